@@ -1,0 +1,83 @@
+"""The pure layers import only themselves, univrs.errors, attrs and the standard library."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "univrs"
+PURE = ["raft", "sm"]
+ALLOWED_THIRD_PARTY = {"attrs"}
+# Standard-library modules that would bring I/O, wall-clock time or global randomness.
+FORBIDDEN_STDLIB = {
+    "time",
+    "socket",
+    "asyncio",
+    "threading",
+    "os",
+    "subprocess",
+    "select",
+    "selectors",
+    "datetime",
+    "random",
+    "secrets",
+    "uuid",
+    "signal",
+    "io",
+    "pathlib",
+    "shutil",
+    "tempfile",
+}
+
+
+def imported_modules(path: pathlib.Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
+def violations(package: str, root: pathlib.Path = ROOT) -> list[str]:
+    bad = []
+    for path in sorted((root / package).rglob("*.py")):
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if name == "random":
+                # Only the type, for an injected RNG, is allowed: `import random` is refused
+                # because `random.random()` is the global, seedless generator.
+                bad.append(f"{path.name}: import {name}")
+            elif top == "univrs":
+                if not (name == "univrs.errors" or name.startswith(f"univrs.{package}")):
+                    bad.append(f"{path.name}: import {name}")
+            elif top in FORBIDDEN_STDLIB:
+                bad.append(f"{path.name}: import {name}")
+            elif top not in sys.stdlib_module_names and top not in ALLOWED_THIRD_PARTY:
+                bad.append(f"{path.name}: import {name}")
+    return bad
+
+
+@pytest.mark.parametrize("package", PURE)
+def test_pure_layers_import_nothing_impure(package: str) -> None:
+    assert violations(package) == []
+
+
+def test_checker_catches_an_impure_import(tmp_path: pathlib.Path) -> None:
+    pkg = tmp_path / "raft"
+    pkg.mkdir()
+    (pkg / "bad.py").write_text(
+        "import trio\nimport time\nimport random\nfrom univrs.net import x\n"
+        "import attrs\nfrom univrs.raft.log import y\nimport univrs.errors\n"
+    )
+    assert violations("raft", root=tmp_path) == [
+        "bad.py: import trio",
+        "bad.py: import time",
+        "bad.py: import random",
+        "bad.py: import univrs.net",
+    ]

@@ -1,0 +1,5 @@
+"""`python -m univrs` runs the command line."""
+
+from univrs.cli import main
+
+main()

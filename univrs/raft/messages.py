@@ -1,0 +1,244 @@
+"""Values the Raft core exchanges with the outside: log entries, hard state, membership, messages.
+
+Everything here is an immutable attrs value. The wire codec (``univrs.codec``) maps each message
+class to a CBOR form through one table; nothing here knows about bytes on a wire.
+
+Names follow the Raft paper (Ongaro & Ousterhout 2014, Figure 2) and the dissertation (Ongaro
+2014): ``RequestVote`` also carries PreVote (dissertation 9.6), ``Heartbeat`` is a log-free
+AppendEntries that also carries the ReadIndex round id (dissertation 6.4), ``TimeoutNow`` starts a
+leader transfer (dissertation 3.10).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+
+import attrs
+
+NodeId = str
+
+
+class EntryKind(enum.IntEnum):
+    """What a log entry carries."""
+
+    NORMAL = 0  # an opaque state-machine command (bytes encoded by univrs.sm)
+    NOOP = 1  # appended by every new leader at the start of its term (paper 5.4.2, 8)
+    CONFIG = 2  # a new Membership, JSON-encoded by encode_membership; effective when appended
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Entry:
+    """One log entry. Invariant: ``index >= 1`` and ``term >= 1``."""
+
+    term: int
+    index: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class HardState:
+    """What must be durable before the node answers anyone: current term, vote, commit index."""
+
+    term: int = 0
+    vote: NodeId | None = None
+    commit: int = 0
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Membership:
+    """A cluster configuration: voters decide elections and commit; learners only receive the log.
+
+    ``addresses`` rides along so every node learns how to reach every member (sorted pairs of
+    node id and raft address). The core itself never reads addresses.
+    Invariant: voters and learners are disjoint.
+    """
+
+    voters: frozenset[NodeId]
+    learners: frozenset[NodeId] = frozenset()
+    addresses: tuple[tuple[NodeId, str], ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if self.voters & self.learners:
+            raise ValueError(f"voters and learners overlap: {sorted(self.voters & self.learners)}")
+
+    @property
+    def members(self) -> frozenset[NodeId]:
+        return self.voters | self.learners
+
+    def address_of(self, node_id: NodeId) -> str | None:
+        for nid, addr in self.addresses:
+            if nid == node_id:
+                return addr
+        return None
+
+
+def encode_membership(m: Membership) -> bytes:
+    """Stable bytes for a CONFIG entry (JSON, sorted, so every replica writes the same bytes)."""
+    doc = {
+        "voters": sorted(m.voters),
+        "learners": sorted(m.learners),
+        "addresses": sorted([list(p) for p in m.addresses]),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_membership(data: bytes) -> Membership:
+    """Inverse of encode_membership. Raises ValueError on malformed data."""
+    doc = json.loads(data)
+    return Membership(
+        voters=frozenset(doc["voters"]),
+        learners=frozenset(doc["learners"]),
+        addresses=tuple((str(a), str(b)) for a, b in doc.get("addresses", [])),
+    )
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class SnapshotMeta:
+    """Describes a snapshot: the last log position it includes and the membership at that point."""
+
+    index: int
+    term: int
+    membership: Membership
+
+
+# --------------------------------------------------------------------------------------------
+# Messages between nodes. Every message carries the sender's term, its source and destination.
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Message:
+    """Common fields of every Raft message."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RequestVote(Message):
+    """Ask for a vote (or, with ``pre_vote``, whether a vote would be granted; 9.6).
+
+    For a pre-vote, ``term`` is the term the candidate *would* campaign in; receivers do not
+    change their own term. ``transfer`` marks a campaign started by TimeoutNow, which voters
+    grant even while they believe a leader is alive.
+    """
+
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+    transfer: bool = False
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RequestVoteResponse(Message):
+    """Answer to RequestVote (``pre_vote`` echoes the request)."""
+
+    granted: bool
+    pre_vote: bool = False
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class AppendEntries(Message):
+    """Replicate ``entries`` after (prev_log_index, prev_log_term); ``commit`` is the leader's."""
+
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class AppendEntriesResponse(Message):
+    """Answer to AppendEntries.
+
+    On success ``index`` is the last index the follower now matches (sent only after those
+    entries are durable on the follower). On rejection ``index`` is the rejected
+    prev_log_index and (hint_index, hint_term) is the fast-backtracking hint: the follower's
+    last index if its log is shorter, otherwise the first index of the conflicting term.
+    """
+
+    success: bool
+    index: int
+    hint_index: int = 0
+    hint_term: int = 0
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Heartbeat(Message):
+    """Leader liveness without log data. ``commit`` is min(leader commit, follower match).
+
+    ``ctx`` is the ReadIndex round this heartbeat confirms (0 when none).
+    """
+
+    commit: int
+    ctx: int = 0
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class HeartbeatResponse(Message):
+    """Answer to Heartbeat, echoing its ``ctx``."""
+
+    ctx: int = 0
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TimeoutNow(Message):
+    """Leader transfer: the receiver campaigns at once, bypassing PreVote and leases."""
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ReadIndexRequest(Message):
+    """A follower asks the leader for a read index on behalf of its local read ``ctx``."""
+
+    ctx: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ReadIndexResponse(Message):
+    """The leader's answer: serve read ``ctx`` once applied >= ``index`` (``ok`` false: retry)."""
+
+    ctx: int
+    index: int
+    ok: bool
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class InstallSnapshot(Message):
+    """One chunk of a snapshot stream (dissertation 5.3). Used from the compaction issue on.
+
+    ``checksum`` covers the whole snapshot (all chunks), ``total_size`` its length in bytes.
+    """
+
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    done: bool
+    total_size: int
+    checksum: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class InstallSnapshotResponse(Message):
+    """Acknowledges snapshot bytes up to ``offset``; ``success`` false asks to restart at it."""
+
+    snapshot_index: int
+    offset: int
+    success: bool
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    RequestVote,
+    RequestVoteResponse,
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    TimeoutNow,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+)

@@ -1,0 +1,160 @@
+"""The values that cross the boundary of the sans-IO core: its config, start state and output.
+
+Ordering contract of a ``Ready`` (the runtime and the simulator must both obey it):
+
+1. ``truncate_from``, ``entries`` and ``hard_state`` are written in one storage transaction
+   (delete entries with index >= truncate_from, append entries, store hard state), and that
+   transaction is synced to disk.
+2. ``messages`` may be sent at any time, even before step 1 completes: they never claim
+   anything about this node's durable state. (A leader's AppendEntries to followers belong here:
+   the leader replicates before its own write is durable, and counts itself only later.)
+3. ``messages_after_persist`` must be sent only after step 1 is durable: vote grants and
+   append acknowledgements depend on the term, vote and entries they follow.
+4. Once step 1 is durable the runtime reports it with ``RaftNode.persisted(index, term)`` for
+   the last entry written (the hard state needs no report).
+5. ``committed`` entries are applied to the state machine in order; each is committed and
+   durable locally. After applying, the runtime reports ``RaftNode.applied(index)``.
+6. ``reads`` are ReadIndex requests now safe to serve: leadership was confirmed by a quorum
+   after the request arrived, and applied >= the read index. ``dropped_reads`` could not be
+   confirmed (leadership lost, leader unknown) and should fail with a retryable error.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from univrs.raft.messages import Entry, HardState, Membership, Message, NodeId, SnapshotMeta
+
+
+class Role(enum.Enum):
+    """The role of a node in its current term."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+    LEARNER = "learner"
+
+
+@attrs.frozen(kw_only=True)
+class RaftConfig:
+    """Tuning of the core, in ticks (the runtime chooses the tick length) and sizes.
+
+    The election timeout is drawn uniformly from [election_ticks_min, election_ticks_max] each
+    time it is reset, from the RNG given to the node. Invariant:
+    0 < heartbeat_ticks < election_ticks_min <= election_ticks_max.
+    """
+
+    heartbeat_ticks: int = 1
+    election_ticks_min: int = 10
+    election_ticks_max: int = 20
+    max_entries_per_msg: int = 512
+    max_bytes_per_msg: int = 1 << 20
+    max_inflight: int = 64
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.heartbeat_ticks < self.election_ticks_min <= self.election_ticks_max:
+            raise ValueError(
+                "need 0 < heartbeat_ticks < election_ticks_min <= election_ticks_max, got "
+                f"{self.heartbeat_ticks}, {self.election_ticks_min}, {self.election_ticks_max}"
+            )
+        if self.max_entries_per_msg < 1 or self.max_bytes_per_msg < 1 or self.max_inflight < 1:
+            raise ValueError("message and inflight limits must be positive")
+
+
+@attrs.frozen(kw_only=True)
+class InitialState:
+    """What a node starts from: its durable state as read back from storage.
+
+    ``entries`` are the log after the snapshot (contiguous, first index = snapshot index + 1).
+    ``membership`` is the configuration to use when neither the log nor the snapshot holds one
+    (a node waiting to be joined starts with an empty membership).
+    ``applied`` is what the state machine already reflects (the snapshot index on restart).
+    """
+
+    hard_state: HardState = HardState()
+    entries: tuple[Entry, ...] = ()
+    snapshot: SnapshotMeta | None = None
+    membership: Membership = Membership(voters=frozenset())
+    applied: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class ReadState:
+    """A linearizable read that may now be served: ``applied >= index`` already holds."""
+
+    ctx: int
+    index: int
+
+
+@attrs.frozen(kw_only=True)
+class SoftState:
+    """Volatile state the runtime reports and logs when it changes."""
+
+    role: Role
+    leader: NodeId | None
+    term: int
+
+
+@attrs.frozen(kw_only=True)
+class Ready:
+    """One batch of work for the runtime; see the module docstring for the ordering contract."""
+
+    hard_state: HardState | None = None
+    truncate_from: int | None = None
+    entries: tuple[Entry, ...] = ()
+    messages: tuple[Message, ...] = ()
+    messages_after_persist: tuple[Message, ...] = ()
+    committed: tuple[Entry, ...] = ()
+    reads: tuple[ReadState, ...] = ()
+    dropped_reads: tuple[int, ...] = ()
+    soft_state: SoftState | None = None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.hard_state is not None
+            or self.truncate_from is not None
+            or self.entries
+            or self.messages
+            or self.messages_after_persist
+            or self.committed
+            or self.reads
+            or self.dropped_reads
+            or self.soft_state is not None
+        )
+
+
+@attrs.frozen(kw_only=True)
+class PeerStatus:
+    """The leader's view of one follower's replication progress."""
+
+    id: NodeId
+    match: int
+    next: int
+    state: str  # "probe" | "replicate" | "snapshot"
+    inflight: int
+    recent_active: bool
+    voter: bool
+
+
+@attrs.frozen(kw_only=True)
+class Status:
+    """A read-only view of a node, for the runtime, metrics, tests and the simulator."""
+
+    id: NodeId
+    role: Role
+    term: int
+    vote: NodeId | None
+    leader: NodeId | None
+    commit: int
+    applied: int
+    persisted: int
+    last_index: int
+    last_term: int
+    first_index: int
+    membership: Membership
+    peers: tuple[PeerStatus, ...] = ()
