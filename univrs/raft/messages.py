@@ -51,13 +51,15 @@ class Membership:
     """A cluster configuration: voters decide elections and commit; learners only receive the log.
 
     ``addresses`` rides along so every node learns how to reach every member (sorted pairs of
-    node id and raft address). The core itself never reads addresses.
+    node id and raft address); ``api_addresses`` likewise names each member's client API
+    address where known. The core itself never reads addresses.
     Invariant: voters and learners are disjoint.
     """
 
     voters: frozenset[NodeId]
     learners: frozenset[NodeId] = frozenset()
     addresses: tuple[tuple[NodeId, str], ...] = ()
+    api_addresses: tuple[tuple[NodeId, str], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.voters & self.learners:
@@ -68,10 +70,12 @@ class Membership:
         return self.voters | self.learners
 
     def address_of(self, node_id: NodeId) -> str | None:
-        for nid, addr in self.addresses:
-            if nid == node_id:
-                return addr
-        return None
+        """The raft address of a member, if known."""
+        return dict(self.addresses).get(node_id)
+
+    def api_address_of(self, node_id: NodeId) -> str | None:
+        """The client API address of a member, if known."""
+        return dict(self.api_addresses).get(node_id)
 
 
 def encode_membership(m: Membership) -> bytes:
@@ -80,6 +84,7 @@ def encode_membership(m: Membership) -> bytes:
         "voters": sorted(m.voters),
         "learners": sorted(m.learners),
         "addresses": sorted([list(p) for p in m.addresses]),
+        "api_addresses": sorted([list(p) for p in m.api_addresses]),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -91,6 +96,7 @@ def decode_membership(data: bytes) -> Membership:
         voters=frozenset(doc["voters"]),
         learners=frozenset(doc["learners"]),
         addresses=tuple((str(a), str(b)) for a, b in doc.get("addresses", [])),
+        api_addresses=tuple((str(a), str(b)) for a, b in doc.get("api_addresses", [])),
     )
 
 
