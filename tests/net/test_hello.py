@@ -1,0 +1,65 @@
+"""The hello frame: round trip, and clear refusals of anything else."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from univrs.errors import ProtocolError
+from univrs.net.address import join_host_port, split_host_port
+from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
+
+
+def test_round_trip() -> None:
+    h = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2")
+    assert decode_hello(encode_hello(h)) == h
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ("text", "text frame"),
+        (b"\xff\x00garbage", "malformed hello"),
+        (cbor2.dumps([1, 2]), "not a univrs raft hello"),
+        (cbor2.dumps({"hello": "other"}), "not a univrs raft hello"),
+        (cbor2.dumps({"hello": "univrs-raft", "version": "1"}), "integer version"),
+        (
+            cbor2.dumps({"hello": "univrs-raft", "version": 1, "cluster": "c", "src": ""}),
+            "'src'",
+        ),
+        (b"\x00" * 5000, "exceeds"),
+    ],
+)
+def test_refusals(frame: bytes | str, expected: str) -> None:
+    with pytest.raises(ProtocolError, match=expected):
+        decode_hello(frame)
+
+
+@pytest.mark.parametrize(
+    ("addr", "parts"),
+    [("127.0.0.1:7000", ("127.0.0.1", 7000)), ("[::1]:80", ("::1", 80)), ("h:1", ("h", 1))],
+)
+def test_addresses_round_trip(addr: str, parts: tuple[str, int]) -> None:
+    assert split_host_port(addr) == parts
+    assert join_host_port(*parts) == addr
+
+
+@pytest.mark.parametrize(
+    ("addr", "expected"),
+    [
+        ("localhost", "no port"),
+        (":7000", "empty or malformed host"),
+        ("h:x", "non-numeric port"),
+        ("h:0", "outside 1-65535"),
+        ("h:65536", "outside 1-65535"),
+        ("::1:7000", "brackets"),
+        ("[::1]7000", "IPv6"),
+    ],
+)
+def test_bad_addresses(addr: str, expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        split_host_port(addr)
+
+
+def test_port_zero_only_when_allowed() -> None:
+    assert split_host_port("127.0.0.1:0", allow_port_zero=True) == ("127.0.0.1", 0)

@@ -1,0 +1,255 @@
+"""The outbound link to one peer: its queue, its counters and the task that dials and sends.
+
+Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect,
+websocket handshake on ``/raft``, hello, all within ``connect_timeout``), then pump the queue
+into the connection, one frame at a time, each send within ``send_timeout``. A watcher task
+reads the connection so that a close by the peer (for example a refused hello) ends the session
+at once rather than at the next send. When a session ends, the link waits a capped,
+jittered exponential backoff before redialing; a session that stayed up ``stable_after``
+seconds resets the backoff. A change of address cancels the current session or wait and dials
+the new address at once.
+
+Messages flow one way on this connection (us to the peer); the peer answers on its own
+outbound connection to us. Messages queued while disconnected stay queued (bounded); the one
+being written when a connection fails is lost and counted as dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import attrs
+import trio
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from univrs.net.address import join_host_port, split_host_port
+from univrs.net.backoff import Backoff
+from univrs.net.queue import PeerQueue
+from univrs.net.settings import TransportSettings
+from univrs.net.stats import PeerCounters
+from univrs.raft.messages import Message, NodeId
+
+log = logging.getLogger("univrs.net")
+
+RAFT_PATH = "/raft"
+
+Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
+"""Opens a byte stream to (host, port); ``trio.open_tcp_stream`` outside tests."""
+
+
+class Encoder(Protocol):
+    """Turns a Raft message into frame bytes (``univrs.codec.encode_message``)."""
+
+    def __call__(self, msg: Message, /) -> bytes: ...
+
+
+def describe_close(reason: CloseReason | None) -> str:
+    """One-line text of a websocket close reason."""
+    if reason is None:
+        return "connection closed"
+    text = f" ({reason.reason})" if reason.reason else ""
+    return f"closed with code {reason.code} {reason.name}{text}"
+
+
+@attrs.define(eq=False)
+class _Session:
+    """What one dial attempt achieved: why it ended, and when it got connected (if it did)."""
+
+    reason: str = "ended"
+    connected_at: float | None = None
+
+
+@attrs.define(eq=False)
+class PeerLink:
+    """Sender side of one peer. Created and owned by ``RaftTransport``; ``run`` is its task."""
+
+    peer_id: NodeId
+    address: str | None
+    hello: bytes  # the encoded hello frame, sent first on every connection
+    settings: TransportSettings
+    encode: Encoder
+    connector: Connector
+    backoff: Backoff
+    counters: PeerCounters
+    queue: PeerQueue
+    _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _session_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
+    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
+    _failing: bool = attrs.field(default=False, init=False)  # in a streak of failed dials
+
+    def enqueue(self, msg: Message) -> None:
+        """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full)."""
+        dropped = self.queue.put(msg)
+        if dropped is not None:
+            self.counters.dropped += 1
+            log.debug("queue to %s full: dropped a %s", self.peer_id, type(dropped).__name__)
+
+    def set_address(self, address: str | None) -> None:
+        """Dial ``address`` from now on, abandoning the current connection if it changed."""
+        if address == self.address:
+            return
+        self.address = address
+        self.backoff.reset()
+        self._wakeup.set()
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+
+    def close(self) -> None:
+        """Stop the link's task for good and drop what is queued."""
+        self._scope.cancel()
+        self.counters.dropped += self.queue.clear()
+        self.counters.connected = False
+
+    async def run(self) -> None:
+        """Dial, send, redial with backoff; returns only after ``close()``."""
+        with self._scope:
+            while True:
+                if self.address is None:
+                    await self._wait_for_wakeup(math.inf)
+                    continue
+                host, port = split_host_port(self.address, allow_port_zero=True)
+                session = await self._run_session(host, port)
+                now = trio.current_time()
+                was_connected = session.connected_at is not None
+                if was_connected:
+                    assert session.connected_at is not None
+                    if now - session.connected_at >= self.settings.stable_after:
+                        self.backoff.reset()
+                    log.warning("lost connection to %s: %s", self.peer_id, session.reason)
+                else:
+                    self.counters.connect_failures += 1
+                    level = logging.DEBUG if self._failing else logging.WARNING
+                    log.log(level, "cannot reach %s: %s", self.peer_id, session.reason)
+                self._failing = not was_connected
+                await self._wait_for_wakeup(self.backoff.next_delay())
+
+    async def _wait_for_wakeup(self, delay: float) -> None:
+        with trio.move_on_after(delay):
+            await self._wakeup.wait()
+        if self._wakeup.is_set():
+            self._wakeup = trio.Event()
+
+    async def _run_session(self, host: str, port: int) -> _Session:
+        session = _Session()
+        with trio.CancelScope() as scope:
+            self._session_scope = scope
+            try:
+                async with trio.open_nursery() as nursery:  # holds the connection's reader task
+                    try:
+                        await self._dial_and_pump(nursery, host, port, session)
+                    finally:
+                        nursery.cancel_scope.cancel()
+            except* ConnectionRejected as group:
+                rejected: Any = group.exceptions[0]
+                session.reason = f"websocket handshake refused with HTTP {rejected.status_code}"
+            except* (
+                HandshakeError,
+                ConnectionClosed,
+                OSError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+            ) as group:
+                session.reason = f"{type(group.exceptions[0]).__name__}: {group.exceptions[0]}"
+        self._session_scope = None
+        self.counters.connected = False
+        if scope.cancelled_caught:
+            session.reason = "address changed"
+        return session
+
+    async def _dial_and_pump(
+        self, nursery: trio.Nursery, host: str, port: int, session: _Session
+    ) -> None:
+        stream: trio.abc.Stream | None = None
+        try:
+            try:
+                with trio.fail_after(self.settings.connect_timeout):
+                    stream = await self.connector(host, port)
+                    ws = await wrap_client_stream(
+                        nursery,
+                        stream,  # type: ignore[arg-type]  # any trio Stream works
+                        join_host_port(host, port),
+                        RAFT_PATH,
+                        message_queue_size=1,
+                        max_message_size=self.settings.max_payload_size,
+                    )
+                    await ws.send_message(self.hello)
+            except trio.TooSlowError:
+                session.reason = f"connect timed out after {self.settings.connect_timeout:g}s"
+                return
+            except OSError as exc:
+                session.reason = f"connect failed: {exc}"
+                return
+            except ConnectionClosed as exc:
+                session.reason = f"handshake failed: {describe_close(exc.reason)}"
+                return
+            session.connected_at = trio.current_time()
+            self.counters.connected = True
+            self.counters.connects += 1
+            self._failing = False
+            log.info("connected to %s at %s", self.peer_id, join_host_port(host, port))
+            try:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(self._watch_close, ws, session, inner.cancel_scope)
+                    await self._pump(ws, session)
+                    inner.cancel_scope.cancel()
+            finally:
+                self.counters.connected = False
+                with trio.move_on_after(self.settings.close_timeout):
+                    await ws.aclose()
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+    async def _watch_close(
+        self, ws: WebSocketConnection, session: _Session, scope: trio.CancelScope
+    ) -> None:
+        # The peer never sends on this connection; reading only notices its close.
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as exc:
+            session.reason = f"peer {describe_close(exc.reason)}"
+        scope.cancel()
+
+    async def _pump(self, ws: WebSocketConnection, session: _Session) -> None:
+        limit = self.settings.max_payload_size
+        while True:
+            msg = await self.queue.get()
+            data = self.encode(msg)
+            if len(data) > limit:
+                self.counters.dropped += 1
+                log.warning(
+                    "dropped %s to %s: %d bytes exceeds max_payload_size %d",
+                    type(msg).__name__,
+                    self.peer_id,
+                    len(data),
+                    limit,
+                )
+                continue
+            sent = False
+            try:
+                with trio.fail_after(self.settings.send_timeout):
+                    await ws.send_message(data)
+                sent = True
+            except trio.TooSlowError:
+                session.reason = f"send timed out after {self.settings.send_timeout:g}s"
+                return
+            except ConnectionClosed as exc:
+                session.reason = describe_close(exc.reason)
+                return
+            finally:
+                # A message taken off the queue but not written (failure or cancellation) is lost.
+                if not sent:
+                    self.counters.dropped += 1
+            self.counters.messages_sent += 1
+            self.counters.bytes_sent += len(data)

@@ -1,0 +1,118 @@
+"""A websocket server that routes each connection by its request path to a handler.
+
+The raft transport registers ``/raft``; the fast client protocol registers its own path later
+on the same listener. Each route handler receives the ``WebSocketRequest`` and owns the
+connection from then on: it accepts or rejects it and closes it. Whatever a handler leaves
+behind is torn down when it returns; an unknown path is rejected with HTTP 404.
+
+A client that never completes the websocket handshake (a paused process, a port scanner) is
+dropped after ``handshake_timeout``; a connection's failure never reaches the other connections
+or the listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
+
+log = logging.getLogger("univrs.net")
+
+RouteHandler = Callable[[WebSocketRequest], Awaitable[None]]
+
+
+def describe_stream(stream: trio.abc.Stream) -> str:
+    """``host:port`` of the remote end of a socket stream, or the stream's repr."""
+    sock = getattr(stream, "socket", None)
+    if sock is not None:
+        try:
+            host, port = sock.getpeername()[:2]
+            return f"{host}:{port}"
+        except OSError:
+            pass
+    return type(stream).__name__
+
+
+@attrs.define(eq=False)
+class WebSocketRouter:
+    """Accepts websocket connections and dispatches each to the handler for its path."""
+
+    max_message_size: int
+    handshake_timeout: float
+    message_queue_size: int = 4
+    rejected: int = 0  # connections refused here: unknown path or handshake timeout
+    _routes: dict[str, RouteHandler] = attrs.field(factory=dict, init=False)
+
+    def add_route(self, path: str, handler: RouteHandler) -> None:
+        """Serve connections whose request path is ``path`` (e.g. ``"/raft"``) with ``handler``."""
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/', got {path!r}")
+        if path in self._routes:
+            raise ValueError(f"route {path!r} is already taken")
+        self._routes[path] = handler
+
+    def remove_route(self, path: str) -> None:
+        """Stop routing ``path`` (connections already handed over are unaffected)."""
+        self._routes.pop(path, None)
+
+    async def handle_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection on any byte stream (a TCP socket, or a memory stream in tests)."""
+        try:
+            async with trio.open_nursery() as nursery:  # holds the connection's reader task
+                try:
+                    await self._dispatch(nursery, stream)
+                finally:
+                    nursery.cancel_scope.cancel()
+        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            log.debug("connection from %s ended: %r", describe_stream(stream), group.exceptions[0])
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _dispatch(self, nursery: trio.Nursery, stream: trio.abc.Stream) -> None:
+        request: WebSocketRequest | None = None
+        with trio.move_on_after(self.handshake_timeout):
+            request = await wrap_server_stream(
+                nursery,
+                stream,
+                message_queue_size=self.message_queue_size,
+                max_message_size=self.max_message_size,
+            )
+        if request is None:
+            self.rejected += 1
+            log.warning(
+                "dropped connection from %s: no websocket handshake within %gs",
+                describe_stream(stream),
+                self.handshake_timeout,
+            )
+            return
+        path = urllib.parse.urlsplit(request.path).path
+        handler = self._routes.get(path)
+        if handler is None:
+            self.rejected += 1
+            log.warning("refused connection from %s: unknown path %r", request.remote, path)
+            await request.reject(404, body=b"unknown path")
+            return
+        await handler(request)
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` until cancelled; ``task_status.started`` gets the bound port."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = _bound_port(listeners)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, self.handle_connection, listeners)
+            task_status.started(bound)
+
+
+def _bound_port(listeners: list[Any]) -> int:
+    return int(listeners[0].socket.getsockname()[1])

@@ -1,0 +1,37 @@
+"""Tuning of the websocket transport: sizes, deadlines, queue bounds and redial backoff."""
+
+from __future__ import annotations
+
+import attrs
+
+from univrs.net.backoff import BackoffPolicy
+
+
+@attrs.frozen(kw_only=True)
+class TransportSettings:
+    """Every deadline is in seconds and applies to one operation.
+
+    A paused peer (SIGSTOP) accepts TCP connections in its kernel but never answers, so every
+    connect, websocket handshake, hello and send has a deadline; a connection that misses one is
+    abandoned and redialed with backoff.
+    """
+
+    max_payload_size: int = 4 * 1024 * 1024  # largest frame sent or accepted, in bytes
+    connect_timeout: float = 5.0  # TCP connect + websocket handshake + hello, outbound
+    handshake_timeout: float = 5.0  # inbound: websocket handshake, then again for the hello
+    send_timeout: float = 5.0  # writing one frame to a peer
+    close_timeout: float = 1.0  # closing handshake before the socket is dropped
+    max_control_queue: int = 256  # per peer: heartbeats, votes, responses, ...
+    max_bulk_queue: int = 64  # per peer: AppendEntries / InstallSnapshot
+    inbound_queue_frames: int = 4  # frames trio-websocket buffers per inbound connection
+    backoff: BackoffPolicy = BackoffPolicy()
+    stable_after: float = 2.0  # a connection that lasted this long resets the backoff
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_payload_size < 1024:
+            raise ValueError(f"max_payload_size too small: {self.max_payload_size}")
+        for name in ("connect_timeout", "handshake_timeout", "send_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_control_queue < 1 or self.max_bulk_queue < 1 or self.inbound_queue_frames < 1:
+            raise ValueError("queue bounds must be positive")

@@ -1,0 +1,358 @@
+"""The raft transport: CBOR frames over websockets between the nodes of one cluster.
+
+Theory of operation.
+
+* Inbound: a ``WebSocketRouter`` listens on the node's raft address and hands ``/raft``
+  connections to ``_serve_raft``. The first frame must be a hello (see ``univrs.net.hello``) with
+  our wire version, our cluster id and our node id as destination; every following frame is
+  decoded into a ``Message`` whose ``src`` is the hello's sender and whose ``dst`` is us, and is
+  delivered through the bounded ``inbox`` channel to the driver (the sole owner of the core).
+  A bad hello, a malformed, text or oversized frame closes *that* connection with one WARNING
+  line; the listener and every other connection carry on. A newer connection from the same
+  peer replaces an older one (the peer restarted; the old one may be half-open forever).
+* Outbound: one ``PeerLink`` per peer dials it, sends our hello, then pumps that peer's
+  two-lane queue (control before bulk) into the connection. ``send`` only queues, so the driver
+  never waits on the network.
+* Addresses come from ``set_peer_addresses``, which the runtime calls again whenever the
+  membership changes; a changed address redials at once, a removed peer's link stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from univrs.errors import ProtocolError
+from univrs.net.address import split_host_port
+from univrs.net.backoff import Backoff
+from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
+from univrs.net.peer import RAFT_PATH, Connector, Encoder, PeerLink, describe_close
+from univrs.net.queue import PeerQueue
+from univrs.net.server import RouteHandler, WebSocketRouter
+from univrs.net.settings import TransportSettings
+from univrs.net.stats import PeerCounters, TransportStatistics
+from univrs.raft.messages import Message, NodeId
+
+log = logging.getLogger("univrs.net")
+
+# Websocket close codes (RFC 6455 7.4.1).
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+_MAX_CLOSE_REASON = 120  # a close frame's reason must fit in 123 bytes of UTF-8
+
+
+class Decoder(Protocol):
+    """Turns frame bytes into a Raft message (``univrs.codec.decode_message``).
+
+    Raises ``ProtocolError`` on anything malformed or larger than ``max_size``.
+    """
+
+    def __call__(self, data: bytes, *, max_size: int) -> Message: ...
+
+
+def _default_encoder() -> Encoder:
+    from univrs.codec import encode_message
+
+    return encode_message
+
+
+def _default_decoder() -> Decoder:
+    from univrs.codec import decode_message
+
+    return decode_message
+
+
+def _short(text: str) -> str:
+    raw = text.encode()[:_MAX_CLOSE_REASON]
+    return raw.decode(errors="ignore")
+
+
+@attrs.define(eq=False)
+class RaftTransport:
+    """Sends and receives Raft messages for one node. Run it with ``run`` or ``open_transport``.
+
+    ``listen_addr`` is ``host:port`` to bind (port 0 picks a free one; see ``listen_port``).
+    ``peers`` maps node ids to raft addresses (this node's own entry is ignored).
+    ``encode``/``decode`` default to ``univrs.codec``; ``connector`` to ``trio.open_tcp_stream``.
+    """
+
+    node_id: NodeId
+    cluster_id: str
+    inbox: trio.abc.SendChannel[Message]
+    rng: random.Random
+    listen_addr: str = "127.0.0.1:0"
+    peers: Mapping[NodeId, str] = attrs.field(factory=dict)
+    settings: TransportSettings = TransportSettings()
+    encode: Encoder = attrs.field(factory=_default_encoder)
+    decode: Decoder = attrs.field(factory=_default_decoder)
+    connector: Connector = trio.open_tcp_stream
+    router: WebSocketRouter = attrs.field(init=False)
+    _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
+    _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
+    _inbound: dict[NodeId, trio.CancelScope] = attrs.field(factory=dict, init=False)
+    _warned_unknown: set[NodeId] = attrs.field(factory=set, init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _listen_port: int | None = attrs.field(default=None, init=False)
+    _rejected: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        split_host_port(self.listen_addr, allow_port_zero=True)  # fail early on a bad address
+        self.router = WebSocketRouter(
+            max_message_size=self.settings.max_payload_size,
+            handshake_timeout=self.settings.handshake_timeout,
+            message_queue_size=self.settings.inbound_queue_frames,
+        )
+        self.router.add_route(RAFT_PATH, self._serve_raft)
+        self.set_peer_addresses(self.peers)
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def listen_port(self) -> int | None:
+        """The bound port once ``run`` has started listening, else None."""
+        return self._listen_port
+
+    def add_route(self, path: str, handler: RouteHandler) -> None:
+        """Serve another websocket path (e.g. ``/client``) on the raft listener."""
+        self.router.add_route(path, handler)
+
+    def send(self, msg: Message) -> None:
+        """Queue ``msg`` for ``msg.dst``; never blocks. Undeliverable messages are dropped."""
+        link = self._links.get(msg.dst)
+        if link is None:
+            self._counter(msg.dst).dropped += 1
+            if msg.dst not in self._warned_unknown:
+                self._warned_unknown.add(msg.dst)
+                log.warning("dropping messages to %s: no address known for it", msg.dst)
+            return
+        link.enqueue(msg)
+
+    def set_peer_addresses(self, addresses: Mapping[NodeId, str]) -> None:
+        """Make ``addresses`` the complete peer map (own id ignored). Raises ValueError on a bad
+        address, before changing anything."""
+        wanted = {nid: addr for nid, addr in addresses.items() if nid != self.node_id}
+        for nid, addr in wanted.items():
+            try:
+                split_host_port(addr, allow_port_zero=True)
+            except ValueError as exc:
+                raise ValueError(f"address of {nid}: {exc}") from None
+        for nid in list(self._links):
+            if nid not in wanted:
+                self._links.pop(nid).close()
+                log.info("forgot peer %s", nid)
+        for nid, addr in wanted.items():
+            link = self._links.get(nid)
+            if link is None:
+                self._add_link(nid, addr)
+            else:
+                link.set_address(addr)
+        self._warned_unknown -= set(wanted)
+
+    def statistics(self) -> TransportStatistics:
+        """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
+        peers = []
+        for nid in sorted(set(self._counters) | set(self._links)):
+            link = self._links.get(nid)
+            peers.append(
+                self._counter(nid).snapshot(
+                    nid,
+                    link.address if link else None,
+                    len(link.queue) if link else 0,
+                )
+            )
+        return TransportStatistics(
+            node_id=self.node_id,
+            listen_port=self._listen_port,
+            peers=tuple(peers),
+            rejected_connections=self._rejected + self.router.rejected,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and send until cancelled; ``task_status.started`` gets the bound port."""
+        if self._nursery is not None:
+            raise RuntimeError("transport is already running")
+        host, port = split_host_port(self.listen_addr, allow_port_zero=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._listen_port = await nursery.start(self.router.serve, host, port)
+                self._nursery = nursery
+                for link in self._links.values():
+                    nursery.start_soon(link.run)
+                log.info(
+                    "raft transport of %s listening on %s port %d",
+                    self.node_id,
+                    host,
+                    self._listen_port,
+                )
+                task_status.started(self._listen_port)
+        finally:
+            self._nursery = None
+
+    # ---------------------------------------------------------------- outbound
+
+    def _counter(self, nid: NodeId) -> PeerCounters:
+        counters = self._counters.get(nid)
+        if counters is None:
+            counters = self._counters[nid] = PeerCounters()
+        return counters
+
+    def _add_link(self, nid: NodeId, addr: str) -> None:
+        hello = Hello(version=WIRE_VERSION, cluster=self.cluster_id, src=self.node_id, dst=nid)
+        link = PeerLink(
+            peer_id=nid,
+            address=addr,
+            hello=encode_hello(hello),
+            settings=self.settings,
+            encode=self.encode,
+            connector=self.connector,
+            backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
+            counters=self._counter(nid),
+            queue=PeerQueue(
+                max_control=self.settings.max_control_queue,
+                max_bulk=self.settings.max_bulk_queue,
+            ),
+        )
+        self._links[nid] = link
+        if self._nursery is not None:
+            self._nursery.start_soon(link.run)
+
+    # ---------------------------------------------------------------- inbound
+
+    async def _serve_raft(self, request: WebSocketRequest) -> None:
+        remote = str(request.remote)
+        ws = await request.accept()
+        try:
+            hello = await self._read_hello(ws, remote)
+            if hello is None:
+                return
+            counters = self._counter(hello.src)
+            previous = self._inbound.get(hello.src)
+            if previous is not None:
+                previous.cancel()  # the peer redialed: its old connection is dead or dying
+            counters.inbound += 1
+            scope = trio.CancelScope()
+            self._inbound[hello.src] = scope
+            try:
+                with scope:
+                    await self._read_messages(ws, hello, remote, counters)
+            finally:
+                counters.inbound -= 1
+                if self._inbound.get(hello.src) is scope:
+                    del self._inbound[hello.src]
+        finally:
+            with trio.move_on_after(self.settings.close_timeout):
+                await ws.aclose()
+
+    async def _refuse(
+        self, ws: WebSocketConnection, remote: str, who: str, code: int, reason: str
+    ) -> None:
+        """Close one inbound connection for breaking the protocol, with one WARNING line."""
+        self._rejected += 1
+        log.warning("closing raft connection from %s (%s): %s", who, remote, reason)
+        with trio.move_on_after(self.settings.close_timeout):
+            await ws.aclose(code, _short(reason))
+
+    def _closed_by_library(self, exc: ConnectionClosed, remote: str, who: str) -> None:
+        """trio-websocket closes a connection itself on an oversized frame: log it like ours."""
+        reason = exc.reason
+        if reason is not None and reason.code == CLOSE_TOO_BIG:
+            self._rejected += 1
+            log.warning(
+                "closing raft connection from %s (%s): frame larger than max_payload_size %d",
+                who,
+                remote,
+                self.settings.max_payload_size,
+            )
+        else:
+            log.debug("raft connection from %s (%s) %s", who, remote, describe_close(reason))
+
+    async def _read_hello(self, ws: WebSocketConnection, remote: str) -> Hello | None:
+        try:
+            with trio.fail_after(self.settings.handshake_timeout):
+                frame = await ws.get_message()
+        except trio.TooSlowError:
+            reason = f"no hello within {self.settings.handshake_timeout:g}s"
+            await self._refuse(ws, remote, "unknown node", CLOSE_POLICY_VIOLATION, reason)
+            return None
+        except ConnectionClosed as exc:
+            self._closed_by_library(exc, remote, "unknown node")
+            return None
+        try:
+            hello = decode_hello(frame)
+        except ProtocolError as exc:
+            await self._refuse(ws, remote, "unknown node", CLOSE_PROTOCOL_ERROR, str(exc))
+            return None
+        problem = None
+        if hello.version != WIRE_VERSION:
+            problem = (
+                f"wire version {hello.version} not supported (this node speaks {WIRE_VERSION})"
+            )
+        elif hello.cluster != self.cluster_id:
+            problem = f"cluster id {hello.cluster!r} is not this cluster ({self.cluster_id!r})"
+        elif hello.dst != self.node_id:
+            problem = f"hello addressed to node {hello.dst!r}, but this is {self.node_id!r}"
+        elif hello.src == self.node_id:
+            problem = f"hello from this node's own id {hello.src!r}"
+        if problem is not None:
+            await self._refuse(ws, remote, hello.src, CLOSE_POLICY_VIOLATION, problem)
+            return None
+        log.debug("raft connection from %s (%s) accepted", hello.src, remote)
+        return hello
+
+    async def _read_messages(
+        self, ws: WebSocketConnection, hello: Hello, remote: str, counters: PeerCounters
+    ) -> None:
+        peer = hello.src
+        while True:
+            try:
+                frame = await ws.get_message()
+            except ConnectionClosed as exc:
+                self._closed_by_library(exc, remote, peer)
+                return
+            if isinstance(frame, str):
+                reason = "text frame (raft frames are binary)"
+                await self._refuse(ws, remote, peer, CLOSE_UNSUPPORTED_DATA, reason)
+                return
+            try:
+                msg = self.decode(frame, max_size=self.settings.max_payload_size)
+            except ProtocolError as exc:
+                reason = f"malformed message: {exc}"
+                await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
+                return
+            except Exception as exc:
+                # The decoder must raise only ProtocolError; anything else is its bug, but a
+                # remote frame must not be able to crash the node through it.
+                log.exception("decoder raised %s on a frame from %s", type(exc).__name__, peer)
+                reason = f"undecodable message ({type(exc).__name__})"
+                await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
+                return
+            if msg.src != peer or msg.dst != self.node_id:
+                reason = f"message from {msg.src!r} to {msg.dst!r} on {peer!r}'s connection"
+                await self._refuse(ws, remote, peer, CLOSE_POLICY_VIOLATION, reason)
+                return
+            counters.messages_received += 1
+            counters.bytes_received += len(frame)
+            try:
+                await self.inbox.send(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the node is shutting down
+
+
+@asynccontextmanager
+async def open_transport(transport: RaftTransport) -> AsyncIterator[RaftTransport]:
+    """Run ``transport`` for the duration of the block (listening when the block starts)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.run)
+        try:
+            yield transport
+        finally:
+            nursery.cancel_scope.cancel()
