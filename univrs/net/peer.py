@@ -67,6 +67,7 @@ class _Session:
 
     reason: str = "ended"
     connected_at: float | None = None
+    broken: bool = False  # a write was abandoned mid-frame: no graceful close is possible
 
 
 @attrs.define(eq=False)
@@ -84,7 +85,8 @@ class PeerLink:
     queue: PeerQueue
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
     _session_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
-    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
+    _scope: trio.CancelScope | None = attrs.field(default=None, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
     _failing: bool = attrs.field(default=False, init=False)  # in a streak of failed dials
 
     def enqueue(self, msg: Message) -> None:
@@ -106,13 +108,17 @@ class PeerLink:
 
     def close(self) -> None:
         """Stop the link's task for good and drop what is queued."""
-        self._scope.cancel()
+        self._closed = True
+        if self._scope is not None:
+            self._scope.cancel()
         self.counters.dropped += self.queue.clear()
         self.counters.connected = False
 
     async def run(self) -> None:
         """Dial, send, redial with backoff; returns only after ``close()``."""
-        with self._scope:
+        if self._closed:
+            return
+        with trio.CancelScope() as self._scope:
             while True:
                 if self.address is None:
                     await self._wait_for_wakeup(math.inf)
@@ -204,8 +210,9 @@ class PeerLink:
                     inner.cancel_scope.cancel()
             finally:
                 self.counters.connected = False
-                with trio.move_on_after(self.settings.close_timeout):
-                    await ws.aclose()
+                if not session.broken:
+                    with trio.move_on_after(self.settings.close_timeout):
+                        await ws.aclose()
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
@@ -243,6 +250,7 @@ class PeerLink:
                 sent = True
             except trio.TooSlowError:
                 session.reason = f"send timed out after {self.settings.send_timeout:g}s"
+                session.broken = True
                 return
             except ConnectionClosed as exc:
                 session.reason = describe_close(exc.reason)

@@ -30,7 +30,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs.errors import ProtocolError
-from univrs.net.address import split_host_port
+from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
 from univrs.net.peer import RAFT_PATH, Connector, Encoder, PeerLink, describe_close
@@ -71,6 +71,13 @@ def _default_decoder() -> Decoder:
     return decode_message
 
 
+def _describe_endpoint(endpoint: object) -> str:
+    address, port = getattr(endpoint, "address", None), getattr(endpoint, "port", None)
+    if address is None or port is None:
+        return str(endpoint)
+    return join_host_port(str(address), int(port))
+
+
 def _short(text: str) -> str:
     raw = text.encode()[:_MAX_CLOSE_REASON]
     return raw.decode(errors="ignore")
@@ -80,7 +87,8 @@ def _short(text: str) -> str:
 class RaftTransport:
     """Sends and receives Raft messages for one node. Run it with ``run`` or ``open_transport``.
 
-    ``listen_addr`` is ``host:port`` to bind (port 0 picks a free one; see ``listen_port``).
+    ``listen_addr`` is ``host:port`` to bind (port 0 picks a free one; see ``listen_port``), or
+    None not to listen at all (tests feed connections to ``router.handle_connection``).
     ``peers`` maps node ids to raft addresses (this node's own entry is ignored).
     ``encode``/``decode`` default to ``univrs.codec``; ``connector`` to ``trio.open_tcp_stream``.
     """
@@ -89,7 +97,7 @@ class RaftTransport:
     cluster_id: str
     inbox: trio.abc.SendChannel[Message]
     rng: random.Random
-    listen_addr: str = "127.0.0.1:0"
+    listen_addr: str | None = "127.0.0.1:0"
     peers: Mapping[NodeId, str] = attrs.field(factory=dict)
     settings: TransportSettings = TransportSettings()
     encode: Encoder = attrs.field(factory=_default_encoder)
@@ -105,7 +113,8 @@ class RaftTransport:
     _rejected: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
-        split_host_port(self.listen_addr, allow_port_zero=True)  # fail early on a bad address
+        if self.listen_addr is not None:  # fail early on a bad address
+            split_host_port(self.listen_addr, allow_port_zero=True)
         self.router = WebSocketRouter(
             max_message_size=self.settings.max_payload_size,
             handshake_timeout=self.settings.handshake_timeout,
@@ -176,23 +185,26 @@ class RaftTransport:
             rejected_connections=self._rejected + self.router.rejected,
         )
 
-    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[int | None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Listen and send until cancelled; ``task_status.started`` gets the bound port."""
         if self._nursery is not None:
             raise RuntimeError("transport is already running")
-        host, port = split_host_port(self.listen_addr, allow_port_zero=True)
         try:
             async with trio.open_nursery() as nursery:
-                self._listen_port = await nursery.start(self.router.serve, host, port)
+                if self.listen_addr is not None:
+                    host, port = split_host_port(self.listen_addr, allow_port_zero=True)
+                    self._listen_port = await nursery.start(self.router.serve, host, port)
+                    log.info(
+                        "raft transport of %s listening on %s port %d",
+                        self.node_id,
+                        host,
+                        self._listen_port,
+                    )
                 self._nursery = nursery
                 for link in self._links.values():
                     nursery.start_soon(link.run)
-                log.info(
-                    "raft transport of %s listening on %s port %d",
-                    self.node_id,
-                    host,
-                    self._listen_port,
-                )
                 task_status.started(self._listen_port)
         finally:
             self._nursery = None
@@ -228,7 +240,7 @@ class RaftTransport:
     # ---------------------------------------------------------------- inbound
 
     async def _serve_raft(self, request: WebSocketRequest) -> None:
-        remote = str(request.remote)
+        remote = _describe_endpoint(request.remote)
         ws = await request.accept()
         try:
             hello = await self._read_hello(ws, remote)
@@ -293,9 +305,7 @@ class RaftTransport:
             return None
         problem = None
         if hello.version != WIRE_VERSION:
-            problem = (
-                f"wire version {hello.version} not supported (this node speaks {WIRE_VERSION})"
-            )
+            problem = f"wire version {hello.version} unsupported (this node speaks {WIRE_VERSION})"
         elif hello.cluster != self.cluster_id:
             problem = f"cluster id {hello.cluster!r} is not this cluster ({self.cluster_id!r})"
         elif hello.dst != self.node_id:

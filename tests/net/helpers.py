@@ -1,0 +1,82 @@
+"""Shared helpers of the transport tests: message factories, transports, bounded waits."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+
+import trio
+
+from tests.net import fake_codec
+from univrs.net.backoff import BackoffPolicy
+from univrs.net.peer import Connector
+from univrs.net.settings import TransportSettings
+from univrs.net.transport import RaftTransport
+from univrs.raft.messages import AppendEntries, Entry, Heartbeat, Message
+
+CLUSTER = "test-cluster"
+
+FAST = TransportSettings(
+    connect_timeout=2.0,
+    handshake_timeout=2.0,
+    send_timeout=2.0,
+    close_timeout=0.5,
+    backoff=BackoffPolicy(initial=0.05, maximum=0.5, jitter=0.5),
+    stable_after=1.0,
+)
+
+
+def heartbeat(src: str, dst: str, ctx: int = 0) -> Heartbeat:
+    return Heartbeat(term=1, src=src, dst=dst, commit=0, ctx=ctx)
+
+
+def append(src: str, dst: str, index: int, size: int = 10) -> AppendEntries:
+    entry = Entry(term=1, index=index, data=b"e" * size)
+    return AppendEntries(
+        term=1,
+        src=src,
+        dst=dst,
+        prev_log_index=index - 1,
+        prev_log_term=1 if index > 1 else 0,
+        entries=(entry,),
+        commit=0,
+    )
+
+
+def make_transport(
+    node_id: str,
+    *,
+    peers: Mapping[str, str] | None = None,
+    settings: TransportSettings = FAST,
+    connector: Connector | None = None,
+    listen_addr: str | None = "127.0.0.1:0",
+    cluster_id: str = CLUSTER,
+    inbox_size: int = 100,
+    seed: int = 0,
+) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
+    send, recv = trio.open_memory_channel[Message](inbox_size)
+    transport = RaftTransport(
+        node_id=node_id,
+        cluster_id=cluster_id,
+        inbox=send,
+        rng=random.Random(seed),
+        listen_addr=listen_addr,
+        peers=dict(peers or {}),
+        settings=settings,
+        encode=fake_codec.encode,
+        decode=fake_codec.decode,
+        connector=connector or trio.open_tcp_stream,
+    )
+    return transport, recv
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds (virtual or real)."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+async def receive(inbox: trio.MemoryReceiveChannel[Message], timeout: float = 10.0) -> Message:
+    with trio.fail_after(timeout):
+        return await inbox.receive()
