@@ -39,8 +39,13 @@ node_ids = st.text(max_size=12)
 def memberships(draw: st.DrawFn) -> m.Membership:
     voters = draw(st.frozensets(node_ids, max_size=5))
     learners = draw(st.frozensets(node_ids, max_size=3)) - voters
-    addresses = draw(st.lists(st.tuples(node_ids, st.text(max_size=20)), max_size=4))
-    return m.Membership(voters=voters, learners=learners, addresses=tuple(sorted(addresses)))
+    pairs = st.lists(st.tuples(node_ids, st.text(max_size=20)), max_size=4)
+    return m.Membership(
+        voters=voters,
+        learners=learners,
+        addresses=tuple(sorted(draw(pairs))),
+        api_addresses=tuple(sorted(draw(pairs))),
+    )
 
 
 snapshot_metas = st.builds(m.SnapshotMeta, index=uints, term=uints, membership=memberships())
@@ -414,17 +419,43 @@ def _snap(meta: object) -> bytes:
 
 
 def test_snapshot_meta_is_checked() -> None:
-    ok = decode_message(_snap([3, 2, ["a"], ["b"], [["a", "h:1"]]]), max_size=MAX)
+    ok = decode_message(_snap([3, 2, [["a"], ["b"], [["a", "h:1"]], [["b", "h:2"]]]]), max_size=MAX)
     assert isinstance(ok, m.InstallSnapshot)
-    assert ok.meta.membership == m.Membership(
-        voters=frozenset({"a"}), learners=frozenset({"b"}), addresses=(("a", "h:1"),)
+    assert ok.meta == m.SnapshotMeta(
+        index=3,
+        term=2,
+        membership=m.Membership(
+            voters=frozenset({"a"}),
+            learners=frozenset({"b"}),
+            addresses=(("a", "h:1"),),
+            api_addresses=(("b", "h:2"),),
+        ),
     )
-    refused(_snap([3, 2, ["a"], ["a"], []]), "invalid membership")
-    refused(_snap([3, 2, ["a"], [1], []]), "meta.learners")
-    refused(_snap([3, 2, "a", [], []]), "meta.voters")
-    refused(_snap([3, 2, [], [], [["a"]]]), "meta.addresses")
-    refused(_snap([3, -2, [], [], []]), "meta.term")
-    refused(_snap([3, 2, [], []]), "snapshot meta")
+    refused(_snap([3, 2, [["a"], ["a"], [], []]]), "invalid membership")
+    refused(_snap([3, 2, [["a"], [1], [], []]]), "membership.learners")
+    refused(_snap([3, 2, ["a", [], [], []]]), "membership.voters")
+    refused(_snap([3, 2, [[], [], [["a"]], []]]), "membership.addresses")
+    refused(_snap([3, 2, [[], [], [], [["a", 1]]]]), "membership.api_addresses")
+    refused(_snap([3, -2, [[], [], [], []]]), "meta.term")
+    refused(_snap([3, 2, [[], [], []]]), "a membership")
+    refused(_snap([3, 2]), "snapshot meta")
+
+
+def test_membership_encoding_covers_every_membership_field() -> None:
+    # A new Membership field must get a place in membership_to_plain (and a new wire version).
+    assert [f.name for f in attrs.fields(m.Membership)] == [
+        "voters",
+        "learners",
+        "addresses",
+        "api_addresses",
+    ]
+    full = m.Membership(
+        voters=frozenset({"b", "a"}),
+        learners=frozenset({"c"}),
+        addresses=(("a", "x:1"),),
+        api_addresses=(("a", "x:2"),),
+    )
+    assert codec.membership_from_plain(codec.membership_to_plain(full)) == full
 
 
 @pytest.mark.parametrize(

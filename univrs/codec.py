@@ -11,7 +11,8 @@ and to the ordered list of its fields with their wire kinds. Nested values are a
 maps, so a batch of entries costs no per-field key overhead (the hot path: AppendEntries)::
 
     Entry        [term, index, kind, data]
-    SnapshotMeta [index, term, [voters], [learners], [[node_id, address], ...]]
+    SnapshotMeta [index, term, membership]
+    Membership   [[voters], [learners], [[node_id, address], ...], [[node_id, api_address], ...]]
 
 Decoding is strict, because frames come from the network:
 
@@ -70,6 +71,8 @@ __all__ = [
     "decode_plain",
     "encode_message",
     "encode_plain",
+    "membership_from_plain",
+    "membership_to_plain",
     "message_fields",
 ]
 
@@ -79,8 +82,8 @@ WIRE_VERSION = 1
 DEFAULT_MAX_DEPTH = 32
 """Default bound on container nesting for plain data."""
 
-# A message frame nests at most: frame > entries > entry, or frame > meta > addresses > pair.
-_MESSAGE_MAX_DEPTH = 4
+# A message frame nests at most: frame > meta > membership > addresses > pair.
+_MESSAGE_MAX_DEPTH = 5
 
 _UINT_MAX = (1 << 64) - 1
 
@@ -158,15 +161,30 @@ def _dec_entries(value: Any, field: str) -> tuple[Entry, ...]:
     return tuple(out)
 
 
-def _enc_meta(meta: SnapshotMeta) -> list[Any]:
-    m = meta.membership
+def membership_to_plain(m: Membership) -> list[Any]:
+    """``[voters, learners, addresses, api_addresses]``, sorted, so every node writes the same."""
     return [
-        meta.index,
-        meta.term,
         sorted(m.voters),
         sorted(m.learners),
         [[nid, addr] for nid, addr in sorted(m.addresses)],
+        [[nid, addr] for nid, addr in sorted(m.api_addresses)],
     ]
+
+
+def membership_from_plain(value: Any, field: str = "membership") -> Membership:
+    """Inverse of :func:`membership_to_plain`; raises ProtocolError if ``value`` is malformed."""
+    if type(value) is not list or len(value) != 4:
+        _fail(field, "a membership [voters, learners, addresses, api_addresses]", value)
+    voters, learners, addresses, api_addresses = value
+    try:
+        return Membership(
+            voters=frozenset(_dec_str_list(voters, f"{field}.voters")),
+            learners=frozenset(_dec_str_list(learners, f"{field}.learners")),
+            addresses=_dec_pairs(addresses, f"{field}.addresses"),
+            api_addresses=_dec_pairs(api_addresses, f"{field}.api_addresses"),
+        )
+    except ValueError as exc:
+        raise ProtocolError(f"field {field!r}: invalid membership: {exc}") from None
 
 
 def _dec_str_list(value: Any, field: str) -> list[str]:
@@ -177,30 +195,30 @@ def _dec_str_list(value: Any, field: str) -> list[str]:
     return value
 
 
-def _dec_meta(value: Any, field: str) -> SnapshotMeta:
-    if type(value) is not list or len(value) != 5:
-        _fail(field, "a snapshot meta [index, term, voters, learners, addresses]", value)
-    index, term, voters, learners, addresses = value
-    _dec_uint(index, f"{field}.index")
-    _dec_uint(term, f"{field}.term")
-    _dec_str_list(voters, f"{field}.voters")
-    _dec_str_list(learners, f"{field}.learners")
-    if type(addresses) is not list:
-        _fail(f"{field}.addresses", "an array of [node_id, address]", addresses)
+def _dec_pairs(value: Any, field: str) -> tuple[tuple[str, str], ...]:
+    if type(value) is not list:
+        _fail(field, "an array of [node_id, address]", value)
     pairs = []
-    for pair in addresses:
+    for pair in value:
         if type(pair) is not list or len(pair) != 2:
-            _fail(f"{field}.addresses", "a pair [node_id, address]", pair)
-        pairs.append(
-            (_dec_str(pair[0], f"{field}.addresses"), _dec_str(pair[1], f"{field}.addresses"))
-        )
-    try:
-        membership = Membership(
-            voters=frozenset(voters), learners=frozenset(learners), addresses=tuple(pairs)
-        )
-    except ValueError as exc:
-        raise ProtocolError(f"field {field!r}: invalid membership: {exc}") from None
-    return SnapshotMeta(index=index, term=term, membership=membership)
+            _fail(field, "a pair [node_id, address]", pair)
+        pairs.append((_dec_str(pair[0], field), _dec_str(pair[1], field)))
+    return tuple(pairs)
+
+
+def _enc_meta(meta: SnapshotMeta) -> list[Any]:
+    return [meta.index, meta.term, membership_to_plain(meta.membership)]
+
+
+def _dec_meta(value: Any, field: str) -> SnapshotMeta:
+    if type(value) is not list or len(value) != 3:
+        _fail(field, "a snapshot meta [index, term, membership]", value)
+    index, term, membership = value
+    return SnapshotMeta(
+        index=_dec_uint(index, f"{field}.index"),
+        term=_dec_uint(term, f"{field}.term"),
+        membership=membership_from_plain(membership, f"{field}.membership"),
+    )
 
 
 @attrs.frozen(kw_only=True)
