@@ -1,0 +1,397 @@
+"""Node configuration: TOML loading, overrides, validation messages, ms -> ticks."""
+
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+import pytest
+
+from univrs.config import (
+    BootstrapNode,
+    NodeConfig,
+    choose_tick_ms,
+    load_config,
+    parse_bootstrap,
+)
+from univrs.errors import ConfigError
+from univrs.raft.ready import RaftConfig
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+THREE = """
+[raft.bootstrap]
+nodes = [
+    { id = "n1", addr = "127.0.0.1:7001" },
+    { id = "n2", addr = "127.0.0.1:7002" },
+    { id = "n3", addr = "127.0.0.1:7003" },
+]
+"""
+
+
+def write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
+    path = tmp_path / "node.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_defaults_are_the_embedded_single_node() -> None:
+    c = load_config(None)
+    assert c == NodeConfig()
+    assert c.node_id == "node-1"
+    assert c.data_dir == pathlib.Path("./univrs-data")
+    assert c.raft_addr == "127.0.0.1:7000" and c.api_addr == "127.0.0.1:8000"
+    assert (c.heartbeat_interval_ms, c.election_timeout_min_ms, c.election_timeout_max_ms) == (
+        150,
+        300,
+        500,
+    )
+    assert c.snapshot_threshold == 10000 and c.snapshot_max_chunk_size == 1048576
+    assert c.max_payload_size == 4194304 and c.bootstrap == ()
+
+
+def test_full_file(tmp_path: pathlib.Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [raft]
+        node_id = "n2"
+        cluster_id = "prod"
+        data_dir = "/var/lib/univrs"
+        raft_addr = "0.0.0.0:7002"
+        heartbeat_interval_ms = 100
+        election_timeout_min_ms = 1000
+        election_timeout_max_ms = 2000
+        snapshot_threshold = 500
+        snapshot_max_chunk_size = 65536
+        max_payload_size = 1048576
+        """
+        + THREE
+        + """
+        [api]
+        addr = "0.0.0.0:9000"
+        """,
+    )
+    c = load_config(path)
+    assert c.node_id == "n2" and c.cluster_id == "prod"
+    assert c.data_dir == pathlib.Path("/var/lib/univrs")
+    assert c.raft_addr == "0.0.0.0:7002" and c.api_addr == "0.0.0.0:9000"
+    assert c.bootstrap[1] == BootstrapNode(id="n2", addr="127.0.0.1:7002")
+    assert c.bootstrap_addresses() == {
+        "n1": "127.0.0.1:7001",
+        "n2": "127.0.0.1:7002",
+        "n3": "127.0.0.1:7003",
+    }
+    assert (c.snapshot_threshold, c.snapshot_max_chunk_size, c.max_payload_size) == (
+        500,
+        65536,
+        1048576,
+    )
+
+
+def test_bootstrapped_node_listens_on_its_bootstrap_address(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, '[raft]\nnode_id = "n3"\n' + THREE)
+    assert load_config(path).raft_addr == "127.0.0.1:7003"
+
+
+def test_raft_port_takes_the_host_of_the_bootstrap_entry(tmp_path: pathlib.Path) -> None:
+    assert load_config(write(tmp_path, "[raft]\nraft_port = 7100\n")).raft_addr == "127.0.0.1:7100"
+    path = write(tmp_path, '[raft]\nnode_id = "n1"\nraft_port = 7001\n' + THREE)
+    assert load_config(path).raft_addr == "127.0.0.1:7001"
+
+
+@pytest.mark.parametrize(
+    "name", ["node.toml", "cluster/node-1.toml", "cluster/node-2.toml", "cluster/node-3.toml"]
+)
+def test_shipped_examples_are_valid(name: str) -> None:
+    c = load_config(ROOT / "examples" / name)
+    assert c.node_id in {"node-1", "node-2", "node-3"}
+
+
+def test_shipped_single_node_example_shows_the_defaults() -> None:
+    assert load_config(ROOT / "examples" / "node.toml") == NodeConfig()
+
+
+def test_shipped_cluster_is_consistent() -> None:
+    configs = [load_config(ROOT / "examples" / "cluster" / f"node-{i}.toml") for i in (1, 2, 3)]
+    assert len({c.bootstrap for c in configs}) == 1
+    assert len({c.raft_addr for c in configs}) == 3
+    assert len({c.api_addr for c in configs}) == 3
+    assert len({c.data_dir for c in configs}) == 3
+    assert {c.raft_addr for c in configs} == set(configs[0].bootstrap_addresses().values())
+
+
+def test_every_key_is_documented() -> None:
+    doc = (ROOT / "docs" / "config.md").read_text()
+    for field in (
+        "node_id",
+        "cluster_id",
+        "data_dir",
+        "raft_addr",
+        "raft_port",
+        "heartbeat_interval_ms",
+        "election_timeout_min_ms",
+        "election_timeout_max_ms",
+        "snapshot_threshold",
+        "snapshot_max_chunk_size",
+        "max_payload_size",
+        "[raft.bootstrap]",
+        "[api]",
+    ):
+        assert f"`{field}`" in doc, field
+
+
+# --------------------------------------------------------------- bad files: table of messages
+
+BAD: list[tuple[str, str, list[str]]] = [
+    ("syntax error", "[raft]\nnode_id = \n", ["TOML syntax error", "line 2"]),
+    ("unclosed table", "[raft\n", ["TOML syntax error", "line 1"]),
+    (
+        "unknown key with suggestion",
+        "[raft]\nheartbeat_interval = 100\n",
+        ["raft.heartbeat_interval: unknown key", "did you mean 'raft.heartbeat_interval_ms'?"],
+    ),
+    ("unknown table", "[rafts]\n", ["rafts: unknown key", "did you mean 'raft'?"]),
+    ("unknown key without match", "[api]\nzzz = 1\n", ["api.zzz: unknown key"]),
+    (
+        "string for int",
+        '[raft]\nheartbeat_interval_ms = "150"\n',
+        ["raft.heartbeat_interval_ms: expected an integer, got string '150'"],
+    ),
+    (
+        "bool for int",
+        "[raft]\nsnapshot_threshold = true\n",
+        ["raft.snapshot_threshold: expected an integer, got boolean True"],
+    ),
+    ("float for int", "[raft]\nmax_payload_size = 4.5\n", ["expected an integer, got float"]),
+    ("int for string", "[raft]\nnode_id = 3\n", ["raft.node_id: expected a string, got integer"]),
+    ("raft not a table", 'raft = "x"\n', ["raft: expected a table, got string"]),
+    (
+        "election min not above heartbeat",
+        "[raft]\nheartbeat_interval_ms = 300\nelection_timeout_min_ms = 300\n",
+        ["raft.election_timeout_min_ms: 300 must be above raft.heartbeat_interval_ms (300)"],
+    ),
+    (
+        "max below min",
+        "[raft]\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 350\n",
+        ["raft.election_timeout_max_ms: 350 is below raft.election_timeout_min_ms (400)"],
+    ),
+    (
+        "negative heartbeat",
+        "[raft]\nheartbeat_interval_ms = -5\n",
+        ["raft.heartbeat_interval_ms: must be a positive integer, got -5"],
+    ),
+    ("zero threshold", "[raft]\nsnapshot_threshold = 0\n", ["raft.snapshot_threshold: must be"]),
+    (
+        "tiny payload",
+        "[raft]\nmax_payload_size = 1000\n",
+        ["raft.max_payload_size: 1000 is outside"],
+    ),
+    (
+        "chunk does not fit the payload",
+        "[raft]\nmax_payload_size = 1048576\nsnapshot_max_chunk_size = 1048576\n",
+        ["raft.snapshot_max_chunk_size: 1048576 does not fit"],
+    ),
+    ("addr without port", '[raft]\nraft_addr = "localhost"\n', ["raft.raft_addr:", "no port"]),
+    ("port out of range", '[api]\naddr = "127.0.0.1:70000"\n', ["api.addr:", "outside 0-65535"]),
+    ("non-numeric port", '[api]\naddr = "h:http"\n', ["api.addr:", "non-numeric port"]),
+    ("bad raft_port", "[raft]\nraft_port = 0\n", ["raft.raft_port: 0 is outside 1-65535"]),
+    (
+        "both raft_addr and raft_port",
+        '[raft]\nraft_addr = "127.0.0.1:7000"\nraft_port = 7000\n',
+        ["give raft.raft_addr or raft.raft_port, not both"],
+    ),
+    (
+        "api and raft on one port",
+        '[raft]\nraft_addr = "0.0.0.0:7000"\n[api]\naddr = "127.0.0.1:7000"\n',
+        ["api.addr: '127.0.0.1:7000' uses the same port as raft.raft_addr"],
+    ),
+    ("empty data_dir", '[raft]\ndata_dir = ""\n', ["raft.data_dir: must not be empty"]),
+    ("bad node id", '[raft]\nnode_id = "a b"\n', ["raft.node_id: 'a b' must be 1-64 letters"]),
+    (
+        "duplicate bootstrap id",
+        '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1", addr="h:1"}, '
+        '{id="n2", addr="h:2"}, {id="n1", addr="h:3"}]\n',
+        ["raft.bootstrap.nodes[2].id: duplicate id 'n1' (also nodes[0])"],
+    ),
+    (
+        "duplicate bootstrap addr",
+        '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1", addr="h:1"}, '
+        '{id="n2", addr="h:1"}]\n',
+        ["raft.bootstrap.nodes[1].addr: duplicate address 'h:1' (also nodes[0])"],
+    ),
+    (
+        "node not in bootstrap",
+        '[raft]\nnode_id = "n9"\n' + THREE,
+        ["raft.node_id: 'n9' is not among raft.bootstrap.nodes ('n1', 'n2', 'n3')"],
+    ),
+    (
+        "raft_addr differs from bootstrap entry",
+        '[raft]\nnode_id = "n1"\nraft_addr = "127.0.0.1:7005"\n' + THREE,
+        ["raft.raft_addr: '127.0.0.1:7005' differs from this node's bootstrap address"],
+    ),
+    (
+        "bad bootstrap addr",
+        '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1", addr="h:0"}]\n',
+        ["raft.bootstrap.nodes[0].addr:", "outside 1-65535"],
+    ),
+    (
+        "bootstrap entry missing addr",
+        '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1"}]\n',
+        ["raft.bootstrap.nodes[0].addr: missing"],
+    ),
+    (
+        "bootstrap entry unknown key",
+        '[raft.bootstrap]\nnodes = [{id="node-1", addr="h:1", adr="x"}]\n',
+        ["raft.bootstrap.nodes[0].adr: unknown key", "did you mean 'raft.bootstrap.nodes[0].addr'"],
+    ),
+    ("bootstrap entry not a table", "[raft.bootstrap]\nnodes = [1]\n", ["expected a table {id"]),
+    ("bootstrap without nodes", "[raft.bootstrap]\n", ["raft.bootstrap.nodes: missing"]),
+    ("bootstrap nodes empty", "[raft.bootstrap]\nnodes = []\n", ["raft.bootstrap.nodes: empty"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [(t, e) for _, t, e in BAD], ids=[n for n, _, _ in BAD]
+)
+def test_bad_config_is_refused_with_a_clear_message(
+    tmp_path: pathlib.Path, text: str, expected: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_all_problems_are_reported_at_once(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, '[raft]\nnode_idd = "x"\nmax_payload_size = "big"\n[apii]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3
+    assert any("raft.node_idd" in ln for ln in lines)
+    assert any("raft.max_payload_size" in ln for ln in lines)
+    assert any("apii" in ln for ln in lines)
+
+
+def test_missing_file(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.toml")
+
+
+# -------------------------------------------------------------------------------- overrides
+
+
+def test_flags_override_the_file(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, '[raft]\nnode_id = "n1"\nraft_port = 7001\n[api]\naddr = "h:1"\n')
+    c = load_config(
+        path,
+        {
+            "node_id": "n7",
+            "raft.raft_addr": "127.0.0.1:7777",  # replaces the file's raft_port
+            "api_addr": "127.0.0.1:8888",
+            "data_dir": pathlib.Path("/tmp/x"),
+            "heartbeat_interval_ms": None,  # an unset flag changes nothing
+        },
+    )
+    assert c.node_id == "n7" and c.raft_addr == "127.0.0.1:7777"
+    assert c.api_addr == "127.0.0.1:8888" and c.data_dir == pathlib.Path("/tmp/x")
+    assert c.heartbeat_interval_ms == 150
+
+
+def test_flags_without_file_and_bootstrap_string() -> None:
+    c = load_config(
+        None, {"node_id": "b", "bootstrap": "a=127.0.0.1:7001, b=127.0.0.1:7002", "api_addr": None}
+    )
+    assert c.raft_addr == "127.0.0.1:7002"
+    assert c.bootstrap_addresses() == {"a": "127.0.0.1:7001", "b": "127.0.0.1:7002"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"node-id": "x"}, "unknown option 'node-id' (did you mean 'node_id'?)"),
+        ({"heartbeat_interval_ms": "fast"}, "command line: raft.heartbeat_interval_ms: expected"),
+        ({"bootstrap": "a=h:1,b"}, "item 2 'b' is not 'id=host:port'"),
+        ({"raft_port": 7000, "api_addr": "127.0.0.1:7000"}, "uses the same port"),
+    ],
+)
+def test_bad_flags(overrides: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert expected in str(info.value)
+
+
+def test_parse_bootstrap() -> None:
+    assert parse_bootstrap("n1=h:1") == [{"id": "n1", "addr": "h:1"}]
+    with pytest.raises(ConfigError):
+        parse_bootstrap("=h:1")
+
+
+def test_port_zero_is_allowed_for_listening_only() -> None:
+    c = NodeConfig(raft_addr="127.0.0.1:0", api_addr="127.0.0.1:0")
+    assert c.raft_addr.endswith(":0")
+    with pytest.raises(ConfigError, match=r"nodes\[0\]\.addr"):
+        NodeConfig(node_id="a", bootstrap=(BootstrapNode(id="a", addr="127.0.0.1:0"),))
+
+
+def test_direct_construction_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"raft\.election_timeout_max_ms"):
+        NodeConfig(election_timeout_max_ms=200)
+
+
+# ---------------------------------------------------------------------------- ticks
+
+
+@pytest.mark.parametrize(
+    ("timings", "tick"),
+    [
+        ((150, 300, 500), 50),
+        ((100, 1000, 2000), 50),
+        ((20, 200, 400), 20),
+        ((30, 90, 150), 30),
+        ((60, 600, 1200), 30),
+        ((151, 300, 500), 50),  # gcd 1: a third of the heartbeat, clamped to 50
+        ((12, 36, 48), 12),
+        ((5, 20, 30), 1),  # gcd 5 < 10; heartbeat // 3 = 1
+    ],
+)
+def test_choose_tick_ms(timings: tuple[int, int, int], tick: int) -> None:
+    assert choose_tick_ms(*timings) == tick
+
+
+def test_default_raft_config_in_ticks() -> None:
+    c = NodeConfig()
+    assert c.tick_ms == 50
+    rc = c.raft_config()
+    assert isinstance(rc, RaftConfig)
+    assert (rc.heartbeat_ticks, rc.election_ticks_min, rc.election_ticks_max) == (3, 6, 10)
+    assert rc.max_bytes_per_msg <= c.max_payload_size // 2
+
+
+@pytest.mark.parametrize(
+    "timings",
+    [(150, 300, 500), (151, 152, 153), (5, 6, 7), (1, 2, 2), (100, 101, 5000), (999, 1000, 1000)],
+)
+def test_raft_config_keeps_the_core_invariant(timings: tuple[int, int, int]) -> None:
+    h, lo, hi = timings
+    c = NodeConfig(heartbeat_interval_ms=h, election_timeout_min_ms=lo, election_timeout_max_ms=hi)
+    rc = c.raft_config()  # RaftConfig itself checks 0 < heartbeat < min <= max
+    # Each timing is within one tick of its millisecond value (or lifted to keep the order).
+    assert abs(rc.heartbeat_ticks * c.tick_ms - h) <= c.tick_ms
+    assert rc.election_ticks_min * c.tick_ms >= lo - c.tick_ms
+
+
+def test_explicit_tick_length() -> None:
+    rc = NodeConfig().raft_config(tick_ms=10)
+    assert (rc.heartbeat_ticks, rc.election_ticks_min, rc.election_ticks_max) == (15, 30, 50)
+    with pytest.raises(ValueError):
+        NodeConfig().raft_config(tick_ms=0)
+
+
+def test_small_payload_limits_the_core_batches() -> None:
+    c = NodeConfig(max_payload_size=256 * 1024, snapshot_max_chunk_size=128 * 1024)
+    assert c.raft_config().max_bytes_per_msg == 128 * 1024

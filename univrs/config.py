@@ -1,0 +1,420 @@
+"""Node configuration: a TOML file (``[raft]``, ``[raft.bootstrap]``, ``[api]``) plus flags.
+
+``load_config(path, overrides)`` reads the file (or nothing: the embedded single-node defaults),
+applies command-line overrides on top, and returns a validated, frozen ``NodeConfig``. Every
+problem is a ``univrs.errors.ConfigError`` whose message names the key (``raft.node_id``,
+``raft.bootstrap.nodes[2].addr``) and says what is wrong; unknown keys come with the closest
+known key as a suggestion. ``docs/config.md`` documents every key.
+
+Timings are configured in milliseconds; the core counts ticks. ``choose_tick_ms`` picks one
+tick length that divides the timings exactly when it can, and ``NodeConfig.raft_config()``
+converts them into a ``univrs.raft.ready.RaftConfig``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import pathlib
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from univrs.errors import ConfigError
+from univrs.net.address import WILDCARD_HOSTS, split_host_port
+from univrs.raft.ready import RaftConfig
+
+MIN_PAYLOAD_SIZE = 128 * 1024
+MAX_PAYLOAD_SIZE = 1 << 30
+ENVELOPE_HEADROOM = 64 * 1024  # frame bytes reserved for a message's fields around its data
+DEFAULT_RAFT_HOST = "127.0.0.1"
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@attrs.frozen(kw_only=True)
+class BootstrapNode:
+    """One member of the initial cluster: its node id and raft address (``host:port``)."""
+
+    id: str
+    addr: str
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    """Everything a node needs to start. The defaults are the embedded single-node mode.
+
+    Construction validates the cross-key rules (timing order, addresses, bootstrap set) and
+    raises ConfigError; ``load_config`` also checks key names and types first.
+    """
+
+    node_id: str = "node-1"
+    cluster_id: str = "univrs"
+    data_dir: pathlib.Path = pathlib.Path("./univrs-data")
+    raft_addr: str = "127.0.0.1:7000"  # where the raft listener binds (and the /client path)
+    api_addr: str = "127.0.0.1:8000"  # the REST API
+    heartbeat_interval_ms: int = 150
+    election_timeout_min_ms: int = 300  # invariant: heartbeat < min <= max
+    election_timeout_max_ms: int = 500
+    snapshot_threshold: int = 10_000  # entries applied since the last snapshot
+    snapshot_max_chunk_size: int = 1_048_576  # bytes of snapshot data per InstallSnapshot
+    max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
+    bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
+
+    def __attrs_post_init__(self) -> None:
+        problems = _semantic_problems(self)
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    @property
+    def tick_ms(self) -> int:
+        """The length of one core tick in milliseconds (see ``choose_tick_ms``)."""
+        return choose_tick_ms(
+            self.heartbeat_interval_ms, self.election_timeout_min_ms, self.election_timeout_max_ms
+        )
+
+    def raft_config(self, *, tick_ms: int | None = None) -> RaftConfig:
+        """The core's config: timings in ticks of ``tick_ms`` (default ``self.tick_ms``)."""
+        tick = tick_ms if tick_ms is not None else self.tick_ms
+        if tick < 1:
+            raise ValueError(f"tick_ms must be positive, got {tick}")
+        heartbeat = max(1, round(self.heartbeat_interval_ms / tick))
+        low = max(heartbeat + 1, round(self.election_timeout_min_ms / tick))
+        high = max(low, round(self.election_timeout_max_ms / tick))
+        return RaftConfig(
+            heartbeat_ticks=heartbeat,
+            election_ticks_min=low,
+            election_ticks_max=high,
+            max_bytes_per_msg=min(RaftConfig().max_bytes_per_msg, self.max_payload_size // 2),
+        )
+
+    def bootstrap_addresses(self) -> dict[str, str]:
+        """Node id -> raft address of the bootstrap members (empty without bootstrap)."""
+        return {n.id: n.addr for n in self.bootstrap}
+
+
+def choose_tick_ms(heartbeat_ms: int, election_min_ms: int, election_max_ms: int) -> int:
+    """A tick length for these timings.
+
+    The largest divisor of all three that lies in 10..50 ms, so the timings convert to ticks
+    exactly (defaults 150/300/500 ms give 50 ms: 3, 6 and 10 ticks). When no such divisor
+    exists, a third of the heartbeat, clamped to 1..50 ms, and the timings round to ticks.
+    """
+    g = math.gcd(heartbeat_ms, election_min_ms, election_max_ms)
+    for d in range(min(50, g), 9, -1):
+        if g % d == 0:
+            return d
+    return max(1, min(50, heartbeat_ms // 3))
+
+
+# ------------------------------------------------------------------------------ loading
+
+_INT = "integer"
+_STR = "string"
+_TABLE = "table"
+_ARRAY = "array"
+
+# key -> expected TOML type, per table. ``None`` defaults come from NodeConfig.
+_TOP_KEYS = {"raft": _TABLE, "api": _TABLE}
+_RAFT_KEYS = {
+    "node_id": _STR,
+    "cluster_id": _STR,
+    "data_dir": _STR,
+    "raft_addr": _STR,
+    "raft_port": _INT,
+    "heartbeat_interval_ms": _INT,
+    "election_timeout_min_ms": _INT,
+    "election_timeout_max_ms": _INT,
+    "snapshot_threshold": _INT,
+    "snapshot_max_chunk_size": _INT,
+    "max_payload_size": _INT,
+    "bootstrap": _TABLE,
+}
+_BOOTSTRAP_KEYS = {"nodes": _ARRAY}
+_NODE_KEYS = {"id": _STR, "addr": _STR}
+_API_KEYS = {"addr": _STR}
+
+# Override names accepted besides dotted paths: NodeConfig-style flat names for CLI flags.
+_FLAT_OVERRIDES = {
+    **{k: f"raft.{k}" for k in _RAFT_KEYS if k != "bootstrap"},
+    "api_addr": "api.addr",
+    "bootstrap": "raft.bootstrap.nodes",
+}
+_DOTTED_OVERRIDES = set(_FLAT_OVERRIDES.values())
+
+
+def load_config(
+    path: str | pathlib.Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> NodeConfig:
+    """Read ``path`` (None: defaults only), apply ``overrides``, validate, return the config.
+
+    ``overrides`` maps option names to values; flags win over the file. Names are dotted
+    paths (``"raft.node_id"``, ``"api.addr"``, ``"raft.bootstrap.nodes"``) or flat names
+    (``"node_id"``, ``"raft_addr"``, ``"api_addr"``, ``"bootstrap"``, ...). ``None`` values are
+    ignored (an unset flag). A bootstrap override may be a list of ``{"id", "addr"}`` tables or
+    a string ``"id=host:port,id=host:port"``.
+    """
+    source = str(path) if path is not None else "defaults"
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    if overrides:
+        _apply_overrides(doc, overrides)
+        source = f"{source} + command line"
+    problems: list[str] = []
+    kwargs = _collect(doc, problems)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    try:
+        return NodeConfig(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in str(exc).splitlines())) from None
+
+
+def parse_bootstrap(text: str) -> list[dict[str, str]]:
+    """Parse a ``--bootstrap`` flag: ``"n1=10.0.0.1:7000,n2=10.0.0.2:7000"``."""
+    nodes = []
+    for i, item in enumerate(p.strip() for p in text.split(",")):
+        node_id, sep, addr = item.partition("=")
+        if not sep or not node_id.strip() or not addr.strip():
+            raise ConfigError(f"bootstrap: item {i + 1} {item!r} is not 'id=host:port'")
+        nodes.append({"id": node_id.strip(), "addr": addr.strip()})
+    return nodes
+
+
+def _apply_overrides(doc: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        dotted = _FLAT_OVERRIDES.get(name, name)
+        if dotted not in _DOTTED_OVERRIDES:
+            known = sorted(set(_FLAT_OVERRIDES) | _DOTTED_OVERRIDES)
+            raise ConfigError(f"command line: unknown option {name!r}{_suggest(name, known)}")
+        if dotted == "raft.bootstrap.nodes" and isinstance(value, str):
+            value = parse_bootstrap(value)
+        if isinstance(value, pathlib.Path):
+            value = str(value)
+        *tables, key = dotted.split(".")
+        target = doc
+        for t in tables:
+            nxt = target.setdefault(t, {})
+            if not isinstance(nxt, dict):
+                nxt = target[t] = {}
+            target = nxt
+        target[key] = value
+        # The listen address may be given two ways; the flag replaces whichever the file used.
+        if dotted == "raft.raft_addr":
+            target.pop("raft_port", None)
+        elif dotted == "raft.raft_port":
+            target.pop("raft_addr", None)
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return _INT
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return _STR
+    if isinstance(value, list):
+        return _ARRAY
+    if isinstance(value, dict):
+        return _TABLE
+    return type(value).__name__
+
+
+def _check_table(
+    table: Mapping[str, Any], schema: Mapping[str, str], prefix: str, problems: list[str]
+) -> dict[str, Any]:
+    """The entries of ``table`` whose key is known and whose type is right; report the rest."""
+    good = {}
+    for key, value in table.items():
+        where = f"{prefix}{key}"
+        expected = schema.get(key)
+        if expected is None:
+            known = [f"{prefix}{k}" for k in schema]
+            problems.append(f"{where}: unknown key{_suggest(where, known)}")
+        elif _type_name(value) != expected:
+            shown = f" {value!r}" if not isinstance(value, dict | list) else ""
+            problems.append(f"{where}: expected {_a(expected)}, got {_type_name(value)}{shown}")
+        else:
+            good[key] = value
+    return good
+
+
+def _a(type_name: str) -> str:
+    return f"an {type_name}" if type_name[0] in "aeiou" else f"a {type_name}"
+
+
+def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """NodeConfig keyword arguments from a parsed document (type-checked), or problems."""
+    top = _check_table(doc, _TOP_KEYS, "", problems)
+    raft = _check_table(top.get("raft", {}), _RAFT_KEYS, "raft.", problems)
+    api = _check_table(top.get("api", {}), _API_KEYS, "api.", problems)
+    kwargs: dict[str, Any] = {
+        k: v for k, v in raft.items() if k not in ("bootstrap", "raft_addr", "raft_port")
+    }
+    if "data_dir" in kwargs:
+        if not kwargs["data_dir"].strip():
+            problems.append("raft.data_dir: must not be empty")
+        kwargs["data_dir"] = pathlib.Path(kwargs["data_dir"])
+    if "addr" in api:
+        kwargs["api_addr"] = api["addr"]
+
+    nodes: list[BootstrapNode] = []
+    if "bootstrap" in raft:
+        boot = _check_table(raft["bootstrap"], _BOOTSTRAP_KEYS, "raft.bootstrap.", problems)
+        raw_nodes = boot.get("nodes")
+        if raw_nodes is None and "nodes" not in raft["bootstrap"]:
+            problems.append("raft.bootstrap.nodes: missing (list the initial members)")
+        for i, item in enumerate(raw_nodes or []):
+            where = f"raft.bootstrap.nodes[{i}]"
+            if not isinstance(item, dict):
+                problems.append(f"{where}: expected a table {{id, addr}}, got {_type_name(item)}")
+                continue
+            entry = _check_table(item, _NODE_KEYS, f"{where}.", problems)
+            missing = [k for k in _NODE_KEYS if k not in item]
+            for k in missing:
+                problems.append(f"{where}.{k}: missing")
+            if len(entry) == len(_NODE_KEYS):
+                nodes.append(BootstrapNode(id=entry["id"], addr=entry["addr"]))
+        if raw_nodes is not None and not raw_nodes:
+            problems.append(
+                "raft.bootstrap.nodes: empty; list the initial members or omit [raft.bootstrap]"
+            )
+    kwargs["bootstrap"] = tuple(nodes)
+
+    if "raft_addr" in raft and "raft_port" in raft:
+        problems.append("raft.raft_port: give raft.raft_addr or raft.raft_port, not both")
+    node_id = kwargs.get("node_id", attrs.fields(NodeConfig).node_id.default)
+    own = next((n.addr for n in nodes if n.id == node_id), None)
+    if "raft_addr" in raft:
+        kwargs["raft_addr"] = raft["raft_addr"]
+    elif "raft_port" in raft:
+        port = raft["raft_port"]
+        host = DEFAULT_RAFT_HOST
+        if own is not None:
+            with contextlib.suppress(ValueError):  # a bad address is reported later
+                host = split_host_port(own)[0]
+        kwargs["raft_addr"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if not 1 <= port <= 65535:
+            problems.append(f"raft.raft_port: {port} is outside 1-65535")
+    elif own is not None:
+        kwargs["raft_addr"] = own  # a bootstrapped node listens where the others will dial it
+    return kwargs
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _semantic_problems(c: NodeConfig) -> list[str]:
+    problems: list[str] = []
+    for key, value in (("raft.node_id", c.node_id), ("raft.cluster_id", c.cluster_id)):
+        if not _ID_RE.fullmatch(value):
+            problems.append(
+                f"{key}: {value!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+    positive = {
+        "raft.heartbeat_interval_ms": c.heartbeat_interval_ms,
+        "raft.election_timeout_min_ms": c.election_timeout_min_ms,
+        "raft.election_timeout_max_ms": c.election_timeout_max_ms,
+        "raft.snapshot_threshold": c.snapshot_threshold,
+        "raft.snapshot_max_chunk_size": c.snapshot_max_chunk_size,
+    }
+    for name, number in positive.items():
+        if number < 1:
+            problems.append(f"{name}: must be a positive integer, got {number}")
+    if c.election_timeout_min_ms <= c.heartbeat_interval_ms:
+        problems.append(
+            f"raft.election_timeout_min_ms: {c.election_timeout_min_ms} must be above "
+            f"raft.heartbeat_interval_ms ({c.heartbeat_interval_ms}), or followers time out "
+            "between heartbeats"
+        )
+    if c.election_timeout_max_ms < c.election_timeout_min_ms:
+        problems.append(
+            f"raft.election_timeout_max_ms: {c.election_timeout_max_ms} is below "
+            f"raft.election_timeout_min_ms ({c.election_timeout_min_ms})"
+        )
+    if not MIN_PAYLOAD_SIZE <= c.max_payload_size <= MAX_PAYLOAD_SIZE:
+        problems.append(
+            f"raft.max_payload_size: {c.max_payload_size} is outside "
+            f"{MIN_PAYLOAD_SIZE}-{MAX_PAYLOAD_SIZE} bytes"
+        )
+    elif c.snapshot_max_chunk_size > c.max_payload_size - ENVELOPE_HEADROOM:
+        problems.append(
+            f"raft.snapshot_max_chunk_size: {c.snapshot_max_chunk_size} does not fit in a frame "
+            f"of raft.max_payload_size ({c.max_payload_size}) with {ENVELOPE_HEADROOM} bytes "
+            "of headroom"
+        )
+
+    # Listen addresses may use port 0 (any free port: tests); peers' addresses may not.
+    raft_ok = _check_addr("raft.raft_addr", c.raft_addr, problems, listen=True)
+    api_ok = _check_addr("api.addr", c.api_addr, problems, listen=True)
+    if raft_ok and api_ok:
+        rh, rp = split_host_port(c.raft_addr, allow_port_zero=True)
+        ah, ap = split_host_port(c.api_addr, allow_port_zero=True)
+        if rp == ap != 0 and (rh == ah or rh in WILDCARD_HOSTS or ah in WILDCARD_HOSTS):
+            problems.append(f"api.addr: {c.api_addr!r} uses the same port as raft.raft_addr")
+
+    if c.bootstrap:
+        _bootstrap_problems(c, raft_ok, problems)
+    return problems
+
+
+def _check_addr(key: str, addr: str, problems: list[str], *, listen: bool = False) -> bool:
+    try:
+        split_host_port(addr, allow_port_zero=listen)
+    except ValueError as exc:
+        problems.append(f"{key}: {exc}")
+        return False
+    return True
+
+
+def _bootstrap_problems(c: NodeConfig, raft_ok: bool, problems: list[str]) -> None:
+    seen_ids: dict[str, int] = {}
+    seen_addrs: dict[str, int] = {}
+    for i, node in enumerate(c.bootstrap):
+        where = f"raft.bootstrap.nodes[{i}]"
+        if not _ID_RE.fullmatch(node.id):
+            problems.append(f"{where}.id: {node.id!r} is not a valid node id")
+        _check_addr(f"{where}.addr", node.addr, problems)
+        if node.id in seen_ids:
+            other = seen_ids[node.id]
+            problems.append(f"{where}.id: duplicate id {node.id!r} (also nodes[{other}])")
+        seen_ids.setdefault(node.id, i)
+        if node.addr in seen_addrs:
+            other = seen_addrs[node.addr]
+            problems.append(f"{where}.addr: duplicate address {node.addr!r} (also nodes[{other}])")
+        seen_addrs.setdefault(node.addr, i)
+    own = next((n for n in c.bootstrap if n.id == c.node_id), None)
+    if own is None:
+        listed = ", ".join(repr(n.id) for n in c.bootstrap)
+        problems.append(f"raft.node_id: {c.node_id!r} is not among raft.bootstrap.nodes ({listed})")
+    elif raft_ok and own.addr != c.raft_addr:
+        try:
+            own_port = split_host_port(own.addr)[1]
+        except ValueError:
+            return
+        host, port = split_host_port(c.raft_addr, allow_port_zero=True)
+        if port != 0 and not (host in WILDCARD_HOSTS and port == own_port):
+            problems.append(
+                f"raft.raft_addr: {c.raft_addr!r} differs from this node's bootstrap address "
+                f"{own.addr!r}; use the same address (or a wildcard host on the same port)"
+            )
