@@ -19,8 +19,9 @@ from trio_websocket import (
 
 from tests.net import fake_codec
 from tests.net.helpers import CLUSTER, FAST, append, heartbeat, make_transport, receive, wait_until
+from univrs.config import NodeConfig
 from univrs.net.hello import WIRE_VERSION, Hello, encode_hello
-from univrs.net.transport import RaftTransport, open_transport
+from univrs.net.transport import RaftTransport, open_transport, transport_from_config
 from univrs.raft.messages import Message, RequestVote
 
 SMALL = attrs.evolve(FAST, max_payload_size=64 * 1024)
@@ -120,7 +121,7 @@ async def test_hostile_connection_is_closed_alone(
         sa = a.statistics().peer("b")
         assert sa.reconnects == 0 and sa.connect_failures == 0 and sa.dropped == 0
         assert b.statistics().peer("a").inbound == 1
-        assert b.statistics().rejected_connections == 1
+        await wait_until(lambda: b.statistics().rejected_connections == 1)
         c, _ = make_transport("c")
         async with open_transport(c):
             c.set_peer_addresses({"b": addr(b)})
@@ -211,3 +212,15 @@ async def test_newer_connection_from_a_peer_replaces_the_older() -> None:
         await new.send_message(frame(heartbeat("a", "b", ctx=2)))
         assert await receive(b_inbox) == heartbeat("a", "b", ctx=2)
         assert b.statistics().peer("a").inbound == 1
+
+
+async def test_transport_from_config_listens_where_configured() -> None:
+    config = NodeConfig(
+        node_id="solo", cluster_id="c9", raft_addr="127.0.0.1:0", api_addr="127.0.0.1:0"
+    )
+    send, _ = trio.open_memory_channel[Message](1)
+    t = transport_from_config(config, inbox=send, rng=random.Random(0))
+    assert t.settings.max_payload_size == config.max_payload_size
+    async with open_transport(t):
+        assert t.listen_port is not None and t.listen_port > 0
+        assert t.statistics().node_id == "solo"

@@ -29,6 +29,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from univrs.config import NodeConfig
 from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
@@ -355,6 +356,26 @@ class RaftTransport:
                 await self.inbox.send(msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the node is shutting down
+
+
+def transport_from_config(
+    config: NodeConfig,
+    *,
+    inbox: trio.abc.SendChannel[Message],
+    rng: random.Random,
+    settings: TransportSettings | None = None,
+) -> RaftTransport:
+    """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers."""
+    base = settings if settings is not None else TransportSettings()
+    return RaftTransport(
+        node_id=config.node_id,
+        cluster_id=config.cluster_id,
+        inbox=inbox,
+        rng=rng,
+        listen_addr=config.raft_addr,
+        peers=config.bootstrap_addresses(),
+        settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
+    )
 
 
 @asynccontextmanager
