@@ -1,0 +1,442 @@
+"""A scenario harness for the Raft core: several RaftNodes, an explicit network and disks.
+
+Tests read as transcripts (in the spirit of etcd's datadriven interaction tests): campaign n1,
+tick n2 x k, deliver all / one message, drop messages to n3, partition {n1} | {n2, n3}, hold a
+disk and persist it later, crash and restart, propose, read_index; then assert on ``status()``
+and on what each node released (applied entries, reads, dropped reads).
+
+The harness obeys the Ready contract (univrs/raft/ready.py): ``messages`` enter the network at
+once; a Ready's writes go to the node's disk queue, and ``messages_after_persist`` leave only
+when that write (and every earlier one) is durable, after which ``persisted()`` is reported. By
+default disks are synchronous (a Ready is durable as soon as it is taken); ``hold_disk(n)``
+queues writes until ``persist(n)``. A crash loses the queued writes.
+
+Every step checks two invariants: at most one leader per term, and no two nodes apply different
+entries at one index.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from univrs.raft import (
+    Entry,
+    EntryKind,
+    HardState,
+    InitialState,
+    Membership,
+    Message,
+    RaftConfig,
+    RaftNode,
+    ReadState,
+    Ready,
+    Role,
+    Status,
+    bootstrap_state,
+)
+
+MessageType = type[Message] | tuple[type[Message], ...]
+
+
+def entries_with_terms(terms: Sequence[int]) -> tuple[Entry, ...]:
+    """A log whose entry i+1 has term terms[i]; data is derived from (index, term), so equal
+    positions in two logs hold equal entries (as Log Matching requires)."""
+    return tuple(
+        Entry(term=t, index=i + 1, data=f"t{t}i{i + 1}".encode()) for i, t in enumerate(terms)
+    )
+
+
+@attrs.define
+class Disk:
+    """What a node has made durable."""
+
+    hard_state: HardState = HardState()
+    entries: list[Entry] = attrs.field(factory=list)
+
+
+@attrs.define
+class PendingWrite:
+    """One Ready's persist step, waiting for the disk."""
+
+    truncate_from: int | None
+    entries: tuple[Entry, ...]
+    hard_state: HardState | None
+    after: tuple[Message, ...]
+
+
+class Cluster:
+    """RaftNodes wired through an explicit, test-controlled network and disks."""
+
+    def __init__(
+        self,
+        initial: dict[str, InitialState],
+        *,
+        config: RaftConfig | None = None,
+        configs: dict[str, RaftConfig] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.config = config or RaftConfig()
+        self.configs = configs or {}
+        self.seed = seed
+        self.initial = dict(initial)
+        self.nodes: dict[str, RaftNode] = {}
+        self.disks: dict[str, Disk] = {}
+        self.writes: dict[str, list[PendingWrite]] = {}
+        self.held: set[str] = set()
+        self.crashed: set[str] = set()
+        self.network: list[Message] = []
+        self.blocked: set[tuple[str, str]] = set()
+        self.applied: dict[str, list[Entry]] = {}
+        self.reads: dict[str, list[ReadState]] = {}
+        self.dropped_reads: dict[str, list[int]] = {}
+        self.readies: dict[str, list[Ready]] = {}
+        self.leaders: dict[int, str] = {}  # term -> the leader ever seen in it
+        self.applied_at: dict[int, Entry] = {}  # index -> the entry applied there
+        self.transcript: list[str] = []
+        self.restarts = 0
+        for nid, init in sorted(initial.items()):
+            self.disks[nid] = Disk(hard_state=init.hard_state, entries=list(init.entries))
+            self._start(nid, init)
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def bootstrap(
+        cls,
+        voters: Iterable[str],
+        learners: Iterable[str] = (),
+        *,
+        config: RaftConfig | None = None,
+        seed: int = 0,
+    ) -> Cluster:
+        """A new static cluster: every member starts from bootstrap_state(membership)."""
+        m = Membership(voters=frozenset(voters), learners=frozenset(learners))
+        return cls({n: bootstrap_state(m) for n in m.members}, config=config, seed=seed)
+
+    @classmethod
+    def with_logs(
+        cls,
+        logs: dict[str, Sequence[int]],
+        *,
+        terms: dict[str, int] | None = None,
+        config: RaftConfig | None = None,
+        learners: Iterable[str] = (),
+        seed: int = 0,
+    ) -> Cluster:
+        """Nodes whose logs have the given entry terms (membership: all keys but learners)."""
+        learner_set = frozenset(learners)
+        m = Membership(voters=frozenset(logs) - learner_set, learners=learner_set)
+        init = {}
+        for nid, log in logs.items():
+            term = (terms or {}).get(nid, max(log, default=0))
+            init[nid] = InitialState(
+                hard_state=HardState(term=term), entries=entries_with_terms(log), membership=m
+            )
+        return cls(init, config=config, seed=seed)
+
+    def _start(self, nid: str, init: InitialState) -> None:
+        rng = random.Random(f"{self.seed}/{nid}/{self.restarts}")
+        cfg = self.configs.get(nid, self.config)
+        self.nodes[nid] = RaftNode(nid, rng=rng, config=cfg, initial=init)
+        self.writes[nid] = []
+        self.applied[nid] = []
+        self.reads.setdefault(nid, [])
+        self.dropped_reads.setdefault(nid, [])
+        self.readies.setdefault(nid, [])
+
+    # ---- views --------------------------------------------------------------------------------
+
+    def status(self, nid: str) -> Status:
+        return self.nodes[nid].status()
+
+    def role(self, nid: str) -> Role:
+        return self.status(nid).role
+
+    def leader(self) -> str | None:
+        """The live leader of the highest term, if any."""
+        best: tuple[int, str] | None = None
+        for nid, node in self.nodes.items():
+            if nid in self.crashed:
+                continue
+            st = node.status()
+            if st.role is Role.LEADER and (best is None or st.term > best[0]):
+                best = (st.term, nid)
+        return best[1] if best else None
+
+    def log_terms(self, nid: str) -> list[int]:
+        """The terms of a node's durable log, index 1 first (for Figure 7/8 assertions)."""
+        return [e.term for e in self.disks[nid].entries]
+
+    def disk_log(self, nid: str) -> list[Entry]:
+        return list(self.disks[nid].entries)
+
+    def in_flight(
+        self, *, src: str | None = None, dst: str | None = None, type: MessageType | None = None
+    ) -> list[Message]:
+        return [m for m in self.network if _matches(m, src, dst, type)]
+
+    # ---- events -------------------------------------------------------------------------------
+
+    def tick(self, nid: str, times: int = 1) -> None:
+        self.transcript.append(f"tick {nid} x{times}")
+        for _ in range(times):
+            self.nodes[nid].tick()
+            self.process(nid)
+
+    def tick_all(self, times: int = 1, *, deliver: bool = False) -> None:
+        """Tick every live node ``times`` times (delivering the network after each round)."""
+        self.transcript.append(f"tick all x{times}{' (deliver)' if deliver else ''}")
+        for _ in range(times):
+            for nid in sorted(self.nodes):
+                if nid not in self.crashed:
+                    self.nodes[nid].tick()
+                    self.process(nid)
+            if deliver:
+                self.stabilize()
+
+    def campaign(self, nid: str) -> None:
+        self.transcript.append(f"campaign {nid}")
+        self.nodes[nid].campaign()
+        self.process(nid)
+
+    def propose(self, nid: str, data: bytes) -> tuple[int, int]:
+        self.transcript.append(f"propose {nid} {data!r}")
+        out = self.nodes[nid].propose(data)
+        self.process(nid)
+        return out
+
+    def propose_many(self, nid: str, items: Sequence[bytes]) -> tuple[int, int]:
+        self.transcript.append(f"propose {nid} x{len(items)}")
+        out = self.nodes[nid].propose_many(items)
+        self.process(nid)
+        return out
+
+    def read_index(self, nid: str, ctx: int) -> None:
+        self.transcript.append(f"read_index {nid} ctx={ctx}")
+        self.nodes[nid].read_index(ctx)
+        self.process(nid)
+
+    def elect(self, nid: str) -> None:
+        """Campaign ``nid`` and deliver everything; it must end up leader."""
+        self.campaign(nid)
+        self.stabilize()
+        assert self.role(nid) is Role.LEADER, f"{nid} did not win: {self.status(nid)}"
+
+    # ---- network ------------------------------------------------------------------------------
+
+    def deliver(
+        self,
+        *,
+        src: str | None = None,
+        dst: str | None = None,
+        type: MessageType | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Deliver the matching messages now in flight (not their answers), FIFO. Returns count."""
+        batch = [m for m in self.network if _matches(m, src, dst, type)]
+        if limit is not None:
+            batch = batch[:limit]
+        for m in batch:
+            self.network.remove(m)
+            self._deliver(m)
+        return len(batch)
+
+    def deliver_one(
+        self, *, src: str | None = None, dst: str | None = None, type: MessageType | None = None
+    ) -> Message:
+        batch = [m for m in self.network if _matches(m, src, dst, type)]
+        assert batch, f"no message in flight matches src={src} dst={dst} type={type}"
+        self.network.remove(batch[0])
+        self._deliver(batch[0])
+        return batch[0]
+
+    def stabilize(self, max_rounds: int = 200) -> int:
+        """Deliver until the network is empty (answers included). Returns messages delivered."""
+        total = 0
+        for _ in range(max_rounds):
+            n = self.deliver()
+            total += n
+            if not n:
+                return total
+        raise AssertionError(f"network did not settle in {max_rounds} rounds")
+
+    def drop(
+        self, *, src: str | None = None, dst: str | None = None, type: MessageType | None = None
+    ) -> int:
+        """Lose the matching messages in flight."""
+        keep = [m for m in self.network if not _matches(m, src, dst, type)]
+        n = len(self.network) - len(keep)
+        self.network = keep
+        self.transcript.append(f"drop src={src} dst={dst} type={type}: {n}")
+        return n
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Cut every link between different groups (both directions); nodes not named form
+        one more group."""
+        sets = [set(g) for g in groups]
+        named = set().union(*sets)
+        rest = set(self.nodes) - named
+        if rest:
+            sets.append(rest)
+        self.blocked = {
+            (a, b)
+            for i, g in enumerate(sets)
+            for j, h in enumerate(sets)
+            if i != j
+            for a in g
+            for b in h
+        }
+        self.transcript.append(f"partition {' | '.join(str(sorted(s)) for s in sets)}")
+
+    def isolate(self, nid: str) -> None:
+        self.partition({nid})
+
+    def cut(self, src: str, dst: str) -> None:
+        """Cut one direction of one link."""
+        self.blocked.add((src, dst))
+
+    def heal(self) -> None:
+        self.blocked = set()
+        self.transcript.append("heal")
+
+    def _send(self, m: Message) -> None:
+        assert m.src != m.dst, f"message to self: {m}"
+        self.network.append(m)
+
+    def _deliver(self, m: Message) -> None:
+        if m.dst in self.crashed or (m.src, m.dst) in self.blocked:
+            return
+        self.nodes[m.dst].step(m)
+        self.process(m.dst)
+
+    # ---- disks and crashes --------------------------------------------------------------------
+
+    def hold_disk(self, nid: str) -> None:
+        """Queue this node's writes until persist(nid)."""
+        self.held.add(nid)
+
+    def release_disk(self, nid: str) -> None:
+        self.held.discard(nid)
+        self.persist(nid)
+
+    def persist(self, nid: str) -> None:
+        """Complete every queued write of ``nid`` (in order), then report it to the node."""
+        self.transcript.append(f"persist {nid}")
+        self._flush(nid)
+        self.process(nid)
+
+    def crash(self, nid: str) -> None:
+        """Stop ``nid``; its queued (non-durable) writes are lost."""
+        self.transcript.append(f"crash {nid}")
+        self.crashed.add(nid)
+        self.writes[nid] = []
+
+    def restart(self, nid: str) -> None:
+        """Restart ``nid`` from its disk (the state machine restarts empty: applied = 0)."""
+        self.transcript.append(f"restart {nid}")
+        disk = self.disks[nid]
+        self.restarts += 1
+        init = InitialState(
+            hard_state=disk.hard_state,
+            entries=tuple(disk.entries),
+            membership=self.initial[nid].membership,
+        )
+        self.crashed.discard(nid)
+        self._start(nid, init)
+
+    def _flush(self, nid: str) -> None:
+        node = self.nodes[nid]
+        disk = self.disks[nid]
+        writes, self.writes[nid] = self.writes[nid], []
+        for w in writes:
+            if w.truncate_from is not None:
+                del disk.entries[w.truncate_from - 1 :]
+            if w.entries:
+                assert not disk.entries or disk.entries[-1].index + 1 == w.entries[0].index
+                assert disk.entries or w.entries[0].index == 1
+                disk.entries.extend(w.entries)
+            if w.hard_state is not None:
+                disk.hard_state = w.hard_state
+            for m in w.after:
+                self._send(m)
+            if w.entries:
+                node.persisted(w.entries[-1].index, w.entries[-1].term)
+
+    # ---- the Ready loop -----------------------------------------------------------------------
+
+    def process(self, nid: str | None = None) -> None:
+        """Handle every pending Ready of ``nid`` (or of all live nodes)."""
+        for n in [nid] if nid else sorted(self.nodes):
+            if n in self.crashed:
+                continue
+            node = self.nodes[n]
+            for _ in range(10_000):
+                if not node.has_ready():
+                    break
+                self._handle(n, node, node.ready())
+            else:
+                raise AssertionError(f"{n}: Ready loop did not settle")
+            self._check(n)
+
+    def _handle(self, nid: str, node: RaftNode, rd: Ready) -> None:
+        self.readies[nid].append(rd)
+        for m in rd.messages:
+            self._send(m)
+        if (
+            rd.truncate_from is not None
+            or rd.entries
+            or rd.hard_state is not None
+            or rd.messages_after_persist
+        ):
+            self.writes[nid].append(
+                PendingWrite(rd.truncate_from, rd.entries, rd.hard_state, rd.messages_after_persist)
+            )
+        if nid not in self.held:
+            self._flush(nid)
+        if rd.committed:
+            disk_index = {e.index: e for e in self.disks[nid].entries}
+            for e in rd.committed:
+                assert not self.applied[nid] or self.applied[nid][-1].index + 1 == e.index
+                # Applied entries must be durable locally (the core's min(commit, persisted)).
+                assert disk_index.get(e.index) == e, f"{nid} applies non-durable {e}"
+                seen = self.applied_at.setdefault(e.index, e)
+                assert seen == e, f"State Machine Safety: {nid} applies {e}, another {seen}"
+                self.applied[nid].append(e)
+            node.applied(rd.committed[-1].index)
+        self.reads[nid].extend(rd.reads)
+        self.dropped_reads[nid].extend(rd.dropped_reads)
+
+    def _check(self, nid: str) -> None:
+        st = self.nodes[nid].status()
+        if st.role is Role.LEADER:
+            other = self.leaders.setdefault(st.term, nid)
+            assert other == nid, f"two leaders in term {st.term}: {other} and {nid}"
+
+    # ---- released output ----------------------------------------------------------------------
+
+    def applied_data(self, nid: str) -> list[bytes]:
+        """The NORMAL entries ``nid`` applied, as data."""
+        return [e.data for e in self.applied[nid] if e.kind is EntryKind.NORMAL]
+
+    def read_ctxs(self, nid: str) -> list[int]:
+        return [r.ctx for r in self.reads[nid]]
+
+    def sent(self, nid: str, type: MessageType) -> list[Message]:
+        """Every message of ``type`` that ``nid`` handed out so far (both queues)."""
+        return [
+            m
+            for rd in self.readies[nid]
+            for m in (*rd.messages, *rd.messages_after_persist)
+            if isinstance(m, type)
+        ]
+
+
+def _matches(m: Message, src: str | None, dst: str | None, type: MessageType | None) -> bool:
+    return (
+        (src is None or m.src == src)
+        and (dst is None or m.dst == dst)
+        and (type is None or isinstance(m, type))
+    )

@@ -1,0 +1,129 @@
+"""The state every RaftNode holds, and the small helpers both its halves use.
+
+``RaftNode`` (node.py: roles, elections, the follower side, the public API) inherits
+``LeaderMixin`` (leader.py: replication, commit, heartbeats, ReadIndex confirmation), which
+inherits this class. The fields are declared here once, with their invariants beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from univrs.raft.log import RaftLog
+from univrs.raft.membership import ConfigHistory
+from univrs.raft.messages import Entry, HardState, Message, NodeId, ReadIndexResponse
+from univrs.raft.progress import Progress
+from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderReads
+from univrs.raft.ready import RaftConfig, ReadState, Role, SoftState
+from univrs.raft.rng import Rng
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class NodeBase:
+    """Fields of a Raft node (set by RaftNode.__init__) and shared helpers."""
+
+    id: NodeId
+    config: RaftConfig
+    _rng: Rng
+    _log: RaftLog
+    _configs: ConfigHistory  # configuration in effect = latest CONFIG entry appended
+    # Persistent state (paper Figure 2); HardState carries these plus commit.
+    _term: int
+    _vote: NodeId | None  # whom we voted for in _term
+    # Invariants: _handed <= min(_commit, _persisted); _applied <= _handed;
+    # _commit <= _log.last_index; _persisted <= _log.stable_limit.
+    _commit: int
+    _persisted: int  # last index known durable (reported by persisted())
+    _handed: int  # last committed index handed out in Ready.committed
+    _applied: int  # last index the state machine reported applied
+    _role: Role
+    _leader: NodeId | None  # the leader of _term as far as we know
+    # Timers, in ticks.
+    _now: int
+    _election_elapsed: int  # ticks since a timer reset (leader: since the last CheckQuorum)
+    _randomized_timeout: int  # drawn from [election_ticks_min, election_ticks_max]
+    _heartbeat_elapsed: int
+    _transfer_elapsed: int
+    _transferee: NodeId | None  # leader only: target of a leader transfer in progress
+    _votes: dict[NodeId, bool]  # (pre-)candidate only: answers received
+    _progress: dict[NodeId, Progress]  # leader only: every member but itself
+    _leader_reads: LeaderReads
+    _forwarded: ForwardedReads
+    _apply_wait: ApplyWait
+    # Output accumulated until ready().
+    _msgs: list[Message]
+    _msgs_after: list[Message]
+    _out_reads: list[ReadState]
+    _out_dropped: list[int]
+    _last_hs: HardState  # the hard state last handed out (or loaded)
+    _last_soft: SoftState
+
+    # ---- hooks: output queues (mutants override these) ---------------------------------------
+
+    def _send(self, msg: Message) -> None:
+        """Queue a message that claims nothing about durable state (Ready.messages)."""
+        self._msgs.append(msg)
+
+    def _send_after_persist(self, msg: Message) -> None:
+        """Queue a message to send only once this Ready's writes are durable (acks, votes)."""
+        self._msgs_after.append(msg)
+
+    # ---- implemented by the subclasses -------------------------------------------------------
+
+    def _become_follower(self, term: int, leader: NodeId | None) -> None:
+        raise NotImplementedError
+
+    def _on_config_change(self) -> None:
+        raise NotImplementedError
+
+    def _set_state(self, role: Role, leader: NodeId | None) -> None:
+        """Change role/leader, dropping reads that can no longer be confirmed."""
+        if self._role is Role.LEADER and role is not Role.LEADER:
+            self._drop_leader_reads()
+            self._progress = {}
+            self._transferee = None
+        self._role = role
+        self._leader = leader
+        if len(self._forwarded):
+            self._out_dropped.extend(self._forwarded.drop_stale(self._term, leader))
+
+    # ---- log ---------------------------------------------------------------------------------
+
+    def _append_entries(self, entries: Sequence[Entry]) -> None:
+        """Append to the log; CONFIG entries take effect now (dissertation 4.1)."""
+        self._log.append(entries)
+        if self._configs.on_append(entries):
+            self._on_config_change()
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def _read_timeout(self) -> int:
+        """Unconfirmed reads are dropped after this many ticks (dropping is always safe)."""
+        return 2 * self.config.election_ticks_max
+
+    def _release_reads(self) -> None:
+        self._out_reads.extend(self._apply_wait.release(self._applied))
+
+    def _read_answer(self, dst: NodeId, ctx: int, index: int, *, ok: bool) -> ReadIndexResponse:
+        return ReadIndexResponse(term=self._term, src=self.id, dst=dst, ctx=ctx, index=index, ok=ok)
+
+    def _fail_read(self, ctx: int, requester: NodeId | None) -> None:
+        """A read that can no longer be confirmed: drop it (or tell the follower that asked)."""
+        if requester is None:
+            self._out_dropped.append(ctx)
+        else:
+            self._send(self._read_answer(requester, ctx, 0, ok=False))
+
+    def _confirmed_read(self, ctx: int, requester: NodeId | None, index: int) -> None:
+        """Leadership was confirmed after this read arrived: serve it once applied >= index."""
+        if requester is None:
+            self._apply_wait.add(ctx, index)
+            self._release_reads()
+        else:
+            self._send(self._read_answer(requester, ctx, index, ok=True))
+
+    def _drop_leader_reads(self) -> None:
+        for r in self._leader_reads.take_all():
+            self._fail_read(r.ctx, r.requester)

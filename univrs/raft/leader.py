@@ -1,0 +1,325 @@
+"""The leader's half of RaftNode: replication, commit, heartbeats, CheckQuorum, ReadIndex.
+
+Theory of operation
+-------------------
+On election the leader resets every peer to PROBE at ``next = last + 1`` and appends a NOOP of
+its term (paper 5.4.2, 8): nothing of an earlier term commits until an entry of the new term
+does, and reads wait for that too. Appends go out before the leader's own write is durable
+(``Ready.messages``); the leader counts itself toward commit only up to ``_self_match_index()``.
+
+Replication per peer follows its ``Progress`` (progress.py): one probe at a time until a
+success, then a pipeline of up to ``max_inflight`` AppendEntries, each bounded by
+``max_entries_per_msg`` and ``max_bytes_per_msg`` (at least one entry). A rejection carries the
+follower's hint (AppendEntriesResponse docstring); ``_next_from_hint`` skips a whole term per
+round trip instead of one entry (paper 5.3, end).
+
+Heartbeats go to every peer each ``heartbeat_ticks`` with ``commit = min(commit, match)`` and
+the newest ReadIndex round; answers unpause probes and unstick full pipelines (a lost append is
+retried at the next heartbeat). Every ``election_ticks_min`` ticks CheckQuorum demands that a
+quorum of voters was heard from; otherwise the leader steps down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from univrs.errors import NotLeader, ProposalDropped
+from univrs.raft.base import NodeBase
+from univrs.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    HeartbeatResponse,
+    NodeId,
+    TimeoutNow,
+)
+from univrs.raft.progress import Inflights, Progress, ProgressState
+from univrs.raft.quorum import has_quorum, quorum_index
+from univrs.raft.read_only import PendingRead, WaitingRead
+from univrs.raft.ready import Role
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class LeaderMixin(NodeBase):
+    """Leader-side behaviour of RaftNode (see the module docstring)."""
+
+    # ---- hooks (mutants override these; the real logic goes through them) --------------------
+
+    def _can_commit_by_counting(self, index: int) -> bool:
+        """Figure 8 (paper 5.4.2): only an entry of the current term commits by counting."""
+        return self._log.term_at(index) == self._term
+
+    def _self_match_index(self) -> int:
+        """What the leader counts for itself toward commit: its durable index."""
+        return self._persisted
+
+    def _read_needs_quorum_check(self) -> bool:
+        """ReadIndex confirms leadership with a heartbeat round (dissertation 6.4)."""
+        return True
+
+    def _max_inflight_config_changes(self) -> int:
+        """How many uncommitted CONFIG entries may exist at once (single-server changes)."""
+        return 1
+
+    # ---- becoming leader, appending ----------------------------------------------------------
+
+    def _become_leader(self) -> None:
+        assert self._role is Role.CANDIDATE, f"only a candidate can win ({self!r})"
+        self._set_state(Role.LEADER, self.id)
+        self._votes = {}
+        self._heartbeat_elapsed = 0
+        self._election_elapsed = 0
+        self._transferee = None
+        last = self._log.last_index
+        self._progress = {
+            peer: self._new_progress(last + 1)
+            for peer in sorted(self._configs.current.members)
+            if peer != self.id
+        }
+        self._leader_reads.reset_acks()
+        self._append_as_leader(((EntryKind.NOOP, b""),))
+
+    def _new_progress(self, next_index: int) -> Progress:
+        return Progress(
+            match=0, next=next_index, inflights=Inflights(capacity=self.config.max_inflight)
+        )
+
+    def _check_can_propose(self) -> None:
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if self._transferee is not None:
+            raise ProposalDropped(f"leadership is being transferred to {self._transferee}")
+
+    def _append_as_leader(self, items: Sequence[tuple[EntryKind, bytes]]) -> int:
+        """Append entries of the current term, start replicating them; returns the first index."""
+        first = self._log.last_index + 1
+        term = self._term
+        entries = [
+            Entry(term=term, index=first + i, kind=kind, data=data)
+            for i, (kind, data) in enumerate(items)
+        ]
+        self._append_entries(entries)
+        for peer in self._progress:
+            self._send_appends(peer)
+        self._maybe_commit()
+        return first
+
+    def _leader_config_change(self) -> None:
+        """Track exactly the members of the configuration in effect."""
+        members = self._configs.current.members
+        for peer in sorted(members):
+            if peer != self.id and peer not in self._progress:
+                self._progress[peer] = self._new_progress(self._log.last_index)
+        for peer in [p for p in self._progress if p not in members]:
+            del self._progress[peer]
+        if self._transferee is not None and self._transferee not in self._configs.current.voters:
+            self._transferee = None
+
+    # ---- commit ------------------------------------------------------------------------------
+
+    def _match_of(self, node: NodeId) -> int:
+        if node == self.id:
+            return self._self_match_index()
+        pr = self._progress.get(node)
+        return pr.match if pr is not None else 0
+
+    def _maybe_commit(self) -> bool:
+        """Advance commit to the quorum's match index if that entry is of this term (5.4.2).
+
+        Terms never decrease along the log, so if the quorum index's entry is of an older term
+        no smaller index is of this term either: checking that one index is enough.
+        """
+        if self._role is not Role.LEADER:
+            return False
+        index = quorum_index(self._configs.current.voters, self._match_of)
+        if index <= self._commit or not self._can_commit_by_counting(index):
+            return False
+        assert index <= self._log.last_index, f"quorum index {index} beyond log ({self!r})"
+        self._commit = index
+        if self._leader_reads.has_unconfirmed() and self._committed_in_term():
+            for w in self._leader_reads.take_waiting():
+                self._leader_read(w.ctx, w.requester)
+        if self.id not in self._configs.current.voters and index >= self._configs.current_index:
+            # The configuration removing us is committed: step down (dissertation 4.2.2).
+            self._become_follower(self._term, None)
+        return True
+
+    def _committed_in_term(self) -> bool:
+        return self._log.term_at(self._commit) == self._term
+
+    # ---- ticks ---------------------------------------------------------------------------------
+
+    def _tick_leader(self) -> None:
+        cfg = self.config
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._transferee is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= cfg.election_ticks_min:
+                self._transferee = None  # abort: the target did not take over in time
+        if self._election_elapsed >= cfg.election_ticks_min:
+            self._election_elapsed = 0
+            if cfg.check_quorum and not self._quorum_active():
+                self._become_follower(self._term, None)
+                return
+        if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        """CheckQuorum: did a quorum of voters answer since the last check? Resets the marks."""
+        progress = self._progress
+
+        def active(v: NodeId) -> bool:
+            pr = progress.get(v)
+            return v == self.id or (pr is not None and pr.recent_active)
+
+        ok = has_quorum(self._configs.current.voters, active)
+        for pr in progress.values():
+            pr.recent_active = False
+        return ok
+
+    def _broadcast_heartbeat(self) -> None:
+        ctx = self._leader_reads.round
+        for peer, pr in self._progress.items():
+            self._send(
+                Heartbeat(
+                    term=self._term,
+                    src=self.id,
+                    dst=peer,
+                    commit=min(self._commit, pr.match),
+                    ctx=ctx,
+                )
+            )
+
+    # ---- replication ---------------------------------------------------------------------------
+
+    def _send_appends(self, peer: NodeId) -> None:
+        """Send ``peer`` what its flow control allows (several messages when pipelining)."""
+        pr = self._progress[peer]
+        while self._send_append(peer, pr, send_if_empty=False):
+            if pr.state is not ProgressState.REPLICATE:
+                break
+
+    def _send_append(self, peer: NodeId, pr: Progress, *, send_if_empty: bool) -> bool:
+        """Send one AppendEntries from ``pr.next``; False if paused or nothing to send."""
+        if pr.is_paused():
+            return False
+        prev = pr.next - 1
+        prev_term = self._log.term_at(prev)
+        if prev_term is None:
+            # The entries it needs were compacted away: a snapshot is needed (compaction issue).
+            pr.become_snapshot()
+            return False
+        entries = self._log.slice(
+            pr.next, self.config.max_entries_per_msg, self.config.max_bytes_per_msg
+        )
+        if not entries and not send_if_empty:
+            return False
+        self._send(
+            AppendEntries(
+                term=self._term,
+                src=self.id,
+                dst=peer,
+                prev_log_index=prev,
+                prev_log_term=prev_term,
+                entries=entries,
+                commit=self._commit,
+            )
+        )
+        pr.sent(prev + len(entries), len(entries))
+        return True
+
+    def _next_from_hint(self, msg: AppendEntriesResponse) -> int:
+        """Where to probe next after a rejection, skipping a whole term per round trip.
+
+        ``hint_term == 0``: the follower's log ends at ``hint_index``. Otherwise the follower
+        holds term ``hint_term`` from ``hint_index`` through the rejected index. Our entries
+        after the last one of term <= hint_term (j) have larger terms and cannot match; the
+        follower's entries from hint_index on have term hint_term and match us only if we have
+        that term too, in which case j is our last entry of it and matches (Log Matching).
+        """
+        if msg.hint_term == 0:
+            return msg.hint_index + 1
+        j = self._log.last_index_with_term_at_most(msg.hint_term, msg.index)
+        if self._log.term_at(j) == msg.hint_term:
+            return j + 1
+        return min(msg.hint_index, j + 1)
+
+    def _on_append_response(self, msg: AppendEntriesResponse) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if not msg.success:
+            if pr.maybe_decr_to(msg.index, self._next_from_hint(msg)):
+                self._send_append(msg.src, pr, send_if_empty=True)
+            return
+        if msg.index > self._log.last_index:
+            return  # cannot acknowledge what we never had: not from this term's log
+        updated = pr.maybe_update(msg.index)
+        if pr.state is ProgressState.PROBE:
+            if not (updated or msg.index == pr.match):
+                return  # a stale success: keep waiting for the probe's answer
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.inflights.free_to(msg.index)
+        else:
+            return
+        if updated:
+            self._maybe_commit()
+            if self._role is not Role.LEADER:
+                return
+            if msg.src == self._transferee and pr.match == self._log.last_index:
+                self._send(TimeoutNow(term=self._term, src=self.id, dst=msg.src))
+        self._send_appends(msg.src)
+
+    def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if pr.state is ProgressState.PROBE:
+            pr.probe_sent = False  # the probe may have been lost: allow another
+        elif pr.state is ProgressState.REPLICATE and pr.inflights.full():
+            pr.inflights.free_first()  # the link works again: let the pipeline move
+        if pr.match < self._log.last_index:
+            self._send_append(msg.src, pr, send_if_empty=True)
+        if msg.ctx:
+            self._leader_reads.ack(msg.src, msg.ctx)
+            self._confirm_reads()
+
+    # ---- ReadIndex (dissertation 6.4; read_only.py) --------------------------------------------
+
+    def _leader_read(self, ctx: int, requester: NodeId | None) -> None:
+        deadline = self._now + self._read_timeout()
+        reads = self._leader_reads
+        if not self._committed_in_term():
+            # Our commit index may lag the true one until an entry of our term commits.
+            reads.wait_for_commit(WaitingRead(ctx=ctx, requester=requester, deadline=deadline))
+            return
+        if not self._read_needs_quorum_check():
+            self._confirmed_read(ctx, requester, self._commit)
+            return
+        round, new_round = reads.round_for_new_read()
+        reads.add(
+            PendingRead(
+                ctx=ctx, requester=requester, index=self._commit, round=round, deadline=deadline
+            )
+        )
+        if new_round:
+            self._broadcast_heartbeat()
+        self._confirm_reads()
+
+    def _confirm_reads(self) -> None:
+        reads = self._leader_reads
+
+        def acked(v: NodeId) -> int:
+            return reads.round if v == self.id else reads.acked_round(v)
+
+        for r in reads.pop_confirmed(quorum_index(self._configs.current.voters, acked)):
+            self._confirmed_read(r.ctx, r.requester, r.index)

@@ -1,0 +1,94 @@
+"""Which configuration is in effect: the latest CONFIG entry in the log (dissertation 4.1).
+
+A configuration takes effect as soon as its entry is appended, whether or not it is committed,
+and reverts when a conflict truncates that entry. ``ConfigHistory`` keeps the CONFIG entries of
+the in-memory log (index and decoded Membership, ascending) on top of a base configuration (the
+snapshot's, or the one the node started with), so both directions are cheap.
+
+Changes are single-server (dissertation 4.2): at most one voter added or removed per entry, and
+at most ``_max_inflight_config_changes()`` uncommitted CONFIG entries (the node enforces both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from univrs.raft.messages import (
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    decode_membership,
+    encode_membership,
+)
+from univrs.raft.ready import InitialState
+
+
+def voter_changes(old: Membership, new: Membership) -> int:
+    """How many voters a change adds or removes (single-server changes allow at most 1)."""
+    return len(old.voters ^ new.voters)
+
+
+@attrs.define(eq=False)
+class ConfigHistory:
+    """The configurations in the log, newest last, over a base configuration."""
+
+    base: Membership
+    base_index: int = 0
+    _changes: list[tuple[int, Membership]] = attrs.field(factory=list)
+
+    @property
+    def current(self) -> Membership:
+        """The configuration in effect (the latest appended one)."""
+        return self._changes[-1][1] if self._changes else self.base
+
+    @property
+    def current_index(self) -> int:
+        """The log index of the configuration in effect (``base_index`` for the base)."""
+        return self._changes[-1][0] if self._changes else self.base_index
+
+    def on_append(self, entries: Iterable[Entry]) -> bool:
+        """Take CONFIG entries among ``entries`` into effect; True if the configuration changed."""
+        changed = False
+        for e in entries:
+            if e.kind is EntryKind.CONFIG:
+                try:
+                    m = decode_membership(e.data)
+                except (ValueError, KeyError, TypeError) as exc:
+                    # Every CONFIG entry is encoded by a leader's propose_membership/bootstrap;
+                    # an undecodable one means a corrupt log, never a recoverable condition.
+                    raise AssertionError(f"undecodable CONFIG entry at {e.index}: {exc}") from exc
+                assert not self._changes or self._changes[-1][0] < e.index
+                self._changes.append((e.index, m))
+                changed = True
+        return changed
+
+    def on_truncate(self, index: int) -> bool:
+        """Revert CONFIG entries at ``index`` or later; True if the configuration changed."""
+        changed = False
+        while self._changes and self._changes[-1][0] >= index:
+            self._changes.pop()
+            changed = True
+        return changed
+
+    def uncommitted(self, commit: int) -> int:
+        """How many CONFIG entries lie after ``commit`` (not yet committed)."""
+        n = 0
+        for idx, _ in reversed(self._changes):
+            if idx <= commit:
+                break
+            n += 1
+        return n
+
+
+def bootstrap_state(membership: Membership) -> InitialState:
+    """The start state of every member of a new static cluster.
+
+    HardState(term=1) and a CONFIG entry at (index 1, term 1) holding ``membership``: every
+    bootstrapped log starts identical, so the first leader needs no repair and commits it with
+    its NOOP.
+    """
+    entry = Entry(term=1, index=1, kind=EntryKind.CONFIG, data=encode_membership(membership))
+    return InitialState(hard_state=HardState(term=1), entries=(entry,), membership=membership)

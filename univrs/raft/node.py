@@ -1,0 +1,650 @@
+"""RaftNode: the sans-IO Raft state machine (paper Figure 2; dissertation 3, 4, 6, 9.6).
+
+Theory of operation
+-------------------
+Events go in (``tick``, ``step``, ``propose*``, ``read_index``, ``persisted``, ``applied``,
+``campaign``, ``transfer_leader``); nothing blocks and nothing is sent directly. Output
+accumulates and leaves through ``ready()`` (see univrs/raft/ready.py for the ordering
+contract). Election and message handling live here; the leader's replication and ReadIndex
+confirmation live in ``_LeaderMixin`` (univrs/raft/leader.py), which this class inherits.
+
+Durability (the part that is easy to get wrong):
+- anything that claims durable state goes through ``_send_after_persist``: vote grants, append
+  acknowledgements, and the candidate's own RequestVotes (so a candidate never wins on a vote
+  for itself that a crash could forget);
+- the leader sends entries before its own write is durable but counts itself toward commit only
+  up to ``_self_match_index()`` (what ``persisted()`` reported);
+- committed entries are handed out only up to ``min(commit, persisted)``.
+
+Timers are in ticks. Followers, learners and candidates count ``_election_elapsed`` towards a
+timeout drawn from the injected RNG at every reset; the leader uses ``election_ticks_min`` as
+the CheckQuorum period and the leader-transfer deadline. A follower that heard from its leader
+less than ``election_ticks_min`` ticks ago is "in lease" and ignores RequestVote (CheckQuorum
+on) and refuses pre-votes (etcd's raft.go has the same rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from univrs.errors import NotLeader, ProposalDropped
+from univrs.raft.leader import LeaderMixin
+from univrs.raft.log import RaftLog
+from univrs.raft.membership import ConfigHistory, voter_changes
+from univrs.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Membership,
+    Message,
+    NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+    encode_membership,
+)
+from univrs.raft.quorum import VoteResult, vote_result
+from univrs.raft.read_only import ApplyWait, ForwardedRead, ForwardedReads, LeaderReads
+from univrs.raft.ready import (
+    InitialState,
+    PeerStatus,
+    RaftConfig,
+    Ready,
+    Role,
+    SoftState,
+    Status,
+)
+from univrs.raft.rng import Rng
+
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class RaftNode(LeaderMixin):
+    """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``."""
+
+    def __init__(
+        self,
+        id: NodeId,
+        *,
+        rng: Rng,
+        config: RaftConfig | None = None,
+        initial: InitialState | None = None,
+    ) -> None:
+        config = config if config is not None else RaftConfig()
+        initial = initial if initial is not None else InitialState()
+        snap = initial.snapshot
+        snap_index = snap.index if snap is not None else 0
+        self.id = id
+        self.config = config
+        self._rng = rng
+        self._log = RaftLog(
+            entries=initial.entries,
+            snapshot_index=snap_index,
+            snapshot_term=snap.term if snap is not None else 0,
+        )
+        self._configs = ConfigHistory(
+            base=snap.membership if snap is not None else initial.membership,
+            base_index=snap_index,
+        )
+        self._configs.on_append(initial.entries)
+        hs = initial.hard_state
+        if hs.commit > self._log.last_index:
+            raise ValueError(f"hard state commit {hs.commit} beyond last index {self._log}")
+        self._term = hs.term
+        self._vote = hs.vote
+        self._commit = max(hs.commit, snap_index)
+        self._persisted = self._log.last_index  # start-up entries come from storage
+        self._applied = max(initial.applied, snap_index)
+        if self._applied > self._commit:
+            raise ValueError(f"applied {self._applied} beyond commit {self._commit}")
+        self._handed = self._applied  # last committed index handed out in a Ready
+        self._role = Role.FOLLOWER if id in self._configs.current.voters else Role.LEARNER
+        self._leader = None
+        self._now = 0
+        self._election_elapsed = 0
+        self._randomized_timeout = config.election_ticks_min
+        self._heartbeat_elapsed = 0
+        self._transfer_elapsed = 0
+        self._transferee = None
+        self._votes = {}
+        self._progress = {}
+        self._leader_reads = LeaderReads()
+        self._forwarded = ForwardedReads()
+        self._apply_wait = ApplyWait()
+        self._msgs = []
+        self._msgs_after = []
+        self._out_reads = []
+        self._out_dropped = []
+        self._last_hs = hs
+        self._last_soft = SoftState(role=self._role, leader=None, term=self._term)
+        self._reset_election_timer()
+
+    def __repr__(self) -> str:
+        return (
+            f"<RaftNode {self.id} {self._role.value} term={self._term} leader={self._leader} "
+            f"commit={self._commit} persisted={self._persisted} {self._log!r}>"
+        )
+
+    # ============================================================================ events ==
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self._now += 1
+        if self._leader_reads.has_unconfirmed() or len(self._forwarded):
+            self._expire_reads()
+        if self._role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._election_elapsed += 1
+            if self._election_elapsed >= self._randomized_timeout and self._promotable():
+                self._hup(transfer=False)
+
+    def step(self, msg: Message) -> None:
+        """Handle a message from a peer. Stale or unexpected messages are dropped, never raise."""
+        if msg.dst != self.id or msg.src == self.id:
+            return
+        if msg.term > self._term:
+            if isinstance(msg, RequestVote):
+                if not msg.transfer and self._in_lease(msg.pre_vote):
+                    return  # a live leader exists: do not let this candidate disrupt it
+                if not msg.pre_vote:
+                    self._become_follower(msg.term, None)
+            elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
+                pass  # granted pre-votes carry the term we would campaign in (9.6)
+            else:
+                self._become_follower(msg.term, msg.src if isinstance(msg, _FROM_LEADER) else None)
+        elif msg.term < self._term:
+            self._answer_stale(msg)
+            return
+        if isinstance(msg, AppendEntries):
+            if self._follow(msg.src):
+                self._on_append(msg)
+        elif isinstance(msg, AppendEntriesResponse):
+            if self._role is Role.LEADER:
+                self._on_append_response(msg)
+        elif isinstance(msg, Heartbeat):
+            if self._follow(msg.src):
+                self._commit_to(min(msg.commit, self._log.last_index))
+                self._send(
+                    HeartbeatResponse(term=self._term, src=self.id, dst=msg.src, ctx=msg.ctx)
+                )
+        elif isinstance(msg, HeartbeatResponse):
+            if self._role is Role.LEADER:
+                self._on_heartbeat_response(msg)
+        elif isinstance(msg, RequestVote):
+            self._on_request_vote(msg)
+        elif isinstance(msg, RequestVoteResponse):
+            self._on_vote_response(msg)
+        elif isinstance(msg, ReadIndexRequest):
+            if self._role is Role.LEADER:
+                self._leader_read(msg.ctx, msg.src)
+            else:
+                self._send(self._read_answer(msg.src, msg.ctx, 0, ok=False))
+        elif isinstance(msg, ReadIndexResponse):
+            self._on_read_index_response(msg)
+        elif isinstance(msg, TimeoutNow) and self._role is not Role.LEADER and self._promotable():
+            # Leader transfer (dissertation 3.10): campaign now, skipping pre-vote and leases.
+            self._become_candidate(transfer=True)
+        # InstallSnapshot / InstallSnapshotResponse: the compaction issue; ignored for now.
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append one NORMAL entry (leader only); returns its (term, index)."""
+        self._check_can_propose()
+        return self._term, self._append_as_leader(((EntryKind.NORMAL, data),))
+
+    def propose_many(self, items: Sequence[bytes]) -> tuple[int, int]:
+        """Append NORMAL entries with consecutive indexes; returns (term, first index)."""
+        if not items:
+            raise ValueError("propose_many needs at least one entry")
+        self._check_can_propose()
+        return self._term, self._append_as_leader([(EntryKind.NORMAL, d) for d in items])
+
+    def propose_membership(self, membership: Membership) -> tuple[int, int]:
+        """Append a CONFIG entry (single-server change, dissertation 4.1); returns (term, index).
+
+        Raises ProposalDropped while an earlier configuration entry is uncommitted, or if the
+        change adds or removes more than one voter, or leaves no voter.
+        """
+        self._check_can_propose()
+        pending = self._configs.uncommitted(self._commit)
+        if pending >= self._max_inflight_config_changes():
+            raise ProposalDropped(
+                f"configuration change refused: the previous one (index "
+                f"{self._configs.current_index}) is not committed yet; retry after it commits"
+            )
+        if not membership.voters:
+            raise ProposalDropped("configuration change refused: it leaves no voter")
+        if voter_changes(self._configs.current, membership) > 1:
+            raise ProposalDropped(
+                "configuration change refused: add or remove at most one voter per change "
+                "(dissertation 4.2); promote learners one at a time"
+            )
+        data = encode_membership(membership)
+        return self._term, self._append_as_leader(((EntryKind.CONFIG, data),))
+
+    def read_index(self, ctx: int) -> None:
+        """Request a linearizable read; ``ctx`` comes back in Ready.reads or Ready.dropped_reads."""
+        if self._role is Role.LEADER:
+            self._leader_read(ctx, None)
+        elif self._leader is not None:
+            read = ForwardedRead(
+                term=self._term, leader=self._leader, deadline=self._now + self._read_timeout()
+            )
+            displaced = self._forwarded.add(ctx, read)
+            if displaced is not None:
+                self._out_dropped.append(displaced)
+            self._send(ReadIndexRequest(term=self._term, src=self.id, dst=self._leader, ctx=ctx))
+        else:
+            self._out_dropped.append(ctx)
+
+    def persisted(self, index: int, term: int) -> None:
+        """Storage made entries up to (index, term) durable. Stale reports are ignored."""
+        if index <= self._persisted or index > self._log.stable_limit:
+            return
+        if self._log.term_at(index) != term:
+            return  # the entry at index was replaced since that write: the report is stale
+        self._persisted = index
+        if self._role is Role.LEADER:
+            self._maybe_commit()
+
+    def applied(self, index: int) -> None:
+        """The state machine has applied every committed entry up to ``index``."""
+        if index <= self._applied:
+            return
+        if index > self._handed:
+            raise ValueError(f"applied({index}) beyond the entries handed out ({self._handed})")
+        self._applied = index
+        if len(self._apply_wait):
+            self._release_reads()
+
+    def campaign(self) -> None:
+        """Start an election now (pre-vote first when configured). No-op for leaders/learners."""
+        self._hup(transfer=False)
+
+    def transfer_leader(self, target: NodeId) -> None:
+        """Hand leadership to voter ``target`` (dissertation 3.10). Leader only."""
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if target == self.id or target == self._transferee:
+            return
+        if target not in self._configs.current.voters:
+            raise ProposalDropped(f"cannot transfer leadership to {target}: not a voter")
+        self._transferee = target
+        self._transfer_elapsed = 0
+        pr = self._progress[target]
+        if pr.match == self._log.last_index:
+            self._send(TimeoutNow(term=self._term, src=self.id, dst=target))
+        else:
+            self._send_appends(target)
+
+    # ============================================================================ output ==
+
+    def has_ready(self) -> bool:
+        """True if ``ready()`` would return a non-empty batch."""
+        hs = self._last_hs
+        soft = self._last_soft
+        return bool(
+            self._msgs
+            or self._msgs_after
+            or self._out_reads
+            or self._out_dropped
+            or self._log.has_unstable()
+            or min(self._commit, self._persisted) > self._handed
+            or self._term != hs.term
+            or self._vote != hs.vote
+            or self._commit != hs.commit
+            or self._role is not soft.role
+            or self._leader != soft.leader
+            or self._term != soft.term
+        )
+
+    def ready(self) -> Ready:
+        """Take the accumulated output (may be empty); see univrs/raft/ready.py for the contract."""
+        truncate, entries = self._log.take_unstable()
+        hard_state = None
+        hs = self._last_hs
+        if self._term != hs.term or self._vote != hs.vote or self._commit != hs.commit:
+            hard_state = HardState(term=self._term, vote=self._vote, commit=self._commit)
+            self._last_hs = hard_state
+        hi = min(self._commit, self._persisted)
+        committed = self._log.entries(self._handed + 1, hi)
+        if hi > self._handed:
+            self._handed = hi
+        soft = None
+        last = self._last_soft
+        if self._role is not last.role or self._leader != last.leader or self._term != last.term:
+            soft = SoftState(role=self._role, leader=self._leader, term=self._term)
+            self._last_soft = soft
+        rd = Ready(
+            hard_state=hard_state,
+            truncate_from=truncate,
+            entries=entries,
+            messages=tuple(self._msgs),
+            messages_after_persist=tuple(self._msgs_after),
+            committed=committed,
+            reads=tuple(self._out_reads),
+            dropped_reads=tuple(self._out_dropped),
+            soft_state=soft,
+        )
+        self._msgs.clear()
+        self._msgs_after.clear()
+        self._out_reads.clear()
+        self._out_dropped.clear()
+        self._leader_reads.round_unsent = False  # the round's heartbeats are on their way
+        return rd
+
+    def status(self) -> Status:
+        """A frozen view of this node (the leader also reports each peer's progress)."""
+        voters = self._configs.current.voters
+        peers = tuple(
+            PeerStatus(
+                id=pid,
+                match=pr.match,
+                next=pr.next,
+                state=pr.state.value,
+                inflight=len(pr.inflights),
+                recent_active=pr.recent_active,
+                voter=pid in voters,
+            )
+            for pid, pr in sorted(self._progress.items())
+        )
+        return Status(
+            id=self.id,
+            role=self._role,
+            term=self._term,
+            vote=self._vote,
+            leader=self._leader,
+            commit=self._commit,
+            applied=self._applied,
+            persisted=self._persisted,
+            last_index=self._log.last_index,
+            last_term=self._log.last_term,
+            first_index=self._log.first_index,
+            membership=self._configs.current,
+            peers=peers,
+        )
+
+    # ================================================================ hooks (mutants) ==
+
+    def _may_grant_vote(self, msg: RequestVote) -> bool:
+        """One vote per term (paper 5.2): True if not yet voted, or voted for this candidate."""
+        return self._vote is None or self._vote == msg.src
+
+    def _log_up_to_date(self, last_index: int, last_term: int) -> bool:
+        """The election restriction (paper 5.4.1)."""
+        return self._log.is_up_to_date(last_index, last_term)
+
+    # (_can_commit_by_counting, _self_match_index, _read_needs_quorum_check,
+    #  _max_inflight_config_changes, _send and _send_after_persist are in LeaderMixin.)
+
+    # ========================================================================= roles ==
+
+    def _promotable(self) -> bool:
+        return self.id in self._configs.current.voters
+
+    def _reset_election_timer(self) -> None:
+        self._election_elapsed = 0
+        self._randomized_timeout = self._rng.randint(
+            self.config.election_ticks_min, self.config.election_ticks_max
+        )
+
+    def _in_lease(self, pre_vote: bool) -> bool:
+        """Heard from a live leader within the minimum election timeout (CheckQuorum lease)."""
+        if not (pre_vote or self.config.check_quorum):
+            return False
+        return self._leader is not None and self._election_elapsed < self.config.election_ticks_min
+
+    def _become_follower(self, term: int, leader: NodeId | None) -> None:
+        if term > self._term:
+            self._term = term
+            self._vote = None
+        self._set_state(Role.FOLLOWER if self._promotable() else Role.LEARNER, leader)
+        self._votes = {}
+        self._reset_election_timer()
+
+    def _hup(self, *, transfer: bool) -> None:
+        if self._role is Role.LEADER or not self._promotable():
+            return
+        if self.config.pre_vote and not transfer:
+            self._become_pre_candidate()
+        else:
+            self._become_candidate(transfer=transfer)
+
+    def _become_pre_candidate(self) -> None:
+        """PreVote (dissertation 9.6): ask whether we could win, without touching our term."""
+        self._set_state(Role.PRE_CANDIDATE, None)
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
+            self._become_candidate(transfer=False)
+            return
+        last_index, last_term = self._log.last_index, self._log.last_term
+        for v in sorted(self._configs.current.voters):
+            if v != self.id:
+                self._send(
+                    RequestVote(
+                        term=self._term + 1,
+                        src=self.id,
+                        dst=v,
+                        last_log_index=last_index,
+                        last_log_term=last_term,
+                        pre_vote=True,
+                    )
+                )
+
+    def _become_candidate(self, *, transfer: bool) -> None:
+        self._term += 1
+        self._vote = self.id
+        self._set_state(Role.CANDIDATE, None)
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
+            self._become_leader()
+            return
+        last_index, last_term = self._log.last_index, self._log.last_term
+        for v in sorted(self._configs.current.voters):
+            if v != self.id:
+                # After persist: our self-vote must be durable before anyone can elect us.
+                self._send_after_persist(
+                    RequestVote(
+                        term=self._term,
+                        src=self.id,
+                        dst=v,
+                        last_log_index=last_index,
+                        last_log_term=last_term,
+                        transfer=transfer,
+                    )
+                )
+
+    def _on_config_change(self) -> None:
+        """The configuration in effect changed (an append or a truncation, dissertation 4.1)."""
+        if self._role is Role.LEADER:
+            self._leader_config_change()
+        elif self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            if not self._promotable():
+                self._become_follower(self._term, None)
+        else:
+            self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
+
+    # ====================================================================== elections ==
+
+    def _on_request_vote(self, msg: RequestVote) -> None:
+        # Non-voters answer too: the candidate counts only its own configuration's voters, and
+        # refusing could deadlock a node whose configuration lags the candidate's (4.2.1).
+        up_to_date = self._log_up_to_date(msg.last_log_index, msg.last_log_term)
+        if msg.pre_vote:
+            can = (msg.term > self._term or self._may_grant_vote(msg)) and not self._in_lease(True)
+            if can and up_to_date:
+                self._send(
+                    RequestVoteResponse(
+                        term=msg.term, src=self.id, dst=msg.src, granted=True, pre_vote=True
+                    )
+                )
+            else:
+                self._send(
+                    RequestVoteResponse(
+                        term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
+                    )
+                )
+            return
+        # A real vote: step() already brought us to msg.term.
+        if self._may_grant_vote(msg) and up_to_date:
+            self._vote = msg.src
+            self._reset_election_timer()
+            self._send_after_persist(
+                RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=True)
+            )
+        else:
+            self._send(
+                RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=False)
+            )
+
+    def _on_vote_response(self, msg: RequestVoteResponse) -> None:
+        if msg.pre_vote:
+            if self._role is not Role.PRE_CANDIDATE:
+                return
+            if msg.term != (self._term + 1 if msg.granted else self._term):
+                return
+        elif self._role is not Role.CANDIDATE:
+            return
+        voters = self._configs.current.voters
+        if msg.src not in voters:
+            return
+        self._votes.setdefault(msg.src, msg.granted)
+        result = vote_result(voters, self._votes)
+        if result is VoteResult.WON:
+            if self._role is Role.PRE_CANDIDATE:
+                self._become_candidate(transfer=False)
+            else:
+                self._become_leader()
+        elif result is VoteResult.LOST:
+            self._become_follower(self._term, None)
+
+    def _answer_stale(self, msg: Message) -> None:
+        """A message from an older term: tell old leaders and pre-candidates the current term.
+
+        Without this, a node that went up a term on its own (no PreVote then) could never be
+        heard again, and an old leader would only learn of its demotion by its own CheckQuorum.
+        """
+        if not (self.config.check_quorum or self.config.pre_vote):
+            return
+        if isinstance(msg, (AppendEntries, Heartbeat)):
+            self._send(
+                AppendEntriesResponse(
+                    term=self._term, src=self.id, dst=msg.src, success=False, index=0
+                )
+            )
+        elif isinstance(msg, RequestVote) and msg.pre_vote:
+            self._send(
+                RequestVoteResponse(
+                    term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
+                )
+            )
+
+    # ================================================================ follower side ==
+
+    def _follow(self, leader: NodeId) -> bool:
+        """A message from ``leader`` of our term: follow it. False if we lead this term."""
+        if self._role is Role.LEADER:
+            return False  # two leaders in one term cannot happen; ignore rather than obey
+        if self._role is Role.CANDIDATE or self._role is Role.PRE_CANDIDATE:
+            self._become_follower(self._term, leader)
+        elif self._leader != leader:
+            self._set_state(self._role, leader)
+            self._reset_election_timer()
+        else:
+            self._reset_election_timer()
+        return True
+
+    def _on_append(self, msg: AppendEntries) -> None:
+        """AppendEntries receiver (paper Figure 2), acknowledging only after persist."""
+        prev, prev_term, entries = msg.prev_log_index, msg.prev_log_term, msg.entries
+        commit = self._commit
+        if prev < commit:
+            # Our entries up to commit are committed, hence in every later leader's log (5.4):
+            # skip the part of the message they cover.
+            if prev + len(entries) <= commit:
+                self._send_after_persist(
+                    AppendEntriesResponse(
+                        term=self._term, src=self.id, dst=msg.src, success=True, index=commit
+                    )
+                )
+                return
+            skip = commit - prev
+            prev_term = entries[skip - 1].term
+            entries = entries[skip:]
+            prev = commit
+        if self._log.term_at(prev) != prev_term:
+            self._reject_append(msg, prev)
+            return
+        if entries:
+            conflict = self._log.find_conflict(entries)
+            if conflict:
+                if conflict <= self._log.last_index:
+                    self._truncate(conflict)
+                self._append_entries(entries[conflict - entries[0].index :])
+        last_new = prev + len(entries)
+        self._commit_to(min(msg.commit, last_new))
+        self._send_after_persist(
+            AppendEntriesResponse(
+                term=self._term, src=self.id, dst=msg.src, success=True, index=last_new
+            )
+        )
+
+    def _reject_append(self, msg: AppendEntries, prev: int) -> None:
+        """Reject with the fast-backtracking hint (see AppendEntriesResponse)."""
+        log = self._log
+        if prev > log.last_index:
+            hint_index, hint_term = log.last_index, 0
+        else:
+            term = log.term_at(prev)
+            assert term is not None
+            hint_term = term
+            hint_index = log.first_index_of_term_at(prev) if prev > log.snapshot_index else prev
+        self._send(
+            AppendEntriesResponse(
+                term=self._term,
+                src=self.id,
+                dst=msg.src,
+                success=False,
+                index=msg.prev_log_index,
+                hint_index=hint_index,
+                hint_term=hint_term,
+            )
+        )
+
+    def _commit_to(self, index: int) -> None:
+        if index > self._commit:
+            assert index <= self._log.last_index, f"commit {index} beyond {self._log}"
+            self._commit = index
+
+    def _truncate(self, index: int) -> None:
+        assert index > self._commit, f"truncating committed entries at {index} ({self!r})"
+        self._log.truncate_from(index)
+        if self._persisted >= index:
+            self._persisted = index - 1
+        if self._configs.on_truncate(index):
+            self._on_config_change()
+
+    def _on_read_index_response(self, msg: ReadIndexResponse) -> None:
+        if self._role is Role.LEADER or not self._forwarded.take(msg.ctx, msg.term, msg.src):
+            return
+        if msg.ok:
+            self._apply_wait.add(msg.ctx, msg.index)
+            self._release_reads()
+        else:
+            self._out_dropped.append(msg.ctx)
+
+    def _expire_reads(self) -> None:
+        for r in self._leader_reads.pop_expired(self._now):
+            self._fail_read(r.ctx, r.requester)
+        self._out_dropped.extend(self._forwarded.pop_expired(self._now))

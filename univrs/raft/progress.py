@@ -1,0 +1,139 @@
+"""The leader's view of each follower: match/next indexes and the flow-control state.
+
+Theory of operation (the idea of etcd's ``tracker/progress.go``, our own code)
+-------------------------------------------------------------------------------
+- PROBE: the leader does not know where the follower's log matches its own. It sends one
+  AppendEntries at a time and waits for the answer (``probe_sent``); a heartbeat response
+  unpauses it, so a lost probe is retried every heartbeat.
+- REPLICATE: the follower matched; the leader streams appends optimistically (``next`` moves
+  past what was sent) with at most ``max_inflight`` unacknowledged messages (``Inflights``).
+  A rejection drops back to PROBE.
+- SNAPSHOT: the entries the follower needs are compacted away; reserved for the compaction issue
+  (nothing is sent in this state yet).
+
+Invariants: ``0 <= match < next``; in REPLICATE the inflight indexes are strictly increasing and
+all ``> match``.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+
+import attrs
+
+
+class ProgressState(enum.Enum):
+    """Flow-control state of one follower (see the module docstring)."""
+
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+@attrs.define(eq=False)
+class Inflights:
+    """The last index of each unacknowledged AppendEntries in flight, oldest first (bounded)."""
+
+    capacity: int
+    _items: collections.deque[int] = attrs.field(factory=collections.deque)
+
+    def add(self, last_index: int) -> None:
+        assert len(self._items) < self.capacity, "inflight window overflow"
+        assert not self._items or self._items[-1] < last_index, "inflight indexes must increase"
+        self._items.append(last_index)
+
+    def free_to(self, index: int) -> None:
+        """Forget every message whose entries are all acknowledged by ``index``."""
+        items = self._items
+        while items and items[0] <= index:
+            items.popleft()
+
+    def free_first(self) -> None:
+        """Forget the oldest message (a heartbeat answer proves the link works; etcd's unstick)."""
+        if self._items:
+            self._items.popleft()
+
+    def full(self) -> bool:
+        return len(self._items) >= self.capacity
+
+    def reset(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@attrs.define(eq=False)
+class Progress:
+    """Replication progress of one follower, as the leader tracks it."""
+
+    match: int
+    next: int
+    inflights: Inflights
+    state: ProgressState = ProgressState.PROBE
+    probe_sent: bool = False  # PROBE only: an append is outstanding, wait for its answer
+    recent_active: bool = False  # heard from it since the last CheckQuorum round
+
+    def become_probe(self) -> None:
+        """Fall back to one-at-a-time probing from ``next`` (which the caller set)."""
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def become_replicate(self) -> None:
+        """The follower matches at ``match``: stream from ``match + 1``."""
+        self.state = ProgressState.REPLICATE
+        self.probe_sent = False
+        self.inflights.reset()
+        self.next = self.match + 1
+
+    def become_snapshot(self) -> None:
+        """The follower needs a snapshot (compaction issue); nothing is sent meanwhile."""
+        self.state = ProgressState.SNAPSHOT
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def is_paused(self) -> bool:
+        """True if the leader must not send this follower another append now."""
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        if self.state is ProgressState.REPLICATE:
+            return self.inflights.full()
+        return True
+
+    def sent(self, last_index: int, count: int) -> None:
+        """Record an append just sent whose entries end at ``last_index`` (``count`` entries)."""
+        if self.state is ProgressState.REPLICATE:
+            if count:
+                self.next = last_index + 1
+                self.inflights.add(last_index)
+        elif self.state is ProgressState.PROBE:
+            self.probe_sent = True
+
+    def maybe_update(self, index: int) -> bool:
+        """A success acknowledged ``index``; True if that moved ``match`` forward."""
+        updated = index > self.match
+        if updated:
+            self.match = index
+            self.probe_sent = False
+        if self.next < index + 1:
+            self.next = index + 1
+        return updated
+
+    def maybe_decr_to(self, rejected: int, new_next: int) -> bool:
+        """A rejection of prev index ``rejected``; move ``next`` back to ``new_next`` (clamped).
+
+        Returns False for a stale rejection: in REPLICATE one at or below ``match``, in PROBE
+        one that does not answer the outstanding probe (``next - 1``).
+        """
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+        elif self.next - 1 != rejected:
+            return False
+        # next - 1 must be a position the follower might match: below the rejected one and
+        # above what it already acknowledged.
+        self.next = max(min(rejected, new_next), self.match + 1)
+        self.become_probe()
+        return True
