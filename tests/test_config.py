@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -395,3 +397,12 @@ def test_explicit_tick_length() -> None:
 def test_small_payload_limits_the_core_batches() -> None:
     c = NodeConfig(max_payload_size=256 * 1024, snapshot_max_chunk_size=128 * 1024)
     assert c.raft_config().max_bytes_per_msg == 128 * 1024
+
+
+@pytest.mark.parametrize("module", ["univrs.config", "univrs.net"])
+def test_imports_cleanly_on_its_own(module: str) -> None:
+    # config and net refer to each other; either must import first in a fresh interpreter.
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -23,13 +23,12 @@ import logging
 import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from univrs.config import NodeConfig
 from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
@@ -40,6 +39,9 @@ from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
 from univrs.raft.messages import Message, NodeId
+
+if TYPE_CHECKING:  # univrs.config imports univrs.net.address: no import cycle at runtime
+    from univrs.config import NodeConfig
 
 log = logging.getLogger("univrs.net")
 
