@@ -298,3 +298,37 @@ async def test_message_kinds_keep_their_types(autojump_clock: trio.testing.MockC
             got = {type(await receive(b_inbox)) for _ in range(2)}
         nursery.cancel_scope.cancel()
     assert got == {AppendEntries, Heartbeat}
+
+
+async def test_refused_hello_backs_off_and_warns_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="univrs.net")
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        a, _ = make_transport(
+            "a",
+            peers={"b": "b:1"},
+            settings=NO_JITTER,
+            connector=net.connect,
+            listen_addr=None,
+            cluster_id="other",
+        )
+        b, b_inbox = make_transport("b", listen_addr=None)
+        net.nodes["b"] = b
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b"))
+            await wait_until(lambda: len(net.dials) >= 4, timeout=120)
+            assert b.statistics().rejected_connections >= 3
+            assert b_inbox.statistics().current_buffer_used == 0  # nothing got through
+        nursery.cancel_scope.cancel()
+    gaps = [t1 - t0 for (t0, _), (t1, _) in itertools.pairwise(net.dials)]
+    assert gaps[0] >= 1.0 and gaps[1] >= 2.0 and gaps[2] >= 4.0  # backoff grows, never resets
+    lost = [
+        r
+        for r in caplog.records
+        if r.name == "univrs.net" and r.getMessage().startswith("lost connection to b")
+    ]
+    assert len(lost) >= 3
+    assert "is not this cluster" in lost[0].getMessage()
+    assert [r.levelno for r in lost][:3] == [logging.WARNING, logging.DEBUG, logging.DEBUG]

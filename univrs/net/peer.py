@@ -87,7 +87,7 @@ class PeerLink:
     _session_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
-    _failing: bool = attrs.field(default=False, init=False)  # in a streak of failed dials
+    _last_failure: str | None = attrs.field(default=None, init=False)  # reason, until stable
 
     def enqueue(self, msg: Message) -> None:
         """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full)."""
@@ -125,18 +125,22 @@ class PeerLink:
                     continue
                 host, port = split_host_port(self.address, allow_port_zero=True)
                 session = await self._run_session(host, port)
-                now = trio.current_time()
-                was_connected = session.connected_at is not None
-                if was_connected:
-                    assert session.connected_at is not None
-                    if now - session.connected_at >= self.settings.stable_after:
-                        self.backoff.reset()
-                    log.warning("lost connection to %s: %s", self.peer_id, session.reason)
-                else:
+                stable = (
+                    session.connected_at is not None
+                    and trio.current_time() - session.connected_at >= self.settings.stable_after
+                )
+                if stable:
+                    self.backoff.reset()
+                if session.connected_at is None:
                     self.counters.connect_failures += 1
-                    level = logging.DEBUG if self._failing else logging.WARNING
-                    log.log(level, "cannot reach %s: %s", self.peer_id, session.reason)
-                self._failing = not was_connected
+                    what = "cannot reach"
+                else:
+                    what = "lost connection to"
+                # One WARNING per streak of failures for the same reason; repeats go to DEBUG.
+                repeat = not stable and session.reason == self._last_failure
+                level = logging.DEBUG if repeat else logging.WARNING
+                log.log(level, "%s %s: %s", what, self.peer_id, session.reason)
+                self._last_failure = None if stable else session.reason
                 await self._wait_for_wakeup(self.backoff.next_delay())
 
     async def _wait_for_wakeup(self, delay: float) -> None:
@@ -201,7 +205,6 @@ class PeerLink:
             session.connected_at = trio.current_time()
             self.counters.connected = True
             self.counters.connects += 1
-            self._failing = False
             log.info("connected to %s at %s", self.peer_id, join_host_port(host, port))
             try:
                 async with trio.open_nursery() as inner:
