@@ -270,6 +270,7 @@ async def test_changed_address_redials_the_new_one(autojump_clock: trio.testing.
             a.send(heartbeat("a", "b", ctx=3))
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=3)
             assert a.statistics().peer("b").address == "new:1"
+            assert a.peer_addresses() == {"b": "new:1"}
             # A removed peer's link stops and its messages are dropped, not queued.
             a.set_peer_addresses({})
             a.send(heartbeat("a", "b", ctx=4))

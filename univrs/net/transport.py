@@ -92,7 +92,8 @@ class RaftTransport:
 
     ``listen_addr`` is ``host:port`` to bind (port 0 picks a free one; see ``listen_port``), or
     None not to listen at all (tests feed connections to ``router.handle_connection``).
-    ``peers`` maps node ids to raft addresses (this node's own entry is ignored).
+    ``peers`` is the initial map of node ids to raft addresses (this node's own entry is
+    ignored); later changes go through ``set_peer_addresses`` and show in ``peer_addresses()``.
     ``encode``/``decode`` default to ``univrs.codec``; ``connector`` to ``trio.open_tcp_stream``.
     """
 
@@ -168,6 +169,10 @@ class RaftTransport:
             else:
                 link.set_address(addr)
         self._warned_unknown -= set(wanted)
+
+    def peer_addresses(self) -> dict[NodeId, str]:
+        """The current peer map (without this node)."""
+        return {nid: link.address for nid, link in self._links.items() if link.address}
 
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
