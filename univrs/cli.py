@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import pathlib
+import signal
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, NoReturn
+
 import click
+import trio
 
 from univrs import __version__
+from univrs.errors import ConfigError, StorageError, UnivrsError
+
+DEFAULT_API = "127.0.0.1:8000"
+log = logging.getLogger("univrs.cli")
+
+
+def _die(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (trio wraps task errors in groups)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 @click.group()
@@ -13,15 +40,161 @@ def main() -> None:
     """univrs: replicated, durable cluster state for the Univrs orchestrator."""
 
 
+# ---------------------------------------------------------------------------- node
+
+
 @main.group()
 def node() -> None:
     """Run a univrs node."""
 
 
 @node.command("start")
-def node_start() -> None:
-    """Start a node (the runtime arrives with the node issue; this prints help for now)."""
-    click.echo(click.get_current_context().get_help())
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file.")
+@click.option("--id", "node_id", help="This node's id (raft.node_id).")
+@click.option("--data-dir", help="Data directory (raft.data_dir).")
+@click.option("--raft-addr", help="host:port for Raft traffic (raft.raft_addr).")
+@click.option("--api-addr", help="host:port for the HTTP API (api.addr).")
+@click.option("--cluster-id", help="Cluster id stored at bootstrap and checked on every link.")
+@click.option(
+    "--bootstrap",
+    help="Initial members when the data dir is new: 'n1=host:port,n2=host:port,...'.",
+)
+@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+def node_start(
+    config_path: str | None,
+    node_id: str | None,
+    data_dir: str | None,
+    raft_addr: str | None,
+    api_addr: str | None,
+    cluster_id: str | None,
+    bootstrap: str | None,
+    log_level: str,
+) -> None:
+    """Start a node. With no arguments: a single-node cluster on the embedded default
+    (data dir ./univrs-data, raft 127.0.0.1:7000, API 127.0.0.1:8000), bootstrapped when the
+    data dir is new. Stop it with Ctrl-C or SIGTERM."""
+    from univrs.config import load_config
+    from univrs.logs import setup_logging
+
+    overrides = {
+        "node_id": node_id,
+        "data_dir": data_dir,
+        "raft_addr": raft_addr,
+        "api_addr": api_addr,
+        "cluster_id": cluster_id,
+        "bootstrap": bootstrap,
+    }
+    try:
+        config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
+    except ConfigError as exc:
+        _die(f"invalid configuration:\n{exc}", 2)
+    setup_logging(log_level, config.node_id)
+    try:
+        trio.run(_run_until_signal, config)
+    except BaseException as group:  # unwrap trio's exception groups
+        cause = _first_cause(group)
+        if isinstance(cause, KeyboardInterrupt):
+            return
+        if isinstance(cause, StorageError):
+            _die(str(cause))
+        if isinstance(cause, OSError):
+            _die(f"cannot start the node: {cause}")
+        if isinstance(cause, UnivrsError):
+            _die(str(cause))
+        log.critical("node crashed", exc_info=cause)
+        _die(f"node crashed: {type(cause).__name__}: {cause}")
+
+
+async def _run_until_signal(config: Any) -> None:
+    from univrs.runtime.node import run_node
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+            await nursery.start(run_node, config)
+
+
+async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        scope.cancel()
+        return
+
+
+# ---------------------------------------------------------------------------- cluster
+
+
+def _api_option(f: Any) -> Any:
+    return click.option(
+        "--api",
+        "api",
+        default=lambda: os.environ.get("UNIVRS_API", DEFAULT_API),
+        show_default=f"$UNIVRS_API or {DEFAULT_API}",
+        help="Address (host:port) of any node's API.",
+    )(f)
+
+
+def http_get_json(api: str, path: str, timeout: float = 5.0) -> Any:
+    """GET http://api/path and decode JSON; exits with a clear message when unreachable."""
+    url = f"http://{api}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            return json.load(exc)
+        except ValueError:
+            _die(f"{url} answered {exc.code}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        _die(f"cannot reach the univrs API at {api} ({reason}); is a node running there?")
+
+
+@main.group()
+def cluster() -> None:
+    """Inspect and operate the cluster."""
+
+
+@cluster.command("status")
+@_api_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def cluster_status(api: str, as_json: bool) -> None:
+    """Members with their role, term, leader, log indexes and replication lag."""
+    doc = http_get_json(api, "/v1/cluster/status")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    click.echo(f"leader: {doc.get('leader') or '(none)'}   term: {doc.get('term')}")
+    headers = ["ID", "RAFT", "API", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "LAG"]
+    rows = []
+    for m in doc.get("members", []):
+        role = m.get("role", "unreachable") if m.get("reachable") else "unreachable"
+        if not m.get("voter"):
+            role += " (learner)"
+        rows.append(
+            [
+                m["id"],
+                m.get("raft_addr") or "-",
+                m.get("api_addr") or "-",
+                role,
+                m.get("term", "-"),
+                m.get("leader") or "-",
+                m.get("last_index", "-"),
+                m.get("commit_index", "-"),
+                m.get("applied_index", "-"),
+                m.get("lag", "-"),
+            ]
+        )
+    click.echo(format_table(headers, rows))
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain left-aligned text table."""
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
 
 
 if __name__ == "__main__":

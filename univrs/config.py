@@ -37,10 +37,11 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 @attrs.frozen(kw_only=True)
 class BootstrapNode:
-    """One member of the initial cluster: its node id and raft address (``host:port``)."""
+    """One member of the initial cluster: node id, raft address and (optional) API address."""
 
     id: str
     addr: str
+    api: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -134,7 +135,8 @@ _RAFT_KEYS = {
     "bootstrap": _TABLE,
 }
 _BOOTSTRAP_KEYS = {"nodes": _ARRAY}
-_NODE_KEYS = {"id": _STR, "addr": _STR}
+_NODE_KEYS = {"id": _STR, "addr": _STR, "api": _STR}
+_NODE_REQUIRED = ("id", "addr")
 _API_KEYS = {"addr": _STR}
 
 # Override names accepted besides dotted paths: NodeConfig-style flat names for CLI flags.
@@ -289,11 +291,13 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
                 problems.append(f"{where}: expected a table {{id, addr}}, got {_type_name(item)}")
                 continue
             entry = _check_table(item, _NODE_KEYS, f"{where}.", problems)
-            missing = [k for k in _NODE_KEYS if k not in item]
+            missing = [k for k in _NODE_REQUIRED if k not in item]
             for k in missing:
                 problems.append(f"{where}.{k}: missing")
-            if len(entry) == len(_NODE_KEYS):
-                nodes.append(BootstrapNode(id=entry["id"], addr=entry["addr"]))
+            if all(k in entry for k in _NODE_REQUIRED):
+                nodes.append(
+                    BootstrapNode(id=entry["id"], addr=entry["addr"], api=entry.get("api"))
+                )
         if raw_nodes is not None and not raw_nodes:
             problems.append(
                 "raft.bootstrap.nodes: empty; list the initial members or omit [raft.bootstrap]"
@@ -317,6 +321,9 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
             problems.append(f"raft.raft_port: {port} is outside 1-65535")
     elif own is not None:
         kwargs["raft_addr"] = own  # a bootstrapped node listens where the others will dial it
+    own_api = next((n.api for n in nodes if n.id == node_id), None)
+    if "api_addr" not in kwargs and own_api is not None:
+        kwargs["api_addr"] = own_api  # likewise for the API the others will show and call
     return kwargs
 
 
@@ -395,6 +402,8 @@ def _bootstrap_problems(c: NodeConfig, raft_ok: bool, problems: list[str]) -> No
         if not _ID_RE.fullmatch(node.id):
             problems.append(f"{where}.id: {node.id!r} is not a valid node id")
         _check_addr(f"{where}.addr", node.addr, problems)
+        if node.api is not None:
+            _check_addr(f"{where}.api", node.api, problems)
         if node.id in seen_ids:
             other = seen_ids[node.id]
             problems.append(f"{where}.id: duplicate id {node.id!r} (also nodes[{other}])")

@@ -1,0 +1,163 @@
+"""The node's HTTP API: health, status and metrics (the state endpoints build on this app).
+
+Served by hypercorn's trio worker; the app is Starlette. Every handler reads the node through
+its public views; nothing here touches the Raft core directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from univrs.api.fetch import get_json
+from univrs.raft.ready import Role
+
+if TYPE_CHECKING:
+    from univrs.runtime.node import Node
+
+log = logging.getLogger("univrs.api")
+
+PEER_STATUS_TIMEOUT = 1.0
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def health(request: Request) -> Response:
+    node = _node(request)
+    s = node.status()
+    serving = s.leader is not None
+    body = {
+        "status": "serving" if serving else "no-leader",
+        "id": s.id,
+        "role": s.role.value,
+        "leader": s.leader,
+        "term": s.term,
+    }
+    return JSONResponse(body, status_code=200 if serving else 503)
+
+
+async def node_status(request: Request) -> Response:
+    from univrs.runtime.node import describe
+
+    return JSONResponse(describe(_node(request)))
+
+
+async def cluster_status(request: Request) -> Response:
+    """Every member's own view, gathered from their APIs, plus the leader's replication view."""
+    return JSONResponse(await gather_cluster_status(_node(request)))
+
+
+async def gather_cluster_status(node: Node) -> dict[str, Any]:
+    from univrs.runtime.node import describe
+
+    me = describe(node)
+    s = node.status()
+    membership = s.membership
+    views: dict[str, dict[str, Any] | None] = {node.node_id: me}
+    errors: dict[str, str] = {}
+
+    async def fetch(member: str, addr: str) -> None:
+        try:
+            views[member] = await get_json(addr, "/v1/node/status", timeout=PEER_STATUS_TIMEOUT)
+        except (OSError, ValueError, trio.TooSlowError) as exc:
+            views[member] = None
+            errors[member] = str(exc) or type(exc).__name__
+
+    async with trio.open_nursery() as nursery:
+        for member in sorted(membership.members - {node.node_id}):
+            addr = membership.api_address_of(member)
+            if addr is None:
+                views[member] = None
+                errors[member] = "API address unknown"
+            else:
+                nursery.start_soon(fetch, member, addr)
+
+    leader_view = me if s.role is Role.LEADER else None
+    if leader_view is None and s.leader is not None:
+        leader_view = views.get(s.leader)
+    lags = {p["id"]: p for p in (leader_view or {}).get("peers", [])}
+    leader_last = (leader_view or {}).get("last_index")
+    members = []
+    for member in sorted(membership.members):
+        view = views.get(member)
+        row: dict[str, Any] = {
+            "id": member,
+            "raft_addr": membership.address_of(member),
+            "api_addr": membership.api_address_of(member),
+            "voter": member in membership.voters,
+            "reachable": view is not None,
+        }
+        if view is not None:
+            row.update(
+                role=view["role"],
+                term=view["term"],
+                leader=view["leader"],
+                last_index=view["last_index"],
+                commit_index=view["commit_index"],
+                applied_index=view["applied_index"],
+            )
+        else:
+            row["error"] = errors.get(member, "unreachable")
+        if member in lags:
+            row["match_index"] = lags[member]["match_index"]
+            row["lag"] = lags[member]["lag"]
+        elif leader_view is not None and member == leader_view["id"]:
+            row["lag"] = 0
+        members.append(row)
+    return {
+        "node": node.node_id,
+        "leader": s.leader,
+        "term": s.term,
+        "leader_last_index": leader_last,
+        "members": members,
+    }
+
+
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(
+        _node(request).metrics.render(), media_type="text/plain; version=0.0.4"
+    )
+
+
+def build_app(node: Node) -> Starlette:
+    """The Starlette app of one node."""
+    app = Starlette(
+        routes=[
+            Route("/v1/health", health),
+            Route("/v1/node/status", node_status),
+            Route("/v1/cluster/status", cluster_status),
+            Route("/metrics", metrics),
+        ]
+    )
+    app.state.node = node
+    return app
+
+
+async def serve_api(
+    node: Node, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the API on the node's api address; ``task_status.started`` gets the bound port."""
+    config = HypercornConfig()
+    config.bind = [node.config.api_addr]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 1.0
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            functools.partial(serve, build_app(node), config)  # type: ignore[arg-type]
+        )
+        port = int(binds[0].rsplit(":", 1)[1])
+        task_status.started(port)

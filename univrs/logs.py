@@ -1,0 +1,59 @@
+"""Operator logs: one line per event, ``time level logger message key=value ...``.
+
+Callers pass the event's fields with ``extra={...}``; the formatter prints every non-standard
+record attribute as ``key=value`` (values with spaces are quoted), so a line reads as text and
+parses as key-value pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _value(v: object) -> str:
+    s = str(v)
+    if not s or any(c in s for c in ' ="'):
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return s
+
+
+class KeyValueFormatter(logging.Formatter):
+    """Formats records as one key=value line (see the module docstring)."""
+
+    def __init__(self, node_id: str | None = None) -> None:
+        super().__init__()
+        self.node_id = node_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        ms = int(record.msecs)
+        parts = [
+            f"{ts}.{ms:03d}Z",
+            record.levelname.lower(),
+            record.name,
+            _value(record.getMessage()),
+        ]
+        if self.node_id is not None:
+            parts.append(f"node={_value(self.node_id)}")
+        for key, v in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                parts.append(f"{key}={_value(v)}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level: str = "info", node_id: str | None = None) -> None:
+    """Route univrs logs to stderr in the key=value form; quiet chatty libraries."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter(node_id))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("hypercorn.access", "trio-websocket", "hypercorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,371 @@
+"""The driver: the one task that owns the Raft core, and the apply loop it feeds.
+
+Theory of operation. Every input to the core arrives as an event on one bounded memory channel:
+Raft messages from the transport (put there by the transport's reader tasks), ticks (the driver's
+own deadline), proposals and read requests from the API, ``persisted`` reports from the storage
+writer and ``applied`` reports from the apply loop. The driver drains whatever is queued, feeds
+it to the core (all proposals that arrived together become one ``propose_many``, so one log
+append and one fsync), then takes the core's Ready and distributes it, obeying its contract
+(univrs/raft/ready.py):
+
+* persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
+* ``messages``                                -> the transport, at once;
+* ``committed``                               -> the apply loop (in order);
+* ``reads`` / ``dropped_reads``               -> the waiting readers.
+
+Nothing but the driver calls the core. The apply loop applies committed entries to the state
+machine, resolves the proposals waiting on them (matching index *and* term: an entry that was
+overwritten by another leader's entry at the same index fails its proposer with
+ProposalDropped) and reports ``applied`` back.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from univrs.errors import NotLeader, ProposalDropped, Unavailable
+from univrs.raft.messages import Entry, EntryKind, Membership, Message
+from univrs.raft.node import RaftNode
+from univrs.raft.ready import Ready, Role, SoftState, Status
+from univrs.runtime.payload import decode_payload, encode_payload
+from univrs.runtime.waiter import Waiter
+from univrs.runtime.writer import PersistJob, StorageWriter
+from univrs.sm.commands import Envelope
+from univrs.sm.responses import ErrorCode, Failure, Response
+from univrs.sm.state import ClusterStateMachine
+
+log = logging.getLogger("univrs.node")
+
+EVENT_QUEUE = 4096  # bounded: a flood of peer messages back-pressures the transport
+APPLY_CHUNK = 512  # entries applied between checkpoints, so the apply loop never hogs trio
+
+
+@attrs.define(eq=False)
+class _Propose:
+    payload: bytes
+    waiter: Waiter[Response]
+    started: float
+
+
+@attrs.define(eq=False)
+class _Pending:
+    term: int
+    waiter: Waiter[Response]
+    started: float
+
+
+@attrs.frozen
+class _Read:
+    waiter: Waiter[int]
+
+
+@attrs.frozen
+class _Persisted:
+    index: int
+    term: int
+
+
+@attrs.frozen
+class _Applied:
+    index: int
+
+
+@attrs.frozen
+class _Call:
+    """Run ``fn(core)`` on the driver (campaign, transfer, membership) and report the result."""
+
+    fn: Callable[[RaftNode], Any]
+    waiter: Waiter[Any]
+
+
+@attrs.define(eq=False)
+class RaftRuntime:
+    """Drives one RaftNode: see the module docstring. Start it with ``run`` in a nursery."""
+
+    core: RaftNode
+    sm: ClusterStateMachine
+    writer_write: Callable[..., None]  # LogStore.append
+    send: Callable[[Message], None]  # transport.send
+    tick_seconds: float
+    on_membership: Callable[[Membership], None] = lambda _m: None
+    metrics: Any = None  # univrs.runtime.metrics.NodeMetrics, optional
+    _events_send: trio.MemorySendChannel[object] = attrs.field(init=False)
+    _events_recv: trio.MemoryReceiveChannel[object] = attrs.field(init=False)
+    _writer: StorageWriter = attrs.field(init=False)
+    _batch: list[_Propose] = attrs.field(factory=list, init=False)
+    _pending: dict[int, _Pending] = attrs.field(factory=dict, init=False)
+    _reads: dict[int, Waiter[int]] = attrs.field(factory=dict, init=False)
+    _next_ctx: int = attrs.field(default=1, init=False)
+    _apply_queue: collections.deque[tuple[Entry, ...]] = attrs.field(
+        factory=collections.deque, init=False
+    )
+    _apply_wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _soft: SoftState | None = attrs.field(default=None, init=False)
+    _membership: Membership | None = attrs.field(default=None, init=False)
+    _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _status: Status = attrs.field(init=False)
+    applied_index: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._events_send, self._events_recv = trio.open_memory_channel[object](EVENT_QUEUE)
+        self._writer = StorageWriter(
+            write=self.writer_write,
+            send=self.send,
+            on_persisted=self._on_persisted,
+            observe_fsync=self._observe_fsync,
+        )
+        self._status = self.core.status()
+        self.applied_index = self._status.applied
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def inbox(self) -> trio.MemorySendChannel[object]:
+        """Where the transport delivers received Raft messages."""
+        return self._events_send
+
+    def status(self) -> Status:
+        """The core's status as of the last driver step (cheap; safe from any task)."""
+        return self._status
+
+    @property
+    def node_id(self) -> str:
+        return self.core.id
+
+    async def propose(self, envelope: Envelope) -> Response:
+        """Propose a command on this node (it must lead); wait until it is applied here.
+
+        Raises NotLeader (with a hint) on a follower and ProposalDropped when the entry was
+        replaced by another leader's (the command did not apply; retrying is safe). Callers put
+        a deadline around it: an entry may also stay uncommitted without a quorum.
+        """
+        if self._status.role is not Role.LEADER:
+            raise NotLeader(self._status.leader)
+        waiter: Waiter[Response] = Waiter()
+        payload = encode_payload(envelope, int(time.time() * 1000))
+        await self._events_send.send(_Propose(payload, waiter, trio.current_time()))
+        try:
+            return await waiter.wait()
+        finally:
+            # Abandoned (deadline or cancellation): a proposal not yet handed to the core is
+            # skipped; one already in the log may still commit, and nobody waits for it.
+            waiter.fail(ProposalDropped("abandoned by its caller"))
+
+    async def read_index(self) -> int:
+        """Confirm a linearizable read point (ReadIndex); returns once applied >= it here."""
+        waiter: Waiter[int] = Waiter()
+        await self._events_send.send(_Read(waiter))
+        return await waiter.wait()
+
+    async def call(self, fn: Callable[[RaftNode], Any]) -> Any:
+        """Run ``fn(core)`` on the driver task (for campaign, transfer_leader, membership)."""
+        waiter: Waiter[Any] = Waiter()
+        await self._events_send.send(_Call(fn, waiter))
+        return await waiter.wait()
+
+    async def wait_changed(self) -> None:
+        """Wait until the status next changes (role, leader, term, commit or applied)."""
+        await self._changed.wait()
+
+    # ------------------------------------------------------------------ tasks
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the driver, the storage writer and the apply loop until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer.run)
+            nursery.start_soon(self._apply_loop)
+            nursery.start_soon(self._drive)
+            task_status.started()
+
+    async def _drive(self) -> None:
+        recv = self._events_recv
+        next_tick = trio.current_time() + self.tick_seconds
+        self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
+        while True:
+            with trio.move_on_at(next_tick):
+                self._handle(await recv.receive())
+            now = trio.current_time()
+            if now >= next_tick:
+                self.core.tick()
+                next_tick += self.tick_seconds
+                if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
+                    next_tick = now + self.tick_seconds
+            while True:
+                try:
+                    ev = recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._handle(ev)
+            self._flush_proposals()
+            self._process_ready()
+
+    def _handle(self, ev: object) -> None:
+        if isinstance(ev, Message):
+            self.core.step(ev)
+        elif isinstance(ev, _Propose):
+            self._batch.append(ev)
+        elif isinstance(ev, _Persisted):
+            self.core.persisted(ev.index, ev.term)
+        elif isinstance(ev, _Applied):
+            self.core.applied(ev.index)
+        elif isinstance(ev, _Read):
+            ctx = self._next_ctx
+            self._next_ctx += 1
+            self._reads[ctx] = ev.waiter
+            self.core.read_index(ctx)
+        elif isinstance(ev, _Call):
+            try:
+                ev.waiter.set(ev.fn(self.core))
+            except Exception as exc:  # reported to the caller, e.g. NotLeader
+                ev.waiter.fail(exc)
+        else:
+            raise AssertionError(f"unknown driver event {ev!r}")
+
+    def _flush_proposals(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        live = [p for p in batch if not p.waiter.done]
+        if not live:
+            return
+        try:
+            term, first = self.core.propose_many([p.payload for p in live])
+        except (NotLeader, ProposalDropped) as exc:
+            for p in live:
+                p.waiter.fail(exc)
+            return
+        for offset, p in enumerate(live):
+            self._pending[first + offset] = _Pending(term, p.waiter, p.started)
+        if self.metrics is not None:
+            self.metrics.proposals.inc(len(live))
+
+    def _process_ready(self) -> None:
+        if self.core.has_ready():
+            self._distribute(self.core.ready())
+        self._refresh_status()
+
+    def _distribute(self, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.hard_state is not None and rd.hard_state.term != self._status.term:
+            log.info("term changed", extra={"term": rd.hard_state.term})
+        if (
+            rd.hard_state is not None
+            or rd.truncate_from is not None
+            or rd.entries
+            or rd.messages_after_persist
+        ):
+            self._writer.submit(
+                PersistJob(
+                    hard_state=rd.hard_state,
+                    truncate_from=rd.truncate_from,
+                    entries=rd.entries,
+                    after_persist=rd.messages_after_persist,
+                )
+            )
+        for msg in rd.messages:
+            self.send(msg)
+        if rd.committed:
+            self._apply_queue.append(rd.committed)
+            self._apply_wakeup.set()
+        for rs in rd.reads:
+            read = self._reads.pop(rs.ctx, None)
+            if read is not None:
+                read.set(rs.index)
+        for ctx in rd.dropped_reads:
+            read = self._reads.pop(ctx, None)
+            if read is not None:
+                read.fail(Unavailable("the read could not be confirmed by a leader; retry"))
+
+    def _refresh_status(self) -> None:
+        status = self.core.status()
+        old = self._status
+        self._status = status
+        if status.membership != self._membership:
+            self._membership = status.membership
+            self.on_membership(status.membership)
+        if (
+            status.role != old.role
+            or status.leader != old.leader
+            or status.term != old.term
+            or status.commit != old.commit
+            or status.applied != old.applied
+        ):
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def _on_soft_state(self, soft: SoftState) -> None:
+        old = self._soft
+        self._soft = soft
+        if old is None or old.role != soft.role:
+            log.info(
+                "role changed",
+                extra={"role": soft.role.value, "term": soft.term, "leader": soft.leader},
+            )
+            if self.metrics is not None and soft.role is Role.CANDIDATE:
+                self.metrics.elections.inc()
+            if old is not None and old.role is Role.LEADER:
+                self._fail_batch(NotLeader(soft.leader))
+        if old is None or old.leader != soft.leader:
+            log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
+            if self.metrics is not None and soft.leader is not None:
+                self.metrics.leader_changes.inc()
+
+    def _fail_batch(self, exc: Exception) -> None:
+        for p in self._batch:
+            p.waiter.fail(exc)
+        self._batch.clear()
+
+    async def _on_persisted(self, index: int, term: int) -> None:
+        # The writer and the apply loop may wait here when the channel is full: the driver
+        # never waits on them, so it keeps draining and they get through.
+        await self._events_send.send(_Persisted(index, term))
+
+    def _observe_fsync(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.fsync_seconds.observe(seconds)
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._apply_wakeup.wait()
+            self._apply_wakeup = trio.Event()
+            while self._apply_queue:
+                entries = self._apply_queue.popleft()
+                for start in range(0, len(entries), APPLY_CHUNK):
+                    for entry in entries[start : start + APPLY_CHUNK]:
+                        self._apply_one(entry)
+                    await self._events_send.send(_Applied(self.applied_index))
+
+    def _apply_one(self, entry: Entry) -> None:
+        response: Response | None = None
+        if entry.kind is EntryKind.NORMAL:
+            decoded = decode_payload(entry.data)
+            if isinstance(decoded, str):
+                self.sm.mark_applied(index=entry.index, term=entry.term)
+                response = Failure(code=ErrorCode.INVALID_ARGUMENT, message=decoded)
+            else:
+                envelope, time_ms = decoded
+                response = self.sm.apply(
+                    envelope, index=entry.index, term=entry.term, time_ms=time_ms
+                )
+        else:
+            self.sm.mark_applied(index=entry.index, term=entry.term)
+        self.applied_index = entry.index
+        pending = self._pending.pop(entry.index, None)
+        if pending is None:
+            return
+        if pending.term == entry.term and response is not None:
+            if self.metrics is not None:
+                self.metrics.commit_seconds.observe(trio.current_time() - pending.started)
+            pending.waiter.set(response)
+        else:
+            pending.waiter.fail(
+                ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
+            )

@@ -1,0 +1,49 @@
+"""``RaftStateStore``: the application's StateStore backed by this node's Raft log.
+
+Writes become log entries proposed on this node (it must lead; forwarding to the leader comes
+with the client-surface layer) and return once applied here; linearizable reads wait for a
+ReadIndex confirmation, local reads read this replica's state as it is (possibly stale).
+Every call has a deadline: without a quorum the caller gets ``Unavailable``, never a hang.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from univrs.errors import Unavailable
+from univrs.runtime.driver import RaftRuntime
+from univrs.sm.commands import Command, Envelope
+from univrs.sm.responses import Response
+from univrs.sm.state import ClusterStateMachine
+from univrs.sm.store import ReadConsistency, StateStore
+
+
+@attrs.define(eq=False)
+class RaftStateStore(StateStore):
+    """StateStore over a RaftRuntime (see the module docstring)."""
+
+    runtime: RaftRuntime
+    timeout: float = 10.0
+
+    async def execute(self, command: Command | Envelope) -> Response:
+        envelope = command if isinstance(command, Envelope) else Envelope(command=command)
+        try:
+            with trio.fail_after(self.timeout):
+                return await self.runtime.propose(envelope)
+        except trio.TooSlowError:
+            raise Unavailable(
+                f"the write was not committed within {self.timeout:g}s (no quorum?); its outcome "
+                "is unknown: retry with the same idempotency key"
+            ) from None
+
+    async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
+        if consistency is ReadConsistency.LINEARIZABLE:
+            try:
+                with trio.fail_after(self.timeout):
+                    await self.runtime.read_index()
+            except trio.TooSlowError:
+                raise Unavailable(
+                    f"no leader confirmed the read within {self.timeout:g}s"
+                ) from None
+        return self.runtime.sm

@@ -1,0 +1,124 @@
+"""The storage writer: group commit of the core's persist requests.
+
+Every Ready that asks to persist something becomes a ``PersistJob``. The writer takes *all* jobs
+queued since its last write, merges them in order into one storage call (one LMDB write
+transaction, one fsync), and only then sends the messages that depended on that state
+(``messages_after_persist``: vote grants, append acks) and reports ``persisted`` to the driver.
+With many proposals in flight this is one fsync per batch, not per entry.
+
+Merging keeps the meaning of the sequence: a later job's ``truncate_from`` cuts entries an
+earlier job would have appended; the storage call deletes from the smallest truncation point
+and writes what survives; the newest hard state wins.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+import trio
+
+from univrs.raft.messages import Entry, HardState, Message
+
+
+@attrs.frozen(kw_only=True)
+class PersistJob:
+    """What one Ready asks to make durable, and the messages that must wait for it."""
+
+    hard_state: HardState | None
+    truncate_from: int | None
+    entries: tuple[Entry, ...]
+    after_persist: tuple[Message, ...]
+
+
+@attrs.frozen(kw_only=True)
+class MergedWrite:
+    """Several jobs folded into one storage call."""
+
+    hard_state: HardState | None
+    truncate_from: int | None
+    entries: tuple[Entry, ...]
+    after_persist: tuple[Message, ...]
+
+
+def merge_jobs(jobs: Sequence[PersistJob]) -> MergedWrite:
+    """Fold jobs (oldest first) into one write with the same effect as applying them in order."""
+    hard_state: HardState | None = None
+    truncate_from: int | None = None
+    entries: list[Entry] = []
+    after: list[Message] = []
+    for job in jobs:
+        if job.truncate_from is not None:
+            t = job.truncate_from
+            if entries and entries[0].index < t:
+                entries = [e for e in entries if e.index < t]
+            else:
+                entries = []
+            truncate_from = t if truncate_from is None else min(truncate_from, t)
+        if job.entries:
+            if entries:
+                assert job.entries[0].index == entries[-1].index + 1, "persist jobs not contiguous"
+            entries.extend(job.entries)
+        if job.hard_state is not None:
+            hard_state = job.hard_state
+        after.extend(job.after_persist)
+    return MergedWrite(
+        hard_state=hard_state,
+        truncate_from=truncate_from,
+        entries=tuple(entries),
+        after_persist=tuple(after),
+    )
+
+
+@attrs.define(eq=False)
+class StorageWriter:
+    """Runs in its own task; the driver hands it jobs with ``submit`` (never blocks)."""
+
+    # (hard_state, truncate_from, entries) -> None; blocking, one synced transaction.
+    write: Callable[..., None]
+    send: Callable[[Message], None]
+    on_persisted: Callable[[int, int], Awaitable[None]]  # (index, term) of the last durable entry
+    observe_fsync: Callable[[float], None] = lambda _seconds: None
+    _queue: collections.deque[PersistJob] = attrs.field(factory=collections.deque)
+    _wakeup: trio.Event = attrs.field(factory=trio.Event)
+    writes: int = 0
+    jobs_written: int = 0
+
+    def submit(self, job: PersistJob) -> None:
+        self._queue.append(job)
+        self._wakeup.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._queue:
+                jobs = list(self._queue)
+                self._queue.clear()
+                await self._write(jobs)
+
+    async def _write(self, jobs: list[PersistJob]) -> None:
+        merged = merge_jobs(jobs)
+        if merged.hard_state is not None or merged.truncate_from is not None or merged.entries:
+            start = trio.current_time()
+            # Not cancellable: a started transaction finishes (and syncs) before shutdown.
+            await trio.to_thread.run_sync(
+                lambda: self.write(
+                    hard_state=merged.hard_state,
+                    truncate_from=merged.truncate_from,
+                    entries=merged.entries,
+                )
+            )
+            self.observe_fsync(trio.current_time() - start)
+            self.writes += 1
+        self.jobs_written += len(jobs)
+        for msg in merged.after_persist:
+            self.send(msg)
+        if merged.entries:
+            last = merged.entries[-1]
+            await self.on_persisted(last.index, last.term)
