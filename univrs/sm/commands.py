@@ -1,0 +1,184 @@
+"""The commands the cluster state machine applies, and the envelope that carries them.
+
+Ids of new objects are chosen by the proposer and travel in the command (the design document's
+``WorkloadId::new()`` inside ``apply`` would give every replica a different id); the only id the
+state machine makes itself is a client session's, and it is derived from the log index.
+
+``expected_version`` (optional on every update, scale and delete) makes the command conditional:
+it fails with ``version-conflict`` unless the object's current version equals it.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from univrs.sm.model import InstanceSpec, InstanceStatus, NodeInfo, NodeStatus, WorkloadSpec
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CreateWorkload:
+    """Create workload ``id``; fails with already-exists if the id is taken."""
+
+    id: str
+    spec: WorkloadSpec
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class UpdateWorkload:
+    """Replace the spec of workload ``id`` (instances are left to the reconciler)."""
+
+    id: str
+    spec: WorkloadSpec
+    expected_version: int | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DeleteWorkload:
+    """Delete workload ``id`` and, in the same step, every instance of it."""
+
+    id: str
+    expected_version: int | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ScaleWorkload:
+    """Set the desired replica count of workload ``id``."""
+
+    id: str
+    replicas: int
+    expected_version: int | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CreateInstance:
+    """Create instance ``id`` of an existing workload, optionally on a schedulable node."""
+
+    id: str
+    spec: InstanceSpec
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class UpdateInstanceStatus:
+    """Report an instance's status; ``node_id`` binds a not-yet-scheduled instance to a node."""
+
+    id: str
+    status: InstanceStatus
+    message: str = ""
+    node_id: str | None = None
+    expected_version: int | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DeleteInstance:
+    """Delete instance ``id``."""
+
+    id: str
+    expected_version: int | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RegisterNode:
+    """Register a node; fails with already-exists if its id is registered."""
+
+    info: NodeInfo
+    status: NodeStatus = NodeStatus.READY
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class UpdateNodeStatus:
+    """Set a node's status; ``down`` turns its pending and running instances ``unknown``."""
+
+    id: str
+    status: NodeStatus
+    expected_version: int | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DeregisterNode:
+    """Remove a node and, in the same step, every instance placed on it."""
+
+    id: str
+    expected_version: int | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TransferCredits:
+    """Move ``amount`` credits from one peer to another, atomically."""
+
+    from_peer: str
+    to_peer: str
+    amount: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class MintCredits:
+    """Create ``amount`` new credits for ``to_peer``; ``reason`` is required (audit)."""
+
+    to_peer: str
+    amount: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class OpenSession:
+    """Open a client session; the response is ``Created(id=<client id>)``.
+
+    Must be sent without a client id and sequence number. The client id is derived from the
+    log index, so an id the table does not know is certainly expired (dissertation 6.3).
+    """
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CloseSession:
+    """Close a client session (drop its cached responses). Sent without a client id."""
+
+    client_id: str
+
+
+Command = (
+    CreateWorkload
+    | UpdateWorkload
+    | DeleteWorkload
+    | ScaleWorkload
+    | CreateInstance
+    | UpdateInstanceStatus
+    | DeleteInstance
+    | RegisterNode
+    | UpdateNodeStatus
+    | DeregisterNode
+    | TransferCredits
+    | MintCredits
+    | OpenSession
+    | CloseSession
+)
+
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    CreateWorkload,
+    UpdateWorkload,
+    DeleteWorkload,
+    ScaleWorkload,
+    CreateInstance,
+    UpdateInstanceStatus,
+    DeleteInstance,
+    RegisterNode,
+    UpdateNodeStatus,
+    DeregisterNode,
+    TransferCredits,
+    MintCredits,
+    OpenSession,
+    CloseSession,
+)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Envelope:
+    """A command as proposed to the log, with its optional exactly-once key.
+
+    ``client_id`` and ``seq`` are both set (a session command, deduplicated) or both None.
+    ``seq`` starts at 1 and increases by one per new command of the client; a retry reuses the
+    same ``seq``. The pair is what the API layer uses as an idempotency key.
+    """
+
+    command: Command
+    client_id: str | None = None
+    seq: int | None = None

@@ -1,0 +1,157 @@
+"""Client sessions for exactly-once commands (Raft dissertation 6.3).
+
+Theory of operation
+-------------------
+A client opens a session with an ``OpenSession`` command; its client id is derived from the log
+index of that command, so an id that is not in the table was certainly opened and then expired
+(or never existed): the state machine answers ``session-expired`` and does not apply the
+command, instead of silently applying a retry twice. (Client-chosen ids could not tell a new
+client from a returning expired one without remembering every id forever.)
+
+Every session command carries ``seq``. The session remembers the response of every applied
+sequence number in the window ``(max_seq - window, max_seq]``:
+
+* ``seq`` in the cache: a retry; the cached response is returned and nothing is applied;
+* ``seq`` in the window but not cached: never applied (possibly reordered); it is applied;
+* ``seq <= max_seq - window``: its response was discarded; ``stale-sequence``, nothing applied.
+
+Expiry is deterministic: a session expires when it has been inactive for more than
+``ttl_entries`` log entries or for more than ``ttl_ms`` of *leader-stamped* time (the largest
+``time_ms`` carried by an applied entry so far; never a local clock). When the table is full,
+opening a session evicts the least recently active one. The table is kept in activity order
+(least recent first), and activity index and time only grow, so expiry only ever pops from the
+front: O(1) amortised per command.
+
+The table, with the order, is part of the state and of snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from univrs.sm.responses import Response
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"{attribute.name} must be a positive integer or None, got {value!r}")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SessionPolicy:
+    """Session limits. Part of the replicated state (stored in snapshots): every replica must
+    apply with the same policy, so it is fixed when the state machine is created."""
+
+    window: int = attrs.field(default=64, validator=_positive)
+    max_sessions: int = attrs.field(default=10_000, validator=_positive)
+    ttl_entries: int | None = attrs.field(default=None, validator=_positive_or_none)
+    ttl_ms: int | None = attrs.field(default=3_600_000, validator=_positive_or_none)
+
+
+@attrs.define(eq=False)
+class Session:
+    """One client's session. Invariant: every key of ``responses`` is in
+    ``(max_seq - window, max_seq]``, and ``max_seq`` is a key unless it is 0."""
+
+    client_id: str
+    last_index: int  # log index of the last command of this client (or of the open)
+    last_ms: int  # leader-stamped clock at that command
+    max_seq: int = 0
+    responses: dict[int, Response] = attrs.field(factory=dict)
+
+
+@attrs.define(eq=False)
+class SessionTable:
+    """All open sessions, least recently active first."""
+
+    policy: SessionPolicy
+    _sessions: dict[str, Session] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(self._sessions.values())
+
+    def get(self, client_id: str) -> Session | None:
+        """The session of ``client_id``, or None if it is unknown (expired, closed)."""
+        return self._sessions.get(client_id)
+
+    def open(self, client_id: str, index: int, now_ms: int) -> None:
+        """Open a session, evicting the least recently active one if the table is full."""
+        while len(self._sessions) >= self.policy.max_sessions:
+            del self._sessions[next(iter(self._sessions))]
+        self._sessions[client_id] = Session(client_id=client_id, last_index=index, last_ms=now_ms)
+
+    def close(self, client_id: str) -> None:
+        """Drop a session (no-op if unknown)."""
+        self._sessions.pop(client_id, None)
+
+    def touch(self, session: Session, index: int, now_ms: int) -> None:
+        """Record activity: the session moves to the back of the table."""
+        session.last_index = index
+        session.last_ms = now_ms
+        del self._sessions[session.client_id]
+        self._sessions[session.client_id] = session
+
+    def expire(self, index: int, now_ms: int) -> int:
+        """Drop every session inactive for too long at (index, now_ms); returns how many."""
+        ttl_entries, ttl_ms = self.policy.ttl_entries, self.policy.ttl_ms
+        dropped = 0
+        while self._sessions:
+            first = next(iter(self._sessions.values()))
+            stale = (ttl_entries is not None and index - first.last_index > ttl_entries) or (
+                ttl_ms is not None and now_ms - first.last_ms > ttl_ms
+            )
+            if not stale:
+                break
+            del self._sessions[first.client_id]
+            dropped += 1
+        return dropped
+
+    def is_stale(self, session: Session, seq: int) -> bool:
+        """True if ``seq`` is older than the response window (its outcome is forgotten)."""
+        return seq <= session.max_seq - self.policy.window
+
+    def record(self, session: Session, seq: int, response: Response) -> None:
+        """Remember the response to ``seq`` and slide the window. O(window) at worst."""
+        window = self.policy.window
+        if seq > session.max_seq:
+            old_cut, new_cut = session.max_seq - window, seq - window
+            if new_cut - old_cut >= window:
+                session.responses.clear()  # every cached seq is <= old max_seq <= new_cut
+            else:
+                for gone in range(old_cut + 1, new_cut + 1):
+                    session.responses.pop(gone, None)
+            session.max_seq = seq
+        session.responses[seq] = response
+
+    def restore(self, sessions: list[Session]) -> None:
+        """Load sessions read from a snapshot, in their stored (activity) order."""
+        self._sessions = {s.client_id: s for s in sessions}
+
+    def problems(self) -> list[str]:
+        """Violated invariants (empty when the table is sound)."""
+        found: list[str] = []
+        if len(self._sessions) > self.policy.max_sessions:
+            found.append(f"{len(self._sessions)} sessions exceed {self.policy.max_sessions}")
+        previous: Session | None = None
+        for s in self._sessions.values():
+            if any(not s.max_seq - self.policy.window < k <= s.max_seq for k in s.responses):
+                found.append(f"session {s.client_id} caches responses outside its window")
+            if s.max_seq and s.max_seq not in s.responses:
+                found.append(f"session {s.client_id} lost the response to its max seq")
+            if previous is not None and (
+                s.last_index < previous.last_index or s.last_ms < previous.last_ms
+            ):
+                found.append(f"session {s.client_id} is out of activity order")
+            previous = s
+        return found

@@ -1,0 +1,666 @@
+"""The cluster state machine: ``apply(command, index=, term=)`` and read-only queries.
+
+Theory of operation
+-------------------
+Every replica applies the same committed commands in the same order and must end in the same
+state, so ``apply`` is deterministic (no clock, no randomness, no iteration over hash-ordered
+sets: every collection here is a dict, whose order is insertion order and thus the same on
+every replica) and total (every command gets a response; a rejected command changes nothing
+but ``last_applied`` and, for session commands, the session's activity).
+
+Each handler first validates everything (arguments, existence, versions), and only then
+mutates, with no failure point in the mutation: a command is applied whole or not at all.
+
+Versions: a successful command sets the version of every object it changes to its log index
+(cascades included: instances turned ``unknown`` when their node goes down get the index too).
+
+Cost: O(1) dict operations per command, except the cascades (DeleteWorkload, DeregisterNode,
+UpdateNodeStatus to ``down``), which are O(instances affected) thanks to the secondary indexes
+workload -> instances and node -> instances. Reads that list are O(n log n) (sorted by id).
+
+Referential invariants (``problems()`` checks them; the property tests call it):
+every instance's workload exists, every instance's node is None or exists, and the two
+secondary indexes hold exactly the instances that point at each workload and node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from univrs.sm.commands import (
+    CloseSession,
+    Command,
+    CreateInstance,
+    CreateWorkload,
+    DeleteInstance,
+    DeleteWorkload,
+    DeregisterNode,
+    Envelope,
+    MintCredits,
+    OpenSession,
+    RegisterNode,
+    ScaleWorkload,
+    TransferCredits,
+    UpdateInstanceStatus,
+    UpdateNodeStatus,
+    UpdateWorkload,
+)
+from univrs.sm.credits import Ledger
+from univrs.sm.errors import AppliedOutOfOrder, DecodeError
+from univrs.sm.model import (
+    TERMINAL_INSTANCE_STATUSES,
+    UNSCHEDULABLE_NODE_STATUSES,
+    Instance,
+    InstanceStatus,
+    Node,
+    NodeStatus,
+    Workload,
+    WorkloadPhase,
+    WorkloadSpec,
+    WorkloadStatus,
+)
+from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
+from univrs.sm.sessions import Session, SessionPolicy, SessionTable
+from univrs.sm.validate import (
+    MAX_VERSION,
+    id_problem,
+    instance_spec_problem,
+    is_int,
+    node_info_problem,
+    replicas_problem,
+    text_problem,
+    version_problem,
+    workload_spec_problem,
+)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class StoredWorkload:
+    """A workload as stored (its status is derived from its instances when read)."""
+
+    id: str
+    spec: WorkloadSpec
+    version: int
+    created_index: int
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class SmStatistics:
+    """Counts for metrics and tests."""
+
+    last_applied_index: int
+    last_applied_term: int
+    clock_ms: int
+    workloads: int
+    instances: int
+    nodes: int
+    accounts: int
+    total_supply: int
+    sessions: int
+
+
+def _invalid(message: str) -> Failure:
+    return Failure(code=ErrorCode.INVALID_ARGUMENT, message=message)
+
+
+def _not_found(what: str, ident: str) -> Failure:
+    return Failure(code=ErrorCode.NOT_FOUND, message=f"{what} {ident!r} not found")
+
+
+def _conflict(expected: int | None, current: int) -> Failure | None:
+    if expected is None or expected == current:
+        return None
+    return Failure(
+        code=ErrorCode.VERSION_CONFLICT,
+        message=f"expected version {expected}, current version is {current}",
+        current_version=current,
+    )
+
+
+@attrs.define(eq=False)
+class ClusterStateMachine:
+    """The replicated cluster state: workloads, instances, nodes, credits and client sessions."""
+
+    policy: SessionPolicy = attrs.field(factory=SessionPolicy)
+    _workloads: dict[str, StoredWorkload] = attrs.field(factory=dict, init=False)
+    _instances: dict[str, Instance] = attrs.field(factory=dict, init=False)
+    _nodes: dict[str, Node] = attrs.field(factory=dict, init=False)
+    # Secondary indexes; dicts used as ordered sets (values None). Every workload and every
+    # node has an entry, possibly empty.
+    _by_workload: dict[str, dict[str, None]] = attrs.field(factory=dict, init=False)
+    _by_node: dict[str, dict[str, None]] = attrs.field(factory=dict, init=False)
+    _ledger: Ledger = attrs.field(factory=Ledger, init=False)
+    _sessions: SessionTable = attrs.field(init=False)
+    _last_index: int = attrs.field(default=0, init=False)
+    _last_term: int = attrs.field(default=0, init=False)
+    # The largest leader-stamped time carried by an applied entry (monotone even if a new
+    # leader's clock is behind); 0 until an entry carries one.
+    _clock_ms: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._sessions = SessionTable(self.policy)
+
+    # ---------------------------------------------------------------- apply
+
+    def apply(
+        self, command: Envelope | Command, *, index: int, term: int, time_ms: int | None = None
+    ) -> Response:
+        """Apply one committed command at log position (index, term); never raises for a bad
+        command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one."""
+        self.mark_applied(index=index, term=term, time_ms=time_ms)
+        if isinstance(command, Envelope):
+            cmd: object = command.command
+            client_id, seq = command.client_id, command.seq
+        else:
+            cmd, client_id, seq = command, None, None
+        if client_id is None and seq is None:
+            return self._dispatch(cmd, index)
+        if client_id is None or seq is None:
+            return _invalid("client_id and seq must be given together")
+        problem = id_problem("client_id", client_id)
+        if problem:
+            return _invalid(problem)
+        if not is_int(seq) or not 1 <= seq <= MAX_VERSION:
+            return _invalid("seq must be a positive integer")
+        if isinstance(cmd, OpenSession | CloseSession):
+            return _invalid("session commands are sent without a client id and seq")
+        session = self._sessions.get(client_id)
+        if session is None:
+            return Failure(
+                code=ErrorCode.SESSION_EXPIRED, message=f"session {client_id!r} is unknown"
+            )
+        self._sessions.touch(session, index, self._clock_ms)
+        if self._sessions.is_stale(session, seq):
+            return Failure(
+                code=ErrorCode.STALE_SEQUENCE,
+                message=f"seq {seq} is older than the window of session {client_id!r}",
+            )
+        cached = session.responses.get(seq)
+        if cached is not None:
+            return cached  # a retry: answered, not applied again
+        response = self._dispatch(cmd, index)
+        self._sessions.record(session, seq, response)
+        return response
+
+    def mark_applied(self, *, index: int, term: int, time_ms: int | None = None) -> None:
+        """Advance to log position (index, term) without a command (a no-op or configuration
+        entry), so ``last_applied`` and snapshots follow the log; also expires sessions."""
+        if index <= self._last_index:
+            raise AppliedOutOfOrder(
+                f"index {index} is not after the last applied index {self._last_index}"
+            )
+        self._last_index, self._last_term = index, term
+        if time_ms is not None and time_ms > self._clock_ms:
+            self._clock_ms = time_ms
+        self._sessions.expire(index, self._clock_ms)
+
+    def _dispatch(self, cmd: object, index: int) -> Response:
+        handler = _HANDLERS.get(type(cmd))
+        if handler is None:
+            return _invalid(f"unknown command type {type(cmd).__name__}")
+        return handler(self, cmd, index)
+
+    # ---------------------------------------------------------------- workloads
+
+    def _create_workload(self, cmd: CreateWorkload, index: int) -> Response:
+        problem = id_problem("workload id", cmd.id) or workload_spec_problem(cmd.spec)
+        if problem:
+            return _invalid(problem)
+        if cmd.id in self._workloads:
+            return Failure(
+                code=ErrorCode.ALREADY_EXISTS, message=f"workload {cmd.id!r} already exists"
+            )
+        self._workloads[cmd.id] = StoredWorkload(
+            id=cmd.id, spec=cmd.spec, version=index, created_index=index
+        )
+        self._by_workload[cmd.id] = {}
+        return Created(id=cmd.id, version=index)
+
+    def _find_workload(
+        self, ident: str, expected: int | None
+    ) -> tuple[StoredWorkload | None, Failure | None]:
+        problem = version_problem(expected)
+        if type(ident) is not str:
+            problem = "the id must be a string"
+        if problem:
+            return None, _invalid(problem)
+        stored = self._workloads.get(ident)
+        if stored is None:
+            return None, _not_found("workload", ident)
+        return stored, _conflict(expected, stored.version)
+
+    def _update_workload(self, cmd: UpdateWorkload, index: int) -> Response:
+        problem = workload_spec_problem(cmd.spec)
+        if problem:
+            return _invalid(problem)
+        stored, failure = self._find_workload(cmd.id, cmd.expected_version)
+        if failure or stored is None:
+            return failure or _not_found("workload", cmd.id)
+        self._workloads[cmd.id] = attrs.evolve(stored, spec=cmd.spec, version=index)
+        return Success(version=index)
+
+    def _scale_workload(self, cmd: ScaleWorkload, index: int) -> Response:
+        problem = replicas_problem(cmd.replicas)
+        if problem:
+            return _invalid(problem)
+        stored, failure = self._find_workload(cmd.id, cmd.expected_version)
+        if failure or stored is None:
+            return failure or _not_found("workload", cmd.id)
+        spec = attrs.evolve(stored.spec, replicas=cmd.replicas)
+        self._workloads[cmd.id] = attrs.evolve(stored, spec=spec, version=index)
+        return Success(version=index)
+
+    def _delete_workload(self, cmd: DeleteWorkload, index: int) -> Response:
+        stored, failure = self._find_workload(cmd.id, cmd.expected_version)
+        if failure or stored is None:
+            return failure or _not_found("workload", cmd.id)
+        # Cascade: the workload's instances go with it (no orphans).
+        for instance_id in self._by_workload.pop(cmd.id):
+            node_id = self._instances.pop(instance_id).node_id
+            if node_id is not None:
+                del self._by_node[node_id][instance_id]
+        del self._workloads[cmd.id]
+        return Success(version=index)
+
+    # ---------------------------------------------------------------- instances
+
+    def _schedulable_node(self, node_id: str) -> Failure | None:
+        node = self._nodes.get(node_id)
+        if node is None:
+            return _not_found("node", node_id)
+        if node.status in UNSCHEDULABLE_NODE_STATUSES:
+            return _invalid(f"node {node_id!r} is {node.status.value} and accepts no instances")
+        return None
+
+    def _create_instance(self, cmd: CreateInstance, index: int) -> Response:
+        problem = id_problem("instance id", cmd.id) or instance_spec_problem(cmd.spec)
+        if problem:
+            return _invalid(problem)
+        if cmd.id in self._instances:
+            return Failure(
+                code=ErrorCode.ALREADY_EXISTS, message=f"instance {cmd.id!r} already exists"
+            )
+        workload_id, node_id = cmd.spec.workload_id, cmd.spec.node_id
+        if workload_id not in self._workloads:
+            return _not_found("workload", workload_id)
+        if node_id is not None:
+            failure = self._schedulable_node(node_id)
+            if failure:
+                return failure
+        self._instances[cmd.id] = Instance(
+            id=cmd.id,
+            workload_id=workload_id,
+            node_id=node_id,
+            status=InstanceStatus.PENDING,
+            message="",
+            version=index,
+            created_index=index,
+        )
+        self._by_workload[workload_id][cmd.id] = None
+        if node_id is not None:
+            self._by_node[node_id][cmd.id] = None
+        return Created(id=cmd.id, version=index)
+
+    def _find_instance(
+        self, ident: str, expected: int | None
+    ) -> tuple[Instance | None, Failure | None]:
+        problem = version_problem(expected)
+        if type(ident) is not str:
+            problem = "the id must be a string"
+        if problem:
+            return None, _invalid(problem)
+        instance = self._instances.get(ident)
+        if instance is None:
+            return None, _not_found("instance", ident)
+        return instance, _conflict(expected, instance.version)
+
+    def _update_instance_status(self, cmd: UpdateInstanceStatus, index: int) -> Response:
+        if not isinstance(cmd.status, InstanceStatus):
+            return _invalid(f"status {cmd.status!r} is not an instance status")
+        problem = text_problem("message", cmd.message)
+        if problem is None and cmd.node_id is not None:
+            problem = id_problem("node_id", cmd.node_id)
+        if problem:
+            return _invalid(problem)
+        instance, failure = self._find_instance(cmd.id, cmd.expected_version)
+        if failure or instance is None:
+            return failure or _not_found("instance", cmd.id)
+        if instance.status in TERMINAL_INSTANCE_STATUSES and cmd.status != instance.status:
+            return _invalid(
+                f"instance {cmd.id!r} is {instance.status.value}, a terminal status; "
+                "create a new instance instead"
+            )
+        bind = False
+        if cmd.node_id is not None and cmd.node_id != instance.node_id:
+            if instance.node_id is not None:
+                return _invalid(
+                    f"instance {cmd.id!r} is on node {instance.node_id!r}; instances do not move"
+                )
+            failure = self._schedulable_node(cmd.node_id)
+            if failure:
+                return failure
+            bind = True
+        node_id = cmd.node_id if bind else instance.node_id
+        if node_id is None and cmd.status in (InstanceStatus.RUNNING, InstanceStatus.SUCCEEDED):
+            return _invalid(f"instance {cmd.id!r} is not on a node and cannot be {cmd.status}")
+        self._instances[cmd.id] = attrs.evolve(
+            instance, status=cmd.status, message=cmd.message, node_id=node_id, version=index
+        )
+        if bind and node_id is not None:
+            self._by_node[node_id][cmd.id] = None
+        return Success(version=index)
+
+    def _delete_instance(self, cmd: DeleteInstance, index: int) -> Response:
+        instance, failure = self._find_instance(cmd.id, cmd.expected_version)
+        if failure or instance is None:
+            return failure or _not_found("instance", cmd.id)
+        del self._instances[cmd.id]
+        del self._by_workload[instance.workload_id][cmd.id]
+        if instance.node_id is not None:
+            del self._by_node[instance.node_id][cmd.id]
+        return Success(version=index)
+
+    # ---------------------------------------------------------------- nodes
+
+    def _register_node(self, cmd: RegisterNode, index: int) -> Response:
+        problem = node_info_problem(cmd.info)
+        if problem:
+            return _invalid(problem)
+        if not isinstance(cmd.status, NodeStatus):
+            return _invalid(f"status {cmd.status!r} is not a node status")
+        node_id = cmd.info.id
+        if node_id in self._nodes:
+            return Failure(
+                code=ErrorCode.ALREADY_EXISTS, message=f"node {node_id!r} is already registered"
+            )
+        self._nodes[node_id] = Node(
+            info=cmd.info, status=cmd.status, version=index, created_index=index
+        )
+        self._by_node[node_id] = {}
+        return Created(id=node_id, version=index)
+
+    def _find_node(self, ident: str, expected: int | None) -> tuple[Node | None, Failure | None]:
+        problem = version_problem(expected)
+        if type(ident) is not str:
+            problem = "the id must be a string"
+        if problem:
+            return None, _invalid(problem)
+        node = self._nodes.get(ident)
+        if node is None:
+            return None, _not_found("node", ident)
+        return node, _conflict(expected, node.version)
+
+    def _update_node_status(self, cmd: UpdateNodeStatus, index: int) -> Response:
+        if not isinstance(cmd.status, NodeStatus):
+            return _invalid(f"status {cmd.status!r} is not a node status")
+        node, failure = self._find_node(cmd.id, cmd.expected_version)
+        if failure or node is None:
+            return failure or _not_found("node", cmd.id)
+        if cmd.status is NodeStatus.DOWN and node.status is not NodeStatus.DOWN:
+            # Nobody can vouch for what runs on a down node: its live instances become unknown.
+            message = f"node {cmd.id} is down"
+            for instance_id in self._by_node[cmd.id]:
+                instance = self._instances[instance_id]
+                if instance.status in (InstanceStatus.PENDING, InstanceStatus.RUNNING):
+                    self._instances[instance_id] = attrs.evolve(
+                        instance, status=InstanceStatus.UNKNOWN, message=message, version=index
+                    )
+        self._nodes[cmd.id] = attrs.evolve(node, status=cmd.status, version=index)
+        return Success(version=index)
+
+    def _deregister_node(self, cmd: DeregisterNode, index: int) -> Response:
+        node, failure = self._find_node(cmd.id, cmd.expected_version)
+        if failure or node is None:
+            return failure or _not_found("node", cmd.id)
+        # Cascade: instances placed on the node are deleted with it (the reconciler sees the
+        # workload short of replicas and creates replacements elsewhere).
+        for instance_id in self._by_node.pop(cmd.id):
+            workload_id = self._instances.pop(instance_id).workload_id
+            del self._by_workload[workload_id][instance_id]
+        del self._nodes[cmd.id]
+        return Success(version=index)
+
+    # ---------------------------------------------------------------- credits, sessions
+
+    def _transfer_credits(self, cmd: TransferCredits, index: int) -> Response:
+        failure = self._ledger.transfer(cmd.from_peer, cmd.to_peer, cmd.amount)
+        return failure or Success(version=index)
+
+    def _mint_credits(self, cmd: MintCredits, index: int) -> Response:
+        failure = self._ledger.mint(cmd.to_peer, cmd.amount, cmd.reason)
+        return failure or Success(version=index)
+
+    def _open_session(self, cmd: OpenSession, index: int) -> Response:
+        client_id = f"c{index}"  # from the log position: unique, the same on every replica
+        self._sessions.open(client_id, index, self._clock_ms)
+        return Created(id=client_id, version=index)
+
+    def _close_session(self, cmd: CloseSession, index: int) -> Response:
+        problem = id_problem("client_id", cmd.client_id)
+        if problem:
+            return _invalid(problem)
+        self._sessions.close(cmd.client_id)  # idempotent: closing an unknown session succeeds
+        return Success(version=index)
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def last_applied_index(self) -> int:
+        """The log index of the last applied entry (0 before any)."""
+        return self._last_index
+
+    @property
+    def last_applied_term(self) -> int:
+        """The term of the last applied entry (0 before any)."""
+        return self._last_term
+
+    @property
+    def clock_ms(self) -> int:
+        """The largest leader-stamped time applied so far (0 if none)."""
+        return self._clock_ms
+
+    def _workload_view(self, stored: StoredWorkload) -> Workload:
+        counts = dict.fromkeys(InstanceStatus, 0)
+        for instance_id in self._by_workload[stored.id]:
+            counts[self._instances[instance_id].status] += 1
+        desired, running = stored.spec.replicas, counts[InstanceStatus.RUNNING]
+        if running >= desired:
+            phase = WorkloadPhase.READY
+        elif counts[InstanceStatus.FAILED] or counts[InstanceStatus.UNKNOWN]:
+            phase = WorkloadPhase.DEGRADED
+        else:
+            phase = WorkloadPhase.PROGRESSING
+        status = WorkloadStatus(
+            phase=phase,
+            desired=desired,
+            pending=counts[InstanceStatus.PENDING],
+            running=running,
+            succeeded=counts[InstanceStatus.SUCCEEDED],
+            failed=counts[InstanceStatus.FAILED],
+            unknown=counts[InstanceStatus.UNKNOWN],
+        )
+        return Workload(
+            id=stored.id,
+            spec=stored.spec,
+            status=status,
+            version=stored.version,
+            created_index=stored.created_index,
+        )
+
+    def get_workload(self, workload_id: str) -> Workload | None:
+        """The workload with its derived status, or None."""
+        stored = self._workloads.get(workload_id)
+        return None if stored is None else self._workload_view(stored)
+
+    def list_workloads(self) -> list[Workload]:
+        """Every workload, sorted by id."""
+        return [self._workload_view(self._workloads[k]) for k in sorted(self._workloads)]
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """The instance, or None."""
+        return self._instances.get(instance_id)
+
+    def list_instances(
+        self, *, workload_id: str | None = None, node_id: str | None = None
+    ) -> list[Instance]:
+        """Instances sorted by id, optionally only those of a workload and/or on a node."""
+        if workload_id is not None:
+            ids: Iterable[str] = self._by_workload.get(workload_id, {})
+            if node_id is not None:
+                on_node = self._by_node.get(node_id, {})
+                ids = [i for i in ids if i in on_node]
+        elif node_id is not None:
+            ids = self._by_node.get(node_id, {})
+        else:
+            ids = self._instances
+        return [self._instances[i] for i in sorted(ids)]
+
+    def get_node(self, node_id: str) -> Node | None:
+        """The node, or None."""
+        return self._nodes.get(node_id)
+
+    def list_nodes(self) -> list[Node]:
+        """Every node, sorted by id."""
+        return [self._nodes[k] for k in sorted(self._nodes)]
+
+    def balance(self, peer: str) -> int:
+        """A peer's credit balance (0 if it has none)."""
+        return self._ledger.balance(peer)
+
+    def balances(self) -> dict[str, int]:
+        """Every positive balance, sorted by peer id."""
+        return dict(sorted(self._ledger.items()))
+
+    @property
+    def total_supply(self) -> int:
+        """All credits in existence (the sum of the balances)."""
+        return self._ledger.total_supply
+
+    def has_session(self, client_id: str) -> bool:
+        """True if the client session is open."""
+        return self._sessions.get(client_id) is not None
+
+    def statistics(self) -> SmStatistics:
+        """Counts of everything held."""
+        return SmStatistics(
+            last_applied_index=self._last_index,
+            last_applied_term=self._last_term,
+            clock_ms=self._clock_ms,
+            workloads=len(self._workloads),
+            instances=len(self._instances),
+            nodes=len(self._nodes),
+            accounts=len(self._ledger),
+            total_supply=self._ledger.total_supply,
+            sessions=len(self._sessions),
+        )
+
+    # ---------------------------------------------------------------- snapshot support
+
+    def stored_workloads(self) -> Iterator[StoredWorkload]:
+        """Stored workloads in storage order (for snapshots)."""
+        return iter(self._workloads.values())
+
+    def stored_instances(self) -> Iterator[Instance]:
+        """Instances in storage order (for snapshots)."""
+        return iter(self._instances.values())
+
+    def stored_nodes(self) -> Iterator[Node]:
+        """Nodes in storage order (for snapshots)."""
+        return iter(self._nodes.values())
+
+    def ledger_items(self) -> Iterator[tuple[str, int]]:
+        """(peer, balance) in storage order (for snapshots)."""
+        return self._ledger.items()
+
+    def stored_sessions(self) -> Iterator[Session]:
+        """Sessions, least recently active first (for snapshots)."""
+        return iter(self._sessions)
+
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        policy: SessionPolicy,
+        last_index: int,
+        last_term: int,
+        clock_ms: int,
+        workloads: Iterable[StoredWorkload],
+        instances: Iterable[Instance],
+        nodes: Iterable[Node],
+        balances: list[tuple[str, int]],
+        sessions: list[Session],
+    ) -> ClusterStateMachine:
+        """Rebuild a state machine (and its indexes) from snapshot parts, in their order.
+
+        Raises ``DecodeError`` if the parts break an invariant (a corrupt snapshot)."""
+        sm = cls(policy)
+        sm._last_index, sm._last_term, sm._clock_ms = last_index, last_term, clock_ms
+        for w in workloads:
+            if w.id in sm._workloads:
+                raise DecodeError(f"snapshot: workload {w.id!r} appears twice")
+            sm._workloads[w.id] = w
+            sm._by_workload[w.id] = {}
+        for n in nodes:
+            if n.id in sm._nodes:
+                raise DecodeError(f"snapshot: node {n.id!r} appears twice")
+            sm._nodes[n.id] = n
+            sm._by_node[n.id] = {}
+        for i in instances:
+            if i.id in sm._instances:
+                raise DecodeError(f"snapshot: instance {i.id!r} appears twice")
+            if i.workload_id not in sm._by_workload:
+                raise DecodeError(f"snapshot: instance {i.id!r} has no workload")
+            if i.node_id is not None and i.node_id not in sm._by_node:
+                raise DecodeError(f"snapshot: instance {i.id!r} is on an unknown node")
+            sm._instances[i.id] = i
+            sm._by_workload[i.workload_id][i.id] = None
+            if i.node_id is not None:
+                sm._by_node[i.node_id][i.id] = None
+        sm._ledger.restore(balances)
+        sm._sessions.restore(sessions)
+        found = sm._ledger.problems() + sm._sessions.problems()
+        if found:
+            raise DecodeError(f"snapshot: {'; '.join(found)}")
+        return sm
+
+    def problems(self) -> list[str]:
+        """Violated invariants (empty when the state is sound); for tests and debugging."""
+        found: list[str] = []
+        expect_w: dict[str, set[str]] = {w: set() for w in self._workloads}
+        expect_n: dict[str, set[str]] = {n: set() for n in self._nodes}
+        for i in self._instances.values():
+            if i.workload_id not in expect_w:
+                found.append(f"instance {i.id} is an orphan of workload {i.workload_id}")
+            else:
+                expect_w[i.workload_id].add(i.id)
+            if i.node_id is not None:
+                if i.node_id not in expect_n:
+                    found.append(f"instance {i.id} is on unknown node {i.node_id}")
+                else:
+                    expect_n[i.node_id].add(i.id)
+        if {k: set(v) for k, v in self._by_workload.items()} != expect_w:
+            found.append("workload -> instances index is out of date")
+        if {k: set(v) for k, v in self._by_node.items()} != expect_n:
+            found.append("node -> instances index is out of date")
+        return found + self._ledger.problems() + self._sessions.problems()
+
+
+_HANDLERS: dict[type, Callable[[ClusterStateMachine, Any, int], Response]] = {
+    CreateWorkload: ClusterStateMachine._create_workload,
+    UpdateWorkload: ClusterStateMachine._update_workload,
+    DeleteWorkload: ClusterStateMachine._delete_workload,
+    ScaleWorkload: ClusterStateMachine._scale_workload,
+    CreateInstance: ClusterStateMachine._create_instance,
+    UpdateInstanceStatus: ClusterStateMachine._update_instance_status,
+    DeleteInstance: ClusterStateMachine._delete_instance,
+    RegisterNode: ClusterStateMachine._register_node,
+    UpdateNodeStatus: ClusterStateMachine._update_node_status,
+    DeregisterNode: ClusterStateMachine._deregister_node,
+    TransferCredits: ClusterStateMachine._transfer_credits,
+    MintCredits: ClusterStateMachine._mint_credits,
+    OpenSession: ClusterStateMachine._open_session,
+    CloseSession: ClusterStateMachine._close_session,
+}
