@@ -96,6 +96,16 @@ def test_bootstrapped_node_listens_on_its_bootstrap_address(tmp_path: pathlib.Pa
     assert load_config(path).raft_addr == "127.0.0.1:7003"
 
 
+def test_bootstrap_api_addresses(tmp_path: pathlib.Path) -> None:
+    nodes = '[{id="n1", addr="127.0.0.1:7001", api="127.0.0.1:8001"}, {id="n2", addr="h:2"}]'
+    path = write(tmp_path, f'[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = {nodes}\n')
+    c = load_config(path)
+    assert c.api_addr == "127.0.0.1:8001"  # taken from this node's entry
+    assert c.bootstrap[0].api == "127.0.0.1:8001" and c.bootstrap[1].api is None
+    wildcard = load_config(path, {"api_addr": "0.0.0.0:8001"})
+    assert wildcard.api_addr == "0.0.0.0:8001"
+
+
 def test_raft_port_takes_the_host_of_the_bootstrap_entry(tmp_path: pathlib.Path) -> None:
     assert load_config(write(tmp_path, "[raft]\nraft_port = 7100\n")).raft_addr == "127.0.0.1:7100"
     path = write(tmp_path, '[raft]\nnode_id = "n1"\nraft_port = 7001\n' + THREE)
@@ -220,7 +230,7 @@ BAD: list[tuple[str, str, list[str]]] = [
         "duplicate bootstrap addr",
         '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1", addr="h:1"}, '
         '{id="n2", addr="h:1"}]\n',
-        ["raft.bootstrap.nodes[1].addr: duplicate address 'h:1' (also nodes[0])"],
+        ["raft.bootstrap.nodes[1].addr: duplicate address 'h:1' (also nodes[0].addr)"],
     ),
     (
         "node not in bootstrap",
@@ -246,6 +256,23 @@ BAD: list[tuple[str, str, list[str]]] = [
         "bootstrap entry unknown key",
         '[raft.bootstrap]\nnodes = [{id="node-1", addr="h:1", adr="x"}]\n',
         ["raft.bootstrap.nodes[0].adr: unknown key", "did you mean 'raft.bootstrap.nodes[0].addr'"],
+    ),
+    (
+        "bad bootstrap api",
+        '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1", addr="h:1", api="h"}]\n',
+        ["raft.bootstrap.nodes[0].api:", "no port"],
+    ),
+    (
+        "bootstrap api reuses an address",
+        '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1", addr="h:1"}, '
+        '{id="n2", addr="h:2", api="h:1"}]\n',
+        ["raft.bootstrap.nodes[1].api: duplicate address 'h:1' (also nodes[0].addr)"],
+    ),
+    (
+        "api.addr differs from bootstrap api",
+        '[raft]\nnode_id = "n1"\n[raft.bootstrap]\nnodes = [{id="n1", addr="h:1", api="h:8"}]\n'
+        '[api]\naddr = "h:9"\n',
+        ["api.addr: 'h:9' differs from this node's bootstrap api address 'h:8'"],
     ),
     ("bootstrap entry not a table", "[raft.bootstrap]\nnodes = [1]\n", ["expected a table {id"]),
     ("bootstrap without nodes", "[raft.bootstrap]\n", ["raft.bootstrap.nodes: missing"]),

@@ -396,34 +396,51 @@ def _check_addr(key: str, addr: str, problems: list[str], *, listen: bool = Fals
 
 def _bootstrap_problems(c: NodeConfig, raft_ok: bool, problems: list[str]) -> None:
     seen_ids: dict[str, int] = {}
-    seen_addrs: dict[str, int] = {}
+    seen_addrs: dict[str, str] = {}  # every advertised address (raft and api) -> its key
     for i, node in enumerate(c.bootstrap):
         where = f"raft.bootstrap.nodes[{i}]"
         if not _ID_RE.fullmatch(node.id):
             problems.append(f"{where}.id: {node.id!r} is not a valid node id")
-        _check_addr(f"{where}.addr", node.addr, problems)
-        if node.api is not None:
-            _check_addr(f"{where}.api", node.api, problems)
         if node.id in seen_ids:
             other = seen_ids[node.id]
             problems.append(f"{where}.id: duplicate id {node.id!r} (also nodes[{other}])")
         seen_ids.setdefault(node.id, i)
-        if node.addr in seen_addrs:
-            other = seen_addrs[node.addr]
-            problems.append(f"{where}.addr: duplicate address {node.addr!r} (also nodes[{other}])")
-        seen_addrs.setdefault(node.addr, i)
+        for field, address in (("addr", node.addr), ("api", node.api)):
+            if address is None:
+                continue
+            _check_addr(f"{where}.{field}", address, problems)
+            if address in seen_addrs:
+                problems.append(
+                    f"{where}.{field}: duplicate address {address!r} (also {seen_addrs[address]})"
+                )
+            seen_addrs.setdefault(address, f"nodes[{i}].{field}")
     own = next((n for n in c.bootstrap if n.id == c.node_id), None)
     if own is None:
         listed = ", ".join(repr(n.id) for n in c.bootstrap)
         problems.append(f"raft.node_id: {c.node_id!r} is not among raft.bootstrap.nodes ({listed})")
-    elif raft_ok and own.addr != c.raft_addr:
-        try:
-            own_port = split_host_port(own.addr)[1]
-        except ValueError:
-            return
-        host, port = split_host_port(c.raft_addr, allow_port_zero=True)
-        if port != 0 and not (host in WILDCARD_HOSTS and port == own_port):
-            problems.append(
-                f"raft.raft_addr: {c.raft_addr!r} differs from this node's bootstrap address "
-                f"{own.addr!r}; use the same address (or a wildcard host on the same port)"
-            )
+        return
+    if raft_ok and not _listens_on(c.raft_addr, own.addr):
+        problems.append(
+            f"raft.raft_addr: {c.raft_addr!r} differs from this node's bootstrap address "
+            f"{own.addr!r}; use the same address (or a wildcard host on the same port)"
+        )
+    if own.api is not None and not _listens_on(c.api_addr, own.api):
+        problems.append(
+            f"api.addr: {c.api_addr!r} differs from this node's bootstrap api address "
+            f"{own.api!r}; use the same address (or a wildcard host on the same port)"
+        )
+
+
+def _listens_on(listen: str, advertised: str) -> bool:
+    """Whether a node bound to ``listen`` is reachable at ``advertised`` (port 0: tests, any).
+
+    Unparsable addresses count as matching: they are reported on their own.
+    """
+    if listen == advertised:
+        return True
+    try:
+        host, port = split_host_port(listen, allow_port_zero=True)
+        wanted = split_host_port(advertised)[1]
+    except ValueError:
+        return True
+    return port == 0 or (host in WILDCARD_HOSTS and port == wanted)
