@@ -1,0 +1,196 @@
+"""The LMDB environment of a store: durable transactions, map growth and sync statistics.
+
+Every ``read``/``write`` call is ONE LMDB transaction. The environment is opened with
+``sync=True, metasync=True`` so each committed write transaction is fsynced (data and meta
+page) before ``write`` returns. When the memory map is full the transaction is aborted, the
+map grows geometrically (x2, up to ``max_map_size``) and the transaction is retried from the
+start, so callers never see ``MapFullError``.
+
+Threads: reads run concurrently; writes are serialized by ``_write_lock``; resizing the map
+needs no transaction active in the process, so transactions hold ``_rw`` shared and a resize
+holds it exclusively. Every LMDB or layout failure is translated into ``StorageError`` naming
+the data file (``translated``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import lmdb
+
+from univrs.errors import StorageError
+from univrs.storage import layout
+from univrs.storage.layout import Corrupt
+from univrs.storage.rwlock import SharedExclusiveLock
+
+if TYPE_CHECKING:
+    Txn = lmdb.Transaction[bytes]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class StorageStatistics:
+    """Counters of a store since it was opened (for metrics such as the fsync histogram)."""
+
+    syncs: int  # committed write transactions; each one is an fsync
+    sync_seconds: float  # total time spent in commits (fsync included)
+    max_sync_seconds: float
+    last_sync_seconds: float
+    map_size: int  # current size of the LMDB memory map in bytes
+    map_grows: int  # times the map grew because it was full
+
+
+@attrs.define(eq=False)
+class StoreEnv:
+    """An open LMDB environment with the store's three named databases."""
+
+    path: pathlib.Path
+    meta: Any  # the named databases (lmdb._Database handles)
+    log: Any
+    snap: Any
+    _env: lmdb.Environment
+    _max_map_size: int
+    _rw: SharedExclusiveLock = attrs.field(factory=SharedExclusiveLock, init=False)
+    _write_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
+    _syncs: int = attrs.field(default=0, init=False)
+    _sync_seconds: float = attrs.field(default=0.0, init=False)
+    _max_sync_seconds: float = attrs.field(default=0.0, init=False)
+    _last_sync_seconds: float = attrs.field(default=0.0, init=False)
+    _map_grows: int = attrs.field(default=0, init=False)
+
+    @classmethod
+    def open(
+        cls, path: pathlib.Path, *, create: bool, map_size: int, max_map_size: int
+    ) -> StoreEnv:
+        with translated(path):
+            if create:
+                try:
+                    path.mkdir(mode=0o700, exist_ok=True)
+                except OSError as exc:
+                    raise StorageError(f"cannot create {path}: {exc.strerror}") from None
+            env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                subdir=True,
+                sync=True,  # fsync the data on every commit ...
+                metasync=True,  # ... and the meta page: a returned commit is durable
+                map_async=False,
+                writemap=False,
+                max_dbs=4,
+                mode=0o600,  # file mode; the directory is made above with 0o700
+                create=create,
+                lock=True,
+            )
+            try:
+                with env.begin(write=True) as txn:
+                    dbs = [
+                        env.open_db(name, txn=txn, create=True)
+                        for name in (layout.DB_META, layout.DB_LOG, layout.DB_SNAP)
+                    ]
+            except BaseException:
+                env.close()
+                raise
+        return cls(
+            path=path,
+            meta=dbs[0],
+            log=dbs[1],
+            snap=dbs[2],
+            env=env,
+            max_map_size=max(max_map_size, map_size),
+        )
+
+    @property
+    def data_file(self) -> pathlib.Path:
+        return self.path / "data.mdb"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._rw.exclusive():
+            if not self._closed:
+                self._closed = True
+                self._env.close()
+
+    def read(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn`` in one read-only transaction."""
+        with self._rw.shared(), translated(self.path):
+            self._check_open()
+            with self._env.begin(write=False) as txn:
+                return fn(txn)
+
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn`` in one write transaction and commit it durably; grow the map if full.
+
+        ``fn`` may run more than once (after a map growth), each time in a fresh transaction.
+        """
+        with self._write_lock:
+            while True:
+                with self._rw.shared(), translated(self.path):
+                    self._check_open()
+                    txn = self._env.begin(write=True)
+                    try:
+                        result = fn(txn)
+                        start = time.perf_counter()
+                        txn.commit()
+                        elapsed = time.perf_counter() - start
+                    except lmdb.MapFullError:
+                        txn.abort()
+                    except BaseException:
+                        txn.abort()
+                        raise
+                    else:
+                        self._syncs += 1
+                        self._sync_seconds += elapsed
+                        self._last_sync_seconds = elapsed
+                        self._max_sync_seconds = max(self._max_sync_seconds, elapsed)
+                        return result
+                self._grow()
+
+    def _grow(self) -> None:
+        with self._rw.exclusive(), translated(self.path):
+            self._check_open()
+            size = self._env.info()["map_size"]
+            if size >= self._max_map_size:
+                raise StorageError(
+                    f"{self.data_file}: LMDB map is full at its maximum size of {size} bytes"
+                )
+            self._env.set_mapsize(min(size * 2, self._max_map_size))
+            self._map_grows += 1
+
+    def statistics(self) -> StorageStatistics:
+        with self._rw.shared():
+            map_size = 0 if self._closed else self._env.info()["map_size"]
+        return StorageStatistics(
+            syncs=self._syncs,
+            sync_seconds=self._sync_seconds,
+            max_sync_seconds=self._max_sync_seconds,
+            last_sync_seconds=self._last_sync_seconds,
+            map_size=map_size,
+            map_grows=self._map_grows,
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"store {self.path} is closed")
+
+
+@contextmanager
+def translated(env_path: pathlib.Path) -> Iterator[None]:
+    """Translate LMDB and layout failures into StorageError naming the file (at the edge)."""
+    data_file = env_path / "data.mdb"
+    try:
+        yield
+    except Corrupt as exc:
+        raise StorageError(f"corrupt data in {data_file}: {exc}") from None
+    except lmdb.Error as exc:
+        raise StorageError(f"LMDB error on {data_file}: {exc}") from None

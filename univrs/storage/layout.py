@@ -1,0 +1,155 @@
+"""The on-disk byte layout of the log store (see docs/storage.md); pure functions, no LMDB.
+
+Every stored value carries a CRC-32 that covers its key and its payload, so a flipped bit, a
+torn page or a value written under the wrong key is detected when it is read. Decoders raise
+:class:`Corrupt`; the store turns that into a ``StorageError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+from univrs.codec import decode_plain, encode_plain, membership_from_plain, membership_to_plain
+from univrs.errors import ProtocolError
+from univrs.raft.messages import Entry, EntryKind, HardState, SnapshotMeta
+
+FORMAT_VERSION = 1
+"""Bumped on any incompatible change of this layout; a store refuses a newer format."""
+
+# Named LMDB databases inside the environment.
+DB_META = b"meta"  # small records below, each a checked CBOR value
+DB_LOG = b"log"  # index (8 bytes big-endian) -> checked entry
+DB_SNAP = b"snapshot"  # chunk number (8 bytes big-endian) -> checked chunk of snapshot data
+
+# Keys in DB_META.
+KEY_FORMAT = b"format"  # FORMAT_VERSION as a CBOR int
+KEY_IDENTITY = b"identity"  # [node_id, cluster_id | None]
+KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
+KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data]
+
+SNAPSHOT_CHUNK = 1 << 20
+"""Snapshot data is split into values of at most this many bytes."""
+
+_MAX_RECORD = 1 << 24
+
+_INDEX = struct.Struct(">Q")
+# Entry value: crc32 of (key + value[4:]), term, kind, then the raw entry data.
+_ENTRY_HEADER = struct.Struct(">IQB")
+_TERM_KIND = struct.Struct(">QB")
+_CRC = struct.Struct(">I")
+
+_KINDS = {k.value: k for k in EntryKind}
+
+
+class Corrupt(Exception):
+    """A stored value failed its checksum or does not parse; the text says which one."""
+
+
+def index_key(index: int) -> bytes:
+    """The key of a log entry (or snapshot chunk): big-endian, so cursor order is index order."""
+    return _INDEX.pack(index)
+
+
+def key_index(key: bytes) -> int:
+    if len(key) != 8:
+        raise Corrupt(f"log key {key.hex()} is not 8 bytes")
+    index: int = _INDEX.unpack(key)[0]
+    return index
+
+
+def encode_entry(entry: Entry) -> bytes:
+    key = _INDEX.pack(entry.index)
+    body = _TERM_KIND.pack(entry.term, entry.kind.value) + entry.data
+    return _CRC.pack(zlib.crc32(body, zlib.crc32(key))) + body
+
+
+def decode_entry(key: bytes, value: bytes) -> Entry:
+    index = key_index(key)
+    if len(value) < _ENTRY_HEADER.size:
+        raise Corrupt(f"log entry {index}: value of {len(value)} bytes is too short")
+    crc, term, kind = _ENTRY_HEADER.unpack_from(value)
+    if zlib.crc32(value[4:], zlib.crc32(key)) != crc:
+        raise Corrupt(f"log entry {index}: checksum mismatch")
+    if kind not in _KINDS or term < 1 or index < 1:
+        raise Corrupt(f"log entry {index}: invalid term {term} or kind {kind}")
+    return Entry(term=term, index=index, kind=_KINDS[kind], data=value[_ENTRY_HEADER.size :])
+
+
+def encode_chunk(number: int, data: bytes) -> bytes:
+    return _CRC.pack(zlib.crc32(data, zlib.crc32(_INDEX.pack(number)))) + data
+
+
+def decode_chunk(number: int, value: bytes) -> bytes:
+    if (
+        len(value) < 4
+        or zlib.crc32(value[4:], zlib.crc32(_INDEX.pack(number))) != (_CRC.unpack_from(value)[0])
+    ):
+        raise Corrupt(f"snapshot chunk {number}: checksum mismatch")
+    return value[4:]
+
+
+def encode_record(key: bytes, obj: Any) -> bytes:
+    body = encode_plain(obj)
+    return _CRC.pack(zlib.crc32(body, zlib.crc32(key))) + body
+
+
+def decode_record(key: bytes, value: bytes) -> Any:
+    name = key.decode(errors="replace")
+    if len(value) < 4 or zlib.crc32(value[4:], zlib.crc32(key)) != _CRC.unpack_from(value)[0]:
+        raise Corrupt(f"metadata record {name!r}: checksum mismatch")
+    try:
+        return decode_plain(value[4:], max_size=_MAX_RECORD)
+    except ProtocolError as exc:
+        raise Corrupt(f"metadata record {name!r}: {exc}") from None
+
+
+def _is_uint(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def parse_identity(obj: Any) -> tuple[str, str | None]:
+    if (
+        type(obj) is not list
+        or len(obj) != 2
+        or type(obj[0]) is not str
+        or not (obj[1] is None or type(obj[1]) is str)
+    ):
+        raise Corrupt("metadata record 'identity': malformed")
+    return obj[0], obj[1]
+
+
+def hard_state_record(hs: HardState) -> list[Any]:
+    return [hs.term, hs.vote, hs.commit]
+
+
+def parse_hard_state(obj: Any) -> HardState:
+    if (
+        type(obj) is not list
+        or len(obj) != 3
+        or not _is_uint(obj[0])
+        or not (obj[1] is None or type(obj[1]) is str)
+        or not _is_uint(obj[2])
+    ):
+        raise Corrupt("metadata record 'hard_state': malformed")
+    return HardState(term=obj[0], vote=obj[1], commit=obj[2])
+
+
+def snapshot_record(meta: SnapshotMeta, *, size: int, chunks: int, crc: int) -> list[Any]:
+    # The membership takes the codec's plain form, so both follow Membership together.
+    return [meta.index, meta.term, membership_to_plain(meta.membership), size, chunks, crc]
+
+
+def parse_snapshot(obj: Any) -> tuple[SnapshotMeta, int, int, int]:
+    """Returns (meta, size, chunks, crc32 of the whole data)."""
+    if type(obj) is not list or len(obj) != 6:
+        raise Corrupt("metadata record 'snapshot': malformed")
+    index, term, membership, size, chunks, crc = obj
+    if not all(_is_uint(v) for v in (index, term, size, chunks, crc)):
+        raise Corrupt("metadata record 'snapshot': malformed")
+    try:
+        meta = SnapshotMeta(index=index, term=term, membership=membership_from_plain(membership))
+    except ProtocolError as exc:
+        raise Corrupt(f"metadata record 'snapshot': {exc}") from None
+    return meta, size, chunks, crc

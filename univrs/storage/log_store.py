@@ -1,0 +1,527 @@
+"""The durable Raft log, hard state and snapshot of one node, in LMDB.
+
+Theory of operation
+-------------------
+Every public method is synchronous and runs exactly ONE LMDB transaction; the runtime calls it
+through ``trio.to_thread.run_sync``. A write transaction is committed with an fsync (the
+environment is opened with ``sync=True, metasync=True``), so when ``append`` returns, the Ready
+it persisted is durable: this is the group commit, one sync per Ready (Ready contract step 1).
+LMDB commits are atomic: after a crash either the whole call is visible or none of it.
+
+Log invariants, checked when the store opens (and by ``append`` for each new batch):
+
+* entries are contiguous, their terms never decrease;
+* with a snapshot at (S, T) and a non-empty log: first_index <= S + 1 <= last_index + 1, and
+  the entry at S, if still present, has term T (entries <= S stay until ``compact``).
+
+``last_index()`` is the last entry's index, or the snapshot index if the log is empty (or 0);
+``first_index()`` is the first stored entry's index, or ``last_index() + 1`` if the log is empty.
+
+Every entry and record carries a CRC-32 (see ``layout``), verified on every read and, for all
+entries, at open. Transactions, map growth, threads and error translation: see ``env``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+from univrs.errors import StorageError, UnivrsError
+from univrs.raft.messages import (
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    NodeId,
+    SnapshotMeta,
+    decode_membership,
+)
+from univrs.raft.ready import InitialState
+from univrs.storage import layout
+from univrs.storage.dirlock import DirLock
+from univrs.storage.env import StorageStatistics, StoreEnv
+from univrs.storage.layout import Corrupt
+
+if TYPE_CHECKING:
+    from univrs.storage.env import Txn
+
+ENV_DIR = "raft.lmdb"
+DEFAULT_MAP_SIZE = 64 << 20
+DEFAULT_MAX_MAP_SIZE = 1 << 40
+
+
+class LogCompacted(UnivrsError):
+    """The requested entries were compacted into a snapshot (send the snapshot instead)."""
+
+
+def _require(cond: bool, message: str) -> None:
+    # A caller bug (e.g. the core asking for a gap in the log): crash, never persist it.
+    # Explicit rather than `assert`, so that `python -O` keeps the check.
+    if not cond:
+        raise AssertionError(message)
+
+
+@attrs.define(eq=False)
+class LogStore:
+    """One node's durable Raft state in ``<data_dir>/raft.lmdb``; open with :meth:`open`."""
+
+    data_dir: pathlib.Path
+    node_id: NodeId
+    _cluster_id: str | None
+    _env: StoreEnv
+    _dirlock: DirLock
+
+    # ----------------------------------------------------------------------------------------
+    # Opening and closing
+    # ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        node_id: NodeId,
+        cluster_id: str | None = None,
+        create: bool = True,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+    ) -> LogStore:
+        """Open (or create) the store of ``node_id`` in ``data_dir``, lock it and verify it.
+
+        Refuses, with a ``StorageError`` saying why: a directory locked by another process, one
+        that belongs to another node or cluster, a newer storage format, and corrupt data.
+        A store created without a cluster id adopts the first one it is opened with.
+        """
+        path = pathlib.Path(data_dir)
+        if not path.is_dir():
+            if not create:
+                raise StorageError(f"data dir {path} does not exist")
+            try:
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create data dir {path}: {exc.strerror}") from None
+        dirlock = DirLock.acquire(path)
+        try:
+            env_path = path / ENV_DIR
+            if not create and not env_path.is_dir():
+                raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
+            env = StoreEnv.open(
+                env_path, create=create, map_size=map_size, max_map_size=max_map_size
+            )
+        except BaseException:
+            dirlock.release()
+            raise
+        store = cls(data_dir=path, node_id=node_id, cluster_id=None, env=env, dirlock=dirlock)
+        try:
+            store._check_identity(cluster_id, create=create)
+            store._verify()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close the environment and release the directory lock; idempotent."""
+        try:
+            self._env.close()
+        finally:
+            self._dirlock.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._env.closed
+
+    @property
+    def cluster_id(self) -> str | None:
+        return self._cluster_id
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The LMDB environment directory (holds ``data.mdb`` and ``lock.mdb``)."""
+        return self._env.path
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def statistics(self) -> StorageStatistics:
+        return self._env.statistics()
+
+    def _check_identity(self, cluster_id: str | None, *, create: bool) -> None:
+        """Validate format, node id and cluster id; initialise a fresh store."""
+        env = self._env
+
+        def check(txn: Txn) -> bool:  # True: the identity must be (re)written
+            raw_format = txn.get(layout.KEY_FORMAT, db=env.meta)
+            if raw_format is None:
+                if any(txn.stat(db)["entries"] for db in (env.meta, env.log, env.snap)):
+                    raise Corrupt("metadata record 'format' is missing but the store holds data")
+                if not create:
+                    raise StorageError(f"data dir {self.data_dir} holds no univrs store")
+                self._cluster_id = cluster_id
+                return True
+            fmt = layout.decode_record(layout.KEY_FORMAT, raw_format)
+            if type(fmt) is not int:
+                raise Corrupt("metadata record 'format': malformed")
+            if fmt != layout.FORMAT_VERSION:
+                newer = "a newer" if fmt > layout.FORMAT_VERSION else "an older"
+                raise StorageError(
+                    f"data dir {self.data_dir} was written by {newer} univrs (storage format "
+                    f"{fmt}; this build reads format {layout.FORMAT_VERSION} only)"
+                )
+            raw_identity = txn.get(layout.KEY_IDENTITY, db=env.meta)
+            if raw_identity is None:
+                raise Corrupt("metadata record 'identity' is missing")
+            node, cluster = layout.parse_identity(
+                layout.decode_record(layout.KEY_IDENTITY, raw_identity)
+            )
+            if node != self.node_id:
+                raise StorageError(
+                    f"data dir {self.data_dir} belongs to node {node!r}, not {self.node_id!r}"
+                )
+            if cluster is not None and cluster_id is not None and cluster != cluster_id:
+                raise StorageError(
+                    f"data dir {self.data_dir} belongs to cluster {cluster!r}, not {cluster_id!r}"
+                )
+            self._cluster_id = cluster if cluster is not None else cluster_id
+            return cluster is None and cluster_id is not None  # adopt the cluster id
+
+        if env.read(check):
+            env.write(self._write_identity)
+
+    def _write_identity(self, txn: Txn) -> None:
+        meta = self._env.meta
+        fmt = layout.encode_record(layout.KEY_FORMAT, layout.FORMAT_VERSION)
+        txn.put(layout.KEY_FORMAT, fmt, db=meta)
+        identity = [self.node_id, self._cluster_id]
+        txn.put(layout.KEY_IDENTITY, layout.encode_record(layout.KEY_IDENTITY, identity), db=meta)
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Record the cluster this node joined; refuses to change an existing cluster id."""
+        if self._cluster_id == cluster_id:
+            return
+        if self._cluster_id is not None:
+            raise StorageError(
+                f"data dir {self.data_dir} belongs to cluster {self._cluster_id!r}, "
+                f"not {cluster_id!r}"
+            )
+        self._cluster_id = cluster_id
+        try:
+            self._env.write(self._write_identity)
+        except BaseException:
+            self._cluster_id = None
+            raise
+
+    def _verify(self) -> None:
+        """Check every entry's checksum and the log invariants (module docstring)."""
+
+        def verify(txn: Txn) -> None:
+            snap = self._snapshot_meta(txn)
+            prev: Entry | None = None
+            for entry in self._iter_entries(txn, 0):
+                if prev is not None:
+                    if entry.index != prev.index + 1:
+                        raise Corrupt(f"log entries {prev.index} and {entry.index}: gap")
+                    if entry.term < prev.term:
+                        raise Corrupt(f"log entry {entry.index}: term decreases")
+                elif snap is not None and entry.index > snap.index + 1:
+                    raise Corrupt(f"log entry {entry.index}: gap after snapshot {snap.index}")
+                if snap is not None and entry.index == snap.index and entry.term != snap.term:
+                    raise Corrupt(f"log entry {entry.index}: term differs from the snapshot's")
+                prev = entry
+            if snap is not None and prev is not None and prev.index < snap.index:
+                raise Corrupt(f"log ends at {prev.index}, before snapshot {snap.index}")
+            self._hard_state(txn)
+
+        self._env.read(verify)
+
+    # ----------------------------------------------------------------------------------------
+    # Reads
+    # ----------------------------------------------------------------------------------------
+
+    def initial_state(self) -> InitialState:
+        """The durable state the node restarts from (``InitialState`` for ``RaftNode``).
+
+        ``entries`` are those after the snapshot; ``membership`` is the last CONFIG entry of
+        the log, else the snapshot's, else empty. The hard state's commit is raised to the
+        snapshot index, since a snapshot only ever holds committed entries.
+        """
+
+        def read(txn: Txn) -> InitialState:
+            hs = self._hard_state(txn)
+            snap = self._snapshot_meta(txn)
+            start = snap.index + 1 if snap is not None else 0
+            entries = tuple(self._iter_entries(txn, start))
+            membership = snap.membership if snap is not None else Membership(voters=frozenset())
+            for entry in reversed(entries):
+                if entry.kind is EntryKind.CONFIG:
+                    try:
+                        membership = decode_membership(entry.data)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise Corrupt(f"log entry {entry.index}: bad membership: {exc}") from None
+                    break
+            if snap is not None and hs.commit < snap.index:
+                hs = HardState(term=hs.term, vote=hs.vote, commit=snap.index)
+            return InitialState(
+                hard_state=hs,
+                entries=entries,
+                snapshot=snap,
+                membership=membership,
+                applied=snap.index if snap is not None else 0,
+            )
+
+        return self._env.read(read)
+
+    def hard_state(self) -> HardState:
+        return self._env.read(self._hard_state)
+
+    def first_index(self) -> int:
+        return self._env.read(lambda txn: self._bounds(txn)[0])
+
+    def last_index(self) -> int:
+        return self._env.read(lambda txn: self._bounds(txn)[1])
+
+    def entries(self, lo: int, hi: int, *, max_bytes: int | None = None) -> tuple[Entry, ...]:
+        """Entries with ``lo <= index < hi``; with ``max_bytes``, a prefix of them whose data
+        adds up to at most ``max_bytes`` (but always at least one entry).
+
+        Raises ``LogCompacted`` if ``lo < first_index()`` and ``IndexError`` if
+        ``hi > last_index() + 1`` or ``lo > hi``.
+        """
+
+        def read(txn: Txn) -> tuple[Entry, ...]:
+            first, last = self._bounds(txn)
+            if lo < first:
+                raise LogCompacted(f"entries before {first} are compacted (asked from {lo})")
+            if hi > last + 1 or lo > hi:
+                raise IndexError(f"entries [{lo}, {hi}) outside the log [{first}, {last + 1})")
+            out: list[Entry] = []
+            size = 0
+            for entry in self._iter_entries(txn, lo):
+                if entry.index >= hi:
+                    break
+                size += len(entry.data)
+                if max_bytes is not None and out and size > max_bytes:
+                    break
+                out.append(entry)
+            return tuple(out)
+
+        return self._env.read(read)
+
+    def term(self, index: int) -> int | None:
+        """The term of the entry at ``index`` (the snapshot's term at its index; 0 at index 0).
+
+        ``None`` if ``index > last_index()``; raises ``LogCompacted`` below the snapshot.
+        """
+
+        def read(txn: Txn) -> int | None:
+            if index == 0:
+                return 0
+            raw = txn.get(layout.index_key(index), db=self._env.log)
+            if raw is not None:
+                return layout.decode_entry(layout.index_key(index), raw).term
+            snap = self._snapshot_meta(txn)
+            if snap is not None and index == snap.index:
+                return snap.term
+            first, last = self._bounds(txn)
+            if index > last:
+                return None
+            raise LogCompacted(f"entry {index} is compacted (first index {first})")
+
+        return self._env.read(read)
+
+    def snapshot_meta(self) -> SnapshotMeta | None:
+        return self._env.read(self._snapshot_meta)
+
+    def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        """The stored snapshot and its data, verified against its checksums; None if none."""
+
+        def read(txn: Txn) -> tuple[SnapshotMeta, bytes] | None:
+            record = self._snapshot_record(txn)
+            if record is None:
+                return None
+            meta, size, chunks, crc = record
+            parts = []
+            for number in range(chunks):
+                raw = txn.get(layout.index_key(number), db=self._env.snap)
+                if raw is None:
+                    raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
+                parts.append(layout.decode_chunk(number, raw))
+            data = b"".join(parts)
+            if len(data) != size or zlib.crc32(data) != crc:
+                raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
+            return meta, data
+
+        return self._env.read(read)
+
+    # ----------------------------------------------------------------------------------------
+    # Writes: one synced transaction each
+    # ----------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        *,
+        hard_state: HardState | None,
+        truncate_from: int | None,
+        entries: Sequence[Entry],
+    ) -> None:
+        """Persist one Ready in one synced transaction: delete entries ``>= truncate_from``,
+        append ``entries`` (contiguous with what remains), store ``hard_state``.
+
+        A call with nothing to write does not touch the disk.
+        """
+        if hard_state is None and truncate_from is None and not entries:
+            return
+        for a, b in itertools.pairwise(entries):
+            _require(b.index == a.index + 1, f"entries not contiguous: {a.index}, {b.index}")
+            _require(b.term >= a.term, f"entry {b.index} has a smaller term than {a.index}")
+        # Encode outside the transaction (it may be retried after a map growth).
+        records = [(layout.index_key(e.index), layout.encode_entry(e)) for e in entries]
+        hs_record = (
+            layout.encode_record(layout.KEY_HARD_STATE, layout.hard_state_record(hard_state))
+            if hard_state is not None
+            else None
+        )
+
+        def write(txn: Txn) -> None:
+            _, last = self._bounds(txn)
+            if truncate_from is not None:
+                snap = self._snapshot_meta(txn)
+                floor = snap.index if snap is not None else 0
+                _require(
+                    floor < truncate_from <= last + 1,
+                    f"truncate_from {truncate_from} outside ({floor}, {last + 1}]",
+                )
+                cursor = txn.cursor(db=self._env.log)
+                if cursor.set_range(layout.index_key(truncate_from)):
+                    while cursor.delete():  # deletes and moves to the next entry
+                        pass
+                last = truncate_from - 1
+            if entries:
+                first = entries[0]
+                _require(first.index == last + 1, f"entry {first.index} does not follow {last}")
+                prev_term = self._term_in(txn, last)
+                _require(
+                    first.term >= prev_term,
+                    f"entry {first.index} term {first.term} < previous term {prev_term}",
+                )
+                # MDB_APPEND: the keys increase and follow every stored key.
+                _, added = txn.cursor(db=self._env.log).putmulti(records, append=True)
+                _require(added == len(records), f"stored {added} of {len(records)} entries")
+            if hs_record is not None:
+                txn.put(layout.KEY_HARD_STATE, hs_record, db=self._env.meta)
+
+        self._env.write(write)
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Store a snapshot and its data atomically, replacing the previous one.
+
+        If the log holds the snapshot's last entry (same index and term) the log is kept
+        (``compact`` trims it later); otherwise the whole log is discarded, as it conflicts
+        with or is older than the snapshot (Raft paper Figure 13, steps 6-7).
+        """
+        crc = zlib.crc32(data)
+        record = layout.snapshot_record(
+            meta, size=len(data), chunks=-(-len(data) // layout.SNAPSHOT_CHUNK), crc=crc
+        )
+
+        def write(txn: Txn) -> None:
+            old = self._snapshot_meta(txn)
+            _require(
+                old is None or meta.index >= old.index,
+                f"snapshot at {meta.index} is older than the stored one at "
+                f"{old.index if old else 0}",
+            )
+            raw = txn.get(layout.index_key(meta.index), db=self._env.log)
+            if raw is None or layout.decode_entry(layout.index_key(meta.index), raw).term != (
+                meta.term
+            ):
+                txn.drop(self._env.log, delete=False)
+            txn.drop(self._env.snap, delete=False)
+            view = memoryview(data)
+            for number, offset in enumerate(range(0, len(data), layout.SNAPSHOT_CHUNK)):
+                chunk = bytes(view[offset : offset + layout.SNAPSHOT_CHUNK])
+                value = layout.encode_chunk(number, chunk)
+                txn.put(layout.index_key(number), value, db=self._env.snap)
+            txn.put(
+                layout.KEY_SNAPSHOT,
+                layout.encode_record(layout.KEY_SNAPSHOT, record),
+                db=self._env.meta,
+            )
+
+        self._env.write(write)
+
+    def compact(self, up_to: int) -> None:
+        """Delete the entries with index <= ``up_to``; the snapshot must cover them."""
+
+        def write(txn: Txn) -> None:
+            snap = self._snapshot_meta(txn)
+            _require(
+                snap is not None and up_to <= snap.index,
+                f"compact({up_to}) beyond the snapshot at {snap.index if snap else 'none'}",
+            )
+            cursor = txn.cursor(db=self._env.log)
+            if not cursor.first():
+                return
+            while layout.key_index(cursor.key()) <= up_to:
+                if not cursor.delete() or not cursor.key():
+                    break
+
+        self._env.write(write)
+
+    # ----------------------------------------------------------------------------------------
+    # Helpers that run inside a transaction
+    # ----------------------------------------------------------------------------------------
+
+    def _iter_entries(self, txn: Txn, lo: int) -> Iterator[Entry]:
+        cursor = txn.cursor(db=self._env.log)
+        if not cursor.set_range(layout.index_key(lo)):
+            return
+        for key, value in cursor.iternext(keys=True, values=True):
+            yield layout.decode_entry(key, value)
+
+    def _bounds(self, txn: Txn) -> tuple[int, int]:
+        """(first_index, last_index), as defined in the module docstring."""
+        cursor = txn.cursor(db=self._env.log)
+        if cursor.last():
+            last = layout.key_index(cursor.key())
+            cursor.first()
+            return layout.key_index(cursor.key()), last
+        snap = self._snapshot_meta(txn)
+        last = snap.index if snap is not None else 0
+        return last + 1, last
+
+    def _term_in(self, txn: Txn, index: int) -> int:
+        if index == 0:
+            return 0
+        raw = txn.get(layout.index_key(index), db=self._env.log)
+        if raw is not None:
+            return layout.decode_entry(layout.index_key(index), raw).term
+        snap = self._snapshot_meta(txn)
+        if snap is not None and snap.index == index:
+            return snap.term
+        raise Corrupt(f"log entry {index}: missing")
+
+    def _hard_state(self, txn: Txn) -> HardState:
+        raw = txn.get(layout.KEY_HARD_STATE, db=self._env.meta)
+        if raw is None:
+            return HardState()
+        return layout.parse_hard_state(layout.decode_record(layout.KEY_HARD_STATE, raw))
+
+    def _snapshot_record(self, txn: Txn) -> tuple[SnapshotMeta, int, int, int] | None:
+        raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
+        if raw is None:
+            return None
+        return layout.parse_snapshot(layout.decode_record(layout.KEY_SNAPSHOT, raw))
+
+    def _snapshot_meta(self, txn: Txn) -> SnapshotMeta | None:
+        record = self._snapshot_record(txn)
+        return record[0] if record is not None else None
