@@ -18,7 +18,7 @@ entries at one index.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -39,6 +39,7 @@ from univrs.raft import (
 )
 
 MessageType = type[Message] | tuple[type[Message], ...]
+Where = Callable[[Message], bool]
 
 
 def entries_with_terms(terms: Sequence[int]) -> tuple[Entry, ...]:
@@ -76,10 +77,12 @@ class Cluster:
         *,
         config: RaftConfig | None = None,
         configs: dict[str, RaftConfig] | None = None,
+        classes: dict[str, type[RaftNode]] | None = None,
         seed: int = 0,
     ) -> None:
         self.config = config or RaftConfig()
         self.configs = configs or {}
+        self.classes = classes or {}  # e.g. a deliberately broken subclass for one node
         self.seed = seed
         self.initial = dict(initial)
         self.nodes: dict[str, RaftNode] = {}
@@ -124,6 +127,7 @@ class Cluster:
         terms: dict[str, int] | None = None,
         config: RaftConfig | None = None,
         learners: Iterable[str] = (),
+        classes: dict[str, type[RaftNode]] | None = None,
         seed: int = 0,
     ) -> Cluster:
         """Nodes whose logs have the given entry terms (membership: all keys but learners)."""
@@ -135,12 +139,13 @@ class Cluster:
             init[nid] = InitialState(
                 hard_state=HardState(term=term), entries=entries_with_terms(log), membership=m
             )
-        return cls(init, config=config, seed=seed)
+        return cls(init, config=config, classes=classes, seed=seed)
 
     def _start(self, nid: str, init: InitialState) -> None:
         rng = random.Random(f"{self.seed}/{nid}/{self.restarts}")
         cfg = self.configs.get(nid, self.config)
-        self.nodes[nid] = RaftNode(nid, rng=rng, config=cfg, initial=init)
+        cls = self.classes.get(nid, RaftNode)
+        self.nodes[nid] = cls(nid, rng=rng, config=cfg, initial=init)
         self.writes[nid] = []
         self.applied[nid] = []
         self.reads.setdefault(nid, [])
@@ -174,9 +179,14 @@ class Cluster:
         return list(self.disks[nid].entries)
 
     def in_flight(
-        self, *, src: str | None = None, dst: str | None = None, type: MessageType | None = None
+        self,
+        *,
+        src: str | None = None,
+        dst: str | None = None,
+        type: MessageType | None = None,
+        where: Where | None = None,
     ) -> list[Message]:
-        return [m for m in self.network if _matches(m, src, dst, type)]
+        return [m for m in self.network if _matches(m, src, dst, type, where)]
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -233,10 +243,11 @@ class Cluster:
         src: str | None = None,
         dst: str | None = None,
         type: MessageType | None = None,
+        where: Where | None = None,
         limit: int | None = None,
     ) -> int:
         """Deliver the matching messages now in flight (not their answers), FIFO. Returns count."""
-        batch = [m for m in self.network if _matches(m, src, dst, type)]
+        batch = [m for m in self.network if _matches(m, src, dst, type, where)]
         if limit is not None:
             batch = batch[:limit]
         for m in batch:
@@ -245,9 +256,14 @@ class Cluster:
         return len(batch)
 
     def deliver_one(
-        self, *, src: str | None = None, dst: str | None = None, type: MessageType | None = None
+        self,
+        *,
+        src: str | None = None,
+        dst: str | None = None,
+        type: MessageType | None = None,
+        where: Where | None = None,
     ) -> Message:
-        batch = [m for m in self.network if _matches(m, src, dst, type)]
+        batch = [m for m in self.network if _matches(m, src, dst, type, where)]
         assert batch, f"no message in flight matches src={src} dst={dst} type={type}"
         self.network.remove(batch[0])
         self._deliver(batch[0])
@@ -264,10 +280,15 @@ class Cluster:
         raise AssertionError(f"network did not settle in {max_rounds} rounds")
 
     def drop(
-        self, *, src: str | None = None, dst: str | None = None, type: MessageType | None = None
+        self,
+        *,
+        src: str | None = None,
+        dst: str | None = None,
+        type: MessageType | None = None,
+        where: Where | None = None,
     ) -> int:
         """Lose the matching messages in flight."""
-        keep = [m for m in self.network if not _matches(m, src, dst, type)]
+        keep = [m for m in self.network if not _matches(m, src, dst, type, where)]
         n = len(self.network) - len(keep)
         self.network = keep
         self.transcript.append(f"drop src={src} dst={dst} type={type}: {n}")
@@ -434,9 +455,16 @@ class Cluster:
         ]
 
 
-def _matches(m: Message, src: str | None, dst: str | None, type: MessageType | None) -> bool:
+def _matches(
+    m: Message,
+    src: str | None,
+    dst: str | None,
+    type: MessageType | None,
+    where: Where | None = None,
+) -> bool:
     return (
         (src is None or m.src == src)
         and (dst is None or m.dst == dst)
         and (type is None or isinstance(m, type))
+        and (where is None or where(m))
     )
