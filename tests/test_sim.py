@@ -1,0 +1,174 @@
+"""The cluster simulator: many seeds must pass, and each invariant checker must catch a breach."""
+
+from __future__ import annotations
+
+import pytest
+
+from univrs.raft.messages import Entry, EntryKind
+from univrs.raft.ready import Role
+from univrs.sim import checker as ck
+from univrs.sim.checker import Checker, InvariantViolation
+from univrs.sim.kv import KvWrite, decode_write, encode_write
+
+NODES = ["a", "b", "c"]
+
+
+def entry(index: int, term: int, data: bytes = b"") -> Entry:
+    kind = EntryKind.NORMAL if data else EntryKind.NOOP
+    return Entry(index=index, term=term, kind=kind, data=data)
+
+
+def write(index: int, term: int, key: str, value: str) -> Entry:
+    w = KvWrite(client=0, op=index, key=key, value=value)
+    return entry(index, term, encode_write(w))
+
+
+def durable_everywhere(c: Checker, entries: list[Entry], nodes: list[str] = NODES) -> None:
+    for n in nodes:
+        c.observe_issued(n, None, entries)
+        c.observe_durable(n, None, entries)
+
+
+def apply_all(c: Checker, node: str, entries: list[Entry]) -> None:
+    for e in entries:
+        if e.kind is EntryKind.NORMAL:
+            w = decode_write(e.data)
+            c.observe_apply(node, e, w.key, w.value)
+        else:
+            c.observe_apply(node, e, None, None)
+
+
+def expect(invariant: str) -> pytest.RaisesExc[InvariantViolation]:
+    return pytest.raises(InvariantViolation, match=f"^{invariant}:")
+
+
+# ------------------------------------------------------------------ the checkers themselves
+
+
+def test_two_leaders_in_one_term_are_caught() -> None:
+    c = Checker(voters=NODES)
+    c.observe_role("a", Role.LEADER, 2)
+    c.observe_role("a", Role.LEADER, 2)  # the same leader again is fine
+    c.observe_role("b", Role.LEADER, 3)
+    with expect(ck.ELECTION_SAFETY):
+        c.observe_role("c", Role.LEADER, 2)
+
+
+def test_divergent_applied_entries_are_caught() -> None:
+    c = Checker(voters=NODES)
+    log_a = [entry(1, 1), write(2, 1, "x", "1")]
+    durable_everywhere(c, log_a)
+    apply_all(c, "a", log_a)
+    apply_all(c, "b", log_a[:1])
+    bad = write(2, 2, "x", "2")
+    with expect(ck.STATE_MACHINE_SAFETY):
+        c.observe_apply("b", bad, "x", "2")
+
+
+def test_log_matching_breach_is_caught() -> None:
+    c = Checker(voters=NODES)
+    c.observe_issued("a", None, [entry(1, 1), write(2, 2, "x", "1")])
+    with expect(ck.LOG_MATCHING):
+        # Same (index, term) at 2, but a different entry at 1 underneath it.
+        c.observe_issued("b", None, [entry(1, 3), write(2, 2, "x", "1")])
+
+
+def test_stale_read_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1), write(2, 1, "x", "old"), write(3, 1, "x", "new")]
+    durable_everywhere(c, log)
+    apply_all(c, "a", log)
+    apply_all(c, "b", log[:2])
+    c.observe_ack(3)
+    acked = c.max_acked
+    # Served at index 3 with the right value: fine.
+    c.observe_read(
+        "a", ctx=1, read_index=3, served_at=3, key="x", value="new", acked_at_issue=acked
+    )
+    with expect(ck.LINEARIZABLE_READ):  # b has not applied the acknowledged write
+        c.observe_read(
+            "b", ctx=2, read_index=2, served_at=2, key="x", value="old", acked_at_issue=acked
+        )
+
+
+def test_wrong_read_value_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1), write(2, 1, "x", "v2")]
+    durable_everywhere(c, log)
+    apply_all(c, "a", log)
+    assert c.value_at("x", 1) is None and c.value_at("x", 2) == "v2"
+    with expect(ck.LINEARIZABLE_READ):
+        c.observe_read("a", ctx=1, read_index=2, served_at=2, key="x", value="v1", acked_at_issue=0)
+
+
+def test_commit_without_durable_quorum_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1), write(2, 1, "x", "1")]
+    durable_everywhere(c, log[:1])
+    c.observe_issued("a", None, log[1:])
+    c.observe_durable("a", None, log[1:])  # only a holds entry 2 durably
+    apply_all(c, "a", log[:1])
+    with expect(ck.COMMITTED_DURABLE):
+        apply_all(c, "a", log[1:])
+
+
+def test_truncating_a_committed_entry_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1), write(2, 1, "x", "1")]
+    durable_everywhere(c, log)
+    apply_all(c, "a", log)
+    c.observe_issued("c", None, [write(3, 2, "y", "1")])  # an uncommitted suffix may go
+    c.observe_issued("c", 3, [write(3, 3, "y", "2")])
+    with expect(ck.COMMITTED_DURABLE):
+        c.observe_issued("b", 2, [write(2, 3, "x", "2")])
+
+
+def test_leader_lacking_a_committed_entry_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1), write(2, 1, "x", "1")]
+    durable_everywhere(c, log, ["a", "b"])
+    durable_everywhere(c, log[:1], ["c"])
+    c.observe_role("a", Role.LEADER, 1)
+    c.observe_term("a", 1)
+    apply_all(c, "a", log)
+    c.observe_role("b", Role.LEADER, 2)  # b holds everything committed
+    with expect(ck.LEADER_COMPLETENESS):
+        c.observe_role("c", Role.LEADER, 3)
+
+
+def test_leader_truncating_its_own_log_is_caught() -> None:
+    c = Checker(voters=NODES)
+    c.observe_issued("a", None, [entry(1, 1), entry(2, 2)])
+    c.observe_role("a", Role.LEADER, 2)
+    c.observe_issued("a", None, [entry(3, 2)])
+    with expect(ck.LEADER_APPEND_ONLY):
+        c.observe_issued("a", 3, [])
+
+
+def test_applying_before_durable_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1)]
+    for n in ["b", "c"]:
+        c.observe_issued(n, None, log)
+        c.observe_durable(n, None, log)
+    c.observe_issued("a", None, log)  # issued, not durable on a
+    with expect(ck.READY_CONTRACT):
+        apply_all(c, "a", log)
+
+
+def test_rewriting_identical_entries_is_not_a_truncation() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1), entry(2, 1)]
+    durable_everywhere(c, log)
+    apply_all(c, "a", log)
+    c.observe_role("b", Role.LEADER, 1)
+    c.observe_issued("b", 1, log)  # same entries again: nothing is removed
+    c.observe_durable("b", 1, log)
+    assert c.commit_index() == 2
+
+
+def test_kv_encoding_round_trips() -> None:
+    w = KvWrite(client=3, op=7, key="k1", value="c3.7")
+    assert decode_write(encode_write(w)) == w
+    with pytest.raises(ValueError):
+        decode_write(b'{"not": "a write"}')

@@ -1,0 +1,91 @@
+"""``python -m univrs.sim``: run many seeds of the cluster simulator, or replay one.
+
+Prints ``N seeds passed`` as its last line and exits 0, or stops at the first failing seed,
+prints the violated invariant with context and the command that replays it, and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from univrs.sim.mutants import MUTANTS
+from univrs.sim.runner import DEFAULT_NODES, DEFAULT_TICKS, SeedResult, run_seeds
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m univrs.sim",
+        description="Deterministic simulation of a univrs Raft cluster under faults.",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="how many seeds to run (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="first seed (default: random)")
+    p.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="cluster size, 3 to 7")
+    p.add_argument(
+        "--ticks", type=int, default=DEFAULT_TICKS, help="ticks of the fault phase per seed"
+    )
+    p.add_argument("--mutant", default=None, help="run a deliberately broken core")
+    p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    out = out if out is not None else sys.stdout
+    args = _parser().parse_args(argv)
+    if args.list_mutants:
+        for name, m in MUTANTS.items():
+            print(f"{name:22} {m.description}", file=out)
+        return 0
+    if args.mutant is not None and args.mutant not in MUTANTS:
+        print(f"unknown mutant {args.mutant!r}; try --list-mutants", file=out)
+        return 2
+    if not 3 <= args.nodes <= 7:
+        print("--nodes must be between 3 and 7", file=out)
+        return 2
+    if args.seeds < 1 or args.ticks < 1:
+        print("--seeds and --ticks must be positive", file=out)
+        return 2
+    base = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    what = f"{args.nodes} nodes, {args.ticks} ticks" + (
+        f", mutant {args.mutant}" if args.mutant else ""
+    )
+    if args.seed is None or args.verbose:
+        print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
+
+    def report(r: SeedResult) -> None:
+        if args.verbose and r.stats is not None:
+            s = r.stats
+            print(
+                f"seed {r.seed}: ok: {s.ticks} ticks, {s.elections} leaders (max term "
+                f"{s.max_term}), {s.committed} committed, {s.writes_acked} writes acked, "
+                f"{s.reads_served} reads served ({s.reads_dropped} dropped), {s.crashes} "
+                f"crashes, {s.faults} faults, {s.messages} messages ({s.dropped} lost)",
+                file=out,
+                flush=True,
+            )
+
+    summary = run_seeds(
+        base, args.seeds, nodes=args.nodes, ticks=args.ticks, mutant=args.mutant, on_result=report
+    )
+    ran = summary.passed + (1 if summary.failure else 0)
+    rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"
+    f = summary.failure
+    if f is None:
+        print(rate, file=out)
+        print(f"{summary.passed} seeds passed", file=out)
+        return 0
+    print(f"FAILED seed {f.seed} ({what}) after {summary.passed} passing seeds", file=out)
+    print(f"invariant violated: {f.invariant}", file=out)
+    print(f"at tick {f.at_tick:.1f}: {f.detail}", file=out)
+    if f.trace:
+        print("last events before the failure:", file=out)
+        for line in f.trace:
+            print(line, file=out)
+    print(rate, file=out)
+    print(f"replay: {f.replay}", file=out)
+    return 1

@@ -1,0 +1,91 @@
+"""Deliberately broken Raft cores, to show that the simulator's checks can fail.
+
+Each mutant is a subclass of RaftNode that overrides one of the hook methods the core exposes
+for this purpose (see univrs/raft/node.py and leader.py), breaking one rule of the Raft paper.
+They live only here, in simulator code. ``python -m univrs.sim --list-mutants`` lists them and
+``--mutant NAME`` runs one; each must be caught within 200 seeds (tests/test_mutants.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from univrs.raft import RaftNode
+from univrs.raft.messages import Message, RequestVote
+
+
+class CommitPreviousTerm(RaftNode):
+    """Commits an entry of an earlier term by counting replicas (breaks paper 5.4.2, Figure 8)."""
+
+    def _can_commit_by_counting(self, index: int) -> bool:
+        return True
+
+
+class DoubleVote(RaftNode):
+    """Grants a vote to every candidate, even after voting for another in the same term (5.2)."""
+
+    def _may_grant_vote(self, msg: RequestVote) -> bool:
+        return True
+
+
+class NoLogCheck(RaftNode):
+    """Votes for candidates whatever their log (drops the election restriction, 5.4.1)."""
+
+    def _log_up_to_date(self, last_index: int, last_term: int) -> bool:
+        return True
+
+
+class AckBeforePersist(RaftNode):
+    """Acknowledges before persisting, and the leader counts its unpersisted entries."""
+
+    def _send_after_persist(self, msg: Message) -> None:
+        self._send(msg)
+
+    def _self_match_index(self) -> int:
+        return int(self._log.last_index)
+
+
+class ReadNoQuorum(RaftNode):
+    """Serves ReadIndex reads without confirming leadership with a quorum (dissertation 6.4)."""
+
+    def _read_needs_quorum_check(self) -> bool:
+        return False
+
+
+@attrs.frozen(kw_only=True)
+class Mutant:
+    """A named broken core."""
+
+    name: str
+    description: str
+    cls: type[RaftNode]
+
+
+def _mutant(name: str, cls: type[RaftNode]) -> Mutant:
+    doc = (cls.__doc__ or "").strip().splitlines()[0]
+    return Mutant(name=name, description=doc, cls=cls)
+
+
+MUTANTS: dict[str, Mutant] = {
+    m.name: m
+    for m in (
+        _mutant("commit-previous-term", CommitPreviousTerm),
+        _mutant("double-vote", DoubleVote),
+        _mutant("no-log-check", NoLogCheck),
+        _mutant("ack-before-persist", AckBeforePersist),
+        _mutant("read-no-quorum", ReadNoQuorum),
+    )
+}
+
+
+def node_factory(mutant: str | None) -> Callable[..., Any]:
+    """The class the simulator builds nodes from: RaftNode, or the named mutant."""
+    if mutant is None:
+        return RaftNode
+    try:
+        return MUTANTS[mutant].cls
+    except KeyError:
+        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(MUTANTS)}") from None

@@ -1,0 +1,130 @@
+"""Running seeds: one seed to a SeedResult, a range of seeds to a RunSummary.
+
+This is the single entry point the CLI (``python -m univrs.sim``) and the tests share.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import attrs
+
+from univrs.sim.checker import InvariantViolation
+from univrs.sim.cluster import TICK, SimStats, Simulation
+from univrs.sim.mutants import MUTANTS, node_factory
+
+DEFAULT_NODES = 5
+DEFAULT_TICKS = 2000
+DEFAULT_QUIET_TICKS = 400
+
+
+@attrs.frozen(kw_only=True)
+class SeedResult:
+    """The outcome of one seed: stats when it passed, the violation when it failed."""
+
+    seed: int
+    nodes: int
+    ticks: int
+    mutant: str | None
+    stats: SimStats | None = None
+    invariant: str | None = None
+    detail: str | None = None
+    at_tick: float | None = None
+    trace: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.invariant is None
+
+    @property
+    def replay(self) -> str:
+        return replay_command(self.seed, nodes=self.nodes, ticks=self.ticks, mutant=self.mutant)
+
+    def failure_key(self) -> tuple[str | None, str | None, float | None]:
+        """What must be identical when the seed is replayed."""
+        return (self.invariant, self.detail, self.at_tick)
+
+
+@attrs.frozen(kw_only=True)
+class RunSummary:
+    """The outcome of a range of seeds: how many passed, the first failure, the speed."""
+
+    passed: int
+    failure: SeedResult | None
+    elapsed: float
+
+    @property
+    def seeds_per_second(self) -> float:
+        ran = self.passed + (1 if self.failure else 0)
+        return ran / self.elapsed if self.elapsed > 0 else float("inf")
+
+
+def replay_command(
+    seed: int, *, nodes: int = DEFAULT_NODES, ticks: int = DEFAULT_TICKS, mutant: str | None = None
+) -> str:
+    """The exact command line that replays ``seed``."""
+    cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
+    if ticks != DEFAULT_TICKS:
+        cmd += f" --ticks {ticks}"
+    if mutant:
+        cmd += f" --mutant {mutant}"
+    return cmd
+
+
+def run_seed(
+    seed: int,
+    *,
+    nodes: int = DEFAULT_NODES,
+    ticks: int = DEFAULT_TICKS,
+    mutant: str | None = None,
+    quiet_ticks: int = DEFAULT_QUIET_TICKS,
+) -> SeedResult:
+    """Simulate one seed; never raises for a failing run (the result says why it failed)."""
+    sim = Simulation(
+        seed=seed,
+        n_nodes=nodes,
+        ticks=ticks,
+        quiet_ticks=quiet_ticks,
+        node_factory=node_factory(mutant),
+    )
+    try:
+        stats = sim.run()
+    except InvariantViolation as v:
+        return SeedResult(
+            seed=seed,
+            nodes=nodes,
+            ticks=ticks,
+            mutant=mutant,
+            invariant=v.invariant,
+            detail=v.detail,
+            at_tick=sim.now / TICK,
+            trace=tuple(sim.format_trace()),
+        )
+    return SeedResult(seed=seed, nodes=nodes, ticks=ticks, mutant=mutant, stats=stats)
+
+
+def run_seeds(
+    base: int,
+    count: int,
+    *,
+    nodes: int = DEFAULT_NODES,
+    ticks: int = DEFAULT_TICKS,
+    mutant: str | None = None,
+    on_result: Callable[[SeedResult], None] | None = None,
+) -> RunSummary:
+    """Run seeds base .. base+count-1, stopping at the first failure."""
+    if mutant is not None and mutant not in MUTANTS:
+        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(MUTANTS)}")
+    start = time.perf_counter()
+    passed = 0
+    failure = None
+    for seed in range(base, base + count):
+        r = run_seed(seed, nodes=nodes, ticks=ticks, mutant=mutant)
+        if on_result is not None:
+            on_result(r)
+        if not r.ok:
+            failure = r
+            break
+        passed += 1
+    return RunSummary(passed=passed, failure=failure, elapsed=time.perf_counter() - start)
