@@ -106,6 +106,12 @@ class PeerLink:
         if self._session_scope is not None:
             self._session_scope.cancel()
 
+    def poke(self) -> None:
+        """The peer just dialed us, so it is up: if we are waiting to redial, redial now."""
+        if self._session_scope is None:
+            self.backoff.reset()
+            self._wakeup.set()
+
     def close(self) -> None:
         """Stop the link's task for good and drop what is queued."""
         self._closed = True

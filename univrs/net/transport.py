@@ -259,6 +259,9 @@ class RaftTransport:
             if previous is not None:
                 previous.cancel()  # the peer redialed: its old connection is dead or dying
             counters.inbound += 1
+            link = self._links.get(hello.src)
+            if link is not None:
+                link.poke()  # the peer is back: redial it now rather than after the backoff
             scope = trio.CancelScope()
             self._inbound[hello.src] = scope
             try:

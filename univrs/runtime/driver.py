@@ -117,7 +117,7 @@ class RaftRuntime:
         self._events_send, self._events_recv = trio.open_memory_channel[object](EVENT_QUEUE)
         self._writer = StorageWriter(
             write=self.writer_write,
-            send=self.send,
+            send=lambda msg: self.send(msg),  # late-bound: the transport is attached after
             on_persisted=self._on_persisted,
             observe_fsync=self._observe_fsync,
         )

@@ -1,0 +1,284 @@
+"""A local multi-node cluster of real `univrs node start` processes on loopback.
+
+Used by ``scripts/cluster`` (demos) and by the process tests. Each node gets a TOML config, a
+data dir and a log file under one folder; its PID is recorded so ``stop`` can end exactly the
+processes it started. Ports come from a base port: node i listens for Raft on base+i and for
+its API on base+100+i.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+
+@attrs.define(eq=False)
+class NodeProc:
+    """One node of a local cluster: its addresses, files and (when running) its process."""
+
+    node_id: str
+    raft_addr: str
+    api_addr: str
+    folder: pathlib.Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> pathlib.Path:
+        return self.folder / f"{self.node_id}.toml"
+
+    @property
+    def data_dir(self) -> pathlib.Path:
+        return self.folder / f"{self.node_id}-data"
+
+    @property
+    def log_path(self) -> pathlib.Path:
+        return self.folder / f"{self.node_id}.log"
+
+    @property
+    def pid_path(self) -> pathlib.Path:
+        return self.folder / f"{self.node_id}.pid"
+
+    @property
+    def pid(self) -> int | None:
+        if self.proc is not None:
+            return self.proc.pid
+        try:
+            return int(self.pid_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
+    def get(self, path: str, timeout: float = 2.0) -> Any:
+        """GET a JSON document from this node's API (raises OSError/ValueError on failure)."""
+        url = f"http://{self.api_addr}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return json.load(exc)
+
+    def status(self) -> dict[str, Any] | None:
+        """This node's own view (/v1/node/status), or None when it does not answer."""
+        try:
+            doc: dict[str, Any] = self.get("/v1/node/status", timeout=1.0)
+            return doc
+        except (OSError, ValueError):
+            return None
+
+
+@attrs.define(eq=False)
+class LocalCluster:
+    """A set of NodeProcs sharing a bootstrap configuration."""
+
+    folder: pathlib.Path
+    nodes: list[NodeProc]
+    cluster_id: str = "univrs-local"
+    python: str = sys.executable
+    extra_config: str = ""
+
+    @classmethod
+    def plan(
+        cls, folder: pathlib.Path, *, size: int = 3, base_port: int = 7100, extra_config: str = ""
+    ) -> LocalCluster:
+        folder = folder.resolve()
+        nodes = [
+            NodeProc(
+                node_id=f"n{i}",
+                raft_addr=f"127.0.0.1:{base_port + i}",
+                api_addr=f"127.0.0.1:{base_port + 100 + i}",
+                folder=folder,
+            )
+            for i in range(1, size + 1)
+        ]
+        return cls(folder=folder, nodes=nodes, extra_config=extra_config)
+
+    def node(self, node_id: str) -> NodeProc:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def write_configs(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        members = "\n".join(
+            f'  {{ id = "{n.node_id}", addr = "{n.raft_addr}", api = "{n.api_addr}" }},'
+            for n in self.nodes
+        )
+        for n in self.nodes:
+            n.config_path.write_text(
+                "[raft]\n"
+                f'node_id = "{n.node_id}"\n'
+                f'cluster_id = "{self.cluster_id}"\n'
+                f'data_dir = "{n.data_dir}"\n'
+                f'raft_addr = "{n.raft_addr}"\n'
+                f"{self.extra_config}\n"
+                "[raft.bootstrap]\n"
+                f"nodes = [\n{members}\n]\n"
+                "[api]\n"
+                f'addr = "{n.api_addr}"\n'
+            )
+
+    def start(self, node: NodeProc, *, log_level: str = "info") -> None:
+        """Start one node in the background (its output appends to its log file)."""
+        assert not node.running(), f"{node.node_id} is already running"
+        if not node.config_path.exists():
+            self.write_configs()
+        with open(node.log_path, "ab") as logf:
+            node.proc = subprocess.Popen(
+                [self.python, "-m", "univrs", "node", "start", "--config", str(node.config_path),
+                 "--log-level", log_level],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        node.pid_path.write_text(str(node.proc.pid))
+
+    def start_all(self, **kw: Any) -> None:
+        self.write_configs()
+        for n in self.nodes:
+            self.start(n, **kw)
+
+    def send_signal(self, node: NodeProc, sig: int) -> None:
+        pid = node.pid
+        if pid is not None and node.running():
+            os.kill(pid, sig)
+
+    def stop(
+        self, node: NodeProc, *, sig: int = signal.SIGTERM, timeout: float = 15.0
+    ) -> int | None:
+        """Stop one node by PID (SIGTERM, then SIGKILL after ``timeout``); returns its exit
+        code when we started it, else None."""
+        pid = node.pid
+        if pid is None or not node.running():
+            node.pid_path.unlink(missing_ok=True)
+            return node.proc.poll() if node.proc else None
+        os.kill(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+        os.kill(pid, sig)
+        code: int | None = None
+        try:
+            code = wait_for(lambda: not node.running() or None, timeout, f"{node.node_id} exit")
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not node.running() or None, 10.0, f"{node.node_id} killed")
+        if node.proc is not None:
+            code = node.proc.wait()
+        node.proc = None
+        node.pid_path.unlink(missing_ok=True)
+        return code
+
+    def kill(self, node: NodeProc) -> None:
+        """kill -9."""
+        self.stop(node, sig=signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for n in self.nodes:
+            self.stop(n)
+
+    def statuses(self) -> dict[str, dict[str, Any] | None]:
+        return {n.node_id: n.status() if n.running() else None for n in self.nodes}
+
+    def leader(self, among: list[NodeProc] | None = None) -> NodeProc | None:
+        """The node that a majority of the running nodes (or ``among``) agree leads, if any."""
+        nodes = among if among is not None else [n for n in self.nodes if n.running()]
+        views = {n.node_id: n.status() for n in nodes}
+        leaders = {v["id"]: v for v in views.values() if v and v["role"] == "leader"}
+        for lid, view in leaders.items():
+            agree = sum(
+                1 for v in views.values() if v and v["leader"] == lid and v["term"] == view["term"]
+            )
+            if agree * 2 > len(self.nodes) or agree == len(nodes):
+                return self.node(lid)
+        return None
+
+    def wait_leader(self, timeout: float = 30.0, among: list[NodeProc] | None = None) -> NodeProc:
+        return wait_for(lambda: self.leader(among), timeout, "a leader")
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
+    """Poll ``probe`` until it returns something truthy, or raise TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/cluster start|stop|status|restart [--nodes N] [--dir D] [--base-port P]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__)
+    p.add_argument("command", choices=["start", "stop", "status", "restart", "kill"])
+    p.add_argument("node", nargs="?", help="one node id (stop/kill/restart), default all")
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--dir", default="cluster-data", help="folder for configs, data, logs")
+    p.add_argument("--base-port", type=int, default=7100)
+    args = p.parse_args(argv)
+    cluster = LocalCluster.plan(pathlib.Path(args.dir), size=args.nodes, base_port=args.base_port)
+    chosen = [cluster.node(args.node)] if args.node else cluster.nodes
+    if args.command in ("start", "restart"):
+        for n in chosen:
+            if args.command == "restart":
+                cluster.stop(n)
+            if n.running():
+                print(f"{n.node_id}: already running (pid {n.pid})")
+                continue
+            if not n.config_path.exists():
+                cluster.write_configs()
+            cluster.start(n)
+            print(f"{n.node_id}: started pid {n.pid}, raft {n.raft_addr}, api {n.api_addr}")
+        try:
+            leader = cluster.wait_leader(30.0)
+            print(f"leader: {leader.node_id} (api {leader.api_addr})")
+        except TimeoutError as exc:
+            print(f"no leader yet: {exc}; see the logs in {cluster.folder}")
+            return 1
+    elif args.command in ("stop", "kill"):
+        for n in chosen:
+            if args.command == "kill":
+                cluster.kill(n)
+            else:
+                cluster.stop(n)
+            print(f"{n.node_id}: stopped")
+    else:
+        for n in cluster.nodes:
+            view = n.status() if n.running() else None
+            if view is None:
+                state = "running, not answering" if n.running() else "stopped"
+                print(f"{n.node_id}: {state}   raft {n.raft_addr}  api {n.api_addr}")
+            else:
+                print(
+                    f"{n.node_id}: {view['role']:<9} term {view['term']:<4} "
+                    f"leader {view['leader'] or '-':<4} commit {view['commit_index']:<6} "
+                    f"applied {view['applied_index']:<6} pid {n.pid}  api {n.api_addr}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
