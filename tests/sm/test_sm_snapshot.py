@@ -1,0 +1,249 @@
+"""Snapshots: restore(snapshot(s)) == s, a pinned version-1 snapshot, the digest, corruption."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import cbor2
+import pytest
+
+from tests.sm.helpers import Log, node_info, spec
+from univrs.sm import (
+    ClusterStateMachine,
+    CreateInstance,
+    CreateWorkload,
+    DecodeError,
+    Envelope,
+    ErrorCode,
+    Failure,
+    InstanceSpec,
+    InstanceStatus,
+    MintCredits,
+    NodeStatus,
+    OpenSession,
+    RegisterNode,
+    ScaleWorkload,
+    SessionPolicy,
+    TransferCredits,
+    UpdateInstanceStatus,
+    UpdateNodeStatus,
+    restore_plain,
+    snapshot_plain,
+    state_digest,
+)
+
+# A version-1 snapshot as written by the first release. Newer code must keep reading it (add a
+# reader for a new version, never drop this one), and the digest of its state is pinned.
+V1_SNAPSHOT: dict[str, Any] = {
+    "format": "univrs-sm-snapshot",
+    "version": 1,
+    "last_index": 9,
+    "last_term": 1,
+    "clock_ms": 1500,
+    "policy": {"window": 8, "max_sessions": 100, "ttl_entries": 1000, "ttl_ms": 60000},
+    "workloads": [
+        [
+            "w1",
+            1,
+            1,
+            "web",
+            "nginx:1.25",
+            2,
+            250,
+            134217728,
+            2,
+            "--port",
+            "80",
+            2,
+            "LOG",
+            "info",
+            "MODE",
+            "prod",
+            1,
+            "app",
+            "web",
+            1,
+            80,
+            "tcp",
+            "http",
+        ],
+    ],
+    "instances": [["i1", "w1", "n1", "running", "", 9, 3], ["i2", "w1", None, "pending", "", 4, 4]],
+    "nodes": [["n1", "ready", 2, 2, 4000, 8589934592, 1, "10.0.0.1:7000", 1, "zone", "a"]],
+    "balances": ["alice", 30, "bob", 20],
+    "sessions": [
+        [
+            "c5",
+            7,
+            1500,
+            2,
+            2,
+            1,
+            {"type": "success", "version": 6},
+            2,
+            {
+                "type": "failure",
+                "code": "insufficient-credits",
+                "message": "alice has 50 credits, needs 80",
+            },
+        ],
+    ],
+}
+V1_DIGEST = "sha256:96d262760eb69459c4297fc2089b6b94dfac9983c9d8b28cd31b6d0a6a5bb6d1"
+
+
+def build_v1_state() -> Log:
+    """The commands that produced V1_SNAPSHOT."""
+    policy = SessionPolicy(window=8, max_sessions=100, ttl_entries=1000, ttl_ms=60000)
+    log = Log(ClusterStateMachine(policy))
+    log(CreateWorkload(id="w1", spec=spec("web")), time_ms=1000)
+    log(RegisterNode(info=node_info("n1")), time_ms=1001)
+    log(CreateInstance(id="i1", spec=InstanceSpec(workload_id="w1", node_id="n1")))
+    log(CreateInstance(id="i2", spec=InstanceSpec(workload_id="w1")))
+    log(OpenSession(), time_ms=1500)
+    mint = MintCredits(to_peer="alice", amount=50, reason="genesis")
+    log(Envelope(command=mint, client_id="c5", seq=1))
+    pay = TransferCredits(from_peer="alice", to_peer="bob", amount=80)
+    log(Envelope(command=pay, client_id="c5", seq=2))
+    log(TransferCredits(from_peer="alice", to_peer="bob", amount=20))
+    log(UpdateInstanceStatus(id="i1", status=InstanceStatus.RUNNING))
+    return log
+
+
+def test_the_v1_snapshot_still_restores() -> None:
+    sm = restore_plain(copy.deepcopy(V1_SNAPSHOT))
+    assert sm.problems() == []
+    w = sm.get_workload("w1")
+    assert w is not None and w.spec == spec("web") and (w.version, w.created_index) == (1, 1)
+    assert [(i.id, i.node_id, i.status) for i in sm.list_instances()] == [
+        ("i1", "n1", InstanceStatus.RUNNING),
+        ("i2", None, InstanceStatus.PENDING),
+    ]
+    node = sm.get_node("n1")
+    assert node is not None and node.info == node_info("n1") and node.status == NodeStatus.READY
+    assert sm.balances() == {"alice": 30, "bob": 20}
+    assert sm.total_supply == 50
+    assert (sm.last_applied_index, sm.last_applied_term, sm.clock_ms) == (9, 1, 1500)
+    # The session's cached failure is still the answer to a retry of seq 2.
+    pay = TransferCredits(from_peer="alice", to_peer="bob", amount=80)
+    retry = sm.apply(Envelope(command=pay, client_id="c5", seq=2), index=10, term=1)
+    assert isinstance(retry, Failure) and retry.code == ErrorCode.INSUFFICIENT_CREDITS
+
+
+def test_the_v1_snapshot_is_what_the_commands_produce_and_its_digest_is_pinned() -> None:
+    log = build_v1_state()
+    assert snapshot_plain(log.sm) == V1_SNAPSHOT
+    assert state_digest(log.sm) == V1_DIGEST
+    assert state_digest(restore_plain(copy.deepcopy(V1_SNAPSHOT))) == V1_DIGEST
+
+
+def populated() -> Log:
+    log = build_v1_state()
+    for n in range(20):
+        log(CreateWorkload(id=f"w-{n}", spec=spec(f"app-{n}", replicas=n % 4)))
+        log(CreateInstance(id=f"i-{n}", spec=InstanceSpec(workload_id=f"w-{n}", node_id="n1")))
+        log(MintCredits(to_peer=f"p{n % 3}", amount=n + 1, reason="test"))
+    log(UpdateNodeStatus(id="n1", status=NodeStatus.DOWN))
+    return log
+
+
+def test_restore_of_snapshot_is_the_identity_through_cbor() -> None:
+    log = populated()
+    data = cbor2.dumps(snapshot_plain(log.sm))
+    copy_ = restore_plain(cbor2.loads(data))
+    assert cbor2.dumps(snapshot_plain(copy_)) == data  # byte for byte
+    assert state_digest(copy_) == state_digest(log.sm)
+    assert copy_.problems() == []
+    assert copy_.list_workloads() == log.sm.list_workloads()
+    assert copy_.list_instances() == log.sm.list_instances()
+    assert copy_.list_nodes() == log.sm.list_nodes()
+    assert copy_.statistics() == log.sm.statistics()
+    # Both go on the same way.
+    other = Log(copy_)
+    for command in [
+        ScaleWorkload(id="w-3", replicas=9, expected_version=log.index),
+        ScaleWorkload(id="w-3", replicas=9, expected_version=13),
+        UpdateNodeStatus(id="n1", status=NodeStatus.READY),
+        TransferCredits(from_peer="p1", to_peer="p2", amount=3),
+    ]:
+        assert log(command) == other(command)
+    assert snapshot_plain(other.sm) == snapshot_plain(log.sm)
+
+
+def test_empty_state_round_trip() -> None:
+    sm = ClusterStateMachine()
+    again = restore_plain(cbor2.loads(cbor2.dumps(snapshot_plain(sm))))
+    assert snapshot_plain(again) == snapshot_plain(sm)
+    assert state_digest(again) == state_digest(sm)
+
+
+def test_digest_depends_on_contents_not_on_storage_order() -> None:
+    log = populated()
+    plain = snapshot_plain(log.sm)
+    plain["workloads"].reverse()
+    plain["instances"].reverse()
+    plain["balances"] = plain["balances"][2:] + plain["balances"][:2]
+    reordered = restore_plain(plain)
+    assert snapshot_plain(reordered) != snapshot_plain(log.sm)  # stored in another order ...
+    assert state_digest(reordered) == state_digest(log.sm)  # ... same contents, same digest
+
+
+def test_digest_changes_with_any_content() -> None:
+    base = state_digest(populated().sm)
+    for command in [
+        ScaleWorkload(id="w-3", replicas=1),  # only a version (and the spec's replicas)
+        TransferCredits(from_peer="p1", to_peer="p2", amount=1),
+        OpenSession(),
+    ]:
+        log = populated()
+        log(command)
+        assert state_digest(log.sm) != base, command
+    log = populated()
+    log.sm.mark_applied(index=log.index + 1, term=1)  # only the log position moves
+    assert state_digest(log.sm) != base
+
+
+def corrupt(edit: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(V1_SNAPSHOT)
+    edit(doc)
+    return doc
+
+
+CORRUPT: list[Any] = [
+    ("not a map", [V1_SNAPSHOT]),
+    ("wrong format", corrupt(lambda d: d.update(format="other"))),
+    ("future version", corrupt(lambda d: d.update(version=99))),
+    ("missing key", corrupt(lambda d: d.pop("nodes"))),
+    ("unknown key", corrupt(lambda d: d.update(extra=1))),
+    ("negative index", corrupt(lambda d: d.update(last_index=-1))),
+    ("bad policy", corrupt(lambda d: d["policy"].update(window=0))),
+    ("short row", corrupt(lambda d: d["instances"][0].pop())),
+    ("long row", corrupt(lambda d: d["instances"][0].append(1))),
+    ("bad count", corrupt(lambda d: d["workloads"][0].__setitem__(8, 5))),
+    ("bad status", corrupt(lambda d: d["instances"][0].__setitem__(3, "exploded"))),
+    ("bool version", corrupt(lambda d: d["instances"][0].__setitem__(5, True))),
+    ("orphan instance", corrupt(lambda d: d["instances"][0].__setitem__(1, "w9"))),
+    ("unknown node", corrupt(lambda d: d["instances"][0].__setitem__(2, "n9"))),
+    ("duplicate workload", corrupt(lambda d: d["workloads"].append(d["workloads"][0]))),
+    ("duplicate instance", corrupt(lambda d: d["instances"].append(d["instances"][0]))),
+    ("duplicate node", corrupt(lambda d: d["nodes"].append(d["nodes"][0]))),
+    ("zero balance", corrupt(lambda d: d["balances"].__setitem__(1, 0))),
+    ("negative balance", corrupt(lambda d: d["balances"].__setitem__(1, -1))),
+    ("odd balances", corrupt(lambda d: d["balances"].pop())),
+    ("duplicate peer", corrupt(lambda d: d["balances"].extend(["bob", 1]))),
+    ("duplicate session", corrupt(lambda d: d["sessions"].append(d["sessions"][0]))),
+    ("session bad response", corrupt(lambda d: d["sessions"][0].__setitem__(6, {"type": "?"}))),
+    ("session cache outside window", corrupt(lambda d: d["sessions"][0].__setitem__(3, 20))),
+]
+
+
+@pytest.mark.parametrize("doc", [pytest.param(d, id=n) for n, d in CORRUPT])
+def test_corrupt_snapshots_are_refused(doc: Any) -> None:
+    with pytest.raises(DecodeError):
+        restore_plain(doc)
+
+
+def test_the_pinned_snapshot_itself_is_valid() -> None:
+    """So the corruption cases above fail for their edit, not for a broken base."""
+    assert snapshot_plain(restore_plain(copy.deepcopy(V1_SNAPSHOT))) == V1_SNAPSHOT
