@@ -433,6 +433,8 @@ class LogStore:
             meta, size=len(data), chunks=-(-len(data) // layout.SNAPSHOT_CHUNK), crc=crc
         )
 
+        _require(meta.index >= 1 and meta.term >= 1, f"snapshot at ({meta.index}, {meta.term})")
+
         def write(txn: Txn) -> None:
             old = self._snapshot_meta(txn)
             _require(
