@@ -269,7 +269,7 @@ class Cluster:
         self._deliver(batch[0])
         return batch[0]
 
-    def stabilize(self, max_rounds: int = 200) -> int:
+    def stabilize(self, max_rounds: int = 2000) -> int:
         """Deliver until the network is empty (answers included). Returns messages delivered."""
         total = 0
         for _ in range(max_rounds):
@@ -328,8 +328,8 @@ class Cluster:
         self.network.append(m)
 
     def _deliver(self, m: Message) -> None:
-        if m.dst in self.crashed or (m.src, m.dst) in self.blocked:
-            return
+        if m.dst in self.crashed or m.dst not in self.nodes or (m.src, m.dst) in self.blocked:
+            return  # lost: the destination is down, unknown, or cut off
         self.nodes[m.dst].step(m)
         self.process(m.dst)
 

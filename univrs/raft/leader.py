@@ -109,15 +109,23 @@ class LeaderMixin(NodeBase):
         return first
 
     def _leader_config_change(self) -> None:
-        """Track exactly the members of the configuration in effect."""
+        """Track every member of the configuration in effect.
+
+        Members it removes keep receiving the log until it commits (``_prune_progress``), so a
+        removed node normally learns of its removal instead of timing out and campaigning.
+        """
         members = self._configs.current.members
         for peer in sorted(members):
             if peer != self.id and peer not in self._progress:
                 self._progress[peer] = self._new_progress(self._log.last_index)
-        for peer in [p for p in self._progress if p not in members]:
-            del self._progress[peer]
         if self._transferee is not None and self._transferee not in self._configs.current.voters:
             self._transferee = None
+
+    def _prune_progress(self) -> None:
+        """Forget peers the committed configuration no longer has."""
+        members = self._configs.current.members
+        for peer in [p for p in self._progress if p not in members]:
+            del self._progress[peer]
 
     # ---- commit ------------------------------------------------------------------------------
 
@@ -143,9 +151,12 @@ class LeaderMixin(NodeBase):
         if self._leader_reads.has_unconfirmed() and self._committed_in_term():
             for w in self._leader_reads.take_waiting():
                 self._leader_read(w.ctx, w.requester)
-        if self.id not in self._configs.current.voters and index >= self._configs.current_index:
-            # The configuration removing us is committed: step down (dissertation 4.2.2).
-            self._become_follower(self._term, None)
+        if index >= self._configs.current_index:
+            if len(self._progress) >= len(self._configs.current.members):
+                self._prune_progress()  # more peers than members: some were removed
+            if self.id not in self._configs.current.voters:
+                # The configuration removing us is committed: step down (dissertation 4.2.2).
+                self._become_follower(self._term, None)
         return True
 
     def _committed_in_term(self) -> bool:

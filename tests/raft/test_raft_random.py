@@ -1,0 +1,102 @@
+"""Randomized fault runs through the harness: its invariants hold at every step, and the
+cluster recovers once the faults stop. (The full simulator lives in univrs/sim; this is the
+core's own quick smoke test of the same idea.)"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import pytest
+from harness import Cluster
+
+from univrs.errors import NotLeader, ProposalDropped
+from univrs.raft import RaftConfig, Role
+
+NODES = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def run(seed: int, steps: int = 1500) -> Cluster:
+    rng = random.Random(seed)
+    cfg = RaftConfig(
+        election_ticks_min=8,
+        election_ticks_max=16,
+        max_entries_per_msg=rng.choice([1, 3, 64]),
+        max_inflight=rng.choice([1, 4, 64]),
+        pre_vote=rng.random() < 0.8,
+        check_quorum=rng.random() < 0.8,
+    )
+    c = Cluster.bootstrap(NODES[: rng.choice([3, 5])], config=cfg, seed=seed)
+    live = sorted(c.nodes)
+    ctx = 0
+    for step in range(steps):
+        r = rng.random()
+        if r < 0.35 and c.network:
+            m = c.network.pop(rng.randrange(len(c.network)))  # reorder
+            if rng.random() < 0.05:
+                c.network.append(m)  # duplicate
+            if rng.random() < 0.9:
+                c._deliver(m)
+        elif r < 0.6:
+            c.tick(rng.choice(live))
+        elif r < 0.7:
+            n = c.leader() if rng.random() < 0.8 else rng.choice(live)
+            if n is not None and n not in c.crashed:
+                with contextlib.suppress(NotLeader, ProposalDropped):
+                    c.propose(n, f"{seed}-{step}".encode())
+        elif r < 0.75:
+            ctx += 1
+            n = rng.choice(live)
+            if n not in c.crashed:
+                c.read_index(n, ctx)
+        elif r < 0.8:
+            n = rng.choice(live)
+            if n in c.held:
+                c.release_disk(n)
+            elif n not in c.crashed:
+                c.hold_disk(n)
+        elif r < 0.83:
+            n = rng.choice(live)
+            if n in c.crashed:
+                c.restart(n)
+            elif len(c.crashed) < (len(live) - 1) // 2:
+                c.crash(n)
+        elif r < 0.85:
+            if c.blocked:
+                c.heal()
+            else:
+                group = rng.sample(live, rng.randint(1, len(live) // 2))
+                c.partition(group)
+        elif r < 0.87:
+            n = rng.choice(live)
+            if n not in c.crashed:
+                c.persist(n)
+    # Heal everything and check that the cluster converges and still commits.
+    c.heal()
+    for n in live:
+        if n in c.crashed:
+            c.restart(n)
+        c.held.discard(n)
+        c.persist(n)
+    leader = None
+    for _ in range(400):
+        c.tick_all(deliver=True)
+        leader = c.leader()
+        if leader is not None and len({c.status(n).applied for n in live}) == 1:
+            break
+    assert leader is not None, f"seed {seed}: no leader after healing"
+    _, idx = c.propose(leader, b"final")
+    for _ in range(50):
+        c.tick_all(deliver=True)
+        if all(c.status(n).applied >= idx for n in live):
+            break
+    for n in live:
+        assert c.status(n).applied >= idx, f"seed {seed}: {n} stuck at {c.status(n)}"
+        assert c.applied[n][-1].data == b"final" or c.status(n).applied > idx
+    assert sum(c.role(n) is Role.LEADER for n in live) == 1
+    return c
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_faults_keep_invariants_and_recover(seed: int) -> None:
+    run(seed)
