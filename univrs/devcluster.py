@@ -116,6 +116,24 @@ class LocalCluster:
         ]
         return cls(folder=folder, nodes=nodes, extra_config=extra_config)
 
+    @classmethod
+    def with_free_ports(
+        cls, folder: pathlib.Path, *, size: int = 3, extra_config: str = ""
+    ) -> LocalCluster:
+        """Like ``plan`` but with ports the kernel says are free now (for tests)."""
+        ports = free_ports(2 * size)
+        folder = folder.resolve()
+        nodes = [
+            NodeProc(
+                node_id=f"n{i + 1}",
+                raft_addr=f"127.0.0.1:{ports[2 * i]}",
+                api_addr=f"127.0.0.1:{ports[2 * i + 1]}",
+                folder=folder,
+            )
+            for i in range(size)
+        ]
+        return cls(folder=folder, nodes=nodes, extra_config=extra_config)
+
     def node(self, node_id: str) -> NodeProc:
         return next(n for n in self.nodes if n.node_id == node_id)
 
@@ -214,6 +232,23 @@ class LocalCluster:
 
     def wait_leader(self, timeout: float = 30.0, among: list[NodeProc] | None = None) -> NodeProc:
         return wait_for(lambda: self.leader(among), timeout, "a leader")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago (bound together, then
+    released, so they are distinct)."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:

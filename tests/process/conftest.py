@@ -1,0 +1,38 @@
+"""Fixtures for tests that run real `univrs node start` processes on loopback.
+
+Every process a test starts is stopped by PID at teardown, whatever the outcome. Deadlines are
+generous: these run on two shared cores.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from univrs.devcluster import LocalCluster
+
+DEADLINE = 30.0  # seconds; waits poll a condition and fail with a message after this
+
+
+@pytest.fixture
+def make_cluster(tmp_path: pathlib.Path) -> Iterator[Callable[..., LocalCluster]]:
+    made: list[LocalCluster] = []
+
+    def make(size: int = 3, extra_config: str = "", name: str = "cluster") -> LocalCluster:
+        cluster = LocalCluster.with_free_ports(
+            tmp_path / name, size=size, extra_config=extra_config
+        )
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/process" in str(item.fspath):
+            item.add_marker(pytest.mark.process)
