@@ -70,6 +70,13 @@ def test_a_corrupted_snapshot_chunk_is_refused_when_loaded(
         store.load_snapshot()
 
 
+def test_a_garbage_data_file_is_refused(open_store: Opener, data_dir: pathlib.Path) -> None:
+    open_store().close()
+    data_file(data_dir).write_bytes(b"not an lmdb file" * 1024)
+    with pytest.raises(StorageError, match=r"data\.mdb"):
+        open_store()
+
+
 def test_a_foreign_node_or_cluster_is_refused(open_store: Opener, data_dir: pathlib.Path) -> None:
     open_store(cluster_id="c-1").close()
     with pytest.raises(StorageError, match=r"belongs to node 'n1', not 'n2'"):

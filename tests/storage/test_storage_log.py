@@ -96,6 +96,12 @@ def test_truncate_alone_and_hard_state_alone(open_store: Opener) -> None:
     assert (store.first_index(), store.last_index()) == (1, 0)
 
 
+def test_the_environment_syncs_every_commit(open_store: Opener) -> None:
+    flags = open_store().lmdb_flags()
+    assert flags["sync"] and flags["metasync"]
+    assert not flags["map_async"] and not flags["writemap"]
+
+
 def test_an_empty_append_does_not_sync(open_store: Opener) -> None:
     store = open_store()
     before = store.statistics().syncs

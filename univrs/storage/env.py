@@ -121,6 +121,12 @@ class StoreEnv:
                 self._closed = True
                 self._env.close()
 
+    def flags(self) -> dict[str, bool]:
+        """LMDB's environment flags (``sync``, ``metasync``, ``map_async``, ``writemap``...)."""
+        with self._rw.shared(), translated(self.path):
+            self._check_open()
+            return dict(self._env.flags())
+
     def read(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in one read-only transaction."""
         with self._rw.shared(), translated(self.path):

@@ -155,6 +155,10 @@ class LogStore:
     def statistics(self) -> StorageStatistics:
         return self._env.statistics()
 
+    def lmdb_flags(self) -> dict[str, bool]:
+        """The LMDB environment flags; ``sync`` and ``metasync`` make every commit durable."""
+        return self._env.flags()
+
     def _check_identity(self, cluster_id: str | None, *, create: bool) -> None:
         """Validate format, node id and cluster id; initialise a fresh store."""
         env = self._env
