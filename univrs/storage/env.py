@@ -125,7 +125,7 @@ class StoreEnv:
         """LMDB's environment flags (``sync``, ``metasync``, ``map_async``, ``writemap``...)."""
         with self._rw.shared(), translated(self.path):
             self._check_open()
-            return dict(self._env.flags())
+            return {name: bool(value) for name, value in self._env.flags().items()}
 
     def read(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in one read-only transaction."""
