@@ -78,6 +78,15 @@ class NodeBase:
     def _on_config_change(self) -> None:
         raise NotImplementedError
 
+    def _become_leader(self) -> None:
+        raise NotImplementedError
+
+    def _promotable(self) -> bool:
+        raise NotImplementedError
+
+    def _reset_election_timer(self) -> None:
+        raise NotImplementedError
+
     def _set_state(self, role: Role, leader: NodeId | None) -> None:
         """Change role/leader, dropping reads that can no longer be confirmed."""
         if self._role is Role.LEADER and role is not Role.LEADER:

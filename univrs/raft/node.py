@@ -5,8 +5,10 @@ Theory of operation
 Events go in (``tick``, ``step``, ``propose*``, ``read_index``, ``persisted``, ``applied``,
 ``campaign``, ``transfer_leader``); nothing blocks and nothing is sent directly. Output
 accumulates and leaves through ``ready()`` (see univrs/raft/ready.py for the ordering
-contract). Election and message handling live here; the leader's replication and ReadIndex
-confirmation live in ``_LeaderMixin`` (univrs/raft/leader.py), which this class inherits.
+contract). This file holds the public API, message dispatch, role changes and the follower
+side; elections live in ``ElectionMixin`` (election.py) and the leader's replication, commit and
+ReadIndex confirmation in ``LeaderMixin`` (leader.py). Fields are declared in ``NodeBase``
+(base.py).
 
 Durability (the part that is easy to get wrong):
 - anything that claims durable state goes through ``_send_after_persist``: vote grants, append
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 import attrs
 
 from univrs.errors import NotLeader, ProposalDropped
+from univrs.raft.election import ElectionMixin
 from univrs.raft.leader import LeaderMixin
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory, voter_changes
@@ -51,7 +54,6 @@ from univrs.raft.messages import (
     TimeoutNow,
     encode_membership,
 )
-from univrs.raft.quorum import VoteResult, vote_result
 from univrs.raft.read_only import ApplyWait, ForwardedRead, ForwardedReads, LeaderReads
 from univrs.raft.ready import (
     InitialState,
@@ -68,8 +70,15 @@ _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class RaftNode(LeaderMixin):
-    """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``."""
+class RaftNode(ElectionMixin, LeaderMixin):
+    """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
+
+    Overridable hooks (small methods the real logic goes through; the simulator's mutants
+    break them on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
+    ``_read_needs_quorum_check``, ``_max_inflight_config_changes`` (leader.py),
+    ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_send``, ``_send_after_persist``
+    (base.py).
+    """
 
     def __init__(
         self,
@@ -130,8 +139,9 @@ class RaftNode(LeaderMixin):
 
     def __repr__(self) -> str:
         return (
-            f"<RaftNode {self.id} {self._role.value} term={self._term} leader={self._leader} "
-            f"commit={self._commit} persisted={self._persisted} {self._log!r}>"
+            f"<{type(self).__name__} {self.id} {self._role.value} term={self._term} "
+            f"leader={self._leader} commit={self._commit} persisted={self._persisted} "
+            f"{self._log!r}>"
         )
 
     # ============================================================================ events ==
@@ -373,35 +383,7 @@ class RaftNode(LeaderMixin):
             peers=peers,
         )
 
-    # ================================================================ hooks (mutants) ==
-
-    def _may_grant_vote(self, msg: RequestVote) -> bool:
-        """One vote per term (paper 5.2): True if not yet voted, or voted for this candidate."""
-        return self._vote is None or self._vote == msg.src
-
-    def _log_up_to_date(self, last_index: int, last_term: int) -> bool:
-        """The election restriction (paper 5.4.1)."""
-        return self._log.is_up_to_date(last_index, last_term)
-
-    # (_can_commit_by_counting, _self_match_index, _read_needs_quorum_check,
-    #  _max_inflight_config_changes, _send and _send_after_persist are in LeaderMixin.)
-
     # ========================================================================= roles ==
-
-    def _promotable(self) -> bool:
-        return self.id in self._configs.current.voters
-
-    def _reset_election_timer(self) -> None:
-        self._election_elapsed = 0
-        self._randomized_timeout = self._rng.randint(
-            self.config.election_ticks_min, self.config.election_ticks_max
-        )
-
-    def _in_lease(self, pre_vote: bool) -> bool:
-        """Heard from a live leader within the minimum election timeout (CheckQuorum lease)."""
-        if not (pre_vote or self.config.check_quorum):
-            return False
-        return self._leader is not None and self._election_elapsed < self.config.election_ticks_min
 
     def _become_follower(self, term: int, leader: NodeId | None) -> None:
         if term > self._term:
@@ -410,60 +392,6 @@ class RaftNode(LeaderMixin):
         self._set_state(Role.FOLLOWER if self._promotable() else Role.LEARNER, leader)
         self._votes = {}
         self._reset_election_timer()
-
-    def _hup(self, *, transfer: bool) -> None:
-        if self._role is Role.LEADER or not self._promotable():
-            return
-        if self.config.pre_vote and not transfer:
-            self._become_pre_candidate()
-        else:
-            self._become_candidate(transfer=transfer)
-
-    def _become_pre_candidate(self) -> None:
-        """PreVote (dissertation 9.6): ask whether we could win, without touching our term."""
-        self._set_state(Role.PRE_CANDIDATE, None)
-        self._votes = {self.id: True}
-        self._reset_election_timer()
-        if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
-            self._become_candidate(transfer=False)
-            return
-        last_index, last_term = self._log.last_index, self._log.last_term
-        for v in sorted(self._configs.current.voters):
-            if v != self.id:
-                self._send(
-                    RequestVote(
-                        term=self._term + 1,
-                        src=self.id,
-                        dst=v,
-                        last_log_index=last_index,
-                        last_log_term=last_term,
-                        pre_vote=True,
-                    )
-                )
-
-    def _become_candidate(self, *, transfer: bool) -> None:
-        self._term += 1
-        self._vote = self.id
-        self._set_state(Role.CANDIDATE, None)
-        self._votes = {self.id: True}
-        self._reset_election_timer()
-        if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
-            self._become_leader()
-            return
-        last_index, last_term = self._log.last_index, self._log.last_term
-        for v in sorted(self._configs.current.voters):
-            if v != self.id:
-                # After persist: our self-vote must be durable before anyone can elect us.
-                self._send_after_persist(
-                    RequestVote(
-                        term=self._term,
-                        src=self.id,
-                        dst=v,
-                        last_log_index=last_index,
-                        last_log_term=last_term,
-                        transfer=transfer,
-                    )
-                )
 
     def _on_config_change(self) -> None:
         """The configuration in effect changed (an append or a truncation, dissertation 4.1)."""
@@ -474,81 +402,6 @@ class RaftNode(LeaderMixin):
                 self._become_follower(self._term, None)
         else:
             self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
-
-    # ====================================================================== elections ==
-
-    def _on_request_vote(self, msg: RequestVote) -> None:
-        # Non-voters answer too: the candidate counts only its own configuration's voters, and
-        # refusing could deadlock a node whose configuration lags the candidate's (4.2.1).
-        up_to_date = self._log_up_to_date(msg.last_log_index, msg.last_log_term)
-        if msg.pre_vote:
-            can = (msg.term > self._term or self._may_grant_vote(msg)) and not self._in_lease(True)
-            if can and up_to_date:
-                self._send(
-                    RequestVoteResponse(
-                        term=msg.term, src=self.id, dst=msg.src, granted=True, pre_vote=True
-                    )
-                )
-            else:
-                self._send(
-                    RequestVoteResponse(
-                        term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
-                    )
-                )
-            return
-        # A real vote: step() already brought us to msg.term.
-        if self._may_grant_vote(msg) and up_to_date:
-            self._vote = msg.src
-            self._reset_election_timer()
-            self._send_after_persist(
-                RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=True)
-            )
-        else:
-            self._send(
-                RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=False)
-            )
-
-    def _on_vote_response(self, msg: RequestVoteResponse) -> None:
-        if msg.pre_vote:
-            if self._role is not Role.PRE_CANDIDATE:
-                return
-            if msg.term != (self._term + 1 if msg.granted else self._term):
-                return
-        elif self._role is not Role.CANDIDATE:
-            return
-        voters = self._configs.current.voters
-        if msg.src not in voters:
-            return
-        self._votes.setdefault(msg.src, msg.granted)
-        result = vote_result(voters, self._votes)
-        if result is VoteResult.WON:
-            if self._role is Role.PRE_CANDIDATE:
-                self._become_candidate(transfer=False)
-            else:
-                self._become_leader()
-        elif result is VoteResult.LOST:
-            self._become_follower(self._term, None)
-
-    def _answer_stale(self, msg: Message) -> None:
-        """A message from an older term: tell old leaders and pre-candidates the current term.
-
-        Without this, a node that went up a term on its own (no PreVote then) could never be
-        heard again, and an old leader would only learn of its demotion by its own CheckQuorum.
-        """
-        if not (self.config.check_quorum or self.config.pre_vote):
-            return
-        if isinstance(msg, (AppendEntries, Heartbeat)):
-            self._send(
-                AppendEntriesResponse(
-                    term=self._term, src=self.id, dst=msg.src, success=False, index=0
-                )
-            )
-        elif isinstance(msg, RequestVote) and msg.pre_vote:
-            self._send(
-                RequestVoteResponse(
-                    term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
-                )
-            )
 
     # ================================================================ follower side ==
 

@@ -1,0 +1,189 @@
+"""Elections (paper 5.2, 5.4.1; dissertation 9.6 PreVote, 6.2/9.7 leases): RaftNode's voting half.
+
+Theory of operation
+-------------------
+A follower whose randomized timer fires (or ``campaign()``) first runs PreVote when configured:
+it asks, at ``term + 1`` but without changing its own term or vote, whether voters would grant;
+only a majority of "yes" starts a real election. Voters grant a pre-vote only if the candidate's
+log is up to date and they have not heard from a leader within ``election_ticks_min`` (the
+lease), so a partitioned node that comes back cannot raise terms and depose a healthy leader.
+
+A real candidate bumps its term, votes for itself and sends RequestVote *after persist*: its
+self-vote must be durable before any other vote can make it leader (otherwise a crash could
+forget the vote and the node could vote again in the same term). ``TimeoutNow`` starts a
+real campaign with ``transfer=True``, which voters grant even inside their lease.
+
+Votes are counted only from the voters of the candidate's configuration; non-voters still
+answer (see ``_on_request_vote``).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from univrs.raft.base import NodeBase
+from univrs.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+)
+from univrs.raft.quorum import VoteResult, vote_result
+from univrs.raft.ready import Role
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class ElectionMixin(NodeBase):
+    """Election behaviour of RaftNode (see the module docstring)."""
+
+    def _may_grant_vote(self, msg: RequestVote) -> bool:
+        """One vote per term (paper 5.2): True if not yet voted, or voted for this candidate."""
+        return self._vote is None or self._vote == msg.src
+
+    def _log_up_to_date(self, last_index: int, last_term: int) -> bool:
+        """The election restriction (paper 5.4.1)."""
+        return self._log.is_up_to_date(last_index, last_term)
+
+    def _promotable(self) -> bool:
+        return self.id in self._configs.current.voters
+
+    def _reset_election_timer(self) -> None:
+        self._election_elapsed = 0
+        self._randomized_timeout = self._rng.randint(
+            self.config.election_ticks_min, self.config.election_ticks_max
+        )
+
+    def _in_lease(self, pre_vote: bool) -> bool:
+        """Heard from a live leader within the minimum election timeout (CheckQuorum lease)."""
+        if not (pre_vote or self.config.check_quorum):
+            return False
+        return self._leader is not None and self._election_elapsed < self.config.election_ticks_min
+
+    def _hup(self, *, transfer: bool) -> None:
+        if self._role is Role.LEADER or not self._promotable():
+            return
+        if self.config.pre_vote and not transfer:
+            self._become_pre_candidate()
+        else:
+            self._become_candidate(transfer=transfer)
+
+    def _become_pre_candidate(self) -> None:
+        """PreVote (dissertation 9.6): ask whether we could win, without touching our term."""
+        self._set_state(Role.PRE_CANDIDATE, None)
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
+            self._become_candidate(transfer=False)
+            return
+        last_index, last_term = self._log.last_index, self._log.last_term
+        for v in sorted(self._configs.current.voters):
+            if v != self.id:
+                self._send(
+                    RequestVote(
+                        term=self._term + 1,
+                        src=self.id,
+                        dst=v,
+                        last_log_index=last_index,
+                        last_log_term=last_term,
+                        pre_vote=True,
+                    )
+                )
+
+    def _become_candidate(self, *, transfer: bool) -> None:
+        self._term += 1
+        self._vote = self.id
+        self._set_state(Role.CANDIDATE, None)
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
+            self._become_leader()
+            return
+        last_index, last_term = self._log.last_index, self._log.last_term
+        for v in sorted(self._configs.current.voters):
+            if v != self.id:
+                # After persist: our self-vote must be durable before anyone can elect us.
+                self._send_after_persist(
+                    RequestVote(
+                        term=self._term,
+                        src=self.id,
+                        dst=v,
+                        last_log_index=last_index,
+                        last_log_term=last_term,
+                        transfer=transfer,
+                    )
+                )
+
+    def _on_request_vote(self, msg: RequestVote) -> None:
+        # Non-voters answer too: the candidate counts only its own configuration's voters, and
+        # refusing could deadlock a node whose configuration lags the candidate's (4.2.1).
+        up_to_date = self._log_up_to_date(msg.last_log_index, msg.last_log_term)
+        if msg.pre_vote:
+            can = (msg.term > self._term or self._may_grant_vote(msg)) and not self._in_lease(True)
+            if can and up_to_date:
+                self._send(
+                    RequestVoteResponse(
+                        term=msg.term, src=self.id, dst=msg.src, granted=True, pre_vote=True
+                    )
+                )
+            else:
+                self._send(
+                    RequestVoteResponse(
+                        term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
+                    )
+                )
+            return
+        # A real vote: step() already brought us to msg.term.
+        if self._may_grant_vote(msg) and up_to_date:
+            self._vote = msg.src
+            self._reset_election_timer()
+            self._send_after_persist(
+                RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=True)
+            )
+        else:
+            self._send(
+                RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=False)
+            )
+
+    def _on_vote_response(self, msg: RequestVoteResponse) -> None:
+        if msg.pre_vote:
+            if self._role is not Role.PRE_CANDIDATE:
+                return
+            if msg.term != (self._term + 1 if msg.granted else self._term):
+                return
+        elif self._role is not Role.CANDIDATE:
+            return
+        voters = self._configs.current.voters
+        if msg.src not in voters:
+            return
+        self._votes.setdefault(msg.src, msg.granted)
+        result = vote_result(voters, self._votes)
+        if result is VoteResult.WON:
+            if self._role is Role.PRE_CANDIDATE:
+                self._become_candidate(transfer=False)
+            else:
+                self._become_leader()
+        elif result is VoteResult.LOST:
+            self._become_follower(self._term, None)
+
+    def _answer_stale(self, msg: Message) -> None:
+        """A message from an older term: tell old leaders and pre-candidates the current term.
+
+        Without this, a node that went up a term on its own (no PreVote then) could never be
+        heard again, and an old leader would only learn of its demotion by its own CheckQuorum.
+        """
+        if not (self.config.check_quorum or self.config.pre_vote):
+            return
+        if isinstance(msg, (AppendEntries, Heartbeat)):
+            self._send(
+                AppendEntriesResponse(
+                    term=self._term, src=self.id, dst=msg.src, success=False, index=0
+                )
+            )
+        elif isinstance(msg, RequestVote) and msg.pre_vote:
+            self._send(
+                RequestVoteResponse(
+                    term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
+                )
+            )
