@@ -96,6 +96,7 @@ class RaftRuntime:
     tick_seconds: float
     on_membership: Callable[[Membership], None] = lambda _m: None
     metrics: Any = None  # univrs.runtime.metrics.NodeMetrics, optional
+    write_in_thread: bool = True  # False only with in-memory storage (tests)
     _events_send: trio.MemorySendChannel[object] = attrs.field(init=False)
     _events_recv: trio.MemoryReceiveChannel[object] = attrs.field(init=False)
     _writer: StorageWriter = attrs.field(init=False)
@@ -120,6 +121,7 @@ class RaftRuntime:
             send=lambda msg: self.send(msg),  # late-bound: the transport is attached after
             on_persisted=self._on_persisted,
             observe_fsync=self._observe_fsync,
+            in_thread=self.write_in_thread,
         )
         self._status = self.core.status()
         self.applied_index = self._status.applied
@@ -138,6 +140,11 @@ class RaftRuntime:
     @property
     def node_id(self) -> str:
         return self.core.id
+
+    @property
+    def storage_writes(self) -> int:
+        """Synced storage transactions so far (one per group commit)."""
+        return self._writer.writes
 
     async def propose(self, envelope: Envelope) -> Response:
         """Propose a command on this node (it must lead); wait until it is applied here.

@@ -80,6 +80,7 @@ class StorageWriter:
     send: Callable[[Message], None]
     on_persisted: Callable[[int, int], Awaitable[None]]  # (index, term) of the last durable entry
     observe_fsync: Callable[[float], None] = lambda _seconds: None
+    in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     _queue: collections.deque[PersistJob] = attrs.field(factory=collections.deque)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     writes: int = 0
@@ -106,14 +107,19 @@ class StorageWriter:
         merged = merge_jobs(jobs)
         if merged.hard_state is not None or merged.truncate_from is not None or merged.entries:
             start = trio.current_time()
-            # Not cancellable: a started transaction finishes (and syncs) before shutdown.
-            await trio.to_thread.run_sync(
-                lambda: self.write(
+            def write() -> None:
+                self.write(
                     hard_state=merged.hard_state,
                     truncate_from=merged.truncate_from,
                     entries=merged.entries,
                 )
-            )
+
+            if self.in_thread:
+                # Not cancellable: a started transaction finishes (and syncs) before shutdown.
+                await trio.to_thread.run_sync(write)
+            else:
+                write()
+                await trio.lowlevel.checkpoint()
             self.observe_fsync(trio.current_time() - start)
             self.writes += 1
         self.jobs_written += len(jobs)
