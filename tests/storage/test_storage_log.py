@@ -85,6 +85,22 @@ def test_truncate_and_append_in_one_call(open_store: Opener) -> None:
     assert open_store().initial_state().entries == (*make_entries(1, 5, term=1), *replacement)
 
 
+def test_merged_readies_may_start_below_truncate_from(open_store: Opener) -> None:
+    # The runtime folds Ready A (append 5..10) and Ready B (truncate 8, append 8..9 in term 2)
+    # into one call: entries 5..9 with truncate_from 8, while the store ends at 4.
+    store = open_store()
+    store.append(hard_state=None, truncate_from=None, entries=make_entries(1, 4))
+    merged = [*make_entries(5, 7), *make_entries(8, 9, term=2)]
+    store.append(hard_state=HardState(term=2), truncate_from=8, entries=merged)
+    assert store.entries(1, 10) == (*make_entries(1, 4), *merged)
+    # And when the stored log does reach the cut, the smaller index wins.
+    store.append(hard_state=None, truncate_from=9, entries=make_entries(6, 7, term=3))
+    assert store.entries(1, 8) == (*make_entries(1, 5), *make_entries(6, 7, term=3))
+    # A truncation point above the entries never hides a gap below them.
+    with pytest.raises(AssertionError, match="outside"):
+        store.append(hard_state=None, truncate_from=9, entries=make_entries(9, 9, term=3))
+
+
 def test_truncate_alone_and_hard_state_alone(open_store: Opener) -> None:
     store = open_store()
     store.append(hard_state=None, truncate_from=None, entries=make_entries(1, 5))

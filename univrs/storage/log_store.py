@@ -380,7 +380,10 @@ class LogStore:
         """Persist one Ready in one synced transaction: delete entries ``>= truncate_from``,
         append ``entries`` (contiguous with what remains), store ``hard_state``.
 
-        A call with nothing to write does not touch the disk.
+        When several Readies are merged into one call, ``entries`` may start below
+        ``truncate_from``; the stored log is then cut at the smaller of the two. Without
+        ``truncate_from``, ``entries`` must follow the last index exactly. A call with nothing
+        to write does not touch the disk.
         """
         if hard_state is None and truncate_from is None and not entries:
             return
@@ -398,17 +401,19 @@ class LogStore:
         def write(txn: Txn) -> None:
             _, last = self._bounds(txn)
             if truncate_from is not None:
+                cut = min(truncate_from, entries[0].index) if entries else truncate_from
                 snap = self._snapshot_meta(txn)
                 floor = snap.index if snap is not None else 0
+                # Invariant: committed entries (those in the snapshot) are never rewritten.
                 _require(
-                    floor < truncate_from <= last + 1,
-                    f"truncate_from {truncate_from} outside ({floor}, {last + 1}]",
+                    floor < cut <= last + 1,
+                    f"truncation at {cut} outside ({floor}, {last + 1}]",
                 )
                 cursor = txn.cursor(db=self._env.log)
-                if cursor.set_range(layout.index_key(truncate_from)):
+                if cursor.set_range(layout.index_key(cut)):
                     while cursor.delete():  # deletes and moves to the next entry
                         pass
-                last = truncate_from - 1
+                last = cut - 1
             if entries:
                 first = entries[0]
                 _require(first.index == last + 1, f"entry {first.index} does not follow {last}")
