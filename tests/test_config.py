@@ -433,3 +433,25 @@ def test_imports_cleanly_on_its_own(module: str) -> None:
         [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_dial_overrides_replace_advertised_addresses(tmp_path) -> None:
+    from univrs.config import load_config
+
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[raft]\nnode_id = "n1"\n[raft.dial]\nn2 = "127.0.0.1:9002"\n')
+    config = load_config(cfg, {})
+    advertised = {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002", "n3": "127.0.0.1:7003"}
+    assert config.dial_addresses(advertised) == {**advertised, "n2": "127.0.0.1:9002"}
+
+
+def test_dial_override_with_a_bad_address_is_refused(tmp_path) -> None:
+    import pytest
+
+    from univrs.config import load_config
+    from univrs.errors import ConfigError
+
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[raft]\nnode_id = "n1"\n[raft.dial]\nn2 = "nowhere"\n')
+    with pytest.raises(ConfigError, match="raft.dial.n2"):
+        load_config(cfg, {})

@@ -64,6 +64,9 @@ class NodeConfig:
     snapshot_max_chunk_size: int = 1_048_576  # bytes of snapshot data per InstallSnapshot
     max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
+    # Local dial overrides: reach peer <id> at this address instead of its advertised one
+    # (a fault-injecting proxy in chaos runs, or a NAT / tunnel). Never replicated.
+    dial: tuple[tuple[str, str], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         problems = _semantic_problems(self)
@@ -91,6 +94,10 @@ class NodeConfig:
             election_ticks_max=high,
             max_bytes_per_msg=min(RaftConfig().max_bytes_per_msg, self.max_payload_size // 2),
         )
+
+    def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:
+        """The addresses to dial peers at: ``advertised`` with this node's overrides applied."""
+        return {**advertised, **{nid: addr for nid, addr in self.dial if nid in advertised}}
 
     def bootstrap_addresses(self) -> dict[str, str]:
         """Node id -> raft address of the bootstrap members (empty without bootstrap)."""
@@ -133,6 +140,7 @@ _RAFT_KEYS = {
     "snapshot_max_chunk_size": _INT,
     "max_payload_size": _INT,
     "bootstrap": _TABLE,
+    "dial": _TABLE,
 }
 _BOOTSTRAP_KEYS = {"nodes": _ARRAY}
 _NODE_KEYS = {"id": _STR, "addr": _STR, "api": _STR}
@@ -270,8 +278,16 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     raft = _check_table(top.get("raft", {}), _RAFT_KEYS, "raft.", problems)
     api = _check_table(top.get("api", {}), _API_KEYS, "api.", problems)
     kwargs: dict[str, Any] = {
-        k: v for k, v in raft.items() if k not in ("bootstrap", "raft_addr", "raft_port")
+        k: v for k, v in raft.items() if k not in ("bootstrap", "raft_addr", "raft_port", "dial")
     }
+    if "dial" in raft:
+        dial = raft["dial"]
+        for nid, addr in dial.items():
+            if not isinstance(addr, str):
+                problems.append(
+                    f"raft.dial.{nid}: expected a string host:port, got {_type_name(addr)}"
+                )
+        kwargs["dial"] = tuple(sorted((str(k), v) for k, v in dial.items() if isinstance(v, str)))
     if "data_dir" in kwargs:
         if not kwargs["data_dir"].strip():
             problems.append("raft.data_dir: must not be empty")
@@ -332,6 +348,8 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
 
 def _semantic_problems(c: NodeConfig) -> list[str]:
     problems: list[str] = []
+    for nid, addr in c.dial:
+        _check_addr(f"raft.dial.{nid}", addr, problems)
     for key, value in (("raft.node_id", c.node_id), ("raft.cluster_id", c.cluster_id)):
         if not _ID_RE.fullmatch(value):
             problems.append(

@@ -129,7 +129,9 @@ async def run_node(
             settings=TransportSettings(max_payload_size=config.max_payload_size),
         )
         runtime.send = transport.send
-        runtime.on_membership = lambda m: transport.set_peer_addresses(dict(m.addresses))
+        runtime.on_membership = lambda m: transport.set_peer_addresses(
+            config.dial_addresses(dict(m.addresses))
+        )
         node = Node(
             config=config,
             storage=storage,
