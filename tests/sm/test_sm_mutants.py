@@ -1,0 +1,98 @@
+"""Each property test can fail: a deliberately broken state machine is caught by it.
+
+The mutants are installed with ``monkeypatch`` (undone after each test) and the property test
+is run as is; it must raise. This guards against properties that pass vacuously (for example
+because the generated commands never reach the code a property is about).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.sm import test_sm_properties as props
+from tests.sm.strategies import steps
+from univrs.sm import Created, DeleteWorkload, OpenSession, Success
+from univrs.sm import state as state_module
+from univrs.sm.credits import Ledger
+from univrs.sm.sessions import SessionTable
+from univrs.sm.state import ClusterStateMachine
+
+# No shrinking (a mutant's failure needs no minimal example) and no example database (the
+# mutants' failures must not be replayed against the real state machine).
+MUTANT_SETTINGS = settings(
+    max_examples=300,
+    phases=[Phase.generate],
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def must_fail(check: Callable[..., None], *, with_data: bool = False) -> None:
+    @MUTANT_SETTINGS
+    @given(steps, st.data())
+    def run(script: list[Any], data: Any) -> None:
+        check(script, data) if with_data else check(script)
+
+    with pytest.raises(AssertionError):
+        run()
+
+
+def test_replica_agreement_catches_a_nondeterministic_apply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counter = itertools.count(1000)  # process-global state: each replica draws another id
+
+    def open_session(sm: ClusterStateMachine, cmd: OpenSession, index: int) -> Any:
+        client_id = f"c{next(counter)}"
+        sm._sessions.open(client_id, index, sm.clock_ms)
+        return Created(id=client_id, version=index)
+
+    monkeypatch.setitem(state_module._HANDLERS, OpenSession, open_session)
+    must_fail(props.check_replicas_that_apply_the_same_commands_agree)
+
+
+def test_snapshot_identity_catches_a_snapshot_that_forgets_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ClusterStateMachine, "stored_sessions", lambda self: iter(()))
+    must_fail(props.check_snapshot_then_restore_is_the_identity_at_any_point, with_data=True)
+
+
+def test_credit_property_catches_a_transfer_that_creates_money(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def transfer(self: Ledger, from_peer: str, to_peer: str, amount: int) -> Any:
+        if from_peer == to_peer or amount <= 0:
+            return Ledger.__dict__["mint"](self, to_peer, -1, "r")  # an invalid-argument
+        self._balances[to_peer] = self._balances.get(to_peer, 0) + amount  # no debit
+        return None
+
+    monkeypatch.setattr(Ledger, "transfer", transfer)
+    must_fail(props.check_credits_are_never_negative_and_only_mints_change_the_total)
+
+
+def test_retry_property_catches_a_session_that_forgets_responses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(SessionTable, "record", lambda self, session, seq, response: None)
+    must_fail(props.check_a_retried_command_is_never_applied_twice)
+
+
+def test_orphan_property_catches_a_delete_without_cascade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def delete(sm: ClusterStateMachine, cmd: DeleteWorkload, index: int) -> Any:
+        if cmd.id not in sm._workloads:
+            return state_module._not_found("workload", cmd.id)
+        del sm._workloads[cmd.id]  # leaves the instances (and the index entry) behind
+        return Success(version=index)
+
+    monkeypatch.setitem(state_module._HANDLERS, DeleteWorkload, delete)
+    must_fail(props.check_deleting_a_workload_or_node_leaves_no_orphan_instances)
