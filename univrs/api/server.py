@@ -1,12 +1,16 @@
-"""The node's HTTP API: health, status and metrics (the state endpoints build on this app).
+"""The node's client surface: the HTTP API (REST, health, status, metrics, OpenAPI) and the
+fast client protocol at ``/client`` on the raft listener.
 
-Served by hypercorn's trio worker; the app is Starlette. Every handler reads the node through
-its public views; nothing here touches the Raft core directly.
+The HTTP API is served by hypercorn's trio worker; the app is Starlette. The state endpoints
+(``univrs.api.rest``) and the fast protocol (``univrs.api.fast``) both run operations through
+one ``ApiService``, whose ``Forwarder`` sends writes from a follower to the leader. Every
+handler reads the node through its public views; nothing here touches the Raft core directly.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +18,24 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from univrs.api import rest
+from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.fetch import get_json
+from univrs.api.openapi import openapi_document
+from univrs.api.service import ApiService, Forwarder
+from univrs.client import protocol
+from univrs.client.errors import (
+    ApiError,
+    InternalError,
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+)
 from univrs.raft.ready import Role
 
 if TYPE_CHECKING:
@@ -131,17 +148,55 @@ async def metrics(request: Request) -> Response:
     )
 
 
-def build_app(node: Node) -> Starlette:
-    """The Starlette app of one node."""
+async def cluster_endpoints(request: Request) -> Response:
+    """Every member's fast-protocol and REST addresses, and the leader (clients start here)."""
+    node = _node(request)
+    return rest.json_response(
+        {"node": node.node_id, "leader": node.status().leader, "members": member_endpoints(node)}
+    )
+
+
+_OPENAPI: bytes | None = None
+
+
+async def openapi(request: Request) -> Response:
+    global _OPENAPI
+    if _OPENAPI is None:
+        _OPENAPI = json.dumps(openapi_document(), separators=(",", ":")).encode()
+    return Response(_OPENAPI, media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown route, wrong method) and escaped bugs as JSON."""
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 404:
+            return rest.error_response(NotFound(f"no such endpoint: {request.url.path}"))
+        if exc.status_code == 405:
+            error: ApiError = MethodNotAllowed(f"{request.method} is not allowed here")
+            response = rest.error_response(error)
+            response.headers.update(dict(exc.headers or {}))
+            return response
+        return rest.error_response(MalformedRequest(str(exc.detail)))
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return rest.error_response(InternalError(type(exc).__name__))
+
+
+def build_app(node: Node, service: ApiService | None = None) -> Starlette:
+    """The Starlette app of one node (``service`` serves the state endpoints)."""
     app = Starlette(
         routes=[
             Route("/v1/health", health),
             Route("/v1/node/status", node_status),
             Route("/v1/cluster/status", cluster_status),
+            Route("/v1/cluster/endpoints", cluster_endpoints),
             Route("/metrics", metrics),
-        ]
+            Route("/openapi.json", openapi),
+            *rest.routes(),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _http_error},
     )
     app.state.node = node
+    app.state.service = service
     return app
 
 
@@ -156,8 +211,16 @@ async def serve_api(
     config.graceful_timeout = 1.0
 
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            functools.partial(serve, build_app(node), config)  # type: ignore[arg-type]
-        )
-        port = int(binds[0].rsplit(":", 1)[1])
-        task_status.started(port)
+        forwarder = Forwarder(nursery=nursery, node_id=node.node_id)
+        service = ApiService(node=node, forwarder=forwarder)
+        node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
+        try:
+            binds: list[str] = await nursery.start(
+                functools.partial(serve, build_app(node, service), config)  # type: ignore[arg-type]
+            )
+            port = int(binds[0].rsplit(":", 1)[1])
+            task_status.started(port)
+            await trio.sleep_forever()
+        finally:
+            node.transport.router.remove_route(protocol.PATH)
+            forwarder.close()

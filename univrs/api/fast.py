@@ -1,0 +1,194 @@
+"""The server side of the fast client protocol (``univrs.client.protocol``) at ``/client``.
+
+Theory of operation. Each connection has a reader (this handler) and a writer task. The reader
+decodes a frame of requests and starts one task per request (at most ``MAX_IN_FLIGHT`` per
+connection: beyond that it stops reading, which back-pressures the client through TCP). Each
+task runs ``ApiService.execute`` and queues its response; the writer sends everything queued
+since its last send as one frame. Requests that arrive together are proposed together, and the
+driver turns all proposals queued together into one ``propose_many`` (one append, one fsync).
+
+A frame that cannot be decoded closes the connection with a protocol error (one WARNING line);
+a request with a readable id but bad fields gets an error response. An exception escaping an
+operation is a bug: it is logged and answered with ``internal``, and the node carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from univrs import codec
+from univrs.client import protocol
+from univrs.client.errors import ApiError, InternalError, error_to_plain
+from univrs.client.protocol import BadRequest, Request
+from univrs.errors import ProtocolError
+from univrs.net.address import join_host_port, split_host_port
+
+if TYPE_CHECKING:
+    from univrs.api.service import ApiService
+    from univrs.runtime.node import Node
+
+log = logging.getLogger("univrs.api")
+
+MAX_IN_FLIGHT = 4096  # requests per connection being executed at once
+HELLO_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 1.0
+CLOSE_PROTOCOL_ERROR = 1002
+
+
+def _own_address(configured: str, bound: int | None) -> str:
+    """A listen address as others should dial it: a port-0 bind replaced by the bound port."""
+    try:
+        host, port = split_host_port(configured, allow_port_zero=True)
+    except ValueError:
+        return configured
+    if port == 0 and bound:
+        return join_host_port(host, bound)
+    return configured
+
+
+def member_endpoints(node: Node) -> dict[str, dict[str, str | None]]:
+    """Every member's fast-protocol (raft listener) and REST addresses, as far as known."""
+    membership = node.status().membership
+    out: dict[str, dict[str, str | None]] = {}
+    for member in sorted(membership.members):
+        client = membership.address_of(member)
+        api = membership.api_address_of(member)
+        if member == node.node_id:
+            client = _own_address(client or node.config.raft_addr, node.raft_port)
+            api = _own_address(api or node.config.api_addr, node.api_port)
+        out[member] = {"client": client, "api": api}
+    if node.node_id not in out:  # a node not (yet) in the membership still serves clients
+        out[node.node_id] = {
+            "client": _own_address(node.config.raft_addr, node.raft_port),
+            "api": _own_address(node.config.api_addr, node.api_port),
+        }
+    return out
+
+
+@attrs.define(eq=False)
+class _ClientConnection:
+    ws: WebSocketConnection
+    service: ApiService
+    remote: str
+    _outbox: list[dict[str, Any]] = attrs.field(factory=list)
+    _wakeup: trio.Event = attrs.field(factory=trio.Event)
+    _slots: trio.Semaphore = attrs.field(factory=lambda: trio.Semaphore(MAX_IN_FLIGHT))
+
+    async def read_requests(self, nursery: trio.Nursery) -> None:
+        max_size = self.service.node.config.max_payload_size
+        while True:
+            try:
+                data = await self.ws.get_message()
+            except ConnectionClosed:
+                return  # the client went away; answers to its in-flight requests are dropped
+            try:
+                requests = protocol.decode_requests(data, max_size=max_size)
+            except ProtocolError as exc:
+                log.warning("closing client connection from %s: %s", self.remote, exc)
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self.ws.aclose(CLOSE_PROTOCOL_ERROR, str(exc)[:120])
+                return
+            for req in requests:
+                await self._slots.acquire()
+                nursery.start_soon(self._handle, req)
+
+    async def _handle(self, req: Request | BadRequest) -> None:
+        try:
+            if isinstance(req, BadRequest):
+                self._queue({"id": req.id, "error": error_to_plain(req.error)})
+                return
+            try:
+                timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
+                result, meta = await self.service.execute(
+                    req.op,
+                    req.args,
+                    key=req.key,
+                    consistency=req.consistency,
+                    timeout=timeout,
+                    hops=req.hops,
+                )
+            except ApiError as exc:
+                self._queue({"id": req.id, "error": error_to_plain(exc)})
+                return
+            except Exception as exc:
+                log.exception("operation %s failed with a bug", req.op)
+                error = InternalError(f"{type(exc).__name__} in {req.op}")
+                self._queue({"id": req.id, "error": error_to_plain(error)})
+                return
+            response: dict[str, Any] = {"id": req.id, "ok": result}
+            if meta is not None and req.consistency == "local":
+                response["meta"] = meta
+            self._queue(response)
+        finally:
+            self._slots.release()
+
+    def _queue(self, response: dict[str, Any]) -> None:
+        self._outbox.append(response)
+        self._wakeup.set()
+
+    async def write_responses(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._outbox:
+                batch = self._outbox[:1024]
+                del self._outbox[:1024]
+                leader = self.service.node.status().leader
+                try:
+                    await self.ws.send_message(_encode(leader, batch))
+                except ConnectionClosed:
+                    return
+
+
+def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:
+    try:
+        return protocol.encode_responses(leader, batch)
+    except (TypeError, ValueError):
+        pass
+    # One response is not plain data (a bug): find it, answer it with an internal error.
+    clean = []
+    for resp in batch:
+        try:
+            codec.encode_plain(resp)
+            clean.append(resp)
+        except (TypeError, ValueError) as exc:
+            log.error("response to request %s cannot be encoded: %s", resp.get("id"), exc)
+            error = InternalError("the response could not be encoded")
+            clean.append({"id": resp["id"], "error": error_to_plain(error)})
+    return protocol.encode_responses(leader, clean)
+
+
+async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
+    """Route handler for ``/client`` on the raft listener (see the module docstring)."""
+    remote = str(request.remote)
+    ws = await request.accept()
+    node = service.node
+    try:
+        try:
+            with trio.fail_after(HELLO_TIMEOUT):
+                protocol.check_client_hello(await ws.get_message())
+        except (trio.TooSlowError, ProtocolError) as exc:
+            reason = "no hello in time" if isinstance(exc, trio.TooSlowError) else str(exc)
+            log.warning("refusing client connection from %s: %s", remote, reason)
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await ws.aclose(CLOSE_PROTOCOL_ERROR, reason[:120])
+            return
+        status = node.status()
+        await ws.send_message(
+            protocol.encode_server_hello(node.node_id, status.leader, member_endpoints(node))
+        )
+        conn = _ClientConnection(ws=ws, service=service, remote=remote)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.write_responses)
+            await conn.read_requests(nursery)
+            nursery.cancel_scope.cancel()
+    except ConnectionClosed:
+        pass  # the client went away during the hello
+    finally:
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await ws.aclose()

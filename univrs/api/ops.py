@@ -1,0 +1,494 @@
+"""The operations of the client surface: one table shared by the REST API and the fast protocol.
+
+Each operation has a name (``workload.create``), a kind and two halves:
+
+* a write: ``build(args)`` checks the arguments and returns the state-machine command plus the
+  *normalized* arguments (with the object id the serving node assigned, so a node forwarding
+  the write to the leader sends exactly what it checked and the leader assigns nothing new);
+  ``render(command, response, state)`` turns the applied command's response into the result
+  document, reading the object back from the executing node's state.
+* a read: ``read(args, state)`` returns the result document from a state machine that is
+  already safe to read at the requested consistency.
+
+Nothing here does I/O; ``univrs.api.service`` runs the operations against a node.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from univrs.api import convert as cv
+from univrs.client.errors import (
+    AlreadyExists,
+    ApiError,
+    InsufficientCredits,
+    InvalidArgument,
+    NotFound,
+    SessionExpired,
+    StaleSequence,
+    VersionConflict,
+)
+from univrs.sm.commands import (
+    CloseSession,
+    Command,
+    CreateInstance,
+    CreateWorkload,
+    DeleteInstance,
+    DeleteWorkload,
+    DeregisterNode,
+    MintCredits,
+    OpenSession,
+    RegisterNode,
+    ScaleWorkload,
+    TransferCredits,
+    UpdateInstanceStatus,
+    UpdateNodeStatus,
+    UpdateWorkload,
+)
+from univrs.sm.credits import MAX_REASON_LEN
+from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
+from univrs.sm.responses import Created, ErrorCode, Failure, Response
+from univrs.sm.state import ClusterStateMachine
+from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_problem
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+Build = Callable[[dict[str, Any]], tuple[Command, dict[str, Any]]]
+Render = Callable[[Any, Response, ClusterStateMachine], Any]
+Read = Callable[[dict[str, Any], ClusterStateMachine], Any]
+
+
+@attrs.frozen(kw_only=True)
+class Operation:
+    """One operation: a write (``build`` + ``render``) or a read (``read``)."""
+
+    name: str
+    build: Build | None = None
+    render: Render | None = None
+    read: Read | None = None
+    creates: bool = False  # REST answers 201 Created
+
+    @property
+    def is_write(self) -> bool:
+        return self.build is not None
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def new_id() -> str:
+    """An object id chosen by the serving node before proposing (never inside ``apply``)."""
+    return uuid.uuid4().hex
+
+
+def _id_or_new(args: dict[str, Any], name: str = "id") -> str:
+    value = args.get(name)
+    return new_id() if value is None else cv.read_id(value, name)
+
+
+def _version(args: dict[str, Any]) -> int | None:
+    return cv.read_version(args.get("expected_version"))
+
+
+def failure_error(failure: Failure) -> ApiError:
+    """The API error for a state-machine failure response."""
+    code, message = failure.code, failure.message
+    if code is ErrorCode.NOT_FOUND:
+        return NotFound(message)
+    if code is ErrorCode.ALREADY_EXISTS:
+        return AlreadyExists(message, field="id")
+    if code is ErrorCode.VERSION_CONFLICT:
+        return VersionConflict(
+            message, field="expected_version", current_version=failure.current_version
+        )
+    if code is ErrorCode.INSUFFICIENT_CREDITS:
+        return InsufficientCredits(message, field="amount")
+    if code is ErrorCode.SESSION_EXPIRED:
+        return SessionExpired(
+            f"{message}: the idempotency session expired (or never existed); open a new "
+            "session; a command sent with this key may or may not have been applied"
+        )
+    if code is ErrorCode.STALE_SEQUENCE:
+        return StaleSequence(message)
+    return InvalidArgument(message)
+
+
+def check_key(key: tuple[str, int] | None) -> None:
+    """Reject a malformed idempotency key before it reaches the log."""
+    if key is None:
+        return
+    client_id, seq = key
+    cv.read_id(client_id, "client_id")
+    if type(seq) is not int or not 1 <= seq <= MAX_VERSION:
+        raise InvalidArgument("the idempotency seq must be a positive integer", field="seq")
+
+
+def _page(items: list[Any], key: Callable[[Any], str], args: dict[str, Any]) -> dict[str, Any]:
+    limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
+    after = args.get("after")
+    if after is not None:
+        after = cv.read_str(after, "after")
+        items = [i for i in items if key(i) > after]
+    page = items[:limit]
+    more = len(items) > limit
+    return {"items": page, "next": key(page[-1]) if more and page else None}
+
+
+def _read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> Any:
+    ident = cv.read_str(args.get("id"), "id") if "id" in args else None
+    if ident is None:
+        raise InvalidArgument("missing field 'id'", field="id")
+    found = {
+        "workload": state.get_workload,
+        "instance": state.get_instance,
+        "node": state.get_node,
+    }[what](ident)
+    if found is None:
+        raise NotFound(f"{what} {ident!r} not found")
+    return found
+
+
+def _existing_id(args: dict[str, Any], what: str) -> str:
+    """The id of an object a write addresses; one that cannot exist is simply not found."""
+    ident = cv.read_str(args["id"], "id")
+    if id_problem("id", ident) is not None:
+        raise NotFound(f"{what} {ident!r} not found")
+    return ident
+
+
+def _gone(what: str, ident: str) -> NotFound:
+    return NotFound(f"{what} {ident!r} was deleted by a concurrent request after this write")
+
+
+# ------------------------------------------------------------------ workloads
+
+
+def _build_create_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("spec",), optional=("id",))
+    ident = _id_or_new(args)
+    spec = cv.read_workload_spec(args["spec"])
+    return CreateWorkload(id=ident, spec=spec), {"id": ident, "spec": args["spec"]}
+
+
+def _build_update_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("id", "spec"), optional=("expected_version",))
+    ident = _existing_id(args, "workload")
+    spec = cv.read_workload_spec(args["spec"])
+    return UpdateWorkload(id=ident, spec=spec, expected_version=_version(args)), args
+
+
+def _build_scale_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("id", "replicas"), optional=("expected_version",))
+    ident = _existing_id(args, "workload")
+    replicas = cv.read_int(args["replicas"], "replicas", maximum=MAX_REPLICAS)
+    return ScaleWorkload(id=ident, replicas=replicas, expected_version=_version(args)), args
+
+
+def _build_delete(cls: Any, what: str) -> Build:
+    def build(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+        cv.read_object(args, "", required=("id",), optional=("expected_version",))
+        ident = _existing_id(args, what)
+        command: Command = cls(id=ident, expected_version=_version(args))
+        return command, args
+
+    return build
+
+
+def _render_workload(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    ident = response.id if isinstance(response, Created) else cmd.id
+    workload = state.get_workload(ident)
+    if workload is None:
+        raise _gone("workload", ident)
+    return cv.workload_doc(workload)
+
+
+def _render_deleted(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    return {"id": cmd.id, "deleted": True, "version": getattr(response, "version", None)}
+
+
+def _read_get_workload(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", required=("id",))
+    return cv.workload_doc(_read_object(args, state, "workload"))
+
+
+def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", optional=("labels", "name", "limit", "after"))
+    selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
+    name = cv.read_str(args["name"], "name") if "name" in args else None
+    items = state.list_workloads()
+    if name is not None:
+        items = [w for w in items if w.spec.name == name]
+    if selector:
+        items = [w for w in items if set(selector) <= set(w.spec.labels)]
+    page = _page(items, lambda w: w.id, args)
+    page["items"] = [cv.workload_doc(w) for w in page["items"]]
+    return page
+
+
+# ------------------------------------------------------------------ instances
+
+
+def _build_create_instance(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("workload_id",), optional=("id", "node_id"))
+    ident = _id_or_new(args)
+    workload_id = cv.read_id(args["workload_id"], "workload_id")
+    node_id = args.get("node_id")
+    if node_id is not None:
+        node_id = cv.read_id(node_id, "node_id")
+    spec = InstanceSpec(workload_id=workload_id, node_id=node_id)
+    return CreateInstance(id=ident, spec=spec), {**args, "id": ident}
+
+
+def _build_update_instance_status(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(
+        args, "", required=("id", "status"), optional=("message", "node_id", "expected_version")
+    )
+    ident = _existing_id(args, "instance")
+    status = cv.read_enum(InstanceStatus, args["status"], "status")
+    message = cv.read_str(args.get("message", ""), "message")
+    problem = text_problem("message", message)
+    if problem:
+        raise InvalidArgument(problem, field="message")
+    node_id = args.get("node_id")
+    if node_id is not None:
+        node_id = cv.read_id(node_id, "node_id")
+    command = UpdateInstanceStatus(
+        id=ident,
+        status=status,
+        message=message,
+        node_id=node_id,
+        expected_version=_version(args),
+    )
+    return command, args
+
+
+def _render_instance(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    ident = response.id if isinstance(response, Created) else cmd.id
+    instance = state.get_instance(ident)
+    if instance is None:
+        raise _gone("instance", ident)
+    return cv.instance_doc(instance)
+
+
+def _read_get_instance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", required=("id",))
+    return cv.instance_doc(_read_object(args, state, "instance"))
+
+
+def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", optional=("workload_id", "node_id", "status", "limit", "after"))
+    workload_id = cv.read_str(args["workload_id"], "workload_id") if "workload_id" in args else None
+    node_id = cv.read_str(args["node_id"], "node_id") if "node_id" in args else None
+    status = cv.read_enum(InstanceStatus, args["status"], "status") if "status" in args else None
+    items = state.list_instances(workload_id=workload_id, node_id=node_id)
+    if status is not None:
+        items = [i for i in items if i.status is status]
+    page = _page(items, lambda i: i.id, args)
+    page["items"] = [cv.instance_doc(i) for i in page["items"]]
+    return page
+
+
+# ------------------------------------------------------------------ nodes
+
+_NODE_FIELDS = ("addresses", "capacity", "labels", "status")
+
+
+def _build_register_node(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("id",), optional=_NODE_FIELDS)
+    ident = cv.read_id(args["id"], "id")
+    info = cv.read_node_info(args, ident)
+    status = cv.read_enum(NodeStatus, args.get("status", "ready"), "status")
+    return RegisterNode(info=info, status=status), args
+
+
+def _build_update_node_status(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("id", "status"), optional=("expected_version",))
+    ident = _existing_id(args, "node")
+    status = cv.read_enum(NodeStatus, args["status"], "status")
+    return UpdateNodeStatus(id=ident, status=status, expected_version=_version(args)), args
+
+
+def _render_node(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    ident = response.id if isinstance(response, Created) else cmd.id
+    node = state.get_node(ident)
+    if node is None:
+        raise _gone("node", ident)
+    return cv.node_doc(node)
+
+
+def _read_get_node(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", required=("id",))
+    return cv.node_doc(_read_object(args, state, "node"))
+
+
+def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", optional=("labels", "status", "limit", "after"))
+    selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
+    status = cv.read_enum(NodeStatus, args["status"], "status") if "status" in args else None
+    items = state.list_nodes()
+    if status is not None:
+        items = [n for n in items if n.status is status]
+    if selector:
+        items = [n for n in items if set(selector) <= set(n.info.labels)]
+    page = _page(items, lambda n: n.id, args)
+    page["items"] = [cv.node_doc(n) for n in page["items"]]
+    return page
+
+
+# ------------------------------------------------------------------ credits, sessions
+
+
+def _amount(args: dict[str, Any]) -> int:
+    return cv.read_int(args["amount"], "amount", minimum=1)
+
+
+def _build_mint(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("to_peer", "amount", "reason"))
+    to_peer = cv.read_id(args["to_peer"], "to_peer")
+    amount = _amount(args)
+    reason = cv.read_str(args["reason"], "reason")
+    problem = text_problem("reason", reason, MAX_REASON_LEN)
+    if problem is None and not reason.strip():
+        problem = "reason must not be blank: a mint needs a reason"
+    if problem:
+        raise InvalidArgument(problem, field="reason")
+    return MintCredits(to_peer=to_peer, amount=amount, reason=reason), args
+
+
+def _build_transfer(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("from_peer", "to_peer", "amount"))
+    from_peer = cv.read_id(args["from_peer"], "from_peer")
+    to_peer = cv.read_id(args["to_peer"], "to_peer")
+    amount = _amount(args)
+    if from_peer == to_peer:
+        raise InvalidArgument("cannot transfer credits to the same peer", field="to_peer")
+    return TransferCredits(from_peer=from_peer, to_peer=to_peer, amount=amount), args
+
+
+def _balance(state: ClusterStateMachine, peer: str) -> dict[str, Any]:
+    return {"peer": peer, "balance": state.balance(peer)}
+
+
+def _render_mint(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    return {**_balance(state, cmd.to_peer), "version": getattr(response, "version", None)}
+
+
+def _render_transfer(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    return {
+        "from": _balance(state, cmd.from_peer),
+        "to": _balance(state, cmd.to_peer),
+        "amount": cmd.amount,
+        "version": getattr(response, "version", None),
+    }
+
+
+def _read_balance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", required=("peer",))
+    return _balance(state, cv.read_str(args["peer"], "peer"))
+
+
+def _read_balances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    cv.read_object(args, "", optional=("limit", "after"))
+    items = [{"peer": p, "balance": b} for p, b in state.balances().items()]
+    page = _page(items, lambda i: i["peer"], args)
+    page["total_supply"] = state.total_supply
+    return page
+
+
+def _build_open_session(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "")
+    return OpenSession(), args
+
+
+def _render_session(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    assert isinstance(response, Created)
+    return {"client_id": response.id, "version": response.version}
+
+
+def _build_close_session(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    cv.read_object(args, "", required=("client_id",))
+    return CloseSession(client_id=cv.read_id(args["client_id"], "client_id")), args
+
+
+def _render_closed(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    return {"client_id": cmd.client_id, "closed": True}
+
+
+# ------------------------------------------------------------------ the table
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation(
+            name="workload.create",
+            build=_build_create_workload,
+            render=_render_workload,
+            creates=True,
+        ),
+        Operation(name="workload.update", build=_build_update_workload, render=_render_workload),
+        Operation(name="workload.scale", build=_build_scale_workload, render=_render_workload),
+        Operation(
+            name="workload.delete",
+            build=_build_delete(DeleteWorkload, "workload"),
+            render=_render_deleted,
+        ),
+        Operation(name="workload.get", read=_read_get_workload),
+        Operation(name="workload.list", read=_read_list_workloads),
+        Operation(
+            name="instance.create",
+            build=_build_create_instance,
+            render=_render_instance,
+            creates=True,
+        ),
+        Operation(
+            name="instance.update_status",
+            build=_build_update_instance_status,
+            render=_render_instance,
+        ),
+        Operation(
+            name="instance.delete",
+            build=_build_delete(DeleteInstance, "instance"),
+            render=_render_deleted,
+        ),
+        Operation(name="instance.get", read=_read_get_instance),
+        Operation(name="instance.list", read=_read_list_instances),
+        Operation(
+            name="node.register", build=_build_register_node, render=_render_node, creates=True
+        ),
+        Operation(name="node.update_status", build=_build_update_node_status, render=_render_node),
+        Operation(
+            name="node.deregister",
+            build=_build_delete(DeregisterNode, "node"),
+            render=_render_deleted,
+        ),
+        Operation(name="node.get", read=_read_get_node),
+        Operation(name="node.list", read=_read_list_nodes),
+        Operation(name="credits.mint", build=_build_mint, render=_render_mint),
+        Operation(name="credits.transfer", build=_build_transfer, render=_render_transfer),
+        Operation(name="credits.balance", read=_read_balance),
+        Operation(name="credits.list", read=_read_balances),
+        Operation(
+            name="session.open",
+            build=_build_open_session,
+            render=_render_session,
+            creates=True,
+        ),
+        Operation(name="session.close", build=_build_close_session, render=_render_closed),
+    )
+}
+
+# Session commands are sent without an idempotency key (the state machine refuses one).
+UNKEYED = frozenset({"session.open", "session.close"})
+
+
+def operation(name: str) -> Operation:
+    """The operation called ``name``; NotFound for an unknown one."""
+    op = OPERATIONS.get(name)
+    if op is None:
+        raise NotFound(f"unknown operation {name!r} (known: {', '.join(sorted(OPERATIONS))})")
+    return op

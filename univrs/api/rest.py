@@ -1,0 +1,439 @@
+"""The REST API under ``/v1``: a thin JSON mapping of ``univrs.api.ops`` onto HTTP.
+
+Every endpoint is one row of ``ENDPOINTS`` (method, path, operation, what it reads from the
+path, query and body); ``handle`` turns the request into the operation's arguments, runs it
+through ``ApiService.execute`` and renders the result or the error. The OpenAPI document
+(``univrs.api.openapi``) is generated from the same rows, so it lists exactly what the server
+routes and accepts.
+
+HTTP specifics:
+
+* ``Idempotency-Key: <client_id>:<seq>`` makes a write exactly-once (client id from
+  ``POST /v1/sessions``; ``seq`` counts the session's writes from 1; a retry reuses it).
+* ``If-Match: "<version>"`` (or ``expected_version`` in the body or query) makes a write
+  conditional: 409 ``version-conflict`` unless the object has that version. Objects come back
+  with an ``ETag: "<version>"``.
+* Reads take ``?consistency=linearizable`` (default) or ``local``; every read answers with
+  ``X-Univrs-Node``, ``X-Univrs-Consistency``, ``X-Univrs-Applied-Index``,
+  ``X-Univrs-Commit-Index`` and ``X-Univrs-Behind`` (committed entries not yet applied here).
+* Errors are ``{"error": {"code", "message", "field"?, ...}}`` with the status of
+  ``univrs.client.errors``; 503 answers carry ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from typing import Any
+
+import attrs
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from univrs.client.errors import ApiError, InternalError, InvalidArgument, MalformedRequest
+from univrs.client.errors import error_to_plain as _error_plain
+
+log = logging.getLogger("univrs.api")
+
+MAX_BODY = 1024 * 1024
+_KEY_RE = re.compile(r"^([^:\s]+):([0-9]{1,19})$")
+_ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]{1,19})"?$')
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    """One REST endpoint; see ``ENDPOINTS``."""
+
+    method: str
+    path: str
+    op: str
+    summary: str
+    path_arg: str | None = None  # the operation argument the ``{...}`` path segment fills
+    body: bool = False  # takes a JSON object body
+    query: tuple[str, ...] = ()  # accepted query parameters (reads also take consistency)
+    ints: tuple[str, ...] = ()  # query parameters that are integers
+    versioned: bool = False  # accepts If-Match / expected_version
+    read: bool = False
+    creates: str | None = None  # the collection path of the created object (201 + Location)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        method="POST",
+        path="/v1/workloads",
+        op="workload.create",
+        summary="Create a workload (the node assigns the id unless the body gives one)",
+        body=True,
+        creates="/v1/workloads",
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/workloads",
+        op="workload.list",
+        summary="List workloads, filtered by labels and name, paginated by id",
+        query=("label", "name", "limit", "after"),
+        ints=("limit",),
+        read=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/workloads/{id}",
+        op="workload.get",
+        summary="Get a workload",
+        path_arg="id",
+        read=True,
+    ),
+    Endpoint(
+        method="PUT",
+        path="/v1/workloads/{id}",
+        op="workload.update",
+        summary="Replace a workload's spec",
+        path_arg="id",
+        body=True,
+        versioned=True,
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/workloads/{id}/scale",
+        op="workload.scale",
+        summary="Set a workload's replica count",
+        path_arg="id",
+        body=True,
+        versioned=True,
+    ),
+    Endpoint(
+        method="DELETE",
+        path="/v1/workloads/{id}",
+        op="workload.delete",
+        summary="Delete a workload and its instances",
+        path_arg="id",
+        query=("expected_version",),
+        ints=("expected_version",),
+        versioned=True,
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/instances",
+        op="instance.create",
+        summary="Create an instance of a workload",
+        body=True,
+        creates="/v1/instances",
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/instances",
+        op="instance.list",
+        summary="List instances, by workload, node and status, paginated by id",
+        query=("workload_id", "node_id", "status", "limit", "after"),
+        ints=("limit",),
+        read=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/instances/{id}",
+        op="instance.get",
+        summary="Get an instance",
+        path_arg="id",
+        read=True,
+    ),
+    Endpoint(
+        method="PUT",
+        path="/v1/instances/{id}/status",
+        op="instance.update_status",
+        summary="Report an instance's status (and bind it to a node)",
+        path_arg="id",
+        body=True,
+        versioned=True,
+    ),
+    Endpoint(
+        method="DELETE",
+        path="/v1/instances/{id}",
+        op="instance.delete",
+        summary="Delete an instance",
+        path_arg="id",
+        query=("expected_version",),
+        ints=("expected_version",),
+        versioned=True,
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/nodes",
+        op="node.register",
+        summary="Register a node",
+        body=True,
+        creates="/v1/nodes",
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/nodes",
+        op="node.list",
+        summary="List nodes, by labels and status, paginated by id",
+        query=("label", "status", "limit", "after"),
+        ints=("limit",),
+        read=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/nodes/{id}",
+        op="node.get",
+        summary="Get a node",
+        path_arg="id",
+        read=True,
+    ),
+    Endpoint(
+        method="PUT",
+        path="/v1/nodes/{id}/status",
+        op="node.update_status",
+        summary="Set a node's status",
+        path_arg="id",
+        body=True,
+        versioned=True,
+    ),
+    Endpoint(
+        method="DELETE",
+        path="/v1/nodes/{id}",
+        op="node.deregister",
+        summary="Deregister a node and delete its instances",
+        path_arg="id",
+        query=("expected_version",),
+        ints=("expected_version",),
+        versioned=True,
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/credits/mint",
+        op="credits.mint",
+        summary="Mint credits for a peer",
+        body=True,
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/credits/transfer",
+        op="credits.transfer",
+        summary="Transfer credits between peers",
+        body=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/credits/balances",
+        op="credits.list",
+        summary="List positive balances, paginated by peer",
+        query=("limit", "after"),
+        ints=("limit",),
+        read=True,
+    ),
+    Endpoint(
+        method="GET",
+        path="/v1/credits/balances/{peer}",
+        op="credits.balance",
+        summary="Get a peer's balance (0 if it has none)",
+        path_arg="peer",
+        read=True,
+    ),
+    Endpoint(
+        method="POST",
+        path="/v1/sessions",
+        op="session.open",
+        summary="Open an idempotency session (for Idempotency-Key)",
+        body=True,
+    ),
+    Endpoint(
+        method="DELETE",
+        path="/v1/sessions/{client_id}",
+        op="session.close",
+        summary="Close an idempotency session",
+        path_arg="client_id",
+    ),
+)
+
+# ---------------------------------------------------------------- responses
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response; ``ensure_ascii`` so no string (not even a lone surrogate echoed back
+    from a request) can fail to encode."""
+    body = json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(exc: ApiError) -> Response:
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if exc.http_status == 503 and retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return json_response({"error": _error_plain(exc)}, exc.http_status, headers)
+
+
+# ---------------------------------------------------------------- request parsing
+
+
+def parse_idempotency_key(value: str | None) -> tuple[str, int] | None:
+    """``<client_id>:<seq>`` -> (client_id, seq); MalformedRequest for any other form."""
+    if value is None:
+        return None
+    m = _KEY_RE.match(value.strip())
+    if m is None or int(m.group(2)) < 1:
+        raise MalformedRequest(
+            "Idempotency-Key must be '<client_id>:<seq>' with seq >= 1: open a session with "
+            "POST /v1/sessions and number its writes 1, 2, 3 ... (reuse a number to retry)",
+            field="Idempotency-Key",
+        )
+    return m.group(1), int(m.group(2))
+
+
+def parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    m = _ETAG_RE.match(value.strip())
+    if m is None:
+        raise MalformedRequest('If-Match must be an object version such as "12"', field="If-Match")
+    return int(m.group(1))
+
+
+def _query_args(ep: Endpoint, request: Request) -> tuple[dict[str, Any], str | None]:
+    args: dict[str, Any] = {}
+    consistency: str | None = None
+    labels: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, value in request.query_params.multi_items():
+        if name == "consistency" and ep.read:
+            if value not in ("linearizable", "local"):
+                raise InvalidArgument(
+                    "consistency must be 'linearizable' or 'local'", field="consistency"
+                )
+            consistency = value
+            continue
+        if name not in ep.query:
+            allowed = ", ".join((*ep.query, *(("consistency",) if ep.read else ()))) or "none"
+            raise InvalidArgument(
+                f"unknown query parameter {name!r} (accepted: {allowed})", field=name
+            )
+        if name == "label":
+            key, sep, text = value.partition("=")
+            if not sep or not key:
+                raise InvalidArgument("label must be 'key=value'", field="label")
+            labels[key] = text
+            continue
+        if name in seen:
+            raise InvalidArgument(f"query parameter {name!r} given twice", field=name)
+        seen.add(name)
+        if name in ep.ints:
+            if not re.fullmatch(r"-?[0-9]{1,19}", value):
+                raise InvalidArgument(f"{name} must be an integer", field=name)
+            args[name] = int(value)
+        else:
+            args[name] = value
+    if labels:
+        args["labels"] = labels
+    return args, consistency
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise MalformedRequest(f"the request body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidArgument("the request body must be a JSON object")
+    return doc
+
+
+async def request_args(
+    ep: Endpoint, request: Request
+) -> tuple[dict[str, Any], tuple[str, int] | None, str | None]:
+    """(operation arguments, idempotency key, consistency) of one HTTP request."""
+    args, consistency = _query_args(ep, request)
+    if ep.body:
+        body = await _body(request)
+        for name in body:
+            if name in args or name == ep.path_arg:
+                where = "the URL path" if name == ep.path_arg else "the query"
+                raise InvalidArgument(
+                    f"field {name!r} is given by {where}, not the body", field=name
+                )
+        args.update(body)
+    if ep.path_arg is not None:
+        args[ep.path_arg] = request.path_params[ep.path_arg]
+    if ep.versioned:
+        expected = parse_if_match(request.headers.get("if-match"))
+        if expected is not None:
+            given = args.get("expected_version")
+            if given is not None and given != expected:
+                raise InvalidArgument(
+                    f"If-Match ({expected}) and expected_version ({given!r}) disagree",
+                    field="expected_version",
+                )
+            args["expected_version"] = expected
+    key = None if ep.read else parse_idempotency_key(request.headers.get("idempotency-key"))
+    return args, key, consistency
+
+
+# ---------------------------------------------------------------- the handler
+
+
+def _read_headers(meta: dict[str, Any] | None) -> dict[str, str]:
+    if not meta:
+        return {}
+    return {
+        "X-Univrs-Node": str(meta["node"]),
+        "X-Univrs-Consistency": str(meta["consistency"]),
+        "X-Univrs-Applied-Index": str(meta["applied_index"]),
+        "X-Univrs-Commit-Index": str(meta["commit_index"]),
+        "X-Univrs-Behind": str(meta["behind"]),
+    }
+
+
+async def handle(ep: Endpoint, request: Request) -> Response:
+    """Run one REST request (see the module docstring)."""
+    try:
+        args, key, consistency = await request_args(ep, request)
+        service = request.app.state.service
+        result, meta = await service.execute(ep.op, args, key=key, consistency=consistency)
+    except ApiError as exc:
+        return error_response(exc)
+    except Exception as exc:
+        log.exception("%s %s failed with a bug", ep.method, ep.path)
+        return error_response(InternalError(f"{type(exc).__name__} in {ep.op}"))
+    headers = _read_headers(meta)
+    status = 200
+    if isinstance(result, dict) and isinstance(result.get("version"), int) and "id" in result:
+        headers["ETag"] = f'"{result["version"]}"'
+    if ep.creates is not None:
+        status = 201
+        if isinstance(result, dict) and isinstance(result.get("id"), str):
+            headers["Location"] = f"{ep.creates}/{result['id']}"
+    return json_response(result, status, headers)
+
+
+def _endpoint_handler(ep: Endpoint) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await handle(ep, request)
+
+    endpoint.__name__ = ep.op.replace(".", "_")
+    return endpoint
+
+
+def routes() -> list[Route]:
+    """Starlette routes for every endpoint (one route per path, dispatching on method)."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for ep in ENDPOINTS:
+        by_path.setdefault(ep.path, {})[ep.method] = ep
+    out = []
+    for path, methods in by_path.items():
+        handlers = {method: _endpoint_handler(ep) for method, ep in methods.items()}
+
+        async def dispatch(request: Request, handlers: dict[str, Any] = handlers) -> Response:
+            handler = handlers.get(request.method) or handlers["GET"]  # HEAD -> GET
+            response: Response = await handler(request)
+            return response
+
+        out.append(Route(path, dispatch, methods=list(methods)))
+    return out

@@ -1,0 +1,316 @@
+"""Runs client operations on a node: writes through the leader, reads at a chosen consistency.
+
+Theory of operation. ``ApiService.execute(name, args, ...)`` is the one entry point of both
+the REST API and the fast client protocol. Every request has a deadline.
+
+Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 hex) *here, on
+the serving node, before proposing*. Then, until the deadline:
+
+* on the leader: propose the command (an ``Envelope`` carrying the idempotency key, if any)
+  and wait until it is applied here; render the result from this node's state;
+* on a follower that knows the leader: forward the already-built request over the fast
+  protocol to the leader (``Forwarder``: one shared connection, many requests in flight) with
+  ``hops=1``; a node never forwards a forwarded request again, it answers ``not-leader``;
+* with no known leader: wait for one for at most ``leader_wait`` seconds, then answer
+  ``unavailable`` (503, Retry-After), never hang.
+
+Retrying inside the loop is done only when it cannot apply a command twice: the attempt
+certainly did not apply (``NotLeader`` before proposing, ``ProposalDropped``, a request not
+sent), or the request carries an idempotency key (the state machine's session answers a
+duplicate with the first response, Raft dissertation 6.3). A keyless write whose outcome is
+unknown fails with ``timeout``.
+
+Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4,
+batched into heartbeat rounds by the core; a follower's read is confirmed by the leader and
+served here); ``local`` reads this replica's applied state at once. The result carries
+``meta``: the node, its applied and commit index and how many committed entries it has not
+applied yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from univrs import errors as base
+from univrs.api.ops import MAX_LIMIT, UNKEYED, Operation, check_key, failure_error, operation
+from univrs.client.connection import Connection
+from univrs.client.errors import (
+    ApiError,
+    ConnectionLost,
+    InvalidArgument,
+    NotLeader,
+    Timeout,
+    Unavailable,
+)
+from univrs.client.protocol import MAX_HOPS
+from univrs.raft.ready import Role
+from univrs.sm.commands import Envelope
+from univrs.sm.responses import Failure
+
+if TYPE_CHECKING:
+    from univrs.runtime.node import Node
+
+log = logging.getLogger("univrs.api")
+
+DEFAULT_TIMEOUT = 10.0  # seconds a request may take, unless it asks for less
+MAX_TIMEOUT = 60.0
+LEADER_WAIT = 3.0  # how long a request waits for an election before answering 503
+RETRY_PAUSE = 0.02  # between attempts that failed for a transient reason
+NO_LEADER_MESSAGE = (
+    "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
+)
+
+__all__ = ["MAX_LIMIT", "ApiService", "Forwarder"]
+
+
+@attrs.define(eq=False)
+class Forwarder:
+    """This node's connections to the leader's fast-protocol endpoint (one per address)."""
+
+    nursery: trio.Nursery
+    node_id: str
+    connect_timeout: float = 2.0
+    _conns: dict[str, Connection] = attrs.field(factory=dict)
+    _connecting: dict[str, trio.Event] = attrs.field(factory=dict)
+
+    async def connection(self, address: str) -> Connection:
+        """The live connection to ``address``, dialing it if needed (one dial at a time)."""
+        while True:
+            conn = self._conns.get(address)
+            if conn is not None and not conn.closed:
+                return conn
+            pending = self._connecting.get(address)
+            if pending is None:
+                break
+            await pending.wait()
+            conn = self._conns.get(address)
+            if conn is None or conn.closed:
+                raise ConnectionLost(f"cannot connect to the leader at {address}")
+        done = self._connecting[address] = trio.Event()
+        try:
+            conn = await Connection.open(self.nursery, address, timeout=self.connect_timeout)
+            self._conns[address] = conn
+            self._drop_others(address)
+            return conn
+        finally:
+            del self._connecting[address]
+            done.set()
+
+    def _drop_others(self, keep: str) -> None:
+        """Close idle connections to former leaders."""
+        for address, conn in list(self._conns.items()):
+            if address != keep and (conn.closed or conn.in_flight == 0):
+                conn.close()
+                del self._conns[address]
+
+    async def call(
+        self,
+        address: str,
+        op: str,
+        args: dict[str, Any],
+        key: tuple[str, int] | None,
+        deadline: float,
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Send one already-built request to the leader at ``address`` (``hops=1``)."""
+        with trio.move_on_at(deadline) as scope:
+            conn = await self.connection(address)
+        if scope.cancelled_caught:
+            raise Unavailable(f"could not reach the leader at {address} in time")
+        remaining = deadline - trio.current_time()
+        # The leader gets a slightly shorter deadline, so its answer (even a timeout) arrives
+        # before ours runs out.
+        timeout_ms = max(1, int(remaining * 1000) - 50)
+        with trio.move_on_at(deadline) as scope:
+            return await conn.request(op, args, key=key, timeout_ms=timeout_ms, hops=MAX_HOPS)
+        raise Timeout(
+            f"the leader at {address} did not answer in time; the write may or may not have "
+            "been applied: retry it with its idempotency key"
+        )
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+@attrs.define(eq=False)
+class ApiService:
+    """Executes operations on one node (see the module docstring)."""
+
+    node: Node
+    forwarder: Forwarder
+    timeout: float = DEFAULT_TIMEOUT
+    leader_wait: float = LEADER_WAIT
+
+    async def execute(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        key: tuple[str, int] | None = None,
+        consistency: str | None = None,
+        timeout: float | None = None,
+        hops: int = 0,
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Run operation ``name``: (result document, read meta or None). Raises ApiError."""
+        op = operation(name)
+        limit = self.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
+        deadline = trio.current_time() + max(limit, 0.001)
+        if op.is_write:
+            return await self._write(op, args, key, deadline, hops), None
+        return await self._read(op, args, consistency or "linearizable", deadline)
+
+    # ---------------------------------------------------------------- writes
+
+    async def _write(
+        self,
+        op: Operation,
+        args: dict[str, Any],
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int,
+    ) -> Any:
+        assert op.build is not None and op.render is not None
+        if key is not None and op.name in UNKEYED:
+            raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
+        check_key(key)
+        command, built = op.build(args)
+        envelope = Envelope(
+            command=command,
+            client_id=None if key is None else key[0],
+            seq=None if key is None else key[1],
+        )
+        runtime = self.node.runtime
+        maybe_applied = False  # an attempt may have applied the command: no keyless retry
+        hint: str | None = None
+        while True:
+            if trio.current_time() >= deadline:
+                raise self._expired(maybe_applied)
+            status = runtime.status()
+            if status.role is Role.LEADER:
+                maybe_applied = True
+                try:
+                    with trio.fail_at(deadline):
+                        response = await runtime.propose(envelope)
+                except trio.TooSlowError:
+                    raise self._expired(True) from None
+                except base.NotLeader:
+                    maybe_applied = False  # refused before it reached the log
+                    await self._settle(deadline)
+                    continue
+                except base.ProposalDropped:
+                    maybe_applied = False  # replaced by another leader's entry: not applied
+                    continue
+                if isinstance(response, Failure):
+                    raise failure_error(response)
+                return op.render(command, response, runtime.sm)
+            if hops >= MAX_HOPS:
+                raise NotLeader(leader=status.leader)
+            leader = hint or status.leader
+            hint = None
+            if leader is None:
+                await self._wait_for_leader(deadline)
+                continue
+            if leader == status.id:  # our view is mid-change: let the driver catch up
+                await self._settle(deadline)
+                continue
+            address = status.membership.address_of(leader)
+            if address is None:
+                raise Unavailable(f"the address of the leader {leader!r} is unknown")
+            try:
+                result, _ = await self.forwarder.call(address, op.name, built, key, deadline)
+                return result
+            except NotLeader as exc:
+                # The node we took for the leader is not (any more): follow its hint once,
+                # else wait for our own view to catch up.
+                if exc.leader_hint and exc.leader_hint != leader:
+                    hint = exc.leader_hint
+                else:
+                    await self._settle(deadline)
+            except ConnectionLost as exc:
+                if exc.outcome_unknown:
+                    maybe_applied = True
+                    if key is None:
+                        raise self._expired(True) from None
+                await self._settle(deadline)
+            except Timeout:
+                raise
+            except Unavailable:
+                await self._settle(deadline)
+
+    def _expired(self, maybe_applied: bool) -> ApiError:
+        if maybe_applied:
+            return Timeout(
+                "the write was not confirmed before its deadline; it may or may not have been "
+                "applied: retry it with the same idempotency key",
+                retry_after=1.0,
+            )
+        return Unavailable(NO_LEADER_MESSAGE, retry_after=1.0)
+
+    async def _settle(self, deadline: float) -> None:
+        """Pause briefly (until the node's view changes, at most RETRY_PAUSE)."""
+        with trio.move_on_at(min(deadline, trio.current_time() + RETRY_PAUSE)):
+            await self.node.runtime.wait_changed()
+
+    async def _wait_for_leader(self, deadline: float) -> None:
+        """Return once a leader is known; raise Unavailable after ``leader_wait`` or at the
+        deadline."""
+        runtime = self.node.runtime
+        give_up = min(deadline, trio.current_time() + self.leader_wait)
+        with trio.move_on_at(give_up):
+            while runtime.status().leader is None:
+                await runtime.wait_changed()
+            return
+        raise Unavailable(NO_LEADER_MESSAGE, retry_after=max(1.0, math.ceil(self.leader_wait / 2)))
+
+    # ---------------------------------------------------------------- reads
+
+    async def _read(
+        self, op: Operation, args: dict[str, Any], consistency: str, deadline: float
+    ) -> tuple[Any, dict[str, Any]]:
+        assert op.read is not None
+        if consistency not in ("linearizable", "local"):
+            raise InvalidArgument(
+                "consistency must be 'linearizable' or 'local'", field="consistency"
+            )
+        runtime = self.node.runtime
+        if consistency == "linearizable":
+            await self._read_barrier(deadline)
+        result = op.read(args, runtime.sm)
+        return result, self.meta(consistency)
+
+    async def _read_barrier(self, deadline: float) -> None:
+        runtime = self.node.runtime
+        while True:
+            if runtime.status().leader is None:
+                await self._wait_for_leader(deadline)
+            try:
+                with trio.fail_at(deadline):
+                    await runtime.read_index()
+                return
+            except trio.TooSlowError:
+                raise Unavailable(
+                    "no leader confirmed the read before its deadline; retry", retry_after=1.0
+                ) from None
+            except base.Unavailable:
+                if trio.current_time() >= deadline:
+                    raise Unavailable(NO_LEADER_MESSAGE, retry_after=1.0) from None
+                await self._settle(deadline)
+
+    def meta(self, consistency: str) -> dict[str, Any]:
+        """How fresh a read served now is (see the module docstring)."""
+        status = self.node.runtime.status()
+        applied = self.node.runtime.sm.last_applied_index
+        return {
+            "node": status.id,
+            "consistency": consistency,
+            "leader": status.leader,
+            "applied_index": applied,
+            "commit_index": status.commit,
+            "behind": max(0, status.commit - applied),
+        }

@@ -1,0 +1,516 @@
+"""The async (Trio) Python client: finds and follows the leader, retries safely, typed errors.
+
+Theory of operation.
+
+* Addresses. The client is given fast-protocol addresses (the nodes' raft listeners) or REST
+  addresses, from which it asks ``/v1/cluster/endpoints`` once. Every node's hello lists all
+  members, so the client knows the whole cluster after its first connection.
+* Leader following. The client keeps one connection, preferably to the leader: each response
+  frame carries the server's leader hint, and when it names another node the client moves its
+  next requests to that node (the old connection is closed once its requests are answered).
+  Any node would do (followers forward writes), the leader just saves a hop.
+* Exactly-once writes. Every write carries an idempotency key ``(client_id, seq)`` from a
+  session the client opened (``session.open``); a retry reuses the key, so the state machine
+  answers it with the first response instead of applying it again (Raft dissertation 6.3). A
+  session remembers the responses of its last 64 sequence numbers, so the client keeps fewer
+  than ``SESSION_WINDOW`` of one session's writes in flight and opens more sessions when it is
+  busier than that.
+* Retries. Until the call's deadline, the client retries what is safe to retry: reads, keyed
+  writes, and any request the node certainly did not apply (``unavailable``, ``not-leader``,
+  not sent). So a caller does not see a leader change at all; it sees ``Unavailable`` only when
+  no leader emerges before the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from univrs.client.connection import Connection
+from univrs.client.errors import (
+    ApiError,
+    ConnectionLost,
+    SessionExpired,
+    Timeout,
+    Unavailable,
+)
+
+log = logging.getLogger("univrs.client")
+
+DEFAULT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 2.0
+SESSION_WINDOW = 32  # in-flight writes per session; the state machine's window is 64
+MAX_SESSIONS = 64
+MAX_PAUSE = 0.5  # longest pause between two attempts
+
+
+@attrs.define(eq=False)
+class _Session:
+    """One idempotency session: its client id and the sequence numbers in use."""
+
+    client_id: str
+    next_seq: int = 1
+    outstanding: set[int] = attrs.field(factory=set)
+
+    def can_issue(self) -> bool:
+        # Every seq in flight stays within the window of the newest one, so a retry of the
+        # oldest is never "stale" (older than the state machine's response cache).
+        return not self.outstanding or self.next_seq < min(self.outstanding) + SESSION_WINDOW
+
+
+async def discover(api_addresses: list[str], *, timeout: float = CONNECT_TIMEOUT) -> list[str]:
+    """Fast-protocol addresses of the cluster, leader first, from any node's REST API."""
+    from univrs.api.fetch import get_json
+
+    errors = []
+    for api in api_addresses:
+        try:
+            doc = await get_json(api, "/v1/cluster/endpoints", timeout=timeout)
+        except (OSError, ValueError, trio.TooSlowError) as exc:
+            errors.append(f"{api}: {exc or type(exc).__name__}")
+            continue
+        members = doc.get("members", {}) if isinstance(doc, dict) else {}
+        leader = doc.get("leader") if isinstance(doc, dict) else None
+        order = sorted(members, key=lambda m: (m != leader, m != doc.get("node"), m))
+        found = [members[m]["client"] for m in order if members[m].get("client")]
+        if found:
+            return found
+        errors.append(f"{api}: no client endpoints listed")
+    raise Unavailable(
+        "cannot reach the univrs API at "
+        + ", ".join(api_addresses)
+        + f" ({'; '.join(errors)}); is a node running there?"
+    )
+
+
+@attrs.define(eq=False)
+class Client:
+    """A univrs client (see the module docstring). Create it with ``open_client``."""
+
+    endpoints: list[str]
+    nursery: trio.Nursery
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = CONNECT_TIMEOUT
+    _conn: Connection | None = None
+    _retired: list[Connection] = attrs.field(factory=list)
+    _members: dict[str, str] = attrs.field(factory=dict)  # node id -> fast address
+    _connect_lock: trio.Lock = attrs.field(factory=trio.Lock)
+    _sessions: list[_Session] = attrs.field(factory=list)
+    _session_lock: trio.Lock = attrs.field(factory=trio.Lock)
+    _released: trio.Event = attrs.field(factory=trio.Event)
+    _rng: random.Random = attrs.field(factory=random.Random)
+    retries: int = 0  # attempts beyond the first, over the client's lifetime (statistics)
+
+    # ---------------------------------------------------------------- connections
+
+    @property
+    def node_id(self) -> str | None:
+        """The node the client is connected to now, if any."""
+        return None if self._conn is None or self._conn.closed else self._conn.node_id
+
+    @property
+    def leader(self) -> str | None:
+        """The leader as last reported by the node the client talks to."""
+        return None if self._conn is None else self._conn.leader
+
+    def _candidates(self, avoid: set[str]) -> list[str]:
+        leader = self.leader
+        first = [self._members[leader]] if leader in self._members else []
+        rest = list(dict.fromkeys([*self._members.values(), *self.endpoints]))
+        self._rng.shuffle(rest)
+        ordered = list(dict.fromkeys(first + rest))
+        return [a for a in ordered if a not in avoid] + [a for a in ordered if a in avoid]
+
+    async def _connection(self, deadline: float) -> Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed and not self._should_move(conn):
+            return conn
+        async with self._connect_lock:
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                if not self._should_move(conn):
+                    return conn
+                moved = await self._try_open(self._members[conn.leader or ""], deadline)
+                if moved is not None:
+                    self._retire(conn)
+                    return self._adopt(moved)
+                return conn
+            errors: list[str] = []
+            avoid = {conn.address} if conn is not None else set()
+            for address in self._candidates(avoid):
+                if trio.current_time() >= deadline:
+                    break
+                try:
+                    new = await self._open(address, deadline)
+                except ApiError as exc:
+                    errors.append(str(exc))
+                    continue
+                return self._adopt(new)
+            raise ConnectionLost(
+                "no univrs node reachable ("
+                + ("; ".join(errors) or f"tried {', '.join(self._candidates(set()))}")
+                + ")"
+            )
+
+    def _should_move(self, conn: Connection) -> bool:
+        leader = conn.leader
+        return leader is not None and leader != conn.node_id and leader in self._members
+
+    async def _open(self, address: str, deadline: float) -> Connection:
+        timeout = max(0.001, min(self.connect_timeout, deadline - trio.current_time()))
+        return await Connection.open(self.nursery, address, timeout=timeout)
+
+    async def _try_open(self, address: str, deadline: float) -> Connection | None:
+        try:
+            return await self._open(address, deadline)
+        except ApiError:
+            return None
+
+    def _adopt(self, conn: Connection) -> Connection:
+        for member, info in conn.hello.members.items():
+            if info.get("client"):
+                self._members[member] = info["client"]  # type: ignore[assignment]
+        self._conn = conn
+        return conn
+
+    def _retire(self, conn: Connection) -> None:
+        if conn.in_flight == 0:
+            conn.close()
+        else:
+            self._retired.append(conn)
+
+    def _sweep(self) -> None:
+        for conn in list(self._retired):
+            if conn.in_flight == 0 or conn.closed:
+                conn.close()
+                self._retired.remove(conn)
+
+    # ---------------------------------------------------------------- calls
+
+    async def call(
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        *,
+        key: tuple[str, int] | None = None,
+        consistency: str | None = None,
+        timeout: float | None = None,
+        retry: bool | None = None,
+    ) -> Any:
+        """Run one operation; returns its result document. ``retry`` (default: reads and keyed
+        writes) allows retrying after an outcome-unknown failure."""
+        result, _ = await self.call_with_meta(
+            op, args, key=key, consistency=consistency, timeout=timeout, retry=retry
+        )
+        return result
+
+    async def call_with_meta(
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        *,
+        key: tuple[str, int] | None = None,
+        consistency: str | None = None,
+        timeout: float | None = None,
+        retry: bool | None = None,
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Like ``call``, also returning the read meta (local reads: how stale)."""
+        args = {} if args is None else args
+        safe = retry if retry is not None else (key is not None or _is_read(op))
+        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
+        pause = 0.01
+        attempt = 0
+        while True:
+            if attempt:
+                self.retries += 1
+            attempt += 1
+            conn: Connection | None = None
+            try:
+                conn = await self._connection(deadline)
+                remaining = deadline - trio.current_time()
+                with trio.move_on_at(deadline):
+                    return await conn.request(
+                        op,
+                        args,
+                        key=key,
+                        consistency=consistency,
+                        timeout_ms=max(1, int(remaining * 1000)),
+                    )
+                raise Timeout(f"{op}: no answer within the deadline; the outcome is unknown")
+            except ConnectionLost as exc:
+                if conn is not None and conn is self._conn:
+                    conn.close()
+                if exc.outcome_unknown and not safe:
+                    raise
+                error: ApiError = exc
+            except Timeout as exc:
+                if not safe:
+                    raise
+                error = exc
+            except Unavailable as exc:  # nothing applied (no leader, not the leader): retry
+                error = exc
+                pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
+            finally:
+                self._sweep()
+            now = trio.current_time()
+            if now >= deadline:
+                raise error
+            log.debug("retrying %s after %s", op, error)
+            await trio.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, MAX_PAUSE)
+
+    async def write(
+        self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Run a write exactly once, with an idempotency key from one of the client's sessions."""
+        deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
+        fresh = True
+        while True:
+            session, seq = await self._lease(deadline)
+            try:
+                return await self.call(
+                    op,
+                    args,
+                    key=(session.client_id, seq),
+                    timeout=max(0.001, deadline - trio.current_time()),
+                )
+            except SessionExpired:
+                # The session is gone (expired or evicted). On a first attempt nothing was
+                # applied: use a new session. A retried key's outcome is unknown: report it.
+                self._forget(session)
+                if not fresh:
+                    raise
+                fresh = False
+            finally:
+                session.outstanding.discard(seq)
+                self._released.set()
+                self._released = trio.Event()
+
+    async def _lease(self, deadline: float) -> tuple[_Session, int]:
+        while True:
+            for session in self._sessions:
+                if session.can_issue():
+                    seq = session.next_seq
+                    session.next_seq += 1
+                    session.outstanding.add(seq)
+                    return session, seq
+            if len(self._sessions) < MAX_SESSIONS and not self._session_lock.locked():
+                async with self._session_lock:
+                    timeout = max(0.001, deadline - trio.current_time())
+                    opened = await self.call("session.open", {}, timeout=timeout)
+                    self._sessions.append(_Session(client_id=opened["client_id"]))
+                continue
+            with trio.move_on_at(deadline):
+                await self._released.wait()
+                continue
+            raise Timeout("no idempotency session became free before the deadline")
+
+    def _forget(self, session: _Session) -> None:
+        if session in self._sessions:
+            self._sessions.remove(session)
+
+    async def aclose(self) -> None:
+        """Close the sessions (best effort, briefly) and the connections."""
+        sessions, self._sessions = self._sessions, []
+        with trio.move_on_after(1.0):
+            for session in sessions:
+                try:
+                    await self.call("session.close", {"client_id": session.client_id}, timeout=0.5)
+                except ApiError:
+                    break
+        for conn in [self._conn, *self._retired]:
+            if conn is not None:
+                conn.close()
+
+    # ---------------------------------------------------------------- workloads
+
+    async def create_workload(self, spec: dict[str, Any], *, id: str | None = None) -> Any:
+        """Create a workload; returns it with its id (assigned by the node unless given)."""
+        return await self.write("workload.create", _args(spec=spec, id=id))
+
+    async def get_workload(self, id: str, *, consistency: str | None = None) -> Any:
+        return await self.call("workload.get", {"id": id}, consistency=consistency)
+
+    async def list_workloads(
+        self,
+        *,
+        labels: dict[str, str] | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        consistency: str | None = None,
+    ) -> Any:
+        """A page ``{"items": [...], "next": id | None}`` of workloads sorted by id."""
+        args = _args(labels=labels, name=name, limit=limit, after=after)
+        return await self.call("workload.list", args, consistency=consistency)
+
+    async def update_workload(
+        self, id: str, spec: dict[str, Any], *, expected_version: int | None = None
+    ) -> Any:
+        args = _args(id=id, spec=spec, expected_version=expected_version)
+        return await self.write("workload.update", args)
+
+    async def scale_workload(
+        self, id: str, replicas: int, *, expected_version: int | None = None
+    ) -> Any:
+        args = _args(id=id, replicas=replicas, expected_version=expected_version)
+        return await self.write("workload.scale", args)
+
+    async def delete_workload(self, id: str, *, expected_version: int | None = None) -> Any:
+        return await self.write("workload.delete", _args(id=id, expected_version=expected_version))
+
+    # ---------------------------------------------------------------- instances
+
+    async def create_instance(
+        self, workload_id: str, *, node_id: str | None = None, id: str | None = None
+    ) -> Any:
+        args = _args(workload_id=workload_id, node_id=node_id, id=id)
+        return await self.write("instance.create", args)
+
+    async def get_instance(self, id: str, *, consistency: str | None = None) -> Any:
+        return await self.call("instance.get", {"id": id}, consistency=consistency)
+
+    async def list_instances(
+        self,
+        *,
+        workload_id: str | None = None,
+        node_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        consistency: str | None = None,
+    ) -> Any:
+        args = _args(
+            workload_id=workload_id, node_id=node_id, status=status, limit=limit, after=after
+        )
+        return await self.call("instance.list", args, consistency=consistency)
+
+    async def update_instance_status(
+        self,
+        id: str,
+        status: str,
+        *,
+        message: str | None = None,
+        node_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> Any:
+        args = _args(
+            id=id,
+            status=status,
+            message=message,
+            node_id=node_id,
+            expected_version=expected_version,
+        )
+        return await self.write("instance.update_status", args)
+
+    async def delete_instance(self, id: str, *, expected_version: int | None = None) -> Any:
+        return await self.write("instance.delete", _args(id=id, expected_version=expected_version))
+
+    # ---------------------------------------------------------------- nodes
+
+    async def register_node(
+        self,
+        id: str,
+        *,
+        addresses: list[str] | None = None,
+        capacity: dict[str, int] | None = None,
+        labels: dict[str, str] | None = None,
+        status: str | None = None,
+    ) -> Any:
+        args = _args(id=id, addresses=addresses, capacity=capacity, labels=labels, status=status)
+        return await self.write("node.register", args)
+
+    async def get_node(self, id: str, *, consistency: str | None = None) -> Any:
+        return await self.call("node.get", {"id": id}, consistency=consistency)
+
+    async def list_nodes(
+        self,
+        *,
+        labels: dict[str, str] | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        consistency: str | None = None,
+    ) -> Any:
+        args = _args(labels=labels, status=status, limit=limit, after=after)
+        return await self.call("node.list", args, consistency=consistency)
+
+    async def update_node_status(
+        self, id: str, status: str, *, expected_version: int | None = None
+    ) -> Any:
+        args = _args(id=id, status=status, expected_version=expected_version)
+        return await self.write("node.update_status", args)
+
+    async def deregister_node(self, id: str, *, expected_version: int | None = None) -> Any:
+        return await self.write("node.deregister", _args(id=id, expected_version=expected_version))
+
+    # ---------------------------------------------------------------- credits
+
+    async def mint_credits(self, to_peer: str, amount: int, reason: str) -> Any:
+        args = {"to_peer": to_peer, "amount": amount, "reason": reason}
+        return await self.write("credits.mint", args)
+
+    async def transfer_credits(self, from_peer: str, to_peer: str, amount: int) -> Any:
+        args = {"from_peer": from_peer, "to_peer": to_peer, "amount": amount}
+        return await self.write("credits.transfer", args)
+
+    async def balance(self, peer: str, *, consistency: str | None = None) -> Any:
+        return await self.call("credits.balance", {"peer": peer}, consistency=consistency)
+
+    async def list_balances(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        consistency: str | None = None,
+    ) -> Any:
+        args = _args(limit=limit, after=after)
+        return await self.call("credits.list", args, consistency=consistency)
+
+
+def _is_read(op: str) -> bool:
+    return op.rsplit(".", 1)[-1] in ("get", "list", "balance")
+
+
+def _args(**kwargs: Any) -> dict[str, Any]:
+    """The given keyword arguments without the None ones."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@asynccontextmanager
+async def open_client(
+    endpoints: list[str] | str | None = None,
+    *,
+    api: list[str] | str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> AsyncIterator[Client]:
+    """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
+    addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses)."""
+    if isinstance(endpoints, str):
+        endpoints = [e for e in endpoints.split(",") if e]
+    if isinstance(api, str):
+        api = [a for a in api.split(",") if a]
+    if not endpoints:
+        if not api:
+            raise ValueError("open_client needs endpoints or api addresses")
+        endpoints = await discover(api, timeout=connect_timeout)
+    async with trio.open_nursery() as nursery:
+        client = Client(
+            endpoints=list(endpoints),
+            nursery=nursery,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+        )
+        try:
+            yield client
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,291 @@
+"""One websocket connection to one node's ``/client`` endpoint, with many requests in flight.
+
+Theory of operation. ``Connection.open(nursery, address)`` dials, exchanges hellos and starts
+the connection's task in ``nursery``. ``request`` queues a request and waits for the response
+with the same id. A writer task sends everything queued since its last send as *one* frame, so
+concurrent callers share websocket messages (and the server gets them together, which lets the
+leader put them in one log append). A reader task matches response frames to waiting callers.
+
+When the connection breaks (or ``close`` is called), every waiting caller gets
+``ConnectionLost``: with ``outcome_unknown`` False when its request had not been handed to the
+socket yet, True when it had (the node may have applied it). The connection never retries:
+that is the business of its user (the client, or a node forwarding to the leader), which knows
+whether a retry is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    connect_websocket,
+)
+
+from univrs.client import protocol
+from univrs.client.errors import ApiError, ConnectionLost, InvalidArgument, error_from_plain
+from univrs.client.protocol import Request, ServerHello
+from univrs.errors import ProtocolError
+from univrs.net.address import split_host_port
+from univrs.runtime.waiter import Waiter
+
+log = logging.getLogger("univrs.client")
+
+MAX_PER_FRAME = 512  # requests per websocket message
+RECEIVE_BUFFER = 256 * 1024
+CLOSE_TIMEOUT = 0.5
+
+
+def _lost(address: str, why: str, *, sent: bool) -> ConnectionLost:
+    exc = ConnectionLost(f"connection to {address} lost: {why}")
+    exc.outcome_unknown = sent
+    return exc
+
+
+@attrs.define(eq=False)
+class Connection:
+    """A live connection (see the module docstring). Create it with ``Connection.open``."""
+
+    address: str
+    hello: ServerHello
+    max_frame: int = protocol.MAX_FRAME
+    leader: str | None = None  # the newest leader hint the server sent
+    _ws: WebSocketConnection | None = None
+    _pending: dict[int, Waiter[dict[str, Any]]] = attrs.field(factory=dict)
+    _outbox: list[Request] = attrs.field(factory=list)
+    _wakeup: trio.Event = attrs.field(factory=trio.Event)
+    _next_id: int = 1
+    _handed: set[int] = attrs.field(factory=set)  # ids of pending requests given to the socket
+    _closed: str | None = None  # why, once closed
+    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _sent: int = 0  # statistics
+    _frames: int = 0
+
+    @property
+    def node_id(self) -> str:
+        """The id of the node at the other end."""
+        return self.hello.node
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    @classmethod
+    async def open(
+        cls,
+        nursery: trio.Nursery,
+        address: str,
+        *,
+        timeout: float = 5.0,
+        max_frame: int = protocol.MAX_FRAME,
+    ) -> Connection:
+        """Connect to ``address`` (``host:port`` of a node's raft listener); the connection's
+        task runs in ``nursery`` until it breaks or ``close`` is called. Raises ConnectionLost
+        (``outcome_unknown`` False) if the node cannot be reached within ``timeout``, or the
+        error the node refused the connection with."""
+        conn: Connection = await nursery.start(_run_connection, address, timeout, max_frame)
+        return conn
+
+    async def request(
+        self,
+        op: str,
+        args: dict[str, Any],
+        *,
+        key: tuple[str, int] | None = None,
+        consistency: str | None = None,
+        timeout_ms: int | None = None,
+        hops: int = 0,
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Send one request and wait for its answer: (result, meta). Raises the ApiError the
+        node answered with, or ConnectionLost. Cancelling abandons the answer, not the
+        request (the node may still apply it)."""
+        if self._closed is not None:
+            raise _lost(self.address, self._closed, sent=False)
+        rid = self._next_id
+        self._next_id += 1
+        req = Request(
+            id=rid,
+            op=op,
+            args=args,
+            key=key,
+            consistency=consistency,
+            timeout_ms=timeout_ms,
+            hops=hops,
+        )
+        waiter: Waiter[dict[str, Any]] = Waiter()
+        self._pending[rid] = waiter
+        self._outbox.append(req)
+        self._wakeup.set()
+        try:
+            resp = await waiter.wait()
+        finally:
+            self._pending.pop(rid, None)
+            self._handed.discard(rid)
+        if "error" in resp:
+            raise error_from_plain(resp["error"])
+        meta = resp.get("meta")
+        return resp.get("ok"), meta if isinstance(meta, dict) else None
+
+    def close(self) -> None:
+        """Close the connection; waiting callers get ConnectionLost."""
+        self._scope.cancel()
+
+    # ---------------------------------------------------------------- tasks
+
+    async def _writer(self, ws: WebSocketConnection) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._outbox:
+                batch = self._outbox[:MAX_PER_FRAME]
+                del self._outbox[:MAX_PER_FRAME]
+                await self._send_batch(ws, batch)
+
+    async def _send_batch(self, ws: WebSocketConnection, batch: list[Request]) -> None:
+        live = [r for r in batch if r.id in self._pending]  # skip abandoned requests
+        if not live:
+            return
+        try:
+            frame = protocol.encode_requests(live)
+        except TypeError as exc:  # a caller passed something that is not plain data
+            for r in live:
+                self._fail(r.id, InvalidArgument(f"request cannot be encoded: {exc}"))
+            return
+        if len(frame) > self.max_frame:
+            if len(live) == 1:
+                self._fail(
+                    live[0].id,
+                    InvalidArgument(f"request is larger than the frame limit {self.max_frame}"),
+                )
+                return
+            half = len(live) // 2
+            await self._send_batch(ws, live[:half])
+            await self._send_batch(ws, live[half:])
+            return
+        # From here on the node may see them: their outcome is unknown if we break.
+        self._handed.update(r.id for r in live)
+        await ws.send_message(frame)
+        self._sent += len(live)
+        self._frames += 1
+
+    async def _reader(self, ws: WebSocketConnection) -> None:
+        while True:
+            data = await ws.get_message()
+            leader, responses = protocol.decode_responses(data, max_size=self.max_frame)
+            self.leader = leader
+            for resp in responses:
+                waiter = self._pending.pop(resp["id"], None)
+                if waiter is not None:
+                    waiter.set(resp)
+
+    def _fail(self, rid: int, exc: ApiError) -> None:
+        waiter = self._pending.pop(rid, None)
+        if waiter is not None:
+            waiter.fail(exc)
+
+    def _fail_all(self, why: str) -> None:
+        self._closed = why
+        pending, self._pending = self._pending, {}
+        self._outbox.clear()
+        for rid, waiter in pending.items():
+            waiter.fail(_lost(self.address, why, sent=rid in self._handed))
+        self._handed.clear()
+
+
+async def _run_connection(
+    address: str,
+    timeout: float,
+    max_frame: int,
+    *,
+    task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    host, port = split_host_port(address)
+    conn: Connection | None = None
+    why = "closed"
+    try:
+        async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
+            ws = await _dial(nursery, address, host, port, timeout, max_frame)
+            try:
+                hello = await _exchange_hellos(ws, address, timeout, max_frame)
+                conn = Connection(address=address, hello=hello, max_frame=max_frame)
+                conn._ws = ws
+                conn.leader = hello.leader
+                with conn._scope:
+                    task_status.started(conn)
+                    nursery.start_soon(conn._writer, ws)
+                    try:
+                        await conn._reader(ws)
+                    except ConnectionClosed as exc:
+                        why = _describe_close(exc)
+                    except ProtocolError as exc:
+                        why = f"protocol error: {exc}"
+                        log.warning("closing connection to %s: %s", address, exc)
+                if conn._scope.cancelled_caught:
+                    why = "closed by the client"
+                nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                    await ws.aclose()
+    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        if conn is None:
+            raise _lost(address, why, sent=False) from None
+    finally:
+        if conn is not None:
+            conn._fail_all(why)
+
+
+async def _dial(
+    nursery: trio.Nursery, address: str, host: str, port: int, timeout: float, max_frame: int
+) -> WebSocketConnection:
+    try:
+        with trio.fail_after(timeout):
+            return await connect_websocket(
+                nursery,
+                host,
+                port,
+                protocol.PATH,
+                use_ssl=False,
+                message_queue_size=64,
+                max_message_size=max_frame,
+                receive_buffer_size=RECEIVE_BUFFER,
+            )
+    except trio.TooSlowError:
+        raise _lost(address, f"no websocket handshake within {timeout:g}s", sent=False) from None
+    except (OSError, HandshakeError, ConnectionClosed) as exc:
+        raise _lost(address, f"cannot connect: {exc}", sent=False) from None
+
+
+async def _exchange_hellos(
+    ws: WebSocketConnection, address: str, timeout: float, max_frame: int
+) -> ServerHello:
+    try:
+        with trio.fail_after(timeout):
+            await ws.send_message(protocol.encode_client_hello())
+            answer = protocol.decode_server_hello(await ws.get_message())
+    except trio.TooSlowError:
+        raise _lost(address, f"no hello within {timeout:g}s", sent=False) from None
+    except ConnectionClosed as exc:
+        raise _lost(address, _describe_close(exc), sent=False) from None
+    except ProtocolError as exc:
+        raise _lost(address, f"protocol error: {exc}", sent=False) from None
+    if isinstance(answer, dict):
+        raise error_from_plain(answer)
+    return answer
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    reason = exc.reason
+    if reason is None:
+        return "connection closed"
+    text = f": {reason.reason}" if reason.reason else ""
+    return f"closed by the node ({reason.code}{text})"

@@ -1,0 +1,230 @@
+"""The fast client protocol: CBOR frames over a websocket at ``/client`` on a node's raft port.
+
+Theory of operation. HTTP in Python costs about a millisecond of server CPU per request; this
+protocol carries the same operations (``univrs.api.ops``: ``workload.create``, ``credits.mint``
+...) with the same arguments, results and errors as the REST API, but many requests travel in
+one websocket message and many are in flight on one connection, matched by request id.
+
+Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
+
+    client hello  {"univrs": "client", "v": 1}
+    server hello  {"univrs": "client", "v": 1, "node": id, "leader": id | None,
+                   "members": {id: {"client": "host:port" | None, "api": "host:port" | None}}}
+                  or {"univrs": "client", "v": 1, "error": <error>} and a close
+    requests      [{"id": uint, "op": str, "args": map,
+                    "key": [client_id, seq]?,              # idempotency (a session key)
+                    "consistency": "linearizable"|"local"?, # reads; default linearizable
+                    "timeout_ms": uint?,                   # the request's deadline
+                    "hops": uint?}, ...]                   # 1 when a node forwards to the leader
+    responses     {"leader": id | None, "r": [{"id": uint, "ok": result, "meta": map?}
+                                              | {"id": uint, "error": <error>}, ...]}
+    <error>       {"code": str, "message": str, "field": str?, ...}  (univrs.client.errors)
+
+Responses come back in completion order, not request order. A request the server cannot even
+parse (no usable id) closes the connection with a protocol error; a request with a usable id
+but bad fields gets an error response and the connection carries on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from univrs import codec
+from univrs.client.errors import ApiError, MalformedRequest, error_to_plain
+from univrs.errors import ProtocolError
+
+PATH = "/client"
+PROTOCOL = "client"
+VERSION = 1
+MAX_FRAME = 4 * 1024 * 1024  # the raft listener's default max_payload_size
+MAX_HOPS = 1  # a forwarded request is not forwarded again
+CONSISTENCIES = ("linearizable", "local")
+
+_REQUEST_KEYS = frozenset({"id", "op", "args", "key", "consistency", "timeout_ms", "hops"})
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Request:
+    """One operation on the wire (see the module docstring for the fields)."""
+
+    id: int
+    op: str
+    args: dict[str, Any] = attrs.field(factory=dict)
+    key: tuple[str, int] | None = None
+    consistency: str | None = None
+    timeout_ms: int | None = None
+    hops: int = 0
+
+    def to_plain(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "op": self.op, "args": self.args}
+        if self.key is not None:
+            out["key"] = list(self.key)
+        if self.consistency is not None:
+            out["consistency"] = self.consistency
+        if self.timeout_ms is not None:
+            out["timeout_ms"] = self.timeout_ms
+        if self.hops:
+            out["hops"] = self.hops
+        return out
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class BadRequest:
+    """A request whose id could be read but whose other fields are malformed."""
+
+    id: int
+    error: ApiError
+
+
+def _is_uint(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def encode_client_hello() -> bytes:
+    return codec.encode_plain({"univrs": PROTOCOL, "v": VERSION})
+
+
+def check_client_hello(data: bytes | str) -> None:
+    """Raise ProtocolError unless ``data`` is a client hello of our version."""
+    doc = _decode(data, "hello")
+    if not (isinstance(doc, dict) and doc.get("univrs") == PROTOCOL):
+        raise ProtocolError("the first frame is not a univrs client hello")
+    if doc.get("v") != VERSION:
+        raise ProtocolError(f"client protocol version {doc.get('v')!r} unsupported (want 1)")
+
+
+def encode_server_hello(
+    node: str, leader: str | None, members: dict[str, dict[str, str | None]]
+) -> bytes:
+    return codec.encode_plain(
+        {"univrs": PROTOCOL, "v": VERSION, "node": node, "leader": leader, "members": members}
+    )
+
+
+def encode_server_refusal(error: ApiError) -> bytes:
+    return codec.encode_plain({"univrs": PROTOCOL, "v": VERSION, "error": error_to_plain(error)})
+
+
+@attrs.frozen(kw_only=True)
+class ServerHello:
+    """What a node says about itself when a client connects."""
+
+    node: str
+    leader: str | None
+    members: dict[str, dict[str, str | None]]
+
+    def client_address(self, node_id: str) -> str | None:
+        """The fast-protocol address (``host:port``) of a member, if known."""
+        return (self.members.get(node_id) or {}).get("client")
+
+
+def decode_server_hello(data: bytes | str) -> ServerHello | dict[str, Any]:
+    """The server's hello, or the error map it refused the connection with."""
+    doc = _decode(data, "hello")
+    if not (isinstance(doc, dict) and doc.get("univrs") == PROTOCOL and doc.get("v") == VERSION):
+        raise ProtocolError("the server's first frame is not a univrs client hello (version 1)")
+    if "error" in doc:
+        error = doc["error"]
+        return error if isinstance(error, dict) else {"code": "internal", "message": str(error)}
+    node, leader, members = doc.get("node"), doc.get("leader"), doc.get("members")
+    if not isinstance(node, str) or not (leader is None or isinstance(leader, str)):
+        raise ProtocolError("server hello: node and leader must be strings")
+    if not isinstance(members, dict):
+        raise ProtocolError("server hello: members must be a map")
+    clean: dict[str, dict[str, str | None]] = {}
+    for member, info in members.items():
+        if not isinstance(member, str) or not isinstance(info, dict):
+            raise ProtocolError("server hello: malformed members")
+        clean[member] = {
+            k: v for k, v in info.items() if k in ("client", "api") and isinstance(v, str)
+        }
+    return ServerHello(node=node, leader=leader, members=clean)
+
+
+def encode_requests(requests: list[Request]) -> bytes:
+    return codec.encode_plain([r.to_plain() for r in requests])
+
+
+def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Request | BadRequest]:
+    """Requests of one frame. Raises ProtocolError when the frame (or a request's id) is
+    unusable; a request with a readable id but bad fields becomes a ``BadRequest``."""
+    doc = _decode(data, "request frame", max_size)
+    if type(doc) is not list:
+        raise ProtocolError("a request frame must be an array of requests")
+    out: list[Request | BadRequest] = []
+    for item in doc:
+        if type(item) is not dict or not _is_uint(item.get("id")):
+            raise ProtocolError("every request must be a map with an unsigned integer 'id'")
+        rid: int = item["id"]
+        try:
+            out.append(_request(rid, item))
+        except MalformedRequest as exc:
+            out.append(BadRequest(id=rid, error=exc))
+    return out
+
+
+def _request(rid: int, item: dict[Any, Any]) -> Request:
+    unknown = [k for k in item if k not in _REQUEST_KEYS]
+    if unknown:
+        raise MalformedRequest(f"unknown request field {unknown[0]!r}", field=str(unknown[0]))
+    op, args = item.get("op"), item.get("args", {})
+    if type(op) is not str:
+        raise MalformedRequest("request 'op' must be a string", field="op")
+    if type(args) is not dict:
+        raise MalformedRequest("request 'args' must be a map", field="args")
+    key = item.get("key")
+    if key is not None:
+        if not (type(key) is list and len(key) == 2 and type(key[0]) is str and _is_uint(key[1])):
+            raise MalformedRequest("request 'key' must be [client_id, seq]", field="key")
+        key = (key[0], key[1])
+    consistency = item.get("consistency")
+    if consistency is not None and consistency not in CONSISTENCIES:
+        raise MalformedRequest(
+            "request 'consistency' must be 'linearizable' or 'local'", field="consistency"
+        )
+    timeout_ms = item.get("timeout_ms")
+    if timeout_ms is not None and not _is_uint(timeout_ms):
+        raise MalformedRequest(
+            "request 'timeout_ms' must be an unsigned integer", field="timeout_ms"
+        )
+    hops = item.get("hops", 0)
+    if not _is_uint(hops):
+        raise MalformedRequest("request 'hops' must be an unsigned integer", field="hops")
+    return Request(
+        id=rid,
+        op=op,
+        args=args,
+        key=key,
+        consistency=consistency,
+        timeout_ms=timeout_ms,
+        hops=hops,
+    )
+
+
+def encode_responses(leader: str | None, responses: list[dict[str, Any]]) -> bytes:
+    return codec.encode_plain({"leader": leader, "r": responses})
+
+
+def decode_responses(
+    data: bytes | str, *, max_size: int = MAX_FRAME
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """(leader hint, responses) of one server frame; raises ProtocolError if malformed."""
+    doc = _decode(data, "response frame", max_size)
+    if type(doc) is not dict or type(doc.get("r")) is not list:
+        raise ProtocolError("a response frame must be a map with an array 'r'")
+    leader = doc.get("leader")
+    for r in doc["r"]:
+        if type(r) is not dict or not _is_uint(r.get("id")):
+            raise ProtocolError("every response must be a map with an unsigned integer 'id'")
+    return (leader if isinstance(leader, str) else None), doc["r"]
+
+
+def _decode(data: bytes | str, what: str, max_size: int = MAX_FRAME) -> Any:
+    if isinstance(data, str):
+        raise ProtocolError(f"{what}: text frame (client frames are binary CBOR)")
+    try:
+        return codec.decode_plain(data, max_size=max_size)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{what}: {exc}") from None
