@@ -32,6 +32,7 @@ from univrs.sm import (
     snapshot_plain,
     state_digest,
 )
+from univrs.sm import snapshot as snapshot_module
 
 # A version-1 snapshot as written by the first release. Newer code must keep reading it (add a
 # reader for a new version, never drop this one), and the digest of its state is pinned.
@@ -247,3 +248,38 @@ def test_corrupt_snapshots_are_refused(doc: Any) -> None:
 def test_the_pinned_snapshot_itself_is_valid() -> None:
     """So the corruption cases above fail for their edit, not for a broken base."""
     assert snapshot_plain(restore_plain(copy.deepcopy(V1_SNAPSHOT))) == V1_SNAPSHOT
+
+
+def test_workload_rows_fast_and_checked_readers_agree() -> None:
+    log = populated()
+    log(CreateWorkload(id="bare", spec=spec("bare", args=(), env={}, labels={}, ports=())))
+    rows = snapshot_plain(log.sm)["workloads"]
+    assert len(rows) == 22
+    for row in rows:
+        fast = snapshot_module._workload_fast(row)
+        assert fast is not None
+        assert fast == snapshot_module._workload_checked(row, "row")
+
+
+ROW = V1_SNAPSHOT["workloads"][0]
+BAD_ROWS: list[Any] = [
+    ("short header", ROW[:5]),
+    ("id int", [1, *ROW[1:]]),
+    ("version negative", [ROW[0], -1, *ROW[2:]]),
+    ("replicas str", [*ROW[:5], "2", *ROW[6:]]),
+    ("arg count too big", [*ROW[:8], 3, *ROW[9:]]),
+    ("arg count negative", [*ROW[:8], -1, *ROW[9:]]),
+    ("arg int", [*ROW[:9], 7, *ROW[10:]]),
+    ("env value bytes", [*ROW[:13], b"info", *ROW[14:]]),
+    ("port count too big", [*ROW[:19], 2, *ROW[20:]]),
+    ("port protocol", [*ROW[:21], "icmp", ROW[22]]),
+    ("port number str", [*ROW[:20], "80", *ROW[21:]]),
+    ("trailing item", [*ROW, "x"]),
+]
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=n) for n, r in BAD_ROWS])
+def test_bad_workload_rows_are_refused_by_both_readers(row: Any) -> None:
+    assert snapshot_module._workload_fast(row) is None
+    with pytest.raises(DecodeError):
+        snapshot_module._workload_checked(row, "row")

@@ -235,6 +235,76 @@ _KIND_NAME = {
 
 
 def _workload_v1(value: Any, path: str) -> StoredWorkload:
+    # The fast path reads well-formed rows (all of them, normally) ~4x faster; anything it
+    # does not like goes through the checked path, which names what is wrong.
+    fast = _workload_fast(value) if type(value) is list else None
+    return fast if fast is not None else _workload_checked(value, path)
+
+
+_JUST_STR = frozenset({str})
+
+
+def _workload_fast(v: list[Any]) -> StoredWorkload | None:
+    try:
+        ident, version, created, name, image, replicas, cpu, memory, n_args = v[:9]
+        if not (
+            type(ident) is str
+            and type(version) is int
+            and version >= 0
+            and type(created) is int
+            and created >= 0
+            and type(name) is str
+            and type(image) is str
+            and type(replicas) is int
+            and type(cpu) is int
+            and type(memory) is int
+            and type(n_args) is int
+            and n_args >= 0
+        ):
+            return None
+        env_at = 9 + n_args
+        n_env = v[env_at]
+        labels_at = env_at + 1 + 2 * n_env
+        n_labels = v[labels_at]
+        ports_at = labels_at + 1 + 2 * n_labels
+        n_ports = v[ports_at]
+        if not (
+            type(n_env) is int
+            and n_env >= 0
+            and type(n_labels) is int
+            and n_labels >= 0
+            and type(n_ports) is int
+            and n_ports >= 0
+            and ports_at + 1 + 3 * n_ports == len(v)  # so every slice below is exact
+        ):
+            return None
+        args, env, labels = v[9:env_at], v[env_at + 1 : labels_at], v[labels_at + 1 : ports_at]
+        if not set(map(type, args + env + labels)) <= _JUST_STR:  # exact str, in one C pass
+            return None
+        ports = []
+        for at in range(ports_at + 1, len(v), 3):
+            number, protocol, port_name = v[at : at + 3]
+            if type(number) is not int or type(port_name) is not str:
+                return None
+            ports.append(
+                Port(container_port=number, protocol=PortProtocol(protocol), name=port_name)
+            )
+    except (IndexError, ValueError, TypeError):
+        return None
+    spec = WorkloadSpec(
+        name=name,
+        image=image,
+        replicas=replicas,
+        args=tuple(args),
+        env=tuple(zip(env[::2], env[1::2], strict=True)),
+        labels=tuple(zip(labels[::2], labels[1::2], strict=True)),
+        resources=Resources(cpu_millis=cpu, memory_bytes=memory),
+        ports=ports,
+    )
+    return StoredWorkload(id=ident, spec=spec, version=version, created_index=created)
+
+
+def _workload_checked(value: Any, path: str) -> StoredWorkload:
     row = _Row(value, path)
     ident, version, created, name, image, replicas, cpu, memory = row.fields("suussiii")
     args, env, labels = row.texts(), row.pairs(), row.pairs()
