@@ -185,7 +185,9 @@ class RaftLog:
 
     def has_unstable(self) -> bool:
         """True if a Ready must carry a truncation or entries."""
-        return self._pending_truncate is not None or self._unstable_from <= self.last_index
+        return self._pending_truncate is not None or self._unstable_from <= self._offset + len(
+            self._entries
+        )
 
     @property
     def stable_limit(self) -> int:

@@ -39,6 +39,7 @@ from univrs.raft.membership import ConfigHistory, voter_changes
 from univrs.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
+    Entry,
     EntryKind,
     HardState,
     Heartbeat,
@@ -59,6 +60,7 @@ from univrs.raft.ready import (
     InitialState,
     PeerStatus,
     RaftConfig,
+    ReadState,
     Ready,
     Role,
     SoftState,
@@ -300,15 +302,13 @@ class RaftNode(ElectionMixin, LeaderMixin):
 
     def has_ready(self) -> bool:
         """True if ``ready()`` would return a non-empty batch."""
+        if self._msgs or self._msgs_after or self._out_reads or self._out_dropped:
+            return True
         hs = self._last_hs
         soft = self._last_soft
-        return bool(
-            self._msgs
-            or self._msgs_after
-            or self._out_reads
-            or self._out_dropped
-            or self._log.has_unstable()
-            or min(self._commit, self._persisted) > self._handed
+        return (
+            self._log.has_unstable()
+            or (self._commit if self._commit < self._persisted else self._persisted) > self._handed
             or self._term != hs.term
             or self._vote != hs.vote
             or self._commit != hs.commit
@@ -319,38 +319,54 @@ class RaftNode(ElectionMixin, LeaderMixin):
 
     def ready(self) -> Ready:
         """Take the accumulated output (may be empty); see univrs/raft/ready.py for the contract."""
-        truncate, entries = self._log.take_unstable()
+        log = self._log
+        truncate: int | None = None
+        entries: tuple[Entry, ...] = ()
+        if log.has_unstable():
+            truncate, entries = log.take_unstable()
         hard_state = None
         hs = self._last_hs
         if self._term != hs.term or self._vote != hs.vote or self._commit != hs.commit:
             hard_state = HardState(term=self._term, vote=self._vote, commit=self._commit)
             self._last_hs = hard_state
         hi = min(self._commit, self._persisted)
-        committed = self._log.entries(self._handed + 1, hi)
+        committed: tuple[Entry, ...] = ()
         if hi > self._handed:
+            committed = log.entries(self._handed + 1, hi)
             self._handed = hi
         soft = None
         last = self._last_soft
         if self._role is not last.role or self._leader != last.leader or self._term != last.term:
             soft = SoftState(role=self._role, leader=self._leader, term=self._term)
             self._last_soft = soft
-        rd = Ready(
+        messages: tuple[Message, ...] = ()
+        if self._msgs:
+            messages = tuple(self._msgs)
+            self._msgs.clear()
+            self._leader_reads.round_unsent = False  # the round's heartbeats are on their way
+        after: tuple[Message, ...] = ()
+        if self._msgs_after:
+            after = tuple(self._msgs_after)
+            self._msgs_after.clear()
+        reads: tuple[ReadState, ...] = ()
+        if self._out_reads:
+            reads = tuple(self._out_reads)
+            self._out_reads.clear()
+        dropped: tuple[int, ...] = ()
+        if self._out_dropped:
+            dropped = tuple(self._out_dropped)
+            self._out_dropped.clear()
+        return Ready(
             hard_state=hard_state,
             truncate_from=truncate,
             entries=entries,
-            messages=tuple(self._msgs),
-            messages_after_persist=tuple(self._msgs_after),
+            messages=messages,
+            messages_after_persist=after,
             committed=committed,
-            reads=tuple(self._out_reads),
-            dropped_reads=tuple(self._out_dropped),
+            reads=reads,
+            dropped_reads=dropped,
             soft_state=soft,
         )
-        self._msgs.clear()
-        self._msgs_after.clear()
-        self._out_reads.clear()
-        self._out_dropped.clear()
-        self._leader_reads.round_unsent = False  # the round's heartbeats are on their way
-        return rd
 
     def status(self) -> Status:
         """A frozen view of this node (the leader also reports each peer's progress)."""
