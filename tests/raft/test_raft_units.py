@@ -150,3 +150,31 @@ def test_heartbeats_every_heartbeat_ticks_to_every_member() -> None:
     st = c.status("n1")
     match = {p.id: p.match for p in st.peers}
     assert all(m.commit == min(st.commit, match[m.dst]) for m in beats)
+
+
+def test_restart_state_validation() -> None:
+    from univrs.raft import HardState, InitialState
+    from univrs.raft.messages import Entry
+
+    m = Membership(voters=frozenset({"a"}))
+    ents = (Entry(term=1, index=1), Entry(term=1, index=2))
+    # Applied beyond the saved commit: commit follows (those entries were committed).
+    hs = HardState(term=1, commit=1)
+    init = InitialState(hard_state=hs, entries=ents, membership=m, applied=2)
+    node = RaftNode("a", rng=FixedRng(10), initial=init)
+    st = node.status()
+    assert (st.commit, st.applied, st.persisted) == (2, 2, 2)
+    assert not node.has_ready() or node.ready().committed == ()
+    with pytest.raises(ValueError):
+        RaftNode("a", rng=FixedRng(10), initial=InitialState(entries=ents, membership=m, applied=3))
+    with pytest.raises(ValueError):
+        bad = InitialState(hard_state=HardState(term=1, commit=5), entries=ents, membership=m)
+        RaftNode("a", rng=FixedRng(10), initial=bad)
+
+
+def test_new_leadership_starts_a_fresh_read_round() -> None:
+    lr = LeaderReads()
+    r, new = lr.round_for_new_read()
+    lr.reset_acks()
+    r2, new2 = lr.round_for_new_read()
+    assert new and new2 and r2 == r + 1

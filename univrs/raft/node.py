@@ -112,11 +112,12 @@ class RaftNode(ElectionMixin, LeaderMixin):
             raise ValueError(f"hard state commit {hs.commit} beyond last index {self._log}")
         self._term = hs.term
         self._vote = hs.vote
-        self._commit = max(hs.commit, snap_index)
         self._persisted = self._log.last_index  # start-up entries come from storage
         self._applied = max(initial.applied, snap_index)
-        if self._applied > self._commit:
-            raise ValueError(f"applied {self._applied} beyond commit {self._commit}")
+        if self._applied > self._log.last_index:
+            raise ValueError(f"applied {self._applied} beyond the log ({self._log})")
+        # What was applied was committed, even if the hard state saying so was not saved.
+        self._commit = max(hs.commit, self._applied)
         self._handed = self._applied  # last committed index handed out in a Ready
         self._role = Role.FOLLOWER if id in self._configs.current.voters else Role.LEARNER
         self._leader = None

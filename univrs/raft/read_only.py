@@ -88,8 +88,11 @@ class LeaderReads:
         return self._acked.get(node, 0)
 
     def reset_acks(self) -> None:
-        """A new leadership term: acknowledgements from an earlier term prove nothing now."""
+        """A new leadership term: acknowledgements from an earlier term prove nothing now, and
+        the next read starts a new round (an unsent round of the old term may share its number
+        with heartbeats already queued in this one)."""
         self._acked.clear()
+        self.round_unsent = False
 
     def pop_confirmed(self, quorum_round: int) -> list[PendingRead]:
         """Remove and return every pending read whose round a quorum has acknowledged."""
