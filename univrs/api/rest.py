@@ -239,6 +239,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         op="session.open",
         summary="Open an idempotency session (for Idempotency-Key)",
         body=True,
+        creates="/v1/sessions",
     ),
     Endpoint(
         method="DELETE",
@@ -408,8 +409,10 @@ async def handle(ep: Endpoint, request: Request) -> Response:
         headers["ETag"] = f'"{result["version"]}"'
     if ep.creates is not None:
         status = 201
-        if isinstance(result, dict) and isinstance(result.get("id"), str):
-            headers["Location"] = f"{ep.creates}/{result['id']}"
+        if isinstance(result, dict):
+            ident = result.get("id", result.get("client_id"))
+            if isinstance(ident, str):
+                headers["Location"] = f"{ep.creates}/{ident}"
     return json_response(result, status, headers)
 
 

@@ -142,13 +142,16 @@ class Connection:
     # ---------------------------------------------------------------- tasks
 
     async def _writer(self, ws: WebSocketConnection) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            while self._outbox:
-                batch = self._outbox[:MAX_PER_FRAME]
-                del self._outbox[:MAX_PER_FRAME]
-                await self._send_batch(ws, batch)
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                while self._outbox:
+                    batch = self._outbox[:MAX_PER_FRAME]
+                    del self._outbox[:MAX_PER_FRAME]
+                    await self._send_batch(ws, batch)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._scope.cancel()  # the reader sees the close too; end the connection
 
     async def _send_batch(self, ws: WebSocketConnection, batch: list[Request]) -> None:
         live = [r for r in batch if r.id in self._pending]  # skip abandoned requests
@@ -177,10 +180,17 @@ class Connection:
         self._sent += len(live)
         self._frames += 1
 
-    async def _reader(self, ws: WebSocketConnection) -> None:
+    async def _reader(self, ws: WebSocketConnection) -> str:
+        """Dispatch responses until the connection ends; returns why it ended."""
         while True:
-            data = await ws.get_message()
-            leader, responses = protocol.decode_responses(data, max_size=self.max_frame)
+            try:
+                data = await ws.get_message()
+                leader, responses = protocol.decode_responses(data, max_size=self.max_frame)
+            except ConnectionClosed as exc:
+                return _describe_close(exc)
+            except ProtocolError as exc:
+                log.warning("closing connection to %s: %s", self.address, exc)
+                return f"protocol error: {exc}"
             self.leader = leader
             for resp in responses:
                 waiter = self._pending.pop(resp["id"], None)
@@ -210,38 +220,36 @@ async def _run_connection(
 ) -> None:
     host, port = split_host_port(address)
     conn: Connection | None = None
+    failure: ApiError | None = None
     why = "closed"
     try:
         async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
-            ws = await _dial(nursery, address, host, port, timeout, max_frame)
+            ws: WebSocketConnection | None = None
             try:
-                hello = await _exchange_hellos(ws, address, timeout, max_frame)
+                ws = await _dial(nursery, address, host, port, timeout, max_frame)
+                hello = await _exchange_hellos(ws, address, timeout)
+            except ApiError as exc:
+                failure = exc
+            else:
                 conn = Connection(address=address, hello=hello, max_frame=max_frame)
                 conn._ws = ws
                 conn.leader = hello.leader
                 with conn._scope:
                     task_status.started(conn)
                     nursery.start_soon(conn._writer, ws)
-                    try:
-                        await conn._reader(ws)
-                    except ConnectionClosed as exc:
-                        why = _describe_close(exc)
-                    except ProtocolError as exc:
-                        why = f"protocol error: {exc}"
-                        log.warning("closing connection to %s: %s", address, exc)
+                    why = await conn._reader(ws)
                 if conn._scope.cancelled_caught:
                     why = "closed by the client"
-                nursery.cancel_scope.cancel()
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                    await ws.aclose()
-    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        why = f"{type(exc).__name__}: {exc}"
-        if conn is None:
-            raise _lost(address, why, sent=False) from None
+                nursery.cancel_scope.cancel()
+                if ws is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await ws.aclose()
     finally:
         if conn is not None:
             conn._fail_all(why)
+    if failure is not None:  # raised here, outside the nursery, so it is not wrapped
+        raise failure
 
 
 async def _dial(
@@ -261,13 +269,11 @@ async def _dial(
             )
     except trio.TooSlowError:
         raise _lost(address, f"no websocket handshake within {timeout:g}s", sent=False) from None
-    except (OSError, HandshakeError, ConnectionClosed) as exc:
+    except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError) as exc:
         raise _lost(address, f"cannot connect: {exc}", sent=False) from None
 
 
-async def _exchange_hellos(
-    ws: WebSocketConnection, address: str, timeout: float, max_frame: int
-) -> ServerHello:
+async def _exchange_hellos(ws: WebSocketConnection, address: str, timeout: float) -> ServerHello:
     try:
         with trio.fail_after(timeout):
             await ws.send_message(protocol.encode_client_hello())
@@ -278,6 +284,8 @@ async def _exchange_hellos(
         raise _lost(address, _describe_close(exc), sent=False) from None
     except ProtocolError as exc:
         raise _lost(address, f"protocol error: {exc}", sent=False) from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise _lost(address, f"{type(exc).__name__}: {exc}", sent=False) from None
     if isinstance(answer, dict):
         raise error_from_plain(answer)
     return answer

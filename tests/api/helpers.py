@@ -1,0 +1,145 @@
+"""Real in-process clusters for the client-surface tests: ``run_node`` tasks on loopback.
+
+Each node runs in its own cancel scope, so a test can kill one (cancel: its connections drop,
+its storage closes, what it persisted stays) and restart it on the same data dir. Ports are
+picked free per cluster. Every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from univrs.api.fetch import HttpResponse, request_json
+from univrs.config import BootstrapNode, NodeConfig
+from univrs.devcluster import free_ports
+from univrs.raft.ready import Role
+from univrs.runtime.node import Node, run_node
+
+T = TypeVar("T")
+WAIT = 30.0  # generous: two shared cores, fsync on
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    what: str,
+    timeout: float = WAIT,
+    every: float = 0.01,
+) -> T:
+    """Poll ``probe`` (sync or async) until it returns something truthy."""
+    deadline = trio.current_time() + timeout
+    while True:
+        value = probe()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if trio.current_time() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await trio.sleep(every)
+
+
+@attrs.define(eq=False)
+class Cluster:
+    """A running in-process cluster (see the module docstring)."""
+
+    nursery: trio.Nursery
+    configs: dict[str, NodeConfig]
+    nodes: dict[str, Node] = attrs.field(factory=dict)
+    _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
+    _stopped: dict[str, trio.Event] = attrs.field(factory=dict)
+
+    async def _run(self, config: NodeConfig, *, task_status: Any) -> None:
+        done = self._stopped[config.node_id] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._scopes[config.node_id] = scope
+                await run_node(config, task_status=task_status)
+        finally:
+            done.set()
+
+    async def start(self, node_id: str) -> Node:
+        node: Node = await self.nursery.start(self._run, self.configs[node_id])
+        self.nodes[node_id] = node
+        return node
+
+    async def kill(self, node_id: str) -> None:
+        """Stop a node abruptly (its tasks are cancelled; nothing is handed over)."""
+        self._scopes[node_id].cancel()
+        await self._stopped[node_id].wait()
+        del self.nodes[node_id]
+
+    def running(self) -> list[Node]:
+        return [self.nodes[k] for k in sorted(self.nodes)]
+
+    def leader(self) -> Node | None:
+        """The node that leads, when every running node agrees on it."""
+        leaders = {n.status().leader for n in self.running()}
+        if len(leaders) != 1:
+            return None
+        (lid,) = leaders
+        if lid is None or lid not in self.nodes:
+            return None
+        node = self.nodes[lid]
+        return node if node.status().role is Role.LEADER else None
+
+    async def wait_leader(self, timeout: float = WAIT) -> Node:
+        return await wait_until(self.leader, "an agreed leader", timeout)
+
+    def followers(self) -> list[Node]:
+        return [n for n in self.running() if n.status().role is not Role.LEADER]
+
+    def api(self, node: Node) -> str:
+        return f"127.0.0.1:{node.api_port}"
+
+    def client_address(self, node: Node) -> str:
+        return f"127.0.0.1:{node.raft_port}"
+
+    def client_addresses(self) -> list[str]:
+        return [c.raft_addr for c in self.configs.values()]
+
+    async def http(
+        self, node: Node, method: str, path: str, body: Any = None, **kw: Any
+    ) -> HttpResponse:
+        return await request_json(self.api(node), method, path, body=body, timeout=20.0, **kw)
+
+
+def make_configs(folder: pathlib.Path, size: int) -> dict[str, NodeConfig]:
+    ports = free_ports(2 * size)
+    ids = [f"n{i + 1}" for i in range(size)]
+    raft = {nid: f"127.0.0.1:{ports[2 * i]}" for i, nid in enumerate(ids)}
+    api = {nid: f"127.0.0.1:{ports[2 * i + 1]}" for i, nid in enumerate(ids)}
+    bootstrap = tuple(BootstrapNode(id=n, addr=raft[n], api=api[n]) for n in ids)
+    return {
+        nid: NodeConfig(
+            node_id=nid,
+            cluster_id="api-test",
+            data_dir=folder / nid,
+            raft_addr=raft[nid],
+            api_addr=api[nid],
+            bootstrap=bootstrap if size > 1 else (),
+        )
+        for nid in ids
+    }
+
+
+@asynccontextmanager
+async def open_cluster(folder: pathlib.Path, size: int = 3) -> AsyncIterator[Cluster]:
+    """Start ``size`` nodes and wait for an agreed leader."""
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery=nursery, configs=make_configs(folder, size))
+        for nid in cluster.configs:
+            await cluster.start(nid)
+        await cluster.wait_leader()
+        try:
+            yield cluster
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+WORKLOAD = {"name": "web", "image": "nginx:1.27", "replicas": 2, "labels": {"tier": "web"}}
