@@ -70,7 +70,9 @@ async def test_local_read_lag_after_a_write_is_under_100ms(tmp_path: pathlib.Pat
             version = created.body["version"]
             for node in followers:
                 await wait_until(
-                    lambda node=node: node.runtime.sm.last_applied_index >= version,
+                    lambda node=node, version=version: (
+                        node.runtime.sm.last_applied_index >= version
+                    ),
                     "a follower to apply",
                     timeout=10,
                     every=0.001,
