@@ -28,6 +28,7 @@ traffic.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -248,9 +249,7 @@ class FaultProxy:
 async def _close(stream: trio.SocketStream, *, reset: bool) -> None:
     if reset:
         # SO_LINGER with a zero timeout makes close() send an RST instead of a FIN.
-        try:
+        with contextlib.suppress(OSError):
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     with trio.CancelScope(shield=True):
         await stream.aclose()
