@@ -13,8 +13,14 @@ import pathlib
 import statistics
 import tempfile
 import time
+from functools import partial
 
-from univrs.devcluster import LocalCluster, wait_for
+from univrs.devcluster import LocalCluster, NodeProc, wait_for
+
+
+def _following(node: NodeProc) -> bool:
+    view = node.status()
+    return view is not None and view["leader"] is not None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,16 +45,10 @@ def run(size: int, kills: int, starts: int) -> dict[str, object]:
                         t0 = time.monotonic()
                         cluster.kill(old)
                         rest = [n for n in cluster.nodes if n is not old]
-                        wait_for(
-                            lambda c=cluster, rest=rest: c.leader(rest), 60.0, "new leader", 0.01
-                        )
+                        wait_for(partial(cluster.leader, rest), 60.0, "new leader", 0.01)
                         failovers.append(time.monotonic() - t0)
                         cluster.start(old)
-                        wait_for(
-                            lambda old=old: (v := old.status()) and v["leader"] is not None,
-                            60.0,
-                            "the restarted node to follow",
-                        )
+                        wait_for(partial(_following, old), 60.0, "the restarted node to follow")
             finally:
                 cluster.stop_all()
     return {
