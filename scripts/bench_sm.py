@@ -41,15 +41,16 @@ from univrs.sm import (
 
 
 def workload_spec(n: int) -> WorkloadSpec:
+    """Specs as a real cluster has them: unique env, a few label sets, sizes and ports."""
     return WorkloadSpec(
         name=f"web-{n}",
-        image="registry.example/web:1.25",
-        replicas=3,
-        args=("--port", "8080"),
-        env={"MODE": "prod", "LOG_LEVEL": "info"},
-        labels={"app": "web", "tier": "frontend"},
-        resources=Resources(cpu_millis=500, memory_bytes=256 << 20),
-        ports=(Port(container_port=8080, name="http"),),
+        image=f"registry.example/app-{n % 200}:1.{n % 7}",
+        replicas=1 + n % 5,
+        args=("--port", str(8000 + n % 3)),
+        env={"MODE": "prod", "INSTANCE": f"web-{n}"},
+        labels={"app": f"app-{n % 200}", "tier": ("frontend", "backend", "batch")[n % 3]},
+        resources=Resources(cpu_millis=250 * (1 + n % 4), memory_bytes=(128 << 20) * (1 + n % 4)),
+        ports=(Port(container_port=8000 + n % 3, name="http"),),
     )
 
 

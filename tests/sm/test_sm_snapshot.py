@@ -256,7 +256,7 @@ def test_workload_rows_fast_and_checked_readers_agree() -> None:
     rows = snapshot_plain(log.sm)["workloads"]
     assert len(rows) == 22
     for row in rows:
-        fast = snapshot_module._workload_fast(row)
+        fast = snapshot_module._workload_fast(row, snapshot_module._Shared())
         assert fast is not None
         assert fast == snapshot_module._workload_checked(row, "row")
 
@@ -280,6 +280,6 @@ BAD_ROWS: list[Any] = [
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=n) for n, r in BAD_ROWS])
 def test_bad_workload_rows_are_refused_by_both_readers(row: Any) -> None:
-    assert snapshot_module._workload_fast(row) is None
+    assert snapshot_module._workload_fast(row, snapshot_module._Shared()) is None
     with pytest.raises(DecodeError):
         snapshot_module._workload_checked(row, "row")

@@ -36,6 +36,7 @@ state's contents, not on the order in which objects were created.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -234,17 +235,59 @@ _KIND_NAME = {
 }
 
 
-def _workload_v1(value: Any, path: str) -> StoredWorkload:
-    # The fast path reads well-formed rows (all of them, normally) ~4x faster; anything it
-    # does not like goes through the checked path, which names what is wrong.
-    fast = _workload_fast(value) if type(value) is list else None
+class _Shared:
+    """Equal sub-values read from one snapshot become one shared object (they are immutable):
+    clusters repeat resource sizes, ports and label sets across many workloads, so restore
+    builds each once, and the restored state takes less memory."""
+
+    __slots__ = ("pairs", "ports", "resources")
+
+    def __init__(self) -> None:
+        self.resources: dict[tuple[int, int], Resources] = {}
+        self.ports: dict[tuple[Any, ...], tuple[Port, ...]] = {}
+        self.pairs: dict[tuple[str, ...], Pairs] = {}
+
+    def get_resources(self, cpu: int, memory: int) -> Resources:
+        key = (cpu, memory)
+        found = self.resources.get(key)
+        if found is None:
+            found = self.resources[key] = Resources(cpu_millis=cpu, memory_bytes=memory)
+        return found
+
+    def get_pairs(self, flat: list[str]) -> Pairs:
+        key = tuple(flat)
+        found = self.pairs.get(key)
+        if found is None:
+            found = self.pairs[key] = tuple(zip(flat[::2], flat[1::2], strict=True))
+        return found
+
+    def get_ports(self, flat: list[Any]) -> tuple[Port, ...] | None:
+        key = tuple(flat)
+        found = self.ports.get(key)
+        if found is None:
+            ports = []
+            for at in range(0, len(flat), 3):
+                number, protocol, name = flat[at : at + 3]
+                if type(number) is not int or type(name) is not str:
+                    return None
+                ports.append(
+                    Port(container_port=number, protocol=PortProtocol(protocol), name=name)
+                )
+            found = self.ports[key] = tuple(ports)
+        return found
+
+
+def _workload_v1(value: Any, path: str, shared: _Shared | None = None) -> StoredWorkload:
+    # The fast path reads well-formed rows (all of them, normally) several times faster;
+    # anything it does not like goes through the checked path, which names what is wrong.
+    fast = _workload_fast(value, shared or _Shared()) if type(value) is list else None
     return fast if fast is not None else _workload_checked(value, path)
 
 
 _JUST_STR = frozenset({str})
 
 
-def _workload_fast(v: list[Any]) -> StoredWorkload | None:
+def _workload_fast(v: list[Any], shared: _Shared) -> StoredWorkload | None:
     try:
         ident, version, created, name, image, replicas, cpu, memory, n_args = v[:9]
         if not (
@@ -281,14 +324,9 @@ def _workload_fast(v: list[Any]) -> StoredWorkload | None:
         args, env, labels = v[9:env_at], v[env_at + 1 : labels_at], v[labels_at + 1 : ports_at]
         if not set(map(type, args + env + labels)) <= _JUST_STR:  # exact str, in one C pass
             return None
-        ports = []
-        for at in range(ports_at + 1, len(v), 3):
-            number, protocol, port_name = v[at : at + 3]
-            if type(number) is not int or type(port_name) is not str:
-                return None
-            ports.append(
-                Port(container_port=number, protocol=PortProtocol(protocol), name=port_name)
-            )
+        ports = shared.get_ports(v[ports_at + 1 :])
+        if ports is None:
+            return None
     except (IndexError, ValueError, TypeError):
         return None
     spec = WorkloadSpec(
@@ -296,9 +334,9 @@ def _workload_fast(v: list[Any]) -> StoredWorkload | None:
         image=image,
         replicas=replicas,
         args=tuple(args),
-        env=tuple(zip(env[::2], env[1::2], strict=True)),
-        labels=tuple(zip(labels[::2], labels[1::2], strict=True)),
-        resources=Resources(cpu_millis=cpu, memory_bytes=memory),
+        env=shared.get_pairs(env),
+        labels=shared.get_pairs(labels),
+        resources=shared.get_resources(cpu, memory),
         ports=ports,
     )
     return StoredWorkload(id=ident, spec=spec, version=version, created_index=created)
@@ -415,6 +453,7 @@ def _each(value: Any, path: str, read: Callable[[Any, str], Any]) -> list[Any]:
 
 
 def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
+    shared = _Shared()
     sessions = _each(m["sessions"], "sessions", _session_v1)
     if len({s.client_id for s in sessions}) != len(sessions):
         raise DecodeError("sessions: a client id appears twice")
@@ -423,7 +462,9 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
         last_index=read_uint(m["last_index"], "last_index"),
         last_term=read_uint(m["last_term"], "last_term"),
         clock_ms=read_uint(m["clock_ms"], "clock_ms"),
-        workloads=_each(m["workloads"], "workloads", _workload_v1),
+        workloads=_each(
+            m["workloads"], "workloads", functools.partial(_workload_v1, shared=shared)
+        ),
         instances=_each(m["instances"], "instances", _instance_v1),
         nodes=_each(m["nodes"], "nodes", _node_v1),
         balances=_balances_v1(m["balances"]),
