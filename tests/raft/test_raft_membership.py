@@ -7,13 +7,16 @@ from harness import Cluster
 
 from univrs.errors import ProposalDropped
 from univrs.raft import (
+    Entry,
     EntryKind,
+    HardState,
     InitialState,
     Membership,
     RaftConfig,
     Role,
     bootstrap_state,
     decode_membership,
+    encode_membership,
 )
 
 M3 = Membership(voters=frozenset({"n1", "n2", "n3"}))
@@ -135,3 +138,39 @@ def test_removed_node_does_not_disrupt() -> None:
     term = c.status("n1").term
     c.tick_all(100, deliver=True)
     assert c.leader() == "n1" and c.status("n1").term == term
+
+
+def config_entry(m: Membership, index: int, term: int) -> Entry:
+    return Entry(term=term, index=index, kind=EntryKind.CONFIG, data=encode_membership(m))
+
+
+def test_uncommitted_demotions_do_not_deadlock_elections() -> None:
+    # Found by the randomized test: n1 holds the newest log, but its last entries demote it
+    # (uncommitted); n3 was demoted by an earlier leader (uncommitted, another branch); n2 is
+    # behind everyone. If only voters of their *latest* configuration could campaign, n1 and
+    # n3 never would, and n2 can never win. A voter of the latest *committed* configuration
+    # may campaign too: n1 wins, commits its demotion, and steps down.
+    c0 = members({"n1", "n2", "n3"})
+    demote_n3 = members({"n1", "n2"}, {"n3"})
+    demote_n1 = members({"n2", "n3"}, {"n1"})
+    base = config_entry(c0, 1, 1)
+    logs = {
+        "n1": (base, Entry(term=3, index=2), config_entry(demote_n1, 3, 3), Entry(term=3, index=4)),
+        "n2": (base,),
+        "n3": (base, config_entry(demote_n3, 2, 2)),
+    }
+    c = Cluster(
+        {
+            n: InitialState(hard_state=HardState(term=3, commit=1), entries=e, membership=c0)
+            for n, e in logs.items()
+        }
+    )
+    assert c.role("n1") is Role.FOLLOWER  # a voter of the committed configuration
+    for _ in range(300):
+        c.tick_all(deliver=True)
+        if c.leader() in ("n2", "n3") and all(c.status(n).commit >= 3 for n in logs):
+            break
+    assert c.leader() in ("n2", "n3")
+    assert c.status("n1").membership == demote_n1
+    assert c.role("n1") is Role.LEARNER  # its demotion is committed now
+    assert "n1" in c.leaders.values()  # it did lead, to commit the change

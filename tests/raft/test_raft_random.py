@@ -11,7 +11,7 @@ import pytest
 from harness import Cluster
 
 from univrs.errors import NotLeader, ProposalDropped
-from univrs.raft import RaftConfig, Role
+from univrs.raft import Membership, RaftConfig, Role
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -71,6 +71,21 @@ def run(seed: int, steps: int = 1500) -> Cluster:
             n = rng.choice(live)
             if n not in c.crashed:
                 c.persist(n)
+        elif r < 0.88:
+            # Demote or promote one node (single-server change), as the leader sees it.
+            leader = c.leader()
+            if leader is not None:
+                m = c.status(leader).membership
+                target = rng.choice(live)
+                if target in m.voters and len(m.voters) > 2:
+                    new = Membership(voters=m.voters - {target}, learners=m.learners | {target})
+                elif target in m.learners:
+                    new = Membership(voters=m.voters | {target}, learners=m.learners - {target})
+                else:
+                    continue
+                with contextlib.suppress(NotLeader, ProposalDropped):
+                    c.nodes[leader].propose_membership(new)
+                    c.process(leader)
     # Heal everything and check that the cluster converges and still commits.
     c.heal()
     for n in live:

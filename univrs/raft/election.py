@@ -47,7 +47,20 @@ class ElectionMixin(NodeBase):
         return self._log.is_up_to_date(last_index, last_term)
 
     def _promotable(self) -> bool:
-        return self.id in self._configs.current.voters
+        """May this node campaign? A voter of its latest configuration, or of the latest
+        committed one.
+
+        The second case keeps an uncommitted demotion from deadlocking the cluster: the node
+        it demotes may hold the most up-to-date log, and then no one else can win (seen in
+        randomized runs with two overlapping demotions from different terms). Votes are still
+        counted over the latest configuration's voters only, which is what election safety
+        needs (dissertation 4.2.2: a leader may manage a configuration that excludes it); such
+        a leader steps down once the change commits. A node whose removal or demotion is
+        committed never campaigns.
+        """
+        if self.id in self._configs.current.voters:
+            return True
+        return self.id in self._configs.committed(self._commit).voters
 
     def _reset_election_timer(self) -> None:
         self._election_elapsed = 0

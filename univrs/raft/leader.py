@@ -111,8 +111,9 @@ class LeaderMixin(NodeBase):
     def _leader_config_change(self) -> None:
         """Track every member of the configuration in effect.
 
-        Members it removes keep receiving the log until it commits (``_prune_progress``), so a
-        removed node normally learns of its removal instead of timing out and campaigning.
+        Members it removes keep receiving the log until it commits and one more heartbeat has
+        told them the commit index (``_prune_progress``), so a removed node normally learns that
+        its removal is final and stops campaigning.
         """
         members = self._configs.current.members
         for peer in sorted(members):
@@ -151,12 +152,9 @@ class LeaderMixin(NodeBase):
         if self._leader_reads.has_unconfirmed() and self._committed_in_term():
             for w in self._leader_reads.take_waiting():
                 self._leader_read(w.ctx, w.requester)
-        if index >= self._configs.current_index:
-            if len(self._progress) >= len(self._configs.current.members):
-                self._prune_progress()  # more peers than members: some were removed
-            if self.id not in self._configs.current.voters:
-                # The configuration removing us is committed: step down (dissertation 4.2.2).
-                self._become_follower(self._term, None)
+        if index >= self._configs.current_index and self.id not in self._configs.current.voters:
+            # The configuration removing us is committed: step down (dissertation 4.2.2).
+            self._become_follower(self._term, None)
         return True
 
     def _committed_in_term(self) -> bool:
@@ -206,6 +204,13 @@ class LeaderMixin(NodeBase):
                     ctx=ctx,
                 )
             )
+        if (
+            len(self._progress) >= len(self._configs.current.members)
+            and self._commit >= self._configs.current_index
+        ):
+            # More peers than members: some were removed and the change is committed. This
+            # heartbeat told each of them so (if it holds the entry); now forget them.
+            self._prune_progress()
 
     # ---- replication ---------------------------------------------------------------------------
 

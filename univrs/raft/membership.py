@@ -49,6 +49,13 @@ class ConfigHistory:
         """The log index of the configuration in effect (``base_index`` for the base)."""
         return self._changes[-1][0] if self._changes else self.base_index
 
+    def committed(self, commit: int) -> Membership:
+        """The latest configuration whose entry is at or below ``commit``."""
+        for idx, m in reversed(self._changes):
+            if idx <= commit:
+                return m
+        return self.base
+
     def on_append(self, entries: Iterable[Entry]) -> bool:
         """Take CONFIG entries among ``entries`` into effect; True if the configuration changed."""
         changed = False

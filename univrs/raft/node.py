@@ -119,7 +119,7 @@ class RaftNode(ElectionMixin, LeaderMixin):
         # What was applied was committed, even if the hard state saying so was not saved.
         self._commit = max(hs.commit, self._applied)
         self._handed = self._applied  # last committed index handed out in a Ready
-        self._role = Role.FOLLOWER if id in self._configs.current.voters else Role.LEARNER
+        self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
         self._leader = None
         self._now = 0
         self._election_elapsed = 0
@@ -496,6 +496,8 @@ class RaftNode(ElectionMixin, LeaderMixin):
         if index > self._commit:
             assert index <= self._log.last_index, f"commit {index} beyond {self._log}"
             self._commit = index
+            # A demotion may just have committed: may we still campaign?
+            self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
 
     def _truncate(self, index: int) -> None:
         assert index > self._commit, f"truncating committed entries at {index} ({self!r})"
