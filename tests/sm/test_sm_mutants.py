@@ -89,9 +89,9 @@ def test_orphan_property_catches_a_delete_without_cascade(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def delete(sm: ClusterStateMachine, cmd: DeleteWorkload, index: int) -> Any:
-        if cmd.id not in sm._workloads:
+        if sm.get_workload(cmd.id) is None:
             return state_module._not_found("workload", cmd.id)
-        del sm._workloads[cmd.id]  # leaves the instances (and the index entry) behind
+        del sm._objects._workloads[cmd.id]  # leaves the instances (and the index) behind
         return Success(version=index)
 
     monkeypatch.setitem(state_module._HANDLERS, DeleteWorkload, delete)

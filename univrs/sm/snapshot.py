@@ -57,6 +57,7 @@ from univrs.sm.model import (
     Resources,
     WorkloadSpec,
 )
+from univrs.sm.objects import StoredWorkload
 from univrs.sm.plain import (
     fail,
     read_enum,
@@ -67,7 +68,7 @@ from univrs.sm.plain import (
     response_to_plain,
 )
 from univrs.sm.sessions import Session, SessionPolicy
-from univrs.sm.state import ClusterStateMachine, StoredWorkload
+from univrs.sm.state import ClusterStateMachine
 
 SNAPSHOT_FORMAT = "univrs-sm-snapshot"
 SNAPSHOT_FORMAT_VERSION = 1

@@ -18,15 +18,15 @@ Cost: O(1) dict operations per command, except the cascades (DeleteWorkload, Der
 UpdateNodeStatus to ``down``), which are O(instances affected) thanks to the secondary indexes
 workload -> instances and node -> instances. Reads that list are O(n log n) (sorted by id).
 
-Referential invariants (``problems()`` checks them; the property tests call it):
-every instance's workload exists, every instance's node is None or exists, and the two
-secondary indexes hold exactly the instances that point at each workload and node.
+The object tables and their indexes live in ``univrs.sm.objects``; the ledger in
+``credits``; the session table in ``sessions``. ``problems()`` checks all their invariants
+(the property tests call it after every command).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -58,10 +58,8 @@ from univrs.sm.model import (
     Node,
     NodeStatus,
     Workload,
-    WorkloadPhase,
-    WorkloadSpec,
-    WorkloadStatus,
 )
+from univrs.sm.objects import Objects, StoredWorkload
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import Session, SessionPolicy, SessionTable
 from univrs.sm.validate import (
@@ -75,16 +73,6 @@ from univrs.sm.validate import (
     version_problem,
     workload_spec_problem,
 )
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class StoredWorkload:
-    """A workload as stored (its status is derived from its instances when read)."""
-
-    id: str
-    spec: WorkloadSpec
-    version: int
-    created_index: int
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -120,18 +108,37 @@ def _conflict(expected: int | None, current: int) -> Failure | None:
     )
 
 
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+V = TypeVar("V", bound=_Versioned)
+
+
+def _find(
+    what: str, lookup: Callable[[str], V | None], ident: object, expected: int | None
+) -> tuple[V | None, Failure | None]:
+    """The object an update/scale/delete addresses, or the failure to answer: invalid
+    argument, not found, or a version conflict (checked in that order)."""
+    problem = version_problem(expected)
+    if type(ident) is not str:
+        problem = "the id must be a string"
+    if problem:
+        return None, _invalid(problem)
+    assert isinstance(ident, str)
+    found = lookup(ident)
+    if found is None:
+        return None, _not_found(what, ident)
+    return found, _conflict(expected, found.version)
+
+
 @attrs.define(eq=False)
 class ClusterStateMachine:
     """The replicated cluster state: workloads, instances, nodes, credits and client sessions."""
 
     policy: SessionPolicy = attrs.field(factory=SessionPolicy)
-    _workloads: dict[str, StoredWorkload] = attrs.field(factory=dict, init=False)
-    _instances: dict[str, Instance] = attrs.field(factory=dict, init=False)
-    _nodes: dict[str, Node] = attrs.field(factory=dict, init=False)
-    # Secondary indexes; dicts used as ordered sets (values None). Every workload and every
-    # node has an entry, possibly empty.
-    _by_workload: dict[str, dict[str, None]] = attrs.field(factory=dict, init=False)
-    _by_node: dict[str, dict[str, None]] = attrs.field(factory=dict, init=False)
+    _objects: Objects = attrs.field(factory=Objects, init=False)
     _ledger: Ledger = attrs.field(factory=Ledger, init=False)
     _sessions: SessionTable = attrs.field(init=False)
     _last_index: int = attrs.field(default=0, init=False)
@@ -209,66 +216,47 @@ class ClusterStateMachine:
         problem = id_problem("workload id", cmd.id) or workload_spec_problem(cmd.spec)
         if problem:
             return _invalid(problem)
-        if cmd.id in self._workloads:
+        if self._objects.workload(cmd.id) is not None:
             return Failure(
                 code=ErrorCode.ALREADY_EXISTS, message=f"workload {cmd.id!r} already exists"
             )
-        self._workloads[cmd.id] = StoredWorkload(
-            id=cmd.id, spec=cmd.spec, version=index, created_index=index
+        self._objects.put_workload(
+            StoredWorkload(id=cmd.id, spec=cmd.spec, version=index, created_index=index)
         )
-        self._by_workload[cmd.id] = {}
         return Created(id=cmd.id, version=index)
-
-    def _find_workload(
-        self, ident: str, expected: int | None
-    ) -> tuple[StoredWorkload | None, Failure | None]:
-        problem = version_problem(expected)
-        if type(ident) is not str:
-            problem = "the id must be a string"
-        if problem:
-            return None, _invalid(problem)
-        stored = self._workloads.get(ident)
-        if stored is None:
-            return None, _not_found("workload", ident)
-        return stored, _conflict(expected, stored.version)
 
     def _update_workload(self, cmd: UpdateWorkload, index: int) -> Response:
         problem = workload_spec_problem(cmd.spec)
         if problem:
             return _invalid(problem)
-        stored, failure = self._find_workload(cmd.id, cmd.expected_version)
+        stored, failure = _find("workload", self._objects.workload, cmd.id, cmd.expected_version)
         if failure or stored is None:
             return failure or _not_found("workload", cmd.id)
-        self._workloads[cmd.id] = attrs.evolve(stored, spec=cmd.spec, version=index)
+        self._objects.put_workload(attrs.evolve(stored, spec=cmd.spec, version=index))
         return Success(version=index)
 
     def _scale_workload(self, cmd: ScaleWorkload, index: int) -> Response:
         problem = replicas_problem(cmd.replicas)
         if problem:
             return _invalid(problem)
-        stored, failure = self._find_workload(cmd.id, cmd.expected_version)
+        stored, failure = _find("workload", self._objects.workload, cmd.id, cmd.expected_version)
         if failure or stored is None:
             return failure or _not_found("workload", cmd.id)
         spec = attrs.evolve(stored.spec, replicas=cmd.replicas)
-        self._workloads[cmd.id] = attrs.evolve(stored, spec=spec, version=index)
+        self._objects.put_workload(attrs.evolve(stored, spec=spec, version=index))
         return Success(version=index)
 
     def _delete_workload(self, cmd: DeleteWorkload, index: int) -> Response:
-        stored, failure = self._find_workload(cmd.id, cmd.expected_version)
+        stored, failure = _find("workload", self._objects.workload, cmd.id, cmd.expected_version)
         if failure or stored is None:
             return failure or _not_found("workload", cmd.id)
-        # Cascade: the workload's instances go with it (no orphans).
-        for instance_id in self._by_workload.pop(cmd.id):
-            node_id = self._instances.pop(instance_id).node_id
-            if node_id is not None:
-                del self._by_node[node_id][instance_id]
-        del self._workloads[cmd.id]
+        self._objects.delete_workload(cmd.id)  # cascade: its instances go with it (no orphans)
         return Success(version=index)
 
     # ---------------------------------------------------------------- instances
 
     def _schedulable_node(self, node_id: str) -> Failure | None:
-        node = self._nodes.get(node_id)
+        node = self._objects.node(node_id)
         if node is None:
             return _not_found("node", node_id)
         if node.status in UNSCHEDULABLE_NODE_STATUSES:
@@ -279,43 +267,29 @@ class ClusterStateMachine:
         problem = id_problem("instance id", cmd.id) or instance_spec_problem(cmd.spec)
         if problem:
             return _invalid(problem)
-        if cmd.id in self._instances:
+        if self._objects.instance(cmd.id) is not None:
             return Failure(
                 code=ErrorCode.ALREADY_EXISTS, message=f"instance {cmd.id!r} already exists"
             )
         workload_id, node_id = cmd.spec.workload_id, cmd.spec.node_id
-        if workload_id not in self._workloads:
+        if self._objects.workload(workload_id) is None:
             return _not_found("workload", workload_id)
         if node_id is not None:
             failure = self._schedulable_node(node_id)
             if failure:
                 return failure
-        self._instances[cmd.id] = Instance(
-            id=cmd.id,
-            workload_id=workload_id,
-            node_id=node_id,
-            status=InstanceStatus.PENDING,
-            message="",
-            version=index,
-            created_index=index,
+        self._objects.put_instance(
+            Instance(
+                id=cmd.id,
+                workload_id=workload_id,
+                node_id=node_id,
+                status=InstanceStatus.PENDING,
+                message="",
+                version=index,
+                created_index=index,
+            )
         )
-        self._by_workload[workload_id][cmd.id] = None
-        if node_id is not None:
-            self._by_node[node_id][cmd.id] = None
         return Created(id=cmd.id, version=index)
-
-    def _find_instance(
-        self, ident: str, expected: int | None
-    ) -> tuple[Instance | None, Failure | None]:
-        problem = version_problem(expected)
-        if type(ident) is not str:
-            problem = "the id must be a string"
-        if problem:
-            return None, _invalid(problem)
-        instance = self._instances.get(ident)
-        if instance is None:
-            return None, _not_found("instance", ident)
-        return instance, _conflict(expected, instance.version)
 
     def _update_instance_status(self, cmd: UpdateInstanceStatus, index: int) -> Response:
         if not isinstance(cmd.status, InstanceStatus):
@@ -325,7 +299,7 @@ class ClusterStateMachine:
             problem = id_problem("node_id", cmd.node_id)
         if problem:
             return _invalid(problem)
-        instance, failure = self._find_instance(cmd.id, cmd.expected_version)
+        instance, failure = _find("instance", self._objects.instance, cmd.id, cmd.expected_version)
         if failure or instance is None:
             return failure or _not_found("instance", cmd.id)
         if instance.status in TERMINAL_INSTANCE_STATUSES and cmd.status != instance.status:
@@ -346,21 +320,18 @@ class ClusterStateMachine:
         node_id = cmd.node_id if bind else instance.node_id
         if node_id is None and cmd.status in (InstanceStatus.RUNNING, InstanceStatus.SUCCEEDED):
             return _invalid(f"instance {cmd.id!r} is not on a node and cannot be {cmd.status}")
-        self._instances[cmd.id] = attrs.evolve(
-            instance, status=cmd.status, message=cmd.message, node_id=node_id, version=index
+        self._objects.put_instance(
+            attrs.evolve(
+                instance, status=cmd.status, message=cmd.message, node_id=node_id, version=index
+            )
         )
-        if bind and node_id is not None:
-            self._by_node[node_id][cmd.id] = None
         return Success(version=index)
 
     def _delete_instance(self, cmd: DeleteInstance, index: int) -> Response:
-        instance, failure = self._find_instance(cmd.id, cmd.expected_version)
+        instance, failure = _find("instance", self._objects.instance, cmd.id, cmd.expected_version)
         if failure or instance is None:
             return failure or _not_found("instance", cmd.id)
-        del self._instances[cmd.id]
-        del self._by_workload[instance.workload_id][cmd.id]
-        if instance.node_id is not None:
-            del self._by_node[instance.node_id][cmd.id]
+        self._objects.delete_instance(cmd.id)
         return Success(version=index)
 
     # ---------------------------------------------------------------- nodes
@@ -372,55 +343,41 @@ class ClusterStateMachine:
         if not isinstance(cmd.status, NodeStatus):
             return _invalid(f"status {cmd.status!r} is not a node status")
         node_id = cmd.info.id
-        if node_id in self._nodes:
+        if self._objects.node(node_id) is not None:
             return Failure(
                 code=ErrorCode.ALREADY_EXISTS, message=f"node {node_id!r} is already registered"
             )
-        self._nodes[node_id] = Node(
-            info=cmd.info, status=cmd.status, version=index, created_index=index
+        self._objects.put_node(
+            Node(info=cmd.info, status=cmd.status, version=index, created_index=index)
         )
-        self._by_node[node_id] = {}
         return Created(id=node_id, version=index)
-
-    def _find_node(self, ident: str, expected: int | None) -> tuple[Node | None, Failure | None]:
-        problem = version_problem(expected)
-        if type(ident) is not str:
-            problem = "the id must be a string"
-        if problem:
-            return None, _invalid(problem)
-        node = self._nodes.get(ident)
-        if node is None:
-            return None, _not_found("node", ident)
-        return node, _conflict(expected, node.version)
 
     def _update_node_status(self, cmd: UpdateNodeStatus, index: int) -> Response:
         if not isinstance(cmd.status, NodeStatus):
             return _invalid(f"status {cmd.status!r} is not a node status")
-        node, failure = self._find_node(cmd.id, cmd.expected_version)
+        node, failure = _find("node", self._objects.node, cmd.id, cmd.expected_version)
         if failure or node is None:
             return failure or _not_found("node", cmd.id)
         if cmd.status is NodeStatus.DOWN and node.status is not NodeStatus.DOWN:
             # Nobody can vouch for what runs on a down node: its live instances become unknown.
             message = f"node {cmd.id} is down"
-            for instance_id in self._by_node[cmd.id]:
-                instance = self._instances[instance_id]
+            for instance in self._objects.instances_on(cmd.id):
                 if instance.status in (InstanceStatus.PENDING, InstanceStatus.RUNNING):
-                    self._instances[instance_id] = attrs.evolve(
-                        instance, status=InstanceStatus.UNKNOWN, message=message, version=index
+                    self._objects.put_instance(
+                        attrs.evolve(
+                            instance, status=InstanceStatus.UNKNOWN, message=message, version=index
+                        )
                     )
-        self._nodes[cmd.id] = attrs.evolve(node, status=cmd.status, version=index)
+        self._objects.put_node(attrs.evolve(node, status=cmd.status, version=index))
         return Success(version=index)
 
     def _deregister_node(self, cmd: DeregisterNode, index: int) -> Response:
-        node, failure = self._find_node(cmd.id, cmd.expected_version)
+        node, failure = _find("node", self._objects.node, cmd.id, cmd.expected_version)
         if failure or node is None:
             return failure or _not_found("node", cmd.id)
         # Cascade: instances placed on the node are deleted with it (the reconciler sees the
         # workload short of replicas and creates replacements elsewhere).
-        for instance_id in self._by_node.pop(cmd.id):
-            workload_id = self._instances.pop(instance_id).workload_id
-            del self._by_workload[workload_id][instance_id]
-        del self._nodes[cmd.id]
+        self._objects.delete_node(cmd.id)
         return Success(version=index)
 
     # ---------------------------------------------------------------- credits, sessions
@@ -462,69 +419,32 @@ class ClusterStateMachine:
         """The largest leader-stamped time applied so far (0 if none)."""
         return self._clock_ms
 
-    def _workload_view(self, stored: StoredWorkload) -> Workload:
-        counts = dict.fromkeys(InstanceStatus, 0)
-        for instance_id in self._by_workload[stored.id]:
-            counts[self._instances[instance_id].status] += 1
-        desired, running = stored.spec.replicas, counts[InstanceStatus.RUNNING]
-        if running >= desired:
-            phase = WorkloadPhase.READY
-        elif counts[InstanceStatus.FAILED] or counts[InstanceStatus.UNKNOWN]:
-            phase = WorkloadPhase.DEGRADED
-        else:
-            phase = WorkloadPhase.PROGRESSING
-        status = WorkloadStatus(
-            phase=phase,
-            desired=desired,
-            pending=counts[InstanceStatus.PENDING],
-            running=running,
-            succeeded=counts[InstanceStatus.SUCCEEDED],
-            failed=counts[InstanceStatus.FAILED],
-            unknown=counts[InstanceStatus.UNKNOWN],
-        )
-        return Workload(
-            id=stored.id,
-            spec=stored.spec,
-            status=status,
-            version=stored.version,
-            created_index=stored.created_index,
-        )
-
     def get_workload(self, workload_id: str) -> Workload | None:
         """The workload with its derived status, or None."""
-        stored = self._workloads.get(workload_id)
-        return None if stored is None else self._workload_view(stored)
+        stored = self._objects.workload(workload_id)
+        return None if stored is None else self._objects.workload_view(stored)
 
     def list_workloads(self) -> list[Workload]:
         """Every workload, sorted by id."""
-        return [self._workload_view(self._workloads[k]) for k in sorted(self._workloads)]
+        return self._objects.list_workloads()
 
     def get_instance(self, instance_id: str) -> Instance | None:
         """The instance, or None."""
-        return self._instances.get(instance_id)
+        return self._objects.instance(instance_id)
 
     def list_instances(
         self, *, workload_id: str | None = None, node_id: str | None = None
     ) -> list[Instance]:
         """Instances sorted by id, optionally only those of a workload and/or on a node."""
-        if workload_id is not None:
-            ids: Iterable[str] = self._by_workload.get(workload_id, {})
-            if node_id is not None:
-                on_node = self._by_node.get(node_id, {})
-                ids = [i for i in ids if i in on_node]
-        elif node_id is not None:
-            ids = self._by_node.get(node_id, {})
-        else:
-            ids = self._instances
-        return [self._instances[i] for i in sorted(ids)]
+        return self._objects.list_instances(workload_id=workload_id, node_id=node_id)
 
     def get_node(self, node_id: str) -> Node | None:
         """The node, or None."""
-        return self._nodes.get(node_id)
+        return self._objects.node(node_id)
 
     def list_nodes(self) -> list[Node]:
         """Every node, sorted by id."""
-        return [self._nodes[k] for k in sorted(self._nodes)]
+        return self._objects.list_nodes()
 
     def balance(self, peer: str) -> int:
         """A peer's credit balance (0 if it has none)."""
@@ -545,13 +465,14 @@ class ClusterStateMachine:
 
     def statistics(self) -> SmStatistics:
         """Counts of everything held."""
+        workloads, instances, nodes = self._objects.counts()
         return SmStatistics(
             last_applied_index=self._last_index,
             last_applied_term=self._last_term,
             clock_ms=self._clock_ms,
-            workloads=len(self._workloads),
-            instances=len(self._instances),
-            nodes=len(self._nodes),
+            workloads=workloads,
+            instances=instances,
+            nodes=nodes,
             accounts=len(self._ledger),
             total_supply=self._ledger.total_supply,
             sessions=len(self._sessions),
@@ -561,15 +482,15 @@ class ClusterStateMachine:
 
     def stored_workloads(self) -> Iterator[StoredWorkload]:
         """Stored workloads in storage order (for snapshots)."""
-        return iter(self._workloads.values())
+        return self._objects.stored_workloads()
 
     def stored_instances(self) -> Iterator[Instance]:
         """Instances in storage order (for snapshots)."""
-        return iter(self._instances.values())
+        return self._objects.stored_instances()
 
     def stored_nodes(self) -> Iterator[Node]:
         """Nodes in storage order (for snapshots)."""
-        return iter(self._nodes.values())
+        return self._objects.stored_nodes()
 
     def ledger_items(self) -> Iterator[tuple[str, int]]:
         """(peer, balance) in storage order (for snapshots)."""
@@ -598,54 +519,17 @@ class ClusterStateMachine:
         Raises ``DecodeError`` if the parts break an invariant (a corrupt snapshot)."""
         sm = cls(policy)
         sm._last_index, sm._last_term, sm._clock_ms = last_index, last_term, clock_ms
-        for w in workloads:
-            if w.id in sm._workloads:
-                raise DecodeError(f"snapshot: workload {w.id!r} appears twice")
-            sm._workloads[w.id] = w
-            sm._by_workload[w.id] = {}
-        for n in nodes:
-            if n.id in sm._nodes:
-                raise DecodeError(f"snapshot: node {n.id!r} appears twice")
-            sm._nodes[n.id] = n
-            sm._by_node[n.id] = {}
-        for i in instances:
-            if i.id in sm._instances:
-                raise DecodeError(f"snapshot: instance {i.id!r} appears twice")
-            if i.workload_id not in sm._by_workload:
-                raise DecodeError(f"snapshot: instance {i.id!r} has no workload")
-            if i.node_id is not None and i.node_id not in sm._by_node:
-                raise DecodeError(f"snapshot: instance {i.id!r} is on an unknown node")
-            sm._instances[i.id] = i
-            sm._by_workload[i.workload_id][i.id] = None
-            if i.node_id is not None:
-                sm._by_node[i.node_id][i.id] = None
+        found = sm._objects.load(workloads, instances, nodes)
         sm._ledger.restore(balances)
         sm._sessions.restore(sessions)
-        found = sm._ledger.problems() + sm._sessions.problems()
+        found += sm._ledger.problems() + sm._sessions.problems()
         if found:
             raise DecodeError(f"snapshot: {'; '.join(found)}")
         return sm
 
     def problems(self) -> list[str]:
         """Violated invariants (empty when the state is sound); for tests and debugging."""
-        found: list[str] = []
-        expect_w: dict[str, set[str]] = {w: set() for w in self._workloads}
-        expect_n: dict[str, set[str]] = {n: set() for n in self._nodes}
-        for i in self._instances.values():
-            if i.workload_id not in expect_w:
-                found.append(f"instance {i.id} is an orphan of workload {i.workload_id}")
-            else:
-                expect_w[i.workload_id].add(i.id)
-            if i.node_id is not None:
-                if i.node_id not in expect_n:
-                    found.append(f"instance {i.id} is on unknown node {i.node_id}")
-                else:
-                    expect_n[i.node_id].add(i.id)
-        if {k: set(v) for k, v in self._by_workload.items()} != expect_w:
-            found.append("workload -> instances index is out of date")
-        if {k: set(v) for k, v in self._by_node.items()} != expect_n:
-            found.append("node -> instances index is out of date")
-        return found + self._ledger.problems() + self._sessions.problems()
+        return self._objects.problems() + self._ledger.problems() + self._sessions.problems()
 
 
 _HANDLERS: dict[type, Callable[[ClusterStateMachine, Any, int], Response]] = {

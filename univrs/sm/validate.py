@@ -77,7 +77,7 @@ def text_problem(what: str, value: object, max_len: int = MAX_TEXT_LEN) -> str |
 
 def version_problem(value: object) -> str | None:
     """Problem with an optional expected version."""
-    if value is None or (is_int(value) and 0 <= value <= MAX_VERSION):  # type: ignore[operator]
+    if value is None or (type(value) is int and 0 <= value <= MAX_VERSION):
         return None
     return "expected_version must be a non-negative integer or absent"
 
