@@ -163,7 +163,8 @@ class AppendEntriesResponse(Message):
     On success ``index`` is the last index the follower now matches (sent only after those
     entries are durable on the follower). On rejection ``index`` is the rejected
     prev_log_index and (hint_index, hint_term) is the fast-backtracking hint: the follower's
-    last index if its log is shorter, otherwise the first index of the conflicting term.
+    last index if its log is shorter (hint_term 0), otherwise the first index of the conflicting
+    term (hint_term that term).
     """
 
     success: bool
