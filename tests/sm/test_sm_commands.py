@@ -275,6 +275,9 @@ CASES: list[Any] = [
     ("close unknown session", CloseSession(client_id="c1"), OK),
     ("close session bad id", CloseSession(client_id=""), IA),
     ("not a command", object(), IA),
+    ("object as id", CreateWorkload(id=object(), spec=ws()), IA),  # type: ignore[arg-type]
+    ("object as status", UpdateNodeStatus(id="n1", status=object()), IA),  # type: ignore[arg-type]
+    ("object as port", CreateWorkload(id="w2", spec=ws(ports=[Port(container_port=object())])), IA),  # type: ignore[arg-type]
 ]
 
 
@@ -293,6 +296,7 @@ def test_command_table(command: Any, expected: Any) -> None:
         assert isinstance(response, Failure), response
         assert response.code == expected, response.message
         assert response.message
+        assert " at 0x" not in response.message  # no memory address: replicas must agree
         # A rejected command changes nothing (only the log position moved).
         assert contents(log.sm) == before
     assert log.sm.problems() == []

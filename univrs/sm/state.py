@@ -69,6 +69,7 @@ from univrs.sm.validate import (
     is_int,
     node_info_problem,
     replicas_problem,
+    shown,
     text_problem,
     version_problem,
     workload_spec_problem,
@@ -293,7 +294,7 @@ class ClusterStateMachine:
 
     def _update_instance_status(self, cmd: UpdateInstanceStatus, index: int) -> Response:
         if not isinstance(cmd.status, InstanceStatus):
-            return _invalid(f"status {cmd.status!r} is not an instance status")
+            return _invalid(f"status {shown(cmd.status)} is not an instance status")
         problem = text_problem("message", cmd.message)
         if problem is None and cmd.node_id is not None:
             problem = id_problem("node_id", cmd.node_id)
@@ -341,7 +342,7 @@ class ClusterStateMachine:
         if problem:
             return _invalid(problem)
         if not isinstance(cmd.status, NodeStatus):
-            return _invalid(f"status {cmd.status!r} is not a node status")
+            return _invalid(f"status {shown(cmd.status)} is not a node status")
         node_id = cmd.info.id
         if self._objects.node(node_id) is not None:
             return Failure(
@@ -354,7 +355,7 @@ class ClusterStateMachine:
 
     def _update_node_status(self, cmd: UpdateNodeStatus, index: int) -> Response:
         if not isinstance(cmd.status, NodeStatus):
-            return _invalid(f"status {cmd.status!r} is not a node status")
+            return _invalid(f"status {shown(cmd.status)} is not a node status")
         node, failure = _find("node", self._objects.node, cmd.id, cmd.expected_version)
         if failure or node is None:
             return failure or _not_found("node", cmd.id)

@@ -47,6 +47,15 @@ _LABEL_KEY_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
 _PORT_NAME_RE = re.compile(r"([a-z0-9]([a-z0-9-]*[a-z0-9])?)?")
 
 
+def shown(value: object, limit: int = 64) -> str:
+    """A value for an error message, the same on every replica: the repr of plain values,
+    only the type name of anything else (a default repr holds a memory address)."""
+    if value is None or type(value) in (str, int, bool, float):
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"<{type(value).__name__}>"
+
+
 def is_int(value: object) -> bool:
     """True for a real int (``bool`` is refused although it subclasses int)."""
     return type(value) is int
@@ -58,7 +67,7 @@ def id_problem(what: str, value: object) -> str | None:
         return f"{what} must be a string"
     if not 0 < len(value) <= MAX_ID_LEN or _ID_RE.fullmatch(value) is None:
         return (
-            f"{what} {value[:MAX_ID_LEN]!r} must be 1-{MAX_ID_LEN} characters of letters, "
+            f"{what} {shown(value)} must be 1-{MAX_ID_LEN} characters of letters, "
             "digits and ._:@+=- starting with a letter or digit"
         )
     return None
@@ -120,7 +129,7 @@ def _pairs_problem(
             return f"{what} must hold (key, value) pairs"
         key, value = pair
         if type(key) is not str or not 0 < len(key) <= max_key or key_re.fullmatch(key) is None:
-            return f"{what} key {str(key)[:max_key]!r} is not a valid key"
+            return f"{what} key {shown(key)} is not a valid key"
         if key == previous:
             return f"{what} key {key!r} appears twice"
         previous = key
@@ -163,15 +172,15 @@ def _ports_problem(ports: object) -> str | None:
             return "ports must be a tuple of Port"
         number = port.container_port
         if not is_int(number) or not 1 <= number <= 65535:
-            return f"port number {number!r} must be between 1 and 65535"
+            return f"port number {shown(number)} must be between 1 and 65535"
         if not isinstance(port.protocol, PortProtocol):
-            return f"port protocol {port.protocol!r} must be one of tcp, udp, sctp"
+            return f"port protocol {shown(port.protocol)} must be one of tcp, udp, sctp"
         if (number, port.protocol) in seen:
             return f"port {number}/{port.protocol} appears twice"
         seen.add((number, port.protocol))
         name = port.name
         if type(name) is not str or len(name) > 15 or _PORT_NAME_RE.fullmatch(name) is None:
-            return f"port name {str(name)[:15]!r} must be up to 15 lowercase letters/digits/-"
+            return f"port name {shown(name)} must be up to 15 lowercase letters/digits/-"
         if name and name in names:
             return f"port name {name!r} appears twice"
         names.add(name)
@@ -185,7 +194,7 @@ def workload_spec_problem(spec: object) -> str | None:
     name = spec.name
     if type(name) is not str or not 0 < len(name) <= MAX_NAME_LEN or not _NAME_RE.fullmatch(name):
         return (
-            f"name {str(name)[:MAX_NAME_LEN]!r} must be 1-{MAX_NAME_LEN} lowercase letters, "
+            f"name {shown(name)} must be 1-{MAX_NAME_LEN} lowercase letters, "
             "digits, '-' or '.', starting and ending with a letter or digit"
         )
     image = spec.image
