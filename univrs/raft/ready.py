@@ -53,6 +53,9 @@ class RaftConfig:
     max_entries_per_msg: int = 512
     max_bytes_per_msg: int = 1 << 20
     max_inflight: int = 64
+    # InstallSnapshot streaming: bytes of snapshot data per chunk, chunks in flight per peer.
+    snapshot_chunk_bytes: int = 1 << 20
+    snapshot_window: int = 4
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -64,6 +67,8 @@ class RaftConfig:
             )
         if self.max_entries_per_msg < 1 or self.max_bytes_per_msg < 1 or self.max_inflight < 1:
             raise ValueError("message and inflight limits must be positive")
+        if self.snapshot_chunk_bytes < 1 or self.snapshot_window < 1:
+            raise ValueError("snapshot chunk size and window must be positive")
 
 
 @attrs.frozen(kw_only=True)
@@ -92,6 +97,19 @@ class ReadState:
 
 
 @attrs.frozen(kw_only=True)
+class SnapshotInstall:
+    """A complete, verified snapshot received from the leader, to install on this follower.
+
+    The runtime must, before acting on anything else in the same Ready: store it durably
+    (replacing the log up to ``meta.index``), restore the state machine from ``data``, then
+    report ``persisted(meta.index, meta.term)`` and ``applied(meta.index)``.
+    """
+
+    meta: SnapshotMeta
+    data: bytes
+
+
+@attrs.frozen(kw_only=True)
 class SoftState:
     """Volatile state the runtime reports and logs when it changes."""
 
@@ -113,6 +131,7 @@ class Ready:
     reads: tuple[ReadState, ...] = ()
     dropped_reads: tuple[int, ...] = ()
     soft_state: SoftState | None = None
+    snapshot: SnapshotInstall | None = None
 
     def is_empty(self) -> bool:
         return not (
@@ -125,6 +144,7 @@ class Ready:
             or self.reads
             or self.dropped_reads
             or self.soft_state is not None
+            or self.snapshot is not None
         )
 
 
@@ -158,3 +178,4 @@ class Status:
     first_index: int
     membership: Membership
     peers: tuple[PeerStatus, ...] = ()
+    snapshot_index: int = 0  # last index covered by the newest snapshot this node knows
