@@ -84,16 +84,29 @@ def test_arbitrary_plain_data(doc: Any) -> None:
     decodes_or_refuses(envelope_from_plain, {"v": 1, "command": doc}, Envelope)
 
 
-ENVELOPES = [envelope_to_plain(Envelope(command=c, client_id="c1", seq=1)) for c in SAMPLES]
+# Bare, and in the pinned snapshot's open session "c5" (whose next seq is 3).
+ENVELOPES = [envelope_to_plain(Envelope(command=c)) for c in SAMPLES]
+ENVELOPES += [envelope_to_plain(Envelope(command=c, client_id="c5", seq=3)) for c in SAMPLES]
 ENVELOPES.append(envelope_to_plain(Envelope(command=CreateWorkload(id="w", spec=spec("web")))))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.data(), plain)
-def test_valid_envelopes_with_one_value_replaced(data: Any, value: Any) -> None:
+def test_valid_envelopes_with_one_value_replaced_decode_and_apply(data: Any, value: Any) -> None:
+    """Whatever decodes is applied to a populated state: a response, never an exception, and
+    the state stays sound (``apply`` is total)."""
     doc = data.draw(st.sampled_from(ENVELOPES))
     path = data.draw(st.sampled_from(paths(doc)))
-    decodes_or_refuses(envelope_from_plain, replaced(doc, path, value), Envelope)
+    mutated = replaced(doc, path, value)
+    decodes_or_refuses(envelope_from_plain, mutated, Envelope)
+    try:
+        envelope = envelope_from_plain(mutated)
+    except DecodeError:
+        return
+    sm = restore_plain(copy.deepcopy(V1_SNAPSHOT))
+    response = sm.apply(envelope, index=sm.last_applied_index + 1, term=1, time_ms=2000)
+    assert isinstance(response, Success | Created | Failure)
+    assert sm.problems() == []
 
 
 @settings(max_examples=300, deadline=None)
