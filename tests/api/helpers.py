@@ -143,3 +143,61 @@ async def open_cluster(folder: pathlib.Path, size: int = 3) -> AsyncIterator[Clu
 
 
 WORKLOAD = {"name": "web", "image": "nginx:1.27", "replicas": 2, "labels": {"tier": "web"}}
+
+
+class BackgroundCluster:
+    """A cluster running in its own thread (its own trio loop), for synchronous tests: the CLI,
+    the sync client, schemathesis. Use as a context manager."""
+
+    def __init__(self, folder: pathlib.Path, size: int = 1) -> None:
+        import threading
+
+        self.folder, self.size = folder, size
+        self.cluster: Cluster | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            async with open_cluster(self.folder, self.size) as cluster:
+                self.cluster = cluster
+                self._token = trio.lowlevel.current_trio_token()
+                self._stop = trio.Event()
+                self._ready.set()
+                await self._stop.wait()
+
+        try:
+            trio.run(run)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def __enter__(self) -> BackgroundCluster:
+        self._thread.start()
+        if not self._ready.wait(WAIT * 2) or self._error is not None:
+            raise RuntimeError(f"cluster did not start: {self._error!r}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None and self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(WAIT)
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn(*args)`` on the cluster's loop and return its result."""
+        assert self._token is not None
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    @property
+    def apis(self) -> list[str]:
+        assert self.cluster is not None
+        return [self.cluster.api(n) for n in self.cluster.running()]
+
+    @property
+    def endpoints(self) -> list[str]:
+        assert self.cluster is not None
+        return [self.cluster.client_address(n) for n in self.cluster.running()]

@@ -13,6 +13,7 @@ machine keeps sorted pairs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,7 +31,9 @@ from univrs.sm.model import (
     WorkloadSpec,
 )
 from univrs.sm.validate import (
+    MAX_IMAGE_LEN,
     MAX_QUANTITY,
+    MAX_TEXT_LEN,
     MAX_VERSION,
     id_problem,
     node_info_problem,
@@ -90,7 +93,10 @@ def read_str(value: Any, path: str) -> str:
 
 
 def read_int(value: Any, path: str, *, minimum: int = 0, maximum: int = MAX_QUANTITY) -> int:
-    """An integer (not a bool, not a float) in [minimum, maximum]."""
+    """An integer in [minimum, maximum]: never a bool; a float only when it is integral
+    (JSON does not tell ``2`` from ``2.0``, and JSON Schema calls both integers)."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
     if type(value) is not int:
         raise InvalidArgument(f"{path} must be an integer", field=path)
     if not minimum <= value <= maximum:
@@ -141,11 +147,13 @@ def read_enum(enum_type: Any, value: Any, path: str) -> Any:
     return enum_type(value)
 
 
+_FIELD_ALIASES = {"port": "ports", "address": "addresses"}  # validators speak of one item
+
+
 def problem_field(prefix: str, problem: str, known: Iterable[str]) -> str | None:
     """The field a validator's message is about (its first word), if it is a known field."""
     first = problem.split(" ", 1)[0].rstrip(":")
-    if first == "port":
-        first = "ports"
+    first = _FIELD_ALIASES.get(first, first)
     return join(prefix, first) if first in set(known) or "." in first else None
 
 
@@ -185,6 +193,22 @@ def read_port(value: Any, path: str) -> Port:
     )
 
 
+# Stricter than the state machine (which takes any printable text): image references and node
+# addresses are printable ASCII without spaces (OCI references and host:port are), so the
+# OpenAPI document can state the rule exactly.
+ASCII_TOKEN = re.compile(r"[!-~]+")
+
+
+def read_token(value: Any, path: str, max_len: int) -> str:
+    """Printable ASCII without whitespace, 1..max_len characters."""
+    text = read_str(value, path)
+    if not 0 < len(text) <= max_len or not ASCII_TOKEN.fullmatch(text):
+        raise InvalidArgument(
+            f"{path} must be 1-{max_len} printable ASCII characters without spaces", field=path
+        )
+    return text
+
+
 def read_workload_spec(value: Any, path: str = "spec") -> WorkloadSpec:
     """A workload spec document (``name`` and ``image`` required, the rest defaulted)."""
     m = read_object(value, path, required=_SPEC_REQUIRED, optional=_SPEC_OPTIONAL)
@@ -193,7 +217,7 @@ def read_workload_spec(value: Any, path: str = "spec") -> WorkloadSpec:
         raise InvalidArgument(f"{join(path, 'ports')} must be an array", field=join(path, "ports"))
     spec = WorkloadSpec(
         name=read_str(m["name"], join(path, "name")),
-        image=read_str(m["image"], join(path, "image")),
+        image=read_token(m["image"], join(path, "image"), MAX_IMAGE_LEN),
         replicas=read_int(m.get("replicas", 1), join(path, "replicas"), maximum=MAX_QUANTITY),
         args=read_str_list(m.get("args", []), join(path, "args")),
         env=read_str_map(m.get("env", {}), join(path, "env")),
@@ -207,13 +231,18 @@ def read_workload_spec(value: Any, path: str = "spec") -> WorkloadSpec:
 
 def read_node_info(m: dict[str, Any], node_id: str) -> NodeInfo:
     """The node-info fields of a register request (``m`` already checked for unknown keys)."""
+    addresses = m.get("addresses", [])
+    if type(addresses) is not list:
+        raise InvalidArgument("addresses must be an array of strings", field="addresses")
     info = NodeInfo(
         id=node_id,
-        addresses=read_str_list(m.get("addresses", []), "addresses"),
+        addresses=tuple(
+            read_token(a, f"addresses[{n}]", MAX_TEXT_LEN) for n, a in enumerate(addresses)
+        ),
         capacity=read_resources(m.get("capacity", {}), "capacity"),
         labels=read_str_map(m.get("labels", {}), "labels"),
     )
-    check(node_info_problem(info), "", ("addresses", "capacity", "labels", "address"))
+    check(node_info_problem(info), "", ("addresses", "capacity", "labels"))
     return info
 
 

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.0 document of the REST API, generated from ``univrs.api.rest.ENDPOINTS``.
+"""The OpenAPI 3.1 document of the REST API, generated from ``univrs.api.rest.ENDPOINTS``.
 
 Schemas mirror what the server checks (``univrs.api.convert`` and the state machine's
 validators): exact types, no unknown fields, the same id, name and key patterns and the same
@@ -35,6 +35,10 @@ from univrs.sm.validate import (
 )
 
 # Patterns of univrs.sm.validate, anchored for JSON Schema (which searches, not matches).
+# Whitespace is spelled out as the characters Python's str.isspace() (which the validators
+# use) calls whitespace, since regex dialects disagree on \s.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+ASCII_TOKEN = {"type": "string", "pattern": r"^[!-~]+$", "minLength": 1}
 ID = {
     "type": "string",
     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]*$",
@@ -75,7 +79,7 @@ def _obj(
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
+    return {**schema, "type": [schema["type"], "null"]}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -100,12 +104,7 @@ SCHEMAS: dict[str, Any] = {
                 "minLength": 1,
                 "maxLength": MAX_NAME_LEN,
             },
-            "image": {
-                "type": "string",
-                "pattern": r"^[!-~]+$",  # printable ASCII, no whitespace
-                "minLength": 1,
-                "maxLength": MAX_IMAGE_LEN,
-            },
+            "image": {**ASCII_TOKEN, "maxLength": MAX_IMAGE_LEN},
             "replicas": {"type": "integer", "minimum": 0, "maximum": MAX_REPLICAS, "default": 1},
             "args": {"type": "array", "items": TEXT, "maxItems": MAX_ARGS},
             "env": {
@@ -271,7 +270,7 @@ BODIES: dict[str, dict[str, Any]] = {
             "addresses": {
                 "type": "array",
                 "maxItems": MAX_ADDRESSES,
-                "items": {"type": "string", "pattern": r"^\S+$", "maxLength": MAX_TEXT_LEN},
+                "items": {**ASCII_TOKEN, "maxLength": MAX_TEXT_LEN},
             },
             "capacity": _ref("Resources"),
             "labels": LABELS,
@@ -289,7 +288,7 @@ BODIES: dict[str, dict[str, Any]] = {
             "amount": {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY},
             "reason": {
                 "type": "string",
-                "pattern": r"^[^\u0000]*\S[^\u0000]*$",
+                "pattern": rf"^[^\u0000]*[^{_SPACE}\u0000][^\u0000]*$",
                 "maxLength": MAX_REASON_LEN,
             },
         },
@@ -401,7 +400,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
                 "description": 'the expected object version, e.g. "12"',
             }
         )
-    if not ep.read:
+    if not ep.read and ep.keyed:
         params.append(
             {
                 "name": "Idempotency-Key",
@@ -440,7 +439,7 @@ def openapi_document() -> dict[str, Any]:
     for ep in ENDPOINTS:
         paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "univrs cluster state API",
             "version": __version__,

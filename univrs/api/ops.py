@@ -412,7 +412,10 @@ def _render_session(cmd: Any, response: Response, state: ClusterStateMachine) ->
 
 def _build_close_session(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
     cv.read_object(args, "", required=("client_id",))
-    return CloseSession(client_id=cv.read_id(args["client_id"], "client_id")), args
+    client_id = cv.read_str(args["client_id"], "client_id")
+    if id_problem("client_id", client_id) is not None:
+        raise NotFound(f"session {client_id!r} not found")
+    return CloseSession(client_id=client_id), args
 
 
 def _render_closed(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:

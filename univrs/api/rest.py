@@ -33,7 +33,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from univrs.client.errors import ApiError, InternalError, InvalidArgument, MalformedRequest
+from univrs.client.errors import (
+    ApiError,
+    InternalError,
+    InvalidArgument,
+    MalformedRequest,
+    VersionConflict,
+)
 from univrs.client.errors import error_to_plain as _error_plain
 
 log = logging.getLogger("univrs.api")
@@ -57,6 +63,7 @@ class Endpoint:
     ints: tuple[str, ...] = ()  # query parameters that are integers
     versioned: bool = False  # accepts If-Match / expected_version
     read: bool = False
+    keyed: bool = True  # writes accept an Idempotency-Key (not the session endpoints)
     creates: str | None = None  # the collection path of the created object (201 + Location)
 
 
@@ -239,6 +246,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         op="session.open",
         summary="Open an idempotency session (for Idempotency-Key)",
         body=True,
+        keyed=False,
         creates="/v1/sessions",
     ),
     Endpoint(
@@ -247,6 +255,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         op="session.close",
         summary="Close an idempotency session",
         path_arg="client_id",
+        keyed=False,
     ),
 )
 
@@ -368,12 +377,17 @@ async def request_args(
         if expected is not None:
             given = args.get("expected_version")
             if given is not None and given != expected:
-                raise InvalidArgument(
-                    f"If-Match ({expected}) and expected_version ({given!r}) disagree",
+                # No object version can equal both: the precondition fails, as a conflict.
+                raise VersionConflict(
+                    f"If-Match ({expected}) and expected_version ({given!r}) disagree: no "
+                    "version can match both",
                     field="expected_version",
                 )
             args["expected_version"] = expected
-    key = None if ep.read else parse_idempotency_key(request.headers.get("idempotency-key"))
+    raw_key = request.headers.get("idempotency-key")
+    if raw_key is not None and not ep.keyed:
+        raise MalformedRequest(f"{ep.op} takes no Idempotency-Key", field="Idempotency-Key")
+    key = None if ep.read else parse_idempotency_key(raw_key)
     return args, key, consistency
 
 

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from univrs.api import rest
+from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.fetch import get_json
 from univrs.api.openapi import openapi_document
@@ -187,6 +188,7 @@ def build_app(node: Node, service: ApiService | None = None) -> Starlette:
         routes=[
             Route("/v1/health", health),
             Route("/v1/node/status", node_status),
+            Route("/v1/node/digest", node_digest),
             Route("/v1/cluster/status", cluster_status),
             Route("/v1/cluster/endpoints", cluster_endpoints),
             Route("/metrics", metrics),
