@@ -197,5 +197,7 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     )
 
 
+import univrs.chaos.cli  # noqa: E402, F401  (registers `univrs chaos`)
+
 if __name__ == "__main__":
     main()

@@ -99,6 +99,8 @@ class LocalCluster:
     cluster_id: str = "univrs-local"
     python: str = sys.executable
     extra_config: str = ""
+    # Per-node ``[raft.dial]`` overrides: node id -> {peer id: "host:port"} (chaos proxies).
+    dial: dict[str, dict[str, str]] = attrs.field(factory=dict)
 
     @classmethod
     def plan(
@@ -144,6 +146,12 @@ class LocalCluster:
             for n in self.nodes
         )
         for n in self.nodes:
+            dial = self.dial.get(n.node_id, {})
+            dial_toml = (
+                "[raft.dial]\n" + "".join(f'"{p}" = "{a}"\n' for p, a in sorted(dial.items()))
+                if dial
+                else ""
+            )
             n.config_path.write_text(
                 "[raft]\n"
                 f'node_id = "{n.node_id}"\n'
@@ -151,6 +159,7 @@ class LocalCluster:
                 f'data_dir = "{n.data_dir}"\n'
                 f'raft_addr = "{n.raft_addr}"\n'
                 f"{self.extra_config}\n"
+                f"{dial_toml}"
                 "[raft.bootstrap]\n"
                 f"nodes = [\n{members}\n]\n"
                 "[api]\n"

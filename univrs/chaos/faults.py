@@ -1,0 +1,371 @@
+"""Injecting the faults of a scenario into a running cluster, and healing them.
+
+Process faults act on the node processes of a ``LocalCluster`` (kill -9, SIGTERM, SIGSTOP and
+SIGCONT by PID, restarts); the blocking process calls run in worker threads, one at a time.
+Network faults set the policy of the fault proxies (``univrs.chaos.proxy``), one per ordered
+pair of nodes. Several network faults may overlap: each contributes a policy per link and the
+link gets their combination (partitioned if any partitions it, the largest delay, loss, ...).
+
+The injector remembers what it broke (``down``: node -> how; the network contributions), so
+``heal_all`` at the end of the fault phase restores everything whatever was in progress.
+Targets are resolved when a fault starts (the leader at that moment); random choices come from
+the seeded ``rng``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from collections.abc import Iterable
+
+import attrs
+import trio
+
+from univrs.chaos.monitor import Monitor
+from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
+from univrs.chaos.scenario import PlannedFault
+from univrs.devcluster import LocalCluster, NodeProc
+
+log = logging.getLogger("univrs.chaos.faults")
+
+Link = tuple[str, str]
+CATCH_UP_TIMEOUT = 30.0
+
+
+@attrs.define(eq=False)
+class FaultRecord:
+    """What one planned fault actually did, with real times (seconds after the run start)."""
+
+    index: int
+    label: str
+    kind: str
+    start: float
+    end: float | None = None
+    targets: tuple[str, ...] = ()
+    note: str = ""
+
+    def to_plain(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "label": self.label,
+            "kind": self.kind,
+            "start": round(self.start, 3),
+            "end": None if self.end is None else round(self.end, 3),
+            "targets": list(self.targets),
+            "note": self.note,
+        }
+
+
+def combine(policies: Iterable[LinkPolicy]) -> LinkPolicy:
+    """The policy of a link under several faults at once."""
+    ps = list(policies)
+    if not ps:
+        return PASS
+    return LinkPolicy(
+        partitioned=any(p.partitioned for p in ps),
+        delay=max(p.delay for p in ps),
+        jitter=max(p.jitter for p in ps),
+        loss=max(p.loss for p in ps),
+        loss_stall=max(p.loss_stall for p in ps),
+        reset_rate=max(p.reset_rate for p in ps),
+    )
+
+
+def partition_links(
+    mode: str,
+    nodes: list[str],
+    target: str,
+    leader: str | None,
+    side: str,
+    direction: str,
+    rng: random.Random,
+) -> tuple[set[Link], str]:
+    """The ordered links a partition cuts, and a description of its sides."""
+    others = [n for n in nodes if n != target]
+    if mode == "isolate":
+        links = {(target, o) for o in others} | {(o, target) for o in others}
+        return links, f"{target} | {','.join(others)}"
+    if mode == "one-way":
+        if direction == "out":
+            return {(target, o) for o in others}, f"{target} -/-> {','.join(others)}"
+        return {(o, target) for o in others}, f"{','.join(others)} -/-> {target}"
+    if mode == "bridge":
+        rest = others[:]
+        rng.shuffle(rest)
+        half = len(rest) // 2
+        a, b = sorted(rest[:half]), sorted(rest[half:])
+        links = {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
+        return links, f"{','.join(a)} | {','.join(b)} bridged by {target}"
+    # halves: a minority and a majority; `side` says where the leader goes
+    size = max(1, (len(nodes) - 1) // 2)
+    pool = [n for n in nodes if n != leader] if leader else nodes[:]
+    rng.shuffle(pool)
+    if leader and side == "minority":
+        minority = [leader, *pool[: size - 1]]
+    elif leader and side == "majority":
+        minority = pool[:size]
+    else:
+        everyone = nodes[:]
+        rng.shuffle(everyone)
+        minority = everyone[:size]
+    majority = [n for n in nodes if n not in minority]
+    links = {(x, y) for x in minority for y in majority} | {
+        (y, x) for x in minority for y in majority
+    }
+    return links, f"{','.join(sorted(minority))} | {','.join(sorted(majority))}"
+
+
+@attrs.define(eq=False)
+class Injector:
+    """Carries out planned faults (see the module docstring)."""
+
+    cluster: LocalCluster
+    proxies: dict[Link, FaultProxy]
+    monitor: Monitor
+    rng: random.Random
+    t0: float
+    records: list[FaultRecord] = attrs.field(factory=list)
+    down: dict[str, str] = attrs.field(factory=dict)  # node -> "killed"|"stopped"|"paused"
+    unexpected: list[str] = attrs.field(factory=list)  # surprises (bad exit codes, ...)
+    _net: dict[Link, dict[int, LinkPolicy]] = attrs.field(factory=dict)
+    _lock: trio.Lock = attrs.field(factory=trio.Lock)
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.node_id for n in self.cluster.nodes]
+
+    def now(self) -> float:
+        return trio.current_time() - self.t0
+
+    # ---------------------------------------------------------------- targets
+
+    def _up(self) -> list[str]:
+        return [n for n in self.node_ids if n not in self.down]
+
+    async def _resolve(self, target: str) -> str | None:
+        up = self._up()
+        if target in self.node_ids:
+            return target if target in up else None
+        if not up:
+            return None
+        if target == "random":
+            return self.rng.choice(up)
+        leader = await self._leader()
+        if target == "leader":
+            return leader if leader in up else None
+        followers = [n for n in up if n != leader]
+        return self.rng.choice(followers) if followers else None
+
+    async def _leader(self) -> str | None:
+        # An election may be in progress: wait a little for one.
+        with trio.move_on_after(5.0):
+            while True:
+                leader = await self.monitor.leader_of()
+                if leader is not None:
+                    return leader
+                await trio.sleep(0.1)
+        return None
+
+    # ---------------------------------------------------------------- process actions
+
+    async def _proc(self, action: str, node_id: str) -> None:
+        node = self.cluster.node(node_id)
+        async with self._lock:
+            await trio.to_thread.run_sync(self._proc_sync, action, node)
+
+    def _proc_sync(self, action: str, node: NodeProc) -> None:
+        c = self.cluster
+        if action == "kill":
+            c.kill(node)
+            self.down[node.node_id] = "killed"
+        elif action == "stop":
+            code = c.stop(node)
+            if code not in (0, None):
+                self.unexpected.append(f"{node.node_id}: graceful stop exited with code {code}")
+            self.down[node.node_id] = "stopped"
+        elif action == "pause":
+            c.send_signal(node, signal.SIGSTOP)
+            self.down[node.node_id] = "paused"
+        elif action == "resume":
+            c.send_signal(node, signal.SIGCONT)
+            self.down.pop(node.node_id, None)
+        elif action == "start":
+            if not node.running():
+                c.start(node)
+            self.down.pop(node.node_id, None)
+        else:  # pragma: no cover - programming error
+            raise ValueError(action)
+
+    async def _restore(self, node_id: str) -> None:
+        how = self.down.get(node_id)
+        if how == "paused":
+            await self._proc("resume", node_id)
+        elif how in ("killed", "stopped"):
+            await self._proc("start", node_id)
+
+    async def _wait_caught_up(self, node_id: str) -> bool:
+        """Until ``node_id`` has applied what the leader had committed when we started."""
+        with trio.move_on_after(CATCH_UP_TIMEOUT):
+            target = None
+            while True:
+                s = await self.monitor.sample()
+                leader = None
+                views = dict(s.views)
+                for v in views.values():
+                    if v and v.get("role") == "leader":
+                        leader = v
+                mine = views.get(node_id)
+                if target is None and leader is not None:
+                    target = leader["commit_index"]
+                if target is not None and mine and mine["applied_index"] >= target:
+                    return True
+                await trio.sleep(0.2)
+        return False
+
+    # ---------------------------------------------------------------- network actions
+
+    def _apply_net(self) -> None:
+        for link, proxy in self.proxies.items():
+            proxy.set_policy(combine(self._net.get(link, {}).values()))
+
+    def _set_links(self, fault: int, links: Iterable[Link], policy: LinkPolicy) -> None:
+        for link in links:
+            self._net.setdefault(link, {})[fault] = policy
+        self._apply_net()
+
+    def _clear(self, fault: int) -> None:
+        for contributions in self._net.values():
+            contributions.pop(fault, None)
+        self._apply_net()
+
+    def _links_of(self, target: str | None) -> set[Link]:
+        if target is None or target == "all":
+            return set(self.proxies)
+        return {link for link in self.proxies if target in link}
+
+    # ---------------------------------------------------------------- faults
+
+    async def run(self, fault: PlannedFault) -> None:
+        """Carry out one planned fault: wait for its start, act, wait for its end, heal it.
+        Cancellation (the fault phase ending) leaves the healing to ``heal_all``."""
+        await trio.sleep_until(self.t0 + fault.start)
+        rec = FaultRecord(index=fault.index, label=fault.label(), kind=fault.kind, start=self.now())
+        self.records.append(rec)
+        log.info("fault %s starts", rec.label)
+        try:
+            await self._run(fault, rec)
+        finally:
+            if rec.end is None:
+                rec.end = self.now()
+            log.info("fault %s ends %s", rec.label, rec.note)
+
+    async def _run(self, fault: PlannedFault, rec: FaultRecord) -> None:
+        spec, kind = fault.spec, fault.kind
+        end_at = self.t0 + fault.end
+        if kind in ("kill", "stop", "pause"):
+            node = await self._resolve(spec.target)
+            if node is None:
+                rec.note = f"skipped: no {spec.target} node available"
+                return
+            rec.targets = (node,)
+            await self._proc(kind, node)
+            await trio.sleep_until(end_at)
+            await self._restore(node)
+        elif kind == "restart":
+            node = await self._resolve(spec.target)
+            if node is None:
+                rec.note = f"skipped: no {spec.target} node available"
+                return
+            rec.targets = (node,)
+            await self._proc("kill" if spec.param("signal") == "kill" else "stop", node)
+            await self._proc("start", node)
+        elif kind == "rolling-restart":
+            leader = await self._leader()
+            order = sorted(n for n in self._up() if n != leader)
+            if leader in self._up():
+                order.append(leader)  # the leader last, as an operator would
+            rec.targets = tuple(order)
+            for node in order:
+                await self._proc("kill" if spec.param("signal") == "kill" else "stop", node)
+                await self._proc("start", node)
+                if not await self._wait_caught_up(node):
+                    rec.note += f"{node} did not catch up within {CATCH_UP_TIMEOUT:g}s; "
+                await trio.sleep(spec.param("gap"))
+        elif kind == "full-restart":
+            nodes = self._up()
+            rec.targets = tuple(nodes)
+            for node in nodes:
+                await self._proc("kill" if spec.param("signal") == "kill" else "stop", node)
+            await trio.sleep_until(end_at)
+            for node in nodes:
+                await self._restore(node)
+        elif kind in ("partition", "flapping"):
+            await self._partition(fault, rec, end_at)
+        elif kind in ("latency", "lossy"):
+            target = None if spec.target == "all" else await self._resolve(spec.target)
+            links = self._links_of(target if spec.target != "all" else "all")
+            rec.targets = (spec.target if target is None else target,)
+            policy = LinkPolicy(
+                delay=spec.param("delay"),
+                jitter=spec.param("jitter"),
+                loss=spec.param("loss") or 0.0,
+                loss_stall=spec.param("loss_stall") or 0.2,
+                reset_rate=spec.param("reset_rate") or 0.0,
+            )
+            self._set_links(fault.index, links, policy)
+            try:
+                await trio.sleep_until(end_at)
+            finally:
+                self._clear(fault.index)
+        elif kind == "reset":
+            target = None if spec.target == "all" else await self._resolve(spec.target)
+            n = sum(self.proxies[link].reset_connections() for link in self._links_of(target))
+            rec.targets = (spec.target if target is None else target,)
+            rec.note = f"{n} connections reset"
+        else:
+            rec.note = f"not run: {kind} is not supported yet"
+
+    async def _partition(self, fault: PlannedFault, rec: FaultRecord, end_at: float) -> None:
+        spec = fault.spec
+        mode = spec.param("mode")
+        flapping = fault.kind == "flapping"
+        period: float = spec.param("period") if flapping else 0.0
+        phases = 0
+        try:
+            while trio.current_time() < end_at:
+                target = await self._resolve(spec.target) if spec.target != "all" else None
+                if target is None:
+                    target = self.rng.choice(self.node_ids)
+                leader = await self.monitor.leader_of() if mode == "halves" else None
+                links, sides = partition_links(
+                    mode,
+                    self.node_ids,
+                    target,
+                    leader,
+                    spec.param("leader"),
+                    spec.param("direction"),
+                    self.rng,
+                )
+                phases += 1
+                if phases == 1:
+                    rec.targets = (target,)
+                    rec.note = sides
+                self._set_links(fault.index, links, LinkPolicy(partitioned=True))
+                if not flapping:
+                    await trio.sleep_until(end_at)
+                    break
+                await trio.sleep_until(min(end_at, trio.current_time() + period))
+                self._clear(fault.index)
+                await trio.sleep_until(min(end_at, trio.current_time() + period))
+            if flapping:
+                rec.note += f" ({phases} flaps of {period:g}s)"
+        finally:
+            self._clear(fault.index)
+
+    async def heal_all(self) -> None:
+        """Heal every fault: all links pass, every node runs (resumed or restarted)."""
+        self._net.clear()
+        self._apply_net()
+        for node in list(self.down):
+            await self._restore(node)

@@ -1,0 +1,114 @@
+"""Watching the cluster during a run: who leads, and for how long nobody did.
+
+``Monitor.sample()`` asks every node for ``/v1/node/status`` at once (a short deadline each:
+a paused node simply does not answer). ``run`` samples periodically and keeps the samples;
+``leaderless_windows`` turns them into the intervals without an agreed leader, and
+``leader_of`` answers "who leads now" for the fault injector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import h11
+import trio
+
+from univrs.api.fetch import get_json
+
+STATUS_TIMEOUT = 0.5
+# What a GET of a node that is down, paused or restarting may raise.
+FETCH_ERRORS = (
+    OSError,
+    ValueError,
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    h11.ProtocolError,
+)
+
+
+async def fetch_json(addr: str, path: str, timeout: float) -> Any:
+    """GET a JSON document from a node's API, or None when it does not answer properly."""
+    try:
+        return await get_json(addr, path, timeout=timeout)
+    except FETCH_ERRORS:
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class Sample:
+    """One round of status answers: node id -> its status document (None: no answer)."""
+
+    time: float
+    views: tuple[tuple[str, Any], ...]
+
+    def view(self, node_id: str) -> dict[str, Any] | None:
+        return dict(self.views).get(node_id)
+
+
+def agreed_leader(views: dict[str, dict[str, Any] | None], size: int) -> str | None:
+    """The node that claims to lead and that a majority of ``size`` nodes follow in its
+    term, if any."""
+    for node_id, v in views.items():
+        if not v or v.get("role") != "leader":
+            continue
+        agree = sum(
+            1
+            for w in views.values()
+            if w and w.get("leader") == node_id and w.get("term") == v.get("term")
+        )
+        if agree * 2 > size:
+            return node_id
+    return None
+
+
+@attrs.define(eq=False)
+class Monitor:
+    """Samples the nodes' status (see the module docstring)."""
+
+    api: dict[str, str]  # node id -> API address
+    t0: float
+    samples: list[Sample] = attrs.field(factory=list)
+
+    async def sample(self) -> Sample:
+        views: dict[str, Any] = {}
+
+        async def one(node_id: str, addr: str) -> None:
+            views[node_id] = await fetch_json(addr, "/v1/node/status", STATUS_TIMEOUT)
+
+        async with trio.open_nursery() as nursery:
+            for node_id, addr in self.api.items():
+                nursery.start_soon(one, node_id, addr)
+        return Sample(time=trio.current_time() - self.t0, views=tuple(sorted(views.items())))
+
+    async def leader_of(self) -> str | None:
+        s = await self.sample()
+        return agreed_leader(dict(s.views), len(self.api))
+
+    async def run(self, every: float = 0.2) -> None:
+        """Sample until cancelled."""
+        while True:
+            self.samples.append(await self.sample())
+            await trio.sleep(every)
+
+
+def leaderless_windows(
+    samples: list[Sample], size: int, start: float, end: float
+) -> list[tuple[float, float]]:
+    """Intervals within [start, end] during which no sample showed an agreed leader (from the
+    first such sample to the next sample with one, or ``end``)."""
+    out: list[tuple[float, float]] = []
+    since: float | None = None
+    for s in samples:
+        if s.time < start or s.time > end:
+            continue
+        has = agreed_leader(dict(s.views), size) is not None
+        if not has and since is None:
+            since = s.time
+        elif has and since is not None:
+            out.append((since, s.time))
+            since = None
+    if since is not None:
+        out.append((since, end))
+    return out
