@@ -121,8 +121,8 @@ class _ClientConnection:
                 self._queue({"id": req.id, "error": error_to_plain(error)})
                 return
             response: dict[str, Any] = {"id": req.id, "ok": result}
-            if meta is not None and req.consistency == "local":
-                response["meta"] = meta
+            if meta is not None and (req.consistency == "local" or "index" in meta):
+                response["meta"] = meta  # writes: their log index; local reads: staleness
             self._queue(response)
         finally:
             self._slots.release()

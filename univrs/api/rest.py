@@ -16,6 +16,7 @@ HTTP specifics:
 * Reads take ``?consistency=linearizable`` (default) or ``local``; every read answers with
   ``X-Univrs-Node``, ``X-Univrs-Consistency``, ``X-Univrs-Applied-Index``,
   ``X-Univrs-Commit-Index`` and ``X-Univrs-Behind`` (committed entries not yet applied here).
+* Writes answer with ``X-Univrs-Index``: the log index at which the write applied.
 * Errors are ``{"error": {"code", "message", "field"?, ...}}`` with the status of
   ``univrs.client.errors``; 503 answers carry ``Retry-After``.
 """
@@ -394,9 +395,11 @@ async def request_args(
 # ---------------------------------------------------------------- the handler
 
 
-def _read_headers(meta: dict[str, Any] | None) -> dict[str, str]:
+def _meta_headers(meta: dict[str, Any] | None) -> dict[str, str]:
     if not meta:
         return {}
+    if "index" in meta:  # a write: the log index it was applied at
+        return {"X-Univrs-Index": str(meta["index"])}
     return {
         "X-Univrs-Node": str(meta["node"]),
         "X-Univrs-Consistency": str(meta["consistency"]),
@@ -417,7 +420,7 @@ async def handle(ep: Endpoint, request: Request) -> Response:
     except Exception as exc:
         log.exception("%s %s failed with a bug", ep.method, ep.path)
         return error_response(InternalError(f"{type(exc).__name__} in {ep.op}"))
-    headers = _read_headers(meta)
+    headers = _meta_headers(meta)
     status = 200
     if isinstance(result, dict) and isinstance(result.get("version"), int) and "id" in result:
         headers["ETag"] = f'"{result["version"]}"'

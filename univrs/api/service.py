@@ -20,6 +20,10 @@ sent), or the request carries an idempotency key (the state machine's session an
 duplicate with the first response, Raft dissertation 6.3). A keyless write whose outcome is
 unknown fails with ``timeout``.
 
+The result of a write is the object as it is on the executing node right after the write
+applied (a later write may already show), with ``meta["index"]``: the log index the write
+itself was applied at (for a retried key: the first application's).
+
 Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4,
 batched into heartbeat rounds by the core; a follower's read is confirmed by the leader and
 served here); ``local`` reads this replica's applied state at once. The result carries
@@ -162,7 +166,7 @@ class ApiService:
         limit = self.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
         deadline = trio.current_time() + max(limit, 0.001)
         if op.is_write:
-            return await self._write(op, args, key, deadline, hops), None
+            return await self._write(op, args, key, deadline, hops)
         return await self._read(op, args, consistency or "linearizable", deadline)
 
     # ---------------------------------------------------------------- writes
@@ -174,7 +178,8 @@ class ApiService:
         key: tuple[str, int] | None,
         deadline: float,
         hops: int,
-    ) -> Any:
+    ) -> tuple[Any, dict[str, Any]]:
+        """(result, {"index": the log index the write was applied at})."""
         assert op.build is not None and op.render is not None
         if key is not None and op.name in UNKEYED:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
@@ -208,7 +213,7 @@ class ApiService:
                     continue
                 if isinstance(response, Failure):
                     raise failure_error(response)
-                return op.render(command, response, runtime.sm)
+                return op.render(command, response, runtime.sm), {"index": response.version}
             if hops >= MAX_HOPS:
                 raise NotLeader(leader=status.leader)
             leader = hint or status.leader
@@ -223,8 +228,8 @@ class ApiService:
             if address is None:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
-                result, _ = await self.forwarder.call(address, op.name, built, key, deadline)
-                return result
+                result, meta = await self.forwarder.call(address, op.name, built, key, deadline)
+                return result, meta or {}
             except NotLeader as exc:
                 # The node we took for the leader is not (any more): follow its hint once,
                 # else wait for our own view to catch up.

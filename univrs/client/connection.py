@@ -47,6 +47,15 @@ def _lost(address: str, why: str, *, sent: bool) -> ConnectionLost:
     return exc
 
 
+@attrs.frozen(kw_only=True)
+class ConnectionStatistics:
+    """Counters of one connection: requests handed to the socket, in how many frames."""
+
+    requests_sent: int
+    frames_sent: int
+    in_flight: int
+
+
 @attrs.define(eq=False)
 class Connection:
     """A live connection (see the module docstring). Create it with ``Connection.open``."""
@@ -78,6 +87,11 @@ class Connection:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            requests_sent=self._sent, frames_sent=self._frames, in_flight=len(self._pending)
+        )
 
     @classmethod
     async def open(

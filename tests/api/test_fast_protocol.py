@@ -1,0 +1,149 @@
+"""The fast client protocol (CBOR over a websocket at /client) against real nodes."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import trio
+from trio_websocket import open_websocket
+
+from tests.api.helpers import WORKLOAD, open_cluster, wait_until
+from univrs import codec
+from univrs.client import protocol
+from univrs.client.connection import Connection
+from univrs.client.errors import (
+    ConnectionLost,
+    InvalidArgument,
+    MalformedRequest,
+    NotFound,
+    NotLeader,
+    VersionConflict,
+)
+
+
+async def test_operations_results_and_typed_errors(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        conn = await Connection.open(nursery, cluster.client_address(node))
+        assert conn.node_id == "n1" and conn.hello.leader == "n1"
+        assert conn.hello.client_address("n1") == cluster.client_address(node)
+        created, meta = await conn.request("workload.create", {"spec": WORKLOAD})
+        assert meta == {"index": created["version"]}
+        wid = created["id"]
+        got, meta = await conn.request("workload.get", {"id": wid}, consistency="local")
+        assert got == created
+        assert meta is not None and meta["consistency"] == "local"
+        assert meta["applied_index"] >= created["version"] and meta["behind"] >= 0
+        with pytest.raises(NotFound):
+            await conn.request("workload.get", {"id": "nope"})
+        with pytest.raises(InvalidArgument) as bad:
+            await conn.request("workload.scale", {"id": wid, "replicas": -1})
+        assert bad.value.field == "replicas"
+        with pytest.raises(VersionConflict) as conflict:
+            await conn.request("workload.scale", {"id": wid, "replicas": 3, "expected_version": 1})
+        assert conflict.value.current_version == created["version"]
+        with pytest.raises(NotFound, match="unknown operation"):
+            await conn.request("workload.explode", {})
+        conn.close()
+
+
+async def test_many_requests_in_flight_share_frames_and_appends(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        conn = await Connection.open(nursery, cluster.client_address(node))
+        created, _ = await conn.request("workload.create", {"id": "w", "spec": WORKLOAD})
+        fsyncs_before = node.metrics.fsync_seconds.count
+        results: list[int] = []
+
+        async def scale(i: int) -> None:
+            _, meta = await conn.request("workload.scale", {"id": "w", "replicas": i})
+            assert meta is not None
+            results.append(meta["index"])
+
+        count = 300
+        async with trio.open_nursery() as inner:
+            for i in range(count):
+                inner.start_soon(scale, i)
+        assert len(set(results)) == count  # each applied once, at its own index
+        stats = conn.statistics()
+        fsyncs = node.metrics.fsync_seconds.count - fsyncs_before
+        print(f"{count} writes: {stats.frames_sent} frames, {fsyncs} fsyncs")
+        assert stats.frames_sent < count  # requests sent together share websocket messages
+        assert fsyncs < count  # and proposals queued together share log appends
+        conn.close()
+
+
+async def test_a_follower_forwards_writes_and_serves_reads(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path) as cluster, trio.open_nursery() as nursery:
+        leader = await cluster.wait_leader()
+        follower = cluster.followers()[0]
+        conn = await Connection.open(nursery, cluster.client_address(follower))
+        assert conn.node_id == follower.node_id and conn.hello.leader == leader.node_id
+        created, _ = await conn.request("workload.create", {"spec": WORKLOAD})
+        assert leader.runtime.sm.get_workload(created["id"]) is not None
+        got, _ = await conn.request("workload.get", {"id": created["id"]})  # linearizable
+        assert got["id"] == created["id"]
+        assert conn.leader == leader.node_id  # every response frame carries the leader hint
+        # A forwarded request (hops=1) is never forwarded again: not-leader, with a hint.
+        with pytest.raises(NotLeader) as refused:
+            await conn.request("workload.create", {"spec": WORKLOAD}, hops=1)
+        assert refused.value.leader_hint == leader.node_id
+        conn.close()
+
+
+async def test_protocol_violations_close_only_that_connection(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        port = node.raft_port
+        assert port is not None
+        healthy = await Connection.open(nursery, cluster.client_address(node))
+        # A wrong hello is refused with a close.
+        async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
+            await ws.send_message(codec.encode_plain({"univrs": "client", "v": 99}))
+            with trio.fail_after(10):
+                await wait_until(lambda: ws.closed, "the node to close a bad hello")
+        # Garbage after a good hello closes that connection.
+        async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            await ws.send_message(b"\xff\x00not cbor")
+            await wait_until(lambda: ws.closed, "the node to close a garbage frame")
+            assert ws.closed is not None and ws.closed.code == 1002
+        # A request with a readable id but bad fields gets an error response; the
+        # connection carries on.
+        async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            frame = codec.encode_plain(
+                [{"id": 7, "op": "workload.list", "args": [1]}, {"id": 8, "op": "workload.list"}]
+            )
+            await ws.send_message(frame)
+            answers: dict[int, dict[str, object]] = {}
+            while len(answers) < 2:
+                _, responses = protocol.decode_responses(await ws.get_message())
+                answers.update({r["id"]: r for r in responses})
+            assert answers[7]["error"]["code"] == MalformedRequest.code  # type: ignore[index]
+            assert answers[8]["ok"] == {"items": [], "next": None}
+        # The other connection never noticed.
+        page, _ = await healthy.request("workload.list", {})
+        assert page == {"items": [], "next": None}
+        healthy.close()
+
+
+async def test_requests_fail_with_connection_lost_when_the_node_goes(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        address = cluster.client_address(node)
+        conn = await Connection.open(nursery, address)
+        await conn.request("workload.list", {})
+        await cluster.kill(node.node_id)
+        with pytest.raises(ConnectionLost):
+            with trio.fail_after(20):
+                await conn.request("workload.list", {})
+        await wait_until(lambda: conn.closed, "the connection to notice")
+        with pytest.raises(ConnectionLost) as refused:
+            await Connection.open(nursery, address, timeout=2)
+        assert refused.value.outcome_unknown is False  # nothing was sent
