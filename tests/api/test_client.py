@@ -22,24 +22,26 @@ from univrs.client import (
 
 
 async def test_typed_errors(tmp_path: pathlib.Path) -> None:
-    async with open_cluster(tmp_path, size=1) as cluster:
-        async with open_client(cluster.client_addresses()) as client:
-            w = await client.create_workload(WORKLOAD, id="web")
-            with pytest.raises(AlreadyExists):
-                await client.create_workload(WORKLOAD, id="web")
-            with pytest.raises(NotFound):
-                await client.get_workload("nope")
-            with pytest.raises(InvalidArgument) as bad:
-                await client.create_workload({**WORKLOAD, "replicas": -3})
-            assert bad.value.field == "spec.replicas"
-            with pytest.raises(VersionConflict) as conflict:
-                await client.scale_workload("web", 3, expected_version=w["version"] - 1)
-            assert conflict.value.current_version == w["version"]
-            scaled = await client.scale_workload("web", 3, expected_version=w["version"])
-            assert scaled["spec"]["replicas"] == 3
+    async with (
+        open_cluster(tmp_path, size=1) as cluster,
+        open_client(cluster.client_addresses()) as client,
+    ):
+        w = await client.create_workload(WORKLOAD, id="web")
+        with pytest.raises(AlreadyExists):
+            await client.create_workload(WORKLOAD, id="web")
+        with pytest.raises(NotFound):
+            await client.get_workload("nope")
+        with pytest.raises(InvalidArgument) as bad:
+            await client.create_workload({**WORKLOAD, "replicas": -3})
+        assert bad.value.field == "spec.replicas"
+        with pytest.raises(VersionConflict) as conflict:
+            await client.scale_workload("web", 3, expected_version=w["version"] - 1)
+        assert conflict.value.current_version == w["version"]
+        scaled = await client.scale_workload("web", 3, expected_version=w["version"])
+        assert scaled["spec"]["replicas"] == 3
+        await client.delete_workload("web")
+        with pytest.raises(NotFound):
             await client.delete_workload("web")
-            with pytest.raises(NotFound):
-                await client.delete_workload("web")
 
 
 async def test_finds_the_leader_from_a_follower_address(tmp_path: pathlib.Path) -> None:

@@ -52,7 +52,7 @@ async def test_many_requests_in_flight_share_frames_and_appends(tmp_path: pathli
     async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
         (node,) = cluster.running()
         conn = await Connection.open(nursery, cluster.client_address(node))
-        created, _ = await conn.request("workload.create", {"id": "w", "spec": WORKLOAD})
+        await conn.request("workload.create", {"id": "w", "spec": WORKLOAD})
         fsyncs_before = node.metrics.fsync_seconds.count
         results: list[int] = []
 
