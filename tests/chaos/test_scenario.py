@@ -1,0 +1,145 @@
+"""Scenario files: parsing, validation messages, seeded planning; every shipped file loads."""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+import random
+
+import pytest
+
+from univrs.chaos.scenario import (
+    FUTURE_KINDS,
+    ScenarioError,
+    find_scenarios,
+    load,
+    parse,
+    plan,
+)
+
+SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "chaos" / "scenarios"
+
+MINIMAL = {"name": "t", "duration": 30}
+
+
+def test_defaults() -> None:
+    s = parse(dict(MINIMAL))
+    assert s.cluster.nodes == 3 and s.cluster.proxies
+    assert s.workload.clients == 4 and dict(s.workload.mix)["read"] == 3
+    assert s.faults == () and s.unsupported == ()
+
+
+def test_full_fault_entry() -> None:
+    s = parse(
+        {
+            **MINIMAL,
+            "fault": [
+                {"kind": "kill", "target": "leader", "at": [2, 4], "duration": 3, "every": 10},
+                {"kind": "partition", "mode": "halves", "leader": "minority", "at": 5},
+                {"kind": "lossy", "loss": 0.1, "at": 1, "duration": 5},
+            ],
+        }
+    )
+    kill, part, lossy = s.faults
+    assert kill.at == (2.0, 4.0) and kill.duration == (3.0, 3.0) and kill.every == (10.0, 10.0)
+    assert part.param("mode") == "halves" and part.param("leader") == "minority"
+    assert part.param("direction") == "out"  # the default
+    assert lossy.target == "all" and lossy.param("loss") == 0.1
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"durration": 3}, "durration: unknown key"),
+        ({"duration": "long"}, "duration: a number"),
+        ({"cluster": {"nodes": 0}}, "cluster.nodes: between 1 and 9"),
+        ({"workload": {"mix": {"read": 0}}}, "positive weight"),
+        ({"workload": {"mix": {"scan": 1}}}, "workload.mix.scan: unknown key"),
+        ({"fault": [{"kind": "explode"}]}, "fault[0].kind: one of"),
+        ({"fault": [{"kind": "kill", "target": "n9"}]}, "fault[0].target"),
+        ({"fault": [{"kind": "kill", "delay": 1}]}, "fault[0].delay: unknown key"),
+        ({"fault": [{"kind": "partition", "mode": "diagonal"}]}, "fault[0].mode"),
+        ({"fault": [{"kind": "lossy", "loss": 2.0}]}, "probability"),
+        ({"fault": [{"kind": "kill", "at": [5, 1]}]}, "reversed"),
+        ({"fault": [{"kind": "kill", "at": 99}]}, "not before the end"),
+        ({"fault": [{"kind": "kill", "target": "all"}]}, "full-restart"),
+        ({"fault": [{"kind": "restart", "signal": "hup"}]}, "signal"),
+        ({"fault": {"kind": "kill"}}, "[[fault]]"),
+        (
+            {"cluster": {"proxies": False}, "fault": [{"kind": "partition"}]},
+            "needs cluster.proxies",
+        ),
+    ],
+)
+def test_invalid(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse({**MINIMAL, **doc})
+    assert message in str(info.value)
+
+
+def test_load_names_the_file(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("duration = \n")
+    with pytest.raises(ScenarioError, match=r"bad\.toml: TOML syntax error"):
+        load(bad)
+    good = tmp_path / "mine.toml"
+    good.write_text("duration = 10\n")
+    assert load(good).name == "mine"  # the file name when no name is given
+
+
+def test_membership_and_snapshot_faults_are_marked_unsupported() -> None:
+    for kind in sorted(FUTURE_KINDS):
+        s = parse({**MINIMAL, "fault": [{"kind": kind}]})
+        assert s.unsupported and "issue 6" in s.unsupported[0]
+
+
+def test_plan_is_seeded_and_bounded() -> None:
+    s = parse(
+        {
+            **MINIMAL,
+            "duration": 60,
+            "fault": [
+                {"kind": "kill", "at": [1, 3], "duration": [2, 4], "every": [8, 12]},
+                {"kind": "pause", "at": 10, "duration": 2, "every": 5, "count": 2},
+                {"kind": "reset", "at": 50, "duration": 30},
+            ],
+        }
+    )
+    a = plan(s, random.Random(3))
+    assert a == plan(s, random.Random(3))
+    assert a != plan(s, random.Random(4))
+    kills = [p for p in a if p.kind == "kill"]
+    assert 4 <= len(kills) <= 8
+    for first, second in itertools.pairwise(kills):
+        assert second.start > first.end  # occurrences of one entry never overlap
+    assert all(p.end <= 60 for p in a)
+    assert len([p for p in a if p.kind == "pause"]) == 2
+    (reset,) = [p for p in a if p.kind == "reset"]
+    assert reset.start == reset.end == 50  # instantaneous
+    assert [p.start for p in a] == sorted(p.start for p in a)
+    assert [p.index for p in a] == list(range(len(a)))
+
+
+def test_every_shipped_scenario_loads() -> None:
+    paths = find_scenarios(SCENARIOS)
+    names = {p.stem for p in paths}
+    required = {
+        "leader-kill",
+        "leader-pause",
+        "minority-partition",
+        "leader-in-minority-partition",
+        "bridge-partition",
+        "flapping-partition",
+        "lossy-slow-network",
+        "full-cluster-restart",
+        "rolling-restart",
+        "join-and-leave-under-load",
+        "snapshot-install-under-faults",
+        "smoke",
+    }
+    assert required <= names
+    for path in paths:
+        s = load(path)
+        assert s.name == path.stem
+        assert s.description
+        assert plan(s, random.Random(s.seed)) or s.unsupported
