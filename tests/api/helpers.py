@@ -118,7 +118,6 @@ def make_configs(folder: pathlib.Path, size: int) -> dict[str, NodeConfig]:
     return {
         nid: NodeConfig(
             node_id=nid,
-            cluster_id="api-test",
             data_dir=folder / nid,
             raft_addr=raft[nid],
             api_addr=api[nid],
