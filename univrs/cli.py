@@ -198,6 +198,7 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 import univrs.chaos.cli  # noqa: E402, F401  (registers `univrs chaos`)
+from univrs import cli_state  # noqa: E402, F401  (registers workload, instance, nodeinfo, credits)
 
 if __name__ == "__main__":
     main()
