@@ -53,7 +53,9 @@ class NodeConfig:
     """
 
     node_id: str = "node-1"
-    cluster_id: str = "univrs"
+    # None: the data dir's own id; at bootstrap a new one (random for a single node, derived
+    # from the member list for a static multi-node bootstrap, so every member agrees).
+    cluster_id: str | None = None
     data_dir: pathlib.Path = pathlib.Path("./univrs-data")
     raft_addr: str = "127.0.0.1:7000"  # where the raft listener binds (and the /client path)
     api_addr: str = "127.0.0.1:8000"  # the REST API
@@ -351,7 +353,7 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
     for nid, addr in c.dial:
         _check_addr(f"raft.dial.{nid}", addr, problems)
     for key, value in (("raft.node_id", c.node_id), ("raft.cluster_id", c.cluster_id)):
-        if not _ID_RE.fullmatch(value):
+        if value is not None and not _ID_RE.fullmatch(value):
             problems.append(
                 f"{key}: {value!r} must be 1-64 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"

@@ -374,12 +374,15 @@ def transport_from_config(
     inbox: trio.abc.SendChannel[Message],
     rng: random.Random,
     settings: TransportSettings | None = None,
+    cluster_id: str | None = None,
 ) -> RaftTransport:
-    """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers."""
+    """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
+
+    ``cluster_id`` (the data dir's, once known) overrides the config's."""
     base = settings if settings is not None else TransportSettings()
     return RaftTransport(
         node_id=config.node_id,
-        cluster_id=config.cluster_id,
+        cluster_id=cluster_id or config.cluster_id or "univrs",
         inbox=inbox,
         rng=rng,
         listen_addr=config.raft_addr,

@@ -31,12 +31,20 @@ import attrs
 import trio
 
 from univrs.errors import NotLeader, ProposalDropped, Unavailable
-from univrs.raft.messages import Entry, EntryKind, Membership, Message
+from univrs.raft.messages import (
+    Entry,
+    EntryKind,
+    Membership,
+    Message,
+    SnapshotMeta,
+    decode_membership,
+)
 from univrs.raft.node import RaftNode
-from univrs.raft.ready import Ready, Role, SoftState, Status
+from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.payload import decode_payload, encode_payload
+from univrs.runtime.snapshots import capture, restore
 from univrs.runtime.waiter import Waiter
-from univrs.runtime.writer import PersistJob, StorageWriter
+from univrs.runtime.writer import InstallJob, PersistJob, StorageWriter
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import ErrorCode, Failure, Response
 from univrs.sm.state import ClusterStateMachine
@@ -97,6 +105,14 @@ class RaftRuntime:
     on_membership: Callable[[Membership], None] = lambda _m: None
     metrics: Any = None  # univrs.runtime.metrics.NodeMetrics, optional
     write_in_thread: bool = True  # False only with in-memory storage (tests)
+    # Snapshots: the LogStore (save_snapshot, compact); a snapshot is taken every
+    # ``snapshot_threshold`` applied entries (0: never automatically), keeping
+    # ``snapshot_keep`` entries of log behind it for slightly-behind followers.
+    storage: Any = None
+    snapshot_threshold: int = 0
+    snapshot_keep: int = 0
+    applied_membership: Membership = Membership(voters=frozenset())
+    last_snapshot_index: int = 0
     _events_send: trio.MemorySendChannel[object] = attrs.field(init=False)
     _events_recv: trio.MemoryReceiveChannel[object] = attrs.field(init=False)
     _writer: StorageWriter = attrs.field(init=False)
@@ -104,9 +120,14 @@ class RaftRuntime:
     _pending: dict[int, _Pending] = attrs.field(factory=dict, init=False)
     _reads: dict[int, Waiter[int]] = attrs.field(factory=dict, init=False)
     _next_ctx: int = attrs.field(default=1, init=False)
-    _apply_queue: collections.deque[tuple[Entry, ...]] = attrs.field(
+    _apply_queue: collections.deque[tuple[Entry, ...] | SnapshotInstall] = attrs.field(
         factory=collections.deque, init=False
     )
+    _applied_term: int = attrs.field(default=0, init=False)
+    _snapshotting: bool = attrs.field(default=False, init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    # Peer id -> trio time we last received a message from it (for `cluster members`).
+    last_contact: dict[str, float] = attrs.field(factory=dict, init=False)
     _apply_wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
     _soft: SoftState | None = attrs.field(default=None, init=False)
     _membership: Membership | None = attrs.field(default=None, init=False)
@@ -122,9 +143,11 @@ class RaftRuntime:
             on_persisted=self._on_persisted,
             observe_fsync=self._observe_fsync,
             in_thread=self.write_in_thread,
+            install=lambda meta, data: self.storage.save_snapshot(meta, data),
         )
         self._status = self.core.status()
         self.applied_index = self._status.applied
+        self._applied_term = self.sm.last_applied_term
 
     # ------------------------------------------------------------------ public API
 
@@ -186,6 +209,7 @@ class RaftRuntime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the driver, the storage writer and the apply loop until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._writer.run)
             nursery.start_soon(self._apply_loop)
             nursery.start_soon(self._drive)
@@ -215,6 +239,7 @@ class RaftRuntime:
 
     def _handle(self, ev: object) -> None:
         if isinstance(ev, Message):
+            self.last_contact[ev.src] = trio.current_time()
             self.core.step(ev)
         elif isinstance(ev, _Propose):
             self._batch.append(ev)
@@ -263,6 +288,11 @@ class RaftRuntime:
             self._on_soft_state(rd.soft_state)
         if rd.hard_state is not None and rd.hard_state.term != self._status.term:
             log.info("term changed", extra={"term": rd.hard_state.term})
+        if rd.snapshot is not None:
+            # Stored before anything else of this Ready, restored before later entries apply.
+            self._writer.submit(InstallJob(meta=rd.snapshot.meta, data=rd.snapshot.data))
+            self._apply_queue.append(rd.snapshot)
+            self._apply_wakeup.set()
         if (
             rd.hard_state is not None
             or rd.truncate_from is not None
@@ -344,11 +374,86 @@ class RaftRuntime:
             await self._apply_wakeup.wait()
             self._apply_wakeup = trio.Event()
             while self._apply_queue:
-                entries = self._apply_queue.popleft()
+                item = self._apply_queue.popleft()
+                if isinstance(item, SnapshotInstall):
+                    await self._restore(item)
+                    continue
+                entries = [e for e in item if e.index > self.applied_index]
                 for start in range(0, len(entries), APPLY_CHUNK):
                     for entry in entries[start : start + APPLY_CHUNK]:
                         self._apply_one(entry)
                     await self._events_send.send(_Applied(self.applied_index))
+                self._maybe_snapshot()
+
+    async def _restore(self, install: SnapshotInstall) -> None:
+        meta = install.meta
+        started = trio.current_time()
+        self.sm = await trio.to_thread.run_sync(restore, install.data)
+        self.applied_index, self._applied_term = meta.index, meta.term
+        self.applied_membership = meta.membership
+        self.last_snapshot_index = meta.index
+        for index in [i for i in self._pending if i <= meta.index]:
+            self._pending.pop(index).waiter.fail(
+                ProposalDropped(
+                    f"entry {index} was covered by a snapshot from the leader; its outcome is "
+                    "unknown here: retry with the same client session"
+                )
+            )
+        log.info(
+            "snapshot installed",
+            extra={
+                "index": meta.index,
+                "term": meta.term,
+                "bytes": len(install.data),
+                "seconds": round(trio.current_time() - started, 3),
+            },
+        )
+        await self._events_send.send(_Applied(meta.index))
+
+    def _maybe_snapshot(self) -> None:
+        if (
+            self.snapshot_threshold > 0
+            and not self._snapshotting
+            and self.storage is not None
+            and self._nursery is not None
+            and self.applied_index - self.last_snapshot_index >= self.snapshot_threshold
+        ):
+            self._snapshotting = True
+            self._nursery.start_soon(self._snapshot_task)
+
+    async def _snapshot_task(self) -> None:
+        try:
+            await self.take_snapshot()
+        finally:
+            self._snapshotting = False
+
+    async def take_snapshot(self) -> SnapshotMeta:
+        """Snapshot the state machine at the applied index now, store it durably, let the core
+        compact its log (keeping ``snapshot_keep`` entries) and compact storage to match."""
+        assert self.storage is not None, "no storage to keep snapshots in"
+        started = trio.current_time()
+        meta = SnapshotMeta(
+            index=self.applied_index, term=self._applied_term, membership=self.applied_membership
+        )
+        encode = capture(self.sm)  # on the loop: references only; encoding runs in a thread
+        data = await trio.to_thread.run_sync(encode)
+        await trio.to_thread.run_sync(self.storage.save_snapshot, meta, data)
+        keep = self.snapshot_keep
+        upto: int = await self.call(lambda core: core.snapshot_taken(meta, data, keep=keep))
+        if upto > 0:
+            await trio.to_thread.run_sync(self.storage.compact, upto)
+        self.last_snapshot_index = max(self.last_snapshot_index, meta.index)
+        log.info(
+            "snapshot taken",
+            extra={
+                "index": meta.index,
+                "term": meta.term,
+                "bytes": len(data),
+                "compacted_to": upto,
+                "seconds": round(trio.current_time() - started, 3),
+            },
+        )
+        return meta
 
     def _apply_one(self, entry: Entry) -> None:
         response: Response | None = None
@@ -363,8 +468,10 @@ class RaftRuntime:
                     envelope, index=entry.index, term=entry.term, time_ms=time_ms
                 )
         else:
+            if entry.kind is EntryKind.CONFIG:
+                self.applied_membership = decode_membership(entry.data)
             self.sm.mark_applied(index=entry.index, term=entry.term)
-        self.applied_index = entry.index
+        self.applied_index, self._applied_term = entry.index, entry.term
         pending = self._pending.pop(entry.index, None)
         if pending is None:
             return

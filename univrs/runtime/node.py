@@ -1,35 +1,50 @@
 """A whole univrs node: storage, transport, driver, state machine and API under one nursery.
 
 ``run_node(config)`` opens the data dir (refusing a corrupt, foreign or locked one), bootstraps a
-new cluster when the data dir is new and the config says so, starts the raft transport and the
-HTTP API, and calls ``task_status.started(node)`` once both listen. Any task that crashes takes
-the whole node down loudly; cancellation (SIGINT/SIGTERM in ``univrs node start``) stops
-accepting, lets an in-flight storage write finish and closes LMDB.
+new cluster when the data dir is new (or, with ``join``, joins an existing one instead), starts
+the raft transport and the HTTP API, and calls ``task_status.started(node)`` once both listen.
+Any task that crashes takes the whole node down loudly; cancellation (SIGINT/SIGTERM in
+``univrs node start``) stops accepting, lets an in-flight storage write finish and closes LMDB.
+
+A node that bootstrapped itself alone and holds nothing yet (the embedded default) can be told
+to join another cluster (``univrs cluster join``): it stops, discards its single-node log and
+starts again empty, joining (``Node.request_rejoin``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+import shutil
+import uuid
 from typing import Any
 
 import attrs
 import trio
 
 from univrs.config import NodeConfig
+from univrs.errors import StorageError, UnivrsError
 from univrs.net.settings import TransportSettings
-from univrs.net.transport import RaftTransport
+from univrs.net.transport import RaftTransport, transport_from_config
 from univrs.raft import bootstrap_state
-from univrs.raft.messages import Membership
+from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
 log = logging.getLogger("univrs.node")
+
+DEFAULT_SNAPSHOT_KEEP = 5_000  # log entries kept behind a snapshot for slightly-behind peers
+
+
+class JoinRefused(UnivrsError):
+    """This node cannot join the requested cluster (the message says why)."""
 
 
 def initial_membership(config: NodeConfig) -> Membership:
@@ -49,13 +64,96 @@ def initial_membership(config: NodeConfig) -> Membership:
     return Membership(voters=voters, addresses=addresses, api_addresses=apis)
 
 
-def _is_new(initial: InitialState) -> bool:
+def new_cluster_id(config: NodeConfig) -> str:
+    """The id of a cluster this node bootstraps: the configured one; else derived from the
+    bootstrap list (every listed member computes the same); else random (a single node)."""
+    if config.cluster_id:
+        return config.cluster_id
+    if config.bootstrap:
+        members = ",".join(sorted(f"{n.id}={n.addr}" for n in config.bootstrap))
+        return "c-" + hashlib.sha256(members.encode()).hexdigest()[:16]
+    return "c-" + uuid.uuid4().hex[:16]
+
+
+def _is_empty(initial: InitialState) -> bool:
     return (
         initial.snapshot is None
         and not initial.entries
         and initial.hard_state.term == 0
         and initial.hard_state.vote is None
     )
+
+
+@attrs.frozen
+class Opened:
+    """What start-up read from the data dir."""
+
+    storage: LogStore
+    initial: InitialState
+    cluster_id: str
+    sm: ClusterStateMachine
+    snapshot: tuple[SnapshotMeta, bytes] | None
+
+
+def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Opened:
+    """Open (or create) the data dir and read the state to start from.
+
+    A brand-new data dir (no cluster id, nothing logged) is bootstrapped, or with
+    ``join_cluster`` stamped with that cluster's id and left empty to be filled by its leader.
+    A restart never bootstraps again."""
+    # Opened without a cluster id so that the id is written only by bootstrap or join: an
+    # empty store that has an id is a joiner still waiting for its first entries.
+    storage = LogStore.open(config.data_dir, node_id=config.node_id)
+    try:
+        stored = storage.cluster_id
+        if stored is not None and config.cluster_id is not None and stored != config.cluster_id:
+            raise StorageError(
+                f"data dir {config.data_dir} belongs to cluster {stored}, not "
+                f"{config.cluster_id} (raft.cluster_id); refusing to start"
+            )
+        initial = storage.initial_state()
+        if storage.cluster_id is None and _is_empty(initial):
+            if join_cluster is not None:
+                if config.cluster_id is not None and config.cluster_id != join_cluster:
+                    raise JoinRefused(
+                        f"raft.cluster_id is {config.cluster_id} but the cluster to join is "
+                        f"{join_cluster}"
+                    )
+                storage.set_cluster_id(join_cluster)
+                log.info("data dir prepared to join", extra={"cluster": join_cluster})
+            else:
+                cluster_id = new_cluster_id(config)
+                storage.set_cluster_id(cluster_id)
+                initial = bootstrap_state(initial_membership(config))
+                storage.append(
+                    hard_state=initial.hard_state, truncate_from=None, entries=initial.entries
+                )
+                log.info(
+                    "bootstrapped a new cluster",
+                    extra={
+                        "cluster": cluster_id,
+                        "voters": ",".join(sorted(initial.membership.voters)),
+                    },
+                )
+        elif join_cluster is not None and storage.cluster_id != join_cluster:
+            raise JoinRefused(
+                f"data dir {config.data_dir} belongs to cluster {storage.cluster_id}, not "
+                f"{join_cluster}; start on an empty data dir to join another cluster"
+            )
+        cluster_id = storage.cluster_id or config.cluster_id or "univrs"
+        loaded = storage.load_snapshot()
+        sm = restore(loaded[1]) if loaded is not None else ClusterStateMachine()
+    except BaseException:
+        storage.close()
+        raise
+    return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
+
+
+def wipe_raft_state(config: NodeConfig) -> None:
+    """Discard the data dir's Raft state (used only on a pristine single node that joins)."""
+    path = config.data_dir / "raft.lmdb"
+    if path.exists():
+        shutil.rmtree(path)
 
 
 @attrs.define(eq=False)
@@ -68,8 +166,13 @@ class Node:
     transport: RaftTransport
     metrics: NodeMetrics
     store: RaftStateStore
+    cluster_id: str
     raft_port: int | None = None
     api_port: int | None = None
+    # Join progress, for `univrs cluster join` to show: state and details.
+    join: dict[str, Any] = attrs.field(factory=dict)
+    _rejoin_target: str | None = None
+    _scope: trio.CancelScope | None = None
 
     @property
     def node_id(self) -> str:
@@ -78,25 +181,27 @@ class Node:
     def status(self) -> Status:
         return self.runtime.status()
 
+    def is_pristine(self) -> bool:
+        """Alone in its own cluster and holding no state yet: safe to discard to join another."""
+        s = self.status()
+        stats = self.runtime.sm.statistics()
+        return (
+            s.membership.voters == {self.node_id}
+            and not s.membership.learners
+            and self.runtime.last_snapshot_index == 0
+            and all(v == 0 for v in attrs.asdict(stats).values() if isinstance(v, int))
+        )
 
-def open_storage(config: NodeConfig) -> tuple[LogStore, InitialState]:
-    """Open (or create) the data dir and read the state to start from; bootstrap if new."""
-    storage = LogStore.open(config.data_dir, node_id=config.node_id, cluster_id=config.cluster_id)
-    try:
-        initial = storage.initial_state()
-        if _is_new(initial):
-            initial = bootstrap_state(initial_membership(config))
-            storage.append(
-                hard_state=initial.hard_state, truncate_from=None, entries=initial.entries
+    def request_rejoin(self, target_api: str) -> None:
+        """Stop this (pristine) node and start it again empty, joining ``target_api``'s cluster."""
+        if not self.is_pristine():
+            raise JoinRefused(
+                "this node already holds data or has other members; start it on an empty data "
+                "dir to join another cluster"
             )
-            log.info(
-                "bootstrapped a new cluster",
-                extra={"voters": ",".join(sorted(initial.membership.voters))},
-            )
-    except BaseException:
-        storage.close()
-        raise
-    return storage, initial
+        self._rejoin_target = target_api
+        assert self._scope is not None
+        self._scope.cancel()
 
 
 async def run_node(
@@ -104,29 +209,78 @@ async def run_node(
     *,
     serve_api: bool = True,
     seed: int | None = None,
+    join: str | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until cancelled (see the module docstring)."""
-    storage, initial = await trio.to_thread.run_sync(open_storage, config)
+    """Run a node until cancelled (see the module docstring).
+
+    ``join``: the API address of a member of a cluster to join when this data dir is new."""
+    target = join
+    first = True
+    while True:
+        node = await _run_once(
+            config,
+            serve_api=serve_api,
+            seed=seed,
+            join=target,
+            task_status=task_status if first else trio.TASK_STATUS_IGNORED,
+        )
+        first = False
+        if node is None or node._rejoin_target is None:
+            return
+        target = node._rejoin_target
+        log.info("restarting empty to join another cluster", extra={"target": target})
+        await trio.to_thread.run_sync(wipe_raft_state, config)
+
+
+async def _run_once(
+    config: NodeConfig,
+    *,
+    serve_api: bool,
+    seed: int | None,
+    join: str | None,
+    task_status: trio.TaskStatus[Node],
+) -> Node | None:
+    from univrs.runtime.joining import prepare, run_join
+
+    join_info = await prepare(config, join) if join is not None else None
+    opened = await trio.to_thread.run_sync(
+        lambda: open_storage(config, join_cluster=join_info.cluster_id if join_info else None)
+    )
+    storage = opened.storage
+    node: Node | None = None
     try:
         rng = random.Random(seed)
-        core = RaftNode(config.node_id, rng=rng, config=config.raft_config(), initial=initial)
+        core = RaftNode(
+            config.node_id, rng=rng, config=config.raft_config(), initial=opened.initial
+        )
+        snapshot_index = 0
+        if opened.snapshot is not None:
+            meta, data = opened.snapshot
+            core.snapshot_taken(meta, data, keep=DEFAULT_SNAPSHOT_KEEP)  # to stream to peers
+            snapshot_index = meta.index
         runtime = RaftRuntime(
             core=core,
-            sm=ClusterStateMachine(),
+            sm=opened.sm,
             writer_write=storage.append,
             send=lambda _m: None,
             tick_seconds=config.tick_ms / 1000,
+            storage=storage,
+            snapshot_threshold=config.snapshot_threshold,
+            snapshot_keep=min(DEFAULT_SNAPSHOT_KEEP, config.snapshot_threshold),
+            applied_membership=(
+                opened.snapshot[0].membership if opened.snapshot else Membership(voters=frozenset())
+            ),
+            last_snapshot_index=snapshot_index,
         )
         metrics = NodeMetrics(runtime.status)
         runtime.metrics = metrics
-        transport = RaftTransport(
-            node_id=config.node_id,
-            cluster_id=config.cluster_id,
+        transport = transport_from_config(
+            config,
             inbox=runtime.inbox,
             rng=rng,
-            listen_addr=config.raft_addr,
-            settings=TransportSettings(max_payload_size=config.max_payload_size),
+            settings=TransportSettings(),
+            cluster_id=opened.cluster_id,
         )
         runtime.send = transport.send
         runtime.on_membership = lambda m: transport.set_peer_addresses(
@@ -139,8 +293,10 @@ async def run_node(
             transport=transport,
             metrics=metrics,
             store=RaftStateStore(runtime),
+            cluster_id=opened.cluster_id,
         )
         async with trio.open_nursery() as nursery:
+            node._scope = nursery.cancel_scope
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             status = runtime.status()
@@ -153,18 +309,22 @@ async def run_node(
             log.info(
                 "node started",
                 extra={
+                    "cluster": opened.cluster_id,
                     "raft": f"{_host(config.raft_addr)}:{node.raft_port}",
                     "api": f"{_host(config.api_addr)}:{node.api_port}" if serve_api else "-",
                     "term": status.term,
                     "last_index": status.last_index,
                 },
             )
+            if join_info is not None and config.node_id not in status.membership.voters:
+                nursery.start_soon(run_join, node, join_info)
             task_status.started(node)
     finally:
         # Synchronous on purpose: we may be cancelled, and closing LMDB is quick. Any storage
         # write in flight has finished: the writer's thread call is not cancellable.
         storage.close()
         log.info("node stopped")
+    return node
 
 
 def _host(addr: str) -> str:
@@ -176,6 +336,7 @@ def describe(node: Node) -> dict[str, Any]:
     s = node.status()
     return {
         "id": s.id,
+        "cluster_id": node.cluster_id,
         "role": s.role.value,
         "term": s.term,
         "leader": s.leader,
@@ -185,10 +346,12 @@ def describe(node: Node) -> dict[str, Any]:
         "last_index": s.last_index,
         "last_term": s.last_term,
         "first_index": s.first_index,
+        "snapshot_index": node.runtime.last_snapshot_index,
         "raft_addr": node.config.raft_addr,
         "api_addr": node.config.api_addr,
         "voters": sorted(s.membership.voters),
         "learners": sorted(s.membership.learners),
+        "join": node.join or None,
         "peers": [
             {
                 "id": p.id,
@@ -202,3 +365,6 @@ def describe(node: Node) -> dict[str, Any]:
             for p in s.peers
         ],
     }
+
+
+__all__ = ["JoinRefused", "Node", "StorageError", "describe", "open_storage", "run_node"]

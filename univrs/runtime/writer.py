@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-from univrs.raft.messages import Entry, HardState, Message
+from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
 
 
 @attrs.frozen(kw_only=True)
@@ -30,6 +30,14 @@ class PersistJob:
     truncate_from: int | None
     entries: tuple[Entry, ...]
     after_persist: tuple[Message, ...]
+
+
+@attrs.frozen(kw_only=True)
+class InstallJob:
+    """A verified snapshot from the leader to store (replacing the log up to its index)."""
+
+    meta: SnapshotMeta
+    data: bytes
 
 
 @attrs.frozen(kw_only=True)
@@ -81,12 +89,14 @@ class StorageWriter:
     on_persisted: Callable[[int, int], Awaitable[None]]  # (index, term) of the last durable entry
     observe_fsync: Callable[[float], None] = lambda _seconds: None
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
-    _queue: collections.deque[PersistJob] = attrs.field(factory=collections.deque)
+    # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
+    install: Callable[[SnapshotMeta, bytes], None] | None = None
+    _queue: collections.deque[PersistJob | InstallJob] = attrs.field(factory=collections.deque)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     writes: int = 0
     jobs_written: int = 0
 
-    def submit(self, job: PersistJob) -> None:
+    def submit(self, job: PersistJob | InstallJob) -> None:
         self._queue.append(job)
         self._wakeup.set()
 
@@ -99,14 +109,34 @@ class StorageWriter:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while self._queue:
-                jobs = list(self._queue)
-                self._queue.clear()
+                if isinstance(self._queue[0], InstallJob):
+                    await self._install(self._queue.popleft())  # type: ignore[arg-type]
+                    continue
+                jobs: list[PersistJob] = []
+                while self._queue and isinstance(self._queue[0], PersistJob):
+                    jobs.append(self._queue.popleft())  # type: ignore[arg-type]
                 await self._write(jobs)
+
+    async def _run_blocking(self, fn: Callable[[], None]) -> None:
+        if self.in_thread:
+            # Not cancellable: a started transaction finishes (and syncs) before shutdown.
+            await trio.to_thread.run_sync(fn)
+        else:
+            fn()
+            await trio.lowlevel.checkpoint()
+
+    async def _install(self, job: InstallJob) -> None:
+        assert self.install is not None, "a snapshot arrived but the writer cannot store one"
+        install = self.install
+        await self._run_blocking(lambda: install(job.meta, job.data))
+        self.writes += 1
+        await self.on_persisted(job.meta.index, job.meta.term)
 
     async def _write(self, jobs: list[PersistJob]) -> None:
         merged = merge_jobs(jobs)
         if merged.hard_state is not None or merged.truncate_from is not None or merged.entries:
             start = trio.current_time()
+
             def write() -> None:
                 self.write(
                     hard_state=merged.hard_state,
@@ -114,12 +144,7 @@ class StorageWriter:
                     entries=merged.entries,
                 )
 
-            if self.in_thread:
-                # Not cancellable: a started transaction finishes (and syncs) before shutdown.
-                await trio.to_thread.run_sync(write)
-            else:
-                write()
-                await trio.lowlevel.checkpoint()
+            await self._run_blocking(write)
             self.observe_fsync(trio.current_time() - start)
             self.writes += 1
         self.jobs_written += len(jobs)

@@ -1,0 +1,301 @@
+"""Cluster administration endpoints: members, join, leave, remove, promote, transfer, snapshot.
+
+Membership changes run on the leader; any other node forwards the request to the leader's API
+(one hop: a forwarded request that lands on a non-leader is answered 503, never forwarded
+again). Local operations (join, leave, snapshot, join progress) run on the node asked.
+
+| endpoint | runs on | does |
+| --- | --- | --- |
+| GET /v1/cluster/members | leader | members with kind, addresses, match index, lag, last contact |
+| POST /v1/cluster/members | leader | add a learner `{id, raft_addr, api_addr}` |
+| POST /v1/cluster/members/{id}/promote | leader | learner -> voter once caught up |
+| DELETE /v1/cluster/members/{id} | leader | remove a voter or learner |
+| POST /v1/cluster/transfer-leader | leader | `{target}` optional: hand leadership over |
+| POST /v1/cluster/join | this node | `{target}`: a pristine node joins target's cluster |
+| GET /v1/cluster/join | this node | join progress |
+| POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
+| POST /v1/cluster/snapshot | this node | take a snapshot now |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from univrs.api.fetch import request_json
+from univrs.api.rest import error_response, json_response
+from univrs.client.errors import (
+    ApiError,
+    Conflict,
+    InvalidArgument,
+    MalformedRequest,
+    NotFound,
+    Unavailable,
+)
+from univrs.errors import NotLeader
+from univrs.net.address import split_host_port
+from univrs.raft.ready import Role
+from univrs.runtime import membership as ms
+
+if TYPE_CHECKING:
+    from univrs.runtime.node import Node
+
+FORWARDED = "x-univrs-forwarded"
+FORWARD_TIMEOUT = 30.0
+NO_LEADER = "the cluster has no leader right now (election in progress or no quorum); retry"
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedRequest(f"request body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise InvalidArgument(f"unknown field {unknown[0]!r}", field=unknown[0])
+    return doc
+
+
+def _str_field(doc: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise InvalidArgument(f"{name} is required", field=name)
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{name} must be a non-empty string", field=name)
+    return value
+
+
+def _addr_field(doc: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = _str_field(doc, name, required=required)
+    if value is not None:
+        try:
+            split_host_port(value)
+        except ValueError as exc:
+            raise InvalidArgument(f"{name}: {exc}", field=name) from None
+    return value
+
+
+def _translate(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ms.MembershipError):
+        return Conflict(str(exc))
+    if isinstance(exc, NotLeader):
+        return Unavailable(NO_LEADER, retry_after=1.0)
+    raise exc
+
+
+def _handler(
+    fn: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except (ApiError, ms.MembershipError, NotLeader) as exc:
+            return error_response(_translate(exc))
+
+    return wrapped
+
+
+async def _on_leader(
+    request: Request, run: Callable[[Node], Awaitable[tuple[int, Any]]]
+) -> Response:
+    """Run ``run`` here if this node leads, else forward the request to the leader once."""
+    node = _node(request)
+    status = node.status()
+    if status.role is Role.LEADER:
+        code, doc = await run(node)
+        return json_response(doc, code)
+    if request.headers.get(FORWARDED):
+        raise Unavailable(f"{node.node_id} is not the leader (any more); retry", retry_after=1.0)
+    leader = status.leader
+    if leader is None:
+        raise Unavailable(NO_LEADER, retry_after=1.0)
+    addr = status.membership.api_address_of(leader)
+    if addr is None:
+        raise Unavailable(f"the API address of the leader {leader!r} is unknown", retry_after=1.0)
+    try:
+        resp = await request_json(
+            addr,
+            request.method,
+            request.url.path,
+            raw_body=await request.body(),
+            headers={"X-Univrs-Forwarded": node.node_id},
+            timeout=FORWARD_TIMEOUT,
+        )
+    except (OSError, ValueError, trio.TooSlowError) as exc:
+        raise Unavailable(f"cannot reach the leader {leader!r} at {addr}: {exc}") from None
+    headers = (
+        {"Retry-After": resp.headers["retry-after"]} if "retry-after" in resp.headers else None
+    )
+    return json_response(resp.body, resp.status, headers)
+
+
+@_handler
+async def list_members(request: Request) -> Response:
+    async def run(node: Node) -> tuple[int, Any]:
+        s = node.status()
+        return 200, {"leader": s.leader, "term": s.term, "members": ms.members(node.runtime)}
+
+    return await _on_leader(request, run)
+
+
+@_handler
+async def add_member(request: Request) -> Response:
+    doc = await _body(request, {"id", "raft_addr", "api_addr"})
+    node_id = _str_field(doc, "id")
+    raft_addr = _addr_field(doc, "raft_addr")
+    api_addr = _addr_field(doc, "api_addr", required=False)
+    assert node_id is not None and raft_addr is not None
+
+    async def run(node: Node) -> tuple[int, Any]:
+        before = node.status().membership
+        m = await ms.add_learner(node.runtime, node_id, raft_addr, api_addr)
+        return (200 if node_id in before.members else 201), _membership_doc(m)
+
+    return await _on_leader(request, run)
+
+
+@_handler
+async def promote_member(request: Request) -> Response:
+    node_id = request.path_params["node_id"]
+
+    async def run(node: Node) -> tuple[int, Any]:
+        if node_id not in node.status().membership.members:
+            raise NotFound(f"{node_id!r} is not a member of this cluster")
+        return 200, _membership_doc(await ms.promote(node.runtime, node_id))
+
+    return await _on_leader(request, run)
+
+
+@_handler
+async def remove_member(request: Request) -> Response:
+    node_id = request.path_params["node_id"]
+
+    async def run(node: Node) -> tuple[int, Any]:
+        if node_id not in node.status().membership.members:
+            raise NotFound(f"{node_id!r} is not a member of this cluster")
+        return 200, _membership_doc(await ms.remove(node.runtime, node_id))
+
+    return await _on_leader(request, run)
+
+
+@_handler
+async def transfer_leader(request: Request) -> Response:
+    doc = await _body(request, {"target"})
+    target = _str_field(doc, "target", required=False)
+
+    async def run(node: Node) -> tuple[int, Any]:
+        return 200, {"leader": await ms.transfer_leader(node.runtime, target)}
+
+    return await _on_leader(request, run)
+
+
+@_handler
+async def join(request: Request) -> Response:
+    from univrs.runtime.joining import prepare
+    from univrs.runtime.node import JoinRefused
+
+    doc = await _body(request, {"target"})
+    target = _addr_field(doc, "target")
+    assert target is not None
+    node = _node(request)
+    try:
+        info = await prepare(node.config, target)
+    except JoinRefused as exc:
+        raise Conflict(str(exc)) from None
+    if info.cluster_id == node.cluster_id:
+        if node.node_id in node.status().membership.voters:
+            return json_response({"state": "voter", "cluster_id": info.cluster_id}, 200)
+        return json_response(node.join or {"state": "catching-up"}, 202)
+    try:
+        node.request_rejoin(target)
+    except JoinRefused as exc:
+        raise Conflict(str(exc)) from None
+    return json_response({"state": "restarting", "cluster_id": info.cluster_id}, 202)
+
+
+async def join_progress(request: Request) -> Response:
+    node = _node(request)
+    s = node.status()
+    state = node.join or {"state": "voter" if node.node_id in s.membership.voters else "none"}
+    return json_response({**state, "cluster_id": node.cluster_id, "role": s.role.value}, 200)
+
+
+@_handler
+async def leave(request: Request) -> Response:
+    """Leave the cluster: transfer leadership away first if leading, then have the leader
+    remove this node."""
+    node = _node(request)
+    me = node.node_id
+    if node.status().role is Role.LEADER and len(node.status().membership.voters) > 1:
+        await ms.transfer_leader(node.runtime, None)
+    deadline = trio.current_time() + FORWARD_TIMEOUT
+    while True:
+        s = node.status()
+        if me not in s.membership.members:
+            return json_response({"left": True, "node": me}, 200)
+        addr = s.membership.api_address_of(s.leader) if s.leader else None
+        if addr is not None and s.leader != me:
+            try:
+                resp = await request_json(
+                    addr, "DELETE", f"/v1/cluster/members/{me}", timeout=FORWARD_TIMEOUT
+                )
+                if resp.status == 200:
+                    return json_response({"left": True, "node": me}, 200)
+                if resp.status not in (503,):
+                    return json_response(resp.body, resp.status)
+            except (OSError, ValueError, trio.TooSlowError):
+                pass
+        elif s.role is Role.LEADER:
+            # The only voter, or the transfer did not happen: remove ourselves as leader.
+            m = await ms.remove(node.runtime, me)
+            return json_response({"left": True, "node": me, "voters": sorted(m.voters)}, 200)
+        if trio.current_time() > deadline:
+            raise Unavailable("could not reach a leader to leave the cluster; retry")
+        with trio.move_on_after(0.5):
+            await node.runtime.wait_changed()
+
+
+@_handler
+async def snapshot(request: Request) -> Response:
+    node = _node(request)
+    meta = await node.runtime.take_snapshot()
+    return json_response({"index": meta.index, "term": meta.term, "node": node.node_id}, 200)
+
+
+def _membership_doc(m: Any) -> dict[str, Any]:
+    return {"voters": sorted(m.voters), "learners": sorted(m.learners)}
+
+
+def routes() -> list[Route]:
+    """The admin routes, for ``build_app``."""
+    return [
+        Route("/v1/cluster/members", list_members, methods=["GET"]),
+        Route("/v1/cluster/members", add_member, methods=["POST"]),
+        Route("/v1/cluster/members/{node_id}/promote", promote_member, methods=["POST"]),
+        Route("/v1/cluster/members/{node_id}", remove_member, methods=["DELETE"]),
+        Route("/v1/cluster/transfer-leader", transfer_leader, methods=["POST"]),
+        Route("/v1/cluster/join", join, methods=["POST"]),
+        Route("/v1/cluster/join", join_progress, methods=["GET"]),
+        Route("/v1/cluster/leave", leave, methods=["POST"]),
+        Route("/v1/cluster/snapshot", snapshot, methods=["POST"]),
+    ]

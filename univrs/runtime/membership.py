@@ -1,0 +1,232 @@
+"""Membership changes on the leader: add a learner, promote it, remove a member, transfer.
+
+One server at a time (dissertation 4.1), not joint consensus: every change adds or removes a
+single voter, so any two successive majorities overlap and no intermediate joint configuration
+is needed; the core refuses a change while an earlier one is uncommitted and refuses changing
+more than one voter at once. New members join as learners (they receive the log but neither
+vote nor count toward commit) and are promoted only once their log is close to the leader's,
+so adding a node never stalls commits while it catches up (dissertation 4.2.1).
+
+Each function proposes a CONFIG entry through the driver and returns once it is applied here,
+i.e. committed. All raise ``MembershipError`` with a message for the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from univrs.errors import NotLeader, ProposalDropped, UnivrsError
+from univrs.raft.messages import Membership
+from univrs.raft.node import RaftNode
+from univrs.raft.ready import Role
+from univrs.runtime.driver import RaftRuntime
+
+DEFAULT_MAX_LAG = 100  # entries a learner may be behind the leader's last index to be promoted
+
+
+class MembershipError(UnivrsError):
+    """A membership change was refused (the message says why) or did not commit."""
+
+
+def _with(
+    pairs: tuple[tuple[str, str], ...], node_id: str, addr: str | None
+) -> tuple[tuple[str, str], ...]:
+    kept = [(n, a) for n, a in pairs if n != node_id]
+    if addr is not None:
+        kept.append((node_id, addr))
+    return tuple(sorted(kept))
+
+
+def _without(pairs: tuple[tuple[str, str], ...], node_id: str) -> tuple[tuple[str, str], ...]:
+    return tuple((n, a) for n, a in pairs if n != node_id)
+
+
+async def change(
+    runtime: RaftRuntime,
+    build: Callable[[Membership], Membership | None],
+    *,
+    timeout: float = 30.0,
+) -> Membership:
+    """Propose ``build(current)`` on this node (the leader) and wait until it is committed.
+
+    ``build`` returns None when nothing needs to change (an idempotent retry)."""
+    status = runtime.status()
+    if status.role is not Role.LEADER:
+        raise NotLeader(status.leader)
+    target: list[Membership] = []
+
+    def propose(core: RaftNode) -> int | None:
+        new = build(core.status().membership)
+        if new is None:
+            return None
+        target.append(new)
+        _, index = core.propose_membership(new)
+        return index
+
+    try:
+        index: int | None = await runtime.call(propose)
+    except ProposalDropped as exc:
+        raise MembershipError(str(exc)) from None
+    if index is None:
+        return runtime.status().membership
+    with trio.move_on_after(timeout):
+        while runtime.applied_index < index:
+            await runtime.wait_changed()
+        if runtime.applied_membership != target[0]:
+            raise MembershipError(
+                "the change was overwritten by a new leader before it committed; retry"
+            )
+        return target[0]
+    raise MembershipError(f"the change did not commit within {timeout:g}s (no quorum?)")
+
+
+async def add_learner(
+    runtime: RaftRuntime, node_id: str, raft_addr: str, api_addr: str | None
+) -> Membership:
+    """Add ``node_id`` as a learner. Idempotent for a learner with the same address."""
+
+    def build(m: Membership) -> Membership | None:
+        if node_id in m.voters:
+            raise MembershipError(f"node id {node_id!r} is already a voter of this cluster")
+        if node_id in m.learners:
+            if m.address_of(node_id) == raft_addr:
+                return None  # a retried join: it is already there
+            raise MembershipError(
+                f"node id {node_id!r} is already a learner of this cluster at "
+                f"{m.address_of(node_id)}; remove it first"
+            )
+        clash = [n for n, a in m.addresses if a == raft_addr]
+        if clash:
+            raise MembershipError(f"raft address {raft_addr} is already used by {clash[0]!r}")
+        return Membership(
+            voters=m.voters,
+            learners=m.learners | {node_id},
+            addresses=_with(m.addresses, node_id, raft_addr),
+            api_addresses=_with(m.api_addresses, node_id, api_addr),
+        )
+
+    return await change(runtime, build)
+
+
+def learner_lag(runtime: RaftRuntime, node_id: str) -> int | None:
+    """How many entries the leader's log is ahead of ``node_id`` (None: unknown here)."""
+    status = runtime.status()
+    for peer in status.peers:
+        if peer.id == node_id:
+            return max(0, status.last_index - peer.match)
+    return None
+
+
+async def promote(
+    runtime: RaftRuntime, node_id: str, *, max_lag: int = DEFAULT_MAX_LAG
+) -> Membership:
+    """Make learner ``node_id`` a voter, if its log is within ``max_lag`` of the leader's."""
+    lag = learner_lag(runtime, node_id)
+
+    def build(m: Membership) -> Membership | None:
+        if node_id in m.voters:
+            return None
+        if node_id not in m.learners:
+            raise MembershipError(f"{node_id!r} is not a learner of this cluster")
+        if lag is None or lag > max_lag:
+            raise MembershipError(
+                f"{node_id!r} is not caught up yet ({'unknown' if lag is None else lag} entries "
+                f"behind, at most {max_lag} allowed); retry when it is"
+            )
+        return Membership(
+            voters=m.voters | {node_id},
+            learners=m.learners - {node_id},
+            addresses=m.addresses,
+            api_addresses=m.api_addresses,
+        )
+
+    return await change(runtime, build)
+
+
+async def remove(runtime: RaftRuntime, node_id: str) -> Membership:
+    """Remove voter or learner ``node_id`` (the leader itself too: it steps down after the
+    change commits). Idempotent: removing a non-member is a no-op."""
+
+    def build(m: Membership) -> Membership | None:
+        if node_id not in m.members:
+            return None
+        if m.voters == {node_id}:
+            raise MembershipError(f"{node_id!r} is the only voter; a cluster needs one")
+        return Membership(
+            voters=m.voters - {node_id},
+            learners=m.learners - {node_id},
+            addresses=_without(m.addresses, node_id),
+            api_addresses=_without(m.api_addresses, node_id),
+        )
+
+    return await change(runtime, build)
+
+
+def best_transferee(runtime: RaftRuntime) -> str | None:
+    """The most caught-up other voter, the natural target of a leader transfer."""
+    status = runtime.status()
+    voters = [p for p in status.peers if p.voter and p.id != status.id]
+    if not voters:
+        return None
+    return max(voters, key=lambda p: (p.match, p.recent_active, p.id)).id
+
+
+async def transfer_leader(
+    runtime: RaftRuntime, target: str | None, *, timeout: float = 10.0
+) -> str:
+    """Hand leadership to ``target`` (default: the most caught-up voter); returns the new
+    leader once it has taken over."""
+    status = runtime.status()
+    if status.role is not Role.LEADER:
+        raise NotLeader(status.leader)
+    chosen = target or best_transferee(runtime)
+    if chosen is None:
+        raise MembershipError("there is no other voter to transfer leadership to")
+    if chosen == status.id:
+        return chosen
+    if chosen not in status.membership.voters:
+        raise MembershipError(f"{chosen!r} is not a voter of this cluster")
+    try:
+        await runtime.call(lambda core: core.transfer_leader(chosen))
+    except (ProposalDropped, ValueError) as exc:
+        raise MembershipError(str(exc)) from None
+    with trio.move_on_after(timeout):
+        while True:
+            s = runtime.status()
+            if s.leader == chosen and s.role is not Role.LEADER:
+                return chosen
+            await runtime.wait_changed()
+    raise MembershipError(f"{chosen!r} did not take over within {timeout:g}s")
+
+
+def members(runtime: RaftRuntime, now: float | None = None) -> list[dict[str, Any]]:
+    """Every member with its addresses, kind, and (on the leader) replication progress."""
+    status = runtime.status()
+    m = status.membership
+    peers = {p.id: p for p in status.peers}
+    now = trio.current_time() if now is None else now
+    rows = []
+    for node_id in sorted(m.members):
+        row: dict[str, Any] = {
+            "id": node_id,
+            "raft_addr": m.address_of(node_id),
+            "api_addr": m.api_address_of(node_id),
+            "kind": "voter" if node_id in m.voters else "learner",
+            "leader": node_id == status.leader,
+        }
+        if node_id == status.id:
+            row.update(match_index=status.last_index, lag=0, last_contact_s=0.0)
+        elif node_id in peers:
+            p = peers[node_id]
+            contact = runtime.last_contact.get(node_id)
+            row.update(
+                match_index=p.match,
+                lag=max(0, status.last_index - p.match),
+                state=p.state,
+                last_contact_s=None if contact is None else round(now - contact, 3),
+            )
+        rows.append(row)
+    return rows
