@@ -11,12 +11,20 @@ when that write (and every earlier one) is durable, after which ``persisted()`` 
 default disks are synchronous (a Ready is durable as soon as it is taken); ``hold_disk(n)``
 queues writes until ``persist(n)``. A crash loses the queued writes.
 
+Each node's state machine is the list of entries it applied; ``snapshot(n)`` encodes it as a
+snapshot at the applied index, stores it on the node's disk and calls ``snapshot_taken``, then
+compacts the disk as the core says. A ``Ready.snapshot`` replaces the state machine at once
+(before the Ready's committed entries) and is stored on disk with the Ready's write, by the
+same rule as the LMDB store (keep the log after the snapshot only if the log holds its last
+entry). A restart loads the disk's snapshot and hands it to ``snapshot_taken`` like the runtime.
+
 Every step checks two invariants: at most one leader per term, and no two nodes apply different
 entries at one index.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable, Sequence
 
@@ -34,8 +42,11 @@ from univrs.raft import (
     ReadState,
     Ready,
     Role,
+    SnapshotInstall,
+    SnapshotMeta,
     Status,
     bootstrap_state,
+    decode_membership,
 )
 
 MessageType = type[Message] | tuple[type[Message], ...]
@@ -50,12 +61,51 @@ def entries_with_terms(terms: Sequence[int]) -> tuple[Entry, ...]:
     )
 
 
+def encode_state(entries: Sequence[Entry]) -> bytes:
+    """The harness state machine's snapshot: every applied entry, as JSON."""
+    return json.dumps([[e.index, e.term, int(e.kind), e.data.hex()] for e in entries]).encode()
+
+
+def decode_state(data: bytes) -> list[Entry]:
+    return [
+        Entry(index=i, term=t, kind=EntryKind(k), data=bytes.fromhex(d))
+        for i, t, k, d in json.loads(data)
+    ]
+
+
 @attrs.define
 class Disk:
-    """What a node has made durable."""
+    """What a node has made durable: hard state, snapshot, and the log (contiguous) after some
+    index at or below the snapshot's."""
 
     hard_state: HardState = HardState()
     entries: list[Entry] = attrs.field(factory=list)
+    snapshot: tuple[SnapshotMeta, bytes] | None = None
+
+    @property
+    def last_index(self) -> int:
+        if self.entries:
+            return self.entries[-1].index
+        return self.snapshot[0].index if self.snapshot else 0
+
+    def truncate_from(self, index: int) -> None:
+        self.entries = [e for e in self.entries if e.index < index]
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        assert entries[0].index == self.last_index + 1, f"gap: {entries[0]} after {self}"
+        self.entries.extend(entries)
+
+    def store_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Paper Figure 13 steps 6-7, as univrs.storage.LogStore.save_snapshot does it."""
+        assert self.snapshot is None or meta.index >= self.snapshot[0].index
+        matches = any(e.index == meta.index and e.term == meta.term for e in self.entries)
+        if not matches:
+            self.entries = []
+        self.snapshot = (meta, data)
+
+    def compact(self, upto: int) -> None:
+        assert self.snapshot is not None and upto <= self.snapshot[0].index
+        self.entries = [e for e in self.entries if e.index > upto]
 
 
 @attrs.define
@@ -66,6 +116,7 @@ class PendingWrite:
     entries: tuple[Entry, ...]
     hard_state: HardState | None
     after: tuple[Message, ...]
+    snapshot: SnapshotInstall | None = None
 
 
 class Cluster:
@@ -98,6 +149,7 @@ class Cluster:
         self.readies: dict[str, list[Ready]] = {}
         self.leaders: dict[int, str] = {}  # term -> the leader ever seen in it
         self.applied_at: dict[int, Entry] = {}  # index -> the entry applied there
+        self.installed: dict[str, list[SnapshotMeta]] = {}  # snapshots received from leaders
         self.transcript: list[str] = []
         self.restarts = 0
         for nid, init in sorted(initial.items()):
@@ -151,6 +203,7 @@ class Cluster:
         self.reads.setdefault(nid, [])
         self.dropped_reads.setdefault(nid, [])
         self.readies.setdefault(nid, [])
+        self.installed.setdefault(nid, [])
 
     # ---- views --------------------------------------------------------------------------------
 
@@ -355,34 +408,81 @@ class Cluster:
         self.crashed.add(nid)
         self.writes[nid] = []
 
-    def restart(self, nid: str) -> None:
-        """Restart ``nid`` from its disk (the state machine restarts empty: applied = 0)."""
+    def restart(self, nid: str, *, give_snapshot: bool = True) -> None:
+        """Restart ``nid`` from its disk: the state machine restarts from the disk's snapshot
+        (or empty: applied = 0), and the snapshot is handed to ``snapshot_taken`` (unless
+        ``give_snapshot`` is false: the test does it later)."""
         self.transcript.append(f"restart {nid}")
         disk = self.disks[nid]
         self.restarts += 1
+        meta = disk.snapshot[0] if disk.snapshot else None
+        after = meta.index if meta else 0
         init = InitialState(
             hard_state=disk.hard_state,
-            entries=tuple(disk.entries),
+            entries=tuple(e for e in disk.entries if e.index > after),
+            snapshot=meta,
             membership=self.initial[nid].membership,
+            applied=after,
         )
         self.crashed.discard(nid)
         self._start(nid, init)
+        if disk.snapshot is not None:
+            meta, data = disk.snapshot
+            self._restore(nid, data)
+            if give_snapshot:
+                disk.compact(self.nodes[nid].snapshot_taken(meta, data))
+        self.process(nid)
+
+    # ---- snapshots ----------------------------------------------------------------------------
+
+    def snapshot(self, nid: str, *, keep: int = 0) -> int:
+        """Snapshot ``nid``'s state machine at its applied index, as the runtime does: store it,
+        call ``snapshot_taken(meta, data, keep=keep)``, compact the disk. Returns the index the
+        core compacted to."""
+        self.transcript.append(f"snapshot {nid} keep={keep}")
+        node = self.nodes[nid]
+        applied = self.applied[nid]
+        assert applied, f"{nid} applied nothing to snapshot"
+        last = applied[-1]
+        meta = SnapshotMeta(index=last.index, term=last.term, membership=self.membership_at(nid))
+        data = encode_state(applied)
+        self.disks[nid].store_snapshot(meta, data)
+        upto = node.snapshot_taken(meta, data, keep=keep)
+        self.disks[nid].compact(upto)
+        self.process(nid)
+        return upto
+
+    def membership_at(self, nid: str) -> Membership:
+        """The configuration of ``nid``'s state machine: its last applied CONFIG entry."""
+        for e in reversed(self.applied[nid]):
+            if e.kind is EntryKind.CONFIG:
+                return decode_membership(e.data)
+        return self.initial[nid].membership
+
+    def _restore(self, nid: str, data: bytes) -> None:
+        entries = decode_state(data)
+        for e in entries:
+            seen = self.applied_at.setdefault(e.index, e)
+            assert seen == e, f"State Machine Safety: {nid} restores {e}, another applied {seen}"
+        self.applied[nid] = entries
 
     def _flush(self, nid: str) -> None:
         node = self.nodes[nid]
         disk = self.disks[nid]
         writes, self.writes[nid] = self.writes[nid], []
         for w in writes:
+            if w.snapshot is not None:
+                disk.store_snapshot(w.snapshot.meta, w.snapshot.data)
             if w.truncate_from is not None:
-                del disk.entries[w.truncate_from - 1 :]
+                disk.truncate_from(w.truncate_from)
             if w.entries:
-                assert not disk.entries or disk.entries[-1].index + 1 == w.entries[0].index
-                assert disk.entries or w.entries[0].index == 1
-                disk.entries.extend(w.entries)
+                disk.append(w.entries)
             if w.hard_state is not None:
                 disk.hard_state = w.hard_state
             for m in w.after:
                 self._send(m)
+            if w.snapshot is not None:
+                node.persisted(w.snapshot.meta.index, w.snapshot.meta.term)
             if w.entries:
                 node.persisted(w.entries[-1].index, w.entries[-1].term)
 
@@ -406,17 +506,30 @@ class Cluster:
         self.readies[nid].append(rd)
         for m in rd.messages:
             self._send(m)
+        if rd.snapshot is not None:
+            # The state machine is restored before this Ready's committed entries apply.
+            self.installed[nid].append(rd.snapshot.meta)
+            self._restore(nid, rd.snapshot.data)
         if (
             rd.truncate_from is not None
             or rd.entries
             or rd.hard_state is not None
             or rd.messages_after_persist
+            or rd.snapshot is not None
         ):
             self.writes[nid].append(
-                PendingWrite(rd.truncate_from, rd.entries, rd.hard_state, rd.messages_after_persist)
+                PendingWrite(
+                    rd.truncate_from,
+                    rd.entries,
+                    rd.hard_state,
+                    rd.messages_after_persist,
+                    rd.snapshot,
+                )
             )
         if nid not in self.held:
             self._flush(nid)
+        if rd.snapshot is not None:
+            node.applied(rd.snapshot.meta.index)
         if rd.committed:
             disk_index = {e.index: e for e in self.disks[nid].entries}
             for e in rd.committed:
@@ -432,6 +545,8 @@ class Cluster:
 
     def _check(self, nid: str) -> None:
         st = self.nodes[nid].status()
+        # Compaction never passes what is committed and applied.
+        assert st.first_index - 1 <= min(st.commit, st.applied), f"{nid} over-compacted: {st}"
         if st.role is Role.LEADER:
             other = self.leaders.setdefault(st.term, nid)
             assert other == nid, f"two leaders in term {st.term}: {other} and {nid}"

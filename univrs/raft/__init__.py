@@ -35,6 +35,7 @@ from univrs.raft.ready import (
     ReadState,
     Ready,
     Role,
+    SnapshotInstall,
     SoftState,
     Status,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "RequestVoteResponse",
     "Rng",
     "Role",
+    "SnapshotInstall",
     "SnapshotMeta",
     "SoftState",
     "Status",

@@ -1,8 +1,10 @@
 """The state every RaftNode holds, and the small helpers both its halves use.
 
-``RaftNode`` (node.py: roles, elections, the follower side, the public API) inherits
-``LeaderMixin`` (leader.py: replication, commit, heartbeats, ReadIndex confirmation), which
-inherits this class. The fields are declared here once, with their invariants beside them.
+``RaftNode`` (node.py: roles, the public API) combines ``ElectionMixin`` (election.py),
+``FollowerMixin`` (follower.py: AppendEntries receiver) and ``SnapshotMixin`` (compaction.py:
+snapshots, compaction, InstallSnapshot streaming), which extends ``LeaderMixin`` (leader.py:
+replication, commit, heartbeats, ReadIndex confirmation); all of them inherit this class. The
+fields are declared here once, with their invariants beside them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from univrs.raft.membership import ConfigHistory
 from univrs.raft.messages import Entry, HardState, Message, NodeId, ReadIndexResponse
 from univrs.raft.progress import Progress
 from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderReads
-from univrs.raft.ready import RaftConfig, ReadState, Role, SoftState
+from univrs.raft.ready import RaftConfig, ReadState, Role, SnapshotInstall, SoftState
 from univrs.raft.rng import Rng
+from univrs.raft.snapshot import Snapshot, SnapshotReceiver
 
 
 @attrs.define(eq=False, init=False, repr=False)
@@ -49,6 +52,12 @@ class NodeBase:
     _transferee: NodeId | None  # leader only: target of a leader transfer in progress
     _votes: dict[NodeId, bool]  # (pre-)candidate only: answers received
     _progress: dict[NodeId, Progress]  # leader only: every member but itself
+    # Snapshots. Invariant: _log.snapshot_index <= _snapshot_index (the log is compacted only
+    # up to a snapshot), and _snapshot.meta.index == _snapshot_index once data is known.
+    _snapshot: Snapshot | None  # the newest snapshot's data (taken, installed or loaded)
+    _snapshot_index: int  # the newest snapshot's index (0: none)
+    _receiving: SnapshotReceiver | None  # follower: a snapshot being streamed to us
+    _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
     _forwarded: ForwardedReads
     _apply_wait: ApplyWait
@@ -79,6 +88,15 @@ class NodeBase:
         raise NotImplementedError
 
     def _become_leader(self) -> None:
+        raise NotImplementedError
+
+    def _follow(self, leader: NodeId) -> bool:
+        raise NotImplementedError
+
+    def _commit_to(self, index: int) -> None:
+        raise NotImplementedError
+
+    def _start_snapshot(self, peer: NodeId, pr: Progress) -> None:
         raise NotImplementedError
 
     def _promotable(self) -> bool:

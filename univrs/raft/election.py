@@ -26,6 +26,7 @@ from univrs.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Heartbeat,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -188,7 +189,7 @@ class ElectionMixin(NodeBase):
         """
         if not (self.config.check_quorum or self.config.pre_vote):
             return
-        if isinstance(msg, (AppendEntries, Heartbeat)):
+        if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
             self._send(
                 AppendEntriesResponse(
                     term=self._term, src=self.id, dst=msg.src, success=False, index=0

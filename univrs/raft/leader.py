@@ -62,8 +62,17 @@ class LeaderMixin(NodeBase):
         return True
 
     def _max_inflight_config_changes(self) -> int:
-        """How many uncommitted CONFIG entries may exist at once (single-server changes)."""
+        """How many uncommitted CONFIG entries may exist at once (single-server changes).
+
+        ``propose_membership`` refuses a change while this many are uncommitted: with 1, one
+        change at a time (dissertation 4.1: a new change only once the previous committed).
+        """
         return 1
+
+    # ---- implemented by SnapshotMixin (compaction.py) ----------------------------------------
+
+    def _tick_snapshots(self) -> None:
+        raise NotImplementedError
 
     # ---- becoming leader, appending ----------------------------------------------------------
 
@@ -81,6 +90,7 @@ class LeaderMixin(NodeBase):
             if peer != self.id
         }
         self._leader_reads.reset_acks()
+        self._receiving = None  # a leader installs no snapshot
         self._append_as_leader(((EntryKind.NOOP, b""),))
 
     def _new_progress(self, next_index: int) -> Progress:
@@ -153,9 +163,24 @@ class LeaderMixin(NodeBase):
             for w in self._leader_reads.take_waiting():
                 self._leader_read(w.ctx, w.requester)
         if index >= self._configs.current_index and self.id not in self._configs.current.voters:
-            # The configuration removing us is committed: step down (dissertation 4.2.2).
+            # The configuration removing us is committed: step down (dissertation 4.2.2), and
+            # let the most up-to-date remaining voter campaign at once rather than wait for its
+            # election timeout (dissertation 3.10, 4.2.2; etcd's transfer after removal).
+            successor = self._successor()
             self._become_follower(self._term, None)
+            if successor is not None:
+                self._send(TimeoutNow(term=self._term, src=self.id, dst=successor))
         return True
+
+    def _successor(self) -> NodeId | None:
+        """The voter (not us) that holds our whole log, the one heard from most recently first."""
+        last = self._log.last_index
+        best = [
+            (not pr.recent_active, peer)
+            for peer, pr in self._progress.items()
+            if peer in self._configs.current.voters and peer != self.id and pr.match == last
+        ]
+        return min(best)[1] if best else None
 
     def _committed_in_term(self) -> bool:
         return self._log.term_at(self._commit) == self._term
@@ -178,6 +203,7 @@ class LeaderMixin(NodeBase):
         if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
+        self._tick_snapshots()
 
     def _quorum_active(self) -> bool:
         """CheckQuorum: did a quorum of voters answer since the last check? Resets the marks."""
@@ -228,8 +254,8 @@ class LeaderMixin(NodeBase):
         prev = pr.next - 1
         prev_term = self._log.term_at(prev)
         if prev_term is None:
-            # The entries it needs were compacted away: a snapshot is needed (compaction issue).
-            pr.become_snapshot()
+            # The entries it needs were compacted away: stream a snapshot (compaction.py).
+            self._start_snapshot(peer, pr)
             return False
         entries = self._log.slice(
             pr.next, self.config.max_entries_per_msg, self.config.max_bytes_per_msg
@@ -285,7 +311,12 @@ class LeaderMixin(NodeBase):
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_to(msg.index)
         else:
-            return
+            # SNAPSHOT: an answer to an append sent before the stream started. If it shows the
+            # follower already holds what the snapshot covers, the stream is pointless.
+            if pr.snapshot is None or pr.match < pr.snapshot.meta.index:
+                return
+            pr.next = pr.match + 1
+            pr.become_probe()
         if updated:
             self._maybe_commit()
             if self._role is not Role.LEADER:

@@ -181,6 +181,50 @@ class RaftLog:
                 self._pending_truncate = index
             self._unstable_from = index
 
+    def compact(self, index: int) -> None:
+        """Forget the entries up to ``index`` (log compaction, dissertation 5.1).
+
+        The caller guarantees they are durable (``index <= stable_limit``): storage drops them
+        itself once the snapshot covering them is stored. ``index`` becomes the offset.
+        """
+        if index <= self._offset:
+            return
+        assert index < self._unstable_from, f"compacting non-durable entries up to {index}"
+        assert self._pending_truncate is None or index < self._pending_truncate
+        term = self.term_at(index)
+        assert term is not None, f"compaction to {index} beyond {self!r}"
+        del self._entries[: index - self._offset]
+        self._offset = index
+        self._offset_term = term
+
+    def install(self, index: int, term: int) -> bool:
+        """Reset the log to a snapshot ending at (index, term) (paper Figure 13, steps 6-7).
+
+        If the log holds an entry at ``index`` with ``term`` the entries after it are kept
+        (True); otherwise the whole log is discarded (False). Storage applies the same rule to
+        what *it* holds when it stores the snapshot; when storage will not hold the matching
+        entry (not handed out yet, or a pending truncation below it replaces it) it discards
+        its log, so the kept suffix is handed to it again from ``index + 1``.
+        """
+        assert index > self._offset, f"installing a snapshot at {index} behind {self!r}"
+        if index <= self.last_index and self.term_at(index) == term:
+            storage_keeps = index < self._unstable_from and (
+                self._pending_truncate is None or self._pending_truncate > index
+            )
+            del self._entries[: index - self._offset]
+            self._offset = index
+            self._offset_term = term
+            if not storage_keeps:
+                self._pending_truncate = None
+                self._unstable_from = index + 1
+            return True
+        self._entries = []
+        self._offset = index
+        self._offset_term = term
+        self._pending_truncate = None
+        self._unstable_from = index + 1
+        return False
+
     # ---- hand-off to storage -----------------------------------------------------------------
 
     def has_unstable(self) -> bool:

@@ -80,6 +80,30 @@ class ConfigHistory:
             changed = True
         return changed
 
+    def compact(self, index: int) -> None:
+        """The log up to ``index`` was compacted: fold the configurations there into the base.
+
+        Only committed entries are compacted, and truncation never reaches them, so the base
+        never needs to be undone.
+        """
+        while self._changes and self._changes[0][0] <= index:
+            self.base_index, self.base = self._changes.pop(0)
+
+    def install(self, index: int, membership: Membership, *, keep_suffix: bool) -> bool:
+        """A snapshot at ``index`` replaced the log (or its prefix, with ``keep_suffix``).
+
+        Its configuration becomes the base; configurations after ``index`` survive only with
+        the suffix. True if the configuration in effect changed.
+        """
+        before = self.current
+        if keep_suffix:
+            self._changes = [(i, m) for i, m in self._changes if i > index]
+        else:
+            self._changes = []
+        self.base = membership
+        self.base_index = index
+        return self.current != before
+
     def uncommitted(self, commit: int) -> int:
         """How many CONFIG entries lie after ``commit`` (not yet committed)."""
         n = 0

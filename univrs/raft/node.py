@@ -5,10 +5,11 @@ Theory of operation
 Events go in (``tick``, ``step``, ``propose*``, ``read_index``, ``persisted``, ``applied``,
 ``campaign``, ``transfer_leader``); nothing blocks and nothing is sent directly. Output
 accumulates and leaves through ``ready()`` (see univrs/raft/ready.py for the ordering
-contract). This file holds the public API, message dispatch, role changes and the follower
-side; elections live in ``ElectionMixin`` (election.py) and the leader's replication, commit and
-ReadIndex confirmation in ``LeaderMixin`` (leader.py). Fields are declared in ``NodeBase``
-(base.py).
+contract). This file holds the public API, message dispatch and role changes; elections live
+in ``ElectionMixin`` (election.py), the AppendEntries receiver in ``FollowerMixin``
+(follower.py), the leader's replication, commit and ReadIndex confirmation in ``LeaderMixin``
+(leader.py), snapshots, compaction and InstallSnapshot streaming in ``SnapshotMixin``
+(compaction.py). Fields are declared in ``NodeBase`` (base.py).
 
 Durability (the part that is easy to get wrong):
 - anything that claims durable state goes through ``_send_after_persist``: vote grants, append
@@ -32,8 +33,9 @@ from collections.abc import Sequence
 import attrs
 
 from univrs.errors import NotLeader, ProposalDropped
+from univrs.raft.compaction import SnapshotMixin
 from univrs.raft.election import ElectionMixin
-from univrs.raft.leader import LeaderMixin
+from univrs.raft.follower import FollowerMixin
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory, voter_changes
 from univrs.raft.messages import (
@@ -45,6 +47,7 @@ from univrs.raft.messages import (
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
+    InstallSnapshotResponse,
     Membership,
     Message,
     NodeId,
@@ -72,14 +75,14 @@ _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class RaftNode(ElectionMixin, LeaderMixin):
+class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
     """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
 
     Overridable hooks (small methods the real logic goes through; the simulator's mutants
     break them on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
     ``_read_needs_quorum_check``, ``_max_inflight_config_changes`` (leader.py),
-    ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_send``, ``_send_after_persist``
-    (base.py).
+    ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit``,
+    ``_snapshot_resume_ticks`` (compaction.py), ``_send``, ``_send_after_persist`` (base.py).
     """
 
     def __init__(
@@ -129,6 +132,10 @@ class RaftNode(ElectionMixin, LeaderMixin):
         self._transferee = None
         self._votes = {}
         self._progress = {}
+        self._snapshot = None  # the runtime hands the data over with snapshot_taken()
+        self._snapshot_index = snap_index
+        self._receiving = None
+        self._out_snapshot = None
         self._leader_reads = LeaderReads()
         self._forwarded = ForwardedReads()
         self._apply_wait = ApplyWait()
@@ -207,7 +214,10 @@ class RaftNode(ElectionMixin, LeaderMixin):
         elif isinstance(msg, TimeoutNow) and self._role is not Role.LEADER and self._promotable():
             # Leader transfer (dissertation 3.10): campaign now, skipping pre-vote and leases.
             self._become_candidate(transfer=True)
-        # InstallSnapshot / InstallSnapshotResponse: the compaction issue; ignored for now.
+        elif isinstance(msg, InstallSnapshot):
+            self._on_install_snapshot(msg)
+        elif isinstance(msg, InstallSnapshotResponse) and self._role is Role.LEADER:
+            self._on_snapshot_response(msg)
 
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append one NORMAL entry (leader only); returns its (term, index)."""
@@ -305,6 +315,8 @@ class RaftNode(ElectionMixin, LeaderMixin):
         """True if ``ready()`` would return a non-empty batch."""
         if self._msgs or self._msgs_after or self._out_reads or self._out_dropped:
             return True
+        if self._out_snapshot is not None:
+            return True
         hs = self._last_hs
         soft = self._last_soft
         return (
@@ -321,6 +333,8 @@ class RaftNode(ElectionMixin, LeaderMixin):
     def ready(self) -> Ready:
         """Take the accumulated output (may be empty); see univrs/raft/ready.py for the contract."""
         log = self._log
+        snapshot = self._out_snapshot
+        self._out_snapshot = None
         truncate: int | None = None
         entries: tuple[Entry, ...] = ()
         if log.has_unstable():
@@ -367,6 +381,7 @@ class RaftNode(ElectionMixin, LeaderMixin):
             reads=reads,
             dropped_reads=dropped,
             soft_state=soft,
+            snapshot=snapshot,
         )
 
     def status(self) -> Status:
@@ -378,9 +393,11 @@ class RaftNode(ElectionMixin, LeaderMixin):
                 match=pr.match,
                 next=pr.next,
                 state=pr.state.value,
-                inflight=len(pr.inflights),
+                inflight=pr.snapshot.inflight if pr.snapshot is not None else len(pr.inflights),
                 recent_active=pr.recent_active,
                 voter=pid in voters,
+                snapshot_acked=pr.snapshot.acked if pr.snapshot is not None else 0,
+                snapshot_size=pr.snapshot.snapshot.size if pr.snapshot is not None else 0,
             )
             for pid, pr in sorted(self._progress.items())
         )
@@ -398,6 +415,7 @@ class RaftNode(ElectionMixin, LeaderMixin):
             first_index=self._log.first_index,
             membership=self._configs.current,
             peers=peers,
+            snapshot_index=self._snapshot_index,
         )
 
     # ========================================================================= roles ==
@@ -419,93 +437,6 @@ class RaftNode(ElectionMixin, LeaderMixin):
                 self._become_follower(self._term, None)
         else:
             self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
-
-    # ================================================================ follower side ==
-
-    def _follow(self, leader: NodeId) -> bool:
-        """A message from ``leader`` of our term: follow it. False if we lead this term."""
-        if self._role is Role.LEADER:
-            return False  # two leaders in one term cannot happen; ignore rather than obey
-        if self._role is Role.CANDIDATE or self._role is Role.PRE_CANDIDATE:
-            self._become_follower(self._term, leader)
-        elif self._leader != leader:
-            self._set_state(self._role, leader)
-            self._reset_election_timer()
-        else:
-            self._reset_election_timer()
-        return True
-
-    def _on_append(self, msg: AppendEntries) -> None:
-        """AppendEntries receiver (paper Figure 2), acknowledging only after persist."""
-        prev, prev_term, entries = msg.prev_log_index, msg.prev_log_term, msg.entries
-        commit = self._commit
-        if prev < commit:
-            # Our entries up to commit are committed, hence in every later leader's log (5.4):
-            # skip the part of the message they cover.
-            if prev + len(entries) <= commit:
-                self._send_after_persist(
-                    AppendEntriesResponse(
-                        term=self._term, src=self.id, dst=msg.src, success=True, index=commit
-                    )
-                )
-                return
-            skip = commit - prev
-            prev_term = entries[skip - 1].term
-            entries = entries[skip:]
-            prev = commit
-        if self._log.term_at(prev) != prev_term:
-            self._reject_append(msg, prev)
-            return
-        if entries:
-            conflict = self._log.find_conflict(entries)
-            if conflict:
-                if conflict <= self._log.last_index:
-                    self._truncate(conflict)
-                self._append_entries(entries[conflict - entries[0].index :])
-        last_new = prev + len(entries)
-        self._commit_to(min(msg.commit, last_new))
-        self._send_after_persist(
-            AppendEntriesResponse(
-                term=self._term, src=self.id, dst=msg.src, success=True, index=last_new
-            )
-        )
-
-    def _reject_append(self, msg: AppendEntries, prev: int) -> None:
-        """Reject with the fast-backtracking hint (see AppendEntriesResponse)."""
-        log = self._log
-        if prev > log.last_index:
-            hint_index, hint_term = log.last_index, 0
-        else:
-            term = log.term_at(prev)
-            assert term is not None
-            hint_term = term
-            hint_index = log.first_index_of_term_at(prev) if prev > log.snapshot_index else prev
-        self._send(
-            AppendEntriesResponse(
-                term=self._term,
-                src=self.id,
-                dst=msg.src,
-                success=False,
-                index=msg.prev_log_index,
-                hint_index=hint_index,
-                hint_term=hint_term,
-            )
-        )
-
-    def _commit_to(self, index: int) -> None:
-        if index > self._commit:
-            assert index <= self._log.last_index, f"commit {index} beyond {self._log}"
-            self._commit = index
-            # A demotion may just have committed: may we still campaign?
-            self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
-
-    def _truncate(self, index: int) -> None:
-        assert index > self._commit, f"truncating committed entries at {index} ({self!r})"
-        self._log.truncate_from(index)
-        if self._persisted >= index:
-            self._persisted = index - 1
-        if self._configs.on_truncate(index):
-            self._on_config_change()
 
     def _on_read_index_response(self, msg: ReadIndexResponse) -> None:
         if self._role is Role.LEADER or not self._forwarded.take(msg.ctx, msg.term, msg.src):

@@ -8,8 +8,10 @@ Theory of operation (the idea of etcd's ``tracker/progress.go``, our own code)
 - REPLICATE: the follower matched; the leader streams appends optimistically (``next`` moves
   past what was sent) with at most ``max_inflight`` unacknowledged messages (``Inflights``).
   A rejection drops back to PROBE.
-- SNAPSHOT: the entries the follower needs are compacted away; reserved for the compaction issue
-  (nothing is sent in this state yet).
+- SNAPSHOT: the entries the follower needs are compacted away: the leader streams its newest
+  snapshot (``snapshot``, a SnapshotSender; None while the leader has no snapshot data yet) and
+  sends no appends. Once the follower installs it, ``match`` jumps to the snapshot index and
+  the follower is probed again. Rejections of appends are ignored in this state.
 
 Invariants: ``0 <= match < next``; in REPLICATE the inflight indexes are strictly increasing and
 all ``> match``.
@@ -21,6 +23,8 @@ import collections
 import enum
 
 import attrs
+
+from univrs.raft.snapshot import SnapshotSender
 
 
 class ProgressState(enum.Enum):
@@ -74,25 +78,30 @@ class Progress:
     state: ProgressState = ProgressState.PROBE
     probe_sent: bool = False  # PROBE only: an append is outstanding, wait for its answer
     recent_active: bool = False  # heard from it since the last CheckQuorum round
+    snapshot: SnapshotSender | None = None  # SNAPSHOT only: the stream in progress
 
     def become_probe(self) -> None:
         """Fall back to one-at-a-time probing from ``next`` (which the caller set)."""
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.inflights.reset()
+        self.snapshot = None
 
     def become_replicate(self) -> None:
         """The follower matches at ``match``: stream from ``match + 1``."""
         self.state = ProgressState.REPLICATE
         self.probe_sent = False
         self.inflights.reset()
+        self.snapshot = None
         self.next = self.match + 1
 
     def become_snapshot(self) -> None:
-        """The follower needs a snapshot (compaction issue); nothing is sent meanwhile."""
+        """The follower needs a snapshot; no appends are sent meanwhile (the caller sets
+        ``snapshot`` once it has data to stream)."""
         self.state = ProgressState.SNAPSHOT
         self.probe_sent = False
         self.inflights.reset()
+        self.snapshot = None
 
     def is_paused(self) -> bool:
         """True if the leader must not send this follower another append now."""
@@ -125,11 +134,13 @@ class Progress:
         """A rejection of prev index ``rejected``; move ``next`` back to ``new_next`` (clamped).
 
         Returns False for a stale rejection: in REPLICATE one at or below ``match``, in PROBE
-        one that does not answer the outstanding probe (``next - 1``).
+        one that does not answer the outstanding probe (``next - 1``), in SNAPSHOT any.
         """
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False
+        elif self.state is ProgressState.SNAPSHOT:
+            return False  # the stream decides; a rejection can only be stale here
         elif self.next - 1 != rejected:
             return False
         # next - 1 must be a position the follower might match: below the rejected one and

@@ -156,9 +156,12 @@ class PeerStatus:
     match: int
     next: int
     state: str  # "probe" | "replicate" | "snapshot"
-    inflight: int
+    inflight: int  # unacknowledged appends (in "snapshot" state: snapshot chunks)
     recent_active: bool
     voter: bool
+    # While a snapshot is streamed to it ("snapshot" state): bytes it confirmed, and the total.
+    snapshot_acked: int = 0
+    snapshot_size: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -1,0 +1,226 @@
+"""Snapshots and log compaction (dissertation 5.1-5.3): RaftNode's snapshot half.
+
+Theory of operation
+-------------------
+The runtime snapshots its state machine at some applied index and stores it durably, then calls
+``snapshot_taken(meta, data, keep=k)``. The core keeps ``data`` as its newest snapshot (to
+stream to followers) and forgets its log up to ``min(meta.index - k, _compaction_limit())``;
+it returns that index so the runtime compacts storage to the same point. The limit,
+min(applied, commit), keeps compaction behind what is committed *and* applied: entries past it
+may still be needed to apply or may still be replaced (the simulator's mutants break it).
+
+Leader: a follower whose next entry is compacted away (``_send_append`` finds no term for its
+prev index) enters SNAPSHOT and gets the newest snapshot streamed (snapshot.py:
+``SnapshotSender``) in ``snapshot_chunk_bytes`` chunks, at most ``snapshot_window`` in flight,
+resumed from the last acknowledged offset after ``_snapshot_resume_ticks()`` ticks without
+news. Heartbeats keep flowing meanwhile (the runtime's transport carries InstallSnapshot in a
+bulk lane). When the follower reports it installed (success, offset == size) its ``match``
+becomes the snapshot index and it is probed from there. A snapshot taken mid-stream does not
+interrupt the stream: it finishes with the data it started with (a sender holds a reference),
+and a later probe that again finds its entries compacted gets the newer one.
+
+Follower: chunks for the snapshot being received are accepted in order; anything else is
+answered with the byte count held, so the leader resumes there. The complete data is verified
+(size and crc32); a mismatch discards it and answers offset 0. Nothing changes before that. A
+verified snapshot resets the log (keeping the suffix if the log has the snapshot's last entry,
+paper Figure 13 step 6), moves commit to at least its index, takes its membership as the base
+configuration and leaves in ``Ready.snapshot``; the success answer waits for the persist.
+A snapshot at or below our commit index is acknowledged without installing.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from univrs.raft.leader import LeaderMixin
+from univrs.raft.messages import (
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    NodeId,
+    SnapshotMeta,
+)
+from univrs.raft.progress import Progress, ProgressState
+from univrs.raft.ready import Role, SnapshotInstall
+from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotReceiver, SnapshotSender
+
+
+@attrs.define(eq=False, init=False, repr=False)
+class SnapshotMixin(LeaderMixin):
+    """Snapshots, compaction and InstallSnapshot streaming (see the module docstring)."""
+
+    # ---- hooks (mutants override these; the real logic goes through them) --------------------
+
+    def _compaction_limit(self) -> int:
+        """The highest index the log may be compacted to: committed *and* applied."""
+        return min(self._applied, self._commit)
+
+    def _snapshot_resume_ticks(self) -> int:
+        """Ticks without any acknowledgement after which a stream resumes from the last
+        acknowledged offset (the connection is presumed dropped)."""
+        return self.config.election_ticks_max
+
+    # ---- the runtime took a snapshot -----------------------------------------------------------
+
+    def snapshot_taken(self, meta: SnapshotMeta, data: bytes, *, keep: int = 0) -> int:
+        """The runtime durably stored a snapshot at ``meta.index`` (its state machine's applied
+        index, which may be ahead of what ``applied()`` reported, never beyond the entries
+        handed out: ValueError).
+
+        Keeps ``data`` to stream to followers (if newer than the snapshot held), drops the
+        in-memory log up to ``min(meta.index - keep, _compaction_limit())`` and returns that
+        index (>= 0): the runtime compacts storage up to it. Also used at start-up with the
+        stored snapshot, so a restarted leader can stream it.
+        """
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        if meta.index > self._handed:
+            # The state machine can only reflect entries handed out in Ready.committed. (It may
+            # be ahead of what applied() reported so far: the limit below covers that.)
+            raise ValueError(
+                f"snapshot at {meta.index} beyond the entries handed out to apply ({self._handed})"
+            )
+        term = self._log.term_at(meta.index)
+        if term is not None and term != meta.term:
+            raise ValueError(f"snapshot at ({meta.index}, {meta.term}) but the log has term {term}")
+        if self._snapshot is None or meta.index > self._snapshot.meta.index:
+            self._snapshot = Snapshot(meta=meta, data=data)
+            self._snapshot_index = max(self._snapshot_index, meta.index)
+            if self._role is Role.LEADER:
+                for peer, pr in self._progress.items():
+                    if pr.state is ProgressState.SNAPSHOT and pr.snapshot is None:
+                        self._start_snapshot(peer, pr)
+        upto = max(0, min(meta.index - keep, self._compaction_limit()))
+        if upto > self._log.snapshot_index:
+            self._log.compact(upto)
+            self._configs.compact(upto)
+        return upto
+
+    # ---- leader: streaming -----------------------------------------------------------------
+
+    def _start_snapshot(self, peer: NodeId, pr: Progress) -> None:
+        """``peer`` needs compacted entries: stream the newest snapshot (once we have its data)."""
+        pr.become_snapshot()
+        snap = self._snapshot
+        if snap is None:
+            return  # restarted and not given the data yet: snapshot_taken starts the stream
+        assert snap.meta.index >= pr.next - 1, f"snapshot {snap.meta} behind {peer}'s needs"
+        pr.snapshot = SnapshotSender(
+            snapshot=snap,
+            chunk_bytes=self.config.snapshot_chunk_bytes,
+            window=self.config.snapshot_window,
+        )
+        self._send_snapshot_chunks(peer, pr.snapshot)
+
+    def _send_snapshot_chunks(self, peer: NodeId, sender: SnapshotSender) -> None:
+        snap = sender.snapshot
+        for chunk in sender.take_chunks():
+            self._send(
+                InstallSnapshot(
+                    term=self._term,
+                    src=self.id,
+                    dst=peer,
+                    meta=snap.meta,
+                    offset=chunk.offset,
+                    data=chunk.data,
+                    done=chunk.done,
+                    total_size=snap.size,
+                    checksum=snap.checksum,
+                )
+            )
+
+    def _on_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        sender = pr.snapshot
+        if (
+            pr.state is not ProgressState.SNAPSHOT
+            or sender is None
+            or msg.snapshot_index != sender.meta.index
+        ):
+            return  # stale: about another stream
+        outcome = sender.on_response(msg.offset, msg.success)
+        if outcome is AckOutcome.DONE:
+            # The follower installed it (or already had its entries): probe from there.
+            pr.maybe_update(sender.meta.index)
+            pr.next = pr.match + 1
+            pr.become_probe()
+            self._send_append(msg.src, pr, send_if_empty=True)
+        elif outcome is AckOutcome.PROGRESS:
+            self._send_snapshot_chunks(msg.src, sender)
+
+    def _tick_snapshots(self) -> None:
+        resume = self._snapshot_resume_ticks()
+        for peer, pr in self._progress.items():
+            sender = pr.snapshot
+            if sender is not None and sender.tick(resume):
+                self._send_snapshot_chunks(peer, sender)
+
+    # ---- follower: receiving ---------------------------------------------------------------
+
+    def _snapshot_answer(self, msg: InstallSnapshot, offset: int, *, success: bool) -> None:
+        answer = InstallSnapshotResponse(
+            term=self._term,
+            src=self.id,
+            dst=msg.src,
+            snapshot_index=msg.meta.index,
+            offset=offset,
+            success=success,
+        )
+        if success and offset >= msg.total_size:
+            # "Installed" claims a durable snapshot (or durable entries up to its index).
+            self._send_after_persist(answer)
+        else:
+            self._send(answer)
+
+    def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+        if not self._follow(msg.src):
+            return
+        meta = msg.meta
+        if meta.index <= self._commit:
+            # We hold (committed) everything it covers; our log may be longer: keep it.
+            self._receiving = None
+            self._snapshot_answer(msg, msg.total_size, success=True)
+            return
+        rx = self._receiving
+        if rx is None or not rx.same_snapshot(msg):
+            # Another snapshot than the partial one held (if any): that one is abandoned.
+            rx = self._receiving = SnapshotReceiver.for_message(msg)
+        if msg.offset != rx.received:
+            self._snapshot_answer(msg, rx.received, success=False)  # resume where we are
+            return
+        if not rx.accept(msg.data):
+            self._receiving = None  # more data than announced: corrupt, start over
+            self._snapshot_answer(msg, 0, success=False)
+            return
+        if not msg.done:
+            self._snapshot_answer(msg, rx.received, success=True)
+            return
+        self._receiving = None
+        data = rx.verified()
+        if data is None:
+            self._snapshot_answer(msg, 0, success=False)  # size or checksum mismatch
+            return
+        self._install_snapshot(meta, data)
+        self._snapshot_answer(msg, msg.total_size, success=True)
+
+    def _install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Replace our state with a verified snapshot newer than our commit index."""
+        assert meta.index > self._commit >= self._applied, f"install {meta} on {self!r}"
+        kept = self._log.install(meta.index, meta.term)
+        if not kept:
+            # Our entries after the snapshot conflicted or were missing: all gone, and storage
+            # drops them too when it stores the snapshot.
+            self._persisted = min(self._persisted, meta.index - 1)
+        changed = self._configs.install(meta.index, meta.membership, keep_suffix=kept)
+        self._commit = meta.index
+        # The state machine is restored from the snapshot, not by applying entries: nothing up
+        # to meta.index is handed out any more. The runtime reports applied(meta.index).
+        self._handed = meta.index
+        self._snapshot = Snapshot(meta=meta, data=data)
+        self._snapshot_index = meta.index
+        self._out_snapshot = SnapshotInstall(meta=meta, data=data)
+        if changed:
+            self._on_config_change()
+        self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER

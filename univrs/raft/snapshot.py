@@ -1,0 +1,202 @@
+"""Snapshot streaming state (dissertation 5.3): the leader's sender and the follower's receiver.
+
+Theory of operation
+-------------------
+A snapshot travels as InstallSnapshot chunks of at most ``snapshot_chunk_bytes`` bytes, each
+naming its byte ``offset``; the last one has ``done``. ``checksum`` (zlib.crc32) and
+``total_size`` always cover the whole snapshot, so the follower verifies it only once complete.
+
+Sender (leader, one per follower being streamed to): a pipeline like the log's REPLICATE state,
+with at most ``window`` chunks unacknowledged. The follower answers every chunk with
+``InstallSnapshotResponse(offset = bytes it holds)``:
+
+- success: ``offset`` bytes are confirmed (``acked``); ``offset == total_size`` means installed;
+- failure: the chunk was out of order (or the follower lost its partial data, or the complete
+  data failed verification: then ``offset`` is 0). The follower holds ``offset`` bytes, so the
+  stream *rewinds* there. Failures caused by chunks sent before the last rewind would rewind
+  again to the same place; to keep one loss from multiplying into a storm of resends the
+  sender rewinds to a given offset at most once (``_rewound_to``), unless the follower reports
+  holding *less* than it confirmed before (it lost data: always rewind).
+- silence: if nothing is confirmed for ``resume_ticks`` ticks (a dropped connection, a lost
+  chunk or ack), the stream resumes from ``acked``.
+
+Invariants: ``0 <= acked <= total_size``; the offsets in ``_inflight`` (chunk end offsets sent
+since the last rewind) strictly increase and are ``> acked``; ``acked <= next``, except right
+after a rewind forward (``next == acked`` then).
+
+Receiver (follower): accepts the chunk whose offset equals the bytes it holds for the same
+snapshot (same meta, size and checksum), whatever the leader; anything else is answered with
+the bytes it holds. Nothing of the node's state changes until the data is complete and verified.
+"""
+
+from __future__ import annotations
+
+import collections
+import zlib
+
+import attrs
+
+from univrs.raft.messages import InstallSnapshot, SnapshotMeta
+
+
+@attrs.define(eq=False)
+class Snapshot:
+    """The newest snapshot this node knows: its meta and data (checksum computed on demand)."""
+
+    meta: SnapshotMeta
+    data: bytes
+    _checksum: int | None = None
+
+    @property
+    def checksum(self) -> int:
+        if self._checksum is None:
+            self._checksum = zlib.crc32(self.data)
+        return self._checksum
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Chunk:
+    """One chunk to send: ``data`` at byte ``offset``; ``done`` marks the last one."""
+
+    offset: int
+    data: bytes
+    done: bool
+
+
+class AckOutcome:
+    """What a response meant to the sender (plain constants, compared by identity)."""
+
+    IGNORED = "ignored"  # stale or duplicate: nothing changed
+    PROGRESS = "progress"  # more bytes confirmed, or a rewind: send what the window allows
+    DONE = "done"  # the follower installed the snapshot (or already had its entries)
+
+
+@attrs.define(eq=False)
+class SnapshotSender:
+    """The leader's stream of one snapshot to one follower (see the module docstring)."""
+
+    snapshot: Snapshot
+    chunk_bytes: int
+    window: int
+    acked: int = 0  # bytes the follower confirmed holding
+    next: int = 0  # offset of the next chunk to send
+    final_sent: bool = False  # the ``done`` chunk was sent since the last rewind
+    idle: int = 0  # ticks since the last confirmation (or rewind)
+    _rewound_to: int = 0  # the offset of the last rewind (the stream starts as one to 0)
+    _inflight: collections.deque[int] = attrs.field(factory=collections.deque)
+
+    @property
+    def meta(self) -> SnapshotMeta:
+        return self.snapshot.meta
+
+    @property
+    def inflight(self) -> int:
+        """Chunks sent and not yet confirmed."""
+        return len(self._inflight)
+
+    def take_chunks(self) -> list[Chunk]:
+        """The chunks the window allows now (marked sent)."""
+        out: list[Chunk] = []
+        data = self.snapshot.data
+        total = len(data)
+        while not self.final_sent and len(self._inflight) < self.window:
+            lo = self.next
+            hi = min(lo + self.chunk_bytes, total)
+            done = hi == total
+            out.append(Chunk(offset=lo, data=data[lo:hi], done=done))
+            self.next = hi
+            self.final_sent = done
+            assert not self._inflight or self._inflight[-1] < hi or total == 0
+            self._inflight.append(hi)
+        return out
+
+    def on_response(self, offset: int, success: bool) -> str:
+        """Handle the follower's answer; returns an ``AckOutcome`` constant."""
+        total = self.snapshot.size
+        if success and offset >= total:
+            return AckOutcome.DONE
+        if offset > total:
+            return AckOutcome.IGNORED  # not an answer about this snapshot's bytes
+        if success:
+            if offset <= self.acked:
+                return AckOutcome.IGNORED  # a reordered, older confirmation
+            self._confirm(offset)
+            return AckOutcome.PROGRESS
+        # Failure: the follower holds exactly ``offset`` bytes of this snapshot.
+        if offset < self.acked:
+            self.rewind(offset)  # it lost data (restart, verification failure): start there
+            return AckOutcome.PROGRESS
+        moved = offset > self.acked
+        if moved:
+            self._confirm(offset)
+        if offset != self.next and offset > self._rewound_to:
+            self.rewind(offset)
+            return AckOutcome.PROGRESS
+        return AckOutcome.PROGRESS if moved else AckOutcome.IGNORED
+
+    def tick(self, resume_ticks: int) -> bool:
+        """One tick without news; True if the stream resumed from ``acked`` (send again)."""
+        self.idle += 1
+        if self.idle < resume_ticks:
+            return False
+        self.rewind(self.acked)
+        return True
+
+    def rewind(self, offset: int) -> None:
+        """Send again from ``offset`` (the follower holds exactly that many bytes)."""
+        self.acked = offset
+        self.next = offset
+        self.final_sent = False
+        self.idle = 0
+        self._rewound_to = offset
+        self._inflight.clear()
+
+    def _confirm(self, offset: int) -> None:
+        self.acked = offset
+        self.idle = 0
+        items = self._inflight
+        while items and items[0] <= offset:
+            items.popleft()
+
+
+@attrs.define(eq=False)
+class SnapshotReceiver:
+    """The follower's partial copy of one snapshot being streamed to it."""
+
+    meta: SnapshotMeta
+    total_size: int
+    checksum: int
+    _chunks: list[bytes] = attrs.field(factory=list)
+    received: int = 0  # bytes held, in order from offset 0
+
+    @classmethod
+    def for_message(cls, msg: InstallSnapshot) -> SnapshotReceiver:
+        return cls(meta=msg.meta, total_size=msg.total_size, checksum=msg.checksum)
+
+    def same_snapshot(self, msg: InstallSnapshot) -> bool:
+        return (
+            self.meta == msg.meta
+            and self.total_size == msg.total_size
+            and self.checksum == msg.checksum
+        )
+
+    def accept(self, data: bytes) -> bool:
+        """Append the next chunk; False if it would exceed the announced size (corrupt)."""
+        if self.received + len(data) > self.total_size:
+            return False
+        if data:
+            self._chunks.append(data)
+            self.received += len(data)
+        return True
+
+    def verified(self) -> bytes | None:
+        """The complete data if its size and checksum match what the leader announced."""
+        if self.received != self.total_size:
+            return None
+        data = b"".join(self._chunks)
+        self._chunks = [data]
+        return data if zlib.crc32(data) == self.checksum else None
