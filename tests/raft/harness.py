@@ -98,7 +98,10 @@ class Disk:
     def store_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Paper Figure 13 steps 6-7, as univrs.storage.LogStore.save_snapshot does it."""
         assert self.snapshot is None or meta.index >= self.snapshot[0].index
-        matches = any(e.index == meta.index and e.term == meta.term for e in self.entries)
+        matches = any(e.index == meta.index and e.term == meta.term for e in self.entries) or (
+            self.snapshot is not None
+            and (self.snapshot[0].index, self.snapshot[0].term) == (meta.index, meta.term)
+        )
         if not matches:
             self.entries = []
         self.snapshot = (meta, data)

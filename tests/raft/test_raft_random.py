@@ -25,6 +25,8 @@ def run(seed: int, steps: int = 1500) -> Cluster:
         max_inflight=rng.choice([1, 4, 64]),
         pre_vote=rng.random() < 0.8,
         check_quorum=rng.random() < 0.8,
+        snapshot_chunk_bytes=rng.choice([16, 200, 1 << 20]),
+        snapshot_window=rng.choice([1, 2, 8]),
     )
     c = Cluster.bootstrap(NODES[: rng.choice([3, 5])], config=cfg, seed=seed)
     live = sorted(c.nodes)
@@ -86,6 +88,11 @@ def run(seed: int, steps: int = 1500) -> Cluster:
                 with contextlib.suppress(NotLeader, ProposalDropped):
                     c.nodes[leader].propose_membership(new)
                     c.process(leader)
+        elif r < 0.9:
+            # Snapshot a node's state machine and compact (keeping a small margin, or none).
+            n = rng.choice(live)
+            if n not in c.crashed and c.applied[n]:
+                c.snapshot(n, keep=rng.choice([0, 0, 2, 10]))
     # Heal everything and check that the cluster converges and still commits.
     c.heal()
     for n in live:
@@ -112,6 +119,6 @@ def run(seed: int, steps: int = 1500) -> Cluster:
     return c
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_random_faults_keep_invariants_and_recover(seed: int) -> None:
     run(seed)

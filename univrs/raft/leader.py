@@ -162,25 +162,45 @@ class LeaderMixin(NodeBase):
         if self._leader_reads.has_unconfirmed() and self._committed_in_term():
             for w in self._leader_reads.take_waiting():
                 self._leader_read(w.ctx, w.requester)
-        if index >= self._configs.current_index and self.id not in self._configs.current.voters:
-            # The configuration removing us is committed: step down (dissertation 4.2.2), and
-            # let the most up-to-date remaining voter campaign at once rather than wait for its
-            # election timeout (dissertation 3.10, 4.2.2; etcd's transfer after removal).
-            successor = self._successor()
-            self._become_follower(self._term, None)
-            if successor is not None:
-                self._send(TimeoutNow(term=self._term, src=self.id, dst=successor))
+        if self._removed():
+            self._hand_over()
         return True
 
-    def _successor(self) -> NodeId | None:
-        """The voter (not us) that holds our whole log, the one heard from most recently first."""
+    def _removed(self) -> bool:
+        """Is the configuration that removes (or demotes) us committed?"""
+        return (
+            self._commit >= self._configs.current_index
+            and self.id not in self._configs.current.voters
+        )
+
+    def _hand_over(self) -> None:
+        """We lead a configuration that no longer has us as a voter, and it is committed.
+
+        Step down (dissertation 4.2.2), but first let the most up-to-date remaining voter
+        campaign at once with TimeoutNow (dissertation 3.10; etcd does the same after a
+        removal), so the cluster need not wait for an election timeout. If no voter holds our
+        whole log yet, keep leading as a leader transfer to the best one (new proposals are
+        refused): it gets TimeoutNow once caught up, and we step down then, or when the
+        transfer deadline passes.
+        """
         last = self._log.last_index
-        best = [
-            (not pr.recent_active, peer)
+        candidates = [
+            (-pr.match, not pr.recent_active, peer)
             for peer, pr in self._progress.items()
-            if peer in self._configs.current.voters and peer != self.id and pr.match == last
+            if peer in self._configs.current.voters
         ]
-        return min(best)[1] if best else None
+        if not candidates:
+            self._become_follower(self._term, None)
+            return
+        _, _, successor = min(candidates)
+        if self._progress[successor].match == last:
+            self._send(TimeoutNow(term=self._term, src=self.id, dst=successor))
+            self._become_follower(self._term, None)
+            return
+        if self._transferee != successor:
+            self._transferee = successor
+            self._transfer_elapsed = 0
+        self._send_appends(successor)
 
     def _committed_in_term(self) -> bool:
         return self._log.term_at(self._commit) == self._term
@@ -195,6 +215,9 @@ class LeaderMixin(NodeBase):
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= cfg.election_ticks_min:
                 self._transferee = None  # abort: the target did not take over in time
+                if self._removed():
+                    self._become_follower(self._term, None)  # removed: stop leading anyway
+                    return
         if self._election_elapsed >= cfg.election_ticks_min:
             self._election_elapsed = 0
             if cfg.check_quorum and not self._quorum_active():
@@ -323,6 +346,9 @@ class LeaderMixin(NodeBase):
                 return
             if msg.src == self._transferee and pr.match == self._log.last_index:
                 self._send(TimeoutNow(term=self._term, src=self.id, dst=msg.src))
+                if self._removed():
+                    self._become_follower(self._term, None)  # handed over: step down now
+                    return
         self._send_appends(msg.src)
 
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
