@@ -29,7 +29,7 @@ def _connected(links: set[tuple[str, str]], a: str, b: str) -> bool:
 
 
 def test_isolate_cuts_every_link_of_the_target_both_ways() -> None:
-    links, _ = partition_links("isolate", NODES, "n2", None, "any", "out", random.Random(1))
+    links, _, _ = partition_links("isolate", NODES, "n2", None, "any", "out", random.Random(1))
     assert links == {("n2", o) for o in NODES if o != "n2"} | {
         (o, "n2") for o in NODES if o != "n2"
     }
@@ -38,7 +38,7 @@ def test_isolate_cuts_every_link_of_the_target_both_ways() -> None:
 @pytest.mark.parametrize("side", ["minority", "majority"])
 def test_halves_put_the_leader_where_asked(side: str) -> None:
     for seed in range(20):
-        links, sides = partition_links(
+        links, sides, about = partition_links(
             "halves", NODES, "n1", "n3", side, "out", random.Random(seed)
         )
         minority = [n for n in NODES if n != "n3" and not _connected(links, "n3", n)]
@@ -46,17 +46,18 @@ def test_halves_put_the_leader_where_asked(side: str) -> None:
         # the side holding the leader has 2 nodes when it is the minority, 3 otherwise
         assert len(with_leader) == (2 if side == "minority" else 3), sides
         assert len(minority) == 5 - len(with_leader)
+        assert len(about) == 2 and (("n3" in about) == (side == "minority"))
 
 
 def test_one_way() -> None:
-    out, _ = partition_links("one-way", NODES[:3], "n1", None, "any", "out", random.Random(1))
+    out, _, _ = partition_links("one-way", NODES[:3], "n1", None, "any", "out", random.Random(1))
     assert out == {("n1", "n2"), ("n1", "n3")}
-    into, _ = partition_links("one-way", NODES[:3], "n1", None, "any", "in", random.Random(1))
+    into, _, _ = partition_links("one-way", NODES[:3], "n1", None, "any", "in", random.Random(1))
     assert into == {("n2", "n1"), ("n3", "n1")}
 
 
 def test_bridge_connects_both_halves_only_through_the_bridge() -> None:
-    links, _ = partition_links("bridge", NODES, "n3", None, "any", "out", random.Random(2))
+    links, _, _ = partition_links("bridge", NODES, "n3", None, "any", "out", random.Random(2))
     assert not any("n3" in link for link in links)
     others = [n for n in NODES if n != "n3"]
     cut = [(a, b) for a in others for b in others if a < b and not _connected(links, a, b)]

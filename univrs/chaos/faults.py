@@ -80,23 +80,24 @@ def partition_links(
     side: str,
     direction: str,
     rng: random.Random,
-) -> tuple[set[Link], str]:
-    """The ordered links a partition cuts, and a description of its sides."""
+) -> tuple[set[Link], str, tuple[str, ...]]:
+    """The ordered links a partition cuts, a description of its sides, and the nodes it is
+    about (the target, or the minority of a split in halves)."""
     others = [n for n in nodes if n != target]
     if mode == "isolate":
         links = {(target, o) for o in others} | {(o, target) for o in others}
-        return links, f"{target} | {','.join(others)}"
+        return links, f"{target} | {','.join(others)}", (target,)
     if mode == "one-way":
         if direction == "out":
-            return {(target, o) for o in others}, f"{target} -/-> {','.join(others)}"
-        return {(o, target) for o in others}, f"{','.join(others)} -/-> {target}"
+            return {(target, o) for o in others}, f"{target} -/-> {','.join(others)}", (target,)
+        return {(o, target) for o in others}, f"{','.join(others)} -/-> {target}", (target,)
     if mode == "bridge":
         rest = others[:]
         rng.shuffle(rest)
         half = len(rest) // 2
         a, b = sorted(rest[:half]), sorted(rest[half:])
         links = {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
-        return links, f"{','.join(a)} | {','.join(b)} bridged by {target}"
+        return links, f"{','.join(a)} | {','.join(b)} bridged by {target}", (target,)
     # halves: a minority and a majority; `side` says where the leader goes
     size = max(1, (len(nodes) - 1) // 2)
     pool = [n for n in nodes if n != leader] if leader else nodes[:]
@@ -113,7 +114,8 @@ def partition_links(
     links = {(x, y) for x in minority for y in majority} | {
         (y, x) for x in minority for y in majority
     }
-    return links, f"{','.join(sorted(minority))} | {','.join(sorted(majority))}"
+    sides = f"{','.join(sorted(minority))} | {','.join(sorted(majority))}"
+    return links, sides, tuple(sorted(minority))
 
 
 @attrs.define(eq=False)
@@ -338,7 +340,7 @@ class Injector:
                 if target is None:
                     target = self.rng.choice(self.node_ids)
                 leader = await self.monitor.leader_of() if mode == "halves" else None
-                links, sides = partition_links(
+                links, sides, about = partition_links(
                     mode,
                     self.node_ids,
                     target,
@@ -349,7 +351,7 @@ class Injector:
                 )
                 phases += 1
                 if phases == 1:
-                    rec.targets = (target,)
+                    rec.targets = about
                     rec.note = sides
                 self._set_links(fault.index, links, LinkPolicy(partitioned=True))
                 if not flapping:

@@ -84,7 +84,7 @@ def summary_lines(r: RunResult) -> list[str]:
         rec = f.get("recovery", {})
         lines.append(
             f"    {f['start']:7.2f}..{f['end'] if f['end'] is not None else '?':>7}  "
-            f"{f['label']:<28} {','.join(f['targets']) or '-':<10} first ok write after "
+            f"{f['label']:<34} {','.join(f['targets']) or '-':<10} first ok write after "
             f"start {_fmt_s(rec.get('to_first_ok_write_after_start'))}, after end "
             f"{_fmt_s(rec.get('to_first_ok_write_after_end'))}"
             + (f"  [{f['note']}]" if f.get("note") else "")

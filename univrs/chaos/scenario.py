@@ -164,10 +164,15 @@ class PlannedFault:
         return self.spec.kind
 
     def label(self) -> str:
-        extra = ""
+        spec = self.spec
         if self.kind in ("partition", "flapping"):
-            extra = f" {self.spec.param('mode')}"
-        return f"{self.kind}{extra} {self.spec.target}"
+            mode = spec.param("mode")
+            if mode == "halves":
+                return f"{self.kind} halves, leader in {spec.param('leader')}"
+            if mode == "one-way":
+                return f"{self.kind} one-way {spec.param('direction')} of {spec.target}"
+            return f"{self.kind} {mode} {spec.target}"
+        return f"{self.kind} {spec.target}"
 
 
 # ---------------------------------------------------------------------------- parsing
