@@ -1,0 +1,66 @@
+"""`univrs chaos list|check|run` through click (no node processes)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from click.testing import CliRunner
+
+from tests.chaos.histories import H
+from univrs.chaos.history import write_jsonl
+from univrs.cli import main
+
+SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "chaos" / "scenarios"
+
+
+def test_list_shows_every_scenario_and_what_cannot_run_yet() -> None:
+    result = CliRunner().invoke(main, ["chaos", "list", "--dir", str(SCENARIOS)])
+    assert result.exit_code == 0, result.output
+    assert "leader-kill" in result.output and "smoke" in result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("join-and-leave"))
+    assert "needs issue 6" in line
+
+
+def _history(tmp_path: pathlib.Path, h: H) -> str:
+    path = tmp_path / "h.jsonl"
+    with open(path, "w") as f:
+        write_jsonl(h.sorted_events(), f)
+    return str(path)
+
+
+def test_check_exit_codes(tmp_path: pathlib.Path) -> None:
+    good = _history(
+        tmp_path, H().op(0, "write", "x", "a", 0, 1).op(1, "read", "x", None, 2, 3, out="a")
+    )
+    result = CliRunner().invoke(main, ["chaos", "check", good])
+    assert result.exit_code == 0 and "linearizable" in result.output
+    bad = _history(tmp_path, H().op(0, "write", "x", "a", 0, 1).op(1, "read", "x", None, 2, 3))
+    result = CliRunner().invoke(main, ["chaos", "check", bad])
+    assert result.exit_code == 1 and "NOT linearizable" in result.output
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    result = CliRunner().invoke(main, ["chaos", "check", str(broken)])
+    assert result.exit_code == 1 and "broken.jsonl:1" in result.output
+
+
+def test_run_reports_a_scenario_that_needs_issue_6_as_not_run(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["chaos", "run", str(SCENARIOS / "join-and-leave-under-load.toml"), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "NOT-RUN" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "not-run"
+    assert "issue 6" in report["reasons"][0]
+    assert not (out / "cluster").exists()  # nothing was started
+
+
+def test_run_refuses_an_invalid_file(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('duration = 10\n[[fault]]\nkind = "meteor"\n')
+    result = CliRunner().invoke(main, ["chaos", "run", str(bad)])
+    assert result.exit_code != 0
+    assert "fault[0].kind" in result.output
