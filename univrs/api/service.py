@@ -7,7 +7,8 @@ Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 he
 the serving node, before proposing*. Then, until the deadline:
 
 * on the leader: propose the command (an ``Envelope`` carrying the idempotency key, if any)
-  and wait until it is applied here; render the result from this node's state;
+  through the ``ProposalBatcher`` (concurrent writes become one log append) and wait until it
+  is applied here; render the result from this node's state;
 * on a follower that knows the leader: forward the already-built request over the fast
   protocol to the leader (``Forwarder``: one shared connection, many requests in flight) with
   ``hops=1``; a node never forwards a forwarded request again, it answers ``not-leader``;
@@ -24,8 +25,8 @@ The result of a write is the object as it is on the executing node right after t
 applied (a later write may already show), with ``meta["index"]``: the log index the write
 itself was applied at (for a retried key: the first application's).
 
-Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4,
-batched into heartbeat rounds by the core; a follower's read is confirmed by the leader and
+Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4;
+concurrent reads share one, ``ReadCoalescer``; a follower's read is confirmed by the leader and
 served here); ``local`` reads this replica's applied state at once. The result carries
 ``meta``: the node, its applied and commit index and how many committed entries it has not
 applied yet.
@@ -41,6 +42,7 @@ import attrs
 import trio
 
 from univrs import errors as base
+from univrs.api.batcher import ProposalBatcher, ReadCoalescer
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Operation, check_key, failure_error, operation
 from univrs.client.connection import Connection
 from univrs.client.errors import (
@@ -148,8 +150,13 @@ class ApiService:
 
     node: Node
     forwarder: Forwarder
+    batcher: ProposalBatcher = attrs.field(factory=ProposalBatcher)
+    reads: ReadCoalescer = attrs.field(init=False)
     timeout: float = DEFAULT_TIMEOUT
     leader_wait: float = LEADER_WAIT
+
+    def __attrs_post_init__(self) -> None:
+        self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
 
     async def execute(
         self,
@@ -201,7 +208,7 @@ class ApiService:
                 maybe_applied = True
                 try:
                     with trio.fail_at(deadline):
-                        response = await runtime.propose(envelope)
+                        response = await self.batcher.run(lambda: runtime.propose(envelope))
                 except trio.TooSlowError:
                     raise self._expired(True) from None
                 except base.NotLeader:
@@ -296,7 +303,7 @@ class ApiService:
                 await self._wait_for_leader(deadline)
             try:
                 with trio.fail_at(deadline):
-                    await runtime.read_index()
+                    await self.reads.wait()
                 return
             except trio.TooSlowError:
                 raise Unavailable(
