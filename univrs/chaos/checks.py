@@ -8,12 +8,14 @@
   every writer had already returned before that write was invoked (or absent, when no delete
   could have come after it): then no linearization can put the observed value last. The
   linearizability checker finds these too; this names them plainly;
-* ``dead_nodes``: nodes that are not running after healing, or whose log shows a crash.
+* ``dead_nodes``: nodes that are not running after healing, or whose log shows a crash;
+* ``log_errors``: error-level lines of the node logs (reported, not a verdict by themselves).
 """
 
 from __future__ import annotations
 
 import math
+import pathlib
 from typing import Any
 
 import attrs
@@ -23,7 +25,8 @@ from univrs.chaos.history import EventType, Fn, Operation
 from univrs.chaos.monitor import fetch_json
 from univrs.devcluster import LocalCluster
 
-CRASH_MARKERS = ("node crashed", "Traceback (most recent call last)")
+CRASH_MARKER = '"node crashed"'  # univrs.cli logs this (critical) when a node dies of a bug
+ERROR_LEVELS = (" error ", " critical ")
 
 
 @attrs.frozen(kw_only=True)
@@ -184,13 +187,26 @@ def dead_nodes(cluster: LocalCluster) -> list[str]:
         if not node.running():
             code = node.proc.poll() if node.proc is not None else None
             out.append(f"{node.node_id} is not running (exit code {code})")
-        try:
-            text = node.log_path.read_text(errors="replace")
-        except OSError:
-            continue
-        for marker in CRASH_MARKERS:
-            if marker in text:
-                line = next(line for line in text.splitlines() if marker in line)
+        for line in _log_lines(node.log_path):
+            if CRASH_MARKER in line:
                 out.append(f"{node.node_id} log: {line.strip()[:200]}")
                 break
+    return out
+
+
+def _log_lines(path: pathlib.Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def log_errors(cluster: LocalCluster, per_node: int = 5) -> list[str]:
+    """Error and critical lines of the node logs (the first few per node), for the report."""
+    out: list[str] = []
+    for node in cluster.nodes:
+        lines = [x for x in _log_lines(node.log_path) if any(lv in x[:40] for lv in ERROR_LEVELS)]
+        out.extend(f"{node.node_id}: {x.strip()[:200]}" for x in lines[:per_node])
+        if len(lines) > per_node:
+            out.append(f"{node.node_id}: ... {len(lines) - per_node} more")
     return out

@@ -45,6 +45,7 @@ class RunResult:
     lost_writes: list[str] = attrs.field(factory=list)
     convergence: dict[str, Any] = attrs.field(factory=dict)
     dead: list[str] = attrs.field(factory=list)
+    log_errors: list[str] = attrs.field(factory=list)  # error lines of node logs (no verdict)
     final_values: dict[str, Any] = attrs.field(factory=dict)
     errors: dict[str, int] = attrs.field(factory=dict)
     latency_ms: dict[str, float | None] = attrs.field(factory=dict)
@@ -106,6 +107,8 @@ def summary_lines(r: RunResult) -> list[str]:
     lines.extend(f"    {w}" for w in r.lost_writes[:10])
     if r.dead:
         lines.append("  nodes: " + "; ".join(r.dead))
+    if r.log_errors:
+        lines.append(f"  error lines in node logs: {len(r.log_errors)} (see report.json)")
     if r.reasons:
         lines.append("  verdict reasons: " + "; ".join(r.reasons))
     lines.append(f"  out: {r.out}  ({r.wall_seconds:.0f}s)")

@@ -215,6 +215,7 @@ async def _run_phases(
     history_file.flush()
     result.dead.extend(checks.dead_nodes(cluster))
     result.dead.extend(injector.unexpected)
+    result.log_errors = checks.log_errors(cluster)
     result.errors = dict(workload.errors)
     result.leaderless = leaderless_windows(monitor.samples, len(cluster.nodes), 0.0, result.end)
     result.faults = [r.to_plain() for r in injector.records]
