@@ -93,9 +93,6 @@ class NodeBase:
     def _follow(self, leader: NodeId) -> bool:
         raise NotImplementedError
 
-    def _commit_to(self, index: int) -> None:
-        raise NotImplementedError
-
     def _start_snapshot(self, peer: NodeId, pr: Progress) -> None:
         raise NotImplementedError
 

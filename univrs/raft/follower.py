@@ -95,6 +95,8 @@ class FollowerMixin(NodeBase):
             self._commit = index
             # A demotion may just have committed: may we still campaign?
             self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
+            if self._receiving is not None and index >= self._receiving.meta.index:
+                self._receiving = None  # caught up through the log: the partial is useless
 
     def _truncate(self, index: int) -> None:
         assert index > self._commit, f"truncating committed entries at {index} ({self!r})"

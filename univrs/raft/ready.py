@@ -2,6 +2,13 @@
 
 Ordering contract of a ``Ready`` (the runtime and the simulator must both obey it):
 
+0. ``snapshot`` (a verified snapshot received from the leader) comes first: store it durably
+   (if the log holds an entry at ``meta.index`` with ``meta.term`` keep the entries after it,
+   otherwise drop the whole log: paper Figure 13, steps 6-7) and restore the state machine
+   from it before applying this Ready's ``committed`` entries (all of them are after it).
+   It is part of step 1's durable write as far as ordering goes: writes stay FIFO, and
+   ``messages_after_persist`` wait for it. Once stored, report
+   ``RaftNode.persisted(meta.index, meta.term)``; once restored, ``applied(meta.index)``.
 1. ``truncate_from``, ``entries`` and ``hard_state`` are written in one storage transaction
    (delete entries with index >= truncate_from, append entries, store hard state), and that
    transaction is synced to disk.
