@@ -362,3 +362,26 @@ def test_leader_without_snapshot_data_waits_for_it() -> None:
     c.process("n1")
     pump(c, lambda: bool(c.installed["n3"]))
     assert c.installed["n3"][0] == meta
+
+
+def test_installed_answer_waits_for_the_snapshot_to_be_durable() -> None:
+    c = lagging()
+    c.hold_disk("n3")
+    pump(c, lambda: bool(c.installed["n3"]))
+    c.deliver()  # everything in flight, answers included: n3 has not said "installed" yet
+    total = chunks_to(c, "n3")[-1].total_size
+
+    def installed_answers() -> list[InstallSnapshotResponse]:
+        return [
+            m
+            for m in c.in_flight(type=InstallSnapshotResponse)
+            if isinstance(m, InstallSnapshotResponse) and m.success and m.offset == total
+        ]
+
+    assert installed_answers() == []
+    assert c.disks["n3"].snapshot is None
+    (peer,) = [p for p in c.status("n1").peers if p.id == "n3"]
+    assert peer.state == "snapshot"
+    c.release_disk("n3")
+    assert c.disks["n3"].snapshot is not None and len(installed_answers()) >= 1
+    pump(c, lambda: c.status("n3").applied == c.status("n1").applied)
