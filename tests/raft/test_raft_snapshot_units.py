@@ -77,6 +77,18 @@ def test_sender_jumps_forward_to_what_the_follower_already_holds() -> None:
     assert [c.offset for c in s.take_chunks()] == [60, 70, 80]
 
 
+def test_sender_continues_after_old_chunks_that_arrived_after_a_rewind() -> None:
+    s = sender(bytes(100))
+    s.take_chunks()
+    s.on_response(30, success=True)
+    s.take_chunks()  # 30, 40, 50
+    assert s.on_response(0, success=False) is AckOutcome.PROGRESS  # restarted follower
+    assert [c.offset for c in s.take_chunks()] == [0, 10, 20]
+    # The chunks 0..50 sent before the rewind reach it in order after all.
+    assert s.on_response(60, success=True) is AckOutcome.PROGRESS
+    assert [c.offset for c in s.take_chunks()] == [60, 70, 80]
+
+
 def test_empty_snapshot_is_one_done_chunk() -> None:
     s = sender(b"")
     assert [(c.offset, c.data, c.done) for c in s.take_chunks()] == [(0, b"", True)]

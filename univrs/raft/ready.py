@@ -108,8 +108,9 @@ class SnapshotInstall:
     """A complete, verified snapshot received from the leader, to install on this follower.
 
     The runtime must, before acting on anything else in the same Ready: store it durably
-    (replacing the log up to ``meta.index``), restore the state machine from ``data``, then
-    report ``persisted(meta.index, meta.term)`` and ``applied(meta.index)``.
+    (keeping the log after ``meta.index`` only if the log holds ``(meta.index, meta.term)``,
+    otherwise dropping it), restore the state machine from ``data``, then report
+    ``persisted(meta.index, meta.term)`` and ``applied(meta.index)``.
     """
 
     meta: SnapshotMeta

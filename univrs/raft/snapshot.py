@@ -18,7 +18,8 @@ with at most ``window`` chunks unacknowledged. The follower answers every chunk 
   sender rewinds to a given offset at most once (``_rewound_to``), unless the follower reports
   holding *less* than it confirmed before (it lost data: always rewind).
 - silence: if nothing is confirmed for ``resume_ticks`` ticks (a dropped connection, a lost
-  chunk or ack), the stream resumes from ``acked``.
+  chunk or ack), the stream resumes from ``acked``. (So does a verification failure reported
+  before any byte was confirmed: "I hold 0" then looks like an out-of-order answer.)
 
 Invariants: ``0 <= acked <= total_size``; the offsets in ``_inflight`` (chunk end offsets sent
 since the last rewind) strictly increase and are ``> acked``; ``acked <= next``, except right
@@ -158,6 +159,9 @@ class SnapshotSender:
     def _confirm(self, offset: int) -> None:
         self.acked = offset
         self.idle = 0
+        if self.next < offset:
+            # Chunks sent before a rewind arrived after all: continue after them.
+            self.next = offset
         items = self._inflight
         while items and items[0] <= offset:
             items.popleft()
