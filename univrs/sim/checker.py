@@ -87,9 +87,12 @@ class _NodeView:
     """What the checker mirrors of one node. Invariant: ``issued[0] == durable[0] == 0``."""
 
     issued: list[int] = attrs.field(factory=lambda: [0])
+    issued_terms: list[int] = attrs.field(factory=lambda: [0])  # term of each issued entry
     durable: list[int] = attrs.field(factory=lambda: [0])
+    durable_terms: list[int] = attrs.field(factory=lambda: [0])
     role: Role | None = None  # None while crashed
     term: int = 0
+    leader_commit: int = 0  # the commit index last seen from this node while it led
 
 
 @attrs.define(eq=False)
@@ -127,6 +130,7 @@ class Checker:
         self,
         node: NodeId,
         log: list[int],
+        terms: list[int],
         truncate_from: int | None,
         entries: Sequence[Entry],
         what: str,
@@ -150,6 +154,7 @@ class Checker:
             return None
         old_tail = log[lowest:] if lowest < old_len else []
         del log[lowest:]
+        del terms[lowest:]
         if entries:
             if entries[0].index != len(log):
                 raise InvariantViolation(
@@ -165,6 +170,7 @@ class Checker:
                     )
                 pid = self._prefix(pid, e)
                 log.append(pid)
+                terms.append(e.term)
         for k, old in enumerate(old_tail):
             j = lowest + k
             if j >= len(log) or log[j] != old:
@@ -189,9 +195,9 @@ class Checker:
     def load(self, node: NodeId, entries: Sequence[Entry]) -> None:
         """A node starts (bootstrap) with ``entries`` durable."""
         v = self._nodes[node]
-        v.durable = [0]
-        self._update(node, v.durable, None, entries, "initial")
-        v.issued = list(v.durable)
+        v.durable, v.durable_terms = [0], [0]
+        self._update(node, v.durable, v.durable_terms, None, entries, "initial")
+        v.issued, v.issued_terms = list(v.durable), list(v.durable_terms)
         self._check_matching(node, v.issued, 1, entries)
 
     def _check_matching(
@@ -223,7 +229,7 @@ class Checker:
         and term throughout (a leader that stepped down within the Ready may truncate).
         """
         v = self._nodes[node]
-        removed = self._update(node, v.issued, truncate_from, entries, "Ready")
+        removed = self._update(node, v.issued, v.issued_terms, truncate_from, entries, "Ready")
         if removed is not None:
             if v.role is Role.LEADER and same_role:
                 raise InvariantViolation(
@@ -238,15 +244,17 @@ class Checker:
         self, node: NodeId, truncate_from: int | None, entries: Sequence[Entry]
     ) -> None:
         """A write the node issued is now durable (writes complete in issue order)."""
-        log = self._nodes[node].durable
-        self._check_not_committed(
-            node, self._update(node, log, truncate_from, entries, "durable write")
+        v = self._nodes[node]
+        removed = self._update(
+            node, v.durable, v.durable_terms, truncate_from, entries, "durable write"
         )
+        self._check_not_committed(node, removed)
 
     def observe_crash(self, node: NodeId) -> None:
         """The node lost its memory: its log is its durable log again, it leads nothing."""
         v = self._nodes[node]
-        v.issued = list(v.durable)
+        v.leader_commit = 0
+        v.issued, v.issued_terms = list(v.durable), list(v.durable_terms)
         v.role = None
 
     def observe_restart(self, node: NodeId, term: int) -> None:
@@ -265,6 +273,7 @@ class Checker:
         """Soft state from a Ready (call after observe_issued for that Ready)."""
         v = self._nodes[node]
         v.role = role
+        v.leader_commit = 0
         if term > v.term:
             v.term = term
         if role is not Role.LEADER:
@@ -327,6 +336,7 @@ class Checker:
                     f"{node} applied {_fmt(entry)} but only {holders} of {len(self._nodes)} "
                     f"durable logs hold it (quorum {self._quorum})",
                 )
+            self._check_unelectable(node, i)
             if key is not None and value is not None:
                 idx, vals = self._hist.setdefault(key, ([], []))
                 idx.append(i)
@@ -340,6 +350,66 @@ class Checker:
             raise InvariantViolation(
                 READY_CONTRACT, f"{node} applied {_fmt(entry)} before it was durable locally"
             )
+
+    def _check_unelectable(self, node: NodeId, i: int) -> None:
+        """No node whose log lacks committed entry ``i`` could win an election, even after
+        crashes (dissertation 3.6.3, the argument behind Leader Completeness).
+
+        A voter grants a vote to a candidate whose log is at least as up to date as its own
+        (paper 5.4.1). The candidate may campaign with everything it holds (its in-memory log);
+        a voter may have crashed back to its durable log. If the voters that would grant such
+        a candidate form a quorum, some run of faults elects a leader without the entry. In
+        correct Raft the entry that made ``i`` committed (of the committing leader's term) is
+        durable on a quorum, and every member of that quorum refuses such a candidate.
+        """
+        pid = self.committed[i]
+        nodes = self._nodes.values()
+        best = [(v.durable_terms[-1], len(v.durable)) for v in nodes]
+        for cid, c in self._nodes.items():
+            if len(c.issued) > i and c.issued[i] == pid:
+                continue
+            ct, cl = c.issued_terms[-1], len(c.issued)
+            grant = [t < ct or (t == ct and n <= cl) for t, n in best]
+            if sum(grant) >= self._quorum:
+                voters = [n for n, g in zip(self._nodes, grant, strict=True) if g]
+                raise InvariantViolation(
+                    COMMITTED_DURABLE,
+                    f"{node} applied {_fmt(self._entry(i))}, but {cid}, whose log lacks it "
+                    f"(last term {ct}, last index {cl - 1}), could be elected with the votes of "
+                    f"{', '.join(voters)} (their durable logs are no more up to date)",
+                )
+
+    def observe_leader_commit(self, node: NodeId, commit: int) -> None:
+        """``node``, leader of its current term throughout a Ready, moved its commit index.
+
+        The justification of every commit (paper 5.4.2-5.4.3): the leader's log up to an entry
+        of its own term at or after the new commit index is durable on a quorum. Then every
+        later leader holds it: any candidate lacking it is less up to date than some member of
+        that quorum. An index of an earlier term has no such justification on its own (Figure
+        8), however many replicas it has.
+        """
+        v = self._nodes[node]
+        if commit <= v.leader_commit:
+            return
+        v.leader_commit = commit
+        term = v.term
+        terms = v.issued_terms
+        for j in range(commit, len(terms)):
+            if terms[j] != term:
+                continue
+            pid = v.issued[j]
+            holders = sum(
+                1 for w in self._nodes.values() if len(w.durable) > j and w.durable[j] == pid
+            )
+            if holders >= self._quorum:
+                return
+        entry_term = terms[commit] if commit < len(terms) else None
+        raise InvariantViolation(
+            COMMITTED_DURABLE,
+            f"{node}, leader of term {term}, advanced its commit index to {commit} (an entry of "
+            f"term {entry_term}) but no entry of term {term} at or after it is durable on a "
+            f"quorum: nothing yet protects index {commit} from being overwritten (paper 5.4.2)",
+        )
 
     def observe_ack(self, index: int) -> None:
         """A client saw its write at ``index`` acknowledged."""

@@ -82,7 +82,7 @@ class Workload:
     sim: Simulation
     rng: random.Random
     n_clients: int = 3
-    p_op: float = 0.3  # chance per tick that an idle client starts an operation
+    p_op: float = 0.15  # chance per tick that an idle client starts an operation
     p_read: float = 0.4
     write_timeout: int = 300  # simulated time units
     read_timeout: int = 200

@@ -53,13 +53,9 @@ TICK = 10  # simulated time units per tick
 
 # The Raft tuning the simulation runs with (ticks). Message latency is mostly well under a
 # tick, so these behave like a LAN cluster with a 100 ms tick.
-SIM_RAFT_CONFIG = RaftConfig(heartbeat_ticks=2, election_ticks_min=10, election_ticks_max=20)
+SIM_RAFT_CONFIG = RaftConfig(heartbeat_ticks=3, election_ticks_min=10, election_ticks_max=20)
 
 NodeFactory = Callable[..., RaftNode]
-
-
-def _dst(m: Message) -> NodeId:
-    return m.dst
 
 
 @attrs.define(eq=False)
@@ -131,6 +127,7 @@ class Simulation:
     crashes: int = 0
     faults_fired: int = 0
     done: bool = False
+    quiet: bool = False  # the fault phase is over
     _heap: list[tuple[int, int, Callable[[Any], None], Any]] = attrs.field(init=False, factory=list)
     _seq: int = 0
     _fault_id: int = 0
@@ -143,7 +140,7 @@ class Simulation:
         self.node_ids = [f"n{i + 1}" for i in range(self.n_nodes)]
         self.membership = Membership(voters=frozenset(self.node_ids))
         self.checker = Checker(voters=self.node_ids)
-        self.schedule = draw_schedule(self.rng, self.ticks)
+        self.schedule = draw_schedule(self.rng, self.ticks, self.n_nodes)
         p = self.schedule.profile
         self.net = SimNetwork(
             rng=self.rng,
@@ -156,8 +153,8 @@ class Simulation:
         self.workload = Workload(sim=self, rng=self.rng)
         boot = bootstrap_state(self.membership)
         self.nodes = {}
-        for nid in self.node_ids:
-            disk = SimDisk(hard_state=boot.hard_state, entries=list(boot.entries))
+        for nid, speed in zip(self.node_ids, p.disk_speed, strict=True):
+            disk = SimDisk(hard_state=boot.hard_state, entries=list(boot.entries), speed=speed)
             self.nodes[nid] = SimNode(id=nid, disk=disk)
             self.checker.load(nid, boot.entries)
 
@@ -225,9 +222,12 @@ class Simulation:
         raft = sn.raft
         if raft is None:
             return
+        # Handling a Ready feeds the node new input only through applied(); without committed
+        # entries nothing new can be pending, so one has_ready() per batch is enough.
         while raft.has_ready():
-            self._handle_ready(sn, raft.ready())
-            if sn.raft is not raft:  # pragma: no cover - crashes never happen inside a Ready
+            rd = raft.ready()
+            self._handle_ready(sn, rd)
+            if not rd.committed:
                 return
 
     def _handle_ready(self, sn: SimNode, rd: Ready) -> None:
@@ -239,6 +239,8 @@ class Simulation:
         if rd.truncate_from is not None or rd.entries:
             chk.observe_issued(nid, rd.truncate_from, rd.entries, rd.soft_state is None)
         ss = rd.soft_state
+        if hs is not None and ss is None and sn.role is Role.LEADER:
+            chk.observe_leader_commit(nid, hs.commit)
         if ss is not None:
             sn.role, sn.term, sn.leader = ss.role, ss.term, ss.leader
             chk.observe_role(nid, ss.role, ss.term)
@@ -246,22 +248,18 @@ class Simulation:
         writes = hs is not None or rd.truncate_from is not None or bool(rd.entries)
         if writes or rd.messages_after_persist:
             after = rd.messages_after_persist
-            if len(after) > 1:
-                after = tuple(sorted(after, key=_dst))
             disk = sn.disk
             delay = 0
             if writes:
                 p = self.schedule.profile
                 delay = p.disk_min + int(self.rng.random() * (p.disk_max - p.disk_min + 1))
-                delay *= disk.slow_factor
+                delay *= disk.speed * disk.slow_factor
+                if p.disk_stall and not self.quiet and self.rng.random() < p.disk_stall:
+                    delay += int(self.rng.random() * p.disk_tail)
             w = disk.submit(Write(rd.truncate_from, rd.entries, hs, after, self.now + delay))
             self._at(w.done_at, self._disk_done, (sn, sn.incarnation))
-        msgs = rd.messages
-        if msgs:
-            if len(msgs) > 1:
-                msgs = tuple(sorted(msgs, key=_dst))
-            for m in msgs:
-                self._send(m)
+        for m in rd.messages:
+            self._send(m)
         if rd.committed:
             self._apply(sn, rd.committed)
         for rs in rd.reads:
@@ -294,7 +292,8 @@ class Simulation:
 
     def _send(self, m: Message) -> None:
         for d in self.net.delays(m.src, m.dst):
-            self._at(self.now + d, self._deliver, m)
+            self._seq += 1
+            heapq.heappush(self._heap, (self.now + d, self._seq, self._deliver, m))
 
     def _deliver(self, m: Message) -> None:
         sn = self.nodes[m.dst]
@@ -375,6 +374,20 @@ class Simulation:
             self._crash(sn)
             sn.down_fault = fid
             self._at(heal_at, self._restart, (sn, fid))
+        elif kind is FaultKind.POWER_LOSS:
+            # Several nodes at once (always including the target), each back after its own
+            # delay: their unsynced writes are lost together, which leaves logs that diverge in
+            # their uncommitted suffixes.
+            others = [n for n in self.node_ids if n != sn.id]
+            self.rng.shuffle(others)
+            victims = [sn] + [self.nodes[n] for n in others[: self.rng.randint(1, len(others))]]
+            for v in victims:
+                if v.raft is None:
+                    continue
+                self._crash(v)
+                v.down_fault = fid
+                back = self.now + self.rng.randint(1, max(1, f.duration)) * TICK
+                self._at(back, self._restart, (v, fid))
         elif kind is FaultKind.PAUSE:
             if sn.raft is None or sn.paused:
                 return
@@ -384,6 +397,22 @@ class Simulation:
         elif kind in (FaultKind.PARTITION, FaultKind.ISOLATE, FaultKind.ONE_WAY):
             self.net.add_partition(fid, self._links(kind, sn))
             self._at(heal_at, self._heal_partition, fid)
+        elif kind is FaultKind.FLAP:
+            self._flap((sn, fid, heal_at, True, 8 * TICK, 8 * TICK))
+        elif kind is FaultKind.FLAKY:
+            # Every node's port flaps independently (bad switch firmware, a flapping uplink).
+            mean_up = self.rng.choice((5, 10, 20)) * TICK
+            mean_down = self.rng.choice((1, 3, 6)) * TICK
+            for n in self.node_ids:
+                self._fault_id += 1
+                first = self.now + 1 + int(self.rng.expovariate(1 / mean_up))
+                arg = (self.nodes[n], self._fault_id, heal_at, True, mean_up, mean_down)
+                self._at(first, self._flap, arg)
+        elif kind is FaultKind.CHURN:
+            self._churn((fid, heal_at))
+        elif kind is FaultKind.GRAY:
+            self.net.add_tx_loss(fid, sn.id, max(0.5, f.rate))
+            self._at(heal_at, self._heal_gray, fid)
         elif kind is FaultKind.LOSSY:
             self.net.add_loss(fid, f.rate)
             self._at(heal_at, self._heal_loss, fid)
@@ -403,6 +432,32 @@ class Simulation:
             with contextlib.suppress(UnivrsError):
                 leader.raft.transfer_leader(self.rng.choice(others))
             self.drain(leader)
+
+    def _flap(self, arg: tuple[SimNode, int, int, bool, int, int]) -> None:
+        """Cut (``down``) or restore ``sn``'s links, then schedule the opposite.
+
+        Up and down times are exponential with means ``mean_up`` and ``mean_down`` (units).
+        """
+        sn, fid, end, down, mean_up, mean_down = arg
+        if down and self.now < end:
+            self.net.add_partition(fid, self._links(FaultKind.ISOLATE, sn))
+        else:
+            self.net.remove_partition(fid)
+        if self.now < end:
+            stay = 1 + int(self.rng.expovariate(1 / (mean_down if down else mean_up)))
+            nxt = min(end, self.now + stay)
+            self._at(nxt, self._flap, (sn, fid, end, not down, mean_up, mean_down))
+
+    def _churn(self, arg: tuple[int, int]) -> None:
+        """Replace the partition of fault ``fid`` by a fresh random one, until ``end``."""
+        fid, end = arg
+        self.net.remove_partition(fid)
+        if self.now >= end:
+            return
+        if self.rng.random() < 0.7:
+            sn = self.nodes[self.rng.choice(self.node_ids)]
+            self.net.add_partition(fid, self._links(FaultKind.PARTITION, sn))
+        self._at(min(end, self.now + self.rng.randint(1, 10) * TICK), self._churn, arg)
 
     def _links(self, kind: FaultKind, sn: SimNode) -> frozenset[tuple[NodeId, NodeId]]:
         ids = self.node_ids
@@ -453,6 +508,9 @@ class Simulation:
     def _heal_partition(self, fid: int) -> None:
         self.net.remove_partition(fid)
 
+    def _heal_gray(self, fid: int) -> None:
+        self.net.remove_tx_loss(fid)
+
     def _heal_loss(self, fid: int) -> None:
         self.net.remove_loss(fid)
 
@@ -466,6 +524,7 @@ class Simulation:
     def _heal_all(self, _: None) -> None:
         """End of the fault phase: everything heals, crashed nodes restart, final write starts."""
         self.trace.append((self.now, "heal-all", None))
+        self.quiet = True
         self.net.heal()
         for sn in self.nodes.values():
             sn.slow_disk.clear()

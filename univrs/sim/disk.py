@@ -34,6 +34,7 @@ class SimDisk:
     hard_state: HardState = HardState()
     entries: list[Entry] = attrs.field(factory=list)
     pending: deque[Write] = attrs.field(factory=deque)
+    speed: int = 1  # this disk's writes take `speed` times the profile's delay
     slow_factor: int = 1  # > 1 while a slow-disk fault is active
 
     def submit(self, w: Write) -> Write:

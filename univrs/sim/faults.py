@@ -23,11 +23,16 @@ class FaultKind(enum.Enum):
     """What a fault does while it is active."""
 
     CRASH = "crash"  # the node dies, losing what was not durable, and restarts after duration
+    POWER_LOSS = "power-loss"  # several nodes (a rack, the room) die at once; each restarts
     PAUSE = "pause"  # the process stops (GC, SIGSTOP); input queues up until it resumes
     PARTITION = "partition"  # random symmetric split of the cluster into two sides
     ISOLATE = "isolate"  # cut one node off from everyone, both ways
     ONE_WAY = "one-way"  # one node can send but not receive, or receive but not send
+    FLAP = "flap"  # one node's links go down and up every few ticks (a flapping port)
+    FLAKY = "flaky"  # every node's port flaps independently for a while (bad switch firmware)
+    CHURN = "churn"  # random partitions re-drawn every few ticks (a switch rebooting, rerouting)
     LOSSY = "lossy"  # heavy message loss on every link
+    GRAY = "gray"  # most of what one node sends is lost (a failing NIC): it half works
     SLOW_DISK = "slow-disk"  # one node's writes take `factor` times longer
     SLOW_CLOCK = "slow-clock"  # one node ticks `factor` times slower
     TRANSFER = "transfer"  # the leader hands leadership to another node
@@ -56,26 +61,102 @@ class Profile:
     spike: float
     disk_min: int
     disk_max: int
+    # Per node: how many times slower than disk_min..disk_max its disk is. Clusters are rarely
+    # uniform (an HDD among SSDs, a noisy neighbour); a leader on a slow disk acknowledges its
+    # own entries last, which is exactly when counting them correctly matters.
+    disk_speed: tuple[int, ...]
+    # Tail latency (fsync stalls): the chance that one write takes up to disk_tail units more.
+    disk_stall: float
+    disk_tail: int
 
 
 @attrs.frozen(kw_only=True)
 class Schedule:
     """Everything the seed decides up front about faults."""
 
+    family: str
     profile: Profile
     faults: tuple[Fault, ...]
 
 
-_KINDS: tuple[tuple[FaultKind, int], ...] = (
-    (FaultKind.CRASH, 6),
-    (FaultKind.PAUSE, 2),
-    (FaultKind.PARTITION, 3),
-    (FaultKind.ISOLATE, 3),
-    (FaultKind.ONE_WAY, 2),
-    (FaultKind.LOSSY, 1),
-    (FaultKind.SLOW_DISK, 3),
-    (FaultKind.SLOW_CLOCK, 2),
-    (FaultKind.TRANSFER, 1),
+_K = FaultKind
+
+
+@attrs.frozen(kw_only=True)
+class Family:
+    """A kind of bad day: which faults dominate and how often they come in storms.
+
+    Real incidents are rarely a uniform mix; each seed draws one family, so faults of one kind
+    compound (a flapping network, a crash-looping rack) as they do in production.
+    """
+
+    name: str
+    weight: int
+    kinds: tuple[tuple[FaultKind, int], ...]
+    storm_chance: tuple[float, ...]  # per fault: the chance a storm starts there
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        name="mixed",
+        weight=3,
+        kinds=(
+            (_K.CRASH, 6),
+            (_K.POWER_LOSS, 2),
+            (_K.PAUSE, 2),
+            (_K.PARTITION, 3),
+            (_K.ISOLATE, 3),
+            (_K.ONE_WAY, 2),
+            (_K.FLAP, 2),
+            (_K.FLAKY, 1),
+            (_K.CHURN, 1),
+            (_K.LOSSY, 1),
+            (_K.SLOW_DISK, 3),
+            (_K.SLOW_CLOCK, 2),
+            (_K.TRANSFER, 1),
+        ),
+        storm_chance=(0.0, 0.1, 0.2, 0.3),
+    ),
+    Family(
+        name="network",
+        weight=3,
+        kinds=(
+            (_K.FLAP, 4),
+            (_K.FLAKY, 1),
+            (_K.ISOLATE, 3),
+            (_K.PARTITION, 2),
+            (_K.ONE_WAY, 1),
+            (_K.CHURN, 1),
+            (_K.LOSSY, 1),
+            (_K.CRASH, 1),
+        ),
+        storm_chance=(0.2, 0.5, 1.0),
+    ),
+    Family(
+        name="hardware",
+        weight=2,
+        kinds=(
+            (_K.CRASH, 4),
+            (_K.POWER_LOSS, 2),
+            (_K.SLOW_DISK, 3),
+            (_K.PAUSE, 2),
+            (_K.ISOLATE, 1),
+        ),
+        storm_chance=(0.0, 0.2, 0.5),
+    ),
+    Family(
+        name="overload",
+        weight=1,
+        kinds=(
+            (_K.PAUSE, 3),
+            (_K.SLOW_CLOCK, 3),
+            (_K.SLOW_DISK, 2),
+            (_K.LOSSY, 2),
+            (_K.ISOLATE, 1),
+            (_K.TRANSFER, 1),
+        ),
+        storm_chance=(0.0, 0.2, 0.5),
+    ),
 )
 
 
@@ -84,8 +165,8 @@ def _duration(rng: random.Random, lo: int, hi: int) -> int:
     return int(lo * (hi / lo) ** rng.random())
 
 
-def draw_schedule(rng: random.Random, ticks: int) -> Schedule:
-    """Draw the profile and faults for a fault phase of ``ticks`` ticks."""
+def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
+    """Draw the profile and faults for ``n_nodes`` nodes and a fault phase of ``ticks`` ticks."""
     profile = Profile(
         drop=rng.choice((0.0, 0.0, 0.01, 0.03, 0.1)),
         dup=rng.choice((0.0, 0.01, 0.05)),
@@ -93,33 +174,47 @@ def draw_schedule(rng: random.Random, ticks: int) -> Schedule:
         lat_max=rng.choice((3, 8, 15, 30)),
         spike=rng.choice((0.0, 0.01, 0.05)),
         disk_min=1,
-        disk_max=rng.choice((3, 8, 20, 50)),
+        disk_max=rng.choice((5, 10, 20, 40)),
+        disk_speed=tuple(rng.choice((1, 1, 2, 3, 4)) for _ in range(n_nodes)),
+        disk_stall=rng.choice((0.02, 0.05, 0.1)),
+        disk_tail=rng.choice((100, 300)),
     )
+    family = rng.choices(FAMILIES, [f.weight for f in FAMILIES])[0]
     mean_gap = rng.choice((25, 50, 100))
-    kinds = [k for k, _ in _KINDS]
-    weights = [w for _, w in _KINDS]
+    # Storms: bursts of short faults a few ticks apart (a flapping switch, a crash-looping
+    # rack, cascading overload). They make elections race and leave logs diverging in their
+    # uncommitted suffixes, which is where the subtle Raft bugs live (a leader cut off right
+    # after its election leaves its entries on a minority: the setting of paper Figure 8).
+    storm_chance = rng.choice(family.storm_chance)
+    storm_gap = rng.choice((3, 5, 8))
+    kinds = [k for k, _ in family.kinds]
+    weights = [w for _, w in family.kinds]
     faults: list[Fault] = []
     t = 20 + int(rng.expovariate(1 / mean_gap))
+    storm_end = -1
     while t < ticks:
+        if t >= storm_end and rng.random() < storm_chance:
+            storm_end = t + rng.randint(30, 150)
+        storm = t < storm_end
         kind = rng.choices(kinds, weights)[0]
         leader = rng.random() < 0.5
-        if kind is FaultKind.CRASH:
-            duration = _duration(rng, 3, 200)
-        elif kind is FaultKind.PAUSE:
-            duration = _duration(rng, 3, 80)
-        elif kind is FaultKind.TRANSFER:
+        if kind is FaultKind.TRANSFER:
             duration = 0
+        elif kind in (FaultKind.CRASH, FaultKind.POWER_LOSS):
+            duration = _duration(rng, 3, 30 if storm else 200)
+        elif kind is FaultKind.PAUSE:
+            duration = _duration(rng, 3, 20 if storm else 80)
         else:
-            duration = _duration(rng, 10, 300)
+            duration = _duration(rng, 5 if storm else 10, 40 if storm else 300)
         faults.append(
             Fault(
                 at=t,
                 kind=kind,
                 leader=leader,
                 duration=duration,
-                factor=rng.choice((2, 3, 5, 10, 30)),
+                factor=rng.choice((2, 3, 5, 10)),
                 rate=rng.choice((0.2, 0.4, 0.7)),
             )
         )
-        t += 1 + int(rng.expovariate(1 / mean_gap))
-    return Schedule(profile=profile, faults=tuple(faults))
+        t += 1 + int(rng.expovariate(1 / (storm_gap if storm else mean_gap)))
+    return Schedule(family=family.name, profile=profile, faults=tuple(faults))

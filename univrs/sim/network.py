@@ -33,6 +33,9 @@ class SimNetwork:
     blocked: set[Link] = attrs.field(factory=set)
     _rules: dict[int, frozenset[Link]] = attrs.field(factory=dict)
     _loss_rules: dict[int, float] = attrs.field(factory=dict)
+    # Gray failures: loss on everything one node sends (a failing NIC), by rule id.
+    _tx_rules: dict[int, tuple[NodeId, float]] = attrs.field(factory=dict)
+    _tx_loss: dict[NodeId, float] = attrs.field(factory=dict)
     _drop_now: float = 0.0
     sent: int = 0
     dropped: int = 0
@@ -49,6 +52,9 @@ class SimNetwork:
             return ()
         r = self.rng.random
         if self._drop_now and r() < self._drop_now:
+            self.dropped += 1
+            return ()
+        if self._tx_loss and r() < self._tx_loss.get(src, 0.0):
             self.dropped += 1
             return ()
         span = self.lat_max - self.lat_min + 1
@@ -79,10 +85,26 @@ class SimNetwork:
         self._loss_rules.pop(rule_id, None)
         self._drop_now = max(self.drop, *self._loss_rules.values(), 0.0)
 
+    def add_tx_loss(self, rule_id: int, src: NodeId, rate: float) -> None:
+        self._tx_rules[rule_id] = (src, rate)
+        self._recompute_tx()
+
+    def remove_tx_loss(self, rule_id: int) -> None:
+        if self._tx_rules.pop(rule_id, None) is not None:
+            self._recompute_tx()
+
+    def _recompute_tx(self) -> None:
+        loss: dict[NodeId, float] = {}
+        for src, rate in self._tx_rules.values():
+            loss[src] = max(rate, loss.get(src, 0.0))
+        self._tx_loss = loss
+
     def heal(self) -> None:
         """End of the fault phase: no partitions, no loss, no duplicates, no spikes."""
         self._rules.clear()
         self._loss_rules.clear()
+        self._tx_rules.clear()
+        self._tx_loss = {}
         self.blocked = set()
         self.drop = self._drop_now = 0.0
         self.dup = 0.0
