@@ -441,7 +441,8 @@ class Cluster:
     def snapshot(self, nid: str, *, keep: int = 0) -> int:
         """Snapshot ``nid``'s state machine at its applied index, as the runtime does: store it,
         call ``snapshot_taken(meta, data, keep=keep)``, compact the disk. Returns the index the
-        core compacted to."""
+        core compacted to. (The applied index must be durable: not right after an install
+        whose write is still held.)"""
         self.transcript.append(f"snapshot {nid} keep={keep}")
         node = self.nodes[nid]
         applied = self.applied[nid]

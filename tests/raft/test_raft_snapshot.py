@@ -380,6 +380,11 @@ def test_installed_answer_waits_for_the_snapshot_to_be_durable() -> None:
 
     assert installed_answers() == []
     assert c.disks["n3"].snapshot is None
+    # The runtime must not store a snapshot of its own at that index before the install's
+    # write is durable (storage would lack what it covers).
+    (meta,) = c.installed["n3"]
+    with pytest.raises(ValueError, match="beyond the durable log"):
+        c.nodes["n3"].snapshot_taken(meta, b"state")
     (peer,) = [p for p in c.status("n1").peers if p.id == "n3"]
     assert peer.state == "snapshot"
     c.release_disk("n3")

@@ -64,7 +64,7 @@ class SnapshotMixin(LeaderMixin):
     def snapshot_taken(self, meta: SnapshotMeta, data: bytes, *, keep: int = 0) -> int:
         """The runtime durably stored a snapshot at ``meta.index`` (its state machine's applied
         index, which may be ahead of what ``applied()`` reported, never beyond the entries
-        handed out: ValueError).
+        handed out nor beyond what ``persisted()`` reported: ValueError).
 
         Keeps ``data`` to stream to followers (if newer than the snapshot held), drops the
         in-memory log up to ``min(meta.index - keep, _compaction_limit())`` and returns that
@@ -78,6 +78,13 @@ class SnapshotMixin(LeaderMixin):
             # be ahead of what applied() reported so far: the limit below covers that.)
             raise ValueError(
                 f"snapshot at {meta.index} beyond the entries handed out to apply ({self._handed})"
+            )
+        if meta.index > self._persisted:
+            # Only right after an install, before its write is reported: storing another
+            # snapshot then races that write (storage would lack the entries it covers).
+            raise ValueError(
+                f"snapshot at {meta.index} beyond the durable log ({self._persisted}): take "
+                "snapshots only of what persisted() reported"
             )
         term = self._log.term_at(meta.index)
         if term is not None and term != meta.term:
