@@ -234,7 +234,7 @@ class Client:
             try:
                 conn = await self._connection(deadline)
                 remaining = deadline - trio.current_time()
-                with trio.move_on_at(deadline):
+                with trio.CancelScope(deadline=deadline):  # cheaper than move_on_at, per call
                     return await conn.request(
                         op,
                         args,

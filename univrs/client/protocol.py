@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import cbor2
 
 from univrs import codec
 from univrs.client.errors import ApiError, MalformedRequest, error_to_plain
@@ -204,7 +205,11 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
 
 
 def encode_responses(leader: str | None, responses: list[dict[str, Any]]) -> bytes:
-    return codec.encode_plain({"leader": leader, "r": responses})
+    """A response frame. The documents are the server's own plain data (built by
+    ``univrs.api.convert``), so the recursive plain-data check of ``codec.encode_plain`` is
+    skipped on this hot path; a bug that put a non-plain value in would make the client's
+    strict decoder refuse the frame (a protocol error), never a wrong answer."""
+    return cbor2.dumps({"leader": leader, "r": responses})
 
 
 def decode_responses(
