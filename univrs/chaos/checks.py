@@ -186,7 +186,11 @@ def dead_nodes(cluster: LocalCluster) -> list[str]:
     for node in cluster.nodes:
         if not node.running():
             code = node.proc.poll() if node.proc is not None else None
-            out.append(f"{node.node_id} is not running (exit code {code})")
+            last = next(
+                (x for x in reversed(_log_lines(node.log_path)) if "shutting down" in x), ""
+            )
+            why = f"; its log: {last.strip()[:160]}" if last else ""
+            out.append(f"{node.node_id} is not running (exit code {code}{why})")
         for line in _log_lines(node.log_path):
             if CRASH_MARKER in line:
                 out.append(f"{node.node_id} log: {line.strip()[:200]}")
