@@ -48,6 +48,7 @@ CONNECT_TIMEOUT = 2.0
 SESSION_WINDOW = 32  # in-flight writes per session; the state machine's window is 64
 MAX_SESSIONS = 64
 MAX_PAUSE = 0.5  # longest pause between two attempts
+MOVE_BACKOFF = 5.0  # after failing to reach the leader, keep using a follower this long
 
 
 @attrs.define(eq=False)
@@ -100,6 +101,7 @@ class Client:
     _conn: Connection | None = None
     _retired: list[Connection] = attrs.field(factory=list)
     _members: dict[str, str] = attrs.field(factory=dict)  # node id -> fast address
+    _move_retry_at: dict[str, float] = attrs.field(factory=dict)  # address -> earliest retry
     _connect_lock: trio.Lock = attrs.field(factory=trio.Lock)
     _sessions: list[_Session] = attrs.field(factory=list)
     _session_lock: trio.Lock = attrs.field(factory=trio.Lock)
@@ -136,10 +138,12 @@ class Client:
             if conn is not None and not conn.closed:
                 if not self._should_move(conn):
                     return conn
-                moved = await self._try_open(self._members[conn.leader or ""], deadline)
+                target = self._members[conn.leader or ""]
+                moved = await self._try_open(target, deadline)
                 if moved is not None:
                     self._retire(conn)
                     return self._adopt(moved)
+                self._move_retry_at[target] = trio.current_time() + MOVE_BACKOFF
                 return conn
             errors: list[str] = []
             avoid = {conn.address} if conn is not None else set()
@@ -160,7 +164,10 @@ class Client:
 
     def _should_move(self, conn: Connection) -> bool:
         leader = conn.leader
-        return leader is not None and leader != conn.node_id and leader in self._members
+        if leader is None or leader == conn.node_id or leader not in self._members:
+            return False
+        # After a failed attempt, stay where we are for a while (followers forward anyway).
+        return trio.current_time() >= self._move_retry_at.get(self._members[leader], 0.0)
 
     async def _open(self, address: str, deadline: float) -> Connection:
         timeout = max(0.001, min(self.connect_timeout, deadline - trio.current_time()))

@@ -15,6 +15,7 @@ whether a retry is safe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -37,6 +38,7 @@ from univrs.runtime.waiter import Waiter
 log = logging.getLogger("univrs.client")
 
 MAX_PER_FRAME = 512  # requests per websocket message
+_BROKEN = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 RECEIVE_BUFFER = 256 * 1024
 CLOSE_TIMEOUT = 0.5
 
@@ -164,7 +166,7 @@ class Connection:
                     batch = self._outbox[:MAX_PER_FRAME]
                     del self._outbox[:MAX_PER_FRAME]
                     await self._send_batch(ws, batch)
-        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+        except _BROKEN:
             self._scope.cancel()  # the reader sees the close too; end the connection
 
     async def _send_batch(self, ws: WebSocketConnection, batch: list[Request]) -> None:
@@ -257,7 +259,11 @@ async def _run_connection(
             finally:
                 nursery.cancel_scope.cancel()
                 if ws is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(CLOSE_TIMEOUT),
+                        contextlib.suppress(*_BROKEN),
+                    ):
                         await ws.aclose()
     finally:
         if conn is not None:
