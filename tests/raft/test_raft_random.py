@@ -11,9 +11,10 @@ import pytest
 from harness import Cluster
 
 from univrs.errors import NotLeader, ProposalDropped
-from univrs.raft import Membership, RaftConfig, Role
+from univrs.raft import InitialState, Membership, RaftConfig, Role, bootstrap_state
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
+JOINER = "n9"
 
 
 def run(seed: int, steps: int = 1500) -> Cluster:
@@ -28,7 +29,11 @@ def run(seed: int, steps: int = 1500) -> Cluster:
         snapshot_chunk_bytes=rng.choice([16, 200, 1 << 20]),
         snapshot_window=rng.choice([1, 2, 8]),
     )
-    c = Cluster.bootstrap(NODES[: rng.choice([3, 5])], config=cfg, seed=seed)
+    voters = NODES[: rng.choice([3, 5])]
+    m0 = Membership(voters=frozenset(voters))
+    # "n9" starts empty, waiting to be joined (as a learner, maybe promoted, maybe removed).
+    initial = {n: bootstrap_state(m0) for n in voters} | {JOINER: InitialState()}
+    c = Cluster(initial, config=cfg, seed=seed)
     live = sorted(c.nodes)
     ctx = 0
     for step in range(steps):
@@ -74,15 +79,24 @@ def run(seed: int, steps: int = 1500) -> Cluster:
             if n not in c.crashed:
                 c.persist(n)
         elif r < 0.88:
-            # Demote or promote one node (single-server change), as the leader sees it.
+            # One single-server change, as the leader sees it: demote, promote, add as a
+            # learner, or remove (removals only with PreVote, which keeps a removed node
+            # that missed its removal from disrupting the cluster, dissertation 4.2.3).
             leader = c.leader()
             if leader is not None:
                 m = c.status(leader).membership
                 target = rng.choice(live)
+                remove = cfg.pre_vote and rng.random() < 0.3
                 if target in m.voters and len(m.voters) > 2:
-                    new = Membership(voters=m.voters - {target}, learners=m.learners | {target})
+                    learners = m.learners if remove else m.learners | {target}
+                    new = Membership(voters=m.voters - {target}, learners=learners)
                 elif target in m.learners:
-                    new = Membership(voters=m.voters | {target}, learners=m.learners - {target})
+                    if remove:
+                        new = Membership(voters=m.voters, learners=m.learners - {target})
+                    else:
+                        new = Membership(voters=m.voters | {target}, learners=m.learners - {target})
+                elif target not in m.members:
+                    new = Membership(voters=m.voters, learners=m.learners | {target})
                 else:
                     continue
                 with contextlib.suppress(NotLeader, ProposalDropped):
@@ -103,18 +117,22 @@ def run(seed: int, steps: int = 1500) -> Cluster:
         c.held.discard(n)
         c.persist(n)
     leader = None
+
+    def members() -> frozenset[str]:
+        return c.status(leader).membership.members if leader else frozenset(live)
+
     for _ in range(400):
         c.tick_all(deliver=True)
         leader = c.leader()
-        if leader is not None and len({c.status(n).applied for n in live}) == 1:
+        if leader is not None and len({c.status(n).applied for n in members()}) == 1:
             break
     assert leader is not None, f"seed {seed}: no leader after healing"
     _, idx = c.propose(leader, b"final")
     for _ in range(50):
         c.tick_all(deliver=True)
-        if all(c.status(n).applied >= idx for n in live):
+        if all(c.status(n).applied >= idx for n in members()):
             break
-    for n in live:
+    for n in members():
         assert c.status(n).applied >= idx, f"seed {seed}: {n} stuck at {c.status(n)}"
         assert c.applied[n][-1].data == b"final" or c.status(n).applied > idx
     assert sum(c.role(n) is Role.LEADER for n in live) == 1
