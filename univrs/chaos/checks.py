@@ -186,9 +186,9 @@ def dead_nodes(cluster: LocalCluster) -> list[str]:
     for node in cluster.nodes:
         if not node.running():
             code = node.proc.poll() if node.proc is not None else None
-            last = next(
-                (x for x in reversed(_log_lines(node.log_path)) if "shutting down" in x), ""
-            )
+            lines = [x for x in _log_lines(node.log_path) if x.strip()]
+            last = next((x for x in reversed(lines) if "shutting down" in x), "")
+            last = last or (lines[-1] if lines else "")
             why = f"; its log: {last.strip()[:160]}" if last else ""
             out.append(f"{node.node_id} is not running (exit code {code}{why})")
         for line in _log_lines(node.log_path):

@@ -117,6 +117,9 @@ async def run_scenario(
                     scenario, cluster, proxies, api, endpoints, planned, rng, seed,
                     history_file, options, result, echo,
                 )  # fmt: skip
+            except Exception as exc:  # a bug of ours or a surprise: report it, do not hide it
+                log.exception("the chaos run failed")
+                result.reasons.append(f"the chaos runner failed: {type(exc).__name__}: {exc}")
             finally:
                 with trio.CancelScope(shield=True):
                     codes = await trio.to_thread.run_sync(_stop_all, cluster)
@@ -160,10 +163,12 @@ async def _run_phases(
     setup_monitor = Monitor(api=api, t0=trio.current_time())
     with trio.move_on_after(STARTUP_TIMEOUT):
         while await setup_monitor.leader_of() is None:
+            if not any(n.running() for n in cluster.nodes):
+                break  # every node exited (a bad config?): no point waiting
             await trio.sleep(0.2)
     leader = await setup_monitor.leader_of()
     if leader is None:
-        result.reasons.append(f"no leader within {STARTUP_TIMEOUT:g}s of starting the cluster")
+        result.reasons.append("no leader after starting the cluster")
         result.dead.extend(checks.dead_nodes(cluster))
         return
     t0 = trio.current_time()
