@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
+from univrs.raft import RaftNode
 from univrs.raft.messages import Entry, EntryKind
 from univrs.raft.ready import Role
 from univrs.sim import checker as ck
 from univrs.sim.checker import Checker, InvariantViolation
+from univrs.sim.cli import main
+from univrs.sim.cluster import Simulation
 from univrs.sim.kv import KvWrite, decode_write, encode_write
+from univrs.sim.runner import run_seed, run_seeds
 
 NODES = ["a", "b", "c"]
 
@@ -172,3 +178,102 @@ def test_kv_encoding_round_trips() -> None:
     assert decode_write(encode_write(w)) == w
     with pytest.raises(ValueError):
         decode_write(b'{"not": "a write"}')
+
+
+def test_commit_of_a_previous_term_entry_alone_is_caught() -> None:
+    # Figure 8: "a" leads term 3 with an old entry (2, t1) that b also holds durably; a's own
+    # noop (3, t3) is not durable on a quorum yet, so committing index 2 is not justified.
+    c = Checker(voters=NODES)
+    old = [entry(1, 1), write(2, 1, "x", "1")]
+    durable_everywhere(c, old, ["a", "b"])
+    durable_everywhere(c, old[:1], ["c"])
+    c.observe_term("a", 3)
+    c.observe_role("a", Role.LEADER, 3)
+    noop = entry(3, 3)
+    c.observe_issued("a", None, [noop])
+    c.observe_commit("a", 1, leading=False)  # learnt as a follower
+    with expect(ck.COMMITTED_DURABLE):
+        c.observe_commit("a", 2, leading=True)
+    # Once the noop is durable on a and b, the same commit is justified.
+    c2 = Checker(voters=NODES)
+    durable_everywhere(c2, [*old, noop], ["a", "b"])
+    c2.observe_term("a", 3)
+    c2.observe_role("a", Role.LEADER, 3)
+    c2.observe_commit("a", 3, leading=True)
+
+
+def test_commit_that_a_stale_candidate_could_undo_is_caught() -> None:
+    # c holds a conflicting entry of a higher term (3) at index 2; a commits (2, t1), durable
+    # on a and b, but a's durable log (last term 1) would still vote for c.
+    c = Checker(voters=NODES)
+    durable_everywhere(c, [entry(1, 1), write(2, 1, "x", "1")], ["a", "b"])
+    durable_everywhere(c, [entry(1, 1), write(2, 3, "x", "3")], ["c"])
+    # b moved on (a newer entry of term 4 durable), a did not.
+    c.observe_issued("b", None, [entry(3, 4)])
+    c.observe_durable("b", None, [entry(3, 4)])
+    apply_all(c, "b", [entry(1, 1)])
+    with expect(ck.COMMITTED_DURABLE):
+        apply_all(c, "b", [write(2, 1, "x", "1")])
+
+
+# ------------------------------------------------------------------ whole runs
+
+SEEDS = 200
+CHUNK = 50
+
+
+@pytest.mark.parametrize("nodes", [3, 5])
+@pytest.mark.parametrize("first", range(1, SEEDS + 1, CHUNK))
+def test_many_seeds_pass(nodes: int, first: int) -> None:
+    summary = run_seeds(first, CHUNK, nodes=nodes)
+    f = summary.failure
+    assert f is None, f"{f.invariant}: {f.detail}\n" + "\n".join(f.trace) + f"\n{f.replay}"
+    assert summary.passed == CHUNK
+
+
+def test_a_seed_replays_exactly() -> None:
+    a = run_seed(11, nodes=5)
+    b = run_seed(11, nodes=5)
+    assert a.ok and b.ok
+    assert a.stats == b.stats
+    assert a.stats is not None and a.stats.writes_acked > 0 and a.stats.reads_served > 0
+
+
+def test_cli_prints_the_pass_line() -> None:
+    out = io.StringIO()
+    assert main(["--seeds", "2", "--seed", "5", "--nodes", "3"], out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "2 seeds passed"
+    assert "seeds/s" in lines[-2]
+
+
+def test_cli_rejects_bad_arguments() -> None:
+    for args in (["--nodes", "2"], ["--nodes", "8"], ["--mutant", "nope"], ["--seeds", "0"]):
+        assert main(args, out=io.StringIO()) == 2
+
+
+class _Crashing(RaftNode):
+    """A core that fails an assertion after a while."""
+
+    def tick(self) -> None:
+        super().tick()
+        assert self.status().term < 3, "boom"
+
+
+class _Mute(RaftNode):
+    """A core that never campaigns: no leader, ever."""
+
+    def tick(self) -> None:
+        pass
+
+
+def test_a_core_exception_is_reported_as_a_failure() -> None:
+    sim = Simulation(seed=3, n_nodes=3, ticks=300, node_factory=_Crashing)
+    with expect(ck.CORE_EXCEPTION):
+        sim.run()
+
+
+def test_a_cluster_without_progress_fails_liveness() -> None:
+    sim = Simulation(seed=3, n_nodes=3, ticks=50, quiet_ticks=50, node_factory=_Mute)
+    with expect(ck.LIVENESS):
+        sim.run()

@@ -92,7 +92,7 @@ class _NodeView:
     durable_terms: list[int] = attrs.field(factory=lambda: [0])
     role: Role | None = None  # None while crashed
     term: int = 0
-    leader_commit: int = 0  # the commit index last seen from this node while it led
+    commit: int = 0  # the commit index in this node's last hard state
 
 
 @attrs.define(eq=False)
@@ -253,14 +253,19 @@ class Checker:
     def observe_crash(self, node: NodeId) -> None:
         """The node lost its memory: its log is its durable log again, it leads nothing."""
         v = self._nodes[node]
-        v.leader_commit = 0
         v.issued, v.issued_terms = list(v.durable), list(v.durable_terms)
         v.role = None
 
-    def observe_restart(self, node: NodeId, term: int) -> None:
+    def observe_restart(self, node: NodeId, term: int, commit: int = 0) -> None:
+        """The node (re)started from its durable hard state, whose term is ``term``.
+
+        Its term may be lower than before the crash: a term it had moved to but not yet
+        persisted is forgotten, which is fine since it promised nothing in that term.
+        """
         v = self._nodes[node]
         v.role = Role.FOLLOWER
-        v.term = max(v.term, term)
+        v.term = term
+        v.commit = commit
 
     # ---------------------------------------------------------------- roles and terms
 
@@ -273,7 +278,6 @@ class Checker:
         """Soft state from a Ready (call after observe_issued for that Ready)."""
         v = self._nodes[node]
         v.role = role
-        v.leader_commit = 0
         if term > v.term:
             v.term = term
         if role is not Role.LEADER:
@@ -379,8 +383,9 @@ class Checker:
                     f"{', '.join(voters)} (their durable logs are no more up to date)",
                 )
 
-    def observe_leader_commit(self, node: NodeId, commit: int) -> None:
-        """``node``, leader of its current term throughout a Ready, moved its commit index.
+    def observe_commit(self, node: NodeId, commit: int, *, leading: bool) -> None:
+        """A Ready's hard state carries ``commit``; ``leading``: the node led its current term
+        throughout that Ready (so a raise of its commit index was its own decision).
 
         The justification of every commit (paper 5.4.2-5.4.3): the leader's log up to an entry
         of its own term at or after the new commit index is durable on a quorum. Then every
@@ -389,9 +394,11 @@ class Checker:
         8), however many replicas it has.
         """
         v = self._nodes[node]
-        if commit <= v.leader_commit:
+        if commit <= v.commit:
             return
-        v.leader_commit = commit
+        v.commit = commit
+        if not leading:
+            return
         term = v.term
         terms = v.issued_terms
         for j in range(commit, len(terms)):

@@ -70,6 +70,8 @@ class Client:
     """One client: its belief about the leader and its operation in progress."""
 
     id: int
+    p_read: float = 0.4  # this client's share of reads (dashboards read, controllers write)
+    avoid: NodeId | None = None  # the node that just timed out on us: try the others first
     leader: NodeId | None = None
     op: Op | None = None
     next_op: int = 0
@@ -83,9 +85,11 @@ class Workload:
     rng: random.Random
     n_clients: int = 3
     p_op: float = 0.15  # chance per tick that an idle client starts an operation
-    p_read: float = 0.4
-    write_timeout: int = 300  # simulated time units
-    read_timeout: int = 200
+    # Read shares of the clients, cycled: a read-mostly client (a dashboard), a write-mostly
+    # one (a controller), and a mixed one.
+    read_mix: tuple[float, ...] = (0.9, 0.2, 0.5)
+    write_timeout: int = 150  # simulated time units
+    read_timeout: int = 100
     clients: list[Client] = attrs.field(factory=list)
     reads: dict[int, ReadRecord] = attrs.field(factory=dict)
     next_ctx: int = 1
@@ -98,7 +102,8 @@ class Workload:
     retries: int = 0
 
     def __attrs_post_init__(self) -> None:
-        self.clients = [Client(id=i) for i in range(self.n_clients + 1)]
+        mix = self.read_mix
+        self.clients = [Client(id=i, p_read=mix[i % len(mix)]) for i in range(self.n_clients + 1)]
 
     # ----------------------------------------------------------------- driving
 
@@ -113,6 +118,7 @@ class Workload:
             if op.node is not None:
                 if now < op.deadline:
                     continue
+                c.avoid = op.node
                 self._abandon(c, op)  # timed out: try somewhere else
                 c.leader = None
             if now >= op.retry_at:
@@ -128,7 +134,7 @@ class Workload:
         c.next_op += 1
         key = self.rng.choice(KEYS)
         if write is None:
-            write = self.rng.random() >= self.p_read
+            write = self.rng.random() >= c.p_read
         if write:
             w = KvWrite(client=c.id, op=c.next_op, key=key, value=f"c{c.id}.{c.next_op}")
             return Op(
@@ -139,7 +145,10 @@ class Workload:
     def _pick(self, c: Client, *, anywhere: bool = False) -> NodeId:
         if c.leader is not None and not anywhere:
             return c.leader
-        return self.rng.choice(self.sim.node_ids)
+        ids = self.sim.node_ids
+        if c.avoid is not None:
+            ids = [n for n in ids if n != c.avoid]
+        return self.rng.choice(ids)
 
     def _abandon(self, c: Client, op: Op) -> None:
         # A read attempt abandoned here stays in ``reads``: if it is released later it is still
@@ -223,6 +232,7 @@ class Workload:
             self.sim.checker.observe_ack(e.index)
             self.writes_acked += 1
             c.op = None
+            c.avoid = None
             if op is self.final:
                 self.final_acked_at = self.sim.checker.max_acked
 
@@ -251,6 +261,7 @@ class Workload:
             c = self.clients[op.client]
             c.leader = sn.leader or c.leader
             c.op = None
+            c.avoid = None
 
     def on_read_dropped(self, sn: SimNode, ctx: int) -> None:
         rec = self.reads.get(ctx)

@@ -214,7 +214,8 @@ class Simulation:
         sn.raft = self.node_factory(sn.id, config=self.config, rng=rng, initial=initial)
         sn.kv = KvStore()
         sn.role, sn.term, sn.leader = Role.FOLLOWER, initial.hard_state.term, None
-        self.checker.observe_restart(sn.id, initial.hard_state.term)
+        hs = initial.hard_state
+        self.checker.observe_restart(sn.id, hs.term, hs.commit)
         self.drain(sn)
 
     def drain(self, sn: SimNode) -> None:
@@ -239,8 +240,8 @@ class Simulation:
         if rd.truncate_from is not None or rd.entries:
             chk.observe_issued(nid, rd.truncate_from, rd.entries, rd.soft_state is None)
         ss = rd.soft_state
-        if hs is not None and ss is None and sn.role is Role.LEADER:
-            chk.observe_leader_commit(nid, hs.commit)
+        if hs is not None:
+            chk.observe_commit(nid, hs.commit, leading=ss is None and sn.role is Role.LEADER)
         if ss is not None:
             sn.role, sn.term, sn.leader = ss.role, ss.term, ss.leader
             chk.observe_role(nid, ss.role, ss.term)
@@ -420,6 +421,12 @@ class Simulation:
             sn.slow_disk[fid] = f.factor
             sn.disk.slow_factor = max(sn.slow_disk.values())
             self._at(heal_at, self._heal_slow, (sn, fid))
+        elif kind is FaultKind.SICK:
+            sn.slow_clock[fid] = f.factor
+            sn.period = TICK * max(sn.slow_clock.values())
+            self.net.add_partition(fid, self._links(FaultKind.ISOLATE, sn))
+            self._at(heal_at, self._heal_slow, (sn, fid))
+            self._at(heal_at, self._heal_partition, fid)
         elif kind is FaultKind.SLOW_CLOCK:
             sn.slow_clock[fid] = f.factor
             sn.period = TICK * max(sn.slow_clock.values())

@@ -32,6 +32,7 @@ class FaultKind(enum.Enum):
     FLAKY = "flaky"  # every node's port flaps independently for a while (bad switch firmware)
     CHURN = "churn"  # random partitions re-drawn every few ticks (a switch rebooting, rerouting)
     LOSSY = "lossy"  # heavy message loss on every link
+    SICK = "sick"  # a starved VM: its timers run `factor` times slow and it is cut off
     GRAY = "gray"  # most of what one node sends is lost (a failing NIC): it half works
     SLOW_DISK = "slow-disk"  # one node's writes take `factor` times longer
     SLOW_CLOCK = "slow-clock"  # one node ticks `factor` times slower
@@ -113,6 +114,8 @@ FAMILIES: tuple[Family, ...] = (
             (_K.LOSSY, 1),
             (_K.SLOW_DISK, 3),
             (_K.SLOW_CLOCK, 2),
+            (_K.SICK, 2),
+            (_K.GRAY, 1),
             (_K.TRANSFER, 1),
         ),
         storm_chance=(0.0, 0.1, 0.2, 0.3),
@@ -128,6 +131,7 @@ FAMILIES: tuple[Family, ...] = (
             (_K.ONE_WAY, 1),
             (_K.CHURN, 1),
             (_K.LOSSY, 1),
+            (_K.GRAY, 1),
             (_K.CRASH, 1),
         ),
         storm_chance=(0.2, 0.5, 1.0),
@@ -140,6 +144,7 @@ FAMILIES: tuple[Family, ...] = (
             (_K.POWER_LOSS, 2),
             (_K.SLOW_DISK, 3),
             (_K.PAUSE, 2),
+            (_K.SICK, 1),
             (_K.ISOLATE, 1),
         ),
         storm_chance=(0.0, 0.2, 0.5),
@@ -150,6 +155,7 @@ FAMILIES: tuple[Family, ...] = (
         kinds=(
             (_K.PAUSE, 3),
             (_K.SLOW_CLOCK, 3),
+            (_K.SICK, 3),
             (_K.SLOW_DISK, 2),
             (_K.LOSSY, 2),
             (_K.ISOLATE, 1),
