@@ -60,6 +60,10 @@ async def test_pass_forwards_both_ways() -> None:
         s = await connect(proxy)
         await s.send_all(b"hello" * 1000)
         assert await read_exactly(s, 5000) == b"hello" * 1000
+        # the counters move just after a chunk is handed on: wait for them, with a deadline
+        with trio.fail_after(DEADLINE):
+            while proxy.statistics().bytes < 10000:
+                await trio.sleep(0.01)
         stats = proxy.statistics()
         assert stats.connections == 1 and stats.active == 1
         assert stats.bytes == 10000  # 5000 each way
