@@ -26,8 +26,10 @@ def run_cli(args: list[str]) -> tuple[int, list[str]]:
 
 def failure_lines(lines: list[str]) -> list[str]:
     """The lines that must be identical when a failing seed is replayed."""
-    keep = ("FAILED seed", "invariant violated:", "at tick", "replay:")
-    return [line for line in lines if line.startswith(keep)]
+    keep = ("invariant violated:", "at tick", "replay:")
+    # The FAILED line also counts the seeds that passed before, which a replay does not run.
+    failed = [line.split(";")[0] for line in lines if line.startswith("FAILED seed")]
+    return failed + [line for line in lines if line.startswith(keep)]
 
 
 def replay_args(lines: list[str]) -> list[str]:

@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(rate, file=out)
         print(f"{summary.passed} seeds passed", file=out)
         return 0
-    print(f"FAILED seed {f.seed} ({what}) after {summary.passed} passing seeds", file=out)
+    print(f"FAILED seed {f.seed} ({what}); {summary.passed} seeds before it passed", file=out)
     print(f"invariant violated: {f.invariant}", file=out)
     print(f"at tick {f.at_tick:.1f}: {f.detail}", file=out)
     if f.trace:
