@@ -133,3 +133,40 @@ async def test_checks_catch_lost_acknowledged_writes(tmp_path: pathlib.Path) -> 
     assert result.linearizability["verdict"] == "not-linearizable", result.linearizability
     assert "the history is not linearizable" in result.reasons
     assert result.lost_writes, result.final_values
+
+
+async def test_a_node_killed_from_outside_fails_the_run(tmp_path: pathlib.Path) -> None:
+    """A node that dies without the injector killing it is reported with time and signal,
+    restarted at healing, and fails the verdict."""
+    import os
+    import signal
+
+    scenario = parse(
+        {
+            "name": "outside-kill",
+            "duration": 6,
+            "recovery": 2,
+            "workload": {"clients": 2, "keys": 1, "rate": 20, "timeout": 2.0},
+        }
+    )
+    out = tmp_path / "out"
+
+    async def assassin() -> None:
+        history = out / "history.jsonl"
+        pid_file = out / "cluster" / "n2.pid"
+
+        async def started() -> bool:
+            return history.exists() and len(history.read_text().splitlines()) > 10
+
+        await _wait(started, "the workload to start")
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    result: Any = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(assassin)
+        with trio.fail_after(110):
+            result = await run_scenario(scenario, out, RunOptions(), lambda _line: None)
+    assert result.verdict != PASS
+    (death,) = [d for d in result.dead if "died at" in d]
+    assert death.startswith("n2 died at") and "SIGKILL" in death
+    assert result.convergence["same_state"]  # healing restarted it: the checks still ran

@@ -128,7 +128,7 @@ class Injector:
     rng: random.Random
     t0: float
     records: list[FaultRecord] = attrs.field(factory=list)
-    down: dict[str, str] = attrs.field(factory=dict)  # node -> "killed"|"stopped"|"paused"
+    down: dict[str, str] = attrs.field(factory=dict)  # node -> killed|stopped|paused|died
     unexpected: list[str] = attrs.field(factory=list)  # surprises (bad exit codes, ...)
     _net: dict[Link, dict[int, LinkPolicy]] = attrs.field(factory=dict)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
@@ -203,7 +203,7 @@ class Injector:
         how = self.down.get(node_id)
         if how == "paused":
             await self._proc("resume", node_id)
-        elif how in ("killed", "stopped"):
+        elif how in ("killed", "stopped", "died"):
             await self._proc("start", node_id)
 
     async def _wait_caught_up(self, node_id: str) -> bool:
@@ -364,6 +364,25 @@ class Injector:
                 rec.note += f" ({phases} flaps of {period:g}s)"
         finally:
             self._clear(fault.index)
+
+    async def watch_processes(self, every: float = 0.2) -> None:
+        """Until cancelled: notice a node process that ended without the injector ending it
+        (a crash, or a signal from outside), record it with the time and exit status, and
+        count the node as down so that healing starts it again."""
+        while True:
+            await trio.sleep(every)
+            if self._lock.locked():
+                continue  # a process action is in flight: its bookkeeping is not done yet
+            for node in self.cluster.nodes:
+                if node.node_id in self.down or node.running():
+                    continue
+                code = node.proc.poll() if node.proc is not None else None
+                how = f"exit code {code}"
+                if code is not None and code < 0:
+                    how = f"killed by {signal.Signals(-code).name}, not sent by the chaos runner"
+                self.unexpected.append(f"{node.node_id} died at {self.now():.2f}s ({how})")
+                self.down[node.node_id] = "died"
+                log.warning("%s died unexpectedly (%s)", node.node_id, how)
 
     async def heal_all(self) -> None:
         """Heal every fault: all links pass, every node runs (resumed or restarted)."""

@@ -191,6 +191,7 @@ async def _run_phases(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(monitor.run)
+        nursery.start_soon(injector.watch_processes)
         nursery.start_soon(run_workload)
         async with trio.open_nursery() as faults:
             for fault in planned:
