@@ -59,6 +59,12 @@ def node() -> None:
     "--bootstrap",
     help="Initial members when the data dir is new: 'n1=host:port,n2=host:port,...'.",
 )
+@click.option(
+    "--join",
+    "join",
+    metavar="ADDR",
+    help="On a new data dir, join the cluster of the node whose API is at ADDR.",
+)
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
 def node_start(
     config_path: str | None,
@@ -68,6 +74,7 @@ def node_start(
     api_addr: str | None,
     cluster_id: str | None,
     bootstrap: str | None,
+    join: str | None,
     log_level: str,
 ) -> None:
     """Start a node. With no arguments: a single-node cluster on the embedded default
@@ -90,7 +97,7 @@ def node_start(
         _die(f"invalid configuration:\n{exc}", 2)
     setup_logging(log_level, config.node_id)
     try:
-        trio.run(_run_until_signal, config)
+        trio.run(_run_until_signal, config, join)
     except BaseException as group:  # unwrap trio's exception groups
         cause = _first_cause(group)
         if isinstance(cause, KeyboardInterrupt):
@@ -105,13 +112,14 @@ def node_start(
         _die(f"node crashed: {type(cause).__name__}: {cause}")
 
 
-async def _run_until_signal(config: Any) -> None:
+async def _run_until_signal(config: Any, join: str | None) -> None:
     from univrs.runtime.node import run_node
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            await nursery.start(run_node, config)
+            await run_node(config, join=join)
+            nursery.cancel_scope.cancel()
 
 
 async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
@@ -198,7 +206,7 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 import univrs.chaos.cli  # noqa: E402, F401  (registers `univrs chaos`)
-from univrs import cli_state  # noqa: E402, F401  (registers workload, instance, nodeinfo, credits)
+from univrs import cli_cluster, cli_state  # noqa: E402, F401  (register their commands)
 
 if __name__ == "__main__":
     main()

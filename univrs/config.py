@@ -64,6 +64,8 @@ class NodeConfig:
     election_timeout_max_ms: int = 500
     snapshot_threshold: int = 10_000  # entries applied since the last snapshot
     snapshot_max_chunk_size: int = 1_048_576  # bytes of snapshot data per InstallSnapshot
+    # Log entries kept behind a snapshot, so slightly-behind followers catch up from the log.
+    snapshot_trailing_entries: int = 5_000
     max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # Local dial overrides: reach peer <id> at this address instead of its advertised one
@@ -95,6 +97,7 @@ class NodeConfig:
             election_ticks_min=low,
             election_ticks_max=high,
             max_bytes_per_msg=min(RaftConfig().max_bytes_per_msg, self.max_payload_size // 2),
+            snapshot_chunk_bytes=self.snapshot_max_chunk_size,
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:
@@ -140,6 +143,7 @@ _RAFT_KEYS = {
     "election_timeout_max_ms": _INT,
     "snapshot_threshold": _INT,
     "snapshot_max_chunk_size": _INT,
+    "snapshot_trailing_entries": _INT,
     "max_payload_size": _INT,
     "bootstrap": _TABLE,
     "dial": _TABLE,
@@ -352,6 +356,10 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
     problems: list[str] = []
     for nid, addr in c.dial:
         _check_addr(f"raft.dial.{nid}", addr, problems)
+    if c.snapshot_trailing_entries < 0:
+        problems.append(
+            f"raft.snapshot_trailing_entries: {c.snapshot_trailing_entries} must be >= 0"
+        )
     for key, value in (("raft.node_id", c.node_id), ("raft.cluster_id", c.cluster_id)):
         if value is not None and not _ID_RE.fullmatch(value):
             problems.append(

@@ -327,3 +327,19 @@ def test_close_is_idempotent_and_later_calls_fail(
         store.append(hard_state=HardState(term=1), truncate_from=None, entries=[])
     with LogStore.open(data_dir, node_id="n1") as again:  # the lock was released
         assert again.last_index() == 0
+
+
+def test_a_second_snapshot_at_the_compacted_point_keeps_the_log(tmp_path) -> None:
+    from univrs.raft.messages import Entry, HardState, Membership, SnapshotMeta
+    from univrs.storage import LogStore
+
+    store = LogStore.open(tmp_path / "d", node_id="n1")
+    entries = [Entry(term=1, index=i, data=b"x") for i in range(1, 11)]
+    store.append(hard_state=HardState(term=1), truncate_from=None, entries=entries)
+    meta = SnapshotMeta(index=5, term=1, membership=Membership(voters=frozenset({"n1"})))
+    store.save_snapshot(meta, b"state at 5")
+    store.compact(5)
+    store.save_snapshot(meta, b"state at 5, again")  # e.g. an operator's `cluster snapshot`
+    assert store.first_index() == 6 and store.last_index() == 10
+    assert [e.index for e in store.entries(6, 11)] == list(range(6, 11))
+    store.close()

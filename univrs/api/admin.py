@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -227,10 +228,18 @@ async def join(request: Request) -> Response:
             return json_response({"state": "voter", "cluster_id": info.cluster_id}, 200)
         return json_response(node.join or {"state": "catching-up"}, 202)
     try:
-        node.request_rejoin(target)
+        node.check_rejoin()
     except JoinRefused as exc:
         raise Conflict(str(exc)) from None
-    return json_response({"state": "restarting", "cluster_id": info.cluster_id}, 202)
+    # Restart only once this answer is sent (the restart closes the API server).
+    response = json_response({"state": "restarting", "cluster_id": info.cluster_id}, 202)
+    response.background = BackgroundTask(_rejoin, node, target)
+    return response
+
+
+async def _rejoin(node: Node, target: str) -> None:
+    # Async on purpose: Starlette would run a sync background function in a worker thread.
+    node.request_rejoin(target)
 
 
 async def join_progress(request: Request) -> Response:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from univrs.api import rest
+from univrs.api import admin, rest
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.fetch import get_json
@@ -136,6 +136,7 @@ async def gather_cluster_status(node: Node) -> dict[str, Any]:
         members.append(row)
     return {
         "node": node.node_id,
+        "cluster_id": node.cluster_id,
         "leader": s.leader,
         "term": s.term,
         "leader_last_index": leader_last,
@@ -194,6 +195,7 @@ def build_app(node: Node, service: ApiService | None = None) -> Starlette:
             Route("/metrics", metrics),
             Route("/openapi.json", openapi),
             *rest.routes(),
+            *admin.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
     )

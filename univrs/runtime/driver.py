@@ -102,7 +102,10 @@ class RaftRuntime:
     writer_write: Callable[..., None]  # LogStore.append
     send: Callable[[Message], None]  # transport.send
     tick_seconds: float
-    on_membership: Callable[[Membership], None] = lambda _m: None
+    # Called with the peers to keep links to whenever they change: every member of the newest
+    # (appended) configuration and of the applied one. A removed member stays reachable until
+    # its removal is applied here, so it can still hear the acks that let it commit the change.
+    on_membership: Callable[[dict[str, str]], None] = lambda _peers: None
     metrics: Any = None  # univrs.runtime.metrics.NodeMetrics, optional
     write_in_thread: bool = True  # False only with in-memory storage (tests)
     # Snapshots: the LogStore (save_snapshot, compact); a snapshot is taken every
@@ -130,7 +133,7 @@ class RaftRuntime:
     last_contact: dict[str, float] = attrs.field(factory=dict, init=False)
     _apply_wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
     _soft: SoftState | None = attrs.field(default=None, init=False)
-    _membership: Membership | None = attrs.field(default=None, init=False)
+    _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _status: Status = attrs.field(init=False)
     applied_index: int = attrs.field(default=0, init=False)
@@ -325,9 +328,10 @@ class RaftRuntime:
         status = self.core.status()
         old = self._status
         self._status = status
-        if status.membership != self._membership:
-            self._membership = status.membership
-            self.on_membership(status.membership)
+        peers = {**dict(self.applied_membership.addresses), **dict(status.membership.addresses)}
+        if peers != self._peers:
+            self._peers = peers
+            self.on_membership(peers)
         if (
             status.role != old.role
             or status.leader != old.leader
@@ -435,11 +439,21 @@ class RaftRuntime:
         meta = SnapshotMeta(
             index=self.applied_index, term=self._applied_term, membership=self.applied_membership
         )
+        if meta.index <= self.last_snapshot_index:
+            stored: SnapshotMeta | None = self.storage.snapshot_meta()
+            if stored is not None:
+                return stored  # nothing applied since the last one
         encode = capture(self.sm)  # on the loop: references only; encoding runs in a thread
         data = await trio.to_thread.run_sync(encode)
         await trio.to_thread.run_sync(self.storage.save_snapshot, meta, data)
         keep = self.snapshot_keep
-        upto: int = await self.call(lambda core: core.snapshot_taken(meta, data, keep=keep))
+        try:
+            upto: int = await self.call(lambda core: core.snapshot_taken(meta, data, keep=keep))
+        except ValueError as exc:
+            # The core has not seen this index persisted yet (a snapshot from the leader is
+            # still being stored): what storage holds is right, only compaction waits.
+            log.warning("snapshot not compacted", extra={"index": meta.index, "reason": str(exc)})
+            return meta
         if upto > 0:
             await trio.to_thread.run_sync(self.storage.compact, upto)
         self.last_snapshot_index = max(self.last_snapshot_index, meta.index)

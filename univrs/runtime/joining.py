@@ -42,6 +42,8 @@ class JoinInfo:
     target: str
     cluster_id: str
     members: tuple[str, ...]
+    # Raft addresses of the members, to answer the leader before our log holds the membership.
+    addresses: tuple[tuple[str, str], ...] = ()
 
 
 def _refused(message: str) -> Exception:
@@ -71,7 +73,14 @@ async def prepare(config: NodeConfig, target: str) -> JoinInfo:
                     f"(at {m.get('raft_addr')}); choose another id or remove that member first"
                 )
     return JoinInfo(
-        target=target, cluster_id=cluster_id, members=tuple(str(m.get("id")) for m in members)
+        target=target,
+        cluster_id=cluster_id,
+        members=tuple(str(m.get("id")) for m in members),
+        addresses=tuple(
+            (str(m["id"]), m["raft_addr"])
+            for m in members
+            if isinstance(m.get("raft_addr"), str) and m.get("id") != config.node_id
+        ),
     )
 
 

@@ -40,8 +40,6 @@ from univrs.storage import LogStore
 
 log = logging.getLogger("univrs.node")
 
-DEFAULT_SNAPSHOT_KEEP = 5_000  # log entries kept behind a snapshot for slightly-behind peers
-
 
 class JoinRefused(UnivrsError):
     """This node cannot join the requested cluster (the message says why)."""
@@ -189,16 +187,21 @@ class Node:
             s.membership.voters == {self.node_id}
             and not s.membership.learners
             and self.runtime.last_snapshot_index == 0
-            and all(v == 0 for v in attrs.asdict(stats).values() if isinstance(v, int))
+            and stats.workloads == stats.instances == stats.nodes == 0
+            and stats.accounts == stats.sessions == 0
         )
 
-    def request_rejoin(self, target_api: str) -> None:
-        """Stop this (pristine) node and start it again empty, joining ``target_api``'s cluster."""
+    def check_rejoin(self) -> None:
+        """Raise JoinRefused unless this node may be discarded to join another cluster."""
         if not self.is_pristine():
             raise JoinRefused(
                 "this node already holds data or has other members; start it on an empty data "
                 "dir to join another cluster"
             )
+
+    def request_rejoin(self, target_api: str) -> None:
+        """Stop this (pristine) node and start it again empty, joining ``target_api``'s cluster."""
+        self.check_rejoin()
         self._rejoin_target = target_api
         assert self._scope is not None
         self._scope.cancel()
@@ -257,7 +260,7 @@ async def _run_once(
         snapshot_index = 0
         if opened.snapshot is not None:
             meta, data = opened.snapshot
-            core.snapshot_taken(meta, data, keep=DEFAULT_SNAPSHOT_KEEP)  # to stream to peers
+            core.snapshot_taken(meta, data, keep=config.snapshot_trailing_entries)  # for peers
             snapshot_index = meta.index
         runtime = RaftRuntime(
             core=core,
@@ -267,7 +270,7 @@ async def _run_once(
             tick_seconds=config.tick_ms / 1000,
             storage=storage,
             snapshot_threshold=config.snapshot_threshold,
-            snapshot_keep=min(DEFAULT_SNAPSHOT_KEEP, config.snapshot_threshold),
+            snapshot_keep=config.snapshot_trailing_entries,
             applied_membership=(
                 opened.snapshot[0].membership if opened.snapshot else Membership(voters=frozenset())
             ),
@@ -283,8 +286,11 @@ async def _run_once(
             cluster_id=opened.cluster_id,
         )
         runtime.send = transport.send
-        runtime.on_membership = lambda m: transport.set_peer_addresses(
-            config.dial_addresses(dict(m.addresses))
+        # Until our log holds a membership (a joiner waiting for its first entries), answer
+        # the members we learned of when asking to join.
+        fallback = dict(join_info.addresses) if join_info is not None else {}
+        runtime.on_membership = lambda peers: transport.set_peer_addresses(
+            config.dial_addresses(peers or fallback)
         )
         node = Node(
             config=config,

@@ -452,9 +452,13 @@ class LogStore:
                 f"{old.index if old else 0}",
             )
             raw = txn.get(layout.index_key(meta.index), db=self._env.log)
-            if raw is None or layout.decode_entry(layout.index_key(meta.index), raw).term != (
-                meta.term
+            same_point = old is not None and (old.index, old.term) == (meta.index, meta.term)
+            if not same_point and (
+                raw is None
+                or layout.decode_entry(layout.index_key(meta.index), raw).term != meta.term
             ):
+                # The log conflicts with or is older than the snapshot. (A snapshot at the point
+                # the stored one covers keeps the log: it may be compacted up to exactly there.)
                 txn.drop(self._env.log, delete=False)
             txn.drop(self._env.snap, delete=False)
             view = memoryview(data)

@@ -1,0 +1,158 @@
+"""`univrs cluster join|leave|remove|members|transfer-leader|snapshot` (membership and upkeep)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+from univrs.cli import _api_option, _die, cluster, format_table
+
+JOIN_TIMEOUT = 600.0
+
+
+def http_json(
+    api: str, method: str, path: str, body: Any = None, timeout: float = 60.0
+) -> tuple[int, Any]:
+    """(status, decoded body) of one request to the node at ``api``; exits when unreachable."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"http://{api}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.load(exc)
+        except ValueError:
+            return exc.code, None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        _die(f"cannot reach the univrs API at {api} ({reason}); is a node running there?")
+
+
+def _message(doc: Any) -> str:
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        return str(doc["error"].get("message"))
+    return json.dumps(doc)
+
+
+def _ok(status: int, doc: Any, as_json: bool) -> Any:
+    if status >= 400:
+        _die(_message(doc))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    return doc
+
+
+@cluster.command("members")
+@_api_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def members(api: str, as_json: bool) -> None:
+    """Members: id, addresses, voter/learner, match index, lag, last contact (leader's view)."""
+    doc = _ok(*http_json(api, "GET", "/v1/cluster/members"), as_json)
+    if as_json:
+        return
+    rows = [
+        [
+            m["id"] + (" *" if m.get("leader") else ""),
+            m.get("raft_addr") or "-",
+            m.get("api_addr") or "-",
+            m["kind"],
+            m.get("match_index", "-"),
+            m.get("lag", "-"),
+            "-" if m.get("last_contact_s") is None else f"{m['last_contact_s']:.2f}s ago",
+        ]
+        for m in doc["members"]
+    ]
+    header = ["ID", "RAFT", "API", "KIND", "MATCH", "LAG", "LAST CONTACT"]
+    click.echo(format_table(header, rows))
+    click.echo(f"(* leader, term {doc.get('term')})")
+
+
+@cluster.command("join")
+@click.argument("addr")
+@_api_option
+@click.option("--timeout", default=JOIN_TIMEOUT, show_default=True, help="Seconds to wait.")
+def join(addr: str, api: str, timeout: float) -> None:
+    """Make the local node (at --api) join the cluster that the node at ADDR (its API address)
+    belongs to. The local node must be new: started with `univrs node start` on an empty data
+    dir. Shows progress and returns once the node is a voter."""
+    status, doc = http_json(api, "POST", "/v1/cluster/join", {"target": addr})
+    if status >= 400:
+        _die(f"cannot join: {_message(doc)}")
+    if isinstance(doc, dict) and doc.get("state") == "voter":
+        click.echo(f"already a voter of cluster {doc.get('cluster_id')}")
+        return
+    cluster_id = doc.get("cluster_id")
+    click.echo(f"joining cluster {cluster_id} via {addr} ...")
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        time.sleep(0.5)  # polling a remote process's progress, not synchronising a test
+        try:
+            with urllib.request.urlopen(f"http://{api}/v1/cluster/join", timeout=5) as resp:
+                progress = json.load(resp)
+        except (urllib.error.URLError, OSError, ValueError):
+            continue  # the node restarts empty to join: its API is back in a moment
+        if progress.get("cluster_id") != cluster_id:
+            continue  # still the node from before its restart
+        state = progress.get("state")
+        line = f"  {state}"
+        if state == "catching-up" and progress.get("entries_remaining") is not None:
+            line += f": {progress['entries_remaining']} entries behind the leader"
+        if progress.get("detail"):
+            line += f" ({progress['detail']})"
+        if line != last:
+            click.echo(line)
+            last = line
+        if state == "voter":
+            click.echo(f"joined cluster {progress.get('cluster_id')} as a voter")
+            return
+        if state == "failed":
+            _die(f"join failed: {progress.get('detail')}")
+    _die(f"the node did not become a voter within {timeout:g}s; see its log")
+
+
+@cluster.command("leave")
+@_api_option
+def leave(api: str) -> None:
+    """The local node leaves the cluster gracefully (handing leadership over first if it
+    leads). Stop the process afterwards."""
+    _ok(*http_json(api, "POST", "/v1/cluster/leave", {}), False)
+    click.echo("left the cluster; the node can be stopped now")
+
+
+@cluster.command("remove")
+@click.argument("node_id")
+@_api_option
+def remove(node_id: str, api: str) -> None:
+    """Remove member NODE_ID (voter or learner), e.g. a dead node."""
+    doc = _ok(*http_json(api, "DELETE", f"/v1/cluster/members/{node_id}"), False)
+    click.echo(f"removed {node_id}; voters now: {', '.join(doc['voters'])}")
+
+
+@cluster.command("transfer-leader")
+@click.argument("node_id", required=False)
+@_api_option
+def transfer_leader(node_id: str | None, api: str) -> None:
+    """Hand leadership to NODE_ID (default: the most caught-up voter)."""
+    body = {"target": node_id} if node_id else {}
+    doc = _ok(*http_json(api, "POST", "/v1/cluster/transfer-leader", body), False)
+    click.echo(f"leader is now {doc['leader']}")
+
+
+@cluster.command("snapshot")
+@_api_option
+def snapshot(api: str) -> None:
+    """Take a snapshot on the node at --api now (and compact its log)."""
+    doc = _ok(*http_json(api, "POST", "/v1/cluster/snapshot", {}), False)
+    click.echo(f"snapshot of {doc['node']} at index {doc['index']} (term {doc['term']})")
