@@ -277,3 +277,29 @@ def test_a_cluster_without_progress_fails_liveness() -> None:
     sim = Simulation(seed=3, n_nodes=3, ticks=50, quiet_ticks=50, node_factory=_Mute)
     with expect(ck.LIVENESS):
         sim.run()
+
+
+def test_snapshot_with_wrong_state_or_term_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [entry(1, 1), write(2, 1, "x", "v2"), write(3, 1, "y", "v3")]
+    durable_everywhere(c, log)
+    apply_all(c, "a", log)
+    c.observe_snapshot("b", 3, 1, durable=False)  # right snapshot: fine
+    c.check_snapshot_state("b", 3, {"x": "v2", "y": "v3"})
+    with expect(ck.STATE_MACHINE_SAFETY):
+        c.check_snapshot_state("b", 2, {"x": "v2", "y": "v3"})  # y was not written by index 2
+    with expect(ck.STATE_MACHINE_SAFETY):
+        c.observe_snapshot("c", 3, 2, durable=True)  # the entry at 3 is of term 1
+    with expect(ck.READY_CONTRACT):
+        c.observe_snapshot("c", 4, 1, durable=True)  # nothing is committed at 4
+
+
+def test_snapshots_are_taken_and_installed_across_seeds() -> None:
+    taken = installed = 0
+    for seed in range(1, 40):
+        r = run_seed(seed, nodes=3, ticks=600)
+        assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
+        assert r.stats is not None
+        taken += r.stats.snapshots
+        installed += r.stats.installs
+    assert taken > 0 and installed > 0

@@ -107,6 +107,7 @@ class Checker:
     # The committed log: prefix ids, entries and commit-term upper bounds, index 0 a sentinel.
     committed: list[int] = attrs.field(init=False, factory=lambda: [0])
     committed_entries: list[Entry | None] = attrs.field(init=False, factory=lambda: [None])
+    _committed_terms: list[int] = attrs.field(init=False, factory=lambda: [0])
     commit_term: list[int] = attrs.field(init=False, factory=lambda: [0])
     leaders: dict[int, NodeId] = attrs.field(init=False, factory=dict)
     max_acked: int = attrs.field(init=False, default=0)
@@ -330,6 +331,7 @@ class Checker:
             pid = self._prefix(self.committed[-1], entry)
             self.committed.append(pid)
             self.committed_entries.append(entry)
+            self._committed_terms.append(entry.term)
             self.commit_term.append(max(v.term, entry.term))
             holders = sum(
                 1 for w in self._nodes.values() if len(w.durable) > i and w.durable[i] == pid
@@ -381,6 +383,42 @@ class Checker:
                     f"{node} applied {_fmt(self._entry(i))}, but {cid}, whose log lacks it "
                     f"(last term {ct}, last index {cl - 1}), could be elected with the votes of "
                     f"{', '.join(voters)} (their durable logs are no more up to date)",
+                )
+
+    def observe_snapshot(self, node: NodeId, index: int, term: int, *, durable: bool) -> None:
+        """``node`` installed a snapshot from the leader at (index, term): in memory (its Ready)
+        or on disk (``durable``). Its log becomes the committed prefix up to ``index``, plus
+        what followed if it already held that prefix (paper Figure 13, steps 6-7).
+        """
+        if index >= len(self.committed):
+            raise InvariantViolation(
+                READY_CONTRACT,
+                f"{node} installed a snapshot at {index}, beyond anything committed "
+                f"({len(self.committed) - 1})",
+            )
+        e = self._entry(index)
+        if e.term != term:
+            raise InvariantViolation(
+                STATE_MACHINE_SAFETY,
+                f"{node} installed a snapshot at ({index}, t{term}) but the committed entry "
+                f"there is {_fmt(e)}",
+            )
+        v = self._nodes[node]
+        log, terms = (v.durable, v.durable_terms) if durable else (v.issued, v.issued_terms)
+        if len(log) > index and log[index] == self.committed[index]:
+            return
+        log[:] = self.committed[: index + 1]
+        terms[:] = self._committed_terms[: index + 1]
+
+    def check_snapshot_state(self, node: NodeId, index: int, state: dict[str, str]) -> None:
+        """A snapshot at ``index`` must hold exactly the committed state at ``index``."""
+        for key in sorted(set(state) | set(self._hist)):
+            want = self.value_at(key, index)
+            if state.get(key) != want:
+                raise InvariantViolation(
+                    STATE_MACHINE_SAFETY,
+                    f"{node}: snapshot at {index} holds {key}={state.get(key)!r}; the committed "
+                    f"log gives {want!r}",
                 )
 
     def observe_commit(self, node: NodeId, commit: int, *, leading: bool) -> None:

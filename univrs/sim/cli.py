@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"seed {r.seed}: ok: {s.ticks} ticks, {s.elections} leaders (max term "
                 f"{s.max_term}), {s.committed} committed, {s.writes_acked} writes acked, "
                 f"{s.reads_served} reads served ({s.reads_dropped} dropped), {s.crashes} "
-                f"crashes, {s.faults} faults, {s.messages} messages ({s.dropped} lost)",
+                f"crashes, {s.faults} faults, {s.messages} messages ({s.dropped} lost), "
+                f"{s.snapshots} snapshots ({s.installs} installed)",
                 file=out,
                 flush=True,
             )

@@ -40,7 +40,7 @@ import attrs
 
 from univrs.errors import UnivrsError
 from univrs.raft import InitialState, RaftConfig, RaftNode, bootstrap_state
-from univrs.raft.messages import Entry, Membership, Message, NodeId
+from univrs.raft.messages import Entry, Membership, Message, NodeId, SnapshotMeta
 from univrs.raft.ready import Ready, Role
 from univrs.sim.checker import CORE_EXCEPTION, LIVENESS, READY_CONTRACT, Checker, InvariantViolation
 from univrs.sim.clients import Workload
@@ -78,6 +78,8 @@ class SimNode:
     # Fault rules active on this node, by fault id.
     slow_disk: dict[int, int] = attrs.field(factory=dict)
     slow_clock: dict[int, int] = attrs.field(factory=dict)
+    snap_at: int = 0  # applied index of this node's newest snapshot (taken or installed)
+    installs: int = 0  # snapshots installed from a leader (makes older own snapshots moot)
     down_fault: int = 0  # the crash fault this node waits to restart from (0: up)
     pause_fault: int = 0
 
@@ -98,6 +100,8 @@ class SimStats:
     faults: int
     messages: int
     dropped: int
+    snapshots: int  # snapshots taken
+    installs: int  # snapshots installed from a leader
 
 
 @attrs.define(eq=False)
@@ -109,7 +113,7 @@ class Simulation:
     ticks: int = 2000
     quiet_ticks: int = 400
     node_factory: NodeFactory = RaftNode
-    config: RaftConfig = SIM_RAFT_CONFIG
+    config: RaftConfig | None = None  # None: SIM_RAFT_CONFIG with this seed's snapshot knobs
     trace_len: int = 40
 
     rng: random.Random = attrs.field(init=False)
@@ -125,6 +129,7 @@ class Simulation:
     now: int = 0
     tick_units: int = TICK
     crashes: int = 0
+    snapshots: int = 0
     faults_fired: int = 0
     done: bool = False
     quiet: bool = False  # the fault phase is over
@@ -150,6 +155,10 @@ class Simulation:
             lat_max=p.lat_max,
             spike=p.spike,
         )
+        if self.config is None:
+            self.config = attrs.evolve(
+                SIM_RAFT_CONFIG, snapshot_chunk_bytes=p.snap_chunk, snapshot_window=p.snap_window
+            )
         self.workload = Workload(sim=self, rng=self.rng)
         boot = bootstrap_state(self.membership)
         self.nodes = {}
@@ -204,15 +213,25 @@ class Simulation:
             faults=self.faults_fired,
             messages=self.net.sent,
             dropped=self.net.dropped,
+            snapshots=self.snapshots,
+            installs=sum(sn.installs for sn in self.nodes.values()),
         )
 
     # ----------------------------------------------------------------- node I/O
 
     def _start(self, sn: SimNode) -> None:
-        initial: InitialState = sn.disk.initial_state(self.membership)
+        disk = sn.disk
+        initial: InitialState = disk.initial_state(self.membership)
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
-        sn.raft = self.node_factory(sn.id, config=self.config, rng=rng, initial=initial)
+        sn.raft = raft = self.node_factory(sn.id, config=self.config, rng=rng, initial=initial)
         sn.kv = KvStore()
+        if disk.snapshot is not None:
+            meta, data = disk.snapshot
+            sn.kv.restore(data, meta.index, meta.term)
+            sn.snap_at = meta.index
+            raft.snapshot_taken(meta, data)
+        else:
+            sn.snap_at = 0
         sn.role, sn.term, sn.leader = Role.FOLLOWER, initial.hard_state.term, None
         hs = initial.hard_state
         self.checker.observe_restart(sn.id, hs.term, hs.commit)
@@ -228,13 +247,23 @@ class Simulation:
         while raft.has_ready():
             rd = raft.ready()
             self._handle_ready(sn, rd)
-            if not rd.committed:
+            if not rd.committed and rd.snapshot is None:
                 return
 
     def _handle_ready(self, sn: SimNode, rd: Ready) -> None:
         nid = sn.id
         chk = self.checker
         hs = rd.hard_state
+        install = rd.snapshot
+        if install is not None:
+            # Step 0 of the contract: the snapshot replaces the log prefix and the state machine
+            # before anything else in this Ready; its storage rides on this Ready's write.
+            meta = install.meta
+            chk.observe_snapshot(nid, meta.index, meta.term, durable=False)
+            sn.kv.restore(install.data, meta.index, meta.term)
+            chk.check_snapshot_state(nid, meta.index, sn.kv.data)
+            sn.installs += 1
+            sn.snap_at = max(sn.snap_at, meta.index)
         if hs is not None:
             chk.observe_term(nid, hs.term)
         if rd.truncate_from is not None or rd.entries:
@@ -246,7 +275,12 @@ class Simulation:
             sn.role, sn.term, sn.leader = ss.role, ss.term, ss.leader
             chk.observe_role(nid, ss.role, ss.term)
             self.trace.append((self.now, nid, ss))
-        writes = hs is not None or rd.truncate_from is not None or bool(rd.entries)
+        writes = (
+            hs is not None
+            or rd.truncate_from is not None
+            or bool(rd.entries)
+            or install is not None
+        )
         if writes or rd.messages_after_persist:
             after = rd.messages_after_persist
             disk = sn.disk
@@ -257,10 +291,22 @@ class Simulation:
                 delay *= disk.speed * disk.slow_factor
                 if p.disk_stall and not self.quiet and self.rng.random() < p.disk_stall:
                     delay += int(self.rng.random() * p.disk_tail)
-            w = disk.submit(Write(rd.truncate_from, rd.entries, hs, after, self.now + delay))
+            w = disk.submit(
+                Write(
+                    rd.truncate_from,
+                    rd.entries,
+                    hs,
+                    after,
+                    self.now + delay,
+                    install=(install.meta, install.data) if install is not None else None,
+                )
+            )
             self._at(w.done_at, self._disk_done, (sn, sn.incarnation))
         for m in rd.messages:
             self._send(m)
+        if install is not None:
+            assert sn.raft is not None
+            sn.raft.applied(install.meta.index)
         if rd.committed:
             self._apply(sn, rd.committed)
         for rs in rd.reads:
@@ -290,6 +336,32 @@ class Simulation:
                 self.workload.on_applied(sn, e, waiting)
         assert sn.raft is not None
         sn.raft.applied(kv.applied)
+        every = self.schedule.profile.snap_every
+        if every and kv.applied - sn.snap_at >= every:
+            self._take_snapshot(sn)
+
+    def _take_snapshot(self, sn: SimNode) -> None:
+        """Snapshot the state machine now; the core hears of it once the write is durable."""
+        kv = sn.kv
+        sn.snap_at = kv.applied
+        self.snapshots += 1
+        meta = SnapshotMeta(index=kv.applied, term=kv.applied_term, membership=self.membership)
+        p = self.schedule.profile
+        delay = (p.disk_min + int(self.rng.random() * (p.disk_max - p.disk_min + 1))) * (
+            sn.disk.speed * sn.disk.slow_factor
+        )
+        w = sn.disk.submit(
+            Write(
+                None,
+                (),
+                None,
+                (),
+                self.now + delay,
+                taken=(meta, kv.snapshot()),
+                epoch=sn.installs,
+            )
+        )
+        self._at(w.done_at, self._disk_done, (sn, sn.incarnation))
 
     def _send(self, m: Message) -> None:
         for d in self.net.delays(m.src, m.dst):
@@ -316,14 +388,26 @@ class Simulation:
             sn.backlog.append((self._disk_done, arg))
             return
         w = sn.disk.complete_next()
+        raft = sn.raft
+        assert raft is not None
+        if w.install is not None:
+            meta = w.install[0]
+            self.checker.observe_snapshot(sn.id, meta.index, meta.term, durable=True)
         if w.truncate_from is not None or w.entries:
             self.checker.observe_durable(sn.id, w.truncate_from, w.entries)
         for m in w.after_persist:
             self._send(m)
+        if w.install is not None:
+            meta = w.install[0]
+            raft.persisted(meta.index, meta.term)
         if w.entries:
             last = w.entries[-1]
-            assert sn.raft is not None
-            sn.raft.persisted(last.index, last.term)
+            raft.persisted(last.index, last.term)
+        if w.taken is not None and w.epoch == sn.installs:
+            # Our own snapshot is durable: hand it to the core, compact what it lets go.
+            meta, data = w.taken
+            upto = raft.snapshot_taken(meta, data, keep=self.schedule.profile.snap_keep)
+            sn.disk.compact(upto)
         self.drain(sn)
 
     def _tick(self, sn: SimNode) -> None:

@@ -69,6 +69,13 @@ class Profile:
     # Tail latency (fsync stalls): the chance that one write takes up to disk_tail units more.
     disk_stall: float
     disk_tail: int
+    # Snapshots and compaction: a node snapshots its state machine every ``snap_every`` applied
+    # entries (0: never) and keeps ``snap_keep`` entries before it; InstallSnapshot streams in
+    # chunks of ``snap_chunk`` bytes, ``snap_window`` unacknowledged at once.
+    snap_every: int = 0
+    snap_keep: int = 0
+    snap_chunk: int = 1 << 20
+    snap_window: int = 4
 
 
 @attrs.frozen(kw_only=True)
@@ -184,6 +191,10 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         disk_speed=tuple(rng.choice((1, 1, 2, 3, 4)) for _ in range(n_nodes)),
         disk_stall=rng.choice((0.02, 0.05, 0.1)),
         disk_tail=rng.choice((100, 300)),
+        snap_every=rng.choice((0, 10, 25, 60)),
+        snap_keep=rng.choice((0, 0, 3, 20)),
+        snap_chunk=rng.choice((8, 32, 128, 1 << 20)),
+        snap_window=rng.choice((1, 2, 4)),
     )
     family = rng.choices(FAMILIES, [f.weight for f in FAMILIES])[0]
     mean_gap = rng.choice((25, 50, 100))

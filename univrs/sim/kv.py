@@ -58,13 +58,28 @@ class KvStore:
     """One node's in-memory state machine. Invariant: it reflects exactly entries 1..applied."""
 
     applied: int = 0
+    applied_term: int = 0  # term of the entry at ``applied`` (for snapshot metadata)
     data: dict[str, str] = attrs.field(factory=dict)
 
     def apply(self, entry: Entry, write: KvWrite | None) -> None:
         # Entries are applied strictly in order; the simulator checks the index before calling.
         self.applied = entry.index
+        self.applied_term = entry.term
         if write is not None:
             self.data[write.key] = write.value
+
+    def snapshot(self) -> bytes:
+        """The state as snapshot bytes (sorted JSON, identical on every replica)."""
+        return json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
+
+    def restore(self, data: bytes, index: int, term: int) -> None:
+        """Replace the state by a snapshot taken at (index, term)."""
+        doc = json.loads(data)
+        if not isinstance(doc, dict):
+            raise ValueError(f"not a simulated snapshot: {data[:40]!r}")
+        self.data = {str(k): str(v) for k, v in doc.items()}
+        self.applied = index
+        self.applied_term = term
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
