@@ -101,6 +101,9 @@ class LocalCluster:
     extra_config: str = ""
     # Per-node ``[raft.dial]`` overrides: node id -> {peer id: "host:port"} (chaos proxies).
     dial: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    # False: no [raft.bootstrap] and no cluster id; every node starts as its own single-node
+    # cluster, to be joined with `univrs cluster join`.
+    bootstrap: bool = True
 
     @classmethod
     def plan(
@@ -152,16 +155,17 @@ class LocalCluster:
                 if dial
                 else ""
             )
+            boot = f"[raft.bootstrap]\nnodes = [\n{members}\n]\n" if self.bootstrap else ""
+            cluster = f'cluster_id = "{self.cluster_id}"\n' if self.bootstrap else ""
             n.config_path.write_text(
                 "[raft]\n"
                 f'node_id = "{n.node_id}"\n'
-                f'cluster_id = "{self.cluster_id}"\n'
+                f"{cluster}"
                 f'data_dir = "{n.data_dir}"\n'
                 f'raft_addr = "{n.raft_addr}"\n'
                 f"{self.extra_config}\n"
                 f"{dial_toml}"
-                "[raft.bootstrap]\n"
-                f"nodes = [\n{members}\n]\n"
+                f"{boot}"
                 "[api]\n"
                 f'addr = "{n.api_addr}"\n'
             )

@@ -223,7 +223,7 @@ async def join(request: Request) -> Response:
         info = await prepare(node.config, target)
     except JoinRefused as exc:
         raise Conflict(str(exc)) from None
-    if info.cluster_id == node.cluster_id:
+    if info.cluster_id == node.cluster_id and node.node_id in info.members:
         if node.node_id in node.status().membership.voters:
             return json_response({"state": "voter", "cluster_id": info.cluster_id}, 200)
         return json_response(node.join or {"state": "catching-up"}, 202)
