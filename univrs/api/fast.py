@@ -2,10 +2,11 @@
 
 Theory of operation. Each connection has a reader (this handler) and a writer task. The reader
 decodes a frame of requests and starts one task per request (at most ``MAX_IN_FLIGHT`` per
-connection: beyond that it stops reading, which back-pressures the client through TCP). Each
-task runs ``ApiService.execute`` and queues its response; the writer sends everything queued
-since its last send as one frame. Requests that arrive together are proposed together, and the
-driver turns all proposals queued together into one ``propose_many`` (one append, one fsync).
+connection, counted until the response is sent: beyond that it stops reading, which
+back-pressures the client through TCP). Each task runs ``ApiService.execute`` and queues its
+response; the writer sends everything queued since its last send as one frame, and drops a
+client that has not read its responses for ``SEND_TIMEOUT``. Requests that arrive together
+are proposed together (``univrs.api.batcher``): one ``propose_many``, one append, one fsync.
 
 A frame that cannot be decoded closes the connection with a protocol error (one WARNING line);
 a request with a readable id but bad fields gets an error response. An exception escaping an
@@ -38,6 +39,7 @@ MAX_IN_FLIGHT = 4096  # requests per connection being executed at once
 HELLO_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 1.0
 CLOSE_PROTOCOL_ERROR = 1002
+SEND_TIMEOUT = 30.0  # a client that reads none of its responses for this long is dropped
 
 
 def _own_address(configured: str, bound: int | None) -> str:
@@ -75,8 +77,12 @@ class _ClientConnection:
     ws: WebSocketConnection
     service: ApiService
     remote: str
+    scope: trio.CancelScope  # the connection's nursery: cancelled to drop a stuck client
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
+    # A slot is held from a request's arrival until its response is *sent*, so a client that
+    # stops reading its responses stops being read from (TCP back-pressure), and the outbox
+    # is bounded too.
     _slots: trio.Semaphore = attrs.field(factory=lambda: trio.Semaphore(MAX_IN_FLIGHT))
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
@@ -98,38 +104,32 @@ class _ClientConnection:
                 nursery.start_soon(self._handle, req)
 
     async def _handle(self, req: Request | BadRequest) -> None:
-        try:
-            if isinstance(req, BadRequest):
-                self._queue({"id": req.id, "error": error_to_plain(req.error)})
-                return
-            try:
-                timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
-                result, meta = await self.service.execute(
-                    req.op,
-                    req.args,
-                    key=req.key,
-                    consistency=req.consistency,
-                    timeout=timeout,
-                    hops=req.hops,
-                )
-            except ApiError as exc:
-                self._queue({"id": req.id, "error": error_to_plain(exc)})
-                return
-            except Exception as exc:
-                log.exception("operation %s failed with a bug", req.op)
-                error = InternalError(f"{type(exc).__name__} in {req.op}")
-                self._queue({"id": req.id, "error": error_to_plain(error)})
-                return
-            response: dict[str, Any] = {"id": req.id, "ok": result}
-            if meta is not None and (req.consistency == "local" or "index" in meta):
-                response["meta"] = meta  # writes: their log index; local reads: staleness
-            self._queue(response)
-        finally:
-            self._slots.release()
-
-    def _queue(self, response: dict[str, Any]) -> None:
-        self._outbox.append(response)
+        self._outbox.append(await self._answer(req))
         self._wakeup.set()
+
+    async def _answer(self, req: Request | BadRequest) -> dict[str, Any]:
+        if isinstance(req, BadRequest):
+            return {"id": req.id, "error": error_to_plain(req.error)}
+        try:
+            timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
+            result, meta = await self.service.execute(
+                req.op,
+                req.args,
+                key=req.key,
+                consistency=req.consistency,
+                timeout=timeout,
+                hops=req.hops,
+            )
+        except ApiError as exc:
+            return {"id": req.id, "error": error_to_plain(exc)}
+        except Exception as exc:
+            log.exception("operation %s failed with a bug", req.op)
+            error = InternalError(f"{type(exc).__name__} in {req.op}")
+            return {"id": req.id, "error": error_to_plain(error)}
+        response: dict[str, Any] = {"id": req.id, "ok": result}
+        if meta is not None and (req.consistency == "local" or "index" in meta):
+            response["meta"] = meta  # writes: their log index; local reads: staleness
+        return response
 
     async def write_responses(self) -> None:
         while True:
@@ -139,10 +139,21 @@ class _ClientConnection:
                 batch = self._outbox[:1024]
                 del self._outbox[:1024]
                 leader = self.service.node.status().leader
-                try:
-                    await self.ws.send_message(_encode(leader, batch))
-                except ConnectionClosed:
+                with trio.move_on_after(SEND_TIMEOUT) as sending:
+                    try:
+                        await self.ws.send_message(_encode(leader, batch))
+                    except ConnectionClosed:
+                        return
+                if sending.cancelled_caught:
+                    log.warning(
+                        "dropping client connection from %s: it has not read its responses for %gs",
+                        self.remote,
+                        SEND_TIMEOUT,
+                    )
+                    self.scope.cancel()
                     return
+                for _ in batch:
+                    self._slots.release()
 
 
 def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:
@@ -182,8 +193,10 @@ async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
         await ws.send_message(
             protocol.encode_server_hello(node.node_id, status.leader, member_endpoints(node))
         )
-        conn = _ClientConnection(ws=ws, service=service, remote=remote)
         async with trio.open_nursery() as nursery:
+            conn = _ClientConnection(
+                ws=ws, service=service, remote=remote, scope=nursery.cancel_scope
+            )
             nursery.start_soon(conn.write_responses)
             await conn.read_requests(nursery)
             nursery.cancel_scope.cancel()
