@@ -198,26 +198,25 @@ class ApiService:
             seq=None if key is None else key[1],
         )
         runtime = self.node.runtime
-        maybe_applied = False  # an attempt may have applied the command: no keyless retry
+        # Sticky: once an attempt may have applied the command, a keyless write is not retried
+        # and running out of time is reported as "outcome unknown".
+        maybe_applied = False
         hint: str | None = None
         while True:
             if trio.current_time() >= deadline:
                 raise self._expired(maybe_applied)
             status = runtime.status()
             if status.role is Role.LEADER:
-                maybe_applied = True
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
                         response = await self.batcher.run(lambda: runtime.propose(envelope))
                     if scope.cancelled_caught:
                         raise self._expired(True)
-                except base.NotLeader:
-                    maybe_applied = False  # refused before it reached the log
+                except (base.NotLeader, base.ProposalDropped):
+                    # This attempt certainly did not apply: refused before reaching the log,
+                    # or its entry was replaced by another leader's.
                     await self._settle(deadline)
-                    continue
-                except base.ProposalDropped:
-                    maybe_applied = False  # replaced by another leader's entry: not applied
                     continue
                 if isinstance(response, Failure):
                     raise failure_error(response)
