@@ -158,11 +158,13 @@ class Client(StateMethods):
                     errors.append(str(exc))
                     continue
                 return self._adopt(new)
-            raise ConnectionLost(
+            lost = ConnectionLost(
                 "no univrs node reachable ("
                 + ("; ".join(errors) or f"tried {', '.join(self._candidates(set()))}")
                 + ")"
             )
+            lost.outcome_unknown = False  # nothing was sent anywhere
+            raise lost
 
     def _should_move(self, conn: Connection) -> bool:
         leader = conn.leader
