@@ -29,7 +29,6 @@ fault phase every fault heals and the run must reach liveness within ``quiet_tic
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import random
 from collections import deque
@@ -38,18 +37,16 @@ from typing import Any
 
 import attrs
 
-from univrs.errors import UnivrsError
 from univrs.raft import InitialState, RaftConfig, RaftNode, bootstrap_state
 from univrs.raft.messages import Entry, Membership, Message, NodeId, SnapshotMeta
 from univrs.raft.ready import Ready, Role
 from univrs.sim.checker import CORE_EXCEPTION, LIVENESS, READY_CONTRACT, Checker, InvariantViolation
 from univrs.sim.clients import Workload
 from univrs.sim.disk import SimDisk, Write
-from univrs.sim.faults import Fault, FaultKind, Schedule, draw_schedule
+from univrs.sim.faults import TICK, Schedule, draw_schedule
+from univrs.sim.injector import FaultInjector
 from univrs.sim.kv import KvStore, WriteDecoder
 from univrs.sim.network import SimNetwork
-
-TICK = 10  # simulated time units per tick
 
 # The Raft tuning the simulation runs with (ticks). Message latency is mostly well under a
 # tick, so these behave like a LAN cluster with a 100 ms tick.
@@ -123,6 +120,7 @@ class Simulation:
     checker: Checker = attrs.field(init=False)
     net: SimNetwork = attrs.field(init=False)
     workload: Workload = attrs.field(init=False)
+    injector: FaultInjector = attrs.field(init=False)
     schedule: Schedule = attrs.field(init=False)
     decoder: WriteDecoder = attrs.field(init=False, factory=WriteDecoder)
     trace: deque[tuple[int, str, Any]] = attrs.field(init=False)
@@ -130,12 +128,10 @@ class Simulation:
     tick_units: int = TICK
     crashes: int = 0
     snapshots: int = 0
-    faults_fired: int = 0
     done: bool = False
     quiet: bool = False  # the fault phase is over
     _heap: list[tuple[int, int, Callable[[Any], None], Any]] = attrs.field(init=False, factory=list)
     _seq: int = 0
-    _fault_id: int = 0
 
     def __attrs_post_init__(self) -> None:
         if not 3 <= self.n_nodes <= 7:
@@ -160,6 +156,7 @@ class Simulation:
                 SIM_RAFT_CONFIG, snapshot_chunk_bytes=p.snap_chunk, snapshot_window=p.snap_window
             )
         self.workload = Workload(sim=self, rng=self.rng)
+        self.injector = FaultInjector(sim=self)
         boot = bootstrap_state(self.membership)
         self.nodes = {}
         for nid, speed in zip(self.node_ids, p.disk_speed, strict=True):
@@ -169,7 +166,7 @@ class Simulation:
 
     # ----------------------------------------------------------------- event queue
 
-    def _at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None:
+    def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (time, self._seq, fn, arg))
 
@@ -178,12 +175,12 @@ class Simulation:
         end_faults = self.ticks * TICK
         deadline = end_faults + self.quiet_ticks * TICK
         for sn in self.nodes.values():
-            self._start(sn)
-            self._at(self.rng.randrange(TICK), self._tick, sn)
+            self.start(sn)
+            self.at(self.rng.randrange(TICK), self._tick, sn)
         for f in self.schedule.faults:
-            self._at(f.at * TICK, self._fault, f)
-        self._at(end_faults, self._heal_all, None)
-        self._at(0, self._client_step, None)
+            self.at(f.at * TICK, self.injector.fire, f)
+        self.at(end_faults, self.injector.heal_all, None)
+        self.at(0, self._client_step, None)
         heap = self._heap
         pop = heapq.heappop
         try:
@@ -210,7 +207,7 @@ class Simulation:
             reads_served=w.reads_served,
             reads_dropped=w.reads_dropped,
             crashes=self.crashes,
-            faults=self.faults_fired,
+            faults=self.injector.fired,
             messages=self.net.sent,
             dropped=self.net.dropped,
             snapshots=self.snapshots,
@@ -219,7 +216,8 @@ class Simulation:
 
     # ----------------------------------------------------------------- node I/O
 
-    def _start(self, sn: SimNode) -> None:
+    def start(self, sn: SimNode) -> None:
+        """Build ``sn``'s core from its durable image (snapshot, hard state, log after it)."""
         disk = sn.disk
         initial: InitialState = disk.initial_state(self.membership)
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
@@ -301,7 +299,7 @@ class Simulation:
                     install=(install.meta, install.data) if install is not None else None,
                 )
             )
-            self._at(w.done_at, self._disk_done, (sn, sn.incarnation))
+            self.at(w.done_at, self._disk_done, (sn, sn.incarnation))
         for m in rd.messages:
             self._send(m)
         if install is not None:
@@ -361,7 +359,7 @@ class Simulation:
                 epoch=sn.installs,
             )
         )
-        self._at(w.done_at, self._disk_done, (sn, sn.incarnation))
+        self.at(w.done_at, self._disk_done, (sn, sn.incarnation))
 
     def _send(self, m: Message) -> None:
         for d in self.net.delays(m.src, m.dst):
@@ -411,7 +409,7 @@ class Simulation:
         self.drain(sn)
 
     def _tick(self, sn: SimNode) -> None:
-        self._at(self.now + sn.period, self._tick, sn)
+        self.at(self.now + sn.period, self._tick, sn)
         raft = sn.raft
         if raft is None or sn.paused:
             return
@@ -419,7 +417,7 @@ class Simulation:
         self.drain(sn)
 
     def _client_step(self, _: None) -> None:
-        self._at(self.now + TICK, self._client_step, None)
+        self.at(self.now + TICK, self._client_step, None)
         w = self.workload
         w.step(self.now)
         if w.final_acked_at is not None:
@@ -427,7 +425,7 @@ class Simulation:
             if all(sn.kv.applied >= target for sn in self.nodes.values() if sn.raft is not None):
                 self.done = True
 
-    # ----------------------------------------------------------------- faults
+    # ----------------------------------------------------------------- node life (faults)
 
     def current_leader(self) -> SimNode | None:
         """The live node that most recently announced leadership of the highest term."""
@@ -438,134 +436,8 @@ class Simulation:
                 best = sn
         return best
 
-    def _target(self, f: Fault) -> SimNode:
-        if f.leader:
-            sn = self.current_leader()
-            if sn is not None:
-                return sn
-        return self.nodes[self.rng.choice(self.node_ids)]
-
-    def _fault(self, f: Fault) -> None:
-        self._fault_id += 1
-        fid = self._fault_id
-        heal_at = self.now + max(1, f.duration) * TICK
-        kind = f.kind
-        sn = self._target(f)
-        self.faults_fired += 1
-        self.trace.append((self.now, "fault", (kind.value, sn.id, f.duration)))
-        if kind is FaultKind.CRASH:
-            if sn.raft is None:
-                return
-            self._crash(sn)
-            sn.down_fault = fid
-            self._at(heal_at, self._restart, (sn, fid))
-        elif kind is FaultKind.POWER_LOSS:
-            # Several nodes at once (always including the target), each back after its own
-            # delay: their unsynced writes are lost together, which leaves logs that diverge in
-            # their uncommitted suffixes.
-            others = [n for n in self.node_ids if n != sn.id]
-            self.rng.shuffle(others)
-            victims = [sn] + [self.nodes[n] for n in others[: self.rng.randint(1, len(others))]]
-            for v in victims:
-                if v.raft is None:
-                    continue
-                self._crash(v)
-                v.down_fault = fid
-                back = self.now + self.rng.randint(1, max(1, f.duration)) * TICK
-                self._at(back, self._restart, (v, fid))
-        elif kind is FaultKind.PAUSE:
-            if sn.raft is None or sn.paused:
-                return
-            sn.paused = True
-            sn.pause_fault = fid
-            self._at(heal_at, self._resume, (sn, fid))
-        elif kind in (FaultKind.PARTITION, FaultKind.ISOLATE, FaultKind.ONE_WAY):
-            self.net.add_partition(fid, self._links(kind, sn))
-            self._at(heal_at, self._heal_partition, fid)
-        elif kind is FaultKind.FLAP:
-            self._flap((sn, fid, heal_at, True, 8 * TICK, 8 * TICK))
-        elif kind is FaultKind.FLAKY:
-            # Every node's port flaps independently (bad switch firmware, a flapping uplink).
-            mean_up = self.rng.choice((5, 10, 20)) * TICK
-            mean_down = self.rng.choice((1, 3, 6)) * TICK
-            for n in self.node_ids:
-                self._fault_id += 1
-                first = self.now + 1 + int(self.rng.expovariate(1 / mean_up))
-                arg = (self.nodes[n], self._fault_id, heal_at, True, mean_up, mean_down)
-                self._at(first, self._flap, arg)
-        elif kind is FaultKind.CHURN:
-            self._churn((fid, heal_at))
-        elif kind is FaultKind.GRAY:
-            self.net.add_tx_loss(fid, sn.id, max(0.5, f.rate))
-            self._at(heal_at, self._heal_gray, fid)
-        elif kind is FaultKind.LOSSY:
-            self.net.add_loss(fid, f.rate)
-            self._at(heal_at, self._heal_loss, fid)
-        elif kind is FaultKind.SLOW_DISK:
-            sn.slow_disk[fid] = f.factor
-            sn.disk.slow_factor = max(sn.slow_disk.values())
-            self._at(heal_at, self._heal_slow, (sn, fid))
-        elif kind is FaultKind.SICK:
-            sn.slow_clock[fid] = f.factor
-            sn.period = TICK * max(sn.slow_clock.values())
-            self.net.add_partition(fid, self._links(FaultKind.ISOLATE, sn))
-            self._at(heal_at, self._heal_slow, (sn, fid))
-            self._at(heal_at, self._heal_partition, fid)
-        elif kind is FaultKind.SLOW_CLOCK:
-            sn.slow_clock[fid] = f.factor
-            sn.period = TICK * max(sn.slow_clock.values())
-            self._at(heal_at, self._heal_slow, (sn, fid))
-        elif kind is FaultKind.TRANSFER:
-            leader = self.current_leader()
-            if leader is None or leader.raft is None or leader.paused:
-                return
-            others = [n for n in self.node_ids if n != leader.id]
-            with contextlib.suppress(UnivrsError):
-                leader.raft.transfer_leader(self.rng.choice(others))
-            self.drain(leader)
-
-    def _flap(self, arg: tuple[SimNode, int, int, bool, int, int]) -> None:
-        """Cut (``down``) or restore ``sn``'s links, then schedule the opposite.
-
-        Up and down times are exponential with means ``mean_up`` and ``mean_down`` (units).
-        """
-        sn, fid, end, down, mean_up, mean_down = arg
-        if down and self.now < end:
-            self.net.add_partition(fid, self._links(FaultKind.ISOLATE, sn))
-        else:
-            self.net.remove_partition(fid)
-        if self.now < end:
-            stay = 1 + int(self.rng.expovariate(1 / (mean_down if down else mean_up)))
-            nxt = min(end, self.now + stay)
-            self._at(nxt, self._flap, (sn, fid, end, not down, mean_up, mean_down))
-
-    def _churn(self, arg: tuple[int, int]) -> None:
-        """Replace the partition of fault ``fid`` by a fresh random one, until ``end``."""
-        fid, end = arg
-        self.net.remove_partition(fid)
-        if self.now >= end:
-            return
-        if self.rng.random() < 0.7:
-            sn = self.nodes[self.rng.choice(self.node_ids)]
-            self.net.add_partition(fid, self._links(FaultKind.PARTITION, sn))
-        self._at(min(end, self.now + self.rng.randint(1, 10) * TICK), self._churn, arg)
-
-    def _links(self, kind: FaultKind, sn: SimNode) -> frozenset[tuple[NodeId, NodeId]]:
-        ids = self.node_ids
-        if kind is FaultKind.PARTITION:
-            shuffled = list(ids)
-            self.rng.shuffle(shuffled)
-            cut = self.rng.randint(1, len(ids) // 2)
-            a, b = shuffled[:cut], shuffled[cut:]
-            return frozenset([(x, y) for x in a for y in b] + [(y, x) for x in a for y in b])
-        others = [n for n in ids if n != sn.id]
-        out = [(sn.id, o) for o in others]
-        inc = [(o, sn.id) for o in others]
-        if kind is FaultKind.ISOLATE:
-            return frozenset(out + inc)
-        return frozenset(out if self.rng.random() < 0.5 else inc)
-
-    def _crash(self, sn: SimNode) -> None:
+    def crash(self, sn: SimNode) -> None:
+        """Kill ``sn``: its core, pending writes, input backlog and client attempts are lost."""
         self.crashes += 1
         sn.raft = None
         sn.paused = False
@@ -578,15 +450,17 @@ class Simulation:
         self.checker.observe_crash(sn.id)
         self.workload.on_crash(sn)
 
-    def _restart(self, arg: tuple[SimNode, int]) -> None:
+    def restart(self, arg: tuple[SimNode, int]) -> None:
+        """Restart ``sn`` from its durable image, if it is still down from crash fault ``fid``."""
         sn, fid = arg
         if sn.down_fault != fid or sn.raft is not None:
             return
         sn.down_fault = 0
         self.trace.append((self.now, "restart", sn.id))
-        self._start(sn)
+        self.start(sn)
 
-    def _resume(self, arg: tuple[SimNode, int]) -> None:
+    def resume(self, arg: tuple[SimNode, int]) -> None:
+        """End pause fault ``fid`` of ``sn``: it handles its queued input in arrival order."""
         sn, fid = arg
         if sn.pause_fault != fid or not sn.paused:
             return
@@ -595,39 +469,6 @@ class Simulation:
         backlog, sn.backlog = sn.backlog, []
         for fn, a in backlog:
             fn(a)
-
-    def _heal_partition(self, fid: int) -> None:
-        self.net.remove_partition(fid)
-
-    def _heal_gray(self, fid: int) -> None:
-        self.net.remove_tx_loss(fid)
-
-    def _heal_loss(self, fid: int) -> None:
-        self.net.remove_loss(fid)
-
-    def _heal_slow(self, arg: tuple[SimNode, int]) -> None:
-        sn, fid = arg
-        sn.slow_disk.pop(fid, None)
-        sn.slow_clock.pop(fid, None)
-        sn.disk.slow_factor = max(sn.slow_disk.values(), default=1)
-        sn.period = TICK * max(sn.slow_clock.values(), default=1)
-
-    def _heal_all(self, _: None) -> None:
-        """End of the fault phase: everything heals, crashed nodes restart, final write starts."""
-        self.trace.append((self.now, "heal-all", None))
-        self.quiet = True
-        self.net.heal()
-        for sn in self.nodes.values():
-            sn.slow_disk.clear()
-            sn.slow_clock.clear()
-            sn.disk.slow_factor = 1
-            sn.period = TICK
-            if sn.raft is None:
-                sn.down_fault = 0
-                self._start(sn)
-            elif sn.paused:
-                self._resume((sn, sn.pause_fault))
-        self.workload.start_final_write(self.now)
 
     def _liveness_failed(self) -> None:
         w = self.workload

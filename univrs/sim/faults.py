@@ -18,6 +18,8 @@ import random
 
 import attrs
 
+TICK = 10  # simulated time units per Raft tick (the simulator's clock resolution)
+
 
 class FaultKind(enum.Enum):
     """What a fault does while it is active."""

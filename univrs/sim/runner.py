@@ -11,7 +11,8 @@ from collections.abc import Callable
 import attrs
 
 from univrs.sim.checker import InvariantViolation
-from univrs.sim.cluster import TICK, SimStats, Simulation
+from univrs.sim.cluster import SimStats, Simulation
+from univrs.sim.faults import TICK
 from univrs.sim.mutants import MUTANTS, node_factory
 
 DEFAULT_NODES = 5

@@ -1,0 +1,200 @@
+"""Fault injection: applies the faults of a Schedule to a running Simulation and heals them.
+
+Each fault fires at its time, resolves its target (the current leader, or any node) with the
+simulation's RNG, changes the network, a disk, a clock or a node's life, and schedules its own
+healing. ``heal_all`` ends the fault phase: every partition, loss and slowdown goes, crashed
+nodes restart and paused ones resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import attrs
+
+from univrs.errors import UnivrsError
+from univrs.raft.messages import NodeId
+from univrs.sim.faults import TICK, Fault, FaultKind
+
+if TYPE_CHECKING:
+    from univrs.sim.cluster import SimNode, Simulation
+
+
+@attrs.define(eq=False)
+class FaultInjector:
+    """Applies and heals the faults of one simulation."""
+
+    sim: Simulation
+    fired: int = 0
+    _next_id: int = 0
+
+    def _target(self, f: Fault) -> SimNode:
+        sim = self.sim
+        if f.leader:
+            sn = sim.current_leader()
+            if sn is not None:
+                return sn
+        return sim.nodes[sim.rng.choice(sim.node_ids)]
+
+    def fire(self, f: Fault) -> None:
+        """Apply fault ``f`` now and schedule its healing."""
+        sim = self.sim
+        self._next_id += 1
+        fid = self._next_id
+        heal_at = sim.now + max(1, f.duration) * TICK
+        kind = f.kind
+        sn = self._target(f)
+        self.fired += 1
+        sim.trace.append((sim.now, "fault", (kind.value, sn.id, f.duration)))
+        if kind is FaultKind.CRASH:
+            if sn.raft is None:
+                return
+            sim.crash(sn)
+            sn.down_fault = fid
+            sim.at(heal_at, sim.restart, (sn, fid))
+        elif kind is FaultKind.POWER_LOSS:
+            # Several nodes at once (always including the target), each back after its own
+            # delay: their unsynced writes are lost together, which leaves logs that diverge in
+            # their uncommitted suffixes.
+            others = [n for n in sim.node_ids if n != sn.id]
+            sim.rng.shuffle(others)
+            victims = [sn] + [sim.nodes[n] for n in others[: sim.rng.randint(1, len(others))]]
+            for v in victims:
+                if v.raft is None:
+                    continue
+                sim.crash(v)
+                v.down_fault = fid
+                back = sim.now + sim.rng.randint(1, max(1, f.duration)) * TICK
+                sim.at(back, sim.restart, (v, fid))
+        elif kind is FaultKind.PAUSE:
+            if sn.raft is None or sn.paused:
+                return
+            sn.paused = True
+            sn.pause_fault = fid
+            sim.at(heal_at, sim.resume, (sn, fid))
+        elif kind in (FaultKind.PARTITION, FaultKind.ISOLATE, FaultKind.ONE_WAY):
+            sim.net.add_partition(fid, self._links(kind, sn))
+            sim.at(heal_at, self._heal_partition, fid)
+        elif kind is FaultKind.FLAP:
+            self._flap((sn, fid, heal_at, True, 8 * TICK, 8 * TICK))
+        elif kind is FaultKind.FLAKY:
+            # Every node's port flaps independently (bad switch firmware, a flapping uplink).
+            mean_up = sim.rng.choice((5, 10, 20)) * TICK
+            mean_down = sim.rng.choice((1, 3, 6)) * TICK
+            for n in sim.node_ids:
+                self._next_id += 1
+                first = sim.now + 1 + int(sim.rng.expovariate(1 / mean_up))
+                arg = (sim.nodes[n], self._next_id, heal_at, True, mean_up, mean_down)
+                sim.at(first, self._flap, arg)
+        elif kind is FaultKind.CHURN:
+            self._churn((fid, heal_at))
+        elif kind is FaultKind.GRAY:
+            sim.net.add_tx_loss(fid, sn.id, max(0.5, f.rate))
+            sim.at(heal_at, self._heal_gray, fid)
+        elif kind is FaultKind.LOSSY:
+            sim.net.add_loss(fid, f.rate)
+            sim.at(heal_at, self._heal_loss, fid)
+        elif kind is FaultKind.SLOW_DISK:
+            sn.slow_disk[fid] = f.factor
+            sn.disk.slow_factor = max(sn.slow_disk.values())
+            sim.at(heal_at, self._heal_slow, (sn, fid))
+        elif kind is FaultKind.SICK:
+            sn.slow_clock[fid] = f.factor
+            sn.period = TICK * max(sn.slow_clock.values())
+            sim.net.add_partition(fid, self._links(FaultKind.ISOLATE, sn))
+            sim.at(heal_at, self._heal_slow, (sn, fid))
+            sim.at(heal_at, self._heal_partition, fid)
+        elif kind is FaultKind.SLOW_CLOCK:
+            sn.slow_clock[fid] = f.factor
+            sn.period = TICK * max(sn.slow_clock.values())
+            sim.at(heal_at, self._heal_slow, (sn, fid))
+        elif kind is FaultKind.TRANSFER:
+            leader = sim.current_leader()
+            if leader is None or leader.raft is None or leader.paused:
+                return
+            others = [n for n in sim.node_ids if n != leader.id]
+            with contextlib.suppress(UnivrsError):
+                leader.raft.transfer_leader(sim.rng.choice(others))
+            sim.drain(leader)
+
+    def _flap(self, arg: tuple[SimNode, int, int, bool, int, int]) -> None:
+        """Cut (``down``) or restore ``sn``'s links, then schedule the opposite.
+
+        Up and down times are exponential with means ``mean_up`` and ``mean_down`` (units).
+        """
+        sim = self.sim
+        sn, fid, end, down, mean_up, mean_down = arg
+        if down and sim.now < end:
+            sim.net.add_partition(fid, self._links(FaultKind.ISOLATE, sn))
+        else:
+            sim.net.remove_partition(fid)
+        if sim.now < end:
+            stay = 1 + int(sim.rng.expovariate(1 / (mean_down if down else mean_up)))
+            nxt = min(end, sim.now + stay)
+            sim.at(nxt, self._flap, (sn, fid, end, not down, mean_up, mean_down))
+
+    def _churn(self, arg: tuple[int, int]) -> None:
+        """Replace the partition of fault ``fid`` by a fresh random one, until ``end``."""
+        sim = self.sim
+        fid, end = arg
+        sim.net.remove_partition(fid)
+        if sim.now >= end:
+            return
+        if sim.rng.random() < 0.7:
+            sn = sim.nodes[sim.rng.choice(sim.node_ids)]
+            sim.net.add_partition(fid, self._links(FaultKind.PARTITION, sn))
+        sim.at(min(end, sim.now + sim.rng.randint(1, 10) * TICK), self._churn, arg)
+
+    def _links(self, kind: FaultKind, sn: SimNode) -> frozenset[tuple[NodeId, NodeId]]:
+        sim = self.sim
+        ids = sim.node_ids
+        if kind is FaultKind.PARTITION:
+            shuffled = list(ids)
+            sim.rng.shuffle(shuffled)
+            cut = sim.rng.randint(1, len(ids) // 2)
+            a, b = shuffled[:cut], shuffled[cut:]
+            return frozenset([(x, y) for x in a for y in b] + [(y, x) for x in a for y in b])
+        others = [n for n in ids if n != sn.id]
+        out = [(sn.id, o) for o in others]
+        inc = [(o, sn.id) for o in others]
+        if kind is FaultKind.ISOLATE:
+            return frozenset(out + inc)
+        return frozenset(out if sim.rng.random() < 0.5 else inc)
+
+    def _heal_partition(self, fid: int) -> None:
+        sim = self.sim
+        sim.net.remove_partition(fid)
+
+    def _heal_gray(self, fid: int) -> None:
+        sim = self.sim
+        sim.net.remove_tx_loss(fid)
+
+    def _heal_loss(self, fid: int) -> None:
+        sim = self.sim
+        sim.net.remove_loss(fid)
+
+    def _heal_slow(self, arg: tuple[SimNode, int]) -> None:
+        sn, fid = arg
+        sn.slow_disk.pop(fid, None)
+        sn.slow_clock.pop(fid, None)
+        sn.disk.slow_factor = max(sn.slow_disk.values(), default=1)
+        sn.period = TICK * max(sn.slow_clock.values(), default=1)
+
+    def heal_all(self, _: None) -> None:
+        """End of the fault phase: everything heals, crashed nodes restart, final write starts."""
+        sim = self.sim
+        sim.trace.append((sim.now, "heal-all", None))
+        sim.quiet = True
+        sim.net.heal()
+        for sn in sim.nodes.values():
+            sn.slow_disk.clear()
+            sn.slow_clock.clear()
+            sn.disk.slow_factor = 1
+            sn.period = TICK
+            if sn.raft is None:
+                sn.down_fault = 0
+                sim.start(sn)
+            elif sn.paused:
+                sim.resume((sn, sn.pause_fault))
+        sim.workload.start_final_write(sim.now)
