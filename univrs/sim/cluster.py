@@ -18,10 +18,14 @@ drains the node's Ready batches and obeys the contract of univrs/raft/ready.py:
    ``persisted(index, term)`` is reported for its last entry;
 4. ``committed`` entries are applied to the node's KvStore, then ``applied(index)``;
 5. ``reads`` are served from the KvStore, ``dropped_reads`` make the client retry.
+A ``snapshot`` (step 0) restores the KvStore first and rides on the Ready's write. Nodes also
+snapshot their own KvStore now and then (a disk write; once durable, ``snapshot_taken`` and
+compaction of the stored log up to what the core returns).
 
 A crash drops the node object, its pending writes and its input backlog; a restart builds a new
-node from the durable image (hard state and log, ``applied=0``: the state machine is rebuilt by
-re-applying the committed entries the new node hands back).
+node from the durable image (hard state and log, ``applied=0``, or the newest stored snapshot
+and the log after it): the state machine is rebuilt by re-applying the committed entries the
+new node hands back.
 
 The Checker (checker.py) sees every change and raises InvariantViolation at once; after the
 fault phase every fault heals and the run must reach liveness within ``quiet_ticks``.
@@ -48,8 +52,7 @@ from univrs.sim.injector import FaultInjector
 from univrs.sim.kv import KvStore, WriteDecoder
 from univrs.sim.network import SimNetwork
 
-# The Raft tuning the simulation runs with (ticks). Message latency is mostly well under a
-# tick, so these behave like a LAN cluster with a 100 ms tick.
+# The Raft tuning the simulation runs with (ticks); message latency is 0.1 to 3 ticks.
 SIM_RAFT_CONFIG = RaftConfig(heartbeat_ticks=3, election_ticks_min=10, election_ticks_max=20)
 
 NodeFactory = Callable[..., RaftNode]
