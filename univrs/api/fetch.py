@@ -41,6 +41,22 @@ async def request_json(
     if data or method in ("POST", "PUT"):
         head += [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
     head += list((headers or {}).items())
+    try:
+        return await _request(addr, host, port, method, path, data, head, timeout)
+    except h11.ProtocolError as exc:  # the server broke HTTP or hung up mid-response
+        raise ConnectionError(f"HTTP exchange with {addr} failed: {exc}") from None
+
+
+async def _request(
+    addr: str,
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    data: bytes,
+    head: list[tuple[str, str]],
+    timeout: float,
+) -> HttpResponse:
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
