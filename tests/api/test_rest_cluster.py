@@ -48,6 +48,11 @@ async def test_create_on_a_follower_is_readable_everywhere(tmp_path: pathlib.Pat
             assert r.headers["x-univrs-consistency"] == "local"
             assert int(r.headers["x-univrs-applied-index"]) >= created.body["version"]
             assert int(r.headers["x-univrs-behind"]) >= 0
+            contact = r.headers["x-univrs-leader-contact-ms"]
+            if node.status().role is Role.LEADER:
+                assert contact == "0"
+            else:  # followers hear from the leader at least every heartbeat (150 ms)
+                assert contact == "unknown" or 0 <= int(contact) < 5000, contact
         print(f"all reads done {1000 * (trio.current_time() - t0):.1f} ms after the create")
 
 
@@ -223,4 +228,5 @@ async def test_no_leader_answers_503_with_retry_after(tmp_path: pathlib.Path) ->
         assert read.status == 503
         assert elapsed < 15, elapsed  # an answer, not a hang
         local = await cluster.http(survivor, "GET", "/v1/workloads?consistency=local")
-        assert local.status == 200  # stale reads stay available
+        assert local.status == 200  # stale reads stay available, and say they may be stale
+        assert local.headers["x-univrs-leader-contact-ms"] == "unknown"

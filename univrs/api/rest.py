@@ -15,7 +15,8 @@ HTTP specifics:
   with an ``ETag: "<version>"``.
 * Reads take ``?consistency=linearizable`` (default) or ``local``; every read answers with
   ``X-Univrs-Node``, ``X-Univrs-Consistency``, ``X-Univrs-Applied-Index``,
-  ``X-Univrs-Commit-Index`` and ``X-Univrs-Behind`` (committed entries not yet applied here).
+  ``X-Univrs-Commit-Index``, ``X-Univrs-Behind`` (committed entries not yet applied here) and
+  ``X-Univrs-Leader-Contact-Ms`` (since this node last heard from the leader).
 * Writes answer with ``X-Univrs-Index``: the log index at which the write applied.
 * Errors are ``{"error": {"code", "message", "field"?, ...}}`` with the status of
   ``univrs.client.errors``; 503 answers carry ``Retry-After``.
@@ -406,6 +407,9 @@ def _meta_headers(meta: dict[str, Any] | None) -> dict[str, str]:
         "X-Univrs-Applied-Index": str(meta["applied_index"]),
         "X-Univrs-Commit-Index": str(meta["commit_index"]),
         "X-Univrs-Behind": str(meta["behind"]),
+        "X-Univrs-Leader-Contact-Ms": "unknown"
+        if meta.get("leader_contact_ms") is None
+        else str(meta["leader_contact_ms"]),
     }
 
 

@@ -28,8 +28,9 @@ itself was applied at (for a retried key: the first application's).
 Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4;
 concurrent reads share one, ``ReadCoalescer``; a follower's read is confirmed by the leader and
 served here); ``local`` reads this replica's applied state at once. The result carries
-``meta``: the node, its applied and commit index and how many committed entries it has not
-applied yet.
+``meta``: the node, its applied and commit index, how many committed entries it has not
+applied yet, and how long ago it last heard from the leader (``LeaderContact``): what the
+leader committed since then may be missing too.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ NO_LEADER_MESSAGE = (
     "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
 )
 
-__all__ = ["MAX_LIMIT", "ApiService", "Forwarder"]
+__all__ = ["MAX_LIMIT", "ApiService", "Forwarder", "LeaderContact"]
 
 
 @attrs.define(eq=False)
@@ -145,6 +146,49 @@ class Forwarder:
 
 
 @attrs.define(eq=False)
+class LeaderContact:
+    """When this node last heard from its leader (for the freshness of local reads).
+
+    ``run`` samples the transport's per-peer receive counters every ``every`` seconds and
+    notes when the leader's counter last moved; a follower's local state lags the leader by
+    what the leader committed since then (plus ``behind`` entries not yet applied here).
+    """
+
+    node: Node
+    every: float = 0.05
+    _leader: str | None = None
+    _count: int = -1
+    _heard_at: float | None = None
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await trio.sleep(self.every)
+
+    def sample(self) -> None:
+        leader = self.node.status().leader
+        count = -1
+        if leader is not None and leader != self.node.node_id:
+            try:
+                count = self.node.transport.statistics().peer(leader).messages_received
+            except KeyError:
+                count = -1
+        if leader != self._leader:
+            self._leader, self._count, self._heard_at = leader, count, None
+        elif count != self._count:
+            self._count, self._heard_at = count, trio.current_time()
+
+    def ms_since(self) -> int | None:
+        """Milliseconds since the leader was last heard (0 on the leader; None if unknown)."""
+        status = self.node.status()
+        if status.role is Role.LEADER:
+            return 0
+        if self._heard_at is None or status.leader != self._leader:
+            return None
+        return int((trio.current_time() - self._heard_at) * 1000)
+
+
+@attrs.define(eq=False)
 class ApiService:
     """Executes operations on one node (see the module docstring)."""
 
@@ -152,11 +196,14 @@ class ApiService:
     forwarder: Forwarder
     batcher: ProposalBatcher = attrs.field(factory=ProposalBatcher)
     reads: ReadCoalescer = attrs.field(init=False)
+    contact: LeaderContact = attrs.field(init=False)
     timeout: float = DEFAULT_TIMEOUT
     leader_wait: float = LEADER_WAIT
 
     def __attrs_post_init__(self) -> None:
         self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
+        self.contact = LeaderContact(self.node)
+        self.forwarder.nursery.start_soon(self.contact.run)
 
     async def execute(
         self,
@@ -326,4 +373,5 @@ class ApiService:
             "applied_index": applied,
             "commit_index": status.commit,
             "behind": max(0, status.commit - applied),
+            "leader_contact_ms": self.contact.ms_since(),
         }
