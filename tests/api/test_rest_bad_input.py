@@ -1,8 +1,8 @@
 """Bad input for every REST endpoint: the right 4xx, a JSON error naming the field, never 500.
 
-One single-node cluster serves the whole table (starting one costs about a second). Requests
-refused for their syntax (400 and most 422) must not reach the Raft log: checked by comparing
-the log's last index before and after each of them.
+One 3-node cluster serves the whole table, every request sent to a follower. Requests refused
+for their syntax (400 and most 422) must not reach the Raft log: checked by comparing the
+leader's last log index before and after each of them.
 """
 
 from __future__ import annotations
@@ -242,8 +242,10 @@ BAD = [
 
 
 async def test_bad_input_table(tmp_path: pathlib.Path) -> None:
-    async with open_cluster(tmp_path, size=1) as cluster:
-        (node,) = cluster.running()
+    async with open_cluster(tmp_path) as cluster:
+        leader = await cluster.wait_leader()
+        # Every case goes through a follower, so the state-dependent ones are forwarded.
+        node = cluster.followers()[0]
         setup = [
             ("POST", "/v1/workloads", {"id": "w1", "spec": WORKLOAD}),
             ("POST", "/v1/nodes", {"id": "node-a"}),
@@ -255,11 +257,11 @@ async def test_bad_input_table(tmp_path: pathlib.Path) -> None:
             assert r.status == 201 or r.status == 200, r.body
         problems = []
         for case in BAD:
-            before = node.status().last_index
+            before = leader.status().last_index
             r = await cluster.http(
                 node, case.method, case.path, case.body, raw_body=case.raw, headers=case.headers
             )
-            after = node.status().last_index
+            after = leader.status().last_index
             error = (r.body or {}).get("error") if isinstance(r.body, dict) else None
             where = f"{case.method} {case.path} {case.body!r:.60}"
             if r.status != case.status:
