@@ -104,6 +104,9 @@ class LocalCluster:
     # False: no [raft.bootstrap] and no cluster id; every node starts as its own single-node
     # cluster, to be joined with `univrs cluster join`.
     bootstrap: bool = True
+    # Nodes left out of the bootstrap list (configured like bootstrap=False), to be started
+    # later with ``start(node, join=...)`` (chaos join scenarios).
+    spares: frozenset[str] = frozenset()
 
     @classmethod
     def plan(
@@ -123,10 +126,11 @@ class LocalCluster:
 
     @classmethod
     def with_free_ports(
-        cls, folder: pathlib.Path, *, size: int = 3, extra_config: str = ""
+        cls, folder: pathlib.Path, *, size: int = 3, extra_config: str = "", spares: int = 0
     ) -> LocalCluster:
-        """Like ``plan`` but with ports the kernel says are free now (for tests)."""
-        ports = free_ports(2 * size)
+        """Like ``plan`` but with ports the kernel says are free now (for tests); ``spares``
+        more nodes (ids after the members') are configured but not bootstrapped."""
+        ports = free_ports(2 * (size + spares))
         folder = folder.resolve()
         nodes = [
             NodeProc(
@@ -135,9 +139,10 @@ class LocalCluster:
                 api_addr=f"127.0.0.1:{ports[2 * i + 1]}",
                 folder=folder,
             )
-            for i in range(size)
+            for i in range(size + spares)
         ]
-        return cls(folder=folder, nodes=nodes, extra_config=extra_config)
+        spare_ids = frozenset(n.node_id for n in nodes[size:])
+        return cls(folder=folder, nodes=nodes, extra_config=extra_config, spares=spare_ids)
 
     def node(self, node_id: str) -> NodeProc:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -147,6 +152,7 @@ class LocalCluster:
         members = "\n".join(
             f'  {{ id = "{n.node_id}", addr = "{n.raft_addr}", api = "{n.api_addr}" }},'
             for n in self.nodes
+            if n.node_id not in self.spares
         )
         for n in self.nodes:
             dial = self.dial.get(n.node_id, {})
@@ -155,8 +161,9 @@ class LocalCluster:
                 if dial
                 else ""
             )
-            boot = f"[raft.bootstrap]\nnodes = [\n{members}\n]\n" if self.bootstrap else ""
-            cluster = f'cluster_id = "{self.cluster_id}"\n' if self.bootstrap else ""
+            bootstrapped = self.bootstrap and n.node_id not in self.spares
+            boot = f"[raft.bootstrap]\nnodes = [\n{members}\n]\n" if bootstrapped else ""
+            cluster = f'cluster_id = "{self.cluster_id}"\n' if bootstrapped else ""
             n.config_path.write_text(
                 "[raft]\n"
                 f'node_id = "{n.node_id}"\n'
@@ -170,15 +177,17 @@ class LocalCluster:
                 f'addr = "{n.api_addr}"\n'
             )
 
-    def start(self, node: NodeProc, *, log_level: str = "info") -> None:
-        """Start one node in the background (its output appends to its log file)."""
+    def start(self, node: NodeProc, *, log_level: str = "info", join: str | None = None) -> None:
+        """Start one node in the background (its output appends to its log file); with
+        ``join`` (a member's API address) a new node joins that cluster."""
         assert not node.running(), f"{node.node_id} is already running"
         if not node.config_path.exists():
             self.write_configs()
+        joining = ["--join", join] if join else []
         with open(node.log_path, "ab") as logf:
             node.proc = subprocess.Popen(
                 [self.python, "-m", "univrs", "node", "start", "--config", str(node.config_path),
-                 "--log-level", log_level],
+                 "--log-level", log_level, *joining],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -187,9 +196,11 @@ class LocalCluster:
         node.pid_path.write_text(str(node.proc.pid))
 
     def start_all(self, **kw: Any) -> None:
+        """Write the configs and start every node but the spares."""
         self.write_configs()
         for n in self.nodes:
-            self.start(n, **kw)
+            if n.node_id not in self.spares:
+                self.start(n, **kw)
 
     def send_signal(self, node: NodeProc, sig: int) -> None:
         pid = node.pid

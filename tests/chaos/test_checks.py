@@ -191,6 +191,20 @@ def test_agreed_leader_needs_a_majority() -> None:
     assert agreed_leader(views, 3) is None
 
 
+def test_agreed_leader_counts_the_leaders_voters() -> None:
+    leader = {"role": "leader", "term": 4, "leader": "n1", "voters": ["n1", "n2", "n4"]}
+    views = {
+        "n1": leader,
+        "n2": _view("follower", 4, "n1"),
+        "n3": _view("follower", 4, "n1"),  # removed: not a voter any more, does not count
+        "n4": None,
+        "n5": None,
+    }
+    assert agreed_leader(views, 5) == "n1"  # 2 of the 3 voters, although 2 of 5 nodes
+    views["n2"] = None
+    assert agreed_leader(views, 5) is None
+
+
 def test_leaderless_windows() -> None:
     led = (("n1", _view("leader", 2, "n1")), ("n2", _view("follower", 2, "n1")))
     none = (("n1", None), ("n2", _view("candidate", 3, None)))

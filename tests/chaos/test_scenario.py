@@ -9,7 +9,6 @@ import random
 import pytest
 
 from univrs.chaos.scenario import (
-    FUTURE_KINDS,
     ScenarioError,
     find_scenarios,
     load,
@@ -26,7 +25,7 @@ def test_defaults() -> None:
     s = parse(dict(MINIMAL))
     assert s.cluster.nodes == 3 and s.cluster.proxies
     assert s.workload.clients == 4 and dict(s.workload.mix)["read"] == 3
-    assert s.faults == () and s.unsupported == ()
+    assert s.faults == () and s.cluster.spares == 0 and not s.expect_snapshot_installed
 
 
 def test_full_fault_entry() -> None:
@@ -87,10 +86,34 @@ def test_load_names_the_file(tmp_path: pathlib.Path) -> None:
     assert load(good).name == "mine"  # the file name when no name is given
 
 
-def test_membership_and_snapshot_faults_are_marked_unsupported() -> None:
-    for kind in sorted(FUTURE_KINDS):
-        s = parse({**MINIMAL, "fault": [{"kind": kind}]})
-        assert s.unsupported and "issue 6" in s.unsupported[0]
+def test_membership_and_snapshot_faults() -> None:
+    s = parse(
+        {
+            **MINIMAL,
+            "cluster": {"nodes": 3, "spares": 2},
+            "expect": {"snapshot_installed": True},
+            "fault": [
+                {"kind": "join", "at": 2, "timeout": 30},
+                {"kind": "leave", "target": "n5", "at": 4},
+                {"kind": "remove", "target": "leader", "at": 6},
+                {"kind": "snapshot", "at": 8},
+            ],
+        }
+    )
+    join, leave, remove, snap = s.faults
+    assert remove.target == "leader"
+    assert join.param("timeout") == 30 and leave.param("timeout") == 30
+    assert snap.target == "all"
+    assert s.expect_snapshot_installed
+    planned = plan(s, random.Random(1))
+    assert all(p.start == p.end for p in planned)  # actions, not windows
+    assert planned[0].label() == "join a spare"
+    with pytest.raises(ScenarioError, match=r"cluster\.spares"):
+        parse({**MINIMAL, "fault": [{"kind": "join"}]})
+    with pytest.raises(ScenarioError, match="one node"):
+        parse({**MINIMAL, "fault": [{"kind": "leave", "target": "all"}]})
+    with pytest.raises(ScenarioError, match=r"expect\.snapshot_install: unknown"):
+        parse({**MINIMAL, "expect": {"snapshot_install": True}})
 
 
 def test_plan_is_seeded_and_bounded() -> None:
@@ -142,4 +165,4 @@ def test_every_shipped_scenario_loads() -> None:
         s = load(path)
         assert s.name == path.stem
         assert s.description
-        assert plan(s, random.Random(s.seed)) or s.unsupported
+        assert plan(s, random.Random(s.seed))

@@ -180,10 +180,13 @@ def lost_writes(ops: list[Operation], finals: dict[str, Operation]) -> list[Lost
     return lost
 
 
-def dead_nodes(cluster: LocalCluster) -> list[str]:
-    """Nodes not running now, and nodes whose log records a crash."""
+def dead_nodes(cluster: LocalCluster, members: set[str] | None = None) -> list[str]:
+    """Nodes (of ``members``, default all) not running now, and nodes whose log records a
+    crash."""
     out = []
     for node in cluster.nodes:
+        if members is not None and node.node_id not in members:
+            continue
         if not node.running():
             code = node.proc.poll() if node.proc is not None else None
             lines = [x for x in _log_lines(node.log_path) if x.strip()]
@@ -213,4 +216,15 @@ def log_errors(cluster: LocalCluster, per_node: int = 5) -> list[str]:
         out.extend(f"{node.node_id}: {x.strip()[:200]}" for x in lines[:per_node])
         if len(lines) > per_node:
             out.append(f"{node.node_id}: ... {len(lines) - per_node} more")
+    return out
+
+
+def snapshots_installed(cluster: LocalCluster) -> list[str]:
+    """``"<node>@<index>"`` for every snapshot a node installed from its leader (its log)."""
+    out = []
+    for node in cluster.nodes:
+        for line in _log_lines(node.log_path):
+            if '"snapshot installed"' in line:
+                index = line.split(" index=", 1)[1].split()[0] if " index=" in line else "?"
+                out.append(f"{node.node_id}@{index}")
     return out

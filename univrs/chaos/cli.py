@@ -56,11 +56,10 @@ def chaos_run(
     verbose: bool,
 ) -> None:
     """Run scenario files (paths, or names in chaos/scenarios; none: all of them) and print
-    a summary of each (a table too when several); exit 1 unless every one that could run
-    passed. Scenarios needing features not built yet are listed as not run."""
+    a summary of each (a table too when several); exit 1 unless every one passed."""
     import trio
 
-    from univrs.chaos.report import NOT_RUN, PASS, summary_lines, summary_table
+    from univrs.chaos.report import PASS, summary_lines, summary_table
     from univrs.chaos.runner import RunOptions, run_scenario
     from univrs.chaos.scenario import ScenarioError, load
 
@@ -96,10 +95,7 @@ def chaos_run(
     if len(results) > 1:
         click.echo("")
         click.echo(summary_table(results))
-        not_run = [r for r in results if r.verdict == NOT_RUN]
-        for r in not_run:
-            click.echo(f"{r.scenario}: not run: {'; '.join(r.reasons)}")
-    bad = [r for r in results if r.verdict not in (PASS, NOT_RUN)]
+    bad = [r for r in results if r.verdict != PASS]
     if bad:
         sys.exit(1)
 
@@ -120,10 +116,10 @@ def chaos_list(folder: str) -> None:
             click.echo(f"{path.stem:<32} INVALID: {exc}")
             continue
         kinds = ", ".join(sorted({f.kind for f in s.faults})) or "none"
-        note = f"  [{'; '.join(s.unsupported)}]" if s.unsupported else ""
         click.echo(
-            f"{s.name:<32} {s.cluster.nodes} nodes, {s.duration:g}+{s.recovery:g}s, "
-            f"faults: {kinds}{note}"
+            f"{s.name:<32} {s.cluster.nodes} nodes"
+            + (f" (+{s.cluster.spares} spares)" if s.cluster.spares else "")
+            + f", {s.duration:g}+{s.recovery:g}s, faults: {kinds}"
         )
         if s.description:
             click.echo(f"{'':<32} {s.description}")

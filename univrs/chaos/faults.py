@@ -8,6 +8,9 @@ link gets their combination (partitioned if any partitions it, the largest delay
 
 The injector remembers what it broke (``down``: node -> how; the network contributions), so
 ``heal_all`` at the end of the fault phase restores everything whatever was in progress.
+Membership faults change which nodes are expected to run (``active``): a joined spare becomes
+active; a node that left or was removed is stopped and is no longer active (healing does not
+bring it back, and the final checks compare the active members only).
 Targets are resolved when a fault starts (the leader at that moment); random choices come from
 the seeded ``rng``.
 """
@@ -22,7 +25,8 @@ from collections.abc import Iterable
 import attrs
 import trio
 
-from univrs.chaos.monitor import Monitor
+from univrs.api.fetch import HttpResponse, request_json
+from univrs.chaos.monitor import FETCH_ERRORS, Monitor
 from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
 from univrs.chaos.scenario import PlannedFault
 from univrs.devcluster import LocalCluster, NodeProc
@@ -130,6 +134,8 @@ class Injector:
     records: list[FaultRecord] = attrs.field(factory=list)
     down: dict[str, str] = attrs.field(factory=dict)  # node -> killed|stopped|paused|died
     unexpected: list[str] = attrs.field(factory=list)  # surprises (bad exit codes, ...)
+    active: set[str] = attrs.field(factory=set)  # members expected to run (see the docstring)
+    spares_left: list[str] = attrs.field(factory=list)  # spare nodes not started yet
     _net: dict[Link, dict[int, LinkPolicy]] = attrs.field(factory=dict)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
 
@@ -142,13 +148,21 @@ class Injector:
 
     # ---------------------------------------------------------------- targets
 
+    def __attrs_post_init__(self) -> None:
+        if not self.active:
+            spares = self.cluster.spares
+            self.active = {n for n in self.node_ids if n not in spares}
+            self.spares_left = sorted(spares)
+
     def _up(self) -> list[str]:
-        return [n for n in self.node_ids if n not in self.down]
+        return [n for n in self.node_ids if n in self.active and n not in self.down]
 
     async def _resolve(self, target: str) -> str | None:
         up = self._up()
         if target in self.node_ids:
             return target if target in up else None
+        if target == "all":
+            return None
         if not up:
             return None
         if target == "random":
@@ -195,6 +209,15 @@ class Injector:
         elif action == "start":
             if not node.running():
                 c.start(node)
+            self.down.pop(node.node_id, None)
+        elif action.startswith("join "):
+            c.start(node, join=action.split(" ", 1)[1])
+            self.active.add(node.node_id)
+        elif action == "retire":  # it left the cluster: stop it for good
+            code = c.stop(node)
+            if code not in (0, None):
+                self.unexpected.append(f"{node.node_id}: stop after leaving exited with {code}")
+            self.active.discard(node.node_id)
             self.down.pop(node.node_id, None)
         else:  # pragma: no cover - programming error
             raise ValueError(action)
@@ -320,13 +343,15 @@ class Injector:
                 await trio.sleep_until(end_at)
             finally:
                 self._clear(fault.index)
+        elif kind in ("join", "leave", "remove", "snapshot"):
+            await self._membership(fault, rec)
         elif kind == "reset":
             target = None if spec.target == "all" else await self._resolve(spec.target)
             n = sum(self.proxies[link].reset_connections() for link in self._links_of(target))
             rec.targets = (spec.target if target is None else target,)
             rec.note = f"{n} connections reset"
         else:
-            rec.note = f"not run: {kind} is not supported yet"
+            raise ValueError(f"unknown fault kind {kind!r}")  # the scenario parser refuses it
 
     async def _partition(self, fault: PlannedFault, rec: FaultRecord, end_at: float) -> None:
         spec = fault.spec
@@ -338,11 +363,11 @@ class Injector:
             while trio.current_time() < end_at:
                 target = await self._resolve(spec.target) if spec.target != "all" else None
                 if target is None:
-                    target = self.rng.choice(self.node_ids)
+                    target = self.rng.choice(sorted(self.active))
                 leader = await self.monitor.leader_of() if mode == "halves" else None
                 links, sides, about = partition_links(
                     mode,
-                    self.node_ids,
+                    sorted(self.active),
                     target,
                     leader,
                     spec.param("leader"),
@@ -374,6 +399,8 @@ class Injector:
             if self._lock.locked():
                 continue  # a process action is in flight: its bookkeeping is not done yet
             for node in self.cluster.nodes:
+                if node.node_id not in self.active:
+                    continue
                 if node.node_id in self.down or node.running():
                     continue
                 code = node.proc.poll() if node.proc is not None else None
@@ -383,6 +410,93 @@ class Injector:
                 self.unexpected.append(f"{node.node_id} died at {self.now():.2f}s ({how})")
                 self.down[node.node_id] = "died"
                 log.warning("%s died unexpectedly (%s)", node.node_id, how)
+
+    # ---------------------------------------------------------------- membership
+
+    async def _api(
+        self, node_id: str, method: str, path: str, body: object = None, timeout: float = 30.0
+    ) -> HttpResponse | None:
+        addr = self.cluster.node(node_id).api_addr
+        try:
+            return await request_json(addr, method, path, body=body, timeout=timeout)
+        except FETCH_ERRORS:
+            return None
+
+    def _problem(self, rec: FaultRecord, message: str) -> None:
+        rec.note = message
+        self.unexpected.append(f"{rec.label}: {message}")
+
+    async def _membership(self, fault: PlannedFault, rec: FaultRecord) -> None:
+        spec, kind = fault.spec, fault.kind
+        timeout = spec.param("timeout") or 30.0
+        if kind == "snapshot":
+            one = await self._resolve(spec.target) if spec.target != "all" else None
+            nodes = [one] if one else ([] if spec.target != "all" else self._up())
+            rec.targets = tuple(nodes)
+            done = []
+            for node in nodes:
+                resp = await self._api(node, "POST", "/v1/cluster/snapshot", {}, timeout=30.0)
+                if resp is not None and resp.status == 200:
+                    done.append(f"{node}@{resp.body['index']}")
+                else:
+                    done.append(f"{node}: failed")
+            rec.note = "snapshots " + ", ".join(done)
+            return
+        if kind == "join":
+            if not self.spares_left:
+                rec.note = "skipped: no spare node left"
+                return
+            via = await self._resolve("random")
+            if via is None:
+                rec.note = "skipped: no member running"
+                return
+            spare = self.spares_left.pop(0)
+            rec.targets = (spare,)
+            await self._proc(f"join {self.cluster.node(via).api_addr}", spare)
+            started = trio.current_time()
+            state = "?"
+            with trio.move_on_after(timeout):
+                while True:
+                    resp = await self._api(spare, "GET", "/v1/cluster/join", timeout=2.0)
+                    if resp is not None and resp.status == 200:
+                        state = resp.body.get("state", "?")
+                        if state in ("voter", "failed"):
+                            break
+                    await trio.sleep(0.25)
+            took = trio.current_time() - started
+            if state == "voter":
+                rec.note = f"{spare} joined via {via}, a voter after {took:.1f}s"
+            else:
+                self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s")
+            return
+        target = await self._resolve(spec.target)
+        if target is None:
+            rec.note = f"skipped: no {spec.target} node available"
+            return
+        await self._leave_or_remove(rec, kind, target, timeout)
+
+    async def _leave_or_remove(
+        self, rec: FaultRecord, kind: str, node: str, timeout: float
+    ) -> None:
+        rec.targets = (node,)
+        if kind == "leave":
+            resp = await self._api(node, "POST", "/v1/cluster/leave", {}, timeout=timeout)
+        else:
+            others = [n for n in self._up() if n != node]
+            if not others:
+                rec.note = "skipped: no other member to ask"
+                return
+            via = self.rng.choice(others)
+            resp = await self._api(via, "DELETE", f"/v1/cluster/members/{node}", timeout=timeout)
+        if resp is None or resp.status != 200:
+            why = "no answer" if resp is None else f"{resp.status} {resp.body}"
+            self._problem(rec, f"{kind} of {node} failed: {why}")
+            return
+        await self._proc("retire", node)
+        voters = resp.body.get("voters") if isinstance(resp.body, dict) else None
+        rec.note = f"{node} {'left' if kind == 'leave' else 'removed'}" + (
+            f"; voters {','.join(voters)}" if voters else ""
+        )
 
     async def heal_all(self) -> None:
         """Heal every fault: all links pass, every node runs (resumed or restarted)."""

@@ -48,17 +48,22 @@ class Sample:
 
 
 def agreed_leader(views: dict[str, dict[str, Any] | None], size: int) -> str | None:
-    """The node that claims to lead and that a majority of ``size`` nodes follow in its
-    term, if any."""
+    """The node that claims to lead and that a majority of the voters follow in its term, if
+    any. The voters are the claimed leader's own list when its view has one (membership
+    changes), else ``size`` nodes."""
     for node_id, v in views.items():
         if not v or v.get("role") != "leader":
             continue
+        voters = v.get("voters")
         agree = sum(
             1
-            for w in views.values()
-            if w and w.get("leader") == node_id and w.get("term") == v.get("term")
+            for other, w in views.items()
+            if w
+            and w.get("leader") == node_id
+            and w.get("term") == v.get("term")
+            and (voters is None or other in voters)
         )
-        if agree * 2 > size:
+        if agree * 2 > (len(voters) if voters else size):
             return node_id
     return None
 

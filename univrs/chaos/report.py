@@ -20,7 +20,7 @@ import attrs
 from univrs.chaos.history import Operation
 from univrs.chaos.metrics import latencies, throughput
 
-PASS, FAIL, UNKNOWN, NOT_RUN = "pass", "fail", "unknown", "not-run"
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 
 
 @attrs.define(eq=False)
@@ -31,7 +31,7 @@ class RunResult:
     path: str
     seed: int
     out: str
-    verdict: str = NOT_RUN
+    verdict: str = FAIL
     reasons: list[str] = attrs.field(factory=list)  # why not pass
     wall_seconds: float = 0.0
     duration: float = 0.0  # fault phase, seconds
@@ -46,6 +46,7 @@ class RunResult:
     convergence: dict[str, Any] = attrs.field(factory=dict)
     dead: list[str] = attrs.field(factory=list)
     log_errors: list[str] = attrs.field(factory=list)  # error lines of node logs (no verdict)
+    snapshots_installed: list[str] = attrs.field(factory=list)  # "<node>@<index>"
     final_values: dict[str, Any] = attrs.field(factory=dict)
     errors: dict[str, int] = attrs.field(factory=dict)
     latency_ms: dict[str, float | None] = attrs.field(factory=dict)
@@ -103,6 +104,8 @@ def summary_lines(r: RunResult) -> list[str]:
                 else conv.get("detail") or "did not converge"
             )
         )
+    if r.snapshots_installed:
+        lines.append("  snapshots installed from the leader: " + ", ".join(r.snapshots_installed))
     lines.append(f"  acknowledged writes lost: {len(r.lost_writes)}")
     lines.extend(f"    {w}" for w in r.lost_writes[:10])
     if r.dead:

@@ -34,7 +34,7 @@ from univrs.chaos.history import EventType, Fn, Operation, pair
 from univrs.chaos.linearizability import Verdict, check_history
 from univrs.chaos.monitor import Monitor, leaderless_windows
 from univrs.chaos.proxy import FaultProxy
-from univrs.chaos.report import FAIL, NOT_RUN, PASS, UNKNOWN, RunResult, write_report
+from univrs.chaos.report import FAIL, PASS, UNKNOWN, RunResult, write_report
 from univrs.chaos.scenario import NETWORK_KINDS, Scenario, plan
 from univrs.chaos.workload import Recorder, Workload
 from univrs.client import open_client
@@ -76,11 +76,6 @@ async def run_scenario(
         recovery=scenario.recovery,
     )
     started = time.monotonic()
-    if scenario.unsupported:
-        result.verdict = NOT_RUN
-        result.reasons = list(scenario.unsupported)
-        write_report(result, [], out)
-        return result
     if not scenario.cluster.proxies and any(f.kind in NETWORK_KINDS for f in scenario.faults):
         raise ValueError("network faults need cluster.proxies = true")
 
@@ -89,10 +84,13 @@ async def run_scenario(
     # A fresh cluster every run: old data would make the history lie.
     shutil.rmtree(out / "cluster", ignore_errors=True)
     cluster = LocalCluster.with_free_ports(
-        out / "cluster", size=scenario.cluster.nodes, extra_config=scenario.cluster.raft
+        out / "cluster",
+        size=scenario.cluster.nodes,
+        extra_config=scenario.cluster.raft,
+        spares=scenario.cluster.spares,
     )
     api = {n.node_id: n.api_addr for n in cluster.nodes}
-    endpoints = [n.raft_addr for n in cluster.nodes]
+    endpoints = [n.raft_addr for n in cluster.nodes if n.node_id not in cluster.spares]
     history_path = out / "history.jsonl"
     ops: list[Operation] = []
     with open(history_path, "w", encoding="utf-8") as history_file:
@@ -144,6 +142,11 @@ def _stop_all(cluster: LocalCluster) -> dict[str, int | None]:
     return {n.node_id: cluster.stop(n) for n in cluster.nodes}
 
 
+def endpoints_ids(cluster: LocalCluster) -> list[str]:
+    """The bootstrap members (every node but the spares)."""
+    return [n.node_id for n in cluster.nodes if n.node_id not in cluster.spares]
+
+
 async def _run_phases(
     scenario: Scenario,
     cluster: LocalCluster,
@@ -158,7 +161,8 @@ async def _run_phases(
     result: RunResult,
     echo: Callable[[str], None],
 ) -> None:
-    echo(f"[{scenario.name}] starting {len(cluster.nodes)} nodes in {cluster.folder}")
+    spares = f" (+{len(cluster.spares)} spares)" if cluster.spares else ""
+    echo(f"[{scenario.name}] starting {len(endpoints)} nodes{spares} in {cluster.folder}")
     await trio.to_thread.run_sync(lambda: cluster.start_all(log_level=options.log_level))
     setup_monitor = Monitor(api=api, t0=trio.current_time())
     with trio.move_on_after(STARTUP_TIMEOUT):
@@ -169,7 +173,7 @@ async def _run_phases(
     leader = await setup_monitor.leader_of()
     if leader is None:
         result.reasons.append("no leader after starting the cluster")
-        result.dead.extend(checks.dead_nodes(cluster))
+        result.dead.extend(checks.dead_nodes(cluster, set(endpoints_ids(cluster))))
         return
     t0 = trio.current_time()
     monitor = Monitor(api=api, t0=t0)
@@ -206,9 +210,10 @@ async def _run_phases(
         with trio.move_on_after(scenario.workload.timeout * 4 + 10):
             await workload_done.wait()
         result.end = trio.current_time() - t0
-        finals = await _final_reads(workload, endpoints)
+        members = sorted(injector.active)
+        finals = await _final_reads(workload, [cluster.node(n).raft_addr for n in members])
         result.final_values = {k: op_value for k, op_value in finals.items()}
-        conv = await checks.wait_converged(api, CONVERGE_TIMEOUT)
+        conv = await checks.wait_converged({n: api[n] for n in members}, CONVERGE_TIMEOUT)
         result.convergence = {
             "converged": conv.converged,
             "same_state": conv.same_state,
@@ -216,11 +221,16 @@ async def _run_phases(
             "applied_index": conv.applied_index,
             "detail": conv.detail,
             "digests": {n: (v or {}).get("state_digest") for n, v in conv.views},
+            "first_index": {n: (v or {}).get("first_index") for n, v in conv.views},
+            "members": members,
         }
         nursery.cancel_scope.cancel()
     history_file.flush()
-    result.dead.extend(checks.dead_nodes(cluster))
+    result.dead.extend(checks.dead_nodes(cluster, injector.active))
     result.dead.extend(injector.unexpected)
+    result.snapshots_installed = checks.snapshots_installed(cluster)
+    if scenario.expect_snapshot_installed and not result.snapshots_installed:
+        result.reasons.append("expected a snapshot install (expect.snapshot_installed): none")
     result.log_errors = checks.log_errors(cluster)
     result.errors = dict(workload.errors)
     result.leaderless = leaderless_windows(monitor.samples, len(cluster.nodes), 0.0, result.end)

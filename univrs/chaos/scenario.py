@@ -31,9 +31,12 @@ Kind-specific keys are listed in ``FAULT_KINDS``. Everything random (times, targ
 workload's choices, the proxies' loss) derives from the seed, so a run can be repeated; the
 cluster's own timing is real and is not.
 
-Membership and snapshot faults (``join``, ``leave``, ``remove-leader``, ``snapshot-install``)
-parse, but need the join/leave/snapshot API of issue 6: ``Scenario.unsupported`` says so and the
-runner reports the scenario as not run rather than pretending.
+Membership faults use the cluster's admin API: ``join`` starts one of the cluster's spare nodes
+(``[cluster] spares``) with ``--join``, ``leave`` asks a member to leave and then stops it,
+``remove`` has the leader remove a member (``target = "leader"``: the leader itself) and stops
+it; ``snapshot`` makes nodes snapshot and compact their logs now. ``[expect]`` adds checks a
+scenario is about (``snapshot_installed = true``: some node must have installed a snapshot sent
+by the leader).
 """
 
 from __future__ import annotations
@@ -48,11 +51,9 @@ import attrs
 
 from univrs.errors import UnivrsError
 
-NEEDS_ISSUE_6 = "needs issue 6 (snapshots, log compaction and membership: join/leave/snapshot API)"
-
 PROCESS_KINDS = frozenset({"kill", "stop", "pause", "restart", "rolling-restart", "full-restart"})
 NETWORK_KINDS = frozenset({"partition", "flapping", "latency", "lossy", "reset"})
-FUTURE_KINDS = frozenset({"join", "leave", "remove-leader", "snapshot-install"})
+MEMBERSHIP_KINDS = frozenset({"join", "leave", "remove", "snapshot"})
 
 # kind -> {parameter: default}; the common keys (kind, target, at, duration, every, count)
 # are allowed everywhere.
@@ -71,14 +72,16 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     "latency": {"delay": 0.05, "jitter": 0.0},
     "lossy": {"delay": 0.0, "jitter": 0.0, "loss": 0.05, "loss_stall": 0.2, "reset_rate": 0.0},
     "reset": {},  # reset every connection of the target's links (instantaneous)
-    "join": {},
-    "leave": {},
-    "remove-leader": {},
-    "snapshot-install": {},
+    "join": {"timeout": 60.0},  # start a spare node joining; wait until it is a voter
+    "leave": {"timeout": 30.0},  # the target leaves (handing leadership over), then stops
+    "remove": {"timeout": 30.0},  # the leader removes the target, which is then stopped
+    "snapshot": {},  # the target nodes snapshot and compact their logs now
 }
 COMMON_KEYS = frozenset({"kind", "target", "at", "duration", "every", "count"})
-ALL_BY_DEFAULT = frozenset({"full-restart", "rolling-restart", "latency", "lossy", "reset"})
-INSTANT_KINDS = frozenset({"restart", "reset", "rolling-restart"})
+ALL_BY_DEFAULT = frozenset(
+    {"full-restart", "rolling-restart", "latency", "lossy", "reset", "snapshot"}
+)
+INSTANT_KINDS = frozenset({"restart", "reset", "rolling-restart"}) | MEMBERSHIP_KINDS
 PARTITION_MODES = ("isolate", "halves", "one-way", "bridge")
 TARGETS = ("leader", "follower", "random", "all")
 OPERATIONS = ("read", "write", "cas", "delete")
@@ -96,6 +99,7 @@ class ClusterSpec:
     """The cluster a scenario runs on."""
 
     nodes: int = 3
+    spares: int = 0  # extra nodes, configured but not members, for `join` faults
     raft: str = ""  # raw TOML lines for every node's [raft] table
     proxies: bool = True  # route every peer link through a fault proxy
 
@@ -139,15 +143,8 @@ class Scenario:
     cluster: ClusterSpec = ClusterSpec()
     workload: WorkloadSpec = WorkloadSpec()
     faults: tuple[FaultSpec, ...] = ()
+    expect_snapshot_installed: bool = False  # [expect] snapshot_installed
     path: str = ""
-
-    @property
-    def unsupported(self) -> tuple[str, ...]:
-        """Why this scenario cannot run yet (empty when it can)."""
-        kinds = sorted({f.kind for f in self.faults} & FUTURE_KINDS)
-        if kinds:
-            return (f"faults {', '.join(kinds)}: {NEEDS_ISSUE_6}",)
-        return ()
 
 
 @attrs.frozen(kw_only=True)
@@ -172,6 +169,8 @@ class PlannedFault:
             if mode == "one-way":
                 return f"{self.kind} one-way {spec.param('direction')} of {spec.target}"
             return f"{self.kind} {mode} {spec.target}"
+        if self.kind == "join":
+            return "join a spare"
         return f"{self.kind} {spec.target}"
 
 
@@ -196,12 +195,13 @@ def load(path: pathlib.Path | str) -> Scenario:
 def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = "") -> Scenario:
     """A Scenario from a TOML document (already decoded)."""
     _only(doc, {"name", "description", "duration", "recovery", "seed", "cluster", "workload",
-                "fault"}, "")  # fmt: skip
+                "fault", "expect"}, "")  # fmt: skip
     duration = _number(doc, "duration", 30.0, "", minimum=1.0)
     cluster_doc = _table(doc, "cluster")
-    _only(cluster_doc, {"nodes", "raft", "proxies"}, "cluster.")
+    _only(cluster_doc, {"nodes", "spares", "raft", "proxies"}, "cluster.")
     cluster = ClusterSpec(
         nodes=_int(cluster_doc, "nodes", 3, "cluster.", minimum=1, maximum=9),
+        spares=_int(cluster_doc, "spares", 0, "cluster.", minimum=0, maximum=4),
         raft=_str(cluster_doc, "raft", "", "cluster."),
         proxies=_bool(cluster_doc, "proxies", True, "cluster."),
     )
@@ -225,9 +225,13 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
     faults_doc = doc.get("fault", [])
     if not isinstance(faults_doc, list):
         raise ScenarioError("fault: write each fault as a [[fault]] table")
-    faults = tuple(
-        _fault(f, f"fault[{i}].", cluster.nodes, duration) for i, f in enumerate(faults_doc)
-    )
+    all_nodes = cluster.nodes + cluster.spares
+    faults = tuple(_fault(f, f"fault[{i}].", all_nodes, duration) for i, f in enumerate(faults_doc))
+    joins = sum(1 for f in faults if f.kind == "join")
+    if joins and not cluster.spares:
+        raise ScenarioError("fault: join needs spare nodes: set cluster.spares")
+    expect = _table(doc, "expect")
+    _only(expect, {"snapshot_installed"}, "expect.")
     if not cluster.proxies:
         for i, f in enumerate(faults):
             if f.kind in NETWORK_KINDS:
@@ -241,6 +245,7 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
         cluster=cluster,
         workload=workload,
         faults=faults,
+        expect_snapshot_installed=_bool(expect, "snapshot_installed", False, "expect."),
         path=path,
     )
 
@@ -308,6 +313,8 @@ def _check_params(spec: FaultSpec, where: str, nodes: int) -> None:
         for name in ("loss", "reset_rate"):
             if not 0 <= spec.param(name) <= 1:
                 raise ScenarioError(f"{where}{name}: a probability between 0 and 1")
+    if spec.kind in ("leave", "remove") and spec.target == "all":
+        raise ScenarioError(f"{where}target: {spec.kind} acts on one node, not all")
     if spec.kind in PROCESS_KINDS - {"rolling-restart", "full-restart"} and spec.target == "all":
         raise ScenarioError(f"{where}target: use full-restart to act on all nodes at once")
 
