@@ -87,6 +87,15 @@ BAD = [
         field="spec.ports",
     ),
     Case("POST", "/v1/workloads", {"id": "bad id", **spec()}, field="id"),
+    Case("POST", "/v1/workloads", {"id": None, **spec()}, field="id"),
+    Case("POST", "/v1/workloads", spec(replicas=None), field="spec.replicas"),
+    Case("POST", "/v1/instances", {"workload_id": "w1", "node_id": None}, field="node_id"),
+    Case(
+        "POST",
+        "/v1/workloads/w1/scale",
+        {"replicas": 1, "expected_version": None},
+        field="expected_version",
+    ),
     Case(
         "POST",
         "/v1/workloads",

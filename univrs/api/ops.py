@@ -87,12 +87,19 @@ def new_id() -> str:
 
 
 def _id_or_new(args: dict[str, Any], name: str = "id") -> str:
-    value = args.get(name)
-    return new_id() if value is None else cv.read_id(value, name)
+    # An optional field is absent or of its type: an explicit null is refused (the OpenAPI
+    # document does not allow it either).
+    return cv.read_id(args[name], name) if name in args else new_id()
+
+
+def _opt_id(args: dict[str, Any], name: str) -> str | None:
+    return cv.read_id(args[name], name) if name in args else None
 
 
 def _version(args: dict[str, Any]) -> int | None:
-    return cv.read_version(args.get("expected_version"))
+    if "expected_version" not in args:
+        return None
+    return cv.read_int(args["expected_version"], "expected_version", maximum=MAX_VERSION)
 
 
 def failure_error(failure: Failure) -> ApiError:
@@ -130,9 +137,8 @@ def check_key(key: tuple[str, int] | None) -> None:
 
 def _page(items: list[Any], key: Callable[[Any], str], args: dict[str, Any]) -> dict[str, Any]:
     limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
-    after = args.get("after")
-    if after is not None:
-        after = cv.read_str(after, "after")
+    if "after" in args:
+        after = cv.read_str(args["after"], "after")
         items = [i for i in items if key(i) > after]
     page = items[:limit]
     more = len(items) > limit
@@ -237,10 +243,7 @@ def _build_create_instance(args: dict[str, Any]) -> tuple[Command, dict[str, Any
     cv.read_object(args, "", required=("workload_id",), optional=("id", "node_id"))
     ident = _id_or_new(args)
     workload_id = cv.read_id(args["workload_id"], "workload_id")
-    node_id = args.get("node_id")
-    if node_id is not None:
-        node_id = cv.read_id(node_id, "node_id")
-    spec = InstanceSpec(workload_id=workload_id, node_id=node_id)
+    spec = InstanceSpec(workload_id=workload_id, node_id=_opt_id(args, "node_id"))
     return CreateInstance(id=ident, spec=spec), {**args, "id": ident}
 
 
@@ -254,14 +257,11 @@ def _build_update_instance_status(args: dict[str, Any]) -> tuple[Command, dict[s
     problem = text_problem("message", message)
     if problem:
         raise InvalidArgument(problem, field="message")
-    node_id = args.get("node_id")
-    if node_id is not None:
-        node_id = cv.read_id(node_id, "node_id")
     command = UpdateInstanceStatus(
         id=ident,
         status=status,
         message=message,
-        node_id=node_id,
+        node_id=_opt_id(args, "node_id"),
         expected_version=_version(args),
     )
     return command, args
