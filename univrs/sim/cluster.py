@@ -156,7 +156,12 @@ class Simulation:
         )
         if self.config is None:
             self.config = attrs.evolve(
-                SIM_RAFT_CONFIG, snapshot_chunk_bytes=p.snap_chunk, snapshot_window=p.snap_window
+                SIM_RAFT_CONFIG,
+                snapshot_chunk_bytes=p.snap_chunk,
+                snapshot_window=p.snap_window,
+                pre_vote=p.pre_vote,
+                check_quorum=p.check_quorum,
+                election_ticks_max=p.election_max,
             )
         self.workload = Workload(sim=self, rng=self.rng)
         self.injector = FaultInjector(sim=self)

@@ -78,6 +78,11 @@ class Profile:
     snap_keep: int = 0
     snap_chunk: int = 1 << 20
     snap_window: int = 4
+    # Core options this seed runs with (production runs with both on; off exercises the
+    # plainer protocol of the paper, with disruptive elections).
+    pre_vote: bool = True
+    check_quorum: bool = True
+    election_max: int = 20  # election timeouts drawn from [10, election_max] ticks
 
 
 @attrs.frozen(kw_only=True)
@@ -197,6 +202,9 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         snap_keep=rng.choice((0, 0, 3, 20)),
         snap_chunk=rng.choice((8, 32, 128, 1 << 20)),
         snap_window=rng.choice((1, 2, 4)),
+        pre_vote=rng.random() < 0.8,
+        check_quorum=rng.random() < 0.8,
+        election_max=rng.choice((12, 20, 20, 30)),
     )
     family = rng.choices(FAMILIES, [f.weight for f in FAMILIES])[0]
     mean_gap = rng.choice((25, 50, 100))
