@@ -200,3 +200,50 @@ class BackgroundCluster:
     def endpoints(self) -> list[str]:
         assert self.cluster is not None
         return [self.cluster.client_address(n) for n in self.cluster.running()]
+
+
+@attrs.define(eq=False)
+class PausableProxy:
+    """A TCP proxy to ``target`` that can stop forwarding (like a SIGSTOPped node: the
+    connection stays open, nothing comes back)."""
+
+    target_port: int
+    _paused: bool = False
+    _resumed: trio.Event = attrs.field(factory=trio.Event)
+
+    def pause(self) -> None:
+        self._paused = True
+        self._resumed = trio.Event()
+
+    def resume(self) -> None:
+        self._paused = False
+        self._resumed.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, self._serve, listeners)
+            task_status.started(port)
+
+    async def _serve(self, downstream: trio.SocketStream) -> None:
+        try:
+            upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        except OSError:
+            await downstream.aclose()
+            return
+        async with downstream, upstream, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, downstream, upstream, nursery.cancel_scope)
+            nursery.start_soon(self._pump, upstream, downstream, nursery.cancel_scope)
+
+    async def _pump(
+        self, src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        try:
+            while data := await src.receive_some(65536):
+                while self._paused:
+                    await self._resumed.wait()
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import trio
 
-from tests.api.helpers import WORKLOAD, BackgroundCluster, open_cluster, wait_until
+from tests.api.helpers import WORKLOAD, BackgroundCluster, PausableProxy, open_cluster, wait_until
 from univrs.client import (
     AlreadyExists,
     ConnectionLost,
@@ -149,3 +149,24 @@ def test_sync_client(tmp_path: pathlib.Path) -> None:
         local, meta = client.call_with_meta("node.list", {}, consistency="local")
         assert [n["id"] for n in local["items"]] == ["m1"]
         assert meta is not None and meta["behind"] >= 0
+
+
+async def test_a_paused_node_is_left_for_another(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path) as cluster, trio.open_nursery() as nursery:
+        leader = await cluster.wait_leader()
+        assert leader.raft_port is not None
+        proxy = PausableProxy(target_port=leader.raft_port)
+        port = await nursery.start(proxy.run)
+        async with open_client([f"127.0.0.1:{port}"], timeout=30) as client:
+            await client.mint_credits("dave", 1, "before")
+            assert client.node_id == leader.node_id
+            proxy.pause()  # the connection stays open but nothing gets through any more
+            start = trio.current_time()
+            await client.mint_credits("dave", 1, "while paused")  # keyed: retried elsewhere
+            page = await client.list_balances()
+            waited = trio.current_time() - start
+            print(f"left the paused connection after {waited:.1f}s")
+            assert waited < 25  # well within the deadline: the keepalive noticed
+            assert {"peer": "dave", "balance": 2} in page["items"]
+            proxy.resume()
+        nursery.cancel_scope.cancel()

@@ -6,9 +6,11 @@ with the same id. A writer task sends everything queued since its last send as *
 concurrent callers share websocket messages (and the server gets them together, which lets the
 leader put them in one log append). A reader task matches response frames to waiting callers.
 
-When the connection breaks (or ``close`` is called), every waiting caller gets
-``ConnectionLost``: with ``outcome_unknown`` False when its request had not been handed to the
-socket yet, True when it had (the node may have applied it). The connection never retries:
+A keepalive pings the node when requests wait and nothing was heard for ``KEEPALIVE`` seconds,
+and drops the connection if no pong comes (a paused process keeps its TCP connections open
+but answers nothing). When the connection breaks (or ``close`` is called), every waiting
+caller gets ``ConnectionLost``: with ``outcome_unknown`` False when its request had not been
+handed to the socket yet, True when it had (the node may have applied it). The connection never retries:
 that is the business of its user (the client, or a node forwarding to the leader), which knows
 whether a retry is safe.
 """
@@ -38,6 +40,8 @@ from univrs.runtime.waiter import Waiter
 log = logging.getLogger("univrs.client")
 
 MAX_PER_FRAME = 512  # requests per websocket message
+KEEPALIVE = 2.0  # with requests waiting and nothing heard for this long, ping the node
+PONG_TIMEOUT = 3.0  # no pong within this: the node is gone or paused; drop the connection
 _BROKEN = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 RECEIVE_BUFFER = 256 * 1024
 CLOSE_TIMEOUT = 0.5
@@ -76,6 +80,8 @@ class Connection:
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _sent: int = 0  # statistics
     _frames: int = 0
+    _heard_at: float = 0.0  # when the node last sent us anything
+    _closing: str | None = None  # why the connection closed itself
 
     @property
     def node_id(self) -> str:
@@ -196,11 +202,33 @@ class Connection:
         self._sent += len(live)
         self._frames += 1
 
+    async def _keepalive(self, ws: WebSocketConnection) -> None:
+        """Drop the connection when the node stops answering (a paused process accepts TCP
+        but never replies): callers then get ConnectionLost instead of waiting out their
+        deadlines on a dead link."""
+        self._heard_at = trio.current_time()
+        try:
+            while True:
+                await trio.sleep(KEEPALIVE)
+                if not self._pending or trio.current_time() - self._heard_at < KEEPALIVE:
+                    continue
+                with trio.move_on_after(PONG_TIMEOUT) as waiting:
+                    await ws.ping()
+                if waiting.cancelled_caught:
+                    self._closing = f"no answer to a ping within {PONG_TIMEOUT:g}s"
+                    log.warning("dropping connection to %s: %s", self.address, self._closing)
+                    self._scope.cancel()
+                    return
+                self._heard_at = trio.current_time()
+        except _BROKEN:
+            return
+
     async def _reader(self, ws: WebSocketConnection) -> str:
         """Dispatch responses until the connection ends; returns why it ended."""
         while True:
             try:
                 data = await ws.get_message()
+                self._heard_at = trio.current_time()
                 leader, responses = protocol.decode_responses(data, max_size=self.max_frame)
             except ConnectionClosed as exc:
                 return _describe_close(exc)
@@ -253,9 +281,10 @@ async def _run_connection(
                 with conn._scope:
                     task_status.started(conn)
                     nursery.start_soon(conn._writer, ws)
+                    nursery.start_soon(conn._keepalive, ws)
                     why = await conn._reader(ws)
                 if conn._scope.cancelled_caught:
-                    why = "closed by the client"
+                    why = conn._closing or "closed by the client"
             finally:
                 nursery.cancel_scope.cancel()
                 if ws is not None:
