@@ -10,9 +10,9 @@ A keepalive pings the node when requests wait and nothing was heard for ``KEEPAL
 and drops the connection if no pong comes (a paused process keeps its TCP connections open
 but answers nothing). When the connection breaks (or ``close`` is called), every waiting
 caller gets ``ConnectionLost``: with ``outcome_unknown`` False when its request had not been
-handed to the socket yet, True when it had (the node may have applied it). The connection never retries:
-that is the business of its user (the client, or a node forwarding to the leader), which knows
-whether a retry is safe.
+handed to the socket yet, True when it had (the node may have applied it). The connection
+never retries: that is the business of its user (the client, or a node forwarding to the
+leader), which knows whether a retry is safe.
 """
 
 from __future__ import annotations
