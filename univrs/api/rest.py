@@ -344,9 +344,14 @@ def _query_args(ep: Endpoint, request: Request) -> tuple[dict[str, Any], str | N
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise MalformedRequest(f"the request body is larger than {MAX_BODY} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # stop reading at the limit, not after the body
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise MalformedRequest(f"the request body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
