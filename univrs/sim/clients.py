@@ -150,6 +150,10 @@ class Workload:
             ids = [n for n in ids if n != c.avoid]
         return self.rng.choice(ids)
 
+    def _backoff(self, op: Op) -> int:
+        """Wait before retrying: one tick, growing with failed attempts up to five."""
+        return self.sim.tick_units * min(5, max(1, op.attempts // 2))
+
     def _abandon(self, c: Client, op: Op) -> None:
         # A read attempt abandoned here stays in ``reads``: if it is released later it is still
         # checked, but it no longer completes the operation (``op.ctx`` will have moved on).
@@ -165,7 +169,7 @@ class Workload:
         raft = sn.raft
         if raft is None:  # connection refused: the node is down
             c.leader = None
-            op.retry_at = now + sim.tick_units
+            op.retry_at = now + self._backoff(op)
             return
         op.node = nid
         op.incarnation = sn.incarnation
@@ -187,7 +191,7 @@ class Workload:
             except UnivrsError:
                 op.node = None
                 c.leader = None
-                op.retry_at = now + sim.tick_units
+                op.retry_at = now + self._backoff(op)
             sim.drain(sn)
             return
         try:
@@ -195,12 +199,12 @@ class Workload:
         except NotLeader as e:
             op.node = None
             c.leader = e.leader_hint if e.leader_hint not in (None, nid) else None
-            op.retry_at = now + sim.tick_units
+            op.retry_at = now + self._backoff(op)
             sim.drain(sn)
             return
         except UnivrsError:
             op.node = None
-            op.retry_at = now + 3 * sim.tick_units
+            op.retry_at = now + self._backoff(op)
             sim.drain(sn)
             return
         c.leader = nid
@@ -278,7 +282,7 @@ class Workload:
             c = self.clients[op.client]
             c.leader = sn.leader if sn.leader != sn.id else None
             op.node = None
-            op.retry_at = self.sim.now + self.sim.tick_units
+            op.retry_at = self.sim.now + self._backoff(op)
             self.retries += 1
 
     def on_crash(self, sn: SimNode) -> None:
@@ -289,4 +293,4 @@ class Workload:
             if op is not None and op.node == sn.id:
                 self._abandon(c, op)
                 c.leader = None
-                op.retry_at = now + self.sim.tick_units
+                op.retry_at = now + self._backoff(op)
