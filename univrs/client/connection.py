@@ -40,8 +40,8 @@ from univrs.runtime.waiter import Waiter
 log = logging.getLogger("univrs.client")
 
 MAX_PER_FRAME = 512  # requests per websocket message
-KEEPALIVE = 2.0  # with requests waiting and nothing heard for this long, ping the node
-PONG_TIMEOUT = 3.0  # no pong within this: the node is gone or paused; drop the connection
+KEEPALIVE = 1.0  # with requests waiting and nothing heard for this long, ping the node
+PONG_TIMEOUT = 2.0  # no pong within this: the node is gone or paused; drop the connection
 _BROKEN = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 RECEIVE_BUFFER = 256 * 1024
 CLOSE_TIMEOUT = 0.5
