@@ -453,5 +453,5 @@ def test_dial_override_with_a_bad_address_is_refused(tmp_path) -> None:
 
     cfg = tmp_path / "n.toml"
     cfg.write_text('[raft]\nnode_id = "n1"\n[raft.dial]\nn2 = "nowhere"\n')
-    with pytest.raises(ConfigError, match="raft.dial.n2"):
+    with pytest.raises(ConfigError, match=r"raft\.dial\.n2"):
         load_config(cfg, {})
