@@ -173,3 +173,38 @@ def test_join_refuses_a_taken_id_and_an_unreachable_address(make_cluster) -> Non
     write_workloads(n2, "mine", 1)  # n2 now holds data of its own cluster
     refused = univrs("cluster", "join", n1.api_addr, "--api", n2.api_addr)
     assert refused.returncode != 0 and "already holds data" in refused.stderr
+
+
+def test_transfer_leader_and_leave_from_the_cli(make_cluster) -> None:
+    cluster: LocalCluster = make_cluster(3)
+    cluster.start_all()
+    leader = cluster.wait_leader(DEADLINE)
+    target = next(n for n in cluster.nodes if n is not leader)
+    result = univrs("cluster", "transfer-leader", target.node_id, "--api", leader.api_addr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"leader is now {target.node_id}" in result.stdout
+    assert cluster.wait_leader(DEADLINE) is target
+    # The leader leaves gracefully: it hands leadership over first, then is removed.
+    result = univrs("cluster", "leave", "--api", target.api_addr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rest = [n for n in cluster.nodes if n is not target]
+    new = wait_for(lambda: cluster.leader(rest), DEADLINE, "a leader among the others")
+    view = new.status()
+    assert view is not None and sorted(view["voters"]) == sorted(n.node_id for n in rest)
+    write_workloads(new, "after-leave", 3)
+
+
+def test_join_with_a_data_dir_of_another_cluster_is_refused(make_cluster) -> None:
+    cluster: LocalCluster = make_cluster(2)
+    cluster.bootstrap = False
+    cluster.start_all()
+    n1, n2 = cluster.nodes
+    for n in cluster.nodes:
+        wait_for(lambda n=n: (v := n.status()) and v["role"] == "leader", DEADLINE, "boot")
+    write_workloads(n2, "own", 1)
+    cluster.stop(n2)
+    result = univrs(
+        "node", "start", "--config", str(n2.config_path), "--join", n1.api_addr, timeout=60
+    )
+    assert result.returncode != 0
+    assert "belongs to cluster" in result.stderr
