@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import urllib.request
 
 import pytest
 import trio
@@ -147,3 +148,35 @@ async def test_requests_fail_with_connection_lost_when_the_node_goes(
         with pytest.raises(ConnectionLost) as refused:
             await Connection.open(nursery, address, timeout=2)
         assert refused.value.outcome_unknown is False  # nothing was sent
+
+
+async def test_metrics_count_requests_batches_and_forwards(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path) as cluster, trio.open_nursery() as nursery:
+        leader = await cluster.wait_leader()
+        follower = cluster.followers()[0]
+        conn = await Connection.open(nursery, cluster.client_address(follower))
+        await conn.request("workload.create", {"id": "w", "spec": WORKLOAD})
+        with pytest.raises(NotFound):
+            await conn.request("workload.get", {"id": "nope"})
+        async with trio.open_nursery() as inner:
+            for i in range(50):
+                inner.start_soon(conn.request, "workload.scale", {"id": "w", "replicas": i})
+        conn.close()
+
+        def scrape(node: object) -> str:
+            url = f"http://{cluster.api(node)}/metrics"  # type: ignore[arg-type]
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return resp.read().decode()
+
+        on_follower = await trio.to_thread.run_sync(scrape, follower)
+        on_leader = await trio.to_thread.run_sync(scrape, leader)
+        assert 'univrs_api_requests_total{op="workload.create",outcome="ok"} 1' in on_follower
+        assert 'univrs_api_requests_total{op="workload.get",outcome="not-found"} 1' in on_follower
+        assert 'univrs_api_forwarded_total{outcome="ok"} 51' in on_follower
+        assert 'univrs_api_requests_total{op="workload.scale",outcome="ok"} 50' in on_leader
+        batches = next(
+            float(line.split()[-1])
+            for line in on_leader.splitlines()
+            if line.startswith("univrs_api_proposal_batches ")
+        )
+        assert 1 <= batches < 51  # the forwarded writes were proposed in fewer batches

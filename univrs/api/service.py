@@ -44,6 +44,7 @@ import trio
 
 from univrs import errors as base
 from univrs.api.batcher import ProposalBatcher, ReadCoalescer
+from univrs.api.metrics import ApiMetrics
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Operation, check_key, failure_error, operation
 from univrs.client.connection import Connection
 from univrs.client.errors import (
@@ -197,6 +198,7 @@ class ApiService:
     batcher: ProposalBatcher = attrs.field(factory=ProposalBatcher)
     reads: ReadCoalescer = attrs.field(init=False)
     contact: LeaderContact = attrs.field(init=False)
+    metrics: ApiMetrics | None = attrs.field(init=False, default=None)
     timeout: float = DEFAULT_TIMEOUT
     leader_wait: float = LEADER_WAIT
 
@@ -204,6 +206,14 @@ class ApiService:
         self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
         self.contact = LeaderContact(self.node)
         self.forwarder.nursery.start_soon(self.contact.run)
+        registry = getattr(self.node.metrics, "registry", None)
+        if registry is not None:
+            self.metrics = ApiMetrics.register(
+                registry,
+                proposal_batches=lambda: self.batcher.batches,
+                proposals=lambda: self.batcher.proposals,
+                read_confirmations=lambda: self.reads.requests,
+            )
 
     async def execute(
         self,
@@ -217,11 +227,22 @@ class ApiService:
     ) -> tuple[Any, dict[str, Any] | None]:
         """Run operation ``name``: (result document, read meta or None). Raises ApiError."""
         op = operation(name)
+        start = trio.current_time()
         limit = self.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
-        deadline = trio.current_time() + max(limit, 0.001)
-        if op.is_write:
-            return await self._write(op, args, key, deadline, hops)
-        return await self._read(op, args, consistency or "linearizable", deadline)
+        deadline = start + max(limit, 0.001)
+        outcome = "ok"
+        try:
+            if op.is_write:
+                return await self._write(op, args, key, deadline, hops)
+            return await self._read(op, args, consistency or "linearizable", deadline)
+        except ApiError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.requests.inc(1, op.name, outcome)
+                histogram = self.metrics.write_seconds if op.is_write else self.metrics.read_seconds
+                histogram.observe(trio.current_time() - start)
 
     # ---------------------------------------------------------------- writes
 
@@ -283,24 +304,26 @@ class ApiService:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
                 result, meta = await self.forwarder.call(address, op.name, built, key, deadline)
-                return result, meta or {}
-            except NotLeader as exc:
-                # The node we took for the leader is not (any more): follow its hint once,
-                # else wait for our own view to catch up.
-                if exc.leader_hint and exc.leader_hint != leader:
+            except ApiError as exc:
+                self._count_forward(exc.code)
+                if isinstance(exc, Timeout) or not isinstance(exc, Unavailable):
+                    raise  # an answer (not found, conflict ...) or an unknown outcome
+                if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
+                    # The node we took for the leader is not (any more): follow its hint.
                     hint = exc.leader_hint
-                else:
-                    await self._settle(deadline)
-            except ConnectionLost as exc:
-                if exc.outcome_unknown:
+                    continue
+                if isinstance(exc, ConnectionLost) and exc.outcome_unknown:
                     maybe_applied = True
                     if key is None:
                         raise self._expired(True) from None
-                await self._settle(deadline)
-            except Timeout:
-                raise
-            except Unavailable:
-                await self._settle(deadline)
+                await self._settle(deadline)  # let our own view of the leader catch up
+                continue
+            self._count_forward("ok")
+            return result, meta or {}
+
+    def _count_forward(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.forwarded.inc(1, outcome)
 
     def _expired(self, maybe_applied: bool) -> ApiError:
         if maybe_applied:
