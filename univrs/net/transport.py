@@ -386,7 +386,7 @@ def transport_from_config(
         inbox=inbox,
         rng=rng,
         listen_addr=config.raft_addr,
-        peers=config.bootstrap_addresses(),
+        peers=config.dial_addresses(config.bootstrap_addresses()),
         settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
     )
 
