@@ -314,7 +314,9 @@ class Client(StateMethods):
             if len(self._sessions) < MAX_SESSIONS and not self._session_lock.locked():
                 async with self._session_lock:
                     timeout = max(0.001, deadline - trio.current_time())
-                    opened = await self.call("session.open", {}, timeout=timeout)
+                    # Safe to retry: a session opened by a lost attempt is merely unused,
+                    # and expires (or is evicted) like any idle session.
+                    opened = await self.call("session.open", {}, timeout=timeout, retry=True)
                     self._sessions.append(_Session(client_id=opened["client_id"]))
                 continue
             with trio.move_on_at(deadline):
