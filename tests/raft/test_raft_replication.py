@@ -295,3 +295,17 @@ def test_leader_ignores_acks_beyond_its_log_and_unknown_peers() -> None:
 def test_entry_equality_in_logs() -> None:
     # The harness derives data from (index, term): sanity check for the tests above.
     assert Entry(term=1, index=1, data=b"t1i1") == Cluster.with_logs({"a": [1]}).disk_log("a")[0]
+
+
+def test_idle_followers_learn_a_new_commit_without_waiting_for_a_heartbeat() -> None:
+    # Transcript: elect n1; propose; deliver appends and acks only (no ticks, so no heartbeat
+    # is due). The leader commits on the acks and tells the followers at once.
+    c = Cluster.bootstrap(["n1", "n2", "n3"])
+    c.elect("n1")
+    base = c.status("n2").commit
+    _, index = c.propose("n1", b"x")
+    c.stabilize()  # appends, acks, and whatever the leader sends when the commit moves
+    assert c.status("n1").commit == index
+    for follower in ("n2", "n3"):
+        assert c.status(follower).commit == index > base, follower
+        assert c.applied_data(follower)[-1] == b"x"

@@ -158,13 +158,32 @@ class LeaderMixin(NodeBase):
         if index <= self._commit or not self._can_commit_by_counting(index):
             return False
         assert index <= self._log.last_index, f"quorum index {index} beyond log ({self!r})"
-        self._commit = index
+        old_commit, self._commit = self._commit, index
+        self._notify_commit(old_commit)
         if self._leader_reads.has_unconfirmed() and self._committed_in_term():
             for w in self._leader_reads.take_waiting():
                 self._leader_read(w.ctx, w.requester)
         if self._removed():
             self._hand_over()
         return True
+
+    def _notify_commit(self, old_commit: int) -> None:
+        """Tell followers a commit index they cannot know yet right away, instead of at the
+        next heartbeat (etcd broadcasts appends on commit too): an idle follower then applies
+        a write one round trip after the leader, not up to a heartbeat later."""
+        for peer, pr in self._progress.items():
+            self._maybe_tell_commit(peer, pr)
+
+    def _maybe_tell_commit(self, peer: NodeId, pr: Progress) -> None:
+        """Send ``peer`` a commit-only heartbeat if it holds committed entries it cannot know
+        are committed (and no append to it is about to carry the news)."""
+        known = min(self._commit, pr.match)
+        if known <= pr.commit_sent or pr.state is not ProgressState.REPLICATE:
+            return
+        if pr.next <= self._log.last_index and not pr.is_paused():
+            return  # an append goes out to it with the new commit
+        pr.commit_sent = known
+        self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=known, ctx=0))
 
     def _removed(self) -> bool:
         """Is the configuration that removes (or demotes) us committed?"""
@@ -244,15 +263,9 @@ class LeaderMixin(NodeBase):
     def _broadcast_heartbeat(self) -> None:
         ctx = self._leader_reads.round
         for peer, pr in self._progress.items():
-            self._send(
-                Heartbeat(
-                    term=self._term,
-                    src=self.id,
-                    dst=peer,
-                    commit=min(self._commit, pr.match),
-                    ctx=ctx,
-                )
-            )
+            commit = min(self._commit, pr.match)
+            pr.commit_sent = max(pr.commit_sent, commit)
+            self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=commit, ctx=ctx))
         if (
             len(self._progress) >= len(self._configs.current.members)
             and self._commit >= self._configs.current_index
@@ -296,6 +309,7 @@ class LeaderMixin(NodeBase):
                 commit=self._commit,
             )
         )
+        pr.commit_sent = max(pr.commit_sent, min(self._commit, prev + len(entries)))
         pr.sent(prev + len(entries), len(entries))
         return True
 
@@ -350,6 +364,8 @@ class LeaderMixin(NodeBase):
                     self._become_follower(self._term, None)  # handed over: step down now
                     return
         self._send_appends(msg.src)
+        if updated:
+            self._maybe_tell_commit(msg.src, pr)
 
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
         pr = self._progress.get(msg.src)
