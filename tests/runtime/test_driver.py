@@ -205,3 +205,36 @@ def test_merge_jobs_keeps_the_meaning_of_the_sequence() -> None:
         hard_state=merged.hard_state, truncate_from=merged.truncate_from, entries=merged.entries
     )
     assert one_by_one.entries == merged_log.entries
+
+
+async def test_a_commit_only_hard_state_change_needs_no_fsync_of_its_own() -> None:
+    from univrs.runtime.writer import StorageWriter
+
+    log = MemoryLog()
+    persisted: list[tuple[int, int]] = []
+
+    async def on_persisted(index: int, term: int) -> None:
+        persisted.append((index, term))
+
+    writer = StorageWriter(
+        write=log.append, send=lambda _m: None, on_persisted=on_persisted, in_thread=False
+    )
+
+    def job(hs: HardState | None, *entries: Entry) -> PersistJob:
+        return PersistJob(hard_state=hs, truncate_from=None, entries=entries, after_persist=())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.submit(job(HardState(term=2, vote="a", commit=1), Entry(index=1, term=2)))
+        await wait_until(lambda: log.writes == 1, "the first write")
+        writer.submit(job(HardState(term=2, vote="a", commit=2)))  # commit only: deferred
+        writer.submit(job(None))
+        await wait_until(lambda: writer.jobs_written == 3, "the jobs to be handled")
+        assert log.writes == 1 and log.hard_state.commit == 1
+        writer.submit(job(None, Entry(index=2, term=2)))  # the next real write carries it
+        await wait_until(lambda: log.writes == 2, "the second write")
+        assert log.hard_state == HardState(term=2, vote="a", commit=2)
+        writer.submit(job(HardState(term=3, vote=None, commit=2)))  # a term change syncs
+        await wait_until(lambda: log.writes == 3, "the term change to be written")
+        nursery.cancel_scope.cancel()
+    assert persisted == [(1, 2), (2, 2)]

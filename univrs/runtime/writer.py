@@ -95,6 +95,10 @@ class StorageWriter:
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     writes: int = 0
     jobs_written: int = 0
+    # The newest hard state known durable, and a newer one that differs only in its commit
+    # index and waits for the next write that has to sync anyway.
+    _durable_hs: HardState | None = None
+    _pending_hs: HardState | None = None
 
     def submit(self, job: PersistJob | InstallJob) -> None:
         self._queue.append(job)
@@ -134,17 +138,28 @@ class StorageWriter:
 
     async def _write(self, jobs: list[PersistJob]) -> None:
         merged = merge_jobs(jobs)
-        if merged.hard_state is not None or merged.truncate_from is not None or merged.entries:
+        hs = merged.hard_state
+        if hs is not None and not merged.entries and merged.truncate_from is None:
+            durable = self._durable_hs
+            if durable is not None and (hs.term, hs.vote) == (durable.term, durable.vote):
+                # Only the commit index moved: it needs no fsync of its own (it can always be
+                # learned again from the leader; etcd's MustSync). It rides on the next write.
+                self._pending_hs = hs
+                hs = None
+        if hs is None and self._pending_hs is not None and (merged.entries or merged.truncate_from):
+            hs = self._pending_hs
+        if hs is not None or merged.truncate_from is not None or merged.entries:
             start = trio.current_time()
 
             def write() -> None:
                 self.write(
-                    hard_state=merged.hard_state,
-                    truncate_from=merged.truncate_from,
-                    entries=merged.entries,
+                    hard_state=hs, truncate_from=merged.truncate_from, entries=merged.entries
                 )
 
             await self._run_blocking(write)
+            if hs is not None:
+                self._durable_hs = hs
+                self._pending_hs = None
             self.observe_fsync(trio.current_time() - start)
             self.writes += 1
         self.jobs_written += len(jobs)
