@@ -300,6 +300,8 @@ class ApiService:
                 await self._settle(deadline)
                 continue
             address = status.membership.address_of(leader)
+            if address is not None:  # this node's [raft.dial] override, like its raft links
+                address = self.node.config.dial_addresses({leader: address})[leader]
             if address is None:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
