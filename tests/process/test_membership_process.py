@@ -65,6 +65,20 @@ def same_state(a: NodeProc, b: NodeProc) -> bool:
     )
 
 
+def start_joining(node: NodeProc, target: NodeProc) -> None:
+    """`univrs node start --config ... --join target` in the background."""
+    with open(node.log_path, "ab") as logf:
+        node.proc = subprocess.Popen(
+            [sys.executable, "-m", "univrs", "node", "start", "--config", str(node.config_path),
+             "--join", target.api_addr],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    node.pid_path.write_text(str(node.proc.pid))
+
+
 def joined_cluster(make_cluster, extra: str = "") -> LocalCluster:
     """Three single-node processes; n2 and n3 join n1 with `univrs cluster join`."""
     cluster: LocalCluster = make_cluster(3, extra_config=extra)
@@ -143,19 +157,17 @@ def test_interrupted_join_can_be_retried_or_removed(make_cluster) -> None:
     # Retry: add it again, then the node itself resumes the join on its empty data dir.
     status, doc = call(n1, "POST", "/v1/cluster/members", {"id": "n2", "raft_addr": n2.raft_addr})
     assert status == 201, doc
-    n2.proc = subprocess.Popen(
-        [sys.executable, "-m", "univrs", "node", "start", "--config", str(n2.config_path),
-         "--join", n1.api_addr],
-        stdout=open(n2.log_path, "ab"),  # noqa: SIM115 - closed with the process
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    n2.pid_path.write_text(str(n2.proc.pid))
+    start_joining(n2, n1)
     wait_for(
         lambda: (v := n1.status()) and v["voters"] == ["n1", "n2"], DEADLINE, "n2 to be a voter"
     )
     wait_for(lambda: same_state(n1, n2), DEADLINE, "n2 to hold the same state")
+    # Restarting the member with the very same `--join` command (a service unit) just works.
+    cluster.stop(n2)  # (two voters: nothing commits while it is down)
+    start_joining(n2, n1)
+    write_workloads(n1, "x", 3)
+    wait_for(lambda: same_state(n1, n2), DEADLINE, "the restarted member to catch up")
+    assert n1.status()["voters"] == ["n1", "n2"]
 
 
 def test_join_refuses_a_taken_id_and_an_unreachable_address(make_cluster) -> None:

@@ -45,10 +45,11 @@ from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 
 if TYPE_CHECKING:
+    from univrs.runtime.joining import JoinInfo
     from univrs.runtime.node import Node
 
 FORWARDED = "x-univrs-forwarded"
-FORWARD_TIMEOUT = 30.0
+FORWARD_TIMEOUT = 45.0  # longer than a membership change may wait to commit (30 s)
 NO_LEADER = "the cluster has no leader right now (election in progress or no quorum); retry"
 
 
@@ -97,6 +98,8 @@ def _addr_field(doc: dict[str, Any], name: str, *, required: bool = True) -> str
 def _translate(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, ms.MembershipBusy):
+        return Unavailable(str(exc), retry_after=1.0)
     if isinstance(exc, ms.MembershipError):
         return Conflict(str(exc))
     if isinstance(exc, NotLeader):
@@ -226,20 +229,22 @@ async def join(request: Request) -> Response:
     if info.cluster_id == node.cluster_id and node.node_id in info.members:
         if node.node_id in node.status().membership.voters:
             return json_response({"state": "voter", "cluster_id": info.cluster_id}, 200)
-        return json_response(node.join or {"state": "catching-up"}, 202)
+        node.resume_join(info)  # a member still waiting to be promoted (restarted mid-join)
+        state = node.join or {"state": "catching-up"}
+        return json_response({**state, "cluster_id": info.cluster_id}, 202)
     try:
         node.check_rejoin()
     except JoinRefused as exc:
         raise Conflict(str(exc)) from None
     # Restart only once this answer is sent (the restart closes the API server).
     response = json_response({"state": "restarting", "cluster_id": info.cluster_id}, 202)
-    response.background = BackgroundTask(_rejoin, node, target)
+    response.background = BackgroundTask(_rejoin, node, info)
     return response
 
 
-async def _rejoin(node: Node, target: str) -> None:
+async def _rejoin(node: Node, info: JoinInfo) -> None:
     # Async on purpose: Starlette would run a sync background function in a worker thread.
-    node.request_rejoin(target)
+    node.request_rejoin(info)
 
 
 async def join_progress(request: Request) -> Response:
@@ -288,6 +293,8 @@ async def leave(request: Request) -> Response:
 async def snapshot(request: Request) -> Response:
     node = _node(request)
     meta = await node.runtime.take_snapshot()
+    if meta is None:
+        raise Conflict("nothing has been applied on this node yet: there is nothing to snapshot")
     return json_response({"index": meta.index, "term": meta.term, "node": node.node_id}, 200)
 
 

@@ -44,7 +44,7 @@ from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.payload import decode_payload, encode_payload
 from univrs.runtime.snapshots import capture, restore
 from univrs.runtime.waiter import Waiter
-from univrs.runtime.writer import InstallJob, PersistJob, StorageWriter
+from univrs.runtime.writer import InstallJob, PersistJob, StorageTask, StorageWriter
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import ErrorCode, Failure, Response
 from univrs.sm.state import ClusterStateMachine
@@ -128,6 +128,9 @@ class RaftRuntime:
     )
     _applied_term: int = attrs.field(default=0, init=False)
     _snapshotting: bool = attrs.field(default=False, init=False)
+    _snapshot_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    # Index -> term of the CONFIG entries applied lately (membership changes check theirs).
+    config_terms: dict[int, int] = attrs.field(factory=dict, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     # Peer id -> trio time we last received a message from it (for `cluster members`).
     last_contact: dict[str, float] = attrs.field(factory=dict, init=False)
@@ -258,6 +261,8 @@ class RaftRuntime:
         elif isinstance(ev, _Call):
             try:
                 ev.waiter.set(ev.fn(self.core))
+            except AssertionError:
+                raise  # a bug in the core: the node must stop, not carry on
             except Exception as exc:  # reported to the caller, e.g. NotLeader
                 ev.waiter.fail(exc)
         else:
@@ -431,43 +436,61 @@ class RaftRuntime:
         finally:
             self._snapshotting = False
 
-    async def take_snapshot(self) -> SnapshotMeta:
+    async def take_snapshot(self) -> SnapshotMeta | None:
         """Snapshot the state machine at the applied index now, store it durably, let the core
-        compact its log (keeping ``snapshot_keep`` entries) and compact storage to match."""
+        compact its log (keeping ``snapshot_keep`` entries) and compact storage to match.
+
+        One at a time (automatic and requested ones share a lock), and the storage work goes
+        through the writer's queue, so it is ordered with the leader's snapshot installs and
+        with appends. Returns the newest stored snapshot's meta (None: nothing applied yet)."""
         assert self.storage is not None, "no storage to keep snapshots in"
-        started = trio.current_time()
-        meta = SnapshotMeta(
-            index=self.applied_index, term=self._applied_term, membership=self.applied_membership
-        )
-        if meta.index <= self.last_snapshot_index:
-            stored: SnapshotMeta | None = self.storage.snapshot_meta()
-            if stored is not None:
+        storage = self.storage
+        async with self._snapshot_lock:
+            if self.applied_index == 0:
+                return None
+            if self.applied_index <= self.last_snapshot_index:
+                stored: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
                 return stored  # nothing applied since the last one
-        encode = capture(self.sm)  # on the loop: references only; encoding runs in a thread
-        data = await trio.to_thread.run_sync(encode)
-        await trio.to_thread.run_sync(self.storage.save_snapshot, meta, data)
-        keep = self.snapshot_keep
-        try:
+            started = trio.current_time()
+            meta = SnapshotMeta(
+                index=self.applied_index,
+                term=self._applied_term,
+                membership=self.applied_membership,
+            )
+            encode = capture(self.sm)  # on the loop: references only; encoding in a thread
+            data = await trio.to_thread.run_sync(encode)
+
+            def save() -> bool:
+                current = storage.snapshot_meta()
+                if current is not None and current.index >= meta.index:
+                    return False  # a newer one (e.g. from the leader) is already stored
+                storage.save_snapshot(meta, data)
+                return True
+
+            if not await self._storage_task(save):
+                newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
+                return newer
+            keep = self.snapshot_keep
             upto: int = await self.call(lambda core: core.snapshot_taken(meta, data, keep=keep))
-        except ValueError as exc:
-            # The core has not seen this index persisted yet (a snapshot from the leader is
-            # still being stored): what storage holds is right, only compaction waits.
-            log.warning("snapshot not compacted", extra={"index": meta.index, "reason": str(exc)})
+            if upto > 0:
+                await self._storage_task(lambda: storage.compact(upto))
+            self.last_snapshot_index = max(self.last_snapshot_index, meta.index)
+            log.info(
+                "snapshot taken",
+                extra={
+                    "index": meta.index,
+                    "term": meta.term,
+                    "bytes": len(data),
+                    "compacted_to": upto,
+                    "seconds": round(trio.current_time() - started, 3),
+                },
+            )
             return meta
-        if upto > 0:
-            await trio.to_thread.run_sync(self.storage.compact, upto)
-        self.last_snapshot_index = max(self.last_snapshot_index, meta.index)
-        log.info(
-            "snapshot taken",
-            extra={
-                "index": meta.index,
-                "term": meta.term,
-                "bytes": len(data),
-                "compacted_to": upto,
-                "seconds": round(trio.current_time() - started, 3),
-            },
-        )
-        return meta
+
+    async def _storage_task(self, fn: Callable[[], Any]) -> Any:
+        waiter: Waiter[Any] = Waiter()
+        self._writer.submit(StorageTask(fn=fn, waiter=waiter))
+        return await waiter.wait()
 
     def _apply_one(self, entry: Entry) -> None:
         response: Response | None = None
@@ -484,6 +507,9 @@ class RaftRuntime:
         else:
             if entry.kind is EntryKind.CONFIG:
                 self.applied_membership = decode_membership(entry.data)
+                self.config_terms[entry.index] = entry.term
+                if len(self.config_terms) > 64:
+                    del self.config_terms[min(self.config_terms)]
             self.sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self._applied_term = entry.index, entry.term
         pending = self._pending.pop(entry.index, None)

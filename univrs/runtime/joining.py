@@ -52,8 +52,9 @@ def _refused(message: str) -> Exception:
     return JoinRefused(message)
 
 
-async def prepare(config: NodeConfig, target: str) -> JoinInfo:
-    """Check that ``config``'s node may join the cluster at ``target``; raise JoinRefused."""
+async def _describe(target: str) -> tuple[str, list[dict[str, Any]]]:
+    """(cluster id, member rows) as the node at ``target`` reports them; JoinRefused if it
+    cannot be reached or does not answer like a univrs node."""
     try:
         resp = await request_json(target, "GET", "/v1/cluster/status", timeout=REQUEST_TIMEOUT)
     except (OSError, ValueError, trio.TooSlowError) as exc:
@@ -61,9 +62,56 @@ async def prepare(config: NodeConfig, target: str) -> JoinInfo:
         raise _refused(f"cannot reach a univrs API at {target}: {reason}") from None
     doc = resp.body if isinstance(resp.body, dict) else {}
     cluster_id = doc.get("cluster_id")
-    if resp.status != 200 or not isinstance(cluster_id, str):
+    members = doc.get("members")
+    if resp.status != 200 or not isinstance(cluster_id, str) or not isinstance(members, list):
         raise _refused(f"{target} did not describe its cluster (HTTP {resp.status})")
-    members = doc.get("members", [])
+    return cluster_id, [m for m in members if isinstance(m, dict)]
+
+
+async def check_join(
+    config: NodeConfig, target: str, state: str, cluster_id: str | None
+) -> JoinInfo | None:
+    """What `node start --join target` means for a data dir in ``state`` (see
+    ``univrs.runtime.node.data_dir_state``): the join to drive, or None when there is none.
+
+    ``new``: a join (refused with JoinRefused when it cannot be). ``joining``: resume it if the
+    target can be asked, else start and wait for the leader. ``member``: nothing to do (a
+    restart with the same flags), but a data dir of another cluster, or of a node the cluster
+    has removed, is refused: it must start empty to join."""
+    if state == "new":
+        return await prepare(config, target)
+    if state == "joining":
+        try:
+            info = await prepare(config, target)
+        except Exception as exc:  # JoinRefused (e.g. promoted meanwhile) or unreachable
+            log.warning("not resuming the join", extra={"reason": str(exc)})
+            return None
+        if info.cluster_id != cluster_id:
+            raise _refused(
+                f"data dir {config.data_dir} belongs to cluster {cluster_id}, not "
+                f"{info.cluster_id}; start on an empty data dir to join another cluster"
+            )
+        return info
+    try:
+        theirs, members = await _describe(target)
+    except Exception:
+        return None  # cannot tell now: start as the member the data dir says we are
+    if theirs != cluster_id:
+        raise _refused(
+            f"data dir {config.data_dir} belongs to cluster {cluster_id}, not {theirs}; start "
+            "on an empty data dir to join another cluster"
+        )
+    if config.node_id not in {m.get("id") for m in members}:
+        raise _refused(
+            f"{config.node_id!r} is no longer a member of cluster {theirs} (removed); start it "
+            "on an empty data dir to join again"
+        )
+    return None
+
+
+async def prepare(config: NodeConfig, target: str) -> JoinInfo:
+    """Check that ``config``'s node may join the cluster at ``target``; raise JoinRefused."""
+    cluster_id, members = await _describe(target)
     for m in members:
         if m.get("id") == config.node_id:
             own = m.get("raft_addr") == config.raft_addr and not m.get("voter")

@@ -31,6 +31,11 @@ class MembershipError(UnivrsError):
     """A membership change was refused (the message says why) or did not commit."""
 
 
+class MembershipBusy(MembershipError):
+    """The change cannot be made right now (another change or a leader transfer is under way,
+    or it did not commit in time); retrying later may succeed."""
+
+
 def _with(
     pairs: tuple[tuple[str, str], ...], node_id: str, addr: str | None
 ) -> tuple[tuple[str, str], ...]:
@@ -58,29 +63,32 @@ async def change(
         raise NotLeader(status.leader)
     target: list[Membership] = []
 
-    def propose(core: RaftNode) -> int | None:
+    def propose(core: RaftNode) -> tuple[int, int] | None:
         new = build(core.status().membership)
         if new is None:
             return None
         target.append(new)
-        _, index = core.propose_membership(new)
-        return index
+        return core.propose_membership(new)
 
     try:
-        index: int | None = await runtime.call(propose)
-    except ProposalDropped as exc:
-        raise MembershipError(str(exc)) from None
-    if index is None:
+        proposed: tuple[int, int] | None = await runtime.call(propose)
+    except ProposalDropped as exc:  # an earlier change pending, a transfer under way
+        raise MembershipBusy(str(exc)) from None
+    if proposed is None:
         return runtime.status().membership
+    term, index = proposed
     with trio.move_on_after(timeout):
         while runtime.applied_index < index:
             await runtime.wait_changed()
-        if runtime.applied_membership != target[0]:
-            raise MembershipError(
-                "the change was overwritten by a new leader before it committed; retry"
-            )
-        return target[0]
-    raise MembershipError(f"the change did not commit within {timeout:g}s (no quorum?)")
+        applied_term = runtime.config_terms.get(index)
+        if applied_term == term or (
+            applied_term is None and runtime.applied_membership == target[0]
+        ):
+            return target[0]  # (None: a snapshot covered it; the membership tells)
+        raise MembershipBusy(
+            "the change was overwritten by a new leader before it committed; retry"
+        )
+    raise MembershipBusy(f"the change did not commit within {timeout:g}s (no quorum?)")
 
 
 async def add_learner(

@@ -18,7 +18,7 @@ import logging
 import random
 import shutil
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -37,6 +37,9 @@ from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
+
+if TYPE_CHECKING:
+    from univrs.runtime.joining import JoinInfo
 
 log = logging.getLogger("univrs.node")
 
@@ -93,14 +96,11 @@ class Opened:
     snapshot: tuple[SnapshotMeta, bytes] | None
 
 
-def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Opened:
-    """Open (or create) the data dir and read the state to start from.
+def open_raw(config: NodeConfig) -> tuple[LogStore, InitialState]:
+    """Open (or create) and lock the data dir and read its state, changing nothing yet.
 
-    A brand-new data dir (no cluster id, nothing logged) is bootstrapped, or with
-    ``join_cluster`` stamped with that cluster's id and left empty to be filled by its leader.
-    A restart never bootstraps again."""
-    # Opened without a cluster id so that the id is written only by bootstrap or join: an
-    # empty store that has an id is a joiner still waiting for its first entries.
+    Opened without a cluster id so that the id is written only by bootstrap or join: an empty
+    store that has an id is a joiner still waiting for its first entries."""
     storage = LogStore.open(config.data_dir, node_id=config.node_id)
     try:
         stored = storage.cluster_id
@@ -110,41 +110,64 @@ def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Open
                 f"{config.cluster_id} (raft.cluster_id); refusing to start"
             )
         initial = storage.initial_state()
-        if storage.cluster_id is None and _is_empty(initial):
-            if join_cluster is not None:
-                if config.cluster_id is not None and config.cluster_id != join_cluster:
-                    raise JoinRefused(
-                        f"raft.cluster_id is {config.cluster_id} but the cluster to join is "
-                        f"{join_cluster}"
-                    )
-                storage.set_cluster_id(join_cluster)
-                log.info("data dir prepared to join", extra={"cluster": join_cluster})
-            else:
-                cluster_id = new_cluster_id(config)
-                storage.set_cluster_id(cluster_id)
-                initial = bootstrap_state(initial_membership(config))
-                storage.append(
-                    hard_state=initial.hard_state, truncate_from=None, entries=initial.entries
-                )
-                log.info(
-                    "bootstrapped a new cluster",
-                    extra={
-                        "cluster": cluster_id,
-                        "voters": ",".join(sorted(initial.membership.voters)),
-                    },
-                )
-        elif join_cluster is not None and storage.cluster_id != join_cluster:
-            raise JoinRefused(
-                f"data dir {config.data_dir} belongs to cluster {storage.cluster_id}, not "
-                f"{join_cluster}; start on an empty data dir to join another cluster"
-            )
-        cluster_id = storage.cluster_id or config.cluster_id or "univrs"
-        loaded = storage.load_snapshot()
-        sm = restore(loaded[1]) if loaded is not None else ClusterStateMachine()
     except BaseException:
         storage.close()
         raise
+    return storage, initial
+
+
+def data_dir_state(storage: LogStore, initial: InitialState) -> str:
+    """``new`` (never bootstrapped nor joined), ``joining`` (stamped with a cluster id, waiting
+    for its first entries) or ``member``."""
+    if _is_empty(initial):
+        return "new" if storage.cluster_id is None else "joining"
+    return "member"
+
+
+def finish_opening(
+    storage: LogStore, initial: InitialState, config: NodeConfig, join_cluster: str | None
+) -> Opened:
+    """Bootstrap a new data dir (or, with ``join_cluster``, stamp it with that cluster's id and
+    leave it empty for the leader to fill), then load the newest snapshot. A restart never
+    bootstraps again."""
+    if data_dir_state(storage, initial) == "new":
+        if join_cluster is not None:
+            if config.cluster_id is not None and config.cluster_id != join_cluster:
+                raise JoinRefused(
+                    f"raft.cluster_id is {config.cluster_id} but the cluster to join is "
+                    f"{join_cluster}"
+                )
+            storage.set_cluster_id(join_cluster)
+            log.info("data dir prepared to join", extra={"cluster": join_cluster})
+        else:
+            cluster_id = new_cluster_id(config)
+            storage.set_cluster_id(cluster_id)
+            initial = bootstrap_state(initial_membership(config))
+            storage.append(
+                hard_state=initial.hard_state, truncate_from=None, entries=initial.entries
+            )
+            log.info(
+                "bootstrapped a new cluster",
+                extra={
+                    "cluster": cluster_id,
+                    "voters": ",".join(sorted(initial.membership.voters)),
+                },
+            )
+    cluster_id = storage.cluster_id or config.cluster_id or "univrs"
+    loaded = storage.load_snapshot()
+    sm = restore(loaded[1]) if loaded is not None else ClusterStateMachine()
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
+
+
+def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Opened:
+    """``open_raw`` then ``finish_opening`` (for tools and tests; the node checks a join in
+    between)."""
+    storage, initial = open_raw(config)
+    try:
+        return finish_opening(storage, initial, config, join_cluster)
+    except BaseException:
+        storage.close()
+        raise
 
 
 def wipe_raft_state(config: NodeConfig) -> None:
@@ -169,8 +192,9 @@ class Node:
     api_port: int | None = None
     # Join progress, for `univrs cluster join` to show: state and details.
     join: dict[str, Any] = attrs.field(factory=dict)
-    _rejoin_target: str | None = None
+    _rejoin: JoinInfo | None = None
     _scope: trio.CancelScope | None = None
+    _nursery: trio.Nursery | None = None
 
     @property
     def node_id(self) -> str:
@@ -199,12 +223,24 @@ class Node:
                 "dir to join another cluster"
             )
 
-    def request_rejoin(self, target_api: str) -> None:
-        """Stop this (pristine) node and start it again empty, joining ``target_api``'s cluster."""
+    def request_rejoin(self, info: JoinInfo) -> None:
+        """Stop this (pristine) node and start it again empty, joining ``info``'s cluster."""
         self.check_rejoin()
-        self._rejoin_target = target_api
+        self._rejoin = info
         assert self._scope is not None
         self._scope.cancel()
+
+    def resume_join(self, info: JoinInfo) -> bool:
+        """Drive a join again if this node is a member still waiting to be promoted and nothing
+        drives it now (it restarted mid-join). True if started."""
+        from univrs.runtime.joining import run_join
+
+        if self.join.get("state") in ("adding", "catching-up", "promoting"):
+            return False
+        if self.node_id in self.status().membership.voters or self._nursery is None:
+            return False
+        self._nursery.start_soon(run_join, self, info)
+        return True
 
 
 async def run_node(
@@ -219,6 +255,7 @@ async def run_node(
 
     ``join``: the API address of a member of a cluster to join when this data dir is new."""
     target = join
+    info: JoinInfo | None = None
     first = True
     while True:
         node = await _run_once(
@@ -226,12 +263,14 @@ async def run_node(
             serve_api=serve_api,
             seed=seed,
             join=target,
+            join_info=info,
             task_status=task_status if first else trio.TASK_STATUS_IGNORED,
         )
         first = False
-        if node is None or node._rejoin_target is None:
+        if node is None or node._rejoin is None:
             return
-        target = node._rejoin_target
+        info = node._rejoin  # checked before we stopped: no second look after the wipe
+        target = info.target
         log.info("restarting empty to join another cluster", extra={"target": target})
         await trio.to_thread.run_sync(wipe_raft_state, config)
 
@@ -242,17 +281,21 @@ async def _run_once(
     serve_api: bool,
     seed: int | None,
     join: str | None,
+    join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
-    from univrs.runtime.joining import prepare, run_join
+    from univrs.runtime.joining import check_join, run_join
 
-    join_info = await prepare(config, join) if join is not None else None
-    opened = await trio.to_thread.run_sync(
-        lambda: open_storage(config, join_cluster=join_info.cluster_id if join_info else None)
-    )
-    storage = opened.storage
+    storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
+        state = data_dir_state(storage, initial)
+        if join_info is None and join is not None:
+            join_info = await check_join(config, join, state, storage.cluster_id)
+        stamp = join_info.cluster_id if join_info is not None and state == "new" else None
+        opened = await trio.to_thread.run_sync(
+            lambda: finish_opening(storage, initial, config, stamp)
+        )
         rng = random.Random(seed)
         core = RaftNode(
             config.node_id, rng=rng, config=config.raft_config(), initial=opened.initial
@@ -303,6 +346,7 @@ async def _run_once(
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
+            node._nursery = nursery
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             status = runtime.status()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
 import trio
 
 from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
+from univrs.runtime.waiter import Waiter
 
 
 @attrs.frozen(kw_only=True)
@@ -38,6 +40,15 @@ class InstallJob:
 
     meta: SnapshotMeta
     data: bytes
+
+
+@attrs.frozen(kw_only=True)
+class StorageTask:
+    """Other storage work (the node's own snapshot, compaction) run in FIFO order with the
+    writes, so it never races an install or an append; the result goes to ``waiter``."""
+
+    fn: Callable[[], Any]
+    waiter: Waiter[Any]
 
 
 @attrs.frozen(kw_only=True)
@@ -91,7 +102,9 @@ class StorageWriter:
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
-    _queue: collections.deque[PersistJob | InstallJob] = attrs.field(factory=collections.deque)
+    _queue: collections.deque[PersistJob | InstallJob | StorageTask] = attrs.field(
+        factory=collections.deque
+    )
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     writes: int = 0
     jobs_written: int = 0
@@ -100,7 +113,7 @@ class StorageWriter:
     _durable_hs: HardState | None = None
     _pending_hs: HardState | None = None
 
-    def submit(self, job: PersistJob | InstallJob) -> None:
+    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
         self._queue.append(job)
         self._wakeup.set()
 
@@ -113,13 +126,28 @@ class StorageWriter:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while self._queue:
-                if isinstance(self._queue[0], InstallJob):
-                    await self._install(self._queue.popleft())  # type: ignore[arg-type]
+                head = self._queue[0]
+                if isinstance(head, InstallJob):
+                    self._queue.popleft()
+                    await self._install(head)
+                    continue
+                if isinstance(head, StorageTask):
+                    self._queue.popleft()
+                    await self._task(head)
                     continue
                 jobs: list[PersistJob] = []
                 while self._queue and isinstance(self._queue[0], PersistJob):
                     jobs.append(self._queue.popleft())  # type: ignore[arg-type]
                 await self._write(jobs)
+
+    async def _task(self, task: StorageTask) -> None:
+        result: list[Any] = []
+        try:
+            await self._run_blocking(lambda: result.append(task.fn()))
+        except Exception as exc:  # handed to the caller, who decides
+            task.waiter.fail(exc)
+            return
+        task.waiter.set(result[0])
 
     async def _run_blocking(self, fn: Callable[[], None]) -> None:
         if self.in_thread:
