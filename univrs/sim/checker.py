@@ -6,22 +6,38 @@ Theory of operation. The simulator reports every observable change to one ``Chec
 * ``observe_issued``: a Ready's persist part (``truncate_from``, ``entries``). Applied in Ready
   order this is exactly the node's in-memory log, so the checker mirrors every log;
 * ``observe_durable``: the same write once the simulated disk made it durable;
+* ``observe_commit``: a Ready's hard-state commit index;
 * ``observe_apply``: an entry a node applied (it is committed: Ready contract, step 5);
-* ``observe_ack`` / ``observe_read``: client-visible results.
+* ``observe_ack`` / ``observe_read``: client-visible results;
+* ``observe_retire`` / ``observe_wipe``: the operator stopped a removed node for good, or gave
+  it an empty disk before it joins again.
 
-Logs are mirrored as lists of *prefix ids*: ``log[i]`` is an interned id of the whole prefix
-``entries[1..i]`` (interned from ``(log[i-1], term, kind, data)``), so "two logs agree up to
-``i``" is one integer comparison. ``log[0] == 0`` is the empty prefix.
+Every node's in-memory and durable logs are mirrored as prefix ids (mirror.py), so "these logs
+agree up to i" is one comparison, and each mirror knows its CONFIG entries.
 
-Invariants (Raft paper Figure 3; dissertation 3.6):
+Configurations. Every quorum is counted over the configuration that governs it, never over a
+fixed set of voters: a commit over the committing leader's configuration (the latest one in its
+log, which is what it counts over); a durability check at index ``i`` over the configuration in
+force at ``i`` in the committed log; an election over the candidate's own configuration. With
+single-server changes and one change at a time, the configuration a leader counts over is the
+committed one or one change away from it, so every quorum it uses meets every majority of the
+committed configuration (dissertation 4.2). That overlap is checked too (config-safety).
+
+Invariants (Raft paper Figure 3; dissertation 3.6, 4):
 
 * election-safety: at most one leader per term, over the whole run;
 * log-matching: two logs holding an entry with the same (index, term) agree up to it
   (a global map (index, term) -> prefix id);
 * state-machine-safety: no two nodes apply different entries at one index (a global map of
-  committed entries, built from the first node to apply each index);
-* committed-durable: an entry, when first known committed, is in the durable logs of a quorum
-  of voters (else a crash can lose it), and no node's log ever drops a committed entry;
+  committed entries, built from the first node to apply each index); every node's commit index
+  points into that same committed log;
+* committed-durable: an entry, when first known committed, is durable on enough voters of the
+  configuration in force there that no majority of it lacks the entry; no node's log ever drops
+  a committed entry; no node lacking a committed entry could be elected (see
+  ``_check_unelectable``); a leader's commit is justified by a quorum of its configuration;
+* config-safety: the quorum that justifies a commit also meets every majority of the
+  configuration committed before it; an installed snapshot carries the configuration the
+  committed log has at its index;
 * leader-completeness: a new leader of term T holds every entry known committed in a term
   below T (the term recorded for an entry is the applying node's term, an upper bound of the
   term it was committed in, so the check never fires falsely);
@@ -36,237 +52,71 @@ Invariants (Raft paper Figure 3; dissertation 3.6):
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
 
 import attrs
 
-from univrs.errors import UnivrsError
-from univrs.raft.messages import Entry, NodeId
+from univrs.raft.messages import Entry, EntryKind, Membership, NodeId
 from univrs.raft.ready import Role
-
-ELECTION_SAFETY = "election-safety"
-LOG_MATCHING = "log-matching"
-STATE_MACHINE_SAFETY = "state-machine-safety"
-COMMITTED_DURABLE = "committed-durable"
-LEADER_COMPLETENESS = "leader-completeness"
-LEADER_APPEND_ONLY = "leader-append-only"
-LINEARIZABLE_READ = "linearizable-read"
-READY_CONTRACT = "ready-contract"
-LIVENESS = "liveness"
-CORE_EXCEPTION = "core-exception"
-
-INVARIANTS = (
-    ELECTION_SAFETY,
-    LOG_MATCHING,
-    STATE_MACHINE_SAFETY,
+from univrs.sim.invariants import (
     COMMITTED_DURABLE,
-    LEADER_COMPLETENESS,
-    LEADER_APPEND_ONLY,
-    LINEARIZABLE_READ,
-    READY_CONTRACT,
-    LIVENESS,
+    CONFIG_SAFETY,
     CORE_EXCEPTION,
+    ELECTION_SAFETY,
+    INVARIANTS,
+    LEADER_APPEND_ONLY,
+    LEADER_COMPLETENESS,
+    LINEARIZABLE_READ,
+    LIVENESS,
+    LOG_MATCHING,
+    READY_CONTRACT,
+    STATE_MACHINE_SAFETY,
+    InvariantViolation,
+)
+from univrs.sim.mirror import (
+    LogMirror,
+    MirroredLog,
+    NodeView,
+    fmt_entry,
+    fmt_members,
+    majority,
+    meets_every_majority,
 )
 
-
-class InvariantViolation(UnivrsError):
-    """A simulation broke an invariant; ``invariant`` names it, ``detail`` says how."""
-
-    def __init__(self, invariant: str, detail: str) -> None:
-        self.invariant = invariant
-        self.detail = detail
-        super().__init__(f"{invariant}: {detail}")
-
-
-def _fmt(e: Entry) -> str:
-    return f"({e.index},t{e.term},{e.kind.name},{e.data[:40]!r})"
-
-
-@attrs.define(eq=False)
-class _NodeView:
-    """What the checker mirrors of one node. Invariant: ``issued[0] == durable[0] == 0``."""
-
-    issued: list[int] = attrs.field(factory=lambda: [0])
-    issued_terms: list[int] = attrs.field(factory=lambda: [0])  # term of each issued entry
-    durable: list[int] = attrs.field(factory=lambda: [0])
-    durable_terms: list[int] = attrs.field(factory=lambda: [0])
-    role: Role | None = None  # None while crashed
-    term: int = 0
-    commit: int = 0  # the commit index in this node's last hard state
+__all__ = [
+    "COMMITTED_DURABLE",
+    "CONFIG_SAFETY",
+    "CORE_EXCEPTION",
+    "ELECTION_SAFETY",
+    "INVARIANTS",
+    "LEADER_APPEND_ONLY",
+    "LEADER_COMPLETENESS",
+    "LINEARIZABLE_READ",
+    "LIVENESS",
+    "LOG_MATCHING",
+    "READY_CONTRACT",
+    "STATE_MACHINE_SAFETY",
+    "Checker",
+    "InvariantViolation",
+]
 
 
 @attrs.define(eq=False)
-class Checker:
+class Checker(LogMirror):
     """Checks the invariants above; every ``observe_*`` raises InvariantViolation on a breach."""
 
-    voters: Sequence[NodeId]
-    _nodes: dict[NodeId, _NodeView] = attrs.field(init=False)
-    _quorum: int = attrs.field(init=False)
-    _intern: dict[tuple[int, int, int, bytes], int] = attrs.field(init=False, factory=dict)
-    _pos: dict[tuple[int, int], int] = attrs.field(init=False, factory=dict)
-    # The committed log: prefix ids, entries and commit-term upper bounds, index 0 a sentinel.
-    committed: list[int] = attrs.field(init=False, factory=lambda: [0])
-    committed_entries: list[Entry | None] = attrs.field(init=False, factory=lambda: [None])
-    _committed_terms: list[int] = attrs.field(init=False, factory=lambda: [0])
-    commit_term: list[int] = attrs.field(init=False, factory=lambda: [0])
+    # The highest commit index any node declared, the prefix id there, and the configuration
+    # in force at it (possibly ahead of what anyone applied yet).
+    _declared: int = attrs.field(init=False, default=0)
+    _declared_pid: int = attrs.field(init=False, default=0)
+    _declared_cfg: Membership = attrs.field(init=False)
     leaders: dict[int, NodeId] = attrs.field(init=False, factory=dict)
     max_acked: int = attrs.field(init=False, default=0)
     # Per key: the committed indexes that wrote it (ascending) and the values they wrote.
     _hist: dict[str, tuple[list[int], list[str]]] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        self._nodes = {n: _NodeView() for n in self.voters}
-        self._quorum = len(self.voters) // 2 + 1
-
-    # ---------------------------------------------------------------- log mirroring
-
-    def _prefix(self, prev: int, e: Entry) -> int:
-        key = (prev, e.term, int(e.kind), e.data)
-        pid = self._intern.get(key)
-        if pid is None:
-            pid = self._intern[key] = len(self._intern) + 1
-        return pid
-
-    def _update(
-        self,
-        node: NodeId,
-        log: list[int],
-        terms: list[int],
-        truncate_from: int | None,
-        entries: Sequence[Entry],
-        what: str,
-    ) -> tuple[int, int] | None:
-        """Apply one persist to ``log``.
-
-        Returns (index, old prefix id) of the first position whose content changed or vanished,
-        or None when the log only grew (re-writing identical entries removes nothing).
-        """
-        old_len = len(log)
-        lowest = old_len
-        if truncate_from is not None:
-            if truncate_from < 1:
-                raise InvariantViolation(
-                    READY_CONTRACT, f"{node}: {what} truncate_from={truncate_from} < 1"
-                )
-            lowest = min(lowest, truncate_from)
-        if entries:
-            lowest = min(lowest, entries[0].index)
-        if lowest >= old_len and not entries:
-            return None
-        old_tail = log[lowest:] if lowest < old_len else []
-        del log[lowest:]
-        del terms[lowest:]
-        if entries:
-            if entries[0].index != len(log):
-                raise InvariantViolation(
-                    READY_CONTRACT,
-                    f"{node}: {what} entries start at {entries[0].index} but the log ends at "
-                    f"{len(log) - 1}",
-                )
-            pid = log[-1]
-            for e in entries:
-                if e.index != len(log):
-                    raise InvariantViolation(
-                        READY_CONTRACT, f"{node}: {what} entries not contiguous at {_fmt(e)}"
-                    )
-                pid = self._prefix(pid, e)
-                log.append(pid)
-                terms.append(e.term)
-        for k, old in enumerate(old_tail):
-            j = lowest + k
-            if j >= len(log) or log[j] != old:
-                return j, old
-        return None
-
-    def _check_not_committed(self, node: NodeId, removed: tuple[int, int] | None) -> None:
-        if removed is None:
-            return
-        index, old = removed
-        if index < len(self.committed) and old == self.committed[index]:
-            raise InvariantViolation(
-                COMMITTED_DURABLE,
-                f"{node} removed committed entry {_fmt(self._entry(index))} from its log",
-            )
-
-    def _entry(self, index: int) -> Entry:
-        e = self.committed_entries[index]
-        assert e is not None
-        return e
-
-    def load(self, node: NodeId, entries: Sequence[Entry]) -> None:
-        """A node starts (bootstrap) with ``entries`` durable."""
-        v = self._nodes[node]
-        v.durable, v.durable_terms = [0], [0]
-        self._update(node, v.durable, v.durable_terms, None, entries, "initial")
-        v.issued, v.issued_terms = list(v.durable), list(v.durable_terms)
-        self._check_matching(node, v.issued, 1, entries)
-
-    def _check_matching(
-        self, node: NodeId, log: list[int], start: int, entries: Iterable[Entry]
-    ) -> None:
-        pos = self._pos
-        for e in entries:
-            if e.index < start:
-                continue
-            pid = log[e.index]
-            prev = pos.setdefault((e.index, e.term), pid)
-            if prev != pid:
-                raise InvariantViolation(
-                    LOG_MATCHING,
-                    f"{node} holds {_fmt(e)} but another log holds a different prefix with an "
-                    f"entry of the same index and term",
-                )
-
-    def observe_issued(
-        self,
-        node: NodeId,
-        truncate_from: int | None,
-        entries: Sequence[Entry],
-        same_role: bool = True,
-    ) -> None:
-        """A Ready handed over entries to persist: the node's in-memory log changed.
-
-        ``same_role``: the Ready carries no soft state, so the node held its last observed role
-        and term throughout (a leader that stepped down within the Ready may truncate).
-        """
-        v = self._nodes[node]
-        removed = self._update(node, v.issued, v.issued_terms, truncate_from, entries, "Ready")
-        if removed is not None:
-            if v.role is Role.LEADER and same_role:
-                raise InvariantViolation(
-                    LEADER_APPEND_ONLY,
-                    f"{node}, leader of term {v.term}, truncated its log from index {removed[0]}",
-                )
-            self._check_not_committed(node, removed)
-        if entries:
-            self._check_matching(node, v.issued, 0, entries)
-
-    def observe_durable(
-        self, node: NodeId, truncate_from: int | None, entries: Sequence[Entry]
-    ) -> None:
-        """A write the node issued is now durable (writes complete in issue order)."""
-        v = self._nodes[node]
-        removed = self._update(
-            node, v.durable, v.durable_terms, truncate_from, entries, "durable write"
-        )
-        self._check_not_committed(node, removed)
-
-    def observe_crash(self, node: NodeId) -> None:
-        """The node lost its memory: its log is its durable log again, it leads nothing."""
-        v = self._nodes[node]
-        v.issued, v.issued_terms = list(v.durable), list(v.durable_terms)
-        v.role = None
-
-    def observe_restart(self, node: NodeId, term: int, commit: int = 0) -> None:
-        """The node (re)started from its durable hard state, whose term is ``term``.
-
-        Its term may be lower than before the crash: a term it had moved to but not yet
-        persisted is forgotten, which is fine since it promised nothing in that term.
-        """
-        v = self._nodes[node]
-        v.role = Role.FOLLOWER
-        v.term = term
-        v.commit = commit
+        super().__attrs_post_init__()
+        self._declared_cfg = self.base
 
     # ---------------------------------------------------------------- roles and terms
 
@@ -299,7 +149,7 @@ class Checker:
             i -= 1
         if i == 0:
             return
-        log = self._nodes[node].issued
+        log = self._nodes[node].issued.ids
         if len(log) <= i or log[i] != self.committed[i]:
             # Report the lowest committed entry it lacks (log prefixes agree up to some point).
             missing = 1
@@ -308,7 +158,7 @@ class Checker:
             raise InvariantViolation(
                 LEADER_COMPLETENESS,
                 f"{node} leads term {term} but its log lacks committed entry "
-                f"{_fmt(self._entry(missing))} (committed by term {ct[missing]}); "
+                f"{fmt_entry(self._entry(missing))} (committed by term {ct[missing]}); "
                 f"its log ends at {len(log) - 1}",
             )
 
@@ -324,8 +174,8 @@ class Checker:
                 assert known is not None
                 raise InvariantViolation(
                     STATE_MACHINE_SAFETY,
-                    f"{node} applied {_fmt(entry)} at index {i} but {_fmt(known)} was applied "
-                    f"there before",
+                    f"{node} applied {fmt_entry(entry)} at index {i} but {fmt_entry(known)} was "
+                    f"applied there before",
                 )
         elif i == len(self.committed):
             pid = self._prefix(self.committed[-1], entry)
@@ -333,15 +183,9 @@ class Checker:
             self.committed_entries.append(entry)
             self._committed_terms.append(entry.term)
             self.commit_term.append(max(v.term, entry.term))
-            holders = sum(
-                1 for w in self._nodes.values() if len(w.durable) > i and w.durable[i] == pid
-            )
-            if holders < self._quorum:
-                raise InvariantViolation(
-                    COMMITTED_DURABLE,
-                    f"{node} applied {_fmt(entry)} but only {holders} of {len(self._nodes)} "
-                    f"durable logs hold it (quorum {self._quorum})",
-                )
+            if entry.kind is EntryKind.CONFIG:
+                self._committed_cfg.append(i)
+            self._check_durable_quorum(node, entry, pid)
             self._check_unelectable(node, i)
             if key is not None and value is not None:
                 idx, vals = self._hist.setdefault(key, ([], []))
@@ -351,44 +195,96 @@ class Checker:
             raise InvariantViolation(
                 READY_CONTRACT, f"{node} applied index {i} but nothing was applied at {i - 1}"
             )
-        d = v.durable
-        if len(d) <= i or d[i] != self.committed[i]:
+        if not v.durable.holds(i, self.committed[i]):
             raise InvariantViolation(
-                READY_CONTRACT, f"{node} applied {_fmt(entry)} before it was durable locally"
+                READY_CONTRACT, f"{node} applied {fmt_entry(entry)} before it was durable locally"
             )
+
+    def _check_durable_quorum(self, node: NodeId, entry: Entry, pid: int) -> None:
+        """Entry ``i``, committed, must be durable on voters of the configuration in force at
+        ``i`` that meet every majority of it (for an odd number of voters: on a majority).
+
+        The leader that committed it counted over its own configuration, which is the one in
+        force at ``i`` or one change away from it (single-server changes): its quorum meets
+        every majority of the configuration at ``i``, and durable copies are never lost.
+        """
+        i = entry.index
+        cfg = self.config_at(i)
+        holders = [n for n, w in self._nodes.items() if w.durable.holds(i, pid)]
+        if not meets_every_majority(holders, cfg):
+            among = sorted(h for h in holders if h in cfg.voters)
+            raise InvariantViolation(
+                COMMITTED_DURABLE,
+                f"{node} applied {fmt_entry(entry)} but only {len(among)} voters of the "
+                f"configuration there, {fmt_members(cfg)}, hold it durably ({', '.join(among)}): "
+                f"a majority of it lacks it",
+            )
+
+    def _may_campaign(self, node: NodeId, v: NodeView, log: MirroredLog, cfg: Membership) -> bool:
+        """Could ``node`` start an election with ``log``? It is a voter of the configuration of
+        ``log`` or of the configuration committed in it (as far as its commit index says).
+        """
+        if node in cfg.voters:
+            return True
+        return node in self._config(v, log, min(v.commit, len(log.ids) - 1)).voters
 
     def _check_unelectable(self, node: NodeId, i: int) -> None:
         """No node whose log lacks committed entry ``i`` could win an election, even after
         crashes (dissertation 3.6.3, the argument behind Leader Completeness).
 
         A voter grants a vote to a candidate whose log is at least as up to date as its own
-        (paper 5.4.1). The candidate may campaign with everything it holds (its in-memory log);
-        a voter may have crashed back to its durable log. If the voters that would grant such
-        a candidate form a quorum, some run of faults elects a leader without the entry. In
-        correct Raft the entry that made ``i`` committed (of the committing leader's term) is
-        durable on a quorum, and every member of that quorum refuses such a candidate.
+        (paper 5.4.1). The candidate may campaign with everything it holds (its in-memory log)
+        or, after a crash, with its durable log; either way it counts the voters of that log's
+        configuration. A voter may have crashed back to its durable log. If the voters that would
+        grant such a candidate form a majority of its configuration, some run of faults elects a
+        leader without the entry. In correct Raft the entry that made ``i`` committed (of the
+        committing leader's term) is durable on a quorum, and every member of it refuses such a
+        candidate. Nodes stopped for good (removed) neither campaign nor vote; a node with an
+        empty disk grants every vote.
         """
         pid = self.committed[i]
-        nodes = self._nodes.values()
-        best = [(v.durable_terms[-1], len(v.durable)) for v in nodes]
-        for cid, c in self._nodes.items():
-            if len(c.issued) > i and c.issued[i] == pid:
+        nodes = self._nodes
+        best = {n: w.durable.key() for n, w in nodes.items() if not w.gone}
+        for cid, c in nodes.items():
+            if c.gone or c.issued.holds(i, pid):
                 continue
-            ct, cl = c.issued_terms[-1], len(c.issued)
-            grant = [t < ct or (t == ct and n <= cl) for t, n in best]
-            if sum(grant) >= self._quorum:
-                voters = [n for n, g in zip(self._nodes, grant, strict=True) if g]
-                raise InvariantViolation(
-                    COMMITTED_DURABLE,
-                    f"{node} applied {_fmt(self._entry(i))}, but {cid}, whose log lacks it "
-                    f"(last term {ct}, last index {cl - 1}), could be elected with the votes of "
-                    f"{', '.join(voters)} (their durable logs are no more up to date)",
-                )
+            logs = [c.issued]
+            d = c.durable
+            if not d.holds(i, pid) and (
+                len(d.ids) != len(c.issued.ids) or d.ids[-1] != c.issued.ids[-1]
+            ):
+                logs.append(d)
+            for log in logs:
+                cfg = self._config(c, log)
+                if not self._may_campaign(cid, c, log, cfg):
+                    continue
+                key = log.key()
+                grant = [n for n in sorted(cfg.voters) if n in best and best[n] <= key]
+                if len(grant) >= majority(cfg):
+                    which = "in-memory" if log is c.issued else "durable"
+                    raise InvariantViolation(
+                        COMMITTED_DURABLE,
+                        f"{node} applied {fmt_entry(self._entry(i))}, but {cid}, whose "
+                        f"{which} log lacks it (last term {key[0]}, last index {key[1] - 1}), "
+                        f"could be elected in configuration {fmt_members(cfg)} with the votes "
+                        f"of {', '.join(grant)} (their durable logs are no more up to date)",
+                    )
 
-    def observe_snapshot(self, node: NodeId, index: int, term: int, *, durable: bool) -> None:
-        """``node`` installed a snapshot from the leader at (index, term): in memory (its Ready)
-        or on disk (``durable``). Its log becomes the committed prefix up to ``index``, plus
-        what followed if it already held that prefix (paper Figure 13, steps 6-7).
+    # ---------------------------------------------------------------- snapshots
+
+    def observe_snapshot(
+        self,
+        node: NodeId,
+        index: int,
+        term: int,
+        *,
+        durable: bool,
+        membership: Membership | None = None,
+    ) -> None:
+        """``node`` installed a snapshot from the leader at (index, term) with ``membership``:
+        in memory (its Ready) or on disk (``durable``). Its log becomes the committed prefix up
+        to ``index``, plus what followed if it already held that prefix (paper Figure 13, steps
+        6-7).
         """
         if index >= len(self.committed):
             raise InvariantViolation(
@@ -401,14 +297,22 @@ class Checker:
             raise InvariantViolation(
                 STATE_MACHINE_SAFETY,
                 f"{node} installed a snapshot at ({index}, t{term}) but the committed entry "
-                f"there is {_fmt(e)}",
+                f"there is {fmt_entry(e)}",
+            )
+        if membership is not None and membership != self.config_at(index):
+            raise InvariantViolation(
+                CONFIG_SAFETY,
+                f"{node} installed a snapshot at {index} with configuration "
+                f"{fmt_members(membership)}, but the committed log has "
+                f"{fmt_members(self.config_at(index))} there",
             )
         v = self._nodes[node]
-        log, terms = (v.durable, v.durable_terms) if durable else (v.issued, v.issued_terms)
-        if len(log) > index and log[index] == self.committed[index]:
+        log = v.durable if durable else v.issued
+        if log.holds(index, self.committed[index]):
             return
-        log[:] = self.committed[: index + 1]
-        terms[:] = self._committed_terms[: index + 1]
+        log.ids[:] = self.committed[: index + 1]
+        log.terms[:] = self._committed_terms[: index + 1]
+        log.cfg[:] = self._committed_cfg[: bisect.bisect_right(self._committed_cfg, index)]
 
     def check_snapshot_state(self, node: NodeId, index: int, state: dict[str, str]) -> None:
         """A snapshot at ``index`` must hold exactly the committed state at ``index``."""
@@ -421,40 +325,90 @@ class Checker:
                     f"log gives {want!r}",
                 )
 
+    # ---------------------------------------------------------------- commit
+
     def observe_commit(self, node: NodeId, commit: int, *, leading: bool) -> None:
         """A Ready's hard state carries ``commit``; ``leading``: the node led its current term
         throughout that Ready (so a raise of its commit index was its own decision).
 
-        The justification of every commit (paper 5.4.2-5.4.3): the leader's log up to an entry
-        of its own term at or after the new commit index is durable on a quorum. Then every
+        Every node's commit index must point into the one committed log. A leader's raise
+        needs a justification (paper 5.4.2-5.4.3): its log up to an entry of its own term at or
+        after the new commit index is durable on a quorum of its configuration. Then every
         later leader holds it: any candidate lacking it is less up to date than some member of
         that quorum. An index of an earlier term has no such justification on its own (Figure
-        8), however many replicas it has.
+        8), however many replicas it has. The quorum must also meet every majority of the
+        configuration committed so far (config-safety): a candidate of that configuration must
+        meet it too, which single-server changes made one at a time guarantee (dissertation
+        4.2) and two changes in flight do not.
         """
         v = self._nodes[node]
         if commit <= v.commit:
             return
         v.commit = commit
-        if not leading:
-            return
+        ids = v.issued.ids
+        if commit >= len(ids):
+            raise InvariantViolation(
+                READY_CONTRACT, f"{node} commit index {commit} beyond its log ({len(ids) - 1})"
+            )
+        self._check_commit_prefix(node, ids, commit)
+        if leading:
+            self._check_commit_justified(node, v, commit)
+        if commit > self._declared:
+            self._declared = commit
+            self._declared_pid = ids[commit]
+            self._declared_cfg = self._config(v, v.issued, commit)
+
+    def _check_commit_prefix(self, node: NodeId, ids: list[int], commit: int) -> None:
+        known = None
+        if commit < len(self.committed):
+            known = commit if ids[commit] != self.committed[commit] else None
+        elif self._declared <= commit and ids[self._declared] != self._declared_pid:
+            known = self._declared
+        if known is not None:
+            raise InvariantViolation(
+                STATE_MACHINE_SAFETY,
+                f"{node} declares index {commit} committed, but its log differs from the "
+                f"committed log at index {known}",
+            )
+
+    def _check_commit_justified(self, node: NodeId, v: NodeView, commit: int) -> None:
         term = v.term
-        terms = v.issued_terms
+        terms = v.issued.terms
+        ids = v.issued.ids
+        cfg = self._config(v, v.issued)
+        committed_cfg = self._declared_cfg
         for j in range(commit, len(terms)):
             if terms[j] != term:
                 continue
-            pid = v.issued[j]
-            holders = sum(
-                1 for w in self._nodes.values() if len(w.durable) > j and w.durable[j] == pid
-            )
-            if holders >= self._quorum:
+            pid = ids[j]
+            holders = [n for n in sorted(cfg.voters) if self._durable_holds(n, j, pid)]
+            if len(holders) < majority(cfg):
+                continue
+            if meets_every_majority(holders, committed_cfg):
                 return
+            raise InvariantViolation(
+                CONFIG_SAFETY,
+                f"{node}, leader of term {term}, advanced its commit index to {commit} counting "
+                f"configuration {fmt_members(cfg)}: entry {j} is durable on "
+                f"{', '.join(holders)}, a quorum of it, but that misses a majority of the "
+                f"configuration committed before, {fmt_members(committed_cfg)} (two changes in "
+                f"flight?): a candidate of that configuration can be elected without index "
+                f"{commit}",
+            )
         entry_term = terms[commit] if commit < len(terms) else None
         raise InvariantViolation(
             COMMITTED_DURABLE,
             f"{node}, leader of term {term}, advanced its commit index to {commit} (an entry of "
             f"term {entry_term}) but no entry of term {term} at or after it is durable on a "
-            f"quorum: nothing yet protects index {commit} from being overwritten (paper 5.4.2)",
+            f"quorum of its configuration {fmt_members(cfg)}: nothing yet protects index "
+            f"{commit} from being overwritten (paper 5.4.2)",
         )
+
+    def _durable_holds(self, node: NodeId, j: int, pid: int) -> bool:
+        w = self._nodes.get(node)
+        return w is not None and w.durable.holds(j, pid)
+
+    # ---------------------------------------------------------------- clients
 
     def observe_ack(self, index: int) -> None:
         """A client saw its write at ``index`` acknowledged."""

@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"{s.max_term}), {s.committed} committed, {s.writes_acked} writes acked, "
                 f"{s.reads_served} reads served ({s.reads_dropped} dropped), {s.crashes} "
                 f"crashes, {s.faults} faults, {s.messages} messages ({s.dropped} lost), "
-                f"{s.snapshots} snapshots ({s.installs} installed)",
+                f"{s.snapshots} snapshots ({s.installs} installed), {s.config_changes} "
+                f"membership changes ({s.leader_removals} leader removals, {s.rejoins} rejoins)",
                 file=out,
                 flush=True,
             )

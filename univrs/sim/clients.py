@@ -145,8 +145,8 @@ class Workload:
     def _pick(self, c: Client, *, anywhere: bool = False) -> NodeId:
         if c.leader is not None and not anywhere:
             return c.leader
-        ids = self.sim.node_ids
-        if c.avoid is not None:
+        ids = self.sim.client_targets()
+        if c.avoid is not None and len(ids) > 1:
             ids = [n for n in ids if n != c.avoid]
         return self.rng.choice(ids)
 

@@ -4,6 +4,8 @@ Each Ready's persist part (``snapshot``, ``truncate_from``, ``entries``, ``hard_
 one ``Write`` that completes after a random delay; writes complete in the order they were
 issued (one synced transaction after another), so the durable image is always the result of a
 prefix of the issued writes. A crash drops every pending write: what was not durable is lost.
+A node removed from the cluster and added back later gets a new, empty ``SimDisk`` (it never
+rejoins with stale state).
 
 A write may also store a snapshot the node took itself (``taken``); once it is durable the
 simulator tells the core (``snapshot_taken``) and compacts the stored log as the core says.
@@ -19,6 +21,8 @@ import attrs
 
 from univrs.raft.messages import Entry, HardState, Membership, Message, SnapshotMeta
 from univrs.raft.ready import InitialState
+
+NO_MEMBERS = Membership(voters=frozenset())
 
 
 @attrs.define(eq=False, slots=True)
@@ -113,8 +117,13 @@ class SimDisk:
         self.pending.clear()
         return lost
 
-    def initial_state(self, membership: Membership) -> InitialState:
-        """What a restarting node reads back: snapshot, hard state, the log after it."""
+    def initial_state(self, membership: Membership = NO_MEMBERS) -> InitialState:
+        """What a restarting node reads back: snapshot, hard state, the log after it.
+
+        ``membership`` is the fallback configuration when neither holds one: empty in the
+        simulation (a bootstrapped log starts with a CONFIG entry, and a compacted one has a
+        snapshot; a node with an empty disk waits to be joined).
+        """
         if self.snapshot is None:
             return InitialState(
                 hard_state=self.hard_state,

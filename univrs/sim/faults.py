@@ -83,6 +83,15 @@ class Profile:
     pre_vote: bool = True
     check_quorum: bool = True
     election_max: int = 20  # election timeouts drawn from [10, election_max] ticks
+    # Membership changes (membership.py): ``spares`` extra nodes start with empty disks, and
+    # the operator starts a batch of changes every ``member_every`` ticks on average (0: never),
+    # keeping at least ``min_voters`` voters.
+    spares: int = 0
+    member_every: int = 0
+    min_voters: int = 3
+    # The simulated runtime reports applied() up to ``apply_lag`` units after applying (0: at
+    # once), so its snapshots can be ahead of what the core knows is applied.
+    apply_lag: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -186,7 +195,11 @@ def _duration(rng: random.Random, lo: int, hi: int) -> int:
 
 
 def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
-    """Draw the profile and faults for ``n_nodes`` nodes and a fault phase of ``ticks`` ticks."""
+    """Draw the profile and faults for ``n_nodes`` nodes and a fault phase of ``ticks`` ticks.
+
+    ``n_nodes`` is the initial number of voters; spare nodes (drawn last, so a seed's network,
+    disks and faults do not depend on them) come on top.
+    """
     profile = Profile(
         drop=rng.choice((0.0, 0.0, 0.01, 0.03, 0.1)),
         dup=rng.choice((0.0, 0.01, 0.05)),
@@ -244,4 +257,16 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
             )
         )
         t += 1 + int(rng.expovariate(1 / (storm_gap if storm else mean_gap)))
+    # Membership in about three seeds of four, with one or two spare nodes; some 3-node seeds
+    # go down to 2 voters. Some seeds report applied() late (at most 6 ticks).
+    every = rng.choice((0, 30, 60, 120, 250))
+    spares = rng.choice((1, 2)) if every else 0
+    profile = attrs.evolve(
+        profile,
+        disk_speed=profile.disk_speed + tuple(rng.choice((1, 1, 2, 3)) for _ in range(spares)),
+        spares=spares,
+        member_every=every,
+        min_voters=2 if n_nodes == 3 and rng.random() < 0.2 else 3,
+        apply_lag=rng.choice((0, 0, 0, 20, 60)),
+    )
     return Schedule(family=family.name, profile=profile, faults=tuple(faults))

@@ -35,7 +35,7 @@ class FaultInjector:
             sn = sim.current_leader()
             if sn is not None:
                 return sn
-        return sim.nodes[sim.rng.choice(sim.node_ids)]
+        return sim.nodes[sim.rng.choice(sim.fault_targets())]
 
     def fire(self, f: Fault) -> None:
         """Apply fault ``f`` now and schedule its healing."""
@@ -57,7 +57,7 @@ class FaultInjector:
             # Several nodes at once (always including the target), each back after its own
             # delay: their unsynced writes are lost together, which leaves logs that diverge in
             # their uncommitted suffixes.
-            others = [n for n in sim.node_ids if n != sn.id]
+            others = [n for n in sim.fault_targets() if n != sn.id]
             sim.rng.shuffle(others)
             victims = [sn] + [sim.nodes[n] for n in others[: sim.rng.randint(1, len(others))]]
             for v in victims:
@@ -82,7 +82,7 @@ class FaultInjector:
             # Every node's port flaps independently (bad switch firmware, a flapping uplink).
             mean_up = sim.rng.choice((5, 10, 20)) * TICK
             mean_down = sim.rng.choice((1, 3, 6)) * TICK
-            for n in sim.node_ids:
+            for n in sim.fault_targets():
                 self._next_id += 1
                 first = sim.now + 1 + int(sim.rng.expovariate(1 / mean_up))
                 arg = (sim.nodes[n], self._next_id, heal_at, True, mean_up, mean_down)
@@ -113,7 +113,10 @@ class FaultInjector:
             leader = sim.current_leader()
             if leader is None or leader.raft is None or leader.paused:
                 return
-            others = [n for n in sim.node_ids if n != leader.id]
+            voters = leader.raft.status().membership.voters
+            others = [n for n in sim.node_ids if n != leader.id and n in voters]
+            if not others:
+                return
             with contextlib.suppress(UnivrsError):
                 leader.raft.transfer_leader(sim.rng.choice(others))
             sim.drain(leader)
@@ -142,7 +145,7 @@ class FaultInjector:
         if sim.now >= end:
             return
         if sim.rng.random() < 0.7:
-            sn = sim.nodes[sim.rng.choice(sim.node_ids)]
+            sn = sim.nodes[sim.rng.choice(sim.fault_targets())]
             sim.net.add_partition(fid, self._links(FaultKind.PARTITION, sn))
         sim.at(min(end, sim.now + sim.rng.randint(1, 10) * TICK), self._churn, arg)
 
@@ -192,7 +195,7 @@ class FaultInjector:
             sn.slow_clock.clear()
             sn.disk.slow_factor = 1
             sn.period = TICK
-            if sn.raft is None:
+            if sn.raft is None and not sn.retired:
                 sn.down_fault = 0
                 sim.start(sn)
             elif sn.paused:

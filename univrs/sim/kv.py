@@ -2,7 +2,9 @@
 
 Every write a simulated client proposes carries ``(client, op, key, value)`` and sets a value
 unique to that operation, so a read can be traced back to the one write it observed. Only
-``NORMAL`` entries carry writes; ``NOOP`` and ``CONFIG`` entries just advance ``applied``.
+``NORMAL`` entries carry writes; ``NOOP`` entries just advance ``applied``, and ``CONFIG``
+entries set the configuration the store reflects (the simulated operator reads it to learn that
+a membership change committed; a snapshot carries it in its metadata).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 
 import attrs
 
-from univrs.raft.messages import Entry, EntryKind
+from univrs.raft.messages import Entry, EntryKind, Membership, decode_membership
+
+NO_MEMBERS = Membership(voters=frozenset())
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -43,6 +47,7 @@ class WriteDecoder:
     """Decodes entry payloads once per distinct payload (all replicas share the bytes)."""
 
     _cache: dict[bytes, KvWrite] = attrs.field(factory=dict)
+    _configs: dict[bytes, Membership] = attrs.field(factory=dict)
 
     def write_of(self, entry: Entry) -> KvWrite | None:
         if entry.kind != EntryKind.NORMAL:
@@ -52,34 +57,57 @@ class WriteDecoder:
             w = self._cache[entry.data] = decode_write(entry.data)
         return w
 
+    def config_of(self, entry: Entry) -> Membership | None:
+        """The configuration a CONFIG entry carries (None for other entries)."""
+        if entry.kind != EntryKind.CONFIG:
+            return None
+        m = self._configs.get(entry.data)
+        if m is None:
+            m = self._configs[entry.data] = decode_membership(entry.data)
+        return m
+
 
 @attrs.define(eq=False)
 class KvStore:
-    """One node's in-memory state machine. Invariant: it reflects exactly entries 1..applied."""
+    """One node's in-memory state machine. Invariant: it reflects exactly entries 1..applied,
+    and ``config`` is the configuration of the last CONFIG entry among them (at
+    ``config_index``)."""
 
     applied: int = 0
     applied_term: int = 0  # term of the entry at ``applied`` (for snapshot metadata)
     data: dict[str, str] = attrs.field(factory=dict)
+    config: Membership = NO_MEMBERS
+    config_index: int = 0
 
-    def apply(self, entry: Entry, write: KvWrite | None) -> None:
+    def apply(self, entry: Entry, write: KvWrite | None, config: Membership | None = None) -> None:
         # Entries are applied strictly in order; the simulator checks the index before calling.
         self.applied = entry.index
         self.applied_term = entry.term
         if write is not None:
             self.data[write.key] = write.value
+        elif config is not None:
+            self.config = config
+            self.config_index = entry.index
 
     def snapshot(self) -> bytes:
-        """The state as snapshot bytes (sorted JSON, identical on every replica)."""
-        return json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
+        """The state as snapshot bytes (sorted JSON, identical on every replica).
 
-    def restore(self, data: bytes, index: int, term: int) -> None:
-        """Replace the state by a snapshot taken at (index, term)."""
+        The configuration itself travels in the snapshot's metadata; the bytes keep the index of
+        its entry, which the operator compares with the changes it proposed.
+        """
+        doc = {"cfg": self.config_index, "kv": self.data}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    def restore(self, data: bytes, index: int, term: int, config: Membership) -> None:
+        """Replace the state by a snapshot taken at (index, term) with configuration ``config``."""
         doc = json.loads(data)
-        if not isinstance(doc, dict):
+        if not (isinstance(doc, dict) and isinstance(doc.get("kv"), dict)):
             raise ValueError(f"not a simulated snapshot: {data[:40]!r}")
-        self.data = {str(k): str(v) for k, v in doc.items()}
+        self.data = {str(k): str(v) for k, v in doc["kv"].items()}
         self.applied = index
         self.applied_term = term
+        self.config = config
+        self.config_index = int(doc["cfg"])
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
