@@ -18,9 +18,10 @@ not catch up within ``GIVE_UP`` ticks is removed instead (an interrupted join, c
 
 A change is known committed when some node's state machine has applied a CONFIG entry after
 ``base`` with the configuration the change wants (the state machine only applies committed
-entries). A removed node keeps running for a few ticks, then is stopped for good (*retired*);
-when the operator adds it again it first gets an empty disk (a node id never rejoins with stale
-state). Spare nodes that are not members are also wiped before they are added.
+entries). A removed node keeps running for a while (a few ticks, sometimes up to ``LINGER``),
+then is stopped for good (*retired*); when the operator adds it again it first gets an empty
+disk (a node id never rejoins with stale state), and only when that is safe (``_may_rejoin``).
+Spare nodes that are not members are also wiped before they are added.
 
 After the fault phase the operator plans nothing new and proposes nothing more: what is in the
 logs commits or is dropped by the core, and removed nodes are retired.
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 CATCH_UP = 8  # a learner within this many entries of the leader's last index is caught up
 GIVE_UP = 300  # ticks a learner may take to catch up before it is removed again
-LINGER = 20  # a removed node is stopped within this many ticks after its removal commits
+LINGER = 200  # a removed node runs on for up to this many ticks (mostly a few) after removal
 
 
 def address(node: NodeId) -> str:
@@ -144,7 +145,7 @@ class Operator:
         if self.rejoining:
             self._settle()
         if not self.pending:
-            if now < self.next_at or self.lingering:
+            if now < self.next_at:
                 return
             self._plan(now)
         if self.pending:
@@ -181,7 +182,7 @@ class Operator:
         self.sim.trace.append((now, "operator", f"committed: {ch.kind} {ch.node}"))
         if ch.kind == "remove":
             self.leader_removals += ch.of_leader
-            self.lingering[ch.node] = now + self.rng.randint(0, LINGER) * TICK
+            self.lingering[ch.node] = now + int(LINGER * self.rng.random() ** 3) * TICK
             self.removed_at[ch.node] = self.base_index
             self.rejoining.pop(ch.node, None)
         else:
@@ -301,13 +302,14 @@ class Operator:
         and so can the node itself with the votes of other nodes coming back with it: a leader
         without committed entries (the simulator found both; ``guarded=False`` shows them). The
         operator therefore brings a removed node back only when every member holds (the
-        leader's ``status().peers`` match) a configuration that does not have it, and no other
-        removed node that came back is still catching up to its removal. (The core could make
-        this unnecessary: see docs/simulator.md.)
+        leader's ``status().peers`` match) a configuration that does not have it, no other
+        removed node that came back is still catching up to its removal, and no removed node
+        still runs (its stale log and configuration are outside the leader's view). (The core
+        could make this unnecessary: see docs/simulator.md.)
         """
         if not self.guarded:
             return True
-        if self.rejoining:
+        if self.rejoining or self.lingering:
             return False
         sn = self.sim.current_leader()
         if sn is None or sn.raft is None or sn.paused:

@@ -1,7 +1,10 @@
 """Deliberately broken Raft cores, to show that the simulator's checks can fail.
 
 Each mutant is a subclass of RaftNode that overrides one of the hook methods the core exposes
-for this purpose (see univrs/raft/node.py and leader.py), breaking one rule of the Raft paper.
+for this purpose (see univrs/raft/node.py, leader.py and compaction.py), breaking one rule of
+the Raft paper or dissertation. The simulator itself is the same for every core: its operator
+always tries a batch's next membership change at once (the real core refuses it), and its
+runtime sometimes reports applied() late, so its snapshots can be ahead of it.
 They live only here, in simulator code. ``python -m univrs.sim --list-mutants`` lists them and
 ``--mutant NAME`` runs one; each must be caught within 200 seeds (tests/test_mutants.py).
 """
@@ -55,6 +58,20 @@ class ReadNoQuorum(RaftNode):
         return False
 
 
+class TwoConfigChanges(RaftNode):
+    """Lets configuration changes start before the previous one commits (dissertation 4.1)."""
+
+    def _max_inflight_config_changes(self) -> int:
+        return 1 << 20
+
+
+class CompactPastCommit(RaftNode):
+    """Compacts the log up to any snapshot, past what is applied and committed (5.1)."""
+
+    def _compaction_limit(self) -> int:
+        return int(self._log.last_index)
+
+
 @attrs.frozen(kw_only=True)
 class Mutant:
     """A named broken core."""
@@ -77,6 +94,8 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("no-log-check", NoLogCheck),
         _mutant("ack-before-persist", AckBeforePersist),
         _mutant("read-no-quorum", ReadNoQuorum),
+        _mutant("two-config-changes", TwoConfigChanges),
+        _mutant("compact-past-commit", CompactPastCommit),
     )
 }
 

@@ -28,6 +28,7 @@ class SeedResult:
     nodes: int
     ticks: int
     mutant: str | None
+    unguarded_rejoin: bool = False
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -40,7 +41,13 @@ class SeedResult:
 
     @property
     def replay(self) -> str:
-        return replay_command(self.seed, nodes=self.nodes, ticks=self.ticks, mutant=self.mutant)
+        return replay_command(
+            self.seed,
+            nodes=self.nodes,
+            ticks=self.ticks,
+            mutant=self.mutant,
+            unguarded_rejoin=self.unguarded_rejoin,
+        )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
         """What must be identical when the seed is replayed."""
@@ -62,7 +69,12 @@ class RunSummary:
 
 
 def replay_command(
-    seed: int, *, nodes: int = DEFAULT_NODES, ticks: int = DEFAULT_TICKS, mutant: str | None = None
+    seed: int,
+    *,
+    nodes: int = DEFAULT_NODES,
+    ticks: int = DEFAULT_TICKS,
+    mutant: str | None = None,
+    unguarded_rejoin: bool = False,
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
@@ -70,6 +82,8 @@ def replay_command(
         cmd += f" --ticks {ticks}"
     if mutant:
         cmd += f" --mutant {mutant}"
+    if unguarded_rejoin:
+        cmd += " --unguarded-rejoin"
     return cmd
 
 
@@ -80,6 +94,7 @@ def run_seed(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     quiet_ticks: int = DEFAULT_QUIET_TICKS,
+    unguarded_rejoin: bool = False,
 ) -> SeedResult:
     """Simulate one seed; never raises for a failing run (the result says why it failed)."""
     sim = Simulation(
@@ -88,6 +103,7 @@ def run_seed(
         ticks=ticks,
         quiet_ticks=quiet_ticks,
         node_factory=node_factory(mutant),
+        unguarded_rejoin=unguarded_rejoin,
     )
     try:
         stats = sim.run()
@@ -97,12 +113,20 @@ def run_seed(
             nodes=nodes,
             ticks=ticks,
             mutant=mutant,
+            unguarded_rejoin=unguarded_rejoin,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
             trace=tuple(sim.format_trace()),
         )
-    return SeedResult(seed=seed, nodes=nodes, ticks=ticks, mutant=mutant, stats=stats)
+    return SeedResult(
+        seed=seed,
+        nodes=nodes,
+        ticks=ticks,
+        mutant=mutant,
+        unguarded_rejoin=unguarded_rejoin,
+        stats=stats,
+    )
 
 
 def run_seeds(
@@ -113,6 +137,7 @@ def run_seeds(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     on_result: Callable[[SeedResult], None] | None = None,
+    unguarded_rejoin: bool = False,
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
     if mutant is not None and mutant not in MUTANTS:
@@ -121,7 +146,9 @@ def run_seeds(
     passed = 0
     failure = None
     for seed in range(base, base + count):
-        r = run_seed(seed, nodes=nodes, ticks=ticks, mutant=mutant)
+        r = run_seed(
+            seed, nodes=nodes, ticks=ticks, mutant=mutant, unguarded_rejoin=unguarded_rejoin
+        )
         if on_result is not None:
             on_result(r)
         if not r.ok:
