@@ -5,14 +5,18 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import random
 import shlex
 import subprocess
 import sys
 
 import pytest
 
+from univrs.errors import ProposalDropped
+from univrs.raft import Membership, RaftConfig, RaftNode, Role, SnapshotMeta, bootstrap_state
+from univrs.raft.messages import Message
 from univrs.sim.cli import main
-from univrs.sim.mutants import MUTANTS
+from univrs.sim.mutants import MUTANTS, CompactPastCommit, TwoConfigChanges
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_SEEDS = 200
@@ -46,6 +50,8 @@ def test_there_are_the_required_mutants() -> None:
         "no-log-check",
         "ack-before-persist",
         "read-no-quorum",
+        "two-config-changes",
+        "compact-past-commit",
     } <= set(MUTANTS)
     code, lines = run_cli(["--list-mutants"])
     assert code == 0
@@ -80,3 +86,113 @@ def test_replay_in_a_fresh_process_with_other_string_hashing() -> None:
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert failure_lines(proc.stdout.splitlines()) == failure_lines(lines)
+
+
+# ------------------------------------------------------------------ what the new mutants break
+# The simulator catches both mutants through checks on the state they leave behind (a commit
+# quorum that misses a majority of the committed configuration; a log compacted past what is
+# applied). These scripted runs show the damage itself, on the mutant and the real core.
+
+CFG = RaftConfig(pre_vote=False, check_quorum=False)
+
+
+class Script:
+    """Five nodes whose Readies are handled at once (persist, apply); messages go only within
+    a group of nodes (``groups``)."""
+
+    def __init__(self, cls: type[RaftNode], ids: list[str]) -> None:
+        m = Membership(voters=frozenset(ids))
+        self.nodes = {
+            i: cls(i, rng=random.Random(i), config=CFG, initial=bootstrap_state(m)) for i in ids
+        }
+        self.groups = [set(ids)]
+        self.queue: list[Message] = []
+
+    def linked(self, a: str, b: str) -> bool:
+        return any(a in g and b in g for g in self.groups)
+
+    def flush(self) -> None:
+        for _ in range(50):
+            moved = False
+            for n in self.nodes.values():
+                while n.has_ready():
+                    moved = True
+                    rd = n.ready()
+                    self.queue += [*rd.messages, *rd.messages_after_persist]
+                    if rd.entries:
+                        n.persisted(rd.entries[-1].index, rd.entries[-1].term)
+                    if rd.committed:
+                        n.applied(rd.committed[-1].index)
+            msgs, self.queue = self.queue, []
+            for m in msgs:
+                if self.linked(m.src, m.dst):
+                    self.nodes[m.dst].step(m)
+                    moved = True
+            if not moved:
+                return
+        raise AssertionError("the script did not settle")
+
+
+def two_removals_then_partition(cls: type[RaftNode]) -> tuple[Script, int]:
+    """a leads {a,b,c,d,e}; it removes d, then e, and writes x while only b hears it; then c
+    campaigns on the other side. Returns the script and x's index."""
+    s = Script(cls, ["a", "b", "c", "d", "e"])
+    a = s.nodes["a"]
+    a.campaign()
+    s.flush()
+    assert a.status().role is Role.LEADER
+    s.groups = [{"a", "b"}, {"c", "d", "e"}]
+    a.propose_membership(Membership(voters=frozenset("abcd")))
+    try:
+        a.propose_membership(Membership(voters=frozenset("abc")))
+    except ProposalDropped:
+        assert cls is RaftNode  # the real core: one change at a time
+    _, x = a.propose(b"x")
+    s.flush()
+    s.nodes["c"].campaign()
+    s.flush()
+    return s, x
+
+
+def test_two_config_changes_lose_a_committed_entry() -> None:
+    s, x = two_removals_then_partition(TwoConfigChanges)
+    a, c = s.nodes["a"].status(), s.nodes["c"].status()
+    # a committed x with a and b, a quorum of {a,b,c} two changes ahead of the committed
+    # {a,b,c,d,e}; c, d and e, a majority of that one, elected c without x.
+    assert a.commit >= x
+    assert c.role is Role.LEADER and c.term > a.term
+    assert c.last_index < x  # and its entries at x will replace a's
+
+
+def test_the_real_core_keeps_that_entry_uncommitted() -> None:
+    s, x = two_removals_then_partition(RaftNode)
+    a, c = s.nodes["a"].status(), s.nodes["c"].status()
+    assert a.membership.voters == frozenset("abcd")  # the second change was refused
+    assert a.commit < x  # a and b are no quorum of {a,b,c,d}
+    assert c.role is Role.LEADER  # so c may lead: it lacks nothing committed
+
+
+@pytest.mark.parametrize("cls", [RaftNode, CompactPastCommit])
+def test_compaction_stays_behind_what_is_applied(cls: type[RaftNode]) -> None:
+    # The runtime applies asynchronously: its snapshot is at 6 while it reported applied(4).
+    n = cls("a", rng=random.Random(1), initial=bootstrap_state(Membership(voters=frozenset("a"))))
+    n.campaign()
+    for i in range(5):
+        n.propose(f"w{i}".encode())
+    handed = []
+    for _ in range(10):
+        if not n.has_ready():
+            break
+        rd = n.ready()
+        if rd.entries:
+            n.persisted(rd.entries[-1].index, rd.entries[-1].term)
+        handed += rd.committed
+    last = handed[-1]
+    n.applied(last.index - 2)
+    meta = SnapshotMeta(index=last.index, term=last.term, membership=n.status().membership)
+    upto = n.snapshot_taken(meta, b"state")
+    st = n.status()
+    if cls is RaftNode:
+        assert upto == st.first_index - 1 == last.index - 2 == min(st.applied, st.commit)
+    else:
+        assert st.first_index - 1 == last.index > st.applied  # what the simulator catches

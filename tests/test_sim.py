@@ -7,7 +7,7 @@ import io
 import pytest
 
 from univrs.raft import RaftNode
-from univrs.raft.messages import Entry, EntryKind
+from univrs.raft.messages import Entry, EntryKind, Membership, encode_membership
 from univrs.raft.ready import Role
 from univrs.sim import checker as ck
 from univrs.sim.checker import Checker, InvariantViolation
@@ -22,6 +22,12 @@ NODES = ["a", "b", "c"]
 def entry(index: int, term: int, data: bytes = b"") -> Entry:
     kind = EntryKind.NORMAL if data else EntryKind.NOOP
     return Entry(index=index, term=term, kind=kind, data=data)
+
+
+def config(index: int, term: int, voters: str) -> Entry:
+    """A CONFIG entry whose voters are the letters of ``voters``."""
+    data = encode_membership(Membership(voters=frozenset(voters)))
+    return Entry(index=index, term=term, kind=EntryKind.CONFIG, data=data)
 
 
 def write(index: int, term: int, key: str, value: str) -> Entry:
@@ -216,6 +222,105 @@ def test_commit_that_a_stale_candidate_could_undo_is_caught() -> None:
         apply_all(c, "b", [write(2, 1, "x", "1")])
 
 
+# ------------------------------------------------------------------ configurations
+
+FIVE = ["a", "b", "c", "d", "e"]
+
+
+def test_durability_is_counted_over_the_configuration_in_force() -> None:
+    c = Checker(voters=FIVE)
+    log = [config(1, 1, "abc"), write(2, 1, "x", "1")]
+    durable_everywhere(c, log[:1], FIVE)
+    durable_everywhere(c, log[1:], ["a", "b"])  # a majority of {a,b,c}, not of the five
+    apply_all(c, "a", log)
+    assert c.commit_index() == 2
+    c = Checker(voters=FIVE)
+    durable_everywhere(c, log[:1], FIVE)
+    durable_everywhere(c, log[1:], ["a", "d", "e"])  # three of five, but d and e do not vote
+    apply_all(c, "a", log[:1])
+    with expect(ck.COMMITTED_DURABLE):
+        apply_all(c, "a", log[1:])
+
+
+def leading_after_changes(changes: list[Entry], durable_on: str) -> Checker:
+    """a leads term 2 of {a..e} (committed at 1) and appended ``changes``, durable on
+    ``durable_on``."""
+    c = Checker(voters=FIVE)
+    boot = [config(1, 1, "abcde")]
+    durable_everywhere(c, boot, FIVE)
+    c.observe_commit("b", 1, leading=False)
+    c.observe_term("a", 2)
+    c.observe_role("a", Role.LEADER, 2)
+    durable_everywhere(c, changes, list(durable_on))
+    return c
+
+
+def test_a_commit_two_configuration_changes_away_is_caught() -> None:
+    # One change in flight: {a,b,c} is a quorum of {a,b,c,d} and meets every majority of the
+    # five.
+    c = leading_after_changes([config(2, 2, "abcd")], "abc")
+    c.observe_commit("a", 2, leading=True)
+    # Two in flight: {a,b} is a quorum of {a,b,c} but {c,d,e}, a majority of the committed
+    # five, could elect a leader without index 3.
+    c = leading_after_changes([config(2, 2, "abcd"), config(3, 2, "abc")], "ab")
+    with expect(ck.CONFIG_SAFETY):
+        c.observe_commit("a", 3, leading=True)
+    # Counting over the wrong configuration is not a quorum at all.
+    c = leading_after_changes([config(2, 2, "abcd")], "ab")
+    with expect(ck.COMMITTED_DURABLE):
+        c.observe_commit("a", 2, leading=True)
+
+
+def test_a_snapshot_with_another_configuration_is_caught() -> None:
+    c = Checker(voters=NODES)
+    log = [config(1, 1, "abc"), write(2, 1, "x", "1")]
+    durable_everywhere(c, log)
+    apply_all(c, "a", log)
+    c.observe_snapshot("b", 2, 1, durable=False, membership=Membership(voters=frozenset("abc")))
+    with expect(ck.CONFIG_SAFETY):
+        c.observe_snapshot("c", 2, 1, durable=False, membership=Membership(voters=frozenset("ab")))
+
+
+def test_a_commit_index_into_another_log_is_caught() -> None:
+    c = Checker(voters=NODES, spares=["d"])
+    log = [entry(1, 1), write(2, 1, "x", "1")]
+    durable_everywhere(c, log)
+    apply_all(c, "a", log)
+    c.observe_commit("b", 2, leading=False)
+    c.observe_issued("d", None, [entry(1, 1), write(2, 2, "x", "2")])
+    with expect(ck.STATE_MACHINE_SAFETY):
+        c.observe_commit("d", 2, leading=False)
+
+
+def stale_c_after_two_removals(*, wipe: bool) -> Checker:
+    """{a..e} removed d then e (committed on a, b and, for d's removal, e); c missed both.
+    d and e are stopped for good, and with ``wipe`` they come back with empty disks."""
+    c = Checker(voters=FIVE)
+    boot = [config(1, 1, "abcde")]
+    durable_everywhere(c, boot, FIVE)
+    apply_all(c, "a", boot)
+    changes = [config(2, 2, "abce"), config(3, 2, "abc")]
+    durable_everywhere(c, changes[:1], ["a", "b", "e"])
+    durable_everywhere(c, changes[1:], ["a", "b"])
+    apply_all(c, "a", changes)
+    for n in "de":
+        c.observe_retire(n)
+        if wipe:
+            c.observe_wipe(n)
+    durable_everywhere(c, [write(4, 2, "x", "1")], ["a", "b"])
+    return c
+
+
+def test_a_stale_node_electable_with_empty_nodes_is_caught() -> None:
+    # Stopped for good, d and e vote for no one: c cannot be elected.
+    c = stale_c_after_two_removals(wipe=False)
+    apply_all(c, "a", [write(4, 2, "x", "1")])
+    # With empty disks they grant any vote, and c's configuration still lists them as voters.
+    c = stale_c_after_two_removals(wipe=True)
+    with expect(ck.COMMITTED_DURABLE):
+        apply_all(c, "a", [write(4, 2, "x", "1")])
+
+
 # ------------------------------------------------------------------ whole runs
 
 SEEDS = 200
@@ -294,12 +399,28 @@ def test_snapshot_with_wrong_state_or_term_is_caught() -> None:
         c.observe_snapshot("c", 4, 1, durable=True)  # nothing is committed at 4
 
 
-def test_snapshots_are_taken_and_installed_across_seeds() -> None:
-    taken = installed = 0
+def test_snapshots_and_membership_changes_happen_across_seeds() -> None:
+    taken = installed = changes = leader_removals = rejoins = 0
     for seed in range(1, 40):
         r = run_seed(seed, nodes=3, ticks=600)
         assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
         assert r.stats is not None
         taken += r.stats.snapshots
         installed += r.stats.installs
+        changes += r.stats.config_changes
+        leader_removals += r.stats.leader_removals
+        rejoins += r.stats.rejoins
     assert taken > 0 and installed > 0
+    assert changes > 0 and leader_removals > 0 and rejoins > 0
+
+
+def test_rejoining_without_the_operator_precautions_is_caught() -> None:
+    # While a node that starts empty grants every vote, re-adding a removed node is safe only
+    # with the precautions of Operator._may_rejoin; without them the checks fire (a stale
+    # node could be elected with the votes of wiped ones). If the core closes that hole, this
+    # test fails: then the precautions can go.
+    summary = run_seeds(1, 100, nodes=3, unguarded_rejoin=True)
+    f = summary.failure
+    assert f is not None
+    assert f.invariant in (ck.COMMITTED_DURABLE, ck.ELECTION_SAFETY, ck.LEADER_COMPLETENESS)
+    assert f.replay.endswith("--unguarded-rejoin")
