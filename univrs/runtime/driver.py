@@ -13,6 +13,16 @@ append and one fsync), then takes the core's Ready and distributes it, obeying i
 * ``committed``                               -> the apply loop (in order);
 * ``reads`` / ``dropped_reads``               -> the waiting readers.
 
+Ticks come from a ticker task as events too, so the driver waits on its channel with no
+deadline of its own (a cancel scope per loop iteration cost more than the ticks).
+
+``status()`` is rebuilt lazily: the core's full status (with every peer's progress) is built
+once per driver step only if somebody asks for it. The driver itself rebuilds it, and fires
+``wait_changed``, only after a step that can change what it watches: role, leader and term
+come with a Ready's soft state, term and commit with its hard state, the membership with
+its entries, truncation or snapshot, ``applied`` with an ``_Applied`` report; a ``call`` may
+do anything.
+
 Nothing but the driver calls the core. The apply loop applies committed entries to the state
 machine, resolves the proposals waiting on them (matching index *and* term: an entry that was
 overwritten by another leader's entry at the same index fails its proposer with
@@ -67,6 +77,13 @@ class _Pending:
     term: int
     waiter: Waiter[Response]
     started: float
+
+
+class _Tick:
+    """The ticker's event: one tick of the core's logical clock."""
+
+
+_TICK = _Tick()
 
 
 @attrs.frozen
@@ -139,6 +156,10 @@ class RaftRuntime:
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _status: Status = attrs.field(init=False)
+    # _status is out of date (a step changed something it does not watch; see the docstring).
+    _status_stale: bool = attrs.field(default=False, init=False)
+    # The current step handled an event that may change the watched fields (applied, a call).
+    _step_dirty: bool = attrs.field(default=False, init=False)
     applied_index: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -163,7 +184,11 @@ class RaftRuntime:
         return self._events_send
 
     def status(self) -> Status:
-        """The core's status as of the last driver step (cheap; safe from any task)."""
+        """The core's status as of the last driver step (safe from any task; built at most
+        once per step)."""
+        if self._status_stale:
+            self._status = self.core.status()
+            self._status_stale = False
         return self._status
 
     @property
@@ -219,21 +244,25 @@ class RaftRuntime:
             nursery.start_soon(self._writer.run)
             nursery.start_soon(self._apply_loop)
             nursery.start_soon(self._drive)
+            nursery.start_soon(self._ticker)
             task_status.started()
+
+    async def _ticker(self) -> None:
+        next_tick = trio.current_time() + self.tick_seconds
+        while True:
+            await trio.sleep_until(next_tick)
+            await self._events_send.send(_TICK)
+            now = trio.current_time()
+            next_tick += self.tick_seconds
+            if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
+                next_tick = now + self.tick_seconds
 
     async def _drive(self) -> None:
         recv = self._events_recv
-        next_tick = trio.current_time() + self.tick_seconds
+        self._step_dirty = True
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
         while True:
-            with trio.move_on_at(next_tick):
-                self._handle(await recv.receive())
-            now = trio.current_time()
-            if now >= next_tick:
-                self.core.tick()
-                next_tick += self.tick_seconds
-                if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
-                    next_tick = now + self.tick_seconds
+            self._handle(await recv.receive())
             while True:
                 try:
                     ev = recv.receive_nowait()
@@ -251,7 +280,10 @@ class RaftRuntime:
             self._batch.append(ev)
         elif isinstance(ev, _Persisted):
             self.core.persisted(ev.index, ev.term)
+        elif ev is _TICK:
+            self.core.tick()
         elif isinstance(ev, _Applied):
+            self._step_dirty = True
             self.core.applied(ev.index)
         elif isinstance(ev, _Read):
             ctx = self._next_ctx
@@ -259,6 +291,7 @@ class RaftRuntime:
             self._reads[ctx] = ev.waiter
             self.core.read_index(ctx)
         elif isinstance(ev, _Call):
+            self._step_dirty = True
             try:
                 ev.waiter.set(ev.fn(self.core))
             except AssertionError:
@@ -288,8 +321,21 @@ class RaftRuntime:
 
     def _process_ready(self) -> None:
         if self.core.has_ready():
-            self._distribute(self.core.ready())
-        self._refresh_status()
+            rd = self.core.ready()
+            if (
+                rd.soft_state is not None
+                or rd.hard_state is not None
+                or rd.snapshot is not None
+                or rd.truncate_from is not None
+                or any(e.kind is EntryKind.CONFIG for e in rd.entries)
+            ):
+                self._step_dirty = True
+            self._distribute(rd)
+        if self._step_dirty:
+            self._step_dirty = False
+            self._refresh_status()
+        else:
+            self._status_stale = True  # e.g. last index, persisted, peers' progress
 
     def _distribute(self, rd: Ready) -> None:
         if rd.soft_state is not None:
@@ -333,6 +379,7 @@ class RaftRuntime:
         status = self.core.status()
         old = self._status
         self._status = status
+        self._status_stale = False
         peers = {**dict(self.applied_membership.addresses), **dict(status.membership.addresses)}
         if peers != self._peers:
             self._peers = peers
