@@ -283,3 +283,18 @@ def test_bad_workload_rows_are_refused_by_both_readers(row: Any) -> None:
     assert snapshot_module._workload_fast(row, snapshot_module._Shared()) is None
     with pytest.raises(DecodeError):
         snapshot_module._workload_checked(row, "row")
+
+
+def test_a_huge_count_in_a_corrupt_snapshot_row_is_refused_without_allocating() -> None:
+    import pytest
+
+    from univrs.sm.errors import DecodeError
+    from univrs.sm.snapshot import _Row
+
+    row = _Row([10**15, "a", "b"], "workloads[0]")  # claims 10**15 strings, holds two
+    with pytest.raises(DecodeError, match="exceeds the row"):
+        row.texts()
+    row = _Row([10**15, "a", "b"], "workloads[0]")
+    with pytest.raises(DecodeError, match="exceeds the row"):
+        row.pairs()
+    assert _Row([1, "k", "v"], "x").pairs() == (("k", "v"),)

@@ -206,12 +206,20 @@ class _Row:
         self.pos = end
         return values
 
-    def texts(self) -> tuple[str, ...]:
+    def _count(self, per_item: int) -> int:
+        """A count of items that follow, refused before anything is sized by it (a corrupt
+        count must not make us allocate for it)."""
         (n,) = self.fields("u")
+        if n * per_item > len(self.items) - self.pos:
+            raise DecodeError(f"{self.path}: count {n} exceeds the row ({len(self.items)} items)")
+        return int(n)
+
+    def texts(self) -> tuple[str, ...]:
+        n = self._count(1)
         return tuple(self.fields("s" * n))
 
     def pairs(self) -> Pairs:
-        (n,) = self.fields("u")
+        n = self._count(2)
         flat = self.fields("s" * (2 * n))
         return tuple(zip(flat[::2], flat[1::2], strict=True))
 
