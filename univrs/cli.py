@@ -142,17 +142,25 @@ def _api_option(f: Any) -> Any:
     )(f)
 
 
-def http_get_json(api: str, path: str, timeout: float = 5.0) -> Any:
-    """GET http://api/path and decode JSON; exits with a clear message when unreachable."""
-    url = f"http://{api}{path}"
+def http_json(
+    api: str, method: str, path: str, body: Any = None, timeout: float = 60.0
+) -> tuple[int, Any]:
+    """(status, decoded body) of one request to the node at ``api``; exits when unreachable."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"http://{api}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return json.load(resp)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:
         try:
-            return json.load(exc)
+            return exc.code, json.load(exc)
         except ValueError:
-            _die(f"{url} answered {exc.code}")
+            return exc.code, None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         _die(f"cannot reach the univrs API at {api} ({reason}); is a node running there?")
@@ -168,7 +176,9 @@ def cluster() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def cluster_status(api: str, as_json: bool) -> None:
     """Members with their role, term, leader, log indexes and replication lag."""
-    doc = http_get_json(api, "/v1/cluster/status")
+    status, doc = http_json(api, "GET", "/v1/cluster/status", timeout=5.0)
+    if status >= 400 or not isinstance(doc, dict):
+        _die(f"{api} answered {status}")
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return

@@ -10,33 +10,9 @@ from typing import Any
 
 import click
 
-from univrs.cli import _api_option, _die, cluster, format_table
+from univrs.cli import _api_option, _die, cluster, format_table, http_json
 
 JOIN_TIMEOUT = 600.0
-
-
-def http_json(
-    api: str, method: str, path: str, body: Any = None, timeout: float = 60.0
-) -> tuple[int, Any]:
-    """(status, decoded body) of one request to the node at ``api``; exits when unreachable."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"http://{api}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.load(exc)
-        except ValueError:
-            return exc.code, None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        _die(f"cannot reach the univrs API at {api} ({reason}); is a node running there?")
 
 
 def _message(doc: Any) -> str:
