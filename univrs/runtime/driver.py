@@ -44,6 +44,7 @@ from univrs.errors import NotLeader, ProposalDropped, Unavailable
 from univrs.raft.messages import (
     Entry,
     EntryKind,
+    HardState,
     Membership,
     Message,
     SnapshotMeta,
