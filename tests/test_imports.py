@@ -81,3 +81,12 @@ def test_checker_catches_an_impure_import(tmp_path: pathlib.Path) -> None:
         "bad.py: import random",
         "bad.py: import univrs.net",
     ]
+
+
+def test_the_simulator_runs_without_trio() -> None:
+    # The simulator executes the same interpreter as the Trio driver: it must stay importable
+    # (and deterministic) without an event loop library.
+    import subprocess
+
+    code = "import sys, univrs.sim.cli; assert 'trio' not in sys.modules, 'trio imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

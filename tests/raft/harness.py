@@ -5,11 +5,13 @@ tick n2 x k, deliver all / one message, drop messages to n3, partition {n1} | {n
 disk and persist it later, crash and restart, propose, read_index; then assert on ``status()``
 and on what each node released (applied entries, reads, dropped reads).
 
-The harness obeys the Ready contract (univrs/raft/ready.py): ``messages`` enter the network at
-once; a Ready's writes go to the node's disk queue, and ``messages_after_persist`` leave only
-when that write (and every earlier one) is durable, after which ``persisted()`` is reported. By
-default disks are synchronous (a Ready is durable as soon as it is taken); ``hold_disk(n)``
-queues writes until ``persist(n)``. A crash loses the queued writes.
+The harness runs every Ready through the one interpreter of the contract
+(univrs/raft/interpreter.py ``execute``, as the Trio driver and the simulator do): ``messages``
+enter the network at once; a Ready's writes go to the node's write queue (``WriteQueue``: FIFO,
+group commit), and ``messages_after_persist`` leave only when that write (and every earlier one)
+is durable, after which ``persisted()`` is reported. By default disks are synchronous (a Ready
+is durable as soon as it is taken); ``hold_disk(n)`` queues writes until ``persist(n)``. A crash
+loses the queued writes.
 
 Each node's state machine is the list of entries it applied; ``snapshot(n)`` encodes it as a
 snapshot at the applied index, stores it on the node's disk and calls ``snapshot_taken``, then
@@ -44,9 +46,19 @@ from univrs.raft import (
     Role,
     SnapshotInstall,
     SnapshotMeta,
+    SoftState,
     Status,
     bootstrap_state,
     decode_membership,
+)
+from univrs.raft.interpreter import (
+    InstallJob,
+    MergedWrite,
+    PersistJob,
+    WriteQueue,
+    execute,
+    installed,
+    report_persisted,
 )
 
 MessageType = type[Message] | tuple[type[Message], ...]
@@ -111,15 +123,53 @@ class Disk:
         self.entries = [e for e in self.entries if e.index > upto]
 
 
-@attrs.define
-class PendingWrite:
-    """One Ready's persist step, waiting for the disk."""
+@attrs.define(eq=False)
+class NodeEffects:
+    """The harness's side of the interpreter for one node (see ``Cluster._handle``)."""
 
-    truncate_from: int | None
-    entries: tuple[Entry, ...]
-    hard_state: HardState | None
-    after: tuple[Message, ...]
-    snapshot: SnapshotInstall | None = None
+    cluster: Cluster
+    nid: str
+
+    def soft_state_changed(self, soft: SoftState) -> None:
+        pass  # the harness reads roles from status()
+
+    def restore_snapshot(self, install: SnapshotInstall, job: InstallJob) -> None:
+        # The state machine is restored before this Ready's committed entries apply.
+        c = self.cluster
+        c.installed[self.nid].append(install.meta)
+        c.writes[self.nid].submit(job)
+        c._restore(self.nid, install.data)
+        if self.nid not in c.held:
+            c._flush(self.nid)
+        c.nodes[self.nid].applied(install.meta.index)
+
+    def send(self, msg: Message) -> None:
+        self.cluster._send(msg)
+
+    def submit_write(self, job: PersistJob) -> None:
+        c = self.cluster
+        c.writes[self.nid].submit(job)
+        if self.nid not in c.held:
+            c._flush(self.nid)
+
+    def apply_committed(self, entries: tuple[Entry, ...]) -> None:
+        c = self.cluster
+        nid = self.nid
+        disk_index = {e.index: e for e in c.disks[nid].entries}
+        for e in entries:
+            assert not c.applied[nid] or c.applied[nid][-1].index + 1 == e.index
+            # Applied entries must be durable locally (the core's min(commit, persisted)).
+            assert disk_index.get(e.index) == e, f"{nid} applies non-durable {e}"
+            seen = c.applied_at.setdefault(e.index, e)
+            assert seen == e, f"State Machine Safety: {nid} applies {e}, another {seen}"
+            c.applied[nid].append(e)
+        c.nodes[nid].applied(entries[-1].index)
+
+    def read_ready(self, ctx: int, index: int) -> None:
+        self.cluster.reads[self.nid].append(ReadState(ctx=ctx, index=index))
+
+    def read_dropped(self, ctx: int) -> None:
+        self.cluster.dropped_reads[self.nid].append(ctx)
 
 
 class Cluster:
@@ -141,7 +191,8 @@ class Cluster:
         self.initial = dict(initial)
         self.nodes: dict[str, RaftNode] = {}
         self.disks: dict[str, Disk] = {}
-        self.writes: dict[str, list[PendingWrite]] = {}
+        self.writes: dict[str, WriteQueue[None]] = {}
+        self.effects: dict[str, NodeEffects] = {}
         self.held: set[str] = set()
         self.crashed: set[str] = set()
         self.network: list[Message] = []
@@ -201,7 +252,8 @@ class Cluster:
         cfg = self.configs.get(nid, self.config)
         cls = self.classes.get(nid, RaftNode)
         self.nodes[nid] = cls(nid, rng=rng, config=cfg, initial=init)
-        self.writes[nid] = []
+        self.writes[nid] = WriteQueue()
+        self.effects[nid] = NodeEffects(self, nid)
         self.applied[nid] = []
         self.reads.setdefault(nid, [])
         self.dropped_reads.setdefault(nid, [])
@@ -409,7 +461,7 @@ class Cluster:
         """Stop ``nid``; its queued (non-durable) writes are lost."""
         self.transcript.append(f"crash {nid}")
         self.crashed.add(nid)
-        self.writes[nid] = []
+        self.writes[nid] = WriteQueue()
 
     def restart(self, nid: str, *, give_snapshot: bool = True) -> None:
         """Restart ``nid`` from its disk: the state machine restarts from the disk's snapshot
@@ -471,26 +523,28 @@ class Cluster:
         self.applied[nid] = entries
 
     def _flush(self, nid: str) -> None:
+        """Complete every queued write of ``nid`` in order and report each to the node."""
         node = self.nodes[nid]
         disk = self.disks[nid]
-        writes, self.writes[nid] = self.writes[nid], []
-        for w in writes:
-            if w.snapshot is not None:
-                disk.store_snapshot(w.snapshot.meta, w.snapshot.data)
-            if w.truncate_from is not None:
-                disk.truncate_from(w.truncate_from)
-            if w.entries:
-                disk.append(w.entries)
-            if w.hard_state is not None:
-                disk.hard_state = w.hard_state
-            for m in w.after:
+        queue = self.writes[nid]
+        while not queue.idle:
+            item = queue.take()
+            if isinstance(item, InstallJob):
+                disk.store_snapshot(item.meta, item.data)
+                report_persisted(node, installed(item))
+                continue
+            assert isinstance(item, MergedWrite)
+            if item.truncate_from is not None:
+                disk.truncate_from(item.truncate_from)
+            if item.entries:
+                disk.append(item.entries)
+            if item.hard_state is not None:
+                disk.hard_state = item.hard_state
+            report = queue.written(item)
+            for m in item.after_persist:
                 self._send(m)
-            if w.hard_state is not None:
-                node.persisted_hard_state(w.hard_state)
-            if w.snapshot is not None:
-                node.persisted(w.snapshot.meta.index, w.snapshot.meta.term)
-            if w.entries:
-                node.persisted(w.entries[-1].index, w.entries[-1].term)
+            if report is not None:
+                report_persisted(node, report)
 
     # ---- the Ready loop -----------------------------------------------------------------------
 
@@ -510,44 +564,7 @@ class Cluster:
 
     def _handle(self, nid: str, node: RaftNode, rd: Ready) -> None:
         self.readies[nid].append(rd)
-        for m in rd.messages:
-            self._send(m)
-        if rd.snapshot is not None:
-            # The state machine is restored before this Ready's committed entries apply.
-            self.installed[nid].append(rd.snapshot.meta)
-            self._restore(nid, rd.snapshot.data)
-        if (
-            rd.truncate_from is not None
-            or rd.entries
-            or rd.hard_state is not None
-            or rd.messages_after_persist
-            or rd.snapshot is not None
-        ):
-            self.writes[nid].append(
-                PendingWrite(
-                    rd.truncate_from,
-                    rd.entries,
-                    rd.hard_state,
-                    rd.messages_after_persist,
-                    rd.snapshot,
-                )
-            )
-        if nid not in self.held:
-            self._flush(nid)
-        if rd.snapshot is not None:
-            node.applied(rd.snapshot.meta.index)
-        if rd.committed:
-            disk_index = {e.index: e for e in self.disks[nid].entries}
-            for e in rd.committed:
-                assert not self.applied[nid] or self.applied[nid][-1].index + 1 == e.index
-                # Applied entries must be durable locally (the core's min(commit, persisted)).
-                assert disk_index.get(e.index) == e, f"{nid} applies non-durable {e}"
-                seen = self.applied_at.setdefault(e.index, e)
-                assert seen == e, f"State Machine Safety: {nid} applies {e}, another {seen}"
-                self.applied[nid].append(e)
-            node.applied(rd.committed[-1].index)
-        self.reads[nid].extend(rd.reads)
-        self.dropped_reads[nid].extend(rd.dropped_reads)
+        execute(rd, self.effects[nid])
 
     def _check(self, nid: str) -> None:
         st = self.nodes[nid].status()

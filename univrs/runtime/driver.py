@@ -5,10 +5,12 @@ Raft messages from the transport (put there by the transport's reader tasks), ti
 own deadline), proposals and read requests from the API, ``persisted`` reports from the storage
 writer and ``applied`` reports from the apply loop. The driver drains whatever is queued, feeds
 it to the core (all proposals that arrived together become one ``propose_many``, so one log
-append and one fsync), then takes the core's Ready and distributes it, obeying its contract
-(univrs/raft/ready.py):
+append and one fsync), then takes the core's Ready and hands it to the one interpreter of its
+contract (univrs/raft/interpreter.py ``execute``, shared with the simulator), which calls the
+driver's effects in the contract's order:
 
 * persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
+* a snapshot from the leader                  -> the writer (install) and the apply loop;
 * ``messages``                                -> the transport, at once;
 * ``committed``                               -> the apply loop (in order);
 * ``reads`` / ``dropped_reads``               -> the waiting readers.
@@ -41,6 +43,7 @@ import attrs
 import trio
 
 from univrs.errors import NotLeader, ProposalDropped, Unavailable
+from univrs.raft.interpreter import InstallJob, Persisted, PersistJob, execute, report_persisted
 from univrs.raft.messages import (
     Entry,
     EntryKind,
@@ -51,11 +54,11 @@ from univrs.raft.messages import (
     decode_membership,
 )
 from univrs.raft.node import RaftNode
-from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState, Status
+from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.payload import decode_payload, encode_payload
 from univrs.runtime.snapshots import capture, restore
 from univrs.runtime.waiter import Waiter
-from univrs.runtime.writer import InstallJob, PersistJob, StorageTask, StorageWriter
+from univrs.runtime.writer import StorageTask, StorageWriter
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import ErrorCode, Failure, Response
 from univrs.sm.state import ClusterStateMachine
@@ -90,13 +93,6 @@ _TICK = _Tick()
 @attrs.frozen
 class _Read:
     waiter: Waiter[int]
-
-
-@attrs.frozen
-class _Persisted:
-    index: int
-    term: int
-    hard_state: HardState | None = None
 
 
 @attrs.frozen
@@ -280,10 +276,8 @@ class RaftRuntime:
             self.core.step(ev)
         elif isinstance(ev, _Propose):
             self._batch.append(ev)
-        elif isinstance(ev, _Persisted):
-            if ev.hard_state is not None:
-                self.core.persisted_hard_state(ev.hard_state)
-            self.core.persisted(ev.index, ev.term)
+        elif isinstance(ev, Persisted):
+            report_persisted(self.core, ev)
         elif ev is _TICK:
             self.core.tick()
         elif isinstance(ev, _Applied):
@@ -334,50 +328,56 @@ class RaftRuntime:
                 or any(e.kind is EntryKind.CONFIG for e in rd.entries)
             ):
                 self._step_dirty = True
-            self._distribute(rd)
+            if rd.hard_state is not None and rd.hard_state.term != self._status.term:
+                log.info("term changed", extra={"term": rd.hard_state.term})
+            execute(rd, self)
         if self._step_dirty:
             self._step_dirty = False
             self._refresh_status()
         else:
             self._status_stale = True  # e.g. last index, persisted, peers' progress
 
-    def _distribute(self, rd: Ready) -> None:
-        if rd.soft_state is not None:
-            self._on_soft_state(rd.soft_state)
-        if rd.hard_state is not None and rd.hard_state.term != self._status.term:
-            log.info("term changed", extra={"term": rd.hard_state.term})
-        if rd.snapshot is not None:
-            # Stored before anything else of this Ready, restored before later entries apply.
-            self._writer.submit(InstallJob(meta=rd.snapshot.meta, data=rd.snapshot.data))
-            self._apply_queue.append(rd.snapshot)
-            self._apply_wakeup.set()
-        if (
-            rd.hard_state is not None
-            or rd.truncate_from is not None
-            or rd.entries
-            or rd.messages_after_persist
-        ):
-            self._writer.submit(
-                PersistJob(
-                    hard_state=rd.hard_state,
-                    truncate_from=rd.truncate_from,
-                    entries=rd.entries,
-                    after_persist=rd.messages_after_persist,
-                )
+    # ---------------------------------------------- the Ready's effects (interpreter.execute)
+
+    def soft_state_changed(self, soft: SoftState) -> None:
+        old = self._soft
+        self._soft = soft
+        if old is None or old.role != soft.role:
+            log.info(
+                "role changed",
+                extra={"role": soft.role.value, "term": soft.term, "leader": soft.leader},
             )
-        for msg in rd.messages:
-            self.send(msg)
-        if rd.committed:
-            self._apply_queue.append(rd.committed)
-            self._apply_wakeup.set()
-        for rs in rd.reads:
-            read = self._reads.pop(rs.ctx, None)
-            if read is not None:
-                read.set(rs.index)
-        for ctx in rd.dropped_reads:
-            read = self._reads.pop(ctx, None)
-            if read is not None:
-                read.fail(Unavailable("the read could not be confirmed by a leader; retry"))
+            if self.metrics is not None and soft.role is Role.CANDIDATE:
+                self.metrics.elections.inc()
+            if old is not None and old.role is Role.LEADER:
+                self._fail_batch(NotLeader(soft.leader))
+        if old is None or old.leader != soft.leader:
+            log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
+            if self.metrics is not None and soft.leader is not None:
+                self.metrics.leader_changes.inc()
+
+    def restore_snapshot(self, install: SnapshotInstall, job: InstallJob) -> None:
+        # Stored before anything else of this Ready, restored before later entries apply.
+        self._writer.submit(job)
+        self._apply_queue.append(install)
+        self._apply_wakeup.set()
+
+    def submit_write(self, job: PersistJob) -> None:
+        self._writer.submit(job)
+
+    def apply_committed(self, entries: tuple[Entry, ...]) -> None:
+        self._apply_queue.append(entries)
+        self._apply_wakeup.set()
+
+    def read_ready(self, ctx: int, index: int) -> None:
+        read = self._reads.pop(ctx, None)
+        if read is not None:
+            read.set(index)
+
+    def read_dropped(self, ctx: int) -> None:
+        read = self._reads.pop(ctx, None)
+        if read is not None:
+            read.fail(Unavailable("the read could not be confirmed by a leader; retry"))
 
     def _refresh_status(self) -> None:
         status = self.core.status()
@@ -398,23 +398,6 @@ class RaftRuntime:
             self._changed.set()
             self._changed = trio.Event()
 
-    def _on_soft_state(self, soft: SoftState) -> None:
-        old = self._soft
-        self._soft = soft
-        if old is None or old.role != soft.role:
-            log.info(
-                "role changed",
-                extra={"role": soft.role.value, "term": soft.term, "leader": soft.leader},
-            )
-            if self.metrics is not None and soft.role is Role.CANDIDATE:
-                self.metrics.elections.inc()
-            if old is not None and old.role is Role.LEADER:
-                self._fail_batch(NotLeader(soft.leader))
-        if old is None or old.leader != soft.leader:
-            log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
-            if self.metrics is not None and soft.leader is not None:
-                self.metrics.leader_changes.inc()
-
     def _fail_batch(self, exc: Exception) -> None:
         for p in self._batch:
             p.waiter.fail(exc)
@@ -423,7 +406,7 @@ class RaftRuntime:
     async def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
         # The writer and the apply loop may wait here when the channel is full: the driver
         # never waits on them, so it keeps draining and they get through.
-        await self._events_send.send(_Persisted(index, term, hard_state))
+        await self._events_send.send(Persisted(index=index, term=term, hard_state=hard_state))
 
     def _observe_fsync(self, seconds: float) -> None:
         if self.metrics is not None:

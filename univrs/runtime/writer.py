@@ -1,45 +1,35 @@
-"""The storage writer: group commit of the core's persist requests.
+"""The storage writer: the Trio task that works through the node's write queue.
 
-Every Ready that asks to persist something becomes a ``PersistJob``. The writer takes *all* jobs
-queued since its last write, merges them in order into one storage call (one LMDB write
-transaction, one fsync), and only then sends the messages that depended on that state
-(``messages_after_persist``: vote grants, append acks) and reports ``persisted`` to the driver.
-With many proposals in flight this is one fsync per batch, not per entry.
-
-Merging keeps the meaning of the sequence: a later job's ``truncate_from`` cuts entries an
-earlier job would have appended; the storage call deletes from the smallest truncation point
-and writes what survives; the newest hard state wins.
+The write queue (univrs/raft/interpreter.py ``WriteQueue``, shared with the simulator) holds
+every Ready's ``PersistJob``, the leader's snapshots to install (``InstallJob``) and other
+storage work (``StorageTask``: the node's own snapshots, compaction) in FIFO order. The writer
+takes *all* persist jobs queued since its last write as one merged write (one LMDB write
+transaction, one fsync: group commit), and only then sends the messages that depended on that
+state (``messages_after_persist``: vote grants, append acks) and reports ``persisted`` to the
+driver. With many proposals in flight this is one fsync per batch, not per entry. Which hard
+state needs a sync of its own, and what each write reports, is the queue's rule, not ours.
 """
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 import trio
 
-from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
+from univrs.raft.interpreter import (
+    InstallJob,
+    MergedWrite,
+    PersistJob,
+    WriteQueue,
+    installed,
+    merge_jobs,
+)
+from univrs.raft.messages import HardState, Message, SnapshotMeta
 from univrs.runtime.waiter import Waiter
 
-
-@attrs.frozen(kw_only=True)
-class PersistJob:
-    """What one Ready asks to make durable, and the messages that must wait for it."""
-
-    hard_state: HardState | None
-    truncate_from: int | None
-    entries: tuple[Entry, ...]
-    after_persist: tuple[Message, ...]
-
-
-@attrs.frozen(kw_only=True)
-class InstallJob:
-    """A verified snapshot from the leader to store (replacing the log up to its index)."""
-
-    meta: SnapshotMeta
-    data: bytes
+__all__ = ["InstallJob", "MergedWrite", "PersistJob", "StorageTask", "StorageWriter", "merge_jobs"]
 
 
 @attrs.frozen(kw_only=True)
@@ -49,45 +39,6 @@ class StorageTask:
 
     fn: Callable[[], Any]
     waiter: Waiter[Any]
-
-
-@attrs.frozen(kw_only=True)
-class MergedWrite:
-    """Several jobs folded into one storage call."""
-
-    hard_state: HardState | None
-    truncate_from: int | None
-    entries: tuple[Entry, ...]
-    after_persist: tuple[Message, ...]
-
-
-def merge_jobs(jobs: Sequence[PersistJob]) -> MergedWrite:
-    """Fold jobs (oldest first) into one write with the same effect as applying them in order."""
-    hard_state: HardState | None = None
-    truncate_from: int | None = None
-    entries: list[Entry] = []
-    after: list[Message] = []
-    for job in jobs:
-        if job.truncate_from is not None:
-            t = job.truncate_from
-            if entries and entries[0].index < t:
-                entries = [e for e in entries if e.index < t]
-            else:
-                entries = []
-            truncate_from = t if truncate_from is None else min(truncate_from, t)
-        if job.entries:
-            if entries:
-                assert job.entries[0].index == entries[-1].index + 1, "persist jobs not contiguous"
-            entries.extend(job.entries)
-        if job.hard_state is not None:
-            hard_state = job.hard_state
-        after.extend(job.after_persist)
-    return MergedWrite(
-        hard_state=hard_state,
-        truncate_from=truncate_from,
-        entries=tuple(entries),
-        after_persist=tuple(after),
-    )
 
 
 @attrs.define(eq=False)
@@ -104,43 +55,32 @@ class StorageWriter:
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
-    _queue: collections.deque[PersistJob | InstallJob | StorageTask] = attrs.field(
-        factory=collections.deque
-    )
+    _queue: WriteQueue[StorageTask] = attrs.field(factory=WriteQueue)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     writes: int = 0
     jobs_written: int = 0
-    # The newest hard state known durable, and a newer one that differs only in its commit
-    # index and waits for the next write that has to sync anyway.
-    _durable_hs: HardState | None = None
-    _pending_hs: HardState | None = None
 
     def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
-        self._queue.append(job)
+        self._queue.submit(job)
         self._wakeup.set()
 
     @property
     def idle(self) -> bool:
-        return not self._queue
+        return self._queue.idle
 
     async def run(self) -> None:
+        queue = self._queue
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            while self._queue:
-                head = self._queue[0]
-                if isinstance(head, InstallJob):
-                    self._queue.popleft()
-                    await self._install(head)
-                    continue
-                if isinstance(head, StorageTask):
-                    self._queue.popleft()
-                    await self._task(head)
-                    continue
-                jobs: list[PersistJob] = []
-                while self._queue and isinstance(self._queue[0], PersistJob):
-                    jobs.append(self._queue.popleft())  # type: ignore[arg-type]
-                await self._write(jobs)
+            while not queue.idle:
+                item = queue.take()
+                if isinstance(item, MergedWrite):
+                    await self._write(item)
+                elif isinstance(item, InstallJob):
+                    await self._install(item)
+                else:
+                    await self._task(item)
 
     async def _task(self, task: StorageTask) -> None:
         result: list[Any] = []
@@ -164,39 +104,26 @@ class StorageWriter:
         install = self.install
         await self._run_blocking(lambda: install(job.meta, job.data))
         self.writes += 1
-        await self.on_persisted(job.meta.index, job.meta.term, None)
+        p = installed(job)
+        await self.on_persisted(p.index, p.term, p.hard_state)
 
-    async def _write(self, jobs: list[PersistJob]) -> None:
-        merged = merge_jobs(jobs)
-        hs = merged.hard_state
-        if hs is not None and not merged.entries and merged.truncate_from is None:
-            durable = self._durable_hs
-            if durable is not None and (hs.term, hs.vote) == (durable.term, durable.vote):
-                # Only the commit index moved: it needs no fsync of its own (it can always be
-                # learned again from the leader; etcd's MustSync). It rides on the next write.
-                self._pending_hs = hs
-                hs = None
-        if hs is None and self._pending_hs is not None and (merged.entries or merged.truncate_from):
-            hs = self._pending_hs
-        if hs is not None or merged.truncate_from is not None or merged.entries:
+    async def _write(self, merged: MergedWrite) -> None:
+        if merged.stores:
             start = trio.current_time()
 
             def write() -> None:
                 self.write(
-                    hard_state=hs, truncate_from=merged.truncate_from, entries=merged.entries
+                    hard_state=merged.hard_state,
+                    truncate_from=merged.truncate_from,
+                    entries=merged.entries,
                 )
 
             await self._run_blocking(write)
-            if hs is not None:
-                self._durable_hs = hs
-                self._pending_hs = None
             self.observe_fsync(trio.current_time() - start)
             self.writes += 1
-        self.jobs_written += len(jobs)
+        self.jobs_written += merged.jobs
+        report = self._queue.written(merged)
         for msg in merged.after_persist:
             self.send(msg)
-        if merged.entries:
-            last = merged.entries[-1]
-            await self.on_persisted(last.index, last.term, hs)
-        elif hs is not None:
-            await self.on_persisted(0, 0, hs)
+        if report is not None:
+            await self.on_persisted(report.index, report.term, report.hard_state)

@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 
 from univrs.raft import RaftConfig, RaftNode, bootstrap_state
+from univrs.raft.interpreter import WriteQueue
 from univrs.raft.messages import Membership, NodeId
 from univrs.raft.ready import Role
 from univrs.sim.checker import Checker
@@ -271,7 +272,8 @@ class Simulation(ReadyRuntime):
         sn.pause_fault = 0
         sn.backlog.clear()
         sn.incarnation += 1
-        sn.disk.crash()
+        sn.writes = WriteQueue()
+        sn.writing = None
         sn.acks.clear()
         sn.role, sn.leader = None, None
         self.checker.observe_crash(sn.id)

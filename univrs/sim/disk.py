@@ -1,45 +1,38 @@
-"""A simulated disk: a node's durable image plus its queue of not-yet-durable writes.
+"""A simulated disk: a node's durable image.
 
-Each Ready's persist part (``snapshot``, ``truncate_from``, ``entries``, ``hard_state``) becomes
-one ``Write`` that completes after a random delay; writes complete in the order they were
-issued (one synced transaction after another), so the durable image is always the result of a
-prefix of the issued writes. A crash drops every pending write: what was not durable is lost.
-A node removed from the cluster and added back later gets a new, empty ``SimDisk`` (it never
-rejoins with stale state).
+The storage work of a node runs through the interpreter's write queue
+(univrs/raft/interpreter.py ``WriteQueue``, the same the Trio writer uses; the simulated runtime
+keeps one per process, runtime.py): one item at a time, each durable after a random delay,
+consecutive Ready writes merged into one (group commit). When an item completes it changes the
+image here: ``store`` (a merged write), ``install`` (a snapshot from the leader) or
+``store_taken`` (a snapshot the node took itself). A crash loses the queue and the item in
+progress: the image is always the result of a prefix of the issued work. A node whose data dir
+is wiped gets a new ``SimDisk`` with a new incarnation id.
 
-A write may also store a snapshot the node took itself (``taken``); once it is durable the
-simulator tells the core (``snapshot_taken``) and compacts the stored log as the core says.
 Invariant: ``entries[k].index == base + 1 + k``; the stored snapshot (if any) is at an index
 ``>= base`` (the log may keep entries the snapshot also covers: ``keep``).
 """
 
 from __future__ import annotations
 
-from collections import deque
-
 import attrs
 
-from univrs.raft.messages import Entry, HardState, Membership, Message, SnapshotMeta
+from univrs.raft.interpreter import MergedWrite
+from univrs.raft.messages import Entry, HardState, Membership, SnapshotMeta
 from univrs.raft.ready import InitialState
 
 NO_MEMBERS = Membership(voters=frozenset())
 
 
 @attrs.define(eq=False, slots=True)
-class Write:
-    """One storage transaction, plus the messages that must wait until it is durable."""
+class Taken:
+    """A snapshot the node took of its own state machine, to store (a queue item in FIFO order
+    with the writes). ``epoch`` is the node's install count when it was taken: an install in
+    between makes it obsolete for the core (it is still stored if newer)."""
 
-    truncate_from: int | None
-    entries: tuple[Entry, ...]
-    hard_state: HardState | None
-    after_persist: tuple[Message, ...]
-    done_at: int  # simulated time at which the write becomes durable
-    # A snapshot received from the leader (Ready.snapshot), stored before the entries.
-    install: tuple[SnapshotMeta, bytes] | None = None
-    # A snapshot this node took of its own state machine; ``epoch`` is the node's install
-    # count when it was taken (an install in between makes it obsolete).
-    taken: tuple[SnapshotMeta, bytes] | None = None
-    epoch: int = 0
+    meta: SnapshotMeta
+    data: bytes
+    epoch: int
 
 
 @attrs.define(eq=False)
@@ -50,16 +43,8 @@ class SimDisk:
     entries: list[Entry] = attrs.field(factory=list)
     base: int = 0  # index of the last compacted entry: entries[0].index == base + 1
     snapshot: tuple[SnapshotMeta, bytes] | None = None  # the newest stored snapshot
-    pending: deque[Write] = attrs.field(factory=deque)
     speed: int = 1  # this disk's writes take `speed` times the profile's delay
     slow_factor: int = 1  # > 1 while a slow-disk fault is active
-
-    def submit(self, w: Write) -> Write:
-        """Queue ``w``; it cannot complete before the writes queued ahead of it."""
-        if self.pending and self.pending[-1].done_at > w.done_at:
-            w.done_at = self.pending[-1].done_at
-        self.pending.append(w)
-        return w
 
     @property
     def last_index(self) -> int:
@@ -72,11 +57,8 @@ class SimDisk:
             return self.snapshot[0].term
         return None
 
-    def complete_next(self) -> Write:
-        """Make the oldest pending write durable and return it."""
-        w = self.pending.popleft()
-        if w.install is not None:
-            self._install(*w.install)
+    def store(self, w: MergedWrite) -> None:
+        """Make a (merged) Ready write durable: truncate, append, hard state."""
         if w.truncate_from is not None:
             del self.entries[max(0, w.truncate_from - self.base - 1) :]
         if w.entries:
@@ -84,15 +66,16 @@ class SimDisk:
             self.entries.extend(w.entries)
         if w.hard_state is not None:
             self.hard_state = w.hard_state
-        if w.taken is not None:
-            self._store(*w.taken)
-        return w
+
+    def store_taken(self, t: Taken) -> None:
+        self._store(t.meta, t.data)
 
     def _store(self, meta: SnapshotMeta, data: bytes) -> None:
         if self.snapshot is None or meta.index > self.snapshot[0].index:
             self.snapshot = (meta, data)
 
-    def _install(self, meta: SnapshotMeta, data: bytes) -> None:
+    def install(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Store a snapshot from the leader (the LMDB store's suffix rule)."""
         # Paper Figure 13 steps 6-7: keep the log after the snapshot only if it holds the
         # snapshot's last entry, otherwise discard it entirely.
         if meta.index <= self.base:
@@ -110,12 +93,6 @@ class SimDisk:
         if upto > self.base:
             del self.entries[: upto - self.base]
             self.base = upto
-
-    def crash(self) -> int:
-        """Lose every write that is not durable yet; returns how many were lost."""
-        lost = len(self.pending)
-        self.pending.clear()
-        return lost
 
     def initial_state(self, membership: Membership = NO_MEMBERS) -> InitialState:
         """What a restarting node reads back: snapshot, hard state, the log after it.

@@ -1,23 +1,26 @@
-"""The simulated runtime of each node: Ready handling, disk writes, applying and snapshots.
+"""The simulated runtime of each node: Ready handling, storage, applying and snapshots.
 
 After every input to a node (tick, message, persisted, applied, proposal, read) the simulator
-drains the node's Ready batches and obeys the contract of univrs/raft/ready.py:
+drains the node's Ready batches through the one interpreter of the Ready contract
+(univrs/raft/interpreter.py ``execute``, the same the Trio driver runs), whose effects here are:
 
-1. the persist part becomes a ``Write`` on the node's simulated disk, durable after a random
-   delay; the Ready's ``messages_after_persist`` ride on that write (even when it persists
-   nothing, so they wait for every earlier write too);
+1. a persist job goes on the process's ``WriteQueue`` (the driver's writer uses the same one):
+   one item at a time is written, durable after a random delay; consecutive Ready writes are
+   merged (group commit) and a commit-only hard state waits for the next write that syncs, as
+   in the real writer. A job that persists nothing still waits for every earlier write;
 2. ``messages`` are sent at once through the simulated network;
-3. when the write completes: the durable image changes, ``messages_after_persist`` are sent and
-   ``persisted(index, term)`` is reported for its last entry;
+3. when a write completes: the durable image changes, its ``messages_after_persist`` are sent
+   and what it made durable is reported (``report_persisted``);
 4. ``committed`` entries are applied to the node's KvStore, then ``applied(index)`` is reported:
    at once, or (``Profile.apply_lag``) a little later, as a runtime whose apply loop runs
    apart from the core would;
 5. ``reads`` are served from the KvStore, ``dropped_reads`` make the client retry.
-A ``snapshot`` (step 0) restores the KvStore first and rides on the Ready's write. Nodes also
-snapshot their own KvStore now and then, right after applying (a disk write; once durable,
-``snapshot_taken`` and compaction of the stored log up to what the core returns). With a lagging
-``applied()`` the snapshot can be ahead of what the core knows is applied: the core must not
-compact past that (compaction-bound, checked after every compaction and install).
+A ``snapshot`` (step 0) restores the KvStore first and queues its storage ahead of the Ready's
+write. Nodes also snapshot their own KvStore now and then, right after applying (a queue item
+in FIFO order with the writes; once durable, ``snapshot_taken`` and compaction of the stored
+log up to what the core returns). With a lagging ``applied()`` the snapshot can be ahead of what
+the core knows is applied: the core must not compact past that (compaction-bound, checked after
+every compaction and install).
 """
 
 from __future__ import annotations
@@ -30,11 +33,20 @@ from typing import Any
 import attrs
 
 from univrs.raft import InitialState, RaftConfig, RaftNode
+from univrs.raft.interpreter import (
+    InstallJob,
+    MergedWrite,
+    PersistJob,
+    WriteQueue,
+    execute,
+    installed,
+    report_persisted,
+)
 from univrs.raft.messages import Entry, Message, NodeId, SnapshotMeta
-from univrs.raft.ready import Ready, Role
+from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState
 from univrs.sim.checker import Checker
 from univrs.sim.clients import Workload
-from univrs.sim.disk import SimDisk, Write
+from univrs.sim.disk import SimDisk, Taken
 from univrs.sim.faults import TICK, Schedule
 from univrs.sim.invariants import COMPACTION_BOUND, READY_CONTRACT, InvariantViolation
 from univrs.sim.kv import KvStore, WriteDecoder
@@ -66,6 +78,10 @@ class SimNode:
     leader: NodeId | None = None
     # Write attempts waiting for this node to apply the index propose returned.
     acks: dict[int, list[Any]] = attrs.field(factory=dict)
+    # The process's storage work (the interpreter's queue) and the item being written.
+    writes: WriteQueue[Taken] = attrs.field(factory=WriteQueue)
+    writing: MergedWrite | InstallJob | Taken | None = None
+    fx: NodeEffects | None = None  # the interpreter's effects for this process
     # Fault rules active on this node, by fault id.
     slow_disk: dict[int, int] = attrs.field(factory=dict)
     slow_clock: dict[int, int] = attrs.field(factory=dict)
@@ -107,6 +123,9 @@ class ReadyRuntime:
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
         sn.raft = raft = self.node_factory(sn.id, config=self.config, rng=rng, initial=initial)
         sn.kv = KvStore()
+        sn.writes = WriteQueue()
+        sn.writing = None
+        sn.fx = NodeEffects(self, sn)
         if disk.snapshot is not None:
             meta, data = disk.snapshot
             sn.kv.restore(data, meta.index, meta.term, meta.membership)
@@ -136,73 +155,47 @@ class ReadyRuntime:
                 return
 
     def _handle_ready(self, sn: SimNode, rd: Ready) -> None:
+        # What the checker mirrors comes first, in the Ready's own order (a snapshot resets the
+        # log before its entries; the commit is judged by the role held before this Ready).
         nid = sn.id
         chk = self.checker
         hs = rd.hard_state
         install = rd.snapshot
         if install is not None:
-            # Step 0 of the contract: the snapshot replaces the log prefix and the state machine
-            # before anything else in this Ready; its storage rides on this Ready's write.
             meta = install.meta
             chk.observe_snapshot(
                 nid, meta.index, meta.term, durable=False, membership=meta.membership
             )
-            sn.kv.restore(install.data, meta.index, meta.term, meta.membership)
-            chk.check_snapshot_state(nid, meta.index, sn.kv.data)
-            sn.installs += 1
-            sn.snap_at = max(sn.snap_at, meta.index)
         if hs is not None:
             chk.observe_term(nid, hs.term)
         if rd.truncate_from is not None or rd.entries:
             chk.observe_issued(nid, rd.truncate_from, rd.entries, rd.soft_state is None)
-        ss = rd.soft_state
         if hs is not None:
-            chk.observe_commit(nid, hs.commit, leading=ss is None and sn.role is Role.LEADER)
-        if ss is not None:
-            sn.role, sn.term, sn.leader = ss.role, ss.term, ss.leader
-            chk.observe_role(nid, ss.role, ss.term)
-            self.trace.append((self.now, nid, ss))
-        writes = (
-            hs is not None
-            or rd.truncate_from is not None
-            or bool(rd.entries)
-            or install is not None
-        )
-        if writes or rd.messages_after_persist:
-            after = rd.messages_after_persist
-            disk = sn.disk
-            delay = 0
-            if writes:
-                p = self.schedule.profile
-                delay = p.disk_min + int(self.rng.random() * (p.disk_max - p.disk_min + 1))
-                delay *= disk.speed * disk.slow_factor
-                if p.disk_stall and not self.quiet and self.rng.random() < p.disk_stall:
-                    delay += int(self.rng.random() * p.disk_tail)
-                if self.quiet:
-                    delay = min(delay, QUIET_DISK_MAX)
-            w = disk.submit(
-                Write(
-                    rd.truncate_from,
-                    rd.entries,
-                    hs,
-                    after,
-                    self.now + delay,
-                    install=(install.meta, install.data) if install is not None else None,
-                )
+            chk.observe_commit(
+                nid, hs.commit, leading=rd.soft_state is None and sn.role is Role.LEADER
             )
-            self.at(w.done_at, self._disk_done, (sn, sn.incarnation))
-        for m in rd.messages:
-            self._send(m)
-        if install is not None:
-            assert sn.raft is not None
-            sn.raft.applied(install.meta.index)
-            self._check_compaction(sn)
-        if rd.committed:
-            self._apply(sn, rd.committed)
-        for rs in rd.reads:
-            self.workload.on_read(sn, rs.ctx, rs.index)
-        for ctx in rd.dropped_reads:
-            self.workload.on_read_dropped(sn, ctx)
+        assert sn.fx is not None
+        execute(rd, sn.fx)
+
+    def _submit(self, sn: SimNode, item: PersistJob | InstallJob | Taken) -> None:
+        """Queue storage work; the disk works through the queue one item at a time."""
+        sn.writes.submit(item)
+        if sn.writing is None:
+            self._next_write(sn)
+
+    def _next_write(self, sn: SimNode) -> None:
+        item = sn.writing = sn.writes.take()
+        delay = 0
+        if not isinstance(item, MergedWrite) or item.stores:
+            disk = sn.disk
+            p = self.schedule.profile
+            delay = p.disk_min + int(self.rng.random() * (p.disk_max - p.disk_min + 1))
+            delay *= disk.speed * disk.slow_factor
+            if p.disk_stall and not self.quiet and self.rng.random() < p.disk_stall:
+                delay += int(self.rng.random() * p.disk_tail)
+            if self.quiet:
+                delay = min(delay, QUIET_DISK_MAX)
+        self.at(self.now + delay, self._disk_done, (sn, sn.incarnation))
 
     def _apply(self, sn: SimNode, committed: tuple[Entry, ...]) -> None:
         kv = sn.kv
@@ -253,24 +246,7 @@ class ReadyRuntime:
         sn.snap_at = kv.applied
         self.snapshots += 1
         meta = SnapshotMeta(index=kv.applied, term=kv.applied_term, membership=kv.config)
-        p = self.schedule.profile
-        delay = (p.disk_min + int(self.rng.random() * (p.disk_max - p.disk_min + 1))) * (
-            sn.disk.speed * sn.disk.slow_factor
-        )
-        if self.quiet:
-            delay = min(delay, QUIET_DISK_MAX)
-        w = sn.disk.submit(
-            Write(
-                None,
-                (),
-                None,
-                (),
-                self.now + delay,
-                taken=(meta, kv.snapshot()),
-                epoch=sn.installs,
-            )
-        )
-        self.at(w.done_at, self._disk_done, (sn, sn.incarnation))
+        self._submit(sn, Taken(meta=meta, data=kv.snapshot(), epoch=sn.installs))
 
     def _check_compaction(self, sn: SimNode) -> None:
         """The core never drops log entries it has not applied and committed (dissertation
@@ -314,30 +290,35 @@ class ReadyRuntime:
         if sn.paused:
             sn.backlog.append((self._disk_done, arg))
             return
-        w = sn.disk.complete_next()
+        item = sn.writing
+        sn.writing = None
         raft = sn.raft
-        assert raft is not None
-        if w.install is not None:
-            meta = w.install[0]
-            self.checker.observe_snapshot(sn.id, meta.index, meta.term, durable=True)
-        if w.truncate_from is not None or w.entries:
-            self.checker.observe_durable(sn.id, w.truncate_from, w.entries)
-        for m in w.after_persist:
-            self._send(m)
-        if w.hard_state is not None:
-            raft.persisted_hard_state(w.hard_state)
-        if w.install is not None:
-            meta = w.install[0]
-            raft.persisted(meta.index, meta.term)
-        if w.entries:
-            last = w.entries[-1]
-            raft.persisted(last.index, last.term)
-        if w.taken is not None and w.epoch == sn.installs:
-            # Our own snapshot is durable: hand it to the core, compact what it lets go.
-            meta, data = w.taken
-            upto = raft.snapshot_taken(meta, data, keep=self.schedule.profile.snap_keep)
-            self._check_compaction(sn)
-            sn.disk.compact(upto)
+        assert raft is not None and item is not None
+        disk = sn.disk
+        if isinstance(item, MergedWrite):
+            disk.store(item)
+            if item.truncate_from is not None or item.entries:
+                self.checker.observe_durable(sn.id, item.truncate_from, item.entries)
+            report = sn.writes.written(item)
+            for m in item.after_persist:
+                self._send(m)
+            if report is not None:
+                report_persisted(raft, report)
+        elif isinstance(item, InstallJob):
+            disk.install(item.meta, item.data)
+            self.checker.observe_snapshot(sn.id, item.meta.index, item.meta.term, durable=True)
+            report_persisted(raft, installed(item))
+        else:
+            disk.store_taken(item)
+            if item.epoch == sn.installs:
+                # Our own snapshot is durable: hand it to the core, compact what it lets go.
+                upto = raft.snapshot_taken(
+                    item.meta, item.data, keep=self.schedule.profile.snap_keep
+                )
+                self._check_compaction(sn)
+                disk.compact(upto)
+        if not sn.writes.idle:
+            self._next_write(sn)
         self.drain(sn)
 
     def _tick(self, sn: SimNode) -> None:
@@ -347,3 +328,48 @@ class ReadyRuntime:
             return
         raft.tick()
         self.drain(sn)
+
+
+@attrs.define(eq=False, slots=True)
+class NodeEffects:
+    """The simulated runtime's side of the interpreter for one process of one node."""
+
+    rt: ReadyRuntime
+    sn: SimNode
+
+    def soft_state_changed(self, soft: SoftState) -> None:
+        sn = self.sn
+        rt = self.rt
+        sn.role, sn.term, sn.leader = soft.role, soft.term, soft.leader
+        rt.checker.observe_role(sn.id, soft.role, soft.term)
+        rt.trace.append((rt.now, sn.id, soft))
+
+    def restore_snapshot(self, install: SnapshotInstall, job: InstallJob) -> None:
+        # Step 0 of the contract: the snapshot replaces the state machine before anything else
+        # in this Ready; its storage goes ahead of this Ready's write.
+        sn = self.sn
+        rt = self.rt
+        meta = install.meta
+        rt._submit(sn, job)
+        sn.kv.restore(install.data, meta.index, meta.term, meta.membership)
+        rt.checker.check_snapshot_state(sn.id, meta.index, sn.kv.data)
+        sn.installs += 1
+        sn.snap_at = max(sn.snap_at, meta.index)
+        assert sn.raft is not None
+        sn.raft.applied(meta.index)
+        rt._check_compaction(sn)
+
+    def send(self, msg: Message) -> None:
+        self.rt._send(msg)
+
+    def submit_write(self, job: PersistJob) -> None:
+        self.rt._submit(self.sn, job)
+
+    def apply_committed(self, entries: tuple[Entry, ...]) -> None:
+        self.rt._apply(self.sn, entries)
+
+    def read_ready(self, ctx: int, index: int) -> None:
+        self.rt.workload.on_read(self.sn, ctx, index)
+
+    def read_dropped(self, ctx: int) -> None:
+        self.rt.workload.on_read_dropped(self.sn, ctx)
