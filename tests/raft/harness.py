@@ -567,6 +567,9 @@ class Cluster:
         execute(rd, self.effects[nid])
 
     def _check(self, nid: str) -> None:
+        problems = self.nodes[nid].problems()
+        if problems:
+            raise AssertionError("; ".join(problems))
         st = self.nodes[nid].status()
         # Compaction never passes what is committed and applied.
         assert st.first_index - 1 <= min(st.commit, st.applied), f"{nid} over-compacted: {st}"
