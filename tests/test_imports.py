@@ -68,6 +68,18 @@ def test_pure_layers_import_nothing_impure(package: str) -> None:
     assert violations(package) == []
 
 
+def test_the_shared_proposal_rules_are_pure() -> None:
+    # univrs/runtime/proposals.py runs in the Trio driver, the API and the simulator.
+    path = ROOT / "runtime" / "proposals.py"
+    bad = [
+        name
+        for name in imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN_STDLIB | {"trio"}
+        or (name.startswith("univrs") and name != "univrs.errors")
+    ]
+    assert bad == []
+
+
 def test_checker_catches_an_impure_import(tmp_path: pathlib.Path) -> None:
     pkg = tmp_path / "raft"
     pkg.mkdir()

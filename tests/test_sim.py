@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import attrs
 import pytest
 
 from univrs.raft import RaftNode
@@ -13,7 +14,7 @@ from univrs.sim import checker as ck
 from univrs.sim.checker import Checker, InvariantViolation
 from univrs.sim.cli import main
 from univrs.sim.cluster import Simulation
-from univrs.sim.kv import KvWrite, decode_write, encode_write
+from univrs.sim.kv import KvStore, KvWrite, decode_write, encode_write
 from univrs.sim.runner import run_seed, run_seeds
 
 NODES = ["a", "b", "c"]
@@ -45,9 +46,9 @@ def apply_all(c: Checker, node: str, entries: list[Entry]) -> None:
     for e in entries:
         if e.kind is EntryKind.NORMAL:
             w = decode_write(e.data)
-            c.observe_apply(node, e, w.key, w.value)
+            c.observe_apply(node, e, w, effect=True)
         else:
-            c.observe_apply(node, e, None, None)
+            c.observe_apply(node, e)
 
 
 def expect(invariant: str) -> pytest.RaisesExc[InvariantViolation]:
@@ -74,7 +75,7 @@ def test_divergent_applied_entries_are_caught() -> None:
     apply_all(c, "b", log_a[:1])
     bad = write(2, 2, "x", "2")
     with expect(ck.STATE_MACHINE_SAFETY):
-        c.observe_apply("b", bad, "x", "2")
+        c.observe_apply("b", bad, decode_write(bad.data), effect=True)
 
 
 def test_log_matching_breach_is_caught() -> None:
@@ -180,10 +181,64 @@ def test_rewriting_identical_entries_is_not_a_truncation() -> None:
 
 
 def test_kv_encoding_round_trips() -> None:
-    w = KvWrite(client=3, op=7, key="k1", value="c3.7")
+    w = KvWrite(client=3, op=7, key="k1", value="c3.7", keyed=True, cond=True, expect="c1.2")
     assert decode_write(encode_write(w)) == w
     with pytest.raises(ValueError):
         decode_write(b'{"not": "a write"}')
+
+
+def test_the_store_dedups_keyed_writes_and_refuses_stale_conditions() -> None:
+    kv = KvStore()
+    first = KvWrite(client=1, op=1, key="k", value="v1", keyed=True)
+    assert kv.apply(entry(1, 1, encode_write(first)), first) == (("ok", 1), True)
+    # The same keyed write again (a retry): the first result, nothing applied again.
+    assert kv.apply(entry(2, 1, encode_write(first)), first) == (("ok", 1), False)
+    cas = KvWrite(client=2, op=1, key="k", value="v2", cond=True, expect="v0")
+    assert kv.apply(entry(3, 1, encode_write(cas)), cas) == (("conflict", 3), False)
+    cas = attrs.evolve(cas, op=2, expect="v1")
+    assert kv.apply(entry(4, 1, encode_write(cas)), cas) == (("ok", 4), True)
+    assert kv.get("k") == "v2"
+    again = KvStore()
+    again.restore(kv.snapshot(), 4, 1, kv.config)
+    assert again.apply(entry(5, 1, encode_write(first)), first) == (("ok", 1), False)
+
+
+def test_a_write_taking_effect_twice_is_caught() -> None:
+    c = Checker(voters=NODES)
+    w = KvWrite(client=1, op=1, key="x", value="c1.1")
+    log = [entry(1, 1), entry(2, 1, encode_write(w)), entry(3, 1, encode_write(w))]
+    durable_everywhere(c, log)
+    c.observe_apply("a", log[0])
+    c.observe_apply("a", log[1], w, effect=True)
+    c.observe_answer(w, "ok", 2)
+    with expect(ck.EXACTLY_ONCE):
+        c.observe_apply("a", log[2], w, effect=True)
+
+
+def test_a_conflict_answer_for_an_applied_write_is_caught() -> None:
+    c = Checker(voters=NODES)
+    w = KvWrite(client=1, op=1, key="x", value="c1.1", cond=True, expect=None)
+    log = [entry(1, 1), entry(2, 1, encode_write(w)), entry(3, 1, encode_write(w))]
+    durable_everywhere(c, log)
+    c.observe_apply("a", log[0])
+    c.observe_apply("a", log[1], w, effect=True)
+    c.observe_apply("a", log[2], w, effect=False)  # the retry finds its own value: conflict
+    with expect(ck.EXACTLY_ONCE):
+        c.observe_answer(w, "conflict", 3)
+    # And the other order: answered conflict first, applied later.
+    c = Checker(voters=NODES)
+    durable_everywhere(c, log)
+    c.observe_apply("a", log[0])
+    c.observe_answer(w, "conflict", 1)
+    with expect(ck.EXACTLY_ONCE):
+        c.observe_apply("a", log[1], w, effect=True)
+
+
+def test_an_ok_answer_for_a_write_that_did_not_take_effect_is_caught() -> None:
+    c = Checker(voters=NODES)
+    w = KvWrite(client=1, op=1, key="x", value="c1.1")
+    with expect(ck.EXACTLY_ONCE):
+        c.observe_answer(w, "ok", 2)
 
 
 def test_commit_of_a_previous_term_entry_alone_is_caught() -> None:
@@ -399,8 +454,9 @@ def test_snapshot_with_wrong_state_or_term_is_caught() -> None:
         c.observe_snapshot("c", 4, 1, durable=True)  # nothing is committed at 4
 
 
-def test_snapshots_and_membership_changes_happen_across_seeds() -> None:
+def test_snapshots_membership_and_the_write_path_happen_across_seeds() -> None:
     taken = installed = changes = leader_removals = rejoins = 0
+    forwards = conflicts = unknown = 0
     for seed in range(1, 40):
         r = run_seed(seed, nodes=3, ticks=600)
         assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
@@ -410,7 +466,11 @@ def test_snapshots_and_membership_changes_happen_across_seeds() -> None:
         changes += r.stats.config_changes
         leader_removals += r.stats.leader_removals
         rejoins += r.stats.rejoins
+        forwards += r.stats.forwards
+        conflicts += r.stats.writes_conflict
+        unknown += r.stats.writes_unknown
     assert taken > 0 and installed > 0
+    assert forwards > 0 and conflicts > 0 and unknown > 0  # the API's write path is exercised
     assert changes > 0 and leader_removals > 0 and rejoins > 0
 
 

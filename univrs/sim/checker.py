@@ -42,6 +42,9 @@ Invariants (Raft paper Figure 3; dissertation 3.6, 4):
   below T (the term recorded for an entry is the applying node's term, an upper bound of the
   term it was committed in, so the check never fires falsely);
 * leader-append-only: a leader never truncates its own log;
+* exactly-once: a client write (unique id) takes effect at most once in the committed log; a
+  client answered "applied" finds it applied at the answered index; a client answered
+  "conflict" (a conditional write refused, like a 409) never has it take effect;
 * linearizable-read: a released read is served at an applied index at least the largest index
   of a write acknowledged before the read was issued, and returns exactly what the committed log
   holds for its key at that index;
@@ -62,6 +65,7 @@ from univrs.sim.invariants import (
     CONFIG_SAFETY,
     CORE_EXCEPTION,
     ELECTION_SAFETY,
+    EXACTLY_ONCE,
     INVARIANTS,
     LEADER_APPEND_ONLY,
     LEADER_COMPLETENESS,
@@ -72,6 +76,7 @@ from univrs.sim.invariants import (
     STATE_MACHINE_SAFETY,
     InvariantViolation,
 )
+from univrs.sim.kv import KvWrite
 from univrs.sim.mirror import (
     LogMirror,
     MirroredLog,
@@ -87,6 +92,7 @@ __all__ = [
     "CONFIG_SAFETY",
     "CORE_EXCEPTION",
     "ELECTION_SAFETY",
+    "EXACTLY_ONCE",
     "INVARIANTS",
     "LEADER_APPEND_ONLY",
     "LEADER_COMPLETENESS",
@@ -113,6 +119,9 @@ class Checker(LogMirror):
     max_acked: int = attrs.field(init=False, default=0)
     # Per key: the committed indexes that wrote it (ascending) and the values they wrote.
     _hist: dict[str, tuple[list[int], list[str]]] = attrs.field(init=False, factory=dict)
+    # Client writes that took effect (write id -> index), and those answered "conflict".
+    _effects: dict[tuple[int, int], int] = attrs.field(init=False, factory=dict)
+    _refused: set[tuple[int, int]] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -164,8 +173,11 @@ class Checker(LogMirror):
 
     # ---------------------------------------------------------------- apply and clients
 
-    def observe_apply(self, node: NodeId, entry: Entry, key: str | None, value: str | None) -> None:
-        """``node`` applied committed ``entry`` (``key``/``value`` when it is a write)."""
+    def observe_apply(
+        self, node: NodeId, entry: Entry, write: KvWrite | None = None, effect: bool = False
+    ) -> None:
+        """``node`` applied committed ``entry`` (``write`` when it is a client write, and
+        whether it took effect: a refused conditional write or a keyed duplicate does not)."""
         i = entry.index
         v = self._nodes[node]
         if i < len(self.committed):
@@ -187,10 +199,8 @@ class Checker(LogMirror):
                 self._committed_cfg.append(i)
             self._check_durable_quorum(node, entry, pid)
             self._check_unelectable(node, i)
-            if key is not None and value is not None:
-                idx, vals = self._hist.setdefault(key, ([], []))
-                idx.append(i)
-                vals.append(value)
+            if write is not None and effect:
+                self._took_effect(write, i)
         else:
             raise InvariantViolation(
                 READY_CONTRACT, f"{node} applied index {i} but nothing was applied at {i - 1}"
@@ -414,6 +424,48 @@ class Checker(LogMirror):
         return w is not None and w.durable.holds(j, pid)
 
     # ---------------------------------------------------------------- clients
+
+    def _took_effect(self, w: KvWrite, index: int) -> None:
+        wid = w.wid
+        first = self._effects.get(wid)
+        if first is not None:
+            raise InvariantViolation(
+                EXACTLY_ONCE,
+                f"write {wid} ({w.key}={w.value}) took effect twice: at index {first} and "
+                f"again at {index}",
+            )
+        if wid in self._refused:
+            raise InvariantViolation(
+                EXACTLY_ONCE,
+                f"conditional write {wid} ({w.key}={w.value}) took effect at index {index} "
+                f"after its client was answered 'conflict'",
+            )
+        self._effects[wid] = index
+        idx, vals = self._hist.setdefault(w.key, ([], []))
+        idx.append(index)
+        vals.append(w.value)
+
+    def observe_answer(self, w: KvWrite, result: str, index: int) -> None:
+        """A client was answered ``result`` (ok | conflict) for write ``w``, applied at
+        ``index`` (for a keyed duplicate: where it was first applied)."""
+        wid = w.wid
+        applied_at = self._effects.get(wid)
+        if result == "ok":
+            if applied_at != index:
+                raise InvariantViolation(
+                    EXACTLY_ONCE,
+                    f"write {wid} ({w.key}={w.value}) was answered 'ok' at index {index} but "
+                    f"it took effect at {applied_at}",
+                )
+        else:
+            if applied_at is not None:
+                raise InvariantViolation(
+                    EXACTLY_ONCE,
+                    f"conditional write {wid} ({w.key}={w.value}) was answered 'conflict' "
+                    f"(at index {index}) although it took effect at index {applied_at}",
+                )
+            self._refused.add(wid)
+        self.observe_ack(index)
 
     def observe_ack(self, index: int) -> None:
         """A client saw its write at ``index`` acknowledged."""

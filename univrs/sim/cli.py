@@ -69,7 +69,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             s = r.stats
             print(
                 f"seed {r.seed}: ok: {s.ticks} ticks, {s.elections} leaders (max term "
-                f"{s.max_term}), {s.committed} committed, {s.writes_acked} writes acked, "
+                f"{s.max_term}), {s.committed} committed, {s.writes_acked} writes acked "
+                f"({s.writes_conflict} conflicts, {s.writes_unknown} unknown, {s.forwards} "
+                f"forwarded, {s.covered} covered by a snapshot), "
                 f"{s.reads_served} reads served ({s.reads_dropped} dropped), {s.crashes} "
                 f"crashes, {s.faults} faults, {s.messages} messages ({s.dropped} lost), "
                 f"{s.snapshots} snapshots ({s.installs} installed), {s.config_changes} "

@@ -1,18 +1,29 @@
-"""Simulated clients: writes proposed to whoever they believe leads, and ReadIndex reads.
+"""Simulated clients: writes through the nodes' APIs (api.py), and ReadIndex reads.
 
-Each client runs one operation at a time and retries it until it completes:
+Each client runs one operation at a time:
 
-* a write is proposed on the node the client believes leads (``NotLeader`` hints redirect it).
-  It is *acknowledged* when that same node, in the same incarnation, applies an entry at the
-  (index, term) ``propose`` returned; an entry of another term there means the proposal was
-  overwritten and the client retries. A retry re-proposes the same (client, op, key, value).
-* a read asks a node (usually the believed leader, sometimes any node) for ``read_index(ctx)``.
-  It completes when the node releases ``ctx`` in ``Ready.reads``; the checker then compares the
-  value served from that node's state machine with the committed log (see checker.py).
-  A dropped read, a crash of the node or a timeout makes the client retry elsewhere.
+* a write goes to the API of the node the client believes leads (a random member otherwise);
+  the API proposes it there or forwards it to the leader, retries what certainly did not
+  apply, and answers ok | conflict | refused | unknown (api.py). Every write has a unique id
+  ``(client, op)`` and a unique value. About half carry an idempotency key (the state
+  machine's session dedups a retried key), and some are *conditional* (set only if the key
+  still holds the value this client last saw, like If-Match). On ``refused`` (nothing applied)
+  the client retries, following the leader hint; on ``unknown`` it retries a keyed write (the
+  key makes that safe) and gives up on a keyless one (its outcome stays unknown: it may apply
+  later, which the checker allows once). A crash of the node, or a paused node not answering
+  within the client's timeout, is an unknown outcome too. Every ``ok`` and ``conflict`` answer
+  goes to the checker (exactly-once: a write never takes effect twice, and one answered
+  ``conflict`` never took effect).
+* a read asks a node (usually the believed leader, sometimes any node) for ``read_index(ctx)``
+  with a ctx this node's process chose (a counter from 1 in every process: the core's own wire
+  ids must keep an answer to an earlier process's read from releasing it; the real driver also
+  starts at a random base). It completes when the node releases ``ctx`` in ``Ready.reads``;
+  the checker then compares the value served from that node's state machine with the
+  committed log (see checker.py). A dropped read, a crash of the node or a timeout makes the
+  client retry elsewhere.
 
-Every read ever issued is remembered with the highest index acknowledged before it was
-issued, so even a read released after its client gave up is checked.
+Every read is remembered by its node's process with the highest index acknowledged before it
+was issued, so even a read released after its client gave up is checked.
 """
 
 from __future__ import annotations
@@ -22,8 +33,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from univrs.errors import NotLeader, UnivrsError
-from univrs.raft.messages import Entry, NodeId
+from univrs.errors import UnivrsError
+from univrs.raft.messages import NodeId
+from univrs.sim.api import CONFLICT, OK, REFUSED, Answer
 from univrs.sim.checker import READY_CONTRACT, InvariantViolation
 from univrs.sim.kv import KvWrite, encode_write
 
@@ -45,10 +57,8 @@ class Op:
     started: int = 0
     # The current attempt; ``node`` is None between attempts.
     node: NodeId | None = None
-    incarnation: int = 0
+    life: int = 0
     deadline: int = 0
-    index: int = 0  # write: where propose put it
-    term: int = 0
     ctx: int = 0  # read: the ctx of the current attempt
     retry_at: int = 0
     attempts: int = 0
@@ -59,10 +69,7 @@ class ReadRecord:
     """A read attempt as issued: checked whenever (if ever) it is released."""
 
     op: Op
-    node: NodeId
-    incarnation: int
     acked_at_issue: int
-    done: bool = False
 
 
 @attrs.define(eq=False, slots=True)
@@ -75,6 +82,8 @@ class Client:
     leader: NodeId | None = None
     op: Op | None = None
     next_op: int = 0
+    # The value this client last saw for each key (the If-Match of its conditional writes).
+    seen: dict[str, str | None] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -85,18 +94,19 @@ class Workload:
     rng: random.Random
     n_clients: int = 3
     p_op: float = 0.15  # chance per tick that an idle client starts an operation
+    p_keyed: float = 0.5  # share of writes with an idempotency key
+    p_cond: float = 0.3  # share of conditional writes
     # Read shares of the clients, cycled: a read-mostly client (a dashboard), a write-mostly
     # one (a controller), and a mixed one.
     read_mix: tuple[float, ...] = (0.9, 0.2, 0.5)
-    write_timeout: int = 150  # simulated time units
-    read_timeout: int = 100
+    read_timeout: int = 100  # simulated time units
     clients: list[Client] = attrs.field(factory=list)
-    reads: dict[int, ReadRecord] = attrs.field(factory=dict)
-    next_ctx: int = 1
     quiet: bool = False
     final: Op | None = None
     final_acked_at: int | None = None  # max acknowledged index when the final write acked
     writes_acked: int = 0
+    conflicts: int = 0
+    unknown: int = 0  # keyless writes whose outcome stayed unknown
     reads_served: int = 0
     reads_dropped: int = 0
     retries: int = 0
@@ -104,6 +114,11 @@ class Workload:
     def __attrs_post_init__(self) -> None:
         mix = self.read_mix
         self.clients = [Client(id=i, p_read=mix[i % len(mix)]) for i in range(self.n_clients + 1)]
+
+    @property
+    def write_timeout(self) -> int:
+        """A client waits this long for an answer (the API's deadline plus a margin)."""
+        return self.sim.api.deadline + 3 * self.sim.tick_units
 
     # ----------------------------------------------------------------- driving
 
@@ -118,9 +133,13 @@ class Workload:
             if op.node is not None:
                 if now < op.deadline:
                     continue
-                c.avoid = op.node
-                self._abandon(c, op)  # timed out: try somewhere else
+                c.avoid = op.node  # timed out: try somewhere else
                 c.leader = None
+                if op.write is not None:
+                    self._unknown(c, op)
+                    continue
+                op.node = None
+                self.retries += 1
             if now >= op.retry_at:
                 self._attempt(c, op, now)
 
@@ -133,10 +152,21 @@ class Workload:
     def _new_op(self, c: Client, now: int, write: bool | None = None) -> Op:
         c.next_op += 1
         key = self.rng.choice(KEYS)
+        final = write is True
         if write is None:
             write = self.rng.random() >= c.p_read
         if write:
-            w = KvWrite(client=c.id, op=c.next_op, key=key, value=f"c{c.id}.{c.next_op}")
+            rng = self.rng
+            cond = not final and rng.random() < self.p_cond
+            w = KvWrite(
+                client=c.id,
+                op=c.next_op,
+                key=key,
+                value=f"c{c.id}.{c.next_op}",
+                keyed=final or rng.random() < self.p_keyed,
+                cond=cond,
+                expect=c.seen.get(key) if cond else None,
+            )
             return Op(
                 client=c.id, op=c.next_op, key=key, write=w, data=encode_write(w), started=now
             )
@@ -154,12 +184,6 @@ class Workload:
         """Wait before retrying: one tick, growing with failed attempts up to five."""
         return self.sim.tick_units * min(5, max(1, op.attempts // 2))
 
-    def _abandon(self, c: Client, op: Op) -> None:
-        # A read attempt abandoned here stays in ``reads``: if it is released later it is still
-        # checked, but it no longer completes the operation (``op.ctx`` will have moved on).
-        op.node = None
-        self.retries += 1
-
     def _attempt(self, c: Client, op: Op, now: int) -> None:
         sim = self.sim
         is_read = op.write is None
@@ -172,20 +196,14 @@ class Workload:
             op.retry_at = now + self._backoff(op)
             return
         op.node = nid
-        op.incarnation = sn.incarnation
-        if sn.paused:  # the request hangs until the client times out
-            op.deadline = now + (self.read_timeout if is_read else self.write_timeout)
-            return
+        op.life = sn.life
         if is_read:
-            ctx = op.ctx = self.next_ctx
-            self.next_ctx += 1
-            self.reads[ctx] = ReadRecord(
-                op=op,
-                node=nid,
-                incarnation=sn.incarnation,
-                acked_at_issue=sim.checker.max_acked,
-            )
             op.deadline = now + self.read_timeout
+            if sn.paused:  # the request hangs until the client times out
+                return
+            ctx = op.ctx = sn.next_ctx
+            sn.next_ctx += 1
+            sn.reads[ctx] = ReadRecord(op=op, acked_at_issue=sim.checker.max_acked)
             try:
                 raft.read_index(ctx)
             except UnivrsError:
@@ -194,91 +212,103 @@ class Workload:
                 op.retry_at = now + self._backoff(op)
             sim.drain(sn)
             return
-        try:
-            term, index = raft.propose(op.data)
-        except NotLeader as e:
-            op.node = None
-            c.leader = e.leader_hint if e.leader_hint not in (None, nid) else None
-            op.retry_at = now + self._backoff(op)
-            sim.drain(sn)
-            return
-        except UnivrsError:
-            op.node = None
-            op.retry_at = now + self._backoff(op)
-            sim.drain(sn)
-            return
-        c.leader = nid
-        op.index, op.term = index, term
+        w = op.write
+        assert w is not None
         op.deadline = now + self.write_timeout
-        sn.acks.setdefault(index, []).append(op)
-        sim.drain(sn)
+        attempt = op.attempts  # (a paused node's API handles it when it resumes)
 
-    # ----------------------------------------------------------------- node callbacks
+        def reply(answer: Answer) -> None:
+            self.on_answer(c, op, attempt, answer)
 
-    def on_applied(self, sn: SimNode, e: Entry, waiting: list[Op]) -> None:
-        """``sn`` applied ``e``; ``waiting`` are the write attempts it returned that index to."""
-        for op in waiting:
-            if op.node != sn.id or op.incarnation != sn.incarnation or op.index != e.index:
-                continue  # a superseded attempt
-            c = self.clients[op.client]
-            if e.term != op.term:  # overwritten by another leader's entry
-                op.node = None
-                c.leader = None
-                op.retry_at = self.sim.now
-                self.retries += 1
-                continue
-            if e.data != op.data:
-                raise InvariantViolation(
-                    READY_CONTRACT,
-                    f"{sn.id}: propose returned (index {op.index}, term {op.term}) but the entry "
-                    f"applied there carries {e.data!r}, not {op.data!r}",
-                )
-            self.sim.checker.observe_ack(e.index)
-            self.writes_acked += 1
+        sim.api.write(sn, w, op.data, reply)
+
+    # ----------------------------------------------------------------- answers
+
+    def on_answer(self, c: Client, op: Op, attempt: int, answer: Answer) -> None:
+        """The API answered attempt ``attempt`` of write ``op``."""
+        if c.op is not op or op.attempts != attempt or op.node is None:
+            return  # a superseded attempt (the client timed out on it)
+        w = op.write
+        assert w is not None
+        chk = self.sim.checker
+        kind = answer.kind
+        if kind in (OK, CONFLICT):
+            chk.observe_answer(w, kind, answer.index)
+            if kind == OK:
+                self.writes_acked += 1
+                c.seen[w.key] = w.value
+                c.leader = op.node if c.leader is None else c.leader
+            else:
+                self.conflicts += 1
+                c.seen.pop(w.key, None)  # unknown now: the next conditional write expects absent
             c.op = None
             c.avoid = None
             if op is self.final:
-                self.final_acked_at = self.sim.checker.max_acked
+                self.final_acked_at = chk.max_acked
+            return
+        if kind == REFUSED:
+            op.node = None
+            c.leader = answer.hint
+            op.retry_at = self.sim.now + self._backoff(op)
+            self.retries += 1
+            return
+        self._unknown(c, op)
+
+    def _unknown(self, c: Client, op: Op) -> None:
+        """The outcome of the current attempt is unknown: resend a keyed write (the session
+        answers a duplicate with the first result), give up on a keyless one."""
+        w = op.write
+        assert w is not None
+        op.node = None
+        self.retries += 1
+        if w.keyed:
+            op.retry_at = self.sim.now + self._backoff(op)
+            return
+        self.unknown += 1
+        c.seen.pop(w.key, None)
+        c.op = None
+
+    # ----------------------------------------------------------------- node callbacks
 
     def on_read(self, sn: SimNode, ctx: int, read_index: int) -> None:
         """``sn`` released read ``ctx``: serve it from ``sn``'s state machine and check it."""
-        rec = self.reads.get(ctx)
-        if rec is None or rec.node != sn.id or rec.incarnation != sn.incarnation:
-            raise InvariantViolation(READY_CONTRACT, f"{sn.id} released unknown read ctx {ctx}")
-        if rec.done:
+        rec = sn.reads.pop(ctx, None)
+        if rec is None:
             raise InvariantViolation(
-                READY_CONTRACT, f"{sn.id} released read ctx {ctx} that was already released"
+                READY_CONTRACT,
+                f"{sn.id} released read ctx {ctx}, which this process never "
+                "issued or which was already released",
             )
-        rec.done = True
         op = rec.op
+        value = sn.kv.get(op.key)
         self.sim.checker.observe_read(
             sn.id,
             ctx=ctx,
             read_index=read_index,
             served_at=sn.kv.applied,
             key=op.key,
-            value=sn.kv.get(op.key),
+            value=value,
             acked_at_issue=rec.acked_at_issue,
         )
         self.reads_served += 1
-        if op.node == sn.id and op.ctx == ctx:
+        if op.node == sn.id and op.life == sn.life and op.ctx == ctx:
             c = self.clients[op.client]
             c.leader = sn.leader or c.leader
+            c.seen[op.key] = value
             c.op = None
             c.avoid = None
 
     def on_read_dropped(self, sn: SimNode, ctx: int) -> None:
-        rec = self.reads.get(ctx)
-        if rec is None or rec.node != sn.id:
-            raise InvariantViolation(READY_CONTRACT, f"{sn.id} dropped unknown read ctx {ctx}")
-        if rec.done:
+        rec = sn.reads.pop(ctx, None)
+        if rec is None:
             raise InvariantViolation(
-                READY_CONTRACT, f"{sn.id} dropped read ctx {ctx} after releasing it"
+                READY_CONTRACT,
+                f"{sn.id} dropped read ctx {ctx}, which this process never "
+                "issued or which was already released",
             )
-        rec.done = True
         self.reads_dropped += 1
         op = rec.op
-        if op.node == sn.id and op.ctx == ctx:
+        if op.node == sn.id and op.life == sn.life and op.ctx == ctx:
             c = self.clients[op.client]
             c.leader = sn.leader if sn.leader != sn.id else None
             op.node = None
@@ -286,11 +316,13 @@ class Workload:
             self.retries += 1
 
     def on_crash(self, sn: SimNode) -> None:
-        """Connections to ``sn`` broke: its attempts fail and their clients retry."""
+        """Connections to ``sn`` broke: its reads fail and their clients retry (writes: the
+        API answers their outcome unknown, api.py)."""
         now = self.sim.now
         for c in self.clients:
             op = c.op
-            if op is not None and op.node == sn.id:
-                self._abandon(c, op)
+            if op is not None and op.write is None and op.node == sn.id:
+                op.node = None
+                self.retries += 1
                 c.leader = None
                 op.retry_at = now + self._backoff(op)

@@ -5,7 +5,7 @@ One heap of events keyed by (time, seq) drives everything: each node's ticks (ev
 own phase, and a slow-clock fault stretches its period), message deliveries, disk-write
 completions, client steps (once per tick), operator steps (once per tick, in seeds with
 membership changes) and faults. Nothing reads a wall clock and every random choice comes from
-``random.Random(seed)`` (nodes get their own RNG derived from the seed and their incarnation),
+``random.Random(seed)`` (nodes get their own RNG derived from the seed and their process number),
 so a seed replays exactly.
 
 Each node's Ready batches are handled as univrs/raft/ready.py demands (runtime.py). The cluster
@@ -38,6 +38,8 @@ from univrs.raft import RaftConfig, RaftNode, bootstrap_state
 from univrs.raft.interpreter import WriteQueue
 from univrs.raft.messages import Membership, NodeId
 from univrs.raft.ready import Role
+from univrs.runtime.proposals import PendingProposals
+from univrs.sim.api import Request, SimApi
 from univrs.sim.checker import Checker
 from univrs.sim.clients import Workload
 from univrs.sim.disk import SimDisk
@@ -65,6 +67,8 @@ class SimStats:
     max_term: int
     committed: int
     writes_acked: int
+    writes_conflict: int
+    writes_unknown: int  # keyless writes whose outcome the client never learned
     reads_served: int
     reads_dropped: int
     crashes: int
@@ -76,6 +80,8 @@ class SimStats:
     config_changes: int = 0  # membership changes the operator saw committed
     leader_removals: int = 0  # of which removed the node that led when planned
     rejoins: int = 0  # removed nodes added again (with an empty disk)
+    forwards: int = 0  # writes a follower's API forwarded to the leader
+    covered: int = 0  # pending proposals a snapshot install covered (outcome unknown)
 
 
 @attrs.define(eq=False)
@@ -87,6 +93,8 @@ class Simulation(ReadyRuntime):
     ticks: int = 2000
     quiet_ticks: int = 400
     node_factory: NodeFactory = RaftNode
+    # The API's pending proposals (a mutant may break their outcome rules).
+    proposals_factory: Callable[[], PendingProposals[Request]] = PendingProposals
     config: RaftConfig | None = None  # None: SIM_RAFT_CONFIG with this seed's snapshot knobs
     trace_len: int = 40
     # Let the operator add a removed node back without the precautions of
@@ -100,6 +108,7 @@ class Simulation(ReadyRuntime):
     checker: Checker = attrs.field(init=False)
     net: SimNetwork = attrs.field(init=False)
     workload: Workload = attrs.field(init=False)
+    api: SimApi = attrs.field(init=False)
     injector: FaultInjector = attrs.field(init=False)
     operator: Operator | None = attrs.field(init=False, default=None)
     schedule: Schedule = attrs.field(init=False)
@@ -145,7 +154,8 @@ class Simulation(ReadyRuntime):
                 check_quorum=p.check_quorum,
                 election_ticks_max=p.election_max,
             )
-        self.workload = Workload(sim=self, rng=self.rng)
+        self.api = SimApi(sim=self, deadline=p.api_deadline, leader_wait=30 * TICK)
+        self.workload = Workload(sim=self, rng=self.rng, p_op=p.load)
         self.injector = FaultInjector(sim=self)
         boot = bootstrap_state(self.membership)
         self.nodes = {}
@@ -209,6 +219,8 @@ class Simulation(ReadyRuntime):
             max_term=max(self.checker.leaders, default=0),
             committed=self.checker.commit_index(),
             writes_acked=w.writes_acked,
+            writes_conflict=w.conflicts,
+            writes_unknown=w.unknown,
             reads_served=w.reads_served,
             reads_dropped=w.reads_dropped,
             crashes=self.crashes,
@@ -220,6 +232,8 @@ class Simulation(ReadyRuntime):
             config_changes=op.committed if op is not None else 0,
             leader_removals=op.leader_removals if op is not None else 0,
             rejoins=op.rejoins if op is not None else 0,
+            forwards=self.api.forwards,
+            covered=self.api.covered,
         )
 
     def _node(self, nid: NodeId) -> SimNode:
@@ -271,10 +285,11 @@ class Simulation(ReadyRuntime):
         sn.paused = False
         sn.pause_fault = 0
         sn.backlog.clear()
-        sn.incarnation += 1
+        sn.life += 1
         sn.writes = WriteQueue()
         sn.writing = None
-        sn.acks.clear()
+        self.api.on_crash(sn)
+        sn.reads = {}
         sn.role, sn.leader = None, None
         self.checker.observe_crash(sn.id)
         self.workload.on_crash(sn)

@@ -92,6 +92,11 @@ class Profile:
     # The simulated runtime reports applied() up to ``apply_lag`` units after applying (0: at
     # once), so its snapshots can be ahead of what the core knows is applied.
     apply_lag: int = 0
+    # Clients (clients.py): the chance per tick that an idle client starts an operation, and
+    # the deadline of a write at the API (api.py; the real default, 10 s, is about 25
+    # election timeouts).
+    load: float = 0.15
+    api_deadline: int = 100 * TICK
 
 
 @attrs.frozen(kw_only=True)
@@ -268,5 +273,7 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         member_every=every,
         min_voters=2 if n_nodes == 3 and rng.random() < 0.2 else 3,
         apply_lag=rng.choice((0, 0, 0, 20, 60)),
+        load=rng.choice((0.15, 0.3, 0.6)),
+        api_deadline=rng.choice((100, 200, 300)) * TICK,
     )
     return Schedule(family=family.name, profile=profile, faults=tuple(faults))

@@ -16,6 +16,7 @@ CONFIG_SAFETY = "config-safety"
 LEADER_COMPLETENESS = "leader-completeness"
 LEADER_APPEND_ONLY = "leader-append-only"
 LINEARIZABLE_READ = "linearizable-read"
+EXACTLY_ONCE = "exactly-once"
 READY_CONTRACT = "ready-contract"
 COMPACTION_BOUND = "compaction-bound"
 LIVENESS = "liveness"
@@ -30,6 +31,7 @@ INVARIANTS = (
     LEADER_COMPLETENESS,
     LEADER_APPEND_ONLY,
     LINEARIZABLE_READ,
+    EXACTLY_ONCE,
     READY_CONTRACT,
     COMPACTION_BOUND,
     LIVENESS,

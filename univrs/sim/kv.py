@@ -1,10 +1,15 @@
 """The simulation's state machine: a tiny key-value map fed by JSON-encoded writes.
 
-Every write a simulated client proposes carries ``(client, op, key, value)`` and sets a value
-unique to that operation, so a read can be traced back to the one write it observed. Only
-``NORMAL`` entries carry writes; ``NOOP`` entries just advance ``applied``, and ``CONFIG``
-entries set the configuration the store reflects (the simulated operator reads it to learn that
-a membership change committed; a snapshot carries it in its metadata).
+Every write a simulated client proposes carries ``(client, op, key, value)``: ``(client, op)``
+is its unique id and ``value`` is unique to it, so a read can be traced back to the one write it
+observed, and a write that takes effect twice is seen. A write is unconditional or
+*conditional* (``cond``: set only if the key holds ``expect`` now, like an HTTP If-Match; else
+the answer is ``conflict`` and nothing changes). A *keyed* write carries an idempotency key
+(the client id and ``op`` as its sequence number): the store keeps each client's last keyed
+result (its session, dissertation 6.3) and answers a duplicate with it, without applying it
+again. Only ``NORMAL`` entries carry writes; ``NOOP`` entries just advance ``applied``, and
+``CONFIG`` entries set the configuration the store reflects (the simulated operator reads it to
+learn that a membership change committed; a snapshot carries it in its metadata).
 """
 
 from __future__ import annotations
@@ -20,26 +25,50 @@ NO_MEMBERS = Membership(voters=frozenset())
 
 @attrs.frozen(kw_only=True, slots=True)
 class KvWrite:
-    """One client write: set ``key`` to ``value`` (unique per operation)."""
+    """One client write: set ``key`` to ``value`` (unique per operation), if ``cond`` only
+    when the key holds ``expect`` (None: absent); ``keyed``: with an idempotency key."""
 
     client: int
     op: int
     key: str
     value: str
+    keyed: bool = False
+    cond: bool = False
+    expect: str | None = None
+
+    @property
+    def wid(self) -> tuple[int, int]:
+        """The write's unique id."""
+        return (self.client, self.op)
+
+
+# A write's result: ("ok" | "conflict", the index it was first applied at).
+KvResult = tuple[str, int]
+OK = "ok"
+CONFLICT = "conflict"
 
 
 def encode_write(w: KvWrite) -> bytes:
     """The bytes a client proposes for ``w`` (compact JSON, stable across runs)."""
-    return json.dumps([w.client, w.op, w.key, w.value], separators=(",", ":")).encode()
+    doc = [w.client, w.op, w.key, w.value, int(w.keyed), int(w.cond), w.expect]
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def decode_write(data: bytes) -> KvWrite:
     """Inverse of encode_write; raises ValueError on bytes no simulated client wrote."""
     doc = json.loads(data)
-    if not (isinstance(doc, list) and len(doc) == 4):
+    if not (isinstance(doc, list) and len(doc) == 7):
         raise ValueError(f"not a simulated write: {data!r}")
-    client, op, key, value = doc
-    return KvWrite(client=int(client), op=int(op), key=str(key), value=str(value))
+    client, op, key, value, keyed, cond, expect = doc
+    return KvWrite(
+        client=int(client),
+        op=int(op),
+        key=str(key),
+        value=str(value),
+        keyed=bool(keyed),
+        cond=bool(cond),
+        expect=None if expect is None else str(expect),
+    )
 
 
 @attrs.define(eq=False)
@@ -78,16 +107,37 @@ class KvStore:
     data: dict[str, str] = attrs.field(factory=dict)
     config: Membership = NO_MEMBERS
     config_index: int = 0
+    # Client -> (op, result, index) of its last keyed write (the session).
+    sessions: dict[int, tuple[int, str, int]] = attrs.field(factory=dict)
 
-    def apply(self, entry: Entry, write: KvWrite | None, config: Membership | None = None) -> None:
+    def apply(
+        self, entry: Entry, write: KvWrite | None, config: Membership | None = None
+    ) -> tuple[KvResult | None, bool]:
+        """Apply the next entry: (the write's result or None, whether it took effect now)."""
         # Entries are applied strictly in order; the simulator checks the index before calling.
         self.applied = entry.index
         self.applied_term = entry.term
-        if write is not None:
-            self.data[write.key] = write.value
-        elif config is not None:
-            self.config = config
-            self.config_index = entry.index
+        if write is None:
+            if config is not None:
+                self.config = config
+                self.config_index = entry.index
+            return None, False
+        if write.keyed:
+            last = self.sessions.get(write.client)
+            if last is not None and write.op <= last[0]:
+                # A duplicate of a keyed write: the first result, nothing applied again (a
+                # write older than the session's last is answered like the last: the simulated
+                # clients run one operation at a time, so it cannot happen).
+                return (last[1], last[2]), False
+        data = self.data
+        if write.cond and data.get(write.key) != write.expect:
+            result: KvResult = (CONFLICT, entry.index)
+        else:
+            data[write.key] = write.value
+            result = (OK, entry.index)
+        if write.keyed:
+            self.sessions[write.client] = (write.op, result[0], entry.index)
+        return result, result[0] == OK
 
     def snapshot(self) -> bytes:
         """The state as snapshot bytes (sorted JSON, identical on every replica).
@@ -95,7 +145,8 @@ class KvStore:
         The configuration itself travels in the snapshot's metadata; the bytes keep the index of
         its entry, which the operator compares with the changes it proposed.
         """
-        doc = {"cfg": self.config_index, "kv": self.data}
+        sessions = {str(c): list(v) for c, v in self.sessions.items()}
+        doc = {"cfg": self.config_index, "kv": self.data, "sessions": sessions}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     def restore(self, data: bytes, index: int, term: int, config: Membership) -> None:
@@ -108,6 +159,9 @@ class KvStore:
         self.applied_term = term
         self.config = config
         self.config_index = int(doc["cfg"])
+        self.sessions = {
+            int(c): (int(op), str(res), int(i)) for c, (op, res, i) in doc["sessions"].items()
+        }
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)

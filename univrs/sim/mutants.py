@@ -18,6 +18,7 @@ import attrs
 
 from univrs.raft import RaftNode
 from univrs.raft.messages import Message, RequestVote
+from univrs.runtime.proposals import Outcome, PendingProposals
 
 
 class CommitPreviousTerm(RaftNode):
@@ -106,18 +107,29 @@ class ReadIdsRestart(RaftNode):
         return ctx
 
 
+class SnapshotDropRetry(PendingProposals[Any]):
+    """Treats a proposal covered by a snapshot install as not applied, so the API retries it
+    (issue 10, bug 5: a write applied twice, an If-Match write answered 409 after applying)."""
+
+    def covered_outcome(self) -> Outcome:
+        return Outcome.NOT_APPLIED
+
+
 @attrs.frozen(kw_only=True)
 class Mutant:
-    """A named broken core."""
+    """A named broken core, or a runtime whose proposal outcomes are broken."""
 
     name: str
     description: str
-    cls: type[RaftNode]
+    cls: type[RaftNode] = RaftNode
+    proposals: type[PendingProposals[Any]] = PendingProposals
 
 
-def _mutant(name: str, cls: type[RaftNode]) -> Mutant:
-    doc = (cls.__doc__ or "").strip().splitlines()[0]
-    return Mutant(name=name, description=doc, cls=cls)
+def _mutant(
+    name: str, cls: type[RaftNode] = RaftNode, proposals: type[PendingProposals[Any]] | None = None
+) -> Mutant:
+    doc = ((proposals or cls).__doc__ or "").strip().splitlines()[0]
+    return Mutant(name=name, description=doc, cls=cls, proposals=proposals or PendingProposals)
 
 
 MUTANTS: dict[str, Mutant] = {
@@ -134,15 +146,23 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("send-before-term-durable", SendBeforeTermDurable),
         _mutant("stale-progress", StaleProgress),
         _mutant("read-ids-restart", ReadIdsRestart),
+        _mutant("snapshot-drop-retry", proposals=SnapshotDropRetry),
     )
 }
 
 
 def node_factory(mutant: str | None) -> Callable[..., Any]:
-    """The class the simulator builds nodes from: RaftNode, or the named mutant."""
-    if mutant is None:
-        return RaftNode
+    """The class the simulator builds nodes from: RaftNode, or the named mutant's."""
+    return RaftNode if mutant is None else _get(mutant).cls
+
+
+def proposals_factory(mutant: str | None) -> type[PendingProposals[Any]]:
+    """The API's pending-proposal tracker: the real one, or the named mutant's."""
+    return PendingProposals if mutant is None else _get(mutant).proposals
+
+
+def _get(mutant: str) -> Mutant:
     try:
-        return MUTANTS[mutant].cls
+        return MUTANTS[mutant]
     except KeyError:
         raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(MUTANTS)}") from None

@@ -13,7 +13,7 @@ import attrs
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import SimStats, Simulation
 from univrs.sim.faults import TICK
-from univrs.sim.mutants import MUTANTS, node_factory
+from univrs.sim.mutants import MUTANTS, node_factory, proposals_factory
 
 DEFAULT_NODES = 5
 DEFAULT_TICKS = 2000
@@ -103,6 +103,7 @@ def run_seed(
         ticks=ticks,
         quiet_ticks=quiet_ticks,
         node_factory=node_factory(mutant),
+        proposals_factory=proposals_factory(mutant),
         unguarded_rejoin=unguarded_rejoin,
     )
     try:

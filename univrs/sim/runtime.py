@@ -44,8 +44,10 @@ from univrs.raft.interpreter import (
 )
 from univrs.raft.messages import Entry, Message, NodeId, SnapshotMeta
 from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState
+from univrs.runtime.proposals import PendingProposals
+from univrs.sim.api import Request, SimApi
 from univrs.sim.checker import Checker
-from univrs.sim.clients import Workload
+from univrs.sim.clients import ReadRecord, Workload
 from univrs.sim.disk import SimDisk, Taken
 from univrs.sim.faults import TICK, Schedule
 from univrs.sim.invariants import COMPACTION_BOUND, READY_CONTRACT, InvariantViolation
@@ -69,15 +71,20 @@ class SimNode:
     disk: SimDisk
     raft: RaftNode | None = None
     kv: KvStore = attrs.field(factory=KvStore)
-    incarnation: int = 0
+    life: int = 0  # the process: +1 at every crash (events of an earlier process are void)
     paused: bool = False
     backlog: list[tuple[Callable[[Any], None], Any]] = attrs.field(factory=list)
     period: int = TICK  # units between ticks (stretched by slow-clock faults)
     role: Role | None = None
     term: int = 0
     leader: NodeId | None = None
-    # Write attempts waiting for this node to apply the index propose returned.
-    acks: dict[int, list[Any]] = attrs.field(factory=dict)
+    # The process's API: write requests it serves, its proposal batch, its appended proposals
+    # (api.py), and its ReadIndex requests by ctx (a counter from 1 in every process).
+    serving: dict[int, Request] = attrs.field(factory=dict)
+    batch: list[Request] = attrs.field(factory=list)
+    proposals: PendingProposals[Request] = attrs.field(factory=PendingProposals)
+    reads: dict[int, ReadRecord] = attrs.field(factory=dict)
+    next_ctx: int = 1
     # The process's storage work (the interpreter's queue) and the item being written.
     writes: WriteQueue[Taken] = attrs.field(factory=WriteQueue)
     writing: MergedWrite | InstallJob | Taken | None = None
@@ -102,6 +109,8 @@ class ReadyRuntime:
     checker: Checker
     net: SimNetwork
     workload: Workload
+    api: SimApi
+    proposals_factory: Callable[[], PendingProposals[Request]]
     schedule: Schedule
     decoder: WriteDecoder
     trace: Any
@@ -120,12 +129,17 @@ class ReadyRuntime:
         """Build ``sn``'s core from its durable image (snapshot, hard state, log after it)."""
         disk = sn.disk
         initial: InitialState = disk.initial_state()
-        rng = random.Random(f"{self.seed}/{sn.id}/{sn.incarnation}")
+        rng = random.Random(f"{self.seed}/{sn.id}/{sn.life}")
         sn.raft = raft = self.node_factory(sn.id, config=self.config, rng=rng, initial=initial)
         sn.kv = KvStore()
         sn.writes = WriteQueue()
         sn.writing = None
         sn.fx = NodeEffects(self, sn)
+        sn.serving = {}
+        sn.batch = []
+        sn.proposals = self.proposals_factory()
+        sn.reads = {}
+        sn.next_ctx = 1
         if disk.snapshot is not None:
             meta, data = disk.snapshot
             sn.kv.restore(data, meta.index, meta.term, meta.membership)
@@ -195,14 +209,14 @@ class ReadyRuntime:
                 delay += int(self.rng.random() * p.disk_tail)
             if self.quiet:
                 delay = min(delay, QUIET_DISK_MAX)
-        self.at(self.now + delay, self._disk_done, (sn, sn.incarnation))
+        self.at(self.now + delay, self._disk_done, (sn, sn.life))
 
     def _apply(self, sn: SimNode, committed: tuple[Entry, ...]) -> None:
         kv = sn.kv
         chk = self.checker
-        acks = sn.acks
         write_of = self.decoder.write_of
         config_of = self.decoder.config_of
+        on_applied = self.api.on_applied
         for e in committed:
             if e.index != kv.applied + 1:
                 raise InvariantViolation(
@@ -210,29 +224,24 @@ class ReadyRuntime:
                     f"{sn.id} was handed entry {e.index} to apply after applying {kv.applied}",
                 )
             w = write_of(e)
-            if w is None:
-                chk.observe_apply(sn.id, e, None, None)
-            else:
-                chk.observe_apply(sn.id, e, w.key, w.value)
-            kv.apply(e, w, config_of(e))
-            waiting = acks.pop(e.index, None)
-            if waiting:
-                self.workload.on_applied(sn, e, waiting)
+            result, effect = kv.apply(e, w, config_of(e))
+            chk.observe_apply(sn.id, e, w, effect)
+            on_applied(sn, e.index, e.term, result)
         p = self.schedule.profile
         every = p.snap_every
         if every and kv.applied - sn.snap_at >= every:
             self._take_snapshot(sn)
         if p.apply_lag:
             lag = int(self.rng.random() * p.apply_lag)
-            self.at(self.now + lag, self._report_applied, (sn, sn.incarnation, kv.applied))
+            self.at(self.now + lag, self._report_applied, (sn, sn.life, kv.applied))
         else:
             assert sn.raft is not None
             sn.raft.applied(kv.applied)
 
     def _report_applied(self, arg: tuple[SimNode, int, int]) -> None:
         """The apply loop tells the core how far it got (``Profile.apply_lag``)."""
-        sn, incarnation, index = arg
-        if sn.incarnation != incarnation or sn.raft is None:
+        sn, life, index = arg
+        if sn.life != life or sn.raft is None:
             return
         if sn.paused:
             sn.backlog.append((self._report_applied, arg))
@@ -284,8 +293,8 @@ class ReadyRuntime:
         raise NotImplementedError
 
     def _disk_done(self, arg: tuple[SimNode, int]) -> None:
-        sn, incarnation = arg
-        if sn.incarnation != incarnation:
+        sn, life = arg
+        if sn.life != life:
             return  # the write was lost in a crash
         if sn.paused:
             sn.backlog.append((self._disk_done, arg))
@@ -340,7 +349,10 @@ class NodeEffects:
     def soft_state_changed(self, soft: SoftState) -> None:
         sn = self.sn
         rt = self.rt
+        was_leader = sn.role is Role.LEADER
         sn.role, sn.term, sn.leader = soft.role, soft.term, soft.leader
+        if was_leader and soft.role is not Role.LEADER:
+            rt.api.on_leadership_lost(sn)
         rt.checker.observe_role(sn.id, soft.role, soft.term)
         rt.trace.append((rt.now, sn.id, soft))
 
@@ -355,6 +367,7 @@ class NodeEffects:
         rt.checker.check_snapshot_state(sn.id, meta.index, sn.kv.data)
         sn.installs += 1
         sn.snap_at = max(sn.snap_at, meta.index)
+        rt.api.on_install(sn, meta.index)
         assert sn.raft is not None
         sn.raft.applied(meta.index)
         rt._check_compaction(sn)
