@@ -485,6 +485,8 @@ class Cluster:
                 disk.hard_state = w.hard_state
             for m in w.after:
                 self._send(m)
+            if w.hard_state is not None:
+                node.persisted_hard_state(w.hard_state)
             if w.snapshot is not None:
                 node.persisted(w.snapshot.meta.index, w.snapshot.meta.term)
             if w.entries:

@@ -144,6 +144,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._out_reads = []
         self._out_dropped = []
         self._last_hs = hs
+        self._durable_term = hs.term  # loaded from storage, hence durable
         self._last_soft = SoftState(role=self._role, leader=None, term=self._term)
         self._reset_election_timer()
 
@@ -238,6 +239,15 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         change adds or removes more than one voter, or leaves no voter.
         """
         self._check_can_propose()
+        if self._config_change_needs_term_commit() and not self._committed_in_term():
+            # The 2015 correction to single-server changes (raft-dev; dissertation errata): a
+            # new leader whose log lacks its predecessor's uncommitted change must not start a
+            # different one, or the two configurations need not share a majority and a
+            # committed entry can be overwritten. Committing our no-op settles the question.
+            raise ProposalDropped(
+                "configuration change refused: this leader has not committed an entry of its "
+                f"term {self._term} yet; retry in a moment"
+            )
         pending = self._configs.uncommitted(self._commit)
         if pending >= self._max_inflight_config_changes():
             raise ProposalDropped(
@@ -278,6 +288,17 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._persisted = index
         if self._role is Role.LEADER:
             self._maybe_commit()
+
+    def persisted_hard_state(self, hard_state: HardState) -> None:
+        """Storage made ``hard_state`` durable (the newest one of a completed write).
+
+        Until the hard state of the current term is reported durable, everything this node
+        sends at that term waits for the persist (``Ready.messages_after_persist``): nothing
+        that carries a term leaves before that term is on disk (etcd's rule). Without these
+        reports the core stays safe, only slower.
+        """
+        if hard_state.term > self._durable_term:
+            self._durable_term = hard_state.term
 
     def applied(self, index: int) -> None:
         """The state machine has applied every committed entry up to ``index``."""
@@ -355,13 +376,21 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             soft = SoftState(role=self._role, leader=self._leader, term=self._term)
             self._last_soft = soft
         messages: tuple[Message, ...] = ()
+        held: list[Message] = []
         if self._msgs:
-            messages = tuple(self._msgs)
+            if self._durable_term < self._term:
+                # The current term's hard state is not known durable yet (it is in this Ready
+                # or an earlier write still in flight): what claims that term waits for it.
+                now = [m for m in self._msgs if not self._hold_until_term_durable(m)]
+                held = [m for m in self._msgs if self._hold_until_term_durable(m)]
+                messages = tuple(now)
+            else:
+                messages = tuple(self._msgs)
             self._msgs.clear()
             self._leader_reads.round_unsent = False  # the round's heartbeats are on their way
         after: tuple[Message, ...] = ()
-        if self._msgs_after:
-            after = tuple(self._msgs_after)
+        if self._msgs_after or held:
+            after = tuple(held + self._msgs_after) if held else tuple(self._msgs_after)
             self._msgs_after.clear()
         reads: tuple[ReadState, ...] = ()
         if self._out_reads:
@@ -428,10 +457,10 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._votes = {}
         self._reset_election_timer()
 
-    def _on_config_change(self) -> None:
+    def _on_config_change(self, before: Membership) -> None:
         """The configuration in effect changed (an append or a truncation, dissertation 4.1)."""
         if self._role is Role.LEADER:
-            self._leader_config_change()
+            self._leader_config_change(before)
         elif self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             if not self._promotable():
                 self._become_follower(self._term, None)

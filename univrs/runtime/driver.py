@@ -61,6 +61,7 @@ from univrs.errors import NotLeader, OutcomeUnknown, ProposalDropped, Unavailabl
 from univrs.raft.messages import (
     Entry,
     EntryKind,
+    HardState,
     Membership,
     Message,
     SnapshotMeta,
@@ -112,6 +113,7 @@ class _Read:
 class _Persisted:
     index: int
     term: int
+    hard_state: HardState | None = None
 
 
 @attrs.frozen
@@ -300,6 +302,8 @@ class RaftRuntime:
         elif isinstance(ev, _Propose):
             self._batch.append(ev)
         elif isinstance(ev, _Persisted):
+            if ev.hard_state is not None:
+                self.core.persisted_hard_state(ev.hard_state)
             self.core.persisted(ev.index, ev.term)
         elif ev is _TICK:
             self.core.tick()
@@ -437,10 +441,10 @@ class RaftRuntime:
             p.waiter.fail(exc)
         self._batch.clear()
 
-    async def _on_persisted(self, index: int, term: int) -> None:
+    async def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
         # The writer and the apply loop may wait here when the channel is full: the driver
         # never waits on them, so it keeps draining and they get through.
-        await self._events_send.send(_Persisted(index, term))
+        await self._events_send.send(_Persisted(index, term, hard_state))
 
     def _observe_fsync(self, seconds: float) -> None:
         if self.metrics is not None:
