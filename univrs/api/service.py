@@ -66,6 +66,7 @@ from univrs.client.errors import (
 )
 from univrs.client.protocol import MAX_HOPS
 from univrs.raft.ready import Role
+from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import Failure
 
@@ -87,14 +88,6 @@ UNKNOWN_MESSAGE = (
 )
 
 __all__ = ["MAX_LIMIT", "ApiService", "Forwarder", "LeaderContact"]
-
-
-@attrs.define(eq=False)
-class _Attempts:
-    """What the attempts of one write so far imply."""
-
-    # Sticky: an attempt may have applied the command (an unknown outcome).
-    maybe_applied: bool = False
 
 
 def _after_unknown(exc: ApiError) -> ApiError:
@@ -300,13 +293,13 @@ class ApiService:
             client_id=None if key is None else key[0],
             seq=None if key is None else key[1],
         )
-        attempts = _Attempts()
+        attempts = WriteAttempts(keyed=key is not None)
         try:
             return await self._attempt_write(
                 op, command, built, envelope, key, deadline, hops, attempts
             )
         except ApiError as exc:
-            answer = _after_unknown(exc) if attempts.maybe_applied else exc
+            answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
             if answer is exc:
                 raise
             raise answer from exc
@@ -320,12 +313,12 @@ class ApiService:
         key: tuple[str, int] | None,
         deadline: float,
         hops: int,
-        attempts: _Attempts,
+        attempts: WriteAttempts,
     ) -> tuple[Any, dict[str, Any]]:
-        """The attempts of ``_write``; ``attempts.maybe_applied`` is set (sticky) as soon as an
-        attempt may have applied the command. A keyless write is then not retried (its error
-        says the outcome is unknown); a keyed one is, because the state machine answers a
-        retried key with the first response."""
+        """The attempts of ``_write``; ``attempts`` (univrs/runtime/proposals.py, the rules the
+        simulator runs too) notes as soon as an attempt may have applied the command. A
+        keyless write is then not retried (its error says the outcome is unknown); a keyed one
+        is, because the state machine answers a retried key with the first response."""
         assert op.render is not None
         runtime = self.node.runtime
         hint: str | None = None
@@ -343,13 +336,13 @@ class ApiService:
                 except (base.NotLeader, base.ProposalDropped):
                     # This attempt certainly did not apply: refused before reaching the log,
                     # or its entry was replaced by a different entry at its index.
+                    attempts.failed(Outcome.NOT_APPLIED)
                     await self._settle(deadline)
                     continue
                 except base.OutcomeUnknown as exc:
                     # Appended, then covered by a snapshot from a new leader: it may have
                     # applied. Only a keyed write may go again (the session dedups it).
-                    attempts.maybe_applied = True
-                    if key is None:
+                    if not attempts.failed(Outcome.UNKNOWN):
                         raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
                     await self._settle(deadline)
                     continue
@@ -376,13 +369,12 @@ class ApiService:
             except ApiError as exc:
                 self._count_forward(exc.code)
                 if isinstance(exc, ConnectionLost):
-                    if exc.outcome_unknown:  # sent, then the connection broke
-                        attempts.maybe_applied = True
-                        if key is None:
-                            raise OutcomeUnknown(
-                                f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} "
-                                "broke after the write was sent)"
-                            ) from None
+                    if exc.outcome_unknown and not attempts.failed(Outcome.UNKNOWN):
+                        # Sent, then the connection broke: a keyless write is not resent.
+                        raise OutcomeUnknown(
+                            f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} "
+                            "broke after the write was sent)"
+                        ) from None
                     await self._settle(deadline)  # let our own view of the leader catch up
                     continue
                 if not isinstance(exc, Unavailable) or exc.outcome_unknown:

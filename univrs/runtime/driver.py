@@ -73,6 +73,7 @@ from univrs.raft.messages import (
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.payload import decode_payload, encode_payload
+from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import capture, restore
 from univrs.runtime.waiter import Waiter
 from univrs.runtime.writer import StorageTask, StorageWriter
@@ -89,13 +90,6 @@ APPLY_CHUNK = 512  # entries applied between checkpoints, so the apply loop neve
 @attrs.define(eq=False)
 class _Propose:
     payload: bytes
-    waiter: Waiter[Response]
-    started: float
-
-
-@attrs.define(eq=False)
-class _Pending:
-    term: int
     waiter: Waiter[Response]
     started: float
 
@@ -152,7 +146,9 @@ class RaftRuntime:
     _events_recv: trio.MemoryReceiveChannel[object] = attrs.field(init=False)
     _writer: StorageWriter = attrs.field(init=False)
     _batch: list[_Propose] = attrs.field(factory=list, init=False)
-    _pending: dict[int, _Pending] = attrs.field(factory=dict, init=False)
+    # Appended proposals by index (univrs/runtime/proposals.py: the outcome rules, which the
+    # simulator runs too).
+    _pending: PendingProposals[_Propose] = attrs.field(factory=PendingProposals, init=False)
     _reads: dict[int, Waiter[int]] = attrs.field(factory=dict, init=False)
     # Unique across restarts: a random base per process (see the module docstring).
     _next_ctx: int = attrs.field(factory=lambda: 1 + secrets.randbits(62), init=False)
@@ -333,8 +329,7 @@ class RaftRuntime:
             for p in live:
                 p.waiter.fail(exc)
             return
-        for offset, p in enumerate(live):
-            self._pending[first + offset] = _Pending(term, p.waiter, p.started)
+        self._pending.appended(term, first, live)
         if self.metrics is not None:
             self.metrics.proposals.inc(len(live))
 
@@ -456,14 +451,14 @@ class RaftRuntime:
         self.applied_index, self._applied_term = meta.index, meta.term
         self.applied_membership = meta.membership
         self.last_snapshot_index = meta.index
-        for index in [i for i in self._pending if i <= meta.index]:
-            # The snapshot does not say which entry sat at ``index``: ours may have applied.
-            self._pending.pop(index).waiter.fail(
-                OutcomeUnknown(
-                    f"entry {index} was covered by a snapshot from the leader; whether it "
-                    "applied is unknown here"
-                )
-            )
+        covered = self._pending.covered(meta.index)
+        if covered:
+            # The snapshot does not say which entry sat at their indexes: ours may have
+            # applied (the rule is PendingProposals.covered_outcome: unknown).
+            outcome = self._pending.covered_outcome()
+            what = f"proposals up to {meta.index} were covered by a snapshot from the leader"
+            for p in covered:  # one exception each: they are raised in different tasks
+                p.waiter.fail(_outcome_error(outcome, what))
         log.info(
             "snapshot installed",
             extra={
@@ -568,10 +563,11 @@ class RaftRuntime:
                     del self.config_terms[min(self.config_terms)]
             self.sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self._applied_term = entry.index, entry.term
-        pending = self._pending.pop(entry.index, None)
-        if pending is None:
+        settled = self._pending.applied(entry.index, entry.term)
+        if settled is None:
             return
-        if pending.term == entry.term and response is not None:
+        pending, outcome = settled
+        if outcome is Outcome.APPLIED and response is not None:
             if self.metrics is not None:
                 self.metrics.commit_seconds.observe(trio.current_time() - pending.started)
             pending.waiter.set(response)
@@ -579,3 +575,10 @@ class RaftRuntime:
             pending.waiter.fail(
                 ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
             )
+
+
+def _outcome_error(outcome: Outcome, what: str) -> Exception:
+    """The error a proposer gets for an attempt that ended without a response."""
+    if outcome is Outcome.NOT_APPLIED:
+        return ProposalDropped(f"{what}; they did not apply: retrying is safe")
+    return OutcomeUnknown(f"{what}; whether they applied is unknown here")
