@@ -420,6 +420,14 @@ class _Crashing(RaftNode):
         assert self.status().term < 3, "boom"
 
 
+class _Inconsistent(RaftNode):
+    """A core whose self-checks report a broken invariant after a while."""
+
+    def problems(self) -> list[str]:
+        st = self.status()
+        return [f"{self.id}: commit {st.commit} is odd"] if st.commit > 3 and st.commit % 2 else []
+
+
 class _Mute(RaftNode):
     """A core that never campaigns: no leader, ever."""
 
@@ -430,6 +438,12 @@ class _Mute(RaftNode):
 def test_a_core_exception_is_reported_as_a_failure() -> None:
     sim = Simulation(seed=3, n_nodes=3, ticks=300, node_factory=_Crashing)
     with expect(ck.CORE_EXCEPTION):
+        sim.run()
+
+
+def test_the_cores_own_invariants_are_checked_after_every_step() -> None:
+    sim = Simulation(seed=3, n_nodes=3, ticks=300, node_factory=_Inconsistent)
+    with expect(ck.CORE_INVARIANT):
         sim.run()
 
 

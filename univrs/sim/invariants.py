@@ -21,6 +21,7 @@ READY_CONTRACT = "ready-contract"
 COMPACTION_BOUND = "compaction-bound"
 LIVENESS = "liveness"
 CORE_EXCEPTION = "core-exception"
+CORE_INVARIANT = "core-invariant"
 
 INVARIANTS = (
     ELECTION_SAFETY,
@@ -36,6 +37,7 @@ INVARIANTS = (
     COMPACTION_BOUND,
     LIVENESS,
     CORE_EXCEPTION,
+    CORE_INVARIANT,
 )
 
 

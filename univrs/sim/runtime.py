@@ -50,7 +50,12 @@ from univrs.sim.checker import Checker
 from univrs.sim.clients import ReadRecord, Workload
 from univrs.sim.disk import SimDisk, Taken
 from univrs.sim.faults import TICK, Schedule
-from univrs.sim.invariants import COMPACTION_BOUND, READY_CONTRACT, InvariantViolation
+from univrs.sim.invariants import (
+    COMPACTION_BOUND,
+    CORE_INVARIANT,
+    READY_CONTRACT,
+    InvariantViolation,
+)
 from univrs.sim.kv import KvStore, WriteDecoder
 from univrs.sim.network import SimNetwork
 
@@ -156,7 +161,8 @@ class ReadyRuntime:
     # ----------------------------------------------------------------- Ready handling
 
     def drain(self, sn: SimNode) -> None:
-        """Hand every pending Ready of ``sn`` to the simulated runtime."""
+        """Hand every pending Ready of ``sn`` to the simulated runtime, then check the core's
+        own invariants (``RaftNode.problems``; called after every input to a node)."""
         raft = sn.raft
         if raft is None:
             return
@@ -166,7 +172,10 @@ class ReadyRuntime:
             rd = raft.ready()
             self._handle_ready(sn, rd)
             if not rd.committed and rd.snapshot is None:
-                return
+                break
+        problems = raft.problems()
+        if problems:  # an explicit raise: the check survives python -O
+            raise InvariantViolation(CORE_INVARIANT, "; ".join(problems))
 
     def _handle_ready(self, sn: SimNode, rd: Ready) -> None:
         # What the checker mirrors comes first, in the Ready's own order (a snapshot resets the
