@@ -486,15 +486,3 @@ def test_snapshots_membership_and_the_write_path_happen_across_seeds() -> None:
     assert taken > 0 and installed > 0
     assert forwards > 0 and conflicts > 0 and unknown > 0  # the API's write path is exercised
     assert changes > 0 and leader_removals > 0 and rejoins > 0
-
-
-def test_rejoining_without_the_operator_precautions_is_caught() -> None:
-    # While a node that starts empty grants every vote, re-adding a removed node is safe only
-    # with the precautions of Operator._may_rejoin; without them the checks fire (a stale
-    # node could be elected with the votes of wiped ones). If the core closes that hole, this
-    # test fails: then the precautions can go.
-    summary = run_seeds(1, 100, nodes=3, unguarded_rejoin=True)
-    f = summary.failure
-    assert f is not None
-    assert f.invariant in (ck.COMMITTED_DURABLE, ck.ELECTION_SAFETY, ck.LEADER_COMPLETENESS)
-    assert f.replay.endswith("--unguarded-rejoin")

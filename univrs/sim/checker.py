@@ -222,7 +222,9 @@ class Checker(LogMirror):
         """
         i = entry.index
         cfg = self.config_at(i)
-        holders = [n for n, w in self._nodes.items() if w.durable.holds(i, pid)]
+        holders = [
+            n for n, w in self._nodes.items() if w.durable.holds(i, pid) and self.counts_in(n, cfg)
+        ]
         if not meets_every_majority(holders, cfg):
             among = sorted(h for h in holders if h in cfg.voters)
             raise InvariantViolation(
@@ -240,6 +242,17 @@ class Checker(LogMirror):
             return True
         return node in self._config(v, log, min(v.commit, len(log.ids) - 1)).voters
 
+    def _accepts(self, v: NodeView, candidate: NodeId, incarnation: str) -> bool:
+        """Could voter ``v`` hear ``candidate`` (of ``incarnation``)? Its transport refuses a
+        peer its configuration binds to another incarnation; after a crash its configuration
+        is its durable log's, so either may decide."""
+        for log in (v.issued, v.durable):
+            m = self._config(v, log)
+            listed = m.incarnation_of(candidate) if m.incarnations else None
+            if listed is None or listed == incarnation:
+                return True
+        return False
+
     def _check_unelectable(self, node: NodeId, i: int) -> None:
         """No node whose log lacks committed entry ``i`` could win an election, even after
         crashes (dissertation 3.6.3, the argument behind Leader Completeness).
@@ -252,7 +265,10 @@ class Checker(LogMirror):
         leader without the entry. In correct Raft the entry that made ``i`` committed (of the
         committing leader's term) is durable on a quorum, and every member of it refuses such a
         candidate. Nodes stopped for good (removed) neither campaign nor vote; a node with an
-        empty disk grants every vote.
+        empty disk grants every vote. Only the incarnations the configurations bind count: a
+        candidate counts a vote only from the incarnation its configuration lists, and a voter
+        hears a candidate only if its own configuration lists the candidate's incarnation (or
+        none).
         """
         pid = self.committed[i]
         nodes = self._nodes
@@ -271,7 +287,14 @@ class Checker(LogMirror):
                 if not self._may_campaign(cid, c, log, cfg):
                     continue
                 key = log.key()
-                grant = [n for n in sorted(cfg.voters) if n in best and best[n] <= key]
+                grant = [
+                    n
+                    for n in sorted(cfg.voters)
+                    if n in best
+                    and best[n] <= key
+                    and self.counts_in(n, cfg)
+                    and (n == cid or self._accepts(nodes[n], cid, c.incarnation))
+                ]
                 if len(grant) >= majority(cfg):
                     which = "in-memory" if log is c.issued else "durable"
                     raise InvariantViolation(
@@ -398,7 +421,11 @@ class Checker(LogMirror):
             if terms[j] != term:
                 continue
             pid = ids[j]
-            holders = [n for n in sorted(cfg.voters) if self._durable_holds(n, j, pid)]
+            holders = [
+                n
+                for n in sorted(cfg.voters)
+                if self._durable_holds(n, j, pid) and self.counts_in(n, cfg)
+            ]
             if len(holders) < majority(cfg):
                 continue
             if not overlap or meets_every_majority(holders, committed_cfg):

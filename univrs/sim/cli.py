@@ -29,11 +29,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mutant", default=None, help="run a deliberately broken core")
     p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
-    p.add_argument(
-        "--unguarded-rejoin",
-        action="store_true",
-        help="let the operator re-add removed nodes without its safety precautions",
-    )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     return p
 
@@ -59,8 +54,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     what = f"{args.nodes} nodes, {args.ticks} ticks" + (
         f", mutant {args.mutant}" if args.mutant else ""
     )
-    if args.unguarded_rejoin:
-        what += ", unguarded rejoins"
     if args.seed is None or args.verbose:
         print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
 
@@ -75,7 +68,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"{s.reads_served} reads served ({s.reads_dropped} dropped), {s.crashes} "
                 f"crashes, {s.faults} faults, {s.messages} messages ({s.dropped} lost), "
                 f"{s.snapshots} snapshots ({s.installs} installed), {s.config_changes} "
-                f"membership changes ({s.leader_removals} leader removals, {s.rejoins} rejoins)",
+                f"membership changes ({s.leader_removals} leader removals, {s.rejoins} rejoins, "
+                f"{s.replaced} replaced, {s.repairs} repairs, {s.diverged} diverged), "
+                f"{s.refused} messages refused (incarnation)",
                 file=out,
                 flush=True,
             )
@@ -87,7 +82,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         ticks=args.ticks,
         mutant=args.mutant,
         on_result=report,
-        unguarded_rejoin=args.unguarded_rejoin,
     )
     ran = summary.passed + (1 if summary.failure else 0)
     rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"

@@ -49,7 +49,7 @@ from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
 from univrs.sim.kv import WriteDecoder
 from univrs.sim.membership import Operator, address
 from univrs.sim.network import SimNetwork
-from univrs.sim.runtime import NodeFactory, ReadyRuntime, SimNode
+from univrs.sim.runtime import NodeFactory, ReadyRuntime, SimNode, incarnation_id
 
 __all__ = ["SIM_RAFT_CONFIG", "SimNode", "SimStats", "Simulation"]
 
@@ -80,6 +80,10 @@ class SimStats:
     config_changes: int = 0  # membership changes the operator saw committed
     leader_removals: int = 0  # of which removed the node that led when planned
     rejoins: int = 0  # removed nodes added again (with an empty disk)
+    diverged: int = 0  # batches given up for a different one under a new leader
+    repairs: int = 0  # wiped members replaced by their new incarnation
+    replaced: int = 0  # members replaced by other nodes
+    refused: int = 0  # messages refused: the sender was not the incarnation listed
     forwards: int = 0  # writes a follower's API forwarded to the leader
     covered: int = 0  # pending proposals a snapshot install covered (outcome unknown)
 
@@ -93,13 +97,13 @@ class Simulation(ReadyRuntime):
     ticks: int = 2000
     quiet_ticks: int = 400
     node_factory: NodeFactory = RaftNode
+    # Refuse a peer whose incarnation differs from the listed one even when the listing is
+    # older than the peer's own binding (the product's rule today; see docs/simulator.md).
+    strict_incarnations: bool = False
     # The API's pending proposals (a mutant may break their outcome rules).
     proposals_factory: Callable[[], PendingProposals[Request]] = PendingProposals
     config: RaftConfig | None = None  # None: SIM_RAFT_CONFIG with this seed's snapshot knobs
     trace_len: int = 40
-    # Let the operator add a removed node back without the precautions of
-    # Operator._may_rejoin (shows why they are needed).
-    unguarded_rejoin: bool = False
 
     rng: random.Random = attrs.field(init=False)
     node_ids: list[NodeId] = attrs.field(init=False)  # every node: initial voters and spares
@@ -133,10 +137,15 @@ class Simulation(ReadyRuntime):
         voters = [f"n{i + 1}" for i in range(self.n_nodes)]
         spares = [f"n{i + 1}" for i in range(self.n_nodes, self.n_nodes + p.spares)]
         self.node_ids = voters + spares
+        incarnations = {n: incarnation_id(n, 0) for n in self.node_ids}
         self.membership = Membership(
-            voters=frozenset(voters), addresses=tuple((n, address(n)) for n in voters)
+            voters=frozenset(voters),
+            addresses=tuple((n, address(n)) for n in voters),
+            incarnations=tuple((n, incarnations[n]) for n in voters),
         )
-        self.checker = Checker(voters=voters, spares=spares)
+        self.checker = Checker(
+            voters=voters, spares=spares, boot=self.membership, incarnations=incarnations
+        )
         self.net = SimNetwork(
             rng=self.rng,
             drop=p.drop,
@@ -160,10 +169,13 @@ class Simulation(ReadyRuntime):
         boot = bootstrap_state(self.membership)
         self.nodes = {}
         for nid, speed in zip(self.node_ids, p.disk_speed, strict=True):
+            inc = incarnations[nid]
             if nid in spares:
-                self.nodes[nid] = SimNode(id=nid, disk=SimDisk(speed=speed))
+                self.nodes[nid] = SimNode(id=nid, disk=SimDisk(speed=speed, incarnation=inc))
                 continue
-            disk = SimDisk(hard_state=boot.hard_state, entries=list(boot.entries), speed=speed)
+            disk = SimDisk(
+                hard_state=boot.hard_state, entries=list(boot.entries), speed=speed, incarnation=inc
+            )
             self.nodes[nid] = SimNode(id=nid, disk=disk)
             self.checker.load(nid, boot.entries)
         if p.member_every:
@@ -173,7 +185,6 @@ class Simulation(ReadyRuntime):
                 every=p.member_every,
                 min_voters=p.min_voters,
                 base=self.membership,
-                guarded=not self.unguarded_rejoin,
             )
 
     # ----------------------------------------------------------------- event queue
@@ -232,6 +243,10 @@ class Simulation(ReadyRuntime):
             config_changes=op.committed if op is not None else 0,
             leader_removals=op.leader_removals if op is not None else 0,
             rejoins=op.rejoins if op is not None else 0,
+            diverged=op.diverged if op is not None else 0,
+            repairs=op.repairs if op is not None else 0,
+            replaced=op.replaced if op is not None else 0,
+            refused=self.net.refused,
             forwards=self.api.forwards,
             covered=self.api.covered,
         )
@@ -308,13 +323,14 @@ class Simulation(ReadyRuntime):
         rejoins with stale state)."""
         if sn.raft is not None:
             self._stop(sn)
-        sn.disk = SimDisk(speed=sn.disk.speed)
+        sn.wipes += 1
+        sn.disk = SimDisk(speed=sn.disk.speed, incarnation=incarnation_id(sn.id, sn.wipes))
         sn.retired = False
         sn.down_fault = 0
         sn.slow_disk.clear()
         sn.disk.slow_factor = 1
         self.trace.append((self.now, "wipe", sn.id))
-        self.checker.observe_wipe(sn.id)
+        self.checker.observe_wipe(sn.id, sn.disk.incarnation)
         self.start(sn)
 
     def restart(self, arg: tuple[SimNode, int]) -> None:

@@ -45,6 +45,9 @@ class SimDisk:
     snapshot: tuple[SnapshotMeta, bytes] | None = None  # the newest stored snapshot
     speed: int = 1  # this disk's writes take `speed` times the profile's delay
     slow_factor: int = 1  # > 1 while a slow-disk fault is active
+    # The incarnation of this data dir, chosen when it was created ("n3.2": n3's third disk).
+    # A node with a new disk is a new member: configurations bind ids to incarnations.
+    incarnation: str = ""
 
     @property
     def last_index(self) -> int:

@@ -39,6 +39,9 @@ class FaultKind(enum.Enum):
     SLOW_DISK = "slow-disk"  # one node's writes take `factor` times longer
     SLOW_CLOCK = "slow-clock"  # one node ticks `factor` times slower
     TRANSFER = "transfer"  # the leader hands leadership to another node
+    RESTART = "restart"  # the process is killed and restarted at once (a supervisor, a deploy)
+    CRASH_LOOP = "crash-loop"  # the process crashes again soon after each restart, a while
+    WIPE = "wipe"  # a member's disk is lost: it restarts empty, as a new incarnation
 
 
 @attrs.frozen(kw_only=True)
@@ -145,6 +148,9 @@ FAMILIES: tuple[Family, ...] = (
             (_K.SICK, 2),
             (_K.GRAY, 1),
             (_K.TRANSFER, 1),
+            (_K.RESTART, 2),
+            (_K.CRASH_LOOP, 1),
+            (_K.WIPE, 1),
         ),
         storm_chance=(0.0, 0.1, 0.2, 0.3),
     ),
@@ -174,6 +180,9 @@ FAMILIES: tuple[Family, ...] = (
             (_K.PAUSE, 2),
             (_K.SICK, 1),
             (_K.ISOLATE, 1),
+            (_K.RESTART, 2),
+            (_K.CRASH_LOOP, 2),
+            (_K.WIPE, 2),
         ),
         storm_chance=(0.0, 0.2, 0.5),
     ),
@@ -243,8 +252,12 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         storm = t < storm_end
         kind = rng.choices(kinds, weights)[0]
         leader = rng.random() < 0.5
-        if kind is FaultKind.TRANSFER:
+        if kind in (FaultKind.TRANSFER, FaultKind.WIPE):
             duration = 0
+        elif kind is FaultKind.RESTART:
+            duration = rng.randint(0, 1)
+        elif kind is FaultKind.CRASH_LOOP:
+            duration = _duration(rng, 30, 200)
         elif kind in (FaultKind.CRASH, FaultKind.POWER_LOSS):
             duration = _duration(rng, 3, 30 if storm else 200)
         elif kind is FaultKind.PAUSE:
@@ -262,8 +275,9 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
             )
         )
         t += 1 + int(rng.expovariate(1 / (storm_gap if storm else mean_gap)))
-    # Membership in about three seeds of four, with one or two spare nodes; some 3-node seeds
-    # go down to 2 voters. Some seeds report applied() late (at most 6 ticks).
+    # Membership in about three seeds of four, with one or two spare nodes; some seeds go
+    # down to a single voter (with learners), some 3-node seeds to 2 voters. Some seeds
+    # report applied() late (at most 6 ticks).
     every = rng.choice((0, 30, 60, 120, 250))
     spares = rng.choice((1, 2)) if every else 0
     profile = attrs.evolve(
@@ -271,7 +285,7 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         disk_speed=profile.disk_speed + tuple(rng.choice((1, 1, 2, 3)) for _ in range(spares)),
         spares=spares,
         member_every=every,
-        min_voters=2 if n_nodes == 3 and rng.random() < 0.2 else 3,
+        min_voters=rng.choices((1, 2, 3), (1, 1 if n_nodes == 3 else 0, 4))[0],
         apply_lag=rng.choice((0, 0, 0, 20, 60)),
         load=rng.choice((0.15, 0.3, 0.6)),
         api_deadline=rng.choice((100, 200, 300)) * TICK,

@@ -109,6 +109,24 @@ class FaultInjector:
             sn.slow_clock[fid] = f.factor
             sn.period = TICK * max(sn.slow_clock.values())
             sim.at(heal_at, self._heal_slow, (sn, fid))
+        elif kind is FaultKind.RESTART:
+            # Killed and restarted within a tick: in-flight answers to the old process (a read
+            # forwarded before the kill) reach the new one, whose read ids start over.
+            if sn.raft is None:
+                return
+            sim.crash(sn)
+            sn.down_fault = fid
+            back = sim.now + f.duration * TICK + 1 + int(sim.rng.random() * TICK)
+            sim.at(back, sim.restart, (sn, fid))
+        elif kind is FaultKind.CRASH_LOOP:
+            if sn.raft is None:
+                return
+            self._crash_loop((sn, fid, heal_at))
+        elif kind is FaultKind.WIPE:
+            op = sim.operator
+            if op is None or sn.retired or not op.may_wipe(sn):
+                return
+            sim.wipe(sn)  # a new, empty disk: a new incarnation, waiting to be repaired
         elif kind is FaultKind.TRANSFER:
             leader = sim.current_leader()
             if leader is None or leader.raft is None or leader.paused:
@@ -120,6 +138,24 @@ class FaultInjector:
             with contextlib.suppress(UnivrsError):
                 leader.raft.transfer_leader(sim.rng.choice(others))
             sim.drain(leader)
+
+    def _crash_loop(self, arg: tuple[SimNode, int, int]) -> None:
+        """Crash ``sn`` now; it restarts after 1 to 3 ticks and, until ``end``, crashes again
+        after about an election timeout (a process that dies soon after each start: a lone
+        voter gets elected, starts sending, and dies before its new term is on disk)."""
+        sim = self.sim
+        sn, fid, end = arg
+        if sim.now >= end or sn.retired or sim.quiet:
+            return
+        if sn.raft is not None and (sn.down_fault in (0, fid)):
+            sim.crash(sn)
+            sn.down_fault = fid
+            back = sim.now + sim.rng.randint(1, 3) * TICK
+            sim.at(back, sim.restart, (sn, fid))
+            cfg = sim.config
+            assert cfg is not None
+            up = sim.rng.randint(cfg.election_ticks_min, cfg.election_ticks_max + 5)
+            sim.at(back + up * TICK + int(sim.rng.random() * TICK), self._crash_loop, arg)
 
     def _flap(self, arg: tuple[SimNode, int, int, bool, int, int]) -> None:
         """Cut (``down``) or restore ``sn``'s links, then schedule the opposite.

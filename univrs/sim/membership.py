@@ -1,30 +1,47 @@
 """The simulated operator: membership changes under the seed's faults (dissertation 4).
 
 Theory of operation. Every so often (``Profile.member_every`` ticks on average) the operator
-plans a *batch* of one or two changes from the last configuration it knows committed
-(``base``): add one or two spare nodes as learners (with an address entry), promote caught-up
-learners, remove one or two voters (sometimes the leader itself), remove a learner, or promote
-one learner and remove a voter. It never plans below ``Profile.min_voters`` voters.
+plans a *batch* of changes from the last configuration it knows committed (``base``): add one
+or two nodes as learners, promote caught-up learners, remove one or two voters (sometimes the
+leader itself), remove a learner, promote one learner and remove a voter, or *replace* a member
+(add a node, promote it, remove the oldest voter: bootstrap voters first, so after a while none
+is left). It never plans below ``Profile.min_voters`` voters (1 in some seeds: a single voter
+with learners).
+
+Members are ids *and incarnations*: each configuration binds every member to the incarnation of
+its data dir (``Membership.incarnations``), and a node's transport refuses a peer whose
+incarnation is not the one its configuration lists (runtime.py). A node added (again) always
+gets an empty disk with a new incarnation first, so a removed id can come back at once (no
+precautions: a stale configuration that still lists the old incarnation cannot count the new
+one). A *wipe* (a disk lost under a live member, injector.py) leaves a member whose id is listed
+with its old incarnation: the operator *repairs* it, first thing, like the replace path of
+``univrs cluster join``: remove the old incarnation, add the new one as a learner, promote it
+if it was a voter.
 
 It drives the batch through whichever node leads (``Simulation.current_leader``), like the
 ``univrs cluster`` commands would: it proposes the first change not yet in the leader's log
 (``RaftNode.propose_membership``) and then *tries* the next one at once. The real core refuses
 that second proposal (``ProposalDropped``: one change at a time), so a batch runs one change
-after the other; a mutant that lets two changes be in flight gets both. A refused or lost
-proposal (``NotLeader``, ``ProposalDropped``, a new leader without the entry) is retried on
-the next tick. A promotion waits until the learner is caught up (the leader's
-``status().peers`` match within ``CATCH_UP`` entries of its last index); a learner that does
-not catch up within ``GIVE_UP`` ticks is removed instead (an interrupted join, cleaned up).
+after the other; a mutant that lets two changes be in flight gets both. It also tries as soon
+as a node becomes leader (``on_leader``), before the new leader has committed anything of its
+term: the real core refuses until it has (the 2015 correction), a mutant may not. A refused or
+lost proposal is retried on the next tick. When a new leader lacks a change the previous leader
+accepted (it is not committed), the operator sometimes gives the batch up and plans a
+different one at once (*divergent* changes: the old one may still be in other logs).
 
 A change is known committed when some node's state machine has applied a CONFIG entry after
-``base`` with the configuration the change wants (the state machine only applies committed
-entries). A removed node keeps running for a while (a few ticks, sometimes up to ``LINGER``),
-then is stopped for good (*retired*); when the operator adds it again it first gets an empty
-disk (a node id never rejoins with stale state), and only when that is safe (``_may_rejoin``).
-Spare nodes that are not members are also wiped before they are added.
+``base`` with the configuration some proposal wanted (the state machine only applies committed
+entries; a configuration no one proposed is a state-machine-safety violation). A removed node
+keeps running for a while (a few ticks, sometimes up to ``LINGER``), then is stopped for good
+(*retired*), unless it is added again first.
 
-After the fault phase the operator plans nothing new and proposes nothing more: what is in the
-logs commits or is dropped by the core, and removed nodes are retired.
+A promotion waits until the learner is caught up (the leader's ``status().peers`` match within
+``CATCH_UP`` entries of its last index); a learner that does not catch up within ``GIVE_UP``
+ticks is removed instead (an interrupted join, cleaned up).
+
+After the fault phase the operator plans nothing new but repairs, and proposes only the
+changes of a repair: what else is in the logs commits or is dropped by the core, and removed
+nodes are retired.
 """
 
 from __future__ import annotations
@@ -39,13 +56,16 @@ from univrs.raft.messages import Membership, NodeId
 from univrs.raft.ready import Role, Status
 from univrs.sim.faults import TICK
 from univrs.sim.invariants import STATE_MACHINE_SAFETY, InvariantViolation
+from univrs.sim.runtime import incarnation_id
 
 if TYPE_CHECKING:
     from univrs.sim.cluster import Simulation
+    from univrs.sim.runtime import SimNode
 
 CATCH_UP = 8  # a learner within this many entries of the leader's last index is caught up
 GIVE_UP = 300  # ticks a learner may take to catch up before it is removed again
 LINGER = 200  # a removed node runs on for up to this many ticks (mostly a few) after removal
+DIVERGE = 0.5  # chance to plan a different batch when a new leader lacks the proposed change
 
 
 def address(node: NodeId) -> str:
@@ -53,33 +73,32 @@ def address(node: NodeId) -> str:
     return f"sim://{node}"
 
 
-def with_learner(m: Membership, node: NodeId) -> Membership:
-    """``m`` plus ``node`` as a learner, with its address."""
+def with_learner(m: Membership, node: NodeId, incarnation: str) -> Membership:
+    """``m`` plus ``node`` (of ``incarnation``) as a learner, with its address."""
     return Membership(
         voters=m.voters,
         learners=m.learners | {node},
         addresses=tuple(sorted({*m.addresses, (node, address(node))})),
         api_addresses=m.api_addresses,
+        incarnations=tuple(
+            sorted({*(p for p in m.incarnations if p[0] != node), (node, incarnation)})
+        ),
     )
 
 
 def promoted(m: Membership, node: NodeId) -> Membership:
     """``m`` with learner ``node`` made a voter."""
-    return Membership(
-        voters=m.voters | {node},
-        learners=m.learners - {node},
-        addresses=m.addresses,
-        api_addresses=m.api_addresses,
-    )
+    return attrs.evolve(m, voters=m.voters | {node}, learners=m.learners - {node})
 
 
 def without(m: Membership, node: NodeId) -> Membership:
-    """``m`` without ``node`` (voter or learner) and its addresses."""
+    """``m`` without ``node`` (voter or learner), its addresses and its incarnation."""
     return Membership(
         voters=m.voters - {node},
         learners=m.learners - {node},
         addresses=tuple(p for p in m.addresses if p[0] != node),
         api_addresses=tuple(p for p in m.api_addresses if p[0] != node),
+        incarnations=tuple(p for p in m.incarnations if p[0] != node),
     )
 
 
@@ -92,6 +111,7 @@ class Change:
     desired: Membership
     of_leader: bool = False  # removes the node that led when it was planned
     proposed: bool = False  # some leader accepted it (it may commit, however late)
+    why: str = ""  # "repair" (a wiped member's new incarnation) | "replace" | ""
 
 
 @attrs.define(eq=False)
@@ -105,21 +125,25 @@ class Operator:
     base: Membership  # the latest configuration known committed
     base_index: int = 1  # its entry's index (the bootstrap configuration is at index 1)
     pending: list[Change] = attrs.field(factory=list)
+    repair: bool = False  # the pending batch repairs a wiped member
+    # Batches given up while a change of theirs may still be in some log (divergence).
+    abandoned: list[list[Change]] = attrs.field(factory=list)
+    # Every configuration some leader accepted (what may legitimately commit).
+    proposed_configs: list[Membership] = attrs.field(factory=list)
+    accepted_by: tuple[NodeId, int] | None = None  # the leader (id, term) that took pending[0]
     next_at: int = 0  # simulated time of the next batch
     since: int = 0  # when pending[0] became the first change of the batch
-    guarded: bool = True  # re-add removed nodes only when it is safe (see _may_rejoin)
     lingering: dict[NodeId, int] = attrs.field(factory=dict)  # removed node -> stop time
     was_member: set[NodeId] = attrs.field(factory=set)  # nodes once members (rejoins count)
-    # Removed nodes: the index of a committed configuration that no longer has them.
-    removed_at: dict[NodeId, int] = attrs.field(factory=dict)
-    # Removed nodes added again whose new log does not reach removed_at yet.
-    rejoining: dict[NodeId, int] = attrs.field(factory=dict)
     # Statistics.
     committed: int = 0
     leader_removals: int = 0
     rejoins: int = 0
     proposals: int = 0
     gave_up: int = 0
+    diverged: int = 0  # batches given up for a different one under a new leader
+    repairs: int = 0  # wiped members replaced by their new incarnation
+    replaced: int = 0  # members replaced by other nodes (replace batches committed)
 
     def __attrs_post_init__(self) -> None:
         self.was_member = set(self.base.members)
@@ -138,54 +162,99 @@ class Operator:
                 if quiet or now >= at:
                     del self.lingering[nid]
                     self.sim.retire(self.sim.nodes[nid])
-        if self.pending:
+        if self.pending or self.abandoned:
             self._check_committed(now)
-        if quiet:
-            return
-        if self.rejoining:
-            self._settle()
-        if not self.pending:
-            if now < self.next_at:
-                return
+        if not self.pending and (self._wiped() or (not quiet and now >= self.next_at)):
             self._plan(now)
-        if self.pending:
+        if self.pending and (not quiet or self.repair):
             self._give_up_on_learner(now)
             self._push()
 
+    def on_leader(self, sn: SimNode) -> None:
+        """``sn`` just became leader: try the batch at once (before it commits in its term)."""
+        if self.pending and (not self.sim.quiet or self.repair):
+            self.sim.at(self.sim.now, self._push_now, None)
+
+    def _push_now(self, _: None) -> None:
+        if self.pending:
+            self._push()
+
+    def may_wipe(self, sn: SimNode) -> bool:
+        """May a disk be lost under member ``sn`` now (a wipe fault)? Only between batches
+        (a change in flight could leave a configuration whose quorum needs the lost member),
+        one member at a time, and a voter only while at least three are listed: with its
+        votes refused, the others must still make a quorum."""
+        b = self.base
+        if self.sim.quiet or self.pending or self.abandoned or sn.id not in b.members:
+            return False
+        if self._wiped():
+            return False
+        return sn.id not in b.voters or len(b.voters) >= 3
+
+    def _wiped(self) -> list[NodeId]:
+        """Members of ``base`` bound to an incarnation their node no longer has."""
+        out = []
+        for nid in sorted(self.base.members):
+            listed = self.base.incarnation_of(nid)
+            if listed is not None and listed != self.sim.nodes[nid].disk.incarnation:
+                out.append(nid)
+        return out
+
     def _check_committed(self, now: int) -> None:
-        """Has some node applied a configuration of the batch after ``base``?"""
+        """Has some node applied a configuration proposed after ``base``?"""
         for sn in self.sim.nodes.values():
             kv = sn.kv
-            if sn.raft is None or kv.config_index <= self.base_index or not self.pending:
+            if sn.raft is None or kv.config_index <= self.base_index:
                 continue
+            cfg = kv.config
+            done: list[Change] | None
             m = len(self.pending) - 1
-            while m >= 0 and self.pending[m].desired != kv.config:
+            while m >= 0 and self.pending[m].desired != cfg:
                 m -= 1
-            if m < 0:
-                raise InvariantViolation(
-                    STATE_MACHINE_SAFETY,
-                    f"{sn.id} applied configuration {sorted(kv.config.voters)} (learners "
-                    f"{sorted(kv.config.learners)}) at index {kv.config_index}, which no one "
-                    f"proposed",
-                )
-            done = self.pending[: m + 1]
-            del self.pending[: m + 1]
-            self.base, self.base_index = kv.config, kv.config_index
+            if m >= 0:
+                done = self.pending[: m + 1]
+                del self.pending[: m + 1]
+            else:
+                done = self._abandoned_done(cfg)
+                if done is None and cfg not in self.proposed_configs:
+                    raise InvariantViolation(
+                        STATE_MACHINE_SAFETY,
+                        f"{sn.id} applied configuration {sorted(cfg.voters)} (learners "
+                        f"{sorted(cfg.learners)}) at index {kv.config_index}, which no one "
+                        f"proposed",
+                    )
+                # An older proposal won: the pending batch was planned from another base.
+                self.pending = []
+                self.repair = False
+            self.base, self.base_index = cfg, kv.config_index
+            # What other batches proposed was appended to logs without this configuration:
+            # it can no longer commit (if it does, the checker says so).
+            self.abandoned.clear()
             self.since = now
-            for ch in done:
+            for ch in done or ():
                 self._done(ch, now)
             if not self.pending:
+                self.repair = False
+                self.accepted_by = None
                 self.next_at = self._gap(now)
+
+    def _abandoned_done(self, cfg: Membership) -> list[Change] | None:
+        for batch in self.abandoned:
+            for k, ch in enumerate(batch):
+                if ch.desired == cfg:
+                    return batch[: k + 1]
+        return None
 
     def _done(self, ch: Change, now: int) -> None:
         self.committed += 1
         self.sim.trace.append((now, "operator", f"committed: {ch.kind} {ch.node}"))
         if ch.kind == "remove":
             self.leader_removals += ch.of_leader
-            self.lingering[ch.node] = now + int(LINGER * self.rng.random() ** 3) * TICK
-            self.removed_at[ch.node] = self.base_index
-            self.rejoining.pop(ch.node, None)
+            self.replaced += ch.why == "replace"
+            if ch.why != "repair":  # a repair's node already runs its new incarnation
+                self.lingering[ch.node] = now + int(LINGER * self.rng.random() ** 3) * TICK
         else:
+            self.repairs += ch.why == "repair" and ch.kind == "add"
             if ch.kind == "add" and ch.node in self.was_member:
                 self.rejoins += 1
             self.was_member.add(ch.node)
@@ -197,6 +266,7 @@ class Operator:
             return
         self.gave_up += 1
         self.pending = [Change(kind="remove", node=ch.node, desired=without(self.base, ch.node))]
+        self.repair = False
         self.since = now
 
     def _push(self) -> None:
@@ -212,6 +282,20 @@ class Operator:
         cur = st.membership
         if cur == self.base:
             first = 0
+            if (
+                self.pending[0].proposed
+                and self.accepted_by not in (None, (sn.id, st.term))
+                and not self.repair
+                and not sim.quiet
+                and self.rng.random() < DIVERGE
+            ):
+                # A new leader without the change the previous one accepted: plan another.
+                self.diverged += 1
+                self.abandoned.append(self.pending)
+                self.pending = []
+                self._plan(sim.now, avoid={ch.node for ch in self.abandoned[-1]})
+                if not self.pending:
+                    return
         else:
             first = len(self.pending)
             while first > 0 and self.pending[first - 1].desired != cur:
@@ -227,117 +311,115 @@ class Operator:
                 break
             self.proposals += 1
             ch.proposed = True
+            if ch is self.pending[0]:
+                self.accepted_by = (sn.id, st.term)
+            if ch.desired not in self.proposed_configs:
+                self.proposed_configs.append(ch.desired)
             sim.trace.append((sim.now, "operator", f"proposed on {sn.id}: {ch.kind} {ch.node}"))
         sim.drain(sn)
 
     # ----------------------------------------------------------------- planning
 
-    def _plan(self, now: int) -> None:
-        """Choose the next batch from ``base``."""
+    def _plan(self, now: int, avoid: set[NodeId] | None = None) -> None:
+        """Choose the next batch from ``base`` (a repair first, if a member was wiped)."""
+        sim = self.sim
+        b = self.base
+        wiped = self._wiped()
+        plan: list[tuple[str, NodeId]] = []
+        leader = sim.current_leader()
+        leader_id = leader.id if leader is not None else None
+        why = ""
+        if wiped:
+            node = wiped[0]
+            plan = [("remove", node), ("add", node)]
+            if node in b.voters:
+                plan.append(("promote", node))
+            self.repair = True
+            why = "repair"
+        else:
+            self.repair = False
+            plan = self._choose(avoid or set(), leader_id)
+            if not plan:
+                self.next_at = self._gap(now)
+                return
+            if len(plan) == 3 and plan[0][0] == "add" and plan[2][0] == "remove":
+                why = "replace"
+        m = b
+        for what, node in plan:
+            if what == "add":
+                sn = sim.nodes[node]
+                if not (self.repair and sn.disk.incarnation != b.incarnation_of(node)):
+                    sim.wipe(sn)  # every addition starts from an empty disk: a new incarnation
+                self.lingering.pop(node, None)
+                m = with_learner(m, node, sn.disk.incarnation)
+            elif what == "promote":
+                m = promoted(m, node)
+            else:
+                m = without(m, node)
+            self.pending.append(
+                Change(kind=what, node=node, desired=m, of_leader=node == leader_id, why=why)
+            )
+        self.accepted_by = None
+        self.since = now
+        sim.trace.append((now, "operator", f"plan: {plan}"))
+
+    def _choose(self, avoid: set[NodeId], leader_id: NodeId | None) -> list[tuple[str, NodeId]]:
         rng = self.rng
         sim = self.sim
         b = self.base
         voters = sorted(b.voters)
-        learners = sorted(b.learners)
-        spares = [n for n in sim.node_ids if n not in b.members and n not in self.lingering]
-        # At most one removed node comes back per batch, and only when that is safe.
-        back = [n for n in spares if n in self.removed_at and self._may_rejoin(n)][:1]
-        spares = [n for n in spares if n not in self.removed_at or n in back]
+        learners = sorted(n for n in b.learners if n not in avoid)
+        # Nodes that are not members: spares, and removed ids (lingering ones too: adding one
+        # again at once stops its old process and gives it a new disk).
+        spares = [n for n in sim.node_ids if n not in b.members and n not in avoid]
         can_remove = len(voters) - self.min_voters
         options: list[tuple[str, int]] = []
         if learners:
             options += [("promote", 5), ("drop-learner", 1)]
             if can_remove >= 0:
                 options.append(("promote-remove", 2))
-        if spares and len(learners) < 2:
+        if spares and len(b.learners) < 2:
             options.append(("add", 3))
+            options.append(("replace", 3))
         if can_remove > 0:
             options.append(("remove", 3))
         if not options:
-            self.next_at = self._gap(now)
-            return
+            return []
         kind = rng.choices([k for k, _ in options], [w for _, w in options])[0]
-        leader = sim.current_leader()
-        leader_id = leader.id if leader is not None else None
-        plan: list[tuple[str, NodeId]] = []
+        targets = [v for v in voters if v not in avoid] or voters
         if kind == "promote":
-            plan = [("promote", n) for n in rng.sample(learners, rng.randint(1, len(learners)))]
-        elif kind == "drop-learner":
-            plan = [("remove", rng.choice(learners))]
-        elif kind == "promote-remove":
-            victim = self._victim(voters, leader_id)
-            plan = [("promote", rng.choice(learners)), ("remove", victim)]
-        elif kind == "add":
-            count = min(rng.randint(1, 2), len(spares), 2 - len(learners))
-            plan = [("add", n) for n in rng.sample(spares, count)]
-        else:
-            first = self._victim(voters, leader_id)
-            plan = [("remove", first)]
-            if can_remove > 1 and rng.random() < 0.5:
-                plan.append(("remove", self._victim([v for v in voters if v != first], None)))
-        m = b
-        for what, node in plan:
-            if what == "add":
-                sim.wipe(sim.nodes[node])
-                if node in self.removed_at:
-                    self.rejoining[node] = self.removed_at[node]
-                m = with_learner(m, node)
-            elif what == "promote":
-                m = promoted(m, node)
-            else:
-                m = without(m, node)
-            self.pending.append(
-                Change(kind=what, node=node, desired=m, of_leader=node == leader_id)
-            )
-        self.since = now
-        sim.trace.append((now, "operator", f"plan: {plan}"))
-
-    def _may_rejoin(self, node: NodeId) -> bool:
-        """May removed ``node`` be added again, with an empty disk, now?
-
-        Not always: a node that starts empty grants every vote and pre-vote (its log is the
-        least up to date), and while it catches up from the log it passes through old
-        configurations that list it as a voter. So a candidate whose stale configuration still
-        lists the node as a voter (it lacks the entry that removed it) can win with its vote,
-        and so can the node itself with the votes of other nodes coming back with it: a leader
-        without committed entries (the simulator found both; ``guarded=False`` shows them). The
-        operator therefore brings a removed node back only when every member holds (the
-        leader's ``status().peers`` match) a configuration that does not have it, no other
-        removed node that came back is still catching up to its removal, and no removed node
-        still runs (its stale log and configuration are outside the leader's view). (The core
-        could make this unnecessary: see docs/simulator.md.)
-        """
-        if not self.guarded:
-            return True
-        if self.rejoining or self.lingering:
-            return False
-        sn = self.sim.current_leader()
-        if sn is None or sn.raft is None or sn.paused:
-            return False
-        st = sn.raft.status()
-        if st.role is not Role.LEADER or st.membership != self.base:
-            return False
-        need = self.removed_at[node]
-        match = {p.id: p.match for p in st.peers}
-        match[st.id] = st.last_index
-        return all(match.get(m, 0) >= need for m in self.base.members)
-
-    def _settle(self) -> None:
-        """Removed nodes that came back stop counting as rejoining once the leader sees their
-        log past their removal."""
-        sn = self.sim.current_leader()
-        if sn is None or sn.raft is None:
-            return
-        st = sn.raft.status()
-        for p in st.peers:
-            need = self.rejoining.get(p.id)
-            if need is not None and p.match >= need:
-                del self.rejoining[p.id]
+            return [("promote", n) for n in rng.sample(learners, rng.randint(1, len(learners)))]
+        if kind == "drop-learner":
+            return [("remove", rng.choice(learners))]
+        if kind == "promote-remove":
+            return [("promote", rng.choice(learners)), ("remove", self._victim(targets, leader_id))]
+        if kind == "add":
+            count = min(rng.randint(1, 2), len(spares), 2 - len(b.learners))
+            return [("add", n) for n in rng.sample(spares, count)]
+        if kind == "replace":
+            new = rng.choice(spares)
+            plan = [("add", new), ("promote", new)]
+            if len(voters) + 1 > self.min_voters:
+                plan.append(("remove", self._oldest(targets, leader_id)))
+            return plan
+        first = self._victim(targets, leader_id)
+        plan = [("remove", first)]
+        if can_remove > 1 and rng.random() < 0.5:
+            plan.append(("remove", self._victim([v for v in voters if v != first], None)))
+        return plan
 
     def _victim(self, voters: list[NodeId], leader: NodeId | None) -> NodeId:
         if leader is not None and leader in voters and self.rng.random() < 0.35:
             return leader
         return self.rng.choice(voters)
+
+    def _oldest(self, voters: list[NodeId], leader: NodeId | None) -> NodeId:
+        """The voter to replace: a bootstrap member if one is left (its first incarnation),
+        sometimes the leader."""
+        if leader is not None and leader in voters and self.rng.random() < 0.2:
+            return leader
+        first = [v for v in voters if self.base.incarnation_of(v) == incarnation_id(v, 0)]
+        return self.rng.choice(first or voters)
 
 
 def caught_up(st: Status, node: NodeId) -> bool:

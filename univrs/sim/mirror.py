@@ -83,6 +83,7 @@ class NodeView:
     term: int = 0
     commit: int = 0  # the commit index in this node's last hard state
     gone: bool = False  # stopped for good (removed); it comes back only with an empty disk
+    incarnation: str = ""  # of its data dir: a wiped node is a new incarnation
 
 
 @attrs.define(eq=False)
@@ -96,6 +97,10 @@ class LogMirror:
 
     voters: Sequence[NodeId]
     spares: Sequence[NodeId] = ()
+    # The bootstrap configuration (default: ``voters``, no incarnations bound).
+    boot: Membership | None = None
+    # The incarnation of each node's first data dir.
+    incarnations: dict[NodeId, str] = attrs.field(factory=dict)
     base: Membership = attrs.field(init=False)
     _nodes: dict[NodeId, NodeView] = attrs.field(init=False)
     _intern: dict[tuple[int, int, int, bytes], int] = attrs.field(init=False, factory=dict)
@@ -112,10 +117,13 @@ class LogMirror:
     commit_term: list[int] = attrs.field(init=False, factory=lambda: [0])
 
     def __attrs_post_init__(self) -> None:
-        self.base = Membership(voters=frozenset(self.voters))
-        self._nodes = {n: NodeView(base=self.base) for n in self.voters}
+        self.base = self.boot or Membership(voters=frozenset(self.voters))
+        incs = self.incarnations
+        self._nodes = {
+            n: NodeView(base=self.base, incarnation=incs.get(n, "")) for n in self.voters
+        }
         for n in self.spares:
-            self._nodes[n] = NodeView(base=NO_MEMBERS)
+            self._nodes[n] = NodeView(base=NO_MEMBERS, incarnation=incs.get(n, ""))
 
     # ---------------------------------------------------------------- configurations
 
@@ -126,6 +134,15 @@ class LogMirror:
             return self._members[log.ids[cfg[-1]]] if cfg else v.base
         k = bisect.bisect_right(cfg, upto)
         return self._members[log.ids[cfg[k - 1]]] if k else v.base
+
+    def current_config(self, node: NodeId) -> tuple[Membership, int]:
+        """The configuration ``node`` uses now (its in-memory log's latest CONFIG entry) and
+        that entry's index (0: none in its log)."""
+        v = self._nodes[node]
+        cfg = v.issued.cfg
+        if cfg:
+            return self._members[v.issued.ids[cfg[-1]]], cfg[-1]
+        return v.base, 0
 
     def config_at(self, index: int) -> Membership:
         """The configuration in force at ``index`` of the committed log."""
@@ -309,6 +326,13 @@ class LogMirror:
         v.role = None
         v.gone = True
 
-    def observe_wipe(self, node: NodeId) -> None:
-        """The node got a new, empty disk (to join again): nothing of its old state is left."""
-        self._nodes[node] = NodeView(base=NO_MEMBERS)
+    def observe_wipe(self, node: NodeId, incarnation: str = "") -> None:
+        """The node got a new, empty disk (a new incarnation): nothing of its old state is
+        left, and configurations that bind its id to an older incarnation do not count it."""
+        self._nodes[node] = NodeView(base=NO_MEMBERS, incarnation=incarnation)
+
+    def counts_in(self, node: NodeId, m: Membership) -> bool:
+        """Does ``m`` count ``node`` as it is now (unbound, or bound to its incarnation)?
+        The transport refuses a peer whose incarnation differs from the one listed."""
+        listed = m.incarnation_of(node) if m.incarnations else None
+        return listed is None or listed == self._nodes[node].incarnation

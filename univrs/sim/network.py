@@ -40,6 +40,7 @@ class SimNetwork:
     sent: int = 0
     dropped: int = 0
     duplicated: int = 0
+    refused: int = 0  # delivered, but refused: the sender is not the incarnation listed
 
     def __attrs_post_init__(self) -> None:
         self._drop_now = self.drop

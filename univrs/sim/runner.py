@@ -28,7 +28,6 @@ class SeedResult:
     nodes: int
     ticks: int
     mutant: str | None
-    unguarded_rejoin: bool = False
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -46,7 +45,6 @@ class SeedResult:
             nodes=self.nodes,
             ticks=self.ticks,
             mutant=self.mutant,
-            unguarded_rejoin=self.unguarded_rejoin,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -74,7 +72,6 @@ def replay_command(
     nodes: int = DEFAULT_NODES,
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
-    unguarded_rejoin: bool = False,
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
@@ -82,8 +79,6 @@ def replay_command(
         cmd += f" --ticks {ticks}"
     if mutant:
         cmd += f" --mutant {mutant}"
-    if unguarded_rejoin:
-        cmd += " --unguarded-rejoin"
     return cmd
 
 
@@ -94,7 +89,6 @@ def run_seed(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     quiet_ticks: int = DEFAULT_QUIET_TICKS,
-    unguarded_rejoin: bool = False,
 ) -> SeedResult:
     """Simulate one seed; never raises for a failing run (the result says why it failed)."""
     sim = Simulation(
@@ -104,7 +98,6 @@ def run_seed(
         quiet_ticks=quiet_ticks,
         node_factory=node_factory(mutant),
         proposals_factory=proposals_factory(mutant),
-        unguarded_rejoin=unguarded_rejoin,
     )
     try:
         stats = sim.run()
@@ -114,7 +107,6 @@ def run_seed(
             nodes=nodes,
             ticks=ticks,
             mutant=mutant,
-            unguarded_rejoin=unguarded_rejoin,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -125,7 +117,6 @@ def run_seed(
         nodes=nodes,
         ticks=ticks,
         mutant=mutant,
-        unguarded_rejoin=unguarded_rejoin,
         stats=stats,
     )
 
@@ -138,7 +129,6 @@ def run_seeds(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     on_result: Callable[[SeedResult], None] | None = None,
-    unguarded_rejoin: bool = False,
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
     if mutant is not None and mutant not in MUTANTS:
@@ -147,9 +137,7 @@ def run_seeds(
     passed = 0
     failure = None
     for seed in range(base, base + count):
-        r = run_seed(
-            seed, nodes=nodes, ticks=ticks, mutant=mutant, unguarded_rejoin=unguarded_rejoin
-        )
+        r = run_seed(seed, nodes=nodes, ticks=ticks, mutant=mutant)
         if on_result is not None:
             on_result(r)
         if not r.ok:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -42,7 +42,7 @@ from univrs.raft.interpreter import (
     installed,
     report_persisted,
 )
-from univrs.raft.messages import Entry, Message, NodeId, SnapshotMeta
+from univrs.raft.messages import Entry, EntryKind, Message, NodeId, SnapshotMeta
 from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState
 from univrs.runtime.proposals import PendingProposals
 from univrs.sim.api import Request, SimApi
@@ -58,6 +58,9 @@ from univrs.sim.invariants import (
 )
 from univrs.sim.kv import KvStore, WriteDecoder
 from univrs.sim.network import SimNetwork
+
+if TYPE_CHECKING:
+    from univrs.sim.membership import Operator
 
 NodeFactory = Callable[..., RaftNode]
 
@@ -94,6 +97,13 @@ class SimNode:
     writes: WriteQueue[Taken] = attrs.field(factory=WriteQueue)
     writing: MergedWrite | InstallJob | Taken | None = None
     fx: NodeEffects | None = None  # the interpreter's effects for this process
+    # The incarnation the node's current configuration binds each peer to (its transport
+    # refuses a peer of another incarnation), that configuration's index, and that index again
+    # if it binds this node to its own incarnation (else 0): refreshed, like the driver's
+    # status, when a Ready carries a CONFIG entry, a truncation or a snapshot.
+    listed: dict[NodeId, str] = attrs.field(factory=dict)
+    cfg_index: int = 0
+    bound_at: int = 0
     # Fault rules active on this node, by fault id.
     slow_disk: dict[int, int] = attrs.field(factory=dict)
     slow_clock: dict[int, int] = attrs.field(factory=dict)
@@ -102,6 +112,13 @@ class SimNode:
     down_fault: int = 0  # the crash fault this node waits to restart from (0: up)
     pause_fault: int = 0
     retired: bool = False  # removed from the cluster and stopped; back only with a new disk
+    wipes: int = 0  # data dirs lost so far (the disk's incarnation counts them)
+
+
+def incarnation_id(node: NodeId, wipes: int) -> str:
+    """The incarnation id of ``node``'s data dir after ``wipes`` wipes (deterministic, so a
+    seed replays; the real one is random)."""
+    return f"{node}.{wipes}"
 
 
 class ReadyRuntime:
@@ -115,6 +132,8 @@ class ReadyRuntime:
     net: SimNetwork
     workload: Workload
     api: SimApi
+    operator: Operator | None
+    strict_incarnations: bool
     proposals_factory: Callable[[], PendingProposals[Request]]
     schedule: Schedule
     decoder: WriteDecoder
@@ -145,6 +164,7 @@ class ReadyRuntime:
         sn.proposals = self.proposals_factory()
         sn.reads = {}
         sn.next_ctx = 1
+        self._refresh_listing(sn)
         if disk.snapshot is not None:
             meta, data = disk.snapshot
             sn.kv.restore(data, meta.index, meta.term, meta.membership)
@@ -199,6 +219,14 @@ class ReadyRuntime:
             )
         assert sn.fx is not None
         execute(rd, sn.fx)
+        if install is not None or rd.truncate_from is not None or _has_config(rd.entries):
+            self._refresh_listing(sn)
+
+    def _refresh_listing(self, sn: SimNode) -> None:
+        m, index = self.checker.current_config(sn.id)
+        sn.listed = dict(m.incarnations)
+        sn.cfg_index = index
+        sn.bound_at = index if sn.listed.get(sn.id) == sn.disk.incarnation else 0
 
     def _submit(self, sn: SimNode, item: PersistJob | InstallJob | Taken) -> None:
         """Queue storage work; the disk works through the queue one item at a time."""
@@ -282,17 +310,40 @@ class ReadyRuntime:
     # ----------------------------------------------------------------- network, disk, clock
 
     def _send(self, m: Message) -> None:
+        # A message carries its sender's incarnation and binding (the real hello does).
+        src = self._node(m.src)
+        if src.listed:
+            expect = src.listed.get(m.dst)
+            if expect is not None:
+                dst = self._node(m.dst)
+                if expect != dst.disk.incarnation and not self._newer(dst.bound_at, src):
+                    # The receiver refuses a hello that expects another incarnation of it.
+                    self.net.refused += 1
+                    return
+        arg = (m, src.disk.incarnation, src.bound_at)
         for d in self.net.delays(m.src, m.dst):
             self._seq += 1
-            heapq.heappush(self._heap, (self.now + d, self._seq, self._deliver, m))
+            heapq.heappush(self._heap, (self.now + d, self._seq, self._deliver, arg))
 
-    def _deliver(self, m: Message) -> None:
+    def _newer(self, bound_at: int, sn: SimNode) -> bool:
+        """Is a peer bound to its incarnation by a configuration newer than ``sn``'s (so
+        ``sn``'s listing is stale, not the peer)? The strict rule never asks."""
+        return bound_at > sn.cfg_index and not self.strict_incarnations
+
+    def _deliver(self, arg: tuple[Message, str, int]) -> None:
+        m, incarnation, bound_at = arg
         sn = self._node(m.dst)
         raft = sn.raft
         if raft is None or self.net.is_blocked(m.src, m.dst):
             return
         if sn.paused:
-            sn.backlog.append((self._deliver, m))
+            sn.backlog.append((self._deliver, arg))
+            return
+        listed = sn.listed.get(m.src) if sn.listed else None
+        if listed is not None and listed != incarnation and not self._newer(bound_at, sn):
+            # The transport refuses a peer whose incarnation is not the one the configuration
+            # binds its id to (a wiped or replaced data dir is a stranger until replaced).
+            self.net.refused += 1
             return
         self.trace.append((self.now, "recv", m))
         raft.step(m)
@@ -348,6 +399,10 @@ class ReadyRuntime:
         self.drain(sn)
 
 
+def _has_config(entries: tuple[Entry, ...]) -> bool:
+    return any(e.kind is EntryKind.CONFIG for e in entries)
+
+
 @attrs.define(eq=False, slots=True)
 class NodeEffects:
     """The simulated runtime's side of the interpreter for one process of one node."""
@@ -362,6 +417,8 @@ class NodeEffects:
         sn.role, sn.term, sn.leader = soft.role, soft.term, soft.leader
         if was_leader and soft.role is not Role.LEADER:
             rt.api.on_leadership_lost(sn)
+        elif soft.role is Role.LEADER and not was_leader and rt.operator is not None:
+            rt.operator.on_leader(sn)
         rt.checker.observe_role(sn.id, soft.role, soft.term)
         rt.trace.append((rt.now, sn.id, soft))
 
