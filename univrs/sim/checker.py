@@ -151,6 +151,18 @@ class Checker(LogMirror):
             )
         self._check_leader_complete(node, term)
 
+    def observe_restart(self, node: NodeId, term: int, commit: int = 0) -> None:
+        """The node restarted with durable term ``term``: a leadership of a later term it held
+        before the crash never became durable, and (the core sends nothing of a term before
+        that term is durable) nobody saw it: another node may lead that term. If the node did
+        send, its entries of that term are in other logs, and a twin is caught as a
+        log-matching breach."""
+        old = self._nodes[node].term
+        for t in range(term + 1, old + 1):
+            if self.leaders.get(t) == node:
+                del self.leaders[t]
+        super().observe_restart(node, term, commit)
+
     def _check_leader_complete(self, node: NodeId, term: int) -> None:
         # The highest committed index whose commit term is below ``term``: every entry up to it
         # was committed in a term below ``term`` (commit terms are upper bounds).
@@ -221,9 +233,13 @@ class Checker(LogMirror):
         every majority of the configuration at ``i``, and durable copies are never lost.
         """
         i = entry.index
-        cfg = self.config_at(i)
+        cfg, at = self.config_at(i), self.config_index_at(i)
+        # A voter the configuration binds to an incarnation it no longer has (its disk was
+        # lost) can neither vote nor acknowledge in it: it counts as holding everything.
         holders = [
-            n for n, w in self._nodes.items() if w.durable.holds(i, pid) and self.counts_in(n, cfg)
+            n
+            for n, w in self._nodes.items()
+            if w.durable.holds(i, pid) or (n in cfg.voters and not self.counts_in(n, cfg, at))
         ]
         if not meets_every_majority(holders, cfg):
             among = sorted(h for h in holders if h in cfg.voters)
@@ -236,22 +252,19 @@ class Checker(LogMirror):
 
     def _may_campaign(self, node: NodeId, v: NodeView, log: MirroredLog, cfg: Membership) -> bool:
         """Could ``node`` start an election with ``log``? It is a voter of the configuration of
-        ``log`` or of the configuration committed in it (as far as its commit index says).
+        ``log`` or of the configuration committed in it (as far as its commit index says) --
+        with the incarnation guard (guard.py), only if that configuration binds its id to its
+        own incarnation (or to none).
         """
-        if node in cfg.voters:
+        m = cfg
+        if node not in m.voters:
+            m = self._config(v, log, min(v.commit, len(log.ids) - 1))
+            if node not in m.voters:
+                return False
+        if not self.guarded or not m.incarnations:
             return True
-        return node in self._config(v, log, min(v.commit, len(log.ids) - 1)).voters
-
-    def _accepts(self, v: NodeView, candidate: NodeId, incarnation: str) -> bool:
-        """Could voter ``v`` hear ``candidate`` (of ``incarnation``)? Its transport refuses a
-        peer its configuration binds to another incarnation; after a crash its configuration
-        is its durable log's, so either may decide."""
-        for log in (v.issued, v.durable):
-            m = self._config(v, log)
-            listed = m.incarnation_of(candidate) if m.incarnations else None
-            if listed is None or listed == incarnation:
-                return True
-        return False
+        listed = m.incarnation_of(node)
+        return listed is None or listed == v.incarnation
 
     def _check_unelectable(self, node: NodeId, i: int) -> None:
         """No node whose log lacks committed entry ``i`` could win an election, even after
@@ -292,8 +305,15 @@ class Checker(LogMirror):
                     for n in sorted(cfg.voters)
                     if n in best
                     and best[n] <= key
-                    and self.counts_in(n, cfg)
-                    and (n == cid or self._accepts(nodes[n], cid, c.incarnation))
+                    and (
+                        # The core counts its own vote whatever its incarnation (it does not
+                        # know it); others only as the configuration lists them.
+                        n == cid
+                        or (
+                            self.counts_in(n, cfg, log.cfg[-1] if log.cfg else 0)
+                            and self.hears(nodes[n], cid, c.incarnation)
+                        )
+                    )
                 ]
                 if len(grant) >= majority(cfg):
                     which = "in-memory" if log is c.issued else "durable"
@@ -416,16 +436,14 @@ class Checker(LogMirror):
         terms = v.issued.terms
         ids = v.issued.ids
         cfg = self._config(v, v.issued)
+        at = v.issued.cfg[-1] if v.issued.cfg else 0
+        out = [n for n in sorted(cfg.voters) if not self.counts_in(n, cfg, at)]
         committed_cfg = self._declared_cfg
         for j in range(commit, len(terms)):
             if terms[j] != term:
                 continue
             pid = ids[j]
-            holders = [
-                n
-                for n in sorted(cfg.voters)
-                if self._durable_holds(n, j, pid) and self.counts_in(n, cfg)
-            ]
+            holders = [n for n in sorted(cfg.voters) if n in out or self._durable_holds(n, j, pid)]
             if len(holders) < majority(cfg):
                 continue
             if not overlap or meets_every_majority(holders, committed_cfg):

@@ -44,6 +44,7 @@ from univrs.sim.checker import Checker
 from univrs.sim.clients import Workload
 from univrs.sim.disk import SimDisk
 from univrs.sim.faults import TICK, Schedule, draw_schedule
+from univrs.sim.guard import guarded
 from univrs.sim.injector import FaultInjector
 from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
 from univrs.sim.kv import WriteDecoder
@@ -97,6 +98,9 @@ class Simulation(ReadyRuntime):
     ticks: int = 2000
     quiet_ticks: int = 400
     node_factory: NodeFactory = RaftNode
+    # Run every core with the incarnation rule the core lacks (guard.py); False: bare cores.
+    guard: bool = True
+    core_factory: NodeFactory = attrs.field(init=False)
     # Refuse a peer whose incarnation differs from the listed one even when the listing is
     # older than the peer's own binding (the product's rule today; see docs/simulator.md).
     strict_incarnations: bool = False
@@ -131,6 +135,15 @@ class Simulation(ReadyRuntime):
         if not 3 <= self.n_nodes <= 7:
             raise ValueError(f"the simulator runs 3 to 7 nodes, not {self.n_nodes}")
         self.rng = random.Random(self.seed)
+        if self.guard:
+            self.core_factory = guarded(self.node_factory)
+        else:
+            factory = self.node_factory
+
+            def bare(*args: Any, incarnation: str = "", **kwargs: Any) -> RaftNode:
+                return factory(*args, **kwargs)
+
+            self.core_factory = bare
         self.trace = deque(maxlen=self.trace_len)
         self.schedule = draw_schedule(self.rng, self.ticks, self.n_nodes)
         p = self.schedule.profile
@@ -144,7 +157,12 @@ class Simulation(ReadyRuntime):
             incarnations=tuple((n, incarnations[n]) for n in voters),
         )
         self.checker = Checker(
-            voters=voters, spares=spares, boot=self.membership, incarnations=incarnations
+            voters=voters,
+            spares=spares,
+            boot=self.membership,
+            incarnations=incarnations,
+            strict=self.strict_incarnations,
+            guarded=self.guard,
         )
         self.net = SimNetwork(
             rng=self.rng,

@@ -59,7 +59,8 @@ class FaultInjector:
             # their uncommitted suffixes.
             others = [n for n in sim.fault_targets() if n != sn.id]
             sim.rng.shuffle(others)
-            victims = [sn] + [sim.nodes[n] for n in others[: sim.rng.randint(1, len(others))]]
+            more = sim.rng.randint(1, len(others)) if others else 0
+            victims = [sn] + [sim.nodes[n] for n in others[:more]]
             for v in victims:
                 if v.raft is None:
                     continue

@@ -106,7 +106,7 @@ def without(m: Membership, node: NodeId) -> Membership:
 class Change:
     """One membership change of a batch: what it does and the configuration it leads to."""
 
-    kind: str  # "add" | "promote" | "remove"
+    kind: str  # "add" | "promote" | "remove" | "rebind" (a member, as a learner, to a new disk)
     node: NodeId
     desired: Membership
     of_leader: bool = False  # removes the node that led when it was planned
@@ -254,7 +254,7 @@ class Operator:
             if ch.why != "repair":  # a repair's node already runs its new incarnation
                 self.lingering[ch.node] = now + int(LINGER * self.rng.random() ** 3) * TICK
         else:
-            self.repairs += ch.why == "repair" and ch.kind == "add"
+            self.repairs += ch.why == "repair" and ch.kind in ("add", "rebind")
             if ch.kind == "add" and ch.node in self.was_member:
                 self.rejoins += 1
             self.was_member.add(ch.node)
@@ -330,8 +330,13 @@ class Operator:
         leader_id = leader.id if leader is not None else None
         why = ""
         if wiped:
+            # Like `univrs cluster join --replace`: the member becomes a learner bound to its
+            # new incarnation (one change), or (the long way) is removed and added again.
             node = wiped[0]
-            plan = [("remove", node), ("add", node)]
+            if self.rng.random() < 0.5:
+                plan = [("rebind", node)]
+            else:
+                plan = [("remove", node), ("add", node)]
             if node in b.voters:
                 plan.append(("promote", node))
             self.repair = True
@@ -346,7 +351,13 @@ class Operator:
                 why = "replace"
         m = b
         for what, node in plan:
-            if what == "add":
+            if what == "rebind":
+                m = with_learner(
+                    attrs.evolve(m, voters=m.voters - {node}),
+                    node,
+                    sim.nodes[node].disk.incarnation,
+                )
+            elif what == "add":
                 sn = sim.nodes[node]
                 if not (self.repair and sn.disk.incarnation != b.incarnation_of(node)):
                     sim.wipe(sn)  # every addition starts from an empty disk: a new incarnation

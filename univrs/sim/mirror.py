@@ -101,6 +101,11 @@ class LogMirror:
     boot: Membership | None = None
     # The incarnation of each node's first data dir.
     incarnations: dict[NodeId, str] = attrs.field(factory=dict)
+    # The transport's rule (see ``counts_in``): refuse any other incarnation than the listed.
+    strict: bool = False
+    # The cores run with the incarnation guard (guard.py): a node does not campaign in a
+    # configuration that binds its id to another incarnation.
+    guarded: bool = True
     base: Membership = attrs.field(init=False)
     _nodes: dict[NodeId, NodeView] = attrs.field(init=False)
     _intern: dict[tuple[int, int, int, bytes], int] = attrs.field(init=False, factory=dict)
@@ -152,6 +157,12 @@ class LogMirror:
         e = self.committed_entries[self._committed_cfg[k - 1]]
         assert e is not None
         return self._decode(e.data)
+
+    def config_index_at(self, index: int) -> int:
+        """The index of the CONFIG entry in force at ``index`` of the committed log (0: the
+        bootstrap configuration, which no entry of the committed log holds yet)."""
+        k = bisect.bisect_right(self._committed_cfg, index)
+        return self._committed_cfg[k - 1] if k else 0
 
     def committed_config(self) -> Membership:
         """The latest configuration in the committed log (as far as anyone applied it)."""
@@ -304,8 +315,40 @@ class LogMirror:
     def observe_crash(self, node: NodeId) -> None:
         """The node lost its memory: its log is its durable log again, it leads nothing."""
         v = self._nodes[node]
+        self._forget_unseen(node, v.issued, v.durable)
         v.issued = v.durable.copy()
         v.role = None
+
+    def _forget_unseen(self, node: NodeId, dead: MirroredLog, kept: MirroredLog | None) -> None:
+        """Entries of ``dead`` (a log that just vanished) that no log holds any more never
+        existed for anyone: forget their (index, term), so a lone voter that re-leads a term
+        it had not made durable (nothing of that term left it) may write that index again.
+        If a message still in flight carries one, its receiver brings it back, and a
+        conflicting twin is caught then (log-matching)."""
+        ids = dead.ids
+        lo = 0
+        if kept is not None:
+            # Prefix ids agree up to some index and differ after it: binary search.
+            hi = min(len(ids), len(kept.ids)) - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if ids[mid] == kept.ids[mid]:
+                    lo = mid
+                else:
+                    hi = mid - 1
+        others = [
+            log
+            for n, w in self._nodes.items()
+            for log in ((w.durable,) if n == node else (w.issued, w.durable))
+        ]
+        pos = self._pos
+        for i in range(lo + 1, len(ids)):
+            pid = ids[i]
+            if any(log.holds(i, pid) for log in others):
+                continue
+            key = (i, dead.terms[i])
+            if pos.get(key) == pid:
+                del pos[key]
 
     def observe_restart(self, node: NodeId, term: int, commit: int = 0) -> None:
         """The node (re)started from its durable hard state, whose term is ``term``.
@@ -329,10 +372,42 @@ class LogMirror:
     def observe_wipe(self, node: NodeId, incarnation: str = "") -> None:
         """The node got a new, empty disk (a new incarnation): nothing of its old state is
         left, and configurations that bind its id to an older incarnation do not count it."""
+        old = self._nodes[node]
         self._nodes[node] = NodeView(base=NO_MEMBERS, incarnation=incarnation)
+        self._forget_unseen(node, old.issued, None)
 
-    def counts_in(self, node: NodeId, m: Membership) -> bool:
-        """Does ``m`` count ``node`` as it is now (unbound, or bound to its incarnation)?
-        The transport refuses a peer whose incarnation differs from the one listed."""
+    def counts_in(self, node: NodeId, m: Membership, index: int) -> bool:
+        """Can ``node``, as it is now, vote or acknowledge as a voter of configuration ``m``
+        (at ``index``)? Its transport refuses a peer whose incarnation differs from the one
+        listed, unless (``strict`` off) the peer's own log binds it by a newer configuration:
+        then the listing is the stale part."""
         listed = m.incarnation_of(node) if m.incarnations else None
-        return listed is None or listed == self._nodes[node].incarnation
+        if listed is None or listed == self._nodes[node].incarnation:
+            return True
+        return not self.strict and self.bound_at(node) > index
+
+    def bound_at(self, node: NodeId) -> int:
+        """The index of the newest configuration in ``node``'s logs (in memory or durable)
+        that binds it to its own incarnation (0: none)."""
+        v = self._nodes[node]
+        best = 0
+        for log in (v.issued, v.durable):
+            if log.cfg:
+                i = log.cfg[-1]
+                m = self._members[log.ids[i]]
+                if i > best and m.incarnations and m.incarnation_of(node) == v.incarnation:
+                    best = i
+        return best
+
+    def hears(self, v: NodeView, candidate: NodeId, incarnation: str) -> bool:
+        """Could a voter (view ``v``) hear ``candidate`` of ``incarnation``? Its transport
+        checks its own configuration's listing; after a crash that is its durable log's, so
+        either may decide."""
+        for log in (v.issued, v.durable):
+            m, index = self._config(v, log), (log.cfg[-1] if log.cfg else 0)
+            listed = m.incarnation_of(candidate) if m.incarnations else None
+            if listed is None or listed == incarnation:
+                return True
+            if not self.strict and self.bound_at(candidate) > index:
+                return True
+        return False

@@ -127,6 +127,7 @@ class ReadyRuntime:
     seed: int
     config: RaftConfig | None
     node_factory: NodeFactory
+    core_factory: NodeFactory  # node_factory with the incarnation guard (guard.py), or not
     rng: random.Random
     checker: Checker
     net: SimNetwork
@@ -154,7 +155,9 @@ class ReadyRuntime:
         disk = sn.disk
         initial: InitialState = disk.initial_state()
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.life}")
-        sn.raft = raft = self.node_factory(sn.id, config=self.config, rng=rng, initial=initial)
+        sn.raft = raft = self.core_factory(
+            sn.id, config=self.config, rng=rng, initial=initial, incarnation=sn.disk.incarnation
+        )
         sn.kv = KvStore()
         sn.writes = WriteQueue()
         sn.writing = None
