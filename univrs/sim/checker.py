@@ -266,6 +266,27 @@ class Checker(LogMirror):
         listed = m.incarnation_of(node)
         return listed is None or listed == v.incarnation
 
+    def _may_grant(
+        self, n: NodeId, w: NodeView, cfg: Membership, at: int, cid: NodeId, inc: str
+    ) -> bool:
+        """Could voter ``n`` (crashed back to its durable log) grant ``cid`` (of ``inc``) a
+        vote that ``cid`` counts in ``cfg`` (at index ``at``)? Both transports must let the
+        two incarnations talk: ``cid``'s configuration lists ``n`` as it is (or ``n``'s log
+        binds it by a newer one), and ``n``'s lists ``cid`` as it is (or ``cid``'s is newer)."""
+        d = w.durable
+        listed = cfg.incarnation_of(n) if cfg.incarnations else None
+        if (
+            listed is not None
+            and listed != w.incarnation
+            and (self.strict or self.bound_in(n, w, d) <= at)
+        ):
+            return False
+        m = self._config(w, d)
+        listed = m.incarnation_of(cid) if m.incarnations else None
+        if listed is None or listed == inc:
+            return True
+        return not self.strict and self.bound_at(cid) > (d.cfg[-1] if d.cfg else 0)
+
     def _check_unelectable(self, node: NodeId, i: int) -> None:
         """No node whose log lacks committed entry ``i`` could win an election, even after
         crashes (dissertation 3.6.3, the argument behind Leader Completeness).
@@ -300,20 +321,13 @@ class Checker(LogMirror):
                 if not self._may_campaign(cid, c, log, cfg):
                     continue
                 key = log.key()
+                at = log.cfg[-1] if log.cfg else 0
                 grant = [
                     n
                     for n in sorted(cfg.voters)
                     if n in best
                     and best[n] <= key
-                    and (
-                        # The core counts its own vote whatever its incarnation (it does not
-                        # know it); others only as the configuration lists them.
-                        n == cid
-                        or (
-                            self.counts_in(n, cfg, log.cfg[-1] if log.cfg else 0)
-                            and self.hears(nodes[n], cid, c.incarnation)
-                        )
-                    )
+                    and (n == cid or self._may_grant(n, nodes[n], cfg, at, cid, c.incarnation))
                 ]
                 if len(grant) >= majority(cfg):
                     which = "in-memory" if log is c.issued else "durable"

@@ -187,9 +187,18 @@ class Operator:
         b = self.base
         if self.sim.quiet or self.pending or self.abandoned or sn.id not in b.members:
             return False
+        if not self._pre_vote():
+            # Without PreVote a member stranded behind (its configuration's other voters gone
+            # or strangers) inflates its term for ever and is never heard again (lower-term
+            # vote requests are ignored, as in etcd): a liveness hazard, not one of safety.
+            return False
         if self._wiped():
             return False
         return sn.id not in b.voters or len(b.voters) >= 3
+
+    def _pre_vote(self) -> bool:
+        cfg = self.sim.config
+        return cfg is not None and cfg.pre_vote
 
     def _wiped(self) -> list[NodeId]:
         """Members of ``base`` bound to an incarnation their node no longer has."""
@@ -382,7 +391,13 @@ class Operator:
         learners = sorted(n for n in b.learners if n not in avoid)
         # Nodes that are not members: spares, and removed ids (lingering ones too: adding one
         # again at once stops its old process and gives it a new disk).
-        spares = [n for n in sim.node_ids if n not in b.members and n not in avoid]
+        spares = [
+            n
+            for n in sim.node_ids
+            if n not in b.members
+            and n not in avoid
+            and (n not in self.lingering or self._pre_vote())
+        ]
         can_remove = len(voters) - self.min_voters
         options: list[tuple[str, int]] = []
         if learners:

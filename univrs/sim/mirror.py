@@ -390,24 +390,12 @@ class LogMirror:
         """The index of the newest configuration in ``node``'s logs (in memory or durable)
         that binds it to its own incarnation (0: none)."""
         v = self._nodes[node]
-        best = 0
-        for log in (v.issued, v.durable):
-            if log.cfg:
-                i = log.cfg[-1]
-                m = self._members[log.ids[i]]
-                if i > best and m.incarnations and m.incarnation_of(node) == v.incarnation:
-                    best = i
-        return best
+        return max(self.bound_in(node, v, v.issued), self.bound_in(node, v, v.durable))
 
-    def hears(self, v: NodeView, candidate: NodeId, incarnation: str) -> bool:
-        """Could a voter (view ``v``) hear ``candidate`` of ``incarnation``? Its transport
-        checks its own configuration's listing; after a crash that is its durable log's, so
-        either may decide."""
-        for log in (v.issued, v.durable):
-            m, index = self._config(v, log), (log.cfg[-1] if log.cfg else 0)
-            listed = m.incarnation_of(candidate) if m.incarnations else None
-            if listed is None or listed == incarnation:
-                return True
-            if not self.strict and self.bound_at(candidate) > index:
-                return True
-        return False
+    def bound_in(self, node: NodeId, v: NodeView, log: MirroredLog) -> int:
+        """The index of ``log``'s configuration if it binds ``node`` to its incarnation."""
+        if not log.cfg:
+            return 0
+        i = log.cfg[-1]
+        m = self._members[log.ids[i]]
+        return i if m.incarnations and m.incarnation_of(node) == v.incarnation else 0
