@@ -48,6 +48,8 @@ Invariants (Raft paper Figure 3; dissertation 3.6, 4):
 * linearizable-read: a released read is served at an applied index at least the largest index
   of a write acknowledged before the read was issued, and returns exactly what the committed log
   holds for its key at that index;
+* replication-progress: a leader's match for a peer is held durably by that peer (the
+  incarnation its configuration lists), checked once per tick on the current leader;
 * ready-contract: the core's side of the Ready contract (contiguous entries, apply in order and
   only durable entries, reads released only when applied >= read index).
 """
@@ -59,7 +61,7 @@ import bisect
 import attrs
 
 from univrs.raft.messages import Entry, EntryKind, Membership, NodeId
-from univrs.raft.ready import Role
+from univrs.raft.ready import PeerStatus, Role
 from univrs.sim.invariants import (
     COMMITTED_DURABLE,
     CONFIG_SAFETY,
@@ -74,6 +76,7 @@ from univrs.sim.invariants import (
     LIVENESS,
     LOG_MATCHING,
     READY_CONTRACT,
+    REPLICATION_PROGRESS,
     STATE_MACHINE_SAFETY,
     InvariantViolation,
 )
@@ -102,6 +105,7 @@ __all__ = [
     "LIVENESS",
     "LOG_MATCHING",
     "READY_CONTRACT",
+    "REPLICATION_PROGRESS",
     "STATE_MACHINE_SAFETY",
     "Checker",
     "InvariantViolation",
@@ -483,6 +487,34 @@ class Checker(LogMirror):
     def _durable_holds(self, node: NodeId, j: int, pid: int) -> bool:
         w = self._nodes.get(node)
         return w is not None and w.durable.holds(j, pid)
+
+    # ---------------------------------------------------------------- replication progress
+
+    def check_progress(self, leader: NodeId, term: int, peers: tuple[PeerStatus, ...]) -> None:
+        """A leader's ``match`` for a peer is what that peer acknowledged, after persisting it:
+        the peer (the incarnation the leader's configuration lists, not yet moved past the
+        leader's term) holds the leader's log up to it durably. A leader that keeps a match
+        from an earlier incarnation or membership of the peer breaks this (it would stop
+        backing off above the peer's real log and report it caught up)."""
+        v = self._nodes[leader]
+        cfg = self._config(v, v.issued)
+        ids = v.issued.ids
+        for p in peers:
+            i = p.match
+            if i <= 0 or i >= len(ids):
+                continue
+            w = self._nodes.get(p.id)
+            if w is None or w.term > term:
+                continue
+            if cfg.incarnation_of(p.id) != w.incarnation:
+                continue  # not (or no longer) bound to this incarnation: no claim on it
+            if not w.durable.holds(i, ids[i]):
+                raise InvariantViolation(
+                    REPLICATION_PROGRESS,
+                    f"{leader}, leader of term {term}, counts {p.id} as holding its log up to "
+                    f"{i}, but {p.id}'s durable log does not (it ends at "
+                    f"{len(w.durable.ids) - 1}): stale progress",
+                )
 
     # ---------------------------------------------------------------- clients
 

@@ -79,6 +79,7 @@ class Client:
     id: int
     p_read: float = 0.4  # this client's share of reads (dashboards read, controllers write)
     avoid: NodeId | None = None  # the node that just timed out on us: try the others first
+    sticky: NodeId | None = None  # reconnect to this node for the next attempt (it crashed)
     leader: NodeId | None = None
     op: Op | None = None
     next_op: int = 0
@@ -96,6 +97,7 @@ class Workload:
     p_op: float = 0.15  # chance per tick that an idle client starts an operation
     p_keyed: float = 0.5  # share of writes with an idempotency key
     p_cond: float = 0.3  # share of conditional writes
+    p_anywhere: float = 0.25  # share of reads sent to any member (a follower serves them)
     # Read shares of the clients, cycled: a read-mostly client (a dashboard), a write-mostly
     # one (a controller), and a mixed one.
     read_mix: tuple[float, ...] = (0.9, 0.2, 0.5)
@@ -135,6 +137,7 @@ class Workload:
                     continue
                 c.avoid = op.node  # timed out: try somewhere else
                 c.leader = None
+                c.sticky = None
                 if op.write is not None:
                     self._unknown(c, op)
                     continue
@@ -173,6 +176,8 @@ class Workload:
         return Op(client=c.id, op=c.next_op, key=key, write=None, started=now)
 
     def _pick(self, c: Client, *, anywhere: bool = False) -> NodeId:
+        if c.sticky is not None:
+            return c.sticky
         if c.leader is not None and not anywhere:
             return c.leader
         ids = self.sim.client_targets()
@@ -187,13 +192,15 @@ class Workload:
     def _attempt(self, c: Client, op: Op, now: int) -> None:
         sim = self.sim
         is_read = op.write is None
-        nid = self._pick(c, anywhere=is_read and self.rng.random() < 0.25)
+        nid = self._pick(c, anywhere=is_read and self.rng.random() < self.p_anywhere)
         sn = sim.nodes[nid]
         op.attempts += 1
         raft = sn.raft
-        if raft is None:  # connection refused: the node is down
+        if raft is None:  # connection refused: the node is down (reconnect soon if sticky)
             c.leader = None
-            op.retry_at = now + self._backoff(op)
+            op.retry_at = now + (self.sim.tick_units if c.sticky else self._backoff(op))
+            if c.sticky and now - op.started > self.read_timeout * 3:
+                c.sticky = None
             return
         op.node = nid
         op.life = sn.life
@@ -297,6 +304,7 @@ class Workload:
             c.seen[op.key] = value
             c.op = None
             c.avoid = None
+            c.sticky = None
 
     def on_read_dropped(self, sn: SimNode, ctx: int) -> None:
         rec = sn.reads.pop(ctx, None)
@@ -312,17 +320,19 @@ class Workload:
             c = self.clients[op.client]
             c.leader = sn.leader if sn.leader != sn.id else None
             op.node = None
-            op.retry_at = self.sim.now + self._backoff(op)
+            # Reconnected after a crash: ask the same node again at the next tick.
+            op.retry_at = self.sim.now + (1 if c.sticky == sn.id else self._backoff(op))
             self.retries += 1
 
     def on_crash(self, sn: SimNode) -> None:
-        """Connections to ``sn`` broke: its reads fail and their clients retry (writes: the
-        API answers their outcome unknown, api.py)."""
+        """Connections to ``sn`` broke: its reads fail and their clients retry, on the same
+        node once it is back, like a client that reconnects (writes: the API answers their
+        outcome unknown, api.py)."""
         now = self.sim.now
         for c in self.clients:
             op = c.op
             if op is not None and op.write is None and op.node == sn.id:
                 op.node = None
                 self.retries += 1
-                c.leader = None
+                c.sticky = sn.id
                 op.retry_at = now + self._backoff(op)

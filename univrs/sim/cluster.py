@@ -129,6 +129,9 @@ class Simulation(ReadyRuntime):
     done: bool = False
     quiet: bool = False  # the fault phase is over
     _heap: list[tuple[int, int, Callable[[Any], None], Any]] = attrs.field(init=False, factory=list)
+    _read_origins: dict[tuple[NodeId, int, NodeId, int, int], deque[int]] = attrs.field(
+        init=False, factory=dict
+    )
     _seq: int = 0
 
     def __attrs_post_init__(self) -> None:
@@ -182,7 +185,7 @@ class Simulation(ReadyRuntime):
                 election_ticks_max=p.election_max,
             )
         self.api = SimApi(sim=self, deadline=p.api_deadline, leader_wait=30 * TICK)
-        self.workload = Workload(sim=self, rng=self.rng, p_op=p.load)
+        self.workload = Workload(sim=self, rng=self.rng, p_op=p.load, p_anywhere=p.read_anywhere)
         self.injector = FaultInjector(sim=self)
         boot = bootstrap_state(self.membership)
         self.nodes = {}
@@ -274,6 +277,11 @@ class Simulation(ReadyRuntime):
 
     def _client_step(self, _: None) -> None:
         self.at(self.now + TICK, self._client_step, None)
+        leader = self.current_leader()
+        if leader is not None and leader.raft is not None and not leader.paused:
+            st = leader.raft.status()
+            if st.role is Role.LEADER:
+                self.checker.check_progress(leader.id, st.term, st.peers)
         w = self.workload
         w.step(self.now)
         if w.final_acked_at is not None:

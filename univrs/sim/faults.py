@@ -40,7 +40,7 @@ class FaultKind(enum.Enum):
     SLOW_CLOCK = "slow-clock"  # one node ticks `factor` times slower
     TRANSFER = "transfer"  # the leader hands leadership to another node
     RESTART = "restart"  # the process is killed and restarted at once (a supervisor, a deploy)
-    CRASH_LOOP = "crash-loop"  # the process crashes again soon after each restart, a while
+    CRASH_LOOP = "crash-loop"  # the process dies a moment after each time it becomes leader
     WIPE = "wipe"  # a member's disk is lost: it restarts empty, as a new incarnation
 
 
@@ -100,6 +100,7 @@ class Profile:
     # election timeouts).
     load: float = 0.15
     api_deadline: int = 100 * TICK
+    read_anywhere: float = 0.25  # share of reads sent to any member, not the believed leader
 
 
 @attrs.frozen(kw_only=True)
@@ -289,5 +290,6 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         apply_lag=rng.choice((0, 0, 0, 20, 60)),
         load=rng.choice((0.15, 0.3, 0.6)),
         api_deadline=rng.choice((100, 200, 300)) * TICK,
+        read_anywhere=rng.choice((0.25, 0.25, 0.6)),
     )
     return Schedule(family=family.name, profile=profile, faults=tuple(faults))

@@ -15,6 +15,7 @@ import attrs
 
 from univrs.errors import UnivrsError
 from univrs.raft.messages import NodeId
+from univrs.raft.ready import Role
 from univrs.sim.faults import TICK, Fault, FaultKind
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ class FaultInjector:
     sim: Simulation
     fired: int = 0
     _next_id: int = 0
+    # Nodes to kill (and restart) right after they forward a read: node -> (fault id, times).
+    kill_on_read: dict[NodeId, tuple[int, int]] = attrs.field(factory=dict)
+    # Nodes under a crash-loop fault: node -> (fault id, end time).
+    crash_loops: dict[NodeId, tuple[int, int]] = attrs.field(factory=dict)
 
     def _target(self, f: Fault) -> SimNode:
         sim = self.sim
@@ -111,18 +116,18 @@ class FaultInjector:
             sn.period = TICK * max(sn.slow_clock.values())
             sim.at(heal_at, self._heal_slow, (sn, fid))
         elif kind is FaultKind.RESTART:
-            # Killed and restarted within a tick: in-flight answers to the old process (a read
-            # forwarded before the kill) reach the new one, whose read ids start over.
-            if sn.raft is None:
-                return
-            sim.crash(sn)
-            sn.down_fault = fid
-            back = sim.now + f.duration * TICK + 1 + int(sim.rng.random() * TICK)
-            sim.at(back, sim.restart, (sn, fid))
+            # Killed and restarted within a tick or two, mostly a follower with reads in flight:
+            # late answers to the old process's forwarded reads reach the new one, whose read
+            # ids start over.
+            # Half the time the node dies right after it next forwards a read to the leader.
+            if sim.rng.random() < 0.5:
+                self.kill_on_read[sn.id] = (fid, sim.rng.randint(1, 4))
+            else:
+                self._restart((sn, fid, sim.rng.randint(1, 4)))
         elif kind is FaultKind.CRASH_LOOP:
-            if sn.raft is None:
-                return
-            self._crash_loop((sn, fid, heal_at))
+            self.crash_loops[sn.id] = (fid, heal_at)
+            if sn.raft is not None and sn.role is Role.LEADER:
+                self.on_leader(sn)
         elif kind is FaultKind.WIPE:
             op = sim.operator
             if op is None or sn.retired or not op.may_wipe(sn):
@@ -140,23 +145,56 @@ class FaultInjector:
                 leader.raft.transfer_leader(sim.rng.choice(others))
             sim.drain(leader)
 
-    def _crash_loop(self, arg: tuple[SimNode, int, int]) -> None:
-        """Crash ``sn`` now; it restarts after 1 to 3 ticks and, until ``end``, crashes again
-        after about an election timeout (a process that dies soon after each start: a lone
-        voter gets elected, starts sending, and dies before its new term is on disk)."""
-        sim = self.sim
-        sn, fid, end = arg
-        if sim.now >= end or sn.retired or sim.quiet:
+    def on_forward_read(self, sn: SimNode) -> None:
+        """``sn`` just forwarded a ReadIndex request: under a restart fault armed for that,
+        it dies before the answer can come back, and starts again a moment later."""
+        armed = self.kill_on_read.pop(sn.id, None)
+        if armed is None or self.sim.quiet:
             return
-        if sn.raft is not None and (sn.down_fault in (0, fid)):
-            sim.crash(sn)
-            sn.down_fault = fid
-            back = sim.now + sim.rng.randint(1, 3) * TICK
-            sim.at(back, sim.restart, (sn, fid))
-            cfg = sim.config
-            assert cfg is not None
-            up = sim.rng.randint(cfg.election_ticks_min, cfg.election_ticks_max + 5)
-            sim.at(back + up * TICK + int(sim.rng.random() * TICK), self._crash_loop, arg)
+        fid, times = armed
+        self.sim.at(self.sim.now + 1, self._restart, (sn, fid, times))
+
+    def _restart(self, arg: tuple[SimNode, int, int]) -> None:
+        """Kill ``sn`` and start it again a moment later; ``left`` more times, a few ticks
+        apart (a deploy that restarts a service repeatedly; each process is young)."""
+        sim = self.sim
+        sn, fid, left = arg
+        if sn.raft is None or sn.retired or sim.quiet:
+            return
+        sim.crash(sn)
+        sn.down_fault = fid
+        back = sim.now + 1 + int(sim.rng.random() * TICK)
+        sim.at(back, sim.restart, (sn, fid))
+        if left > 1:
+            self.kill_on_read[sn.id] = (fid, left - 1)
+
+    def on_leader(self, sn: SimNode) -> None:
+        """``sn`` just became leader: under a crash-loop fault its disk stalls and it dies a
+        moment later (a lone voter is elected at once, starts sending, and may die before its
+        new term is on disk)."""
+        loop = self.crash_loops.get(sn.id)
+        if loop is None:
+            return
+        fid, end = loop
+        sim = self.sim
+        if sim.now >= end or sim.quiet:
+            del self.crash_loops[sn.id]
+            return
+        # Its disk stalls first (the watchdog kills a process stuck in fsync): what it wrote
+        # since it won is not durable yet when it dies.
+        sn.disk.slow_factor = max(sn.disk.slow_factor, 20)
+        delay = 1 + int(sim.rng.random() * 8 * TICK)
+        sim.at(sim.now + delay, self._crash_leader, (sn, fid, sn.life))
+
+    def _crash_leader(self, arg: tuple[SimNode, int, int]) -> None:
+        sim = self.sim
+        sn, fid, life = arg
+        sn.disk.slow_factor = max(sn.slow_disk.values(), default=1)
+        if sn.life != life or sn.raft is None or sn.retired or sim.quiet:
+            return
+        sim.crash(sn)
+        sn.down_fault = fid
+        sim.at(sim.now + sim.rng.randint(1, 3) * TICK, sim.restart, (sn, fid))
 
     def _flap(self, arg: tuple[SimNode, int, int, bool, int, int]) -> None:
         """Cut (``down``) or restore ``sn``'s links, then schedule the opposite.

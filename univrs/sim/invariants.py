@@ -18,6 +18,7 @@ LEADER_APPEND_ONLY = "leader-append-only"
 LINEARIZABLE_READ = "linearizable-read"
 EXACTLY_ONCE = "exactly-once"
 READY_CONTRACT = "ready-contract"
+REPLICATION_PROGRESS = "replication-progress"
 COMPACTION_BOUND = "compaction-bound"
 LIVENESS = "liveness"
 CORE_EXCEPTION = "core-exception"
@@ -34,6 +35,7 @@ INVARIANTS = (
     LINEARIZABLE_READ,
     EXACTLY_ONCE,
     READY_CONTRACT,
+    REPLICATION_PROGRESS,
     COMPACTION_BOUND,
     LIVENESS,
     CORE_EXCEPTION,

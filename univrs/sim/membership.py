@@ -300,9 +300,13 @@ class Operator:
             ):
                 # A new leader without the change the previous one accepted: plan another.
                 self.diverged += 1
-                self.abandoned.append(self.pending)
+                old = self.pending
+                self.abandoned.append(old)
                 self.pending = []
-                self._plan(sim.now, avoid={ch.node for ch in self.abandoned[-1]})
+                # The other direction when it can: a promotion against a removal is the pair
+                # whose majorities need not overlap (the raft-dev 2015 example).
+                flip = {"promote": "remove", "remove": "promote"}.get(old[0].kind)
+                self._plan(sim.now, avoid={ch.node for ch in old}, prefer=flip)
                 if not self.pending:
                     return
         else:
@@ -329,7 +333,7 @@ class Operator:
 
     # ----------------------------------------------------------------- planning
 
-    def _plan(self, now: int, avoid: set[NodeId] | None = None) -> None:
+    def _plan(self, now: int, avoid: set[NodeId] | None = None, prefer: str | None = None) -> None:
         """Choose the next batch from ``base`` (a repair first, if a member was wiped)."""
         sim = self.sim
         b = self.base
@@ -352,7 +356,7 @@ class Operator:
             why = "repair"
         else:
             self.repair = False
-            plan = self._choose(avoid or set(), leader_id)
+            plan = self._choose(avoid or set(), leader_id, prefer)
             if not plan:
                 self.next_at = self._gap(now)
                 return
@@ -383,7 +387,9 @@ class Operator:
         self.since = now
         sim.trace.append((now, "operator", f"plan: {plan}"))
 
-    def _choose(self, avoid: set[NodeId], leader_id: NodeId | None) -> list[tuple[str, NodeId]]:
+    def _choose(
+        self, avoid: set[NodeId], leader_id: NodeId | None, prefer: str | None = None
+    ) -> list[tuple[str, NodeId]]:
         rng = self.rng
         sim = self.sim
         b = self.base
@@ -408,10 +414,12 @@ class Operator:
             options.append(("add", 3))
             options.append(("replace", 3))
         if can_remove > 0:
-            options.append(("remove", 3))
+            # Seeds that go down to a single voter head there (a lone voter with learners).
+            options.append(("remove", 12 if self.min_voters == 1 else 3))
         if not options:
             return []
-        kind = rng.choices([k for k, _ in options], [w for _, w in options])[0]
+        kinds = [k for k, _ in options]
+        kind = prefer if prefer in kinds else rng.choices(kinds, [w for _, w in options])[0]
         targets = [v for v in voters if v not in avoid] or voters
         if kind == "promote":
             return [("promote", n) for n in rng.sample(learners, rng.randint(1, len(learners)))]

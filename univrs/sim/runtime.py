@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,15 @@ from univrs.raft.interpreter import (
     installed,
     report_persisted,
 )
-from univrs.raft.messages import Entry, EntryKind, Message, NodeId, SnapshotMeta
+from univrs.raft.messages import (
+    Entry,
+    EntryKind,
+    Message,
+    NodeId,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    SnapshotMeta,
+)
 from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState
 from univrs.runtime.proposals import PendingProposals
 from univrs.sim.api import Request, SimApi
@@ -53,6 +62,7 @@ from univrs.sim.faults import TICK, Schedule
 from univrs.sim.invariants import (
     COMPACTION_BOUND,
     CORE_INVARIANT,
+    LINEARIZABLE_READ,
     READY_CONTRACT,
     InvariantViolation,
 )
@@ -60,6 +70,7 @@ from univrs.sim.kv import KvStore, WriteDecoder
 from univrs.sim.network import SimNetwork
 
 if TYPE_CHECKING:
+    from univrs.sim.injector import FaultInjector
     from univrs.sim.membership import Operator
 
 NodeFactory = Callable[..., RaftNode]
@@ -102,6 +113,7 @@ class SimNode:
     # if it binds this node to its own incarnation (else 0): refreshed, like the driver's
     # status, when a Ready carries a CONFIG entry, a truncation or a snapshot.
     listed: dict[NodeId, str] = attrs.field(factory=dict)
+    foreign_answer: bool = False  # the message being handled answers an earlier process
     cfg_index: int = 0
     bound_at: int = 0
     # Fault rules active on this node, by fault id.
@@ -134,6 +146,7 @@ class ReadyRuntime:
     workload: Workload
     api: SimApi
     operator: Operator | None
+    injector: FaultInjector
     strict_incarnations: bool
     proposals_factory: Callable[[], PendingProposals[Request]]
     schedule: Schedule
@@ -144,6 +157,9 @@ class ReadyRuntime:
     quiet: bool
     _heap: list[tuple[int, int, Callable[[Any], None], Any]]
     _seq: int
+    # ReadIndex requests a leader (id, process) received, by (reader, wire id, term): the
+    # processes of the reader that sent them, oldest first.
+    _read_origins: dict[tuple[NodeId, int, NodeId, int, int], deque[int]]
 
     def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None:
         raise NotImplementedError
@@ -315,6 +331,8 @@ class ReadyRuntime:
     def _send(self, m: Message) -> None:
         # A message carries its sender's incarnation and binding (the real hello does).
         src = self._node(m.src)
+        if self.injector.kill_on_read and isinstance(m, ReadIndexRequest):
+            self.injector.on_forward_read(src)
         if src.listed:
             expect = src.listed.get(m.dst)
             if expect is not None:
@@ -323,7 +341,17 @@ class ReadyRuntime:
                     # The receiver refuses a hello that expects another incarnation of it.
                     self.net.refused += 1
                     return
-        arg = (m, src.disk.incarnation, src.bound_at)
+        # Which process of the reader a ReadIndex request or answer belongs to (the checker's
+        # own bookkeeping, not the core's): a request carries its sender's, an answer that of
+        # the request it answers.
+        tag = -1
+        if isinstance(m, ReadIndexRequest):
+            tag = src.life
+        elif isinstance(m, ReadIndexResponse):
+            waiting = self._read_origins.get((m.src, src.life, m.dst, m.ctx, m.term))
+            if waiting:
+                tag = waiting.popleft()
+        arg = (m, src.disk.incarnation, src.bound_at, tag)
         for d in self.net.delays(m.src, m.dst):
             self._seq += 1
             heapq.heappush(self._heap, (self.now + d, self._seq, self._deliver, arg))
@@ -333,8 +361,8 @@ class ReadyRuntime:
         ``sn``'s listing is stale, not the peer)? The strict rule never asks."""
         return bound_at > sn.cfg_index and not self.strict_incarnations
 
-    def _deliver(self, arg: tuple[Message, str, int]) -> None:
-        m, incarnation, bound_at = arg
+    def _deliver(self, arg: tuple[Message, str, int, int]) -> None:
+        m, incarnation, bound_at, tag = arg
         sn = self._node(m.dst)
         raft = sn.raft
         if raft is None or self.net.is_blocked(m.src, m.dst):
@@ -349,8 +377,15 @@ class ReadyRuntime:
             self.net.refused += 1
             return
         self.trace.append((self.now, "recv", m))
+        if tag >= 0:
+            if isinstance(m, ReadIndexRequest):
+                key = (m.dst, sn.life, m.src, m.ctx, m.term)
+                self._read_origins.setdefault(key, deque()).append(tag)
+            elif tag != sn.life:
+                sn.foreign_answer = True  # answers a request of an earlier process of ours
         raft.step(m)
         self.drain(sn)
+        sn.foreign_answer = False
 
     def _node(self, nid: NodeId) -> SimNode:
         raise NotImplementedError
@@ -420,8 +455,10 @@ class NodeEffects:
         sn.role, sn.term, sn.leader = soft.role, soft.term, soft.leader
         if was_leader and soft.role is not Role.LEADER:
             rt.api.on_leadership_lost(sn)
-        elif soft.role is Role.LEADER and not was_leader and rt.operator is not None:
-            rt.operator.on_leader(sn)
+        elif soft.role is Role.LEADER and not was_leader:
+            rt.injector.on_leader(sn)
+            if rt.operator is not None:
+                rt.operator.on_leader(sn)
         rt.checker.observe_role(sn.id, soft.role, soft.term)
         rt.trace.append((rt.now, sn.id, soft))
 
@@ -451,6 +488,13 @@ class NodeEffects:
         self.rt._apply(self.sn, entries)
 
     def read_ready(self, ctx: int, index: int) -> None:
+        if self.sn.foreign_answer:
+            raise InvariantViolation(
+                LINEARIZABLE_READ,
+                f"{self.sn.id} released read {ctx} (at index {index}) on an answer to a "
+                "ReadIndex request of an earlier process of it: answers must match exactly "
+                "(read ids unique across restarts)",
+            )
         self.rt.workload.on_read(self.sn, ctx, index)
 
     def read_dropped(self, ctx: int) -> None:
