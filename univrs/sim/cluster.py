@@ -185,7 +185,9 @@ class Simulation(ReadyRuntime):
                 election_ticks_max=p.election_max,
             )
         self.api = SimApi(sim=self, deadline=p.api_deadline, leader_wait=30 * TICK)
-        self.workload = Workload(sim=self, rng=self.rng, p_op=p.load, p_anywhere=p.read_anywhere)
+        self.workload = Workload(
+            sim=self, rng=self.rng, p_op=p.load, p_anywhere=p.read_anywhere, n_clients=p.clients
+        )
         self.injector = FaultInjector(sim=self)
         boot = bootstrap_state(self.membership)
         self.nodes = {}

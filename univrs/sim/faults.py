@@ -30,6 +30,9 @@ class FaultKind(enum.Enum):
     PARTITION = "partition"  # random symmetric split of the cluster into two sides
     ISOLATE = "isolate"  # cut one node off from everyone, both ways
     ONE_WAY = "one-way"  # one node can send but not receive, or receive but not send
+    DEAF = "deaf"  # the leader stops hearing anyone (inbound cut) but still sends: it keeps
+    # taking writes it cannot commit while the others elect a leader that commits and
+    # compacts past them (issue 10, bug 5)
     FLAP = "flap"  # one node's links go down and up every few ticks (a flapping port)
     FLAKY = "flaky"  # every node's port flaps independently for a while (bad switch firmware)
     CHURN = "churn"  # random partitions re-drawn every few ticks (a switch rebooting, rerouting)
@@ -101,6 +104,7 @@ class Profile:
     load: float = 0.15
     api_deadline: int = 100 * TICK
     read_anywhere: float = 0.25  # share of reads sent to any member, not the believed leader
+    clients: int = 3  # concurrent clients, each running one operation at a time
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +144,7 @@ FAMILIES: tuple[Family, ...] = (
             (_K.PARTITION, 3),
             (_K.ISOLATE, 3),
             (_K.ONE_WAY, 2),
+            (_K.DEAF, 2),
             (_K.FLAP, 2),
             (_K.FLAKY, 1),
             (_K.CHURN, 1),
@@ -164,6 +169,7 @@ FAMILIES: tuple[Family, ...] = (
             (_K.ISOLATE, 3),
             (_K.PARTITION, 2),
             (_K.ONE_WAY, 1),
+            (_K.DEAF, 2),
             (_K.CHURN, 1),
             (_K.LOSSY, 1),
             (_K.GRAY, 1),
@@ -226,7 +232,7 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         disk_speed=tuple(rng.choice((1, 1, 2, 3, 4)) for _ in range(n_nodes)),
         disk_stall=rng.choice((0.02, 0.05, 0.1)),
         disk_tail=rng.choice((100, 300)),
-        snap_every=rng.choice((0, 10, 25, 60)),
+        snap_every=rng.choice((0, 5, 10, 25, 60)),
         snap_keep=rng.choice((0, 0, 3, 20)),
         snap_chunk=rng.choice((8, 32, 128, 1 << 20)),
         snap_window=rng.choice((1, 2, 4)),
@@ -252,13 +258,15 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
             storm_end = t + rng.randint(30, 150)
         storm = t < storm_end
         kind = rng.choices(kinds, weights)[0]
-        leader = rng.random() < 0.5
+        leader = kind is FaultKind.DEAF or rng.random() < 0.5
         if kind in (FaultKind.TRANSFER, FaultKind.WIPE):
             duration = 0
         elif kind is FaultKind.RESTART:
             duration = rng.randint(0, 1)
         elif kind is FaultKind.CRASH_LOOP:
             duration = _duration(rng, 30, 200)
+        elif kind is FaultKind.DEAF:
+            duration = _duration(rng, 30, 150)
         elif kind in (FaultKind.CRASH, FaultKind.POWER_LOSS):
             duration = _duration(rng, 3, 30 if storm else 200)
         elif kind is FaultKind.PAUSE:
@@ -291,5 +299,6 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
         load=rng.choice((0.15, 0.3, 0.6)),
         api_deadline=rng.choice((100, 200, 300)) * TICK,
         read_anywhere=rng.choice((0.25, 0.25, 0.6)),
+        clients=rng.choice((3, 3, 5)),
     )
     return Schedule(family=family.name, profile=profile, faults=tuple(faults))

@@ -79,6 +79,10 @@ class FaultInjector:
             sn.paused = True
             sn.pause_fault = fid
             sim.at(heal_at, sim.resume, (sn, fid))
+        elif kind is FaultKind.DEAF:
+            others = [n for n in sim.node_ids if n != sn.id]
+            sim.net.add_partition(fid, frozenset((o, sn.id) for o in others))
+            sim.at(heal_at, self._heal_partition, fid)
         elif kind in (FaultKind.PARTITION, FaultKind.ISOLATE, FaultKind.ONE_WAY):
             sim.net.add_partition(fid, self._links(kind, sn))
             sim.at(heal_at, self._heal_partition, fid)
