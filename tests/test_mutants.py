@@ -52,6 +52,12 @@ def test_there_are_the_required_mutants() -> None:
         "read-no-quorum",
         "two-config-changes",
         "compact-past-commit",
+        # issue 10's bugs, each with its fix reverted
+        "change-before-term-commit",
+        "send-before-term-durable",
+        "read-ids-restart",
+        "stale-progress",
+        "snapshot-drop-retry",
     } <= set(MUTANTS)
     code, lines = run_cli(["--list-mutants"])
     assert code == 0

@@ -37,7 +37,8 @@ Invariants (Raft paper Figure 3; dissertation 3.6, 4):
   ``_check_unelectable``); a leader's commit is justified by a quorum of its configuration;
 * config-safety: the quorum that justifies a commit also meets every majority of the
   configuration committed before it; an installed snapshot carries the configuration the
-  committed log has at its index;
+  committed log has at its index; a leader appends a configuration change only once it has
+  committed an entry of its term;
 * leader-completeness: a new leader of term T holds every entry known committed in a term
   below T (the term recorded for an entry is the applying node's term, an upper bound of the
   term it was committed in, so the check never fires falsely);
@@ -487,6 +488,28 @@ class Checker(LogMirror):
     def _durable_holds(self, node: NodeId, j: int, pid: int) -> bool:
         w = self._nodes.get(node)
         return w is not None and w.durable.holds(j, pid)
+
+    # ---------------------------------------------------------------- configuration changes
+
+    def observe_leader_config(self, node: NodeId) -> None:
+        """Leader ``node`` appended a CONFIG entry (its Ready's entries, commit observed): it
+        must have committed an entry of its own term first (the 2015 correction to single-
+        server changes: otherwise a predecessor's uncommitted change and this one need not
+        share a majority, and a committed entry can be overwritten)."""
+        v = self._nodes[node]
+        terms = v.issued.terms
+        first = len(terms)
+        for i in range(len(terms) - 1, 0, -1):
+            if terms[i] != v.term:
+                break
+            first = i
+        if v.commit < first:
+            raise InvariantViolation(
+                CONFIG_SAFETY,
+                f"{node}, leader of term {v.term}, appended a configuration change before it "
+                f"committed an entry of its term (its commit index is {v.commit}, its first "
+                f"entry of term {v.term} is at {first})",
+            )
 
     # ---------------------------------------------------------------- replication progress
 

@@ -236,9 +236,12 @@ class ReadyRuntime:
             chk.observe_commit(
                 nid, hs.commit, leading=rd.soft_state is None and sn.role is Role.LEADER
             )
+        config = _has_config(rd.entries)
+        if config and sn.role is Role.LEADER and rd.soft_state is None:
+            chk.observe_leader_config(nid)
         assert sn.fx is not None
         execute(rd, sn.fx)
-        if install is not None or rd.truncate_from is not None or _has_config(rd.entries):
+        if install is not None or rd.truncate_from is not None or config:
             self._refresh_listing(sn)
 
     def _refresh_listing(self, sn: SimNode) -> None:
