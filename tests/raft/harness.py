@@ -550,6 +550,9 @@ class Cluster:
         self.dropped_reads[nid].extend(rd.dropped_reads)
 
     def _check(self, nid: str) -> None:
+        problems = self.nodes[nid].problems()
+        if problems:
+            raise AssertionError("; ".join(problems))
         st = self.nodes[nid].status()
         # Compaction never passes what is committed and applied.
         assert st.first_index - 1 <= min(st.commit, st.applied), f"{nid} over-compacted: {st}"

@@ -44,7 +44,8 @@ class NodeBase:
     # Persistent state (paper Figure 2); HardState carries these plus commit.
     _term: int
     _vote: NodeId | None  # whom we voted for in _term
-    # Invariants: _handed <= min(_commit, _persisted); _applied <= _handed;
+    # Invariants: _handed <= min(_commit, _persisted), or = the snapshot index right after an
+    # install whose write is still in flight; _applied <= _handed;
     # _commit <= _log.last_index; _persisted <= _log.stable_limit.
     _commit: int
     _persisted: int  # last index known durable (reported by persisted())
@@ -69,6 +70,7 @@ class NodeBase:
     _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
     _forwarded: ForwardedReads
+    _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait
     # Output accumulated until ready().
     _msgs: list[Message]
@@ -91,6 +93,12 @@ class NodeBase:
     def _send_after_persist(self, msg: Message) -> None:
         """Queue a message to send only once this Ready's writes are durable (acks, votes)."""
         self._msgs_after.append(msg)
+
+    def _read_wire_id(self, ctx: int) -> int:
+        """The id a forwarded read carries on the wire: our own, never the caller's ``ctx``."""
+        wire = self._next_read_id
+        self._next_read_id = wire + 1 if wire < (1 << 63) else 1
+        return wire
 
     def _hold_until_term_durable(self, msg: Message) -> bool:
         """Must ``msg`` wait until the hard state of its term is durable?
