@@ -75,7 +75,7 @@ def decode_hello(data: bytes | str) -> Hello:
     version = doc.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProtocolError("hello has no integer version")
-    fields = {}
+    fields: dict[str, str] = {}
     for key in ("cluster", "src", "dst"):
         value = doc.get(key)
         if not isinstance(value, str) or not value:
@@ -91,4 +91,11 @@ def decode_hello(data: bytes | str) -> Hello:
                 f"hello field {key!r} is not a string of 1-{_MAX_INCARNATION} characters"
             )
         optional[key] = value
-    return Hello(version=version, **fields, **optional)
+    return Hello(
+        version=version,
+        cluster=fields["cluster"],
+        src=fields["src"],
+        dst=fields["dst"],
+        incarnation=optional["incarnation"],
+        expect=optional["expect"],
+    )

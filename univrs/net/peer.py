@@ -78,6 +78,7 @@ class _Session:
     connected_at: float | None = None
     broken: bool = False  # a write was abandoned mid-frame: no graceful close is possible
     refused_incarnation: bool = False  # the peer closed with CLOSE_INCARNATION
+    restarted: bool = False  # ended by set_address/set_hello: a redial we asked for
 
     def closed(self, reason: CloseReason | None, prefix: str = "") -> None:
         """Record the peer's close of the connection as the reason the session ended."""
@@ -194,6 +195,8 @@ class PeerLink:
                 # One WARNING per streak of failures for the same reason; repeats go to DEBUG.
                 repeat = not stable and session.reason == self._last_failure
                 level = logging.DEBUG if repeat else logging.WARNING
+                if session.restarted:
+                    level, what = logging.INFO, "redialing"
                 log.log(level, "%s %s: %s", what, self.peer_id, session.reason)
                 self._last_failure = None if stable else session.reason
                 await self._wait_for_wakeup(self.backoff.next_delay())
@@ -241,6 +244,7 @@ class PeerLink:
         if scope.cancelled_caught:
             session.reason = "address or expected incarnation changed"
             session.refused_incarnation = False
+            session.restarted = True
         return session
 
     async def _dial_and_pump(

@@ -147,7 +147,7 @@ async def _ask(addr: str, question: ProbeQuestion) -> ProbeAnswer:
             try:
                 ws = await wrap_client_stream(
                     nursery,
-                    stream,  # type: ignore[arg-type]  # any trio Stream works
+                    stream,
                     join_host_port(host, port),
                     PROBE_PATH,
                     message_queue_size=1,

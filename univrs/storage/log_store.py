@@ -67,7 +67,7 @@ class LogCompacted(UnivrsError):
 
 _LOST_STATE_HINT = (
     ". A data dir that lost its state is not a new one: move it away, start the node on an "
-    "empty data dir with initial_cluster_state = \"existing\" and replace the member with "
+    'empty data dir with initial_cluster_state = "existing" and replace the member with '
     "`univrs cluster join <member-api> --replace` (see the README)"
 )
 
