@@ -13,7 +13,6 @@ import pytest
 from univrs.errors import StorageError
 from univrs.raft.messages import HardState
 from univrs.storage import LogStore, layout
-from univrs.storage.log_store import NEW_ENV_DIR
 
 Opener = Callable[..., LogStore]
 
@@ -44,9 +43,14 @@ def test_each_data_dir_gets_one_incarnation_that_survives_reopen(
     assert re.fullmatch(r"[0-9a-f]{16}", incarnation)
     store.append(hard_state=HardState(term=3), truncate_from=None, entries=[])
     store.close()
-    assert open_store().incarnation == incarnation
+    reopened = open_store()
+    assert reopened.incarnation == incarnation
+    reopened.close()
     with LogStore.open(tmp_path / "other", node_id="n1") as other:
         assert other.incarnation != incarnation  # same id, another data dir
+    rewrite_meta(data_dir, identity=["n1", None, ""])  # an incarnation is never empty
+    with pytest.raises(StorageError, match="'identity': malformed"):
+        open_store()
 
 
 @pytest.mark.parametrize("how", ["truncate", "delete"])
@@ -95,16 +99,9 @@ def test_a_store_from_before_incarnations_gets_one_once(
 
 
 def test_an_interrupted_creation_is_discarded(open_store: Opener, data_dir: pathlib.Path) -> None:
-    leftover = data_dir / NEW_ENV_DIR
+    leftover = data_dir / "raft.lmdb.new"  # log_store.NEW_ENV_DIR
     leftover.mkdir(parents=True)
     (leftover / "data.mdb").write_bytes(b"half-made store")
     store = open_store()
     assert not leftover.exists()
     assert store.initial_state().hard_state == HardState()
-
-
-def test_a_malformed_incarnation_is_corrupt(open_store: Opener, data_dir: pathlib.Path) -> None:
-    open_store().close()
-    rewrite_meta(data_dir, identity=["n1", None, ""])
-    with pytest.raises(StorageError, match="'identity': malformed"):
-        open_store()
