@@ -89,6 +89,10 @@ def test_a_wiped_voter_is_refused_as_a_new_incarnation_then_replaced(make_cluste
     assert view["last_index"] == 0
     assert cluster.leader(others) is leader
 
+    # A plain join under the taken id is refused, pointing at the replace.
+    plain = univrs("cluster", "join", leader.api_addr, "--api", victim.api_addr)
+    assert plain.returncode != 0 and "--replace" in plain.stderr, plain.stderr
+
     # 3. The documented operator path: one command replaces the old incarnation.
     result = univrs("cluster", "join", leader.api_addr, "--replace", "--api", victim.api_addr)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -102,3 +106,13 @@ def test_a_wiped_voter_is_refused_as_a_new_incarnation_then_replaced(make_cluste
     wait_for(lambda: same_state(leader, victim), DEADLINE, "the replaced member to catch up")
     assert workload_ids(victim) == workload_ids(leader)
     assert len(workload_ids(victim)) == 25
+    # A restart keeps the incarnation: the member is itself again, not refused.
+    cluster.stop(victim)
+    cluster.start(victim)
+    wait_for(
+        lambda: (v := victim.status()) and v["incarnation"] == replaced and v["leader"],
+        DEADLINE,
+        "the restarted member to follow the leader",
+    )
+    write_workloads(leader, "restarted", 2)
+    wait_for(lambda: same_state(leader, victim), DEADLINE, "the restarted member to catch up")

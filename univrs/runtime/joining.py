@@ -127,7 +127,8 @@ async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> 
                 raise _refused(
                     f"node id {config.node_id!r} is already a member of cluster {cluster_id} "
                     f"(at {m.get('raft_addr')}); choose another id or remove that member "
-                    "first (or, if this node lost its data dir, join with --replace)"
+                    "first (or, if this node lost its data dir, replace it: `univrs cluster "
+                    "join <member-api> --replace`)"
                 )
             inc = m.get("incarnation")
             bound = inc if isinstance(inc, str) else None

@@ -187,10 +187,17 @@ def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Open
 
 
 def wipe_raft_state(config: NodeConfig) -> None:
-    """Discard the data dir's Raft state (used only on a pristine single node that joins)."""
+    """Discard the data dir's Raft state (used only on a pristine node that joins).
+
+    Renamed away first, so a crash midway leaves no half-deleted store (which would be refused
+    as corrupt) but no store at all: the next start creates a new one."""
     path = config.data_dir / "raft.lmdb"
+    discarded = config.data_dir / "raft.lmdb.discarded"
+    if discarded.exists():
+        shutil.rmtree(discarded)
     if path.exists():
-        shutil.rmtree(path)
+        path.rename(discarded)
+        shutil.rmtree(discarded)
 
 
 @attrs.define(eq=False)
