@@ -6,8 +6,6 @@ committed entry."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from typing import Any
 
 from univrs.devcluster import LocalCluster, NodeProc, wait_for
@@ -28,20 +26,6 @@ def all_bound(leader: NodeProc, cluster: LocalCluster) -> bool:
         rows[n.node_id]["incarnation"] == (n.status() or {}).get("incarnation")
         for n in cluster.nodes
     )
-
-
-def start_existing(node: NodeProc) -> None:
-    """Start ``node`` with its usual config, but `--initial-cluster-state existing`."""
-    with open(node.log_path, "ab") as logf:
-        node.proc = subprocess.Popen(
-            [sys.executable, "-m", "univrs", "node", "start", "--config", str(node.config_path),
-             "--initial-cluster-state", "existing"],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-    node.pid_path.write_text(str(node.proc.pid))
 
 
 def workload_ids(node: NodeProc) -> set[str]:
@@ -72,7 +56,7 @@ def test_a_wiped_voter_is_refused_as_a_new_incarnation_then_replaced(make_cluste
 
     # 2. Started to wait for a join, it is a stranger: the members refuse its connections
     #    (and it refuses theirs, which expect the old incarnation); it grants no vote.
-    start_existing(victim)
+    cluster.start(victim, initial_cluster_state="existing")
     view = wait_for(victim.status, DEADLINE, "the wiped node's API")
     new = view["incarnation"]
     assert new != old and view["term"] == 0 and view["vote"] is None
