@@ -321,7 +321,7 @@ async def _run_once(
         bootstrap = state == "new" and stamp is None and config.initial_cluster_state == "new"
         if bootstrap and config.bootstrap:
             await check_bootstrap(config, new_cluster_id(config), storage.incarnation)
-        elif state == "new" and stamp is None:
+        elif state == "new" and stamp is None and not bootstrap:
             log.info(
                 "data dir is empty and initial_cluster_state is existing: waiting to be joined "
                 "(univrs cluster join <member-api> --api <this api> [--replace])",
