@@ -2,10 +2,17 @@
 
 Its encoding is deliberately separate from the message codec and frozen across releases: a
 node must be able to read the hello of any other version to refuse it with a clear reason. It
-is a CBOR map ``{"hello": "univrs-raft", "version": int, "cluster": str, "src": str, "dst": str}``.
-``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
-connection (a stale address after a membership change must not deliver messages to the wrong
-node).
+is a CBOR map ``{"hello": "univrs-raft", "version": int, "cluster": str, "src": str, "dst": str}``
+plus optional keys; a decoder ignores keys it does not know, so adding an optional key keeps
+every version able to read every other's hello. ``dst`` is the node the dialer believes it
+reached; a receiver with another id refuses the connection (a stale address after a membership
+change must not deliver messages to the wrong node).
+
+Optional keys:
+
+* ``addr`` (str ``host:port``): the raft address the dialer advertises, i.e. where it can be
+  dialed back. A receiver uses it only to answer a member that is sending it entries while its
+  own configuration does not (yet) list that member (a joiner whose log is still old).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import attrs
 import cbor2
 
 from univrs.errors import ProtocolError
+from univrs.net.address import split_host_port
 
 WIRE_VERSION = 1
 """Version of the raft wire protocol (hello + codec). Bump on incompatible codec changes."""
@@ -26,12 +34,14 @@ _MAX_HELLO_SIZE = 4096
 
 @attrs.frozen(kw_only=True)
 class Hello:
-    """The dialer's introduction: wire version, cluster id, its node id, the node it wants."""
+    """The dialer's introduction: wire version, cluster id, its node id, the node it wants,
+    and (optionally) the raft address it can be dialed back at."""
 
     version: int
     cluster: str
     src: str
     dst: str
+    addr: str | None = None
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -43,6 +53,8 @@ def encode_hello(hello: Hello) -> bytes:
         "src": hello.src,
         "dst": hello.dst,
     }
+    if hello.addr is not None:
+        doc["addr"] = hello.addr
     return cbor2.dumps(doc)
 
 
@@ -67,4 +79,10 @@ def decode_hello(data: bytes | str) -> Hello:
         if not isinstance(value, str) or not value:
             raise ProtocolError(f"hello field {key!r} is missing or not a non-empty string")
         fields[key] = value
-    return Hello(version=version, **fields)
+    addr = doc.get("addr")
+    if addr is not None:
+        try:
+            split_host_port(addr)
+        except ValueError as exc:
+            raise ProtocolError(f"hello field 'addr': {exc}") from None
+    return Hello(version=version, addr=addr, **fields)
