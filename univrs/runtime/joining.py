@@ -76,8 +76,9 @@ async def check_join(
 
     ``new``: a join (refused with JoinRefused when it cannot be). ``joining``: resume it if the
     target can be asked, else start and wait for the leader. ``member``: nothing to do (a
-    restart with the same flags), but a data dir of another cluster, or of a node the cluster
-    has removed, is refused: it must start empty to join."""
+    restart with the same flags), unless the cluster lists this node as a learner still (the
+    join was interrupted after entries arrived: resume it); a data dir of another cluster, or
+    of a node the cluster has removed, is refused: it must start empty to join."""
     if state == "new":
         return await prepare(config, target)
     if state == "joining":
@@ -101,11 +102,17 @@ async def check_join(
             f"data dir {config.data_dir} belongs to cluster {cluster_id}, not {theirs}; start "
             "on an empty data dir to join another cluster"
         )
-    if config.node_id not in {m.get("id") for m in members}:
+    row = next((m for m in members if m.get("id") == config.node_id), None)
+    if row is None:
         raise _refused(
             f"{config.node_id!r} is no longer a member of cluster {theirs} (removed); start it "
             "on an empty data dir to join again"
         )
+    if row.get("voter") is False:  # a learner still: the promotion is what is left to do
+        try:
+            return await prepare(config, target)
+        except Exception as exc:  # e.g. promoted meanwhile, or another node took the id
+            log.warning("not resuming the join", extra={"reason": str(exc)})
     return None
 
 

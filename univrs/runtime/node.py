@@ -31,6 +31,7 @@ from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
+from univrs.runtime.addresses import MembershipWatch, PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
@@ -192,6 +193,9 @@ class Node:
     api_port: int | None = None
     # Join progress, for `univrs cluster join` to show: state and details.
     join: dict[str, Any] = attrs.field(factory=dict)
+    # What the transport is told (membership + join-time addresses) and the applied-config watch.
+    peer_map: PeerMap | None = None
+    watch: MembershipWatch | None = None
     _rejoin: JoinInfo | None = None
     _scope: trio.CancelScope | None = None
     _nursery: trio.Nursery | None = None
@@ -203,9 +207,17 @@ class Node:
     def status(self) -> Status:
         return self.runtime.status()
 
+    @property
+    def removed(self) -> str | None:
+        """Why this node believes it was removed from its cluster, or None."""
+        return self.watch.removed if self.watch is not None else None
+
     def is_pristine(self) -> bool:
-        """Alone in its own cluster and holding no state yet: safe to discard to join another."""
+        """Holding no state yet: alone in its own cluster, or with an empty log (a join that
+        was interrupted before any entry arrived). Safe to discard to join another."""
         s = self.status()
+        if s.last_index == 0 and self.runtime.last_snapshot_index == 0:
+            return True
         stats = self.runtime.sm.statistics()
         return (
             s.membership.voters == {self.node_id}
@@ -239,6 +251,8 @@ class Node:
             return False
         if self.node_id in self.status().membership.voters or self._nursery is None:
             return False
+        if self.peer_map is not None:
+            self.peer_map.hold_join_addresses(dict(info.addresses))
         self._nursery.start_soon(run_join, self, info)
         return True
 
@@ -329,11 +343,19 @@ async def _run_once(
             cluster_id=opened.cluster_id,
         )
         runtime.send = transport.send
-        # Until our log holds a membership (a joiner waiting for its first entries), answer
-        # the members we learned of when asking to join.
-        fallback = dict(join_info.addresses) if join_info is not None else {}
-        runtime.on_membership = lambda peers: transport.set_peer_addresses(
-            config.dial_addresses(peers or fallback)
+        # The members we learned of when asking to join stay reachable until a configuration
+        # listing us is applied (see univrs/runtime/addresses.py).
+        peer_map = PeerMap(
+            config.node_id,
+            publish=lambda peers: transport.set_peer_addresses(config.dial_addresses(peers)),
+        )
+        if join_info is not None:
+            peer_map.hold_join_addresses(dict(join_info.addresses))
+        runtime.on_membership = peer_map.on_membership
+        watch = MembershipWatch(
+            config.node_id,
+            peer_map,
+            was_member=config.node_id in runtime.applied_membership.members,
         )
         node = Node(
             config=config,
@@ -343,12 +365,15 @@ async def _run_once(
             metrics=metrics,
             store=RaftStateStore(runtime),
             cluster_id=opened.cluster_id,
+            peer_map=peer_map,
+            watch=watch,
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
             node._nursery = nursery
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
+            nursery.start_soon(_follow_applied, runtime, watch)
             status = runtime.status()
             if status.membership.voters == {config.node_id}:
                 await runtime.call(lambda c: c.campaign())  # a lone voter need not wait
@@ -377,6 +402,17 @@ async def _run_once(
     return node
 
 
+async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
+    """Show ``watch`` every applied configuration (it looks only when something changed)."""
+    seen: Membership | None = None
+    while True:
+        applied = runtime.applied_membership
+        if applied is not seen:
+            seen = applied
+            watch.applied(applied)
+        await runtime.wait_changed()
+
+
 def _host(addr: str) -> str:
     return addr.rsplit(":", 1)[0]
 
@@ -402,6 +438,7 @@ def describe(node: Node) -> dict[str, Any]:
         "voters": sorted(s.membership.voters),
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
+        "removed": node.removed,
         "peers": [
             {
                 "id": p.id,
