@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from univrs.raft.messages import Membership
-from univrs.runtime.addresses import MembershipWatch, PeerMap
+from univrs.runtime.addresses import PeerMap
+from univrs.runtime.removal import MembershipWatch
 
 
 def config(voters: set[str], learners: frozenset[str] = frozenset()) -> Membership:

@@ -12,81 +12,18 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-import attrs
 import trio
 
 from tests.api.helpers import WAIT, wait_until
+from tests.runtime.nodes import Nodes, configs, settled_leader
 from univrs.api.fetch import request_json
-from univrs.config import BootstrapNode, NodeConfig
-from univrs.devcluster import free_ports
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 from univrs.runtime.membership import DEFAULT_MAX_LAG
-from univrs.runtime.node import Node, run_node
+from univrs.runtime.node import Node
 
 FAT = "x" * 4000  # one entry ~4 KB: a 64 KB append batch holds ~15 of them
-
-
-@attrs.define(eq=False)
-class Nodes:
-    """In-process nodes, each in its own cancel scope (cancel = an abrupt stop)."""
-
-    nursery: trio.Nursery
-    configs: dict[str, NodeConfig]
-    nodes: dict[str, Node] = attrs.field(factory=dict)
-    _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
-    _done: dict[str, trio.Event] = attrs.field(factory=dict)
-
-    async def _run(self, config: NodeConfig, join: str | None, *, task_status: Any) -> None:
-        done = self._done[config.node_id] = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self._scopes[config.node_id] = scope
-                await run_node(config, join=join, task_status=task_status)
-        finally:
-            done.set()
-
-    async def start(self, node_id: str, join: str | None = None) -> Node:
-        node: Node = await self.nursery.start(self._run, self.configs[node_id], join)
-        self.nodes[node_id] = node
-        return node
-
-    async def kill(self, node_id: str) -> None:
-        self._scopes[node_id].cancel()
-        await self._done[node_id].wait()
-        del self.nodes[node_id]
-
-    def api(self, node_id: str) -> str:
-        return self.configs[node_id].api_addr
-
-    def leader(self) -> Node | None:
-        for node in self.nodes.values():
-            if node.status().role is Role.LEADER:
-                return node
-        return None
-
-
-def configs(folder: pathlib.Path, members: int, spares: int) -> dict[str, NodeConfig]:
-    ids = [f"n{i + 1}" for i in range(members + spares)]
-    ports = free_ports(2 * len(ids))
-    raft = {nid: f"127.0.0.1:{ports[2 * i]}" for i, nid in enumerate(ids)}
-    api = {nid: f"127.0.0.1:{ports[2 * i + 1]}" for i, nid in enumerate(ids)}
-    boot = tuple(BootstrapNode(id=n, addr=raft[n], api=api[n]) for n in ids[:members])
-    return {
-        nid: NodeConfig(
-            node_id=nid,
-            cluster_id="c-join" if i < members else None,
-            data_dir=folder / nid,
-            raft_addr=raft[nid],
-            api_addr=api[nid],
-            bootstrap=boot if i < members else (),
-            max_payload_size=128 * 1024,  # the smallest allowed: append batches of 64 KB
-            snapshot_max_chunk_size=64 * 1024,
-        )
-        for i, nid in enumerate(ids)
-    }
 
 
 async def fat_writes(api: str, prefix: str, count: int) -> None:
@@ -135,7 +72,7 @@ async def replaced_first_member(nursery: trio.Nursery, folder: pathlib.Path) -> 
     nodes = Nodes(nursery=nursery, configs=configs(folder, members=3, spares=2))
     for nid in ("n1", "n2", "n3"):
         await nodes.start(nid)
-    leader = await wait_until(nodes.leader, "a leader among n1-n3")
+    leader = await settled_leader(nodes)
     await fat_writes(nodes.api(leader.node_id), "fat", 60)  # ~4 append batches of 64 KB
     n4 = await nodes.start("n4", join=nodes.api(leader.node_id))
     await wait_until(lambda: joined(n4), "n4 to join", WAIT * 2)
@@ -143,6 +80,7 @@ async def replaced_first_member(nursery: trio.Nursery, folder: pathlib.Path) -> 
     if leader is not n4:
         await ms.transfer_leader(leader.runtime, "n4")
     await wait_until(lambda: n4.status().role is Role.LEADER, "n4 to lead")
+    assert await settled_leader(nodes) is n4
     await ms.remove(n4.runtime, "n1")
     await nodes.kill("n1")
     await small_writes(nodes.api("n4"), "small", DEFAULT_MAX_LAG + 50)

@@ -4,6 +4,10 @@ The map is the union of
 
 * every member of the node's newest (appended) configuration and of its applied one (the
   driver's ``on_membership``: a removed member stays reachable until its removal is applied);
+* on a leader, every peer its core still replicates to (``tracked``): a member it removed
+  stays reachable until the core has told it that the removal committed and forgets it (the
+  leader applies the removal first, and the member would never hear of it: it would stay a
+  voter in its own eyes and campaign for ever);
 * the members' addresses a joining node was given when it asked to join. They hold until the
   node has *applied* a configuration that lists the node itself: that one is at least as new
   as the cluster the node asked to join, so a join-time member it lacks has really been
@@ -12,16 +16,14 @@ The map is the union of
   the ones that let it answer the cluster.
 
 Besides, the transport never forgets the peer that sends us entries (univrs/net/transport.py).
-
-``MembershipWatch`` follows the applied configuration: it drops the join-time addresses once
-they are superseded, and notices when this node is removed (it logs that once; the core stops
-campaigning once the removal is committed).
+``univrs.runtime.removal.MembershipWatch`` calls ``PeerMap.applied`` with every applied
+configuration.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
@@ -35,10 +37,13 @@ class PeerMap:
     """Builds the transport's peer map (see the module docstring).
 
     ``publish`` receives the complete map of advertised addresses (this node's own entry
-    included; the transport ignores it)."""
+    included; the transport ignores it). ``tracked`` returns the peers the core replicates to
+    now (the leader's progress); call ``refresh`` when that may have changed."""
 
     node_id: str
     publish: Callable[[dict[str, str]], None]
+    tracked: Callable[[], Iterable[str]] = lambda: ()
+    _known: dict[str, str] = attrs.field(factory=dict, init=False)  # last address of every id
     _config: dict[str, str] = attrs.field(factory=dict, init=False)
     _join: dict[str, str] = attrs.field(factory=dict, init=False)
     _published: dict[str, str] | None = attrs.field(default=None, init=False)
@@ -51,6 +56,11 @@ class PeerMap:
     def on_membership(self, peers: Mapping[str, str]) -> None:
         """The driver's callback: the members of the newest and the applied configuration."""
         self._config = dict(peers)
+        self._known.update(peers)
+        self._publish()
+
+    def refresh(self) -> None:
+        """Publish again if the tracked peers changed the map."""
         self._publish()
 
     def hold_join_addresses(self, addresses: Mapping[str, str]) -> None:
@@ -72,36 +82,9 @@ class PeerMap:
 
     def _publish(self) -> None:
         peers = {**self._join, **self._config}
+        for nid in self.tracked():
+            if nid not in peers and nid in self._known:
+                peers[nid] = self._known[nid]
         if peers != self._published:
             self._published = peers
             self.publish(peers)
-
-
-@attrs.define(eq=False)
-class MembershipWatch:
-    """Follows the applied configuration of one node (see the module docstring)."""
-
-    node_id: str
-    peers: PeerMap
-    # This node was listed by an applied configuration (at start-up: by the snapshot's).
-    was_member: bool = False
-    removed: str | None = None  # why we believe this node was removed, once we do
-
-    def applied(self, membership: Membership) -> None:
-        """Call whenever the applied configuration may have changed (cheap when it did not)."""
-        self.peers.applied(membership)
-        if self.node_id in membership.members:
-            if self.removed is not None:
-                log.warning("this node is a member again", extra={"node": self.node_id})
-                self.removed = None
-            self.was_member = True
-        elif self.was_member and self.removed is None:
-            self.removed = "an applied configuration no longer lists this node"
-            log.warning(
-                "this node was removed from the cluster: it no longer votes or campaigns; "
-                "stop it (to join again, start it on an empty data dir)",
-                extra={
-                    "node": self.node_id,
-                    "voters": ",".join(sorted(membership.voters)),
-                },
-            )

@@ -121,8 +121,15 @@ async def prepare(config: NodeConfig, target: str) -> JoinInfo:
     cluster_id, members = await _describe(target)
     for m in members:
         if m.get("id") == config.node_id:
-            own = m.get("raft_addr") == config.raft_addr and not m.get("voter")
-            if not own:
+            same_addr = m.get("raft_addr") == config.raft_addr
+            if same_addr and m.get("voter"):
+                raise _refused(
+                    f"node id {config.node_id!r} is already a voter of cluster {cluster_id} at "
+                    f"this node's raft address {config.raft_addr}: a member restarted on its own "
+                    "data dir needs no join (it catches up by itself); a node on an empty data "
+                    "dir must not take over a voter's id"
+                )
+            if not same_addr:
                 raise _refused(
                     f"node id {config.node_id!r} is already a member of cluster {cluster_id} "
                     f"(at {m.get('raft_addr')}); choose another id or remove that member first"

@@ -31,9 +31,10 @@ from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
-from univrs.runtime.addresses import MembershipWatch, PeerMap
+from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.removal import MembershipWatch, watch_for_removal
 from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
 from univrs.sm.state import ClusterStateMachine
@@ -342,12 +343,12 @@ async def _run_once(
             settings=TransportSettings(),
             cluster_id=opened.cluster_id,
         )
-        runtime.send = transport.send
         # The members we learned of when asking to join stay reachable until a configuration
         # listing us is applied (see univrs/runtime/addresses.py).
         peer_map = PeerMap(
             config.node_id,
             publish=lambda peers: transport.set_peer_addresses(config.dial_addresses(peers)),
+            tracked=lambda: [p.id for p in runtime.status().peers],
         )
         if join_info is not None:
             peer_map.hold_join_addresses(dict(join_info.addresses))
@@ -357,6 +358,8 @@ async def _run_once(
             peer_map,
             was_member=config.node_id in runtime.applied_membership.members,
         )
+        send, may_send = transport.send, watch.may_send
+        runtime.send = lambda msg: send(msg) if may_send(msg) else None
         node = Node(
             config=config,
             storage=storage,
@@ -374,6 +377,7 @@ async def _run_once(
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
+            nursery.start_soon(watch_for_removal, node, watch)
             status = runtime.status()
             if status.membership.voters == {config.node_id}:
                 await runtime.call(lambda c: c.campaign())  # a lone voter need not wait
@@ -403,14 +407,17 @@ async def _run_once(
 
 
 async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
-    """Show ``watch`` every applied configuration (it looks only when something changed)."""
+    """Show ``watch`` every applied configuration, and let the peer map drop the removed
+    members the leader no longer replicates to (at the latest a second after)."""
     seen: Membership | None = None
     while True:
         applied = runtime.applied_membership
         if applied is not seen:
             seen = applied
             watch.applied(applied)
-        await runtime.wait_changed()
+        watch.peers.refresh()
+        with trio.move_on_after(1.0):
+            await runtime.wait_changed()
 
 
 def _host(addr: str) -> str:
