@@ -448,14 +448,21 @@ def test_membership_encoding_covers_every_membership_field() -> None:
         "learners",
         "addresses",
         "api_addresses",
+        "incarnations",
     ]
     full = m.Membership(
         voters=frozenset({"b", "a"}),
         learners=frozenset({"c"}),
         addresses=(("a", "x:1"),),
         api_addresses=(("a", "x:2"),),
+        incarnations=(("a", "0f3c"), ("c", "77aa")),
     )
     assert codec.membership_from_plain(codec.membership_to_plain(full)) == full
+    assert m.decode_membership(m.encode_membership(full)) == full
+    # Without incarnations the forms are the ones older nodes wrote and read.
+    bare = attrs.evolve(full, incarnations=())
+    assert len(codec.membership_to_plain(bare)) == 4
+    assert b"incarnations" not in m.encode_membership(bare)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ maps, so a batch of entries costs no per-field key overhead (the hot path: Appen
     Entry        [term, index, kind, data]
     SnapshotMeta [index, term, membership]
     Membership   [[voters], [learners], [[node_id, address], ...], [[node_id, api_address], ...]]
+                 plus [[node_id, incarnation], ...] as a fifth item when any member is bound
 
 Decoding is strict, because frames come from the network:
 
@@ -162,26 +163,32 @@ def _dec_entries(value: Any, field: str) -> tuple[Entry, ...]:
 
 
 def membership_to_plain(m: Membership) -> list[Any]:
-    """``[voters, learners, addresses, api_addresses]``, sorted, so every node writes the same."""
-    return [
+    """``[voters, learners, addresses, api_addresses(, incarnations)]``, sorted, so every node
+    writes the same; the incarnations item is left out when empty (older snapshots decode)."""
+    out: list[Any] = [
         sorted(m.voters),
         sorted(m.learners),
         [[nid, addr] for nid, addr in sorted(m.addresses)],
         [[nid, addr] for nid, addr in sorted(m.api_addresses)],
     ]
+    if m.incarnations:
+        out.append([[nid, inc] for nid, inc in sorted(m.incarnations)])
+    return out
 
 
 def membership_from_plain(value: Any, field: str = "membership") -> Membership:
     """Inverse of :func:`membership_to_plain`; raises ProtocolError if ``value`` is malformed."""
-    if type(value) is not list or len(value) != 4:
-        _fail(field, "a membership [voters, learners, addresses, api_addresses]", value)
-    voters, learners, addresses, api_addresses = value
+    if type(value) is not list or len(value) not in (4, 5):
+        _fail(field, "a membership [voters, learners, addresses, api_addresses(, incs)]", value)
+    voters, learners, addresses, api_addresses = value[:4]
+    incarnations = value[4] if len(value) == 5 else []
     try:
         return Membership(
             voters=frozenset(_dec_str_list(voters, f"{field}.voters")),
             learners=frozenset(_dec_str_list(learners, f"{field}.learners")),
             addresses=_dec_pairs(addresses, f"{field}.addresses"),
             api_addresses=_dec_pairs(api_addresses, f"{field}.api_addresses"),
+            incarnations=_dec_pairs(incarnations, f"{field}.incarnations"),
         )
     except ValueError as exc:
         raise ProtocolError(f"field {field!r}: invalid membership: {exc}") from None

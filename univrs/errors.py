@@ -20,7 +20,15 @@ class NotLeader(UnivrsError):
 
 
 class ProposalDropped(UnivrsError):
-    """A proposal was not appended (for example during a leader transfer)."""
+    """A proposal certainly did not and never will apply: it was refused before it reached the
+    log (for example during a leader transfer), or its entry was replaced by a different entry
+    at its index. Retrying it is safe."""
+
+
+class OutcomeUnknown(UnivrsError):
+    """A proposal reached the log, but this node cannot tell whether it committed (its entry
+    was covered by a snapshot from another leader, or its waiter was abandoned). It may apply
+    or may have applied already: retrying it is safe only with an idempotency key."""
 
 
 class ConfigError(UnivrsError):

@@ -26,9 +26,16 @@ def test_three_nodes_elect_a_leader(make_cluster) -> None:
     leader = cluster.wait_leader(DEADLINE)
     elapsed = time.monotonic() - start
     print(f"\nleader {leader.node_id} elected {elapsed:.2f}s after starting 3 processes")
-    views = [n.status() for n in cluster.nodes]
-    assert all(v is not None and v["leader"] == leader.node_id for v in views)
-    assert len({v["term"] for v in views if v}) == 1
+
+    def agreed() -> list[dict] | None:
+        # A follower learns the leader from its first append, a moment after the leader knows.
+        views = [n.status() for n in cluster.nodes]
+        if all(v is not None and v["leader"] == leader.node_id for v in views):
+            return views  # type: ignore[return-value]
+        return None
+
+    views = wait_for(agreed, DEADLINE, "every node to name the same leader")
+    assert len({v["term"] for v in views}) == 1
 
 
 def test_kill_leader_fails_over_and_keeps_committing(make_cluster) -> None:

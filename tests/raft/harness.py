@@ -485,6 +485,8 @@ class Cluster:
                 disk.hard_state = w.hard_state
             for m in w.after:
                 self._send(m)
+            if w.hard_state is not None:
+                node.persisted_hard_state(w.hard_state)
             if w.snapshot is not None:
                 node.persisted(w.snapshot.meta.index, w.snapshot.meta.term)
             if w.entries:
@@ -548,6 +550,9 @@ class Cluster:
         self.dropped_reads[nid].extend(rd.dropped_reads)
 
     def _check(self, nid: str) -> None:
+        problems = self.nodes[nid].problems()
+        if problems:
+            raise AssertionError("; ".join(problems))
         st = self.nodes[nid].status()
         # Compaction never passes what is committed and applied.
         assert st.first_index - 1 <= min(st.commit, st.applied), f"{nid} over-compacted: {st}"

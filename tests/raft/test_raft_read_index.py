@@ -89,7 +89,10 @@ def test_old_leader_reads_are_dropped_never_released_without_quorum() -> None:
     c.read_index("n1", 1)
     c.stabilize()
     # Meanwhile the majority elects n2 and writes.
-    c.tick_all(RaftConfig().election_ticks_max + 1, deliver=True)
+    for _ in range(5 * RaftConfig().election_ticks_max):
+        c.tick_all(1, deliver=True)
+        if any(c.role(n) is Role.LEADER for n in ["n2", "n3"]):
+            break
     new = next(n for n in ["n2", "n3"] if c.role(n) is Role.LEADER)
     c.propose(new, b"w")
     c.tick_all(2, deliver=True)
@@ -138,7 +141,9 @@ def test_follower_read_index_through_the_leader() -> None:
     assert [type(m) for m in c.in_flight(src="n2")] == [ReadIndexRequest]
     c.stabilize()
     answers = c.sent("n1", ReadIndexResponse)
-    assert [(m.ctx, m.index, m.ok) for m in answers] == [(7, 3, True)]
+    (req,) = c.sent("n2", ReadIndexRequest)
+    assert [(m.ctx, m.index, m.ok) for m in answers] == [(req.ctx, 3, True)]
+    assert req.ctx != 7  # the follower's own request id, not the caller's ctx
     assert c.reads["n2"] == []  # n2 has applied only up to 2
     c.persist("n2")
     c.tick("n1")  # heartbeat brings n2 the commit index

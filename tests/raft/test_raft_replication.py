@@ -266,8 +266,11 @@ def test_stale_persisted_report_is_ignored() -> None:
         terms={"n1": 3, "n2": 3, "n3": 3},
         config=NO_PREVOTE,
     )
+    c.campaign("n1")
+    c.deliver(type=RequestVote)  # n3 votes, and its term 4 is durable before its disk stalls
     c.hold_disk("n3")
-    c.elect("n1")
+    c.stabilize()
+    assert c.role("n1") is Role.LEADER
     c.tick_all(1, deliver=True)
     st = c.status("n3")
     assert st.last_index == 4 and st.persisted == 1  # 2.. were replaced, not yet durable

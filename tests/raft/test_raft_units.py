@@ -93,11 +93,14 @@ def test_leader_reads_rounds_and_quorum_confirmation() -> None:
 
 def test_forwarded_reads() -> None:
     fr = ForwardedReads()
-    assert fr.add(1, ForwardedRead(term=2, leader="a", deadline=10)) is None
-    assert fr.add(2, ForwardedRead(term=2, leader="a", deadline=12)) is None
-    assert fr.add(1, ForwardedRead(term=2, leader="a", deadline=14)) == 1  # displaced
-    assert not fr.take(2, 3, "a") and not fr.take(2, 2, "b")
-    assert fr.take(2, 2, "a")
+    assert fr.add(101, ForwardedRead(ctx=1, term=2, leader="a", deadline=10)) is None
+    assert fr.add(102, ForwardedRead(ctx=2, term=2, leader="a", deadline=12)) is None
+    assert fr.add(103, ForwardedRead(ctx=1, term=2, leader="a", deadline=14)) == 1  # displaced
+    assert fr.take(101, 2, "a") is None  # the displaced request's answer matches nothing
+    assert fr.take(2, 2, "a") is None  # answers carry wire ids, never the caller's ctx
+    assert fr.take(102, 3, "a") is None and fr.take(102, 2, "b") is None
+    assert fr.take(102, 2, "a") == 2
+    assert fr.take(102, 2, "a") is None  # a duplicate answer
     assert fr.pop_expired(13) == []
     assert fr.drop_stale(3, "a") == [1]
     assert len(fr) == 0
@@ -129,13 +132,13 @@ def test_election_timeout_comes_from_the_injected_rng() -> None:
     cfg = RaftConfig(election_ticks_min=10, election_ticks_max=20)
     rng = FixedRng(13)
     node = RaftNode("a", rng=rng, config=cfg, initial=bootstrap_state(m))
-    assert rng.calls == [(10, 20)]
+    assert rng.calls == [(1, 1 << 62), (10, 20)]  # the read id base, the election timeout
     for _ in range(12):
         node.tick()
     assert node.status().role is Role.FOLLOWER
     node.tick()
     assert node.status().role is Role.PRE_CANDIDATE
-    assert len(rng.calls) == 2  # the timer was reset (and redrawn) for the new role
+    assert len(rng.calls) == 3  # the timer was reset (and redrawn) for the new role
 
 
 def test_heartbeats_every_heartbeat_ticks_to_every_member() -> None:

@@ -212,9 +212,13 @@ async def test_a_commit_only_hard_state_change_needs_no_fsync_of_its_own() -> No
 
     log = MemoryLog()
     persisted: list[tuple[int, int]] = []
+    durable_terms: list[int] = []
 
-    async def on_persisted(index: int, term: int) -> None:
-        persisted.append((index, term))
+    async def on_persisted(index: int, term: int, hs: HardState | None) -> None:
+        if index:
+            persisted.append((index, term))
+        if hs is not None:
+            durable_terms.append(hs.term)
 
     writer = StorageWriter(
         write=log.append, send=lambda _m: None, on_persisted=on_persisted, in_thread=False
@@ -236,5 +240,7 @@ async def test_a_commit_only_hard_state_change_needs_no_fsync_of_its_own() -> No
         assert log.hard_state == HardState(term=2, vote="a", commit=2)
         writer.submit(job(HardState(term=3, vote=None, commit=2)))  # a term change syncs
         await wait_until(lambda: log.writes == 3, "the term change to be written")
+        await wait_until(lambda: durable_terms[-1:] == [3], "the term change to be reported")
         nursery.cancel_scope.cancel()
     assert persisted == [(1, 2), (2, 2)]
+    assert durable_terms == [2, 2, 3]  # each synced hard state is reported (the core's send gate)

@@ -357,7 +357,8 @@ _ERRORS = {
     "404": "The object does not exist",
     "409": "Conflict: already exists, version conflict, insufficient credits, session",
     "422": "Invalid argument (the error names the field)",
-    "503": "No leader or no quorum (with Retry-After), or the deadline passed",
+    "503": "No leader or no quorum (with Retry-After); or the deadline passed or the node "
+    "cannot tell whether the write applied (timeout, outcome-unknown)",
 }
 
 

@@ -15,11 +15,17 @@ the serving node, before proposing*. Then, until the deadline:
 * with no known leader: wait for one for at most ``leader_wait`` seconds, then answer
   ``unavailable`` (503, Retry-After), never hang.
 
-Retrying inside the loop is done only when it cannot apply a command twice: the attempt
-certainly did not apply (``NotLeader`` before proposing, ``ProposalDropped``, a request not
-sent), or the request carries an idempotency key (the state machine's session answers a
-duplicate with the first response, Raft dissertation 6.3). A keyless write whose outcome is
-unknown fails with ``timeout``.
+Retrying inside the loop is done only when it cannot apply a command twice (docs/api.md,
+"Write outcomes"): the attempt certainly did not apply (``NotLeader`` before proposing,
+``ProposalDropped``: refused by the core or its entry replaced by a different one, a request
+not sent, a forwarded request refused with ``not-leader``/``unavailable``), or the request
+carries an idempotency key (the state machine's session answers a duplicate with the first
+response, Raft dissertation 6.3). An attempt that may have applied (``OutcomeUnknown`` from the
+runtime: its entry was covered by a snapshot; the connection to the leader broke after
+sending) ends a keyless write at once with ``outcome-unknown``, and its deadline with
+``timeout``. Once an attempt may have applied, a later refusal (no leader, not the leader,
+``session-expired``) is answered as ``outcome-unknown`` too: it only says that the *later*
+attempt did not apply.
 
 The result of a write is the object as it is on the executing node right after the write
 applied (a later write may already show), with ``meta["index"]``: the log index the write
@@ -52,6 +58,9 @@ from univrs.client.errors import (
     ConnectionLost,
     InvalidArgument,
     NotLeader,
+    OutcomeUnknown,
+    SessionExpired,
+    StaleSequence,
     Timeout,
     Unavailable,
 )
@@ -72,8 +81,34 @@ RETRY_PAUSE = 0.02  # between attempts that failed for a transient reason
 NO_LEADER_MESSAGE = (
     "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
 )
+UNKNOWN_MESSAGE = (
+    "the write reached a Raft log but this node cannot tell whether it applied; it was not "
+    "retried: read the object to find out, or send writes with an idempotency key"
+)
 
 __all__ = ["MAX_LIMIT", "ApiService", "Forwarder", "LeaderContact"]
+
+
+@attrs.define(eq=False)
+class _Attempts:
+    """What the attempts of one write so far imply."""
+
+    # Sticky: an attempt may have applied the command (an unknown outcome).
+    maybe_applied: bool = False
+
+
+def _after_unknown(exc: ApiError) -> ApiError:
+    """The error to answer once an earlier attempt may have applied the write.
+
+    A later attempt's refusal (no leader, not the leader, the session gone or its window
+    passed) only says that *that* attempt did not apply; answering it would tell the caller
+    that nothing applied, and a caller retrying without the key would apply it twice. Answers
+    of the state machine to a keyed retry (the first response) and unknown outcomes stand."""
+    if isinstance(exc, Unavailable) and not exc.outcome_unknown:
+        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry was refused: {exc.message})")
+    if isinstance(exc, SessionExpired | StaleSequence):
+        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry with its key failed: {exc.message})")
+    return exc
 
 
 @attrs.define(eq=False)
@@ -255,7 +290,7 @@ class ApiService:
         hops: int,
     ) -> tuple[Any, dict[str, Any]]:
         """(result, {"index": the log index the write was applied at})."""
-        assert op.build is not None and op.render is not None
+        assert op.build is not None
         if key is not None and op.name in UNKEYED:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
         check_key(key)
@@ -265,14 +300,38 @@ class ApiService:
             client_id=None if key is None else key[0],
             seq=None if key is None else key[1],
         )
+        attempts = _Attempts()
+        try:
+            return await self._attempt_write(
+                op, command, built, envelope, key, deadline, hops, attempts
+            )
+        except ApiError as exc:
+            answer = _after_unknown(exc) if attempts.maybe_applied else exc
+            if answer is exc:
+                raise
+            raise answer from exc
+
+    async def _attempt_write(
+        self,
+        op: Operation,
+        command: Any,
+        built: dict[str, Any],
+        envelope: Envelope,
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int,
+        attempts: _Attempts,
+    ) -> tuple[Any, dict[str, Any]]:
+        """The attempts of ``_write``; ``attempts.maybe_applied`` is set (sticky) as soon as an
+        attempt may have applied the command. A keyless write is then not retried (its error
+        says the outcome is unknown); a keyed one is, because the state machine answers a
+        retried key with the first response."""
+        assert op.render is not None
         runtime = self.node.runtime
-        # Sticky: once an attempt may have applied the command, a keyless write is not retried
-        # and running out of time is reported as "outcome unknown".
-        maybe_applied = False
         hint: str | None = None
         while True:
             if trio.current_time() >= deadline:
-                raise self._expired(maybe_applied)
+                raise self._expired(attempts.maybe_applied)
             status = runtime.status()
             if status.role is Role.LEADER:
                 try:
@@ -283,7 +342,15 @@ class ApiService:
                         raise self._expired(True)
                 except (base.NotLeader, base.ProposalDropped):
                     # This attempt certainly did not apply: refused before reaching the log,
-                    # or its entry was replaced by another leader's.
+                    # or its entry was replaced by a different entry at its index.
+                    await self._settle(deadline)
+                    continue
+                except base.OutcomeUnknown as exc:
+                    # Appended, then covered by a snapshot from a new leader: it may have
+                    # applied. Only a keyed write may go again (the session dedups it).
+                    attempts.maybe_applied = True
+                    if key is None:
+                        raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
                     await self._settle(deadline)
                     continue
                 if isinstance(response, Failure):
@@ -308,17 +375,23 @@ class ApiService:
                 result, meta = await self.forwarder.call(address, op.name, built, key, deadline)
             except ApiError as exc:
                 self._count_forward(exc.code)
-                if isinstance(exc, Timeout) or not isinstance(exc, Unavailable):
+                if isinstance(exc, ConnectionLost):
+                    if exc.outcome_unknown:  # sent, then the connection broke
+                        attempts.maybe_applied = True
+                        if key is None:
+                            raise OutcomeUnknown(
+                                f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} "
+                                "broke after the write was sent)"
+                            ) from None
+                    await self._settle(deadline)  # let our own view of the leader catch up
+                    continue
+                if not isinstance(exc, Unavailable) or exc.outcome_unknown:
                     raise  # an answer (not found, conflict ...) or an unknown outcome
                 if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
                     # The node we took for the leader is not (any more): follow its hint.
                     hint = exc.leader_hint
                     continue
-                if isinstance(exc, ConnectionLost) and exc.outcome_unknown:
-                    maybe_applied = True
-                    if key is None:
-                        raise self._expired(True) from None
-                await self._settle(deadline)  # let our own view of the leader catch up
+                await self._settle(deadline)  # nothing applied: retry when the view moved
                 continue
             self._count_forward("ok")
             return result, meta or {}

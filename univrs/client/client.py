@@ -15,10 +15,15 @@ Theory of operation.
   session remembers the responses of its last 64 sequence numbers, so the client keeps fewer
   than ``SESSION_WINDOW`` of one session's writes in flight and opens more sessions when it is
   busier than that.
-* Retries. Until the call's deadline, the client retries what is safe to retry: reads, keyed
-  writes, and any request the node certainly did not apply (``unavailable``, ``not-leader``,
-  not sent). So a caller does not see a leader change at all; it sees ``Unavailable`` only when
-  no leader emerges before the deadline.
+* Retries. Until the call's deadline, the client retries what is safe to retry: any request
+  the node certainly did not apply (``unavailable``, ``not-leader``, not sent), and after an
+  unknown outcome (``timeout``, ``outcome-unknown``, a connection lost after sending) only
+  reads and keyed writes: a keyless write's unknown outcome is raised at once. So a caller
+  does not see a leader change at all; it sees ``Unavailable`` only when no leader emerges
+  before the deadline and nothing was applied. Once an attempt of a write may have applied,
+  every later failure that only says the *retry* did not apply (``unavailable``,
+  ``not-leader``, ``session-expired``, ``stale-sequence``) is raised as ``OutcomeUnknown``,
+  so ``write`` never opens a new session and sends the command again.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from univrs.client.connection import Connection
 from univrs.client.errors import (
     ApiError,
     ConnectionLost,
+    OutcomeUnknown,
     SessionExpired,
+    StaleSequence,
     Timeout,
     Unavailable,
 )
@@ -234,9 +241,14 @@ class Client(StateMethods):
         """Like ``call``, also returning the read meta (local reads: how stale)."""
         args = {} if args is None else args
         safe = retry if retry is not None else (key is not None or _is_read(op))
+        is_write = not _is_read(op)
         deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
         pause = 0.01
         attempt = 0
+        # Sticky, writes only: an attempt may have applied the command. From then on a failure
+        # of a later attempt that merely says *it* did not apply (unavailable, not-leader,
+        # session-expired ...) must not reach the caller as "nothing applied".
+        maybe_applied = False
         while True:
             if attempt:
                 self.retries += 1
@@ -254,23 +266,29 @@ class Client(StateMethods):
                         timeout_ms=max(1, int(remaining * 1000)),
                     )
                 raise Timeout(f"{op}: no answer within the deadline; the outcome is unknown")
-            except ConnectionLost as exc:
-                if conn is not None and conn is self._conn:
+            except Unavailable as exc:
+                # Unknown outcomes (timeout, outcome-unknown, a connection lost after sending)
+                # are retried only when safe (reads, keyed writes); the rest (unavailable,
+                # not-leader, not sent) certainly did not apply and are always retried.
+                if isinstance(exc, ConnectionLost) and conn is not None and conn is self._conn:
                     conn.close()
-                if exc.outcome_unknown and not safe:
-                    raise
-                error: ApiError = exc
-            except Timeout as exc:
-                if not safe:
-                    raise
-                error = exc
-            except Unavailable as exc:  # nothing applied (no leader, not the leader): retry
-                error = exc
-                pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
+                if exc.outcome_unknown:
+                    if not safe:
+                        raise
+                    maybe_applied = maybe_applied or is_write
+                elif not isinstance(exc, ConnectionLost):
+                    pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
+                error: Unavailable = exc
+            except (SessionExpired, StaleSequence) as exc:
+                if maybe_applied:  # the retry did not apply; an earlier attempt may have
+                    raise _unknown(op, exc) from exc
+                raise
             finally:
                 self._sweep()
             now = trio.current_time()
             if now >= deadline:
+                if maybe_applied and not error.outcome_unknown:
+                    raise _unknown(op, error) from error
                 raise error
             log.debug("retrying %s after %s", op, error)
             await trio.sleep(min(pause, deadline - now))
@@ -292,8 +310,9 @@ class Client(StateMethods):
                     timeout=max(0.001, deadline - trio.current_time()),
                 )
             except SessionExpired:
-                # The session is gone (expired or evicted). On a first attempt nothing was
-                # applied: use a new session. A retried key's outcome is unknown: report it.
+                # The session is gone (expired or evicted) and no attempt of this call may
+                # have applied (``call`` raises OutcomeUnknown instead once one may have):
+                # nothing was applied, so the command may go again under a new session, once.
                 self._forget(session)
                 if not fresh:
                     raise
@@ -344,6 +363,13 @@ class Client(StateMethods):
 
 def _is_read(op: str) -> bool:
     return op.rsplit(".", 1)[-1] in ("get", "list", "balance")
+
+
+def _unknown(op: str, last: ApiError) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"{op}: an earlier attempt may have applied, and the last one failed without telling "
+        f"({last.code}: {last.message}); the outcome is unknown"
+    )
 
 
 @asynccontextmanager

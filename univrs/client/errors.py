@@ -20,6 +20,7 @@ stale-sequence         409     the idempotency seq is older than the session's w
 not-leader             503     this node cannot serve the write (``leader`` hints the leader)
 unavailable            503     no leader / no quorum now; nothing was applied; retry later
 timeout                503     the deadline passed; the outcome is unknown: retry with the key
+outcome-unknown        503     the write may or may not have applied: retry only with its key
 internal               500     a bug; the message says what broke
 =====================  ======  ===============================================================
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 from univrs import errors as base
 
-RETRYABLE_CODES = frozenset({"not-leader", "unavailable", "timeout"})
+RETRYABLE_CODES = frozenset({"not-leader", "unavailable", "timeout", "outcome-unknown"})
 
 
 class ApiError(base.UnivrsError):
@@ -166,6 +167,16 @@ class Timeout(Unavailable):
     outcome_unknown = True
 
 
+class OutcomeUnknown(Unavailable, base.OutcomeUnknown):
+    """The write reached a Raft log, and the node cannot tell whether it applied (its entry was
+    covered by a snapshot from a new leader, the connection to the leader broke after sending,
+    or a retry with its key could not be answered from the session). Never retried without an
+    idempotency key; with one, a retry is answered with the first outcome."""
+
+    code = "outcome-unknown"
+    outcome_unknown = True
+
+
 class ConnectionLost(Unavailable):
     """The connection to the node broke with the request in flight (client side only)."""
 
@@ -214,6 +225,7 @@ _CODES: dict[str, type[ApiError]] = {
         StaleSequence,
         Unavailable,
         Timeout,
+        OutcomeUnknown,
         ConnectionLost,
         NotLeader,
         InternalError,

@@ -15,7 +15,16 @@ import attrs
 
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory
-from univrs.raft.messages import Entry, HardState, Message, NodeId, ReadIndexResponse
+from univrs.raft.messages import (
+    Entry,
+    HardState,
+    Membership,
+    Message,
+    NodeId,
+    ReadIndexResponse,
+    RequestVote,
+    RequestVoteResponse,
+)
 from univrs.raft.progress import Progress
 from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderReads
 from univrs.raft.ready import RaftConfig, ReadState, Role, SnapshotInstall, SoftState
@@ -35,7 +44,8 @@ class NodeBase:
     # Persistent state (paper Figure 2); HardState carries these plus commit.
     _term: int
     _vote: NodeId | None  # whom we voted for in _term
-    # Invariants: _handed <= min(_commit, _persisted); _applied <= _handed;
+    # Invariants: _handed <= min(_commit, _persisted), or = the snapshot index right after an
+    # install whose write is still in flight; _applied <= _handed;
     # _commit <= _log.last_index; _persisted <= _log.stable_limit.
     _commit: int
     _persisted: int  # last index known durable (reported by persisted())
@@ -60,6 +70,7 @@ class NodeBase:
     _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
     _forwarded: ForwardedReads
+    _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait
     # Output accumulated until ready().
     _msgs: list[Message]
@@ -67,6 +78,10 @@ class NodeBase:
     _out_reads: list[ReadState]
     _out_dropped: list[int]
     _last_hs: HardState  # the hard state last handed out (or loaded)
+    # The newest term whose hard state the runtime reported durable (persisted_hard_state) or
+    # that was loaded. Invariant: _durable_term <= _term. Messages of a later term are held
+    # back into messages_after_persist.
+    _durable_term: int
     _last_soft: SoftState
 
     # ---- hooks: output queues (mutants override these) ---------------------------------------
@@ -79,12 +94,30 @@ class NodeBase:
         """Queue a message to send only once this Ready's writes are durable (acks, votes)."""
         self._msgs_after.append(msg)
 
+    def _read_wire_id(self, ctx: int) -> int:
+        """The id a forwarded read carries on the wire: our own, never the caller's ``ctx``."""
+        wire = self._next_read_id
+        self._next_read_id = wire + 1 if wire < (1 << 63) else 1
+        return wire
+
+    def _hold_until_term_durable(self, msg: Message) -> bool:
+        """Must ``msg`` wait until the hard state of its term is durable?
+
+        Every message claims its term, except pre-vote traffic, whose term is the one the
+        pre-candidate *would* campaign in and which changes nobody's state (dissertation 9.6).
+        A leader that sent at a term it could forget in a crash could lead that term again
+        with different entries at the same (index, term) and break Log Matching.
+        """
+        if msg.term <= self._durable_term:
+            return False
+        return not (isinstance(msg, RequestVote | RequestVoteResponse) and msg.pre_vote)
+
     # ---- implemented by the subclasses -------------------------------------------------------
 
     def _become_follower(self, term: int, leader: NodeId | None) -> None:
         raise NotImplementedError
 
-    def _on_config_change(self) -> None:
+    def _on_config_change(self, before: Membership) -> None:
         raise NotImplementedError
 
     def _become_leader(self) -> None:
@@ -117,9 +150,10 @@ class NodeBase:
 
     def _append_entries(self, entries: Sequence[Entry]) -> None:
         """Append to the log; CONFIG entries take effect now (dissertation 4.1)."""
+        before = self._configs.current
         self._log.append(entries)
         if self._configs.on_append(entries):
-            self._on_config_change()
+            self._on_config_change(before)
 
     # ---- reads -------------------------------------------------------------------------------
 

@@ -220,6 +220,7 @@ class SnapshotMixin(LeaderMixin):
             # Our entries after the snapshot conflicted or were missing: all gone, and storage
             # drops them too when it stores the snapshot.
             self._persisted = min(self._persisted, meta.index - 1)
+        before = self._configs.current
         changed = self._configs.install(meta.index, meta.membership, keep_suffix=kept)
         self._commit = meta.index
         # The state machine is restored from the snapshot, not by applying entries: nothing up
@@ -229,5 +230,5 @@ class SnapshotMixin(LeaderMixin):
         self._snapshot_index = meta.index
         self._out_snapshot = SnapshotInstall(meta=meta, data=data)
         if changed:
-            self._on_config_change()
+            self._on_config_change(before)
         self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER

@@ -103,5 +103,6 @@ class FollowerMixin(NodeBase):
         self._log.truncate_from(index)
         if self._persisted >= index:
             self._persisted = index - 1
+        before = self._configs.current
         if self._configs.on_truncate(index):
-            self._on_config_change()
+            self._on_config_change(before)

@@ -34,6 +34,7 @@ from univrs.raft.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
+    Membership,
     NodeId,
     TimeoutNow,
 )
@@ -68,6 +69,28 @@ class LeaderMixin(NodeBase):
         change at a time (dissertation 4.1: a new change only once the previous committed).
         """
         return 1
+
+    def _notice_log_regress(self) -> bool:
+        """Does a rejection showing a log shorter than ``match`` reset the follower's progress?"""
+        return True
+
+    def _config_change_needs_term_commit(self) -> bool:
+        """A leader starts a configuration change only after committing an entry of its term.
+
+        The 2015 correction to single-server changes: without it a new leader whose log lacks
+        its predecessor's uncommitted change can append a different one, and the two
+        configurations may have disjoint majorities.
+        """
+        return True
+
+    def _fresh_progress_on_reentry(self) -> bool:
+        """A member that (re)enters the configuration, or changes incarnation, starts over.
+
+        The leader's old ``match`` belongs to the old incarnation or to the time before the
+        removal; keeping it would stop backtracking above it and could report a follower with
+        an empty log as caught up.
+        """
+        return True
 
     # ---- implemented by SnapshotMixin (compaction.py) ----------------------------------------
 
@@ -118,16 +141,23 @@ class LeaderMixin(NodeBase):
         self._maybe_commit()
         return first
 
-    def _leader_config_change(self) -> None:
+    def _leader_config_change(self, before: Membership) -> None:
         """Track every member of the configuration in effect.
 
         Members it removes keep receiving the log until it commits and one more heartbeat has
         told them the commit index (``_prune_progress``), so a removed node normally learns that
-        its removal is final and stops campaigning.
+        its removal is final and stops campaigning. A member that was not in ``before`` (added,
+        or re-added while its old progress lingers) or whose incarnation changed gets fresh
+        progress: what the old one acknowledged says nothing about the new one's log.
         """
-        members = self._configs.current.members
-        for peer in sorted(members):
-            if peer != self.id and peer not in self._progress:
+        current = self._configs.current
+        for peer in sorted(current.members):
+            if peer == self.id:
+                continue
+            reentry = peer not in before.members or (
+                current.incarnation_of(peer) != before.incarnation_of(peer)
+            )
+            if peer not in self._progress or (reentry and self._fresh_progress_on_reentry()):
                 self._progress[peer] = self._new_progress(self._log.last_index)
         if self._transferee is not None and self._transferee not in self._configs.current.voters:
             self._transferee = None
@@ -335,6 +365,17 @@ class LeaderMixin(NodeBase):
             return
         pr.recent_active = True
         if not msg.success:
+            if msg.hint_term == 0 and msg.hint_index < pr.match and self._notice_log_regress():
+                # Its log ends below what it acknowledged: it lost entries it had made durable
+                # (a wiped or replaced disk, which incarnations should have kept away) or this
+                # is a stale answer. Either way probing below match is safe and needed: never
+                # report it caught up, never loop on rejects above its real end.
+                pr.match = msg.hint_index
+                pr.commit_sent = min(pr.commit_sent, msg.hint_index)
+                pr.next = msg.hint_index + 1
+                pr.become_probe()
+                self._send_append(msg.src, pr, send_if_empty=True)
+                return
             if pr.maybe_decr_to(msg.index, self._next_from_hint(msg)):
                 self._send_append(msg.src, pr, send_if_empty=True)
             return

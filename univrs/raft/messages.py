@@ -53,6 +53,14 @@ class Membership:
     ``addresses`` rides along so every node learns how to reach every member (sorted pairs of
     node id and raft address); ``api_addresses`` likewise names each member's client API
     address where known. The core itself never reads addresses.
+
+    ``incarnations`` binds a member id to the incarnation of its data dir (sorted pairs; a
+    random id chosen when the data dir was created). A member is an id *and* an incarnation: a
+    node whose data dir was wiped comes back with a new incarnation and is a stranger to this
+    configuration until an operator replaces the old one. A member with no entry here is
+    unbound (a bootstrap member whose incarnation the leader has not yet recorded). The core
+    resets a member's replication progress when its incarnation changes; the transport refuses
+    a peer whose incarnation differs from the one listed.
     Invariant: voters and learners are disjoint.
     """
 
@@ -60,6 +68,7 @@ class Membership:
     learners: frozenset[NodeId] = frozenset()
     addresses: tuple[tuple[NodeId, str], ...] = ()
     api_addresses: tuple[tuple[NodeId, str], ...] = ()
+    incarnations: tuple[tuple[NodeId, str], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.voters & self.learners:
@@ -77,6 +86,13 @@ class Membership:
         """The client API address of a member, if known."""
         return dict(self.api_addresses).get(node_id)
 
+    def incarnation_of(self, node_id: NodeId) -> str | None:
+        """The incarnation this configuration binds ``node_id`` to (None: unbound)."""
+        for nid, inc in self.incarnations:
+            if nid == node_id:
+                return inc
+        return None
+
 
 def encode_membership(m: Membership) -> bytes:
     """Stable bytes for a CONFIG entry (JSON, sorted, so every replica writes the same bytes)."""
@@ -86,6 +102,8 @@ def encode_membership(m: Membership) -> bytes:
         "addresses": sorted([list(p) for p in m.addresses]),
         "api_addresses": sorted([list(p) for p in m.api_addresses]),
     }
+    if m.incarnations:  # absent when empty: configurations written before incarnations decode
+        doc["incarnations"] = sorted([list(p) for p in m.incarnations])
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -97,6 +115,7 @@ def decode_membership(data: bytes) -> Membership:
         learners=frozenset(doc["learners"]),
         addresses=tuple((str(a), str(b)) for a, b in doc.get("addresses", [])),
         api_addresses=tuple((str(a), str(b)) for a, b in doc.get("api_addresses", [])),
+        incarnations=tuple((str(a), str(b)) for a, b in doc.get("incarnations", [])),
     )
 
 

@@ -138,12 +138,16 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._out_snapshot = None
         self._leader_reads = LeaderReads()
         self._forwarded = ForwardedReads()
+        # Request ids of forwarded reads: a random base per process (a restart starts elsewhere
+        # in 2^62, so no answer to an earlier process's request can match), then +1 each.
+        self._next_read_id = rng.randint(1, 1 << 62)
         self._apply_wait = ApplyWait()
         self._msgs = []
         self._msgs_after = []
         self._out_reads = []
         self._out_dropped = []
         self._last_hs = hs
+        self._durable_term = hs.term  # loaded from storage, hence durable
         self._last_soft = SoftState(role=self._role, leader=None, term=self._term)
         self._reset_election_timer()
 
@@ -238,6 +242,15 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         change adds or removes more than one voter, or leaves no voter.
         """
         self._check_can_propose()
+        if self._config_change_needs_term_commit() and not self._committed_in_term():
+            # The 2015 correction to single-server changes (raft-dev; dissertation errata): a
+            # new leader whose log lacks its predecessor's uncommitted change must not start a
+            # different one, or the two configurations need not share a majority and a
+            # committed entry can be overwritten. Committing our no-op settles the question.
+            raise ProposalDropped(
+                "configuration change refused: this leader has not committed an entry of its "
+                f"term {self._term} yet; retry in a moment"
+            )
         pending = self._configs.uncommitted(self._commit)
         if pending >= self._max_inflight_config_changes():
             raise ProposalDropped(
@@ -260,12 +273,16 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             self._leader_read(ctx, None)
         elif self._leader is not None:
             read = ForwardedRead(
-                term=self._term, leader=self._leader, deadline=self._now + self._read_timeout()
+                ctx=ctx,
+                term=self._term,
+                leader=self._leader,
+                deadline=self._now + self._read_timeout(),
             )
-            displaced = self._forwarded.add(ctx, read)
+            wire = self._read_wire_id(ctx)
+            displaced = self._forwarded.add(wire, read)
             if displaced is not None:
                 self._out_dropped.append(displaced)
-            self._send(ReadIndexRequest(term=self._term, src=self.id, dst=self._leader, ctx=ctx))
+            self._send(ReadIndexRequest(term=self._term, src=self.id, dst=self._leader, ctx=wire))
         else:
             self._out_dropped.append(ctx)
 
@@ -278,6 +295,17 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._persisted = index
         if self._role is Role.LEADER:
             self._maybe_commit()
+
+    def persisted_hard_state(self, hard_state: HardState) -> None:
+        """Storage made ``hard_state`` durable (the newest one of a completed write).
+
+        Until the hard state of the current term is reported durable, everything this node
+        sends at that term waits for the persist (``Ready.messages_after_persist``): nothing
+        that carries a term leaves before that term is on disk (etcd's rule). Without these
+        reports the core stays safe, only slower.
+        """
+        if hard_state.term > self._durable_term:
+            self._durable_term = hard_state.term
 
     def applied(self, index: int) -> None:
         """The state machine has applied every committed entry up to ``index``."""
@@ -355,13 +383,21 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             soft = SoftState(role=self._role, leader=self._leader, term=self._term)
             self._last_soft = soft
         messages: tuple[Message, ...] = ()
+        held: list[Message] = []
         if self._msgs:
-            messages = tuple(self._msgs)
+            if self._durable_term < self._term:
+                # The current term's hard state is not known durable yet (it is in this Ready
+                # or an earlier write still in flight): what claims that term waits for it.
+                now = [m for m in self._msgs if not self._hold_until_term_durable(m)]
+                held = [m for m in self._msgs if self._hold_until_term_durable(m)]
+                messages = tuple(now)
+            else:
+                messages = tuple(self._msgs)
             self._msgs.clear()
             self._leader_reads.round_unsent = False  # the round's heartbeats are on their way
         after: tuple[Message, ...] = ()
-        if self._msgs_after:
-            after = tuple(self._msgs_after)
+        if self._msgs_after or held:
+            after = tuple(held + self._msgs_after) if held else tuple(self._msgs_after)
             self._msgs_after.clear()
         reads: tuple[ReadState, ...] = ()
         if self._out_reads:
@@ -418,6 +454,49 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             snapshot_index=self._snapshot_index,
         )
 
+    def problems(self) -> list[str]:
+        """Broken internal invariants, described (empty when all hold).
+
+        Cheap enough to call after every step (the simulator does): O(peers), never O(log).
+        Callers raise on a non-empty answer, so the checks survive ``python -O``, unlike the
+        core's own asserts.
+        """
+        out: list[str] = []
+        log = self._log
+        last = log.last_index
+
+        def bad(cond: bool, what: str) -> None:
+            if cond:
+                out.append(f"{self.id}: {what} ({self!r})")
+
+        bad(self._durable_term > self._term, f"durable term {self._durable_term} > term")
+        bad(log.last_term > self._term, f"last log term {log.last_term} > term {self._term}")
+        bad(self._commit > last, f"commit {self._commit} beyond last index {last}")
+        bad(self._persisted > log.stable_limit, f"persisted {self._persisted} beyond stable")
+        # (An installed snapshot counts as handed out before its write is durable.)
+        bad(
+            self._handed > min(self._commit, max(self._persisted, self._snapshot_index)),
+            f"handed out {self._handed} > min(commit, persisted)",
+        )
+        bad(self._applied > self._handed, f"applied {self._applied} > handed {self._handed}")
+        bad(
+            log.first_index - 1 > min(self._applied, self._commit),
+            f"compacted to {log.first_index - 1}, past applied/commit",
+        )
+        bad(log.snapshot_index > self._snapshot_index, "log compacted past the newest snapshot")
+        bad((self._leader == self.id) != (self._role is Role.LEADER), "leader field vs role")
+        if self._role is Role.LEADER:
+            bad(self._vote != self.id, f"leader voted for {self._vote} in its own term")
+            bad(log.last_term != self._term, "leader's log does not end in its term")
+            for peer in self._configs.current.members:
+                bad(peer != self.id and peer not in self._progress, f"no progress for {peer}")
+            for peer, pr in self._progress.items():
+                bad(not 0 <= pr.match < pr.next, f"{peer}: match {pr.match} next {pr.next}")
+                bad(pr.match > last, f"{peer}: match {pr.match} beyond last index {last}")
+        else:
+            bad(bool(self._progress), "a non-leader keeps replication progress")
+        return out
+
     # ========================================================================= roles ==
 
     def _become_follower(self, term: int, leader: NodeId | None) -> None:
@@ -428,10 +507,10 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._votes = {}
         self._reset_election_timer()
 
-    def _on_config_change(self) -> None:
+    def _on_config_change(self, before: Membership) -> None:
         """The configuration in effect changed (an append or a truncation, dissertation 4.1)."""
         if self._role is Role.LEADER:
-            self._leader_config_change()
+            self._leader_config_change(before)
         elif self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             if not self._promotable():
                 self._become_follower(self._term, None)
@@ -439,13 +518,16 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
 
     def _on_read_index_response(self, msg: ReadIndexResponse) -> None:
-        if self._role is Role.LEADER or not self._forwarded.take(msg.ctx, msg.term, msg.src):
+        if self._role is Role.LEADER:
             return
+        ctx = self._forwarded.take(msg.ctx, msg.term, msg.src)
+        if ctx is None:
+            return  # not an answer to a request of ours that is still pending
         if msg.ok:
-            self._apply_wait.add(msg.ctx, msg.index)
+            self._apply_wait.add(ctx, msg.index)
             self._release_reads()
         else:
-            self._out_dropped.append(msg.ctx)
+            self._out_dropped.append(ctx)
 
     def _expire_reads(self) -> None:
         for r in self._leader_reads.pop_expired(self._now):

@@ -124,8 +124,9 @@ class LeaderReads:
 
 @attrs.frozen(kw_only=True, slots=True)
 class ForwardedRead:
-    """A follower's read sent to ``leader`` in ``term``, awaiting its ReadIndexResponse."""
+    """A follower's read ``ctx`` sent to ``leader`` in ``term``, awaiting its ReadIndexResponse."""
 
+    ctx: int  # the caller's ctx (the wire carries the follower's own request id instead)
     term: int
     leader: NodeId
     deadline: int
@@ -133,43 +134,56 @@ class ForwardedRead:
 
 @attrs.define(eq=False)
 class ForwardedReads:
-    """A follower's reads forwarded to the leader, by ctx, in the order they were sent."""
+    """A follower's reads forwarded to the leader, by wire request id, in the order sent.
+
+    The wire id is the follower's own (``RaftNode`` draws ids from a random 63-bit base per
+    process), never the caller's ctx: an answer to a request of an earlier process, or to an
+    earlier read that reused a ctx, matches nothing and releases no read (issue 10, bug 3).
+    """
 
     _reads: dict[int, ForwardedRead] = attrs.field(factory=dict)
+    _wire_of: dict[int, int] = attrs.field(factory=dict)  # caller ctx -> wire id
 
-    def add(self, ctx: int, read: ForwardedRead) -> int | None:
-        """Track ``ctx``; returns ``ctx`` if an older read with the same ctx was displaced."""
-        displaced = self._reads.pop(ctx, None)
-        self._reads[ctx] = read
-        return ctx if displaced is not None else None
+    def add(self, wire: int, read: ForwardedRead) -> int | None:
+        """Track ``read`` under ``wire``; returns its ctx if an older read with the same ctx was
+        displaced (it is dropped: the caller reused a ctx)."""
+        old = self._wire_of.pop(read.ctx, None)
+        displaced = self._reads.pop(old, None) if old is not None else None
+        self._reads[wire] = read
+        self._wire_of[read.ctx] = wire
+        return read.ctx if displaced is not None else None
 
-    def take(self, ctx: int, term: int, leader: NodeId) -> bool:
-        """Remove ``ctx`` if it was sent to ``leader`` in ``term``; True if it was."""
-        read = self._reads.get(ctx)
+    def take(self, wire: int, term: int, leader: NodeId) -> int | None:
+        """Remove and return the ctx of request ``wire`` if it was sent to ``leader`` in
+        ``term``; None for any other answer (stale, duplicated or not ours)."""
+        read = self._reads.get(wire)
         if read is None or read.term != term or read.leader != leader:
-            return False
-        del self._reads[ctx]
-        return True
+            return None
+        del self._reads[wire]
+        del self._wire_of[read.ctx]
+        return read.ctx
 
     def drop_stale(self, term: int, leader: NodeId | None) -> list[int]:
         """Remove reads sent to another leader or in another term than (term, leader)."""
         if not self._reads:
             return []
-        stale = [c for c, r in self._reads.items() if r.term != term or r.leader != leader]
-        for c in stale:
-            del self._reads[c]
-        return stale
+        stale = [w for w, r in self._reads.items() if r.term != term or r.leader != leader]
+        return [self._remove(w) for w in stale]
 
     def pop_expired(self, now: int) -> list[int]:
         """Remove reads whose deadline passed (insertion order is deadline order)."""
         out: list[int] = []
         while self._reads:
-            ctx, read = next(iter(self._reads.items()))
+            wire, read = next(iter(self._reads.items()))
             if read.deadline > now:
                 break
-            del self._reads[ctx]
-            out.append(ctx)
+            out.append(self._remove(wire))
         return out
+
+    def _remove(self, wire: int) -> int:
+        read = self._reads.pop(wire)
+        del self._wire_of[read.ctx]
+        return read.ctx
 
     def __len__(self) -> int:
         return len(self._reads)

@@ -24,15 +24,32 @@ its entries, truncation or snapshot, ``applied`` with an ``_Applied`` report; a 
 do anything.
 
 Nothing but the driver calls the core. The apply loop applies committed entries to the state
-machine, resolves the proposals waiting on them (matching index *and* term: an entry that was
-overwritten by another leader's entry at the same index fails its proposer with
-ProposalDropped) and reports ``applied`` back.
+machine, resolves the proposals waiting on them and reports ``applied`` back.
+
+Proposal outcomes. A proposal's waiter ends in exactly one of these ways, and only the first
+two say that nothing applied (the API retries those; docs/api.md, "Write outcomes"):
+
+* ``NotLeader`` / ``ProposalDropped`` before its entry is appended (``propose`` on a follower,
+  the core refusing ``propose_many``, a leadership change while it waited in the batch);
+* ``ProposalDropped`` when the committed entry at its index has another term: its own entry
+  was replaced and can never commit (State Machine Safety);
+* the response, when its own entry (same index and term) applies;
+* ``OutcomeUnknown`` when a snapshot installed from the leader covers its index: the snapshot
+  says nothing about which entry sat there, so it may have applied. Never retried blindly.
+
+A proposal whose node lost leadership stays pending: its entry may still be committed by the
+next leader, and the apply (or a snapshot) decides. Its caller's deadline bounds the wait.
+
+ReadIndex request ids (the ``ctx`` handed to the core) start at a random 62-bit base in each
+process, so an answer to a read of a previous process of this node (late, from a peer's send
+queue) never matches a read of this one.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,10 +57,11 @@ from typing import Any
 import attrs
 import trio
 
-from univrs.errors import NotLeader, ProposalDropped, Unavailable
+from univrs.errors import NotLeader, OutcomeUnknown, ProposalDropped, Unavailable
 from univrs.raft.messages import (
     Entry,
     EntryKind,
+    HardState,
     Membership,
     Message,
     SnapshotMeta,
@@ -95,6 +113,7 @@ class _Read:
 class _Persisted:
     index: int
     term: int
+    hard_state: HardState | None = None
 
 
 @attrs.frozen
@@ -139,7 +158,8 @@ class RaftRuntime:
     _batch: list[_Propose] = attrs.field(factory=list, init=False)
     _pending: dict[int, _Pending] = attrs.field(factory=dict, init=False)
     _reads: dict[int, Waiter[int]] = attrs.field(factory=dict, init=False)
-    _next_ctx: int = attrs.field(default=1, init=False)
+    # Unique across restarts: a random base per process (see the module docstring).
+    _next_ctx: int = attrs.field(factory=lambda: 1 + secrets.randbits(62), init=False)
     _apply_queue: collections.deque[tuple[Entry, ...] | SnapshotInstall] = attrs.field(
         factory=collections.deque, init=False
     )
@@ -203,9 +223,12 @@ class RaftRuntime:
     async def propose(self, envelope: Envelope) -> Response:
         """Propose a command on this node (it must lead); wait until it is applied here.
 
-        Raises NotLeader (with a hint) on a follower and ProposalDropped when the entry was
-        replaced by another leader's (the command did not apply; retrying is safe). Callers put
-        a deadline around it: an entry may also stay uncommitted without a quorum.
+        Raises NotLeader (with a hint) on a follower, ProposalDropped when the command was
+        refused before it was appended or its entry was replaced by another leader's (either
+        way it did not apply; retrying is safe), and OutcomeUnknown when a snapshot covered its
+        entry (it may have applied: retry only with an idempotency key). Callers put a
+        deadline around it: an entry may also stay uncommitted without a quorum, or after this
+        node lost its leadership (the outcome is then unknown too).
         """
         if self._status.role is not Role.LEADER:
             raise NotLeader(self._status.leader)
@@ -217,7 +240,7 @@ class RaftRuntime:
         finally:
             # Abandoned (deadline or cancellation): a proposal not yet handed to the core is
             # skipped; one already in the log may still commit, and nobody waits for it.
-            waiter.fail(ProposalDropped("abandoned by its caller"))
+            waiter.fail(OutcomeUnknown("abandoned by its caller"))
 
     async def read_index(self) -> int:
         """Confirm a linearizable read point (ReadIndex); returns once applied >= it here."""
@@ -279,6 +302,8 @@ class RaftRuntime:
         elif isinstance(ev, _Propose):
             self._batch.append(ev)
         elif isinstance(ev, _Persisted):
+            if ev.hard_state is not None:
+                self.core.persisted_hard_state(ev.hard_state)
             self.core.persisted(ev.index, ev.term)
         elif ev is _TICK:
             self.core.tick()
@@ -416,10 +441,10 @@ class RaftRuntime:
             p.waiter.fail(exc)
         self._batch.clear()
 
-    async def _on_persisted(self, index: int, term: int) -> None:
+    async def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
         # The writer and the apply loop may wait here when the channel is full: the driver
         # never waits on them, so it keeps draining and they get through.
-        await self._events_send.send(_Persisted(index, term))
+        await self._events_send.send(_Persisted(index, term, hard_state))
 
     def _observe_fsync(self, seconds: float) -> None:
         if self.metrics is not None:
@@ -449,10 +474,11 @@ class RaftRuntime:
         self.applied_membership = meta.membership
         self.last_snapshot_index = meta.index
         for index in [i for i in self._pending if i <= meta.index]:
+            # The snapshot does not say which entry sat at ``index``: ours may have applied.
             self._pending.pop(index).waiter.fail(
-                ProposalDropped(
-                    f"entry {index} was covered by a snapshot from the leader; its outcome is "
-                    "unknown here: retry with the same client session"
+                OutcomeUnknown(
+                    f"entry {index} was covered by a snapshot from the leader; whether it "
+                    "applied is unknown here"
                 )
             )
         log.info(

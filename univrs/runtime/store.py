@@ -3,7 +3,8 @@
 Writes become log entries proposed on this node (it must lead; forwarding to the leader comes
 with the client-surface layer) and return once applied here; linearizable reads wait for a
 ReadIndex confirmation, local reads read this replica's state as it is (possibly stale).
-Every call has a deadline: without a quorum the caller gets ``Unavailable``, never a hang.
+Every call has a deadline, never a hang: a write not confirmed in time raises
+``OutcomeUnknown`` (it may still commit), a read without a quorum ``Unavailable``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import attrs
 import trio
 
-from univrs.errors import Unavailable
+from univrs.errors import OutcomeUnknown, Unavailable
 from univrs.runtime.driver import RaftRuntime
 from univrs.sm.commands import Command, Envelope
 from univrs.sm.responses import Response
@@ -32,9 +33,11 @@ class RaftStateStore(StateStore):
             with trio.fail_after(self.timeout):
                 return await self.runtime.propose(envelope)
         except trio.TooSlowError:
-            raise Unavailable(
+            # Appended (or about to be) and not confirmed: it may still commit. Not
+            # ``Unavailable``, which says that nothing was applied.
+            raise OutcomeUnknown(
                 f"the write was not committed within {self.timeout:g}s (no quorum?); its outcome "
-                "is unknown: retry with the same idempotency key"
+                "is unknown: retry only with the same idempotency key"
             ) from None
 
     async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:

@@ -97,7 +97,9 @@ class StorageWriter:
     # (hard_state, truncate_from, entries) -> None; blocking, one synced transaction.
     write: Callable[..., None]
     send: Callable[[Message], None]
-    on_persisted: Callable[[int, int], Awaitable[None]]  # (index, term) of the last durable entry
+    # (index, term) of the last durable entry (0, 0 if the write held none) and the hard state
+    # it made durable (None if none): the core learns both (persisted, persisted_hard_state).
+    on_persisted: Callable[[int, int, HardState | None], Awaitable[None]]
     observe_fsync: Callable[[float], None] = lambda _seconds: None
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
@@ -162,7 +164,7 @@ class StorageWriter:
         install = self.install
         await self._run_blocking(lambda: install(job.meta, job.data))
         self.writes += 1
-        await self.on_persisted(job.meta.index, job.meta.term)
+        await self.on_persisted(job.meta.index, job.meta.term, None)
 
     async def _write(self, jobs: list[PersistJob]) -> None:
         merged = merge_jobs(jobs)
@@ -195,4 +197,6 @@ class StorageWriter:
             self.send(msg)
         if merged.entries:
             last = merged.entries[-1]
-            await self.on_persisted(last.index, last.term)
+            await self.on_persisted(last.index, last.term, hs)
+        elif hs is not None:
+            await self.on_persisted(0, 0, hs)

@@ -72,6 +72,40 @@ class CompactPastCommit(RaftNode):
         return int(self._log.last_index)
 
 
+class ChangeBeforeTermCommit(RaftNode):
+    """Starts a configuration change before committing an entry of its term (the 2015 bug)."""
+
+    def _config_change_needs_term_commit(self) -> bool:
+        return False
+
+
+class SendBeforeTermDurable(RaftNode):
+    """Sends messages of a term before that term's hard state is durable (a lone voter's
+    appends to its learners, a follower's answers to a new leader)."""
+
+    def _hold_until_term_durable(self, msg: Message) -> bool:
+        return False
+
+
+class StaleProgress(RaftNode):
+    """Keeps a member's old progress when it re-enters the configuration, changes incarnation
+    or shows a log shorter than what it acknowledged."""
+
+    def _fresh_progress_on_reentry(self) -> bool:
+        return False
+
+    def _notice_log_regress(self) -> bool:
+        return False
+
+
+class ReadIdsRestart(RaftNode):
+    """Forwards reads under the caller's ctx, so ids start over with every process and an
+    answer to a read of an earlier process can release a new one (stale read)."""
+
+    def _read_wire_id(self, ctx: int) -> int:
+        return ctx
+
+
 @attrs.frozen(kw_only=True)
 class Mutant:
     """A named broken core."""
@@ -96,6 +130,10 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("read-no-quorum", ReadNoQuorum),
         _mutant("two-config-changes", TwoConfigChanges),
         _mutant("compact-past-commit", CompactPastCommit),
+        _mutant("change-before-term-commit", ChangeBeforeTermCommit),
+        _mutant("send-before-term-durable", SendBeforeTermDurable),
+        _mutant("stale-progress", StaleProgress),
+        _mutant("read-ids-restart", ReadIdsRestart),
     )
 }
 

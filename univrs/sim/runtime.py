@@ -324,6 +324,8 @@ class ReadyRuntime:
             self.checker.observe_durable(sn.id, w.truncate_from, w.entries)
         for m in w.after_persist:
             self._send(m)
+        if w.hard_state is not None:
+            raft.persisted_hard_state(w.hard_state)
         if w.install is not None:
             meta = w.install[0]
             raft.persisted(meta.index, meta.term)
