@@ -14,6 +14,7 @@ so a joiner's first batch of entries holds the bootstrap configuration and nothi
 
 from __future__ import annotations
 
+import http.client
 import pathlib
 import subprocess
 import sys
@@ -74,7 +75,15 @@ async def leader_of(cluster: LocalCluster, members: list[NodeProc]) -> NodeProc:
 async def start_alone(cluster: LocalCluster, node: NodeProc) -> None:
     """`univrs node start` of a spare: a new single-node cluster, ready to join another."""
     await trio.to_thread.run_sync(cluster.start, node)
-    await wait(lambda: (v := node.status()) and v["role"] == "leader", f"{node.node_id} up")
+    await wait(lambda: (v := status_of(node)) and v["role"] == "leader", f"{node.node_id} up")
+
+
+def status_of(node: NodeProc) -> dict[str, Any] | None:
+    """``node.status()``, also when the node restarts mid-answer (it does, to join)."""
+    try:
+        return node.status()
+    except http.client.HTTPException:
+        return None
 
 
 def joined(result: subprocess.CompletedProcess[str]) -> bool:
@@ -197,7 +206,7 @@ async def test_a_node_killed_while_joining_completes_the_join_on_restart(
         try:
             # SIGKILL once it holds entries, long before it has caught up.
             await wait(
-                lambda: (v := n5.status()) and v.get("last_index", 0) > 0 and v["join"],
+                lambda: (v := status_of(n5)) and v.get("last_index", 0) > 0 and v["join"],
                 "n5 to receive entries as a joiner",
             )
             await trio.to_thread.run_sync(cluster.kill, n5)
@@ -207,9 +216,10 @@ async def test_a_node_killed_while_joining_completes_the_join_on_restart(
         view = n4.status()
         assert view is not None and "n5" in view["learners"] + view["voters"], view
         learner = "n5" in view["learners"]
+        print(f"n5 was killed as a {'learner' if learner else 'voter'}")
         # The same commands again: start the node, ask it to join.
         await trio.to_thread.run_sync(cluster.start, n5)
-        await wait(lambda: n5.status(), "n5 to answer")
+        await wait(lambda: status_of(n5), "n5 to answer")
         result = await cli(
             "cluster", "join", n4.api_addr, "--api", n5.api_addr,
             "--timeout", str(JOIN_TIMEOUT), timeout=JOIN_TIMEOUT + 60,
