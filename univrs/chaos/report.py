@@ -66,6 +66,26 @@ def _fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
+def heal_times(r: RunResult) -> list[float]:
+    """Every measured time from a partition's healing to its node following the leader."""
+    return [
+        t for f in r.faults for t in (f.get("leader_after_heal") or {}).values() if t is not None
+    ]
+
+
+def missed_heals(r: RunResult) -> int:
+    """Healed nodes that did not follow the leader within the watch."""
+    return sum(
+        1 for f in r.faults for t in (f.get("leader_after_heal") or {}).values() if t is None
+    )
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def summary_lines(r: RunResult) -> list[str]:
     """The per-scenario summary printed on the terminal."""
     c = r.counts.get("all", {"ok": 0, "fail": 0, "info": 0})
@@ -90,6 +110,21 @@ def summary_lines(r: RunResult) -> list[str]:
             f"start {_fmt_s(rec.get('to_first_ok_write_after_start'))}, after end "
             f"{_fmt_s(rec.get('to_first_ok_write_after_end'))}"
             + (f"  [{f['note']}]" if f.get("note") else "")
+        )
+        if f.get("leader_after_heal"):
+            lines.append(
+                "             leader after heal: "
+                + ", ".join(
+                    f"{n} {_fmt_s(t) if t is not None else 'not within the watch'}"
+                    for n, t in sorted(f["leader_after_heal"].items())
+                )
+            )
+    heals = heal_times(r)
+    if heals:
+        lines.append(
+            f"  time to leader after heal: {len(heals)} measured, "
+            f"median {_fmt_s(_median(heals))}, max {_fmt_s(max(heals))}"
+            + (f"; {r_missed} never" if (r_missed := missed_heals(r)) else "")
         )
     lin = r.linearizability
     if lin:

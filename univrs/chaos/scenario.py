@@ -67,8 +67,15 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     # partitions: isolate the target | halves (leader on the minority or majority side) |
     # one-way (direction "out": the target's messages are lost, "in": messages to it) |
     # bridge (two halves that only the target node connects)
-    "partition": {"mode": "isolate", "leader": "any", "direction": "out"},
-    "flapping": {"mode": "isolate", "leader": "any", "direction": "out", "period": 1.0},
+    # retransmit: healing is timed like TCP over a real lossy network (see univrs.chaos.proxy)
+    "partition": {"mode": "isolate", "leader": "any", "direction": "out", "retransmit": False},
+    "flapping": {
+        "mode": "isolate",
+        "leader": "any",
+        "direction": "out",
+        "period": 1.0,
+        "retransmit": False,
+    },
     "latency": {"delay": 0.05, "jitter": 0.0},
     "lossy": {"delay": 0.0, "jitter": 0.0, "loss": 0.05, "loss_stall": 0.2, "reset_rate": 0.0},
     "reset": {},  # reset every connection of the target's links (instantaneous)

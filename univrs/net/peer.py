@@ -1,10 +1,15 @@
 """The outbound link to one peer: its queue, its counters and the task that dials and sends.
 
-Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect,
-websocket handshake on ``/raft``, hello, all within ``connect_timeout``), then pump the queue
+Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect and
+websocket handshake on ``/raft`` within ``connect_timeout``, a fresh attempt every
+``dial_interval`` while none has got through; then the hello), then pump the queue
 into the connection, one frame at a time, each send within ``send_timeout``. A watcher task
 reads the connection so that a close by the peer (for example a refused hello) ends the session
-at once rather than at the next send. When a session ends, the link waits a capped,
+at once rather than at the next send. A keepalive task pings the peer ``ping_interval`` after
+each pong; a pong ``ping_timeout`` late while no frame is being written means the link is dead
+(a partition drops its packets: writes still land in the kernel's buffer, and TCP would
+deliver them only at its next backed-off retransmission, seconds after the network heals), so
+the session ends at once, without a closing handshake. When a session ends, the link waits a capped,
 jittered exponential backoff before redialing; a session that stayed up ``stable_after``
 seconds resets the backoff. A change of address cancels the current session or wait and dials
 the new address at once.
@@ -79,6 +84,7 @@ class _Session:
     broken: bool = False  # a write was abandoned mid-frame: no graceful close is possible
     refused_incarnation: bool = False  # the peer closed with CLOSE_INCARNATION
     restarted: bool = False  # ended by set_address/set_hello: a redial we asked for
+    dead: bool = False  # the keepalive found no pong in time
 
     def closed(self, reason: CloseReason | None, prefix: str = "") -> None:
         """Record the peer's close of the connection as the reason the session ended."""
@@ -108,6 +114,8 @@ class PeerLink:
     # Why sending stopped (the peer refused our incarnation or is not the one we expect), or
     # None while the link works normally.
     _stopped: str | None = attrs.field(default=None, init=False)
+    _writing: bool = attrs.field(default=False, init=False)  # the pump is inside a frame write
+    _written: trio.Event = attrs.field(factory=trio.Event, init=False)  # set as a write ends
 
     @property
     def stopped(self) -> str | None:
@@ -247,28 +255,77 @@ class PeerLink:
             session.restarted = True
         return session
 
+    async def _open(
+        self, nursery: trio.Nursery, host: str, port: int
+    ) -> tuple[trio.abc.Stream, WebSocketConnection] | str:
+        """TCP connect and websocket handshake; the connection, or why there is none.
+
+        Attempts overlap: while none has got through, another starts every ``dial_interval``,
+        all within ``connect_timeout``. Over a network that drops packets a pending attempt
+        gets through only at TCP's SYN retransmissions (1 s, 3 s, ... after it started), a
+        fresh one as soon as the network heals. The first attempt through wins; the others are
+        abandoned before any hello (so the peer just drops them). An attempt that fails (for
+        example refused) ends the dialing with its reason; the reader tasks of the websockets
+        run in ``nursery``.
+        """
+        settings = self.settings
+        won: list[tuple[trio.abc.Stream, WebSocketConnection]] = []
+        failed: list[str] = []
+
+        async def attempt(attempts: trio.Nursery) -> None:
+            stream: trio.abc.Stream | None = None
+            try:
+                stream = await self.connector(host, port)
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,  # type: ignore[arg-type]  # any trio Stream works
+                    join_host_port(host, port),
+                    RAFT_PATH,
+                    message_queue_size=1,
+                    max_message_size=settings.max_payload_size,
+                )
+            except OSError as exc:
+                failed.append(f"connect failed: {exc}")
+            except ConnectionRejected as exc:
+                failed.append(f"websocket handshake refused with HTTP {exc.status_code}")
+            except ConnectionClosed as exc:
+                failed.append(f"handshake failed: {describe_close(exc.reason)}")
+            except (HandshakeError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failed.append(f"handshake failed: {type(exc).__name__}: {exc}")
+            else:
+                if not won:  # two may get through at once: keep the first
+                    won.append((stream, ws))
+                    stream = None
+            finally:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+            attempts.cancel_scope.cancel()  # through, or failed: no more attempts
+
+        with trio.move_on_after(settings.connect_timeout):
+            async with trio.open_nursery() as attempts:
+                while True:
+                    attempts.start_soon(attempt, attempts)
+                    await trio.sleep(settings.dial_interval)
+        if won:
+            return won[0]
+        if failed:
+            return failed[0]
+        return f"connect timed out after {settings.connect_timeout:g}s"
+
     async def _dial_and_pump(
         self, nursery: trio.Nursery, host: str, port: int, session: _Session
     ) -> None:
-        stream: trio.abc.Stream | None = None
+        opened = await self._open(nursery, host, port)
+        if isinstance(opened, str):
+            session.reason = opened
+            return
+        stream, ws = opened
         try:
             try:
                 with trio.fail_after(self.settings.connect_timeout):
-                    stream = await self.connector(host, port)
-                    ws = await wrap_client_stream(
-                        nursery,
-                        stream,  # type: ignore[arg-type]  # any trio Stream works
-                        join_host_port(host, port),
-                        RAFT_PATH,
-                        message_queue_size=1,
-                        max_message_size=self.settings.max_payload_size,
-                    )
                     await ws.send_message(self.hello)
             except trio.TooSlowError:
-                session.reason = f"connect timed out after {self.settings.connect_timeout:g}s"
-                return
-            except OSError as exc:
-                session.reason = f"connect failed: {exc}"
+                session.reason = f"hello not sent within {self.settings.connect_timeout:g}s"
                 return
             except ConnectionClosed as exc:
                 session.closed(exc.reason, "handshake failed: ")
@@ -280,6 +337,7 @@ class PeerLink:
             try:
                 async with trio.open_nursery() as inner:
                     inner.start_soon(self._watch_close, ws, session, inner.cancel_scope)
+                    inner.start_soon(self._keepalive, ws, session, inner.cancel_scope)
                     await self._pump(ws, session)
                     inner.cancel_scope.cancel()
             finally:
@@ -288,8 +346,7 @@ class PeerLink:
                     with trio.move_on_after(self.settings.close_timeout):
                         await ws.aclose()
         finally:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(stream)
 
     async def _watch_close(
         self, ws: WebSocketConnection, session: _Session, scope: trio.CancelScope
@@ -301,6 +358,48 @@ class PeerLink:
         except ConnectionClosed as exc:
             session.closed(exc.reason, "peer ")
         scope.cancel()
+
+    async def _keepalive(
+        self, ws: WebSocketConnection, session: _Session, scope: trio.CancelScope
+    ) -> None:
+        """Ping the peer; end the session when a pong is ``ping_timeout`` late.
+
+        A ping is never queued behind a frame being written: that write may take a while (a
+        large frame on a slow link) and has its own deadline, and a write cut off by it leaves
+        nothing to send a ping on. The pong is due ``ping_timeout`` after the ping was handed
+        to the connection, and a late one does not count while a frame is being written (the
+        peer may simply be reading slowly; the write's deadline decides).
+        """
+        interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
+        while True:
+            await trio.sleep(interval)
+            pong = trio.Event()
+            sent: list[float] = []  # when the ping was handed to the connection
+            async with trio.open_nursery() as pinging:
+                pinging.start_soon(self._ping, ws, pong, sent)
+                while True:
+                    with trio.move_on_at((sent[0] if sent else trio.current_time()) + timeout):
+                        await pong.wait()
+                    if pong.is_set():
+                        break
+                    late = sent and trio.current_time() >= sent[0] + timeout
+                    if late and not self._writing:
+                        session.reason = f"no pong within {timeout:g}s: the link is dead"
+                        session.dead = True
+                        session.broken = True  # a closing handshake would not get through
+                        self.counters.dead_links += 1
+                        scope.cancel()
+                        return
+
+    async def _ping(self, ws: WebSocketConnection, pong: trio.Event, sent: list[float]) -> None:
+        while self._writing:
+            await self._written.wait()
+        sent.append(trio.current_time())
+        try:
+            await ws.ping()  # takes the send lock with no checkpoint since the check above
+        except ConnectionClosed:
+            return  # _watch_close ends the session
+        pong.set()
 
     async def _pump(self, ws: WebSocketConnection, session: _Session) -> None:
         limit = self.settings.max_payload_size
@@ -321,8 +420,14 @@ class PeerLink:
             try:
                 # A bare CancelScope: trio.fail_after's generator wrapper costs more, per frame.
                 timeout = self.settings.send_timeout
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
-                    await ws.send_message(data)
+                self._writing = True
+                try:
+                    with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
+                        await ws.send_message(data)
+                finally:
+                    self._writing = False
+                    self._written.set()
+                    self._written = trio.Event()
                 if sending.cancelled_caught:
                     session.reason = f"send timed out after {timeout:g}s"
                     session.broken = True
