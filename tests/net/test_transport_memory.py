@@ -231,6 +231,8 @@ async def test_send_to_a_paused_peer_times_out_and_redials(
             await wait_until(lambda: a.statistics().peer("b").reconnects == 1, timeout=60)
             assert trio.current_time() - start >= FAST.send_timeout
             assert a.statistics().peer("b").dropped == 1  # the frame stuck in the dead socket
+            # A write was pending all along: its deadline decides, not the pings.
+            assert a.statistics().peer("b").dead_links == 0
             a.send(heartbeat("a", "b", ctx=2))
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=2)
         nursery.cancel_scope.cancel()

@@ -155,7 +155,9 @@ def summary_lines(r: RunResult) -> list[str]:
 
 def summary_table(results: Sequence[RunResult]) -> str:
     """One row per scenario (for ``scripts/chaos``)."""
-    headers = ["SCENARIO", "VERDICT", "OK", "FAIL", "INFO", "FAULTS", "UNAVAIL", "LOST", "TIME"]
+    headers = [
+        "SCENARIO", "VERDICT", "OK", "FAIL", "INFO", "FAULTS", "UNAVAIL", "HEAL", "LOST", "TIME",
+    ]  # fmt: skip
     rows = []
     for r in results:
         c = r.counts.get("all", {"ok": 0, "fail": 0, "info": 0})
@@ -169,6 +171,8 @@ def summary_table(results: Sequence[RunResult]) -> str:
                 c["info"],
                 len(r.faults),
                 f"{gap[1] - gap[0]:.1f}s",
+                # the slowest return to the leader after a partition healed
+                f"{max(heals):.2f}s" if (heals := heal_times(r)) else "-",
                 len(r.lost_writes),
                 f"{r.wall_seconds:.0f}s",
             ]
