@@ -31,15 +31,15 @@ from starlette.routing import Route
 
 from univrs.api.fetch import request_json
 from univrs.api.rest import error_response, json_response
-from univrs.client.errors import (
-    ApiError,
+from univrs.errors import (
     Conflict,
     InvalidArgument,
     MalformedRequest,
     NotFound,
+    NotLeader,
     Unavailable,
+    UnivrsError,
 )
-from univrs.errors import NotLeader
 from univrs.net.address import split_host_port
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
@@ -95,15 +95,15 @@ def _addr_field(doc: dict[str, Any], name: str, *, required: bool = True) -> str
     return value
 
 
-def _translate(exc: Exception) -> ApiError:
-    if isinstance(exc, ApiError):
-        return exc
+def _translate(exc: Exception) -> UnivrsError:
     if isinstance(exc, ms.MembershipBusy):
         return Unavailable(str(exc), retry_after=1.0)
     if isinstance(exc, ms.MembershipError):
         return Conflict(str(exc))
     if isinstance(exc, NotLeader):
         return Unavailable(NO_LEADER, retry_after=1.0)
+    if isinstance(exc, UnivrsError) and exc.on_wire():
+        return exc
     raise exc
 
 
@@ -113,7 +113,7 @@ def _handler(
     async def wrapped(request: Request) -> Response:
         try:
             return await fn(request)
-        except (ApiError, ms.MembershipError, NotLeader) as exc:
+        except (UnivrsError, ms.MembershipError, NotLeader) as exc:
             return error_response(_translate(exc))
 
     return wrapped

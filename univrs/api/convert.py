@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from univrs.client.errors import InvalidArgument
+from univrs.errors import InvalidArgument
 from univrs.sm.model import (
     Instance,
     InstanceStatus,

@@ -24,9 +24,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from univrs import codec
 from univrs.client import protocol
-from univrs.client.errors import ApiError, InternalError, error_to_plain
 from univrs.client.protocol import BadRequest, Request
-from univrs.errors import ProtocolError
+from univrs.errors import InternalError, ProtocolError, UnivrsError, error_to_plain
 from univrs.net.address import join_host_port, split_host_port
 
 if TYPE_CHECKING:
@@ -120,9 +119,9 @@ class _ClientConnection:
                 timeout=timeout,
                 hops=req.hops,
             )
-        except ApiError as exc:
-            return {"id": req.id, "error": error_to_plain(exc)}
         except Exception as exc:
+            if isinstance(exc, UnivrsError) and exc.on_wire():
+                return {"id": req.id, "error": error_to_plain(exc)}
             log.exception("operation %s failed with a bug", req.op)
             error = InternalError(f"{type(exc).__name__} in {req.op}")
             return {"id": req.id, "error": error_to_plain(error)}

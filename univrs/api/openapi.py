@@ -16,7 +16,7 @@ from univrs import __version__
 from univrs.api.convert import INSTANCE_STATUSES, NODE_STATUSES, PORT_PROTOCOLS
 from univrs.api.ops import MAX_LIMIT
 from univrs.api.rest import ENDPOINTS, Endpoint
-from univrs.client.errors import ERROR_CODES
+from univrs.errors import WIRE_CODES
 from univrs.sm.credits import MAX_REASON_LEN
 from univrs.sm.validate import (
     MAX_ADDRESSES,
@@ -210,7 +210,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "error": _obj(
                 {
-                    "code": {"type": "string", "enum": list(ERROR_CODES)},
+                    "code": {"type": "string", "enum": list(WIRE_CODES)},
                     "message": {"type": "string"},
                     "field": {"type": "string"},
                     "current_version": {"type": "integer"},

@@ -22,15 +22,9 @@ from typing import Any
 import attrs
 
 from univrs.api import convert as cv
-from univrs.client.errors import (
-    AlreadyExists,
-    ApiError,
-    InsufficientCredits,
+from univrs.errors import (
     InvalidArgument,
     NotFound,
-    SessionExpired,
-    StaleSequence,
-    VersionConflict,
 )
 from univrs.sm.commands import (
     CloseSession,
@@ -51,7 +45,7 @@ from univrs.sm.commands import (
 )
 from univrs.sm.credits import MAX_REASON_LEN
 from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
-from univrs.sm.responses import Created, ErrorCode, Failure, Response
+from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_problem
 
@@ -100,29 +94,6 @@ def _version(args: dict[str, Any]) -> int | None:
     if "expected_version" not in args:
         return None
     return cv.read_int(args["expected_version"], "expected_version", maximum=MAX_VERSION)
-
-
-def failure_error(failure: Failure) -> ApiError:
-    """The API error for a state-machine failure response."""
-    code, message = failure.code, failure.message
-    if code is ErrorCode.NOT_FOUND:
-        return NotFound(message)
-    if code is ErrorCode.ALREADY_EXISTS:
-        return AlreadyExists(message, field="id")
-    if code is ErrorCode.VERSION_CONFLICT:
-        return VersionConflict(
-            message, field="expected_version", current_version=failure.current_version
-        )
-    if code is ErrorCode.INSUFFICIENT_CREDITS:
-        return InsufficientCredits(message, field="amount")
-    if code is ErrorCode.SESSION_EXPIRED:
-        return SessionExpired(
-            f"{message}: the idempotency session expired (or never existed); open a new "
-            "session; a command sent with this key may or may not have been applied"
-        )
-    if code is ErrorCode.STALE_SEQUENCE:
-        return StaleSequence(message)
-    return InvalidArgument(message)
 
 
 def check_key(key: tuple[str, int] | None) -> None:

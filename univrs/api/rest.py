@@ -19,7 +19,7 @@ HTTP specifics:
   ``X-Univrs-Leader-Contact-Ms`` (since this node last heard from the leader).
 * Writes answer with ``X-Univrs-Index``: the log index at which the write applied.
 * Errors are ``{"error": {"code", "message", "field"?, ...}}`` with the status of
-  ``univrs.client.errors``; 503 answers carry ``Retry-After``.
+  ``univrs.errors``; 503 answers carry ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from univrs.client.errors import (
-    ApiError,
+from univrs.errors import (
     InternalError,
     InvalidArgument,
     MalformedRequest,
+    UnivrsError,
     VersionConflict,
+    error_to_plain,
+    wire_error,
 )
-from univrs.client.errors import error_to_plain as _error_plain
 
 log = logging.getLogger("univrs.api")
 
@@ -271,12 +272,15 @@ def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(exc: ApiError) -> Response:
+def error_response(exc: UnivrsError) -> Response:
+    """The JSON answer for an error (a local one is answered as ``internal``: a bug)."""
+    exc = wire_error(exc)
+    assert exc.http_status is not None
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if exc.http_status == 503 and retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return json_response({"error": _error_plain(exc)}, exc.http_status, headers)
+    return json_response({"error": error_to_plain(exc)}, exc.http_status, headers)
 
 
 # ---------------------------------------------------------------- request parsing
@@ -424,9 +428,9 @@ async def handle(ep: Endpoint, request: Request) -> Response:
         args, key, consistency = await request_args(ep, request)
         service = request.app.state.service
         result, meta = await service.execute(ep.op, args, key=key, consistency=consistency)
-    except ApiError as exc:
-        return error_response(exc)
     except Exception as exc:
+        if isinstance(exc, UnivrsError) and exc.on_wire():
+            return error_response(exc)
         log.exception("%s %s failed with a bug", ep.method, ep.path)
         return error_response(InternalError(f"{type(exc).__name__} in {ep.op}"))
     headers = _meta_headers(meta)

@@ -30,12 +30,12 @@ from univrs.api.fetch import get_json
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService, Forwarder
 from univrs.client import protocol
-from univrs.client.errors import (
-    ApiError,
+from univrs.errors import (
     InternalError,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
+    UnivrsError,
 )
 from univrs.raft.ready import Role
 
@@ -174,7 +174,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         if exc.status_code == 404:
             return rest.error_response(NotFound(f"no such endpoint: {request.url.path}"))
         if exc.status_code == 405:
-            error: ApiError = MethodNotAllowed(f"{request.method} is not allowed here")
+            error: UnivrsError = MethodNotAllowed(f"{request.method} is not allowed here")
             response = rest.error_response(error)
             response.headers.update(dict(exc.headers or {}))
             return response

@@ -11,8 +11,8 @@ from typing import Any, NoReturn
 import click
 
 from univrs.cli import _api_option
-from univrs.client.errors import ApiError, InvalidArgument, MalformedRequest, Unavailable
 from univrs.client.sync import SyncClient
+from univrs.errors import InvalidArgument, MalformedRequest, Unavailable, UnivrsError
 
 EXIT_ANSWERED = 1
 EXIT_USAGE = 2
@@ -29,11 +29,11 @@ def fail(message: str, code: int) -> NoReturn:
 def client_for(api: str, timeout: float) -> Iterator[SyncClient]:
     try:
         client = SyncClient(api=api, timeout=timeout)
-    except ApiError as exc:
+    except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
     try:
         yield client
-    except ApiError as exc:
+    except UnivrsError as exc:
         where = f" (field: {exc.field})" if exc.field else ""
         code = EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_ANSWERED
         if isinstance(exc, InvalidArgument | MalformedRequest):

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from univrs.client.client import Client, open_client
-from univrs.client.errors import ApiError
+from univrs.errors import UnivrsError
 
 WARMUP = 1.0
 
@@ -77,7 +77,7 @@ async def measure(
             t0 = time.perf_counter()
             try:
                 await op(client, i)
-            except ApiError as exc:
+            except UnivrsError as exc:
                 errors.append(f"{exc.code}: {exc.message}")
                 continue
             if now >= start:
@@ -147,7 +147,7 @@ async def run_bench(
         async def ensure(i: int) -> None:
             try:
                 await clients[i % len(clients)].create_workload(spec, id=keys[i])
-            except ApiError as exc:
+            except UnivrsError as exc:
                 if exc.code != "already-exists":
                     raise
 
