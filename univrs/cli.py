@@ -65,6 +65,13 @@ def node() -> None:
     metavar="ADDR",
     help="On a new data dir, join the cluster of the node whose API is at ADDR.",
 )
+@click.option(
+    "--initial-cluster-state",
+    type=click.Choice(["new", "existing"]),
+    help="What an empty data dir means (raft.initial_cluster_state, default new): 'new' "
+    "bootstraps a new cluster (refused if a bootstrap peer shows this id already served), "
+    "'existing' waits to be joined (univrs cluster join).",
+)
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
 def node_start(
     config_path: str | None,
@@ -75,6 +82,7 @@ def node_start(
     cluster_id: str | None,
     bootstrap: str | None,
     join: str | None,
+    initial_cluster_state: str | None,
     log_level: str,
 ) -> None:
     """Start a node. With no arguments: a single-node cluster on the embedded default
@@ -90,6 +98,7 @@ def node_start(
         "api_addr": api_addr,
         "cluster_id": cluster_id,
         "bootstrap": bootstrap,
+        "initial_cluster_state": initial_cluster_state,
     }
     try:
         config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
@@ -183,7 +192,19 @@ def cluster_status(api: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
     click.echo(f"leader: {doc.get('leader') or '(none)'}   term: {doc.get('term')}")
-    headers = ["ID", "RAFT", "API", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "LAG"]
+    headers = [
+        "ID",
+        "INCARNATION",
+        "RAFT",
+        "API",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+    ]
     rows = []
     for m in doc.get("members", []):
         role = m.get("role", "unreachable") if m.get("reachable") else "unreachable"
@@ -192,6 +213,7 @@ def cluster_status(api: str, as_json: bool) -> None:
         rows.append(
             [
                 m["id"],
+                _incarnation_cell(m),
                 m.get("raft_addr") or "-",
                 m.get("api_addr") or "-",
                 role,
@@ -204,6 +226,16 @@ def cluster_status(api: str, as_json: bool) -> None:
             ]
         )
     click.echo(format_table(headers, rows))
+
+
+def _incarnation_cell(m: dict[str, Any]) -> str:
+    """The incarnation the configuration lists for a member; ``!`` marks a member whose
+    running data dir is another incarnation (it must be replaced)."""
+    listed = m.get("incarnation")
+    running = m.get("running_incarnation")
+    if listed is None:
+        return f"({running}, unbound)" if running else "(unbound)"
+    return f"{listed} !running {running}" if running and running != listed else str(listed)
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -40,6 +40,7 @@ def members(api: str, as_json: bool) -> None:
     rows = [
         [
             m["id"] + (" *" if m.get("leader") else ""),
+            m.get("incarnation") or "(unbound)",
             m.get("raft_addr") or "-",
             m.get("api_addr") or "-",
             m["kind"],
@@ -49,7 +50,7 @@ def members(api: str, as_json: bool) -> None:
         ]
         for m in doc["members"]
     ]
-    header = ["ID", "RAFT", "API", "KIND", "MATCH", "LAG", "LAST CONTACT"]
+    header = ["ID", "INCARNATION", "RAFT", "API", "KIND", "MATCH", "LAG", "LAST CONTACT"]
     click.echo(format_table(header, rows))
     click.echo(f"(* leader, term {doc.get('term')})")
 
@@ -58,11 +59,23 @@ def members(api: str, as_json: bool) -> None:
 @click.argument("addr")
 @_api_option
 @click.option("--timeout", default=JOIN_TIMEOUT, show_default=True, help="Seconds to wait.")
-def join(addr: str, api: str, timeout: float) -> None:
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="The local node lost its data dir but keeps its id: replace the member's old "
+    "incarnation with this one (it rejoins as a learner, then a voter once caught up).",
+)
+def join(addr: str, api: str, timeout: float, replace: bool) -> None:
     """Make the local node (at --api) join the cluster that the node at ADDR (its API address)
     belongs to. The local node must be new: started with `univrs node start` on an empty data
-    dir. Shows progress and returns once the node is a voter."""
-    status, doc = http_json(api, "POST", "/v1/cluster/join", {"target": addr})
+    dir. Shows progress and returns once the node is a voter.
+
+    With --replace, a member whose data dir was lost (started again on an empty one, with
+    --initial-cluster-state existing) takes its old id back as a new incarnation."""
+    body: dict[str, Any] = {"target": addr}
+    if replace:
+        body["replace"] = True
+    status, doc = http_json(api, "POST", "/v1/cluster/join", body)
     if status >= 400:
         _die(f"cannot join: {_message(doc)}")
     if isinstance(doc, dict) and doc.get("state") == "voter":

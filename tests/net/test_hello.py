@@ -13,6 +13,43 @@ from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
 def test_round_trip() -> None:
     h = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2")
     assert decode_hello(encode_hello(h)) == h
+    assert h.incarnation is None and h.expect is None
+
+
+def test_incarnations_ride_in_optional_fields_older_nodes_ignore() -> None:
+    h = Hello(
+        version=WIRE_VERSION,
+        cluster="c1",
+        src="n1",
+        dst="n2",
+        incarnation="0123456789abcdef",
+        expect="fedcba9876543210",
+    )
+    assert decode_hello(encode_hello(h)) == h
+    doc = cbor2.loads(encode_hello(h))
+    # The fields an older node reads are there, unchanged; the new ones are extra keys.
+    assert {k: doc[k] for k in ("hello", "version", "cluster", "src", "dst")} == {
+        "hello": "univrs-raft",
+        "version": WIRE_VERSION,
+        "cluster": "c1",
+        "src": "n1",
+        "dst": "n2",
+    }
+    assert doc["incarnation"] == "0123456789abcdef" and doc["expect"] == "fedcba9876543210"
+    # A hello from an older node (no incarnation) decodes with neither.
+    old = {"hello": "univrs-raft", "version": WIRE_VERSION, "cluster": "c", "src": "a", "dst": "b"}
+    assert decode_hello(cbor2.dumps(old)) == Hello(
+        version=WIRE_VERSION, cluster="c", src="a", dst="b"
+    )
+
+
+@pytest.mark.parametrize("bad", ["", 7, "x" * 65, ["a"]])
+def test_a_malformed_incarnation_is_refused(bad: object) -> None:
+    doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
+    with pytest.raises(ProtocolError, match="'incarnation'"):
+        decode_hello(cbor2.dumps({**doc, "incarnation": bad}))
+    with pytest.raises(ProtocolError, match="'expect'"):
+        decode_hello(cbor2.dumps({**doc, "expect": bad}))
 
 
 @pytest.mark.parametrize(

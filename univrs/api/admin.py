@@ -7,11 +7,12 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | endpoint | runs on | does |
 | --- | --- | --- |
 | GET /v1/cluster/members | leader | members with kind, addresses, match index, lag, last contact |
-| POST /v1/cluster/members | leader | add a learner `{id, raft_addr, api_addr}` |
+| POST /v1/cluster/members | leader | add a learner `{id, raft_addr, api_addr, incarnation}`; |
+| | | `replace`: a member that lost its data dir takes its id back |
 | POST /v1/cluster/members/{id}/promote | leader | learner -> voter once caught up |
 | DELETE /v1/cluster/members/{id} | leader | remove a voter or learner |
 | POST /v1/cluster/transfer-leader | leader | `{target}` optional: hand leadership over |
-| POST /v1/cluster/join | this node | `{target}`: a pristine node joins target's cluster |
+| POST /v1/cluster/join | this node | `{target, replace}`: a pristine node joins target's cluster |
 | GET /v1/cluster/join | this node | join progress |
 | POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
 | POST /v1/cluster/snapshot | this node | take a snapshot now |
@@ -95,6 +96,13 @@ def _addr_field(doc: dict[str, Any], name: str, *, required: bool = True) -> str
     return value
 
 
+def _bool_field(doc: dict[str, Any], name: str) -> bool:
+    value = doc.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false", field=name)
+    return value
+
+
 def _translate(exc: Exception) -> UnivrsError:
     if isinstance(exc, ms.MembershipBusy):
         return Unavailable(str(exc), retry_after=1.0)
@@ -164,15 +172,21 @@ async def list_members(request: Request) -> Response:
 
 @_handler
 async def add_member(request: Request) -> Response:
-    doc = await _body(request, {"id", "raft_addr", "api_addr"})
+    doc = await _body(request, {"id", "raft_addr", "api_addr", "incarnation", "replace"})
     node_id = _str_field(doc, "id")
     raft_addr = _addr_field(doc, "raft_addr")
     api_addr = _addr_field(doc, "api_addr", required=False)
+    incarnation = _str_field(doc, "incarnation", required=False)
+    replace = _bool_field(doc, "replace")
     assert node_id is not None and raft_addr is not None
+    if replace and incarnation is None:
+        raise InvalidArgument("a replace needs the new incarnation", field="incarnation")
 
     async def run(node: Node) -> tuple[int, Any]:
         before = node.status().membership
-        m = await ms.add_learner(node.runtime, node_id, raft_addr, api_addr)
+        m = await ms.add_learner(
+            node.runtime, node_id, raft_addr, api_addr, incarnation=incarnation, replace=replace
+        )
         return (200 if node_id in before.members else 201), _membership_doc(m)
 
     return await _on_leader(request, run)
@@ -218,20 +232,29 @@ async def join(request: Request) -> Response:
     from univrs.runtime.joining import prepare
     from univrs.runtime.node import JoinRefused
 
-    doc = await _body(request, {"target"})
+    doc = await _body(request, {"target", "replace"})
     target = _addr_field(doc, "target")
+    replace = _bool_field(doc, "replace")
     assert target is not None
     node = _node(request)
     try:
-        info = await prepare(node.config, target)
+        info = await prepare(node.config, target, replace=replace)
     except JoinRefused as exc:
         raise Conflict(str(exc)) from None
-    if info.cluster_id == node.cluster_id and node.node_id in info.members:
+    # A replace that is done already (the cluster lists this very incarnation) is a resume.
+    replaced = not replace or info.bound == node.storage.incarnation
+    if info.cluster_id == node.cluster_id and node.node_id in info.members and replaced:
         if node.node_id in node.status().membership.voters:
             return json_response({"state": "voter", "cluster_id": info.cluster_id}, 200)
         node.resume_join(info)  # a member still waiting to be promoted (restarted mid-join)
         state = node.join or {"state": "catching-up"}
         return json_response({**state, "cluster_id": info.cluster_id}, 202)
+    if replace and node.status().last_index > 0:
+        raise Conflict(
+            f"{node.node_id} holds a log of its own: --replace takes over an id for a node "
+            "that lost its data dir; start it on an empty data dir with "
+            "--initial-cluster-state existing, then join with --replace"
+        )
     try:
         node.check_rejoin()
     except JoinRefused as exc:

@@ -116,9 +116,11 @@ async def gather_cluster_status(node: Node) -> dict[str, Any]:
             "api_addr": membership.api_address_of(member),
             "voter": member in membership.voters,
             "reachable": view is not None,
+            "incarnation": membership.incarnation_of(member),  # the one the config lists
         }
         if view is not None:
             row.update(
+                running_incarnation=view.get("incarnation"),  # the member's own data dir's
                 role=view["role"],
                 term=view["term"],
                 leader=view["leader"],

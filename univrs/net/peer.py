@@ -12,6 +12,11 @@ the new address at once.
 Messages flow one way on this connection (us to the peer); the peer answers on its own
 outbound connection to us. Messages queued while disconnected stay queued (bounded); the one
 being written when a connection fails is lost and counted as dropped.
+
+A peer that closes with ``CLOSE_INCARNATION`` turned out to be another incarnation than our
+configuration lists (or we are not the one it lists): the link *stops*, drops what is queued
+and what is sent to it, and dials again only when something changes -- its expected
+incarnation (``set_hello``), its address, or the peer dialing us successfully (``poke``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ from univrs.raft.messages import Message, NodeId
 log = logging.getLogger("univrs.net")
 
 RAFT_PATH = "/raft"
+CLOSE_INCARNATION = 4001
+"""Close code (private range, RFC 6455 7.4.2) of a connection refused for its incarnation:
+the dialer is not the incarnation the receiver's configuration lists, or the receiver is not
+the one the dialer expects. The dialer stops sending to that peer (see ``PeerLink``)."""
 
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 """Opens a byte stream to (host, port); ``trio.open_tcp_stream`` outside tests."""
@@ -68,6 +77,14 @@ class _Session:
     reason: str = "ended"
     connected_at: float | None = None
     broken: bool = False  # a write was abandoned mid-frame: no graceful close is possible
+    refused_incarnation: bool = False  # the peer closed with CLOSE_INCARNATION
+    restarted: bool = False  # ended by set_address/set_hello: a redial we asked for
+
+    def closed(self, reason: CloseReason | None, prefix: str = "") -> None:
+        """Record the peer's close of the connection as the reason the session ended."""
+        self.reason = f"{prefix}{describe_close(reason)}"
+        if reason is not None and reason.code == CLOSE_INCARNATION:
+            self.refused_incarnation = True
 
 
 @attrs.define(eq=False)
@@ -88,9 +105,22 @@ class PeerLink:
     _scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _last_failure: str | None = attrs.field(default=None, init=False)  # reason, until stable
+    # Why sending stopped (the peer refused our incarnation or is not the one we expect), or
+    # None while the link works normally.
+    _stopped: str | None = attrs.field(default=None, init=False)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why this link stopped sending (an incarnation refusal), or None."""
+        return self._stopped
 
     def enqueue(self, msg: Message) -> None:
-        """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full)."""
+        """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full).
+
+        A stopped link drops ``msg`` (counted)."""
+        if self._stopped is not None:
+            self.counters.dropped += 1
+            return
         dropped = self.queue.put(msg)
         if dropped is not None:
             self.counters.dropped += 1
@@ -101,14 +131,31 @@ class PeerLink:
         if address == self.address:
             return
         self.address = address
+        self._restart()
+
+    def set_hello(self, hello: bytes) -> None:
+        """Introduce ourselves with ``hello`` from now on (the incarnation we expect of the
+        peer changed): redial at once if it differs, even if the link had stopped."""
+        if hello == self.hello:
+            return
+        self.hello = hello
+        self._restart()
+
+    def _restart(self) -> None:
+        self._stopped = None
         self.backoff.reset()
         self._wakeup.set()
         if self._session_scope is not None:
             self._session_scope.cancel()
 
     def poke(self) -> None:
-        """The peer just dialed us, so it is up: if we are waiting to redial, redial now."""
-        if self._session_scope is None:
+        """The peer just dialed us and passed our checks, so it is up (and is the incarnation
+        our configuration lists): if we are waiting to redial, or stopped, redial now."""
+        if self._stopped is not None:
+            self._stopped = None
+            self.backoff.reset()
+            self._wakeup.set()
+        elif self._session_scope is None:
             self.backoff.reset()
             self._wakeup.set()
 
@@ -131,6 +178,9 @@ class PeerLink:
                     continue
                 host, port = split_host_port(self.address, allow_port_zero=True)
                 session = await self._run_session(host, port)
+                if session.refused_incarnation:
+                    await self._stop(session.reason)
+                    continue
                 stable = (
                     session.connected_at is not None
                     and trio.current_time() - session.connected_at >= self.settings.stable_after
@@ -145,9 +195,22 @@ class PeerLink:
                 # One WARNING per streak of failures for the same reason; repeats go to DEBUG.
                 repeat = not stable and session.reason == self._last_failure
                 level = logging.DEBUG if repeat else logging.WARNING
+                if session.restarted:
+                    level, what = logging.INFO, "redialing"
                 log.log(level, "%s %s: %s", what, self.peer_id, session.reason)
                 self._last_failure = None if stable else session.reason
                 await self._wait_for_wakeup(self.backoff.next_delay())
+
+    async def _stop(self, reason: str) -> None:
+        """The peer refused us for our incarnation or is not the one we expect: stop sending
+        (one WARNING per reason) until the hello, the address or the peer changes."""
+        self._stopped = reason
+        self.counters.dropped += self.queue.clear()
+        level = logging.DEBUG if reason == self._last_failure else logging.WARNING
+        log.log(level, "stopped sending to %s: %s", self.peer_id, reason)
+        self._last_failure = reason
+        await self._wait_for_wakeup(math.inf)
+        self._stopped = None  # woken: something changed, dial again
 
     async def _wait_for_wakeup(self, delay: float) -> None:
         with trio.move_on_after(delay):
@@ -179,7 +242,9 @@ class PeerLink:
         self._session_scope = None
         self.counters.connected = False
         if scope.cancelled_caught:
-            session.reason = "address changed"
+            session.reason = "address or expected incarnation changed"
+            session.refused_incarnation = False
+            session.restarted = True
         return session
 
     async def _dial_and_pump(
@@ -206,7 +271,7 @@ class PeerLink:
                 session.reason = f"connect failed: {exc}"
                 return
             except ConnectionClosed as exc:
-                session.reason = f"handshake failed: {describe_close(exc.reason)}"
+                session.closed(exc.reason, "handshake failed: ")
                 return
             session.connected_at = trio.current_time()
             self.counters.connected = True
@@ -234,7 +299,7 @@ class PeerLink:
             while True:
                 await ws.get_message()
         except ConnectionClosed as exc:
-            session.reason = f"peer {describe_close(exc.reason)}"
+            session.closed(exc.reason, "peer ")
         scope.cancel()
 
     async def _pump(self, ws: WebSocketConnection, session: _Session) -> None:
@@ -264,7 +329,7 @@ class PeerLink:
                     return
                 sent = True
             except ConnectionClosed as exc:
-                session.reason = describe_close(exc.reason)
+                session.closed(exc.reason)
                 return
             finally:
                 # A message taken off the queue but not written (failure or cancellation) is lost.

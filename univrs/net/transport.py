@@ -15,13 +15,23 @@ Theory of operation.
   never waits on the network.
 * Addresses come from ``set_peer_addresses``, which the runtime calls again whenever the
   membership changes; a changed address redials at once, a removed peer's link stops.
+* Incarnations (one id, one incarnation: see ``Membership.incarnations``). Our hello carries
+  our data dir's incarnation and the one our configuration lists for the peer
+  (``bound_incarnation``). A receiver refuses, with ``CLOSE_INCARNATION`` and one WARNING per
+  peer and incarnation, a dialer whose incarnation differs from the one its configuration
+  lists for that id, and a hello that expects another incarnation of itself; unbound members
+  are accepted. The dialer's link then stops sending (``PeerLink``). After a configuration
+  change the runtime calls ``recheck_incarnations``: inbound connections from an incarnation
+  the configuration no longer lists are closed, and links whose expectation changed redial.
+  The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
+  records in the configuration.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,7 +43,14 @@ from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
-from univrs.net.peer import RAFT_PATH, Connector, Encoder, PeerLink, describe_close
+from univrs.net.peer import (
+    CLOSE_INCARNATION,
+    RAFT_PATH,
+    Connector,
+    Encoder,
+    PeerLink,
+    describe_close,
+)
 from univrs.net.queue import PeerQueue
 from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
@@ -86,6 +103,25 @@ def _short(text: str) -> str:
     return raw.decode(errors="ignore")
 
 
+def _unbound(_node_id: NodeId) -> str | None:
+    return None
+
+
+_REPLACE_HINT = (
+    "a data dir that lost its state is a new incarnation, not the old member; replace it "
+    "with `univrs cluster join <member-api> --replace` (see the README)"
+)
+
+
+@attrs.define(eq=False)
+class _Inbound:
+    """One accepted inbound connection: who sent the hello, and why we close it (if we do)."""
+
+    scope: trio.CancelScope
+    incarnation: str | None
+    refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
+
+
 @attrs.define(eq=False)
 class RaftTransport:
     """Sends and receives Raft messages for one node. Run it with ``run`` or ``open_transport``.
@@ -95,6 +131,8 @@ class RaftTransport:
     ``peers`` is the initial map of node ids to raft addresses (this node's own entry is
     ignored); later changes go through ``set_peer_addresses`` and show in ``peer_addresses()``.
     ``encode``/``decode`` default to ``univrs.codec``; ``connector`` to ``trio.open_tcp_stream``.
+    ``incarnation`` is this node's (its data dir's); ``bound_incarnation(peer)`` the one the
+    configuration in effect lists for ``peer`` (None: unbound, or not a member).
     """
 
     node_id: NodeId
@@ -107,10 +145,16 @@ class RaftTransport:
     encode: Encoder = attrs.field(factory=_default_encoder)
     decode: Decoder = attrs.field(factory=_default_decoder)
     connector: Connector = trio.open_tcp_stream
+    incarnation: str | None = None
+    bound_incarnation: Callable[[NodeId], str | None] = _unbound
     router: WebSocketRouter = attrs.field(init=False)
     _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
     _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
-    _inbound: dict[NodeId, trio.CancelScope] = attrs.field(factory=dict, init=False)
+    _inbound: dict[NodeId, _Inbound] = attrs.field(factory=dict, init=False)
+    # Incarnations named by the hellos we accepted, newest per peer.
+    _learned: dict[NodeId, str] = attrs.field(factory=dict, init=False)
+    # (peer, its incarnation, our reason) already logged at WARNING: one line per incarnation.
+    _warned_refusals: set[tuple[str, str | None, str]] = attrs.field(factory=set, init=False)
     _warned_unknown: set[NodeId] = attrs.field(factory=set, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _listen_port: int | None = attrs.field(default=None, init=False)
@@ -174,6 +218,30 @@ class RaftTransport:
         """The current peer map (without this node)."""
         return {nid: link.address for nid, link in self._links.items() if link.address}
 
+    def peer_incarnations(self) -> dict[NodeId, str]:
+        """The incarnation each peer named in the last hello we accepted from it."""
+        return dict(self._learned)
+
+    def stopped_links(self) -> dict[NodeId, str]:
+        """Peers we stopped sending to (they refused our incarnation or are not the one we
+        expect), with the reason."""
+        return {nid: link.stopped for nid, link in self._links.items() if link.stopped}
+
+    def recheck_incarnations(self) -> None:
+        """The configuration changed: hold every connection to the incarnations it lists.
+
+        An inbound connection whose hello named another incarnation than the one now listed
+        for its sender is closed (messages count only from the listed incarnation); a link
+        whose expected incarnation changed redials with the new hello.
+        """
+        for nid, conn in list(self._inbound.items()):
+            bound = self.bound_incarnation(nid)
+            if bound is not None and conn.incarnation != bound and conn.refusal is None:
+                conn.refusal = self._stranger(nid, conn.incarnation, bound)
+                conn.scope.cancel()
+        for nid, link in self._links.items():
+            link.set_hello(self._hello_for(nid))
+
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
         peers = []
@@ -225,12 +293,22 @@ class RaftTransport:
             counters = self._counters[nid] = PeerCounters()
         return counters
 
+    def _hello_for(self, nid: NodeId) -> bytes:
+        hello = Hello(
+            version=WIRE_VERSION,
+            cluster=self.cluster_id,
+            src=self.node_id,
+            dst=nid,
+            incarnation=self.incarnation,
+            expect=self.bound_incarnation(nid),
+        )
+        return encode_hello(hello)
+
     def _add_link(self, nid: NodeId, addr: str) -> None:
-        hello = Hello(version=WIRE_VERSION, cluster=self.cluster_id, src=self.node_id, dst=nid)
         link = PeerLink(
             peer_id=nid,
             address=addr,
-            hello=encode_hello(hello),
+            hello=self._hello_for(nid),
             settings=self.settings,
             encode=self.encode,
             connector=self.connector,
@@ -257,20 +335,24 @@ class RaftTransport:
             counters = self._counter(hello.src)
             previous = self._inbound.get(hello.src)
             if previous is not None:
-                previous.cancel()  # the peer redialed: its old connection is dead or dying
+                previous.scope.cancel()  # the peer redialed: its old connection is dead or dying
             counters.inbound += 1
+            if hello.incarnation is not None:
+                self._learned[hello.src] = hello.incarnation
             link = self._links.get(hello.src)
             if link is not None:
                 link.poke()  # the peer is back: redial it now rather than after the backoff
-            scope = trio.CancelScope()
-            self._inbound[hello.src] = scope
+            conn = _Inbound(scope=trio.CancelScope(), incarnation=hello.incarnation)
+            self._inbound[hello.src] = conn
             try:
-                with scope:
+                with conn.scope:
                     await self._read_messages(ws, hello, remote, counters)
             finally:
                 counters.inbound -= 1
-                if self._inbound.get(hello.src) is scope:
+                if self._inbound.get(hello.src) is conn:
                     del self._inbound[hello.src]
+            if conn.refusal is not None:  # recheck_incarnations: no longer the listed one
+                await self._refuse_incarnation(ws, remote, hello, conn.refusal)
         finally:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose()
@@ -283,6 +365,44 @@ class RaftTransport:
         log.warning("closing raft connection from %s (%s): %s", who, remote, reason)
         with trio.move_on_after(self.settings.close_timeout):
             await ws.aclose(code, _short(reason))
+
+    def _stranger(self, peer: NodeId, incarnation: str | None, bound: str) -> str:
+        return (
+            f"the configuration lists {peer} as incarnation {bound}, "
+            f"not {incarnation or '(none given)'}"
+        )
+
+    def _incarnation_problem(self, hello: Hello) -> str | None:
+        """Why ``hello`` comes from, or is meant for, another incarnation (None: it is fine)."""
+        if (
+            hello.expect is not None
+            and self.incarnation is not None
+            and hello.expect != self.incarnation
+        ):
+            return f"{self.node_id} is incarnation {self.incarnation}, not {hello.expect}"
+        bound = self.bound_incarnation(hello.src)
+        if bound is not None and hello.incarnation != bound:
+            return self._stranger(hello.src, hello.incarnation, bound)
+        return None
+
+    async def _refuse_incarnation(
+        self, ws: WebSocketConnection, remote: str, hello: Hello, reason: str
+    ) -> None:
+        """Close a connection of the wrong incarnation: one WARNING per peer and incarnation."""
+        self._rejected += 1
+        key = (hello.src, hello.incarnation, reason)
+        level = logging.DEBUG if key in self._warned_refusals else logging.WARNING
+        self._warned_refusals.add(key)
+        log.log(
+            level,
+            "refusing raft connection from %s (%s): %s; %s",
+            hello.src,
+            remote,
+            reason,
+            _REPLACE_HINT,
+        )
+        with trio.move_on_after(self.settings.close_timeout):
+            await ws.aclose(CLOSE_INCARNATION, _short(reason))
 
     def _closed_by_library(self, exc: ConnectionClosed, remote: str, who: str) -> None:
         """trio-websocket closes a connection itself on an oversized frame: log it like ours."""
@@ -325,6 +445,10 @@ class RaftTransport:
             problem = f"hello from this node's own id {hello.src!r}"
         if problem is not None:
             await self._refuse(ws, remote, hello.src, CLOSE_POLICY_VIOLATION, problem)
+            return None
+        problem = self._incarnation_problem(hello)
+        if problem is not None:
+            await self._refuse_incarnation(ws, remote, hello, problem)
             return None
         log.debug("raft connection from %s (%s) accepted", hello.src, remote)
         return hello
@@ -375,10 +499,13 @@ def transport_from_config(
     rng: random.Random,
     settings: TransportSettings | None = None,
     cluster_id: str | None = None,
+    incarnation: str | None = None,
+    bound_incarnation: Callable[[NodeId], str | None] = _unbound,
 ) -> RaftTransport:
     """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
 
-    ``cluster_id`` (the data dir's, once known) overrides the config's."""
+    ``cluster_id`` (the data dir's, once known) overrides the config's; ``incarnation`` and
+    ``bound_incarnation`` as in ``RaftTransport``."""
     base = settings if settings is not None else TransportSettings()
     return RaftTransport(
         node_id=config.node_id,
@@ -388,6 +515,8 @@ def transport_from_config(
         listen_addr=config.raft_addr,
         peers=config.dial_addresses(config.bootstrap_addresses()),
         settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
+        incarnation=incarnation,
+        bound_incarnation=bound_incarnation,
     )
 
 

@@ -4,7 +4,9 @@ The joining node drives the whole procedure against any member's API (the member
 request to the leader), so progress is visible from the joining side:
 
 1. ``prepare``: read the cluster's id and members; refuse an id already taken by another node
-   (a learner with our own raft address is our own interrupted join: resume it).
+   (a learner with our own raft address is our own interrupted join: resume it), unless the
+   join *replaces* that member: the node lost its data dir, and its new incarnation takes
+   the id over (the leader demotes the old incarnation to a learner bound to the new one).
 2. ``run_join``: add ourselves as a learner; wait until our log is within ``MAX_LAG`` entries
    of the leader's (it streams a snapshot when its log is compacted); ask for promotion (the
    leader checks the lag again); done when we are a voter.
@@ -44,6 +46,10 @@ class JoinInfo:
     members: tuple[str, ...]
     # Raft addresses of the members, to answer the leader before our log holds the membership.
     addresses: tuple[tuple[str, str], ...] = ()
+    # Replace the member of our id (another incarnation, whose data dir was lost).
+    replace: bool = False
+    # The incarnation the cluster lists for our id (None: not a member, or unbound).
+    bound: str | None = None
 
 
 def _refused(message: str) -> Exception:
@@ -109,17 +115,23 @@ async def check_join(
     return None
 
 
-async def prepare(config: NodeConfig, target: str) -> JoinInfo:
-    """Check that ``config``'s node may join the cluster at ``target``; raise JoinRefused."""
+async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> JoinInfo:
+    """Check that ``config``'s node may join the cluster at ``target`` (``replace``: taking
+    over the id of a member whose data dir was lost); raise JoinRefused."""
     cluster_id, members = await _describe(target)
+    bound: str | None = None
     for m in members:
         if m.get("id") == config.node_id:
             own = m.get("raft_addr") == config.raft_addr and not m.get("voter")
-            if not own:
+            if not own and not replace:
                 raise _refused(
                     f"node id {config.node_id!r} is already a member of cluster {cluster_id} "
-                    f"(at {m.get('raft_addr')}); choose another id or remove that member first"
+                    f"(at {m.get('raft_addr')}); choose another id or remove that member "
+                    "first (or, if this node lost its data dir, replace it: `univrs cluster "
+                    "join <member-api> --replace`)"
                 )
+            inc = m.get("incarnation")
+            bound = inc if isinstance(inc, str) else None
     return JoinInfo(
         target=target,
         cluster_id=cluster_id,
@@ -129,6 +141,8 @@ async def prepare(config: NodeConfig, target: str) -> JoinInfo:
             for m in members
             if isinstance(m.get("raft_addr"), str) and m.get("id") != config.node_id
         ),
+        replace=replace,
+        bound=bound,
     )
 
 
@@ -152,7 +166,14 @@ async def run_join(node: Node, info: JoinInfo) -> None:
     me = node.config
     node.join = {"state": "adding", "target": info.target, "cluster_id": info.cluster_id}
     log.info("joining cluster", extra={"cluster": info.cluster_id, "via": info.target})
-    body = {"id": me.node_id, "raft_addr": me.raft_addr, "api_addr": me.api_addr}
+    body: dict[str, Any] = {
+        "id": me.node_id,
+        "raft_addr": me.raft_addr,
+        "api_addr": me.api_addr,
+        "incarnation": node.storage.incarnation,
+    }
+    if info.replace:
+        body["replace"] = True
     try:
         with trio.fail_after(JOIN_TIMEOUT):
             while True:  # 1. learner

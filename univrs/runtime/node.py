@@ -1,7 +1,9 @@
 """A whole univrs node: storage, transport, driver, state machine and API under one nursery.
 
 ``run_node(config)`` opens the data dir (refusing a corrupt, foreign or locked one), bootstraps a
-new cluster when the data dir is new (or, with ``join``, joins an existing one instead), starts
+new cluster when the data dir is new and ``initial_cluster_state`` is "new" (unless a bootstrap
+peer shows that this id already served: ``univrs.runtime.incarnation``), or, with ``join``,
+joins an existing one instead; with "existing" an empty node waits to be joined. It starts
 the raft transport and the HTTP API, and calls ``task_status.started(node)`` once both listen.
 Any task that crashes takes the whole node down loudly; cancellation (SIGINT/SIGTERM in
 ``univrs node start``) stops accepting, lets an in-flight storage write finish and closes LMDB.
@@ -25,6 +27,7 @@ import trio
 
 from univrs.config import NodeConfig
 from univrs.errors import StorageError, UnivrsError
+from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
 from univrs.net.transport import RaftTransport, transport_from_config
 from univrs.raft import bootstrap_state
@@ -32,6 +35,14 @@ from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.incarnation import (
+    BootstrapRefused,
+    bound_incarnation,
+    check_bootstrap,
+    hold_incarnations,
+    probe_answerer,
+)
+from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
@@ -125,12 +136,17 @@ def data_dir_state(storage: LogStore, initial: InitialState) -> str:
 
 
 def finish_opening(
-    storage: LogStore, initial: InitialState, config: NodeConfig, join_cluster: str | None
+    storage: LogStore,
+    initial: InitialState,
+    config: NodeConfig,
+    join_cluster: str | None,
+    *,
+    bootstrap: bool = True,
 ) -> Opened:
     """Bootstrap a new data dir (or, with ``join_cluster``, stamp it with that cluster's id and
-    leave it empty for the leader to fill), then load the newest snapshot. A restart never
-    bootstraps again."""
-    if data_dir_state(storage, initial) == "new":
+    leave it empty for the leader to fill; without ``bootstrap``, leave it empty and unstamped
+    to be joined later), then load the newest snapshot. A restart never bootstraps again."""
+    if data_dir_state(storage, initial) == "new" and (bootstrap or join_cluster is not None):
         if join_cluster is not None:
             if config.cluster_id is not None and config.cluster_id != join_cluster:
                 raise JoinRefused(
@@ -171,10 +187,17 @@ def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Open
 
 
 def wipe_raft_state(config: NodeConfig) -> None:
-    """Discard the data dir's Raft state (used only on a pristine single node that joins)."""
+    """Discard the data dir's Raft state (used only on a pristine node that joins).
+
+    Renamed away first, so a crash midway leaves no half-deleted store (which would be refused
+    as corrupt) but no store at all: the next start creates a new one."""
     path = config.data_dir / "raft.lmdb"
+    discarded = config.data_dir / "raft.lmdb.discarded"
+    if discarded.exists():
+        shutil.rmtree(discarded)
     if path.exists():
-        shutil.rmtree(path)
+        path.rename(discarded)
+        shutil.rmtree(discarded)
 
 
 @attrs.define(eq=False)
@@ -204,12 +227,14 @@ class Node:
         return self.runtime.status()
 
     def is_pristine(self) -> bool:
-        """Alone in its own cluster and holding no state yet: safe to discard to join another."""
+        """Alone in its own cluster, or in none (waiting to be joined), and holding no state
+        yet: safe to discard to join another."""
         s = self.status()
         stats = self.runtime.sm.statistics()
+        alone = s.membership.voters == {self.node_id} and not s.membership.learners
+        empty = not s.membership.members and s.last_index == 0
         return (
-            s.membership.voters == {self.node_id}
-            and not s.membership.learners
+            (alone or empty)
             and self.runtime.last_snapshot_index == 0
             and stats.workloads == stats.instances == stats.nodes == 0
             and stats.accounts == stats.sessions == 0
@@ -293,8 +318,17 @@ async def _run_once(
         if join_info is None and join is not None:
             join_info = await check_join(config, join, state, storage.cluster_id)
         stamp = join_info.cluster_id if join_info is not None and state == "new" else None
+        bootstrap = state == "new" and stamp is None and config.initial_cluster_state == "new"
+        if bootstrap and config.bootstrap:
+            await check_bootstrap(config, new_cluster_id(config), storage.incarnation)
+        elif state == "new" and stamp is None and not bootstrap:
+            log.info(
+                "data dir is empty and initial_cluster_state is existing: waiting to be joined "
+                "(univrs cluster join <member-api> --api <this api> [--replace])",
+                extra={"incarnation": storage.incarnation},
+            )
         opened = await trio.to_thread.run_sync(
-            lambda: finish_opening(storage, initial, config, stamp)
+            lambda: finish_opening(storage, initial, config, stamp, bootstrap=bootstrap)
         )
         rng = random.Random(seed)
         core = RaftNode(
@@ -327,11 +361,16 @@ async def _run_once(
             rng=rng,
             settings=TransportSettings(),
             cluster_id=opened.cluster_id,
+            incarnation=storage.incarnation,
+            bound_incarnation=bound_incarnation(runtime),
         )
         runtime.send = transport.send
         # Until our log holds a membership (a joiner waiting for its first entries), answer
-        # the members we learned of when asking to join.
-        fallback = dict(join_info.addresses) if join_info is not None else {}
+        # the members we learned of when asking to join (or, waiting to be joined, the
+        # bootstrap members).
+        fallback = (
+            dict(join_info.addresses) if join_info is not None else config.bootstrap_addresses()
+        )
         runtime.on_membership = lambda peers: transport.set_peer_addresses(
             config.dial_addresses(peers or fallback)
         )
@@ -344,11 +383,18 @@ async def _run_once(
             store=RaftStateStore(runtime),
             cluster_id=opened.cluster_id,
         )
+        transport.add_route(
+            PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
+        )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
             node._nursery = nursery
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
+            nursery.start_soon(hold_incarnations, runtime, transport)
+            nursery.start_soon(
+                record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
+            )
             status = runtime.status()
             if status.membership.voters == {config.node_id}:
                 await runtime.call(lambda c: c.campaign())  # a lone voter need not wait
@@ -360,6 +406,7 @@ async def _run_once(
                 "node started",
                 extra={
                     "cluster": opened.cluster_id,
+                    "incarnation": storage.incarnation,
                     "raft": f"{_host(config.raft_addr)}:{node.raft_port}",
                     "api": f"{_host(config.api_addr)}:{node.api_port}" if serve_api else "-",
                     "term": status.term,
@@ -386,6 +433,7 @@ def describe(node: Node) -> dict[str, Any]:
     s = node.status()
     return {
         "id": s.id,
+        "incarnation": node.storage.incarnation,
         "cluster_id": node.cluster_id,
         "role": s.role.value,
         "term": s.term,
@@ -417,4 +465,12 @@ def describe(node: Node) -> dict[str, Any]:
     }
 
 
-__all__ = ["JoinRefused", "Node", "StorageError", "describe", "open_storage", "run_node"]
+__all__ = [
+    "BootstrapRefused",
+    "JoinRefused",
+    "Node",
+    "StorageError",
+    "describe",
+    "open_storage",
+    "run_node",
+]

@@ -25,7 +25,7 @@ DB_SNAP = b"snapshot"  # chunk number (8 bytes big-endian) -> checked chunk of s
 
 # Keys in DB_META.
 KEY_FORMAT = b"format"  # FORMAT_VERSION as a CBOR int
-KEY_IDENTITY = b"identity"  # [node_id, cluster_id | None]
+KEY_IDENTITY = b"identity"  # [node_id, cluster_id | None, incarnation]
 KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
 KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data]
 
@@ -109,15 +109,22 @@ def _is_uint(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def parse_identity(obj: Any) -> tuple[str, str | None]:
+def identity_record(node_id: str, cluster_id: str | None, incarnation: str) -> list[Any]:
+    return [node_id, cluster_id, incarnation]
+
+
+def parse_identity(obj: Any) -> tuple[str, str | None, str | None]:
+    """(node id, cluster id, incarnation). A store written before incarnations existed has a
+    two-item record: its incarnation is None (the store adds one when it opens)."""
     if (
         type(obj) is not list
-        or len(obj) != 2
+        or len(obj) not in (2, 3)
         or type(obj[0]) is not str
         or not (obj[1] is None or type(obj[1]) is str)
+        or (len(obj) == 3 and (type(obj[2]) is not str or not obj[2]))
     ):
         raise Corrupt("metadata record 'identity': malformed")
-    return obj[0], obj[1]
+    return obj[0], obj[1], (obj[2] if len(obj) == 3 else None)
 
 
 def hard_state_record(hs: HardState) -> list[Any]:
