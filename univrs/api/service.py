@@ -51,7 +51,7 @@ import trio
 from univrs import errors as base
 from univrs.api.batcher import ProposalBatcher, ReadCoalescer
 from univrs.api.metrics import ApiMetrics
-from univrs.api.ops import MAX_LIMIT, UNKEYED, Operation, check_key, operation
+from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler
 from univrs.client.connection import Connection
 from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
@@ -262,7 +262,7 @@ class ApiService:
         hops: int = 0,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Run operation ``name``: (result document, read meta or None). Raises UnivrsError."""
-        op = operation(name)
+        op = handler(name)
         start = trio.current_time()
         limit = self.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
         deadline = start + max(limit, 0.001)
@@ -284,7 +284,7 @@ class ApiService:
 
     async def _write(
         self,
-        op: Operation,
+        op: Handler,
         args: dict[str, Any],
         key: tuple[str, int] | None,
         deadline: float,
@@ -314,7 +314,7 @@ class ApiService:
 
     async def _attempt_write(
         self,
-        op: Operation,
+        op: Handler,
         command: Any,
         built: dict[str, Any],
         envelope: Envelope,
@@ -429,7 +429,7 @@ class ApiService:
     # ---------------------------------------------------------------- reads
 
     async def _read(
-        self, op: Operation, args: dict[str, Any], consistency: str, deadline: float
+        self, op: Handler, args: dict[str, Any], consistency: str, deadline: float
     ) -> tuple[Any, dict[str, Any]]:
         assert op.read is not None
         if consistency not in ("linearizable", "local"):

@@ -48,6 +48,7 @@ from univrs.errors import (
     Unavailable,
     UnivrsError,
 )
+from univrs.service.operations import operation
 
 log = logging.getLogger("univrs.client")
 
@@ -362,7 +363,8 @@ class Client(StateMethods):
 
 
 def _is_read(op: str) -> bool:
-    return op.rsplit(".", 1)[-1] in ("get", "list", "balance")
+    declared = operation(op)
+    return declared is not None and not declared.is_write
 
 
 def _unknown(op: str, last: UnivrsError) -> OutcomeUnknown:

@@ -1,9 +1,10 @@
 """The fast client protocol: CBOR frames over a websocket at ``/client`` on a node's raft port.
 
 Theory of operation. HTTP in Python costs about a millisecond of server CPU per request; this
-protocol carries the same operations (``univrs.api.ops``: ``workload.create``, ``credits.mint``
-...) with the same arguments, results and errors as the REST API, but many requests travel in
-one websocket message and many are in flight on one connection, matched by request id.
+protocol carries the same operations (``univrs.service.operations``: ``workload.create``,
+``credits.mint`` ...) with the same arguments, results and errors as the REST API, but many
+requests travel in one websocket message and many are in flight on one connection, matched by
+request id.
 
 Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
 
