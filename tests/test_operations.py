@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+from collections.abc import Iterator
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from univrs.api import openapi, rest
 from univrs.api.ops import HANDLERS, UNKEYED
+from univrs.cli import main, state
 from univrs.client import generate
 from univrs.errors import InvalidArgument
 from univrs.service.operations import (
@@ -132,3 +138,45 @@ def test_a_new_operation_gets_every_surface_from_its_declaration() -> None:
     assert "async def frob_widget(" in method and "times: int," in method
     assert "tags: dict[str, str] | None = None," in method
     assert 'return await self.write("widget.frob", args)' in method
+
+
+def test_every_declared_command_is_on_the_command_line() -> None:
+    for op in OPERATIONS.values():
+        if op.cli is None:
+            continue
+        group = main.commands[op.cli.group]
+        assert isinstance(group, click.Group)
+        cmd = group.commands[op.cli.name]
+        flags = {o for p in cmd.params for o in p.opts}
+        for p in op.params:
+            if isinstance(p.cli, Opt) and p.cli.flag:
+                assert p.cli.flag in flags, (op.name, p.name)
+            if isinstance(p.cli, Arg):
+                assert p.cli.name in {q.name for q in cmd.params}, (op.name, p.name)
+        assert ("--local" in flags) is (not op.is_write), op.name
+
+
+def test_a_new_operation_gets_its_command_and_runs_through_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    class FakeClient:
+        def write(self, op: str, args: dict[str, object]) -> object:
+            calls.append((op, args))
+            return {"id": args["id"]}
+
+    @contextlib.contextmanager
+    def fake_client_for(api: str, timeout: float) -> Iterator[FakeClient]:
+        yield FakeClient()
+
+    monkeypatch.setattr(state, "client_for", fake_client_for)
+    cmd = state.command(FROB)
+    result = CliRunner().invoke(cmd, ["w1", "3", "--tag", "a=1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert calls == [("widget.frob", {"id": "w1", "times": 3, "tags": {"a": "1"}})]
+    assert json.loads(result.output) == {"id": "w1"}
+    usage = CliRunner().invoke(cmd, ["--help"]).output
+    assert "IDENT TIMES" in usage and "--tag TEXT" in usage and "--local" not in usage
+    bad = CliRunner().invoke(cmd, ["w1", "3", "--tag", "nope"])
+    assert bad.exit_code == 2 and "--tag 'nope' must be KEY=VALUE" in bad.output

@@ -21,8 +21,8 @@ import trio
 from univrs.api.fetch import request_json
 from univrs.chaos.proxy import PARTITION, PASS, FaultProxy
 from univrs.client.connection import Connection
-from univrs.devcluster import LocalCluster, NodeProc
 from univrs.errors import UnivrsError
+from univrs.tools.devcluster import LocalCluster, NodeProc
 
 from .conftest import DEADLINE
 

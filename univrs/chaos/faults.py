@@ -29,7 +29,7 @@ from univrs.api.fetch import HttpResponse, request_json
 from univrs.chaos.monitor import FETCH_ERRORS, Monitor
 from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
 from univrs.chaos.scenario import PlannedFault
-from univrs.devcluster import LocalCluster, NodeProc
+from univrs.tools.devcluster import LocalCluster, NodeProc
 
 log = logging.getLogger("univrs.chaos.faults")
 

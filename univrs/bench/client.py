@@ -1,7 +1,7 @@
 """Client throughput and latency through the fast protocol (``scripts/bench``).
 
-Starts a fresh local cluster of real node processes (``univrs.devcluster``, fsync on) unless
-``--endpoints`` names a running one, creates one workload per client, then measures, each for
+Starts a fresh local cluster of real node processes (``univrs.tools.devcluster``, fsync on)
+unless ``--endpoints`` names a running one, creates one workload per client, then measures, each for
 ``--duration`` seconds after a short warm-up and ``--repeat`` times:
 
 * writes: ``--clients`` closed-loop clients (default 64), each scaling its own workload
@@ -186,7 +186,7 @@ async def run_bench(
 def start_cluster(
     folder: pathlib.Path, size: int, log_level: str = "warning"
 ) -> tuple[Any, list[str], dict[str, int]]:
-    from univrs.devcluster import LocalCluster
+    from univrs.tools.devcluster import LocalCluster
 
     cluster = LocalCluster.with_free_ports(folder, size=size)
     cluster.start_all(log_level=log_level)
