@@ -19,7 +19,7 @@ from univrs.api.fetch import HttpResponse, request_json
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.devcluster import free_ports
 from univrs.raft.ready import Role
-from univrs.runtime.node import Node, run_node
+from univrs.server.node import Node, run_node
 
 T = TypeVar("T")
 WAIT = 30.0  # generous: two shared cores, fsync on

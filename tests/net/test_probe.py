@@ -25,7 +25,7 @@ from univrs.net.probe import (
     probe_route,
 )
 from univrs.net.server import WebSocketRouter
-from univrs.runtime.incarnation import BootstrapRefused, check_bootstrap
+from univrs.server.incarnation import BootstrapRefused, check_bootstrap
 
 INC = "0123456789abcdef"
 

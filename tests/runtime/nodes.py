@@ -12,7 +12,7 @@ import trio
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.devcluster import free_ports
 from univrs.raft.ready import Role
-from univrs.runtime.node import Node, run_node
+from univrs.server.node import Node, run_node
 
 
 @attrs.define(eq=False)

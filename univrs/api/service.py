@@ -70,7 +70,7 @@ from univrs.sm.commands import Envelope
 from univrs.sm.responses import Failure
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.api")
 

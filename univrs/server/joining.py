@@ -28,7 +28,7 @@ from univrs.config import NodeConfig
 from univrs.runtime.membership import DEFAULT_MAX_LAG
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.join")
 
@@ -53,7 +53,7 @@ class JoinInfo:
 
 
 def _refused(message: str) -> Exception:
-    from univrs.runtime.node import JoinRefused
+    from univrs.server.node import JoinRefused
 
     return JoinRefused(message)
 
@@ -78,7 +78,7 @@ async def check_join(
     config: NodeConfig, target: str, state: str, cluster_id: str | None
 ) -> JoinInfo | None:
     """What `node start --join target` means for a data dir in ``state`` (see
-    ``univrs.runtime.node.data_dir_state``): the join to drive, or None when there is none.
+    ``univrs.server.node.data_dir_state``): the join to drive, or None when there is none.
 
     ``new``: a join (refused with JoinRefused when it cannot be). ``joining``: resume it if the
     target can be asked, else start and wait for the leader. ``member``: nothing to do (a

@@ -34,7 +34,7 @@ from univrs.raft.ready import Role, Status
 from univrs.runtime.addresses import PeerMap
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.node")
 

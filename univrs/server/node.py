@@ -2,7 +2,7 @@
 
 ``run_node(config)`` opens the data dir (refusing a corrupt, foreign or locked one), bootstraps a
 new cluster when the data dir is new and ``initial_cluster_state`` is "new" (unless a bootstrap
-peer shows that this id already served: ``univrs.runtime.incarnation``), or, with ``join``,
+peer shows that this id already served: ``univrs.server.incarnation``), or, with ``join``,
 joins an existing one instead; with "existing" an empty node waits to be joined. It starts
 the raft transport and the HTTP API, and calls ``task_status.started(node)`` once both listen.
 Any task that crashes takes the whole node down loudly; cancellation (SIGINT/SIGTERM in
@@ -29,30 +29,31 @@ from univrs.config import NodeConfig
 from univrs.errors import StorageError, UnivrsError
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
-from univrs.net.transport import RaftTransport, transport_from_config
+from univrs.net.transport import RaftTransport
 from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
-from univrs.runtime.incarnation import (
+from univrs.runtime.membership import record_incarnations
+from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.snapshots import restore
+from univrs.runtime.store import RaftStateStore
+from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
     check_bootstrap,
     hold_incarnations,
     probe_answerer,
 )
-from univrs.runtime.membership import record_incarnations
-from univrs.runtime.metrics import NodeMetrics
-from univrs.runtime.removal import MembershipWatch, watch_for_removal
-from univrs.runtime.snapshots import restore
-from univrs.runtime.store import RaftStateStore
+from univrs.server.removal import MembershipWatch, watch_for_removal
+from univrs.server.wiring import transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
 if TYPE_CHECKING:
-    from univrs.runtime.joining import JoinInfo
+    from univrs.server.joining import JoinInfo
 
 log = logging.getLogger("univrs.node")
 
@@ -268,7 +269,7 @@ class Node:
     def resume_join(self, info: JoinInfo) -> bool:
         """Drive a join again if this node is a member still waiting to be promoted and nothing
         drives it now (it restarted mid-join). True if started."""
-        from univrs.runtime.joining import run_join
+        from univrs.server.joining import run_join
 
         if self.join.get("state") in ("adding", "catching-up", "promoting"):
             return False
@@ -321,7 +322,7 @@ async def _run_once(
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
-    from univrs.runtime.joining import check_join, run_join
+    from univrs.server.joining import check_join, run_join
 
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
