@@ -18,7 +18,7 @@ import trio
 from univrs.api.fetch import HttpResponse, request_json
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.raft.ready import Role
-from univrs.runtime.node import Node, run_node
+from univrs.server.node import Node, run_node
 from univrs.tools.devcluster import free_ports
 
 T = TypeVar("T")

@@ -52,7 +52,7 @@ class _Config:
 
 @attrs.define(eq=False)
 class FakeNode:
-    """The parts of ``univrs.runtime.node.Node`` that ``ApiService`` uses."""
+    """The parts of ``univrs.server.node.Node`` that ``ApiService`` uses."""
 
     runtime: RaftRuntime
     config: _Config = attrs.field(factory=_Config)

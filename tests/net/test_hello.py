@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import cbor2
 import pytest
 
@@ -100,3 +101,27 @@ def test_bad_addresses(addr: str, expected: str) -> None:
 
 def test_port_zero_only_when_allowed() -> None:
     assert split_host_port("127.0.0.1:0", allow_port_zero=True) == ("127.0.0.1", 0)
+
+
+def test_advertised_address_round_trips_and_is_optional() -> None:
+    h = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2", addr="127.0.0.1:7001")
+    assert decode_hello(encode_hello(h)) == h
+    # A hello without it (every older version's) still decodes, and encodes to the same bytes.
+    old = {
+        "hello": "univrs-raft",
+        "version": WIRE_VERSION,
+        "cluster": "c1",
+        "src": "n1",
+        "dst": "n2",
+    }
+    assert decode_hello(cbor2.dumps(old)).addr is None
+    assert encode_hello(attrs.evolve(h, addr=None)) == cbor2.dumps(old)
+    # Unknown keys are ignored: a newer version's optional fields do not break this one.
+    assert decode_hello(cbor2.dumps({**old, "addr": "h:1", "later": [1]})).addr == "h:1"
+
+
+@pytest.mark.parametrize("addr", ["", "nohost", "h:0", 7, ["h:1"]])
+def test_a_malformed_advertised_address_is_refused(addr: object) -> None:
+    doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
+    with pytest.raises(ProtocolError, match="'addr'"):
+        decode_hello(cbor2.dumps({**doc, "addr": addr}))

@@ -24,7 +24,7 @@ from univrs.net.probe import (
     probe_route,
 )
 from univrs.net.server import WebSocketRouter
-from univrs.runtime.incarnation import BootstrapRefused, check_bootstrap
+from univrs.server.incarnation import BootstrapRefused, check_bootstrap
 from univrs.tools.devcluster import free_ports
 
 INC = "0123456789abcdef"

@@ -9,6 +9,7 @@ from harness import Cluster
 
 from univrs.errors import ProposalDropped
 from univrs.raft import (
+    MAX_TERM,
     AppendEntriesResponse,
     InitialState,
     Membership,
@@ -18,6 +19,7 @@ from univrs.raft import (
     RequestVote,
     RequestVoteResponse,
     Role,
+    TimeoutNow,
     bootstrap_state,
 )
 from univrs.sim.mutants import (
@@ -289,3 +291,24 @@ def test_a_read_answer_from_before_a_restart_releases_nothing() -> None:
 def test_with_read_ids_that_start_over_the_old_answer_serves_a_stale_read() -> None:
     c, w = read_across_a_restart(ReadIdsRestart)
     assert [(r.ctx, r.index < w) for r in c.reads["n2"]] == [(1, True)]  # misses w
+
+
+# ---- a forged term (issue 12, defence in depth) ------------------------------------------------
+
+
+@pytest.mark.parametrize("term", [MAX_TERM + 1, (1 << 64) - 1])
+def test_a_term_beyond_the_bound_is_refused_and_counted(term: int) -> None:
+    c = Cluster.bootstrap(["n1", "n2", "n3"])
+    c.elect("n1")
+    c.tick_all(2, deliver=True)
+    before = c.status("n2")
+    n2 = c.nodes["n2"]
+    n2.step(RequestVote(term=term, src="n3", dst="n2", last_log_index=99, last_log_term=term))
+    n2.step(TimeoutNow(term=term, src="n1", dst="n2"))
+    c.process("n2")
+    after = c.status("n2")
+    assert (after.term, after.role, after.leader) == (before.term, before.role, "n1")
+    assert after.refused_messages == 2
+    c.propose("n1", b"still")
+    c.tick_all(2, deliver=True)
+    assert c.applied_data("n2")[-1:] == [b"still"]

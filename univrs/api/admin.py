@@ -46,8 +46,8 @@ from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 
 if TYPE_CHECKING:
-    from univrs.runtime.joining import JoinInfo
-    from univrs.runtime.node import Node
+    from univrs.server.joining import JoinInfo
+    from univrs.server.node import Node
 
 FORWARDED = "x-univrs-forwarded"
 FORWARD_TIMEOUT = 45.0  # longer than a membership change may wait to commit (30 s)
@@ -229,8 +229,8 @@ async def transfer_leader(request: Request) -> Response:
 
 @_handler
 async def join(request: Request) -> Response:
-    from univrs.runtime.joining import prepare
-    from univrs.runtime.node import JoinRefused
+    from univrs.server.joining import prepare
+    from univrs.server.node import JoinRefused
 
     doc = await _body(request, {"target", "replace"})
     target = _addr_field(doc, "target")

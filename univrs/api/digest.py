@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from univrs.sm.snapshot import state_digest
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 LOG_CHUNK_BYTES = 1 << 20  # entries read per storage call
 

@@ -30,7 +30,7 @@ from univrs.net.address import join_host_port, split_host_port
 
 if TYPE_CHECKING:
     from univrs.api.service import ApiService
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.api")
 

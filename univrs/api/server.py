@@ -40,7 +40,7 @@ from univrs.errors import (
 from univrs.raft.ready import Role
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.api")
 
@@ -67,7 +67,7 @@ async def health(request: Request) -> Response:
 
 
 async def node_status(request: Request) -> Response:
-    from univrs.runtime.node import describe
+    from univrs.server.node import describe
 
     return JSONResponse(describe(_node(request)))
 
@@ -78,7 +78,7 @@ async def cluster_status(request: Request) -> Response:
 
 
 async def gather_cluster_status(node: Node) -> dict[str, Any]:
-    from univrs.runtime.node import describe
+    from univrs.server.node import describe
 
     me = describe(node)
     s = node.status()

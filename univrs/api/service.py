@@ -71,7 +71,7 @@ from univrs.sm.errors import failure_to_exception
 from univrs.sm.responses import Failure
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.api")
 

@@ -103,7 +103,7 @@ def node_start(
 
 
 async def _run_until_signal(config: Any, join: str | None) -> None:
-    from univrs.runtime.node import run_node
+    from univrs.server.node import run_node
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -25,6 +25,13 @@ Theory of operation.
   the configuration no longer lists are closed, and links whose expectation changed redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
   records in the configuration.
+* One exception to that map: the peer that sends us entries. The sender of the newest
+  (highest-term) AppendEntries, Heartbeat or InstallSnapshot keeps its link even when the map
+  does not list it, at the address the map last gave it or, failing that, the one it advertised
+  in its hello (``Hello.addr``, with this node's dial overrides applied). A node whose log is
+  still old (a brand-new member catching up from index 1 adopts the bootstrap configuration
+  first) must still be able to answer its leader; without this rule it forgot the leader's
+  address and never caught up.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import attrs
 import trio
@@ -55,10 +62,7 @@ from univrs.net.queue import PeerQueue
 from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
-from univrs.raft.messages import Message, NodeId
-
-if TYPE_CHECKING:  # univrs.config imports univrs.net.address: no import cycle at runtime
-    from univrs.config import NodeConfig
+from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
 
 log = logging.getLogger("univrs.net")
 
@@ -68,6 +72,7 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 _MAX_CLOSE_REASON = 120  # a close frame's reason must fit in 123 bytes of UTF-8
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)  # what only a leader sends
 
 
 class Decoder(Protocol):
@@ -130,6 +135,8 @@ class RaftTransport:
     None not to listen at all (tests feed connections to ``router.handle_connection``).
     ``peers`` is the initial map of node ids to raft addresses (this node's own entry is
     ignored); later changes go through ``set_peer_addresses`` and show in ``peer_addresses()``.
+    ``advertise_addr`` is the raft address our hellos advertise (None: none); ``dial_overrides``
+    replace advertised addresses of those peers (as ``NodeConfig.dial`` does for the map).
     ``encode``/``decode`` default to ``univrs.codec``; ``connector`` to ``trio.open_tcp_stream``.
     ``incarnation`` is this node's (its data dir's); ``bound_incarnation(peer)`` the one the
     configuration in effect lists for ``peer`` (None: unbound, or not a member).
@@ -145,9 +152,18 @@ class RaftTransport:
     encode: Encoder = attrs.field(factory=_default_encoder)
     decode: Decoder = attrs.field(factory=_default_decoder)
     connector: Connector = trio.open_tcp_stream
+    advertise_addr: str | None = None
+    dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
     incarnation: str | None = None
     bound_incarnation: Callable[[NodeId], str | None] = _unbound
     router: WebSocketRouter = attrs.field(init=False)
+    _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
+    _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos
+    # The peer that sent the newest (highest-term) AppendEntries/Heartbeat/InstallSnapshot, and
+    # that term: it keeps its link whatever the map says (see the module docstring).
+    _source: NodeId | None = attrs.field(default=None, init=False)
+    _source_term: int = attrs.field(default=-1, init=False)
+    _kept: tuple[NodeId, str] | None = attrs.field(default=None, init=False)  # source, unlisted
     _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
     _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
     _inbound: dict[NodeId, _Inbound] = attrs.field(factory=dict, init=False)
@@ -202,6 +218,45 @@ class RaftTransport:
                 split_host_port(addr, allow_port_zero=True)
             except ValueError as exc:
                 raise ValueError(f"address of {nid}: {exc}") from None
+        self._configured = wanted
+        self._sync_links()
+
+    @property
+    def entry_source(self) -> NodeId | None:
+        """The peer that sent the newest AppendEntries/Heartbeat/InstallSnapshot (it is always
+        reachable, listed in the map or not), or None."""
+        return self._source
+
+    def peer_addresses(self) -> dict[NodeId, str]:
+        """The current peer map (without this node)."""
+        return {nid: link.address for nid, link in self._links.items() if link.address}
+
+    def _source_address(self, nid: NodeId) -> str | None:
+        """Where to reach the entry source ``nid`` when the map does not list it."""
+        if nid in self.dial_overrides:
+            return self.dial_overrides[nid]
+        link = self._links.get(nid)
+        if link is not None and link.address:
+            return link.address
+        return self._advertised.get(nid)
+
+    def _sync_links(self) -> None:
+        """Make the links match the map plus the entry source."""
+        wanted = dict(self._configured)
+        source = self._source
+        kept = None
+        if source is not None and source not in wanted:
+            addr = self._source_address(source)
+            if addr is not None:
+                wanted[source] = kept = addr
+        if kept is not None and self._kept != (source, kept):
+            log.info(
+                "keeping a link to %s at %s: it sends us entries, though our configuration "
+                "does not list it",
+                source,
+                kept,
+            )
+        self._kept = (source, kept) if source is not None and kept is not None else None
         for nid in list(self._links):
             if nid not in wanted:
                 self._links.pop(nid).close()
@@ -213,10 +268,6 @@ class RaftTransport:
             else:
                 link.set_address(addr)
         self._warned_unknown -= set(wanted)
-
-    def peer_addresses(self) -> dict[NodeId, str]:
-        """The current peer map (without this node)."""
-        return {nid: link.address for nid, link in self._links.items() if link.address}
 
     def peer_incarnations(self) -> dict[NodeId, str]:
         """The incarnation each peer named in the last hello we accepted from it."""
@@ -282,6 +333,7 @@ class RaftTransport:
                 for link in self._links.values():
                     nursery.start_soon(link.run)
                 task_status.started(self._listen_port)
+                await trio.sleep_forever()  # links added later need the nursery (no listener)
         finally:
             self._nursery = None
 
@@ -301,6 +353,7 @@ class RaftTransport:
             dst=nid,
             incarnation=self.incarnation,
             expect=self.bound_incarnation(nid),
+            addr=self.advertise_addr,
         )
         return encode_hello(hello)
 
@@ -339,6 +392,10 @@ class RaftTransport:
             counters.inbound += 1
             if hello.incarnation is not None:
                 self._learned[hello.src] = hello.incarnation
+            if hello.addr is not None and self._advertised.get(hello.src) != hello.addr:
+                self._advertised[hello.src] = hello.addr
+                if hello.src == self._source:
+                    self._sync_links()
             link = self._links.get(hello.src)
             if link is not None:
                 link.poke()  # the peer is back: redial it now rather than after the backoff
@@ -486,38 +543,15 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
+            if isinstance(msg, _FROM_LEADER) and msg.term >= self._source_term:
+                self._source_term = msg.term
+                if msg.src != self._source:
+                    self._source = msg.src
+                    self._sync_links()  # before the driver sees it: the answer needs a link
             try:
                 await self.inbox.send(msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the node is shutting down
-
-
-def transport_from_config(
-    config: NodeConfig,
-    *,
-    inbox: trio.abc.SendChannel[Message],
-    rng: random.Random,
-    settings: TransportSettings | None = None,
-    cluster_id: str | None = None,
-    incarnation: str | None = None,
-    bound_incarnation: Callable[[NodeId], str | None] = _unbound,
-) -> RaftTransport:
-    """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
-
-    ``cluster_id`` (the data dir's, once known) overrides the config's; ``incarnation`` and
-    ``bound_incarnation`` as in ``RaftTransport``."""
-    base = settings if settings is not None else TransportSettings()
-    return RaftTransport(
-        node_id=config.node_id,
-        cluster_id=cluster_id or config.cluster_id or "univrs",
-        inbox=inbox,
-        rng=rng,
-        listen_addr=config.raft_addr,
-        peers=config.dial_addresses(config.bootstrap_addresses()),
-        settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
-        incarnation=incarnation,
-        bound_incarnation=bound_incarnation,
-    )
 
 
 @asynccontextmanager

@@ -69,6 +69,7 @@ class NodeBase:
     _receiving: SnapshotReceiver | None  # follower: a snapshot being streamed to us
     _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
+    _refused: int  # messages refused as impossible (a term above MAX_TERM)
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait

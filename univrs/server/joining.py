@@ -28,7 +28,7 @@ from univrs.config import NodeConfig
 from univrs.runtime.membership import DEFAULT_MAX_LAG
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.join")
 
@@ -53,7 +53,7 @@ class JoinInfo:
 
 
 def _refused(message: str) -> Exception:
-    from univrs.runtime.node import JoinRefused
+    from univrs.server.node import JoinRefused
 
     return JoinRefused(message)
 
@@ -78,12 +78,13 @@ async def check_join(
     config: NodeConfig, target: str, state: str, cluster_id: str | None
 ) -> JoinInfo | None:
     """What `node start --join target` means for a data dir in ``state`` (see
-    ``univrs.runtime.node.data_dir_state``): the join to drive, or None when there is none.
+    ``univrs.server.node.data_dir_state``): the join to drive, or None when there is none.
 
     ``new``: a join (refused with JoinRefused when it cannot be). ``joining``: resume it if the
     target can be asked, else start and wait for the leader. ``member``: nothing to do (a
-    restart with the same flags), but a data dir of another cluster, or of a node the cluster
-    has removed, is refused: it must start empty to join."""
+    restart with the same flags), unless the cluster lists this node as a learner still (the
+    join was interrupted after entries arrived: resume it); a data dir of another cluster, or
+    of a node the cluster has removed, is refused: it must start empty to join."""
     if state == "new":
         return await prepare(config, target)
     if state == "joining":
@@ -107,11 +108,17 @@ async def check_join(
             f"data dir {config.data_dir} belongs to cluster {cluster_id}, not {theirs}; start "
             "on an empty data dir to join another cluster"
         )
-    if config.node_id not in {m.get("id") for m in members}:
+    row = next((m for m in members if m.get("id") == config.node_id), None)
+    if row is None:
         raise _refused(
             f"{config.node_id!r} is no longer a member of cluster {theirs} (removed); start it "
             "on an empty data dir to join again"
         )
+    if row.get("voter") is False:  # a learner still: the promotion is what is left to do
+        try:
+            return await prepare(config, target)
+        except Exception as exc:  # e.g. promoted meanwhile, or another node took the id
+            log.warning("not resuming the join", extra={"reason": str(exc)})
     return None
 
 
@@ -122,8 +129,16 @@ async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> 
     bound: str | None = None
     for m in members:
         if m.get("id") == config.node_id:
-            own = m.get("raft_addr") == config.raft_addr and not m.get("voter")
-            if not own and not replace:
+            same_addr = m.get("raft_addr") == config.raft_addr
+            if same_addr and m.get("voter") and not replace:
+                raise _refused(
+                    f"node id {config.node_id!r} is already a voter of cluster {cluster_id} at "
+                    f"this node's raft address {config.raft_addr}: if this node runs on that "
+                    "member's data dir there is nothing to join (it catches up by itself); if "
+                    "it lost its data dir, replace it: `univrs cluster join <member-api> "
+                    "--replace`"
+                )
+            if not same_addr and not replace:
                 raise _refused(
                     f"node id {config.node_id!r} is already a member of cluster {cluster_id} "
                     f"(at {m.get('raft_addr')}); choose another id or remove that member "

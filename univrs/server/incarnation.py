@@ -32,7 +32,7 @@ from univrs.net.transport import RaftTransport
 from univrs.runtime.driver import RaftRuntime
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.server.node import Node
 
 log = logging.getLogger("univrs.node")
 

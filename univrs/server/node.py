@@ -2,7 +2,7 @@
 
 ``run_node(config)`` opens the data dir (refusing a corrupt, foreign or locked one), bootstraps a
 new cluster when the data dir is new and ``initial_cluster_state`` is "new" (unless a bootstrap
-peer shows that this id already served: ``univrs.runtime.incarnation``), or, with ``join``,
+peer shows that this id already served: ``univrs.server.incarnation``), or, with ``join``,
 joins an existing one instead; with "existing" an empty node waits to be joined. It starts
 the raft transport and the HTTP API, and calls ``task_status.started(node)`` once both listen.
 Any task that crashes takes the whole node down loudly; cancellation (SIGINT/SIGTERM in
@@ -29,28 +29,31 @@ from univrs.config import NodeConfig
 from univrs.errors import StorageError, UnivrsError
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
-from univrs.net.transport import RaftTransport, transport_from_config
+from univrs.net.transport import RaftTransport
 from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
+from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
-from univrs.runtime.incarnation import (
+from univrs.runtime.membership import record_incarnations
+from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.snapshots import restore
+from univrs.runtime.store import RaftStateStore
+from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
     check_bootstrap,
     hold_incarnations,
     probe_answerer,
 )
-from univrs.runtime.membership import record_incarnations
-from univrs.runtime.metrics import NodeMetrics
-from univrs.runtime.snapshots import restore
-from univrs.runtime.store import RaftStateStore
+from univrs.server.removal import MembershipWatch, watch_for_removal
+from univrs.server.wiring import transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
 if TYPE_CHECKING:
-    from univrs.runtime.joining import JoinInfo
+    from univrs.server.joining import JoinInfo
 
 log = logging.getLogger("univrs.node")
 
@@ -215,6 +218,9 @@ class Node:
     api_port: int | None = None
     # Join progress, for `univrs cluster join` to show: state and details.
     join: dict[str, Any] = attrs.field(factory=dict)
+    # What the transport is told (membership + join-time addresses) and the applied-config watch.
+    peer_map: PeerMap | None = None
+    watch: MembershipWatch | None = None
     _rejoin: JoinInfo | None = None
     _scope: trio.CancelScope | None = None
     _nursery: trio.Nursery | None = None
@@ -226,9 +232,14 @@ class Node:
     def status(self) -> Status:
         return self.runtime.status()
 
+    @property
+    def removed(self) -> str | None:
+        """Why this node believes it was removed from its cluster, or None."""
+        return self.watch.removed if self.watch is not None else None
+
     def is_pristine(self) -> bool:
-        """Alone in its own cluster, or in none (waiting to be joined), and holding no state
-        yet: safe to discard to join another."""
+        """Alone in its own cluster, or in none (waiting to be joined, or a join interrupted
+        before any entry arrived), and holding no state yet: safe to discard to join another."""
         s = self.status()
         stats = self.runtime.sm.statistics()
         alone = s.membership.voters == {self.node_id} and not s.membership.learners
@@ -258,12 +269,14 @@ class Node:
     def resume_join(self, info: JoinInfo) -> bool:
         """Drive a join again if this node is a member still waiting to be promoted and nothing
         drives it now (it restarted mid-join). True if started."""
-        from univrs.runtime.joining import run_join
+        from univrs.server.joining import run_join
 
         if self.join.get("state") in ("adding", "catching-up", "promoting"):
             return False
         if self.node_id in self.status().membership.voters or self._nursery is None:
             return False
+        if self.peer_map is not None:
+            self.peer_map.hold_join_addresses(dict(info.addresses))
         self._nursery.start_soon(run_join, self, info)
         return True
 
@@ -309,7 +322,7 @@ async def _run_once(
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
-    from univrs.runtime.joining import check_join, run_join
+    from univrs.server.joining import check_join, run_join
 
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
@@ -364,16 +377,26 @@ async def _run_once(
             incarnation=storage.incarnation,
             bound_incarnation=bound_incarnation(runtime),
         )
-        runtime.send = transport.send
-        # Until our log holds a membership (a joiner waiting for its first entries), answer
-        # the members we learned of when asking to join (or, waiting to be joined, the
-        # bootstrap members).
-        fallback = (
-            dict(join_info.addresses) if join_info is not None else config.bootstrap_addresses()
+        # The members we learned of when asking to join (or, an empty data dir waiting to be
+        # joined, the bootstrap members) stay reachable until a configuration listing us is
+        # applied (see univrs/runtime/addresses.py).
+        peer_map = PeerMap(
+            config.node_id,
+            publish=lambda peers: transport.set_peer_addresses(config.dial_addresses(peers)),
+            tracked=lambda: [p.id for p in runtime.status().peers],
         )
-        runtime.on_membership = lambda peers: transport.set_peer_addresses(
-            config.dial_addresses(peers or fallback)
+        if join_info is not None:
+            peer_map.hold_join_addresses(dict(join_info.addresses))
+        elif state != "member":
+            peer_map.hold_join_addresses(config.bootstrap_addresses())
+        runtime.on_membership = peer_map.on_membership
+        watch = MembershipWatch(
+            config.node_id,
+            peer_map,
+            was_member=config.node_id in runtime.applied_membership.members,
         )
+        send, may_send = transport.send, watch.may_send
+        runtime.send = lambda msg: send(msg) if may_send(msg) else None
         node = Node(
             config=config,
             storage=storage,
@@ -382,6 +405,8 @@ async def _run_once(
             metrics=metrics,
             store=RaftStateStore(runtime),
             cluster_id=opened.cluster_id,
+            peer_map=peer_map,
+            watch=watch,
         )
         transport.add_route(
             PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
@@ -391,6 +416,8 @@ async def _run_once(
             node._nursery = nursery
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
+            nursery.start_soon(_follow_applied, runtime, watch)
+            nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, runtime, transport)
             nursery.start_soon(
                 record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
@@ -424,6 +451,20 @@ async def _run_once(
     return node
 
 
+async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
+    """Show ``watch`` every applied configuration, and let the peer map drop the removed
+    members the leader no longer replicates to (at the latest a second after)."""
+    seen: Membership | None = None
+    while True:
+        applied = runtime.applied_membership
+        if applied is not seen:
+            seen = applied
+            watch.applied(applied)
+        watch.peers.refresh()
+        with trio.move_on_after(1.0):
+            await runtime.wait_changed()
+
+
 def _host(addr: str) -> str:
     return addr.rsplit(":", 1)[0]
 
@@ -450,6 +491,7 @@ def describe(node: Node) -> dict[str, Any]:
         "voters": sorted(s.membership.voters),
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
+        "removed": node.removed,
         "peers": [
             {
                 "id": p.id,
