@@ -20,7 +20,8 @@ by the same names (a test checks that both tables name the same operations).
 
 Adding an operation: a row here, its server half in ``univrs/api/ops.py``, a human view for
 its result in ``univrs/cli/views.py`` (without one the CLI prints JSON), then run
-``python -m univrs.client.generate``.
+``python -m univrs.client.generate``. What else every surface must know of an operation (the
+roles allowed to call it, once the API has tokens) belongs in its row too.
 """
 
 from __future__ import annotations
