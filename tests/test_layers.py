@@ -137,9 +137,57 @@ def test_the_tools_sit_on_top() -> None:
 def test_the_shared_layers_import_nothing_above_them() -> None:
     edges = graph()
     assert edges["univrs.errors"] == set()  # a leaf: the core may import it
-    for name in (n for n in edges if n.startswith("univrs.service")):
-        allowed = ("univrs.service", "univrs.errors", "univrs.sm")
-        assert all(m.startswith(allowed) for m in edges[name]), (name, edges[name])
+
+
+# The whole package, bottom to top (docs/architecture.md). A module may import its own unit
+# (top-level package or module) and units of lower layers only: no upward arrow, and units of
+# one layer do not import each other. The CLI is the entry point, so it sits on top of the
+# tools it runs (`univrs chaos ...`).
+LAYERS: list[tuple[str, ...]] = [
+    ("univrs", "univrs.errors"),
+    ("univrs.raft", "univrs.sm", "univrs.metrics", "univrs.logs"),
+    ("univrs.codec",),
+    ("univrs.storage", "univrs.net"),
+    ("univrs.runtime", "univrs.config"),
+    ("univrs.service",),
+    ("univrs.client",),
+    ("univrs.api",),
+    ("univrs.server",),
+    ("univrs.tools", "univrs.sim"),
+    ("univrs.chaos", "univrs.bench"),
+    ("univrs.cli",),
+    ("univrs.__main__",),
+]
+
+
+def unit_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def layer_violations(edges: dict[str, set[str]]) -> list[str]:
+    level = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+    bad = []
+    for src, targets in sorted(edges.items()):
+        su = unit_of(src)
+        if su not in level:
+            bad.append(f"{src}: its unit {su} has no layer")
+            continue
+        for dst in sorted(targets):
+            du = unit_of(dst)
+            if du == su:
+                continue
+            if du not in level or level[du] >= level[su]:
+                bad.append(f"{src} -> {dst}")
+    return bad
+
+
+def test_every_import_points_down() -> None:
+    assert layer_violations(graph()) == []
+
+
+def test_no_import_cycle_anywhere() -> None:
+    assert cycles(graph()) == []
 
 
 # ---------------------------------------------------------------- the checks can fail
@@ -189,3 +237,28 @@ def test_an_upward_import_of_the_cli_is_caught(tmp_path: pathlib.Path) -> None:
         "univrs.api.rest",
         "univrs.chaos.report",
     }
+
+
+def test_an_upward_or_sideways_import_is_caught(tmp_path: pathlib.Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "errors.py": "",
+            "raft/__init__.py": "",
+            "raft/node.py": "from univrs.errors import X\n",
+            "runtime/__init__.py": "",
+            "runtime/driver.py": "from univrs.raft.node import RaftNode\n",
+            # the runtime starting the API server: an upward arrow
+            "runtime/node.py": "def f():\n    from univrs.api.server import serve\n",
+            "api/__init__.py": "",
+            "api/server.py": "from univrs.runtime.driver import RaftRuntime\n",
+            # storage and net share a layer: neither imports the other
+            "storage/__init__.py": "from univrs.net import x\n",
+            "net/__init__.py": "",
+        },
+    )
+    assert layer_violations(graph(root)) == [
+        "univrs.runtime.node -> univrs.api.server",
+        "univrs.storage -> univrs.net",
+    ]

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from univrs.api.fetch import HttpResponse, request_json
 from univrs.config import BootstrapNode, NodeConfig
+from univrs.net.http import HttpResponse, request_json
 from univrs.raft.ready import Role
 from univrs.server.node import Node, run_node
 from univrs.tools.devcluster import free_ports

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from univrs.api.fetch import request_json
 from univrs.chaos.proxy import PARTITION, PASS, FaultProxy
 from univrs.client.connection import Connection
 from univrs.errors import UnivrsError
+from univrs.net.http import request_json
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
 from .conftest import DEADLINE

@@ -17,7 +17,7 @@ import trio
 
 from tests.api.helpers import WAIT, wait_until
 from tests.runtime.nodes import Nodes, configs, settled_leader
-from univrs.api.fetch import request_json
+from univrs.net.http import request_json
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 from univrs.runtime.membership import DEFAULT_MAX_LAG

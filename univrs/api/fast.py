@@ -30,7 +30,7 @@ from univrs.net.address import join_host_port, split_host_port
 
 if TYPE_CHECKING:
     from univrs.api.service import ApiService
-    from univrs.server.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.api")
 
@@ -52,7 +52,7 @@ def _own_address(configured: str, bound: int | None) -> str:
     return configured
 
 
-def member_endpoints(node: Node) -> dict[str, dict[str, str | None]]:
+def member_endpoints(node: NodeHandle) -> dict[str, dict[str, str | None]]:
     """Every member's fast-protocol (raft listener) and REST addresses, as far as known."""
     membership = node.status().membership
     out: dict[str, dict[str, str | None]] = {}

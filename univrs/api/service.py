@@ -71,7 +71,7 @@ from univrs.sm.errors import failure_to_exception
 from univrs.sm.responses import Failure
 
 if TYPE_CHECKING:
-    from univrs.server.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.api")
 
@@ -191,7 +191,7 @@ class LeaderContact:
     what the leader committed since then (plus ``behind`` entries not yet applied here).
     """
 
-    node: Node
+    node: NodeHandle
     every: float = 0.05
     _leader: str | None = None
     _count: int = -1
@@ -229,7 +229,7 @@ class LeaderContact:
 class ApiService:
     """Executes operations on one node (see the module docstring)."""
 
-    node: Node
+    node: NodeHandle
     forwarder: Forwarder
     batcher: ProposalBatcher = attrs.field(factory=ProposalBatcher)
     reads: ReadCoalescer = attrs.field(init=False)

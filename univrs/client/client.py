@@ -76,7 +76,7 @@ class _Session:
 
 async def discover(api_addresses: list[str], *, timeout: float = CONNECT_TIMEOUT) -> list[str]:
     """Fast-protocol addresses of the cluster, leader first, from any node's REST API."""
-    from univrs.api.fetch import get_json
+    from univrs.net.http import get_json
 
     errors = []
     for api in api_addresses:
