@@ -372,7 +372,11 @@ async def _run_once(
         )
         rng = random.Random(seed)
         core = RaftNode(
-            config.node_id, rng=rng, config=config.raft_config(), initial=opened.initial
+            config.node_id,
+            rng=rng,
+            config=config.raft_config(),
+            initial=opened.initial,
+            incarnation=storage.incarnation,
         )
         snapshot_index = 0
         if opened.snapshot is not None:
