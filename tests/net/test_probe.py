@@ -11,7 +11,6 @@ import pytest
 import trio
 
 from univrs.config import BootstrapNode, NodeConfig
-from univrs.devcluster import free_ports
 from univrs.errors import ProtocolError
 from univrs.net.probe import (
     PROBE_PATH,
@@ -25,7 +24,8 @@ from univrs.net.probe import (
     probe_route,
 )
 from univrs.net.server import WebSocketRouter
-from univrs.runtime.incarnation import BootstrapRefused, check_bootstrap
+from univrs.server.incarnation import BootstrapRefused, check_bootstrap
+from univrs.tools.devcluster import free_ports
 
 INC = "0123456789abcdef"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from univrs.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
 from .conftest import DEADLINE
 from .test_membership_process import call, same_state, univrs, write_workloads

@@ -24,13 +24,13 @@ from typing import Any
 
 import trio
 
-from univrs.api.fetch import request_json
 from univrs.chaos.history import EventType, Fn, count, pair
 from univrs.chaos.linearizability import Verdict, check_history
 from univrs.chaos.scenario import WorkloadSpec
 from univrs.chaos.workload import Recorder, Workload
 from univrs.client import Client, open_client
-from univrs.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.net.http import request_json
+from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
 from .conftest import DEADLINE
 

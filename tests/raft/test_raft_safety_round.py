@@ -4,6 +4,8 @@ shows both that the rule holds and that the scenario would catch its absence."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from harness import Cluster
 
@@ -312,3 +314,37 @@ def test_a_term_beyond_the_bound_is_refused_and_counted(term: int) -> None:
     c.propose("n1", b"still")
     c.tick_all(2, deliver=True)
     assert c.applied_data("n2")[-1:] == [b"still"]
+
+
+# ---- a node knows its own incarnation ------------------------------------------------------------
+
+
+def test_a_node_never_campaigns_where_its_id_is_bound_to_another_incarnation() -> None:
+    # A wiped n1 (incarnation b) holding an old one-voter configuration that binds n1 to its
+    # old incarnation a: campaigning there would elect it alone with a log lacking what a
+    # committed. It waits to be told (replaced) instead.
+    m = Membership(voters=frozenset({"n1"}), incarnations=(("n1", "a"),))
+    for inc, role in (("b", Role.LEARNER), ("a", Role.LEADER), (None, Role.LEADER)):
+        node = RaftNode("n1", rng=random.Random(1), initial=bootstrap_state(m), incarnation=inc)
+        node.campaign()
+        for _ in range(3):
+            rd = node.ready()
+            if rd.hard_state is not None:
+                node.persisted_hard_state(rd.hard_state)
+        assert node.status().role is role, inc
+    unbound = Membership(voters=frozenset({"n1"}))
+    node = RaftNode("n1", rng=random.Random(1), initial=bootstrap_state(unbound), incarnation="b")
+    node.campaign()
+    assert node.status().role is Role.LEADER  # unbound (bootstrap): taken as ours
+
+
+def test_a_leader_whose_id_is_rebound_steps_down() -> None:
+    m = members("123", n1="a", n2="x", n3="y")
+    c = Cluster({n: bootstrap_state(m) for n in m.voters})
+    c.nodes["n1"].incarnation = "a"
+    c.elect("n1")
+    c.tick_all(2, deliver=True)
+    c.nodes["n1"].propose_membership(members("123", n1="z", n2="x", n3="y"))
+    c.process("n1")
+    c.tick_all(2, deliver=True)
+    assert c.role("n1") is not Role.LEADER

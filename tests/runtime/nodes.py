@@ -10,9 +10,9 @@ import attrs
 import trio
 
 from univrs.config import BootstrapNode, NodeConfig
-from univrs.devcluster import free_ports
 from univrs.raft.ready import Role
-from univrs.runtime.node import Node, run_node
+from univrs.server.node import Node, run_node
+from univrs.tools.devcluster import free_ports
 
 
 @attrs.define(eq=False)

@@ -8,7 +8,7 @@ import pytest
 
 from univrs.raft.messages import Membership
 from univrs.runtime.addresses import PeerMap
-from univrs.runtime.removal import MembershipWatch
+from univrs.server.removal import MembershipWatch
 
 
 def config(voters: set[str], learners: frozenset[str] = frozenset()) -> Membership:

@@ -17,11 +17,11 @@ import trio
 
 from tests.api.helpers import WAIT, wait_until
 from tests.runtime.nodes import Nodes, configs, settled_leader
-from univrs.api.fetch import request_json
+from univrs.net.http import request_json
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 from univrs.runtime.membership import DEFAULT_MAX_LAG
-from univrs.runtime.node import Node
+from univrs.server.node import Node
 
 FAT = "x" * 4000  # one entry ~4 KB: a 64 KB append batch holds ~15 of them
 

@@ -14,11 +14,11 @@ import trio
 
 from tests.api.helpers import wait_until
 from tests.runtime.nodes import Nodes, configs, settled_leader
-from univrs.api.fetch import request_json
+from univrs.net.http import request_json
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
-from univrs.runtime import removal
-from univrs.runtime.node import Node
+from univrs.server import removal
+from univrs.server.node import Node
 
 
 def removal_lines(caplog: pytest.LogCaptureFixture, node_id: str) -> int:

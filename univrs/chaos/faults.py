@@ -25,11 +25,11 @@ from collections.abc import Iterable
 import attrs
 import trio
 
-from univrs.api.fetch import HttpResponse, request_json
 from univrs.chaos.monitor import FETCH_ERRORS, Monitor, agreed_leader
 from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
 from univrs.chaos.scenario import PlannedFault
-from univrs.devcluster import LocalCluster, NodeProc
+from univrs.net.http import HttpResponse, request_json
+from univrs.tools.devcluster import LocalCluster, NodeProc
 
 log = logging.getLogger("univrs.chaos.faults")
 

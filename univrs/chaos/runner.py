@@ -38,7 +38,7 @@ from univrs.chaos.report import FAIL, PASS, UNKNOWN, RunResult, write_report
 from univrs.chaos.scenario import NETWORK_KINDS, Scenario, plan
 from univrs.chaos.workload import Recorder, Workload
 from univrs.client import open_client
-from univrs.devcluster import LocalCluster
+from univrs.tools.devcluster import LocalCluster
 
 log = logging.getLogger("univrs.chaos")
 

@@ -40,14 +40,14 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs.errors import ProtocolError
-from univrs.net.address import WILDCARD_HOSTS, join_host_port, split_host_port
+from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
 from univrs.net.peer import (
@@ -63,9 +63,6 @@ from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
-
-if TYPE_CHECKING:  # univrs.config imports univrs.net.address: no import cycle at runtime
-    from univrs.config import NodeConfig
 
 log = logging.getLogger("univrs.net")
 
@@ -555,45 +552,6 @@ class RaftTransport:
                 await self.inbox.send(msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the node is shutting down
-
-
-def transport_from_config(
-    config: NodeConfig,
-    *,
-    inbox: trio.abc.SendChannel[Message],
-    rng: random.Random,
-    settings: TransportSettings | None = None,
-    cluster_id: str | None = None,
-    incarnation: str | None = None,
-    bound_incarnation: Callable[[NodeId], str | None] = _unbound,
-) -> RaftTransport:
-    """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
-
-    ``cluster_id`` (the data dir's, once known) overrides the config's; ``incarnation`` and
-    ``bound_incarnation`` as in ``RaftTransport``."""
-    base = settings if settings is not None else TransportSettings()
-    return RaftTransport(
-        node_id=config.node_id,
-        cluster_id=cluster_id or config.cluster_id or "univrs",
-        inbox=inbox,
-        rng=rng,
-        listen_addr=config.raft_addr,
-        peers=config.dial_addresses(config.bootstrap_addresses()),
-        advertise_addr=_advertised_addr(config.raft_addr),
-        dial_overrides=dict(config.dial),
-        settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
-        incarnation=incarnation,
-        bound_incarnation=bound_incarnation,
-    )
-
-
-def _advertised_addr(raft_addr: str) -> str | None:
-    """What our hellos advertise: the configured raft address, unless peers could not dial it
-    (port 0 or a wildcard host; such a node is not reachable through the membership either)."""
-    host, port = split_host_port(raft_addr, allow_port_zero=True)
-    if port == 0 or host in WILDCARD_HOSTS:
-        return None
-    return raft_addr
 
 
 @asynccontextmanager

@@ -37,6 +37,7 @@ class NodeBase:
     """Fields of a Raft node (set by RaftNode.__init__) and shared helpers."""
 
     id: NodeId
+    incarnation: str | None  # of this node's data dir; None: not known (never checked)
     config: RaftConfig
     _rng: Rng
     _log: RaftLog

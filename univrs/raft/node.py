@@ -95,12 +95,14 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         rng: Rng,
         config: RaftConfig | None = None,
         initial: InitialState | None = None,
+        incarnation: str | None = None,
     ) -> None:
         config = config if config is not None else RaftConfig()
         initial = initial if initial is not None else InitialState()
         snap = initial.snapshot
         snap_index = snap.index if snap is not None else 0
         self.id = id
+        self.incarnation = incarnation
         self.config = config
         self._rng = rng
         self._log = RaftLog(

@@ -16,7 +16,7 @@ The map is the union of
   the ones that let it answer the cluster.
 
 Besides, the transport never forgets the peer that sends us entries (univrs/net/transport.py).
-``univrs.runtime.removal.MembershipWatch`` calls ``PeerMap.applied`` with every applied
+``univrs.server.removal.MembershipWatch`` calls ``PeerMap.applied`` with every applied
 configuration.
 """
 

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from univrs.api.fetch import get_json
+from univrs.net.http import get_json
 from univrs.raft.messages import Membership, Message, RequestVote
 from univrs.raft.ready import Role, Status
 from univrs.runtime.addresses import PeerMap
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.node")
 
@@ -82,7 +82,7 @@ class MembershipWatch:
         return self.removed is None or not isinstance(msg, RequestVote)
 
 
-async def watch_for_removal(node: Node, watch: MembershipWatch) -> None:
+async def watch_for_removal(node: NodeHandle, watch: MembershipWatch) -> None:
     """Ask the members when this node may campaign but hears of no leader (see 2. above)."""
     last_leader = trio.current_time()
     evidence_at: float | None = None
@@ -105,7 +105,7 @@ async def watch_for_removal(node: Node, watch: MembershipWatch) -> None:
             watch.learned_removal(evidence)
 
 
-async def _ask_members(node: Node, s: Status) -> str | None:
+async def _ask_members(node: NodeHandle, s: Status) -> str | None:
     """Evidence of our removal from one of our configuration's members, or None."""
     m = s.membership
     for member in sorted(m.members - {node.node_id}):

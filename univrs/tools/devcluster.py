@@ -1,9 +1,9 @@
 """A local multi-node cluster of real `univrs node start` processes on loopback.
 
-Used by ``scripts/cluster`` (demos) and by the process tests. Each node gets a TOML config, a
-data dir and a log file under one folder; its PID is recorded so ``stop`` can end exactly the
-processes it started. Ports come from a base port: node i listens for Raft on base+i and for
-its API on base+100+i.
+Used by ``scripts/cluster`` (demos), the chaos runner, the benchmarks and the process tests.
+Each node gets a TOML config, a data dir and a log file under one folder; its PID is recorded
+so ``stop`` can end exactly the processes it started. Ports come from a base port: node i
+listens for Raft on base+i and for its API on base+100+i.
 """
 
 from __future__ import annotations

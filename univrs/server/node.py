@@ -2,7 +2,7 @@
 
 ``run_node(config)`` opens the data dir (refusing a corrupt, foreign or locked one), bootstraps a
 new cluster when the data dir is new and ``initial_cluster_state`` is "new" (unless a bootstrap
-peer shows that this id already served: ``univrs.runtime.incarnation``), or, with ``join``,
+peer shows that this id already served: ``univrs.server.incarnation``), or, with ``join``,
 joins an existing one instead; with "existing" an empty node waits to be joined. It starts
 the raft transport and the HTTP API, and calls ``task_status.started(node)`` once both listen.
 Any task that crashes takes the whole node down loudly; cancellation (SIGINT/SIGTERM in
@@ -20,45 +20,40 @@ import logging
 import random
 import shutil
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
 
 from univrs.config import NodeConfig
-from univrs.errors import StorageError, UnivrsError
+from univrs.errors import Conflict, StorageError
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
-from univrs.net.transport import RaftTransport, transport_from_config
+from univrs.net.transport import RaftTransport
 from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
-from univrs.runtime.incarnation import (
+from univrs.runtime.membership import record_incarnations
+from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.snapshots import restore
+from univrs.runtime.store import RaftStateStore
+from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
     check_bootstrap,
     hold_incarnations,
     probe_answerer,
 )
-from univrs.runtime.membership import record_incarnations
-from univrs.runtime.metrics import NodeMetrics
-from univrs.runtime.removal import MembershipWatch, watch_for_removal
-from univrs.runtime.snapshots import restore
-from univrs.runtime.store import RaftStateStore
+from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
+from univrs.server.removal import MembershipWatch, watch_for_removal
+from univrs.server.wiring import transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
-if TYPE_CHECKING:
-    from univrs.runtime.joining import JoinInfo
-
 log = logging.getLogger("univrs.node")
-
-
-class JoinRefused(UnivrsError):
-    """This node cannot join the requested cluster (the message says why)."""
 
 
 def initial_membership(config: NodeConfig) -> Membership:
@@ -258,6 +253,43 @@ class Node:
                 "dir to join another cluster"
             )
 
+    async def answer_join(
+        self, target: str, *, replace: bool
+    ) -> tuple[int, dict[str, Any], JoinInfo | None]:
+        """``univrs cluster join``'s request to this node: join the cluster of ``target``.
+
+        Returns the HTTP status and body to answer, and the join to start by restarting this
+        node once the answer is sent (None: nothing to restart). Raises Conflict when the join
+        is refused (the message says why).
+        """
+        try:
+            info = await prepare(self.config, target, replace=replace)
+        except JoinRefused as exc:
+            raise Conflict(str(exc)) from None
+        # A replace that is done already (the cluster lists this very incarnation) is a resume.
+        replaced = not replace or info.bound == self.storage.incarnation
+        if info.cluster_id == self.cluster_id and self.node_id in info.members and replaced:
+            if self.node_id in self.status().membership.voters:
+                return 200, {"state": "voter", "cluster_id": info.cluster_id}, None
+            self.resume_join(info)  # a member still waiting to be promoted (restarted mid-join)
+            state = self.join or {"state": "catching-up"}
+            return 202, {**state, "cluster_id": info.cluster_id}, None
+        if replace and self.status().last_index > 0:
+            raise Conflict(
+                f"{self.node_id} holds a log of its own: --replace takes over an id for a node "
+                "that lost its data dir; start it on an empty data dir with "
+                "--initial-cluster-state existing, then join with --replace"
+            )
+        try:
+            self.check_rejoin()
+        except JoinRefused as exc:
+            raise Conflict(str(exc)) from None
+        return 202, {"state": "restarting", "cluster_id": info.cluster_id}, info
+
+    def describe(self) -> dict[str, Any]:
+        """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
+        return describe(self)
+
     def request_rejoin(self, info: JoinInfo) -> None:
         """Stop this (pristine) node and start it again empty, joining ``info``'s cluster."""
         self.check_rejoin()
@@ -268,8 +300,6 @@ class Node:
     def resume_join(self, info: JoinInfo) -> bool:
         """Drive a join again if this node is a member still waiting to be promoted and nothing
         drives it now (it restarted mid-join). True if started."""
-        from univrs.runtime.joining import run_join
-
         if self.join.get("state") in ("adding", "catching-up", "promoting"):
             return False
         if self.node_id in self.status().membership.voters or self._nursery is None:
@@ -321,8 +351,6 @@ async def _run_once(
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
-    from univrs.runtime.joining import check_join, run_join
-
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
@@ -344,7 +372,11 @@ async def _run_once(
         )
         rng = random.Random(seed)
         core = RaftNode(
-            config.node_id, rng=rng, config=config.raft_config(), initial=opened.initial
+            config.node_id,
+            rng=rng,
+            config=config.raft_config(),
+            initial=opened.initial,
+            incarnation=storage.incarnation,
         )
         snapshot_index = 0
         if opened.snapshot is not None:

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from univrs.api.fetch import request_json
 from univrs.config import NodeConfig
+from univrs.errors import UnivrsError
+from univrs.net.http import request_json
 from univrs.runtime.membership import DEFAULT_MAX_LAG
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.join")
 
@@ -52,9 +53,11 @@ class JoinInfo:
     bound: str | None = None
 
 
-def _refused(message: str) -> Exception:
-    from univrs.runtime.node import JoinRefused
+class JoinRefused(UnivrsError):
+    """This node cannot join the requested cluster (the message says why)."""
 
+
+def _refused(message: str) -> Exception:
     return JoinRefused(message)
 
 
@@ -78,7 +81,7 @@ async def check_join(
     config: NodeConfig, target: str, state: str, cluster_id: str | None
 ) -> JoinInfo | None:
     """What `node start --join target` means for a data dir in ``state`` (see
-    ``univrs.runtime.node.data_dir_state``): the join to drive, or None when there is none.
+    ``univrs.server.node.data_dir_state``): the join to drive, or None when there is none.
 
     ``new``: a join (refused with JoinRefused when it cannot be). ``joining``: resume it if the
     target can be asked, else start and wait for the leader. ``member``: nothing to do (a
@@ -176,7 +179,7 @@ def _error_of(body: Any) -> str:
     return str(body)
 
 
-async def run_join(node: Node, info: JoinInfo) -> None:
+async def run_join(node: NodeHandle, info: JoinInfo) -> None:
     """Drive the join to the end, recording progress in ``node.join``; never raises."""
     me = node.config
     node.join = {"state": "adding", "target": info.target, "cluster_id": info.cluster_id}

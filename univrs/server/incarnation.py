@@ -32,7 +32,7 @@ from univrs.net.transport import RaftTransport
 from univrs.runtime.driver import RaftRuntime
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.node")
 
@@ -97,7 +97,7 @@ async def check_bootstrap(config: NodeConfig, cluster_id: str, incarnation: str)
     )
 
 
-def probe_answerer(node: Node) -> Callable[[ProbeQuestion], ProbeAnswer]:
+def probe_answerer(node: NodeHandle) -> Callable[[ProbeQuestion], ProbeAnswer]:
     """This node's answers to bootstrap probes (``univrs.net.probe.probe_route``)."""
 
     def answer(question: ProbeQuestion) -> ProbeAnswer:
