@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from univrs import __version__
-from univrs.cli import chaos, cluster, node, state
+from univrs.cli import chaos, cluster, defrag, node, state
 
 
 @click.group()
@@ -19,3 +19,4 @@ main.add_command(cluster.cluster)
 for _group in state.groups():  # workload, instance, nodeinfo, credits
     main.add_command(_group)
 main.add_command(chaos.chaos)
+main.add_command(defrag.defrag)

@@ -397,7 +397,7 @@ async def _run_once(
             ),
             last_snapshot_index=snapshot_index,
         )
-        metrics = NodeMetrics(runtime.status)
+        metrics = NodeMetrics(runtime.status, storage=storage.statistics)
         runtime.metrics = metrics
         transport = transport_from_config(
             config,

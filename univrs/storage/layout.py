@@ -29,8 +29,22 @@ KEY_IDENTITY = b"identity"  # [node_id, cluster_id | None, incarnation]
 KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
 KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data]
 
-SNAPSHOT_CHUNK = 1 << 20
-"""Snapshot data is split into values of at most this many bytes."""
+OVERFLOW_HEADER = 16
+"""Bytes of LMDB's page header on an overflow page (PAGEHDRSZ, 64-bit builds)."""
+
+
+def snapshot_chunk_size(page_size: int) -> int:
+    """Snapshot data is split into values of this many bytes (the last one may be shorter).
+
+    A value larger than about half a page lives on overflow pages, which LMDB allocates as one
+    contiguous run; a free run long enough is rarely found once log churn has fragmented the
+    free pages, so every new snapshot made ``data.mdb`` grow (see docs/storage.md, "Space").
+    A chunk whose value (CRC + data) fills exactly one overflow page needs no run at all: any
+    free page does. Readers do not depend on the chunk size (stores written with 1 MiB chunks
+    read the same).
+    """
+    return page_size - OVERFLOW_HEADER - 4  # the value's CRC-32 takes 4 bytes
+
 
 _MAX_RECORD = 1 << 24
 

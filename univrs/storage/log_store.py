@@ -28,6 +28,7 @@ import os
 import pathlib
 import secrets
 import shutil
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -45,7 +46,7 @@ from univrs.raft.messages import (
     decode_membership,
 )
 from univrs.raft.ready import InitialState
-from univrs.storage import layout
+from univrs.storage import header, layout
 from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StorageStatistics, StoreEnv
 from univrs.storage.layout import Corrupt
@@ -57,6 +58,9 @@ ENV_DIR = "raft.lmdb"
 # A store being created: renamed to ENV_DIR once its identity is durable, so a ``raft.lmdb``
 # without an identity (or with an empty data.mdb) is always a store that lost its state.
 NEW_ENV_DIR = "raft.lmdb.new"
+# A scratch data dir for ``defrag``: the compacted copy is built and verified in
+# DEFRAG_DIR/raft.lmdb before it replaces data.mdb; a leftover one is discarded.
+DEFRAG_DIR = "raft.lmdb.defrag"
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 
@@ -125,7 +129,8 @@ def _create_env(
 
 
 def _check_data_file(data_dir: pathlib.Path, env_path: pathlib.Path) -> None:
-    """A store whose data file is gone or empty lost its state: refuse it, never recreate it."""
+    """A store whose data file is gone, empty or cut short lost its state: refuse it, never
+    recreate it, and never map a truncated file (that is a SIGBUS, see ``header``)."""
     data_file = env_path / "data.mdb"
     try:
         size = data_file.stat().st_size
@@ -139,6 +144,93 @@ def _check_data_file(data_dir: pathlib.Path, env_path: pathlib.Path) -> None:
         raise StorageError(
             f"corrupt data dir {data_dir}: {data_file} is empty (zero length){_LOST_STATE_HINT}"
         )
+    if not header.SUPPORTED:
+        return
+    try:
+        header.check_length(data_file)
+    except header.BadHeader as exc:
+        # Mapping a file shorter than its pages would kill the process with SIGBUS.
+        raise StorageError(
+            f"corrupt data dir {data_dir}: {data_file} {exc}; nothing was changed{_LOST_STATE_HINT}"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {data_file}: {exc.strerror}") from None
+
+
+@attrs.frozen(kw_only=True)
+class DefragResult:
+    """What ``defrag`` did: the data file's size before and after, in bytes."""
+
+    data_file: pathlib.Path
+    before_bytes: int
+    after_bytes: int
+    in_use_bytes: int  # what the databases used before (the rest was free pages)
+    seconds: float
+
+
+def defrag(data_dir: str | os.PathLike[str]) -> DefragResult:
+    """Give the free pages of a stopped node's ``data.mdb`` back to the file system.
+
+    LMDB reuses free pages but never shrinks its file. This writes a compacted copy (LMDB's
+    copy with compaction: one read transaction, no free pages), fsyncs it, verifies it like a
+    store being opened (identity, every checksum, the log invariants), then renames it over
+    ``data.mdb`` and fsyncs the directory: a crash leaves either file whole. Offline only: the
+    data dir's lock refuses it while a node runs there. Refuses what ``LogStore.open``
+    refuses (a missing, empty or truncated data file, corrupt data); changes nothing then.
+    """
+    started = time.monotonic()
+    path = pathlib.Path(data_dir)
+    if not path.is_dir():
+        raise StorageError(f"data dir {path} does not exist")
+    dirlock = DirLock.acquire(path)
+    try:
+        env_path = path / ENV_DIR
+        if not env_path.exists():
+            raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
+        _check_data_file(path, env_path)
+        work = path / DEFRAG_DIR
+        try:
+            if work.exists():
+                shutil.rmtree(work)  # a defrag that was interrupted: nothing used it
+            (work / ENV_DIR).mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise StorageError(f"cannot prepare {work}: {exc.strerror}") from None
+        env = StoreEnv.open(
+            env_path, create=False, map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE
+        )
+        try:
+            node_id = env.read(lambda txn: _stored_node_id(env, txn))
+            before, in_use = env.space()
+            env.copy_compacted(work / ENV_DIR / "data.mdb")
+        finally:
+            env.close()
+        # Opening the copy verifies it as the node would at its start.
+        LogStore.open(work, node_id=node_id, create=False).close()
+        compacted = work / ENV_DIR / "data.mdb"
+        after = compacted.stat().st_size
+        try:
+            os.rename(compacted, env_path / "data.mdb")
+            _fsync_dir(env_path)
+            shutil.rmtree(work)
+        except OSError as exc:
+            raise StorageError(f"cannot replace {env_path / 'data.mdb'}: {exc}") from None
+    finally:
+        dirlock.release()
+    return DefragResult(
+        data_file=env_path / "data.mdb",
+        before_bytes=before,
+        after_bytes=after,
+        in_use_bytes=in_use,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _stored_node_id(env: StoreEnv, txn: Txn) -> NodeId:
+    raw = txn.get(layout.KEY_IDENTITY, db=env.meta)
+    if raw is None:
+        raise Corrupt(f"metadata record 'identity' is missing{_LOST_STATE_HINT}")
+    node, _, _ = layout.parse_identity(layout.decode_record(layout.KEY_IDENTITY, raw))
+    return node
 
 
 def _require(cond: bool, message: str) -> None:
@@ -542,9 +634,14 @@ class LogStore:
         with or is older than the snapshot (Raft paper Figure 13, steps 6-7).
         """
         crc = zlib.crc32(data)
-        record = layout.snapshot_record(
-            meta, size=len(data), chunks=-(-len(data) // layout.SNAPSHOT_CHUNK), crc=crc
-        )
+        # Page-sized chunks: any free page can take one (see layout.snapshot_chunk_size).
+        step = layout.snapshot_chunk_size(self._env.page_size)
+        view = memoryview(data)
+        records = [
+            (layout.index_key(number), layout.encode_chunk(number, bytes(view[at : at + step])))
+            for number, at in enumerate(range(0, len(data), step))
+        ]
+        record = layout.snapshot_record(meta, size=len(data), chunks=len(records), crc=crc)
 
         _require(meta.index >= 1 and meta.term >= 1, f"snapshot at ({meta.index}, {meta.term})")
 
@@ -565,11 +662,9 @@ class LogStore:
                 # the stored one covers keeps the log: it may be compacted up to exactly there.)
                 txn.drop(self._env.log, delete=False)
             txn.drop(self._env.snap, delete=False)
-            view = memoryview(data)
-            for number, offset in enumerate(range(0, len(data), layout.SNAPSHOT_CHUNK)):
-                chunk = bytes(view[offset : offset + layout.SNAPSHOT_CHUNK])
-                value = layout.encode_chunk(number, chunk)
-                txn.put(layout.index_key(number), value, db=self._env.snap)
+            # MDB_APPEND: the database is empty and the keys increase.
+            _, added = txn.cursor(db=self._env.snap).putmulti(records, append=True)
+            _require(added == len(records), f"stored {added} of {len(records)} chunks")
             txn.put(
                 layout.KEY_SNAPSHOT,
                 layout.encode_record(layout.KEY_SNAPSHOT, record),
