@@ -16,6 +16,7 @@ from tests.storage.helpers import make_entries
 from univrs.errors import StorageError
 from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.storage import LogStore, defrag, layout
+from univrs.storage.disk_bench import churn, old_snapshot_layout
 from univrs.storage.log_store import DEFRAG_DIR, ENV_DIR
 
 Opener = Callable[..., LogStore]
@@ -25,45 +26,6 @@ MIB = 1 << 20
 
 def _mib(n: int) -> str:
     return f"{n / MIB:.2f} MiB"
-
-
-def churn(
-    store: LogStore,
-    *,
-    writes: int,
-    batch: int,
-    every: int,
-    keep: int,
-    snapshot_bytes: int,
-    entry_bytes: int,
-    report: Callable[[int], None] | None = None,
-) -> int:
-    """Append ``writes`` entries in batches; every ``every`` entries store a snapshot of
-    ``snapshot_bytes`` and compact the log to ``keep`` entries behind it, as a node does.
-    Returns the largest in-use figure seen (the live data's peak)."""
-    rng = random.Random(7)
-    peak = 0
-    last = store.last_index()
-    snap_at = last
-    while last < writes:
-        entries = make_entries(last + 1, last + batch, size=entry_bytes)
-        store.append(
-            hard_state=HardState(term=1, vote="n1", commit=last + batch),
-            truncate_from=None,
-            entries=entries,
-        )
-        last += batch
-        peak = max(peak, store.statistics().db_in_use_bytes)
-        if last - snap_at >= every:
-            store.save_snapshot(
-                SnapshotMeta(index=last, term=1, membership=MEMBERS),
-                rng.randbytes(snapshot_bytes),
-            )
-            store.compact(last - keep)
-            snap_at = last
-            if report is not None:
-                report(last)
-    return peak
 
 
 def test_snapshot_churn_keeps_the_data_file_bounded(open_store: Opener) -> None:
@@ -97,6 +59,24 @@ def test_snapshot_churn_keeps_the_data_file_bounded(open_store: Opener) -> None:
     assert final <= 3 * peak
     # And it stopped growing: the second half of the run added nothing.
     assert final == sizes[len(sizes) // 2][1]
+
+
+def test_the_bound_catches_the_old_snapshot_layout(open_store: Opener) -> None:
+    """The check above can fail: with 1 MiB snapshot values the file outgrows it quickly."""
+    store = open_store()
+    with old_snapshot_layout():
+        peak = churn(
+            store,
+            writes=10_000,
+            batch=2,
+            every=1000,
+            keep=500,
+            snapshot_bytes=1_500_000,
+            entry_bytes=150,
+        )
+    size = store.statistics().db_bytes
+    print(f"\nold layout: data.mdb {_mib(size)} for a peak of {_mib(peak)}")
+    assert size > 3 * peak
 
 
 def test_snapshot_chunks_each_fill_one_page(open_store: Opener) -> None:
