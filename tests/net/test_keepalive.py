@@ -11,7 +11,7 @@ import attrs
 import trio
 import trio.testing
 
-from tests.net.helpers import FAST, heartbeat, make_transport, receive, wait_until
+from tests.net.helpers import FAST, append, heartbeat, make_transport, receive, wait_until
 from tests.net.test_transport_memory import PausableStream
 from univrs.net.backoff import BackoffPolicy
 from univrs.net.settings import TransportSettings
@@ -128,4 +128,39 @@ async def test_a_live_idle_link_answers_its_pings_and_stays_up(
             await trio.sleep(30)  # sixty pings
             stats = a.statistics().peer("b")
             assert stats.connected and stats.dead_links == 0 and stats.reconnects == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_write_is_not_a_dead_link(autojump_clock: trio.testing.MockClock) -> None:
+    """The peer stops reading for 3 s in the middle of a large frame (a busy or slow reader,
+    a full window): the write's own deadline decides, the pings do not cut the link."""
+    settings = attrs.evolve(KEEPALIVE, send_timeout=5.0)
+    ends: list[PausableStream] = []
+    async with trio.open_nursery() as nursery:
+        b, b_inbox = make_transport("b", listen_addr=None)
+
+        async def connect(host: str, port: int) -> trio.abc.Stream:
+            # lockstep: send_all completes only as the other side reads, like a full TCP window
+            client, server = trio.testing.lockstep_stream_pair()
+            end = PausableStream(server)
+            ends.append(end)
+            nursery.start_soon(b.router.handle_connection, end)
+            return client
+
+        a, _ = make_transport(
+            "a", peers={"b": "b:1"}, settings=settings, connector=connect, listen_addr=None
+        )
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b", ctx=1))
+            assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
+            ends[0].running = trio.Event()  # the reader stalls ...
+            a.send(append("a", "b", 1, size=200_000))  # ... in the middle of this frame
+            await trio.sleep(3.0)  # twice ping_interval + ping_timeout
+            ends[0].running.set()
+            assert await receive(b_inbox) == append("a", "b", 1, size=200_000)
+            a.send(heartbeat("a", "b", ctx=2))
+            assert await receive(b_inbox) == heartbeat("a", "b", ctx=2)
+            await trio.sleep(5.0)  # pings flow again
+            stats = a.statistics().peer("b")
+            assert stats.dead_links == 0 and stats.reconnects == 0 and stats.connected
         nursery.cancel_scope.cancel()

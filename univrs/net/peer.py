@@ -84,7 +84,6 @@ class _Session:
     broken: bool = False  # a write was abandoned mid-frame: no graceful close is possible
     refused_incarnation: bool = False  # the peer closed with CLOSE_INCARNATION
     restarted: bool = False  # ended by set_address/set_hello: a redial we asked for
-    dead: bool = False  # the keepalive found no pong in time
 
     def closed(self, reason: CloseReason | None, prefix: str = "") -> None:
         """Record the peer's close of the connection as the reason the session ended."""
@@ -115,7 +114,10 @@ class PeerLink:
     # None while the link works normally.
     _stopped: str | None = attrs.field(default=None, init=False)
     _writing: bool = attrs.field(default=False, init=False)  # the pump is inside a frame write
-    _written: trio.Event = attrs.field(factory=trio.Event, init=False)  # set as a write ends
+    # The keepalive parks here while a frame is being written.
+    _write_done: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
 
     @property
     def stopped(self) -> str | None:
@@ -364,28 +366,32 @@ class PeerLink:
     ) -> None:
         """Ping the peer; end the session when a pong is ``ping_timeout`` late.
 
-        A ping is never queued behind a frame being written: that write may take a while (a
-        large frame on a slow link) and has its own deadline, and a write cut off by it leaves
-        nothing to send a ping on. The pong is due ``ping_timeout`` after the ping was handed
-        to the connection, and a late one does not count while a frame is being written (the
-        peer may simply be reading slowly; the write's deadline decides).
+        A frame being written has its own deadline (``send_timeout``; a large frame on a slow
+        link may take a while), so a ping never waits behind one (a write cut off by its
+        deadline would leave nothing to send the ping on), and no pong is late while one is
+        written: a pong found missing during a write is due ``ping_timeout`` after that write
+        ends (a peer that reads slowly answers the ping, which came first, as it gets there).
         """
         interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
         while True:
             await trio.sleep(interval)
             pong = trio.Event()
             sent: list[float] = []  # when the ping was handed to the connection
+            waited = -math.inf  # when a write we found in progress ended
             async with trio.open_nursery() as pinging:
                 pinging.start_soon(self._ping, ws, pong, sent)
-                while True:
-                    with trio.move_on_at((sent[0] if sent else trio.current_time()) + timeout):
+                while not pong.is_set():
+                    if self._writing:
+                        await self._write_done.park()
+                        waited = trio.current_time()
+                        continue
+                    since = max(sent[0] if sent else trio.current_time(), waited)
+                    with trio.move_on_at(since + timeout):
                         await pong.wait()
-                    if pong.is_set():
-                        break
-                    late = sent and trio.current_time() >= sent[0] + timeout
-                    if late and not self._writing:
+                    if pong.is_set() or self._writing or not sent:
+                        continue
+                    if trio.current_time() >= max(sent[0], waited) + timeout:
                         session.reason = f"no pong within {timeout:g}s: the link is dead"
-                        session.dead = True
                         session.broken = True  # a closing handshake would not get through
                         self.counters.dead_links += 1
                         scope.cancel()
@@ -393,7 +399,7 @@ class PeerLink:
 
     async def _ping(self, ws: WebSocketConnection, pong: trio.Event, sent: list[float]) -> None:
         while self._writing:
-            await self._written.wait()
+            await self._write_done.park()
         sent.append(trio.current_time())
         try:
             await ws.ping()  # takes the send lock with no checkpoint since the check above
@@ -426,8 +432,8 @@ class PeerLink:
                         await ws.send_message(data)
                 finally:
                     self._writing = False
-                    self._written.set()
-                    self._written = trio.Event()
+                    if self._write_done:  # the keepalive waits for this write
+                        self._write_done.unpark_all()
                 if sending.cancelled_caught:
                     session.reason = f"send timed out after {timeout:g}s"
                     session.broken = True
