@@ -20,7 +20,7 @@ from univrs.chaos.metrics import (
 )
 from univrs.chaos.monitor import Sample, agreed_leader, leaderless_windows
 from univrs.chaos.proxy import PASS, LinkPolicy
-from univrs.chaos.report import RunResult, summary_lines, summary_table
+from univrs.chaos.report import RunResult, render_html, summary_lines, summary_table
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -76,13 +76,14 @@ def test_combine_policies() -> None:
 
 
 def test_the_summary_prints_the_time_to_leader_after_heal() -> None:
-    r = RunResult(scenario="s", path="", seed=1, out="/tmp/x")
+    r = RunResult(scenario="s", path="", seed=1, out="/tmp/x", end=20.0)
     r.faults = [
-        {"label": "partition one-way in of follower", "start": 3.0, "end": 7.0,
+        {"index": 0, "label": "partition one-way in of follower", "start": 3.0, "end": 7.0,
          "targets": ["n2"], "note": "", "leader_after_heal": {"n2": 0.16}},
-        {"label": "partition isolate follower", "start": 9.0, "end": 13.0,
+        {"index": 1, "label": "partition isolate follower", "start": 9.0, "end": 13.0,
          "targets": ["n3"], "note": "", "leader_after_heal": {"n3": None}},
-        {"label": "kill leader", "start": 15.0, "end": 18.0, "targets": ["n1"], "note": ""},
+        {"index": 2, "label": "kill leader", "start": 15.0, "end": 18.0, "targets": ["n1"],
+         "note": ""},
     ]  # fmt: skip
     text = "\n".join(summary_lines(r))
     assert "leader after heal: n2 0.16s" in text
@@ -90,6 +91,8 @@ def test_the_summary_prints_the_time_to_leader_after_heal() -> None:
     assert "time to leader after heal: 1 measured, median 0.16s, max 0.16s; 1 never" in text
     header, row = summary_table([r]).splitlines()
     assert "HEAL" in header.split() and "0.16s" in row.split()
+    page = render_html(r, [])
+    assert "<th>leader after heal</th>" in page and "<td>n2 0.16s</td>" in page
 
 
 # ---------------------------------------------------------------------------- lost writes

@@ -331,6 +331,10 @@ def render_html(r: RunResult, ops: Sequence[Operation]) -> str:
             "-" if f["end"] is None else f"{f['end']:.2f}",
             _fmt_s(f.get("recovery", {}).get("to_first_ok_write_after_start")),
             _fmt_s(f.get("recovery", {}).get("to_first_ok_write_after_end")),
+            ", ".join(
+                f"{n} {_fmt_s(t)}" for n, t in sorted((f.get("leader_after_heal") or {}).items())
+            )
+            or "-",
             f.get("note", ""),
         ]
         for f in r.faults
@@ -366,6 +370,7 @@ file {html.escape(r.path)}</p>
                 "end",
                 "first ok write after start",
                 "after end",
+                "leader after heal",
                 "note",
             ],
             fault_rows,
