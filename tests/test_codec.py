@@ -490,3 +490,13 @@ def test_plain_accepts_floats_and_int_keys() -> None:
 def test_non_bytes_input_is_refused() -> None:
     with pytest.raises(ProtocolError, match="expected bytes"):
         decode_message("abc", max_size=MAX)  # type: ignore[arg-type]
+
+
+def test_membership_pairs_decode_canonically() -> None:
+    # A frame may list pairs in any order (a fuzzer found one); what decodes is the sorted
+    # form every node writes, so it survives another trip unchanged.
+    plain = [["a"], [], [["z", "z:1"], ["a", "a:1"]], [], [["b", "2"], ["a", "1"]]]
+    got = codec.membership_from_plain(plain)
+    assert got.addresses == (("a", "a:1"), ("z", "z:1"))
+    assert got.incarnations == (("a", "1"), ("b", "2"))
+    assert codec.membership_from_plain(codec.membership_to_plain(got)) == got

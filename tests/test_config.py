@@ -147,6 +147,7 @@ def test_every_key_is_documented() -> None:
         "snapshot_threshold",
         "snapshot_max_chunk_size",
         "max_payload_size",
+        "initial_cluster_state",
         "[raft.bootstrap]",
         "[api]",
     ):
@@ -277,6 +278,11 @@ BAD: list[tuple[str, str, list[str]]] = [
     ("bootstrap entry not a table", "[raft.bootstrap]\nnodes = [1]\n", ["expected a table {id"]),
     ("bootstrap without nodes", "[raft.bootstrap]\n", ["raft.bootstrap.nodes: missing"]),
     ("bootstrap nodes empty", "[raft.bootstrap]\nnodes = []\n", ["raft.bootstrap.nodes: empty"]),
+    (
+        "initial cluster state unknown",
+        '[raft]\ninitial_cluster_state = "old"\n',
+        ["raft.initial_cluster_state: 'old' must be one of 'new', 'existing'"],
+    ),
 ]
 
 
@@ -352,6 +358,16 @@ def test_bad_flags(overrides: dict[str, object], expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, overrides)
     assert expected in str(info.value)
+
+
+def test_initial_cluster_state_defaults_to_new_and_the_flag_overrides_the_file(
+    tmp_path: pathlib.Path,
+) -> None:
+    assert load_config(None).initial_cluster_state == "new"  # the embedded default bootstraps
+    path = write(tmp_path, '[raft]\ninitial_cluster_state = "existing"\n')
+    assert load_config(path).initial_cluster_state == "existing"
+    flag = load_config(path, {"initial_cluster_state": "new"})
+    assert flag.initial_cluster_state == "new"
 
 
 def test_parse_bootstrap() -> None:

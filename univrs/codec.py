@@ -210,7 +210,9 @@ def _dec_pairs(value: Any, field: str) -> tuple[tuple[str, str], ...]:
         if type(pair) is not list or len(pair) != 2:
             _fail(field, "a pair [node_id, address]", pair)
         pairs.append((_dec_str(pair[0], field), _dec_str(pair[1], field)))
-    return tuple(pairs)
+    # Canonical (sorted, as every node writes them): a frame that lists pairs in another
+    # order decodes to the same value as the canonical one, and survives a round trip.
+    return tuple(sorted(pairs))
 
 
 def _enc_meta(meta: SnapshotMeta) -> list[Any]:

@@ -32,6 +32,7 @@ MIN_PAYLOAD_SIZE = 128 * 1024
 MAX_PAYLOAD_SIZE = 1 << 30
 ENVELOPE_HEADROOM = 64 * 1024  # frame bytes reserved for a message's fields around its data
 DEFAULT_RAFT_HOST = "127.0.0.1"
+INITIAL_CLUSTER_STATES = ("new", "existing")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -68,6 +69,10 @@ class NodeConfig:
     snapshot_trailing_entries: int = 5_000
     max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
+    # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
+    # cluster (unless a reachable bootstrap peer shows that this id already served in it);
+    # "existing" never bootstraps: the node waits to be joined (`univrs cluster join`).
+    initial_cluster_state: str = "new"
     # Local dial overrides: reach peer <id> at this address instead of its advertised one
     # (a fault-injecting proxy in chaos runs, or a NAT / tunnel). Never replicated.
     dial: tuple[tuple[str, str], ...] = ()
@@ -147,6 +152,7 @@ _RAFT_KEYS = {
     "max_payload_size": _INT,
     "bootstrap": _TABLE,
     "dial": _TABLE,
+    "initial_cluster_state": _STR,
 }
 _BOOTSTRAP_KEYS = {"nodes": _ARRAY}
 _NODE_KEYS = {"id": _STR, "addr": _STR, "api": _STR}
@@ -359,6 +365,11 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
     if c.snapshot_trailing_entries < 0:
         problems.append(
             f"raft.snapshot_trailing_entries: {c.snapshot_trailing_entries} must be >= 0"
+        )
+    if c.initial_cluster_state not in INITIAL_CLUSTER_STATES:
+        problems.append(
+            f"raft.initial_cluster_state: {c.initial_cluster_state!r} must be one of "
+            + ", ".join(repr(s) for s in INITIAL_CLUSTER_STATES)
         )
     for key, value in (("raft.node_id", c.node_id), ("raft.cluster_id", c.cluster_id)):
         if value is not None and not _ID_RE.fullmatch(value):

@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from univrs.api.fetch import HttpResponse, request_json
 from univrs.config import BootstrapNode, NodeConfig
-from univrs.devcluster import free_ports
+from univrs.net.http import HttpResponse, request_json
 from univrs.raft.ready import Role
-from univrs.runtime.node import Node, run_node
+from univrs.server.node import Node, run_node
+from univrs.tools.devcluster import free_ports
 
 T = TypeVar("T")
 WAIT = 30.0  # generous: two shared cores, fsync on

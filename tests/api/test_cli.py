@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from tests.api.helpers import BackgroundCluster
 from univrs.cli import main
-from univrs.devcluster import free_ports
+from univrs.tools.devcluster import free_ports
 
 
 @pytest.fixture(scope="module")

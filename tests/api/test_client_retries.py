@@ -18,16 +18,16 @@ import trio
 
 from univrs.client.client import Client
 from univrs.client.connection import Connection
-from univrs.client.errors import (
-    ApiError,
+from univrs.errors import (
     NotFound,
     OutcomeUnknown,
     SessionExpired,
     Timeout,
     Unavailable,
+    UnivrsError,
 )
 
-Answer = ApiError | dict[str, Any]
+Answer = UnivrsError | dict[str, Any]
 
 
 @attrs.define(eq=False)
@@ -50,7 +50,7 @@ class ScriptedConnection:
         if not answers:
             raise AssertionError(f"unexpected request {op} {key}")
         answer = answers.pop(0)
-        if isinstance(answer, ApiError):
+        if isinstance(answer, UnivrsError):
             raise answer
         return answer, None
 

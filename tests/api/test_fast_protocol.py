@@ -13,7 +13,7 @@ from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 from univrs import codec
 from univrs.client import protocol
 from univrs.client.connection import Connection
-from univrs.client.errors import (
+from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
     MalformedRequest,

@@ -20,13 +20,13 @@ import trio
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
 from univrs.api.batcher import ProposalBatcher
 from univrs.api.service import ApiService
-from univrs.client.errors import (
-    ApiError,
+from univrs.client.protocol import MAX_HOPS
+from univrs.errors import (
     ConnectionLost,
     NotLeader,
     SessionExpired,
+    UnivrsError,
 )
-from univrs.client.protocol import MAX_HOPS
 from univrs.raft.ready import Status
 from univrs.runtime.driver import RaftRuntime
 
@@ -52,7 +52,7 @@ class _Config:
 
 @attrs.define(eq=False)
 class FakeNode:
-    """The parts of ``univrs.runtime.node.Node`` that ``ApiService`` uses."""
+    """The parts of ``univrs.server.node.Node`` that ``ApiService`` uses."""
 
     runtime: RaftRuntime
     config: _Config = attrs.field(factory=_Config)
@@ -76,7 +76,7 @@ class MemForwarder:
     cluster: MemCluster
     source: str
     services: dict[str, ApiService]
-    script: list[ApiError] = attrs.field(factory=list)
+    script: list[UnivrsError] = attrs.field(factory=list)
     calls: int = 0
 
     async def call(
@@ -125,7 +125,7 @@ async def outcome_of(
     async def run() -> None:
         try:
             out.append((await service.execute(op, args, timeout=60.0, **kw))[0])
-        except ApiError as exc:
+        except UnivrsError as exc:
             out.append(exc)
 
     nursery.start_soon(run)
@@ -174,14 +174,14 @@ async def test_writes_covered_by_a_snapshot_are_applied_once_and_answered_unknow
     await wait_until(lambda: mint and update and keyed and forwarded, "every write's answer")
 
     # Keyless: the node cannot know, says so, and does not propose again.
-    assert isinstance(mint[0], ApiError) and mint[0].code == "outcome-unknown", mint
-    assert isinstance(update[0], ApiError) and update[0].code == "outcome-unknown", update
+    assert isinstance(mint[0], UnivrsError) and mint[0].code == "outcome-unknown", mint
+    assert isinstance(update[0], UnivrsError) and update[0].code == "outcome-unknown", update
     assert mint[0].http_status == 503 and "cannot tell whether it applied" in mint[0].message
     # Keyed: retried through the new leader, answered from the session (the first response).
     assert keyed[0]["balance"] >= 111 and keyed[0]["version"] > created["version"], keyed
     # A forwarded request (hops=1) may not be forwarded again; its refusal is not "not-leader"
     # (which says nothing applied) once its first attempt may have applied.
-    assert isinstance(forwarded[0], ApiError) and forwarded[0].code == "outcome-unknown"
+    assert isinstance(forwarded[0], UnivrsError) and forwarded[0].code == "outcome-unknown"
 
     def settled() -> bool:
         indexes = {r.applied_index for r in cluster.runtimes.values()}
@@ -212,14 +212,14 @@ async def test_a_keyed_retry_refused_after_an_unknown_attempt_is_unknown(
     args = {"to_peer": "p", "amount": 1, "reason": "r"}
 
     forwarder.script = [sent_then_lost, SessionExpired("session 'c9' is unknown")]
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UnivrsError) as info:
         await follower.execute("credits.mint", args, key=("c9", 1))
     assert info.value.code == "outcome-unknown" and forwarder.calls == 2
 
     # Keyless: an attempt that may have applied is never retried.
     forwarder.calls = 0
     forwarder.script = [sent_then_lost]
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UnivrsError) as info:
         await follower.execute("credits.mint", args)
     assert info.value.code == "outcome-unknown" and forwarder.calls == 1
     assert leader.sm.balance("p") == 0
@@ -228,6 +228,6 @@ async def test_a_keyed_retry_refused_after_an_unknown_attempt_is_unknown(
     forwarder.script = [sent_then_lost, NotLeader(leader=None)]
     # After the refusal the follower is alone: no leader until the deadline.
     cluster.cut.update(i for i in IDS if services[i] is not follower)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UnivrsError) as info:
         await follower.execute("credits.mint", args, key=("c9", 2), timeout=2.0)
     assert info.value.code in ("outcome-unknown", "timeout"), info.value

@@ -20,6 +20,7 @@ from univrs.chaos.metrics import (
 )
 from univrs.chaos.monitor import Sample, agreed_leader, leaderless_windows
 from univrs.chaos.proxy import PASS, LinkPolicy
+from univrs.chaos.report import RunResult, render_html, summary_lines, summary_table
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -70,7 +71,28 @@ def test_combine_policies() -> None:
     p = combine(
         [LinkPolicy(delay=0.1), LinkPolicy(partitioned=True, loss=0.2), LinkPolicy(delay=0.3)]
     )
-    assert p.partitioned and p.delay == 0.3 and p.loss == 0.2
+    assert p.partitioned and p.delay == 0.3 and p.loss == 0.2 and not p.retransmit
+    assert combine([PASS, LinkPolicy(partitioned=True, retransmit=True)]).retransmit
+
+
+def test_the_summary_prints_the_time_to_leader_after_heal() -> None:
+    r = RunResult(scenario="s", path="", seed=1, out="/tmp/x", end=20.0)
+    r.faults = [
+        {"index": 0, "label": "partition one-way in of follower", "start": 3.0, "end": 7.0,
+         "targets": ["n2"], "note": "", "leader_after_heal": {"n2": 0.16}},
+        {"index": 1, "label": "partition isolate follower", "start": 9.0, "end": 13.0,
+         "targets": ["n3"], "note": "", "leader_after_heal": {"n3": None}},
+        {"index": 2, "label": "kill leader", "start": 15.0, "end": 18.0, "targets": ["n1"],
+         "note": ""},
+    ]  # fmt: skip
+    text = "\n".join(summary_lines(r))
+    assert "leader after heal: n2 0.16s" in text
+    assert "leader after heal: n3 not within the watch" in text
+    assert "time to leader after heal: 1 measured, median 0.16s, max 0.16s; 1 never" in text
+    header, row = summary_table([r]).splitlines()
+    assert "HEAL" in header.split() and "0.16s" in row.split()
+    page = render_html(r, [])
+    assert "<th>leader after heal</th>" in page and "<td>n2 0.16s</td>" in page
 
 
 # ---------------------------------------------------------------------------- lost writes

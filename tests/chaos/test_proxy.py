@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import attrs
 import pytest
 import trio
 
-from tests.net.helpers import append, make_transport, receive
-from univrs.chaos.proxy import PARTITION, PASS, FaultProxy, LinkPolicy
+from tests.net.helpers import append, heartbeat, make_transport, receive
+from univrs.chaos.proxy import (
+    DATA_RTO,
+    MAX_RTO,
+    PARTITION,
+    PASS,
+    SYN_RTO,
+    FaultProxy,
+    LinkPolicy,
+    retransmissions,
+)
+from univrs.net.settings import TransportSettings
 from univrs.net.transport import open_transport
 
 DEADLINE = 10.0
+# The shipped transport settings, with shorter close deadlines for a quick test teardown.
+_FASTER = {"close_timeout": 0.5}
 
 
 async def _echo(stream: trio.SocketStream) -> None:
@@ -193,4 +207,79 @@ async def test_raft_transport_through_the_proxy_one_way_partition() -> None:
         with trio.fail_after(DEADLINE * 2):
             while append("a", "b", 3) not in got:
                 got.append(await b_inbox.receive())
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------- TCP-like healing
+
+
+def test_retransmission_instants_double_and_are_capped() -> None:
+    assert list(itertools.islice(retransmissions(10.0, 0.2), 5)) == pytest.approx(
+        [10.2, 10.6, 11.4, 13.0, 16.2]
+    )
+    late = list(itertools.islice(retransmissions(0.0, 1.0), 12))
+    assert late[-1] - late[-2] == MAX_RTO
+
+
+async def test_retransmit_partition_delivers_at_the_next_retransmission() -> None:
+    async with echo_and_proxy() as (proxy, _):
+        s = await connect(proxy)
+        await s.send_all(b"1")
+        assert await read_exactly(s, 1) == b"1"
+        proxy.set_policy(LinkPolicy(partitioned=True, retransmit=True))
+        sent = trio.current_time()
+        await s.send_all(b"2")  # stalls at once: retransmissions at +0.2, +0.6, +1.4 s
+        await trio.sleep(0.45)  # healed between the second and the third
+        proxy.set_policy(PASS)
+        assert await read_exactly(s, 1) == b"2"
+        took = trio.current_time() - sent
+        print(f"\ndelivered {took:.3f}s after sending; healed after 0.45s")
+        assert took >= DATA_RTO * 3 - 0.02  # not at the healing: at the retransmission
+
+
+async def test_retransmit_connection_made_during_a_partition_waits_for_its_syn() -> None:
+    async with echo_and_proxy(partitioned=True, retransmit=True) as (proxy, _):
+        start = trio.current_time()
+        s = await connect(proxy)
+        await s.send_all(b"x")
+        await trio.sleep(0.2)
+        proxy.set_policy(PASS)
+        assert await read_exactly(s, 1) == b"x"
+        assert trio.current_time() - start >= SYN_RTO - 0.02  # the SYN's first retransmission
+
+
+async def test_a_link_cut_one_way_is_back_soon_after_healing() -> None:
+    """a -> b through the proxy, a sending heartbeats every 50 ms like a leader; the link cut
+    for 3.2 s and healed the way TCP sees a real network heal (retransmit). Without pings and
+    fresh dials b heard a again only at TCP's next retransmission (~3 s later)."""
+    a, _a_inbox = make_transport("a", settings=attrs.evolve(TransportSettings(), **_FASTER))
+    b, b_inbox = make_transport("b")
+    async with open_transport(a), open_transport(b), trio.open_nursery() as nursery:
+        proxy = FaultProxy(
+            src="a", dst="b", target=f"127.0.0.1:{b.listen_port}", rng=random.Random(3)
+        )
+        await nursery.start(proxy.run)
+        a.set_peer_addresses({"b": proxy.address})
+
+        async def leader() -> None:
+            for ctx in itertools.count(1):
+                a.send(heartbeat("a", "b", ctx=ctx))
+                await trio.sleep(0.05)
+
+        nursery.start_soon(leader)
+        await receive(b_inbox)
+        proxy.set_policy(LinkPolicy(partitioned=True, retransmit=True))
+        await trio.sleep(0.2)
+        while True:  # whatever was on its way before the cut
+            with trio.move_on_after(0.3):
+                await b_inbox.receive()
+                continue
+            break
+        await trio.sleep(3.2 - 0.5)
+        proxy.set_policy(PASS)
+        healed = trio.current_time()
+        await receive(b_inbox, timeout=DEADLINE)
+        took = trio.current_time() - healed
+        print(f"\nb heard a {took:.3f}s after healing; a: {a.statistics().peer('b')}")
+        assert took < 1.5
         nursery.cancel_scope.cancel()

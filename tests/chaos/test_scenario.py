@@ -76,6 +76,27 @@ def test_invalid(doc: dict[str, object], message: str) -> None:
     assert message in str(info.value)
 
 
+def test_partitions_healed_like_tcp_and_the_leader_after_heal_expectation() -> None:
+    s = parse(
+        {
+            **MINIMAL,
+            "expect": {"leader_after_heal": 1},
+            "fault": [
+                {"kind": "partition", "mode": "one-way", "retransmit": True, "at": 2},
+                {"kind": "flapping", "at": 4},
+            ],
+        }
+    )
+    one_way, flapping = s.faults
+    assert one_way.param("retransmit") is True and flapping.param("retransmit") is False
+    assert s.expect_leader_after_heal == 1.0
+    assert parse(dict(MINIMAL)).expect_leader_after_heal is None
+    with pytest.raises(ScenarioError, match=r"fault\[0\]\.retransmit: a bool"):
+        parse({**MINIMAL, "fault": [{"kind": "partition", "retransmit": "yes"}]})
+    with pytest.raises(ScenarioError, match=r"expect\.leader_after_heal: a number"):
+        parse({**MINIMAL, "expect": {"leader_after_heal": "soon"}})
+
+
 def test_load_names_the_file(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("duration = \n")

@@ -22,7 +22,7 @@ from univrs.chaos.report import PASS
 from univrs.chaos.runner import RunOptions, run_scenario
 from univrs.chaos.scenario import load, parse
 from univrs.client import open_client
-from univrs.devcluster import LocalCluster
+from univrs.tools.devcluster import LocalCluster
 
 pytestmark = pytest.mark.process
 

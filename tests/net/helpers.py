@@ -53,8 +53,13 @@ def make_transport(
     cluster_id: str = CLUSTER,
     inbox_size: int = 100,
     seed: int = 0,
+    incarnation: str | None = None,
+    bound: Mapping[str, str] | None = None,
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
+    """A transport on the fake codec. ``bound`` (read live, so a test may change it) is the
+    configuration's incarnation per peer; ``incarnation`` this node's own."""
     send, recv = trio.open_memory_channel[Message](inbox_size)
+    listed = bound if bound is not None else {}
     transport = RaftTransport(
         node_id=node_id,
         cluster_id=cluster_id,
@@ -66,6 +71,8 @@ def make_transport(
         encode=fake_codec.encode,
         decode=fake_codec.decode,
         connector=connector or trio.open_tcp_stream,
+        incarnation=incarnation,
+        bound_incarnation=lambda nid: listed.get(nid),
     )
     return transport, recv
 

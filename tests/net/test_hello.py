@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import cbor2
 import pytest
 
@@ -13,6 +14,43 @@ from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
 def test_round_trip() -> None:
     h = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2")
     assert decode_hello(encode_hello(h)) == h
+    assert h.incarnation is None and h.expect is None
+
+
+def test_incarnations_ride_in_optional_fields_older_nodes_ignore() -> None:
+    h = Hello(
+        version=WIRE_VERSION,
+        cluster="c1",
+        src="n1",
+        dst="n2",
+        incarnation="0123456789abcdef",
+        expect="fedcba9876543210",
+    )
+    assert decode_hello(encode_hello(h)) == h
+    doc = cbor2.loads(encode_hello(h))
+    # The fields an older node reads are there, unchanged; the new ones are extra keys.
+    assert {k: doc[k] for k in ("hello", "version", "cluster", "src", "dst")} == {
+        "hello": "univrs-raft",
+        "version": WIRE_VERSION,
+        "cluster": "c1",
+        "src": "n1",
+        "dst": "n2",
+    }
+    assert doc["incarnation"] == "0123456789abcdef" and doc["expect"] == "fedcba9876543210"
+    # A hello from an older node (no incarnation) decodes with neither.
+    old = {"hello": "univrs-raft", "version": WIRE_VERSION, "cluster": "c", "src": "a", "dst": "b"}
+    assert decode_hello(cbor2.dumps(old)) == Hello(
+        version=WIRE_VERSION, cluster="c", src="a", dst="b"
+    )
+
+
+@pytest.mark.parametrize("bad", ["", 7, "x" * 65, ["a"]])
+def test_a_malformed_incarnation_is_refused(bad: object) -> None:
+    doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
+    with pytest.raises(ProtocolError, match="'incarnation'"):
+        decode_hello(cbor2.dumps({**doc, "incarnation": bad}))
+    with pytest.raises(ProtocolError, match="'expect'"):
+        decode_hello(cbor2.dumps({**doc, "expect": bad}))
 
 
 @pytest.mark.parametrize(
@@ -63,3 +101,27 @@ def test_bad_addresses(addr: str, expected: str) -> None:
 
 def test_port_zero_only_when_allowed() -> None:
     assert split_host_port("127.0.0.1:0", allow_port_zero=True) == ("127.0.0.1", 0)
+
+
+def test_advertised_address_round_trips_and_is_optional() -> None:
+    h = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2", addr="127.0.0.1:7001")
+    assert decode_hello(encode_hello(h)) == h
+    # A hello without it (every older version's) still decodes, and encodes to the same bytes.
+    old = {
+        "hello": "univrs-raft",
+        "version": WIRE_VERSION,
+        "cluster": "c1",
+        "src": "n1",
+        "dst": "n2",
+    }
+    assert decode_hello(cbor2.dumps(old)).addr is None
+    assert encode_hello(attrs.evolve(h, addr=None)) == cbor2.dumps(old)
+    # Unknown keys are ignored: a newer version's optional fields do not break this one.
+    assert decode_hello(cbor2.dumps({**old, "addr": "h:1", "later": [1]})).addr == "h:1"
+
+
+@pytest.mark.parametrize("addr", ["", "nohost", "h:0", 7, ["h:1"]])
+def test_a_malformed_advertised_address_is_refused(addr: object) -> None:
+    doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
+    with pytest.raises(ProtocolError, match="'addr'"):
+        decode_hello(cbor2.dumps({**doc, "addr": addr}))

@@ -60,13 +60,17 @@ async def test_hung_handshake_times_out_and_redials_with_growing_backoff(
     a, _ = make_transport(
         "a", peers={"b": "b:7000"}, settings=NO_JITTER, connector=paused_peer, listen_addr=None
     )
+    per_phase = round(NO_JITTER.connect_timeout / NO_JITTER.dial_interval)  # 8 attempts
     async with open_transport(a):
         a.send(heartbeat("a", "b"))
-        await wait_until(lambda: len(dials) >= 5, timeout=60)
+        await wait_until(lambda: len(dials) >= 4 * per_phase + 1, timeout=60)
         stats = a.statistics().peer("b")
-    # connect_timeout 2s, then backoff 1, 2, 4, 4 (capped): dial gaps of 3, 4, 6, 6 seconds.
-    gaps = [round(t1 - t0, 6) for t0, t1 in itertools.pairwise(dials)]
-    assert gaps == [3.0, 4.0, 6.0, 6.0]
+    # Within each dialing phase of connect_timeout (2 s), a fresh attempt every dial_interval;
+    # between phases the backoff: 1, 2, 4, 4 (capped). Phases start 3, 4, 6, 6 s apart.
+    phases = dials[::per_phase][:5]
+    assert [round(t1 - t0, 6) for t0, t1 in itertools.pairwise(phases)] == [3.0, 4.0, 6.0, 6.0]
+    within = [round(t1 - t0, 6) for t0, t1 in itertools.pairwise(dials[:per_phase])]
+    assert within == [NO_JITTER.dial_interval] * (per_phase - 1)
     assert stats.connect_failures == 4
     assert not stats.connected
     assert stats.queued == 1  # the heartbeat waits for a connection
@@ -227,6 +231,8 @@ async def test_send_to_a_paused_peer_times_out_and_redials(
             await wait_until(lambda: a.statistics().peer("b").reconnects == 1, timeout=60)
             assert trio.current_time() - start >= FAST.send_timeout
             assert a.statistics().peer("b").dropped == 1  # the frame stuck in the dead socket
+            # A write was pending all along: its deadline decides, not the pings.
+            assert a.statistics().peer("b").dead_links == 0
             a.send(heartbeat("a", "b", ctx=2))
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=2)
         nursery.cancel_scope.cancel()

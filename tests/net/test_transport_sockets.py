@@ -21,8 +21,9 @@ from tests.net import fake_codec
 from tests.net.helpers import CLUSTER, FAST, append, heartbeat, make_transport, receive, wait_until
 from univrs.config import NodeConfig
 from univrs.net.hello import WIRE_VERSION, Hello, encode_hello
-from univrs.net.transport import RaftTransport, open_transport, transport_from_config
+from univrs.net.transport import RaftTransport, open_transport
 from univrs.raft.messages import Message, RequestVote
+from univrs.server.wiring import transport_from_config
 
 SMALL = attrs.evolve(FAST, max_payload_size=64 * 1024)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from univrs.devcluster import LocalCluster
+from univrs.tools.devcluster import LocalCluster
 
 DEADLINE = 30.0  # seconds; waits poll a condition and fail with a message after this
 

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from univrs.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
 from .conftest import DEADLINE
 

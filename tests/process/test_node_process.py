@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from univrs.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
 from .conftest import DEADLINE
 

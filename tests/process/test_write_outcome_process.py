@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 import trio
 
-from univrs.api.fetch import request_json
 from univrs.chaos.proxy import PARTITION, PASS, FaultProxy
 from univrs.client.connection import Connection
-from univrs.client.errors import ApiError
-from univrs.devcluster import LocalCluster, NodeProc
+from univrs.errors import UnivrsError
+from univrs.net.http import request_json
+from univrs.tools.devcluster import LocalCluster, NodeProc
 
 from .conftest import DEADLINE
 
@@ -78,7 +78,7 @@ async def write_in_flight_on_a_cut_off_leader(
     applied_on: Callable[[NodeProc], Any],
 ) -> tuple[NodeProc, NodeProc, Any]:
     """Run the scenario of the module docstring for one write; returns (old leader, new
-    leader, the write's answer: a result or an ApiError). ``applied_on(node)`` (async) tells
+    leader, the write's answer: a result or an UnivrsError). ``applied_on(node)`` (async) tells
     whether the write has applied on ``node``."""
     old = await until(cluster.leader, "a leader")
     others = [n for n in cluster.nodes if n is not old]
@@ -91,7 +91,7 @@ async def write_in_flight_on_a_cut_off_leader(
     async def send() -> None:
         try:
             answer.append((await conn.request(op, args, timeout_ms=ANSWER_MS))[0])
-        except ApiError as exc:
+        except UnivrsError as exc:
             answer.append(exc)
 
     nursery.start_soon(send)
@@ -122,7 +122,7 @@ async def write_in_flight_on_a_cut_off_leader(
 
 
 def assert_success_or_unknown(answer: Any) -> None:
-    if isinstance(answer, ApiError):
+    if isinstance(answer, UnivrsError):
         assert getattr(answer, "outcome_unknown", False), (
             f"a write that applied was answered {answer.code} ({answer.http_status}): {answer}"
         )

@@ -4,11 +4,14 @@ shows both that the rule holds and that the scenario would catch its absence."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from harness import Cluster
 
 from univrs.errors import ProposalDropped
 from univrs.raft import (
+    MAX_TERM,
     AppendEntriesResponse,
     InitialState,
     Membership,
@@ -18,6 +21,7 @@ from univrs.raft import (
     RequestVote,
     RequestVoteResponse,
     Role,
+    TimeoutNow,
     bootstrap_state,
 )
 from univrs.sim.mutants import (
@@ -289,3 +293,58 @@ def test_a_read_answer_from_before_a_restart_releases_nothing() -> None:
 def test_with_read_ids_that_start_over_the_old_answer_serves_a_stale_read() -> None:
     c, w = read_across_a_restart(ReadIdsRestart)
     assert [(r.ctx, r.index < w) for r in c.reads["n2"]] == [(1, True)]  # misses w
+
+
+# ---- a forged term (issue 12, defence in depth) ------------------------------------------------
+
+
+@pytest.mark.parametrize("term", [MAX_TERM + 1, (1 << 64) - 1])
+def test_a_term_beyond_the_bound_is_refused_and_counted(term: int) -> None:
+    c = Cluster.bootstrap(["n1", "n2", "n3"])
+    c.elect("n1")
+    c.tick_all(2, deliver=True)
+    before = c.status("n2")
+    n2 = c.nodes["n2"]
+    n2.step(RequestVote(term=term, src="n3", dst="n2", last_log_index=99, last_log_term=term))
+    n2.step(TimeoutNow(term=term, src="n1", dst="n2"))
+    c.process("n2")
+    after = c.status("n2")
+    assert (after.term, after.role, after.leader) == (before.term, before.role, "n1")
+    assert after.refused_messages == 2
+    c.propose("n1", b"still")
+    c.tick_all(2, deliver=True)
+    assert c.applied_data("n2")[-1:] == [b"still"]
+
+
+# ---- a node knows its own incarnation ------------------------------------------------------------
+
+
+def test_a_node_never_campaigns_where_its_id_is_bound_to_another_incarnation() -> None:
+    # A wiped n1 (incarnation b) holding an old one-voter configuration that binds n1 to its
+    # old incarnation a: campaigning there would elect it alone with a log lacking what a
+    # committed. It waits to be told (replaced) instead.
+    m = Membership(voters=frozenset({"n1"}), incarnations=(("n1", "a"),))
+    for inc, role in (("b", Role.LEARNER), ("a", Role.LEADER), (None, Role.LEADER)):
+        node = RaftNode("n1", rng=random.Random(1), initial=bootstrap_state(m), incarnation=inc)
+        node.campaign()
+        for _ in range(3):
+            rd = node.ready()
+            if rd.hard_state is not None:
+                node.persisted_hard_state(rd.hard_state)
+        assert node.status().role is role, inc
+    unbound = Membership(voters=frozenset({"n1"}))
+    node = RaftNode("n1", rng=random.Random(1), initial=bootstrap_state(unbound), incarnation="b")
+    node.campaign()
+    assert node.status().role is Role.LEADER  # unbound (bootstrap): taken as ours
+
+
+def test_a_leader_whose_id_is_rebound_steps_down() -> None:
+    m = members("123", n1="a", n2="x", n3="y")
+    c = Cluster({n: bootstrap_state(m) for n in m.voters})
+    c.nodes["n1"].incarnation = "a"
+    c.elect("n1")
+    c.tick_all(2, deliver=True)
+    c.nodes["n1"].propose_membership(members("123", n1="z", n2="x", n3="y"))
+    c.process("n1")
+    c.tick_all(2, deliver=True)
+    assert c.role("n1") is not Role.LEADER

@@ -61,7 +61,7 @@ async def test_failures_are_typed_exceptions() -> None:
     with pytest.raises(VersionConflict) as conflict:
         await store.delete_workload("w1", expected_version=9)
     assert conflict.value.current_version == 1
-    assert conflict.value.failure.code == ErrorCode.VERSION_CONFLICT
+    assert conflict.value.code == ErrorCode.VERSION_CONFLICT.value
     with pytest.raises(InsufficientCredits):
         await store.transfer_credits("alice", "bob", 1)
     assert await store.get_workload("w1") is not None  # the failed delete changed nothing

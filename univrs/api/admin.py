@@ -7,11 +7,12 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | endpoint | runs on | does |
 | --- | --- | --- |
 | GET /v1/cluster/members | leader | members with kind, addresses, match index, lag, last contact |
-| POST /v1/cluster/members | leader | add a learner `{id, raft_addr, api_addr}` |
+| POST /v1/cluster/members | leader | add a learner `{id, raft_addr, api_addr, incarnation}`; |
+| | | `replace`: a member that lost its data dir takes its id back |
 | POST /v1/cluster/members/{id}/promote | leader | learner -> voter once caught up |
 | DELETE /v1/cluster/members/{id} | leader | remove a voter or learner |
 | POST /v1/cluster/transfer-leader | leader | `{target}` optional: hand leadership over |
-| POST /v1/cluster/join | this node | `{target}`: a pristine node joins target's cluster |
+| POST /v1/cluster/join | this node | `{target, replace}`: a pristine node joins target's cluster |
 | GET /v1/cluster/join | this node | join progress |
 | POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
 | POST /v1/cluster/snapshot | this node | take a snapshot now |
@@ -29,32 +30,31 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from univrs.api.fetch import request_json
 from univrs.api.rest import error_response, json_response
-from univrs.client.errors import (
-    ApiError,
+from univrs.errors import (
     Conflict,
     InvalidArgument,
     MalformedRequest,
     NotFound,
+    NotLeader,
     Unavailable,
+    UnivrsError,
 )
-from univrs.errors import NotLeader
 from univrs.net.address import split_host_port
+from univrs.net.http import request_json
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 
 if TYPE_CHECKING:
-    from univrs.runtime.joining import JoinInfo
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 FORWARDED = "x-univrs-forwarded"
 FORWARD_TIMEOUT = 45.0  # longer than a membership change may wait to commit (30 s)
 NO_LEADER = "the cluster has no leader right now (election in progress or no quorum); retry"
 
 
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
+def _node(request: Request) -> NodeHandle:
+    node: NodeHandle = request.app.state.node
     return node
 
 
@@ -95,15 +95,22 @@ def _addr_field(doc: dict[str, Any], name: str, *, required: bool = True) -> str
     return value
 
 
-def _translate(exc: Exception) -> ApiError:
-    if isinstance(exc, ApiError):
-        return exc
+def _bool_field(doc: dict[str, Any], name: str) -> bool:
+    value = doc.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false", field=name)
+    return value
+
+
+def _translate(exc: Exception) -> UnivrsError:
     if isinstance(exc, ms.MembershipBusy):
         return Unavailable(str(exc), retry_after=1.0)
     if isinstance(exc, ms.MembershipError):
         return Conflict(str(exc))
     if isinstance(exc, NotLeader):
         return Unavailable(NO_LEADER, retry_after=1.0)
+    if isinstance(exc, UnivrsError) and exc.on_wire():
+        return exc
     raise exc
 
 
@@ -113,14 +120,14 @@ def _handler(
     async def wrapped(request: Request) -> Response:
         try:
             return await fn(request)
-        except (ApiError, ms.MembershipError, NotLeader) as exc:
+        except (UnivrsError, ms.MembershipError, NotLeader) as exc:
             return error_response(_translate(exc))
 
     return wrapped
 
 
 async def _on_leader(
-    request: Request, run: Callable[[Node], Awaitable[tuple[int, Any]]]
+    request: Request, run: Callable[[NodeHandle], Awaitable[tuple[int, Any]]]
 ) -> Response:
     """Run ``run`` here if this node leads, else forward the request to the leader once."""
     node = _node(request)
@@ -155,7 +162,7 @@ async def _on_leader(
 
 @_handler
 async def list_members(request: Request) -> Response:
-    async def run(node: Node) -> tuple[int, Any]:
+    async def run(node: NodeHandle) -> tuple[int, Any]:
         s = node.status()
         return 200, {"leader": s.leader, "term": s.term, "members": ms.members(node.runtime)}
 
@@ -164,15 +171,21 @@ async def list_members(request: Request) -> Response:
 
 @_handler
 async def add_member(request: Request) -> Response:
-    doc = await _body(request, {"id", "raft_addr", "api_addr"})
+    doc = await _body(request, {"id", "raft_addr", "api_addr", "incarnation", "replace"})
     node_id = _str_field(doc, "id")
     raft_addr = _addr_field(doc, "raft_addr")
     api_addr = _addr_field(doc, "api_addr", required=False)
+    incarnation = _str_field(doc, "incarnation", required=False)
+    replace = _bool_field(doc, "replace")
     assert node_id is not None and raft_addr is not None
+    if replace and incarnation is None:
+        raise InvalidArgument("a replace needs the new incarnation", field="incarnation")
 
-    async def run(node: Node) -> tuple[int, Any]:
+    async def run(node: NodeHandle) -> tuple[int, Any]:
         before = node.status().membership
-        m = await ms.add_learner(node.runtime, node_id, raft_addr, api_addr)
+        m = await ms.add_learner(
+            node.runtime, node_id, raft_addr, api_addr, incarnation=incarnation, replace=replace
+        )
         return (200 if node_id in before.members else 201), _membership_doc(m)
 
     return await _on_leader(request, run)
@@ -182,7 +195,7 @@ async def add_member(request: Request) -> Response:
 async def promote_member(request: Request) -> Response:
     node_id = request.path_params["node_id"]
 
-    async def run(node: Node) -> tuple[int, Any]:
+    async def run(node: NodeHandle) -> tuple[int, Any]:
         if node_id not in node.status().membership.members:
             raise NotFound(f"{node_id!r} is not a member of this cluster")
         return 200, _membership_doc(await ms.promote(node.runtime, node_id))
@@ -194,7 +207,7 @@ async def promote_member(request: Request) -> Response:
 async def remove_member(request: Request) -> Response:
     node_id = request.path_params["node_id"]
 
-    async def run(node: Node) -> tuple[int, Any]:
+    async def run(node: NodeHandle) -> tuple[int, Any]:
         if node_id not in node.status().membership.members:
             raise NotFound(f"{node_id!r} is not a member of this cluster")
         return 200, _membership_doc(await ms.remove(node.runtime, node_id))
@@ -207,7 +220,7 @@ async def transfer_leader(request: Request) -> Response:
     doc = await _body(request, {"target"})
     target = _str_field(doc, "target", required=False)
 
-    async def run(node: Node) -> tuple[int, Any]:
+    async def run(node: NodeHandle) -> tuple[int, Any]:
         return 200, {"leader": await ms.transfer_leader(node.runtime, target)}
 
     return await _on_leader(request, run)
@@ -215,34 +228,20 @@ async def transfer_leader(request: Request) -> Response:
 
 @_handler
 async def join(request: Request) -> Response:
-    from univrs.runtime.joining import prepare
-    from univrs.runtime.node import JoinRefused
-
-    doc = await _body(request, {"target"})
+    doc = await _body(request, {"target", "replace"})
     target = _addr_field(doc, "target")
+    replace = _bool_field(doc, "replace")
     assert target is not None
     node = _node(request)
-    try:
-        info = await prepare(node.config, target)
-    except JoinRefused as exc:
-        raise Conflict(str(exc)) from None
-    if info.cluster_id == node.cluster_id and node.node_id in info.members:
-        if node.node_id in node.status().membership.voters:
-            return json_response({"state": "voter", "cluster_id": info.cluster_id}, 200)
-        node.resume_join(info)  # a member still waiting to be promoted (restarted mid-join)
-        state = node.join or {"state": "catching-up"}
-        return json_response({**state, "cluster_id": info.cluster_id}, 202)
-    try:
-        node.check_rejoin()
-    except JoinRefused as exc:
-        raise Conflict(str(exc)) from None
-    # Restart only once this answer is sent (the restart closes the API server).
-    response = json_response({"state": "restarting", "cluster_id": info.cluster_id}, 202)
-    response.background = BackgroundTask(_rejoin, node, info)
+    status, body, rejoin = await node.answer_join(target, replace=replace)
+    response = json_response(body, status)
+    if rejoin is not None:
+        # Restart only once this answer is sent (the restart closes the API server).
+        response.background = BackgroundTask(_rejoin, node, rejoin)
     return response
 
 
-async def _rejoin(node: Node, info: JoinInfo) -> None:
+async def _rejoin(node: NodeHandle, info: object) -> None:
     # Async on purpose: Starlette would run a sync background function in a worker thread.
     node.request_rejoin(info)
 

@@ -17,13 +17,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from univrs.client.errors import InvalidArgument
+from univrs.errors import InvalidArgument
 from univrs.sm.model import (
     Instance,
-    InstanceStatus,
     Node,
     NodeInfo,
-    NodeStatus,
     Port,
     PortProtocol,
     Resources,
@@ -319,8 +317,3 @@ def node_doc(n: Node) -> dict[str, Any]:
         "version": n.version,
         "created_index": n.created_index,
     }
-
-
-INSTANCE_STATUSES = tuple(s.value for s in InstanceStatus)
-NODE_STATUSES = tuple(s.value for s in NodeStatus)
-PORT_PROTOCOLS = tuple(p.value for p in PortProtocol)

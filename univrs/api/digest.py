@@ -24,12 +24,12 @@ from starlette.responses import JSONResponse, Response
 from univrs.sm.snapshot import state_digest
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 LOG_CHUNK_BYTES = 1 << 20  # entries read per storage call
 
 
-def digest_view(node: Node) -> dict[str, Any]:
+def digest_view(node: NodeHandle) -> dict[str, Any]:
     """Indexes and state digest of ``node``, taken together (no await in between)."""
     s = node.status()
     return {
@@ -45,7 +45,7 @@ def digest_view(node: Node) -> dict[str, Any]:
     }
 
 
-def log_digest(node: Node, lo: int, hi: int) -> str:
+def log_digest(node: NodeHandle, lo: int, hi: int) -> str:
     """SHA-256 over the entries ``lo..hi`` inclusive of the node's durable log (a thread)."""
     h = hashlib.sha256()
     index = lo
@@ -63,7 +63,7 @@ def _error(code: str, message: str, status: int) -> Response:
 
 
 async def node_digest(request: Request) -> Response:
-    node: Node = request.app.state.node
+    node: NodeHandle = request.app.state.node
     view = digest_view(node)
     q = request.query_params
     if "log_from" in q or "log_to" in q:

@@ -24,14 +24,13 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from univrs import codec
 from univrs.client import protocol
-from univrs.client.errors import ApiError, InternalError, error_to_plain
 from univrs.client.protocol import BadRequest, Request
-from univrs.errors import ProtocolError
+from univrs.errors import InternalError, ProtocolError, UnivrsError, error_to_plain
 from univrs.net.address import join_host_port, split_host_port
 
 if TYPE_CHECKING:
     from univrs.api.service import ApiService
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.api")
 
@@ -53,7 +52,7 @@ def _own_address(configured: str, bound: int | None) -> str:
     return configured
 
 
-def member_endpoints(node: Node) -> dict[str, dict[str, str | None]]:
+def member_endpoints(node: NodeHandle) -> dict[str, dict[str, str | None]]:
     """Every member's fast-protocol (raft listener) and REST addresses, as far as known."""
     membership = node.status().membership
     out: dict[str, dict[str, str | None]] = {}
@@ -120,9 +119,9 @@ class _ClientConnection:
                 timeout=timeout,
                 hops=req.hops,
             )
-        except ApiError as exc:
-            return {"id": req.id, "error": error_to_plain(exc)}
         except Exception as exc:
+            if isinstance(exc, UnivrsError) and exc.on_wire():
+                return {"id": req.id, "error": error_to_plain(exc)}
             log.exception("operation %s failed with a bug", req.op)
             error = InternalError(f"{type(exc).__name__} in {req.op}")
             return {"id": req.id, "error": error_to_plain(error)}

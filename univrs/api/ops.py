@@ -1,6 +1,7 @@
-"""The operations of the client surface: one table shared by the REST API and the fast protocol.
+"""The server half of every operation: what a node does with it, by name.
 
-Each operation has a name (``workload.create``), a kind and two halves:
+The operations are declared once in ``univrs.service.operations`` (name, arguments, routes,
+client method, CLI command). Here each gets what only a node can do:
 
 * a write: ``build(args)`` checks the arguments and returns the state-machine command plus the
   *normalized* arguments (with the object id the serving node assigned, so a node forwarding
@@ -10,28 +11,27 @@ Each operation has a name (``workload.create``), a kind and two halves:
 * a read: ``read(args, state)`` returns the result document from a state machine that is
   already safe to read at the requested consistency.
 
-Nothing here does I/O; ``univrs.api.service`` runs the operations against a node.
+Before either runs, the arguments are checked against the declaration: every required one
+present, none undeclared (``InvalidArgument`` names the field). Nothing here does I/O;
+``univrs.api.service`` runs the operations against a node.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
 from univrs.api import convert as cv
-from univrs.client.errors import (
-    AlreadyExists,
-    ApiError,
-    InsufficientCredits,
+from univrs.errors import (
     InvalidArgument,
     NotFound,
-    SessionExpired,
-    StaleSequence,
-    VersionConflict,
 )
+from univrs.service.operations import OPERATIONS, Kind
+from univrs.service.operations import Operation as Declaration
+from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.commands import (
     CloseSession,
     Command,
@@ -51,12 +51,11 @@ from univrs.sm.commands import (
 )
 from univrs.sm.credits import MAX_REASON_LEN
 from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
-from univrs.sm.responses import Created, ErrorCode, Failure, Response
+from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_problem
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+__all__ = ["DEFAULT_LIMIT", "HANDLERS", "MAX_LIMIT", "UNKEYED", "Handler", "check_key", "handler"]
 
 Build = Callable[[dict[str, Any]], tuple[Command, dict[str, Any]]]
 Render = Callable[[Any, Response, ClusterStateMachine], Any]
@@ -64,18 +63,22 @@ Read = Callable[[dict[str, Any], ClusterStateMachine], Any]
 
 
 @attrs.frozen(kw_only=True)
-class Operation:
-    """One operation: a write (``build`` + ``render``) or a read (``read``)."""
+class Handler:
+    """The server half of one operation: a write (``build`` + ``render``) or a read
+    (``read``); ``declaration`` is the operation it serves."""
 
-    name: str
+    declaration: Declaration
     build: Build | None = None
     render: Render | None = None
     read: Read | None = None
-    creates: bool = False  # REST answers 201 Created
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
 
     @property
     def is_write(self) -> bool:
-        return self.build is not None
+        return self.declaration.is_write
 
 
 # ------------------------------------------------------------------ helpers
@@ -100,29 +103,6 @@ def _version(args: dict[str, Any]) -> int | None:
     if "expected_version" not in args:
         return None
     return cv.read_int(args["expected_version"], "expected_version", maximum=MAX_VERSION)
-
-
-def failure_error(failure: Failure) -> ApiError:
-    """The API error for a state-machine failure response."""
-    code, message = failure.code, failure.message
-    if code is ErrorCode.NOT_FOUND:
-        return NotFound(message)
-    if code is ErrorCode.ALREADY_EXISTS:
-        return AlreadyExists(message, field="id")
-    if code is ErrorCode.VERSION_CONFLICT:
-        return VersionConflict(
-            message, field="expected_version", current_version=failure.current_version
-        )
-    if code is ErrorCode.INSUFFICIENT_CREDITS:
-        return InsufficientCredits(message, field="amount")
-    if code is ErrorCode.SESSION_EXPIRED:
-        return SessionExpired(
-            f"{message}: the idempotency session expired (or never existed); open a new "
-            "session; a command sent with this key may or may not have been applied"
-        )
-    if code is ErrorCode.STALE_SEQUENCE:
-        return StaleSequence(message)
-    return InvalidArgument(message)
 
 
 def check_key(key: tuple[str, int] | None) -> None:
@@ -175,21 +155,18 @@ def _gone(what: str, ident: str) -> NotFound:
 
 
 def _build_create_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("spec",), optional=("id",))
     ident = _id_or_new(args)
     spec = cv.read_workload_spec(args["spec"])
     return CreateWorkload(id=ident, spec=spec), {"id": ident, "spec": args["spec"]}
 
 
 def _build_update_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("id", "spec"), optional=("expected_version",))
     ident = _existing_id(args, "workload")
     spec = cv.read_workload_spec(args["spec"])
     return UpdateWorkload(id=ident, spec=spec, expected_version=_version(args)), args
 
 
 def _build_scale_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("id", "replicas"), optional=("expected_version",))
     ident = _existing_id(args, "workload")
     replicas = cv.read_int(args["replicas"], "replicas", maximum=MAX_REPLICAS)
     return ScaleWorkload(id=ident, replicas=replicas, expected_version=_version(args)), args
@@ -197,7 +174,6 @@ def _build_scale_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]
 
 def _build_delete(cls: Any, what: str) -> Build:
     def build(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-        cv.read_object(args, "", required=("id",), optional=("expected_version",))
         ident = _existing_id(args, what)
         command: Command = cls(id=ident, expected_version=_version(args))
         return command, args
@@ -218,12 +194,10 @@ def _render_deleted(cmd: Any, response: Response, state: ClusterStateMachine) ->
 
 
 def _read_get_workload(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", required=("id",))
     return cv.workload_doc(_read_object(args, state, "workload"))
 
 
 def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", optional=("labels", "name", "limit", "after"))
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     name = cv.read_str(args["name"], "name") if "name" in args else None
     items = state.list_workloads()
@@ -240,7 +214,6 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
 
 
 def _build_create_instance(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("workload_id",), optional=("id", "node_id"))
     ident = _id_or_new(args)
     workload_id = cv.read_id(args["workload_id"], "workload_id")
     spec = InstanceSpec(workload_id=workload_id, node_id=_opt_id(args, "node_id"))
@@ -248,9 +221,6 @@ def _build_create_instance(args: dict[str, Any]) -> tuple[Command, dict[str, Any
 
 
 def _build_update_instance_status(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(
-        args, "", required=("id", "status"), optional=("message", "node_id", "expected_version")
-    )
     ident = _existing_id(args, "instance")
     status = cv.read_enum(InstanceStatus, args["status"], "status")
     message = cv.read_str(args.get("message", ""), "message")
@@ -276,12 +246,10 @@ def _render_instance(cmd: Any, response: Response, state: ClusterStateMachine) -
 
 
 def _read_get_instance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", required=("id",))
     return cv.instance_doc(_read_object(args, state, "instance"))
 
 
 def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", optional=("workload_id", "node_id", "status", "limit", "after"))
     workload_id = cv.read_str(args["workload_id"], "workload_id") if "workload_id" in args else None
     node_id = cv.read_str(args["node_id"], "node_id") if "node_id" in args else None
     status = cv.read_enum(InstanceStatus, args["status"], "status") if "status" in args else None
@@ -295,11 +263,8 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
 
 # ------------------------------------------------------------------ nodes
 
-_NODE_FIELDS = ("addresses", "capacity", "labels", "status")
-
 
 def _build_register_node(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("id",), optional=_NODE_FIELDS)
     ident = cv.read_id(args["id"], "id")
     info = cv.read_node_info(args, ident)
     status = cv.read_enum(NodeStatus, args.get("status", "ready"), "status")
@@ -307,7 +272,6 @@ def _build_register_node(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]
 
 
 def _build_update_node_status(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("id", "status"), optional=("expected_version",))
     ident = _existing_id(args, "node")
     status = cv.read_enum(NodeStatus, args["status"], "status")
     return UpdateNodeStatus(id=ident, status=status, expected_version=_version(args)), args
@@ -322,12 +286,10 @@ def _render_node(cmd: Any, response: Response, state: ClusterStateMachine) -> An
 
 
 def _read_get_node(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", required=("id",))
     return cv.node_doc(_read_object(args, state, "node"))
 
 
 def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", optional=("labels", "status", "limit", "after"))
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     status = cv.read_enum(NodeStatus, args["status"], "status") if "status" in args else None
     items = state.list_nodes()
@@ -348,7 +310,6 @@ def _amount(args: dict[str, Any]) -> int:
 
 
 def _build_mint(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("to_peer", "amount", "reason"))
     to_peer = cv.read_id(args["to_peer"], "to_peer")
     amount = _amount(args)
     reason = cv.read_str(args["reason"], "reason")
@@ -361,7 +322,6 @@ def _build_mint(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
 
 
 def _build_transfer(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("from_peer", "to_peer", "amount"))
     from_peer = cv.read_id(args["from_peer"], "from_peer")
     to_peer = cv.read_id(args["to_peer"], "to_peer")
     amount = _amount(args)
@@ -388,12 +348,10 @@ def _render_transfer(cmd: Any, response: Response, state: ClusterStateMachine) -
 
 
 def _read_balance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", required=("peer",))
     return _balance(state, cv.read_str(args["peer"], "peer"))
 
 
 def _read_balances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    cv.read_object(args, "", optional=("limit", "after"))
     items = [{"peer": p, "balance": b} for p, b in state.balances().items()]
     page = _page(items, lambda i: i["peer"], args)
     page["total_supply"] = state.total_supply
@@ -401,7 +359,6 @@ def _read_balances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 
 
 def _build_open_session(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "")
     return OpenSession(), args
 
 
@@ -411,7 +368,6 @@ def _render_session(cmd: Any, response: Response, state: ClusterStateMachine) ->
 
 
 def _build_close_session(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    cv.read_object(args, "", required=("client_id",))
     client_id = cv.read_str(args["client_id"], "client_id")
     if id_problem("client_id", client_id) is not None:
         raise NotFound(f"session {client_id!r} not found")
@@ -424,74 +380,69 @@ def _render_closed(cmd: Any, response: Response, state: ClusterStateMachine) -> 
 
 # ------------------------------------------------------------------ the table
 
-OPERATIONS: dict[str, Operation] = {
-    op.name: op
-    for op in (
-        Operation(
-            name="workload.create",
-            build=_build_create_workload,
-            render=_render_workload,
-            creates=True,
-        ),
-        Operation(name="workload.update", build=_build_update_workload, render=_render_workload),
-        Operation(name="workload.scale", build=_build_scale_workload, render=_render_workload),
-        Operation(
-            name="workload.delete",
-            build=_build_delete(DeleteWorkload, "workload"),
-            render=_render_deleted,
-        ),
-        Operation(name="workload.get", read=_read_get_workload),
-        Operation(name="workload.list", read=_read_list_workloads),
-        Operation(
-            name="instance.create",
-            build=_build_create_instance,
-            render=_render_instance,
-            creates=True,
-        ),
-        Operation(
-            name="instance.update_status",
-            build=_build_update_instance_status,
-            render=_render_instance,
-        ),
-        Operation(
-            name="instance.delete",
-            build=_build_delete(DeleteInstance, "instance"),
-            render=_render_deleted,
-        ),
-        Operation(name="instance.get", read=_read_get_instance),
-        Operation(name="instance.list", read=_read_list_instances),
-        Operation(
-            name="node.register", build=_build_register_node, render=_render_node, creates=True
-        ),
-        Operation(name="node.update_status", build=_build_update_node_status, render=_render_node),
-        Operation(
-            name="node.deregister",
-            build=_build_delete(DeregisterNode, "node"),
-            render=_render_deleted,
-        ),
-        Operation(name="node.get", read=_read_get_node),
-        Operation(name="node.list", read=_read_list_nodes),
-        Operation(name="credits.mint", build=_build_mint, render=_render_mint),
-        Operation(name="credits.transfer", build=_build_transfer, render=_render_transfer),
-        Operation(name="credits.balance", read=_read_balance),
-        Operation(name="credits.list", read=_read_balances),
-        Operation(
-            name="session.open",
-            build=_build_open_session,
-            render=_render_session,
-            creates=True,
-        ),
-        Operation(name="session.close", build=_build_close_session, render=_render_closed),
+F = TypeVar("F", Build, Read)
+
+
+def _checked(declaration: Declaration, fn: F) -> F:
+    """``fn`` after checking the arguments against the declaration: every required one is
+    there, no other than those declared."""
+    required = tuple(p.name for p in declaration.params if p.required)
+    optional = tuple(p.name for p in declaration.params if not p.required)
+
+    def run(args: dict[str, Any], *rest: Any) -> Any:
+        cv.read_object(args, "", required=required, optional=optional)
+        return fn(args, *rest)
+
+    return run
+
+
+def _write(name: str, build: Build, render: Render) -> Handler:
+    declaration = OPERATIONS[name]
+    assert declaration.is_write, name
+    return Handler(declaration=declaration, build=_checked(declaration, build), render=render)
+
+
+def _reader(name: str, read: Read) -> Handler:
+    declaration = OPERATIONS[name]
+    assert not declaration.is_write, name
+    return Handler(declaration=declaration, read=_checked(declaration, read))
+
+
+HANDLERS: dict[str, Handler] = {
+    h.name: h
+    for h in (
+        _write("workload.create", _build_create_workload, _render_workload),
+        _write("workload.update", _build_update_workload, _render_workload),
+        _write("workload.scale", _build_scale_workload, _render_workload),
+        _write("workload.delete", _build_delete(DeleteWorkload, "workload"), _render_deleted),
+        _reader("workload.get", _read_get_workload),
+        _reader("workload.list", _read_list_workloads),
+        _write("instance.create", _build_create_instance, _render_instance),
+        _write("instance.update_status", _build_update_instance_status, _render_instance),
+        _write("instance.delete", _build_delete(DeleteInstance, "instance"), _render_deleted),
+        _reader("instance.get", _read_get_instance),
+        _reader("instance.list", _read_list_instances),
+        _write("node.register", _build_register_node, _render_node),
+        _write("node.update_status", _build_update_node_status, _render_node),
+        _write("node.deregister", _build_delete(DeregisterNode, "node"), _render_deleted),
+        _reader("node.get", _read_get_node),
+        _reader("node.list", _read_list_nodes),
+        _write("credits.mint", _build_mint, _render_mint),
+        _write("credits.transfer", _build_transfer, _render_transfer),
+        _reader("credits.balance", _read_balance),
+        _reader("credits.list", _read_balances),
+        _write("session.open", _build_open_session, _render_session),
+        _write("session.close", _build_close_session, _render_closed),
     )
 }
 
 # Session commands are sent without an idempotency key (the state machine refuses one).
-UNKEYED = frozenset({"session.open", "session.close"})
+UNKEYED = frozenset(op.name for op in OPERATIONS.values() if op.kind is Kind.SESSION)
 
 
-def operation(name: str) -> Operation:
-    """The operation called ``name``; NotFound for an unknown one."""
-    op = OPERATIONS.get(name)
-    if op is None:
-        raise NotFound(f"unknown operation {name!r} (known: {', '.join(sorted(OPERATIONS))})")
-    return op
+def handler(name: str) -> Handler:
+    """The server half of operation ``name``; NotFound for an unknown one."""
+    found = HANDLERS.get(name)
+    if found is None:
+        raise NotFound(f"unknown operation {name!r} (known: {', '.join(sorted(HANDLERS))})")
+    return found

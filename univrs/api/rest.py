@@ -1,10 +1,10 @@
-"""The REST API under ``/v1``: a thin JSON mapping of ``univrs.api.ops`` onto HTTP.
+"""The REST API under ``/v1``: a thin JSON mapping of the operations onto HTTP.
 
-Every endpoint is one row of ``ENDPOINTS`` (method, path, operation, what it reads from the
-path, query and body); ``handle`` turns the request into the operation's arguments, runs it
-through ``ApiService.execute`` and renders the result or the error. The OpenAPI document
-(``univrs.api.openapi``) is generated from the same rows, so it lists exactly what the server
-routes and accepts.
+Every endpoint is derived from an operation's declaration (``univrs.service.operations``: its
+route, and which arguments come from the path, the query and the body); ``handle`` turns the
+request into the operation's arguments, runs it through ``ApiService.execute`` and renders the
+result or the error. The OpenAPI document (``univrs.api.openapi``) is derived from the same
+declarations, so it lists exactly what the server routes and accepts.
 
 HTTP specifics:
 
@@ -19,7 +19,7 @@ HTTP specifics:
   ``X-Univrs-Leader-Contact-Ms`` (since this node last heard from the leader).
 * Writes answer with ``X-Univrs-Index``: the log index at which the write applied.
 * Errors are ``{"error": {"code", "message", "field"?, ...}}`` with the status of
-  ``univrs.client.errors``; 503 answers carry ``Retry-After``.
+  ``univrs.errors``; 503 answers carry ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from univrs.client.errors import (
-    ApiError,
+from univrs.errors import (
     InternalError,
     InvalidArgument,
     MalformedRequest,
+    UnivrsError,
     VersionConflict,
+    error_to_plain,
+    wire_error,
 )
-from univrs.client.errors import error_to_plain as _error_plain
+from univrs.service.operations import OPERATIONS, Operation, Type, Where
 
 log = logging.getLogger("univrs.api")
 
@@ -53,213 +55,46 @@ _ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]{1,19})"?$')
 
 @attrs.frozen(kw_only=True)
 class Endpoint:
-    """One REST endpoint; see ``ENDPOINTS``."""
+    """One REST endpoint: an operation's route and where its arguments come from (derived
+    from the operation's declaration by ``endpoint``)."""
 
     method: str
     path: str
     op: str
-    summary: str
     path_arg: str | None = None  # the operation argument the ``{...}`` path segment fills
     body: bool = False  # takes a JSON object body
     query: tuple[str, ...] = ()  # accepted query parameters (reads also take consistency)
+    args: dict[str, str] = attrs.field(factory=dict)  # query parameter -> argument name
     ints: tuple[str, ...] = ()  # query parameters that are integers
+    maps: tuple[str, ...] = ()  # query parameters that are repeated key=value pairs
     versioned: bool = False  # accepts If-Match / expected_version
     read: bool = False
     keyed: bool = True  # writes accept an Idempotency-Key (not the session endpoints)
     creates: str | None = None  # the collection path of the created object (201 + Location)
 
 
-ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint(
-        method="POST",
-        path="/v1/workloads",
-        op="workload.create",
-        summary="Create a workload (the node assigns the id unless the body gives one)",
-        body=True,
-        creates="/v1/workloads",
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/workloads",
-        op="workload.list",
-        summary="List workloads, filtered by labels and name, paginated by id",
-        query=("label", "name", "limit", "after"),
-        ints=("limit",),
-        read=True,
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/workloads/{id}",
-        op="workload.get",
-        summary="Get a workload",
-        path_arg="id",
-        read=True,
-    ),
-    Endpoint(
-        method="PUT",
-        path="/v1/workloads/{id}",
-        op="workload.update",
-        summary="Replace a workload's spec",
-        path_arg="id",
-        body=True,
-        versioned=True,
-    ),
-    Endpoint(
-        method="POST",
-        path="/v1/workloads/{id}/scale",
-        op="workload.scale",
-        summary="Set a workload's replica count",
-        path_arg="id",
-        body=True,
-        versioned=True,
-    ),
-    Endpoint(
-        method="DELETE",
-        path="/v1/workloads/{id}",
-        op="workload.delete",
-        summary="Delete a workload and its instances",
-        path_arg="id",
-        query=("expected_version",),
-        ints=("expected_version",),
-        versioned=True,
-    ),
-    Endpoint(
-        method="POST",
-        path="/v1/instances",
-        op="instance.create",
-        summary="Create an instance of a workload",
-        body=True,
-        creates="/v1/instances",
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/instances",
-        op="instance.list",
-        summary="List instances, by workload, node and status, paginated by id",
-        query=("workload_id", "node_id", "status", "limit", "after"),
-        ints=("limit",),
-        read=True,
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/instances/{id}",
-        op="instance.get",
-        summary="Get an instance",
-        path_arg="id",
-        read=True,
-    ),
-    Endpoint(
-        method="PUT",
-        path="/v1/instances/{id}/status",
-        op="instance.update_status",
-        summary="Report an instance's status (and bind it to a node)",
-        path_arg="id",
-        body=True,
-        versioned=True,
-    ),
-    Endpoint(
-        method="DELETE",
-        path="/v1/instances/{id}",
-        op="instance.delete",
-        summary="Delete an instance",
-        path_arg="id",
-        query=("expected_version",),
-        ints=("expected_version",),
-        versioned=True,
-    ),
-    Endpoint(
-        method="POST",
-        path="/v1/nodes",
-        op="node.register",
-        summary="Register a node",
-        body=True,
-        creates="/v1/nodes",
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/nodes",
-        op="node.list",
-        summary="List nodes, by labels and status, paginated by id",
-        query=("label", "status", "limit", "after"),
-        ints=("limit",),
-        read=True,
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/nodes/{id}",
-        op="node.get",
-        summary="Get a node",
-        path_arg="id",
-        read=True,
-    ),
-    Endpoint(
-        method="PUT",
-        path="/v1/nodes/{id}/status",
-        op="node.update_status",
-        summary="Set a node's status",
-        path_arg="id",
-        body=True,
-        versioned=True,
-    ),
-    Endpoint(
-        method="DELETE",
-        path="/v1/nodes/{id}",
-        op="node.deregister",
-        summary="Deregister a node and delete its instances",
-        path_arg="id",
-        query=("expected_version",),
-        ints=("expected_version",),
-        versioned=True,
-    ),
-    Endpoint(
-        method="POST",
-        path="/v1/credits/mint",
-        op="credits.mint",
-        summary="Mint credits for a peer",
-        body=True,
-    ),
-    Endpoint(
-        method="POST",
-        path="/v1/credits/transfer",
-        op="credits.transfer",
-        summary="Transfer credits between peers",
-        body=True,
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/credits/balances",
-        op="credits.list",
-        summary="List positive balances, paginated by peer",
-        query=("limit", "after"),
-        ints=("limit",),
-        read=True,
-    ),
-    Endpoint(
-        method="GET",
-        path="/v1/credits/balances/{peer}",
-        op="credits.balance",
-        summary="Get a peer's balance (0 if it has none)",
-        path_arg="peer",
-        read=True,
-    ),
-    Endpoint(
-        method="POST",
-        path="/v1/sessions",
-        op="session.open",
-        summary="Open an idempotency session (for Idempotency-Key)",
-        body=True,
-        keyed=False,
-        creates="/v1/sessions",
-    ),
-    Endpoint(
-        method="DELETE",
-        path="/v1/sessions/{client_id}",
-        op="session.close",
-        summary="Close an idempotency session",
-        path_arg="client_id",
-        keyed=False,
-    ),
-)
+def endpoint(op: Operation) -> Endpoint:
+    """The REST endpoint of an operation."""
+    query = op.located(Where.QUERY)
+    path = op.path_param
+    return Endpoint(
+        method=op.http.method,
+        path=op.http.path,
+        op=op.name,
+        path_arg=None if path is None else path.name,
+        body=op.has_body,
+        query=tuple(p.query_name for p in query),
+        args={p.query_name: p.name for p in query},
+        ints=tuple(p.query_name for p in query if p.type is Type.INT),
+        maps=tuple(p.query_name for p in query if p.type is Type.STR_MAP),
+        versioned=op.http.versioned,
+        read=not op.is_write,
+        keyed=op.keyed,
+        creates=op.http.path if op.http.creates else None,
+    )
+
+
+ENDPOINTS: tuple[Endpoint, ...] = tuple(endpoint(op) for op in OPERATIONS.values())
 
 # ---------------------------------------------------------------- responses
 
@@ -271,12 +106,15 @@ def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(exc: ApiError) -> Response:
+def error_response(exc: UnivrsError) -> Response:
+    """The JSON answer for an error (a local one is answered as ``internal``: a bug)."""
+    exc = wire_error(exc)
+    assert exc.http_status is not None
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if exc.http_status == 503 and retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return json_response({"error": _error_plain(exc)}, exc.http_status, headers)
+    return json_response({"error": error_to_plain(exc)}, exc.http_status, headers)
 
 
 # ---------------------------------------------------------------- request parsing
@@ -308,7 +146,7 @@ def parse_if_match(value: str | None) -> int | None:
 def _query_args(ep: Endpoint, request: Request) -> tuple[dict[str, Any], str | None]:
     args: dict[str, Any] = {}
     consistency: str | None = None
-    labels: dict[str, str] = {}
+    maps: dict[str, dict[str, str]] = {}
     seen: set[str] = set()
     for name, value in request.query_params.multi_items():
         if name == "consistency" and ep.read:
@@ -323,11 +161,11 @@ def _query_args(ep: Endpoint, request: Request) -> tuple[dict[str, Any], str | N
             raise InvalidArgument(
                 f"unknown query parameter {name!r} (accepted: {allowed})", field=name
             )
-        if name == "label":
+        if name in ep.maps:
             key, sep, text = value.partition("=")
             if not sep or not key:
-                raise InvalidArgument("label must be 'key=value'", field="label")
-            labels[key] = text
+                raise InvalidArgument(f"{name} must be 'key=value'", field=name)
+            maps.setdefault(ep.args[name], {})[key] = text
             continue
         if name in seen:
             raise InvalidArgument(f"query parameter {name!r} given twice", field=name)
@@ -335,11 +173,10 @@ def _query_args(ep: Endpoint, request: Request) -> tuple[dict[str, Any], str | N
         if name in ep.ints:
             if not re.fullmatch(r"-?[0-9]{1,19}", value):
                 raise InvalidArgument(f"{name} must be an integer", field=name)
-            args[name] = int(value)
+            args[ep.args[name]] = int(value)
         else:
-            args[name] = value
-    if labels:
-        args["labels"] = labels
+            args[ep.args[name]] = value
+    args.update(maps)
     return args, consistency
 
 
@@ -424,9 +261,9 @@ async def handle(ep: Endpoint, request: Request) -> Response:
         args, key, consistency = await request_args(ep, request)
         service = request.app.state.service
         result, meta = await service.execute(ep.op, args, key=key, consistency=consistency)
-    except ApiError as exc:
-        return error_response(exc)
     except Exception as exc:
+        if isinstance(exc, UnivrsError) and exc.on_wire():
+            return error_response(exc)
         log.exception("%s %s failed with a bug", ep.method, ep.path)
         return error_response(InternalError(f"{type(exc).__name__} in {ep.op}"))
     headers = _meta_headers(meta)

@@ -26,29 +26,29 @@ from starlette.routing import Route
 from univrs.api import admin, rest
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
-from univrs.api.fetch import get_json
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService, Forwarder
 from univrs.client import protocol
-from univrs.client.errors import (
-    ApiError,
+from univrs.errors import (
     InternalError,
     MalformedRequest,
     MethodNotAllowed,
     NotFound,
+    UnivrsError,
 )
+from univrs.net.http import get_json
 from univrs.raft.ready import Role
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.api")
 
 PEER_STATUS_TIMEOUT = 1.0
 
 
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
+def _node(request: Request) -> NodeHandle:
+    node: NodeHandle = request.app.state.node
     return node
 
 
@@ -67,9 +67,7 @@ async def health(request: Request) -> Response:
 
 
 async def node_status(request: Request) -> Response:
-    from univrs.runtime.node import describe
-
-    return JSONResponse(describe(_node(request)))
+    return JSONResponse(_node(request).describe())
 
 
 async def cluster_status(request: Request) -> Response:
@@ -77,10 +75,8 @@ async def cluster_status(request: Request) -> Response:
     return JSONResponse(await gather_cluster_status(_node(request)))
 
 
-async def gather_cluster_status(node: Node) -> dict[str, Any]:
-    from univrs.runtime.node import describe
-
-    me = describe(node)
+async def gather_cluster_status(node: NodeHandle) -> dict[str, Any]:
+    me = node.describe()
     s = node.status()
     membership = s.membership
     views: dict[str, dict[str, Any] | None] = {node.node_id: me}
@@ -116,9 +112,11 @@ async def gather_cluster_status(node: Node) -> dict[str, Any]:
             "api_addr": membership.api_address_of(member),
             "voter": member in membership.voters,
             "reachable": view is not None,
+            "incarnation": membership.incarnation_of(member),  # the one the config lists
         }
         if view is not None:
             row.update(
+                running_incarnation=view.get("incarnation"),  # the member's own data dir's
                 role=view["role"],
                 term=view["term"],
                 leader=view["leader"],
@@ -174,7 +172,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         if exc.status_code == 404:
             return rest.error_response(NotFound(f"no such endpoint: {request.url.path}"))
         if exc.status_code == 405:
-            error: ApiError = MethodNotAllowed(f"{request.method} is not allowed here")
+            error: UnivrsError = MethodNotAllowed(f"{request.method} is not allowed here")
             response = rest.error_response(error)
             response.headers.update(dict(exc.headers or {}))
             return response
@@ -183,7 +181,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return rest.error_response(InternalError(type(exc).__name__))
 
 
-def build_app(node: Node, service: ApiService | None = None) -> Starlette:
+def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
     """The Starlette app of one node (``service`` serves the state endpoints)."""
     app = Starlette(
         routes=[
@@ -205,7 +203,7 @@ def build_app(node: Node, service: ApiService | None = None) -> Starlette:
 
 
 async def serve_api(
-    node: Node, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    node: NodeHandle, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the API on the node's api address; ``task_status.started`` gets the bound port."""
     config = HypercornConfig()

@@ -51,10 +51,10 @@ import trio
 from univrs import errors as base
 from univrs.api.batcher import ProposalBatcher, ReadCoalescer
 from univrs.api.metrics import ApiMetrics
-from univrs.api.ops import MAX_LIMIT, UNKEYED, Operation, check_key, failure_error, operation
+from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler
 from univrs.client.connection import Connection
-from univrs.client.errors import (
-    ApiError,
+from univrs.client.protocol import MAX_HOPS
+from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
     NotLeader,
@@ -63,15 +63,16 @@ from univrs.client.errors import (
     StaleSequence,
     Timeout,
     Unavailable,
+    UnivrsError,
 )
-from univrs.client.protocol import MAX_HOPS
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.sm.commands import Envelope
+from univrs.sm.errors import failure_to_exception
 from univrs.sm.responses import Failure
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.api")
 
@@ -90,7 +91,7 @@ UNKNOWN_MESSAGE = (
 __all__ = ["MAX_LIMIT", "ApiService", "Forwarder", "LeaderContact"]
 
 
-def _after_unknown(exc: ApiError) -> ApiError:
+def _after_unknown(exc: UnivrsError) -> UnivrsError:
     """The error to answer once an earlier attempt may have applied the write.
 
     A later attempt's refusal (no leader, not the leader, the session gone or its window
@@ -183,7 +184,7 @@ class LeaderContact:
     what the leader committed since then (plus ``behind`` entries not yet applied here).
     """
 
-    node: Node
+    node: NodeHandle
     every: float = 0.05
     _leader: str | None = None
     _count: int = -1
@@ -221,7 +222,7 @@ class LeaderContact:
 class ApiService:
     """Executes operations on one node (see the module docstring)."""
 
-    node: Node
+    node: NodeHandle
     forwarder: Forwarder
     batcher: ProposalBatcher = attrs.field(factory=ProposalBatcher)
     reads: ReadCoalescer = attrs.field(init=False)
@@ -253,8 +254,8 @@ class ApiService:
         timeout: float | None = None,
         hops: int = 0,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Run operation ``name``: (result document, read meta or None). Raises ApiError."""
-        op = operation(name)
+        """Run operation ``name``: (result document, read meta or None). Raises UnivrsError."""
+        op = handler(name)
         start = trio.current_time()
         limit = self.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
         deadline = start + max(limit, 0.001)
@@ -263,7 +264,7 @@ class ApiService:
             if op.is_write:
                 return await self._write(op, args, key, deadline, hops)
             return await self._read(op, args, consistency or "linearizable", deadline)
-        except ApiError as exc:
+        except UnivrsError as exc:
             outcome = exc.code
             raise
         finally:
@@ -276,7 +277,7 @@ class ApiService:
 
     async def _write(
         self,
-        op: Operation,
+        op: Handler,
         args: dict[str, Any],
         key: tuple[str, int] | None,
         deadline: float,
@@ -298,7 +299,7 @@ class ApiService:
             return await self._attempt_write(
                 op, command, built, envelope, key, deadline, hops, attempts
             )
-        except ApiError as exc:
+        except UnivrsError as exc:
             answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
             if answer is exc:
                 raise
@@ -306,7 +307,7 @@ class ApiService:
 
     async def _attempt_write(
         self,
-        op: Operation,
+        op: Handler,
         command: Any,
         built: dict[str, Any],
         envelope: Envelope,
@@ -347,7 +348,7 @@ class ApiService:
                     await self._settle(deadline)
                     continue
                 if isinstance(response, Failure):
-                    raise failure_error(response)
+                    raise failure_to_exception(response)
                 return op.render(command, response, runtime.sm), {"index": response.version}
             if hops >= MAX_HOPS:
                 raise NotLeader(leader=status.leader)
@@ -366,7 +367,7 @@ class ApiService:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
                 result, meta = await self.forwarder.call(address, op.name, built, key, deadline)
-            except ApiError as exc:
+            except UnivrsError as exc:
                 self._count_forward(exc.code)
                 if isinstance(exc, ConnectionLost):
                     if exc.outcome_unknown and not attempts.failed(Outcome.UNKNOWN):
@@ -392,7 +393,7 @@ class ApiService:
         if self.metrics is not None:
             self.metrics.forwarded.inc(1, outcome)
 
-    def _expired(self, maybe_applied: bool) -> ApiError:
+    def _expired(self, maybe_applied: bool) -> UnivrsError:
         if maybe_applied:
             return Timeout(
                 "the write was not confirmed before its deadline; it may or may not have been "
@@ -420,7 +421,7 @@ class ApiService:
     # ---------------------------------------------------------------- reads
 
     async def _read(
-        self, op: Operation, args: dict[str, Any], consistency: str, deadline: float
+        self, op: Handler, args: dict[str, Any], consistency: str, deadline: float
     ) -> tuple[Any, dict[str, Any]]:
         assert op.read is not None
         if consistency not in ("linearizable", "local"):

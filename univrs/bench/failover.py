@@ -15,7 +15,7 @@ import tempfile
 import time
 from functools import partial
 
-from univrs.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
 
 def _following(node: NodeProc) -> bool:

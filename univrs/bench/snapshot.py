@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from univrs.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
 LOAD_CONCURRENCY = 256
 

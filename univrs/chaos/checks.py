@@ -23,7 +23,7 @@ import trio
 
 from univrs.chaos.history import EventType, Fn, Operation
 from univrs.chaos.monitor import fetch_json
-from univrs.devcluster import LocalCluster
+from univrs.tools.devcluster import LocalCluster
 
 CRASH_MARKER = '"node crashed"'  # univrs.cli logs this (critical) when a node dies of a bug
 ERROR_LEVELS = (" error ", " critical ")

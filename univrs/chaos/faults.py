@@ -25,16 +25,18 @@ from collections.abc import Iterable
 import attrs
 import trio
 
-from univrs.api.fetch import HttpResponse, request_json
-from univrs.chaos.monitor import FETCH_ERRORS, Monitor
+from univrs.chaos.monitor import FETCH_ERRORS, Monitor, agreed_leader
 from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
 from univrs.chaos.scenario import PlannedFault
-from univrs.devcluster import LocalCluster, NodeProc
+from univrs.net.http import HttpResponse, request_json
+from univrs.tools.devcluster import LocalCluster, NodeProc
 
 log = logging.getLogger("univrs.chaos.faults")
 
 Link = tuple[str, str]
 CATCH_UP_TIMEOUT = 30.0
+HEAL_WATCH_TIMEOUT = 15.0  # seconds a healed node is watched for following the leader
+HEAL_WATCH_EVERY = 0.05  # seconds between two samples while watching
 
 
 @attrs.define(eq=False)
@@ -48,6 +50,9 @@ class FaultRecord:
     end: float | None = None
     targets: tuple[str, ...] = ()
     note: str = ""
+    # Partitions: per node it cut off, seconds from healing until it followed the agreed
+    # leader again (None: not within HEAL_WATCH_TIMEOUT, or the fault phase ended first).
+    leader_after_heal: dict[str, float | None] = attrs.field(factory=dict)
 
     def to_plain(self) -> dict[str, object]:
         return {
@@ -58,6 +63,7 @@ class FaultRecord:
             "end": None if self.end is None else round(self.end, 3),
             "targets": list(self.targets),
             "note": self.note,
+            "leader_after_heal": dict(self.leader_after_heal),
         }
 
 
@@ -73,6 +79,7 @@ def combine(policies: Iterable[LinkPolicy]) -> LinkPolicy:
         loss=max(p.loss for p in ps),
         loss_stall=max(p.loss_stall for p in ps),
         reset_rate=max(p.reset_rate for p in ps),
+        retransmit=any(p.retransmit for p in ps),
     )
 
 
@@ -378,7 +385,8 @@ class Injector:
                 if phases == 1:
                     rec.targets = about
                     rec.note = sides
-                self._set_links(fault.index, links, LinkPolicy(partitioned=True))
+                policy = LinkPolicy(partitioned=True, retransmit=spec.param("retransmit"))
+                self._set_links(fault.index, links, policy)
                 if not flapping:
                     await trio.sleep_until(end_at)
                     break
@@ -389,6 +397,31 @@ class Injector:
                 rec.note += f" ({phases} flaps of {period:g}s)"
         finally:
             self._clear(fault.index)
+            rec.end = self.now()  # healed (the watch below is not part of the fault)
+        if not flapping and rec.targets:
+            rec.leader_after_heal = await self.time_to_leader(rec.targets)
+
+    async def time_to_leader(
+        self, nodes: Iterable[str], timeout: float = HEAL_WATCH_TIMEOUT
+    ) -> dict[str, float | None]:
+        """Seconds from now until each of ``nodes`` follows (or is) the agreed leader, in that
+        leader's term: how long a healed node stays without a leader (its clients get 503).
+        Sampled every ``HEAL_WATCH_EVERY`` s; a time is taken when the sample's answers are in."""
+        healed = trio.current_time()
+        out: dict[str, float | None] = {n: None for n in nodes}
+        with trio.move_on_after(timeout):
+            while any(v is None for v in out.values()):
+                s = await self.monitor.sample()
+                views = dict(s.views)
+                leader = agreed_leader(views, len(self.active))
+                term = (views.get(leader) or {}).get("term") if leader else None
+                for n, took in out.items():
+                    v = views.get(n) or {}
+                    following = leader is not None and v.get("leader") == leader
+                    if took is None and following and v.get("term") == term:
+                        out[n] = round(trio.current_time() - healed, 3)
+                await trio.sleep(HEAL_WATCH_EVERY)
+        return out
 
     async def watch_processes(self, every: float = 0.2) -> None:
         """Until cancelled: notice a node process that ended without the injector ending it

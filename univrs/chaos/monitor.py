@@ -14,7 +14,7 @@ import attrs
 import h11
 import trio
 
-from univrs.api.fetch import get_json
+from univrs.net.http import get_json
 
 STATUS_TIMEOUT = 0.5
 # What a GET of a node that is down, paused or restarting may raise.

@@ -14,6 +14,13 @@ closes).
   connections are accepted but not dialed onward until the partition heals. Stalled data is
   delivered in order after healing unless the sender gave up on the connection first (the
   transport has a send deadline): like TCP, never corrupted.
+* ``retransmit`` (with ``partitioned``): healing is timed as TCP would see it over a real
+  network that drops packets. A direction whose data stalled at time S delivers it only at a
+  retransmission instant: S + RTO, S + 3 RTO, S + 7 RTO, ... (RTO ``DATA_RTO`` = 0.2 s, Linux's
+  minimum, doubling up to ``MAX_RTO``), the first at which the link passes; a connection
+  accepted during the partition at time A is dialed onward at A + 1 s, A + 3 s, ... (the SYN's
+  initial RTO is 1 s). So a link healed after a 4 s partition stays silent up to ~2.2 s more,
+  unless the sender gives up and reconnects. Without it, everything moves at once on healing.
 * ``delay`` (+ uniform ``jitter``): each chunk is delivered that long after it was read, in
   order (a chunk never overtakes an earlier one).
 * ``loss``: TCP does not lose bytes, it retransmits: so a "dropped packet" is modelled as a
@@ -34,6 +41,7 @@ import math
 import random
 import socket
 import struct
+from collections.abc import Iterator
 
 import attrs
 import trio
@@ -45,6 +53,19 @@ log = logging.getLogger("univrs.chaos.proxy")
 CHUNK = 64 * 1024
 QUEUE_CHUNKS = 256  # chunks read but not yet delivered, per direction (delay pipeline)
 CONNECT_TIMEOUT = 5.0
+DATA_RTO = 0.2  # seconds: the first retransmission timeout of data (Linux's TCP_RTO_MIN)
+SYN_RTO = 1.0  # seconds: the first retransmission timeout of a SYN (RFC 6298)
+MAX_RTO = 120.0  # seconds: TCP_RTO_MAX
+
+
+def retransmissions(since: float, first_rto: float) -> Iterator[float]:
+    """TCP's retransmission instants of a segment first sent at ``since``: the timeout doubles
+    after each one (capped at ``MAX_RTO``)."""
+    due, rto = since, first_rto
+    while True:
+        due += rto
+        yield due
+        rto = min(rto * 2, MAX_RTO)
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +78,7 @@ class LinkPolicy:
     loss: float = 0.0  # per chunk probability of a retransmission stall
     loss_stall: float = 0.2  # seconds such a stall lasts
     reset_rate: float = 0.0  # per chunk probability of a connection reset
+    retransmit: bool = False  # a partition heals at TCP's retransmission instants
 
     def __attrs_post_init__(self) -> None:
         for name in ("delay", "jitter", "loss_stall"):
@@ -161,6 +183,20 @@ class FaultProxy:
         while self.policy.partitioned:
             await self._changed.wait()
 
+    async def _wait_to_deliver(self, first_rto: float) -> None:
+        """Until something stalled since now may cross: at once if the link passes; else when
+        the partition heals or, under ``retransmit``, at the first retransmission instant at
+        which the link passes (see the module docstring)."""
+        if not self.policy.partitioned:
+            return
+        if not self.policy.retransmit:
+            await self._wait_open()
+            return
+        for due in retransmissions(trio.current_time(), first_rto):
+            await trio.sleep_until(due)
+            if not self.policy.partitioned:
+                return
+
     async def _handle(self, client: trio.SocketStream) -> None:
         self._connections += 1
         scope = trio.CancelScope()
@@ -170,7 +206,7 @@ class FaultProxy:
             with scope:
                 if self.policy.partitioned:
                     self._held += 1
-                await self._wait_open()
+                await self._wait_to_deliver(SYN_RTO)
                 host, port = split_host_port(self.target)
                 try:
                     with trio.fail_after(CONNECT_TIMEOUT):
@@ -230,7 +266,7 @@ class FaultProxy:
             async with recv:
                 async for due, data in recv:
                     await trio.sleep_until(due)
-                    await self._wait_open()
+                    await self._wait_to_deliver(DATA_RTO)
                     try:
                         await dst.send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -66,6 +66,26 @@ def _fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
+def heal_times(r: RunResult) -> list[float]:
+    """Every measured time from a partition's healing to its node following the leader."""
+    return [
+        t for f in r.faults for t in (f.get("leader_after_heal") or {}).values() if t is not None
+    ]
+
+
+def missed_heals(r: RunResult) -> int:
+    """Healed nodes that did not follow the leader within the watch."""
+    return sum(
+        1 for f in r.faults for t in (f.get("leader_after_heal") or {}).values() if t is None
+    )
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def summary_lines(r: RunResult) -> list[str]:
     """The per-scenario summary printed on the terminal."""
     c = r.counts.get("all", {"ok": 0, "fail": 0, "info": 0})
@@ -90,6 +110,21 @@ def summary_lines(r: RunResult) -> list[str]:
             f"start {_fmt_s(rec.get('to_first_ok_write_after_start'))}, after end "
             f"{_fmt_s(rec.get('to_first_ok_write_after_end'))}"
             + (f"  [{f['note']}]" if f.get("note") else "")
+        )
+        if f.get("leader_after_heal"):
+            lines.append(
+                "             leader after heal: "
+                + ", ".join(
+                    f"{n} {_fmt_s(t) if t is not None else 'not within the watch'}"
+                    for n, t in sorted(f["leader_after_heal"].items())
+                )
+            )
+    heals = heal_times(r)
+    if heals:
+        lines.append(
+            f"  time to leader after heal: {len(heals)} measured, "
+            f"median {_fmt_s(_median(heals))}, max {_fmt_s(max(heals))}"
+            + (f"; {r_missed} never" if (r_missed := missed_heals(r)) else "")
         )
     lin = r.linearizability
     if lin:
@@ -120,7 +155,9 @@ def summary_lines(r: RunResult) -> list[str]:
 
 def summary_table(results: Sequence[RunResult]) -> str:
     """One row per scenario (for ``scripts/chaos``)."""
-    headers = ["SCENARIO", "VERDICT", "OK", "FAIL", "INFO", "FAULTS", "UNAVAIL", "LOST", "TIME"]
+    headers = [
+        "SCENARIO", "VERDICT", "OK", "FAIL", "INFO", "FAULTS", "UNAVAIL", "HEAL", "LOST", "TIME",
+    ]  # fmt: skip
     rows = []
     for r in results:
         c = r.counts.get("all", {"ok": 0, "fail": 0, "info": 0})
@@ -134,6 +171,8 @@ def summary_table(results: Sequence[RunResult]) -> str:
                 c["info"],
                 len(r.faults),
                 f"{gap[1] - gap[0]:.1f}s",
+                # the slowest return to the leader after a partition healed
+                f"{max(heals):.2f}s" if (heals := heal_times(r)) else "-",
                 len(r.lost_writes),
                 f"{r.wall_seconds:.0f}s",
             ]
@@ -292,6 +331,10 @@ def render_html(r: RunResult, ops: Sequence[Operation]) -> str:
             "-" if f["end"] is None else f"{f['end']:.2f}",
             _fmt_s(f.get("recovery", {}).get("to_first_ok_write_after_start")),
             _fmt_s(f.get("recovery", {}).get("to_first_ok_write_after_end")),
+            ", ".join(
+                f"{n} {_fmt_s(t)}" for n, t in sorted((f.get("leader_after_heal") or {}).items())
+            )
+            or "-",
             f.get("note", ""),
         ]
         for f in r.faults
@@ -327,6 +370,7 @@ file {html.escape(r.path)}</p>
                 "end",
                 "first ok write after start",
                 "after end",
+                "leader after heal",
                 "note",
             ],
             fault_rows,

@@ -38,7 +38,7 @@ from univrs.chaos.report import FAIL, PASS, UNKNOWN, RunResult, write_report
 from univrs.chaos.scenario import NETWORK_KINDS, Scenario, plan
 from univrs.chaos.workload import Recorder, Workload
 from univrs.client import open_client
-from univrs.devcluster import LocalCluster
+from univrs.tools.devcluster import LocalCluster
 
 log = logging.getLogger("univrs.chaos")
 
@@ -231,6 +231,19 @@ async def _run_phases(
     result.snapshots_installed = checks.snapshots_installed(cluster)
     if scenario.expect_snapshot_installed and not result.snapshots_installed:
         result.reasons.append("expected a snapshot install (expect.snapshot_installed): none")
+    bound = scenario.expect_leader_after_heal
+    if bound is not None:
+        late = [
+            f"{node} {'never' if took is None else f'after {took:.2f}s'} ({r.label})"
+            for r in injector.records
+            for node, took in r.leader_after_heal.items()
+            if took is None or took > bound
+        ]
+        if late:
+            result.reasons.append(
+                f"expected healed nodes to follow the leader within {bound:g}s "
+                f"(expect.leader_after_heal): {'; '.join(late)}"
+            )
     result.log_errors = checks.log_errors(cluster)
     result.errors = dict(workload.errors)
     result.leaderless = leaderless_windows(monitor.samples, len(cluster.nodes), 0.0, result.end)

@@ -36,7 +36,8 @@ Membership faults use the cluster's admin API: ``join`` starts one of the cluste
 ``remove`` has the leader remove a member (``target = "leader"``: the leader itself) and stops
 it; ``snapshot`` makes nodes snapshot and compact their logs now. ``[expect]`` adds checks a
 scenario is about (``snapshot_installed = true``: some node must have installed a snapshot sent
-by the leader).
+by the leader; ``leader_after_heal = S``: every node a partition cut off follows the leader
+again within S seconds of the healing).
 """
 
 from __future__ import annotations
@@ -67,8 +68,15 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     # partitions: isolate the target | halves (leader on the minority or majority side) |
     # one-way (direction "out": the target's messages are lost, "in": messages to it) |
     # bridge (two halves that only the target node connects)
-    "partition": {"mode": "isolate", "leader": "any", "direction": "out"},
-    "flapping": {"mode": "isolate", "leader": "any", "direction": "out", "period": 1.0},
+    # retransmit: healing is timed like TCP over a real lossy network (see univrs.chaos.proxy)
+    "partition": {"mode": "isolate", "leader": "any", "direction": "out", "retransmit": False},
+    "flapping": {
+        "mode": "isolate",
+        "leader": "any",
+        "direction": "out",
+        "period": 1.0,
+        "retransmit": False,
+    },
     "latency": {"delay": 0.05, "jitter": 0.0},
     "lossy": {"delay": 0.0, "jitter": 0.0, "loss": 0.05, "loss_stall": 0.2, "reset_rate": 0.0},
     "reset": {},  # reset every connection of the target's links (instantaneous)
@@ -144,6 +152,9 @@ class Scenario:
     workload: WorkloadSpec = WorkloadSpec()
     faults: tuple[FaultSpec, ...] = ()
     expect_snapshot_installed: bool = False  # [expect] snapshot_installed
+    # [expect] leader_after_heal: seconds within which every node a partition cut off must
+    # follow the leader again after healing (None: not checked)
+    expect_leader_after_heal: float | None = None
     path: str = ""
 
 
@@ -231,7 +242,7 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
     if joins and not cluster.spares:
         raise ScenarioError("fault: join needs spare nodes: set cluster.spares")
     expect = _table(doc, "expect")
-    _only(expect, {"snapshot_installed"}, "expect.")
+    _only(expect, {"snapshot_installed", "leader_after_heal"}, "expect.")
     if not cluster.proxies:
         for i, f in enumerate(faults):
             if f.kind in NETWORK_KINDS:
@@ -246,6 +257,11 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
         workload=workload,
         faults=faults,
         expect_snapshot_installed=_bool(expect, "snapshot_installed", False, "expect."),
+        expect_leader_after_heal=(
+            _number(expect, "leader_after_heal", 0.0, "expect.", minimum=0.0)
+            if "leader_after_heal" in expect
+            else None
+        ),
         path=path,
     )
 

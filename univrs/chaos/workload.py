@@ -36,7 +36,7 @@ import trio
 
 from univrs.chaos.history import Event, EventType, Fn, dumps
 from univrs.chaos.scenario import WorkloadSpec
-from univrs.client import AlreadyExists, ApiError, Client, NotFound, VersionConflict, open_client
+from univrs.client import AlreadyExists, Client, NotFound, UnivrsError, VersionConflict, open_client
 
 log = logging.getLogger("univrs.chaos.workload")
 
@@ -169,7 +169,7 @@ async def perform(client: Client, f: Fn, key: str, value: Any) -> Outcome:
         if f is Fn.CAS:
             return await do_cas(client, key, value[0], value[1])
         return await do_delete(client, key)
-    except ApiError as exc:
+    except UnivrsError as exc:
         return Outcome(type=EventType.INFO, error=f"{type(exc).__name__}: {exc}")
 
 

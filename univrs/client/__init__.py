@@ -1,13 +1,15 @@
 """The Python client of univrs: async (Trio) ``Client`` via ``open_client``, blocking
-``SyncClient``, and the typed errors both raise (``univrs.client.errors``)."""
+``SyncClient``, and the errors both raise: the product's one error family (``univrs.errors``),
+the same classes the server raises, re-exported here."""
 
 from univrs.client.client import Client, discover, open_client
-from univrs.client.errors import (
+from univrs.client.sync import SyncClient
+from univrs.errors import (
     AlreadyExists,
-    ApiError,
     Conflict,
     ConnectionLost,
     InsufficientCredits,
+    InternalError,
     InvalidArgument,
     MalformedRequest,
     NotFound,
@@ -17,17 +19,17 @@ from univrs.client.errors import (
     StaleSequence,
     Timeout,
     Unavailable,
+    UnivrsError,
     VersionConflict,
 )
-from univrs.client.sync import SyncClient
 
 __all__ = [
     "AlreadyExists",
-    "ApiError",
     "Client",
     "Conflict",
     "ConnectionLost",
     "InsufficientCredits",
+    "InternalError",
     "InvalidArgument",
     "MalformedRequest",
     "NotFound",
@@ -38,6 +40,7 @@ __all__ = [
     "SyncClient",
     "Timeout",
     "Unavailable",
+    "UnivrsError",
     "VersionConflict",
     "discover",
     "open_client",

@@ -38,16 +38,17 @@ import attrs
 import trio
 
 from univrs.client.connection import Connection
-from univrs.client.errors import (
-    ApiError,
+from univrs.client.methods import StateMethods
+from univrs.errors import (
     ConnectionLost,
     OutcomeUnknown,
     SessionExpired,
     StaleSequence,
     Timeout,
     Unavailable,
+    UnivrsError,
 )
-from univrs.client.methods import StateMethods
+from univrs.service.operations import operation
 
 log = logging.getLogger("univrs.client")
 
@@ -75,7 +76,7 @@ class _Session:
 
 async def discover(api_addresses: list[str], *, timeout: float = CONNECT_TIMEOUT) -> list[str]:
     """Fast-protocol addresses of the cluster, leader first, from any node's REST API."""
-    from univrs.api.fetch import get_json
+    from univrs.net.http import get_json
 
     errors = []
     for api in api_addresses:
@@ -161,7 +162,7 @@ class Client(StateMethods):
                     break
                 try:
                     new = await self._open(address, deadline)
-                except ApiError as exc:
+                except UnivrsError as exc:
                     errors.append(str(exc))
                     continue
                 return self._adopt(new)
@@ -187,7 +188,7 @@ class Client(StateMethods):
     async def _try_open(self, address: str, deadline: float) -> Connection | None:
         try:
             return await self._open(address, deadline)
-        except ApiError:
+        except UnivrsError:
             return None
 
     def _adopt(self, conn: Connection) -> Connection:
@@ -354,7 +355,7 @@ class Client(StateMethods):
             for session in sessions:
                 try:
                     await self.call("session.close", {"client_id": session.client_id}, timeout=0.5)
-                except ApiError:
+                except UnivrsError:
                     break
         for conn in [self._conn, *self._retired]:
             if conn is not None:
@@ -362,10 +363,11 @@ class Client(StateMethods):
 
 
 def _is_read(op: str) -> bool:
-    return op.rsplit(".", 1)[-1] in ("get", "list", "balance")
+    declared = operation(op)
+    return declared is not None and not declared.is_write
 
 
-def _unknown(op: str, last: ApiError) -> OutcomeUnknown:
+def _unknown(op: str, last: UnivrsError) -> OutcomeUnknown:
     return OutcomeUnknown(
         f"{op}: an earlier attempt may have applied, and the last one failed without telling "
         f"({last.code}: {last.message}); the outcome is unknown"

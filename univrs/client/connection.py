@@ -31,9 +31,14 @@ from trio_websocket import (
 )
 
 from univrs.client import protocol
-from univrs.client.errors import ApiError, ConnectionLost, InvalidArgument, error_from_plain
 from univrs.client.protocol import Request, ServerHello
-from univrs.errors import ProtocolError
+from univrs.errors import (
+    ConnectionLost,
+    InvalidArgument,
+    ProtocolError,
+    UnivrsError,
+    error_from_plain,
+)
 from univrs.net.address import split_host_port
 from univrs.runtime.waiter import Waiter
 
@@ -127,7 +132,7 @@ class Connection:
         timeout_ms: int | None = None,
         hops: int = 0,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Send one request and wait for its answer: (result, meta). Raises the ApiError the
+        """Send one request and wait for its answer: (result, meta). Raises the UnivrsError the
         node answered with, or ConnectionLost. Cancelling abandons the answer, not the
         request (the node may still apply it)."""
         if self._closed is not None:
@@ -241,7 +246,7 @@ class Connection:
                 if waiter is not None:
                     waiter.set(resp)
 
-    def _fail(self, rid: int, exc: ApiError) -> None:
+    def _fail(self, rid: int, exc: UnivrsError) -> None:
         waiter = self._pending.pop(rid, None)
         if waiter is not None:
             waiter.fail(exc)
@@ -264,7 +269,7 @@ async def _run_connection(
 ) -> None:
     host, port = split_host_port(address)
     conn: Connection | None = None
-    failure: ApiError | None = None
+    failure: UnivrsError | None = None
     why = "closed"
     try:
         async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
@@ -272,7 +277,7 @@ async def _run_connection(
             try:
                 ws = await _dial(nursery, address, host, port, timeout, max_frame)
                 hello = await _exchange_hellos(ws, address, timeout)
-            except ApiError as exc:
+            except UnivrsError as exc:
                 failure = exc
             else:
                 conn = Connection(address=address, hello=hello, max_frame=max_frame)

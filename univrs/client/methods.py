@@ -1,22 +1,20 @@
-"""The typed operations of the client (workloads, instances, nodes, credits), as a mixin.
+"""The typed operations of the client: one method per operation of the table.
 
-Each method builds an operation's arguments (leaving out the ones not given) and runs it with
-``call`` (reads, optionally ``consistency="local"``) or ``write`` (exactly once, with an
+GENERATED from ``univrs/service/operations.py`` by ``python -m univrs.client.generate``: do not
+edit by hand (tests/test_operations.py fails when this file is out of date).
+
+Each method builds the operation's arguments (leaving out optional ones not given) and runs it
+with ``call`` (reads, optionally ``consistency="local"``) or ``write`` (exactly once, with an
 idempotency key). Results are the documents of ``docs/api.md``: plain dicts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 
-def _args(**kwargs: Any) -> dict[str, Any]:
-    """The given keyword arguments without the None ones."""
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
-class StateMethods:
-    """Typed operations on top of ``call`` and ``write`` (provided by the client class)."""
+class _Runner(Protocol):
+    """What the methods need from the client class (``univrs.client.client.Client``)."""
 
     async def call(
         self,
@@ -27,25 +25,36 @@ class StateMethods:
         consistency: str | None = None,
         timeout: float | None = None,
         retry: bool | None = None,
-    ) -> Any:  # pragma: no cover - implemented by Client
-        raise NotImplementedError
+    ) -> Any: ...
 
     async def write(
         self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
-    ) -> Any:  # pragma: no cover - implemented by Client
-        raise NotImplementedError
+    ) -> Any: ...
 
-    # ---------------------------------------------------------------- workloads
 
-    async def create_workload(self, spec: dict[str, Any], *, id: str | None = None) -> Any:
-        """Create a workload; returns it with its id (assigned by the node unless given)."""
-        return await self.write("workload.create", _args(spec=spec, id=id))
+def _args(given: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """The required arguments and the optional ones that are not None."""
+    return {**given, **{k: v for k, v in optional.items() if v is not None}}
 
-    async def get_workload(self, id: str, *, consistency: str | None = None) -> Any:
-        return await self.call("workload.get", {"id": id}, consistency=consistency)
+
+class StateMethods:
+    """One method per operation, on top of the client's ``call`` and ``write``."""
+
+    async def create_workload(
+        self: _Runner,
+        spec: dict[str, Any],
+        *,
+        id: str | None = None,
+    ) -> Any:
+        """Create a workload (the node assigns the id unless the body gives one)."""
+        args = _args(
+            {"spec": spec},
+            id=id,
+        )
+        return await self.write("workload.create", args)
 
     async def list_workloads(
-        self,
+        self: _Runner,
         *,
         labels: dict[str, str] | None = None,
         name: str | None = None,
@@ -53,38 +62,87 @@ class StateMethods:
         after: str | None = None,
         consistency: str | None = None,
     ) -> Any:
-        """A page ``{"items": [...], "next": id | None}`` of workloads sorted by id."""
-        args = _args(labels=labels, name=name, limit=limit, after=after)
+        """List workloads, filtered by labels and name, paginated by id. A page ``{"items": [...],
+        "next": key | None}``: pass ``next`` as ``after`` for the following one."""
+        args = _args(
+            {},
+            labels=labels,
+            name=name,
+            limit=limit,
+            after=after,
+        )
         return await self.call("workload.list", args, consistency=consistency)
 
-    async def update_workload(
-        self, id: str, spec: dict[str, Any], *, expected_version: int | None = None
+    async def get_workload(
+        self: _Runner,
+        id: str,
+        *,
+        consistency: str | None = None,
     ) -> Any:
-        args = _args(id=id, spec=spec, expected_version=expected_version)
+        """Get a workload."""
+        args = _args(
+            {"id": id},
+        )
+        return await self.call("workload.get", args, consistency=consistency)
+
+    async def update_workload(
+        self: _Runner,
+        id: str,
+        spec: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> Any:
+        """Replace a workload's spec."""
+        args = _args(
+            {"id": id, "spec": spec},
+            expected_version=expected_version,
+        )
         return await self.write("workload.update", args)
 
     async def scale_workload(
-        self, id: str, replicas: int, *, expected_version: int | None = None
+        self: _Runner,
+        id: str,
+        replicas: int,
+        *,
+        expected_version: int | None = None,
     ) -> Any:
-        args = _args(id=id, replicas=replicas, expected_version=expected_version)
+        """Set a workload's replica count."""
+        args = _args(
+            {"id": id, "replicas": replicas},
+            expected_version=expected_version,
+        )
         return await self.write("workload.scale", args)
 
-    async def delete_workload(self, id: str, *, expected_version: int | None = None) -> Any:
-        return await self.write("workload.delete", _args(id=id, expected_version=expected_version))
-
-    # ---------------------------------------------------------------- instances
+    async def delete_workload(
+        self: _Runner,
+        id: str,
+        *,
+        expected_version: int | None = None,
+    ) -> Any:
+        """Delete a workload and its instances."""
+        args = _args(
+            {"id": id},
+            expected_version=expected_version,
+        )
+        return await self.write("workload.delete", args)
 
     async def create_instance(
-        self, workload_id: str, *, node_id: str | None = None, id: str | None = None
+        self: _Runner,
+        workload_id: str,
+        *,
+        id: str | None = None,
+        node_id: str | None = None,
     ) -> Any:
-        args = _args(workload_id=workload_id, node_id=node_id, id=id)
+        """Create an instance of a workload."""
+        args = _args(
+            {"workload_id": workload_id},
+            id=id,
+            node_id=node_id,
+        )
         return await self.write("instance.create", args)
 
-    async def get_instance(self, id: str, *, consistency: str | None = None) -> Any:
-        return await self.call("instance.get", {"id": id}, consistency=consistency)
-
     async def list_instances(
-        self,
+        self: _Runner,
         *,
         workload_id: str | None = None,
         node_id: str | None = None,
@@ -93,13 +151,32 @@ class StateMethods:
         after: str | None = None,
         consistency: str | None = None,
     ) -> Any:
+        """List instances, by workload, node and status, paginated by id. A page ``{"items": [...],
+        "next": key | None}``: pass ``next`` as ``after`` for the following one."""
         args = _args(
-            workload_id=workload_id, node_id=node_id, status=status, limit=limit, after=after
+            {},
+            workload_id=workload_id,
+            node_id=node_id,
+            status=status,
+            limit=limit,
+            after=after,
         )
         return await self.call("instance.list", args, consistency=consistency)
 
+    async def get_instance(
+        self: _Runner,
+        id: str,
+        *,
+        consistency: str | None = None,
+    ) -> Any:
+        """Get an instance."""
+        args = _args(
+            {"id": id},
+        )
+        return await self.call("instance.get", args, consistency=consistency)
+
     async def update_instance_status(
-        self,
+        self: _Runner,
         id: str,
         status: str,
         *,
@@ -107,22 +184,30 @@ class StateMethods:
         node_id: str | None = None,
         expected_version: int | None = None,
     ) -> Any:
+        """Report an instance's status (and bind it to a node)."""
         args = _args(
-            id=id,
-            status=status,
+            {"id": id, "status": status},
             message=message,
             node_id=node_id,
             expected_version=expected_version,
         )
         return await self.write("instance.update_status", args)
 
-    async def delete_instance(self, id: str, *, expected_version: int | None = None) -> Any:
-        return await self.write("instance.delete", _args(id=id, expected_version=expected_version))
-
-    # ---------------------------------------------------------------- nodes
+    async def delete_instance(
+        self: _Runner,
+        id: str,
+        *,
+        expected_version: int | None = None,
+    ) -> Any:
+        """Delete an instance."""
+        args = _args(
+            {"id": id},
+            expected_version=expected_version,
+        )
+        return await self.write("instance.delete", args)
 
     async def register_node(
-        self,
+        self: _Runner,
         id: str,
         *,
         addresses: list[str] | None = None,
@@ -130,14 +215,18 @@ class StateMethods:
         labels: dict[str, str] | None = None,
         status: str | None = None,
     ) -> Any:
-        args = _args(id=id, addresses=addresses, capacity=capacity, labels=labels, status=status)
+        """Register a node."""
+        args = _args(
+            {"id": id},
+            addresses=addresses,
+            capacity=capacity,
+            labels=labels,
+            status=status,
+        )
         return await self.write("node.register", args)
 
-    async def get_node(self, id: str, *, consistency: str | None = None) -> Any:
-        return await self.call("node.get", {"id": id}, consistency=consistency)
-
     async def list_nodes(
-        self,
+        self: _Runner,
         *,
         labels: dict[str, str] | None = None,
         status: str | None = None,
@@ -145,37 +234,104 @@ class StateMethods:
         after: str | None = None,
         consistency: str | None = None,
     ) -> Any:
-        args = _args(labels=labels, status=status, limit=limit, after=after)
+        """List nodes, by labels and status, paginated by id. A page ``{"items": [...], "next": key
+        | None}``: pass ``next`` as ``after`` for the following one."""
+        args = _args(
+            {},
+            labels=labels,
+            status=status,
+            limit=limit,
+            after=after,
+        )
         return await self.call("node.list", args, consistency=consistency)
 
-    async def update_node_status(
-        self, id: str, status: str, *, expected_version: int | None = None
+    async def get_node(
+        self: _Runner,
+        id: str,
+        *,
+        consistency: str | None = None,
     ) -> Any:
-        args = _args(id=id, status=status, expected_version=expected_version)
+        """Get a node."""
+        args = _args(
+            {"id": id},
+        )
+        return await self.call("node.get", args, consistency=consistency)
+
+    async def update_node_status(
+        self: _Runner,
+        id: str,
+        status: str,
+        *,
+        expected_version: int | None = None,
+    ) -> Any:
+        """Set a node's status."""
+        args = _args(
+            {"id": id, "status": status},
+            expected_version=expected_version,
+        )
         return await self.write("node.update_status", args)
 
-    async def deregister_node(self, id: str, *, expected_version: int | None = None) -> Any:
-        return await self.write("node.deregister", _args(id=id, expected_version=expected_version))
+    async def deregister_node(
+        self: _Runner,
+        id: str,
+        *,
+        expected_version: int | None = None,
+    ) -> Any:
+        """Deregister a node and delete its instances."""
+        args = _args(
+            {"id": id},
+            expected_version=expected_version,
+        )
+        return await self.write("node.deregister", args)
 
-    # ---------------------------------------------------------------- credits
-
-    async def mint_credits(self, to_peer: str, amount: int, reason: str) -> Any:
-        args = {"to_peer": to_peer, "amount": amount, "reason": reason}
+    async def mint_credits(
+        self: _Runner,
+        to_peer: str,
+        amount: int,
+        reason: str,
+    ) -> Any:
+        """Mint credits for a peer."""
+        args = _args(
+            {"to_peer": to_peer, "amount": amount, "reason": reason},
+        )
         return await self.write("credits.mint", args)
 
-    async def transfer_credits(self, from_peer: str, to_peer: str, amount: int) -> Any:
-        args = {"from_peer": from_peer, "to_peer": to_peer, "amount": amount}
+    async def transfer_credits(
+        self: _Runner,
+        from_peer: str,
+        to_peer: str,
+        amount: int,
+    ) -> Any:
+        """Transfer credits between peers."""
+        args = _args(
+            {"from_peer": from_peer, "to_peer": to_peer, "amount": amount},
+        )
         return await self.write("credits.transfer", args)
 
-    async def balance(self, peer: str, *, consistency: str | None = None) -> Any:
-        return await self.call("credits.balance", {"peer": peer}, consistency=consistency)
-
     async def list_balances(
-        self,
+        self: _Runner,
         *,
         limit: int | None = None,
         after: str | None = None,
         consistency: str | None = None,
     ) -> Any:
-        args = _args(limit=limit, after=after)
+        """List positive balances, paginated by peer. A page ``{"items": [...], "next": key |
+        None}``: pass ``next`` as ``after`` for the following one."""
+        args = _args(
+            {},
+            limit=limit,
+            after=after,
+        )
         return await self.call("credits.list", args, consistency=consistency)
+
+    async def balance(
+        self: _Runner,
+        peer: str,
+        *,
+        consistency: str | None = None,
+    ) -> Any:
+        """Get a peer's balance (0 if it has none)."""
+        args = _args(
+            {"peer": peer},
+        )
+        return await self.call("credits.balance", args, consistency=consistency)

@@ -1,9 +1,10 @@
 """The fast client protocol: CBOR frames over a websocket at ``/client`` on a node's raft port.
 
 Theory of operation. HTTP in Python costs about a millisecond of server CPU per request; this
-protocol carries the same operations (``univrs.api.ops``: ``workload.create``, ``credits.mint``
-...) with the same arguments, results and errors as the REST API, but many requests travel in
-one websocket message and many are in flight on one connection, matched by request id.
+protocol carries the same operations (``univrs.service.operations``: ``workload.create``,
+``credits.mint`` ...) with the same arguments, results and errors as the REST API, but many
+requests travel in one websocket message and many are in flight on one connection, matched by
+request id.
 
 Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
 
@@ -18,7 +19,7 @@ Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
                     "hops": uint?}, ...]                   # 1 when a node forwards to the leader
     responses     {"leader": id | None, "r": [{"id": uint, "ok": result, "meta": map?}
                                               | {"id": uint, "error": <error>}, ...]}
-    <error>       {"code": str, "message": str, "field": str?, ...}  (univrs.client.errors)
+    <error>       {"code": str, "message": str, "field": str?, ...}  (univrs.errors)
 
 Responses come back in completion order, not request order. A request the server cannot even
 parse (no usable id) closes the connection with a protocol error; a request with a usable id
@@ -33,8 +34,7 @@ import attrs
 import cbor2
 
 from univrs import codec
-from univrs.client.errors import ApiError, MalformedRequest, error_to_plain
-from univrs.errors import ProtocolError
+from univrs.errors import MalformedRequest, ProtocolError, UnivrsError, error_to_plain
 
 PATH = "/client"
 PROTOCOL = "client"
@@ -76,7 +76,7 @@ class BadRequest:
     """A request whose id could be read but whose other fields are malformed."""
 
     id: int
-    error: ApiError
+    error: UnivrsError
 
 
 def _is_uint(value: object) -> bool:
@@ -104,7 +104,7 @@ def encode_server_hello(
     )
 
 
-def encode_server_refusal(error: ApiError) -> bytes:
+def encode_server_refusal(error: UnivrsError) -> bytes:
     return codec.encode_plain({"univrs": PROTOCOL, "v": VERSION, "error": error_to_plain(error)})
 
 

@@ -12,7 +12,7 @@ from univrs.net.peer import RAFT_PATH
 from univrs.net.server import WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerStatistics, TransportStatistics
-from univrs.net.transport import RaftTransport, open_transport, transport_from_config
+from univrs.net.transport import RaftTransport, open_transport
 
 __all__ = [
     "RAFT_PATH",
@@ -26,5 +26,4 @@ __all__ = [
     "TransportStatistics",
     "WebSocketRouter",
     "open_transport",
-    "transport_from_config",
 ]

@@ -18,7 +18,8 @@ class BackoffPolicy:
     """Parameters of the backoff (seconds). Invariant: 0 < initial <= maximum, 0 <= jitter <= 1."""
 
     initial: float = 0.05
-    maximum: float = 5.0
+    # Low, so that a link comes back soon after a partition heals; a redial is cheap.
+    maximum: float = 1.0
     multiplier: float = 2.0
     jitter: float = 0.5
 

@@ -2,10 +2,20 @@
 
 Its encoding is deliberately separate from the message codec and frozen across releases: a
 node must be able to read the hello of any other version to refuse it with a clear reason. It
-is a CBOR map ``{"hello": "univrs-raft", "version": int, "cluster": str, "src": str, "dst": str}``.
+is a CBOR map ``{"hello": "univrs-raft", "version": int, "cluster": str, "src": str, "dst": str}``
+with optional keys (absent when unknown); a decoder ignores keys it does not know, so adding
+an optional key keeps every version able to read every other's hello:
+
+* ``incarnation``: the incarnation of the sender's data dir (see ``Membership.incarnations``);
+* ``expect``: the incarnation the dialer expects ``dst`` to have, per its configuration;
+* ``addr`` (``host:port``): the raft address the dialer advertises, i.e. where it can be dialed
+  back. A receiver uses it only to answer a member that is sending it entries while its own
+  configuration does not (yet) list that member (a joiner whose log is still old).
+
 ``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
 connection (a stale address after a membership change must not deliver messages to the wrong
-node).
+node), and so does a receiver whose incarnation is not the one ``expect`` names (the node at
+that address is a new data dir under the old id, a stranger to the dialer's configuration).
 """
 
 from __future__ import annotations
@@ -16,33 +26,46 @@ import attrs
 import cbor2
 
 from univrs.errors import ProtocolError
+from univrs.net.address import split_host_port
 
 WIRE_VERSION = 1
 """Version of the raft wire protocol (hello + codec). Bump on incompatible codec changes."""
 
 _MAGIC = "univrs-raft"
 _MAX_HELLO_SIZE = 4096
+_MAX_INCARNATION = 64
 
 
 @attrs.frozen(kw_only=True)
 class Hello:
-    """The dialer's introduction: wire version, cluster id, its node id, the node it wants."""
+    """The dialer's introduction: wire version, cluster id, its node id, the node it wants,
+    its own incarnation and the incarnation it expects of ``dst`` (None: unknown/unbound), and
+    the raft address it can be dialed back at (None: not given)."""
 
     version: int
     cluster: str
     src: str
     dst: str
+    incarnation: str | None = None
+    expect: str | None = None
+    addr: str | None = None
 
 
 def encode_hello(hello: Hello) -> bytes:
     """The frame bytes of ``hello``."""
-    doc = {
+    doc: dict[str, Any] = {
         "hello": _MAGIC,
         "version": hello.version,
         "cluster": hello.cluster,
         "src": hello.src,
         "dst": hello.dst,
     }
+    if hello.incarnation is not None:
+        doc["incarnation"] = hello.incarnation
+    if hello.expect is not None:
+        doc["expect"] = hello.expect
+    if hello.addr is not None:
+        doc["addr"] = hello.addr
     return cbor2.dumps(doc)
 
 
@@ -61,10 +84,34 @@ def decode_hello(data: bytes | str) -> Hello:
     version = doc.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProtocolError("hello has no integer version")
-    fields = {}
+    fields: dict[str, str] = {}
     for key in ("cluster", "src", "dst"):
         value = doc.get(key)
         if not isinstance(value, str) or not value:
             raise ProtocolError(f"hello field {key!r} is missing or not a non-empty string")
         fields[key] = value
-    return Hello(version=version, **fields)
+    optional: dict[str, str | None] = {}
+    for key in ("incarnation", "expect"):
+        value = doc.get(key)
+        if value is not None and (
+            not isinstance(value, str) or not value or len(value) > _MAX_INCARNATION
+        ):
+            raise ProtocolError(
+                f"hello field {key!r} is not a string of 1-{_MAX_INCARNATION} characters"
+            )
+        optional[key] = value
+    addr = doc.get("addr")
+    if addr is not None:
+        try:
+            split_host_port(addr)
+        except ValueError as exc:
+            raise ProtocolError(f"hello field 'addr': {exc}") from None
+    return Hello(
+        version=version,
+        cluster=fields["cluster"],
+        src=fields["src"],
+        dst=fields["dst"],
+        incarnation=optional["incarnation"],
+        expect=optional["expect"],
+        addr=addr,
+    )

@@ -1,10 +1,15 @@
 """The outbound link to one peer: its queue, its counters and the task that dials and sends.
 
-Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect,
-websocket handshake on ``/raft``, hello, all within ``connect_timeout``), then pump the queue
+Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect and
+websocket handshake on ``/raft`` within ``connect_timeout``, a fresh attempt every
+``dial_interval`` while none has got through; then the hello), then pump the queue
 into the connection, one frame at a time, each send within ``send_timeout``. A watcher task
 reads the connection so that a close by the peer (for example a refused hello) ends the session
-at once rather than at the next send. When a session ends, the link waits a capped,
+at once rather than at the next send. A keepalive task pings the peer ``ping_interval`` after
+each pong; a pong ``ping_timeout`` late while no frame is being written means the link is dead
+(a partition drops its packets: writes still land in the kernel's buffer, and TCP would
+deliver them only at its next backed-off retransmission, seconds after the network heals), so
+the session ends at once, without a closing handshake. When a session ends, the link waits a capped,
 jittered exponential backoff before redialing; a session that stayed up ``stable_after``
 seconds resets the backoff. A change of address cancels the current session or wait and dials
 the new address at once.
@@ -12,6 +17,11 @@ the new address at once.
 Messages flow one way on this connection (us to the peer); the peer answers on its own
 outbound connection to us. Messages queued while disconnected stay queued (bounded); the one
 being written when a connection fails is lost and counted as dropped.
+
+A peer that closes with ``CLOSE_INCARNATION`` turned out to be another incarnation than our
+configuration lists (or we are not the one it lists): the link *stops*, drops what is queued
+and what is sent to it, and dials again only when something changes -- its expected
+incarnation (``set_hello``), its address, or the peer dialing us successfully (``poke``).
 """
 
 from __future__ import annotations
@@ -42,6 +52,10 @@ from univrs.raft.messages import Message, NodeId
 log = logging.getLogger("univrs.net")
 
 RAFT_PATH = "/raft"
+CLOSE_INCARNATION = 4001
+"""Close code (private range, RFC 6455 7.4.2) of a connection refused for its incarnation:
+the dialer is not the incarnation the receiver's configuration lists, or the receiver is not
+the one the dialer expects. The dialer stops sending to that peer (see ``PeerLink``)."""
 
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 """Opens a byte stream to (host, port); ``trio.open_tcp_stream`` outside tests."""
@@ -68,6 +82,14 @@ class _Session:
     reason: str = "ended"
     connected_at: float | None = None
     broken: bool = False  # a write was abandoned mid-frame: no graceful close is possible
+    refused_incarnation: bool = False  # the peer closed with CLOSE_INCARNATION
+    restarted: bool = False  # ended by set_address/set_hello: a redial we asked for
+
+    def closed(self, reason: CloseReason | None, prefix: str = "") -> None:
+        """Record the peer's close of the connection as the reason the session ended."""
+        self.reason = f"{prefix}{describe_close(reason)}"
+        if reason is not None and reason.code == CLOSE_INCARNATION:
+            self.refused_incarnation = True
 
 
 @attrs.define(eq=False)
@@ -88,9 +110,27 @@ class PeerLink:
     _scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _last_failure: str | None = attrs.field(default=None, init=False)  # reason, until stable
+    # Why sending stopped (the peer refused our incarnation or is not the one we expect), or
+    # None while the link works normally.
+    _stopped: str | None = attrs.field(default=None, init=False)
+    _writing: bool = attrs.field(default=False, init=False)  # the pump is inside a frame write
+    # The keepalive parks here while a frame is being written.
+    _write_done: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
+
+    @property
+    def stopped(self) -> str | None:
+        """Why this link stopped sending (an incarnation refusal), or None."""
+        return self._stopped
 
     def enqueue(self, msg: Message) -> None:
-        """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full)."""
+        """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full).
+
+        A stopped link drops ``msg`` (counted)."""
+        if self._stopped is not None:
+            self.counters.dropped += 1
+            return
         dropped = self.queue.put(msg)
         if dropped is not None:
             self.counters.dropped += 1
@@ -101,14 +141,31 @@ class PeerLink:
         if address == self.address:
             return
         self.address = address
+        self._restart()
+
+    def set_hello(self, hello: bytes) -> None:
+        """Introduce ourselves with ``hello`` from now on (the incarnation we expect of the
+        peer changed): redial at once if it differs, even if the link had stopped."""
+        if hello == self.hello:
+            return
+        self.hello = hello
+        self._restart()
+
+    def _restart(self) -> None:
+        self._stopped = None
         self.backoff.reset()
         self._wakeup.set()
         if self._session_scope is not None:
             self._session_scope.cancel()
 
     def poke(self) -> None:
-        """The peer just dialed us, so it is up: if we are waiting to redial, redial now."""
-        if self._session_scope is None:
+        """The peer just dialed us and passed our checks, so it is up (and is the incarnation
+        our configuration lists): if we are waiting to redial, or stopped, redial now."""
+        if self._stopped is not None:
+            self._stopped = None
+            self.backoff.reset()
+            self._wakeup.set()
+        elif self._session_scope is None:
             self.backoff.reset()
             self._wakeup.set()
 
@@ -131,6 +188,9 @@ class PeerLink:
                     continue
                 host, port = split_host_port(self.address, allow_port_zero=True)
                 session = await self._run_session(host, port)
+                if session.refused_incarnation:
+                    await self._stop(session.reason)
+                    continue
                 stable = (
                     session.connected_at is not None
                     and trio.current_time() - session.connected_at >= self.settings.stable_after
@@ -145,9 +205,22 @@ class PeerLink:
                 # One WARNING per streak of failures for the same reason; repeats go to DEBUG.
                 repeat = not stable and session.reason == self._last_failure
                 level = logging.DEBUG if repeat else logging.WARNING
+                if session.restarted:
+                    level, what = logging.INFO, "redialing"
                 log.log(level, "%s %s: %s", what, self.peer_id, session.reason)
                 self._last_failure = None if stable else session.reason
                 await self._wait_for_wakeup(self.backoff.next_delay())
+
+    async def _stop(self, reason: str) -> None:
+        """The peer refused us for our incarnation or is not the one we expect: stop sending
+        (one WARNING per reason) until the hello, the address or the peer changes."""
+        self._stopped = reason
+        self.counters.dropped += self.queue.clear()
+        level = logging.DEBUG if reason == self._last_failure else logging.WARNING
+        log.log(level, "stopped sending to %s: %s", self.peer_id, reason)
+        self._last_failure = reason
+        await self._wait_for_wakeup(math.inf)
+        self._stopped = None  # woken: something changed, dial again
 
     async def _wait_for_wakeup(self, delay: float) -> None:
         with trio.move_on_after(delay):
@@ -179,34 +252,85 @@ class PeerLink:
         self._session_scope = None
         self.counters.connected = False
         if scope.cancelled_caught:
-            session.reason = "address changed"
+            session.reason = "address or expected incarnation changed"
+            session.refused_incarnation = False
+            session.restarted = True
         return session
+
+    async def _open(
+        self, nursery: trio.Nursery, host: str, port: int
+    ) -> tuple[trio.abc.Stream, WebSocketConnection] | str:
+        """TCP connect and websocket handshake; the connection, or why there is none.
+
+        Attempts overlap: while none has got through, another starts every ``dial_interval``,
+        all within ``connect_timeout``. Over a network that drops packets a pending attempt
+        gets through only at TCP's SYN retransmissions (1 s, 3 s, ... after it started), a
+        fresh one as soon as the network heals. The first attempt through wins; the others are
+        abandoned before any hello (so the peer just drops them). An attempt that fails (for
+        example refused) ends the dialing with its reason; the reader tasks of the websockets
+        run in ``nursery``.
+        """
+        settings = self.settings
+        won: list[tuple[trio.abc.Stream, WebSocketConnection]] = []
+        failed: list[str] = []
+
+        async def attempt(attempts: trio.Nursery) -> None:
+            stream: trio.abc.Stream | None = None
+            try:
+                stream = await self.connector(host, port)
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,  # type: ignore[arg-type]  # any trio Stream works
+                    join_host_port(host, port),
+                    RAFT_PATH,
+                    message_queue_size=1,
+                    max_message_size=settings.max_payload_size,
+                )
+            except OSError as exc:
+                failed.append(f"connect failed: {exc}")
+            except ConnectionRejected as exc:
+                failed.append(f"websocket handshake refused with HTTP {exc.status_code}")
+            except ConnectionClosed as exc:
+                failed.append(f"handshake failed: {describe_close(exc.reason)}")
+            except (HandshakeError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failed.append(f"handshake failed: {type(exc).__name__}: {exc}")
+            else:
+                if not won:  # two may get through at once: keep the first
+                    won.append((stream, ws))
+                    stream = None
+            finally:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+            attempts.cancel_scope.cancel()  # through, or failed: no more attempts
+
+        with trio.move_on_after(settings.connect_timeout):
+            async with trio.open_nursery() as attempts:
+                while True:
+                    attempts.start_soon(attempt, attempts)
+                    await trio.sleep(settings.dial_interval)
+        if won:
+            return won[0]
+        if failed:
+            return failed[0]
+        return f"connect timed out after {settings.connect_timeout:g}s"
 
     async def _dial_and_pump(
         self, nursery: trio.Nursery, host: str, port: int, session: _Session
     ) -> None:
-        stream: trio.abc.Stream | None = None
+        opened = await self._open(nursery, host, port)
+        if isinstance(opened, str):
+            session.reason = opened
+            return
+        stream, ws = opened
         try:
             try:
                 with trio.fail_after(self.settings.connect_timeout):
-                    stream = await self.connector(host, port)
-                    ws = await wrap_client_stream(
-                        nursery,
-                        stream,  # type: ignore[arg-type]  # any trio Stream works
-                        join_host_port(host, port),
-                        RAFT_PATH,
-                        message_queue_size=1,
-                        max_message_size=self.settings.max_payload_size,
-                    )
                     await ws.send_message(self.hello)
             except trio.TooSlowError:
-                session.reason = f"connect timed out after {self.settings.connect_timeout:g}s"
-                return
-            except OSError as exc:
-                session.reason = f"connect failed: {exc}"
+                session.reason = f"hello not sent within {self.settings.connect_timeout:g}s"
                 return
             except ConnectionClosed as exc:
-                session.reason = f"handshake failed: {describe_close(exc.reason)}"
+                session.closed(exc.reason, "handshake failed: ")
                 return
             session.connected_at = trio.current_time()
             self.counters.connected = True
@@ -215,6 +339,7 @@ class PeerLink:
             try:
                 async with trio.open_nursery() as inner:
                     inner.start_soon(self._watch_close, ws, session, inner.cancel_scope)
+                    inner.start_soon(self._keepalive, ws, session, inner.cancel_scope)
                     await self._pump(ws, session)
                     inner.cancel_scope.cancel()
             finally:
@@ -223,8 +348,7 @@ class PeerLink:
                     with trio.move_on_after(self.settings.close_timeout):
                         await ws.aclose()
         finally:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(stream)
 
     async def _watch_close(
         self, ws: WebSocketConnection, session: _Session, scope: trio.CancelScope
@@ -234,8 +358,54 @@ class PeerLink:
             while True:
                 await ws.get_message()
         except ConnectionClosed as exc:
-            session.reason = f"peer {describe_close(exc.reason)}"
+            session.closed(exc.reason, "peer ")
         scope.cancel()
+
+    async def _keepalive(
+        self, ws: WebSocketConnection, session: _Session, scope: trio.CancelScope
+    ) -> None:
+        """Ping the peer; end the session when a pong is ``ping_timeout`` late.
+
+        A frame being written has its own deadline (``send_timeout``; a large frame on a slow
+        link may take a while), so a ping never waits behind one (a write cut off by its
+        deadline would leave nothing to send the ping on), and no pong is late while one is
+        written: a pong found missing during a write is due ``ping_timeout`` after that write
+        ends (a peer that reads slowly answers the ping, which came first, as it gets there).
+        """
+        interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
+        while True:
+            await trio.sleep(interval)
+            pong = trio.Event()
+            sent: list[float] = []  # when the ping was handed to the connection
+            waited = -math.inf  # when a write we found in progress ended
+            async with trio.open_nursery() as pinging:
+                pinging.start_soon(self._ping, ws, pong, sent)
+                while not pong.is_set():
+                    if self._writing:
+                        await self._write_done.park()
+                        waited = trio.current_time()
+                        continue
+                    since = max(sent[0] if sent else trio.current_time(), waited)
+                    with trio.move_on_at(since + timeout):
+                        await pong.wait()
+                    if pong.is_set() or self._writing or not sent:
+                        continue
+                    if trio.current_time() >= max(sent[0], waited) + timeout:
+                        session.reason = f"no pong within {timeout:g}s: the link is dead"
+                        session.broken = True  # a closing handshake would not get through
+                        self.counters.dead_links += 1
+                        scope.cancel()
+                        return
+
+    async def _ping(self, ws: WebSocketConnection, pong: trio.Event, sent: list[float]) -> None:
+        while self._writing:
+            await self._write_done.park()
+        sent.append(trio.current_time())
+        try:
+            await ws.ping()  # takes the send lock with no checkpoint since the check above
+        except ConnectionClosed:
+            return  # _watch_close ends the session
+        pong.set()
 
     async def _pump(self, ws: WebSocketConnection, session: _Session) -> None:
         limit = self.settings.max_payload_size
@@ -256,15 +426,21 @@ class PeerLink:
             try:
                 # A bare CancelScope: trio.fail_after's generator wrapper costs more, per frame.
                 timeout = self.settings.send_timeout
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
-                    await ws.send_message(data)
+                self._writing = True
+                try:
+                    with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
+                        await ws.send_message(data)
+                finally:
+                    self._writing = False
+                    if self._write_done:  # the keepalive waits for this write
+                        self._write_done.unpark_all()
                 if sending.cancelled_caught:
                     session.reason = f"send timed out after {timeout:g}s"
                     session.broken = True
                     return
                 sent = True
             except ConnectionClosed as exc:
-                session.reason = describe_close(exc.reason)
+                session.closed(exc.reason)
                 return
             finally:
                 # A message taken off the queue but not written (failure or cancellation) is lost.

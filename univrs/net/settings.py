@@ -14,10 +14,20 @@ class TransportSettings:
     A paused peer (SIGSTOP) accepts TCP connections in its kernel but never answers, so every
     connect, websocket handshake, hello and send has a deadline; a connection that misses one is
     abandoned and redialed with backoff.
+
+    A link that is cut without a close (a partition that drops packets, one way or both) still
+    accepts writes into the kernel's buffer, and after healing TCP delivers them only at its
+    next, exponentially backed-off retransmission (seconds later). So the sender pings every
+    ``ping_interval`` and abandons a connection whose pong is ``ping_timeout`` late (while no
+    frame is being written: a write has its own ``send_timeout``), then redials at once. The
+    redial must succeed soon after the network heals: an attempt whose SYN was lost waits for
+    TCP's retransmissions (1 s, 3 s, ... after it started), while a fresh one gets through at
+    once; so while an attempt is pending another starts every ``dial_interval``.
     """
 
     max_payload_size: int = 4 * 1024 * 1024  # largest frame sent or accepted, in bytes
-    connect_timeout: float = 5.0  # TCP connect + websocket handshake + hello, outbound
+    connect_timeout: float = 2.0  # outbound: TCP connect + websocket handshake; then the hello
+    dial_interval: float = 0.25  # outbound: a fresh attempt this often while one is pending
     handshake_timeout: float = 5.0  # inbound: websocket handshake, then again for the hello
     send_timeout: float = 5.0  # writing one frame to a peer
     close_timeout: float = 1.0  # closing handshake before the socket is dropped
@@ -26,11 +36,21 @@ class TransportSettings:
     inbound_queue_frames: int = 4  # frames trio-websocket buffers per inbound connection
     backoff: BackoffPolicy = BackoffPolicy()
     stable_after: float = 2.0  # a connection that lasted this long resets the backoff
+    ping_interval: float = 0.5  # outbound: a websocket ping this long after the last pong
+    ping_timeout: float = 1.0  # outbound: no pong for this long (no write pending): dead link
 
     def __attrs_post_init__(self) -> None:
         if self.max_payload_size < 1024:
             raise ValueError(f"max_payload_size too small: {self.max_payload_size}")
-        for name in ("connect_timeout", "handshake_timeout", "send_timeout", "close_timeout"):
+        for name in (
+            "connect_timeout",
+            "handshake_timeout",
+            "send_timeout",
+            "close_timeout",
+            "ping_interval",
+            "ping_timeout",
+            "dial_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_control_queue < 1 or self.max_bulk_queue < 1 or self.inbound_queue_frames < 1:

@@ -14,8 +14,9 @@ class PeerStatistics:
     ``connected`` is the outbound connection (ours to the peer); ``inbound`` counts the peer's
     connections to us that passed the hello. ``reconnects`` counts successful outbound
     connections after the first; ``connect_failures`` the attempts that did not get through the
-    hello. ``dropped`` counts outbound messages lost: queue overflow, oversized, unknown address,
-    or in flight when a connection failed.
+    hello. ``dead_links`` counts outbound connections abandoned because a ping went unanswered
+    (see ``TransportSettings.ping_timeout``). ``dropped`` counts outbound messages lost: queue
+    overflow, oversized, unknown address, or in flight when a connection failed.
     """
 
     id: NodeId
@@ -24,6 +25,7 @@ class PeerStatistics:
     inbound: int
     reconnects: int
     connect_failures: int
+    dead_links: int
     messages_sent: int
     bytes_sent: int
     messages_received: int
@@ -57,6 +59,7 @@ class PeerCounters:
     inbound: int = 0
     connects: int = 0
     connect_failures: int = 0
+    dead_links: int = 0
     messages_sent: int = 0
     bytes_sent: int = 0
     messages_received: int = 0
@@ -71,6 +74,7 @@ class PeerCounters:
             inbound=self.inbound,
             reconnects=max(0, self.connects - 1),
             connect_failures=self.connect_failures,
+            dead_links=self.dead_links,
             messages_sent=self.messages_sent,
             bytes_sent=self.bytes_sent,
             messages_received=self.messages_received,

@@ -15,15 +15,32 @@ Theory of operation.
   never waits on the network.
 * Addresses come from ``set_peer_addresses``, which the runtime calls again whenever the
   membership changes; a changed address redials at once, a removed peer's link stops.
+* Incarnations (one id, one incarnation: see ``Membership.incarnations``). Our hello carries
+  our data dir's incarnation and the one our configuration lists for the peer
+  (``bound_incarnation``). A receiver refuses, with ``CLOSE_INCARNATION`` and one WARNING per
+  peer and incarnation, a dialer whose incarnation differs from the one its configuration
+  lists for that id, and a hello that expects another incarnation of itself; unbound members
+  are accepted. The dialer's link then stops sending (``PeerLink``). After a configuration
+  change the runtime calls ``recheck_incarnations``: inbound connections from an incarnation
+  the configuration no longer lists are closed, and links whose expectation changed redial.
+  The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
+  records in the configuration.
+* One exception to that map: the peer that sends us entries. The sender of the newest
+  (highest-term) AppendEntries, Heartbeat or InstallSnapshot keeps its link even when the map
+  does not list it, at the address the map last gave it or, failing that, the one it advertised
+  in its hello (``Hello.addr``, with this node's dial overrides applied). A node whose log is
+  still old (a brand-new member catching up from index 1 adopts the bootstrap configuration
+  first) must still be able to answer its leader; without this rule it forgot the leader's
+  address and never caught up.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import attrs
 import trio
@@ -33,15 +50,19 @@ from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
-from univrs.net.peer import RAFT_PATH, Connector, Encoder, PeerLink, describe_close
+from univrs.net.peer import (
+    CLOSE_INCARNATION,
+    RAFT_PATH,
+    Connector,
+    Encoder,
+    PeerLink,
+    describe_close,
+)
 from univrs.net.queue import PeerQueue
 from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
-from univrs.raft.messages import Message, NodeId
-
-if TYPE_CHECKING:  # univrs.config imports univrs.net.address: no import cycle at runtime
-    from univrs.config import NodeConfig
+from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
 
 log = logging.getLogger("univrs.net")
 
@@ -51,6 +72,7 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 _MAX_CLOSE_REASON = 120  # a close frame's reason must fit in 123 bytes of UTF-8
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)  # what only a leader sends
 
 
 class Decoder(Protocol):
@@ -86,6 +108,25 @@ def _short(text: str) -> str:
     return raw.decode(errors="ignore")
 
 
+def _unbound(_node_id: NodeId) -> str | None:
+    return None
+
+
+_REPLACE_HINT = (
+    "a data dir that lost its state is a new incarnation, not the old member; replace it "
+    "with `univrs cluster join <member-api> --replace` (see the README)"
+)
+
+
+@attrs.define(eq=False)
+class _Inbound:
+    """One accepted inbound connection: who sent the hello, and why we close it (if we do)."""
+
+    scope: trio.CancelScope
+    incarnation: str | None
+    refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
+
+
 @attrs.define(eq=False)
 class RaftTransport:
     """Sends and receives Raft messages for one node. Run it with ``run`` or ``open_transport``.
@@ -94,7 +135,11 @@ class RaftTransport:
     None not to listen at all (tests feed connections to ``router.handle_connection``).
     ``peers`` is the initial map of node ids to raft addresses (this node's own entry is
     ignored); later changes go through ``set_peer_addresses`` and show in ``peer_addresses()``.
+    ``advertise_addr`` is the raft address our hellos advertise (None: none); ``dial_overrides``
+    replace advertised addresses of those peers (as ``NodeConfig.dial`` does for the map).
     ``encode``/``decode`` default to ``univrs.codec``; ``connector`` to ``trio.open_tcp_stream``.
+    ``incarnation`` is this node's (its data dir's); ``bound_incarnation(peer)`` the one the
+    configuration in effect lists for ``peer`` (None: unbound, or not a member).
     """
 
     node_id: NodeId
@@ -107,10 +152,25 @@ class RaftTransport:
     encode: Encoder = attrs.field(factory=_default_encoder)
     decode: Decoder = attrs.field(factory=_default_decoder)
     connector: Connector = trio.open_tcp_stream
+    advertise_addr: str | None = None
+    dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
+    incarnation: str | None = None
+    bound_incarnation: Callable[[NodeId], str | None] = _unbound
     router: WebSocketRouter = attrs.field(init=False)
+    _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
+    _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos
+    # The peer that sent the newest (highest-term) AppendEntries/Heartbeat/InstallSnapshot, and
+    # that term: it keeps its link whatever the map says (see the module docstring).
+    _source: NodeId | None = attrs.field(default=None, init=False)
+    _source_term: int = attrs.field(default=-1, init=False)
+    _kept: tuple[NodeId, str] | None = attrs.field(default=None, init=False)  # source, unlisted
     _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
     _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
-    _inbound: dict[NodeId, trio.CancelScope] = attrs.field(factory=dict, init=False)
+    _inbound: dict[NodeId, _Inbound] = attrs.field(factory=dict, init=False)
+    # Incarnations named by the hellos we accepted, newest per peer.
+    _learned: dict[NodeId, str] = attrs.field(factory=dict, init=False)
+    # (peer, its incarnation, our reason) already logged at WARNING: one line per incarnation.
+    _warned_refusals: set[tuple[str, str | None, str]] = attrs.field(factory=set, init=False)
     _warned_unknown: set[NodeId] = attrs.field(factory=set, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _listen_port: int | None = attrs.field(default=None, init=False)
@@ -158,6 +218,45 @@ class RaftTransport:
                 split_host_port(addr, allow_port_zero=True)
             except ValueError as exc:
                 raise ValueError(f"address of {nid}: {exc}") from None
+        self._configured = wanted
+        self._sync_links()
+
+    @property
+    def entry_source(self) -> NodeId | None:
+        """The peer that sent the newest AppendEntries/Heartbeat/InstallSnapshot (it is always
+        reachable, listed in the map or not), or None."""
+        return self._source
+
+    def peer_addresses(self) -> dict[NodeId, str]:
+        """The current peer map (without this node)."""
+        return {nid: link.address for nid, link in self._links.items() if link.address}
+
+    def _source_address(self, nid: NodeId) -> str | None:
+        """Where to reach the entry source ``nid`` when the map does not list it."""
+        if nid in self.dial_overrides:
+            return self.dial_overrides[nid]
+        link = self._links.get(nid)
+        if link is not None and link.address:
+            return link.address
+        return self._advertised.get(nid)
+
+    def _sync_links(self) -> None:
+        """Make the links match the map plus the entry source."""
+        wanted = dict(self._configured)
+        source = self._source
+        kept = None
+        if source is not None and source not in wanted:
+            addr = self._source_address(source)
+            if addr is not None:
+                wanted[source] = kept = addr
+        if kept is not None and self._kept != (source, kept):
+            log.info(
+                "keeping a link to %s at %s: it sends us entries, though our configuration "
+                "does not list it",
+                source,
+                kept,
+            )
+        self._kept = (source, kept) if source is not None and kept is not None else None
         for nid in list(self._links):
             if nid not in wanted:
                 self._links.pop(nid).close()
@@ -170,9 +269,29 @@ class RaftTransport:
                 link.set_address(addr)
         self._warned_unknown -= set(wanted)
 
-    def peer_addresses(self) -> dict[NodeId, str]:
-        """The current peer map (without this node)."""
-        return {nid: link.address for nid, link in self._links.items() if link.address}
+    def peer_incarnations(self) -> dict[NodeId, str]:
+        """The incarnation each peer named in the last hello we accepted from it."""
+        return dict(self._learned)
+
+    def stopped_links(self) -> dict[NodeId, str]:
+        """Peers we stopped sending to (they refused our incarnation or are not the one we
+        expect), with the reason."""
+        return {nid: link.stopped for nid, link in self._links.items() if link.stopped}
+
+    def recheck_incarnations(self) -> None:
+        """The configuration changed: hold every connection to the incarnations it lists.
+
+        An inbound connection whose hello named another incarnation than the one now listed
+        for its sender is closed (messages count only from the listed incarnation); a link
+        whose expected incarnation changed redials with the new hello.
+        """
+        for nid, conn in list(self._inbound.items()):
+            bound = self.bound_incarnation(nid)
+            if bound is not None and conn.incarnation != bound and conn.refusal is None:
+                conn.refusal = self._stranger(nid, conn.incarnation, bound)
+                conn.scope.cancel()
+        for nid, link in self._links.items():
+            link.set_hello(self._hello_for(nid))
 
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
@@ -214,6 +333,7 @@ class RaftTransport:
                 for link in self._links.values():
                     nursery.start_soon(link.run)
                 task_status.started(self._listen_port)
+                await trio.sleep_forever()  # links added later need the nursery (no listener)
         finally:
             self._nursery = None
 
@@ -225,12 +345,23 @@ class RaftTransport:
             counters = self._counters[nid] = PeerCounters()
         return counters
 
+    def _hello_for(self, nid: NodeId) -> bytes:
+        hello = Hello(
+            version=WIRE_VERSION,
+            cluster=self.cluster_id,
+            src=self.node_id,
+            dst=nid,
+            incarnation=self.incarnation,
+            expect=self.bound_incarnation(nid),
+            addr=self.advertise_addr,
+        )
+        return encode_hello(hello)
+
     def _add_link(self, nid: NodeId, addr: str) -> None:
-        hello = Hello(version=WIRE_VERSION, cluster=self.cluster_id, src=self.node_id, dst=nid)
         link = PeerLink(
             peer_id=nid,
             address=addr,
-            hello=encode_hello(hello),
+            hello=self._hello_for(nid),
             settings=self.settings,
             encode=self.encode,
             connector=self.connector,
@@ -257,20 +388,28 @@ class RaftTransport:
             counters = self._counter(hello.src)
             previous = self._inbound.get(hello.src)
             if previous is not None:
-                previous.cancel()  # the peer redialed: its old connection is dead or dying
+                previous.scope.cancel()  # the peer redialed: its old connection is dead or dying
             counters.inbound += 1
+            if hello.incarnation is not None:
+                self._learned[hello.src] = hello.incarnation
+            if hello.addr is not None and self._advertised.get(hello.src) != hello.addr:
+                self._advertised[hello.src] = hello.addr
+                if hello.src == self._source:
+                    self._sync_links()
             link = self._links.get(hello.src)
             if link is not None:
                 link.poke()  # the peer is back: redial it now rather than after the backoff
-            scope = trio.CancelScope()
-            self._inbound[hello.src] = scope
+            conn = _Inbound(scope=trio.CancelScope(), incarnation=hello.incarnation)
+            self._inbound[hello.src] = conn
             try:
-                with scope:
+                with conn.scope:
                     await self._read_messages(ws, hello, remote, counters)
             finally:
                 counters.inbound -= 1
-                if self._inbound.get(hello.src) is scope:
+                if self._inbound.get(hello.src) is conn:
                     del self._inbound[hello.src]
+            if conn.refusal is not None:  # recheck_incarnations: no longer the listed one
+                await self._refuse_incarnation(ws, remote, hello, conn.refusal)
         finally:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose()
@@ -283,6 +422,44 @@ class RaftTransport:
         log.warning("closing raft connection from %s (%s): %s", who, remote, reason)
         with trio.move_on_after(self.settings.close_timeout):
             await ws.aclose(code, _short(reason))
+
+    def _stranger(self, peer: NodeId, incarnation: str | None, bound: str) -> str:
+        return (
+            f"the configuration lists {peer} as incarnation {bound}, "
+            f"not {incarnation or '(none given)'}"
+        )
+
+    def _incarnation_problem(self, hello: Hello) -> str | None:
+        """Why ``hello`` comes from, or is meant for, another incarnation (None: it is fine)."""
+        if (
+            hello.expect is not None
+            and self.incarnation is not None
+            and hello.expect != self.incarnation
+        ):
+            return f"{self.node_id} is incarnation {self.incarnation}, not {hello.expect}"
+        bound = self.bound_incarnation(hello.src)
+        if bound is not None and hello.incarnation != bound:
+            return self._stranger(hello.src, hello.incarnation, bound)
+        return None
+
+    async def _refuse_incarnation(
+        self, ws: WebSocketConnection, remote: str, hello: Hello, reason: str
+    ) -> None:
+        """Close a connection of the wrong incarnation: one WARNING per peer and incarnation."""
+        self._rejected += 1
+        key = (hello.src, hello.incarnation, reason)
+        level = logging.DEBUG if key in self._warned_refusals else logging.WARNING
+        self._warned_refusals.add(key)
+        log.log(
+            level,
+            "refusing raft connection from %s (%s): %s; %s",
+            hello.src,
+            remote,
+            reason,
+            _REPLACE_HINT,
+        )
+        with trio.move_on_after(self.settings.close_timeout):
+            await ws.aclose(CLOSE_INCARNATION, _short(reason))
 
     def _closed_by_library(self, exc: ConnectionClosed, remote: str, who: str) -> None:
         """trio-websocket closes a connection itself on an oversized frame: log it like ours."""
@@ -326,6 +503,10 @@ class RaftTransport:
         if problem is not None:
             await self._refuse(ws, remote, hello.src, CLOSE_POLICY_VIOLATION, problem)
             return None
+        problem = self._incarnation_problem(hello)
+        if problem is not None:
+            await self._refuse_incarnation(ws, remote, hello, problem)
+            return None
         log.debug("raft connection from %s (%s) accepted", hello.src, remote)
         return hello
 
@@ -362,33 +543,15 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
+            if isinstance(msg, _FROM_LEADER) and msg.term >= self._source_term:
+                self._source_term = msg.term
+                if msg.src != self._source:
+                    self._source = msg.src
+                    self._sync_links()  # before the driver sees it: the answer needs a link
             try:
                 await self.inbox.send(msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the node is shutting down
-
-
-def transport_from_config(
-    config: NodeConfig,
-    *,
-    inbox: trio.abc.SendChannel[Message],
-    rng: random.Random,
-    settings: TransportSettings | None = None,
-    cluster_id: str | None = None,
-) -> RaftTransport:
-    """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
-
-    ``cluster_id`` (the data dir's, once known) overrides the config's."""
-    base = settings if settings is not None else TransportSettings()
-    return RaftTransport(
-        node_id=config.node_id,
-        cluster_id=cluster_id or config.cluster_id or "univrs",
-        inbox=inbox,
-        rng=rng,
-        listen_addr=config.raft_addr,
-        peers=config.dial_addresses(config.bootstrap_addresses()),
-        settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
-    )
 
 
 @asynccontextmanager

@@ -27,7 +27,7 @@ from univrs.raft.messages import (
     decode_membership,
     encode_membership,
 )
-from univrs.raft.node import RaftNode
+from univrs.raft.node import MAX_TERM, RaftNode
 from univrs.raft.ready import (
     InitialState,
     PeerStatus,
@@ -42,6 +42,7 @@ from univrs.raft.ready import (
 from univrs.raft.rng import Rng
 
 __all__ = [
+    "MAX_TERM",
     "MESSAGE_TYPES",
     "AppendEntries",
     "AppendEntriesResponse",

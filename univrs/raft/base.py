@@ -37,6 +37,7 @@ class NodeBase:
     """Fields of a Raft node (set by RaftNode.__init__) and shared helpers."""
 
     id: NodeId
+    incarnation: str | None  # of this node's data dir; None: not known (never checked)
     config: RaftConfig
     _rng: Rng
     _log: RaftLog
@@ -69,6 +70,7 @@ class NodeBase:
     _receiving: SnapshotReceiver | None  # follower: a snapshot being streamed to us
     _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
+    _refused: int  # messages refused as impossible (a term above MAX_TERM)
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait

@@ -27,6 +27,7 @@ from univrs.raft.messages import (
     AppendEntriesResponse,
     Heartbeat,
     InstallSnapshot,
+    Membership,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -59,9 +60,27 @@ class ElectionMixin(NodeBase):
         a leader steps down once the change commits. A node whose removal or demotion is
         committed never campaigns.
         """
-        if self.id in self._configs.current.voters:
+        current = self._configs.current
+        if self.id in current.voters:
+            return self._bound_to_me(current)
+        committed = self._configs.committed(self._commit)
+        return self.id in committed.voters and self._bound_to_me(committed)
+
+    def _bound_to_me(self, m: Membership) -> bool:
+        """Does ``m`` list this node's id for *this* incarnation (or leave it unbound)?
+
+        A node knows its own incarnation (``RaftNode(incarnation=...)``). A node whose data dir
+        was wiped comes back as a new incarnation under its old id and catches up through old
+        configurations that list its id, bound to the old incarnation, as a voter: it must not
+        campaign there, nor count its own vote, or it casts an amnesiac vote (alone in a
+        one-voter configuration it would elect itself with a log lacking committed entries;
+        the simulator found it). No message is needed to vote for oneself, so the transport's
+        incarnation checks cannot stop this: the core must.
+        """
+        if self.incarnation is None:
             return True
-        return self.id in self._configs.committed(self._commit).voters
+        listed = m.incarnation_of(self.id)
+        return listed is None or listed == self.incarnation
 
     def _reset_election_timer(self) -> None:
         self._election_elapsed = 0

@@ -92,6 +92,11 @@ class LeaderMixin(NodeBase):
         """
         return True
 
+    # ---- implemented by ElectionMixin (election.py) -------------------------------------------
+
+    def _bound_to_me(self, m: Membership) -> bool:
+        raise NotImplementedError
+
     # ---- implemented by SnapshotMixin (compaction.py) ----------------------------------------
 
     def _tick_snapshots(self) -> None:
@@ -217,9 +222,9 @@ class LeaderMixin(NodeBase):
 
     def _removed(self) -> bool:
         """Is the configuration that removes (or demotes) us committed?"""
-        return (
-            self._commit >= self._configs.current_index
-            and self.id not in self._configs.current.voters
+        current = self._configs.current
+        return self._commit >= self._configs.current_index and (
+            self.id not in current.voters or not self._bound_to_me(current)
         )
 
     def _hand_over(self) -> None:

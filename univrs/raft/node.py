@@ -73,6 +73,9 @@ from univrs.raft.rng import Rng
 
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
+MAX_TERM = 1 << 62
+"""Messages with a term above this are refused (``Status.refused_messages`` counts them)."""
+
 
 @attrs.define(eq=False, init=False, repr=False)
 class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
@@ -92,12 +95,14 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         rng: Rng,
         config: RaftConfig | None = None,
         initial: InitialState | None = None,
+        incarnation: str | None = None,
     ) -> None:
         config = config if config is not None else RaftConfig()
         initial = initial if initial is not None else InitialState()
         snap = initial.snapshot
         snap_index = snap.index if snap is not None else 0
         self.id = id
+        self.incarnation = incarnation
         self.config = config
         self._rng = rng
         self._log = RaftLog(
@@ -137,6 +142,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._receiving = None
         self._out_snapshot = None
         self._leader_reads = LeaderReads()
+        self._refused = 0
         self._forwarded = ForwardedReads()
         # Request ids of forwarded reads: a random base per process (a restart starts elsewhere
         # in 2^62, so no answer to an earlier process's request can match), then +1 each.
@@ -175,6 +181,12 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
     def step(self, msg: Message) -> None:
         """Handle a message from a peer. Stale or unexpected messages are dropped, never raise."""
         if msg.dst != self.id or msg.src == self.id:
+            return
+        if msg.term > MAX_TERM:
+            # No honest node gets near 2^62 terms (one election a millisecond for a hundred
+            # million years); a forged one would make every term after it unencodable and stop
+            # elections for good. Refused and counted, never adopted.
+            self._refused += 1
             return
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
@@ -452,6 +464,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             membership=self._configs.current,
             peers=peers,
             snapshot_index=self._snapshot_index,
+            refused_messages=self._refused,
         )
 
     def problems(self) -> list[str]:

@@ -190,3 +190,4 @@ class Status:
     membership: Membership
     peers: tuple[PeerStatus, ...] = ()
     snapshot_index: int = 0  # last index covered by the newest snapshot this node knows
+    refused_messages: int = 0  # messages refused as impossible (term above raft.node.MAX_TERM)

@@ -9,13 +9,22 @@ so adding a node never stalls commits while it catches up (dissertation 4.2.1).
 
 Each function proposes a CONFIG entry through the driver and returns once it is applied here,
 i.e. committed. All raise ``MembershipError`` with a message for the operator.
+
+Incarnations (one id, one incarnation; ``Membership.incarnations``): a bootstrap configuration
+lists its members unbound; ``record_incarnations`` (run on every node, acting while it leads)
+binds each member to the incarnation its hellos named, with a change that changes no voter. A
+join names the joiner's incarnation and adds it bound. A member whose data dir was lost is
+replaced (``add_learner(..., replace=True)``): the old voter becomes a learner bound to the new
+incarnation (one voter change) and is promoted once caught up, like any join.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from univrs.errors import NotLeader, ProposalDropped, UnivrsError
@@ -25,6 +34,9 @@ from univrs.raft.ready import Role
 from univrs.runtime.driver import RaftRuntime
 
 DEFAULT_MAX_LAG = 100  # entries a learner may be behind the leader's last index to be promoted
+BIND_RETRY = 1.0  # seconds between attempts to record incarnations when one was refused
+
+log = logging.getLogger("univrs.membership")
 
 
 class MembershipError(UnivrsError):
@@ -47,6 +59,12 @@ def _with(
 
 def _without(pairs: tuple[tuple[str, str], ...], node_id: str) -> tuple[tuple[str, str], ...]:
     return tuple((n, a) for n, a in pairs if n != node_id)
+
+
+REPLACE_HINT = (
+    "if its data dir was lost, replace it: `univrs cluster join <member-api> --replace` on the "
+    "node started with an empty data dir"
+)
 
 
 async def change(
@@ -92,31 +110,133 @@ async def change(
 
 
 async def add_learner(
-    runtime: RaftRuntime, node_id: str, raft_addr: str, api_addr: str | None
+    runtime: RaftRuntime,
+    node_id: str,
+    raft_addr: str,
+    api_addr: str | None,
+    *,
+    incarnation: str | None = None,
+    replace: bool = False,
 ) -> Membership:
-    """Add ``node_id`` as a learner. Idempotent for a learner with the same address."""
+    """Add ``node_id`` as a learner, bound to ``incarnation`` when given. Idempotent for a
+    learner with the same address (and incarnation).
+
+    ``replace``: ``node_id`` may already be a member, under another incarnation whose data
+    dir was lost; it becomes a learner bound to ``incarnation`` (a voter is demoted: one voter
+    change), to be promoted once caught up.
+    """
 
     def build(m: Membership) -> Membership | None:
+        bound = m.incarnation_of(node_id)
+        if replace and node_id in m.members:
+            return _replace(m, node_id, raft_addr, api_addr, incarnation)
         if node_id in m.voters:
-            raise MembershipError(f"node id {node_id!r} is already a voter of this cluster")
-        if node_id in m.learners:
-            if m.address_of(node_id) == raft_addr:
-                return None  # a retried join: it is already there
             raise MembershipError(
-                f"node id {node_id!r} is already a learner of this cluster at "
-                f"{m.address_of(node_id)}; remove it first"
+                f"node id {node_id!r} is already a voter of this cluster; {REPLACE_HINT}"
             )
-        clash = [n for n, a in m.addresses if a == raft_addr]
-        if clash:
-            raise MembershipError(f"raft address {raft_addr} is already used by {clash[0]!r}")
-        return Membership(
-            voters=m.voters,
+        if node_id in m.learners:
+            if m.address_of(node_id) == raft_addr and incarnation in (None, bound):
+                return None  # a retried join: it is already there
+            if m.address_of(node_id) == raft_addr and bound is None:
+                # Added before it said which incarnation it is (an interrupted join): bind it.
+                return attrs.evolve(m, incarnations=_with(m.incarnations, node_id, incarnation))
+            where = f"at {m.address_of(node_id)}" + (f" as incarnation {bound}" if bound else "")
+            raise MembershipError(
+                f"node id {node_id!r} is already a learner of this cluster {where}; remove it "
+                f"first, or {REPLACE_HINT}"
+            )
+        _check_address_free(m, node_id, raft_addr)
+        return attrs.evolve(
+            m,
             learners=m.learners | {node_id},
             addresses=_with(m.addresses, node_id, raft_addr),
             api_addresses=_with(m.api_addresses, node_id, api_addr),
+            incarnations=_with(m.incarnations, node_id, incarnation),
+        )
+
+    def _replace(
+        m: Membership, nid: str, addr: str, api: str | None, inc: str | None
+    ) -> Membership | None:
+        if inc is None:
+            raise MembershipError("a replace must name the new incarnation")
+        if m.incarnation_of(nid) == inc:
+            return None  # a retried replace: done already
+        if nid == runtime.node_id:
+            raise MembershipError(
+                f"{nid!r} is the leader, running on its data dir: there is nothing to replace"
+            )
+        _check_address_free(m, nid, addr)
+        log.info(
+            "replacing a member's incarnation",
+            extra={"member": nid, "old": m.incarnation_of(nid) or "-", "new": inc},
+        )
+        return attrs.evolve(
+            m,
+            voters=m.voters - {nid},
+            learners=m.learners | {nid},
+            addresses=_with(m.addresses, nid, addr),
+            api_addresses=_with(m.api_addresses, nid, api),
+            incarnations=_with(m.incarnations, nid, inc),
         )
 
     return await change(runtime, build)
+
+
+def _check_address_free(m: Membership, node_id: str, raft_addr: str) -> None:
+    clash = [n for n, a in m.addresses if a == raft_addr and n != node_id]
+    if clash:
+        raise MembershipError(f"raft address {raft_addr} is already used by {clash[0]!r}")
+
+
+async def bind_incarnations(runtime: RaftRuntime, learned: dict[str, str]) -> Membership:
+    """Record ``learned`` (member id -> incarnation) for the members the configuration lists
+    unbound; a change that changes no voter. Members already bound keep their incarnation."""
+
+    def build(m: Membership) -> Membership | None:
+        new = {
+            nid: inc
+            for nid, inc in learned.items()
+            if nid in m.members and m.incarnation_of(nid) is None
+        }
+        if not new:
+            return None
+        return attrs.evolve(m, incarnations=tuple(sorted((*m.incarnations, *new.items()))))
+
+    return await change(runtime, build)
+
+
+async def record_incarnations(
+    runtime: RaftRuntime, learned: Callable[[], dict[str, str]], own: str
+) -> None:
+    """Run forever: while this node leads, bind every unbound member of the configuration to
+    the incarnation its hellos named (``learned()``; this node's own is ``own``).
+
+    A bootstrap configuration lists its members unbound (every member writes the same entry
+    at index 1); this turns it into one that counts each member only as the incarnation it
+    was. The core refuses the change until the leader has committed an entry of its term;
+    refusals are retried.
+    """
+    while True:
+        status = runtime.status()
+        if status.role is Role.LEADER:
+            m = status.membership
+            known = {**learned(), status.id: own}
+            todo = {
+                n: i for n, i in known.items() if n in m.members and m.incarnation_of(n) is None
+            }
+            if todo:
+                try:
+                    await bind_incarnations(runtime, todo)
+                    log.info(
+                        "recorded member incarnations",
+                        extra={"members": ",".join(f"{n}={i}" for n, i in sorted(todo.items()))},
+                    )
+                except (MembershipError, NotLeader) as exc:
+                    log.debug("recording incarnations deferred: %s", exc)
+                    await trio.sleep(BIND_RETRY)  # a retry, not a synchronisation
+                continue
+        with trio.move_on_after(BIND_RETRY):  # hellos arrive without a runtime change
+            await runtime.wait_changed()
 
 
 def learner_lag(runtime: RaftRuntime, node_id: str) -> int | None:
@@ -144,12 +264,7 @@ async def promote(
                 f"{node_id!r} is not caught up yet ({'unknown' if lag is None else lag} entries "
                 f"behind, at most {max_lag} allowed); retry when it is"
             )
-        return Membership(
-            voters=m.voters | {node_id},
-            learners=m.learners - {node_id},
-            addresses=m.addresses,
-            api_addresses=m.api_addresses,
-        )
+        return attrs.evolve(m, voters=m.voters | {node_id}, learners=m.learners - {node_id})
 
     return await change(runtime, build)
 
@@ -163,11 +278,13 @@ async def remove(runtime: RaftRuntime, node_id: str) -> Membership:
             return None
         if m.voters == {node_id}:
             raise MembershipError(f"{node_id!r} is the only voter; a cluster needs one")
-        return Membership(
+        return attrs.evolve(
+            m,
             voters=m.voters - {node_id},
             learners=m.learners - {node_id},
             addresses=_without(m.addresses, node_id),
             api_addresses=_without(m.api_addresses, node_id),
+            incarnations=_without(m.incarnations, node_id),
         )
 
     return await change(runtime, build)
@@ -224,6 +341,7 @@ def members(runtime: RaftRuntime, now: float | None = None) -> list[dict[str, An
             "api_addr": m.api_address_of(node_id),
             "kind": "voter" if node_id in m.voters else "learner",
             "leader": node_id == status.leader,
+            "incarnation": m.incarnation_of(node_id),
         }
         if node_id == status.id:
             row.update(match_index=status.last_index, lag=0, last_contact_s=0.0)

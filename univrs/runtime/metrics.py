@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from univrs.metrics import Counter, Histogram, LabelValues, Registry
 from univrs.raft.ready import Role, Status
+
+if TYPE_CHECKING:
+    from univrs.storage import StorageStatistics
 
 _ROLE_CODES = {
     Role.FOLLOWER: 0,
@@ -20,9 +24,11 @@ _ROLE_CODES = {
 
 @attrs.define(eq=False)
 class NodeMetrics:
-    """Every metric a node exports; gauges read ``status()`` when scraped."""
+    """Every metric a node exports; gauges read ``status()`` (and the storage's statistics,
+    when given) when scraped."""
 
     status: Callable[[], Status]
+    storage: Callable[[], StorageStatistics] | None = None
     registry: Registry = attrs.field(factory=Registry)
     proposals: Counter = attrs.field(init=False)
     elections: Counter = attrs.field(init=False)
@@ -67,6 +73,18 @@ class NodeMetrics:
         self.proposals = r.counter(
             "univrs_raft_proposals_total", "Entries proposed on this node while leader."
         )
+        if self.storage is not None:
+            storage = self.storage
+            r.gauge(
+                "univrs_storage_db_bytes",
+                "Size of the LMDB data file on disk (it never shrinks; see univrs defrag).",
+                callback=lambda: [((), float(storage().db_bytes))],
+            )
+            r.gauge(
+                "univrs_storage_db_in_use_bytes",
+                "Bytes of the LMDB data file its databases use; the rest is free pages.",
+                callback=lambda: [((), float(storage().db_in_use_bytes))],
+            )
         self.fsync_seconds = r.histogram(
             "univrs_storage_fsync_seconds", "Duration of one synced log write (group commit)."
         )

@@ -26,7 +26,6 @@ from univrs.sm.commands import (
 from univrs.sm.errors import (
     AlreadyExists,
     AppliedOutOfOrder,
-    CommandFailed,
     DecodeError,
     InsufficientCredits,
     InvalidArgument,
@@ -80,7 +79,6 @@ __all__ = [
     "CloseSession",
     "ClusterStateMachine",
     "Command",
-    "CommandFailed",
     "CreateInstance",
     "CreateWorkload",
     "Created",

@@ -12,9 +12,11 @@ method is implemented here on top of two hooks, so a store only supplies transpo
 
 The Raft-backed store (the node issue) implements the hooks with propose/ReadIndex; the
 ``InMemoryStateStore`` below applies directly (one process, no Raft) for tests and for the
-application layer to develop against. Failures come back as ``CommandFailed`` subclasses
-(``NotFound``, ``AlreadyExists``, ``InvalidArgument``, ``InsufficientCredits``,
-``VersionConflict``, ``SessionExpired``, ``StaleSequence``).
+application layer to develop against. Failures come back as the product's errors, the same
+classes the API answers and the Python client raises (``univrs.errors``, mapped in one place:
+``univrs.sm.errors.failure_to_exception``): ``NotFound``, ``AlreadyExists``,
+``InvalidArgument``, ``InsufficientCredits``, ``VersionConflict``, ``SessionExpired``,
+``StaleSequence``.
 
 Writes that return an object read it back after the command applied: if a concurrent command
 deleted it in between, they raise ``NotFound``; if one changed it, they return the newer object.
@@ -57,7 +59,7 @@ from univrs.sm.model import (
     Workload,
     WorkloadSpec,
 )
-from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
+from univrs.sm.responses import Created, Failure, Response, Success
 from univrs.sm.state import ClusterStateMachine
 
 
@@ -72,7 +74,7 @@ LINEARIZABLE = ReadConsistency.LINEARIZABLE
 
 
 def _gone(what: str, ident: str) -> NotFound:
-    return NotFound(Failure(code=ErrorCode.NOT_FOUND, message=f"{what} {ident!r} not found"))
+    return NotFound(f"{what} {ident!r} not found")
 
 
 class StateStore(abc.ABC):

@@ -4,6 +4,6 @@ See docs/storage.md for the on-disk layout and the guarantees.
 """
 
 from univrs.storage.env import StorageStatistics
-from univrs.storage.log_store import LogCompacted, LogStore
+from univrs.storage.log_store import DefragResult, LogCompacted, LogStore, defrag
 
-__all__ = ["LogCompacted", "LogStore", "StorageStatistics"]
+__all__ = ["DefragResult", "LogCompacted", "LogStore", "StorageStatistics", "defrag"]

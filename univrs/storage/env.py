@@ -14,6 +14,7 @@ the data file (``translated``).
 
 from __future__ import annotations
 
+import os
 import pathlib
 import threading
 import time
@@ -45,6 +46,8 @@ class StorageStatistics:
     last_sync_seconds: float
     map_size: int  # current size of the LMDB memory map in bytes
     map_grows: int  # times the map grew because it was full
+    db_bytes: int  # size of data.mdb on disk (LMDB never shrinks it; see ``univrs defrag``)
+    db_in_use_bytes: int  # pages the databases use (the rest of the file is free pages)
 
 
 @attrs.define(eq=False)
@@ -65,6 +68,7 @@ class StoreEnv:
     _max_sync_seconds: float = attrs.field(default=0.0, init=False)
     _last_sync_seconds: float = attrs.field(default=0.0, init=False)
     _map_grows: int = attrs.field(default=0, init=False)
+    _page_size: int = attrs.field(default=0, init=False)
 
     @classmethod
     def open(
@@ -110,6 +114,33 @@ class StoreEnv:
     @property
     def data_file(self) -> pathlib.Path:
         return self.path / "data.mdb"
+
+    @property
+    def page_size(self) -> int:
+        """LMDB's page size in bytes (the OS page size when the file was created)."""
+        if not self._page_size:
+            with self._rw.shared(), translated(self.path):
+                self._check_open()
+                self._page_size = int(self._env.stat()["psize"])
+        return self._page_size
+
+    def space(self) -> tuple[int, int]:
+        """(bytes of data.mdb on disk, bytes of it the databases use). The difference is free
+        pages, which LMDB reuses but never gives back (``univrs defrag`` does, offline)."""
+
+        def used_pages(txn: Txn) -> int:
+            pages = 2  # the two meta pages
+            for db in (None, self.meta, self.log, self.snap):  # None: the main database
+                st = txn.stat(db) if db is not None else txn.stat()
+                pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+            return pages
+
+        in_use = self.read(used_pages) * self.page_size
+        try:
+            on_disk = self.data_file.stat().st_size
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.data_file}: {exc.strerror}") from None
+        return on_disk, in_use
 
     @property
     def closed(self) -> bool:
@@ -173,9 +204,27 @@ class StoreEnv:
             self._env.set_mapsize(min(size * 2, self._max_map_size))
             self._map_grows += 1
 
+    def copy_compacted(self, target: pathlib.Path) -> None:
+        """Write a compacted copy of the environment (no free pages, pages renumbered) to the
+        new file ``target`` and fsync it. A consistent snapshot: one read transaction."""
+        with self._rw.shared(), translated(self.path):
+            self._check_open()
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StorageError(f"cannot create {target}: {exc.strerror}") from None
+            try:
+                self._env.copyfd(fd, compact=True)
+                os.fsync(fd)
+            except OSError as exc:
+                raise StorageError(f"cannot write {target}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+
     def statistics(self) -> StorageStatistics:
         with self._rw.shared():
             map_size = 0 if self._closed else self._env.info()["map_size"]
+        db_bytes, in_use = (0, 0) if self._closed else self.space()
         return StorageStatistics(
             syncs=self._syncs,
             sync_seconds=self._sync_seconds,
@@ -183,6 +232,8 @@ class StoreEnv:
             last_sync_seconds=self._last_sync_seconds,
             map_size=map_size,
             map_grows=self._map_grows,
+            db_bytes=db_bytes,
+            db_in_use_bytes=in_use,
         )
 
     def _check_open(self) -> None:

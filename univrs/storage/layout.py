@@ -25,12 +25,26 @@ DB_SNAP = b"snapshot"  # chunk number (8 bytes big-endian) -> checked chunk of s
 
 # Keys in DB_META.
 KEY_FORMAT = b"format"  # FORMAT_VERSION as a CBOR int
-KEY_IDENTITY = b"identity"  # [node_id, cluster_id | None]
+KEY_IDENTITY = b"identity"  # [node_id, cluster_id | None, incarnation]
 KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
 KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data]
 
-SNAPSHOT_CHUNK = 1 << 20
-"""Snapshot data is split into values of at most this many bytes."""
+OVERFLOW_HEADER = 16
+"""Bytes of LMDB's page header on an overflow page (PAGEHDRSZ, 64-bit builds)."""
+
+
+def snapshot_chunk_size(page_size: int) -> int:
+    """Snapshot data is split into values of this many bytes (the last one may be shorter).
+
+    A value larger than about half a page lives on overflow pages, which LMDB allocates as one
+    contiguous run; a free run long enough is rarely found once log churn has fragmented the
+    free pages, so every new snapshot made ``data.mdb`` grow (see docs/storage.md, "Space").
+    A chunk whose value (CRC + data) fills exactly one overflow page needs no run at all: any
+    free page does. Readers do not depend on the chunk size (stores written with 1 MiB chunks
+    read the same).
+    """
+    return page_size - OVERFLOW_HEADER - 4  # the value's CRC-32 takes 4 bytes
+
 
 _MAX_RECORD = 1 << 24
 
@@ -109,15 +123,22 @@ def _is_uint(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def parse_identity(obj: Any) -> tuple[str, str | None]:
+def identity_record(node_id: str, cluster_id: str | None, incarnation: str) -> list[Any]:
+    return [node_id, cluster_id, incarnation]
+
+
+def parse_identity(obj: Any) -> tuple[str, str | None, str | None]:
+    """(node id, cluster id, incarnation). A store written before incarnations existed has a
+    two-item record: its incarnation is None (the store adds one when it opens)."""
     if (
         type(obj) is not list
-        or len(obj) != 2
+        or len(obj) not in (2, 3)
         or type(obj[0]) is not str
         or not (obj[1] is None or type(obj[1]) is str)
+        or (len(obj) == 3 and (type(obj[2]) is not str or not obj[2]))
     ):
         raise Corrupt("metadata record 'identity': malformed")
-    return obj[0], obj[1]
+    return obj[0], obj[1], (obj[2] if len(obj) == 3 else None)
 
 
 def hard_state_record(hs: HardState) -> list[Any]:

@@ -26,6 +26,9 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
+import secrets
+import shutil
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -43,7 +46,7 @@ from univrs.raft.messages import (
     decode_membership,
 )
 from univrs.raft.ready import InitialState
-from univrs.storage import layout
+from univrs.storage import header, layout
 from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StorageStatistics, StoreEnv
 from univrs.storage.layout import Corrupt
@@ -52,12 +55,182 @@ if TYPE_CHECKING:
     from univrs.storage.env import Txn
 
 ENV_DIR = "raft.lmdb"
+# A store being created: renamed to ENV_DIR once its identity is durable, so a ``raft.lmdb``
+# without an identity (or with an empty data.mdb) is always a store that lost its state.
+NEW_ENV_DIR = "raft.lmdb.new"
+# A scratch data dir for ``defrag``: the compacted copy is built and verified in
+# DEFRAG_DIR/raft.lmdb before it replaces data.mdb; a leftover one is discarded.
+DEFRAG_DIR = "raft.lmdb.defrag"
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 
 
 class LogCompacted(UnivrsError):
     """The requested entries were compacted into a snapshot (send the snapshot instead)."""
+
+
+_LOST_STATE_HINT = (
+    ". A data dir that lost its state is not a new one: move it away, start the node on an "
+    'empty data dir with initial_cluster_state = "existing" and replace the member with '
+    "`univrs cluster join <member-api> --replace` (see the README)"
+)
+
+
+def new_incarnation() -> str:
+    """A fresh incarnation id: 16 random hex characters (64 bits), one per data dir."""
+    return secrets.token_hex(8)
+
+
+def _put_identity(
+    env: StoreEnv, txn: Txn, node_id: NodeId, cluster_id: str | None, incarnation: str
+) -> None:
+    fmt = layout.encode_record(layout.KEY_FORMAT, layout.FORMAT_VERSION)
+    txn.put(layout.KEY_FORMAT, fmt, db=env.meta)
+    identity = layout.identity_record(node_id, cluster_id, incarnation)
+    txn.put(layout.KEY_IDENTITY, layout.encode_record(layout.KEY_IDENTITY, identity), db=env.meta)
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_env(
+    data_dir: pathlib.Path,
+    node_id: NodeId,
+    cluster_id: str | None,
+    map_size: int,
+    max_map_size: int,
+) -> None:
+    """Create ``raft.lmdb`` with its identity (and a new incarnation) in one step.
+
+    The store is built under ``raft.lmdb.new`` and renamed into place only once its identity
+    is durable; a creation interrupted by a crash leaves only the ``.new`` directory, which
+    the next creation discards (nothing in it was ever acknowledged).
+    """
+    tmp = data_dir / NEW_ENV_DIR
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        env = StoreEnv.open(tmp, create=True, map_size=map_size, max_map_size=max_map_size)
+        try:
+            incarnation = new_incarnation()
+            env.write(lambda txn: _put_identity(env, txn, node_id, cluster_id, incarnation))
+        finally:
+            env.close()
+        _fsync_dir(tmp)
+        os.rename(tmp, data_dir / ENV_DIR)
+        _fsync_dir(data_dir)
+    except OSError as exc:
+        raise StorageError(f"cannot create a store in {data_dir}: {exc}") from None
+
+
+def _check_data_file(data_dir: pathlib.Path, env_path: pathlib.Path) -> None:
+    """A store whose data file is gone, empty or cut short lost its state: refuse it, never
+    recreate it, and never map a truncated file (that is a SIGBUS, see ``header``)."""
+    data_file = env_path / "data.mdb"
+    try:
+        size = data_file.stat().st_size
+    except FileNotFoundError:
+        raise StorageError(
+            f"corrupt data dir {data_dir}: {data_file} is missing{_LOST_STATE_HINT}"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {data_file}: {exc.strerror}") from None
+    if size == 0:
+        raise StorageError(
+            f"corrupt data dir {data_dir}: {data_file} is empty (zero length){_LOST_STATE_HINT}"
+        )
+    if not header.SUPPORTED:
+        return
+    try:
+        header.check_length(data_file)
+    except header.BadHeader as exc:
+        # Mapping a file shorter than its pages would kill the process with SIGBUS.
+        raise StorageError(
+            f"corrupt data dir {data_dir}: {data_file} {exc}; nothing was changed{_LOST_STATE_HINT}"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {data_file}: {exc.strerror}") from None
+
+
+@attrs.frozen(kw_only=True)
+class DefragResult:
+    """What ``defrag`` did: the data file's size before and after, in bytes."""
+
+    data_file: pathlib.Path
+    before_bytes: int
+    after_bytes: int
+    in_use_bytes: int  # what the databases used before (the rest was free pages)
+    seconds: float
+
+
+def defrag(data_dir: str | os.PathLike[str]) -> DefragResult:
+    """Give the free pages of a stopped node's ``data.mdb`` back to the file system.
+
+    LMDB reuses free pages but never shrinks its file. This writes a compacted copy (LMDB's
+    copy with compaction: one read transaction, no free pages), fsyncs it, verifies it like a
+    store being opened (identity, every checksum, the log invariants), then renames it over
+    ``data.mdb`` and fsyncs the directory: a crash leaves either file whole. Offline only: the
+    data dir's lock refuses it while a node runs there. Refuses what ``LogStore.open``
+    refuses (a missing, empty or truncated data file, corrupt data); changes nothing then.
+    """
+    started = time.monotonic()
+    path = pathlib.Path(data_dir)
+    if not path.is_dir():
+        raise StorageError(f"data dir {path} does not exist")
+    dirlock = DirLock.acquire(path)
+    try:
+        env_path = path / ENV_DIR
+        if not env_path.exists():
+            raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
+        _check_data_file(path, env_path)
+        work = path / DEFRAG_DIR
+        try:
+            if work.exists():
+                shutil.rmtree(work)  # a defrag that was interrupted: nothing used it
+            (work / ENV_DIR).mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise StorageError(f"cannot prepare {work}: {exc.strerror}") from None
+        env = StoreEnv.open(
+            env_path, create=False, map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE
+        )
+        try:
+            node_id = env.read(lambda txn: _stored_node_id(env, txn))
+            before, in_use = env.space()
+            env.copy_compacted(work / ENV_DIR / "data.mdb")
+        finally:
+            env.close()
+        # Opening the copy verifies it as the node would at its start.
+        LogStore.open(work, node_id=node_id, create=False).close()
+        compacted = work / ENV_DIR / "data.mdb"
+        after = compacted.stat().st_size
+        try:
+            os.rename(compacted, env_path / "data.mdb")
+            _fsync_dir(env_path)
+            shutil.rmtree(work)
+        except OSError as exc:
+            raise StorageError(f"cannot replace {env_path / 'data.mdb'}: {exc}") from None
+    finally:
+        dirlock.release()
+    return DefragResult(
+        data_file=env_path / "data.mdb",
+        before_bytes=before,
+        after_bytes=after,
+        in_use_bytes=in_use,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _stored_node_id(env: StoreEnv, txn: Txn) -> NodeId:
+    raw = txn.get(layout.KEY_IDENTITY, db=env.meta)
+    if raw is None:
+        raise Corrupt(f"metadata record 'identity' is missing{_LOST_STATE_HINT}")
+    node, _, _ = layout.parse_identity(layout.decode_record(layout.KEY_IDENTITY, raw))
+    return node
 
 
 def _require(cond: bool, message: str) -> None:
@@ -74,6 +247,7 @@ class LogStore:
     data_dir: pathlib.Path
     node_id: NodeId
     _cluster_id: str | None
+    _incarnation: str
     _env: StoreEnv
     _dirlock: DirLock
 
@@ -95,8 +269,11 @@ class LogStore:
         """Open (or create) the store of ``node_id`` in ``data_dir``, lock it and verify it.
 
         Refuses, with a ``StorageError`` saying why: a directory locked by another process, one
-        that belongs to another node or cluster, a newer storage format, and corrupt data.
-        A store created without a cluster id adopts the first one it is opened with.
+        that belongs to another node or cluster, a newer storage format, and corrupt data --
+        including a store whose ``data.mdb`` is missing or empty or whose identity is lost,
+        which is a data dir that lost its state, never a fresh one. A store is created (with a
+        new incarnation) only where there is no ``raft.lmdb`` at all. A store created without
+        a cluster id adopts the first one it is opened with.
         """
         path = pathlib.Path(data_dir)
         if not path.is_dir():
@@ -109,17 +286,30 @@ class LogStore:
         dirlock = DirLock.acquire(path)
         try:
             env_path = path / ENV_DIR
-            if not create and not env_path.is_dir():
-                raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
+            if not env_path.exists():
+                if not create:
+                    raise StorageError(
+                        f"data dir {path} holds no univrs store ({env_path} missing)"
+                    )
+                _create_env(path, node_id, cluster_id, map_size, max_map_size)
+            else:
+                _check_data_file(path, env_path)
             env = StoreEnv.open(
-                env_path, create=create, map_size=map_size, max_map_size=max_map_size
+                env_path, create=False, map_size=map_size, max_map_size=max_map_size
             )
         except BaseException:
             dirlock.release()
             raise
-        store = cls(data_dir=path, node_id=node_id, cluster_id=None, env=env, dirlock=dirlock)
+        store = cls(
+            data_dir=path,
+            node_id=node_id,
+            cluster_id=None,
+            incarnation="",
+            env=env,
+            dirlock=dirlock,
+        )
         try:
-            store._check_identity(cluster_id, create=create)
+            store._check_identity(cluster_id)
             store._verify()
         except BaseException:
             store.close()
@@ -142,6 +332,12 @@ class LogStore:
         return self._cluster_id
 
     @property
+    def incarnation(self) -> str:
+        """The incarnation of this data dir: chosen at random when it was created, never
+        changed. A node whose data dir is replaced comes back as another incarnation."""
+        return self._incarnation
+
+    @property
     def path(self) -> pathlib.Path:
         """The LMDB environment directory (holds ``data.mdb`` and ``lock.mdb``)."""
         return self._env.path
@@ -159,19 +355,19 @@ class LogStore:
         """The LMDB environment flags; ``sync`` and ``metasync`` make every commit durable."""
         return self._env.flags()
 
-    def _check_identity(self, cluster_id: str | None, *, create: bool) -> None:
-        """Validate format, node id and cluster id; initialise a fresh store."""
+    def _check_identity(self, cluster_id: str | None) -> None:
+        """Validate format, node id and cluster id; record an adopted cluster id, or the
+        incarnation of a store written before incarnations existed."""
         env = self._env
 
         def check(txn: Txn) -> bool:  # True: the identity must be (re)written
             raw_format = txn.get(layout.KEY_FORMAT, db=env.meta)
             if raw_format is None:
-                if any(txn.stat(db)["entries"] for db in (env.meta, env.log, env.snap)):
-                    raise Corrupt("metadata record 'format' is missing but the store holds data")
-                if not create:
-                    raise StorageError(f"data dir {self.data_dir} holds no univrs store")
-                self._cluster_id = cluster_id
-                return True
+                # Every store is created with its identity (_create_env): this one lost it.
+                raise Corrupt(
+                    "metadata record 'format' is missing: the store lost its identity"
+                    f"{_LOST_STATE_HINT}"
+                )
             fmt = layout.decode_record(layout.KEY_FORMAT, raw_format)
             if type(fmt) is not int:
                 raise Corrupt("metadata record 'format': malformed")
@@ -183,8 +379,8 @@ class LogStore:
                 )
             raw_identity = txn.get(layout.KEY_IDENTITY, db=env.meta)
             if raw_identity is None:
-                raise Corrupt("metadata record 'identity' is missing")
-            node, cluster = layout.parse_identity(
+                raise Corrupt(f"metadata record 'identity' is missing{_LOST_STATE_HINT}")
+            node, cluster, incarnation = layout.parse_identity(
                 layout.decode_record(layout.KEY_IDENTITY, raw_identity)
             )
             if node != self.node_id:
@@ -196,17 +392,17 @@ class LogStore:
                     f"data dir {self.data_dir} belongs to cluster {cluster!r}, not {cluster_id!r}"
                 )
             self._cluster_id = cluster if cluster is not None else cluster_id
-            return cluster is None and cluster_id is not None  # adopt the cluster id
+            # A store from before incarnations keeps its state, so it is still the member it
+            # was: it gets its incarnation now, once.
+            self._incarnation = incarnation if incarnation is not None else new_incarnation()
+            adopt = cluster is None and cluster_id is not None
+            return adopt or incarnation is None
 
         if env.read(check):
             env.write(self._write_identity)
 
     def _write_identity(self, txn: Txn) -> None:
-        meta = self._env.meta
-        fmt = layout.encode_record(layout.KEY_FORMAT, layout.FORMAT_VERSION)
-        txn.put(layout.KEY_FORMAT, fmt, db=meta)
-        identity = [self.node_id, self._cluster_id]
-        txn.put(layout.KEY_IDENTITY, layout.encode_record(layout.KEY_IDENTITY, identity), db=meta)
+        _put_identity(self._env, txn, self.node_id, self._cluster_id, self._incarnation)
 
     def set_cluster_id(self, cluster_id: str) -> None:
         """Record the cluster this node joined; refuses to change an existing cluster id."""
@@ -438,9 +634,14 @@ class LogStore:
         with or is older than the snapshot (Raft paper Figure 13, steps 6-7).
         """
         crc = zlib.crc32(data)
-        record = layout.snapshot_record(
-            meta, size=len(data), chunks=-(-len(data) // layout.SNAPSHOT_CHUNK), crc=crc
-        )
+        # Page-sized chunks: any free page can take one (see layout.snapshot_chunk_size).
+        step = layout.snapshot_chunk_size(self._env.page_size)
+        view = memoryview(data)
+        records = [
+            (layout.index_key(number), layout.encode_chunk(number, bytes(view[at : at + step])))
+            for number, at in enumerate(range(0, len(data), step))
+        ]
+        record = layout.snapshot_record(meta, size=len(data), chunks=len(records), crc=crc)
 
         _require(meta.index >= 1 and meta.term >= 1, f"snapshot at ({meta.index}, {meta.term})")
 
@@ -461,11 +662,9 @@ class LogStore:
                 # the stored one covers keeps the log: it may be compacted up to exactly there.)
                 txn.drop(self._env.log, delete=False)
             txn.drop(self._env.snap, delete=False)
-            view = memoryview(data)
-            for number, offset in enumerate(range(0, len(data), layout.SNAPSHOT_CHUNK)):
-                chunk = bytes(view[offset : offset + layout.SNAPSHOT_CHUNK])
-                value = layout.encode_chunk(number, chunk)
-                txn.put(layout.index_key(number), value, db=self._env.snap)
+            # MDB_APPEND: the database is empty and the keys increase.
+            _, added = txn.cursor(db=self._env.snap).putmulti(records, append=True)
+            _require(added == len(records), f"stored {added} of {len(records)} chunks")
             txn.put(
                 layout.KEY_SNAPSHOT,
                 layout.encode_record(layout.KEY_SNAPSHOT, record),

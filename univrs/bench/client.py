@@ -1,7 +1,7 @@
 """Client throughput and latency through the fast protocol (``scripts/bench``).
 
-Starts a fresh local cluster of real node processes (``univrs.devcluster``, fsync on) unless
-``--endpoints`` names a running one, creates one workload per client, then measures, each for
+Starts a fresh local cluster of real node processes (``univrs.tools.devcluster``, fsync on)
+unless ``--endpoints`` names a running one, creates one workload per client, then measures, each for
 ``--duration`` seconds after a short warm-up and ``--repeat`` times:
 
 * writes: ``--clients`` closed-loop clients (default 64), each scaling its own workload
@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from univrs.client.client import Client, open_client
-from univrs.client.errors import ApiError
+from univrs.errors import UnivrsError
 
 WARMUP = 1.0
 
@@ -77,7 +77,7 @@ async def measure(
             t0 = time.perf_counter()
             try:
                 await op(client, i)
-            except ApiError as exc:
+            except UnivrsError as exc:
                 errors.append(f"{exc.code}: {exc.message}")
                 continue
             if now >= start:
@@ -147,7 +147,7 @@ async def run_bench(
         async def ensure(i: int) -> None:
             try:
                 await clients[i % len(clients)].create_workload(spec, id=keys[i])
-            except ApiError as exc:
+            except UnivrsError as exc:
                 if exc.code != "already-exists":
                     raise
 
@@ -186,7 +186,7 @@ async def run_bench(
 def start_cluster(
     folder: pathlib.Path, size: int, log_level: str = "warning"
 ) -> tuple[Any, list[str], dict[str, int]]:
-    from univrs.devcluster import LocalCluster
+    from univrs.tools.devcluster import LocalCluster
 
     cluster = LocalCluster.with_free_ports(folder, size=size)
     cluster.start_all(log_level=log_level)

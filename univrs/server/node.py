@@ -1,7 +1,9 @@
 """A whole univrs node: storage, transport, driver, state machine and API under one nursery.
 
 ``run_node(config)`` opens the data dir (refusing a corrupt, foreign or locked one), bootstraps a
-new cluster when the data dir is new (or, with ``join``, joins an existing one instead), starts
+new cluster when the data dir is new and ``initial_cluster_state`` is "new" (unless a bootstrap
+peer shows that this id already served: ``univrs.server.incarnation``), or, with ``join``,
+joins an existing one instead; with "existing" an empty node waits to be joined. It starts
 the raft transport and the HTTP API, and calls ``task_status.started(node)`` once both listen.
 Any task that crashes takes the whole node down loudly; cancellation (SIGINT/SIGTERM in
 ``univrs node start``) stops accepting, lets an in-flight storage write finish and closes LMDB.
@@ -18,34 +20,40 @@ import logging
 import random
 import shutil
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
 
 from univrs.config import NodeConfig
-from univrs.errors import StorageError, UnivrsError
+from univrs.errors import Conflict, StorageError
+from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
-from univrs.net.transport import RaftTransport, transport_from_config
+from univrs.net.transport import RaftTransport
 from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
+from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
+from univrs.server.incarnation import (
+    BootstrapRefused,
+    bound_incarnation,
+    check_bootstrap,
+    hold_incarnations,
+    probe_answerer,
+)
+from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
+from univrs.server.removal import MembershipWatch, watch_for_removal
+from univrs.server.wiring import transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
-if TYPE_CHECKING:
-    from univrs.runtime.joining import JoinInfo
-
 log = logging.getLogger("univrs.node")
-
-
-class JoinRefused(UnivrsError):
-    """This node cannot join the requested cluster (the message says why)."""
 
 
 def initial_membership(config: NodeConfig) -> Membership:
@@ -125,12 +133,17 @@ def data_dir_state(storage: LogStore, initial: InitialState) -> str:
 
 
 def finish_opening(
-    storage: LogStore, initial: InitialState, config: NodeConfig, join_cluster: str | None
+    storage: LogStore,
+    initial: InitialState,
+    config: NodeConfig,
+    join_cluster: str | None,
+    *,
+    bootstrap: bool = True,
 ) -> Opened:
     """Bootstrap a new data dir (or, with ``join_cluster``, stamp it with that cluster's id and
-    leave it empty for the leader to fill), then load the newest snapshot. A restart never
-    bootstraps again."""
-    if data_dir_state(storage, initial) == "new":
+    leave it empty for the leader to fill; without ``bootstrap``, leave it empty and unstamped
+    to be joined later), then load the newest snapshot. A restart never bootstraps again."""
+    if data_dir_state(storage, initial) == "new" and (bootstrap or join_cluster is not None):
         if join_cluster is not None:
             if config.cluster_id is not None and config.cluster_id != join_cluster:
                 raise JoinRefused(
@@ -171,10 +184,17 @@ def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Open
 
 
 def wipe_raft_state(config: NodeConfig) -> None:
-    """Discard the data dir's Raft state (used only on a pristine single node that joins)."""
+    """Discard the data dir's Raft state (used only on a pristine node that joins).
+
+    Renamed away first, so a crash midway leaves no half-deleted store (which would be refused
+    as corrupt) but no store at all: the next start creates a new one."""
     path = config.data_dir / "raft.lmdb"
+    discarded = config.data_dir / "raft.lmdb.discarded"
+    if discarded.exists():
+        shutil.rmtree(discarded)
     if path.exists():
-        shutil.rmtree(path)
+        path.rename(discarded)
+        shutil.rmtree(discarded)
 
 
 @attrs.define(eq=False)
@@ -192,6 +212,9 @@ class Node:
     api_port: int | None = None
     # Join progress, for `univrs cluster join` to show: state and details.
     join: dict[str, Any] = attrs.field(factory=dict)
+    # What the transport is told (membership + join-time addresses) and the applied-config watch.
+    peer_map: PeerMap | None = None
+    watch: MembershipWatch | None = None
     _rejoin: JoinInfo | None = None
     _scope: trio.CancelScope | None = None
     _nursery: trio.Nursery | None = None
@@ -203,13 +226,20 @@ class Node:
     def status(self) -> Status:
         return self.runtime.status()
 
+    @property
+    def removed(self) -> str | None:
+        """Why this node believes it was removed from its cluster, or None."""
+        return self.watch.removed if self.watch is not None else None
+
     def is_pristine(self) -> bool:
-        """Alone in its own cluster and holding no state yet: safe to discard to join another."""
+        """Alone in its own cluster, or in none (waiting to be joined, or a join interrupted
+        before any entry arrived), and holding no state yet: safe to discard to join another."""
         s = self.status()
         stats = self.runtime.sm.statistics()
+        alone = s.membership.voters == {self.node_id} and not s.membership.learners
+        empty = not s.membership.members and s.last_index == 0
         return (
-            s.membership.voters == {self.node_id}
-            and not s.membership.learners
+            (alone or empty)
             and self.runtime.last_snapshot_index == 0
             and stats.workloads == stats.instances == stats.nodes == 0
             and stats.accounts == stats.sessions == 0
@@ -223,6 +253,43 @@ class Node:
                 "dir to join another cluster"
             )
 
+    async def answer_join(
+        self, target: str, *, replace: bool
+    ) -> tuple[int, dict[str, Any], JoinInfo | None]:
+        """``univrs cluster join``'s request to this node: join the cluster of ``target``.
+
+        Returns the HTTP status and body to answer, and the join to start by restarting this
+        node once the answer is sent (None: nothing to restart). Raises Conflict when the join
+        is refused (the message says why).
+        """
+        try:
+            info = await prepare(self.config, target, replace=replace)
+        except JoinRefused as exc:
+            raise Conflict(str(exc)) from None
+        # A replace that is done already (the cluster lists this very incarnation) is a resume.
+        replaced = not replace or info.bound == self.storage.incarnation
+        if info.cluster_id == self.cluster_id and self.node_id in info.members and replaced:
+            if self.node_id in self.status().membership.voters:
+                return 200, {"state": "voter", "cluster_id": info.cluster_id}, None
+            self.resume_join(info)  # a member still waiting to be promoted (restarted mid-join)
+            state = self.join or {"state": "catching-up"}
+            return 202, {**state, "cluster_id": info.cluster_id}, None
+        if replace and self.status().last_index > 0:
+            raise Conflict(
+                f"{self.node_id} holds a log of its own: --replace takes over an id for a node "
+                "that lost its data dir; start it on an empty data dir with "
+                "--initial-cluster-state existing, then join with --replace"
+            )
+        try:
+            self.check_rejoin()
+        except JoinRefused as exc:
+            raise Conflict(str(exc)) from None
+        return 202, {"state": "restarting", "cluster_id": info.cluster_id}, info
+
+    def describe(self) -> dict[str, Any]:
+        """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
+        return describe(self)
+
     def request_rejoin(self, info: JoinInfo) -> None:
         """Stop this (pristine) node and start it again empty, joining ``info``'s cluster."""
         self.check_rejoin()
@@ -233,12 +300,12 @@ class Node:
     def resume_join(self, info: JoinInfo) -> bool:
         """Drive a join again if this node is a member still waiting to be promoted and nothing
         drives it now (it restarted mid-join). True if started."""
-        from univrs.runtime.joining import run_join
-
         if self.join.get("state") in ("adding", "catching-up", "promoting"):
             return False
         if self.node_id in self.status().membership.voters or self._nursery is None:
             return False
+        if self.peer_map is not None:
+            self.peer_map.hold_join_addresses(dict(info.addresses))
         self._nursery.start_soon(run_join, self, info)
         return True
 
@@ -284,8 +351,6 @@ async def _run_once(
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
-    from univrs.runtime.joining import check_join, run_join
-
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
@@ -293,12 +358,25 @@ async def _run_once(
         if join_info is None and join is not None:
             join_info = await check_join(config, join, state, storage.cluster_id)
         stamp = join_info.cluster_id if join_info is not None and state == "new" else None
+        bootstrap = state == "new" and stamp is None and config.initial_cluster_state == "new"
+        if bootstrap and config.bootstrap:
+            await check_bootstrap(config, new_cluster_id(config), storage.incarnation)
+        elif state == "new" and stamp is None and not bootstrap:
+            log.info(
+                "data dir is empty and initial_cluster_state is existing: waiting to be joined "
+                "(univrs cluster join <member-api> --api <this api> [--replace])",
+                extra={"incarnation": storage.incarnation},
+            )
         opened = await trio.to_thread.run_sync(
-            lambda: finish_opening(storage, initial, config, stamp)
+            lambda: finish_opening(storage, initial, config, stamp, bootstrap=bootstrap)
         )
         rng = random.Random(seed)
         core = RaftNode(
-            config.node_id, rng=rng, config=config.raft_config(), initial=opened.initial
+            config.node_id,
+            rng=rng,
+            config=config.raft_config(),
+            initial=opened.initial,
+            incarnation=storage.incarnation,
         )
         snapshot_index = 0
         if opened.snapshot is not None:
@@ -319,7 +397,7 @@ async def _run_once(
             ),
             last_snapshot_index=snapshot_index,
         )
-        metrics = NodeMetrics(runtime.status)
+        metrics = NodeMetrics(runtime.status, storage=storage.statistics)
         runtime.metrics = metrics
         transport = transport_from_config(
             config,
@@ -327,14 +405,29 @@ async def _run_once(
             rng=rng,
             settings=TransportSettings(),
             cluster_id=opened.cluster_id,
+            incarnation=storage.incarnation,
+            bound_incarnation=bound_incarnation(runtime),
         )
-        runtime.send = transport.send
-        # Until our log holds a membership (a joiner waiting for its first entries), answer
-        # the members we learned of when asking to join.
-        fallback = dict(join_info.addresses) if join_info is not None else {}
-        runtime.on_membership = lambda peers: transport.set_peer_addresses(
-            config.dial_addresses(peers or fallback)
+        # The members we learned of when asking to join (or, an empty data dir waiting to be
+        # joined, the bootstrap members) stay reachable until a configuration listing us is
+        # applied (see univrs/runtime/addresses.py).
+        peer_map = PeerMap(
+            config.node_id,
+            publish=lambda peers: transport.set_peer_addresses(config.dial_addresses(peers)),
+            tracked=lambda: [p.id for p in runtime.status().peers],
         )
+        if join_info is not None:
+            peer_map.hold_join_addresses(dict(join_info.addresses))
+        elif state != "member":
+            peer_map.hold_join_addresses(config.bootstrap_addresses())
+        runtime.on_membership = peer_map.on_membership
+        watch = MembershipWatch(
+            config.node_id,
+            peer_map,
+            was_member=config.node_id in runtime.applied_membership.members,
+        )
+        send, may_send = transport.send, watch.may_send
+        runtime.send = lambda msg: send(msg) if may_send(msg) else None
         node = Node(
             config=config,
             storage=storage,
@@ -343,12 +436,23 @@ async def _run_once(
             metrics=metrics,
             store=RaftStateStore(runtime),
             cluster_id=opened.cluster_id,
+            peer_map=peer_map,
+            watch=watch,
+        )
+        transport.add_route(
+            PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
             node._nursery = nursery
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
+            nursery.start_soon(_follow_applied, runtime, watch)
+            nursery.start_soon(watch_for_removal, node, watch)
+            nursery.start_soon(hold_incarnations, runtime, transport)
+            nursery.start_soon(
+                record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
+            )
             status = runtime.status()
             if status.membership.voters == {config.node_id}:
                 await runtime.call(lambda c: c.campaign())  # a lone voter need not wait
@@ -360,6 +464,7 @@ async def _run_once(
                 "node started",
                 extra={
                     "cluster": opened.cluster_id,
+                    "incarnation": storage.incarnation,
                     "raft": f"{_host(config.raft_addr)}:{node.raft_port}",
                     "api": f"{_host(config.api_addr)}:{node.api_port}" if serve_api else "-",
                     "term": status.term,
@@ -377,6 +482,20 @@ async def _run_once(
     return node
 
 
+async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
+    """Show ``watch`` every applied configuration, and let the peer map drop the removed
+    members the leader no longer replicates to (at the latest a second after)."""
+    seen: Membership | None = None
+    while True:
+        applied = runtime.applied_membership
+        if applied is not seen:
+            seen = applied
+            watch.applied(applied)
+        watch.peers.refresh()
+        with trio.move_on_after(1.0):
+            await runtime.wait_changed()
+
+
 def _host(addr: str) -> str:
     return addr.rsplit(":", 1)[0]
 
@@ -386,6 +505,7 @@ def describe(node: Node) -> dict[str, Any]:
     s = node.status()
     return {
         "id": s.id,
+        "incarnation": node.storage.incarnation,
         "cluster_id": node.cluster_id,
         "role": s.role.value,
         "term": s.term,
@@ -402,6 +522,7 @@ def describe(node: Node) -> dict[str, Any]:
         "voters": sorted(s.membership.voters),
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
+        "removed": node.removed,
         "peers": [
             {
                 "id": p.id,
@@ -417,4 +538,12 @@ def describe(node: Node) -> dict[str, Any]:
     }
 
 
-__all__ = ["JoinRefused", "Node", "StorageError", "describe", "open_storage", "run_node"]
+__all__ = [
+    "BootstrapRefused",
+    "JoinRefused",
+    "Node",
+    "StorageError",
+    "describe",
+    "open_storage",
+    "run_node",
+]

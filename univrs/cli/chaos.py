@@ -1,7 +1,7 @@
 """``univrs chaos run|list|check``: run scenario files, list them, check a history file.
 
-Importing this module registers the ``chaos`` group on ``univrs.cli.main``; the heavy parts
-(the runner, the client) are imported only when a command runs.
+The chaos tools (``univrs.chaos``: runner, client workload, checker) are imported only when a
+command runs, so the command line starts fast.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import sys
 import time
 
 import click
-
-from univrs.cli import main
 
 DEFAULT_DIR = "chaos/scenarios"
 DEFAULT_OUT = "chaos-out"
@@ -30,7 +28,7 @@ def resolve_scenario(name: str, folder: str = DEFAULT_DIR) -> pathlib.Path:
     raise click.BadParameter(f"no scenario file {name!r} (nor {candidate})")
 
 
-@main.group()
+@click.group()
 def chaos() -> None:
     """Scripted chaos scenarios against a local cluster, with a linearizability check."""
 

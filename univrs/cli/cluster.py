@@ -1,4 +1,5 @@
-"""`univrs cluster join|leave|remove|members|transfer-leader|snapshot` (membership and upkeep)."""
+"""``univrs cluster status|members|join|leave|remove|transfer-leader|snapshot``: inspect the
+cluster, change its membership, take snapshots (the REST endpoints of ``univrs/api/admin.py``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,72 @@ from typing import Any
 
 import click
 
-from univrs.cli import _api_option, _die, cluster, format_table, http_json
+from univrs.cli.common import api_option, fail, format_table, http_json
 
 JOIN_TIMEOUT = 600.0
+
+
+@click.group()
+def cluster() -> None:
+    """Inspect and operate the cluster."""
+
+
+@cluster.command("status")
+@api_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def cluster_status(api: str, as_json: bool) -> None:
+    """Members with their role, term, leader, log indexes and replication lag."""
+    status, doc = http_json(api, "GET", "/v1/cluster/status", timeout=5.0)
+    if status >= 400 or not isinstance(doc, dict):
+        fail(f"{api} answered {status}")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    click.echo(f"leader: {doc.get('leader') or '(none)'}   term: {doc.get('term')}")
+    headers = [
+        "ID",
+        "INCARNATION",
+        "RAFT",
+        "API",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+    ]
+    rows = []
+    for m in doc.get("members", []):
+        role = m.get("role", "unreachable") if m.get("reachable") else "unreachable"
+        if not m.get("voter"):
+            role += " (learner)"
+        rows.append(
+            [
+                m["id"],
+                _incarnation_cell(m),
+                m.get("raft_addr") or "-",
+                m.get("api_addr") or "-",
+                role,
+                m.get("term", "-"),
+                m.get("leader") or "-",
+                m.get("last_index", "-"),
+                m.get("commit_index", "-"),
+                m.get("applied_index", "-"),
+                m.get("lag", "-"),
+            ]
+        )
+    click.echo(format_table(headers, rows))
+
+
+def _incarnation_cell(m: dict[str, Any]) -> str:
+    """The incarnation the configuration lists for a member; ``!`` marks a member whose
+    running data dir is another incarnation (it must be replaced)."""
+    listed = m.get("incarnation")
+    running = m.get("running_incarnation")
+    if listed is None:
+        return f"({running}, unbound)" if running else "(unbound)"
+    return f"{listed} !running {running}" if running and running != listed else str(listed)
 
 
 def _message(doc: Any) -> str:
@@ -23,14 +87,14 @@ def _message(doc: Any) -> str:
 
 def _ok(status: int, doc: Any, as_json: bool) -> Any:
     if status >= 400:
-        _die(_message(doc))
+        fail(_message(doc))
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     return doc
 
 
 @cluster.command("members")
-@_api_option
+@api_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def members(api: str, as_json: bool) -> None:
     """Members: id, addresses, voter/learner, match index, lag, last contact (leader's view)."""
@@ -40,6 +104,7 @@ def members(api: str, as_json: bool) -> None:
     rows = [
         [
             m["id"] + (" *" if m.get("leader") else ""),
+            m.get("incarnation") or "(unbound)",
             m.get("raft_addr") or "-",
             m.get("api_addr") or "-",
             m["kind"],
@@ -49,22 +114,34 @@ def members(api: str, as_json: bool) -> None:
         ]
         for m in doc["members"]
     ]
-    header = ["ID", "RAFT", "API", "KIND", "MATCH", "LAG", "LAST CONTACT"]
+    header = ["ID", "INCARNATION", "RAFT", "API", "KIND", "MATCH", "LAG", "LAST CONTACT"]
     click.echo(format_table(header, rows))
     click.echo(f"(* leader, term {doc.get('term')})")
 
 
 @cluster.command("join")
 @click.argument("addr")
-@_api_option
+@api_option
 @click.option("--timeout", default=JOIN_TIMEOUT, show_default=True, help="Seconds to wait.")
-def join(addr: str, api: str, timeout: float) -> None:
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="The local node lost its data dir but keeps its id: replace the member's old "
+    "incarnation with this one (it rejoins as a learner, then a voter once caught up).",
+)
+def join(addr: str, api: str, timeout: float, replace: bool) -> None:
     """Make the local node (at --api) join the cluster that the node at ADDR (its API address)
     belongs to. The local node must be new: started with `univrs node start` on an empty data
-    dir. Shows progress and returns once the node is a voter."""
-    status, doc = http_json(api, "POST", "/v1/cluster/join", {"target": addr})
+    dir. Shows progress and returns once the node is a voter.
+
+    With --replace, a member whose data dir was lost (started again on an empty one, with
+    --initial-cluster-state existing) takes its old id back as a new incarnation."""
+    body: dict[str, Any] = {"target": addr}
+    if replace:
+        body["replace"] = True
+    status, doc = http_json(api, "POST", "/v1/cluster/join", body)
     if status >= 400:
-        _die(f"cannot join: {_message(doc)}")
+        fail(f"cannot join: {_message(doc)}")
     if isinstance(doc, dict) and doc.get("state") == "voter":
         click.echo(f"already a voter of cluster {doc.get('cluster_id')}")
         return
@@ -94,12 +171,12 @@ def join(addr: str, api: str, timeout: float) -> None:
             click.echo(f"joined cluster {progress.get('cluster_id')} as a voter")
             return
         if state == "failed":
-            _die(f"join failed: {progress.get('detail')}")
-    _die(f"the node did not become a voter within {timeout:g}s; see its log")
+            fail(f"join failed: {progress.get('detail')}")
+    fail(f"the node did not become a voter within {timeout:g}s; see its log")
 
 
 @cluster.command("leave")
-@_api_option
+@api_option
 def leave(api: str) -> None:
     """The local node leaves the cluster gracefully (handing leadership over first if it
     leads). Stop the process afterwards."""
@@ -109,7 +186,7 @@ def leave(api: str) -> None:
 
 @cluster.command("remove")
 @click.argument("node_id")
-@_api_option
+@api_option
 def remove(node_id: str, api: str) -> None:
     """Remove member NODE_ID (voter or learner), e.g. a dead node."""
     doc = _ok(*http_json(api, "DELETE", f"/v1/cluster/members/{node_id}"), False)
@@ -118,7 +195,7 @@ def remove(node_id: str, api: str) -> None:
 
 @cluster.command("transfer-leader")
 @click.argument("node_id", required=False)
-@_api_option
+@api_option
 def transfer_leader(node_id: str | None, api: str) -> None:
     """Hand leadership to NODE_ID (default: the most caught-up voter)."""
     body = {"target": node_id} if node_id else {}
@@ -127,7 +204,7 @@ def transfer_leader(node_id: str | None, api: str) -> None:
 
 
 @cluster.command("snapshot")
-@_api_option
+@api_option
 def snapshot(api: str) -> None:
     """Take a snapshot on the node at --api now (and compact its log)."""
     doc = _ok(*http_json(api, "POST", "/v1/cluster/snapshot", {}), False)

@@ -1,9 +1,9 @@
 """A local multi-node cluster of real `univrs node start` processes on loopback.
 
-Used by ``scripts/cluster`` (demos) and by the process tests. Each node gets a TOML config, a
-data dir and a log file under one folder; its PID is recorded so ``stop`` can end exactly the
-processes it started. Ports come from a base port: node i listens for Raft on base+i and for
-its API on base+100+i.
+Used by ``scripts/cluster`` (demos), the chaos runner, the benchmarks and the process tests.
+Each node gets a TOML config, a data dir and a log file under one folder; its PID is recorded
+so ``stop`` can end exactly the processes it started. Ports come from a base port: node i
+listens for Raft on base+i and for its API on base+100+i.
 """
 
 from __future__ import annotations
@@ -177,13 +177,23 @@ class LocalCluster:
                 f'addr = "{n.api_addr}"\n'
             )
 
-    def start(self, node: NodeProc, *, log_level: str = "info", join: str | None = None) -> None:
+    def start(
+        self,
+        node: NodeProc,
+        *,
+        log_level: str = "info",
+        join: str | None = None,
+        initial_cluster_state: str | None = None,
+    ) -> None:
         """Start one node in the background (its output appends to its log file); with
-        ``join`` (a member's API address) a new node joins that cluster."""
+        ``join`` (a member's API address) a new node joins that cluster; with
+        ``initial_cluster_state="existing"`` an empty node waits to be joined."""
         assert not node.running(), f"{node.node_id} is already running"
         if not node.config_path.exists():
             self.write_configs()
         joining = ["--join", join] if join else []
+        if initial_cluster_state is not None:
+            joining += ["--initial-cluster-state", initial_cluster_state]
         with open(node.log_path, "ab") as logf:
             node.proc = subprocess.Popen(
                 [self.python, "-m", "univrs", "node", "start", "--config", str(node.config_path),

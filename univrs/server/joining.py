@@ -4,7 +4,9 @@ The joining node drives the whole procedure against any member's API (the member
 request to the leader), so progress is visible from the joining side:
 
 1. ``prepare``: read the cluster's id and members; refuse an id already taken by another node
-   (a learner with our own raft address is our own interrupted join: resume it).
+   (a learner with our own raft address is our own interrupted join: resume it), unless the
+   join *replaces* that member: the node lost its data dir, and its new incarnation takes
+   the id over (the leader demotes the old incarnation to a learner bound to the new one).
 2. ``run_join``: add ourselves as a learner; wait until our log is within ``MAX_LAG`` entries
    of the leader's (it streams a snapshot when its log is compacted); ask for promotion (the
    leader checks the lag again); done when we are a voter.
@@ -21,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from univrs.api.fetch import request_json
 from univrs.config import NodeConfig
+from univrs.errors import UnivrsError
+from univrs.net.http import request_json
 from univrs.runtime.membership import DEFAULT_MAX_LAG
 
 if TYPE_CHECKING:
-    from univrs.runtime.node import Node
+    from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.join")
 
@@ -44,11 +47,17 @@ class JoinInfo:
     members: tuple[str, ...]
     # Raft addresses of the members, to answer the leader before our log holds the membership.
     addresses: tuple[tuple[str, str], ...] = ()
+    # Replace the member of our id (another incarnation, whose data dir was lost).
+    replace: bool = False
+    # The incarnation the cluster lists for our id (None: not a member, or unbound).
+    bound: str | None = None
+
+
+class JoinRefused(UnivrsError):
+    """This node cannot join the requested cluster (the message says why)."""
 
 
 def _refused(message: str) -> Exception:
-    from univrs.runtime.node import JoinRefused
-
     return JoinRefused(message)
 
 
@@ -72,12 +81,13 @@ async def check_join(
     config: NodeConfig, target: str, state: str, cluster_id: str | None
 ) -> JoinInfo | None:
     """What `node start --join target` means for a data dir in ``state`` (see
-    ``univrs.runtime.node.data_dir_state``): the join to drive, or None when there is none.
+    ``univrs.server.node.data_dir_state``): the join to drive, or None when there is none.
 
     ``new``: a join (refused with JoinRefused when it cannot be). ``joining``: resume it if the
     target can be asked, else start and wait for the leader. ``member``: nothing to do (a
-    restart with the same flags), but a data dir of another cluster, or of a node the cluster
-    has removed, is refused: it must start empty to join."""
+    restart with the same flags), unless the cluster lists this node as a learner still (the
+    join was interrupted after entries arrived: resume it); a data dir of another cluster, or
+    of a node the cluster has removed, is refused: it must start empty to join."""
     if state == "new":
         return await prepare(config, target)
     if state == "joining":
@@ -101,25 +111,45 @@ async def check_join(
             f"data dir {config.data_dir} belongs to cluster {cluster_id}, not {theirs}; start "
             "on an empty data dir to join another cluster"
         )
-    if config.node_id not in {m.get("id") for m in members}:
+    row = next((m for m in members if m.get("id") == config.node_id), None)
+    if row is None:
         raise _refused(
             f"{config.node_id!r} is no longer a member of cluster {theirs} (removed); start it "
             "on an empty data dir to join again"
         )
+    if row.get("voter") is False:  # a learner still: the promotion is what is left to do
+        try:
+            return await prepare(config, target)
+        except Exception as exc:  # e.g. promoted meanwhile, or another node took the id
+            log.warning("not resuming the join", extra={"reason": str(exc)})
     return None
 
 
-async def prepare(config: NodeConfig, target: str) -> JoinInfo:
-    """Check that ``config``'s node may join the cluster at ``target``; raise JoinRefused."""
+async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> JoinInfo:
+    """Check that ``config``'s node may join the cluster at ``target`` (``replace``: taking
+    over the id of a member whose data dir was lost); raise JoinRefused."""
     cluster_id, members = await _describe(target)
+    bound: str | None = None
     for m in members:
         if m.get("id") == config.node_id:
-            own = m.get("raft_addr") == config.raft_addr and not m.get("voter")
-            if not own:
+            same_addr = m.get("raft_addr") == config.raft_addr
+            if same_addr and m.get("voter") and not replace:
+                raise _refused(
+                    f"node id {config.node_id!r} is already a voter of cluster {cluster_id} at "
+                    f"this node's raft address {config.raft_addr}: if this node runs on that "
+                    "member's data dir there is nothing to join (it catches up by itself); if "
+                    "it lost its data dir, replace it: `univrs cluster join <member-api> "
+                    "--replace`"
+                )
+            if not same_addr and not replace:
                 raise _refused(
                     f"node id {config.node_id!r} is already a member of cluster {cluster_id} "
-                    f"(at {m.get('raft_addr')}); choose another id or remove that member first"
+                    f"(at {m.get('raft_addr')}); choose another id or remove that member "
+                    "first (or, if this node lost its data dir, replace it: `univrs cluster "
+                    "join <member-api> --replace`)"
                 )
+            inc = m.get("incarnation")
+            bound = inc if isinstance(inc, str) else None
     return JoinInfo(
         target=target,
         cluster_id=cluster_id,
@@ -129,6 +159,8 @@ async def prepare(config: NodeConfig, target: str) -> JoinInfo:
             for m in members
             if isinstance(m.get("raft_addr"), str) and m.get("id") != config.node_id
         ),
+        replace=replace,
+        bound=bound,
     )
 
 
@@ -147,12 +179,19 @@ def _error_of(body: Any) -> str:
     return str(body)
 
 
-async def run_join(node: Node, info: JoinInfo) -> None:
+async def run_join(node: NodeHandle, info: JoinInfo) -> None:
     """Drive the join to the end, recording progress in ``node.join``; never raises."""
     me = node.config
     node.join = {"state": "adding", "target": info.target, "cluster_id": info.cluster_id}
     log.info("joining cluster", extra={"cluster": info.cluster_id, "via": info.target})
-    body = {"id": me.node_id, "raft_addr": me.raft_addr, "api_addr": me.api_addr}
+    body: dict[str, Any] = {
+        "id": me.node_id,
+        "raft_addr": me.raft_addr,
+        "api_addr": me.api_addr,
+        "incarnation": node.storage.incarnation,
+    }
+    if info.replace:
+        body["replace"] = True
     try:
         with trio.fail_after(JOIN_TIMEOUT):
             while True:  # 1. learner

@@ -1,0 +1,183 @@
+"""One id, one incarnation on the wire: the hello names the sender's incarnation and the one it
+expects of the receiver; a connection of another incarnation than the configuration lists is
+refused (once logged), the dialer stops sending to it, and a configuration change closes open
+connections of incarnations it no longer lists. Unbound members are accepted."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from tests.net.helpers import heartbeat, make_transport, receive, wait_until
+from tests.net.test_transport_memory import NO_JITTER, Network
+from univrs.net.peer import CLOSE_INCARNATION
+from univrs.net.transport import open_transport
+
+OLD, NEW = "0123456789abcdef", "fedcba9876543210"
+
+
+def warnings_with(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+async def test_a_dialer_of_another_incarnation_is_refused_and_stops_sending(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="univrs.net")
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        # a's data dir was wiped: it is NEW, but b's configuration lists a as OLD.
+        a, _ = make_transport(
+            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
+        )
+        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0", bound={"a": OLD})
+        net.nodes["b"] = b
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b", ctx=1))
+            await wait_until(lambda: "b" in a.stopped_links(), timeout=30)
+            assert (
+                "lists a as incarnation 0123456789abcdef, not fedcba9876543210"
+                in (a.stopped_links()["b"])
+            )
+            assert str(CLOSE_INCARNATION) in a.stopped_links()["b"]
+            dials = len(net.dials)
+            for i in range(5):  # a stopped link sends nothing, and does not redial
+                a.send(heartbeat("a", "b", ctx=2 + i))
+            await trio.sleep(60)
+            assert len(net.dials) == dials
+            assert a.statistics().peer("b").dropped >= 5
+            assert b_inbox.statistics().current_buffer_used == 0  # nothing counted from a
+            assert b.statistics().rejected_connections >= 1
+            assert "a" not in b.peer_incarnations()
+        nursery.cancel_scope.cancel()
+    refusals = warnings_with(caplog, "refusing raft connection from a")
+    assert len(refusals) == 1
+    assert (
+        "the configuration lists a as incarnation 0123456789abcdef, not fedcba98" in (refusals[0])
+    )
+    assert "--replace" in refusals[0]
+    assert len(warnings_with(caplog, "stopped sending to b")) == 1
+
+
+async def test_a_hello_expecting_another_incarnation_of_the_receiver_is_refused(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="univrs.net")
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        # a's configuration lists b as OLD; the node now answering as b is NEW (wiped disk).
+        a, _ = make_transport(
+            "a",
+            peers={"b": "b:1"},
+            settings=NO_JITTER,
+            connector=net.connect,
+            listen_addr=None,
+            incarnation="a0",
+            bound={"b": OLD},
+        )
+        b, b_inbox = make_transport("b", listen_addr=None, incarnation=NEW)
+        net.nodes["b"] = b
+        async with open_transport(a), open_transport(b):
+            for ctx in range(3):
+                a.send(heartbeat("a", "b", ctx=ctx))
+            await wait_until(lambda: "b" in a.stopped_links(), timeout=30)
+            assert (
+                "b is incarnation fedcba9876543210, not 0123456789abcdef"
+                in (a.stopped_links()["b"])
+            )
+            await trio.sleep(30)
+            assert b_inbox.statistics().current_buffer_used == 0
+        nursery.cancel_scope.cancel()
+    assert len(warnings_with(caplog, "refusing raft connection from a")) == 1
+
+
+async def test_unbound_members_are_accepted_and_their_incarnation_learned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        a, _ = make_transport(
+            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
+        )
+        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0")  # a unbound
+        net.nodes["b"] = b
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b", ctx=1))
+            assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
+            assert b.peer_incarnations() == {"a": NEW}
+            assert a.stopped_links() == {}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_configuration_change_closes_connections_of_an_incarnation_it_does_not_list(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="univrs.net")
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        a, _ = make_transport(
+            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
+        )
+        listed: dict[str, str] = {}
+        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0", bound=listed)
+        net.nodes["b"] = b
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b", ctx=1))
+            assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
+            # b's configuration now binds a to another incarnation (a replace elsewhere).
+            listed["a"] = OLD
+            b.recheck_incarnations()
+            await wait_until(lambda: b.statistics().peer("a").inbound == 0, timeout=30)
+            await wait_until(lambda: "b" in a.stopped_links(), timeout=30)
+            a.send(heartbeat("a", "b", ctx=2))
+            await trio.sleep(30)
+            assert b_inbox.statistics().current_buffer_used == 0  # nothing after the change
+            # Bound to a's own incarnation, and a's expectation of b changes: it is back.
+            listed["a"] = NEW
+            b.recheck_incarnations()
+            a.bound_incarnation = lambda nid: "b0" if nid == "b" else None
+            a.recheck_incarnations()
+            a.send(heartbeat("a", "b", ctx=3))
+            assert await receive(b_inbox, timeout=30) == heartbeat("a", "b", ctx=3)
+            assert a.stopped_links() == {}
+        nursery.cancel_scope.cancel()
+    assert len(warnings_with(caplog, "refusing raft connection from a")) == 1
+
+
+async def test_a_stopped_link_resumes_when_the_peer_dials_in_successfully(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        a, a_inbox = make_transport(
+            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
+        )
+        listed = {"a": OLD}
+        b, b_inbox = make_transport(
+            "b",
+            peers={"a": "a:1"},
+            connector=net.connect,
+            listen_addr=None,
+            incarnation="b0",
+            bound=listed,
+        )
+        net.nodes.update(a=a, b=b)
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b", ctx=1))
+            await wait_until(lambda: "b" in a.stopped_links(), timeout=30)
+            # The leader replaced a's old incarnation: b now lists NEW and dials a again.
+            listed["a"] = NEW
+            b.recheck_incarnations()
+            b.send(heartbeat("b", "a", ctx=7))
+            assert await receive(a_inbox, timeout=30) == heartbeat("b", "a", ctx=7)
+            await wait_until(lambda: a.stopped_links() == {}, timeout=30)
+            a.send(heartbeat("a", "b", ctx=8))
+            assert await receive(b_inbox, timeout=30) == heartbeat("a", "b", ctx=8)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,90 @@
+"""In-process nodes on loopback for runtime tests: ``run_node`` tasks, each in its own cancel
+scope, so a test can stop one abruptly (what it persisted stays) and start it again."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import attrs
+import trio
+
+from univrs.config import BootstrapNode, NodeConfig
+from univrs.raft.ready import Role
+from univrs.server.node import Node, run_node
+from univrs.tools.devcluster import free_ports
+
+
+@attrs.define(eq=False)
+class Nodes:
+    """In-process nodes, each in its own cancel scope (cancel = an abrupt stop)."""
+
+    nursery: trio.Nursery
+    configs: dict[str, NodeConfig]
+    nodes: dict[str, Node] = attrs.field(factory=dict)
+    _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
+    _done: dict[str, trio.Event] = attrs.field(factory=dict)
+
+    async def _run(self, config: NodeConfig, join: str | None, *, task_status: Any) -> None:
+        done = self._done[config.node_id] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._scopes[config.node_id] = scope
+                await run_node(config, join=join, task_status=task_status)
+        finally:
+            done.set()
+
+    async def start(self, node_id: str, join: str | None = None) -> Node:
+        node: Node = await self.nursery.start(self._run, self.configs[node_id], join)
+        self.nodes[node_id] = node
+        return node
+
+    async def kill(self, node_id: str) -> None:
+        self._scopes[node_id].cancel()
+        await self._done[node_id].wait()
+        del self.nodes[node_id]
+
+    def api(self, node_id: str) -> str:
+        return self.configs[node_id].api_addr
+
+    def leader(self) -> Node | None:
+        for node in self.nodes.values():
+            if node.status().role is Role.LEADER:
+                return node
+        return None
+
+
+def configs(folder: pathlib.Path, members: int, spares: int) -> dict[str, NodeConfig]:
+    ids = [f"n{i + 1}" for i in range(members + spares)]
+    ports = free_ports(2 * len(ids))
+    raft = {nid: f"127.0.0.1:{ports[2 * i]}" for i, nid in enumerate(ids)}
+    api = {nid: f"127.0.0.1:{ports[2 * i + 1]}" for i, nid in enumerate(ids)}
+    boot = tuple(BootstrapNode(id=n, addr=raft[n], api=api[n]) for n in ids[:members])
+    return {
+        nid: NodeConfig(
+            node_id=nid,
+            cluster_id="c-join" if i < members else None,
+            data_dir=folder / nid,
+            raft_addr=raft[nid],
+            api_addr=api[nid],
+            bootstrap=boot if i < members else (),
+            max_payload_size=128 * 1024,  # the smallest allowed: append batches of 64 KB
+            snapshot_max_chunk_size=64 * 1024,
+        )
+        for i, nid in enumerate(ids)
+    }
+
+
+async def settled_leader(nodes: Nodes) -> Node:
+    """The leader, once it has committed its whole log (its no-op too: it may change the
+    configuration then)."""
+    from tests.api.helpers import wait_until
+
+    def probe() -> Node | None:
+        leader = nodes.leader()
+        if leader is None:
+            return None
+        s = leader.status()
+        return leader if s.commit == s.last_index and s.commit > 1 else None
+
+    return await wait_until(probe, "a leader that committed its log")

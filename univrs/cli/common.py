@@ -1,0 +1,158 @@
+"""What every command group of the CLI shares: the API option, the REST helper of the cluster
+commands, the client of the state commands, output helpers and exit codes.
+
+Exit codes: 0 success; 1 the cluster answered with an error (not found, conflict) or a
+cluster command failed; 2 bad usage or an invalid argument; 3 a state command could not reach
+the cluster or it has no leader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from univrs.client.sync import SyncClient
+from univrs.errors import InvalidArgument, MalformedRequest, Unavailable, UnivrsError
+
+DEFAULT_API = "127.0.0.1:8000"
+EXIT_ANSWERED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+PAGE = 1000
+
+
+def fail(message: str, code: int = EXIT_ANSWERED) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def api_option(f: Any) -> Any:
+    """``--api``: any node's API address (or several, comma-separated), default $UNIVRS_API."""
+    return click.option(
+        "--api",
+        "api",
+        default=lambda: os.environ.get("UNIVRS_API", DEFAULT_API),
+        show_default=f"$UNIVRS_API or {DEFAULT_API}",
+        help="Address (host:port) of any node's API.",
+    )(f)
+
+
+def http_json(
+    api: str, method: str, path: str, body: Any = None, timeout: float = 60.0
+) -> tuple[int, Any]:
+    """(status, decoded body) of one request to the node at ``api``; exits when unreachable."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"http://{api}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.load(exc)
+        except ValueError:
+            return exc.code, None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        fail(f"cannot reach the univrs API at {api} ({reason}); is a node running there?")
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain left-aligned text table."""
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
+
+
+# ---------------------------------------------------------------- the state commands
+
+
+@contextmanager
+def client_for(api: str, timeout: float) -> Iterator[SyncClient]:
+    """A client of the cluster at ``api``; an error it raises ends the command (one line on
+    stderr, ``error: <code>: <message>``, with the exit code of its kind)."""
+    try:
+        client = SyncClient(api=api, timeout=timeout)
+    except UnivrsError as exc:
+        fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
+    try:
+        yield client
+    except UnivrsError as exc:
+        where = f" (field: {exc.field})" if exc.field else ""
+        code = EXIT_UNAVAILABLE if isinstance(exc, Unavailable) else EXIT_ANSWERED
+        if isinstance(exc, InvalidArgument | MalformedRequest):
+            code = EXIT_USAGE
+        fail(f"{exc.code}: {exc.message}{where}", code)
+    finally:
+        client.close()
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--api``, ``--timeout`` and ``--json``: the options of every state command."""
+    f = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+    f = click.option(
+        "--timeout", default=10.0, show_default=True, help="Seconds before giving up."
+    )(f)
+    return api_option(f)  # type: ignore[no-any-return]
+
+
+def local_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--local``: a stale-allowed read of the node's own replica."""
+    return click.option(
+        "--local",
+        is_flag=True,
+        help="Read this node's replica (fast, may be stale) instead of a linearizable read.",
+    )(f)
+
+
+def consistency(local: bool) -> str | None:
+    return "local" if local else None
+
+
+def pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` options as a map (exit 2 on a malformed one)."""
+    out = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            fail(f"{what} {value!r} must be KEY=VALUE", EXIT_USAGE)
+        out[key] = text
+    return out
+
+
+def emit(as_json: bool, doc: Any, human: Callable[[Any], str]) -> None:
+    """Print ``doc``: as JSON for scripts, else as ``human`` renders it."""
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        click.echo(human(doc))
+
+
+def all_pages(fetch: Callable[[dict[str, Any]], Any], args: dict[str, Any]) -> dict[str, Any]:
+    """One page when ``args`` has a ``limit``, else every page from ``after`` on."""
+    if "limit" in args:
+        page: dict[str, Any] = fetch(args)
+        return page
+    items: list[Any] = []
+    after = args.get("after")
+    while True:
+        page = fetch({**args, "limit": PAGE, **({} if after is None else {"after": after})})
+        items.extend(page["items"])
+        after = page["next"]
+        if after is None:
+            return {**page, "items": items, "next": None}

@@ -1,0 +1,119 @@
+"""``univrs node start``: run a node (the daemon) until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import signal
+from typing import Any
+
+import click
+import trio
+
+from univrs.cli.common import fail
+from univrs.errors import ConfigError, StorageError, UnivrsError
+
+# The name the node's crash line is logged under (univrs/chaos/checks.py looks for it).
+log = logging.getLogger("univrs.cli")
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (trio wraps task errors in groups)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+@click.group()
+def node() -> None:
+    """Run a univrs node."""
+
+
+@node.command("start")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file.")
+@click.option("--id", "node_id", help="This node's id (raft.node_id).")
+@click.option("--data-dir", help="Data directory (raft.data_dir).")
+@click.option("--raft-addr", help="host:port for Raft traffic (raft.raft_addr).")
+@click.option("--api-addr", help="host:port for the HTTP API (api.addr).")
+@click.option("--cluster-id", help="Cluster id stored at bootstrap and checked on every link.")
+@click.option(
+    "--bootstrap",
+    help="Initial members when the data dir is new: 'n1=host:port,n2=host:port,...'.",
+)
+@click.option(
+    "--join",
+    "join",
+    metavar="ADDR",
+    help="On a new data dir, join the cluster of the node whose API is at ADDR.",
+)
+@click.option(
+    "--initial-cluster-state",
+    type=click.Choice(["new", "existing"]),
+    help="What an empty data dir means (raft.initial_cluster_state, default new): 'new' "
+    "bootstraps a new cluster (refused if a bootstrap peer shows this id already served), "
+    "'existing' waits to be joined (univrs cluster join).",
+)
+@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+def node_start(
+    config_path: str | None,
+    node_id: str | None,
+    data_dir: str | None,
+    raft_addr: str | None,
+    api_addr: str | None,
+    cluster_id: str | None,
+    bootstrap: str | None,
+    join: str | None,
+    initial_cluster_state: str | None,
+    log_level: str,
+) -> None:
+    """Start a node. With no arguments: a single-node cluster on the embedded default
+    (data dir ./univrs-data, raft 127.0.0.1:7000, API 127.0.0.1:8000), bootstrapped when the
+    data dir is new. Stop it with Ctrl-C or SIGTERM."""
+    from univrs.config import load_config
+    from univrs.logs import setup_logging
+
+    overrides = {
+        "node_id": node_id,
+        "data_dir": data_dir,
+        "raft_addr": raft_addr,
+        "api_addr": api_addr,
+        "cluster_id": cluster_id,
+        "bootstrap": bootstrap,
+        "initial_cluster_state": initial_cluster_state,
+    }
+    try:
+        config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
+    except ConfigError as exc:
+        fail(f"invalid configuration:\n{exc}", 2)
+    setup_logging(log_level, config.node_id)
+    try:
+        trio.run(_run_until_signal, config, join)
+    except BaseException as group:  # unwrap trio's exception groups
+        cause = _first_cause(group)
+        if isinstance(cause, KeyboardInterrupt):
+            return
+        if isinstance(cause, StorageError):
+            fail(str(cause))
+        if isinstance(cause, OSError):
+            fail(f"cannot start the node: {cause}")
+        if isinstance(cause, UnivrsError):
+            fail(str(cause))
+        log.critical("node crashed", exc_info=cause)
+        fail(f"node crashed: {type(cause).__name__}: {cause}")
+
+
+async def _run_until_signal(config: Any, join: str | None) -> None:
+    from univrs.server.node import run_node
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+            await run_node(config, join=join)
+            nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        scope.cancel()
+        return

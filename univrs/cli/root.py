@@ -1,0 +1,22 @@
+"""The root of the `univrs` command line: every command group, added explicitly."""
+
+from __future__ import annotations
+
+import click
+
+from univrs import __version__
+from univrs.cli import chaos, cluster, defrag, node, state
+
+
+@click.group()
+@click.version_option(__version__, prog_name="univrs")
+def main() -> None:
+    """univrs: replicated, durable cluster state for the Univrs orchestrator."""
+
+
+main.add_command(node.node)
+main.add_command(cluster.cluster)
+for _group in state.groups():  # workload, instance, nodeinfo, credits
+    main.add_command(_group)
+main.add_command(chaos.chaos)
+main.add_command(defrag.defrag)

@@ -1,0 +1,183 @@
+"""The probe: one question to a peer's raft listener before bootstrapping a new cluster.
+
+A node about to bootstrap on an empty data dir asks each bootstrap peer (``/probe`` on the
+raft listener): "do you hold a history of the cluster I would create, and does it already
+know my id?". A peer whose configuration binds the asker's id to an incarnation, or no longer
+lists it, shows that this id already served in an existing cluster: the asker lost its data
+dir and must be replaced (``univrs cluster join --replace``), never bootstrap a second history.
+
+Frames are CBOR maps, frozen like the hello (any version can read them):
+
+* question ``{"probe": "univrs-raft", "version": int, "src": str, "cluster": str}``;
+* answer ``{"probe": "univrs-raft", "node": str, "same_cluster": bool, "history": bool,
+  "member": bool, "bound": str | None}`` -- ``bound`` is the incarnation the peer's
+  configuration lists for ``src``. The answer never names the peer's cluster id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import cbor2
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketRequest,
+    wrap_client_stream,
+)
+
+from univrs.errors import ProtocolError
+from univrs.net.address import join_host_port, split_host_port
+from univrs.net.hello import WIRE_VERSION
+from univrs.net.server import RouteHandler
+
+log = logging.getLogger("univrs.net")
+
+PROBE_PATH = "/probe"
+_MAGIC = "univrs-raft"
+_MAX_FRAME = 4096
+
+
+@attrs.frozen(kw_only=True)
+class ProbeQuestion:
+    """Who asks, and the cluster it would create."""
+
+    src: str
+    cluster: str
+    version: int = WIRE_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class ProbeAnswer:
+    """What the peer's state says about the asker's id."""
+
+    node: str
+    same_cluster: bool  # the peer belongs to (or waits for) the cluster the asker would create
+    history: bool  # the peer holds a log or a snapshot
+    member: bool  # the peer's configuration in effect lists the asker's id
+    bound: str | None  # the incarnation it lists for the asker's id (None: unbound)
+
+
+def _load(data: bytes | str, what: str) -> dict[str, Any]:
+    if isinstance(data, str) or len(data) > _MAX_FRAME:
+        raise ProtocolError(f"{what}: expected a binary frame of at most {_MAX_FRAME} bytes")
+    try:
+        doc = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise ProtocolError(f"malformed {what}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("probe") != _MAGIC:
+        raise ProtocolError(f"{what}: not a univrs probe frame")
+    return doc
+
+
+def _field(doc: dict[str, Any], key: str, kind: type, what: str, *, optional: bool = False) -> Any:
+    value = doc.get(key)
+    if value is None and optional:
+        return None
+    if type(value) is not kind or (kind is str and not value):
+        raise ProtocolError(f"{what}: field {key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def encode_question(q: ProbeQuestion) -> bytes:
+    return cbor2.dumps({"probe": _MAGIC, "version": q.version, "src": q.src, "cluster": q.cluster})
+
+
+def decode_question(data: bytes | str) -> ProbeQuestion:
+    doc = _load(data, "probe question")
+    return ProbeQuestion(
+        version=_field(doc, "version", int, "probe question"),
+        src=_field(doc, "src", str, "probe question"),
+        cluster=_field(doc, "cluster", str, "probe question"),
+    )
+
+
+def encode_answer(a: ProbeAnswer) -> bytes:
+    doc = {
+        "probe": _MAGIC,
+        "node": a.node,
+        "same_cluster": a.same_cluster,
+        "history": a.history,
+        "member": a.member,
+        "bound": a.bound,
+    }
+    return cbor2.dumps(doc)
+
+
+def decode_answer(data: bytes | str) -> ProbeAnswer:
+    what = "probe answer"
+    doc = _load(data, what)
+    return ProbeAnswer(
+        node=_field(doc, "node", str, what),
+        same_cluster=_field(doc, "same_cluster", bool, what),
+        history=_field(doc, "history", bool, what),
+        member=_field(doc, "member", bool, what),
+        bound=_field(doc, "bound", str, what, optional=True),
+    )
+
+
+def probe_route(answer: Callable[[ProbeQuestion], ProbeAnswer], timeout: float) -> RouteHandler:
+    """A route handler (for ``RaftTransport.add_route(PROBE_PATH, ...)``) that answers one
+    question per connection with ``answer(question)``."""
+
+    async def handle(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            with trio.move_on_after(timeout):
+                question = decode_question(await ws.get_message())
+                await ws.send_message(encode_answer(answer(question)))
+        except (ConnectionClosed, ProtocolError) as exc:
+            log.debug("probe from %s not answered: %s", request.remote, exc)
+        finally:
+            with trio.move_on_after(1.0):
+                await ws.aclose()
+
+    return handle
+
+
+async def _ask(addr: str, question: ProbeQuestion) -> ProbeAnswer:
+    host, port = split_host_port(addr)
+    stream = await trio.open_tcp_stream(host, port)
+    try:
+        async with trio.open_nursery() as nursery:  # holds the connection's reader task
+            try:
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    join_host_port(host, port),
+                    PROBE_PATH,
+                    message_queue_size=1,
+                    max_message_size=_MAX_FRAME,
+                )
+                await ws.send_message(encode_question(question))
+                answer = decode_answer(await ws.get_message())
+                with trio.move_on_after(1.0):
+                    await ws.aclose()
+                return answer
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def ask_peer(addr: str, question: ProbeQuestion, *, timeout: float) -> ProbeAnswer | None:
+    """``addr``'s answer to ``question``, or None when it cannot be had within ``timeout``
+    (unreachable, paused, an older node without ``/probe``, or a malformed answer)."""
+    answer: ProbeAnswer | None = None
+    try:
+        with trio.move_on_after(timeout):
+            answer = await _ask(addr, question)
+    except* (
+        OSError,
+        HandshakeError,
+        ConnectionClosed,
+        ProtocolError,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+    ) as group:
+        log.debug("probe of %s failed: %r", addr, group.exceptions[0])
+    return answer

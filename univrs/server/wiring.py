@@ -1,0 +1,58 @@
+"""Wiring a node's parts from its configuration (the transport today)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from univrs.config import NodeConfig
+from univrs.net.address import WILDCARD_HOSTS, split_host_port
+from univrs.net.settings import TransportSettings
+from univrs.net.transport import RaftTransport
+from univrs.raft.messages import Message, NodeId
+
+
+def _unbound(_node_id: NodeId) -> str | None:
+    return None
+
+
+def transport_from_config(
+    config: NodeConfig,
+    *,
+    inbox: trio.abc.SendChannel[Message],
+    rng: random.Random,
+    settings: TransportSettings | None = None,
+    cluster_id: str | None = None,
+    incarnation: str | None = None,
+    bound_incarnation: Callable[[NodeId], str | None] = _unbound,
+) -> RaftTransport:
+    """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
+
+    ``cluster_id`` (the data dir's, once known) overrides the config's; ``incarnation`` and
+    ``bound_incarnation`` as in ``RaftTransport``."""
+    base = settings if settings is not None else TransportSettings()
+    return RaftTransport(
+        node_id=config.node_id,
+        cluster_id=cluster_id or config.cluster_id or "univrs",
+        inbox=inbox,
+        rng=rng,
+        listen_addr=config.raft_addr,
+        peers=config.dial_addresses(config.bootstrap_addresses()),
+        advertise_addr=_advertised_addr(config.raft_addr),
+        dial_overrides=dict(config.dial),
+        settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
+        incarnation=incarnation,
+        bound_incarnation=bound_incarnation,
+    )
+
+
+def _advertised_addr(raft_addr: str) -> str | None:
+    """What our hellos advertise: the configured raft address, unless peers could not dial it
+    (port 0 or a wildcard host; such a node is not reachable through the membership either)."""
+    host, port = split_host_port(raft_addr, allow_port_zero=True)
+    if port == 0 or host in WILDCARD_HOSTS:
+        return None
+    return raft_addr
