@@ -258,8 +258,8 @@ class Checker(LogMirror):
     def _may_campaign(self, node: NodeId, v: NodeView, log: MirroredLog, cfg: Membership) -> bool:
         """Could ``node`` start an election with ``log``? It is a voter of the configuration of
         ``log`` or of the configuration committed in it (as far as its commit index says) --
-        with the incarnation guard (guard.py), only if that configuration binds its id to its
-        own incarnation (or to none).
+        and, as the core knows its own incarnation, only if that configuration binds its id to
+        it (or to none).
         """
         m = cfg
         if node not in m.voters:

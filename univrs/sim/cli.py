@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list_mutants:
         for name, m in MUTANTS.items():
-            print(f"{name:22} {m.description}", file=out)
+            width = max(len(n) for n in MUTANTS)
+            print(f"{name:{width}} {m.description}", file=out)
         return 0
     if args.mutant is not None and args.mutant not in MUTANTS:
         print(f"unknown mutant {args.mutant!r}; try --list-mutants", file=out)

@@ -44,7 +44,6 @@ from univrs.sim.checker import Checker
 from univrs.sim.clients import Workload
 from univrs.sim.disk import SimDisk
 from univrs.sim.faults import TICK, Schedule, draw_schedule
-from univrs.sim.guard import guarded
 from univrs.sim.injector import FaultInjector
 from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
 from univrs.sim.kv import WriteDecoder
@@ -98,9 +97,9 @@ class Simulation(ReadyRuntime):
     ticks: int = 2000
     quiet_ticks: int = 400
     node_factory: NodeFactory = RaftNode
-    # Run every core with the incarnation rule the core lacks (guard.py); False: bare cores.
-    guard: bool = True
-    core_factory: NodeFactory = attrs.field(init=False)
+    # Tell every core its own incarnation (``RaftNode(incarnation=...)``). False: the cores do
+    # not know it, as before issue 10, and may campaign as an old incarnation of their id.
+    core_incarnation: bool = True
     # Refuse a peer whose incarnation differs from the listed one even when the listing is
     # older than the peer's own binding (the product's rule today; see docs/simulator.md).
     strict_incarnations: bool = False
@@ -138,15 +137,6 @@ class Simulation(ReadyRuntime):
         if not 3 <= self.n_nodes <= 7:
             raise ValueError(f"the simulator runs 3 to 7 nodes, not {self.n_nodes}")
         self.rng = random.Random(self.seed)
-        if self.guard:
-            self.core_factory = guarded(self.node_factory)
-        else:
-            factory = self.node_factory
-
-            def bare(*args: Any, incarnation: str = "", **kwargs: Any) -> RaftNode:
-                return factory(*args, **kwargs)
-
-            self.core_factory = bare
         self.trace = deque(maxlen=self.trace_len)
         self.schedule = draw_schedule(self.rng, self.ticks, self.n_nodes)
         p = self.schedule.profile
@@ -165,7 +155,7 @@ class Simulation(ReadyRuntime):
             boot=self.membership,
             incarnations=incarnations,
             strict=self.strict_incarnations,
-            guarded=self.guard,
+            guarded=self.core_incarnation,
         )
         self.net = SimNetwork(
             rng=self.rng,

@@ -103,8 +103,8 @@ class LogMirror:
     incarnations: dict[NodeId, str] = attrs.field(factory=dict)
     # The transport's rule (see ``counts_in``): refuse any other incarnation than the listed.
     strict: bool = False
-    # The cores run with the incarnation guard (guard.py): a node does not campaign in a
-    # configuration that binds its id to another incarnation.
+    # The cores know their own incarnation (``RaftNode(incarnation=...)``): a node does not
+    # campaign in a configuration that binds its id to another incarnation.
     guarded: bool = True
     base: Membership = attrs.field(init=False)
     _nodes: dict[NodeId, NodeView] = attrs.field(init=False)

@@ -139,7 +139,7 @@ class ReadyRuntime:
     seed: int
     config: RaftConfig | None
     node_factory: NodeFactory
-    core_factory: NodeFactory  # node_factory with the incarnation guard (guard.py), or not
+    core_incarnation: bool  # the cores know their own incarnation
     rng: random.Random
     checker: Checker
     net: SimNetwork
@@ -171,8 +171,12 @@ class ReadyRuntime:
         disk = sn.disk
         initial: InitialState = disk.initial_state()
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.life}")
-        sn.raft = raft = self.core_factory(
-            sn.id, config=self.config, rng=rng, initial=initial, incarnation=sn.disk.incarnation
+        sn.raft = raft = self.node_factory(
+            sn.id,
+            config=self.config,
+            rng=rng,
+            initial=initial,
+            incarnation=sn.disk.incarnation if self.core_incarnation else None,
         )
         sn.kv = KvStore()
         sn.writes = WriteQueue()
