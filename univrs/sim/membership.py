@@ -192,6 +192,11 @@ class Operator:
             return False
         return sn.id not in b.voters or len(b.voters) >= 3
 
+    def _plain(self) -> bool:
+        """The seed runs the paper's plainer protocol: neither PreVote nor CheckQuorum."""
+        cfg = self.sim.config
+        return cfg is not None and not cfg.pre_vote and not cfg.check_quorum
+
     def _pre_vote(self) -> bool:
         cfg = self.sim.config
         return cfg is not None and cfg.pre_vote
@@ -313,6 +318,15 @@ class Operator:
                 return  # it holds a configuration we did not ask for (yet to be resolved)
         for ch in self.pending[first:]:
             if ch.kind == "promote" and not caught_up(st, ch.node):
+                break
+            if (
+                ch.kind == "remove"
+                and self._plain()
+                and not all(caught_up(st, v) for v in ch.desired.voters if v != st.id)
+            ):
+                # Without PreVote and CheckQuorum a removed member that keeps campaigning
+                # deposes every leader; if the remaining voters lag, the removal may never
+                # commit (7 nodes, seed 454: liveness). Remove only once they caught up.
                 break
             try:
                 raft.propose_membership(ch.desired)
