@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
-from tests.api.helpers import WORKLOAD, open_cluster
+from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 
 SPEC = {"name": "web", "image": "nginx"}
 
@@ -265,6 +265,16 @@ async def test_bad_input_table(tmp_path: pathlib.Path) -> None:
         for method, path, body in setup:
             r = await cluster.http(node, method, path, body)
             assert r.status == 201 or r.status == 200, r.body
+
+        # The leader binds every member's incarnation with one configuration entry of its
+        # own: wait for it, so only the cases below could append to the log.
+        def bound() -> bool:
+            m = leader.status().membership
+            return {n for n, _ in m.incarnations} == set(m.members) and (
+                leader.status().commit == leader.status().last_index
+            )
+
+        await wait_until(bound, "every member's incarnation bound and committed")
         problems = []
         for case in BAD:
             before = leader.status().last_index

@@ -336,16 +336,23 @@ class RaftRuntime:
     def _process_ready(self) -> None:
         if self.core.has_ready():
             rd = self.core.ready()
+            config_changed = rd.snapshot is not None or any(
+                e.kind is EntryKind.CONFIG for e in rd.entries
+            )
             if (
-                rd.soft_state is not None
+                config_changed
+                or rd.soft_state is not None
                 or rd.hard_state is not None
-                or rd.snapshot is not None
                 or rd.truncate_from is not None
-                or any(e.kind is EntryKind.CONFIG for e in rd.entries)
             ):
                 self._step_dirty = True
             if rd.hard_state is not None and rd.hard_state.term != self._status.term:
                 log.info("term changed", extra={"term": rd.hard_state.term})
+            if config_changed:
+                # Tell the transport the new members' addresses before this Ready's messages
+                # go out: the leader's first append to a member just added must not be
+                # dropped for want of its address (it would wait for the next heartbeat).
+                self._refresh_status()
             execute(rd, self)
         if self._step_dirty:
             self._step_dirty = False

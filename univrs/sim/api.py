@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -40,10 +39,7 @@ from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, PendingProposals, WriteAttempts
 from univrs.sim.faults import TICK
 from univrs.sim.kv import KvResult, KvWrite
-
-if TYPE_CHECKING:
-    from univrs.sim.cluster import Simulation
-    from univrs.sim.runtime import SimNode
+from univrs.sim.world import Node, World
 
 OK = "ok"
 CONFLICT = "conflict"
@@ -84,9 +80,9 @@ class Request:
 
 @attrs.define(eq=False)
 class SimApi:
-    """The API of every simulated node (state per node lives in ``SimNode``)."""
+    """The API of every simulated node (state per node lives in ``Node``)."""
 
-    sim: Simulation
+    sim: World
     deadline: int  # units a client request may take (ApiService.timeout)
     leader_wait: int  # units to wait for an election before answering unavailable
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
@@ -99,7 +95,7 @@ class SimApi:
 
     def write(
         self,
-        sn: SimNode,
+        sn: Node,
         write: KvWrite,
         data: bytes,
         reply: Callable[[Answer], None],
@@ -125,7 +121,7 @@ class SimApi:
         self._attempt(req)
         return req
 
-    def on_applied(self, sn: SimNode, index: int, term: int, result: KvResult | None) -> None:
+    def on_applied(self, sn: Node, index: int, term: int, result: KvResult | None) -> None:
         """``sn`` applied the entry (index, term) with ``result`` (None: not a client write)."""
         settled = sn.proposals.applied(index, term)
         if settled is None:
@@ -140,7 +136,7 @@ class SimApi:
         else:
             self._failed(req, outcome)
 
-    def on_install(self, sn: SimNode, snapshot_index: int) -> None:
+    def on_install(self, sn: Node, snapshot_index: int) -> None:
         """``sn`` installed a snapshot from the leader up to ``snapshot_index``."""
         outcome = sn.proposals.covered_outcome()
         for req in sn.proposals.covered(snapshot_index):
@@ -148,14 +144,14 @@ class SimApi:
                 self.covered += 1
                 self._failed(req, outcome)
 
-    def on_leadership_lost(self, sn: SimNode) -> None:
+    def on_leadership_lost(self, sn: Node) -> None:
         """``sn`` stopped leading: its batch was never appended (NotLeader: retry)."""
         batch, sn.batch = sn.batch, []
         for req in batch:
             if req.state == "batch":
                 self._failed(req, Outcome.NOT_APPLIED)
 
-    def on_crash(self, sn: SimNode) -> None:
+    def on_crash(self, sn: Node) -> None:
         """``sn``'s process died: every request it served breaks (connection lost after the
         request was sent: the requester cannot know whether it applied)."""
         serving, sn.serving = sn.serving, {}
@@ -207,7 +203,7 @@ class SimApi:
             return
         self._forward(req, leader)
 
-    def _flush(self, arg: tuple[SimNode, int]) -> None:
+    def _flush(self, arg: tuple[Node, int]) -> None:
         """The node's driver step ends: the batch becomes one ``propose_many``."""
         sn, life = arg
         if sn.life != life or sn.raft is None:
@@ -249,7 +245,7 @@ class SimApi:
             (req, target, target.life, fwd_deadline),
         )
 
-    def _arrive(self, arg: tuple[Request, SimNode, int, int]) -> None:
+    def _arrive(self, arg: tuple[Request, Node, int, int]) -> None:
         """A forwarded request reaches the leader's API (or the connection broke)."""
         req, target, life, fwd_deadline = arg
         if req.state != "forward":

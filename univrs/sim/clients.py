@@ -29,7 +29,6 @@ was issued, so even a read released after its client gave up is checked.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -38,9 +37,7 @@ from univrs.raft.messages import NodeId
 from univrs.sim.api import CONFLICT, OK, REFUSED, Answer
 from univrs.sim.checker import READY_CONTRACT, InvariantViolation
 from univrs.sim.kv import KvWrite, encode_write
-
-if TYPE_CHECKING:
-    from univrs.sim.cluster import SimNode, Simulation
+from univrs.sim.world import Node, World
 
 KEYS = tuple(f"k{i}" for i in range(6))
 
@@ -91,7 +88,7 @@ class Client:
 class Workload:
     """All clients of one simulation plus the final liveness write."""
 
-    sim: Simulation
+    sim: World
     rng: random.Random
     n_clients: int = 3
     p_op: float = 0.15  # chance per tick that an idle client starts an operation
@@ -120,7 +117,7 @@ class Workload:
     @property
     def write_timeout(self) -> int:
         """A client waits this long for an answer (the API's deadline plus a margin)."""
-        return self.sim.api.deadline + 3 * self.sim.tick_units
+        return int(self.sim.api.deadline) + 3 * self.sim.tick_units
 
     # ----------------------------------------------------------------- driving
 
@@ -277,7 +274,7 @@ class Workload:
 
     # ----------------------------------------------------------------- node callbacks
 
-    def on_read(self, sn: SimNode, ctx: int, read_index: int) -> None:
+    def on_read(self, sn: Node, ctx: int, read_index: int) -> None:
         """``sn`` released read ``ctx``: serve it from ``sn``'s state machine and check it."""
         rec = sn.reads.pop(ctx, None)
         if rec is None:
@@ -306,7 +303,7 @@ class Workload:
             c.avoid = None
             c.sticky = None
 
-    def on_read_dropped(self, sn: SimNode, ctx: int) -> None:
+    def on_read_dropped(self, sn: Node, ctx: int) -> None:
         rec = sn.reads.pop(ctx, None)
         if rec is None:
             raise InvariantViolation(
@@ -324,7 +321,7 @@ class Workload:
             op.retry_at = self.sim.now + (1 if c.sticky == sn.id else self._backoff(op))
             self.retries += 1
 
-    def on_crash(self, sn: SimNode) -> None:
+    def on_crash(self, sn: Node) -> None:
         """Connections to ``sn`` broke: its reads fail and their clients retry, on the same
         node once it is back, like a client that reconnects (writes: the API answers their
         outcome unknown, api.py)."""

@@ -9,7 +9,6 @@ nodes restart and paused ones resume.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -17,16 +16,14 @@ from univrs.errors import UnivrsError
 from univrs.raft.messages import NodeId
 from univrs.raft.ready import Role
 from univrs.sim.faults import TICK, Fault, FaultKind
-
-if TYPE_CHECKING:
-    from univrs.sim.cluster import SimNode, Simulation
+from univrs.sim.world import Node, World
 
 
 @attrs.define(eq=False)
 class FaultInjector:
     """Applies and heals the faults of one simulation."""
 
-    sim: Simulation
+    sim: World
     fired: int = 0
     _next_id: int = 0
     # Nodes to kill (and restart) right after they forward a read: node -> (fault id, times).
@@ -34,7 +31,7 @@ class FaultInjector:
     # Nodes under a crash-loop fault: node -> (fault id, end time).
     crash_loops: dict[NodeId, tuple[int, int]] = attrs.field(factory=dict)
 
-    def _target(self, f: Fault) -> SimNode:
+    def _target(self, f: Fault) -> Node:
         sim = self.sim
         if f.leader:
             sn = sim.current_leader()
@@ -149,7 +146,7 @@ class FaultInjector:
                 leader.raft.transfer_leader(sim.rng.choice(others))
             sim.drain(leader)
 
-    def on_forward_read(self, sn: SimNode) -> None:
+    def on_forward_read(self, sn: Node) -> None:
         """``sn`` just forwarded a ReadIndex request: under a restart fault armed for that,
         it dies before the answer can come back, and starts again a moment later."""
         armed = self.kill_on_read.pop(sn.id, None)
@@ -158,7 +155,7 @@ class FaultInjector:
         fid, times = armed
         self.sim.at(self.sim.now + 1, self._restart, (sn, fid, times))
 
-    def _restart(self, arg: tuple[SimNode, int, int]) -> None:
+    def _restart(self, arg: tuple[Node, int, int]) -> None:
         """Kill ``sn`` and start it again a moment later; ``left`` more times, a few ticks
         apart (a deploy that restarts a service repeatedly; each process is young)."""
         sim = self.sim
@@ -172,7 +169,7 @@ class FaultInjector:
         if left > 1:
             self.kill_on_read[sn.id] = (fid, left - 1)
 
-    def on_leader(self, sn: SimNode) -> None:
+    def on_leader(self, sn: Node) -> None:
         """``sn`` just became leader: under a crash-loop fault its disk stalls and it dies a
         moment later (a lone voter is elected at once, starts sending, and may die before its
         new term is on disk)."""
@@ -190,7 +187,7 @@ class FaultInjector:
         delay = 1 + int(sim.rng.random() * 8 * TICK)
         sim.at(sim.now + delay, self._crash_leader, (sn, fid, sn.life))
 
-    def _crash_leader(self, arg: tuple[SimNode, int, int]) -> None:
+    def _crash_leader(self, arg: tuple[Node, int, int]) -> None:
         sim = self.sim
         sn, fid, life = arg
         sn.disk.slow_factor = max(sn.slow_disk.values(), default=1)
@@ -200,7 +197,7 @@ class FaultInjector:
         sn.down_fault = fid
         sim.at(sim.now + sim.rng.randint(1, 3) * TICK, sim.restart, (sn, fid))
 
-    def _flap(self, arg: tuple[SimNode, int, int, bool, int, int]) -> None:
+    def _flap(self, arg: tuple[Node, int, int, bool, int, int]) -> None:
         """Cut (``down``) or restore ``sn``'s links, then schedule the opposite.
 
         Up and down times are exponential with means ``mean_up`` and ``mean_down`` (units).
@@ -228,7 +225,7 @@ class FaultInjector:
             sim.net.add_partition(fid, self._links(FaultKind.PARTITION, sn))
         sim.at(min(end, sim.now + sim.rng.randint(1, 10) * TICK), self._churn, arg)
 
-    def _links(self, kind: FaultKind, sn: SimNode) -> frozenset[tuple[NodeId, NodeId]]:
+    def _links(self, kind: FaultKind, sn: Node) -> frozenset[tuple[NodeId, NodeId]]:
         sim = self.sim
         ids = sim.node_ids
         if kind is FaultKind.PARTITION:
@@ -256,7 +253,7 @@ class FaultInjector:
         sim = self.sim
         sim.net.remove_loss(fid)
 
-    def _heal_slow(self, arg: tuple[SimNode, int]) -> None:
+    def _heal_slow(self, arg: tuple[Node, int]) -> None:
         sn, fid = arg
         sn.slow_disk.pop(fid, None)
         sn.slow_clock.pop(fid, None)

@@ -47,7 +47,6 @@ nodes are retired.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -57,10 +56,7 @@ from univrs.raft.ready import Role, Status
 from univrs.sim.faults import TICK
 from univrs.sim.invariants import STATE_MACHINE_SAFETY, InvariantViolation
 from univrs.sim.runtime import incarnation_id
-
-if TYPE_CHECKING:
-    from univrs.sim.cluster import Simulation
-    from univrs.sim.runtime import SimNode
+from univrs.sim.world import Node, World
 
 CATCH_UP = 8  # a learner within this many entries of the leader's last index is caught up
 GIVE_UP = 300  # ticks a learner may take to catch up before it is removed again
@@ -118,7 +114,7 @@ class Change:
 class Operator:
     """Plans and drives membership changes (see the module docstring)."""
 
-    sim: Simulation
+    sim: World
     rng: random.Random
     every: int  # mean ticks between batches
     min_voters: int
@@ -170,7 +166,7 @@ class Operator:
             self._give_up_on_learner(now)
             self._push()
 
-    def on_leader(self, sn: SimNode) -> None:
+    def on_leader(self, sn: Node) -> None:
         """``sn`` just became leader: try the batch at once (before it commits in its term)."""
         if self.pending and (not self.sim.quiet or self.repair):
             self.sim.at(self.sim.now, self._push_now, None)
@@ -179,7 +175,7 @@ class Operator:
         if self.pending:
             self._push()
 
-    def may_wipe(self, sn: SimNode) -> bool:
+    def may_wipe(self, sn: Node) -> bool:
         """May a disk be lost under member ``sn`` now (a wipe fault)? Only between batches
         (a change in flight could leave a configuration whose quorum needs the lost member),
         one member at a time, and a voter only while at least three are listed: with its

@@ -29,7 +29,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -68,10 +68,6 @@ from univrs.sim.invariants import (
 )
 from univrs.sim.kv import KvStore, WriteDecoder
 from univrs.sim.network import SimNetwork
-
-if TYPE_CHECKING:
-    from univrs.sim.injector import FaultInjector
-    from univrs.sim.membership import Operator
 
 NodeFactory = Callable[..., RaftNode]
 
@@ -145,8 +141,8 @@ class ReadyRuntime:
     net: SimNetwork
     workload: Workload
     api: SimApi
-    operator: Operator | None
-    injector: FaultInjector
+    operator: Any  # membership.Operator (the operator), or None
+    injector: Any  # injector.FaultInjector
     strict_incarnations: bool
     proposals_factory: Callable[[], PendingProposals[Request]]
     schedule: Schedule
