@@ -474,40 +474,49 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         Callers raise on a non-empty answer, so the checks survive ``python -O``, unlike the
         core's own asserts.
         """
+        # Messages are built only for a check that fails: this runs after every step.
         out: list[str] = []
         log = self._log
         last = log.last_index
 
-        def bad(cond: bool, what: str) -> None:
-            if cond:
-                out.append(f"{self.id}: {what} ({self!r})")
+        def bad(what: str) -> None:
+            out.append(f"{self.id}: {what} ({self!r})")
 
-        bad(self._durable_term > self._term, f"durable term {self._durable_term} > term")
-        bad(log.last_term > self._term, f"last log term {log.last_term} > term {self._term}")
-        bad(self._commit > last, f"commit {self._commit} beyond last index {last}")
-        bad(self._persisted > log.stable_limit, f"persisted {self._persisted} beyond stable")
+        if self._durable_term > self._term:
+            bad(f"durable term {self._durable_term} > term")
+        if log.last_term > self._term:
+            bad(f"last log term {log.last_term} > term {self._term}")
+        if self._commit > last:
+            bad(f"commit {self._commit} beyond last index {last}")
+        if self._persisted > log.stable_limit:
+            bad(f"persisted {self._persisted} beyond stable")
         # (An installed snapshot counts as handed out before its write is durable.)
-        bad(
-            self._handed > min(self._commit, max(self._persisted, self._snapshot_index)),
-            f"handed out {self._handed} > min(commit, persisted)",
-        )
-        bad(self._applied > self._handed, f"applied {self._applied} > handed {self._handed}")
-        bad(
-            log.first_index - 1 > min(self._applied, self._commit),
-            f"compacted to {log.first_index - 1}, past applied/commit",
-        )
-        bad(log.snapshot_index > self._snapshot_index, "log compacted past the newest snapshot")
-        bad((self._leader == self.id) != (self._role is Role.LEADER), "leader field vs role")
-        if self._role is Role.LEADER:
-            bad(self._vote != self.id, f"leader voted for {self._vote} in its own term")
-            bad(log.last_term != self._term, "leader's log does not end in its term")
-            for peer in self._configs.current.members:
-                bad(peer != self.id and peer not in self._progress, f"no progress for {peer}")
-            for peer, pr in self._progress.items():
-                bad(not 0 <= pr.match < pr.next, f"{peer}: match {pr.match} next {pr.next}")
-                bad(pr.match > last, f"{peer}: match {pr.match} beyond last index {last}")
-        else:
-            bad(bool(self._progress), "a non-leader keeps replication progress")
+        if self._handed > min(self._commit, max(self._persisted, self._snapshot_index)):
+            bad(f"handed out {self._handed} > min(commit, persisted)")
+        if self._applied > self._handed:
+            bad(f"applied {self._applied} > handed {self._handed}")
+        if log.first_index - 1 > min(self._applied, self._commit):
+            bad(f"compacted to {log.first_index - 1}, past applied/commit")
+        if log.snapshot_index > self._snapshot_index:
+            bad("log compacted past the newest snapshot")
+        if (self._leader == self.id) != (self._role is Role.LEADER):
+            bad("leader field vs role")
+        if self._role is not Role.LEADER:
+            if self._progress:
+                bad("a non-leader keeps replication progress")
+            return out
+        if self._vote != self.id:
+            bad(f"leader voted for {self._vote} in its own term")
+        if log.last_term != self._term:
+            bad("leader's log does not end in its term")
+        for peer in self._configs.current.members:
+            if peer != self.id and peer not in self._progress:
+                bad(f"no progress for {peer}")
+        for peer, pr in self._progress.items():
+            if not 0 <= pr.match < pr.next:
+                bad(f"{peer}: match {pr.match} next {pr.next}")
+            if pr.match > last:
+                bad(f"{peer}: match {pr.match} beyond last index {last}")
         return out
 
     # ========================================================================= roles ==
