@@ -400,8 +400,9 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             if self._durable_term < self._term:
                 # The current term's hard state is not known durable yet (it is in this Ready
                 # or an earlier write still in flight): what claims that term waits for it.
-                now = [m for m in self._msgs if not self._hold_until_term_durable(m)]
-                held = [m for m in self._msgs if self._hold_until_term_durable(m)]
+                now: list[Message] = []
+                for m in self._msgs:
+                    (held if self._hold_until_term_durable(m) else now).append(m)
                 messages = tuple(now)
             else:
                 messages = tuple(self._msgs)
