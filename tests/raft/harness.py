@@ -19,6 +19,7 @@ compacts the disk as the core says. A ``Ready.snapshot`` replaces the state mach
 (before the Ready's committed entries) and is stored on disk with the Ready's write, by the
 same rule as the LMDB store (keep the log after the snapshot only if the log holds its last
 entry). A restart loads the disk's snapshot and hands it to ``snapshot_taken`` like the runtime.
+The disk model and the state machine's snapshot encoding are in disk.py.
 
 Every step checks two invariants: at most one leader per term, and no two nodes apply different
 entries at one index.
@@ -26,11 +27,11 @@ entries at one index.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
+from disk import Disk, decode_state, encode_state
 
 from univrs.raft import (
     Entry,
@@ -71,56 +72,6 @@ def entries_with_terms(terms: Sequence[int]) -> tuple[Entry, ...]:
     return tuple(
         Entry(term=t, index=i + 1, data=f"t{t}i{i + 1}".encode()) for i, t in enumerate(terms)
     )
-
-
-def encode_state(entries: Sequence[Entry]) -> bytes:
-    """The harness state machine's snapshot: every applied entry, as JSON."""
-    return json.dumps([[e.index, e.term, int(e.kind), e.data.hex()] for e in entries]).encode()
-
-
-def decode_state(data: bytes) -> list[Entry]:
-    return [
-        Entry(index=i, term=t, kind=EntryKind(k), data=bytes.fromhex(d))
-        for i, t, k, d in json.loads(data)
-    ]
-
-
-@attrs.define
-class Disk:
-    """What a node has made durable: hard state, snapshot, and the log (contiguous) after some
-    index at or below the snapshot's."""
-
-    hard_state: HardState = HardState()
-    entries: list[Entry] = attrs.field(factory=list)
-    snapshot: tuple[SnapshotMeta, bytes] | None = None
-
-    @property
-    def last_index(self) -> int:
-        if self.entries:
-            return self.entries[-1].index
-        return self.snapshot[0].index if self.snapshot else 0
-
-    def truncate_from(self, index: int) -> None:
-        self.entries = [e for e in self.entries if e.index < index]
-
-    def append(self, entries: Sequence[Entry]) -> None:
-        assert entries[0].index == self.last_index + 1, f"gap: {entries[0]} after {self}"
-        self.entries.extend(entries)
-
-    def store_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Paper Figure 13 steps 6-7, as univrs.storage.LogStore.save_snapshot does it."""
-        assert self.snapshot is None or meta.index >= self.snapshot[0].index
-        matches = any(e.index == meta.index and e.term == meta.term for e in self.entries) or (
-            self.snapshot is not None
-            and (self.snapshot[0].index, self.snapshot[0].term) == (meta.index, meta.term)
-        )
-        if not matches:
-            self.entries = []
-        self.snapshot = (meta, data)
-
-    def compact(self, upto: int) -> None:
-        assert self.snapshot is not None and upto <= self.snapshot[0].index
-        self.entries = [e for e in self.entries if e.index > upto]
 
 
 @attrs.define(eq=False)

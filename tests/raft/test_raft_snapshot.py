@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import attrs
 import pytest
-from harness import Cluster, encode_state, entries_with_terms
+from disk import encode_state
+from harness import Cluster, entries_with_terms
 
 from univrs.raft import (
     AppendEntries,

@@ -99,7 +99,7 @@ def test_a_store_from_before_incarnations_gets_one_once(
 
 
 def test_an_interrupted_creation_is_discarded(open_store: Opener, data_dir: pathlib.Path) -> None:
-    leftover = data_dir / "raft.lmdb.new"  # log_store.NEW_ENV_DIR
+    leftover = data_dir / "raft.lmdb.new"  # datadir.NEW_ENV_DIR
     leftover.mkdir(parents=True)
     (leftover / "data.mdb").write_bytes(b"half-made store")
     store = open_store()

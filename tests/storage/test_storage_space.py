@@ -16,8 +16,9 @@ from tests.storage.helpers import make_entries
 from univrs.errors import StorageError
 from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.storage import LogStore, defrag, layout
+from univrs.storage.datadir import ENV_DIR
+from univrs.storage.defragment import DEFRAG_DIR
 from univrs.storage.disk_bench import churn, old_snapshot_layout
-from univrs.storage.log_store import DEFRAG_DIR, ENV_DIR
 
 Opener = Callable[..., LogStore]
 MEMBERS = Membership(voters=frozenset({"n1"}))

@@ -19,7 +19,7 @@ import pytest
 from tests.storage.helpers import make_entries
 from univrs.raft.messages import HardState
 from univrs.storage import LogStore, header
-from univrs.storage.log_store import ENV_DIR
+from univrs.storage.datadir import ENV_DIR
 
 pytestmark = pytest.mark.skipif(not header.SUPPORTED, reason="64-bit LMDB layout only")
 

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 
 from univrs.raft.messages import Entry, HardState, Membership, SnapshotMeta
 from univrs.storage import layout
-from univrs.storage.log_store import LogStore, defrag
+from univrs.storage.defragment import defrag
+from univrs.storage.log_store import LogStore
 
 MIB = 1 << 20
 _MEMBERS = Membership(voters=frozenset({"bench"}))

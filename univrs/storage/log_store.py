@@ -18,7 +18,9 @@ Log invariants, checked when the store opens (and by ``append`` for each new bat
 ``first_index()`` is the first stored entry's index, or ``last_index() + 1`` if the log is empty.
 
 Every entry and record carries a CRC-32 (see ``layout``), verified on every read and, for all
-entries, at open. Transactions, map growth, threads and error translation: see ``env``.
+entries, at open. Transactions, map growth, threads and error translation: see ``env``; creating
+a store and refusing a data dir that lost its state: ``datadir``; offline ``defrag``:
+``defragment``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,6 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
-import secrets
-import shutil
-import time
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -46,7 +45,15 @@ from univrs.raft.messages import (
     decode_membership,
 )
 from univrs.raft.ready import InitialState
-from univrs.storage import header, layout
+from univrs.storage import layout
+from univrs.storage.datadir import (
+    ENV_DIR,
+    LOST_STATE_HINT,
+    check_data_file,
+    create_env,
+    new_incarnation,
+    put_identity,
+)
 from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StorageStatistics, StoreEnv
 from univrs.storage.layout import Corrupt
@@ -54,183 +61,12 @@ from univrs.storage.layout import Corrupt
 if TYPE_CHECKING:
     from univrs.storage.env import Txn
 
-ENV_DIR = "raft.lmdb"
-# A store being created: renamed to ENV_DIR once its identity is durable, so a ``raft.lmdb``
-# without an identity (or with an empty data.mdb) is always a store that lost its state.
-NEW_ENV_DIR = "raft.lmdb.new"
-# A scratch data dir for ``defrag``: the compacted copy is built and verified in
-# DEFRAG_DIR/raft.lmdb before it replaces data.mdb; a leftover one is discarded.
-DEFRAG_DIR = "raft.lmdb.defrag"
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 
 
 class LogCompacted(UnivrsError):
     """The requested entries were compacted into a snapshot (send the snapshot instead)."""
-
-
-_LOST_STATE_HINT = (
-    ". A data dir that lost its state is not a new one: move it away, start the node on an "
-    'empty data dir with initial_cluster_state = "existing" and replace the member with '
-    "`univrs cluster join <member-api> --replace` (see the README)"
-)
-
-
-def new_incarnation() -> str:
-    """A fresh incarnation id: 16 random hex characters (64 bits), one per data dir."""
-    return secrets.token_hex(8)
-
-
-def _put_identity(
-    env: StoreEnv, txn: Txn, node_id: NodeId, cluster_id: str | None, incarnation: str
-) -> None:
-    fmt = layout.encode_record(layout.KEY_FORMAT, layout.FORMAT_VERSION)
-    txn.put(layout.KEY_FORMAT, fmt, db=env.meta)
-    identity = layout.identity_record(node_id, cluster_id, incarnation)
-    txn.put(layout.KEY_IDENTITY, layout.encode_record(layout.KEY_IDENTITY, identity), db=env.meta)
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _create_env(
-    data_dir: pathlib.Path,
-    node_id: NodeId,
-    cluster_id: str | None,
-    map_size: int,
-    max_map_size: int,
-) -> None:
-    """Create ``raft.lmdb`` with its identity (and a new incarnation) in one step.
-
-    The store is built under ``raft.lmdb.new`` and renamed into place only once its identity
-    is durable; a creation interrupted by a crash leaves only the ``.new`` directory, which
-    the next creation discards (nothing in it was ever acknowledged).
-    """
-    tmp = data_dir / NEW_ENV_DIR
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        env = StoreEnv.open(tmp, create=True, map_size=map_size, max_map_size=max_map_size)
-        try:
-            incarnation = new_incarnation()
-            env.write(lambda txn: _put_identity(env, txn, node_id, cluster_id, incarnation))
-        finally:
-            env.close()
-        _fsync_dir(tmp)
-        os.rename(tmp, data_dir / ENV_DIR)
-        _fsync_dir(data_dir)
-    except OSError as exc:
-        raise StorageError(f"cannot create a store in {data_dir}: {exc}") from None
-
-
-def _check_data_file(data_dir: pathlib.Path, env_path: pathlib.Path) -> None:
-    """A store whose data file is gone, empty or cut short lost its state: refuse it, never
-    recreate it, and never map a truncated file (that is a SIGBUS, see ``header``)."""
-    data_file = env_path / "data.mdb"
-    try:
-        size = data_file.stat().st_size
-    except FileNotFoundError:
-        raise StorageError(
-            f"corrupt data dir {data_dir}: {data_file} is missing{_LOST_STATE_HINT}"
-        ) from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {data_file}: {exc.strerror}") from None
-    if size == 0:
-        raise StorageError(
-            f"corrupt data dir {data_dir}: {data_file} is empty (zero length){_LOST_STATE_HINT}"
-        )
-    if not header.SUPPORTED:
-        return
-    try:
-        header.check_length(data_file)
-    except header.BadHeader as exc:
-        # Mapping a file shorter than its pages would kill the process with SIGBUS.
-        raise StorageError(
-            f"corrupt data dir {data_dir}: {data_file} {exc}; nothing was changed{_LOST_STATE_HINT}"
-        ) from None
-    except OSError as exc:
-        raise StorageError(f"cannot read {data_file}: {exc.strerror}") from None
-
-
-@attrs.frozen(kw_only=True)
-class DefragResult:
-    """What ``defrag`` did: the data file's size before and after, in bytes."""
-
-    data_file: pathlib.Path
-    before_bytes: int
-    after_bytes: int
-    in_use_bytes: int  # what the databases used before (the rest was free pages)
-    seconds: float
-
-
-def defrag(data_dir: str | os.PathLike[str]) -> DefragResult:
-    """Give the free pages of a stopped node's ``data.mdb`` back to the file system.
-
-    LMDB reuses free pages but never shrinks its file. This writes a compacted copy (LMDB's
-    copy with compaction: one read transaction, no free pages), fsyncs it, verifies it like a
-    store being opened (identity, every checksum, the log invariants), then renames it over
-    ``data.mdb`` and fsyncs the directory: a crash leaves either file whole. Offline only: the
-    data dir's lock refuses it while a node runs there. Refuses what ``LogStore.open``
-    refuses (a missing, empty or truncated data file, corrupt data); changes nothing then.
-    """
-    started = time.monotonic()
-    path = pathlib.Path(data_dir)
-    if not path.is_dir():
-        raise StorageError(f"data dir {path} does not exist")
-    dirlock = DirLock.acquire(path)
-    try:
-        env_path = path / ENV_DIR
-        if not env_path.exists():
-            raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
-        _check_data_file(path, env_path)
-        work = path / DEFRAG_DIR
-        try:
-            if work.exists():
-                shutil.rmtree(work)  # a defrag that was interrupted: nothing used it
-            (work / ENV_DIR).mkdir(mode=0o700, parents=True)
-        except OSError as exc:
-            raise StorageError(f"cannot prepare {work}: {exc.strerror}") from None
-        env = StoreEnv.open(
-            env_path, create=False, map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE
-        )
-        try:
-            node_id = env.read(lambda txn: _stored_node_id(env, txn))
-            before, in_use = env.space()
-            env.copy_compacted(work / ENV_DIR / "data.mdb")
-        finally:
-            env.close()
-        # Opening the copy verifies it as the node would at its start.
-        LogStore.open(work, node_id=node_id, create=False).close()
-        compacted = work / ENV_DIR / "data.mdb"
-        after = compacted.stat().st_size
-        try:
-            os.rename(compacted, env_path / "data.mdb")
-            _fsync_dir(env_path)
-            shutil.rmtree(work)
-        except OSError as exc:
-            raise StorageError(f"cannot replace {env_path / 'data.mdb'}: {exc}") from None
-    finally:
-        dirlock.release()
-    return DefragResult(
-        data_file=env_path / "data.mdb",
-        before_bytes=before,
-        after_bytes=after,
-        in_use_bytes=in_use,
-        seconds=time.monotonic() - started,
-    )
-
-
-def _stored_node_id(env: StoreEnv, txn: Txn) -> NodeId:
-    raw = txn.get(layout.KEY_IDENTITY, db=env.meta)
-    if raw is None:
-        raise Corrupt(f"metadata record 'identity' is missing{_LOST_STATE_HINT}")
-    node, _, _ = layout.parse_identity(layout.decode_record(layout.KEY_IDENTITY, raw))
-    return node
 
 
 def _require(cond: bool, message: str) -> None:
@@ -291,9 +127,9 @@ class LogStore:
                     raise StorageError(
                         f"data dir {path} holds no univrs store ({env_path} missing)"
                     )
-                _create_env(path, node_id, cluster_id, map_size, max_map_size)
+                create_env(path, node_id, cluster_id, map_size, max_map_size)
             else:
-                _check_data_file(path, env_path)
+                check_data_file(path, env_path)
             env = StoreEnv.open(
                 env_path, create=False, map_size=map_size, max_map_size=max_map_size
             )
@@ -363,10 +199,10 @@ class LogStore:
         def check(txn: Txn) -> bool:  # True: the identity must be (re)written
             raw_format = txn.get(layout.KEY_FORMAT, db=env.meta)
             if raw_format is None:
-                # Every store is created with its identity (_create_env): this one lost it.
+                # Every store is created with its identity (create_env): this one lost it.
                 raise Corrupt(
                     "metadata record 'format' is missing: the store lost its identity"
-                    f"{_LOST_STATE_HINT}"
+                    f"{LOST_STATE_HINT}"
                 )
             fmt = layout.decode_record(layout.KEY_FORMAT, raw_format)
             if type(fmt) is not int:
@@ -379,7 +215,7 @@ class LogStore:
                 )
             raw_identity = txn.get(layout.KEY_IDENTITY, db=env.meta)
             if raw_identity is None:
-                raise Corrupt(f"metadata record 'identity' is missing{_LOST_STATE_HINT}")
+                raise Corrupt(f"metadata record 'identity' is missing{LOST_STATE_HINT}")
             node, cluster, incarnation = layout.parse_identity(
                 layout.decode_record(layout.KEY_IDENTITY, raw_identity)
             )
@@ -402,7 +238,7 @@ class LogStore:
             env.write(self._write_identity)
 
     def _write_identity(self, txn: Txn) -> None:
-        _put_identity(self._env, txn, self.node_id, self._cluster_id, self._incarnation)
+        put_identity(self._env, txn, self.node_id, self._cluster_id, self._incarnation)
 
     def set_cluster_id(self, cluster_id: str) -> None:
         """Record the cluster this node joined; refuses to change an existing cluster id."""
