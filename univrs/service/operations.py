@@ -4,7 +4,9 @@ An ``Operation`` says everything the surfaces need to know about one operation: 
 (``workload.scale``), whether it reads or writes (and whether a write takes an idempotency
 key), its arguments (each with its type, its JSON Schema, where REST carries it and how the
 command line takes it), its REST route, the schema of its result, the Python client's method
-and the CLI command. Everything else is derived from ``OPERATIONS``:
+and the CLI command. The records of a declaration, and the arguments and shapes many
+operations share, are in ``univrs.service.declare``; this module is the table. Everything else
+is derived from ``OPERATIONS``:
 
 * the REST endpoints (``univrs.api.rest``): routes, which argument comes from the path, the
   query or the body, ``If-Match``, ``Idempotency-Key``, ``201`` with ``Location``;
@@ -26,12 +28,30 @@ roles allowed to call it, once the API has tokens) belongs in its row too.
 
 from __future__ import annotations
 
-import enum
-from typing import Any
-
-import attrs
-
 from univrs.service import schemas as s
+from univrs.service.declare import (
+    Arg,
+    Command,
+    Http,
+    Kind,
+    Operation,
+    Opt,
+    Param,
+    Type,
+    Where,
+    delete_one,
+    expected_version,
+    get_one,
+    in_path,
+    labels_selector,
+    list_paged,
+    new_id,
+    required_id,
+    status_arg,
+    status_filter,
+    text_filter,
+    workload_spec,
+)
 from univrs.sm.credits import MAX_REASON_LEN
 from univrs.sm.validate import MAX_ADDRESSES, MAX_QUANTITY, MAX_REPLICAS, MAX_TEXT_LEN
 
@@ -51,219 +71,12 @@ __all__ = [
 ]
 
 
-class Kind(enum.Enum):
-    """What an operation does to the replicated state."""
-
-    READ = "read"  # served from a state machine at a consistency; never proposed
-    WRITE = "write"  # proposed through the log; exactly once with an idempotency key
-    SESSION = "session"  # a write that takes no key: it opens or closes the keys' session
-
-
-class Where(enum.Enum):
-    """Where REST carries an argument (the fast protocol sends every argument in ``args``)."""
-
-    PATH = "path"
-    QUERY = "query"
-    BODY = "body"
-
-
-class Type(enum.Enum):
-    """The shape of an argument's value: the client's annotation, the CLI's conversion."""
-
-    STR = "str"
-    INT = "int"
-    STR_LIST = "list[str]"  # CLI: a repeatable option
-    STR_MAP = "dict[str, str]"  # CLI: a repeatable KEY=VALUE option; REST query: repeated k=v
-    RESOURCES = "dict[str, int]"  # CLI: --cpu-millis and --memory-bytes
-    WORKLOAD_SPEC = "dict[str, Any]"  # CLI: --file or --name, --image, --replicas ...
-
-
-@attrs.frozen
-class Arg:
-    """The CLI takes the argument as a positional argument called ``name`` (``IDENT``)."""
-
-    name: str
-
-
-@attrs.frozen(kw_only=True)
-class Opt:
-    """The CLI takes the argument as an option. For ``RESOURCES``, ``flag`` is unused and
-    ``help`` names what the numbers are (``capacity``); a ``WORKLOAD_SPEC`` needs no help."""
-
-    flag: str = ""
-    help: str = ""
-    required: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class Param:
-    """One argument of an operation."""
-
-    name: str  # the argument's name: in ``args``, in a REST body or query, the client's keyword
-    type: Type
-    schema: dict[str, Any]  # JSON Schema of the value where REST carries it (path: a string)
-    required: bool = False
-    where: Where = Where.BODY
-    rest_name: str | None = None  # the REST query parameter, when not ``name`` (``label``)
-    description: str | None = None  # OpenAPI description (query parameters)
-    cli: Arg | Opt | None = None  # how the CLI takes it; None: not on the command line
-
-    @property
-    def query_name(self) -> str:
-        return self.rest_name or self.name
-
-
-@attrs.frozen(kw_only=True)
-class Http:
-    """The REST route of an operation."""
-
-    method: str
-    path: str  # ``{name}`` marks the PATH argument
-    versioned: bool = False  # accepts ``If-Match`` (the object's version)
-    creates: bool = False  # answers 201 with ``Location: <path>/<id>``
-    body: bool | None = None  # takes a JSON object body (default: it has BODY arguments)
-
-
-@attrs.frozen(kw_only=True)
-class Command:
-    """The CLI command of an operation: ``univrs <group> <name>``."""
-
-    group: str
-    name: str
-    help: str
-
-
-@attrs.frozen(kw_only=True)
-class Operation:
-    """One operation of the client surface (see the module docstring)."""
-
-    name: str
-    kind: Kind
-    summary: str  # one line: the REST summary, the client method's docstring
-    http: Http
-    result: str  # the name of the result's schema (``univrs.service.schemas.SCHEMAS``)
-    params: tuple[Param, ...] = ()
-    client: str | None = None  # the Python client's method; None: only ``call(name, ...)``
-    cli: Command | None = None  # None: no generated command
-
-    @property
-    def is_write(self) -> bool:
-        return self.kind is not Kind.READ
-
-    @property
-    def keyed(self) -> bool:
-        """A write that accepts an idempotency key."""
-        return self.kind is Kind.WRITE
-
-    @property
-    def paged(self) -> bool:
-        """A list answered in pages (``limit``, ``after``; the result has ``next``)."""
-        return any(p.name == "after" for p in self.params)
-
-    def located(self, where: Where) -> tuple[Param, ...]:
-        return tuple(p for p in self.params if p.where is where)
-
-    @property
-    def path_param(self) -> Param | None:
-        found = self.located(Where.PATH)
-        return found[0] if found else None
-
-    @property
-    def has_body(self) -> bool:
-        return self.http.body if self.http.body is not None else bool(self.located(Where.BODY))
-
-
 def operation(name: str) -> Operation | None:
     """The operation called ``name``, if there is one."""
     return OPERATIONS.get(name)
 
 
-# ---------------------------------------------------------------- arguments used by many
-
-_STRING = {"type": "string"}
-_LIMIT = {"type": "integer", "minimum": 1, "maximum": s.MAX_LIMIT, "default": s.DEFAULT_LIMIT}
-_VERSION_HELP = "Fail with a conflict unless at this version."
-
-
-def _path(name: str, arg: str = "ident") -> Param:
-    """The object the operation addresses, named in the URL path."""
-    return Param(
-        name=name, type=Type.STR, schema=_STRING, required=True, where=Where.PATH, cli=Arg(arg)
-    )
-
-
-def _expected_version(where: Where = Where.BODY) -> Param:
-    return Param(
-        name="expected_version",
-        type=Type.INT,
-        schema=s.VERSION,
-        where=where,
-        description="same as If-Match" if where is Where.QUERY else None,
-        cli=Opt(flag="--expected-version", help=_VERSION_HELP),
-    )
-
-
-def _new_id(what: str) -> Param:
-    return Param(
-        name="id",
-        type=Type.STR,
-        schema=s.ID,
-        cli=Opt(flag="--id", help=f"Id of the new {what} (default: assigned by the node)."),
-    )
-
-
-def _labels_selector() -> Param:
-    return Param(
-        name="labels",
-        type=Type.STR_MAP,
-        schema={"type": "array", "items": {"type": "string", "pattern": "^[^=]+=.*$"}},
-        where=Where.QUERY,
-        rest_name="label",
-        description="key=value; repeat for several labels (all must match)",
-        cli=Opt(flag="--label", help="KEY=VALUE that must match (repeatable)."),
-    )
-
-
-def _status_filter(statuses: tuple[str, ...], what: str) -> Param:
-    return Param(
-        name="status",
-        type=Type.STR,
-        schema={"type": "string", "enum": list(statuses)},
-        where=Where.QUERY,
-        cli=Opt(flag="--status", help=f"Only {what} with this status."),
-    )
-
-
-def _page_params() -> tuple[Param, ...]:
-    return (
-        Param(
-            name="limit",
-            type=Type.INT,
-            schema=_LIMIT,
-            where=Where.QUERY,
-            description="page size",
-            cli=Opt(flag="--limit", help="One page of at most this many (default: all)."),
-        ),
-        Param(
-            name="after",
-            type=Type.STR,
-            schema=_STRING,
-            where=Where.QUERY,
-            description="the 'next' of the previous page",
-            cli=Opt(flag="--after", help="Start after this id (from a previous page)."),
-        ),
-    )
-
-
-def _spec() -> Param:
-    return Param(
-        name="spec",
-        type=Type.WORKLOAD_SPEC,
-        schema=s.ref("WorkloadSpec"),
-        required=True,
-        cli=Opt(),
-    )
-
+# ---------------------------------------------------------------- schemas only this table uses
 
 _AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}
 _INSTANCE_STATUS = {"type": "string", "enum": list(s.INSTANCE_STATUSES)}
@@ -288,7 +101,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.WRITE,
         summary="Create a workload (the node assigns the id unless the body gives one)",
         http=Http(method="POST", path="/v1/workloads", creates=True),
-        params=(_new_id("workload"), _spec()),
+        params=(new_id("workload"), workload_spec()),
         result="Workload",
         client="create_workload",
         cli=Command(
@@ -297,33 +110,27 @@ _OPERATIONS: tuple[Operation, ...] = (
             help="Create a workload: --name and --image at least (or --file).",
         ),
     ),
-    Operation(
+    list_paged(
         name="workload.list",
-        kind=Kind.READ,
         summary="List workloads, filtered by labels and name, paginated by id",
-        http=Http(method="GET", path="/v1/workloads"),
-        params=(
-            _labels_selector(),
-            Param(
-                name="name",
-                type=Type.STR,
-                schema=_STRING,
-                where=Where.QUERY,
+        path="/v1/workloads",
+        filters=(
+            labels_selector(),
+            text_filter(
+                "name",
+                flag="--name",
+                help="Only workloads with this exact name.",
                 description="exact workload name",
-                cli=Opt(flag="--name", help="Only workloads with this exact name."),
             ),
-            *_page_params(),
         ),
         result="WorkloadList",
         client="list_workloads",
         cli=Command(group="workload", name="list", help="List workloads (sorted by id)."),
     ),
-    Operation(
+    get_one(
         name="workload.get",
-        kind=Kind.READ,
         summary="Get a workload",
-        http=Http(method="GET", path="/v1/workloads/{id}"),
-        params=(_path("id"),),
+        path="/v1/workloads/{id}",
         result="Workload",
         client="get_workload",
         cli=Command(group="workload", name="get", help="Show one workload."),
@@ -333,7 +140,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.WRITE,
         summary="Replace a workload's spec",
         http=Http(method="PUT", path="/v1/workloads/{id}", versioned=True),
-        params=(_path("id"), _spec(), _expected_version()),
+        params=(in_path("id"), workload_spec(), expected_version()),
         result="Workload",
         client="update_workload",
         cli=Command(
@@ -348,7 +155,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Set a workload's replica count",
         http=Http(method="POST", path="/v1/workloads/{id}/scale", versioned=True),
         params=(
-            _path("id"),
+            in_path("id"),
             Param(
                 name="replicas",
                 type=Type.INT,
@@ -356,19 +163,16 @@ _OPERATIONS: tuple[Operation, ...] = (
                 required=True,
                 cli=Arg("replicas"),
             ),
-            _expected_version(),
+            expected_version(),
         ),
         result="Workload",
         client="scale_workload",
         cli=Command(group="workload", name="scale", help="Set a workload's replica count."),
     ),
-    Operation(
+    delete_one(
         name="workload.delete",
-        kind=Kind.WRITE,
         summary="Delete a workload and its instances",
-        http=Http(method="DELETE", path="/v1/workloads/{id}", versioned=True),
-        params=(_path("id"), _expected_version(Where.QUERY)),
-        result="Deleted",
+        path="/v1/workloads/{id}",
         client="delete_workload",
         cli=Command(group="workload", name="delete", help="Delete a workload and its instances."),
     ),
@@ -379,14 +183,8 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Create an instance of a workload",
         http=Http(method="POST", path="/v1/instances", creates=True),
         params=(
-            _new_id("instance"),
-            Param(
-                name="workload_id",
-                type=Type.STR,
-                schema=s.ID,
-                required=True,
-                cli=Arg("workload_id"),
-            ),
+            new_id("instance"),
+            required_id("workload_id"),
             Param(
                 name="node_id",
                 type=Type.STR,
@@ -398,39 +196,23 @@ _OPERATIONS: tuple[Operation, ...] = (
         client="create_instance",
         cli=Command(group="instance", name="create", help="Create an instance of a workload."),
     ),
-    Operation(
+    list_paged(
         name="instance.list",
-        kind=Kind.READ,
         summary="List instances, by workload, node and status, paginated by id",
-        http=Http(method="GET", path="/v1/instances"),
-        params=(
-            Param(
-                name="workload_id",
-                type=Type.STR,
-                schema=_STRING,
-                where=Where.QUERY,
-                cli=Opt(flag="--workload", help="Only instances of this workload."),
-            ),
-            Param(
-                name="node_id",
-                type=Type.STR,
-                schema=_STRING,
-                where=Where.QUERY,
-                cli=Opt(flag="--node", help="Only instances on this node."),
-            ),
-            _status_filter(s.INSTANCE_STATUSES, "instances"),
-            *_page_params(),
+        path="/v1/instances",
+        filters=(
+            text_filter("workload_id", flag="--workload", help="Only instances of this workload."),
+            text_filter("node_id", flag="--node", help="Only instances on this node."),
+            status_filter(s.INSTANCE_STATUSES, "instances"),
         ),
         result="InstanceList",
         client="list_instances",
         cli=Command(group="instance", name="list", help="List instances (sorted by id)."),
     ),
-    Operation(
+    get_one(
         name="instance.get",
-        kind=Kind.READ,
         summary="Get an instance",
-        http=Http(method="GET", path="/v1/instances/{id}"),
-        params=(_path("id"),),
+        path="/v1/instances/{id}",
         result="Instance",
         client="get_instance",
         cli=Command(group="instance", name="get", help="Show one instance."),
@@ -441,14 +223,8 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Report an instance's status (and bind it to a node)",
         http=Http(method="PUT", path="/v1/instances/{id}/status", versioned=True),
         params=(
-            _path("id"),
-            Param(
-                name="status",
-                type=Type.STR,
-                schema=_INSTANCE_STATUS,
-                required=True,
-                cli=Arg("status"),
-            ),
+            in_path("id"),
+            status_arg(_INSTANCE_STATUS),
             Param(
                 name="message",
                 type=Type.STR,
@@ -461,7 +237,7 @@ _OPERATIONS: tuple[Operation, ...] = (
                 schema=s.ID,
                 cli=Opt(flag="--node", help="Bind an unscheduled instance to this node."),
             ),
-            _expected_version(),
+            expected_version(),
         ),
         result="Instance",
         client="update_instance_status",
@@ -471,13 +247,10 @@ _OPERATIONS: tuple[Operation, ...] = (
             help="Report an instance's STATUS (pending, running, succeeded, failed, unknown).",
         ),
     ),
-    Operation(
+    delete_one(
         name="instance.delete",
-        kind=Kind.WRITE,
         summary="Delete an instance",
-        http=Http(method="DELETE", path="/v1/instances/{id}", versioned=True),
-        params=(_path("id"), _expected_version(Where.QUERY)),
-        result="Deleted",
+        path="/v1/instances/{id}",
         client="delete_instance",
         cli=Command(group="instance", name="delete", help="Delete an instance."),
     ),
@@ -488,7 +261,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Register a node",
         http=Http(method="POST", path="/v1/nodes", creates=True),
         params=(
-            Param(name="id", type=Type.STR, schema=s.ID, required=True, cli=Arg("ident")),
+            required_id("id", "ident"),
             Param(
                 name="addresses",
                 type=Type.STR_LIST,
@@ -522,22 +295,19 @@ _OPERATIONS: tuple[Operation, ...] = (
         client="register_node",
         cli=Command(group="nodeinfo", name="register", help="Register a node."),
     ),
-    Operation(
+    list_paged(
         name="node.list",
-        kind=Kind.READ,
         summary="List nodes, by labels and status, paginated by id",
-        http=Http(method="GET", path="/v1/nodes"),
-        params=(_labels_selector(), _status_filter(s.NODE_STATUSES, "nodes"), *_page_params()),
+        path="/v1/nodes",
+        filters=(labels_selector(), status_filter(s.NODE_STATUSES, "nodes")),
         result="NodeList",
         client="list_nodes",
         cli=Command(group="nodeinfo", name="list", help="List registered nodes (sorted by id)."),
     ),
-    Operation(
+    get_one(
         name="node.get",
-        kind=Kind.READ,
         summary="Get a node",
-        http=Http(method="GET", path="/v1/nodes/{id}"),
-        params=(_path("id"),),
+        path="/v1/nodes/{id}",
         result="Node",
         client="get_node",
         cli=Command(group="nodeinfo", name="get", help="Show one registered node."),
@@ -548,15 +318,9 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Set a node's status",
         http=Http(method="PUT", path="/v1/nodes/{id}/status", versioned=True),
         params=(
-            _path("id"),
-            Param(
-                name="status",
-                type=Type.STR,
-                schema=_NODE_STATUS,
-                required=True,
-                cli=Arg("status"),
-            ),
-            _expected_version(),
+            in_path("id"),
+            status_arg(_NODE_STATUS),
+            expected_version(),
         ),
         result="Node",
         client="update_node_status",
@@ -566,13 +330,10 @@ _OPERATIONS: tuple[Operation, ...] = (
             help="Set a node's STATUS (ready, not-ready, draining, down).",
         ),
     ),
-    Operation(
+    delete_one(
         name="node.deregister",
-        kind=Kind.WRITE,
         summary="Deregister a node and delete its instances",
-        http=Http(method="DELETE", path="/v1/nodes/{id}", versioned=True),
-        params=(_path("id"), _expected_version(Where.QUERY)),
-        result="Deleted",
+        path="/v1/nodes/{id}",
         client="deregister_node",
         cli=Command(
             group="nodeinfo",
@@ -587,7 +348,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Mint credits for a peer",
         http=Http(method="POST", path="/v1/credits/mint"),
         params=(
-            Param(name="to_peer", type=Type.STR, schema=s.ID, required=True, cli=Arg("peer")),
+            required_id("to_peer", "peer"),
             Param(name="amount", type=Type.INT, schema=_AMOUNT, required=True, cli=Arg("amount")),
             Param(
                 name="reason",
@@ -611,14 +372,8 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Transfer credits between peers",
         http=Http(method="POST", path="/v1/credits/transfer"),
         params=(
-            Param(
-                name="from_peer",
-                type=Type.STR,
-                schema=s.ID,
-                required=True,
-                cli=Arg("from_peer"),
-            ),
-            Param(name="to_peer", type=Type.STR, schema=s.ID, required=True, cli=Arg("to_peer")),
+            required_id("from_peer"),
+            required_id("to_peer"),
             Param(name="amount", type=Type.INT, schema=_AMOUNT, required=True, cli=Arg("amount")),
         ),
         result="Transferred",
@@ -629,12 +384,10 @@ _OPERATIONS: tuple[Operation, ...] = (
     ),
     # `univrs credits balance [PEER]` runs credits.balance with PEER and credits.list without
     # (univrs/cli/state.py): one command for two operations, so neither generates one.
-    Operation(
+    list_paged(
         name="credits.list",
-        kind=Kind.READ,
         summary="List positive balances, paginated by peer",
-        http=Http(method="GET", path="/v1/credits/balances"),
-        params=_page_params(),
+        path="/v1/credits/balances",
         result="BalanceList",
         client="list_balances",
     ),
@@ -643,7 +396,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.READ,
         summary="Get a peer's balance (0 if it has none)",
         http=Http(method="GET", path="/v1/credits/balances/{peer}"),
-        params=(_path("peer", "peer"),),
+        params=(in_path("peer", "peer"),),
         result="Balance",
         client="balance",
     ),
@@ -660,7 +413,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.SESSION,
         summary="Close an idempotency session",
         http=Http(method="DELETE", path="/v1/sessions/{client_id}"),
-        params=(_path("client_id", "client_id"),),
+        params=(in_path("client_id", "client_id"),),
         result="SessionClosed",
     ),
 )

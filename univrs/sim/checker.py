@@ -8,12 +8,15 @@ Theory of operation. The simulator reports every observable change to one ``Chec
 * ``observe_durable``: the same write once the simulated disk made it durable;
 * ``observe_commit``: a Ready's hard-state commit index;
 * ``observe_apply``: an entry a node applied (it is committed: Ready contract, step 5);
-* ``observe_ack`` / ``observe_read``: client-visible results;
+* ``observe_answer`` / ``observe_ack`` / ``observe_read``: client-visible results (history.py);
 * ``observe_retire`` / ``observe_wipe``: the operator stopped a removed node for good, or gave
   it an empty disk before it joins again.
 
 Every node's in-memory and durable logs are mirrored as prefix ids (mirror.py), so "these logs
-agree up to i" is one comparison, and each mirror knows its CONFIG entries.
+agree up to i" is one comparison, and each mirror knows its CONFIG entries. What clients saw
+is checked against the committed log by the Checker's client half (history.py): the Checker
+reports each client write that took effect at its first apply, and the history answers what
+the committed log holds for a key at an index.
 
 Configurations. Every quorum is counted over the configuration that governs it, never over a
 fixed set of voters: a commit over the committing leader's configuration (the latest one in its
@@ -43,12 +46,12 @@ Invariants (Raft paper Figure 3; dissertation 3.6, 4):
   below T (the term recorded for an entry is the applying node's term, an upper bound of the
   term it was committed in, so the check never fires falsely);
 * leader-append-only: a leader never truncates its own log;
-* exactly-once: a client write (unique id) takes effect at most once in the committed log; a
-  client answered "applied" finds it applied at the answered index; a client answered
-  "conflict" (a conditional write refused, like a 409) never has it take effect;
-* linearizable-read: a released read is served at an applied index at least the largest index
-  of a write acknowledged before the read was issued, and returns exactly what the committed log
-  holds for its key at that index;
+* exactly-once (history.py): a client write (unique id) takes effect at most once in the
+  committed log; a client answered "applied" finds it applied at the answered index; a client
+  answered "conflict" (a conditional write refused, like a 409) never has it take effect;
+* linearizable-read (history.py): a released read is served at an applied index at least the
+  largest index of a write acknowledged before the read was issued, and returns exactly what
+  the committed log holds for its key at that index;
 * replication-progress: a leader's match for a peer is held durably by that peer (the
   incarnation its configuration lists), checked once per tick on the current leader;
 * ready-contract: the core's side of the Ready contract (contiguous entries, apply in order and
@@ -63,6 +66,7 @@ import attrs
 
 from univrs.raft.messages import Entry, EntryKind, Membership, NodeId
 from univrs.raft.ready import PeerStatus, Role
+from univrs.sim.history import ClientHistory
 from univrs.sim.invariants import (
     COMMITTED_DURABLE,
     CONFIG_SAFETY,
@@ -83,7 +87,6 @@ from univrs.sim.invariants import (
 )
 from univrs.sim.kv import KvWrite
 from univrs.sim.mirror import (
-    LogMirror,
     MirroredLog,
     NodeView,
     fmt_entry,
@@ -114,7 +117,7 @@ __all__ = [
 
 
 @attrs.define(eq=False)
-class Checker(LogMirror):
+class Checker(ClientHistory):
     """Checks the invariants above; every ``observe_*`` raises InvariantViolation on a breach."""
 
     # The highest commit index any node declared, the prefix id there, and the configuration
@@ -123,12 +126,6 @@ class Checker(LogMirror):
     _declared_pid: int = attrs.field(init=False, default=0)
     _declared_cfg: Membership = attrs.field(init=False)
     leaders: dict[int, NodeId] = attrs.field(init=False, factory=dict)
-    max_acked: int = attrs.field(init=False, default=0)
-    # Per key: the committed indexes that wrote it (ascending) and the values they wrote.
-    _hist: dict[str, tuple[list[int], list[str]]] = attrs.field(init=False, factory=dict)
-    # Client writes that took effect (write id -> index), and those answered "conflict".
-    _effects: dict[tuple[int, int], int] = attrs.field(init=False, factory=dict)
-    _refused: set[tuple[int, int]] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -190,7 +187,7 @@ class Checker(LogMirror):
                 f"its log ends at {len(log) - 1}",
             )
 
-    # ---------------------------------------------------------------- apply and clients
+    # ---------------------------------------------------------------- apply
 
     def observe_apply(
         self, node: NodeId, entry: Entry, write: KvWrite | None = None, effect: bool = False
@@ -388,17 +385,6 @@ class Checker(LogMirror):
         log.terms[:] = self._committed_terms[: index + 1]
         log.cfg[:] = self._committed_cfg[: bisect.bisect_right(self._committed_cfg, index)]
 
-    def check_snapshot_state(self, node: NodeId, index: int, state: dict[str, str]) -> None:
-        """A snapshot at ``index`` must hold exactly the committed state at ``index``."""
-        for key in sorted(set(state) | set(self._hist)):
-            want = self.value_at(key, index)
-            if state.get(key) != want:
-                raise InvariantViolation(
-                    STATE_MACHINE_SAFETY,
-                    f"{node}: snapshot at {index} holds {key}={state.get(key)!r}; the committed "
-                    f"log gives {want!r}",
-                )
-
     # ---------------------------------------------------------------- commit
 
     def observe_commit(self, node: NodeId, commit: int, *, leading: bool) -> None:
@@ -538,99 +524,6 @@ class Checker(LogMirror):
                     f"{i}, but {p.id}'s durable log does not (it ends at "
                     f"{len(w.durable.ids) - 1}): stale progress",
                 )
-
-    # ---------------------------------------------------------------- clients
-
-    def _took_effect(self, w: KvWrite, index: int) -> None:
-        wid = w.wid
-        first = self._effects.get(wid)
-        if first is not None:
-            raise InvariantViolation(
-                EXACTLY_ONCE,
-                f"write {wid} ({w.key}={w.value}) took effect twice: at index {first} and "
-                f"again at {index}",
-            )
-        if wid in self._refused:
-            raise InvariantViolation(
-                EXACTLY_ONCE,
-                f"conditional write {wid} ({w.key}={w.value}) took effect at index {index} "
-                f"after its client was answered 'conflict'",
-            )
-        self._effects[wid] = index
-        idx, vals = self._hist.setdefault(w.key, ([], []))
-        idx.append(index)
-        vals.append(w.value)
-
-    def observe_answer(self, w: KvWrite, result: str, index: int) -> None:
-        """A client was answered ``result`` (ok | conflict) for write ``w``, applied at
-        ``index`` (for a keyed duplicate: where it was first applied)."""
-        wid = w.wid
-        applied_at = self._effects.get(wid)
-        if result == "ok":
-            if applied_at != index:
-                raise InvariantViolation(
-                    EXACTLY_ONCE,
-                    f"write {wid} ({w.key}={w.value}) was answered 'ok' at index {index} but "
-                    f"it took effect at {applied_at}",
-                )
-        else:
-            if applied_at is not None:
-                raise InvariantViolation(
-                    EXACTLY_ONCE,
-                    f"conditional write {wid} ({w.key}={w.value}) was answered 'conflict' "
-                    f"(at index {index}) although it took effect at index {applied_at}",
-                )
-            self._refused.add(wid)
-        self.observe_ack(index)
-
-    def observe_ack(self, index: int) -> None:
-        """A client saw its write at ``index`` acknowledged."""
-        if index > self.max_acked:
-            self.max_acked = index
-
-    def value_at(self, key: str, index: int) -> str | None:
-        """What the committed log holds for ``key`` after applying entries 1..index."""
-        h = self._hist.get(key)
-        if h is None:
-            return None
-        k = bisect.bisect_right(h[0], index)
-        return h[1][k - 1] if k else None
-
-    def observe_read(
-        self,
-        node: NodeId,
-        *,
-        ctx: int,
-        read_index: int,
-        served_at: int,
-        key: str,
-        value: str | None,
-        acked_at_issue: int,
-    ) -> None:
-        """A read released at ``read_index`` was served from ``node``'s state at ``served_at``."""
-        if served_at < read_index:
-            raise InvariantViolation(
-                READY_CONTRACT,
-                f"{node} released read {ctx} at read index {read_index} with applied {served_at}",
-            )
-        if served_at < acked_at_issue:
-            raise InvariantViolation(
-                LINEARIZABLE_READ,
-                f"stale read {ctx} of {key!r} on {node}: served at applied index {served_at} "
-                f"(read index {read_index}) but a write at index {acked_at_issue} was "
-                f"acknowledged before the read was issued",
-            )
-        if served_at >= len(self.committed):
-            raise InvariantViolation(
-                READY_CONTRACT, f"{node} served read {ctx} at {served_at}, beyond what it applied"
-            )
-        want = self.value_at(key, served_at)
-        if value != want:
-            raise InvariantViolation(
-                LINEARIZABLE_READ,
-                f"read {ctx} of {key!r} on {node} at index {served_at} returned {value!r}; "
-                f"the committed log holds {want!r} there",
-            )
 
     # ---------------------------------------------------------------- views
 
