@@ -18,7 +18,8 @@ import trio.testing
 from tests.net import fake_codec
 from tests.net.helpers import CLUSTER, FAST, heartbeat, receive, wait_until
 from univrs.net.transport import RaftTransport, open_transport
-from univrs.raft.messages import AppendEntries, AppendEntriesResponse, Entry, Message
+from univrs.raft import MAX_TERM
+from univrs.raft.messages import AppendEntries, AppendEntriesResponse, Entry, Heartbeat, Message
 
 
 class Network:
@@ -193,4 +194,30 @@ async def test_only_entry_senders_are_kept(
             assert await receive(joiner_inbox) == msg
             assert joiner.peer_addresses() == {}
             assert joiner.entry_source is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_term_the_core_refuses_does_not_take_over_the_entry_source(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Fails on the old code: a stranger's heartbeat with a term above MAX_TERM (which the
+    core refuses) made it the entry source for good: the joiner dialed the address its hello
+    advertised and dropped its link to the real, unlisted leader."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        leader, leader_inbox = node(net, "n5", peers={"j": "j:1"}, advertise="n5:7005")
+        stranger, _ = node(net, "x", peers={"j": "j:1"}, advertise="x:6666")
+        joiner, joiner_inbox = node(net, "j")
+        async with open_transport(leader), open_transport(stranger), open_transport(joiner):
+            leader.send(entries("n5", "j"))
+            await receive(joiner_inbox)
+            assert joiner.entry_source == "n5"
+            forged = Heartbeat(term=MAX_TERM + 1, src="x", dst="j", commit=0, ctx=1)
+            stranger.send(forged)
+            assert await receive(joiner_inbox) == forged  # the core refuses it, and counts it
+            assert joiner.entry_source == "n5"
+            assert joiner.peer_addresses() == {"n5": "n5:7005"}
+            joiner.send(ack("j", "n5"))
+            assert await receive(leader_inbox) == ack("j", "n5")
+            assert "x:6666" not in net.dials
         nursery.cancel_scope.cancel()

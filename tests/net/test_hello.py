@@ -44,7 +44,12 @@ def test_incarnations_ride_in_optional_fields_older_nodes_ignore() -> None:
     )
 
 
-@pytest.mark.parametrize("bad", ["", 7, "x" * 65, ["a"]])
+@pytest.mark.parametrize(
+    # The last three failed on the old code: control characters reached the logs, the close
+    # reasons and (recorded by the leader) the configuration.
+    "bad",
+    ["", 7, "x" * 65, ["a"], "a\nWARNING forged line", "x\x1b[2J", "caf\u00e9"],
+)
 def test_a_malformed_incarnation_is_refused(bad: object) -> None:
     doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
     with pytest.raises(ProtocolError, match="'incarnation'"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 import cbor2
 import pytest
@@ -24,7 +25,13 @@ from univrs.net.probe import (
     probe_route,
 )
 from univrs.net.server import WebSocketRouter
-from univrs.server.incarnation import BootstrapRefused, check_bootstrap
+from univrs.raft.messages import Membership
+from univrs.server.incarnation import (
+    BootstrapRefused,
+    check_bootstrap,
+    history_problem,
+    probe_answerer,
+)
 from univrs.tools.devcluster import free_ports
 
 INC = "0123456789abcdef"
@@ -126,3 +133,22 @@ async def test_bootstrap_is_refused_when_a_peer_shows_the_id_already_served(
 async def test_unreachable_peers_count_as_new() -> None:
     ports = dict(zip(("n1", "n2"), free_ports(2), strict=True))
     await check_bootstrap(config_for(ports), "c-1", INC)  # nobody answers: a new cluster
+
+
+def test_a_probe_of_another_cluster_learns_nothing_of_the_membership() -> None:
+    """Fails on the old code: any asker, whatever cluster it named, learned whether an id is
+    a member here and the incarnation it is bound to."""
+    membership = Membership(voters=frozenset({"n1", "n3"}), incarnations=(("n3", INC),))
+    node = SimpleNamespace(
+        node_id="n1",
+        cluster_id="c-1",
+        status=lambda: SimpleNamespace(membership=membership, last_index=7),
+        runtime=SimpleNamespace(last_snapshot_index=0),
+    )
+    answer_for = probe_answerer(node)
+    ours = answer_for(ProbeQuestion(src="n3", cluster="c-1"))
+    assert ours == answer(same_cluster=True, member=True, bound=INC)
+    theirs = answer_for(ProbeQuestion(src="n3", cluster="guess"))
+    assert theirs == answer(same_cluster=False, member=False, bound=None)
+    # What the asker concludes is unchanged: another cluster's history forbids bootstrapping.
+    assert "another cluster" in (history_problem("n3", "n1", theirs) or "")

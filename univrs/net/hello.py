@@ -20,6 +20,7 @@ that address is a new data dir under the old id, a stranger to the dialer's conf
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -34,6 +35,10 @@ WIRE_VERSION = 1
 _MAGIC = "univrs-raft"
 _MAX_HELLO_SIZE = 4096
 _MAX_INCARNATION = 64
+# An incarnation is 16 hex characters (``LogStore.incarnation``); a hello's is logged, named
+# in close reasons and recorded in the configuration by the leader: ASCII letters, digits,
+# '.', '_' and '-' only, never control characters.
+_INCARNATION_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{_MAX_INCARNATION}}}")
 
 
 @attrs.frozen(kw_only=True)
@@ -94,10 +99,10 @@ def decode_hello(data: bytes | str) -> Hello:
     for key in ("incarnation", "expect"):
         value = doc.get(key)
         if value is not None and (
-            not isinstance(value, str) or not value or len(value) > _MAX_INCARNATION
+            not isinstance(value, str) or not _INCARNATION_RE.fullmatch(value)
         ):
             raise ProtocolError(
-                f"hello field {key!r} is not a string of 1-{_MAX_INCARNATION} characters"
+                f"hello field {key!r} is not 1-{_MAX_INCARNATION} letters, digits, '.', '_' or '-'"
             )
         optional[key] = value
     addr = doc.get("addr")

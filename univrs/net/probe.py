@@ -11,7 +11,8 @@ Frames are CBOR maps, frozen like the hello (any version can read them):
 * question ``{"probe": "univrs-raft", "version": int, "src": str, "cluster": str}``;
 * answer ``{"probe": "univrs-raft", "node": str, "same_cluster": bool, "history": bool,
   "member": bool, "bound": str | None}`` -- ``bound`` is the incarnation the peer's
-  configuration lists for ``src``. The answer never names the peer's cluster id.
+  configuration lists for ``src``. The answer never names the peer's cluster id, and to an
+  asker of another cluster it says ``member`` False and ``bound`` None.
 """
 
 from __future__ import annotations

@@ -26,12 +26,12 @@ Theory of operation.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
   records in the configuration.
 * One exception to that map: the peer that sends us entries. The sender of the newest
-  (highest-term) AppendEntries, Heartbeat or InstallSnapshot keeps its link even when the map
-  does not list it, at the address the map last gave it or, failing that, the one it advertised
-  in its hello (``Hello.addr``, with this node's dial overrides applied). A node whose log is
-  still old (a brand-new member catching up from index 1 adopts the bootstrap configuration
-  first) must still be able to answer its leader; without this rule it forgot the leader's
-  address and never caught up.
+  (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
+  keeps its link even when the map does not list it, at the address the map last gave it
+  or, failing that, the one it advertised in its hello (``Hello.addr``, with this node's dial
+  overrides applied). A node whose log is still old (a brand-new member catching up from
+  index 1 adopts the bootstrap configuration first) must still be able to answer its leader;
+  without this rule it forgot the leader's address and never caught up.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from univrs.net.queue import PeerQueue
 from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
+from univrs.raft import MAX_TERM
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
 
 log = logging.getLogger("univrs.net")
@@ -543,7 +544,9 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
-            if isinstance(msg, _FROM_LEADER) and msg.term >= self._source_term:
+            # A term above MAX_TERM is refused by the core: adopting it here would let any
+            # sender pin the entry source (and where we dial) for good.
+            if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:
                 self._source_term = msg.term
                 if msg.src != self._source:
                     self._source = msg.src

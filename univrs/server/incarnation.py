@@ -103,12 +103,15 @@ def probe_answerer(node: NodeHandle) -> Callable[[ProbeQuestion], ProbeAnswer]:
     def answer(question: ProbeQuestion) -> ProbeAnswer:
         s = node.status()
         m = s.membership
+        same = question.cluster == node.cluster_id
+        # Membership is told only to an asker of this cluster (history_problem reads it only
+        # then): an asker guessing ids does not learn who serves here, or as what.
         return ProbeAnswer(
             node=node.node_id,
-            same_cluster=question.cluster == node.cluster_id,
+            same_cluster=same,
             history=s.last_index > 0 or node.runtime.last_snapshot_index > 0,
-            member=question.src in m.members,
-            bound=m.incarnation_of(question.src),
+            member=same and question.src in m.members,
+            bound=m.incarnation_of(question.src) if same else None,
         )
 
     return answer
