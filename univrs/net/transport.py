@@ -109,7 +109,8 @@ def _short(text: str) -> str:
     return raw.decode(errors="ignore")
 
 
-def _unbound(_node_id: NodeId) -> str | None:
+def unbound(_node_id: NodeId) -> str | None:
+    """The default binding: no member is bound to an incarnation."""
     return None
 
 
@@ -156,7 +157,7 @@ class RaftTransport:
     advertise_addr: str | None = None
     dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
     incarnation: str | None = None
-    bound_incarnation: Callable[[NodeId], str | None] = _unbound
+    bound_incarnation: Callable[[NodeId], str | None] = unbound
     router: WebSocketRouter = attrs.field(init=False)
     _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
     _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos

@@ -3,7 +3,8 @@
 The write queue (univrs/raft/interpreter.py ``WriteQueue``, shared with the simulator) holds
 every Ready's ``PersistJob``, the leader's snapshots to install (``InstallJob``) and other
 storage work (``StorageTask``: the node's own snapshots, compaction) in FIFO order. The writer
-takes *all* persist jobs queued since its last write as one merged write (one LMDB write
+takes the consecutive persist jobs at the head of the queue (up to the next install or
+storage task) as one merged write (one LMDB write
 transaction, one fsync: group commit), and only then sends the messages that depended on that
 state (``messages_after_persist``: vote grants, append acks) and reports ``persisted`` to the
 driver. With many proposals in flight this is one fsync per batch, not per entry. Which hard

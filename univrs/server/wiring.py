@@ -11,12 +11,8 @@ import trio
 from univrs.config import NodeConfig
 from univrs.net.address import WILDCARD_HOSTS, split_host_port
 from univrs.net.settings import TransportSettings
-from univrs.net.transport import RaftTransport
+from univrs.net.transport import RaftTransport, unbound
 from univrs.raft.messages import Message, NodeId
-
-
-def _unbound(_node_id: NodeId) -> str | None:
-    return None
 
 
 def transport_from_config(
@@ -27,7 +23,7 @@ def transport_from_config(
     settings: TransportSettings | None = None,
     cluster_id: str | None = None,
     incarnation: str | None = None,
-    bound_incarnation: Callable[[NodeId], str | None] = _unbound,
+    bound_incarnation: Callable[[NodeId], str | None] = unbound,
 ) -> RaftTransport:
     """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
 
