@@ -40,6 +40,7 @@ from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
+from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
@@ -396,6 +397,9 @@ async def _run_once(
                 opened.snapshot[0].membership if opened.snapshot else Membership(voters=frozenset())
             ),
             last_snapshot_index=snapshot_index,
+            watch_hub=WatchHub(
+                capacity=config.watch_history, max_watchers=config.watch_max_watchers
+            ),
         )
         metrics = NodeMetrics(runtime.status, storage=storage.statistics)
         runtime.metrics = metrics
