@@ -372,6 +372,8 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
     problems: list[str] = []
     for nid, addr in c.dial:
         _check_addr(f"raft.dial.{nid}", addr, problems)
+    if c.node_ttl_ms < 0:
+        problems.append(f"raft.node_ttl_ms: {c.node_ttl_ms} must be >= 0 (0: no liveness)")
     if c.snapshot_trailing_entries < 0:
         problems.append(
             f"raft.snapshot_trailing_entries: {c.snapshot_trailing_entries} must be >= 0"
@@ -395,7 +397,6 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         "raft.snapshot_max_chunk_size": c.snapshot_max_chunk_size,
         "raft.watch_history": c.watch_history,
         "raft.watch_max_watchers": c.watch_max_watchers,
-        "raft.node_ttl_ms": c.node_ttl_ms,
     }
     for name, number in positive.items():
         if number < 1:

@@ -36,6 +36,7 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
@@ -208,6 +209,7 @@ class Node:
     transport: RaftTransport
     metrics: NodeMetrics
     store: RaftStateStore
+    liveness: Liveness
     cluster_id: str
     raft_port: int | None = None
     api_port: int | None = None
@@ -439,6 +441,7 @@ async def _run_once(
             transport=transport,
             metrics=metrics,
             store=RaftStateStore(runtime),
+            liveness=Liveness(runtime, ttl_ms=config.node_ttl_ms),
             cluster_id=opened.cluster_id,
             peer_map=peer_map,
             watch=watch,
@@ -452,6 +455,7 @@ async def _run_once(
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
+            nursery.start_soon(node.liveness.run)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, runtime, transport)
             nursery.start_soon(
