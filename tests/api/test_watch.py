@@ -16,7 +16,9 @@ import pytest
 import trio
 
 from tests.api.helpers import WORKLOAD, Cluster, make_configs, wait_until
+from univrs.api.fast import MAX_WATCHES
 from univrs.client import open_client
+from univrs.client.connection import Connection
 from univrs.errors import Compacted, InvalidArgument, Unavailable
 
 
@@ -238,3 +240,30 @@ async def test_the_rest_stream_sends_one_line_per_revision_and_progress(
         assert brief(lines[0]["events"]) == [(w["version"], "put", "workload", "a")]
         # Nothing more of these kinds: a progress line says how far the stream got.
         assert lines[1]["events"] == [] and lines[1]["revision"] > w["version"]
+
+
+async def test_watch_polls_beyond_the_per_connection_limit_are_refused(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with cluster_with(tmp_path, 1) as cluster, trio.open_nursery() as nursery:
+        node = cluster.running()[0]
+        conn = await Connection.open(nursery, cluster.client_address(node), timeout=10)
+        hub = node.runtime.watch_hub
+        answers: list[Any] = []
+
+        async def poll() -> None:
+            answers.append(
+                await conn.request("events.poll", {"wait_ms": 20_000}, timeout_ms=25_000)
+            )
+
+        for _ in range(MAX_WATCHES):
+            nursery.start_soon(poll)
+        await wait_until(lambda: hub.watchers == MAX_WATCHES, "the connection's watches")
+        with pytest.raises(Unavailable):
+            await conn.request("events.poll", {}, timeout_ms=5_000)
+        # Other requests on the connection are not held up by its waiting watches.
+        await conn.request("workload.list", {}, timeout_ms=5_000)
+        async with open_client(cluster.client_addresses()) as client:
+            await client.create_workload(spec("x"))  # ends the waiting polls
+        await wait_until(lambda: len(answers) == MAX_WATCHES, "the polls answered")
+        conn.close()
