@@ -153,6 +153,11 @@ async def test_a_compacted_revision_is_refused_with_where_to_resync(tmp_path: pa
         # From the list's revision on, nothing is missing.
         fresh = await client.poll_events(from_revision=page["revision"] + 1)
         assert fresh["events"] == [] and fresh["revision"] >= page["revision"]
+        metrics = cluster.running()[0].metrics.render()
+        dropped = [
+            ln for ln in metrics.splitlines() if ln.startswith("univrs_watch_dropped_events")
+        ]
+        assert dropped and float(dropped[0].split()[-1]) >= 3
 
 
 async def test_bad_watch_arguments_are_refused(tmp_path: pathlib.Path) -> None:

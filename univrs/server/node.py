@@ -20,6 +20,7 @@ import logging
 import random
 import shutil
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -448,6 +449,7 @@ async def _run_once(
             peer_map=peer_map,
             watch=watch,
         )
+        _watch_metrics(node)
         transport.add_route(
             PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
         )
@@ -504,6 +506,31 @@ async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
         watch.peers.refresh()
         with trio.move_on_after(1.0):
             await runtime.wait_changed()
+
+
+def _watch_metrics(node: Node) -> None:
+    """Gauges of the watch history and of liveness (docs/orchestrator.md)."""
+    hub, liveness, r = node.runtime.watch_hub, node.liveness, node.metrics.registry
+
+    def one(read: Callable[[], float]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
+        return lambda: [((), float(read()))]
+
+    r.gauge("univrs_watch_watchers", "Watchers served now.", callback=one(lambda: hub.watchers))
+    r.gauge(
+        "univrs_watch_compacted_revision",
+        "Revisions up to this one may be missing from the watch history here.",
+        callback=one(lambda: hub.compacted_revision),
+    )
+    r.gauge(
+        "univrs_watch_dropped_events",
+        "Events dropped from the watch history for room (since start).",
+        callback=one(lambda: hub.dropped_events),
+    )
+    r.gauge(
+        "univrs_liveness_marked_down",
+        "Nodes this node marked down as leader, for missing heartbeats (since start).",
+        callback=one(lambda: liveness.marked_down),
+    )
 
 
 def _host(addr: str) -> str:
