@@ -274,6 +274,7 @@ class ApiService:
         finally:
             if self.metrics is not None:
                 self.metrics.requests.inc(1, op.name, outcome)
+            if self.metrics is not None and not op.watch:  # a long poll is not a read's latency
                 histogram = self.metrics.write_seconds if op.is_write else self.metrics.read_seconds
                 histogram.observe(trio.current_time() - start)
 

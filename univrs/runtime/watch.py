@@ -59,7 +59,7 @@ class WatchHub:
     _revision: int = attrs.field(default=0, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
-    _waiting: int = attrs.field(default=0, init=False)
+    _armed: bool = attrs.field(default=False, init=False)  # somebody waits on _changed
     _watchers: int = attrs.field(default=0, init=False)
     dropped_events: int = attrs.field(default=0, init=False)  # for metrics: events made room for
 
@@ -92,7 +92,9 @@ class WatchHub:
         self._wake()
 
     def _wake(self) -> None:
-        if self._waiting:
+        # Only when somebody waits: applying a chunk of entries does not allocate an event each.
+        if self._armed:
+            self._armed = False
             self._changed.set()
             self._changed = trio.Event()
 
@@ -136,12 +138,9 @@ class WatchHub:
 
     async def wait_beyond(self, revision: int) -> None:
         """Return once a revision after ``revision`` is applied here (or the history reset)."""
-        self._waiting += 1
-        try:
-            while self._revision <= revision:
-                await self._changed.wait()
-        finally:
-            self._waiting -= 1
+        while self._revision <= revision:
+            self._armed = True
+            await self._changed.wait()
 
     async def poll(
         self, kinds: frozenset[ObjectKind], start: int, limit: int, wait: float
