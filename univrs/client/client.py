@@ -317,7 +317,8 @@ class Client(StateMethods):
         Each event is ``{"revision", "type", "kind", "id", "object", "prev"}``. A member that
         fails is replaced by another, resuming after the last revision seen. Raises
         ``Compacted`` when the revision is no longer kept: list again and watch from the
-        list's ``revision`` + 1. While no member answers it keeps trying (cancel to stop)."""
+        list's ``revision`` + 1. While no member answers it keeps trying (cancel to stop). To
+        leave the loop early, iterate inside ``contextlib.aclosing(client.watch(...))``."""
         names = kinds if isinstance(kinds, str) else ",".join(kinds)
         start = from_revision
         wait_ms = max(0, int(wait * 1000))
