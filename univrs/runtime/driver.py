@@ -26,7 +26,7 @@ its entries, truncation or snapshot, ``applied`` with an ``_Applied`` report; a 
 do anything.
 
 Nothing but the driver calls the core. The apply loop applies committed entries to the state
-machine, hands each entry's change events to the watch history (``watch``,
+machine, hands each entry's change events to the watch history (``watch_hub``,
 univrs/runtime/watch.py; a snapshot install resets it), resolves the proposals waiting on them
 and reports ``applied`` back.
 
