@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import pathlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -272,3 +272,32 @@ async def test_watch_polls_beyond_the_per_connection_limit_are_refused(
             await client.create_workload(spec("x"))  # ends the waiting polls
         await wait_until(lambda: len(answers) == MAX_WATCHES, "the polls answered")
         conn.close()
+
+
+async def test_a_watch_compacted_on_its_member_goes_on_from_another(
+    tmp_path: pathlib.Path,
+) -> None:
+    async with (
+        cluster_with(tmp_path, 3) as cluster,
+        open_client(cluster.client_addresses()) as client,
+    ):
+        await client.create_workload(spec("a"), id="a")
+        start = 1
+        last = (await client.create_workload(spec("b"), id="b"))["version"]
+        runtimes = [n.runtime for n in cluster.running()]
+        await wait_until(lambda: all(r.watch_hub.revision >= last for r in runtimes), "all applied")
+        # The member the client talks to forgets its history (as after a restart or a
+        # snapshot install); the others still keep it.
+        serving = cluster.nodes[client.node_id or ""]
+        hub = serving.runtime.watch_hub
+        hub.reset(hub.revision)
+        with pytest.raises(Compacted):
+            await client.poll_events(from_revision=start)
+        seen = []
+        with trio.fail_after(30):
+            async with aclosing(client.watch(["workloads"], from_revision=start)) as events:
+                async for event in events:
+                    seen.append(event["id"])
+                    if len(seen) == 2:
+                        break
+        assert seen == ["a", "b"]

@@ -44,6 +44,7 @@ import trio
 from univrs.client.connection import Connection
 from univrs.client.methods import StateMethods
 from univrs.errors import (
+    Compacted,
     ConnectionLost,
     OutcomeUnknown,
     SessionExpired,
@@ -336,9 +337,36 @@ class Client(StateMethods):
                 log.info("watch: no member answered (%s); trying again", exc.code)
                 await trio.sleep(MAX_PAUSE)
                 continue
+            except Compacted as exc:
+                # This member may have restarted or installed a snapshot since; another one
+                # may still keep the revision (their histories differ, their events do not).
+                page = await self._poll_elsewhere({**args, "wait_ms": 0}, exc)
             for event in page["events"]:
                 yield event
             start = page["revision"] + 1
+
+    async def _poll_elsewhere(self, args: dict[str, Any], compacted: Compacted) -> Any:
+        """``events.poll`` on each other known member until one still keeps the revision;
+        re-raises ``compacted`` when none does."""
+        here = self._conn.address if self._conn is not None else None
+        for address in self._candidates({here} if here else set()):
+            if address == here:
+                continue
+            deadline = trio.current_time() + self.timeout
+            conn = await self._try_open(address, deadline)
+            if conn is None:
+                continue
+            try:
+                with trio.move_on_at(deadline):
+                    page, _ = await conn.request(
+                        "events.poll", args, timeout_ms=int(self.timeout * 1000)
+                    )
+                    return page
+            except UnivrsError:
+                continue
+            finally:
+                conn.close()
+        raise compacted
 
     async def write(
         self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
