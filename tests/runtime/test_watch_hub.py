@@ -99,3 +99,12 @@ def test_watchers_beyond_the_limit_are_refused() -> None:
         assert hub.watchers == 1
     with hub.watcher():
         assert hub.watchers == 1
+
+
+def test_big_commands_are_dropped_by_their_estimated_bytes() -> None:
+    hub = WatchHub(capacity=1000, max_bytes=10_000)
+    hub.reset(0)
+    hub.applied(1, (ev(1),), size=3_000)
+    hub.applied(2, (ev(2),), size=3_000)  # 2 * 6256 bytes held: over the budget
+    assert hub.compacted_revision == 1
+    assert revisions(hub.read(ALL, 2, limit=10)[0]) == [2]

@@ -577,7 +577,7 @@ class RaftRuntime:
                     del self.config_terms[min(self.config_terms)]
             self.sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self._applied_term = entry.index, entry.term
-        self.watch_hub.applied(entry.index, self.sm.last_events())
+        self.watch_hub.applied(entry.index, self.sm.last_events(), len(entry.data))
         settled = self._pending.applied(entry.index, entry.term)
         if settled is None:
             return

@@ -3,11 +3,12 @@
 Theory of operation. The apply loop hands every applied entry's events to ``WatchHub.applied``
 (``ClusterStateMachine.last_events``: the same events in the same order on every replica,
 since apply is deterministic), and a snapshot install or a restart to ``reset``. The hub keeps
-them in one bounded, shared history: at most ``capacity`` events, the oldest revisions dropped
-first, whole. Nothing is buffered per watcher: a watcher is a cursor (the next revision it
-wants) that reads the shared history, so a slow watcher costs no memory; once its cursor falls
-behind what the history still holds it gets ``Compacted`` (etcd's semantics: list again, then
-watch from the list's revision + 1).
+them in one bounded, shared history: at most ``capacity`` events and about ``max_bytes``
+(estimated from the commands' sizes; events share the state machine's immutable objects), the
+oldest revisions dropped first, whole. Nothing is buffered per watcher: a watcher is a
+cursor (the next revision it wants) that reads the shared history, so a slow watcher costs no
+memory; once its cursor falls behind what the history still holds it gets ``Compacted``
+(etcd's semantics: list again, then watch from the list's revision + 1).
 
 Revisions are log indexes. ``revision`` is the last applied index seen here;
 ``compacted_revision`` is the highest revision whose events may be missing here (the index
@@ -37,12 +38,15 @@ from univrs.sm.events import Event, ObjectKind
 
 DEFAULT_CAPACITY = 10_000  # events kept per node
 DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # estimated bytes the kept events hold
+EVENT_OVERHEAD = 256  # estimated bytes of one event besides the command's data
 
 
 @attrs.frozen
 class _Batch:
     revision: int
     events: tuple[Event, ...]
+    cost: int  # estimated bytes held
 
 
 @attrs.define(eq=False)
@@ -51,11 +55,13 @@ class WatchHub:
 
     capacity: int = DEFAULT_CAPACITY
     max_watchers: int = DEFAULT_MAX_WATCHERS
+    max_bytes: int = DEFAULT_MAX_BYTES
     # Batches in revision order; the live ones start at _head (dropped ones are trimmed
     # lazily, so dropping is O(1) amortized). Only revisions with events are kept.
     _batches: list[_Batch] = attrs.field(factory=list, init=False)
     _head: int = attrs.field(default=0, init=False)
     _held: int = attrs.field(default=0, init=False)  # events in the live batches
+    _bytes: int = attrs.field(default=0, init=False)  # their estimated cost
     _revision: int = attrs.field(default=0, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -69,21 +75,28 @@ class WatchHub:
         """Start over at ``revision`` (start-up, a snapshot installed): nothing before or at
         it is known here."""
         self._batches.clear()
-        self._head = self._held = 0
+        self._head = self._held = self._bytes = 0
         self._revision = self._compacted = revision
         self._wake()
 
-    def applied(self, revision: int, events: tuple[Event, ...]) -> None:
-        """The entry at ``revision`` was applied with these events (maybe none)."""
+    def applied(self, revision: int, events: tuple[Event, ...], size: int = 0) -> None:
+        """The entry at ``revision`` (``size`` bytes of command data) was applied with these
+        events (maybe none)."""
         assert revision > self._revision, (revision, self._revision)
         self._revision = revision
         if events:
-            self._batches.append(_Batch(revision, events))
+            # The objects after (and before) come from commands of about this size.
+            cost = 2 * size + EVENT_OVERHEAD * len(events)
+            self._batches.append(_Batch(revision, events, cost))
             self._held += len(events)
-            while self._held > self.capacity and self._head < len(self._batches):
+            self._bytes += cost
+            while (self._held > self.capacity or self._bytes > self.max_bytes) and self._head < len(
+                self._batches
+            ):
                 dropped = self._batches[self._head]
                 self._head += 1
                 self._held -= len(dropped.events)
+                self._bytes -= dropped.cost
                 self._compacted = dropped.revision
                 self.dropped_events += len(dropped.events)
             if self._head > 1024 and self._head * 2 > len(self._batches):
