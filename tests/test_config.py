@@ -72,6 +72,8 @@ def test_full_file(tmp_path: pathlib.Path) -> None:
         + """
         [api]
         addr = "0.0.0.0:9000"
+        [tls]
+        insecure = true
         """,
     )
     c = load_config(path)
@@ -102,7 +104,7 @@ def test_bootstrap_api_addresses(tmp_path: pathlib.Path) -> None:
     c = load_config(path)
     assert c.api_addr == "127.0.0.1:8001"  # taken from this node's entry
     assert c.bootstrap[0].api == "127.0.0.1:8001" and c.bootstrap[1].api is None
-    wildcard = load_config(path, {"api_addr": "0.0.0.0:8001"})
+    wildcard = load_config(path, {"api_addr": "0.0.0.0:8001", "insecure": True})
     assert wildcard.api_addr == "0.0.0.0:8001"
 
 
