@@ -274,3 +274,19 @@ def create_client(
         overwrite=overwrite,
         days=days,
     )
+
+
+def describe(path: pathlib.Path) -> str:
+    """One line about the certificate at ``path``: whom it names, until when it is valid."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n.value) for n in sans]
+    except x509.ExtensionNotFound:
+        names = []
+    subject = cert.subject.rfc4514_string()
+    until = cert.not_valid_after_utc.strftime("%Y-%m-%d")
+    return f"{subject}; {', '.join(names) or 'no SAN'}; valid until {until}"

@@ -510,6 +510,7 @@ def _host(addr: str) -> str:
 def describe(node: Node) -> dict[str, Any]:
     """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
     s = node.status()
+    net = node.transport.statistics()
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
@@ -530,6 +531,12 @@ def describe(node: Node) -> dict[str, Any]:
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
         "removed": node.removed,
+        "transport": {
+            "tls": node.transport.tls is not None,
+            "rejected_connections": net.rejected_connections,
+            "refused_certificates": net.refused_certificates,
+            "messages_received": {p.id: p.messages_received for p in net.peers},
+        },
         "peers": [
             {
                 "id": p.id,
