@@ -260,6 +260,10 @@ def _apply_overrides(doc: dict[str, Any], overrides: Mapping[str, Any]) -> None:
             target.pop("raft_port", None)
         elif dotted == "raft.raft_port":
             target.pop("raft_addr", None)
+        elif dotted == "join.token":
+            target.pop("token_file", None)
+        elif dotted == "join.token_file":
+            target.pop("token", None)
 
 
 def _suggest(key: str, known: list[str]) -> str:

@@ -11,6 +11,7 @@ from tests.net import fake_codec
 from univrs.net.backoff import BackoffPolicy
 from univrs.net.peer import Connector
 from univrs.net.settings import TransportSettings
+from univrs.net.tls import TlsContexts
 from univrs.net.transport import RaftTransport
 from univrs.raft.messages import AppendEntries, Entry, Heartbeat, Message
 
@@ -55,6 +56,7 @@ def make_transport(
     seed: int = 0,
     incarnation: str | None = None,
     bound: Mapping[str, str] | None = None,
+    tls: TlsContexts | None = None,
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
     """A transport on the fake codec. ``bound`` (read live, so a test may change it) is the
     configuration's incarnation per peer; ``incarnation`` this node's own."""
@@ -73,6 +75,7 @@ def make_transport(
         connector=connector or trio.open_tcp_stream,
         incarnation=incarnation,
         bound_incarnation=lambda nid: listed.get(nid),
+        tls=tls,
     )
     return transport, recv
 
