@@ -226,3 +226,29 @@ async def test_a_dialer_refuses_a_listener_with_another_nodes_certificate(
 def test_client_context_needs_readable_files(tmp_path: pathlib.Path) -> None:
     with pytest.raises((OSError, ssl.SSLError)):
         client_context(tmp_path / "missing.crt")
+
+
+def test_the_certs_command_makes_a_usable_set(tmp_path: pathlib.Path) -> None:
+    from click.testing import CliRunner
+
+    from univrs.cli.root import main
+
+    folder = str(tmp_path / "c")
+    runner = CliRunner()
+    for args in (
+        ["certs", "create-ca", "--certs-dir", folder],
+        ["certs", "create-node", "--node-id", "n1", "--host", "127.0.0.1", "--certs-dir", folder],
+        ["certs", "create-client", "ops", "--certs-dir", folder],
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+    again = runner.invoke(main, ["certs", "create-client", "ops", "--certs-dir", folder])
+    assert again.exit_code == 2 and "exists" in again.output
+    listed = runner.invoke(main, ["certs", "list", "--certs-dir", folder])
+    assert "univrs://node/n1" in listed.output and "univrs://client/ops" in listed.output
+    files = TlsFiles(
+        ca_cert=tmp_path / "c" / "ca.crt",
+        cert=tmp_path / "c" / "node.n1.crt",
+        key=tmp_path / "c" / "node.n1.key",
+    )
+    TlsContexts(files).server()  # loads

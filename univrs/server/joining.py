@@ -234,7 +234,7 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
                     status, doc = 0, str(exc)
                 if status in (200, 201):
                     break
-                if status in (400, 404, 409, 422):
+                if status in (400, 403, 404, 409, 422):  # 403: no join token, no certificate
                     raise _refused(_error_of(doc))
                 node.join.update(detail=f"retrying: {_error_of(doc)}")
                 await trio.sleep(POLL * 4)
