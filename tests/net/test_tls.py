@@ -252,3 +252,30 @@ def test_the_certs_command_makes_a_usable_set(tmp_path: pathlib.Path) -> None:
         key=tmp_path / "c" / "node.n1.key",
     )
     TlsContexts(files).server()  # loads
+
+
+async def test_the_probe_travels_over_tls_and_answers_nodes_only(ca: pathlib.Path) -> None:
+    from univrs.net.probe import PROBE_PATH, ProbeAnswer, ProbeQuestion, ask_peer, probe_route
+
+    b, _ = make_transport("n1", tls=TlsContexts(node_files(ca, "n1")))
+    asked: list[ProbeQuestion] = []
+
+    def answer(q: ProbeQuestion) -> ProbeAnswer:
+        asked.append(q)
+        return ProbeAnswer(node="n1", same_cluster=True, history=True, member=True, bound=None)
+
+    b.add_route(PROBE_PATH, probe_route(answer, 2.0, admit=b.refuse_without_node_certificate))
+    question = ProbeQuestion(src="n3", cluster="c")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(b.run)
+        addr = f"127.0.0.1:{b.listen_port}"
+        node = TlsContexts(node_files(ca, "n3")).client()
+        got = await ask_peer(addr, question, timeout=5, ssl_context=node)
+        assert got is not None and got.node == "n1"
+        cert, key = certs.create_client(ca, "ops")
+        client = client_context(ca / certs.CA_CERT, cert, key)
+        assert await ask_peer(addr, question, timeout=5, ssl_context=client) is None
+        assert await ask_peer(addr, question, timeout=5) is None  # plaintext
+        nursery.cancel_scope.cancel()
+    assert len(asked) == 1  # only the node was answered
+    assert b.statistics().refused_certificates == 2
