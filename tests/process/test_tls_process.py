@@ -237,9 +237,15 @@ def test_join_needs_the_token_or_the_joiners_node_certificate(secure: LocalClust
     members = {m["id"] for m in _api_json(leader, "/v1/cluster/members", client)[1]["members"]}
     assert "n7" not in members
 
-    # The spare joins with its node certificate (and the token in its config).
+    # The spare joins with its node certificate alone (no token in its config), through a
+    # follower (which forwards to the leader, showing its own node certificate).
     spare = secure.node("n4")
-    secure.start(spare, join=leader.api_addr)
+    config = spare.config_path.read_text()
+    token_line = f'token_file = "{secure.join_token_path}"\n'
+    assert token_line in config
+    spare.config_path.write_text(config.replace("[join]\n" + token_line, ""))
+    follower = next(n for n in secure.nodes[:3] if n is not leader)
+    secure.start(spare, join=follower.api_addr)
 
     def joined() -> bool:
         join = (spare.status() or {}).get("join") or {}

@@ -88,11 +88,6 @@ def _join_refusal(request: Request, node: NodeHandle, joiner: str) -> str | None
     """Why the caller may not add ``joiner`` to the cluster (None: it may); see the module
     docstring."""
     config = node.config
-    shown = request.headers.get(JOIN_TOKEN_HEADER)
-    if shown is not None and config.join_token is not None:
-        if hmac.compare_digest(shown.encode(), config.join_token.encode()):
-            return None
-        return "wrong join token"
     peer = current_peer()
     if peer is not None and peer.node_id is not None:
         if peer.node_id == joiner:
@@ -101,6 +96,11 @@ def _join_refusal(request: Request, node: NodeHandle, joiner: str) -> str | None
             members = node.status().membership.members
             if peer.node_id in members:
                 return None  # a member forwarding a request it admitted
+    shown = request.headers.get(JOIN_TOKEN_HEADER)
+    if shown is not None and config.join_token is not None:
+        if hmac.compare_digest(shown.encode(), config.join_token.encode()):
+            return None
+        return "wrong join token"
     if (
         config.tls is None
         and config.join_token is None
