@@ -426,6 +426,8 @@ async def open_client(
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
         api = [a for a in api.split(",") if a]
+    if ssl_context is None and any(split_url(a)[1] for a in [*(endpoints or ()), *(api or ())]):
+        ssl_context = ssl.create_default_context()  # https:// given: every member over TLS
     if not endpoints:
         if not api:
             raise ValueError("open_client needs endpoints or api addresses")
