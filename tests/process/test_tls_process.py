@@ -304,3 +304,16 @@ def test_a_node_beyond_loopback_without_tls_refuses_to_start(
     assert out.returncode == 2
     assert "no TLS is configured" in out.stderr and "--insecure" in out.stderr
     assert not (tmp_path / "d").exists()  # refused before touching anything
+
+
+def test_a_node_with_unloadable_tls_files_refuses_to_start(tmp_path: pathlib.Path) -> None:
+    folder = tmp_path / "certs"
+    certs.create_ca(folder)
+    cert, _key = certs.create_node(folder, "n1", ["127.0.0.1"])
+    _other_cert, other_key = certs.create_node(folder, "n2", ["127.0.0.1"])
+    cmd = [sys.executable, "-m", "univrs", "node", "start", "--data-dir", str(tmp_path / "d")]
+    cmd += ["--raft-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"]
+    cmd += ["--ca-cert", str(folder / "ca.crt"), "--cert", str(cert), "--key", str(other_key)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "bad TLS files" in out.stderr

@@ -124,6 +124,8 @@ def node_start(
         cause = _first_cause(group)
         if isinstance(cause, KeyboardInterrupt):
             return
+        if isinstance(cause, ConfigError):  # e.g. TLS files that cannot be loaded
+            fail(f"invalid configuration:\n{cause}", 2)
         if isinstance(cause, StorageError):
             fail(str(cause))
         if isinstance(cause, OSError):

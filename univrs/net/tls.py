@@ -238,7 +238,7 @@ def check_loaded(files: TlsFiles) -> None:
     """Load ``files`` once (start-up): raises ValueError naming what is wrong."""
     try:
         build_server_context(files, require_client_cert=True)
+    except ssl.SSLError as exc:  # an OSError too: first
+        raise ValueError(f"bad TLS files ({files.cert}, {files.key}): {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read TLS files: {exc}") from None
-    except ssl.SSLError as exc:
-        raise ValueError(f"bad TLS files ({files.cert}, {files.key}): {exc}") from None
