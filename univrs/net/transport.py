@@ -198,6 +198,7 @@ class RaftTransport:
     _listen_port: int | None = attrs.field(default=None, init=False)
     _rejected: int = attrs.field(default=0, init=False)
     _refused_certificates: int = attrs.field(default=0, init=False)
+    _warned_certificates: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.listen_addr is not None:  # fail early on a bad address
@@ -447,7 +448,13 @@ class RaftTransport:
         self._rejected += 1
         self._refused_certificates += 1
         shown = "no certificate" if peer is None else f"a certificate of {peer.subject!r}"
-        log.warning(
+        # One WARNING per remote host and certificate (a client may retry in a loop).
+        key = (remote.rsplit(":", 1)[0], shown, route)
+        level = logging.DEBUG if key in self._warned_certificates else logging.WARNING
+        if len(self._warned_certificates) < 1024:
+            self._warned_certificates.add(key)
+        log.log(
+            level,
             "refused %s connection from %s: it showed %s, not a node certificate",
             route,
             remote,
