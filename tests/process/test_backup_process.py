@@ -255,6 +255,26 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
             body={"spec": {"name": "after-recovery", "image": "img", "replicas": 0}},
         )  # fmt: skip
         assert r.status == 201, r.body
+
+        # An old member restarted on its old data cannot disrupt the recovered cluster: its
+        # configuration expects the survivor's old incarnation, and the survivor refuses it.
+        stale = next(n for n in (n1, n2, n3) if n is not survivor)
+        term = survivor.status()["term"]  # type: ignore[index]
+        await trio.to_thread.run_sync(cluster.start, stale)
+        await wait(
+            lambda: (
+                f"refusing raft connection from {stale.node_id}" in survivor.log_path.read_text()
+            ),
+            "the survivor to refuse the stale member",
+        )
+        await wait(lambda: stale.status(), "the stale member to answer")
+        # An observation window, not a synchronisation: the stale member campaigns in vain.
+        with trio.move_on_after(3):
+            await trio.sleep_forever()
+        view = survivor.status()
+        assert view is not None and view["role"] == "leader" and view["term"] == term, view
+        assert view["voters"] == sorted([survivor.node_id, "n4", "n5"]), view
+        assert stale.status()["role"] != "leader"  # type: ignore[index]
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(cluster.stop_all)
