@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.requests import Request
@@ -43,29 +43,36 @@ READ_TIMEOUT = 10.0  # seconds to confirm the read point (no leader: answered 50
 MEDIA_TYPE = "application/vnd.univrs.snapshot"
 
 
-def _busy(request: Request) -> trio.Lock:
-    lock: trio.Lock | None = getattr(request.app.state, "backup_lock", None)
-    if lock is None:
-        lock = request.app.state.backup_lock = trio.Lock()
-    return lock
+class _Slot:
+    """The node's one save slot. Not a ``trio.Lock``: the stream that frees it runs in another
+    task than the handler that took it. Taking it never awaits, so check-and-take is atomic."""
+
+    busy: bool = False
+
+
+def _slot(request: Request) -> _Slot:
+    slot: _Slot | None = getattr(request.app.state, "backup_slot", None)
+    if slot is None:
+        slot = request.app.state.backup_slot = _Slot()
+    return slot
 
 
 async def save(request: Request) -> Response:
     """Stream a consistent snapshot (module docstring)."""
     node: NodeHandle = request.app.state.node
-    lock = _busy(request)
-    if lock.locked():
+    slot = _slot(request)
+    if slot.busy:
         return error_response(
             Unavailable("a snapshot is already streaming from this node; retry", retry_after=5.0)
         )
-    await lock.acquire()
+    slot.busy = True
     try:
         header, data, read_index = await _prepare(node)
     except UnivrsError as exc:
-        lock.release()
+        slot.busy = False
         return error_response(exc)
     except BaseException:
-        lock.release()
+        slot.busy = False
         raise
     started = time.monotonic()
 
@@ -85,11 +92,13 @@ async def save(request: Request) -> Response:
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )
-        finally:
-            lock.release()
+        except BaseException:
+            log.warning("snapshot stream ended early", extra={"index": header.index, "bytes": sent})
+            raise
 
     total = len(encode_header(header)) + header.size + DIGEST_BYTES + len(END)
-    return StreamingResponse(
+    return _SlotResponse(
+        slot,
         body(),
         media_type=MEDIA_TYPE,
         headers={
@@ -98,6 +107,21 @@ async def save(request: Request) -> Response:
             "X-Univrs-Snapshot-Term": str(header.term),
         },
     )
+
+
+class _SlotResponse(StreamingResponse):
+    """Frees the save slot when the response is over, however it ends (sent, the caller gone,
+    cancelled), including before its body was ever started."""
+
+    def __init__(self, slot: _Slot, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._slot = slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.busy = False
 
 
 async def _prepare(node: NodeHandle) -> tuple[BackupHeader, bytes, int]:
