@@ -278,3 +278,44 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(cluster.stop_all)
+
+
+async def test_a_two_voter_cluster_with_a_dead_member_is_recovered(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A 2-voter cluster whose other member died cannot commit anything, not even the dead
+    member's removal: `univrs recover` on the survivor is the way out."""
+    cluster = LocalCluster.with_free_ports(tmp_path / "c", size=2)
+    try:
+        await trio.to_thread.run_sync(cluster.start_all)
+        n1, n2 = cluster.nodes
+        leader = await leader_of(cluster, [n1, n2])
+        writer = Writer(leader)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run, stop, "w")
+            await wait(lambda: len(writer.acked) >= 10, "10 acknowledged writes")
+            stop.set()
+        dead = n2 if leader is n1 else n1
+        survivor = n1 if dead is n2 else n2
+        await trio.to_thread.run_sync(cluster.kill, dead)
+        await trio.to_thread.run_sync(cluster.stop, survivor)
+        result = await cli("recover", "--data-dir", str(survivor.data_dir))
+        assert result.returncode == 0, result.stdout + result.stderr
+        await trio.to_thread.run_sync(cluster.start, survivor)
+        await wait(lambda: (v := survivor.status()) and v["role"] == "leader", "a leader")
+        served = await objects(survivor)
+        assert all(
+            key in (served["workloads"] if kind == "workload" else served["balances"])
+            for _, kind, key in writer.acked
+        )
+        view = survivor.status()
+        assert view is not None and view["voters"] == [survivor.node_id], view
+        r = await request_json(
+            survivor.api_addr, "POST", "/v1/workloads",
+            body={"spec": {"name": "after-recovery", "image": "img", "replicas": 0}},
+        )  # fmt: skip
+        assert r.status == 201, r.body
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(cluster.stop_all)
