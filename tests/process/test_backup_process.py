@@ -82,6 +82,15 @@ class Writer:
                 self.acked.append((trio.current_time(), "mint", peer))
 
 
+def set_cluster_id(node: NodeProc, cluster_id: str) -> None:
+    """Edit ``raft.cluster_id`` in the node's config file (docs/operations.md)."""
+    text = node.config_path.read_text()
+    assert 'cluster_id = "univrs-local"' in text
+    node.config_path.write_text(
+        text.replace('cluster_id = "univrs-local"', f'cluster_id = "{cluster_id}"')
+    )
+
+
 async def all_items(node: NodeProc, path: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     after: str | None = None
@@ -217,9 +226,13 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
         assert result.returncode == 0, result.stdout + result.stderr
         before = json.loads(result.stdout)
         assert before["voters"] == ["n1", "n2", "n3"], before
-        result = await cli("recover", "--data-dir", str(survivor.data_dir))
+        result = await cli(
+            "recover", "--data-dir", str(survivor.data_dir), "--cluster-id", "univrs-recovered"
+        )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "only voter" in result.stdout, result.stdout
+        assert "only voter of cluster univrs-recovered" in result.stdout, result.stdout
+        # Its config file names the old cluster id: the runbook's edit.
+        set_cluster_id(survivor, "univrs-recovered")
 
         await trio.to_thread.run_sync(cluster.start, survivor)
         await wait(
@@ -227,7 +240,7 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
         )
         view = survivor.status()
         assert view is not None and view["voters"] == [survivor.node_id], view
-        assert view["cluster_id"] == "univrs-local"  # kept
+        assert view["cluster_id"] == "univrs-recovered"
         assert view["incarnation"] != before["incarnation"]
         # Every write acknowledged before the loss.
         served = await objects(survivor)
@@ -256,14 +269,14 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
         )  # fmt: skip
         assert r.status == 201, r.body
 
-        # An old member restarted on its old data cannot disrupt the recovered cluster: its
-        # configuration expects the survivor's old incarnation, and the survivor refuses it.
+        # An old member restarted on its old data cannot disrupt the recovered cluster: it is
+        # of another cluster id now, and the survivor refuses its connections.
         stale = next(n for n in (n1, n2, n3) if n is not survivor)
         term = survivor.status()["term"]  # type: ignore[index]
         await trio.to_thread.run_sync(cluster.start, stale)
         await wait(
             lambda: (
-                f"refusing raft connection from {stale.node_id}" in survivor.log_path.read_text()
+                f"closing raft connection from {stale.node_id}" in survivor.log_path.read_text()
             ),
             "the survivor to refuse the stale member",
         )
@@ -300,8 +313,9 @@ async def test_a_two_voter_cluster_with_a_dead_member_is_recovered(
         survivor = n1 if dead is n2 else n2
         await trio.to_thread.run_sync(cluster.kill, dead)
         await trio.to_thread.run_sync(cluster.stop, survivor)
-        result = await cli("recover", "--data-dir", str(survivor.data_dir))
+        result = await cli("recover", "--data-dir", str(survivor.data_dir), "--json")
         assert result.returncode == 0, result.stdout + result.stderr
+        set_cluster_id(survivor, json.loads(result.stdout)["cluster_id"])  # a random one
         await trio.to_thread.run_sync(cluster.start, survivor)
         await wait(lambda: (v := survivor.status()) and v["role"] == "leader", "a leader")
         served = await objects(survivor)

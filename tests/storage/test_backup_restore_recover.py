@@ -200,7 +200,7 @@ def test_recover_keeps_every_entry_and_makes_a_one_voter_cluster(tmp_path: pathl
     result = force_new_cluster(d)
     assert result.incarnation != old_incarnation and result.config_index == 21
     with LogStore.open(d, node_id="n1", create=False) as store:
-        assert store.cluster_id == "prod"  # kept
+        assert store.cluster_id == result.cluster_id != "prod"  # a new one
         assert store.incarnation == result.incarnation
         initial = store.initial_state()
         # Entries 16-20 were not known to be committed here: they are kept and committed.
@@ -241,6 +241,16 @@ def test_recover_is_refused_while_the_node_runs_and_for_a_removed_node(
     with pytest.raises(StorageError, match="was removed"):
         force_new_cluster(d)
     assert inspect_data_dir(d).last_index == 6  # nothing was written
+
+
+def test_recover_takes_a_given_cluster_id_but_never_the_old_one(tmp_path: pathlib.Path) -> None:
+    d = tmp_path / "n1"
+    a_member_data_dir(d, last=5, commit=5)
+    with pytest.raises(StorageError, match="new cluster id"):
+        force_new_cluster(d, cluster_id="prod")
+    assert force_new_cluster(d, cluster_id="prod-2").cluster_id == "prod-2"
+    with LogStore.open(d, node_id="n1", cluster_id="prod-2", create=False):
+        pass
 
 
 def test_recover_refuses_an_empty_data_dir(tmp_path: pathlib.Path) -> None:

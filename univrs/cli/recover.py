@@ -8,7 +8,8 @@ import json
 
 import click
 
-from univrs.cli.common import EXIT_ANSWERED, fail
+from univrs.cli.common import EXIT_ANSWERED, EXIT_USAGE, fail
+from univrs.cli.snapshot import ID_RE as _ID_RE
 from univrs.errors import StorageError
 
 
@@ -22,16 +23,22 @@ from univrs.errors import StorageError
 @click.option(
     "--dry-run", is_flag=True, help="Only show the data dir's state (to choose the survivor)."
 )
+@click.option(
+    "--cluster-id",
+    default=None,
+    help="The recovered cluster's new id (default: a new random one; never the old one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def recover(data_dir: str, dry_run: bool, as_json: bool) -> None:
+def recover(data_dir: str, dry_run: bool, cluster_id: str | None, as_json: bool) -> None:
     """Make a stopped member the only voter of its cluster, keeping its whole log.
 
     For a cluster that lost a majority of its voters for good. Every entry of this member's
     log is kept and becomes committed; a new configuration lists it alone, bound to a new
-    incarnation, so the old members cannot come back with their old data. The cluster id is
-    kept. Then start the node and join new members to it (univrs cluster join). Run --dry-run
-    on every survivor first and recover the one with the highest last term, then last index.
-    Refused while a node runs on the data dir."""
+    incarnation, under a new cluster id, so the old members cannot come back with their old
+    data (set raft.cluster_id to the new id where a config file names one). Then start the
+    node and join new members to it (univrs cluster join). Run --dry-run on every survivor
+    first and recover the one with the highest last term, then last index. Refused while a
+    node runs on the data dir."""
     from univrs.storage.recover import force_new_cluster, inspect_data_dir
 
     try:
@@ -45,7 +52,9 @@ def recover(data_dir: str, dry_run: bool, as_json: bool) -> None:
                 shown = ", ".join(value) if isinstance(value, list) else value
                 click.echo(f"{key + ':':<15} {shown}")
             return
-        result = force_new_cluster(data_dir)
+        if cluster_id is not None and not _ID_RE.fullmatch(cluster_id):
+            fail(f"--cluster-id {cluster_id!r}: letters, digits, '.', '_', '-'", EXIT_USAGE)
+        result = force_new_cluster(data_dir, cluster_id=cluster_id)
     except StorageError as exc:
         fail(str(exc), EXIT_ANSWERED)
     b = result.before
@@ -53,6 +62,7 @@ def recover(data_dir: str, dry_run: bool, as_json: bool) -> None:
         doc = {
             "before": b.to_plain(),
             "incarnation": result.incarnation,
+            "cluster_id": result.cluster_id,
             "term": result.term,
             "config_index": result.config_index,
         }
@@ -60,7 +70,7 @@ def recover(data_dir: str, dry_run: bool, as_json: bool) -> None:
         return
     click.echo(
         f"recovered {b.node_id} in {b.data_dir}: it is now the only voter of cluster "
-        f"{b.cluster_id} (was: voters {', '.join(b.voters)}"
+        f"{result.cluster_id} (was: cluster {b.cluster_id}, voters {', '.join(b.voters)}"
         + (f"; learners {', '.join(b.learners)}" if b.learners else "")
         + ")"
     )
@@ -69,6 +79,10 @@ def recover(data_dir: str, dry_run: bool, as_json: bool) -> None:
         f"{b.commit}); new configuration at index {result.config_index}, term {result.term}"
     )
     click.echo(f"new incarnation {result.incarnation} (was {b.incarnation})")
+    click.echo(
+        f'if its config file sets raft.cluster_id, set it to "{result.cluster_id}"; '
+        "old members with their old data are refused (another cluster id)"
+    )
     click.echo(
         "next: start the node, then add members with `univrs cluster join <its api> --api "
         "<new node's api>`; wipe the data dirs of the old members before they join again"

@@ -19,7 +19,7 @@ from univrs.cli.common import EXIT_ANSWERED, EXIT_UNAVAILABLE, EXIT_USAGE, api_o
 from univrs.errors import StorageError
 from univrs.net.address import split_host_port
 
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # node and cluster ids (config.md)
 
 
 @click.group()
@@ -121,7 +121,7 @@ def _member_list(text: str, what: str) -> dict[str, str]:
     for item in (p.strip() for p in text.split(",")):
         node_id, sep, addr = item.partition("=")
         node_id, addr = node_id.strip(), addr.strip()
-        if not sep or not _ID_RE.fullmatch(node_id):
+        if not sep or not ID_RE.fullmatch(node_id):
             fail(f"{what}: {item!r} is not 'id=host:port'", EXIT_USAGE)
         try:
             split_host_port(addr)
@@ -178,7 +178,7 @@ def restore(
         fail(f"--initial-cluster-api: {unknown[0]} is not in --initial-cluster", EXIT_USAGE)
     if node_id not in raft:
         fail(f"--node-id {node_id} is not in --initial-cluster", EXIT_USAGE)
-    if cluster_id is not None and not _ID_RE.fullmatch(cluster_id):
+    if cluster_id is not None and not ID_RE.fullmatch(cluster_id):
         fail(f"--cluster-id {cluster_id!r}: letters, digits, '.', '_', '-'", EXIT_USAGE)
     members = [Member(id=i, raft_addr=a, api_addr=apis.get(i)) for i, a in raft.items()]
     try:

@@ -15,13 +15,18 @@ node's data dir:
 * **A new configuration entry** is appended after the last one: this node alone as the voter,
   at a new term (one above anything in its hard state or log), and the hard state says it is
   committed (term = that term, vote = this node, commit = its index).
-* **A new incarnation.** The data dir gets a fresh incarnation, and the new configuration binds
-  the node to it. An old member that comes back with its old data expects this node's old
-  incarnation in its hellos and is refused by the transport (close code 4001, one warning per
-  peer): it cannot vote for or against this cluster, nor replicate to it. Its data must be wiped
-  before it joins again (``univrs cluster join``, under its old id or another).
-* **The cluster id is kept** (as etcd keeps it): configuration files that name it, clients and
-  tools stay valid; the new incarnation and configuration are what fence the old members.
+* **A new cluster id** (random, or the one given). The recovered cluster's history forks from
+  what the old members hold, so it is another cluster in all but name: every raft connection,
+  probe and join from an old member that comes back with its old data is refused at the hello
+  ("cluster id ... is not this cluster"), whatever its log or configuration holds. etcd keeps
+  the id and fences removed members by their ids; here the incarnation rules deliberately let
+  a peer with a newer-looking configuration through (a lagging member must hear its new
+  leader), so they cannot fence a forked history, and a new id can. The cost: a config file
+  that sets ``raft.cluster_id`` must be given the new id (the node refuses to start and says
+  so otherwise); clients do not depend on it.
+* **A new incarnation.** The data dir gets a fresh incarnation (the one identity change a data
+  dir ever sees, and only offline, by the operator), and the new configuration binds the node
+  to it: the member that leads the new cluster is not the member it was.
 
 Choose the survivor with the most up-to-date log (highest last term, then highest last index;
 ``inspect_data_dir`` shows them): entries that only the dead members had are lost.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import secrets
 from typing import TYPE_CHECKING
 
 import attrs
@@ -85,6 +91,7 @@ class RecoverResult:
 
     before: DataDirSummary
     incarnation: str  # the new one
+    cluster_id: str  # the new one
     term: int  # of the new configuration entry
     config_index: int  # the new configuration entry's index (= the new commit index)
 
@@ -158,8 +165,16 @@ def recovered_membership(old: Membership, node_id: str, incarnation: str) -> Mem
     )
 
 
-def force_new_cluster(data_dir: str | os.PathLike[str]) -> RecoverResult:
-    """Make a stopped member's data dir a one-voter cluster of that member (module docstring).
+def new_cluster_id() -> str:
+    """A random cluster id for a recovered cluster."""
+    return "c-" + secrets.token_hex(8)
+
+
+def force_new_cluster(
+    data_dir: str | os.PathLike[str], *, cluster_id: str | None = None
+) -> RecoverResult:
+    """Make a stopped member's data dir a one-voter cluster of that member (module docstring),
+    under ``cluster_id`` (default: a new random one; it must differ from the old one).
 
     Refuses (``StorageError``, nothing written) a data dir in use by a running node, one that
     holds no log (never bootstrapped, or still waiting to be joined), and one whose newest
@@ -178,6 +193,12 @@ def force_new_cluster(data_dir: str | os.PathLike[str]) -> RecoverResult:
             raise StorageError(
                 f"the newest configuration in {store.data_dir} does not list {me} (voters "
                 f"{sorted(old.voters)}): it was removed; recover a member of the cluster"
+            )
+        if cluster_id is None:
+            cluster_id = new_cluster_id()
+        if cluster_id == before.cluster_id:
+            raise StorageError(
+                f"the recovered cluster needs a new cluster id, not its old one ({cluster_id})"
             )
         incarnation = new_incarnation()
         term = max(before.term, before.last_term) + 1
@@ -198,11 +219,18 @@ def force_new_cluster(data_dir: str | os.PathLike[str]) -> RecoverResult:
             assert txn.get(key, db=env.log) is None
             txn.put(key, value, db=env.log)
             txn.put(layout.KEY_HARD_STATE, hs_record, db=env.meta)
-            put_identity(env, txn, me, before.cluster_id, incarnation)
+            put_identity(env, txn, me, cluster_id, incarnation)
 
         env.write(write)
     finally:
         store.close()
     # Open it as the node will (identity, checksums, the log invariants).
     LogStore.open(data_dir, node_id=me, create=False).close()
-    return RecoverResult(before=before, incarnation=incarnation, term=term, config_index=index)
+    assert cluster_id is not None
+    return RecoverResult(
+        before=before,
+        incarnation=incarnation,
+        cluster_id=cluster_id,
+        term=term,
+        config_index=index,
+    )
