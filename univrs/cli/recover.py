@@ -5,12 +5,14 @@ quorum was lost for good (etcd ``--force-new-cluster``, Consul ``peers.json``); 
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
 from univrs.cli.common import EXIT_ANSWERED, EXIT_USAGE, fail
-from univrs.cli.snapshot import ID_RE as _ID_RE
 from univrs.errors import StorageError
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a cluster id (config.md)
 
 
 @click.command()
