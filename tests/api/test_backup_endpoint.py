@@ -106,3 +106,37 @@ async def test_one_save_at_a_time_per_node(
         assert read_backup(tmp_path / "1.snap").header.index >= 2
         # The slot is free again.
         assert await trio.to_thread.run_sync(fetch, cluster.api(leader), tmp_path / "2.snap") == 200
+
+
+async def test_a_caller_that_stops_reading_loses_the_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stream of a caller that takes nothing for STALL_TIMEOUT is dropped and the node's
+    save slot freed (a stalled caller cannot block every later save)."""
+    monkeypatch.setattr(backup_api, "STALL_TIMEOUT", 0.5)
+    slot = backup_api._Slot()
+    slot.busy = True
+    taken: list[bytes] = []
+
+    async def body():  # type: ignore[no-untyped-def]
+        for part in (b"a", b"b", b"c"):
+            slot.progress()
+            yield part
+
+    async def receive():  # type: ignore[no-untyped-def]
+        await trio.sleep_forever()
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        if message["type"] == "http.response.body" and message.get("body"):
+            taken.append(message["body"])
+            if len(taken) == 2:
+                await trio.sleep_forever()  # the caller stops reading
+
+    response = backup_api._SlotResponse(slot, body(), media_type=backup_api.MEDIA_TYPE)
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "GET", "path": "/"}
+    started = trio.current_time()
+    with trio.fail_after(10):
+        await response(scope, receive, send)
+    assert taken == [b"a", b"b"]
+    assert not slot.busy and slot.scope is None
+    assert 0.4 < trio.current_time() - started < 5

@@ -14,8 +14,9 @@ the admin role applies to it once tokens with roles exist). What a caller gets: 
 leader or quorum, 503 ``unavailable`` within ``READ_TIMEOUT``; a second save while one streams
 from this node, 503 (``Retry-After``): memory stays bounded by one copy of the snapshot (which
 the node keeps anyway to send to followers) plus one chunk, whatever the number of callers.
-The body is sent in chunks of ``CHUNK_BYTES``; a caller that stops reading holds only its own
-stream (flow control), and one that goes away ends it.
+The body is sent in chunks of ``CHUNK_BYTES`` (flow control: nothing more is produced than
+the caller takes); a caller that goes away ends its stream, one that takes nothing for
+``STALL_TIMEOUT`` loses it, and the slot is free again either way.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("univrs.api")
 
 READ_TIMEOUT = 10.0  # seconds to confirm the read point (no leader: answered 503)
+STALL_TIMEOUT = 60.0  # seconds a caller may take no data before its stream is dropped
 MEDIA_TYPE = "application/vnd.univrs.snapshot"
 
 
@@ -48,6 +50,13 @@ class _Slot:
     task than the handler that took it. Taking it never awaits, so check-and-take is atomic."""
 
     busy: bool = False
+    # The running stream's cancel scope: its deadline moves STALL_TIMEOUT ahead whenever the
+    # caller has taken a chunk, so a caller that stops reading loses the slot, not the node.
+    scope: trio.CancelScope | None = None
+
+    def progress(self) -> None:
+        if self.scope is not None:
+            self.scope.deadline = trio.current_time() + STALL_TIMEOUT
 
 
 def _slot(request: Request) -> _Slot:
@@ -80,6 +89,7 @@ async def save(request: Request) -> Response:
         sent = 0
         try:
             for part in stream_chunks(header, data):
+                slot.progress()  # the caller took the previous chunk
                 sent += len(part)
                 yield part
             log.info(
@@ -118,10 +128,16 @@ class _SlotResponse(StreamingResponse):
         self._slot = slot
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._slot.busy = False
+        with trio.CancelScope() as stall:
+            self._slot.scope = stall
+            self._slot.progress()
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self._slot.busy = False
+                self._slot.scope = None
+        if stall.cancelled_caught:
+            log.warning("snapshot stream dropped: the caller read nothing for %gs", STALL_TIMEOUT)
 
 
 async def _prepare(node: NodeHandle) -> tuple[BackupHeader, bytes, int]:
