@@ -64,7 +64,13 @@ def test_failures_and_bad_usage(tmp_path: pathlib.Path) -> None:
     file.write_bytes(b"not a snapshot")
     corrupt = run("snapshot", "status", str(file))
     assert corrupt.exit_code == 1 and "corrupt snapshot file" in corrupt.output
-    for bad in ("r1", "r1=nohost", "r1=127.0.0.1:1,r1=127.0.0.1:2", "bad id=127.0.0.1:1"):
+    for bad in (
+        "r1",
+        "r1=nohost",
+        "r1=127.0.0.1:1,r1=127.0.0.1:2",
+        "bad id=127.0.0.1:1",
+        "r1=127.0.0.1:1,r2=127.0.0.1:1",
+    ):
         usage = run(
             "snapshot", "restore", str(file), "--data-dir", str(tmp_path / "d"),
             "--node-id", "r1", "--initial-cluster", bad,

@@ -180,6 +180,10 @@ def restore(
         fail(f"--node-id {node_id} is not in --initial-cluster", EXIT_USAGE)
     if cluster_id is not None and not ID_RE.fullmatch(cluster_id):
         fail(f"--cluster-id {cluster_id!r}: letters, digits, '.', '_', '-'", EXIT_USAGE)
+    addresses = list(raft.values()) + list(apis.values())
+    taken = sorted({a for a in addresses if addresses.count(a) > 1})
+    if taken:
+        fail(f"address {taken[0]} is given to more than one member or listener", EXIT_USAGE)
     members = [Member(id=i, raft_addr=a, api_addr=apis.get(i)) for i, a in raft.items()]
     try:
         backup = read_backup(file)
