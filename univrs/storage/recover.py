@@ -29,7 +29,9 @@ node's data dir:
   to it: the member that leads the new cluster is not the member it was.
 
 Choose the survivor with the most up-to-date log (highest last term, then highest last index;
-``inspect_data_dir`` shows them): entries that only the dead members had are lost.
+``inspect_data_dir`` shows them): entries that only the dead members had are lost, and a
+survivor that missed a later leader's entries may hold older, replaced ones (reported to their
+proposers as not applied) that recovery then commits.
 """
 
 from __future__ import annotations
