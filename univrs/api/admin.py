@@ -18,6 +18,8 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | GET /v1/cluster/join | this node | join progress |
 | POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
 | POST /v1/cluster/snapshot | this node | take a snapshot now |
+| GET /v1/cluster/backup | this node | stream a consistent snapshot (`univrs snapshot save`; |
+| | | `univrs/api/backup.py`: at or after a read index, one stream per node at a time) |
 
 Who may add a member (``POST /v1/cluster/members``, the step of a join that lets a node in):
 a caller that shows the cluster's join token (header ``X-Univrs-Join-Token``, compared in
@@ -27,6 +29,8 @@ certificate shows it is one; it checked the caller). A plaintext node with no jo
 configured admits joins only while it listens on loopback alone (the local dev cluster).
 Anyone else gets 403 ``permission-denied``, logged, and nothing changes. Knowing an address
 is not enough.
+
+Every endpoint here is for operators (the admin role once tokens with roles exist).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from univrs.api import backup
 from univrs.api.rest import error_response, json_response
 from univrs.config import is_loopback
 from univrs.errors import (
@@ -390,4 +395,5 @@ def routes() -> list[Route]:
         Route("/v1/cluster/join", join_progress, methods=["GET"]),
         Route("/v1/cluster/leave", leave, methods=["POST"]),
         Route("/v1/cluster/snapshot", snapshot, methods=["POST"]),
+        Route("/v1/cluster/backup", backup.save, methods=["GET"]),
     ]
