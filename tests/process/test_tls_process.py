@@ -222,6 +222,16 @@ def test_clients_with_certificates_work_and_others_are_refused(secure: LocalClus
         check=True,
     )
     assert json.loads(out.stdout)["leader"] == leader.node_id
+    backup = secure.folder / "backup.univrs"
+    out = subprocess.run(
+        [sys.executable, "-m", "univrs", "snapshot", "save", str(backup)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert backup.stat().st_size > 0
 
 
 def test_join_needs_the_token_or_the_joiners_node_certificate(secure: LocalCluster) -> None:
