@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from univrs import __version__
-from univrs.cli import chaos, cluster, defrag, node, state, watch
+from univrs.cli import certs, chaos, cluster, defrag, node, recover, snapshot, state, watch
 
 
 @click.group()
@@ -21,3 +21,6 @@ for _group in state.groups():  # workload, instance, nodeinfo, credits
 main.add_command(watch.watch)
 main.add_command(chaos.chaos)
 main.add_command(defrag.defrag)
+main.add_command(snapshot.snapshot)
+main.add_command(recover.recover)
+main.add_command(certs.certs)
