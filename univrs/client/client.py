@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -344,7 +344,7 @@ class Client(StateMethods):
         from_revision: int | None = None,
         wait: float = WATCH_WAIT,
         limit: int | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The change events of ``kinds`` (``workloads``, ``instances``, ``nodes``; default
         all) from ``from_revision`` on (default: from now), in revision order, forever::
 
