@@ -8,6 +8,8 @@ steps). A leadership change fails the open batch (not appended: retrying is safe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
@@ -20,7 +22,7 @@ from univrs.sm.responses import Created, Response
 IDS = ["a", "b", "c"]
 
 
-def holding_appends(leader: RaftRuntime) -> object:
+def holding_appends(leader: RaftRuntime) -> Callable[[Message], bool]:
     """A ``MemCluster.hold`` predicate: the leader's appends that carry entries (heartbeats
     still go, so the leader keeps its followers and its quorum)."""
 
@@ -42,7 +44,7 @@ async def test_proposals_arriving_while_a_batch_is_in_flight_go_as_one_batch(
     leader = await wait_leader(cluster)
     await leader.propose(create("w"))
     before = leader.statistics()
-    cluster.hold = holding_appends(leader)  # type: ignore[assignment]
+    cluster.hold = holding_appends(leader)
     results: list[Response | BaseException] = []
 
     async def propose(name: str) -> None:
@@ -98,7 +100,7 @@ async def test_losing_leadership_fails_the_open_batch_as_not_applied(
         await cluster.start(nid)
     old = await wait_leader(cluster)
     await old.propose(create("w"))
-    cluster.hold = holding_appends(old)  # type: ignore[assignment]
+    cluster.hold = holding_appends(old)
     first: list[Response | BaseException] = []
     waiting: list[Response | BaseException] = []
 
