@@ -27,14 +27,15 @@ Proposal batching. The runtime, not its callers, decides how proposals are group
 ``proposal_depth`` batches (1 by default) are appended and not yet applied here. Proposals
 that arrive while that many are in flight wait in the open batch; when the batch in flight
 applies, the whole open batch becomes one ``propose_many`` (one log append, one fsync, one
-AppendEntries per follower). With capacity free a proposal goes at the end of the step it
-arrived in (a lone client pays no extra latency). So the batch is the unit of pipelining, like
-Nagle's algorithm with ``proposal_depth`` segments in flight, however the callers' tasks are
-scheduled. Why depth 1: a batch costs far more than an entry (an append, an fsync, an
-AppendEntries and an ack per follower, a commit notice; about 3 ms of leader CPU against
-0.25 ms per entry), and the writer syncs one batch at a time anyway; one batch in flight made
-the batches twice as large and cut the CPU per write by about a fifth (docs/api.md,
-Performance).
+AppendEntries per follower), after one scheduling round, so that the proposers woken by that
+apply and the requests that arrived meanwhile are in it. With capacity free a proposal goes
+at the end of the step it arrived in (a lone client pays no extra latency). So the batch is
+the unit of pipelining, like Nagle's algorithm with ``proposal_depth`` segments in flight,
+however the callers' tasks are scheduled. Why depth 1: a batch costs far more than an entry
+(an append, an fsync, an AppendEntries and an ack per follower, a commit notice; about 3 ms
+of leader CPU against 0.25 ms per entry), and the writer syncs one batch at a time anyway;
+one batch in flight made the batches twice as large and cut the CPU per write by about a
+fifth (docs/api.md, Performance).
 
 ``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself, and fires
 ``wait_changed``, only after a step that can change what it watches: role, leader and term
@@ -151,6 +152,8 @@ class RaftRuntime:
     # Last index of each appended batch not yet applied here; invariant: len <= proposal_depth
     # while leading, empty otherwise.
     _in_flight: collections.deque[int] = attrs.field(factory=collections.deque, init=False)
+    # This step's Applied report completed a batch in flight (see ``_drive``).
+    _released: bool = attrs.field(default=False, init=False)
     _proposals: int = attrs.field(default=0, init=False)
     _proposal_batches: int = attrs.field(default=0, init=False)
     _reads: dict[int, Waiter[int]] = attrs.field(factory=dict, init=False)
@@ -323,14 +326,29 @@ class RaftRuntime:
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
         while True:
             self._handle(await recv.receive())
-            while True:
-                try:
-                    ev = recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                self._handle(ev)
+            self._drain()
+            if self._released and self._batch:
+                # The batch in flight just applied and woke its proposers. Let every task that
+                # is runnable now (those proposers; API readers with requests that arrived
+                # meanwhile) run once before the open batch goes, so that it goes whole: one
+                # scheduling round, measured to keep the batches as large as the API's batcher
+                # made them (it released the next batch only once the last proposer returned).
+                self._process_ready()
+                await trio.lowlevel.checkpoint()
+                self._drain()
+            self._released = False
             self._flush_proposals()
             self._process_ready()
+
+    def _drain(self) -> None:
+        """Handle every event queued now."""
+        recv = self.inbox.receiver
+        while True:
+            try:
+                ev = recv.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self._handle(ev)
 
     def _handle(self, ev: object) -> None:
         if isinstance(ev, Message):
@@ -347,6 +365,7 @@ class RaftRuntime:
             in_flight = self._in_flight
             while in_flight and in_flight[0] <= ev.index:
                 in_flight.popleft()  # that batch applied: room for the open one
+                self._released = True
             self.core.applied(ev.index)
         elif isinstance(ev, Read):
             ctx = self._next_ctx
