@@ -133,12 +133,24 @@ def bound_incarnation(view: RuntimeView) -> Callable[[str], str | None]:
     return bound
 
 
+def own_binding(view: RuntimeView, incarnation: str) -> Callable[[], tuple[int, bool]]:
+    """Our side of the hello's freshness rule (for the transport): the log index of our newest
+    configuration, and whether it binds our id to ``incarnation`` (our data dir's)."""
+
+    def binding() -> tuple[int, bool]:
+        status = view.status()
+        return (status.config_index, status.membership.incarnation_of(status.id) == incarnation)
+
+    return binding
+
+
 async def hold_incarnations(view: RuntimeView, transport: RaftTransport) -> None:
     """Run forever: whenever the incarnations of the configuration change, have the transport
     close connections of incarnations no longer listed and redial with new expectations."""
     last: object = None
     while True:
-        key = (view.status().membership.incarnations, view.applied_membership.incarnations)
+        status = view.status()
+        key = (status.config_index, status.membership.incarnations, view.applied_membership)
         if key != last:
             last = key
             transport.recheck_incarnations()

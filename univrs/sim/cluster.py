@@ -101,7 +101,8 @@ class Simulation(ReadyRuntime):
     # not know it, as before issue 10, and may campaign as an old incarnation of their id.
     core_incarnation: bool = True
     # Refuse a peer whose incarnation differs from the listed one even when the listing is
-    # older than the peer's own binding (the product's rule today; see docs/simulator.md).
+    # older than the peer's own binding (the transport's first rule, which locked a lagging
+    # node out of a replaced leader; the transport now lets the older configuration yield).
     strict_incarnations: bool = False
     # The API's pending proposals (a mutant may break their outcome rules).
     proposals_factory: Callable[[], PendingProposals[Request]] = PendingProposals
@@ -202,10 +203,6 @@ class Simulation(ReadyRuntime):
 
     # ----------------------------------------------------------------- event queue
 
-    def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (time, self._seq, fn, arg))
-
     def run(self) -> SimStats:
         """Run the fault phase, then the quiet phase until liveness holds (or fails)."""
         end_faults = self.ticks * TICK
@@ -263,9 +260,6 @@ class Simulation(ReadyRuntime):
             forwards=self.api.forwards,
             covered=self.api.covered,
         )
-
-    def _node(self, nid: NodeId) -> SimNode:
-        return self.nodes[nid]
 
     def _client_step(self, _: None) -> None:
         self.at(self.now + TICK, self._client_step, None)
