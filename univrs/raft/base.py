@@ -9,7 +9,7 @@ fields are declared here once, with their invariants beside them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -24,6 +24,7 @@ from univrs.raft.messages import (
     ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    SnapshotMeta,
 )
 from univrs.raft.progress import Progress
 from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderReads
@@ -32,12 +33,19 @@ from univrs.raft.rng import Rng
 from univrs.raft.snapshot import Snapshot, SnapshotReceiver
 
 
+SnapshotCheck = Callable[[SnapshotMeta, bytes], "str | None"]
+"""Decides whether a received snapshot can be restored: None if so, else the reason why not."""
+
+
 @attrs.define(eq=False, init=False, repr=False)
 class NodeBase:
     """Fields of a Raft node (set by RaftNode.__init__) and shared helpers."""
 
     id: NodeId
     incarnation: str | None  # of this node's data dir; None: not known (never checked)
+    # Can the state machine restore this snapshot? None if yes, else why not (a complete,
+    # checksum-verified snapshot from the leader is refused on a reason). None: no check.
+    snapshot_check: SnapshotCheck | None
     config: RaftConfig
     _rng: Rng
     _log: RaftLog
@@ -70,7 +78,9 @@ class NodeBase:
     _receiving: SnapshotReceiver | None  # follower: a snapshot being streamed to us
     _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
-    _refused: int  # messages refused as impossible (a term above MAX_TERM)
+    # Messages refused, by reason (univrs/raft/senders.py: a term above MAX_TERM, a sender
+    # that is not a member, a snapshot too large or not restorable). Never acted on.
+    _refused: dict[str, int]
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait
@@ -183,6 +193,10 @@ class NodeBase:
             self._release_reads()
         else:
             self._send(self._read_answer(requester, ctx, index, ok=True))
+
+    def _refuse(self, reason: str) -> None:
+        """Count a refused message (``Status.refused``)."""
+        self._refused[reason] = self._refused.get(reason, 0) + 1
 
     def _drop_leader_reads(self) -> None:
         for r in self._leader_reads.take_all():
