@@ -47,6 +47,12 @@ def node() -> None:
     help="On a new data dir, join the cluster of the node whose API is at ADDR.",
 )
 @click.option(
+    "--initial-cluster-token",
+    metavar="TOKEN",
+    help="A value unique to this cluster, the same on every initial member "
+    "(raft.initial_cluster_token): a multi-node bootstrap derives the cluster id from it.",
+)
+@click.option(
     "--initial-cluster-state",
     type=click.Choice(["new", "existing"]),
     help="What an empty data dir means (raft.initial_cluster_state, default new): 'new' "
@@ -63,6 +69,7 @@ def node_start(
     cluster_id: str | None,
     bootstrap: str | None,
     join: str | None,
+    initial_cluster_token: str | None,
     initial_cluster_state: str | None,
     log_level: str,
 ) -> None:
@@ -79,6 +86,7 @@ def node_start(
         "api_addr": api_addr,
         "cluster_id": cluster_id,
         "bootstrap": bootstrap,
+        "initial_cluster_token": initial_cluster_token,
         "initial_cluster_state": initial_cluster_state,
     }
     try:

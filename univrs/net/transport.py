@@ -24,7 +24,9 @@ Theory of operation.
   change the runtime calls ``recheck_incarnations``: inbound connections from an incarnation
   the configuration no longer lists are closed, and links whose expectation changed redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
-  records in the configuration.
+  records in the configuration. Every message delivered carries its connection's hello
+  incarnation in ``Message.sender_incarnation`` (not on the wire), so the core checks it
+  again against the configuration it holds (univrs/raft/senders.py).
 * One exception to that map: the peer that sends us entries. The sender of the newest
   (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
   keeps its link even when the map does not list it, at the address the map last gave it
@@ -497,7 +499,8 @@ class RaftTransport:
         if hello.version != WIRE_VERSION:
             problem = f"wire version {hello.version} unsupported (this node speaks {WIRE_VERSION})"
         elif hello.cluster != self.cluster_id:
-            problem = f"cluster id {hello.cluster!r} is not this cluster ({self.cluster_id!r})"
+            # The close reason never names our cluster id: the dialer is not authenticated.
+            problem = "cluster id mismatch: this node belongs to another cluster"
         elif hello.dst != self.node_id:
             problem = f"hello addressed to node {hello.dst!r}, but this is {self.node_id!r}"
         elif hello.src == self.node_id:
@@ -545,6 +548,10 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
+            if hello.incarnation is not None:
+                # What this connection attests of its sender: the core refuses a message whose
+                # sender's id its configuration binds to another incarnation (senders.py).
+                msg = attrs.evolve(msg, sender_incarnation=hello.incarnation)
             # A term above MAX_TERM is refused by the core: adopting it here would let any
             # sender pin the entry source (and where we dial) for good.
             if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:

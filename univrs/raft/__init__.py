@@ -42,6 +42,7 @@ from univrs.raft.ready import (
 from univrs.raft.rng import Rng
 from univrs.raft.senders import (
     REFUSAL_REASONS,
+    REFUSED_ENTRY,
     REFUSED_INCARNATION,
     REFUSED_SNAPSHOT_DATA,
     REFUSED_SNAPSHOT_SIZE,
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_TERM",
     "MESSAGE_TYPES",
     "REFUSAL_REASONS",
+    "REFUSED_ENTRY",
     "REFUSED_INCARNATION",
     "REFUSED_SNAPSHOT_DATA",
     "REFUSED_SNAPSHOT_SIZE",

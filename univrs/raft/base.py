@@ -32,7 +32,6 @@ from univrs.raft.ready import RaftConfig, ReadState, Role, SnapshotInstall, Soft
 from univrs.raft.rng import Rng
 from univrs.raft.snapshot import Snapshot, SnapshotReceiver
 
-
 SnapshotCheck = Callable[[SnapshotMeta, bytes], "str | None"]
 """Decides whether a received snapshot can be restored: None if so, else the reason why not."""
 

@@ -25,8 +25,8 @@ answered with the byte count held, so the leader resumes there. The complete dat
 restore it?); a mismatch or a refusal discards it and answers offset 0 (a refusal is counted
 in ``Status.refused``). Nothing changes before that. A snapshot announcing more than
 ``RaftConfig.max_snapshot_bytes`` is refused outright, so at most that much is ever held, for
-one snapshot at a time. A verified snapshot resets the log (keeping the suffix if the log has the snapshot's last entry,
-paper Figure 13 step 6), moves commit to at least its index, takes its membership as the base
+one snapshot at a time. A verified snapshot resets the log (keeping the suffix if the log has
+the snapshot's last entry, paper Figure 13 step 6), moves commit to at least its index, takes its membership as the base
 configuration and leaves in ``Ready.snapshot``; the success answer waits for the persist.
 A snapshot at or below our commit index is acknowledged without installing.
 """
@@ -36,7 +36,6 @@ from __future__ import annotations
 import attrs
 
 from univrs.raft.leader import LeaderMixin
-from univrs.raft.senders import REFUSED_SNAPSHOT_DATA, REFUSED_SNAPSHOT_SIZE
 from univrs.raft.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
@@ -45,6 +44,7 @@ from univrs.raft.messages import (
 )
 from univrs.raft.progress import Progress, ProgressState
 from univrs.raft.ready import Role, SnapshotInstall
+from univrs.raft.senders import REFUSED_SNAPSHOT_DATA, REFUSED_SNAPSHOT_SIZE
 from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotReceiver, SnapshotSender
 
 

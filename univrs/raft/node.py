@@ -71,7 +71,7 @@ from univrs.raft.ready import (
     Status,
 )
 from univrs.raft.rng import Rng
-from univrs.raft.senders import REFUSED_TERM, sender_refusal
+from univrs.raft.senders import REFUSED_ENTRY, REFUSED_TERM, sender_refusal, undecodable_config
 
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
@@ -196,6 +196,9 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         refusal = self._sender_refusal(msg)
         if refusal is not None:
             self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
+            return
+        if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
+            self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return
         if msg.term > self._term:
             if isinstance(msg, RequestVote):

@@ -30,10 +30,18 @@ it must let through (docs/core-api.md, "Who may send a message"):
 * The leader this node follows stays a known sender, whatever the configuration says: a
   leader that removed itself hands leadership over with TimeoutNow once the removal commits
   (dissertation 3.10, 4.2.2), when its followers list it no more.
+* A node whose configuration is empty (a new data dir waiting to be joined, a wiped one)
+  judges no sender: it has no state to protect and no list to check against.
 * Everything else from an unknown sender is refused: votes and pre-votes (hashicorp/raft
   rejects vote requests from outside the latest configuration too; a candidate that only a
   newer configuration lists cannot get our vote, but some member of both configurations has
   the newest log and can win), TimeoutNow, responses, ReadIndex traffic.
+
+A message from a known sender is still checked for what would break the node: an
+AppendEntries carrying a configuration entry that does not decode is refused
+(``undecodable_config``; a node reads its configuration from its log, so storing one would
+make it crash at every start). Snapshots are checked once complete (``RaftConfig``
+``max_snapshot_bytes`` and the runtime's ``snapshot_check``, compaction.py).
 
 Pure, like the rest of the core: the node passes what it knows.
 """
@@ -44,11 +52,13 @@ from collections.abc import Container
 
 from univrs.raft.messages import (
     AppendEntries,
+    EntryKind,
     Heartbeat,
     InstallSnapshot,
     Membership,
     Message,
     NodeId,
+    decode_membership,
 )
 
 REFUSED_TERM = "term"
@@ -62,15 +72,31 @@ REFUSED_SNAPSHOT_SIZE = "snapshot_size"
 REFUSED_SNAPSHOT_DATA = "snapshot_data"
 """A complete snapshot whose data the state machine cannot restore (``snapshot_check``)."""
 
+REFUSED_ENTRY = "entry"
+"""An AppendEntries carrying a configuration entry that does not decode (a node would crash
+on it, now and at every start: its configuration is read from the log)."""
+
 REFUSAL_REASONS = (
     REFUSED_TERM,
     REFUSED_STRANGER,
     REFUSED_INCARNATION,
     REFUSED_SNAPSHOT_SIZE,
     REFUSED_SNAPSHOT_DATA,
+    REFUSED_ENTRY,
 )
 
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
+
+
+def undecodable_config(msg: AppendEntries) -> bool:
+    """Does ``msg`` carry a CONFIG entry that is not a valid configuration?"""
+    for e in msg.entries:
+        if e.kind is EntryKind.CONFIG:
+            try:
+                decode_membership(e.data)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return True
+    return False
 
 
 def _lists(m: Membership, node: NodeId) -> bool:
@@ -94,6 +120,8 @@ def sender_refusal(
     leads as), None if none; ``tracked`` the peers a leader replicates to.
     """
     src = msg.src
+    if not current.voters and not current.learners:
+        return None  # an empty configuration (a data dir yet to be filled) knows no one
     if _lists(current, src):
         config = current
     elif _lists(committed, src) or src in tracked:

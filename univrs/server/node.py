@@ -18,15 +18,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import secrets
 import shutil
-import uuid
 from typing import Any
 
 import attrs
 import trio
 
 from univrs.config import NodeConfig
-from univrs.errors import Conflict, StorageError
+from univrs.errors import ConfigError, Conflict, StorageError
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
 from univrs.net.transport import RaftTransport
@@ -38,7 +38,7 @@ from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
-from univrs.runtime.snapshots import restore
+from univrs.runtime.snapshots import check_snapshot, restore
 from univrs.runtime.store import RaftStateStore
 from univrs.server.incarnation import (
     BootstrapRefused,
@@ -48,7 +48,7 @@ from univrs.server.incarnation import (
     probe_answerer,
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
-from univrs.server.removal import MembershipWatch, watch_for_removal
+from univrs.server.removal import MembershipWatch, cluster_fingerprint, watch_for_removal
 from univrs.server.wiring import transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
@@ -74,14 +74,27 @@ def initial_membership(config: NodeConfig) -> Membership:
 
 
 def new_cluster_id(config: NodeConfig) -> str:
-    """The id of a cluster this node bootstraps: the configured one; else derived from the
-    bootstrap list (every listed member computes the same); else random (a single node)."""
+    """The id of a cluster this node bootstraps (docs/config.md, "Cluster ids").
+
+    The configured one if any; for a single node a random one; for a static multi-node
+    bootstrap one derived from ``initial_cluster_token`` (with the member list), so every
+    initial member computes the same and two clusters differ as long as their tokens do.
+    Never from the member list alone: two clusters of the same members would share an id.
+    Raises ConfigError for a multi-node bootstrap with neither a cluster id nor a token."""
     if config.cluster_id:
         return config.cluster_id
-    if config.bootstrap:
+    if len(config.bootstrap) > 1:
+        token = config.initial_cluster_token
+        if not token:
+            raise ConfigError(
+                "raft.initial_cluster_token: required to bootstrap a multi-node cluster "
+                "without raft.cluster_id; give every initial member the same value, unique "
+                "to this cluster (e.g. the output of `openssl rand -hex 16`)"
+            )
         members = ",".join(sorted(f"{n.id}={n.addr}" for n in config.bootstrap))
-        return "c-" + hashlib.sha256(members.encode()).hexdigest()[:16]
-    return "c-" + uuid.uuid4().hex[:16]
+        digest = hashlib.sha256(f"univrs-cluster-id\0{token}\0{members}".encode())
+        return "c-" + digest.hexdigest()[:16]
+    return "c-" + secrets.token_hex(8)
 
 
 def _is_empty(initial: InitialState) -> bool:
@@ -377,6 +390,7 @@ async def _run_once(
             config=config.raft_config(),
             initial=opened.initial,
             incarnation=storage.incarnation,
+            snapshot_check=check_snapshot,
         )
         snapshot_index = 0
         if opened.snapshot is not None:
@@ -506,7 +520,7 @@ def describe(node: Node) -> dict[str, Any]:
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
-        "cluster_id": node.cluster_id,
+        "cluster": cluster_fingerprint(node.cluster_id),  # not the id (docs/security.md)
         "role": s.role.value,
         "term": s.term,
         "leader": s.leader,

@@ -44,12 +44,12 @@ from univrs.sim.checker import Checker
 from univrs.sim.clients import Workload
 from univrs.sim.disk import SimDisk
 from univrs.sim.faults import TICK, Schedule, draw_schedule
+from univrs.sim.forger import Forger
 from univrs.sim.injector import FaultInjector
 from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
 from univrs.sim.kv import WriteDecoder
 from univrs.sim.membership import Operator, address
 from univrs.sim.network import SimNetwork
-from univrs.sim.forger import Forger
 from univrs.sim.runtime import NodeFactory, ReadyRuntime, SimNode, incarnation_id
 
 __all__ = ["SIM_RAFT_CONFIG", "SimNode", "SimStats", "Simulation"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import secrets
 import signal
 import subprocess
 import sys
@@ -96,7 +97,8 @@ class LocalCluster:
 
     folder: pathlib.Path
     nodes: list[NodeProc]
-    cluster_id: str = "univrs-local"
+    # Random per cluster (issue 12: two clusters never share an id by default).
+    cluster_id: str = attrs.field(factory=lambda: "local-" + secrets.token_hex(6))
     python: str = sys.executable
     extra_config: str = ""
     # Per-node ``[raft.dial]`` overrides: node id -> {peer id: "host:port"} (chaos proxies).
