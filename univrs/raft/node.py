@@ -479,6 +479,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             snapshot_index=self._snapshot_index,
             refused_messages=sum(self._refused.values()),
             refused=tuple(sorted(self._refused.items())),
+            config_index=self._configs.current_index,
         )
 
     def problems(self) -> list[str]:

@@ -200,3 +200,4 @@ class Status:
     # Messages refused, by reason (univrs/raft/senders.py REFUSED_*), sorted: a term above
     # MAX_TERM, a sender that is not a member, a snapshot too large or not restorable.
     refused: tuple[tuple[str, int], ...] = ()
+    config_index: int = 0  # log index of ``membership`` (0: the initial configuration)

@@ -104,7 +104,8 @@ class Simulation(ReadyRuntime):
     # not know it, as before issue 10, and may campaign as an old incarnation of their id.
     core_incarnation: bool = True
     # Refuse a peer whose incarnation differs from the listed one even when the listing is
-    # older than the peer's own binding (the product's rule today; see docs/simulator.md).
+    # older than the peer's own binding (the transport's first rule, which locked a lagging
+    # node out of a replaced leader; the transport now lets the older configuration yield).
     strict_incarnations: bool = False
     # An attacker forges messages from a made-up peer and under a real id with a wrong
     # incarnation (forger.py), with its own RNG: the rest of a seed is the same without it.
