@@ -28,9 +28,11 @@ Theory of operation.
   ``recheck_incarnations``: inbound connections from an incarnation the configuration no
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
-  records in the configuration. Every message delivered carries its connection's hello
-  incarnation in ``Message.sender_incarnation`` (not on the wire), so the core checks it
-  again against the configuration it holds (univrs/raft/senders.py).
+  records in the configuration. Every message delivered carries, in
+  ``Message.sender_incarnation`` (not on the wire), the incarnation its connection's hello
+  named when our configuration lists that one or none for its sender (``_Inbound.attest``), so
+  the core checks it again against the configuration it holds (univrs/raft/senders.py); a
+  connection let in because the sender's binding is newer than our listing attests nothing.
 * One exception to that map: the peer that sends us entries. The sender of the newest
   (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
   keeps its link even when the map does not list it, at the address the map last gave it
@@ -139,6 +141,9 @@ class _Inbound:
     incarnation: str | None
     hello: Hello
     refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
+    # The incarnation its messages carry to the core as attested (None: attest nothing, our
+    # listing of the sender is older than its own binding).
+    attest: str | None = None
 
 
 @attrs.define(eq=False)
@@ -302,6 +307,7 @@ class RaftTransport:
         """
         for conn in list(self._inbound.values()):
             problem = self._listing_problem(conn.hello)
+            conn.attest = self._attested(conn.hello)
             if problem is not None and conn.refusal is None:
                 conn.refusal = problem
                 conn.scope.cancel()
@@ -422,10 +428,11 @@ class RaftTransport:
             if link is not None:
                 link.poke()  # the peer is back: redial it now rather than after the backoff
             conn = _Inbound(scope=trio.CancelScope(), incarnation=hello.incarnation, hello=hello)
+            conn.attest = self._attested(hello)
             self._inbound[hello.src] = conn
             try:
                 with conn.scope:
-                    await self._read_messages(ws, hello, remote, counters)
+                    await self._read_messages(ws, hello, remote, counters, conn)
             finally:
                 counters.inbound -= 1
                 if self._inbound.get(hello.src) is conn:
@@ -463,6 +470,13 @@ class RaftTransport:
                 return f"{self.node_id} is incarnation {self.incarnation}, not {hello.expect}"
             # The dialer's configuration predates the one binding us: its expectation is stale.
         return self._listing_problem(hello)
+
+    def _attested(self, hello: Hello) -> str | None:
+        """The incarnation to attest for ``hello``'s messages: the one it names, if our
+        configuration lists that one or none for its sender (else our listing is the stale
+        one, and the core must not refuse the sender on it)."""
+        listed = self.bound_incarnation(hello.src)
+        return hello.incarnation if listed is None or listed == hello.incarnation else None
 
     def _listing_problem(self, hello: Hello) -> str | None:
         """Why our configuration refuses the incarnation ``hello`` names (None: it does not).
@@ -549,7 +563,12 @@ class RaftTransport:
         return hello
 
     async def _read_messages(
-        self, ws: WebSocketConnection, hello: Hello, remote: str, counters: PeerCounters
+        self,
+        ws: WebSocketConnection,
+        hello: Hello,
+        remote: str,
+        counters: PeerCounters,
+        conn: _Inbound,
     ) -> None:
         peer = hello.src
         while True:
@@ -581,10 +600,10 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
-            if hello.incarnation is not None:
+            if conn.attest is not None:
                 # What this connection attests of its sender: the core refuses a message whose
                 # sender's id its configuration binds to another incarnation (senders.py).
-                msg = attrs.evolve(msg, sender_incarnation=hello.incarnation)
+                msg = attrs.evolve(msg, sender_incarnation=conn.attest)
             # A term above MAX_TERM is refused by the core: adopting it here would let any
             # sender pin the entry source (and where we dial) for good.
             if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:
