@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import zlib
 
+import attrs
 import pytest
 
 from univrs.raft import (
@@ -154,8 +155,17 @@ def test_the_real_leader_is_still_heard_after_forgeries() -> None:
     assert s.refused_messages == len(FORGERIES)
 
 
-def rule(msg: Message, current: Membership, *, me: str = "n2", live: str | None = "n1") -> object:
-    return sender_refusal(msg, me=me, current=current, committed=current, live_leader=live)
+def rule(
+    msg: Message,
+    current: Membership,
+    *,
+    me: str = "n2",
+    live: str | None = "n1",
+    live_inc: str | None = "inc1",
+) -> object:
+    return sender_refusal(
+        msg, me=me, current=current, committed=current, live_leader=live, live_incarnation=live_inc
+    )
 
 
 def hb(src: str) -> Heartbeat:
@@ -210,6 +220,13 @@ def test_the_legitimate_cases_of_the_rule() -> None:
     assert rule(forged_append("n1", 2, incarnation="x"), old) is None
     assert rule(forged_append("n1", 2, incarnation="x"), M) == "incarnation"
     assert rule(forged_append("n1", 2), M) is None  # nothing attested: nothing to compare
+    # Our listing may be the stale one (the leader was replaced while we lagged): a leader of
+    # another incarnation is adopted when we follow none, and then heard at that incarnation.
+    assert rule(forged_append("n1", 2, incarnation="x"), M, live=None) is None
+    assert rule(forged_append("n1", 2, incarnation="x"), M, live_inc="x") is None
+    assert rule(forged_append("n1", 2, incarnation="y"), M, live_inc="x") == "incarnation"
+    vote = RequestVote(term=3, src="n3", dst="n2", last_log_index=9, last_log_term=3)
+    assert rule(attrs.evolve(vote, sender_incarnation="x"), M, live=None) == "incarnation"
 
 
 # ---- snapshots and entries a member cannot take -----------------------------------------------

@@ -28,11 +28,11 @@ Theory of operation.
   ``recheck_incarnations``: inbound connections from an incarnation the configuration no
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
-  records in the configuration. Every message delivered carries, in
-  ``Message.sender_incarnation`` (not on the wire), the incarnation its connection's hello
-  named when our configuration lists that one or none for its sender (``_Inbound.attest``), so
-  the core checks it again against the configuration it holds (univrs/raft/senders.py); a
-  connection let in because the sender's binding is newer than our listing attests nothing.
+  records in the configuration. Every message delivered carries its connection's hello
+  incarnation in ``Message.sender_incarnation`` (not on the wire): the core checks it again
+  against the configuration it holds (univrs/raft/senders.py). A sender let in here because
+  it claims a binding newer than our listing gets no further than the core allows a
+  stranger: the claim is not authenticated (issue 12).
 * One exception to that map: the peer that sends us entries. The sender of the newest
   (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
   keeps its link even when the map does not list it, at the address the map last gave it
@@ -141,9 +141,6 @@ class _Inbound:
     incarnation: str | None
     hello: Hello
     refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
-    # The incarnation its messages carry to the core as attested (None: attest nothing, our
-    # listing of the sender is older than its own binding).
-    attest: str | None = None
 
 
 @attrs.define(eq=False)
@@ -307,7 +304,6 @@ class RaftTransport:
         """
         for conn in list(self._inbound.values()):
             problem = self._listing_problem(conn.hello)
-            conn.attest = self._attested(conn.hello)
             if problem is not None and conn.refusal is None:
                 conn.refusal = problem
                 conn.scope.cancel()
@@ -428,11 +424,10 @@ class RaftTransport:
             if link is not None:
                 link.poke()  # the peer is back: redial it now rather than after the backoff
             conn = _Inbound(scope=trio.CancelScope(), incarnation=hello.incarnation, hello=hello)
-            conn.attest = self._attested(hello)
             self._inbound[hello.src] = conn
             try:
                 with conn.scope:
-                    await self._read_messages(ws, hello, remote, counters, conn)
+                    await self._read_messages(ws, hello, remote, counters)
             finally:
                 counters.inbound -= 1
                 if self._inbound.get(hello.src) is conn:
@@ -470,13 +465,6 @@ class RaftTransport:
                 return f"{self.node_id} is incarnation {self.incarnation}, not {hello.expect}"
             # The dialer's configuration predates the one binding us: its expectation is stale.
         return self._listing_problem(hello)
-
-    def _attested(self, hello: Hello) -> str | None:
-        """The incarnation to attest for ``hello``'s messages: the one it names, if our
-        configuration lists that one or none for its sender (else our listing is the stale
-        one, and the core must not refuse the sender on it)."""
-        listed = self.bound_incarnation(hello.src)
-        return hello.incarnation if listed is None or listed == hello.incarnation else None
 
     def _listing_problem(self, hello: Hello) -> str | None:
         """Why our configuration refuses the incarnation ``hello`` names (None: it does not).
@@ -600,10 +588,11 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
-            if conn.attest is not None:
-                # What this connection attests of its sender: the core refuses a message whose
-                # sender's id its configuration binds to another incarnation (senders.py).
-                msg = attrs.evolve(msg, sender_incarnation=conn.attest)
+            if hello.incarnation is not None:
+                # What this connection attests of its sender: the core holds a sender whose id
+                # its configuration binds to another incarnation to the rule for strangers
+                # (univrs/raft/senders.py), whatever this transport let in.
+                msg = attrs.evolve(msg, sender_incarnation=hello.incarnation)
             # A term above MAX_TERM is refused by the core: adopting it here would let any
             # sender pin the entry source (and where we dial) for good.
             if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:

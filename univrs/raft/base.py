@@ -80,6 +80,9 @@ class NodeBase:
     # Messages refused, by reason (univrs/raft/senders.py: a term above MAX_TERM, a sender
     # that is not a member, a snapshot too large or not restorable). Never acted on.
     _refused: dict[str, int]
+    # The leader whose messages we took last and the incarnation they were attested with
+    # (univrs/raft/senders.py holds the live leader to it); (None, None) at first.
+    _leader_incarnation: tuple[NodeId | None, str | None]
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait

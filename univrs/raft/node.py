@@ -148,6 +148,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         self._out_snapshot = None
         self._leader_reads = LeaderReads()
         self._refused = {}
+        self._leader_incarnation = (None, None)
         self._forwarded = ForwardedReads()
         # Request ids of forwarded reads: a random base per process (a restart starts elsewhere
         # in 2^62, so no answer to an earlier process's request can match), then +1 each.
@@ -213,6 +214,9 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         elif msg.term < self._term:
             self._answer_stale(msg)
             return
+        if isinstance(msg, _FROM_LEADER) and msg.sender_incarnation is not None:
+            # The incarnation we hear this leader at (the sender rule holds us to it).
+            self._leader_incarnation = (msg.src, msg.sender_incarnation)
         if isinstance(msg, AppendEntries):
             if self._follow(msg.src):
                 self._on_append(msg)
@@ -543,6 +547,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             live = self._leader
         else:
             live = None
+        followed, inc = self._leader_incarnation
         configs = self._configs
         return sender_refusal(
             msg,
@@ -550,6 +555,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             current=configs.current,
             committed=configs.committed(self._commit),
             live_leader=live,
+            live_incarnation=inc if followed == live else None,
             tracked=self._progress,
         )
 

@@ -15,8 +15,13 @@ it must let through (docs/core-api.md, "Who may send a message"):
   answers must count.
 * Incarnation: ``Message.sender_incarnation`` is what the runtime's transport attests (the
   incarnation the sender's hello named; None: not attested). When it is attested and the
-  configuration binds the sender's id to another incarnation, the message is refused: a data
-  dir that lost its state is a new member, not the old one.
+  configuration binds the sender's id to another incarnation, the sender is treated like a
+  stranger (below): a data dir that lost its state is a new member, not the old one. Our
+  listing may be the stale one (a member replaced while we lagged: the transport lets a
+  sender claiming a newer binding through), so such a sender is still heard as a leader to
+  adopt when we follow none, and as the leader we follow at the incarnation we adopted it
+  at; never while we follow another incarnation of it or another leader. An attacker who
+  claims a newer binding under a real id thus gets no further than a made-up id.
 * Leader traffic (AppendEntries, Heartbeat, InstallSnapshot) from an unknown sender is let
   through in two cases only, because a node's configuration can lag behind its leader's:
   - the node is not in its own latest configuration (a fresh node whose configuration is
@@ -27,8 +32,9 @@ it must let through (docs/core-api.md, "Who may send a message"):
     the current leader must still be able to catch up from it; etcd-io/raft and
     hashicorp/raft accept AppendEntries from any leader for the same reason. A follower of
     a live leader, the normal state of every member, refuses them.
-* The leader this node follows stays a known sender, whatever the configuration says: a
-  leader that removed itself hands leadership over with TimeoutNow once the removal commits
+* The leader this node follows stays a known sender (at the incarnation its messages were
+  attested with when we adopted it), whatever the configuration says: a leader that
+  removed itself hands leadership over with TimeoutNow once the removal commits
   (dissertation 3.10, 4.2.2), when its followers list it no more.
 * A node whose configuration is empty (a new data dir waiting to be joined, a wiped one)
   judges no sender: it has no state to protect and no list to check against.
@@ -111,30 +117,35 @@ def sender_refusal(
     current: Membership,
     committed: Membership,
     live_leader: NodeId | None,
+    live_incarnation: str | None = None,
     tracked: Container[NodeId] = (),
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
     ``current`` is the configuration in effect, ``committed`` the latest committed one,
     ``live_leader`` the leader this node heard from within the minimum election timeout (or
-    leads as), None if none; ``tracked`` the peers a leader replicates to.
+    leads as), None if none, and ``live_incarnation`` the incarnation its messages were
+    attested with (None: not known); ``tracked`` the peers a leader replicates to.
     """
     src = msg.src
     if not current.voters and not current.learners:
         return None  # an empty configuration (a data dir yet to be filled) knows no one
     if _lists(current, src):
-        config = current
+        config: Membership | None = current
     elif _lists(committed, src) or src in tracked:
         config = committed
-    elif src == live_leader:
-        return None  # the leader we follow, though a change we appended removed it
-    elif isinstance(msg, _FROM_LEADER) and (not _lists(current, me) or live_leader is None):
-        return None
     else:
-        return REFUSED_STRANGER
+        config = None
     attested = msg.sender_incarnation
-    if attested is not None:
+    if config is not None:
         bound = config.incarnation_of(src)
-        if bound is not None and bound != attested:
-            return REFUSED_INCARNATION
-    return None
+        if attested is None or bound is None or attested == bound:
+            return None
+        # Another incarnation than our listing: either our listing is the stale one (the
+        # transport lets a sender whose binding is newer through) or a forgery.
+    # A stranger, or a member of another incarnation: only our leader, or a leader to adopt.
+    if src == live_leader and (live_incarnation is None or attested in (None, live_incarnation)):
+        return None  # the leader we follow (a change we appended may have removed it)
+    if isinstance(msg, _FROM_LEADER) and (not _lists(current, me) or live_leader is None):
+        return None  # a leader our configuration does not know yet (the module docstring)
+    return REFUSED_STRANGER if config is None else REFUSED_INCARNATION

@@ -394,7 +394,8 @@ class ReadyRuntime:
                 self._read_origins.setdefault(key, deque()).append(tag)
             elif tag != sn.life:
                 sn.foreign_answer = True  # answers a request of an earlier process of ours
-        raft.step(m)
+        # The transport attests the sender's incarnation (the hello's), like the real one.
+        raft.step(attrs.evolve(m, sender_incarnation=incarnation))
         self.drain(sn)
         sn.foreign_answer = False
         if self.forger is not None and isinstance(m, AppendEntries | Heartbeat):
