@@ -556,7 +556,6 @@ class RaftTransport:
         hello: Hello,
         remote: str,
         counters: PeerCounters,
-        conn: _Inbound,
     ) -> None:
         peer = hello.src
         while True:
