@@ -29,10 +29,11 @@ Theory of operation.
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
   records in the configuration. Every message delivered carries its connection's hello
-  incarnation in ``Message.sender_incarnation`` (not on the wire): the core checks it again
-  against the configuration it holds (univrs/raft/senders.py). A sender let in here because
-  it claims a binding newer than our listing gets no further than the core allows a
-  stranger: the claim is not authenticated (issue 12).
+  incarnation in ``Message.sender_incarnation`` (not on the wire) when our configuration
+  lists that one or none for the sender (``_attests``): the core checks it again against the
+  configuration it holds, which may have moved on (univrs/raft/senders.py). A sender let in
+  because its binding is newer than our listing is attested nothing. Without TLS none of
+  this authenticates anyone: an incarnation travels in clear text (docs/security.md).
 * One exception to that map: the peer that sends us entries. The sender of the newest
   (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
   keeps its link even when the map does not list it, at the address the map last gave it
@@ -466,6 +467,13 @@ class RaftTransport:
             # The dialer's configuration predates the one binding us: its expectation is stale.
         return self._listing_problem(hello)
 
+    def _attests(self, hello: Hello) -> bool:
+        """Do we vouch for the incarnation ``hello`` names? Yes when our configuration lists
+        that one or none for its sender; no when we let it in because its binding is newer
+        than our listing (the core must not refuse it on our stale listing)."""
+        listed = self.bound_incarnation(hello.src)
+        return listed is None or listed == hello.incarnation
+
     def _listing_problem(self, hello: Hello) -> str | None:
         """Why our configuration refuses the incarnation ``hello`` names (None: it does not).
 
@@ -587,10 +595,9 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
-            if hello.incarnation is not None:
-                # What this connection attests of its sender: the core holds a sender whose id
-                # its configuration binds to another incarnation to the rule for strangers
-                # (univrs/raft/senders.py), whatever this transport let in.
+            if hello.incarnation is not None and self._attests(hello):
+                # What this connection attests of its sender: the core checks it again against
+                # the configuration it holds (univrs/raft/senders.py).
                 msg = attrs.evolve(msg, sender_incarnation=hello.incarnation)
             # A term above MAX_TERM is refused by the core: adopting it here would let any
             # sender pin the entry source (and where we dial) for good.
