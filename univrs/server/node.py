@@ -182,8 +182,26 @@ def finish_opening(
             )
     cluster_id = storage.cluster_id or config.cluster_id or "univrs"
     loaded = storage.load_snapshot()
-    sm = restore(loaded[1]) if loaded is not None else ClusterStateMachine()
+    sm = _restore_stored(config, loaded) if loaded is not None else ClusterStateMachine()
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
+
+
+def _restore_stored(config: NodeConfig, loaded: tuple[SnapshotMeta, bytes]) -> ClusterStateMachine:
+    """The state machine of the stored snapshot, or a StorageError that says which data dir
+    holds what cannot be restored and what to do (a clean exit, never a crash loop). A node
+    refuses such a snapshot when it receives one (issue 12); this catches older data dirs and
+    disk corruption."""
+    meta, data = loaded
+    try:
+        return restore(data)
+    except StorageError as exc:
+        raise StorageError(
+            f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "
+            f"restored ({exc}); this data dir cannot serve. Move it away (keep it for "
+            "analysis) and bring the node back as a new member: start it on an empty data "
+            'dir with initial_cluster_state = "existing" and run `univrs cluster join '
+            "<member-api> --replace` (see the README)"
+        ) from None
 
 
 def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Opened:
