@@ -14,9 +14,12 @@ member as far as the cluster can tell: docs/security.md.)
 
 from __future__ import annotations
 
+import json
+import logging
 import zlib
 
 import cbor2
+import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
@@ -73,8 +76,9 @@ async def bound_cluster(cluster: Cluster) -> Node:
 
 
 async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_term(
-    tmp_path,
+    tmp_path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="univrs.node")
     async with open_cluster(tmp_path, 3) as cluster:
         leader = await bound_cluster(cluster)
         r = await cluster.http(leader, "POST", "/v1/workloads", {"id": "web", "spec": WORKLOAD})
@@ -188,3 +192,13 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
         assert target.runtime.sm.balance("mallory") == 0
         with trio.fail_after(5):
             assert target.status().role.value == "follower"
+        # Visible in the node's status (which never shows the cluster id itself), logged once
+        # per reason.
+        r = await cluster.http(target, "GET", "/v1/node/status")
+        assert r.status == 200 and r.body["refused"]["stranger"] >= 2
+        assert "cluster_id" not in r.body and cid not in json.dumps(r.body)
+        await wait_until(
+            lambda: sum("refused raft messages" in m for m in caplog.messages) >= 3, "the logs"
+        )
+        lines = [m for m in caplog.messages if "refused raft messages" in m]
+        assert len(lines) == len(reasons), lines  # once per reason, whatever the count

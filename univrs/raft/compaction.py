@@ -26,8 +26,9 @@ restore it?); a mismatch or a refusal discards it and answers offset 0 (a refusa
 in ``Status.refused``). Nothing changes before that. A snapshot announcing more than
 ``RaftConfig.max_snapshot_bytes`` is refused outright, so at most that much is ever held, for
 one snapshot at a time. A verified snapshot resets the log (keeping the suffix if the log has
-the snapshot's last entry, paper Figure 13 step 6), moves commit to at least its index, takes its membership as the base
-configuration and leaves in ``Ready.snapshot``; the success answer waits for the persist.
+the snapshot's last entry, paper Figure 13 step 6), moves commit to at least its index, takes
+its membership as the base configuration and leaves in ``Ready.snapshot``; the success answer
+waits for the persist.
 A snapshot at or below our commit index is acknowledged without installing.
 """
 

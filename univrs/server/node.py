@@ -49,6 +49,7 @@ from univrs.server.incarnation import (
     probe_answerer,
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
+from univrs.server.refusals import log_refusals
 from univrs.server.removal import MembershipWatch, cluster_fingerprint, watch_for_removal
 from univrs.server.wiring import transport_from_config
 from univrs.sm.state import ClusterStateMachine
@@ -484,6 +485,7 @@ async def _run_once(
             nursery.start_soon(_follow_applied, runtime, watch)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, runtime, transport)
+            nursery.start_soon(log_refusals, runtime.status, runtime.wait_changed)
             nursery.start_soon(
                 record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
             )
@@ -557,6 +559,8 @@ def describe(node: Node) -> dict[str, Any]:
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
         "removed": node.removed,
+        # Messages the core refused since start, by reason (docs/security.md, Core refusals).
+        "refused": dict(s.refused),
         "peers": [
             {
                 "id": p.id,
