@@ -129,6 +129,20 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
         )
         await send_forged(target, cid, hello(cid, lid, tid, linc), [bad])
 
+        # 2b. A snapshot announcing 1 TiB under the leader's id: refused before a byte is held.
+        huge = InstallSnapshot(
+            term=before.term,
+            src=lid,
+            dst=tid,
+            meta=meta2,
+            offset=0,
+            data=b"x" * 1024,
+            done=False,
+            total_size=1 << 40,
+            checksum=0,
+        )
+        await send_forged(target, cid, hello(cid, lid, tid, linc), [huge])
+
         # 3. A mint of 1,000,000 credits, appended and committed, from a made-up peer and from
         # the leader's id with another incarnation claiming a newer binding.
         payload = encode_payload(
@@ -171,7 +185,7 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
         ]
         await send_forged(target, cid, hello(cid, other, tid, oinc), top)
 
-        reasons = {"stranger": 2, "snapshot_data": 1, "term": 2}
+        reasons = {"stranger": 2, "snapshot_data": 1, "snapshot_size": 1, "term": 2}
 
         def counted() -> bool:
             got = dict(target.status().refused)
@@ -198,7 +212,8 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
         assert r.status == 200 and r.body["refused"]["stranger"] >= 2
         assert "cluster_id" not in r.body and cid not in json.dumps(r.body)
         await wait_until(
-            lambda: sum("refused raft messages" in m for m in caplog.messages) >= 3, "the logs"
+            lambda: sum("refused raft messages" in m for m in caplog.messages) >= len(reasons),
+            "the logs",
         )
         lines = [m for m in caplog.messages if "refused raft messages" in m]
         assert len(lines) == len(reasons), lines  # once per reason, whatever the count
