@@ -14,21 +14,21 @@ it must let through (docs/core-api.md, "Who may send a message"):
   hearing the log until one more heartbeat told it that its removal is committed: its
   answers must count.
 * Incarnation: ``Message.sender_incarnation`` is what the runtime's transport attests (the
-  incarnation the sender's hello named; None: not attested). When it is attested and the
-  configuration binds the sender's id to another incarnation, the sender is treated like a
-  stranger (below): a data dir that lost its state is a new member, not the old one. Our
-  listing may be the stale one (a member replaced while we lagged: the transport lets a
-  sender claiming a newer binding through), so such a sender is still heard as a leader to
-  adopt when we follow none, and as the leader we follow at the incarnation we adopted it
-  at; never while we follow another incarnation of it or another leader. An attacker who
-  claims a newer binding under a real id thus gets no further than a made-up id.
+  incarnation the sender's hello named, when the transport's own listing agrees or lists
+  none; None: nothing attested, e.g. a sender let in because its binding is newer than the
+  receiver's listing). When it is attested and the configuration binds the sender's id to
+  another incarnation (the configuration may have moved since the connection was accepted),
+  the sender is held to the rule for strangers below (reason ``incarnation`` if refused): a
+  data dir that lost its state is a new member, not the old one. It is still heard as the
+  leader we follow at the incarnation we adopted it at, or as a leader to adopt when we
+  follow none; never while we follow another incarnation of it or another leader.
 * Leader traffic (AppendEntries, Heartbeat, InstallSnapshot) from an unknown sender is let
   through in two cases only, because a node's configuration can lag behind its leader's:
   - the node is not in its own latest configuration (a fresh node whose configuration is
     still empty, a joiner replaying an old log that does not list it yet, a removed node):
     it cannot vote or campaign, and it must hear the leader it was added by;
-  - the node follows no live leader: it heard from none within ``election_ticks_min`` ticks
-    (or follows the sender already). A member that lagged behind the configuration adding
+  - the node follows no live leader: it heard from none within ``election_ticks_min`` ticks.
+    A member that lagged behind the configuration adding
     the current leader must still be able to catch up from it; etcd-io/raft and
     hashicorp/raft accept AppendEntries from any leader for the same reason. A follower of
     a live leader, the normal state of every member, refuses them.
