@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 import zlib
 
 import cbor2
@@ -57,10 +58,10 @@ async def send_forged(node: Node, cluster_id: str, hello: Hello, msgs: list[Mess
                 return
 
 
-def hello(cluster_id: str, src: str, dst: str, incarnation: str, **kw: object) -> Hello:
+def hello(cluster_id: str, src: str, dst: str, incarnation: str) -> Hello:
     return Hello(
-        version=WIRE_VERSION, cluster=cluster_id, src=src, dst=dst, incarnation=incarnation, **kw
-    )  # type: ignore[arg-type]
+        version=WIRE_VERSION, cluster=cluster_id, src=src, dst=dst, incarnation=incarnation
+    )
 
 
 async def bound_cluster(cluster: Cluster) -> Node:
@@ -76,7 +77,7 @@ async def bound_cluster(cluster: Cluster) -> Node:
 
 
 async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_term(
-    tmp_path, caplog: pytest.LogCaptureFixture
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="univrs.node")
     async with open_cluster(tmp_path, 3) as cluster:

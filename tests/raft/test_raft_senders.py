@@ -236,25 +236,11 @@ def test_an_oversized_snapshot_is_refused_before_anything_is_held() -> None:
     node = follower(config=RaftConfig(max_snapshot_bytes=64))
     before = node.status()
     part = forged_snapshot("n1", b"x" * 32, total=128)
-    node.step(InstallSnapshot(**{**_fields(part), "done": False, "term": 2}))
+    node.step(attrs.evolve(part, done=False, term=2))
     node.ready()
     after = node.status()
     assert view(after) == view(before)
     assert after.refused == (("snapshot_size", 1),)
-
-
-def _fields(msg: InstallSnapshot) -> dict[str, object]:
-    return {
-        "term": msg.term,
-        "src": msg.src,
-        "dst": msg.dst,
-        "meta": msg.meta,
-        "offset": msg.offset,
-        "data": msg.data,
-        "done": msg.done,
-        "total_size": msg.total_size,
-        "checksum": msg.checksum,
-    }
 
 
 def test_a_snapshot_the_state_machine_cannot_restore_is_refused_and_the_node_keeps_its_state() -> (
@@ -268,14 +254,14 @@ def test_a_snapshot_the_state_machine_cannot_restore_is_refused_and_the_node_kee
 
     node = follower(snapshot_check=check)
     before = node.status()
-    garbage = InstallSnapshot(**{**_fields(forged_snapshot("n1", b"\xa1\x61a\x01")), "term": 2})
+    garbage = attrs.evolve(forged_snapshot("n1", b"\xa1\x61a\x01"), term=2)
     node.step(garbage)
     rd = node.ready()
     after = node.status()
     assert rd.snapshot is None  # nothing to store, nothing to restore
     assert view(after) == view(before) and after.refused == (("snapshot_data", 1),)
     assert checked == [b"\xa1\x61a\x01"]
-    good = InstallSnapshot(**{**_fields(forged_snapshot("n1", b"good")), "term": 2})
+    good = attrs.evolve(forged_snapshot("n1", b"good"), term=2)
     node.step(good)
     rd = node.ready()
     assert rd.snapshot is not None and rd.snapshot.meta.index == 50
