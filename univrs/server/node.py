@@ -51,7 +51,7 @@ from univrs.server.incarnation import (
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
 from univrs.server.refusals import log_refusals
 from univrs.server.removal import MembershipWatch, cluster_fingerprint, watch_for_removal
-from univrs.server.wiring import transport_from_config
+from univrs.server.wiring import check_tls, transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
@@ -287,7 +287,7 @@ class Node:
             )
 
     async def answer_join(
-        self, target: str, *, replace: bool
+        self, target: str, *, replace: bool, token: str | None = None
     ) -> tuple[int, dict[str, Any], JoinInfo | None]:
         """``univrs cluster join``'s request to this node: join the cluster of ``target``.
 
@@ -296,7 +296,7 @@ class Node:
         is refused (the message says why).
         """
         try:
-            info = await prepare(self.config, target, replace=replace)
+            info = await prepare(self.config, target, replace=replace, token=token)
         except JoinRefused as exc:
             raise Conflict(str(exc)) from None
         # A replace that is done already (the cluster lists this very incarnation) is a resume.
@@ -384,6 +384,7 @@ async def _run_once(
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
+    security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
@@ -475,7 +476,12 @@ async def _run_once(
             watch=watch,
         )
         transport.add_route(
-            PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
+            PROBE_PATH,
+            probe_route(
+                probe_answerer(node),
+                TransportSettings().handshake_timeout,
+                admit=transport.refuse_without_node_certificate,
+            ),
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
@@ -505,6 +511,7 @@ async def _run_once(
                     "api": f"{_host(config.api_addr)}:{node.api_port}" if serve_api else "-",
                     "term": status.term,
                     "last_index": status.last_index,
+                    "transport": security,
                 },
             )
             if join_info is not None and config.node_id not in status.membership.voters:
@@ -539,6 +546,7 @@ def _host(addr: str) -> str:
 def describe(node: Node) -> dict[str, Any]:
     """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
     s = node.status()
+    net = node.transport.statistics()
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
@@ -561,6 +569,12 @@ def describe(node: Node) -> dict[str, Any]:
         "removed": node.removed,
         # Messages the core refused since start, by reason (docs/security.md, Core refusals).
         "refused": dict(s.refused),
+        "transport": {
+            "tls": node.transport.tls is not None,
+            "rejected_connections": net.rejected_connections,
+            "refused_certificates": net.refused_certificates,
+            "messages_received": {p.id: p.messages_received for p in net.peers},
+        },
         "peers": [
             {
                 "id": p.id,
