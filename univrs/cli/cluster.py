@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from univrs.cli.common import api_option, fail, format_table, http_json
+from univrs.cli.common import (
+    EXIT_ANSWERED,
+    EXIT_UNAVAILABLE,
+    api_option,
+    fail,
+    format_table,
+    http_json,
+)
 
 JOIN_TIMEOUT = 600.0
 
@@ -25,13 +32,26 @@ def cluster() -> None:
 @api_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def cluster_status(api: str, as_json: bool) -> None:
-    """Members with their role, term, leader, log indexes and replication lag."""
+    """Members with their role, term, leader, log indexes and replication lag.
+
+    Exits 0 when the cluster has a leader and every member answers, 1 when a member is
+    unreachable, 3 when there is no leader or no node answers at --api (after printing what
+    it saw), like `etcdctl endpoint health`."""
     status, doc = http_json(api, "GET", "/v1/cluster/status", timeout=5.0)
     if status >= 400 or not isinstance(doc, dict):
-        fail(f"{api} answered {status}")
+        fail(f"{api} answered {status}", EXIT_UNAVAILABLE if status == 503 else EXIT_ANSWERED)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
-        return
+    else:
+        _print_status(doc)
+    unreachable = [m["id"] for m in doc.get("members", []) if not m.get("reachable")]
+    if not doc.get("leader"):
+        fail("the cluster has no leader", EXIT_UNAVAILABLE)
+    if unreachable:
+        fail(f"unreachable: {', '.join(unreachable)}", EXIT_ANSWERED)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
     click.echo(f"leader: {doc.get('leader') or '(none)'}   term: {doc.get('term')}")
     headers = [
         "ID",
@@ -87,7 +107,7 @@ def _message(doc: Any) -> str:
 
 def _ok(status: int, doc: Any, as_json: bool) -> Any:
     if status >= 400:
-        fail(_message(doc))
+        fail(_message(doc), EXIT_UNAVAILABLE if status == 503 else EXIT_ANSWERED)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     return doc

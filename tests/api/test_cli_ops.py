@@ -1,0 +1,95 @@
+"""The operator's CLI (issue 13): endpoints as URLs and comma lists, the exit-code table of
+docs/cli.md, `cluster status` as a health check."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.api.helpers import BackgroundCluster
+from univrs.cli import main
+from univrs.cli.common import parse_endpoint, parse_endpoints
+from univrs.tools.devcluster import free_ports
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env or {})
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("127.0.0.1:8000", "127.0.0.1:8000"),
+        ("http://127.0.0.1:8000", "127.0.0.1:8000"),
+        ("http://127.0.0.1:8000/", "127.0.0.1:8000"),
+        ("HTTP://node1.example:8000", "node1.example:8000"),
+        ("http://node1", "node1:80"),
+        ("[::1]:8000", "[::1]:8000"),
+        ("http://[::1]:8000", "[::1]:8000"),
+        (" localhost:8001 ", "localhost:8001"),
+    ],
+)
+def test_endpoint_forms(text: str, want: str) -> None:
+    assert parse_endpoint(text) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("::1:8000", "brackets"),
+        ("127.0.0.1", "no port"),
+        ("ftp://h:1", "only http"),
+        ("http://h:1/v1", "nothing more"),
+        ("http://h:99999", "99999"),
+        ("https://h:8000", "TLS"),
+    ],
+)
+def test_bad_endpoints_say_why(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_endpoint(text)
+
+
+def test_comma_lists() -> None:
+    assert parse_endpoints("http://a:1, b:2,,a:1") == ["a:1", "b:2"]
+    bad = run("cluster", "status", "--api", "a:1,::1:2")
+    assert bad.exit_code == 2 and "brackets" in bad.output
+
+
+def test_exit_codes_with_nobody_listening() -> None:
+    """Every command says 3 (unavailable) when no node answers (cluster commands said 1)."""
+    (port,) = free_ports(1)
+    api = f"http://127.0.0.1:{port}"
+    for args in (
+        ["cluster", "status"],
+        ["cluster", "members"],
+        ["cluster", "snapshot"],
+        ["workload", "list", "--timeout", "2"],
+    ):
+        result = run(*args, "--api", api)
+        assert result.exit_code == 3, (args, result.output)
+        assert result.output.startswith("error:"), result.output
+    env = run("cluster", "status", env={"UNIVRS_API": api})
+    assert env.exit_code == 3
+
+
+def test_cluster_status_is_a_health_check(tmp_path: pathlib.Path) -> None:
+    """0 with a leader and every member answering, 1 with a member down, on any endpoint form
+    and with the first endpoint of a list down."""
+    (dead,) = free_ports(1)
+    with BackgroundCluster(tmp_path, size=3) as bg:
+        apis = bg.apis
+        healthy = run("cluster", "status", "--api", f"127.0.0.1:{dead},http://{apis[0]}/")
+        assert healthy.exit_code == 0, healthy.output
+        assert "leader: n" in healthy.output
+        listed = run("workload", "list", "--api", ",".join(f"http://{a}" for a in apis))
+        assert listed.exit_code == 0, listed.output
+        cluster = bg.cluster
+        assert cluster is not None
+        victim = cluster.followers()[0]
+        survivor = next(n for n in cluster.running() if n is not victim)
+        bg.run(cluster.kill, victim.node_id)
+        degraded = run("cluster", "status", "--api", cluster.api(survivor))
+        assert degraded.exit_code == 1, degraded.output
+        assert f"unreachable: {victim.node_id}" in degraded.output
