@@ -4,6 +4,7 @@ docs/cli.md, `cluster status` as a health check."""
 from __future__ import annotations
 
 import pathlib
+import time
 
 import pytest
 from click.testing import CliRunner, Result
@@ -93,3 +94,21 @@ def test_cluster_status_is_a_health_check(tmp_path: pathlib.Path) -> None:
         degraded = run("cluster", "status", "--api", cluster.api(survivor))
         assert degraded.exit_code == 1, degraded.output
         assert f"unreachable: {victim.node_id}" in degraded.output
+
+        # No quorum: a write and a read fail as fast as REST does (the node waits one election
+        # time for a leader), with "unavailable", not an 11 s "timeout: session.open".
+        other = next(n for n in cluster.running() if n is not survivor)
+        bg.run(cluster.kill, other.node_id)
+        deadline = time.monotonic() + 30
+        while survivor.status().leader is not None:  # CheckQuorum steps a lone leader down
+            assert time.monotonic() < deadline, "the survivor kept its leader"
+            time.sleep(0.05)
+        for args in (["workload", "create", "--name", "w", "--image", "i"], ["workload", "list"]):
+            started = time.monotonic()
+            result = run(*args, "--api", cluster.api(survivor))
+            elapsed = time.monotonic() - started
+            assert result.exit_code == 3, result.output
+            assert result.output.startswith("error: unavailable: no leader"), result.output
+            assert elapsed < 8.0, elapsed  # LEADER_WAIT is 3 s; the full --timeout is 10 s
+        leaderless = run("cluster", "status", "--api", cluster.api(survivor))
+        assert leaderless.exit_code == 3 and "no leader" in leaderless.output

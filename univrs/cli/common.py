@@ -145,7 +145,7 @@ def client_for(api: str, timeout: float) -> Iterator[SyncClient]:
     """A client of the cluster at ``api``; an error it raises ends the command (one line on
     stderr, ``error: <code>: <message>``, with the exit code of its kind)."""
     try:
-        client = SyncClient(api=api, timeout=timeout)
+        client = SyncClient(api=api, timeout=timeout, fail_fast=True)
     except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
     try:

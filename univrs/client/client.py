@@ -118,6 +118,10 @@ class Client(StateMethods):
     _released: trio.Event = attrs.field(factory=trio.Event)
     _rng: random.Random = attrs.field(factory=random.Random)
     retries: int = 0  # attempts beyond the first, over the client's lifetime (statistics)
+    # Give up at once, rather than retry until the deadline, when a node answers that the
+    # cluster is unavailable (it has already waited for an election: LEADER_WAIT on the
+    # server) or no node can be reached at all. For one-shot callers such as the CLI.
+    fail_fast: bool = False
 
     # ---------------------------------------------------------------- connections
 
@@ -277,6 +281,12 @@ class Client(StateMethods):
                     if not safe:
                         raise
                     maybe_applied = maybe_applied or is_write
+                elif (
+                    self.fail_fast
+                    and not maybe_applied
+                    and (conn is None or not isinstance(exc, ConnectionLost))
+                ):
+                    raise  # unreachable, or answered "unavailable": certainly not applied
                 elif not isinstance(exc, ConnectionLost):
                     pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
                 error: Unavailable = exc
@@ -381,9 +391,11 @@ async def open_client(
     api: list[str] | str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
+    fail_fast: bool = False,
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
-    addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses)."""
+    addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
+    ``fail_fast``: see ``Client.fail_fast``."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
@@ -398,6 +410,7 @@ async def open_client(
             nursery=nursery,
             timeout=timeout,
             connect_timeout=connect_timeout,
+            fail_fast=fail_fast,
         )
         try:
             yield client

@@ -28,6 +28,7 @@ class SyncClient:
         *,
         api: list[str] | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        fail_fast: bool = False,
     ) -> None:
         self._ready = threading.Event()
         self._client: Client | None = None
@@ -35,7 +36,10 @@ class SyncClient:
         self._stop: trio.Event | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._main, args=(endpoints, api, timeout), name="univrs-client", daemon=True
+            target=self._main,
+            args=(endpoints, api, timeout, fail_fast),
+            name="univrs-client",
+            daemon=True,
         )
         self._thread.start()
         self._ready.wait()
@@ -43,9 +47,11 @@ class SyncClient:
             self._thread.join()
             raise self._error
 
-    def _main(self, endpoints: Any, api: Any, timeout: float) -> None:
+    def _main(self, endpoints: Any, api: Any, timeout: float, fail_fast: bool) -> None:
         async def run() -> None:
-            async with open_client(endpoints, api=api, timeout=timeout) as client:
+            async with open_client(
+                endpoints, api=api, timeout=timeout, fail_fast=fail_fast
+            ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()
