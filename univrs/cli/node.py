@@ -53,7 +53,21 @@ def node() -> None:
     "bootstraps a new cluster (refused if a bootstrap peer shows this id already served), "
     "'existing' waits to be joined (univrs cluster join).",
 )
-@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Least severe level logged.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one 'time level logger message key=value ...' line per event; json: one JSON "
+    "object per line (ts, level, logger, msg, node and the event's fields).",
+)
 def node_start(
     config_path: str | None,
     node_id: str | None,
@@ -65,6 +79,7 @@ def node_start(
     join: str | None,
     initial_cluster_state: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Start a node. With no arguments: a single-node cluster on the embedded default
     (data dir ./univrs-data, raft 127.0.0.1:7000, API 127.0.0.1:8000), bootstrapped when the
@@ -85,7 +100,7 @@ def node_start(
         config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
     except ConfigError as exc:
         fail(f"invalid configuration:\n{exc}", 2)
-    setup_logging(log_level, config.node_id)
+    setup_logging(log_level, config.node_id, log_format)
     try:
         trio.run(_run_until_signal, config, join)
     except BaseException as group:  # unwrap trio's exception groups
