@@ -158,6 +158,9 @@ class RaftTransport:
     dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
     incarnation: str | None = None
     bound_incarnation: Callable[[NodeId], str | None] = unbound
+    # Called with (peer, seconds) for each answered keepalive ping (the RTT histogram); may be
+    # set after the links exist.
+    on_rtt: Callable[[NodeId, float], None] | None = None
     router: WebSocketRouter = attrs.field(init=False)
     _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
     _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos
@@ -295,6 +298,10 @@ class RaftTransport:
         for nid, link in self._links.items():
             link.set_hello(self._hello_for(nid))
 
+    def _observe_rtt(self, peer: NodeId, seconds: float) -> None:
+        if self.on_rtt is not None:
+            self.on_rtt(peer, seconds)
+
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
         peers = []
@@ -369,6 +376,7 @@ class RaftTransport:
             connector=self.connector,
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
+            on_rtt=self._observe_rtt,
             queue=PeerQueue(
                 max_control=self.settings.max_control_queue,
                 max_bulk=self.settings.max_bulk_queue,

@@ -208,6 +208,11 @@ class RaftRuntime:
         return self.core.id
 
     @property
+    def pending_proposals(self) -> int:
+        """Proposals appended to the log here and not yet settled (applied or failed)."""
+        return len(self._pending)
+
+    @property
     def storage_writes(self) -> int:
         """Synced storage transactions so far (one per group commit)."""
         return self._writer.writes
@@ -328,6 +333,8 @@ class RaftRuntime:
         except (NotLeader, ProposalDropped) as exc:
             for p in live:
                 p.waiter.fail(exc)
+            if self.metrics is not None:
+                self.metrics.proposals_failed.inc(len(live), "dropped")
             return
         self._pending.appended(term, first, live)
         if self.metrics is not None:
@@ -466,6 +473,8 @@ class RaftRuntime:
             what = f"proposals up to {meta.index} were covered by a snapshot from the leader"
             for p in covered:  # one exception each: they are raised in different tasks
                 p.waiter.fail(_outcome_error(outcome, what))
+            if self.metrics is not None:
+                self.metrics.proposals_failed.inc(len(covered), _outcome_label(outcome))
         log.info(
             "snapshot installed",
             extra={
@@ -582,6 +591,13 @@ class RaftRuntime:
             pending.waiter.fail(
                 ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
             )
+            if self.metrics is not None:
+                self.metrics.proposals_failed.inc(1, "dropped")
+
+
+def _outcome_label(outcome: Outcome) -> str:
+    """The ``outcome`` label of ``univrs_raft_proposals_failed_total``."""
+    return "dropped" if outcome is Outcome.NOT_APPLIED else "unknown"
 
 
 def _outcome_error(outcome: Outcome, what: str) -> Exception:

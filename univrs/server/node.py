@@ -397,7 +397,11 @@ async def _run_once(
             ),
             last_snapshot_index=snapshot_index,
         )
-        metrics = NodeMetrics(runtime.status, storage=storage.statistics)
+        metrics = NodeMetrics(
+            runtime.status,
+            storage=storage.statistics,
+            pending=lambda: runtime.pending_proposals,
+        )
         runtime.metrics = metrics
         transport = transport_from_config(
             config,
@@ -408,6 +412,7 @@ async def _run_once(
             incarnation=storage.incarnation,
             bound_incarnation=bound_incarnation(runtime),
         )
+        transport.on_rtt = metrics.observe_peer_rtt
         # The members we learned of when asking to join (or, an empty data dir waiting to be
         # joined, the bootstrap members) stay reachable until a configuration listing us is
         # applied (see univrs/runtime/addresses.py).
