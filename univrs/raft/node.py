@@ -466,6 +466,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             peers=peers,
             snapshot_index=self._snapshot_index,
             refused_messages=self._refused,
+            config_index=self._configs.current_index,
         )
 
     def problems(self) -> list[str]:
