@@ -12,9 +12,9 @@ prints the result with the view of its schema (``univrs.cli.views``).
 Every command takes ``--api`` (or ``$UNIVRS_API``: any node's REST address, or several,
 comma-separated; the client discovers the cluster from it and talks the fast protocol to the
 leader), ``--timeout`` and ``--json`` (one JSON document on stdout, for scripts). Errors are
-one line on stderr, ``error: <code>: <message>``, with exit code 1 for an error the cluster
-answered (not found, conflict), 2 for bad usage or an invalid argument and 3 when the cluster
-cannot be reached or has no leader.
+one line on stderr, ``error: <code>: <message>``, with the exit codes of docs/cli.md: 1 for an
+error the cluster answered (not found, conflict), 2 for bad usage or an invalid argument and 3
+when the cluster cannot be reached or has no leader.
 
 One command is written out: ``univrs credits balance [PEER]`` runs ``credits.balance`` with a
 PEER and ``credits.list`` without.
