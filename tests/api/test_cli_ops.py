@@ -3,6 +3,7 @@ docs/cli.md, `cluster status` as a health check."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 
@@ -112,3 +113,38 @@ def test_cluster_status_is_a_health_check(tmp_path: pathlib.Path) -> None:
             assert elapsed < 8.0, elapsed  # LEADER_WAIT is 3 s; the full --timeout is 10 s
         leaderless = run("cluster", "status", "--api", cluster.api(survivor))
         assert leaderless.exit_code == 3 and "no leader" in leaderless.output
+
+
+def test_workloads_by_id_prefix_and_name(tmp_path: pathlib.Path) -> None:
+    """Only the full id worked; now a unique prefix or a unique --name, and ambiguity says
+    what matches (exit 2)."""
+    with BackgroundCluster(tmp_path, size=1) as bg:
+        env = {"UNIVRS_API": bg.apis[0]}
+
+        def cli(*args: str) -> Result:
+            return run(*args, env=env)
+
+        for wid, name in (("abc1", "web"), ("abd2", "web"), ("xyz9", "db")):
+            made = cli("workload", "create", "--id", wid, "--name", name, "--image", "i")
+            assert made.exit_code == 0, made.output
+        auto = cli("workload", "create", "--name", "solo", "--image", "i", "--json")
+        assert auto.exit_code == 0, auto.output
+        auto_id = json.loads(auto.output)["id"]
+
+        assert "abc1" in cli("workload", "get", "abc").output
+        assert auto_id in cli("workload", "get", auto_id[:8]).output
+        ambiguous = cli("workload", "get", "ab")
+        assert ambiguous.exit_code == 2, ambiguous.output
+        assert "matches 2 workloads: abc1 (web), abd2 (web)" in ambiguous.output
+        by_name = cli("workload", "get", "--name", "db", "--json")
+        assert by_name.exit_code == 0 and json.loads(by_name.output)["id"] == "xyz9"
+        two = cli("workload", "get", "--name", "web")
+        assert two.exit_code == 2 and "abc1 (web), abd2 (web)" in two.output
+        assert cli("workload", "get", "--name", "nope").exit_code == 1
+        assert cli("workload", "get", "zzz").exit_code == 1
+        assert cli("workload", "get").exit_code == 2
+        assert cli("workload", "get", "abc1", "--name", "web").exit_code == 2
+        scaled = cli("workload", "scale", "xy", "3", "--json")
+        assert scaled.exit_code == 0 and json.loads(scaled.output)["spec"]["replicas"] == 3
+        assert cli("workload", "delete", "--name", "db").exit_code == 0
+        assert cli("workload", "get", "xyz9").exit_code == 1
