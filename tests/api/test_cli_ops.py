@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pathlib
 import time
+import urllib.request
 
 import pytest
 from click.testing import CliRunner, Result
@@ -148,3 +149,31 @@ def test_workloads_by_id_prefix_and_name(tmp_path: pathlib.Path) -> None:
         assert scaled.exit_code == 0 and json.loads(scaled.output)["spec"]["replicas"] == 3
         assert cli("workload", "delete", "--name", "db").exit_code == 0
         assert cli("workload", "get", "xyz9").exit_code == 1
+
+
+def test_local_reads_answer_from_the_api_node(tmp_path: pathlib.Path) -> None:
+    """`--local --api <follower>` was answered by the leader (the client moved there)."""
+    with BackgroundCluster(tmp_path, size=3) as bg:
+        cluster = bg.cluster
+        assert cluster is not None
+        leader = cluster.leader()
+        assert leader is not None
+        follower = cluster.followers()[0]
+        made = run("workload", "create", "--id", "w1", "--name", "web", "--image", "i",
+                   "--api", cluster.api(leader))  # fmt: skip
+        assert made.exit_code == 0, made.output
+
+        def gets(node: object) -> float:
+            url = f"http://{cluster.api(node)}/metrics"  # type: ignore[arg-type]
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                text = resp.read().decode()
+            return sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith('univrs_api_requests_total{op="workload.get"')
+            )
+
+        before = gets(follower), gets(leader)
+        local = run("workload", "get", "w1", "--local", "--api", cluster.api(follower))
+        assert local.exit_code == 0 and "web" in local.output, local.output
+        assert (gets(follower), gets(leader)) == (before[0] + 1, before[1])

@@ -141,11 +141,12 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 @contextmanager
-def client_for(api: str, timeout: float) -> Iterator[SyncClient]:
+def client_for(api: str, timeout: float, *, stay: bool = False) -> Iterator[SyncClient]:
     """A client of the cluster at ``api``; an error it raises ends the command (one line on
-    stderr, ``error: <code>: <message>``, with the exit code of its kind)."""
+    stderr, ``error: <code>: <message>``, with the exit code of its kind). ``stay``: talk to
+    the first ``api`` node that answers, not the leader (``--local`` reads its replica)."""
     try:
-        client = SyncClient(api=api, timeout=timeout, fail_fast=True)
+        client = SyncClient(api=api, timeout=timeout, fail_fast=True, stay=stay)
     except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
     try:

@@ -255,7 +255,7 @@ def _run(
     args: dict[str, Any],
     by_name: str | None = None,
 ) -> Any:
-    with client_for(api, timeout) as client:
+    with client_for(api, timeout, stay=local) as client:
         level = consistency(local)
         if by_name is not None:
             _resolve(client, args, by_name, level)

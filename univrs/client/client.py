@@ -74,8 +74,11 @@ class _Session:
         return not self.outstanding or self.next_seq < min(self.outstanding) + SESSION_WINDOW
 
 
-async def discover(api_addresses: list[str], *, timeout: float = CONNECT_TIMEOUT) -> list[str]:
-    """Fast-protocol addresses of the cluster, leader first, from any node's REST API."""
+async def discover(
+    api_addresses: list[str], *, timeout: float = CONNECT_TIMEOUT, own: bool = False
+) -> list[str]:
+    """Fast-protocol addresses of the cluster, leader first, from any node's REST API; with
+    ``own``, only the address of the node that answered."""
     from univrs.net.http import get_json
 
     errors = []
@@ -88,6 +91,8 @@ async def discover(api_addresses: list[str], *, timeout: float = CONNECT_TIMEOUT
         members = doc.get("members", {}) if isinstance(doc, dict) else {}
         leader = doc.get("leader") if isinstance(doc, dict) else None
         order = sorted(members, key=lambda m: (m != leader, m != doc.get("node"), m))
+        if own:
+            order = [m for m in order if m == doc.get("node")]
         found = [members[m]["client"] for m in order if members[m].get("client")]
         if found:
             return found
@@ -122,6 +127,9 @@ class Client(StateMethods):
     # cluster is unavailable (it has already waited for an election: LEADER_WAIT on the
     # server) or no node can be reached at all. For one-shot callers such as the CLI.
     fail_fast: bool = False
+    # Stay on the node first connected to, never move to the leader: for local (stale-allowed)
+    # reads of that node's replica. Writes and linearizable reads are forwarded by the node.
+    stay: bool = False
 
     # ---------------------------------------------------------------- connections
 
@@ -179,6 +187,8 @@ class Client(StateMethods):
             raise lost
 
     def _should_move(self, conn: Connection) -> bool:
+        if self.stay:
+            return False
         leader = conn.leader
         if leader is None or leader == conn.node_id or leader not in self._members:
             return False
@@ -392,10 +402,12 @@ async def open_client(
     timeout: float = DEFAULT_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
     fail_fast: bool = False,
+    stay: bool = False,
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
     addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
-    ``fail_fast``: see ``Client.fail_fast``."""
+    ``fail_fast``, ``stay``: see ``Client``; with ``stay``, discovery keeps only the address
+    of the ``api`` node that answered."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
@@ -403,7 +415,7 @@ async def open_client(
     if not endpoints:
         if not api:
             raise ValueError("open_client needs endpoints or api addresses")
-        endpoints = await discover(api, timeout=connect_timeout)
+        endpoints = await discover(api, timeout=connect_timeout, own=stay)
     async with trio.open_nursery() as nursery:
         client = Client(
             endpoints=list(endpoints),
@@ -411,6 +423,7 @@ async def open_client(
             timeout=timeout,
             connect_timeout=connect_timeout,
             fail_fast=fail_fast,
+            stay=stay,
         )
         try:
             yield client

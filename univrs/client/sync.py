@@ -29,6 +29,7 @@ class SyncClient:
         api: list[str] | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         fail_fast: bool = False,
+        stay: bool = False,
     ) -> None:
         self._ready = threading.Event()
         self._client: Client | None = None
@@ -37,7 +38,7 @@ class SyncClient:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._main,
-            args=(endpoints, api, timeout, fail_fast),
+            args=(endpoints, api, timeout, fail_fast, stay),
             name="univrs-client",
             daemon=True,
         )
@@ -47,10 +48,10 @@ class SyncClient:
             self._thread.join()
             raise self._error
 
-    def _main(self, endpoints: Any, api: Any, timeout: float, fail_fast: bool) -> None:
+    def _main(self, endpoints: Any, api: Any, timeout: float, fail_fast: bool, stay: bool) -> None:
         async def run() -> None:
             async with open_client(
-                endpoints, api=api, timeout=timeout, fail_fast=fail_fast
+                endpoints, api=api, timeout=timeout, fail_fast=fail_fast, stay=stay
             ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()
