@@ -279,14 +279,34 @@ def _decorator_params(decorate: Callable[[Callable[..., Any]], Any]) -> list[cli
     return list(reversed(probe.__click_params__))  # type: ignore[attr-defined]
 
 
+def _shift_for_name(
+    positional: list[click.Argument], values: dict[str, Any], by_name: str | None
+) -> None:
+    """``scale --name web 5``: click gave ``5`` to the optional ID; with ``--name`` the
+    positional values move one place right (converted by their own types), and every
+    positional but the ID is required."""
+    names = [q.name or "" for q in positional]
+    given = [values[n] for n in names if values[n] is not None]
+    if by_name is not None:
+        if len(given) >= len(names):
+            fail("give the workload's ID or --name, not both", EXIT_USAGE)
+        given = [None, *given]
+    elif not given:
+        fail("give the workload's ID (or a unique prefix) or --name NAME", EXIT_USAGE)
+    for q, name, value in zip(positional, names, [*given, *[None] * len(names)], strict=False):
+        if q is not positional[0] and value is None:
+            fail(f"missing argument {q.human_readable_name}", EXIT_USAGE)
+        values[name] = None if value is None else q.type.convert(value, q, None)
+
+
 def command(op: Operation) -> click.Command:
     """The CLI command of ``op`` (which has a ``cli`` declaration)."""
     assert op.cli is not None, op.name
     params: list[click.Parameter] = [q for p in op.params for q in _click_params(p)]
-    if op.name in BY_NAME:  # ID or --name
-        params = [
-            click.Argument(["ident"], required=False) if q.name == "ident" else q for q in params
-        ]
+    positional = [q for q in params if isinstance(q, click.Argument)]
+    if op.name in BY_NAME:  # ID or --name: every positional optional, checked in the callback
+        for q in positional:
+            q.required = False
         params.append(
             click.Option(["--name", "by_name"], help="The workload with this (unique) name.")
         )
@@ -304,8 +324,8 @@ def command(op: Operation) -> click.Command:
         by_name: str | None = None,
         **values: Any,
     ) -> None:
-        if op.name in BY_NAME and (values["ident"] is None) == (by_name is None):
-            fail("give the workload's ID (or a unique prefix) or --name NAME", EXIT_USAGE)
+        if op.name in BY_NAME:
+            _shift_for_name(positional, values, by_name)
         args = {}
         for p in op.params:
             if p.cli is not None and (value := _value(p, values)) is not None:
