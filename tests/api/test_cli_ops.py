@@ -177,3 +177,57 @@ def test_local_reads_answer_from_the_api_node(tmp_path: pathlib.Path) -> None:
         local = run("workload", "get", "w1", "--local", "--api", cluster.api(follower))
         assert local.exit_code == 0 and "web" in local.output, local.output
         assert (gets(follower), gets(leader)) == (before[0] + 1, before[1])
+
+
+def test_cli_writes_reuse_one_cached_session(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each CLI write cost three log entries (session.open, the write, session.close); with
+    the cached session the first costs two and the next ones one each."""
+    import fcntl
+    import os
+    import stat
+
+    sessions = tmp_path / "sessions"
+    monkeypatch.setenv("UNIVRS_SESSION_DIR", str(sessions))
+    with BackgroundCluster(tmp_path / "c", size=1) as bg:
+        cluster = bg.cluster
+        assert cluster is not None
+        (node,) = cluster.running()
+        env = {"UNIVRS_API": bg.apis[0]}
+        deadline = time.monotonic() + 30
+        while node.status().membership.incarnation_of(node.node_id) is None:
+            # The leader records its incarnation in one entry of its own: let it land first.
+            assert time.monotonic() < deadline, "the incarnation was never recorded"
+            time.sleep(0.05)
+
+        def write(n: int) -> int:
+            before = node.status().last_index
+            result = run("credits", "mint", "alice", str(n), "--reason", "t", env=env)
+            assert result.exit_code == 0, result.output
+            return node.status().last_index - before
+
+        assert write(1) == 2  # opens the session, writes
+        assert [write(2), write(3)] == [1, 1]
+        (cached,) = sessions.glob("session-*.json")
+        assert stat.S_IMODE(sessions.stat().st_mode) == 0o700
+        assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+        doc = json.loads(cached.read_text())
+        assert doc["client_id"].startswith("c") and doc["next_seq"] == 4
+
+        # Another command holds the session: this one uses its own (open, write, close).
+        lock = next(sessions.glob("session-*.lock"))
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            assert write(4) == 3
+        finally:
+            os.close(fd)
+        assert json.loads(cached.read_text()) == doc  # untouched
+
+        # A session the server no longer knows (another cluster's, or expired) is replaced.
+        cached.write_text(json.dumps({"client_id": "c999999", "next_seq": 5}))
+        assert write(5) == 3  # refused as session-expired, a new session, the write
+        assert json.loads(cached.read_text())["client_id"] != "c999999"
+        balance = run("credits", "balance", "alice", "--json", env=env)
+        assert json.loads(balance.output)["balance"] == 15  # every write applied once

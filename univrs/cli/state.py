@@ -44,6 +44,7 @@ from univrs.cli.common import (
     local_option,
     pairs,
 )
+from univrs.cli.session import RESERVE, SessionCache, cached_session
 from univrs.cli.views import VIEWS
 from univrs.errors import NotFound
 from univrs.service.operations import (
@@ -255,19 +256,53 @@ def _run(
     args: dict[str, Any],
     by_name: str | None = None,
 ) -> Any:
+    if op.is_write:
+        with cached_session(api) as cache:
+            if cache is None:
+                return _run_with(op, api, timeout, local, args, by_name, None)
+            held = cache.load()
+            if held is not None:
+                cache.save(held[0], held[1] + RESERVE)  # never reuse a number, even after a crash
+            return _run_with(op, api, timeout, local, args, by_name, (cache, held))
+    return _run_with(op, api, timeout, local, args, by_name, None)
+
+
+def _run_with(
+    op: Operation,
+    api: str,
+    timeout: float,
+    local: bool,
+    args: dict[str, Any],
+    by_name: str | None,
+    session: tuple[SessionCache, tuple[str, int] | None] | None,
+) -> Any:
     with client_for(api, timeout, stay=local) as client:
-        level = consistency(local)
-        if by_name is not None:
-            _resolve(client, args, by_name, level)
-        elif op.name in BY_PREFIX:
-            try:
-                return _call(client, op, args, level)
-            except NotFound:  # not an id: perhaps a unique prefix of one
-                given = args["id"]
-                _resolve(client, args, None, level)
-                if args["id"] == given:
-                    raise
-        return _call(client, op, args, level)
+        if session is not None and session[1] is not None:
+            client.adopt_session(*session[1])
+        try:
+            return _resolved_call(client, op, args, by_name, consistency(local))
+        finally:
+            if session is not None:
+                kept = client.detach_sessions()
+                if kept:
+                    session[0].save(*kept[-1])
+
+
+def _resolved_call(
+    client: Any, op: Operation, args: dict[str, Any], by_name: str | None, level: str | None
+) -> Any:
+    """Run ``op``, after turning ``--name`` or an id prefix into an id (BY_PREFIX)."""
+    if by_name is not None:
+        _resolve(client, args, by_name, level)
+    elif op.name in BY_PREFIX:
+        try:
+            return _call(client, op, args, level)
+        except NotFound:  # not an id: perhaps a unique prefix of one
+            given = args["id"]
+            _resolve(client, args, None, level)
+            if args["id"] == given:
+                raise
+    return _call(client, op, args, level)
 
 
 def _decorator_params(decorate: Callable[[Callable[..., Any]], Any]) -> list[click.Parameter]:

@@ -364,6 +364,17 @@ class Client(StateMethods):
                 continue
             raise Timeout("no idempotency session became free before the deadline")
 
+    async def adopt_session(self, client_id: str, next_seq: int) -> None:
+        """Write with an existing session (opened earlier, by this or another process) from
+        ``next_seq`` on; the caller guarantees nobody else uses those numbers."""
+        self._sessions.append(_Session(client_id=client_id, next_seq=next_seq))
+
+    async def detach_sessions(self) -> list[tuple[str, int]]:
+        """Hand the sessions over (client id, next sequence number), newest last: the client
+        forgets them and will not close them."""
+        sessions, self._sessions = self._sessions, []
+        return [(s.client_id, s.next_seq) for s in sessions]
+
     def _forget(self, session: _Session) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
