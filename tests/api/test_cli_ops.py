@@ -58,6 +58,10 @@ def test_comma_lists() -> None:
     assert parse_endpoints("http://a:1, b:2,,a:1") == ["a:1", "b:2"]
     bad = run("cluster", "status", "--api", "a:1,::1:2")
     assert bad.exit_code == 2 and "brackets" in bad.output
+    # Commands that act on one particular node refuse a list: another node would act instead.
+    for args in (["cluster", "leave"], ["cluster", "snapshot"], ["cluster", "join", "x:1"]):
+        one = run(*args, "--api", "a:1,b:2")
+        assert one.exit_code == 2 and "acts on one node" in one.output, one.output
 
 
 def test_exit_codes_with_nobody_listening() -> None:

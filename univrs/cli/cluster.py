@@ -14,6 +14,7 @@ import click
 from univrs.cli.common import (
     EXIT_ANSWERED,
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     api_option,
     fail,
     format_table,
@@ -99,6 +100,14 @@ def _incarnation_cell(m: dict[str, Any]) -> str:
     return f"{listed} !running {running}" if running and running != listed else str(listed)
 
 
+def _one_node(api: str, command: str) -> str:
+    """The single endpoint of a command that acts on one particular node (join, leave,
+    snapshot): with a list, a node that is down would silently be replaced by another."""
+    if "," in api:
+        fail(f"cluster {command} acts on one node: give a single --api endpoint", EXIT_USAGE)
+    return api
+
+
 def _message(doc: Any) -> str:
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         return str(doc["error"].get("message"))
@@ -156,6 +165,7 @@ def join(addr: str, api: str, timeout: float, replace: bool) -> None:
 
     With --replace, a member whose data dir was lost (started again on an empty one, with
     --initial-cluster-state existing) takes its old id back as a new incarnation."""
+    api = _one_node(api, "join")
     body: dict[str, Any] = {"target": addr}
     if replace:
         body["replace"] = True
@@ -200,6 +210,7 @@ def join(addr: str, api: str, timeout: float, replace: bool) -> None:
 def leave(api: str) -> None:
     """The local node leaves the cluster gracefully (handing leadership over first if it
     leads). Stop the process afterwards."""
+    api = _one_node(api, "leave")
     _ok(*http_json(api, "POST", "/v1/cluster/leave", {}), False)
     click.echo("left the cluster; the node can be stopped now")
 
@@ -227,5 +238,6 @@ def transfer_leader(node_id: str | None, api: str) -> None:
 @api_option
 def snapshot(api: str) -> None:
     """Take a snapshot on the node at --api now (and compact its log)."""
+    api = _one_node(api, "snapshot")
     doc = _ok(*http_json(api, "POST", "/v1/cluster/snapshot", {}), False)
     click.echo(f"snapshot of {doc['node']} at index {doc['index']} (term {doc['term']})")
