@@ -165,6 +165,9 @@ def test_interrupted_join_can_be_retried_or_removed(make_cluster) -> None:
     # Restarting the member with the very same `--join` command (a service unit) just works.
     cluster.stop(n2)  # (two voters: nothing commits while it is down)
     start_joining(n2, n1)
+    # Writes need n2 back (a start takes seconds on a loaded machine; a write waits for a
+    # leader 3 s at most): wait until it is ready, i.e. a leader is elected and heard.
+    wait_for(lambda: n2.readiness()[0] or None, DEADLINE, "the restarted member to be ready")
     write_workloads(n1, "x", 3)
     wait_for(lambda: same_state(n1, n2), DEADLINE, "the restarted member to catch up")
     assert n1.status()["voters"] == ["n1", "n2"]
