@@ -74,7 +74,8 @@ async def test_a_clusters_metrics_follow_the_conventions(tmp_path: pathlib.Path)
         assert _sample(families, "process_cpu_seconds") > 0
         assert _sample(families, "process_resident_memory_bytes") > 0
         assert _sample(families, "univrs_raft_proposals") >= 1
-        assert "univrs_raft_proposals_failed" in families
+        assert _sample(families, "univrs_raft_proposals_failed", outcome="dropped") == 0
+        assert _sample(families, "univrs_raft_proposals_failed", outcome="unknown") == 0
         assert _sample(families, "univrs_raft_proposals_pending") >= 0
         assert _sample(families, "univrs_raft_snapshot_index") >= 0
         assert _sample(families, "univrs_storage_db_bytes") > 0

@@ -112,6 +112,8 @@ class NodeMetrics:
             "applied) or unknown (a leader change or a snapshot left it unknown).",
             ("outcome",),
         )
+        for outcome in ("dropped", "unknown"):  # present from the start, so rate() sees 0
+            self.proposals_failed.inc(0, outcome)
         if self.storage is not None:
             storage = self.storage
             r.gauge(
