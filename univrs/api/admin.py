@@ -16,6 +16,10 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | GET /v1/cluster/join | this node | join progress |
 | POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
 | POST /v1/cluster/snapshot | this node | take a snapshot now |
+| GET /v1/cluster/backup | this node | stream a consistent snapshot (`univrs snapshot save`; |
+| | | `univrs/api/backup.py`: at or after a read index, one stream per node at a time) |
+
+Every endpoint here is for operators (the admin role once tokens with roles exist).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from univrs.api import backup
 from univrs.api.rest import error_response, json_response
 from univrs.errors import (
     Conflict,
@@ -313,4 +318,5 @@ def routes() -> list[Route]:
         Route("/v1/cluster/join", join_progress, methods=["GET"]),
         Route("/v1/cluster/leave", leave, methods=["POST"]),
         Route("/v1/cluster/snapshot", snapshot, methods=["POST"]),
+        Route("/v1/cluster/backup", backup.save, methods=["GET"]),
     ]
