@@ -18,7 +18,7 @@ from univrs.raft.ready import Role, Status
 
 
 def _status(**kw: Any) -> Status:
-    base = dict(
+    base: dict[str, Any] = dict(
         id="n1",
         role=Role.LEADER,
         term=3,

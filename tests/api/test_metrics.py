@@ -113,7 +113,8 @@ async def _raw_metrics(api: str) -> str:
 
     def get() -> str:
         with urllib.request.urlopen(f"http://{api}/metrics", timeout=10) as resp:
-            return resp.read().decode()
+            text: str = resp.read().decode()
+            return text
 
     return await trio.to_thread.run_sync(get)
 

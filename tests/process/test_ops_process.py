@@ -7,6 +7,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 from univrs.tools.devcluster import LocalCluster
 
@@ -33,7 +34,9 @@ def test_a_busy_port_fails_before_the_data_dir_is_created(tmp_path: pathlib.Path
         assert not data_dir.exists()
 
 
-def test_restart_returns_once_the_node_is_ready(make_cluster) -> None:
+def test_restart_returns_once_the_node_is_ready(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
     """`scripts/cluster restart n2` returned before n2 answered; `LocalCluster.restart` (what
     it runs) now waits for its /readyz."""
     cluster: LocalCluster = make_cluster(3)
