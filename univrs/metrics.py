@@ -57,6 +57,11 @@ class Counter:
         assert amount >= 0, "counters only go up"
         (self._metric.labels(*labels) if self._labelled else self._metric).inc(amount)
 
+    def labels(self, *values: str) -> Counter:
+        """The counter of one label set (its ``inc`` takes the amount only)."""
+        assert self._labelled, "an unlabelled counter has no label sets"
+        return Counter(self._metric.labels(*values), False)
+
 
 @attrs.define(eq=False)
 class Gauge:

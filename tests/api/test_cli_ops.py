@@ -32,6 +32,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> Result:
         ("[::1]:8000", "[::1]:8000"),
         ("http://[::1]:8000", "[::1]:8000"),
         (" localhost:8001 ", "localhost:8001"),
+        ("https://node1:8443/", "https://node1:8443"),
+        ("https://node1", "https://node1:443"),
     ],
 )
 def test_endpoint_forms(text: str, want: str) -> None:
@@ -46,7 +48,6 @@ def test_endpoint_forms(text: str, want: str) -> None:
         ("ftp://h:1", "only http"),
         ("http://h:1/v1", "nothing more"),
         ("http://h:99999", "99999"),
-        ("https://h:8000", "TLS"),
     ],
 )
 def test_bad_endpoints_say_why(text: str, says: str) -> None:

@@ -22,6 +22,7 @@ from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
 from univrs.raft.ready import InitialState, RaftConfig, Role
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.metrics import NodeMetrics
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
 from univrs.sm.state import ClusterStateMachine
@@ -33,15 +34,18 @@ WAIT = 60.0  # simulated seconds (autojump): generous, costs nothing
 
 @attrs.define(eq=False)
 class MemoryStore:
-    """Storage stand-in: log, hard state and the newest snapshot (data included)."""
+    """Storage stand-in (a ``univrs.runtime.ports.LogStorage``): log, hard state and the
+    newest snapshot (data included), and how many synced writes it took."""
 
     hard_state: HardState = HardState()
     entries: list[Entry] = attrs.field(factory=list)
     snapshot: tuple[SnapshotMeta, bytes] | None = None
+    writes: int = 0
 
     def append(
         self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
     ) -> None:
+        self.writes += 1
         if hard_state is not None:
             self.hard_state = hard_state
         if truncate_from is not None:
@@ -74,6 +78,7 @@ class MemCluster:
     nursery: trio.Nursery
     membership: Membership
     seed: int = 1
+    proposal_depth: int = 1  # the runtimes' (univrs/runtime/driver.py, "Proposal batching")
     stores: dict[str, MemoryStore] = attrs.field(factory=dict)
     runtimes: dict[str, RaftRuntime] = attrs.field(factory=dict)
     cut: set[str] = attrs.field(factory=set)  # both directions dropped
@@ -84,6 +89,8 @@ class MemCluster:
     _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
     _stopped: dict[str, trio.Event] = attrs.field(factory=dict)
     _incarnation: int = 0
+    # Each process's NodeMetrics (a registry of its own), by node id: the latest start's.
+    metrics: dict[str, NodeMetrics] = attrs.field(factory=dict)
 
     @classmethod
     def build(cls, nursery: trio.Nursery, ids: Sequence[str], seed: int = 1) -> MemCluster:
@@ -105,7 +112,7 @@ class MemCluster:
         target = self.runtimes.get(msg.dst)
         if target is not None:
             with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                target.inbox.send_nowait(msg)  # a full inbox drops, as networks may
+                target.inbox.sender.send_nowait(msg)  # a full inbox drops, as networks may
 
     async def start(self, node_id: str) -> RaftRuntime:
         """Start (or restart, on its store) a process of ``node_id``."""
@@ -124,14 +131,16 @@ class MemCluster:
             config=CONFIG,
             initial=initial,
         )
+        metrics = self.metrics[node_id] = NodeMetrics(lambda: runtime.status())
         runtime = RaftRuntime(
             core=core,
             sm=ClusterStateMachine(),
-            writer_write=store.append,
-            send=self.send,
+            storage=store,
+            transport=self,
             tick_seconds=TICK,
             write_in_thread=False,
-            storage=store,
+            proposal_depth=self.proposal_depth,
+            metrics=metrics,
         )
         self.runtimes[node_id] = runtime
         await self.nursery.start(self._run, node_id, runtime)

@@ -16,7 +16,6 @@ from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.raft.messages import Message, ReadIndexRequest, ReadIndexResponse
 from univrs.raft.ready import Role
 from univrs.runtime.driver import RaftRuntime
-from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.store import RaftStateStore
 from univrs.sm.responses import Response
 
@@ -26,13 +25,11 @@ IDS = ["a", "b", "c"]
 async def start_all(cluster: MemCluster) -> None:
     for nid in IDS:
         await cluster.start(nid)
-    for runtime in cluster.runtimes.values():
-        runtime.metrics = NodeMetrics(runtime.status)
 
 
-def failed(runtime: RaftRuntime, outcome: str) -> float | None:
+def failed(cluster: MemCluster, runtime: RaftRuntime, outcome: str) -> float | None:
     """``univrs_raft_proposals_failed_total{outcome}`` of this node."""
-    return runtime.metrics.registry.value(  # type: ignore[no-any-return]
+    return cluster.metrics[runtime.node_id].registry.value(
         "univrs_raft_proposals_failed_total", {"outcome": outcome}
     )
 
@@ -79,7 +76,7 @@ async def test_a_snapshot_covering_a_pending_proposal_makes_its_outcome_unknown(
     cluster.deaf.clear()
     await wait_until(lambda: outcome, "the proposal on the old leader to end")
     assert isinstance(outcome[0], OutcomeUnknown), outcome
-    assert (failed(old, "unknown"), failed(old, "dropped")) == (1, 0)
+    assert (failed(cluster, old, "unknown"), failed(cluster, old, "dropped")) == (1, 0)
     await wait_until(lambda: old.applied_index >= meta.index, "the old leader to install it")
     assert old.status().role is Role.FOLLOWER
     assert old.sm.get_workload("w1") is not None  # it did apply, once, everywhere
@@ -102,7 +99,7 @@ async def test_an_entry_replaced_by_another_leaders_entry_is_dropped(
     cluster.cut.clear()
     await wait_until(lambda: outcome, "the proposal on the old leader to end")
     assert isinstance(outcome[0], ProposalDropped), outcome
-    assert (failed(old, "unknown"), failed(old, "dropped")) == (0, 1)
+    assert (failed(cluster, old, "unknown"), failed(cluster, old, "dropped")) == (0, 1)
     await wait_until(lambda: old.sm.get_workload("w2") is not None, "the old leader to catch up")
     assert all(r.sm.get_workload("w1") is None for r in cluster.runtimes.values())
 

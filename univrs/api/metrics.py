@@ -31,12 +31,12 @@ class ApiMetrics:
         the metrics are scraped."""
         registry.counter_callback(
             "univrs_api_proposal_batches_total",
-            "Batches of proposals released to the driver on this node.",
+            "Batches of proposals appended to the log on this node (one propose_many each).",
             lambda: [((), float(proposal_batches()))],
         )
         registry.counter_callback(
             "univrs_api_batched_proposals_total",
-            "Proposals that went through the batcher on this node.",
+            "Proposals appended to the log in those batches on this node.",
             lambda: [((), float(proposals()))],
         )
         registry.counter_callback(

@@ -1,6 +1,12 @@
 """What every command group of the CLI shares: the API option, the REST helper of the cluster
 commands, the client of the state commands, output helpers and exit codes.
 
+TLS: every command that talks to a node takes ``--ca``, ``--cert`` and ``--key`` (or
+``$UNIVRS_CA_CERT``, ``$UNIVRS_CLIENT_CERT``, ``$UNIVRS_CLIENT_KEY``): the cluster CA that
+signed the nodes' certificates, and this client's certificate and key (``univrs certs
+create-client``). With a CA every request is HTTPS (and the fast protocol TLS); an
+``https://`` API address asks for TLS as well.
+
 Exit codes (the table in docs/cli.md): 0 success; 1 the cluster answered with an error or
 refused (not found, conflict, a refused membership change), or ``cluster status`` found a
 member unreachable; 2 bad usage or an invalid argument; 3 unavailable: no node answered at
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -22,6 +29,7 @@ from typing import Any, NoReturn
 
 import click
 
+from univrs.client.client import split_url, ssl_for
 from univrs.client.sync import SyncClient
 from univrs.errors import InvalidArgument, MalformedRequest, Unavailable, UnivrsError
 from univrs.net.address import join_host_port, split_host_port
@@ -39,19 +47,64 @@ def fail(message: str, code: int = EXIT_ANSWERED) -> NoReturn:
     sys.exit(code)
 
 
+_TLS_OPTIONS = (
+    ("--ca", "tls_ca", "UNIVRS_CA_CERT", "The cluster CA's certificate (turns TLS on)."),
+    ("--cert", "tls_cert", "UNIVRS_CLIENT_CERT", "This client's certificate."),
+    ("--key", "tls_key", "UNIVRS_CLIENT_KEY", "This client's private key."),
+)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"univrs.{param.name}"] = value
+    return value
+
+
+def tls_options(f: Any) -> Any:
+    """``--ca/--cert/--key`` (see the module docstring); read back with ``cli_ssl()``."""
+    for flag, name, env, text in reversed(_TLS_OPTIONS):
+        f = click.option(
+            flag,
+            name,
+            envvar=env,
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(dir_okay=False),
+            help=f"{text} [${env}]",
+        )(f)
+    return f
+
+
+def cli_ssl(secure: bool = False) -> ssl.SSLContext | None:
+    """The TLS context the options of the running command ask for (None: plaintext)."""
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    ca, cert, key = (meta.get(f"univrs.{name}") for _f, name, _e, _t in _TLS_OPTIONS)
+    if (cert is None) != (key is None):
+        fail("give both --cert and --key (or $UNIVRS_CLIENT_CERT and $UNIVRS_CLIENT_KEY)", 2)
+    if ca is None:
+        if cert is not None:
+            fail("--cert needs --ca (the cluster CA's certificate, $UNIVRS_CA_CERT)", 2)
+        return ssl_for(secure, None)
+    from univrs.net.tls import client_context
+
+    try:
+        return client_context(ca, cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load the TLS files: {exc}", 2)
+
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_endpoint(text: str) -> str:
-    """One API endpoint as ``host:port``: ``host:port``, ``[v6]:port`` or a URL
-    (``http://host:port``, with or without a trailing ``/``); raises ValueError."""
+    """One API endpoint, normalised: ``host:port`` (from ``host:port``, ``[v6]:port`` or
+    ``http://host:port``) or ``https://host:port``; a trailing ``/`` is fine, a URL without a
+    port gets its scheme's. Raises ValueError saying what is wrong."""
     text = text.strip()
     if "://" in text:
         url = urllib.parse.urlsplit(text)
         if url.scheme not in _DEFAULT_PORTS:
             raise ValueError(f"{text!r}: only http:// and https:// URLs are endpoints")
-        if url.scheme == "https":
-            raise ValueError(f"{text!r}: https needs TLS, which this build does not speak")
         if url.path not in ("", "/") or url.query or url.fragment or url.username:
             raise ValueError(f"{text!r}: an endpoint URL is scheme://host:port, nothing more")
         if not url.hostname:
@@ -60,7 +113,8 @@ def parse_endpoint(text: str) -> str:
             port = url.port or _DEFAULT_PORTS[url.scheme]
         except ValueError as exc:  # urllib's "Port out of range" and friends
             raise ValueError(f"{text!r}: {exc}") from None
-        return join_host_port(url.hostname, port)
+        hostport = join_host_port(url.hostname, port)
+        return f"https://{hostport}" if url.scheme == "https" else hostport
     host, port = split_host_port(text)
     return join_host_port(host, port)
 
@@ -81,35 +135,51 @@ def _check_api(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def api_option(f: Any) -> Any:
-    """``--api``: any node's API endpoint, or several comma-separated (default $UNIVRS_API);
-    normalised to ``host:port,...`` (usage error, exit 2, on a malformed one)."""
+    """``--api``: any node's API endpoint, or several comma-separated (default $UNIVRS_API),
+    normalised by ``parse_endpoints`` (usage error, exit 2, on a malformed one); with the TLS
+    options."""
+    f = tls_options(f)
     return click.option(
         "--api",
         "api",
         default=lambda: os.environ.get("UNIVRS_API", DEFAULT_API),
         show_default=f"$UNIVRS_API or {DEFAULT_API}",
         callback=_check_api,
-        help="Any node's API: host:port, [v6]:port or http://host:port; several "
-        "comma-separated are tried in order.",
+        help="Any node's API: host:port, [v6]:port, http://host:port or https://host:port; "
+        "several comma-separated are tried in order.",
     )(f)
+
+
+def any_https(api: str) -> bool:
+    """Whether an endpoint of the list ``api`` asks for TLS."""
+    return any(split_url(a)[1] for a in api.split(","))
+
+
+def api_url(api: str) -> tuple[str, ssl.SSLContext | None]:
+    """The base URL of ``api`` and the TLS context to reach it with."""
+    hostport, secure = split_url(api)
+    context = cli_ssl(secure)
+    return f"{'https' if context is not None else 'http'}://{hostport}", context
 
 
 def http_json(
     api: str, method: str, path: str, body: Any = None, timeout: float = 60.0
 ) -> tuple[int, Any]:
     """(status, decoded body) of one request to the first node of ``api`` (a comma list) that
-    answers; exits with EXIT_UNAVAILABLE when none does."""
+    answers; exits with EXIT_UNAVAILABLE when none does. A write moves on to the next endpoint
+    only when its connection was refused (never after the request may have arrived)."""
     data = None if body is None else json.dumps(body).encode()
     problems = []
     for addr in api.split(","):
+        base, context = api_url(addr)
         req = urllib.request.Request(
-            f"http://{addr}{path}",
+            f"{base}{path}",
             data=data,
             method=method,
             headers={"Content-Type": "application/json", "Accept": "application/json"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 return resp.status, json.load(resp)
         except urllib.error.HTTPError as exc:
             try:
@@ -146,7 +216,13 @@ def client_for(api: str, timeout: float, *, stay: bool = False) -> Iterator[Sync
     stderr, ``error: <code>: <message>``, with the exit code of its kind). ``stay``: talk to
     the first ``api`` node that answers, not the leader (``--local`` reads its replica)."""
     try:
-        client = SyncClient(api=api, timeout=timeout, fail_fast=True, stay=stay)
+        client = SyncClient(
+            api=api,
+            timeout=timeout,
+            ssl_context=cli_ssl(any_https(api)),
+            fail_fast=True,
+            stay=stay,
+        )
     except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
     try:

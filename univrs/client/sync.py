@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ class SyncClient:
         *,
         api: list[str] | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
         fail_fast: bool = False,
         stay: bool = False,
     ) -> None:
@@ -38,7 +40,7 @@ class SyncClient:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._main,
-            args=(endpoints, api, timeout, fail_fast, stay),
+            args=(endpoints, api, timeout, ssl_context, fail_fast, stay),
             name="univrs-client",
             daemon=True,
         )
@@ -48,10 +50,23 @@ class SyncClient:
             self._thread.join()
             raise self._error
 
-    def _main(self, endpoints: Any, api: Any, timeout: float, fail_fast: bool, stay: bool) -> None:
+    def _main(
+        self,
+        endpoints: Any,
+        api: Any,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        fail_fast: bool,
+        stay: bool,
+    ) -> None:
         async def run() -> None:
             async with open_client(
-                endpoints, api=api, timeout=timeout, fail_fast=fail_fast, stay=stay
+                endpoints,
+                api=api,
+                timeout=timeout,
+                ssl_context=ssl_context,
+                fail_fast=fail_fast,
+                stay=stay,
             ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()

@@ -34,10 +34,13 @@ class NodeMetrics:
 
     status: Callable[[], Status]
     storage: Callable[[], StorageStatistics] | None = None
-    pending: Callable[[], int] | None = None  # proposals appended, not yet settled
+    # Proposals appended, not yet settled; set once the runtime exists (0 until then).
+    pending: Callable[[], int] | None = None
     registry: Registry = attrs.field(factory=Registry)
     proposals: Counter = attrs.field(init=False)
     proposals_failed: Counter = attrs.field(init=False)
+    proposals_dropped: Counter = attrs.field(init=False)  # the label sets the runtime counts
+    proposals_unknown: Counter = attrs.field(init=False)
     elections: Counter = attrs.field(init=False)
     leader_changes: Counter = attrs.field(init=False)
     fsync_seconds: Histogram = attrs.field(init=False)
@@ -92,13 +95,11 @@ class NodeMetrics:
             ("peer",),
             callback=self._lags,
         )
-        if self.pending is not None:
-            pending = self.pending
-            r.gauge(
-                "univrs_raft_proposals_pending",
-                "Proposals appended on this leader and not yet applied or failed.",
-                callback=lambda: [((), float(pending()))],
-            )
+        r.gauge(
+            "univrs_raft_proposals_pending",
+            "Proposals appended on this leader and not yet applied or failed.",
+            callback=lambda: [((), float(self.pending() if self.pending else 0))],
+        )
         self.elections = r.counter("univrs_raft_elections_total", "Elections this node started.")
         self.leader_changes = r.counter(
             "univrs_raft_leader_changes_total", "Times this node saw a new leader."
@@ -112,8 +113,9 @@ class NodeMetrics:
             "applied) or unknown (a leader change or a snapshot left it unknown).",
             ("outcome",),
         )
-        for outcome in ("dropped", "unknown"):  # present from the start, so rate() sees 0
-            self.proposals_failed.inc(0, outcome)
+        # Both label sets exist from the start, so rate() sees 0.
+        self.proposals_dropped = self.proposals_failed.labels("dropped")
+        self.proposals_unknown = self.proposals_failed.labels("unknown")
         if self.storage is not None:
             storage = self.storage
             r.gauge(
