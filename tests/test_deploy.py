@@ -6,6 +6,7 @@ run against a live node, and the unit goes through `systemd-analyze verify` when
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -46,6 +47,8 @@ def _unit() -> dict[str, list[str]]:
 def test_the_shipped_config_is_valid() -> None:
     config = load_config(DEPLOY / "univrs.toml", {})
     assert str(config.data_dir).startswith("/var/lib/univrs/")
+    # Beyond loopback it needs TLS; probes come without a client certificate.
+    assert config.tls is not None and config.tls.client_auth == "optional"
 
 
 def test_dockerfile() -> None:
@@ -54,7 +57,8 @@ def test_dockerfile() -> None:
     user = d["USER"][-1].split(":")[0]
     assert user not in ("root", "0")
     assert json.loads(d["VOLUME"][0]) == ["/var/lib/univrs"]
-    assert "/readyz" in d["HEALTHCHECK"][0]
+    assert "/opt/univrs/healthcheck.py" in d["HEALTHCHECK"][0]
+    assert "/readyz" in (DEPLOY / "healthcheck.py").read_text()
     assert json.loads(d["ENTRYPOINT"][0]) == ["univrs", "node", "start"]
     assert "/etc/univrs/univrs.toml" in json.loads(d["CMD"][0])
     for copy in d["COPY"]:
@@ -63,21 +67,31 @@ def test_dockerfile() -> None:
             assert (ROOT / source).exists(), source
 
 
-def _healthcheck(api: str) -> subprocess.CompletedProcess[str]:
+def _healthcheck(api: str, ca: pathlib.Path) -> subprocess.CompletedProcess[str]:
     cmd = json.loads(_dockerfile()["HEALTHCHECK"][0].split("CMD", 1)[1])
-    assert cmd[0] == "python"
-    cmd = [sys.executable, *(a.replace("127.0.0.1:8000", api) for a in cmd[1:])]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert cmd == ["python", "/opt/univrs/healthcheck.py"]
+    assert any(
+        "deploy/healthcheck.py /opt/univrs/healthcheck.py" in c for c in _dockerfile()["COPY"]
+    )
+    env = {**os.environ, "UNIVRS_HEALTH_ADDR": api, "UNIVRS_HEALTH_CA": str(ca)}
+    return subprocess.run(
+        [sys.executable, str(DEPLOY / "healthcheck.py")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
 
 
 def test_the_healthcheck_passes_on_a_ready_node_and_fails_without_one(
     tmp_path: pathlib.Path,
 ) -> None:
-    with BackgroundCluster(tmp_path, size=1) as bg:
-        ok = _healthcheck(bg.apis[0])
+    no_ca = tmp_path / "no-ca.crt"  # a plaintext node (the in-process test cluster)
+    with BackgroundCluster(tmp_path / "c", size=1) as bg:
+        ok = _healthcheck(bg.apis[0], no_ca)
         assert ok.returncode == 0, ok.stderr
     (port,) = free_ports(1)
-    down = _healthcheck(f"127.0.0.1:{port}")
+    down = _healthcheck(f"127.0.0.1:{port}", no_ca)
     assert down.returncode == 1 and "not ready" in down.stderr
 
 
