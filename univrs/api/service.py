@@ -349,7 +349,10 @@ class ApiService:
                     continue
                 if isinstance(response, Failure):
                     raise failure_to_exception(response)
-                return op.render(command, response, runtime.sm), {"index": response.version}
+                result = op.render(command, response, runtime.sm)
+                if op.finish is not None:
+                    result = op.finish(built, result, runtime.sm)
+                return result, {"index": response.version}
             if hops >= MAX_HOPS:
                 raise NotLeader(leader=status.leader)
             leader = hint or status.leader
