@@ -109,7 +109,7 @@ class Cluster:
         return await request_json(self.api(node), method, path, body=body, timeout=20.0, **kw)
 
 
-def make_configs(folder: pathlib.Path, size: int) -> dict[str, NodeConfig]:
+def make_configs(folder: pathlib.Path, size: int, **overrides: Any) -> dict[str, NodeConfig]:
     ports = free_ports(2 * size)
     ids = [f"n{i + 1}" for i in range(size)]
     raft = {nid: f"127.0.0.1:{ports[2 * i]}" for i, nid in enumerate(ids)}
@@ -122,16 +122,20 @@ def make_configs(folder: pathlib.Path, size: int) -> dict[str, NodeConfig]:
             raft_addr=raft[nid],
             api_addr=api[nid],
             bootstrap=bootstrap if size > 1 else (),
+            **overrides,
         )
         for nid in ids
     }
 
 
 @asynccontextmanager
-async def open_cluster(folder: pathlib.Path, size: int = 3) -> AsyncIterator[Cluster]:
-    """Start ``size`` nodes and wait for an agreed leader."""
+async def open_cluster(
+    folder: pathlib.Path, size: int = 3, **overrides: Any
+) -> AsyncIterator[Cluster]:
+    """Start ``size`` nodes (``NodeConfig`` fields ``overrides``) and wait for an agreed
+    leader."""
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery=nursery, configs=make_configs(folder, size))
+        cluster = Cluster(nursery=nursery, configs=make_configs(folder, size, **overrides))
         for nid in cluster.configs:
             await cluster.start(nid)
         await cluster.wait_leader()

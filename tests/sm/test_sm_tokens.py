@@ -39,7 +39,9 @@ def test_bootstrap_creates_one_admin_token_once() -> None:
 
 def test_tokens_store_hashes_and_are_revoked() -> None:
     log = Log()
-    assert isinstance(log(CreateToken(id="t1", name="ci", roles=("read",), secret_hash=H1)), Created)
+    assert isinstance(
+        log(CreateToken(id="t1", name="ci", roles=("read",), secret_hash=H1)), Created
+    )
     dup = log(CreateToken(id="t2", name="ci", roles=("read",), secret_hash=H1))
     assert isinstance(dup, Failure) and dup.code is ErrorCode.ALREADY_EXISTS
     bad = log(CreateToken(id="t3", name="x", roles=("root",), secret_hash=H2))

@@ -16,11 +16,18 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | GET /v1/cluster/join | this node | join progress |
 | POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
 | POST /v1/cluster/snapshot | this node | take a snapshot now |
+
+Every endpoint needs an ``admin`` token when auth is on (``univrs.api.auth``), except the join
+progress (public: a node restarting empty to join has no tokens yet to check one against) and
+``POST /v1/cluster/join`` on a node that holds no tokens (a pristine node: it has nothing to
+protect, and the cluster it joins checks the caller's admin token, which the join carries).
+A request forwarded to the leader carries the caller's ``Authorization`` header, never the
+node's own. Bodies are read with the node's limits (413 past ``limits.max_body_bytes``, 400
+past ``limits.max_json_depth``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +37,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from univrs.api.rest import error_response, json_response
+from univrs.api.auth import Authority, Caller
+from univrs.api.rest import caller_of, error_response, json_body, json_response
 from univrs.errors import (
     Conflict,
     InvalidArgument,
-    MalformedRequest,
     NotFound,
     NotLeader,
     Unavailable,
@@ -58,14 +65,23 @@ def _node(request: Request) -> NodeHandle:
     return node
 
 
+def _admin(request: Request, what: str) -> Caller:
+    """The caller, if it may run admin endpoint ``what`` (raises 401 / 403 otherwise)."""
+    caller = caller_of(request)
+    Authority(_node(request)).authorize(caller, "admin", what)
+    return caller
+
+
+def _forward_headers(request: Request) -> dict[str, str]:
+    """The caller's own credentials, for a request this node makes on its behalf."""
+    auth = request.headers.get("authorization")
+    return {} if auth is None else {"Authorization": auth}
+
+
 async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
+    doc = await json_body(request)
+    if doc is None:
         return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise MalformedRequest(f"request body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidArgument("request body must be a JSON object")
     unknown = sorted(set(doc) - allowed)
@@ -129,7 +145,8 @@ def _handler(
 async def _on_leader(
     request: Request, run: Callable[[NodeHandle], Awaitable[tuple[int, Any]]]
 ) -> Response:
-    """Run ``run`` here if this node leads, else forward the request to the leader once."""
+    """Run ``run`` here if this node leads, else forward the request to the leader once (with
+    the caller's token: the leader checks it again)."""
     node = _node(request)
     status = node.status()
     if status.role is Role.LEADER:
@@ -148,8 +165,8 @@ async def _on_leader(
             addr,
             request.method,
             request.url.path,
-            raw_body=await request.body(),
-            headers={"X-Univrs-Forwarded": node.node_id},
+            raw_body=await _raw_body(request),
+            headers={"X-Univrs-Forwarded": node.node_id, **_forward_headers(request)},
             timeout=FORWARD_TIMEOUT,
         )
     except (OSError, ValueError, trio.TooSlowError) as exc:
@@ -160,8 +177,17 @@ async def _on_leader(
     return json_response(resp.body, resp.status, headers)
 
 
+async def _raw_body(request: Request) -> bytes:
+    """The body to forward: already read and checked by ``_body`` (Starlette caches it), or
+    read now with the node's limits."""
+    doc = await json_body(request)
+    return b"" if doc is None else await request.body()
+
+
 @_handler
 async def list_members(request: Request) -> Response:
+    _admin(request, "listing members")
+
     async def run(node: NodeHandle) -> tuple[int, Any]:
         s = node.status()
         return 200, {"leader": s.leader, "term": s.term, "members": ms.members(node.runtime)}
@@ -171,6 +197,7 @@ async def list_members(request: Request) -> Response:
 
 @_handler
 async def add_member(request: Request) -> Response:
+    _admin(request, "adding a member")
     doc = await _body(request, {"id", "raft_addr", "api_addr", "incarnation", "replace"})
     node_id = _str_field(doc, "id")
     raft_addr = _addr_field(doc, "raft_addr")
@@ -193,6 +220,7 @@ async def add_member(request: Request) -> Response:
 
 @_handler
 async def promote_member(request: Request) -> Response:
+    _admin(request, "promoting a member")
     node_id = request.path_params["node_id"]
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
@@ -205,6 +233,7 @@ async def promote_member(request: Request) -> Response:
 
 @_handler
 async def remove_member(request: Request) -> Response:
+    _admin(request, "removing a member")
     node_id = request.path_params["node_id"]
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
@@ -217,6 +246,7 @@ async def remove_member(request: Request) -> Response:
 
 @_handler
 async def transfer_leader(request: Request) -> Response:
+    _admin(request, "transferring leadership")
     doc = await _body(request, {"target"})
     target = _str_field(doc, "target", required=False)
 
@@ -228,12 +258,16 @@ async def transfer_leader(request: Request) -> Response:
 
 @_handler
 async def join(request: Request) -> Response:
+    node = _node(request)
+    if node.runtime.sm.tokens_bootstrapped:
+        caller = _admin(request, "joining another cluster")
+    else:
+        caller = caller_of(request)  # pristine: the target checks the token
     doc = await _body(request, {"target", "replace"})
     target = _addr_field(doc, "target")
     replace = _bool_field(doc, "replace")
     assert target is not None
-    node = _node(request)
-    status, body, rejoin = await node.answer_join(target, replace=replace)
+    status, body, rejoin = await node.answer_join(target, replace=replace, token=caller.token)
     response = json_response(body, status)
     if rejoin is not None:
         # Restart only once this answer is sent (the restart closes the API server).
@@ -257,6 +291,7 @@ async def join_progress(request: Request) -> Response:
 async def leave(request: Request) -> Response:
     """Leave the cluster: transfer leadership away first if leading, then have the leader
     remove this node."""
+    _admin(request, "leaving the cluster")
     node = _node(request)
     me = node.node_id
     if node.status().role is Role.LEADER and len(node.status().membership.voters) > 1:
@@ -270,7 +305,11 @@ async def leave(request: Request) -> Response:
         if addr is not None and s.leader != me:
             try:
                 resp = await request_json(
-                    addr, "DELETE", f"/v1/cluster/members/{me}", timeout=FORWARD_TIMEOUT
+                    addr,
+                    "DELETE",
+                    f"/v1/cluster/members/{me}",
+                    headers=_forward_headers(request),
+                    timeout=FORWARD_TIMEOUT,
                 )
                 if resp.status == 200:
                     return json_response({"left": True, "node": me}, 200)
@@ -290,6 +329,7 @@ async def leave(request: Request) -> Response:
 
 @_handler
 async def snapshot(request: Request) -> Response:
+    _admin(request, "taking a snapshot")
     node = _node(request)
     meta = await node.runtime.take_snapshot()
     if meta is None:

@@ -8,6 +8,12 @@ response; the writer sends everything queued since its last send as one frame, a
 client that has not read its responses for ``SEND_TIMEOUT``. Requests that arrive together
 are proposed together (``univrs.api.batcher``): one ``propose_many``, one append, one fsync.
 
+Callers: a request runs as the caller its token names (its own ``token``, else the hello's;
+``univrs.api.auth``), from the connection's address (for a forwarded request, ``hops`` >= 1,
+the address the forwarding node saw). Connections per client address are bounded
+(``limits.max_connections_per_address``): one more is rejected at the websocket handshake with
+HTTP 429, logged once per address.
+
 A frame that cannot be decoded closes the connection with a protocol error (one WARNING line);
 a request with a readable id but bad fields gets an error response. An exception escaping an
 operation is a bug: it is logged and answered with ``internal``, and the node carries on.
@@ -23,6 +29,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs import codec
+from univrs.api.auth import Caller
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Request
 from univrs.errors import InternalError, ProtocolError, UnivrsError, error_to_plain
@@ -77,6 +84,8 @@ class _ClientConnection:
     service: ApiService
     remote: str
     scope: trio.CancelScope  # the connection's nursery: cancelled to drop a stuck client
+    host: str | None = None  # the client's address, for its identity without auth
+    token: str | None = attrs.field(default=None, repr=False)  # the hello's token
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     # A slot is held from a request's arrival until its response is *sent*, so a client that
@@ -111,6 +120,8 @@ class _ClientConnection:
             return {"id": req.id, "error": error_to_plain(req.error)}
         try:
             timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
+            forwarded_for = req.client if req.hops and req.client else None
+            caller = Caller(token=req.token or self.token, address=forwarded_for or self.host)
             result, meta = await self.service.execute(
                 req.op,
                 req.args,
@@ -118,6 +129,7 @@ class _ClientConnection:
                 consistency=req.consistency,
                 timeout=timeout,
                 hops=req.hops,
+                caller=caller,
             )
         except Exception as exc:
             if isinstance(exc, UnivrsError) and exc.on_wire():
@@ -176,12 +188,29 @@ def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:
 async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
     """Route handler for ``/client`` on the raft listener (see the module docstring)."""
     remote = str(request.remote)
+    host = getattr(request.remote, "address", None)
+    host = None if host is None else str(host)
+    limiter = service.fast_connections
+    if host is not None and not limiter.acquire(host):
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await request.reject(429, body=b"too many connections from this address")
+        return
+    try:
+        await _serve_client(service, request, remote, host)
+    finally:
+        if host is not None:
+            limiter.release(host)
+
+
+async def _serve_client(
+    service: ApiService, request: WebSocketRequest, remote: str, host: str | None
+) -> None:
     ws = await request.accept()
     node = service.node
     try:
         try:
             with trio.fail_after(HELLO_TIMEOUT):
-                protocol.check_client_hello(await ws.get_message())
+                token = protocol.check_client_hello(await ws.get_message())
         except (trio.TooSlowError, ProtocolError) as exc:
             reason = "no hello in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             log.warning("refusing client connection from %s: %s", remote, reason)
@@ -194,7 +223,12 @@ async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
         )
         async with trio.open_nursery() as nursery:
             conn = _ClientConnection(
-                ws=ws, service=service, remote=remote, scope=nursery.cancel_scope
+                ws=ws,
+                service=service,
+                remote=remote,
+                scope=nursery.cancel_scope,
+                host=host,
+                token=token,
             )
             nursery.start_soon(conn.write_responses)
             await conn.read_requests(nursery)

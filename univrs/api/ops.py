@@ -435,9 +435,7 @@ def _roles(args: dict[str, Any]) -> tuple[str, ...]:
         raise InvalidArgument("roles must be a non-empty list", field="roles")
     for role in raw:
         if role not in ROLES:
-            raise InvalidArgument(
-                f"role {role!r} is not one of {', '.join(ROLES)}", field="roles"
-            )
+            raise InvalidArgument(f"role {role!r} is not one of {', '.join(ROLES)}", field="roles")
     return tuple(sorted(set(raw)))
 
 

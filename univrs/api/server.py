@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from univrs.api import admin, rest
+from univrs.api.auth import Authority
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.openapi import openapi_document
@@ -67,11 +68,20 @@ async def health(request: Request) -> Response:
 
 
 async def node_status(request: Request) -> Response:
-    return JSONResponse(_node(request).describe())
+    doc = _node(request).describe()
+    service: ApiService | None = request.app.state.service
+    if service is not None and service.quota is not None:
+        doc["alarms"] = service.quota.alarms()  # NOSPACE (limits.quota_backend_bytes)
+    return JSONResponse(doc)
 
 
 async def cluster_status(request: Request) -> Response:
-    """Every member's own view, gathered from their APIs, plus the leader's replication view."""
+    """Every member's own view, gathered from their APIs, plus the leader's replication view
+    (a ``read`` token when auth is on)."""
+    try:
+        Authority(_node(request)).authorize(rest.caller_of(request), "read", "cluster status")
+    except UnivrsError as exc:
+        return rest.error_response(exc)
     return JSONResponse(await gather_cluster_status(_node(request)))
 
 

@@ -1,6 +1,9 @@
 """What every command group of the CLI shares: the API option, the REST helper of the cluster
 commands, the client of the state commands, output helpers and exit codes.
 
+Every command sends the API token in ``$UNIVRS_TOKEN`` (its secret; never a flag, which would
+show in ``ps`` and shell history) when the variable is set.
+
 Exit codes: 0 success; 1 the cluster answered with an error (not found, conflict) or a
 cluster command failed; 2 bad usage or an invalid argument; 3 a state command could not reach
 the cluster or it has no leader.
@@ -27,6 +30,18 @@ EXIT_ANSWERED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 PAGE = 1000
+TOKEN_ENV = "UNIVRS_TOKEN"
+
+
+def env_token() -> str | None:
+    """The API token secret of ``$UNIVRS_TOKEN`` (None: unset or empty)."""
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def auth_headers() -> dict[str, str]:
+    """``Authorization: Bearer $UNIVRS_TOKEN`` when the variable is set."""
+    token = env_token()
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 def fail(message: str, code: int = EXIT_ANSWERED) -> NoReturn:
@@ -55,7 +70,11 @@ def http_json(
         f"http://{api}{path}",
         data=data,
         method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **auth_headers(),
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -87,7 +106,7 @@ def client_for(api: str, timeout: float) -> Iterator[SyncClient]:
     """A client of the cluster at ``api``; an error it raises ends the command (one line on
     stderr, ``error: <code>: <message>``, with the exit code of its kind)."""
     try:
-        client = SyncClient(api=api, timeout=timeout)
+        client = SyncClient(api=api, timeout=timeout, token=env_token())
     except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
     try:

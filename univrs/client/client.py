@@ -108,6 +108,7 @@ class Client(StateMethods):
     nursery: trio.Nursery
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = CONNECT_TIMEOUT
+    token: str | None = attrs.field(default=None, repr=False)  # the API token's secret
     _conn: Connection | None = None
     _retired: list[Connection] = attrs.field(factory=list)
     _members: dict[str, str] = attrs.field(factory=dict)  # node id -> fast address
@@ -183,7 +184,7 @@ class Client(StateMethods):
 
     async def _open(self, address: str, deadline: float) -> Connection:
         timeout = max(0.001, min(self.connect_timeout, deadline - trio.current_time()))
-        return await Connection.open(self.nursery, address, timeout=timeout)
+        return await Connection.open(self.nursery, address, timeout=timeout, token=self.token)
 
     async def _try_open(self, address: str, deadline: float) -> Connection | None:
         try:
@@ -381,9 +382,11 @@ async def open_client(
     api: list[str] | str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
+    token: str | None = None,
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
-    addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses)."""
+    addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
+    ``token``: the API token's secret, for a cluster with auth on (docs/security.md)."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
@@ -398,6 +401,7 @@ async def open_client(
             nursery=nursery,
             timeout=timeout,
             connect_timeout=connect_timeout,
+            token=token,
         )
         try:
             yield client

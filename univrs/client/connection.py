@@ -114,12 +114,14 @@ class Connection:
         *,
         timeout: float = 5.0,
         max_frame: int = protocol.MAX_FRAME,
+        token: str | None = None,
     ) -> Connection:
         """Connect to ``address`` (``host:port`` of a node's raft listener); the connection's
         task runs in ``nursery`` until it breaks or ``close`` is called. Raises ConnectionLost
         (``outcome_unknown`` False) if the node cannot be reached within ``timeout``, or the
-        error the node refused the connection with."""
-        conn: Connection = await nursery.start(_run_connection, address, timeout, max_frame)
+        error the node refused the connection with. ``token``: the API token secret sent in the
+        hello, for every request of the connection."""
+        conn: Connection = await nursery.start(_run_connection, address, timeout, max_frame, token)
         return conn
 
     async def request(
@@ -131,10 +133,13 @@ class Connection:
         consistency: str | None = None,
         timeout_ms: int | None = None,
         hops: int = 0,
+        token: str | None = None,
+        client: str | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Send one request and wait for its answer: (result, meta). Raises the UnivrsError the
         node answered with, or ConnectionLost. Cancelling abandons the answer, not the
-        request (the node may still apply it)."""
+        request (the node may still apply it). ``token`` overrides the connection's;
+        ``client`` (forwarding nodes only) is the caller's address."""
         if self._closed is not None:
             raise _lost(self.address, self._closed, sent=False)
         rid = self._next_id
@@ -147,6 +152,8 @@ class Connection:
             consistency=consistency,
             timeout_ms=timeout_ms,
             hops=hops,
+            token=token,
+            client=client,
         )
         waiter: Waiter[dict[str, Any]] = Waiter()
         self._pending[rid] = waiter
@@ -264,6 +271,7 @@ async def _run_connection(
     address: str,
     timeout: float,
     max_frame: int,
+    token: str | None = None,
     *,
     task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -276,7 +284,7 @@ async def _run_connection(
             ws: WebSocketConnection | None = None
             try:
                 ws = await _dial(nursery, address, host, port, timeout, max_frame)
-                hello = await _exchange_hellos(ws, address, timeout)
+                hello = await _exchange_hellos(ws, address, timeout, token)
             except UnivrsError as exc:
                 failure = exc
             else:
@@ -327,10 +335,12 @@ async def _dial(
         raise _lost(address, f"cannot connect: {exc}", sent=False) from None
 
 
-async def _exchange_hellos(ws: WebSocketConnection, address: str, timeout: float) -> ServerHello:
+async def _exchange_hellos(
+    ws: WebSocketConnection, address: str, timeout: float, token: str | None = None
+) -> ServerHello:
     try:
         with trio.fail_after(timeout):
-            await ws.send_message(protocol.encode_client_hello())
+            await ws.send_message(protocol.encode_client_hello(token))
             answer = protocol.decode_server_hello(await ws.get_message())
     except trio.TooSlowError:
         raise _lost(address, f"no hello within {timeout:g}s", sent=False) from None

@@ -51,6 +51,8 @@ class JoinInfo:
     replace: bool = False
     # The incarnation the cluster lists for our id (None: not a member, or unbound).
     bound: str | None = None
+    # The API token of whoever asked for the join (the cluster's admin endpoints check it).
+    token: str | None = attrs.field(default=None, repr=False)
 
 
 class JoinRefused(UnivrsError):
@@ -61,11 +63,17 @@ def _refused(message: str) -> Exception:
     return JoinRefused(message)
 
 
-async def _describe(target: str) -> tuple[str, list[dict[str, Any]]]:
+def _auth(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+async def _describe(target: str, token: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """(cluster id, member rows) as the node at ``target`` reports them; JoinRefused if it
     cannot be reached or does not answer like a univrs node."""
     try:
-        resp = await request_json(target, "GET", "/v1/cluster/status", timeout=REQUEST_TIMEOUT)
+        resp = await request_json(
+            target, "GET", "/v1/cluster/status", headers=_auth(token), timeout=REQUEST_TIMEOUT
+        )
     except (OSError, ValueError, trio.TooSlowError) as exc:
         reason = str(exc) or type(exc).__name__
         raise _refused(f"cannot reach a univrs API at {target}: {reason}") from None
@@ -125,10 +133,12 @@ async def check_join(
     return None
 
 
-async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> JoinInfo:
+async def prepare(
+    config: NodeConfig, target: str, *, replace: bool = False, token: str | None = None
+) -> JoinInfo:
     """Check that ``config``'s node may join the cluster at ``target`` (``replace``: taking
     over the id of a member whose data dir was lost); raise JoinRefused."""
-    cluster_id, members = await _describe(target)
+    cluster_id, members = await _describe(target, token)
     bound: str | None = None
     for m in members:
         if m.get("id") == config.node_id:
@@ -161,11 +171,16 @@ async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> 
         ),
         replace=replace,
         bound=bound,
+        token=token,
     )
 
 
-async def _call(target: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    resp = await request_json(target, method, path, body=body, timeout=REQUEST_TIMEOUT)
+async def _call(
+    target: str, method: str, path: str, body: Any = None, token: str | None = None
+) -> tuple[int, Any]:
+    resp = await request_json(
+        target, method, path, body=body, headers=_auth(token), timeout=REQUEST_TIMEOUT
+    )
     return resp.status, resp.body
 
 
@@ -196,31 +211,36 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
         with trio.fail_after(JOIN_TIMEOUT):
             while True:  # 1. learner
                 try:
-                    status, doc = await _call(info.target, "POST", "/v1/cluster/members", body)
+                    status, doc = await _call(
+                        info.target, "POST", "/v1/cluster/members", body, info.token
+                    )
                 except (OSError, ValueError, trio.TooSlowError) as exc:
                     status, doc = 0, str(exc)
                 if status in (200, 201):
                     break
-                if status in (400, 404, 409, 422):
+                if status in (400, 401, 403, 404, 409, 422):
                     raise _refused(_error_of(doc))
                 node.join.update(detail=f"retrying: {_error_of(doc)}")
                 await trio.sleep(POLL * 4)
             log.info("added as a learner", extra={"cluster": info.cluster_id})
             node.join = {**node.join, "state": "catching-up", "detail": None}
             while True:  # 2. catch up, 3. promote
-                lag = await _own_lag(info.target, me.node_id)
+                lag = await _own_lag(info.target, me.node_id, info.token)
                 node.join["entries_remaining"] = lag
                 if lag is not None and lag <= DEFAULT_MAX_LAG:
                     node.join["state"] = "promoting"
                     try:
                         status, doc = await _call(
-                            info.target, "POST", f"/v1/cluster/members/{me.node_id}/promote"
+                            info.target,
+                            "POST",
+                            f"/v1/cluster/members/{me.node_id}/promote",
+                            token=info.token,
                         )
                     except (OSError, ValueError, trio.TooSlowError) as exc:
                         status, doc = 0, str(exc)
                     if status == 200:
                         break
-                    if status in (400, 404, 422):
+                    if status in (400, 401, 403, 404, 422):
                         raise _refused(_error_of(doc))
                     node.join["state"] = "catching-up"
                     node.join["detail"] = _error_of(doc)
@@ -235,9 +255,9 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
         log.warning("join failed", extra={"cluster": info.cluster_id, "error": str(exc)})
 
 
-async def _own_lag(target: str, node_id: str) -> int | None:
+async def _own_lag(target: str, node_id: str, token: str | None = None) -> int | None:
     try:
-        status, doc = await _call(target, "GET", "/v1/cluster/members")
+        status, doc = await _call(target, "GET", "/v1/cluster/members", token=token)
     except (OSError, ValueError, trio.TooSlowError):
         return None
     if status != 200 or not isinstance(doc, dict):

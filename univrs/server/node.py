@@ -254,16 +254,17 @@ class Node:
             )
 
     async def answer_join(
-        self, target: str, *, replace: bool
+        self, target: str, *, replace: bool, token: str | None = None
     ) -> tuple[int, dict[str, Any], JoinInfo | None]:
         """``univrs cluster join``'s request to this node: join the cluster of ``target``.
 
         Returns the HTTP status and body to answer, and the join to start by restarting this
         node once the answer is sent (None: nothing to restart). Raises Conflict when the join
-        is refused (the message says why).
+        is refused (the message says why). ``token``: the caller's API token, which the join
+        sends to the cluster (its admin endpoints check it).
         """
         try:
-            info = await prepare(self.config, target, replace=replace)
+            info = await prepare(self.config, target, replace=replace, token=token)
         except JoinRefused as exc:
             raise Conflict(str(exc)) from None
         # A replace that is done already (the cluster lists this very incarnation) is a resume.

@@ -18,13 +18,13 @@ import attrs
 from univrs.service import schemas as s
 
 __all__ = [
+    "PUBLIC",
     "STRING",
     "Arg",
     "Command",
     "Http",
     "Kind",
     "Operation",
-    "PUBLIC",
     "Opt",
     "Param",
     "Type",
@@ -159,6 +159,12 @@ class Operation:
     @property
     def is_write(self) -> bool:
         return self.kind is not Kind.READ
+
+    @property
+    def allowed_when_full(self) -> bool:
+        """Served while the storage quota's NOSPACE alarm is raised: reads, deletes (they free
+        space) and opening the session a delete is sent with."""
+        return self.kind is Kind.READ or self.http.method == "DELETE" or self.name == "session.open"
 
     @property
     def keyed(self) -> bool:

@@ -59,8 +59,8 @@ from univrs.sm.validate import MAX_ADDRESSES, MAX_QUANTITY, MAX_REPLICAS, MAX_TE
 
 __all__ = [
     "CLI_GROUPS",
-    "PUBLIC",
     "OPERATIONS",
+    "PUBLIC",
     "Arg",
     "Command",
     "Http",
@@ -478,9 +478,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         ),
         http=Http(method="POST", path="/v1/tokens", creates=True),
         params=(
-            Param(
-                name="name", type=Type.STR, schema=_TOKEN_NAME, required=True, cli=Arg("name")
-            ),
+            Param(name="name", type=Type.STR, schema=_TOKEN_NAME, required=True, cli=Arg("name")),
             Param(
                 name="roles",
                 type=Type.STR_LIST,
