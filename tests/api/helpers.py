@@ -152,10 +152,10 @@ class BackgroundCluster:
     """A cluster running in its own thread (its own trio loop), for synchronous tests: the CLI,
     the sync client, schemathesis. Use as a context manager."""
 
-    def __init__(self, folder: pathlib.Path, size: int = 1) -> None:
+    def __init__(self, folder: pathlib.Path, size: int = 1, **overrides: Any) -> None:
         import threading
 
-        self.folder, self.size = folder, size
+        self.folder, self.size, self.overrides = folder, size, overrides
         self.cluster: Cluster | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
@@ -165,7 +165,7 @@ class BackgroundCluster:
 
     def _main(self) -> None:
         async def run() -> None:
-            async with open_cluster(self.folder, self.size) as cluster:
+            async with open_cluster(self.folder, self.size, **self.overrides) as cluster:
                 self.cluster = cluster
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()

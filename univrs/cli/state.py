@@ -1,4 +1,4 @@
-"""The state commands: ``univrs workload|instance|nodeinfo|credits ...``, derived from the
+"""The state commands: ``univrs workload|instance|nodeinfo|credits|token ...``, derived from the
 operations table (``univrs.service.operations``).
 
 Every operation with a CLI ``Command`` becomes ``univrs <group> <name>``: its arguments become
@@ -200,8 +200,10 @@ def _show(op: Operation, as_json: bool, doc: Any, args: dict[str, Any]) -> None:
 
 def _run(op: Operation, api: str, timeout: float, local: bool, args: dict[str, Any]) -> Any:
     with client_for(api, timeout) as client:
-        if op.is_write:
+        if op.keyed:
             return client.write(op.name, args)
+        if op.is_write:  # takes no idempotency key (token bootstrap): sent once
+            return client.call(op.name, args)
         level = consistency(local)
         if op.paged:
             return all_pages(lambda a: client.call(op.name, a, consistency=level), args)
