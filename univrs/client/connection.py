@@ -276,6 +276,39 @@ async def _run_connection(
     task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     host, port = split_host_port(address)
+    try:
+        await _connection_task(address, host, port, timeout, max_frame, token, task_status)
+    except (HandshakeError, BaseExceptionGroup) as exc:
+        # The node rejected the handshake (HTTP 429: too many connections from this address);
+        # trio-websocket raises it in its reader task, so it arrives in a group.
+        rejected: BaseException | None = exc
+        if isinstance(exc, BaseExceptionGroup):
+            match, _ = exc.split(HandshakeError)
+            rejected = None if match is None else _first_leaf(match)
+        if rejected is None:
+            raise
+        status = getattr(rejected, "status_code", None)
+        body = getattr(rejected, "body", b"") or b""
+        reason = body.decode("utf-8", "replace")[:200] if isinstance(body, bytes) else ""
+        raise _lost(
+            address, f"the node rejected the connection (HTTP {status}: {reason})", sent=False
+        ) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _connection_task(
+    address: str,
+    host: str,
+    port: int,
+    timeout: float,
+    max_frame: int,
+    token: str | None,
+    task_status: trio.TaskStatus[Connection],
+) -> None:
     conn: Connection | None = None
     failure: UnivrsError | None = None
     why = "closed"
