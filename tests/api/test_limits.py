@@ -213,3 +213,30 @@ async def test_storage_quota_raises_nospace_and_keeps_reads_and_deletes(
         assert (await cluster.http(node, "POST", "/v1/cluster/snapshot", {})).status == 200
         assert node.status().leader == node.node_id
         conn.close()
+
+
+async def test_rest_connections_per_address_are_bounded(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path, size=1, max_connections_per_address=2) as cluster:
+        (node,) = cluster.running()
+        host, port = cluster.api(node).rsplit(":", 1)
+        held = [await trio.open_tcp_stream(host, int(port)) for _ in range(2)]
+        extra = await trio.open_tcp_stream(host, int(port))
+        with trio.fail_after(10):  # refused: closed by the node before any HTTP
+            try:
+                await extra.send_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = await extra.receive_some(1024)
+            except trio.BrokenResourceError:
+                answer = b""
+            assert answer == b""
+        await extra.aclose()
+        await held[0].aclose()
+
+        async def health() -> bool:
+            try:
+                return (await cluster.http(node, "GET", "/v1/health")).status == 200
+            except OSError:
+                return False
+
+        await wait_until(health, "a slot freed", every=0.05)
+        for stream in held[1:]:
+            await stream.aclose()

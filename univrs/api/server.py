@@ -1,7 +1,8 @@
 """The node's client surface: the HTTP API (REST, health, status, metrics, OpenAPI) and the
 fast client protocol at ``/client`` on the raft listener.
 
-The HTTP API is served by hypercorn's trio worker; the app is Starlette. The state endpoints
+The HTTP API is served by hypercorn's trio worker (behind listeners that bound connections per
+client address: ``univrs.api.listen``); the app is Starlette. The state endpoints
 (``univrs.api.rest``) and the fast protocol (``univrs.api.fast``) both run operations through
 one ``ApiService``, whose ``Forwarder`` sends writes from a follower to the leader. Every
 handler reads the node through its public views; nothing here touches the Raft core directly.
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +27,8 @@ from univrs.api import admin, rest
 from univrs.api.auth import Authority
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
+from univrs.api.limits import ConnectionLimiter
+from univrs.api.listen import serve_http
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService, Forwarder
 from univrs.client import protocol
@@ -227,8 +229,9 @@ async def serve_api(
         service = ApiService(node=node, forwarder=forwarder)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
         try:
+            limiter = ConnectionLimiter(node.config.max_connections_per_address, "REST")
             binds: list[str] = await nursery.start(
-                functools.partial(serve, build_app(node, service), config)  # type: ignore[arg-type]
+                serve_http, build_app(node, service), config, limiter
             )
             port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(port)
