@@ -512,9 +512,10 @@ def test_a_core_that_does_not_know_its_incarnation_can_elect_an_amnesiac() -> No
 
 def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
     # A learner that installs a snapshot whose configuration lists the leader's previous
-    # incarnation refuses the leader for ever under the product's rule; the simulator accepts a
-    # peer bound by a newer configuration than the receiver's. When the transport adopts a
-    # rule that passes this seed, drop strict_incarnations and this test.
+    # incarnation refused the leader for ever under the transport's first rule (the listing
+    # always wins). The transport and the simulator now let the side with the older
+    # configuration yield (hello ``cfg``/``bound``; tests/net/test_transport_incarnation.py);
+    # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
     sim = Simulation(seed=35, n_nodes=5, strict_incarnations=True)
     with expect(ck.LIVENESS):
         sim.run()

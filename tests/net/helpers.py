@@ -55,9 +55,11 @@ def make_transport(
     seed: int = 0,
     incarnation: str | None = None,
     bound: Mapping[str, str] | None = None,
+    binding: tuple[int, bool] = (0, False),
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
     """A transport on the fake codec. ``bound`` (read live, so a test may change it) is the
-    configuration's incarnation per peer; ``incarnation`` this node's own."""
+    configuration's incarnation per peer; ``incarnation`` this node's own; ``binding`` the index
+    of its configuration and whether that binds it to ``incarnation``."""
     send, recv = trio.open_memory_channel[Message](inbox_size)
     listed = bound if bound is not None else {}
     transport = RaftTransport(
@@ -73,6 +75,7 @@ def make_transport(
         connector=connector or trio.open_tcp_stream,
         incarnation=incarnation,
         bound_incarnation=lambda nid: listed.get(nid),
+        own_binding=lambda: binding,
     )
     return transport, recv
 

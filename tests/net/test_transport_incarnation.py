@@ -181,3 +181,79 @@ async def test_a_stopped_link_resumes_when_the_peer_dials_in_successfully(
             a.send(heartbeat("a", "b", ctx=8))
             assert await receive(b_inbox, timeout=30) == heartbeat("a", "b", ctx=8)
         nursery.cancel_scope.cancel()
+
+
+async def _first_contact(
+    *,
+    dialer_binding: tuple[int, bool],
+    receiver_binding: tuple[int, bool],
+    dialer_expects: dict[str, str] | None = None,
+    receiver_lists: dict[str, str] | None = None,
+) -> bool:
+    """Does a heartbeat from a (incarnation NEW) reach b (incarnation "b0"), given what each
+    one's configuration lists and the index/binding of that configuration?"""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        a, _ = make_transport(
+            "a",
+            peers={"b": "b:1"},
+            settings=NO_JITTER,
+            connector=net.connect,
+            listen_addr=None,
+            incarnation=NEW,
+            bound=dialer_expects,
+            binding=dialer_binding,
+        )
+        b, b_inbox = make_transport(
+            "b",
+            listen_addr=None,
+            incarnation="b0",
+            bound=receiver_lists,
+            binding=receiver_binding,
+        )
+        net.nodes["b"] = b
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b", ctx=1))
+            with trio.move_on_after(30):
+                while "b" not in a.stopped_links():
+                    if b_inbox.statistics().current_buffer_used:
+                        break
+                    await trio.sleep(0.01)
+            delivered = b_inbox.statistics().current_buffer_used > 0
+        nursery.cancel_scope.cancel()
+    return delivered
+
+
+async def test_a_listing_older_than_the_senders_binding_yields(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # b lagged (its newest configuration, at 40, still lists a's previous incarnation); a was
+    # replaced and is bound to NEW by a configuration at 60: b's listing is the stale one.
+    # Refusing a here locked a lagging node out of its replaced leader for good (simulator,
+    # seed 35 at 5 nodes).
+    assert await _first_contact(
+        dialer_binding=(60, True), receiver_binding=(40, True), receiver_lists={"a": OLD}
+    )
+    # ... but not a sender whose configuration is no newer, or does not bind it (an amnesiac
+    # data dir knows no configuration that binds it).
+    assert not await _first_contact(
+        dialer_binding=(40, True), receiver_binding=(40, True), receiver_lists={"a": OLD}
+    )
+    assert not await _first_contact(
+        dialer_binding=(60, False), receiver_binding=(40, True), receiver_lists={"a": OLD}
+    )
+
+
+async def test_an_expectation_older_than_the_receivers_binding_yields(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # a's configuration (at 40) expects b to be OLD; b is "b0", bound by a configuration at 60.
+    assert await _first_contact(
+        dialer_binding=(40, True), receiver_binding=(60, True), dialer_expects={"b": OLD}
+    )
+    assert not await _first_contact(
+        dialer_binding=(40, True), receiver_binding=(60, False), dialer_expects={"b": OLD}
+    )
+    assert not await _first_contact(
+        dialer_binding=(60, True), receiver_binding=(60, True), dialer_expects={"b": OLD}
+    )

@@ -10,7 +10,13 @@ an optional key keeps every version able to read every other's hello:
 * ``expect``: the incarnation the dialer expects ``dst`` to have, per its configuration;
 * ``addr`` (``host:port``): the raft address the dialer advertises, i.e. where it can be dialed
   back. A receiver uses it only to answer a member that is sending it entries while its own
-  configuration does not (yet) list that member (a joiner whose log is still old).
+  configuration does not (yet) list that member (a joiner whose log is still old);
+* ``cfg``: the log index of the sender's newest configuration, and ``bound`` (true or absent):
+  whether that configuration binds the sender's id to the sender's own incarnation. A listing
+  is only as fresh as the configuration it comes from: a receiver whose configuration is older
+  than the one binding the sender is the stale side, so it accepts the sender's incarnation
+  (and a dialer with an older configuration than the one binding the receiver may expect an
+  incarnation the receiver no longer has). See ``RaftTransport``.
 
 ``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
 connection (a stale address after a membership change must not deliver messages to the wrong
@@ -38,6 +44,8 @@ _MAX_INCARNATION = 64
 # An incarnation is 16 hex characters (``LogStore.incarnation``); a hello's is logged, named
 # in close reasons and recorded in the configuration by the leader: ASCII letters, digits,
 # '.', '_' and '-' only, never control characters.
+# A log index (the sender's configuration's) fits the codec's unsigned 64-bit range.
+_MAX_INDEX = 2**63 - 1
 _INCARNATION_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{_MAX_INCARNATION}}}")
 
 
@@ -54,6 +62,8 @@ class Hello:
     incarnation: str | None = None
     expect: str | None = None
     addr: str | None = None
+    config_index: int = 0
+    bound: bool = False
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -71,6 +81,10 @@ def encode_hello(hello: Hello) -> bytes:
         doc["expect"] = hello.expect
     if hello.addr is not None:
         doc["addr"] = hello.addr
+    if hello.config_index:
+        doc["cfg"] = hello.config_index
+    if hello.bound:
+        doc["bound"] = True
     return cbor2.dumps(doc)
 
 
@@ -111,6 +125,12 @@ def decode_hello(data: bytes | str) -> Hello:
             split_host_port(addr)
         except ValueError as exc:
             raise ProtocolError(f"hello field 'addr': {exc}") from None
+    cfg = doc.get("cfg", 0)
+    if not isinstance(cfg, int) or isinstance(cfg, bool) or not 0 <= cfg <= _MAX_INDEX:
+        raise ProtocolError(f"hello field 'cfg' is not an index in [0, {_MAX_INDEX}]")
+    bound = doc.get("bound", False)
+    if not isinstance(bound, bool):
+        raise ProtocolError("hello field 'bound' is not a boolean")
     return Hello(
         version=version,
         cluster=fields["cluster"],
@@ -119,4 +139,6 @@ def decode_hello(data: bytes | str) -> Hello:
         incarnation=optional["incarnation"],
         expect=optional["expect"],
         addr=addr,
+        config_index=cfg,
+        bound=bound,
     )

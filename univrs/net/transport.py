@@ -20,9 +20,13 @@ Theory of operation.
   (``bound_incarnation``). A receiver refuses, with ``CLOSE_INCARNATION`` and one WARNING per
   peer and incarnation, a dialer whose incarnation differs from the one its configuration
   lists for that id, and a hello that expects another incarnation of itself; unbound members
-  are accepted. The dialer's link then stops sending (``PeerLink``). After a configuration
-  change the runtime calls ``recheck_incarnations``: inbound connections from an incarnation
-  the configuration no longer lists are closed, and links whose expectation changed redial.
+  are accepted. A listing is only as fresh as its configuration: the hello also carries the
+  index of the sender's newest configuration and whether it binds the sender to its own
+  incarnation (``own_binding``), and the side whose configuration is older yields (a node
+  that lagged behind a replacement must not refuse its new leader for ever). The dialer's
+  link then stops sending (``PeerLink``). After a configuration change the runtime calls
+  ``recheck_incarnations``: inbound connections from an incarnation the configuration no
+  longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
   records in the configuration.
 * One exception to that map: the peer that sends us entries. The sender of the newest
@@ -114,6 +118,11 @@ def unbound(_node_id: NodeId) -> str | None:
     return None
 
 
+def no_binding() -> tuple[int, bool]:
+    """The default view of our own configuration: index 0, not bound to our incarnation."""
+    return (0, False)
+
+
 _REPLACE_HINT = (
     "a data dir that lost its state is a new incarnation, not the old member; replace it "
     "with `univrs cluster join <member-api> --replace` (see the README)"
@@ -126,6 +135,7 @@ class _Inbound:
 
     scope: trio.CancelScope
     incarnation: str | None
+    hello: Hello
     refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
 
 
@@ -158,6 +168,7 @@ class RaftTransport:
     dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
     incarnation: str | None = None
     bound_incarnation: Callable[[NodeId], str | None] = unbound
+    own_binding: Callable[[], tuple[int, bool]] = no_binding
     router: WebSocketRouter = attrs.field(init=False)
     _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
     _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos
@@ -287,13 +298,17 @@ class RaftTransport:
         for its sender is closed (messages count only from the listed incarnation); a link
         whose expected incarnation changed redials with the new hello.
         """
-        for nid, conn in list(self._inbound.items()):
-            bound = self.bound_incarnation(nid)
-            if bound is not None and conn.incarnation != bound and conn.refusal is None:
-                conn.refusal = self._stranger(nid, conn.incarnation, bound)
+        for conn in list(self._inbound.values()):
+            problem = self._listing_problem(conn.hello)
+            if problem is not None and conn.refusal is None:
+                conn.refusal = problem
                 conn.scope.cancel()
         for nid, link in self._links.items():
-            link.set_hello(self._hello_for(nid))
+            hello = self._hello_for(nid)
+            if link.stopped or self.bound_incarnation(nid) != decode_hello(link.hello).expect:
+                link.set_hello(hello)  # redial: the peer may accept us now
+            else:
+                link.hello = hello  # only our configuration index moved: the next dial says so
 
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
@@ -348,6 +363,7 @@ class RaftTransport:
         return counters
 
     def _hello_for(self, nid: NodeId) -> bytes:
+        config_index, bound = self.own_binding()
         hello = Hello(
             version=WIRE_VERSION,
             cluster=self.cluster_id,
@@ -356,6 +372,8 @@ class RaftTransport:
             incarnation=self.incarnation,
             expect=self.bound_incarnation(nid),
             addr=self.advertise_addr,
+            config_index=config_index,
+            bound=bound,
         )
         return encode_hello(hello)
 
@@ -401,7 +419,7 @@ class RaftTransport:
             link = self._links.get(hello.src)
             if link is not None:
                 link.poke()  # the peer is back: redial it now rather than after the backoff
-            conn = _Inbound(scope=trio.CancelScope(), incarnation=hello.incarnation)
+            conn = _Inbound(scope=trio.CancelScope(), incarnation=hello.incarnation, hello=hello)
             self._inbound[hello.src] = conn
             try:
                 with conn.scope:
@@ -438,11 +456,26 @@ class RaftTransport:
             and self.incarnation is not None
             and hello.expect != self.incarnation
         ):
-            return f"{self.node_id} is incarnation {self.incarnation}, not {hello.expect}"
-        bound = self.bound_incarnation(hello.src)
-        if bound is not None and hello.incarnation != bound:
-            return self._stranger(hello.src, hello.incarnation, bound)
-        return None
+            config_index, bound = self.own_binding()
+            if not (bound and config_index > hello.config_index):
+                return f"{self.node_id} is incarnation {self.incarnation}, not {hello.expect}"
+            # The dialer's configuration predates the one binding us: its expectation is stale.
+        return self._listing_problem(hello)
+
+    def _listing_problem(self, hello: Hello) -> str | None:
+        """Why our configuration refuses the incarnation ``hello`` names (None: it does not).
+
+        A configuration newer than ours that binds the sender to that incarnation wins: our
+        listing is the stale one (a member replaced while we lagged, e.g. behind a snapshot
+        that still lists its previous incarnation), and refusing it could lock us out of the
+        leader for good. An amnesiac data dir binds nothing, so it never passes this way.
+        """
+        listed = self.bound_incarnation(hello.src)
+        if listed is None or hello.incarnation == listed:
+            return None
+        if hello.bound and hello.config_index > self.own_binding()[0]:
+            return None
+        return self._stranger(hello.src, hello.incarnation, listed)
 
     async def _refuse_incarnation(
         self, ws: WebSocketConnection, remote: str, hello: Hello, reason: str

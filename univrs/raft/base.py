@@ -1,22 +1,31 @@
-"""The state every RaftNode holds, and the small helpers both its halves use.
+"""The state every RaftNode holds, its role changes, and the helpers every layer uses.
 
-``RaftNode`` (node.py: roles, the public API) combines ``ElectionMixin`` (election.py),
-``FollowerMixin`` (follower.py: AppendEntries receiver) and ``SnapshotMixin`` (compaction.py:
-snapshots, compaction, InstallSnapshot streaming), which extends ``LeaderMixin`` (leader.py:
-replication, commit, heartbeats, ReadIndex confirmation); all of them inherit this class. The
-fields are declared here once, with their invariants beside them.
+``RaftNode`` is one object whose code is split by topic into a single chain of layers, each
+extending the one below it::
+
+    NodeBase       base.py        fields, output queues, role changes (follow, become follower,
+                                  may I campaign), read bookkeeping
+    LeaderLayer    leader.py      replication, commit, heartbeats, CheckQuorum, ReadIndex
+                                  confirmation, configuration changes, snapshot streaming
+    SnapshotLayer  compaction.py  snapshot_taken, compaction, InstallSnapshot answers/receiving
+    FollowerLayer  follower.py    the AppendEntries receiver, commit, truncation
+    ElectionLayer  election.py    PreVote, votes, leases, becoming (pre-)candidate
+    RaftNode       node.py        the public API and message dispatch
+
+The rule: a layer calls only methods of its own layer or of the layers below it, so every
+``self._x()`` resolves statically to the one definition a reader (and mypy) finds by going
+down the chain; there are no placeholder methods for a sibling to fill in. A call that would
+have to go up the chain means the callee belongs lower (mypy reports it as a missing
+attribute). The fields are declared here once, with their invariants beside them.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import attrs
 
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory
 from univrs.raft.messages import (
-    Entry,
     HardState,
     Membership,
     Message,
@@ -34,7 +43,7 @@ from univrs.raft.snapshot import Snapshot, SnapshotReceiver
 
 @attrs.define(eq=False, init=False, repr=False)
 class NodeBase:
-    """Fields of a Raft node (set by RaftNode.__init__) and shared helpers."""
+    """Fields of a Raft node (set by RaftNode.__init__), role changes and shared helpers."""
 
     id: NodeId
     incarnation: str | None  # of this node's data dir; None: not known (never checked)
@@ -114,28 +123,7 @@ class NodeBase:
             return False
         return not (isinstance(msg, RequestVote | RequestVoteResponse) and msg.pre_vote)
 
-    # ---- implemented by the subclasses -------------------------------------------------------
-
-    def _become_follower(self, term: int, leader: NodeId | None) -> None:
-        raise NotImplementedError
-
-    def _on_config_change(self, before: Membership) -> None:
-        raise NotImplementedError
-
-    def _become_leader(self) -> None:
-        raise NotImplementedError
-
-    def _follow(self, leader: NodeId) -> bool:
-        raise NotImplementedError
-
-    def _start_snapshot(self, peer: NodeId, pr: Progress) -> None:
-        raise NotImplementedError
-
-    def _promotable(self) -> bool:
-        raise NotImplementedError
-
-    def _reset_election_timer(self) -> None:
-        raise NotImplementedError
+    # ---- roles -----------------------------------------------------------------------------
 
     def _set_state(self, role: Role, leader: NodeId | None) -> None:
         """Change role/leader, dropping reads that can no longer be confirmed."""
@@ -148,14 +136,67 @@ class NodeBase:
         if len(self._forwarded):
             self._out_dropped.extend(self._forwarded.drop_stale(self._term, leader))
 
-    # ---- log ---------------------------------------------------------------------------------
+    def _become_follower(self, term: int, leader: NodeId | None) -> None:
+        """Follow ``leader`` (None: unknown) at ``term`` (forgetting the vote of a lower term)."""
+        if term > self._term:
+            self._term = term
+            self._vote = None
+        self._set_state(Role.FOLLOWER if self._promotable() else Role.LEARNER, leader)
+        self._votes = {}
+        self._reset_election_timer()
 
-    def _append_entries(self, entries: Sequence[Entry]) -> None:
-        """Append to the log; CONFIG entries take effect now (dissertation 4.1)."""
-        before = self._configs.current
-        self._log.append(entries)
-        if self._configs.on_append(entries):
-            self._on_config_change(before)
+    def _follow(self, leader: NodeId) -> bool:
+        """A message from ``leader`` of our term: follow it. False if we lead this term."""
+        if self._role is Role.LEADER:
+            return False  # two leaders in one term cannot happen; ignore rather than obey
+        if self._role is Role.CANDIDATE or self._role is Role.PRE_CANDIDATE:
+            self._become_follower(self._term, leader)
+        elif self._leader != leader:
+            self._set_state(self._role, leader)
+            self._reset_election_timer()
+        else:
+            self._reset_election_timer()
+        return True
+
+    def _promotable(self) -> bool:
+        """May this node campaign? A voter of its latest configuration, or of the latest
+        committed one.
+
+        The second case keeps an uncommitted demotion from deadlocking the cluster: the node
+        it demotes may hold the most up-to-date log, and then no one else can win (seen in
+        randomized runs with two overlapping demotions from different terms). Votes are still
+        counted over the latest configuration's voters only, which is what election safety
+        needs (dissertation 4.2.2: a leader may manage a configuration that excludes it); such
+        a leader steps down once the change commits. A node whose removal or demotion is
+        committed never campaigns.
+        """
+        current = self._configs.current
+        if self.id in current.voters:
+            return self._bound_to_me(current)
+        committed = self._configs.committed(self._commit)
+        return self.id in committed.voters and self._bound_to_me(committed)
+
+    def _bound_to_me(self, m: Membership) -> bool:
+        """Does ``m`` list this node's id for *this* incarnation (or leave it unbound)?
+
+        A node knows its own incarnation (``RaftNode(incarnation=...)``). A node whose data dir
+        was wiped comes back as a new incarnation under its old id and catches up through old
+        configurations that list its id, bound to the old incarnation, as a voter: it must not
+        campaign there, nor count its own vote, or it casts an amnesiac vote (alone in a
+        one-voter configuration it would elect itself with a log lacking committed entries;
+        the simulator found it). No message is needed to vote for oneself, so the transport's
+        incarnation checks cannot stop this: the core must.
+        """
+        if self.incarnation is None:
+            return True
+        listed = m.incarnation_of(self.id)
+        return listed is None or listed == self.incarnation
+
+    def _reset_election_timer(self) -> None:
+        self._election_elapsed = 0
+        self._randomized_timeout = self._rng.randint(
+            self.config.election_ticks_min, self.config.election_ticks_max
+        )
 
     # ---- reads -------------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ it returns that index so the runtime compacts storage to the same point. The lim
 min(applied, commit), keeps compaction behind what is committed *and* applied: entries past it
 may still be needed to apply or may still be replaced (the simulator's mutants break it).
 
-Leader: a follower whose next entry is compacted away (``_send_append`` finds no term for its
-prev index) enters SNAPSHOT and gets the newest snapshot streamed (snapshot.py:
-``SnapshotSender``) in ``snapshot_chunk_bytes`` chunks, at most ``snapshot_window`` in flight,
+Leader (the sending code is in leader.py, beside the replication that starts it): a follower
+whose next entry is compacted away (``_send_append`` finds no term for its prev index) enters
+SNAPSHOT and gets the newest snapshot streamed (snapshot.py: ``SnapshotSender``) in
+``snapshot_chunk_bytes`` chunks, at most ``snapshot_window`` in flight,
 resumed from the last acknowledged offset after ``_snapshot_resume_ticks()`` ticks without
 news. Heartbeats keep flowing meanwhile (the runtime's transport carries InstallSnapshot in a
 bulk lane). When the follower reports it installed (success, offset == size) its ``match``
@@ -32,32 +33,26 @@ from __future__ import annotations
 
 import attrs
 
-from univrs.raft.leader import LeaderMixin
+from univrs.raft.leader import LeaderLayer
 from univrs.raft.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
-    NodeId,
     SnapshotMeta,
 )
-from univrs.raft.progress import Progress, ProgressState
+from univrs.raft.progress import ProgressState
 from univrs.raft.ready import Role, SnapshotInstall
-from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotReceiver, SnapshotSender
+from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotReceiver
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class SnapshotMixin(LeaderMixin):
-    """Snapshots, compaction and InstallSnapshot streaming (see the module docstring)."""
+class SnapshotLayer(LeaderLayer):
+    """Snapshots, compaction, InstallSnapshot receiving (module docstring; layers: base.py)."""
 
     # ---- hooks (mutants override these; the real logic goes through them) --------------------
 
     def _compaction_limit(self) -> int:
         """The highest index the log may be compacted to: committed *and* applied."""
         return min(self._applied, self._commit)
-
-    def _snapshot_resume_ticks(self) -> int:
-        """Ticks without any acknowledgement after which a stream resumes from the last
-        acknowledged offset (the connection is presumed dropped)."""
-        return self.config.election_ticks_max
 
     # ---- the runtime took a snapshot -----------------------------------------------------------
 
@@ -104,37 +99,6 @@ class SnapshotMixin(LeaderMixin):
 
     # ---- leader: streaming -----------------------------------------------------------------
 
-    def _start_snapshot(self, peer: NodeId, pr: Progress) -> None:
-        """``peer`` needs compacted entries: stream the newest snapshot (once we have its data)."""
-        pr.become_snapshot()
-        snap = self._snapshot
-        if snap is None:
-            return  # restarted and not given the data yet: snapshot_taken starts the stream
-        assert snap.meta.index >= pr.next - 1, f"snapshot {snap.meta} behind {peer}'s needs"
-        pr.snapshot = SnapshotSender(
-            snapshot=snap,
-            chunk_bytes=self.config.snapshot_chunk_bytes,
-            window=self.config.snapshot_window,
-        )
-        self._send_snapshot_chunks(peer, pr.snapshot)
-
-    def _send_snapshot_chunks(self, peer: NodeId, sender: SnapshotSender) -> None:
-        snap = sender.snapshot
-        for chunk in sender.take_chunks():
-            self._send(
-                InstallSnapshot(
-                    term=self._term,
-                    src=self.id,
-                    dst=peer,
-                    meta=snap.meta,
-                    offset=chunk.offset,
-                    data=chunk.data,
-                    done=chunk.done,
-                    total_size=snap.size,
-                    checksum=snap.checksum,
-                )
-            )
-
     def _on_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
         pr = self._progress.get(msg.src)
         if pr is None:
@@ -156,13 +120,6 @@ class SnapshotMixin(LeaderMixin):
             self._send_append(msg.src, pr, send_if_empty=True)
         elif outcome is AckOutcome.PROGRESS:
             self._send_snapshot_chunks(msg.src, sender)
-
-    def _tick_snapshots(self) -> None:
-        resume = self._snapshot_resume_ticks()
-        for peer, pr in self._progress.items():
-            sender = pr.snapshot
-            if sender is not None and sender.tick(resume):
-                self._send_snapshot_chunks(peer, sender)
 
     # ---- follower: receiving ---------------------------------------------------------------
 

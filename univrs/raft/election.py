@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import attrs
 
-from univrs.raft.base import NodeBase
+from univrs.raft.follower import FollowerLayer
 from univrs.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Heartbeat,
     InstallSnapshot,
-    Membership,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -37,8 +36,8 @@ from univrs.raft.ready import Role
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class ElectionMixin(NodeBase):
-    """Election behaviour of RaftNode (see the module docstring)."""
+class ElectionLayer(FollowerLayer):
+    """Election behaviour of RaftNode (see the module docstring; layers: base.py)."""
 
     def _may_grant_vote(self, msg: RequestVote) -> bool:
         """One vote per term (paper 5.2): True if not yet voted, or voted for this candidate."""
@@ -47,46 +46,6 @@ class ElectionMixin(NodeBase):
     def _log_up_to_date(self, last_index: int, last_term: int) -> bool:
         """The election restriction (paper 5.4.1)."""
         return self._log.is_up_to_date(last_index, last_term)
-
-    def _promotable(self) -> bool:
-        """May this node campaign? A voter of its latest configuration, or of the latest
-        committed one.
-
-        The second case keeps an uncommitted demotion from deadlocking the cluster: the node
-        it demotes may hold the most up-to-date log, and then no one else can win (seen in
-        randomized runs with two overlapping demotions from different terms). Votes are still
-        counted over the latest configuration's voters only, which is what election safety
-        needs (dissertation 4.2.2: a leader may manage a configuration that excludes it); such
-        a leader steps down once the change commits. A node whose removal or demotion is
-        committed never campaigns.
-        """
-        current = self._configs.current
-        if self.id in current.voters:
-            return self._bound_to_me(current)
-        committed = self._configs.committed(self._commit)
-        return self.id in committed.voters and self._bound_to_me(committed)
-
-    def _bound_to_me(self, m: Membership) -> bool:
-        """Does ``m`` list this node's id for *this* incarnation (or leave it unbound)?
-
-        A node knows its own incarnation (``RaftNode(incarnation=...)``). A node whose data dir
-        was wiped comes back as a new incarnation under its old id and catches up through old
-        configurations that list its id, bound to the old incarnation, as a voter: it must not
-        campaign there, nor count its own vote, or it casts an amnesiac vote (alone in a
-        one-voter configuration it would elect itself with a log lacking committed entries;
-        the simulator found it). No message is needed to vote for oneself, so the transport's
-        incarnation checks cannot stop this: the core must.
-        """
-        if self.incarnation is None:
-            return True
-        listed = m.incarnation_of(self.id)
-        return listed is None or listed == self.incarnation
-
-    def _reset_election_timer(self) -> None:
-        self._election_elapsed = 0
-        self._randomized_timeout = self._rng.randint(
-            self.config.election_ticks_min, self.config.election_ticks_max
-        )
 
     def _in_lease(self, pre_vote: bool) -> bool:
         """Heard from a live leader within the minimum election timeout (CheckQuorum lease)."""

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import attrs
 
-from univrs.raft.base import NodeBase
-from univrs.raft.messages import AppendEntries, AppendEntriesResponse, NodeId
+from univrs.raft.compaction import SnapshotLayer
+from univrs.raft.messages import AppendEntries, AppendEntriesResponse
 from univrs.raft.ready import Role
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class FollowerMixin(NodeBase):
-    """Follower-side log handling of RaftNode (see the module docstring)."""
-
-    def _follow(self, leader: NodeId) -> bool:
-        """A message from ``leader`` of our term: follow it. False if we lead this term."""
-        if self._role is Role.LEADER:
-            return False  # two leaders in one term cannot happen; ignore rather than obey
-        if self._role is Role.CANDIDATE or self._role is Role.PRE_CANDIDATE:
-            self._become_follower(self._term, leader)
-        elif self._leader != leader:
-            self._set_state(self._role, leader)
-            self._reset_election_timer()
-        else:
-            self._reset_election_timer()
-        return True
+class FollowerLayer(SnapshotLayer):
+    """Follower-side log handling of RaftNode (module docstring; layers: base.py)."""
 
     def _on_append(self, msg: AppendEntries) -> None:
         """AppendEntries receiver (paper Figure 2), acknowledging only after persist."""

@@ -1,4 +1,5 @@
-"""The leader's half of RaftNode: replication, commit, heartbeats, CheckQuorum, ReadIndex.
+"""The leader's half of RaftNode: replication, commit, heartbeats, CheckQuorum, ReadIndex,
+configuration changes and snapshot streaming (its theory is in compaction.py).
 
 Theory of operation
 -------------------
@@ -34,6 +35,7 @@ from univrs.raft.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Membership,
     NodeId,
     TimeoutNow,
@@ -42,11 +44,12 @@ from univrs.raft.progress import Inflights, Progress, ProgressState
 from univrs.raft.quorum import has_quorum, quorum_index
 from univrs.raft.read_only import PendingRead, WaitingRead
 from univrs.raft.ready import Role
+from univrs.raft.snapshot import SnapshotSender
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class LeaderMixin(NodeBase):
-    """Leader-side behaviour of RaftNode (see the module docstring)."""
+class LeaderLayer(NodeBase):
+    """Leader-side behaviour of RaftNode (see the module docstring; layers: base.py)."""
 
     # ---- hooks (mutants override these; the real logic goes through them) --------------------
 
@@ -92,15 +95,10 @@ class LeaderMixin(NodeBase):
         """
         return True
 
-    # ---- implemented by ElectionMixin (election.py) -------------------------------------------
-
-    def _bound_to_me(self, m: Membership) -> bool:
-        raise NotImplementedError
-
-    # ---- implemented by SnapshotMixin (compaction.py) ----------------------------------------
-
-    def _tick_snapshots(self) -> None:
-        raise NotImplementedError
+    def _snapshot_resume_ticks(self) -> int:
+        """Ticks without any acknowledgement after which a stream resumes from the last
+        acknowledged offset (the connection is presumed dropped)."""
+        return self.config.election_ticks_max
 
     # ---- becoming leader, appending ----------------------------------------------------------
 
@@ -126,6 +124,13 @@ class LeaderMixin(NodeBase):
             match=0, next=next_index, inflights=Inflights(capacity=self.config.max_inflight)
         )
 
+    def _append_entries(self, entries: Sequence[Entry]) -> None:
+        """Append to the log; CONFIG entries take effect now (dissertation 4.1)."""
+        before = self._configs.current
+        self._log.append(entries)
+        if self._configs.on_append(entries):
+            self._on_config_change(before)
+
     def _check_can_propose(self) -> None:
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader)
@@ -145,6 +150,16 @@ class LeaderMixin(NodeBase):
             self._send_appends(peer)
         self._maybe_commit()
         return first
+
+    def _on_config_change(self, before: Membership) -> None:
+        """The configuration in effect changed (an append or a truncation, dissertation 4.1)."""
+        if self._role is Role.LEADER:
+            self._leader_config_change(before)
+        elif self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            if not self._promotable():
+                self._become_follower(self._term, None)
+        else:
+            self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
 
     def _leader_config_change(self, before: Membership) -> None:
         """Track every member of the configuration in effect.
@@ -427,6 +442,46 @@ class LeaderMixin(NodeBase):
         if msg.ctx:
             self._leader_reads.ack(msg.src, msg.ctx)
             self._confirm_reads()
+
+    # ---- snapshot streaming (compaction.py has the theory; snapshot.py the sender) ----------
+
+    def _start_snapshot(self, peer: NodeId, pr: Progress) -> None:
+        """``peer`` needs compacted entries: stream the newest snapshot (once we have its data)."""
+        pr.become_snapshot()
+        snap = self._snapshot
+        if snap is None:
+            return  # restarted and not given the data yet: snapshot_taken starts the stream
+        assert snap.meta.index >= pr.next - 1, f"snapshot {snap.meta} behind {peer}'s needs"
+        pr.snapshot = SnapshotSender(
+            snapshot=snap,
+            chunk_bytes=self.config.snapshot_chunk_bytes,
+            window=self.config.snapshot_window,
+        )
+        self._send_snapshot_chunks(peer, pr.snapshot)
+
+    def _send_snapshot_chunks(self, peer: NodeId, sender: SnapshotSender) -> None:
+        snap = sender.snapshot
+        for chunk in sender.take_chunks():
+            self._send(
+                InstallSnapshot(
+                    term=self._term,
+                    src=self.id,
+                    dst=peer,
+                    meta=snap.meta,
+                    offset=chunk.offset,
+                    data=chunk.data,
+                    done=chunk.done,
+                    total_size=snap.size,
+                    checksum=snap.checksum,
+                )
+            )
+
+    def _tick_snapshots(self) -> None:
+        resume = self._snapshot_resume_ticks()
+        for peer, pr in self._progress.items():
+            sender = pr.snapshot
+            if sender is not None and sender.tick(resume):
+                self._send_snapshot_chunks(peer, sender)
 
     # ---- ReadIndex (dissertation 6.4; read_only.py) --------------------------------------------
 

@@ -5,11 +5,12 @@ Theory of operation
 Events go in (``tick``, ``step``, ``propose*``, ``read_index``, ``persisted``, ``applied``,
 ``campaign``, ``transfer_leader``); nothing blocks and nothing is sent directly. Output
 accumulates and leaves through ``ready()`` (see univrs/raft/ready.py for the ordering
-contract). This file holds the public API, message dispatch and role changes; elections live
-in ``ElectionMixin`` (election.py), the AppendEntries receiver in ``FollowerMixin``
-(follower.py), the leader's replication, commit and ReadIndex confirmation in ``LeaderMixin``
-(leader.py), snapshots, compaction and InstallSnapshot streaming in ``SnapshotMixin``
-(compaction.py). Fields are declared in ``NodeBase`` (base.py).
+contract). This file holds the public API and message dispatch, on top of a chain of layers that
+each extend the one below (base.py explains the rule): ``ElectionLayer`` (election.py),
+``FollowerLayer`` (follower.py: the AppendEntries receiver), ``SnapshotLayer``
+(compaction.py: snapshots, compaction, InstallSnapshot receiving), ``LeaderLayer`` (leader.py:
+replication, commit, ReadIndex confirmation, snapshot streaming) and ``NodeBase`` (base.py:
+the fields and role changes).
 
 Durability (the part that is easy to get wrong):
 - anything that claims durable state goes through ``_send_after_persist``: vote grants, append
@@ -33,9 +34,7 @@ from collections.abc import Sequence
 import attrs
 
 from univrs.errors import NotLeader, ProposalDropped
-from univrs.raft.compaction import SnapshotMixin
-from univrs.raft.election import ElectionMixin
-from univrs.raft.follower import FollowerMixin
+from univrs.raft.election import ElectionLayer
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory, voter_changes
 from univrs.raft.messages import (
@@ -78,14 +77,14 @@ MAX_TERM = 1 << 62
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
+class RaftNode(ElectionLayer):
     """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
 
     Overridable hooks (small methods the real logic goes through; the simulator's mutants
     break them on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
-    ``_read_needs_quorum_check``, ``_max_inflight_config_changes`` (leader.py),
-    ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit``,
-    ``_snapshot_resume_ticks`` (compaction.py), ``_send``, ``_send_after_persist`` (base.py).
+    ``_read_needs_quorum_check``, ``_max_inflight_config_changes``, ``_snapshot_resume_ticks``
+    (leader.py), ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit``
+    (compaction.py), ``_send``, ``_send_after_persist`` (base.py).
     """
 
     def __init__(
@@ -466,6 +465,7 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
             peers=peers,
             snapshot_index=self._snapshot_index,
             refused_messages=self._refused,
+            config_index=self._configs.current_index,
         )
 
     def problems(self) -> list[str]:
@@ -521,24 +521,6 @@ class RaftNode(ElectionMixin, FollowerMixin, SnapshotMixin):
         return out
 
     # ========================================================================= roles ==
-
-    def _become_follower(self, term: int, leader: NodeId | None) -> None:
-        if term > self._term:
-            self._term = term
-            self._vote = None
-        self._set_state(Role.FOLLOWER if self._promotable() else Role.LEARNER, leader)
-        self._votes = {}
-        self._reset_election_timer()
-
-    def _on_config_change(self, before: Membership) -> None:
-        """The configuration in effect changed (an append or a truncation, dissertation 4.1)."""
-        if self._role is Role.LEADER:
-            self._leader_config_change(before)
-        elif self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
-            if not self._promotable():
-                self._become_follower(self._term, None)
-        else:
-            self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
 
     def _on_read_index_response(self, msg: ReadIndexResponse) -> None:
         if self._role is Role.LEADER:

@@ -191,3 +191,4 @@ class Status:
     peers: tuple[PeerStatus, ...] = ()
     snapshot_index: int = 0  # last index covered by the newest snapshot this node knows
     refused_messages: int = 0  # messages refused as impossible (term above raft.node.MAX_TERM)
+    config_index: int = 0  # log index of ``membership`` (0: the initial configuration)

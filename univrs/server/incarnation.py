@@ -132,12 +132,24 @@ def bound_incarnation(runtime: RaftRuntime) -> Callable[[str], str | None]:
     return bound
 
 
+def own_binding(runtime: RaftRuntime, incarnation: str) -> Callable[[], tuple[int, bool]]:
+    """Our side of the hello's freshness rule (for the transport): the log index of our newest
+    configuration, and whether it binds our id to ``incarnation`` (our data dir's)."""
+
+    def binding() -> tuple[int, bool]:
+        status = runtime.status()
+        return (status.config_index, status.membership.incarnation_of(status.id) == incarnation)
+
+    return binding
+
+
 async def hold_incarnations(runtime: RaftRuntime, transport: RaftTransport) -> None:
     """Run forever: whenever the incarnations of the configuration change, have the transport
     close connections of incarnations no longer listed and redial with new expectations."""
     last: object = None
     while True:
-        key = (runtime.status().membership.incarnations, runtime.applied_membership.incarnations)
+        status = runtime.status()
+        key = (status.config_index, status.membership.incarnations, runtime.applied_membership)
         if key != last:
             last = key
             transport.recheck_incarnations()

@@ -45,6 +45,7 @@ from univrs.server.incarnation import (
     bound_incarnation,
     check_bootstrap,
     hold_incarnations,
+    own_binding,
     probe_answerer,
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
@@ -408,6 +409,7 @@ async def _run_once(
             cluster_id=opened.cluster_id,
             incarnation=storage.incarnation,
             bound_incarnation=bound_incarnation(runtime),
+            own_binding=own_binding(runtime, storage.incarnation),
         )
         # The members we learned of when asking to join (or, an empty data dir waiting to be
         # joined, the bootstrap members) stay reachable until a configuration listing us is

@@ -11,7 +11,7 @@ import trio
 from univrs.config import NodeConfig
 from univrs.net.address import WILDCARD_HOSTS, split_host_port
 from univrs.net.settings import TransportSettings
-from univrs.net.transport import RaftTransport, unbound
+from univrs.net.transport import RaftTransport, no_binding, unbound
 from univrs.raft.messages import Message, NodeId
 
 
@@ -24,11 +24,12 @@ def transport_from_config(
     cluster_id: str | None = None,
     incarnation: str | None = None,
     bound_incarnation: Callable[[NodeId], str | None] = unbound,
+    own_binding: Callable[[], tuple[int, bool]] = no_binding,
 ) -> RaftTransport:
     """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
 
     ``cluster_id`` (the data dir's, once known) overrides the config's; ``incarnation`` and
-    ``bound_incarnation`` as in ``RaftTransport``."""
+    ``bound_incarnation`` and ``own_binding`` as in ``RaftTransport``."""
     base = settings if settings is not None else TransportSettings()
     return RaftTransport(
         node_id=config.node_id,
@@ -42,6 +43,7 @@ def transport_from_config(
         settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
         incarnation=incarnation,
         bound_incarnation=bound_incarnation,
+        own_binding=own_binding,
     )
 
 

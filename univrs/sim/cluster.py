@@ -101,7 +101,8 @@ class Simulation(ReadyRuntime):
     # not know it, as before issue 10, and may campaign as an old incarnation of their id.
     core_incarnation: bool = True
     # Refuse a peer whose incarnation differs from the listed one even when the listing is
-    # older than the peer's own binding (the product's rule today; see docs/simulator.md).
+    # older than the peer's own binding (the transport's first rule, which locked a lagging
+    # node out of a replaced leader; the transport now lets the older configuration yield).
     strict_incarnations: bool = False
     # The API's pending proposals (a mutant may break their outcome rules).
     proposals_factory: Callable[[], PendingProposals[Request]] = PendingProposals
