@@ -107,3 +107,26 @@ def test_tokens_and_roles_across_processes(make_cluster: Callable[..., LocalClus
         DEADLINE,
         "the revoke on every node",
     )
+
+
+def test_join_a_cluster_with_auth_carries_the_callers_token(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    cluster = make_cluster(size=2, extra_config=AUTH)
+    cluster.bootstrap = False  # two single-node clusters; n2 joins n1's
+    cluster.start_all()
+    n1, n2 = cluster.nodes
+    for n in cluster.nodes:
+        wait_for(lambda n=n: (v := n.status()) and v["role"] == "leader", DEADLINE, "boot")
+    boot = univrs(n1.api_addr, None, "token", "bootstrap", "--json")
+    assert boot.returncode == 0, boot.stderr
+    admin = json.loads(boot.stdout)["secret"]
+
+    refused = univrs(n2.api_addr, None, "cluster", "join", n1.api_addr)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    joined = univrs(n2.api_addr, admin, "cluster", "join", n1.api_addr)
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert "as a voter" in joined.stdout
+    # n2 now holds n1's tokens (replicated): the admin token works there, nothing else does.
+    wait_for(lambda: call(n2, "GET", "/v1/cluster/members", admin)[0] == 200, DEADLINE, "n2")
+    assert call(n2, "GET", "/v1/cluster/members", None)[0] == 401

@@ -86,7 +86,7 @@ async def _describe(target: str, token: str | None = None) -> tuple[str, list[di
 
 
 async def check_join(
-    config: NodeConfig, target: str, state: str, cluster_id: str | None
+    config: NodeConfig, target: str, state: str, cluster_id: str | None, token: str | None = None
 ) -> JoinInfo | None:
     """What `node start --join target` means for a data dir in ``state`` (see
     ``univrs.server.node.data_dir_state``): the join to drive, or None when there is none.
@@ -97,10 +97,10 @@ async def check_join(
     join was interrupted after entries arrived: resume it); a data dir of another cluster, or
     of a node the cluster has removed, is refused: it must start empty to join."""
     if state == "new":
-        return await prepare(config, target)
+        return await prepare(config, target, token=token)
     if state == "joining":
         try:
-            info = await prepare(config, target)
+            info = await prepare(config, target, token=token)
         except Exception as exc:  # JoinRefused (e.g. promoted meanwhile) or unreachable
             log.warning("not resuming the join", extra={"reason": str(exc)})
             return None
@@ -111,7 +111,7 @@ async def check_join(
             )
         return info
     try:
-        theirs, members = await _describe(target)
+        theirs, members = await _describe(target, token)
     except Exception:
         return None  # cannot tell now: start as the member the data dir says we are
     if theirs != cluster_id:
@@ -127,7 +127,7 @@ async def check_join(
         )
     if row.get("voter") is False:  # a learner still: the promotion is what is left to do
         try:
-            return await prepare(config, target)
+            return await prepare(config, target, token=token)
         except Exception as exc:  # e.g. promoted meanwhile, or another node took the id
             log.warning("not resuming the join", extra={"reason": str(exc)})
     return None

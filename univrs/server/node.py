@@ -318,11 +318,13 @@ async def run_node(
     serve_api: bool = True,
     seed: int | None = None,
     join: str | None = None,
+    join_token: str | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled (see the module docstring).
 
-    ``join``: the API address of a member of a cluster to join when this data dir is new."""
+    ``join``: the API address of a member of a cluster to join when this data dir is new;
+    ``join_token``: an admin API token of that cluster, if it has auth on."""
     target = join
     info: JoinInfo | None = None
     first = True
@@ -333,6 +335,7 @@ async def run_node(
             seed=seed,
             join=target,
             join_info=info,
+            join_token=join_token,
             task_status=task_status if first else trio.TASK_STATUS_IGNORED,
         )
         first = False
@@ -352,13 +355,14 @@ async def _run_once(
     join: str | None,
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
+    join_token: str | None = None,
 ) -> Node | None:
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
         state = data_dir_state(storage, initial)
         if join_info is None and join is not None:
-            join_info = await check_join(config, join, state, storage.cluster_id)
+            join_info = await check_join(config, join, state, storage.cluster_id, token=join_token)
         stamp = join_info.cluster_id if join_info is not None and state == "new" else None
         bootstrap = state == "new" and stamp is None and config.initial_cluster_state == "new"
         if bootstrap and config.bootstrap:
