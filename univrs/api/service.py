@@ -3,6 +3,13 @@
 Theory of operation. ``ApiService.execute(name, args, ...)`` is the one entry point of both
 the REST API and the fast client protocol. Every request has a deadline.
 
+Callers. ``execute`` first authorizes the caller for the operation's role
+(``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and
+stamps the session with the caller's identity as its owner (``univrs.api.limits``,
+``univrs.sm.sessions``). A forwarded request carries the caller's token and address, and the
+leader checks them again. On the leader, a write that would not free space is refused with
+``no-space`` while the storage quota's NOSPACE alarm is raised.
+
 Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 hex) *here, on
 the serving node, before proposing*. Then, until the deadline:
 
