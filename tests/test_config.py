@@ -451,7 +451,7 @@ def test_imports_cleanly_on_its_own(module: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_dial_overrides_replace_advertised_addresses(tmp_path) -> None:
+def test_dial_overrides_replace_advertised_addresses(tmp_path: pathlib.Path) -> None:
     from univrs.config import load_config
 
     cfg = tmp_path / "n.toml"
@@ -461,7 +461,7 @@ def test_dial_overrides_replace_advertised_addresses(tmp_path) -> None:
     assert config.dial_addresses(advertised) == {**advertised, "n2": "127.0.0.1:9002"}
 
 
-def test_dial_override_with_a_bad_address_is_refused(tmp_path) -> None:
+def test_dial_override_with_a_bad_address_is_refused(tmp_path: pathlib.Path) -> None:
     import pytest
 
     from univrs.config import load_config

@@ -28,6 +28,7 @@ from univrs.service.operations import (
     Type,
     Where,
 )
+from univrs.service.schemas import SCHEMAS
 from univrs.sm.state import ClusterStateMachine
 
 
@@ -54,7 +55,7 @@ def test_routes_match_the_declared_arguments(name: str) -> None:
     segments = re.findall(r"\{([a-z_]+)\}", op.http.path)
     assert segments == [p.name for p in op.located(Where.PATH)], name
     assert not (op.http.creates and op.http.method != "POST"), name
-    assert op.result in openapi.SCHEMAS, name
+    assert op.result in SCHEMAS, name
     for p in op.params:
         assert p.required or p.where is not Where.PATH, name
         if p.type in (Type.STR_MAP, Type.STR_LIST, Type.RESOURCES, Type.WORKLOAD_SPEC):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Any
 
@@ -25,6 +26,14 @@ async def call(
 ) -> tuple[int, Any]:
     r = await cluster.http(node, method, path, body, headers=bearer(secret) if secret else {})
     return r.status, r.body
+
+
+def holds_tokens(node: Node, count: int) -> bool:
+    return node.runtime.sm.tokens_bootstrapped and len(node.runtime.sm.tokens()) == count
+
+
+def lacks_token(node: Node, token_id: str) -> bool:
+    return node.runtime.sm.token(token_id) is None
 
 
 def code(body: Any) -> str:
@@ -74,9 +83,7 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
         read, write, credits = tokens["read"], tokens["write"], tokens["credits"]
         for node in cluster.running():  # a token works on a node once its create applied
             await wait_until(
-                lambda node=node: (
-                    node.runtime.sm.tokens_bootstrapped and len(node.runtime.sm.tokens()) == 4
-                ),
+                functools.partial(holds_tokens, node, 4),
                 "the tokens on every node",
             )
 
@@ -144,9 +151,7 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
             )
             await client.revoke_token(id=write_id)
         for node in cluster.running():
-            await wait_until(
-                lambda node=node: node.runtime.sm.token(write_id) is None, "the revoke applied"
-            )
+            await wait_until(functools.partial(lacks_token, node, write_id), "the revoke applied")
             status, body = await call(cluster, node, "GET", "/v1/workloads", write)
             assert status == 401 and code(body) == "unauthenticated", node.node_id
 

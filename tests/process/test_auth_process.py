@@ -3,6 +3,7 @@ with UNIVRS_TOKEN and by plain HTTP."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -46,6 +47,11 @@ def call(
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
+
+
+def leads(node: NodeProc) -> bool:
+    view = node.status()
+    return bool(view and view["role"] == "leader")
 
 
 def test_tokens_and_roles_across_processes(make_cluster: Callable[..., LocalCluster]) -> None:
@@ -117,7 +123,7 @@ def test_join_a_cluster_with_auth_carries_the_callers_token(
     cluster.start_all()
     n1, n2 = cluster.nodes
     for n in cluster.nodes:
-        wait_for(lambda n=n: (v := n.status()) and v["role"] == "leader", DEADLINE, "boot")
+        wait_for(functools.partial(leads, n), DEADLINE, "boot")
     boot = univrs(n1.api_addr, None, "token", "bootstrap", "--json")
     assert boot.returncode == 0, boot.stderr
     admin = json.loads(boot.stdout)["secret"]

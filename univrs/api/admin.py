@@ -16,8 +16,11 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | GET /v1/cluster/join | this node | join progress |
 | POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
 | POST /v1/cluster/snapshot | this node | take a snapshot now |
+| GET /v1/cluster/backup | this node | stream a consistent snapshot (`univrs snapshot save`; |
+| | | `univrs/api/backup.py`: at or after a read index, one stream per node at a time) |
 
-Every endpoint needs an ``admin`` token when auth is on (``univrs.api.auth``), except the join
+Every endpoint here is for operators: each needs an ``admin`` token when auth is on
+(``univrs.api.auth``; the backup too: it hands out the whole state), except the join
 progress (public: a node restarting empty to join has no tokens yet to check one against) and
 ``POST /v1/cluster/join`` on a node that holds no tokens (a pristine node: it has nothing to
 protect, and the cluster it joins checks the caller's admin token, which the join carries).
@@ -37,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from univrs.api import backup
 from univrs.api.auth import Authority, Caller
 from univrs.api.rest import caller_of, error_response, json_body, json_response
 from univrs.errors import (
@@ -341,6 +345,13 @@ def _membership_doc(m: Any) -> dict[str, Any]:
     return {"voters": sorted(m.voters), "learners": sorted(m.learners)}
 
 
+@_handler
+async def backup_save(request: Request) -> Response:
+    """``GET /v1/cluster/backup`` (``univrs.api.backup``), for admins."""
+    _admin(request, "a backup")
+    return await backup.save(request)
+
+
 def routes() -> list[Route]:
     """The admin routes, for ``build_app``."""
     return [
@@ -353,4 +364,5 @@ def routes() -> list[Route]:
         Route("/v1/cluster/join", join_progress, methods=["GET"]),
         Route("/v1/cluster/leave", leave, methods=["POST"]),
         Route("/v1/cluster/snapshot", snapshot, methods=["POST"]),
+        Route("/v1/cluster/backup", backup_save, methods=["GET"]),
     ]

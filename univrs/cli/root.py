@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from univrs import __version__
-from univrs.cli import chaos, cluster, defrag, node, state
+from univrs.cli import chaos, cluster, defrag, node, recover, snapshot, state
 
 
 @click.group()
@@ -20,3 +20,5 @@ for _group in state.groups():  # workload, instance, nodeinfo, credits, token
     main.add_command(_group)
 main.add_command(chaos.chaos)
 main.add_command(defrag.defrag)
+main.add_command(snapshot.snapshot)
+main.add_command(recover.recover)

@@ -170,7 +170,8 @@ class LogStore:
     @property
     def incarnation(self) -> str:
         """The incarnation of this data dir: chosen at random when it was created, never
-        changed. A node whose data dir is replaced comes back as another incarnation."""
+        changed while a node runs (only ``univrs recover`` rewrites it, offline). A node whose
+        data dir is replaced comes back as another incarnation."""
         return self._incarnation
 
     @property

@@ -1,0 +1,238 @@
+"""Recovery after a lost quorum (``univrs recover``): one surviving member becomes a one-voter
+cluster, offline, keeping its whole log.
+
+When a majority of voters is gone for good, nothing can commit, not even the removal of the
+dead (a two-voter cluster with one dead member cannot remove it). etcd's
+``--force-new-cluster`` and Consul's ``peers.json`` answer this by rewriting one survivor's
+configuration; so does ``force_new_cluster``, in one synced LMDB transaction on a stopped
+node's data dir:
+
+* **Every entry stays.** The survivor's whole log, committed or not, is kept and becomes
+  committed: the survivor may hold entries the dead leader committed (and acknowledged) that
+  it had not yet heard were committed, so cutting at its own commit index (as etcd does) could
+  drop acknowledged writes. Entries that never committed in the old cluster (their clients saw
+  an unknown outcome) now commit, as any leader's predecessors' entries may.
+* **A new configuration entry** is appended after the last one: this node alone as the voter,
+  at a new term (one above anything in its hard state or log), and the hard state says it is
+  committed (term = that term, vote = this node, commit = its index).
+* **A new cluster id** (random, or the one given). The recovered cluster's history forks from
+  what the old members hold, so it is another cluster in all but name: every raft connection,
+  probe and join from an old member that comes back with its old data is refused at the hello
+  ("cluster id ... is not this cluster"), whatever its log or configuration holds. etcd keeps
+  the id and fences removed members by their ids; here the incarnation rules deliberately let
+  a peer with a newer-looking configuration through (a lagging member must hear its new
+  leader), so they cannot fence a forked history, and a new id can. The cost: a config file
+  that sets ``raft.cluster_id`` must be given the new id (the node refuses to start and says
+  so otherwise); clients do not depend on it.
+* **A new incarnation.** The data dir gets a fresh incarnation (the one identity change a data
+  dir ever sees, and only offline, by the operator), and the new configuration binds the node
+  to it: the member that leads the new cluster is not the member it was.
+
+Choose the survivor with the most up-to-date log (highest last term, then highest last index;
+``inspect_data_dir`` shows them): entries that only the dead members had are lost, and a
+survivor that missed a later leader's entries may hold older, replaced ones (reported to their
+proposers as not applied) that recovery then commits.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+from typing import TYPE_CHECKING
+
+import attrs
+
+from univrs.errors import StorageError
+from univrs.raft.messages import Entry, EntryKind, HardState, Membership, encode_membership
+from univrs.storage import layout
+from univrs.storage.datadir import (
+    ENV_DIR,
+    LOST_STATE_HINT,
+    check_data_file,
+    new_incarnation,
+    put_identity,
+)
+from univrs.storage.dirlock import DirLock
+from univrs.storage.env import StoreEnv
+from univrs.storage.layout import Corrupt
+from univrs.storage.log_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LogStore
+
+if TYPE_CHECKING:
+    from univrs.storage.env import Txn
+
+
+@attrs.frozen(kw_only=True)
+class DataDirSummary:
+    """A stopped node's durable Raft state, as ``univrs recover --dry-run`` shows it."""
+
+    data_dir: pathlib.Path
+    node_id: str
+    cluster_id: str | None
+    incarnation: str
+    term: int
+    vote: str | None
+    commit: int
+    last_index: int
+    last_term: int
+    snapshot_index: int
+    voters: tuple[str, ...]
+    learners: tuple[str, ...]
+
+    def to_plain(self) -> dict[str, object]:
+        doc = attrs.asdict(self)
+        doc["data_dir"] = str(self.data_dir)
+        doc["voters"] = list(self.voters)
+        doc["learners"] = list(self.learners)
+        return doc
+
+
+@attrs.frozen(kw_only=True)
+class RecoverResult:
+    """What ``force_new_cluster`` did."""
+
+    before: DataDirSummary
+    incarnation: str  # the new one
+    cluster_id: str  # the new one
+    term: int  # of the new configuration entry
+    config_index: int  # the new configuration entry's index (= the new commit index)
+
+
+def stored_node_id(data_dir: str | os.PathLike[str]) -> str:
+    """The node id recorded in a stopped node's data dir (``StorageError`` if none)."""
+    path = pathlib.Path(data_dir)
+    if not path.is_dir():
+        raise StorageError(f"data dir {path} does not exist")
+    dirlock = DirLock.acquire(path)
+    try:
+        env_path = path / ENV_DIR
+        if not env_path.exists():
+            raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
+        check_data_file(path, env_path)
+        env = StoreEnv.open(
+            env_path, create=False, map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE
+        )
+        try:
+            raw = env.read(lambda txn: txn.get(layout.KEY_IDENTITY, db=env.meta))
+        finally:
+            env.close()
+    finally:
+        dirlock.release()
+    if raw is None:
+        raise Corrupt(f"metadata record 'identity' is missing{LOST_STATE_HINT}")
+    node, _, _ = layout.parse_identity(layout.decode_record(layout.KEY_IDENTITY, raw))
+    return node
+
+
+def _summary(store: LogStore) -> DataDirSummary:
+    initial = store.initial_state()
+    hs = store.hard_state()
+    last = store.last_index()
+    snap = store.snapshot_meta()
+    m = initial.membership
+    return DataDirSummary(
+        data_dir=store.data_dir,
+        node_id=store.node_id,
+        cluster_id=store.cluster_id,
+        incarnation=store.incarnation,
+        term=hs.term,
+        vote=hs.vote,
+        commit=initial.hard_state.commit,
+        last_index=last,
+        last_term=store.term(last) or 0,
+        snapshot_index=snap.index if snap is not None else 0,
+        voters=tuple(sorted(m.voters)),
+        learners=tuple(sorted(m.learners)),
+    )
+
+
+def inspect_data_dir(data_dir: str | os.PathLike[str]) -> DataDirSummary:
+    """The durable state of a stopped node's data dir, changing nothing."""
+    store = LogStore.open(data_dir, node_id=stored_node_id(data_dir), create=False)
+    try:
+        return _summary(store)
+    finally:
+        store.close()
+
+
+def recovered_membership(old: Membership, node_id: str, incarnation: str) -> Membership:
+    """``node_id`` alone as the voter, bound to ``incarnation``, at its old addresses."""
+    raft = old.address_of(node_id)
+    api = old.api_address_of(node_id)
+    return Membership(
+        voters=frozenset({node_id}),
+        addresses=((node_id, raft),) if raft else (),
+        api_addresses=((node_id, api),) if api else (),
+        incarnations=((node_id, incarnation),),
+    )
+
+
+def new_cluster_id() -> str:
+    """A random cluster id for a recovered cluster."""
+    return "c-" + secrets.token_hex(8)
+
+
+def force_new_cluster(
+    data_dir: str | os.PathLike[str], *, cluster_id: str | None = None
+) -> RecoverResult:
+    """Make a stopped member's data dir a one-voter cluster of that member (module docstring),
+    under ``cluster_id`` (default: a new random one; it must differ from the old one).
+
+    Refuses (``StorageError``, nothing written) a data dir in use by a running node, one that
+    holds no log (never bootstrapped, or still waiting to be joined), and one whose newest
+    configuration does not list the node (it was removed: recover a member instead)."""
+    store = LogStore.open(data_dir, node_id=stored_node_id(data_dir), create=False)
+    try:
+        before = _summary(store)
+        me = before.node_id
+        if before.last_index == 0:
+            raise StorageError(
+                f"data dir {store.data_dir} holds no log: it never served in a cluster, so "
+                "there is nothing to recover"
+            )
+        old = store.initial_state().membership
+        if me not in old.members:
+            raise StorageError(
+                f"the newest configuration in {store.data_dir} does not list {me} (voters "
+                f"{sorted(old.voters)}): it was removed; recover a member of the cluster"
+            )
+        if cluster_id is None:
+            cluster_id = new_cluster_id()
+        if cluster_id == before.cluster_id:
+            raise StorageError(
+                f"the recovered cluster needs a new cluster id, not its old one ({cluster_id})"
+            )
+        incarnation = new_incarnation()
+        term = max(before.term, before.last_term) + 1
+        index = before.last_index + 1
+        membership = recovered_membership(old, me, incarnation)
+        entry = Entry(
+            term=term, index=index, kind=EntryKind.CONFIG, data=encode_membership(membership)
+        )
+        hard_state = HardState(term=term, vote=me, commit=index)
+        env = store._env  # one transaction for all three records: the storage package's own
+        key = layout.index_key(index)
+        value = layout.encode_entry(entry)
+        hs_record = layout.encode_record(
+            layout.KEY_HARD_STATE, layout.hard_state_record(hard_state)
+        )
+
+        def write(txn: Txn) -> None:
+            assert txn.get(key, db=env.log) is None
+            txn.put(key, value, db=env.log)
+            txn.put(layout.KEY_HARD_STATE, hs_record, db=env.meta)
+            put_identity(env, txn, me, cluster_id, incarnation)
+
+        env.write(write)
+    finally:
+        store.close()
+    # Open it as the node will (identity, checksums, the log invariants).
+    LogStore.open(data_dir, node_id=me, create=False).close()
+    assert cluster_id is not None
+    return RecoverResult(
+        before=before,
+        incarnation=incarnation,
+        cluster_id=cluster_id,
+        term=term,
+        config_index=index,
+    )

@@ -1,0 +1,130 @@
+"""Build a data dir of a NEW cluster from a backup file (``univrs snapshot restore``).
+
+Run once per member of the new cluster, each with the same file and the same member list
+(etcdutl's ``snapshot restore``). Every run computes the same new cluster id (derived from the
+file's checksum and the member list, unless one is given) and the same initial snapshot: the
+saved state machine, unchanged, at the saved index and term, with the membership of the new
+members (unbound: the first leader records their incarnations, as after a bootstrap). Each data
+dir is created with its own new incarnation, so no member of the new cluster can be mistaken
+for a member of the old one.
+
+The data dir is built beside its destination (``D.restore-tmp``), closed, then renamed to ``D``
+and the parent directory fsynced: a crash leaves no half-restored ``D``. ``D`` must not exist
+or be empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import shutil
+
+import attrs
+
+from univrs.errors import StorageError
+from univrs.raft.messages import HardState, Membership, SnapshotMeta
+from univrs.storage.backup import BackupFile, decode_state
+from univrs.storage.datadir import fsync_dir
+from univrs.storage.log_store import LogStore
+
+
+@attrs.frozen(kw_only=True)
+class Member:
+    """One member of the new cluster: id, raft address and (optional) API address."""
+
+    id: str
+    raft_addr: str
+    api_addr: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RestoreResult:
+    """What ``restore_data_dir`` built."""
+
+    data_dir: pathlib.Path
+    node_id: str
+    cluster_id: str
+    incarnation: str
+    index: int
+    term: int
+    voters: tuple[str, ...]
+
+
+def restored_cluster_id(sha256: str, members: list[Member]) -> str:
+    """The new cluster's id: the same for every member restored from one file with one member
+    list; never the old cluster's."""
+    listed = ",".join(sorted(f"{m.id}={m.raft_addr}" for m in members))
+    return "c-" + hashlib.sha256(f"restore\n{sha256}\n{listed}".encode()).hexdigest()[:16]
+
+
+def new_membership(members: list[Member]) -> Membership:
+    """Every given member a voter, unbound (the first leader binds their incarnations)."""
+    return Membership(
+        voters=frozenset(m.id for m in members),
+        addresses=tuple(sorted((m.id, m.raft_addr) for m in members)),
+        api_addresses=tuple(sorted((m.id, m.api_addr) for m in members if m.api_addr)),
+    )
+
+
+def restore_data_dir(
+    backup: BackupFile,
+    data_dir: str | os.PathLike[str],
+    *,
+    node_id: str,
+    members: list[Member],
+    cluster_id: str | None = None,
+) -> RestoreResult:
+    """Create ``data_dir`` for ``node_id``, a member of a new cluster of ``members`` whose
+    initial state is the backup's snapshot. Refuses (``StorageError``) a non-empty
+    ``data_dir``, a member list without ``node_id`` or with duplicate ids, and a backup whose
+    data is not a state machine at its header's index."""
+    assert backup.data is not None, "load the backup's data first"
+    ids = [m.id for m in members]
+    if len(set(ids)) != len(ids):
+        raise StorageError(f"duplicate member ids in {ids}")
+    if node_id not in ids:
+        raise StorageError(f"{node_id!r} is not one of the members {sorted(ids)}")
+    decode_state(backup)  # refuse data a node could not start from
+    path = pathlib.Path(data_dir)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise StorageError(f"data dir {path} exists and is not empty: restore into a new one")
+    work = path.with_name(path.name + ".restore-tmp")
+    if cluster_id is None:
+        cluster_id = restored_cluster_id(backup.sha256, members)
+    h = backup.header
+    meta = SnapshotMeta(index=h.index, term=h.term, membership=new_membership(members))
+    try:
+        if work.exists():
+            shutil.rmtree(work)  # an interrupted restore: nothing used it
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot prepare {work}: {exc.strerror or exc}") from None
+    store = LogStore.open(work, node_id=node_id, cluster_id=cluster_id, create=True)
+    try:
+        store.save_snapshot(meta, backup.data)
+        # The snapshot holds only committed entries; the term is the snapshot's.
+        store.append(
+            hard_state=HardState(term=h.term, vote=None, commit=h.index),
+            truncate_from=None,
+            entries=(),
+        )
+        incarnation = store.incarnation
+    finally:
+        store.close()
+    try:
+        if path.exists():
+            path.rmdir()
+        os.rename(work, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(f"cannot move {work} to {path}: {exc.strerror or exc}") from None
+    return RestoreResult(
+        data_dir=path,
+        node_id=node_id,
+        cluster_id=cluster_id,
+        incarnation=incarnation,
+        index=h.index,
+        term=h.term,
+        voters=tuple(sorted(ids)),
+    )
