@@ -109,6 +109,7 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
             ("DELETE", f"/v1/cluster/members/{follower.node_id}"),
             ("POST", "/v1/cluster/transfer-leader"),
             ("GET", "/v1/tokens"),
+            ("GET", "/v1/cluster/backup"),
         ):
             status, body = await call(cluster, follower, method, path, write, {})
             assert status == 403, (method, path, body)

@@ -53,6 +53,10 @@ def test_cli_with_univrs_token(tmp_path: pathlib.Path) -> None:
         ok(api, admin, "cluster", "members")
         ok(api, admin, "cluster", "status")
         assert run(api, admin, "cluster", "snapshot").exit_code == 0
+        backup = tmp_path / "backup.univrs"
+        saved = run(api, admin, "snapshot", "save", str(backup))
+        assert saved.exit_code == 0 and backup.stat().st_size > 0, saved.output
+        assert run(api, None, "snapshot", "save", str(tmp_path / "no.univrs")).exit_code != 0
 
         # read can read, not write; write cannot mint.
         ok(api, reader, "workload", "get", "w1")
