@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 from univrs.api import backup
 from univrs.api.auth import Authority, Caller
-from univrs.api.rest import caller_of, error_response, json_body, json_response
+from univrs.api.rest import NO_BODY, caller_of, error_response, json_body, json_response
 from univrs.errors import (
     Conflict,
     InvalidArgument,
@@ -84,7 +84,7 @@ def _forward_headers(request: Request) -> dict[str, str]:
 
 async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
     doc = await json_body(request)
-    if doc is None:
+    if doc is NO_BODY:
         return {}
     if not isinstance(doc, dict):
         raise InvalidArgument("request body must be a JSON object")
@@ -185,7 +185,7 @@ async def _raw_body(request: Request) -> bytes:
     """The body to forward: already read and checked by ``_body`` (Starlette caches it), or
     read now with the node's limits."""
     doc = await json_body(request)
-    return b"" if doc is None else await request.body()
+    return b"" if doc is NO_BODY else await request.body()
 
 
 @_handler

@@ -1,9 +1,9 @@
 """Bounds on what one client may make a node do (docs/security.md, "Limits").
 
-* ``read_json_body``: a request body is streamed and refused (``PayloadTooLarge``, 413) as
-  soon as it passes ``max_body_bytes``, so an oversized body costs at most the limit of memory;
-  JSON nested deeper than ``max_json_depth`` is refused (``MalformedRequest``, 400) *before* it
-  is parsed (the parser recurses).
+* ``read_body``, ``check_depth``: a request body is streamed and refused (``PayloadTooLarge``,
+  413) as soon as it passes ``max_body_bytes``, so an oversized body costs at most the limit of
+  memory; JSON nested deeper than ``max_json_depth`` is refused (``MalformedRequest``, 400)
+  *before* it is parsed (the parser recurses).
 * ``RateLimiter``: a token bucket per caller (token id, or address without auth); used for
   ``session.open``. Its table of buckets is bounded: full buckets are forgotten first.
 * ``ConnectionLimiter``: open connections per client address on a listener; one beyond the

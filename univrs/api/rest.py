@@ -197,14 +197,18 @@ def _limits(request: Request) -> tuple[int, int]:
     )
 
 
+NO_BODY: Any = object()
+"""What ``json_body`` answers for an empty body (JSON ``null`` is a body: None)."""
+
+
 async def json_body(request: Request) -> Any:
-    """The request's JSON body (None if empty), read with the node's limits: 413 past
+    """The request's JSON body (``NO_BODY`` if empty), read with the node's limits: 413 past
     ``max_body_bytes`` (the rest is not read), 400 past ``max_json_depth`` or for bad JSON."""
     max_bytes, max_depth = _limits(request)
     raw = await read_body(request.stream(), max_bytes)
     request._body = raw  # Starlette's cache: request.body() (forwarding) answers from it
     if not raw.strip():
-        return None
+        return NO_BODY
     check_depth(raw, max_depth)
     try:
         return json.loads(raw)
@@ -223,7 +227,7 @@ def caller_of(request: Request) -> Caller:
 
 async def _body(request: Request) -> dict[str, Any]:
     doc = await json_body(request)
-    if doc is None:
+    if doc is NO_BODY:
         return {}
     if type(doc) is not dict:
         raise InvalidArgument("the request body must be a JSON object")
