@@ -40,6 +40,7 @@ BAD = [
     Case("POST", "/v1/workloads", raw=b"\xff\xfe", status=400, code="malformed-request"),
     Case("POST", "/v1/workloads", raw=b"[" * 100_000, status=400, code="malformed-request"),
     Case("POST", "/v1/workloads", [], code="invalid-argument"),
+    Case("POST", "/v1/sessions", raw=b"null", code="invalid-argument"),
     Case("POST", "/v1/workloads", {}, field="spec"),
     Case("POST", "/v1/workloads", {"spec": {"name": "web"}}, field="spec.image"),
     Case("POST", "/v1/workloads", {"spec": "web"}, field="spec"),
