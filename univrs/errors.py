@@ -135,11 +135,15 @@ class Unauthenticated(UnivrsError):
 
 
 class PermissionDenied(UnivrsError):
-    """The request's token is valid but lacks the role the operation needs."""
+    """The caller is known (or anonymous) but may not do this: its token lacks the role the
+    operation needs, or a join comes without the join token or a node certificate."""
 
     code = "permission-denied"
     http_status = 403
-    meaning = "the token lacks the role the operation needs (`read`, `write`, `credits`, `admin`)"
+    meaning = (
+        "the token lacks the operation's role (`read`, `write`, `credits`, `admin`), or a join "
+        "lacks the join token or a node certificate"
+    )
 
 
 class NotFound(UnivrsError):

@@ -14,7 +14,7 @@ Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 he
 the serving node, before proposing*. Then, until the deadline:
 
 * on the leader: propose the command (an ``Envelope`` carrying the idempotency key, if any)
-  through the ``ProposalBatcher`` (concurrent writes become one log append) and wait until it
+  to the runtime (which batches concurrent proposals into one log append) and wait until it
   is applied here; render the result from this node's state;
 * on a follower that knows the leader: forward the already-built request over the fast
   protocol to the leader (``Forwarder``: one shared connection, many requests in flight) with
@@ -57,7 +57,7 @@ import trio
 
 from univrs import errors as base
 from univrs.api.auth import ANONYMOUS, Authority, Caller
-from univrs.api.batcher import ProposalBatcher, ReadCoalescer
+from univrs.api.batcher import ReadCoalescer
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler
@@ -75,6 +75,7 @@ from univrs.errors import (
     Unavailable,
     UnivrsError,
 )
+from univrs.net.tls import TlsContexts
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.sm.commands import Envelope, OpenSession
@@ -122,6 +123,7 @@ class Forwarder:
     nursery: trio.Nursery
     node_id: str
     connect_timeout: float = 2.0
+    tls: TlsContexts | None = None  # dial the leader with TLS (a fresh context per dial)
     _conns: dict[str, Connection] = attrs.field(factory=dict)
     _connecting: dict[str, trio.Event] = attrs.field(factory=dict)
 
@@ -140,7 +142,12 @@ class Forwarder:
                 raise ConnectionLost(f"cannot connect to the leader at {address}")
         done = self._connecting[address] = trio.Event()
         try:
-            conn = await Connection.open(self.nursery, address, timeout=self.connect_timeout)
+            conn = await Connection.open(
+                self.nursery,
+                address,
+                timeout=self.connect_timeout,
+                ssl_context=self.tls.client() if self.tls is not None else None,
+            )
             self._conns[address] = conn
             self._drop_others(address)
             return conn
@@ -244,7 +251,6 @@ class ApiService:
 
     node: NodeHandle
     forwarder: Forwarder
-    batcher: ProposalBatcher = attrs.field(factory=ProposalBatcher)
     reads: ReadCoalescer = attrs.field(init=False)
     contact: LeaderContact = attrs.field(init=False)
     metrics: ApiMetrics | None = attrs.field(init=False, default=None)
@@ -274,8 +280,8 @@ class ApiService:
         if registry is not None:
             self.metrics = ApiMetrics.register(
                 registry,
-                proposal_batches=lambda: self.batcher.batches,
-                proposals=lambda: self.batcher.proposals,
+                proposal_batches=lambda: self.node.runtime.statistics().proposal_batches,
+                proposals=lambda: self.node.runtime.statistics().proposals,
                 read_confirmations=lambda: self.reads.requests,
             )
             quota = self.quota
@@ -390,7 +396,7 @@ class ApiService:
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
-                        response = await self.batcher.run(lambda: runtime.propose(envelope))
+                        response = await runtime.propose(envelope)
                     if scope.cancelled_caught:
                         raise self._expired(True)
                 except (base.NotLeader, base.ProposalDropped):

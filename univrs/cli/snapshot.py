@@ -20,6 +20,7 @@ from univrs.cli.common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     api_option,
+    api_url,
     auth_headers,
     fail,
 )
@@ -62,11 +63,13 @@ def save(file: str, api: str, timeout: float) -> None:
     path = pathlib.Path(file)
     last_error = "no API address given"
     for endpoint in _endpoints(api):
+        secure = f"https://{endpoint}" in api  # the scheme it was given with
+        base, context = api_url(f"https://{endpoint}" if secure else endpoint)
         req = urllib.request.Request(
-            f"http://{endpoint}/v1/cluster/backup", method="GET", headers=auth_headers()
+            f"{base}/v1/cluster/backup", method="GET", headers=auth_headers()
         )
         try:
-            resp = urllib.request.urlopen(req, timeout=timeout)
+            resp = urllib.request.urlopen(req, timeout=timeout, context=context)
         except urllib.error.HTTPError as exc:
             doc: Any = None
             with contextlib.suppress(ValueError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from typing import Any
 
 import attrs
@@ -114,14 +115,18 @@ class Connection:
         *,
         timeout: float = 5.0,
         max_frame: int = protocol.MAX_FRAME,
+        ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
     ) -> Connection:
         """Connect to ``address`` (``host:port`` of a node's raft listener); the connection's
         task runs in ``nursery`` until it breaks or ``close`` is called. Raises ConnectionLost
-        (``outcome_unknown`` False) if the node cannot be reached within ``timeout``, or the
-        error the node refused the connection with. ``token``: the API token secret sent in the
-        hello, for every request of the connection."""
-        conn: Connection = await nursery.start(_run_connection, address, timeout, max_frame, token)
+        (``outcome_unknown`` False) if the node cannot be reached within ``timeout`` (or
+        refuses the TLS handshake: ``ssl_context`` dials with TLS), or the error the node
+        refused the connection with. ``token``: the API token secret sent in the hello, for
+        every request of the connection."""
+        conn: Connection = await nursery.start(
+            _run_connection, address, timeout, max_frame, ssl_context, token
+        )
         return conn
 
     async def request(
@@ -271,13 +276,16 @@ async def _run_connection(
     address: str,
     timeout: float,
     max_frame: int,
+    ssl_context: ssl.SSLContext | None,
     token: str | None = None,
     *,
     task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     host, port = split_host_port(address)
     try:
-        await _connection_task(address, host, port, timeout, max_frame, token, task_status)
+        await _connection_task(
+            address, host, port, timeout, max_frame, ssl_context, token, task_status
+        )
     except (HandshakeError, BaseExceptionGroup) as exc:
         # The node rejected the handshake (HTTP 429: too many connections from this address);
         # trio-websocket raises it in its reader task, so it arrives in a group.
@@ -306,6 +314,7 @@ async def _connection_task(
     port: int,
     timeout: float,
     max_frame: int,
+    ssl_context: ssl.SSLContext | None,
     token: str | None,
     task_status: trio.TaskStatus[Connection],
 ) -> None:
@@ -316,7 +325,7 @@ async def _connection_task(
         async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
             ws: WebSocketConnection | None = None
             try:
-                ws = await _dial(nursery, address, host, port, timeout, max_frame)
+                ws = await _dial(nursery, address, host, port, timeout, max_frame, ssl_context)
                 hello = await _exchange_hellos(ws, address, timeout, token)
             except UnivrsError as exc:
                 failure = exc
@@ -348,7 +357,13 @@ async def _connection_task(
 
 
 async def _dial(
-    nursery: trio.Nursery, address: str, host: str, port: int, timeout: float, max_frame: int
+    nursery: trio.Nursery,
+    address: str,
+    host: str,
+    port: int,
+    timeout: float,
+    max_frame: int,
+    ssl_context: ssl.SSLContext | None,
 ) -> WebSocketConnection:
     try:
         with trio.fail_after(timeout):
@@ -357,7 +372,7 @@ async def _dial(
                 host,
                 port,
                 protocol.PATH,
-                use_ssl=False,
+                use_ssl=ssl_context if ssl_context is not None else False,
                 message_queue_size=64,
                 max_message_size=max_frame,
                 receive_buffer_size=RECEIVE_BUFFER,

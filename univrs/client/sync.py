@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ class SyncClient:
         *,
         api: list[str] | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
         token: str | None = None,
     ) -> None:
         self._ready = threading.Event()
@@ -37,7 +39,7 @@ class SyncClient:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._main,
-            args=(endpoints, api, timeout, token),
+            args=(endpoints, api, timeout, ssl_context, token),
             name="univrs-client",
             daemon=True,
         )
@@ -47,9 +49,18 @@ class SyncClient:
             self._thread.join()
             raise self._error
 
-    def _main(self, endpoints: Any, api: Any, timeout: float, token: str | None) -> None:
+    def _main(
+        self,
+        endpoints: Any,
+        api: Any,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        token: str | None,
+    ) -> None:
         async def run() -> None:
-            async with open_client(endpoints, api=api, timeout=timeout, token=token) as client:
+            async with open_client(
+                endpoints, api=api, timeout=timeout, ssl_context=ssl_context, token=token
+            ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()

@@ -36,10 +36,12 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.events import Inbox
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
+from univrs.runtime.view import RuntimeView
 from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
@@ -49,8 +51,8 @@ from univrs.server.incarnation import (
     probe_answerer,
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
-from univrs.server.removal import MembershipWatch, watch_for_removal
-from univrs.server.wiring import transport_from_config
+from univrs.server.removal import MembershipWatch, RemovalGate, watch_for_removal
+from univrs.server.wiring import check_tls, transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
@@ -255,17 +257,19 @@ class Node:
             )
 
     async def answer_join(
-        self, target: str, *, replace: bool, token: str | None = None
+        self, target: str, *, replace: bool, token: str | None = None, api_token: str | None = None
     ) -> tuple[int, dict[str, Any], JoinInfo | None]:
         """``univrs cluster join``'s request to this node: join the cluster of ``target``.
 
         Returns the HTTP status and body to answer, and the join to start by restarting this
         node once the answer is sent (None: nothing to restart). Raises Conflict when the join
-        is refused (the message says why). ``token``: the caller's API token, which the join
-        sends to the cluster (its admin endpoints check it).
+        is refused (the message says why). ``token``: the join token; ``api_token``: the
+        caller's API token, which the join sends to the cluster (its admin endpoints check it).
         """
         try:
-            info = await prepare(self.config, target, replace=replace, token=token)
+            info = await prepare(
+                self.config, target, replace=replace, token=token, api_token=api_token
+            )
         except JoinRefused as exc:
             raise Conflict(str(exc)) from None
         # A replace that is done already (the cluster lists this very incarnation) is a resume.
@@ -318,13 +322,13 @@ async def run_node(
     serve_api: bool = True,
     seed: int | None = None,
     join: str | None = None,
-    join_token: str | None = None,
+    api_token: str | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled (see the module docstring).
 
     ``join``: the API address of a member of a cluster to join when this data dir is new;
-    ``join_token``: an admin API token of that cluster, if it has auth on."""
+    ``api_token``: an admin API token of that cluster, if it has auth on."""
     target = join
     info: JoinInfo | None = None
     first = True
@@ -335,7 +339,7 @@ async def run_node(
             seed=seed,
             join=target,
             join_info=info,
-            join_token=join_token,
+            api_token=api_token,
             task_status=task_status if first else trio.TASK_STATUS_IGNORED,
         )
         first = False
@@ -355,14 +359,17 @@ async def _run_once(
     join: str | None,
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
-    join_token: str | None = None,
+    api_token: str | None = None,
 ) -> Node | None:
+    security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
         state = data_dir_state(storage, initial)
         if join_info is None and join is not None:
-            join_info = await check_join(config, join, state, storage.cluster_id, token=join_token)
+            join_info = await check_join(
+                config, join, state, storage.cluster_id, api_token=api_token
+            )
         stamp = join_info.cluster_id if join_info is not None and state == "new" else None
         bootstrap = state == "new" and stamp is None and config.initial_cluster_state == "new"
         if bootstrap and config.bootstrap:
@@ -385,35 +392,27 @@ async def _run_once(
             incarnation=storage.incarnation,
         )
         snapshot_index = 0
+        applied = Membership(voters=frozenset())
         if opened.snapshot is not None:
             meta, data = opened.snapshot
             core.snapshot_taken(meta, data, keep=config.snapshot_trailing_entries)  # for peers
-            snapshot_index = meta.index
-        runtime = RaftRuntime(
-            core=core,
-            sm=opened.sm,
-            writer_write=storage.append,
-            send=lambda _m: None,
-            tick_seconds=config.tick_ms / 1000,
-            storage=storage,
-            snapshot_threshold=config.snapshot_threshold,
-            snapshot_keep=config.snapshot_trailing_entries,
-            applied_membership=(
-                opened.snapshot[0].membership if opened.snapshot else Membership(voters=frozenset())
-            ),
-            last_snapshot_index=snapshot_index,
-        )
-        metrics = NodeMetrics(runtime.status, storage=storage.statistics)
-        runtime.metrics = metrics
+            snapshot_index, applied = meta.index, meta.membership
+        # Built in dependency order, each part whole, nothing rewired afterwards. The runtime's
+        # inbox and view come first: the transport delivers into the inbox and checks hellos
+        # against the view, the peer map and the metrics read the view, and the runtime then
+        # gets the finished transport, peer map and metrics (docs/runtime.md, "Assembly").
+        view = RuntimeView(core, applied_membership=applied)
+        inbox = Inbox()
+        metrics = NodeMetrics(view.status, storage=storage.statistics)
         transport = transport_from_config(
             config,
-            inbox=runtime.inbox,
+            inbox=inbox.sender,
             rng=rng,
             settings=TransportSettings(),
             cluster_id=opened.cluster_id,
             incarnation=storage.incarnation,
-            bound_incarnation=bound_incarnation(runtime),
-            own_binding=own_binding(runtime, storage.incarnation),
+            bound_incarnation=bound_incarnation(view),
+            own_binding=own_binding(view, storage.incarnation),
         )
         # The members we learned of when asking to join (or, an empty data dir waiting to be
         # joined, the bootstrap members) stay reachable until a configuration listing us is
@@ -421,20 +420,29 @@ async def _run_once(
         peer_map = PeerMap(
             config.node_id,
             publish=lambda peers: transport.set_peer_addresses(config.dial_addresses(peers)),
-            tracked=lambda: [p.id for p in runtime.status().peers],
+            tracked=lambda: [p.id for p in view.status().peers],
         )
         if join_info is not None:
             peer_map.hold_join_addresses(dict(join_info.addresses))
         elif state != "member":
             peer_map.hold_join_addresses(config.bootstrap_addresses())
-        runtime.on_membership = peer_map.on_membership
         watch = MembershipWatch(
-            config.node_id,
-            peer_map,
-            was_member=config.node_id in runtime.applied_membership.members,
+            config.node_id, peer_map, was_member=config.node_id in applied.members
         )
-        send, may_send = transport.send, watch.may_send
-        runtime.send = lambda msg: send(msg) if may_send(msg) else None
+        runtime = RaftRuntime(
+            core=core,
+            sm=opened.sm,
+            storage=storage,
+            transport=RemovalGate(transport, watch),
+            tick_seconds=config.tick_ms / 1000,
+            on_membership=peer_map.on_membership,
+            metrics=metrics,
+            snapshot_threshold=config.snapshot_threshold,
+            snapshot_keep=config.snapshot_trailing_entries,
+            last_snapshot_index=snapshot_index,
+            view=view,
+            inbox=inbox,
+        )
         node = Node(
             config=config,
             storage=storage,
@@ -447,7 +455,12 @@ async def _run_once(
             watch=watch,
         )
         transport.add_route(
-            PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
+            PROBE_PATH,
+            probe_route(
+                probe_answerer(node),
+                TransportSettings().handshake_timeout,
+                admit=transport.refuse_without_node_certificate,
+            ),
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
@@ -456,7 +469,7 @@ async def _run_once(
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
             nursery.start_soon(watch_for_removal, node, watch)
-            nursery.start_soon(hold_incarnations, runtime, transport)
+            nursery.start_soon(hold_incarnations, view, transport)
             nursery.start_soon(
                 record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
             )
@@ -476,6 +489,7 @@ async def _run_once(
                     "api": f"{_host(config.api_addr)}:{node.api_port}" if serve_api else "-",
                     "term": status.term,
                     "last_index": status.last_index,
+                    "transport": security,
                 },
             )
             if join_info is not None and config.node_id not in status.membership.voters:
@@ -510,6 +524,7 @@ def _host(addr: str) -> str:
 def describe(node: Node) -> dict[str, Any]:
     """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
     s = node.status()
+    net = node.transport.statistics()
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
@@ -530,6 +545,12 @@ def describe(node: Node) -> dict[str, Any]:
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
         "removed": node.removed,
+        "transport": {
+            "tls": node.transport.tls is not None,
+            "rejected_connections": net.rejected_connections,
+            "refused_certificates": net.refused_certificates,
+            "messages_received": {p.id: p.messages_received for p in net.peers},
+        },
         "peers": [
             {
                 "id": p.id,

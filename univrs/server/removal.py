@@ -32,6 +32,8 @@ from univrs.net.http import get_json
 from univrs.raft.messages import Membership, Message, RequestVote
 from univrs.raft.ready import Role, Status
 from univrs.runtime.addresses import PeerMap
+from univrs.runtime.ports import Transport
+from univrs.server.wiring import client_ssl
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -82,6 +84,19 @@ class MembershipWatch:
         return self.removed is None or not isinstance(msg, RequestVote)
 
 
+@attrs.frozen
+class RemovalGate:
+    """The transport as a node's runtime sees it: what ``watch`` forbids is not sent."""
+
+    transport: Transport
+    watch: MembershipWatch
+
+    def send(self, msg: Message) -> None:
+        """Send ``msg`` unless this node knows it was removed and ``msg`` asks for votes."""
+        if self.watch.may_send(msg):
+            self.transport.send(msg)
+
+
 async def watch_for_removal(node: NodeHandle, watch: MembershipWatch) -> None:
     """Ask the members when this node may campaign but hears of no leader (see 2. above)."""
     last_leader = trio.current_time()
@@ -113,7 +128,9 @@ async def _ask_members(node: NodeHandle, s: Status) -> str | None:
         if api is None:
             continue
         try:
-            doc = await get_json(api, "/v1/node/status", timeout=ASK_TIMEOUT)
+            doc = await get_json(
+                api, "/v1/node/status", timeout=ASK_TIMEOUT, ssl_context=client_ssl(node.config)
+            )
         except (OSError, ValueError, trio.TooSlowError):
             continue
         if not isinstance(doc, dict) or doc.get("id") != member:
