@@ -60,6 +60,8 @@ def test_tokens_and_roles_across_processes(make_cluster: Callable[..., LocalClus
     leader = cluster.wait_leader(DEADLINE)
     follower = next(n for n in cluster.nodes if n.node_id != leader.node_id)
     api = follower.api_addr
+    for node in cluster.nodes:  # every API listens (the leader may be elected first)
+        wait_for(node.status, DEADLINE, f"{node.node_id}'s API")
 
     status, body = call(follower, "GET", "/v1/workloads", None)
     assert status == 401 and body["error"]["code"] == "unauthenticated"
