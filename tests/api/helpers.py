@@ -134,6 +134,7 @@ def make_configs(folder: pathlib.Path, size: int, **overrides: Any) -> dict[str,
             raft_addr=raft[nid],
             api_addr=api[nid],
             bootstrap=bootstrap if size > 1 else (),
+            initial_cluster_token=f"test-{folder.name}",
             **overrides,
         )
         for nid in ids
