@@ -59,6 +59,9 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
         assert (await cluster.http(follower, "GET", "/v1/health")).status == 200
         status, body = await call(cluster, follower, "GET", "/v1/cluster/members", None)
         assert status == 401
+        for path in ("/v1/watch", "/v1/events"):  # events carry whole objects, like lists
+            status, body = await call(cluster, follower, "GET", path, None)
+            assert status == 401 and code(body) == "unauthenticated", path
         status, body = await call(cluster, follower, "GET", "/v1/workloads", "univrs.made-up")
         assert status == 401 and "unknown or revoked" in body["error"]["message"]
 
@@ -120,6 +123,8 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
         assert status == 200, body
         status, _ = await call(cluster, follower, "GET", "/v1/workloads", credits)
         assert status == 403
+        status, body = await call(cluster, follower, "GET", "/v1/watch", credits)
+        assert status == 403 and code(body) == "permission-denied"
 
         # admin: everything; a follower forwards membership calls with the caller's token.
         status, body = await call(cluster, follower, "GET", "/v1/cluster/members", admin)
