@@ -132,7 +132,17 @@ def _result() -> dict[str, Any]:
 
 
 def test_the_report_puts_both_systems_side_by_side_with_the_ratio() -> None:
-    text = bench.report(_result())
+    result = _result()
+    result["univrs"]["profile"] = {
+        "node": "n1",
+        "clients": 64,
+        "samples": 10,
+        "self_pct": [["encode (univrs/codec.py)", 30.0]],
+        "total_pct": [["drive (univrs/runtime/driver.py)", 40.0]],
+    }
+    text = bench.report(result)
+    assert "30.0%  encode (univrs/codec.py)" in text
+    assert "40.0%  drive (univrs/runtime/driver.py)" in text
     assert "univrs     3000/s" in text and "etcd       5000/s" in text
     assert "univrs/etcd throughput 0.60x" in text
     assert "total 0.300: client 0.100, n1 (leader) 0.200" in text
@@ -145,3 +155,30 @@ def test_the_plot_is_a_png(tmp_path: pathlib.Path) -> None:
     assert bench.plot(_result(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     json.dumps(_result())  # what --json writes
+
+
+def test_the_profile_summary_ranks_functions_by_self_and_total_share(
+    tmp_path: pathlib.Path,
+) -> None:
+    raw = tmp_path / "leader.txt"
+    raw.write_text(
+        "run (a.py:1);apply (sm.py:10);encode (codec.py:5) 30\n"
+        "run (a.py:1);apply (sm.py:12) 10\n"
+        "run (a.py:1);send (net.py:3);encode (codec.py:7) 60\n"
+    )
+    with_univrs = tmp_path / "univrs.txt"
+    with_univrs.write_text(
+        "node_start (univrs/cli/node.py:3);drive (univrs/runtime/driver.py:9) 3\n"
+        "node_start (univrs/cli/node.py:3);serve (univrs/api/fast.py:2) 1\n"
+    )
+    assert bench.summarise_profile(with_univrs)["total_pct"] == [
+        ["drive (univrs/runtime/driver.py)", 75.0],
+        ["serve (univrs/api/fast.py)", 25.0],
+    ]
+    summary = bench.summarise_profile(raw, top=4)
+    assert summary["samples"] == 100
+    assert summary["self_pct"] == [
+        ["encode (codec.py)", 90.0],
+        ["apply (sm.py)", 10.0],
+    ]
+    assert summary["total_pct"] == []  # no univrs function in these stacks

@@ -39,7 +39,9 @@ import json
 import math
 import os
 import pathlib
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -155,11 +157,13 @@ async def measure(
     op: Callable[[Client, int], Awaitable[Any]],
     pids: dict[str, int] | None = None,
     sample: Sample | None = None,
+    profile: tuple[int, pathlib.Path] | None = None,
 ) -> dict[str, Any]:
     """Run ``workers`` closed loops of ``op`` for ``duration`` s (after a warm-up); with
     ``pids``, also the CPU milliseconds each process spent per operation. With ``sample``,
     the workers of its keys (the first ones) write recorded unique values instead, and one
-    paced reader per key reads it, recorded (neither counted in the figures)."""
+    paced reader per key reads it, recorded (neither counted in the figures). With ``profile``
+    (pid, file), ``py-spy record`` samples that process during the measured window."""
     if sample is not None:
         # The history starts with one completed write per key: whatever an earlier measurement
         # left in the register, every later operation of this sample follows this write.
@@ -207,10 +211,23 @@ async def measure(
         done_before = len(latencies)
         cpu_before.update({name: cpu_seconds(pid) for name, pid in processes.items()})
 
+    async def record_profile() -> None:
+        assert profile is not None
+        await trio.sleep_until(start)
+        pid, path = profile
+        await trio.run_process(
+            [*py_spy_command(pid, path), "--duration", str(max(1, int(duration)))],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     stalled = False
     with trio.move_on_at(stop + STALL_GRACE) as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sample_cpu)
+            if profile is not None:
+                nursery.start_soon(record_profile)
             for i in range(workers):
                 nursery.start_soon(worker, i)
             if sample is not None:
@@ -238,6 +255,52 @@ async def measure(
     if sample is not None:
         out["check"] = sample.check()
     return out
+
+
+def py_spy_command(pid: int, path: pathlib.Path) -> list[str]:
+    """``py-spy record`` of ``pid`` into ``path`` as collapsed stacks, without pausing it."""
+    exe = pathlib.Path(sys.executable).with_name("py-spy")
+    return [
+        str(exe) if exe.exists() else "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--nonblocking",
+        "--gil",  # the thread holding the GIL: the one Python thread that caps the node
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(path),
+    ]
+
+
+def summarise_profile(path: pathlib.Path, top: int = 15) -> dict[str, Any]:
+    """The functions the sampled process spent its time in: share of the samples in which a
+    function was running (self) and, for univrs's own functions, on the stack (total), from
+    py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        # "function (file:line)" -> "function (file)": one entry per function.
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            if "univrs/" in f and "univrs/cli/" not in f and "__main__" not in f:
+                total[f] = total.get(f, 0) + count
+
+    def share(table: dict[str, int]) -> list[list[Any]]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [[f, round(100 * n / max(1, samples), 1)] for f, n in ranked]
+
+    return {"samples": samples, "self_pct": share(own), "total_pct": share(total)}
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -311,13 +374,23 @@ async def run_bench(
 
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {"writes": {}, "reads": {}}
         values = dict.fromkeys(keys[:SAMPLE_KEYS], 0)
+        profiled: dict[str, Any] | None = None
         for r in range(args.repeat):
             for n in args.clients:
                 conns = clients[: max(1, min(len(clients), n))]
                 sample = None
                 if args.check and n >= SAMPLE_MIN_CLIENTS:
                     sample = Sample(keys[:SAMPLE_KEYS], values)
-                m = await measure(conns, n, args.duration, write, pids, sample)
+                profile = None
+                leader_pid = (pids or {}).get(clients[0].leader or "")
+                if args.profile and r == 0 and n == most and leader_pid is not None:
+                    profile = (leader_pid, pathlib.Path(args.profile))
+                m = await measure(conns, n, args.duration, write, pids, sample, profile)
+                if profile is not None:
+                    m["profile"] = {"node": clients[0].leader, "clients": n}
+                    if profile[1].exists():
+                        m["profile"].update(summarise_profile(profile[1]))
+                    profiled = m["profile"]
                 runs["writes"].setdefault(n, []).append(m)
                 _progress(f"univrs writes, {n} clients, run {r + 1}", m)
                 if args.reads:
@@ -331,6 +404,8 @@ async def run_bench(
         }
         result["leader"] = clients[0].leader
         result["connections"] = len(clients)
+        if profiled is not None:
+            result["profile"] = profiled
         return result
 
 
@@ -443,6 +518,16 @@ def report(result: dict[str, Any]) -> str:
             lines.append(text)
     if "reads" in uni:
         lines.append("\nlease reads: not offered by the runtime (nothing measured)")
+    prof = uni.get("profile")
+    if prof and prof.get("samples"):
+        lines.append(
+            f"\nleader profile ({prof['node']}, {prof['clients']} clients writing, "
+            f"{prof['samples']} samples holding the GIL; % of samples)"
+        )
+        lines.append("  running (self):")
+        lines += [f"    {pct:5.1f}%  {f}" for f, pct in prof["self_pct"]]
+        lines.append("  on the stack (total), univrs functions:")
+        lines += [f"    {pct:5.1f}%  {f}" for f, pct in prof["total_pct"]]
     return "\n".join(lines)
 
 
@@ -531,6 +616,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
     parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
     parser.add_argument("--log-level", default="warning", help="the nodes' log level")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy the leader during the first write run at the most clients (raw stacks)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write every figure here ('-': stdout)")
     parser.add_argument(
         "--budget",
@@ -549,6 +639,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--duration must be in (0, {MAX_DURATION:g}] seconds")
     if args.connections < 1 or args.nodes < 1:
         parser.error("--connections and --nodes must be positive")
+    if args.profile and args.endpoints:
+        parser.error("--profile needs the node processes the bench starts: no --endpoints")
     if args.compare_etcd and args.endpoints:
         parser.error("--compare-etcd starts both clusters itself: no --endpoints")
     planned = planned_seconds(args)
