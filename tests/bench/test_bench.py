@@ -99,6 +99,7 @@ def _point(ops: float, p99: float) -> dict[str, Any]:
                 "p99_ms": p99,
                 "max_ms": p99 * 2,
                 "cpu_ms_per_op": {"n1": 0.2, "client": 0.1},
+                "leader": "n1",
                 "errors": 0,
                 "first_error": None,
             }

@@ -316,6 +316,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["cpu_ms_per_op_total"] = round(
         statistics.median(sum(r["cpu_ms_per_op"].values()) for r in runs), 3
     )
+    out["leaders"] = sorted({r["leader"] for r in runs if r.get("leader")})
     out["errors"] = sum(r["errors"] for r in runs)
     out["runs"] = [{k: round(r[k], 2) for k in ("ops_per_s", "p50_ms", "p99_ms")} for r in runs]
     first = next((r["first_error"] for r in runs if r["first_error"]), None)
@@ -386,6 +387,7 @@ async def run_bench(
                 if args.profile and r == 0 and n == most and leader_pid is not None:
                     profile = (leader_pid, pathlib.Path(args.profile))
                 m = await measure(conns, n, args.duration, write, pids, sample, profile)
+                m["leader"] = clients[0].leader
                 if profile is not None:
                     m["profile"] = {"node": clients[0].leader, "clients": n}
                     if profile[1].exists():
@@ -395,6 +397,7 @@ async def run_bench(
                 _progress(f"univrs writes, {n} clients, run {r + 1}", m)
                 if args.reads:
                     m = await measure(conns, n, args.duration, read, pids)
+                    m["leader"] = clients[0].leader
                     runs["reads"].setdefault(n, []).append(m)
                     _progress(f"univrs linearizable reads, {n} clients, run {r + 1}", m)
         result: dict[str, Any] = {
@@ -467,10 +470,12 @@ def start_cluster(
     return cluster, [n.raft_addr for n in cluster.nodes], pids
 
 
-def _cpu_text(r: dict[str, Any], leader: str | None) -> str:
+def _cpu_text(r: dict[str, Any]) -> str:
+    leaders = r.get("leaders") or []
+    tag = " (leader)" if len(leaders) == 1 else " (leader in some runs)"
     parts = []
     for name, v in r["cpu_ms_per_op"].items():
-        label = f"{name} (leader)" if name == leader else name
+        label = f"{name}{tag}" if name in leaders else name
         parts.append(f"{label} {v:.3f}")
     return f"total {r['cpu_ms_per_op_total']:.3f}: " + ", ".join(parts)
 
@@ -505,9 +510,9 @@ def report(result: dict[str, Any]) -> str:
                     f"\n  {'':>13}  univrs/etcd throughput {ratio:.2f}x,"
                     f" p99 {r['p99_ms'] / e['p99_ms'] if e['p99_ms'] else math.nan:.2f}x"
                 )
-            text += f"\n  {'':>13}  univrs CPU ms/op {_cpu_text(r, uni.get('leader'))}"
+            text += f"\n  {'':>13}  univrs CPU ms/op {_cpu_text(r)}"
             if e:
-                text += f"\n  {'':>13}  etcd   CPU ms/op {_cpu_text(e, None)}"
+                text += f"\n  {'':>13}  etcd   CPU ms/op {_cpu_text(e)}"
             for name, side in (("univrs", r), ("etcd", e)):
                 if side and side.get("errors"):
                     text += (
