@@ -6,7 +6,8 @@ connection, counted until the response is sent: beyond that it stops reading, wh
 back-pressures the client through TCP). Each task runs ``ApiService.execute`` and queues its
 response; the writer sends everything queued since its last send as one frame, and drops a
 client that has not read its responses for ``SEND_TIMEOUT``. Requests that arrive together
-are proposed together (``univrs.api.batcher``): one ``propose_many``, one append, one fsync.
+are proposed together (the runtime batches them, univrs/runtime/driver.py): one
+``propose_many``, one append, one fsync.
 
 A frame that cannot be decoded closes the connection with a protocol error (one WARNING line);
 a request with a readable id but bad fields gets an error response. An exception escaping an

@@ -22,6 +22,7 @@ campaign. Applying a configuration that lists it again undoes all of this.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -32,12 +33,20 @@ from univrs.net.http import get_json
 from univrs.raft.messages import Membership, Message, RequestVote
 from univrs.raft.ready import Role, Status
 from univrs.runtime.addresses import PeerMap
+from univrs.runtime.ports import Transport
 from univrs.server.wiring import client_ssl
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.node")
+
+
+def cluster_fingerprint(cluster_id: str) -> str:
+    """What /v1/node/status shows of the cluster id: enough to tell two clusters apart, not
+    the id itself (a raft hello needs the id; it is not shown to whoever reads a status)."""
+    return hashlib.sha256(f"univrs-cluster\0{cluster_id}".encode()).hexdigest()[:16]
+
 
 ASK_AFTER = 10.0  # seconds without a leader before a node that may campaign asks the members
 CONFIRM_AFTER = 5.0  # seconds between the first evidence of removal and the confirming one
@@ -83,6 +92,19 @@ class MembershipWatch:
         return self.removed is None or not isinstance(msg, RequestVote)
 
 
+@attrs.frozen
+class RemovalGate:
+    """The transport as a node's runtime sees it: what ``watch`` forbids is not sent."""
+
+    transport: Transport
+    watch: MembershipWatch
+
+    def send(self, msg: Message) -> None:
+        """Send ``msg`` unless this node knows it was removed and ``msg`` asks for votes."""
+        if self.watch.may_send(msg):
+            self.transport.send(msg)
+
+
 async def watch_for_removal(node: NodeHandle, watch: MembershipWatch) -> None:
     """Ask the members when this node may campaign but hears of no leader (see 2. above)."""
     last_leader = trio.current_time()
@@ -121,7 +143,7 @@ async def _ask_members(node: NodeHandle, s: Status) -> str | None:
             continue
         if not isinstance(doc, dict) or doc.get("id") != member:
             continue
-        if doc.get("cluster_id") != node.cluster_id:
+        if doc.get("cluster") != cluster_fingerprint(node.cluster_id):
             continue
         commit = doc.get("commit_index")
         voters, learners = doc.get("voters"), doc.get("learners")
