@@ -577,3 +577,39 @@ def test_the_fast_plain_check_decides_like_the_reference(obj: Any, depth: int) -
         return True
 
     assert verdict(codec._check_plain_out) == verdict(_plain_out_reference)
+
+
+def _plain_in_reference(obj: Any, depth: int) -> None:
+    """What decode_plain accepts after decoding (the check before its in-place scalar path)."""
+    t = type(obj)
+    if t in (type(None), bool, int, float, str, bytes):
+        return
+    if depth <= 0:
+        raise ProtocolError("depth")
+    if t is list:
+        for item in obj:
+            _plain_in_reference(item, depth - 1)
+    elif t is dict:
+        for key, value in obj.items():
+            if type(key) not in (int, str, bytes):
+                raise ProtocolError("key")
+            _plain_in_reference(value, depth - 1)
+    else:
+        raise ProtocolError("type")
+
+
+@given(_plainish, st.integers(0, 4))
+@example([[]], 1)
+@example({"a": {"b": 1}}, 1)
+@example({True: 1}, 2)
+@example([_Colour.RED], 2)
+@settings(max_examples=300)
+def test_the_decoded_plain_check_decides_like_the_reference(obj: Any, depth: int) -> None:
+    def verdict(check: Any) -> bool:
+        try:
+            check(obj, depth)
+        except ProtocolError:
+            return False
+        return True
+
+    assert verdict(codec._check_plain_in) == verdict(_plain_in_reference)

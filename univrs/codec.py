@@ -508,20 +508,29 @@ _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _PLAIN_KEYS = (int, str, bytes)
 
 
+_PLAIN_SCALAR_SET = frozenset(_PLAIN_SCALARS)
+_PLAIN_KEY_SET = frozenset(_PLAIN_KEYS)
+
+
 def _check_plain_in(obj: Any, depth: int) -> None:
+    """Refuse (ProtocolError) a decoded item that is not plain data. Runs on every frame and
+    entry payload decoded: scalar members of a container are checked in place (one call per
+    container, not per value)."""
     t = type(obj)
-    if t in _PLAIN_SCALARS:
+    if t in _PLAIN_SCALAR_SET:
         return
     if depth <= 0:
         raise ProtocolError("plain frame nests too deep")
     if t is list:
         for item in obj:
-            _check_plain_in(item, depth - 1)
+            if type(item) not in _PLAIN_SCALAR_SET:
+                _check_plain_in(item, depth - 1)
     elif t is dict:
         for key, value in obj.items():
-            if type(key) not in _PLAIN_KEYS:
+            if type(key) not in _PLAIN_KEY_SET:
                 raise ProtocolError(f"plain frame has a map key of type {type(key).__name__}")
-            _check_plain_in(value, depth - 1)
+            if type(value) not in _PLAIN_SCALAR_SET:
+                _check_plain_in(value, depth - 1)
     else:
         raise ProtocolError(f"plain frame contains a {t.__name__}, which is not plain data")
 
