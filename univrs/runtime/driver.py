@@ -86,6 +86,7 @@ from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
+from univrs.runtime.watch import WatchHub
 from univrs.runtime.writer import StorageWriter
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import Response
@@ -144,6 +145,8 @@ class RaftRuntime:
         default=attrs.Factory(lambda self: RuntimeView(self.core), takes_self=True)
     )
     inbox: Inbox = attrs.field(factory=Inbox)
+    # The recent change events of the applied state, for watches (fed by the apply loop).
+    watch_hub: WatchHub = attrs.field(factory=WatchHub)
     _writer: StorageWriter = attrs.field(init=False)
     _applier: Applier = attrs.field(init=False)
     _snapshots: Snapshotter = attrs.field(init=False)
@@ -186,6 +189,7 @@ class RaftRuntime:
             metrics=self.metrics,
             after_apply=self._after_apply,
             on_restored=self._on_restored,
+            watch_hub=self.watch_hub,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
