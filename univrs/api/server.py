@@ -21,9 +21,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from univrs.api import admin, rest, watch
+from univrs.api import admin, dashboard, rest, watch
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.openapi import openapi_document
@@ -195,8 +196,10 @@ def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
             *rest.routes(),
             *watch.routes(),
             *admin.routes(),
+            *dashboard.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
+        middleware=[Middleware(dashboard.CorsForMembers, node=node)],
     )
     app.state.node = node
     app.state.service = service

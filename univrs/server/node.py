@@ -538,8 +538,13 @@ def _host(addr: str) -> str:
 
 
 def describe(node: Node) -> dict[str, Any]:
-    """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
+    """This node's own view as plain JSON-able data (for /v1/node/status and the CLI).
+
+    ``peers`` (on the leader) carry ``last_contact_s``: seconds since the leader last heard
+    from that peer (None: never), as ``GET /v1/cluster/members`` reports it."""
     s = node.status()
+    now = trio.current_time()
+    contact = node.runtime.last_contact
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
@@ -569,6 +574,9 @@ def describe(node: Node) -> dict[str, Any]:
                 "lag": max(0, s.last_index - p.match),
                 "recent_active": p.recent_active,
                 "voter": p.voter,
+                "last_contact_s": None
+                if p.id not in contact
+                else round(max(0.0, now - contact[p.id]), 3),
             }
             for p in s.peers
         ],
