@@ -1,5 +1,6 @@
 // Small hand-written SVG charts: a live line chart with two axes and a leader timeline.
-// Everything is built with DOM calls (no innerHTML): names from the cluster are data, not markup.
+// Everything is built with DOM calls, never parsed from strings: names from the cluster are
+// data, not markup.
 
 const NS = "http://www.w3.org/2000/svg";
 export const WINDOW_MS = 5 * 60 * 1000; // what the charts show: the last five minutes
