@@ -26,6 +26,24 @@ export class ApiError extends Error {
   }
 }
 
+/** No answer: the connection failed (fetch's TypeError, translated at the edge). */
+export class NetworkError extends Error {}
+
+/** fetch, with a failed connection as NetworkError (any other exception is a bug). */
+export async function fetchOrFail(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    if (err instanceof TypeError) throw new NetworkError(err.message);
+    throw err;
+  }
+}
+
+/** Whether an exception is an expected outcome (an answer, no answer, an abort), not a bug. */
+export function expected(err) {
+  return err instanceof ApiError || err instanceof NetworkError || (err && err.name === "AbortError");
+}
+
 /** The base URL of a member's API ("host:port" as the cluster advertises it). */
 export function baseUrl(api) {
   return `${location.protocol}//${api}`;
@@ -43,7 +61,7 @@ export async function get(api, path, { timeoutMs = 2500, text = false, signal } 
   const onAbort = () => ctrl.abort();
   if (signal) signal.addEventListener("abort", onAbort);
   try {
-    const resp = await fetch(baseUrl(api) + path, {
+    const resp = await fetchOrFail(baseUrl(api) + path, {
       headers: authHeaders(),
       signal: ctrl.signal,
       cache: "no-store",
@@ -63,7 +81,12 @@ export async function get(api, path, { timeoutMs = 2500, text = false, signal } 
       }
       throw new ApiError(resp.status, code, message);
     }
-    return text ? await resp.text() : await resp.json();
+    try {
+      return text ? await resp.text() : await resp.json();
+    } catch (err) {
+      if (err instanceof TypeError) throw new NetworkError(err.message); // body cut off
+      throw err;
+    }
   } finally {
     clearTimeout(timer);
     if (signal) signal.removeEventListener("abort", onAbort);

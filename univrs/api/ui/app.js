@@ -10,7 +10,18 @@
 //             member from the last revision seen + 1 (list again only when compacted)
 //   credits   every three seconds: /v1/credits/balances
 
-import { ApiError, Members, describeError, get, listAll, loadToken, saveToken } from "./api.js";
+import {
+  ApiError,
+  Members,
+  NetworkError,
+  describeError,
+  expected,
+  fetchOrFail,
+  get,
+  listAll,
+  loadToken,
+  saveToken,
+} from "./api.js";
 import { LeaderTimeline, LineChart, colorOf } from "./charts.js";
 import { bucketDelta, buckets, mergeBuckets, parseMetrics, quantile, total } from "./metrics.js";
 
@@ -205,7 +216,7 @@ async function membersLoop() {
           members.learn(await get(m.api, "/v1/cluster/endpoints", { timeoutMs: 1500 }));
           break;
         } catch (err) {
-          // try the next live member
+          if (!expected(err)) console.error("dashboard bug (endpoints):", err);
         }
       }
     }
@@ -249,6 +260,7 @@ async function metricsLoop() {
         try {
           cur = await scrape(m);
         } catch (err) {
+          if (!expected(err)) console.error("dashboard bug (metrics):", err);
           scrapes.delete(m.id);
           return;
         }
@@ -338,6 +350,7 @@ class Feed {
         if (this.needList) await this.list(m);
         await this.watch(m);
       } catch (err) {
+        if (!expected(err)) console.error("dashboard bug (state feed):", err);
         failed = this.restarted || onAuthError(err) ? null : m.id;
         if (err instanceof ApiError && err.code === "compacted") this.needList = true;
         await sleep(this.restarted ? 0 : 500);
@@ -367,7 +380,7 @@ class Feed {
   async watch(m) {
     const url = `${location.protocol}//${m.api}/v1/watch?from_revision=${state.revision + 1}&progress_ms=1000`;
     const token = loadToken();
-    const resp = await fetch(url, {
+    const resp = await fetchOrFail(url, {
       headers: token ? { Authorization: `Bearer ${token}` } : {},
       signal: this.ctrl.signal,
       cache: "no-store",
@@ -391,7 +404,14 @@ class Feed {
     let stall = setTimeout(() => this.ctrl.abort(), 5000);
     try {
       for (;;) {
-        const { value, done } = await reader.read();
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          if (err instanceof TypeError) throw new NetworkError(err.message); // cut off
+          throw err;
+        }
+        const { value, done } = chunk;
         if (done) throw new ApiError(0, "ended", "the watch stream ended");
         clearTimeout(stall);
         stall = setTimeout(() => this.ctrl.abort(), 5000); // a paused member says nothing
@@ -415,16 +435,16 @@ class Feed {
       }
     } finally {
       clearTimeout(stall);
-      try {
-        reader.cancel();
-      } catch (_) {
-        // already closed
-      }
+      reader.cancel().catch(() => {}); // already failed or closed: nothing to release
     }
   }
 }
 
 const feed = new Feed();
+
+function shortId(id) {
+  return id.length > 12 ? id.slice(0, 8) : id;
+}
 
 function describeEvent(ev) {
   const o = ev.object || ev.prev || {};
@@ -435,7 +455,7 @@ function describeEvent(ev) {
   if (ev.kind === "instance") {
     const w = state.workloads.get(o.workload_id);
     return {
-      name: `${(w && w.spec && w.spec.name) || o.workload_id || "?"}/${ev.id.slice(0, 8)}`,
+      name: `${(w && w.spec && w.spec.name) || o.workload_id || "?"}/${shortId(ev.id)}`,
       detail: `${o.status || ""}${o.node_id ? ` on ${o.node_id}` : ""}${o.message ? `: ${o.message}` : ""}`,
     };
   }
@@ -472,7 +492,7 @@ function renderState() {
         "tr",
         { class: short ? "short" : "", data: { workload: w.id, name: w.spec?.name || "", desired, running: c.running } },
         h("td", {}, w.spec?.name || "?"),
-        h("td", { class: "mono", title: w.id }, w.id.slice(0, 8)),
+        h("td", { class: "mono", title: w.id }, shortId(w.id)),
         h("td", { class: "mono" }, w.spec?.image || ""),
         h("td", {}, desired),
         h("td", { class: "running" }, c.running),
@@ -535,6 +555,7 @@ async function creditsLoop() {
         const supply = doc && doc.total_supply !== undefined ? doc.total_supply : "?";
         $("#credits-supply").textContent = `${items.length} peer(s), total supply ${supply}`;
       } catch (err) {
+        if (!expected(err)) console.error("dashboard bug (credits):", err);
         if (!onAuthError(err)) $("#credits-supply").textContent = describeError(err);
       }
     }

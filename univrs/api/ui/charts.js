@@ -3,7 +3,17 @@
 // data, not markup.
 
 const NS = "http://www.w3.org/2000/svg";
-export const WINDOW_MS = 5 * 60 * 1000; // what the charts show: the last five minutes
+export const WINDOW_MS = 5 * 60 * 1000; // what the charts keep: the last five minutes
+const STARTED = Date.now();
+
+/** The span shown: since the page opened (at least a minute), at most WINDOW_MS. */
+function span(now) {
+  return Math.min(WINDOW_MS, Math.max(60 * 1000, now - STARTED));
+}
+
+function spanLabel(ms) {
+  return ms >= 120 * 1000 ? `−${Math.round(ms / 60000)} min` : `−${Math.round(ms / 1000)} s`;
+}
 
 function el(name, attrs = {}, parent = null) {
   const e = document.createElementNS(NS, name);
@@ -88,8 +98,9 @@ export class LineChart {
     const pad = { l: 44, r: 44, t: 8, b: 18 };
     const w = width - pad.l - pad.r;
     const h = height - pad.t - pad.b;
-    const t0 = now - WINDOW_MS;
-    const x = (t) => pad.l + ((t - t0) / WINDOW_MS) * w;
+    const win = span(now);
+    const t0 = now - win;
+    const x = (t) => pad.l + ((t - t0) / win) * w;
     const maxOf = (axis) =>
       niceMax(
         Math.max(
@@ -114,18 +125,24 @@ export class LineChart {
     };
     if (units.left) label(`${fmt(max.left)} ${units.left}`, { x: pad.l - 4, y: pad.t + 10, class: "axis", "text-anchor": "end" });
     if (units.right) label(`${fmt(max.right)} ${units.right}`, { x: pad.l + w + 4, y: pad.t + 10, class: "axis" });
-    label("−5 min", { x: pad.l, y: height - 4, class: "axis" });
+    label(spanLabel(win), { x: pad.l, y: height - 4, class: "axis" });
     label("now", { x: pad.l + w, y: height - 4, class: "axis", "text-anchor": "end" });
 
-    for (const m of this.markers) {
+    let labelledAt = Infinity;
+    for (const m of [...this.markers].reverse()) { // newest first: its label wins
+      if (m.t < t0) continue;
       el("line", { x1: x(m.t), x2: x(m.t), y1: pad.t, y2: pad.t + h, class: "marker" }, svg);
-      label(m.label, { x: x(m.t) + 3, y: pad.t + h - 4, class: "marker-label" });
+      if (labelledAt - x(m.t) > 60) {
+        label(m.label, { x: x(m.t) + 3, y: pad.t + 12, class: "marker-label" });
+        labelledAt = x(m.t);
+      }
     }
     for (const s of this.series) {
       const pts = this.points
-        .filter((p) => p.values[s.key] !== null && p.values[s.key] !== undefined)
+        .filter((p) => p.t >= t0 && p.values[s.key] !== null && p.values[s.key] !== undefined)
         .map((p) => `${x(p.t).toFixed(1)},${y(s.axis, p.values[s.key]).toFixed(1)}`);
       if (pts.length) {
+
         el("polyline", { points: pts.join(" "), fill: "none", stroke: s.color, "stroke-width": 2,
           class: `series series-${s.key}`, "data-points": pts.length }, svg);
       }
@@ -153,8 +170,9 @@ export class LeaderTimeline {
     svg.setAttribute("height", height);
     const pad = { l: 44, r: 44 };
     const w = width - pad.l - pad.r;
-    const t0 = now - WINDOW_MS;
-    const x = (t) => pad.l + (Math.max(t0, Math.min(now, t)) - t0) / WINDOW_MS * w;
+    const win = span(now);
+    const t0 = now - win;
+    const x = (t) => pad.l + ((Math.max(t0, Math.min(now, t)) - t0) / win) * w;
     el("rect", { x: pad.l, y: 6, width: w, height: 22, class: "plot" }, svg);
     for (const seg of segments) {
       const end = seg.end ?? now;
