@@ -132,10 +132,10 @@ class CorsForMembers:
         self.node = node
 
     def _allowed(self, scope: Scope) -> str | None:
-        origin = None
+        origin: str | None = None
         for key, value in scope.get("headers", ()):
             if key == b"origin":
-                origin = value.decode("latin-1")
+                origin = bytes(value).decode("latin-1")
                 break
         if origin is None or origin not in member_origins(self.node):
             return None
