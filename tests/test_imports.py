@@ -131,6 +131,8 @@ def test_the_core_has_no_placeholder_methods() -> None:
 
     assert placeholders("raft") == []
     assert all(len(cls.__bases__) == 1 for cls in RaftNode.__mro__[:-1])
+    # The simulator's halves too: Simulation (cluster.py) extends ReadyRuntime (runtime.py).
+    assert placeholders("sim") == []
 
 
 def test_placeholder_checker_finds_a_stub(tmp_path: pathlib.Path) -> None:

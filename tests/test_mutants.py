@@ -14,7 +14,7 @@ import pytest
 
 from univrs.errors import ProposalDropped
 from univrs.raft import Membership, RaftConfig, RaftNode, Role, SnapshotMeta, bootstrap_state
-from univrs.raft.messages import Message
+from univrs.raft.messages import Entry, Message
 from univrs.sim.cli import main
 from univrs.sim.mutants import MUTANTS, CompactPastCommit, TwoConfigChanges
 
@@ -185,7 +185,7 @@ def test_compaction_stays_behind_what_is_applied(cls: type[RaftNode]) -> None:
     n.campaign()
     for i in range(5):
         n.propose(f"w{i}".encode())
-    handed = []
+    handed: list[Entry] = []
     for _ in range(10):
         if not n.has_ready():
             break

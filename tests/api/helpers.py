@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import attrs
 import trio
@@ -23,6 +23,18 @@ from univrs.tools.devcluster import free_ports
 
 T = TypeVar("T")
 WAIT = 30.0  # generous: two shared cores, fsync on
+
+
+@overload
+async def wait_until(
+    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = ..., every: float = ...
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    probe: Callable[[], T | None], what: str, timeout: float = ..., every: float = ...
+) -> T: ...
 
 
 async def wait_until(
@@ -38,7 +50,7 @@ async def wait_until(
         if isinstance(value, Awaitable):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if trio.current_time() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await trio.sleep(every)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pathlib
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -118,15 +120,15 @@ async def test_a_caller_that_stops_reading_loses_the_slot(
     slot.busy = True
     taken: list[bytes] = []
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         for part in (b"a", b"b", b"c"):
             slot.progress()
             yield part
 
-    async def receive():  # type: ignore[no-untyped-def]
+    async def receive() -> dict[str, Any]:
         await trio.sleep_forever()
 
-    async def send(message):  # type: ignore[no-untyped-def]
+    async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
             taken.append(message["body"])
             if len(taken) == 2:

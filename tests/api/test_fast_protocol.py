@@ -22,6 +22,7 @@ from univrs.errors import (
     NotLeader,
     VersionConflict,
 )
+from univrs.server.node import Node
 
 
 async def test_operations_results_and_typed_errors(tmp_path: pathlib.Path) -> None:
@@ -164,10 +165,11 @@ async def test_metrics_count_requests_batches_and_forwards(tmp_path: pathlib.Pat
                 inner.start_soon(conn.request, "workload.scale", {"id": "w", "replicas": i})
         conn.close()
 
-        def scrape(node: object) -> str:
-            url = f"http://{cluster.api(node)}/metrics"  # type: ignore[arg-type]
+        def scrape(node: Node) -> str:
+            url = f"http://{cluster.api(node)}/metrics"
             with urllib.request.urlopen(url, timeout=10) as resp:
-                return resp.read().decode()
+                text: str = resp.read().decode()
+                return text
 
         on_follower = await trio.to_thread.run_sync(scrape, follower)
         on_leader = await trio.to_thread.run_sync(scrape, leader)

@@ -7,14 +7,18 @@ import pathlib
 import trio
 
 from tests.api.helpers import WORKLOAD, Cluster, open_cluster, wait_until
+from univrs.net.http import HttpResponse
 from univrs.raft.ready import Role
+from univrs.server.node import Node
 
 
 async def _session_key(cluster: Cluster, node_index: int = 0) -> str:
     node = cluster.running()[node_index]
     r = await cluster.http(node, "POST", "/v1/sessions")
     assert r.status == 201, r.body
-    return r.body["client_id"]
+    key = r.body["client_id"]
+    assert isinstance(key, str), r.body
+    return key
 
 
 async def test_create_on_a_follower_is_readable_everywhere(tmp_path: pathlib.Path) -> None:
@@ -36,7 +40,7 @@ async def test_create_on_a_follower_is_readable_everywhere(tmp_path: pathlib.Pat
             assert got.headers["x-univrs-consistency"] == "linearizable"
         for node in cluster.running():
             # Local: served from the node's own state; within 100 ms (the design's criterion).
-            async def local(node=node):  # type: ignore[no-untyped-def]
+            async def local(node: Node = node) -> HttpResponse | None:
                 r = await cluster.http(node, "GET", f"/v1/workloads/{wid}?consistency=local")
                 return r if r.status == 200 else None
 
@@ -69,10 +73,12 @@ async def test_local_read_lag_after_a_write(tmp_path: pathlib.Path) -> None:
             acked = trio.current_time()
             version = created.body["version"]
             for node in followers:
+
+                def applied(node: Node = node, version: int = version) -> bool:
+                    return node.runtime.sm.last_applied_index >= version
+
                 await wait_until(
-                    lambda node=node, version=version: (
-                        node.runtime.sm.last_applied_index >= version
-                    ),
+                    applied,
                     "a follower to apply",
                     timeout=10,
                     every=0.001,
@@ -164,7 +170,7 @@ async def test_idempotent_retry_after_the_leader_is_killed_mid_request(
         other = next(n for n in cluster.followers() if n is not follower)
         headers = {"Idempotency-Key": f"{client_id}:1"}
         target_index = leader.status().last_index + 1
-        first: dict[str, object] = {}
+        first: dict[str, HttpResponse] = {}
 
         async def send() -> None:
             r = await cluster.http(
@@ -182,8 +188,8 @@ async def test_idempotent_retry_after_the_leader_is_killed_mid_request(
             )
             await cluster.kill(leader.node_id)
         r = first["response"]
-        print(f"first attempt answered {r.status}: {r.body}")  # type: ignore[attr-defined]
-        assert r.status in (201, 503), r.body  # type: ignore[attr-defined]
+        print(f"first attempt answered {r.status}: {r.body}")
+        assert r.status in (201, 503), r.body
         await cluster.wait_leader()
         # The client retries the same key on another node: one object, not two.
         retried = None
@@ -195,8 +201,8 @@ async def test_idempotent_retry_after_the_leader_is_killed_mid_request(
                 break
             await trio.sleep(0.1)
         assert retried is not None and retried.status == 201, retried and retried.body
-        if r.status == 201:  # type: ignore[attr-defined]
-            assert retried.body["id"] == r.body["id"]  # type: ignore[attr-defined]
+        if r.status == 201:
+            assert retried.body["id"] == r.body["id"]
         listed = await cluster.http(other, "GET", "/v1/workloads?name=web")
         assert len(listed.body["items"]) == 1, listed.body
         assert listed.body["items"][0]["id"] == retried.body["id"]

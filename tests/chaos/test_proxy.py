@@ -28,7 +28,6 @@ from univrs.net.transport import open_transport
 
 DEADLINE = 10.0
 # The shipped transport settings, with shorter close deadlines for a quick test teardown.
-_FASTER = {"close_timeout": 0.5}
 
 
 async def _echo(stream: trio.SocketStream) -> None:
@@ -252,7 +251,7 @@ async def test_a_link_cut_one_way_is_back_soon_after_healing() -> None:
     """a -> b through the proxy, a sending heartbeats every 50 ms like a leader; the link cut
     for 3.2 s and healed the way TCP sees a real network heal (retransmit). Without pings and
     fresh dials b heard a again only at TCP's next retransmission (~3 s later)."""
-    a, _a_inbox = make_transport("a", settings=attrs.evolve(TransportSettings(), **_FASTER))
+    a, _a_inbox = make_transport("a", settings=attrs.evolve(TransportSettings(), close_timeout=0.5))
     b, b_inbox = make_transport("b")
     async with open_transport(a), open_transport(b), trio.open_nursery() as nursery:
         proxy = FaultProxy(

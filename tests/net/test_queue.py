@@ -30,7 +30,7 @@ def heartbeat(ctx: int = 0) -> Heartbeat:
 
 
 def drain(q: PeerQueue) -> list[Message]:
-    out = []
+    out: list[Message] = []
     for _ in range(1000):
         msg = q.get_nowait()
         if msg is None:

@@ -186,7 +186,7 @@ class PausableStream(trio.abc.Stream):
         self.running = trio.Event()
         self.running.set()
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         await self.running.wait()
         return await self.inner.receive_some(max_bytes)
 

@@ -28,8 +28,14 @@ from univrs.server.wiring import transport_from_config
 SMALL = attrs.evolve(FAST, max_payload_size=64 * 1024)
 
 
+def port(t: RaftTransport) -> int:
+    """The port ``t`` listens on (it must be listening)."""
+    assert t.listen_port is not None, "the transport is not listening"
+    return t.listen_port
+
+
 def addr(t: RaftTransport) -> str:
-    return f"127.0.0.1:{t.listen_port}"
+    return f"127.0.0.1:{port(t)}"
 
 
 async def test_two_transports_exchange_messages_both_ways() -> None:
@@ -109,7 +115,7 @@ async def test_hostile_connection_is_closed_alone(
         a.send(heartbeat("a", "b", ctx=1))
         assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
 
-        async with open_websocket("127.0.0.1", b.listen_port, "/raft", use_ssl=False) as ws:
+        async with open_websocket("127.0.0.1", port(b), "/raft", use_ssl=False) as ws:
             for f in frames:
                 await ws.send_message(f)
             with pytest.raises(ConnectionClosed), trio.fail_after(10):
@@ -148,10 +154,10 @@ async def test_unknown_path_is_refused_and_extra_routes_are_served() -> None:
         b.add_route("/raft", echo)
     async with open_transport(b):
         with pytest.raises(ConnectionRejected) as info:
-            async with open_websocket("127.0.0.1", b.listen_port, "/nope", use_ssl=False):
+            async with open_websocket("127.0.0.1", port(b), "/nope", use_ssl=False):
                 pass
         assert info.value.status_code == 404
-        async with open_websocket("127.0.0.1", b.listen_port, "/client", use_ssl=False) as ws:
+        async with open_websocket("127.0.0.1", port(b), "/client", use_ssl=False) as ws:
             await ws.send_message(b"ping")
             with trio.fail_after(10):
                 assert await ws.get_message() == b"ping"
@@ -201,8 +207,8 @@ async def test_newer_connection_from_a_peer_replaces_the_older() -> None:
     async with (
         open_transport(b),
         # (with-items enter in order: the port is known by the time the dials start)
-        open_websocket("127.0.0.1", b.listen_port, "/raft", use_ssl=False) as old,
-        open_websocket("127.0.0.1", b.listen_port, "/raft", use_ssl=False) as new,
+        open_websocket("127.0.0.1", port(b), "/raft", use_ssl=False) as old,
+        open_websocket("127.0.0.1", port(b), "/raft", use_ssl=False) as new,
     ):
         await old.send_message(hello(src="a"))
         await old.send_message(frame(heartbeat("a", "b", ctx=1)))

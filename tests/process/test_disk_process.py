@@ -10,7 +10,7 @@ import urllib.request
 
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, MakeCluster
 from .test_membership_process import univrs, write_workloads
 
 
@@ -22,7 +22,7 @@ def gauge(node: NodeProc, name: str) -> float:
     return values[0]
 
 
-def test_db_size_metrics_then_a_truncated_data_file_is_refused(make_cluster) -> None:
+def test_db_size_metrics_then_a_truncated_data_file_is_refused(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(1)
     cluster.start_all()
     node = cluster.wait_leader(DEADLINE)

@@ -5,12 +5,13 @@ committed entry."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from typing import Any
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, MakeCluster
 from .test_membership_process import call, same_state, univrs, write_workloads
 
 
@@ -33,7 +34,14 @@ def workload_ids(node: NodeProc) -> set[str]:
     return {w["id"] for w in doc["items"]}
 
 
-def test_a_wiped_voter_is_refused_as_a_new_incarnation_then_replaced(make_cluster) -> None:
+def holds(node: NodeProc, count: int) -> bool:
+    """Does ``node`` hold exactly ``count`` workloads (read locally)?"""
+    return len(workload_ids(node)) == count
+
+
+def test_a_wiped_voter_is_refused_as_a_new_incarnation_then_replaced(
+    make_cluster: MakeCluster,
+) -> None:
     cluster: LocalCluster = make_cluster(3)
     cluster.start_all()
     leader = cluster.wait_leader(DEADLINE)
@@ -67,10 +75,10 @@ def test_a_wiped_voter_is_refused_as_a_new_incarnation_then_replaced(make_cluste
     # The others keep their state and go on committing; the stranger counts for nothing.
     write_workloads(leader, "during", 10)
     for n in others:
-        wait_for(lambda n=n: len(workload_ids(n)) == 20, DEADLINE, "every write on the others")
-    view = victim.status()
-    assert view is not None and view["term"] == 0 and view["vote"] is None
-    assert view["last_index"] == 0
+        wait_for(functools.partial(holds, n, 20), DEADLINE, "every write on the others")
+    status = victim.status()
+    assert status is not None and status["term"] == 0 and status["vote"] is None
+    assert status["last_index"] == 0
     assert cluster.leader(others) is leader
 
     # A plain join under the taken id is refused, pointing at the replace.

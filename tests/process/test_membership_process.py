@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, MakeCluster, leads, view
 
 SNAPSHOTS = "snapshot_threshold = 40\nsnapshot_trailing_entries = 10\n"
 
@@ -50,7 +51,8 @@ def write_workloads(node: NodeProc, prefix: str, count: int) -> None:
 
 def digest(node: NodeProc) -> dict[str, Any] | None:
     try:
-        return node.get("/v1/node/digest", timeout=5)
+        doc: dict[str, Any] = node.get("/v1/node/digest", timeout=5)
+        return doc
     except (OSError, ValueError):
         return None
 
@@ -63,6 +65,12 @@ def same_state(a: NodeProc, b: NodeProc) -> bool:
         and da["applied_index"] == db["applied_index"]
         and da["state_digest"] == db["state_digest"]
     )
+
+
+def agreed_leader(a: NodeProc, b: NodeProc) -> bool:
+    """Do ``a`` and ``b`` both answer and name the same leader?"""
+    sa, sb = a.status(), b.status()
+    return bool(sa and sb and sa.get("leader") and sa.get("leader") == sb.get("leader"))
 
 
 def start_joining(node: NodeProc, target: NodeProc) -> None:
@@ -79,14 +87,14 @@ def start_joining(node: NodeProc, target: NodeProc) -> None:
     node.pid_path.write_text(str(node.proc.pid))
 
 
-def joined_cluster(make_cluster, extra: str = "") -> LocalCluster:
+def joined_cluster(make_cluster: MakeCluster, extra: str = "") -> LocalCluster:
     """Three single-node processes; n2 and n3 join n1 with `univrs cluster join`."""
     cluster: LocalCluster = make_cluster(3, extra_config=extra)
     cluster.bootstrap = False
     cluster.start_all()
     n1, n2, n3 = cluster.nodes
     for n in cluster.nodes:
-        wait_for(lambda n=n: (v := n.status()) and v["role"] == "leader", DEADLINE, "boot")
+        wait_for(functools.partial(leads, n), DEADLINE, "boot")
     for joiner in (n2, n3):
         result = univrs("cluster", "join", n1.api_addr, "--api", joiner.api_addr)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -94,7 +102,7 @@ def joined_cluster(make_cluster, extra: str = "") -> LocalCluster:
     return cluster
 
 
-def test_join_snapshot_install_and_catch_up(make_cluster) -> None:
+def test_join_snapshot_install_and_catch_up(make_cluster: MakeCluster) -> None:
     cluster = joined_cluster(make_cluster, SNAPSHOTS)
     views = [n.status() for n in cluster.nodes]
     assert all(v and v["voters"] == ["n1", "n2", "n3"] for v in views), views
@@ -125,7 +133,7 @@ def test_join_snapshot_install_and_catch_up(make_cluster) -> None:
     assert all(m["kind"] == "voter" for m in members)
 
 
-def test_removing_the_leader_elects_another_and_writes_go_on(make_cluster) -> None:
+def test_removing_the_leader_elects_another_and_writes_go_on(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(3)
     cluster.start_all()
     leader = cluster.wait_leader(DEADLINE)
@@ -139,7 +147,7 @@ def test_removing_the_leader_elects_another_and_writes_go_on(make_cluster) -> No
     assert view is not None and leader.node_id not in view["voters"]
 
 
-def test_interrupted_join_can_be_retried_or_removed(make_cluster) -> None:
+def test_interrupted_join_can_be_retried_or_removed(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(2)
     cluster.bootstrap = False
     cluster.write_configs()
@@ -153,7 +161,7 @@ def test_interrupted_join_can_be_retried_or_removed(make_cluster) -> None:
     # Clean-up: an operator removes the half-joined node.
     result = univrs("cluster", "remove", "n2", "--api", n1.api_addr)
     assert result.returncode == 0, result.stderr
-    assert n1.status()["learners"] == []
+    assert view(n1)["learners"] == []
     # Retry: add it again, then the node itself resumes the join on its empty data dir.
     status, doc = call(n1, "POST", "/v1/cluster/members", {"id": "n2", "raft_addr": n2.raft_addr})
     assert status == 201, doc
@@ -165,18 +173,20 @@ def test_interrupted_join_can_be_retried_or_removed(make_cluster) -> None:
     # Restarting the member with the very same `--join` command (a service unit) just works.
     cluster.stop(n2)  # (two voters: nothing commits while it is down)
     start_joining(n2, n1)
+    # Without n2, n1 lost its quorum and stepped down: write once both follow one leader again.
+    wait_for(lambda: agreed_leader(n1, n2), DEADLINE, "the two voters to agree on a leader")
     write_workloads(n1, "x", 3)
     wait_for(lambda: same_state(n1, n2), DEADLINE, "the restarted member to catch up")
-    assert n1.status()["voters"] == ["n1", "n2"]
+    assert view(n1)["voters"] == ["n1", "n2"]
 
 
-def test_join_refuses_a_taken_id_and_an_unreachable_address(make_cluster) -> None:
+def test_join_refuses_a_taken_id_and_an_unreachable_address(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(2)
     cluster.bootstrap = False
     cluster.start_all()
     n1, n2 = cluster.nodes
     for n in cluster.nodes:
-        wait_for(lambda n=n: (v := n.status()) and v["role"] == "leader", DEADLINE, "boot")
+        wait_for(functools.partial(leads, n), DEADLINE, "boot")
     unreachable = univrs("cluster", "join", "127.0.0.1:1", "--api", n2.api_addr)
     assert unreachable.returncode != 0 and "cannot reach" in unreachable.stderr
     # n2 pretends to be n1: a node id already in the cluster is refused.
@@ -187,7 +197,7 @@ def test_join_refuses_a_taken_id_and_an_unreachable_address(make_cluster) -> Non
     assert refused.returncode != 0 and "already holds data" in refused.stderr
 
 
-def test_transfer_leader_and_leave_from_the_cli(make_cluster) -> None:
+def test_transfer_leader_and_leave_from_the_cli(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(3)
     cluster.start_all()
     leader = cluster.wait_leader(DEADLINE)
@@ -206,13 +216,13 @@ def test_transfer_leader_and_leave_from_the_cli(make_cluster) -> None:
     write_workloads(new, "after-leave", 3)
 
 
-def test_join_with_a_data_dir_of_another_cluster_is_refused(make_cluster) -> None:
+def test_join_with_a_data_dir_of_another_cluster_is_refused(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(2)
     cluster.bootstrap = False
     cluster.start_all()
     n1, n2 = cluster.nodes
     for n in cluster.nodes:
-        wait_for(lambda n=n: (v := n.status()) and v["role"] == "leader", DEADLINE, "boot")
+        wait_for(functools.partial(leads, n), DEADLINE, "boot")
     write_workloads(n2, "own", 1)
     cluster.stop(n2)
     result = univrs(

@@ -6,12 +6,13 @@ import pathlib
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, MakeCluster, view
 
 
 def commit_index(node: NodeProc) -> int:
@@ -19,7 +20,7 @@ def commit_index(node: NodeProc) -> int:
     return view["commit_index"] if view else -1
 
 
-def test_three_nodes_elect_a_leader(make_cluster) -> None:
+def test_three_nodes_elect_a_leader(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(3)
     start = time.monotonic()
     cluster.start_all()
@@ -27,18 +28,18 @@ def test_three_nodes_elect_a_leader(make_cluster) -> None:
     elapsed = time.monotonic() - start
     print(f"\nleader {leader.node_id} elected {elapsed:.2f}s after starting 3 processes")
 
-    def agreed() -> list[dict] | None:
+    def agreed() -> list[dict[str, Any]] | None:
         # A follower learns the leader from its first append, a moment after the leader knows.
-        views = [n.status() for n in cluster.nodes]
-        if all(v is not None and v["leader"] == leader.node_id for v in views):
-            return views  # type: ignore[return-value]
+        views = [v for n in cluster.nodes if (v := n.status()) is not None]
+        if len(views) == len(cluster.nodes) and all(v["leader"] == leader.node_id for v in views):
+            return views
         return None
 
     views = wait_for(agreed, DEADLINE, "every node to name the same leader")
     assert len({v["term"] for v in views}) == 1
 
 
-def test_kill_leader_fails_over_and_keeps_committing(make_cluster) -> None:
+def test_kill_leader_fails_over_and_keeps_committing(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(3)
     cluster.start_all()
     old = cluster.wait_leader(DEADLINE)
@@ -47,11 +48,12 @@ def test_kill_leader_fails_over_and_keeps_committing(make_cluster) -> None:
     killed_at = time.monotonic()
     cluster.kill(old)
     rest = [n for n in cluster.nodes if n is not old]
-    new = wait_for(
-        lambda: (lead := cluster.leader(rest)) is not None and lead is not old and lead,
-        DEADLINE,
-        "a new leader after kill -9",
-    )
+
+    def new_leader() -> NodeProc | None:
+        lead = cluster.leader(rest)
+        return lead if lead is not old else None
+
+    new = wait_for(new_leader, DEADLINE, "a new leader after kill -9")
     print(f"\nfailover after kill -9 of {old.node_id}: {time.monotonic() - killed_at:.2f}s")
     new_view = new.status()
     assert new_view is not None and new_view["term"] > old_view["term"]
@@ -63,7 +65,7 @@ def test_kill_leader_fails_over_and_keeps_committing(make_cluster) -> None:
     )
 
 
-def test_full_cluster_restart_keeps_term_log_and_commit(make_cluster) -> None:
+def test_full_cluster_restart_keeps_term_log_and_commit(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(3)
     cluster.start_all()
     cluster.wait_leader(DEADLINE)
@@ -82,19 +84,18 @@ def test_full_cluster_restart_keeps_term_log_and_commit(make_cluster) -> None:
     for n in cluster.nodes:
         old = before[n.node_id]
         assert old is not None
-        view = wait_for(
-            lambda n=n, old=old: (
-                (v := n.status()) and v["applied_index"] >= old["commit_index"] and v
-            ),
-            DEADLINE,
-            f"{n.node_id} to re-apply its committed entries",
-        )
+
+        def reapplied(n: NodeProc = n, old: dict[str, Any] = old) -> dict[str, Any] | None:
+            v = n.status()
+            return v if v is not None and v["applied_index"] >= old["commit_index"] else None
+
+        view = wait_for(reapplied, DEADLINE, f"{n.node_id} to re-apply its committed entries")
         assert view["term"] >= old["term"]
         assert view["last_index"] >= old["last_index"]
         assert view["commit_index"] >= old["commit_index"]
 
 
-def test_stopped_follower_catches_up_after_restart(make_cluster) -> None:
+def test_stopped_follower_catches_up_after_restart(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(3)
     cluster.start_all()
     leader = cluster.wait_leader(DEADLINE)
@@ -144,7 +145,7 @@ def test_bad_config_file_is_refused_with_the_key(tmp_path: pathlib.Path) -> None
     assert not (tmp_path / "univrs-data").exists()
 
 
-def test_locked_data_dir_is_refused(make_cluster) -> None:
+def test_locked_data_dir_is_refused(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(1)
     cluster.start_all()
     node = cluster.nodes[0]
@@ -158,7 +159,7 @@ def test_locked_data_dir_is_refused(make_cluster) -> None:
     assert node.status() is not None  # the first node still serves
 
 
-def test_corrupt_data_dir_is_refused(make_cluster) -> None:
+def test_corrupt_data_dir_is_refused(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(1)
     cluster.start_all()
     node = cluster.nodes[0]
@@ -171,11 +172,14 @@ def test_corrupt_data_dir_is_refused(make_cluster) -> None:
     assert blob.count(b'"voters"') >= 1
     data.write_bytes(bytes(blob).replace(b'"voters"', b'"XXXXXX"'))
     cluster.start(node)
-    code = wait_for(
-        lambda: (c := node.proc.poll()) is not None and (c,),
-        DEADLINE,
-        "the node to refuse the corrupt data dir",
-    )[0]
+    proc = node.proc
+    assert proc is not None
+
+    def exit_code() -> tuple[int] | None:
+        code = proc.poll()
+        return None if code is None else (code,)  # (0,) is truthy: wait_for stops on any exit
+
+    (code,) = wait_for(exit_code, DEADLINE, "the node to refuse the corrupt data dir")
     assert code != 0
     log = node.log_path.read_text()
     assert "corrupt" in log.lower() or "checksum" in log.lower()
@@ -187,7 +191,9 @@ def test_corrupt_data_dir_is_refused(make_cluster) -> None:
     [b"\xff\x00garbage", b"\x9f" * 5000, b"A" * (5 * 1024 * 1024)],
     ids=["malformed", "deeply-nested", "oversized"],
 )
-async def test_bad_frames_close_the_connection_and_the_node_survives(make_cluster, frame) -> None:
+async def test_bad_frames_close_the_connection_and_the_node_survives(
+    make_cluster: MakeCluster, frame: bytes
+) -> None:
     import trio
     from trio_websocket import ConnectionClosed, open_websocket_url
 
@@ -197,7 +203,7 @@ async def test_bad_frames_close_the_connection_and_the_node_survives(make_cluste
     cluster.start_all()
     node = cluster.nodes[0]
     cluster.wait_leader(DEADLINE)
-    before = node.status()
+    before = view(node)
     async with open_websocket_url(
         f"ws://{node.raft_addr}/raft", max_message_size=16 * 1024 * 1024
     ) as ws:

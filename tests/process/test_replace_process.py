@@ -177,9 +177,9 @@ async def test_every_bootstrap_member_is_replaced_under_load(tmp_path: pathlib.P
         # Writes succeeded while the members were being replaced, not only before or after.
         writes_ok = [o.ret for o in ops if o.f is Fn.WRITE and o.status is EventType.OK]
         assert sum(t0 < t < t1 for t in writes_ok) >= 5, (t0, t1, writes_ok)
-        result = check_history(recorder.events, timeout=120)
-        print(result.summary())
-        assert result.verdict is Verdict.OK, result.summary()
+        checked = check_history(recorder.events, timeout=120)
+        print(checked.summary())
+        assert checked.verdict is Verdict.OK, checked.summary()
 
 
 async def test_a_node_killed_while_joining_completes_the_join_on_restart(

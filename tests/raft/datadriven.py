@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Callable
+from typing import TypedDict
 
 from harness import Cluster
 
@@ -162,8 +163,16 @@ def _ids(value: str) -> frozenset[str]:
     return frozenset(v for v in value.split(",") if v)
 
 
-def _filters(kv: dict[str, str]) -> dict[str, object]:
-    out: dict[str, object] = {}
+class Filters(TypedDict, total=False):
+    """Which messages a deliver/drop/reorder command applies to (all of them if empty)."""
+
+    src: str
+    dst: str
+    type: tuple[type[Message], ...]
+
+
+def _filters(kv: dict[str, str]) -> Filters:
+    out: Filters = {}
     if "src" in kv:
         out["src"] = kv["src"]
     if "dst" in kv:
@@ -174,13 +183,13 @@ def _filters(kv: dict[str, str]) -> dict[str, object]:
     return out
 
 
-def _match(m: Message, f: dict[str, object]) -> bool:
+def _match(m: Message, f: Filters) -> bool:
     if "src" in f and m.src != f["src"]:
         return False
     if "dst" in f and m.dst != f["dst"]:
         return False
     types = f.get("type")
-    return types is None or isinstance(m, types)  # type: ignore[arg-type]
+    return types is None or isinstance(m, types)
 
 
 _MESSAGE_TYPES = (
@@ -276,11 +285,11 @@ class Runner:
 
     def do_deliver(self, args: list[str], out: list[str]) -> None:
         _, kv = _kv(args)
-        self.cluster.deliver(**_filters(kv))  # type: ignore[arg-type]
+        self.cluster.deliver(**_filters(kv))
 
     def do_drop(self, args: list[str], out: list[str]) -> None:
         _, kv = _kv(args)
-        n = self.cluster.drop(**_filters(kv))  # type: ignore[arg-type]
+        n = self.cluster.drop(**_filters(kv))
         out.append(f"dropped {n}")
 
     def do_partition(self, args: list[str], out: list[str]) -> None:

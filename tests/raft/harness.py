@@ -28,7 +28,8 @@ entries at one index.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, overload
 
 import attrs
 from disk import Disk, decode_state, encode_state
@@ -63,6 +64,7 @@ from univrs.raft.interpreter import (
 )
 
 MessageType = type[Message] | tuple[type[Message], ...]
+M = TypeVar("M", bound=Message)
 Where = Callable[[Message], bool]
 
 
@@ -179,7 +181,7 @@ class Cluster:
     @classmethod
     def with_logs(
         cls,
-        logs: dict[str, Sequence[int]],
+        logs: Mapping[str, Sequence[int]],
         *,
         terms: dict[str, int] | None = None,
         config: RaftConfig | None = None,
@@ -237,6 +239,17 @@ class Cluster:
     def disk_log(self, nid: str) -> list[Entry]:
         return list(self.disks[nid].entries)
 
+    @overload
+    def in_flight(
+        self,
+        *,
+        src: str | None = None,
+        dst: str | None = None,
+        type: type[M],
+        where: Where | None = None,
+    ) -> list[M]: ...
+
+    @overload
     def in_flight(
         self,
         *,
@@ -244,7 +257,17 @@ class Cluster:
         dst: str | None = None,
         type: MessageType | None = None,
         where: Where | None = None,
-    ) -> list[Message]:
+    ) -> list[Message]: ...
+
+    def in_flight(
+        self,
+        *,
+        src: str | None = None,
+        dst: str | None = None,
+        type: MessageType | None = None,
+        where: Where | None = None,
+    ) -> list[Any]:
+        """The messages in flight that match every given filter (a ``type`` narrows the result)."""
         return [m for m in self.network if _matches(m, src, dst, type, where)]
 
     # ---- events -------------------------------------------------------------------------------
@@ -537,7 +560,13 @@ class Cluster:
     def read_ctxs(self, nid: str) -> list[int]:
         return [r.ctx for r in self.reads[nid]]
 
-    def sent(self, nid: str, type: MessageType) -> list[Message]:
+    @overload
+    def sent(self, nid: str, type: type[M]) -> list[M]: ...
+
+    @overload
+    def sent(self, nid: str, type: MessageType) -> list[Message]: ...
+
+    def sent(self, nid: str, type: MessageType) -> list[Any]:
         """Every message of ``type`` that ``nid`` handed out so far (both queues)."""
         return [
             m

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import pytest
 from harness import Cluster
 
@@ -32,7 +34,7 @@ def cluster_with_spare(*spares: str, config: RaftConfig | None = None) -> Cluste
     return c
 
 
-def members(voters: set[str], learners: set[str] = frozenset()) -> Membership:  # type: ignore[assignment]
+def members(voters: AbstractSet[str], learners: AbstractSet[str] = frozenset()) -> Membership:
     return Membership(voters=frozenset(voters), learners=frozenset(learners))
 
 

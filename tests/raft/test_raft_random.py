@@ -84,19 +84,21 @@ def run(seed: int, steps: int = 1500) -> Cluster:
             # that missed its removal from disrupting the cluster, dissertation 4.2.3).
             leader = c.leader()
             if leader is not None:
-                m = c.status(leader).membership
+                mem = c.status(leader).membership
                 target = rng.choice(live)
                 remove = cfg.pre_vote and rng.random() < 0.3
-                if target in m.voters and len(m.voters) > 2:
-                    learners = m.learners if remove else m.learners | {target}
-                    new = Membership(voters=m.voters - {target}, learners=learners)
-                elif target in m.learners:
+                if target in mem.voters and len(mem.voters) > 2:
+                    learners = mem.learners if remove else mem.learners | {target}
+                    new = Membership(voters=mem.voters - {target}, learners=learners)
+                elif target in mem.learners:
                     if remove:
-                        new = Membership(voters=m.voters, learners=m.learners - {target})
+                        new = Membership(voters=mem.voters, learners=mem.learners - {target})
                     else:
-                        new = Membership(voters=m.voters | {target}, learners=m.learners - {target})
-                elif target not in m.members:
-                    new = Membership(voters=m.voters, learners=m.learners | {target})
+                        new = Membership(
+                            voters=mem.voters | {target}, learners=mem.learners - {target}
+                        )
+                elif target not in mem.members:
+                    new = Membership(voters=mem.voters, learners=mem.learners | {target})
                 else:
                     continue
                 with contextlib.suppress(NotLeader, ProposalDropped):

@@ -19,8 +19,8 @@ from univrs.raft import (
 )
 
 
-def ready_cluster(**kw: object) -> Cluster:
-    c = Cluster.bootstrap(["n1", "n2", "n3"], **kw)  # type: ignore[arg-type]
+def ready_cluster(config: RaftConfig | None = None) -> Cluster:
+    c = Cluster.bootstrap(["n1", "n2", "n3"], config=config)
     c.elect("n1")
     c.tick_all(2, deliver=True)
     assert c.status("n1").commit == 2

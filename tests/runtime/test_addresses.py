@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 
 import pytest
 
@@ -11,7 +12,7 @@ from univrs.runtime.addresses import PeerMap
 from univrs.server.removal import MembershipWatch
 
 
-def config(voters: set[str], learners: frozenset[str] = frozenset()) -> Membership:
+def config(voters: AbstractSet[str], learners: AbstractSet[str] = frozenset()) -> Membership:
     members = voters | learners
     return Membership(
         voters=frozenset(voters),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from univrs.errors import NotLeader, Unavailable
 from univrs.raft import Membership, RaftNode, bootstrap_state
@@ -83,7 +84,7 @@ def make_cluster(ids: Sequence[str], seed: int = 1) -> tuple[MemoryNet, dict[str
     return net, logs
 
 
-async def wait_until(predicate, what: str, timeout: float = 30.0) -> None:
+async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     """Poll ``predicate`` every tick of simulated time, failing after ``timeout``."""
     with trio.fail_after(timeout):
         while not predicate():
@@ -101,7 +102,9 @@ def create(name: str) -> Envelope:
     return Envelope(command=CreateWorkload(id=name, spec=WorkloadSpec(name=name, image="img")))
 
 
-async def test_elects_a_leader_after_an_election_timeout(nursery, autojump_clock) -> None:
+async def test_elects_a_leader_after_an_election_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     net, _ = make_cluster(["a", "b", "c"])
     for r in net.runtimes.values():
         await nursery.start(r.run)
@@ -113,7 +116,9 @@ async def test_elects_a_leader_after_an_election_timeout(nursery, autojump_clock
     assert elapsed < 5.0
 
 
-async def test_proposals_commit_everywhere_and_followers_refuse(nursery, autojump_clock) -> None:
+async def test_proposals_commit_everywhere_and_followers_refuse(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     net, _ = make_cluster(["a", "b", "c"])
     for r in net.runtimes.values():
         await nursery.start(r.run)
@@ -132,7 +137,9 @@ async def test_proposals_commit_everywhere_and_followers_refuse(nursery, autojum
     )
 
 
-async def test_concurrent_proposals_share_fsyncs(nursery, autojump_clock) -> None:
+async def test_concurrent_proposals_share_fsyncs(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     net, logs = make_cluster(["a", "b", "c"])
     for r in net.runtimes.values():
         await nursery.start(r.run)
@@ -154,7 +161,9 @@ async def test_concurrent_proposals_share_fsyncs(nursery, autojump_clock) -> Non
     assert writes < 50, f"{writes} storage writes for 200 proposals"
 
 
-async def test_linearizable_read_needs_a_quorum(nursery, autojump_clock) -> None:
+async def test_linearizable_read_needs_a_quorum(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     net, _ = make_cluster(["a", "b", "c"])
     for r in net.runtimes.values():
         await nursery.start(r.run)

@@ -16,6 +16,7 @@ from univrs.raft.ready import RaftConfig, Role
 from univrs.runtime.snapshots import restore as restore_sm
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits, OpenSession
 from univrs.sm.model import WorkloadSpec
+from univrs.sm.responses import Created
 from univrs.sm.snapshot import snapshot_plain, state_digest
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
@@ -41,7 +42,8 @@ OLD = Membership(
 def a_state(objects: int = 50) -> ClusterStateMachine:
     sm = ClusterStateMachine()
     opened = sm.apply(Envelope(command=OpenSession()), index=1, term=3, time_ms=1000)
-    client = opened.id  # type: ignore[attr-defined]
+    assert isinstance(opened, Created)
+    client = opened.id
     index = 1
     for i in range(objects):
         index += 1

@@ -329,7 +329,7 @@ def test_close_is_idempotent_and_later_calls_fail(
         assert again.last_index() == 0
 
 
-def test_a_second_snapshot_at_the_compacted_point_keeps_the_log(tmp_path) -> None:
+def test_a_second_snapshot_at_the_compacted_point_keeps_the_log(tmp_path: pathlib.Path) -> None:
     from univrs.raft.messages import Entry, HardState, Membership, SnapshotMeta
     from univrs.storage import LogStore
 

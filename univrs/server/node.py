@@ -53,7 +53,7 @@ from univrs.server.incarnation import (
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
 from univrs.server.removal import MembershipWatch, watch_for_removal
-from univrs.server.wiring import transport_from_config
+from univrs.server.wiring import check_tls, transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
@@ -259,7 +259,7 @@ class Node:
             )
 
     async def answer_join(
-        self, target: str, *, replace: bool
+        self, target: str, *, replace: bool, token: str | None = None
     ) -> tuple[int, dict[str, Any], JoinInfo | None]:
         """``univrs cluster join``'s request to this node: join the cluster of ``target``.
 
@@ -268,7 +268,7 @@ class Node:
         is refused (the message says why).
         """
         try:
-            info = await prepare(self.config, target, replace=replace)
+            info = await prepare(self.config, target, replace=replace, token=token)
         except JoinRefused as exc:
             raise Conflict(str(exc)) from None
         # A replace that is done already (the cluster lists this very incarnation) is a resume.
@@ -356,6 +356,7 @@ async def _run_once(
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
+    security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
@@ -451,7 +452,12 @@ async def _run_once(
         )
         _watch_metrics(node)
         transport.add_route(
-            PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
+            PROBE_PATH,
+            probe_route(
+                probe_answerer(node),
+                TransportSettings().handshake_timeout,
+                admit=transport.refuse_without_node_certificate,
+            ),
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
@@ -481,6 +487,7 @@ async def _run_once(
                     "api": f"{_host(config.api_addr)}:{node.api_port}" if serve_api else "-",
                     "term": status.term,
                     "last_index": status.last_index,
+                    "transport": security,
                 },
             )
             if join_info is not None and config.node_id not in status.membership.voters:
@@ -545,6 +552,7 @@ def describe(node: Node) -> dict[str, Any]:
     s = node.status()
     now = trio.current_time()
     contact = node.runtime.last_contact
+    net = node.transport.statistics()
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
@@ -565,6 +573,12 @@ def describe(node: Node) -> dict[str, Any]:
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
         "removed": node.removed,
+        "transport": {
+            "tls": node.transport.tls is not None,
+            "rejected_connections": net.rejected_connections,
+            "refused_certificates": net.refused_certificates,
+            "messages_received": {p.id: p.messages_received for p in net.peers},
+        },
         "peers": [
             {
                 "id": p.id,

@@ -203,10 +203,6 @@ class Simulation(ReadyRuntime):
 
     # ----------------------------------------------------------------- event queue
 
-    def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (time, self._seq, fn, arg))
-
     def run(self) -> SimStats:
         """Run the fault phase, then the quiet phase until liveness holds (or fails)."""
         end_faults = self.ticks * TICK
@@ -264,9 +260,6 @@ class Simulation(ReadyRuntime):
             forwards=self.api.forwards,
             covered=self.api.covered,
         )
-
-    def _node(self, nid: NodeId) -> SimNode:
-        return self.nodes[nid]
 
     def _client_step(self, _: None) -> None:
         self.at(self.now + TICK, self._client_step, None)

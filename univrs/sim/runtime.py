@@ -130,7 +130,8 @@ def incarnation_id(node: NodeId, wipes: int) -> str:
 
 
 class ReadyRuntime:
-    """The Ready-handling half of Simulation (cluster.py), which provides these attributes."""
+    """The Ready-handling half of Simulation (cluster.py), which provides these attributes
+    (and runs the event queue that ``at`` fills)."""
 
     seed: int
     config: RaftConfig | None
@@ -151,6 +152,7 @@ class ReadyRuntime:
     now: int
     snapshots: int
     quiet: bool
+    nodes: dict[NodeId, SimNode]
     _heap: list[tuple[int, int, Callable[[Any], None], Any]]
     _seq: int
     # ReadIndex requests a leader (id, process) received, by (reader, wire id, term): the
@@ -158,7 +160,9 @@ class ReadyRuntime:
     _read_origins: dict[tuple[NodeId, int, NodeId, int, int], deque[int]]
 
     def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None:
-        raise NotImplementedError
+        """Call ``fn(arg)`` at simulated ``time`` (after every event already due then)."""
+        self._seq += 1
+        heapq.heappush(self._heap, (time, self._seq, fn, arg))
 
     # ----------------------------------------------------------------- start
 
@@ -333,13 +337,13 @@ class ReadyRuntime:
 
     def _send(self, m: Message) -> None:
         # A message carries its sender's incarnation and binding (the real hello does).
-        src = self._node(m.src)
+        src = self.nodes[m.src]
         if self.injector.kill_on_read and isinstance(m, ReadIndexRequest):
             self.injector.on_forward_read(src)
         if src.listed:
             expect = src.listed.get(m.dst)
             if expect is not None:
-                dst = self._node(m.dst)
+                dst = self.nodes[m.dst]
                 if expect != dst.disk.incarnation and not self._newer(dst.bound_at, src):
                     # The receiver refuses a hello that expects another incarnation of it.
                     self.net.refused += 1
@@ -366,7 +370,7 @@ class ReadyRuntime:
 
     def _deliver(self, arg: tuple[Message, str, int, int]) -> None:
         m, incarnation, bound_at, tag = arg
-        sn = self._node(m.dst)
+        sn = self.nodes[m.dst]
         raft = sn.raft
         if raft is None or self.net.is_blocked(m.src, m.dst):
             return
@@ -389,9 +393,6 @@ class ReadyRuntime:
         raft.step(m)
         self.drain(sn)
         sn.foreign_answer = False
-
-    def _node(self, nid: NodeId) -> SimNode:
-        raise NotImplementedError
 
     def _disk_done(self, arg: tuple[SimNode, int]) -> None:
         sn, life = arg
