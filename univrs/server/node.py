@@ -38,6 +38,7 @@ from univrs.raft.ready import InitialState, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.liveness import Liveness
+from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
@@ -550,8 +551,7 @@ def describe(node: Node) -> dict[str, Any]:
     ``peers`` (on the leader) carry ``last_contact_s``: seconds since the leader last heard
     from that peer (None: never), as ``GET /v1/cluster/members`` reports it."""
     s = node.status()
-    now = trio.current_time()
-    contact = node.runtime.last_contact
+    contact = {row["id"]: row.get("last_contact_s") for row in member_rows(node.runtime)}
     net = node.transport.statistics()
     return {
         "id": s.id,
@@ -588,9 +588,7 @@ def describe(node: Node) -> dict[str, Any]:
                 "lag": max(0, s.last_index - p.match),
                 "recent_active": p.recent_active,
                 "voter": p.voter,
-                "last_contact_s": None
-                if p.id not in contact
-                else round(max(0.0, now - contact[p.id]), 3),
+                "last_contact_s": contact.get(p.id),
             }
             for p in s.peers
         ],
