@@ -143,6 +143,35 @@ def _running(page: Any, workload_id: str, count: int, desired: int) -> None:
     )
 
 
+def _shows_the_leader(page: Any, cluster: LocalCluster) -> None:
+    """Wait until the page names the leader the members agree on (and marks its row)."""
+
+    def agree() -> bool:
+        leader = cluster.leader()
+        if leader is None:
+            return False
+        row = page.locator(f'#members tr[data-member="{leader.node_id}"]')
+        return bool(
+            page.get_attribute("#leader", "data-leader") == leader.node_id
+            and row.get_attribute("data-role") == "leader"
+        )
+
+    wait_for(agree, DEADLINE * 2, "the page to show the leader")
+
+
+def _make_leader(api: Api, cluster: LocalCluster, node: Any) -> None:
+    """Transfer leadership to ``node`` unless it leads already."""
+
+    def leads() -> bool:
+        if cluster.leader() is node:
+            return True
+        with contextlib.suppress(AssertionError):
+            api.call("POST", "/v1/cluster/transfer-leader", {"target": node.node_id}, timeout=5)
+        return False
+
+    wait_for(leads, DEADLINE * 2, f"{node.node_id} to lead", every=0.5)
+
+
 def test_dashboard_follows_a_failover(make_cluster: Any) -> None:
     sync_playwright = _playwright()
     cluster: LocalCluster = make_cluster(3)
@@ -180,13 +209,11 @@ def test_dashboard_follows_a_failover(make_cluster: Any) -> None:
                 page.on("pageerror", lambda exc: page_errors.append(str(exc)))
                 page.on("request", lambda r: requests.append((r.url, r.headers)))
                 page.goto(f"http://{leader.api_addr}/ui/")
-                page.wait_for_selector(f'#leader[data-leader="{leader.node_id}"]', timeout=WAIT_MS)
                 page.wait_for_function(
                     "() => document.querySelectorAll('#members tr[data-ok=\"1\"]').length === 3",
                     timeout=WAIT_MS,
                 )
-                row = page.locator(f'#members tr[data-member="{leader.node_id}"]')
-                assert row.get_attribute("data-role") == "leader"
+                _shows_the_leader(page, cluster)
 
                 # The token goes into the form, then into headers only.
                 page.fill("#token-input", TOKEN)
@@ -218,12 +245,15 @@ def test_dashboard_follows_a_failover(make_cluster: Any) -> None:
                 shot = os.environ.get("UNIVRS_UI_SCREENSHOT")
                 if shot:
                     page.wait_for_timeout(20000)  # for the picture: some history before
-                # Kill the leader: the very node the page was loaded from.
+                # Kill the leader: the very node the page was loaded from (handed leadership
+                # back first if an election on the loaded machine moved it).
+                _make_leader(api, cluster, leader)
                 cluster.kill(leader)
                 survivors = [n for n in cluster.nodes if n.running()]
                 new = cluster.wait_leader(DEADLINE * 2, among=survivors)
                 assert new.node_id != leader.node_id
-                page.wait_for_selector(f'#leader[data-leader="{new.node_id}"]', timeout=WAIT_MS)
+                _shows_the_leader(page, cluster)  # the new one (or a later one)
+                assert page.get_attribute("#leader", "data-leader") != leader.node_id
                 page.wait_for_selector(
                     f'#members tr[data-member="{leader.node_id}"][data-ok="0"]', timeout=WAIT_MS
                 )
