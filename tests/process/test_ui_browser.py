@@ -39,6 +39,7 @@ from .conftest import DEADLINE
 CHROMIUM = os.environ.get("UNIVRS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 TOKEN = "univrs.dashboard-test-token"  # not a secret: this cluster runs without auth
 WAIT_MS = int(DEADLINE * 2 * 1000)  # browser-side waits (the machine is shared and slow)
+STORED = "() => [sessionStorage.getItem('univrs.token'), localStorage.getItem('univrs.token')]"
 
 
 def _playwright() -> Any:
@@ -302,3 +303,80 @@ def test_dashboard_follows_a_failover(make_cluster: Any) -> None:
     # Every network failure the browser logged is about the killed member or an answer
     # during the election; none was a refused CORS or CSP request (those are console errors).
     assert all("Failed to load resource" in line for line in network)
+
+
+def test_dashboard_asks_for_a_token_and_keeps_it_in_the_tab(make_cluster: Any) -> None:
+    """With the state endpoints answering 401 until a token comes (as a node with auth on
+    does; here the browser's request router plays that part, since auth is another branch's
+    feature), the page asks for a token, keeps it in sessionStorage (localStorage only when
+    asked to remember), sends it as a header and shows the state once it is accepted."""
+    sync_playwright = _playwright()
+    cluster: LocalCluster = make_cluster(1)
+    cluster.start_all()
+    node = cluster.wait_leader(DEADLINE * 2)
+    api = Api(cluster)
+    wid = uuid.uuid4().hex
+    api.call("POST", "/v1/workloads", {"id": wid, "spec": {"name": "db", "image": "pg:17"}})
+    secret = "univrs.good-token"
+    refused: list[str] = []
+    protected = ("/v1/workloads", "/v1/instances", "/v1/nodes", "/v1/watch", "/v1/credits")
+
+    def guard(route: Any) -> None:
+        request = route.request
+        path = request.url.split(node.api_addr, 1)[-1]
+        if path.startswith(protected) and request.headers.get("authorization") != (
+            f"Bearer {secret}"
+        ):
+            refused.append(path)
+            body = {"error": {"code": "unauthenticated", "message": "a token is needed"}}
+            route.fulfill(status=401, content_type="application/json", body=json.dumps(body))
+        else:
+            route.continue_()
+
+    console: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    console.append(m.text)
+                    if m.type == "error" and not m.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
+            page.route("**/*", guard)
+            page.goto(f"http://{node.api_addr}/ui/")
+            page.wait_for_selector("#notice:not([hidden])", timeout=WAIT_MS)
+            assert "needs an API token" in (page.text_content("#notice") or "")
+            assert refused
+            # The members panel needs no token.
+            page.wait_for_selector(f'#leader[data-leader="{node.node_id}"]', timeout=WAIT_MS)
+            page.fill("#token-input", "univrs.wrong")
+            page.click("#token-save")
+            wrong = len(refused)
+            # (the probe lets Playwright run: its events are handled inside its calls)
+            wait_for(
+                lambda: page.wait_for_timeout(50) or len(refused) > wrong,
+                DEADLINE,
+                "the wrong token to be refused",
+            )
+            page.wait_for_selector("#notice", state="visible", timeout=WAIT_MS)
+            page.fill("#token-input", secret)
+            page.click("#token-save")
+            page.wait_for_selector(f'#workloads tr[data-workload="{wid}"]', timeout=WAIT_MS)
+            page.wait_for_selector("#notice", state="hidden", timeout=WAIT_MS)
+            stored = page.evaluate(STORED)
+            assert stored == [secret, None]
+            page.check("#token-remember")
+            page.click("#token-save")
+            stored = page.evaluate(STORED)
+            assert stored == [None, secret]
+            page.click("#token-clear")
+            stored = page.evaluate(STORED)
+            assert stored == [None, None]
+            assert all(secret not in url for url in refused)
+        finally:
+            browser.close()
+    assert console == [], console
