@@ -193,7 +193,7 @@ function renderMembers(now) {
   });
   replaceRows($("#members tbody"), rows);
   const any = members.live()[0];
-  if (any) $("#cluster-id").textContent = any.status.cluster_id || "?";
+  if (any) $("#cluster-id").textContent = any.status.cluster || any.status.cluster_id || "?";
   const leaderEl = $("#leader");
   leaderEl.textContent = leader ? leader.id : "none";
   leaderEl.dataset.leader = leader ? leader.id : "";
