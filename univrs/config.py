@@ -76,6 +76,9 @@ class NodeConfig:
     # Log entries kept behind a snapshot, so slightly-behind followers catch up from the log.
     snapshot_trailing_entries: int = 5_000
     max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
+    # The largest snapshot accepted from a leader (RaftConfig.max_snapshot_bytes): a partial
+    # one is held in memory, one at a time, so this bounds that memory too.
+    max_snapshot_bytes: int = 1 << 30
     # Watches (docs/orchestrator.md): change events kept in memory for watchers, and how many
     # watchers this node serves at once.
     watch_history: int = 10_000
@@ -83,9 +86,6 @@ class NodeConfig:
     # Node liveness: a registered machine that has not heartbeated for this long is marked
     # down by the leader (a new leader first waits this long).
     node_ttl_ms: int = 10_000
-    # The largest snapshot accepted from a leader (RaftConfig.max_snapshot_bytes): a partial
-    # one is held in memory, one at a time, so this bounds that memory too.
-    max_snapshot_bytes: int = 1 << 30
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);
@@ -178,10 +178,10 @@ _RAFT_KEYS = {
     "snapshot_max_chunk_size": _INT,
     "snapshot_trailing_entries": _INT,
     "max_payload_size": _INT,
+    "max_snapshot_bytes": _INT,
     "watch_history": _INT,
     "watch_max_watchers": _INT,
     "node_ttl_ms": _INT,
-    "max_snapshot_bytes": _INT,
     "bootstrap": _TABLE,
     "dial": _TABLE,
     "initial_cluster_state": _STR,
@@ -486,9 +486,9 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         "raft.election_timeout_max_ms": c.election_timeout_max_ms,
         "raft.snapshot_threshold": c.snapshot_threshold,
         "raft.snapshot_max_chunk_size": c.snapshot_max_chunk_size,
+        "raft.max_snapshot_bytes": c.max_snapshot_bytes,
         "raft.watch_history": c.watch_history,
         "raft.watch_max_watchers": c.watch_max_watchers,
-        "raft.max_snapshot_bytes": c.max_snapshot_bytes,
     }
     for name, number in positive.items():
         if number < 1:

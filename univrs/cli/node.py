@@ -79,7 +79,21 @@ def node() -> None:
     envvar="UNIVRS_JOIN_TOKEN",
     help="The shared secret joiners must show (join.token) [$UNIVRS_JOIN_TOKEN].",
 )
-@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Least severe level logged.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one 'time level logger message key=value ...' line per event; json: one JSON "
+    "object per line (ts, level, logger, msg, node and the event's fields).",
+)
 def node_start(
     config_path: str | None,
     node_id: str | None,
@@ -98,6 +112,7 @@ def node_start(
     insecure: bool | None,
     join_token: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Start a node. With no arguments: a single-node cluster on the embedded default
     (data dir ./univrs-data, raft 127.0.0.1:7000, API 127.0.0.1:8000), bootstrapped when the
@@ -125,7 +140,7 @@ def node_start(
         config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
     except ConfigError as exc:
         fail(f"invalid configuration:\n{exc}", 2)
-    setup_logging(log_level, config.node_id)
+    setup_logging(log_level, config.node_id, log_format)
     try:
         trio.run(_run_until_signal, config, join)
     except BaseException as group:  # unwrap trio's exception groups

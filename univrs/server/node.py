@@ -20,6 +20,7 @@ import logging
 import random
 import secrets
 import shutil
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ import trio
 
 from univrs.config import NodeConfig
 from univrs.errors import ConfigError, Conflict, StorageError
+from univrs.net.address import split_host_port
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
 from univrs.net.transport import RaftTransport
@@ -365,7 +367,12 @@ async def run_node(
 ) -> None:
     """Run a node until cancelled (see the module docstring).
 
-    ``join``: the API address of a member of a cluster to join when this data dir is new."""
+    ``join``: the API address of a member of a cluster to join when this data dir is new.
+    Raises OSError, before the data dir is touched, when an address to listen on is taken."""
+    addresses = [("raft_addr", config.raft_addr)]
+    if serve_api:
+        addresses.append(("api.addr", config.api_addr))
+    await trio.to_thread.run_sync(check_listen_addresses, addresses)
     target = join
     info: JoinInfo | None = None
     first = True
@@ -385,6 +392,29 @@ async def run_node(
         target = info.target
         log.info("restarting empty to join another cluster", extra={"target": target})
         await trio.to_thread.run_sync(wipe_raft_state, config)
+
+
+def check_listen_addresses(addresses: list[tuple[str, str]]) -> None:
+    """Bind each ``host:port`` once (as the listeners will, with SO_REUSEADDR) and let go:
+    a start on a busy port fails here, before the data dir is created or bootstrapped,
+    rather than after. Port 0 needs no check. Raises OSError naming the setting."""
+    for what, addr in addresses:
+        host, port = split_host_port(addr, allow_port_zero=True)
+        if port == 0:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise OSError(f"{what} {addr}: cannot resolve the host ({exc})") from None
+        for family, kind, proto, _name, sockaddr in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(sockaddr)
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"{what} {addr} is not available: {exc.strerror}"
+                    ) from None
 
 
 async def _run_once(
@@ -448,6 +478,7 @@ async def _run_once(
             bound_incarnation=bound_incarnation(view),
             own_binding=own_binding(view, storage.incarnation),
         )
+        transport.on_rtt = metrics.observe_peer_rtt
         # The members we learned of when asking to join (or, an empty data dir waiting to be
         # joined, the bootstrap members) stay reachable until a configuration listing us is
         # applied (see univrs/runtime/addresses.py).
@@ -480,6 +511,7 @@ async def _run_once(
                 capacity=config.watch_history, max_watchers=config.watch_max_watchers
             ),
         )
+        metrics.pending = lambda: runtime.pending_proposals
         node = Node(
             config=config,
             storage=storage,
