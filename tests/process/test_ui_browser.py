@@ -380,3 +380,50 @@ def test_dashboard_asks_for_a_token_and_keeps_it_in_the_tab(make_cluster: Any) -
         finally:
             browser.close()
     assert console == [], console
+
+
+def test_dashboard_with_tokens_on(make_cluster: Any) -> None:
+    """A node with auth on: the page asks for a token, and with a read token shows the state."""
+    sync_playwright = _playwright()
+    cluster: LocalCluster = make_cluster(1, extra_config="[auth]\nenabled = true\n")
+    cluster.start_all()
+    node = cluster.wait_leader(DEADLINE * 2)
+
+    def call(path: str, body: Any, token: str | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(
+            f"http://{node.api_addr}{path}", json.dumps(body).encode(), headers, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=DEADLINE) as resp:
+            return json.load(resp)
+
+    admin = call("/v1/tokens/bootstrap", {})["secret"]
+    wid = uuid.uuid4().hex
+    call("/v1/workloads", {"id": wid, "spec": {"name": "web", "image": "nginx"}}, admin)
+    read = call("/v1/tokens", {"name": "dashboard", "roles": ["read"]}, admin)["secret"]
+    console: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    console.append(m.text)
+                    if m.type == "error" and not m.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
+            page.goto(f"http://{node.api_addr}/ui/")
+            page.wait_for_selector("#notice", state="visible", timeout=WAIT_MS)
+            assert "needs an API token" in (page.text_content("#notice") or "")
+            page.wait_for_selector(f'#leader[data-leader="{node.node_id}"]', timeout=WAIT_MS)
+            page.fill("#token-input", read)
+            page.click("#token-save")
+            page.wait_for_selector(f'#workloads tr[data-workload="{wid}"]', timeout=WAIT_MS)
+            page.wait_for_selector("#notice", state="hidden", timeout=WAIT_MS)
+        finally:
+            browser.close()
+    assert console == [], console
