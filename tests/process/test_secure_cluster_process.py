@@ -127,8 +127,8 @@ def test_the_default_local_cluster_is_secured_end_to_end(
     # Raft without a valid certificate: refused at the handshake, nothing delivered.
     no_cert = ssl.create_default_context(cafile=env["UNIVRS_CA_CERT"])
     no_cert.check_hostname = False
-    assert trio.run(_raft_attempt, n1, None, FAKE) == "refused"
-    assert trio.run(_raft_attempt, n1, no_cert, FAKE) == "refused"
+    assert trio.run(_raft_attempt, n1, None, FAKE, cluster.cluster_id) == "refused"
+    assert trio.run(_raft_attempt, n1, no_cert, FAKE, cluster.cluster_id) == "refused"
 
     # A client with a certificate but no token: 401.
     client_tls = client_context(
