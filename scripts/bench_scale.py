@@ -17,7 +17,7 @@ instead of applying 2N commands; everything measured afterwards goes through the
   original's.
 
 Machine-independent figures come with the timings: bytes, bytes per object, blocks per object,
-and ``restore / cbor2.loads``: the restore time as a multiple of a bare ``cbor2.loads`` of the
+and ``restore / cbor2.loads``: the restore CPU time as a multiple of a bare ``cbor2.loads`` of the
 same bytes measured in the same child (the floor for any restore that decodes one CBOR item).
 
 Prints a table and, last, one JSON line (also written to ``--json PATH``). Bounded in time:
@@ -132,6 +132,18 @@ def rss_bytes() -> int:
     return 0
 
 
+class _Clock:
+    """Wall and CPU time of a block (CPU time is the steadier one on a loaded machine)."""
+
+    def __enter__(self) -> _Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
 def child(path: str) -> None:
     """Restore the snapshot in ``path`` the way a node does; print figures as JSON."""
     import gc
@@ -144,34 +156,34 @@ def child(path: str) -> None:
 
     data = Path(path).read_bytes()
     out: dict[str, Any] = {"rss_before": rss_bytes()}
-    # The floor: one bare cbor2.loads of the same bytes (then freed).
-    start = time.perf_counter()
+    # The floor: one bare cbor2.loads of the same bytes, GC paused (then freed).
     gc.disable()
-    bare = cbor2.loads(data)
-    out["cbor2_loads_s"] = time.perf_counter() - start
+    with _Clock() as c:
+        bare = cbor2.loads(data)
+    out["cbor2_loads_s"], out["cbor2_loads_cpu_s"] = c.wall, c.cpu
     del bare
     gc.enable()
     gc.collect()
     # The split, for the profile of where restore goes (decode, then restore_plain).
-    start = time.perf_counter()
-    plain = codec.decode_plain(data, max_size=snapshots.MAX_SNAPSHOT_BYTES, max_depth=64)
-    out["decode_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    sm = restore_plain(plain)
-    out["restore_plain_s"] = time.perf_counter() - start
+    with _Clock() as c:
+        plain = codec.decode_plain(data, max_size=snapshots.MAX_SNAPSHOT_BYTES, max_depth=64)
+    out["decode_s"], out["decode_cpu_s"] = c.wall, c.cpu
+    with _Clock() as c:
+        sm = restore_plain(plain)
+    out["restore_plain_s"], out["restore_plain_cpu_s"] = c.wall, c.cpu
     del sm, plain
     gc.collect()
     # The real thing, as a node runs it: bytes in, state machine out.
     blocks = sys.getallocatedblocks()
-    start = time.perf_counter()
-    sm = restore(data)
-    out["restore_s"] = time.perf_counter() - start
+    with _Clock() as c:
+        sm = restore(data)
+    out["restore_s"], out["restore_cpu_s"] = c.wall, c.cpu
     gc.collect()
     out["state_blocks"] = sys.getallocatedblocks() - blocks
     out["rss_restored"] = rss_bytes()
-    start = time.perf_counter()
-    out["digest"] = state_digest(sm)
-    out["digest_s"] = time.perf_counter() - start
+    with _Clock() as c:
+        out["digest"] = state_digest(sm)
+    out["digest_s"], out["digest_cpu_s"] = c.wall, c.cpu
     out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(out))
 
@@ -199,17 +211,18 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
     start = time.perf_counter()
     digest = state_digest(sm)
     digest_s = time.perf_counter() - start
-    captures, encodes, children = [], [], []
+    captures, encodes, encodes_cpu, children = [], [], [], []
     data = b""
     with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
         path = os.path.join(tmp, "snapshot.cbor")
         for _ in range(repeats):
-            start = time.perf_counter()
-            encode = capture(sm)
-            captures.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            data = encode()
-            encodes.append(time.perf_counter() - start)
+            with _Clock() as c:
+                encode = capture(sm)
+            captures.append(c.wall)
+            with _Clock() as c:
+                data = encode()
+            encodes.append(c.wall)
+            encodes_cpu.append(c.cpu)
             del encode
         Path(path).write_bytes(data)
         size = len(data)
@@ -238,11 +251,17 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
         "snapshot_s": round(med(captures) + med(encodes), 3),
         "snapshot_bytes": size,
         "snapshot_bytes_per_object": round(size / objects, 1),
+        "snapshot_encode_cpu_s": round(med(encodes_cpu), 3),
         "restore_s": round(cm("restore_s"), 3),
+        "restore_cpu_s": round(cm("restore_cpu_s"), 3),
+        "restore_decode_cpu_s": round(cm("decode_cpu_s"), 3),
+        "restore_plain_cpu_s": round(cm("restore_plain_cpu_s"), 3),
+        "cbor2_loads_cpu_s": round(cm("cbor2_loads_cpu_s"), 3),
+        "digest_cpu_s": round(cm("digest_cpu_s"), 3),
         "restore_decode_s": round(cm("decode_s"), 3),
         "restore_plain_s": round(cm("restore_plain_s"), 3),
         "cbor2_loads_s": round(cm("cbor2_loads_s"), 3),
-        "restore_over_cbor2_loads": round(cm("restore_s") / cm("cbor2_loads_s"), 2),
+        "restore_over_cbor2_loads": round(cm("restore_cpu_s") / cm("cbor2_loads_cpu_s"), 2),
         "digest_s": round(cm("digest_s"), 3),
         "digest_original_s": round(digest_s, 3),
         "restore_peak_rss_bytes": int(cm("peak_rss")),
@@ -255,22 +274,23 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The figures as a Markdown table."""
+    """The figures as a Markdown table (CPU seconds: steadier than wall time under load)."""
     head = (
-        "| workloads + instances | snapshot (capture + encode) | size | restore "
-        "(decode + restore_plain) | restore / cbor2.loads | digest | restore peak RSS "
+        "| workloads + instances | snapshot pause (wall) | encode (CPU) | size | restore (CPU: "
+        "decode + restore_plain) | restore / cbor2.loads | digest (CPU) | restore peak RSS "
         "| blocks/object | load |"
     )
-    lines = [head, "|" + " --- |" * 9]
+    lines = [head, "|" + " --- |" * 10]
     for r in rows:
         lines.append(
             f"| {r['objects_workloads']:,} + {r['objects_instances']:,} "
-            f"| {r['snapshot_s']:.2f} s ({r['snapshot_capture_s'] * 1000:.0f} ms + "
-            f"{r['snapshot_encode_s']:.2f} s) "
+            f"| {r['snapshot_capture_s'] * 1000:.0f} ms "
+            f"| {r['snapshot_encode_cpu_s']:.2f} s "
             f"| {r['snapshot_bytes'] / 1e6:.1f} MB ({r['snapshot_bytes_per_object']:.0f} B/obj) "
-            f"| {r['restore_s']:.2f} s ({r['restore_decode_s']:.2f} + {r['restore_plain_s']:.2f}) "
+            f"| {r['restore_cpu_s']:.2f} s ({r['restore_decode_cpu_s']:.2f} + "
+            f"{r['restore_plain_cpu_s']:.2f}) "
             f"| {r['restore_over_cbor2_loads']:.1f}x "
-            f"| {r['digest_s']:.2f} s "
+            f"| {r['digest_cpu_s']:.2f} s "
             f"| {r['restore_peak_rss_bytes'] / 2**30:.2f} GiB "
             f"| {r['state_blocks_per_object']:.1f} "
             f"| {r['loadavg_1m']:.1f} |"

@@ -508,6 +508,13 @@ _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _PLAIN_KEYS = (int, str, bytes)
 
 
+# Exact scalar types that need no further check, on the way in (the decoder produced the ints,
+# so they are in range) and on the way out (ints are not in this set: they need a range check).
+_FLAT_IN = frozenset(_PLAIN_SCALARS)
+_FLAT_OUT = frozenset({type(None), bool, float, str, bytes})
+_is_int = int.__instancecheck__
+
+
 def _check_plain_in(obj: Any, depth: int) -> None:
     t = type(obj)
     if t in _PLAIN_SCALARS:
@@ -515,6 +522,9 @@ def _check_plain_in(obj: Any, depth: int) -> None:
     if depth <= 0:
         raise ProtocolError("plain frame nests too deep")
     if t is list:
+        # A list of scalars (a snapshot row: most of a large frame) is checked in one C pass.
+        if _FLAT_IN.issuperset(map(type, obj)):
+            return
         for item in obj:
             _check_plain_in(item, depth - 1)
     elif t is dict:
@@ -536,6 +546,15 @@ def _check_plain_out(obj: Any, depth: int) -> None:
     if depth <= 0:
         raise TypeError(f"plain data nests deeper than {DEFAULT_MAX_DEPTH}")
     if isinstance(obj, list | tuple):
+        # A list of scalars of exact types (a snapshot row) needs one C pass over its types and
+        # a range check of its ints, not a call per item; anything else goes item by item.
+        kinds = set(map(type, obj))
+        if _FLAT_OUT.issuperset(kinds):
+            return
+        if int in kinds and _FLAT_OUT.issuperset(kinds - {int}):
+            ints = list(filter(_is_int, obj))  # bools too: they are in range anyway
+            if -(1 << 64) <= min(ints) and max(ints) <= _UINT_MAX:
+                return
         for item in obj:
             _check_plain_out(item, depth - 1)
     elif isinstance(obj, dict):
