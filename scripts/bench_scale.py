@@ -41,6 +41,7 @@ from typing import Any
 from univrs.runtime.snapshots import capture, restore
 from univrs.sm import (
     ClusterStateMachine,
+    Created,
     Envelope,
     Instance,
     InstanceStatus,
@@ -56,7 +57,7 @@ from univrs.sm.objects import StoredWorkload
 from univrs.sm.sessions import SessionPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sm import workload_spec  # noqa: E402  (the same specs as scripts/bench_sm.py)
+from bench_sm import workload_spec  # type: ignore[import-not-found]
 
 INSTANCES_PER_NODE = 100
 _STATUSES = (InstanceStatus.RUNNING,) * 8 + (InstanceStatus.PENDING, InstanceStatus.FAILED)
@@ -116,7 +117,8 @@ def build(n: int) -> ClusterStateMachine:
     for _ in range(4):
         index += 1
         opened = sm.apply(OpenSession(), index=index, term=3, time_ms=1_700_000_000_000)
-        client = getattr(opened, "id")
+        assert isinstance(opened, Created)
+        client = opened.id
         for seq in range(1, 33):
             index += 1
             cmd = ScaleWorkload(id=f"wl-{(seq * 7919) % n:08d}", replicas=seq % 5)

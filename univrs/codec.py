@@ -553,7 +553,7 @@ def _check_plain_out(obj: Any, depth: int) -> None:
             return
         if int in kinds and _FLAT_OUT.issuperset(kinds - {int}):
             ints = list(filter(_is_int, obj))  # bools too: they are in range anyway
-            if -(1 << 64) <= min(ints) and max(ints) <= _UINT_MAX:
+            if min(ints) >= -(1 << 64) and max(ints) <= _UINT_MAX:
                 return
         for item in obj:
             _check_plain_out(item, depth - 1)
