@@ -46,10 +46,11 @@ def restore(data: bytes) -> ClusterStateMachine:
     """The state machine a snapshot encodes; ``StorageError`` if it does not decode."""
     try:
         # The cyclic GC would rescan the growing heap many times while millions of acyclic
-        # containers are decoded (restore_plain pauses it too, for its own part).
+        # containers are decoded and built. One pause over both: the full collection it runs
+        # once enabled again happens once, not over the decoded rows and again over the objects.
         with gc_paused():
             plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
-        return restore_plain(plain)
+            return restore_plain(plain)
     except (ValueError, TypeError) as exc:
         raise StorageError(f"snapshot does not decode into a state machine: {exc}") from None
     except ProtocolError as exc:
