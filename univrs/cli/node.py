@@ -47,6 +47,12 @@ def node() -> None:
     help="On a new data dir, join the cluster of the node whose API is at ADDR.",
 )
 @click.option(
+    "--initial-cluster-token",
+    metavar="TOKEN",
+    help="A value unique to this cluster, the same on every initial member "
+    "(raft.initial_cluster_token): a multi-node bootstrap derives the cluster id from it.",
+)
+@click.option(
     "--initial-cluster-state",
     type=click.Choice(["new", "existing"]),
     help="What an empty data dir means (raft.initial_cluster_state, default new): 'new' "
@@ -83,6 +89,7 @@ def node_start(
     cluster_id: str | None,
     bootstrap: str | None,
     join: str | None,
+    initial_cluster_token: str | None,
     initial_cluster_state: str | None,
     ca_cert: str | None,
     cert: str | None,
@@ -105,6 +112,7 @@ def node_start(
         "api_addr": api_addr,
         "cluster_id": cluster_id,
         "bootstrap": bootstrap,
+        "initial_cluster_token": initial_cluster_token,
         "initial_cluster_state": initial_cluster_state,
         "ca_cert": ca_cert,
         "cert": cert,

@@ -66,6 +66,13 @@ class NodeMetrics:
             ("peer",),
             callback=self._lags,
         )
+        r.gauge(
+            "univrs_raft_refused_messages",
+            "Messages the core refused since the node started, by reason (term, stranger, "
+            "incarnation, snapshot_size, snapshot_data, entry; docs/security.md).",
+            ("reason",),
+            callback=lambda: [((k,), float(n)) for k, n in self.status().refused],
+        )
         self.elections = r.counter("univrs_raft_elections_total", "Elections this node started.")
         self.leader_changes = r.counter(
             "univrs_raft_leader_changes_total", "Times this node saw a new leader."

@@ -18,15 +18,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import secrets
 import shutil
-import uuid
 from typing import Any
 
 import attrs
 import trio
 
 from univrs.config import NodeConfig
-from univrs.errors import Conflict, StorageError
+from univrs.errors import ConfigError, Conflict, StorageError
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
 from univrs.net.transport import RaftTransport
@@ -39,7 +39,7 @@ from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
-from univrs.runtime.snapshots import restore
+from univrs.runtime.snapshots import check_snapshot, restore
 from univrs.runtime.store import RaftStateStore
 from univrs.runtime.view import RuntimeView
 from univrs.server.incarnation import (
@@ -51,7 +51,13 @@ from univrs.server.incarnation import (
     probe_answerer,
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
-from univrs.server.removal import MembershipWatch, RemovalGate, watch_for_removal
+from univrs.server.refusals import log_refusals
+from univrs.server.removal import (
+    MembershipWatch,
+    RemovalGate,
+    cluster_fingerprint,
+    watch_for_removal,
+)
 from univrs.server.wiring import check_tls, transport_from_config
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
@@ -77,14 +83,27 @@ def initial_membership(config: NodeConfig) -> Membership:
 
 
 def new_cluster_id(config: NodeConfig) -> str:
-    """The id of a cluster this node bootstraps: the configured one; else derived from the
-    bootstrap list (every listed member computes the same); else random (a single node)."""
+    """The id of a cluster this node bootstraps (docs/config.md, "Cluster ids").
+
+    The configured one if any; for a single node a random one; for a static multi-node
+    bootstrap one derived from ``initial_cluster_token`` (with the member list), so every
+    initial member computes the same and two clusters differ as long as their tokens do.
+    Never from the member list alone: two clusters of the same members would share an id.
+    Raises ConfigError for a multi-node bootstrap with neither a cluster id nor a token."""
     if config.cluster_id:
         return config.cluster_id
-    if config.bootstrap:
+    if len(config.bootstrap) > 1:
+        token = config.initial_cluster_token
+        if not token:
+            raise ConfigError(
+                "raft.initial_cluster_token: required to bootstrap a multi-node cluster "
+                "without raft.cluster_id; give every initial member the same value, unique "
+                "to this cluster (e.g. the output of `openssl rand -hex 16`)"
+            )
         members = ",".join(sorted(f"{n.id}={n.addr}" for n in config.bootstrap))
-        return "c-" + hashlib.sha256(members.encode()).hexdigest()[:16]
-    return "c-" + uuid.uuid4().hex[:16]
+        digest = hashlib.sha256(f"univrs-cluster-id\0{token}\0{members}".encode())
+        return "c-" + digest.hexdigest()[:16]
+    return "c-" + secrets.token_hex(8)
 
 
 def _is_empty(initial: InitialState) -> bool:
@@ -171,8 +190,26 @@ def finish_opening(
             )
     cluster_id = storage.cluster_id or config.cluster_id or "univrs"
     loaded = storage.load_snapshot()
-    sm = restore(loaded[1]) if loaded is not None else ClusterStateMachine()
+    sm = _restore_stored(config, loaded) if loaded is not None else ClusterStateMachine()
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
+
+
+def _restore_stored(config: NodeConfig, loaded: tuple[SnapshotMeta, bytes]) -> ClusterStateMachine:
+    """The state machine of the stored snapshot, or a StorageError that says which data dir
+    holds what cannot be restored and what to do (a clean exit, never a crash loop). A node
+    refuses such a snapshot when it receives one (issue 12); this catches older data dirs and
+    disk corruption."""
+    meta, data = loaded
+    try:
+        return restore(data)
+    except StorageError as exc:
+        raise StorageError(
+            f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "
+            f"restored ({exc}); this data dir cannot serve. Move it away (keep it for "
+            "analysis) and bring the node back as a new member: start it on an empty data "
+            'dir with initial_cluster_state = "existing" and run `univrs cluster join '
+            "<member-api> --replace` (see the README)"
+        ) from None
 
 
 def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Opened:
@@ -381,6 +418,7 @@ async def _run_once(
             config=config.raft_config(),
             initial=opened.initial,
             incarnation=storage.incarnation,
+            snapshot_check=check_snapshot,
         )
         snapshot_index = 0
         applied = Membership(voters=frozenset())
@@ -461,6 +499,7 @@ async def _run_once(
             nursery.start_soon(_follow_applied, runtime, watch)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, view, transport)
+            nursery.start_soon(log_refusals, runtime.status, runtime.wait_changed)
             nursery.start_soon(
                 record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
             )
@@ -519,7 +558,7 @@ def describe(node: Node) -> dict[str, Any]:
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
-        "cluster_id": node.cluster_id,
+        "cluster": cluster_fingerprint(node.cluster_id),  # not the id (docs/security.md)
         "role": s.role.value,
         "term": s.term,
         "leader": s.leader,
@@ -536,6 +575,8 @@ def describe(node: Node) -> dict[str, Any]:
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
         "removed": node.removed,
+        # Messages the core refused since start, by reason (docs/security.md, Core refusals).
+        "refused": dict(s.refused),
         "transport": {
             "tls": node.transport.tls is not None,
             "rejected_connections": net.rejected_connections,

@@ -99,13 +99,30 @@ class NodeProc:
             return None
 
 
+def _folder_cluster_id(folder: pathlib.Path) -> str:
+    """The cluster id of the local cluster kept in ``folder``: random the first time, then the
+    same for every later ``scripts/cluster`` command (its data dirs belong to it)."""
+    path = folder / "cluster-id"
+    if path.exists():
+        return path.read_text().strip()
+    cluster_id = _random_cluster_id()
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def _random_cluster_id() -> str:
+    return "local-" + secrets.token_hex(6)
+
+
 @attrs.define(eq=False)
 class LocalCluster:
     """A set of NodeProcs sharing a bootstrap configuration."""
 
     folder: pathlib.Path
     nodes: list[NodeProc]
-    cluster_id: str = "univrs-local"
+    # Random per cluster (issue 12: two clusters never share an id by default).
+    cluster_id: str = attrs.field(factory=_random_cluster_id)
     python: str = sys.executable
     extra_config: str = ""
     # Per-node ``[raft.dial]`` overrides: node id -> {peer id: "host:port"} (chaos proxies).
@@ -198,7 +215,10 @@ class LocalCluster:
             )
             for i in range(1, size + 1)
         ]
-        cluster = cls(folder=folder, nodes=nodes, extra_config=extra_config, tls=tls)
+        cluster_id = _folder_cluster_id(folder)
+        cluster = cls(
+            folder=folder, nodes=nodes, extra_config=extra_config, tls=tls, cluster_id=cluster_id
+        )
         if tls and (cluster.certs_dir / "ca.crt").exists():
             context = cluster.client_ssl()
             for n in nodes:
