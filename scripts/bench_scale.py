@@ -312,10 +312,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per restore child")
     parser.add_argument("--json", type=Path, help="also write the JSON figures here")
+    parser.add_argument(
+        "--restore",
+        metavar="FILE",
+        help="only restore this stored snapshot in a child and print its figures as JSON",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
+        return
+    if args.restore:
+        print(json.dumps(run_child(args.restore, args.timeout)))
         return
     rows = [measure(n, args.repeats, args.timeout) for n in args.objects]
     print(table(rows))
