@@ -35,6 +35,7 @@ __all__ = [
     "WIRE_CODES",
     "AlreadyExists",
     "AppliedOutOfOrder",
+    "Compacted",
     "ConfigError",
     "Conflict",
     "ConnectionLost",
@@ -44,16 +45,20 @@ __all__ = [
     "InvalidArgument",
     "MalformedRequest",
     "MethodNotAllowed",
+    "NoSpace",
     "NotFound",
     "NotLeader",
     "OutcomeUnknown",
+    "PayloadTooLarge",
     "PermissionDenied",
     "ProposalDropped",
     "ProtocolError",
+    "RateLimited",
     "SessionExpired",
     "StaleSequence",
     "StorageError",
     "Timeout",
+    "Unauthenticated",
     "Unavailable",
     "UnivrsError",
     "VersionConflict",
@@ -114,13 +119,32 @@ class InvalidArgument(UnivrsError):
     )
 
 
+class PayloadTooLarge(UnivrsError):
+    """The request body (or JSON nesting) exceeds the node's limit; nothing was read past it."""
+
+    code = "payload-too-large"
+    http_status = 413
+    meaning = "the request body is larger than the node accepts (`limits.max_body_bytes`)"
+
+
+class Unauthenticated(UnivrsError):
+    """Auth is on and the request carries no token, or one that is unknown or revoked."""
+
+    code = "unauthenticated"
+    http_status = 401
+    meaning = "auth is on: no token, or an unknown or revoked one (`Authorization: Bearer`)"
+
+
 class PermissionDenied(UnivrsError):
-    """The caller is known (or anonymous) but may not do this: a join without the join token
-    or a node certificate."""
+    """The caller is known (or anonymous) but may not do this: its token lacks the role the
+    operation needs, or a join comes without the join token or a node certificate."""
 
     code = "permission-denied"
     http_status = 403
-    meaning = "the caller may not do this (a join without the join token or a node certificate)"
+    meaning = (
+        "the token lacks the operation's role (`read`, `write`, `credits`, `admin`), or a join "
+        "lacks the join token or a node certificate"
+    )
 
 
 class NotFound(UnivrsError):
@@ -168,6 +192,35 @@ class VersionConflict(Conflict):
 
     def extra(self) -> dict[str, Any]:
         return {} if self.current_version is None else {"current_version": self.current_version}
+
+
+class Compacted(UnivrsError):
+    """A watch asked for events from a revision this node no longer keeps (etcd's
+    "required revision has been compacted"). ``current_revision`` is the node's applied
+    revision: list again (the list reports the revision it was read at) and watch from that
+    revision + 1. ``compacted_revision``: every revision up to it may be missing here."""
+
+    code = "compacted"
+    http_status = 410
+    meaning = "a watch's revision is no longer kept; list again, watch from `current_revision` + 1"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field: str | None = None,
+        current_revision: int = 0,
+        compacted_revision: int = 0,
+    ) -> None:
+        super().__init__(message, field=field)
+        self.current_revision = current_revision
+        self.compacted_revision = compacted_revision
+
+    def extra(self) -> dict[str, Any]:
+        return {
+            "current_revision": self.current_revision,
+            "compacted_revision": self.compacted_revision,
+        }
 
 
 class InsufficientCredits(Conflict):
@@ -284,6 +337,24 @@ class ConnectionLost(Unavailable):
     meaning = "(raised by clients) the connection broke; unknown outcome once the request was sent"
 
 
+class RateLimited(Unavailable):
+    """The caller (its token, or its address without auth) exceeded a rate limit, such as
+    session opening; nothing was applied. Retry after ``retry_after`` seconds."""
+
+    code = "rate-limited"
+    http_status = 429
+    meaning = "too many requests of this kind from this token or address; nothing was applied"
+
+
+class NoSpace(UnivrsError):
+    """The storage quota is exhausted (a NOSPACE alarm, like etcd's): writes are refused until
+    space is freed (deletes and compaction still work); reads are served."""
+
+    code = "no-space"
+    http_status = 507
+    meaning = "the storage quota is exceeded (NOSPACE alarm): writes other than deletes refused"
+
+
 class InternalError(UnivrsError):
     """The server hit a bug; the message says what broke."""
 
@@ -347,20 +418,25 @@ class AppliedOutOfOrder(UnivrsError):
 ERRORS: tuple[type[UnivrsError], ...] = (
     MalformedRequest,
     InvalidArgument,
+    Unauthenticated,
     PermissionDenied,
     NotFound,
     MethodNotAllowed,
+    PayloadTooLarge,
     Conflict,
     AlreadyExists,
     VersionConflict,
     InsufficientCredits,
     SessionExpired,
     StaleSequence,
+    Compacted,
     NotLeader,
     Unavailable,
     Timeout,
     OutcomeUnknown,
     ConnectionLost,
+    RateLimited,
+    NoSpace,
     InternalError,
     ProposalDropped,
     ConfigError,
@@ -448,6 +524,14 @@ def error_from_plain(doc: Any) -> UnivrsError:
         current = doc.get("current_version")
         return VersionConflict(
             message, field=field, current_version=current if type(current) is int else None
+        )
+    if cls is Compacted:
+        current, compacted = doc.get("current_revision"), doc.get("compacted_revision")
+        return Compacted(
+            message,
+            field=field,
+            current_revision=current if type(current) is int else 0,
+            compacted_revision=compacted if type(compacted) is int else 0,
         )
     if cls is NotLeader:
         return NotLeader(

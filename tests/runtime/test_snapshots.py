@@ -9,11 +9,12 @@ from tests.sm.test_sm_snapshot import populated
 from univrs import codec
 from univrs.errors import StorageError
 from univrs.runtime.snapshots import capture, restore
-from univrs.sm import CreateWorkload, snapshot_plain, state_digest
+from univrs.sm import BootstrapToken, CreateWorkload, snapshot_plain, state_digest
 
 
 def test_capture_encodes_the_state_at_capture_time_and_restore_reads_it() -> None:
     log = populated()
+    log(BootstrapToken(id="t0", name="root", secret_hash="cd" * 32))  # tokens are captured too
     expected = snapshot_plain(log.sm)
     digest = state_digest(log.sm)
     encode = capture(log.sm)
@@ -23,6 +24,8 @@ def test_capture_encodes_the_state_at_capture_time_and_restore_reads_it() -> Non
     restored = restore(data)
     assert state_digest(restored) == digest
     assert restored.problems() == []
+    assert [t.id for t in restored.stored_tokens()] == ["t0"]
+    assert restored.tokens_bootstrapped
 
 
 def test_restore_refuses_a_corrupt_snapshot_as_a_storage_error() -> None:

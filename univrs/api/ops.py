@@ -18,14 +18,19 @@ present, none undeclared (``InvalidArgument`` names the field). Nothing here doe
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+import secrets
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from univrs.api import convert as cv
 from univrs.errors import (
+    Conflict,
     InvalidArgument,
     NotFound,
 )
@@ -33,9 +38,11 @@ from univrs.service.operations import OPERATIONS, Kind
 from univrs.service.operations import Operation as Declaration
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.commands import (
+    BootstrapToken,
     CloseSession,
     Command,
     CreateInstance,
+    CreateToken,
     CreateWorkload,
     DeleteInstance,
     DeleteWorkload,
@@ -43,6 +50,7 @@ from univrs.sm.commands import (
     MintCredits,
     OpenSession,
     RegisterNode,
+    RevokeToken,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
@@ -53,13 +61,25 @@ from univrs.sm.credits import MAX_REASON_LEN
 from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
+from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
 from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_problem
+
+if TYPE_CHECKING:
+    from univrs.service.node import NodeHandle
 
 __all__ = ["DEFAULT_LIMIT", "HANDLERS", "MAX_LIMIT", "UNKEYED", "Handler", "check_key", "handler"]
 
 Build = Callable[[dict[str, Any]], tuple[Command, dict[str, Any]]]
+# On the leader, right before proposing: (the command to propose, or None to propose nothing
+# and render from the current state; fields to add to the result). It may raise (NotFound).
+LeaderStep = Callable[
+    [Any, ClusterStateMachine, "NodeHandle"], tuple[Command | None, dict[str, Any]]
+]
 Render = Callable[[Any, Response, ClusterStateMachine], Any]
 Read = Callable[[dict[str, Any], ClusterStateMachine], Any]
+# After ``render``: adds what only the built arguments know (a new token's secret, which the
+# command does not carry) to the result.
+Finish = Callable[[dict[str, Any], Any, ClusterStateMachine], Any]
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +91,9 @@ class Handler:
     build: Build | None = None
     render: Render | None = None
     read: Read | None = None
+    leader_step: LeaderStep | None = None  # a write that the leader may answer itself
+    watch: bool = False  # served from the node's event history (univrs.api.watch)
+    finish: Finish | None = None
 
     @property
     def name(self) -> str:
@@ -115,14 +138,22 @@ def check_key(key: tuple[str, int] | None) -> None:
         raise InvalidArgument("the idempotency seq must be a positive integer", field="seq")
 
 
-def _page(items: list[Any], key: Callable[[Any], str], args: dict[str, Any]) -> dict[str, Any]:
+def _page(
+    items: list[Any], key: Callable[[Any], str], args: dict[str, Any], state: ClusterStateMachine
+) -> dict[str, Any]:
     limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
     if "after" in args:
         after = cv.read_str(args["after"], "after")
         items = [i for i in items if key(i) > after]
     page = items[:limit]
     more = len(items) > limit
-    return {"items": page, "next": key(page[-1]) if more and page else None}
+    # ``revision``: the applied index the list was read at, so a client can list and then
+    # watch from revision + 1 without a gap (docs/orchestrator.md).
+    return {
+        "items": page,
+        "next": key(page[-1]) if more and page else None,
+        "revision": state.last_applied_index,
+    }
 
 
 def _read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> Any:
@@ -205,7 +236,7 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
         items = [w for w in items if w.spec.name == name]
     if selector:
         items = [w for w in items if set(selector) <= set(w.spec.labels)]
-    page = _page(items, lambda w: w.id, args)
+    page = _page(items, lambda w: w.id, args, state)
     page["items"] = [cv.workload_doc(w) for w in page["items"]]
     return page
 
@@ -256,7 +287,7 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
     items = state.list_instances(workload_id=workload_id, node_id=node_id)
     if status is not None:
         items = [i for i in items if i.status is status]
-    page = _page(items, lambda i: i.id, args)
+    page = _page(items, lambda i: i.id, args, state)
     page["items"] = [cv.instance_doc(i) for i in page["items"]]
     return page
 
@@ -297,9 +328,36 @@ def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
         items = [n for n in items if n.status is status]
     if selector:
         items = [n for n in items if set(selector) <= set(n.info.labels)]
-    page = _page(items, lambda n: n.id, args)
+    page = _page(items, lambda n: n.id, args, state)
     page["items"] = [cv.node_doc(n) for n in page["items"]]
     return page
+
+
+def _build_heartbeat(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident = _existing_id(args, "node")
+    return UpdateNodeStatus(id=ident, status=NodeStatus.READY), args
+
+
+def _heartbeat_step(
+    cmd: Any, state: ClusterStateMachine, node: NodeHandle
+) -> tuple[Command | None, dict[str, Any]]:
+    """Note the heartbeat in the leader's liveness tracker; a down node is proposed back to
+    ready (only if still at the version seen here, so a newer status change wins)."""
+    found = state.get_node(cmd.id)
+    if found is None:
+        raise NotFound(f"node {cmd.id!r} not found")
+    node.liveness.heartbeat(cmd.id)
+    extra = {"ttl_ms": node.liveness.ttl_ms}
+    if found.status is not NodeStatus.DOWN:
+        return None, extra
+    return attrs.evolve(cmd, expected_version=found.version), extra
+
+
+def _render_heartbeat(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    node = state.get_node(cmd.id)
+    if node is None:
+        raise _gone("node", cmd.id)
+    return {"id": node.id, "status": node.status.value, "version": node.version}
 
 
 # ------------------------------------------------------------------ credits, sessions
@@ -353,7 +411,7 @@ def _read_balance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 
 def _read_balances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     items = [{"peer": p, "balance": b} for p, b in state.balances().items()]
-    page = _page(items, lambda i: i["peer"], args)
+    page = _page(items, lambda i: i["peer"], args, state)
     page["total_supply"] = state.total_supply
     return page
 
@@ -378,6 +436,111 @@ def _render_closed(cmd: Any, response: Response, state: ClusterStateMachine) -> 
     return {"client_id": cmd.client_id, "closed": True}
 
 
+# ------------------------------------------------------------------ API tokens
+
+SECRET_PREFIX = "univrs."
+_SECRET_RE = re.compile(r"[A-Za-z0-9._~-]{32,256}")
+
+
+def new_secret() -> str:
+    """A token secret: 256 random bits, URL-safe, recognisable by its prefix."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    """What the state machine stores of a secret: its SHA-256, hex."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _secret(args: dict[str, Any]) -> str:
+    if "secret" not in args:
+        return new_secret()
+    given = cv.read_str(args["secret"], "secret")
+    if _SECRET_RE.fullmatch(given) is None:
+        raise InvalidArgument(
+            "secret must be 32-256 characters of letters, digits and ._~- (a random one)",
+            field="secret",
+        )
+    return given
+
+
+def _token_name(args: dict[str, Any], default: str | None = None) -> str:
+    name = cv.read_str(args["name"], "name") if "name" in args or default is None else default
+    problem = text_problem("name", name, MAX_TOKEN_NAME_LEN)
+    if problem is None and not name.strip():
+        problem = "name must not be blank"
+    if problem:
+        raise InvalidArgument(problem, field="name")
+    return name
+
+
+def _roles(args: dict[str, Any]) -> tuple[str, ...]:
+    raw = args["roles"]
+    if type(raw) is not list or not raw:
+        raise InvalidArgument("roles must be a non-empty list", field="roles")
+    for role in raw:
+        if role not in ROLES:
+            raise InvalidArgument(f"role {role!r} is not one of {', '.join(ROLES)}", field="roles")
+    return tuple(sorted(set(raw)))
+
+
+def _build_create_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident, name, roles, secret = _id_or_new(args), _token_name(args), _roles(args), _secret(args)
+    command = CreateToken(id=ident, name=name, roles=roles, secret_hash=secret_hash(secret))
+    return command, {"id": ident, "name": name, "roles": list(roles), "secret": secret}
+
+
+def _build_bootstrap_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident, name, secret = _id_or_new(args), _token_name(args, "bootstrap"), _secret(args)
+    command = BootstrapToken(id=ident, name=name, secret_hash=secret_hash(secret))
+    return command, {"id": ident, "name": name, "secret": secret}
+
+
+def token_doc(token: Token) -> dict[str, Any]:
+    """A token as the API shows it: never its secret (nobody has it) nor its hash."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "roles": list(token.roles),
+        "created_index": token.created_index,
+        "created_ms": token.created_ms,
+    }
+
+
+def _render_token(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    token = state.token(cmd.id)
+    if token is None:
+        raise _gone("token", cmd.id)
+    return {**token_doc(token), "version": getattr(response, "version", None)}
+
+
+def _finish_token(built: dict[str, Any], result: Any, state: ClusterStateMachine) -> Any:
+    """Show the secret, once: only if the stored token is the one this request created (a
+    retried idempotency key is answered with the first creation, whose secret is gone)."""
+    token = state.token(built["id"])
+    if token is None or not hmac.compare_digest(token.secret_hash, secret_hash(built["secret"])):
+        raise Conflict(
+            f"token {built['id']!r} was created by an earlier attempt of this request; its "
+            "secret was shown then and is stored nowhere: revoke it and create another"
+        )
+    return {**result, "secret": built["secret"]}
+
+
+def _build_revoke_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident = _existing_id(args, "token")
+    return RevokeToken(id=ident), args
+
+
+def _render_revoked(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    return {"id": cmd.id, "revoked": True, "version": getattr(response, "version", None)}
+
+
+def _read_tokens(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    page = _page(state.tokens(), lambda t: t.id, args, state)
+    page["items"] = [token_doc(t) for t in page["items"]]
+    return page
+
+
 # ------------------------------------------------------------------ the table
 
 F = TypeVar("F", Build, Read)
@@ -396,10 +559,18 @@ def _checked(declaration: Declaration, fn: F) -> F:
     return run
 
 
-def _write(name: str, build: Build, render: Render) -> Handler:
+def _write(name: str, build: Build, render: Render, finish: Finish | None = None) -> Handler:
     declaration = OPERATIONS[name]
     assert declaration.is_write, name
-    return Handler(declaration=declaration, build=_checked(declaration, build), render=render)
+    return Handler(
+        declaration=declaration, build=_checked(declaration, build), render=render, finish=finish
+    )
+
+
+def _watcher(name: str) -> Handler:
+    declaration = OPERATIONS[name]
+    assert not declaration.is_write, name
+    return Handler(declaration=declaration, watch=True)
 
 
 def _reader(name: str, read: Read) -> Handler:
@@ -427,12 +598,21 @@ HANDLERS: dict[str, Handler] = {
         _write("node.deregister", _build_delete(DeregisterNode, "node"), _render_deleted),
         _reader("node.get", _read_get_node),
         _reader("node.list", _read_list_nodes),
+        attrs.evolve(
+            _write("node.heartbeat", _build_heartbeat, _render_heartbeat),
+            leader_step=_heartbeat_step,
+        ),
+        _watcher("events.poll"),
         _write("credits.mint", _build_mint, _render_mint),
         _write("credits.transfer", _build_transfer, _render_transfer),
         _reader("credits.balance", _read_balance),
         _reader("credits.list", _read_balances),
         _write("session.open", _build_open_session, _render_session),
         _write("session.close", _build_close_session, _render_closed),
+        _write("token.bootstrap", _build_bootstrap_token, _render_token, _finish_token),
+        _write("token.create", _build_create_token, _render_token, _finish_token),
+        _reader("token.list", _read_tokens),
+        _write("token.revoke", _build_revoke_token, _render_revoked),
     )
 }
 

@@ -1,7 +1,8 @@
 """The node's client surface: the HTTP API (REST, health, status, metrics, OpenAPI) and the
 fast client protocol at ``/client`` on the raft listener.
 
-The HTTP API is served by hypercorn's trio worker; the app is Starlette. The state endpoints
+The HTTP API is served by hypercorn's trio worker (behind listeners that bound connections per
+client address: ``univrs.api.listen``); the app is Starlette. The state endpoints
 (``univrs.api.rest``) and the fast protocol (``univrs.api.fast``) both run operations through
 one ``ApiService``, whose ``Forwarder`` sends writes from a follower to the leader. Every
 handler reads the node through its public views; nothing here touches the Raft core directly.
@@ -23,17 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from univrs.api import admin, rest
+from univrs.api import admin, rest, watch
 from univrs.api.admin import client_ssl
+from univrs.api.auth import Authority
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
+from univrs.api.health import StorageWatch, liveness, readiness
+from univrs.api.limits import ConnectionLimiter
+from univrs.api.listen import serve_http
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService, Forwarder
 from univrs.client import protocol
@@ -75,12 +79,40 @@ async def health(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if serving else 503)
 
 
+async def livez(request: Request) -> Response:
+    """200 while the process serves (etcd's /livez); see univrs/api/health.py."""
+    return JSONResponse(liveness(_node(request)))
+
+
+async def readyz(request: Request) -> Response:
+    """200 when this node can serve (leader, caught up, storage writable), else 503 with the
+    reason (etcd's /readyz); see univrs/api/health.py."""
+    node = _node(request)
+    service: ApiService | None = request.app.state.service
+    watch: StorageWatch | None = request.app.state.storage_watch
+    ready, body = await readiness(
+        node,
+        None if service is None else service.contact.ms_since(),
+        0.0 if watch is None else watch.stalled_for(),
+    )
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
 async def node_status(request: Request) -> Response:
-    return JSONResponse(_node(request).describe())
+    doc = _node(request).describe()
+    service: ApiService | None = request.app.state.service
+    if service is not None and service.quota is not None:
+        doc["alarms"] = service.quota.alarms()  # NOSPACE (limits.quota_backend_bytes)
+    return JSONResponse(doc)
 
 
 async def cluster_status(request: Request) -> Response:
-    """Every member's own view, gathered from their APIs, plus the leader's replication view."""
+    """Every member's own view, gathered from their APIs, plus the leader's replication view
+    (a ``read`` token when auth is on)."""
+    try:
+        Authority(_node(request)).authorize(rest.caller_of(request), "read", "cluster status")
+    except UnivrsError as exc:
+        return rest.error_response(exc)
     return JSONResponse(await gather_cluster_status(_node(request)))
 
 
@@ -192,11 +224,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return rest.error_response(InternalError(type(exc).__name__))
 
 
-def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
+def build_app(
+    node: NodeHandle,
+    service: ApiService | None = None,
+    storage_watch: StorageWatch | None = None,
+) -> Starlette:
     """The Starlette app of one node (``service`` serves the state endpoints)."""
     app = Starlette(
         routes=[
             Route("/v1/health", health),
+            Route("/livez", livez),
+            Route("/readyz", readyz),
             Route("/v1/node/status", node_status),
             Route("/v1/node/digest", node_digest),
             Route("/v1/cluster/status", cluster_status),
@@ -204,12 +242,14 @@ def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
             Route("/metrics", metrics),
             Route("/openapi.json", openapi),
             *rest.routes(),
+            *watch.routes(),
             *admin.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
     )
     app.state.node = node
     app.state.service = service
+    app.state.storage_watch = storage_watch
     return app
 
 
@@ -253,10 +293,13 @@ async def serve_api(
     async with trio.open_nursery() as nursery:
         forwarder = Forwarder(nursery=nursery, node_id=node.node_id, tls=tls)
         service = ApiService(node=node, forwarder=forwarder)
+        watch = StorageWatch(node)
+        nursery.start_soon(watch.run)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
         try:
+            limiter = ConnectionLimiter(node.config.max_connections_per_address, "REST")
             binds: list[str] = await nursery.start(
-                functools.partial(serve, build_app(node, service), config)  # type: ignore[arg-type]
+                serve_http, build_app(node, service, watch), config, limiter
             )
             port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(port)

@@ -3,6 +3,13 @@
 Theory of operation. ``ApiService.execute(name, args, ...)`` is the one entry point of both
 the REST API and the fast client protocol. Every request has a deadline.
 
+Callers. ``execute`` first authorizes the caller for the operation's role
+(``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and
+stamps the session with the caller's identity as its owner (``univrs.api.limits``,
+``univrs.sm.sessions``). A forwarded request carries the caller's token and address, and the
+leader checks them again. On the leader, a write that would not free space is refused with
+``no-space`` while the storage quota's NOSPACE alarm is raised.
+
 Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 hex) *here, on
 the serving node, before proposing*. Then, until the deadline:
 
@@ -49,14 +56,18 @@ import attrs
 import trio
 
 from univrs import errors as base
+from univrs.api.auth import ANONYMOUS, Authority, Caller
 from univrs.api.batcher import ReadCoalescer
+from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler
+from univrs.api.watch import poll_events
 from univrs.client.connection import Connection
 from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
+    NoSpace,
     NotLeader,
     OutcomeUnknown,
     SessionExpired,
@@ -68,9 +79,9 @@ from univrs.errors import (
 from univrs.net.tls import TlsContexts
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
-from univrs.sm.commands import Envelope
+from univrs.sm.commands import Envelope, OpenSession
 from univrs.sm.errors import failure_to_exception
-from univrs.sm.responses import Failure
+from univrs.sm.responses import Failure, Success
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -159,8 +170,10 @@ class Forwarder:
         args: dict[str, Any],
         key: tuple[str, int] | None,
         deadline: float,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Send one already-built request to the leader at ``address`` (``hops=1``)."""
+        """Send one already-built request to the leader at ``address`` (``hops=1``), with the
+        caller's token and address (never this node's: forwarding must not raise rights)."""
         with trio.move_on_at(deadline) as scope:
             conn = await self.connection(address)
         if scope.cancelled_caught:
@@ -170,7 +183,15 @@ class Forwarder:
         # before ours runs out.
         timeout_ms = max(1, int(remaining * 1000) - 50)
         with trio.move_on_at(deadline) as scope:
-            return await conn.request(op, args, key=key, timeout_ms=timeout_ms, hops=MAX_HOPS)
+            return await conn.request(
+                op,
+                args,
+                key=key,
+                timeout_ms=timeout_ms,
+                hops=MAX_HOPS,
+                token=caller.token,
+                client=caller.address,
+            )
         raise Timeout(
             f"the leader at {address} did not answer in time; the write may or may not have "
             "been applied: retry it with its idempotency key"
@@ -236,8 +257,23 @@ class ApiService:
     metrics: ApiMetrics | None = attrs.field(init=False, default=None)
     timeout: float = DEFAULT_TIMEOUT
     leader_wait: float = LEADER_WAIT
+    authority: Authority = attrs.field(init=False)
+    session_opens: RateLimiter = attrs.field(init=False)
+    quota: Quota | None = attrs.field(init=False, default=None)
+    fast_connections: ConnectionLimiter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        config = self.node.config
+        self.authority = Authority(self.node)
+        self.fast_connections = ConnectionLimiter(
+            config.max_connections_per_address, "fast protocol"
+        )
+        self.session_opens = RateLimiter(
+            rate=config.session_open_rate, burst=config.session_open_burst
+        )
+        storage = getattr(self.node, "storage", None)
+        if storage is not None:
+            self.quota = Quota(storage, config.quota_backend_bytes)
         self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
         self.contact = LeaderContact(self.node)
         self.forwarder.nursery.start_soon(self.contact.run)
@@ -249,6 +285,19 @@ class ApiService:
                 proposals=lambda: self.node.runtime.statistics().proposals,
                 read_confirmations=lambda: self.reads.requests,
             )
+            quota = self.quota
+            if quota is not None:
+                registry.gauge(
+                    "univrs_storage_quota_alarm",
+                    "1 while this node's NOSPACE alarm is raised (storage in use above "
+                    "limits.quota_backend_bytes: writes refused), else 0.",
+                    callback=lambda: [((), float(quota.alarm))],
+                )
+                registry.gauge(
+                    "univrs_storage_quota_bytes",
+                    "This node's storage quota (limits.quota_backend_bytes).",
+                    callback=lambda: [((), float(quota.limit))],
+                )
 
     async def execute(
         self,
@@ -259,16 +308,23 @@ class ApiService:
         consistency: str | None = None,
         timeout: float | None = None,
         hops: int = 0,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Run operation ``name``: (result document, read meta or None). Raises UnivrsError."""
+        """Run operation ``name`` for ``caller``: (result document, read meta or None).
+        Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first)."""
         op = handler(name)
         start = trio.current_time()
         limit = self.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
         deadline = start + max(limit, 0.001)
         outcome = "ok"
         try:
+            identity = self.authority.authorize(caller, op.declaration.required_role, op.name)
+            if op.watch:  # served from this node's event history, at any consistency
+                return await poll_events(self.node, args, deadline), None
             if op.is_write:
-                return await self._write(op, args, key, deadline, hops)
+                if op.name == "session.open":
+                    self.session_opens.take(identity.key, "session opens")
+                return await self._write(op, args, key, deadline, hops, caller, identity.key)
             return await self._read(op, args, consistency or "linearizable", deadline)
         except UnivrsError as exc:
             outcome = exc.code
@@ -276,6 +332,7 @@ class ApiService:
         finally:
             if self.metrics is not None:
                 self.metrics.requests.inc(1, op.name, outcome)
+            if self.metrics is not None and not op.watch:  # a long poll is not a read's latency
                 histogram = self.metrics.write_seconds if op.is_write else self.metrics.read_seconds
                 histogram.observe(trio.current_time() - start)
 
@@ -288,6 +345,8 @@ class ApiService:
         key: tuple[str, int] | None,
         deadline: float,
         hops: int,
+        caller: Caller = ANONYMOUS,
+        owner: str = "",
     ) -> tuple[Any, dict[str, Any]]:
         """(result, {"index": the log index the write was applied at})."""
         assert op.build is not None
@@ -295,6 +354,8 @@ class ApiService:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
         check_key(key)
         command, built = op.build(args)
+        if isinstance(command, OpenSession):
+            command = OpenSession(owner=owner)  # bounds the sessions one caller holds
         envelope = Envelope(
             command=command,
             client_id=None if key is None else key[0],
@@ -303,7 +364,7 @@ class ApiService:
         attempts = WriteAttempts(keyed=key is not None)
         try:
             return await self._attempt_write(
-                op, command, built, envelope, key, deadline, hops, attempts
+                op, command, built, envelope, key, deadline, hops, attempts, caller
             )
         except UnivrsError as exc:
             answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
@@ -321,6 +382,7 @@ class ApiService:
         deadline: float,
         hops: int,
         attempts: WriteAttempts,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any]]:
         """The attempts of ``_write``; ``attempts`` (univrs/runtime/proposals.py, the rules the
         simulator runs too) notes as soon as an attempt may have applied the command. A
@@ -334,10 +396,21 @@ class ApiService:
                 raise self._expired(attempts.maybe_applied)
             status = runtime.status()
             if status.role is Role.LEADER:
+                extra: dict[str, Any] = {}
+                proposed = envelope
+                if op.leader_step is not None:
+                    # A write the leader may answer itself (a heartbeat of a live node).
+                    step, extra = op.leader_step(command, runtime.sm, self.node)
+                    if step is None:  # nothing to write: rendered from the state here
+                        applied = runtime.sm.last_applied_index
+                        result = op.render(command, Success(version=applied), runtime.sm)
+                        return {**result, **extra}, {"index": applied}
+                    proposed = attrs.evolve(envelope, command=step)
+                self._check_quota(op)
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
-                        response = await runtime.propose(envelope)
+                        response = await runtime.propose(proposed)
                     if scope.cancelled_caught:
                         raise self._expired(True)
                 except (base.NotLeader, base.ProposalDropped):
@@ -355,7 +428,12 @@ class ApiService:
                     continue
                 if isinstance(response, Failure):
                     raise failure_to_exception(response)
-                return op.render(command, response, runtime.sm), {"index": response.version}
+                result = op.render(command, response, runtime.sm)
+                if op.finish is not None:
+                    result = op.finish(built, result, runtime.sm)
+                if extra:
+                    result = {**result, **extra}
+                return result, {"index": response.version}
             if hops >= MAX_HOPS:
                 raise NotLeader(leader=status.leader)
             leader = hint or status.leader
@@ -372,7 +450,9 @@ class ApiService:
             if address is None:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
-                result, meta = await self.forwarder.call(address, op.name, built, key, deadline)
+                result, meta = await self.forwarder.call(
+                    address, op.name, built, key, deadline, caller
+                )
             except UnivrsError as exc:
                 self._count_forward(exc.code)
                 if isinstance(exc, ConnectionLost):
@@ -394,6 +474,17 @@ class ApiService:
                 continue
             self._count_forward("ok")
             return result, meta or {}
+
+    def _check_quota(self, op: Handler) -> None:
+        """Refuse a write that does not free space while the NOSPACE alarm is raised."""
+        if self.quota is None or op.declaration.allowed_when_full or not self.quota.alarm:
+            return
+        raise NoSpace(
+            f"the storage quota is exceeded ({self.quota.in_use()} bytes in use, "
+            f"limits.quota_backend_bytes = {self.quota.limit}): writes are refused until space "
+            "is freed; deletes still work, and a snapshot (`univrs cluster snapshot`) compacts "
+            "the log"
+        )
 
     def _count_forward(self, outcome: str) -> None:
         if self.metrics is not None:

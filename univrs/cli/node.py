@@ -10,7 +10,7 @@ from typing import Any
 import click
 import trio
 
-from univrs.cli.common import fail
+from univrs.cli.common import env_token, fail
 from univrs.errors import ConfigError, StorageError, UnivrsError
 
 # The name the node's crash line is logged under (univrs/chaos/checks.py looks for it).
@@ -44,7 +44,10 @@ def node() -> None:
     "--join",
     "join",
     metavar="ADDR",
-    help="On a new data dir, join the cluster of the node whose API is at ADDR.",
+    help=(
+        "On a new data dir, join the cluster of the node whose API is at ADDR (with an admin "
+        "token in $UNIVRS_TOKEN if it has auth on)."
+    ),
 )
 @click.option(
     "--initial-cluster-token",
@@ -79,7 +82,21 @@ def node() -> None:
     envvar="UNIVRS_JOIN_TOKEN",
     help="The shared secret joiners must show (join.token) [$UNIVRS_JOIN_TOKEN].",
 )
-@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Least severe level logged.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one 'time level logger message key=value ...' line per event; json: one JSON "
+    "object per line (ts, level, logger, msg, node and the event's fields).",
+)
 def node_start(
     config_path: str | None,
     node_id: str | None,
@@ -98,6 +115,7 @@ def node_start(
     insecure: bool | None,
     join_token: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Start a node. With no arguments: a single-node cluster on the embedded default
     (data dir ./univrs-data, raft 127.0.0.1:7000, API 127.0.0.1:8000), bootstrapped when the
@@ -125,9 +143,9 @@ def node_start(
         config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
     except ConfigError as exc:
         fail(f"invalid configuration:\n{exc}", 2)
-    setup_logging(log_level, config.node_id)
+    setup_logging(log_level, config.node_id, log_format)
     try:
-        trio.run(_run_until_signal, config, join)
+        trio.run(_run_until_signal, config, join, env_token())
     except BaseException as group:  # unwrap trio's exception groups
         cause = _first_cause(group)
         if isinstance(cause, KeyboardInterrupt):
@@ -144,13 +162,13 @@ def node_start(
         fail(f"node crashed: {type(cause).__name__}: {cause}")
 
 
-async def _run_until_signal(config: Any, join: str | None) -> None:
+async def _run_until_signal(config: Any, join: str | None, token: str | None) -> None:
     from univrs.server.node import run_node
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            await run_node(config, join=join)
+            await run_node(config, join=join, api_token=token)
             nursery.cancel_scope.cancel()
 
 

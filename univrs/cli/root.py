@@ -5,7 +5,18 @@ from __future__ import annotations
 import click
 
 from univrs import __version__
-from univrs.cli import certs, chaos, cluster, defrag, node, recover, snapshot, state
+from univrs.cli import (
+    certs,
+    chaos,
+    cluster,
+    completion,
+    defrag,
+    node,
+    recover,
+    snapshot,
+    state,
+    watch,
+)
 
 
 @click.group()
@@ -16,10 +27,12 @@ def main() -> None:
 
 main.add_command(node.node)
 main.add_command(cluster.cluster)
-for _group in state.groups():  # workload, instance, nodeinfo, credits
+for _group in state.groups():  # workload, instance, nodeinfo, credits, token
     main.add_command(_group)
+main.add_command(watch.watch)
 main.add_command(chaos.chaos)
 main.add_command(defrag.defrag)
 main.add_command(snapshot.snapshot)
 main.add_command(recover.recover)
 main.add_command(certs.certs)
+main.add_command(completion.completion)

@@ -24,6 +24,10 @@ Theory of operation.
   every later failure that only says the *retry* did not apply (``unavailable``,
   ``not-leader``, ``session-expired``, ``stale-sequence``) is raised as ``OutcomeUnknown``,
   so ``write`` never opens a new session and sends the command again.
+* Watches. ``watch(kinds, from_revision=)`` is a loop of ``events.poll`` long polls, each
+  asking for the revision after the last one answered; a poll is a read, so a failed one is
+  retried on another member with the same revision: the events go on with no gap and no
+  duplicate across a killed node or a leader change (docs/orchestrator.md).
 * TLS. With ``ssl_context`` (``univrs.net.tls.client_context(ca, cert, key)``) every
   connection, fast or REST, is TLS: the node's certificate is checked against the cluster CA
   and the address dialed, and the client's certificate (if the context has one) is shown.
@@ -35,7 +39,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,6 +49,7 @@ import trio
 from univrs.client.connection import Connection
 from univrs.client.methods import StateMethods
 from univrs.errors import (
+    Compacted,
     ConnectionLost,
     OutcomeUnknown,
     SessionExpired,
@@ -63,6 +68,7 @@ SESSION_WINDOW = 32  # in-flight writes per session; the state machine's window 
 MAX_SESSIONS = 64
 MAX_PAUSE = 0.5  # longest pause between two attempts
 MOVE_BACKOFF = 5.0  # after failing to reach the leader, keep using a follower this long
+WATCH_WAIT = 5.0  # how long one watch poll waits on the server for an event
 
 
 @attrs.define(eq=False)
@@ -101,8 +107,10 @@ async def discover(
     *,
     timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
+    own: bool = False,
 ) -> list[str]:
-    """Fast-protocol addresses of the cluster, leader first, from any node's REST API."""
+    """Fast-protocol addresses of the cluster, leader first, from any node's REST API; with
+    ``own``, only the address of the node that answered."""
     from univrs.net.http import get_json
 
     errors = []
@@ -121,6 +129,8 @@ async def discover(
         members = doc.get("members", {}) if isinstance(doc, dict) else {}
         leader = doc.get("leader") if isinstance(doc, dict) else None
         order = sorted(members, key=lambda m: (m != leader, m != doc.get("node"), m))
+        if own:
+            order = [m for m in order if m == doc.get("node")]
         found = [members[m]["client"] for m in order if members[m].get("client")]
         if found:
             return found
@@ -142,6 +152,7 @@ class Client(StateMethods):
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = CONNECT_TIMEOUT
     ssl_context: ssl.SSLContext | None = None
+    token: str | None = attrs.field(default=None, repr=False)  # the API token's secret
     _conn: Connection | None = None
     _retired: list[Connection] = attrs.field(factory=list)
     _members: dict[str, str] = attrs.field(factory=dict)  # node id -> fast address
@@ -152,6 +163,13 @@ class Client(StateMethods):
     _released: trio.Event = attrs.field(factory=trio.Event)
     _rng: random.Random = attrs.field(factory=random.Random)
     retries: int = 0  # attempts beyond the first, over the client's lifetime (statistics)
+    # Give up at once, rather than retry until the deadline, when a node answers that the
+    # cluster is unavailable (it has already waited for an election: LEADER_WAIT on the
+    # server) or no node can be reached at all. For one-shot callers such as the CLI.
+    fail_fast: bool = False
+    # Stay on the node first connected to, never move to the leader: for local (stale-allowed)
+    # reads of that node's replica. Writes and linearizable reads are forwarded by the node.
+    stay: bool = False
 
     # ---------------------------------------------------------------- connections
 
@@ -209,6 +227,8 @@ class Client(StateMethods):
             raise lost
 
     def _should_move(self, conn: Connection) -> bool:
+        if self.stay:
+            return False
         leader = conn.leader
         if leader is None or leader == conn.node_id or leader not in self._members:
             return False
@@ -219,7 +239,9 @@ class Client(StateMethods):
         timeout = max(0.001, min(self.connect_timeout, deadline - trio.current_time()))
         address, secure = split_url(address)
         context = ssl_for(secure, self.ssl_context)
-        return await Connection.open(self.nursery, address, timeout=timeout, ssl_context=context)
+        return await Connection.open(
+            self.nursery, address, timeout=timeout, ssl_context=context, token=self.token
+        )
 
     async def _try_open(self, address: str, deadline: float) -> Connection | None:
         try:
@@ -313,6 +335,12 @@ class Client(StateMethods):
                     if not safe:
                         raise
                     maybe_applied = maybe_applied or is_write
+                elif (
+                    self.fail_fast
+                    and not maybe_applied
+                    and (conn is None or not isinstance(exc, ConnectionLost))
+                ):
+                    raise  # unreachable, or answered "unavailable": certainly not applied
                 elif not isinstance(exc, ConnectionLost):
                     pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
                 error: Unavailable = exc
@@ -330,6 +358,73 @@ class Client(StateMethods):
             log.debug("retrying %s after %s", op, error)
             await trio.sleep(min(pause, deadline - now))
             pause = min(pause * 2, MAX_PAUSE)
+
+    async def watch(
+        self,
+        kinds: list[str] | tuple[str, ...] | str = (),
+        *,
+        from_revision: int | None = None,
+        wait: float = WATCH_WAIT,
+        limit: int | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The change events of ``kinds`` (``workloads``, ``instances``, ``nodes``; default
+        all) from ``from_revision`` on (default: from now), in revision order, forever::
+
+            async for event in client.watch(["workloads"], from_revision=page["revision"] + 1):
+                ...
+
+        Each event is ``{"revision", "type", "kind", "id", "object", "prev"}``. A member that
+        fails is replaced by another, resuming after the last revision seen. Raises
+        ``Compacted`` when the revision is no longer kept: list again and watch from the
+        list's ``revision`` + 1. While no member answers it keeps trying (cancel to stop). To
+        leave the loop early, iterate inside ``contextlib.aclosing(client.watch(...))``."""
+        names = kinds if isinstance(kinds, str) else ",".join(kinds)
+        start = from_revision
+        wait_ms = max(0, int(wait * 1000))
+        while True:
+            args: dict[str, Any] = {"wait_ms": wait_ms}
+            if names:
+                args["kinds"] = names
+            if start is not None:
+                args["from_revision"] = start
+            if limit is not None:
+                args["limit"] = limit
+            try:
+                page = await self.call("events.poll", args, timeout=wait + self.timeout)
+            except Unavailable as exc:
+                log.info("watch: no member answered (%s); trying again", exc.code)
+                await trio.sleep(MAX_PAUSE)
+                continue
+            except Compacted as exc:
+                # This member may have restarted or installed a snapshot since; another one
+                # may still keep the revision (their histories differ, their events do not).
+                page = await self._poll_elsewhere({**args, "wait_ms": 0}, exc)
+            for event in page["events"]:
+                yield event
+            start = page["revision"] + 1
+
+    async def _poll_elsewhere(self, args: dict[str, Any], compacted: Compacted) -> Any:
+        """``events.poll`` on each other known member until one still keeps the revision;
+        re-raises ``compacted`` when none does."""
+        here = self._conn.address if self._conn is not None else None
+        for address in self._candidates({here} if here else set()):
+            if address == here:
+                continue
+            deadline = trio.current_time() + self.timeout
+            conn = await self._try_open(address, deadline)
+            if conn is None:
+                continue
+            try:
+                with trio.move_on_at(deadline):
+                    page, _ = await conn.request(
+                        "events.poll", args, timeout_ms=int(self.timeout * 1000)
+                    )
+                    return page
+            except UnivrsError:
+                continue
+            finally:
+                conn.close()
+        raise compacted
 
     async def write(
         self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
@@ -380,6 +475,17 @@ class Client(StateMethods):
                 continue
             raise Timeout("no idempotency session became free before the deadline")
 
+    async def adopt_session(self, client_id: str, next_seq: int) -> None:
+        """Write with an existing session (opened earlier, by this or another process) from
+        ``next_seq`` on; the caller guarantees nobody else uses those numbers."""
+        self._sessions.append(_Session(client_id=client_id, next_seq=next_seq))
+
+    async def detach_sessions(self) -> list[tuple[str, int]]:
+        """Hand the sessions over (client id, next sequence number), newest last: the client
+        forgets them and will not close them."""
+        sessions, self._sessions = self._sessions, []
+        return [(s.client_id, s.next_seq) for s in sessions]
+
     def _forget(self, session: _Session) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
@@ -418,10 +524,16 @@ async def open_client(
     timeout: float = DEFAULT_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
+    fail_fast: bool = False,
+    stay: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
     addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
-    ``ssl_context``: TLS for every connection (see the module docstring)."""
+    ``ssl_context``: TLS for every connection (see the module docstring). ``fail_fast``,
+    ``stay``: see ``Client``; with ``stay``, discovery keeps only the address of the ``api``
+    node that answered. ``token``: the API token's secret, for a cluster with auth on
+    (docs/security.md)."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
@@ -431,7 +543,7 @@ async def open_client(
     if not endpoints:
         if not api:
             raise ValueError("open_client needs endpoints or api addresses")
-        endpoints = await discover(api, timeout=connect_timeout, ssl_context=ssl_context)
+        endpoints = await discover(api, timeout=connect_timeout, ssl_context=ssl_context, own=stay)
     async with trio.open_nursery() as nursery:
         client = Client(
             endpoints=list(endpoints),
@@ -439,6 +551,9 @@ async def open_client(
             timeout=timeout,
             connect_timeout=connect_timeout,
             ssl_context=ssl_context,
+            fail_fast=fail_fast,
+            stay=stay,
+            token=token,
         )
         try:
             yield client

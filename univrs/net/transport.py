@@ -183,6 +183,9 @@ class RaftTransport:
     bound_incarnation: Callable[[NodeId], str | None] = unbound
     own_binding: Callable[[], tuple[int, bool]] = no_binding
     tls: TlsContexts | None = None  # None: plaintext links
+    # Called with (peer, seconds) for each answered keepalive ping (the RTT histogram); may be
+    # set after the links exist.
+    on_rtt: Callable[[NodeId, float], None] | None = None
     router: WebSocketRouter = attrs.field(init=False)
     _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
     _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos
@@ -327,6 +330,10 @@ class RaftTransport:
             else:
                 link.hello = hello  # only our configuration index moved: the next dial says so
 
+    def _observe_rtt(self, peer: NodeId, seconds: float) -> None:
+        if self.on_rtt is not None:
+            self.on_rtt(peer, seconds)
+
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
         peers = []
@@ -405,6 +412,7 @@ class RaftTransport:
             connector=self._connector_for(nid),
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
+            on_rtt=self._observe_rtt,
             queue=PeerQueue(
                 max_control=self.settings.max_control_queue,
                 max_bulk=self.settings.max_bulk_queue,

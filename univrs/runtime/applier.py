@@ -13,6 +13,10 @@ proposals.py: the rules the simulator runs too) and reports ``Applied`` to the d
 * ``OutcomeUnknown`` when a snapshot installed from the leader covers its index: the snapshot
   says nothing about which entry sat there, so it may have applied. Never retried blindly.
 
+Each applied entry's change events go to the watch history (``watch_hub``,
+univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot resets it (what
+came before is compacted there).
+
 Entries the installed snapshot already covers are skipped. Only this loop changes the state
 machine, the applied index and the applied membership (``RuntimeView.applied_membership``).
 """
@@ -35,6 +39,7 @@ from univrs.runtime.ports import Metrics
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import restore
 from univrs.runtime.view import RuntimeView
+from univrs.runtime.watch import WatchHub
 from univrs.sm.responses import ErrorCode, Failure, Response
 from univrs.sm.state import ClusterStateMachine
 
@@ -56,6 +61,7 @@ class Applier:
     # and after a snapshot from the leader is restored (with its meta).
     after_apply: Callable[[], None]
     on_restored: Callable[[SnapshotMeta], None]
+    watch_hub: WatchHub = attrs.field(factory=WatchHub)
     # Appended proposals by index (the driver adds them; this loop settles them).
     pending: PendingProposals[Propose] = attrs.field(factory=PendingProposals)
     applied_index: int = attrs.field(init=False)
@@ -69,6 +75,7 @@ class Applier:
     def __attrs_post_init__(self) -> None:
         self.applied_index = self.view.core.status().applied
         self.applied_term = self.sm.last_applied_term
+        self.watch_hub.reset(self.sm.last_applied_index)
 
     def enqueue(self, entries: tuple[Entry, ...]) -> None:
         """Committed entries to apply, after everything queued before."""
@@ -106,6 +113,7 @@ class Applier:
         meta = install.meta
         started = trio.current_time()
         self.sm = await trio.to_thread.run_sync(restore, install.data)
+        self.watch_hub.reset(meta.index)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term
         self.view.applied_membership = meta.membership
         self.on_restored(meta)
@@ -117,6 +125,10 @@ class Applier:
             what = f"proposals up to {meta.index} were covered by a snapshot from the leader"
             for p in covered:  # one exception each: they are raised in different tasks
                 p.waiter.fail(outcome_error(outcome, what))
+            failed = self.metrics.proposals_dropped
+            if outcome is not Outcome.NOT_APPLIED:
+                failed = self.metrics.proposals_unknown
+            failed.inc(len(covered))
         log.info(
             "snapshot installed",
             extra={
@@ -148,6 +160,7 @@ class Applier:
                     del self._config_terms[min(self._config_terms)]
             self.sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self.applied_term = entry.index, entry.term
+        self.watch_hub.applied(entry.index, self.sm.last_events(), len(entry.data))
         settled = self.pending.applied(entry.index, entry.term)
         if settled is None:
             return
@@ -159,6 +172,7 @@ class Applier:
             pending.waiter.fail(
                 ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
             )
+            self.metrics.proposals_dropped.inc(1)
 
 
 def outcome_error(outcome: Outcome, what: str) -> Exception:

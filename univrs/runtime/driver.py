@@ -86,6 +86,7 @@ from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
+from univrs.runtime.watch import WatchHub
 from univrs.runtime.writer import StorageWriter
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import Response
@@ -144,6 +145,8 @@ class RaftRuntime:
         default=attrs.Factory(lambda self: RuntimeView(self.core), takes_self=True)
     )
     inbox: Inbox = attrs.field(factory=Inbox)
+    # The recent change events of the applied state, for watches (fed by the apply loop).
+    watch_hub: WatchHub = attrs.field(factory=WatchHub)
     _writer: StorageWriter = attrs.field(init=False)
     _applier: Applier = attrs.field(init=False)
     _snapshots: Snapshotter = attrs.field(init=False)
@@ -186,6 +189,7 @@ class RaftRuntime:
             metrics=self.metrics,
             after_apply=self._after_apply,
             on_restored=self._on_restored,
+            watch_hub=self.watch_hub,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
@@ -203,6 +207,11 @@ class RaftRuntime:
     def node_id(self) -> str:
         """This node's id."""
         return self.core.id
+
+    @property
+    def pending_proposals(self) -> int:
+        """Proposals appended to the log here and not yet settled (applied or failed)."""
+        return len(self._applier.pending)
 
     @property
     def sm(self) -> ClusterStateMachine:
@@ -396,6 +405,7 @@ class RaftRuntime:
             except (NotLeader, ProposalDropped) as exc:
                 for p in live:
                     p.waiter.fail(exc)
+                self.metrics.proposals_dropped.inc(len(live))
                 continue
             self._applier.pending.appended(term, first, live)
             self._in_flight.append(first + len(live) - 1)

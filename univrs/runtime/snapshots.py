@@ -35,6 +35,8 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
         "nodes": list(sm.stored_nodes()),
         "balances": list(sm.ledger_items()),
         "sessions": [attrs.evolve(s, responses=dict(s.responses)) for s in sm.stored_sessions()],
+        "tokens": list(sm.stored_tokens()),  # immutable values, like the objects
+        "tokens_bootstrapped": sm.tokens_bootstrapped,
     }
 
     def encode() -> bytes:

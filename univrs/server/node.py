@@ -20,6 +20,8 @@ import logging
 import random
 import secrets
 import shutil
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -27,6 +29,7 @@ import trio
 
 from univrs.config import NodeConfig
 from univrs.errors import ConfigError, Conflict, StorageError
+from univrs.net.address import split_host_port
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
 from univrs.net.transport import RaftTransport
@@ -37,11 +40,13 @@ from univrs.raft.ready import InitialState, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
+from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import check_snapshot, restore
 from univrs.runtime.store import RaftStateStore
 from univrs.runtime.view import RuntimeView
+from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
@@ -247,6 +252,7 @@ class Node:
     transport: RaftTransport
     metrics: NodeMetrics
     store: RaftStateStore
+    liveness: Liveness
     cluster_id: str
     raft_port: int | None = None
     api_port: int | None = None
@@ -294,16 +300,19 @@ class Node:
             )
 
     async def answer_join(
-        self, target: str, *, replace: bool, token: str | None = None
+        self, target: str, *, replace: bool, token: str | None = None, api_token: str | None = None
     ) -> tuple[int, dict[str, Any], JoinInfo | None]:
         """``univrs cluster join``'s request to this node: join the cluster of ``target``.
 
         Returns the HTTP status and body to answer, and the join to start by restarting this
         node once the answer is sent (None: nothing to restart). Raises Conflict when the join
-        is refused (the message says why).
+        is refused (the message says why). ``token``: the join token; ``api_token``: the
+        caller's API token, which the join sends to the cluster (its admin endpoints check it).
         """
         try:
-            info = await prepare(self.config, target, replace=replace, token=token)
+            info = await prepare(
+                self.config, target, replace=replace, token=token, api_token=api_token
+            )
         except JoinRefused as exc:
             raise Conflict(str(exc)) from None
         # A replace that is done already (the cluster lists this very incarnation) is a resume.
@@ -356,11 +365,18 @@ async def run_node(
     serve_api: bool = True,
     seed: int | None = None,
     join: str | None = None,
+    api_token: str | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled (see the module docstring).
 
-    ``join``: the API address of a member of a cluster to join when this data dir is new."""
+    ``join``: the API address of a member of a cluster to join when this data dir is new;
+    ``api_token``: an admin API token of that cluster, if it has auth on.
+    Raises OSError, before the data dir is touched, when an address to listen on is taken."""
+    addresses = [("raft_addr", config.raft_addr)]
+    if serve_api:
+        addresses.append(("api.addr", config.api_addr))
+    await trio.to_thread.run_sync(check_listen_addresses, addresses)
     target = join
     info: JoinInfo | None = None
     first = True
@@ -371,6 +387,7 @@ async def run_node(
             seed=seed,
             join=target,
             join_info=info,
+            api_token=api_token,
             task_status=task_status if first else trio.TASK_STATUS_IGNORED,
         )
         first = False
@@ -382,6 +399,29 @@ async def run_node(
         await trio.to_thread.run_sync(wipe_raft_state, config)
 
 
+def check_listen_addresses(addresses: list[tuple[str, str]]) -> None:
+    """Bind each ``host:port`` once (as the listeners will, with SO_REUSEADDR) and let go:
+    a start on a busy port fails here, before the data dir is created or bootstrapped,
+    rather than after. Port 0 needs no check. Raises OSError naming the setting."""
+    for what, addr in addresses:
+        host, port = split_host_port(addr, allow_port_zero=True)
+        if port == 0:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise OSError(f"{what} {addr}: cannot resolve the host ({exc})") from None
+        for family, kind, proto, _name, sockaddr in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(sockaddr)
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"{what} {addr} is not available: {exc.strerror}"
+                    ) from None
+
+
 async def _run_once(
     config: NodeConfig,
     *,
@@ -390,6 +430,7 @@ async def _run_once(
     join: str | None,
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
+    api_token: str | None = None,
 ) -> Node | None:
     security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
@@ -397,7 +438,9 @@ async def _run_once(
     try:
         state = data_dir_state(storage, initial)
         if join_info is None and join is not None:
-            join_info = await check_join(config, join, state, storage.cluster_id)
+            join_info = await check_join(
+                config, join, state, storage.cluster_id, api_token=api_token
+            )
         stamp = join_info.cluster_id if join_info is not None and state == "new" else None
         bootstrap = state == "new" and stamp is None and config.initial_cluster_state == "new"
         if bootstrap and config.bootstrap:
@@ -443,6 +486,7 @@ async def _run_once(
             bound_incarnation=bound_incarnation(view),
             own_binding=own_binding(view, storage.incarnation),
         )
+        transport.on_rtt = metrics.observe_peer_rtt
         # The members we learned of when asking to join (or, an empty data dir waiting to be
         # joined, the bootstrap members) stay reachable until a configuration listing us is
         # applied (see univrs/runtime/addresses.py).
@@ -471,7 +515,11 @@ async def _run_once(
             last_snapshot_index=snapshot_index,
             view=view,
             inbox=inbox,
+            watch_hub=WatchHub(
+                capacity=config.watch_history, max_watchers=config.watch_max_watchers
+            ),
         )
+        metrics.pending = lambda: runtime.pending_proposals
         node = Node(
             config=config,
             storage=storage,
@@ -479,10 +527,12 @@ async def _run_once(
             transport=transport,
             metrics=metrics,
             store=RaftStateStore(runtime),
+            liveness=Liveness(runtime, ttl_ms=config.node_ttl_ms),
             cluster_id=opened.cluster_id,
             peer_map=peer_map,
             watch=watch,
         )
+        _watch_metrics(node)
         transport.add_route(
             PROBE_PATH,
             probe_route(
@@ -497,6 +547,7 @@ async def _run_once(
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
+            nursery.start_soon(node.liveness.run)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, view, transport)
             nursery.start_soon(log_refusals, runtime.status, runtime.wait_changed)
@@ -545,6 +596,31 @@ async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
         watch.peers.refresh()
         with trio.move_on_after(1.0):
             await runtime.wait_changed()
+
+
+def _watch_metrics(node: Node) -> None:
+    """Gauges of the watch history and of liveness (docs/orchestrator.md)."""
+    hub, liveness, r = node.runtime.watch_hub, node.liveness, node.metrics.registry
+
+    def one(read: Callable[[], float]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
+        return lambda: [((), float(read()))]
+
+    r.gauge("univrs_watch_watchers", "Watchers served now.", callback=one(lambda: hub.watchers))
+    r.gauge(
+        "univrs_watch_compacted_revision",
+        "Revisions up to this one may be missing from the watch history here.",
+        callback=one(lambda: hub.compacted_revision),
+    )
+    r.gauge(
+        "univrs_watch_dropped_events",
+        "Events dropped from the watch history for room (since start).",
+        callback=one(lambda: hub.dropped_events),
+    )
+    r.gauge(
+        "univrs_liveness_marked_down",
+        "Nodes this node marked down as leader, for missing heartbeats (since start).",
+        callback=one(lambda: liveness.marked_down),
+    )
 
 
 def _host(addr: str) -> str:

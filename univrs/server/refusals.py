@@ -2,7 +2,7 @@
 
 The core counts what it refuses by reason (``Status.refused``: a term above MAX_TERM, a sender
 that is not a member, a snapshot too large or not restorable, an undecodable configuration
-entry); the counts are in /metrics (``univrs_raft_refused_messages``) and /v1/node/status. A
+entry); the counts are in /metrics (``univrs_raft_refused_messages_total``) and /v1/node/status. A
 hostile peer can make those counts grow as fast as it can send, so the log gets one WARNING
 per reason, the first time it is seen, and nothing more: no per-message spam.
 """
@@ -39,7 +39,7 @@ async def log_refusals(
                 seen.add(reason)
                 log.warning(
                     "refused raft messages: %s (counted in /metrics "
-                    "univrs_raft_refused_messages; logged once per reason)",
+                    "univrs_raft_refused_messages_total; logged once per reason)",
                     _MEANING.get(reason, reason),
                     extra={"reason": reason, "count": count},
                 )

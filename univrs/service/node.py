@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from univrs.net.transport import RaftTransport
     from univrs.raft.ready import Status
     from univrs.runtime.driver import RaftRuntime
+    from univrs.runtime.liveness import Liveness
     from univrs.runtime.metrics import NodeMetrics
     from univrs.storage import LogStore
 
@@ -24,6 +25,7 @@ class NodeHandle(Protocol):
 
     config: NodeConfig
     runtime: RaftRuntime
+    liveness: Liveness  # the leader's heartbeat tracker (node.heartbeat notes heartbeats)
     transport: RaftTransport
     metrics: NodeMetrics
     storage: LogStore
@@ -42,10 +44,12 @@ class NodeHandle(Protocol):
         ...
 
     async def answer_join(
-        self, target: str, *, replace: bool, token: str | None = None
+        self, target: str, *, replace: bool, token: str | None = None, api_token: str | None = None
     ) -> tuple[int, dict[str, Any], Any | None]:
         """Answer a request to join ``target``'s cluster: (HTTP status, body, a join to start
-        by restarting once the answer is sent, or None). Raises Conflict when refused."""
+        by restarting once the answer is sent, or None). Raises Conflict when refused.
+        ``token``: the join token; ``api_token``: the caller's API token, carried to the
+        cluster being joined."""
         ...
 
     def request_rejoin(self, info: Any) -> None:

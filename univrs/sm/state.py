@@ -18,6 +18,10 @@ Cost: O(1) dict operations per command, except the cascades (DeleteWorkload, Der
 UpdateNodeStatus to ``down``), which are O(instances affected) thanks to the secondary indexes
 workload -> instances and node -> instances. Reads that list are O(n log n) (sorted by id).
 
+Watch events: ``last_events()`` describes what the last applied command changed
+(``univrs.sm.events``), for the runtime's watch history; it is derived from the changes the
+object tables recorded during that command, so it costs nothing unless somebody asks.
+
 The object tables and their indexes live in ``univrs.sm.objects``; the ledger in
 ``credits``; the session table in ``sessions``. ``problems()`` checks all their invariants
 (the property tests call it after every command).
@@ -31,9 +35,11 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from univrs.sm.commands import (
+    BootstrapToken,
     CloseSession,
     Command,
     CreateInstance,
+    CreateToken,
     CreateWorkload,
     DeleteInstance,
     DeleteWorkload,
@@ -42,6 +48,7 @@ from univrs.sm.commands import (
     MintCredits,
     OpenSession,
     RegisterNode,
+    RevokeToken,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
@@ -50,6 +57,7 @@ from univrs.sm.commands import (
 )
 from univrs.sm.credits import Ledger
 from univrs.sm.errors import AppliedOutOfOrder, DecodeError
+from univrs.sm.events import Event, EventType, WatchedObject
 from univrs.sm.model import (
     TERMINAL_INSTANCE_STATUSES,
     UNSCHEDULABLE_NODE_STATUSES,
@@ -62,6 +70,7 @@ from univrs.sm.model import (
 from univrs.sm.objects import Objects, StoredWorkload
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import Session, SessionPolicy, SessionTable
+from univrs.sm.tokens import Token, TokenTable
 from univrs.sm.validate import (
     MAX_VERSION,
     id_problem,
@@ -89,6 +98,10 @@ class SmStatistics:
     accounts: int
     total_supply: int
     sessions: int
+    tokens: int = 0
+
+
+MAX_OWNER_LEN = 256
 
 
 def _invalid(message: str) -> Failure:
@@ -142,6 +155,7 @@ class ClusterStateMachine:
     _objects: Objects = attrs.field(factory=Objects, init=False)
     _ledger: Ledger = attrs.field(factory=Ledger, init=False)
     _sessions: SessionTable = attrs.field(init=False)
+    _tokens: TokenTable = attrs.field(factory=TokenTable, init=False)
     _last_index: int = attrs.field(default=0, init=False)
     _last_term: int = attrs.field(default=0, init=False)
     # The largest leader-stamped time carried by an applied entry (monotone even if a new
@@ -201,6 +215,7 @@ class ClusterStateMachine:
                 f"index {index} is not after the last applied index {self._last_index}"
             )
         self._last_index, self._last_term = index, term
+        self._objects.changes.clear()  # last_events() describes this entry only
         if time_ms is not None and time_ms > self._clock_ms:
             self._clock_ms = time_ms
         self._sessions.expire(index, self._clock_ms)
@@ -392,8 +407,12 @@ class ClusterStateMachine:
         return failure or Success(version=index)
 
     def _open_session(self, cmd: OpenSession, index: int) -> Response:
+        owner = "" if cmd.owner is None else cmd.owner
+        problem = text_problem("owner", owner, MAX_OWNER_LEN)
+        if problem:
+            return _invalid(problem)
         client_id = f"c{index}"  # from the log position: unique, the same on every replica
-        self._sessions.open(client_id, index, self._clock_ms)
+        self._sessions.open(client_id, index, self._clock_ms, owner)
         return Created(id=client_id, version=index)
 
     def _close_session(self, cmd: CloseSession, index: int) -> Response:
@@ -402,6 +421,61 @@ class ClusterStateMachine:
             return _invalid(problem)
         self._sessions.close(cmd.client_id)  # idempotent: closing an unknown session succeeds
         return Success(version=index)
+
+    # ---------------------------------------------------------------- watch events
+
+    def last_events(self) -> tuple[Event, ...]:
+        """The events of the last applied entry (empty if it changed no object), in the order
+        the changes were made. Call it before applying the next entry: a workload's status is
+        derived from the instances as they are when this is called."""
+        revision = self._last_index
+        events = []
+        for kind, ident, before, after in self._objects.changes:
+            events.append(
+                Event(
+                    revision=revision,
+                    type=EventType.DELETE if after is None else EventType.PUT,
+                    kind=kind,
+                    id=ident,
+                    object=self._watched(after),
+                    prev=self._watched(before),
+                )
+            )
+        return tuple(events)
+
+    def _watched(self, stored: StoredWorkload | Instance | Node | None) -> WatchedObject | None:
+        if isinstance(stored, StoredWorkload):
+            return self._objects.workload_view(stored)
+        return stored
+
+    # ---------------------------------------------------------------- tokens
+
+    def _create_token(self, cmd: CreateToken, index: int) -> Response:
+        failure = self._tokens.create(
+            token_id=cmd.id,
+            name=cmd.name,
+            roles=cmd.roles,
+            secret_hash=cmd.secret_hash,
+            index=index,
+            now_ms=self._clock_ms,
+        )
+        return failure or Created(id=cmd.id, version=index)
+
+    def _bootstrap_token(self, cmd: BootstrapToken, index: int) -> Response:
+        failure = self._tokens.bootstrap(
+            token_id=cmd.id,
+            name=cmd.name,
+            secret_hash=cmd.secret_hash,
+            index=index,
+            now_ms=self._clock_ms,
+        )
+        return failure or Created(id=cmd.id, version=index)
+
+    def _revoke_token(self, cmd: RevokeToken, index: int) -> Response:
+        problem = id_problem("token id", cmd.id)
+        if problem:
+            return _invalid(problem)
+        return self._tokens.revoke(cmd.id) or Success(version=index)
 
     # ---------------------------------------------------------------- queries
 
@@ -464,6 +538,27 @@ class ClusterStateMachine:
         """True if the client session is open."""
         return self._sessions.get(client_id) is not None
 
+    def sessions_of(self, owner: str) -> int:
+        """How many open sessions ``owner`` holds."""
+        return self._sessions.owned(owner)
+
+    def token(self, token_id: str) -> Token | None:
+        """The API token with this id, or None."""
+        return self._tokens.get(token_id)
+
+    def token_by_hash(self, secret_hash: str) -> Token | None:
+        """The API token whose secret has this SHA-256 (hex), or None (unknown, revoked)."""
+        return self._tokens.by_hash(secret_hash)
+
+    def tokens(self) -> list[Token]:
+        """Every API token, sorted by id."""
+        return sorted(self._tokens, key=lambda t: t.id)
+
+    @property
+    def tokens_bootstrapped(self) -> bool:
+        """True once an admin token was ever created (``token.bootstrap`` is refused)."""
+        return self._tokens.bootstrapped
+
     def statistics(self) -> SmStatistics:
         """Counts of everything held."""
         workloads, instances, nodes = self._objects.counts()
@@ -477,6 +572,7 @@ class ClusterStateMachine:
             accounts=len(self._ledger),
             total_supply=self._ledger.total_supply,
             sessions=len(self._sessions),
+            tokens=len(self._tokens),
         )
 
     # ---------------------------------------------------------------- snapshot support
@@ -501,6 +597,10 @@ class ClusterStateMachine:
         """Sessions, least recently active first (for snapshots)."""
         return iter(self._sessions)
 
+    def stored_tokens(self) -> Iterator[Token]:
+        """API tokens in storage order (for snapshots)."""
+        return iter(self._tokens)
+
     @classmethod
     def from_parts(
         cls,
@@ -514,6 +614,8 @@ class ClusterStateMachine:
         nodes: Iterable[Node],
         balances: list[tuple[str, int]],
         sessions: list[Session],
+        tokens: list[Token] | None = None,
+        tokens_bootstrapped: bool = False,
     ) -> ClusterStateMachine:
         """Rebuild a state machine (and its indexes) from snapshot parts, in their order.
 
@@ -523,14 +625,20 @@ class ClusterStateMachine:
         found = sm._objects.load(workloads, instances, nodes)
         sm._ledger.restore(balances)
         sm._sessions.restore(sessions)
-        found += sm._ledger.problems() + sm._sessions.problems()
+        sm._tokens.restore(tokens or [], tokens_bootstrapped)
+        found += sm._ledger.problems() + sm._sessions.problems() + sm._tokens.problems()
         if found:
             raise DecodeError(f"snapshot: {'; '.join(found)}")
         return sm
 
     def problems(self) -> list[str]:
         """Violated invariants (empty when the state is sound); for tests and debugging."""
-        return self._objects.problems() + self._ledger.problems() + self._sessions.problems()
+        return (
+            self._objects.problems()
+            + self._ledger.problems()
+            + self._sessions.problems()
+            + self._tokens.problems()
+        )
 
 
 _HANDLERS: dict[type, Callable[[ClusterStateMachine, Any, int], Response]] = {
@@ -548,4 +656,7 @@ _HANDLERS: dict[type, Callable[[ClusterStateMachine, Any, int], Response]] = {
     MintCredits: ClusterStateMachine._mint_credits,
     OpenSession: ClusterStateMachine._open_session,
     CloseSession: ClusterStateMachine._close_session,
+    CreateToken: ClusterStateMachine._create_token,
+    BootstrapToken: ClusterStateMachine._bootstrap_token,
+    RevokeToken: ClusterStateMachine._revoke_token,
 }
