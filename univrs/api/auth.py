@@ -10,7 +10,8 @@ or raises:
 * auth on: no token, or one whose SHA-256 is not in this node's applied token table (unknown,
   revoked), is ``Unauthenticated`` (401); a token without the operation's role (or a role it
   implies: ``admin`` implies all, ``write`` implies ``read``) is ``PermissionDenied`` (403).
-  ``token.bootstrap`` (role ``PUBLIC``) needs no token.
+  ``token.bootstrap`` (role ``PUBLIC``) needs no token; ``session.open`` and ``session.close``
+  (role ``ANY_TOKEN``) need a valid token of any role.
 
 The check reads this node's applied state, so a token created or revoked on the leader takes
 effect on each node as soon as that node applied the entry (milliseconds behind the leader).
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from univrs.errors import PermissionDenied, Unauthenticated
-from univrs.service.declare import PUBLIC
+from univrs.service.declare import ANY_TOKEN, PUBLIC
 from univrs.sm.tokens import ROLES, implied
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class Authority:
             except Unauthenticated:
                 return Identity(key=f"addr:{caller.address or 'local'}", roles=frozenset())
         identity = self.identify(caller)
+        if role == ANY_TOKEN:
+            return identity
         if role not in identity.roles:
             granted = ", ".join(sorted(identity.roles)) or "none"
             raise PermissionDenied(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from univrs import __version__
-from univrs.service.operations import OPERATIONS, PUBLIC, Operation, Param, Type, Where
+from univrs.service.operations import ANY_TOKEN, OPERATIONS, PUBLIC, Operation, Param, Type, Where
 from univrs.service.schemas import SCHEMAS, obj, ref
 
 _ERRORS = {
@@ -28,6 +28,14 @@ _ERRORS = {
     "cannot tell whether the write applied (timeout, outcome-unknown)",
     "507": "The storage quota is exceeded (NOSPACE alarm): writes other than deletes refused",
 }
+
+
+def _role_text(role: str) -> str:
+    if role == PUBLIC:
+        return "Needs no token."
+    if role == ANY_TOKEN:
+        return "Needs a valid token (any role)."
+    return f"Needs the role `{role}`."
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -110,7 +118,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "operationId": op.name.replace(".", "_"),
         "summary": op.summary,
-        "description": "Needs no token." if role == PUBLIC else f"Needs the role `{role}`.",
+        "description": _role_text(role),
         "parameters": params,
         "responses": responses,
         # With auth on: a bearer token (the role in the description); none for PUBLIC.

@@ -26,11 +26,12 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from univrs.api import admin, rest, watch
+from univrs.api import admin, dashboard, rest, watch
 from univrs.api.admin import client_ssl
 from univrs.api.auth import Authority
 from univrs.api.digest import node_digest
@@ -244,8 +245,10 @@ def build_app(
             *rest.routes(),
             *watch.routes(),
             *admin.routes(),
+            *dashboard.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
+        middleware=[Middleware(dashboard.CorsForMembers, node=node)],
     )
     app.state.node = node
     app.state.service = service

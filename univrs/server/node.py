@@ -41,6 +41,7 @@ from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
 from univrs.runtime.liveness import Liveness
+from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import check_snapshot, restore
@@ -628,8 +629,12 @@ def _host(addr: str) -> str:
 
 
 def describe(node: Node) -> dict[str, Any]:
-    """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
+    """This node's own view as plain JSON-able data (for /v1/node/status and the CLI).
+
+    ``peers`` (on the leader) carry ``last_contact_s``: seconds since the leader last heard
+    from that peer (None: never), as ``GET /v1/cluster/members`` reports it."""
     s = node.status()
+    contact = {row["id"]: row.get("last_contact_s") for row in member_rows(node.runtime)}
     net = node.transport.statistics()
     return {
         "id": s.id,
@@ -668,6 +673,7 @@ def describe(node: Node) -> dict[str, Any]:
                 "lag": max(0, s.last_index - p.match),
                 "recent_active": p.recent_active,
                 "voter": p.voter,
+                "last_contact_s": contact.get(p.id),
             }
             for p in s.peers
         ],

@@ -18,6 +18,7 @@ import attrs
 from univrs.service import schemas as s
 
 __all__ = [
+    "ANY_TOKEN",
     "PUBLIC",
     "STRING",
     "Arg",
@@ -57,6 +58,10 @@ class Kind(enum.Enum):
 
 PUBLIC = "public"
 """The ``role`` of an operation anyone may call even when auth is on (``token.bootstrap``)."""
+
+ANY_TOKEN = "any-token"
+"""The ``role`` of an operation every valid token may call, whatever its roles (opening and
+closing the idempotency session its writes use: a ``credits``-only token mints through one)."""
 
 
 class Where(enum.Enum):
@@ -145,7 +150,8 @@ class Operation:
     params: tuple[Param, ...] = ()
     client: str | None = None  # the Python client's method; None: only ``call(name, ...)``
     cli: Command | None = None  # None: no generated command
-    # The role a token needs once auth is on (``univrs.sm.tokens.ROLES``, or ``PUBLIC``);
+    # The role a token needs once auth is on (``univrs.sm.tokens.ROLES``, ``PUBLIC`` or
+    # ``ANY_TOKEN``);
     # None: ``read`` for reads, ``write`` for writes.
     role: str | None = None
 

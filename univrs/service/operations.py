@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from univrs.service import schemas as s
 from univrs.service.declare import (
+    ANY_TOKEN,
     PUBLIC,
     Arg,
     Command,
@@ -58,6 +59,7 @@ from univrs.sm.tokens import ADMIN, CREDITS, MAX_TOKEN_NAME_LEN, ROLES
 from univrs.sm.validate import MAX_ADDRESSES, MAX_QUANTITY, MAX_REPLICAS, MAX_TEXT_LEN
 
 __all__ = [
+    "ANY_TOKEN",
     "CLI_GROUPS",
     "OPERATIONS",
     "PUBLIC",
@@ -494,6 +496,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.SESSION,
         summary="Open an idempotency session (for Idempotency-Key)",
         http=Http(method="POST", path="/v1/sessions", creates=True, body=True),
+        role=ANY_TOKEN,  # every writer needs one, a credits-only token too
         result="Session",
     ),
     Operation(
@@ -502,6 +505,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Close an idempotency session",
         http=Http(method="DELETE", path="/v1/sessions/{client_id}"),
         params=(in_path("client_id", "client_id"),),
+        role=ANY_TOKEN,
         result="SessionClosed",
     ),
     # ------------------------------------------------------------ API tokens (admin)
