@@ -510,6 +510,7 @@ _PLAIN_KEYS = (int, str, bytes)
 
 _PLAIN_SCALAR_SET = frozenset(_PLAIN_SCALARS)
 _PLAIN_KEY_SET = frozenset(_PLAIN_KEYS)
+_is_int = int.__instancecheck__
 
 
 def _check_plain_in(obj: Any, depth: int) -> None:
@@ -522,6 +523,9 @@ def _check_plain_in(obj: Any, depth: int) -> None:
     if depth <= 0:
         raise ProtocolError("plain frame nests too deep")
     if t is list:
+        # A list of scalars (a snapshot row: most of a large frame) is checked in one C pass.
+        if _PLAIN_SCALAR_SET.issuperset(map(type, obj)):
+            return
         for item in obj:
             if type(item) not in _PLAIN_SCALAR_SET:
                 _check_plain_in(item, depth - 1)
@@ -562,6 +566,15 @@ def _check_plain_out(obj: Any, depth: int) -> None:
                     _check_plain_out(key, depth - 1)
                 _check_plain_out(value, depth - 1)
     elif t is list or t is tuple:
+        # A row of exact scalars (a snapshot row: most of a large frame) takes one C pass over
+        # its item types and one min/max over its ints, not a call per int.
+        kinds = set(map(type, obj))
+        if _EXACT_SCALARS_OUT.issuperset(kinds):
+            return
+        if int in kinds and _EXACT_SCALARS_OUT.issuperset(kinds - {int}):
+            ints = list(filter(_is_int, obj))  # bools too: they are in range anyway
+            if min(ints) >= -(1 << 64) and max(ints) <= _UINT_MAX:
+                return
         for item in obj:
             if type(item) not in _EXACT_SCALARS_OUT:
                 _check_plain_out(item, depth - 1)

@@ -298,3 +298,49 @@ def test_a_huge_count_in_a_corrupt_snapshot_row_is_refused_without_allocating() 
     with pytest.raises(DecodeError, match="exceeds the row"):
         row.pairs()
     assert _Row([1, "k", "v"], "x").pairs() == (("k", "v"),)
+
+
+def test_instance_rows_fast_and_checked_readers_agree() -> None:
+    rows = snapshot_plain(populated().sm)["instances"]
+    assert rows
+    for row in rows:
+        assert snapshot_module._instance_v1(row, "row") == snapshot_module._instance_checked(
+            row, "row"
+        )
+
+
+IROW = V1_SNAPSHOT["instances"][0]
+BAD_INSTANCE_ROWS: list[Any] = [
+    ("short", IROW[:6]),
+    ("long", [*IROW, 1]),
+    ("id int", [1, *IROW[1:]]),
+    ("node int", [*IROW[:2], 3, *IROW[3:]]),
+    ("status unknown", [*IROW[:3], "exploded", *IROW[4:]]),
+    ("status int", [*IROW[:3], 1, *IROW[4:]]),
+    ("status list", [*IROW[:3], ["running"], *IROW[4:]]),  # unhashable: no TypeError escapes
+    ("message none", [*IROW[:4], None, *IROW[5:]]),
+    ("version bool", [*IROW[:5], True, IROW[6]]),
+    ("created negative", [*IROW[:6], -1]),
+]
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=n) for n, r in BAD_INSTANCE_ROWS])
+def test_bad_instance_rows_are_refused(row: Any) -> None:
+    with pytest.raises(DecodeError):
+        snapshot_module._instance_v1(row, "row")
+
+
+def test_plain_from_parts_is_snapshot_plain() -> None:
+    sm = populated().sm
+    parts = snapshot_module.plain_from_parts(
+        policy=sm.policy,
+        last_index=sm.last_applied_index,
+        last_term=sm.last_applied_term,
+        clock_ms=sm.clock_ms,
+        workloads=list(sm.stored_workloads()),
+        instances=list(sm.stored_instances()),
+        nodes=list(sm.stored_nodes()),
+        balances=list(sm.ledger_items()),
+        sessions=list(sm.stored_sessions()),
+    )
+    assert parts == snapshot_plain(sm)

@@ -23,7 +23,10 @@ Pairs = tuple[tuple[str, str], ...]
 def to_pairs(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> Pairs:
     """Canonical form of a string map: pairs sorted by key (duplicates are kept for validation)."""
     if type(value) is tuple:  # the common case (decoders, evolve): no re-packing
-        return tuple(sorted(value))
+        ordered = tuple(sorted(value))
+        # Already canonical: keep the caller's tuple, so restore's shared label sets stay
+        # shared (one tuple for every workload with the same labels, not one each).
+        return value if ordered == value else ordered
     items = value.items() if isinstance(value, Mapping) else value
     return tuple(sorted((k, v) for k, v in items))
 

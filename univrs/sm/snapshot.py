@@ -49,7 +49,7 @@ import functools
 import gc
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -101,7 +101,7 @@ _DEFAULT_PER_OWNER = SessionPolicy().max_sessions_per_owner
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic GC while building or reading 10^5 containers: none of them form
     cycles, and CPython would otherwise rescan the whole heap many times (5x slower)."""
     was_enabled = gc.isenabled()
@@ -173,37 +173,68 @@ def _token_row(t: Token) -> list[Any]:
 
 def snapshot_plain(sm: ClusterStateMachine) -> dict[str, Any]:
     """The whole state as plain data (see the module docstring for the format)."""
-    policy = sm.policy
-    with _gc_paused():
+    return plain_from_parts(
+        policy=sm.policy,
+        last_index=sm.last_applied_index,
+        last_term=sm.last_applied_term,
+        clock_ms=sm.clock_ms,
+        workloads=sm.stored_workloads(),
+        instances=sm.stored_instances(),
+        nodes=sm.stored_nodes(),
+        balances=sm.ledger_items(),
+        sessions=list(sm.stored_sessions()),
+        tokens=sm.stored_tokens(),
+        tokens_bootstrapped=sm.tokens_bootstrapped,
+    )
+
+
+def plain_from_parts(
+    *,
+    policy: SessionPolicy,
+    last_index: int,
+    last_term: int,
+    clock_ms: int,
+    workloads: Iterable[StoredWorkload],
+    instances: Iterable[Instance],
+    nodes: Iterable[Node],
+    balances: Iterable[tuple[str, int]],
+    sessions: list[Session],
+    tokens: Iterable[Token] = (),
+    tokens_bootstrapped: bool = False,
+) -> dict[str, Any]:
+    """Snapshot plain data from the parts ``ClusterStateMachine.from_parts`` takes, in their
+    order: what ``snapshot_plain`` returns for the state machine they make, without building
+    it (the runtime encodes a captured view this way, off the event loop)."""
+    with gc_paused():
         plain: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "version": SNAPSHOT_FORMAT_VERSION,
-            "last_index": sm.last_applied_index,
-            "last_term": sm.last_applied_term,
-            "clock_ms": sm.clock_ms,
+            "last_index": last_index,
+            "last_term": last_term,
+            "clock_ms": clock_ms,
             "policy": {
                 "window": policy.window,
                 "max_sessions": policy.max_sessions,
                 "ttl_entries": policy.ttl_entries,
                 "ttl_ms": policy.ttl_ms,
             },
-            "workloads": [_workload_row(w) for w in sm.stored_workloads()],
-            "instances": [_instance_row(i) for i in sm.stored_instances()],
-            "nodes": [_node_row(n) for n in sm.stored_nodes()],
-            "balances": list(chain.from_iterable(sm.ledger_items())),
-            "sessions": [_session_row(s) for s in sm.stored_sessions()],
+            "workloads": [_workload_row(w) for w in workloads],
+            "instances": [_instance_row(i) for i in instances],
+            "nodes": [_node_row(n) for n in nodes],
+            "balances": list(chain.from_iterable(balances)),
+            "sessions": [_session_row(s) for s in sessions],
         }
         # The later keys only when they say something: a state that uses none of them has
         # the same snapshot (and digest) as before they existed.
         if policy.max_sessions_per_owner != _DEFAULT_PER_OWNER:
             plain["policy"]["max_sessions_per_owner"] = policy.max_sessions_per_owner
-        owners = [(s.client_id, s.owner) for s in sm.stored_sessions() if s.owner]
+        owners = [(s.client_id, s.owner) for s in sessions if s.owner]
         if owners:
             plain["session_owners"] = list(chain.from_iterable(owners))
-        tokens = [_token_row(t) for t in sm.stored_tokens()]
-        if tokens:
-            plain["tokens"] = tokens
-        if sm.tokens_bootstrapped:
+        token_rows = [_token_row(t) for t in tokens]
+        if token_rows:
+            plain["tokens"] = token_rows
+        if tokens_bootstrapped:
             plain["tokens_bootstrapped"] = True
         return plain
 
@@ -409,7 +440,38 @@ def _workload_checked(value: Any, path: str) -> StoredWorkload:
     return StoredWorkload(id=ident, spec=spec, version=version, created_index=created)
 
 
+_INSTANCE_STATUS: dict[str, InstanceStatus] = {s.value: s for s in InstanceStatus}
+
+
 def _instance_v1(value: Any, path: str) -> Instance:
+    # As for workloads: a fast path for well-formed rows, the checked path names the problem.
+    if type(value) is list and len(value) == 7:
+        ident, workload_id, node_id, status, message, version, created = value
+        if (
+            type(ident) is str
+            and type(workload_id) is str
+            and (node_id is None or type(node_id) is str)
+            and type(status) is str
+            and status in _INSTANCE_STATUS
+            and type(message) is str
+            and type(version) is int
+            and version >= 0
+            and type(created) is int
+            and created >= 0
+        ):
+            return Instance(
+                id=ident,
+                workload_id=workload_id,
+                node_id=node_id,
+                status=_INSTANCE_STATUS[status],
+                message=message,
+                version=version,
+                created_index=created,
+            )
+    return _instance_checked(value, path)
+
+
+def _instance_checked(value: Any, path: str) -> Instance:
     row = _Row(value, path)
     ident, workload_id, node_id, status, message, version, created = row.fields("ssoasuu")
     row.done()
@@ -585,7 +647,7 @@ def restore_plain(plain: Any) -> ClusterStateMachine:
     if row is None:
         fail("snapshot.version", f"one of {sorted(_READERS)}", version)
     keys, optional, reader = row
-    with _gc_paused():
+    with gc_paused():
         return reader(read_map(plain, "snapshot", keys, optional))
 
 
@@ -602,7 +664,7 @@ def state_digest(sm: ClusterStateMachine) -> str:
     Canonical: the snapshot plain data with workload, instance and node rows and balances
     sorted by id (sessions keep their order, which is part of the state), as JSON with sorted
     keys and no whitespace. Stdlib only, so any replica (or tool) can recompute it."""
-    with _gc_paused():
+    with gc_paused():
         plain = snapshot_plain(sm)
         balances = plain["balances"]
         pairs = sorted(zip(balances[::2], balances[1::2], strict=True))

@@ -1,0 +1,337 @@
+"""State at scale: snapshot, restore and digest of N workloads + N instances (issue 17).
+
+Builds, in this process, a state machine holding ``--objects`` workloads, as many instances
+(100 per node, so N/100 nodes) and a few client sessions with cached responses. The fast path
+builds the tables directly (``ClusterStateMachine.from_parts``, the constructor restore uses)
+instead of applying 2N commands; everything measured afterwards goes through the real code:
+
+* snapshot: ``univrs.runtime.snapshots.capture`` (the part that runs on the event loop and
+  pauses applies: ``capture`` below) and the encoding it returns (run in a worker thread by the
+  runtime: ``encode``), giving the bytes the node stores and sends;
+* restore: ``univrs.runtime.snapshots.restore`` (what a restarting node and a snapshot install
+  run), in a fresh subprocess so its peak RSS is the restore's own (``ru_maxrss`` of the child,
+  and the RSS left once restored from /proc/self/status), split into CBOR decoding and
+  ``restore_plain``; the child also counts the Python memory blocks the restored state holds
+  (``sys.getallocatedblocks``), a machine-independent figure;
+* digest: ``univrs.sm.snapshot.state_digest`` of the restored state, checked equal to the
+  original's.
+
+Machine-independent figures come with the timings: bytes, bytes per object, blocks per object,
+and ``restore / cbor2.loads``: the restore CPU time as a multiple of a bare ``cbor2.loads`` of the
+same bytes measured in the same child (the floor for any restore that decodes one CBOR item).
+
+Prints a table and, last, one JSON line (also written to ``--json PATH``). Bounded in time:
+the child is killed after ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from univrs.runtime.snapshots import capture, restore
+from univrs.sm import (
+    ClusterStateMachine,
+    Created,
+    Envelope,
+    Instance,
+    InstanceStatus,
+    Node,
+    NodeInfo,
+    NodeStatus,
+    OpenSession,
+    Resources,
+    ScaleWorkload,
+    state_digest,
+)
+from univrs.sm.objects import StoredWorkload
+from univrs.sm.sessions import SessionPolicy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sm import workload_spec  # type: ignore[import-not-found]
+
+INSTANCES_PER_NODE = 100
+_STATUSES = (InstanceStatus.RUNNING,) * 8 + (InstanceStatus.PENDING, InstanceStatus.FAILED)
+
+
+def build(n: int) -> ClusterStateMachine:
+    """A state of n workloads, n instances (one per workload), n/100 nodes, 4 sessions."""
+    n_nodes = max(1, n // INSTANCES_PER_NODE)
+    nodes = [
+        Node(
+            info=NodeInfo(
+                id=f"node-{k:06d}",
+                addresses=(f"10.{k >> 16 & 255}.{k >> 8 & 255}.{k & 255}:7000",),
+                capacity=Resources(cpu_millis=64_000, memory_bytes=256 << 30),
+                labels={"zone": f"z{k % 3}", "rack": f"r{k % 40}"},
+            ),
+            status=NodeStatus.READY,
+            version=1 + k,
+            created_index=1 + k,
+        )
+        for k in range(n_nodes)
+    ]
+    first = n_nodes + 1
+    workloads = [
+        StoredWorkload(
+            id=f"wl-{k:08d}", spec=workload_spec(k), version=first + k, created_index=first + k
+        )
+        for k in range(n)
+    ]
+    first += n
+    instances = [
+        Instance(
+            id=f"in-{k:08d}",
+            workload_id=f"wl-{k:08d}",
+            node_id=f"node-{k % n_nodes:06d}",
+            status=_STATUSES[k % len(_STATUSES)],
+            message="" if k % 10 != 9 else "exit code 1",
+            version=first + k,
+            created_index=first + k,
+        )
+        for k in range(n)
+    ]
+    last = first + n - 1
+    sm = ClusterStateMachine.from_parts(
+        policy=SessionPolicy(),
+        last_index=last,
+        last_term=3,
+        clock_ms=1_700_000_000_000,
+        workloads=workloads,
+        instances=instances,
+        nodes=nodes,
+        balances=[(f"peer-{k}", 100 + k) for k in range(100)],
+        sessions=[],
+    )
+    # Sessions with cached responses, through the real apply path.
+    index = last
+    for _ in range(4):
+        index += 1
+        opened = sm.apply(OpenSession(), index=index, term=3, time_ms=1_700_000_000_000)
+        assert isinstance(opened, Created)
+        client = opened.id
+        for seq in range(1, 33):
+            index += 1
+            cmd = ScaleWorkload(id=f"wl-{(seq * 7919) % n:08d}", replicas=seq % 5)
+            sm.apply(Envelope(command=cmd, client_id=client, seq=seq), index=index, term=3)
+    return sm
+
+
+def rss_bytes() -> int:
+    """This process's resident set now (VmRSS), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class _Clock:
+    """Wall and CPU time of a block (CPU time is the steadier one on a loaded machine)."""
+
+    def __enter__(self) -> _Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def child(path: str) -> None:
+    """Restore the snapshot in ``path`` the way a node does; print figures as JSON."""
+    import gc
+
+    import cbor2
+
+    from univrs import codec
+    from univrs.runtime import snapshots
+    from univrs.sm.snapshot import restore_plain
+
+    data = Path(path).read_bytes()
+    out: dict[str, Any] = {"rss_before": rss_bytes()}
+    # The floor: one bare cbor2.loads of the same bytes, GC paused (then freed).
+    gc.disable()
+    with _Clock() as c:
+        bare = cbor2.loads(data)
+    out["cbor2_loads_s"], out["cbor2_loads_cpu_s"] = c.wall, c.cpu
+    del bare
+    gc.enable()
+    gc.collect()
+    # The split, for the profile of where restore goes (decode, then restore_plain).
+    with _Clock() as c:
+        plain = codec.decode_plain(data, max_size=snapshots.MAX_SNAPSHOT_BYTES, max_depth=64)
+    out["decode_s"], out["decode_cpu_s"] = c.wall, c.cpu
+    with _Clock() as c:
+        sm = restore_plain(plain)
+    out["restore_plain_s"], out["restore_plain_cpu_s"] = c.wall, c.cpu
+    del sm, plain
+    gc.collect()
+    # The real thing, as a node runs it: bytes in, state machine out.
+    blocks = sys.getallocatedblocks()
+    with _Clock() as c:
+        sm = restore(data)
+    out["restore_s"], out["restore_cpu_s"] = c.wall, c.cpu
+    gc.collect()
+    out["state_blocks"] = sys.getallocatedblocks() - blocks
+    out["rss_restored"] = rss_bytes()
+    with _Clock() as c:
+        out["digest"] = state_digest(sm)
+    out["digest_s"], out["digest_cpu_s"] = c.wall, c.cpu
+    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(out))
+
+
+def run_child(path: str, timeout: float) -> dict[str, Any]:
+    """The child's figures (a fresh interpreter, so its peak RSS is the restore's)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", path],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"restore child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
+    """Every figure for n objects (medians over ``repeats``)."""
+    start = time.perf_counter()
+    sm = build(n)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    digest = state_digest(sm)
+    digest_s = time.perf_counter() - start
+    captures, encodes, encodes_cpu, children = [], [], [], []
+    data = b""
+    with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
+        path = os.path.join(tmp, "snapshot.cbor")
+        for _ in range(repeats):
+            with _Clock() as c:
+                encode = capture(sm)
+            captures.append(c.wall)
+            with _Clock() as c:
+                data = encode()
+            encodes.append(c.wall)
+            encodes_cpu.append(c.cpu)
+            del encode
+        Path(path).write_bytes(data)
+        size = len(data)
+        del data
+        parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        del sm
+        for _ in range(repeats):
+            found = run_child(path, timeout)
+            if found["digest"] != digest:
+                raise SystemExit("restored state's digest differs from the original's")
+            children.append(found)
+    med = statistics.median
+    objects = 2 * n  # workloads + instances (nodes and sessions are extra)
+
+    def cm(key: str) -> float:
+        return float(med(c[key] for c in children))
+
+    return {
+        "objects_workloads": n,
+        "objects_instances": n,
+        "nodes": max(1, n // INSTANCES_PER_NODE),
+        "repeats": repeats,
+        "build_s": round(build_s, 3),
+        "snapshot_capture_s": round(med(captures), 4),
+        "snapshot_encode_s": round(med(encodes), 3),
+        "snapshot_s": round(med(captures) + med(encodes), 3),
+        "snapshot_bytes": size,
+        "snapshot_bytes_per_object": round(size / objects, 1),
+        "snapshot_encode_cpu_s": round(med(encodes_cpu), 3),
+        "restore_s": round(cm("restore_s"), 3),
+        "restore_cpu_s": round(cm("restore_cpu_s"), 3),
+        "restore_decode_cpu_s": round(cm("decode_cpu_s"), 3),
+        "restore_plain_cpu_s": round(cm("restore_plain_cpu_s"), 3),
+        "cbor2_loads_cpu_s": round(cm("cbor2_loads_cpu_s"), 3),
+        "digest_cpu_s": round(cm("digest_cpu_s"), 3),
+        "restore_decode_s": round(cm("decode_s"), 3),
+        "restore_plain_s": round(cm("restore_plain_s"), 3),
+        "cbor2_loads_s": round(cm("cbor2_loads_s"), 3),
+        "restore_over_cbor2_loads": round(cm("restore_cpu_s") / cm("cbor2_loads_cpu_s"), 2),
+        "digest_s": round(cm("digest_s"), 3),
+        "digest_original_s": round(digest_s, 3),
+        "restore_peak_rss_bytes": int(cm("peak_rss")),
+        "restored_rss_bytes": int(cm("rss_restored")),
+        "interpreter_rss_bytes": int(cm("rss_before")),
+        "state_blocks_per_object": round(cm("state_blocks") / objects, 2),
+        "builder_peak_rss_bytes": parent_peak,
+        "loadavg_1m": os.getloadavg()[0],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The figures as a Markdown table (CPU seconds: steadier than wall time under load)."""
+    head = (
+        "| workloads + instances | snapshot pause (wall) | encode (CPU) | size | restore (CPU: "
+        "decode + restore_plain) | restore / cbor2.loads | digest (CPU) | restore peak RSS "
+        "| blocks/object | load |"
+    )
+    lines = [head, "|" + " --- |" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r['objects_workloads']:,} + {r['objects_instances']:,} "
+            f"| {r['snapshot_capture_s'] * 1000:.0f} ms "
+            f"| {r['snapshot_encode_cpu_s']:.2f} s "
+            f"| {r['snapshot_bytes'] / 1e6:.1f} MB ({r['snapshot_bytes_per_object']:.0f} B/obj) "
+            f"| {r['restore_cpu_s']:.2f} s ({r['restore_decode_cpu_s']:.2f} + "
+            f"{r['restore_plain_cpu_s']:.2f}) "
+            f"| {r['restore_over_cbor2_loads']:.1f}x "
+            f"| {r['digest_cpu_s']:.2f} s "
+            f"| {r['restore_peak_rss_bytes'] / 2**30:.2f} GiB "
+            f"| {r['state_blocks_per_object']:.1f} "
+            f"| {r['loadavg_1m']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--objects",
+        type=int,
+        nargs="+",
+        default=[100_000],
+        help="workloads (and as many instances); several values: one row each",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="runs per figure (median)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per restore child")
+    parser.add_argument("--json", type=Path, help="also write the JSON figures here")
+    parser.add_argument(
+        "--restore",
+        metavar="FILE",
+        help="only restore this stored snapshot in a child and print its figures as JSON",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    if args.restore:
+        print(json.dumps(run_child(args.restore, args.timeout)))
+        return
+    rows = [measure(n, args.repeats, args.timeout) for n in args.objects]
+    print(table(rows))
+    text = json.dumps(rows)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
