@@ -68,6 +68,13 @@ class NodeConfig:
     # Log entries kept behind a snapshot, so slightly-behind followers catch up from the log.
     snapshot_trailing_entries: int = 5_000
     max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
+    # Watches (docs/orchestrator.md): change events kept in memory for watchers, and how many
+    # watchers this node serves at once.
+    watch_history: int = 10_000
+    watch_max_watchers: int = 1_000
+    # Node liveness: a registered machine that has not heartbeated for this long is marked
+    # down by the leader (a new leader first waits this long).
+    node_ttl_ms: int = 10_000
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);
@@ -150,6 +157,9 @@ _RAFT_KEYS = {
     "snapshot_max_chunk_size": _INT,
     "snapshot_trailing_entries": _INT,
     "max_payload_size": _INT,
+    "watch_history": _INT,
+    "watch_max_watchers": _INT,
+    "node_ttl_ms": _INT,
     "bootstrap": _TABLE,
     "dial": _TABLE,
     "initial_cluster_state": _STR,
@@ -362,6 +372,8 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
     problems: list[str] = []
     for nid, addr in c.dial:
         _check_addr(f"raft.dial.{nid}", addr, problems)
+    if c.node_ttl_ms < 0:
+        problems.append(f"raft.node_ttl_ms: {c.node_ttl_ms} must be >= 0 (0: no liveness)")
     if c.snapshot_trailing_entries < 0:
         problems.append(
             f"raft.snapshot_trailing_entries: {c.snapshot_trailing_entries} must be >= 0"
@@ -383,6 +395,8 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         "raft.election_timeout_max_ms": c.election_timeout_max_ms,
         "raft.snapshot_threshold": c.snapshot_threshold,
         "raft.snapshot_max_chunk_size": c.snapshot_max_chunk_size,
+        "raft.watch_history": c.watch_history,
+        "raft.watch_max_watchers": c.watch_max_watchers,
     }
     for name, number in positive.items():
         if number < 1:

@@ -35,6 +35,7 @@ __all__ = [
     "WIRE_CODES",
     "AlreadyExists",
     "AppliedOutOfOrder",
+    "Compacted",
     "ConfigError",
     "Conflict",
     "ConnectionLost",
@@ -158,6 +159,35 @@ class VersionConflict(Conflict):
 
     def extra(self) -> dict[str, Any]:
         return {} if self.current_version is None else {"current_version": self.current_version}
+
+
+class Compacted(UnivrsError):
+    """A watch asked for events from a revision this node no longer keeps (etcd's
+    "required revision has been compacted"). ``current_revision`` is the node's applied
+    revision: list again (the list reports the revision it was read at) and watch from that
+    revision + 1. ``compacted_revision``: every revision up to it may be missing here."""
+
+    code = "compacted"
+    http_status = 410
+    meaning = "a watch's revision is no longer kept; list again, watch from `current_revision` + 1"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field: str | None = None,
+        current_revision: int = 0,
+        compacted_revision: int = 0,
+    ) -> None:
+        super().__init__(message, field=field)
+        self.current_revision = current_revision
+        self.compacted_revision = compacted_revision
+
+    def extra(self) -> dict[str, Any]:
+        return {
+            "current_revision": self.current_revision,
+            "compacted_revision": self.compacted_revision,
+        }
 
 
 class InsufficientCredits(Conflict):
@@ -345,6 +375,7 @@ ERRORS: tuple[type[UnivrsError], ...] = (
     InsufficientCredits,
     SessionExpired,
     StaleSequence,
+    Compacted,
     NotLeader,
     Unavailable,
     Timeout,
@@ -437,6 +468,14 @@ def error_from_plain(doc: Any) -> UnivrsError:
         current = doc.get("current_version")
         return VersionConflict(
             message, field=field, current_version=current if type(current) is int else None
+        )
+    if cls is Compacted:
+        current, compacted = doc.get("current_revision"), doc.get("compacted_revision")
+        return Compacted(
+            message,
+            field=field,
+            current_revision=current if type(current) is int else 0,
+            compacted_revision=compacted if type(compacted) is int else 0,
         )
     if cls is NotLeader:
         return NotLeader(

@@ -141,3 +141,24 @@ def test_bad_usage_and_unreachable(api: str, tmp_path: pathlib.Path) -> None:
     down = run(f"127.0.0.1:{port}", "workload", "list")
     assert down.exit_code == 3
     assert down.output.startswith("error:") and "is a node running there?" in down.output
+
+
+def test_list_then_watch_and_heartbeat(api: str) -> None:
+    listed = ok_json(api, "workload", "list")
+    assert isinstance(listed, dict)
+    start = listed["revision"] + 1
+    ok_json(api, "workload", "create", "--name", "seen", "--image", "nginx:1.27", "--id", "seen")
+    ok_json(api, "nodeinfo", "register", "hb1")
+    beat = ok_json(api, "nodeinfo", "heartbeat", "hb1")
+    assert isinstance(beat, dict) and beat["status"] == "ready" and beat["ttl_ms"] > 0
+    human = run(api, "nodeinfo", "heartbeat", "hb1")
+    assert human.exit_code == 0 and "hb1 is ready" in human.output
+    lines = run(api, "watch", "workloads", "--from", str(start), "--count", "1", "--json")
+    assert lines.exit_code == 0, lines.output
+    [event] = [json.loads(line) for line in lines.output.splitlines()]
+    assert (event["type"], event["kind"], event["id"]) == ("put", "workload", "seen")
+    table = run(api, "watch", "--from", str(start), "--count", "2")
+    assert table.exit_code == 0, table.output
+    assert "workload  seen" in table.output and "node      hb1" in table.output
+    bad = run(api, "watch", "pods", "--count", "1")
+    assert bad.exit_code == 2 and "unknown kind" in bad.output

@@ -8,6 +8,10 @@ response; the writer sends everything queued since its last send as one frame, a
 client that has not read its responses for ``SEND_TIMEOUT``. Requests that arrive together
 are proposed together (``univrs.api.batcher``): one ``propose_many``, one append, one fsync.
 
+A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
+events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
+applies too, univrs/api/watch.py).
+
 A frame that cannot be decoded closes the connection with a protocol error (one WARNING line);
 a request with a readable id but bad fields gets an error response. An exception escaping an
 operation is a bug: it is logged and answered with ``internal``, and the node carries on.
@@ -25,7 +29,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from univrs import codec
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Request
-from univrs.errors import InternalError, ProtocolError, UnivrsError, error_to_plain
+from univrs.errors import InternalError, ProtocolError, Unavailable, UnivrsError, error_to_plain
 from univrs.net.address import join_host_port, split_host_port
 
 if TYPE_CHECKING:
@@ -34,11 +38,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("univrs.api")
 
+WATCH_OP = "events.poll"
 MAX_IN_FLIGHT = 4096  # requests per connection being executed at once
 HELLO_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 1.0
 CLOSE_PROTOCOL_ERROR = 1002
 SEND_TIMEOUT = 30.0  # a client that reads none of its responses for this long is dropped
+MAX_WATCHES = 16  # watch polls (events.poll) waiting at once per connection
 
 
 def _own_address(configured: str, bound: int | None) -> str:
@@ -83,6 +89,7 @@ class _ClientConnection:
     # stops reading its responses stops being read from (TCP back-pressure), and the outbox
     # is bounded too.
     _slots: trio.Semaphore = attrs.field(factory=lambda: trio.Semaphore(MAX_IN_FLIGHT))
+    _watches: int = 0  # events.poll requests in flight
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
         max_size = self.service.node.config.max_payload_size
@@ -109,6 +116,20 @@ class _ClientConnection:
     async def _answer(self, req: Request | BadRequest) -> dict[str, Any]:
         if isinstance(req, BadRequest):
             return {"id": req.id, "error": error_to_plain(req.error)}
+        if req.op != WATCH_OP:
+            return await self._execute(req)
+        if self._watches >= MAX_WATCHES:
+            error = Unavailable(
+                f"this connection has {MAX_WATCHES} watch polls waiting already", retry_after=0.5
+            )
+            return {"id": req.id, "error": error_to_plain(error)}
+        self._watches += 1
+        try:
+            return await self._execute(req)
+        finally:
+            self._watches -= 1
+
+    async def _execute(self, req: Request) -> dict[str, Any]:
         try:
             timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
             result, meta = await self.service.execute(

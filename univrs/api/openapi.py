@@ -96,6 +96,11 @@ def _operation(op: Operation) -> dict[str, Any]:
     }
     for status, text in _ERRORS.items():
         responses[status] = _error(text)
+    if op.result == "EventBatch":
+        responses["410"] = _error(
+            "Compacted: the revision is no longer kept here; list again and watch from the "
+            "list's revision + 1 (current_revision says where this node is)"
+        )
     doc: dict[str, Any] = {
         "operationId": op.name.replace(".", "_"),
         "summary": op.summary,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -55,9 +55,17 @@ from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_problem
 
+if TYPE_CHECKING:
+    from univrs.service.node import NodeHandle
+
 __all__ = ["DEFAULT_LIMIT", "HANDLERS", "MAX_LIMIT", "UNKEYED", "Handler", "check_key", "handler"]
 
 Build = Callable[[dict[str, Any]], tuple[Command, dict[str, Any]]]
+# On the leader, right before proposing: (the command to propose, or None to propose nothing
+# and render from the current state; fields to add to the result). It may raise (NotFound).
+LeaderStep = Callable[
+    [Any, ClusterStateMachine, "NodeHandle"], tuple[Command | None, dict[str, Any]]
+]
 Render = Callable[[Any, Response, ClusterStateMachine], Any]
 Read = Callable[[dict[str, Any], ClusterStateMachine], Any]
 
@@ -71,6 +79,8 @@ class Handler:
     build: Build | None = None
     render: Render | None = None
     read: Read | None = None
+    leader_step: LeaderStep | None = None  # a write that the leader may answer itself
+    watch: bool = False  # served from the node's event history (univrs.api.watch)
 
     @property
     def name(self) -> str:
@@ -115,14 +125,22 @@ def check_key(key: tuple[str, int] | None) -> None:
         raise InvalidArgument("the idempotency seq must be a positive integer", field="seq")
 
 
-def _page(items: list[Any], key: Callable[[Any], str], args: dict[str, Any]) -> dict[str, Any]:
+def _page(
+    items: list[Any], key: Callable[[Any], str], args: dict[str, Any], state: ClusterStateMachine
+) -> dict[str, Any]:
     limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
     if "after" in args:
         after = cv.read_str(args["after"], "after")
         items = [i for i in items if key(i) > after]
     page = items[:limit]
     more = len(items) > limit
-    return {"items": page, "next": key(page[-1]) if more and page else None}
+    # ``revision``: the applied index the list was read at, so a client can list and then
+    # watch from revision + 1 without a gap (docs/orchestrator.md).
+    return {
+        "items": page,
+        "next": key(page[-1]) if more and page else None,
+        "revision": state.last_applied_index,
+    }
 
 
 def _read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> Any:
@@ -205,7 +223,7 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
         items = [w for w in items if w.spec.name == name]
     if selector:
         items = [w for w in items if set(selector) <= set(w.spec.labels)]
-    page = _page(items, lambda w: w.id, args)
+    page = _page(items, lambda w: w.id, args, state)
     page["items"] = [cv.workload_doc(w) for w in page["items"]]
     return page
 
@@ -256,7 +274,7 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
     items = state.list_instances(workload_id=workload_id, node_id=node_id)
     if status is not None:
         items = [i for i in items if i.status is status]
-    page = _page(items, lambda i: i.id, args)
+    page = _page(items, lambda i: i.id, args, state)
     page["items"] = [cv.instance_doc(i) for i in page["items"]]
     return page
 
@@ -297,9 +315,36 @@ def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
         items = [n for n in items if n.status is status]
     if selector:
         items = [n for n in items if set(selector) <= set(n.info.labels)]
-    page = _page(items, lambda n: n.id, args)
+    page = _page(items, lambda n: n.id, args, state)
     page["items"] = [cv.node_doc(n) for n in page["items"]]
     return page
+
+
+def _build_heartbeat(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident = _existing_id(args, "node")
+    return UpdateNodeStatus(id=ident, status=NodeStatus.READY), args
+
+
+def _heartbeat_step(
+    cmd: Any, state: ClusterStateMachine, node: NodeHandle
+) -> tuple[Command | None, dict[str, Any]]:
+    """Note the heartbeat in the leader's liveness tracker; a down node is proposed back to
+    ready (only if still at the version seen here, so a newer status change wins)."""
+    found = state.get_node(cmd.id)
+    if found is None:
+        raise NotFound(f"node {cmd.id!r} not found")
+    node.liveness.heartbeat(cmd.id)
+    extra = {"ttl_ms": node.liveness.ttl_ms}
+    if found.status is not NodeStatus.DOWN:
+        return None, extra
+    return attrs.evolve(cmd, expected_version=found.version), extra
+
+
+def _render_heartbeat(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    node = state.get_node(cmd.id)
+    if node is None:
+        raise _gone("node", cmd.id)
+    return {"id": node.id, "status": node.status.value, "version": node.version}
 
 
 # ------------------------------------------------------------------ credits, sessions
@@ -353,7 +398,7 @@ def _read_balance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 
 def _read_balances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     items = [{"peer": p, "balance": b} for p, b in state.balances().items()]
-    page = _page(items, lambda i: i["peer"], args)
+    page = _page(items, lambda i: i["peer"], args, state)
     page["total_supply"] = state.total_supply
     return page
 
@@ -402,6 +447,12 @@ def _write(name: str, build: Build, render: Render) -> Handler:
     return Handler(declaration=declaration, build=_checked(declaration, build), render=render)
 
 
+def _watcher(name: str) -> Handler:
+    declaration = OPERATIONS[name]
+    assert not declaration.is_write, name
+    return Handler(declaration=declaration, watch=True)
+
+
 def _reader(name: str, read: Read) -> Handler:
     declaration = OPERATIONS[name]
     assert not declaration.is_write, name
@@ -427,6 +478,11 @@ HANDLERS: dict[str, Handler] = {
         _write("node.deregister", _build_delete(DeregisterNode, "node"), _render_deleted),
         _reader("node.get", _read_get_node),
         _reader("node.list", _read_list_nodes),
+        attrs.evolve(
+            _write("node.heartbeat", _build_heartbeat, _render_heartbeat),
+            leader_step=_heartbeat_step,
+        ),
+        _watcher("events.poll"),
         _write("credits.mint", _build_mint, _render_mint),
         _write("credits.transfer", _build_transfer, _render_transfer),
         _reader("credits.balance", _read_balance),

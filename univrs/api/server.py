@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from univrs.api import admin, rest
+from univrs.api import admin, rest, watch
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.openapi import openapi_document
@@ -193,6 +193,7 @@ def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
             Route("/metrics", metrics),
             Route("/openapi.json", openapi),
             *rest.routes(),
+            *watch.routes(),
             *admin.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},

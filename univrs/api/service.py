@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -52,6 +53,7 @@ from univrs import errors as base
 from univrs.api.batcher import ProposalBatcher, ReadCoalescer
 from univrs.api.metrics import ApiMetrics
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler
+from univrs.api.watch import poll_events
 from univrs.client.connection import Connection
 from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
@@ -69,7 +71,7 @@ from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.sm.commands import Envelope
 from univrs.sm.errors import failure_to_exception
-from univrs.sm.responses import Failure
+from univrs.sm.responses import Failure, Success
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -261,6 +263,8 @@ class ApiService:
         deadline = start + max(limit, 0.001)
         outcome = "ok"
         try:
+            if op.watch:  # served from this node's event history, at any consistency
+                return await poll_events(self.node, args, deadline), None
             if op.is_write:
                 return await self._write(op, args, key, deadline, hops)
             return await self._read(op, args, consistency or "linearizable", deadline)
@@ -270,6 +274,7 @@ class ApiService:
         finally:
             if self.metrics is not None:
                 self.metrics.requests.inc(1, op.name, outcome)
+            if self.metrics is not None and not op.watch:  # a long poll is not a read's latency
                 histogram = self.metrics.write_seconds if op.is_write else self.metrics.read_seconds
                 histogram.observe(trio.current_time() - start)
 
@@ -328,10 +333,20 @@ class ApiService:
                 raise self._expired(attempts.maybe_applied)
             status = runtime.status()
             if status.role is Role.LEADER:
+                extra: dict[str, Any] = {}
+                proposed = envelope
+                if op.leader_step is not None:
+                    # A write the leader may answer itself (a heartbeat of a live node).
+                    step, extra = op.leader_step(command, runtime.sm, self.node)
+                    if step is None:  # nothing to write: rendered from the state here
+                        applied = runtime.sm.last_applied_index
+                        result = op.render(command, Success(version=applied), runtime.sm)
+                        return {**result, **extra}, {"index": applied}
+                    proposed = attrs.evolve(envelope, command=step)
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
-                        response = await self.batcher.run(lambda: runtime.propose(envelope))
+                        response = await self.batcher.run(partial(runtime.propose, proposed))
                     if scope.cancelled_caught:
                         raise self._expired(True)
                 except (base.NotLeader, base.ProposalDropped):
@@ -349,7 +364,10 @@ class ApiService:
                     continue
                 if isinstance(response, Failure):
                     raise failure_to_exception(response)
-                return op.render(command, response, runtime.sm), {"index": response.version}
+                result = op.render(command, response, runtime.sm)
+                if extra:
+                    result = {**result, **extra}
+                return result, {"index": response.version}
             if hops >= MAX_HOPS:
                 raise NotLeader(leader=status.leader)
             leader = hint or status.leader

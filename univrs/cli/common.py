@@ -144,15 +144,19 @@ def emit(as_json: bool, doc: Any, human: Callable[[Any], str]) -> None:
 
 
 def all_pages(fetch: Callable[[dict[str, Any]], Any], args: dict[str, Any]) -> dict[str, Any]:
-    """One page when ``args`` has a ``limit``, else every page from ``after`` on."""
+    """One page when ``args`` has a ``limit``, else every page from ``after`` on. Pages are
+    read at different revisions: the result's ``revision`` is the first page's, so a watch
+    from it + 1 misses nothing (it may show changes later pages already had)."""
     if "limit" in args:
         page: dict[str, Any] = fetch(args)
         return page
     items: list[Any] = []
     after = args.get("after")
+    first: Any = None
     while True:
         page = fetch({**args, "limit": PAGE, **({} if after is None else {"after": after})})
+        first = page.get("revision") if first is None else first
         items.extend(page["items"])
         after = page["next"]
         if after is None:
-            return {**page, "items": items, "next": None}
+            return {**page, "items": items, "next": None, "revision": first}

@@ -155,4 +155,9 @@ VIEWS: dict[str, View] = {
     "Transferred": _doc_only(transferred),
     "Balance": lambda d, op, args: f"{d['peer']}: {d['balance']}",
     "BalanceList": _doc_only(balances),
+    "Heartbeat": lambda d, op, args: (
+        f"node {d['id']} is {d['status']}; heartbeat again within {d['ttl_ms']} ms"
+        if d["ttl_ms"]
+        else f"node {d['id']} is {d['status']} (liveness is off on this cluster)"
+    ),
 }

@@ -24,6 +24,10 @@ Theory of operation.
   every later failure that only says the *retry* did not apply (``unavailable``,
   ``not-leader``, ``session-expired``, ``stale-sequence``) is raised as ``OutcomeUnknown``,
   so ``write`` never opens a new session and sends the command again.
+* Watches. ``watch(kinds, from_revision=)`` is a loop of ``events.poll`` long polls, each
+  asking for the revision after the last one answered; a poll is a read, so a failed one is
+  retried on another member with the same revision: the events go on with no gap and no
+  duplicate across a killed node or a leader change (docs/orchestrator.md).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import trio
 from univrs.client.connection import Connection
 from univrs.client.methods import StateMethods
 from univrs.errors import (
+    Compacted,
     ConnectionLost,
     OutcomeUnknown,
     SessionExpired,
@@ -58,6 +63,7 @@ SESSION_WINDOW = 32  # in-flight writes per session; the state machine's window 
 MAX_SESSIONS = 64
 MAX_PAUSE = 0.5  # longest pause between two attempts
 MOVE_BACKOFF = 5.0  # after failing to reach the leader, keep using a follower this long
+WATCH_WAIT = 5.0  # how long one watch poll waits on the server for an event
 
 
 @attrs.define(eq=False)
@@ -294,6 +300,73 @@ class Client(StateMethods):
             log.debug("retrying %s after %s", op, error)
             await trio.sleep(min(pause, deadline - now))
             pause = min(pause * 2, MAX_PAUSE)
+
+    async def watch(
+        self,
+        kinds: list[str] | tuple[str, ...] | str = (),
+        *,
+        from_revision: int | None = None,
+        wait: float = WATCH_WAIT,
+        limit: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The change events of ``kinds`` (``workloads``, ``instances``, ``nodes``; default
+        all) from ``from_revision`` on (default: from now), in revision order, forever::
+
+            async for event in client.watch(["workloads"], from_revision=page["revision"] + 1):
+                ...
+
+        Each event is ``{"revision", "type", "kind", "id", "object", "prev"}``. A member that
+        fails is replaced by another, resuming after the last revision seen. Raises
+        ``Compacted`` when the revision is no longer kept: list again and watch from the
+        list's ``revision`` + 1. While no member answers it keeps trying (cancel to stop). To
+        leave the loop early, iterate inside ``contextlib.aclosing(client.watch(...))``."""
+        names = kinds if isinstance(kinds, str) else ",".join(kinds)
+        start = from_revision
+        wait_ms = max(0, int(wait * 1000))
+        while True:
+            args: dict[str, Any] = {"wait_ms": wait_ms}
+            if names:
+                args["kinds"] = names
+            if start is not None:
+                args["from_revision"] = start
+            if limit is not None:
+                args["limit"] = limit
+            try:
+                page = await self.call("events.poll", args, timeout=wait + self.timeout)
+            except Unavailable as exc:
+                log.info("watch: no member answered (%s); trying again", exc.code)
+                await trio.sleep(MAX_PAUSE)
+                continue
+            except Compacted as exc:
+                # This member may have restarted or installed a snapshot since; another one
+                # may still keep the revision (their histories differ, their events do not).
+                page = await self._poll_elsewhere({**args, "wait_ms": 0}, exc)
+            for event in page["events"]:
+                yield event
+            start = page["revision"] + 1
+
+    async def _poll_elsewhere(self, args: dict[str, Any], compacted: Compacted) -> Any:
+        """``events.poll`` on each other known member until one still keeps the revision;
+        re-raises ``compacted`` when none does."""
+        here = self._conn.address if self._conn is not None else None
+        for address in self._candidates({here} if here else set()):
+            if address == here:
+                continue
+            deadline = trio.current_time() + self.timeout
+            conn = await self._try_open(address, deadline)
+            if conn is None:
+                continue
+            try:
+                with trio.move_on_at(deadline):
+                    page, _ = await conn.request(
+                        "events.poll", args, timeout_ms=int(self.timeout * 1000)
+                    )
+                    return page
+            except UnivrsError:
+                continue
+            finally:
+                conn.close()
+        raise compacted
 
     async def write(
         self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None

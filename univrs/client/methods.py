@@ -284,6 +284,36 @@ class StateMethods:
         )
         return await self.write("node.deregister", args)
 
+    async def heartbeat_node(
+        self: _Runner,
+        id: str,
+    ) -> Any:
+        """Report a registered node alive (a down node comes back ready)."""
+        args = _args(
+            {"id": id},
+        )
+        return await self.write("node.heartbeat", args)
+
+    async def poll_events(
+        self: _Runner,
+        *,
+        kinds: str | None = None,
+        from_revision: int | None = None,
+        wait_ms: int | None = None,
+        limit: int | None = None,
+        consistency: str | None = None,
+    ) -> Any:
+        """Change events from a revision on, from this node's history (waits up to wait_ms for
+        one)."""
+        args = _args(
+            {},
+            kinds=kinds,
+            from_revision=from_revision,
+            wait_ms=wait_ms,
+            limit=limit,
+        )
+        return await self.call("events.poll", args, consistency=consistency)
+
     async def mint_credits(
         self: _Runner,
         to_peer: str,

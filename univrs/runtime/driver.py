@@ -26,7 +26,9 @@ its entries, truncation or snapshot, ``applied`` with an ``_Applied`` report; a 
 do anything.
 
 Nothing but the driver calls the core. The apply loop applies committed entries to the state
-machine, resolves the proposals waiting on them and reports ``applied`` back.
+machine, hands each entry's change events to the watch history (``watch_hub``,
+univrs/runtime/watch.py; a snapshot install resets it), resolves the proposals waiting on them
+and reports ``applied`` back.
 
 Proposal outcomes. A proposal's waiter ends in exactly one of these ways, and only the first
 two say that nothing applied (the API retries those; docs/api.md, "Write outcomes"):
@@ -76,6 +78,7 @@ from univrs.runtime.payload import decode_payload, encode_payload
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import capture, restore
 from univrs.runtime.waiter import Waiter
+from univrs.runtime.watch import WatchHub
 from univrs.runtime.writer import StorageTask, StorageWriter
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import ErrorCode, Failure, Response
@@ -141,6 +144,8 @@ class RaftRuntime:
     snapshot_threshold: int = 0
     snapshot_keep: int = 0
     applied_membership: Membership = Membership(voters=frozenset())
+    # The recent change events of the applied state, for watches (fed by _apply_one only).
+    watch_hub: WatchHub = attrs.field(factory=WatchHub)
     last_snapshot_index: int = 0
     _events_send: trio.MemorySendChannel[object] = attrs.field(init=False)
     _events_recv: trio.MemoryReceiveChannel[object] = attrs.field(init=False)
@@ -187,6 +192,7 @@ class RaftRuntime:
         self._status = self.core.status()
         self.applied_index = self._status.applied
         self._applied_term = self.sm.last_applied_term
+        self.watch_hub.reset(self.sm.last_applied_index)
 
     # ------------------------------------------------------------------ public API
 
@@ -455,6 +461,7 @@ class RaftRuntime:
         meta = install.meta
         started = trio.current_time()
         self.sm = await trio.to_thread.run_sync(restore, install.data)
+        self.watch_hub.reset(meta.index)  # what happened between is unknown here: compacted
         self.applied_index, self._applied_term = meta.index, meta.term
         self.applied_membership = meta.membership
         self.last_snapshot_index = meta.index
@@ -570,6 +577,7 @@ class RaftRuntime:
                     del self.config_terms[min(self.config_terms)]
             self.sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self._applied_term = entry.index, entry.term
+        self.watch_hub.applied(entry.index, self.sm.last_events(), len(entry.data))
         settled = self._pending.applied(entry.index, entry.term)
         if settled is None:
             return

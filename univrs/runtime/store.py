@@ -5,9 +5,15 @@ with the client-surface layer) and return once applied here; linearizable reads 
 ReadIndex confirmation, local reads read this replica's state as it is (possibly stale).
 Every call has a deadline, never a hang: a write not confirmed in time raises
 ``OutcomeUnknown`` (it may still commit), a read without a quorum ``Unavailable``.
+
+``watch`` follows this node's applied changes (the watch history, univrs/runtime/watch.py): an
+in-process consumer such as a reconciler reads the state with its revision
+(``state.last_applied_index``), then watches from revision + 1 (docs/orchestrator.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import attrs
 import trio
@@ -15,6 +21,7 @@ import trio
 from univrs.errors import OutcomeUnknown, Unavailable
 from univrs.runtime.driver import RaftRuntime
 from univrs.sm.commands import Command, Envelope
+from univrs.sm.events import Event, ObjectKind
 from univrs.sm.responses import Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.store import ReadConsistency, StateStore
@@ -50,3 +57,19 @@ class RaftStateStore(StateStore):
                     f"no leader confirmed the read within {self.timeout:g}s"
                 ) from None
         return self.runtime.sm
+
+    async def watch(
+        self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
+    ) -> AsyncIterator[Event]:
+        """The events of ``kinds`` applied on this node from ``from_revision`` on (default:
+        the next one), in order, forever; raises ``Compacted`` when the revision is no longer
+        kept here (read the state again and watch from its revision + 1). Iterate it inside
+        ``contextlib.aclosing`` so that leaving the loop ends the watch at once."""
+        hub = self.runtime.watch_hub
+        start = hub.revision + 1 if from_revision is None else from_revision
+        with hub.watcher():
+            while True:
+                events, through = await hub.poll(kinds, start, limit=1000, wait=60.0)
+                for event in events:
+                    yield event
+                start = through + 1

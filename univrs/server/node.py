@@ -20,6 +20,7 @@ import logging
 import random
 import shutil
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -36,10 +37,12 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
 from univrs.runtime.store import RaftStateStore
+from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
@@ -208,6 +211,7 @@ class Node:
     transport: RaftTransport
     metrics: NodeMetrics
     store: RaftStateStore
+    liveness: Liveness
     cluster_id: str
     raft_port: int | None = None
     api_port: int | None = None
@@ -397,6 +401,9 @@ async def _run_once(
                 opened.snapshot[0].membership if opened.snapshot else Membership(voters=frozenset())
             ),
             last_snapshot_index=snapshot_index,
+            watch_hub=WatchHub(
+                capacity=config.watch_history, max_watchers=config.watch_max_watchers
+            ),
         )
         metrics = NodeMetrics(runtime.status, storage=storage.statistics)
         runtime.metrics = metrics
@@ -437,10 +444,12 @@ async def _run_once(
             transport=transport,
             metrics=metrics,
             store=RaftStateStore(runtime),
+            liveness=Liveness(runtime, ttl_ms=config.node_ttl_ms),
             cluster_id=opened.cluster_id,
             peer_map=peer_map,
             watch=watch,
         )
+        _watch_metrics(node)
         transport.add_route(
             PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
         )
@@ -450,6 +459,7 @@ async def _run_once(
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
+            nursery.start_soon(node.liveness.run)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, runtime, transport)
             nursery.start_soon(
@@ -496,6 +506,31 @@ async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
         watch.peers.refresh()
         with trio.move_on_after(1.0):
             await runtime.wait_changed()
+
+
+def _watch_metrics(node: Node) -> None:
+    """Gauges of the watch history and of liveness (docs/orchestrator.md)."""
+    hub, liveness, r = node.runtime.watch_hub, node.liveness, node.metrics.registry
+
+    def one(read: Callable[[], float]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
+        return lambda: [((), float(read()))]
+
+    r.gauge("univrs_watch_watchers", "Watchers served now.", callback=one(lambda: hub.watchers))
+    r.gauge(
+        "univrs_watch_compacted_revision",
+        "Revisions up to this one may be missing from the watch history here.",
+        callback=one(lambda: hub.compacted_revision),
+    )
+    r.gauge(
+        "univrs_watch_dropped_events",
+        "Events dropped from the watch history for room (since start).",
+        callback=one(lambda: hub.dropped_events),
+    )
+    r.gauge(
+        "univrs_liveness_marked_down",
+        "Nodes this node marked down as leader, for missing heartbeats (since start).",
+        callback=one(lambda: liveness.marked_down),
+    )
 
 
 def _host(addr: str) -> str:

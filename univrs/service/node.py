@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from univrs.net.transport import RaftTransport
     from univrs.raft.ready import Status
     from univrs.runtime.driver import RaftRuntime
+    from univrs.runtime.liveness import Liveness
     from univrs.runtime.metrics import NodeMetrics
     from univrs.storage import LogStore
 
@@ -24,6 +25,7 @@ class NodeHandle(Protocol):
 
     config: NodeConfig
     runtime: RaftRuntime
+    liveness: Liveness  # the leader's heartbeat tracker (node.heartbeat notes heartbeats)
     transport: RaftTransport
     metrics: NodeMetrics
     storage: LogStore

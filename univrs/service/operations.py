@@ -81,6 +81,8 @@ def operation(name: str) -> Operation | None:
 _AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}
 _INSTANCE_STATUS = {"type": "string", "enum": list(s.INSTANCE_STATUSES)}
 _NODE_STATUS = {"type": "string", "enum": list(s.NODE_STATUSES)}
+_KIND = "(workload|instance|node)s?"
+_KINDS = rf"^({_KIND}(,{_KIND})*)?$"  # comma-separated kinds; empty: every kind
 
 
 # ---------------------------------------------------------------- the table
@@ -340,6 +342,65 @@ _OPERATIONS: tuple[Operation, ...] = (
             name="deregister",
             help="Deregister a node (its instances are deleted).",
         ),
+    ),
+    Operation(
+        name="node.heartbeat",
+        kind=Kind.WRITE,
+        summary="Report a registered node alive (a down node comes back ready)",
+        http=Http(method="POST", path="/v1/nodes/{id}/heartbeat", body=True),
+        params=(in_path("id"),),
+        result="Heartbeat",
+        client="heartbeat_node",
+        cli=Command(
+            group="nodeinfo",
+            name="heartbeat",
+            help="Report a node alive; send one every third of the TTL it answers with.",
+        ),
+    ),
+    # ------------------------------------------------------------ watch
+    Operation(
+        name="events.poll",
+        kind=Kind.READ,
+        summary="Change events from a revision on, from this node's history (waits up to "
+        "wait_ms for one)",
+        http=Http(method="GET", path="/v1/events"),
+        params=(
+            Param(
+                name="kinds",
+                type=Type.STR,
+                schema={"type": "string", "pattern": _KINDS, "maxLength": 64},
+                where=Where.QUERY,
+                description="comma-separated: workloads, instances, nodes (default: all)",
+            ),
+            Param(
+                name="from_revision",
+                type=Type.INT,
+                schema={"type": "integer", "minimum": 1, "maximum": s.MAX_REVISION},
+                where=Where.QUERY,
+                description="the first revision wanted (default: the next one applied here)",
+            ),
+            Param(
+                name="wait_ms",
+                type=Type.INT,
+                schema={"type": "integer", "minimum": 0, "maximum": s.MAX_WAIT_MS, "default": 0},
+                where=Where.QUERY,
+                description="wait this long for an event when there is none yet",
+            ),
+            Param(
+                name="limit",
+                type=Type.INT,
+                schema={
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": s.MAX_EVENTS,
+                    "default": s.DEFAULT_EVENTS,
+                },
+                where=Where.QUERY,
+                description="events per answer (whole revisions: one may exceed it)",
+            ),
+        ),
+        result="EventBatch",
+        client="poll_events",
     ),
     # ------------------------------------------------------------ credits
     Operation(

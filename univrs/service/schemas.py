@@ -34,6 +34,10 @@ NODE_STATUSES = tuple(s.value for s in NodeStatus)
 PORT_PROTOCOLS = tuple(p.value for p in PortProtocol)
 DEFAULT_LIMIT = 100  # a page's size unless the request says
 MAX_LIMIT = 1000
+DEFAULT_EVENTS = 1000  # events per watch answer unless the request says
+MAX_EVENTS = 10_000
+MAX_WAIT_MS = 60_000  # the longest a watch poll waits for an event
+MAX_REVISION = MAX_VERSION
 
 # Patterns of univrs.sm.validate, anchored for JSON Schema (which searches, not matches).
 # Whitespace is spelled out as the characters Python's str.isspace() (which the validators
@@ -230,8 +234,13 @@ SCHEMAS: dict[str, Any] = {
 
 def _page(item: str) -> dict[str, Any]:
     return obj(
-        {"items": {"type": "array", "items": ref(item)}, "next": nullable({"type": "string"})},
-        ("items", "next"),
+        {
+            "items": {"type": "array", "items": ref(item)},
+            "next": nullable({"type": "string"}),
+            # The revision (applied log index) the list was read at: watch from it + 1.
+            "revision": {"type": "integer", "minimum": 0},
+        },
+        ("items", "next", "revision"),
         closed=False,
     )
 
@@ -239,6 +248,40 @@ def _page(item: str) -> dict[str, Any]:
 SCHEMAS["WorkloadList"] = _page("Workload")
 SCHEMAS["InstanceList"] = _page("Instance")
 SCHEMAS["NodeList"] = _page("Node")
+SCHEMAS["Heartbeat"] = obj(
+    {
+        "id": {"type": "string"},
+        "status": {"type": "string", "enum": list(NODE_STATUSES)},
+        "version": {"type": "integer"},
+        "ttl_ms": {"type": "integer", "minimum": 0},
+    },
+    ("id", "status", "version", "ttl_ms"),
+    closed=False,
+)
+_OBJECT = {"oneOf": [ref("Workload"), ref("Instance"), ref("Node"), {"type": "null"}]}
+SCHEMAS["Event"] = obj(
+    {
+        "revision": {"type": "integer", "minimum": 1},
+        "type": {"type": "string", "enum": ["put", "delete"]},
+        "kind": {"type": "string", "enum": ["workload", "instance", "node"]},
+        "id": {"type": "string"},
+        "object": _OBJECT,
+        "prev": _OBJECT,
+    },
+    ("revision", "type", "kind", "id", "object", "prev"),
+    closed=False,
+)
+SCHEMAS["EventBatch"] = obj(
+    {
+        "events": {"type": "array", "items": ref("Event")},
+        # Every revision up to this one is covered: the next poll starts at revision + 1.
+        "revision": {"type": "integer", "minimum": 0},
+        "compacted_revision": {"type": "integer", "minimum": 0},
+        "node": {"type": "string"},
+    },
+    ("events", "revision", "compacted_revision", "node"),
+    closed=False,
+)
 SCHEMAS["BalanceList"] = {
     **_page("Balance"),
     "properties": {**_page("Balance")["properties"], "total_supply": {"type": "integer"}},

@@ -35,6 +35,7 @@ from univrs.sm.errors import (
     VersionConflict,
     failure_to_exception,
 )
+from univrs.sm.events import Event, EventType, ObjectKind, parse_kinds
 from univrs.sm.model import (
     Instance,
     InstanceSpec,
@@ -88,6 +89,8 @@ __all__ = [
     "DeregisterNode",
     "Envelope",
     "ErrorCode",
+    "Event",
+    "EventType",
     "Failure",
     "InMemoryStateStore",
     "Instance",
@@ -100,6 +103,7 @@ __all__ = [
     "NodeInfo",
     "NodeStatus",
     "NotFound",
+    "ObjectKind",
     "OpenSession",
     "Port",
     "PortProtocol",
@@ -128,6 +132,7 @@ __all__ = [
     "envelope_from_plain",
     "envelope_to_plain",
     "failure_to_exception",
+    "parse_kinds",
     "response_from_plain",
     "response_to_plain",
     "restore_plain",

@@ -13,6 +13,10 @@ Invariants (``problems()`` checks them):
 
 Every table is a dict (used as an ordered set where the value is None): iteration follows
 insertion order, which is the same on every replica, never a hash order.
+
+``changes`` lists what the changing methods did since the state machine last cleared it (it
+does so before each command): ``(kind, id, before, after)``, with None for "absent"; the
+state machine turns them into watch events (``univrs.sm.events``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
+from univrs.sm.events import ObjectKind
 from univrs.sm.model import (
     Instance,
     InstanceStatus,
@@ -42,6 +47,10 @@ class StoredWorkload:
     created_index: int
 
 
+Stored = StoredWorkload | Instance | Node
+Change = tuple[ObjectKind, str, Stored | None, Stored | None]
+
+
 @attrs.define(eq=False)
 class Objects:
     """Workloads, instances and nodes, with the workload -> instances and node -> instances
@@ -52,6 +61,8 @@ class Objects:
     _nodes: dict[str, Node] = attrs.field(factory=dict)
     _by_workload: dict[str, dict[str, None]] = attrs.field(factory=dict)
     _by_node: dict[str, dict[str, None]] = attrs.field(factory=dict)
+    # (kind, id, before, after) of every change since the last clear (see the docstring).
+    changes: list[Change] = attrs.field(factory=list)
 
     # ------------------------------------------------------------ lookups
 
@@ -77,15 +88,19 @@ class Objects:
         """Add a workload or replace it (same id)."""
         if workload.id not in self._by_workload:
             self._by_workload[workload.id] = {}
+        old = self._workloads.get(workload.id)
         self._workloads[workload.id] = workload
+        self.changes.append((ObjectKind.WORKLOAD, workload.id, old, workload))
 
     def delete_workload(self, workload_id: str) -> None:
         """Remove a workload and, with it, every instance of it (no orphans)."""
         for instance_id in self._by_workload.pop(workload_id):
-            node_id = self._instances.pop(instance_id).node_id
-            if node_id is not None:
-                del self._by_node[node_id][instance_id]
-        del self._workloads[workload_id]
+            instance = self._instances.pop(instance_id)
+            if instance.node_id is not None:
+                del self._by_node[instance.node_id][instance_id]
+            self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
+        old = self._workloads.pop(workload_id)
+        self.changes.append((ObjectKind.WORKLOAD, workload_id, old, None))
 
     def put_instance(self, instance: Instance) -> None:
         """Add an instance or replace it. Its workload and node must exist; an instance keeps
@@ -98,6 +113,7 @@ class Objects:
         assert old is None or old.node_id in (None, instance.node_id)
         if instance.node_id is not None and (old is None or old.node_id is None):
             self._by_node[instance.node_id][instance.id] = None
+        self.changes.append((ObjectKind.INSTANCE, instance.id, old, instance))
 
     def delete_instance(self, instance_id: str) -> None:
         """Remove an instance."""
@@ -105,19 +121,24 @@ class Objects:
         del self._by_workload[instance.workload_id][instance_id]
         if instance.node_id is not None:
             del self._by_node[instance.node_id][instance_id]
+        self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
 
     def put_node(self, node: Node) -> None:
         """Add a node or replace it (same id)."""
         if node.id not in self._by_node:
             self._by_node[node.id] = {}
+        old = self._nodes.get(node.id)
         self._nodes[node.id] = node
+        self.changes.append((ObjectKind.NODE, node.id, old, node))
 
     def delete_node(self, node_id: str) -> None:
         """Remove a node and, with it, every instance placed on it."""
         for instance_id in self._by_node.pop(node_id):
-            workload_id = self._instances.pop(instance_id).workload_id
-            del self._by_workload[workload_id][instance_id]
-        del self._nodes[node_id]
+            instance = self._instances.pop(instance_id)
+            del self._by_workload[instance.workload_id][instance_id]
+            self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
+        old = self._nodes.pop(node_id)
+        self.changes.append((ObjectKind.NODE, node_id, old, None))
 
     def instances_on(self, node_id: str) -> list[Instance]:
         """The instances placed on a node, in placement order."""
@@ -126,9 +147,9 @@ class Objects:
     # ------------------------------------------------------------ views
 
     def workload_view(self, stored: StoredWorkload) -> Workload:
-        """The workload with its status derived from its instances."""
+        """The workload with its status derived from its instances (none, once deleted)."""
         counts = dict.fromkeys(InstanceStatus, 0)
-        for instance_id in self._by_workload[stored.id]:
+        for instance_id in self._by_workload.get(stored.id, {}):
             counts[self._instances[instance_id].status] += 1
         desired, running = stored.spec.replicas, counts[InstanceStatus.RUNNING]
         if running >= desired:
@@ -219,6 +240,7 @@ class Objects:
                 self.put_instance(i)
             if found:
                 break
+        self.changes.clear()  # a restore is not a change
         return found
 
     def problems(self) -> list[str]:

@@ -18,6 +18,10 @@ Cost: O(1) dict operations per command, except the cascades (DeleteWorkload, Der
 UpdateNodeStatus to ``down``), which are O(instances affected) thanks to the secondary indexes
 workload -> instances and node -> instances. Reads that list are O(n log n) (sorted by id).
 
+Watch events: ``last_events()`` describes what the last applied command changed
+(``univrs.sm.events``), for the runtime's watch history; it is derived from the changes the
+object tables recorded during that command, so it costs nothing unless somebody asks.
+
 The object tables and their indexes live in ``univrs.sm.objects``; the ledger in
 ``credits``; the session table in ``sessions``. ``problems()`` checks all their invariants
 (the property tests call it after every command).
@@ -50,6 +54,7 @@ from univrs.sm.commands import (
 )
 from univrs.sm.credits import Ledger
 from univrs.sm.errors import AppliedOutOfOrder, DecodeError
+from univrs.sm.events import Event, EventType, WatchedObject
 from univrs.sm.model import (
     TERMINAL_INSTANCE_STATUSES,
     UNSCHEDULABLE_NODE_STATUSES,
@@ -201,6 +206,7 @@ class ClusterStateMachine:
                 f"index {index} is not after the last applied index {self._last_index}"
             )
         self._last_index, self._last_term = index, term
+        self._objects.changes.clear()  # last_events() describes this entry only
         if time_ms is not None and time_ms > self._clock_ms:
             self._clock_ms = time_ms
         self._sessions.expire(index, self._clock_ms)
@@ -402,6 +408,32 @@ class ClusterStateMachine:
             return _invalid(problem)
         self._sessions.close(cmd.client_id)  # idempotent: closing an unknown session succeeds
         return Success(version=index)
+
+    # ---------------------------------------------------------------- watch events
+
+    def last_events(self) -> tuple[Event, ...]:
+        """The events of the last applied entry (empty if it changed no object), in the order
+        the changes were made. Call it before applying the next entry: a workload's status is
+        derived from the instances as they are when this is called."""
+        revision = self._last_index
+        events = []
+        for kind, ident, before, after in self._objects.changes:
+            events.append(
+                Event(
+                    revision=revision,
+                    type=EventType.DELETE if after is None else EventType.PUT,
+                    kind=kind,
+                    id=ident,
+                    object=self._watched(after),
+                    prev=self._watched(before),
+                )
+            )
+        return tuple(events)
+
+    def _watched(self, stored: StoredWorkload | Instance | Node | None) -> WatchedObject | None:
+        if isinstance(stored, StoredWorkload):
+            return self._objects.workload_view(stored)
+        return stored
 
     # ---------------------------------------------------------------- queries
 

@@ -1,0 +1,211 @@
+"""Watches over the API: the ``events.poll`` operation and the ``GET /v1/watch`` stream.
+
+Both read this node's event history (``univrs.runtime.watch.WatchHub``): a follower serves
+watches as well as the leader, from its own applied state, and every node has the same events
+at the same revisions. docs/orchestrator.md states the semantics; in short:
+
+* ``events.poll`` (REST ``GET /v1/events``, the fast protocol, ``Client.poll_events`` and
+  ``Client.watch``): the events from ``from_revision`` on, waiting up to ``wait_ms`` for one,
+  and ``revision``: every revision up to it is covered, so the next poll asks for
+  ``revision + 1``: no gap and no duplicate, whichever member answers it.
+* ``GET /v1/watch?kinds=...&from_revision=...``: the same as a stream of JSON lines
+  (``application/x-ndjson``), one line per revision with events of the watched kinds
+  ``{"revision", "events": [...]}``, and a progress line ``{"revision", "events": []}`` after
+  ``progress_ms`` (default 5 s) without one, so a client knows where to resume. An error ends
+  the stream with one line ``{"error": {...}}`` (``compacted`` with ``current_revision``).
+
+Who may use them: any API client (the read role once the API has tokens). What a hostile or
+slow client gets: bad arguments are refused (422) before anything is held; at most
+``watch_max_watchers`` watchers per node (``unavailable`` beyond, so a client goes to another
+member); nothing is buffered per watcher (a watcher is a cursor into the shared, bounded
+history), so a client that reads too slowly falls behind the history and gets ``compacted``;
+one that stops reading altogether is dropped after ``SEND_TIMEOUT`` (one WARNING line), which
+frees its watcher slot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Send
+
+from univrs.api import convert as cv
+from univrs.api.rest import error_response
+from univrs.errors import InternalError, InvalidArgument, UnivrsError, error_to_plain
+from univrs.service.operations import OPERATIONS
+from univrs.service.schemas import DEFAULT_EVENTS, MAX_EVENTS, MAX_REVISION, MAX_WAIT_MS
+from univrs.sm.events import Event, ObjectKind, parse_kinds
+from univrs.sm.model import Instance, Node, Workload
+
+if TYPE_CHECKING:
+    from univrs.service.node import NodeHandle
+
+log = logging.getLogger("univrs.api")
+
+DEFAULT_PROGRESS_MS = 5_000
+SEND_TIMEOUT = 30.0  # a stream whose reader takes none of a line for this long is dropped
+MARGIN = 0.25  # seconds a poll leaves of its deadline, so its answer arrives in time
+
+
+def object_doc(obj: Workload | Instance | Node | None) -> dict[str, Any] | None:
+    """The API document of a watched object (None stays None)."""
+    if obj is None:
+        return None
+    if isinstance(obj, Workload):
+        return cv.workload_doc(obj)
+    if isinstance(obj, Instance):
+        return cv.instance_doc(obj)
+    return cv.node_doc(obj)
+
+
+def event_doc(event: Event) -> dict[str, Any]:
+    """The API document of an event (docs/api.md, "Watch")."""
+    return {
+        "revision": event.revision,
+        "type": event.type.value,
+        "kind": event.kind.value,
+        "id": event.id,
+        "object": object_doc(event.object),
+        "prev": object_doc(event.prev),
+    }
+
+
+def read_kinds(args: dict[str, Any]) -> frozenset[ObjectKind]:
+    """The kinds a watch selects: ``kinds`` is comma-separated (absent or empty: all)."""
+    text = cv.read_str(args.get("kinds", ""), "kinds")
+    kinds = parse_kinds(text.split(",") if text else [])
+    if isinstance(kinds, str):
+        raise InvalidArgument(kinds, field="kinds")
+    return kinds
+
+
+def _start(args: dict[str, Any], node: NodeHandle) -> int:
+    if "from_revision" not in args:
+        return node.runtime.watch_hub.revision + 1
+    return cv.read_int(args["from_revision"], "from_revision", minimum=1, maximum=MAX_REVISION)
+
+
+def check_args(args: dict[str, Any]) -> None:
+    """Refuse arguments ``events.poll`` does not declare (InvalidArgument names the field)."""
+    declared = OPERATIONS["events.poll"].params
+    cv.read_object(args, "", optional=tuple(p.name for p in declared))
+
+
+async def poll_events(node: NodeHandle, args: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """The ``events.poll`` operation (see the module docstring); raises ``Compacted``."""
+    check_args(args)
+    kinds = read_kinds(args)
+    wait_ms = cv.read_int(args.get("wait_ms", 0), "wait_ms", maximum=MAX_WAIT_MS)
+    limit = cv.read_int(args.get("limit", DEFAULT_EVENTS), "limit", minimum=1, maximum=MAX_EVENTS)
+    hub = node.runtime.watch_hub
+    start = _start(args, node)
+    wait = max(0.0, min(wait_ms / 1000, deadline - trio.current_time() - MARGIN))
+    with hub.watcher():
+        events, through = await hub.poll(kinds, start, limit, wait)
+    return {
+        "events": [event_doc(e) for e in events],
+        "revision": through,
+        "compacted_revision": hub.compacted_revision,
+        "node": node.node_id,
+    }
+
+
+def _line(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+
+
+async def _stream(
+    node: NodeHandle, kinds: frozenset[ObjectKind], start: int, progress: float
+) -> AsyncGenerator[bytes, None]:
+    hub = node.runtime.watch_hub
+    try:
+        with hub.watcher():
+            while True:
+                events, through = await hub.poll(kinds, start, DEFAULT_EVENTS, progress)
+                if not events:
+                    yield _line({"revision": through, "events": []})
+                for revision, group in _by_revision(events):
+                    yield _line({"revision": revision, "events": group})
+                start = through + 1
+    except UnivrsError as exc:
+        yield _line({"error": error_to_plain(exc)})
+    except Exception:
+        log.exception("watch stream failed with a bug")
+        yield _line({"error": error_to_plain(InternalError("the watch stream failed"))})
+
+
+def _by_revision(events: list[Event]) -> list[tuple[int, list[dict[str, Any]]]]:
+    out: list[tuple[int, list[dict[str, Any]]]] = []
+    for event in events:
+        if not out or out[-1][0] != event.revision:
+            out.append((event.revision, []))
+        out[-1][1].append(event_doc(event))
+    return out
+
+
+async def watch_stream(request: Request) -> Response:
+    """``GET /v1/watch``: a stream of JSON lines (see the module docstring)."""
+    node: NodeHandle = request.app.state.node
+    try:
+        args: dict[str, Any] = {}
+        for name, value in request.query_params.multi_items():
+            if name not in ("kinds", "from_revision", "progress_ms") or name in args:
+                raise InvalidArgument(
+                    f"unexpected or repeated query parameter {name!r} (accepted: kinds, "
+                    "from_revision, progress_ms)",
+                    field=name,
+                )
+            args[name] = value
+        kinds = read_kinds(args)
+        for name in ("from_revision", "progress_ms"):
+            if name in args:
+                if not args[name].isdigit() or len(args[name]) > 19:
+                    raise InvalidArgument(f"{name} must be an integer", field=name)
+                args[name] = int(args[name])
+        start = _start(args, node)
+        progress_ms = cv.read_int(
+            args.get("progress_ms", DEFAULT_PROGRESS_MS), "progress_ms", minimum=100, maximum=60_000
+        )
+        hub = node.runtime.watch_hub
+        hub.read(kinds, start, 1)  # compacted: answered as a 410 up front
+        if hub.watchers >= hub.max_watchers:
+            with hub.watcher():  # raises Unavailable: answered as a 503 up front
+                pass
+    except UnivrsError as exc:
+        return error_response(exc)
+    return _WatchResponse(
+        _stream(node, kinds, start, progress_ms / 1000), media_type="application/x-ndjson"
+    )
+
+
+class _WatchResponse(StreamingResponse):
+    """A stream of lines, each sent within ``SEND_TIMEOUT`` or the stream is dropped."""
+
+    async def stream_response(self, send: Send) -> None:
+        lines = self.body_iterator
+        assert isinstance(lines, AsyncGenerator)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for line in lines:
+                with trio.move_on_after(SEND_TIMEOUT) as sending:
+                    await send({"type": "http.response.body", "body": line, "more_body": True})
+                if sending.cancelled_caught:
+                    log.warning(
+                        "dropping a watch stream: its reader took nothing for %gs", SEND_TIMEOUT
+                    )
+                    return  # unfinished: the server closes the connection
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await lines.aclose()  # frees the watcher slot at once
+
+
+def routes() -> list[Route]:
+    """The streaming watch endpoint (the poll is an ordinary operation)."""
+    return [Route("/v1/watch", watch_stream, methods=["GET"])]

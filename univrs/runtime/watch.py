@@ -1,0 +1,188 @@
+"""The watch history: the recent change events of this node's applied state, for watchers.
+
+Theory of operation. The apply loop hands every applied entry's events to ``WatchHub.applied``
+(``ClusterStateMachine.last_events``: the same events in the same order on every replica,
+since apply is deterministic), and a snapshot install or a restart to ``reset``. The hub keeps
+them in one bounded, shared history: at most ``capacity`` events and about ``max_bytes``
+(estimated from the commands' sizes; events share the state machine's immutable objects), the
+oldest revisions dropped first, whole. Nothing is buffered per watcher: a watcher is a
+cursor (the next revision it wants) that reads the shared history, so a slow watcher costs no
+memory; once its cursor falls behind what the history still holds it gets ``Compacted``
+(etcd's semantics: list again, then watch from the list's revision + 1).
+
+Revisions are log indexes. ``revision`` is the last applied index seen here;
+``compacted_revision`` is the highest revision whose events may be missing here (the index
+the node started or installed a snapshot at, or the newest revision dropped for room). A
+read from revision ``r`` is served iff ``r > compacted_revision``; it returns the events of
+revisions ``r`` .. ``through`` (whole revisions, filtered by kind) and ``through``, so the next
+read starts at ``through + 1``: no gap, no duplicate, on this node or on any other (their
+events are the same; a node that has not applied as far yet simply waits).
+
+Bounds: ``max_watchers`` concurrent watchers per node (``Unavailable`` beyond, so a client
+goes to another member), ``capacity`` events kept, and a read returns at most ``limit``
+events (whole revisions: one revision's events are never split, so it may return more when a
+single revision holds more).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+import trio
+
+from univrs.errors import Compacted, Unavailable
+from univrs.sm.events import Event, ObjectKind
+
+DEFAULT_CAPACITY = 10_000  # events kept per node
+DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # estimated bytes the kept events hold
+EVENT_OVERHEAD = 256  # estimated bytes of one event besides the command's data
+
+
+@attrs.frozen
+class _Batch:
+    revision: int
+    events: tuple[Event, ...]
+    cost: int  # estimated bytes held
+
+
+@attrs.define(eq=False)
+class WatchHub:
+    """This node's bounded event history and its watchers (see the module docstring)."""
+
+    capacity: int = DEFAULT_CAPACITY
+    max_watchers: int = DEFAULT_MAX_WATCHERS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    # Batches in revision order; the live ones start at _head (dropped ones are trimmed
+    # lazily, so dropping is O(1) amortized). Only revisions with events are kept.
+    _batches: list[_Batch] = attrs.field(factory=list, init=False)
+    _head: int = attrs.field(default=0, init=False)
+    _held: int = attrs.field(default=0, init=False)  # events in the live batches
+    _bytes: int = attrs.field(default=0, init=False)  # their estimated cost
+    _revision: int = attrs.field(default=0, init=False)
+    _compacted: int = attrs.field(default=0, init=False)
+    _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _armed: bool = attrs.field(default=False, init=False)  # somebody waits on _changed
+    _watchers: int = attrs.field(default=0, init=False)
+    dropped_events: int = attrs.field(default=0, init=False)  # for metrics: events made room for
+
+    # ------------------------------------------------------------ fed by the apply loop
+
+    def reset(self, revision: int) -> None:
+        """Start over at ``revision`` (start-up, a snapshot installed): nothing before or at
+        it is known here."""
+        self._batches.clear()
+        self._head = self._held = self._bytes = 0
+        self._revision = self._compacted = revision
+        self._wake()
+
+    def applied(self, revision: int, events: tuple[Event, ...], size: int = 0) -> None:
+        """The entry at ``revision`` (``size`` bytes of command data) was applied with these
+        events (maybe none)."""
+        assert revision > self._revision, (revision, self._revision)
+        self._revision = revision
+        if events:
+            # The objects after (and before) come from commands of about this size.
+            cost = 2 * size + EVENT_OVERHEAD * len(events)
+            self._batches.append(_Batch(revision, events, cost))
+            self._held += len(events)
+            self._bytes += cost
+            while (self._held > self.capacity or self._bytes > self.max_bytes) and self._head < len(
+                self._batches
+            ):
+                dropped = self._batches[self._head]
+                self._head += 1
+                self._held -= len(dropped.events)
+                self._bytes -= dropped.cost
+                self._compacted = dropped.revision
+                self.dropped_events += len(dropped.events)
+            if self._head > 1024 and self._head * 2 > len(self._batches):
+                del self._batches[: self._head]
+                self._head = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        # Only when somebody waits: applying a chunk of entries does not allocate an event each.
+        if self._armed:
+            self._armed = False
+            self._changed.set()
+            self._changed = trio.Event()
+
+    # ------------------------------------------------------------ read by watchers
+
+    @property
+    def revision(self) -> int:
+        """The last revision (log index) applied here."""
+        return self._revision
+
+    @property
+    def compacted_revision(self) -> int:
+        """Every revision up to this one may be missing from the history here."""
+        return self._compacted
+
+    @property
+    def watchers(self) -> int:
+        """Watchers being served now."""
+        return self._watchers
+
+    def read(self, kinds: frozenset[ObjectKind], start: int, limit: int) -> tuple[list[Event], int]:
+        """(events of ``kinds`` from revision ``start`` on, the last revision covered).
+
+        Whole revisions, at least ``limit`` events unless the history ends first; raises
+        ``Compacted`` if revision ``start`` may be missing here."""
+        if start <= self._compacted:
+            raise Compacted(
+                f"revision {start} is compacted on this node (it keeps revisions after "
+                f"{self._compacted}); list again and watch from the list's revision + 1",
+                current_revision=self._revision,
+                compacted_revision=self._compacted,
+            )
+        found: list[Event] = []
+        i = bisect.bisect_left(self._batches, start, lo=self._head, key=lambda b: b.revision)
+        for j in range(i, len(self._batches)):  # no await in here: the list stays put
+            batch = self._batches[j]
+            if len(found) >= limit:
+                return found, batch.revision - 1
+            found.extend(e for e in batch.events if e.kind in kinds)
+        return found, max(self._revision, start - 1)
+
+    async def wait_beyond(self, revision: int) -> None:
+        """Return once a revision after ``revision`` is applied here (or the history reset)."""
+        while self._revision <= revision:
+            self._armed = True
+            await self._changed.wait()
+
+    async def poll(
+        self, kinds: frozenset[ObjectKind], start: int, limit: int, wait: float
+    ) -> tuple[list[Event], int]:
+        """``read``, waiting up to ``wait`` seconds for at least one event: (events, the last
+        revision covered; the next poll starts after it)."""
+        deadline = trio.current_time() + wait
+        while True:
+            events, through = self.read(kinds, start, limit)
+            if events:
+                return events, through
+            start = through + 1  # nothing of these kinds up to here
+            with trio.move_on_at(deadline):
+                await self.wait_beyond(through)
+                continue
+            return [], through
+
+    @contextmanager
+    def watcher(self) -> Iterator[None]:
+        """Count one watcher for as long as the block runs; ``Unavailable`` when this node
+        serves ``max_watchers`` already (another member may have room)."""
+        if self._watchers >= self.max_watchers:
+            raise Unavailable(
+                f"this node serves {self.max_watchers} watchers already; watch on another "
+                "member or retry later",
+                retry_after=1.0,
+            )
+        self._watchers += 1
+        try:
+            yield
+        finally:
+            self._watchers -= 1
