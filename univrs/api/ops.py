@@ -31,6 +31,7 @@ from univrs.errors import (
 )
 from univrs.service.operations import OPERATIONS, Kind
 from univrs.service.operations import Operation as Declaration
+from univrs.service.reconcile import status_of
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.commands import (
     CloseSession,
@@ -483,6 +484,7 @@ HANDLERS: dict[str, Handler] = {
             leader_step=_heartbeat_step,
         ),
         _watcher("events.poll"),
+        _reader("reconcile.status", lambda args, state: status_of(state)),
         _write("credits.mint", _build_mint, _render_mint),
         _write("credits.transfer", _build_transfer, _render_transfer),
         _reader("credits.balance", _read_balance),

@@ -13,7 +13,7 @@ in-process consumer such as a reconciler reads the state with its revision
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import attrs
 import trio
@@ -60,7 +60,7 @@ class RaftStateStore(StateStore):
 
     async def watch(
         self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The events of ``kinds`` applied on this node from ``from_revision`` on (default:
         the next one), in order, forever; raises ``Compacted`` when the revision is no longer
         kept here (read the state again and watch from its revision + 1). Iterate it inside

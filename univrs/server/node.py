@@ -34,7 +34,7 @@ from univrs.net.transport import RaftTransport
 from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
-from univrs.raft.ready import InitialState, Status
+from univrs.raft.ready import InitialState, Role, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.liveness import Liveness
@@ -54,6 +54,7 @@ from univrs.server.incarnation import (
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
 from univrs.server.removal import MembershipWatch, watch_for_removal
 from univrs.server.wiring import transport_from_config
+from univrs.service.reconcile import Reconciler
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
@@ -213,6 +214,7 @@ class Node:
     store: RaftStateStore
     liveness: Liveness
     cluster_id: str
+    reconciler: Reconciler | None = None  # None: [raft] reconcile_resync_ms = 0
     raft_port: int | None = None
     api_port: int | None = None
     # Join progress, for `univrs cluster join` to show: state and details.
@@ -449,6 +451,10 @@ async def _run_once(
             peer_map=peer_map,
             watch=watch,
         )
+        if config.reconcile_resync_ms > 0:
+            node.reconciler = Reconciler(
+                node.store, RuntimeLeadership(runtime), resync=config.reconcile_resync_ms / 1000
+            )
         _watch_metrics(node)
         transport.add_route(
             PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
@@ -460,6 +466,8 @@ async def _run_once(
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
             nursery.start_soon(node.liveness.run)
+            if node.reconciler is not None:
+                nursery.start_soon(node.reconciler.run)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, runtime, transport)
             nursery.start_soon(
@@ -508,6 +516,20 @@ async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
             await runtime.wait_changed()
 
 
+@attrs.define(eq=False)
+class RuntimeLeadership:
+    """The reconciler's view of this node's role (``univrs.service.reconcile.Leadership``)."""
+
+    runtime: RaftRuntime
+
+    def leading_term(self) -> int | None:
+        status = self.runtime.status()
+        return status.term if status.role is Role.LEADER else None
+
+    async def wait_changed(self) -> None:
+        await self.runtime.wait_changed()
+
+
 def _watch_metrics(node: Node) -> None:
     """Gauges of the watch history and of liveness (docs/orchestrator.md)."""
     hub, liveness, r = node.runtime.watch_hub, node.liveness, node.metrics.registry
@@ -531,6 +553,27 @@ def _watch_metrics(node: Node) -> None:
         "Nodes this node marked down as leader, for missing heartbeats (since start).",
         callback=one(lambda: liveness.marked_down),
     )
+    reconciler = node.reconciler
+    if reconciler is None:
+        return
+    m = reconciler.metrics
+    r.gauge(
+        "univrs_reconcile_pending",
+        "Missing instances no ready node could take, at the reconciler's last pass.",
+        callback=one(lambda: m.pending),
+    )
+    r.gauge(
+        "univrs_reconcile_active",
+        "1 while this node's reconciler runs (it leads), else 0.",
+        callback=one(lambda: 0 if reconciler.active_term is None else 1),
+    )
+    for name, read, text in (
+        ("placed", lambda: m.placed, "Instances the reconciler placed here as leader."),
+        ("removed", lambda: m.removed, "Instances it removed (surplus or lost with a node)."),
+        ("replaced", lambda: m.replaced, "Of those, instances lost with a down node."),
+        ("failed", lambda: m.failed, "Its placement or removal writes that were refused."),
+    ):
+        r.gauge(f"univrs_reconcile_{name}", f"{text} (since start)", callback=one(read))
 
 
 def _host(addr: str) -> str:
