@@ -27,7 +27,7 @@ from univrs.api import admin, rest, watch
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.openapi import openapi_document
-from univrs.api.service import ApiService, Forwarder
+from univrs.api.service import ApiService, RaftStateStore
 from univrs.client import protocol
 from univrs.errors import (
     InternalError,
@@ -214,8 +214,9 @@ async def serve_api(
     config.graceful_timeout = 1.0
 
     async with trio.open_nursery() as nursery:
-        forwarder = Forwarder(nursery=nursery, node_id=node.node_id)
-        service = ApiService(node=node, forwarder=forwarder)
+        store = node.store
+        assert isinstance(store, RaftStateStore), store
+        service = ApiService(store)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
         try:
             binds: list[str] = await nursery.start(
@@ -226,4 +227,3 @@ async def serve_api(
             await trio.sleep_forever()
         finally:
             node.transport.router.remove_route(protocol.PATH)
-            forwarder.close()

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 import trio
 
+from univrs.api.service import Forwarder, RaftStateStore
 from univrs.config import NodeConfig
 from univrs.errors import Conflict, StorageError
 from univrs.net.probe import PROBE_PATH, probe_route
@@ -41,7 +42,6 @@ from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
-from univrs.runtime.store import RaftStateStore
 from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
     BootstrapRefused,
@@ -211,9 +211,11 @@ class Node:
     runtime: RaftRuntime
     transport: RaftTransport
     metrics: NodeMetrics
-    store: RaftStateStore
     liveness: Liveness
     cluster_id: str
+    # The StateStore of this node (any role): the API, the fast protocol and the reconciler
+    # go through it. Set once the node's nursery runs (its forwarder dials from there).
+    store: RaftStateStore = attrs.field(init=False)
     reconciler: Reconciler | None = None  # None: [raft] reconcile_resync_ms = 0
     raft_port: int | None = None
     api_port: int | None = None
@@ -445,23 +447,24 @@ async def _run_once(
             runtime=runtime,
             transport=transport,
             metrics=metrics,
-            store=RaftStateStore(runtime),
             liveness=Liveness(runtime, ttl_ms=config.node_ttl_ms),
             cluster_id=opened.cluster_id,
             peer_map=peer_map,
             watch=watch,
         )
-        if config.reconcile_resync_ms > 0:
-            node.reconciler = Reconciler(
-                node.store, RuntimeLeadership(runtime), resync=config.reconcile_resync_ms / 1000
-            )
-        _watch_metrics(node)
         transport.add_route(
             PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
             node._nursery = nursery
+            forwarder = Forwarder(nursery=nursery, node_id=config.node_id)
+            node.store = RaftStateStore(node=node, forwarder=forwarder)
+            if config.reconcile_resync_ms > 0:
+                node.reconciler = Reconciler(
+                    node.store, RuntimeLeadership(runtime), resync=config.reconcile_resync_ms / 1000
+                )
+            _watch_metrics(node)
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
