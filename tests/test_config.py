@@ -72,6 +72,8 @@ def test_full_file(tmp_path: pathlib.Path) -> None:
         + """
         [api]
         addr = "0.0.0.0:9000"
+        [tls]
+        insecure = true
         """,
     )
     c = load_config(path)
@@ -102,7 +104,7 @@ def test_bootstrap_api_addresses(tmp_path: pathlib.Path) -> None:
     c = load_config(path)
     assert c.api_addr == "127.0.0.1:8001"  # taken from this node's entry
     assert c.bootstrap[0].api == "127.0.0.1:8001" and c.bootstrap[1].api is None
-    wildcard = load_config(path, {"api_addr": "0.0.0.0:8001"})
+    wildcard = load_config(path, {"api_addr": "0.0.0.0:8001", "insecure": True})
     assert wildcard.api_addr == "0.0.0.0:8001"
 
 
@@ -471,3 +473,68 @@ def test_dial_override_with_a_bad_address_is_refused(tmp_path: pathlib.Path) -> 
     cfg.write_text('[raft]\nnode_id = "n1"\n[raft.dial]\nn2 = "nowhere"\n')
     with pytest.raises(ConfigError, match=r"raft\.dial\.n2"):
         load_config(cfg, {})
+
+
+# ---------------------------------------------------------------- [tls], [join], insecure
+
+
+def test_tls_and_join_tables(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "token").write_text("0123456789abcdef0123\n")
+    path = write(
+        tmp_path,
+        f"""
+        [raft]
+        raft_addr = "10.0.0.1:7000"
+        [api]
+        addr = "10.0.0.1:8000"
+        [tls]
+        ca_cert = "certs/ca.crt"
+        cert = "certs/node.n1.crt"
+        key = "certs/node.n1.key"
+        client_auth = "optional"
+        [join]
+        token_file = "{tmp_path / "token"}"
+        """,
+    )
+    c = load_config(path)
+    assert c.tls is not None and c.tls.client_auth == "optional"
+    assert c.tls.cert == pathlib.Path("certs/node.n1.crt")
+    assert c.join_token == "0123456789abcdef0123" and not c.insecure
+    flags = load_config(path, {"client_auth": "require", "join_token": "x" * 16})
+    assert flags.tls is not None and flags.tls.client_auth == "require"
+    assert flags.join_token == "x" * 16
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[tls]\nca_cert = "ca.crt"\n', "tls.cert: missing"),
+        ('[tls]\nca_cert = "a"\ncert = "b"\nkey = "c"\nclient_auth = "maybe"\n', "client_auth"),
+        ('[tls]\ninsecure = "yes"\n', "tls.insecure: expected a boolean"),
+        ('[join]\ntoken = "short"\n', "at least 16"),
+        ('[join]\ntoken = "0123456789abcdef"\ntoken_file = "t"\n', "not both"),
+    ],
+)
+def test_bad_tls_and_join_keys(tmp_path: pathlib.Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"raft_addr": "0.0.0.0:7000"},
+        {"api_addr": "10.1.2.3:8000"},
+        {"raft_addr": "[::]:7000"},
+        {"api_addr": "node1.example:8000"},
+    ],
+)
+def test_plaintext_beyond_loopback_needs_insecure(overrides: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="no TLS is configured"):
+        load_config(None, overrides)
+    assert load_config(None, {**overrides, "insecure": True}).insecure
+
+
+def test_plaintext_on_loopback_is_the_embedded_default() -> None:
+    for addr in ("127.0.0.1:7000", "[::1]:7000", "localhost:7000", "127.0.0.2:7000"):
+        assert load_config(None, {"raft_addr": addr}).tls is None

@@ -1,4 +1,5 @@
-"""Node configuration: a TOML file (``[raft]``, ``[raft.bootstrap]``, ``[api]``) plus flags.
+"""Node configuration: a TOML file (``[raft]``, ``[raft.bootstrap]``, ``[api]``, ``[tls]``,
+``[join]``) plus flags.
 
 ``load_config(path, overrides)`` reads the file (or nothing: the embedded single-node defaults),
 applies command-line overrides on top, and returns a validated, frozen ``NodeConfig``. Every
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import math
 import pathlib
 import re
@@ -26,6 +28,7 @@ import attrs
 
 from univrs.errors import ConfigError
 from univrs.net.address import WILDCARD_HOSTS, split_host_port
+from univrs.net.tls import CLIENT_AUTH_MODES, TlsFiles
 from univrs.raft.ready import RaftConfig
 
 MIN_PAYLOAD_SIZE = 128 * 1024
@@ -86,6 +89,13 @@ class NodeConfig:
     # Local dial overrides: reach peer <id> at this address instead of its advertised one
     # (a fault-injecting proxy in chaos runs, or a NAT / tunnel). Never replicated.
     dial: tuple[tuple[str, str], ...] = ()
+    # TLS on every listener and dial (docs/security.md); None: plaintext, which is allowed
+    # only on loopback addresses unless ``insecure`` says the operator means it.
+    tls: TlsFiles | None = None
+    insecure: bool = False
+    # The shared secret a joining node shows (``univrs cluster join --token``) and this node
+    # checks when asked to add a member; None: only a node certificate (TLS) admits a joiner.
+    join_token: str | None = None
 
     def __attrs_post_init__(self) -> None:
         problems = _semantic_problems(self)
@@ -146,7 +156,8 @@ _TABLE = "table"
 _ARRAY = "array"
 
 # key -> expected TOML type, per table. ``None`` defaults come from NodeConfig.
-_TOP_KEYS = {"raft": _TABLE, "api": _TABLE}
+_BOOL = "boolean"
+_TOP_KEYS = {"raft": _TABLE, "api": _TABLE, "tls": _TABLE, "join": _TABLE}
 _RAFT_KEYS = {
     "node_id": _STR,
     "cluster_id": _STR,
@@ -172,12 +183,23 @@ _BOOTSTRAP_KEYS = {"nodes": _ARRAY}
 _NODE_KEYS = {"id": _STR, "addr": _STR, "api": _STR}
 _NODE_REQUIRED = ("id", "addr")
 _API_KEYS = {"addr": _STR}
+_TLS_KEYS = {
+    "ca_cert": _STR,
+    "cert": _STR,
+    "key": _STR,
+    "client_auth": _STR,
+    "insecure": _BOOL,
+}
+_JOIN_KEYS = {"token": _STR, "token_file": _STR}
 
 # Override names accepted besides dotted paths: NodeConfig-style flat names for CLI flags.
 _FLAT_OVERRIDES = {
     **{k: f"raft.{k}" for k in _RAFT_KEYS if k != "bootstrap"},
     "api_addr": "api.addr",
     "bootstrap": "raft.bootstrap.nodes",
+    **{k: f"tls.{k}" for k in _TLS_KEYS},
+    "join_token": "join.token",
+    "join_token_file": "join.token_file",
 }
 _DOTTED_OVERRIDES = set(_FLAT_OVERRIDES.values())
 
@@ -252,6 +274,10 @@ def _apply_overrides(doc: dict[str, Any], overrides: Mapping[str, Any]) -> None:
             target.pop("raft_port", None)
         elif dotted == "raft.raft_port":
             target.pop("raft_addr", None)
+        elif dotted == "join.token":
+            target.pop("token_file", None)
+        elif dotted == "join.token_file":
+            target.pop("token", None)
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -303,9 +329,11 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     top = _check_table(doc, _TOP_KEYS, "", problems)
     raft = _check_table(top.get("raft", {}), _RAFT_KEYS, "raft.", problems)
     api = _check_table(top.get("api", {}), _API_KEYS, "api.", problems)
-    kwargs: dict[str, Any] = {
-        k: v for k, v in raft.items() if k not in ("bootstrap", "raft_addr", "raft_port", "dial")
-    }
+    kwargs: dict[str, Any] = {}
+    _collect_security(top, kwargs, problems)
+    kwargs.update(
+        {k: v for k, v in raft.items() if k not in ("bootstrap", "raft_addr", "raft_port", "dial")}
+    )
     if "dial" in raft:
         dial = raft["dial"]
         for nid, addr in dial.items():
@@ -369,7 +397,57 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     return kwargs
 
 
+def _collect_security(top: dict[str, Any], kwargs: dict[str, Any], problems: list[str]) -> None:
+    """The ``[tls]`` and ``[join]`` tables into ``tls``, ``insecure`` and ``join_token``."""
+    tls = _check_table(top.get("tls", {}), _TLS_KEYS, "tls.", problems)
+    kwargs["insecure"] = tls.get("insecure", False)
+    paths = {k: tls[k] for k in ("ca_cert", "cert", "key") if k in tls}
+    if paths:
+        missing = [k for k in ("ca_cert", "cert", "key") if k not in paths]
+        for k in missing:
+            problems.append(f"tls.{k}: missing (give tls.ca_cert, tls.cert and tls.key)")
+        mode = tls.get("client_auth", "require")
+        if mode not in CLIENT_AUTH_MODES:
+            problems.append(
+                f"tls.client_auth: {mode!r} must be one of "
+                + ", ".join(repr(m) for m in CLIENT_AUTH_MODES)
+            )
+        if not missing and mode in CLIENT_AUTH_MODES:
+            kwargs["tls"] = TlsFiles(
+                ca_cert=pathlib.Path(paths["ca_cert"]),
+                cert=pathlib.Path(paths["cert"]),
+                key=pathlib.Path(paths["key"]),
+                client_auth=mode,
+            )
+    elif "client_auth" in tls:
+        problems.append("tls.client_auth: set without tls.ca_cert, tls.cert and tls.key")
+    join = _check_table(top.get("join", {}), _JOIN_KEYS, "join.", problems)
+    if "token" in join and "token_file" in join:
+        problems.append("join.token_file: give join.token or join.token_file, not both")
+    elif "token_file" in join:
+        try:
+            kwargs["join_token"] = pathlib.Path(join["token_file"]).read_text().strip()
+        except OSError as exc:
+            problems.append(f"join.token_file: cannot read it: {exc.strerror or exc}")
+    elif "token" in join:
+        kwargs["join_token"] = join["token"]
+
+
 # ------------------------------------------------------------------------- validation
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether ``host:port`` binds only this machine's loopback interface."""
+    try:
+        host = split_host_port(addr, allow_port_zero=True)[0]
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _semantic_problems(c: NodeConfig) -> list[str]:
@@ -443,6 +521,21 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
 
     if c.bootstrap:
         _bootstrap_problems(c, raft_ok, problems)
+    if c.join_token is not None and len(c.join_token) < 16:
+        problems.append("join.token: use at least 16 characters (e.g. `openssl rand -hex 16`)")
+    if c.tls is None and not c.insecure:
+        exposed = [
+            f"{key} {addr!r}"
+            for key, addr in (("raft.raft_addr", c.raft_addr), ("api.addr", c.api_addr))
+            if raft_ok and api_ok and not is_loopback(addr)
+        ]
+        if exposed:
+            verb = "is" if len(exposed) == 1 else "are"
+            problems.append(
+                f"tls: {' and '.join(exposed)} {verb} reachable beyond this machine but no TLS is "
+                "configured; give tls.ca_cert, tls.cert and tls.key (`univrs certs`), or run "
+                "without TLS on purpose with tls.insecure = true (--insecure)"
+            )
     return problems
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "OutcomeUnknown",
+    "PermissionDenied",
     "ProposalDropped",
     "ProtocolError",
     "SessionExpired",
@@ -112,6 +113,15 @@ class InvalidArgument(UnivrsError):
         "wrong type, unknown field, missing field, value out of range; `field` names it "
         "(`spec.replicas`)"
     )
+
+
+class PermissionDenied(UnivrsError):
+    """The caller is known (or anonymous) but may not do this: a join without the join token
+    or a node certificate."""
+
+    code = "permission-denied"
+    http_status = 403
+    meaning = "the caller may not do this (a join without the join token or a node certificate)"
 
 
 class NotFound(UnivrsError):
@@ -367,6 +377,7 @@ class AppliedOutOfOrder(UnivrsError):
 ERRORS: tuple[type[UnivrsError], ...] = (
     MalformedRequest,
     InvalidArgument,
+    PermissionDenied,
     NotFound,
     MethodNotAllowed,
     Conflict,

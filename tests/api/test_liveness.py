@@ -43,7 +43,7 @@ async def test_a_silent_node_goes_down_and_a_heartbeat_brings_it_back(
             nursery.start_soon(heartbeat_forever, client, "m2", TTL_MS / 5000)
 
             async def m1_down() -> bool:
-                return (await client.get_node("m1"))["status"] == "down"
+                return bool((await client.get_node("m1"))["status"] == "down")
 
             await wait_until(m1_down, "m1 marked down", timeout=30)
             assert (await client.get_instance("i1"))["status"] == "unknown"

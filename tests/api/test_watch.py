@@ -8,6 +8,7 @@ import json
 import pathlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -86,7 +87,7 @@ async def test_every_member_serves_the_same_events(tmp_path: pathlib.Path) -> No
             async with open_client([cluster.client_address(node)]) as one:
                 # A follower serves from its own applied state: it may have to catch up.
                 page = await wait_until(
-                    lambda one=one: _caught_up(one, last), f"{node.node_id} applied {last}"
+                    partial(_caught_up, one, last), f"{node.node_id} applied {last}"
                 )
                 answers.append(page["events"])
         assert answers[0] == answers[1] == answers[2]
@@ -206,7 +207,8 @@ async def read_lines(addr: str, path: str, count: int) -> list[dict[str, Any]]:
     conn = h11.Connection(h11.CLIENT)
     request = h11.Request(method="GET", target=path, headers=[("Host", addr)])
     await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
-    buffer, lines = b"", []
+    buffer = b""
+    lines: list[dict[str, Any]] = []
     async with stream:
         while len(lines) < count:
             event = conn.next_event()

@@ -11,6 +11,7 @@ from tests.net import fake_codec
 from univrs.net.backoff import BackoffPolicy
 from univrs.net.peer import Connector
 from univrs.net.settings import TransportSettings
+from univrs.net.tls import TlsContexts
 from univrs.net.transport import RaftTransport
 from univrs.raft.messages import AppendEntries, Entry, Heartbeat, Message
 
@@ -56,6 +57,7 @@ def make_transport(
     incarnation: str | None = None,
     bound: Mapping[str, str] | None = None,
     binding: tuple[int, bool] = (0, False),
+    tls: TlsContexts | None = None,
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
     """A transport on the fake codec. ``bound`` (read live, so a test may change it) is the
     configuration's incarnation per peer; ``incarnation`` this node's own; ``binding`` the index
@@ -76,6 +78,7 @@ def make_transport(
         incarnation=incarnation,
         bound_incarnation=lambda nid: listed.get(nid),
         own_binding=lambda: binding,
+        tls=tls,
     )
     return transport, recv
 

@@ -67,6 +67,12 @@ def same_state(a: NodeProc, b: NodeProc) -> bool:
     )
 
 
+def agreed_leader(a: NodeProc, b: NodeProc) -> bool:
+    """Do ``a`` and ``b`` both answer and name the same leader?"""
+    sa, sb = a.status(), b.status()
+    return bool(sa and sb and sa.get("leader") and sa.get("leader") == sb.get("leader"))
+
+
 def start_joining(node: NodeProc, target: NodeProc) -> None:
     """`univrs node start --config ... --join target` in the background."""
     with open(node.log_path, "ab") as logf:
@@ -167,6 +173,8 @@ def test_interrupted_join_can_be_retried_or_removed(make_cluster: MakeCluster) -
     # Restarting the member with the very same `--join` command (a service unit) just works.
     cluster.stop(n2)  # (two voters: nothing commits while it is down)
     start_joining(n2, n1)
+    # Without n2, n1 lost its quorum and stepped down: write once both follow one leader again.
+    wait_for(lambda: agreed_leader(n1, n2), DEADLINE, "the two voters to agree on a leader")
     write_workloads(n1, "x", 3)
     wait_for(lambda: same_state(n1, n2), DEADLINE, "the restarted member to catch up")
     assert view(n1)["voters"] == ["n1", "n2"]

@@ -94,7 +94,7 @@ async def test_a_silent_machine_goes_down_and_comes_back_with_a_heartbeat(
         assert (await client.heartbeat_node("m1"))["ttl_ms"] == 2000
 
         async def down() -> bool:
-            return (await client.get_node("m1"))["status"] == "down"
+            return bool((await client.get_node("m1"))["status"] == "down")
 
         await _wait(down, "m1 marked down after its ttl")
         assert (await client.get_instance("i1"))["status"] == "unknown"

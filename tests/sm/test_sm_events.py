@@ -21,6 +21,7 @@ from univrs.sm import (
     DeleteWorkload,
     DeregisterNode,
     EventType,
+    Instance,
     InstanceSpec,
     InstanceStatus,
     NodeInfo,
@@ -71,8 +72,8 @@ def test_a_node_going_down_lists_its_instances_turned_unknown_then_the_node() ->
         (5, "put", "node", "n"),
     ]
     first = log.sm.last_events()[0]
-    assert first.prev is not None and first.prev.status is InstanceStatus.PENDING  # type: ignore[union-attr]
-    assert first.object is not None and first.object.status is InstanceStatus.UNKNOWN  # type: ignore[union-attr]
+    assert isinstance(first.prev, Instance) and first.prev.status is InstanceStatus.PENDING
+    assert isinstance(first.object, Instance) and first.object.status is InstanceStatus.UNKNOWN
 
 
 def test_cascading_deletes_list_the_dependents_first() -> None:
@@ -99,8 +100,8 @@ def test_a_refused_command_and_a_no_op_entry_make_no_event() -> None:
 
 
 def test_parse_kinds_takes_singular_or_plural_and_refuses_others() -> None:
-    assert parse_kinds(["workloads", "node"]) == {ObjectKind.WORKLOAD, ObjectKind.NODE}
-    assert parse_kinds([]) == set(ObjectKind)
+    assert parse_kinds(["workloads", "node"]) == frozenset({ObjectKind.WORKLOAD, ObjectKind.NODE})
+    assert parse_kinds([]) == frozenset(ObjectKind)
     assert isinstance(parse_kinds(["pods"]), str)
     assert isinstance(parse_kinds("workloads"), str)
     assert isinstance(parse_kinds([1]), str)

@@ -8,23 +8,37 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | --- | --- | --- |
 | GET /v1/cluster/members | leader | members with kind, addresses, match index, lag, last contact |
 | POST /v1/cluster/members | leader | add a learner `{id, raft_addr, api_addr, incarnation}`; |
-| | | `replace`: a member that lost its data dir takes its id back |
+| | | `replace`: a member that lost its data dir takes its id back; |
+| | | needs the join token or the joiner's node certificate (below) |
 | POST /v1/cluster/members/{id}/promote | leader | learner -> voter once caught up |
 | DELETE /v1/cluster/members/{id} | leader | remove a voter or learner |
 | POST /v1/cluster/transfer-leader | leader | `{target}` optional: hand leadership over |
-| POST /v1/cluster/join | this node | `{target, replace}`: a pristine node joins target's cluster |
+| POST /v1/cluster/join | this node | `{target, replace, token}`: a pristine node joins target's |
+| | | cluster, showing it ``token`` (else its configured join token) |
 | GET /v1/cluster/join | this node | join progress |
 | POST /v1/cluster/leave | this node | leave gracefully (transfer first if leading) |
 | POST /v1/cluster/snapshot | this node | take a snapshot now |
 | GET /v1/cluster/backup | this node | stream a consistent snapshot (`univrs snapshot save`; |
 | | | `univrs/api/backup.py`: at or after a read index, one stream per node at a time) |
 
+Who may add a member (``POST /v1/cluster/members``, the step of a join that lets a node in):
+a caller that shows the cluster's join token (header ``X-Univrs-Join-Token``, compared in
+constant time), or whose TLS certificate (signed by the cluster CA) is the node certificate
+of the very id it asks to add, or a member forwarding such a request to the leader (its node
+certificate shows it is one; it checked the caller). A plaintext node with no join token
+configured admits joins only while it listens on loopback alone (the local dev cluster).
+Anyone else gets 403 ``permission-denied``, logged, and nothing changes. Knowing an address
+is not enough.
+
 Every endpoint here is for operators (the admin role once tokens with roles exist).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,24 +50,30 @@ from starlette.routing import Route
 
 from univrs.api import backup
 from univrs.api.rest import error_response, json_response
+from univrs.config import is_loopback
 from univrs.errors import (
     Conflict,
     InvalidArgument,
     MalformedRequest,
     NotFound,
     NotLeader,
+    PermissionDenied,
     Unavailable,
     UnivrsError,
 )
 from univrs.net.address import split_host_port
 from univrs.net.http import request_json
+from univrs.net.tls import current_peer
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
+log = logging.getLogger("univrs.api")
+
 FORWARDED = "x-univrs-forwarded"
+JOIN_TOKEN_HEADER = "x-univrs-join-token"
 FORWARD_TIMEOUT = 45.0  # longer than a membership change may wait to commit (30 s)
 NO_LEADER = "the cluster has no leader right now (election in progress or no quorum); retry"
 
@@ -61,6 +81,41 @@ NO_LEADER = "the cluster has no leader right now (election in progress or no quo
 def _node(request: Request) -> NodeHandle:
     node: NodeHandle = request.app.state.node
     return node
+
+
+def client_ssl(node: NodeHandle) -> ssl.SSLContext | None:
+    """The context this node dials other nodes' APIs with (None: plaintext)."""
+    tls = node.transport.tls
+    return tls.client() if tls is not None else None
+
+
+def _join_refusal(request: Request, node: NodeHandle, joiner: str) -> str | None:
+    """Why the caller may not add ``joiner`` to the cluster (None: it may); see the module
+    docstring."""
+    config = node.config
+    peer = current_peer()
+    if peer is not None and peer.node_id is not None:
+        if peer.node_id == joiner:
+            return None  # the joiner itself, with its node certificate
+        if request.headers.get(FORWARDED) == peer.node_id:
+            members = node.status().membership.members
+            if peer.node_id in members:
+                return None  # a member forwarding a request it admitted
+    shown = request.headers.get(JOIN_TOKEN_HEADER)
+    if shown is not None and config.join_token is not None:
+        if hmac.compare_digest(shown.encode(), config.join_token.encode()):
+            return None
+        return "wrong join token"
+    if (
+        config.tls is None
+        and config.join_token is None
+        and is_loopback(config.api_addr)
+        and is_loopback(config.raft_addr)
+    ):
+        return None  # the local dev cluster: nothing beyond this machine can ask
+    if config.join_token is None and config.tls is None:
+        return "this node has no join token configured (join.token): it admits no joiner"
+    return "no join token (X-Univrs-Join-Token) and no node certificate of the joining id"
 
 
 async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
@@ -148,14 +203,19 @@ async def _on_leader(
     addr = status.membership.api_address_of(leader)
     if addr is None:
         raise Unavailable(f"the API address of the leader {leader!r} is unknown", retry_after=1.0)
+    ask = {"X-Univrs-Forwarded": node.node_id}
+    token = request.headers.get(JOIN_TOKEN_HEADER)
+    if token is not None:
+        ask[JOIN_TOKEN_HEADER] = token  # checked again by the leader
     try:
         resp = await request_json(
             addr,
             request.method,
             request.url.path,
             raw_body=await request.body(),
-            headers={"X-Univrs-Forwarded": node.node_id},
+            headers=ask,
             timeout=FORWARD_TIMEOUT,
+            ssl_context=client_ssl(node),
         )
     except (OSError, ValueError, trio.TooSlowError) as exc:
         raise Unavailable(f"cannot reach the leader {leader!r} at {addr}: {exc}") from None
@@ -185,6 +245,13 @@ async def add_member(request: Request) -> Response:
     assert node_id is not None and raft_addr is not None
     if replace and incarnation is None:
         raise InvalidArgument("a replace needs the new incarnation", field="incarnation")
+    refusal = _join_refusal(request, _node(request), node_id)
+    if refusal is not None:
+        log.warning(
+            "refused to add a member",
+            extra={"joiner": node_id, "from": _remote(request), "reason": refusal},
+        )
+        raise PermissionDenied(f"not allowed to add {node_id!r}: {refusal}")
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
         before = node.status().membership
@@ -233,12 +300,13 @@ async def transfer_leader(request: Request) -> Response:
 
 @_handler
 async def join(request: Request) -> Response:
-    doc = await _body(request, {"target", "replace"})
+    doc = await _body(request, {"target", "replace", "token"})
     target = _addr_field(doc, "target")
     replace = _bool_field(doc, "replace")
+    token = _str_field(doc, "token", required=False)
     assert target is not None
     node = _node(request)
-    status, body, rejoin = await node.answer_join(target, replace=replace)
+    status, body, rejoin = await node.answer_join(target, replace=replace, token=token)
     response = json_response(body, status)
     if rejoin is not None:
         # Restart only once this answer is sent (the restart closes the API server).
@@ -275,7 +343,11 @@ async def leave(request: Request) -> Response:
         if addr is not None and s.leader != me:
             try:
                 resp = await request_json(
-                    addr, "DELETE", f"/v1/cluster/members/{me}", timeout=FORWARD_TIMEOUT
+                    addr,
+                    "DELETE",
+                    f"/v1/cluster/members/{me}",
+                    timeout=FORWARD_TIMEOUT,
+                    ssl_context=client_ssl(node),
                 )
                 if resp.status == 200:
                     return json_response({"left": True, "node": me}, 200)
@@ -300,6 +372,11 @@ async def snapshot(request: Request) -> Response:
     if meta is None:
         raise Conflict("nothing has been applied on this node yet: there is nothing to snapshot")
     return json_response({"index": meta.index, "term": meta.term, "node": node.node_id}, 200)
+
+
+def _remote(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client is not None else "unknown"
 
 
 def _membership_doc(m: Any) -> dict[str, Any]:

@@ -5,6 +5,12 @@ The HTTP API is served by hypercorn's trio worker; the app is Starlette. The sta
 (``univrs.api.rest``) and the fast protocol (``univrs.api.fast``) both run operations through
 one ``ApiService``, whose ``Forwarder`` sends writes from a follower to the leader. Every
 handler reads the node through its public views; nothing here touches the Raft core directly.
+
+With TLS (the node's ``[tls]``) the API is HTTPS only, with the node certificate; a client
+certificate is required or optional as ``tls.client_auth`` says (a presented one must be
+signed by the cluster CA). Each handshake picks up the newest certificate files (a rotated
+certificate serves the next connection) and records the connection's peer certificate for
+the handlers (``univrs.net.tls.current_peer``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -24,6 +31,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from univrs.api import admin, rest, watch
+from univrs.api.admin import client_ssl
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.openapi import openapi_document
@@ -37,6 +45,7 @@ from univrs.errors import (
     UnivrsError,
 )
 from univrs.net.http import get_json
+from univrs.net.tls import TlsContexts, build_server_context, set_peer_source
 from univrs.raft.ready import Role
 
 if TYPE_CHECKING:
@@ -84,7 +93,9 @@ async def gather_cluster_status(node: NodeHandle) -> dict[str, Any]:
 
     async def fetch(member: str, addr: str) -> None:
         try:
-            views[member] = await get_json(addr, "/v1/node/status", timeout=PEER_STATUS_TIMEOUT)
+            views[member] = await get_json(
+                addr, "/v1/node/status", timeout=PEER_STATUS_TIMEOUT, ssl_context=client_ssl(node)
+            )
         except (OSError, ValueError, trio.TooSlowError) as exc:
             views[member] = None
             errors[member] = str(exc) or type(exc).__name__
@@ -203,11 +214,38 @@ def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
     return app
 
 
+class _TlsHypercornConfig(HypercornConfig):
+    """Hypercorn's configuration with the node's TLS contexts (see the module docstring)."""
+
+    def __init__(self, tls: TlsContexts) -> None:
+        super().__init__()
+        self._tls = tls
+        self.ssl_handshake_timeout = 5.0
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        tls = self._tls
+        first = build_server_context(tls.files, require_client_cert=tls.require_client_cert)
+
+        def on_client_hello(ssl_obj: Any, _server_name: str | None, _ctx: Any) -> None:
+            # Called in the connection's task before the certificate is chosen: serve the
+            # newest files, and let the handlers of this connection read its peer.
+            ssl_obj.context = tls.server()
+            set_peer_source(ssl_obj.getpeercert)
+
+        first.sni_callback = on_client_hello
+        return first
+
+
 async def serve_api(
     node: NodeHandle, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the API on the node's api address; ``task_status.started`` gets the bound port."""
-    config = HypercornConfig()
+    tls = node.transport.tls
+    config = _TlsHypercornConfig(tls) if tls is not None else HypercornConfig()
     config.bind = [node.config.api_addr]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")

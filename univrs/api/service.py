@@ -76,6 +76,7 @@ from univrs.errors import (
     Unavailable,
     UnivrsError,
 )
+from univrs.net.tls import TlsContexts
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.sm.commands import (
@@ -133,6 +134,7 @@ class Forwarder:
     nursery: trio.Nursery
     node_id: str
     connect_timeout: float = 2.0
+    tls: TlsContexts | None = None  # dial the leader with TLS (a fresh context per dial)
     _conns: dict[str, Connection] = attrs.field(factory=dict)
     _connecting: dict[str, trio.Event] = attrs.field(factory=dict)
 
@@ -151,7 +153,12 @@ class Forwarder:
                 raise ConnectionLost(f"cannot connect to the leader at {address}")
         done = self._connecting[address] = trio.Event()
         try:
-            conn = await Connection.open(self.nursery, address, timeout=self.connect_timeout)
+            conn = await Connection.open(
+                self.nursery,
+                address,
+                timeout=self.connect_timeout,
+                ssl_context=self.tls.client() if self.tls is not None else None,
+            )
             self._conns[address] = conn
             self._drop_others(address)
             return conn

@@ -18,9 +18,10 @@ Who may use them: any API client (the read role once the API has tokens). What a
 slow client gets: bad arguments are refused (422) before anything is held; at most
 ``watch_max_watchers`` watchers per node (``unavailable`` beyond, so a client goes to another
 member); nothing is buffered per watcher (a watcher is a cursor into the shared, bounded
-history), so a client that reads too slowly falls behind the history and gets ``compacted``;
-one that stops reading altogether is dropped after ``SEND_TIMEOUT`` (one WARNING line), which
-frees its watcher slot.
+history), so a client that reads too slowly falls behind the history and gets ``compacted``.
+Known limit: the HTTP server's writes cannot be cancelled (hypercorn shields them), so a
+stream whose reader stops reading altogether holds its slot (and its task) until the
+connection closes; ``events.poll`` holds nothing between polls.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import trio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Send
 
 from univrs.api import convert as cv
 from univrs.api.rest import error_response
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("univrs.api")
 
 DEFAULT_PROGRESS_MS = 5_000
-SEND_TIMEOUT = 30.0  # a stream whose reader takes none of a line for this long is dropped
 MARGIN = 0.25  # seconds a poll leaves of its deadline, so its answer arrives in time
 
 
@@ -180,30 +179,9 @@ async def watch_stream(request: Request) -> Response:
                 pass
     except UnivrsError as exc:
         return error_response(exc)
-    return _WatchResponse(
+    return StreamingResponse(
         _stream(node, kinds, start, progress_ms / 1000), media_type="application/x-ndjson"
     )
-
-
-class _WatchResponse(StreamingResponse):
-    """A stream of lines, each sent within ``SEND_TIMEOUT`` or the stream is dropped."""
-
-    async def stream_response(self, send: Send) -> None:
-        lines = self.body_iterator
-        assert isinstance(lines, AsyncGenerator)
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for line in lines:
-                with trio.move_on_after(SEND_TIMEOUT) as sending:
-                    await send({"type": "http.response.body", "body": line, "more_body": True})
-                if sending.cancelled_caught:
-                    log.warning(
-                        "dropping a watch stream: its reader took nothing for %gs", SEND_TIMEOUT
-                    )
-                    return  # unfinished: the server closes the connection
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await lines.aclose()  # frees the watcher slot at once
 
 
 def routes() -> list[Route]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from univrs.cli.common import api_option, fail, format_table, http_json
+from univrs.cli.common import api_option, api_url, fail, format_table, http_json
 
 JOIN_TIMEOUT = 600.0
 
@@ -129,7 +129,13 @@ def members(api: str, as_json: bool) -> None:
     help="The local node lost its data dir but keeps its id: replace the member's old "
     "incarnation with this one (it rejoins as a learner, then a voter once caught up).",
 )
-def join(addr: str, api: str, timeout: float, replace: bool) -> None:
+@click.option(
+    "--token",
+    envvar="UNIVRS_JOIN_TOKEN",
+    help="The cluster's join token (its members' join.token) [$UNIVRS_JOIN_TOKEN]; without "
+    "it the node shows its own configured token, or its node certificate.",
+)
+def join(addr: str, api: str, timeout: float, replace: bool, token: str | None) -> None:
     """Make the local node (at --api) join the cluster that the node at ADDR (its API address)
     belongs to. The local node must be new: started with `univrs node start` on an empty data
     dir. Shows progress and returns once the node is a voter.
@@ -139,6 +145,8 @@ def join(addr: str, api: str, timeout: float, replace: bool) -> None:
     body: dict[str, Any] = {"target": addr}
     if replace:
         body["replace"] = True
+    if token:
+        body["token"] = token
     status, doc = http_json(api, "POST", "/v1/cluster/join", body)
     if status >= 400:
         fail(f"cannot join: {_message(doc)}")
@@ -149,10 +157,13 @@ def join(addr: str, api: str, timeout: float, replace: bool) -> None:
     click.echo(f"joining cluster {cluster_id} via {addr} ...")
     deadline = time.monotonic() + timeout
     last = None
+    base, context = api_url(api)
     while time.monotonic() < deadline:
         time.sleep(0.5)  # polling a remote process's progress, not synchronising a test
         try:
-            with urllib.request.urlopen(f"http://{api}/v1/cluster/join", timeout=5) as resp:
+            with urllib.request.urlopen(
+                f"{base}/v1/cluster/join", timeout=5, context=context
+            ) as resp:
                 progress = json.load(resp)
         except (urllib.error.URLError, OSError, ValueError):
             continue  # the node restarts empty to join: its API is back in a moment

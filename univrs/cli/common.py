@@ -1,6 +1,12 @@
 """What every command group of the CLI shares: the API option, the REST helper of the cluster
 commands, the client of the state commands, output helpers and exit codes.
 
+TLS: every command that talks to a node takes ``--ca``, ``--cert`` and ``--key`` (or
+``$UNIVRS_CA_CERT``, ``$UNIVRS_CLIENT_CERT``, ``$UNIVRS_CLIENT_KEY``): the cluster CA that
+signed the nodes' certificates, and this client's certificate and key (``univrs certs
+create-client``). With a CA every request is HTTPS (and the fast protocol TLS); an
+``https://`` API address asks for TLS as well.
+
 Exit codes: 0 success; 1 the cluster answered with an error (not found, conflict) or a
 cluster command failed; 2 bad usage or an invalid argument; 3 a state command could not reach
 the cluster or it has no leader.
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -19,6 +26,7 @@ from typing import Any, NoReturn
 
 import click
 
+from univrs.client.client import split_url, ssl_for
 from univrs.client.sync import SyncClient
 from univrs.errors import InvalidArgument, MalformedRequest, Unavailable, UnivrsError
 
@@ -35,15 +43,70 @@ def fail(message: str, code: int = EXIT_ANSWERED) -> NoReturn:
     sys.exit(code)
 
 
+_TLS_OPTIONS = (
+    ("--ca", "tls_ca", "UNIVRS_CA_CERT", "The cluster CA's certificate (turns TLS on)."),
+    ("--cert", "tls_cert", "UNIVRS_CLIENT_CERT", "This client's certificate."),
+    ("--key", "tls_key", "UNIVRS_CLIENT_KEY", "This client's private key."),
+)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"univrs.{param.name}"] = value
+    return value
+
+
+def tls_options(f: Any) -> Any:
+    """``--ca/--cert/--key`` (see the module docstring); read back with ``cli_ssl()``."""
+    for flag, name, env, text in reversed(_TLS_OPTIONS):
+        f = click.option(
+            flag,
+            name,
+            envvar=env,
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(dir_okay=False),
+            help=f"{text} [${env}]",
+        )(f)
+    return f
+
+
+def cli_ssl(secure: bool = False) -> ssl.SSLContext | None:
+    """The TLS context the options of the running command ask for (None: plaintext)."""
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    ca, cert, key = (meta.get(f"univrs.{name}") for _f, name, _e, _t in _TLS_OPTIONS)
+    if (cert is None) != (key is None):
+        fail("give both --cert and --key (or $UNIVRS_CLIENT_CERT and $UNIVRS_CLIENT_KEY)", 2)
+    if ca is None:
+        if cert is not None:
+            fail("--cert needs --ca (the cluster CA's certificate, $UNIVRS_CA_CERT)", 2)
+        return ssl_for(secure, None)
+    from univrs.net.tls import client_context
+
+    try:
+        return client_context(ca, cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load the TLS files: {exc}", 2)
+
+
 def api_option(f: Any) -> Any:
-    """``--api``: any node's API address (or several, comma-separated), default $UNIVRS_API."""
+    """``--api``: any node's API address (or several, comma-separated), default $UNIVRS_API;
+    with the TLS options."""
+    f = tls_options(f)
     return click.option(
         "--api",
         "api",
         default=lambda: os.environ.get("UNIVRS_API", DEFAULT_API),
         show_default=f"$UNIVRS_API or {DEFAULT_API}",
-        help="Address (host:port) of any node's API.",
+        help="Address (host:port, or https://host:port) of any node's API.",
     )(f)
+
+
+def api_url(api: str) -> tuple[str, ssl.SSLContext | None]:
+    """The base URL of ``api`` and the TLS context to reach it with."""
+    hostport, secure = split_url(api)
+    context = cli_ssl(secure)
+    return f"{'https' if context is not None else 'http'}://{hostport}", context
 
 
 def http_json(
@@ -51,14 +114,15 @@ def http_json(
 ) -> tuple[int, Any]:
     """(status, decoded body) of one request to the node at ``api``; exits when unreachable."""
     data = None if body is None else json.dumps(body).encode()
+    base, context = api_url(api)
     req = urllib.request.Request(
-        f"http://{api}{path}",
+        f"{base}{path}",
         data=data,
         method=method,
         headers={"Content-Type": "application/json", "Accept": "application/json"},
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:
         try:
@@ -87,7 +151,7 @@ def client_for(api: str, timeout: float) -> Iterator[SyncClient]:
     """A client of the cluster at ``api``; an error it raises ends the command (one line on
     stderr, ``error: <code>: <message>``, with the exit code of its kind)."""
     try:
-        client = SyncClient(api=api, timeout=timeout)
+        client = SyncClient(api=api, timeout=timeout, ssl_context=cli_ssl(split_url(api)[1]))
     except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
     try:

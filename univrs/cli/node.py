@@ -53,6 +53,26 @@ def node() -> None:
     "bootstraps a new cluster (refused if a bootstrap peer shows this id already served), "
     "'existing' waits to be joined (univrs cluster join).",
 )
+@click.option("--ca-cert", type=click.Path(dir_okay=False), help="Cluster CA (tls.ca_cert).")
+@click.option("--cert", type=click.Path(dir_okay=False), help="Node certificate (tls.cert).")
+@click.option("--key", type=click.Path(dir_okay=False), help="Node private key (tls.key).")
+@click.option(
+    "--client-auth",
+    type=click.Choice(["require", "optional"]),
+    help="Client certificates for the REST API and fast protocol (tls.client_auth).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Run without TLS even on addresses beyond loopback (tls.insecure): anyone who "
+    "reaches a port can then speak Raft to this node.",
+)
+@click.option(
+    "--join-token",
+    envvar="UNIVRS_JOIN_TOKEN",
+    help="The shared secret joiners must show (join.token) [$UNIVRS_JOIN_TOKEN].",
+)
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
 def node_start(
     config_path: str | None,
@@ -64,6 +84,12 @@ def node_start(
     bootstrap: str | None,
     join: str | None,
     initial_cluster_state: str | None,
+    ca_cert: str | None,
+    cert: str | None,
+    key: str | None,
+    client_auth: str | None,
+    insecure: bool | None,
+    join_token: str | None,
     log_level: str,
 ) -> None:
     """Start a node. With no arguments: a single-node cluster on the embedded default
@@ -80,6 +106,12 @@ def node_start(
         "cluster_id": cluster_id,
         "bootstrap": bootstrap,
         "initial_cluster_state": initial_cluster_state,
+        "ca_cert": ca_cert,
+        "cert": cert,
+        "key": key,
+        "client_auth": client_auth,
+        "insecure": insecure or None,
+        "join_token": join_token,
     }
     try:
         config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
@@ -92,6 +124,8 @@ def node_start(
         cause = _first_cause(group)
         if isinstance(cause, KeyboardInterrupt):
             return
+        if isinstance(cause, ConfigError):  # e.g. TLS files that cannot be loaded
+            fail(f"invalid configuration:\n{cause}", 2)
         if isinstance(cause, StorageError):
             fail(str(cause))
         if isinstance(cause, OSError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from univrs import __version__
-from univrs.cli import chaos, cluster, defrag, node, recover, snapshot, state, watch
+from univrs.cli import certs, chaos, cluster, defrag, node, recover, snapshot, state, watch
 
 
 @click.group()
@@ -23,3 +23,4 @@ main.add_command(chaos.chaos)
 main.add_command(defrag.defrag)
 main.add_command(snapshot.snapshot)
 main.add_command(recover.recover)
+main.add_command(certs.certs)

@@ -15,7 +15,14 @@ from typing import Any
 
 import click
 
-from univrs.cli.common import EXIT_ANSWERED, EXIT_UNAVAILABLE, EXIT_USAGE, api_option, fail
+from univrs.cli.common import (
+    EXIT_ANSWERED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    api_option,
+    api_url,
+    fail,
+)
 from univrs.errors import StorageError
 from univrs.net.address import split_host_port
 
@@ -55,9 +62,11 @@ def save(file: str, api: str, timeout: float) -> None:
     path = pathlib.Path(file)
     last_error = "no API address given"
     for endpoint in _endpoints(api):
-        req = urllib.request.Request(f"http://{endpoint}/v1/cluster/backup", method="GET")
+        secure = f"https://{endpoint}" in api  # the scheme it was given with
+        base, context = api_url(f"https://{endpoint}" if secure else endpoint)
+        req = urllib.request.Request(f"{base}/v1/cluster/backup", method="GET")
         try:
-            resp = urllib.request.urlopen(req, timeout=timeout)
+            resp = urllib.request.urlopen(req, timeout=timeout, context=context)
         except urllib.error.HTTPError as exc:
             doc: Any = None
             with contextlib.suppress(ValueError):

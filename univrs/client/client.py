@@ -28,13 +28,18 @@ Theory of operation.
   asking for the revision after the last one answered; a poll is a read, so a failed one is
   retried on another member with the same revision: the events go on with no gap and no
   duplicate across a killed node or a leader change (docs/orchestrator.md).
+* TLS. With ``ssl_context`` (``univrs.net.tls.client_context(ca, cert, key)``) every
+  connection, fast or REST, is TLS: the node's certificate is checked against the cluster CA
+  and the address dialed, and the client's certificate (if the context has one) is shown.
+  An ``https://`` address asks for TLS too (with the system's CAs when no context is given).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -80,14 +85,42 @@ class _Session:
         return not self.outstanding or self.next_seq < min(self.outstanding) + SESSION_WINDOW
 
 
-async def discover(api_addresses: list[str], *, timeout: float = CONNECT_TIMEOUT) -> list[str]:
+def split_url(address: str) -> tuple[str, bool]:
+    """(``host:port``, whether TLS was asked for) of ``address``: ``host:port``,
+    ``http://host:port`` or ``https://host:port`` (a trailing ``/`` is ignored)."""
+    text = address.strip().rstrip("/")
+    for scheme, secure in (("https://", True), ("http://", False)):
+        if text.lower().startswith(scheme):
+            return text[len(scheme) :], secure
+    return text, False
+
+
+def ssl_for(secure: bool, ssl_context: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The context to dial with: the one given, else the system's for an ``https://`` address."""
+    if ssl_context is not None:
+        return ssl_context
+    return ssl.create_default_context() if secure else None
+
+
+async def discover(
+    api_addresses: list[str],
+    *,
+    timeout: float = CONNECT_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+) -> list[str]:
     """Fast-protocol addresses of the cluster, leader first, from any node's REST API."""
     from univrs.net.http import get_json
 
     errors = []
-    for api in api_addresses:
+    for url in api_addresses:
+        api, secure = split_url(url)
         try:
-            doc = await get_json(api, "/v1/cluster/endpoints", timeout=timeout)
+            doc = await get_json(
+                api,
+                "/v1/cluster/endpoints",
+                timeout=timeout,
+                ssl_context=ssl_for(secure, ssl_context),
+            )
         except (OSError, ValueError, trio.TooSlowError) as exc:
             errors.append(f"{api}: {exc or type(exc).__name__}")
             continue
@@ -114,6 +147,7 @@ class Client(StateMethods):
     nursery: trio.Nursery
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = CONNECT_TIMEOUT
+    ssl_context: ssl.SSLContext | None = None
     _conn: Connection | None = None
     _retired: list[Connection] = attrs.field(factory=list)
     _members: dict[str, str] = attrs.field(factory=dict)  # node id -> fast address
@@ -189,7 +223,9 @@ class Client(StateMethods):
 
     async def _open(self, address: str, deadline: float) -> Connection:
         timeout = max(0.001, min(self.connect_timeout, deadline - trio.current_time()))
-        return await Connection.open(self.nursery, address, timeout=timeout)
+        address, secure = split_url(address)
+        context = ssl_for(secure, self.ssl_context)
+        return await Connection.open(self.nursery, address, timeout=timeout, ssl_context=context)
 
     async def _try_open(self, address: str, deadline: float) -> Connection | None:
         try:
@@ -308,7 +344,7 @@ class Client(StateMethods):
         from_revision: int | None = None,
         wait: float = WATCH_WAIT,
         limit: int | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The change events of ``kinds`` (``workloads``, ``instances``, ``nodes``; default
         all) from ``from_revision`` on (default: from now), in revision order, forever::
 
@@ -454,23 +490,28 @@ async def open_client(
     api: list[str] | str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
-    addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses)."""
+    addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
+    ``ssl_context``: TLS for every connection (see the module docstring)."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
         api = [a for a in api.split(",") if a]
+    if ssl_context is None and any(split_url(a)[1] for a in [*(endpoints or ()), *(api or ())]):
+        ssl_context = ssl.create_default_context()  # https:// given: every member over TLS
     if not endpoints:
         if not api:
             raise ValueError("open_client needs endpoints or api addresses")
-        endpoints = await discover(api, timeout=connect_timeout)
+        endpoints = await discover(api, timeout=connect_timeout, ssl_context=ssl_context)
     async with trio.open_nursery() as nursery:
         client = Client(
             endpoints=list(endpoints),
             nursery=nursery,
             timeout=timeout,
             connect_timeout=connect_timeout,
+            ssl_context=ssl_context,
         )
         try:
             yield client

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from typing import Any
 
 import attrs
@@ -114,12 +115,16 @@ class Connection:
         *,
         timeout: float = 5.0,
         max_frame: int = protocol.MAX_FRAME,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Connection:
         """Connect to ``address`` (``host:port`` of a node's raft listener); the connection's
         task runs in ``nursery`` until it breaks or ``close`` is called. Raises ConnectionLost
-        (``outcome_unknown`` False) if the node cannot be reached within ``timeout``, or the
-        error the node refused the connection with."""
-        conn: Connection = await nursery.start(_run_connection, address, timeout, max_frame)
+        (``outcome_unknown`` False) if the node cannot be reached within ``timeout`` (or
+        refuses the TLS handshake: ``ssl_context`` dials with TLS), or the error the node
+        refused the connection with."""
+        conn: Connection = await nursery.start(
+            _run_connection, address, timeout, max_frame, ssl_context
+        )
         return conn
 
     async def request(
@@ -264,6 +269,7 @@ async def _run_connection(
     address: str,
     timeout: float,
     max_frame: int,
+    ssl_context: ssl.SSLContext | None,
     *,
     task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -275,7 +281,7 @@ async def _run_connection(
         async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
             ws: WebSocketConnection | None = None
             try:
-                ws = await _dial(nursery, address, host, port, timeout, max_frame)
+                ws = await _dial(nursery, address, host, port, timeout, max_frame, ssl_context)
                 hello = await _exchange_hellos(ws, address, timeout)
             except UnivrsError as exc:
                 failure = exc
@@ -307,7 +313,13 @@ async def _run_connection(
 
 
 async def _dial(
-    nursery: trio.Nursery, address: str, host: str, port: int, timeout: float, max_frame: int
+    nursery: trio.Nursery,
+    address: str,
+    host: str,
+    port: int,
+    timeout: float,
+    max_frame: int,
+    ssl_context: ssl.SSLContext | None,
 ) -> WebSocketConnection:
     try:
         with trio.fail_after(timeout):
@@ -316,7 +328,7 @@ async def _dial(
                 host,
                 port,
                 protocol.PATH,
-                use_ssl=False,
+                use_ssl=ssl_context if ssl_context is not None else False,
                 message_queue_size=64,
                 max_message_size=max_frame,
                 receive_buffer_size=RECEIVE_BUFFER,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ class SyncClient:
         *,
         api: list[str] | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._ready = threading.Event()
         self._client: Client | None = None
@@ -35,7 +37,10 @@ class SyncClient:
         self._stop: trio.Event | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._main, args=(endpoints, api, timeout), name="univrs-client", daemon=True
+            target=self._main,
+            args=(endpoints, api, timeout, ssl_context),
+            name="univrs-client",
+            daemon=True,
         )
         self._thread.start()
         self._ready.wait()
@@ -43,9 +48,13 @@ class SyncClient:
             self._thread.join()
             raise self._error
 
-    def _main(self, endpoints: Any, api: Any, timeout: float) -> None:
+    def _main(
+        self, endpoints: Any, api: Any, timeout: float, ssl_context: ssl.SSLContext | None
+    ) -> None:
         async def run() -> None:
-            async with open_client(endpoints, api=api, timeout=timeout) as client:
+            async with open_client(
+                endpoints, api=api, timeout=timeout, ssl_context=ssl_context
+            ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()

@@ -13,11 +13,16 @@ Frames are CBOR maps, frozen like the hello (any version can read them):
   "member": bool, "bound": str | None}`` -- ``bound`` is the incarnation the peer's
   configuration lists for ``src``. The answer never names the peer's cluster id, and to an
   asker of another cluster it says ``member`` False and ``bound`` None.
+
+With TLS the probe travels over the raft listener's TLS, and is answered only to a peer that
+shows a node certificate (``probe_route``'s ``admit``); the asker verifies the answering
+node's certificate against the cluster CA.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -121,11 +126,21 @@ def decode_answer(data: bytes | str) -> ProbeAnswer:
     )
 
 
-def probe_route(answer: Callable[[ProbeQuestion], ProbeAnswer], timeout: float) -> RouteHandler:
+def probe_route(
+    answer: Callable[[ProbeQuestion], ProbeAnswer],
+    timeout: float,
+    *,
+    admit: Callable[[str, str], str | None] | None = None,
+) -> RouteHandler:
     """A route handler (for ``RaftTransport.add_route(PROBE_PATH, ...)``) that answers one
-    question per connection with ``answer(question)``."""
+    question per connection with ``answer(question)``. ``admit(remote, path)`` returning None
+    refuses the connection with HTTP 403 (``RaftTransport.refuse_without_node_certificate``:
+    with TLS, only nodes may ask)."""
 
     async def handle(request: WebSocketRequest) -> None:
+        if admit is not None and admit(str(request.remote), PROBE_PATH) is None:
+            await request.reject(403, body=b"a node certificate is required")
+            return
         ws = await request.accept()
         try:
             with trio.move_on_after(timeout):
@@ -140,10 +155,16 @@ def probe_route(answer: Callable[[ProbeQuestion], ProbeAnswer], timeout: float) 
     return handle
 
 
-async def _ask(addr: str, question: ProbeQuestion) -> ProbeAnswer:
+async def _ask(
+    addr: str, question: ProbeQuestion, ssl_context: ssl.SSLContext | None
+) -> ProbeAnswer:
     host, port = split_host_port(addr)
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     stream = await trio.open_tcp_stream(host, port)
     try:
+        if ssl_context is not None:
+            stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+            await stream.do_handshake()
         async with trio.open_nursery() as nursery:  # holds the connection's reader task
             try:
                 ws = await wrap_client_stream(
@@ -165,13 +186,20 @@ async def _ask(addr: str, question: ProbeQuestion) -> ProbeAnswer:
         await trio.aclose_forcefully(stream)
 
 
-async def ask_peer(addr: str, question: ProbeQuestion, *, timeout: float) -> ProbeAnswer | None:
+async def ask_peer(
+    addr: str,
+    question: ProbeQuestion,
+    *,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> ProbeAnswer | None:
     """``addr``'s answer to ``question``, or None when it cannot be had within ``timeout``
-    (unreachable, paused, an older node without ``/probe``, or a malformed answer)."""
+    (unreachable, paused, an older node without ``/probe``, a refused TLS handshake, or a
+    malformed answer). ``ssl_context``: dial with TLS."""
     answer: ProbeAnswer | None = None
     try:
         with trio.move_on_after(timeout):
-            answer = await _ask(addr, question)
+            answer = await _ask(addr, question, ssl_context)
     except* (
         OSError,
         HandshakeError,

@@ -8,6 +8,13 @@ behind is torn down when it returns; an unknown path is rejected with HTTP 404.
 A client that never completes the websocket handshake (a paused process, a port scanner) is
 dropped after ``handshake_timeout``; a connection's failure never reaches the other connections
 or the listener.
+
+With ``tls`` every connection is TLS first (``univrs.net.tls``): a fresh context per accept
+(so a rotated certificate serves the next connection), the TLS handshake within the same
+``handshake_timeout``; a peer whose certificate the cluster CA did not sign, or that sends no
+certificate where one is required, is refused there (counted, one WARNING per remote host and
+reason) and never reaches a route. The handlers read the verified peer through
+``univrs.net.tls.current_peer()``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
+from univrs.net.tls import TlsContexts, set_peer_source
+
 log = logging.getLogger("univrs.net")
 
 RouteHandler = Callable[[WebSocketRequest], Awaitable[None]]
@@ -28,7 +37,8 @@ RouteHandler = Callable[[WebSocketRequest], Awaitable[None]]
 
 def describe_stream(stream: trio.abc.Stream) -> str:
     """``host:port`` of the remote end of a socket stream, or the stream's repr."""
-    sock = getattr(stream, "socket", None)
+    inner = getattr(stream, "transport_stream", None)  # a TLS stream: its socket's
+    sock = getattr(inner if inner is not None else stream, "socket", None)
     if sock is not None:
         try:
             host, port = sock.getpeername()[:2]
@@ -46,7 +56,10 @@ class WebSocketRouter:
     handshake_timeout: float
     message_queue_size: int = 4
     rejected: int = 0  # connections refused here: unknown path or handshake timeout
+    tls: TlsContexts | None = None  # None: plaintext
+    tls_refused: int = 0  # connections whose TLS handshake failed (bad or missing certificate)
     _routes: dict[str, RouteHandler] = attrs.field(factory=dict, init=False)
+    _warned_tls: set[tuple[str, str]] = attrs.field(factory=set, init=False)
 
     def add_route(self, path: str, handler: RouteHandler) -> None:
         """Serve connections whose request path is ``path`` (e.g. ``"/raft"``) with ``handler``."""
@@ -73,7 +86,43 @@ class WebSocketRouter:
         finally:
             await trio.aclose_forcefully(stream)
 
+    async def _tls_handshake(self, stream: trio.abc.Stream) -> trio.SSLStream[Any] | None:
+        """Wrap ``stream`` in TLS and shake hands; None (logged, counted) when that fails."""
+        assert self.tls is not None
+        remote = describe_stream(stream)
+        try:
+            ssl_stream = trio.SSLStream(stream, self.tls.server(), server_side=True)
+        except Exception as exc:  # the files went missing or bad and nothing was loaded
+            log.error("cannot accept TLS connections: %s", exc)
+            return None
+        reason = None
+        with trio.move_on_after(self.handshake_timeout) as timer:
+            try:
+                await ssl_stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                cause = exc.__cause__
+                reason = str(getattr(cause, "reason", None) or cause or exc)
+        if timer.cancelled_caught:
+            reason = f"no TLS handshake within {self.handshake_timeout:g}s"
+        if reason is None:
+            return ssl_stream
+        self.rejected += 1
+        self.tls_refused += 1
+        host = remote.rsplit(":", 1)[0]
+        key = (host, reason)
+        level = logging.DEBUG if key in self._warned_tls else logging.WARNING
+        if len(self._warned_tls) < 1024:
+            self._warned_tls.add(key)
+        log.log(level, "refused TLS connection from %s: %s", remote, reason)
+        return None
+
     async def _dispatch(self, nursery: trio.Nursery, stream: trio.abc.Stream) -> None:
+        if self.tls is not None:
+            secured = await self._tls_handshake(stream)
+            if secured is None:
+                return
+            stream = secured
+            set_peer_source(secured.getpeercert)
         request: WebSocketRequest | None = None
         with trio.move_on_after(self.handshake_timeout):
             request = await wrap_server_stream(

@@ -42,6 +42,10 @@ class TransportStatistics:
     listen_port: int | None
     peers: tuple[PeerStatistics, ...]
     rejected_connections: int  # inbound connections closed for a bad hello, frame or path
+    # Of those, refused for their certificate: a failed TLS handshake (none, or not signed by
+    # the cluster CA), no node certificate on /raft or /probe, or a hello whose src is not the
+    # node the certificate names.
+    refused_certificates: int = 0
 
     def peer(self, node_id: NodeId) -> PeerStatistics:
         """The entry for ``node_id`` (KeyError if the transport never heard of it)."""

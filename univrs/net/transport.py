@@ -36,6 +36,13 @@ Theory of operation.
   overrides applied). A node whose log is still old (a brand-new member catching up from
   index 1 adopts the bootstrap configuration first) must still be able to answer its leader;
   without this rule it forgot the leader's address and never caught up.
+* TLS (``tls`` set: ``univrs.net.tls``). The listener accepts only TLS; ``/raft`` demands a
+  node certificate signed by the cluster CA (refused with HTTP 403 at the websocket
+  handshake otherwise) and a hello whose ``src`` is the node id that certificate names
+  (closed with a policy violation before a single message is read otherwise). A dialer
+  checks the other way round: the peer's certificate must name the node it dials, or the
+  connection is dropped before the hello is sent. The certificate binds the node id; the
+  hello binds the incarnation (above).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from univrs.net.queue import PeerQueue
 from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
+from univrs.net.tls import TlsContexts, current_peer, identity_of
 from univrs.raft import MAX_TERM
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
 
@@ -169,6 +177,7 @@ class RaftTransport:
     incarnation: str | None = None
     bound_incarnation: Callable[[NodeId], str | None] = unbound
     own_binding: Callable[[], tuple[int, bool]] = no_binding
+    tls: TlsContexts | None = None  # None: plaintext links
     router: WebSocketRouter = attrs.field(init=False)
     _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
     _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos
@@ -188,6 +197,8 @@ class RaftTransport:
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _listen_port: int | None = attrs.field(default=None, init=False)
     _rejected: int = attrs.field(default=0, init=False)
+    _refused_certificates: int = attrs.field(default=0, init=False)
+    _warned_certificates: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.listen_addr is not None:  # fail early on a bad address
@@ -196,6 +207,7 @@ class RaftTransport:
             max_message_size=self.settings.max_payload_size,
             handshake_timeout=self.settings.handshake_timeout,
             message_queue_size=self.settings.inbound_queue_frames,
+            tls=self.tls,
         )
         self.router.add_route(RAFT_PATH, self._serve_raft)
         self.set_peer_addresses(self.peers)
@@ -327,6 +339,7 @@ class RaftTransport:
             listen_port=self._listen_port,
             peers=tuple(peers),
             rejected_connections=self._rejected + self.router.rejected,
+            refused_certificates=self._refused_certificates + self.router.tls_refused,
         )
 
     async def run(
@@ -384,7 +397,7 @@ class RaftTransport:
             hello=self._hello_for(nid),
             settings=self.settings,
             encode=self.encode,
-            connector=self.connector,
+            connector=self._connector_for(nid),
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
             queue=PeerQueue(
@@ -396,14 +409,74 @@ class RaftTransport:
         if self._nursery is not None:
             self._nursery.start_soon(link.run)
 
+    def _connector_for(self, nid: NodeId) -> Connector:
+        """How the link to ``nid`` opens its byte stream: plain TCP, or TLS whose peer
+        certificate must name ``nid``."""
+        tls, connect = self.tls, self.connector
+        if tls is None:
+            return connect
+
+        async def connect_tls(host: str, port: int) -> trio.abc.Stream:
+            stream = await connect(host, port)
+            try:
+                secured = trio.SSLStream(stream, tls.client(), server_hostname=host)
+                await secured.do_handshake()
+                peer = identity_of(secured.getpeercert())
+                if peer is None or peer.node_id != nid:
+                    named = peer.node_id if peer is not None else None
+                    raise ConnectionRefusedError(
+                        f"TLS: the certificate at {join_host_port(host, port)} is for node "
+                        f"{named!r}, not {nid!r}"
+                    )
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            return secured
+
+        return connect_tls
+
     # ---------------------------------------------------------------- inbound
+
+    def refuse_without_node_certificate(self, remote: str, route: str) -> str | None:
+        """With TLS: the node id of the connection's certificate, or None after logging and
+        counting a connection that showed none (it must be refused). Without TLS: ``""``."""
+        if self.tls is None:
+            return ""
+        peer = current_peer()
+        if peer is not None and peer.node_id is not None:
+            return peer.node_id
+        self._rejected += 1
+        self._refused_certificates += 1
+        shown = "no certificate" if peer is None else f"a certificate of {peer.subject!r}"
+        # One WARNING per remote host and certificate (a client may retry in a loop).
+        key = (remote.rsplit(":", 1)[0], shown, route)
+        level = logging.DEBUG if key in self._warned_certificates else logging.WARNING
+        if len(self._warned_certificates) < 1024:
+            self._warned_certificates.add(key)
+        log.log(
+            level,
+            "refused %s connection from %s: it showed %s, not a node certificate",
+            route,
+            remote,
+            shown,
+        )
+        return None
 
     async def _serve_raft(self, request: WebSocketRequest) -> None:
         remote = _describe_endpoint(request.remote)
+        cert_node = self.refuse_without_node_certificate(remote, RAFT_PATH)
+        if cert_node is None:
+            await request.reject(403, body=b"a node certificate is required")
+            return
         ws = await request.accept()
         try:
             hello = await self._read_hello(ws, remote)
             if hello is None:
+                return
+            if cert_node and hello.src != cert_node:
+                self._refused_certificates += 1
+                reason = f"hello claims node {hello.src!r} but the certificate is for {cert_node!r}"
+                await self._refuse(ws, remote, cert_node, CLOSE_POLICY_VIOLATION, reason)
                 return
             counters = self._counter(hello.src)
             previous = self._inbound.get(hello.src)

@@ -30,6 +30,7 @@ from univrs.errors import UnivrsError
 from univrs.net.probe import ProbeAnswer, ProbeQuestion, ask_peer
 from univrs.net.transport import RaftTransport
 from univrs.runtime.driver import RaftRuntime
+from univrs.server.wiring import client_ssl
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -71,7 +72,9 @@ async def check_bootstrap(config: NodeConfig, cluster_id: str, incarnation: str)
     answers: dict[str, ProbeAnswer | None] = {}
 
     async def ask(nid: str, addr: str) -> None:
-        answers[nid] = await ask_peer(addr, question, timeout=PROBE_TIMEOUT)
+        answers[nid] = await ask_peer(
+            addr, question, timeout=PROBE_TIMEOUT, ssl_context=client_ssl(config)
+        )
 
     async with trio.open_nursery() as nursery:
         for nid, addr in sorted(peers.items()):

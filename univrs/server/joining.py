@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from univrs.api.admin import JOIN_TOKEN_HEADER
 from univrs.config import NodeConfig
 from univrs.errors import UnivrsError
 from univrs.net.http import request_json
 from univrs.runtime.membership import DEFAULT_MAX_LAG
+from univrs.server.wiring import client_ssl
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -51,6 +53,9 @@ class JoinInfo:
     replace: bool = False
     # The incarnation the cluster lists for our id (None: not a member, or unbound).
     bound: str | None = None
+    # The join token to show the cluster (`univrs cluster join --token`); None: the one in
+    # this node's config, if any (a node certificate admits a joiner too).
+    token: str | None = attrs.field(default=None, repr=False)
 
 
 class JoinRefused(UnivrsError):
@@ -61,11 +66,17 @@ def _refused(message: str) -> Exception:
     return JoinRefused(message)
 
 
-async def _describe(target: str) -> tuple[str, list[dict[str, Any]]]:
+async def _describe(config: NodeConfig, target: str) -> tuple[str, list[dict[str, Any]]]:
     """(cluster id, member rows) as the node at ``target`` reports them; JoinRefused if it
     cannot be reached or does not answer like a univrs node."""
     try:
-        resp = await request_json(target, "GET", "/v1/cluster/status", timeout=REQUEST_TIMEOUT)
+        resp = await request_json(
+            target,
+            "GET",
+            "/v1/cluster/status",
+            timeout=REQUEST_TIMEOUT,
+            ssl_context=client_ssl(config),
+        )
     except (OSError, ValueError, trio.TooSlowError) as exc:
         reason = str(exc) or type(exc).__name__
         raise _refused(f"cannot reach a univrs API at {target}: {reason}") from None
@@ -103,7 +114,7 @@ async def check_join(
             )
         return info
     try:
-        theirs, members = await _describe(target)
+        theirs, members = await _describe(config, target)
     except Exception:
         return None  # cannot tell now: start as the member the data dir says we are
     if theirs != cluster_id:
@@ -125,10 +136,12 @@ async def check_join(
     return None
 
 
-async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> JoinInfo:
+async def prepare(
+    config: NodeConfig, target: str, *, replace: bool = False, token: str | None = None
+) -> JoinInfo:
     """Check that ``config``'s node may join the cluster at ``target`` (``replace``: taking
     over the id of a member whose data dir was lost); raise JoinRefused."""
-    cluster_id, members = await _describe(target)
+    cluster_id, members = await _describe(config, target)
     bound: str | None = None
     for m in members:
         if m.get("id") == config.node_id:
@@ -161,11 +174,27 @@ async def prepare(config: NodeConfig, target: str, *, replace: bool = False) -> 
         ),
         replace=replace,
         bound=bound,
+        token=token,
     )
 
 
-async def _call(target: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    resp = await request_json(target, method, path, body=body, timeout=REQUEST_TIMEOUT)
+async def _call(
+    config: NodeConfig,
+    target: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    resp = await request_json(
+        target,
+        method,
+        path,
+        body=body,
+        headers=headers,
+        timeout=REQUEST_TIMEOUT,
+        ssl_context=client_ssl(config),
+    )
     return resp.status, resp.body
 
 
@@ -192,29 +221,33 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
     }
     if info.replace:
         body["replace"] = True
+    token = info.token or me.join_token
+    join_headers = {JOIN_TOKEN_HEADER: token} if token else None
     try:
         with trio.fail_after(JOIN_TIMEOUT):
             while True:  # 1. learner
                 try:
-                    status, doc = await _call(info.target, "POST", "/v1/cluster/members", body)
+                    status, doc = await _call(
+                        me, info.target, "POST", "/v1/cluster/members", body, join_headers
+                    )
                 except (OSError, ValueError, trio.TooSlowError) as exc:
                     status, doc = 0, str(exc)
                 if status in (200, 201):
                     break
-                if status in (400, 404, 409, 422):
+                if status in (400, 403, 404, 409, 422):  # 403: no join token, no certificate
                     raise _refused(_error_of(doc))
                 node.join.update(detail=f"retrying: {_error_of(doc)}")
                 await trio.sleep(POLL * 4)
             log.info("added as a learner", extra={"cluster": info.cluster_id})
             node.join = {**node.join, "state": "catching-up", "detail": None}
             while True:  # 2. catch up, 3. promote
-                lag = await _own_lag(info.target, me.node_id)
+                lag = await _own_lag(me, info.target)
                 node.join["entries_remaining"] = lag
                 if lag is not None and lag <= DEFAULT_MAX_LAG:
                     node.join["state"] = "promoting"
                     try:
                         status, doc = await _call(
-                            info.target, "POST", f"/v1/cluster/members/{me.node_id}/promote"
+                            me, info.target, "POST", f"/v1/cluster/members/{me.node_id}/promote"
                         )
                     except (OSError, ValueError, trio.TooSlowError) as exc:
                         status, doc = 0, str(exc)
@@ -235,9 +268,10 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
         log.warning("join failed", extra={"cluster": info.cluster_id, "error": str(exc)})
 
 
-async def _own_lag(target: str, node_id: str) -> int | None:
+async def _own_lag(config: NodeConfig, target: str) -> int | None:
+    node_id = config.node_id
     try:
-        status, doc = await _call(target, "GET", "/v1/cluster/members")
+        status, doc = await _call(config, target, "GET", "/v1/cluster/members")
     except (OSError, ValueError, trio.TooSlowError):
         return None
     if status != 200 or not isinstance(doc, dict):

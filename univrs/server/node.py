@@ -53,7 +53,7 @@ from univrs.server.incarnation import (
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
 from univrs.server.removal import MembershipWatch, watch_for_removal
-from univrs.server.wiring import transport_from_config
+from univrs.server.wiring import check_tls, transport_from_config
 from univrs.service.reconcile import Reconciler
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
@@ -263,7 +263,7 @@ class Node:
             )
 
     async def answer_join(
-        self, target: str, *, replace: bool
+        self, target: str, *, replace: bool, token: str | None = None
     ) -> tuple[int, dict[str, Any], JoinInfo | None]:
         """``univrs cluster join``'s request to this node: join the cluster of ``target``.
 
@@ -272,7 +272,7 @@ class Node:
         is refused (the message says why).
         """
         try:
-            info = await prepare(self.config, target, replace=replace)
+            info = await prepare(self.config, target, replace=replace, token=token)
         except JoinRefused as exc:
             raise Conflict(str(exc)) from None
         # A replace that is done already (the cluster lists this very incarnation) is a resume.
@@ -360,6 +360,7 @@ async def _run_once(
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
 ) -> Node | None:
+    security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
     try:
@@ -453,12 +454,17 @@ async def _run_once(
             watch=watch,
         )
         transport.add_route(
-            PROBE_PATH, probe_route(probe_answerer(node), TransportSettings().handshake_timeout)
+            PROBE_PATH,
+            probe_route(
+                probe_answerer(node),
+                TransportSettings().handshake_timeout,
+                admit=transport.refuse_without_node_certificate,
+            ),
         )
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
             node._nursery = nursery
-            forwarder = Forwarder(nursery=nursery, node_id=config.node_id)
+            forwarder = Forwarder(nursery=nursery, node_id=config.node_id, tls=transport.tls)
             node.store = RaftStateStore(node=node, forwarder=forwarder)
             if config.reconcile_resync_ms > 0:
                 node.reconciler = Reconciler(
@@ -492,6 +498,7 @@ async def _run_once(
                     "api": f"{_host(config.api_addr)}:{node.api_port}" if serve_api else "-",
                     "term": status.term,
                     "last_index": status.last_index,
+                    "transport": security,
                 },
             )
             if join_info is not None and config.node_id not in status.membership.voters:
@@ -586,6 +593,7 @@ def _host(addr: str) -> str:
 def describe(node: Node) -> dict[str, Any]:
     """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
     s = node.status()
+    net = node.transport.statistics()
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
@@ -606,6 +614,12 @@ def describe(node: Node) -> dict[str, Any]:
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
         "removed": node.removed,
+        "transport": {
+            "tls": node.transport.tls is not None,
+            "rejected_connections": net.rejected_connections,
+            "refused_certificates": net.refused_certificates,
+            "messages_received": {p.id: p.messages_received for p in net.peers},
+        },
         "peers": [
             {
                 "id": p.id,

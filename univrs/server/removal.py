@@ -32,6 +32,7 @@ from univrs.net.http import get_json
 from univrs.raft.messages import Membership, Message, RequestVote
 from univrs.raft.ready import Role, Status
 from univrs.runtime.addresses import PeerMap
+from univrs.server.wiring import client_ssl
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -113,7 +114,9 @@ async def _ask_members(node: NodeHandle, s: Status) -> str | None:
         if api is None:
             continue
         try:
-            doc = await get_json(api, "/v1/node/status", timeout=ASK_TIMEOUT)
+            doc = await get_json(
+                api, "/v1/node/status", timeout=ASK_TIMEOUT, ssl_context=client_ssl(node.config)
+            )
         except (OSError, ValueError, trio.TooSlowError):
             continue
         if not isinstance(doc, dict) or doc.get("id") != member:

@@ -1,16 +1,19 @@
-"""Wiring a node's parts from its configuration (the transport today)."""
+"""Wiring a node's parts from its configuration: the transport and the TLS contexts."""
 
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import Callable
 
 import attrs
 import trio
 
 from univrs.config import NodeConfig
+from univrs.errors import ConfigError
 from univrs.net.address import WILDCARD_HOSTS, split_host_port
 from univrs.net.settings import TransportSettings
+from univrs.net.tls import TlsContexts, check_loaded, contexts_for
 from univrs.net.transport import RaftTransport, no_binding, unbound
 from univrs.raft.messages import Message, NodeId
 
@@ -44,7 +47,34 @@ def transport_from_config(
         incarnation=incarnation,
         bound_incarnation=bound_incarnation,
         own_binding=own_binding,
+        tls=tls_contexts(config),
     )
+
+
+def tls_contexts(config: NodeConfig) -> TlsContexts | None:
+    """The node's TLS contexts (shared by every part of the node), or None: plaintext."""
+    return contexts_for(config.tls) if config.tls is not None else None
+
+
+def client_ssl(config: NodeConfig) -> ssl.SSLContext | None:
+    """The context this node dials its peers' APIs and listeners with (None: plaintext)."""
+    tls = tls_contexts(config)
+    return tls.client() if tls is not None else None
+
+
+def check_tls(config: NodeConfig) -> str:
+    """Load the TLS files once before anything listens (ConfigError naming the problem), and
+    say how this node's traffic travels, for its start-up log line."""
+    if config.tls is None:
+        if config.insecure:
+            return "plaintext (tls.insecure: no TLS, on purpose)"
+        return "plaintext (loopback only; configure [tls] to listen beyond this machine)"
+    try:
+        check_loaded(config.tls)
+    except ValueError as exc:
+        raise ConfigError(f"tls: {exc}") from None
+    clients = "required" if config.tls.client_auth == "require" else "optional"
+    return f"TLS (peers: node certificates; clients: certificates {clients})"
 
 
 def _advertised_addr(raft_addr: str) -> str | None:

@@ -50,7 +50,7 @@ class NodeHandle(Protocol):
         ...
 
     async def answer_join(
-        self, target: str, *, replace: bool
+        self, target: str, *, replace: bool, token: str | None = None
     ) -> tuple[int, dict[str, Any], Any | None]:
         """Answer a request to join ``target``'s cluster: (HTTP status, body, a join to start
         by restarting once the answer is sent, or None). Raises Conflict when refused."""

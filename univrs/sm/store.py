@@ -14,8 +14,9 @@ The Raft-backed store (``univrs.api.service.RaftStateStore``, on any node: it fo
 to the leader) implements the hooks with propose/ReadIndex; the ``InMemoryStateStore`` below
 applies directly (one process, no Raft) for tests and for the application layer to develop
 against (``univrs.service.memory.MemoryStateStore`` adds ``watch``). ``watch(kinds,
-from_revision)`` follows the changes (docs/orchestrator.md). Failures come back as the product's errors, the same
-classes the API answers and the Python client raises (``univrs.errors``, mapped in one place:
+from_revision)`` follows the changes (docs/orchestrator.md).
+
+Failures come back as the product's errors, the same classes the API answers and the Python client raises (``univrs.errors``, mapped in one place:
 ``univrs.sm.errors.failure_to_exception``): ``NotFound``, ``AlreadyExists``,
 ``InvalidArgument``, ``InsufficientCredits``, ``VersionConflict``, ``SessionExpired``,
 ``StaleSequence``.

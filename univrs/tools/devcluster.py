@@ -4,6 +4,11 @@ Used by ``scripts/cluster`` (demos), the chaos runner, the benchmarks and the pr
 Each node gets a TOML config, a data dir and a log file under one folder; its PID is recorded
 so ``stop`` can end exactly the processes it started. Ports come from a base port: node i
 listens for Raft on base+i and for its API on base+100+i.
+
+With ``tls`` (``scripts/cluster start`` unless ``--insecure``) the folder also gets a
+``certs`` directory: a CA, one node certificate per node (127.0.0.1 and localhost), a client
+certificate ``dev`` for the CLI (``scripts/cluster env`` prints the variables to use it),
+and a join token; every node runs mutual TLS with them.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -34,6 +41,7 @@ class NodeProc:
     api_addr: str
     folder: pathlib.Path
     proc: subprocess.Popen[bytes] | None = None
+    ssl_context: ssl.SSLContext | None = None  # set by a TLS cluster: HTTPS to the API
 
     @property
     def config_path(self) -> pathlib.Path:
@@ -74,9 +82,10 @@ class NodeProc:
 
     def get(self, path: str, timeout: float = 2.0) -> Any:
         """GET a JSON document from this node's API (raises OSError/ValueError on failure)."""
-        url = f"http://{self.api_addr}{path}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        url = f"{scheme}://{self.api_addr}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout, context=self.ssl_context) as resp:
                 return json.load(resp)
         except urllib.error.HTTPError as exc:
             return json.load(exc)
@@ -107,10 +116,77 @@ class LocalCluster:
     # Nodes left out of the bootstrap list (configured like bootstrap=False), to be started
     # later with ``start(node, join=...)`` (chaos join scenarios).
     spares: frozenset[str] = frozenset()
+    # Mutual TLS with certificates made in ``folder/certs`` (see the module docstring).
+    tls: bool = False
+
+    @property
+    def certs_dir(self) -> pathlib.Path:
+        return self.folder / "certs"
+
+    @property
+    def join_token_path(self) -> pathlib.Path:
+        return self.certs_dir / "join-token"
+
+    def client_files(self, name: str = "dev") -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+        """(CA certificate, client certificate, key) of client ``name`` (made on demand)."""
+        from univrs.net import certs
+
+        cert, key = certs.client_files(self.certs_dir, name)
+        if not cert.exists():
+            certs.create_client(self.certs_dir, name)
+        return self.certs_dir / certs.CA_CERT, cert, key
+
+    def client_ssl(self, name: str = "dev") -> ssl.SSLContext | None:
+        """A client context with client ``name``'s certificate (None without TLS)."""
+        if not self.tls:
+            return None
+        from univrs.net.tls import client_context
+
+        return client_context(*self.client_files(name))
+
+    def make_certs(self) -> None:
+        """Create the CA, every node's certificate, the dev client's and the join token (those
+        that do not exist yet)."""
+        from univrs.net import certs
+
+        if not (self.certs_dir / certs.CA_CERT).exists():
+            certs.create_ca(self.certs_dir)
+        for n in self.nodes:
+            if not certs.node_files(self.certs_dir, n.node_id)[0].exists():
+                certs.create_node(self.certs_dir, n.node_id, ["127.0.0.1", "localhost"])
+        self.client_files("dev")
+        if not self.join_token_path.exists():
+            fd = os.open(self.join_token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(16) + "\n")
+        context = self.client_ssl()
+        for n in self.nodes:
+            n.ssl_context = context
+
+    def _tls_toml(self, n: NodeProc) -> str:
+        if not self.tls:
+            return ""
+        from univrs.net import certs
+
+        cert, key = certs.node_files(self.certs_dir, n.node_id)
+        return (
+            "[tls]\n"
+            f'ca_cert = "{self.certs_dir / certs.CA_CERT}"\n'
+            f'cert = "{cert}"\n'
+            f'key = "{key}"\n'
+            "[join]\n"
+            f'token_file = "{self.join_token_path}"\n'
+        )
 
     @classmethod
     def plan(
-        cls, folder: pathlib.Path, *, size: int = 3, base_port: int = 7100, extra_config: str = ""
+        cls,
+        folder: pathlib.Path,
+        *,
+        size: int = 3,
+        base_port: int = 7100,
+        extra_config: str = "",
+        tls: bool = False,
     ) -> LocalCluster:
         folder = folder.resolve()
         nodes = [
@@ -122,11 +198,22 @@ class LocalCluster:
             )
             for i in range(1, size + 1)
         ]
-        return cls(folder=folder, nodes=nodes, extra_config=extra_config)
+        cluster = cls(folder=folder, nodes=nodes, extra_config=extra_config, tls=tls)
+        if tls and (cluster.certs_dir / "ca.crt").exists():
+            context = cluster.client_ssl()
+            for n in nodes:
+                n.ssl_context = context
+        return cluster
 
     @classmethod
     def with_free_ports(
-        cls, folder: pathlib.Path, *, size: int = 3, extra_config: str = "", spares: int = 0
+        cls,
+        folder: pathlib.Path,
+        *,
+        size: int = 3,
+        extra_config: str = "",
+        spares: int = 0,
+        tls: bool = False,
     ) -> LocalCluster:
         """Like ``plan`` but with ports the kernel says are free now (for tests); ``spares``
         more nodes (ids after the members') are configured but not bootstrapped."""
@@ -142,13 +229,15 @@ class LocalCluster:
             for i in range(size + spares)
         ]
         spare_ids = frozenset(n.node_id for n in nodes[size:])
-        return cls(folder=folder, nodes=nodes, extra_config=extra_config, spares=spare_ids)
+        return cls(folder=folder, nodes=nodes, extra_config=extra_config, spares=spare_ids, tls=tls)
 
     def node(self, node_id: str) -> NodeProc:
         return next(n for n in self.nodes if n.node_id == node_id)
 
     def write_configs(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.make_certs()
         members = "\n".join(
             f'  {{ id = "{n.node_id}", addr = "{n.raft_addr}", api = "{n.api_addr}" }},'
             for n in self.nodes
@@ -175,6 +264,7 @@ class LocalCluster:
                 f"{boot}"
                 "[api]\n"
                 f'addr = "{n.api_addr}"\n'
+                f"{self._tls_toml(n)}"
             )
 
     def start(
@@ -302,13 +392,23 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__)
-    p.add_argument("command", choices=["start", "stop", "status", "restart", "kill"])
+    p.add_argument("command", choices=["start", "stop", "status", "restart", "kill", "env"])
     p.add_argument("node", nargs="?", help="one node id (stop/kill/restart), default all")
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--dir", default="cluster-data", help="folder for configs, data, logs")
     p.add_argument("--base-port", type=int, default=7100)
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS (a new cluster only; an existing one keeps what its configs say)",
+    )
     args = p.parse_args(argv)
-    cluster = LocalCluster.plan(pathlib.Path(args.dir), size=args.nodes, base_port=args.base_port)
+    folder = pathlib.Path(args.dir)
+    first = folder / "n1.toml"
+    tls = "[tls]" in first.read_text() if first.exists() else not args.insecure
+    cluster = LocalCluster.plan(folder, size=args.nodes, base_port=args.base_port, tls=tls)
+    if args.command == "env":
+        return _print_env(cluster)
     chosen = [cluster.node(args.node)] if args.node else cluster.nodes
     if args.command in ("start", "restart"):
         for n in chosen:
@@ -323,7 +423,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n.node_id}: started pid {n.pid}, raft {n.raft_addr}, api {n.api_addr}")
         try:
             leader = cluster.wait_leader(30.0)
-            print(f"leader: {leader.node_id} (api {leader.api_addr})")
+            secured = "mutual TLS" if cluster.tls else "plaintext (--insecure)"
+            print(f"leader: {leader.node_id} (api {leader.api_addr}); {secured}")
+            if cluster.tls:
+                print(f'for the CLI: eval "$(scripts/cluster env --dir {args.dir})"')
         except TimeoutError as exc:
             print(f"no leader yet: {exc}; see the logs in {cluster.folder}")
             return 1
@@ -346,6 +449,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"leader {view['leader'] or '-':<4} commit {view['commit_index']:<6} "
                     f"applied {view['applied_index']:<6} pid {n.pid}  api {n.api_addr}"
                 )
+    return 0
+
+
+def _print_env(cluster: LocalCluster) -> int:
+    """Shell lines that point the CLI at this cluster (its API and, with TLS, the dev client
+    certificate)."""
+    n1 = cluster.nodes[0]
+    scheme = "https" if cluster.tls else "http"
+    print(f"export UNIVRS_API={scheme}://{n1.api_addr}")
+    if cluster.tls:
+        ca, cert, key = cluster.client_files("dev")
+        print(f"export UNIVRS_CA_CERT={ca}")
+        print(f"export UNIVRS_CLIENT_CERT={cert}")
+        print(f"export UNIVRS_CLIENT_KEY={key}")
+        print(f"export UNIVRS_JOIN_TOKEN=$(cat {cluster.join_token_path})")
     return 0
 
 
