@@ -16,7 +16,8 @@ applies directly (one process, no Raft) for tests and for the application layer 
 against (``univrs.service.memory.MemoryStateStore`` adds ``watch``). ``watch(kinds,
 from_revision)`` follows the changes (docs/orchestrator.md).
 
-Failures come back as the product's errors, the same classes the API answers and the Python client raises (``univrs.errors``, mapped in one place:
+Failures come back as the product's errors, the same classes the API answers and the Python
+client raises (``univrs.errors``, mapped in one place:
 ``univrs.sm.errors.failure_to_exception``): ``NotFound``, ``AlreadyExists``,
 ``InvalidArgument``, ``InsufficientCredits``, ``VersionConflict``, ``SessionExpired``,
 ``StaleSequence``.
