@@ -153,7 +153,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("univrs.client",),
     ("univrs.api",),
     ("univrs.server",),
-    ("univrs.tools", "univrs.sim"),
+    ("univrs.tools", "univrs.sim", "univrs.mcp"),
     ("univrs.chaos", "univrs.bench"),
     ("univrs.cli",),
     ("univrs.__main__",),

@@ -5,7 +5,18 @@ from __future__ import annotations
 import click
 
 from univrs import __version__
-from univrs.cli import certs, chaos, cluster, defrag, node, recover, snapshot, state, watch
+from univrs.cli import (
+    certs,
+    chaos,
+    cluster,
+    defrag,
+    mcp,
+    node,
+    recover,
+    snapshot,
+    state,
+    watch,
+)
 
 
 @click.group()
@@ -19,6 +30,7 @@ main.add_command(cluster.cluster)
 for _group in state.groups():  # workload, instance, nodeinfo, credits
     main.add_command(_group)
 main.add_command(watch.watch)
+main.add_command(mcp.mcp)
 main.add_command(chaos.chaos)
 main.add_command(defrag.defrag)
 main.add_command(snapshot.snapshot)
