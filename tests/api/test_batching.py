@@ -1,4 +1,5 @@
-"""ProposalBatcher and ReadCoalescer with fake proposals and reads (no sockets, no disk)."""
+"""ReadCoalescer with fake reads (no sockets, no disk). Proposal batching is the runtime's:
+tests/runtime/test_batching.py."""
 
 from __future__ import annotations
 
@@ -6,69 +7,8 @@ import pytest
 import trio
 import trio.testing
 
-from univrs.api.batcher import ProposalBatcher, ReadCoalescer
+from univrs.api.batcher import ReadCoalescer
 from univrs.errors import Unavailable
-
-
-class FakeLog:
-    """Proposals that complete when the test says; records when each one started."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.release: dict[int, trio.Event] = {}
-
-    async def propose(self, n: int) -> int:
-        self.started.append(n)
-        self.release[n] = trio.Event()
-        await self.release[n].wait()
-        return n
-
-
-async def test_writes_arriving_while_the_pipeline_is_full_go_together() -> None:
-    batcher = ProposalBatcher(depth=1)
-    log = FakeLog()
-    results: list[int] = []
-
-    async def write(n: int) -> None:
-        results.append(await batcher.run(lambda: log.propose(n)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(write, 0)
-        await trio.testing.wait_all_tasks_blocked()
-        assert log.started == [0]  # capacity free: at once
-        for n in range(1, 11):
-            nursery.start_soon(write, n)
-        await trio.testing.wait_all_tasks_blocked()
-        assert log.started == [0]  # the pipeline is full: they wait together
-        log.release[0].set()
-        await trio.testing.wait_all_tasks_blocked()
-        assert sorted(log.started[1:]) == list(range(1, 11))  # released as one batch
-        assert batcher.batches == 2
-        for n in range(1, 11):
-            log.release[n].set()
-    assert sorted(results) == list(range(11))
-
-
-async def test_a_lone_writer_never_waits_and_abandoned_batches_do_not_leak() -> None:
-    batcher = ProposalBatcher(depth=1)
-    log = FakeLog()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run, lambda: log.propose(0))
-        await trio.testing.wait_all_tasks_blocked()
-        with trio.CancelScope() as waiting:
-            async with trio.open_nursery() as inner:
-                for n in range(1, 4):
-                    inner.start_soon(batcher.run, lambda n=n: log.propose(n))
-                await trio.testing.wait_all_tasks_blocked()
-                waiting.cancel()  # every waiting member gives up (deadlines)
-        log.release[0].set()
-        await trio.testing.wait_all_tasks_blocked()
-        assert log.started == [0]
-        # Nothing is in flight any more: the next write goes at once.
-        nursery.start_soon(batcher.run, lambda: log.propose(9))
-        await trio.testing.wait_all_tasks_blocked()
-        assert log.started == [0, 9]
-        log.release[9].set()
 
 
 async def test_reads_share_a_confirmation_requested_after_they_arrived() -> None:

@@ -18,7 +18,6 @@ import pytest
 import trio
 
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
-from univrs.api.batcher import ProposalBatcher
 from univrs.api.service import ApiService, RaftStateStore
 from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
@@ -103,6 +102,9 @@ class MemForwarder:
 
 async def api_cluster(nursery: trio.Nursery) -> tuple[MemCluster, dict[str, ApiService]]:
     cluster = MemCluster.build(nursery, IDS)
+    # Deep enough that the concurrent writes of a test are all appended, even to a leader that
+    # cannot commit them.
+    cluster.proposal_depth = 8
     services: dict[str, ApiService] = {}
     for nid in IDS:
         runtime = await cluster.start(nid)
@@ -111,8 +113,6 @@ async def api_cluster(nursery: trio.Nursery) -> tuple[MemCluster, dict[str, ApiS
             RaftStateStore(
                 node=FakeNode(runtime),  # type: ignore[arg-type]
                 forwarder=forwarder,  # type: ignore[arg-type]
-                # Deep enough that the concurrent writes of a test are proposed at once.
-                batcher=ProposalBatcher(depth=8),
             )
         )
     return cluster, services

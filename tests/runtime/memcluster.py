@@ -33,15 +33,18 @@ WAIT = 60.0  # simulated seconds (autojump): generous, costs nothing
 
 @attrs.define(eq=False)
 class MemoryStore:
-    """Storage stand-in: log, hard state and the newest snapshot (data included)."""
+    """Storage stand-in (a ``univrs.runtime.ports.LogStorage``): log, hard state and the
+    newest snapshot (data included), and how many synced writes it took."""
 
     hard_state: HardState = HardState()
     entries: list[Entry] = attrs.field(factory=list)
     snapshot: tuple[SnapshotMeta, bytes] | None = None
+    writes: int = 0
 
     def append(
         self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
     ) -> None:
+        self.writes += 1
         if hard_state is not None:
             self.hard_state = hard_state
         if truncate_from is not None:
@@ -74,6 +77,7 @@ class MemCluster:
     nursery: trio.Nursery
     membership: Membership
     seed: int = 1
+    proposal_depth: int = 1  # the runtimes' (univrs/runtime/driver.py, "Proposal batching")
     stores: dict[str, MemoryStore] = attrs.field(factory=dict)
     runtimes: dict[str, RaftRuntime] = attrs.field(factory=dict)
     cut: set[str] = attrs.field(factory=set)  # both directions dropped
@@ -105,7 +109,7 @@ class MemCluster:
         target = self.runtimes.get(msg.dst)
         if target is not None:
             with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                target.inbox.send_nowait(msg)  # a full inbox drops, as networks may
+                target.inbox.sender.send_nowait(msg)  # a full inbox drops, as networks may
 
     async def start(self, node_id: str) -> RaftRuntime:
         """Start (or restart, on its store) a process of ``node_id``."""
@@ -127,11 +131,11 @@ class MemCluster:
         runtime = RaftRuntime(
             core=core,
             sm=ClusterStateMachine(),
-            writer_write=store.append,
-            send=self.send,
+            storage=store,
+            transport=self,
             tick_seconds=TICK,
             write_in_thread=False,
-            storage=store,
+            proposal_depth=self.proposal_depth,
         )
         self.runtimes[node_id] = runtime
         await self.nursery.start(self._run, node_id, runtime)

@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.runtime.memcluster import MemoryStore
 from univrs.errors import NotLeader, Unavailable
 from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.messages import Entry, HardState, Message
@@ -27,25 +28,6 @@ CONFIG = RaftConfig(heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=
 
 
 @attrs.define(eq=False)
-class MemoryLog:
-    """Storage stand-in: what was written, and how many synced writes it took."""
-
-    hard_state: HardState = HardState()
-    entries: list[Entry] = attrs.field(factory=list)
-    writes: int = 0
-
-    def append(
-        self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
-    ) -> None:
-        self.writes += 1
-        if hard_state is not None:
-            self.hard_state = hard_state
-        if truncate_from is not None:
-            self.entries = [e for e in self.entries if e.index < truncate_from]
-        self.entries.extend(entries)
-
-
-@attrs.define(eq=False)
 class MemoryNet:
     """Delivers messages between runtimes; ``cut`` holds node ids whose links are down."""
 
@@ -58,15 +40,15 @@ class MemoryNet:
         target = self.runtimes.get(msg.dst)
         if target is not None:
             with contextlib.suppress(trio.WouldBlock):  # a full inbox drops, as networks may
-                target.inbox.send_nowait(msg)
+                target.inbox.sender.send_nowait(msg)
 
 
-def make_cluster(ids: Sequence[str], seed: int = 1) -> tuple[MemoryNet, dict[str, MemoryLog]]:
+def make_cluster(ids: Sequence[str], seed: int = 1) -> tuple[MemoryNet, dict[str, MemoryStore]]:
     net = MemoryNet()
-    logs: dict[str, MemoryLog] = {}
+    logs: dict[str, MemoryStore] = {}
     membership = Membership(voters=frozenset(ids))
     for i, nid in enumerate(ids):
-        logs[nid] = MemoryLog()
+        logs[nid] = MemoryStore()
         core = RaftNode(
             nid,
             rng=random.Random(seed * 100 + i),
@@ -76,8 +58,8 @@ def make_cluster(ids: Sequence[str], seed: int = 1) -> tuple[MemoryNet, dict[str
         net.runtimes[nid] = RaftRuntime(
             core=core,
             sm=ClusterStateMachine(),
-            writer_write=logs[nid].append,
-            send=net.send,
+            storage=logs[nid],
+            transport=net,
             tick_seconds=TICK,
             write_in_thread=False,
         )
@@ -205,8 +187,8 @@ def test_merge_jobs_keeps_the_meaning_of_the_sequence() -> None:
     assert merged.entries == (e(5, 2), e(6, 3), e(7, 3))
     # Applying the merged write to a log equals applying the jobs one by one.
     one_by_one, merged_log = (
-        MemoryLog(entries=[e(i, 1) for i in range(1, 9)]),
-        MemoryLog(entries=[e(i, 1) for i in range(1, 9)]),
+        MemoryStore(entries=[e(i, 1) for i in range(1, 9)]),
+        MemoryStore(entries=[e(i, 1) for i in range(1, 9)]),
     )
     for j in jobs:
         one_by_one.append(hard_state=j.hard_state, truncate_from=j.truncate_from, entries=j.entries)
@@ -219,7 +201,7 @@ def test_merge_jobs_keeps_the_meaning_of_the_sequence() -> None:
 async def test_a_commit_only_hard_state_change_needs_no_fsync_of_its_own() -> None:
     from univrs.runtime.writer import StorageWriter
 
-    log = MemoryLog()
+    log = MemoryStore()
     persisted: list[tuple[int, int]] = []
     durable_terms: list[int] = []
 

@@ -6,7 +6,8 @@ connection, counted until the response is sent: beyond that it stops reading, wh
 back-pressures the client through TCP). Each task runs ``ApiService.execute`` and queues its
 response; the writer sends everything queued since its last send as one frame, and drops a
 client that has not read its responses for ``SEND_TIMEOUT``. Requests that arrive together
-are proposed together (``univrs.api.batcher``): one ``propose_many``, one append, one fsync.
+are proposed together (the runtime batches them, univrs/runtime/driver.py): one
+``propose_many``, one append, one fsync.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit

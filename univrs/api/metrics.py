@@ -31,12 +31,12 @@ class ApiMetrics:
         the metrics are scraped."""
         registry.gauge(
             "univrs_api_proposal_batches",
-            "Batches of proposals released to the driver on this node so far.",
+            "Batches of proposals appended to the log on this node so far (one propose_many each).",
             callback=lambda: [((), float(proposal_batches()))],
         )
         registry.gauge(
             "univrs_api_batched_proposals",
-            "Proposals that went through the batcher on this node so far.",
+            "Proposals appended to the log in those batches on this node so far.",
             callback=lambda: [((), float(proposals()))],
         )
         registry.gauge(

@@ -15,7 +15,7 @@ Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 he
 the serving node, before proposing*. Then, until the deadline:
 
 * on the leader: propose the command (an ``Envelope`` carrying the idempotency key, if any)
-  through the ``ProposalBatcher`` (concurrent writes become one log append) and wait until it
+  to the runtime (which batches concurrent proposals into one log append) and wait until it
   is applied here; render the result from this node's state;
 * on a follower that knows the leader: forward the already-built request over the fast
   protocol to the leader (``Forwarder``: one shared connection, many requests in flight) with
@@ -52,14 +52,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from univrs import errors as base
-from univrs.api.batcher import ProposalBatcher, ReadCoalescer
+from univrs.api.batcher import ReadCoalescer
 from univrs.api.metrics import ApiMetrics
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler, request_of
 from univrs.api.watch import poll_events
@@ -272,7 +271,6 @@ class RaftStateStore(StateStore):
 
     node: NodeHandle
     forwarder: Forwarder
-    batcher: ProposalBatcher = attrs.field(factory=ProposalBatcher)
     reads: ReadCoalescer = attrs.field(init=False)
     contact: LeaderContact = attrs.field(init=False)
     metrics: ApiMetrics | None = attrs.field(init=False, default=None)
@@ -287,8 +285,8 @@ class RaftStateStore(StateStore):
         if registry is not None:
             self.metrics = ApiMetrics.register(
                 registry,
-                proposal_batches=lambda: self.batcher.batches,
-                proposals=lambda: self.batcher.proposals,
+                proposal_batches=lambda: self.node.runtime.statistics().proposal_batches,
+                proposals=lambda: self.node.runtime.statistics().proposals,
                 read_confirmations=lambda: self.reads.requests,
             )
 
@@ -413,7 +411,7 @@ class RaftStateStore(StateStore):
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
-                        response = await self.batcher.run(partial(runtime.propose, proposed))
+                        response = await runtime.propose(proposed)
                     if scope.cancelled_caught:
                         raise self._expired(True)
                 except (base.NotLeader, base.ProposalDropped):

@@ -98,7 +98,7 @@ async def change(
     with trio.move_on_after(timeout):
         while runtime.applied_index < index:
             await runtime.wait_changed()
-        applied_term = runtime.config_terms.get(index)
+        applied_term = runtime.applied_config_term(index)
         if applied_term == term or (
             applied_term is None and runtime.applied_membership == target[0]
         ):
@@ -347,7 +347,7 @@ def members(runtime: RaftRuntime, now: float | None = None) -> list[dict[str, An
             row.update(match_index=status.last_index, lag=0, last_contact_s=0.0)
         elif node_id in peers:
             p = peers[node_id]
-            contact = runtime.last_contact.get(node_id)
+            contact = runtime.last_contact(node_id)
             row.update(
                 match_index=p.match,
                 lag=max(0, status.last_index - p.match),

@@ -28,6 +28,7 @@ from univrs.raft.interpreter import (
     merge_jobs,
 )
 from univrs.raft.messages import HardState, Message, SnapshotMeta
+from univrs.runtime.ports import AppendLog
 from univrs.runtime.waiter import Waiter
 
 __all__ = ["InstallJob", "MergedWrite", "PersistJob", "StorageTask", "StorageWriter", "merge_jobs"]
@@ -46,8 +47,8 @@ class StorageTask:
 class StorageWriter:
     """Runs in its own task; the driver hands it jobs with ``submit`` (never blocks)."""
 
-    # (hard_state, truncate_from, entries) -> None; blocking, one synced transaction.
-    write: Callable[..., None]
+    # Blocking, one synced transaction (``LogStorage.append``).
+    write: AppendLog
     send: Callable[[Message], None]
     # (index, term) of the last durable entry (0, 0 if the write held none) and the hard state
     # it made durable (None if none): the core learns both (persisted, persisted_hard_state).

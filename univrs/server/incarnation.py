@@ -29,7 +29,7 @@ from univrs.config import NodeConfig
 from univrs.errors import UnivrsError
 from univrs.net.probe import ProbeAnswer, ProbeQuestion, ask_peer
 from univrs.net.transport import RaftTransport
-from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.view import RuntimeView
 from univrs.server.wiring import client_ssl
 
 if TYPE_CHECKING:
@@ -120,40 +120,41 @@ def probe_answerer(node: NodeHandle) -> Callable[[ProbeQuestion], ProbeAnswer]:
     return answer
 
 
-def bound_incarnation(runtime: RaftRuntime) -> Callable[[str], str | None]:
+def bound_incarnation(view: RuntimeView) -> Callable[[str], str | None]:
     """The incarnation the configuration in effect lists for a peer (for the transport): the
     newest configuration's, else (a member it removes, until that is applied) the applied
-    one's; None for an unbound member or a stranger."""
+    one's; None for an unbound member or a stranger. ``view``: the runtime's, made before the
+    transport and the runtime (univrs/runtime/view.py)."""
 
     def bound(node_id: str) -> str | None:
-        current = runtime.status().membership
+        current = view.status().membership
         if node_id in current.members:
             return current.incarnation_of(node_id)
-        applied = runtime.applied_membership
+        applied = view.applied_membership
         return applied.incarnation_of(node_id) if node_id in applied.members else None
 
     return bound
 
 
-def own_binding(runtime: RaftRuntime, incarnation: str) -> Callable[[], tuple[int, bool]]:
+def own_binding(view: RuntimeView, incarnation: str) -> Callable[[], tuple[int, bool]]:
     """Our side of the hello's freshness rule (for the transport): the log index of our newest
     configuration, and whether it binds our id to ``incarnation`` (our data dir's)."""
 
     def binding() -> tuple[int, bool]:
-        status = runtime.status()
+        status = view.status()
         return (status.config_index, status.membership.incarnation_of(status.id) == incarnation)
 
     return binding
 
 
-async def hold_incarnations(runtime: RaftRuntime, transport: RaftTransport) -> None:
+async def hold_incarnations(view: RuntimeView, transport: RaftTransport) -> None:
     """Run forever: whenever the incarnations of the configuration change, have the transport
     close connections of incarnations no longer listed and redial with new expectations."""
     last: object = None
     while True:
-        status = runtime.status()
-        key = (status.config_index, status.membership.incarnations, runtime.applied_membership)
+        status = view.status()
+        key = (status.config_index, status.membership.incarnations, view.applied_membership)
         if key != last:
             last = key
             transport.recheck_incarnations()
-        await runtime.wait_changed()
+        await view.wait_changed()

@@ -38,10 +38,12 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Role, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.events import Inbox
 from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import restore
+from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
     BootstrapRefused,
@@ -52,7 +54,7 @@ from univrs.server.incarnation import (
     probe_answerer,
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
-from univrs.server.removal import MembershipWatch, watch_for_removal
+from univrs.server.removal import MembershipWatch, RemovalGate, watch_for_removal
 from univrs.server.wiring import check_tls, transport_from_config
 from univrs.service.reconcile import Reconciler
 from univrs.sm.state import ClusterStateMachine
@@ -389,38 +391,27 @@ async def _run_once(
             incarnation=storage.incarnation,
         )
         snapshot_index = 0
+        applied = Membership(voters=frozenset())
         if opened.snapshot is not None:
             meta, data = opened.snapshot
             core.snapshot_taken(meta, data, keep=config.snapshot_trailing_entries)  # for peers
-            snapshot_index = meta.index
-        runtime = RaftRuntime(
-            core=core,
-            sm=opened.sm,
-            writer_write=storage.append,
-            send=lambda _m: None,
-            tick_seconds=config.tick_ms / 1000,
-            storage=storage,
-            snapshot_threshold=config.snapshot_threshold,
-            snapshot_keep=config.snapshot_trailing_entries,
-            applied_membership=(
-                opened.snapshot[0].membership if opened.snapshot else Membership(voters=frozenset())
-            ),
-            last_snapshot_index=snapshot_index,
-            watch_hub=WatchHub(
-                capacity=config.watch_history, max_watchers=config.watch_max_watchers
-            ),
-        )
-        metrics = NodeMetrics(runtime.status, storage=storage.statistics)
-        runtime.metrics = metrics
+            snapshot_index, applied = meta.index, meta.membership
+        # Built in dependency order, each part whole, nothing rewired afterwards. The runtime's
+        # inbox and view come first: the transport delivers into the inbox and checks hellos
+        # against the view, the peer map and the metrics read the view, and the runtime then
+        # gets the finished transport, peer map and metrics (docs/runtime.md, "Assembly").
+        view = RuntimeView(core, applied_membership=applied)
+        inbox = Inbox()
+        metrics = NodeMetrics(view.status, storage=storage.statistics)
         transport = transport_from_config(
             config,
-            inbox=runtime.inbox,
+            inbox=inbox.sender,
             rng=rng,
             settings=TransportSettings(),
             cluster_id=opened.cluster_id,
             incarnation=storage.incarnation,
-            bound_incarnation=bound_incarnation(runtime),
-            own_binding=own_binding(runtime, storage.incarnation),
+            bound_incarnation=bound_incarnation(view),
+            own_binding=own_binding(view, storage.incarnation),
         )
         # The members we learned of when asking to join (or, an empty data dir waiting to be
         # joined, the bootstrap members) stay reachable until a configuration listing us is
@@ -428,20 +419,32 @@ async def _run_once(
         peer_map = PeerMap(
             config.node_id,
             publish=lambda peers: transport.set_peer_addresses(config.dial_addresses(peers)),
-            tracked=lambda: [p.id for p in runtime.status().peers],
+            tracked=lambda: [p.id for p in view.status().peers],
         )
         if join_info is not None:
             peer_map.hold_join_addresses(dict(join_info.addresses))
         elif state != "member":
             peer_map.hold_join_addresses(config.bootstrap_addresses())
-        runtime.on_membership = peer_map.on_membership
         watch = MembershipWatch(
-            config.node_id,
-            peer_map,
-            was_member=config.node_id in runtime.applied_membership.members,
+            config.node_id, peer_map, was_member=config.node_id in applied.members
         )
-        send, may_send = transport.send, watch.may_send
-        runtime.send = lambda msg: send(msg) if may_send(msg) else None
+        runtime = RaftRuntime(
+            core=core,
+            sm=opened.sm,
+            storage=storage,
+            transport=RemovalGate(transport, watch),
+            tick_seconds=config.tick_ms / 1000,
+            on_membership=peer_map.on_membership,
+            metrics=metrics,
+            snapshot_threshold=config.snapshot_threshold,
+            snapshot_keep=config.snapshot_trailing_entries,
+            last_snapshot_index=snapshot_index,
+            view=view,
+            inbox=inbox,
+            watch_hub=WatchHub(
+                capacity=config.watch_history, max_watchers=config.watch_max_watchers
+            ),
+        )
         node = Node(
             config=config,
             storage=storage,
@@ -478,7 +481,7 @@ async def _run_once(
             if node.reconciler is not None:
                 nursery.start_soon(node.reconciler.run)
             nursery.start_soon(watch_for_removal, node, watch)
-            nursery.start_soon(hold_incarnations, runtime, transport)
+            nursery.start_soon(hold_incarnations, view, transport)
             nursery.start_soon(
                 record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
             )

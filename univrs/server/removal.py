@@ -32,6 +32,7 @@ from univrs.net.http import get_json
 from univrs.raft.messages import Membership, Message, RequestVote
 from univrs.raft.ready import Role, Status
 from univrs.runtime.addresses import PeerMap
+from univrs.runtime.ports import Transport
 from univrs.server.wiring import client_ssl
 
 if TYPE_CHECKING:
@@ -81,6 +82,19 @@ class MembershipWatch:
     def may_send(self, msg: Message) -> bool:
         """False for the vote requests of a node that knows it was removed."""
         return self.removed is None or not isinstance(msg, RequestVote)
+
+
+@attrs.frozen
+class RemovalGate:
+    """The transport as a node's runtime sees it: what ``watch`` forbids is not sent."""
+
+    transport: Transport
+    watch: MembershipWatch
+
+    def send(self, msg: Message) -> None:
+        """Send ``msg`` unless this node knows it was removed and ``msg`` asks for votes."""
+        if self.watch.may_send(msg):
+            self.transport.send(msg)
 
 
 async def watch_for_removal(node: NodeHandle, watch: MembershipWatch) -> None:

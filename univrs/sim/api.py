@@ -4,7 +4,9 @@ Theory of operation. A client sends a write to a node's API (``SimApi.write``, `
 its deadline, the node's API, like ``ApiService._write``:
 
 * on the leader: adds it to the node's proposal batch, which the node flushes with one
-  ``propose_many`` at the end of the current step (``RaftRuntime._flush_proposals``); the
+  ``propose_many`` at the end of the current step (``RaftRuntime._flush_proposals``, which
+  may hold the batch longer: until the batch in flight applies; that changes when a proposal
+  is appended, not the rules of its outcome); the
   appended proposal waits in the node's ``PendingProposals`` (univrs/runtime/proposals.py, the
   same code the Trio driver uses) until its index is applied (its own entry: the state
   machine's answer; another term's entry: not applied, retry) or a snapshot from the leader

@@ -1,0 +1,132 @@
+"""Proposal batching is the runtime's (univrs/runtime/driver.py, "Proposal batching").
+
+At most ``proposal_depth`` batches are appended and not yet applied; proposals arriving
+meanwhile wait in the open batch and become one ``propose_many`` when the batch in flight
+applies, however their callers' tasks were scheduled (they arrive here in separate driver
+steps). A leadership change fails the open batch (not appended: retrying is safe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from univrs.errors import NotLeader
+from univrs.raft.messages import AppendEntries, Message
+from univrs.raft.ready import Role
+from univrs.runtime.driver import RaftRuntime
+from univrs.sm.responses import Created, Response
+
+IDS = ["a", "b", "c"]
+
+
+def holding_appends(leader: RaftRuntime) -> Callable[[Message], bool]:
+    """A ``MemCluster.hold`` predicate: the leader's appends that carry entries (heartbeats
+    still go, so the leader keeps its followers and its quorum)."""
+
+    def hold(msg: Message) -> bool:
+        return msg.src == leader.node_id and isinstance(msg, AppendEntries) and bool(msg.entries)
+
+    return hold
+
+
+async def test_proposals_arriving_while_a_batch_is_in_flight_go_as_one_batch(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """Fails on the old runtime: it appended every proposal at the end of the step it arrived
+    in, so callers arriving one tick apart made one batch each (11 here), unless the API's
+    batcher happened to wake them together."""
+    cluster = MemCluster.build(nursery, IDS)
+    for nid in IDS:
+        await cluster.start(nid)
+    leader = await wait_leader(cluster)
+    await leader.propose(create("w"))
+    before = leader.statistics()
+    cluster.hold = holding_appends(leader)
+    results: list[Response | BaseException] = []
+
+    async def propose(name: str) -> None:
+        try:
+            results.append(await leader.propose(create(name)))
+        except Exception as exc:
+            results.append(exc)
+
+    nursery.start_soon(propose, "first")
+    await wait_until(
+        lambda: leader.statistics().proposal_batches == before.proposal_batches + 1,
+        "the first proposal to be appended at once",
+    )
+    for i in range(10):  # one tick apart: each arrives in a driver step of its own
+        nursery.start_soon(propose, f"later-{i}")
+        await trio.sleep(0.05)
+    assert leader.statistics().proposal_batches == before.proposal_batches + 1  # they wait
+    assert leader.status().role is Role.LEADER and not results
+    cluster.hold = None
+    for msg in cluster.held:
+        cluster.deliver(msg)
+    cluster.held.clear()
+    await wait_until(lambda: len(results) == 11, "every proposal to apply")
+    assert all(isinstance(r, Created) for r in results), results
+    after = leader.statistics()
+    assert after.proposal_batches == before.proposal_batches + 2  # the ten went together
+    assert after.proposals == before.proposals + 11
+
+
+async def test_a_lone_proposal_is_appended_in_the_step_it_arrives(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """Nothing in flight: a proposal does not wait for anything (no extra latency)."""
+    cluster = MemCluster.build(nursery, IDS)
+    for nid in IDS:
+        await cluster.start(nid)
+    leader = await wait_leader(cluster)
+    for i in range(3):
+        before = leader.statistics().proposal_batches
+        started = trio.current_time()
+        assert isinstance(await leader.propose(create(f"w{i}")), Created)
+        assert leader.statistics().proposal_batches == before + 1
+        assert trio.current_time() - started < 0.05  # under a tick: no timer involved
+
+
+async def test_losing_leadership_fails_the_open_batch_as_not_applied(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """The open batch was never appended: its proposers hear NotLeader (safe to retry),
+    and a later leadership of this node starts with nothing in flight."""
+    cluster = MemCluster.build(nursery, IDS)
+    for nid in IDS:
+        await cluster.start(nid)
+    old = await wait_leader(cluster)
+    await old.propose(create("w"))
+    cluster.hold = holding_appends(old)
+    first: list[Response | BaseException] = []
+    waiting: list[Response | BaseException] = []
+
+    async def propose(into: list[Response | BaseException], name: str) -> None:
+        try:
+            into.append(await old.propose(create(name)))
+        except Exception as exc:
+            into.append(exc)
+
+    batches = old.statistics().proposal_batches
+    nursery.start_soon(propose, first, "in-flight")
+    await wait_until(lambda: old.statistics().proposal_batches == batches + 1, "the append")
+    await trio.sleep(0.05)
+    nursery.start_soon(propose, waiting, "open")
+    await trio.sleep(0.05)
+    cluster.hold = None
+    cluster.held.clear()  # the in-flight entry never reaches the others
+    cluster.cut.add(old.node_id)
+    await wait_until(lambda: old.status().role is not Role.LEADER, "the old leader to step down")
+    await wait_until(lambda: waiting, "the open batch to fail")
+    assert isinstance(waiting[0], NotLeader), waiting
+    assert old.statistics().proposal_batches == batches + 1  # the open batch was never appended
+    assert not first  # the appended one stays pending: the next leader decides
+    cluster.cut.clear()
+    new = await wait_leader(cluster)
+    assert isinstance(await new.propose(create("after")), Created)
+    await wait_until(lambda: first, "the in-flight proposal to end")
+    if new is old:  # this node leads again: its new leadership had nothing in flight
+        assert isinstance(await old.propose(create("again")), Created)

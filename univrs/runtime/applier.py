@@ -1,0 +1,177 @@
+"""The apply loop: committed entries and installed snapshots into the state machine, in order,
+and the outcome of every proposal waiting on them.
+
+The driver queues work with ``enqueue`` (committed entries) and ``enqueue_install`` (a snapshot
+from the leader, already handed to the storage writer); the loop applies it in that order,
+resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
+proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver every
+``APPLY_CHUNK`` entries, so it never hogs the event loop. The proposal outcomes:
+
+* the state machine's response, when the proposal's own entry (same index and term) applies;
+* ``ProposalDropped`` when the entry applied at its index has another term: its own entry
+  was replaced and can never commit (State Machine Safety);
+* ``OutcomeUnknown`` when a snapshot installed from the leader covers its index: the snapshot
+  says nothing about which entry sat there, so it may have applied. Never retried blindly.
+
+Each applied entry's change events go to the watch history (``watch_hub``,
+univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot resets it (what
+came before is compacted there).
+
+Entries the installed snapshot already covers are skipped. Only this loop changes the state
+machine, the applied index and the applied membership (``RuntimeView.applied_membership``).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from univrs.errors import OutcomeUnknown, ProposalDropped
+from univrs.raft.messages import Entry, EntryKind, SnapshotMeta, decode_membership
+from univrs.raft.ready import SnapshotInstall
+from univrs.runtime.events import Applied, Propose
+from univrs.runtime.payload import decode_payload
+from univrs.runtime.ports import Metrics
+from univrs.runtime.proposals import Outcome, PendingProposals
+from univrs.runtime.snapshots import restore
+from univrs.runtime.view import RuntimeView
+from univrs.runtime.watch import WatchHub
+from univrs.sm.responses import ErrorCode, Failure, Response
+from univrs.sm.state import ClusterStateMachine
+
+log = logging.getLogger("univrs.node")
+
+APPLY_CHUNK = 512  # entries applied between checkpoints, so the apply loop never hogs trio
+CONFIG_TERMS = 64  # applied CONFIG entries whose term is remembered (membership changes)
+
+
+@attrs.define(eq=False)
+class Applier:
+    """Runs the apply loop (``run``); see the module docstring."""
+
+    sm: ClusterStateMachine
+    view: RuntimeView
+    events: trio.MemorySendChannel[object]  # the driver's inbox: ``Applied`` reports
+    metrics: Metrics
+    # Called after each queued batch of entries is applied (the snapshotter's threshold check)
+    # and after a snapshot from the leader is restored (with its meta).
+    after_apply: Callable[[], None]
+    on_restored: Callable[[SnapshotMeta], None]
+    watch_hub: WatchHub = attrs.field(factory=WatchHub)
+    # Appended proposals by index (the driver adds them; this loop settles them).
+    pending: PendingProposals[Propose] = attrs.field(factory=PendingProposals)
+    applied_index: int = attrs.field(init=False)
+    applied_term: int = attrs.field(init=False)
+    _config_terms: dict[int, int] = attrs.field(factory=dict, init=False)  # index -> term
+    _queue: collections.deque[tuple[Entry, ...] | SnapshotInstall] = attrs.field(
+        factory=collections.deque, init=False
+    )
+    _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.applied_index = self.view.core.status().applied
+        self.applied_term = self.sm.last_applied_term
+        self.watch_hub.reset(self.sm.last_applied_index)
+
+    def enqueue(self, entries: tuple[Entry, ...]) -> None:
+        """Committed entries to apply, after everything queued before."""
+        self._queue.append(entries)
+        self._wakeup.set()
+
+    def enqueue_install(self, install: SnapshotInstall) -> None:
+        """A snapshot from the leader to restore, after everything queued before (the storage
+        writer stores it first: it was submitted to the writer before this call)."""
+        self._queue.append(install)
+        self._wakeup.set()
+
+    def config_term(self, index: int) -> int | None:
+        """The term of the CONFIG entry applied at ``index``, if it was applied lately."""
+        return self._config_terms.get(index)
+
+    async def run(self) -> None:
+        """Apply whatever is queued, in order, until cancelled."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, SnapshotInstall):
+                    await self._restore(item)
+                    continue
+                entries = [e for e in item if e.index > self.applied_index]
+                for start in range(0, len(entries), APPLY_CHUNK):
+                    for entry in entries[start : start + APPLY_CHUNK]:
+                        self._apply_one(entry)
+                    await self.events.send(Applied(self.applied_index))
+                self.after_apply()
+
+    async def _restore(self, install: SnapshotInstall) -> None:
+        meta = install.meta
+        started = trio.current_time()
+        self.sm = await trio.to_thread.run_sync(restore, install.data)
+        self.watch_hub.reset(meta.index)  # what happened before it is unknown here
+        self.applied_index, self.applied_term = meta.index, meta.term
+        self.view.applied_membership = meta.membership
+        self.on_restored(meta)
+        covered = self.pending.covered(meta.index)
+        if covered:
+            # The snapshot does not say which entry sat at their indexes: ours may have
+            # applied (the rule is PendingProposals.covered_outcome: unknown).
+            outcome = self.pending.covered_outcome()
+            what = f"proposals up to {meta.index} were covered by a snapshot from the leader"
+            for p in covered:  # one exception each: they are raised in different tasks
+                p.waiter.fail(outcome_error(outcome, what))
+        log.info(
+            "snapshot installed",
+            extra={
+                "index": meta.index,
+                "term": meta.term,
+                "bytes": len(install.data),
+                "seconds": round(trio.current_time() - started, 3),
+            },
+        )
+        await self.events.send(Applied(meta.index))
+
+    def _apply_one(self, entry: Entry) -> None:
+        response: Response | None = None
+        if entry.kind is EntryKind.NORMAL:
+            decoded = decode_payload(entry.data)
+            if isinstance(decoded, str):
+                self.sm.mark_applied(index=entry.index, term=entry.term)
+                response = Failure(code=ErrorCode.INVALID_ARGUMENT, message=decoded)
+            else:
+                envelope, time_ms = decoded
+                response = self.sm.apply(
+                    envelope, index=entry.index, term=entry.term, time_ms=time_ms
+                )
+        else:
+            if entry.kind is EntryKind.CONFIG:
+                self.view.applied_membership = decode_membership(entry.data)
+                self._config_terms[entry.index] = entry.term
+                if len(self._config_terms) > CONFIG_TERMS:
+                    del self._config_terms[min(self._config_terms)]
+            self.sm.mark_applied(index=entry.index, term=entry.term)
+        self.applied_index, self.applied_term = entry.index, entry.term
+        self.watch_hub.applied(entry.index, self.sm.last_events(), len(entry.data))
+        settled = self.pending.applied(entry.index, entry.term)
+        if settled is None:
+            return
+        pending, outcome = settled
+        if outcome is Outcome.APPLIED and response is not None:
+            self.metrics.commit_seconds.observe(trio.current_time() - pending.started)
+            pending.waiter.set(response)
+        else:
+            pending.waiter.fail(
+                ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
+            )
+
+
+def outcome_error(outcome: Outcome, what: str) -> Exception:
+    """The error a proposer gets for an attempt that ended without a response."""
+    if outcome is Outcome.NOT_APPLIED:
+        return ProposalDropped(f"{what}; they did not apply: retrying is safe")
+    return OutcomeUnknown(f"{what}; whether they applied is unknown here")

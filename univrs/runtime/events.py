@@ -1,0 +1,75 @@
+"""The driver's events and the one channel they arrive on (``Inbox``).
+
+Everything that wants the core to do something puts an event in the inbox: the transport's
+reader tasks (Raft messages), the ticker (``TICK``), the API (``Propose``, ``Read``, ``Call``),
+the storage writer (``Persisted``) and the apply loop (``Applied``). Only the driver receives.
+
+The inbox is its own object, made before the runtime, so that a server can hand its send side
+to the transport first and the finished transport to the runtime (no late wiring): the
+transport needs somewhere to deliver, the runtime something to send with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from univrs.raft.node import RaftNode
+from univrs.runtime.waiter import Waiter
+from univrs.sm.responses import Response
+
+EVENT_QUEUE = 4096  # bounded: a flood of peer messages back-pressures the transport
+
+
+@attrs.define(eq=False)
+class Inbox:
+    """The driver's one bounded event channel: ``sender`` for everybody, ``receiver`` for the
+    driver alone."""
+
+    size: int = EVENT_QUEUE
+    sender: trio.MemorySendChannel[object] = attrs.field(init=False)
+    receiver: trio.MemoryReceiveChannel[object] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.sender, self.receiver = trio.open_memory_channel[object](self.size)
+
+
+@attrs.define(eq=False)
+class Propose:
+    """A proposal: the entry's bytes and the proposer waiting for its outcome."""
+
+    payload: bytes
+    waiter: Waiter[Response]
+    started: float  # trio time, for the commit latency metric
+
+
+class Tick:
+    """The ticker's event: one tick of the core's logical clock."""
+
+
+TICK = Tick()
+
+
+@attrs.frozen
+class Read:
+    """A linearizable read: the waiter gets the confirmed read index."""
+
+    waiter: Waiter[int]
+
+
+@attrs.frozen
+class Applied:
+    """The apply loop applied everything up to ``index``."""
+
+    index: int
+
+
+@attrs.frozen
+class Call:
+    """Run ``fn(core)`` on the driver (campaign, transfer, membership) and report the result."""
+
+    fn: Callable[[RaftNode], Any]
+    waiter: Waiter[Any]

@@ -1,0 +1,126 @@
+"""What the runtime needs from the world around it: small typed interfaces (``Protocol``).
+
+The runtime is built whole from these at construction (``RaftRuntime``), and anything that has
+the methods fits: ``univrs.storage.LogStore`` and the tests' in-memory store are a
+``LogStorage``, ``univrs.net.transport.RaftTransport`` and the tests' in-memory networks a
+``Transport``, ``univrs.runtime.metrics.NodeMetrics`` a ``Metrics`` (``NO_METRICS`` when there
+is no registry). Each interface holds only what the runtime calls, so a fake for a test is a
+few lines.
+
+Blocking calls: ``LogStorage``'s methods may block (LMDB, fsync); the runtime calls them only
+from the storage writer, in a worker thread (``write_in_thread``), never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
+
+
+class AppendLog(Protocol):
+    """One synced write of the log (``LogStorage.append``): the storage writer's group commit."""
+
+    def __call__(
+        self,
+        *,
+        hard_state: HardState | None,
+        truncate_from: int | None,
+        entries: Sequence[Entry],
+    ) -> None: ...
+
+
+class LogStorage(Protocol):
+    """The node's durable log and snapshot store, as the runtime uses it (blocking calls)."""
+
+    def append(
+        self,
+        *,
+        hard_state: HardState | None,
+        truncate_from: int | None,
+        entries: Sequence[Entry],
+    ) -> None:
+        """Persist one (merged) Ready in one synced transaction: drop entries from
+        ``truncate_from`` on, append ``entries``, store ``hard_state``."""
+        ...
+
+    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Store a snapshot durably (dropping the log it covers, or that conflicts with it)."""
+        ...
+
+    def snapshot_meta(self) -> SnapshotMeta | None:
+        """The newest stored snapshot's meta, or None."""
+        ...
+
+    def compact(self, up_to: int) -> None:
+        """Drop the log entries up to ``up_to`` (a stored snapshot covers them)."""
+        ...
+
+
+class Transport(Protocol):
+    """Where the runtime sends Raft messages. ``send`` never blocks and may drop (Raft
+    tolerates loss); replies come back through the runtime's inbox (``Inbox``)."""
+
+    def send(self, msg: Message) -> None: ...
+
+
+class Counter(Protocol):
+    """A monotonically increasing metric."""
+
+    def inc(self, amount: float = ..., /) -> None: ...
+
+
+class Histogram(Protocol):
+    """A distribution of observed values (seconds)."""
+
+    def observe(self, value: float, /) -> None: ...
+
+
+class Metrics(Protocol):
+    """The metrics the runtime updates (``univrs.runtime.metrics.NodeMetrics`` has them)."""
+
+    @property
+    def proposals(self) -> Counter:
+        """Entries proposed on this node while it led."""
+        ...
+
+    @property
+    def elections(self) -> Counter:
+        """Elections this node started."""
+        ...
+
+    @property
+    def leader_changes(self) -> Counter:
+        """Times this node saw a new leader."""
+        ...
+
+    @property
+    def fsync_seconds(self) -> Histogram:
+        """Duration of one synced log write."""
+        ...
+
+    @property
+    def commit_seconds(self) -> Histogram:
+        """From proposal to applied, on the proposing leader."""
+        ...
+
+
+class _Nothing:
+    """A counter and a histogram that record nothing."""
+
+    def inc(self, amount: float = 1.0, /) -> None:
+        pass
+
+    def observe(self, value: float, /) -> None:
+        pass
+
+
+class NoMetrics:
+    """``Metrics`` that record nothing (a runtime without a registry: tests, tools)."""
+
+    proposals = elections = leader_changes = _Nothing()
+    fsync_seconds = commit_seconds = _Nothing()
+
+
+NO_METRICS: Metrics = NoMetrics()

@@ -1,0 +1,132 @@
+"""Snapshots on a running node: the node's own (taken, stored, log compacted) and the leader's
+(installed).
+
+Own snapshots. Every ``threshold`` applied entries (0: never automatically), or when asked
+(``take``: ``univrs cluster snapshot``), the state machine is captured at the applied index
+(univrs/runtime/snapshots.py: references on the event loop, encoding in a worker thread, the
+apply loop goes on), stored durably, the core is told (``snapshot_taken``, keeping ``keep``
+entries behind it for slightly-behind followers) and storage is compacted to what the core
+allows. One at a time (automatic and requested ones share a lock); the storage work goes
+through the storage writer's FIFO queue, so it is ordered with appends and installs.
+
+The leader's snapshots. ``install`` is the one place where a snapshot from the leader
+(``Ready.snapshot``, complete and verified by the core) enters the runtime: it goes to the
+storage writer (stored before anything later of its Ready) and then to the apply loop
+(restored before any later entry). A check of the snapshot's contents before it is stored
+belongs in ``install``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from univrs.raft.interpreter import InstallJob
+from univrs.raft.messages import SnapshotMeta
+from univrs.raft.node import RaftNode
+from univrs.raft.ready import SnapshotInstall
+from univrs.runtime.applier import Applier
+from univrs.runtime.ports import LogStorage
+from univrs.runtime.snapshots import capture
+from univrs.runtime.waiter import Waiter
+from univrs.runtime.writer import StorageTask, StorageWriter
+
+log = logging.getLogger("univrs.node")
+
+
+@attrs.define(eq=False)
+class Snapshotter:
+    """Takes and installs snapshots (see the module docstring); ``run`` is its task."""
+
+    storage: LogStorage
+    writer: StorageWriter
+    applier: Applier
+    call: Callable[[Callable[[RaftNode], Any]], Awaitable[Any]]  # the driver's ``call``
+    threshold: int = 0
+    keep: int = 0
+    # Index of the newest snapshot stored here (taken, installed, or loaded at start).
+    last_index: int = 0
+    _lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    _due: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def install(self, install: SnapshotInstall, job: InstallJob) -> None:
+        """A snapshot from the leader: store it, then restore the state machine from it."""
+        self.writer.submit(job)
+        self.applier.enqueue_install(install)
+
+    def restored(self, meta: SnapshotMeta) -> None:
+        """The apply loop restored the state machine from a leader's snapshot."""
+        self.last_index = meta.index
+
+    def maybe_snapshot(self) -> None:
+        """Called after entries were applied: start a snapshot if ``threshold`` says so."""
+        if self._is_due():
+            self._due.set()
+
+    def _is_due(self) -> bool:
+        return self.threshold > 0 and self.applier.applied_index - self.last_index >= self.threshold
+
+    async def run(self) -> None:
+        """Take the automatic snapshots, one at a time, until cancelled."""
+        while True:
+            await self._due.wait()
+            self._due = trio.Event()
+            if self._is_due():  # still: it may have been set while the last one was taken
+                await self.take()
+
+    async def take(self) -> SnapshotMeta | None:
+        """Snapshot the state machine at the applied index now, store it durably, let the core
+        compact its log and compact storage to match (see the module docstring). Returns the
+        newest stored snapshot's meta (None: nothing applied yet)."""
+        storage = self.storage
+        applier = self.applier
+        async with self._lock:
+            if applier.applied_index == 0:
+                return None
+            if applier.applied_index <= self.last_index:
+                stored: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
+                return stored  # nothing applied since the last one
+            started = trio.current_time()
+            meta = SnapshotMeta(
+                index=applier.applied_index,
+                term=applier.applied_term,
+                membership=applier.view.applied_membership,
+            )
+            encode = capture(applier.sm)  # on the loop: references only; encoding in a thread
+            data = await trio.to_thread.run_sync(encode)
+
+            def save() -> bool:
+                current = storage.snapshot_meta()
+                if current is not None and current.index >= meta.index:
+                    return False  # a newer one (e.g. from the leader) is already stored
+                storage.save_snapshot(meta, data)
+                return True
+
+            if not await self._storage_task(save):
+                newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
+                return newer
+            keep = self.keep
+            upto: int = await self.call(lambda core: core.snapshot_taken(meta, data, keep=keep))
+            if upto > 0:
+                await self._storage_task(lambda: storage.compact(upto))
+            self.last_index = max(self.last_index, meta.index)
+            log.info(
+                "snapshot taken",
+                extra={
+                    "index": meta.index,
+                    "term": meta.term,
+                    "bytes": len(data),
+                    "compacted_to": upto,
+                    "seconds": round(trio.current_time() - started, 3),
+                },
+            )
+            return meta
+
+    async def _storage_task(self, fn: Callable[[], Any]) -> Any:
+        waiter: Waiter[Any] = Waiter()
+        self.writer.submit(StorageTask(fn=fn, waiter=waiter))
+        return await waiter.wait()
