@@ -3,7 +3,8 @@ fast client protocol at ``/client`` on the raft listener.
 
 The HTTP API is served by hypercorn's trio worker; the app is Starlette. The state endpoints
 (``univrs.api.rest``) and the fast protocol (``univrs.api.fast``) both run operations through
-one ``ApiService``, whose ``Forwarder`` sends writes from a follower to the leader. Every
+one ``ApiService``, the adapter over the node's ``RaftStateStore`` (``node.store``), whose
+``Forwarder`` sends writes from a follower to the leader. Every
 handler reads the node through its public views; nothing here touches the Raft core directly.
 
 With TLS (the node's ``[tls]``) the API is HTTPS only, with the node certificate; a client
