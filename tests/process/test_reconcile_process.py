@@ -42,7 +42,7 @@ async def test_a_leader_killed_during_a_scale_to_50_leaves_exactly_50(make_clust
         async def some() -> bool:
             return len(await _instances(client)) >= 3
 
-        await _wait(some, "the first placements")  # 3 to 5 of 50 in trial runs at the kill
+        await _wait(some, "the first placements")  # 16 to 32 of 50 at the kill in trials
         await trio.to_thread.run_sync(cluster.kill, first)
         await client.update_node_status("m5", "down")
         second = await trio.to_thread.run_sync(cluster.wait_leader, DEADLINE * 2)

@@ -3,7 +3,8 @@
 Theory of operation (docs/orchestrator.md, "The reconciler"). Level-triggered, like a
 Kubernetes controller: each pass reads the whole state (linearizable: on the leader that is a
 ReadIndex, which also waits until the entries of earlier terms are applied here), computes a
-``Plan`` with the pure function ``plan`` and carries it out through the ``StateStore``; then it
+``Plan`` with the pure function ``plan`` and carries it out through the ``StateStore``
+(removals, then placements, ``IN_FLIGHT`` writes at a time: the runtime batches them); then it
 waits for a change of workloads, instances or nodes (the watch) or for ``resync`` seconds, and
 passes again. Nothing is remembered between passes, so a new leader's reconciler simply
 continues from the state its predecessor left.
@@ -41,8 +42,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import aclosing
+from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -76,6 +78,7 @@ log = logging.getLogger("univrs.reconcile")
 PLACEMENT_PREFIX = "placement/"  # a workload label placement/KEY=VALUE: the node needs KEY=VALUE
 RESYNC = 10.0  # seconds between passes when nothing changes (a safety net, not the trigger)
 RETRY_PAUSE = 0.2  # seconds before a pass retries after a failure (no quorum, a conflict)
+IN_FLIGHT = 8  # writes of one pass in flight at once
 
 
 # ------------------------------------------------------------------ the plan (pure)
@@ -383,12 +386,31 @@ class Reconciler:
                 "pending": current.pending,
             },
         )
-        ok = True
-        for remove in current.removes:
-            ok = await self._remove(remove, term) and ok
-        for place in current.places:
-            ok = await self._place(place, term) and ok
-        return revision, "acted" if ok else "refused"
+        removed = await self._all([partial(self._remove, r, term) for r in current.removes])
+        placed = await self._all([partial(self._place, p, term) for p in current.places])
+        return revision, "acted" if removed and placed else "refused"
+
+    async def _all(self, writes: list[Callable[[], Awaitable[bool]]]) -> bool:
+        """Run ``writes`` concurrently, ``IN_FLIGHT`` at most (the runtime batches concurrent
+        proposals into one append): True if every one applied. A failure that is not a
+        refusal (no quorum, a deadline) is raised once all have finished."""
+        limiter = trio.CapacityLimiter(IN_FLIGHT)
+        results: list[bool] = []
+        errors: list[UnivrsError] = []
+
+        async def one(write: Callable[[], Awaitable[bool]]) -> None:
+            async with limiter:
+                try:
+                    results.append(await write())
+                except UnivrsError as exc:
+                    errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for write in writes:
+                nursery.start_soon(one, write)
+        if errors:
+            raise errors[0]
+        return all(results)
 
     async def _place(self, place: Place, term: int) -> bool:
         command = CreateInstance(
