@@ -25,3 +25,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.process)
         if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _private_session_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI caches its idempotency session (univrs/cli/session.py) under the user's cache
+    dir: tests keep theirs in a temporary folder instead."""
+    monkeypatch.setenv("UNIVRS_SESSION_DIR", str(tmp_path_factory.mktemp("univrs-sessions")))

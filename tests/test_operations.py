@@ -171,10 +171,11 @@ def test_a_new_operation_gets_its_command_and_runs_through_the_client(
             return {"id": args["id"]}
 
     @contextlib.contextmanager
-    def fake_client_for(api: str, timeout: float) -> Iterator[FakeClient]:
+    def fake_client_for(api: str, timeout: float, **_kw: object) -> Iterator[FakeClient]:
         yield FakeClient()
 
     monkeypatch.setattr(state, "client_for", fake_client_for)
+    monkeypatch.setenv("UNIVRS_SESSION_DIR", "")  # no cached session: nothing to look up
     cmd = state.command(FROB)
     result = CliRunner().invoke(cmd, ["w1", "3", "--tag", "a=1", "--json"])
     assert result.exit_code == 0, result.output

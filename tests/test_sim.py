@@ -15,6 +15,7 @@ from univrs.sim.checker import Checker, InvariantViolation
 from univrs.sim.cli import main
 from univrs.sim.cluster import Simulation
 from univrs.sim.kv import KvStore, KvWrite, decode_write, encode_write
+from univrs.sim.mutants import AcceptStrangers
 from univrs.sim.runner import run_seed, run_seeds
 
 NODES = ["a", "b", "c"]
@@ -504,10 +505,11 @@ def test_a_core_that_does_not_know_its_incarnation_can_elect_an_amnesiac() -> No
     # the only voter; a core that does not know its own incarnation (as before issue 10) would
     # elect itself there with a log lacking committed entries. The simulator found it; the
     # core now takes RaftNode(incarnation=...) and does not campaign as another incarnation.
-    sim = Simulation(seed=19, n_nodes=3, core_incarnation=False)
+    # (Seed 19 until the sender rule of issue 12 changed its course; 44 since.)
+    sim = Simulation(seed=44, n_nodes=3, core_incarnation=False)
     with expect(ck.COMMITTED_DURABLE):
         sim.run()
-    assert Simulation(seed=19, n_nodes=3).run().seed == 19
+    assert Simulation(seed=44, n_nodes=3).run().seed == 44
 
 
 def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
@@ -520,3 +522,23 @@ def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
     with expect(ck.LIVENESS):
         sim.run()
     assert Simulation(seed=35, n_nodes=5).run().seed == 35
+
+
+def test_forged_messages_are_refused_and_a_core_without_the_rule_is_caught() -> None:
+    # Issue 12: the forger (univrs/sim/forger.py) hands members forged AppendEntries and
+    # InstallSnapshot messages from a made-up peer, and AppendEntries under the leader's id
+    # from another incarnation, while they follow a live leader. The real core refuses every
+    # one (and the seed passes); the AcceptStrangers mutant takes them and is caught.
+    forged = refused = 0
+    for seed in range(1, 6):
+        r = run_seed(seed, nodes=3, ticks=1000)
+        assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
+        assert r.stats is not None
+        forged += r.stats.forged
+        refused += r.stats.forged_refused
+    assert forged > 0 and refused == forged
+    with pytest.raises(InvariantViolation):
+        Simulation(seed=1, n_nodes=3, node_factory=AcceptStrangers).run()
+    # Without the forger the seed is the same (its own RNG): the mutant then passes.
+    quiet = Simulation(seed=1, n_nodes=3, node_factory=AcceptStrangers, forgeries=False).run()
+    assert quiet.seed == 1

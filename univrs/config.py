@@ -57,9 +57,14 @@ class NodeConfig:
     """
 
     node_id: str = "node-1"
-    # None: the data dir's own id; at bootstrap a new one (random for a single node, derived
-    # from the member list for a static multi-node bootstrap, so every member agrees).
+    # None: the data dir's own id; at bootstrap a new one: random for a single node, and for a
+    # static multi-node bootstrap derived from ``initial_cluster_token`` (so every member agrees).
     cluster_id: str | None = None
+    # etcd's initial-cluster-token: a value unique to one cluster, the same on every initial
+    # member, from which a multi-node bootstrap derives the cluster id (never from the member
+    # list alone: two clusters of the same members must not share an id). Required to
+    # bootstrap several members without an explicit cluster_id. Not a credential.
+    initial_cluster_token: str | None = None
     data_dir: pathlib.Path = pathlib.Path("./univrs-data")
     raft_addr: str = "127.0.0.1:7000"  # where the raft listener binds (and the /client path)
     api_addr: str = "127.0.0.1:8000"  # the REST API
@@ -71,6 +76,9 @@ class NodeConfig:
     # Log entries kept behind a snapshot, so slightly-behind followers catch up from the log.
     snapshot_trailing_entries: int = 5_000
     max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
+    # The largest snapshot accepted from a leader (RaftConfig.max_snapshot_bytes): a partial
+    # one is held in memory, one at a time, so this bounds that memory too.
+    max_snapshot_bytes: int = 1 << 30
     # Watches (docs/orchestrator.md): change events kept in memory for watchers, and how many
     # watchers this node serves at once.
     watch_history: int = 10_000
@@ -123,6 +131,7 @@ class NodeConfig:
             election_ticks_max=high,
             max_bytes_per_msg=min(RaftConfig().max_bytes_per_msg, self.max_payload_size // 2),
             snapshot_chunk_bytes=self.snapshot_max_chunk_size,
+            max_snapshot_bytes=self.max_snapshot_bytes,
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:
@@ -161,6 +170,7 @@ _TOP_KEYS = {"raft": _TABLE, "api": _TABLE, "tls": _TABLE, "join": _TABLE}
 _RAFT_KEYS = {
     "node_id": _STR,
     "cluster_id": _STR,
+    "initial_cluster_token": _STR,
     "data_dir": _STR,
     "raft_addr": _STR,
     "raft_port": _INT,
@@ -171,6 +181,7 @@ _RAFT_KEYS = {
     "snapshot_max_chunk_size": _INT,
     "snapshot_trailing_entries": _INT,
     "max_payload_size": _INT,
+    "max_snapshot_bytes": _INT,
     "watch_history": _INT,
     "watch_max_watchers": _INT,
     "node_ttl_ms": _INT,
@@ -469,6 +480,8 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
             f"raft.initial_cluster_state: {c.initial_cluster_state!r} must be one of "
             + ", ".join(repr(s) for s in INITIAL_CLUSTER_STATES)
         )
+    if c.initial_cluster_token is not None and not c.initial_cluster_token.strip():
+        problems.append("raft.initial_cluster_token: must not be empty")
     for key, value in (("raft.node_id", c.node_id), ("raft.cluster_id", c.cluster_id)):
         if value is not None and not _ID_RE.fullmatch(value):
             problems.append(
@@ -481,6 +494,7 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         "raft.election_timeout_max_ms": c.election_timeout_max_ms,
         "raft.snapshot_threshold": c.snapshot_threshold,
         "raft.snapshot_max_chunk_size": c.snapshot_max_chunk_size,
+        "raft.max_snapshot_bytes": c.max_snapshot_bytes,
         "raft.watch_history": c.watch_history,
         "raft.watch_max_watchers": c.watch_max_watchers,
     }

@@ -2,11 +2,14 @@
 
 Callers pass the event's fields with ``extra={...}``; the formatter prints every non-standard
 record attribute as ``key=value`` (values with spaces are quoted), so a line reads as text and
-parses as key-value pairs.
+parses as key-value pairs. ``--log-format json`` prints the same fields as one JSON object per
+line instead (``ts``, ``level``, ``logger``, ``msg``, ``node``, the extras, ``error`` with the
+traceback), for log shippers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -48,10 +51,43 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str = "info", node_id: str | None = None) -> None:
-    """Route univrs logs to stderr in the key=value form; quiet chatty libraries."""
+class JsonFormatter(logging.Formatter):
+    """Formats records as one JSON object per line (see the module docstring)."""
+
+    def __init__(self, node_id: str | None = None) -> None:
+        super().__init__()
+        self.node_id = node_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        doc: dict[str, object] = {
+            "ts": f"{ts}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if self.node_id is not None:
+            doc["node"] = self.node_id
+        for key, v in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_") and key not in doc:
+                doc[key] = v if isinstance(v, bool | int | float | str | None) else str(v)
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc, separators=(",", ":"))
+
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+
+
+def setup_logging(level: str = "info", node_id: str | None = None, fmt: str = "text") -> None:
+    """Route univrs logs to stderr, as key=value lines (``fmt="text"``) or JSON lines
+    (``"json"``); quiet chatty libraries. ``level`` is one of ``LEVELS``."""
+    if level.lower() not in LEVELS or fmt not in FORMATS:
+        raise ValueError(f"log level must be one of {LEVELS} and format one of {FORMATS}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter(node_id))
+    formatter = JsonFormatter(node_id) if fmt == "json" else KeyValueFormatter(node_id)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -134,6 +134,7 @@ def make_configs(folder: pathlib.Path, size: int) -> dict[str, NodeConfig]:
             raft_addr=raft[nid],
             api_addr=api[nid],
             bootstrap=bootstrap if size > 1 else (),
+            initial_cluster_token=f"test-{folder.name}",
         )
         for nid in ids
     }

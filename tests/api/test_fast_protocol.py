@@ -173,13 +173,15 @@ async def test_metrics_count_requests_batches_and_forwards(tmp_path: pathlib.Pat
 
         on_follower = await trio.to_thread.run_sync(scrape, follower)
         on_leader = await trio.to_thread.run_sync(scrape, leader)
-        assert 'univrs_api_requests_total{op="workload.create",outcome="ok"} 1' in on_follower
-        assert 'univrs_api_requests_total{op="workload.get",outcome="not-found"} 1' in on_follower
-        assert 'univrs_api_forwarded_total{outcome="ok"} 51' in on_follower
-        assert 'univrs_api_requests_total{op="workload.scale",outcome="ok"} 50' in on_leader
+        assert 'univrs_api_requests_total{op="workload.create",outcome="ok"} 1.0\n' in on_follower
+        assert (
+            'univrs_api_requests_total{op="workload.get",outcome="not-found"} 1.0\n' in on_follower
+        )
+        assert 'univrs_api_forwarded_total{outcome="ok"} 51.0\n' in on_follower
+        assert 'univrs_api_requests_total{op="workload.scale",outcome="ok"} 50.0\n' in on_leader
         batches = next(
             float(line.split()[-1])
             for line in on_leader.splitlines()
-            if line.startswith("univrs_api_proposal_batches ")
+            if line.startswith("univrs_api_proposal_batches_total ")
         )
         assert 1 <= batches < 51  # the forwarded writes were proposed in fewer batches

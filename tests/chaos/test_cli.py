@@ -10,7 +10,7 @@ from tests.chaos.histories import H
 from univrs.chaos.history import write_jsonl
 from univrs.cli import main
 
-SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "chaos" / "scenarios"
+SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios"
 
 
 def test_list_shows_every_scenario() -> None:
@@ -49,3 +49,32 @@ def test_run_refuses_an_invalid_file(tmp_path: pathlib.Path) -> None:
     result = CliRunner().invoke(main, ["chaos", "run", str(bad)])
     assert result.exit_code != 0
     assert "fault[0].kind" in result.output
+
+
+def test_list_and_resolve_from_any_directory(tmp_path: pathlib.Path, monkeypatch: object) -> None:
+    """The scenarios ship with the package: `chaos list` worked only from the repository root."""
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["chaos", "list"])
+    assert result.exit_code == 0, result.output
+    assert "leader-kill" in result.output and "smoke" in result.output
+    from univrs.cli.chaos import resolve_scenario
+
+    assert resolve_scenario("smoke").is_file()
+
+
+def test_scenarios_are_package_data() -> None:
+    """Every shipped scenario matches a package-data pattern, so a wheel carries it."""
+    import fnmatch
+    import tomllib
+
+    root = SCENARIOS.parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["univrs.chaos"]
+    files = [p.relative_to(SCENARIOS.parent).as_posix() for p in SCENARIOS.glob("*.toml")]
+    assert files
+    for name in files:
+        assert any(fnmatch.fnmatch(name, pat) for pat in patterns), name

@@ -16,7 +16,7 @@ from univrs.chaos.scenario import (
     plan,
 )
 
-SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "chaos" / "scenarios"
+SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios"
 
 MINIMAL = {"name": "t", "duration": 30}
 

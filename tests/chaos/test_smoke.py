@@ -26,7 +26,9 @@ from univrs.tools.devcluster import LocalCluster
 
 pytestmark = pytest.mark.process
 
-SMOKE = pathlib.Path(__file__).resolve().parents[2] / "chaos" / "scenarios" / "smoke.toml"
+SMOKE = (
+    pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios" / "smoke.toml"
+)
 DEADLINE = 60.0
 
 

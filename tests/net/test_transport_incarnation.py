@@ -15,6 +15,7 @@ from tests.net.helpers import heartbeat, make_transport, receive, wait_until
 from tests.net.test_transport_memory import NO_JITTER, Network
 from univrs.net.peer import CLOSE_INCARNATION
 from univrs.net.transport import open_transport
+from univrs.raft.messages import Message
 
 OLD, NEW = "0123456789abcdef", "fedcba9876543210"
 
@@ -189,9 +190,10 @@ async def _first_contact(
     receiver_binding: tuple[int, bool],
     dialer_expects: dict[str, str] | None = None,
     receiver_lists: dict[str, str] | None = None,
-) -> bool:
-    """Does a heartbeat from a (incarnation NEW) reach b (incarnation "b0"), given what each
-    one's configuration lists and the index/binding of that configuration?"""
+) -> Message | None:
+    """The heartbeat from a (incarnation NEW) as it reaches b (incarnation "b0"), or None if it
+    does not, given what each one's configuration lists and the index/binding of that
+    configuration."""
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
         a, _ = make_transport(
@@ -219,7 +221,9 @@ async def _first_contact(
                     if b_inbox.statistics().current_buffer_used:
                         break
                     await trio.sleep(0.01)
-            delivered = b_inbox.statistics().current_buffer_used > 0
+            delivered = (
+                b_inbox.receive_nowait() if b_inbox.statistics().current_buffer_used else None
+            )
         nursery.cancel_scope.cancel()
     return delivered
 
@@ -257,3 +261,21 @@ async def test_an_expectation_older_than_the_receivers_binding_yields(
     assert not await _first_contact(
         dialer_binding=(60, True), receiver_binding=(60, True), dialer_expects={"b": OLD}
     )
+
+
+async def test_the_core_is_told_the_incarnation_only_where_the_listing_agrees(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 12: a delivered message carries the hello's incarnation (Message.sender_incarnation)
+    # for the core's own check, when b lists that incarnation or none for a ...
+    for lists in ({"a": NEW}, {}):
+        msg = await _first_contact(
+            dialer_binding=(60, True), receiver_binding=(40, True), receiver_lists=lists
+        )
+        assert msg is not None and msg.sender_incarnation == NEW
+    # ... and nothing when b let a in because a's binding is newer than b's stale listing: the
+    # core must not refuse a on that listing.
+    msg = await _first_contact(
+        dialer_binding=(60, True), receiver_binding=(40, True), receiver_lists={"a": OLD}
+    )
+    assert msg is not None and msg.sender_incarnation is None

@@ -337,5 +337,5 @@ async def test_refused_hello_backs_off_and_warns_once(
         if r.name == "univrs.net" and r.getMessage().startswith("lost connection to b")
     ]
     assert len(lost) >= 3
-    assert "is not this cluster" in lost[0].getMessage()
+    assert "cluster id mismatch" in lost[0].getMessage()
     assert [r.levelno for r in lost][:3] == [logging.WARNING, logging.DEBUG, logging.DEBUG]

@@ -90,7 +90,7 @@ def frame(msg: Message) -> bytes:
 
 # Each case: the frames a hostile client sends, the close code B answers with, a log fragment.
 HOSTILE: dict[str, tuple[list[Frame], int, str]] = {
-    "wrong cluster": ([hello(cluster="other")], 1008, "is not this cluster"),
+    "wrong cluster": ([hello(cluster="other")], 1008, "cluster id mismatch"),
     "wrong version": ([hello(version=99)], 1008, "wire version 99 unsupported"),
     "wrong node": ([hello(dst="c")], 1008, "addressed to node 'c'"),
     "garbage hello": ([b"\xff\xfe\xfd"], 1002, "malformed hello"),
@@ -121,6 +121,8 @@ async def test_hostile_connection_is_closed_alone(
             with pytest.raises(ConnectionClosed), trio.fail_after(10):
                 await ws.get_message()
             assert ws.closed is not None and ws.closed.code == code
+            # An unauthenticated dialer never learns our cluster id (issue 12, item 7).
+            assert CLUSTER not in (ws.closed.reason or "")
 
         # The good connection and the listener are unaffected.
         a.send(heartbeat("a", "b", ctx=2))

@@ -82,13 +82,23 @@ class Writer:
                 self.acked.append((trio.current_time(), "mint", peer))
 
 
-def set_cluster_id(node: NodeProc, cluster_id: str) -> None:
+def set_cluster_id(node: NodeProc, old: str, cluster_id: str) -> None:
     """Edit ``raft.cluster_id`` in the node's config file (docs/operations.md)."""
     text = node.config_path.read_text()
-    assert 'cluster_id = "univrs-local"' in text
+    assert f'cluster_id = "{old}"' in text
     node.config_path.write_text(
-        text.replace('cluster_id = "univrs-local"', f'cluster_id = "{cluster_id}"')
+        text.replace(f'cluster_id = "{old}"', f'cluster_id = "{cluster_id}"')
     )
+
+
+def cluster_id_of(node: NodeProc) -> str | None:
+    """The cluster id ``node`` serves (``/v1/cluster/status``; node status shows a fingerprint)."""
+    try:
+        doc = node.get("/v1/cluster/status", timeout=5)
+    except (OSError, ValueError):
+        return None
+    value = doc.get("cluster_id")
+    return value if isinstance(value, str) else None
 
 
 async def all_items(node: NodeProc, path: str) -> list[dict[str, Any]]:
@@ -157,14 +167,14 @@ async def test_save_under_writes_then_restore_into_a_new_cluster(tmp_path: pathl
             await wait(lambda: any(t > ended for t, _, _ in writer.acked), "a write after")
             stop.set()
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "saved snapshot of cluster univrs-local" in result.stdout, result.stdout
+        assert f"saved snapshot of cluster {old.cluster_id}" in result.stdout, result.stdout
         assert not (tmp_path / "backup.snap.tmp").exists()
         assert any(began < t < ended for t, _, _ in writer.acked), "no write during the save"
 
         result = await cli("snapshot", "status", str(file), "--json")
         assert result.returncode == 0, result.stdout + result.stderr
         status = json.loads(result.stdout)
-        assert status["cluster_id"] == "univrs-local" and status["checksum"] == "ok"
+        assert status["cluster_id"] == old.cluster_id and status["checksum"] == "ok"
         assert status["voters"] == ["n1", "n2", "n3"] and status["node"] == follower.node_id
         saved = objects_in_file(file)
         # Linearizable: every write acknowledged before the save began is in the file.
@@ -189,14 +199,15 @@ async def test_save_under_writes_then_restore_into_a_new_cluster(tmp_path: pathl
             result = await cli(
                 "snapshot", "restore", str(file), "--data-dir", str(n.data_dir),
                 "--node-id", n.node_id, "--initial-cluster", initial,
-                "--initial-cluster-api", apis,
+                "--initial-cluster-api", apis, "--initial-cluster-token", "restore-1",
             )  # fmt: skip
             assert result.returncode == 0, result.stdout + result.stderr
         await trio.to_thread.run_sync(new.start_all)
         new_leader = await leader_of(new, new.nodes)
         views = [await wait(n.status, f"{n.node_id} to answer") for n in new.nodes]
-        cluster_ids = {v["cluster_id"] for v in views}
-        assert len(cluster_ids) == 1 and "univrs-local" not in cluster_ids, cluster_ids
+        cluster_ids = {cluster_id_of(n) for n in new.nodes}
+        assert len(cluster_ids) == 1 and None not in cluster_ids, cluster_ids
+        assert old.cluster_id not in cluster_ids and new.cluster_id not in cluster_ids
         old_incarnations = {v["incarnation"] for v in old.statuses().values() if v}
         assert not old_incarnations & {v["incarnation"] for v in views}
         # Exactly the saved objects, on every member.
@@ -248,7 +259,7 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
         assert result.returncode == 0, result.stdout + result.stderr
         assert "only voter of cluster univrs-recovered" in result.stdout, result.stdout
         # Its config file names the old cluster id: the runbook's edit.
-        set_cluster_id(survivor, "univrs-recovered")
+        set_cluster_id(survivor, cluster.cluster_id, "univrs-recovered")
 
         await trio.to_thread.run_sync(cluster.start, survivor)
         await wait(
@@ -256,7 +267,7 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
         )
         view = survivor.status()
         assert view is not None and view["voters"] == [survivor.node_id], view
-        assert view["cluster_id"] == "univrs-recovered"
+        assert cluster_id_of(survivor) == "univrs-recovered"
         assert view["incarnation"] != before["incarnation"]
         # Every write acknowledged before the loss.
         served = await objects(survivor)
@@ -331,7 +342,7 @@ async def test_a_two_voter_cluster_with_a_dead_member_is_recovered(
         await trio.to_thread.run_sync(cluster.stop, survivor)
         result = await cli("recover", "--data-dir", str(survivor.data_dir), "--json")
         assert result.returncode == 0, result.stdout + result.stderr
-        set_cluster_id(survivor, json.loads(result.stdout)["cluster_id"])  # a random one
+        set_cluster_id(survivor, cluster.cluster_id, json.loads(result.stdout)["cluster_id"])
         await trio.to_thread.run_sync(cluster.start, survivor)
         await wait(lambda: (v := survivor.status()) and v["role"] == "leader", "a leader")
         served = await objects(survivor)

@@ -22,6 +22,7 @@ from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
 from univrs.raft.ready import InitialState, RaftConfig, Role
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.metrics import NodeMetrics
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
 from univrs.sm.state import ClusterStateMachine
@@ -88,6 +89,8 @@ class MemCluster:
     _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
     _stopped: dict[str, trio.Event] = attrs.field(factory=dict)
     _incarnation: int = 0
+    # Each process's NodeMetrics (a registry of its own), by node id: the latest start's.
+    metrics: dict[str, NodeMetrics] = attrs.field(factory=dict)
 
     @classmethod
     def build(cls, nursery: trio.Nursery, ids: Sequence[str], seed: int = 1) -> MemCluster:
@@ -128,6 +131,7 @@ class MemCluster:
             config=CONFIG,
             initial=initial,
         )
+        metrics = self.metrics[node_id] = NodeMetrics(lambda: runtime.status())
         runtime = RaftRuntime(
             core=core,
             sm=ClusterStateMachine(),
@@ -136,6 +140,7 @@ class MemCluster:
             tick_seconds=TICK,
             write_in_thread=False,
             proposal_depth=self.proposal_depth,
+            metrics=metrics,
         )
         self.runtimes[node_id] = runtime
         await self.nursery.start(self._run, node_id, runtime)

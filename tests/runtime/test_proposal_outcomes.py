@@ -25,6 +25,13 @@ async def start_all(cluster: MemCluster) -> None:
         await cluster.start(nid)
 
 
+def failed(cluster: MemCluster, runtime: RaftRuntime, outcome: str) -> float | None:
+    """``univrs_raft_proposals_failed_total{outcome}`` of this node."""
+    return cluster.metrics[runtime.node_id].registry.value(
+        "univrs_raft_proposals_failed_total", {"outcome": outcome}
+    )
+
+
 async def propose_in_background(
     nursery: trio.Nursery, runtime: RaftRuntime, name: str
 ) -> list[Response | BaseException]:
@@ -67,6 +74,7 @@ async def test_a_snapshot_covering_a_pending_proposal_makes_its_outcome_unknown(
     cluster.deaf.clear()
     await wait_until(lambda: outcome, "the proposal on the old leader to end")
     assert isinstance(outcome[0], OutcomeUnknown), outcome
+    assert (failed(cluster, old, "unknown"), failed(cluster, old, "dropped")) == (1, 0)
     await wait_until(lambda: old.applied_index >= meta.index, "the old leader to install it")
     assert old.status().role is Role.FOLLOWER
     assert old.sm.get_workload("w1") is not None  # it did apply, once, everywhere
@@ -89,6 +97,7 @@ async def test_an_entry_replaced_by_another_leaders_entry_is_dropped(
     cluster.cut.clear()
     await wait_until(lambda: outcome, "the proposal on the old leader to end")
     assert isinstance(outcome[0], ProposalDropped), outcome
+    assert (failed(cluster, old, "unknown"), failed(cluster, old, "dropped")) == (0, 1)
     await wait_until(lambda: old.sm.get_workload("w2") is not None, "the old leader to catch up")
     assert all(r.sm.get_workload("w1") is None for r in cluster.runtimes.values())
 

@@ -140,11 +140,16 @@ def test_restore_builds_data_dirs_of_a_new_cluster(tmp_path: pathlib.Path) -> No
         Member(id=f"r{i}", raft_addr=f"127.0.0.1:{9000 + i}", api_addr=f"127.0.0.1:{9100 + i}")
         for i in (1, 2, 3)
     ]
+    with pytest.raises(StorageError, match="initial-cluster-token"):
+        restore_data_dir(backup, tmp_path / "r1", node_id="r1", members=members)
     results = [
-        restore_data_dir(backup, tmp_path / f"r{i}", node_id=f"r{i}", members=members)
+        restore_data_dir(backup, tmp_path / f"r{i}", node_id=f"r{i}", members=members, token="t1")
         for i in (1, 2, 3)
     ]
     assert len({r.cluster_id for r in results}) == 1  # every member computes the same id
+    # Another restore of the same file onto the same addresses is another cluster.
+    other = restore_data_dir(backup, tmp_path / "o1", node_id="r1", members=members, token="t2")
+    assert other.cluster_id != results[0].cluster_id
     assert results[0].cluster_id != "old-cluster"
     assert len({r.incarnation for r in results}) == 3  # and has its own new incarnation
     with LogStore.open(tmp_path / "r2", node_id="r2", create=False) as store:

@@ -29,20 +29,20 @@ class ApiMetrics:
     ) -> ApiMetrics:
         """Create the metrics in ``registry`` (once per node); the callables are read when
         the metrics are scraped."""
-        registry.gauge(
-            "univrs_api_proposal_batches",
-            "Batches of proposals appended to the log on this node so far (one propose_many each).",
-            callback=lambda: [((), float(proposal_batches()))],
+        registry.counter_callback(
+            "univrs_api_proposal_batches_total",
+            "Batches of proposals appended to the log on this node (one propose_many each).",
+            lambda: [((), float(proposal_batches()))],
         )
-        registry.gauge(
-            "univrs_api_batched_proposals",
-            "Proposals appended to the log in those batches on this node so far.",
-            callback=lambda: [((), float(proposals()))],
+        registry.counter_callback(
+            "univrs_api_batched_proposals_total",
+            "Proposals appended to the log in those batches on this node.",
+            lambda: [((), float(proposals()))],
         )
-        registry.gauge(
-            "univrs_api_read_confirmations",
-            "ReadIndex confirmations requested for linearizable reads so far (shared).",
-            callback=lambda: [((), float(read_confirmations()))],
+        registry.counter_callback(
+            "univrs_api_read_confirmations_total",
+            "ReadIndex confirmations requested for linearizable reads (one serves many reads).",
+            lambda: [((), float(read_confirmations()))],
         )
         return cls(
             requests=registry.counter(

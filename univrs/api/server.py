@@ -35,6 +35,7 @@ from univrs.api import admin, rest, watch
 from univrs.api.admin import client_ssl
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
+from univrs.api.health import StorageWatch, liveness, readiness
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService, RaftStateStore
 from univrs.client import protocol
@@ -74,6 +75,25 @@ async def health(request: Request) -> Response:
         "term": s.term,
     }
     return JSONResponse(body, status_code=200 if serving else 503)
+
+
+async def livez(request: Request) -> Response:
+    """200 while the process serves (etcd's /livez); see univrs/api/health.py."""
+    return JSONResponse(liveness(_node(request)))
+
+
+async def readyz(request: Request) -> Response:
+    """200 when this node can serve (leader, caught up, storage writable), else 503 with the
+    reason (etcd's /readyz); see univrs/api/health.py."""
+    node = _node(request)
+    service: ApiService | None = request.app.state.service
+    watch: StorageWatch | None = request.app.state.storage_watch
+    ready, body = await readiness(
+        node,
+        None if service is None else service.store.contact.ms_since(),
+        0.0 if watch is None else watch.stalled_for(),
+    )
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def node_status(request: Request) -> Response:
@@ -193,11 +213,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return rest.error_response(InternalError(type(exc).__name__))
 
 
-def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
+def build_app(
+    node: NodeHandle,
+    service: ApiService | None = None,
+    storage_watch: StorageWatch | None = None,
+) -> Starlette:
     """The Starlette app of one node (``service`` serves the state endpoints)."""
     app = Starlette(
         routes=[
             Route("/v1/health", health),
+            Route("/livez", livez),
+            Route("/readyz", readyz),
             Route("/v1/node/status", node_status),
             Route("/v1/node/digest", node_digest),
             Route("/v1/cluster/status", cluster_status),
@@ -212,6 +238,7 @@ def build_app(node: NodeHandle, service: ApiService | None = None) -> Starlette:
     )
     app.state.node = node
     app.state.service = service
+    app.state.storage_watch = storage_watch
     return app
 
 
@@ -256,10 +283,12 @@ async def serve_api(
         store = node.store
         assert isinstance(store, RaftStateStore), store
         service = ApiService(store)
+        watch = StorageWatch(node)
+        nursery.start_soon(watch.run)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
         try:
             binds: list[str] = await nursery.start(
-                functools.partial(serve, build_app(node, service), config)  # type: ignore[arg-type]
+                functools.partial(serve, build_app(node, service, watch), config)  # type: ignore[arg-type]
             )
             port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(port)

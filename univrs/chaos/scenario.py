@@ -1,6 +1,7 @@
 """Scenario files: what cluster, what workload, which faults when (TOML, seeded).
 
-A scenario is a TOML file a person can read and write (``chaos/scenarios/*.toml``)::
+A scenario is a TOML file a person can read and write (``univrs/chaos/scenarios/*.toml``,
+shipped as package data)::
 
     name = "leader-kill"
     description = "kill -9 the leader every 12 s; it restarts 4 s later"

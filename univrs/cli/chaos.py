@@ -13,7 +13,9 @@ import time
 
 import click
 
-DEFAULT_DIR = "chaos/scenarios"
+# The scenarios ship inside the package (pyproject package-data), so `univrs chaos list` and
+# `univrs chaos run NAME` work from any directory and from an installed wheel.
+DEFAULT_DIR = str(pathlib.Path(__file__).resolve().parents[1] / "chaos" / "scenarios")
 DEFAULT_OUT = "chaos-out"
 
 
@@ -53,8 +55,9 @@ def chaos_run(
     keep_data: bool,
     verbose: bool,
 ) -> None:
-    """Run scenario files (paths, or names in chaos/scenarios; none: all of them) and print
-    a summary of each (a table too when several); exit 1 unless every one passed."""
+    """Run scenario files (paths, or names of the shipped scenarios in univrs/chaos/scenarios;
+    none: all of them) and print a summary of each (a table too when several); exit 1 unless
+    every one passed."""
     import trio
 
     from univrs.chaos.report import PASS, summary_lines, summary_table
@@ -99,7 +102,13 @@ def chaos_run(
 
 
 @chaos.command("list")
-@click.option("--dir", "folder", default=DEFAULT_DIR, show_default=True)
+@click.option(
+    "--dir",
+    "folder",
+    default=DEFAULT_DIR,
+    show_default="the shipped scenarios",
+    help="Folder of scenario files.",
+)
 def chaos_list(folder: str) -> None:
     """The scenario files of a folder with their size, duration and faults."""
     from univrs.chaos.scenario import ScenarioError, find_scenarios, load

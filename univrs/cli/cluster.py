@@ -11,7 +11,16 @@ from typing import Any
 
 import click
 
-from univrs.cli.common import api_option, api_url, fail, format_table, http_json
+from univrs.cli.common import (
+    EXIT_ANSWERED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    api_option,
+    api_url,
+    fail,
+    format_table,
+    http_json,
+)
 
 JOIN_TIMEOUT = 600.0
 
@@ -25,13 +34,26 @@ def cluster() -> None:
 @api_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def cluster_status(api: str, as_json: bool) -> None:
-    """Members with their role, term, leader, log indexes and replication lag."""
+    """Members with their role, term, leader, log indexes and replication lag.
+
+    Exits 0 when the cluster has a leader and every member answers, 1 when a member is
+    unreachable, 3 when there is no leader or no node answers at --api (after printing what
+    it saw), like `etcdctl endpoint health`."""
     status, doc = http_json(api, "GET", "/v1/cluster/status", timeout=5.0)
     if status >= 400 or not isinstance(doc, dict):
-        fail(f"{api} answered {status}")
+        fail(f"{api} answered {status}", EXIT_UNAVAILABLE if status == 503 else EXIT_ANSWERED)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
-        return
+    else:
+        _print_status(doc)
+    unreachable = [m["id"] for m in doc.get("members", []) if not m.get("reachable")]
+    if not doc.get("leader"):
+        fail("the cluster has no leader", EXIT_UNAVAILABLE)
+    if unreachable:
+        fail(f"unreachable: {', '.join(unreachable)}", EXIT_ANSWERED)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
     click.echo(f"leader: {doc.get('leader') or '(none)'}   term: {doc.get('term')}")
     headers = [
         "ID",
@@ -79,6 +101,14 @@ def _incarnation_cell(m: dict[str, Any]) -> str:
     return f"{listed} !running {running}" if running and running != listed else str(listed)
 
 
+def _one_node(api: str, command: str) -> str:
+    """The single endpoint of a command that acts on one particular node (join, leave,
+    snapshot): with a list, a node that is down would silently be replaced by another."""
+    if "," in api:
+        fail(f"cluster {command} acts on one node: give a single --api endpoint", EXIT_USAGE)
+    return api
+
+
 def _message(doc: Any) -> str:
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         return str(doc["error"].get("message"))
@@ -87,7 +117,7 @@ def _message(doc: Any) -> str:
 
 def _ok(status: int, doc: Any, as_json: bool) -> Any:
     if status >= 400:
-        fail(_message(doc))
+        fail(_message(doc), EXIT_UNAVAILABLE if status == 503 else EXIT_ANSWERED)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     return doc
@@ -142,6 +172,7 @@ def join(addr: str, api: str, timeout: float, replace: bool, token: str | None) 
 
     With --replace, a member whose data dir was lost (started again on an empty one, with
     --initial-cluster-state existing) takes its old id back as a new incarnation."""
+    api = _one_node(api, "join")
     body: dict[str, Any] = {"target": addr}
     if replace:
         body["replace"] = True
@@ -191,6 +222,7 @@ def join(addr: str, api: str, timeout: float, replace: bool, token: str | None) 
 def leave(api: str) -> None:
     """The local node leaves the cluster gracefully (handing leadership over first if it
     leads). Stop the process afterwards."""
+    api = _one_node(api, "leave")
     _ok(*http_json(api, "POST", "/v1/cluster/leave", {}), False)
     click.echo("left the cluster; the node can be stopped now")
 
@@ -218,5 +250,6 @@ def transfer_leader(node_id: str | None, api: str) -> None:
 @api_option
 def snapshot(api: str) -> None:
     """Take a snapshot on the node at --api now (and compact its log)."""
+    api = _one_node(api, "snapshot")
     doc = _ok(*http_json(api, "POST", "/v1/cluster/snapshot", {}), False)
     click.echo(f"snapshot of {doc['node']} at index {doc['index']} (term {doc['term']})")

@@ -7,18 +7,21 @@ signed the nodes' certificates, and this client's certificate and key (``univrs 
 create-client``). With a CA every request is HTTPS (and the fast protocol TLS); an
 ``https://`` API address asks for TLS as well.
 
-Exit codes: 0 success; 1 the cluster answered with an error (not found, conflict) or a
-cluster command failed; 2 bad usage or an invalid argument; 3 a state command could not reach
-the cluster or it has no leader.
+Exit codes (the table in docs/cli.md): 0 success; 1 the cluster answered with an error or
+refused (not found, conflict, a refused membership change), or ``cluster status`` found a
+member unreachable; 2 bad usage or an invalid argument; 3 unavailable: no node answered at
+``--api``, or the cluster has no leader.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +32,7 @@ import click
 from univrs.client.client import split_url, ssl_for
 from univrs.client.sync import SyncClient
 from univrs.errors import InvalidArgument, MalformedRequest, Unavailable, UnivrsError
+from univrs.net.address import join_host_port, split_host_port
 
 DEFAULT_API = "127.0.0.1:8000"
 EXIT_ANSWERED = 1
@@ -89,17 +93,66 @@ def cli_ssl(secure: bool = False) -> ssl.SSLContext | None:
         fail(f"cannot load the TLS files: {exc}", 2)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_endpoint(text: str) -> str:
+    """One API endpoint, normalised: ``host:port`` (from ``host:port``, ``[v6]:port`` or
+    ``http://host:port``) or ``https://host:port``; a trailing ``/`` is fine, a URL without a
+    port gets its scheme's. Raises ValueError saying what is wrong."""
+    text = text.strip()
+    if "://" in text:
+        url = urllib.parse.urlsplit(text)
+        if url.scheme not in _DEFAULT_PORTS:
+            raise ValueError(f"{text!r}: only http:// and https:// URLs are endpoints")
+        if url.path not in ("", "/") or url.query or url.fragment or url.username:
+            raise ValueError(f"{text!r}: an endpoint URL is scheme://host:port, nothing more")
+        if not url.hostname:
+            raise ValueError(f"{text!r} has no host")
+        try:
+            port = url.port or _DEFAULT_PORTS[url.scheme]
+        except ValueError as exc:  # urllib's "Port out of range" and friends
+            raise ValueError(f"{text!r}: {exc}") from None
+        hostport = join_host_port(url.hostname, port)
+        return f"https://{hostport}" if url.scheme == "https" else hostport
+    host, port = split_host_port(text)
+    return join_host_port(host, port)
+
+
+def parse_endpoints(text: str) -> list[str]:
+    """A comma-separated list of endpoints (see ``parse_endpoint``), in order, no duplicates."""
+    parts = [p for p in (s.strip() for s in text.split(",")) if p]
+    if not parts:
+        raise ValueError("no endpoint given")
+    return list(dict.fromkeys(parse_endpoint(p) for p in parts))
+
+
+def _check_api(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return ",".join(parse_endpoints(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def api_option(f: Any) -> Any:
-    """``--api``: any node's API address (or several, comma-separated), default $UNIVRS_API;
-    with the TLS options."""
+    """``--api``: any node's API endpoint, or several comma-separated (default $UNIVRS_API),
+    normalised by ``parse_endpoints`` (usage error, exit 2, on a malformed one); with the TLS
+    options."""
     f = tls_options(f)
     return click.option(
         "--api",
         "api",
         default=lambda: os.environ.get("UNIVRS_API", DEFAULT_API),
         show_default=f"$UNIVRS_API or {DEFAULT_API}",
-        help="Address (host:port, or https://host:port) of any node's API.",
+        callback=_check_api,
+        help="Any node's API: host:port, [v6]:port, http://host:port or https://host:port; "
+        "several comma-separated are tried in order.",
     )(f)
+
+
+def any_https(api: str) -> bool:
+    """Whether an endpoint of the list ``api`` asks for TLS."""
+    return any(split_url(a)[1] for a in api.split(","))
 
 
 def api_url(api: str) -> tuple[str, ssl.SSLContext | None]:
@@ -112,26 +165,37 @@ def api_url(api: str) -> tuple[str, ssl.SSLContext | None]:
 def http_json(
     api: str, method: str, path: str, body: Any = None, timeout: float = 60.0
 ) -> tuple[int, Any]:
-    """(status, decoded body) of one request to the node at ``api``; exits when unreachable."""
+    """(status, decoded body) of one request to the first node of ``api`` (a comma list) that
+    answers; exits with EXIT_UNAVAILABLE when none does. A write moves on to the next endpoint
+    only when its connection was refused (never after the request may have arrived)."""
     data = None if body is None else json.dumps(body).encode()
-    base, context = api_url(api)
-    req = urllib.request.Request(
-        f"{base}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
+    problems = []
+    for addr in api.split(","):
+        base, context = api_url(addr)
+        req = urllib.request.Request(
+            f"{base}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
         try:
-            return exc.code, json.load(exc)
-        except ValueError:
-            return exc.code, None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        fail(f"cannot reach the univrs API at {api} ({reason}); is a node running there?")
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.load(exc)
+            except ValueError:
+                return exc.code, None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            problems.append(f"{addr} ({reason})")
+            if method != "GET" and not isinstance(reason, ConnectionRefusedError | socket.gaierror):
+                # The request may have arrived: trying another node could do it twice.
+                fail(f"no answer from {addr} ({reason}); the outcome is unknown", EXIT_UNAVAILABLE)
+    fail(
+        f"cannot reach the univrs API at {', '.join(problems)}; is a node running there?",
+        EXIT_UNAVAILABLE,
+    )
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -147,11 +211,18 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 @contextmanager
-def client_for(api: str, timeout: float) -> Iterator[SyncClient]:
+def client_for(api: str, timeout: float, *, stay: bool = False) -> Iterator[SyncClient]:
     """A client of the cluster at ``api``; an error it raises ends the command (one line on
-    stderr, ``error: <code>: <message>``, with the exit code of its kind)."""
+    stderr, ``error: <code>: <message>``, with the exit code of its kind). ``stay``: talk to
+    the first ``api`` node that answers, not the leader (``--local`` reads its replica)."""
     try:
-        client = SyncClient(api=api, timeout=timeout, ssl_context=cli_ssl(split_url(api)[1]))
+        client = SyncClient(
+            api=api,
+            timeout=timeout,
+            ssl_context=cli_ssl(any_https(api)),
+            fail_fast=True,
+            stay=stay,
+        )
     except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)
     try:

@@ -47,6 +47,12 @@ def node() -> None:
     help="On a new data dir, join the cluster of the node whose API is at ADDR.",
 )
 @click.option(
+    "--initial-cluster-token",
+    metavar="TOKEN",
+    help="A value unique to this cluster, the same on every initial member "
+    "(raft.initial_cluster_token): a multi-node bootstrap derives the cluster id from it.",
+)
+@click.option(
     "--initial-cluster-state",
     type=click.Choice(["new", "existing"]),
     help="What an empty data dir means (raft.initial_cluster_state, default new): 'new' "
@@ -73,7 +79,21 @@ def node() -> None:
     envvar="UNIVRS_JOIN_TOKEN",
     help="The shared secret joiners must show (join.token) [$UNIVRS_JOIN_TOKEN].",
 )
-@click.option("--log-level", default="info", show_default=True, help="debug, info, warning.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Least severe level logged.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one 'time level logger message key=value ...' line per event; json: one JSON "
+    "object per line (ts, level, logger, msg, node and the event's fields).",
+)
 def node_start(
     config_path: str | None,
     node_id: str | None,
@@ -83,6 +103,7 @@ def node_start(
     cluster_id: str | None,
     bootstrap: str | None,
     join: str | None,
+    initial_cluster_token: str | None,
     initial_cluster_state: str | None,
     ca_cert: str | None,
     cert: str | None,
@@ -91,6 +112,7 @@ def node_start(
     insecure: bool | None,
     join_token: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Start a node. With no arguments: a single-node cluster on the embedded default
     (data dir ./univrs-data, raft 127.0.0.1:7000, API 127.0.0.1:8000), bootstrapped when the
@@ -105,6 +127,7 @@ def node_start(
         "api_addr": api_addr,
         "cluster_id": cluster_id,
         "bootstrap": bootstrap,
+        "initial_cluster_token": initial_cluster_token,
         "initial_cluster_state": initial_cluster_state,
         "ca_cert": ca_cert,
         "cert": cert,
@@ -117,7 +140,7 @@ def node_start(
         config = load_config(pathlib.Path(config_path) if config_path else None, overrides)
     except ConfigError as exc:
         fail(f"invalid configuration:\n{exc}", 2)
-    setup_logging(log_level, config.node_id)
+    setup_logging(log_level, config.node_id, log_format)
     try:
         trio.run(_run_until_signal, config, join)
     except BaseException as group:  # unwrap trio's exception groups

@@ -9,6 +9,7 @@ from univrs.cli import (
     certs,
     chaos,
     cluster,
+    completion,
     defrag,
     mcp,
     node,
@@ -36,3 +37,4 @@ main.add_command(defrag.defrag)
 main.add_command(snapshot.snapshot)
 main.add_command(recover.recover)
 main.add_command(certs.certs)
+main.add_command(completion.completion)

@@ -161,8 +161,15 @@ def _member_list(text: str, what: str) -> dict[str, str]:
 @click.option(
     "--cluster-id",
     default=None,
-    help="The new cluster's id (default: derived from the file's sha256 and the member list, "
-    "the same on every member).",
+    help="The new cluster's id (default: derived from --initial-cluster-token, the file's "
+    "sha256 and the member list, the same on every member).",
+)
+@click.option(
+    "--initial-cluster-token",
+    default=None,
+    envvar="UNIVRS_INITIAL_CLUSTER_TOKEN",
+    help="A value unique to the new cluster, the same on every member (needed for several "
+    "members without --cluster-id; not a credential).",
 )
 def restore(
     file: str,
@@ -171,6 +178,7 @@ def restore(
     initial_cluster: str,
     initial_cluster_api: str | None,
     cluster_id: str | None,
+    initial_cluster_token: str | None,
 ) -> None:
     """Build the data dir of one member of a NEW cluster from a snapshot file.
 
@@ -197,7 +205,12 @@ def restore(
     try:
         backup = read_backup(file)
         result = restore_data_dir(
-            backup, data_dir, node_id=node_id, members=members, cluster_id=cluster_id
+            backup,
+            data_dir,
+            node_id=node_id,
+            members=members,
+            cluster_id=cluster_id,
+            token=initial_cluster_token,
         )
     except BadBackup as exc:
         fail(f"corrupt snapshot file: {exc}", EXIT_ANSWERED)

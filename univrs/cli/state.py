@@ -12,12 +12,17 @@ prints the result with the view of its schema (``univrs.cli.views``).
 Every command takes ``--api`` (or ``$UNIVRS_API``: any node's REST address, or several,
 comma-separated; the client discovers the cluster from it and talks the fast protocol to the
 leader), ``--timeout`` and ``--json`` (one JSON document on stdout, for scripts). Errors are
-one line on stderr, ``error: <code>: <message>``, with exit code 1 for an error the cluster
-answered (not found, conflict), 2 for bad usage or an invalid argument and 3 when the cluster
-cannot be reached or has no leader.
+one line on stderr, ``error: <code>: <message>``, with the exit codes of docs/cli.md: 1 for an
+error the cluster answered (not found, conflict), 2 for bad usage or an invalid argument and 3
+when the cluster cannot be reached or has no leader.
 
 One command is written out: ``univrs credits balance [PEER]`` runs ``credits.balance`` with a
 PEER and ``credits.list`` without.
+
+Workloads are addressed by id, by a unique prefix of their id, or (``get``, ``scale``,
+``delete``) by ``--name`` when one workload has that name. An id that is not found is looked up
+as a prefix; a prefix or name that matches several workloads is a usage error (exit 2) that
+lists them. The lookup is the CLI's (one ``workload.list``), not the API's.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from univrs.cli.common import (
     local_option,
     pairs,
 )
+from univrs.cli.session import RESERVE, SessionCache, cached_session
 from univrs.cli.views import VIEWS
+from univrs.errors import NotFound
 from univrs.service.operations import (
     CLI_GROUPS,
     OPERATIONS,
@@ -198,14 +205,104 @@ def _show(op: Operation, as_json: bool, doc: Any, args: dict[str, Any]) -> None:
     emit(as_json, doc, lambda d: view(d, op, args) if view is not None else "")
 
 
-def _run(op: Operation, api: str, timeout: float, local: bool, args: dict[str, Any]) -> Any:
-    with client_for(api, timeout) as client:
-        if op.is_write:
-            return client.write(op.name, args)
-        level = consistency(local)
-        if op.paged:
-            return all_pages(lambda a: client.call(op.name, a, consistency=level), args)
-        return client.call(op.name, args, consistency=level)
+# Workload commands whose ID may be a unique prefix; those that also take ``--name`` instead.
+BY_PREFIX = ("workload.get", "workload.update", "workload.scale", "workload.delete")
+BY_NAME = ("workload.get", "workload.scale", "workload.delete")
+
+
+def _matches(client: Any, level: str | None, **filters: str) -> list[dict[str, Any]]:
+    listed = all_pages(lambda a: client.call("workload.list", a, consistency=level), filters)
+    return list(listed["items"])
+
+
+def _ambiguous(what: str, items: list[dict[str, Any]]) -> None:
+    shown = ", ".join(f"{w['id']} ({w['spec']['name']})" for w in items[:10])
+    more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+    fail(f"{what} matches {len(items)} workloads: {shown}{more}; give more of the id", EXIT_USAGE)
+
+
+def _resolve(client: Any, args: dict[str, Any], name: str | None, level: str | None) -> None:
+    """Turn ``--name`` or an id prefix into the workload's id, in ``args`` (see the module
+    docstring); fails (exit 1 or 2) when nothing or several match."""
+    if name is not None:
+        found = _matches(client, level, name=name)
+        if not found:
+            fail(f"not-found: no workload is named {name!r}")
+        if len(found) > 1:
+            _ambiguous(f"--name {name!r}", found)
+        args["id"] = found[0]["id"]
+        return
+    prefix = args["id"]
+    found = [w for w in _matches(client, level) if w["id"].startswith(prefix)]
+    if len(found) > 1:
+        _ambiguous(f"id prefix {prefix!r}", found)
+    if found:
+        args["id"] = found[0]["id"]
+
+
+def _call(client: Any, op: Operation, args: dict[str, Any], level: str | None) -> Any:
+    if op.is_write:
+        return client.write(op.name, args)
+    if op.paged:
+        return all_pages(lambda a: client.call(op.name, a, consistency=level), args)
+    return client.call(op.name, args, consistency=level)
+
+
+def _run(
+    op: Operation,
+    api: str,
+    timeout: float,
+    local: bool,
+    args: dict[str, Any],
+    by_name: str | None = None,
+) -> Any:
+    if op.is_write:
+        with cached_session(api) as cache:
+            if cache is None:
+                return _run_with(op, api, timeout, local, args, by_name, None)
+            held = cache.load()
+            if held is not None:
+                cache.save(held[0], held[1] + RESERVE)  # never reuse a number, even after a crash
+            return _run_with(op, api, timeout, local, args, by_name, (cache, held))
+    return _run_with(op, api, timeout, local, args, by_name, None)
+
+
+def _run_with(
+    op: Operation,
+    api: str,
+    timeout: float,
+    local: bool,
+    args: dict[str, Any],
+    by_name: str | None,
+    session: tuple[SessionCache, tuple[str, int] | None] | None,
+) -> Any:
+    with client_for(api, timeout, stay=local) as client:
+        if session is not None and session[1] is not None:
+            client.adopt_session(*session[1])
+        try:
+            return _resolved_call(client, op, args, by_name, consistency(local))
+        finally:
+            if session is not None:
+                kept = client.detach_sessions()
+                if kept:
+                    session[0].save(*kept[-1])
+
+
+def _resolved_call(
+    client: Any, op: Operation, args: dict[str, Any], by_name: str | None, level: str | None
+) -> Any:
+    """Run ``op``, after turning ``--name`` or an id prefix into an id (BY_PREFIX)."""
+    if by_name is not None:
+        _resolve(client, args, by_name, level)
+    elif op.name in BY_PREFIX:
+        try:
+            return _call(client, op, args, level)
+        except NotFound:  # not an id: perhaps a unique prefix of one
+            given = args["id"]
+            _resolve(client, args, None, level)
+            if args["id"] == given:
+                raise
+    return _call(client, op, args, level)
 
 
 def _decorator_params(decorate: Callable[[Callable[..., Any]], Any]) -> list[click.Parameter]:
@@ -217,10 +314,37 @@ def _decorator_params(decorate: Callable[[Callable[..., Any]], Any]) -> list[cli
     return list(reversed(probe.__click_params__))  # type: ignore[attr-defined]
 
 
+def _shift_for_name(
+    positional: list[click.Argument], values: dict[str, Any], by_name: str | None
+) -> None:
+    """``scale --name web 5``: click gave ``5`` to the optional ID; with ``--name`` the
+    positional values move one place right (converted by their own types), and every
+    positional but the ID is required."""
+    names = [q.name or "" for q in positional]
+    given = [values[n] for n in names if values[n] is not None]
+    if by_name is not None:
+        if len(given) >= len(names):
+            fail("give the workload's ID or --name, not both", EXIT_USAGE)
+        given = [None, *given]
+    elif not given:
+        fail("give the workload's ID (or a unique prefix) or --name NAME", EXIT_USAGE)
+    for q, name, value in zip(positional, names, [*given, *[None] * len(names)], strict=False):
+        if q is not positional[0] and value is None:
+            fail(f"missing argument {q.human_readable_name}", EXIT_USAGE)
+        values[name] = None if value is None else q.type.convert(value, q, None)
+
+
 def command(op: Operation) -> click.Command:
     """The CLI command of ``op`` (which has a ``cli`` declaration)."""
     assert op.cli is not None, op.name
     params: list[click.Parameter] = [q for p in op.params for q in _click_params(p)]
+    positional = [q for q in params if isinstance(q, click.Argument)]
+    if op.name in BY_NAME:  # ID or --name: every positional optional, checked in the callback
+        for q in positional:
+            q.required = False
+        params.append(
+            click.Option(["--name", "by_name"], help="The workload with this (unique) name.")
+        )
     if not op.is_write:
         params += _decorator_params(local_option)
     params += _decorator_params(common_options)
@@ -228,13 +352,20 @@ def command(op: Operation) -> click.Command:
     assert len(names) == len(set(names)), f"{op.name}: two parameters share a name"
 
     def callback(
-        api: str, timeout: float, as_json: bool, local: bool = False, **values: Any
+        api: str,
+        timeout: float,
+        as_json: bool,
+        local: bool = False,
+        by_name: str | None = None,
+        **values: Any,
     ) -> None:
+        if op.name in BY_NAME:
+            _shift_for_name(positional, values, by_name)
         args = {}
         for p in op.params:
             if p.cli is not None and (value := _value(p, values)) is not None:
                 args[p.name] = value
-        _show(op, as_json, _run(op, api, timeout, local, args), args)
+        _show(op, as_json, _run(op, api, timeout, local, args, by_name), args)
 
     return click.Command(op.cli.name, callback=callback, params=params, help=op.cli.help)
 

@@ -107,8 +107,10 @@ async def discover(
     *,
     timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
+    own: bool = False,
 ) -> list[str]:
-    """Fast-protocol addresses of the cluster, leader first, from any node's REST API."""
+    """Fast-protocol addresses of the cluster, leader first, from any node's REST API; with
+    ``own``, only the address of the node that answered."""
     from univrs.net.http import get_json
 
     errors = []
@@ -127,6 +129,8 @@ async def discover(
         members = doc.get("members", {}) if isinstance(doc, dict) else {}
         leader = doc.get("leader") if isinstance(doc, dict) else None
         order = sorted(members, key=lambda m: (m != leader, m != doc.get("node"), m))
+        if own:
+            order = [m for m in order if m == doc.get("node")]
         found = [members[m]["client"] for m in order if members[m].get("client")]
         if found:
             return found
@@ -158,6 +162,13 @@ class Client(StateMethods):
     _released: trio.Event = attrs.field(factory=trio.Event)
     _rng: random.Random = attrs.field(factory=random.Random)
     retries: int = 0  # attempts beyond the first, over the client's lifetime (statistics)
+    # Give up at once, rather than retry until the deadline, when a node answers that the
+    # cluster is unavailable (it has already waited for an election: LEADER_WAIT on the
+    # server) or no node can be reached at all. For one-shot callers such as the CLI.
+    fail_fast: bool = False
+    # Stay on the node first connected to, never move to the leader: for local (stale-allowed)
+    # reads of that node's replica. Writes and linearizable reads are forwarded by the node.
+    stay: bool = False
 
     # ---------------------------------------------------------------- connections
 
@@ -215,6 +226,8 @@ class Client(StateMethods):
             raise lost
 
     def _should_move(self, conn: Connection) -> bool:
+        if self.stay:
+            return False
         leader = conn.leader
         if leader is None or leader == conn.node_id or leader not in self._members:
             return False
@@ -319,6 +332,12 @@ class Client(StateMethods):
                     if not safe:
                         raise
                     maybe_applied = maybe_applied or is_write
+                elif (
+                    self.fail_fast
+                    and not maybe_applied
+                    and (conn is None or not isinstance(exc, ConnectionLost))
+                ):
+                    raise  # unreachable, or answered "unavailable": certainly not applied
                 elif not isinstance(exc, ConnectionLost):
                     pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
                 error: Unavailable = exc
@@ -453,6 +472,17 @@ class Client(StateMethods):
                 continue
             raise Timeout("no idempotency session became free before the deadline")
 
+    async def adopt_session(self, client_id: str, next_seq: int) -> None:
+        """Write with an existing session (opened earlier, by this or another process) from
+        ``next_seq`` on; the caller guarantees nobody else uses those numbers."""
+        self._sessions.append(_Session(client_id=client_id, next_seq=next_seq))
+
+    async def detach_sessions(self) -> list[tuple[str, int]]:
+        """Hand the sessions over (client id, next sequence number), newest last: the client
+        forgets them and will not close them."""
+        sessions, self._sessions = self._sessions, []
+        return [(s.client_id, s.next_seq) for s in sessions]
+
     def _forget(self, session: _Session) -> None:
         if session in self._sessions:
             self._sessions.remove(session)
@@ -491,10 +521,14 @@ async def open_client(
     timeout: float = DEFAULT_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
+    fail_fast: bool = False,
+    stay: bool = False,
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
     addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
-    ``ssl_context``: TLS for every connection (see the module docstring)."""
+    ``ssl_context``: TLS for every connection (see the module docstring). ``fail_fast``,
+    ``stay``: see ``Client``; with ``stay``, discovery keeps only the address of the ``api``
+    node that answered."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
@@ -504,7 +538,7 @@ async def open_client(
     if not endpoints:
         if not api:
             raise ValueError("open_client needs endpoints or api addresses")
-        endpoints = await discover(api, timeout=connect_timeout, ssl_context=ssl_context)
+        endpoints = await discover(api, timeout=connect_timeout, ssl_context=ssl_context, own=stay)
     async with trio.open_nursery() as nursery:
         client = Client(
             endpoints=list(endpoints),
@@ -512,6 +546,8 @@ async def open_client(
             timeout=timeout,
             connect_timeout=connect_timeout,
             ssl_context=ssl_context,
+            fail_fast=fail_fast,
+            stay=stay,
         )
         try:
             yield client

@@ -30,6 +30,8 @@ class SyncClient:
         api: list[str] | str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
+        fail_fast: bool = False,
+        stay: bool = False,
     ) -> None:
         self._ready = threading.Event()
         self._client: Client | None = None
@@ -38,7 +40,7 @@ class SyncClient:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._main,
-            args=(endpoints, api, timeout, ssl_context),
+            args=(endpoints, api, timeout, ssl_context, fail_fast, stay),
             name="univrs-client",
             daemon=True,
         )
@@ -49,11 +51,22 @@ class SyncClient:
             raise self._error
 
     def _main(
-        self, endpoints: Any, api: Any, timeout: float, ssl_context: ssl.SSLContext | None
+        self,
+        endpoints: Any,
+        api: Any,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        fail_fast: bool,
+        stay: bool,
     ) -> None:
         async def run() -> None:
             async with open_client(
-                endpoints, api=api, timeout=timeout, ssl_context=ssl_context
+                endpoints,
+                api=api,
+                timeout=timeout,
+                ssl_context=ssl_context,
+                fail_fast=fail_fast,
+                stay=stay,
             ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()

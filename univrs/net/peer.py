@@ -105,6 +105,7 @@ class PeerLink:
     backoff: Backoff
     counters: PeerCounters
     queue: PeerQueue
+    on_rtt: Callable[[NodeId, float], None] = lambda _peer, _seconds: None  # a ping's round trip
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
     _session_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _scope: trio.CancelScope | None = attrs.field(default=None, init=False)
@@ -406,6 +407,7 @@ class PeerLink:
         except ConnectionClosed:
             return  # _watch_close ends the session
         pong.set()
+        self.on_rtt(self.peer_id, trio.current_time() - sent[0])
 
     async def _pump(self, ws: WebSocketConnection, session: _Session) -> None:
         limit = self.settings.max_payload_size

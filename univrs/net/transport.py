@@ -28,7 +28,12 @@ Theory of operation.
   ``recheck_incarnations``: inbound connections from an incarnation the configuration no
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
-  records in the configuration.
+  records in the configuration. Every message delivered carries its connection's hello
+  incarnation in ``Message.sender_incarnation`` (not on the wire) when our configuration
+  lists that one or none for the sender (``_attests``): the core checks it again against the
+  configuration it holds, which may have moved on (univrs/raft/senders.py). A sender let in
+  because its binding is newer than our listing is attested nothing. Without TLS none of
+  this authenticates anyone: an incarnation travels in clear text (docs/security.md).
 * One exception to that map: the peer that sends us entries. The sender of the newest
   (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
   keeps its link even when the map does not list it, at the address the map last gave it
@@ -178,6 +183,9 @@ class RaftTransport:
     bound_incarnation: Callable[[NodeId], str | None] = unbound
     own_binding: Callable[[], tuple[int, bool]] = no_binding
     tls: TlsContexts | None = None  # None: plaintext links
+    # Called with (peer, seconds) for each answered keepalive ping (the RTT histogram); may be
+    # set after the links exist.
+    on_rtt: Callable[[NodeId, float], None] | None = None
     router: WebSocketRouter = attrs.field(init=False)
     _configured: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # the runtime's map
     _advertised: dict[NodeId, str] = attrs.field(factory=dict, init=False)  # from their hellos
@@ -322,6 +330,10 @@ class RaftTransport:
             else:
                 link.hello = hello  # only our configuration index moved: the next dial says so
 
+    def _observe_rtt(self, peer: NodeId, seconds: float) -> None:
+        if self.on_rtt is not None:
+            self.on_rtt(peer, seconds)
+
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
         peers = []
@@ -400,6 +412,7 @@ class RaftTransport:
             connector=self._connector_for(nid),
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
+            on_rtt=self._observe_rtt,
             queue=PeerQueue(
                 max_control=self.settings.max_control_queue,
                 max_bulk=self.settings.max_bulk_queue,
@@ -535,6 +548,13 @@ class RaftTransport:
             # The dialer's configuration predates the one binding us: its expectation is stale.
         return self._listing_problem(hello)
 
+    def _attests(self, hello: Hello) -> bool:
+        """Do we vouch for the incarnation ``hello`` names? Yes when our configuration lists
+        that one or none for its sender; no when we let it in because its binding is newer
+        than our listing (the core must not refuse it on our stale listing)."""
+        listed = self.bound_incarnation(hello.src)
+        return listed is None or listed == hello.incarnation
+
     def _listing_problem(self, hello: Hello) -> str | None:
         """Why our configuration refuses the incarnation ``hello`` names (None: it does not).
 
@@ -603,7 +623,8 @@ class RaftTransport:
         if hello.version != WIRE_VERSION:
             problem = f"wire version {hello.version} unsupported (this node speaks {WIRE_VERSION})"
         elif hello.cluster != self.cluster_id:
-            problem = f"cluster id {hello.cluster!r} is not this cluster ({self.cluster_id!r})"
+            # The close reason never names our cluster id: the dialer is not authenticated.
+            problem = "cluster id mismatch: this node belongs to another cluster"
         elif hello.dst != self.node_id:
             problem = f"hello addressed to node {hello.dst!r}, but this is {self.node_id!r}"
         elif hello.src == self.node_id:
@@ -619,7 +640,11 @@ class RaftTransport:
         return hello
 
     async def _read_messages(
-        self, ws: WebSocketConnection, hello: Hello, remote: str, counters: PeerCounters
+        self,
+        ws: WebSocketConnection,
+        hello: Hello,
+        remote: str,
+        counters: PeerCounters,
     ) -> None:
         peer = hello.src
         while True:
@@ -651,6 +676,10 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
+            if hello.incarnation is not None and self._attests(hello):
+                # What this connection attests of its sender: the core checks it again against
+                # the configuration it holds (univrs/raft/senders.py).
+                msg = attrs.evolve(msg, sender_incarnation=hello.incarnation)
             # A term above MAX_TERM is refused by the core: adopting it here would let any
             # sender pin the entry source (and where we dial) for good.
             if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:

@@ -40,10 +40,26 @@ from univrs.raft.ready import (
     Status,
 )
 from univrs.raft.rng import Rng
+from univrs.raft.senders import (
+    REFUSAL_REASONS,
+    REFUSED_ENTRY,
+    REFUSED_INCARNATION,
+    REFUSED_SNAPSHOT_DATA,
+    REFUSED_SNAPSHOT_SIZE,
+    REFUSED_STRANGER,
+    REFUSED_TERM,
+)
 
 __all__ = [
     "MAX_TERM",
     "MESSAGE_TYPES",
+    "REFUSAL_REASONS",
+    "REFUSED_ENTRY",
+    "REFUSED_INCARNATION",
+    "REFUSED_SNAPSHOT_DATA",
+    "REFUSED_SNAPSHOT_SIZE",
+    "REFUSED_STRANGER",
+    "REFUSED_TERM",
     "AppendEntries",
     "AppendEntriesResponse",
     "Entry",

@@ -21,6 +21,8 @@ attribute). The fields are declared here once, with their invariants beside them
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from univrs.raft.log import RaftLog
@@ -33,12 +35,16 @@ from univrs.raft.messages import (
     ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    SnapshotMeta,
 )
 from univrs.raft.progress import Progress
 from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderReads
 from univrs.raft.ready import RaftConfig, ReadState, Role, SnapshotInstall, SoftState
 from univrs.raft.rng import Rng
 from univrs.raft.snapshot import Snapshot, SnapshotReceiver
+
+SnapshotCheck = Callable[[SnapshotMeta, bytes], "str | None"]
+"""Decides whether a received snapshot can be restored: None if so, else the reason why not."""
 
 
 @attrs.define(eq=False, init=False, repr=False)
@@ -47,6 +53,9 @@ class NodeBase:
 
     id: NodeId
     incarnation: str | None  # of this node's data dir; None: not known (never checked)
+    # Can the state machine restore this snapshot? None if yes, else why not (a complete,
+    # checksum-verified snapshot from the leader is refused on a reason). None: no check.
+    snapshot_check: SnapshotCheck | None
     config: RaftConfig
     _rng: Rng
     _log: RaftLog
@@ -79,7 +88,12 @@ class NodeBase:
     _receiving: SnapshotReceiver | None  # follower: a snapshot being streamed to us
     _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
-    _refused: int  # messages refused as impossible (a term above MAX_TERM)
+    # Messages refused, by reason (univrs/raft/senders.py: a term above MAX_TERM, a sender
+    # that is not a member, a snapshot too large or not restorable). Never acted on.
+    _refused: dict[str, int]
+    # The leader whose messages we took last and the incarnation they were attested with
+    # (univrs/raft/senders.py holds the live leader to it); (None, None) at first.
+    _leader_incarnation: tuple[NodeId | None, str | None]
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait
@@ -224,6 +238,10 @@ class NodeBase:
             self._release_reads()
         else:
             self._send(self._read_answer(requester, ctx, index, ok=True))
+
+    def _refuse(self, reason: str) -> None:
+        """Count a refused message (``Status.refused``)."""
+        self._refused[reason] = self._refused.get(reason, 0) + 1
 
     def _drop_leader_reads(self) -> None:
         for r in self._leader_reads.take_all():

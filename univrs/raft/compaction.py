@@ -22,10 +22,14 @@ and a later probe that again finds its entries compacted gets the newer one.
 
 Follower: chunks for the snapshot being received are accepted in order; anything else is
 answered with the byte count held, so the leader resumes there. The complete data is verified
-(size and crc32); a mismatch discards it and answers offset 0. Nothing changes before that. A
-verified snapshot resets the log (keeping the suffix if the log has the snapshot's last entry,
-paper Figure 13 step 6), moves commit to at least its index, takes its membership as the base
-configuration and leaves in ``Ready.snapshot``; the success answer waits for the persist.
+(size and crc32), then checked by the runtime's ``snapshot_check`` (can the state machine
+restore it?); a mismatch or a refusal discards it and answers offset 0 (a refusal is counted
+in ``Status.refused``). Nothing changes before that. A snapshot announcing more than
+``RaftConfig.max_snapshot_bytes`` is refused outright, so at most that much is ever held, for
+one snapshot at a time. A verified snapshot resets the log (keeping the suffix if the log has
+the snapshot's last entry, paper Figure 13 step 6), moves commit to at least its index, takes
+its membership as the base configuration and leaves in ``Ready.snapshot``; the success answer
+waits for the persist.
 A snapshot at or below our commit index is acknowledged without installing.
 """
 
@@ -41,6 +45,7 @@ from univrs.raft.messages import (
 )
 from univrs.raft.progress import ProgressState
 from univrs.raft.ready import Role, SnapshotInstall
+from univrs.raft.senders import REFUSED_SNAPSHOT_DATA, REFUSED_SNAPSHOT_SIZE
 from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotReceiver
 
 
@@ -139,6 +144,12 @@ class SnapshotLayer(LeaderLayer):
             self._send(answer)
 
     def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+        if msg.total_size > self.config.max_snapshot_bytes:
+            # Refused before anything is held or changed (the partial one goes too: a
+            # stream that grows past the bound is never completed).
+            self._receiving = None
+            self._refuse(REFUSED_SNAPSHOT_SIZE)
+            return
         if not self._follow(msg.src):
             return
         meta = msg.meta
@@ -165,6 +176,14 @@ class SnapshotLayer(LeaderLayer):
         data = rx.verified()
         if data is None:
             self._snapshot_answer(msg, 0, success=False)  # size or checksum mismatch
+            return
+        check = self.snapshot_check
+        if check is not None and check(meta, data) is not None:
+            # Complete and intact, but not a snapshot this state machine can restore (garbage
+            # that is valid CBOR, a forged state): refused before anything is stored or
+            # replaced, and counted; we keep our state and answer like a checksum failure.
+            self._refuse(REFUSED_SNAPSHOT_DATA)
+            self._snapshot_answer(msg, 0, success=False)
             return
         self._install_snapshot(meta, data)
         self._snapshot_answer(msg, msg.total_size, success=True)

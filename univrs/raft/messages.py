@@ -135,11 +135,21 @@ class SnapshotMeta:
 
 @attrs.frozen(kw_only=True, slots=True)
 class Message:
-    """Common fields of every Raft message."""
+    """Common fields of every Raft message.
+
+    ``sender_incarnation`` is not on the wire: the receiving runtime fills it in with the
+    incarnation its transport attests for the sender (the one the connection's hello named;
+    None: nothing attested), and the core refuses a message whose sender's id the
+    configuration binds to another incarnation (univrs/raft/senders.py). It takes no part in
+    equality or repr.
+    """
 
     term: int
     src: NodeId
     dst: NodeId
+    sender_incarnation: str | None = attrs.field(
+        default=None, eq=False, repr=False, metadata={"wire": False}
+    )
 
 
 @attrs.frozen(kw_only=True, slots=True)

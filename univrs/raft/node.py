@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import attrs
 
 from univrs.errors import NotLeader, ProposalDropped
+from univrs.raft.base import SnapshotCheck
 from univrs.raft.election import ElectionLayer
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory, voter_changes
@@ -69,11 +70,12 @@ from univrs.raft.ready import (
     Status,
 )
 from univrs.raft.rng import Rng
+from univrs.raft.senders import REFUSED_ENTRY, REFUSED_TERM, sender_refusal, undecodable_config
 
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
 MAX_TERM = 1 << 62
-"""Messages with a term above this are refused (``Status.refused_messages`` counts them)."""
+"""Messages with a term above this are refused (``Status.refused`` counts them, reason "term")."""
 
 
 @attrs.define(eq=False, init=False, repr=False)
@@ -84,7 +86,8 @@ class RaftNode(ElectionLayer):
     break them on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
     ``_read_needs_quorum_check``, ``_max_inflight_config_changes``, ``_snapshot_resume_ticks``
     (leader.py), ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit``
-    (compaction.py), ``_send``, ``_send_after_persist`` (base.py).
+    (compaction.py), ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal``
+    (here: who may send us messages, univrs/raft/senders.py).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class RaftNode(ElectionLayer):
         config: RaftConfig | None = None,
         initial: InitialState | None = None,
         incarnation: str | None = None,
+        snapshot_check: SnapshotCheck | None = None,
     ) -> None:
         config = config if config is not None else RaftConfig()
         initial = initial if initial is not None else InitialState()
@@ -102,6 +106,7 @@ class RaftNode(ElectionLayer):
         snap_index = snap.index if snap is not None else 0
         self.id = id
         self.incarnation = incarnation
+        self.snapshot_check = snapshot_check
         self.config = config
         self._rng = rng
         self._log = RaftLog(
@@ -141,7 +146,8 @@ class RaftNode(ElectionLayer):
         self._receiving = None
         self._out_snapshot = None
         self._leader_reads = LeaderReads()
-        self._refused = 0
+        self._refused = {}
+        self._leader_incarnation = (None, None)
         self._forwarded = ForwardedReads()
         # Request ids of forwarded reads: a random base per process (a restart starts elsewhere
         # in 2^62, so no answer to an earlier process's request can match), then +1 each.
@@ -185,7 +191,14 @@ class RaftNode(ElectionLayer):
             # No honest node gets near 2^62 terms (one election a millisecond for a hundred
             # million years); a forged one would make every term after it unencodable and stop
             # elections for good. Refused and counted, never adopted.
-            self._refused += 1
+            self._refuse(REFUSED_TERM)
+            return
+        refusal = self._sender_refusal(msg)
+        if refusal is not None:
+            self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
+            return
+        if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
+            self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
@@ -200,6 +213,9 @@ class RaftNode(ElectionLayer):
         elif msg.term < self._term:
             self._answer_stale(msg)
             return
+        if isinstance(msg, _FROM_LEADER) and msg.sender_incarnation is not None:
+            # The incarnation we hear this leader at (the sender rule holds us to it).
+            self._leader_incarnation = (msg.src, msg.sender_incarnation)
         if isinstance(msg, AppendEntries):
             if self._follow(msg.src):
                 self._on_append(msg)
@@ -464,7 +480,8 @@ class RaftNode(ElectionLayer):
             membership=self._configs.current,
             peers=peers,
             snapshot_index=self._snapshot_index,
-            refused_messages=self._refused,
+            refused_messages=sum(self._refused.values()),
+            refused=tuple(sorted(self._refused.items())),
             config_index=self._configs.current_index,
         )
 
@@ -519,6 +536,27 @@ class RaftNode(ElectionLayer):
             if pr.match > last:
                 bad(f"{peer}: match {pr.match} beyond last index {last}")
         return out
+
+    def _sender_refusal(self, msg: Message) -> str | None:
+        """Why ``msg``'s sender may not send to us (None: it may): the membership rule of
+        univrs/raft/senders.py. A hook: the simulator's AcceptStrangers mutant disables it."""
+        if self._role is Role.LEADER:
+            live: NodeId | None = self.id
+        elif self._leader is not None and self._election_elapsed < self.config.election_ticks_min:
+            live = self._leader
+        else:
+            live = None
+        followed, inc = self._leader_incarnation
+        configs = self._configs
+        return sender_refusal(
+            msg,
+            me=self.id,
+            current=configs.current,
+            committed=configs.committed(self._commit),
+            live_leader=live,
+            live_incarnation=inc if followed == live else None,
+            tracked=self._progress,
+        )
 
     # ========================================================================= roles ==
 

@@ -63,6 +63,10 @@ class RaftConfig:
     # InstallSnapshot streaming: bytes of snapshot data per chunk, chunks in flight per peer.
     snapshot_chunk_bytes: int = 1 << 20
     snapshot_window: int = 4
+    # The largest snapshot a follower accepts (InstallSnapshot.total_size). A partial snapshot
+    # is held in memory, one at a time: this bounds that memory and what storage is asked to
+    # write. A larger announcement is refused and counted, and the partial one is dropped.
+    max_snapshot_bytes: int = 1 << 30
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -76,6 +80,8 @@ class RaftConfig:
             raise ValueError("message and inflight limits must be positive")
         if self.snapshot_chunk_bytes < 1 or self.snapshot_window < 1:
             raise ValueError("snapshot chunk size and window must be positive")
+        if self.max_snapshot_bytes < 1:
+            raise ValueError("max_snapshot_bytes must be positive")
 
 
 @attrs.frozen(kw_only=True)
@@ -190,5 +196,8 @@ class Status:
     membership: Membership
     peers: tuple[PeerStatus, ...] = ()
     snapshot_index: int = 0  # last index covered by the newest snapshot this node knows
-    refused_messages: int = 0  # messages refused as impossible (term above raft.node.MAX_TERM)
+    refused_messages: int = 0  # messages refused, all reasons together (sum of ``refused``)
+    # Messages refused, by reason (univrs/raft/senders.py REFUSED_*), sorted: a term above
+    # MAX_TERM, a sender that is not a member, a snapshot too large or not restorable.
+    refused: tuple[tuple[str, int], ...] = ()
     config_index: int = 0  # log index of ``membership`` (0: the initial configuration)

@@ -125,6 +125,10 @@ class Applier:
             what = f"proposals up to {meta.index} were covered by a snapshot from the leader"
             for p in covered:  # one exception each: they are raised in different tasks
                 p.waiter.fail(outcome_error(outcome, what))
+            failed = self.metrics.proposals_dropped
+            if outcome is not Outcome.NOT_APPLIED:
+                failed = self.metrics.proposals_unknown
+            failed.inc(len(covered))
         log.info(
             "snapshot installed",
             extra={
@@ -168,6 +172,7 @@ class Applier:
             pending.waiter.fail(
                 ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
             )
+            self.metrics.proposals_dropped.inc(1)
 
 
 def outcome_error(outcome: Outcome, what: str) -> Exception:

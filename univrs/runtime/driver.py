@@ -209,6 +209,11 @@ class RaftRuntime:
         return self.core.id
 
     @property
+    def pending_proposals(self) -> int:
+        """Proposals appended to the log here and not yet settled (applied or failed)."""
+        return len(self._applier.pending)
+
+    @property
     def sm(self) -> ClusterStateMachine:
         """The state machine as applied here so far (read it, never change it)."""
         return self._applier.sm
@@ -400,6 +405,7 @@ class RaftRuntime:
             except (NotLeader, ProposalDropped) as exc:
                 for p in live:
                     p.waiter.fail(exc)
+                self.metrics.proposals_dropped.inc(len(live))
                 continue
             self._applier.pending.appended(term, first, live)
             self._in_flight.append(first + len(live) - 1)

@@ -105,6 +105,17 @@ class Metrics(Protocol):
         """From proposal to applied, on the proposing leader."""
         ...
 
+    @property
+    def proposals_dropped(self) -> Counter:
+        """Proposals that ended certainly not applied (refused, or replaced by another
+        leader's entry)."""
+        ...
+
+    @property
+    def proposals_unknown(self) -> Counter:
+        """Proposals whose outcome became unknown here (covered by the leader's snapshot)."""
+        ...
+
 
 class _Nothing:
     """A counter and a histogram that record nothing."""
@@ -120,6 +131,7 @@ class NoMetrics:
     """``Metrics`` that record nothing (a runtime without a registry: tests, tools)."""
 
     proposals = elections = leader_changes = _Nothing()
+    proposals_dropped = proposals_unknown = _Nothing()
     fsync_seconds = commit_seconds = _Nothing()
 
 

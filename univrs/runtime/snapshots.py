@@ -16,6 +16,7 @@ import attrs
 
 from univrs import codec
 from univrs.errors import ProtocolError, StorageError
+from univrs.raft.messages import SnapshotMeta
 from univrs.sm.snapshot import restore_plain, snapshot_plain
 from univrs.sm.state import ClusterStateMachine
 
@@ -41,6 +42,23 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
         return codec.encode_plain(snapshot_plain(clone))
 
     return encode
+
+
+def check_snapshot(meta: SnapshotMeta, data: bytes) -> str | None:
+    """The core's ``snapshot_check`` (issue 12): None if a snapshot from the leader restores
+    into a state machine at ``meta``'s index, else why not. Called once, by the core, on the
+    complete and checksum-verified data, before anything is stored or replaced: a node never
+    stores a snapshot it could not restore on its next start. (It decodes the data once more
+    than the install does: the price of never storing what cannot be applied.)"""
+    try:
+        sm = restore(data)
+    except StorageError as exc:
+        return str(exc)
+    if sm.last_applied_index != meta.index:
+        return (
+            f"snapshot data is at index {sm.last_applied_index}, but its metadata says {meta.index}"
+        )
+    return None
 
 
 def restore(data: bytes) -> ClusterStateMachine:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import secrets
 import shutil
-import uuid
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,8 @@ import trio
 
 from univrs.api.service import Forwarder, RaftStateStore
 from univrs.config import NodeConfig
-from univrs.errors import Conflict, StorageError
+from univrs.errors import ConfigError, Conflict, StorageError
+from univrs.net.address import split_host_port
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
 from univrs.net.transport import RaftTransport
@@ -42,7 +44,7 @@ from univrs.runtime.events import Inbox
 from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
-from univrs.runtime.snapshots import restore
+from univrs.runtime.snapshots import check_snapshot, restore
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
@@ -54,7 +56,13 @@ from univrs.server.incarnation import (
     probe_answerer,
 )
 from univrs.server.joining import JoinInfo, JoinRefused, check_join, prepare, run_join
-from univrs.server.removal import MembershipWatch, RemovalGate, watch_for_removal
+from univrs.server.refusals import log_refusals
+from univrs.server.removal import (
+    MembershipWatch,
+    RemovalGate,
+    cluster_fingerprint,
+    watch_for_removal,
+)
 from univrs.server.wiring import check_tls, transport_from_config
 from univrs.service.reconcile import Reconciler
 from univrs.sm.state import ClusterStateMachine
@@ -81,14 +89,27 @@ def initial_membership(config: NodeConfig) -> Membership:
 
 
 def new_cluster_id(config: NodeConfig) -> str:
-    """The id of a cluster this node bootstraps: the configured one; else derived from the
-    bootstrap list (every listed member computes the same); else random (a single node)."""
+    """The id of a cluster this node bootstraps (docs/config.md, "Cluster ids").
+
+    The configured one if any; for a single node a random one; for a static multi-node
+    bootstrap one derived from ``initial_cluster_token`` (with the member list), so every
+    initial member computes the same and two clusters differ as long as their tokens do.
+    Never from the member list alone: two clusters of the same members would share an id.
+    Raises ConfigError for a multi-node bootstrap with neither a cluster id nor a token."""
     if config.cluster_id:
         return config.cluster_id
-    if config.bootstrap:
+    if len(config.bootstrap) > 1:
+        token = config.initial_cluster_token
+        if not token:
+            raise ConfigError(
+                "raft.initial_cluster_token: required to bootstrap a multi-node cluster "
+                "without raft.cluster_id; give every initial member the same value, unique "
+                "to this cluster (e.g. the output of `openssl rand -hex 16`)"
+            )
         members = ",".join(sorted(f"{n.id}={n.addr}" for n in config.bootstrap))
-        return "c-" + hashlib.sha256(members.encode()).hexdigest()[:16]
-    return "c-" + uuid.uuid4().hex[:16]
+        digest = hashlib.sha256(f"univrs-cluster-id\0{token}\0{members}".encode())
+        return "c-" + digest.hexdigest()[:16]
+    return "c-" + secrets.token_hex(8)
 
 
 def _is_empty(initial: InitialState) -> bool:
@@ -175,8 +196,26 @@ def finish_opening(
             )
     cluster_id = storage.cluster_id or config.cluster_id or "univrs"
     loaded = storage.load_snapshot()
-    sm = restore(loaded[1]) if loaded is not None else ClusterStateMachine()
+    sm = _restore_stored(config, loaded) if loaded is not None else ClusterStateMachine()
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
+
+
+def _restore_stored(config: NodeConfig, loaded: tuple[SnapshotMeta, bytes]) -> ClusterStateMachine:
+    """The state machine of the stored snapshot, or a StorageError that says which data dir
+    holds what cannot be restored and what to do (a clean exit, never a crash loop). A node
+    refuses such a snapshot when it receives one (issue 12); this catches older data dirs and
+    disk corruption."""
+    meta, data = loaded
+    try:
+        return restore(data)
+    except StorageError as exc:
+        raise StorageError(
+            f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "
+            f"restored ({exc}); this data dir cannot serve. Move it away (keep it for "
+            "analysis) and bring the node back as a new member: start it on an empty data "
+            'dir with initial_cluster_state = "existing" and run `univrs cluster join '
+            "<member-api> --replace` (see the README)"
+        ) from None
 
 
 def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Opened:
@@ -331,7 +370,12 @@ async def run_node(
 ) -> None:
     """Run a node until cancelled (see the module docstring).
 
-    ``join``: the API address of a member of a cluster to join when this data dir is new."""
+    ``join``: the API address of a member of a cluster to join when this data dir is new.
+    Raises OSError, before the data dir is touched, when an address to listen on is taken."""
+    addresses = [("raft_addr", config.raft_addr)]
+    if serve_api:
+        addresses.append(("api.addr", config.api_addr))
+    await trio.to_thread.run_sync(check_listen_addresses, addresses)
     target = join
     info: JoinInfo | None = None
     first = True
@@ -351,6 +395,29 @@ async def run_node(
         target = info.target
         log.info("restarting empty to join another cluster", extra={"target": target})
         await trio.to_thread.run_sync(wipe_raft_state, config)
+
+
+def check_listen_addresses(addresses: list[tuple[str, str]]) -> None:
+    """Bind each ``host:port`` once (as the listeners will, with SO_REUSEADDR) and let go:
+    a start on a busy port fails here, before the data dir is created or bootstrapped,
+    rather than after. Port 0 needs no check. Raises OSError naming the setting."""
+    for what, addr in addresses:
+        host, port = split_host_port(addr, allow_port_zero=True)
+        if port == 0:
+            continue
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise OSError(f"{what} {addr}: cannot resolve the host ({exc})") from None
+        for family, kind, proto, _name, sockaddr in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(sockaddr)
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"{what} {addr} is not available: {exc.strerror}"
+                    ) from None
 
 
 async def _run_once(
@@ -389,6 +456,7 @@ async def _run_once(
             config=config.raft_config(),
             initial=opened.initial,
             incarnation=storage.incarnation,
+            snapshot_check=check_snapshot,
         )
         snapshot_index = 0
         applied = Membership(voters=frozenset())
@@ -413,6 +481,7 @@ async def _run_once(
             bound_incarnation=bound_incarnation(view),
             own_binding=own_binding(view, storage.incarnation),
         )
+        transport.on_rtt = metrics.observe_peer_rtt
         # The members we learned of when asking to join (or, an empty data dir waiting to be
         # joined, the bootstrap members) stay reachable until a configuration listing us is
         # applied (see univrs/runtime/addresses.py).
@@ -445,6 +514,7 @@ async def _run_once(
                 capacity=config.watch_history, max_watchers=config.watch_max_watchers
             ),
         )
+        metrics.pending = lambda: runtime.pending_proposals
         node = Node(
             config=config,
             storage=storage,
@@ -482,6 +552,7 @@ async def _run_once(
                 nursery.start_soon(node.reconciler.run)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, view, transport)
+            nursery.start_soon(log_refusals, runtime.status, runtime.wait_changed)
             nursery.start_soon(
                 record_incarnations, runtime, transport.peer_incarnations, storage.incarnation
             )
@@ -600,7 +671,7 @@ def describe(node: Node) -> dict[str, Any]:
     return {
         "id": s.id,
         "incarnation": node.storage.incarnation,
-        "cluster_id": node.cluster_id,
+        "cluster": cluster_fingerprint(node.cluster_id),  # not the id (docs/security.md)
         "role": s.role.value,
         "term": s.term,
         "leader": s.leader,
@@ -617,6 +688,8 @@ def describe(node: Node) -> dict[str, Any]:
         "learners": sorted(s.membership.learners),
         "join": node.join or None,
         "removed": node.removed,
+        # Messages the core refused since start, by reason (docs/security.md, Core refusals).
+        "refused": dict(s.refused),
         "transport": {
             "tls": node.transport.tls is not None,
             "rejected_connections": net.rejected_connections,

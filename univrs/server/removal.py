@@ -22,6 +22,7 @@ campaign. Applying a configuration that lists it again undoes all of this.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,13 @@ if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.node")
+
+
+def cluster_fingerprint(cluster_id: str) -> str:
+    """What /v1/node/status shows of the cluster id: enough to tell two clusters apart, not
+    the id itself (a raft hello needs the id; it is not shown to whoever reads a status)."""
+    return hashlib.sha256(f"univrs-cluster\0{cluster_id}".encode()).hexdigest()[:16]
+
 
 ASK_AFTER = 10.0  # seconds without a leader before a node that may campaign asks the members
 CONFIRM_AFTER = 5.0  # seconds between the first evidence of removal and the confirming one
@@ -135,7 +143,7 @@ async def _ask_members(node: NodeHandle, s: Status) -> str | None:
             continue
         if not isinstance(doc, dict) or doc.get("id") != member:
             continue
-        if doc.get("cluster_id") != node.cluster_id:
+        if doc.get("cluster") != cluster_fingerprint(node.cluster_id):
             continue
         commit = doc.get("commit_index")
         voters, learners = doc.get("voters"), doc.get("learners")

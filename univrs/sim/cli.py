@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"{s.snapshots} snapshots ({s.installs} installed), {s.config_changes} "
                 f"membership changes ({s.leader_removals} leader removals, {s.rejoins} rejoins, "
                 f"{s.replaced} replaced, {s.repairs} repairs, {s.diverged} diverged), "
-                f"{s.refused} messages refused (incarnation)",
+                f"{s.refused} messages refused (incarnation), {s.forged} forged "
+                f"({s.forged_refused} refused by the core)",
                 file=out,
                 flush=True,
             )

@@ -44,6 +44,7 @@ from univrs.sim.checker import Checker
 from univrs.sim.clients import Workload
 from univrs.sim.disk import SimDisk
 from univrs.sim.faults import TICK, Schedule, draw_schedule
+from univrs.sim.forger import Forger
 from univrs.sim.injector import FaultInjector
 from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
 from univrs.sim.kv import WriteDecoder
@@ -86,6 +87,8 @@ class SimStats:
     refused: int = 0  # messages refused: the sender was not the incarnation listed
     forwards: int = 0  # writes a follower's API forwarded to the leader
     covered: int = 0  # pending proposals a snapshot install covered (outcome unknown)
+    forged: int = 0  # forged messages handed to cores (forger.py)
+    forged_refused: int = 0  # of which the core refused (counted in its Status.refused)
 
 
 @attrs.define(eq=False)
@@ -104,6 +107,9 @@ class Simulation(ReadyRuntime):
     # older than the peer's own binding (the transport's first rule, which locked a lagging
     # node out of a replaced leader; the transport now lets the older configuration yield).
     strict_incarnations: bool = False
+    # An attacker forges messages from a made-up peer and under a real id with a wrong
+    # incarnation (forger.py), with its own RNG: the rest of a seed is the same without it.
+    forgeries: bool = True
     # The API's pending proposals (a mutant may break their outcome rules).
     proposals_factory: Callable[[], PendingProposals[Request]] = PendingProposals
     config: RaftConfig | None = None  # None: SIM_RAFT_CONFIG with this seed's snapshot knobs
@@ -118,6 +124,7 @@ class Simulation(ReadyRuntime):
     workload: Workload = attrs.field(init=False)
     api: SimApi = attrs.field(init=False)
     injector: FaultInjector = attrs.field(init=False)
+    forger: Forger | None = attrs.field(init=False, default=None)
     operator: Operator | None = attrs.field(init=False, default=None)
     schedule: Schedule = attrs.field(init=False)
     decoder: WriteDecoder = attrs.field(init=False, factory=WriteDecoder)
@@ -180,6 +187,8 @@ class Simulation(ReadyRuntime):
             sim=self, rng=self.rng, p_op=p.load, p_anywhere=p.read_anywhere, n_clients=p.clients
         )
         self.injector = FaultInjector(sim=self)
+        if self.forgeries:
+            self.forger = Forger(rng=random.Random(f"{self.seed}/forger"))
         boot = bootstrap_state(self.membership)
         self.nodes = {}
         for nid, speed in zip(self.node_ids, p.disk_speed, strict=True):
@@ -259,6 +268,8 @@ class Simulation(ReadyRuntime):
             refused=self.net.refused,
             forwards=self.api.forwards,
             covered=self.api.covered,
+            forged=self.forger.sent if self.forger is not None else 0,
+            forged_refused=self.forger.refused if self.forger is not None else 0,
         )
 
     def _client_step(self, _: None) -> None:

@@ -18,7 +18,7 @@ import json
 
 import attrs
 
-from univrs.raft.messages import Entry, EntryKind, Membership, decode_membership
+from univrs.raft.messages import Entry, EntryKind, Membership, SnapshotMeta, decode_membership
 
 NO_MEMBERS = Membership(voters=frozenset())
 
@@ -148,6 +148,15 @@ class KvStore:
         sessions = {str(c): list(v) for c, v in self.sessions.items()}
         doc = {"cfg": self.config_index, "kv": self.data, "sessions": sessions}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @staticmethod
+    def check_snapshot(meta: SnapshotMeta, data: bytes) -> str | None:
+        """Can ``restore`` take ``data``? None if so, else why not (the core's snapshot_check)."""
+        try:
+            KvStore().restore(data, meta.index, meta.term, meta.membership)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return f"not a simulated snapshot: {exc}"
+        return None
 
     def restore(self, data: bytes, index: int, term: int, config: Membership) -> None:
         """Replace the state by a snapshot taken at (index, term) with configuration ``config``."""

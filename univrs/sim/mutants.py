@@ -73,6 +73,13 @@ class CompactPastCommit(RaftNode):
         return int(self._log.last_index)
 
 
+class AcceptStrangers(RaftNode):
+    """Takes messages from anyone: no membership rule for senders (issue 12; senders.py)."""
+
+    def _sender_refusal(self, msg: Message) -> str | None:
+        return None
+
+
 class ChangeBeforeTermCommit(RaftNode):
     """Starts a configuration change before committing an entry of its term (the 2015 bug)."""
 
@@ -147,6 +154,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("stale-progress", StaleProgress),
         _mutant("read-ids-restart", ReadIdsRestart),
         _mutant("snapshot-drop-retry", proposals=SnapshotDropRetry),
+        _mutant("accept-strangers", AcceptStrangers),
     )
 }
 

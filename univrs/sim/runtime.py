@@ -44,8 +44,10 @@ from univrs.raft.interpreter import (
     report_persisted,
 )
 from univrs.raft.messages import (
+    AppendEntries,
     Entry,
     EntryKind,
+    Heartbeat,
     Message,
     NodeId,
     ReadIndexRequest,
@@ -59,6 +61,7 @@ from univrs.sim.checker import Checker
 from univrs.sim.clients import ReadRecord, Workload
 from univrs.sim.disk import SimDisk, Taken
 from univrs.sim.faults import TICK, Schedule
+from univrs.sim.forger import Forger
 from univrs.sim.invariants import (
     COMPACTION_BOUND,
     CORE_INVARIANT,
@@ -144,6 +147,7 @@ class ReadyRuntime:
     api: SimApi
     operator: Any  # membership.Operator (the operator), or None
     injector: Any  # injector.FaultInjector
+    forger: Forger | None  # forges messages the cores must refuse (forger.py)
     strict_incarnations: bool
     proposals_factory: Callable[[], PendingProposals[Request]]
     schedule: Schedule
@@ -177,6 +181,7 @@ class ReadyRuntime:
             rng=rng,
             initial=initial,
             incarnation=sn.disk.incarnation if self.core_incarnation else None,
+            snapshot_check=KvStore.check_snapshot,
         )
         sn.kv = KvStore()
         sn.writes = WriteQueue()
@@ -337,6 +342,8 @@ class ReadyRuntime:
 
     def _send(self, m: Message) -> None:
         # A message carries its sender's incarnation and binding (the real hello does).
+        if m.dst not in self.nodes:
+            return  # an answer to the forger's made-up peer: nobody is there
         src = self.nodes[m.src]
         if self.injector.kill_on_read and isinstance(m, ReadIndexRequest):
             self.injector.on_forward_read(src)
@@ -390,9 +397,28 @@ class ReadyRuntime:
                 self._read_origins.setdefault(key, deque()).append(tag)
             elif tag != sn.life:
                 sn.foreign_answer = True  # answers a request of an earlier process of ours
-        raft.step(m)
+        # The transport attests the sender's incarnation (the hello's) when its listing agrees
+        # or is empty, like the real one; a sender let in for a newer binding, nothing.
+        attested = incarnation if listed is None or listed == incarnation else None
+        raft.step(attrs.evolve(m, sender_incarnation=attested))
         self.drain(sn)
         sn.foreign_answer = False
+        if self.forger is not None and isinstance(m, AppendEntries | Heartbeat):
+            self._forge(sn, m)
+
+    def _forge(self, sn: SimNode, heard: Message) -> None:
+        """Maybe hand ``sn`` a forged message right after it heard ``heard`` (forger.py)."""
+        raft = sn.raft
+        assert raft is not None and self.forger is not None
+        forged = self.forger.maybe_forge(raft, heard)
+        if forged is None:
+            return
+        self.trace.append((self.now, "forged", forged))
+        before = raft.status().refused_messages
+        raft.step(forged)
+        if raft.status().refused_messages > before:
+            self.forger.refused += 1
+        self.drain(sn)
 
     def _disk_done(self, arg: tuple[SimNode, int]) -> None:
         sn, life = arg

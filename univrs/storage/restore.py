@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import secrets
 import shutil
 
 import attrs
@@ -51,11 +52,23 @@ class RestoreResult:
     voters: tuple[str, ...]
 
 
-def restored_cluster_id(sha256: str, members: list[Member]) -> str:
+def restored_cluster_id(sha256: str, members: list[Member], token: str | None) -> str:
     """The new cluster's id: the same for every member restored from one file with one member
-    list; never the old cluster's."""
+    list and one ``token`` (etcd's ``--initial-cluster-token``), never the old cluster's.
+
+    The token keeps two clusters restored from one file onto the same addresses apart (never
+    an id from the member list alone); a lone member needs none and gets a random id. Raises
+    ``StorageError`` for several members without a token."""
+    if token is None:
+        if len(members) > 1:
+            raise StorageError(
+                "restoring several members needs --initial-cluster-token (the same value on "
+                "every member, unique to the new cluster) or --cluster-id"
+            )
+        return "c-" + secrets.token_hex(8)
     listed = ",".join(sorted(f"{m.id}={m.raft_addr}" for m in members))
-    return "c-" + hashlib.sha256(f"restore\n{sha256}\n{listed}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"univrs-restore\0{token}\0{sha256}\0{listed}".encode())
+    return "c-" + digest.hexdigest()[:16]
 
 
 def new_membership(members: list[Member]) -> Membership:
@@ -74,6 +87,7 @@ def restore_data_dir(
     node_id: str,
     members: list[Member],
     cluster_id: str | None = None,
+    token: str | None = None,
 ) -> RestoreResult:
     """Create ``data_dir`` for ``node_id``, a member of a new cluster of ``members`` whose
     initial state is the backup's snapshot. Refuses (``StorageError``) a non-empty
@@ -91,7 +105,7 @@ def restore_data_dir(
         raise StorageError(f"data dir {path} exists and is not empty: restore into a new one")
     work = path.with_name(path.name + ".restore-tmp")
     if cluster_id is None:
-        cluster_id = restored_cluster_id(backup.sha256, members)
+        cluster_id = restored_cluster_id(backup.sha256, members, token)
     h = backup.header
     meta = SnapshotMeta(index=h.index, term=h.term, membership=new_membership(members))
     try:

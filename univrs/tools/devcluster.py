@@ -90,6 +90,21 @@ class NodeProc:
         except urllib.error.HTTPError as exc:
             return json.load(exc)
 
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why not): this node's ``/readyz`` (univrs/api/health.py)."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        url = f"{scheme}://{self.api_addr}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2.0, context=self.ssl_context) as resp:
+                return resp.status == 200, ""
+        except urllib.error.HTTPError as exc:
+            try:
+                return False, str(json.load(exc).get("reason"))
+            except ValueError:
+                return False, f"/readyz answered {exc.code}"
+        except (OSError, ValueError) as exc:
+            return False, f"not answering ({exc})"
+
     def status(self) -> dict[str, Any] | None:
         """This node's own view (/v1/node/status), or None when it does not answer."""
         try:
@@ -99,13 +114,30 @@ class NodeProc:
             return None
 
 
+def _folder_cluster_id(folder: pathlib.Path) -> str:
+    """The cluster id of the local cluster kept in ``folder``: random the first time, then the
+    same for every later ``scripts/cluster`` command (its data dirs belong to it)."""
+    path = folder / "cluster-id"
+    if path.exists():
+        return path.read_text().strip()
+    cluster_id = _random_cluster_id()
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def _random_cluster_id() -> str:
+    return "local-" + secrets.token_hex(6)
+
+
 @attrs.define(eq=False)
 class LocalCluster:
     """A set of NodeProcs sharing a bootstrap configuration."""
 
     folder: pathlib.Path
     nodes: list[NodeProc]
-    cluster_id: str = "univrs-local"
+    # Random per cluster (issue 12: two clusters never share an id by default).
+    cluster_id: str = attrs.field(factory=_random_cluster_id)
     python: str = sys.executable
     extra_config: str = ""
     # Per-node ``[raft.dial]`` overrides: node id -> {peer id: "host:port"} (chaos proxies).
@@ -198,7 +230,10 @@ class LocalCluster:
             )
             for i in range(1, size + 1)
         ]
-        cluster = cls(folder=folder, nodes=nodes, extra_config=extra_config, tls=tls)
+        cluster_id = _folder_cluster_id(folder)
+        cluster = cls(
+            folder=folder, nodes=nodes, extra_config=extra_config, tls=tls, cluster_id=cluster_id
+        )
         if tls and (cluster.certs_dir / "ca.crt").exists():
             context = cluster.client_ssl()
             for n in nodes:
@@ -330,6 +365,27 @@ class LocalCluster:
         node.pid_path.unlink(missing_ok=True)
         return code
 
+    def restart(self, node: NodeProc, timeout: float = 60.0) -> None:
+        """Stop a node (if it runs), start it again and return once it is ready (``/readyz``:
+        it answers, knows a leader and has caught up); TimeoutError with its last reason."""
+        self.stop(node)
+        self.start(node)
+        self.wait_ready([node], timeout)
+
+    def wait_ready(self, nodes: list[NodeProc], timeout: float = 60.0) -> None:
+        """Wait until every node of ``nodes`` answers ``/readyz`` with 200."""
+        for node in nodes:
+            why = ["not asked yet"]
+
+            def ready(node: NodeProc = node, why: list[str] = why) -> bool | None:
+                ok, why[0] = node.readiness()
+                return ok or None
+
+            try:
+                wait_for(ready, timeout, f"{node.node_id} to be ready")
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; last /readyz: {why[0]}") from None
+
     def kill(self, node: NodeProc) -> None:
         """kill -9."""
         self.stop(node, sig=signal.SIGKILL)
@@ -422,13 +478,16 @@ def main(argv: list[str] | None = None) -> int:
             cluster.start(n)
             print(f"{n.node_id}: started pid {n.pid}, raft {n.raft_addr}, api {n.api_addr}")
         try:
+            # Return only once the nodes answer, know a leader and caught up (a restart
+            # returned while the node was still starting).
+            cluster.wait_ready(chosen, 60.0)
             leader = cluster.wait_leader(30.0)
             secured = "mutual TLS" if cluster.tls else "plaintext (--insecure)"
-            print(f"leader: {leader.node_id} (api {leader.api_addr}); {secured}")
+            print(f"ready; leader: {leader.node_id} (api {leader.api_addr}); {secured}")
             if cluster.tls:
                 print(f'for the CLI: eval "$(scripts/cluster env --dir {args.dir})"')
         except TimeoutError as exc:
-            print(f"no leader yet: {exc}; see the logs in {cluster.folder}")
+            print(f"not ready: {exc}; see the logs in {cluster.folder}")
             return 1
     elif args.command in ("stop", "kill"):
         for n in chosen:

@@ -1,0 +1,286 @@
+"""The membership rule for senders and the core's other refusals (issue 12, item 5).
+
+A forged message must change nothing on a member: not its term, log, commit, leader or state
+machine. Each forgery here also runs against the ``AcceptStrangers`` mutant, which takes it,
+so the test shows the scenario would catch a core without the rule.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+import attrs
+import pytest
+
+from univrs.raft import (
+    AppendEntries,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    InstallSnapshot,
+    Membership,
+    Message,
+    RaftConfig,
+    RaftNode,
+    RequestVote,
+    Role,
+    SnapshotMeta,
+    Status,
+    TimeoutNow,
+    bootstrap_state,
+)
+from univrs.raft.senders import sender_refusal
+from univrs.sim.mutants import AcceptStrangers
+
+M = Membership(
+    voters=frozenset({"n1", "n2", "n3"}),
+    incarnations=(("n1", "inc1"), ("n2", "inc2"), ("n3", "inc3")),
+)
+
+
+def follower(
+    cls: type[RaftNode] = RaftNode, config: RaftConfig | None = None, **kw: object
+) -> RaftNode:
+    """n2 of M, following n1 (term 2) and just heard from it: a healthy member."""
+    node = cls("n2", rng=random.Random(1), initial=bootstrap_state(M), config=config, **kw)  # type: ignore[arg-type]
+    node.step(
+        AppendEntries(
+            term=2,
+            src="n1",
+            dst="n2",
+            prev_log_index=1,
+            prev_log_term=1,
+            entries=(Entry(term=2, index=2, kind=EntryKind.NOOP),),
+            commit=2,
+            sender_incarnation="inc1",
+        )
+    )
+    rd = node.ready()
+    if rd.hard_state is not None:
+        node.persisted_hard_state(rd.hard_state)
+    node.persisted(2, 2)
+    node.ready()
+    node.applied(2)
+    return node
+
+
+def view(s: Status) -> tuple[object, ...]:
+    return (s.term, s.vote, s.leader, s.role, s.commit, s.last_index, s.last_term, s.applied)
+
+
+def forged_append(src: str, term: int, *, incarnation: str | None = None) -> AppendEntries:
+    """Appends a credit mint at index 3 and commits it."""
+    mint = Entry(term=term, index=3, data=b"mint 1000000 credits")
+    return AppendEntries(
+        term=term,
+        src=src,
+        dst="n2",
+        prev_log_index=2,
+        prev_log_term=2,
+        entries=(mint,),
+        commit=3,
+        sender_incarnation=incarnation,
+    )
+
+
+def forged_snapshot(src: str, data: bytes = b"{}", total: int | None = None) -> InstallSnapshot:
+    meta = SnapshotMeta(index=50, term=3, membership=M)
+    return InstallSnapshot(
+        term=3,
+        src=src,
+        dst="n2",
+        meta=meta,
+        offset=0,
+        data=data,
+        done=True,
+        total_size=len(data) if total is None else total,
+        checksum=zlib.crc32(data),
+    )
+
+
+FORGERIES: dict[str, tuple[Message, str]] = {
+    "append from a made-up peer": (forged_append("mallory", 3), "stranger"),
+    "append as the leader, another incarnation": (
+        forged_append("n1", 2, incarnation="forged"),
+        "incarnation",
+    ),
+    "snapshot from a made-up peer": (forged_snapshot("mallory"), "stranger"),
+    "vote request from a made-up peer": (
+        RequestVote(term=9, src="mallory", dst="n2", last_log_index=99, last_log_term=9),
+        "stranger",
+    ),
+    "pre-vote from a made-up peer": (
+        RequestVote(
+            term=9, src="mallory", dst="n2", last_log_index=99, last_log_term=9, pre_vote=True
+        ),
+        "stranger",
+    ),
+    "timeout-now from a made-up peer": (TimeoutNow(term=2, src="mallory", dst="n2"), "stranger"),
+    "heartbeat from a made-up peer": (
+        Heartbeat(term=5, src="mallory", dst="n2", commit=2),
+        "stranger",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGERIES))
+def test_a_forgery_changes_nothing_and_is_counted(case: str) -> None:
+    msg, reason = FORGERIES[case]
+    node = follower()
+    before = node.status()
+    node.step(msg)
+    node.ready()
+    after = node.status()
+    assert view(after) == view(before)
+    assert after.refused == ((reason, 1),) and after.refused_messages == 1
+    if isinstance(msg, RequestVote):
+        return  # (a follower in its leader's lease ignores these anyway: CheckQuorum)
+    # The mutant without the rule takes the same message: the forgery is a real one.
+    mutant = follower(AcceptStrangers)
+    mutant.step(msg)
+    rd = mutant.ready()
+    answered = rd.messages + rd.messages_after_persist
+    assert view(mutant.status()) != view(before) or answered
+
+
+def test_the_real_leader_is_still_heard_after_forgeries() -> None:
+    node = follower()
+    for msg, _ in FORGERIES.values():
+        node.step(msg)
+    node.step(forged_append("n1", 2, incarnation="inc1"))  # the leader itself (same bytes)
+    node.ready()
+    s = node.status()
+    assert (s.term, s.leader, s.last_index) == (2, "n1", 3)
+    assert s.refused_messages == len(FORGERIES)
+
+
+def rule(
+    msg: Message,
+    current: Membership,
+    *,
+    me: str = "n2",
+    live: str | None = "n1",
+    live_inc: str | None = "inc1",
+) -> object:
+    return sender_refusal(
+        msg, me=me, current=current, committed=current, live_leader=live, live_incarnation=live_inc
+    )
+
+
+def hb(src: str) -> Heartbeat:
+    return Heartbeat(term=3, src=src, dst="n2", commit=0)
+
+
+def test_the_legitimate_cases_of_the_rule() -> None:
+    old = Membership(voters=frozenset({"n1", "n2", "n3"}))
+    without_me = Membership(voters=frozenset({"n1", "n3"}))
+    empty = Membership(voters=frozenset())
+    # A fresh or wiped node (empty configuration) judges no one.
+    assert rule(hb("n9"), empty, live=None) is None
+    assert (
+        rule(RequestVote(term=3, src="n9", dst="n2", last_log_index=0, last_log_term=0), empty)
+        is None
+    )
+    # A joiner replaying an old log that does not list it yet hears its (unlisted) leader.
+    assert rule(hb("n9"), without_me, live="n1") is None
+    # A member that lagged behind the change adding the leader hears it once its own leader
+    # went quiet (no live leader) ...
+    assert rule(hb("n9"), old, live=None) is None
+    # ... or once it follows it; but not while it follows a live leader.
+    assert rule(hb("n9"), old, live="n9") is None
+    assert rule(hb("n9"), old, live="n1") == "stranger"
+    # A removed leader handing over (TimeoutNow) is still the leader we follow.
+    assert rule(TimeoutNow(term=3, src="n9", dst="n2"), old, live="n9") is None
+    # Votes and answers never come from strangers.
+    vote = RequestVote(term=3, src="n9", dst="n2", last_log_index=9, last_log_term=3)
+    assert rule(vote, old, live=None) == "stranger"
+    # The committed configuration and a leader's tracked peers count too.
+    assert (
+        sender_refusal(vote, me="n2", current=without_me, committed=old, live_leader=None)
+        == "stranger"
+    )
+    removed = RequestVote(term=3, src="n2", dst="n1", last_log_index=9, last_log_term=3)
+    assert (
+        sender_refusal(removed, me="n1", current=without_me, committed=old, live_leader="n1")
+        is None
+    )
+    assert (
+        sender_refusal(
+            removed,
+            me="n1",
+            current=without_me,
+            committed=without_me,
+            live_leader="n1",
+            tracked={"n2"},
+        )
+        is None
+    )
+    # An attested incarnation is checked only where the configuration binds one.
+    assert rule(forged_append("n1", 2, incarnation="x"), old) is None
+    assert rule(forged_append("n1", 2, incarnation="x"), M) == "incarnation"
+    assert rule(forged_append("n1", 2), M) is None  # nothing attested: nothing to compare
+    # Our listing may be the stale one (the leader was replaced while we lagged): a leader of
+    # another incarnation is adopted when we follow none, and then heard at that incarnation.
+    assert rule(forged_append("n1", 2, incarnation="x"), M, live=None) is None
+    assert rule(forged_append("n1", 2, incarnation="x"), M, live_inc="x") is None
+    assert rule(forged_append("n1", 2, incarnation="y"), M, live_inc="x") == "incarnation"
+    vote = RequestVote(term=3, src="n3", dst="n2", last_log_index=9, last_log_term=3)
+    assert rule(attrs.evolve(vote, sender_incarnation="x"), M, live=None) == "incarnation"
+
+
+# ---- snapshots and entries a member cannot take -----------------------------------------------
+
+
+def test_an_oversized_snapshot_is_refused_before_anything_is_held() -> None:
+    node = follower(config=RaftConfig(max_snapshot_bytes=64))
+    before = node.status()
+    part = forged_snapshot("n1", b"x" * 32, total=128)
+    node.step(attrs.evolve(part, done=False, term=2))
+    node.ready()
+    after = node.status()
+    assert view(after) == view(before)
+    assert after.refused == (("snapshot_size", 1),)
+
+
+def test_a_snapshot_the_state_machine_cannot_restore_is_refused_and_the_node_keeps_its_state() -> (
+    None
+):
+    checked: list[bytes] = []
+
+    def check(meta: SnapshotMeta, data: bytes) -> str | None:
+        checked.append(data)
+        return None if data == b"good" else "not a state-machine snapshot"
+
+    node = follower(snapshot_check=check)
+    before = node.status()
+    garbage = attrs.evolve(forged_snapshot("n1", b"\xa1\x61a\x01"), term=2)
+    node.step(garbage)
+    rd = node.ready()
+    after = node.status()
+    assert rd.snapshot is None  # nothing to store, nothing to restore
+    assert view(after) == view(before) and after.refused == (("snapshot_data", 1),)
+    assert checked == [b"\xa1\x61a\x01"]
+    good = attrs.evolve(forged_snapshot("n1", b"good"), term=2)
+    node.step(good)
+    rd = node.ready()
+    assert rd.snapshot is not None and rd.snapshot.meta.index == 50
+
+
+def test_a_configuration_entry_that_does_not_decode_is_refused() -> None:
+    node = follower()
+    before = node.status()
+    bad = AppendEntries(
+        term=2,
+        src="n1",
+        dst="n2",
+        prev_log_index=2,
+        prev_log_term=2,
+        entries=(Entry(term=2, index=3, kind=EntryKind.CONFIG, data=b"\xff not json"),),
+        commit=2,
+    )
+    node.step(bad)  # once stored, the node would crash at every start
+    node.ready()
+    after = node.status()
+    assert view(after) == view(before) and after.refused == (("entry", 1),)
+    assert after.role is Role.FOLLOWER

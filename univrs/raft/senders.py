@@ -1,0 +1,151 @@
+"""Who may send this node a message: the membership rule for senders (issue 12, item 5).
+
+Every message from the network is hostile until proven otherwise. Before ``RaftNode.step``
+looks at a message's term or contents it asks ``sender_refusal``: a message whose sender is not
+a member of this node's configuration (by id, and by incarnation where the runtime attests one)
+is refused and counted (``Status.refused``), never acted on. The rule, with the legitimate cases
+it must let through (docs/core-api.md, "Who may send a message"):
+
+* *Known senders* are the voters and learners of the configuration in effect (the latest one
+  appended, dissertation 4.1) and of the latest committed one, and, on a leader, the peers it
+  still replicates to. The committed one covers a leader that removes itself: it keeps
+  replicating until the removal commits (4.2.2), while the followers that appended the
+  removal already list it no more. The leader's peers cover a removed member, which keeps
+  hearing the log until one more heartbeat told it that its removal is committed: its
+  answers must count.
+* Incarnation: ``Message.sender_incarnation`` is what the runtime's transport attests (the
+  incarnation the sender's hello named, when the transport's own listing agrees or lists
+  none; None: nothing attested, e.g. a sender let in because its binding is newer than the
+  receiver's listing). When it is attested and the configuration binds the sender's id to
+  another incarnation (the configuration may have moved since the connection was accepted),
+  the sender is held to the rule for strangers below (reason ``incarnation`` if refused): a
+  data dir that lost its state is a new member, not the old one. It is still heard as the
+  leader we follow at the incarnation we adopted it at, or as a leader to adopt when we
+  follow none; never while we follow another incarnation of it or another leader.
+* Leader traffic (AppendEntries, Heartbeat, InstallSnapshot) from an unknown sender is let
+  through in two cases only, because a node's configuration can lag behind its leader's:
+  - the node is not in its own latest configuration (a fresh node whose configuration is
+    still empty, a joiner replaying an old log that does not list it yet, a removed node):
+    it cannot vote or campaign, and it must hear the leader it was added by;
+  - the node follows no live leader: it heard from none within ``election_ticks_min`` ticks.
+    A member that lagged behind the configuration adding
+    the current leader must still be able to catch up from it; etcd-io/raft and
+    hashicorp/raft accept AppendEntries from any leader for the same reason. A follower of
+    a live leader, the normal state of every member, refuses them.
+* The leader this node follows stays a known sender (at the incarnation its messages were
+  attested with when we adopted it), whatever the configuration says: a leader that
+  removed itself hands leadership over with TimeoutNow once the removal commits
+  (dissertation 3.10, 4.2.2), when its followers list it no more.
+* A node whose configuration is empty (a new data dir waiting to be joined, a wiped one)
+  judges no sender: it has no state to protect and no list to check against.
+* Everything else from an unknown sender is refused: votes and pre-votes (hashicorp/raft
+  rejects vote requests from outside the latest configuration too; a candidate that only a
+  newer configuration lists cannot get our vote, but some member of both configurations has
+  the newest log and can win), TimeoutNow, responses, ReadIndex traffic.
+
+A message from a known sender is still checked for what would break the node: an
+AppendEntries carrying a configuration entry that does not decode is refused
+(``undecodable_config``; a node reads its configuration from its log, so storing one would
+make it crash at every start). Snapshots are checked once complete (``RaftConfig``
+``max_snapshot_bytes`` and the runtime's ``snapshot_check``, compaction.py).
+
+Pure, like the rest of the core: the node passes what it knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+
+from univrs.raft.messages import (
+    AppendEntries,
+    EntryKind,
+    Heartbeat,
+    InstallSnapshot,
+    Membership,
+    Message,
+    NodeId,
+    decode_membership,
+)
+
+REFUSED_TERM = "term"
+"""A term above ``MAX_TERM``."""
+REFUSED_STRANGER = "stranger"
+"""The sender is not a member of the configuration in effect or the committed one."""
+REFUSED_INCARNATION = "incarnation"
+"""The sender's attested incarnation is not the one the configuration binds its id to."""
+REFUSED_SNAPSHOT_SIZE = "snapshot_size"
+"""An InstallSnapshot announcing more than ``RaftConfig.max_snapshot_bytes``."""
+REFUSED_SNAPSHOT_DATA = "snapshot_data"
+"""A complete snapshot whose data the state machine cannot restore (``snapshot_check``)."""
+
+REFUSED_ENTRY = "entry"
+"""An AppendEntries carrying a configuration entry that does not decode (a node would crash
+on it, now and at every start: its configuration is read from the log)."""
+
+REFUSAL_REASONS = (
+    REFUSED_TERM,
+    REFUSED_STRANGER,
+    REFUSED_INCARNATION,
+    REFUSED_SNAPSHOT_SIZE,
+    REFUSED_SNAPSHOT_DATA,
+    REFUSED_ENTRY,
+)
+
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
+
+
+def undecodable_config(msg: AppendEntries) -> bool:
+    """Does ``msg`` carry a CONFIG entry that is not a valid configuration?"""
+    for e in msg.entries:
+        if e.kind is EntryKind.CONFIG:
+            try:
+                decode_membership(e.data)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return True
+    return False
+
+
+def _lists(m: Membership, node: NodeId) -> bool:
+    # Not ``node in m.members``: that builds a set, and this runs for every message.
+    return node in m.voters or node in m.learners
+
+
+def sender_refusal(
+    msg: Message,
+    *,
+    me: NodeId,
+    current: Membership,
+    committed: Membership,
+    live_leader: NodeId | None,
+    live_incarnation: str | None = None,
+    tracked: Container[NodeId] = (),
+) -> str | None:
+    """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
+
+    ``current`` is the configuration in effect, ``committed`` the latest committed one,
+    ``live_leader`` the leader this node heard from within the minimum election timeout (or
+    leads as), None if none, and ``live_incarnation`` the incarnation its messages were
+    attested with (None: not known); ``tracked`` the peers a leader replicates to.
+    """
+    src = msg.src
+    if not current.voters and not current.learners:
+        return None  # an empty configuration (a data dir yet to be filled) knows no one
+    if _lists(current, src):
+        config: Membership | None = current
+    elif _lists(committed, src) or src in tracked:
+        config = committed
+    else:
+        config = None
+    attested = msg.sender_incarnation
+    if config is not None:
+        bound = config.incarnation_of(src)
+        if attested is None or bound is None or attested == bound:
+            return None
+        # Another incarnation than our listing: either our listing is the stale one (the
+        # transport lets a sender whose binding is newer through) or a forgery.
+    # A stranger, or a member of another incarnation: only our leader, or a leader to adopt.
+    if src == live_leader and (live_incarnation is None or attested in (None, live_incarnation)):
+        return None  # the leader we follow (a change we appended may have removed it)
+    if isinstance(msg, _FROM_LEADER) and (not _lists(current, me) or live_leader is None):
+        return None  # a leader our configuration does not know yet (the module docstring)
+    return REFUSED_STRANGER if config is None else REFUSED_INCARNATION
