@@ -508,25 +508,68 @@ _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _PLAIN_KEYS = (int, str, bytes)
 
 
+_PLAIN_SCALAR_SET = frozenset(_PLAIN_SCALARS)
+_PLAIN_KEY_SET = frozenset(_PLAIN_KEYS)
+
+
 def _check_plain_in(obj: Any, depth: int) -> None:
+    """Refuse (ProtocolError) a decoded item that is not plain data. Runs on every frame and
+    entry payload decoded: scalar members of a container are checked in place (one call per
+    container, not per value)."""
     t = type(obj)
-    if t in _PLAIN_SCALARS:
+    if t in _PLAIN_SCALAR_SET:
         return
     if depth <= 0:
         raise ProtocolError("plain frame nests too deep")
     if t is list:
         for item in obj:
-            _check_plain_in(item, depth - 1)
+            if type(item) not in _PLAIN_SCALAR_SET:
+                _check_plain_in(item, depth - 1)
     elif t is dict:
         for key, value in obj.items():
-            if type(key) not in _PLAIN_KEYS:
+            if type(key) not in _PLAIN_KEY_SET:
                 raise ProtocolError(f"plain frame has a map key of type {type(key).__name__}")
-            _check_plain_in(value, depth - 1)
+            if type(value) not in _PLAIN_SCALAR_SET:
+                _check_plain_in(value, depth - 1)
     else:
         raise ProtocolError(f"plain frame contains a {t.__name__}, which is not plain data")
 
 
+_EXACT_SCALARS_OUT = frozenset({type(None), bool, float, str, bytes})
+
+
 def _check_plain_out(obj: Any, depth: int) -> None:
+    """Refuse (TypeError) what is not plain data. The exact built-in types take a fast path
+    (this runs on every proposal the leader encodes); subclasses (enums, ...) and everything
+    else take the general one, ``_check_plain_out_general``, which decides alike."""
+    t = type(obj)
+    if t in _EXACT_SCALARS_OUT:
+        return
+    if t is int:
+        if not -(1 << 64) <= obj <= _UINT_MAX:
+            raise TypeError(f"integer {obj} is outside the CBOR 64-bit range")
+        return
+    if depth <= 0:
+        _check_plain_out_general(obj, depth)
+        return
+    if t is dict:
+        for key, value in obj.items():
+            kt = type(key)
+            if kt is not str or type(value) not in _EXACT_SCALARS_OUT:
+                if kt is not str:
+                    if isinstance(key, bool) or not isinstance(key, _PLAIN_KEYS):
+                        raise TypeError(f"map key {key!r} is not a str, int or bytes")
+                    _check_plain_out(key, depth - 1)
+                _check_plain_out(value, depth - 1)
+    elif t is list or t is tuple:
+        for item in obj:
+            if type(item) not in _EXACT_SCALARS_OUT:
+                _check_plain_out(item, depth - 1)
+    else:
+        _check_plain_out_general(obj, depth)
+
+
+def _check_plain_out_general(obj: Any, depth: int) -> None:
     if obj is None or isinstance(obj, bool | float | str | bytes):
         return
     if isinstance(obj, int):

@@ -1,5 +1,5 @@
 """Node configuration: a TOML file (``[raft]``, ``[raft.bootstrap]``, ``[api]``, ``[tls]``,
-``[join]``) plus flags.
+``[join]``, ``[auth]``, ``[limits]``) plus flags.
 
 ``load_config(path, overrides)`` reads the file (or nothing: the embedded single-node defaults),
 applies command-line overrides on top, and returns a validated, frozen ``NodeConfig``. Every
@@ -97,6 +97,15 @@ class NodeConfig:
     # Local dial overrides: reach peer <id> at this address instead of its advertised one
     # (a fault-injecting proxy in chaos runs, or a NAT / tunnel). Never replicated.
     dial: tuple[tuple[str, str], ...] = ()
+    # [auth] enabled: every API request needs a token with the operation's role (docs/security.md)
+    auth_enabled: bool = False
+    # [limits] (docs/security.md, "Limits")
+    max_body_bytes: int = 1_048_576  # largest REST request body read (413 beyond)
+    max_json_depth: int = 32  # deepest JSON nesting accepted in a request body (400 beyond)
+    max_connections_per_address: int = 256  # open REST / fast-protocol connections per address
+    session_open_rate: float = 20.0  # session.open per second per token (or address) ...
+    session_open_burst: int = 200  # ... with bursts up to this many
+    quota_backend_bytes: int = 2 * 1024**3  # storage in use above which writes are refused
     # TLS on every listener and dial (docs/security.md); None: plaintext, which is allowed
     # only on loopback addresses unless ``insecure`` says the operator means it.
     tls: TlsFiles | None = None
@@ -163,10 +172,18 @@ _INT = "integer"
 _STR = "string"
 _TABLE = "table"
 _ARRAY = "array"
+_BOOL = "boolean"
+_NUMBER = "number"
 
 # key -> expected TOML type, per table. ``None`` defaults come from NodeConfig.
-_BOOL = "boolean"
-_TOP_KEYS = {"raft": _TABLE, "api": _TABLE, "tls": _TABLE, "join": _TABLE}
+_TOP_KEYS = {
+    "raft": _TABLE,
+    "api": _TABLE,
+    "tls": _TABLE,
+    "join": _TABLE,
+    "auth": _TABLE,
+    "limits": _TABLE,
+}
 _RAFT_KEYS = {
     "node_id": _STR,
     "cluster_id": _STR,
@@ -194,6 +211,15 @@ _BOOTSTRAP_KEYS = {"nodes": _ARRAY}
 _NODE_KEYS = {"id": _STR, "addr": _STR, "api": _STR}
 _NODE_REQUIRED = ("id", "addr")
 _API_KEYS = {"addr": _STR}
+_AUTH_KEYS = {"enabled": _BOOL}
+_LIMITS_KEYS = {
+    "max_body_bytes": _INT,
+    "max_json_depth": _INT,
+    "max_connections_per_address": _INT,
+    "session_open_rate": _NUMBER,
+    "session_open_burst": _INT,
+    "quota_backend_bytes": _INT,
+}
 _TLS_KEYS = {
     "ca_cert": _STR,
     "cert": _STR,
@@ -211,6 +237,8 @@ _FLAT_OVERRIDES = {
     **{k: f"tls.{k}" for k in _TLS_KEYS},
     "join_token": "join.token",
     "join_token_file": "join.token_file",
+    "auth_enabled": "auth.enabled",
+    **{k: f"limits.{k}" for k in _LIMITS_KEYS},
 }
 _DOTTED_OVERRIDES = set(_FLAT_OVERRIDES.values())
 
@@ -298,7 +326,7 @@ def _suggest(key: str, known: list[str]) -> str:
 
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
-        return "boolean"
+        return _BOOL
     if isinstance(value, int):
         return _INT
     if isinstance(value, float):
@@ -323,7 +351,9 @@ def _check_table(
         if expected is None:
             known = [f"{prefix}{k}" for k in schema]
             problems.append(f"{where}: unknown key{_suggest(where, known)}")
-        elif _type_name(value) != expected:
+        elif _type_name(value) != expected and not (
+            expected == _NUMBER and _type_name(value) in (_INT, "float")
+        ):
             shown = f" {value!r}" if not isinstance(value, dict | list) else ""
             problems.append(f"{where}: expected {_a(expected)}, got {_type_name(value)}{shown}")
         else:
@@ -340,6 +370,8 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     top = _check_table(doc, _TOP_KEYS, "", problems)
     raft = _check_table(top.get("raft", {}), _RAFT_KEYS, "raft.", problems)
     api = _check_table(top.get("api", {}), _API_KEYS, "api.", problems)
+    auth = _check_table(top.get("auth", {}), _AUTH_KEYS, "auth.", problems)
+    limits = _check_table(top.get("limits", {}), _LIMITS_KEYS, "limits.", problems)
     kwargs: dict[str, Any] = {}
     _collect_security(top, kwargs, problems)
     kwargs.update(
@@ -359,6 +391,9 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
         kwargs["data_dir"] = pathlib.Path(kwargs["data_dir"])
     if "addr" in api:
         kwargs["api_addr"] = api["addr"]
+    if "enabled" in auth:
+        kwargs["auth_enabled"] = auth["enabled"]
+    kwargs.update(limits)
 
     nodes: list[BootstrapNode] = []
     if "bootstrap" in raft:
@@ -498,6 +533,17 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         "raft.watch_history": c.watch_history,
         "raft.watch_max_watchers": c.watch_max_watchers,
     }
+    positive.update(
+        {
+            "limits.max_body_bytes": c.max_body_bytes,
+            "limits.max_json_depth": c.max_json_depth,
+            "limits.max_connections_per_address": c.max_connections_per_address,
+            "limits.session_open_burst": c.session_open_burst,
+            "limits.quota_backend_bytes": c.quota_backend_bytes,
+        }
+    )
+    if not c.session_open_rate > 0:
+        problems.append(f"limits.session_open_rate: must be above 0, got {c.session_open_rate}")
     for name, number in positive.items():
         if number < 1:
             problems.append(f"{name}: must be a positive integer, got {number}")

@@ -45,16 +45,20 @@ __all__ = [
     "InvalidArgument",
     "MalformedRequest",
     "MethodNotAllowed",
+    "NoSpace",
     "NotFound",
     "NotLeader",
     "OutcomeUnknown",
+    "PayloadTooLarge",
     "PermissionDenied",
     "ProposalDropped",
     "ProtocolError",
+    "RateLimited",
     "SessionExpired",
     "StaleSequence",
     "StorageError",
     "Timeout",
+    "Unauthenticated",
     "Unavailable",
     "UnivrsError",
     "VersionConflict",
@@ -115,13 +119,32 @@ class InvalidArgument(UnivrsError):
     )
 
 
+class PayloadTooLarge(UnivrsError):
+    """The request body (or JSON nesting) exceeds the node's limit; nothing was read past it."""
+
+    code = "payload-too-large"
+    http_status = 413
+    meaning = "the request body is larger than the node accepts (`limits.max_body_bytes`)"
+
+
+class Unauthenticated(UnivrsError):
+    """Auth is on and the request carries no token, or one that is unknown or revoked."""
+
+    code = "unauthenticated"
+    http_status = 401
+    meaning = "auth is on: no token, or an unknown or revoked one (`Authorization: Bearer`)"
+
+
 class PermissionDenied(UnivrsError):
-    """The caller is known (or anonymous) but may not do this: a join without the join token
-    or a node certificate."""
+    """The caller is known (or anonymous) but may not do this: its token lacks the role the
+    operation needs, or a join comes without the join token or a node certificate."""
 
     code = "permission-denied"
     http_status = 403
-    meaning = "the caller may not do this (a join without the join token or a node certificate)"
+    meaning = (
+        "the token lacks the operation's role (`read`, `write`, `credits`, `admin`), or a join "
+        "lacks the join token or a node certificate"
+    )
 
 
 class NotFound(UnivrsError):
@@ -314,6 +337,24 @@ class ConnectionLost(Unavailable):
     meaning = "(raised by clients) the connection broke; unknown outcome once the request was sent"
 
 
+class RateLimited(Unavailable):
+    """The caller (its token, or its address without auth) exceeded a rate limit, such as
+    session opening; nothing was applied. Retry after ``retry_after`` seconds."""
+
+    code = "rate-limited"
+    http_status = 429
+    meaning = "too many requests of this kind from this token or address; nothing was applied"
+
+
+class NoSpace(UnivrsError):
+    """The storage quota is exhausted (a NOSPACE alarm, like etcd's): writes are refused until
+    space is freed (deletes and compaction still work); reads are served."""
+
+    code = "no-space"
+    http_status = 507
+    meaning = "the storage quota is exceeded (NOSPACE alarm): writes other than deletes refused"
+
+
 class InternalError(UnivrsError):
     """The server hit a bug; the message says what broke."""
 
@@ -377,9 +418,11 @@ class AppliedOutOfOrder(UnivrsError):
 ERRORS: tuple[type[UnivrsError], ...] = (
     MalformedRequest,
     InvalidArgument,
+    Unauthenticated,
     PermissionDenied,
     NotFound,
     MethodNotAllowed,
+    PayloadTooLarge,
     Conflict,
     AlreadyExists,
     VersionConflict,
@@ -392,6 +435,8 @@ ERRORS: tuple[type[UnivrsError], ...] = (
     Timeout,
     OutcomeUnknown,
     ConnectionLost,
+    RateLimited,
+    NoSpace,
     InternalError,
     ProposalDropped,
     ConfigError,

@@ -121,7 +121,7 @@ class Cluster:
         return await request_json(self.api(node), method, path, body=body, timeout=20.0, **kw)
 
 
-def make_configs(folder: pathlib.Path, size: int) -> dict[str, NodeConfig]:
+def make_configs(folder: pathlib.Path, size: int, **overrides: Any) -> dict[str, NodeConfig]:
     ports = free_ports(2 * size)
     ids = [f"n{i + 1}" for i in range(size)]
     raft = {nid: f"127.0.0.1:{ports[2 * i]}" for i, nid in enumerate(ids)}
@@ -135,16 +135,20 @@ def make_configs(folder: pathlib.Path, size: int) -> dict[str, NodeConfig]:
             api_addr=api[nid],
             bootstrap=bootstrap if size > 1 else (),
             initial_cluster_token=f"test-{folder.name}",
+            **overrides,
         )
         for nid in ids
     }
 
 
 @asynccontextmanager
-async def open_cluster(folder: pathlib.Path, size: int = 3) -> AsyncIterator[Cluster]:
-    """Start ``size`` nodes and wait for an agreed leader."""
+async def open_cluster(
+    folder: pathlib.Path, size: int = 3, **overrides: Any
+) -> AsyncIterator[Cluster]:
+    """Start ``size`` nodes (``NodeConfig`` fields ``overrides``) and wait for an agreed
+    leader."""
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery=nursery, configs=make_configs(folder, size))
+        cluster = Cluster(nursery=nursery, configs=make_configs(folder, size, **overrides))
         for nid in cluster.configs:
             await cluster.start(nid)
         await cluster.wait_leader()
@@ -161,10 +165,10 @@ class BackgroundCluster:
     """A cluster running in its own thread (its own trio loop), for synchronous tests: the CLI,
     the sync client, schemathesis. Use as a context manager."""
 
-    def __init__(self, folder: pathlib.Path, size: int = 1) -> None:
+    def __init__(self, folder: pathlib.Path, size: int = 1, **overrides: Any) -> None:
         import threading
 
-        self.folder, self.size = folder, size
+        self.folder, self.size, self.overrides = folder, size, overrides
         self.cluster: Cluster | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
@@ -174,7 +178,7 @@ class BackgroundCluster:
 
     def _main(self) -> None:
         async def run() -> None:
-            async with open_cluster(self.folder, self.size) as cluster:
+            async with open_cluster(self.folder, self.size, **self.overrides) as cluster:
                 self.cluster = cluster
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()

@@ -11,7 +11,6 @@ import pathlib
 from typing import Any
 
 import attrs
-import pytest
 
 from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 
@@ -41,6 +40,7 @@ BAD = [
     Case("POST", "/v1/workloads", raw=b"\xff\xfe", status=400, code="malformed-request"),
     Case("POST", "/v1/workloads", raw=b"[" * 100_000, status=400, code="malformed-request"),
     Case("POST", "/v1/workloads", [], code="invalid-argument"),
+    Case("POST", "/v1/sessions", raw=b"null", code="invalid-argument"),
     Case("POST", "/v1/workloads", {}, field="spec"),
     Case("POST", "/v1/workloads", {"spec": {"name": "web"}}, field="spec.image"),
     Case("POST", "/v1/workloads", {"spec": "web"}, field="spec"),
@@ -373,17 +373,14 @@ async def test_good_input_round_trips(tmp_path: pathlib.Path) -> None:
         assert r.status == 200
 
 
-async def test_an_oversized_body_is_refused(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_oversized_body_is_refused(tmp_path: pathlib.Path) -> None:
     # A small limit, so the whole body is sent before the answer (a body larger than the
-    # socket buffers would race the server's early 400 and close).
-    monkeypatch.setattr("univrs.api.rest.MAX_BODY", 1000)
-    async with open_cluster(tmp_path, size=1) as cluster:
+    # socket buffers would race the server's early 413 and close).
+    async with open_cluster(tmp_path, size=1, max_body_bytes=1000) as cluster:
         (node,) = cluster.running()
         body = {"spec": {**SPEC, "args": ["x" * 2000]}}
         r = await cluster.http(node, "POST", "/v1/workloads", body)
-        assert r.status == 400
+        assert r.status == 413 and r.body["error"]["code"] == "payload-too-large"
         assert "larger than 1000 bytes" in r.body["error"]["message"]
         ok = await cluster.http(node, "POST", "/v1/workloads", {"spec": SPEC})
         assert ok.status == 201

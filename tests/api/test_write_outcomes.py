@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from univrs.api.auth import ANONYMOUS, Caller
 from univrs.api.service import ApiService, RaftStateStore
 from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
@@ -45,6 +46,13 @@ class _Transport:
 
 
 class _Config:
+    # The NodeConfig fields ApiService reads: auth off, the default limits.
+    auth_enabled = False
+    session_open_rate = 20.0
+    session_open_burst = 200
+    max_connections_per_address = 256
+    quota_backend_bytes = 2 * 1024**3
+
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:
         return advertised
 
@@ -85,6 +93,7 @@ class MemForwarder:
         args: dict[str, Any],
         key: tuple[str, int] | None,
         deadline: float,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any] | None]:
         self.calls += 1
         if self.script:
@@ -96,7 +105,7 @@ class MemForwarder:
             raise lost
         timeout = deadline - trio.current_time() - 0.05
         return await self.services[address].execute(
-            op, args, key=key, timeout=timeout, hops=MAX_HOPS
+            op, args, key=key, timeout=timeout, hops=MAX_HOPS, caller=caller
         )
 
 

@@ -16,11 +16,13 @@ import attrs
 from hypothesis import strategies as st
 
 from univrs.sm import (
+    BootstrapToken,
     CloseSession,
     ClusterStateMachine,
     Command,
     Created,
     CreateInstance,
+    CreateToken,
     CreateWorkload,
     DeleteInstance,
     DeleteWorkload,
@@ -36,6 +38,7 @@ from univrs.sm import (
     RegisterNode,
     Resources,
     Response,
+    RevokeToken,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
@@ -150,7 +153,22 @@ commands: st.SearchStrategy[Any] = st.one_of(
     transfers,
     mints,
     st.just(OpenSession()),
+    st.builds(OpenSession, owner=st.sampled_from(["a", "b", ""])),
     st.builds(CloseSession, client_id=st.sampled_from(["c1", "c2", "c3", "c4"])),
+    st.builds(
+        CreateToken,
+        id=st.sampled_from(["t1", "t2", "t3"]),
+        name=st.sampled_from(["ci", "ops"]),
+        roles=st.sampled_from([("read",), ("admin",), ("credits", "write"), ("write", "read")]),
+        secret_hash=st.sampled_from(["ab" * 32, "cd" * 32, "ef" * 32, "xyz"]),
+    ),
+    st.builds(
+        BootstrapToken,
+        id=st.sampled_from(["t0", "t1"]),
+        name=st.just("root"),
+        secret_hash=st.sampled_from(["01" * 32, "ab" * 32]),
+    ),
+    st.builds(RevokeToken, id=st.sampled_from(["t0", "t1", "t2", "t9"])),
 )
 wraps = st.one_of(
     st.none(),

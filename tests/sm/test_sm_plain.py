@@ -11,10 +11,12 @@ import pytest
 from tests.sm.helpers import node_info, spec
 from univrs.sm import (
     COMMAND_TYPES,
+    BootstrapToken,
     CloseSession,
     Command,
     Created,
     CreateInstance,
+    CreateToken,
     CreateWorkload,
     DecodeError,
     DeleteInstance,
@@ -30,6 +32,7 @@ from univrs.sm import (
     OpenSession,
     RegisterNode,
     Response,
+    RevokeToken,
     ScaleWorkload,
     Success,
     TransferCredits,
@@ -63,7 +66,11 @@ SAMPLES: list[Command] = [
     TransferCredits(from_peer="a", to_peer="b", amount=2**63 - 1),
     MintCredits(to_peer="a", amount=5, reason="genesis"),
     OpenSession(),
+    OpenSession(owner="token:t1"),
     CloseSession(client_id="c7"),
+    CreateToken(id="t1", name="ci", roles=("read", "write"), secret_hash="ab" * 32),
+    BootstrapToken(id="t0", name="root", secret_hash="cd" * 32),
+    RevokeToken(id="t1"),
 ]
 RESPONSES: list[Response] = [
     Success(version=3),

@@ -21,22 +21,28 @@ again). Local operations (join, leave, snapshot, join progress) run on the node 
 | GET /v1/cluster/backup | this node | stream a consistent snapshot (`univrs snapshot save`; |
 | | | `univrs/api/backup.py`: at or after a read index, one stream per node at a time) |
 
-Who may add a member (``POST /v1/cluster/members``, the step of a join that lets a node in):
-a caller that shows the cluster's join token (header ``X-Univrs-Join-Token``, compared in
-constant time), or whose TLS certificate (signed by the cluster CA) is the node certificate
-of the very id it asks to add, or a member forwarding such a request to the leader (its node
-certificate shows it is one; it checked the caller). A plaintext node with no join token
-configured admits joins only while it listens on loopback alone (the local dev cluster).
-Anyone else gets 403 ``permission-denied``, logged, and nothing changes. Knowing an address
-is not enough.
+Every endpoint here is for operators: each needs an ``admin`` token when auth is on
+(``univrs.api.auth``; the backup too: it hands out the whole state), except the join
+progress (public: a node restarting empty to join has no tokens yet to check one against) and
+``POST /v1/cluster/join`` on a node that holds no tokens (a pristine node: it has nothing to
+protect, and the cluster it joins checks the caller's admin token, which the join carries).
+A request forwarded to the leader carries the caller's ``Authorization`` header, never the
+node's own. Bodies are read with the node's limits (413 past ``limits.max_body_bytes``, 400
+past ``limits.max_json_depth``).
 
-Every endpoint here is for operators (the admin role once tokens with roles exist).
+Who may add a member (``POST /v1/cluster/members``, the step of a join that lets a node in):
+with auth on, an ``admin`` token first; and always a caller that shows the cluster's join
+token (header ``X-Univrs-Join-Token``, compared in constant time), or whose TLS certificate
+(signed by the cluster CA) is the node certificate of the very id it asks to add, or a member
+forwarding such a request to the leader (its node certificate shows it is one; it checked the
+caller). A plaintext node with no join token configured admits joins only while it listens on
+loopback alone (the local dev cluster). Anyone else gets 403 ``permission-denied``, logged, and
+nothing changes. Knowing an address is not enough.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -49,12 +55,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from univrs.api import backup
-from univrs.api.rest import error_response, json_response
+from univrs.api.auth import Authority, Caller
+from univrs.api.rest import NO_BODY, caller_of, error_response, json_body, json_response
 from univrs.config import is_loopback
 from univrs.errors import (
     Conflict,
     InvalidArgument,
-    MalformedRequest,
     NotFound,
     NotLeader,
     PermissionDenied,
@@ -81,6 +87,19 @@ NO_LEADER = "the cluster has no leader right now (election in progress or no quo
 def _node(request: Request) -> NodeHandle:
     node: NodeHandle = request.app.state.node
     return node
+
+
+def _admin(request: Request, what: str) -> Caller:
+    """The caller, if it may run admin endpoint ``what`` (raises 401 / 403 otherwise)."""
+    caller = caller_of(request)
+    Authority(_node(request)).authorize(caller, "admin", what)
+    return caller
+
+
+def _forward_headers(request: Request) -> dict[str, str]:
+    """The caller's own credentials, for a request this node makes on its behalf."""
+    auth = request.headers.get("authorization")
+    return {} if auth is None else {"Authorization": auth}
 
 
 def client_ssl(node: NodeHandle) -> ssl.SSLContext | None:
@@ -119,13 +138,9 @@ def _join_refusal(request: Request, node: NodeHandle, joiner: str) -> str | None
 
 
 async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
+    doc = await json_body(request)
+    if doc is NO_BODY:
         return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise MalformedRequest(f"request body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidArgument("request body must be a JSON object")
     unknown = sorted(set(doc) - allowed)
@@ -189,7 +204,8 @@ def _handler(
 async def _on_leader(
     request: Request, run: Callable[[NodeHandle], Awaitable[tuple[int, Any]]]
 ) -> Response:
-    """Run ``run`` here if this node leads, else forward the request to the leader once."""
+    """Run ``run`` here if this node leads, else forward the request to the leader once (with
+    the caller's token: the leader checks it again)."""
     node = _node(request)
     status = node.status()
     if status.role is Role.LEADER:
@@ -212,8 +228,8 @@ async def _on_leader(
             addr,
             request.method,
             request.url.path,
-            raw_body=await request.body(),
-            headers=ask,
+            raw_body=await _raw_body(request),
+            headers={**ask, **_forward_headers(request)},
             timeout=FORWARD_TIMEOUT,
             ssl_context=client_ssl(node),
         )
@@ -225,8 +241,17 @@ async def _on_leader(
     return json_response(resp.body, resp.status, headers)
 
 
+async def _raw_body(request: Request) -> bytes:
+    """The body to forward: already read and checked by ``_body`` (Starlette caches it), or
+    read now with the node's limits."""
+    doc = await json_body(request)
+    return b"" if doc is NO_BODY else await request.body()
+
+
 @_handler
 async def list_members(request: Request) -> Response:
+    _admin(request, "listing members")
+
     async def run(node: NodeHandle) -> tuple[int, Any]:
         s = node.status()
         return 200, {"leader": s.leader, "term": s.term, "members": ms.members(node.runtime)}
@@ -236,6 +261,7 @@ async def list_members(request: Request) -> Response:
 
 @_handler
 async def add_member(request: Request) -> Response:
+    _admin(request, "adding a member")
     doc = await _body(request, {"id", "raft_addr", "api_addr", "incarnation", "replace"})
     node_id = _str_field(doc, "id")
     raft_addr = _addr_field(doc, "raft_addr")
@@ -265,6 +291,7 @@ async def add_member(request: Request) -> Response:
 
 @_handler
 async def promote_member(request: Request) -> Response:
+    _admin(request, "promoting a member")
     node_id = request.path_params["node_id"]
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
@@ -277,6 +304,7 @@ async def promote_member(request: Request) -> Response:
 
 @_handler
 async def remove_member(request: Request) -> Response:
+    _admin(request, "removing a member")
     node_id = request.path_params["node_id"]
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
@@ -289,6 +317,7 @@ async def remove_member(request: Request) -> Response:
 
 @_handler
 async def transfer_leader(request: Request) -> Response:
+    _admin(request, "transferring leadership")
     doc = await _body(request, {"target"})
     target = _str_field(doc, "target", required=False)
 
@@ -300,13 +329,19 @@ async def transfer_leader(request: Request) -> Response:
 
 @_handler
 async def join(request: Request) -> Response:
+    node = _node(request)
+    if node.runtime.sm.tokens_bootstrapped:
+        caller = _admin(request, "joining another cluster")
+    else:
+        caller = caller_of(request)  # pristine: the target checks the token
     doc = await _body(request, {"target", "replace", "token"})
     target = _addr_field(doc, "target")
     replace = _bool_field(doc, "replace")
     token = _str_field(doc, "token", required=False)
     assert target is not None
-    node = _node(request)
-    status, body, rejoin = await node.answer_join(target, replace=replace, token=token)
+    status, body, rejoin = await node.answer_join(
+        target, replace=replace, token=token, api_token=caller.token
+    )
     response = json_response(body, status)
     if rejoin is not None:
         # Restart only once this answer is sent (the restart closes the API server).
@@ -330,6 +365,7 @@ async def join_progress(request: Request) -> Response:
 async def leave(request: Request) -> Response:
     """Leave the cluster: transfer leadership away first if leading, then have the leader
     remove this node."""
+    _admin(request, "leaving the cluster")
     node = _node(request)
     me = node.node_id
     if node.status().role is Role.LEADER and len(node.status().membership.voters) > 1:
@@ -346,6 +382,7 @@ async def leave(request: Request) -> Response:
                     addr,
                     "DELETE",
                     f"/v1/cluster/members/{me}",
+                    headers=_forward_headers(request),
                     timeout=FORWARD_TIMEOUT,
                     ssl_context=client_ssl(node),
                 )
@@ -367,6 +404,7 @@ async def leave(request: Request) -> Response:
 
 @_handler
 async def snapshot(request: Request) -> Response:
+    _admin(request, "taking a snapshot")
     node = _node(request)
     meta = await node.runtime.take_snapshot()
     if meta is None:
@@ -383,6 +421,13 @@ def _membership_doc(m: Any) -> dict[str, Any]:
     return {"voters": sorted(m.voters), "learners": sorted(m.learners)}
 
 
+@_handler
+async def backup_save(request: Request) -> Response:
+    """``GET /v1/cluster/backup`` (``univrs.api.backup``), for admins."""
+    _admin(request, "a backup")
+    return await backup.save(request)
+
+
 def routes() -> list[Route]:
     """The admin routes, for ``build_app``."""
     return [
@@ -395,5 +440,5 @@ def routes() -> list[Route]:
         Route("/v1/cluster/join", join_progress, methods=["GET"]),
         Route("/v1/cluster/leave", leave, methods=["POST"]),
         Route("/v1/cluster/snapshot", snapshot, methods=["POST"]),
-        Route("/v1/cluster/backup", backup.save, methods=["GET"]),
+        Route("/v1/cluster/backup", backup_save, methods=["GET"]),
     ]

@@ -9,8 +9,8 @@ the file holds every write acknowledged before the request and is a state the cl
 had. Any node can serve it, which keeps the leader's CPU out of it.
 
 Who may use it: operators only. It hands out the whole state (every workload, balance and
-client session), so it is one of the admin endpoints (``univrs/api/admin.py`` lists it, and
-the admin role applies to it once tokens with roles exist). What a caller gets: without a
+client session), so it is one of the admin endpoints (``univrs/api/admin.py`` lists it and
+requires an ``admin`` token when auth is on). What a caller gets: without a
 leader or quorum, 503 ``unavailable`` within ``READ_TIMEOUT``; a second save while one streams
 from this node, 503 (``Retry-After``): memory stays bounded by one copy of the snapshot (which
 the node keeps anyway to send to followers) plus one chunk, whatever the number of callers.

@@ -12,6 +12,11 @@ are proposed together (the runtime batches them, univrs/runtime/driver.py): one
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
 applies too, univrs/api/watch.py).
+Callers: a request runs as the caller its token names (its own ``token``, else the hello's;
+``univrs.api.auth``), from the connection's address (for a forwarded request, ``hops`` >= 1,
+the address the forwarding node saw). Connections per client address are bounded
+(``limits.max_connections_per_address``): one more is rejected at the websocket handshake with
+HTTP 429, logged once per address.
 
 A frame that cannot be decoded closes the connection with a protocol error (one WARNING line);
 a request with a readable id but bad fields gets an error response. An exception escaping an
@@ -28,6 +33,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs import codec
+from univrs.api.auth import Caller
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Request
 from univrs.errors import InternalError, ProtocolError, Unavailable, UnivrsError, error_to_plain
@@ -84,6 +90,8 @@ class _ClientConnection:
     service: ApiService
     remote: str
     scope: trio.CancelScope  # the connection's nursery: cancelled to drop a stuck client
+    host: str | None = None  # the client's address, for its identity without auth
+    token: str | None = attrs.field(default=None, repr=False)  # the hello's token
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     # A slot is held from a request's arrival until its response is *sent*, so a client that
@@ -133,6 +141,8 @@ class _ClientConnection:
     async def _execute(self, req: Request) -> dict[str, Any]:
         try:
             timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
+            forwarded_for = req.client if req.hops and req.client else None
+            caller = Caller(token=req.token or self.token, address=forwarded_for or self.host)
             result, meta = await self.service.execute(
                 req.op,
                 req.args,
@@ -140,6 +150,7 @@ class _ClientConnection:
                 consistency=req.consistency,
                 timeout=timeout,
                 hops=req.hops,
+                caller=caller,
             )
         except Exception as exc:
             if isinstance(exc, UnivrsError) and exc.on_wire():
@@ -198,12 +209,29 @@ def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:
 async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
     """Route handler for ``/client`` on the raft listener (see the module docstring)."""
     remote = str(request.remote)
+    host = getattr(request.remote, "address", None)
+    host = None if host is None else str(host)
+    limiter = service.fast_connections
+    if host is not None and not limiter.acquire(host):
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await request.reject(429, body=b"too many connections from this address")
+        return
+    try:
+        await _serve_client(service, request, remote, host)
+    finally:
+        if host is not None:
+            limiter.release(host)
+
+
+async def _serve_client(
+    service: ApiService, request: WebSocketRequest, remote: str, host: str | None
+) -> None:
     ws = await request.accept()
     node = service.node
     try:
         try:
             with trio.fail_after(HELLO_TIMEOUT):
-                protocol.check_client_hello(await ws.get_message())
+                token = protocol.check_client_hello(await ws.get_message())
         except (trio.TooSlowError, ProtocolError) as exc:
             reason = "no hello in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             log.warning("refusing client connection from %s: %s", remote, reason)
@@ -216,7 +244,12 @@ async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
         )
         async with trio.open_nursery() as nursery:
             conn = _ClientConnection(
-                ws=ws, service=service, remote=remote, scope=nursery.cancel_scope
+                ws=ws,
+                service=service,
+                remote=remote,
+                scope=nursery.cancel_scope,
+                host=host,
+                token=token,
             )
             nursery.start_soon(conn.write_responses)
             await conn.read_requests(nursery)

@@ -12,17 +12,30 @@ from __future__ import annotations
 from typing import Any
 
 from univrs import __version__
-from univrs.service.operations import OPERATIONS, Operation, Param, Type, Where
+from univrs.service.operations import ANY_TOKEN, OPERATIONS, PUBLIC, Operation, Param, Type, Where
 from univrs.service.schemas import SCHEMAS, obj, ref
 
 _ERRORS = {
-    "400": "Malformed request (body is not JSON, bad header syntax)",
+    "400": "Malformed request (body is not JSON, nested too deep, bad header syntax)",
+    "401": "Auth is on and the request has no valid token (Authorization: Bearer)",
+    "403": "The token lacks the operation's role",
     "404": "The object does not exist",
     "409": "Conflict: already exists, version conflict, insufficient credits, session",
+    "413": "The request body is larger than the node accepts",
     "422": "Invalid argument (the error names the field)",
+    "429": "Rate limited (session opening per token or address), with Retry-After",
     "503": "No leader or no quorum (with Retry-After); or the deadline passed or the node "
     "cannot tell whether the write applied (timeout, outcome-unknown)",
+    "507": "The storage quota is exceeded (NOSPACE alarm): writes other than deletes refused",
 }
+
+
+def _role_text(role: str) -> str:
+    if role == PUBLIC:
+        return "Needs no token."
+    if role == ANY_TOKEN:
+        return "Needs a valid token (any role)."
+    return f"Needs the role `{role}`."
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -101,11 +114,15 @@ def _operation(op: Operation) -> dict[str, Any]:
             "Compacted: the revision is no longer kept here; list again and watch from the "
             "list's revision + 1 (current_revision says where this node is)"
         )
+    role = op.required_role
     doc: dict[str, Any] = {
         "operationId": op.name.replace(".", "_"),
         "summary": op.summary,
+        "description": _role_text(role),
         "parameters": params,
         "responses": responses,
+        # With auth on: a bearer token (the role in the description); none for PUBLIC.
+        "security": [{}] if role == PUBLIC else [{"bearer": []}, {}],
     }
     if op.has_body:
         doc["requestBody"] = {
@@ -129,5 +146,15 @@ def openapi_document() -> dict[str, Any]:
             "leader; reads take ?consistency=linearizable|local.",
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token's secret, when the node has [auth] enabled "
+                    "(docs/security.md)",
+                }
+            },
+        },
     }

@@ -18,6 +18,10 @@ present, none undeclared (``InvalidArgument`` names the field). Nothing here doe
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +30,7 @@ import attrs
 
 from univrs.api import convert as cv
 from univrs.errors import (
+    Conflict,
     InvalidArgument,
     NotFound,
     NotLeader,
@@ -35,9 +40,11 @@ from univrs.service.operations import Operation as Declaration
 from univrs.service.reconcile import status_of
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.commands import (
+    BootstrapToken,
     CloseSession,
     Command,
     CreateInstance,
+    CreateToken,
     CreateWorkload,
     DeleteInstance,
     DeleteWorkload,
@@ -45,6 +52,7 @@ from univrs.sm.commands import (
     MintCredits,
     OpenSession,
     RegisterNode,
+    RevokeToken,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
@@ -55,6 +63,7 @@ from univrs.sm.credits import MAX_REASON_LEN
 from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
+from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
 from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_problem
 
 if TYPE_CHECKING:
@@ -79,6 +88,9 @@ LeaderStep = Callable[
 ]
 Render = Callable[[Any, Response, ClusterStateMachine], Any]
 Read = Callable[[dict[str, Any], ClusterStateMachine], Any]
+# After ``render``: adds what only the built arguments know (a new token's secret, which the
+# command does not carry) to the result.
+Finish = Callable[[dict[str, Any], Any, ClusterStateMachine], Any]
 
 
 @attrs.frozen(kw_only=True)
@@ -92,6 +104,7 @@ class Handler:
     read: Read | None = None
     leader_step: LeaderStep | None = None  # a write that the leader may answer itself
     watch: bool = False  # served from the node's event history (univrs.api.watch)
+    finish: Finish | None = None
 
     @property
     def name(self) -> str:
@@ -434,6 +447,111 @@ def _render_closed(cmd: Any, response: Response, state: ClusterStateMachine) -> 
     return {"client_id": cmd.client_id, "closed": True}
 
 
+# ------------------------------------------------------------------ API tokens
+
+SECRET_PREFIX = "univrs."
+_SECRET_RE = re.compile(r"[A-Za-z0-9._~-]{32,256}")
+
+
+def new_secret() -> str:
+    """A token secret: 256 random bits, URL-safe, recognisable by its prefix."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    """What the state machine stores of a secret: its SHA-256, hex."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _secret(args: dict[str, Any]) -> str:
+    if "secret" not in args:
+        return new_secret()
+    given = cv.read_str(args["secret"], "secret")
+    if _SECRET_RE.fullmatch(given) is None:
+        raise InvalidArgument(
+            "secret must be 32-256 characters of letters, digits and ._~- (a random one)",
+            field="secret",
+        )
+    return given
+
+
+def _token_name(args: dict[str, Any], default: str | None = None) -> str:
+    name = cv.read_str(args["name"], "name") if "name" in args or default is None else default
+    problem = text_problem("name", name, MAX_TOKEN_NAME_LEN)
+    if problem is None and not name.strip():
+        problem = "name must not be blank"
+    if problem:
+        raise InvalidArgument(problem, field="name")
+    return name
+
+
+def _roles(args: dict[str, Any]) -> tuple[str, ...]:
+    raw = args["roles"]
+    if type(raw) is not list or not raw:
+        raise InvalidArgument("roles must be a non-empty list", field="roles")
+    for role in raw:
+        if role not in ROLES:
+            raise InvalidArgument(f"role {role!r} is not one of {', '.join(ROLES)}", field="roles")
+    return tuple(sorted(set(raw)))
+
+
+def _build_create_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident, name, roles, secret = _id_or_new(args), _token_name(args), _roles(args), _secret(args)
+    command = CreateToken(id=ident, name=name, roles=roles, secret_hash=secret_hash(secret))
+    return command, {"id": ident, "name": name, "roles": list(roles), "secret": secret}
+
+
+def _build_bootstrap_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident, name, secret = _id_or_new(args), _token_name(args, "bootstrap"), _secret(args)
+    command = BootstrapToken(id=ident, name=name, secret_hash=secret_hash(secret))
+    return command, {"id": ident, "name": name, "secret": secret}
+
+
+def token_doc(token: Token) -> dict[str, Any]:
+    """A token as the API shows it: never its secret (nobody has it) nor its hash."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "roles": list(token.roles),
+        "created_index": token.created_index,
+        "created_ms": token.created_ms,
+    }
+
+
+def _render_token(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    token = state.token(cmd.id)
+    if token is None:
+        raise _gone("token", cmd.id)
+    return {**token_doc(token), "version": getattr(response, "version", None)}
+
+
+def _finish_token(built: dict[str, Any], result: Any, state: ClusterStateMachine) -> Any:
+    """Show the secret, once: only if the stored token is the one this request created (a
+    retried idempotency key is answered with the first creation, whose secret is gone)."""
+    token = state.token(built["id"])
+    if token is None or not hmac.compare_digest(token.secret_hash, secret_hash(built["secret"])):
+        raise Conflict(
+            f"token {built['id']!r} was created by an earlier attempt of this request; its "
+            "secret was shown then and is stored nowhere: revoke it and create another"
+        )
+    return {**result, "secret": built["secret"]}
+
+
+def _build_revoke_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    ident = _existing_id(args, "token")
+    return RevokeToken(id=ident), args
+
+
+def _render_revoked(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
+    return {"id": cmd.id, "revoked": True, "version": getattr(response, "version", None)}
+
+
+def _read_tokens(args: dict[str, Any], state: ClusterStateMachine) -> Any:
+    page = _page(state.tokens(), lambda t: t.id, args, state)
+    page["items"] = [token_doc(t) for t in page["items"]]
+    return page
+
+
 # ------------------------------------------------------------------ the table
 
 F = TypeVar("F", Build, Read)
@@ -452,10 +570,12 @@ def _checked(declaration: Declaration, fn: F) -> F:
     return run
 
 
-def _write(name: str, build: Build, render: Render) -> Handler:
+def _write(name: str, build: Build, render: Render, finish: Finish | None = None) -> Handler:
     declaration = OPERATIONS[name]
     assert declaration.is_write, name
-    return Handler(declaration=declaration, build=_checked(declaration, build), render=render)
+    return Handler(
+        declaration=declaration, build=_checked(declaration, build), render=render, finish=finish
+    )
 
 
 def _watcher(name: str) -> Handler:
@@ -501,6 +621,10 @@ HANDLERS: dict[str, Handler] = {
         _reader("credits.list", _read_balances),
         _write("session.open", _build_open_session, _render_session),
         _write("session.close", _build_close_session, _render_closed),
+        _write("token.bootstrap", _build_bootstrap_token, _render_token, _finish_token),
+        _write("token.create", _build_create_token, _render_token, _finish_token),
+        _reader("token.list", _read_tokens),
+        _write("token.revoke", _build_revoke_token, _render_revoked),
     )
 }
 
@@ -525,7 +649,8 @@ def request_of(command: Command) -> tuple[str, dict[str, Any]]:
     ``StateStore`` write on a follower travels to the leader (a test checks the round trip).
 
     A command fenced by a term (``fence_term``: a leader-only decision, the reconciler's)
-    has no operation: it is never forwarded (``NotLeader``)."""
+    has no operation: it is never forwarded (``NotLeader``); nor is a token command (its
+    secret exists only on the node that made it)."""
     match command:
         case CreateWorkload(id=ident, spec=spec):
             return "workload.create", {"id": ident, "spec": cv.spec_doc(spec)}
@@ -571,4 +696,7 @@ def request_of(command: Command) -> tuple[str, dict[str, Any]]:
             return "session.open", {}
         case CloseSession(client_id=client_id):
             return "session.close", {"client_id": client_id}
-    raise NotLeader(None)  # a leader-only (fenced) command: decided here, never forwarded
+    # A leader-only (fenced) command, decided here; or a token command, whose secret the
+    # serving node makes and only its hash travels (use the token.* operations): neither is
+    # forwarded as a StateStore write.
+    raise NotLeader(None)

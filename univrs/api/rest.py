@@ -18,8 +18,12 @@ HTTP specifics:
   ``X-Univrs-Commit-Index``, ``X-Univrs-Behind`` (committed entries not yet applied here) and
   ``X-Univrs-Leader-Contact-Ms`` (since this node last heard from the leader).
 * Writes answer with ``X-Univrs-Index``: the log index at which the write applied.
+* ``Authorization: Bearer <token secret>`` names the caller when auth is on (401 without a
+  valid token, 403 without the operation's role: ``univrs.api.auth``).
+* A body larger than ``limits.max_body_bytes`` is refused with 413 as soon as the limit is
+  passed; JSON nested deeper than ``limits.max_json_depth`` with 400 (``univrs.api.limits``).
 * Errors are ``{"error": {"code", "message", "field"?, ...}}`` with the status of
-  ``univrs.errors``; 503 answers carry ``Retry-After``.
+  ``univrs.errors``; 503 and 429 answers carry ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from univrs.api.auth import Caller, bearer_token
+from univrs.api.limits import check_depth, read_body
 from univrs.errors import (
     InternalError,
     InvalidArgument,
@@ -48,7 +54,8 @@ from univrs.service.operations import OPERATIONS, Operation, Type, Where
 
 log = logging.getLogger("univrs.api")
 
-MAX_BODY = 1024 * 1024
+MAX_BODY = 1024 * 1024  # limits.max_body_bytes and limits.max_json_depth when no node says
+MAX_DEPTH = 32
 _KEY_RE = re.compile(r"^([^:\s]+):([0-9]{1,19})$")
 _ETAG_RE = re.compile(r'^(?:W/)?"?([0-9]{1,19})"?$')
 
@@ -112,7 +119,7 @@ def error_response(exc: UnivrsError) -> Response:
     assert exc.http_status is not None
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
-    if exc.http_status == 503 and retry_after is not None:
+    if exc.http_status in (429, 503) and retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return json_response({"error": error_to_plain(exc)}, exc.http_status, headers)
 
@@ -180,21 +187,48 @@ def _query_args(ep: Endpoint, request: Request) -> tuple[dict[str, Any], str | N
     return args, consistency
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():  # stop reading at the limit, not after the body
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise MalformedRequest(f"the request body is larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+def _limits(request: Request) -> tuple[int, int]:
+    """(max body bytes, max JSON depth) of the node serving ``request``."""
+    node = getattr(request.app.state, "node", None)
+    config = getattr(node, "config", None)
+    return (
+        getattr(config, "max_body_bytes", MAX_BODY),
+        getattr(config, "max_json_depth", MAX_DEPTH),
+    )
+
+
+NO_BODY: Any = object()
+"""What ``json_body`` answers for an empty body (JSON ``null`` is a body: None)."""
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body (``NO_BODY`` if empty), read with the node's limits: 413 past
+    ``max_body_bytes`` (the rest is not read), 400 past ``max_json_depth`` or for bad JSON."""
+    max_bytes, max_depth = _limits(request)
+    raw = await read_body(request.stream(), max_bytes)
+    request._body = raw  # Starlette's cache: request.body() (forwarding) answers from it
     if not raw.strip():
-        return {}
+        return NO_BODY
+    check_depth(raw, max_depth)
     try:
-        doc = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def caller_of(request: Request) -> Caller:
+    """Who sends ``request``: its bearer token and the client's address."""
+    client = request.client
+    return Caller(
+        token=bearer_token(request.headers.get("authorization")),
+        address=None if client is None else client.host,
+    )
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    doc = await json_body(request)
+    if doc is NO_BODY:
+        return {}
     if type(doc) is not dict:
         raise InvalidArgument("the request body must be a JSON object")
     return doc
@@ -258,9 +292,12 @@ def _meta_headers(meta: dict[str, Any] | None) -> dict[str, str]:
 async def handle(ep: Endpoint, request: Request) -> Response:
     """Run one REST request (see the module docstring)."""
     try:
+        caller = caller_of(request)
         args, key, consistency = await request_args(ep, request)
         service = request.app.state.service
-        result, meta = await service.execute(ep.op, args, key=key, consistency=consistency)
+        result, meta = await service.execute(
+            ep.op, args, key=key, consistency=consistency, caller=caller
+        )
     except Exception as exc:
         if isinstance(exc, UnivrsError) and exc.on_wire():
             return error_response(exc)

@@ -1,7 +1,8 @@
 """The node's client surface: the HTTP API (REST, health, status, metrics, OpenAPI) and the
 fast client protocol at ``/client`` on the raft listener.
 
-The HTTP API is served by hypercorn's trio worker; the app is Starlette. The state endpoints
+The HTTP API is served by hypercorn's trio worker (behind listeners that bound connections per
+client address: ``univrs.api.listen``); the app is Starlette. The state endpoints
 (``univrs.api.rest``) and the fast protocol (``univrs.api.fast``) both run operations through
 one ``ApiService``, the adapter over the node's ``RaftStateStore`` (``node.store``), whose
 ``Forwarder`` sends writes from a follower to the leader. Every
@@ -24,18 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from univrs.api import admin, rest, watch
+from univrs.api import admin, dashboard, rest, watch
 from univrs.api.admin import client_ssl
+from univrs.api.auth import Authority
 from univrs.api.digest import node_digest
 from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.health import StorageWatch, liveness, readiness
+from univrs.api.limits import ConnectionLimiter
+from univrs.api.listen import serve_http
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService, RaftStateStore
 from univrs.client import protocol
@@ -97,11 +101,20 @@ async def readyz(request: Request) -> Response:
 
 
 async def node_status(request: Request) -> Response:
-    return JSONResponse(_node(request).describe())
+    doc = _node(request).describe()
+    service: ApiService | None = request.app.state.service
+    if service is not None and service.quota is not None:
+        doc["alarms"] = service.quota.alarms()  # NOSPACE (limits.quota_backend_bytes)
+    return JSONResponse(doc)
 
 
 async def cluster_status(request: Request) -> Response:
-    """Every member's own view, gathered from their APIs, plus the leader's replication view."""
+    """Every member's own view, gathered from their APIs, plus the leader's replication view
+    (a ``read`` token when auth is on)."""
+    try:
+        Authority(_node(request)).authorize(rest.caller_of(request), "read", "cluster status")
+    except UnivrsError as exc:
+        return rest.error_response(exc)
     return JSONResponse(await gather_cluster_status(_node(request)))
 
 
@@ -233,8 +246,10 @@ def build_app(
             *rest.routes(),
             *watch.routes(),
             *admin.routes(),
+            *dashboard.routes(),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
+        middleware=[Middleware(dashboard.CorsForMembers, node=node)],
     )
     app.state.node = node
     app.state.service = service
@@ -287,8 +302,9 @@ async def serve_api(
         nursery.start_soon(watch.run)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
         try:
+            limiter = ConnectionLimiter(node.config.max_connections_per_address, "REST")
             binds: list[str] = await nursery.start(
-                functools.partial(serve, build_app(node, service, watch), config)  # type: ignore[arg-type]
+                serve_http, build_app(node, service, watch), config, limiter
             )
             port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(port)

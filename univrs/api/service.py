@@ -11,6 +11,13 @@ leader as the operation whose ``build`` gives the same command back (``ops.reque
 returns once this node applied it too (so a local read reflects it); a command fenced by a
 term (the reconciler's) is never forwarded.
 
+Callers. ``execute`` first authorizes the caller for the operation's role
+(``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and
+stamps the session with the caller's identity as its owner (``univrs.api.limits``,
+``univrs.sm.sessions``). A forwarded request carries the caller's token and address, and the
+leader checks them again. On the leader, a write that would not free space is refused with
+``no-space`` while the storage quota's NOSPACE alarm is raised.
+
 Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 hex) *here, on
 the serving node, before proposing*. Then, until the deadline:
 
@@ -58,7 +65,9 @@ import attrs
 import trio
 
 from univrs import errors as base
+from univrs.api.auth import ANONYMOUS, Authority, Caller
 from univrs.api.batcher import ReadCoalescer
+from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler, request_of
 from univrs.api.watch import poll_events
@@ -67,6 +76,7 @@ from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
+    NoSpace,
     NotLeader,
     OutcomeUnknown,
     SessionExpired,
@@ -179,8 +189,10 @@ class Forwarder:
         args: dict[str, Any],
         key: tuple[str, int] | None,
         deadline: float,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Send one already-built request to the leader at ``address`` (``hops=1``)."""
+        """Send one already-built request to the leader at ``address`` (``hops=1``), with the
+        caller's token and address (never this node's: forwarding must not raise rights)."""
         with trio.move_on_at(deadline) as scope:
             conn = await self.connection(address)
         if scope.cancelled_caught:
@@ -190,7 +202,15 @@ class Forwarder:
         # before ours runs out.
         timeout_ms = max(1, int(remaining * 1000) - 50)
         with trio.move_on_at(deadline) as scope:
-            return await conn.request(op, args, key=key, timeout_ms=timeout_ms, hops=MAX_HOPS)
+            return await conn.request(
+                op,
+                args,
+                key=key,
+                timeout_ms=timeout_ms,
+                hops=MAX_HOPS,
+                token=caller.token,
+                client=caller.address,
+            )
         raise Timeout(
             f"the leader at {address} did not answer in time; the write may or may not have "
             "been applied: retry it with its idempotency key"
@@ -257,6 +277,8 @@ class Write:
     envelope: Envelope
     op: str
     args: dict[str, Any]
+    caller: Caller = ANONYMOUS  # forwarded with the request: the leader authorizes it again
+    allowed_when_full: bool = False  # a write that frees space passes the NOSPACE alarm
     render: Callable[[Response, ClusterStateMachine], Any] | None = None
     leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
         None
@@ -276,8 +298,23 @@ class RaftStateStore(StateStore):
     metrics: ApiMetrics | None = attrs.field(init=False, default=None)
     timeout: float = DEFAULT_TIMEOUT
     leader_wait: float = LEADER_WAIT
+    authority: Authority = attrs.field(init=False)
+    session_opens: RateLimiter = attrs.field(init=False)
+    quota: Quota | None = attrs.field(init=False, default=None)
+    fast_connections: ConnectionLimiter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        config = self.node.config
+        self.authority = Authority(self.node)
+        self.fast_connections = ConnectionLimiter(
+            config.max_connections_per_address, "fast protocol"
+        )
+        self.session_opens = RateLimiter(
+            rate=config.session_open_rate, burst=config.session_open_burst
+        )
+        storage = getattr(self.node, "storage", None)
+        if storage is not None:
+            self.quota = Quota(storage, config.quota_backend_bytes)
         self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
         self.contact = LeaderContact(self.node)
         self.forwarder.nursery.start_soon(self.contact.run)
@@ -289,6 +326,19 @@ class RaftStateStore(StateStore):
                 proposals=lambda: self.node.runtime.statistics().proposals,
                 read_confirmations=lambda: self.reads.requests,
             )
+            quota = self.quota
+            if quota is not None:
+                registry.gauge(
+                    "univrs_storage_quota_alarm",
+                    "1 while this node's NOSPACE alarm is raised (storage in use above "
+                    "limits.quota_backend_bytes: writes refused), else 0.",
+                    callback=lambda: [((), float(quota.alarm))],
+                )
+                registry.gauge(
+                    "univrs_storage_quota_bytes",
+                    "This node's storage quota (limits.quota_backend_bytes).",
+                    callback=lambda: [((), float(quota.limit))],
+                )
 
     # ---------------------------------------------------------------- the StateStore hooks
 
@@ -383,6 +433,7 @@ class RaftStateStore(StateStore):
         deadline: float,
         hops: int,
         attempts: WriteAttempts,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any]]:
         """The attempts of ``submit``; ``attempts`` (univrs/runtime/proposals.py, the rules the
         simulator runs too) notes as soon as an attempt may have applied the command. A
@@ -408,6 +459,7 @@ class RaftStateStore(StateStore):
                             return done, {"index": applied}
                         return {**write.render(done, runtime.sm), **extra}, {"index": applied}
                     proposed = attrs.evolve(envelope, command=step)
+                self._check_quota(write)
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
@@ -453,7 +505,7 @@ class RaftStateStore(StateStore):
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
                 result, meta = await self.forwarder.call(
-                    address, write.op, write.args, key, deadline
+                    address, write.op, write.args, key, deadline, write.caller
                 )
             except UnivrsError as exc:
                 self._count_forward(exc.code)
@@ -476,6 +528,17 @@ class RaftStateStore(StateStore):
                 continue
             self._count_forward("ok")
             return result, meta or {}
+
+    def _check_quota(self, write: Write) -> None:
+        """Refuse a write that does not free space while the NOSPACE alarm is raised."""
+        if self.quota is None or write.allowed_when_full or not self.quota.alarm:
+            return
+        raise NoSpace(
+            f"the storage quota is exceeded ({self.quota.in_use()} bytes in use, "
+            f"limits.quota_backend_bytes = {self.quota.limit}): writes are refused until space "
+            "is freed; deletes still work, and a snapshot (`univrs cluster snapshot`) compacts "
+            "the log"
+        )
 
     def _count_forward(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -573,6 +636,14 @@ class ApiService:
     def metrics(self) -> ApiMetrics | None:
         return self.store.metrics
 
+    @property
+    def quota(self) -> Quota | None:
+        return self.store.quota
+
+    @property
+    def fast_connections(self) -> ConnectionLimiter:
+        return self.store.fast_connections
+
     async def execute(
         self,
         name: str,
@@ -582,8 +653,10 @@ class ApiService:
         consistency: str | None = None,
         timeout: float | None = None,
         hops: int = 0,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Run operation ``name``: (result document, read meta or None). Raises UnivrsError."""
+        """Run operation ``name`` for ``caller``: (result document, read meta or None).
+        Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first)."""
         op = handler(name)
         start = trio.current_time()
         limit = self.store.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
@@ -591,10 +664,14 @@ class ApiService:
         outcome = "ok"
         metrics = self.store.metrics
         try:
+            store = self.store
+            identity = store.authority.authorize(caller, op.declaration.required_role, op.name)
             if op.watch:  # served from this node's event history, at any consistency
                 return await poll_events(self.node, args, deadline), None
             if op.is_write:
-                return await self._write(op, args, key, deadline, hops)
+                if op.name == "session.open":
+                    store.session_opens.take(identity.key, "session opens")
+                return await self._write(op, args, key, deadline, hops, caller, identity.key)
             assert op.read is not None
             how = consistency or "linearizable"
             state = await self.store.read_at(how, deadline)
@@ -616,6 +693,8 @@ class ApiService:
         key: tuple[str, int] | None,
         deadline: float,
         hops: int,
+        caller: Caller = ANONYMOUS,
+        owner: str = "",
     ) -> tuple[Any, dict[str, Any]]:
         """(result, {"index": the log index the write was applied at})."""
         assert op.build is not None and op.render is not None
@@ -623,17 +702,26 @@ class ApiService:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
         check_key(key)
         command, built = op.build(args)
+        if isinstance(command, OpenSession):
+            command = OpenSession(owner=owner)  # bounds the sessions one caller holds
         envelope = Envelope(
             command=command,
             client_id=None if key is None else key[0],
             seq=None if key is None else key[1],
         )
-        render, step, node = op.render, op.leader_step, self.node
+        render, finish, step, node = op.render, op.finish, op.leader_step, self.node
+
+        def rendered(response: Response, state: ClusterStateMachine) -> Any:
+            result = render(command, response, state)
+            return result if finish is None else finish(built, result, state)
+
         write = Write(
             envelope=envelope,
             op=op.name,
             args=built,
-            render=lambda response, state: render(command, response, state),
+            caller=caller,
+            allowed_when_full=op.declaration.allowed_when_full,
+            render=rendered,
             leader_step=None if step is None else (lambda state: step(command, state, node)),
         )
         return await self.store.submit(write, key, deadline, hops)

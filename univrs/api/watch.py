@@ -37,7 +37,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from univrs.api import convert as cv
-from univrs.api.rest import error_response
+from univrs.api.auth import Authority
+from univrs.api.rest import caller_of, error_response
 from univrs.errors import InternalError, InvalidArgument, UnivrsError, error_to_plain
 from univrs.service.operations import OPERATIONS
 from univrs.service.schemas import DEFAULT_EVENTS, MAX_EVENTS, MAX_REVISION, MAX_WAIT_MS
@@ -153,6 +154,8 @@ async def watch_stream(request: Request) -> Response:
     """``GET /v1/watch``: a stream of JSON lines (see the module docstring)."""
     node: NodeHandle = request.app.state.node
     try:
+        # Events carry whole objects: a watch needs what a list needs (docs/security.md).
+        Authority(node).authorize(caller_of(request), "read", "GET /v1/watch")
         args: dict[str, Any] = {}
         for name, value in request.query_params.multi_items():
             if name not in ("kinds", "from_revision", "progress_ms") or name in args:

@@ -1,28 +1,47 @@
 """Client throughput and latency through the fast protocol (``scripts/bench``).
 
 Starts a fresh local cluster of real node processes (``univrs.tools.devcluster``, fsync on)
-unless ``--endpoints`` names a running one, creates one workload per client, then measures, each for
-``--duration`` seconds after a short warm-up and ``--repeat`` times:
+unless ``--endpoints`` names a running one, creates one workload per client, then measures, for
+every client count of ``--clients`` (a sweep such as ``1,64,256,1024``), each for ``--duration``
+seconds after a short warm-up and ``--repeat`` times (interleaved, medians reported):
 
-* writes: ``--clients`` closed-loop clients (default 64), each scaling its own workload
-  (``workload.scale``, an idempotent keyed write: one log entry each), spread over
-  ``--connections`` client connections;
-* reads: the same clients reading their workload with linearizable consistency;
-* single-client writes: one client, one request at a time (latency floor).
+* writes: N closed-loop clients, each scaling its own workload (``workload.scale``, an
+  idempotent keyed write: one log entry each), spread over ``--connections`` connections;
+* with ``--reads``: the same clients reading their workload with linearizable consistency. The
+  runtime offers no lease read, so none is measured (the report says so).
 
-Prints ops/s and latency p50/p99/max (medians over the repeats) and, for a cluster it started,
-the CPU milliseconds each process spent per operation (where the time goes, independent of
-how busy the machine is); ``--json`` prints one JSON object (``ops_per_s``, ``p50_ms``,
-``p99_ms`` are the multi-client writes).
+Linearizability. In every write measurement with at least ``SAMPLE_MIN_CLIENTS`` clients, a
+sample of the clients (at most ``SAMPLE_KEYS``) write unique values and, alongside, one paced
+reader per sampled key reads it linearizably; those operations are recorded as a history
+(``univrs.chaos.history``) and checked with the chaos suite's checker
+(``univrs.chaos.linearizability``). The run fails if a sample is not linearizable. The sampled
+readers' operations are not counted in the figures.
+
+For a cluster it started, the bench also reports the CPU milliseconds each process (nodes and
+the client) spent per operation, from /proc/<pid>/stat: the cost per write, summed over the
+processes, is the figure that does not depend on how busy the machine is.
+
+``--compare-etcd`` runs the same load against a local 3-member etcd cluster
+(``univrs.bench.etcd``) in the same run and prints both side by side with the ratio.
+``--json FILE`` writes every figure; with matplotlib (the ``bench`` extra) a plot of throughput
+and p99 against clients is written next to it (``FILE`` with ``.png``).
+
+Bounds: at most ``MAX_POINTS`` client counts, each at most ``MAX_CLIENTS``; ``--repeat`` at most
+``MAX_REPEAT``; ``--duration`` at most ``MAX_DURATION``; the whole planned run must fit in
+``--budget`` seconds (refused before starting otherwise), and a measurement that stalls is
+abandoned after its duration plus ``STALL_GRACE`` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,26 +51,103 @@ from typing import Any
 
 import trio
 
+from univrs.bench.cpu import cpu_seconds
+from univrs.chaos.history import Event, EventType, Fn
+from univrs.chaos.linearizability import check_history
 from univrs.client.client import Client, open_client
 from univrs.errors import UnivrsError
 
 WARMUP = 1.0
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None where unavailable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
+MAX_POINTS = 8
+MAX_CLIENTS = 4096
+MAX_REPEAT = 10
+MAX_DURATION = 120.0
+DEFAULT_BUDGET = 1800.0
+STALL_GRACE = 30.0  # seconds past its end after which a measurement is abandoned
+SETUP_ESTIMATE = 20.0  # seconds per client count for starting clusters and creating keys
+SAMPLE_KEYS = 4  # keys whose operations are recorded and checked, per write measurement
+SAMPLE_OPS = 1000  # recorded operations per sampled key at most
+SAMPLE_MIN_CLIENTS = 16  # below this many clients no sample (its reader would skew the load)
+SAMPLE_READ_PAUSE = 0.01  # seconds between two reads of a sampled reader (light load)
+CHECK_TIMEOUT = 20.0  # seconds for the checker per sample
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile of an ascending list (nearest rank), NaN when empty."""
     if not sorted_values:
         return float("nan")
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+class Sample:
+    """The recorded history of the sampled keys in one write measurement."""
+
+    def __init__(self, keys: list[str], values: dict[str, int]) -> None:
+        self.keys = keys
+        self.events: list[Event] = []
+        self.ops = dict.fromkeys(keys, 0)
+        # The last value written per key, shared by the run's samples: values stay unique.
+        self.values = values
+        self.next_process = 0
+
+    def process(self) -> int:
+        self.next_process += 1
+        return self.next_process
+
+    def full(self, key: str) -> bool:
+        return self.ops[key] >= SAMPLE_OPS
+
+    def record(self, process: int, type_: EventType, f: Fn, key: str, value: Any) -> None:
+        if type_ is EventType.INVOKE:
+            self.ops[key] += 1
+        self.events.append(
+            Event(
+                process=process,
+                type=type_,
+                f=f,
+                key=key,
+                value=value,
+                time=trio.current_time(),
+            )
+        )
+
+    def check(self) -> dict[str, Any]:
+        result = check_history(self.events, timeout=CHECK_TIMEOUT)
+        return {
+            "verdict": result.verdict.value,
+            "ops": sum(k.operations for k in result.keys),
+            "keys": len(result.keys),
+            "summary": result.summary(),
+        }
+
+
+async def recorded_write(sample: Sample, process: int, client: Client, key: str) -> int:
+    """Write the key's next unique value, recorded; the process id to go on with."""
+    sample.values[key] += 1
+    value = sample.values[key]
+    sample.record(process, EventType.INVOKE, Fn.WRITE, key, value)
+    try:
+        await client.scale_workload(key, value)
+    except UnivrsError as exc:
+        # Definite refusals did not apply; anything else may have: unknown, new process id.
+        if exc.outcome_unknown:
+            sample.record(process, EventType.INFO, Fn.WRITE, key, value)
+            return sample.process()
+        sample.record(process, EventType.FAIL, Fn.WRITE, key, value)
+        return process
+    sample.record(process, EventType.OK, Fn.WRITE, key, value)
+    return process
+
+
+async def recorded_read(sample: Sample, process: int, client: Client, key: str) -> int:
+    sample.record(process, EventType.INVOKE, Fn.READ, key, None)
+    try:
+        doc = await client.get_workload(key, consistency="linearizable")
+    except UnivrsError:
+        sample.record(process, EventType.INFO, Fn.READ, key, None)
+        return sample.process()
+    sample.record(process, EventType.OK, Fn.READ, key, doc["spec"]["replicas"])
+    return process
 
 
 async def measure(
@@ -60,28 +156,50 @@ async def measure(
     duration: float,
     op: Callable[[Client, int], Awaitable[Any]],
     pids: dict[str, int] | None = None,
+    sample: Sample | None = None,
+    profile: tuple[int, pathlib.Path] | None = None,
 ) -> dict[str, Any]:
     """Run ``workers`` closed loops of ``op`` for ``duration`` s (after a warm-up); with
-    ``pids``, also the CPU milliseconds each process spent per operation."""
+    ``pids``, also the CPU milliseconds each process spent per operation. With ``sample``,
+    the workers of its keys (the first ones) write recorded unique values instead, and one
+    paced reader per key reads it, recorded (neither counted in the figures). With ``profile``
+    (pid, file), ``py-spy record`` samples that process during the measured window."""
+    if sample is not None:
+        # The history starts with one completed write per key: whatever an earlier measurement
+        # left in the register, every later operation of this sample follows this write.
+        for j, key in enumerate(sample.keys):
+            await recorded_write(sample, sample.process(), clients[j % len(clients)], key)
     latencies: list[float] = []
     errors: list[str] = []
     start = trio.current_time() + WARMUP
     stop = start + duration
+    sampled = len(sample.keys) if sample is not None else 0
 
     async def worker(i: int) -> None:
         client = clients[i % len(clients)]
+        process = sample.process() if sample is not None and i < sampled else 0
         while True:
             now = trio.current_time()
             if now >= stop:
                 return
             t0 = time.perf_counter()
             try:
-                await op(client, i)
+                if sample is not None and i < sampled and not sample.full(sample.keys[i]):
+                    process = await recorded_write(sample, process, client, sample.keys[i])
+                else:
+                    await op(client, i)
             except UnivrsError as exc:
                 errors.append(f"{exc.code}: {exc.message}")
                 continue
             if now >= start:
                 latencies.append(time.perf_counter() - t0)
+
+    async def reader(key: str, client: Client) -> None:
+        assert sample is not None
+        process = sample.process()
+        while trio.current_time() < stop and not sample.full(key):
+            process = await recorded_read(sample, process, client, key)
+            await trio.sleep(SAMPLE_READ_PAUSE)  # pacing, not synchronisation
 
     processes = {**(pids or {}), "client": os.getpid()}
     cpu_before: dict[str, float | None] = {}
@@ -93,10 +211,30 @@ async def measure(
         done_before = len(latencies)
         cpu_before.update({name: cpu_seconds(pid) for name, pid in processes.items()})
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sample_cpu)
-        for i in range(workers):
-            nursery.start_soon(worker, i)
+    async def record_profile() -> None:
+        assert profile is not None
+        await trio.sleep_until(start)
+        pid, path = profile
+        await trio.run_process(
+            [*py_spy_command(pid, path), "--duration", str(max(1, int(duration)))],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    stalled = False
+    with trio.move_on_at(stop + STALL_GRACE) as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample_cpu)
+            if profile is not None:
+                nursery.start_soon(record_profile)
+            for i in range(workers):
+                nursery.start_soon(worker, i)
+            if sample is not None:
+                for j, key in enumerate(sample.keys):
+                    nursery.start_soon(reader, key, clients[(j + 1) % len(clients)])
+    if scope.cancelled_caught:
+        stalled = True
     counted = max(1, len(latencies) - done_before)
     cpu_ms: dict[str, float] = {}
     for name, pid in processes.items():
@@ -104,19 +242,69 @@ async def measure(
         if before is not None and after is not None:
             cpu_ms[name] = (after - before) * 1000 / counted
     latencies.sort()
-    return {
+    out: dict[str, Any] = {
         "cpu_ms_per_op": cpu_ms,
         "ops_per_s": len(latencies) / duration,
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "max_ms": (latencies[-1] if latencies else float("nan")) * 1000,
         "ops": len(latencies),
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
+        "errors": len(errors) + (1 if stalled else 0),
+        "first_error": "stalled: abandoned" if stalled else (errors[0] if errors else None),
     }
+    if sample is not None:
+        out["check"] = sample.check()
+    return out
+
+
+def py_spy_command(pid: int, path: pathlib.Path) -> list[str]:
+    """``py-spy record`` of ``pid`` into ``path`` as collapsed stacks, without pausing it."""
+    exe = pathlib.Path(sys.executable).with_name("py-spy")
+    return [
+        str(exe) if exe.exists() else "py-spy",
+        "record",
+        "--pid",
+        str(pid),
+        "--nonblocking",
+        "--gil",  # the thread holding the GIL: the one Python thread that caps the node
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(path),
+    ]
+
+
+def summarise_profile(path: pathlib.Path, top: int = 15) -> dict[str, Any]:
+    """The functions the sampled process spent its time in: share of the samples in which a
+    function was running (self) and, for univrs's own functions, on the stack (total), from
+    py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        # "function (file:line)" -> "function (file)": one entry per function.
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            if "univrs/" in f and "univrs/cli/" not in f and "__main__" not in f:
+                total[f] = total.get(f, 0) + count
+
+    def share(table: dict[str, int]) -> list[list[Any]]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [[f, round(100 * n / max(1, samples), 1)] for f, n in ranked]
+
+    return {"samples": samples, "self_pct": share(own), "total_pct": share(total)}
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeated measurements of one point (figures and CPU per process)."""
     out: dict[str, Any] = {}
     for key in ("ops_per_s", "p50_ms", "p99_ms", "max_ms"):
         out[key] = round(statistics.median(r[key] for r in runs), 2)
@@ -125,23 +313,38 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         name: round(statistics.median(r["cpu_ms_per_op"].get(name, 0.0) for r in runs), 3)
         for name in sorted(names)
     }
+    out["cpu_ms_per_op_total"] = round(
+        statistics.median(sum(r["cpu_ms_per_op"].values()) for r in runs), 3
+    )
+    out["leaders"] = sorted({r["leader"] for r in runs if r.get("leader")})
     out["errors"] = sum(r["errors"] for r in runs)
     out["runs"] = [{k: round(r[k], 2) for k in ("ops_per_s", "p50_ms", "p99_ms")} for r in runs]
     first = next((r["first_error"] for r in runs if r["first_error"]), None)
     if first:
         out["first_error"] = first
+    checks = [r["check"] for r in runs if "check" in r]
+    if checks:
+        bad = [c for c in checks if c["verdict"] != "linearizable"]
+        out["check"] = {
+            "verdict": bad[0]["verdict"] if bad else "linearizable",
+            "ops": sum(c["ops"] for c in checks),
+            "samples": len(checks),
+            "summary": bad[0]["summary"] if bad else f"{len(checks)} samples linearizable",
+        }
     return out
 
 
 async def run_bench(
     endpoints: list[str], args: argparse.Namespace, pids: dict[str, int] | None = None
 ) -> dict[str, Any]:
+    """Every measurement of the univrs side: {"writes": {N: medians}, "reads": {...}}."""
+    most = max(args.clients)
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(open_client(endpoints, timeout=30))
-            for _ in range(max(1, min(args.connections, args.clients)))
+            for _ in range(max(1, min(args.connections, most)))
         ]
-        keys = [f"bench-{i}" for i in range(args.clients)]
+        keys = [f"bench-{i}" for i in range(most)]
         spec = {"name": "bench", "image": "bench:1", "replicas": 1}
 
         async def ensure(i: int) -> None:
@@ -151,9 +354,15 @@ async def run_bench(
                 if exc.code != "already-exists":
                     raise
 
+        limit = trio.CapacityLimiter(256)
+
+        async def ensure_limited(i: int) -> None:
+            async with limit:
+                await ensure(i)
+
         async with trio.open_nursery() as nursery:
             for i in range(len(keys)):
-                nursery.start_soon(ensure, i)
+                nursery.start_soon(ensure_limited, i)
 
         counter = [0]
 
@@ -162,30 +371,92 @@ async def run_bench(
             await client.scale_workload(keys[i], counter[0] % 10)
 
         async def read(client: Client, i: int) -> None:
-            await client.get_workload(keys[i])
+            await client.get_workload(keys[i], consistency="linearizable")
 
-        writes, reads, single = [], [], []
-        for _ in range(args.repeat):
-            writes.append(await measure(clients, args.clients, args.duration, write, pids))
-            reads.append(await measure(clients, args.clients, args.duration, read, pids))
-            single.append(await measure(clients[:1], 1, args.duration, write, pids))
-        result = median_of(writes)
-        result["reads"] = median_of(reads)
-        result["single_client_writes"] = median_of(single)
-        result["config"] = {
-            "clients": args.clients,
-            "connections": len(clients),
-            "duration_s": args.duration,
-            "repeat": args.repeat,
-            "endpoints": endpoints,
-            "leader": clients[0].leader,
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {"writes": {}, "reads": {}}
+        values = dict.fromkeys(keys[:SAMPLE_KEYS], 0)
+        profiled: dict[str, Any] | None = None
+        for r in range(args.repeat):
+            for n in args.clients:
+                conns = clients[: max(1, min(len(clients), n))]
+                sample = None
+                if args.check and n >= SAMPLE_MIN_CLIENTS:
+                    sample = Sample(keys[:SAMPLE_KEYS], values)
+                profile = None
+                leader_pid = (pids or {}).get(clients[0].leader or "")
+                if args.profile and r == 0 and n == most and leader_pid is not None:
+                    profile = (leader_pid, pathlib.Path(args.profile))
+                m = await measure(conns, n, args.duration, write, pids, sample, profile)
+                m["leader"] = clients[0].leader
+                if profile is not None:
+                    m["profile"] = {"node": clients[0].leader, "clients": n}
+                    if profile[1].exists():
+                        m["profile"].update(summarise_profile(profile[1]))
+                    profiled = m["profile"]
+                runs["writes"].setdefault(n, []).append(m)
+                _progress(f"univrs writes, {n} clients, run {r + 1}", m)
+                if args.reads:
+                    m = await measure(conns, n, args.duration, read, pids)
+                    m["leader"] = clients[0].leader
+                    runs["reads"].setdefault(n, []).append(m)
+                    _progress(f"univrs linearizable reads, {n} clients, run {r + 1}", m)
+        result: dict[str, Any] = {
+            phase: {str(n): median_of(ms) for n, ms in by_n.items()}
+            for phase, by_n in runs.items()
+            if by_n
         }
+        result["leader"] = clients[0].leader
+        result["connections"] = len(clients)
+        if profiled is not None:
+            result["profile"] = profiled
         return result
+
+
+def _progress(what: str, m: dict[str, Any]) -> None:
+    cpu = sum(m["cpu_ms_per_op"].values())
+    check = f", sample {m['check']['verdict']}" if "check" in m else ""
+    print(
+        f"  {what}: {m['ops_per_s']:.0f}/s p99 {m['p99_ms']:.1f} ms, CPU {cpu:.3f} ms/op{check}",
+        file=sys.stderr,
+    )
+
+
+def run_etcd(args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
+    """The same measurements against a local etcd cluster (see ``univrs.bench.etcd``)."""
+    from univrs.bench import etcd
+
+    binary = etcd.build_loadgen()
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {"writes": {}, "reads": {}}
+    print("starting a local 3-member etcd cluster ...", file=sys.stderr)
+    with etcd.EtcdCluster(folder / "etcd", size=args.nodes) as cluster:
+        for r in range(args.repeat):
+            for n in args.clients:
+                phases = [("writes", "put")] + ([("reads", "get")] if args.reads else [])
+                for phase, op in phases:
+                    m = etcd.run_load(
+                        binary,
+                        cluster,
+                        clients=n,
+                        connections=args.connections,
+                        duration=args.duration,
+                        warmup=WARMUP,
+                        op=op,
+                    )
+                    runs[phase].setdefault(n, []).append(m)
+                    _progress(f"etcd {phase}, {n} clients, run {r + 1}", m)
+    result: dict[str, Any] = {
+        phase: {str(n): median_of(ms) for n, ms in by_n.items()}
+        for phase, by_n in runs.items()
+        if by_n
+    }
+    result["version"] = etcd.etcd_version()
+    return result
 
 
 def start_cluster(
     folder: pathlib.Path, size: int, log_level: str = "warning"
 ) -> tuple[Any, list[str], dict[str, int]]:
+    """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id)."""
     from univrs.tools.devcluster import LocalCluster
 
     cluster = LocalCluster.with_free_ports(folder, size=size)
@@ -199,63 +470,280 @@ def start_cluster(
     return cluster, [n.raft_addr for n in cluster.nodes], pids
 
 
-def report(result: dict[str, Any]) -> str:
-    def line(name: str, r: dict[str, Any]) -> str:
-        text = (
-            f"{name:<22} {r['ops_per_s']:>9.0f} ops/s   p50 {r['p50_ms']:7.2f} ms   "
-            f"p99 {r['p99_ms']:7.2f} ms   max {r['max_ms']:8.2f} ms"
-        )
-        if r["errors"]:
-            text += f"   errors {r['errors']} ({r.get('first_error')})"
-        if r["cpu_ms_per_op"]:
-            cpu = ", ".join(f"{k} {v:.3f}" for k, v in r["cpu_ms_per_op"].items())
-            text += f"\n{'':<22} CPU ms/op: {cpu}"
-        return text
+def _cpu_text(r: dict[str, Any]) -> str:
+    leaders = r.get("leaders") or []
+    tag = " (leader)" if len(leaders) == 1 else " (leader in some runs)"
+    parts = []
+    for name, v in r["cpu_ms_per_op"].items():
+        label = f"{name}{tag}" if name in leaders else name
+        parts.append(f"{label} {v:.3f}")
+    return f"total {r['cpu_ms_per_op_total']:.3f}: " + ", ".join(parts)
 
+
+def report(result: dict[str, Any]) -> str:
+    """The human report: one block per phase, univrs and (if run) etcd side by side."""
     c = result["config"]
-    return "\n".join(
-        [
-            f"{c['clients']} clients over {c['connections']} connections, {c['duration_s']:g} s "
-            f"per run, median of {c['repeat']} (leader {c['leader']})",
-            line("writes", result),
-            line("linearizable reads", result["reads"]),
-            line("single-client writes", result["single_client_writes"]),
-        ]
+    uni, etc = result["univrs"], result.get("etcd")
+    lines = [
+        f"{c['nodes']} nodes, fsync on; clients over {uni['connections']} connections, "
+        f"{c['duration_s']:g} s per run after {WARMUP:g} s warm-up, median of {c['repeat']}; "
+        f"load average {c['load_before']} before, {c['load_after']} after "
+        "(figures are only comparable on a quiet machine)",
+    ]
+    if etc is None and c.get("etcd_skipped"):
+        lines.append(f"etcd comparison skipped: {c['etcd_skipped']}")
+    for phase, title in (("writes", "writes"), ("reads", "linearizable reads")):
+        if phase not in uni:
+            continue
+        lines.append(f"\n{title}")
+        for n, r in uni[phase].items():
+            text = (
+                f"  {n:>5} clients  univrs {r['ops_per_s']:>8.0f}/s  p50 {r['p50_ms']:7.2f} ms"
+                f"  p99 {r['p99_ms']:7.2f} ms  max {r['max_ms']:8.2f} ms"
+            )
+            e = (etc or {}).get(phase, {}).get(n)
+            if e:
+                ratio = r["ops_per_s"] / e["ops_per_s"] if e["ops_per_s"] else math.nan
+                text += (
+                    f"\n  {'':>13}  etcd   {e['ops_per_s']:>8.0f}/s  p50 {e['p50_ms']:7.2f} ms"
+                    f"  p99 {e['p99_ms']:7.2f} ms  max {e['max_ms']:8.2f} ms"
+                    f"\n  {'':>13}  univrs/etcd throughput {ratio:.2f}x,"
+                    f" p99 {r['p99_ms'] / e['p99_ms'] if e['p99_ms'] else math.nan:.2f}x"
+                )
+            text += f"\n  {'':>13}  univrs CPU ms/op {_cpu_text(r)}"
+            if e:
+                text += f"\n  {'':>13}  etcd   CPU ms/op {_cpu_text(e)}"
+            for name, side in (("univrs", r), ("etcd", e)):
+                if side and side.get("errors"):
+                    text += (
+                        f"\n  {'':>13}  {name} errors {side['errors']}: {side.get('first_error')}"
+                    )
+            if "check" in r:
+                text += f"\n  {'':>13}  linearizability sample: {r['check']['summary']}"
+            lines.append(text)
+    if "reads" in uni:
+        lines.append("\nlease reads: not offered by the runtime (nothing measured)")
+    prof = uni.get("profile")
+    if prof and prof.get("samples"):
+        lines.append(
+            f"\nleader profile ({prof['node']}, {prof['clients']} clients writing, "
+            f"{prof['samples']} samples holding the GIL; % of samples)"
+        )
+        lines.append("  running (self):")
+        lines += [f"    {pct:5.1f}%  {f}" for f, pct in prof["self_pct"]]
+        lines.append("  on the stack (total), univrs functions:")
+        lines += [f"    {pct:5.1f}%  {f}" for f, pct in prof["total_pct"]]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: pathlib.Path) -> bool:
+    """Throughput and p99 against clients, univrs and etcd, as a PNG; False without
+    matplotlib (the ``bench`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for system in ("univrs", "etcd"):
+        side = result.get(system)
+        if not side:
+            continue
+        for phase, style in (("writes", "-o"), ("reads", "--s")):
+            points = side.get(phase)
+            if not points:
+                continue
+            xs = [int(n) for n in points]
+            label = f"{system} {phase}"
+            ax_t.plot(xs, [points[n]["ops_per_s"] for n in points], style, label=label)
+            ax_p.plot(xs, [points[n]["p99_ms"] for n in points], style, label=label)
+    for ax, ylabel in ((ax_t, "operations/s (median)"), (ax_p, "p99 latency, ms (median)")):
+        ax.set_xscale("log", base=2)
+        ticks = sorted(
+            {int(n) for side in ("univrs", "etcd") for n in result.get(side, {}).get("writes", {})}
+        )
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax_p.set_yscale("log")
+    c = result["config"]
+    fig.suptitle(
+        f"{c['nodes']} nodes on loopback, fsync on, median of {c['repeat']} x "
+        f"{c['duration_s']:g} s; load average {c['load_before']} ({c['commit']})",
+        fontsize=9,
     )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def parse_clients(text: str) -> list[int]:
+    """``1,64,256`` -> [1, 64, 256] (sorted, distinct, bounded); ValueError if invalid."""
+    values = sorted({int(v) for v in text.split(",") if v.strip()})
+    if not values or len(values) > MAX_POINTS or values[0] < 1 or values[-1] > MAX_CLIENTS:
+        raise ValueError(
+            f"--clients takes 1 to {MAX_POINTS} counts between 1 and {MAX_CLIENTS}, got {text!r}"
+        )
+    return values
+
+
+def planned_seconds(args: argparse.Namespace) -> float:
+    """How long the run will take at least (the budget check)."""
+    phases = 2 if args.reads else 1
+    systems = 2 if args.compare_etcd else 1
+    per = float(args.duration) + WARMUP
+    points = len(args.clients)
+    total: float = int(args.repeat) * points * phases * per + SETUP_ESTIMATE * points
+    return systems * total
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--clients", default="64", help="concurrent clients, or a sweep: 1,64,256,1024 (64)"
+    )
+    parser.add_argument("--connections", type=int, default=4, help="client connections (4)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per point, median (3)")
+    parser.add_argument("--reads", action="store_true", help="also linearizable reads")
+    parser.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip the linearizability sample"
+    )
+    parser.add_argument(
+        "--compare-etcd", action="store_true", help="the same load against a local etcd"
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster(s) (3)")
+    parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
+    parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
+    parser.add_argument("--log-level", default="warning", help="the nodes' log level")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy the leader during the first write run at the most clients (raw stacks)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write every figure here ('-': stdout)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        help=f"refuse a run planned longer than this many seconds ({DEFAULT_BUDGET:g})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        args.clients = parse_clients(args.clients)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not 1 <= args.repeat <= MAX_REPEAT:
+        parser.error(f"--repeat must be between 1 and {MAX_REPEAT}")
+    if not 0 < args.duration <= MAX_DURATION:
+        parser.error(f"--duration must be in (0, {MAX_DURATION:g}] seconds")
+    if args.connections < 1 or args.nodes < 1:
+        parser.error("--connections and --nodes must be positive")
+    if args.profile and args.endpoints:
+        parser.error("--profile needs the node processes the bench starts: no --endpoints")
+    if args.compare_etcd and args.endpoints:
+        parser.error("--compare-etcd starts both clusters itself: no --endpoints")
+    planned = planned_seconds(args)
+    if planned > args.budget:
+        parser.error(
+            f"this run would take about {planned:.0f} s, over --budget {args.budget:g} s: "
+            "fewer client counts, repeats or a shorter --duration (or raise --budget)"
+        )
+    return args
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def _commit() -> str:
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=pathlib.Path(__file__).parent,
+    )
+    return out.stdout.strip() or "?"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=64, help="concurrent clients (64)")
-    parser.add_argument("--connections", type=int, default=4, help="client connections (4)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per phase, median (3)")
-    parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster (3)")
-    parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
-    parser.add_argument("--dir", help="keep the local cluster's files (configs, logs) here")
-    parser.add_argument("--log-level", default="warning", help="the nodes' log level")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    if args.clients < 1 or args.duration <= 0 or args.repeat < 1:
-        parser.error("--clients, --duration and --repeat must be positive")
+    args = parse_args(argv)
+    etcd_skipped = None
+    if args.compare_etcd:
+        from univrs.bench import etcd
+
+        etcd_skipped = etcd.missing()
+        if etcd_skipped:
+            print(f"--compare-etcd: skipped: {etcd_skipped}", file=sys.stderr)
     cluster = None
     pids: dict[str, int] = {}
+    load_before = _load()
+    result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="univrs-bench-") as tmp:
+        folder = pathlib.Path(args.dir) if args.dir else pathlib.Path(tmp)
         try:
             if args.endpoints:
                 endpoints = [e for e in args.endpoints.split(",") if e]
             else:
                 print(f"starting a local {args.nodes}-node cluster ...", file=sys.stderr)
-                folder = pathlib.Path(args.dir) if args.dir else pathlib.Path(tmp)
-                cluster, endpoints, pids = start_cluster(folder, args.nodes, args.log_level)
-            result = trio.run(run_bench, endpoints, args, pids)
+                cluster, endpoints, pids = start_cluster(
+                    folder / "univrs", args.nodes, args.log_level
+                )
+            result["univrs"] = trio.run(run_bench, endpoints, args, pids)
         finally:
             if cluster is not None:
                 gone = [n.node_id for n in cluster.nodes if not n.running()]
                 if gone:
                     print(f"warning: nodes {gone} exited during the run", file=sys.stderr)
                 cluster.stop_all()
-    print(json.dumps(result, sort_keys=True) if args.json else report(result))
+        if args.compare_etcd and not etcd_skipped:
+            result["etcd"] = run_etcd(args, folder)
+    result["config"] = {
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "repeat": args.repeat,
+        "nodes": args.nodes,
+        "reads": args.reads,
+        "endpoints": endpoints,
+        "load_before": load_before,
+        "load_after": _load(),
+        "cpus": os.cpu_count(),
+        "commit": _commit(),
+        "lease_reads": "not offered by the runtime",
+    }
+    if etcd_skipped:
+        result["config"]["etcd_skipped"] = etcd_skipped
+    print(report(result))
+    if args.json == "-":
+        print(json.dumps(result, sort_keys=True))
+    elif args.json:
+        path = pathlib.Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, sort_keys=True, indent=1) + "\n")
+        png = path.with_suffix(".png")
+        if plot(result, png):
+            print(f"wrote {path} and {png}", file=sys.stderr)
+        else:
+            print(f"wrote {path} (no plot: pip install -e '.[bench]' for matplotlib)")
+    failed = [
+        f"{n} clients: {r['check']['summary']}"
+        for n, r in result["univrs"].get("writes", {}).items()
+        if r.get("check", {}).get("verdict", "linearizable") != "linearizable"
+    ]
+    if failed:
+        print("LINEARIZABILITY SAMPLE FAILED: " + "; ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 

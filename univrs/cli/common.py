@@ -1,6 +1,8 @@
 """What every command group of the CLI shares: the API option, the REST helper of the cluster
 commands, the client of the state commands, output helpers and exit codes.
 
+Every command sends the API token in ``$UNIVRS_TOKEN`` (its secret; never a flag, which would
+show in ``ps`` and shell history) when the variable is set.
 TLS: every command that talks to a node takes ``--ca``, ``--cert`` and ``--key`` (or
 ``$UNIVRS_CA_CERT``, ``$UNIVRS_CLIENT_CERT``, ``$UNIVRS_CLIENT_KEY``): the cluster CA that
 signed the nodes' certificates, and this client's certificate and key (``univrs certs
@@ -39,6 +41,18 @@ EXIT_ANSWERED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 PAGE = 1000
+TOKEN_ENV = "UNIVRS_TOKEN"
+
+
+def env_token() -> str | None:
+    """The API token secret of ``$UNIVRS_TOKEN`` (None: unset or empty)."""
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def auth_headers() -> dict[str, str]:
+    """``Authorization: Bearer $UNIVRS_TOKEN`` when the variable is set."""
+    token = env_token()
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 def fail(message: str, code: int = EXIT_ANSWERED) -> NoReturn:
@@ -176,7 +190,11 @@ def http_json(
             f"{base}{path}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **auth_headers(),
+            },
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
@@ -222,6 +240,7 @@ def client_for(api: str, timeout: float, *, stay: bool = False) -> Iterator[Sync
             ssl_context=cli_ssl(any_https(api)),
             fail_fast=True,
             stay=stay,
+            token=env_token(),
         )
     except UnivrsError as exc:
         fail(f"{exc.code}: {exc.message}", EXIT_UNAVAILABLE)

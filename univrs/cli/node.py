@@ -10,7 +10,7 @@ from typing import Any
 import click
 import trio
 
-from univrs.cli.common import fail
+from univrs.cli.common import env_token, fail
 from univrs.errors import ConfigError, StorageError, UnivrsError
 
 # The name the node's crash line is logged under (univrs/chaos/checks.py looks for it).
@@ -44,7 +44,10 @@ def node() -> None:
     "--join",
     "join",
     metavar="ADDR",
-    help="On a new data dir, join the cluster of the node whose API is at ADDR.",
+    help=(
+        "On a new data dir, join the cluster of the node whose API is at ADDR (with an admin "
+        "token in $UNIVRS_TOKEN if it has auth on)."
+    ),
 )
 @click.option(
     "--initial-cluster-token",
@@ -142,7 +145,7 @@ def node_start(
         fail(f"invalid configuration:\n{exc}", 2)
     setup_logging(log_level, config.node_id, log_format)
     try:
-        trio.run(_run_until_signal, config, join)
+        trio.run(_run_until_signal, config, join, env_token())
     except BaseException as group:  # unwrap trio's exception groups
         cause = _first_cause(group)
         if isinstance(cause, KeyboardInterrupt):
@@ -159,13 +162,13 @@ def node_start(
         fail(f"node crashed: {type(cause).__name__}: {cause}")
 
 
-async def _run_until_signal(config: Any, join: str | None) -> None:
+async def _run_until_signal(config: Any, join: str | None, token: str | None) -> None:
     from univrs.server.node import run_node
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            await run_node(config, join=join)
+            await run_node(config, join=join, api_token=token)
             nursery.cancel_scope.cancel()
 
 

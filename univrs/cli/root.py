@@ -28,7 +28,7 @@ def main() -> None:
 
 main.add_command(node.node)
 main.add_command(cluster.cluster)
-for _group in state.groups():  # workload, instance, nodeinfo, credits
+for _group in state.groups():  # workload, instance, nodeinfo, credits, token
     main.add_command(_group)
 main.add_command(watch.watch)
 main.add_command(mcp.mcp)

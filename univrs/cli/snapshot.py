@@ -21,6 +21,7 @@ from univrs.cli.common import (
     EXIT_USAGE,
     api_option,
     api_url,
+    auth_headers,
     fail,
 )
 from univrs.errors import StorageError
@@ -64,7 +65,9 @@ def save(file: str, api: str, timeout: float) -> None:
     for endpoint in _endpoints(api):
         secure = f"https://{endpoint}" in api  # the scheme it was given with
         base, context = api_url(f"https://{endpoint}" if secure else endpoint)
-        req = urllib.request.Request(f"{base}/v1/cluster/backup", method="GET")
+        req = urllib.request.Request(
+            f"{base}/v1/cluster/backup", method="GET", headers=auth_headers()
+        )
         try:
             resp = urllib.request.urlopen(req, timeout=timeout, context=context)
         except urllib.error.HTTPError as exc:

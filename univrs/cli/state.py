@@ -1,4 +1,4 @@
-"""The state commands: ``univrs workload|instance|nodeinfo|credits ...``, derived from the
+"""The state commands: ``univrs workload|instance|nodeinfo|credits|token ...``, derived from the
 operations table (``univrs.service.operations``).
 
 Every operation with a CLI ``Command`` becomes ``univrs <group> <name>``: its arguments become
@@ -241,8 +241,10 @@ def _resolve(client: Any, args: dict[str, Any], name: str | None, level: str | N
 
 
 def _call(client: Any, op: Operation, args: dict[str, Any], level: str | None) -> Any:
-    if op.is_write:
+    if op.keyed:
         return client.write(op.name, args)
+    if op.is_write:  # takes no idempotency key (token bootstrap): sent once
+        return client.call(op.name, args)
     if op.paged:
         return all_pages(lambda a: client.call(op.name, a, consistency=level), args)
     return client.call(op.name, args, consistency=level)

@@ -162,6 +162,26 @@ def reconcile_status(d: dict[str, Any]) -> str:
     return f"{table}\nat revision {d['revision']}: {state}"
 
 
+# ---------------------------------------------------------------- tokens
+
+
+def token_created(t: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"id:      {t['id']}",
+            f"name:    {t['name']}",
+            f"roles:   {','.join(t['roles'])}",
+            f"secret:  {t['secret']}",
+            "(the secret is shown only now and stored nowhere: keep it; UNIVRS_TOKEN=<secret>)",
+        ]
+    )
+
+
+def token_table(page: dict[str, Any]) -> str:
+    rows = [[t["id"], t["name"], ",".join(t["roles"]), t["created_index"]] for t in page["items"]]
+    return format_table(["ID", "NAME", "ROLES", "CREATED"], rows) + next_note(page)
+
+
 VIEWS: dict[str, View] = {
     "Workload": _doc_only(workload_detail),
     "WorkloadList": _doc_only(workload_table),
@@ -185,4 +205,7 @@ VIEWS: dict[str, View] = {
         if d["ttl_ms"]
         else f"node {d['id']} is {d['status']} (liveness is off on this cluster)"
     ),
+    "TokenCreated": _doc_only(token_created),
+    "TokenList": _doc_only(token_table),
+    "TokenRevoked": lambda d, op, args: f"revoked token {d['id']} (at index {d['version']})",
 }

@@ -152,6 +152,7 @@ class Client(StateMethods):
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = CONNECT_TIMEOUT
     ssl_context: ssl.SSLContext | None = None
+    token: str | None = attrs.field(default=None, repr=False)  # the API token's secret
     _conn: Connection | None = None
     _retired: list[Connection] = attrs.field(factory=list)
     _members: dict[str, str] = attrs.field(factory=dict)  # node id -> fast address
@@ -238,7 +239,9 @@ class Client(StateMethods):
         timeout = max(0.001, min(self.connect_timeout, deadline - trio.current_time()))
         address, secure = split_url(address)
         context = ssl_for(secure, self.ssl_context)
-        return await Connection.open(self.nursery, address, timeout=timeout, ssl_context=context)
+        return await Connection.open(
+            self.nursery, address, timeout=timeout, ssl_context=context, token=self.token
+        )
 
     async def _try_open(self, address: str, deadline: float) -> Connection | None:
         try:
@@ -523,12 +526,14 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     fail_fast: bool = False,
     stay: bool = False,
+    token: str | None = None,
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
     addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
     ``ssl_context``: TLS for every connection (see the module docstring). ``fail_fast``,
     ``stay``: see ``Client``; with ``stay``, discovery keeps only the address of the ``api``
-    node that answered."""
+    node that answered. ``token``: the API token's secret, for a cluster with auth on
+    (docs/security.md)."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
@@ -548,6 +553,7 @@ async def open_client(
             ssl_context=ssl_context,
             fail_fast=fail_fast,
             stay=stay,
+            token=token,
         )
         try:
             yield client

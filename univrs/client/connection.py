@@ -116,14 +116,16 @@ class Connection:
         timeout: float = 5.0,
         max_frame: int = protocol.MAX_FRAME,
         ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> Connection:
         """Connect to ``address`` (``host:port`` of a node's raft listener); the connection's
         task runs in ``nursery`` until it breaks or ``close`` is called. Raises ConnectionLost
         (``outcome_unknown`` False) if the node cannot be reached within ``timeout`` (or
         refuses the TLS handshake: ``ssl_context`` dials with TLS), or the error the node
-        refused the connection with."""
+        refused the connection with. ``token``: the API token secret sent in the hello, for
+        every request of the connection."""
         conn: Connection = await nursery.start(
-            _run_connection, address, timeout, max_frame, ssl_context
+            _run_connection, address, timeout, max_frame, ssl_context, token
         )
         return conn
 
@@ -136,10 +138,13 @@ class Connection:
         consistency: str | None = None,
         timeout_ms: int | None = None,
         hops: int = 0,
+        token: str | None = None,
+        client: str | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Send one request and wait for its answer: (result, meta). Raises the UnivrsError the
         node answered with, or ConnectionLost. Cancelling abandons the answer, not the
-        request (the node may still apply it)."""
+        request (the node may still apply it). ``token`` overrides the connection's;
+        ``client`` (forwarding nodes only) is the caller's address."""
         if self._closed is not None:
             raise _lost(self.address, self._closed, sent=False)
         rid = self._next_id
@@ -152,6 +157,8 @@ class Connection:
             consistency=consistency,
             timeout_ms=timeout_ms,
             hops=hops,
+            token=token,
+            client=client,
         )
         waiter: Waiter[dict[str, Any]] = Waiter()
         self._pending[rid] = waiter
@@ -270,10 +277,47 @@ async def _run_connection(
     timeout: float,
     max_frame: int,
     ssl_context: ssl.SSLContext | None,
+    token: str | None = None,
     *,
     task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     host, port = split_host_port(address)
+    try:
+        await _connection_task(
+            address, host, port, timeout, max_frame, ssl_context, token, task_status
+        )
+    except (HandshakeError, BaseExceptionGroup) as exc:
+        # The node rejected the handshake (HTTP 429: too many connections from this address);
+        # trio-websocket raises it in its reader task, so it arrives in a group.
+        rejected: BaseException | None = exc
+        if isinstance(exc, BaseExceptionGroup):
+            match, _ = exc.split(HandshakeError)
+            rejected = None if match is None else _first_leaf(match)
+        if rejected is None:
+            raise
+        status = getattr(rejected, "status_code", None)
+        body = getattr(rejected, "body", b"") or b""
+        reason = body.decode("utf-8", "replace")[:200] if isinstance(body, bytes) else ""
+        raise _lost(
+            address, f"the node rejected the connection (HTTP {status}: {reason})", sent=False
+        ) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _connection_task(
+    address: str,
+    host: str,
+    port: int,
+    timeout: float,
+    max_frame: int,
+    ssl_context: ssl.SSLContext | None,
+    token: str | None,
+    task_status: trio.TaskStatus[Connection],
+) -> None:
     conn: Connection | None = None
     failure: UnivrsError | None = None
     why = "closed"
@@ -282,7 +326,7 @@ async def _run_connection(
             ws: WebSocketConnection | None = None
             try:
                 ws = await _dial(nursery, address, host, port, timeout, max_frame, ssl_context)
-                hello = await _exchange_hellos(ws, address, timeout)
+                hello = await _exchange_hellos(ws, address, timeout, token)
             except UnivrsError as exc:
                 failure = exc
             else:
@@ -339,10 +383,12 @@ async def _dial(
         raise _lost(address, f"cannot connect: {exc}", sent=False) from None
 
 
-async def _exchange_hellos(ws: WebSocketConnection, address: str, timeout: float) -> ServerHello:
+async def _exchange_hellos(
+    ws: WebSocketConnection, address: str, timeout: float, token: str | None = None
+) -> ServerHello:
     try:
         with trio.fail_after(timeout):
-            await ws.send_message(protocol.encode_client_hello())
+            await ws.send_message(protocol.encode_client_hello(token))
             answer = protocol.decode_server_hello(await ws.get_message())
     except trio.TooSlowError:
         raise _lost(address, f"no hello within {timeout:g}s", sent=False) from None

@@ -377,3 +377,62 @@ class StateMethods:
             {"peer": peer},
         )
         return await self.call("credits.balance", args, consistency=consistency)
+
+    async def bootstrap_token(
+        self: _Runner,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        secret: str | None = None,
+    ) -> Any:
+        """Create the first admin token; works once in the cluster's life and needs no token (the
+        answer holds the secret, shown only this once)."""
+        args = _args(
+            {},
+            name=name,
+            id=id,
+            secret=secret,
+        )
+        return await self.write("token.bootstrap", args)
+
+    async def create_token(
+        self: _Runner,
+        name: str,
+        roles: list[str],
+        *,
+        id: str | None = None,
+        secret: str | None = None,
+    ) -> Any:
+        """Create an API token with roles (the answer holds the secret, shown only this once)."""
+        args = _args(
+            {"name": name, "roles": roles},
+            id=id,
+            secret=secret,
+        )
+        return await self.write("token.create", args)
+
+    async def list_tokens(
+        self: _Runner,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        consistency: str | None = None,
+    ) -> Any:
+        """List API tokens (never their secrets), paginated by id. A page ``{"items": [...], "next":
+        key | None}``: pass ``next`` as ``after`` for the following one."""
+        args = _args(
+            {},
+            limit=limit,
+            after=after,
+        )
+        return await self.call("token.list", args, consistency=consistency)
+
+    async def revoke_token(
+        self: _Runner,
+        id: str,
+    ) -> Any:
+        """Revoke an API token: every node refuses it once the revoke applied there."""
+        args = _args(
+            {"id": id},
+        )
+        return await self.write("token.revoke", args)

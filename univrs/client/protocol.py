@@ -8,7 +8,7 @@ request id.
 
 Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
 
-    client hello  {"univrs": "client", "v": 1}
+    client hello  {"univrs": "client", "v": 1, "token": str?}  # the connection's token
     server hello  {"univrs": "client", "v": 1, "node": id, "leader": id | None,
                    "members": {id: {"client": "host:port" | None, "api": "host:port" | None}}}
                   or {"univrs": "client", "v": 1, "error": <error>} and a close
@@ -16,10 +16,18 @@ Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
                     "key": [client_id, seq]?,              # idempotency (a session key)
                     "consistency": "linearizable"|"local"?, # reads; default linearizable
                     "timeout_ms": uint?,                   # the request's deadline
-                    "hops": uint?}, ...]                   # 1 when a node forwards to the leader
+                    "hops": uint?,                         # 1 when a node forwards to the leader
+                    "token": str?,                         # overrides the hello's token
+                    "client": str?}, ...]                  # forwarded: the client's address
     responses     {"leader": id | None, "r": [{"id": uint, "ok": result, "meta": map?}
                                               | {"id": uint, "error": <error>}, ...]}
     <error>       {"code": str, "message": str, "field": str?, ...}  (univrs.errors)
+
+A token (``univrs.api.auth``) may be given once in the hello, for every request of the
+connection, or per request (a node forwarding requests of many callers to its leader sends each
+caller's own token). The token is checked per request: one without a valid token gets
+``unauthenticated``, one whose token lacks the role ``permission-denied``. ``client`` is
+honoured only on a forwarded request (``hops`` >= 1).
 
 Responses come back in completion order, not request order. A request the server cannot even
 parse (no usable id) closes the connection with a protocol error; a request with a usable id
@@ -43,7 +51,10 @@ MAX_FRAME = 4 * 1024 * 1024  # the raft listener's default max_payload_size
 MAX_HOPS = 1  # a forwarded request is not forwarded again
 CONSISTENCIES = ("linearizable", "local")
 
-_REQUEST_KEYS = frozenset({"id", "op", "args", "key", "consistency", "timeout_ms", "hops"})
+_REQUEST_KEYS = frozenset(
+    {"id", "op", "args", "key", "consistency", "timeout_ms", "hops", "token", "client"}
+)
+MAX_TOKEN_LEN = 512
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -57,6 +68,8 @@ class Request:
     consistency: str | None = None
     timeout_ms: int | None = None
     hops: int = 0
+    token: str | None = None
+    client: str | None = None
 
     def to_plain(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "op": self.op, "args": self.args}
@@ -68,6 +81,10 @@ class Request:
             out["timeout_ms"] = self.timeout_ms
         if self.hops:
             out["hops"] = self.hops
+        if self.token is not None:
+            out["token"] = self.token
+        if self.client is not None:
+            out["client"] = self.client
         return out
 
 
@@ -83,17 +100,25 @@ def _is_uint(value: object) -> bool:
     return type(value) is int and value >= 0
 
 
-def encode_client_hello() -> bytes:
-    return codec.encode_plain({"univrs": PROTOCOL, "v": VERSION})
+def encode_client_hello(token: str | None = None) -> bytes:
+    doc: dict[str, Any] = {"univrs": PROTOCOL, "v": VERSION}
+    if token is not None:
+        doc["token"] = token
+    return codec.encode_plain(doc)
 
 
-def check_client_hello(data: bytes | str) -> None:
-    """Raise ProtocolError unless ``data`` is a client hello of our version."""
+def check_client_hello(data: bytes | str) -> str | None:
+    """The hello's token (None: none); ProtocolError unless ``data`` is a client hello of our
+    version."""
     doc = _decode(data, "hello")
     if not (isinstance(doc, dict) and doc.get("univrs") == PROTOCOL):
         raise ProtocolError("the first frame is not a univrs client hello")
     if doc.get("v") != VERSION:
         raise ProtocolError(f"client protocol version {doc.get('v')!r} unsupported (want 1)")
+    token = doc.get("token")
+    if token is not None and not (type(token) is str and 0 < len(token) <= MAX_TOKEN_LEN):
+        raise ProtocolError("the hello's token must be a string of at most 512 characters")
+    return token
 
 
 def encode_server_hello(
@@ -193,6 +218,11 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
     hops = item.get("hops", 0)
     if not _is_uint(hops):
         raise MalformedRequest("request 'hops' must be an unsigned integer", field="hops")
+    token, client = item.get("token"), item.get("client")
+    if token is not None and not (type(token) is str and 0 < len(token) <= MAX_TOKEN_LEN):
+        raise MalformedRequest("request 'token' must be a string", field="token")
+    if client is not None and not (type(client) is str and len(client) <= 256):
+        raise MalformedRequest("request 'client' must be a string", field="client")
     return Request(
         id=rid,
         op=op,
@@ -201,6 +231,8 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
         consistency=consistency,
         timeout_ms=timeout_ms,
         hops=hops,
+        token=token,
+        client=client,
     )
 
 

@@ -32,6 +32,7 @@ class SyncClient:
         ssl_context: ssl.SSLContext | None = None,
         fail_fast: bool = False,
         stay: bool = False,
+        token: str | None = None,
     ) -> None:
         self._ready = threading.Event()
         self._client: Client | None = None
@@ -40,7 +41,7 @@ class SyncClient:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._main,
-            args=(endpoints, api, timeout, ssl_context, fail_fast, stay),
+            args=(endpoints, api, timeout, ssl_context, fail_fast, stay, token),
             name="univrs-client",
             daemon=True,
         )
@@ -58,6 +59,7 @@ class SyncClient:
         ssl_context: ssl.SSLContext | None,
         fail_fast: bool,
         stay: bool,
+        token: str | None,
     ) -> None:
         async def run() -> None:
             async with open_client(
@@ -67,6 +69,7 @@ class SyncClient:
                 ssl_context=ssl_context,
                 fail_fast=fail_fast,
                 stay=stay,
+                token=token,
             ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()

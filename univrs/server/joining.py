@@ -56,6 +56,9 @@ class JoinInfo:
     # The join token to show the cluster (`univrs cluster join --token`); None: the one in
     # this node's config, if any (a node certificate admits a joiner too).
     token: str | None = attrs.field(default=None, repr=False)
+    # The API token of whoever asked for the join, for a cluster with auth on (its admin
+    # endpoints check it: docs/security.md).
+    api_token: str | None = attrs.field(default=None, repr=False)
 
 
 class JoinRefused(UnivrsError):
@@ -66,7 +69,13 @@ def _refused(message: str) -> Exception:
     return JoinRefused(message)
 
 
-async def _describe(config: NodeConfig, target: str) -> tuple[str, list[dict[str, Any]]]:
+def _auth(api_token: str | None) -> dict[str, str]:
+    return {} if api_token is None else {"Authorization": f"Bearer {api_token}"}
+
+
+async def _describe(
+    config: NodeConfig, target: str, api_token: str | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """(cluster id, member rows) as the node at ``target`` reports them; JoinRefused if it
     cannot be reached or does not answer like a univrs node."""
     try:
@@ -74,6 +83,7 @@ async def _describe(config: NodeConfig, target: str) -> tuple[str, list[dict[str
             target,
             "GET",
             "/v1/cluster/status",
+            headers=_auth(api_token),
             timeout=REQUEST_TIMEOUT,
             ssl_context=client_ssl(config),
         )
@@ -89,7 +99,11 @@ async def _describe(config: NodeConfig, target: str) -> tuple[str, list[dict[str
 
 
 async def check_join(
-    config: NodeConfig, target: str, state: str, cluster_id: str | None
+    config: NodeConfig,
+    target: str,
+    state: str,
+    cluster_id: str | None,
+    api_token: str | None = None,
 ) -> JoinInfo | None:
     """What `node start --join target` means for a data dir in ``state`` (see
     ``univrs.server.node.data_dir_state``): the join to drive, or None when there is none.
@@ -100,10 +114,10 @@ async def check_join(
     join was interrupted after entries arrived: resume it); a data dir of another cluster, or
     of a node the cluster has removed, is refused: it must start empty to join."""
     if state == "new":
-        return await prepare(config, target)
+        return await prepare(config, target, api_token=api_token)
     if state == "joining":
         try:
-            info = await prepare(config, target)
+            info = await prepare(config, target, api_token=api_token)
         except Exception as exc:  # JoinRefused (e.g. promoted meanwhile) or unreachable
             log.warning("not resuming the join", extra={"reason": str(exc)})
             return None
@@ -114,7 +128,7 @@ async def check_join(
             )
         return info
     try:
-        theirs, members = await _describe(config, target)
+        theirs, members = await _describe(config, target, api_token)
     except Exception:
         return None  # cannot tell now: start as the member the data dir says we are
     if theirs != cluster_id:
@@ -130,18 +144,24 @@ async def check_join(
         )
     if row.get("voter") is False:  # a learner still: the promotion is what is left to do
         try:
-            return await prepare(config, target)
+            return await prepare(config, target, api_token=api_token)
         except Exception as exc:  # e.g. promoted meanwhile, or another node took the id
             log.warning("not resuming the join", extra={"reason": str(exc)})
     return None
 
 
 async def prepare(
-    config: NodeConfig, target: str, *, replace: bool = False, token: str | None = None
+    config: NodeConfig,
+    target: str,
+    *,
+    replace: bool = False,
+    token: str | None = None,
+    api_token: str | None = None,
 ) -> JoinInfo:
     """Check that ``config``'s node may join the cluster at ``target`` (``replace``: taking
-    over the id of a member whose data dir was lost); raise JoinRefused."""
-    cluster_id, members = await _describe(config, target)
+    over the id of a member whose data dir was lost); raise JoinRefused. ``token``: the join
+    token; ``api_token``: the caller's API token (a cluster with auth on checks it)."""
+    cluster_id, members = await _describe(config, target, api_token)
     bound: str | None = None
     for m in members:
         if m.get("id") == config.node_id:
@@ -175,6 +195,7 @@ async def prepare(
         replace=replace,
         bound=bound,
         token=token,
+        api_token=api_token,
     )
 
 
@@ -222,7 +243,8 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
     if info.replace:
         body["replace"] = True
     token = info.token or me.join_token
-    join_headers = {JOIN_TOKEN_HEADER: token} if token else None
+    auth = _auth(info.api_token)
+    join_headers = {**auth, **({JOIN_TOKEN_HEADER: token} if token else {})}
     try:
         with trio.fail_after(JOIN_TIMEOUT):
             while True:  # 1. learner
@@ -234,26 +256,31 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
                     status, doc = 0, str(exc)
                 if status in (200, 201):
                     break
-                if status in (400, 403, 404, 409, 422):  # 403: no join token, no certificate
+                # 401: no API token (auth on); 403: no join token, no certificate, no role
+                if status in (400, 401, 403, 404, 409, 422):
                     raise _refused(_error_of(doc))
                 node.join.update(detail=f"retrying: {_error_of(doc)}")
                 await trio.sleep(POLL * 4)
             log.info("added as a learner", extra={"cluster": info.cluster_id})
             node.join = {**node.join, "state": "catching-up", "detail": None}
             while True:  # 2. catch up, 3. promote
-                lag = await _own_lag(me, info.target)
+                lag = await _own_lag(me, info.target, info.api_token)
                 node.join["entries_remaining"] = lag
                 if lag is not None and lag <= DEFAULT_MAX_LAG:
                     node.join["state"] = "promoting"
                     try:
                         status, doc = await _call(
-                            me, info.target, "POST", f"/v1/cluster/members/{me.node_id}/promote"
+                            me,
+                            info.target,
+                            "POST",
+                            f"/v1/cluster/members/{me.node_id}/promote",
+                            headers=auth,
                         )
                     except (OSError, ValueError, trio.TooSlowError) as exc:
                         status, doc = 0, str(exc)
                     if status == 200:
                         break
-                    if status in (400, 404, 422):
+                    if status in (400, 401, 403, 404, 422):
                         raise _refused(_error_of(doc))
                     node.join["state"] = "catching-up"
                     node.join["detail"] = _error_of(doc)
@@ -268,10 +295,12 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
         log.warning("join failed", extra={"cluster": info.cluster_id, "error": str(exc)})
 
 
-async def _own_lag(config: NodeConfig, target: str) -> int | None:
+async def _own_lag(config: NodeConfig, target: str, api_token: str | None = None) -> int | None:
     node_id = config.node_id
     try:
-        status, doc = await _call(config, target, "GET", "/v1/cluster/members")
+        status, doc = await _call(
+            config, target, "GET", "/v1/cluster/members", headers=_auth(api_token)
+        )
     except (OSError, ValueError, trio.TooSlowError):
         return None
     if status != 200 or not isinstance(doc, dict):

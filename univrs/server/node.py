@@ -42,6 +42,7 @@ from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
 from univrs.runtime.liveness import Liveness
+from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import check_snapshot, restore
@@ -304,16 +305,19 @@ class Node:
             )
 
     async def answer_join(
-        self, target: str, *, replace: bool, token: str | None = None
+        self, target: str, *, replace: bool, token: str | None = None, api_token: str | None = None
     ) -> tuple[int, dict[str, Any], JoinInfo | None]:
         """``univrs cluster join``'s request to this node: join the cluster of ``target``.
 
         Returns the HTTP status and body to answer, and the join to start by restarting this
         node once the answer is sent (None: nothing to restart). Raises Conflict when the join
-        is refused (the message says why).
+        is refused (the message says why). ``token``: the join token; ``api_token``: the
+        caller's API token, which the join sends to the cluster (its admin endpoints check it).
         """
         try:
-            info = await prepare(self.config, target, replace=replace, token=token)
+            info = await prepare(
+                self.config, target, replace=replace, token=token, api_token=api_token
+            )
         except JoinRefused as exc:
             raise Conflict(str(exc)) from None
         # A replace that is done already (the cluster lists this very incarnation) is a resume.
@@ -366,11 +370,13 @@ async def run_node(
     serve_api: bool = True,
     seed: int | None = None,
     join: str | None = None,
+    api_token: str | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled (see the module docstring).
 
-    ``join``: the API address of a member of a cluster to join when this data dir is new.
+    ``join``: the API address of a member of a cluster to join when this data dir is new;
+    ``api_token``: an admin API token of that cluster, if it has auth on.
     Raises OSError, before the data dir is touched, when an address to listen on is taken."""
     addresses = [("raft_addr", config.raft_addr)]
     if serve_api:
@@ -386,6 +392,7 @@ async def run_node(
             seed=seed,
             join=target,
             join_info=info,
+            api_token=api_token,
             task_status=task_status if first else trio.TASK_STATUS_IGNORED,
         )
         first = False
@@ -428,6 +435,7 @@ async def _run_once(
     join: str | None,
     join_info: JoinInfo | None,
     task_status: trio.TaskStatus[Node],
+    api_token: str | None = None,
 ) -> Node | None:
     security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
@@ -435,7 +443,9 @@ async def _run_once(
     try:
         state = data_dir_state(storage, initial)
         if join_info is None and join is not None:
-            join_info = await check_join(config, join, state, storage.cluster_id)
+            join_info = await check_join(
+                config, join, state, storage.cluster_id, api_token=api_token
+            )
         stamp = join_info.cluster_id if join_info is not None and state == "new" else None
         bootstrap = state == "new" and stamp is None and config.initial_cluster_state == "new"
         if bootstrap and config.bootstrap:
@@ -665,8 +675,12 @@ def _host(addr: str) -> str:
 
 
 def describe(node: Node) -> dict[str, Any]:
-    """This node's own view as plain JSON-able data (for /v1/node/status and the CLI)."""
+    """This node's own view as plain JSON-able data (for /v1/node/status and the CLI).
+
+    ``peers`` (on the leader) carry ``last_contact_s``: seconds since the leader last heard
+    from that peer (None: never), as ``GET /v1/cluster/members`` reports it."""
     s = node.status()
+    contact = {row["id"]: row.get("last_contact_s") for row in member_rows(node.runtime)}
     net = node.transport.statistics()
     return {
         "id": s.id,
@@ -705,6 +719,7 @@ def describe(node: Node) -> dict[str, Any]:
                 "lag": max(0, s.last_index - p.match),
                 "recent_active": p.recent_active,
                 "voter": p.voter,
+                "last_contact_s": contact.get(p.id),
             }
             for p in s.peers
         ],

@@ -18,6 +18,8 @@ import attrs
 from univrs.service import schemas as s
 
 __all__ = [
+    "ANY_TOKEN",
+    "PUBLIC",
     "STRING",
     "Arg",
     "Command",
@@ -49,7 +51,17 @@ class Kind(enum.Enum):
 
     READ = "read"  # served from a state machine at a consistency; never proposed
     WRITE = "write"  # proposed through the log; exactly once with an idempotency key
-    SESSION = "session"  # a write that takes no key: it opens or closes the keys' session
+    # A write that takes no key: it opens or closes the keys' session, or bootstraps the
+    # tokens (which must work before anyone holds one).
+    SESSION = "session"
+
+
+PUBLIC = "public"
+"""The ``role`` of an operation anyone may call even when auth is on (``token.bootstrap``)."""
+
+ANY_TOKEN = "any-token"
+"""The ``role`` of an operation every valid token may call, whatever its roles (opening and
+closing the idempotency session its writes use: a ``credits``-only token mints through one)."""
 
 
 class Where(enum.Enum):
@@ -138,10 +150,27 @@ class Operation:
     params: tuple[Param, ...] = ()
     client: str | None = None  # the Python client's method; None: only ``call(name, ...)``
     cli: Command | None = None  # None: no generated command
+    # The role a token needs once auth is on (``univrs.sm.tokens.ROLES``, ``PUBLIC`` or
+    # ``ANY_TOKEN``);
+    # None: ``read`` for reads, ``write`` for writes.
+    role: str | None = None
+
+    @property
+    def required_role(self) -> str:
+        """The role a caller's token needs for this operation (``PUBLIC``: none)."""
+        if self.role is not None:
+            return self.role
+        return "read" if self.kind is Kind.READ else "write"
 
     @property
     def is_write(self) -> bool:
         return self.kind is not Kind.READ
+
+    @property
+    def allowed_when_full(self) -> bool:
+        """Served while the storage quota's NOSPACE alarm is raised: reads, deletes (they free
+        space) and opening the session a delete is sent with."""
+        return self.kind is Kind.READ or self.http.method == "DELETE" or self.name == "session.open"
 
     @property
     def keyed(self) -> bool:
@@ -304,6 +333,7 @@ def list_paged(
     result: str,
     client: str,
     cli: Command | None = None,
+    role: str | None = None,
 ) -> Operation:
     """List objects (``GET``), narrowed by ``filters`` and answered in pages (``limit``,
     ``after``)."""
@@ -316,6 +346,7 @@ def list_paged(
         result=result,
         client=client,
         cli=cli,
+        role=role,
     )
 
 

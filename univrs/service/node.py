@@ -50,10 +50,12 @@ class NodeHandle(Protocol):
         ...
 
     async def answer_join(
-        self, target: str, *, replace: bool, token: str | None = None
+        self, target: str, *, replace: bool, token: str | None = None, api_token: str | None = None
     ) -> tuple[int, dict[str, Any], Any | None]:
         """Answer a request to join ``target``'s cluster: (HTTP status, body, a join to start
-        by restarting once the answer is sent, or None). Raises Conflict when refused."""
+        by restarting once the answer is sent, or None). Raises Conflict when refused.
+        ``token``: the join token; ``api_token``: the caller's API token, carried to the
+        cluster being joined."""
         ...
 
     def request_rejoin(self, info: Any) -> None:

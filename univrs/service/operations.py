@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from univrs.service import schemas as s
 from univrs.service.declare import (
+    ANY_TOKEN,
+    PUBLIC,
     Arg,
     Command,
     Http,
@@ -53,11 +55,14 @@ from univrs.service.declare import (
     workload_spec,
 )
 from univrs.sm.credits import MAX_REASON_LEN
+from univrs.sm.tokens import ADMIN, CREDITS, MAX_TOKEN_NAME_LEN, ROLES
 from univrs.sm.validate import MAX_ADDRESSES, MAX_QUANTITY, MAX_REPLICAS, MAX_TEXT_LEN
 
 __all__ = [
+    "ANY_TOKEN",
     "CLI_GROUPS",
     "OPERATIONS",
+    "PUBLIC",
     "Arg",
     "Command",
     "Http",
@@ -83,6 +88,28 @@ _INSTANCE_STATUS = {"type": "string", "enum": list(s.INSTANCE_STATUSES)}
 _NODE_STATUS = {"type": "string", "enum": list(s.NODE_STATUSES)}
 _KIND = "(workload|instance|node)s?"
 _KINDS = rf"^({_KIND}(,{_KIND})*)?$"  # comma-separated kinds; empty: every kind
+_SECRET = {"type": "string", "pattern": "^[A-Za-z0-9._~-]{32,256}$"}
+
+
+def _token_params() -> tuple[Param, ...]:
+    """The new token's id and secret: chosen by the serving node unless given (not on the
+    command line: a secret typed there lands in shell history)."""
+    return (
+        Param(name="id", type=Type.STR, schema=s.ID, description="default: assigned"),
+        Param(
+            name="secret",
+            type=Type.STR,
+            schema=_SECRET,
+            description="your own random secret (default: 256 random bits from the node)",
+        ),
+    )
+
+
+_TOKEN_NAME = {
+    "type": "string",
+    "pattern": rf"^[^\u0000]*[^{s.SPACE}\u0000][^\u0000]*$",
+    "maxLength": MAX_TOKEN_NAME_LEN,
+}
 
 
 # ---------------------------------------------------------------- the table
@@ -93,6 +120,7 @@ CLI_GROUPS: dict[str, str] = {
     "nodeinfo": "Register, list, inspect, update and deregister the machines that run instances.",
     "credits": "Mint, transfer and inspect credits.",
     "reconcile": "Inspect the reconciler (what it has left to place and remove).",
+    "token": "Create, list and revoke API tokens (bootstrap the first admin token once).",
 }
 """The CLI's command groups of operations (``univrs node`` is the daemon, so registered
 machines are ``univrs nodeinfo``)."""
@@ -441,6 +469,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         ),
         result="Minted",
         client="mint_credits",
+        role=CREDITS,
         cli=Command(group="credits", name="mint", help="Create AMOUNT new credits for PEER."),
     ),
     Operation(
@@ -483,6 +512,7 @@ _OPERATIONS: tuple[Operation, ...] = (
         kind=Kind.SESSION,
         summary="Open an idempotency session (for Idempotency-Key)",
         http=Http(method="POST", path="/v1/sessions", creates=True, body=True),
+        role=ANY_TOKEN,  # every writer needs one, a credits-only token too
         result="Session",
     ),
     Operation(
@@ -491,7 +521,92 @@ _OPERATIONS: tuple[Operation, ...] = (
         summary="Close an idempotency session",
         http=Http(method="DELETE", path="/v1/sessions/{client_id}"),
         params=(in_path("client_id", "client_id"),),
+        role=ANY_TOKEN,
         result="SessionClosed",
+    ),
+    # ------------------------------------------------------------ API tokens (admin)
+    Operation(
+        name="token.bootstrap",
+        kind=Kind.SESSION,  # takes no idempotency key: it must work before anyone has a token
+        summary=(
+            "Create the first admin token; works once in the cluster's life and needs no token "
+            "(the answer holds the secret, shown only this once)"
+        ),
+        http=Http(method="POST", path="/v1/tokens/bootstrap", creates=False, body=True),
+        params=(
+            Param(
+                name="name",
+                type=Type.STR,
+                schema=_TOKEN_NAME,
+                cli=Opt(flag="--name", help="The token's name (default: bootstrap)."),
+            ),
+            *_token_params(),
+        ),
+        result="TokenCreated",
+        client="bootstrap_token",
+        cli=Command(
+            group="token",
+            name="bootstrap",
+            help="Create the first admin token (once) and print its secret.",
+        ),
+        role=PUBLIC,
+    ),
+    Operation(
+        name="token.create",
+        kind=Kind.WRITE,
+        summary=(
+            "Create an API token with roles (the answer holds the secret, shown only this once)"
+        ),
+        http=Http(method="POST", path="/v1/tokens", creates=True),
+        params=(
+            Param(name="name", type=Type.STR, schema=_TOKEN_NAME, required=True, cli=Arg("name")),
+            Param(
+                name="roles",
+                type=Type.STR_LIST,
+                schema={
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": len(ROLES),
+                    "uniqueItems": True,
+                    "items": {"type": "string", "enum": list(ROLES)},
+                },
+                required=True,
+                cli=Opt(
+                    flag="--role",
+                    help=f"A role: {', '.join(ROLES)} (repeatable; admin implies all).",
+                    required=True,
+                ),
+            ),
+            *_token_params(),
+        ),
+        result="TokenCreated",
+        client="create_token",
+        cli=Command(
+            group="token",
+            name="create",
+            help="Create a token called NAME with --role ... and print its secret (once).",
+        ),
+        role=ADMIN,
+    ),
+    list_paged(
+        name="token.list",
+        summary="List API tokens (never their secrets), paginated by id",
+        path="/v1/tokens",
+        result="TokenList",
+        client="list_tokens",
+        cli=Command(group="token", name="list", help="List API tokens (sorted by id)."),
+        role=ADMIN,
+    ),
+    Operation(
+        name="token.revoke",
+        kind=Kind.WRITE,
+        summary="Revoke an API token: every node refuses it once the revoke applied there",
+        http=Http(method="DELETE", path="/v1/tokens/{id}"),
+        params=(in_path("id"),),
+        result="TokenRevoked",
+        client="revoke_token",
+        cli=Command(group="token", name="revoke", help="Revoke the token with this id."),
+        role=ADMIN,
     ),
 )
 

@@ -211,6 +211,33 @@ SCHEMAS: dict[str, Any] = {
         ("client_id", "closed"),
         closed=False,
     ),
+    "Token": obj(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "roles": {"type": "array", "items": {"type": "string"}},
+            "created_index": {"type": "integer"},
+            "created_ms": {"type": "integer"},
+        },
+        ("id", "name", "roles", "created_index", "created_ms"),
+        closed=False,
+    ),
+    "TokenCreated": obj(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "roles": {"type": "array", "items": {"type": "string"}},
+            "secret": {"type": "string"},
+            "version": {"type": "integer"},
+        },
+        ("id", "name", "roles", "secret", "version"),
+        closed=False,
+    ),
+    "TokenRevoked": obj(
+        {"id": {"type": "string"}, "revoked": {"type": "boolean"}, "version": {"type": "integer"}},
+        ("id", "revoked", "version"),
+        closed=False,
+    ),
     "Error": obj(
         {
             "error": obj(
@@ -307,6 +334,7 @@ SCHEMAS["EventBatch"] = obj(
     ("events", "revision", "compacted_revision", "node"),
     closed=False,
 )
+SCHEMAS["TokenList"] = _page("Token")
 SCHEMAS["BalanceList"] = {
     **_page("Balance"),
     "properties": {**_page("Balance")["properties"], "total_supply": {"type": "integer"}},

@@ -133,7 +133,11 @@ class OpenSession:
 
     Must be sent without a client id and sequence number. The client id is derived from the
     log index, so an id the table does not know is certainly expired (dissertation 6.3).
+    ``owner`` is who opens it (set by the serving node: the caller's token id or address),
+    which bounds how many sessions one caller holds (``univrs.sm.sessions``).
     """
+
+    owner: str | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -141,6 +145,33 @@ class CloseSession:
     """Close a client session (drop its cached responses). Sent without a client id."""
 
     client_id: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class CreateToken:
+    """Create API token ``id`` (``univrs.sm.tokens``); ``secret_hash`` is the SHA-256 (hex) of
+    the secret the proposer chose: the secret itself never enters the log."""
+
+    id: str
+    name: str
+    roles: tuple[str, ...]
+    secret_hash: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class BootstrapToken:
+    """Create the first admin token; refused once an admin token was ever created."""
+
+    id: str
+    name: str
+    secret_hash: str
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RevokeToken:
+    """Delete API token ``id``: it authenticates nobody once applied."""
+
+    id: str
 
 
 Command = (
@@ -158,6 +189,9 @@ Command = (
     | MintCredits
     | OpenSession
     | CloseSession
+    | CreateToken
+    | BootstrapToken
+    | RevokeToken
 )
 
 COMMAND_TYPES: tuple[type[Command], ...] = (
@@ -175,6 +209,9 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     MintCredits,
     OpenSession,
     CloseSession,
+    CreateToken,
+    BootstrapToken,
+    RevokeToken,
 )
 
 

@@ -34,9 +34,11 @@ from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from univrs.sm.commands import (
     COMMAND_TYPES,
+    BootstrapToken,
     CloseSession,
     Command,
     CreateInstance,
+    CreateToken,
     CreateWorkload,
     DeleteInstance,
     DeleteWorkload,
@@ -45,6 +47,7 @@ from univrs.sm.commands import (
     MintCredits,
     OpenSession,
     RegisterNode,
+    RevokeToken,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
@@ -294,6 +297,7 @@ _ISPEC = _Kind(instance_spec_to_plain, instance_spec_from_plain)
 _NINFO = _Kind(node_info_to_plain, node_info_from_plain)
 _ISTATUS = _Kind(_enum_value, lambda v, p: read_enum(InstanceStatus, v, p))
 _NSTATUS = _Kind(_enum_value, lambda v, p: read_enum(NodeStatus, v, p))
+_STRS = _Kind(list, read_str_tuple)
 
 # The one table: command class -> (type tag, {field name: kind}) in attrs field order.
 _COMMANDS: dict[type[Any], tuple[str, dict[str, _Kind]]] = {
@@ -333,8 +337,14 @@ _COMMANDS: dict[type[Any], tuple[str, dict[str, _Kind]]] = {
     DeregisterNode: ("deregister-node", {"id": _STR, "expected_version": _OPT_INT}),
     TransferCredits: ("transfer-credits", {"from_peer": _STR, "to_peer": _STR, "amount": _INT}),
     MintCredits: ("mint-credits", {"to_peer": _STR, "amount": _INT, "reason": _STR}),
-    OpenSession: ("open-session", {}),
+    OpenSession: ("open-session", {"owner": _OPT_STR}),
     CloseSession: ("close-session", {"client_id": _STR}),
+    CreateToken: (
+        "create-token",
+        {"id": _STR, "name": _STR, "roles": _STRS, "secret_hash": _STR},
+    ),
+    BootstrapToken: ("bootstrap-token", {"id": _STR, "name": _STR, "secret_hash": _STR}),
+    RevokeToken: ("revoke-token", {"id": _STR}),
 }
 _BY_TAG: dict[str, tuple[type[Any], dict[str, _Kind]]] = {
     tag: (cls, fields) for cls, (tag, fields) in _COMMANDS.items()

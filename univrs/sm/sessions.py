@@ -17,10 +17,16 @@ sequence number in the window ``(max_seq - window, max_seq]``:
 
 Expiry is deterministic: a session expires when it has been inactive for more than
 ``ttl_entries`` log entries or for more than ``ttl_ms`` of *leader-stamped* time (the largest
-``time_ms`` carried by an applied entry so far; never a local clock). When the table is full,
-opening a session evicts the least recently active one. The table is kept in activity order
-(least recent first), and activity index and time only grow, so expiry only ever pops from the
-front: O(1) amortised per command.
+``time_ms`` carried by an applied entry so far; never a local clock). The table is kept in
+activity order (least recent first), and activity index and time only grow, so expiry only
+ever pops from the front: O(1) amortised per command.
+
+Every session has an *owner*: the identity that opened it (a token id, or the client's address
+when the API runs without tokens; "" for sessions of older entries). Eviction never lets one
+owner's flood push out another owner's sessions: an owner holds at most
+``max_sessions_per_owner`` sessions (opening one more evicts that owner's least recently active
+session), and when the whole table is full, the evicted session is the least recently active
+one of the owner holding the most sessions (so a flooding owner loses its own first).
 
 The table, with the order, is part of the state and of snapshots.
 """
@@ -54,6 +60,7 @@ class SessionPolicy:
     max_sessions: int = attrs.field(default=10_000, validator=_positive)
     ttl_entries: int | None = attrs.field(default=None, validator=_positive_or_none)
     ttl_ms: int | None = attrs.field(default=3_600_000, validator=_positive_or_none)
+    max_sessions_per_owner: int = attrs.field(default=1_024, validator=_positive)
 
 
 @attrs.define(eq=False)
@@ -66,6 +73,7 @@ class Session:
     last_ms: int  # leader-stamped clock at that command
     max_seq: int = 0
     responses: dict[int, Response] = attrs.field(factory=dict)
+    owner: str = ""  # who opened it (a token id or a client address; "" if not known)
 
 
 @attrs.define(eq=False)
@@ -74,6 +82,8 @@ class SessionTable:
 
     policy: SessionPolicy
     _sessions: dict[str, Session] = attrs.field(factory=dict)
+    # owner -> its sessions' client ids, least recently active first (an index of _sessions)
+    _owners: dict[str, dict[str, None]] = attrs.field(factory=dict)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -85,15 +95,38 @@ class SessionTable:
         """The session of ``client_id``, or None if it is unknown (expired, closed)."""
         return self._sessions.get(client_id)
 
-    def open(self, client_id: str, index: int, now_ms: int) -> None:
-        """Open a session, evicting the least recently active one if the table is full."""
+    def owned(self, owner: str) -> int:
+        """How many sessions ``owner`` holds."""
+        return len(self._owners.get(owner, ()))
+
+    def open(self, client_id: str, index: int, now_ms: int, owner: str = "") -> None:
+        """Open a session for ``owner``, first evicting (see the module docstring) the
+        owner's least recently active session when it holds its maximum, and the least
+        recently active session of the largest owner when the table is full."""
+        mine = self._owners.get(owner)
+        while mine and len(mine) >= self.policy.max_sessions_per_owner:
+            self._drop(next(iter(mine)))
+            mine = self._owners.get(owner)
         while len(self._sessions) >= self.policy.max_sessions:
-            del self._sessions[next(iter(self._sessions))]
-        self._sessions[client_id] = Session(client_id=client_id, last_index=index, last_ms=now_ms)
+            largest = max(self._owners.values(), key=len)  # ties: the first owner seen
+            self._drop(next(iter(largest)))
+        self._sessions[client_id] = Session(
+            client_id=client_id, last_index=index, last_ms=now_ms, owner=owner
+        )
+        self._owners.setdefault(owner, {})[client_id] = None
+
+    def _drop(self, client_id: str) -> None:
+        session = self._sessions.pop(client_id, None)
+        if session is None:
+            return
+        mine = self._owners[session.owner]
+        del mine[client_id]
+        if not mine:
+            del self._owners[session.owner]
 
     def close(self, client_id: str) -> None:
         """Drop a session (no-op if unknown)."""
-        self._sessions.pop(client_id, None)
+        self._drop(client_id)
 
     def touch(self, session: Session, index: int, now_ms: int) -> None:
         """Record activity: the session moves to the back of the table."""
@@ -101,6 +134,9 @@ class SessionTable:
         session.last_ms = now_ms
         del self._sessions[session.client_id]
         self._sessions[session.client_id] = session
+        mine = self._owners[session.owner]
+        del mine[session.client_id]
+        mine[session.client_id] = None
 
     def expire(self, index: int, now_ms: int) -> int:
         """Drop every session inactive for too long at (index, now_ms); returns how many."""
@@ -113,7 +149,7 @@ class SessionTable:
             )
             if not stale:
                 break
-            del self._sessions[first.client_id]
+            self._drop(first.client_id)
             dropped += 1
         return dropped
 
@@ -137,12 +173,24 @@ class SessionTable:
     def restore(self, sessions: list[Session]) -> None:
         """Load sessions read from a snapshot, in their stored (activity) order."""
         self._sessions = {s.client_id: s for s in sessions}
+        self._owners = {}
+        for s in sessions:
+            self._owners.setdefault(s.owner, {})[s.client_id] = None
 
     def problems(self) -> list[str]:
         """Violated invariants (empty when the table is sound)."""
         found: list[str] = []
         if len(self._sessions) > self.policy.max_sessions:
             found.append(f"{len(self._sessions)} sessions exceed {self.policy.max_sessions}")
+        if sum(len(m) for m in self._owners.values()) != len(self._sessions) or any(
+            self._sessions.get(c) is None or self._sessions[c].owner != o
+            for o, m in self._owners.items()
+            for c in m
+        ):
+            found.append("the owner index does not match the sessions")
+        for owner, mine in self._owners.items():
+            if len(mine) > self.policy.max_sessions_per_owner:
+                found.append(f"owner {owner!r} holds more than its maximum of sessions")
         previous: Session | None = None
         for s in self._sessions.values():
             if any(not s.max_seq - self.policy.window < k <= s.max_seq for k in s.responses):

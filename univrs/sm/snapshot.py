@@ -23,6 +23,15 @@ the snapshot of 100,000 workloads takes a fraction of a second):
     balances   [peer, amount, peer, amount, ...]            (positive amounts only)
     sessions   [[client_id, last_index, last_ms, max_seq, n, (seq, response)*n], ...]
 
+Keys added since the first release of version 1, written only when not empty (not the default),
+read when present; a node that predates them refuses a snapshot that has one (an unknown key)
+rather than dropping what it does not understand:
+
+    policy.max_sessions_per_owner  int
+    session_owners      [client_id, owner, ...]     (sessions whose owner is not "")
+    tokens              [[id, name, created_index, created_ms, secret_hash, n, role*n], ...]
+    tokens_bootstrapped bool
+
 Responses use the map form of ``univrs.sm.plain``. Rows are in storage order, which is the
 same on every replica that applied the same log and is preserved by restore, so replicas
 produce identical snapshots; the session order is meaningful (least recently active first, the
@@ -69,6 +78,7 @@ from univrs.sm.plain import (
 )
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
+from univrs.sm.tokens import Token
 
 SNAPSHOT_FORMAT = "univrs-sm-snapshot"
 SNAPSHOT_FORMAT_VERSION = 1
@@ -86,6 +96,8 @@ _TOP_KEYS = (
     "balances",
     "sessions",
 )
+_OPTIONAL_KEYS = ("session_owners", "tokens", "tokens_bootstrapped")
+_DEFAULT_PER_OWNER = SessionPolicy().max_sessions_per_owner
 
 
 @contextlib.contextmanager
@@ -155,11 +167,15 @@ def _session_row(s: Session) -> list[Any]:
     return row
 
 
+def _token_row(t: Token) -> list[Any]:
+    return [t.id, t.name, t.created_index, t.created_ms, t.secret_hash, len(t.roles), *t.roles]
+
+
 def snapshot_plain(sm: ClusterStateMachine) -> dict[str, Any]:
     """The whole state as plain data (see the module docstring for the format)."""
     policy = sm.policy
     with _gc_paused():
-        return {
+        plain: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "version": SNAPSHOT_FORMAT_VERSION,
             "last_index": sm.last_applied_index,
@@ -177,6 +193,19 @@ def snapshot_plain(sm: ClusterStateMachine) -> dict[str, Any]:
             "balances": list(chain.from_iterable(sm.ledger_items())),
             "sessions": [_session_row(s) for s in sm.stored_sessions()],
         }
+        # The later keys only when they say something: a state that uses none of them has
+        # the same snapshot (and digest) as before they existed.
+        if policy.max_sessions_per_owner != _DEFAULT_PER_OWNER:
+            plain["policy"]["max_sessions_per_owner"] = policy.max_sessions_per_owner
+        owners = [(s.client_id, s.owner) for s in sm.stored_sessions() if s.owner]
+        if owners:
+            plain["session_owners"] = list(chain.from_iterable(owners))
+        tokens = [_token_row(t) for t in sm.stored_tokens()]
+        if tokens:
+            plain["tokens"] = tokens
+        if sm.tokens_bootstrapped:
+            plain["tokens_bootstrapped"] = True
+        return plain
 
 
 # ------------------------------------------------------------------ reading
@@ -429,6 +458,34 @@ def _session_v1(value: Any, path: str) -> Session:
     )
 
 
+def _token_v1(value: Any, path: str) -> Token:
+    row = _Row(value, path)
+    ident, name, created_index, created_ms, secret_hash = row.fields("ssuus")
+    roles = row.texts()
+    row.done()
+    return Token(
+        id=ident,
+        name=name,
+        roles=roles,
+        secret_hash=secret_hash,
+        created_index=created_index,
+        created_ms=created_ms,
+    )
+
+
+def _owners_v1(value: Any, sessions: list[Session]) -> None:
+    row = _Row(value, "session_owners")
+    if len(row.items) % 2:
+        raise DecodeError("session_owners: odd number of items")
+    flat = row.fields("ss" * (len(row.items) // 2))
+    by_id = {s.client_id: s for s in sessions}
+    for client_id, owner in zip(flat[::2], flat[1::2], strict=True):
+        session = by_id.get(client_id)
+        if session is None or session.owner:
+            raise DecodeError(f"session_owners: {client_id!r} is unknown or listed twice")
+        session.owner = owner
+
+
 def _balances_v1(value: Any) -> list[tuple[str, int]]:
     row = _Row(value, "balances")
     if len(row.items) % 2:
@@ -445,13 +502,26 @@ def _opt_uint(value: Any, path: str) -> int | None:
 
 
 def _policy_v1(value: Any) -> SessionPolicy:
-    m = read_map(value, "policy", ("window", "max_sessions", "ttl_entries", "ttl_ms"))
+    m = read_map(
+        value,
+        "policy",
+        ("window", "max_sessions", "ttl_entries", "ttl_ms"),
+        ("max_sessions_per_owner",),
+    )
+    per_owner = m.get("max_sessions_per_owner")
     try:
         return SessionPolicy(
             window=read_uint(m["window"], "policy.window"),
             max_sessions=read_uint(m["max_sessions"], "policy.max_sessions"),
             ttl_entries=_opt_uint(m["ttl_entries"], "policy.ttl_entries"),
             ttl_ms=_opt_uint(m["ttl_ms"], "policy.ttl_ms"),
+            **(
+                {}
+                if per_owner is None
+                else {
+                    "max_sessions_per_owner": read_uint(per_owner, "policy.max_sessions_per_owner")
+                }
+            ),
         )
     except ValueError as e:  # the policy's own validators
         raise DecodeError(f"policy: {e}") from None
@@ -466,6 +536,14 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
     sessions = _each(m["sessions"], "sessions", _session_v1)
     if len({s.client_id for s in sessions}) != len(sessions):
         raise DecodeError("sessions: a client id appears twice")
+    if "session_owners" in m:
+        _owners_v1(m["session_owners"], sessions)
+    tokens = _each(m.get("tokens", []), "tokens", _token_v1)
+    if len({t.id for t in tokens}) != len(tokens):
+        raise DecodeError("tokens: a token id appears twice")
+    bootstrapped = m.get("tokens_bootstrapped", False)
+    if type(bootstrapped) is not bool:
+        fail("tokens_bootstrapped", "a boolean", bootstrapped)
     return ClusterStateMachine.from_parts(
         policy=_policy_v1(m["policy"]),
         last_index=read_uint(m["last_index"], "last_index"),
@@ -478,13 +556,18 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
         nodes=_each(m["nodes"], "nodes", _node_v1),
         balances=_balances_v1(m["balances"]),
         sessions=sessions,
+        tokens=tokens,
+        tokens_bootstrapped=bootstrapped,
     )
 
 
 # Snapshot format version -> (top-level keys, reader). Never remove a row: a newer node must
 # read every older snapshot.
-_READERS: dict[int, tuple[tuple[str, ...], Callable[[dict[str, Any]], ClusterStateMachine]]] = {
-    1: (_TOP_KEYS, _restore_v1),
+_READERS: dict[
+    int,
+    tuple[tuple[str, ...], tuple[str, ...], Callable[[dict[str, Any]], ClusterStateMachine]],
+] = {
+    1: (_TOP_KEYS, _OPTIONAL_KEYS, _restore_v1),
 }
 
 
@@ -501,9 +584,9 @@ def restore_plain(plain: Any) -> ClusterStateMachine:
     row = _READERS.get(version) if type(version) is int else None
     if row is None:
         fail("snapshot.version", f"one of {sorted(_READERS)}", version)
-    keys, reader = row
+    keys, optional, reader = row
     with _gc_paused():
-        return reader(read_map(plain, "snapshot", keys))
+        return reader(read_map(plain, "snapshot", keys, optional))
 
 
 # ------------------------------------------------------------------ digest

@@ -35,9 +35,11 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from univrs.sm.commands import (
+    BootstrapToken,
     CloseSession,
     Command,
     CreateInstance,
+    CreateToken,
     CreateWorkload,
     DeleteInstance,
     DeleteWorkload,
@@ -46,6 +48,7 @@ from univrs.sm.commands import (
     MintCredits,
     OpenSession,
     RegisterNode,
+    RevokeToken,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
@@ -67,6 +70,7 @@ from univrs.sm.model import (
 from univrs.sm.objects import Objects, StoredWorkload
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import Session, SessionPolicy, SessionTable
+from univrs.sm.tokens import Token, TokenTable
 from univrs.sm.validate import (
     MAX_VERSION,
     id_problem,
@@ -94,6 +98,10 @@ class SmStatistics:
     accounts: int
     total_supply: int
     sessions: int
+    tokens: int = 0
+
+
+MAX_OWNER_LEN = 256
 
 
 def _invalid(message: str) -> Failure:
@@ -147,6 +155,7 @@ class ClusterStateMachine:
     _objects: Objects = attrs.field(factory=Objects, init=False)
     _ledger: Ledger = attrs.field(factory=Ledger, init=False)
     _sessions: SessionTable = attrs.field(init=False)
+    _tokens: TokenTable = attrs.field(factory=TokenTable, init=False)
     _last_index: int = attrs.field(default=0, init=False)
     _last_term: int = attrs.field(default=0, init=False)
     # The largest leader-stamped time carried by an applied entry (monotone even if a new
@@ -421,8 +430,12 @@ class ClusterStateMachine:
         return failure or Success(version=index)
 
     def _open_session(self, cmd: OpenSession, index: int) -> Response:
+        owner = "" if cmd.owner is None else cmd.owner
+        problem = text_problem("owner", owner, MAX_OWNER_LEN)
+        if problem:
+            return _invalid(problem)
         client_id = f"c{index}"  # from the log position: unique, the same on every replica
-        self._sessions.open(client_id, index, self._clock_ms)
+        self._sessions.open(client_id, index, self._clock_ms, owner)
         return Created(id=client_id, version=index)
 
     def _close_session(self, cmd: CloseSession, index: int) -> Response:
@@ -457,6 +470,35 @@ class ClusterStateMachine:
         if isinstance(stored, StoredWorkload):
             return self._objects.workload_view(stored)
         return stored
+
+    # ---------------------------------------------------------------- tokens
+
+    def _create_token(self, cmd: CreateToken, index: int) -> Response:
+        failure = self._tokens.create(
+            token_id=cmd.id,
+            name=cmd.name,
+            roles=cmd.roles,
+            secret_hash=cmd.secret_hash,
+            index=index,
+            now_ms=self._clock_ms,
+        )
+        return failure or Created(id=cmd.id, version=index)
+
+    def _bootstrap_token(self, cmd: BootstrapToken, index: int) -> Response:
+        failure = self._tokens.bootstrap(
+            token_id=cmd.id,
+            name=cmd.name,
+            secret_hash=cmd.secret_hash,
+            index=index,
+            now_ms=self._clock_ms,
+        )
+        return failure or Created(id=cmd.id, version=index)
+
+    def _revoke_token(self, cmd: RevokeToken, index: int) -> Response:
+        problem = id_problem("token id", cmd.id)
+        if problem:
+            return _invalid(problem)
+        return self._tokens.revoke(cmd.id) or Success(version=index)
 
     # ---------------------------------------------------------------- queries
 
@@ -519,6 +561,27 @@ class ClusterStateMachine:
         """True if the client session is open."""
         return self._sessions.get(client_id) is not None
 
+    def sessions_of(self, owner: str) -> int:
+        """How many open sessions ``owner`` holds."""
+        return self._sessions.owned(owner)
+
+    def token(self, token_id: str) -> Token | None:
+        """The API token with this id, or None."""
+        return self._tokens.get(token_id)
+
+    def token_by_hash(self, secret_hash: str) -> Token | None:
+        """The API token whose secret has this SHA-256 (hex), or None (unknown, revoked)."""
+        return self._tokens.by_hash(secret_hash)
+
+    def tokens(self) -> list[Token]:
+        """Every API token, sorted by id."""
+        return sorted(self._tokens, key=lambda t: t.id)
+
+    @property
+    def tokens_bootstrapped(self) -> bool:
+        """True once an admin token was ever created (``token.bootstrap`` is refused)."""
+        return self._tokens.bootstrapped
+
     def statistics(self) -> SmStatistics:
         """Counts of everything held."""
         workloads, instances, nodes = self._objects.counts()
@@ -532,6 +595,7 @@ class ClusterStateMachine:
             accounts=len(self._ledger),
             total_supply=self._ledger.total_supply,
             sessions=len(self._sessions),
+            tokens=len(self._tokens),
         )
 
     # ---------------------------------------------------------------- snapshot support
@@ -556,6 +620,10 @@ class ClusterStateMachine:
         """Sessions, least recently active first (for snapshots)."""
         return iter(self._sessions)
 
+    def stored_tokens(self) -> Iterator[Token]:
+        """API tokens in storage order (for snapshots)."""
+        return iter(self._tokens)
+
     @classmethod
     def from_parts(
         cls,
@@ -569,6 +637,8 @@ class ClusterStateMachine:
         nodes: Iterable[Node],
         balances: list[tuple[str, int]],
         sessions: list[Session],
+        tokens: list[Token] | None = None,
+        tokens_bootstrapped: bool = False,
     ) -> ClusterStateMachine:
         """Rebuild a state machine (and its indexes) from snapshot parts, in their order.
 
@@ -578,14 +648,20 @@ class ClusterStateMachine:
         found = sm._objects.load(workloads, instances, nodes)
         sm._ledger.restore(balances)
         sm._sessions.restore(sessions)
-        found += sm._ledger.problems() + sm._sessions.problems()
+        sm._tokens.restore(tokens or [], tokens_bootstrapped)
+        found += sm._ledger.problems() + sm._sessions.problems() + sm._tokens.problems()
         if found:
             raise DecodeError(f"snapshot: {'; '.join(found)}")
         return sm
 
     def problems(self) -> list[str]:
         """Violated invariants (empty when the state is sound); for tests and debugging."""
-        return self._objects.problems() + self._ledger.problems() + self._sessions.problems()
+        return (
+            self._objects.problems()
+            + self._ledger.problems()
+            + self._sessions.problems()
+            + self._tokens.problems()
+        )
 
 
 _HANDLERS: dict[type, Callable[[ClusterStateMachine, Any, int], Response]] = {
@@ -603,4 +679,7 @@ _HANDLERS: dict[type, Callable[[ClusterStateMachine, Any, int], Response]] = {
     MintCredits: ClusterStateMachine._mint_credits,
     OpenSession: ClusterStateMachine._open_session,
     CloseSession: ClusterStateMachine._close_session,
+    CreateToken: ClusterStateMachine._create_token,
+    BootstrapToken: ClusterStateMachine._bootstrap_token,
+    RevokeToken: ClusterStateMachine._revoke_token,
 }

@@ -8,7 +8,9 @@ listens for Raft on base+i and for its API on base+100+i.
 With ``tls`` (``scripts/cluster start`` unless ``--insecure``) the folder also gets a
 ``certs`` directory: a CA, one node certificate per node (127.0.0.1 and localhost), a client
 certificate ``dev`` for the CLI (``scripts/cluster env`` prints the variables to use it),
-and a join token; every node runs mutual TLS with them.
+and a join token; every node runs mutual TLS with them. ``scripts/cluster start`` also turns
+API tokens on (``[auth] enabled = true``) and bootstraps the first admin token into
+``certs/admin-token`` (mode 0600), which ``scripts/cluster env`` exports as ``UNIVRS_TOKEN``.
 """
 
 from __future__ import annotations
@@ -158,6 +160,29 @@ class LocalCluster:
     @property
     def join_token_path(self) -> pathlib.Path:
         return self.certs_dir / "join-token"
+
+    @property
+    def admin_token_path(self) -> pathlib.Path:
+        return self.certs_dir / "admin-token"
+
+    def bootstrap_admin_token(self, node: NodeProc) -> None:
+        """With auth on: ask ``node`` for the cluster's first admin token (once in the
+        cluster's life) and keep its secret in ``admin_token_path`` (0600)."""
+        if self.admin_token_path.exists():
+            return
+        scheme = "https" if node.ssl_context is not None else "http"
+        request = urllib.request.Request(
+            f"{scheme}://{node.api_addr}/v1/tokens/bootstrap",
+            data=json.dumps({"name": "scripts-cluster"}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30, context=node.ssl_context) as resp:
+            secret = str(json.load(resp)["secret"])
+        self.certs_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.admin_token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
 
     def client_files(self, name: str = "dev") -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
         """(CA certificate, client certificate, key) of client ``name`` (made on demand)."""
@@ -443,6 +468,10 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: fl
         time.sleep(every)
 
 
+AUTH = "[auth]\nenabled = true\n"
+"""The config lines of a cluster with API tokens on (``scripts/cluster start`` by default)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``scripts/cluster start|stop|status|restart [--nodes N] [--dir D] [--base-port P]``."""
     import argparse
@@ -456,13 +485,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--insecure",
         action="store_true",
-        help="no TLS (a new cluster only; an existing one keeps what its configs say)",
+        help="no TLS and no API tokens (a new cluster only; an existing one keeps what its "
+        "configs say)",
     )
     args = p.parse_args(argv)
     folder = pathlib.Path(args.dir)
     first = folder / "n1.toml"
-    tls = "[tls]" in first.read_text() if first.exists() else not args.insecure
-    cluster = LocalCluster.plan(folder, size=args.nodes, base_port=args.base_port, tls=tls)
+    text = first.read_text() if first.exists() else None
+    tls = "[tls]" in text if text is not None else not args.insecure
+    auth = "[auth]" in text if text is not None else not args.insecure
+    cluster = LocalCluster.plan(
+        folder,
+        size=args.nodes,
+        base_port=args.base_port,
+        tls=tls,
+        extra_config=AUTH if auth else "",
+    )
     if args.command == "env":
         return _print_env(cluster)
     chosen = [cluster.node(args.node)] if args.node else cluster.nodes
@@ -483,8 +521,11 @@ def main(argv: list[str] | None = None) -> int:
             cluster.wait_ready(chosen, 60.0)
             leader = cluster.wait_leader(30.0)
             secured = "mutual TLS" if cluster.tls else "plaintext (--insecure)"
+            if auth:
+                cluster.bootstrap_admin_token(leader)
+                secured += f", API tokens (admin token in {cluster.admin_token_path})"
             print(f"ready; leader: {leader.node_id} (api {leader.api_addr}); {secured}")
-            if cluster.tls:
+            if cluster.tls or auth:
                 print(f'for the CLI: eval "$(scripts/cluster env --dir {args.dir})"')
         except TimeoutError as exc:
             print(f"not ready: {exc}; see the logs in {cluster.folder}")
@@ -523,6 +564,8 @@ def _print_env(cluster: LocalCluster) -> int:
         print(f"export UNIVRS_CLIENT_CERT={cert}")
         print(f"export UNIVRS_CLIENT_KEY={key}")
         print(f"export UNIVRS_JOIN_TOKEN=$(cat {cluster.join_token_path})")
+    if cluster.admin_token_path.exists():
+        print(f"export UNIVRS_TOKEN=$(cat {cluster.admin_token_path})")
     return 0
 
 

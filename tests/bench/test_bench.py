@@ -1,0 +1,185 @@
+"""scripts/bench: its bounds, its linearizability sample, its report and plot (no processes).
+
+The sample is checked on fake clients: one that answers like a register and one that serves a
+stale read, which the bench must flag (the checker is the chaos suite's, tested there).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, cast
+
+import pytest
+import trio
+
+from univrs.bench import client as bench
+from univrs.client.client import Client
+
+
+class FakeClient:
+    """Just what the bench calls: a register per key, optionally serving stale reads."""
+
+    def __init__(self, stale: bool = False) -> None:
+        self.values: dict[str, int] = {}
+        self.previous: dict[str, int] = {}
+        self.stale = stale
+        self.leader = "n1"
+
+    async def scale_workload(self, key: str, replicas: int) -> dict[str, Any]:
+        await trio.sleep(0.001)
+        self.previous[key] = self.values.get(key, replicas)
+        self.values[key] = replicas
+        return {"id": key, "spec": {"replicas": replicas}}
+
+    async def get_workload(self, key: str, consistency: str | None = None) -> dict[str, Any]:
+        await trio.sleep(0.001)
+        value = self.previous.get(key) if self.stale else self.values.get(key)
+        return {"id": key, "spec": {"replicas": value}}
+
+
+async def _measure_sample(fake: FakeClient) -> dict[str, Any]:
+    keys = ["bench-0", "bench-1"]
+    sample = bench.Sample(keys, dict.fromkeys(keys, 0))
+
+    async def write(client: Client, i: int) -> None:
+        await client.scale_workload(f"bench-{i}", 1)
+
+    return await bench.measure([cast(Client, fake)], 4, 0.2, write, None, sample)
+
+
+async def test_a_register_like_cluster_passes_the_sample() -> None:
+    result = await _measure_sample(FakeClient())
+    assert result["check"]["verdict"] == "linearizable"
+    assert result["check"]["ops"] > 10
+    assert result["ops"] > 0 and result["errors"] == 0
+
+
+async def test_a_stale_read_fails_the_sample() -> None:
+    result = await _measure_sample(FakeClient(stale=True))
+    assert result["check"]["verdict"] == "not-linearizable"
+    summary = bench.median_of([result])["check"]
+    assert summary["verdict"] == "not-linearizable"
+    assert "bench-" in summary["summary"]
+
+
+def test_the_sweep_and_the_repeats_are_bounded() -> None:
+    args = bench.parse_args(["--clients", "1024,1,64,256", "--duration", "1", "--repeat", "2"])
+    assert args.clients == [1, 64, 256, 1024]
+    for bad in (
+        ["--clients", "0"],
+        ["--clients", ",".join(str(i) for i in range(1, bench.MAX_POINTS + 2))],
+        ["--clients", str(bench.MAX_CLIENTS + 1)],
+        ["--repeat", str(bench.MAX_REPEAT + 1)],
+        ["--duration", "0"],
+        ["--duration", str(bench.MAX_DURATION + 1)],
+        # 8 points x 10 repeats x 2 phases x 2 systems x 61 s: far over the default budget
+        [
+            "--clients",
+            "1,2,3,4,5,6,7,8",
+            "--repeat",
+            "10",
+            "--duration",
+            "60",
+            "--reads",
+            "--compare-etcd",
+        ],
+        ["--compare-etcd", "--endpoints", "127.0.0.1:1"],
+    ):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
+def _point(ops: float, p99: float) -> dict[str, Any]:
+    return bench.median_of(
+        [
+            {
+                "ops_per_s": ops,
+                "p50_ms": p99 / 3,
+                "p99_ms": p99,
+                "max_ms": p99 * 2,
+                "cpu_ms_per_op": {"n1": 0.2, "client": 0.1},
+                "leader": "n1",
+                "errors": 0,
+                "first_error": None,
+            }
+        ]
+    )
+
+
+def _result() -> dict[str, Any]:
+    return {
+        "univrs": {
+            "writes": {"1": _point(200, 8), "64": _point(3000, 50)},
+            "reads": {"64": _point(8000, 20)},
+            "leader": "n1",
+            "connections": 4,
+        },
+        "etcd": {
+            "writes": {"1": _point(900, 2.3), "64": _point(5000, 28)},
+            "reads": {"64": _point(10000, 10)},
+            "version": "3.4.23",
+        },
+        "config": {
+            "clients": [1, 64],
+            "duration_s": 5.0,
+            "repeat": 3,
+            "nodes": 3,
+            "load_before": "0.1 0.2 0.3",
+            "load_after": "0.1 0.2 0.3",
+            "commit": "abc1234",
+        },
+    }
+
+
+def test_the_report_puts_both_systems_side_by_side_with_the_ratio() -> None:
+    result = _result()
+    result["univrs"]["profile"] = {
+        "node": "n1",
+        "clients": 64,
+        "samples": 10,
+        "self_pct": [["encode (univrs/codec.py)", 30.0]],
+        "total_pct": [["drive (univrs/runtime/driver.py)", 40.0]],
+    }
+    text = bench.report(result)
+    assert "30.0%  encode (univrs/codec.py)" in text
+    assert "40.0%  drive (univrs/runtime/driver.py)" in text
+    assert "univrs     3000/s" in text and "etcd       5000/s" in text
+    assert "univrs/etcd throughput 0.60x" in text
+    assert "total 0.300: client 0.100, n1 (leader) 0.200" in text
+    assert "lease reads: not offered" in text
+
+
+def test_the_plot_is_a_png(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    assert bench.plot(_result(), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    json.dumps(_result())  # what --json writes
+
+
+def test_the_profile_summary_ranks_functions_by_self_and_total_share(
+    tmp_path: pathlib.Path,
+) -> None:
+    raw = tmp_path / "leader.txt"
+    raw.write_text(
+        "run (a.py:1);apply (sm.py:10);encode (codec.py:5) 30\n"
+        "run (a.py:1);apply (sm.py:12) 10\n"
+        "run (a.py:1);send (net.py:3);encode (codec.py:7) 60\n"
+    )
+    with_univrs = tmp_path / "univrs.txt"
+    with_univrs.write_text(
+        "node_start (univrs/cli/node.py:3);drive (univrs/runtime/driver.py:9) 3\n"
+        "node_start (univrs/cli/node.py:3);serve (univrs/api/fast.py:2) 1\n"
+    )
+    assert bench.summarise_profile(with_univrs)["total_pct"] == [
+        ["drive (univrs/runtime/driver.py)", 75.0],
+        ["serve (univrs/api/fast.py)", 25.0],
+    ]
+    summary = bench.summarise_profile(raw, top=4)
+    assert summary["samples"] == 100
+    assert summary["self_pct"] == [
+        ["encode (codec.py)", 90.0],
+        ["apply (sm.py)", 10.0],
+    ]
+    assert summary["total_pct"] == []  # no univrs function in these stacks

@@ -1,0 +1,207 @@
+"""The etcd side of ``scripts/bench --compare-etcd``: a local 3-member etcd cluster and a Go load
+generator built with etcd's own client.
+
+The cluster: ``etcd`` processes on loopback (ports found free, data directories under the run's
+temporary directory), fsync on as etcd's default, stopped by PID at the end. The load generator
+(``etcd_loadgen/main.go``) is built on first use with the Debian packages ``golang-go`` and
+``golang-etcd-server-dev`` (GOPATH mode: nothing downloaded) into ``~/.cache/univrs-bench``;
+it runs the same closed loop as the univrs bench (N clients over C connections, each writing or
+linearizably reading its own key). A Go client on gRPC is what etcd's own benchmark tool uses:
+a Python client would cap etcd's figure with its own CPU. Its CPU per operation is measured
+from /proc and reported, as the univrs client's is.
+
+Who may use it: the operator running the bench on their own machine; nothing listens beyond
+127.0.0.1, and the processes are the bench's own children.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from univrs.bench.cpu import cpu_seconds
+from univrs.tools.devcluster import free_ports, wait_for
+
+SOURCE = pathlib.Path(__file__).with_name("etcd_loadgen") / "main.go"
+GOPATH = "/usr/share/gocode"  # where golang-etcd-server-dev puts etcd's sources
+CLIENT_PACKAGE = pathlib.Path(GOPATH) / "src/go.etcd.io/etcd/clientv3"
+
+
+def missing() -> str | None:
+    """Why the comparison cannot run here (a message for the operator), or None."""
+    if shutil.which("etcd") is None:
+        return "etcd is not installed (Debian: apt-get install etcd-server)"
+    if shutil.which("go") is None or not CLIENT_PACKAGE.is_dir():
+        return (
+            "the etcd load generator needs go and etcd's Go client "
+            "(Debian: apt-get install golang-go golang-etcd-server-dev)"
+        )
+    return None
+
+
+def etcd_version() -> str:
+    out = subprocess.run(["etcd", "--version"], capture_output=True, text=True, check=False)
+    first = (out.stdout or out.stderr).splitlines()
+    return first[0].split(":", 1)[-1].strip() if first else "?"
+
+
+def build_loadgen() -> pathlib.Path:
+    """The load generator's binary, built once per version of its source."""
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+    folder = cache / "univrs-bench"
+    binary = folder / f"etcd_loadgen-{digest}"
+    if binary.exists():
+        return binary
+    folder.mkdir(parents=True, exist_ok=True)
+    print("building the etcd load generator (once, about 30 s) ...", file=sys.stderr)
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": GOPATH,
+        "GOCACHE": str(folder / "gocache"),
+        "GOFLAGS": "",
+    }
+    tmp = binary.with_suffix(".tmp")
+    subprocess.run(["go", "build", "-o", str(tmp), str(SOURCE)], env=env, check=True)
+    tmp.rename(binary)
+    return binary
+
+
+class EtcdCluster:
+    """A local etcd cluster of ``size`` members under ``folder``; a context manager that stops
+    its processes (by PID) on exit."""
+
+    def __init__(self, folder: pathlib.Path, size: int = 3) -> None:
+        self.folder = folder
+        self.size = size
+        ports = free_ports(2 * size)
+        self.client_ports = ports[:size]
+        self.peer_ports = ports[size:]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.client_ports]
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {f"etcd{i}": p.pid for i, p in enumerate(self.procs)}
+
+    def start(self, timeout: float = 60.0) -> None:
+        initial = ",".join(f"e{i}=http://127.0.0.1:{p}" for i, p in enumerate(self.peer_ports))
+        for i in range(self.size):
+            data = self.folder / f"etcd{i}"
+            data.mkdir(parents=True, exist_ok=True)
+            client = f"http://127.0.0.1:{self.client_ports[i]}"
+            peer = f"http://127.0.0.1:{self.peer_ports[i]}"
+            cmd = [
+                "etcd",
+                f"--name=e{i}",
+                f"--data-dir={data / 'data'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster={initial}",
+                "--initial-cluster-state=new",
+                "--initial-cluster-token=univrs-bench",
+                "--logger=zap",
+                "--log-level=warn",
+            ]
+            log = (self.folder / f"etcd{i}.log").open("wb")
+            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        wait_for(self._healthy, timeout, "a healthy etcd cluster", every=0.2)
+
+    def _healthy(self) -> bool:
+        for port in self.client_ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if json.loads(r.read()).get("health") != "true":
+                        return False
+            except (OSError, ValueError):
+                return False
+        return True
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __enter__(self) -> EtcdCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_load(
+    binary: pathlib.Path,
+    cluster: EtcdCluster,
+    *,
+    clients: int,
+    connections: int,
+    duration: float,
+    warmup: float,
+    op: str,
+) -> dict[str, Any]:
+    """One closed-loop measurement against ``cluster``: the load generator's figures and the
+    CPU milliseconds per operation of each etcd member and of the load generator."""
+    cmd = [
+        str(binary),
+        f"-endpoints={','.join(cluster.endpoints)}",
+        f"-clients={clients}",
+        f"-conns={max(1, min(connections, clients))}",
+        f"-duration={duration}",
+        f"-warmup={warmup}",
+        f"-op={op}",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        processes = {**cluster.pids, "client": proc.pid}
+        line = proc.stdout.readline()
+        if line.strip() != "start":
+            raise RuntimeError(f"etcd load generator: {line.strip() or 'exited'}")
+        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        # Sample the load generator's CPU just before it exits: it prints its result last.
+        line = proc.stdout.readline()
+        after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if not line.strip():
+        raise RuntimeError("etcd load generator: no result")
+    result: dict[str, Any] = json.loads(line)
+    counted = max(1, result["ops"])
+    result["cpu_ms_per_op"] = {
+        name: (a - b) * 1000 / counted
+        for name in processes
+        if (b := before[name]) is not None and (a := after[name]) is not None
+    }
+    if not result.get("first_error"):
+        result["first_error"] = None
+    return result
