@@ -155,7 +155,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("univrs.client",),
     ("univrs.api",),
     ("univrs.server",),
-    ("univrs.tools", "univrs.sim"),
+    ("univrs.tools", "univrs.sim", "univrs.mcp"),
     ("univrs.chaos",),
     ("univrs.bench",),  # checks a sample of its histories with the chaos checker
     ("univrs.cli",),

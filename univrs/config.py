@@ -86,6 +86,9 @@ class NodeConfig:
     # Node liveness: a registered machine that has not heartbeated for this long is marked
     # down by the leader (a new leader first waits this long).
     node_ttl_ms: int = 10_000
+    # The reconciler (docs/orchestrator.md): 0 turns it off (instances are then created by
+    # clients); above 0 the leader reconciles on every change and at least this often.
+    reconcile_resync_ms: int = 0
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);
@@ -199,6 +202,7 @@ _RAFT_KEYS = {
     "watch_history": _INT,
     "watch_max_watchers": _INT,
     "node_ttl_ms": _INT,
+    "reconcile_resync_ms": _INT,
     "bootstrap": _TABLE,
     "dial": _TABLE,
     "initial_cluster_state": _STR,
@@ -496,6 +500,10 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
     problems: list[str] = []
     for nid, addr in c.dial:
         _check_addr(f"raft.dial.{nid}", addr, problems)
+    if c.reconcile_resync_ms < 0:
+        problems.append(
+            f"raft.reconcile_resync_ms: {c.reconcile_resync_ms} must be >= 0 (0: no reconciler)"
+        )
     if c.node_ttl_ms < 0:
         problems.append(f"raft.node_ttl_ms: {c.node_ttl_ms} must be >= 0 (0: no liveness)")
     if c.snapshot_trailing_entries < 0:

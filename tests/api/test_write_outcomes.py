@@ -19,7 +19,7 @@ import trio
 
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
 from univrs.api.auth import ANONYMOUS, Caller
-from univrs.api.service import ApiService
+from univrs.api.service import ApiService, RaftStateStore
 from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
@@ -119,8 +119,10 @@ async def api_cluster(nursery: trio.Nursery) -> tuple[MemCluster, dict[str, ApiS
         runtime = await cluster.start(nid)
         forwarder = MemForwarder(nursery=nursery, cluster=cluster, source=nid, services=services)
         services[nid] = ApiService(
-            node=FakeNode(runtime),  # type: ignore[arg-type]
-            forwarder=forwarder,  # type: ignore[arg-type]
+            RaftStateStore(
+                node=FakeNode(runtime),  # type: ignore[arg-type]
+                forwarder=forwarder,  # type: ignore[arg-type]
+            )
         )
     return cluster, services
 
@@ -214,7 +216,7 @@ async def test_a_keyed_retry_refused_after_an_unknown_attempt_is_unknown(
     cluster, services = await api_cluster(nursery)
     leader = await wait_leader(cluster)
     follower = next(services[i] for i in IDS if i != leader.node_id)
-    forwarder = follower.forwarder
+    forwarder = follower.store.forwarder
     assert isinstance(forwarder, MemForwarder)
     sent_then_lost = ConnectionLost("the leader went away")
     sent_then_lost.outcome_unknown = True

@@ -8,7 +8,6 @@ a read of the new one.
 
 from __future__ import annotations
 
-import pytest
 import trio
 
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
@@ -16,7 +15,6 @@ from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.raft.messages import Message, ReadIndexRequest, ReadIndexResponse
 from univrs.raft.ready import Role
 from univrs.runtime.driver import RaftRuntime
-from univrs.runtime.store import RaftStateStore
 from univrs.sm.responses import Response
 
 IDS = ["a", "b", "c"]
@@ -163,20 +161,3 @@ async def test_read_ids_of_a_restarted_process_never_match_the_old_ones(
     await wait_until(lambda: read, "the new read")
     assert read[0] >= current, f"a late answer to the old process's read served it at {read}"
     assert new_request.ctx != old_ctx
-
-
-async def test_the_state_store_reports_an_unconfirmed_write_as_unknown(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
-) -> None:
-    """``RaftStateStore``'s deadline: the leader's entry went out (inbound cut) and may yet
-    commit, so the error must not be ``Unavailable`` ("nothing was applied")."""
-    cluster = MemCluster.build(nursery, IDS)
-    await start_all(cluster)
-    leader = await wait_leader(cluster)
-    store = RaftStateStore(leader, timeout=0.2)
-    cluster.deaf.add(leader.node_id)
-    with pytest.raises(OutcomeUnknown):
-        await store.execute(create("w1"))
-    others = [i for i in IDS if i != leader.node_id]
-    new = await wait_leader(cluster, others)
-    await wait_until(lambda: new.sm.get_workload("w1") is not None, "w1 to commit after all")

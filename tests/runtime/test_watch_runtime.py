@@ -4,16 +4,12 @@ the leader starts its history over at the snapshot's index (what came before is 
 
 from __future__ import annotations
 
-from contextlib import aclosing
-
 import pytest
 import trio
 
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
 from univrs.errors import Compacted
-from univrs.runtime.store import RaftStateStore
 from univrs.sm.events import ObjectKind
-from univrs.sm.store import ReadConsistency
 
 IDS = ["a", "b", "c"]
 ALL = frozenset(ObjectKind)
@@ -51,24 +47,3 @@ async def test_replicas_record_the_same_events_and_a_snapshot_install_compacts(
     after = meta.index + 1
     assert hub.read(ALL, after, limit=100) == leader.watch_hub.read(ALL, after, limit=100)
     assert [e.id for e in hub.read(ALL, after, limit=100)[0]] == ["w6"]
-
-
-async def test_the_raft_state_store_watches_from_a_read_states_revision(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
-) -> None:
-    cluster = MemCluster.build(nursery, IDS)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
-    await leader.propose(create("before"))
-    store = RaftStateStore(leader)
-    state = await store.read_state(ReadConsistency.LOCAL)
-    start = state.last_applied_index + 1
-    await leader.propose(create("after"))
-    kinds = frozenset({ObjectKind.WORKLOAD})
-    with trio.fail_after(10):
-        async with aclosing(store.watch(kinds, from_revision=start)) as events:
-            async for event in events:
-                assert (event.id, event.type.value) == ("after", "put")
-                break
-    assert leader.watch_hub.watchers == 0

@@ -33,9 +33,11 @@ from univrs.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
+    NotLeader,
 )
 from univrs.service.operations import OPERATIONS, Kind
 from univrs.service.operations import Operation as Declaration
+from univrs.service.reconcile import status_of
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.commands import (
     BootstrapToken,
@@ -67,7 +69,16 @@ from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_probl
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
-__all__ = ["DEFAULT_LIMIT", "HANDLERS", "MAX_LIMIT", "UNKEYED", "Handler", "check_key", "handler"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "HANDLERS",
+    "MAX_LIMIT",
+    "UNKEYED",
+    "Handler",
+    "check_key",
+    "handler",
+    "request_of",
+]
 
 Build = Callable[[dict[str, Any]], tuple[Command, dict[str, Any]]]
 # On the leader, right before proposing: (the command to propose, or None to propose nothing
@@ -603,6 +614,7 @@ HANDLERS: dict[str, Handler] = {
             leader_step=_heartbeat_step,
         ),
         _watcher("events.poll"),
+        _reader("reconcile.status", lambda args, state: status_of(state)),
         _write("credits.mint", _build_mint, _render_mint),
         _write("credits.transfer", _build_transfer, _render_transfer),
         _reader("credits.balance", _read_balance),
@@ -626,3 +638,65 @@ def handler(name: str) -> Handler:
     if found is None:
         raise NotFound(f"unknown operation {name!r} (known: {', '.join(sorted(HANDLERS))})")
     return found
+
+
+def _with_version(args: dict[str, Any], expected: int | None) -> dict[str, Any]:
+    return args if expected is None else {**args, "expected_version": expected}
+
+
+def request_of(command: Command) -> tuple[str, dict[str, Any]]:
+    """The operation and normalized arguments whose ``build`` gives back ``command``: how a
+    ``StateStore`` write on a follower travels to the leader (a test checks the round trip).
+
+    A command fenced by a term (``fence_term``: a leader-only decision, the reconciler's)
+    has no operation: it is never forwarded (``NotLeader``); nor is a token command (its
+    secret exists only on the node that made it)."""
+    match command:
+        case CreateWorkload(id=ident, spec=spec):
+            return "workload.create", {"id": ident, "spec": cv.spec_doc(spec)}
+        case UpdateWorkload(id=ident, spec=spec, expected_version=ev):
+            return "workload.update", _with_version({"id": ident, "spec": cv.spec_doc(spec)}, ev)
+        case ScaleWorkload(id=ident, replicas=replicas, expected_version=ev):
+            return "workload.scale", _with_version({"id": ident, "replicas": replicas}, ev)
+        case DeleteWorkload(id=ident, expected_version=ev):
+            return "workload.delete", _with_version({"id": ident}, ev)
+        case CreateInstance(id=ident, spec=spec, fence_term=None):
+            args: dict[str, Any] = {"id": ident, "workload_id": spec.workload_id}
+            if spec.node_id is not None:
+                args["node_id"] = spec.node_id
+            return "instance.create", args
+        case UpdateInstanceStatus():
+            args = {"id": command.id, "status": command.status.value, "message": command.message}
+            if command.node_id is not None:
+                args["node_id"] = command.node_id
+            return "instance.update_status", _with_version(args, command.expected_version)
+        case DeleteInstance(id=ident, expected_version=ev, fence_term=None):
+            return "instance.delete", _with_version({"id": ident}, ev)
+        case RegisterNode(info=info, status=status):
+            return "node.register", {
+                "id": info.id,
+                "addresses": list(info.addresses),
+                "capacity": cv.resources_doc(info.capacity),
+                "labels": dict(info.labels),
+                "status": status.value,
+            }
+        case UpdateNodeStatus(id=ident, status=status, expected_version=ev):
+            return "node.update_status", _with_version({"id": ident, "status": status.value}, ev)
+        case DeregisterNode(id=ident, expected_version=ev):
+            return "node.deregister", _with_version({"id": ident}, ev)
+        case MintCredits(to_peer=to_peer, amount=amount, reason=reason):
+            return "credits.mint", {"to_peer": to_peer, "amount": amount, "reason": reason}
+        case TransferCredits(from_peer=from_peer, to_peer=to_peer, amount=amount):
+            return "credits.transfer", {
+                "from_peer": from_peer,
+                "to_peer": to_peer,
+                "amount": amount,
+            }
+        case OpenSession():
+            return "session.open", {}
+        case CloseSession(client_id=client_id):
+            return "session.close", {"client_id": client_id}
+    # A leader-only (fenced) command, decided here; or a token command, whose secret the
+    # serving node makes and only its hash travels (use the token.* operations): neither is
+    # forwarded as a StateStore write.
+    raise NotLeader(None)

@@ -4,7 +4,8 @@ fast client protocol at ``/client`` on the raft listener.
 The HTTP API is served by hypercorn's trio worker (behind listeners that bound connections per
 client address: ``univrs.api.listen``); the app is Starlette. The state endpoints
 (``univrs.api.rest``) and the fast protocol (``univrs.api.fast``) both run operations through
-one ``ApiService``, whose ``Forwarder`` sends writes from a follower to the leader. Every
+one ``ApiService``, the adapter over the node's ``RaftStateStore`` (``node.store``), whose
+``Forwarder`` sends writes from a follower to the leader. Every
 handler reads the node through its public views; nothing here touches the Raft core directly.
 
 With TLS (the node's ``[tls]``) the API is HTTPS only, with the node certificate; a client
@@ -40,7 +41,7 @@ from univrs.api.health import StorageWatch, liveness, readiness
 from univrs.api.limits import ConnectionLimiter
 from univrs.api.listen import serve_http
 from univrs.api.openapi import openapi_document
-from univrs.api.service import ApiService, Forwarder
+from univrs.api.service import ApiService, RaftStateStore
 from univrs.client import protocol
 from univrs.errors import (
     InternalError,
@@ -93,7 +94,7 @@ async def readyz(request: Request) -> Response:
     watch: StorageWatch | None = request.app.state.storage_watch
     ready, body = await readiness(
         node,
-        None if service is None else service.contact.ms_since(),
+        None if service is None else service.store.contact.ms_since(),
         0.0 if watch is None else watch.stalled_for(),
     )
     return JSONResponse(body, status_code=200 if ready else 503)
@@ -294,8 +295,9 @@ async def serve_api(
     config.graceful_timeout = 1.0
 
     async with trio.open_nursery() as nursery:
-        forwarder = Forwarder(nursery=nursery, node_id=node.node_id, tls=tls)
-        service = ApiService(node=node, forwarder=forwarder)
+        store = node.store
+        assert isinstance(store, RaftStateStore), store
+        service = ApiService(store)
         watch = StorageWatch(node)
         nursery.start_soon(watch.run)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
@@ -309,4 +311,3 @@ async def serve_api(
             await trio.sleep_forever()
         finally:
             node.transport.router.remove_route(protocol.PATH)
-            forwarder.close()

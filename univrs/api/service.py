@@ -1,7 +1,15 @@
-"""Runs client operations on a node: writes through the leader, reads at a chosen consistency.
+"""The cluster state on a node: ``RaftStateStore`` (writes through the leader, reads at a chosen
+consistency) and ``ApiService``, the REST/fast-protocol adapter over it.
 
-Theory of operation. ``ApiService.execute(name, args, ...)`` is the one entry point of both
-the REST API and the fast client protocol. Every request has a deadline.
+Theory of operation. ``RaftStateStore`` is the node's one ``StateStore`` (univrs/sm/store.py):
+the typed methods (``create_workload``, ``scale_workload`` ...) that the reconciler and
+in-process callers use, and ``submit``/``read_at``, which ``ApiService.execute(name, args,
+...)`` (the one entry point of both the REST API and the fast client protocol) calls after
+checking the operation's arguments and building its command. It works on any node, whatever
+its role; every request has a deadline. A ``StateStore`` write on a follower travels to the
+leader as the operation whose ``build`` gives the same command back (``ops.request_of``) and
+returns once this node applied it too (so a local read reflects it); a command fenced by a
+term (the reconciler's) is never forwarded.
 
 Callers. ``execute`` first authorizes the caller for the operation's role
 (``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and
@@ -50,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -60,7 +69,7 @@ from univrs.api.auth import ANONYMOUS, Authority, Caller
 from univrs.api.batcher import ReadCoalescer
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
-from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler
+from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, check_key, handler, request_of
 from univrs.api.watch import poll_events
 from univrs.client.connection import Connection
 from univrs.client.protocol import MAX_HOPS
@@ -79,9 +88,19 @@ from univrs.errors import (
 from univrs.net.tls import TlsContexts
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
-from univrs.sm.commands import Envelope, OpenSession
+from univrs.sm.commands import (
+    Command,
+    CreateInstance,
+    CreateWorkload,
+    Envelope,
+    OpenSession,
+    RegisterNode,
+)
 from univrs.sm.errors import failure_to_exception
-from univrs.sm.responses import Failure, Success
+from univrs.sm.events import Event, ObjectKind
+from univrs.sm.responses import Created, Failure, Response, Success
+from univrs.sm.state import ClusterStateMachine
+from univrs.sm.store import ReadConsistency, StateStore
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -100,7 +119,7 @@ UNKNOWN_MESSAGE = (
     "retried: read the object to find out, or send writes with an idempotency key"
 )
 
-__all__ = ["MAX_LIMIT", "ApiService", "Forwarder", "LeaderContact"]
+__all__ = ["MAX_LIMIT", "ApiService", "Forwarder", "LeaderContact", "RaftStateStore", "Write"]
 
 
 def _after_unknown(exc: UnivrsError) -> UnivrsError:
@@ -246,9 +265,31 @@ class LeaderContact:
         return int((trio.current_time() - self._heard_at) * 1000)
 
 
+@attrs.frozen(kw_only=True)
+class Write:
+    """One write as ``RaftStateStore.submit`` runs it.
+
+    ``envelope`` is proposed on the leader; a follower forwards ``op`` with ``args`` (the
+    normalized arguments the leader rebuilds the same command from). ``render`` turns the
+    applied response into the result (None: the response itself); ``leader_step``, on the
+    leader, may replace the command or answer without writing (a heartbeat)."""
+
+    envelope: Envelope
+    op: str
+    args: dict[str, Any]
+    caller: Caller = ANONYMOUS  # forwarded with the request: the leader authorizes it again
+    allowed_when_full: bool = False  # a write that frees space passes the NOSPACE alarm
+    render: Callable[[Response, ClusterStateMachine], Any] | None = None
+    leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
+        None
+    )
+
+
 @attrs.define(eq=False)
-class ApiService:
-    """Executes operations on one node (see the module docstring)."""
+class RaftStateStore(StateStore):
+    """The cluster state on this node, whichever its role: the ``StateStore`` that the REST
+    API and the fast protocol (through ``ApiService``), the reconciler and in-process callers
+    use (see the module docstring for the write and read rules)."""
 
     node: NodeHandle
     forwarder: Forwarder
@@ -299,73 +340,86 @@ class ApiService:
                     callback=lambda: [((), float(quota.limit))],
                 )
 
-    async def execute(
-        self,
-        name: str,
-        args: dict[str, Any],
-        *,
-        key: tuple[str, int] | None = None,
-        consistency: str | None = None,
-        timeout: float | None = None,
-        hops: int = 0,
-        caller: Caller = ANONYMOUS,
-    ) -> tuple[Any, dict[str, Any] | None]:
-        """Run operation ``name`` for ``caller``: (result document, read meta or None).
-        Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first)."""
-        op = handler(name)
-        start = trio.current_time()
-        limit = self.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
-        deadline = start + max(limit, 0.001)
-        outcome = "ok"
-        try:
-            identity = self.authority.authorize(caller, op.declaration.required_role, op.name)
-            if op.watch:  # served from this node's event history, at any consistency
-                return await poll_events(self.node, args, deadline), None
-            if op.is_write:
-                if op.name == "session.open":
-                    self.session_opens.take(identity.key, "session opens")
-                return await self._write(op, args, key, deadline, hops, caller, identity.key)
-            return await self._read(op, args, consistency or "linearizable", deadline)
-        except UnivrsError as exc:
-            outcome = exc.code
-            raise
-        finally:
-            if self.metrics is not None:
-                self.metrics.requests.inc(1, op.name, outcome)
-            if self.metrics is not None and not op.watch:  # a long poll is not a read's latency
-                histogram = self.metrics.write_seconds if op.is_write else self.metrics.read_seconds
-                histogram.observe(trio.current_time() - start)
+    # ---------------------------------------------------------------- the StateStore hooks
+
+    async def execute(self, command: Command | Envelope) -> Response:
+        """Apply ``command`` through the leader (proposed here, or forwarded) within
+        ``timeout``; return once this node applied it, so a local read reflects it. Besides
+        a ``Failure`` it may raise the product's errors (no leader, a deadline, a refusal the
+        leader answered)."""
+        envelope = command if isinstance(command, Envelope) else Envelope(command=command)
+        key = None
+        if envelope.client_id is not None and envelope.seq is not None:
+            key = (envelope.client_id, envelope.seq)
+        deadline = trio.current_time() + self.timeout
+        args: dict[str, Any] = {}
+        if _fenced(envelope.command):
+            op = ""  # a leader's decision is never forwarded: NotLeader elsewhere
+        else:
+            op, args = request_of(envelope.command)
+        result, meta = await self.submit(
+            Write(envelope=envelope, op=op, args=args), key, deadline, hops=0 if op else MAX_HOPS
+        )
+        if isinstance(result, Success | Created | Failure):
+            return result
+        index = int(meta["index"])  # forwarded: the leader applied it at this index
+        await self._applied(index, deadline)
+        created = envelope.command
+        if isinstance(created, OpenSession):
+            return Created(id=str(result["client_id"]), version=index)
+        if isinstance(created, RegisterNode):
+            return Created(id=created.info.id, version=index)
+        if isinstance(created, CreateWorkload | CreateInstance):
+            return Created(id=created.id, version=index)
+        return Success(version=index)
+
+    async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
+        """This node's state machine, once a read of it is ``consistency`` (a linearizable
+        one is confirmed by the leader, within ``timeout``)."""
+        if consistency is ReadConsistency.LINEARIZABLE:
+            await self._read_barrier(trio.current_time() + self.timeout)
+        return self.node.runtime.sm
+
+    async def watch(
+        self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """The events of ``kinds`` applied on this node from ``from_revision`` on (default:
+        the next one), in order, forever; ``Compacted`` when the revision is no longer kept
+        here (read the state again and watch from its ``last_applied_index`` + 1)."""
+        hub = self.node.runtime.watch_hub
+        start = hub.revision + 1 if from_revision is None else from_revision
+        with hub.watcher():
+            while True:
+                events, through = await hub.poll(kinds, start, limit=1000, wait=60.0)
+                for event in events:
+                    yield event
+                start = through + 1
+
+    async def _applied(self, index: int, deadline: float) -> None:
+        runtime = self.node.runtime
+        with trio.move_on_at(deadline) as scope:
+            while runtime.sm.last_applied_index < index:
+                await runtime.wait_changed()
+        if scope.cancelled_caught:
+            raise Timeout(
+                f"the write applied at index {index} on the leader but not yet on this node"
+            )
 
     # ---------------------------------------------------------------- writes
 
-    async def _write(
+    async def submit(
         self,
-        op: Handler,
-        args: dict[str, Any],
+        write: Write,
         key: tuple[str, int] | None,
         deadline: float,
-        hops: int,
-        caller: Caller = ANONYMOUS,
-        owner: str = "",
+        hops: int = 0,
     ) -> tuple[Any, dict[str, Any]]:
-        """(result, {"index": the log index the write was applied at})."""
-        assert op.build is not None
-        if key is not None and op.name in UNKEYED:
-            raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
+        """Run one write until ``deadline``: (its result, {"index": the log index it applied
+        at}). See the module docstring for the retry rules."""
         check_key(key)
-        command, built = op.build(args)
-        if isinstance(command, OpenSession):
-            command = OpenSession(owner=owner)  # bounds the sessions one caller holds
-        envelope = Envelope(
-            command=command,
-            client_id=None if key is None else key[0],
-            seq=None if key is None else key[1],
-        )
         attempts = WriteAttempts(keyed=key is not None)
         try:
-            return await self._attempt_write(
-                op, command, built, envelope, key, deadline, hops, attempts, caller
-            )
+            return await self._attempt_write(write, key, deadline, hops, attempts)
         except UnivrsError as exc:
             answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
             if answer is exc:
@@ -374,22 +428,19 @@ class ApiService:
 
     async def _attempt_write(
         self,
-        op: Handler,
-        command: Any,
-        built: dict[str, Any],
-        envelope: Envelope,
+        write: Write,
         key: tuple[str, int] | None,
         deadline: float,
         hops: int,
         attempts: WriteAttempts,
         caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any]]:
-        """The attempts of ``_write``; ``attempts`` (univrs/runtime/proposals.py, the rules the
+        """The attempts of ``submit``; ``attempts`` (univrs/runtime/proposals.py, the rules the
         simulator runs too) notes as soon as an attempt may have applied the command. A
         keyless write is then not retried (its error says the outcome is unknown); a keyed one
         is, because the state machine answers a retried key with the first response."""
-        assert op.render is not None
         runtime = self.node.runtime
+        envelope = write.envelope
         hint: str | None = None
         while True:
             if trio.current_time() >= deadline:
@@ -398,15 +449,17 @@ class ApiService:
             if status.role is Role.LEADER:
                 extra: dict[str, Any] = {}
                 proposed = envelope
-                if op.leader_step is not None:
+                if write.leader_step is not None:
                     # A write the leader may answer itself (a heartbeat of a live node).
-                    step, extra = op.leader_step(command, runtime.sm, self.node)
+                    step, extra = write.leader_step(runtime.sm)
                     if step is None:  # nothing to write: rendered from the state here
                         applied = runtime.sm.last_applied_index
-                        result = op.render(command, Success(version=applied), runtime.sm)
-                        return {**result, **extra}, {"index": applied}
+                        done = Success(version=applied)
+                        if write.render is None:
+                            return done, {"index": applied}
+                        return {**write.render(done, runtime.sm), **extra}, {"index": applied}
                     proposed = attrs.evolve(envelope, command=step)
-                self._check_quota(op)
+                self._check_quota(write)
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
@@ -426,11 +479,12 @@ class ApiService:
                         raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
                     await self._settle(deadline)
                     continue
+                if write.render is None:
+                    index = runtime.sm.last_applied_index  # a Failure has no version
+                    return response, {"index": getattr(response, "version", index)}
                 if isinstance(response, Failure):
                     raise failure_to_exception(response)
-                result = op.render(command, response, runtime.sm)
-                if op.finish is not None:
-                    result = op.finish(built, result, runtime.sm)
+                result = write.render(response, runtime.sm)
                 if extra:
                     result = {**result, **extra}
                 return result, {"index": response.version}
@@ -451,7 +505,7 @@ class ApiService:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
                 result, meta = await self.forwarder.call(
-                    address, op.name, built, key, deadline, caller
+                    address, write.op, write.args, key, deadline, write.caller
                 )
             except UnivrsError as exc:
                 self._count_forward(exc.code)
@@ -475,9 +529,9 @@ class ApiService:
             self._count_forward("ok")
             return result, meta or {}
 
-    def _check_quota(self, op: Handler) -> None:
+    def _check_quota(self, write: Write) -> None:
         """Refuse a write that does not free space while the NOSPACE alarm is raised."""
-        if self.quota is None or op.declaration.allowed_when_full or not self.quota.alarm:
+        if self.quota is None or write.allowed_when_full or not self.quota.alarm:
             return
         raise NoSpace(
             f"the storage quota is exceeded ({self.quota.in_use()} bytes in use, "
@@ -517,19 +571,16 @@ class ApiService:
 
     # ---------------------------------------------------------------- reads
 
-    async def _read(
-        self, op: Handler, args: dict[str, Any], consistency: str, deadline: float
-    ) -> tuple[Any, dict[str, Any]]:
-        assert op.read is not None
+    async def read_at(self, consistency: str, deadline: float) -> ClusterStateMachine:
+        """The state to read at ``consistency`` (``linearizable`` or ``local``), by
+        ``deadline``."""
         if consistency not in ("linearizable", "local"):
             raise InvalidArgument(
                 "consistency must be 'linearizable' or 'local'", field="consistency"
             )
-        runtime = self.node.runtime
         if consistency == "linearizable":
             await self._read_barrier(deadline)
-        result = op.read(args, runtime.sm)
-        return result, self.meta(consistency)
+        return self.node.runtime.sm
 
     async def _read_barrier(self, deadline: float) -> None:
         runtime = self.node.runtime
@@ -563,3 +614,114 @@ class ApiService:
             "behind": max(0, status.commit - applied),
             "leader_contact_ms": self.contact.ms_since(),
         }
+
+
+def _fenced(command: Command) -> bool:
+    return getattr(command, "fence_term", None) is not None
+
+
+@attrs.define(eq=False)
+class ApiService:
+    """Runs the operations of the REST API and the fast protocol, by name, over a
+    ``RaftStateStore``: it checks the arguments, builds the command, renders the result and
+    counts; the store executes (see the module docstring)."""
+
+    store: RaftStateStore
+
+    @property
+    def node(self) -> NodeHandle:
+        return self.store.node
+
+    @property
+    def metrics(self) -> ApiMetrics | None:
+        return self.store.metrics
+
+    @property
+    def quota(self) -> Quota | None:
+        return self.store.quota
+
+    @property
+    def fast_connections(self) -> ConnectionLimiter:
+        return self.store.fast_connections
+
+    async def execute(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        key: tuple[str, int] | None = None,
+        consistency: str | None = None,
+        timeout: float | None = None,
+        hops: int = 0,
+        caller: Caller = ANONYMOUS,
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """Run operation ``name`` for ``caller``: (result document, read meta or None).
+        Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first)."""
+        op = handler(name)
+        start = trio.current_time()
+        limit = self.store.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
+        deadline = start + max(limit, 0.001)
+        outcome = "ok"
+        metrics = self.store.metrics
+        try:
+            store = self.store
+            identity = store.authority.authorize(caller, op.declaration.required_role, op.name)
+            if op.watch:  # served from this node's event history, at any consistency
+                return await poll_events(self.node, args, deadline), None
+            if op.is_write:
+                if op.name == "session.open":
+                    store.session_opens.take(identity.key, "session opens")
+                return await self._write(op, args, key, deadline, hops, caller, identity.key)
+            assert op.read is not None
+            how = consistency or "linearizable"
+            state = await self.store.read_at(how, deadline)
+            return op.read(args, state), self.store.meta(how)
+        except UnivrsError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            if metrics is not None:
+                metrics.requests.inc(1, op.name, outcome)
+            if metrics is not None and not op.watch:  # a long poll is not a read's latency
+                histogram = metrics.write_seconds if op.is_write else metrics.read_seconds
+                histogram.observe(trio.current_time() - start)
+
+    async def _write(
+        self,
+        op: Handler,
+        args: dict[str, Any],
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int,
+        caller: Caller = ANONYMOUS,
+        owner: str = "",
+    ) -> tuple[Any, dict[str, Any]]:
+        """(result, {"index": the log index the write was applied at})."""
+        assert op.build is not None and op.render is not None
+        if key is not None and op.name in UNKEYED:
+            raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
+        check_key(key)
+        command, built = op.build(args)
+        if isinstance(command, OpenSession):
+            command = OpenSession(owner=owner)  # bounds the sessions one caller holds
+        envelope = Envelope(
+            command=command,
+            client_id=None if key is None else key[0],
+            seq=None if key is None else key[1],
+        )
+        render, finish, step, node = op.render, op.finish, op.leader_step, self.node
+
+        def rendered(response: Response, state: ClusterStateMachine) -> Any:
+            result = render(command, response, state)
+            return result if finish is None else finish(built, result, state)
+
+        write = Write(
+            envelope=envelope,
+            op=op.name,
+            args=built,
+            caller=caller,
+            allowed_when_full=op.declaration.allowed_when_full,
+            render=rendered,
+            leader_step=None if step is None else (lambda state: step(command, state, node)),
+        )
+        return await self.store.submit(write, key, deadline, hops)

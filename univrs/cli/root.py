@@ -11,6 +11,7 @@ from univrs.cli import (
     cluster,
     completion,
     defrag,
+    mcp,
     node,
     recover,
     snapshot,
@@ -30,6 +31,7 @@ main.add_command(cluster.cluster)
 for _group in state.groups():  # workload, instance, nodeinfo, credits, token
     main.add_command(_group)
 main.add_command(watch.watch)
+main.add_command(mcp.mcp)
 main.add_command(chaos.chaos)
 main.add_command(defrag.defrag)
 main.add_command(snapshot.snapshot)

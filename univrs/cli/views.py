@@ -138,6 +138,30 @@ def _doc_only(fn: Callable[[Any], str]) -> View:
     return lambda doc, op, args: fn(doc)
 
 
+def reconcile_status(d: dict[str, Any]) -> str:
+    rows = [
+        [
+            w["workload"],
+            w["desired"],
+            w["live"],
+            w["to_place"],
+            w["to_remove"],
+            w["pending"],
+            w["reason"] or "-",
+        ]
+        for w in d["workloads"]
+    ]
+    table = format_table(
+        ["WORKLOAD", "DESIRED", "LIVE", "TO PLACE", "TO REMOVE", "PENDING", "REASON"], rows
+    )
+    state = (
+        "converged"
+        if d["converged"]
+        else (f"{d['to_place']} to place, {d['to_remove']} to remove, {d['pending']} pending")
+    )
+    return f"{table}\nat revision {d['revision']}: {state}"
+
+
 # ---------------------------------------------------------------- tokens
 
 
@@ -175,6 +199,7 @@ VIEWS: dict[str, View] = {
     "Transferred": _doc_only(transferred),
     "Balance": lambda d, op, args: f"{d['peer']}: {d['balance']}",
     "BalanceList": _doc_only(balances),
+    "ReconcileStatus": _doc_only(reconcile_status),
     "Heartbeat": lambda d, op, args: (
         f"node {d['id']} is {d['status']}; heartbeat again within {d['ttl_ms']} ms"
         if d["ttl_ms"]

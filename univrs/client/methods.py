@@ -314,6 +314,18 @@ class StateMethods:
         )
         return await self.call("events.poll", args, consistency=consistency)
 
+    async def reconcile_status(
+        self: _Runner,
+        *,
+        consistency: str | None = None,
+    ) -> Any:
+        """What the reconciler has left to do: per workload, its desired and live instances, those
+        to place or remove, and those no node can take (from the state)."""
+        args = _args(
+            {},
+        )
+        return await self.call("reconcile.status", args, consistency=consistency)
+
     async def mint_credits(
         self: _Runner,
         to_peer: str,

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import trio
 
+from univrs.api.service import Forwarder, RaftStateStore
 from univrs.config import NodeConfig
 from univrs.errors import ConfigError, Conflict, StorageError
 from univrs.net.address import split_host_port
@@ -36,7 +37,7 @@ from univrs.net.transport import RaftTransport
 from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
-from univrs.raft.ready import InitialState, Status
+from univrs.raft.ready import InitialState, Role, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
@@ -45,7 +46,6 @@ from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.snapshots import check_snapshot, restore
-from univrs.runtime.store import RaftStateStore
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
@@ -65,6 +65,7 @@ from univrs.server.removal import (
     watch_for_removal,
 )
 from univrs.server.wiring import check_tls, transport_from_config
+from univrs.service.reconcile import Reconciler
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 
@@ -252,9 +253,12 @@ class Node:
     runtime: RaftRuntime
     transport: RaftTransport
     metrics: NodeMetrics
-    store: RaftStateStore
     liveness: Liveness
     cluster_id: str
+    # The StateStore of this node (any role): the API, the fast protocol and the reconciler
+    # go through it. Set once the node's nursery runs (its forwarder dials from there).
+    store: RaftStateStore = attrs.field(init=False)
+    reconciler: Reconciler | None = None  # None: [raft] reconcile_resync_ms = 0
     raft_port: int | None = None
     api_port: int | None = None
     # Join progress, for `univrs cluster join` to show: state and details.
@@ -527,13 +531,11 @@ async def _run_once(
             runtime=runtime,
             transport=transport,
             metrics=metrics,
-            store=RaftStateStore(runtime),
             liveness=Liveness(runtime, ttl_ms=config.node_ttl_ms),
             cluster_id=opened.cluster_id,
             peer_map=peer_map,
             watch=watch,
         )
-        _watch_metrics(node)
         transport.add_route(
             PROBE_PATH,
             probe_route(
@@ -545,10 +547,19 @@ async def _run_once(
         async with trio.open_nursery() as nursery:
             node._scope = nursery.cancel_scope
             node._nursery = nursery
+            forwarder = Forwarder(nursery=nursery, node_id=config.node_id, tls=transport.tls)
+            node.store = RaftStateStore(node=node, forwarder=forwarder)
+            if config.reconcile_resync_ms > 0:
+                node.reconciler = Reconciler(
+                    node.store, RuntimeLeadership(runtime), resync=config.reconcile_resync_ms / 1000
+                )
+            _watch_metrics(node)
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
             nursery.start_soon(node.liveness.run)
+            if node.reconciler is not None:
+                nursery.start_soon(node.reconciler.run)
             nursery.start_soon(watch_for_removal, node, watch)
             nursery.start_soon(hold_incarnations, view, transport)
             nursery.start_soon(log_refusals, runtime.status, runtime.wait_changed)
@@ -599,6 +610,20 @@ async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
             await runtime.wait_changed()
 
 
+@attrs.define(eq=False)
+class RuntimeLeadership:
+    """The reconciler's view of this node's role (``univrs.service.reconcile.Leadership``)."""
+
+    runtime: RaftRuntime
+
+    def leading_term(self) -> int | None:
+        status = self.runtime.status()
+        return status.term if status.role is Role.LEADER else None
+
+    async def wait_changed(self) -> None:
+        await self.runtime.wait_changed()
+
+
 def _watch_metrics(node: Node) -> None:
     """Gauges of the watch history and of liveness (docs/orchestrator.md)."""
     hub, liveness, r = node.runtime.watch_hub, node.liveness, node.metrics.registry
@@ -622,6 +647,27 @@ def _watch_metrics(node: Node) -> None:
         "Nodes this node marked down as leader, for missing heartbeats (since start).",
         callback=one(lambda: liveness.marked_down),
     )
+    reconciler = node.reconciler
+    if reconciler is None:
+        return
+    m = reconciler.metrics
+    r.gauge(
+        "univrs_reconcile_pending",
+        "Missing instances no ready node could take, at the reconciler's last pass.",
+        callback=one(lambda: m.pending),
+    )
+    r.gauge(
+        "univrs_reconcile_active",
+        "1 while this node's reconciler runs (it leads), else 0.",
+        callback=one(lambda: 0 if reconciler.active_term is None else 1),
+    )
+    for name, read, text in (
+        ("placed", lambda: m.placed, "Instances the reconciler placed here as leader."),
+        ("removed", lambda: m.removed, "Instances it removed (surplus or lost with a node)."),
+        ("replaced", lambda: m.replaced, "Of those, instances lost with a down node."),
+        ("failed", lambda: m.failed, "Its placement or removal writes that were refused."),
+    ):
+        r.gauge(f"univrs_reconcile_{name}", f"{text} (since start)", callback=one(read))
 
 
 def _host(addr: str) -> str:

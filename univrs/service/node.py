@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from univrs.runtime.driver import RaftRuntime
     from univrs.runtime.liveness import Liveness
     from univrs.runtime.metrics import NodeMetrics
+    from univrs.sm.store import StateStore
     from univrs.storage import LogStore
 
 
@@ -36,6 +37,11 @@ class NodeHandle(Protocol):
 
     @property
     def node_id(self) -> str: ...
+
+    @property
+    def store(self) -> StateStore:
+        """This node's StateStore (``univrs.api.service.RaftStateStore``)."""
+        ...
 
     def status(self) -> Status: ...
 

@@ -119,6 +119,7 @@ CLI_GROUPS: dict[str, str] = {
     "instance": "Create, list, inspect, report on and delete instances.",
     "nodeinfo": "Register, list, inspect, update and deregister the machines that run instances.",
     "credits": "Mint, transfer and inspect credits.",
+    "reconcile": "Inspect the reconciler (what it has left to place and remove).",
     "token": "Create, list and revoke API tokens (bootstrap the first admin token once).",
 }
 """The CLI's command groups of operations (``univrs node`` is the daemon, so registered
@@ -429,6 +430,21 @@ _OPERATIONS: tuple[Operation, ...] = (
         ),
         result="EventBatch",
         client="poll_events",
+    ),
+    # ------------------------------------------------------------ the reconciler
+    Operation(
+        name="reconcile.status",
+        kind=Kind.READ,
+        summary="What the reconciler has left to do: per workload, its desired and live "
+        "instances, those to place or remove, and those no node can take (from the state)",
+        http=Http(method="GET", path="/v1/reconcile/status"),
+        result="ReconcileStatus",
+        client="reconcile_status",
+        cli=Command(
+            group="reconcile",
+            name="status",
+            help="Show what the reconciler has left to place and remove, per workload.",
+        ),
     ),
     # ------------------------------------------------------------ credits
     Operation(

@@ -285,6 +285,31 @@ SCHEMAS["Heartbeat"] = obj(
     ("id", "status", "version", "ttl_ms"),
     closed=False,
 )
+_COUNT = {"type": "integer", "minimum": 0}
+SCHEMAS["WorkloadReconcile"] = obj(
+    {
+        "workload": {"type": "string"},
+        "desired": _COUNT,
+        "live": _COUNT,
+        "to_place": _COUNT,
+        "to_remove": _COUNT,
+        "lost": _COUNT,
+        "pending": _COUNT,
+        "reason": {"type": "string"},
+    },
+    ("workload", "desired", "live", "to_place", "to_remove", "lost", "pending", "reason"),
+)
+SCHEMAS["ReconcileStatus"] = obj(
+    {
+        "revision": {"type": "integer", "minimum": 0},
+        "converged": {"type": "boolean"},
+        "to_place": _COUNT,
+        "to_remove": _COUNT,
+        "pending": _COUNT,
+        "workloads": {"type": "array", "items": ref("WorkloadReconcile")},
+    },
+    ("revision", "converged", "to_place", "to_remove", "pending", "workloads"),
+)
 _OBJECT = {"oneOf": [ref("Workload"), ref("Instance"), ref("Node"), {"type": "null"}]}
 SCHEMAS["Event"] = obj(
     {

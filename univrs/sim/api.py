@@ -1,7 +1,7 @@
-"""The simulated API write path: what ``univrs.api.service.ApiService`` does with a write.
+"""The simulated API write path: what ``univrs.api.service.RaftStateStore`` does with a write.
 
 Theory of operation. A client sends a write to a node's API (``SimApi.write``, ``hops=0``). Until
-its deadline, the node's API, like ``ApiService._write``:
+its deadline, the node's API, like ``RaftStateStore.submit``:
 
 * on the leader: adds it to the node's proposal batch, which the node flushes with one
   ``propose_many`` at the end of the current step (``RaftRuntime._flush_proposals``, which
@@ -85,7 +85,7 @@ class SimApi:
     """The API of every simulated node (state per node lives in ``Node``)."""
 
     sim: World
-    deadline: int  # units a client request may take (ApiService.timeout)
+    deadline: int  # units a client request may take (RaftStateStore.timeout)
     leader_wait: int  # units to wait for an election before answering unavailable
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     # Statistics.

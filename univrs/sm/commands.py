@@ -6,6 +6,12 @@ state machine makes itself is a client session's, and it is derived from the log
 
 ``expected_version`` (optional on every update, scale and delete) makes the command conditional:
 it fails with ``version-conflict`` unless the object's current version equals it.
+
+``fence_term`` (optional on ``CreateInstance`` and ``DeleteInstance``, the reconciler's writes)
+fences a leader-only decision by term: the command applies only if its log entry carries that
+term, i.e. it was appended by the leader of the term in which it was decided. A decision made
+by a deposed leader and appended later (by the same node leading again) fails with
+``version-conflict`` instead of acting on state it never saw (docs/orchestrator.md).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class CreateInstance:
 
     id: str
     spec: InstanceSpec
+    fence_term: int | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -74,6 +81,7 @@ class DeleteInstance:
 
     id: str
     expected_version: int | None = None
+    fence_term: int | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -311,7 +311,10 @@ _COMMANDS: dict[type[Any], tuple[str, dict[str, _Kind]]] = {
         "scale-workload",
         {"id": _STR, "replicas": _INT, "expected_version": _OPT_INT},
     ),
-    CreateInstance: ("create-instance", {"id": _STR, "spec": _ISPEC}),
+    CreateInstance: (
+        "create-instance",
+        {"id": _STR, "spec": _ISPEC, "fence_term": _OPT_INT},
+    ),
     UpdateInstanceStatus: (
         "update-instance-status",
         {
@@ -322,7 +325,10 @@ _COMMANDS: dict[type[Any], tuple[str, dict[str, _Kind]]] = {
             "expected_version": _OPT_INT,
         },
     ),
-    DeleteInstance: ("delete-instance", {"id": _STR, "expected_version": _OPT_INT}),
+    DeleteInstance: (
+        "delete-instance",
+        {"id": _STR, "expected_version": _OPT_INT, "fence_term": _OPT_INT},
+    ),
     RegisterNode: ("register-node", {"info": _NINFO, "status": _NSTATUS}),
     UpdateNodeStatus: (
         "update-node-status",

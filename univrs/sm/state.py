@@ -279,10 +279,30 @@ class ClusterStateMachine:
             return _invalid(f"node {node_id!r} is {node.status.value} and accepts no instances")
         return None
 
+    def _fenced(self, fence_term: object) -> Failure | None:
+        """The failure of a command fenced by a term other than its entry's (or None)."""
+        if fence_term is None:
+            return None
+        problem = version_problem(fence_term)  # the same range as a version: 1 .. MAX
+        if problem:
+            return _invalid(problem.replace("expected_version", "fence_term"))
+        if fence_term != self._last_term:
+            return Failure(
+                code=ErrorCode.VERSION_CONFLICT,
+                message=(
+                    f"decided in term {fence_term} but appended in term {self._last_term}: "
+                    "a stale leader's decision is not applied"
+                ),
+            )
+        return None
+
     def _create_instance(self, cmd: CreateInstance, index: int) -> Response:
         problem = id_problem("instance id", cmd.id) or instance_spec_problem(cmd.spec)
         if problem:
             return _invalid(problem)
+        fenced = self._fenced(cmd.fence_term)
+        if fenced:
+            return fenced
         if self._objects.instance(cmd.id) is not None:
             return Failure(
                 code=ErrorCode.ALREADY_EXISTS, message=f"instance {cmd.id!r} already exists"
@@ -344,6 +364,9 @@ class ClusterStateMachine:
         return Success(version=index)
 
     def _delete_instance(self, cmd: DeleteInstance, index: int) -> Response:
+        fenced = self._fenced(cmd.fence_term)
+        if fenced:
+            return fenced
         instance, failure = _find("instance", self._objects.instance, cmd.id, cmd.expected_version)
         if failure or instance is None:
             return failure or _not_found("instance", cmd.id)

@@ -10,10 +10,14 @@ method is implemented here on top of two hooks, so a store only supplies transpo
   requested consistency (``LINEARIZABLE``: ReadIndex, wait until applied; ``LOCAL``: now, stale
   allowed).
 
-The Raft-backed store (the node issue) implements the hooks with propose/ReadIndex; the
-``InMemoryStateStore`` below applies directly (one process, no Raft) for tests and for the
-application layer to develop against. Failures come back as the product's errors, the same
-classes the API answers and the Python client raises (``univrs.errors``, mapped in one place:
+The Raft-backed store (``univrs.api.service.RaftStateStore``, on any node: it forwards writes
+to the leader) implements the hooks with propose/ReadIndex; the ``InMemoryStateStore`` below
+applies directly (one process, no Raft) for tests and for the application layer to develop
+against (``univrs.service.memory.MemoryStateStore`` adds ``watch``). ``watch(kinds,
+from_revision)`` follows the changes (docs/orchestrator.md).
+
+Failures come back as the product's errors, the same classes the API answers and the Python
+client raises (``univrs.errors``, mapped in one place:
 ``univrs.sm.errors.failure_to_exception``): ``NotFound``, ``AlreadyExists``,
 ``InvalidArgument``, ``InsufficientCredits``, ``VersionConflict``, ``SessionExpired``,
 ``StaleSequence``.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 
 import attrs
 
@@ -49,6 +53,7 @@ from univrs.sm.commands import (
     UpdateWorkload,
 )
 from univrs.sm.errors import NotFound, failure_to_exception
+from univrs.sm.events import Event, ObjectKind
 from univrs.sm.model import (
     Instance,
     InstanceSpec,
@@ -88,11 +93,23 @@ class StateStore(abc.ABC):
     async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
         """The state machine to read, once reading it gives ``consistency``."""
 
-    async def _run(self, command: Command | Envelope) -> Success | Created:
+    def watch(
+        self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """The change events of ``kinds`` from ``from_revision`` on (default: the next
+        revision), in order, forever; ``Compacted`` when that revision is no longer kept (read
+        the state again and watch from its ``last_applied_index`` + 1). Iterate it inside
+        ``contextlib.aclosing`` so that leaving the loop ends the watch at once."""
+        raise NotImplementedError(f"{type(self).__name__} does not watch")
+
+    async def run(self, command: Command | Envelope) -> Success | Created:
+        """``execute``, raising the product's error for a refused command."""
         response = await self.execute(command)
         if isinstance(response, Failure):
             raise failure_to_exception(response)
         return response
+
+    _run = run
 
     # ------------------------------------------------------------ workloads
 
@@ -278,7 +295,12 @@ class InMemoryStateStore(StateStore):
         """Apply at the next index; the response is final at once."""
         index = self.state_machine.last_applied_index + 1
         time_ms = None if self.clock_ms is None else self.clock_ms()
-        return self.state_machine.apply(command, index=index, term=self.term, time_ms=time_ms)
+        response = self.state_machine.apply(command, index=index, term=self.term, time_ms=time_ms)
+        self.applied(self.state_machine.last_events())
+        return response
+
+    def applied(self, events: tuple[Event, ...]) -> None:
+        """Hook: the last command made these events (a watching subclass keeps them)."""
 
     async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
         """The local state machine: with one replica every read is linearizable."""

@@ -1,0 +1,58 @@
+"""The reconciler with real processes: the leader is killed with SIGKILL during a scale from 0
+to 50; the new leader's reconciler finishes it. Afterwards exactly 50 instances exist, none on
+the machine that went down meanwhile (its instances were replaced elsewhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from univrs.client import open_client
+from univrs.tools.devcluster import LocalCluster
+
+from .conftest import DEADLINE
+from .test_watch_process import _wait
+
+SPEC = {"name": "web", "image": "nginx:1.27", "replicas": 0}
+REPLICAS = 50
+MACHINES = ("m1", "m2", "m3", "m4", "m5")
+
+
+async def _instances(client: Any) -> list[dict[str, Any]]:
+    page = await client.list_instances(workload_id="w", limit=1000)
+    assert not page.get("next")
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+async def test_a_leader_killed_during_a_scale_to_50_leaves_exactly_50(make_cluster: Any) -> None:
+    cluster: LocalCluster = make_cluster(
+        3, extra_config="node_ttl_ms = 0\nreconcile_resync_ms = 1000\n"
+    )
+    cluster.start_all()
+    first = await trio.to_thread.run_sync(cluster.wait_leader, DEADLINE * 2)
+    endpoints = [n.raft_addr for n in cluster.nodes]
+    async with open_client(endpoints, timeout=DEADLINE) as client:
+        for machine in MACHINES:
+            await client.register_node(machine)
+        await client.create_workload(SPEC, id="w")
+        await client.scale_workload("w", REPLICAS)
+
+        async def some() -> bool:
+            return len(await _instances(client)) >= 3
+
+        await _wait(some, "the first placements")  # 16 to 32 of 50 at the kill in trials
+        await trio.to_thread.run_sync(cluster.kill, first)
+        await client.update_node_status("m5", "down")
+        second = await trio.to_thread.run_sync(cluster.wait_leader, DEADLINE * 2)
+        assert second.node_id != first.node_id
+
+        async def converged() -> bool:
+            return bool((await client.reconcile_status())["converged"])
+
+        await _wait(converged, "the new leader's reconciler to converge", timeout=DEADLINE * 4)
+        instances = await _instances(client)
+        assert len(instances) == REPLICAS
+        assert {i["node_id"] for i in instances} <= {"m1", "m2", "m3", "m4"}
+        assert len({i["id"] for i in instances}) == REPLICAS

@@ -1,0 +1,52 @@
+"""The consumers of the cluster state stay off the runtime internals (issue 15).
+
+The REST API, the fast protocol, the operations' server halves, the watch endpoints and the
+reconciler reach the state only through the ``StateStore`` interface (``univrs.sm.store``;
+``univrs.api.service.RaftStateStore`` is the node's one implementation) and the service
+interfaces (``univrs.service``): none of them imports the runtime, the Raft core, the
+storage, the transport or the server. (The store itself, ``univrs.api.service``, is where the
+runtime is used.) Imports are read from the source, lazy and ``TYPE_CHECKING`` ones included.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.test_layers import ROOT, imports_of
+
+CONSUMERS = [
+    "api/rest.py",
+    "api/fast.py",
+    "api/ops.py",
+    "api/watch.py",
+    "service/reconcile.py",
+    "service/memory.py",
+]
+if (ROOT / "mcp").exists():
+    CONSUMERS += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "mcp").rglob("*.py"))]
+INTERNALS = ("univrs.runtime", "univrs.raft", "univrs.storage", "univrs.server", "univrs.net.")
+ALLOWED = {"univrs.net.address"}  # host:port parsing, no I/O
+
+
+@pytest.mark.parametrize("module", CONSUMERS)
+def test_consumers_use_the_state_store_not_the_runtime(module: str) -> None:
+    path = ROOT / module
+    bad = sorted(
+        name
+        for name in imports_of(path, ROOT)
+        if name not in ALLOWED and name.startswith(INTERNALS)
+    )
+    assert bad == [], f"{module} imports runtime internals: {bad}"
+
+
+def test_the_check_sees_an_internal_import(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "univrs"
+    (root / "runtime").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "runtime" / "__init__.py").write_text("")
+    (root / "runtime" / "driver.py").write_text("")
+    consumer = root / "consumer.py"
+    consumer.write_text("from univrs.runtime.driver import RaftRuntime\n")
+    assert "univrs.runtime.driver" in imports_of(consumer, root)
