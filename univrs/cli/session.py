@@ -2,7 +2,7 @@
 write command, so a write costs one log entry instead of three (open, write, close).
 
 The session (its client id and the next sequence number) lives in
-``$UNIVRS_SESSION_DIR/session-<cluster id>.json`` (default ``$XDG_CACHE_HOME/univrs`` or
+``$UNIVRS_SESSION_DIR/session-<cluster fingerprint>.json`` (default ``$XDG_CACHE_HOME/univrs`` or
 ``~/.cache/univrs``; an empty ``UNIVRS_SESSION_DIR`` turns the cache off). The directory is
 mode 0700 and the files 0600: a session id lets its holder's retries be answered from the
 cache, so it is private to the user.
@@ -49,11 +49,19 @@ def cache_dir() -> pathlib.Path | None:
 
 
 def cluster_id_of(api: str, timeout: float = 2.0) -> str | None:
-    """The cluster id, from the first endpoint of ``api`` that answers (None if none does)."""
+    """What names the cluster at ``api`` for the cache (None if no endpoint answers): the
+    fingerprint of its id that ``/v1/node/status`` shows (the id itself is not public), from
+    the first endpoint that answers, over TLS where the CLI uses it."""
+    from univrs.cli.common import api_url
+
     for addr in api.split(","):
         try:
-            with urllib.request.urlopen(f"http://{addr}/v1/node/status", timeout=timeout) as r:
-                value = json.load(r).get("cluster_id")
+            base, context = api_url(addr)
+            with urllib.request.urlopen(
+                f"{base}/v1/node/status", timeout=timeout, context=context
+            ) as r:
+                doc = json.load(r)
+            value = doc.get("cluster") or doc.get("cluster_id")
         except (urllib.error.URLError, OSError, ValueError, AttributeError):
             continue
         return value if isinstance(value, str) and _SAFE.match(value) else None
