@@ -83,6 +83,11 @@ class WebSocketRouter:
                     nursery.cancel_scope.cancel()
         except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as group:
             log.debug("connection from %s ended: %r", describe_stream(stream), group.exceptions[0])
+        except* OSError as group:
+            # The socket failed under us (a peer that reset the connection makes even
+            # ``getpeername`` raise ENOTCONN): that ends this connection, never the listener,
+            # whose task group would otherwise take the whole node down.
+            log.debug("connection from %s failed: %r", describe_stream(stream), group.exceptions[0])
         finally:
             await trio.aclose_forcefully(stream)
 
