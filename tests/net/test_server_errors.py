@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import errno
 
+import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket
+from wsproto.utilities import LocalProtocolError
 
 from univrs.net.server import WebSocketRouter
 
+FAILURES = [
+    OSError(errno.ENOTCONN, "Transport endpoint is not connected"),
+    # trio-websocket's reader answering a ping while the connection closes (chaos
+    # mixed-faults: "Event Pong ... cannot be sent in state ConnectionState.LOCAL_CLOSING").
+    LocalProtocolError("Event Pong cannot be sent in state ConnectionState.LOCAL_CLOSING"),
+]
 
-async def test_a_handler_os_error_ends_only_its_connection() -> None:
+
+@pytest.mark.parametrize("failure", FAILURES, ids=["enotconn", "pong-while-closing"])
+async def test_a_handler_os_error_ends_only_its_connection(failure: Exception) -> None:
     calls = 0
 
     async def failing(request: WebSocketRequest) -> None:
         nonlocal calls
         calls += 1
         await request.accept()
-        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        raise failure
 
     router = WebSocketRouter(max_message_size=1 << 16, handshake_timeout=5.0)
     router.add_route("/x", failing)

@@ -30,6 +30,7 @@ from trio_websocket import (
     WebSocketConnection,
     connect_websocket,
 )
+from wsproto.utilities import LocalProtocolError
 
 from univrs.client import protocol
 from univrs.client.protocol import Request, ServerHello
@@ -349,6 +350,10 @@ async def _connection_task(
                         contextlib.suppress(*_BROKEN),
                     ):
                         await ws.aclose()
+    except* LocalProtocolError as group:
+        # trio-websocket's reader answered a ping on a connection that was closing: the
+        # connection is over, not the client that holds it.
+        why = f"the connection broke: {group.exceptions[0]}"
     finally:
         if conn is not None:
             conn._fail_all(why)

@@ -41,6 +41,7 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
+from wsproto.utilities import LocalProtocolError
 
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
@@ -248,6 +249,7 @@ class PeerLink:
                 OSError,
                 trio.BrokenResourceError,
                 trio.ClosedResourceError,
+                LocalProtocolError,  # trio-websocket answering a ping on a closing connection
             ) as group:
                 session.reason = f"{type(group.exceptions[0]).__name__}: {group.exceptions[0]}"
         self._session_scope = None

@@ -35,6 +35,7 @@ from trio_websocket import (
     WebSocketRequest,
     wrap_client_stream,
 )
+from wsproto.utilities import LocalProtocolError
 
 from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port, split_host_port
@@ -207,6 +208,7 @@ async def ask_peer(
         ProtocolError,
         trio.BrokenResourceError,
         trio.ClosedResourceError,
+        LocalProtocolError,
     ) as group:
         log.debug("probe of %s failed: %r", addr, group.exceptions[0])
     return answer

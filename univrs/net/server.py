@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
+from wsproto.utilities import LocalProtocolError
 
 from univrs.net.tls import TlsContexts, set_peer_source
 
@@ -81,7 +82,12 @@ class WebSocketRouter:
                     await self._dispatch(nursery, stream)
                 finally:
                     nursery.cancel_scope.cancel()
-        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as group:
+        except* (
+            ConnectionClosed,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            LocalProtocolError,  # trio-websocket answering a ping on a closing connection
+        ) as group:
             log.debug("connection from %s ended: %r", describe_stream(stream), group.exceptions[0])
         except* OSError as group:
             # The socket failed under us (a peer that reset the connection makes even
