@@ -24,6 +24,7 @@ from univrs.raft import (
     RaftConfig,
     RaftNode,
     RequestVote,
+    RequestVoteResponse,
     Role,
     SnapshotMeta,
     Status,
@@ -192,12 +193,16 @@ def test_the_legitimate_cases_of_the_rule() -> None:
     assert rule(hb("n9"), old, live="n1") == "stranger"
     # A removed leader handing over (TimeoutNow) is still the leader we follow.
     assert rule(TimeoutNow(term=3, src="n9", dst="n2"), old, live="n9") is None
-    # Votes and answers never come from strangers.
+    # Vote requests from strangers only while we follow no live leader (the election's own
+    # rules then judge the candidate: simulator, 3 nodes, seed 7115); answers never.
     vote = RequestVote(term=3, src="n9", dst="n2", last_log_index=9, last_log_term=3)
-    assert rule(vote, old, live=None) == "stranger"
+    assert rule(vote, old, live="n1") == "stranger"
+    assert rule(vote, old, live=None) is None
+    answer = RequestVoteResponse(term=3, src="n9", dst="n2", granted=True)
+    assert rule(answer, old, live=None) == "stranger"
     # The committed configuration and a leader's tracked peers count too.
     assert (
-        sender_refusal(vote, me="n2", current=without_me, committed=old, live_leader=None)
+        sender_refusal(vote, me="n2", current=without_me, committed=old, live_leader="n1")
         == "stranger"
     )
     removed = RequestVote(term=3, src="n2", dst="n1", last_log_index=9, last_log_term=3)
@@ -226,7 +231,7 @@ def test_the_legitimate_cases_of_the_rule() -> None:
     assert rule(forged_append("n1", 2, incarnation="x"), M, live_inc="x") is None
     assert rule(forged_append("n1", 2, incarnation="y"), M, live_inc="x") == "incarnation"
     vote = RequestVote(term=3, src="n3", dst="n2", last_log_index=9, last_log_term=3)
-    assert rule(attrs.evolve(vote, sender_incarnation="x"), M, live=None) == "incarnation"
+    assert rule(attrs.evolve(vote, sender_incarnation="x"), M, live="n1") == "incarnation"
 
 
 # ---- snapshots and entries a member cannot take -----------------------------------------------

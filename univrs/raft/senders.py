@@ -38,10 +38,13 @@ it must let through (docs/core-api.md, "Who may send a message"):
   (dissertation 3.10, 4.2.2), when its followers list it no more.
 * A node whose configuration is empty (a new data dir waiting to be joined, a wiped one)
   judges no sender: it has no state to protect and no list to check against.
-* Everything else from an unknown sender is refused: votes and pre-votes (hashicorp/raft
-  rejects vote requests from outside the latest configuration too; a candidate that only a
-  newer configuration lists cannot get our vote, but some member of both configurations has
-  the newest log and can win), TimeoutNow, responses, ReadIndex traffic.
+* Vote and pre-vote requests from an unknown sender only while this node follows no live
+  leader (then the election's own rules judge the candidate: a member that lagged behind the
+  configuration adding it may be the only vote it can get, when the other member of both
+  configurations lost its disk; simulator, 3 nodes, seed 7115). A follower of a live leader
+  refuses them.
+* Everything else from an unknown sender is refused: votes and pre-votes to a follower of a
+  live leader, every vote *answer*, TimeoutNow, other responses, ReadIndex traffic.
 
 A message from a known sender is still checked for what would break the node: an
 AppendEntries carrying a configuration entry that does not decode is refused
@@ -64,6 +67,7 @@ from univrs.raft.messages import (
     Membership,
     Message,
     NodeId,
+    RequestVote,
     decode_membership,
 )
 
@@ -148,4 +152,12 @@ def sender_refusal(
         return None  # the leader we follow (a change we appended may have removed it)
     if isinstance(msg, _FROM_LEADER) and (not _lists(current, me) or live_leader is None):
         return None  # a leader our configuration does not know yet (the module docstring)
+    if isinstance(msg, RequestVote) and live_leader is None:
+        # A candidate our configuration does not know yet (or knows at another incarnation),
+        # while we follow no leader: the election's own rules judge it (its log must hold
+        # everything ours does, and only its configuration's majority elects it). Refusing
+        # it deadlocked a cluster whose only other up-to-date member of both configurations
+        # had lost its disk (simulator, 3 nodes, seed 7115). Its answer never counts here:
+        # votes *from* strangers stay refused.
+        return None
     return REFUSED_STRANGER if config is None else REFUSED_INCARNATION
