@@ -92,10 +92,16 @@ async def _raft_attempt(
                 ws = await connect_websocket(nursery, host, port, "/raft", use_ssl=context or False)
                 await ws.send_message(encode_hello(hello))
                 await ws.send_message(encode_message(beat))
+        except ConnectionClosed as exc:
+            # The node may close after the hello before our Heartbeat is sent: a close frame
+            # with a reason is the node's answer to the hello, not a handshake refusal.
+            nursery.cancel_scope.cancel()
+            # (1006, abnormal closure, means no close frame came: the handshake failed.)
+            answered = exc.reason is not None and exc.reason.code != 1006
+            return f"closed: {exc.reason}" if answered else "refused"
         except (
             ConnectionRejected,
             HandshakeError,
-            ConnectionClosed,
             trio.BrokenResourceError,
             trio.TooSlowError,
             OSError,
