@@ -14,7 +14,13 @@ instead of applying 2N commands; everything measured afterwards goes through the
   ``restore_plain``; the child also counts the Python memory blocks the restored state holds
   (``sys.getallocatedblocks``), a machine-independent figure;
 * digest: ``univrs.sm.snapshot.state_digest`` of the restored state, checked equal to the
-  original's.
+  original's;
+* pages: ``workload.list`` and ``instance.list`` (of one node) with ``limit=100`` from random
+  ``after`` ids, through the API's read handlers (``univrs.api.ops``) on the built state: CPU
+  time per page, median and p99 (one process, no network, no load: the state machine's share
+  of a page);
+* apply: CPU time per command of a ``CreateInstance`` + ``DeleteInstance`` pair applied to the
+  built state (the tables' insert and delete at this size).
 
 Machine-independent figures come with the timings: bytes, bytes per object, blocks per object,
 and ``restore / cbor2.loads``: the restore CPU time as a multiple of a bare ``cbor2.loads`` of the
@@ -35,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +133,65 @@ def build(n: int) -> ClusterStateMachine:
     return sm
 
 
+PAGES = 200
+APPLY_PAIRS = 2000
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def pages(sm: ClusterStateMachine, n: int) -> dict[str, float]:
+    """CPU seconds per ``limit=100`` page of workloads and of one node's instances (median,
+    p99), through the API's read handlers, from ``after`` ids spread over the table."""
+    from univrs.api import ops
+
+    out: dict[str, float] = {}
+    n_nodes = max(1, n // INSTANCES_PER_NODE)
+    pages_of: list[tuple[str, str, Callable[[int], dict[str, Any]]]] = [
+        (
+            "workload_page",
+            "workload.list",
+            lambda k: {"limit": 100, "after": f"wl-{k * 7919 % n:08d}"},
+        ),
+        (
+            "node_instance_page",
+            "instance.list",
+            lambda k: {"limit": 100, "node_id": f"node-{k % n_nodes:06d}"},
+        ),
+    ]
+    for name, op, args_of in pages_of:
+        read = ops.handler(op)
+        assert read.read is not None
+        times = []
+        for k in range(PAGES):
+            args = args_of(k)
+            start = time.process_time()
+            page = read.read(args, sm)
+            times.append(time.process_time() - start)
+            assert page["items"]
+        out[f"{name}_cpu_p50_s"] = round(statistics.median(times), 5)
+        out[f"{name}_cpu_p99_s"] = round(_p(times, 0.99), 5)
+    return out
+
+
+def applies(sm: ClusterStateMachine, n: int) -> float:
+    """CPU seconds per command of CreateInstance + DeleteInstance pairs on the built state."""
+    from univrs.sm import CreateInstance, DeleteInstance, InstanceSpec
+
+    index = sm.last_applied_index
+    start = time.process_time()
+    for k in range(APPLY_PAIRS):
+        ident = f"in-x{k * 7919 % n:08d}"
+        spec = InstanceSpec(workload_id=f"wl-{k * 104729 % n:08d}", node_id="node-000000")
+        index += 1
+        sm.apply(CreateInstance(id=ident, spec=spec), index=index, term=3)
+        index += 1
+        sm.apply(DeleteInstance(id=ident), index=index, term=3)
+    return round((time.process_time() - start) / (2 * APPLY_PAIRS), 7)
+
+
 def rss_bytes() -> int:
     """This process's resident set now (VmRSS), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -213,6 +279,7 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
     start = time.perf_counter()
     digest = state_digest(sm)
     digest_s = time.perf_counter() - start
+    page_figures = pages(sm, n)
     captures, encodes, encodes_cpu, children = [], [], [], []
     data = b""
     with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
@@ -230,6 +297,7 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
         size = len(data)
         del data
         parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        apply_s = applies(sm, n)  # after the digest and snapshot: it changes the state
         del sm
         for _ in range(repeats):
             found = run_child(path, timeout)
@@ -271,6 +339,8 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
         "interpreter_rss_bytes": int(cm("rss_before")),
         "state_blocks_per_object": round(cm("state_blocks") / objects, 2),
         "builder_peak_rss_bytes": parent_peak,
+        **page_figures,
+        "apply_cpu_s": apply_s,
         "loadavg_1m": os.getloadavg()[0],
     }
 
@@ -280,9 +350,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| workloads + instances | snapshot pause (wall) | encode (CPU) | size | restore (CPU: "
         "decode + restore_plain) | restore / cbor2.loads | digest (CPU) | restore peak RSS "
-        "| blocks/object | load |"
+        "| blocks/object | workload page p99 (CPU) | node's instances page p99 | apply (CPU) "
+        "| load |"
     )
-    lines = [head, "|" + " --- |" * 10]
+    lines = [head, "|" + " --- |" * 13]
     for r in rows:
         lines.append(
             f"| {r['objects_workloads']:,} + {r['objects_instances']:,} "
@@ -295,6 +366,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['digest_cpu_s']:.2f} s "
             f"| {r['restore_peak_rss_bytes'] / 2**30:.2f} GiB "
             f"| {r['state_blocks_per_object']:.1f} "
+            f"| {r['workload_page_cpu_p99_s'] * 1000:.1f} ms "
+            f"| {r['node_instance_page_cpu_p99_s'] * 1000:.1f} ms "
+            f"| {r['apply_cpu_s'] * 1e6:.0f} us "
             f"| {r['loadavg_1m']:.1f} |"
         )
     return "\n".join(lines)

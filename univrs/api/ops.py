@@ -23,7 +23,8 @@ import hmac
 import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -60,7 +61,7 @@ from univrs.sm.commands import (
     UpdateWorkload,
 )
 from univrs.sm.credits import MAX_REASON_LEN
-from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
+from univrs.sm.model import Instance, InstanceSpec, InstanceStatus, Node, NodeStatus, Workload
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
@@ -150,12 +151,17 @@ def check_key(key: tuple[str, int] | None) -> None:
 
 
 def _page(
-    items: list[Any], key: Callable[[Any], str], args: dict[str, Any], state: ClusterStateMachine
+    items_after: Callable[[str | None], Iterable[Any]],
+    key: Callable[[Any], str],
+    args: dict[str, Any],
+    state: ClusterStateMachine,
 ) -> dict[str, Any]:
+    """One page of a list: ``items_after(after)`` yields the (filtered) items in id order from
+    the first id after ``after``; at most ``limit`` + 1 of them are taken (O(page) for an
+    unfiltered list: the state's tables are range-scanned, never sorted)."""
     limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
-    if "after" in args:
-        after = cv.read_str(args["after"], "after")
-        items = [i for i in items if key(i) > after]
+    after = cv.read_str(args["after"], "after") if "after" in args else None
+    items = list(islice(items_after(after), limit + 1))
     page = items[:limit]
     more = len(items) > limit
     # ``revision``: the applied index the list was read at, so a client can list and then
@@ -165,6 +171,11 @@ def _page(
         "next": key(page[-1]) if more and page else None,
         "revision": state.last_applied_index,
     }
+
+
+def _after_in(items: list[Any], key: Callable[[Any], str]) -> Callable[[str | None], list[Any]]:
+    """``items_after`` for ``_page`` over a small list already sorted by ``key``."""
+    return lambda after: items if after is None else [i for i in items if key(i) > after]
 
 
 def _read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> Any:
@@ -242,12 +253,16 @@ def _read_get_workload(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     name = cv.read_str(args["name"], "name") if "name" in args else None
-    items = state.list_workloads()
-    if name is not None:
-        items = [w for w in items if w.spec.name == name]
-    if selector:
-        items = [w for w in items if set(selector) <= set(w.spec.labels)]
-    page = _page(items, lambda w: w.id, args, state)
+
+    def items_after(after: str | None) -> Iterable[Workload]:
+        items: Iterable[Workload] = state.iter_workloads(after=after)
+        if name is not None:
+            items = (w for w in items if w.spec.name == name)
+        if selector:
+            items = (w for w in items if set(selector) <= set(w.spec.labels))
+        return items
+
+    page = _page(items_after, lambda w: w.id, args, state)
     page["items"] = [cv.workload_doc(w) for w in page["items"]]
     return page
 
@@ -295,10 +310,12 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
     workload_id = cv.read_str(args["workload_id"], "workload_id") if "workload_id" in args else None
     node_id = cv.read_str(args["node_id"], "node_id") if "node_id" in args else None
     status = cv.read_enum(InstanceStatus, args["status"], "status") if "status" in args else None
-    items = state.list_instances(workload_id=workload_id, node_id=node_id)
-    if status is not None:
-        items = [i for i in items if i.status is status]
-    page = _page(items, lambda i: i.id, args, state)
+
+    def items_after(after: str | None) -> Iterable[Instance]:
+        items = state.iter_instances(workload_id=workload_id, node_id=node_id, after=after)
+        return items if status is None else (i for i in items if i.status is status)
+
+    page = _page(items_after, lambda i: i.id, args, state)
     page["items"] = [cv.instance_doc(i) for i in page["items"]]
     return page
 
@@ -334,12 +351,16 @@ def _read_get_node(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     status = cv.read_enum(NodeStatus, args["status"], "status") if "status" in args else None
-    items = state.list_nodes()
-    if status is not None:
-        items = [n for n in items if n.status is status]
-    if selector:
-        items = [n for n in items if set(selector) <= set(n.info.labels)]
-    page = _page(items, lambda n: n.id, args, state)
+
+    def items_after(after: str | None) -> Iterable[Node]:
+        items: Iterable[Node] = state.iter_nodes(after=after)
+        if status is not None:
+            items = (n for n in items if n.status is status)
+        if selector:
+            items = (n for n in items if set(selector) <= set(n.info.labels))
+        return items
+
+    page = _page(items_after, lambda n: n.id, args, state)
     page["items"] = [cv.node_doc(n) for n in page["items"]]
     return page
 
@@ -420,9 +441,13 @@ def _read_balance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     return _balance(state, cv.read_str(args["peer"], "peer"))
 
 
+def _peer(item: dict[str, Any]) -> str:
+    return str(item["peer"])
+
+
 def _read_balances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     items = [{"peer": p, "balance": b} for p, b in state.balances().items()]
-    page = _page(items, lambda i: i["peer"], args, state)
+    page = _page(_after_in(items, _peer), _peer, args, state)
     page["total_supply"] = state.total_supply
     return page
 
@@ -546,8 +571,12 @@ def _render_revoked(cmd: Any, response: Response, state: ClusterStateMachine) ->
     return {"id": cmd.id, "revoked": True, "version": getattr(response, "version", None)}
 
 
+def _token_id(token: Token) -> str:
+    return token.id
+
+
 def _read_tokens(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    page = _page(state.tokens(), lambda t: t.id, args, state)
+    page = _page(_after_in(state.tokens(), _token_id), _token_id, args, state)
     page["items"] = [token_doc(t) for t in page["items"]]
     return page
 
