@@ -6,6 +6,7 @@ model: a backend must answer like it, in key order."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -19,17 +20,35 @@ from univrs.sm import (
     ClusterStateMachine,
     CreateInstance,
     CreateWorkload,
+    Instance,
     InstanceSpec,
+    InstanceStatus,
     RegisterNode,
     restore_plain,
     snapshot_plain,
     state_digest,
 )
-from univrs.sm.objects import Objects
+from univrs.sm.lmdb_tables import LmdbPairIndex, LmdbStore, LmdbTable, objects_in_lmdb
+from univrs.sm.objects import Objects, StoredWorkload
 from univrs.sm.tables import MemoryPairIndex, MemoryTable, PairIndex, Table
 
-TABLES: list[Callable[[], Table[int]]] = [MemoryTable]
-INDEXES: list[Callable[[], PairIndex]] = [MemoryPairIndex]
+_ROOT = tempfile.TemporaryDirectory(prefix="univrs-tables.")  # removed at exit
+
+
+def _store() -> LmdbStore:
+    return LmdbStore(tempfile.mkdtemp(dir=_ROOT.name), sync=False, map_size=1 << 24)
+
+
+def _lmdb_table() -> Table[int]:
+    return LmdbTable(_store(), "t", lambda v: str(v).encode(), lambda raw: int(raw))
+
+
+def _lmdb_index() -> PairIndex:
+    return LmdbPairIndex(_store(), "p")
+
+
+TABLES: list[Callable[[], Table[int]]] = [MemoryTable, _lmdb_table]
+INDEXES: list[Callable[[], PairIndex]] = [MemoryPairIndex, _lmdb_index]
 
 keys = st.text(alphabet="abcAB09._-:", min_size=1, max_size=4)
 table_ops = st.lists(
@@ -192,3 +211,42 @@ def test_an_instance_page_of_a_workload_scans_its_index() -> None:
     assert [i["id"] for i in page["items"]] == ["i06", "i08", "i10", "i12"]
     assert page["next"] == "i12"
     assert read({"workload_id": "w", "node_id": "n1"}, log.sm)["items"] == []
+
+
+def test_the_selected_backend_is_the_one_state_machines_get(sm_backend: str) -> None:
+    """``UNIVRS_SM_BACKEND=lmdb`` (tests/sm/conftest.py) really puts the tables in LMDB, for
+    new and for restored state machines alike."""
+    expected = LmdbTable if sm_backend == "lmdb" else MemoryTable
+    sm = _build([2, 0, 1])
+    restored = restore_plain(snapshot_plain(sm))
+    for machine in (sm, restored):
+        assert isinstance(machine._objects._workloads, expected)
+    assert state_digest(restored) == state_digest(sm)
+
+
+def test_a_batch_that_fails_leaves_the_lmdb_tables_as_they_were(tmp_path: Any) -> None:
+    """One write transaction per command: an exception inside the batch aborts every change
+    made in it (a command is applied whole or not at all, on disk too)."""
+    objects = objects_in_lmdb(str(tmp_path / "env"), sync=False, map_size=1 << 24)
+    with objects.batch():
+        objects.put_workload(StoredWorkload(id="w1", spec=spec(), version=1, created_index=1))
+    with pytest.raises(RuntimeError), objects.batch():
+        objects.put_workload(StoredWorkload(id="w2", spec=spec(), version=2, created_index=2))
+        objects.put_instance(_instance("i1", "w2"))
+        assert objects.instance("i1") is not None  # the batch sees its own writes
+        raise RuntimeError("crash in the middle of a command")
+    assert objects.workload("w2") is None and objects.instance("i1") is None
+    assert [w.id for w in objects.stored_workloads()] == ["w1"]
+    assert objects.problems() == []
+
+
+def _instance(ident: str, workload_id: str) -> Instance:
+    return Instance(
+        id=ident,
+        workload_id=workload_id,
+        node_id=None,
+        status=InstanceStatus.PENDING,
+        message="",
+        version=1,
+        created_index=1,
+    )

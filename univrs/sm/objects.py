@@ -22,7 +22,9 @@ state machine turns them into watch events (``univrs.sm.events``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from itertools import islice
 
 import attrs
@@ -56,6 +58,12 @@ Stored = StoredWorkload | Instance | Node
 Change = tuple[ObjectKind, str, Stored | None, Stored | None]
 
 
+def new_objects() -> Objects:
+    """The tables a new state machine gets: in memory. (Tests may replace this function to run
+    the state machine on another backend: tests/sm/conftest.py, ``UNIVRS_SM_BACKEND``.)"""
+    return Objects()
+
+
 @attrs.define(eq=False)
 class Objects:
     """Workloads, instances and nodes, with the workload -> instances and node -> instances
@@ -68,6 +76,9 @@ class Objects:
     _by_node: PairIndex = attrs.field(factory=MemoryPairIndex)
     # (kind, id, before, after) of every change since the last clear (see the docstring).
     changes: list[Change] = attrs.field(factory=list)
+    # A context in which one command's changes are made: one write transaction for a
+    # persistent backend (all or nothing), nothing in memory.
+    batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
     # ------------------------------------------------------------ lookups
 

@@ -37,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from univrs.sm import objects as _objects_module
 from univrs.sm.commands import (
     BootstrapToken,
     CloseSession,
@@ -155,7 +156,7 @@ class ClusterStateMachine:
     """The replicated cluster state: workloads, instances, nodes, credits and client sessions."""
 
     policy: SessionPolicy = attrs.field(factory=SessionPolicy)
-    _objects: Objects = attrs.field(factory=Objects, init=False)
+    _objects: Objects = attrs.field(factory=lambda: _objects_module.new_objects(), init=False)
     _ledger: Ledger = attrs.field(factory=Ledger, init=False)
     _sessions: SessionTable = attrs.field(init=False)
     _tokens: TokenTable = attrs.field(factory=TokenTable, init=False)
@@ -174,7 +175,16 @@ class ClusterStateMachine:
         self, command: Envelope | Command, *, index: int, term: int, time_ms: int | None = None
     ) -> Response:
         """Apply one committed command at log position (index, term); never raises for a bad
-        command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one."""
+        command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one.
+
+        The object tables' changes of one command are made in one ``Objects.batch`` (a write
+        transaction for a persistent backend)."""
+        with self._objects.batch():
+            return self._apply(command, index=index, term=term, time_ms=time_ms)
+
+    def _apply(
+        self, command: Envelope | Command, *, index: int, term: int, time_ms: int | None
+    ) -> Response:
         self.mark_applied(index=index, term=term, time_ms=time_ms)
         if isinstance(command, Envelope):
             cmd: object = command.command
