@@ -192,6 +192,75 @@ def applies(sm: ClusterStateMachine, n: int) -> float:
     return round((time.process_time() - start) / (2 * APPLY_PAIRS), 7)
 
 
+def lmdb_load(sm: ClusterStateMachine, n: int, path: str) -> dict[str, Any]:
+    """The built state's object tables loaded into LMDB (``univrs.sm.lmdb_tables``, fsync on),
+    and CPU per applied command there (one write transaction, fsynced, per command)."""
+    from univrs.sm import CreateInstance, DeleteInstance, InstanceSpec
+    from univrs.sm.lmdb_tables import objects_in_lmdb
+
+    objects = objects_in_lmdb(path)
+    with _Clock() as c:
+        problems = objects.load(sm.stored_workloads(), sm.stored_instances(), sm.stored_nodes())
+    assert not problems, problems
+    out: dict[str, Any] = {"lmdb_load_s": round(c.wall, 3), "lmdb_load_cpu_s": round(c.cpu, 3)}
+    # Apply through a state machine whose tables are these (sessions etc. in memory).
+    from univrs.sm import objects as objects_module
+
+    real = objects_module.new_objects
+    objects_module.new_objects = lambda: objects  # type: ignore[assignment]
+    try:
+        machine = ClusterStateMachine()
+    finally:
+        objects_module.new_objects = real  # type: ignore[assignment]
+    index, pairs = sm.last_applied_index, 200
+    with _Clock() as c:
+        for k in range(pairs):
+            ident = f"in-y{k:08d}"
+            spec = InstanceSpec(workload_id=f"wl-{k * 104729 % n:08d}", node_id="node-000000")
+            index += 1
+            machine.apply(CreateInstance(id=ident, spec=spec), index=index, term=3)
+            index += 1
+            machine.apply(DeleteInstance(id=ident), index=index, term=3)
+    out["lmdb_apply_cpu_s"] = round(c.cpu / (2 * pairs), 6)
+    out["lmdb_apply_wall_s"] = round(c.wall / (2 * pairs), 6)
+    out["lmdb_file_bytes"] = os.path.getsize(os.path.join(path, "data.mdb"))
+    return out
+
+
+def lmdb_child(path: str, n: int) -> None:
+    """A fresh process opens the LMDB tables (a restart) and serves pages from them; prints
+    the time to open and count, the page times and the peak RSS as JSON."""
+    from univrs.sm.lmdb_tables import objects_in_lmdb
+
+    out: dict[str, Any] = {"rss_before": rss_bytes()}
+    with _Clock() as c:
+        objects = objects_in_lmdb(path)
+        counts = objects.counts()
+        first = objects.list_workloads(limit=100)
+    assert counts[0] == n and len(first) == 100, counts
+    out["open_s"], out["open_cpu_s"] = c.wall, c.cpu
+    n_nodes = max(1, n // INSTANCES_PER_NODE)
+    for name, page in (
+        (
+            "workload_page",
+            lambda k: objects.list_workloads(after=f"wl-{k * 7919 % n:08d}", limit=100),
+        ),
+        (
+            "node_instance_page",
+            lambda k: objects.list_instances(node_id=f"node-{k % n_nodes:06d}", limit=100),
+        ),
+    ):
+        times = []
+        for k in range(PAGES):
+            start = time.process_time()
+            assert page(k)
+            times.append(time.process_time() - start)
+        out[f"{name}_cpu_p50_s"] = round(statistics.median(times), 5)
+        out[f"{name}_cpu_p99_s"] = round(_p(times, 0.99), 5)
+    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(out))
+
+
 def rss_bytes() -> int:
     """This process's resident set now (VmRSS), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -256,10 +325,10 @@ def child(path: str) -> None:
     print(json.dumps(out))
 
 
-def run_child(path: str, timeout: float) -> dict[str, Any]:
+def run_child(path: str, timeout: float, how: list[str] | None = None) -> dict[str, Any]:
     """The child's figures (a fresh interpreter, so its peak RSS is the restore's)."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", path],
+        [sys.executable, __file__, *(how or []), "--child", path],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -271,7 +340,7 @@ def run_child(path: str, timeout: float) -> dict[str, Any]:
     return result
 
 
-def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
+def measure(n: int, repeats: int, timeout: float, with_lmdb: bool = False) -> dict[str, Any]:
     """Every figure for n objects (medians over ``repeats``)."""
     start = time.perf_counter()
     sm = build(n)
@@ -297,8 +366,21 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
         size = len(data)
         del data
         parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        lmdb_path = os.path.join(tmp, "lmdb")
+        lmdb_figures = lmdb_load(sm, n, lmdb_path) if with_lmdb else {}
         apply_s = applies(sm, n)  # after the digest and snapshot: it changes the state
         del sm
+        if with_lmdb:
+            opened = run_child(lmdb_path, timeout, ["--lmdb-child", str(n)])
+            lmdb_figures.update(
+                {
+                    "lmdb_restart_s": round(opened["open_s"], 4),
+                    "lmdb_restart_cpu_s": round(opened["open_cpu_s"], 4),
+                    "lmdb_workload_page_cpu_p99_s": opened["workload_page_cpu_p99_s"],
+                    "lmdb_node_instance_page_cpu_p99_s": opened["node_instance_page_cpu_p99_s"],
+                    "lmdb_serving_peak_rss_bytes": opened["peak_rss"],
+                }
+            )
         for _ in range(repeats):
             found = run_child(path, timeout)
             if found["digest"] != digest:
@@ -340,6 +422,7 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
         "state_blocks_per_object": round(cm("state_blocks") / objects, 2),
         "builder_peak_rss_bytes": parent_peak,
         **page_figures,
+        **lmdb_figures,
         "apply_cpu_s": apply_s,
         "loadavg_1m": os.getloadavg()[0],
     }
@@ -391,15 +474,24 @@ def main() -> None:
         metavar="FILE",
         help="only restore this stored snapshot in a child and print its figures as JSON",
     )
+    parser.add_argument(
+        "--lmdb",
+        action="store_true",
+        help="also load the object tables into LMDB and measure a restart and pages from it",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--lmdb-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.lmdb_child:
+        lmdb_child(args.child, args.lmdb_child)
+        return
     if args.child:
         child(args.child)
         return
     if args.restore:
         print(json.dumps(run_child(args.restore, args.timeout)))
         return
-    rows = [measure(n, args.repeats, args.timeout) for n in args.objects]
+    rows = [measure(n, args.repeats, args.timeout, args.lmdb) for n in args.objects]
     print(table(rows))
     text = json.dumps(rows)
     print(text)
