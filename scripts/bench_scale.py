@@ -193,10 +193,10 @@ def applies(sm: ClusterStateMachine, n: int) -> float:
 
 
 def lmdb_load(sm: ClusterStateMachine, n: int, path: str) -> dict[str, Any]:
-    """The built state's object tables loaded into LMDB (``univrs.sm.lmdb_tables``, fsync on),
+    """The built state's object tables loaded into LMDB (``univrs.storage.sm_tables``, fsync on),
     and CPU per applied command there (one write transaction, fsynced, per command)."""
     from univrs.sm import CreateInstance, DeleteInstance, InstanceSpec
-    from univrs.sm.lmdb_tables import objects_in_lmdb
+    from univrs.storage.sm_tables import objects_in_lmdb
 
     objects = objects_in_lmdb(path)
     with _Clock() as c:
@@ -230,7 +230,7 @@ def lmdb_load(sm: ClusterStateMachine, n: int, path: str) -> dict[str, Any]:
 def lmdb_child(path: str, n: int) -> None:
     """A fresh process opens the LMDB tables (a restart) and serves pages from them; prints
     the time to open and count, the page times and the peak RSS as JSON."""
-    from univrs.sm.lmdb_tables import objects_in_lmdb
+    from univrs.storage.sm_tables import objects_in_lmdb
 
     out: dict[str, Any] = {"rss_before": rss_bytes()}
     with _Clock() as c:

@@ -1,5 +1,5 @@
 """The state machine's backend for tests/sm: ``UNIVRS_SM_BACKEND=lmdb`` runs every test here
-(the property tests included) with the object tables in LMDB (``univrs.sm.lmdb_tables``), one
+(the property tests included) with the object tables in LMDB (``univrs.storage.sm_tables``), one
 environment per state machine in a temporary directory; default (or ``memory``): in memory.
 
 The LMDB environments are opened without fsync (``sync=False``): the tests check what the
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from univrs.sm import objects as objects_module
-from univrs.sm.lmdb_tables import objects_in_lmdb
+from univrs.storage.sm_tables import objects_in_lmdb
 
 BACKEND = os.environ.get("UNIVRS_SM_BACKEND", "memory")
 if BACKEND not in ("memory", "lmdb"):

@@ -28,9 +28,9 @@ from univrs.sm import (
     snapshot_plain,
     state_digest,
 )
-from univrs.sm.lmdb_tables import LmdbPairIndex, LmdbStore, LmdbTable, objects_in_lmdb
 from univrs.sm.objects import Objects, StoredWorkload
 from univrs.sm.tables import MemoryPairIndex, MemoryTable, PairIndex, Table
+from univrs.storage.sm_tables import LmdbPairIndex, LmdbStore, LmdbTable, objects_in_lmdb
 
 _ROOT = tempfile.TemporaryDirectory(prefix="univrs-tables.")  # removed at exit
 

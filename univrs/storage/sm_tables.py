@@ -1,5 +1,6 @@
-"""The object tables in LMDB: the ``Table`` / ``PairIndex`` interface of ``univrs.sm.tables``
-on named databases of one LMDB environment (first step of docs/state-at-scale.md's design).
+"""The state machine's object tables in LMDB: the ``Table`` / ``PairIndex`` interface of
+``univrs.sm.tables`` on named databases of one LMDB environment (first step of
+docs/state-at-scale.md's design; in the storage layer: the state machine itself stays pure).
 
 Keys are the UTF-8 bytes of the ids (LMDB orders keys bytewise, which for UTF-8 is code point
 order: the order of Python's ``str``, the in-memory backend's). A pair (first, second) is the
