@@ -26,9 +26,7 @@ from univrs.tools.devcluster import LocalCluster
 
 pytestmark = pytest.mark.process
 
-SMOKE = (
-    pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios" / "smoke.toml"
-)
+SMOKE = pathlib.Path(__file__).resolve().parents[2] / "chaos" / "smoke.toml"
 DEADLINE = 60.0
 
 
