@@ -77,7 +77,12 @@ def configs(folder: pathlib.Path, members: int, spares: int) -> dict[str, NodeCo
 
 async def settled_leader(nodes: Nodes) -> Node:
     """The leader, once it has committed its whole log (its no-op too: it may change the
-    configuration then)."""
+    configuration then) and bound every member to its incarnation.
+
+    A new leader records the members' incarnations with a configuration change of its own
+    (``record_incarnations``) soon after its no-op commits; until that change has committed,
+    a test's own change is refused (``MembershipBusy``). So "committed everything" alone is
+    not settled: on a loaded machine a test could slip its change in between."""
     from tests.api.helpers import wait_until
 
     def probe() -> Node | None:
@@ -85,6 +90,8 @@ async def settled_leader(nodes: Nodes) -> Node:
         if leader is None:
             return None
         s = leader.status()
-        return leader if s.commit == s.last_index and s.commit > 1 else None
+        m = s.membership
+        bound = all(m.incarnation_of(n) is not None for n in m.members)
+        return leader if s.commit == s.last_index and s.commit > 1 and bound else None
 
     return await wait_until(probe, "a leader that committed its log")
