@@ -17,7 +17,9 @@ import pytest
 import trio
 
 from tests.api.helpers import WORKLOAD, Cluster, make_configs, wait_until
+from univrs.api import watch
 from univrs.api.fast import MAX_WATCHES
+from univrs.api.server import build_app
 from univrs.client import open_client
 from univrs.client.connection import Connection
 from univrs.errors import Compacted, InvalidArgument, Unavailable
@@ -247,6 +249,65 @@ async def test_the_rest_stream_sends_one_line_per_revision_and_progress(
         assert brief(lines[0]["events"]) == [(w["version"], "put", "workload", "a")]
         # Nothing more of these kinds: a progress line says how far the stream got.
         assert lines[1]["events"] == [] and lines[1]["revision"] > w["version"]
+
+
+async def test_a_stream_whose_reader_stops_reading_is_dropped_and_frees_its_slot(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails on the old code (5d2b21c): a stream stuck in the server's write kept its watcher
+    slot for as long as the write was stuck, so with the node's slots taken by readers that
+    stopped reading, no one could watch it any more."""
+    monkeypatch.setattr(watch, "SEND_TIMEOUT", 0.5, raising=False)
+    async with cluster_with(tmp_path, 1, watch_max_watchers=1) as cluster:
+        node = cluster.running()[0]
+        hub = node.runtime.watch_hub
+        unstick = trio.Event()
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message.get("body"):  # the reader reads nothing: the write never returns
+                with trio.CancelScope(shield=True):  # and, as hypercorn's, cannot be cancelled
+                    await unstick.wait()
+
+        async def receive() -> dict[str, Any]:
+            await trio.sleep_forever()  # the client never disconnects
+            raise AssertionError("unreachable")
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/v1/watch",
+            "raw_path": b"/v1/watch",
+            "query_string": b"progress_ms=100",
+            "root_path": "",
+            "headers": [(b"host", b"test")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(build_app(node), scope, receive, send)
+            try:
+                await wait_until(
+                    lambda: hub.watchers == 1 and any(m.get("body") for m in sent),
+                    "the stream's first line, stuck in its write",
+                )
+                await wait_until(lambda: hub.watchers == 0, "the stuck stream to free its slot")
+                # The freed slot serves another watcher at once.
+                with trio.fail_after(30):
+                    lines = await read_lines(cluster.api(node), "/v1/watch?progress_ms=100", 1)
+                assert "events" in lines[0], lines
+            finally:
+                unstick.set()
+        assert sent[0]["status"] == 200
+        body = b"".join(m.get("body", b"") for m in sent[1:])
+        last = json.loads(body.splitlines()[-1])
+        assert last["error"]["code"] == "unavailable", last
+        assert "dropped" in last["error"]["message"]
+        assert sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body")
 
 
 async def test_watch_polls_beyond_the_per_connection_limit_are_refused(
