@@ -1,53 +1,26 @@
 """In-process nodes on loopback for runtime tests: ``run_node`` tasks, each in its own cancel
-scope, so a test can stop one abruptly (what it persisted stays) and start it again."""
+scope, so a test can stop one abruptly (what it persisted stays) and start it again (the
+client-surface tests' ``Cluster``, with joiners and spares)."""
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any
 
 import attrs
-import trio
 
+from tests.api.helpers import Cluster
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.raft.ready import Role
-from univrs.server.node import Node, run_node
+from univrs.server.node import Node
 from univrs.tools.devcluster import free_ports
 
 
 @attrs.define(eq=False)
-class Nodes:
-    """In-process nodes, each in its own cancel scope (cancel = an abrupt stop)."""
-
-    nursery: trio.Nursery
-    configs: dict[str, NodeConfig]
-    nodes: dict[str, Node] = attrs.field(factory=dict)
-    _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
-    _done: dict[str, trio.Event] = attrs.field(factory=dict)
-
-    async def _run(self, config: NodeConfig, join: str | None, *, task_status: Any) -> None:
-        done = self._done[config.node_id] = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self._scopes[config.node_id] = scope
-                await run_node(config, join=join, task_status=task_status)
-        finally:
-            done.set()
-
-    async def start(self, node_id: str, join: str | None = None) -> Node:
-        node: Node = await self.nursery.start(self._run, self.configs[node_id], join)
-        self.nodes[node_id] = node
-        return node
-
-    async def kill(self, node_id: str) -> None:
-        self._scopes[node_id].cancel()
-        await self._done[node_id].wait()
-        del self.nodes[node_id]
-
-    def api(self, node_id: str) -> str:
-        return self.configs[node_id].api_addr
+class Nodes(Cluster):
+    """In-process nodes, each in its own cancel scope (kill = an abrupt stop)."""
 
     def leader(self) -> Node | None:
+        """A node that says it leads (the others need not know it yet)."""
         for node in self.nodes.values():
             if node.status().role is Role.LEADER:
                 return node
