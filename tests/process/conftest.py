@@ -93,6 +93,17 @@ def view(node: NodeProc) -> dict[str, Any]:
     return status
 
 
+def serving_leader(cluster: LocalCluster, timeout: float = DEADLINE * 2) -> NodeProc:
+    """The agreed leader, once every running node's API answers as well. A leader is elected
+    as soon as a majority of the processes is up, so the last one's API may not listen yet: a
+    CLI call to it was refused on a loaded machine (test_removing_the_leader_elects_another)."""
+    leader = cluster.wait_leader(timeout)
+    for node in cluster.nodes:
+        if node.running():
+            wait_for(node.status, timeout, f"{node.node_id}'s API")
+    return leader
+
+
 def leads(node: NodeProc) -> bool:
     """Does ``node`` answer and say it is the leader?"""
     status = node.status()

@@ -11,7 +11,7 @@ from typing import Any
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, serving_leader
 from .conftest import call as call_api
 from .conftest import univrs as run_cli
 
@@ -37,11 +37,9 @@ def leads(node: NodeProc) -> bool:
 def test_tokens_and_roles_across_processes(make_cluster: Callable[..., LocalCluster]) -> None:
     cluster = make_cluster(size=3, extra_config=AUTH)
     cluster.start_all()
-    leader = cluster.wait_leader(DEADLINE)
+    leader = serving_leader(cluster)
     follower = next(n for n in cluster.nodes if n.node_id != leader.node_id)
     api = follower.api_addr
-    for node in cluster.nodes:  # every API listens (the leader may be elected first)
-        wait_for(node.status, DEADLINE, f"{node.node_id}'s API")
 
     status, body = call(follower, "GET", "/v1/workloads", None)
     assert status == 401 and body["error"]["code"] == "unauthenticated"
