@@ -284,6 +284,8 @@ async def test_a_stream_whose_reader_stops_reading_is_dropped_and_frees_its_slot
                 with trio.fail_after(30):
                     lines = await read_lines(cluster.api(node), "/v1/watch?progress_ms=100", 1)
                 assert "events" in lines[0], lines
+                # A reader that hangs up frees its slot too (the server sees it leave).
+                await wait_until(lambda: hub.watchers == 0, "the second stream's slot freed")
             finally:
                 unstick.set()
         assert sent[0]["status"] == 200
