@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import trio
 
+from tests.api.helpers import open_cluster as cluster_with
 from tests.api.helpers import wait_until
-from tests.api.test_watch import cluster_with, spec
+from tests.api.test_watch import spec
 from univrs.client import NotFound, open_client
 
 TTL_MS = 1500

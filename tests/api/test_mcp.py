@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.api.test_watch import cluster_with
+from tests.api.helpers import open_cluster as cluster_with
 from univrs.client import open_client
 from univrs.mcp.server import build_server
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import trio
 
+from tests.api.helpers import open_cluster as cluster_with
 from tests.api.helpers import wait_until
-from tests.api.test_watch import cluster_with, spec
+from tests.api.test_watch import spec
 from univrs.client import open_client
 
 REPLICAS = 50
