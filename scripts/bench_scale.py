@@ -257,16 +257,23 @@ def lmdb_child(path: str, n: int) -> None:
             times.append(time.process_time() - start)
         out[f"{name}_cpu_p50_s"] = round(statistics.median(times), 5)
         out[f"{name}_cpu_p99_s"] = round(_p(times, 0.99), 5)
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss"] = peak_rss_bytes()
+    out["rss_serving"] = rss_bytes()
     print(json.dumps(out))
 
 
-def rss_bytes() -> int:
-    """This process's resident set now (VmRSS), in bytes."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set now (VmRSS), or its peak (VmHWM), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM: this program's own, unlike ``ru_maxrss``,
+    which a child started by ``subprocess`` inherits from the parent at fork)."""
+    return rss_bytes("VmHWM")
 
 
 class _Clock:
@@ -321,7 +328,7 @@ def child(path: str) -> None:
     with _Clock() as c:
         out["digest"] = state_digest(sm)
     out["digest_s"], out["digest_cpu_s"] = c.wall, c.cpu
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss"] = peak_rss_bytes()
     print(json.dumps(out))
 
 
@@ -379,6 +386,7 @@ def measure(n: int, repeats: int, timeout: float, with_lmdb: bool = False) -> di
                     "lmdb_workload_page_cpu_p99_s": opened["workload_page_cpu_p99_s"],
                     "lmdb_node_instance_page_cpu_p99_s": opened["node_instance_page_cpu_p99_s"],
                     "lmdb_serving_peak_rss_bytes": opened["peak_rss"],
+                    "lmdb_serving_rss_bytes": opened["rss_serving"],
                 }
             )
         for _ in range(repeats):

@@ -301,3 +301,19 @@ def test_a_replica_on_lmdb_and_one_in_memory_agree_byte_for_byte(script: list[An
         assert on_disk.problems() == []
         assert state_digest(memory) == state_digest(on_disk)
         props.check_deleting_a_workload_or_node_leaves_no_orphan_instances(script)
+
+
+@pytest.mark.parametrize("make", TABLES)
+def test_a_view_keeps_the_values_of_its_time_in_key_order(make: Callable[[], Table[int]]) -> None:
+    """``view`` (what a snapshot's capture takes on the event loop) is a point-in-time copy:
+    later puts and pops do not show in it, and it yields in key order."""
+    table = make()
+    for key, value in (("b", 2), ("c", 3), ("a", 1)):
+        table.put(key, value)
+    view = table.view()
+    table.put("0", 0)
+    table.put("b", 20)
+    table.pop("c")
+    assert list(view()) == [1, 2, 3]
+    assert list(view()) == [1, 2, 3]  # callable again
+    assert list(table.values()) == [0, 1, 20]

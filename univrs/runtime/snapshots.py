@@ -24,15 +24,16 @@ MAX_SNAPSHOT_BYTES = 1 << 34  # 16 GiB: a sanity bound for decoding our own snap
 
 
 def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
-    """A consistent view of ``sm`` now, and a thread-safe function that encodes it."""
+    """A consistent view of ``sm`` now, and a thread-safe function that encodes it.
+
+    The object tables give views (``Table.view``): the values as they are now, put in id
+    order by the encoder, so the pause on the event loop is a copy of references."""
+    workloads, instances, nodes = sm.stored_views()
     parts = {
         "policy": sm.policy,
         "last_index": sm.last_applied_index,
         "last_term": sm.last_applied_term,
         "clock_ms": sm.clock_ms,
-        "workloads": list(sm.stored_workloads()),
-        "instances": list(sm.stored_instances()),
-        "nodes": list(sm.stored_nodes()),
         "balances": list(sm.ledger_items()),
         "sessions": [attrs.evolve(s, responses=dict(s.responses)) for s in sm.stored_sessions()],
         "tokens": list(sm.stored_tokens()),  # immutable values, like the objects
@@ -40,7 +41,13 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
     }
 
     def encode() -> bytes:
-        return codec.encode_plain(plain_from_parts(**parts))  # type: ignore[arg-type]
+        plain = plain_from_parts(
+            workloads=workloads(),
+            instances=instances(),
+            nodes=nodes(),
+            **parts,  # type: ignore[arg-type]
+        )
+        return codec.encode_plain(plain)
 
     return encode
 

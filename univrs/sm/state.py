@@ -656,6 +656,17 @@ class ClusterStateMachine:
         """Nodes in storage (id) order (for snapshots)."""
         return self._objects.stored_nodes()
 
+    def stored_views(
+        self,
+    ) -> tuple[
+        Callable[[], Iterator[StoredWorkload]],
+        Callable[[], Iterator[Instance]],
+        Callable[[], Iterator[Node]],
+    ]:
+        """Point-in-time views of the workloads, instances and nodes: cheap to take now,
+        iterated in storage (id) order later, from another thread (for snapshots)."""
+        return self._objects.views()
+
     def ledger_items(self) -> Iterator[tuple[str, int]]:
         """(peer, balance) in storage order (for snapshots)."""
         return self._ledger.items()

@@ -21,7 +21,7 @@ answers in the same order (tests/sm/test_tables.py runs the same checks on every
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import takewhile
 from typing import Generic, TypeVar
 
@@ -64,6 +64,14 @@ class Table(abc.ABC, Generic[V]):
         """Fill an empty table in bulk; returns the keys that appeared more than once (the
         last value wins)."""
 
+    def view(self) -> Callable[[], Iterator[V]]:
+        """The values now, for later: a function that gives them in key order, callable from
+        another thread while the table changes (values are immutable). Taking it should cost
+        as little as possible (a snapshot's capture pauses applies); this default copies the
+        values in order."""
+        values = list(self.values())
+        return lambda: iter(values)
+
 
 class PairIndex(abc.ABC):
     """An ordered set of (first, second) str pairs, scanned by ``first``."""
@@ -93,6 +101,10 @@ class PairIndex(abc.ABC):
     @abc.abstractmethod
     def load(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Fill an empty index in bulk (duplicates collapse)."""
+
+
+def _by_key(pair: tuple[str, object]) -> str:
+    return pair[0]
 
 
 class MemoryTable(Table[V]):
@@ -137,6 +149,13 @@ class MemoryTable(Table[V]):
     def values(self, after: str | None = None) -> Iterator[V]:
         """Values in key order (of keys greater than ``after`` if given)."""
         return map(self._map.__getitem__, self.keys(after))
+
+    def view(self) -> Callable[[], Iterator[V]]:
+        """The values now; copying the dict's items is one C-level pass (14 ms at 1,000,000,
+        against 0.3 s for the values in key order), the sort by key happens when the view is
+        called (in the snapshot encoder's thread)."""
+        pairs = list(self._map.items())
+        return lambda: (value for _, value in sorted(pairs, key=_by_key))
 
     def load(self, items: Iterable[tuple[str, V]]) -> list[str]:
         """Fill an empty table; returns the repeated keys. One sort of all keys (linear when
