@@ -119,7 +119,19 @@ UNKNOWN_MESSAGE = (
     "retried: read the object to find out, or send writes with an idempotency key"
 )
 
-__all__ = ["MAX_LIMIT", "ApiService", "Forwarder", "LeaderContact", "RaftStateStore", "Write"]
+__all__ = [
+    "MAX_LIMIT",
+    "ApiService",
+    "CallerStateStore",
+    "Forwarder",
+    "LeaderContact",
+    "RaftStateStore",
+    "Write",
+]
+
+# The caller of a node's own write (no caller given, auth on): trusted on the leader, never
+# forwarded (see ``RaftStateStore.execute``).
+_NODE_ITSELF = Caller(address="node-itself")
 
 
 def _after_unknown(exc: UnivrsError) -> UnivrsError:
@@ -342,11 +354,24 @@ class RaftStateStore(StateStore):
 
     # ---------------------------------------------------------------- the StateStore hooks
 
-    async def execute(self, command: Command | Envelope) -> Response:
+    def acting_for(self, caller: Caller) -> CallerStateStore:
+        """This store as ``caller``: every write and read is authorized for the caller's token
+        like the API's (the operation's role), and a write a follower forwards carries that
+        token, which the leader checks again."""
+        return CallerStateStore(store=self, caller=caller)
+
+    async def execute(
+        self, command: Command | Envelope, *, caller: Caller | None = None
+    ) -> Response:
         """Apply ``command`` through the leader (proposed here, or forwarded) within
         ``timeout``; return once this node applied it, so a local read reflects it. Besides
         a ``Failure`` it may raise the product's errors (no leader, a deadline, a refusal the
-        leader answered)."""
+        leader answered).
+
+        ``caller`` (``acting_for``): the write is authorized here for the caller's token and
+        forwarded with it. None: the node's own write (the reconciler, liveness), trusted on
+        the leader; with auth on, a follower refuses to forward it (``not-leader``): the node has
+        no token of its own, and forwarding never raises anyone's rights."""
         envelope = command if isinstance(command, Envelope) else Envelope(command=command)
         key = None
         if envelope.client_id is not None and envelope.seq is not None:
@@ -357,8 +382,16 @@ class RaftStateStore(StateStore):
             op = ""  # a leader's decision is never forwarded: NotLeader elsewhere
         else:
             op, args = request_of(envelope.command)
+        if caller is not None:
+            role = handler(op).declaration.required_role if op else "admin"
+            self.authority.authorize(caller, role, op or type(envelope.command).__name__)
+        elif self.authority.enabled and op:
+            caller = _NODE_ITSELF
         result, meta = await self.submit(
-            Write(envelope=envelope, op=op, args=args), key, deadline, hops=0 if op else MAX_HOPS
+            Write(envelope=envelope, op=op, args=args, caller=caller or ANONYMOUS),
+            key,
+            deadline,
+            hops=0 if op else MAX_HOPS,
         )
         if isinstance(result, Success | Created | Failure):
             return result
@@ -498,6 +531,13 @@ class RaftStateStore(StateStore):
             if leader == status.id:  # our view is mid-change: let the driver catch up
                 await self._settle(deadline)
                 continue
+            if write.caller is _NODE_ITSELF:
+                raise NotLeader(
+                    leader,
+                    message="with auth on, this node's own write runs on the leader only (a "
+                    "node has no token of its own to forward it with): in-process callers act "
+                    "for a caller (RaftStateStore.acting_for) whose token the leader checks",
+                )
             address = status.membership.address_of(leader)
             if address is not None:  # this node's [raft.dial] override, like its raft links
                 address = self.node.config.dial_addresses({leader: address})[leader]
@@ -614,6 +654,30 @@ class RaftStateStore(StateStore):
             "behind": max(0, status.commit - applied),
             "leader_contact_ms": self.contact.ms_since(),
         }
+
+
+@attrs.define(eq=False)
+class CallerStateStore(StateStore):
+    """The node's ``RaftStateStore`` acting for one caller (``RaftStateStore.acting_for``):
+    the ``StateStore`` an in-process consumer that serves someone (the node's MCP endpoint,
+    an embedding application) uses, so its writes and reads are authorized as the same
+    request through the API would be, on any node."""
+
+    store: RaftStateStore
+    caller: Caller
+
+    async def execute(self, command: Command | Envelope) -> Response:
+        return await self.store.execute(command, caller=self.caller)
+
+    async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
+        self.store.authority.authorize(self.caller, "read", "a read of the cluster state")
+        return await self.store.read_state(consistency)
+
+    def watch(
+        self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
+    ) -> AsyncGenerator[Event, None]:
+        self.store.authority.authorize(self.caller, "read", "a watch")
+        return self.store.watch(kinds, from_revision)
 
 
 def _fenced(command: Command) -> bool:
