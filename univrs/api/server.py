@@ -44,7 +44,8 @@ from univrs.api.listen import serve_http
 from univrs.api.mcp import PATH as mcp_path
 from univrs.api.mcp import McpEndpoint
 from univrs.api.openapi import openapi_document
-from univrs.api.service import ApiService, RaftStateStore
+from univrs.api.service import ApiService
+from univrs.api.store import RaftStateStore
 from univrs.client import protocol
 from univrs.errors import (
     InternalError,
