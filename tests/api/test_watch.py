@@ -16,7 +16,7 @@ import h11
 import pytest
 import trio
 
-from tests.api.helpers import WORKLOAD, Cluster, make_configs, wait_until
+from tests.api.helpers import BY_HAND, WORKLOAD, Cluster, make_configs, wait_until
 from univrs.api.fast import MAX_WATCHES
 from univrs.client import open_client
 from univrs.client.connection import Connection
@@ -25,7 +25,9 @@ from univrs.errors import Compacted, InvalidArgument, Unavailable
 
 @asynccontextmanager
 async def cluster_with(folder: pathlib.Path, size: int, **config: Any) -> AsyncIterator[Cluster]:
-    """``open_cluster`` with configuration overrides for every node."""
+    """``open_cluster`` with configuration overrides for every node (the reconciler off unless
+    they turn it on: these tests count exact event sequences of the writes they make)."""
+    config = {**BY_HAND, **config}
     async with trio.open_nursery() as nursery:
         configs = {k: attrs.evolve(c, **config) for k, c in make_configs(folder, size).items()}
         cluster = Cluster(nursery=nursery, configs=configs)
