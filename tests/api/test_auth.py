@@ -34,6 +34,10 @@ def holds_tokens(node: Node, count: int) -> bool:
     return node.runtime.sm.tokens_bootstrapped and len(node.runtime.sm.tokens()) == count
 
 
+def has_workload(node: Node, workload_id: str) -> bool:
+    return node.runtime.sm.get_workload(workload_id) is not None
+
+
 def lacks_token(node: Node, token_id: str) -> bool:
     return node.runtime.sm.token(token_id) is None
 
@@ -206,14 +210,13 @@ async def test_in_process_store_writes_act_for_a_caller_on_any_node(tmp_path: pa
         assert created.id == "w"
         assert (await as_writer.scale_workload("w", 3)).spec.replicas == 3
         for node in cluster.running():
-            await wait_until(
-                lambda node=node: node.runtime.sm.get_workload("w") is not None, "w everywhere"
-            )
+            await wait_until(functools.partial(has_workload, node, "w"), "w everywhere")
 
         # Refused on the serving node, leader or follower, as the API refuses.
         for node in (follower, leader):
             as_reader = node.store.acting_for(Caller(token=read))
-            assert (await as_reader.get_workload("w")).spec.replicas == 3
+            seen = await as_reader.get_workload("w")
+            assert seen is not None and seen.spec.replicas == 3
             with pytest.raises(PermissionDenied):
                 await as_reader.scale_workload("w", 9)
             with pytest.raises(Unauthenticated):

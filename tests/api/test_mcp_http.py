@@ -80,7 +80,8 @@ async def test_mcp_over_http_behind_the_api_tokens(tmp_path: pathlib.Path) -> No
             assert "permission-denied: " in error_text(again)
         for node in cluster.running():
             assert [w.id for w in node.runtime.sm.list_workloads()] == ["w"]
-            assert node.runtime.sm.get_workload("w").spec.replicas == 0
+            stored = node.runtime.sm.get_workload("w")
+            assert stored is not None and stored.spec.replicas == 0
 
         # No token, or a wrong one: refused at the door (401), before the SDK sees the body.
         for secret in (None, "univrs.made-up"):

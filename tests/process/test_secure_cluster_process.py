@@ -193,5 +193,5 @@ def test_the_default_local_cluster_is_secured_end_to_end(
     assert json.loads(balance)["balance"] == 7, balance
     backup = pathlib.Path(env["UNIVRS_CA_CERT"]).parent.parent / "backup.snap"
     _ok(_cli(env, "snapshot", "save", str(backup)))
-    status = _ok(_cli(env, "snapshot", "status", str(backup)))
-    assert re.search(r"1 workloads, \d+ instances, 1 nodes", status), status
+    described = _ok(_cli(env, "snapshot", "status", str(backup)))
+    assert re.search(r"1 workloads, \d+ instances, 1 nodes", described), described
