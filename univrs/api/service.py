@@ -89,6 +89,7 @@ from univrs.net.tls import TlsContexts
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.sm.commands import (
+    CloseSession,
     Command,
     CreateInstance,
     CreateWorkload,
@@ -704,6 +705,8 @@ class ApiService:
         command, built = op.build(args)
         if isinstance(command, OpenSession):
             command = OpenSession(owner=owner)  # bounds the sessions one caller holds
+        elif isinstance(command, CloseSession):
+            command = CloseSession(client_id=command.client_id, owner=owner)  # its own only
         envelope = Envelope(
             command=command,
             client_id=None if key is None else key[0],
