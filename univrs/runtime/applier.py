@@ -13,9 +13,9 @@ proposals.py: the rules the simulator runs too) and reports ``Applied`` to the d
 * ``OutcomeUnknown`` when a snapshot installed from the leader covers its index: the snapshot
   says nothing about which entry sat there, so it may have applied. Never retried blindly.
 
-Each applied entry's change events go to the watch history (``watch_hub``,
-univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot resets it (what
-came before is compacted there).
+Each applied entry's changes (rendered as events only when read) go to the watch history
+(``watch_hub``, univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot
+resets it (what came before is compacted there).
 
 This node's own entries (a proposal waits at the entry's index and term) are read from the
 plain document the proposer encoded, not decoded from their bytes again, when it round-trips
@@ -168,7 +168,7 @@ class Applier:
                     del self._config_terms[min(self._config_terms)]
             self.sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self.applied_term = entry.index, entry.term
-        self.watch_hub.applied(entry.index, self.sm.last_events(), len(entry.data))
+        self.watch_hub.applied(entry.index, self.sm.last_changes(), len(entry.data))
         settled = self.pending.applied(entry.index, entry.term)
         if settled is None:
             return
