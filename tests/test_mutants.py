@@ -58,6 +58,10 @@ def test_there_are_the_required_mutants() -> None:
         "read-ids-restart",
         "stale-progress",
         "snapshot-drop-retry",
+        # the membership rule for senders (issue 12) and its stranger rules for votes
+        "accept-strangers",
+        "stranger-votes-while-led",
+        "stranger-vote-answers",
     } <= set(MUTANTS)
     code, lines = run_cli(["--list-mutants"])
     assert code == 0

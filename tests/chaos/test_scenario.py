@@ -16,7 +16,8 @@ from univrs.chaos.scenario import (
     plan,
 )
 
-SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCENARIOS = REPO / "chaos"  # their home; the package ships them as univrs/chaos/scenarios
 
 MINIMAL = {"name": "t", "duration": 30}
 

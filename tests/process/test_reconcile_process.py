@@ -8,11 +8,11 @@ from typing import Any
 
 import trio
 
+from tests.api.helpers import wait_until
 from univrs.client import open_client
 from univrs.tools.devcluster import LocalCluster
 
 from .conftest import DEADLINE
-from .test_watch_process import _wait
 
 SPEC = {"name": "web", "image": "nginx:1.27", "replicas": 0}
 REPLICAS = 50
@@ -42,7 +42,8 @@ async def test_a_leader_killed_during_a_scale_to_50_leaves_exactly_50(make_clust
         async def some() -> bool:
             return len(await _instances(client)) >= 3
 
-        await _wait(some, "the first placements")  # 16 to 32 of 50 at the kill in trials
+        # 16 to 32 of 50 at the kill in trials
+        await wait_until(some, "the first placements", DEADLINE * 2)
         await trio.to_thread.run_sync(cluster.kill, first)
         await client.update_node_status("m5", "down")
         second = await trio.to_thread.run_sync(cluster.wait_leader, DEADLINE * 2)
@@ -51,7 +52,7 @@ async def test_a_leader_killed_during_a_scale_to_50_leaves_exactly_50(make_clust
         async def converged() -> bool:
             return bool((await client.reconcile_status())["converged"])
 
-        await _wait(converged, "the new leader's reconciler to converge", timeout=DEADLINE * 4)
+        await wait_until(converged, "the new leader's reconciler to converge", DEADLINE * 4)
         instances = await _instances(client)
         assert len(instances) == REPLICAS
         assert {i["node_id"] for i in instances} <= {"m1", "m2", "m3", "m4"}

@@ -11,12 +11,10 @@ and API tokens, `scripts/cluster env` points the CLI at them, and then
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +23,8 @@ import trio
 from tests.process.test_tls_process import FAKE, _api_json, _raft_attempt
 from univrs.net.tls import client_context
 from univrs.tools.devcluster import LocalCluster
+
+from .conftest import univrs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -93,17 +93,8 @@ def _exports(text: str) -> dict[str, str]:
 def _cli(
     env: dict[str, str], *args: str, token: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **env}
-    if token is not None:
-        full["UNIVRS_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "univrs", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        env=full,
-    )
+    full = dict(env) if token is None else {**env, "UNIVRS_TOKEN": token}
+    return univrs(*args, timeout=120, env=full)
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:

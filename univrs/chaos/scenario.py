@@ -1,7 +1,7 @@
 """Scenario files: what cluster, what workload, which faults when (TOML, seeded).
 
-A scenario is a TOML file a person can read and write (``univrs/chaos/scenarios/*.toml``,
-shipped as package data)::
+A scenario is a TOML file a person can read and write (``chaos/*.toml`` at the top of the
+repository, shipped as package data through the ``univrs/chaos/scenarios`` link)::
 
     name = "leader-kill"
     description = "kill -9 the leader every 12 s; it restarts 4 s later"

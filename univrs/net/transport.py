@@ -29,11 +29,12 @@ Theory of operation.
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
   records in the configuration. Every message delivered carries its connection's hello
-  incarnation in ``Message.sender_incarnation`` (not on the wire) when our configuration
-  lists that one or none for the sender (``_attests``): the core checks it again against the
-  configuration it holds, which may have moved on (univrs/raft/senders.py). A sender let in
-  because its binding is newer than our listing is attested nothing. Without TLS none of
-  this authenticates anyone: an incarnation travels in clear text (docs/security.md).
+  incarnation in ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
+  a sender let in because it claims a binding newer than our listing (that claim is the
+  sender's say-so): the core checks it again against the configuration it holds, which may
+  have moved on, and hears a sender of another incarnation than it lists only as a leader
+  while it follows no live leader (univrs/raft/senders.py). Without TLS none of this
+  authenticates anyone: an incarnation travels in clear text (docs/security.md).
 * One exception to that map: the peer that sends us entries. The sender of the newest
   (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
   keeps its link even when the map does not list it, at the address the map last gave it
@@ -124,6 +125,16 @@ def _describe_endpoint(endpoint: object) -> str:
 def _short(text: str) -> str:
     raw = text.encode()[:_MAX_CLOSE_REASON]
     return raw.decode(errors="ignore")
+
+
+MAX_UNLISTED_PEERS = 64
+"""How many node ids the peer map does not list the transport keeps counters, incarnations and
+advertised addresses for (joiners, removed members, made-up ids): the oldest is forgotten
+first, so hellos under ever new made-up ids cannot grow the node without bound."""
+
+NO_INCARNATION = ""
+"""What a connection attests for a sender whose hello named no incarnation while our
+configuration binds its id to one: no incarnation matches it."""
 
 
 def unbound(_node_id: NodeId) -> str | None:
@@ -548,12 +559,23 @@ class RaftTransport:
             # The dialer's configuration predates the one binding us: its expectation is stale.
         return self._listing_problem(hello)
 
-    def _attests(self, hello: Hello) -> bool:
-        """Do we vouch for the incarnation ``hello`` names? Yes when our configuration lists
-        that one or none for its sender; no when we let it in because its binding is newer
-        than our listing (the core must not refuse it on our stale listing)."""
-        listed = self.bound_incarnation(hello.src)
-        return listed is None or listed == hello.incarnation
+    def _attested(self, hello: Hello) -> str | None:
+        """The incarnation the messages of ``hello``'s connection carry to the core
+        (``Message.sender_incarnation``): the one the hello names, always, also when we let it
+        in because it claims a binding newer than our listing. That claim (the hello's ``cfg``
+        and ``bound``) is the sender's say-so: attesting nothing for it made the core take a
+        made-up incarnation of a member as that member (a forged AppendEntries under the
+        leader's id committed a credit mint on a follower). The core holds a sender whose
+        incarnation is not the one its configuration binds to the rule for strangers: heard as
+        a leader only while the node follows no live leader, which is also how a node that
+        lagged behind a replacement hears its replaced leader. A hello that names no
+        incarnation where our listing binds one attests ``NO_INCARNATION``, which matches
+        none."""
+        if hello.incarnation is not None:
+            return hello.incarnation
+        if self.bound_incarnation(hello.src) is not None:
+            return NO_INCARNATION
+        return None
 
     def _listing_problem(self, hello: Hello) -> str | None:
         """Why our configuration refuses the incarnation ``hello`` names (None: it does not).
@@ -647,6 +669,7 @@ class RaftTransport:
         counters: PeerCounters,
     ) -> None:
         peer = hello.src
+        attested = self._attested(hello)
         while True:
             try:
                 frame = await ws.get_message()
@@ -676,10 +699,10 @@ class RaftTransport:
                 return
             counters.messages_received += 1
             counters.bytes_received += len(frame)
-            if hello.incarnation is not None and self._attests(hello):
+            if attested is not None:
                 # What this connection attests of its sender: the core checks it again against
                 # the configuration it holds (univrs/raft/senders.py).
-                msg = attrs.evolve(msg, sender_incarnation=hello.incarnation)
+                msg = attrs.evolve(msg, sender_incarnation=attested)
             # A term above MAX_TERM is refused by the core: adopting it here would let any
             # sender pin the entry source (and where we dial) for good.
             if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:

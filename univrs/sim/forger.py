@@ -10,14 +10,25 @@ leads) and sends forged messages the cores must refuse by the membership rule fo
   index;
 * an AppendEntries that names the node's real leader as its sender, at the leader's term,
   from an incarnation the configuration does not bind to that id (the runtime attests it:
-  ``Message.sender_incarnation``).
+  ``Message.sender_incarnation``);
+* a vote request (a pre-vote or a real one, sometimes marked as a leader transfer, which
+  passes the CheckQuorum lease) from the made-up peer, one term ahead with a log as up to date
+  as the node's;
+* to a candidate or pre-candidate: a granted vote answer of its term under the id of a voter
+  of its configuration, from an incarnation the configuration does not bind to that id (a
+  wiped member's new data dir would send that), or from the made-up peer.
 
-Each is handed to the core at once (never through the network model, whose transport would
-refuse a wrong incarnation before the core sees it), right after the node heard from its
-leader, i.e. while it follows a live leader and its configuration lists it: the situation in
-which every member of a healthy cluster is, and in which the rule refuses all three. A core
-that accepted them would commit or install what no leader proposed, and the checker's State
-Machine Safety or snapshot checks catch it (the ``AcceptStrangers`` mutant shows they do).
+The first four are handed to the core at once (never through the network model, whose
+transport would refuse a wrong incarnation before the core sees it), right after the node
+heard from its leader, i.e. while it follows a live leader and its configuration lists it: the
+situation in which every member of a healthy cluster is, and in which the rule refuses them
+all; the forged answers, on a tick of a campaigning node, where the rule refuses every vote
+answer from a stranger. A core that accepted them would commit or install what no leader
+proposed, adopt a stranger's term and depose a working leader, or win an election without a
+majority. The simulator checks each forgery at once (invariant ``forgery-refused``: the core
+counts it refused and its term, vote, role, leader, log and commit are unchanged); the
+``accept-strangers``, ``stranger-votes-while-led`` and ``stranger-vote-answers`` mutants show
+it catches each rule's absence.
 
 The forger draws from its own RNG, so a seed's faults and workload are the same with it or
 without it, and a correct core is not changed at all by what it refuses.
@@ -36,6 +47,8 @@ from univrs.raft.messages import (
     EntryKind,
     InstallSnapshot,
     Message,
+    RequestVote,
+    RequestVoteResponse,
     SnapshotMeta,
 )
 from univrs.raft.node import RaftNode
@@ -55,6 +68,7 @@ class Forger:
 
     rng: random.Random
     rate: float = 0.002
+    answer_rate: float = 0.02  # per tick of a campaigning node
     sent: int = 0  # forged messages handed to cores
     refused: int = 0  # of which the core refused (the simulator counts them)
 
@@ -68,8 +82,18 @@ class Forger:
         if st.id not in st.membership.voters and st.id not in st.membership.learners:
             return None
         self.sent += 1
-        kind = self.rng.randrange(3)
+        kind = self.rng.randrange(4)
         last, last_term = st.last_index, st.last_term
+        if kind == 3:
+            return RequestVote(
+                term=st.term + 1,
+                src=MALLORY,
+                dst=st.id,
+                last_log_index=last,
+                last_log_term=last_term,
+                pre_vote=self.rng.random() < 0.5,
+                transfer=self.rng.random() < 0.5,
+            )
         if kind == 0:
             term = st.term + 1
             noop = Entry(term=term, index=last + 1, kind=EntryKind.NOOP)
@@ -110,4 +134,31 @@ class Forger:
             entries=(noop,),
             commit=last + 1,
             sender_incarnation=FORGED_INCARNATION,
+        )
+
+    def maybe_forge_answer(self, raft: RaftNode) -> Message | None:
+        """A forged granted vote answer for ``raft`` if it campaigns (called once per tick),
+        or None: under the id of a voter of its configuration from an incarnation the
+        configuration does not bind to it, or from the made-up peer."""
+        st = raft.status()
+        if st.role not in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            return None
+        if self.rng.random() >= self.answer_rate:
+            return None
+        m = st.membership
+        pre = st.role is Role.PRE_CANDIDATE
+        voters = sorted(v for v in m.voters if v != st.id and m.incarnation_of(v) is not None)
+        if voters and self.rng.random() < 0.75:
+            src, incarnation = self.rng.choice(voters), FORGED_INCARNATION
+        else:
+            src, incarnation = MALLORY, None
+        self.sent += 1
+        return RequestVoteResponse(
+            # A pre-candidate's requests carry the term it would campaign in (9.6).
+            term=st.term + 1 if pre else st.term,
+            src=src,
+            dst=st.id,
+            granted=True,
+            pre_vote=pre,
+            sender_incarnation=incarnation,
         )

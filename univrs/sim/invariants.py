@@ -1,7 +1,7 @@
 """The names of the simulator's invariants, and the exception that reports a breach.
 
 checker.py documents what each invariant means; the simulator (cluster.py) adds liveness,
-core-exception and compaction-bound, which it checks itself.
+core-exception, compaction-bound and forgery-refused, which it checks itself.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ COMPACTION_BOUND = "compaction-bound"
 LIVENESS = "liveness"
 CORE_EXCEPTION = "core-exception"
 CORE_INVARIANT = "core-invariant"
+FORGERY_REFUSED = "forgery-refused"
 
 INVARIANTS = (
     ELECTION_SAFETY,
@@ -40,6 +41,7 @@ INVARIANTS = (
     LIVENESS,
     CORE_EXCEPTION,
     CORE_INVARIANT,
+    FORGERY_REFUSED,
 )
 
 

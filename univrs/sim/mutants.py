@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from univrs.raft import RaftNode
-from univrs.raft.messages import Message, RequestVote
+from univrs.raft.messages import Message, RequestVote, RequestVoteResponse
 from univrs.runtime.proposals import Outcome, PendingProposals
 
 
@@ -78,6 +78,24 @@ class AcceptStrangers(RaftNode):
 
     def _sender_refusal(self, msg: Message) -> str | None:
         return None
+
+
+class StrangerVotesWhileLed(RaftNode):
+    """Judges vote requests from strangers by the election's rules even while it follows a live
+    leader (the stranger rule for vote requests without its condition; senders.py)."""
+
+    def _sender_refusal(self, msg: Message) -> str | None:
+        refusal = super()._sender_refusal(msg)
+        return None if isinstance(msg, RequestVote) else refusal
+
+
+class StrangerVoteAnswers(RaftNode):
+    """Takes vote answers from strangers: a made-up peer, a member's id from an incarnation its
+    configuration does not bind (senders.py: votes *from* strangers stay refused)."""
+
+    def _sender_refusal(self, msg: Message) -> str | None:
+        refusal = super()._sender_refusal(msg)
+        return None if isinstance(msg, RequestVoteResponse) else refusal
 
 
 class ChangeBeforeTermCommit(RaftNode):
@@ -155,6 +173,8 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("read-ids-restart", ReadIdsRestart),
         _mutant("snapshot-drop-retry", proposals=SnapshotDropRetry),
         _mutant("accept-strangers", AcceptStrangers),
+        _mutant("stranger-votes-while-led", StrangerVotesWhileLed),
+        _mutant("stranger-vote-answers", StrangerVoteAnswers),
     )
 }
 

@@ -65,6 +65,7 @@ from univrs.sim.forger import Forger
 from univrs.sim.invariants import (
     COMPACTION_BOUND,
     CORE_INVARIANT,
+    FORGERY_REFUSED,
     LINEARIZABLE_READ,
     READY_CONTRACT,
     InvariantViolation,
@@ -397,9 +398,9 @@ class ReadyRuntime:
                 self._read_origins.setdefault(key, deque()).append(tag)
             elif tag != sn.life:
                 sn.foreign_answer = True  # answers a request of an earlier process of ours
-        # The transport attests the sender's incarnation (the hello's) when its listing agrees
-        # or is empty, like the real one; a sender let in for a newer binding, nothing.
-        attested = incarnation if listed is None or listed == incarnation else None
+        # The transport attests the sender's incarnation (the hello's), like the real one,
+        # also for a sender let in for a newer binding (a claim the core must not trust).
+        attested = incarnation
         raft.step(attrs.evolve(m, sender_incarnation=attested))
         self.drain(sn)
         sn.foreign_answer = False
@@ -410,14 +411,32 @@ class ReadyRuntime:
         """Maybe hand ``sn`` a forged message right after it heard ``heard`` (forger.py)."""
         raft = sn.raft
         assert raft is not None and self.forger is not None
-        forged = self.forger.maybe_forge(raft, heard)
-        if forged is None:
+        self._hand_forgery(sn, self.forger.maybe_forge(raft, heard))
+
+    def _hand_forgery(self, sn: SimNode, forged: Message | None) -> None:
+        """Step ``forged`` on ``sn``: the core must refuse it (count it in ``Status.refused``)
+        and change nothing of its term, vote, role, leader, log or commit (forgery-refused)."""
+        raft = sn.raft
+        if forged is None or raft is None:
             return
+        assert self.forger is not None
         self.trace.append((self.now, "forged", forged))
-        before = raft.status().refused_messages
+        st = raft.status()
+        refused = st.refused_messages
+        before = (st.term, st.vote, st.role, st.leader, st.last_index, st.last_term, st.commit)
         raft.step(forged)
-        if raft.status().refused_messages > before:
+        st = raft.status()
+        after = (st.term, st.vote, st.role, st.leader, st.last_index, st.last_term, st.commit)
+        if st.refused_messages > refused:
             self.forger.refused += 1
+        if st.refused_messages == refused or after != before:
+            raise InvariantViolation(
+                FORGERY_REFUSED,
+                f"{sn.id} took a forged {type(forged).__name__} from {forged.src} "
+                f"(incarnation {forged.sender_incarnation}): "
+                f"{'not refused' if st.refused_messages == refused else 'refused'}, "
+                f"(term, vote, role, leader, last index, last term, commit) {before} -> {after}",
+            )
         self.drain(sn)
 
     def _disk_done(self, arg: tuple[SimNode, int]) -> None:
@@ -465,6 +484,8 @@ class ReadyRuntime:
             return
         raft.tick()
         self.drain(sn)
+        if self.forger is not None:
+            self._hand_forgery(sn, self.forger.maybe_forge_answer(raft))
 
 
 def _has_config(entries: tuple[Entry, ...]) -> bool:
