@@ -23,6 +23,9 @@ from univrs.tools.devcluster import free_ports
 
 T = TypeVar("T")
 WAIT = 30.0  # generous: two shared cores, fsync on
+# The reconciler is on by default; a test that creates instances by hand (the instance API,
+# exact event sequences) turns it off, as an operator who places instances themselves would.
+BY_HAND = {"reconcile_resync_ms": 0}
 
 
 @overload

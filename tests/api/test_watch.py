@@ -15,7 +15,7 @@ import h11
 import pytest
 import trio
 
-from tests.api.helpers import WORKLOAD, open_cluster, wait_until
+from tests.api.helpers import BY_HAND, WORKLOAD, open_cluster, wait_until
 from univrs.api import watch
 from univrs.api.fast import MAX_WATCHES
 from univrs.api.server import build_app
@@ -34,7 +34,7 @@ def brief(events: list[dict[str, Any]]) -> list[tuple[int, str, str, str]]:
 
 async def test_list_then_watch_from_its_revision_misses_nothing(tmp_path: pathlib.Path) -> None:
     async with (
-        open_cluster(tmp_path, 1) as cluster,
+        open_cluster(tmp_path, 1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         await client.create_workload(spec("a"), id="a")
@@ -61,7 +61,7 @@ async def test_list_then_watch_from_its_revision_misses_nothing(tmp_path: pathli
 
 
 async def test_every_member_serves_the_same_events(tmp_path: pathlib.Path) -> None:
-    async with open_cluster(tmp_path, 3) as cluster:
+    async with open_cluster(tmp_path, 3, **BY_HAND) as cluster:
         async with open_client(cluster.client_addresses()) as client:
             await client.create_workload(spec("w"), id="w")
             await client.register_node("m1")
@@ -86,7 +86,7 @@ async def _caught_up(client: Any, last: int) -> dict[str, Any] | None:
 
 
 async def test_a_watch_resumes_on_another_member_with_no_gap(tmp_path: pathlib.Path) -> None:
-    async with open_cluster(tmp_path, 3) as cluster:
+    async with open_cluster(tmp_path, 3, **BY_HAND) as cluster:
         async with (
             open_client(cluster.client_addresses(), timeout=20) as watcher,
             open_client(cluster.client_addresses(), timeout=20) as writer,
@@ -121,7 +121,7 @@ async def test_a_watch_resumes_on_another_member_with_no_gap(tmp_path: pathlib.P
 
 async def test_a_compacted_revision_is_refused_with_where_to_resync(tmp_path: pathlib.Path) -> None:
     async with (
-        open_cluster(tmp_path, 1, watch_history=3) as cluster,
+        open_cluster(tmp_path, 1, watch_history=3, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         for i in range(6):
@@ -149,7 +149,7 @@ async def test_a_compacted_revision_is_refused_with_where_to_resync(tmp_path: pa
 
 async def test_bad_watch_arguments_are_refused(tmp_path: pathlib.Path) -> None:
     async with (
-        open_cluster(tmp_path, 1) as cluster,
+        open_cluster(tmp_path, 1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         for args in (
@@ -170,7 +170,7 @@ async def test_bad_watch_arguments_are_refused(tmp_path: pathlib.Path) -> None:
 
 async def test_watchers_beyond_the_limit_are_refused(tmp_path: pathlib.Path) -> None:
     async with (
-        open_cluster(tmp_path, 1, watch_max_watchers=1) as cluster,
+        open_cluster(tmp_path, 1, watch_max_watchers=1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses(), timeout=2) as client,
     ):
         node = cluster.running()[0]
@@ -216,7 +216,7 @@ async def test_the_rest_stream_sends_one_line_per_revision_and_progress(
     tmp_path: pathlib.Path,
 ) -> None:
     async with (
-        open_cluster(tmp_path, 1) as cluster,
+        open_cluster(tmp_path, 1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         node = cluster.running()[0]
@@ -242,7 +242,7 @@ async def test_a_stream_whose_reader_stops_reading_is_dropped_and_frees_its_slot
     slot for as long as the write was stuck, so with the node's slots taken by readers that
     stopped reading, no one could watch it any more."""
     monkeypatch.setattr(watch, "SEND_TIMEOUT", 0.5, raising=False)
-    async with open_cluster(tmp_path, 1, watch_max_watchers=1) as cluster:
+    async with open_cluster(tmp_path, 1, watch_max_watchers=1, **BY_HAND) as cluster:
         node = cluster.running()[0]
         hub = node.runtime.watch_hub
         unstick = trio.Event()
@@ -284,6 +284,8 @@ async def test_a_stream_whose_reader_stops_reading_is_dropped_and_frees_its_slot
                 with trio.fail_after(30):
                     lines = await read_lines(cluster.api(node), "/v1/watch?progress_ms=100", 1)
                 assert "events" in lines[0], lines
+                # A reader that hangs up frees its slot too (the server sees it leave).
+                await wait_until(lambda: hub.watchers == 0, "the second stream's slot freed")
             finally:
                 unstick.set()
         assert sent[0]["status"] == 200
@@ -297,7 +299,7 @@ async def test_a_stream_whose_reader_stops_reading_is_dropped_and_frees_its_slot
 async def test_watch_polls_beyond_the_per_connection_limit_are_refused(
     tmp_path: pathlib.Path,
 ) -> None:
-    async with open_cluster(tmp_path, 1) as cluster, trio.open_nursery() as nursery:
+    async with open_cluster(tmp_path, 1, **BY_HAND) as cluster, trio.open_nursery() as nursery:
         node = cluster.running()[0]
         conn = await Connection.open(nursery, cluster.client_address(node), timeout=10)
         hub = node.runtime.watch_hub
@@ -325,7 +327,7 @@ async def test_a_watch_compacted_on_its_member_goes_on_from_another(
     tmp_path: pathlib.Path,
 ) -> None:
     async with (
-        open_cluster(tmp_path, 3) as cluster,
+        open_cluster(tmp_path, 3, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         await client.create_workload(spec("a"), id="a")
