@@ -1,7 +1,7 @@
 """Forgeries against a real insecure (plaintext) 3-node cluster (issue 12, "Done when").
 
 An attacker who only reaches the raft port and speaks the project's own codec (the hello of
-univrs/net/hello.py, then frames of univrs/codec.py) tries what wiped or corrupted clusters
+univrs/net/hello.py, then frames of univrs/codec/) tries what wiped or corrupted clusters
 before: an InstallSnapshot from a made-up peer carrying an empty state, a garbage snapshot
 (valid CBOR, not a state machine) under the real leader's id and incarnation, an
 AppendEntries committing a credit mint from a made-up peer and from the leader's id with

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from univrs.bench import client as bench
+from univrs.bench import report as bench_report
 from univrs.client.client import Client
 
 
@@ -141,7 +142,7 @@ def test_the_report_puts_both_systems_side_by_side_with_the_ratio() -> None:
         "self_pct": [["encode (univrs/codec.py)", 30.0]],
         "total_pct": [["drive (univrs/runtime/driver.py)", 40.0]],
     }
-    text = bench.report(result)
+    text = bench_report.report(result)
     assert "30.0%  encode (univrs/codec.py)" in text
     assert "40.0%  drive (univrs/runtime/driver.py)" in text
     assert "univrs     3000/s" in text and "etcd       5000/s" in text
@@ -153,7 +154,7 @@ def test_the_report_puts_both_systems_side_by_side_with_the_ratio() -> None:
 def test_the_plot_is_a_png(tmp_path: pathlib.Path) -> None:
     pytest.importorskip("matplotlib")
     path = tmp_path / "bench.png"
-    assert bench.plot(_result(), path)
+    assert bench_report.plot(_result(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     json.dumps(_result())  # what --json writes
 
@@ -172,11 +173,11 @@ def test_the_profile_summary_ranks_functions_by_self_and_total_share(
         "node_start (univrs/cli/node.py:3);drive (univrs/runtime/driver.py:9) 3\n"
         "node_start (univrs/cli/node.py:3);serve (univrs/api/fast.py:2) 1\n"
     )
-    assert bench.summarise_profile(with_univrs)["total_pct"] == [
+    assert bench_report.summarise_profile(with_univrs)["total_pct"] == [
         ["drive (univrs/runtime/driver.py)", 75.0],
         ["serve (univrs/api/fast.py)", 25.0],
     ]
-    summary = bench.summarise_profile(raw, top=4)
+    summary = bench_report.summarise_profile(raw, top=4)
     assert summary["samples"] == 100
     assert summary["self_pct"] == [
         ["encode (codec.py)", 90.0],

@@ -13,9 +13,13 @@ proposals.py: the rules the simulator runs too) and reports ``Applied`` to the d
 * ``OutcomeUnknown`` when a snapshot installed from the leader covers its index: the snapshot
   says nothing about which entry sat there, so it may have applied. Never retried blindly.
 
-Each applied entry's change events go to the watch history (``watch_hub``,
-univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot resets it (what
-came before is compacted there).
+Each applied entry's changes (rendered as events only when read) go to the watch history
+(``watch_hub``, univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot
+resets it (what came before is compacted there).
+
+This node's own entries (a proposal waits at the entry's index and term) are read from the
+plain document the proposer encoded, not decoded from their bytes again, when it round-trips
+exactly (univrs/runtime/payload.py says why that applies what the followers decode).
 
 Entries the installed snapshot already covers are skipped. Only this loop changes the state
 machine, the applied index and the applied membership (``RuntimeView.applied_membership``).
@@ -34,7 +38,7 @@ from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.raft.messages import Entry, EntryKind, SnapshotMeta, decode_membership
 from univrs.raft.ready import SnapshotInstall
 from univrs.runtime.events import Applied, Propose
-from univrs.runtime.payload import decode_payload
+from univrs.runtime.payload import decode_own_payload, decode_payload
 from univrs.runtime.ports import Metrics
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import SnapshotChecker, restore
@@ -149,7 +153,11 @@ class Applier:
     def _apply_one(self, entry: Entry) -> None:
         response: Response | None = None
         if entry.kind is EntryKind.NORMAL:
-            decoded = decode_payload(entry.data)
+            own = self.pending.own(entry.index, entry.term)
+            if own is not None and own.doc is not None and own.payload == entry.data:
+                decoded = decode_own_payload(entry.data, own.doc)  # not decoded again
+            else:
+                decoded = decode_payload(entry.data)
             if isinstance(decoded, str):
                 self.sm.mark_applied(index=entry.index, term=entry.term)
                 response = Failure(code=ErrorCode.INVALID_ARGUMENT, message=decoded)
@@ -166,7 +174,7 @@ class Applier:
                     del self._config_terms[min(self._config_terms)]
             self.sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self.applied_term = entry.index, entry.term
-        self.watch_hub.applied(entry.index, self.sm.last_events(), len(entry.data))
+        self.watch_hub.applied(entry.index, self.sm.last_changes(), len(entry.data))
         settled = self.pending.applied(entry.index, entry.term)
         if settled is None:
             return

@@ -81,7 +81,7 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, Read
-from univrs.runtime.payload import encode_payload
+from univrs.runtime.payload import encode_payload_doc
 from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
@@ -279,8 +279,8 @@ class RaftRuntime:
         if status.role is not Role.LEADER:
             raise NotLeader(status.leader)
         waiter: Waiter[Response] = Waiter()
-        payload = encode_payload(envelope, int(time.time() * 1000))
-        await self.inbox.sender.send(Propose(payload, waiter, trio.current_time()))
+        payload, doc = encode_payload_doc(envelope, int(time.time() * 1000))
+        await self.inbox.sender.send(Propose(payload, waiter, trio.current_time(), doc))
         try:
             return await waiter.wait()
         finally:

@@ -44,6 +44,9 @@ class Propose:
     payload: bytes
     waiter: Waiter[Response]
     started: float  # trio time, for the commit latency metric
+    # The plain document ``payload`` encodes, when it round-trips exactly: the apply loop
+    # reads this node's own entry from it instead of decoding the bytes (payload.py).
+    doc: list[Any] | None = None
 
 
 class Tick:

@@ -63,6 +63,15 @@ class PendingProposals(Generic[T]):
         for offset, token in enumerate(tokens):
             by_index[first + offset] = (term, token)
 
+    def own(self, index: int, term: int) -> T | None:
+        """The proposer whose own entry is ``(index, term)`` (it was appended here at that index
+        in that term: by Log Matching the entry is that proposal's), if one waits; nothing is
+        settled."""
+        pending = self._by_index.get(index)
+        if pending is None or pending[0] != term:
+            return None
+        return pending[1]
+
     def applied(self, index: int, term: int) -> tuple[T, Outcome] | None:
         """The entry ``(index, term)`` was applied: the proposer waiting there, if any, and
         its outcome (``APPLIED`` if the entry is its own, ``NOT_APPLIED`` if it was replaced)."""

@@ -1,8 +1,11 @@
 """The watch history: the recent change events of this node's applied state, for watchers.
 
-Theory of operation. The apply loop hands every applied entry's events to ``WatchHub.applied``
-(``ClusterStateMachine.last_events``: the same events in the same order on every replica,
-since apply is deterministic), and a snapshot install or a restart to ``reset``. The hub keeps
+Theory of operation. The apply loop hands every applied entry's changes to ``WatchHub.applied``
+(``ClusterStateMachine.last_changes``: the same changes in the same order on every replica,
+since apply is deterministic), and a snapshot install or a restart to ``reset``. Changes are
+kept as captured (immutable objects, each changed workload's instance counts) and rendered as
+events (``last_events``'s) only when a watcher first reads their revision: building two
+workload views per write cost more than applying it, on every node, watched or not. The hub keeps
 them in one bounded, shared history: at most ``capacity`` events and about ``max_bytes``
 (estimated from the commands' sizes; events share the state machine's immutable objects), the
 oldest revisions dropped first, whole. Nothing is buffered per watcher: a watcher is a
@@ -35,6 +38,7 @@ import trio
 
 from univrs.errors import Compacted, Unavailable
 from univrs.sm.events import Event, ObjectKind
+from univrs.sm.objects import AppliedChanges
 
 DEFAULT_CAPACITY = 10_000  # events kept per node
 DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
@@ -42,11 +46,19 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # estimated bytes the kept events hold
 EVENT_OVERHEAD = 256  # estimated bytes of one event besides the command's data
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class _Batch:
     revision: int
-    events: tuple[Event, ...]
+    source: tuple[Event, ...] | AppliedChanges  # captured changes are rendered when first read
     cost: int  # estimated bytes held
+    count: int  # events
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        source = self.source
+        if isinstance(source, AppliedChanges):
+            source = self.source = source.events()  # once: later reads share the events
+        return source
 
 
 @attrs.define(eq=False)
@@ -79,26 +91,30 @@ class WatchHub:
         self._revision = self._compacted = revision
         self._wake()
 
-    def applied(self, revision: int, events: tuple[Event, ...], size: int = 0) -> None:
+    def applied(
+        self, revision: int, events: tuple[Event, ...] | AppliedChanges, size: int = 0
+    ) -> None:
         """The entry at ``revision`` (``size`` bytes of command data) was applied with these
-        events (maybe none)."""
+        events (maybe none), or with these changes (``ClusterStateMachine.last_changes``),
+        rendered as events only if a watcher reads that revision."""
         assert revision > self._revision, (revision, self._revision)
         self._revision = revision
-        if events:
+        count = len(events)
+        if count:
             # The objects after (and before) come from commands of about this size.
-            cost = 2 * size + EVENT_OVERHEAD * len(events)
-            self._batches.append(_Batch(revision, events, cost))
-            self._held += len(events)
+            cost = 2 * size + EVENT_OVERHEAD * count
+            self._batches.append(_Batch(revision, events, cost, count))
+            self._held += count
             self._bytes += cost
             while (self._held > self.capacity or self._bytes > self.max_bytes) and self._head < len(
                 self._batches
             ):
                 dropped = self._batches[self._head]
                 self._head += 1
-                self._held -= len(dropped.events)
+                self._held -= dropped.count
                 self._bytes -= dropped.cost
                 self._compacted = dropped.revision
-                self.dropped_events += len(dropped.events)
+                self.dropped_events += dropped.count
             if self._head > 1024 and self._head * 2 > len(self._batches):
                 del self._batches[: self._head]
                 self._head = 0

@@ -23,13 +23,14 @@ state machine turns them into watch events (``univrs.sm.events``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from itertools import islice
+from typing import Any
 
 import attrs
 
-from univrs.sm.events import ObjectKind
+from univrs.sm.events import Event, EventType, ObjectKind, WatchedObject
 from univrs.sm.model import (
     Instance,
     InstanceStatus,
@@ -62,6 +63,33 @@ def new_objects() -> Objects:
     """The tables a new state machine gets: in memory. (Tests may replace this function to run
     the state machine on another backend: tests/sm/conftest.py, ``UNIVRS_SM_BACKEND``.)"""
     return Objects()
+
+
+def view_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> Workload:
+    """The workload with the status its instance counts (``Objects.instance_counts``) give."""
+    desired, running = stored.spec.replicas, counts[InstanceStatus.RUNNING]
+    if running >= desired:
+        phase = WorkloadPhase.READY
+    elif counts[InstanceStatus.FAILED] or counts[InstanceStatus.UNKNOWN]:
+        phase = WorkloadPhase.DEGRADED
+    else:
+        phase = WorkloadPhase.PROGRESSING
+    status = WorkloadStatus(
+        phase=phase,
+        desired=desired,
+        pending=counts[InstanceStatus.PENDING],
+        running=running,
+        succeeded=counts[InstanceStatus.SUCCEEDED],
+        failed=counts[InstanceStatus.FAILED],
+        unknown=counts[InstanceStatus.UNKNOWN],
+    )
+    return Workload(
+        id=stored.id,
+        spec=stored.spec,
+        status=status,
+        version=stored.version,
+        created_index=stored.created_index,
+    )
 
 
 @attrs.define(eq=False)
@@ -160,35 +188,18 @@ class Objects:
 
     def workload_view(self, stored: StoredWorkload) -> Workload:
         """The workload with its status derived from its instances (none, once deleted)."""
+        return view_of(stored, self.instance_counts(stored.id))
+
+    def instance_counts(self, workload_id: str) -> Mapping[InstanceStatus, int]:
+        """How many instances of the workload are in each status now (a read-only mapping:
+        a fresh table)."""
         counts = _ZERO_COUNTS.copy()  # not dict.fromkeys(InstanceStatus): iterating an enum
         get = self._instances.get  # costs more than the copy
-        for instance_id in self._by_workload.seconds(stored.id):
+        for instance_id in self._by_workload.seconds(workload_id):
             instance = get(instance_id)
             if instance is not None:
                 counts[instance.status] += 1
-        desired, running = stored.spec.replicas, counts[InstanceStatus.RUNNING]
-        if running >= desired:
-            phase = WorkloadPhase.READY
-        elif counts[InstanceStatus.FAILED] or counts[InstanceStatus.UNKNOWN]:
-            phase = WorkloadPhase.DEGRADED
-        else:
-            phase = WorkloadPhase.PROGRESSING
-        status = WorkloadStatus(
-            phase=phase,
-            desired=desired,
-            pending=counts[InstanceStatus.PENDING],
-            running=running,
-            succeeded=counts[InstanceStatus.SUCCEEDED],
-            failed=counts[InstanceStatus.FAILED],
-            unknown=counts[InstanceStatus.UNKNOWN],
-        )
-        return Workload(
-            id=stored.id,
-            spec=stored.spec,
-            status=status,
-            version=stored.version,
-            created_index=stored.created_index,
-        )
+        return counts
 
     def iter_workloads(self, after: str | None = None) -> Iterator[Workload]:
         """Workloads (with their status) in id order, from the first id after ``after``:
@@ -333,3 +344,40 @@ class Objects:
         if list(self._by_workload) != sorted(self._by_workload):
             found.append("workload -> instances index is not in order")
         return found
+
+
+_Item = tuple[ObjectKind, str, Any, Any]
+
+
+@attrs.frozen
+class AppliedChanges:
+    """The changes of one applied entry, captured by ``last_changes``: objects are immutable
+    and a workload carries its instance counts as they were, so ``events()`` renders the
+    same events whenever it is called."""
+
+    revision: int
+    items: tuple[_Item, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def events(self) -> tuple[Event, ...]:
+        """The watch events (``ClusterStateMachine.last_events`` at the time of capture)."""
+        revision = self.revision
+        return tuple(
+            Event(
+                revision=revision,
+                type=EventType.DELETE if after is None else EventType.PUT,
+                kind=kind,
+                id=ident,
+                object=_render(after),
+                prev=_render(before),
+            )
+            for kind, ident, before, after in self.items
+        )
+
+
+def _render(captured: Any) -> WatchedObject | None:
+    if type(captured) is tuple:
+        return view_of(captured[0], captured[1])
+    return captured  # type: ignore[no-any-return]

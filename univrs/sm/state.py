@@ -61,7 +61,7 @@ from univrs.sm.commands import (
 )
 from univrs.sm.credits import Ledger
 from univrs.sm.errors import AppliedOutOfOrder, DecodeError
-from univrs.sm.events import Event, EventType, WatchedObject
+from univrs.sm.events import Event, ObjectKind
 from univrs.sm.model import (
     TERMINAL_INSTANCE_STATUSES,
     UNSCHEDULABLE_NODE_STATUSES,
@@ -71,7 +71,7 @@ from univrs.sm.model import (
     NodeStatus,
     Workload,
 )
-from univrs.sm.objects import Objects, StoredWorkload
+from univrs.sm.objects import AppliedChanges, Objects, StoredWorkload
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import Session, SessionPolicy, SessionTable
 from univrs.sm.tokens import Token, TokenTable
@@ -469,25 +469,28 @@ class ClusterStateMachine:
         """The events of the last applied entry (empty if it changed no object), in the order
         the changes were made. Call it before applying the next entry: a workload's status is
         derived from the instances as they are when this is called."""
-        revision = self._last_index
-        events = []
-        for kind, ident, before, after in self._objects.changes:
-            events.append(
-                Event(
-                    revision=revision,
-                    type=EventType.DELETE if after is None else EventType.PUT,
-                    kind=kind,
-                    id=ident,
-                    object=self._watched(after),
-                    prev=self._watched(before),
-                )
-            )
-        return tuple(events)
+        return self.last_changes().events()
 
-    def _watched(self, stored: StoredWorkload | Instance | Node | None) -> WatchedObject | None:
-        if isinstance(stored, StoredWorkload):
-            return self._objects.workload_view(stored)
-        return stored
+    def last_changes(self) -> AppliedChanges:
+        """``last_events()`` captured, not rendered: the changed objects (immutable) and each
+        changed workload's instance counts as they are now, so the events can be rendered
+        later, after other entries applied, exactly as ``last_events()`` renders them now.
+        Cheap (no views built): the runtime's watch history keeps these and renders only the
+        revisions a watcher reads (issue 14)."""
+        changes = self._objects.changes
+        if not changes:
+            return AppliedChanges(self._last_index, ())
+        counts = self._objects.instance_counts
+        items: list[tuple[ObjectKind, str, Any, Any]] = []
+        for kind, ident, before, after in changes:
+            was: Any = before
+            now: Any = after
+            if isinstance(before, StoredWorkload):
+                was = (before, counts(before.id))
+            if isinstance(after, StoredWorkload):
+                now = (after, counts(after.id))
+            items.append((kind, ident, was, now))
+        return AppliedChanges(self._last_index, tuple(items))
 
     # ---------------------------------------------------------------- tokens
 

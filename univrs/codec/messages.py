@@ -1,4 +1,4 @@
-"""The wire codec: strict CBOR for Raft messages and for plain data.
+"""Raft messages on the wire: one strict, versioned CBOR frame per message.
 
 Theory of operation
 -------------------
@@ -29,8 +29,8 @@ Decoding is strict, because frames come from the network:
 * an unknown type tag or a different wire version is refused.
 
 Every decoding failure raises :class:`univrs.errors.ProtocolError` with a reason; cbor2's own
-exceptions are translated here, at the edge. Encoding our own values is trusted: a value that
-cannot be encoded is a local bug and raises ``TypeError``.
+exceptions are translated at the edge (``univrs.codec.strict``). Encoding our own values is
+trusted: a value that cannot be encoded is a local bug and raises ``TypeError``.
 
 Changing the field list of any message, or the meaning of a field, requires bumping
 ``WIRE_VERSION`` (``tests/test_codec.py`` checks the table against the attrs classes).
@@ -38,13 +38,13 @@ Changing the field list of any message, or the meaning of a field, requires bump
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import attrs
 import cbor2
 
+from univrs.codec.strict import load
 from univrs.errors import ProtocolError
 from univrs.raft.messages import (
     AppendEntries,
@@ -66,12 +66,9 @@ from univrs.raft.messages import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_DEPTH",
     "WIRE_VERSION",
     "decode_message",
-    "decode_plain",
     "encode_message",
-    "encode_plain",
     "membership_from_plain",
     "membership_to_plain",
     "message_fields",
@@ -80,13 +77,8 @@ __all__ = [
 WIRE_VERSION = 1
 """The version of the frame layout; the first element of every message frame."""
 
-DEFAULT_MAX_DEPTH = 32
-"""Default bound on container nesting for plain data."""
-
 # A message frame nests at most: frame > meta > membership > addresses > pair.
 _MESSAGE_MAX_DEPTH = 5
-
-_UINT_MAX = (1 << 64) - 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,88 +321,6 @@ def message_fields(cls: type[Message]) -> tuple[int, tuple[tuple[str, str], ...]
 
 
 # --------------------------------------------------------------------------------------------
-# Strict CBOR decoding shared by messages and plain data.
-# --------------------------------------------------------------------------------------------
-
-
-class _TagRejected(Exception):
-    pass
-
-
-def _reject_semantic(value: object, immutable: bool) -> NoReturn:
-    raise _TagRejected("CBOR tags are not allowed")
-
-
-def _reject_tag(tag: cbor2.CBORTag, immutable: bool) -> NoReturn:
-    raise _TagRejected(f"CBOR tag {tag.tag} is not allowed")
-
-
-class _RejectAllTags(Mapping[int, Callable[[Any, bool], Any]]):
-    """A ``semantic_decoders`` mapping that overrides every tag, built-in or not, with a refusal.
-
-    cbor2 looks a tag number up in this mapping before using its built-in decoder for it, so no
-    tag (datetime, bignum, set, shared reference, ...) can slip through.
-    """
-
-    def __getitem__(self, key: int) -> Callable[[Any, bool], Any]:
-        return _reject_semantic
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-_NO_TAGS = _RejectAllTags()
-
-
-def _load(data: bytes, *, max_size: int, max_depth: int, what: str) -> Any:
-    """Decode exactly one CBOR item from ``data``; every failure is a ProtocolError."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ProtocolError(f"{what}: expected bytes, got {type(data).__name__}")
-    size = len(data)
-    if size > max_size:
-        raise ProtocolError(f"{what} of {size} bytes exceeds the limit of {max_size} bytes")
-    if size == 0:
-        raise ProtocolError(f"empty {what}")
-    fp = io.BytesIO(data)
-    try:
-        decoder = cbor2.CBORDecoder(
-            fp,
-            tag_hook=_reject_tag,
-            semantic_decoders=_NO_TAGS,
-            str_errors="strict",
-            max_depth=max_depth,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-        )
-        obj = decoder.decode()
-    except cbor2.CBORDecodeEOF:
-        raise ProtocolError(f"truncated {what} ({size} bytes)") from None
-    except Exception as exc:  # translate every library failure at the edge
-        raise ProtocolError(f"malformed {what}: {_reason(exc)}") from None
-    end = fp.tell()
-    if end != size:
-        raise ProtocolError(f"{what} has {size - end} trailing bytes after the CBOR item")
-    return obj
-
-
-def _reason(exc: BaseException) -> str:
-    seen: BaseException | None = exc
-    for _ in range(8):  # bounded walk down the cause chain
-        if seen is None:
-            break
-        if isinstance(seen, _TagRejected):
-            return f"{seen} ({exc})"
-        seen = seen.__cause__ or seen.__context__
-    return str(exc) or type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------
 # Messages
 # --------------------------------------------------------------------------------------------
 
@@ -430,7 +340,7 @@ def encode_message(msg: Message) -> bytes:
 
 def decode_message(data: bytes, *, max_size: int) -> Message:
     """Decode one frame made by :func:`encode_message`; raises ProtocolError if it is invalid."""
-    frame = _load(data, max_size=max_size, max_depth=_MESSAGE_MAX_DEPTH, what="message frame")
+    frame = load(data, max_size=max_size, max_depth=_MESSAGE_MAX_DEPTH, what="message frame")
     if type(frame) is not list or len(frame) < 2:
         raise ProtocolError(
             f"message frame must be an array [version, type, ...], got {_describe(frame)}"
@@ -475,130 +385,3 @@ def _check_contiguous(prev_log_index: int, entries: tuple[Entry, ...]) -> None:
             )
         last_term = e.term
         expected += 1
-
-
-# --------------------------------------------------------------------------------------------
-# Plain data: None, bool, int, float, str, bytes, arrays and maps keyed by str / int / bytes.
-# --------------------------------------------------------------------------------------------
-
-
-def encode_plain(obj: Any) -> bytes:
-    """Encode plain data (see :func:`decode_plain` for what is plain). Tuples become arrays.
-
-    Raises ``TypeError`` for anything else (sets, datetimes, custom classes, ...), so we never
-    produce a frame our own decoder would refuse.
-    """
-    _check_plain_out(obj, DEFAULT_MAX_DEPTH)
-    return cbor2.dumps(obj)
-
-
-def decode_plain(data: bytes, *, max_size: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Decode one plain CBOR item strictly; raises ProtocolError if it is invalid.
-
-    Plain values are ``None``, ``bool``, ``int`` (64-bit CBOR range), ``float``, ``str``,
-    ``bytes``, ``list`` and ``dict`` whose keys are ``str``, ``int`` or ``bytes``; containers
-    nest at most ``max_depth`` deep. No tags, simple values or ``undefined``.
-    """
-    obj = _load(data, max_size=max_size, max_depth=max_depth, what="plain frame")
-    _check_plain_in(obj, max_depth)
-    return obj
-
-
-_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
-_PLAIN_KEYS = (int, str, bytes)
-
-
-_PLAIN_SCALAR_SET = frozenset(_PLAIN_SCALARS)
-_PLAIN_KEY_SET = frozenset(_PLAIN_KEYS)
-_is_int = int.__instancecheck__
-
-
-def _check_plain_in(obj: Any, depth: int) -> None:
-    """Refuse (ProtocolError) a decoded item that is not plain data. Runs on every frame and
-    entry payload decoded: scalar members of a container are checked in place (one call per
-    container, not per value)."""
-    t = type(obj)
-    if t in _PLAIN_SCALAR_SET:
-        return
-    if depth <= 0:
-        raise ProtocolError("plain frame nests too deep")
-    if t is list:
-        # A list of scalars (a snapshot row: most of a large frame) is checked in one C pass.
-        if _PLAIN_SCALAR_SET.issuperset(map(type, obj)):
-            return
-        for item in obj:
-            if type(item) not in _PLAIN_SCALAR_SET:
-                _check_plain_in(item, depth - 1)
-    elif t is dict:
-        for key, value in obj.items():
-            if type(key) not in _PLAIN_KEY_SET:
-                raise ProtocolError(f"plain frame has a map key of type {type(key).__name__}")
-            if type(value) not in _PLAIN_SCALAR_SET:
-                _check_plain_in(value, depth - 1)
-    else:
-        raise ProtocolError(f"plain frame contains a {t.__name__}, which is not plain data")
-
-
-_EXACT_SCALARS_OUT = frozenset({type(None), bool, float, str, bytes})
-
-
-def _check_plain_out(obj: Any, depth: int) -> None:
-    """Refuse (TypeError) what is not plain data. The exact built-in types take a fast path
-    (this runs on every proposal the leader encodes); subclasses (enums, ...) and everything
-    else take the general one, ``_check_plain_out_general``, which decides alike."""
-    t = type(obj)
-    if t in _EXACT_SCALARS_OUT:
-        return
-    if t is int:
-        if not -(1 << 64) <= obj <= _UINT_MAX:
-            raise TypeError(f"integer {obj} is outside the CBOR 64-bit range")
-        return
-    if depth <= 0:
-        _check_plain_out_general(obj, depth)
-        return
-    if t is dict:
-        for key, value in obj.items():
-            kt = type(key)
-            if kt is not str or type(value) not in _EXACT_SCALARS_OUT:
-                if kt is not str:
-                    if isinstance(key, bool) or not isinstance(key, _PLAIN_KEYS):
-                        raise TypeError(f"map key {key!r} is not a str, int or bytes")
-                    _check_plain_out(key, depth - 1)
-                _check_plain_out(value, depth - 1)
-    elif t is list or t is tuple:
-        # A row of exact scalars (a snapshot row: most of a large frame) takes one C pass over
-        # its item types and one min/max over its ints, not a call per int.
-        kinds = set(map(type, obj))
-        if _EXACT_SCALARS_OUT.issuperset(kinds):
-            return
-        if int in kinds and _EXACT_SCALARS_OUT.issuperset(kinds - {int}):
-            ints = list(filter(_is_int, obj))  # bools too: they are in range anyway
-            if min(ints) >= -(1 << 64) and max(ints) <= _UINT_MAX:
-                return
-        for item in obj:
-            if type(item) not in _EXACT_SCALARS_OUT:
-                _check_plain_out(item, depth - 1)
-    else:
-        _check_plain_out_general(obj, depth)
-
-
-def _check_plain_out_general(obj: Any, depth: int) -> None:
-    if obj is None or isinstance(obj, bool | float | str | bytes):
-        return
-    if isinstance(obj, int):
-        if not -(1 << 64) <= obj <= _UINT_MAX:
-            raise TypeError(f"integer {obj} is outside the CBOR 64-bit range")
-        return
-    if depth <= 0:
-        raise TypeError(f"plain data nests deeper than {DEFAULT_MAX_DEPTH}")
-    if isinstance(obj, list | tuple):
-        for item in obj:
-            _check_plain_out(item, depth - 1)
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            if isinstance(key, bool) or not isinstance(key, _PLAIN_KEYS):
-                raise TypeError(f"map key {key!r} is not a str, int or bytes")
-            _check_plain_out(key, depth - 1)
-            _check_plain_out(value, depth - 1)
-    else:
-        raise TypeError(f"{type(obj).__name__} is not plain data")
