@@ -7,7 +7,9 @@ import pathlib
 import random
 
 import pytest
+import trio
 
+from univrs.chaos.runner import wait_for_leader
 from univrs.chaos.scenario import (
     ScenarioError,
     find_scenarios,
@@ -187,3 +189,29 @@ def test_every_shipped_scenario_loads() -> None:
         assert s.name == path.stem
         assert s.description
         assert plan(s, random.Random(s.seed))
+
+
+def test_the_startup_wait_keeps_the_leader_it_found() -> None:
+    # scripts/chaos on a loaded machine: a new leader stepped down by CheckQuorum 0.27 s after
+    # its election and the runner, asking again after its wait loop had seen it, reported "no
+    # leader after starting the cluster" (minority-partition, 2026-12-03).
+    answers = iter([None, "n2", None, None])
+
+    async def leader_of() -> str | None:
+        return next(answers)
+
+    async def main() -> str | None:
+        return await wait_for_leader(leader_of, lambda: True, timeout=5.0, every=0.0)
+
+    assert trio.run(main) == "n2"
+
+
+def test_the_startup_wait_gives_up_when_no_node_runs_or_in_time() -> None:
+    async def never() -> str | None:
+        return None
+
+    async def main(running: bool) -> str | None:
+        return await wait_for_leader(never, lambda: running, timeout=0.05, every=0.01)
+
+    assert trio.run(main, False) is None
+    assert trio.run(main, True) is None
