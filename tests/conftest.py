@@ -1,10 +1,14 @@
 """Test tiers. ``scripts/test --quick`` runs ``-m "not slow and not process"`` without tests/api
 (the inner loop: core, state machine, codec, storage, net, runtime, chaos units and a few
-simulator seeds, under a minute); ``scripts/test`` runs everything (CI).
+simulator seeds, under a minute); ``scripts/test`` runs the default suite (CI): every tier but
+``soak`` (pyproject's ``addopts`` says ``-m 'not soak'``); ``scripts/test --all`` runs every
+tier.
 
 ``process`` marks tests that start real node processes (every test under tests/process, and
 modules that say so with ``pytestmark``). ``slow`` marks the long simulator sweeps and mutant
-hunts listed below: they stay in the full run, bounded.
+hunts listed below: they stay in the default run, bounded. ``soak`` marks the longest process
+scenarios (listed below) whose capability another process test of the default run covers too:
+they are opt-in, to keep the default run near ten minutes on two cores.
 """
 
 from __future__ import annotations
@@ -19,12 +23,35 @@ SLOW = (
 )
 
 
+# Node ids of the soak tier: each with what it took in a loaded run of tests/process and
+# tests/api (1727 s in all, load average 10-14 on two cores) and where the default run still
+# covers its capability with real processes.
+SOAK = (
+    # 214 s. Covered: test_tls_process (mTLS raft links, clients, joins, rotation) and
+    # test_auth_process::test_join_a_cluster_with_auth_carries_the_callers_token (tokens).
+    "tests/process/test_secure_cluster_process.py::test_the_default_local_cluster_is_secured_end_to_end",
+    # 186 s. Covered: test_auth_process::test_join_a_cluster_with_auth_carries_the_callers_token
+    # (401 without a token, tokens replicated, the CLI with a token); roles in-process by
+    # tests/api/test_auth.py and tests/api/test_cli_auth.py.
+    "tests/process/test_auth_process.py::test_tokens_and_roles_across_processes",
+    # 84 s. Covered: test_backup_process::test_a_two_voter_cluster_with_a_dead_member_is_recovered
+    # (recover) and ::test_save_under_writes_then_restore_into_a_new_cluster (backup, restore).
+    "tests/process/test_backup_process.py::test_recover_a_lone_survivor_then_join_two_new_nodes",
+    # 72 s. Covered: test_replace_process::
+    # test_a_node_killed_while_joining_completes_the_join_on_restart (join, transfer to a
+    # joiner, remove a bootstrap member) and test_membership_process.
+    "tests/process/test_replace_process.py::test_every_bootstrap_member_is_replaced_under_load",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith("tests/process/"):
             item.add_marker(pytest.mark.process)
         if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+        if item.nodeid in SOAK:
+            item.add_marker(pytest.mark.soak)
 
 
 @pytest.fixture(autouse=True)

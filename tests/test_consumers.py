@@ -1,11 +1,12 @@
 """The consumers of the cluster state stay off the runtime internals (issue 15).
 
-The REST API, the fast protocol, the operations' server halves, the watch endpoints and the
-reconciler reach the state only through the ``StateStore`` interface (``univrs.sm.store``;
-``univrs.api.service.RaftStateStore`` is the node's one implementation) and the service
-interfaces (``univrs.service``): none of them imports the runtime, the Raft core, the
-storage, the transport or the server. (The store itself, ``univrs.api.service``, is where the
-runtime is used.) Imports are read from the source, lazy and ``TYPE_CHECKING`` ones included.
+The REST API, the fast protocol, ``ApiService``, the operations' server halves, the watch
+endpoints, the MCP server (both transports) and the reconciler reach the state only through
+the ``StateStore`` interface (``univrs.sm.store``; ``univrs.api.store.RaftStateStore`` is the
+node's one implementation) and the service interfaces (``univrs.service``): none of them
+imports the runtime, the Raft core, the storage, the transport or the server. (The store
+itself, ``univrs.api.store``, is where the runtime is used.) Imports are read from the source,
+lazy and ``TYPE_CHECKING`` ones included.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ CONSUMERS = [
     "api/rest.py",
     "api/fast.py",
     "api/ops.py",
+    "api/opargs.py",
+    "api/service.py",
     "api/watch.py",
+    "api/mcp.py",
     "service/reconcile.py",
     "service/memory.py",
 ]

@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 
 import click
 import pytest
@@ -170,7 +171,10 @@ def test_the_cli_example_runs(tmp_path: pathlib.Path) -> None:
             if "<workload-id>" in line:
                 web = json.loads(cli("workload", "get", "--name", "web", "--json"))
                 words = [w.replace("<workload-id>", web["id"]) for w in words]
-            if "<instance-id>" in line:
-                (instance,) = json.loads(cli("instance", "list", "--json"))["items"]
-                words = [w.replace("<instance-id>", instance["id"]) for w in words]
+            if "<instance-id>" in line:  # one the reconciler placed (it is on by default)
+                deadline = time.monotonic() + 30
+                while not (items := json.loads(cli("instance", "list", "--json"))["items"]):
+                    assert time.monotonic() < deadline, "the reconciler placed nothing"
+                    time.sleep(0.1)  # polls a condition, with the deadline above
+                words = [w.replace("<instance-id>", items[0]["id"]) for w in words]
             cli(*words[1:])

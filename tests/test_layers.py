@@ -153,9 +153,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("univrs.runtime", "univrs.config"),
     ("univrs.service",),
     ("univrs.client",),
+    ("univrs.mcp",),  # the MCP tools over a Cluster: a client (stdio) or the node's API (HTTP)
     ("univrs.api",),
     ("univrs.server",),
-    ("univrs.tools", "univrs.sim", "univrs.mcp"),
+    ("univrs.tools", "univrs.sim"),
     ("univrs.chaos",),
     ("univrs.bench",),  # checks a sample of its histories with the chaos checker
     ("univrs.cli",),

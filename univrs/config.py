@@ -86,9 +86,10 @@ class NodeConfig:
     # Node liveness: a registered machine that has not heartbeated for this long is marked
     # down by the leader (a new leader first waits this long).
     node_ttl_ms: int = 10_000
-    # The reconciler (docs/orchestrator.md): 0 turns it off (instances are then created by
-    # clients); above 0 the leader reconciles on every change and at least this often.
-    reconcile_resync_ms: int = 0
+    # The reconciler (docs/orchestrator.md): on by default, as a scheduler is: the leader
+    # reconciles on every change and at least this often; 0 turns it off (instances are then
+    # created by clients).
+    reconcile_resync_ms: int = 10_000
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);

@@ -23,6 +23,9 @@ from univrs.tools.devcluster import free_ports
 
 T = TypeVar("T")
 WAIT = 30.0  # generous: two shared cores, fsync on
+# The reconciler is on by default; a test that creates instances by hand (the instance API,
+# exact event sequences) turns it off, as an operator who places instances themselves would.
+BY_HAND = {"reconcile_resync_ms": 0}
 
 
 @overload
@@ -66,17 +69,18 @@ class Cluster:
     _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
     _stopped: dict[str, trio.Event] = attrs.field(factory=dict)
 
-    async def _run(self, config: NodeConfig, *, task_status: Any) -> None:
+    async def _run(self, config: NodeConfig, join: str | None, *, task_status: Any) -> None:
         done = self._stopped[config.node_id] = trio.Event()
         try:
             with trio.CancelScope() as scope:
                 self._scopes[config.node_id] = scope
-                await run_node(config, task_status=task_status)
+                await run_node(config, join=join, task_status=task_status)
         finally:
             done.set()
 
-    async def start(self, node_id: str) -> Node:
-        node: Node = await self.nursery.start(self._run, self.configs[node_id])
+    async def start(self, node_id: str, join: str | None = None) -> Node:
+        """Start ``node_id`` (on its data dir as it is); ``join``: a member's API to join."""
+        node: Node = await self.nursery.start(self._run, self.configs[node_id], join)
         self.nodes[node_id] = node
         return node
 
@@ -106,7 +110,10 @@ class Cluster:
     def followers(self) -> list[Node]:
         return [n for n in self.running() if n.status().role is not Role.LEADER]
 
-    def api(self, node: Node) -> str:
+    def api(self, node: Node | str) -> str:
+        """The API address of ``node`` (or of the node of that id, running or not)."""
+        if isinstance(node, str):
+            return self.configs[node].api_addr
         return f"127.0.0.1:{node.api_port}"
 
     def client_address(self, node: Node) -> str:

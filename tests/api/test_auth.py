@@ -11,10 +11,12 @@ import pytest
 import trio
 
 from tests.api.helpers import WORKLOAD, Cluster, open_cluster, wait_until
+from univrs.api.auth import Caller
 from univrs.client import open_client
 from univrs.client.connection import Connection
-from univrs.errors import PermissionDenied, RateLimited, Unauthenticated
+from univrs.errors import NotLeader, PermissionDenied, RateLimited, Unauthenticated
 from univrs.server.node import Node
+from univrs.sm.model import WorkloadSpec
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -30,6 +32,10 @@ async def call(
 
 def holds_tokens(node: Node, count: int) -> bool:
     return node.runtime.sm.tokens_bootstrapped and len(node.runtime.sm.tokens()) == count
+
+
+def has_workload(node: Node, workload_id: str) -> bool:
+    return node.runtime.sm.get_workload(workload_id) is not None
 
 
 def lacks_token(node: Node, token_id: str) -> bool:
@@ -183,3 +189,43 @@ async def test_session_opens_are_rate_limited_per_token(tmp_path: pathlib.Path) 
             cluster.running()[0], "POST", "/v1/sessions", {}, headers=bearer(admin)
         )
         assert r.status == 429 and "retry-after" in r.headers
+
+
+async def test_in_process_store_writes_act_for_a_caller_on_any_node(tmp_path: pathlib.Path) -> None:
+    """An in-process consumer's write through a follower's StateStore is authorized like an
+    API request and forwarded with the caller's token (it used to go without one, and the
+    leader refused it); the node's own write is never forwarded with no token."""
+    async with open_cluster(tmp_path, size=3, auth_enabled=True) as cluster:
+        leader = await cluster.wait_leader()
+        follower = cluster.followers()[0]
+        admin = await bootstrap(cluster)
+        async with open_client(cluster.client_addresses(), token=admin) as client:
+            read = (await client.create_token(name="read-store", roles=["read"]))["secret"]
+            write = (await client.create_token(name="write-store", roles=["write"]))["secret"]
+        for node in cluster.running():
+            await wait_until(functools.partial(holds_tokens, node, 3), "the tokens everywhere")
+
+        as_writer = follower.store.acting_for(Caller(token=write, address="127.0.0.1"))
+        created = await as_writer.create_workload("w", WorkloadSpec(name="web", image="img"))
+        assert created.id == "w"
+        assert (await as_writer.scale_workload("w", 3)).spec.replicas == 3
+        for node in cluster.running():
+            await wait_until(functools.partial(has_workload, node, "w"), "w everywhere")
+
+        # Refused on the serving node, leader or follower, as the API refuses.
+        for node in (follower, leader):
+            as_reader = node.store.acting_for(Caller(token=read))
+            seen = await as_reader.get_workload("w")
+            assert seen is not None and seen.spec.replicas == 3
+            with pytest.raises(PermissionDenied):
+                await as_reader.scale_workload("w", 9)
+            with pytest.raises(Unauthenticated):
+                await node.store.acting_for(Caller(token="univrs.made-up")).scale_workload("w", 9)
+            with pytest.raises(Unauthenticated):
+                await node.store.acting_for(Caller()).get_workload("w")
+
+        # The node's own write (no caller): on the leader it runs; a follower does not forward
+        # it without a token.
+        with pytest.raises(NotLeader):
+            await follower.store.scale_workload("w", 9)
+        assert (await leader.store.scale_workload("w", 2)).spec.replicas == 2

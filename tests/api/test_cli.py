@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.api.helpers import BackgroundCluster
+from tests.api.helpers import BY_HAND, BackgroundCluster
 from univrs.cli import main
 from univrs.tools.devcluster import free_ports
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with BackgroundCluster(tmp_path_factory.mktemp("cli"), size=1) as bg:
+    with BackgroundCluster(tmp_path_factory.mktemp("cli"), size=1, **BY_HAND) as bg:
         yield bg.apis[0]
 
 

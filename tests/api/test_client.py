@@ -8,7 +8,14 @@ import pathlib
 import pytest
 import trio
 
-from tests.api.helpers import WORKLOAD, BackgroundCluster, PausableProxy, open_cluster, wait_until
+from tests.api.helpers import (
+    BY_HAND,
+    WORKLOAD,
+    BackgroundCluster,
+    PausableProxy,
+    open_cluster,
+    wait_until,
+)
 from univrs.client import (
     AlreadyExists,
     ConnectionLost,
@@ -132,7 +139,7 @@ async def test_no_reachable_node_is_an_error_within_the_deadline(tmp_path: pathl
 
 def test_sync_client(tmp_path: pathlib.Path) -> None:
     with (
-        BackgroundCluster(tmp_path, size=1) as bg,
+        BackgroundCluster(tmp_path, size=1, **BY_HAND) as bg,
         SyncClient(api=bg.apis, timeout=20) as client,
     ):
         created = client.create_workload(WORKLOAD)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.api.helpers import wait_until
-from tests.api.test_watch import cluster_with, spec
+from tests.api.helpers import BY_HAND, open_cluster, wait_until
+from tests.api.test_watch import spec
 from univrs.client import NotFound, open_client
 
 TTL_MS = 1500
@@ -27,7 +27,7 @@ async def test_a_silent_node_goes_down_and_a_heartbeat_brings_it_back(
     tmp_path: pathlib.Path,
 ) -> None:
     async with (
-        cluster_with(tmp_path, 3, node_ttl_ms=TTL_MS) as cluster,
+        open_cluster(tmp_path, 3, node_ttl_ms=TTL_MS, **BY_HAND) as cluster,
         open_client(cluster.client_addresses(), timeout=20) as client,
     ):
         await client.create_workload(spec("w"), id="w")
@@ -60,7 +60,7 @@ async def test_a_silent_node_goes_down_and_a_heartbeat_brings_it_back(
 
 async def test_heartbeating_nodes_stay_ready_across_a_leader_change(tmp_path: pathlib.Path) -> None:
     async with (
-        cluster_with(tmp_path, 3, node_ttl_ms=TTL_MS) as cluster,
+        open_cluster(tmp_path, 3, node_ttl_ms=TTL_MS, **BY_HAND) as cluster,
         open_client(cluster.client_addresses(), timeout=20) as client,
     ):
         await client.register_node("m1")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.api.test_watch import cluster_with
+from tests.api.helpers import open_cluster
 from univrs.client import open_client
 from univrs.mcp.server import build_server
 
@@ -26,7 +26,7 @@ def structured(result: Any) -> dict[str, Any]:
 
 async def test_tools_and_resources_through_the_sdk_client(tmp_path: pathlib.Path) -> None:
     async with (
-        cluster_with(tmp_path, 3, node_ttl_ms=0, reconcile_resync_ms=500) as cluster,
+        open_cluster(tmp_path, 3, node_ttl_ms=0, reconcile_resync_ms=500) as cluster,
         open_client(cluster.client_addresses(), timeout=20) as client,
     ):
         for m in ("m1", "m2"):
@@ -116,7 +116,7 @@ async def test_tools_and_resources_through_the_sdk_client(tmp_path: pathlib.Path
 
 async def test_a_refusal_is_a_tool_error_with_its_code_not_a_crash(tmp_path: pathlib.Path) -> None:
     async with (
-        cluster_with(tmp_path, 1) as cluster,
+        open_cluster(tmp_path, 1) as cluster,
         open_client(cluster.client_addresses(), timeout=20) as client,
         Client(build_server(client)) as mcp,
     ):
@@ -129,7 +129,7 @@ async def test_a_refusal_is_a_tool_error_with_its_code_not_a_crash(tmp_path: pat
 
 async def test_univrs_mcp_serves_over_stdio(tmp_path: pathlib.Path) -> None:
     """``univrs mcp`` as an agent starts it: a subprocess speaking MCP on stdin/stdout."""
-    async with cluster_with(tmp_path, 1) as cluster:
+    async with open_cluster(tmp_path, 1) as cluster:
         (node,) = cluster.running()
         params = StdioServerParameters(
             command=sys.executable, args=["-m", "univrs", "mcp", "--api", cluster.api(node)]

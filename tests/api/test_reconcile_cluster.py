@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 
-from tests.api.helpers import wait_until
-from tests.api.test_watch import cluster_with, spec
+from tests.api.helpers import open_cluster, wait_until
+from tests.api.test_watch import spec
 from univrs.client import open_client
 
 REPLICAS = 50
@@ -30,7 +30,7 @@ async def test_scale_to_50_survives_a_leader_kill_and_a_machine_going_down(
     tmp_path: pathlib.Path,
 ) -> None:
     async with (
-        cluster_with(tmp_path, 3, node_ttl_ms=0, reconcile_resync_ms=500) as cluster,
+        open_cluster(tmp_path, 3, node_ttl_ms=0, reconcile_resync_ms=500) as cluster,
         open_client(cluster.client_addresses(), timeout=20) as client,
     ):
         for m in ("m1", "m2", "m3", "m4", "m5"):

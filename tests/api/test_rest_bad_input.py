@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from tests.api.helpers import WORKLOAD, open_cluster, wait_until
+from tests.api.helpers import BY_HAND, WORKLOAD, open_cluster, wait_until
 
 SPEC = {"name": "web", "image": "nginx"}
 
@@ -252,7 +252,7 @@ BAD = [
 
 
 async def test_bad_input_table(tmp_path: pathlib.Path) -> None:
-    async with open_cluster(tmp_path) as cluster:
+    async with open_cluster(tmp_path, **BY_HAND) as cluster:
         leader = await cluster.wait_leader()
         # Every case goes through a follower, so the state-dependent ones are forwarded.
         node = cluster.followers()[0]
@@ -302,7 +302,7 @@ async def test_bad_input_table(tmp_path: pathlib.Path) -> None:
 
 
 async def test_good_input_round_trips(tmp_path: pathlib.Path) -> None:
-    async with open_cluster(tmp_path, size=1) as cluster:
+    async with open_cluster(tmp_path, size=1, **BY_HAND) as cluster:
         (node,) = cluster.running()
         full = {
             "name": "api.v2",

@@ -1,4 +1,4 @@
-"""``RaftStateStore`` (univrs/api/service.py): the one StateStore of a node, whatever its role.
+"""``RaftStateStore`` (univrs/api/store.py): the one StateStore of a node, whatever its role.
 
 On real ``RaftRuntime`` drivers over the in-memory cluster (autojump clock) with the
 in-process forwarder of ``test_write_outcomes``: a follower's store forwards writes to the
@@ -16,8 +16,9 @@ import trio
 
 from tests.api.test_write_outcomes import IDS, api_cluster
 from tests.runtime.memcluster import create, wait_leader, wait_until
-from univrs.api.ops import handler, request_of
-from univrs.api.service import RaftStateStore
+from univrs.api.forward import request_of
+from univrs.api.ops import handler
+from univrs.api.store import RaftStateStore
 from univrs.errors import NotFound, NotLeader, Timeout, VersionConflict
 from univrs.sm.commands import (
     COMMAND_TYPES,

@@ -6,36 +6,22 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import MutableMapping
+from contextlib import aclosing
 from functools import partial
 from typing import Any
 
-import attrs
 import h11
 import pytest
 import trio
 
-from tests.api.helpers import WORKLOAD, Cluster, make_configs, wait_until
+from tests.api.helpers import BY_HAND, WORKLOAD, open_cluster, wait_until
+from univrs.api import watch
 from univrs.api.fast import MAX_WATCHES
+from univrs.api.server import build_app
 from univrs.client import open_client
 from univrs.client.connection import Connection
 from univrs.errors import Compacted, InvalidArgument, Unavailable
-
-
-@asynccontextmanager
-async def cluster_with(folder: pathlib.Path, size: int, **config: Any) -> AsyncIterator[Cluster]:
-    """``open_cluster`` with configuration overrides for every node."""
-    async with trio.open_nursery() as nursery:
-        configs = {k: attrs.evolve(c, **config) for k, c in make_configs(folder, size).items()}
-        cluster = Cluster(nursery=nursery, configs=configs)
-        for nid in configs:
-            await cluster.start(nid)
-        await cluster.wait_leader()
-        try:
-            yield cluster
-        finally:
-            nursery.cancel_scope.cancel()
 
 
 def spec(name: str) -> dict[str, Any]:
@@ -48,7 +34,7 @@ def brief(events: list[dict[str, Any]]) -> list[tuple[int, str, str, str]]:
 
 async def test_list_then_watch_from_its_revision_misses_nothing(tmp_path: pathlib.Path) -> None:
     async with (
-        cluster_with(tmp_path, 1) as cluster,
+        open_cluster(tmp_path, 1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         await client.create_workload(spec("a"), id="a")
@@ -75,7 +61,7 @@ async def test_list_then_watch_from_its_revision_misses_nothing(tmp_path: pathli
 
 
 async def test_every_member_serves_the_same_events(tmp_path: pathlib.Path) -> None:
-    async with cluster_with(tmp_path, 3) as cluster:
+    async with open_cluster(tmp_path, 3, **BY_HAND) as cluster:
         async with open_client(cluster.client_addresses()) as client:
             await client.create_workload(spec("w"), id="w")
             await client.register_node("m1")
@@ -100,7 +86,7 @@ async def _caught_up(client: Any, last: int) -> dict[str, Any] | None:
 
 
 async def test_a_watch_resumes_on_another_member_with_no_gap(tmp_path: pathlib.Path) -> None:
-    async with cluster_with(tmp_path, 3) as cluster:
+    async with open_cluster(tmp_path, 3, **BY_HAND) as cluster:
         async with (
             open_client(cluster.client_addresses(), timeout=20) as watcher,
             open_client(cluster.client_addresses(), timeout=20) as writer,
@@ -135,7 +121,7 @@ async def test_a_watch_resumes_on_another_member_with_no_gap(tmp_path: pathlib.P
 
 async def test_a_compacted_revision_is_refused_with_where_to_resync(tmp_path: pathlib.Path) -> None:
     async with (
-        cluster_with(tmp_path, 1, watch_history=3) as cluster,
+        open_cluster(tmp_path, 1, watch_history=3, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         for i in range(6):
@@ -163,7 +149,7 @@ async def test_a_compacted_revision_is_refused_with_where_to_resync(tmp_path: pa
 
 async def test_bad_watch_arguments_are_refused(tmp_path: pathlib.Path) -> None:
     async with (
-        cluster_with(tmp_path, 1) as cluster,
+        open_cluster(tmp_path, 1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         for args in (
@@ -184,7 +170,7 @@ async def test_bad_watch_arguments_are_refused(tmp_path: pathlib.Path) -> None:
 
 async def test_watchers_beyond_the_limit_are_refused(tmp_path: pathlib.Path) -> None:
     async with (
-        cluster_with(tmp_path, 1, watch_max_watchers=1) as cluster,
+        open_cluster(tmp_path, 1, watch_max_watchers=1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses(), timeout=2) as client,
     ):
         node = cluster.running()[0]
@@ -230,7 +216,7 @@ async def test_the_rest_stream_sends_one_line_per_revision_and_progress(
     tmp_path: pathlib.Path,
 ) -> None:
     async with (
-        cluster_with(tmp_path, 1) as cluster,
+        open_cluster(tmp_path, 1, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         node = cluster.running()[0]
@@ -249,10 +235,71 @@ async def test_the_rest_stream_sends_one_line_per_revision_and_progress(
         assert lines[1]["events"] == [] and lines[1]["revision"] > w["version"]
 
 
+async def test_a_stream_whose_reader_stops_reading_is_dropped_and_frees_its_slot(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails on the old code (5d2b21c): a stream stuck in the server's write kept its watcher
+    slot for as long as the write was stuck, so with the node's slots taken by readers that
+    stopped reading, no one could watch it any more."""
+    monkeypatch.setattr(watch, "SEND_TIMEOUT", 0.5, raising=False)
+    async with open_cluster(tmp_path, 1, watch_max_watchers=1, **BY_HAND) as cluster:
+        node = cluster.running()[0]
+        hub = node.runtime.watch_hub
+        unstick = trio.Event()
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+            if message.get("body"):  # the reader reads nothing: the write never returns
+                with trio.CancelScope(shield=True):  # and, as hypercorn's, cannot be cancelled
+                    await unstick.wait()
+
+        async def receive() -> MutableMapping[str, Any]:
+            await trio.sleep_forever()  # the client never disconnects
+            raise AssertionError("unreachable")
+
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/v1/watch",
+            "raw_path": b"/v1/watch",
+            "query_string": b"progress_ms=100",
+            "root_path": "",
+            "headers": [(b"host", b"test")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(build_app(node), scope, receive, send)
+            try:
+                await wait_until(
+                    lambda: hub.watchers == 1 and any(m.get("body") for m in sent),
+                    "the stream's first line, stuck in its write",
+                )
+                await wait_until(lambda: hub.watchers == 0, "the stuck stream to free its slot")
+                # The freed slot serves another watcher at once.
+                with trio.fail_after(30):
+                    lines = await read_lines(cluster.api(node), "/v1/watch?progress_ms=100", 1)
+                assert "events" in lines[0], lines
+                # A reader that hangs up frees its slot too (the server sees it leave).
+                await wait_until(lambda: hub.watchers == 0, "the second stream's slot freed")
+            finally:
+                unstick.set()
+        assert sent[0]["status"] == 200
+        body = b"".join(m.get("body", b"") for m in sent[1:])
+        last = json.loads(body.splitlines()[-1])
+        assert last["error"]["code"] == "unavailable", last
+        assert "dropped" in last["error"]["message"]
+        assert sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body")
+
+
 async def test_watch_polls_beyond_the_per_connection_limit_are_refused(
     tmp_path: pathlib.Path,
 ) -> None:
-    async with cluster_with(tmp_path, 1) as cluster, trio.open_nursery() as nursery:
+    async with open_cluster(tmp_path, 1, **BY_HAND) as cluster, trio.open_nursery() as nursery:
         node = cluster.running()[0]
         conn = await Connection.open(nursery, cluster.client_address(node), timeout=10)
         hub = node.runtime.watch_hub
@@ -280,7 +327,7 @@ async def test_a_watch_compacted_on_its_member_goes_on_from_another(
     tmp_path: pathlib.Path,
 ) -> None:
     async with (
-        cluster_with(tmp_path, 3) as cluster,
+        open_cluster(tmp_path, 3, **BY_HAND) as cluster,
         open_client(cluster.client_addresses()) as client,
     ):
         await client.create_workload(spec("a"), id="a")

@@ -19,7 +19,8 @@ import trio
 
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
 from univrs.api.auth import ANONYMOUS, Caller
-from univrs.api.service import ApiService, RaftStateStore
+from univrs.api.service import ApiService
+from univrs.api.store import RaftStateStore
 from univrs.client.protocol import MAX_HOPS
 from univrs.errors import (
     ConnectionLost,

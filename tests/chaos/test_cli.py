@@ -10,7 +10,8 @@ from tests.chaos.histories import H
 from univrs.chaos.history import write_jsonl
 from univrs.cli import main
 
-SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCENARIOS = REPO / "chaos"  # their home; the package ships them as univrs/chaos/scenarios
 
 
 def test_list_shows_every_scenario() -> None:
@@ -70,11 +71,21 @@ def test_scenarios_are_package_data() -> None:
     import fnmatch
     import tomllib
 
-    root = SCENARIOS.parents[2]
-    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]["univrs.chaos"]
-    files = [p.relative_to(SCENARIOS.parent).as_posix() for p in SCENARIOS.glob("*.toml")]
-    assert files
+    files = [f"scenarios/{p.name}" for p in SCENARIOS.glob("*.toml")] + ["scenarios/README.md"]
+    assert len(files) > 1
     for name in files:
         assert any(fnmatch.fnmatch(name, pat) for pat in patterns), name
+
+
+def test_the_shipped_scenarios_are_the_top_level_chaos_folder() -> None:
+    """chaos/ is the scenarios' home and the package ships that very folder (a link), so the two
+    can never drift apart; the command's default folder is the package's."""
+    from univrs.cli.chaos import DEFAULT_DIR
+
+    shipped = REPO / "univrs" / "chaos" / "scenarios"
+    assert shipped.is_symlink() and shipped.resolve() == SCENARIOS.resolve()
+    assert pathlib.Path(DEFAULT_DIR).resolve() == SCENARIOS.resolve()
+    assert (SCENARIOS / "README.md").is_file() and (SCENARIOS / "smoke.toml").is_file()

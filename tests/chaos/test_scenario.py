@@ -9,6 +9,7 @@ import random
 import pytest
 import trio
 
+from univrs.chaos.orchestrate import judge
 from univrs.chaos.runner import wait_for_leader
 from univrs.chaos.scenario import (
     ScenarioError,
@@ -18,7 +19,8 @@ from univrs.chaos.scenario import (
     plan,
 )
 
-SCENARIOS = pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCENARIOS = REPO / "chaos"  # their home; the package ships them as univrs/chaos/scenarios
 
 MINIMAL = {"name": "t", "duration": 30}
 
@@ -182,6 +184,7 @@ def test_every_shipped_scenario_loads() -> None:
         "join-and-leave-under-load",
         "snapshot-install-under-faults",
         "smoke",
+        "reconcile-leader-kill",
     }
     assert required <= names
     for path in paths:
@@ -189,6 +192,37 @@ def test_every_shipped_scenario_loads() -> None:
         assert s.name == path.stem
         assert s.description
         assert plan(s, random.Random(s.seed))
+
+
+def test_a_scale_table_and_its_verdict_checks() -> None:
+    s = parse({"name": "s", "duration": 10, "scale": {"replicas": 6, "machines": 3, "down": 1,
+                                                      "kill_leader_after": 2}})  # fmt: skip
+    assert s.scale is not None
+    assert (s.scale.replicas, s.scale.down_ids(), s.scale.kill_leader_after) == (6, ["m3"], 2)
+    assert parse({"name": "plain"}).scale is None
+    for bad, message in (
+        ({"replicas": -1}, "scale.replicas"),
+        ({"down": 3, "machines": 3}, "scale.down"),
+        ({"at": 10}, "scale.at"),
+        ({"bogus": 1}, "scale.bogus: unknown key"),
+    ):
+        with pytest.raises(ScenarioError, match=message):
+            parse({"name": "s", "duration": 10, "scale": bad})
+    spec = s.scale
+
+    def inst(i: int, node: str) -> dict[str, object]:
+        return {"id": f"i{i}", "node_id": node}
+
+    good = [inst(i, ("m1", "m2")[i % 2]) for i in range(6)]
+    assert judge(spec, good, converged=True) == []
+    # Each check can fail: too few, too many, repeated ids, on the down machine, a stranger,
+    # not converged.
+    assert "5 instances" in judge(spec, good[:5], converged=True)[0]
+    assert "7 instances" in judge(spec, [*good, inst(9, "m1")], converged=True)[0]
+    assert judge(spec, [*good[:5], inst(0, "m1")], converged=True) == ["instance ids repeat"]
+    assert "on a down machine" in judge(spec, [*good[:5], inst(7, "m3")], converged=True)[0]
+    assert "not on a registered" in judge(spec, [*good[:5], inst(7, "m9")], converged=True)[0]
+    assert "did not converge" in judge(spec, good, converged=False)[0]
 
 
 def test_the_startup_wait_keeps_the_leader_it_found() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.api.helpers import wait_until
 from univrs.chaos.history import read_jsonl
 from univrs.chaos.monitor import fetch_json
 from univrs.chaos.report import PASS
@@ -26,20 +27,8 @@ from univrs.tools.devcluster import LocalCluster
 
 pytestmark = pytest.mark.process
 
-SMOKE = (
-    pathlib.Path(__file__).resolve().parents[2] / "univrs" / "chaos" / "scenarios" / "smoke.toml"
-)
+SMOKE = pathlib.Path(__file__).resolve().parents[2] / "chaos" / "smoke.toml"
 DEADLINE = 60.0
-
-
-async def _wait(probe: Any, what: str, timeout: float = DEADLINE) -> Any:
-    with trio.move_on_after(timeout):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await trio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_digest_endpoint_agrees_across_replicas(tmp_path: pathlib.Path) -> None:
@@ -59,7 +48,9 @@ async def test_digest_endpoint_agrees_across_replicas(tmp_path: pathlib.Path) ->
                 return views
             return None
 
-        views = await _wait(same_applied, "replicas to apply the same index")
+        views = await wait_until(
+            same_applied, "replicas to apply the same index", DEADLINE, every=0.2
+        )
         assert len({v["state_digest"] for v in views}) == 1
         assert views[0]["state_digest"].startswith("sha256:")
         hi = views[0]["applied_index"]
@@ -160,7 +151,7 @@ async def test_a_node_killed_from_outside_fails_the_run(tmp_path: pathlib.Path) 
         async def started() -> bool:
             return history.exists() and len(history.read_text().splitlines()) > 10
 
-        await _wait(started, "the workload to start")
+        await wait_until(started, "the workload to start", DEADLINE, every=0.2)
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
     result: Any = None

@@ -5,48 +5,28 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, serving_leader
+from .conftest import call as call_api
+from .conftest import univrs as run_cli
 
 AUTH = "[auth]\nenabled = true\n"
 
 
 def univrs(api: str, token: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "UNIVRS_API": api, "UNIVRS_TOKEN": token or ""}
-    return subprocess.run(
-        [sys.executable, "-m", "univrs", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    """The CLI against ``api`` as ``token``'s holder (the environment, as a user sets it)."""
+    return run_cli(*args, timeout=120, env={"UNIVRS_API": api, "UNIVRS_TOKEN": token or ""})
 
 
 def call(
     node: NodeProc, method: str, path: str, token: str | None, body: Any = None
 ) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"http://{node.api_addr}{path}", data=data, method=method, headers=headers
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+    return call_api(node, method, path, body, token=token)
 
 
 def leads(node: NodeProc) -> bool:
@@ -57,11 +37,9 @@ def leads(node: NodeProc) -> bool:
 def test_tokens_and_roles_across_processes(make_cluster: Callable[..., LocalCluster]) -> None:
     cluster = make_cluster(size=3, extra_config=AUTH)
     cluster.start_all()
-    leader = cluster.wait_leader(DEADLINE)
+    leader = serving_leader(cluster)
     follower = next(n for n in cluster.nodes if n.node_id != leader.node_id)
     api = follower.api_addr
-    for node in cluster.nodes:  # every API listens (the leader may be elected first)
-        wait_for(node.status, DEADLINE, f"{node.node_id}'s API")
 
     status, body = call(follower, "GET", "/v1/workloads", None)
     assert status == 401 and body["error"]["code"] == "unauthenticated"

@@ -13,10 +13,9 @@ Both fail on the old code: the commands did not exist.
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
-import subprocess
-import sys
 from typing import Any
 
 import trio
@@ -24,27 +23,10 @@ import trio
 from univrs.api.convert import instance_doc, node_doc, workload_doc
 from univrs.net.http import request_json
 from univrs.storage.backup import decode_state, read_backup
-from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.tools.devcluster import LocalCluster, NodeProc
 
-from .conftest import DEADLINE
-
-
-def univrs(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "univrs", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-async def cli(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-    return await trio.to_thread.run_sync(lambda: univrs(*args, timeout=timeout))
-
-
-async def wait(probe: Any, what: str, timeout: float = DEADLINE) -> Any:
-    return await trio.to_thread.run_sync(lambda: wait_for(probe, timeout, what, every=0.1))
+from .conftest import DEADLINE, cli, leads
+from .conftest import until as wait
 
 
 async def leader_of(cluster: LocalCluster, members: list[NodeProc]) -> NodeProc:
@@ -278,7 +260,7 @@ async def test_recover_a_lone_survivor_then_join_two_new_nodes(tmp_path: pathlib
         # Two new nodes join the recovered cluster.
         for fresh in (n4, n5):
             await trio.to_thread.run_sync(cluster.start, fresh)
-            await wait(lambda f=fresh: (v := f.status()) and v["role"] == "leader", "spare up")
+            await wait(functools.partial(leads, fresh), "spare up")
             result = await cli(
                 "cluster", "join", survivor.api_addr, "--api", fresh.api_addr, "--timeout", "120"
             )

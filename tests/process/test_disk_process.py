@@ -10,8 +10,8 @@ import urllib.request
 
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
-from .conftest import DEADLINE, MakeCluster
-from .test_membership_process import univrs, write_workloads
+from .conftest import DEADLINE, MakeCluster, univrs
+from .test_membership_process import write_workloads
 
 
 def gauge(node: NodeProc, name: str) -> float:

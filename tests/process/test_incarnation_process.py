@@ -11,8 +11,8 @@ from typing import Any
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE, MakeCluster
-from .test_membership_process import call, same_state, univrs, write_workloads
+from .conftest import DEADLINE, MakeCluster, call, univrs
+from .test_membership_process import same_state, write_workloads
 
 
 def members(node: NodeProc) -> dict[str, dict[str, Any]]:

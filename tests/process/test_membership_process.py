@@ -6,40 +6,13 @@ import functools
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE, MakeCluster, leads, view
+from .conftest import DEADLINE, MakeCluster, call, leads, serving_leader, univrs, view
 
 SNAPSHOTS = "snapshot_threshold = 40\nsnapshot_trailing_entries = 10\n"
-
-
-def univrs(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "univrs", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def call(node: NodeProc, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"http://{node.api_addr}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 def write_workloads(node: NodeProc, prefix: str, count: int) -> None:
@@ -136,7 +109,7 @@ def test_join_snapshot_install_and_catch_up(make_cluster: MakeCluster) -> None:
 def test_removing_the_leader_elects_another_and_writes_go_on(make_cluster: MakeCluster) -> None:
     cluster: LocalCluster = make_cluster(3)
     cluster.start_all()
-    leader = cluster.wait_leader(DEADLINE)
+    leader = serving_leader(cluster)  # we ask a follower's API
     rest = [n for n in cluster.nodes if n is not leader]
     result = univrs("cluster", "remove", leader.node_id, "--api", rest[0].api_addr)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
-from .conftest import DEADLINE, MakeCluster, view
+from .conftest import DEADLINE, MakeCluster, univrs, view
 
 
 def commit_index(node: NodeProc) -> int:
@@ -122,14 +121,7 @@ def test_stopped_follower_catches_up_after_restart(make_cluster: MakeCluster) ->
 def run_univrs(
     *args: str, cwd: pathlib.Path, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "univrs", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return univrs(*args, cwd=cwd, timeout=timeout)
 
 
 def test_bad_config_file_is_refused_with_the_key(tmp_path: pathlib.Path) -> None:

@@ -30,29 +30,16 @@ from univrs.chaos.scenario import WorkloadSpec
 from univrs.chaos.workload import Recorder, Workload
 from univrs.client import Client, open_client
 from univrs.net.http import request_json
-from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
+from univrs.tools.devcluster import LocalCluster, NodeProc
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, cli
+from .conftest import until as wait
 
 # The smallest frames allowed (append batches of 64 KB), and no snapshots: joiners catch up
 # from index 1.
 SMALL_FRAMES = "max_payload_size = 131072\nsnapshot_max_chunk_size = 65536\n"
 FAT = "x" * 4000
 JOIN_TIMEOUT = 180  # seconds, for `univrs cluster join --timeout`
-
-
-def univrs(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "univrs", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-async def cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return await trio.to_thread.run_sync(lambda: univrs(*args, timeout=timeout))
 
 
 async def writes(node: NodeProc, prefix: str, count: int, *, fat: bool = False) -> None:
@@ -62,10 +49,6 @@ async def writes(node: NodeProc, prefix: str, count: int, *, fat: bool = False) 
             spec["args"] = [FAT]
         r = await request_json(node.api_addr, "POST", "/v1/workloads", body={"spec": spec})
         assert r.status == 201, r.body
-
-
-async def wait(probe: Any, what: str, timeout: float = DEADLINE) -> Any:
-    return await trio.to_thread.run_sync(lambda: wait_for(probe, timeout, what, every=0.1))
 
 
 async def leader_of(cluster: LocalCluster, members: list[NodeProc]) -> NodeProc:

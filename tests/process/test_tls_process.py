@@ -30,7 +30,7 @@ from trio_websocket import (
     connect_websocket,
 )
 
-from tests.process.conftest import DEADLINE
+from tests.process.conftest import DEADLINE, serving_leader
 from univrs.client.sync import SyncClient
 from univrs.codec import encode_message
 from univrs.net import certs
@@ -49,7 +49,7 @@ def secure(tmp_path: pathlib.Path) -> Iterator[LocalCluster]:
     cluster = LocalCluster.with_free_ports(tmp_path / "cluster", size=3, spares=1, tls=True)
     cluster.start_all()
     try:
-        cluster.wait_leader(DEADLINE)
+        serving_leader(cluster)  # the tests ask followers too
         yield cluster
     finally:
         cluster.stop_all()

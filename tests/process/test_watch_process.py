@@ -11,32 +11,17 @@ TTL (plus the new leader's grace); a heartbeat brings it back.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from tests.api.helpers import wait_until
 from univrs.client import open_client
 from univrs.tools.devcluster import LocalCluster
 
 from .conftest import DEADLINE
 
 SPEC = {"name": "web", "image": "nginx:1.27"}
-
-
-async def _wait(probe: Callable[[], Any], what: str, timeout: float = DEADLINE * 2) -> Any:
-    """Poll ``probe`` (sync or async) until it returns something truthy."""
-    deadline = trio.current_time() + timeout
-    while True:
-        value = probe()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if trio.current_time() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await trio.sleep(0.05)
 
 
 async def test_a_watch_resumes_with_no_gap_after_its_node_is_killed(make_cluster: Any) -> None:
@@ -65,7 +50,9 @@ async def test_a_watch_resumes_with_no_gap_after_its_node_is_killed(make_cluster
                 for i in range(total):
                     await writer.create_workload({**SPEC, "name": f"w{i}"}, id=f"w{i:02d}")
                     if i + 1 == kill_at:
-                        await _wait(lambda: len(seen) >= kill_at, "the first events")
+                        await wait_until(
+                            lambda: len(seen) >= kill_at, "the first events", DEADLINE * 2
+                        )
                         serving = watcher.node_id
                         assert serving is not None
                         served_by.append(serving)
@@ -96,7 +83,7 @@ async def test_a_silent_machine_goes_down_and_comes_back_with_a_heartbeat(
         async def down() -> bool:
             return bool((await client.get_node("m1"))["status"] == "down")
 
-        await _wait(down, "m1 marked down after its ttl")
+        await wait_until(down, "m1 marked down after its ttl", DEADLINE * 2)
         assert (await client.get_instance("i1"))["status"] == "unknown"
         assert (await client.heartbeat_node("m1"))["status"] == "ready"
         page = await client.poll_events(kinds="nodes", from_revision=start)

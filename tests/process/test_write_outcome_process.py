@@ -24,24 +24,12 @@ from univrs.errors import UnivrsError
 from univrs.net.http import request_json
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
-from .conftest import DEADLINE
+from .conftest import DEADLINE, until
 
 T = TypeVar("T")
 # Snapshots only when asked (`POST /v1/cluster/snapshot`), compacting the whole log.
 CONFIG = "snapshot_threshold = 1000000\nsnapshot_trailing_entries = 0\n"
 ANSWER_MS = 90_000  # the in-flight write's deadline: far beyond the whole scenario
-
-
-async def until(probe: Callable[[], T | None], what: str, timeout: float = DEADLINE * 2) -> T:
-    """Poll the blocking ``probe`` in a thread until it returns something truthy."""
-    deadline = trio.current_time() + timeout
-    while True:
-        value = await trio.to_thread.run_sync(probe)
-        if value:
-            return value
-        if trio.current_time() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await trio.sleep(0.05)
 
 
 async def http(node: NodeProc, method: str, path: str, body: Any = None) -> Any:

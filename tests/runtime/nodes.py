@@ -1,53 +1,26 @@
 """In-process nodes on loopback for runtime tests: ``run_node`` tasks, each in its own cancel
-scope, so a test can stop one abruptly (what it persisted stays) and start it again."""
+scope, so a test can stop one abruptly (what it persisted stays) and start it again (the
+client-surface tests' ``Cluster``, with joiners and spares)."""
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any
 
 import attrs
-import trio
 
+from tests.api.helpers import Cluster
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.raft.ready import Role
-from univrs.server.node import Node, run_node
+from univrs.server.node import Node
 from univrs.tools.devcluster import free_ports
 
 
 @attrs.define(eq=False)
-class Nodes:
-    """In-process nodes, each in its own cancel scope (cancel = an abrupt stop)."""
-
-    nursery: trio.Nursery
-    configs: dict[str, NodeConfig]
-    nodes: dict[str, Node] = attrs.field(factory=dict)
-    _scopes: dict[str, trio.CancelScope] = attrs.field(factory=dict)
-    _done: dict[str, trio.Event] = attrs.field(factory=dict)
-
-    async def _run(self, config: NodeConfig, join: str | None, *, task_status: Any) -> None:
-        done = self._done[config.node_id] = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self._scopes[config.node_id] = scope
-                await run_node(config, join=join, task_status=task_status)
-        finally:
-            done.set()
-
-    async def start(self, node_id: str, join: str | None = None) -> Node:
-        node: Node = await self.nursery.start(self._run, self.configs[node_id], join)
-        self.nodes[node_id] = node
-        return node
-
-    async def kill(self, node_id: str) -> None:
-        self._scopes[node_id].cancel()
-        await self._done[node_id].wait()
-        del self.nodes[node_id]
-
-    def api(self, node_id: str) -> str:
-        return self.configs[node_id].api_addr
+class Nodes(Cluster):
+    """In-process nodes, each in its own cancel scope (kill = an abrupt stop)."""
 
     def leader(self) -> Node | None:
+        """A node that says it leads (the others need not know it yet)."""
         for node in self.nodes.values():
             if node.status().role is Role.LEADER:
                 return node
@@ -77,7 +50,12 @@ def configs(folder: pathlib.Path, members: int, spares: int) -> dict[str, NodeCo
 
 async def settled_leader(nodes: Nodes) -> Node:
     """The leader, once it has committed its whole log (its no-op too: it may change the
-    configuration then)."""
+    configuration then) and bound every member to its incarnation.
+
+    A new leader records the members' incarnations with a configuration change of its own
+    (``record_incarnations``) soon after its no-op commits; until that change has committed,
+    a test's own change is refused (``MembershipBusy``). So "committed everything" alone is
+    not settled: on a loaded machine a test could slip its change in between."""
     from tests.api.helpers import wait_until
 
     def probe() -> Node | None:
@@ -85,6 +63,8 @@ async def settled_leader(nodes: Nodes) -> Node:
         if leader is None:
             return None
         s = leader.status()
-        return leader if s.commit == s.last_index and s.commit > 1 else None
+        m = s.membership
+        bound = all(m.incarnation_of(n) is not None for n in m.members)
+        return leader if s.commit == s.last_index and s.commit > 1 and bound else None
 
     return await wait_until(probe, "a leader that committed its log")

@@ -78,7 +78,7 @@ async def replaced_first_member(nursery: trio.Nursery, folder: pathlib.Path) -> 
     await wait_until(lambda: joined(n4), "n4 to join", WAIT * 2)
     leader = await wait_until(nodes.leader, "a leader")
     if leader is not n4:
-        await ms.transfer_leader(leader.runtime, "n4")
+        await ms.transfer_leader(leader.runtime, "n4", timeout=WAIT)
     await wait_until(lambda: n4.status().role is Role.LEADER, "n4 to lead")
     assert await settled_leader(nodes) is n4
     await ms.remove(n4.runtime, "n1")

@@ -12,7 +12,7 @@ import pathlib
 import pytest
 import trio
 
-from tests.api.helpers import wait_until
+from tests.api.helpers import WAIT, wait_until
 from tests.runtime.nodes import Nodes, configs, settled_leader
 from univrs.net.http import request_json
 from univrs.raft.ready import Role
@@ -53,7 +53,7 @@ async def test_a_removed_member_logs_it_once(
         assert gone.status().role is Role.LEARNER
         for i in range(3):  # more entries and configurations: still one line
             await write(nodes.api(leader.node_id), f"after{i}")
-        await ms.transfer_leader(leader.runtime, None)
+        await ms.transfer_leader(leader.runtime, None, timeout=WAIT)
         await settled_leader(nodes)
         assert removal_lines(caplog, gone.node_id) == 1
         assert all(removal_lines(caplog, n) == 0 for n in nodes.nodes if n != gone.node_id)

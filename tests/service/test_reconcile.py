@@ -247,3 +247,41 @@ async def test_one_pass_reaches_the_replicas(replicas: int) -> None:
     await reconciler.reconcile_once(term=1)
     assert len(store.state_machine.list_instances()) == replicas
     assert plan_of(store.state_machine).converged
+
+
+async def test_without_machines_a_pass_plans_nothing() -> None:
+    """On by default, the reconciler costs a cluster that registers no machines no plan."""
+    store = InMemoryStateStore()
+    for i in range(20):
+        await store.run(workload(f"w{i}", 3))
+    reconciler = Reconciler(store, FakeLeadership())
+    _revision, outcome = await reconciler.reconcile_once(term=1)
+    assert outcome == "converged" and reconciler.metrics.passes == 0
+    assert store.state_machine.list_instances() == []
+    await store.run(node("a"))  # a machine: now it plans, and places
+    _revision, outcome = await reconciler.reconcile_once(term=1)
+    assert outcome == "acted" and reconciler.metrics.passes == 1
+    assert len(store.state_machine.list_instances()) == 60
+
+
+async def test_a_burst_of_changes_makes_few_passes(autojump_clock: trio.abc.Clock) -> None:
+    """Pacing: 100 changes 1 ms apart wake the reconciler once per BATCH, not 100 times."""
+    store = InMemoryStateStore(term=1)
+    await store.run(node("a"))
+    await store.run(workload("w", 0))
+    leadership = FakeLeadership()
+    reconciler = Reconciler(store, leadership, resync=60.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reconciler.run)
+        leadership.set(1)
+        with trio.fail_after(5):
+            while reconciler.metrics.passes == 0:
+                await trio.sleep(0.001)
+        before = reconciler.metrics.passes
+        for i in range(100):
+            await store.run(workload(f"other{i}", 0))
+            await trio.sleep(0.001)
+        await trio.sleep(1.0)
+        during = reconciler.metrics.passes - before
+        assert 1 <= during <= 100 * 0.001 / 0.05 + 2, during
+        nursery.cancel_scope.cancel()

@@ -12,8 +12,9 @@ client method, CLI command). Here each gets what only a node can do:
   already safe to read at the requested consistency.
 
 Before either runs, the arguments are checked against the declaration: every required one
-present, none undeclared (``InvalidArgument`` names the field). Nothing here does I/O;
-``univrs.api.service`` runs the operations against a node.
+present, none undeclared (``InvalidArgument`` names the field); the argument readers are in
+``univrs.api.opargs``. Nothing here does I/O; ``univrs.api.service`` runs the operations
+against a node, and ``univrs.api.forward.request_of`` maps a command back to its operation.
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ import hashlib
 import hmac
 import re
 import secrets
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from univrs.api import convert as cv
+from univrs.api import opargs as oa
 from univrs.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
-    NotLeader,
 )
 from univrs.service.operations import OPERATIONS, Kind
 from univrs.service.operations import Operation as Declaration
@@ -64,7 +64,7 @@ from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
-from univrs.sm.validate import MAX_REPLICAS, MAX_VERSION, id_problem, text_problem
+from univrs.sm.validate import MAX_REPLICAS, id_problem, text_problem
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -75,9 +75,7 @@ __all__ = [
     "MAX_LIMIT",
     "UNKEYED",
     "Handler",
-    "check_key",
     "handler",
-    "request_of",
 ]
 
 Build = Callable[[dict[str, Any]], tuple[Command, dict[str, Any]]]
@@ -115,109 +113,31 @@ class Handler:
         return self.declaration.is_write
 
 
-# ------------------------------------------------------------------ helpers
-
-
-def new_id() -> str:
-    """An object id chosen by the serving node before proposing (never inside ``apply``)."""
-    return uuid.uuid4().hex
-
-
-def _id_or_new(args: dict[str, Any], name: str = "id") -> str:
-    # An optional field is absent or of its type: an explicit null is refused (the OpenAPI
-    # document does not allow it either).
-    return cv.read_id(args[name], name) if name in args else new_id()
-
-
-def _opt_id(args: dict[str, Any], name: str) -> str | None:
-    return cv.read_id(args[name], name) if name in args else None
-
-
-def _version(args: dict[str, Any]) -> int | None:
-    if "expected_version" not in args:
-        return None
-    return cv.read_int(args["expected_version"], "expected_version", maximum=MAX_VERSION)
-
-
-def check_key(key: tuple[str, int] | None) -> None:
-    """Reject a malformed idempotency key before it reaches the log."""
-    if key is None:
-        return
-    client_id, seq = key
-    cv.read_id(client_id, "client_id")
-    if type(seq) is not int or not 1 <= seq <= MAX_VERSION:
-        raise InvalidArgument("the idempotency seq must be a positive integer", field="seq")
-
-
-def _page(
-    items: list[Any], key: Callable[[Any], str], args: dict[str, Any], state: ClusterStateMachine
-) -> dict[str, Any]:
-    limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
-    if "after" in args:
-        after = cv.read_str(args["after"], "after")
-        items = [i for i in items if key(i) > after]
-    page = items[:limit]
-    more = len(items) > limit
-    # ``revision``: the applied index the list was read at, so a client can list and then
-    # watch from revision + 1 without a gap (docs/orchestrator.md).
-    return {
-        "items": page,
-        "next": key(page[-1]) if more and page else None,
-        "revision": state.last_applied_index,
-    }
-
-
-def _read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> Any:
-    ident = cv.read_str(args.get("id"), "id") if "id" in args else None
-    if ident is None:
-        raise InvalidArgument("missing field 'id'", field="id")
-    found = {
-        "workload": state.get_workload,
-        "instance": state.get_instance,
-        "node": state.get_node,
-    }[what](ident)
-    if found is None:
-        raise NotFound(f"{what} {ident!r} not found")
-    return found
-
-
-def _existing_id(args: dict[str, Any], what: str) -> str:
-    """The id of an object a write addresses; one that cannot exist is simply not found."""
-    ident = cv.read_str(args["id"], "id")
-    if id_problem("id", ident) is not None:
-        raise NotFound(f"{what} {ident!r} not found")
-    return ident
-
-
-def _gone(what: str, ident: str) -> NotFound:
-    return NotFound(f"{what} {ident!r} was deleted by a concurrent request after this write")
-
-
 # ------------------------------------------------------------------ workloads
 
 
 def _build_create_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _id_or_new(args)
+    ident = oa.id_or_new(args)
     spec = cv.read_workload_spec(args["spec"])
     return CreateWorkload(id=ident, spec=spec), {"id": ident, "spec": args["spec"]}
 
 
 def _build_update_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _existing_id(args, "workload")
+    ident = oa.existing_id(args, "workload")
     spec = cv.read_workload_spec(args["spec"])
-    return UpdateWorkload(id=ident, spec=spec, expected_version=_version(args)), args
+    return UpdateWorkload(id=ident, spec=spec, expected_version=oa.version(args)), args
 
 
 def _build_scale_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _existing_id(args, "workload")
+    ident = oa.existing_id(args, "workload")
     replicas = cv.read_int(args["replicas"], "replicas", maximum=MAX_REPLICAS)
-    return ScaleWorkload(id=ident, replicas=replicas, expected_version=_version(args)), args
+    return ScaleWorkload(id=ident, replicas=replicas, expected_version=oa.version(args)), args
 
 
 def _build_delete(cls: Any, what: str) -> Build:
     def build(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-        ident = _existing_id(args, what)
-        command: Command = cls(id=ident, expected_version=_version(args))
+        ident = oa.existing_id(args, what)
+        command: Command = cls(id=ident, expected_version=oa.version(args))
         return command, args
 
     return build
@@ -227,7 +147,7 @@ def _render_workload(cmd: Any, response: Response, state: ClusterStateMachine) -
     ident = response.id if isinstance(response, Created) else cmd.id
     workload = state.get_workload(ident)
     if workload is None:
-        raise _gone("workload", ident)
+        raise oa.gone("workload", ident)
     return cv.workload_doc(workload)
 
 
@@ -236,7 +156,7 @@ def _render_deleted(cmd: Any, response: Response, state: ClusterStateMachine) ->
 
 
 def _read_get_workload(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    return cv.workload_doc(_read_object(args, state, "workload"))
+    return cv.workload_doc(oa.read_object(args, state, "workload"))
 
 
 def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> Any:
@@ -247,7 +167,7 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
         items = [w for w in items if w.spec.name == name]
     if selector:
         items = [w for w in items if set(selector) <= set(w.spec.labels)]
-    page = _page(items, lambda w: w.id, args, state)
+    page = oa.page(items, lambda w: w.id, args, state)
     page["items"] = [cv.workload_doc(w) for w in page["items"]]
     return page
 
@@ -256,14 +176,14 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
 
 
 def _build_create_instance(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _id_or_new(args)
+    ident = oa.id_or_new(args)
     workload_id = cv.read_id(args["workload_id"], "workload_id")
-    spec = InstanceSpec(workload_id=workload_id, node_id=_opt_id(args, "node_id"))
+    spec = InstanceSpec(workload_id=workload_id, node_id=oa.opt_id(args, "node_id"))
     return CreateInstance(id=ident, spec=spec), {**args, "id": ident}
 
 
 def _build_update_instance_status(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _existing_id(args, "instance")
+    ident = oa.existing_id(args, "instance")
     status = cv.read_enum(InstanceStatus, args["status"], "status")
     message = cv.read_str(args.get("message", ""), "message")
     problem = text_problem("message", message)
@@ -273,8 +193,8 @@ def _build_update_instance_status(args: dict[str, Any]) -> tuple[Command, dict[s
         id=ident,
         status=status,
         message=message,
-        node_id=_opt_id(args, "node_id"),
-        expected_version=_version(args),
+        node_id=oa.opt_id(args, "node_id"),
+        expected_version=oa.version(args),
     )
     return command, args
 
@@ -283,12 +203,12 @@ def _render_instance(cmd: Any, response: Response, state: ClusterStateMachine) -
     ident = response.id if isinstance(response, Created) else cmd.id
     instance = state.get_instance(ident)
     if instance is None:
-        raise _gone("instance", ident)
+        raise oa.gone("instance", ident)
     return cv.instance_doc(instance)
 
 
 def _read_get_instance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    return cv.instance_doc(_read_object(args, state, "instance"))
+    return cv.instance_doc(oa.read_object(args, state, "instance"))
 
 
 def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
@@ -298,7 +218,7 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
     items = state.list_instances(workload_id=workload_id, node_id=node_id)
     if status is not None:
         items = [i for i in items if i.status is status]
-    page = _page(items, lambda i: i.id, args, state)
+    page = oa.page(items, lambda i: i.id, args, state)
     page["items"] = [cv.instance_doc(i) for i in page["items"]]
     return page
 
@@ -314,21 +234,21 @@ def _build_register_node(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]
 
 
 def _build_update_node_status(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _existing_id(args, "node")
+    ident = oa.existing_id(args, "node")
     status = cv.read_enum(NodeStatus, args["status"], "status")
-    return UpdateNodeStatus(id=ident, status=status, expected_version=_version(args)), args
+    return UpdateNodeStatus(id=ident, status=status, expected_version=oa.version(args)), args
 
 
 def _render_node(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     ident = response.id if isinstance(response, Created) else cmd.id
     node = state.get_node(ident)
     if node is None:
-        raise _gone("node", ident)
+        raise oa.gone("node", ident)
     return cv.node_doc(node)
 
 
 def _read_get_node(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    return cv.node_doc(_read_object(args, state, "node"))
+    return cv.node_doc(oa.read_object(args, state, "node"))
 
 
 def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
@@ -339,13 +259,13 @@ def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
         items = [n for n in items if n.status is status]
     if selector:
         items = [n for n in items if set(selector) <= set(n.info.labels)]
-    page = _page(items, lambda n: n.id, args, state)
+    page = oa.page(items, lambda n: n.id, args, state)
     page["items"] = [cv.node_doc(n) for n in page["items"]]
     return page
 
 
 def _build_heartbeat(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _existing_id(args, "node")
+    ident = oa.existing_id(args, "node")
     return UpdateNodeStatus(id=ident, status=NodeStatus.READY), args
 
 
@@ -367,7 +287,7 @@ def _heartbeat_step(
 def _render_heartbeat(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     node = state.get_node(cmd.id)
     if node is None:
-        raise _gone("node", cmd.id)
+        raise oa.gone("node", cmd.id)
     return {"id": node.id, "status": node.status.value, "version": node.version}
 
 
@@ -422,7 +342,7 @@ def _read_balance(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 
 def _read_balances(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     items = [{"peer": p, "balance": b} for p, b in state.balances().items()]
-    page = _page(items, lambda i: i["peer"], args, state)
+    page = oa.page(items, lambda i: i["peer"], args, state)
     page["total_supply"] = state.total_supply
     return page
 
@@ -496,13 +416,13 @@ def _roles(args: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _build_create_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident, name, roles, secret = _id_or_new(args), _token_name(args), _roles(args), _secret(args)
+    ident, name, roles, secret = oa.id_or_new(args), _token_name(args), _roles(args), _secret(args)
     command = CreateToken(id=ident, name=name, roles=roles, secret_hash=secret_hash(secret))
     return command, {"id": ident, "name": name, "roles": list(roles), "secret": secret}
 
 
 def _build_bootstrap_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident, name, secret = _id_or_new(args), _token_name(args, "bootstrap"), _secret(args)
+    ident, name, secret = oa.id_or_new(args), _token_name(args, "bootstrap"), _secret(args)
     command = BootstrapToken(id=ident, name=name, secret_hash=secret_hash(secret))
     return command, {"id": ident, "name": name, "secret": secret}
 
@@ -521,7 +441,7 @@ def token_doc(token: Token) -> dict[str, Any]:
 def _render_token(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     token = state.token(cmd.id)
     if token is None:
-        raise _gone("token", cmd.id)
+        raise oa.gone("token", cmd.id)
     return {**token_doc(token), "version": getattr(response, "version", None)}
 
 
@@ -538,7 +458,7 @@ def _finish_token(built: dict[str, Any], result: Any, state: ClusterStateMachine
 
 
 def _build_revoke_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = _existing_id(args, "token")
+    ident = oa.existing_id(args, "token")
     return RevokeToken(id=ident), args
 
 
@@ -547,7 +467,7 @@ def _render_revoked(cmd: Any, response: Response, state: ClusterStateMachine) ->
 
 
 def _read_tokens(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    page = _page(state.tokens(), lambda t: t.id, args, state)
+    page = oa.page(state.tokens(), lambda t: t.id, args, state)
     page["items"] = [token_doc(t) for t in page["items"]]
     return page
 
@@ -638,65 +558,3 @@ def handler(name: str) -> Handler:
     if found is None:
         raise NotFound(f"unknown operation {name!r} (known: {', '.join(sorted(HANDLERS))})")
     return found
-
-
-def _with_version(args: dict[str, Any], expected: int | None) -> dict[str, Any]:
-    return args if expected is None else {**args, "expected_version": expected}
-
-
-def request_of(command: Command) -> tuple[str, dict[str, Any]]:
-    """The operation and normalized arguments whose ``build`` gives back ``command``: how a
-    ``StateStore`` write on a follower travels to the leader (a test checks the round trip).
-
-    A command fenced by a term (``fence_term``: a leader-only decision, the reconciler's)
-    has no operation: it is never forwarded (``NotLeader``); nor is a token command (its
-    secret exists only on the node that made it)."""
-    match command:
-        case CreateWorkload(id=ident, spec=spec):
-            return "workload.create", {"id": ident, "spec": cv.spec_doc(spec)}
-        case UpdateWorkload(id=ident, spec=spec, expected_version=ev):
-            return "workload.update", _with_version({"id": ident, "spec": cv.spec_doc(spec)}, ev)
-        case ScaleWorkload(id=ident, replicas=replicas, expected_version=ev):
-            return "workload.scale", _with_version({"id": ident, "replicas": replicas}, ev)
-        case DeleteWorkload(id=ident, expected_version=ev):
-            return "workload.delete", _with_version({"id": ident}, ev)
-        case CreateInstance(id=ident, spec=spec, fence_term=None):
-            args: dict[str, Any] = {"id": ident, "workload_id": spec.workload_id}
-            if spec.node_id is not None:
-                args["node_id"] = spec.node_id
-            return "instance.create", args
-        case UpdateInstanceStatus():
-            args = {"id": command.id, "status": command.status.value, "message": command.message}
-            if command.node_id is not None:
-                args["node_id"] = command.node_id
-            return "instance.update_status", _with_version(args, command.expected_version)
-        case DeleteInstance(id=ident, expected_version=ev, fence_term=None):
-            return "instance.delete", _with_version({"id": ident}, ev)
-        case RegisterNode(info=info, status=status):
-            return "node.register", {
-                "id": info.id,
-                "addresses": list(info.addresses),
-                "capacity": cv.resources_doc(info.capacity),
-                "labels": dict(info.labels),
-                "status": status.value,
-            }
-        case UpdateNodeStatus(id=ident, status=status, expected_version=ev):
-            return "node.update_status", _with_version({"id": ident, "status": status.value}, ev)
-        case DeregisterNode(id=ident, expected_version=ev):
-            return "node.deregister", _with_version({"id": ident}, ev)
-        case MintCredits(to_peer=to_peer, amount=amount, reason=reason):
-            return "credits.mint", {"to_peer": to_peer, "amount": amount, "reason": reason}
-        case TransferCredits(from_peer=from_peer, to_peer=to_peer, amount=amount):
-            return "credits.transfer", {
-                "from_peer": from_peer,
-                "to_peer": to_peer,
-                "amount": amount,
-            }
-        case OpenSession():
-            return "session.open", {}
-        case CloseSession(client_id=client_id):
-            return "session.close", {"client_id": client_id}
-    # A leader-only (fenced) command, decided here; or a token command, whose secret the
-    # serving node makes and only its hash travels (use the token.* operations): neither is
-    # forwarded as a StateStore write.
-    raise NotLeader(None)

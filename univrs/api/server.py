@@ -1,5 +1,6 @@
 """The node's client surface: the HTTP API (REST, health, status, metrics, OpenAPI) and the
-fast client protocol at ``/client`` on the raft listener.
+fast client protocol at ``/client`` on the raft listener, and the MCP endpoint at ``/v1/mcp``
+(``univrs.api.mcp``, behind the same authentication).
 
 The HTTP API is served by hypercorn's trio worker (behind listeners that bound connections per
 client address: ``univrs.api.listen``); the app is Starlette. The state endpoints
@@ -40,8 +41,11 @@ from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.health import StorageWatch, liveness, readiness
 from univrs.api.limits import ConnectionLimiter
 from univrs.api.listen import serve_http
+from univrs.api.mcp import PATH as mcp_path
+from univrs.api.mcp import McpEndpoint
 from univrs.api.openapi import openapi_document
-from univrs.api.service import ApiService, RaftStateStore
+from univrs.api.service import ApiService
+from univrs.api.store import RaftStateStore
 from univrs.client import protocol
 from univrs.errors import (
     InternalError,
@@ -230,8 +234,10 @@ def build_app(
     node: NodeHandle,
     service: ApiService | None = None,
     storage_watch: StorageWatch | None = None,
+    mcp: McpEndpoint | None = None,
 ) -> Starlette:
-    """The Starlette app of one node (``service`` serves the state endpoints)."""
+    """The Starlette app of one node (``service`` serves the state endpoints, ``mcp`` the MCP
+    endpoint: univrs/api/mcp.py)."""
     app = Starlette(
         routes=[
             Route("/v1/health", health),
@@ -247,6 +253,7 @@ def build_app(
             *watch.routes(),
             *admin.routes(),
             *dashboard.routes(),
+            *([] if mcp is None else [Route(mcp_path, mcp)]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         middleware=[Middleware(dashboard.CorsForMembers, node=node)],
@@ -283,6 +290,12 @@ class _TlsHypercornConfig(HypercornConfig):
         return first
 
 
+async def _run_mcp(mcp: McpEndpoint, *, task_status: trio.TaskStatus[None]) -> None:
+    async with mcp.running():
+        task_status.started()
+        await trio.sleep_forever()
+
+
 async def serve_api(
     node: NodeHandle, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -298,13 +311,15 @@ async def serve_api(
         store = node.store
         assert isinstance(store, RaftStateStore), store
         service = ApiService(store)
+        mcp = McpEndpoint(service)
+        await nursery.start(_run_mcp, mcp)
         watch = StorageWatch(node)
         nursery.start_soon(watch.run)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
         try:
             limiter = ConnectionLimiter(node.config.max_connections_per_address, "REST")
             binds: list[str] = await nursery.start(
-                serve_http, build_app(node, service, watch), config, limiter
+                serve_http, build_app(node, service, watch, mcp), config, limiter
             )
             port = int(binds[0].rsplit(":", 1)[1])
             task_status.started(port)

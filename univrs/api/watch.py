@@ -19,9 +19,15 @@ slow client gets: bad arguments are refused (422) before anything is held; at mo
 ``watch_max_watchers`` watchers per node (``unavailable`` beyond, so a client goes to another
 member); nothing is buffered per watcher (a watcher is a cursor into the shared, bounded
 history), so a client that reads too slowly falls behind the history and gets ``compacted``.
-Known limit: the HTTP server's writes cannot be cancelled (hypercorn shields them), so a
-stream whose reader stops reading altogether holds its slot (and its task) until the
-connection closes; ``events.poll`` holds nothing between polls.
+A ``/v1/watch`` reader that stops reading altogether (its socket buffers full) is dropped:
+the stream hands its lines to the HTTP server one at a time, and a line the server could not
+take within ``SEND_TIMEOUT`` (30 s, as the fast protocol's stalled-reader bound) ends the
+stream: its watcher slot is freed at once, one WARNING line is logged, and the reader, if it
+ever reads again, finds the lines it had not read and then ``{"error": {"code":
+"unavailable", ...}}`` (watch again from the revision after its last line). The server's
+write itself cannot be cancelled (hypercorn shields it): that task and its connection stay
+until the connection closes, bounded by ``max_connections_per_address``.
+``events.poll`` holds nothing between polls.
 """
 
 from __future__ import annotations
@@ -29,17 +35,25 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from univrs.api import convert as cv
 from univrs.api.auth import Authority
 from univrs.api.rest import caller_of, error_response
-from univrs.errors import InternalError, InvalidArgument, UnivrsError, error_to_plain
+from univrs.errors import (
+    InternalError,
+    InvalidArgument,
+    Unavailable,
+    UnivrsError,
+    error_to_plain,
+)
 from univrs.service.operations import OPERATIONS
 from univrs.service.schemas import DEFAULT_EVENTS, MAX_EVENTS, MAX_REVISION, MAX_WAIT_MS
 from univrs.sm.events import Event, ObjectKind, parse_kinds
@@ -52,6 +66,7 @@ log = logging.getLogger("univrs.api")
 
 DEFAULT_PROGRESS_MS = 5_000
 MARGIN = 0.25  # seconds a poll leaves of its deadline, so its answer arrives in time
+SEND_TIMEOUT = 30.0  # seconds a /v1/watch line may wait for the server to take it (see above)
 
 
 def object_doc(obj: Workload | Instance | Node | None) -> dict[str, Any] | None:
@@ -141,6 +156,59 @@ async def _stream(
         yield _line({"error": error_to_plain(InternalError("the watch stream failed"))})
 
 
+class WatchResponse(StreamingResponse):
+    """The ``/v1/watch`` stream, bounded against a reader that stops reading.
+
+    A producer task holds the watcher slot and hands the stream's lines to the response
+    through an unbuffered channel; a line not taken within ``SEND_TIMEOUT`` (the response is
+    still stuck writing the previous one) drops the stream: the producer leaves, freeing the
+    slot, and the response ends with an ``unavailable`` error line once its write returns."""
+
+    def __init__(
+        self, node: NodeHandle, kinds: frozenset[ObjectKind], start: int, progress: float
+    ) -> None:
+        send, receive = trio.open_memory_channel[bytes](0)
+        self._lines = send
+        self._last: list[bytes] = []  # the error line that ends a dropped stream
+        self._source = (node, kinds, start, progress)
+        super().__init__(self._body(receive), media_type="application/x-ndjson")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the stream; the producer stops when the response ends (done or disconnect)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._produce)
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _body(self, lines: trio.MemoryReceiveChannel[bytes]) -> AsyncGenerator[bytes, None]:
+        async with lines:
+            async for line in lines:
+                yield line
+        for line in self._last:
+            yield line
+
+    async def _produce(self) -> None:
+        node, kinds, start, progress = self._source
+        async with self._lines, aclosing(_stream(node, kinds, start, progress)) as lines:
+            async for line in lines:
+                with trio.move_on_after(SEND_TIMEOUT):
+                    await self._lines.send(line)
+                    continue
+                log.warning(
+                    "watch stream dropped: its reader took no line for %gs",
+                    SEND_TIMEOUT,
+                    extra={"node": node.node_id},
+                )
+                dropped = Unavailable(
+                    f"this watch stream was dropped: its reader took no line for "
+                    f"{SEND_TIMEOUT:g}s; watch again from the revision after the last line read"
+                )
+                self._last.append(_line({"error": error_to_plain(dropped)}))
+                return  # closing the stream frees its watcher slot
+
+
 def _by_revision(events: list[Event]) -> list[tuple[int, list[dict[str, Any]]]]:
     out: list[tuple[int, list[dict[str, Any]]]] = []
     for event in events:
@@ -182,9 +250,7 @@ async def watch_stream(request: Request) -> Response:
                 pass
     except UnivrsError as exc:
         return error_response(exc)
-    return StreamingResponse(
-        _stream(node, kinds, start, progress_ms / 1000), media_type="application/x-ndjson"
-    )
+    return WatchResponse(node, kinds, start, progress_ms / 1000)
 
 
 def routes() -> list[Route]:

@@ -50,6 +50,7 @@ class RunResult:
     final_values: dict[str, Any] = attrs.field(factory=dict)
     errors: dict[str, int] = attrs.field(factory=dict)
     latency_ms: dict[str, float | None] = attrs.field(factory=dict)
+    scale: dict[str, Any] = attrs.field(factory=dict)  # [scale]: what the reconciler left
 
     def to_plain(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -141,6 +142,11 @@ def summary_lines(r: RunResult) -> list[str]:
         )
     if r.snapshots_installed:
         lines.append("  snapshots installed from the leader: " + ", ".join(r.snapshots_installed))
+    if r.scale:
+        lines.append(
+            f"  scale: {r.scale.get('instances')} of {r.scale.get('replicas')} instances, "
+            f"converged {r.scale.get('converged')}, by machine {r.scale.get('by_machine')}"
+        )
     lines.append(f"  acknowledged writes lost: {len(r.lost_writes)}")
     lines.extend(f"    {w}" for w in r.lost_writes[:10])
     if r.dead:

@@ -10,7 +10,8 @@ Phases (times in the history are seconds since the workload started):
    goes on for ``recovery`` s, so the report shows how service came back.
 4. *Final*: the workload stops; a fresh client reads every key (linearizable, recorded in the
    history); the replicas must converge to one applied index with the same state digest and
-   the same log; no node may have died.
+   the same log; no node may have died. A scenario with ``[scale]`` (univrs.chaos.orchestrate)
+   also needs the reconciler's scale to hold: exactly the replicas, none on a down machine.
 5. *Verdict*: the history is checked for linearizability and lost acknowledged writes; the
    report goes to the out dir.
 """
@@ -28,14 +29,14 @@ from typing import Any
 import attrs
 import trio
 
-from univrs.chaos import checks, metrics
+from univrs.chaos import checks, metrics, orchestrate
 from univrs.chaos.faults import Injector
 from univrs.chaos.history import EventType, Fn, Operation, pair
 from univrs.chaos.linearizability import Verdict, check_history
 from univrs.chaos.monitor import Monitor, leaderless_windows
 from univrs.chaos.proxy import FaultProxy
 from univrs.chaos.report import FAIL, PASS, UNKNOWN, RunResult, write_report
-from univrs.chaos.scenario import NETWORK_KINDS, Scenario, plan
+from univrs.chaos.scenario import NETWORK_KINDS, FaultSpec, PlannedFault, Scenario, plan
 from univrs.chaos.workload import Recorder, Workload
 from univrs.client import open_client
 from univrs.tools.devcluster import LocalCluster
@@ -191,6 +192,8 @@ async def _run_phases(
         result.reasons.append("no leader after starting the cluster")
         result.dead.extend(checks.dead_nodes(cluster, set(endpoints_ids(cluster))))
         return
+    if scenario.scale is not None:
+        await orchestrate.set_up(scenario.scale, endpoints)
     t0 = trio.current_time()
     monitor = Monitor(api=api, t0=t0)
     recorder = Recorder(t0=t0, out=history_file)
@@ -213,6 +216,21 @@ async def _run_phases(
         nursery.start_soon(monitor.run)
         nursery.start_soon(injector.watch_processes)
         nursery.start_soon(run_workload)
+        scale_notes: dict[str, Any] = {}
+        if scenario.scale is not None:
+            scale = scenario.scale
+
+            async def kill_leader() -> None:
+                start = trio.current_time() - t0
+                fault = PlannedFault(
+                    index=len(planned),
+                    spec=FaultSpec(kind="kill", target="leader"),
+                    start=start,
+                    end=min(start + scale.kill_for, scenario.duration),
+                )
+                await injector.run(fault)
+
+            nursery.start_soon(orchestrate.drive, scale, endpoints, t0, scale_notes, kill_leader)
         async with trio.open_nursery() as faults:
             for fault in planned:
                 faults.start_soon(injector.run, fault)
@@ -229,6 +247,11 @@ async def _run_phases(
         members = sorted(injector.active)
         finals = await _final_reads(workload, [cluster.node(n).raft_addr for n in members])
         result.final_values = {k: op_value for k, op_value in finals.items()}
+        if scenario.scale is not None:
+            live = [cluster.node(n).raft_addr for n in members]
+            doc, why = await orchestrate.final_check(scenario.scale, live)
+            result.scale = {**doc, **scale_notes}
+            result.reasons.extend(f"scale: {reason}" for reason in why)
         conv = await checks.wait_converged({n: api[n] for n in members}, CONVERGE_TIMEOUT)
         result.convergence = {
             "converged": conv.converged,

@@ -1,7 +1,7 @@
 """Scenario files: what cluster, what workload, which faults when (TOML, seeded).
 
-A scenario is a TOML file a person can read and write (``univrs/chaos/scenarios/*.toml``,
-shipped as package data)::
+A scenario is a TOML file a person can read and write (``chaos/*.toml`` at the top of the
+repository, shipped as package data through the ``univrs/chaos/scenarios`` link)::
 
     name = "leader-kill"
     description = "kill -9 the leader every 12 s; it restarts 4 s later"
@@ -38,7 +38,8 @@ Membership faults use the cluster's admin API: ``join`` starts one of the cluste
 it; ``snapshot`` makes nodes snapshot and compact their logs now. ``[expect]`` adds checks a
 scenario is about (``snapshot_installed = true``: some node must have installed a snapshot sent
 by the leader; ``leader_after_heal = S``: every node a partition cut off follows the leader
-again within S seconds of the healing).
+again within S seconds of the healing). ``[scale]`` runs a scale of a workload under the
+faults and checks the reconciler's result (``univrs.chaos.orchestrate``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from typing import Any
 
 import attrs
 
+from univrs.chaos.orchestrate import ScaleSpec
 from univrs.errors import UnivrsError
 
 PROCESS_KINDS = frozenset({"kill", "stop", "pause", "restart", "rolling-restart", "full-restart"})
@@ -156,6 +158,7 @@ class Scenario:
     # [expect] leader_after_heal: seconds within which every node a partition cut off must
     # follow the leader again after healing (None: not checked)
     expect_leader_after_heal: float | None = None
+    scale: ScaleSpec | None = None  # [scale]: a scale under the faults (univrs.chaos.orchestrate)
     path: str = ""
 
 
@@ -207,7 +210,7 @@ def load(path: pathlib.Path | str) -> Scenario:
 def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = "") -> Scenario:
     """A Scenario from a TOML document (already decoded)."""
     _only(doc, {"name", "description", "duration", "recovery", "seed", "cluster", "workload",
-                "fault", "expect"}, "")  # fmt: skip
+                "fault", "expect", "scale"}, "")  # fmt: skip
     duration = _number(doc, "duration", 30.0, "", minimum=1.0)
     cluster_doc = _table(doc, "cluster")
     _only(cluster_doc, {"nodes", "spares", "raft", "proxies"}, "cluster.")
@@ -263,8 +266,35 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
             if "leader_after_heal" in expect
             else None
         ),
+        scale=_scale(doc["scale"], duration) if "scale" in doc else None,
         path=path,
     )
+
+
+def _scale(doc: Any, duration: float) -> ScaleSpec:
+    if not isinstance(doc, dict):
+        raise ScenarioError("scale: a table")
+    _only(
+        doc,
+        {"machines", "replicas", "at", "down", "down_at", "converge", "kill_leader_after",
+         "kill_for"},
+        "scale.",
+    )  # fmt: skip
+    machines = _int(doc, "machines", 5, "scale.", minimum=1, maximum=100)
+    spec = ScaleSpec(
+        machines=machines,
+        replicas=_int(doc, "replicas", 50, "scale.", minimum=0, maximum=1000),
+        at=_number(doc, "at", 1.0, "scale.", minimum=0.0),
+        down=_int(doc, "down", 1, "scale.", minimum=0, maximum=machines - 1),
+        down_at=_number(doc, "down_at", 3.0, "scale.", minimum=0.0),
+        converge=_number(doc, "converge", 60.0, "scale.", minimum=1.0),
+        kill_leader_after=_int(doc, "kill_leader_after", 0, "scale.", minimum=0),
+        kill_for=_number(doc, "kill_for", 4.0, "scale.", minimum=0.0),
+    )
+    for key in ("at", "down_at"):
+        if getattr(spec, key) >= duration:
+            raise ScenarioError(f"scale.{key}: {getattr(spec, key):g} is not before the end")
+    return spec
 
 
 def _fault(doc: Any, where: str, nodes: int, duration: float) -> FaultSpec:

@@ -13,7 +13,8 @@ import time
 
 import click
 
-# The scenarios ship inside the package (pyproject package-data), so `univrs chaos list` and
+# The scenarios live in the repository's top-level chaos/ and ship inside the package
+# (univrs/chaos/scenarios links to it; pyproject package-data), so `univrs chaos list` and
 # `univrs chaos run NAME` work from any directory and from an installed wheel.
 DEFAULT_DIR = str(pathlib.Path(__file__).resolve().parents[1] / "chaos" / "scenarios")
 DEFAULT_OUT = "chaos-out"
@@ -55,7 +56,7 @@ def chaos_run(
     keep_data: bool,
     verbose: bool,
 ) -> None:
-    """Run scenario files (paths, or names of the shipped scenarios in univrs/chaos/scenarios;
+    """Run scenario files (paths, or names of the shipped scenarios in chaos/;
     none: all of them) and print a summary of each (a table too when several); exit 1 unless
     every one passed."""
     import trio

@@ -2,7 +2,8 @@
 
 The agent starts the command (an MCP "stdio" server); the tools and resources are those of
 ``univrs.mcp.server``, talking to the cluster at ``--api`` with ``univrs.client`` (TLS options
-as for every state command). Logs go to stderr: stdout carries the protocol only.
+as for every state command, the token in ``$UNIVRS_TOKEN``). Logs go to stderr: stdout
+carries the protocol only.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import click
 import trio
 
-from univrs.cli.common import EXIT_UNAVAILABLE, api_option, cli_ssl, fail
+from univrs.cli.common import EXIT_UNAVAILABLE, api_option, cli_ssl, env_token, fail
 from univrs.client.client import split_url
 from univrs.errors import UnivrsError
 
@@ -27,7 +28,9 @@ def mcp(api: str, timeout: float) -> None:
 
     async def run() -> None:
         ssl_context = cli_ssl(split_url(api)[1])
-        async with open_client(api=api, timeout=timeout, ssl_context=ssl_context) as client:
+        async with open_client(
+            api=api, timeout=timeout, ssl_context=ssl_context, token=env_token()
+        ) as client:
             await build_server(client).run_stdio_async()
 
     try:

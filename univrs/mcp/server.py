@@ -20,15 +20,22 @@ Tools: ``cluster_status``, ``list_workloads``, ``get_workload``, ``create_worklo
 ``list_balances``, ``get_balance``, ``transfer_credits``, ``recent_events``,
 ``reconcile_status``. Resources: ``univrs://cluster/status`` and ``univrs://workloads/{id}``.
 
-Who may use it: ``univrs mcp`` speaks MCP on its own stdin/stdout, to the one agent process that
-started it, with the credentials of that command line (``--api``, TLS options): it is a client
-of the cluster like the CLI. There is no network listener (the node's HTTP MCP transport is
-not built).
+Two transports serve the same tools over a ``Cluster`` (``call(op, args)`` for reads,
+``write(op, args)`` for writes, the operation names of univrs/service/operations.py):
+
+* ``univrs mcp`` speaks MCP on its own stdin/stdout, to the one agent process that started it,
+  with the credentials of that command line (``--api``, TLS options, ``UNIVRS_TOKEN``); its
+  ``Cluster`` is a ``univrs.client.Client``, which keys every write (exactly once).
+* ``/v1/mcp`` on each node's API listener (univrs/api/mcp.py): streamable HTTP, behind the
+  API's own authentication; its ``Cluster`` runs the operations in the node's ``ApiService``
+  for the HTTP request's caller, so a read tool needs the ``read`` role and a write tool the
+  ``write`` role (docs/security.md).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from mcp.server.mcpserver import MCPServer
@@ -47,7 +54,10 @@ INSTRUCTIONS = (
 
 
 class Cluster(Protocol):
-    """What the MCP server calls: ``univrs.client.Client`` (its generated methods)."""
+    """What the tools call: an operation by name (univrs/service/operations.py) with its
+    arguments, answering the API's JSON document or raising a ``UnivrsError``.
+    ``univrs.client.Client`` is one (``univrs mcp``); ``univrs.api.mcp.NodeCluster`` is the
+    other (the node's HTTP transport)."""
 
     @property
     def leader(self) -> str | None: ...
@@ -55,51 +65,41 @@ class Cluster(Protocol):
     @property
     def node_id(self) -> str | None: ...
 
-    async def create_workload(self, spec: dict[str, Any], *, id: str | None = None) -> Any: ...
-    async def list_workloads(
-        self, *, limit: int | None = None, after: str | None = None
-    ) -> Any: ...
+    async def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        """Run a read."""
 
-    async def get_workload(self, id: str) -> Any: ...
-    async def scale_workload(
-        self, id: str, replicas: int, *, expected_version: int | None = None
-    ) -> Any: ...
-    async def delete_workload(self, id: str, *, expected_version: int | None = None) -> Any: ...
-    async def list_instances(
-        self,
-        *,
-        workload_id: str | None = None,
-        node_id: str | None = None,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> Any: ...
-    async def list_nodes(self, *, limit: int | None = None, after: str | None = None) -> Any: ...
-    async def get_node(self, id: str) -> Any: ...
-    async def list_balances(self, *, limit: int | None = None, after: str | None = None) -> Any: ...
-
-    async def balance(self, peer: str) -> Any: ...
-    async def transfer_credits(self, from_peer: str, to_peer: str, amount: int) -> Any: ...
-    async def poll_events(
-        self,
-        *,
-        kinds: str | None = None,
-        from_revision: int | None = None,
-        wait_ms: int | None = None,
-        limit: int | None = None,
-    ) -> Any: ...
-    async def reconcile_status(self) -> Any: ...
+    async def write(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        """Run a write."""
 
 
-def _refused(exc: UnivrsError) -> ToolError:
-    where = f" (field: {exc.field})" if exc.field else ""
-    return ToolError(f"{exc.code}: {exc.message}{where}")
+def _args(**given: Any) -> dict[str, Any]:
+    """The arguments that are given (None: left to the operation's default)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+async def answer(pending: Awaitable[Any]) -> dict[str, Any]:
+    """The one call-and-render step of every tool: the document ``pending`` answers, or a
+    tool error whose text carries the refusal's code and message (``not-found: ...``)."""
+    try:
+        return dict(await pending)
+    except UnivrsError as exc:
+        where = f" (field: {exc.field})" if exc.field else ""
+        raise ToolError(f"{exc.code}: {exc.message}{where}") from None
+
+
+async def resource(pending: Awaitable[Any]) -> str:
+    """The JSON text of a resource, or a resource error with the refusal's code."""
+    try:
+        return json.dumps(await pending, sort_keys=True)
+    except UnivrsError as exc:
+        raise ResourceError(f"{exc.code}: {exc.message}") from None
 
 
 async def cluster_status_of(cluster: Cluster) -> dict[str, Any]:
     """The leader, the machines by status, the workloads and what the reconciler has left."""
-    nodes = await cluster.list_nodes(limit=1000)
-    workloads = await cluster.list_workloads(limit=1000)
-    reconcile = await cluster.reconcile_status()
+    nodes = await cluster.call("node.list", {"limit": 1000})
+    workloads = await cluster.call("workload.list", {"limit": 1000})
+    reconcile = await cluster.call("reconcile.status", {})
     by_status: dict[str, int] = {}
     for node in nodes["items"]:
         by_status[node["status"]] = by_status.get(node["status"], 0) + 1
@@ -118,30 +118,48 @@ async def cluster_status_of(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+async def recent_events_of(
+    cluster: Cluster, count: int, from_revision: int | None, kinds: str | None
+) -> dict[str, Any]:
+    """The last ``count`` revisions' events (or from ``from_revision``), from what is kept."""
+    count = max(1, min(count, MAX_EVENTS))
+    if from_revision is None:
+        now = (await cluster.call("reconcile.status", {}))["revision"]
+        from_revision = max(1, now - count + 1)
+    try:
+        return dict(
+            await cluster.call(
+                "events.poll",
+                _args(kinds=kinds, from_revision=from_revision, wait_ms=0, limit=count),
+            )
+        )
+    except Compacted as exc:  # older than the history: from what is kept
+        return dict(
+            await cluster.call(
+                "events.poll",
+                _args(
+                    kinds=kinds, from_revision=exc.compacted_revision + 1, wait_ms=0, limit=count
+                ),
+            )
+        )
+
+
 def build_server(cluster: Cluster) -> MCPServer:
     """The MCP server over ``cluster`` (see the module docstring)."""
     server: MCPServer = MCPServer(name="univrs", version=__version__, instructions=INSTRUCTIONS)
+    call, write = cluster.call, cluster.write
 
     @server.tool(description="The cluster at a glance: leader, machines, workloads, reconciler.")
     async def cluster_status() -> dict[str, Any]:
-        try:
-            return await cluster_status_of(cluster)
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(cluster_status_of(cluster))
 
     @server.tool(description="List workloads (a page sorted by id; pass `next` as `after`).")
     async def list_workloads(limit: int = 100, after: str | None = None) -> dict[str, Any]:
-        try:
-            return dict(await cluster.list_workloads(limit=limit, after=after))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(call("workload.list", _args(limit=limit, after=after)))
 
     @server.tool(description="Get one workload: its spec, version and status.")
     async def get_workload(id: str) -> dict[str, Any]:
-        try:
-            return dict(await cluster.get_workload(id))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(call("workload.get", {"id": id}))
 
     @server.tool(
         description="Create a workload: `replicas` instances of `image`. Pass `id` to make the "
@@ -162,10 +180,7 @@ def build_server(cluster: Cluster) -> MCPServer:
             spec["labels"] = labels
         if cpu_millis or memory_bytes:
             spec["resources"] = {"cpu_millis": cpu_millis, "memory_bytes": memory_bytes}
-        try:
-            return dict(await cluster.create_workload(spec, id=id))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(write("workload.create", _args(spec=spec, id=id)))
 
     @server.tool(
         description="Set a workload's replica count; with `expected_version` only if nobody "
@@ -174,19 +189,14 @@ def build_server(cluster: Cluster) -> MCPServer:
     async def scale_workload(
         id: str, replicas: int, expected_version: int | None = None
     ) -> dict[str, Any]:
-        try:
-            return dict(
-                await cluster.scale_workload(id, replicas, expected_version=expected_version)
-            )
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        args = _args(id=id, replicas=replicas, expected_version=expected_version)
+        return await answer(write("workload.scale", args))
 
     @server.tool(description="Delete a workload and its instances.")
     async def delete_workload(id: str, expected_version: int | None = None) -> dict[str, Any]:
-        try:
-            return dict(await cluster.delete_workload(id, expected_version=expected_version))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(
+            write("workload.delete", _args(id=id, expected_version=expected_version))
+        )
 
     @server.tool(description="List instances, optionally of one workload and/or on one machine.")
     async def list_instances(
@@ -195,49 +205,29 @@ def build_server(cluster: Cluster) -> MCPServer:
         limit: int = 100,
         after: str | None = None,
     ) -> dict[str, Any]:
-        try:
-            return dict(
-                await cluster.list_instances(
-                    workload_id=workload_id, node_id=node_id, limit=limit, after=after
-                )
-            )
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        args = _args(workload_id=workload_id, node_id=node_id, limit=limit, after=after)
+        return await answer(call("instance.list", args))
 
     @server.tool(description="List the registered machines (nodes) with their status.")
     async def list_nodes(limit: int = 100, after: str | None = None) -> dict[str, Any]:
-        try:
-            return dict(await cluster.list_nodes(limit=limit, after=after))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(call("node.list", _args(limit=limit, after=after)))
 
     @server.tool(description="Get one registered machine (node).")
     async def get_node(id: str) -> dict[str, Any]:
-        try:
-            return dict(await cluster.get_node(id))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(call("node.get", {"id": id}))
 
     @server.tool(description="List positive credit balances (a page) and the total supply.")
     async def list_balances(limit: int = 100, after: str | None = None) -> dict[str, Any]:
-        try:
-            return dict(await cluster.list_balances(limit=limit, after=after))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(call("credits.list", _args(limit=limit, after=after)))
 
     @server.tool(description="One peer's credit balance (0 if it has none).")
     async def get_balance(peer: str) -> dict[str, Any]:
-        try:
-            return dict(await cluster.balance(peer))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(call("credits.balance", {"peer": peer}))
 
     @server.tool(description="Move `amount` credits from one peer to another, atomically.")
     async def transfer_credits(from_peer: str, to_peer: str, amount: int) -> dict[str, Any]:
-        try:
-            return dict(await cluster.transfer_credits(from_peer, to_peer, amount))
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        args = {"from_peer": from_peer, "to_peer": to_peer, "amount": amount}
+        return await answer(write("credits.transfer", args))
 
     @server.tool(
         description="Recent change events (put/delete of workloads, instances, nodes), oldest "
@@ -247,45 +237,18 @@ def build_server(cluster: Cluster) -> MCPServer:
     async def recent_events(
         count: int = 50, from_revision: int | None = None, kinds: str | None = None
     ) -> dict[str, Any]:
-        count = max(1, min(count, MAX_EVENTS))
-        try:
-            if from_revision is None:
-                now = (await cluster.reconcile_status())["revision"]
-                from_revision = max(1, now - count + 1)
-            try:
-                page = await cluster.poll_events(
-                    kinds=kinds, from_revision=from_revision, wait_ms=0, limit=count
-                )
-            except Compacted as exc:  # older than the history: from what is kept
-                page = await cluster.poll_events(
-                    kinds=kinds,
-                    from_revision=exc.compacted_revision + 1,
-                    wait_ms=0,
-                    limit=count,
-                )
-            return dict(page)
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(recent_events_of(cluster, count, from_revision, kinds))
 
     @server.tool(description="What the reconciler has left to place and remove, per workload.")
     async def reconcile_status() -> dict[str, Any]:
-        try:
-            return dict(await cluster.reconcile_status())
-        except UnivrsError as exc:
-            raise _refused(exc) from None
+        return await answer(call("reconcile.status", {}))
 
     @server.resource("univrs://cluster/status", name="cluster-status", mime_type="application/json")
     async def cluster_resource() -> str:
-        try:
-            return json.dumps(await cluster_status_of(cluster), sort_keys=True)
-        except UnivrsError as exc:
-            raise ResourceError(f"{exc.code}: {exc.message}") from None
+        return await resource(cluster_status_of(cluster))
 
     @server.resource("univrs://workloads/{id}", name="workload", mime_type="application/json")
     async def workload_resource(id: str) -> str:
-        try:
-            return json.dumps(await cluster.get_workload(id), sort_keys=True)
-        except UnivrsError as exc:
-            raise ResourceError(f"{exc.code}: {exc.message}") from None
+        return await resource(call("workload.get", {"id": id}))
 
     return server

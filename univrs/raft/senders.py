@@ -14,9 +14,9 @@ it must let through (docs/core-api.md, "Who may send a message"):
   hearing the log until one more heartbeat told it that its removal is committed: its
   answers must count.
 * Incarnation: ``Message.sender_incarnation`` is what the runtime's transport attests (the
-  incarnation the sender's hello named, when the transport's own listing agrees or lists
-  none; None: nothing attested, e.g. a sender let in because its binding is newer than the
-  receiver's listing). When it is attested and the configuration binds the sender's id to
+  incarnation the sender's hello named, also when the transport let it in because it claims a
+  binding newer than the receiver's listing: an unauthenticated claim; None: nothing
+  attested). When it is attested and the configuration binds the sender's id to
   another incarnation (the configuration may have moved since the connection was accepted),
   the sender is held to the rule for strangers below (reason ``incarnation`` if refused): a
   data dir that lost its state is a new member, not the old one. It is still heard as the

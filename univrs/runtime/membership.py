@@ -303,7 +303,14 @@ async def transfer_leader(
     runtime: RaftRuntime, target: str | None, *, timeout: float = 10.0
 ) -> str:
     """Hand leadership to ``target`` (default: the most caught-up voter); returns the new
-    leader once it has taken over."""
+    leader once it has taken over, or raises MembershipError after ``timeout`` seconds.
+
+    The core gives one transfer an election timeout and then abandons it (dissertation 3.10:
+    the leader must not stay unavailable for long): when the target was behind or slow to
+    answer, as it may be on a loaded machine, that window passes before it could campaign.
+    So while this node still leads and the target has not taken over, the transfer is asked
+    for again once per election timeout until ``timeout``; asking while a transfer to the same
+    target is under way changes nothing."""
     status = runtime.status()
     if status.role is not Role.LEADER:
         raise NotLeader(status.leader)
@@ -314,16 +321,32 @@ async def transfer_leader(
         return chosen
     if chosen not in status.membership.voters:
         raise MembershipError(f"{chosen!r} is not a voter of this cluster")
+
+    def ask(core: RaftNode) -> int:
+        core.transfer_leader(chosen)
+        return core.config.election_ticks_min
+
     try:
-        await runtime.call(lambda core: core.transfer_leader(chosen))
+        window = runtime.tick_seconds * await runtime.call(ask)
     except (ProposalDropped, ValueError) as exc:
         raise MembershipError(str(exc)) from None
+    asked = trio.current_time()
     with trio.move_on_after(timeout):
         while True:
             s = runtime.status()
             if s.leader == chosen and s.role is not Role.LEADER:
                 return chosen
-            await runtime.wait_changed()
+            if s.role is Role.LEADER and trio.current_time() - asked >= window:
+                try:  # the core may have abandoned it: ask again (see the docstring)
+                    await runtime.call(ask)
+                except (ProposalDropped, ValueError) as exc:
+                    raise MembershipError(str(exc)) from None
+                except NotLeader:
+                    pass  # stepping down: the target's election may be under way
+                asked = trio.current_time()
+            left = asked + window - trio.current_time()
+            with trio.move_on_after(left if left > 0 else window):
+                await runtime.wait_changed()
     raise MembershipError(f"{chosen!r} did not take over within {timeout:g}s")
 
 

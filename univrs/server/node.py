@@ -27,7 +27,8 @@ from typing import Any
 import attrs
 import trio
 
-from univrs.api.service import Forwarder, RaftStateStore
+from univrs.api.forward import Forwarder
+from univrs.api.store import RaftStateStore
 from univrs.config import NodeConfig
 from univrs.errors import ConfigError, Conflict, StorageError
 from univrs.net.address import split_host_port

@@ -40,7 +40,7 @@ class NodeHandle(Protocol):
 
     @property
     def store(self) -> StateStore:
-        """This node's StateStore (``univrs.api.service.RaftStateStore``)."""
+        """This node's StateStore (``univrs.api.store.RaftStateStore``)."""
         ...
 
     def status(self) -> Status: ...

@@ -1,4 +1,4 @@
-"""The simulated API write path: what ``univrs.api.service.RaftStateStore`` does with a write.
+"""The simulated API write path: what ``univrs.api.store.RaftStateStore`` does with a write.
 
 Theory of operation. A client sends a write to a node's API (``SimApi.write``, ``hops=0``). Until
 its deadline, the node's API, like ``RaftStateStore.submit``:

@@ -398,9 +398,9 @@ class ReadyRuntime:
                 self._read_origins.setdefault(key, deque()).append(tag)
             elif tag != sn.life:
                 sn.foreign_answer = True  # answers a request of an earlier process of ours
-        # The transport attests the sender's incarnation (the hello's) when its listing agrees
-        # or is empty, like the real one; a sender let in for a newer binding, nothing.
-        attested = incarnation if listed is None or listed == incarnation else None
+        # The transport attests the sender's incarnation (the hello's), like the real one,
+        # also for a sender let in for a newer binding (a claim the core must not trust).
+        attested = incarnation
         raft.step(attrs.evolve(m, sender_incarnation=attested))
         self.drain(sn)
         sn.foreign_answer = False

@@ -442,6 +442,11 @@ class ClusterStateMachine:
         problem = id_problem("client_id", cmd.client_id)
         if problem:
             return _invalid(problem)
+        session = self._sessions.get(cmd.client_id)
+        if session is not None and cmd.owner is not None and session.owner != cmd.owner:
+            # Another caller's session (ids are log positions: easy to guess): closing it
+            # would take that writer's exactly-once guarantee away (red team).
+            return _not_found("session", cmd.client_id)
         self._sessions.close(cmd.client_id)  # idempotent: closing an unknown session succeeds
         return Success(version=index)
 

@@ -10,7 +10,7 @@ method is implemented here on top of two hooks, so a store only supplies transpo
   requested consistency (``LINEARIZABLE``: ReadIndex, wait until applied; ``LOCAL``: now, stale
   allowed).
 
-The Raft-backed store (``univrs.api.service.RaftStateStore``, on any node: it forwards writes
+The Raft-backed store (``univrs.api.store.RaftStateStore``, on any node: it forwards writes
 to the leader) implements the hooks with propose/ReadIndex; the ``InMemoryStateStore`` below
 applies directly (one process, no Raft) for tests and for the application layer to develop
 against (``univrs.service.memory.MemoryStateStore`` adds ``watch``). ``watch(kinds,

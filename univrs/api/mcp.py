@@ -1,0 +1,130 @@
+"""The node's MCP endpoint: ``/v1/mcp`` on the API listener (streamable HTTP, the official SDK).
+
+Theory of operation. The tools are those of ``univrs.mcp.server`` (the same as ``univrs mcp``
+on stdio), over a ``NodeCluster``: each tool runs its operation in this node's ``ApiService``
+(``execute(op, args, caller=...)``), exactly as a REST request for that operation would, with
+the caller of the HTTP request that carries the tool call. So the rules are the REST API's:
+
+* **Who may use it.** Whoever may use the REST API: the listener is the API's (HTTPS with the
+  node certificate under ``[tls]``, a client certificate when ``tls.client_auth`` requires one,
+  the same per-address connection bound). With ``[auth] enabled`` every request needs a valid
+  bearer token (``Authorization: Bearer <secret>``; else 401 before the SDK sees the body), and
+  each tool needs the role of its operation: the read tools ``read``, the write tools
+  ``write`` (else the tool call is a ``permission-denied`` tool error and nothing is written).
+  A follower forwards a write with the caller's token, and the leader checks it again.
+* **What a hostile sender gets.** A body over ``limits.max_body_bytes`` is refused with 413
+  before it is parsed; garbage (not JSON, not JSON-RPC, a wrong ``Accept``/``Content-Type``) is
+  a 4xx answer of the SDK; neither reaches the state. Refusals at the door are counted in
+  ``univrs_api_requests_total{op="mcp"}``; nothing is logged per request (a flood must not
+  fill the log).
+* **Stateless.** Each HTTP request is its own MCP exchange (the SDK's stateless mode, JSON
+  answers): the server keeps no MCP session between requests, so nothing an agent leaves open
+  holds memory, and every request is authenticated anew.
+
+Writes. Over HTTP the node runs a write without an idempotency key (it holds no client
+session for the agent): the store never applies it twice on its own, and a write whose outcome
+it cannot know is the tool error ``outcome-unknown`` (read the object, then decide); ``univrs
+mcp`` (stdio) keys every write instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from univrs.api import rest
+from univrs.api.auth import ANONYMOUS, Caller
+from univrs.errors import NotFound, UnivrsError
+from univrs.mcp.server import build_server
+from univrs.service.declare import ANY_TOKEN
+
+if TYPE_CHECKING:
+    from univrs.api.service import ApiService
+
+PATH = "/v1/mcp"
+
+# The caller of the HTTP request a tool call arrived in: set by ``McpEndpoint`` around the
+# SDK's handling of the request (its server task is spawned from the request's task, so it
+# inherits the value).
+CALLER: ContextVar[Caller] = ContextVar("univrs_mcp_caller", default=ANONYMOUS)
+
+
+@attrs.define(eq=False)
+class NodeCluster:
+    """The ``univrs.mcp.server.Cluster`` of a node: operations run in its ``ApiService`` for
+    the current HTTP request's caller."""
+
+    service: ApiService
+
+    @property
+    def leader(self) -> str | None:
+        return self.service.node.status().leader
+
+    @property
+    def node_id(self) -> str | None:
+        return self.service.node.node_id
+
+    async def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        """Run operation ``op`` (a read) for the current caller."""
+        result, _ = await self.service.execute(op, dict(args or {}), caller=CALLER.get())
+        return result
+
+    async def write(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        """Run operation ``op`` (a write, without a key: see the module docstring)."""
+        result, _ = await self.service.execute(op, dict(args or {}), caller=CALLER.get())
+        return result
+
+
+@attrs.define(eq=False)
+class McpEndpoint:
+    """The ASGI app at ``/v1/mcp``: authenticate, then hand the request to the SDK."""
+
+    service: ApiService
+    manager: StreamableHTTPSessionManager = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        server = build_server(NodeCluster(self.service))
+        max_body = int(getattr(self.service.node.config, "max_body_bytes", rest.MAX_BODY))
+        server.streamable_http_app(
+            streamable_http_path=PATH,
+            stateless_http=True,
+            json_response=True,
+            max_request_body_size=max_body,
+            # Any Host may name a node; authentication is the API's (module docstring).
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        self.manager = server.session_manager
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Serve while inside (the SDK's task group for the requests' server tasks)."""
+        async with self.manager.run():
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await rest.error_response(NotFound("no such endpoint"))(scope, receive, send)
+            return
+        try:
+            caller = rest.caller_of(Request(scope))
+            # A valid token of any role opens the door; each tool's operation needs its role.
+            self.service.store.authority.authorize(caller, ANY_TOKEN, "the MCP endpoint")
+        except UnivrsError as exc:
+            metrics = self.service.metrics
+            if metrics is not None:
+                metrics.requests.inc(1, "mcp", exc.code)
+            await rest.error_response(exc)(scope, receive, send)
+            return
+        token = CALLER.set(caller)
+        try:
+            await self.manager.handle_request(scope, receive, send)
+        finally:
+            CALLER.reset(token)

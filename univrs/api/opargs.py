@@ -1,0 +1,99 @@
+"""Reading an operation's arguments on the serving node: ids (given or new), versions, pages,
+idempotency keys, the object a read or write addresses (``univrs.api.ops`` builds on these).
+
+Nothing here does I/O; every refusal is an ``InvalidArgument`` naming the field, or a
+``NotFound`` for an object that is not (or cannot be) there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from univrs.api import convert as cv
+from univrs.errors import InvalidArgument, NotFound
+from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
+from univrs.sm.state import ClusterStateMachine
+from univrs.sm.validate import MAX_VERSION, id_problem
+
+
+def new_id() -> str:
+    """An object id chosen by the serving node before proposing (never inside ``apply``)."""
+    return uuid.uuid4().hex
+
+
+def id_or_new(args: dict[str, Any], name: str = "id") -> str:
+    """The id in ``args[name]``, or a new one."""
+    # An optional field is absent or of its type: an explicit null is refused (the OpenAPI
+    # document does not allow it either).
+    return cv.read_id(args[name], name) if name in args else new_id()
+
+
+def opt_id(args: dict[str, Any], name: str) -> str | None:
+    """The id in ``args[name]``, or None."""
+    return cv.read_id(args[name], name) if name in args else None
+
+
+def version(args: dict[str, Any]) -> int | None:
+    """The ``expected_version`` of a conditional write, or None."""
+    if "expected_version" not in args:
+        return None
+    return cv.read_int(args["expected_version"], "expected_version", maximum=MAX_VERSION)
+
+
+def check_key(key: tuple[str, int] | None) -> None:
+    """Reject a malformed idempotency key before it reaches the log."""
+    if key is None:
+        return
+    client_id, seq = key
+    cv.read_id(client_id, "client_id")
+    if type(seq) is not int or not 1 <= seq <= MAX_VERSION:
+        raise InvalidArgument("the idempotency seq must be a positive integer", field="seq")
+
+
+def page(
+    items: list[Any], key: Callable[[Any], str], args: dict[str, Any], state: ClusterStateMachine
+) -> dict[str, Any]:
+    """One page of ``items`` (sorted by ``key``) after ``args["after"]``, at most ``limit``."""
+    limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
+    if "after" in args:
+        after = cv.read_str(args["after"], "after")
+        items = [i for i in items if key(i) > after]
+    page = items[:limit]
+    more = len(items) > limit
+    # ``revision``: the applied index the list was read at, so a client can list and then
+    # watch from revision + 1 without a gap (docs/orchestrator.md).
+    return {
+        "items": page,
+        "next": key(page[-1]) if more and page else None,
+        "revision": state.last_applied_index,
+    }
+
+
+def read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> Any:
+    """The workload, instance or node ``args["id"]`` names; NotFound if there is none."""
+    ident = cv.read_str(args.get("id"), "id") if "id" in args else None
+    if ident is None:
+        raise InvalidArgument("missing field 'id'", field="id")
+    found = {
+        "workload": state.get_workload,
+        "instance": state.get_instance,
+        "node": state.get_node,
+    }[what](ident)
+    if found is None:
+        raise NotFound(f"{what} {ident!r} not found")
+    return found
+
+
+def existing_id(args: dict[str, Any], what: str) -> str:
+    """The id of an object a write addresses; one that cannot exist is simply not found."""
+    ident = cv.read_str(args["id"], "id")
+    if id_problem("id", ident) is not None:
+        raise NotFound(f"{what} {ident!r} not found")
+    return ident
+
+
+def gone(what: str, ident: str) -> NotFound:
+    """The answer for an object a concurrent request deleted right after this write."""
+    return NotFound(f"{what} {ident!r} was deleted by a concurrent request after this write")

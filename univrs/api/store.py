@@ -1,0 +1,589 @@
+"""The cluster state on a node: ``RaftStateStore``, writes through the leader and reads at a
+chosen consistency, on any node (``ApiService``, univrs/api/service.py, is the REST and
+fast-protocol adapter over it; ``univrs.api.forward`` carries a follower's writes).
+
+Theory of operation. ``RaftStateStore`` is the node's one ``StateStore`` (univrs/sm/store.py):
+the typed methods (``create_workload``, ``scale_workload`` ...) that the reconciler and
+in-process callers use, and ``submit``/``read_at``, which ``ApiService.execute(name, args,
+...)`` (the one entry point of both the REST API and the fast client protocol) calls after
+checking the operation's arguments and building its command. It works on any node, whatever
+its role; every request has a deadline. A ``StateStore`` write on a follower travels to the
+leader as the operation whose ``build`` gives the same command back
+(``univrs.api.forward.request_of``) and returns once this node applied it too (so a local read
+reflects it); a command fenced by a term (the reconciler's) is never forwarded.
+
+Callers. ``execute`` first authorizes the caller for the operation's role
+(``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and
+stamps the session with the caller's identity as its owner (``univrs.api.limits``,
+``univrs.sm.sessions``). A forwarded request carries the caller's token and address, and the
+leader checks them again. On the leader, a write that would not free space is refused with
+``no-space`` while the storage quota's NOSPACE alarm is raised.
+
+Writes. The operation's ``build`` checks the arguments and assigns ids (uuid4 hex) *here, on
+the serving node, before proposing*. Then, until the deadline:
+
+* on the leader: propose the command (an ``Envelope`` carrying the idempotency key, if any)
+  to the runtime (which batches concurrent proposals into one log append) and wait until it
+  is applied here; render the result from this node's state;
+* on a follower that knows the leader: forward the already-built request over the fast
+  protocol to the leader (``Forwarder``: one shared connection, many requests in flight) with
+  ``hops=1``; a node never forwards a forwarded request again, it answers ``not-leader``;
+* with no known leader: wait for one for at most ``leader_wait`` seconds, then answer
+  ``unavailable`` (503, Retry-After), never hang.
+
+Retrying inside the loop is done only when it cannot apply a command twice (docs/api.md,
+"Write outcomes"): the attempt certainly did not apply (``NotLeader`` before proposing,
+``ProposalDropped``: refused by the core or its entry replaced by a different one, a request
+not sent, a forwarded request refused with ``not-leader``/``unavailable``), or the request
+carries an idempotency key (the state machine's session answers a duplicate with the first
+response, Raft dissertation 6.3). An attempt that may have applied (``OutcomeUnknown`` from the
+runtime: its entry was covered by a snapshot; the connection to the leader broke after
+sending) ends a keyless write at once with ``outcome-unknown``, and its deadline with
+``timeout``. Once an attempt may have applied, a later refusal (no leader, not the leader,
+``session-expired``) is answered as ``outcome-unknown`` too: it only says that the *later*
+attempt did not apply.
+
+The result of a write is the object as it is on the executing node right after the write
+applied (a later write may already show), with ``meta["index"]``: the log index the write
+itself was applied at (for a retried key: the first application's).
+
+Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4;
+concurrent reads share one, ``ReadCoalescer``; a follower's read is confirmed by the leader and
+served here); ``local`` reads this replica's applied state at once. The result carries
+``meta``: the node, its applied and commit index, how many committed entries it has not
+applied yet, and how long ago it last heard from the leader (``LeaderContact``): what the
+leader committed since then may be missing too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from univrs import errors as base
+from univrs.api.auth import ANONYMOUS, Authority, Caller
+from univrs.api.batcher import ReadCoalescer
+from univrs.api.forward import Forwarder, request_of
+from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
+from univrs.api.metrics import ApiMetrics
+from univrs.api.opargs import check_key
+from univrs.api.ops import handler
+from univrs.client.protocol import MAX_HOPS
+from univrs.errors import (
+    ConnectionLost,
+    InvalidArgument,
+    NoSpace,
+    NotLeader,
+    OutcomeUnknown,
+    SessionExpired,
+    StaleSequence,
+    Timeout,
+    Unavailable,
+    UnivrsError,
+)
+from univrs.raft.ready import Role
+from univrs.runtime.proposals import Outcome, WriteAttempts
+from univrs.sm.commands import (
+    Command,
+    CreateInstance,
+    CreateWorkload,
+    Envelope,
+    OpenSession,
+    RegisterNode,
+)
+from univrs.sm.errors import failure_to_exception
+from univrs.sm.events import Event, ObjectKind
+from univrs.sm.responses import Created, Failure, Response, Success
+from univrs.sm.state import ClusterStateMachine
+from univrs.sm.store import ReadConsistency, StateStore
+
+if TYPE_CHECKING:
+    from univrs.service.node import NodeHandle
+
+log = logging.getLogger("univrs.api")
+
+DEFAULT_TIMEOUT = 10.0  # seconds a request may take, unless it asks for less
+MAX_TIMEOUT = 60.0
+LEADER_WAIT = 3.0  # how long a request waits for an election before answering 503
+RETRY_PAUSE = 0.02  # between attempts that failed for a transient reason
+NO_LEADER_MESSAGE = (
+    "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
+)
+UNKNOWN_MESSAGE = (
+    "the write reached a Raft log but this node cannot tell whether it applied; it was not "
+    "retried: read the object to find out, or send writes with an idempotency key"
+)
+__all__ = ["CallerStateStore", "LeaderContact", "RaftStateStore", "Write"]
+
+# The caller of a node's own write (no caller given, auth on): trusted on the leader, never
+# forwarded (see ``RaftStateStore.execute``).
+_NODE_ITSELF = Caller(address="node-itself")
+
+
+def _after_unknown(exc: UnivrsError) -> UnivrsError:
+    """The error to answer once an earlier attempt may have applied the write.
+
+    A later attempt's refusal (no leader, not the leader, the session gone or its window
+    passed) only says that *that* attempt did not apply; answering it would tell the caller
+    that nothing applied, and a caller retrying without the key would apply it twice. Answers
+    of the state machine to a keyed retry (the first response) and unknown outcomes stand."""
+    if isinstance(exc, Unavailable) and not exc.outcome_unknown:
+        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry was refused: {exc.message})")
+    if isinstance(exc, SessionExpired | StaleSequence):
+        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry with its key failed: {exc.message})")
+    return exc
+
+
+@attrs.define(eq=False)
+class LeaderContact:
+    """When this node last heard from its leader (for the freshness of local reads).
+
+    ``run`` samples the transport's per-peer receive counters every ``every`` seconds and
+    notes when the leader's counter last moved; a follower's local state lags the leader by
+    what the leader committed since then (plus ``behind`` entries not yet applied here).
+    """
+
+    node: NodeHandle
+    every: float = 0.05
+    _leader: str | None = None
+    _count: int = -1
+    _heard_at: float | None = None
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await trio.sleep(self.every)
+
+    def sample(self) -> None:
+        leader = self.node.status().leader
+        count = -1
+        if leader is not None and leader != self.node.node_id:
+            try:
+                count = self.node.transport.statistics().peer(leader).messages_received
+            except KeyError:
+                count = -1
+        if leader != self._leader:
+            self._leader, self._count, self._heard_at = leader, count, None
+        elif count != self._count:
+            self._count, self._heard_at = count, trio.current_time()
+
+    def ms_since(self) -> int | None:
+        """Milliseconds since the leader was last heard (0 on the leader; None if unknown)."""
+        status = self.node.status()
+        if status.role is Role.LEADER:
+            return 0
+        if self._heard_at is None or status.leader != self._leader:
+            return None
+        return int((trio.current_time() - self._heard_at) * 1000)
+
+
+@attrs.frozen(kw_only=True)
+class Write:
+    """One write as ``RaftStateStore.submit`` runs it.
+
+    ``envelope`` is proposed on the leader; a follower forwards ``op`` with ``args`` (the
+    normalized arguments the leader rebuilds the same command from). ``render`` turns the
+    applied response into the result (None: the response itself); ``leader_step``, on the
+    leader, may replace the command or answer without writing (a heartbeat)."""
+
+    envelope: Envelope
+    op: str
+    args: dict[str, Any]
+    caller: Caller = ANONYMOUS  # forwarded with the request: the leader authorizes it again
+    allowed_when_full: bool = False  # a write that frees space passes the NOSPACE alarm
+    render: Callable[[Response, ClusterStateMachine], Any] | None = None
+    leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
+        None
+    )
+
+
+@attrs.define(eq=False)
+class RaftStateStore(StateStore):
+    """The cluster state on this node, whichever its role: the ``StateStore`` that the REST
+    API and the fast protocol (through ``ApiService``), the reconciler and in-process callers
+    use (see the module docstring for the write and read rules)."""
+
+    node: NodeHandle
+    forwarder: Forwarder
+    reads: ReadCoalescer = attrs.field(init=False)
+    contact: LeaderContact = attrs.field(init=False)
+    metrics: ApiMetrics | None = attrs.field(init=False, default=None)
+    timeout: float = DEFAULT_TIMEOUT
+    leader_wait: float = LEADER_WAIT
+    authority: Authority = attrs.field(init=False)
+    session_opens: RateLimiter = attrs.field(init=False)
+    quota: Quota | None = attrs.field(init=False, default=None)
+    fast_connections: ConnectionLimiter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        config = self.node.config
+        self.authority = Authority(self.node)
+        self.fast_connections = ConnectionLimiter(
+            config.max_connections_per_address, "fast protocol"
+        )
+        self.session_opens = RateLimiter(
+            rate=config.session_open_rate, burst=config.session_open_burst
+        )
+        storage = getattr(self.node, "storage", None)
+        if storage is not None:
+            self.quota = Quota(storage, config.quota_backend_bytes)
+        self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
+        self.contact = LeaderContact(self.node)
+        self.forwarder.nursery.start_soon(self.contact.run)
+        registry = getattr(self.node.metrics, "registry", None)
+        if registry is not None:
+            self.metrics = ApiMetrics.register(
+                registry,
+                proposal_batches=lambda: self.node.runtime.statistics().proposal_batches,
+                proposals=lambda: self.node.runtime.statistics().proposals,
+                read_confirmations=lambda: self.reads.requests,
+            )
+            quota = self.quota
+            if quota is not None:
+                registry.gauge(
+                    "univrs_storage_quota_alarm",
+                    "1 while this node's NOSPACE alarm is raised (storage in use above "
+                    "limits.quota_backend_bytes: writes refused), else 0.",
+                    callback=lambda: [((), float(quota.alarm))],
+                )
+                registry.gauge(
+                    "univrs_storage_quota_bytes",
+                    "This node's storage quota (limits.quota_backend_bytes).",
+                    callback=lambda: [((), float(quota.limit))],
+                )
+
+    # ---------------------------------------------------------------- the StateStore hooks
+
+    def acting_for(self, caller: Caller) -> CallerStateStore:
+        """This store as ``caller``: every write and read is authorized for the caller's token
+        like the API's (the operation's role), and a write a follower forwards carries that
+        token, which the leader checks again."""
+        return CallerStateStore(store=self, caller=caller)
+
+    async def execute(
+        self, command: Command | Envelope, *, caller: Caller | None = None
+    ) -> Response:
+        """Apply ``command`` through the leader (proposed here, or forwarded) within
+        ``timeout``; return once this node applied it, so a local read reflects it. Besides
+        a ``Failure`` it may raise the product's errors (no leader, a deadline, a refusal the
+        leader answered).
+
+        ``caller`` (``acting_for``): the write is authorized here for the caller's token and
+        forwarded with it. None: the node's own write (the reconciler, liveness), trusted on
+        the leader; with auth on, a follower refuses to forward it (``not-leader``): the node has
+        no token of its own, and forwarding never raises anyone's rights."""
+        envelope = command if isinstance(command, Envelope) else Envelope(command=command)
+        key = None
+        if envelope.client_id is not None and envelope.seq is not None:
+            key = (envelope.client_id, envelope.seq)
+        deadline = trio.current_time() + self.timeout
+        args: dict[str, Any] = {}
+        if _fenced(envelope.command):
+            op = ""  # a leader's decision is never forwarded: NotLeader elsewhere
+        else:
+            op, args = request_of(envelope.command)
+        if caller is not None:
+            role = handler(op).declaration.required_role if op else "admin"
+            self.authority.authorize(caller, role, op or type(envelope.command).__name__)
+        elif self.authority.enabled and op:
+            caller = _NODE_ITSELF
+        result, meta = await self.submit(
+            Write(envelope=envelope, op=op, args=args, caller=caller or ANONYMOUS),
+            key,
+            deadline,
+            hops=0 if op else MAX_HOPS,
+        )
+        if isinstance(result, Success | Created | Failure):
+            return result
+        index = int(meta["index"])  # forwarded: the leader applied it at this index
+        await self._applied(index, deadline)
+        created = envelope.command
+        if isinstance(created, OpenSession):
+            return Created(id=str(result["client_id"]), version=index)
+        if isinstance(created, RegisterNode):
+            return Created(id=created.info.id, version=index)
+        if isinstance(created, CreateWorkload | CreateInstance):
+            return Created(id=created.id, version=index)
+        return Success(version=index)
+
+    async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
+        """This node's state machine, once a read of it is ``consistency`` (a linearizable
+        one is confirmed by the leader, within ``timeout``)."""
+        if consistency is ReadConsistency.LINEARIZABLE:
+            await self._read_barrier(trio.current_time() + self.timeout)
+        return self.node.runtime.sm
+
+    async def watch(
+        self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """The events of ``kinds`` applied on this node from ``from_revision`` on (default:
+        the next one), in order, forever; ``Compacted`` when the revision is no longer kept
+        here (read the state again and watch from its ``last_applied_index`` + 1)."""
+        hub = self.node.runtime.watch_hub
+        start = hub.revision + 1 if from_revision is None else from_revision
+        with hub.watcher():
+            while True:
+                events, through = await hub.poll(kinds, start, limit=1000, wait=60.0)
+                for event in events:
+                    yield event
+                start = through + 1
+
+    async def _applied(self, index: int, deadline: float) -> None:
+        runtime = self.node.runtime
+        with trio.move_on_at(deadline) as scope:
+            while runtime.sm.last_applied_index < index:
+                await runtime.wait_changed()
+        if scope.cancelled_caught:
+            raise Timeout(
+                f"the write applied at index {index} on the leader but not yet on this node"
+            )
+
+    # ---------------------------------------------------------------- writes
+
+    async def submit(
+        self,
+        write: Write,
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int = 0,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Run one write until ``deadline``: (its result, {"index": the log index it applied
+        at}). See the module docstring for the retry rules."""
+        check_key(key)
+        attempts = WriteAttempts(keyed=key is not None)
+        try:
+            return await self._attempt_write(write, key, deadline, hops, attempts)
+        except UnivrsError as exc:
+            answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
+            if answer is exc:
+                raise
+            raise answer from exc
+
+    async def _attempt_write(
+        self,
+        write: Write,
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int,
+        attempts: WriteAttempts,
+        caller: Caller = ANONYMOUS,
+    ) -> tuple[Any, dict[str, Any]]:
+        """The attempts of ``submit``; ``attempts`` (univrs/runtime/proposals.py, the rules the
+        simulator runs too) notes as soon as an attempt may have applied the command. A
+        keyless write is then not retried (its error says the outcome is unknown); a keyed one
+        is, because the state machine answers a retried key with the first response."""
+        runtime = self.node.runtime
+        envelope = write.envelope
+        hint: str | None = None
+        while True:
+            if trio.current_time() >= deadline:
+                raise self._expired(attempts.maybe_applied)
+            status = runtime.status()
+            if status.role is Role.LEADER:
+                extra: dict[str, Any] = {}
+                proposed = envelope
+                if write.leader_step is not None:
+                    # A write the leader may answer itself (a heartbeat of a live node).
+                    step, extra = write.leader_step(runtime.sm)
+                    if step is None:  # nothing to write: rendered from the state here
+                        applied = runtime.sm.last_applied_index
+                        done = Success(version=applied)
+                        if write.render is None:
+                            return done, {"index": applied}
+                        return {**write.render(done, runtime.sm), **extra}, {"index": applied}
+                    proposed = attrs.evolve(envelope, command=step)
+                self._check_quota(write)
+                try:
+                    # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
+                    with trio.CancelScope(deadline=deadline) as scope:
+                        response = await runtime.propose(proposed)
+                    if scope.cancelled_caught:
+                        raise self._expired(True)
+                except (base.NotLeader, base.ProposalDropped):
+                    # This attempt certainly did not apply: refused before reaching the log,
+                    # or its entry was replaced by a different entry at its index.
+                    attempts.failed(Outcome.NOT_APPLIED)
+                    await self._settle(deadline)
+                    continue
+                except base.OutcomeUnknown as exc:
+                    # Appended, then covered by a snapshot from a new leader: it may have
+                    # applied. Only a keyed write may go again (the session dedups it).
+                    if not attempts.failed(Outcome.UNKNOWN):
+                        raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
+                    await self._settle(deadline)
+                    continue
+                if write.render is None:
+                    index = runtime.sm.last_applied_index  # a Failure has no version
+                    return response, {"index": getattr(response, "version", index)}
+                if isinstance(response, Failure):
+                    raise failure_to_exception(response)
+                result = write.render(response, runtime.sm)
+                if extra:
+                    result = {**result, **extra}
+                return result, {"index": response.version}
+            if hops >= MAX_HOPS:
+                raise NotLeader(leader=status.leader)
+            leader = hint or status.leader
+            hint = None
+            if leader is None:
+                await self._wait_for_leader(deadline)
+                continue
+            if leader == status.id:  # our view is mid-change: let the driver catch up
+                await self._settle(deadline)
+                continue
+            if write.caller is _NODE_ITSELF:
+                raise NotLeader(
+                    leader,
+                    message="with auth on, this node's own write runs on the leader only (a "
+                    "node has no token of its own to forward it with): in-process callers act "
+                    "for a caller (RaftStateStore.acting_for) whose token the leader checks",
+                )
+            address = status.membership.address_of(leader)
+            if address is not None:  # this node's [raft.dial] override, like its raft links
+                address = self.node.config.dial_addresses({leader: address})[leader]
+            if address is None:
+                raise Unavailable(f"the address of the leader {leader!r} is unknown")
+            try:
+                result, meta = await self.forwarder.call(
+                    address, write.op, write.args, key, deadline, write.caller
+                )
+            except UnivrsError as exc:
+                self._count_forward(exc.code)
+                if isinstance(exc, ConnectionLost):
+                    if exc.outcome_unknown and not attempts.failed(Outcome.UNKNOWN):
+                        # Sent, then the connection broke: a keyless write is not resent.
+                        raise OutcomeUnknown(
+                            f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} "
+                            "broke after the write was sent)"
+                        ) from None
+                    await self._settle(deadline)  # let our own view of the leader catch up
+                    continue
+                if not isinstance(exc, Unavailable) or exc.outcome_unknown:
+                    raise  # an answer (not found, conflict ...) or an unknown outcome
+                if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
+                    # The node we took for the leader is not (any more): follow its hint.
+                    hint = exc.leader_hint
+                    continue
+                await self._settle(deadline)  # nothing applied: retry when the view moved
+                continue
+            self._count_forward("ok")
+            return result, meta or {}
+
+    def _check_quota(self, write: Write) -> None:
+        """Refuse a write that does not free space while the NOSPACE alarm is raised."""
+        if self.quota is None or write.allowed_when_full or not self.quota.alarm:
+            return
+        raise NoSpace(
+            f"the storage quota is exceeded ({self.quota.in_use()} bytes in use, "
+            f"limits.quota_backend_bytes = {self.quota.limit}): writes are refused until space "
+            "is freed; deletes still work, and a snapshot (`univrs cluster snapshot`) compacts "
+            "the log"
+        )
+
+    def _count_forward(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.forwarded.inc(1, outcome)
+
+    def _expired(self, maybe_applied: bool) -> UnivrsError:
+        if maybe_applied:
+            return Timeout(
+                "the write was not confirmed before its deadline; it may or may not have been "
+                "applied: retry it with the same idempotency key",
+                retry_after=1.0,
+            )
+        return Unavailable(NO_LEADER_MESSAGE, retry_after=1.0)
+
+    async def _settle(self, deadline: float) -> None:
+        """Pause briefly (until the node's view changes, at most RETRY_PAUSE)."""
+        with trio.move_on_at(min(deadline, trio.current_time() + RETRY_PAUSE)):
+            await self.node.runtime.wait_changed()
+
+    async def _wait_for_leader(self, deadline: float) -> None:
+        """Return once a leader is known; raise Unavailable after ``leader_wait`` or at the
+        deadline."""
+        runtime = self.node.runtime
+        give_up = min(deadline, trio.current_time() + self.leader_wait)
+        with trio.move_on_at(give_up):
+            while runtime.status().leader is None:
+                await runtime.wait_changed()
+            return
+        raise Unavailable(NO_LEADER_MESSAGE, retry_after=max(1.0, math.ceil(self.leader_wait / 2)))
+
+    # ---------------------------------------------------------------- reads
+
+    async def read_at(self, consistency: str, deadline: float) -> ClusterStateMachine:
+        """The state to read at ``consistency`` (``linearizable`` or ``local``), by
+        ``deadline``."""
+        if consistency not in ("linearizable", "local"):
+            raise InvalidArgument(
+                "consistency must be 'linearizable' or 'local'", field="consistency"
+            )
+        if consistency == "linearizable":
+            await self._read_barrier(deadline)
+        return self.node.runtime.sm
+
+    async def _read_barrier(self, deadline: float) -> None:
+        runtime = self.node.runtime
+        while True:
+            if runtime.status().leader is None:
+                await self._wait_for_leader(deadline)
+            with trio.CancelScope(deadline=deadline) as scope:
+                try:
+                    await self.reads.wait()
+                    return
+                except base.Unavailable:
+                    pass  # dropped: leadership could not be confirmed; retry below
+            if scope.cancelled_caught:
+                raise Unavailable(
+                    "no leader confirmed the read before its deadline; retry", retry_after=1.0
+                )
+            if trio.current_time() >= deadline:
+                raise Unavailable(NO_LEADER_MESSAGE, retry_after=1.0)
+            await self._settle(deadline)
+
+    def meta(self, consistency: str) -> dict[str, Any]:
+        """How fresh a read served now is (see the module docstring)."""
+        status = self.node.runtime.status()
+        applied = self.node.runtime.sm.last_applied_index
+        return {
+            "node": status.id,
+            "consistency": consistency,
+            "leader": status.leader,
+            "applied_index": applied,
+            "commit_index": status.commit,
+            "behind": max(0, status.commit - applied),
+            "leader_contact_ms": self.contact.ms_since(),
+        }
+
+
+@attrs.define(eq=False)
+class CallerStateStore(StateStore):
+    """The node's ``RaftStateStore`` acting for one caller (``RaftStateStore.acting_for``):
+    the ``StateStore`` an in-process consumer that serves someone (the node's MCP endpoint,
+    an embedding application) uses, so its writes and reads are authorized as the same
+    request through the API would be, on any node."""
+
+    store: RaftStateStore
+    caller: Caller
+
+    async def execute(self, command: Command | Envelope) -> Response:
+        return await self.store.execute(command, caller=self.caller)
+
+    async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
+        self.store.authority.authorize(self.caller, "read", "a read of the cluster state")
+        return await self.store.read_state(consistency)
+
+    def watch(
+        self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
+    ) -> AsyncGenerator[Event, None]:
+        self.store.authority.authorize(self.caller, "read", "a watch")
+        return self.store.watch(kinds, from_revision)
+
+
+def _fenced(command: Command) -> bool:
+    return getattr(command, "fence_term", None) is not None
