@@ -7,8 +7,10 @@ import pathlib
 import random
 
 import pytest
+import trio
 
 from univrs.chaos.orchestrate import judge
+from univrs.chaos.runner import wait_for_leader
 from univrs.chaos.scenario import (
     ScenarioError,
     find_scenarios,
@@ -221,3 +223,29 @@ def test_a_scale_table_and_its_verdict_checks() -> None:
     assert "on a down machine" in judge(spec, [*good[:5], inst(7, "m3")], converged=True)[0]
     assert "not on a registered" in judge(spec, [*good[:5], inst(7, "m9")], converged=True)[0]
     assert "did not converge" in judge(spec, good, converged=False)[0]
+
+
+def test_the_startup_wait_keeps_the_leader_it_found() -> None:
+    # scripts/chaos on a loaded machine: a new leader stepped down by CheckQuorum 0.27 s after
+    # its election and the runner, asking again after its wait loop had seen it, reported "no
+    # leader after starting the cluster" (minority-partition, 2026-12-03).
+    answers = iter([None, "n2", None, None])
+
+    async def leader_of() -> str | None:
+        return next(answers)
+
+    async def main() -> str | None:
+        return await wait_for_leader(leader_of, lambda: True, timeout=5.0, every=0.0)
+
+    assert trio.run(main) == "n2"
+
+
+def test_the_startup_wait_gives_up_when_no_node_runs_or_in_time() -> None:
+    async def never() -> str | None:
+        return None
+
+    async def main(running: bool) -> str | None:
+        return await wait_for_leader(never, lambda: running, timeout=0.05, every=0.01)
+
+    assert trio.run(main, False) is None
+    assert trio.run(main, True) is None

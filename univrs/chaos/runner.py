@@ -23,7 +23,7 @@ import pathlib
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -143,6 +143,25 @@ def _stop_all(cluster: LocalCluster) -> dict[str, int | None]:
     return {n.node_id: cluster.stop(n) for n in cluster.nodes}
 
 
+async def wait_for_leader(
+    leader_of: Callable[[], Awaitable[str | None]],
+    any_running: Callable[[], bool],
+    timeout: float,
+    every: float = 0.2,
+) -> str | None:
+    """The first leader the nodes agree on within ``timeout`` s (sampled every ``every`` s), or
+    None (or at once when no node runs any more: a bad config). The leader found is kept: a new
+    leader may step down a moment later (CheckQuorum with followers starved of CPU), and asking
+    again then made a started cluster look leaderless."""
+    with trio.move_on_after(timeout):
+        while (leader := await leader_of()) is None:
+            if not any_running():
+                return None  # every node exited: no point waiting
+            await trio.sleep(every)
+        return leader
+    return None
+
+
 def endpoints_ids(cluster: LocalCluster) -> list[str]:
     """The bootstrap members (every node but the spares)."""
     return [n.node_id for n in cluster.nodes if n.node_id not in cluster.spares]
@@ -166,12 +185,9 @@ async def _run_phases(
     echo(f"[{scenario.name}] starting {len(endpoints)} nodes{spares} in {cluster.folder}")
     await trio.to_thread.run_sync(lambda: cluster.start_all(log_level=options.log_level))
     setup_monitor = Monitor(api=api, t0=trio.current_time())
-    with trio.move_on_after(STARTUP_TIMEOUT):
-        while await setup_monitor.leader_of() is None:
-            if not any(n.running() for n in cluster.nodes):
-                break  # every node exited (a bad config?): no point waiting
-            await trio.sleep(0.2)
-    leader = await setup_monitor.leader_of()
+    leader = await wait_for_leader(
+        setup_monitor.leader_of, lambda: any(n.running() for n in cluster.nodes), STARTUP_TIMEOUT
+    )
     if leader is None:
         result.reasons.append("no leader after starting the cluster")
         result.dead.extend(checks.dead_nodes(cluster, set(endpoints_ids(cluster))))

@@ -69,7 +69,7 @@ class Forger:
     rng: random.Random
     rate: float = 0.002
     answer_rate: float = 0.02  # per tick of a campaigning node
-    sent: int = 0  # forged messages handed to cores
+    sent: int = 0  # forged messages handed to cores (the simulator counts them)
     refused: int = 0  # of which the core refused (the simulator counts them)
 
     def maybe_forge(self, raft: RaftNode, heard: Message) -> Message | None:
@@ -81,7 +81,6 @@ class Forger:
             return None  # (a message of its term from its leader reset its election timer)
         if st.id not in st.membership.voters and st.id not in st.membership.learners:
             return None
-        self.sent += 1
         kind = self.rng.randrange(4)
         last, last_term = st.last_index, st.last_term
         if kind == 3:
@@ -152,7 +151,6 @@ class Forger:
             src, incarnation = self.rng.choice(voters), FORGED_INCARNATION
         else:
             src, incarnation = MALLORY, None
-        self.sent += 1
         return RequestVoteResponse(
             # A pre-candidate's requests carry the term it would campaign in (9.6).
             term=st.term + 1 if pre else st.term,

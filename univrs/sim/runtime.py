@@ -420,6 +420,7 @@ class ReadyRuntime:
         if forged is None or raft is None:
             return
         assert self.forger is not None
+        self.forger.sent += 1
         self.trace.append((self.now, "forged", forged))
         st = raft.status()
         refused = st.refused_messages
