@@ -70,7 +70,7 @@ class CallerSessions:
     of them, the least recently used dropped first (see the module docstring)."""
 
     service: ApiService
-    max_callers: int = MAX_CALLERS
+    max_callers: int = attrs.field(factory=lambda: MAX_CALLERS)
     _pools: OrderedDict[str, SessionPool] = attrs.field(factory=OrderedDict)
 
     def __len__(self) -> int:
