@@ -118,6 +118,10 @@ async def test_mcp_over_http_refuses_oversized_and_garbage_bodies(tmp_path: path
             assert page["items"] == []
 
 
+def holds_bob(node: Node) -> bool:
+    return node.runtime.sm.balance("bob") >= 35
+
+
 def sent_then_lost(
     monkeypatch: pytest.MonkeyPatch, forwarder: Forwarder, op: str, keys: list[Any]
 ) -> None:
@@ -180,9 +184,7 @@ async def test_an_mcp_write_is_keyed_and_applied_once_when_its_outcome_is_unknow
         (client_id, first), (same, second) = keys[1], keys[2]
         assert (first, same, second) == (1, client_id, 2)
         for node in cluster.running():
-            await wait_until(
-                lambda node=node: node.runtime.sm.balance("bob") >= 35, "both transfers applied"
-            )
+            await wait_until(functools.partial(holds_bob, node), "both transfers applied")
         leader = await cluster.wait_leader()
         await wait_until(lambda: leader.runtime.sm.has_session(client_id), "the session")
         for node in cluster.running():

@@ -21,10 +21,24 @@ the caller of the HTTP request that carries the tool call. So the rules are the 
   answers): the server keeps no MCP session between requests, so nothing an agent leaves open
   holds memory, and every request is authenticated anew.
 
-Writes. Over HTTP the node runs a write without an idempotency key (it holds no client
-session for the agent): the store never applies it twice on its own, and a write whose outcome
-it cannot know is the tool error ``outcome-unknown`` (read the object, then decide); ``univrs
-mcp`` (stdio) keys every write instead.
+Writes. Exactly once, as with ``univrs mcp`` (stdio), and by the same code: ``CallerSessions``
+keeps one ``SessionPool`` (univrs/client/sessions.py, the client's) per caller identity
+(``token:<id>`` with auth on, else ``addr:<host>``); each write tool call gets the next
+sequence number of one of the caller's sessions as its key (``client_id``, ``seq``). The
+sessions are opened by ``session.open`` executed for the caller: through the log, owned by the
+caller's identity and under the per-caller open rate limit, like those a REST or fast-protocol
+client opens. ``ApiService.execute`` with a key retries the SAME numbered request after an
+unknown outcome (a snapshot covered the entry, the connection to the leader broke after
+sending, a leader change) until the call's deadline, and the state machine answers a repeat
+with the first response (univrs/api/store.py): a write applies at most once, and
+``outcome-unknown`` reaches the agent only when no attempt was confirmed before the deadline.
+Bounded: at most ``SESSIONS_PER_CALLER`` sessions per caller (more concurrent writes wait for
+a free number) and at most ``MAX_CALLERS`` callers, the least recently used dropped first (its
+sessions idle until they expire, within the table's per-owner bound); a caller refused the
+operation's role is refused before a session is opened for it. There is no caller-supplied
+idempotency-key argument: a key is a sequence number the node assigns in a session; a
+free-form key would need a second, replicated table (a repeated tool call is a new write; a
+create with ``id`` answers ``already-exists``, scale and delete take ``expected_version``).
 """
 
 from __future__ import annotations
