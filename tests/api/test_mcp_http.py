@@ -20,7 +20,10 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.api.helpers import Cluster, open_cluster, wait_until
 from tests.api.test_auth import bootstrap, holds_tokens
 from tests.api.test_mcp import structured
+from univrs.api import mcp as mcp_api
+from univrs.api.forward import Forwarder
 from univrs.client import open_client
+from univrs.errors import ConnectionLost
 from univrs.server.node import Node
 
 
@@ -113,3 +116,111 @@ async def test_mcp_over_http_refuses_oversized_and_garbage_bodies(tmp_path: path
         async with mcp_client(cluster, node, None) as mcp:
             page = structured(await mcp.call_tool("list_workloads", {}))
             assert page["items"] == []
+
+
+def holds_bob(node: Node) -> bool:
+    return node.runtime.sm.balance("bob") >= 35
+
+
+def sent_then_lost(
+    monkeypatch: pytest.MonkeyPatch, forwarder: Forwarder, op: str, keys: list[Any]
+) -> None:
+    """``forwarder`` sends its first request of ``op`` to the leader, then reports the
+    connection lost after sending (the outcome is unknown to it); every key it forwards for
+    ``op`` is noted in ``keys``."""
+    original = Forwarder.call
+    faults = [True]
+
+    async def call(
+        self: Forwarder, address: str, name: str, args: Any, key: Any, *rest: Any
+    ) -> Any:
+        answer = await original(self, address, name, args, key, *rest)
+        if self is forwarder and name == op:
+            keys.append(key)
+            if faults:
+                faults.pop()
+                lost = ConnectionLost("injected: the connection broke after sending")
+                lost.outcome_unknown = True
+                raise lost
+        return answer
+
+    monkeypatch.setattr(Forwarder, "call", call)
+
+
+async def test_an_mcp_write_is_keyed_and_applied_once_when_its_outcome_is_unknown(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write tool call on a follower carries the next sequence number of the caller's
+    session; when the forwarded write applied but the follower could not know (the connection
+    broke after sending), the node retries the same key and the leader answers it from the
+    session: the transfer applies exactly once, and the agent gets its result (the old
+    endpoint, keyless, answered outcome-unknown)."""
+    async with open_cluster(tmp_path, size=3, auth_enabled=True) as cluster:
+        await cluster.wait_leader()
+        follower = cluster.followers()[0]
+        admin = await bootstrap(cluster)
+        async with open_client(cluster.client_addresses(), token=admin) as client:
+            writer = await client.create_token(name="agent", roles=["write"])
+            await client.mint_credits("alice", 100, "test")
+        for node in cluster.running():
+            await wait_until(functools.partial(holds_tokens, node, 2), "the tokens everywhere")
+        owner = f"token:{writer['id']}"
+        assert follower.store is not None
+        keys: list[Any] = []
+        sent_then_lost(monkeypatch, follower.store.forwarder, "credits.transfer", keys)
+
+        async with mcp_client(cluster, follower, writer["secret"]) as mcp:
+            moved = await mcp.call_tool(
+                "transfer_credits", {"from_peer": "alice", "to_peer": "bob", "amount": 30}
+            )
+            assert not moved.is_error, moved
+            again = await mcp.call_tool(
+                "transfer_credits", {"from_peer": "alice", "to_peer": "bob", "amount": 5}
+            )
+            assert not again.is_error, again
+
+        # The lost attempt and its retry carried the same key; the next call the next number.
+        assert len(keys) == 3 and keys[0] == keys[1], keys
+        (client_id, first), (same, second) = keys[1], keys[2]
+        assert (first, same, second) == (1, client_id, 2)
+        for node in cluster.running():
+            await wait_until(functools.partial(holds_bob, node), "both transfers applied")
+        leader = await cluster.wait_leader()
+        await wait_until(lambda: leader.runtime.sm.has_session(client_id), "the session")
+        for node in cluster.running():
+            sm = node.runtime.sm
+            assert (sm.balance("alice"), sm.balance("bob")) == (65, 35)  # each applied once
+            assert sm.sessions_of(owner) == 1  # owned by the caller's token
+        (session,) = [s for s in leader.runtime.sm.stored_sessions() if s.owner == owner]
+        assert session.client_id == client_id and session.max_seq == 2
+
+
+async def test_mcp_caller_sessions_are_bounded_least_recently_used_first(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node keeps the sessions of at most ``MAX_CALLERS`` callers: a flood of tokens does
+    not grow it; a caller whose pool was dropped opens a new session on its next write (its
+    old one idles until it expires, within the per-owner bound of the session table); a
+    read-only token opens none."""
+    monkeypatch.setattr(mcp_api, "MAX_CALLERS", 2, raising=False)
+    async with open_cluster(tmp_path, size=1, auth_enabled=True) as cluster:
+        (node,) = cluster.running()
+        admin = await bootstrap(cluster)
+        async with open_client(cluster.client_addresses(), token=admin) as client:
+            tokens = [await client.create_token(name=f"t{i}", roles=["write"]) for i in range(6)]
+            reader = await client.create_token(name="reader", roles=["read"])
+            await client.mint_credits("alice", 100, "test")
+        args = {"from_peer": "alice", "to_peer": "bob", "amount": 1}
+        sm = node.runtime.sm
+        for token in [*tokens, tokens[-1], tokens[0]]:
+            async with mcp_client(cluster, node, token["secret"]) as mcp:
+                answer = await mcp.call_tool("transfer_credits", args)
+                assert not answer.is_error, answer
+        async with mcp_client(cluster, node, reader["secret"]) as mcp:
+            refused = await mcp.call_tool("transfer_credits", args)
+            assert "permission-denied: " in error_text(refused)
+        assert sm.balance("bob") == 8
+        owned = [sm.sessions_of(f"token:{t['id']}") for t in tokens]
+        # t5 was kept (used last but one), t0 was dropped and opened a second session.
+        assert owned == [2, 1, 1, 1, 1, 1], owned
+        assert sm.sessions_of(f"token:{reader['id']}") == 0

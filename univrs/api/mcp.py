@@ -21,20 +21,36 @@ the caller of the HTTP request that carries the tool call. So the rules are the 
   answers): the server keeps no MCP session between requests, so nothing an agent leaves open
   holds memory, and every request is authenticated anew.
 
-Writes. Over HTTP the node runs a write without an idempotency key (it holds no client
-session for the agent): the store never applies it twice on its own, and a write whose outcome
-it cannot know is the tool error ``outcome-unknown`` (read the object, then decide); ``univrs
-mcp`` (stdio) keys every write instead.
+Writes. Exactly once, as with ``univrs mcp`` (stdio), and by the same code: ``CallerSessions``
+keeps one ``SessionPool`` (univrs/client/sessions.py, the client's) per caller identity
+(``token:<id>`` with auth on, else ``addr:<host>``); each write tool call gets the next
+sequence number of one of the caller's sessions as its key (``client_id``, ``seq``). The
+sessions are opened by ``session.open`` executed for the caller: through the log, owned by the
+caller's identity and under the per-caller open rate limit, like those a REST or fast-protocol
+client opens. ``ApiService.execute`` with a key retries the SAME numbered request after an
+unknown outcome (a snapshot covered the entry, the connection to the leader broke after
+sending, a leader change) until the call's deadline, and the state machine answers a repeat
+with the first response (univrs/api/store.py): a write applies at most once, and
+``outcome-unknown`` reaches the agent only when no attempt was confirmed before the deadline.
+Bounded: at most ``SESSIONS_PER_CALLER`` sessions per caller (more concurrent writes wait for
+a free number) and at most ``MAX_CALLERS`` callers, the least recently used dropped first (its
+sessions idle until they expire, within the table's per-owner bound); a caller refused the
+operation's role is refused before a session is opened for it. There is no caller-supplied
+idempotency-key argument: a key is a sequence number the node assigns in a session; a
+free-form key would need a second, replicated table (a repeated tool call is a new write; a
+create with ``id`` answers ``already-exists``, scale and delete take ``expected_version``).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
@@ -42,6 +58,8 @@ from starlette.types import Receive, Scope, Send
 
 from univrs.api import rest
 from univrs.api.auth import ANONYMOUS, Caller
+from univrs.api.ops import handler
+from univrs.client.sessions import SessionPool
 from univrs.errors import NotFound, UnivrsError
 from univrs.mcp.server import build_server
 from univrs.service.declare import ANY_TOKEN
@@ -50,6 +68,8 @@ if TYPE_CHECKING:
     from univrs.api.service import ApiService
 
 PATH = "/v1/mcp"
+MAX_CALLERS = 1024  # callers whose sessions the node keeps (least recently used dropped first)
+SESSIONS_PER_CALLER = 4  # each lets 32 writes be in flight; more wait for a free number
 
 # The caller of the HTTP request a tool call arrived in: set by ``McpEndpoint`` around the
 # SDK's handling of the request (its server task is spawned from the request's task, so it
@@ -58,11 +78,73 @@ CALLER: ContextVar[Caller] = ContextVar("univrs_mcp_caller", default=ANONYMOUS)
 
 
 @attrs.define(eq=False)
-class NodeCluster:
-    """The ``univrs.mcp.server.Cluster`` of a node: operations run in its ``ApiService`` for
-    the current HTTP request's caller."""
+class CallerSessions:
+    """The idempotency sessions this node holds for its MCP callers: one ``SessionPool``
+    (univrs/client/sessions.py, the client's own) per caller identity, at most ``max_callers``
+    of them, the least recently used dropped first (see the module docstring)."""
 
     service: ApiService
+    max_callers: int = attrs.field(factory=lambda: MAX_CALLERS)
+    _pools: OrderedDict[str, SessionPool] = attrs.field(factory=OrderedDict)
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def pool_for(self, owner: str, caller: Caller) -> SessionPool:
+        """The sessions of ``owner`` (the caller's identity key), opened for ``caller``."""
+        pool = self._pools.get(owner)
+        if pool is not None:
+            self._pools.move_to_end(owner)
+            return pool
+        while len(self._pools) >= self.max_callers:
+            # Its writes in flight finish with it; its sessions idle until they expire.
+            self._pools.popitem(last=False)
+
+        async def open_session(deadline: float) -> str:
+            # Through the log, stamped with the caller's identity as owner (and rate-limited
+            # per caller), like a session.open the caller sent itself.
+            opened, _ = await self.service.execute(
+                "session.open",
+                {},
+                timeout=max(0.001, deadline - trio.current_time()),
+                caller=caller,
+            )
+            return str(opened["client_id"])
+
+        pool = self._pools[owner] = SessionPool(open_session, max_sessions=SESSIONS_PER_CALLER)
+        return pool
+
+    async def write(self, op: str, args: dict[str, Any], caller: Caller) -> Any:
+        """Run write ``op`` for ``caller`` exactly once: with the next key of the caller's
+        session, retried (the same key) until the deadline when its outcome is unknown."""
+        service = self.service
+        declared = handler(op).declaration
+        try:  # refused before a session is opened for the caller (a read token holds none)
+            identity = service.store.authority.authorize(caller, declared.required_role, op)
+        except UnivrsError as exc:
+            if service.metrics is not None:
+                service.metrics.requests.inc(1, op, exc.code)
+            raise
+        deadline = trio.current_time() + service.store.timeout
+
+        async def keyed(key: tuple[str, int]) -> Any:
+            remaining = max(0.001, deadline - trio.current_time())
+            result, _ = await service.execute(op, args, key=key, timeout=remaining, caller=caller)
+            return result
+
+        return await self.pool_for(identity.key, caller).write(keyed, deadline)
+
+
+@attrs.define(eq=False)
+class NodeCluster:
+    """The ``univrs.mcp.server.Cluster`` of a node: operations run in its ``ApiService`` for
+    the current HTTP request's caller; writes with a key of the caller's session."""
+
+    service: ApiService
+    sessions: CallerSessions = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.sessions = CallerSessions(self.service)
 
     @property
     def leader(self) -> str | None:
@@ -78,9 +160,9 @@ class NodeCluster:
         return result
 
     async def write(self, op: str, args: dict[str, Any] | None = None) -> Any:
-        """Run operation ``op`` (a write, without a key: see the module docstring)."""
-        result, _ = await self.service.execute(op, dict(args or {}), caller=CALLER.get())
-        return result
+        """Run operation ``op`` (a write) for the current caller, exactly once (module
+        docstring)."""
+        return await self.sessions.write(op, dict(args or {}), CALLER.get())
 
 
 @attrs.define(eq=False)
@@ -89,9 +171,11 @@ class McpEndpoint:
 
     service: ApiService
     manager: StreamableHTTPSessionManager = attrs.field(init=False)
+    cluster: NodeCluster = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        server = build_server(NodeCluster(self.service))
+        self.cluster = NodeCluster(self.service)
+        server = build_server(self.cluster)
         max_body = int(getattr(self.service.node.config, "max_body_bytes", rest.MAX_BODY))
         server.streamable_http_app(
             streamable_http_path=PATH,

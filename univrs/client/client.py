@@ -14,7 +14,7 @@ Theory of operation.
   answers it with the first response instead of applying it again (Raft dissertation 6.3). A
   session remembers the responses of its last 64 sequence numbers, so the client keeps fewer
   than ``SESSION_WINDOW`` of one session's writes in flight and opens more sessions when it is
-  busier than that.
+  busier than that (``univrs.client.sessions.SessionPool``, shared with the node's MCP endpoint).
 * Retries. Until the call's deadline, the client retries what is safe to retry: any request
   the node certainly did not apply (``unavailable``, ``not-leader``, not sent), and after an
   unknown outcome (``timeout``, ``outcome-unknown``, a connection lost after sending) only
@@ -48,6 +48,7 @@ import trio
 
 from univrs.client.connection import Connection
 from univrs.client.methods import StateMethods
+from univrs.client.sessions import SessionPool
 from univrs.errors import (
     Compacted,
     ConnectionLost,
@@ -64,25 +65,9 @@ log = logging.getLogger("univrs.client")
 
 DEFAULT_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 2.0
-SESSION_WINDOW = 32  # in-flight writes per session; the state machine's window is 64
-MAX_SESSIONS = 64
 MAX_PAUSE = 0.5  # longest pause between two attempts
 MOVE_BACKOFF = 5.0  # after failing to reach the leader, keep using a follower this long
 WATCH_WAIT = 5.0  # how long one watch poll waits on the server for an event
-
-
-@attrs.define(eq=False)
-class _Session:
-    """One idempotency session: its client id and the sequence numbers in use."""
-
-    client_id: str
-    next_seq: int = 1
-    outstanding: set[int] = attrs.field(factory=set)
-
-    def can_issue(self) -> bool:
-        # Every seq in flight stays within the window of the newest one, so a retry of the
-        # oldest is never "stale" (older than the state machine's response cache).
-        return not self.outstanding or self.next_seq < min(self.outstanding) + SESSION_WINDOW
 
 
 def split_url(address: str) -> tuple[str, bool]:
@@ -158,9 +143,10 @@ class Client(StateMethods):
     _members: dict[str, str] = attrs.field(factory=dict)  # node id -> fast address
     _move_retry_at: dict[str, float] = attrs.field(factory=dict)  # address -> earliest retry
     _connect_lock: trio.Lock = attrs.field(factory=trio.Lock)
-    _sessions: list[_Session] = attrs.field(factory=list)
-    _session_lock: trio.Lock = attrs.field(factory=trio.Lock)
-    _released: trio.Event = attrs.field(factory=trio.Event)
+    _sessions: SessionPool = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: SessionPool(self._open_session), takes_self=True),
+    )
     _rng: random.Random = attrs.field(factory=random.Random)
     retries: int = 0  # attempts beyond the first, over the client's lifetime (statistics)
     # Give up at once, rather than retry until the deadline, when a node answers that the
@@ -429,74 +415,38 @@ class Client(StateMethods):
     async def write(
         self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
     ) -> Any:
-        """Run a write exactly once, with an idempotency key from one of the client's sessions."""
+        """Run a write exactly once, with an idempotency key from one of the client's sessions
+        (``univrs.client.sessions.SessionPool``)."""
         deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
-        fresh = True
-        while True:
-            session, seq = await self._lease(deadline)
-            try:
-                return await self.call(
-                    op,
-                    args,
-                    key=(session.client_id, seq),
-                    timeout=max(0.001, deadline - trio.current_time()),
-                )
-            except SessionExpired:
-                # The session is gone (expired or evicted) and no attempt of this call may
-                # have applied (``call`` raises OutcomeUnknown instead once one may have):
-                # nothing was applied, so the command may go again under a new session, once.
-                self._forget(session)
-                if not fresh:
-                    raise
-                fresh = False
-            finally:
-                session.outstanding.discard(seq)
-                self._released.set()
-                self._released = trio.Event()
 
-    async def _lease(self, deadline: float) -> tuple[_Session, int]:
-        while True:
-            for session in self._sessions:
-                if session.can_issue():
-                    seq = session.next_seq
-                    session.next_seq += 1
-                    session.outstanding.add(seq)
-                    return session, seq
-            if len(self._sessions) < MAX_SESSIONS and not self._session_lock.locked():
-                async with self._session_lock:
-                    timeout = max(0.001, deadline - trio.current_time())
-                    # Safe to retry: a session opened by a lost attempt is merely unused,
-                    # and expires (or is evicted) like any idle session.
-                    opened = await self.call("session.open", {}, timeout=timeout, retry=True)
-                    self._sessions.append(_Session(client_id=opened["client_id"]))
-                continue
-            with trio.move_on_at(deadline):
-                await self._released.wait()
-                continue
-            raise Timeout("no idempotency session became free before the deadline")
+        async def keyed(key: tuple[str, int]) -> Any:
+            remaining = max(0.001, deadline - trio.current_time())
+            return await self.call(op, args, key=key, timeout=remaining)
+
+        return await self._sessions.write(keyed, deadline)
+
+    async def _open_session(self, deadline: float) -> str:
+        timeout = max(0.001, deadline - trio.current_time())
+        opened = await self.call("session.open", {}, timeout=timeout, retry=True)
+        return str(opened["client_id"])
 
     async def adopt_session(self, client_id: str, next_seq: int) -> None:
         """Write with an existing session (opened earlier, by this or another process) from
         ``next_seq`` on; the caller guarantees nobody else uses those numbers."""
-        self._sessions.append(_Session(client_id=client_id, next_seq=next_seq))
+        self._sessions.adopt(client_id, next_seq)
 
     async def detach_sessions(self) -> list[tuple[str, int]]:
         """Hand the sessions over (client id, next sequence number), newest last: the client
         forgets them and will not close them."""
-        sessions, self._sessions = self._sessions, []
-        return [(s.client_id, s.next_seq) for s in sessions]
-
-    def _forget(self, session: _Session) -> None:
-        if session in self._sessions:
-            self._sessions.remove(session)
+        return self._sessions.detach()
 
     async def aclose(self) -> None:
         """Close the sessions (best effort, briefly) and the connections."""
-        sessions, self._sessions = self._sessions, []
+        sessions = self._sessions.detach()
         with trio.move_on_after(1.0):
-            for session in sessions:
+            for client_id, _ in sessions:
                 try:
-                    await self.call("session.close", {"client_id": session.client_id}, timeout=0.5)
+                    await self.call("session.close", {"client_id": client_id}, timeout=0.5)
                 except UnivrsError:
                     break
         for conn in [self._conn, *self._retired]:

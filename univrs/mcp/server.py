@@ -8,7 +8,8 @@ protocol, which run them through the node's ``StateStore`` (docs/orchestrator.md
 * **Writes carry idempotency keys.** Every write the client sends carries a key of its session
   (``client_id``, ``seq``): a write retried after a leader change or a lost connection is
   applied once. A tool call an agent repeats is a new write; to make a create repeatable, pass
-  ``id``: the second call answers ``already-exists``.
+  ``id``: the second call answers ``already-exists``. Over HTTP the node keys them the same
+  way, with sessions it keeps per caller (univrs/api/mcp.py).
 * **Errors.** A refusal (``not-found``, ``version-conflict``, ``invalid-argument``,
   ``insufficient-credits``, ``unavailable`` ...) is a tool error whose text carries the code
   and the message (``not-found: ...``), for the agent to read; nothing else of the node leaks.
