@@ -14,7 +14,13 @@ instead of applying 2N commands; everything measured afterwards goes through the
   ``restore_plain``; the child also counts the Python memory blocks the restored state holds
   (``sys.getallocatedblocks``), a machine-independent figure;
 * digest: ``univrs.sm.snapshot.state_digest`` of the restored state, checked equal to the
-  original's.
+  original's;
+* pages: ``workload.list`` and ``instance.list`` (of one node) with ``limit=100`` from random
+  ``after`` ids, through the API's read handlers (``univrs.api.ops``) on the built state: CPU
+  time per page, median and p99 (one process, no network, no load: the state machine's share
+  of a page);
+* apply: CPU time per command of a ``CreateInstance`` + ``DeleteInstance`` pair applied to the
+  built state (the tables' insert and delete at this size).
 
 Machine-independent figures come with the timings: bytes, bytes per object, blocks per object,
 and ``restore / cbor2.loads``: the restore CPU time as a multiple of a bare ``cbor2.loads`` of the
@@ -35,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +133,147 @@ def build(n: int) -> ClusterStateMachine:
     return sm
 
 
-def rss_bytes() -> int:
-    """This process's resident set now (VmRSS), in bytes."""
+PAGES = 200
+APPLY_PAIRS = 2000
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def pages(sm: ClusterStateMachine, n: int) -> dict[str, float]:
+    """CPU seconds per ``limit=100`` page of workloads and of one node's instances (median,
+    p99), through the API's read handlers, from ``after`` ids spread over the table."""
+    from univrs.api import ops
+
+    out: dict[str, float] = {}
+    n_nodes = max(1, n // INSTANCES_PER_NODE)
+    pages_of: list[tuple[str, str, Callable[[int], dict[str, Any]]]] = [
+        (
+            "workload_page",
+            "workload.list",
+            lambda k: {"limit": 100, "after": f"wl-{k * 7919 % n:08d}"},
+        ),
+        (
+            "node_instance_page",
+            "instance.list",
+            lambda k: {"limit": 100, "node_id": f"node-{k % n_nodes:06d}"},
+        ),
+    ]
+    for name, op, args_of in pages_of:
+        read = ops.handler(op)
+        assert read.read is not None
+        times = []
+        for k in range(PAGES):
+            args = args_of(k)
+            start = time.process_time()
+            page = read.read(args, sm)
+            times.append(time.process_time() - start)
+            assert page["items"]
+        out[f"{name}_cpu_p50_s"] = round(statistics.median(times), 5)
+        out[f"{name}_cpu_p99_s"] = round(_p(times, 0.99), 5)
+    return out
+
+
+def applies(sm: ClusterStateMachine, n: int) -> float:
+    """CPU seconds per command of CreateInstance + DeleteInstance pairs on the built state."""
+    from univrs.sm import CreateInstance, DeleteInstance, InstanceSpec
+
+    index = sm.last_applied_index
+    start = time.process_time()
+    for k in range(APPLY_PAIRS):
+        ident = f"in-x{k * 7919 % n:08d}"
+        spec = InstanceSpec(workload_id=f"wl-{k * 104729 % n:08d}", node_id="node-000000")
+        index += 1
+        sm.apply(CreateInstance(id=ident, spec=spec), index=index, term=3)
+        index += 1
+        sm.apply(DeleteInstance(id=ident), index=index, term=3)
+    return round((time.process_time() - start) / (2 * APPLY_PAIRS), 7)
+
+
+def lmdb_load(sm: ClusterStateMachine, n: int, path: str) -> dict[str, Any]:
+    """The built state's object tables loaded into LMDB (``univrs.storage.sm_tables``, fsync on),
+    and CPU per applied command there (one write transaction, fsynced, per command)."""
+    from univrs.sm import CreateInstance, DeleteInstance, InstanceSpec
+    from univrs.storage.sm_tables import objects_in_lmdb
+
+    objects = objects_in_lmdb(path)
+    with _Clock() as c:
+        problems = objects.load(sm.stored_workloads(), sm.stored_instances(), sm.stored_nodes())
+    assert not problems, problems
+    out: dict[str, Any] = {"lmdb_load_s": round(c.wall, 3), "lmdb_load_cpu_s": round(c.cpu, 3)}
+    # Apply through a state machine whose tables are these (sessions etc. in memory).
+    from univrs.sm import objects as objects_module
+
+    real = objects_module.new_objects
+    objects_module.new_objects = lambda: objects  # type: ignore[assignment]
+    try:
+        machine = ClusterStateMachine()
+    finally:
+        objects_module.new_objects = real  # type: ignore[assignment]
+    index, pairs = sm.last_applied_index, 200
+    with _Clock() as c:
+        for k in range(pairs):
+            ident = f"in-y{k:08d}"
+            spec = InstanceSpec(workload_id=f"wl-{k * 104729 % n:08d}", node_id="node-000000")
+            index += 1
+            machine.apply(CreateInstance(id=ident, spec=spec), index=index, term=3)
+            index += 1
+            machine.apply(DeleteInstance(id=ident), index=index, term=3)
+    out["lmdb_apply_cpu_s"] = round(c.cpu / (2 * pairs), 6)
+    out["lmdb_apply_wall_s"] = round(c.wall / (2 * pairs), 6)
+    out["lmdb_file_bytes"] = os.path.getsize(os.path.join(path, "data.mdb"))
+    return out
+
+
+def lmdb_child(path: str, n: int) -> None:
+    """A fresh process opens the LMDB tables (a restart) and serves pages from them; prints
+    the time to open and count, the page times and the peak RSS as JSON."""
+    from univrs.storage.sm_tables import objects_in_lmdb
+
+    out: dict[str, Any] = {"rss_before": rss_bytes()}
+    with _Clock() as c:
+        objects = objects_in_lmdb(path)
+        counts = objects.counts()
+        first = objects.list_workloads(limit=100)
+    assert counts[0] == n and len(first) == 100, counts
+    out["open_s"], out["open_cpu_s"] = c.wall, c.cpu
+    n_nodes = max(1, n // INSTANCES_PER_NODE)
+    for name, page in (
+        (
+            "workload_page",
+            lambda k: objects.list_workloads(after=f"wl-{k * 7919 % n:08d}", limit=100),
+        ),
+        (
+            "node_instance_page",
+            lambda k: objects.list_instances(node_id=f"node-{k % n_nodes:06d}", limit=100),
+        ),
+    ):
+        times = []
+        for k in range(PAGES):
+            start = time.process_time()
+            assert page(k)
+            times.append(time.process_time() - start)
+        out[f"{name}_cpu_p50_s"] = round(statistics.median(times), 5)
+        out[f"{name}_cpu_p99_s"] = round(_p(times, 0.99), 5)
+    out["peak_rss"] = peak_rss_bytes()
+    out["rss_serving"] = rss_bytes()
+    print(json.dumps(out))
+
+
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set now (VmRSS), or its peak (VmHWM), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM: this program's own, unlike ``ru_maxrss``,
+    which a child started by ``subprocess`` inherits from the parent at fork)."""
+    return rss_bytes("VmHWM")
 
 
 class _Clock:
@@ -186,14 +328,14 @@ def child(path: str) -> None:
     with _Clock() as c:
         out["digest"] = state_digest(sm)
     out["digest_s"], out["digest_cpu_s"] = c.wall, c.cpu
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss"] = peak_rss_bytes()
     print(json.dumps(out))
 
 
-def run_child(path: str, timeout: float) -> dict[str, Any]:
+def run_child(path: str, timeout: float, how: list[str] | None = None) -> dict[str, Any]:
     """The child's figures (a fresh interpreter, so its peak RSS is the restore's)."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", path],
+        [sys.executable, __file__, *(how or []), "--child", path],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -205,7 +347,7 @@ def run_child(path: str, timeout: float) -> dict[str, Any]:
     return result
 
 
-def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
+def measure(n: int, repeats: int, timeout: float, with_lmdb: bool = False) -> dict[str, Any]:
     """Every figure for n objects (medians over ``repeats``)."""
     start = time.perf_counter()
     sm = build(n)
@@ -213,6 +355,7 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
     start = time.perf_counter()
     digest = state_digest(sm)
     digest_s = time.perf_counter() - start
+    page_figures = pages(sm, n)
     captures, encodes, encodes_cpu, children = [], [], [], []
     data = b""
     with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
@@ -230,7 +373,22 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
         size = len(data)
         del data
         parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        lmdb_path = os.path.join(tmp, "lmdb")
+        lmdb_figures = lmdb_load(sm, n, lmdb_path) if with_lmdb else {}
+        apply_s = applies(sm, n)  # after the digest and snapshot: it changes the state
         del sm
+        if with_lmdb:
+            opened = run_child(lmdb_path, timeout, ["--lmdb-child", str(n)])
+            lmdb_figures.update(
+                {
+                    "lmdb_restart_s": round(opened["open_s"], 4),
+                    "lmdb_restart_cpu_s": round(opened["open_cpu_s"], 4),
+                    "lmdb_workload_page_cpu_p99_s": opened["workload_page_cpu_p99_s"],
+                    "lmdb_node_instance_page_cpu_p99_s": opened["node_instance_page_cpu_p99_s"],
+                    "lmdb_serving_peak_rss_bytes": opened["peak_rss"],
+                    "lmdb_serving_rss_bytes": opened["rss_serving"],
+                }
+            )
         for _ in range(repeats):
             found = run_child(path, timeout)
             if found["digest"] != digest:
@@ -271,6 +429,9 @@ def measure(n: int, repeats: int, timeout: float) -> dict[str, Any]:
         "interpreter_rss_bytes": int(cm("rss_before")),
         "state_blocks_per_object": round(cm("state_blocks") / objects, 2),
         "builder_peak_rss_bytes": parent_peak,
+        **page_figures,
+        **lmdb_figures,
+        "apply_cpu_s": apply_s,
         "loadavg_1m": os.getloadavg()[0],
     }
 
@@ -280,9 +441,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| workloads + instances | snapshot pause (wall) | encode (CPU) | size | restore (CPU: "
         "decode + restore_plain) | restore / cbor2.loads | digest (CPU) | restore peak RSS "
-        "| blocks/object | load |"
+        "| blocks/object | workload page p99 (CPU) | node's instances page p99 | apply (CPU) "
+        "| load |"
     )
-    lines = [head, "|" + " --- |" * 10]
+    lines = [head, "|" + " --- |" * 13]
     for r in rows:
         lines.append(
             f"| {r['objects_workloads']:,} + {r['objects_instances']:,} "
@@ -295,6 +457,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['digest_cpu_s']:.2f} s "
             f"| {r['restore_peak_rss_bytes'] / 2**30:.2f} GiB "
             f"| {r['state_blocks_per_object']:.1f} "
+            f"| {r['workload_page_cpu_p99_s'] * 1000:.1f} ms "
+            f"| {r['node_instance_page_cpu_p99_s'] * 1000:.1f} ms "
+            f"| {r['apply_cpu_s'] * 1e6:.0f} us "
             f"| {r['loadavg_1m']:.1f} |"
         )
     return "\n".join(lines)
@@ -317,15 +482,24 @@ def main() -> None:
         metavar="FILE",
         help="only restore this stored snapshot in a child and print its figures as JSON",
     )
+    parser.add_argument(
+        "--lmdb",
+        action="store_true",
+        help="also load the object tables into LMDB and measure a restart and pages from it",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--lmdb-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.lmdb_child:
+        lmdb_child(args.child, args.lmdb_child)
+        return
     if args.child:
         child(args.child)
         return
     if args.restore:
         print(json.dumps(run_child(args.restore, args.timeout)))
         return
-    rows = [measure(n, args.repeats, args.timeout) for n in args.objects]
+    rows = [measure(n, args.repeats, args.timeout, args.lmdb) for n in args.objects]
     print(table(rows))
     text = json.dumps(rows)
     print(text)

@@ -7,15 +7,20 @@ change committed data, kick members off their links or make a node grow without 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 
+import cbor2
+import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.api.helpers import Cluster, open_cluster, wait_until
 from univrs.codec import encode_message
 from univrs.net.hello import WIRE_VERSION, Hello, encode_hello
-from univrs.raft.messages import AppendEntries, Entry, Message
+from univrs.net.transport import MAX_UNLISTED_PEERS
+from univrs.raft.messages import AppendEntries, Entry, Heartbeat, Message
 from univrs.runtime.payload import encode_payload
 from univrs.server.node import Node
 from univrs.sm.commands import Envelope, MintCredits
@@ -24,9 +29,9 @@ from univrs.sm.snapshot import state_digest
 NEWEST = 2**63 - 1  # the largest configuration index a hello may claim
 
 
-async def send_forged(node: Node, hello: Hello, msgs: list[Message]) -> bool:
-    """Dial ``node``'s raft port, send ``hello`` and ``msgs``; True if all were sent before
-    the node closed the connection."""
+async def send_forged(node: Node, hello: Hello, msgs: list[Message], linger: float = 0.5) -> bool:
+    """Dial ``node``'s raft port, send ``hello`` and ``msgs``, wait up to ``linger`` seconds
+    for the node to close; True if all were sent before the node closed the connection."""
     async with open_websocket_url(f"ws://127.0.0.1:{node.raft_port}/raft") as ws:
         await ws.send_message(encode_hello(hello))
         for m in msgs:
@@ -34,7 +39,7 @@ async def send_forged(node: Node, hello: Hello, msgs: list[Message]) -> bool:
                 await ws.send_message(encode_message(m))
             except ConnectionClosed:
                 return False
-        with trio.move_on_after(0.5):
+        with trio.move_on_after(linger):
             try:
                 await ws.get_message()  # the node answers nothing: wait for a close, briefly
             except ConnectionClosed:
@@ -112,3 +117,70 @@ async def test_a_hello_claiming_a_newer_binding_does_not_make_a_stranger_the_lea
             lambda: target.runtime.applied_index >= leader.runtime.applied_index, "the write"
         )
         assert state_digest(target.runtime.sm) == state_digest(leader.runtime.sm)
+
+
+async def test_made_up_peers_and_garbage_are_bounded_in_memory_and_in_the_log(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hellos under many made-up node ids (valid cluster id: it is no secret) and frames of
+    garbage: the node keeps per-peer state for a bounded number of unlisted ids, logs each
+    kind of refusal from one host once at WARNING (then DEBUG), and keeps its leader."""
+    caplog.set_level(logging.WARNING, logger="univrs.net")
+    async with open_cluster(tmp_path, 3) as cluster:
+        leader = await bound_cluster(cluster)
+        target = cluster.followers()[0]
+        term = target.status().term
+        cid = target.cluster_id
+        url = f"ws://127.0.0.1:{target.raft_port}/raft"
+        made_up = 2 * MAX_UNLISTED_PEERS + 10
+        for i in range(made_up):
+            hello = Hello(
+                version=WIRE_VERSION,
+                cluster=cid,
+                src=f"mallory-{i}",
+                dst=target.node_id,
+                incarnation=f"{i:016x}",
+                addr=f"127.0.0.1:{1000 + i}",
+            )
+            hb = Heartbeat(term=term, src=f"mallory-{i}", dst=target.node_id, commit=0)
+            await send_forged(target, hello, [hb], linger=0.01)
+        for garbage in (b"\xff", b"\x00" * 10, cbor2.dumps({"hello": 1}), b"\x9b" + b"\xff" * 8):
+            for _ in range(10):
+                async with open_websocket_url(url) as ws:
+                    await ws.send_message(garbage)
+                    with trio.move_on_after(2), contextlib.suppress(ConnectionClosed):
+                        await ws.get_message()
+
+        # Connections that never finish the websocket handshake (5 s each, at once), and
+        # websocket connections to a path nobody serves.
+        async def idle() -> None:
+            assert target.raft_port is not None
+            stream = await trio.open_tcp_stream("127.0.0.1", target.raft_port)
+            with trio.fail_after(30):
+                while await stream.receive_some(100):
+                    pass  # the node closes it after its handshake_timeout
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(idle)
+        for _ in range(10):
+            with contextlib.suppress(Exception):
+                async with open_websocket_url(f"ws://127.0.0.1:{target.raft_port}/nope"):
+                    pass
+        transport = target.transport
+        unlisted = {p.id for p in transport.statistics().peers} - set(cluster.nodes)
+        assert len(unlisted) <= MAX_UNLISTED_PEERS + 1  # + the entry source
+        assert len(transport.peer_incarnations()) <= 3 + MAX_UNLISTED_PEERS
+        # A refused stranger's advertised address is never dialed.
+        assert set(transport.peer_addresses()) <= set(cluster.nodes)
+        assert not [w for w in caplog.messages if "cannot reach mallory" in w]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        garbage_lines = [w for w in warnings if "unknown node" in w]
+        assert len(garbage_lines) <= 2, garbage_lines
+        stranger_lines = [w for w in warnings if "mallory-" in w]
+        assert len(stranger_lines) <= 2, stranger_lines
+        for what in ("no websocket handshake", "unknown path"):
+            lines = [w for w in warnings if what in w]
+            assert len(lines) == 1, lines
+        assert await cluster.wait_leader() is leader
+        assert target.status().term == term and target.status().leader == leader.node_id

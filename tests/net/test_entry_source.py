@@ -137,6 +137,8 @@ async def test_a_newer_leader_takes_over_and_the_old_unlisted_one_is_forgotten(
         async with open_transport(old), open_transport(new), open_transport(joiner):
             old.send(entries("n4", "j", term=3))
             await receive(joiner_inbox)
+            assert joiner.peer_addresses() == {}  # dialed once the core answers it
+            joiner.send(ack("j", "n4", term=3))
             assert joiner.peer_addresses() == {"n4": "n4:1"}
             new.send(heartbeat("n5", "j"))  # term 1: an older leader does not take over
             await receive(joiner_inbox)
@@ -144,8 +146,8 @@ async def test_a_newer_leader_takes_over_and_the_old_unlisted_one_is_forgotten(
             new.send(entries("n5", "j", term=4))
             await receive(joiner_inbox)
             assert joiner.entry_source == "n5"
-            assert joiner.peer_addresses() == {"n5": "n5:1"}
             joiner.send(ack("j", "n5", term=4))
+            assert joiner.peer_addresses() == {"n5": "n5:1"}
             assert await receive(new_inbox) == ack("j", "n5", term=4)
             # Once the map lists the source, the map's address is the one used.
             joiner.set_peer_addresses({"n5": "n5:2", "n6": "n6:1"})
@@ -216,8 +218,29 @@ async def test_a_term_the_core_refuses_does_not_take_over_the_entry_source(
             stranger.send(forged)
             assert await receive(joiner_inbox) == forged  # the core refuses it, and counts it
             assert joiner.entry_source == "n5"
-            assert joiner.peer_addresses() == {"n5": "n5:7005"}
             joiner.send(ack("j", "n5"))
+            assert joiner.peer_addresses() == {"n5": "n5:7005"}
             assert await receive(leader_inbox) == ack("j", "n5")
             assert "x:6666" not in net.dials
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_strangers_address_is_never_dialed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Red team; fails on the old code: a made-up peer's heartbeat at the current term made it
+    the entry source, and the node dialed the address its hello advertised (any host and
+    port an attacker names) though the core refused the heartbeat. An unlisted entry source
+    is dialed only once the core answers it."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        stranger, _ = node(net, "x", peers={"j": "j:1"}, advertise="x:6666")
+        joiner, joiner_inbox = node(net, "j", peers={"n1": "n1:1"})
+        async with open_transport(stranger), open_transport(joiner):
+            forged = Heartbeat(term=3, src="x", dst="j", commit=0, ctx=1)
+            stranger.send(forged)
+            assert await receive(joiner_inbox) == forged  # the core refuses it: no answer
+            await trio.sleep(5)  # virtual time (autojump): the link would have dialed by now
+            assert "x:6666" not in net.dials
+            assert set(joiner.peer_addresses()) == {"n1"}
         nursery.cancel_scope.cancel()

@@ -23,6 +23,7 @@ from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
 from univrs.raft.ready import InitialState, RaftConfig, Role
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.snapshots import SnapshotChecker
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
 from univrs.sm.state import ClusterStateMachine
@@ -79,6 +80,8 @@ class MemCluster:
     membership: Membership
     seed: int = 1
     proposal_depth: int = 1  # the runtimes' (univrs/runtime/driver.py, "Proposal batching")
+    # Give each core the node's snapshot check (univrs.runtime.snapshots.SnapshotChecker).
+    check_snapshots: bool = False
     stores: dict[str, MemoryStore] = attrs.field(factory=dict)
     runtimes: dict[str, RaftRuntime] = attrs.field(factory=dict)
     cut: set[str] = attrs.field(factory=set)  # both directions dropped
@@ -130,6 +133,7 @@ class MemCluster:
             rng=random.Random(f"{self.seed}/{node_id}/{self._incarnation}"),
             config=CONFIG,
             initial=initial,
+            snapshot_check=SnapshotChecker() if self.check_snapshots else None,
         )
         metrics = self.metrics[node_id] = NodeMetrics(lambda: runtime.status())
         runtime = RaftRuntime(

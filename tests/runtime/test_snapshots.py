@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
+from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
 from tests.sm.helpers import spec
 from tests.sm.test_sm_snapshot import populated
 from univrs import codec
 from univrs.errors import StorageError
-from univrs.runtime.snapshots import capture, restore
-from univrs.sm import BootstrapToken, CreateWorkload, snapshot_plain, state_digest
+from univrs.raft.messages import Membership, SnapshotMeta
+from univrs.runtime import applier as applier_module
+from univrs.runtime.snapshots import SnapshotChecker, capture, restore
+from univrs.sm import (
+    BootstrapToken,
+    ClusterStateMachine,
+    CreateWorkload,
+    snapshot_plain,
+    state_digest,
+)
 
 
 def test_capture_encodes_the_state_at_capture_time_and_restore_reads_it() -> None:
@@ -32,3 +42,63 @@ def test_restore_refuses_a_corrupt_snapshot_as_a_storage_error() -> None:
     data = bytearray(capture(populated().sm)())
     with pytest.raises(StorageError):
         restore(bytes(data[:-3]))
+
+
+def _meta(index: int, term: int = 1) -> SnapshotMeta:
+    return SnapshotMeta(index=index, term=term, membership=Membership(voters=frozenset({"a"})))
+
+
+def test_the_checker_hands_what_it_restored_to_the_install_of_those_bytes_once() -> None:
+    sm = populated().sm
+    data, meta = capture(sm)(), _meta(sm.last_applied_index)
+    checker = SnapshotChecker()
+    assert checker(meta, data) is None
+    assert checker.take(meta, bytes(bytearray(data))) is None  # equal bytes, other object
+    assert checker(meta, data) is None
+    assert checker.take(_meta(meta.index, term=9), data) is None  # another meta
+    assert checker(meta, data) is None
+    taken = checker.take(meta, data)
+    assert taken is not None and state_digest(taken) == state_digest(sm)
+    assert checker.take(meta, data) is None  # once: nobody else gets the same object
+
+
+def test_the_checker_keeps_nothing_from_a_refused_snapshot() -> None:
+    sm = populated().sm
+    data = capture(sm)()
+    checker = SnapshotChecker()
+    wrong = _meta(sm.last_applied_index + 1)
+    assert checker(wrong, data) is not None
+    assert checker.take(wrong, data) is None
+    assert checker(_meta(1), data[:-3]) is not None
+
+
+async def test_an_installed_snapshot_is_restored_once_not_twice(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower cut off while the leader compacts past it catches up by a snapshot: the
+    core's check restores it, the install takes that state machine instead of decoding the
+    bytes again (the applier's own ``restore`` is not called; on the code before the checker
+    it was, once per install)."""
+    installs: list[int] = []
+
+    def counting(data: bytes) -> ClusterStateMachine:
+        installs.append(len(data))
+        return restore(data)
+
+    monkeypatch.setattr(applier_module, "restore", counting)  # what the applier calls
+    cluster = MemCluster.build(nursery, ["a", "b", "c"])
+    cluster.check_snapshots = True
+    for nid in ("a", "b", "c"):
+        await cluster.start(nid)
+    leader = await wait_leader(cluster)
+    behind = next(r for r in cluster.runtimes.values() if r is not leader)
+    cluster.cut.add(behind.node_id)
+    for k in range(5):
+        await leader.propose(create(f"w{k}"))
+    meta = await leader.take_snapshot()
+    assert meta is not None and leader.status().first_index > meta.index
+    cluster.cut.clear()
+    await wait_until(lambda: behind.applied_index >= meta.index, "the snapshot to be installed")
+    assert behind.sm.get_workload("w4") is not None
+    assert behind.sm.problems() == []
+    assert installs == []

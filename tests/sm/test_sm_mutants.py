@@ -91,7 +91,7 @@ def test_orphan_property_catches_a_delete_without_cascade(
     def delete(sm: ClusterStateMachine, cmd: DeleteWorkload, index: int) -> Any:
         if sm.get_workload(cmd.id) is None:
             return state_module._not_found("workload", cmd.id)
-        del sm._objects._workloads[cmd.id]  # leaves the instances (and the index) behind
+        sm._objects._workloads.pop(cmd.id)  # leaves the instances (and the index) behind
         return Success(version=index)
 
     monkeypatch.setitem(state_module._HANDLERS, DeleteWorkload, delete)

@@ -190,3 +190,23 @@ def test_indexes_must_increase() -> None:
 def test_policy_limits_must_be_positive(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         SessionPolicy(**kwargs)
+
+
+def test_only_the_owner_closes_a_session() -> None:
+    """Red team; fails on the old code: any caller (a read-only token, or anyone with auth
+    off) closed any other caller's session by its guessable id (a log position), taking that
+    writer's exactly-once retries away."""
+    log = Log()
+    victim = log(OpenSession(owner="token:writer"))
+    assert isinstance(victim, Created)
+    refused = log(CloseSession(client_id=victim.id, owner="token:reader"))
+    assert isinstance(refused, Failure) and refused.code is ErrorCode.NOT_FOUND
+    assert log.sm.has_session(victim.id)
+    assert log(CloseSession(client_id=victim.id, owner="token:writer")) == Success(version=3)
+    assert not log.sm.has_session(victim.id)
+    # Closing an unknown session stays idempotent; entries without an owner close as before.
+    assert isinstance(log(CloseSession(client_id="c99", owner="token:reader")), Success)
+    other = log(OpenSession(owner="token:writer"))
+    assert isinstance(other, Created)
+    assert isinstance(log(CloseSession(client_id=other.id)), Success)
+    assert not log.sm.has_session(other.id)

@@ -18,7 +18,8 @@ the address the forwarding node saw). Connections per client address are bounded
 (``limits.max_connections_per_address``): one more is rejected at the websocket handshake with
 HTTP 429, logged once per address.
 
-A frame that cannot be decoded closes the connection with a protocol error (one WARNING line);
+A frame that cannot be decoded closes the connection with a protocol error (one WARNING line per
+client host and kind of refusal, then DEBUG);
 a request with a readable id but bad fields gets an error response. An exception escaping an
 operation is a bug: it is logged and answered with ``internal``, and the node carries on.
 """
@@ -52,6 +53,22 @@ CLOSE_TIMEOUT = 1.0
 CLOSE_PROTOCOL_ERROR = 1002
 SEND_TIMEOUT = 30.0  # a client that reads none of its responses for this long is dropped
 MAX_WATCHES = 16  # watch polls (events.poll) waiting at once per connection
+
+
+_WARNED: set[tuple[str, str]] = set()  # (client host, kind) already logged at WARNING
+_MAX_WARNED = 1024
+
+
+def _refusal_level(host: str, kind: str) -> int:
+    """WARNING the first time a client host breaks the protocol this way (a bad hello, a bad
+    frame), DEBUG after that: anyone who reaches the port may send garbage in a loop (red
+    team: one WARNING per connection)."""
+    key = (host, kind)
+    if key in _WARNED:
+        return logging.DEBUG
+    if len(_WARNED) < _MAX_WARNED:
+        _WARNED.add(key)
+    return logging.WARNING
 
 
 def _own_address(configured: str, bound: int | None) -> str:
@@ -110,7 +127,12 @@ class _ClientConnection:
             try:
                 requests = protocol.decode_requests(data, max_size=max_size)
             except ProtocolError as exc:
-                log.warning("closing client connection from %s: %s", self.remote, exc)
+                log.log(
+                    _refusal_level(self.host or self.remote, "frame"),
+                    "closing client connection from %s: %s",
+                    self.remote,
+                    exc,
+                )
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await self.ws.aclose(CLOSE_PROTOCOL_ERROR, str(exc)[:120])
                 return
@@ -234,7 +256,12 @@ async def _serve_client(
                 token = protocol.check_client_hello(await ws.get_message())
         except (trio.TooSlowError, ProtocolError) as exc:
             reason = "no hello in time" if isinstance(exc, trio.TooSlowError) else str(exc)
-            log.warning("refusing client connection from %s: %s", remote, reason)
+            log.log(
+                _refusal_level(host or remote, "hello"),
+                "refusing client connection from %s: %s",
+                remote,
+                reason,
+            )
             with trio.move_on_after(CLOSE_TIMEOUT):
                 await ws.aclose(CLOSE_PROTOCOL_ERROR, reason[:120])
             return

@@ -8,7 +8,8 @@ Nothing here does I/O; every refusal is an ``InvalidArgument`` naming the field,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import Any
 
 from univrs.api import convert as cv
@@ -68,6 +69,27 @@ def page(
         "items": page,
         "next": key(page[-1]) if more and page else None,
         "revision": state.last_applied_index,
+    }
+
+
+def page_scan(
+    items_after: Callable[[str | None], Iterable[Any]],
+    key: Callable[[Any], str],
+    args: dict[str, Any],
+    state: ClusterStateMachine,
+) -> dict[str, Any]:
+    """``page`` for a table of the state: ``items_after(after)`` yields the (filtered) items
+    in id order from the first id after ``after`` (a range scan of the ordered table,
+    ``univrs.sm.tables``); at most ``limit`` + 1 are taken, so an unfiltered page costs
+    O(log n + limit), not a sort of the table."""
+    limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
+    after = cv.read_str(args["after"], "after") if "after" in args else None
+    items = list(islice(items_after(after), limit + 1))
+    page = items[:limit]
+    return {
+        "items": page,
+        "next": key(page[-1]) if len(items) > limit and page else None,
+        "revision": state.last_applied_index,  # as in ``page``
     }
 
 

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -60,7 +60,7 @@ from univrs.sm.commands import (
     UpdateWorkload,
 )
 from univrs.sm.credits import MAX_REASON_LEN
-from univrs.sm.model import InstanceSpec, InstanceStatus, NodeStatus
+from univrs.sm.model import Instance, InstanceSpec, InstanceStatus, Node, NodeStatus, Workload
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
@@ -162,12 +162,16 @@ def _read_get_workload(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     name = cv.read_str(args["name"], "name") if "name" in args else None
-    items = state.list_workloads()
-    if name is not None:
-        items = [w for w in items if w.spec.name == name]
-    if selector:
-        items = [w for w in items if set(selector) <= set(w.spec.labels)]
-    page = oa.page(items, lambda w: w.id, args, state)
+
+    def items_after(after: str | None) -> Iterable[Workload]:
+        items: Iterable[Workload] = state.iter_workloads(after=after)
+        if name is not None:
+            items = (w for w in items if w.spec.name == name)
+        if selector:
+            items = (w for w in items if set(selector) <= set(w.spec.labels))
+        return items
+
+    page = oa.page_scan(items_after, lambda w: w.id, args, state)
     page["items"] = [cv.workload_doc(w) for w in page["items"]]
     return page
 
@@ -215,10 +219,12 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
     workload_id = cv.read_str(args["workload_id"], "workload_id") if "workload_id" in args else None
     node_id = cv.read_str(args["node_id"], "node_id") if "node_id" in args else None
     status = cv.read_enum(InstanceStatus, args["status"], "status") if "status" in args else None
-    items = state.list_instances(workload_id=workload_id, node_id=node_id)
-    if status is not None:
-        items = [i for i in items if i.status is status]
-    page = oa.page(items, lambda i: i.id, args, state)
+
+    def items_after(after: str | None) -> Iterable[Instance]:
+        items = state.iter_instances(workload_id=workload_id, node_id=node_id, after=after)
+        return items if status is None else (i for i in items if i.status is status)
+
+    page = oa.page_scan(items_after, lambda i: i.id, args, state)
     page["items"] = [cv.instance_doc(i) for i in page["items"]]
     return page
 
@@ -254,12 +260,16 @@ def _read_get_node(args: dict[str, Any], state: ClusterStateMachine) -> Any:
 def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     status = cv.read_enum(NodeStatus, args["status"], "status") if "status" in args else None
-    items = state.list_nodes()
-    if status is not None:
-        items = [n for n in items if n.status is status]
-    if selector:
-        items = [n for n in items if set(selector) <= set(n.info.labels)]
-    page = oa.page(items, lambda n: n.id, args, state)
+
+    def items_after(after: str | None) -> Iterable[Node]:
+        items: Iterable[Node] = state.iter_nodes(after=after)
+        if status is not None:
+            items = (n for n in items if n.status is status)
+        if selector:
+            items = (n for n in items if set(selector) <= set(n.info.labels))
+        return items
+
+    page = oa.page_scan(items_after, lambda n: n.id, args, state)
     page["items"] = [cv.node_doc(n) for n in page["items"]]
     return page
 

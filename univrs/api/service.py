@@ -31,7 +31,7 @@ from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, handler
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Write
 from univrs.api.watch import poll_events
 from univrs.errors import InvalidArgument, UnivrsError
-from univrs.sm.commands import Envelope, OpenSession
+from univrs.sm.commands import CloseSession, Envelope, OpenSession
 from univrs.sm.responses import Response
 from univrs.sm.state import ClusterStateMachine
 
@@ -125,6 +125,8 @@ class ApiService:
         command, built = op.build(args)
         if isinstance(command, OpenSession):
             command = OpenSession(owner=owner)  # bounds the sessions one caller holds
+        elif isinstance(command, CloseSession):
+            command = CloseSession(client_id=command.client_id, owner=owner)  # its own only
         envelope = Envelope(
             command=command,
             client_id=None if key is None else key[0],

@@ -61,6 +61,7 @@ class WebSocketRouter:
     tls_refused: int = 0  # connections whose TLS handshake failed (bad or missing certificate)
     _routes: dict[str, RouteHandler] = attrs.field(factory=dict, init=False)
     _warned_tls: set[tuple[str, str]] = attrs.field(factory=set, init=False)
+    _warned_refusals: set[tuple[str, str]] = attrs.field(factory=set, init=False)
 
     def add_route(self, path: str, handler: RouteHandler) -> None:
         """Serve connections whose request path is ``path`` (e.g. ``"/raft"``) with ``handler``."""
@@ -144,9 +145,11 @@ class WebSocketRouter:
             )
         if request is None:
             self.rejected += 1
-            log.warning(
+            remote = describe_stream(stream)
+            log.log(
+                self._level(remote, "handshake"),
                 "dropped connection from %s: no websocket handshake within %gs",
-                describe_stream(stream),
+                remote,
                 self.handshake_timeout,
             )
             return
@@ -154,10 +157,26 @@ class WebSocketRouter:
         handler = self._routes.get(path)
         if handler is None:
             self.rejected += 1
-            log.warning("refused connection from %s: unknown path %r", request.remote, path)
+            remote = str(getattr(request.remote, "address", request.remote))
+            log.log(
+                self._level(remote, "path"),
+                "refused connection from %s: unknown path %r",
+                request.remote,
+                path[:100],
+            )
             await request.reject(404, body=b"unknown path")
             return
         await handler(request)
+
+    def _level(self, remote: str, kind: str) -> int:
+        """WARNING the first time a remote host gets this kind of refusal, then DEBUG (anyone
+        who reaches the port may retry in a loop)."""
+        key = (remote.rsplit(":", 1)[0], kind)
+        if key in self._warned_refusals:
+            return logging.DEBUG
+        if len(self._warned_refusals) < 1024:
+            self._warned_refusals.add(key)
+        return logging.WARNING
 
     async def serve(
         self,

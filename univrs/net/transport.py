@@ -41,7 +41,13 @@ Theory of operation.
   or, failing that, the one it advertised in its hello (``Hello.addr``, with this node's dial
   overrides applied). A node whose log is still old (a brand-new member catching up from
   index 1 adopts the bootstrap configuration first) must still be able to answer its leader;
-  without this rule it forgot the leader's address and never caught up.
+  without this rule it forgot the leader's address and never caught up. An unlisted source
+  is dialed only once we send it something: the core answers only senders it accepted, so a
+  refused stranger's advertised address is never dialed.
+* Unlisted peers are bounded: per-peer state for ids the map does not list is kept for at
+  most ``MAX_UNLISTED_PEERS`` of them (oldest forgotten first), and at most that many
+  connections from unlisted ids are open at once. A connection closed for breaking the
+  protocol is logged at WARNING once per remote host, sender (or "unlisted") and close code.
 * TLS (``tls`` set: ``univrs.net.tls``). The listener accepts only TLS; ``/raft`` demands a
   node certificate signed by the cluster CA (refused with HTTP 403 at the websocket
   handshake otherwise) and a hello whose ``src`` is the node id that certificate names
@@ -90,6 +96,7 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
 _MAX_CLOSE_REASON = 120  # a close frame's reason must fit in 123 bytes of UTF-8
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)  # what only a leader sends
 
@@ -205,6 +212,9 @@ class RaftTransport:
     _source: NodeId | None = attrs.field(default=None, init=False)
     _source_term: int = attrs.field(default=-1, init=False)
     _kept: tuple[NodeId, str] | None = attrs.field(default=None, init=False)  # source, unlisted
+    # The entry source once we sent it something (the core accepted it): only then is an
+    # unlisted source dialed.
+    _answered: NodeId | None = attrs.field(default=None, init=False)
     _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
     _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
     _inbound: dict[NodeId, _Inbound] = attrs.field(factory=dict, init=False)
@@ -218,6 +228,8 @@ class RaftTransport:
     _rejected: int = attrs.field(default=0, init=False)
     _refused_certificates: int = attrs.field(default=0, init=False)
     _warned_certificates: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    # (remote host, sender or "unlisted", close code) already logged at WARNING by _refuse.
+    _warned_protocol: set[tuple[str, str, int]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.listen_addr is not None:  # fail early on a bad address
@@ -245,6 +257,13 @@ class RaftTransport:
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for ``msg.dst``; never blocks. Undeliverable messages are dropped."""
         link = self._links.get(msg.dst)
+        if link is None and msg.dst == self._source and self._answered != msg.dst:
+            # The first answer to an unlisted entry source: dial it now. Not on receipt: the
+            # core answers only senders it accepted, so a refused stranger's hello address is
+            # never dialed (red team: every made-up peer's heartbeat made the node dial it).
+            self._answered = msg.dst
+            self._sync_links()
+            link = self._links.get(msg.dst)
         if link is None:
             self._counter(msg.dst).dropped += 1
             if msg.dst not in self._warned_unknown:
@@ -289,7 +308,11 @@ class RaftTransport:
         wanted = dict(self._configured)
         source = self._source
         kept = None
-        if source is not None and source not in wanted:
+        if (
+            source is not None
+            and source not in wanted
+            and (source == self._answered or source in self._links)
+        ):
             addr = self._source_address(source)
             if addr is not None:
                 wanted[source] = kept = addr
@@ -502,6 +525,12 @@ class RaftTransport:
                 reason = f"hello claims node {hello.src!r} but the certificate is for {cert_node!r}"
                 await self._refuse(ws, remote, cert_node, CLOSE_POLICY_VIOLATION, reason)
                 return
+            if hello.src not in self._configured and self._unlisted_connections() >= (
+                MAX_UNLISTED_PEERS
+            ):
+                reason = f"too many connections from unlisted peers ({MAX_UNLISTED_PEERS})"
+                await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, reason)
+                return
             counters = self._counter(hello.src)
             previous = self._inbound.get(hello.src)
             if previous is not None:
@@ -518,6 +547,7 @@ class RaftTransport:
                 link.poke()  # the peer is back: redial it now rather than after the backoff
             conn = _Inbound(scope=trio.CancelScope(), incarnation=hello.incarnation, hello=hello)
             self._inbound[hello.src] = conn
+            self._forget_unlisted()
             try:
                 with conn.scope:
                     await self._read_messages(ws, hello, remote, counters)
@@ -525,18 +555,45 @@ class RaftTransport:
                 counters.inbound -= 1
                 if self._inbound.get(hello.src) is conn:
                     del self._inbound[hello.src]
+                self._forget_unlisted()
             if conn.refusal is not None:  # recheck_incarnations: no longer the listed one
                 await self._refuse_incarnation(ws, remote, hello, conn.refusal)
         finally:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose()
 
+    def _unlisted_connections(self) -> int:
+        return sum(1 for nid in self._inbound if nid not in self._configured)
+
+    def _forget_unlisted(self) -> None:
+        """Keep per-peer state (counters, learned incarnations, advertised addresses) for at
+        most ``MAX_UNLISTED_PEERS`` ids the map does not list, oldest forgotten first; never
+        for a peer with a link, an open connection or the entry source."""
+        keep = set(self._configured) | set(self._links) | set(self._inbound)
+        if self._source is not None:
+            keep.add(self._source)
+        unlisted = [
+            nid
+            for nid in dict.fromkeys([*self._counters, *self._learned, *self._advertised])
+            if nid not in keep
+        ]
+        for nid in unlisted[: max(0, len(unlisted) - MAX_UNLISTED_PEERS)]:
+            self._counters.pop(nid, None)
+            self._learned.pop(nid, None)
+            self._advertised.pop(nid, None)
+
     async def _refuse(
         self, ws: WebSocketConnection, remote: str, who: str, code: int, reason: str
     ) -> None:
-        """Close one inbound connection for breaking the protocol, with one WARNING line."""
+        """Close one inbound connection for breaking the protocol. Logged at WARNING once per
+        remote host, sender (or "unlisted" for ids the map does not list) and close code, then
+        at DEBUG: anyone who reaches the port may send garbage in a loop."""
         self._rejected += 1
-        log.warning("closing raft connection from %s (%s): %s", who, remote, reason)
+        key = (remote.rsplit(":", 1)[0], who if who in self._configured else "unlisted", code)
+        level = logging.DEBUG if key in self._warned_protocol else logging.WARNING
+        if len(self._warned_protocol) < 1024:
+            self._warned_protocol.add(key)
+        log.log(level, "closing raft connection from %s (%s): %s", who, remote, reason)
         with trio.move_on_after(self.settings.close_timeout):
             await ws.aclose(code, _short(reason))
 

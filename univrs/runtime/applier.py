@@ -37,7 +37,7 @@ from univrs.runtime.events import Applied, Propose
 from univrs.runtime.payload import decode_payload
 from univrs.runtime.ports import Metrics
 from univrs.runtime.proposals import Outcome, PendingProposals
-from univrs.runtime.snapshots import restore
+from univrs.runtime.snapshots import SnapshotChecker, restore
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
 from univrs.sm.responses import ErrorCode, Failure, Response
@@ -112,7 +112,12 @@ class Applier:
     async def _restore(self, install: SnapshotInstall) -> None:
         meta = install.meta
         started = trio.current_time()
-        self.sm = await trio.to_thread.run_sync(restore, install.data)
+        check = self.view.core.snapshot_check
+        checked = check.take(meta, install.data) if isinstance(check, SnapshotChecker) else None
+        if checked is None:
+            self.sm = await trio.to_thread.run_sync(restore, install.data)
+        else:
+            self.sm = checked  # restored once, by the check just before (no second decode)
         self.watch_hub.reset(meta.index)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term
         self.view.applied_membership = meta.membership
@@ -135,6 +140,7 @@ class Applier:
                 "index": meta.index,
                 "term": meta.term,
                 "bytes": len(install.data),
+                "restored_by_check": checked is not None,
                 "seconds": round(trio.current_time() - started, 3),
             },
         )

@@ -46,7 +46,7 @@ from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
-from univrs.runtime.snapshots import check_snapshot, restore
+from univrs.runtime.snapshots import SnapshotChecker, restore
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
 from univrs.server.incarnation import (
@@ -467,7 +467,7 @@ async def _run_once(
             config=config.raft_config(),
             initial=opened.initial,
             incarnation=storage.incarnation,
-            snapshot_check=check_snapshot,
+            snapshot_check=SnapshotChecker(),  # hands what it restored to the install
         )
         snapshot_index = 0
         applied = Membership(voters=frozenset())

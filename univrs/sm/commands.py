@@ -142,9 +142,14 @@ class OpenSession:
 
 @attrs.frozen(kw_only=True, slots=True)
 class CloseSession:
-    """Close a client session (drop its cached responses). Sent without a client id."""
+    """Close a client session (drop its cached responses). Sent without a client id.
+
+    ``owner`` is the identity of the caller (as ``OpenSession.owner``): a session is closed
+    only by the owner that opened it (None: no check, as entries written before owners were
+    checked on close)."""
 
     client_id: str
+    owner: str | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -8,11 +8,12 @@ references resolve); these methods assume it and never fail half-way.
 Invariants (``problems()`` checks them):
 
 * every instance's workload exists, and its node is None or exists;
-* ``_by_workload`` has one entry per workload holding exactly the ids of its instances, and
-  ``_by_node`` one entry per node holding exactly the ids of the instances placed on it.
+* ``_by_workload`` holds exactly the pairs (workload id, instance id) of the instances, and
+  ``_by_node`` exactly the pairs (node id, instance id) of the instances placed on a node.
 
-Every table is a dict (used as an ordered set where the value is None): iteration follows
-insertion order, which is the same on every replica, never a hash order.
+Every table is ordered by key (``univrs.sm.tables``): iteration is in id order, the same on
+every replica whatever the order the objects were created in, never a hash order. Lists are
+range scans from an ``after`` id, so a page costs O(log n + page), not a sort of every id.
 
 ``changes`` lists what the changing methods did since the state machine last cleared it (it
 does so before each command): ``(kind, id, before, after)``, with None for "absent"; the
@@ -21,7 +22,10 @@ state machine turns them into watch events (``univrs.sm.events``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from itertools import islice
 
 import attrs
 
@@ -35,6 +39,7 @@ from univrs.sm.model import (
     WorkloadSpec,
     WorkloadStatus,
 )
+from univrs.sm.tables import MemoryPairIndex, MemoryTable, PairIndex, Table
 
 _ZERO_COUNTS: dict[InstanceStatus, int] = dict.fromkeys(InstanceStatus, 0)
 
@@ -53,18 +58,27 @@ Stored = StoredWorkload | Instance | Node
 Change = tuple[ObjectKind, str, Stored | None, Stored | None]
 
 
+def new_objects() -> Objects:
+    """The tables a new state machine gets: in memory. (Tests may replace this function to run
+    the state machine on another backend: tests/sm/conftest.py, ``UNIVRS_SM_BACKEND``.)"""
+    return Objects()
+
+
 @attrs.define(eq=False)
 class Objects:
     """Workloads, instances and nodes, with the workload -> instances and node -> instances
-    indexes."""
+    indexes; every table ordered by id."""
 
-    _workloads: dict[str, StoredWorkload] = attrs.field(factory=dict)
-    _instances: dict[str, Instance] = attrs.field(factory=dict)
-    _nodes: dict[str, Node] = attrs.field(factory=dict)
-    _by_workload: dict[str, dict[str, None]] = attrs.field(factory=dict)
-    _by_node: dict[str, dict[str, None]] = attrs.field(factory=dict)
+    _workloads: Table[StoredWorkload] = attrs.field(factory=MemoryTable)
+    _instances: Table[Instance] = attrs.field(factory=MemoryTable)
+    _nodes: Table[Node] = attrs.field(factory=MemoryTable)
+    _by_workload: PairIndex = attrs.field(factory=MemoryPairIndex)
+    _by_node: PairIndex = attrs.field(factory=MemoryPairIndex)
     # (kind, id, before, after) of every change since the last clear (see the docstring).
     changes: list[Change] = attrs.field(factory=list)
+    # A context in which one command's changes are made: one write transaction for a
+    # persistent backend (all or nothing), nothing in memory.
+    batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
     # ------------------------------------------------------------ lookups
 
@@ -88,18 +102,16 @@ class Objects:
 
     def put_workload(self, workload: StoredWorkload) -> None:
         """Add a workload or replace it (same id)."""
-        if workload.id not in self._by_workload:
-            self._by_workload[workload.id] = {}
-        old = self._workloads.get(workload.id)
-        self._workloads[workload.id] = workload
+        old = self._workloads.put(workload.id, workload)
         self.changes.append((ObjectKind.WORKLOAD, workload.id, old, workload))
 
     def delete_workload(self, workload_id: str) -> None:
-        """Remove a workload and, with it, every instance of it (no orphans)."""
-        for instance_id in self._by_workload.pop(workload_id):
+        """Remove a workload and, with it, every instance of it (no orphans), in id order."""
+        for instance_id in list(self._by_workload.seconds(workload_id)):
             instance = self._instances.pop(instance_id)
+            self._by_workload.remove(workload_id, instance_id)
             if instance.node_id is not None:
-                del self._by_node[instance.node_id][instance_id]
+                self._by_node.remove(instance.node_id, instance_id)
             self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
         old = self._workloads.pop(workload_id)
         self.changes.append((ObjectKind.WORKLOAD, workload_id, old, None))
@@ -107,52 +119,53 @@ class Objects:
     def put_instance(self, instance: Instance) -> None:
         """Add an instance or replace it. Its workload and node must exist; an instance keeps
         its workload, and its node once it has one (binding None -> node is allowed)."""
-        old = self._instances.get(instance.id)
-        self._instances[instance.id] = instance
+        old = self._instances.put(instance.id, instance)
         if old is None:
-            self._by_workload[instance.workload_id][instance.id] = None
+            self._by_workload.add(instance.workload_id, instance.id)
         assert old is None or old.workload_id == instance.workload_id
         assert old is None or old.node_id in (None, instance.node_id)
         if instance.node_id is not None and (old is None or old.node_id is None):
-            self._by_node[instance.node_id][instance.id] = None
+            self._by_node.add(instance.node_id, instance.id)
         self.changes.append((ObjectKind.INSTANCE, instance.id, old, instance))
 
     def delete_instance(self, instance_id: str) -> None:
         """Remove an instance."""
         instance = self._instances.pop(instance_id)
-        del self._by_workload[instance.workload_id][instance_id]
+        self._by_workload.remove(instance.workload_id, instance_id)
         if instance.node_id is not None:
-            del self._by_node[instance.node_id][instance_id]
+            self._by_node.remove(instance.node_id, instance_id)
         self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
 
     def put_node(self, node: Node) -> None:
         """Add a node or replace it (same id)."""
-        if node.id not in self._by_node:
-            self._by_node[node.id] = {}
-        old = self._nodes.get(node.id)
-        self._nodes[node.id] = node
+        old = self._nodes.put(node.id, node)
         self.changes.append((ObjectKind.NODE, node.id, old, node))
 
     def delete_node(self, node_id: str) -> None:
-        """Remove a node and, with it, every instance placed on it."""
-        for instance_id in self._by_node.pop(node_id):
+        """Remove a node and, with it, every instance placed on it, in id order."""
+        for instance_id in list(self._by_node.seconds(node_id)):
             instance = self._instances.pop(instance_id)
-            del self._by_workload[instance.workload_id][instance_id]
+            self._by_node.remove(node_id, instance_id)
+            self._by_workload.remove(instance.workload_id, instance_id)
             self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
         old = self._nodes.pop(node_id)
         self.changes.append((ObjectKind.NODE, node_id, old, None))
 
     def instances_on(self, node_id: str) -> list[Instance]:
-        """The instances placed on a node, in placement order."""
-        return [self._instances[i] for i in self._by_node.get(node_id, {})]
+        """The instances placed on a node, in id order."""
+        get = self._instances.get
+        return [i for i in map(get, self._by_node.seconds(node_id)) if i is not None]
 
     # ------------------------------------------------------------ views
 
     def workload_view(self, stored: StoredWorkload) -> Workload:
         """The workload with its status derived from its instances (none, once deleted)."""
         counts = _ZERO_COUNTS.copy()  # not dict.fromkeys(InstanceStatus): iterating an enum
-        for instance_id in self._by_workload.get(stored.id, {}):  # costs more than the copy
-            counts[self._instances[instance_id].status] += 1
+        get = self._instances.get  # costs more than the copy
+        for instance_id in self._by_workload.seconds(stored.id):
+            instance = get(instance_id)
+            if instance is not None:
+                counts[instance.status] += 1
         desired, running = stored.spec.replicas, counts[InstanceStatus.RUNNING]
         if running >= desired:
             phase = WorkloadPhase.READY
@@ -177,42 +190,82 @@ class Objects:
             created_index=stored.created_index,
         )
 
-    def list_workloads(self) -> list[Workload]:
-        """Every workload, sorted by id."""
-        return [self.workload_view(self._workloads[k]) for k in sorted(self._workloads)]
+    def iter_workloads(self, after: str | None = None) -> Iterator[Workload]:
+        """Workloads (with their status) in id order, from the first id after ``after``:
+        lazy, so a page costs O(log n + page)."""
+        return map(self.workload_view, self._workloads.values(after))
+
+    def iter_instances(
+        self,
+        *,
+        workload_id: str | None = None,
+        node_id: str | None = None,
+        after: str | None = None,
+    ) -> Iterator[Instance]:
+        """Instances in id order from the first id after ``after``, optionally only those of a
+        workload and/or on a node (a range scan of the matching index; lazy)."""
+        if workload_id is not None:
+            ids = self._by_workload.seconds(workload_id, after)
+            if node_id is not None:
+                ids = (i for i in ids if (node_id, i) in self._by_node)
+        elif node_id is not None:
+            ids = self._by_node.seconds(node_id, after)
+        else:
+            return self._instances.values(after)
+        get: Callable[[str], Instance | None] = self._instances.get
+        return (i for i in map(get, ids) if i is not None)
+
+    def iter_nodes(self, after: str | None = None) -> Iterator[Node]:
+        """Nodes in id order from the first id after ``after`` (lazy)."""
+        return self._nodes.values(after)
+
+    def list_workloads(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[Workload]:
+        """Workloads sorted by id (after ``after``, at most ``limit`` if given)."""
+        return list(islice(self.iter_workloads(after), limit))
 
     def list_instances(
-        self, *, workload_id: str | None = None, node_id: str | None = None
+        self,
+        *,
+        workload_id: str | None = None,
+        node_id: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[Instance]:
-        """Instances sorted by id, optionally only those of a workload and/or on a node."""
-        if workload_id is not None:
-            ids: Iterable[str] = self._by_workload.get(workload_id, {})
-            if node_id is not None:
-                on_node = self._by_node.get(node_id, {})
-                ids = [i for i in ids if i in on_node]
-        elif node_id is not None:
-            ids = self._by_node.get(node_id, {})
-        else:
-            ids = self._instances
-        return [self._instances[i] for i in sorted(ids)]
+        """Instances sorted by id, optionally only those of a workload and/or on a node (after
+        ``after``, at most ``limit`` if given)."""
+        found = self.iter_instances(workload_id=workload_id, node_id=node_id, after=after)
+        return list(islice(found, limit))
 
-    def list_nodes(self) -> list[Node]:
-        """Every node, sorted by id."""
-        return [self._nodes[k] for k in sorted(self._nodes)]
+    def list_nodes(self, *, after: str | None = None, limit: int | None = None) -> list[Node]:
+        """Nodes sorted by id (after ``after``, at most ``limit`` if given)."""
+        return list(islice(self.iter_nodes(after), limit))
 
     # ------------------------------------------------------------ snapshots
 
     def stored_workloads(self) -> Iterator[StoredWorkload]:
-        """Stored workloads in storage order."""
-        return iter(self._workloads.values())
+        """Stored workloads in storage (id) order."""
+        return self._workloads.values()
 
     def stored_instances(self) -> Iterator[Instance]:
-        """Instances in storage order."""
-        return iter(self._instances.values())
+        """Instances in storage (id) order."""
+        return self._instances.values()
 
     def stored_nodes(self) -> Iterator[Node]:
-        """Nodes in storage order."""
-        return iter(self._nodes.values())
+        """Nodes in storage (id) order."""
+        return self._nodes.values()
+
+    def views(
+        self,
+    ) -> tuple[
+        Callable[[], Iterator[StoredWorkload]],
+        Callable[[], Iterator[Instance]],
+        Callable[[], Iterator[Node]],
+    ]:
+        """Point-in-time views of the three tables (``Table.view``): cheap to take, iterated in
+        id order later, from another thread (a snapshot's encoder)."""
+        return self._workloads.view(), self._instances.view(), self._nodes.view()
 
     def load(
         self,
@@ -220,64 +273,63 @@ class Objects:
         instances: Iterable[Instance],
         nodes: Iterable[Node],
     ) -> list[str]:
-        """Fill an empty table from snapshot parts, in their order; returns what is wrong with
-        them (duplicates, dangling references), empty if they were sound.
+        """Fill empty tables from snapshot parts (in any order: the tables order them); returns
+        what is wrong with them (duplicates, dangling references), empty if they were sound.
 
-        What ``put_workload``, ``put_node`` and ``put_instance`` do, inlined: this loop runs
-        once per object of a snapshot (millions), the puts once per command."""
+        Bulk: one pass over the parts and one sort per table (linear when the parts come in id
+        order, as a snapshot's rows do); the puts run once per command."""
         found: list[str] = []
-        table_w, by_workload = self._workloads, self._by_workload
-        for w in workloads:
-            ident = w.id
-            if ident in table_w:
-                found.append(f"workload {ident!r} appears twice")
-            else:
-                by_workload[ident] = {}
-            table_w[ident] = w
-        table_n, by_node = self._nodes, self._by_node
-        for n in nodes:
-            ident = n.info.id
-            if ident in table_n:
-                found.append(f"node {ident!r} appears twice")
-            else:
-                by_node[ident] = {}
-            table_n[ident] = n
-        table_i = self._instances
+        found += [
+            f"workload {k!r} appears twice"
+            for k in self._workloads.load((w.id, w) for w in workloads)
+        ]
+        found += [
+            f"node {k!r} appears twice" for k in self._nodes.load((n.info.id, n) for n in nodes)
+        ]
+        if found:
+            return found
+        table_w, table_n = self._workloads, self._nodes
+        kept: list[tuple[str, Instance]] = []
+        seen: set[str] = set()
         for i in instances:
             ident, node_id = i.id, i.node_id
-            if ident in table_i:
+            if ident in seen:
                 found.append(f"instance {ident!r} appears twice")
             elif i.workload_id not in table_w:
                 found.append(f"instance {ident!r} has no workload")
             elif node_id is not None and node_id not in table_n:
                 found.append(f"instance {ident!r} is on an unknown node")
             else:
-                table_i[ident] = i
-                by_workload[i.workload_id][ident] = None
-                if node_id is not None:
-                    by_node[node_id][ident] = None
+                seen.add(ident)
+                kept.append((ident, i))
             if found:
-                break
+                return found
+        del seen
+        self._instances.load(kept)
+        self._by_workload.load((i.workload_id, k) for k, i in kept)
+        self._by_node.load((i.node_id, k) for k, i in kept if i.node_id is not None)
         self.changes.clear()  # a restore is not a change
         return found
 
     def problems(self) -> list[str]:
         """Violated invariants (empty when the tables are sound)."""
         found: list[str] = []
-        expect_w: dict[str, set[str]] = {w: set() for w in self._workloads}
-        expect_n: dict[str, set[str]] = {n: set() for n in self._nodes}
+        expect_w: set[tuple[str, str]] = set()
+        expect_n: set[tuple[str, str]] = set()
         for i in self._instances.values():
-            if i.workload_id not in expect_w:
+            if i.workload_id not in self._workloads:
                 found.append(f"instance {i.id} is an orphan of workload {i.workload_id}")
             else:
-                expect_w[i.workload_id].add(i.id)
+                expect_w.add((i.workload_id, i.id))
             if i.node_id is not None:
-                if i.node_id not in expect_n:
+                if i.node_id not in self._nodes:
                     found.append(f"instance {i.id} is on unknown node {i.node_id}")
                 else:
-                    expect_n[i.node_id].add(i.id)
-        if {k: set(v) for k, v in self._by_workload.items()} != expect_w:
+                    expect_n.add((i.node_id, i.id))
+        if set(self._by_workload) != expect_w or len(self._by_workload) != len(expect_w):
             found.append("workload -> instances index is out of date")
-        if {k: set(v) for k, v in self._by_node.items()} != expect_n:
+        if set(self._by_node) != expect_n or len(self._by_node) != len(expect_n):
             found.append("node -> instances index is out of date")
+        if list(self._by_workload) != sorted(self._by_workload):
+            found.append("workload -> instances index is not in order")
         return found

@@ -338,7 +338,7 @@ _COMMANDS: dict[type[Any], tuple[str, dict[str, _Kind]]] = {
     TransferCredits: ("transfer-credits", {"from_peer": _STR, "to_peer": _STR, "amount": _INT}),
     MintCredits: ("mint-credits", {"to_peer": _STR, "amount": _INT, "reason": _STR}),
     OpenSession: ("open-session", {"owner": _OPT_STR}),
-    CloseSession: ("close-session", {"client_id": _STR}),
+    CloseSession: ("close-session", {"client_id": _STR, "owner": _OPT_STR}),
     CreateToken: (
         "create-token",
         {"id": _STR, "name": _STR, "roles": _STRS, "secret_hash": _STR},

@@ -32,7 +32,9 @@ rather than dropping what it does not understand:
     tokens              [[id, name, created_index, created_ms, secret_hash, n, role*n], ...]
     tokens_bootstrapped bool
 
-Responses use the map form of ``univrs.sm.plain``. Rows are in storage order, which is the
+Responses use the map form of ``univrs.sm.plain``. Rows are in storage order (id order for
+workloads, instances and nodes: their tables are ordered by key; the reader accepts any order,
+so version 1 is unchanged), which is the
 same on every replica that applied the same log and is preserved by restore, so replicas
 produce identical snapshots; the session order is meaningful (least recently active first, the
 expiry order). ``restore_plain`` reads every version listed in ``_READERS``: a newer node adds

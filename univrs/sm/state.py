@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 Every replica applies the same committed commands in the same order and must end in the same
 state, so ``apply`` is deterministic (no clock, no randomness, no iteration over hash-ordered
-sets: every collection here is a dict, whose order is insertion order and thus the same on
-every replica) and total (every command gets a response; a rejected command changes nothing
-but ``last_applied`` and, for session commands, the session's activity).
+sets: the object tables iterate in id order, the other collections are dicts, whose order is
+insertion order; both are the same on every replica) and total (every command gets a
+response; a rejected command changes nothing but ``last_applied`` and, for session commands,
+the session's activity).
 
 Each handler first validates everything (arguments, existence, versions), and only then
 mutates, with no failure point in the mutation: a command is applied whole or not at all.
@@ -14,9 +15,11 @@ mutates, with no failure point in the mutation: a command is applied whole or no
 Versions: a successful command sets the version of every object it changes to its log index
 (cascades included: instances turned ``unknown`` when their node goes down get the index too).
 
-Cost: O(1) dict operations per command, except the cascades (DeleteWorkload, DeregisterNode,
-UpdateNodeStatus to ``down``), which are O(instances affected) thanks to the secondary indexes
-workload -> instances and node -> instances. Reads that list are O(n log n) (sorted by id).
+Cost: O(log n) table operations per command (the tables are ordered by id:
+``univrs.sm.tables``), except the cascades (DeleteWorkload, DeregisterNode, UpdateNodeStatus to
+``down``), which are O(instances affected) thanks to the secondary indexes workload ->
+instances and node -> instances, and visit the instances in id order. Reads that list are range
+scans in id order: a page of ``limit`` objects after an id costs O(log n + limit).
 
 Watch events: ``last_events()`` describes what the last applied command changed
 (``univrs.sm.events``), for the runtime's watch history; it is derived from the changes the
@@ -34,6 +37,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from univrs.sm import objects as _objects_module
 from univrs.sm.commands import (
     BootstrapToken,
     CloseSession,
@@ -152,7 +156,7 @@ class ClusterStateMachine:
     """The replicated cluster state: workloads, instances, nodes, credits and client sessions."""
 
     policy: SessionPolicy = attrs.field(factory=SessionPolicy)
-    _objects: Objects = attrs.field(factory=Objects, init=False)
+    _objects: Objects = attrs.field(factory=lambda: _objects_module.new_objects(), init=False)
     _ledger: Ledger = attrs.field(factory=Ledger, init=False)
     _sessions: SessionTable = attrs.field(init=False)
     _tokens: TokenTable = attrs.field(factory=TokenTable, init=False)
@@ -171,7 +175,16 @@ class ClusterStateMachine:
         self, command: Envelope | Command, *, index: int, term: int, time_ms: int | None = None
     ) -> Response:
         """Apply one committed command at log position (index, term); never raises for a bad
-        command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one."""
+        command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one.
+
+        The object tables' changes of one command are made in one ``Objects.batch`` (a write
+        transaction for a persistent backend)."""
+        with self._objects.batch():
+            return self._apply(command, index=index, term=term, time_ms=time_ms)
+
+    def _apply(
+        self, command: Envelope | Command, *, index: int, term: int, time_ms: int | None
+    ) -> Response:
         self.mark_applied(index=index, term=term, time_ms=time_ms)
         if isinstance(command, Envelope):
             cmd: object = command.command
@@ -442,6 +455,11 @@ class ClusterStateMachine:
         problem = id_problem("client_id", cmd.client_id)
         if problem:
             return _invalid(problem)
+        session = self._sessions.get(cmd.client_id)
+        if session is not None and cmd.owner is not None and session.owner != cmd.owner:
+            # Another caller's session (ids are log positions: easy to guess): closing it
+            # would take that writer's exactly-once guarantee away (red team).
+            return _not_found("session", cmd.client_id)
         self._sessions.close(cmd.client_id)  # idempotent: closing an unknown session succeeds
         return Success(version=index)
 
@@ -522,27 +540,58 @@ class ClusterStateMachine:
         stored = self._objects.workload(workload_id)
         return None if stored is None else self._objects.workload_view(stored)
 
-    def list_workloads(self) -> list[Workload]:
-        """Every workload, sorted by id."""
-        return self._objects.list_workloads()
+    def list_workloads(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[Workload]:
+        """Workloads sorted by id: every one, or those after the id ``after`` and at most
+        ``limit`` of them (O(log n + page): a range scan of the table, no sort)."""
+        return self._objects.list_workloads(after=after, limit=limit)
+
+    def iter_workloads(self, *, after: str | None = None) -> Iterator[Workload]:
+        """Workloads in id order from the first id after ``after`` (lazy; for filtered pages).
+        Consume it before the next command is applied."""
+        return self._objects.iter_workloads(after)
 
     def get_instance(self, instance_id: str) -> Instance | None:
         """The instance, or None."""
         return self._objects.instance(instance_id)
 
     def list_instances(
-        self, *, workload_id: str | None = None, node_id: str | None = None
+        self,
+        *,
+        workload_id: str | None = None,
+        node_id: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
     ) -> list[Instance]:
-        """Instances sorted by id, optionally only those of a workload and/or on a node."""
-        return self._objects.list_instances(workload_id=workload_id, node_id=node_id)
+        """Instances sorted by id, optionally only those of a workload and/or on a node, after
+        the id ``after`` and at most ``limit`` of them if given (a range scan of the table or
+        of the workload's or node's index)."""
+        return self._objects.list_instances(
+            workload_id=workload_id, node_id=node_id, after=after, limit=limit
+        )
+
+    def iter_instances(
+        self,
+        *,
+        workload_id: str | None = None,
+        node_id: str | None = None,
+        after: str | None = None,
+    ) -> Iterator[Instance]:
+        """``list_instances`` without the limit, lazily (consume it before the next apply)."""
+        return self._objects.iter_instances(workload_id=workload_id, node_id=node_id, after=after)
 
     def get_node(self, node_id: str) -> Node | None:
         """The node, or None."""
         return self._objects.node(node_id)
 
-    def list_nodes(self) -> list[Node]:
-        """Every node, sorted by id."""
-        return self._objects.list_nodes()
+    def list_nodes(self, *, after: str | None = None, limit: int | None = None) -> list[Node]:
+        """Nodes sorted by id (after the id ``after``, at most ``limit`` of them if given)."""
+        return self._objects.list_nodes(after=after, limit=limit)
+
+    def iter_nodes(self, *, after: str | None = None) -> Iterator[Node]:
+        """Nodes in id order from the first id after ``after`` (lazy)."""
+        return self._objects.iter_nodes(after)
 
     def balance(self, peer: str) -> int:
         """A peer's credit balance (0 if it has none)."""
@@ -601,16 +650,27 @@ class ClusterStateMachine:
     # ---------------------------------------------------------------- snapshot support
 
     def stored_workloads(self) -> Iterator[StoredWorkload]:
-        """Stored workloads in storage order (for snapshots)."""
+        """Stored workloads in storage (id) order (for snapshots)."""
         return self._objects.stored_workloads()
 
     def stored_instances(self) -> Iterator[Instance]:
-        """Instances in storage order (for snapshots)."""
+        """Instances in storage (id) order (for snapshots)."""
         return self._objects.stored_instances()
 
     def stored_nodes(self) -> Iterator[Node]:
-        """Nodes in storage order (for snapshots)."""
+        """Nodes in storage (id) order (for snapshots)."""
         return self._objects.stored_nodes()
+
+    def stored_views(
+        self,
+    ) -> tuple[
+        Callable[[], Iterator[StoredWorkload]],
+        Callable[[], Iterator[Instance]],
+        Callable[[], Iterator[Node]],
+    ]:
+        """Point-in-time views of the workloads, instances and nodes: cheap to take now,
+        iterated in storage (id) order later, from another thread (for snapshots)."""
+        return self._objects.views()
 
     def ledger_items(self) -> Iterator[tuple[str, int]]:
         """(peer, balance) in storage order (for snapshots)."""
