@@ -506,11 +506,12 @@ def test_a_core_that_does_not_know_its_incarnation_can_elect_an_amnesiac() -> No
     # the only voter; a core that does not know its own incarnation (as before issue 10) would
     # elect itself there with a log lacking committed entries. The simulator found it; the
     # core now takes RaftNode(incarnation=...) and does not campaign as another incarnation.
-    # (Seed 19 until the sender rule of issue 12 changed its course; 44 since.)
-    sim = Simulation(seed=44, n_nodes=3, core_incarnation=False)
+    # (Seed 19 until the sender rule of issue 12 changed its course; 44 until crash loops
+    # targeted the leader and lived up to 20 ticks; 19 again since.)
+    sim = Simulation(seed=19, n_nodes=3, core_incarnation=False)
     with expect(ck.COMMITTED_DURABLE):
         sim.run()
-    assert Simulation(seed=44, n_nodes=3).run().seed == 44
+    assert Simulation(seed=19, n_nodes=3).run().seed == 19
 
 
 def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
@@ -566,8 +567,15 @@ def test_a_core_without_the_stranger_rules_for_votes_is_caught(
     # refuses them (vote requests right after a member heard from its leader, granted answers
     # to campaigning nodes under a voter's id from another incarnation); the simulator's
     # forgery-refused check catches a core that takes either, on the first seed. The real
-    # core refuses the same forgeries and passes (the test above, seeds 1..5).
-    with pytest.raises(InvariantViolation) as caught:
-        Simulation(seed=1, n_nodes=3, node_factory=mutant).run()
-    assert caught.value.invariant == FORGERY_REFUSED
-    assert message in caught.value.detail
+    # core refuses the same forgeries and passes (the test above, seeds 1..5). Within the first
+    # 3 seeds at 3 nodes (seed 2 for StrangerVotesWhileLed since the crash-loop change).
+    violation = None
+    for seed in (1, 2, 3):
+        try:
+            Simulation(seed=seed, n_nodes=3, node_factory=mutant).run()
+        except InvariantViolation as v:
+            violation = v
+            break
+    assert violation is not None
+    assert violation.invariant == FORGERY_REFUSED
+    assert message in violation.detail

@@ -258,7 +258,10 @@ def draw_schedule(rng: random.Random, ticks: int, n_nodes: int) -> Schedule:
             storm_end = t + rng.randint(30, 150)
         storm = t < storm_end
         kind = rng.choices(kinds, weights)[0]
-        leader = kind is FaultKind.DEAF or rng.random() < 0.5
+        # A crash loop only acts on a node that gets elected, so it always targets the leader
+        # (a random node is mostly one that never leads: a learner of a lone voter, a follower).
+        # The coin is still drawn, so the rest of the schedule does not move.
+        leader = kind is FaultKind.DEAF or rng.random() < 0.5 or kind is FaultKind.CRASH_LOOP
         if kind in (FaultKind.TRANSFER, FaultKind.WIPE):
             duration = 0
         elif kind is FaultKind.RESTART:

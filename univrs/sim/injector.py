@@ -184,7 +184,7 @@ class FaultInjector:
         # Its disk stalls first (the watchdog kills a process stuck in fsync): what it wrote
         # since it won is not durable yet when it dies.
         sn.disk.slow_factor = max(sn.disk.slow_factor, 20)
-        delay = 1 + int(sim.rng.random() * 8 * TICK)
+        delay = 1 + int(sim.rng.random() * 20 * TICK)
         sim.at(sim.now + delay, self._crash_leader, (sn, fid, sn.life))
 
     def _crash_leader(self, arg: tuple[Node, int, int]) -> None:
