@@ -175,7 +175,9 @@ def _make_leader(api: Api, cluster: LocalCluster, node: Any) -> None:
 
 def test_dashboard_follows_a_failover(make_cluster: Any) -> None:
     sync_playwright = _playwright()
-    cluster: LocalCluster = make_cluster(3)
+    # The test places instances by hand: the reconciler (on by default) would remove them as
+    # surplus of a workload whose machines it does not consider ready.
+    cluster: LocalCluster = make_cluster(3, extra_config="reconcile_resync_ms = 0\n")
     cluster.start_all()
     leader = cluster.wait_leader(DEADLINE * 2)
     api = Api(cluster)

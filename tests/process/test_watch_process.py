@@ -68,7 +68,10 @@ async def test_a_watch_resumes_with_no_gap_after_its_node_is_killed(make_cluster
 async def test_a_silent_machine_goes_down_and_comes_back_with_a_heartbeat(
     make_cluster: Any,
 ) -> None:
-    cluster: LocalCluster = make_cluster(3, extra_config="node_ttl_ms = 2000\n")
+    # Instances placed by hand: the reconciler (on by default) stays off.
+    cluster: LocalCluster = make_cluster(
+        3, extra_config="node_ttl_ms = 2000\nreconcile_resync_ms = 0\n"
+    )
     cluster.start_all()
     await trio.to_thread.run_sync(cluster.wait_leader, DEADLINE * 2)
     endpoints = [n.raft_addr for n in cluster.nodes]
