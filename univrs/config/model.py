@@ -132,6 +132,9 @@ class NodeConfig:
             max_bytes_per_msg=min(RaftConfig().max_bytes_per_msg, self.max_payload_size // 2),
             snapshot_chunk_bytes=self.snapshot_max_chunk_size,
             max_snapshot_bytes=self.max_snapshot_bytes,
+            # Without TLS a sender's id is its say-so: no leader traffic from unlisted ids
+            # (docs/security.md, "Core refusals").
+            unlisted_leaders=self.tls is not None,
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:
