@@ -74,6 +74,11 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
             assert status == 401 and code(body) == "unauthenticated", path
         status, body = await call(cluster, follower, "GET", "/v1/workloads", "univrs.made-up")
         assert status == 401 and "unknown or revoked" in body["error"]["message"]
+        # The node digest (state digest, log positions, log digests) is for readers: it was
+        # open without a token.
+        for path in ("/v1/node/digest", "/v1/node/digest?log_from=1&log_to=1"):
+            status, body = await call(cluster, follower, "GET", path, None)
+            assert status == 401 and code(body) == "unauthenticated", path
 
         admin = await bootstrap(cluster)
         status, body = await call(cluster, follower, "POST", "/v1/tokens/bootstrap", None, {})
@@ -102,6 +107,8 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
 
         # read: reads only.
         assert (await call(cluster, follower, "GET", "/v1/workloads", read))[0] == 200
+        status, body = await call(cluster, follower, "GET", "/v1/node/digest", read)
+        assert status == 200 and body["state_digest"], body
         status, body = await call(
             cluster, follower, "POST", "/v1/workloads", read, {"spec": WORKLOAD}
         )
@@ -133,6 +140,8 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
         assert status == 200, body
         status, _ = await call(cluster, follower, "GET", "/v1/workloads", credits)
         assert status == 403
+        status, body = await call(cluster, follower, "GET", "/v1/node/digest", credits)
+        assert status == 403 and code(body) == "permission-denied"
         status, body = await call(cluster, follower, "GET", "/v1/watch", credits)
         assert status == 403 and code(body) == "permission-denied"
 
