@@ -10,8 +10,8 @@ dropped after ``handshake_timeout``; a connection's failure never reaches the ot
 or the listener. At most ``max_connections_per_address`` connections from one remote host are
 open at once (every path, from accept to close): one more is closed at once, before TLS or the
 websocket handshake, counted in ``rejected`` and logged at WARNING once per host (then at
-DEBUG until that host has no connection open any more), so a host that opens connections in a loop costs
-the node a bounded number of tasks and sockets.
+DEBUG until that host has no connection open any more), so a host that opens connections in
+a loop costs the node a bounded number of tasks and sockets.
 
 With ``tls`` every connection is TLS first (``univrs.net.tls``): a fresh context per accept
 (so a rotated certificate serves the next connection), the TLS handshake within the same
