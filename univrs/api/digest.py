@@ -75,7 +75,7 @@ async def node_digest(request: Request) -> Response:
     """The digest document (see the module docstring); a ``read`` token when auth is on."""
     node: NodeHandle = request.app.state.node
     try:
-        Authority(node).authorize(rest.caller_of(request), "read", "node digest")
+        await Authority(node).authorize_fresh(rest.caller_of(request), "read", "node digest")
     except UnivrsError as exc:
         return rest.error_response(exc)
     view = digest_view(node)
