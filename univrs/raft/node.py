@@ -70,7 +70,13 @@ from univrs.raft.ready import (
     Status,
 )
 from univrs.raft.rng import Rng
-from univrs.raft.senders import REFUSED_ENTRY, REFUSED_TERM, sender_refusal, undecodable_config
+from univrs.raft.senders import (
+    REFUSED_ENTRY,
+    REFUSED_TERM,
+    listed_sender,
+    sender_refusal,
+    undecodable_config,
+)
 
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
@@ -133,6 +139,8 @@ class RaftNode(ElectionLayer):
         self._handed = self._applied  # last committed index handed out in a Ready
         self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
         self._leader = None
+        self._listed_term = 0
+        self._led_term = 0
         self._now = 0
         self._election_elapsed = 0
         self._randomized_timeout = config.election_ticks_min
@@ -197,6 +205,8 @@ class RaftNode(ElectionLayer):
         if refusal is not None:
             self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
             return
+        if msg.term > self._listed_term and self._listed(msg):
+            self._listed_term = msg.term  # a term a member we list is in (senders.py)
         if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
             self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return
@@ -557,6 +567,18 @@ class RaftNode(ElectionLayer):
             live_incarnation=inc if followed == live else None,
             tracked=self._progress,
             unlisted_leaders=self.config.unlisted_leaders,
+            unlisted_leader_term=(
+                self._term
+                if self._listed_term >= self._term and self._led_term < self._term
+                else None
+            ),
+        )
+
+    def _listed(self, msg: Message) -> bool:
+        """Is ``msg``'s sender a member our configurations list, at its bound incarnation?"""
+        configs = self._configs
+        return listed_sender(
+            msg, current=configs.current, committed=configs.committed(self._commit)
         )
 
     # ========================================================================= roles ==
