@@ -317,6 +317,15 @@ def test_without_unlisted_leaders_a_lagging_member_hears_the_leader_of_its_liste
     node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))  # the leader of term 5
     assert node.status().leader == "n9"
     assert node.status().refused == (("stranger", 1),)
+    # It loses that leader again (a partition): in term 5 it hears that one leader only.
+    for _ in range(config.election_ticks_max + 1):
+        node.tick()
+    node.ready()
+    assert node.status().leader is None
+    node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=2))
+    assert node.status().refused == (("stranger", 2),)
+    node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
+    assert node.status().leader == "n9"
 
 
 # ---- snapshots and entries a member cannot take -----------------------------------------------

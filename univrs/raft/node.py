@@ -141,6 +141,7 @@ class RaftNode(ElectionLayer):
         self._leader = None
         self._listed_term = 0
         self._led_term = 0
+        self._led_by = None
         self._now = 0
         self._election_elapsed = 0
         self._randomized_timeout = config.election_ticks_min
@@ -558,6 +559,13 @@ class RaftNode(ElectionLayer):
             live = None
         followed, inc = self._leader_incarnation
         configs = self._configs
+        # Without unlisted_leaders: the term (and leader) an unlisted leader may be heard at.
+        unlisted_term: int | None = None
+        unlisted_leader: NodeId | None = None
+        if self._led_term == self._term:
+            unlisted_term, unlisted_leader = self._term, self._led_by  # the one we followed
+        elif self._listed_term >= self._term:
+            unlisted_term = self._term  # a listed member showed us this term; no leader yet
         return sender_refusal(
             msg,
             me=self.id,
@@ -567,11 +575,11 @@ class RaftNode(ElectionLayer):
             live_incarnation=inc if followed == live else None,
             tracked=self._progress,
             unlisted_leaders=self.config.unlisted_leaders,
-            unlisted_leader_term=(
-                self._term
-                if self._listed_term >= self._term and self._led_term < self._term
-                else None
-            ),
+            unlisted_leader_term=unlisted_term,
+            unlisted_leader=unlisted_leader,
+            unlisted_incarnation=inc
+            if unlisted_leader is not None and followed == unlisted_leader
+            else None,
         )
 
     def _listed(self, msg: Message) -> bool:

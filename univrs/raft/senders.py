@@ -146,6 +146,8 @@ def sender_refusal(
     tracked: Container[NodeId] = (),
     unlisted_leaders: bool = True,
     unlisted_leader_term: int | None = None,
+    unlisted_leader: NodeId | None = None,
+    unlisted_incarnation: str | None = None,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -155,9 +157,11 @@ def sender_refusal(
     attested with (None: not known); ``tracked`` the peers a leader replicates to.
     ``unlisted_leaders`` False (``RaftConfig.unlisted_leaders``, off without TLS): a node in its
     own configuration takes leader traffic from an id no configuration lists, while it follows
-    no live leader, only at ``unlisted_leader_term``: its own term, when a listed member showed
-    it that term and it followed no leader in it yet (None: never). A listed id of another
-    incarnation is still heard while it follows no live leader.
+    no live leader, only at ``unlisted_leader_term`` (None: never): its own term, when a listed
+    member showed it that term and it followed no leader in it yet, or when ``unlisted_leader``
+    (not None) is the leader it already followed in that term, and then only from that one
+    (at ``unlisted_incarnation``, the incarnation it was heard at, when known).
+    A listed id of another incarnation is still heard while it follows no live leader.
     """
     src = msg.src
     if not current.voters and not current.learners:
@@ -182,7 +186,15 @@ def sender_refusal(
         not _lists(current, me)
         or (
             live_leader is None
-            and (config is not None or unlisted_leaders or msg.term == unlisted_leader_term)
+            and (
+                config is not None
+                or unlisted_leaders
+                or (
+                    msg.term == unlisted_leader_term
+                    and unlisted_leader in (None, src)
+                    and (unlisted_incarnation is None or attested in (None, unlisted_incarnation))
+                )
+            )
         )
     ):
         return None  # a leader our configuration does not know yet (the module docstring)
