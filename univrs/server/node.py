@@ -39,6 +39,7 @@ from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Role, Status
+from univrs.runtime.packing import Packing
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
@@ -519,6 +520,7 @@ async def _run_once(
             snapshot_threshold=config.snapshot_threshold,
             snapshot_keep=config.snapshot_trailing_entries,
             last_snapshot_index=snapshot_index,
+            packing=Packing(enabled=config.batch_entries),
             view=view,
             inbox=inbox,
             watch_hub=WatchHub(

@@ -34,7 +34,7 @@ class MemoryStateStore(InMemoryStateStore):
     ) -> AsyncGenerator[Event, None]:
         """Every event of ``kinds`` from ``from_revision`` on, in order, forever."""
         start = (
-            self.state_machine.last_applied_index + 1 if from_revision is None else from_revision
+            self.state_machine.revision + 1 if from_revision is None else from_revision
         )
         seen = 0
         while True:
