@@ -98,7 +98,9 @@ def test_a_batch_entry_applies_like_its_commands_one_entry_each(
             time_ms=time_ms,
             each=lambda revision, changes: seen.append((revision, changes)),
         )
-        got = [(r, changes.events(), rev) for r, (rev, changes) in zip(responses, seen, strict=True)]
+        got = [
+            (r, changes.events(), rev) for r, (rev, changes) in zip(responses, seen, strict=True)
+        ]
         assert got == expected
         assert batched.revision == single.revision
         assert batched.problems() == []

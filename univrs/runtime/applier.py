@@ -134,7 +134,9 @@ class Applier:
             outcome = self.pending.covered_outcome()
             what = f"proposals up to {meta.index} were covered by a snapshot from the leader"
             proposals = [
-                p for token in covered for p in (token.proposals if isinstance(token, ProposeBatch) else (token,))
+                p
+                for token in covered
+                for p in (token.proposals if isinstance(token, ProposeBatch) else (token,))
             ]
             for p in proposals:  # one exception each: they are raised in different tasks
                 p.waiter.fail(outcome_error(outcome, what))

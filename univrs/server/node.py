@@ -39,7 +39,6 @@ from univrs.raft import bootstrap_state
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import InitialState, Role, Status
-from univrs.runtime.packing import Packing
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
@@ -47,6 +46,7 @@ from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.packing import Packing
 from univrs.runtime.snapshots import SnapshotChecker, restore
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
