@@ -96,7 +96,7 @@ def test_a_batch_entry_applies_like_its_commands_one_entry_each(
             index=batched_index,
             term=1,
             time_ms=time_ms,
-            each=lambda revision, changes: seen.append((revision, changes)),
+            each=lambda revision, changes, seen=seen: seen.append((revision, changes)),
         )
         got = [
             (r, changes.events(), rev) for r, (rev, changes) in zip(responses, seen, strict=True)

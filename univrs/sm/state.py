@@ -522,9 +522,9 @@ class ClusterStateMachine:
     # ---------------------------------------------------------------- watch events
 
     def last_events(self) -> tuple[Event, ...]:
-        """The events of the last applied command or entry (empty if it changed no object), in the order
-        the changes were made. Call it before applying the next entry: a workload's status is
-        derived from the instances as they are when this is called."""
+        """The events of the last applied command or entry (empty if it changed no object), in
+        the order the changes were made. Call it before applying the next one: a workload's
+        status is derived from the instances as they are when this is called."""
         return self.last_changes().events()
 
     def last_changes(self) -> AppliedChanges:
