@@ -21,9 +21,9 @@ import trio
 from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
 from univrs.raft.ready import InitialState, RaftConfig, Role
-from univrs.runtime.packing import Packing
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.packing import Packing
 from univrs.runtime.snapshots import SnapshotChecker
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
