@@ -141,9 +141,9 @@ def test_a_bad_batch_payload_fails_whole(doc: Any, why: str) -> None:
 
 def test_a_bad_command_in_a_batch_fails_alone() -> None:
     good = envelope_to_plain(create("w"))
-    commands, time_ms, batched = decode_entry(  # type: ignore[misc]
-        codec.encode_plain([2, 7, [good, {"type": "no-such-command"}, good, 5]])
-    )
+    decoded = decode_entry(codec.encode_plain([2, 7, [good, {"type": "no-such-command"}, good, 5]]))
+    assert not isinstance(decoded, str)
+    commands, time_ms, batched = decoded
     assert (time_ms, batched) == (7, True)
     assert commands[0] == commands[2] == create("w")
     assert isinstance(commands[1], str) and isinstance(commands[3], str)

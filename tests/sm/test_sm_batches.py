@@ -91,12 +91,12 @@ def test_a_batch_entry_applies_like_its_commands_one_entry_each(
             expected.append((response, single.last_events(), single.revision))
         batched_index += 1
         seen: list[tuple[int, AppliedChanges]] = []
+
+        def each(revision: int, changes: AppliedChanges, seen: Any = seen) -> None:
+            seen.append((revision, changes))
+
         responses = batched.apply_batch(
-            sent,
-            index=batched_index,
-            term=1,
-            time_ms=time_ms,
-            each=lambda revision, changes, seen=seen: seen.append((revision, changes)),
+            sent, index=batched_index, term=1, time_ms=time_ms, each=each
         )
         got = [
             (r, changes.events(), rev) for r, (rev, changes) in zip(responses, seen, strict=True)

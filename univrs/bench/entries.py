@@ -32,20 +32,20 @@ PER_MESSAGE = 64  # entries per AppendEntries on the single-command side
 
 
 def _proposals(n: int) -> list[Propose]:
-    out = [Propose(*_encoded(Envelope(command=OpenSession())))]
+    out = [_proposal(Envelope(command=OpenSession()))]
     for i in range(1, n):
         envelope = Envelope(
             command=MintCredits(to_peer=f"p{i % 97}", amount=1, reason="bench"),
             client_id="c1",
             seq=i,
         )
-        out.append(Propose(*_encoded(envelope)))
+        out.append(_proposal(envelope))
     return out
 
 
-def _encoded(envelope: Envelope) -> tuple[bytes, Waiter[object], float, object]:
+def _proposal(envelope: Envelope) -> Propose:
     payload, doc = encode_payload_doc(envelope, 1_700_000_000_000)
-    return payload, Waiter(), 0.0, doc
+    return Propose(payload, Waiter(), 0.0, doc)
 
 
 def _run(proposals: list[Propose], packing: Packing) -> dict[str, float]:
