@@ -2,13 +2,13 @@
 
 ``scripts/bench_entries [--writes N] [--batch B] [--repeat R]``: the work every node does per
 log entry, in one process, measured with ``time.process_time`` (CPU, so a busy machine moves
-it far less than wall time): encode then decode the AppendEntries that carry the entries (64
-entries per message, or the batch entries), append them to an LMDB log store in a temporary
-directory (one synced transaction per message), decode the payloads and apply them to a
-state machine (the apply loop's decode and ``apply`` / ``apply_batch``). The leader's packing
-(``Packing.pack``) is counted on the batch side. Prints microseconds of CPU per write for each
-step, medians of ``--repeat`` runs. Not the whole write (no client, no network, no fsync
-worker): the part that batch entries change.
+it far less than wall time): encode then decode the AppendEntries that carry the entries
+(64 commands per message, in 64 entries or in batch entries), append them to an LMDB log
+store in a temporary directory (one synced transaction per message), decode the payloads
+and apply them to a state machine (the apply loop's decode and ``apply`` /
+``apply_batch``). The leader's packing (``Packing.pack``) is counted on the batch side.
+Prints microseconds of CPU per write for each step, medians of ``--repeat`` runs. Not the
+whole write (no client, no network, no fsync worker): the part that batch entries change.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def _run(proposals: list[Propose], packing: Packing) -> dict[str, float]:
     packed = step("pack", lambda: packing.pack(proposals))
     assert isinstance(packed, list)
     entries = [Entry(term=1, index=i + 1, data=p.payload) for i, p in enumerate(packed)]
-    per = PER_MESSAGE if not packing.enabled else 1
+    # The same commands per message (and per synced append) on both sides.
+    per = max(1, PER_MESSAGE // packing.max_commands) if packing.enabled else PER_MESSAGE
     messages = [
         AppendEntries(
             term=1,

@@ -13,9 +13,15 @@ proposals.py: the rules the simulator runs too) and reports ``Applied`` to the d
 * ``OutcomeUnknown`` when a snapshot installed from the leader covers its index: the snapshot
   says nothing about which entry sat there, so it may have applied. Never retried blindly.
 
-Each applied entry's changes (rendered as events only when read) go to the watch history
-(``watch_hub``, univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot
-resets it (what came before is compacted there).
+Each applied command's changes (rendered as events only when read) go to the watch history
+(``watch_hub``, univrs/runtime/watch.py) at its revision, from one place (``_apply_one``); a
+restored snapshot resets it (what came before is compacted there).
+
+Batch entries (payload version 2, univrs/runtime/payload.py): the commands of one entry apply
+with ``ClusterStateMachine.apply_batch`` at consecutive revisions; their proposals wait as one
+``ProposeBatch`` at the entry's index, and each gets its own command's response (all of them
+the same outcome when the entry was replaced or covered by a snapshot). A payload that does
+not decode fails every command of the entry alike; an envelope that does not fails alone.
 
 This node's own entries (a proposal waits at the entry's index and term) are read from the
 plain document the proposer encoded, not decoded from their bytes again, when it round-trips
