@@ -12,6 +12,7 @@ import trio
 from tests.runtime.memcluster import MemCluster, create, mint, wait_leader, wait_until
 from tests.runtime.test_batching import holding_appends
 from univrs import codec
+from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.runtime.events import Propose, ProposeBatch
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import (
@@ -155,3 +156,79 @@ def test_the_batch_bytes_are_the_version_1_envelopes_spliced() -> None:
     assert codec.decode_plain(payload, max_size=1 << 24) == doc  # 300 items: a 2-byte header
     assert doc[1] == 10**12 + 299
     assert codec.encode_plain(doc) == payload
+
+
+async def _propose_together(
+    nursery: trio.Nursery, runtime: Any, names: list[str]
+) -> list[Response | BaseException]:
+    """Start the proposals in one scheduling round: they reach the driver in one step, so
+    its one flush packs them into one batch entry."""
+    outcome: list[Response | BaseException] = []
+
+    async def run(name: str) -> None:
+        try:
+            outcome.append(await runtime.propose(create(name)))
+        except Exception as exc:
+            outcome.append(exc)
+
+    for name in names:
+        nursery.start_soon(run, name)
+    await trio.sleep(0)
+    await trio.sleep(0)
+    return outcome
+
+
+async def test_a_replaced_batch_entry_drops_every_proposal_in_it(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """The cut-off leader's batch entry is replaced by the new leader's entry at its index:
+    each of its proposers hears ProposalDropped (proven not applied), none applies anywhere."""
+    cluster = MemCluster.build(nursery, IDS)
+    cluster.packing = Packing(enabled=True)
+    for nid in IDS:
+        await cluster.start(nid)
+    old = await wait_leader(cluster)
+    await old.propose(create("w0"))
+    last = old.status().last_index
+    cluster.cut.add(old.node_id)
+    outcome = await _propose_together(nursery, old, ["a1", "a2", "a3"])
+    await wait_until(lambda: old.status().last_index == last + 1, "one entry for the three")
+    new = await wait_leader(cluster, [i for i in IDS if i != old.node_id])
+    await new.propose(create("b"))
+    cluster.cut.clear()
+    await wait_until(lambda: len(outcome) == 3, "the three proposals to end")
+    assert all(isinstance(o, ProposalDropped) for o in outcome), outcome
+    await wait_until(lambda: old.sm.get_workload("b") is not None, "the old leader to catch up")
+    for rt in cluster.runtimes.values():
+        assert all(rt.sm.get_workload(n) is None for n in ("a1", "a2", "a3"))
+
+
+async def test_a_snapshot_covering_a_batch_entry_makes_every_outcome_unknown(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """The leader is cut off inbound with a batch entry in flight: the others commit it,
+    write on and compact past it; the old leader installs their snapshot and cannot tell
+    whether its batch applied (it did): each proposer hears OutcomeUnknown."""
+    cluster = MemCluster.build(nursery, IDS)
+    cluster.packing = Packing(enabled=True)
+    for nid in IDS:
+        await cluster.start(nid)
+    old = await wait_leader(cluster)
+    await old.propose(create("w0"))
+    last = old.status().last_index
+    cluster.deaf.add(old.node_id)
+    outcome = await _propose_together(nursery, old, ["a1", "a2", "a3"])
+    await wait_until(lambda: old.status().last_index == last + 1, "one entry for the three")
+    new = await wait_leader(cluster, [i for i in IDS if i != old.node_id])
+    await wait_until(lambda: new.sm.get_workload("a3") is not None, "the batch to apply there")
+    for i in range(5):
+        await new.propose(create(f"after-{i}"))
+    meta = await new.take_snapshot()
+    assert meta is not None and new.status().first_index > meta.index
+    assert not outcome
+    cluster.deaf.clear()
+    await wait_until(lambda: len(outcome) == 3, "the three proposals to end")
+    assert all(isinstance(o, OutcomeUnknown) for o in outcome), outcome
+    await wait_until(lambda: old.applied_index >= meta.index, "the old leader to install it")
+    assert old.sm.revision == new.sm.revision  # the revision came with the snapshot
+    assert state_digest(old.sm) == state_digest(new.sm)
