@@ -517,7 +517,7 @@ def test_snapshot_with_wrong_state_or_term_is_caught() -> None:
 
 def test_snapshots_membership_and_the_write_path_happen_across_seeds() -> None:
     taken = installed = changes = leader_removals = rejoins = 0
-    forwards = conflicts = unknown = 0
+    forwards = conflicts = unknown = batches = batched = 0
     for seed in range(1, 40):
         r = run_seed(seed, nodes=3, ticks=600)
         assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
@@ -530,7 +530,10 @@ def test_snapshots_membership_and_the_write_path_happen_across_seeds() -> None:
         forwards += r.stats.forwards
         conflicts += r.stats.writes_conflict
         unknown += r.stats.writes_unknown
+        batches += r.stats.batch_entries
+        batched += r.stats.batched_writes
     assert taken > 0 and installed > 0
+    assert batched > batches > 0  # batch entries are committed, of several writes each
     assert forwards > 0 and conflicts > 0 and unknown > 0  # the API's write path is exercised
     assert changes > 0 and leader_removals > 0 and rejoins > 0
 

@@ -36,7 +36,7 @@ import attrs
 
 from univrs.raft import RaftConfig, RaftNode, bootstrap_state
 from univrs.raft.interpreter import WriteQueue
-from univrs.raft.messages import Membership, NodeId
+from univrs.raft.messages import EntryKind, Membership, NodeId
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import PendingProposals
 from univrs.sim.api import SimApi
@@ -47,7 +47,7 @@ from univrs.sim.faults import TICK, Schedule, draw_schedule
 from univrs.sim.forger import Forger
 from univrs.sim.injector import FaultInjector
 from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
-from univrs.sim.kv import KvStore, WriteDecoder
+from univrs.sim.kv import BATCH_MARK, KvStore, WriteDecoder
 from univrs.sim.membership import Operator, address
 from univrs.sim.network import SimNetwork
 from univrs.sim.runtime import NodeFactory, ReadyRuntime, SimNode, incarnation_id
@@ -89,6 +89,8 @@ class SimStats:
     covered: int = 0  # pending proposals a snapshot install covered (outcome unknown)
     forged: int = 0  # forged messages handed to cores (forger.py)
     forged_refused: int = 0  # of which the core refused (counted in its Status.refused)
+    batch_entries: int = 0  # committed entries carrying several writes (api.py ``_pack``)
+    batched_writes: int = 0  # the writes they carry
 
 
 @attrs.define(eq=False)
@@ -252,6 +254,11 @@ class Simulation(ReadyRuntime):
             self._liveness_failed()
         w = self.workload
         op = self.operator
+        batches = [
+            e
+            for e in self.checker.committed_entries
+            if e is not None and e.kind is EntryKind.NORMAL and e.data.startswith(BATCH_MARK)
+        ]
         return SimStats(
             seed=self.seed,
             ticks=self.now // TICK,
@@ -280,6 +287,8 @@ class Simulation(ReadyRuntime):
             covered=self.api.covered,
             forged=self.forger.sent if self.forger is not None else 0,
             forged_refused=self.forger.refused if self.forger is not None else 0,
+            batch_entries=len(batches),
+            batched_writes=sum(len(self.decoder.writes_of(e)) for e in batches),
         )
 
     def _client_step(self, _: None) -> None:
