@@ -112,6 +112,9 @@ def test_packing_bounds_commands_and_bytes_and_leaves_odd_proposals_alone() -> N
     ]
     assert Packing(enabled=False).pack(small) == small  # the default: one entry each
     assert Packing(enabled=True).pack(small[:1]) == small[:1]  # a lone one: version 1
+    # The node's bound: a quarter of the Raft frame limit, so a batch entry always fits a frame.
+    assert Packing.for_frames(enabled=True, max_payload_size=4 << 20).max_bytes == 256 * 1024
+    assert Packing.for_frames(enabled=True, max_payload_size=64 << 10).max_bytes == 16 << 10
 
 
 def test_a_batch_payload_decodes_to_its_commands_on_every_path() -> None:

@@ -12,8 +12,10 @@ a command sits (its revision is the same as unpacked: univrs/sm/state.py), not w
 What stays a single version-1 entry: a lone proposal (a batch of one would only cost more),
 and a proposal whose document does not round-trip exactly (``Propose.doc`` is None: it could
 nest too deep inside a batch, see payload.py) or whose payload alone exceeds ``max_bytes``.
-The bound keeps every entry far below the Raft transport's frame limit (``max_payload_size``,
-4 MiB by default; an AppendEntries carries at least one entry whatever its size).
+The bound keeps every batch entry far below the Raft transport's frame limit
+(``max_payload_size``, 4 MiB by default: ``for_frames`` takes a quarter of it at most), since
+an AppendEntries carries at least one entry whatever its size and a frame over the limit is
+dropped: a batch must never make an entry that cannot be replicated out of entries that can.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ class Packing:
     enabled: bool = False
     max_commands: int = DEFAULT_MAX_COMMANDS
     max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def for_frames(cls, *, enabled: bool, max_payload_size: int) -> Packing:
+        """The node's packing: batch entries of at most a quarter of the transport's frame
+        limit (and ``DEFAULT_MAX_BYTES``)."""
+        return cls(enabled=enabled, max_bytes=min(DEFAULT_MAX_BYTES, max_payload_size // 4))
 
     def pack(self, proposals: Sequence[Propose]) -> list[Propose | ProposeBatch]:
         """The entries to append for ``proposals``, in order: each a single proposal or a

@@ -350,7 +350,9 @@ async def _run_once(
             snapshot_threshold=config.snapshot_threshold,
             snapshot_keep=config.snapshot_trailing_entries,
             last_snapshot_index=snapshot_index,
-            packing=Packing(enabled=config.batch_entries),
+            packing=Packing.for_frames(
+                enabled=config.batch_entries, max_payload_size=config.max_payload_size
+            ),
             view=view,
             inbox=inbox,
             watch_hub=WatchHub(
