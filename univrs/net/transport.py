@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -76,6 +76,7 @@ from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
 from univrs.net.peer import (
     CLOSE_INCARNATION,
     RAFT_PATH,
+    BatchEncoder,
     Connector,
     Encoder,
     PeerLink,
@@ -102,12 +103,13 @@ _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)  # what only a leader
 
 
 class Decoder(Protocol):
-    """Turns frame bytes into a Raft message (``univrs.codec.decode_message``).
+    """Turns frame bytes into the Raft messages it carries, in order: one for a message frame,
+    several for a batch frame (``univrs.codec.decode_frame``).
 
     Raises ``ProtocolError`` on anything malformed or larger than ``max_size``.
     """
 
-    def __call__(self, data: bytes, *, max_size: int) -> Message: ...
+    def __call__(self, data: bytes, *, max_size: int) -> Sequence[Message]: ...
 
 
 def _default_encoder() -> Encoder:
@@ -116,10 +118,16 @@ def _default_encoder() -> Encoder:
     return encode_message
 
 
-def _default_decoder() -> Decoder:
-    from univrs.codec import decode_message
+def _default_batch_encoder() -> BatchEncoder:
+    from univrs.codec import encode_batch
 
-    return decode_message
+    return encode_batch
+
+
+def _default_decoder() -> Decoder:
+    from univrs.codec import decode_frame
+
+    return decode_frame
 
 
 def _describe_endpoint(endpoint: object) -> str:
@@ -194,6 +202,11 @@ class RaftTransport:
     settings: TransportSettings = TransportSettings()
     encode: Encoder = attrs.field(factory=_default_encoder)
     decode: Decoder = attrs.field(factory=_default_decoder)
+    # None: never send batch frames (this node still reads them: ``decode`` does).
+    encode_batch: BatchEncoder | None = attrs.field(factory=_default_batch_encoder)
+    # Whether our hellos say we read batch frames (``decode`` does; False only makes this node
+    # look like an older one, for tests of mixed versions).
+    read_batches: bool = True
     connector: Connector = trio.open_tcp_stream
     advertise_addr: str | None = None
     dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
@@ -220,6 +233,8 @@ class RaftTransport:
     _inbound: dict[NodeId, _Inbound] = attrs.field(factory=dict, init=False)
     # Incarnations named by the hellos we accepted, newest per peer.
     _learned: dict[NodeId, str] = attrs.field(factory=dict, init=False)
+    # Whether the newest hello we accepted from a peer said it reads batch frames.
+    _reads_batches: dict[NodeId, bool] = attrs.field(factory=dict, init=False)
     # (peer, its incarnation, our reason) already logged at WARNING: one line per incarnation.
     _warned_refusals: set[tuple[str, str | None, str]] = attrs.field(factory=set, init=False)
     _warned_unknown: set[NodeId] = attrs.field(factory=set, init=False)
@@ -433,6 +448,7 @@ class RaftTransport:
             addr=self.advertise_addr,
             config_index=config_index,
             bound=bound,
+            batch=self.read_batches,
         )
         return encode_hello(hello)
 
@@ -447,6 +463,8 @@ class RaftTransport:
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
             on_rtt=self._observe_rtt,
+            encode_batch=self.encode_batch,
+            accepts_batches=lambda: self._reads_batches.get(nid, False),
             queue=PeerQueue(
                 max_control=self.settings.max_control_queue,
                 max_bulk=self.settings.max_bulk_queue,
@@ -538,6 +556,7 @@ class RaftTransport:
             counters.inbound += 1
             if hello.incarnation is not None:
                 self._learned[hello.src] = hello.incarnation
+            self._reads_batches[hello.src] = hello.batch
             if hello.addr is not None and self._advertised.get(hello.src) != hello.addr:
                 self._advertised[hello.src] = hello.addr
                 if hello.src == self._source:
@@ -574,13 +593,16 @@ class RaftTransport:
             keep.add(self._source)
         unlisted = [
             nid
-            for nid in dict.fromkeys([*self._counters, *self._learned, *self._advertised])
+            for nid in dict.fromkeys(
+                [*self._counters, *self._learned, *self._advertised, *self._reads_batches]
+            )
             if nid not in keep
         ]
         for nid in unlisted[: max(0, len(unlisted) - MAX_UNLISTED_PEERS)]:
             self._counters.pop(nid, None)
             self._learned.pop(nid, None)
             self._advertised.pop(nid, None)
+            self._reads_batches.pop(nid, None)
 
     async def _refuse(
         self, ws: WebSocketConnection, remote: str, who: str, code: int, reason: str
@@ -738,7 +760,7 @@ class RaftTransport:
                 await self._refuse(ws, remote, peer, CLOSE_UNSUPPORTED_DATA, reason)
                 return
             try:
-                msg = self.decode(frame, max_size=self.settings.max_payload_size)
+                msgs = self.decode(frame, max_size=self.settings.max_payload_size)
             except ProtocolError as exc:
                 reason = f"malformed message: {exc}"
                 await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
@@ -750,27 +772,37 @@ class RaftTransport:
                 reason = f"undecodable message ({type(exc).__name__})"
                 await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
                 return
-            if msg.src != peer or msg.dst != self.node_id:
-                reason = f"message from {msg.src!r} to {msg.dst!r} on {peer!r}'s connection"
-                await self._refuse(ws, remote, peer, CLOSE_POLICY_VIOLATION, reason)
-                return
-            counters.messages_received += 1
+            # Every message of the frame is checked before any is delivered: a batch with one
+            # forged message is refused whole.
+            for msg in msgs:
+                if msg.src != peer or msg.dst != self.node_id:
+                    reason = f"message from {msg.src!r} to {msg.dst!r} on {peer!r}'s connection"
+                    await self._refuse(ws, remote, peer, CLOSE_POLICY_VIOLATION, reason)
+                    return
             counters.bytes_received += len(frame)
-            if attested is not None:
-                # What this connection attests of its sender: the core checks it again against
-                # the configuration it holds (univrs/raft/senders.py).
-                msg = attrs.evolve(msg, sender_incarnation=attested)
-            # A term above MAX_TERM is refused by the core: adopting it here would let any
-            # sender pin the entry source (and where we dial) for good.
-            if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:
-                self._source_term = msg.term
-                if msg.src != self._source:
-                    self._source = msg.src
-                    self._sync_links()  # before the driver sees it: the answer needs a link
-            try:
-                await self.inbox.send(msg)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return  # the node is shutting down
+            for msg in msgs:
+                if not await self._deliver(msg, counters, attested):
+                    return
+
+    async def _deliver(self, msg: Message, counters: PeerCounters, attested: str | None) -> bool:
+        """Hand one checked message to the driver; False once the node is shutting down."""
+        counters.messages_received += 1
+        if attested is not None:
+            # What this connection attests of its sender: the core checks it again against
+            # the configuration it holds (univrs/raft/senders.py).
+            msg = attrs.evolve(msg, sender_incarnation=attested)
+        # A term above MAX_TERM is refused by the core: adopting it here would let any
+        # sender pin the entry source (and where we dial) for good.
+        if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:
+            self._source_term = msg.term
+            if msg.src != self._source:
+                self._source = msg.src
+                self._sync_links()  # before the driver sees it: the answer needs a link
+        try:
+            await self.inbox.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # the node is shutting down
+        return True
 
 
 @asynccontextmanager
