@@ -39,3 +39,21 @@ async def test_one_frame_per_peer_per_step(b_reads_batches: bool) -> None:
         assert frames == (1 if b_reads_batches else len(sent))
         assert b.statistics().peer("a").messages_received == len(sent)
         assert after.dropped == 0
+
+
+async def test_a_full_inbox_back_pressures_the_reader_without_losing_messages() -> None:
+    """Messages are delivered without a yield while the inbox has room; when it is full the
+    reader waits (and with it the peer's frames), and nothing is lost or reordered."""
+    a, _a_inbox = make_transport("a")
+    b, b_inbox = make_transport("b", inbox_size=2)
+    async with open_transport(a), open_transport(b):
+        a.set_peer_addresses({"b": addr(b)})
+        b.set_peer_addresses({"a": addr(a)})
+        await wait_until(lambda: a.statistics().peer("b").inbound == 1)
+        sent = [heartbeat("a", "b", ctx=i) for i in range(1, 21)]
+        for msg in sent:
+            a.send(msg)
+        # b's inbox holds 2: the rest waits in the reader and the socket until we read.
+        await wait_until(lambda: b.statistics().peer("a").messages_received >= 3)
+        assert [await receive(b_inbox) for _ in sent] == sent
+        assert a.statistics().peer("b").dropped == 0
