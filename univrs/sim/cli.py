@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
         "--ticks", type=int, default=DEFAULT_TICKS, help="ticks of the fault phase per seed"
     )
     p.add_argument("--mutant", default=None, help="run a deliberately broken core")
+    p.add_argument(
+        "--unlisted-leaders",
+        choices=("seed", "on", "off"),
+        default="seed",
+        help="RaftConfig.unlisted_leaders of the cores: on as with TLS, off as plaintext, "
+        "or drawn per seed (default, half each way)",
+    )
     p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     return p
@@ -52,9 +59,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print("--seeds and --ticks must be positive", file=out)
         return 2
     base = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    unlisted = {"seed": None, "on": True, "off": False}[args.unlisted_leaders]
     what = f"{args.nodes} nodes, {args.ticks} ticks" + (
         f", mutant {args.mutant}" if args.mutant else ""
     )
+    if unlisted is not None:
+        what += f", unlisted leaders {args.unlisted_leaders}"
     if args.seed is None or args.verbose:
         print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
 
@@ -85,6 +95,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         ticks=args.ticks,
         mutant=args.mutant,
         on_result=report,
+        unlisted_leaders=unlisted,
     )
     ran = summary.passed + (1 if summary.failure else 0)
     rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"

@@ -120,6 +120,9 @@ class Simulation(ReadyRuntime):
     # The state machine of each node (a mutant may break its revision rules).
     kv_factory: Callable[[], KvStore] = KvStore
     config: RaftConfig | None = None  # None: SIM_RAFT_CONFIG with this seed's snapshot knobs
+    # The cores' ``RaftConfig.unlisted_leaders`` (with TLS on, without off): None draws it per
+    # seed, half the seeds each way, with its own RNG (the rest of a seed is the same).
+    unlisted_leaders: bool | None = None
     trace_len: int = 40
 
     rng: random.Random = attrs.field(init=False)
@@ -154,6 +157,12 @@ class Simulation(ReadyRuntime):
         self.rng = random.Random(self.seed)
         self.trace = deque(maxlen=self.trace_len)
         self.schedule = draw_schedule(self.rng, self.ticks, self.n_nodes)
+        unlisted = self.unlisted_leaders
+        if unlisted is None:
+            unlisted = random.Random(f"{self.seed}/unlisted").random() < 0.5
+        self.schedule = attrs.evolve(
+            self.schedule, profile=attrs.evolve(self.schedule.profile, unlisted_leaders=unlisted)
+        )
         p = self.schedule.profile
         voters = [f"n{i + 1}" for i in range(self.n_nodes)]
         spares = [f"n{i + 1}" for i in range(self.n_nodes, self.n_nodes + p.spares)]
@@ -188,6 +197,7 @@ class Simulation(ReadyRuntime):
                 pre_vote=p.pre_vote,
                 check_quorum=p.check_quorum,
                 election_ticks_max=p.election_max,
+                unlisted_leaders=p.unlisted_leaders,
             )
         self.api = SimApi(
             sim=self,

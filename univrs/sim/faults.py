@@ -89,6 +89,10 @@ class Profile:
     pre_vote: bool = True
     check_quorum: bool = True
     election_max: int = 20  # election timeouts drawn from [10, election_max] ticks
+    # ``RaftConfig.unlisted_leaders``: on as with TLS (node ids are authenticated), off as a
+    # plaintext node runs (docs/security.md). Drawn per seed by the simulation with its own RNG
+    # (cluster.py), so the rest of a seed is the same in both modes.
+    unlisted_leaders: bool = True
     # Membership changes (membership.py): ``spares`` extra nodes start with empty disks, and
     # the operator starts a batch of changes every ``member_every`` ticks on average (0: never),
     # keeping at least ``min_voters`` voters.

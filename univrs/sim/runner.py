@@ -28,6 +28,8 @@ class SeedResult:
     nodes: int
     ticks: int
     mutant: str | None
+    # Forced ``RaftConfig.unlisted_leaders`` (None: the seed drew it; cluster.py).
+    unlisted_leaders: bool | None = None
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -45,6 +47,7 @@ class SeedResult:
             nodes=self.nodes,
             ticks=self.ticks,
             mutant=self.mutant,
+            unlisted_leaders=self.unlisted_leaders,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -72,6 +75,7 @@ def replay_command(
     nodes: int = DEFAULT_NODES,
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
+    unlisted_leaders: bool | None = None,
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
@@ -79,6 +83,8 @@ def replay_command(
         cmd += f" --ticks {ticks}"
     if mutant:
         cmd += f" --mutant {mutant}"
+    if unlisted_leaders is not None:
+        cmd += f" --unlisted-leaders {'on' if unlisted_leaders else 'off'}"
     return cmd
 
 
@@ -89,9 +95,12 @@ def run_seed(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     quiet_ticks: int = DEFAULT_QUIET_TICKS,
+    unlisted_leaders: bool | None = None,
 ) -> SeedResult:
-    """Simulate one seed; never raises for a failing run (the result says why it failed)."""
+    """Simulate one seed; never raises for a failing run (the result says why it failed).
+    ``unlisted_leaders`` forces ``RaftConfig.unlisted_leaders`` (None: the seed draws it)."""
     sim = Simulation(
+        unlisted_leaders=unlisted_leaders,
         seed=seed,
         n_nodes=nodes,
         ticks=ticks,
@@ -108,6 +117,7 @@ def run_seed(
             nodes=nodes,
             ticks=ticks,
             mutant=mutant,
+            unlisted_leaders=unlisted_leaders,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -118,6 +128,7 @@ def run_seed(
         nodes=nodes,
         ticks=ticks,
         mutant=mutant,
+        unlisted_leaders=unlisted_leaders,
         stats=stats,
     )
 
@@ -130,6 +141,7 @@ def run_seeds(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     on_result: Callable[[SeedResult], None] | None = None,
+    unlisted_leaders: bool | None = None,
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
     if mutant is not None and mutant not in MUTANTS:
@@ -138,7 +150,9 @@ def run_seeds(
     passed = 0
     failure = None
     for seed in range(base, base + count):
-        r = run_seed(seed, nodes=nodes, ticks=ticks, mutant=mutant)
+        r = run_seed(
+            seed, nodes=nodes, ticks=ticks, mutant=mutant, unlisted_leaders=unlisted_leaders
+        )
         if on_result is not None:
             on_result(r)
         if not r.ok:
