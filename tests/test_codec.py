@@ -81,6 +81,7 @@ _KIND_STRATEGIES: dict[str, st.SearchStrategy[typing.Any]] = {
     "str": node_ids,
     "bytes": st.binary(max_size=100),
     "snapshot_meta": snapshot_metas,
+    "tail_str": st.none() | node_ids,
 }
 
 
@@ -132,6 +133,7 @@ _ANNOTATION_KIND = {
     "bytes": "bytes",
     "tuple[Entry, ...]": "entries",
     "SnapshotMeta": "snapshot_meta",
+    "NodeId | None": "tail_str",
 }
 
 
@@ -154,6 +156,25 @@ def test_type_tags_are_unique_small_integers() -> None:
 def test_frame_layout_is_version_then_tag_then_fields() -> None:
     msg = m.HeartbeatResponse(term=7, src="n1", dst="n2", ctx=9)
     assert cbor2.loads(encode_message(msg)) == [WIRE_VERSION, 6, 7, "n1", "n2", 9]
+
+
+def test_a_trailing_optional_field_is_left_out_when_none() -> None:
+    """RequestVoteResponse.leader (the leader hint): a frame without it has the layout older
+    nodes read, and both layouts decode; a wrong type or an extra field is refused."""
+    plain = m.RequestVoteResponse(term=3, src="n1", dst="n2", granted=False, pre_vote=True)
+    assert cbor2.loads(encode_message(plain)) == [WIRE_VERSION, 2, 3, "n1", "n2", False, True]
+    hinted = attrs.evolve(plain, leader="n9")
+    assert cbor2.loads(encode_message(hinted))[-1] == "n9"
+    for msg in (plain, hinted):
+        assert decode_message(encode_message(msg), max_size=MAX) == msg
+    with pytest.raises(ProtocolError):
+        decode_message(frame(WIRE_VERSION, 2, 3, "n1", "n2", False, True, 9), max_size=MAX)
+    with pytest.raises(ProtocolError):
+        decode_message(frame(WIRE_VERSION, 2, 3, "n1", "n2", False, True, None), max_size=MAX)
+    with pytest.raises(ProtocolError):
+        decode_message(frame(WIRE_VERSION, 2, 3, "n1", "n2", False, True, "n9", 1), max_size=MAX)
+    with pytest.raises(ProtocolError):
+        decode_message(frame(WIRE_VERSION, 2, 3, "n1", "n2", False), max_size=MAX)
 
 
 def test_entries_are_compact_arrays() -> None:

@@ -44,7 +44,12 @@ exceptions are translated at the edge (``univrs.codec.strict``). Encoding our ow
 trusted: a value that cannot be encoded is a local bug and raises ``TypeError``.
 
 Changing the field list of any message, or the meaning of a field, requires bumping
-``WIRE_VERSION`` (``tests/test_codec.py`` checks the table against the attrs classes).
+``WIRE_VERSION`` (``tests/test_codec.py`` checks the table against the attrs classes); the
+one exception is a trailing optional field (kind ``tail_str``): it is left out of the frame
+when None, so such a frame has the layout an older node reads, and a node reads frames with
+and without it. ``RequestVoteResponse.leader`` is one (the leader hint, set only by a node
+running without ``RaftConfig.unlisted_leaders``; an older node refuses a frame carrying it as
+malformed, which costs it only a rejection it would have ignored).
 """
 
 from __future__ import annotations
@@ -250,12 +255,16 @@ class _Kind:
     name: str
     encode: Callable[[Any], Any]
     decode: Callable[[Any, str], Any]
+    # A trailing optional field (last in its message): omitted from the frame when None, so
+    # a frame without it keeps the layout older nodes read (no wire version bump).
+    tail: bool = False
 
 
 UINT = _Kind(name="uint", encode=_enc_same, decode=_dec_uint)
 BOOL = _Kind(name="bool", encode=_enc_same, decode=_dec_bool)
 STR = _Kind(name="str", encode=_enc_same, decode=_dec_str)
 BYTES = _Kind(name="bytes", encode=_enc_same, decode=_dec_bytes)
+TAIL_STR = _Kind(name="tail_str", encode=_enc_same, decode=_dec_str, tail=True)
 ENTRIES = _Kind(name="entries", encode=_enc_entries, decode=_dec_entries)
 META = _Kind(name="snapshot_meta", encode=_enc_meta, decode=_dec_meta)
 
@@ -277,7 +286,7 @@ _TABLE: tuple[tuple[int, type[Message], tuple[tuple[str, _Kind], ...]], ...] = (
             ("transfer", BOOL),
         ),
     ),
-    (2, RequestVoteResponse, (("granted", BOOL), ("pre_vote", BOOL))),
+    (2, RequestVoteResponse, (("granted", BOOL), ("pre_vote", BOOL), ("leader", TAIL_STR))),
     (
         3,
         AppendEntries,
@@ -355,7 +364,11 @@ def encode_message(msg: Message) -> bytes:
     if spec is None:
         raise TypeError(f"not a wire message: {type(msg).__name__}")
     frame: list[Any] = [WIRE_VERSION, spec.tag]
-    frame.extend(kind.encode(getattr(msg, name)) for name, kind in spec.fields)
+    for name, kind in spec.fields:
+        value = getattr(msg, name)
+        if value is None and kind.tail:
+            break  # a trailing optional field left out (older nodes read the frame)
+        frame.append(kind.encode(value))
     try:
         return cbor2.dumps(frame)
     except cbor2.CBOREncodeError as exc:
@@ -419,6 +432,8 @@ def _from_frame(frame: Any) -> Message:
     if spec is None:
         raise ProtocolError(f"unknown message type {tag!r}")
     fields = spec.fields
+    if len(frame) == 1 + len(fields) and fields[-1][1].tail:
+        fields = fields[:-1]  # the trailing optional field left out: None
     if len(frame) != 2 + len(fields):
         raise ProtocolError(
             f"{spec.cls.__name__} frame has {len(frame) - 2} fields, expected {len(fields)}"

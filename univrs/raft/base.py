@@ -72,9 +72,11 @@ class NodeBase:
     _applied: int  # last index the state machine reported applied
     _role: Role
     _leader: NodeId | None  # the leader of _term as far as we know
-    # For RaftConfig.unlisted_leaders off (senders.py): the newest term a member our
-    # configuration lists showed us, and the newest term in which we followed (or were) a leader.
-    _listed_term: int
+    # For RaftConfig.unlisted_leaders off (senders.py): the newest term in which a member our
+    # configuration lists vouched for a leader (a rejected vote's hint) and that leader, and
+    # the newest term in which we followed (or were) a leader.
+    _vouched_term: int
+    _vouched: NodeId | None
     _led_term: int
     _led_by: NodeId | None  # the leader we followed (or were) in _led_term
     # Timers, in ticks.

@@ -28,6 +28,7 @@ from univrs.raft.messages import (
     Heartbeat,
     InstallSnapshot,
     Message,
+    NodeId,
     RequestVote,
     RequestVoteResponse,
 )
@@ -52,6 +53,11 @@ class ElectionLayer(FollowerLayer):
         if not (pre_vote or self.config.check_quorum):
             return False
         return self._leader is not None and self._election_elapsed < self.config.election_ticks_min
+
+    def _leader_hint(self) -> NodeId | None:
+        """The leader a vote rejection names (``RequestVoteResponse.leader``): the one we
+        follow (or are) in our term, only without ``RaftConfig.unlisted_leaders``."""
+        return None if self.config.unlisted_leaders else self._leader
 
     def _hup(self, *, transfer: bool) -> None:
         if self._role is Role.LEADER or not self._promotable():
@@ -122,7 +128,12 @@ class ElectionLayer(FollowerLayer):
             else:
                 self._send(
                     RequestVoteResponse(
-                        term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
+                        term=self._term,
+                        src=self.id,
+                        dst=msg.src,
+                        granted=False,
+                        pre_vote=True,
+                        leader=self._leader_hint(),
                     )
                 )
             return
@@ -135,7 +146,13 @@ class ElectionLayer(FollowerLayer):
             )
         else:
             self._send(
-                RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=False)
+                RequestVoteResponse(
+                    term=self._term,
+                    src=self.id,
+                    dst=msg.src,
+                    granted=False,
+                    leader=self._leader_hint(),
+                )
             )
 
     def _on_vote_response(self, msg: RequestVoteResponse) -> None:
@@ -176,6 +193,11 @@ class ElectionLayer(FollowerLayer):
         elif isinstance(msg, RequestVote) and msg.pre_vote:
             self._send(
                 RequestVoteResponse(
-                    term=self._term, src=self.id, dst=msg.src, granted=False, pre_vote=True
+                    term=self._term,
+                    src=self.id,
+                    dst=msg.src,
+                    granted=False,
+                    pre_vote=True,
+                    leader=self._leader_hint(),
                 )
             )

@@ -169,10 +169,18 @@ class RequestVote(Message):
 
 @attrs.frozen(kw_only=True, slots=True)
 class RequestVoteResponse(Message):
-    """Answer to RequestVote (``pre_vote`` echoes the request)."""
+    """Answer to RequestVote (``pre_vote`` echoes the request).
+
+    ``leader``: on a rejection, the leader the sender follows in its term ``term`` (a hint,
+    set only without ``RaftConfig.unlisted_leaders``; None otherwise). A member in its own
+    configuration that runs without ``unlisted_leaders`` takes leader traffic from an id its
+    configuration does not list only when a member it lists vouched for that id this way in
+    that term (univrs/raft/senders.py). A hint never grants anything.
+    """
 
     granted: bool
     pre_vote: bool = False
+    leader: NodeId | None = None
 
 
 @attrs.frozen(kw_only=True, slots=True)

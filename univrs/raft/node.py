@@ -139,7 +139,8 @@ class RaftNode(ElectionLayer):
         self._handed = self._applied  # last committed index handed out in a Ready
         self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
         self._leader = None
-        self._listed_term = 0
+        self._vouched_term = 0
+        self._vouched = None
         self._led_term = 0
         self._led_by = None
         self._now = 0
@@ -206,15 +207,41 @@ class RaftNode(ElectionLayer):
         if refusal is not None:
             self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
             return
-        if msg.term > self._listed_term and self._listed(msg):
-            self._listed_term = msg.term  # a term a member we list is in (senders.py)
+        if (
+            isinstance(msg, RequestVoteResponse)
+            and msg.leader is not None
+            and not msg.granted
+            and msg.term >= self._term
+            and msg.term > self._vouched_term
+            and self._listed(msg)
+        ):
+            # A member we list follows msg.leader in msg.term (a hint of a stale term is
+            # ignored; an unlisted sender's never gets here): that leader may lead us in
+            # that term even if our configuration does not list it yet (senders.py).
+            self._vouched_term, self._vouched = msg.term, msg.leader
         if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
             self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
                 if not msg.transfer and self._in_lease(msg.pre_vote):
-                    return  # a live leader exists: do not let this candidate disrupt it
+                    # A live leader exists: do not let this candidate disrupt it. Without
+                    # unlisted_leaders, tell it our term and leader (a member that lags behind
+                    # the configuration adding our leader needs a listed member's word for
+                    # it); with them, stay silent as before.
+                    hint = self._leader_hint()
+                    if hint is not None:
+                        self._send(
+                            RequestVoteResponse(
+                                term=self._term,
+                                src=self.id,
+                                dst=msg.src,
+                                granted=False,
+                                pre_vote=msg.pre_vote,
+                                leader=hint,
+                            )
+                        )
+                    return
                 if not msg.pre_vote:
                     self._become_follower(msg.term, None)
             elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
@@ -559,13 +586,13 @@ class RaftNode(ElectionLayer):
             live = None
         followed, inc = self._leader_incarnation
         configs = self._configs
-        # Without unlisted_leaders: the term (and leader) an unlisted leader may be heard at.
+        # Without unlisted_leaders: the term and leader an unlisted leader may be heard at.
         unlisted_term: int | None = None
         unlisted_leader: NodeId | None = None
         if self._led_term == self._term:
             unlisted_term, unlisted_leader = self._term, self._led_by  # the one we followed
-        elif self._listed_term >= self._term:
-            unlisted_term = self._term  # a listed member showed us this term; no leader yet
+        elif self._vouched_term == self._term:
+            unlisted_term, unlisted_leader = self._term, self._vouched  # a listed member's
         return sender_refusal(
             msg,
             me=self.id,

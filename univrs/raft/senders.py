@@ -34,10 +34,15 @@ it must let through (docs/core-api.md, "Who may send a message"):
     a live leader, the normal state of every member, refuses them. Only where node ids are
     authenticated (``RaftConfig.unlisted_leaders``, on with TLS). Without TLS (a made-up id
     led a leaderless node and committed entries on it) an id that no configuration lists is
-    heard then only at the node's own term, and only if a listed member showed it that term
-    and it followed no leader in it yet: the lagging member, which adopted the current term
-    from its listed peers, hears the leader of that term; a made-up id cannot pick a term of
-    its own, nor lead a node that lost its leader in the term it still holds. A listed id of
+    heard then only at the node's own term, and only as the leader a listed member vouched
+    for in that term (``RequestVoteResponse.leader``: a member that rejects a vote or
+    pre-vote names the leader it follows in its term, also when it is in its lease, where
+    it used to stay silent) or as the one unlisted leader it already followed in that term:
+    the lagging member, whose pre-votes its listed peers reject, hears the leader they
+    follow. A made-up id is never vouched for, so it cannot pick a term, nor lead a node in
+    an election's window (after a listed candidate's vote request showed it the new term).
+    A vouch counts only from a listed member (a stranger's vote answer is refused here) and
+    only for the term it names, when that is not below the node's own. A listed id of
     another incarnation (a replaced member that leads now) is still heard.
 * The leader this node follows stays a known sender (at the incarnation its messages were
   attested with when we adopted it), whatever the configuration says: a leader that
@@ -157,10 +162,10 @@ def sender_refusal(
     attested with (None: not known); ``tracked`` the peers a leader replicates to.
     ``unlisted_leaders`` False (``RaftConfig.unlisted_leaders``, off without TLS): a node in its
     own configuration takes leader traffic from an id no configuration lists, while it follows
-    no live leader, only at ``unlisted_leader_term`` (None: never): its own term, when a listed
-    member showed it that term and it followed no leader in it yet, or when ``unlisted_leader``
-    (not None) is the leader it already followed in that term, and then only from that one
-    (at ``unlisted_incarnation``, the incarnation it was heard at, when known).
+    no live leader, only at ``unlisted_leader_term`` (None: never), its own term, and only from
+    ``unlisted_leader``: the leader it already followed in that term (at
+    ``unlisted_incarnation``, the incarnation it was heard at, when known) or the one a listed
+    member vouched for in that term (None: no one).
     A listed id of another incarnation is still heard while it follows no live leader.
     """
     src = msg.src
@@ -191,7 +196,7 @@ def sender_refusal(
                 or unlisted_leaders
                 or (
                     msg.term == unlisted_leader_term
-                    and unlisted_leader in (None, src)
+                    and src == unlisted_leader
                     and (unlisted_incarnation is None or attested in (None, unlisted_incarnation))
                 )
             )
