@@ -314,8 +314,25 @@ class Simulation(ReadyRuntime):
             target = w.final_acked_at
             members = self.checker.committed_config().members
             nodes = self.nodes
-            if all(nodes[n].raft is not None and nodes[n].kv.revision >= target for n in members):
+            if all(
+                nodes[n].raft is not None
+                and (nodes[n].kv.revision >= target or self._orphaned(nodes[n], members))
+                for n in members
+            ):
                 self.done = True
+
+    def _orphaned(self, sn: SimNode, members: frozenset[NodeId]) -> bool:
+        """Without ``unlisted_leaders`` (plaintext): does ``sn``'s own configuration list no
+        other member of the cluster (``members``), every one it lists removed since? Then no
+        member it lists can vouch for the leader, and it cannot tell that leader from a
+        made-up id: only an operator brings it back (re-join it, or TLS; docs/security.md).
+        The liveness check excuses such a member, and only it."""
+        if self.config is None or self.config.unlisted_leaders or sn.raft is None:
+            return False
+        listed = sn.raft.status().membership.members
+        if sn.id not in listed:
+            return False  # not in its own configuration (a joiner): it hears any leader
+        return not any(m in members for m in listed if m != sn.id)
 
     def _operator_step(self, _: None) -> None:
         self.at(self.now + TICK, self._operator_step, None)
