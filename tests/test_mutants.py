@@ -62,6 +62,10 @@ def test_there_are_the_required_mutants() -> None:
         "accept-strangers",
         "stranger-votes-while-led",
         "stranger-vote-answers",
+        # read leases (run in the simulator's lease mode): the lease measured from the answer
+        # instead of the send, and followers voting while led
+        "lease-from-ack",
+        "lease-vote-while-led",
     } <= set(MUTANTS)
     code, lines = run_cli(["--list-mutants"])
     assert code == 0

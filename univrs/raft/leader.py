@@ -504,6 +504,11 @@ class LeaderLayer(NodeBase):
         cfg = self.config
         return cfg.read_lease and self._lease.valid(self._now, cfg.lease_ticks)
 
+    def _lease_quorum_acked(self, round: int) -> None:
+        """A quorum answered every heartbeat round up to ``round``: the lease runs from the
+        newest such round's send tick. A hook: a mutant measures from the answer instead."""
+        self._lease.quorum_acked(round)
+
     def _leader_read(self, ctx: int, requester: NodeId | None, lease: bool = False) -> None:
         deadline = self._now + self._read_timeout()
         reads = self._leader_reads
@@ -535,6 +540,6 @@ class LeaderLayer(NodeBase):
 
         quorum_round = quorum_index(self._configs.current.voters, acked)
         if self.config.read_lease:
-            self._lease.quorum_acked(quorum_round)
+            self._lease_quorum_acked(quorum_round)
         for r in reads.pop_confirmed(quorum_round):
             self._confirmed_read(r.ctx, r.requester, r.index)

@@ -159,13 +159,17 @@ class LeaderLease:
             sent.popleft()
         sent.append((round, now))
 
-    def quorum_acked(self, round: int) -> None:
-        """A quorum of voters answered every round up to ``round``."""
+    def quorum_acked(self, round: int) -> bool:
+        """A quorum of voters answered every round up to ``round``; True if that moved the
+        lease on."""
         sent = self._sent
+        moved = False
         while sent and sent[0][0] <= round:
             _, tick = sent.popleft()
             if self.start is None or tick > self.start:
                 self.start = tick
+                moved = True
+        return moved
 
     def valid(self, now: int, lease_ticks: int) -> bool:
         return not self.revoked and self.start is not None and now < self.start + lease_ticks

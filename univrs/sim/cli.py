@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         "--ticks", type=int, default=DEFAULT_TICKS, help="ticks of the fault phase per seed"
     )
     p.add_argument("--mutant", default=None, help="run a deliberately broken core")
+    p.add_argument(
+        "--lease",
+        choices=("off", "within", "beyond"),
+        default="off",
+        help="read leases on, every node's clock drifting within or beyond the bound (default off)",
+    )
     p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     return p
@@ -55,6 +61,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     what = f"{args.nodes} nodes, {args.ticks} ticks" + (
         f", mutant {args.mutant}" if args.mutant else ""
     )
+    if args.lease != "off":
+        what += f", lease reads with clocks {args.lease} the bound"
     if args.seed is None or args.verbose:
         print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
 
@@ -72,7 +80,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"membership changes ({s.leader_removals} leader removals, {s.rejoins} rejoins, "
                 f"{s.replaced} replaced, {s.repairs} repairs, {s.diverged} diverged), "
                 f"{s.refused} messages refused (incarnation), {s.forged} forged "
-                f"({s.forged_refused} refused by the core)",
+                f"({s.forged_refused} refused by the core), {s.lease_reads} lease reads",
                 file=out,
                 flush=True,
             )
@@ -84,6 +92,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         ticks=args.ticks,
         mutant=args.mutant,
         on_result=report,
+        lease=args.lease,
     )
     ran = summary.passed + (1 if summary.failure else 0)
     rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"

@@ -132,6 +132,23 @@ class ReadIdsRestart(RaftNode):
         return ctx
 
 
+class LeaseFromAck(RaftNode):
+    """Starts the read lease when a quorum's answer arrives instead of when the answered
+    heartbeat was sent (run with read leases on)."""
+
+    def _lease_quorum_acked(self, round: int) -> None:
+        if self._lease.quorum_acked(round):
+            self._lease.start = self._now
+
+
+class LeaseVoteWhileLed(RaftNode):
+    """Grants votes and pre-votes while it heard from a live leader within the election
+    timeout, so a leader's read lease protects nothing (run with read leases on)."""
+
+    def _in_lease(self, pre_vote: bool) -> bool:
+        return False
+
+
 class SnapshotDropRetry(PendingProposals[Any]):
     """Treats a proposal covered by a snapshot install as not applied, so the API retries it
     (issue 10, bug 5: a write applied twice, an If-Match write answered 409 after applying)."""
@@ -148,13 +165,19 @@ class Mutant:
     description: str
     cls: type[RaftNode] = RaftNode
     proposals: type[PendingProposals[Any]] = PendingProposals
+    lease: str = "off"  # the simulator's lease mode this mutant needs (cluster.py)
 
 
 def _mutant(
-    name: str, cls: type[RaftNode] = RaftNode, proposals: type[PendingProposals[Any]] | None = None
+    name: str,
+    cls: type[RaftNode] = RaftNode,
+    proposals: type[PendingProposals[Any]] | None = None,
+    lease: str = "off",
 ) -> Mutant:
     doc = ((proposals or cls).__doc__ or "").strip().splitlines()[0]
-    return Mutant(name=name, description=doc, cls=cls, proposals=proposals or PendingProposals)
+    return Mutant(
+        name=name, description=doc, cls=cls, proposals=proposals or PendingProposals, lease=lease
+    )
 
 
 MUTANTS: dict[str, Mutant] = {
@@ -175,6 +198,8 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("accept-strangers", AcceptStrangers),
         _mutant("stranger-votes-while-led", StrangerVotesWhileLed),
         _mutant("stranger-vote-answers", StrangerVoteAnswers),
+        _mutant("lease-from-ack", LeaseFromAck, lease="within"),
+        _mutant("lease-vote-while-led", LeaseVoteWhileLed, lease="within"),
     )
 }
 
@@ -187,6 +212,11 @@ def node_factory(mutant: str | None) -> Callable[..., Any]:
 def proposals_factory(mutant: str | None) -> type[PendingProposals[Any]]:
     """The API's pending-proposal tracker: the real one, or the named mutant's."""
     return PendingProposals if mutant is None else _get(mutant).proposals
+
+
+def mutant_lease(mutant: str | None) -> str:
+    """The lease mode the named mutant runs in ("off" for most)."""
+    return "off" if mutant is None else _get(mutant).lease
 
 
 def _get(mutant: str) -> Mutant:
