@@ -8,12 +8,15 @@ from harness import Cluster
 
 from univrs.raft import (
     Heartbeat,
+    HeartbeatResponse,
     RaftConfig,
+    RaftNode,
     ReadState,
     RequestVote,
     Role,
     TimeoutNow,
 )
+from univrs.sim.mutants import LeaseFromAck, LeaseVoteWhileLed
 
 LEASE = RaftConfig(election_ticks_min=10, election_ticks_max=20, read_lease=True)
 
@@ -150,3 +153,93 @@ def test_restarted_follower_refuses_votes_for_an_election_timeout() -> None:
     c.process("n3")
     c.stabilize()
     assert c.role("n3") is Role.LEADER
+
+
+# ---- the two rules a lease rests on, shown by the simulator's mutants ----------------------
+
+
+def test_a_lease_measured_from_the_answer_serves_a_stale_read() -> None:
+    # n1's heartbeat reaches n2 and n3 at once but their answers are delayed; n1 is then cut
+    # off, n2 and n3 wait out their election timeouts and elect a leader that commits a write.
+    # Answers arriving only now start no lease (they prove nothing after the send); a core
+    # that starts the lease at the answer serves the old value.
+    for cls, stale in ((RaftNode, False), (LeaseFromAck, True)):
+        c = Cluster.bootstrap(["n1", "n2", "n3"], config=LEASE)
+        c.classes["n1"] = cls
+        c.crash("n1")
+        c.restart("n1")  # now built from cls (term 1: no start-up hold)
+        c.elect("n1")
+        c.tick("n1")
+        c.stabilize()
+        c.tick("n1")  # a heartbeat round...
+        c.deliver(src="n1", type=Heartbeat)  # ...arrives; its answers are held
+        held = c.in_flight(dst="n1", type=HeartbeatResponse)
+        assert len(held) == 2
+        c.network = []
+        c.isolate("n1")
+        new = elect_without(c, "n1")
+        c.propose(new, b"written")
+        c.stabilize()
+        written = c.status(new).commit
+        assert c.role("n1") is Role.LEADER and c.status("n1").commit < written
+        c.heal()
+        c.network = list(held)
+        c.deliver(dst="n1", type=HeartbeatResponse)
+        c.network = []
+        lease_read(c, "n1", 5)
+        served = [r.index for r in c.reads["n1"]]
+        assert (served != [] and served[0] < written) is stale, (cls, served, written)
+
+
+def test_followers_voting_while_led_let_a_lease_serve_a_stale_read() -> None:
+    # n3 no longer hears from n1 and campaigns; n2 heard from n1 a tick ago. Voting while led,
+    # n2 elects n3, which commits a write while n1 (cut off from then on) still holds the lease
+    # n2's answers gave it: n1's lease read misses the write. The real n2 refuses the votes.
+    for cls, stale in ((RaftNode, False), (LeaseVoteWhileLed, True)):
+        c = Cluster.bootstrap(["n1", "n2", "n3"], config=LEASE)
+        c.classes["n2"] = cls
+        c.crash("n2")
+        c.restart("n2")
+        c.elect("n1")
+        c.tick("n1")
+        c.stabilize()
+        c.cut("n1", "n3")
+        c.cut("n3", "n1")
+        for _ in range(LEASE.election_ticks_max + 1):
+            c.tick("n1")
+            c.stabilize()  # n2 answers n1's heartbeat: n1's lease runs on
+            c.tick("n2")
+            c.tick("n3")
+            if c.role("n3") is not Role.FOLLOWER:
+                break
+        assert c.role("n3") is not Role.FOLLOWER  # it campaigns
+        c.isolate("n1")
+        c.stabilize()
+        assert c.role("n1") is Role.LEADER and c.status("n1").lease
+        if not stale:
+            assert c.role("n3") is not Role.LEADER  # n2 refused: n1's lease is safe
+            continue
+        assert c.role("n3") is Role.LEADER
+        c.propose("n3", b"written")
+        c.stabilize()
+        written = c.status("n3").commit
+        lease_read(c, "n1", 6)
+        served = [r.index for r in c.reads["n1"]]
+        assert served and served[0] < written, (served, written)
+
+
+def elect_without(c: Cluster, out: str) -> str:
+    """Tick every node (``out``'s clock runs too) for an election timeout, the least the
+    others must wait after hearing from ``out``, then have one of the others campaign."""
+    others = sorted(n for n in c.nodes if n != out)
+    for _ in range(LEASE.election_ticks_min):
+        for nid in sorted(c.nodes):
+            c.tick(nid)
+        c.stabilize()
+    leaders = [n for n in others if c.role(n) is Role.LEADER]
+    if not leaders:
+        c.campaign(others[0])
+        c.stabilize()
+        leaders = [n for n in others if c.role(n) is Role.LEADER]
+    assert leaders, "no leader elected"
+    return leaders[0]

@@ -137,7 +137,9 @@ class LeaseFromAck(RaftNode):
     heartbeat was sent (run with read leases on)."""
 
     def _lease_quorum_acked(self, round: int) -> None:
-        if self._lease.quorum_acked(round):
+        self._lease.quorum_acked(round)
+        if round > getattr(self, "_quorum_round", 0):  # rounds grow for the node's lifetime
+            self._quorum_round = round
             self._lease.start = self._now
 
 
