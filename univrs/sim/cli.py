@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from univrs.sim.mutants import MUTANTS
+from univrs.sim.mutants import ALL_MUTANTS, LEASE_MUTANTS
 from univrs.sim.runner import DEFAULT_NODES, DEFAULT_TICKS, SeedResult, run_seeds
 
 
@@ -44,11 +44,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out if out is not None else sys.stdout
     args = _parser().parse_args(argv)
     if args.list_mutants:
-        for name, m in MUTANTS.items():
-            width = max(len(n) for n in MUTANTS)
+        for name, m in ALL_MUTANTS.items():
+            width = max(len(n) for n in ALL_MUTANTS)
+            if name in LEASE_MUTANTS:
+                print(f"{name:{width}} {m.description} (lease mode)", file=out)
+                continue
             print(f"{name:{width}} {m.description}", file=out)
         return 0
-    if args.mutant is not None and args.mutant not in MUTANTS:
+    if args.mutant is not None and args.mutant not in ALL_MUTANTS:
         print(f"unknown mutant {args.mutant!r}; try --list-mutants", file=out)
         return 2
     if not 3 <= args.nodes <= 7:

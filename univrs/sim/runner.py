@@ -13,7 +13,7 @@ import attrs
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import SimStats, Simulation
 from univrs.sim.faults import TICK
-from univrs.sim.mutants import MUTANTS, mutant_lease, node_factory, proposals_factory
+from univrs.sim.mutants import ALL_MUTANTS, mutant_lease, node_factory, proposals_factory
 
 DEFAULT_NODES = 5
 DEFAULT_TICKS = 2000
@@ -146,8 +146,8 @@ def run_seeds(
     lease: str = "off",
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
-    if mutant is not None and mutant not in MUTANTS:
-        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(MUTANTS)}")
+    if mutant is not None and mutant not in ALL_MUTANTS:
+        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(ALL_MUTANTS)}")
     start = time.perf_counter()
     passed = 0
     failure = None
