@@ -602,4 +602,3 @@ def test_lease_reads_beyond_the_bound_give_a_stale_read() -> None:
     assert r.invariant == ck.LINEARIZABLE_READ, r.detail
     assert "stale read" in (r.detail or "")
     assert "--lease beyond" in r.replay
-
