@@ -196,7 +196,10 @@ class Simulation(ReadyRuntime):
                 SIM_RAFT_CONFIG,
                 snapshot_chunk_bytes=p.snap_chunk,
                 snapshot_window=p.snap_window,
-                pre_vote=p.pre_vote,
+                # Lease mode runs the cores as the runtime does: PreVote and CheckQuorum on
+                # (leases need CheckQuorum; without PreVote, drifting clocks let a lagging
+                # node's campaigns depose every leader for hundreds of ticks, 5 nodes seed 2).
+                pre_vote=p.pre_vote or self.lease != "off",
                 check_quorum=p.check_quorum or self.lease != "off",
                 election_ticks_max=p.election_max,
             )
