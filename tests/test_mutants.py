@@ -68,6 +68,9 @@ def test_there_are_the_required_mutants() -> None:
         "accept-strangers",
         "stranger-votes-while-led",
         "stranger-vote-answers",
+        # batch entries (issue 14): the revision rules of the state machine
+        "batch-shared-revision",
+        "revision-from-index",
     } <= set(MUTANTS)
     # Read leases (the simulator's lease mode; caught by tests/raft/test_raft_lease.py): the
     # lease measured from the answer instead of the send, and followers voting while led.

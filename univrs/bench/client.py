@@ -432,14 +432,14 @@ def run_etcd(args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
 
 
 def start_cluster(
-    folder: pathlib.Path, size: int, log_level: str = "warning", *, lease: bool = True
+    folder: pathlib.Path, size: int, log_level: str = "warning", extra_config: str = ""
 ) -> tuple[Any, list[str], dict[str, int]]:
     """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id);
-    ``lease``: with ``[raft] read_lease = true`` (lease reads measured apart)."""
+    ``extra_config``: lines for each node's ``[raft]`` table (``read_lease = true`` with
+    ``--reads``: lease reads measured apart)."""
     from univrs.tools.devcluster import LocalCluster
 
-    extra = "read_lease = true\n" if lease else ""
-    cluster = LocalCluster.with_free_ports(folder, size=size, extra_config=extra)
+    cluster = LocalCluster.with_free_ports(folder, size=size, extra_config=extra_config)
     cluster.start_all(log_level=log_level)
     try:
         cluster.wait_leader(60.0)
@@ -488,6 +488,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compare-etcd", action="store_true", help="the same load against a local etcd"
     )
     parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster(s) (3)")
+    parser.add_argument(
+        "--batch-entries",
+        action="store_true",
+        help="the local cluster packs writes into batch entries (raft.batch_entries)",
+    )
     parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
     parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
     parser.add_argument("--log-level", default="warning", help="the nodes' log level")
@@ -568,7 +573,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"starting a local {args.nodes}-node cluster ...", file=sys.stderr)
                 cluster, endpoints, pids = start_cluster(
-                    folder / "univrs", args.nodes, args.log_level, lease=args.reads
+                    folder / "univrs",
+                    args.nodes,
+                    args.log_level,
+                    ("batch_entries = true\n" if args.batch_entries else "")
+                    + ("read_lease = true\n" if args.reads else ""),
                 )
             result["univrs"] = trio.run(run_bench, endpoints, args, pids)
         finally:

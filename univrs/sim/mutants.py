@@ -1,6 +1,7 @@
 """Deliberately broken Raft cores, to show that the simulator's checks can fail.
 
-Each mutant is a subclass of RaftNode that overrides one of the hook methods the core exposes
+Each mutant is a subclass of RaftNode (or of the API's ``PendingProposals``, or of the
+simulated state machine ``KvStore``) that overrides one of the hook methods the core exposes
 for this purpose (see univrs/raft/node.py, leader.py and compaction.py), breaking one rule of
 the Raft paper or dissertation. The simulator itself is the same for every core: its operator
 always tries a batch's next membership change at once (the real core refuses it), and its
@@ -17,8 +18,9 @@ from typing import Any
 import attrs
 
 from univrs.raft import RaftNode
-from univrs.raft.messages import Message, RequestVote, RequestVoteResponse
+from univrs.raft.messages import Entry, Membership, Message, RequestVote, RequestVoteResponse
 from univrs.runtime.proposals import Outcome, PendingProposals
+from univrs.sim.kv import KvResult, KvStore, KvWrite
 
 
 class CommitPreviousTerm(RaftNode):
@@ -159,6 +161,30 @@ class SnapshotDropRetry(PendingProposals[Any]):
         return Outcome.NOT_APPLIED
 
 
+class BatchSharedRevision(KvStore):
+    """Applies a batch entry's writes at one shared revision (breaks the batch rule of
+    univrs/sm/state.py: one revision per command)."""
+
+    def apply(
+        self, entry: Entry, writes: tuple[KvWrite, ...] = (), config: Membership | None = None
+    ) -> list[tuple[KvResult | None, bool]]:
+        if len(writes) < 2:
+            return super().apply(entry, writes, config)
+        self.applied, self.applied_term = entry.index, entry.term
+        shared = self._next_revision()
+        return [self._write(w, shared) for w in writes]
+
+
+class RevisionFromIndex(KvStore):
+    """Restores a snapshot at its index's revision, not the revision it stored, so the
+    writes after it reuse revisions of a batch before it (breaks the snapshot rule of
+    univrs/sm/snapshot.py: the last revision travels in the snapshot)."""
+
+    def restore(self, data: bytes, index: int, term: int, config: Any) -> None:
+        super().restore(data, index, term, config)
+        self.revision = index
+
+
 @attrs.frozen(kw_only=True)
 class Mutant:
     """A named broken core, or a runtime whose proposal outcomes are broken."""
@@ -167,6 +193,7 @@ class Mutant:
     description: str
     cls: type[RaftNode] = RaftNode
     proposals: type[PendingProposals[Any]] = PendingProposals
+    kv: type[KvStore] = KvStore
     lease: str = "off"  # the simulator's lease mode this mutant needs (cluster.py)
 
 
@@ -174,11 +201,18 @@ def _mutant(
     name: str,
     cls: type[RaftNode] = RaftNode,
     proposals: type[PendingProposals[Any]] | None = None,
+    kv: type[KvStore] = KvStore,
     lease: str = "off",
 ) -> Mutant:
-    doc = ((proposals or cls).__doc__ or "").strip().splitlines()[0]
+    broken: type = kv if kv is not KvStore else (proposals or cls)
+    doc = (broken.__doc__ or "").strip().splitlines()[0]
     return Mutant(
-        name=name, description=doc, cls=cls, proposals=proposals or PendingProposals, lease=lease
+        name=name,
+        description=doc,
+        cls=cls,
+        proposals=proposals or PendingProposals,
+        kv=kv,
+        lease=lease,
     )
 
 
@@ -200,6 +234,8 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("accept-strangers", AcceptStrangers),
         _mutant("stranger-votes-while-led", StrangerVotesWhileLed),
         _mutant("stranger-vote-answers", StrangerVoteAnswers),
+        _mutant("batch-shared-revision", kv=BatchSharedRevision),
+        _mutant("revision-from-index", kv=RevisionFromIndex),
     )
 }
 
@@ -231,6 +267,11 @@ def proposals_factory(mutant: str | None) -> type[PendingProposals[Any]]:
 def mutant_lease(mutant: str | None) -> str:
     """The lease mode the named mutant runs in ("off" for most)."""
     return "off" if mutant is None else _get(mutant).lease
+
+
+def kv_factory(mutant: str | None) -> type[KvStore]:
+    """Each node's state machine: the real one, or the named mutant's."""
+    return KvStore if mutant is None else _get(mutant).kv
 
 
 def _get(mutant: str) -> Mutant:

@@ -13,7 +13,13 @@ import attrs
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import SimStats, Simulation
 from univrs.sim.faults import TICK
-from univrs.sim.mutants import ALL_MUTANTS, mutant_lease, node_factory, proposals_factory
+from univrs.sim.mutants import (
+    ALL_MUTANTS,
+    kv_factory,
+    mutant_lease,
+    node_factory,
+    proposals_factory,
+)
 
 DEFAULT_NODES = 5
 DEFAULT_TICKS = 2000
@@ -110,6 +116,7 @@ def run_seed(
         quiet_ticks=quiet_ticks,
         node_factory=node_factory(mutant),
         proposals_factory=proposals_factory(mutant),
+        kv_factory=kv_factory(mutant),
     )
     try:
         stats = sim.run()
