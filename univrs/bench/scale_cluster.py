@@ -74,6 +74,8 @@ NODE_CONFIG = (
     "reconcile_resync_ms = 0\n"
     "snapshot_threshold = 1000000000\n"
 )
+DIGEST_ROUNDS = 5  # tries to read every member's digest at one applied index
+LIVEZ_EVERY = 0.05  # seconds between two /livez probes of the joining node
 TOKEN = "bench-scale"  # --initial-cluster-token of the restored cluster
 
 
@@ -469,7 +471,12 @@ def _join(
     target = (_status(leader) or {}).get("applied_index", 0)
     highest = [first_term]
 
+    answered: list[float] = []
+
     def joined() -> bool:
+        code, _ = http(joiner, "GET", "/livez", 1.0)
+        if code == 200:
+            answered.append(time.perf_counter())
         for node in [*members, joiner]:
             view = _status(node)
             if view:
@@ -485,8 +492,13 @@ def _join(
     t0 = time.perf_counter()
     cluster.start(joiner, join=leader.api_addr)
     _wait(clock, 3600, "the fourth member to join", joined)
+    end = time.perf_counter()
+    # The longest time the joining node's event loop did not answer /livez, from its first
+    # answer to the end of the join (it cannot answer before it listens).
+    stall = longest_gap(answered, answered[0], end) if answered else None
     return {
-        "join_s": round(time.perf_counter() - t0, 3),
+        "join_s": round(end - t0, 3),
+        "join_loop_stall_s": _round(stall, 3),
         "elections_during_join": highest[0] - first_term,
         "join_install_s": _float(log_field(joiner, "snapshot installed", "seconds")),
     }
@@ -498,18 +510,22 @@ def _digests(nodes: list[NodeProc], leader: NodeProc, clock: Budget) -> dict[str
         applied = {v["applied_index"] for v in views if v}
         return {"applied": applied.pop()} if len(applied) == 1 and all(views) else None
 
-    _wait(clock, 600, "every member at the same applied index", same_applied)
-    timeout = clock.timeout(600, "the digests")
-    digests = {}
-    for node in nodes:
-        code, body = http(node, "GET", "/v1/node/digest", timeout)
-        if code != 200:
-            raise RuntimeError(f"{node.node_id}: /v1/node/digest answered {code} {body}")
-        digests[node.node_id] = (body["applied_index"], body["state_digest"])
+    digests: dict[str, tuple[int, str]] = {}
+    for _ in range(DIGEST_ROUNDS):  # an entry may apply between two nodes' answers: again
+        _wait(clock, 600, "every member at the same applied index", same_applied)
+        timeout = clock.timeout(600, "the digests")
+        for node in nodes:
+            code, body = http(node, "GET", "/v1/node/digest", timeout)
+            if code != 200:
+                raise RuntimeError(f"{node.node_id}: /v1/node/digest answered {code} {body}")
+            digests[node.node_id] = (body["applied_index"], body["state_digest"])
+        if len({applied for applied, _ in digests.values()}) == 1:
+            break
     return {
         "digests_equal": len(set(digests.values())) == 1,
         "joined_digest_equals_leader": digests[nodes[-1].node_id] == digests[leader.node_id],
         "digest_applied_index": digests[leader.node_id][0],
+        "digests": {k: f"{a} {d[:19]}" for k, (a, d) in digests.items()},
     }
 
 
