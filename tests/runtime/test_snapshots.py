@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import trio
 
@@ -36,6 +39,27 @@ def test_capture_encodes_the_state_at_capture_time_and_restore_reads_it() -> Non
     assert restored.problems() == []
     assert [t.id for t in restored.stored_tokens()] == ["t0"]
     assert restored.tokens_bootstrapped
+
+
+def test_a_restored_state_leaves_the_collectors_generations_and_is_freed_when_replaced() -> None:
+    """Fails without the ``gc.freeze`` in ``restore``: the restored objects stay in the
+    oldest generation, and every full collection walks them."""
+    data = capture(populated().sm)()
+    gc.unfreeze()
+    restored = restore(data)
+    # Frozen: the next full collection does not walk the restored state.
+    assert gc.get_freeze_count() > 0
+    assert not any(g is restored for g in gc.get_objects(generation=2))
+    # Still freed by reference counting once replaced (the state holds no cycle), with the
+    # collector off so that only reference counting can free it.
+    ref = weakref.ref(restored)
+    gc.disable()
+    try:
+        del restored
+        assert ref() is None
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def test_restore_refuses_a_corrupt_snapshot_as_a_storage_error() -> None:

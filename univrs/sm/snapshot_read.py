@@ -109,14 +109,18 @@ _KIND_NAME = {
 class _Shared:
     """Equal sub-values read from one snapshot become one shared object (they are immutable):
     clusters repeat resource sizes, ports and label sets across many workloads, so restore
-    builds each once, and the restored state takes less memory."""
+    builds each once, and the restored state takes less memory. ``texts`` does the same for
+    strings that repeat across rows: an instance's workload id is the workload's own id
+    string, its node id one string per node, images, argument lists and messages one each."""
 
-    __slots__ = ("pairs", "ports", "resources")
+    __slots__ = ("args", "pairs", "ports", "resources", "texts")
 
     def __init__(self) -> None:
         self.resources: dict[tuple[int, int], Resources] = {}
         self.ports: dict[tuple[Any, ...], tuple[Port, ...]] = {}
         self.pairs: dict[tuple[str, ...], Pairs] = {}
+        self.texts: dict[str, str] = {}
+        self.args: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def get_resources(self, cpu: int, memory: int) -> Resources:
         key = (cpu, memory)
@@ -200,11 +204,14 @@ def _workload_fast(v: list[Any], shared: _Shared) -> StoredWorkload | None:
             return None
     except (IndexError, ValueError, TypeError):
         return None
+    texts = shared.texts
+    ident = texts.setdefault(ident, ident)  # the one copy instances of it will share
+    key = tuple(args)
     spec = WorkloadSpec(
         name=name,
-        image=image,
+        image=texts.setdefault(image, image),
         replicas=replicas,
-        args=tuple(args),
+        args=shared.args.setdefault(key, key),
         env=shared.get_pairs(env),
         labels=shared.get_pairs(labels),
         resources=shared.get_resources(cpu, memory),
@@ -245,7 +252,7 @@ def _workload_checked(value: Any, path: str) -> StoredWorkload:
 _INSTANCE_STATUS: dict[str, InstanceStatus] = {s.value: s for s in InstanceStatus}
 
 
-def _instance_v1(value: Any, path: str) -> Instance:
+def _instance_v1(value: Any, path: str, shared: _Shared | None = None) -> Instance:
     # As for workloads: a fast path for well-formed rows, the checked path names the problem.
     if type(value) is list and len(value) == 7:
         ident, workload_id, node_id, status, message, version, created = value
@@ -261,6 +268,12 @@ def _instance_v1(value: Any, path: str) -> Instance:
             and type(created) is int
             and created >= 0
         ):
+            if shared is not None:  # the same strings as the workload's, the node's, ...
+                texts = shared.texts
+                workload_id = texts.setdefault(workload_id, workload_id)
+                if node_id is not None:
+                    node_id = texts.setdefault(node_id, node_id)
+                message = texts.setdefault(message, message)
             return Instance(
                 id=ident,
                 workload_id=workload_id,
@@ -416,7 +429,9 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
         workloads=_each(
             m["workloads"], "workloads", functools.partial(_workload_v1, shared=shared)
         ),
-        instances=_each(m["instances"], "instances", _instance_v1),
+        instances=_each(
+            m["instances"], "instances", functools.partial(_instance_v1, shared=shared)
+        ),
         nodes=_each(m["nodes"], "nodes", _node_v1),
         balances=_balances_v1(m["balances"]),
         sessions=sessions,
