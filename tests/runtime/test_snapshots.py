@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 
 import pytest
@@ -15,6 +16,7 @@ from univrs import codec
 from univrs.errors import StorageError
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.runtime import applier as applier_module
+from univrs.runtime import snapshots as snapshots_module
 from univrs.runtime.snapshots import SnapshotChecker, capture, restore
 from univrs.sm import (
     BootstrapToken,
@@ -126,3 +128,34 @@ async def test_an_installed_snapshot_is_restored_once_not_twice(
     assert behind.sm.get_workload("w4") is not None
     assert behind.sm.problems() == []
     assert installs == []
+
+
+async def test_the_check_of_a_streamed_snapshot_runs_off_the_event_loop(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core's check of a complete snapshot restores it; the driver runs that restore in
+    a worker thread before stepping the last chunk (``precheck``), so the node's event loop
+    keeps running. Fails on the code before: the check restored on the event loop's thread,
+    inside the core's step."""
+    threads: list[bool] = []
+
+    def recording(data: bytes) -> ClusterStateMachine:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return restore(data)
+
+    monkeypatch.setattr(snapshots_module, "restore", recording)  # what the checker calls
+    cluster = MemCluster.build(nursery, ["a", "b", "c"])
+    cluster.check_snapshots = True
+    for nid in ("a", "b", "c"):
+        await cluster.start(nid)
+    leader = await wait_leader(cluster)
+    behind = next(r for r in cluster.runtimes.values() if r is not leader)
+    cluster.cut.add(behind.node_id)
+    for k in range(5):
+        await leader.propose(create(f"w{k}"))
+    meta = await leader.take_snapshot()
+    assert meta is not None
+    cluster.cut.clear()
+    await wait_until(lambda: behind.applied_index >= meta.index, "the snapshot to be installed")
+    assert behind.sm.get_workload("w4") is not None and behind.sm.problems() == []
+    assert threads and not any(threads), threads  # every check's restore in a worker thread

@@ -197,6 +197,17 @@ class SnapshotReceiver:
             self.received += len(data)
         return True
 
+    def completed_by(self, msg: InstallSnapshot) -> bytes | None:
+        """The complete, checksum-verified data if ``msg`` is the chunk that finishes this
+        snapshot (in order, the announced size reached, marked done); None otherwise. A
+        query: nothing held changes (the data is a joined copy)."""
+        if not (msg.done and self.same_snapshot(msg) and msg.offset == self.received):
+            return None
+        if self.received + len(msg.data) != self.total_size:
+            return None
+        data = b"".join([*self._chunks, msg.data])
+        return data if zlib.crc32(data) == self.checksum else None
+
     def verified(self) -> bytes | None:
         """The complete data if its size and checksum match what the leader announced."""
         if self.received != self.total_size:

@@ -83,6 +83,7 @@ from univrs.runtime.applier import Applier
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, Read
 from univrs.runtime.payload import encode_payload_doc
 from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
+from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
@@ -333,10 +334,14 @@ class RaftRuntime:
         recv = self.inbox.receiver
         self._step_dirty = True
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
+        held: object | None = None  # an event _drain stopped at (it needs a precheck first)
         while True:
-            self._handle(await recv.receive())
-            self._drain()
-            if self._released and self._batch:
+            ev = held if held is not None else await recv.receive()
+            if precheck_due(ev, self.core):
+                await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
+            self._handle(ev)
+            held = self._drain()
+            if self._released and self._batch and held is None:
                 # The batch in flight just applied and woke its proposers. Let every task that
                 # is runnable now (those proposers; API readers with requests that arrived
                 # meanwhile) run once before the open batch goes, so that it goes whole: one
@@ -344,19 +349,21 @@ class RaftRuntime:
                 # made them (it released the next batch only once the last proposer returned).
                 self._process_ready()
                 await trio.lowlevel.checkpoint()
-                self._drain()
+                held = self._drain()
             self._released = False
             self._flush_proposals()
             self._process_ready()
 
-    def _drain(self) -> None:
-        """Handle every event queued now."""
+    def _drain(self) -> object | None:
+        """Handle every event queued now; stop at (and return) one that needs a precheck."""
         recv = self.inbox.receiver
         while True:
             try:
                 ev = recv.receive_nowait()
             except trio.WouldBlock:
-                return
+                return None
+            if precheck_due(ev, self.core):
+                return ev
             self._handle(ev)
 
     def _handle(self, ev: object) -> None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
+from typing import TypeGuard
 
 import attrs
+import trio
 
 from univrs import codec
 from univrs.errors import ProtocolError, StorageError
-from univrs.raft.messages import SnapshotMeta
+from univrs.raft.messages import InstallSnapshot, SnapshotMeta
+from univrs.raft.node import RaftNode
 from univrs.sm.snapshot import gc_paused, plain_from_parts, restore_plain
 from univrs.sm.state import ClusterStateMachine
 
@@ -79,17 +82,39 @@ class SnapshotChecker:
     node: a newer check replaces an older state machine nobody took."""
 
     _checked: tuple[SnapshotMeta, bytes, ClusterStateMachine] | None = None
+    # What ``precheck`` found for a snapshot the core is about to check: (meta, data, the
+    # state machine or None, the problem or None).
+    _ahead: tuple[SnapshotMeta, bytes, ClusterStateMachine | None, str | None] | None = None
 
-    def __call__(self, meta: SnapshotMeta, data: bytes) -> str | None:
-        """``check_snapshot``, keeping the restored state machine when it passes."""
-        self._checked = None
+    def precheck(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Check ``data`` ahead of the core's call (thread-safe: touches only its own slot;
+        the runtime runs it in a worker thread, ``RaftNode.snapshot_to_check`` says what the
+        core will check). Restoring a million objects on the event loop would stall the node
+        for tens of seconds: no heartbeats answered, no API, no pongs."""
+        self._ahead = None
+        sm: ClusterStateMachine | None = None
         try:
             sm = restore(data)
+            problem = _index_problem(meta, sm)
         except StorageError as exc:
-            return str(exc)
-        problem = _index_problem(meta, sm)
-        if problem is None:
-            self._checked = (meta, data, sm)
+            problem = str(exc)
+        self._ahead = (meta, data, sm if problem is None else None, problem)
+
+    def __call__(self, meta: SnapshotMeta, data: bytes) -> str | None:
+        """``check_snapshot``, keeping the restored state machine when it passes; answered
+        from ``precheck`` when that checked the same metadata and bytes."""
+        self._checked = None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == meta and (ahead[1] is data or ahead[1] == data):
+            _, _, sm, problem = ahead
+        else:
+            try:
+                sm = restore(data)
+                problem = _index_problem(meta, sm)
+            except StorageError as exc:
+                sm, problem = None, str(exc)
+        if problem is None and sm is not None:
+            self._checked = (meta, data, sm)  # this very bytes object, for ``take``
         return problem
 
     def take(self, meta: SnapshotMeta, data: bytes) -> ClusterStateMachine | None:
@@ -99,6 +124,27 @@ class SnapshotChecker:
         if checked is None or checked[1] is not data or checked[0] != meta:
             return None
         return checked[2]
+
+
+def precheck_due(ev: object, core: RaftNode) -> TypeGuard[InstallSnapshot]:
+    """Is ``ev`` a snapshot's last chunk that the core would check with a
+    ``SnapshotChecker``? (Cheap: the driver asks it of every event.)"""
+    return (
+        type(ev) is InstallSnapshot and ev.done and isinstance(core.snapshot_check, SnapshotChecker)
+    )
+
+
+async def precheck_off_loop(core: RaftNode, msg: InstallSnapshot) -> None:
+    """Run the core's snapshot check for what ``msg`` completes in a worker thread, before
+    the driver steps ``msg`` (the core then gets the answer at once). Only the driver calls
+    the core, and it waits here, so the core does not change meanwhile; the event loop goes
+    on (API, transport pings, the apply loop). Nothing to do when ``msg`` completes no
+    snapshot the core would check."""
+    check = core.snapshot_check
+    data = core.snapshot_to_check(msg)
+    if data is None or not isinstance(check, SnapshotChecker):
+        return
+    await trio.to_thread.run_sync(check.precheck, msg.meta, data)
 
 
 def _index_problem(meta: SnapshotMeta, sm: ClusterStateMachine) -> str | None:
