@@ -455,11 +455,12 @@ def cluster_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| workloads + instances | offline restore (per member) | cold start (3 members ready) "
         "| restart to linearizable read (< 5 s) | join (< 30 s) | elections during join (0) "
+        "| elections during snapshot (0) "
         "| snapshot pause: longest ack gap (baseline; heartbeat 150 ms) | peak RSS per node, max "
         "(< 1.5 GB) | page p50 / p99 under 64 writers (p99 < 50 ms) | writes/s | apply rate "
         "| joining node's longest unresponsive stretch | digests equal | load |"
     )
-    lines = [head, "|" + " --- |" * 14]
+    lines = [head, "|" + " --- |" * 15]
     for r in rows:
         if "cold_start_s" not in r and "error" not in r:
             continue
@@ -470,6 +471,7 @@ def cluster_table(rows: list[dict[str, Any]]) -> str:
             f"| {_s(r.get('restart_to_read_s'))} "
             f"| {_s(r.get('join_s'))} "
             f"| {r.get('elections_during_join', '-')} "
+            f"| {r.get('elections_during_snapshot', '-')} "
             f"| {_ms(r.get('snapshot_ack_gap_s'))} ({_ms(r.get('baseline_ack_gap_s'))}) "
             f"| {_gib(r.get('peak_rss_bytes_max'))} "
             f"| {_ms(r.get('page_p50_s'))} / {_ms(r.get('page_p99_s'))} "

@@ -39,6 +39,7 @@ run; the processes are stopped by PID whatever happens.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import pathlib
@@ -361,6 +362,7 @@ def run_cluster(
             lambda: cluster.leader(members), clock.timeout(120, "a leader"), "a leader"
         )
         endpoints = [m.raft_addr for m in members]
+        first_term = _highest_term(members)
 
         progress(f"{WRITERS} writers and a page reader for {load_seconds:g} s")
         load = Load(endpoints=endpoints, n=n)
@@ -386,7 +388,12 @@ def run_cluster(
             out["first_error"] = (load.errors + load.page_errors)[0]
 
         progress("a snapshot under the write load")
+        before_snapshot = _highest_term(members)
         out.update(_snapshot_pause(leader, endpoints, n, clock))
+        out["elections_during_snapshot"] = _highest_term(members) - before_snapshot
+        leader = wait_for(
+            lambda: cluster.leader(members), clock.timeout(120, "a leader"), "a leader"
+        )
 
         progress("restarting a follower")
         follower = next(m for m in members if m is not leader)
@@ -403,6 +410,7 @@ def run_cluster(
         progress("a fourth member joins")
         out.update(_join(cluster, leader, members, joiner, clock))
 
+        out["elections_before_digests"] = _highest_term([*members, joiner]) - first_term
         progress("digests")
         out.update(_digests([*members, joiner], leader, clock))
         for node in [*members, joiner]:
@@ -416,6 +424,10 @@ def run_cluster(
         cluster.stop_all()
     out["budget_left_s"] = round(clock.left(), 1)
     return out
+
+
+def _highest_term(nodes: list[NodeProc]) -> int:
+    return max(int((v or {}).get("term", 0)) for v in map(_status, nodes))
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -514,8 +526,14 @@ def _digests(nodes: list[NodeProc], leader: NodeProc, clock: Budget) -> dict[str
     for _ in range(DIGEST_ROUNDS):  # an entry may apply between two nodes' answers: again
         _wait(clock, 600, "every member at the same applied index", same_applied)
         timeout = clock.timeout(600, "the digests")
-        for node in nodes:
-            code, body = http(node, "GET", "/v1/node/digest", timeout)
+        # All at once: a node computes its digest on its event loop (seconds at 10^6
+        # objects); asked one after another, the stalls elect new leaders whose first entry
+        # moves the applied index between two answers.
+        with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
+            answers = list(
+                pool.map(lambda node, t=timeout: http(node, "GET", "/v1/node/digest", t), nodes)
+            )
+        for node, (code, body) in zip(nodes, answers, strict=True):
             if code != 200:
                 raise RuntimeError(f"{node.node_id}: /v1/node/digest answered {code} {body}")
             digests[node.node_id] = (body["applied_index"], body["state_digest"])
