@@ -142,6 +142,18 @@ def test_receiver_tells_which_chunk_completes_it_without_taking_it() -> None:
     assert rx.completed_by(chunk(data[10:15], 10, data, done=True)) is None  # too short
     rx.accept(last.data)
     assert rx.verified() == data
+    # The data it joined is what verified() returns for that very chunk: one copy, not two.
+    again = SnapshotReceiver.for_message(first)
+    again.accept(first.data)
+    joined = again.completed_by(last)
+    again.accept(last.data)
+    assert again.verified() is joined
+    # Another chunk object accepted instead: joined afresh from what is held.
+    other = SnapshotReceiver.for_message(first)
+    other.accept(first.data)
+    assert other.completed_by(last) == data
+    other.accept(bytes(bytearray(last.data)))  # equal, another object
+    assert other.verified() == data
 
 
 # ---- log and configuration history --------------------------------------------------------
