@@ -31,6 +31,8 @@ rather than dropping what it does not understand:
     session_owners      [client_id, owner, ...]     (sessions whose owner is not "")
     tokens              [[id, name, created_index, created_ms, secret_hash, n, role*n], ...]
     tokens_bootstrapped bool
+    last_revision       int   the last revision, when it is not last_index (batch entries:
+                              univrs/sm/state.py); absent means last_index
 
 Responses use the map form of ``univrs.sm.plain``. Rows are in storage order (id order for
 workloads, instances and nodes: their tables are ordered by key; the reader accepts any order,
@@ -173,6 +175,7 @@ def snapshot_plain(sm: ClusterStateMachine) -> dict[str, Any]:
         sessions=list(sm.stored_sessions()),
         tokens=sm.stored_tokens(),
         tokens_bootstrapped=sm.tokens_bootstrapped,
+        revision=sm.revision,
     )
 
 
@@ -189,6 +192,7 @@ def plain_from_parts(
     sessions: list[Session],
     tokens: Iterable[Token] = (),
     tokens_bootstrapped: bool = False,
+    revision: int | None = None,
 ) -> dict[str, Any]:
     """Snapshot plain data from the parts ``ClusterStateMachine.from_parts`` takes, in their
     order: what ``snapshot_plain`` returns for the state machine they make, without building
@@ -224,6 +228,8 @@ def plain_from_parts(
             plain["tokens"] = token_rows
         if tokens_bootstrapped:
             plain["tokens_bootstrapped"] = True
+        if revision is not None and revision != last_index:
+            plain["last_revision"] = revision
         return plain
 
 

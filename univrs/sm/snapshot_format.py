@@ -27,7 +27,7 @@ TOP_KEYS = (
     "balances",
     "sessions",
 )
-OPTIONAL_KEYS = ("session_owners", "tokens", "tokens_bootstrapped")
+OPTIONAL_KEYS = ("session_owners", "tokens", "tokens_bootstrapped", "last_revision")
 DEFAULT_PER_OWNER = SessionPolicy().max_sessions_per_owner
 
 

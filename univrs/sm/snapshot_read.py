@@ -437,6 +437,7 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
         sessions=sessions,
         tokens=tokens,
         tokens_bootstrapped=bootstrapped,
+        revision=read_uint(m["last_revision"], "last_revision") if "last_revision" in m else None,
     )
 
 
