@@ -21,6 +21,7 @@ the leader checks the same token again: forwarding cannot raise a caller's right
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import TYPE_CHECKING
 
@@ -97,12 +98,25 @@ class Authority:
 
     def authorize(self, caller: Caller, role: str, what: str) -> Identity:
         """The caller's identity if it may do ``what``, which needs ``role``."""
+        try:
+            identified: Identity | Unauthenticated = self.identify(caller)
+        except Unauthenticated as exc:
+            identified = exc
+        return self.permit(caller, identified, role, what)
+
+    def permit(
+        self, caller: Caller, identified: Identity | Unauthenticated, role: str, what: str
+    ) -> Identity:
+        """``authorize`` with ``identify(caller)``'s outcome given (its identity, or the
+        ``Unauthenticated`` it raised): a frame of requests by one caller is identified once
+        and permitted per operation (univrs/api/service.py ``execute_many``)."""
         if role == PUBLIC:
-            try:
-                return self.identify(caller)
-            except Unauthenticated:
+            if isinstance(identified, Unauthenticated):
                 return Identity(key=f"addr:{caller.address or 'local'}", roles=frozenset())
-        identity = self.identify(caller)
+            return identified
+        if isinstance(identified, Unauthenticated):
+            raise copy.copy(identified)
+        identity = identified
         if role == ANY_TOKEN:
             return identity
         if role not in identity.roles:

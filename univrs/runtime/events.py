@@ -49,6 +49,15 @@ class Propose:
     doc: list[Any] | None = None
 
 
+@attrs.define(eq=False)
+class ProposeBatch:
+    """Several proposals handed over together (``RaftRuntime.propose_batch``): one inbox
+    event and one driver wake-up for a client frame's writes; they join the open batch in
+    this order, exactly as that many ``Propose`` events would."""
+
+    proposals: list[Propose]
+
+
 class Tick:
     """The ticker's event: one tick of the core's logical clock."""
 
