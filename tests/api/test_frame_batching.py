@@ -1,0 +1,220 @@
+"""Per-frame batching of the fast protocol (univrs/api/fast.py, ``ApiService.execute_many``,
+``RaftStateStore.submit_many``): one task and one proposer hand-off per frame, while every
+request keeps its own answer, its own errors, exactly-once and its caller's rights."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections import Counter
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, open_websocket
+
+from tests.api.helpers import WORKLOAD, open_cluster, wait_until
+from univrs import codec
+from univrs.client import protocol
+from univrs.client.connection import Connection
+from univrs.server.node import Node
+
+
+class _TaskCounter(trio.abc.Instrument):
+    """Counts the tasks spawned, by name."""
+
+    def __init__(self) -> None:
+        self.spawned: Counter[str] = Counter()
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned[task.name] += 1
+
+
+class _CountingSender:
+    """Stands in for a runtime's inbox sender: counts what is sent, by type, and forwards."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sent: Counter[str] = Counter()
+
+    async def send(self, value: object) -> None:
+        self.sent[type(value).__name__] += 1
+        await self.inner.send(value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def _exchange(ws: WebSocketConnection, frame: list[dict[str, Any]]) -> dict[int, Any]:
+    """Send one raw frame; every response by id."""
+    await ws.send_message(codec.encode_plain(frame))
+    answers: dict[int, Any] = {}
+    with trio.fail_after(30):
+        while len(answers) < len(frame):
+            _, responses = protocol.decode_responses(await ws.get_message())
+            answers.update({r["id"]: r for r in responses})
+    return answers
+
+
+async def _raw(node: Node, token: str | None = None) -> Any:
+    port = node.raft_port
+    assert port is not None
+    return open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False)
+
+
+async def test_a_frame_is_one_task_and_one_proposer_hand_off(tmp_path: pathlib.Path) -> None:
+    """Eight writes and four reads in one frame: one request-handling task for the frame and
+    one proposal event to the runtime's driver (the old code spawned a task per request and
+    sent one ``Propose`` per write: this fails there)."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            created = await _exchange(
+                ws,
+                [
+                    {"id": i, "op": "workload.create", "args": {"id": f"w{i}", "spec": WORKLOAD}}
+                    for i in range(8)
+                ],
+            )
+            assert all("ok" in r for r in created.values()), created
+            counter = _TaskCounter()
+            sender = _CountingSender(node.runtime.inbox.sender)
+            node.runtime.inbox.sender = sender  # type: ignore[assignment]
+            trio.lowlevel.add_instrument(counter)
+            try:
+                frame = [
+                    {"id": i, "op": "workload.scale", "args": {"id": f"w{i}", "replicas": 2}}
+                    for i in range(8)
+                ] + [
+                    {"id": 100 + i, "op": "workload.get", "args": {"id": f"w{i}"}} for i in range(4)
+                ]
+                answers = await _exchange(ws, frame)
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+                node.runtime.inbox.sender = sender.inner
+        assert all("ok" in r for r in answers.values()), answers
+        versions = {answers[i]["meta"]["index"] for i in range(8)}
+        assert len(versions) == 8  # eight entries, each applied once at its own index
+        handlers = {n: c for n, c in counter.spawned.items() if "_ClientConnection" in n}
+        assert sum(handlers.values()) == 1, handlers  # one task for the whole frame
+        proposals = sender.sent["Propose"] + sender.sent["ProposeBatch"]
+        assert proposals == 1, sender.sent  # one hand-off for the frame's eight writes
+
+
+async def test_one_bad_request_in_a_frame_fails_only_itself(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            answers = await _exchange(
+                ws,
+                [
+                    {"id": 1, "op": "workload.create", "args": {"id": "good", "spec": WORKLOAD}},
+                    {"id": 2, "op": "workload.create", "args": {"id": "bad", "spec": {"x": 1}}},
+                    {"id": 3, "op": "workload.scale", "args": {"id": "nope", "replicas": 1}},
+                    {"id": 4, "op": "workload.explode", "args": {}},
+                    {"id": 5, "op": "session.open", "args": {}, "key": ["c", 1]},
+                    {"id": 6, "op": "workload.list", "args": [1]},  # malformed: args not a map
+                    {"id": 7, "op": "workload.get", "args": {"id": "nope"}},
+                    {"id": 8, "op": "workload.list", "args": {}, "consistency": "local"},
+                    {"id": 9, "op": "workload.create", "args": {"id": "good2", "spec": WORKLOAD}},
+                    {"id": 10, "op": "workload.scale", "args": {"id": "good", "replicas": -1}},
+                ],
+            )
+        codes = {rid: r.get("error", {}).get("code") for rid, r in answers.items()}
+        assert codes == {
+            1: None,
+            2: "invalid-argument",
+            3: "not-found",
+            4: "not-found",
+            5: "invalid-argument",
+            6: "malformed-request",
+            7: "not-found",
+            8: None,
+            9: None,
+            10: "invalid-argument",
+        }, answers
+        assert answers[1]["ok"]["id"] == "good" and answers[9]["ok"]["id"] == "good2"
+        assert answers[1]["meta"]["index"] != answers[9]["meta"]["index"]
+        assert node.runtime.sm.get_workload("good") is not None
+        assert node.runtime.sm.get_workload("good2") is not None
+        assert node.runtime.sm.get_workload("bad") is None
+
+
+async def test_keyed_writes_in_a_frame_apply_exactly_once(tmp_path: pathlib.Path) -> None:
+    """The same keyed write twice in one frame, and the frame sent again: one application,
+    every copy answered with the first response (the session's dedup, per request)."""
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        conn = await Connection.open(nursery, cluster.client_address(node))
+        opened, _ = await conn.request("session.open", {})
+        client = opened["client_id"]
+        conn.close()
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            frame = [
+                {"id": 1, "op": "workload.create", "args": {"spec": WORKLOAD}, "key": [client, 1]},
+                {"id": 2, "op": "workload.create", "args": {"spec": WORKLOAD}, "key": [client, 1]},
+                {"id": 3, "op": "workload.create", "args": {"spec": WORKLOAD}, "key": [client, 2]},
+            ]
+            first = await _exchange(ws, frame)
+            again = await _exchange(ws, frame)  # a client's retry of the whole frame
+        assert all("ok" in r for r in first.values()), first
+        # Each request built its own id; the duplicate's answer is the first application's.
+        index = first[1]["meta"]["index"]
+        assert first[2]["meta"]["index"] == index and again[1]["meta"]["index"] == index
+        assert again[2]["meta"]["index"] == index
+        assert again[3]["meta"]["index"] == first[3]["meta"]["index"] != index
+        assert len(list(node.runtime.sm.iter_workloads())) == 2  # applied once each
+
+
+async def test_a_frame_of_callers_is_authorized_per_request(tmp_path: pathlib.Path) -> None:
+    """Auth on: one frame with the hello's (read-only) token, a request's own admin token and a
+    bogus one: each request is answered for its own caller."""
+    async with open_cluster(tmp_path, size=1, auth_enabled=True) as cluster:
+        (node,) = cluster.running()
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            boot = await _exchange(ws, [{"id": 1, "op": "token.bootstrap", "args": {}}])
+            admin = boot[1]["ok"]["secret"]
+            made = await _exchange(
+                ws,
+                [
+                    {
+                        "id": 2,
+                        "op": "token.create",
+                        "args": {"name": "reader", "roles": ["read"]},
+                        "token": admin,
+                    }
+                ],
+            )
+            reader = made[2]["ok"]["secret"]
+        await wait_until(
+            functools.partial(lambda n: len(n.runtime.sm.tokens()) == 2, node), "two tokens"
+        )
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello(reader))
+            await ws.get_message()
+            spec = {"spec": WORKLOAD}
+            answers = await _exchange(
+                ws,
+                [
+                    {"id": 1, "op": "workload.create", "args": spec},  # the hello's: read only
+                    {"id": 2, "op": "workload.create", "args": spec, "token": admin},
+                    {"id": 3, "op": "workload.create", "args": spec, "token": "univrs.bogus"},
+                    {"id": 4, "op": "workload.list", "args": {}},
+                    {"id": 5, "op": "workload.list", "args": {}, "token": "univrs.bogus"},
+                ],
+            )
+        codes = {rid: r.get("error", {}).get("code") for rid, r in answers.items()}
+        assert codes == {
+            1: "permission-denied",
+            2: None,
+            3: "unauthenticated",
+            4: None,
+            5: "unauthenticated",
+        }, answers
