@@ -1,13 +1,17 @@
 """The server side of the fast client protocol (``univrs.client.protocol``) at ``/client``.
 
 Theory of operation. Each connection has a reader (this handler) and a writer task. The reader
-decodes a frame of requests and starts one task per request (at most ``MAX_IN_FLIGHT`` per
-connection, counted until the response is sent: beyond that it stops reading, which
-back-pressures the client through TCP). Each task runs ``ApiService.execute`` and queues its
-response; the writer sends everything queued since its last send as one frame, and drops a
-client that has not read its responses for ``SEND_TIMEOUT``. Requests that arrive together
-are proposed together (the runtime batches them, univrs/runtime/driver.py): one
-``propose_many``, one append, one fsync.
+decodes a frame of requests and starts *one task per frame* (per ``MAX_FRAME_CHUNK`` requests
+of a larger one), counting the frame's requests against ``MAX_IN_FLIGHT`` until their responses
+are sent: beyond that it stops reading, which back-pressures the client through TCP. The
+frame's task answers malformed requests at once, starts one task per watch poll (a long poll
+must not hold up the others), and runs the rest together with ``ApiService.execute_many``: the
+caller identified once, the writes handed to the runtime in one event and waited for under one
+deadline scope, the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per
+request"); their responses are queued as groups complete. The writer sends everything queued
+since its last send as one frame (one encode), and drops a client that has not read its
+responses for ``SEND_TIMEOUT``. When the connection drops, its nursery is cancelled: the
+frames' waits end, and proposals not yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit

@@ -6,7 +6,10 @@ and the fast protocol (and of the node's MCP endpoint, univrs/api/mcp.py): it ch
 operation's arguments and builds its command (``univrs.api.ops``), then has the store run the
 write (``RaftStateStore.submit``, through the leader) or reads the state at the requested
 consistency (``read_at``), and renders the result document. The write and read rules, retries
-and deadlines are the store's (univrs/api/store.py).
+and deadlines are the store's (univrs/api/store.py). ``execute_many`` is the same for the
+requests of one fast-protocol frame, paid per frame where it can be (one identification per
+caller, one hand-off of the writes to the runtime, one ReadIndex wait for the reads), with
+every answer, error and rule still per request (docs/api.md, "Per frame, not per request").
 
 Callers. ``execute`` first authorizes the caller for the operation's role
 (``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and

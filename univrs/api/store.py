@@ -43,6 +43,11 @@ sending) ends a keyless write at once with ``outcome-unknown``, and its deadline
 ``session-expired``) is answered as ``outcome-unknown`` too: it only says that the *later*
 attempt did not apply.
 
+``submit_many`` runs a fast-protocol frame's writes: on the leader their first attempts go to
+the runtime in one hand-off (``RaftRuntime.propose_batch``) and are waited for together; a
+write whose attempt needs another continues alone on ``submit``'s loop with the attempts made
+so far, so the rules above hold per write.
+
 The result of a write is the object as it is on the executing node right after the write
 applied (a later write may already show), with ``meta["index"]``: the log index the write
 itself was applied at (for a retried key: the first application's).
