@@ -14,6 +14,7 @@ from trio_websocket import WebSocketConnection, open_websocket
 
 from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 from univrs import codec
+from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.client.connection import Connection
 from univrs.server.node import Node
@@ -218,3 +219,56 @@ async def test_a_frame_of_callers_is_authorized_per_request(tmp_path: pathlib.Pa
             4: None,
             5: "unauthenticated",
         }, answers
+
+
+async def test_each_write_of_a_frame_keeps_its_own_deadline(tmp_path: pathlib.Path) -> None:
+    """No quorum: of two writes in one frame, the one with the shorter deadline is answered at
+    its deadline, in a response of its own, while the other still waits (its answer is not
+    held back until the frame's last request is done)."""
+    async with open_cluster(tmp_path, size=3) as cluster:
+        leader = await cluster.wait_leader()
+        for follower in cluster.followers():
+            await cluster.kill(follower.config.node_id)
+        async with await _raw(leader) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            spec = {"spec": WORKLOAD}
+            frame = [
+                {"id": 1, "op": "workload.create", "args": spec, "timeout_ms": 300},
+                {"id": 2, "op": "workload.create", "args": spec, "timeout_ms": 8000},
+            ]
+            await ws.send_message(codec.encode_plain(frame))
+            with trio.fail_after(6):  # well before the second write's deadline
+                _, first = protocol.decode_responses(await ws.get_message())
+            assert [r["id"] for r in first] == [1], first
+            assert first[0]["error"]["code"] in ("timeout", "unavailable"), first
+            with trio.fail_after(20):
+                _, second = protocol.decode_responses(await ws.get_message())
+            assert [r["id"] for r in second] == [2], second
+            assert "error" in second[0], second
+
+
+async def test_a_bug_serving_a_frame_answers_internal_and_the_node_carries_on(
+    tmp_path: pathlib.Path, monkeypatch: Any
+) -> None:
+    """An exception escaping ``execute_many`` (a bug) answers the frame's requests with
+    ``internal`` instead of taking the connection (and the node) down with it."""
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+
+        async def broken(self: ApiService, jobs: Any, answered: Any) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(ApiService, "execute_many", broken)
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            answers = await _exchange(
+                ws, [{"id": i, "op": "workload.list", "args": {}} for i in range(3)]
+            )
+        assert {r["error"]["code"] for r in answers.values()} == {"internal"}, answers
+        monkeypatch.undo()
+        conn = await Connection.open(nursery, cluster.client_address(node))
+        page, _ = await conn.request("workload.list", {})
+        assert page["items"] == []
+        conn.close()

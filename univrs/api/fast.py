@@ -185,8 +185,22 @@ class _ClientConnection:
                 )
         if ready:
             self._send(ready)
-        if jobs:
-            await self.service.execute_many(jobs, self._answered)
+        if not jobs:
+            return
+        answered: set[int] = set()
+
+        def send(done: Sequence[Job]) -> None:
+            answered.update(id(job) for job in done)
+            self._answered(done)
+
+        try:
+            await self.service.execute_many(jobs, send)
+        except Exception as exc:  # a bug: answer what is left with `internal`, carry on
+            log.error("serving a frame of %d requests failed with a bug", len(jobs), exc_info=exc)
+            left = [job for job in jobs if id(job) not in answered]
+            for job in left:
+                job.error = InternalError(f"{type(exc).__name__} serving {job.name}")
+            self._answered(left)
 
     def _caller_of(self, req: Request) -> Caller:
         """The caller a request runs as: its own token, else the hello's; from the

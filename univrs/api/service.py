@@ -33,7 +33,7 @@ from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, handler
-from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write
+from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
 from univrs.errors import InvalidArgument, Unauthenticated, Unavailable, UnivrsError
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
@@ -194,14 +194,19 @@ class ApiService:
         start: float,
         answered: Callable[[Sequence[Job]], None],
     ) -> None:
-        answers = await self.store.submit_many(submissions)
-        for job, answer in zip(jobs, answers, strict=True):
-            if isinstance(answer, Exception):
-                job.error = answer
-            else:
-                job.result, job.meta = answer
-        self._count(jobs, start)
-        answered(jobs)
+        def done(group: Sequence[tuple[int, WriteAnswer]]) -> None:
+            finished = []
+            for i, answer in group:
+                job = jobs[i]
+                if isinstance(answer, Exception):
+                    job.error = answer
+                else:
+                    job.result, job.meta = answer
+                finished.append(job)
+            self._count(finished, start)
+            answered(finished)
+
+        await self.store.submit_many(submissions, done)
 
     async def _reads(
         self, jobs: list[Job], start: float, answered: Callable[[Sequence[Job]], None]

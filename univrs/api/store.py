@@ -230,6 +230,24 @@ WriteAnswer = tuple[Any, dict[str, Any]] | Exception
 
 
 @attrs.define(eq=False)
+class _Answers:
+    """The answers of ``submit_many`` so far, reported in groups as they come."""
+
+    slots: list[WriteAnswer | None]
+    report: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None
+    _fresh: list[tuple[int, WriteAnswer]] = attrs.field(factory=list)
+
+    def set(self, i: int, answer: WriteAnswer) -> None:
+        self.slots[i] = answer
+        self._fresh.append((i, answer))
+
+    def flush(self) -> None:
+        if self._fresh and self.report is not None:
+            self.report(self._fresh)
+        self._fresh = []
+
+
+@attrs.define(eq=False)
 class RaftStateStore(StateStore):
     """The cluster state on this node, whichever its role: the ``StateStore`` that the REST
     API and the fast protocol (through ``ApiService``), the reconciler and in-process callers
@@ -391,7 +409,11 @@ class RaftStateStore(StateStore):
                 raise
             raise answer from exc
 
-    async def submit_many(self, writes: Sequence[Submission]) -> list[WriteAnswer]:
+    async def submit_many(
+        self,
+        writes: Sequence[Submission],
+        answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None = None,
+    ) -> list[WriteAnswer]:
         """Run several writes (a client frame's) at once: each one's answer, in order, as
         ``submit`` would give it ((result, meta) or the exception it would raise).
 
@@ -402,8 +424,10 @@ class RaftStateStore(StateStore):
         ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
         its ``WriteAttempts`` carried over, so the retry and outcome-unknown rules are the same
         code. On a follower (or mid-election) every write takes the per-write path (it is
-        forwarded, or waits for a leader) concurrently."""
-        answers: list[WriteAnswer | None] = [None] * len(writes)
+        forwarded, or waits for a leader) concurrently. ``answered`` (if given) is called with
+        the (index, answer) of the writes answered since its last call, as they come (a
+        write's deadline does not wait for the others')."""
+        answers = _Answers([None] * len(writes), answered)
         attempts = [WriteAttempts(keyed=w.key is not None) for w in writes]
         runtime = self.node.runtime
         # The writes that continue on the per-write path: (index, after an attempt?).
@@ -428,34 +452,34 @@ class RaftStateStore(StateStore):
                             applied = sm.last_applied_index
                             done = Success(version=applied)
                             if write.render is None:
-                                answers[i] = (done, {"index": applied})
+                                answers.set(i, (done, {"index": applied}))
                             else:
-                                answers[i] = (
-                                    {**write.render(done, sm), **extra},
-                                    {"index": applied},
-                                )
+                                result = {**write.render(done, sm), **extra}
+                                answers.set(i, (result, {"index": applied}))
                             continue
                         proposed = attrs.evolve(proposed, command=step)
                     self._check_quota(write)
                 except Exception as exc:  # its answer (or a bug, reported as such upstream)
-                    answers[i] = exc
+                    answers.set(i, exc)
                     continue
                 batch.append((i, proposed, extra))
+        answers.flush()
         if batch:
             await self._propose_batch(writes, batch, attempts, answers, later)
         if later:
             async with trio.open_nursery() as nursery:
                 for i, retry in later:
                     nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i)
-        assert all(a is not None for a in answers)
-        return answers  # type: ignore[return-value]
+        slots = answers.slots
+        assert all(a is not None for a in slots)
+        return slots  # type: ignore[return-value]
 
     async def _propose_batch(
         self,
         writes: Sequence[Submission],
         batch: list[tuple[int, Envelope, dict[str, Any]]],
         attempts: list[WriteAttempts],
-        answers: list[WriteAnswer | None],
+        answers: _Answers,
         later: list[tuple[int, bool]],
     ) -> None:
         """The leader's first attempt of ``batch`` (``submit_many``): one hand-off, then each
@@ -486,10 +510,11 @@ class RaftStateStore(StateStore):
                             writes[i], waiters[k], extra, i, attempts, answers, later
                         )
                     elif now >= writes[i].deadline:
-                        answers[i] = self._expired(True)
+                        answers.set(i, self._expired(True))
                         waiters[k].fail(base.OutcomeUnknown("abandoned by its caller"))
                     else:
                         waiting.append(k)
+                answers.flush()
                 pending = waiting
         finally:
             # Abandoned (deadline or cancellation): as ``RaftRuntime.propose`` does.
@@ -503,7 +528,7 @@ class RaftStateStore(StateStore):
         extra: dict[str, Any],
         i: int,
         attempts: list[WriteAttempts],
-        answers: list[WriteAnswer | None],
+        answers: _Answers,
         later: list[tuple[int, bool]],
     ) -> None:
         """One write's answer from its filled waiter (the outcome rules of ``_attempt_write``)."""
@@ -523,23 +548,23 @@ class RaftStateStore(StateStore):
                 return
             if write.render is None:
                 index = sm.last_applied_index  # a Failure has no version
-                answers[i] = (response, {"index": getattr(response, "version", index)})
+                answers.set(i, (response, {"index": getattr(response, "version", index)}))
                 return
             if isinstance(response, Failure):
                 raise failure_to_exception(response)
             result = write.render(response, sm)
             if extra:
                 result = {**result, **extra}
-            answers[i] = (result, {"index": response.version})
+            answers.set(i, (result, {"index": response.version}))
         except Exception as exc:
-            answers[i] = exc
+            answers.set(i, exc)
 
     async def _continue(
         self,
         sub: Submission,
         retry: bool,
         attempts: WriteAttempts,
-        answers: list[WriteAnswer | None],
+        answers: _Answers,
         i: int,
     ) -> None:
         """The rest of write ``i`` of ``submit_many`` on the per-write path: ``submit``'s rules
@@ -548,13 +573,15 @@ class RaftStateStore(StateStore):
         try:
             if retry:
                 await self._settle(sub.deadline)
-            answers[i] = await self._attempt_write(
+            answer: WriteAnswer = await self._attempt_write(
                 sub.write, sub.key, sub.deadline, sub.hops, attempts
             )
         except UnivrsError as exc:
-            answers[i] = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
+            answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
         except Exception as exc:  # a bug: reported as such by the caller
-            answers[i] = exc
+            answer = exc
+        answers.set(i, answer)
+        answers.flush()
 
     async def _attempt_write(
         self,
