@@ -35,7 +35,7 @@ from univrs.api.opargs import check_key
 from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, handler
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
-from univrs.errors import InvalidArgument, Unauthenticated, Unavailable, UnivrsError
+from univrs.errors import InvalidArgument, Unauthenticated, UnivrsError
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
 from univrs.sm.responses import Response
 from univrs.sm.state import ClusterStateMachine
@@ -211,36 +211,56 @@ class ApiService:
     async def _reads(
         self, jobs: list[Job], start: float, answered: Callable[[Sequence[Job]], None]
     ) -> None:
-        """The reads of a frame: the linearizable ones after one confirmation (requested after
-        all of them arrived; a read whose own deadline passed before it came is refused as
-        ``read_at`` would have refused it), then each rendered from the same state."""
-        store = self.store
-        barrier: Exception | None = None
-        if any(job.consistency == "linearizable" for job in jobs):
-            try:
-                await store.read_at("linearizable", max(job.deadline for job in jobs))
-            except Exception as exc:
-                barrier = exc
-        now = trio.current_time()
-        state = self.node.runtime.sm
-        metas: dict[str, dict[str, Any]] = {}
+        """The reads of a frame: the local ones at once; the linearizable ones after one
+        confirmation per distinct deadline (requested after all of them arrived; a frame's
+        requests of one timeout share a deadline), each group rendered from one state."""
+        local = [job for job in jobs if job.consistency == "local"]
+        if local:
+            self._render_reads(local, None, start, answered)
+        groups: dict[float, list[Job]] = {}
         for job in jobs:
-            how = job.consistency or "linearizable"
+            if job.consistency != "local":
+                groups.setdefault(job.deadline, []).append(job)
+        if len(groups) == 1:
+            ((deadline, group),) = groups.items()
+            await self._linearizable(group, deadline, start, answered)
+        elif groups:
+            async with trio.open_nursery() as nursery:
+                for deadline, group in groups.items():
+                    nursery.start_soon(self._linearizable, group, deadline, start, answered)
+
+    async def _linearizable(
+        self,
+        jobs: list[Job],
+        deadline: float,
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+    ) -> None:
+        barrier: Exception | None = None
+        try:
+            await self.store.read_at("linearizable", deadline)
+        except Exception as exc:  # every read of the group is answered with it
+            barrier = exc
+        self._render_reads(jobs, barrier, start, answered)
+
+    def _render_reads(
+        self,
+        jobs: list[Job],
+        barrier: Exception | None,
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+    ) -> None:
+        state = self.node.runtime.sm
+        meta: dict[str, Any] | None = None
+        for job in jobs:
             try:
-                if how == "linearizable":
-                    if barrier is not None:
-                        raise copy.copy(barrier)
-                    if now > job.deadline:
-                        raise Unavailable(
-                            "no leader confirmed the read before its deadline; retry",
-                            retry_after=1.0,
-                        )
+                if barrier is not None:
+                    raise copy.copy(barrier)
                 read = job.op.read if job.op is not None else None
                 assert read is not None
                 job.result = read(job.args, state)
-                meta = metas.get(how)
                 if meta is None:
-                    meta = metas[how] = store.meta(how)
+                    meta = self.store.meta(job.consistency or "linearizable")
                 job.meta = meta
             except Exception as exc:
                 job.error = exc

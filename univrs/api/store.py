@@ -464,12 +464,15 @@ class RaftStateStore(StateStore):
                     continue
                 batch.append((i, proposed, extra))
         answers.flush()
-        if batch:
-            await self._propose_batch(writes, batch, attempts, answers, later)
-        if later:
-            async with trio.open_nursery() as nursery:
-                for i, retry in later:
-                    nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i)
+
+        def go_on(i: int, retry: bool) -> None:  # continue write i alone, now
+            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i)
+
+        async with trio.open_nursery() as nursery:
+            for i, retry in later:
+                go_on(i, retry)
+            if batch:
+                await self._propose_batch(writes, batch, attempts, answers, go_on)
         slots = answers.slots
         assert all(a is not None for a in slots)
         return slots  # type: ignore[return-value]
@@ -480,7 +483,7 @@ class RaftStateStore(StateStore):
         batch: list[tuple[int, Envelope, dict[str, Any]]],
         attempts: list[WriteAttempts],
         answers: _Answers,
-        later: list[tuple[int, bool]],
+        go_on: Callable[[int, bool], None],
     ) -> None:
         """The leader's first attempt of ``batch`` (``submit_many``): one hand-off, then each
         write's outcome as ``_attempt_write`` handles it."""
@@ -490,7 +493,7 @@ class RaftStateStore(StateStore):
         except base.NotLeader:  # lost the leadership since the status was read
             for i, _, _ in batch:
                 attempts[i].failed(Outcome.NOT_APPLIED)
-                later.append((i, True))
+                go_on(i, True)
             return
         pending = list(range(len(batch)))
         try:
@@ -507,7 +510,7 @@ class RaftStateStore(StateStore):
                     i, _, extra = batch[k]
                     if waiters[k].done:
                         self._settle_answer(
-                            writes[i], waiters[k], extra, i, attempts, answers, later
+                            writes[i], waiters[k], extra, i, attempts, answers, go_on
                         )
                     elif now >= writes[i].deadline:
                         answers.set(i, self._expired(True))
@@ -529,7 +532,7 @@ class RaftStateStore(StateStore):
         i: int,
         attempts: list[WriteAttempts],
         answers: _Answers,
-        later: list[tuple[int, bool]],
+        go_on: Callable[[int, bool], None],
     ) -> None:
         """One write's answer from its filled waiter (the outcome rules of ``_attempt_write``)."""
         write = sub.write
@@ -539,12 +542,12 @@ class RaftStateStore(StateStore):
                 response = waiter.result()
             except (base.NotLeader, base.ProposalDropped):
                 attempts[i].failed(Outcome.NOT_APPLIED)
-                later.append((i, True))
+                go_on(i, True)
                 return
             except base.OutcomeUnknown as exc:
                 if not attempts[i].failed(Outcome.UNKNOWN):
                     raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
-                later.append((i, True))
+                go_on(i, True)
                 return
             if write.render is None:
                 index = sm.last_applied_index  # a Failure has no version
