@@ -14,6 +14,7 @@ from trio_websocket import WebSocketConnection, open_websocket
 
 from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 from univrs import codec
+from univrs.api.batcher import ReadCoalescer
 from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.client.connection import Connection
@@ -62,12 +63,23 @@ async def _raw(node: Node, token: str | None = None) -> Any:
     return open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False)
 
 
-async def test_a_frame_is_one_task_and_one_proposer_hand_off(tmp_path: pathlib.Path) -> None:
-    """Eight writes and four reads in one frame: one request-handling task for the frame and
-    one proposal event to the runtime's driver (the old code spawned a task per request and
-    sent one ``Propose`` per write: this fails there)."""
+async def test_a_frame_is_one_task_one_proposer_hand_off_and_one_read_wait(
+    tmp_path: pathlib.Path, monkeypatch: Any
+) -> None:
+    """A frame of eight writes: one task (of univrs.api) and one proposal event to the runtime's
+    driver; a frame of eight linearizable reads: one task and one wait for a ReadIndex
+    confirmation. The old code spawned a task per request, sent one ``Propose`` per write and
+    waited once per read: this fails there."""
     async with open_cluster(tmp_path, size=1) as cluster:
         (node,) = cluster.running()
+        waits = 0
+        real_wait = ReadCoalescer.wait
+
+        async def counted_wait(self: ReadCoalescer) -> int:
+            nonlocal waits
+            waits += 1
+            return await real_wait(self)
+
         async with await _raw(node) as ws:
             await ws.send_message(protocol.encode_client_hello())
             await ws.get_message()
@@ -84,23 +96,43 @@ async def test_a_frame_is_one_task_and_one_proposer_hand_off(tmp_path: pathlib.P
             node.runtime.inbox.sender = sender  # type: ignore[assignment]
             trio.lowlevel.add_instrument(counter)
             try:
-                frame = [
-                    {"id": i, "op": "workload.scale", "args": {"id": f"w{i}", "replicas": 2}}
-                    for i in range(8)
-                ] + [
-                    {"id": 100 + i, "op": "workload.get", "args": {"id": f"w{i}"}} for i in range(4)
-                ]
-                answers = await _exchange(ws, frame)
+                written = await _exchange(
+                    ws,
+                    [
+                        {"id": i, "op": "workload.scale", "args": {"id": f"w{i}", "replicas": 2}}
+                        for i in range(8)
+                    ],
+                )
             finally:
                 trio.lowlevel.remove_instrument(counter)
                 node.runtime.inbox.sender = sender.inner
-        assert all("ok" in r for r in answers.values()), answers
-        versions = {answers[i]["meta"]["index"] for i in range(8)}
-        assert len(versions) == 8  # eight entries, each applied once at its own index
-        handlers = {n: c for n, c in counter.spawned.items() if "_ClientConnection" in n}
-        assert sum(handlers.values()) == 1, handlers  # one task for the whole frame
+            write_tasks = _api_tasks(counter)
+            counter = _TaskCounter()
+            monkeypatch.setattr(ReadCoalescer, "wait", counted_wait)
+            trio.lowlevel.add_instrument(counter)
+            try:
+                read = await _exchange(
+                    ws, [{"id": i, "op": "workload.get", "args": {"id": f"w{i}"}} for i in range(8)]
+                )
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+                monkeypatch.undo()
+            read_tasks = _api_tasks(counter)
+        assert all("ok" in r for r in written.values()), written
+        assert len({r["meta"]["index"] for r in written.values()}) == 8  # applied once each
+        assert all(r["ok"]["spec"]["replicas"] == 2 for r in read.values()), read
+        assert sum(write_tasks.values()) == 1, write_tasks  # one task for the whole frame
         proposals = sender.sent["Propose"] + sender.sent["ProposeBatch"]
         assert proposals == 1, sender.sent  # one hand-off for the frame's eight writes
+        assert sum(read_tasks.values()) == 1, read_tasks
+        assert waits == 1  # one ReadIndex wait for the frame's eight reads
+
+
+def _api_tasks(counter: _TaskCounter) -> dict[str, int]:
+    """The request-serving tasks among those counted (fast.py, service.py, store.py; not the
+    ReadCoalescer's one task per confirmation)."""
+    serving = ("univrs.api.fast.", "univrs.api.service.", "univrs.api.store.")
+    return {n: c for n, c in counter.spawned.items() if n.startswith(serving)}
 
 
 async def test_one_bad_request_in_a_frame_fails_only_itself(tmp_path: pathlib.Path) -> None:
