@@ -304,3 +304,51 @@ async def test_a_bug_serving_a_frame_answers_internal_and_the_node_carries_on(
         page, _ = await conn.request("workload.list", {})
         assert page["items"] == []
         conn.close()
+
+
+class _Lifetimes(trio.abc.Instrument):
+    """Request-serving tasks (fast.py, service.py, store.py) alive now."""
+
+    def __init__(self) -> None:
+        self.alive: set[trio.lowlevel.Task] = set()
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if task.name.startswith(
+            ("univrs.api.fast._Client", "univrs.api.store.", "univrs.api.service.")
+        ):
+            self.alive.add(task)
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        self.alive.discard(task)
+
+
+async def test_a_dropped_connection_cancels_its_frames_waits(tmp_path: pathlib.Path) -> None:
+    """No quorum, a frame of writes waiting with a 60 s deadline (for their entries to commit,
+    or for a leader): closing the connection ends the frame's tasks (and its proposals' waits)
+    at once, not at the deadline."""
+    async with open_cluster(tmp_path, size=3) as cluster:
+        leader = await cluster.wait_leader()
+        for follower in cluster.followers():
+            await cluster.kill(follower.config.node_id)
+        leader.store.leader_wait = 60.0  # without a leader a write waits 60 s for one too
+        lifetimes = _Lifetimes()
+        trio.lowlevel.add_instrument(lifetimes)
+        try:
+            async with await _raw(leader) as ws:
+                await ws.send_message(protocol.encode_client_hello())
+                await ws.get_message()
+                frame = [
+                    {
+                        "id": i,
+                        "op": "workload.create",
+                        "args": {"spec": WORKLOAD},
+                        "timeout_ms": 60_000,
+                    }
+                    for i in range(4)
+                ]
+                await ws.send_message(codec.encode_plain(frame))
+                await wait_until(lambda: bool(lifetimes.alive), "the frame's task", 10)
+            with trio.fail_after(10):  # far before the requests' deadline
+                await wait_until(lambda: not lifetimes.alive, "the frame's task to end", 10)
+        finally:
+            trio.lowlevel.remove_instrument(lifetimes)
