@@ -32,10 +32,11 @@ from univrs.api.auth import ANONYMOUS, Caller, Identity
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
-from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, handler
+from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
 from univrs.errors import InvalidArgument, Unauthenticated, UnivrsError
+from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
 from univrs.sm.responses import Response
 from univrs.sm.state import ClusterStateMachine
@@ -91,7 +92,9 @@ class ApiService:
         metrics = self.store.metrics
         try:
             store = self.store
-            identity = store.authority.authorize(caller, op.declaration.required_role, op.name)
+            identity = await store.authority.authorize_fresh(
+                caller, op.declaration.required_role, op.name
+            )
             if op.watch:  # served from this node's event history, at any consistency
                 return await poll_events(self.node, args, deadline), None
             if op.is_write:
@@ -130,7 +133,7 @@ class ApiService:
         start = trio.current_time()
         store = self.store
         authority = store.authority
-        identified: dict[Caller, Identity | Unauthenticated] = {}
+        identified = await self._identify_callers(jobs)
         writes: list[Job] = []
         submissions: list[Submission] = []
         reads: list[Job] = []
@@ -142,14 +145,9 @@ class ApiService:
                 limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
                 job.deadline = start + max(limit, 0.001)
                 caller = job.caller
-                who = identified.get(caller)
-                if who is None:
-                    try:
-                        who = authority.identify(caller)
-                    except Unauthenticated as exc:
-                        who = exc
-                    identified[caller] = who
-                identity = authority.permit(caller, who, op.declaration.required_role, op.name)
+                identity = authority.permit(
+                    caller, identified[caller], op.declaration.required_role, op.name
+                )
                 if op.watch:
                     raise AssertionError("execute_many got a watch poll: execute it alone")
                 if op.is_write:
@@ -186,6 +184,36 @@ class ApiService:
             await self._writes(writes, submissions, start, answered)
         elif reads:
             await self._reads(reads, start, answered)
+
+    async def _identify_callers(
+        self, jobs: Sequence[Job]
+    ) -> dict[Caller, Identity | Unauthenticated]:
+        """Each distinct caller of a frame identified once (its identity, or the
+        ``Unauthenticated`` to answer its requests that need a token with). As
+        ``authorize_fresh`` does for one request: if a caller's well-formed token is unknown
+        here and one of its requests needs a token, this node catches up with its leader
+        once for the whole frame and looks those callers up again."""
+        authority = self.store.authority
+        identified: dict[Caller, Identity | Unauthenticated] = {}
+        for job in jobs:
+            if job.caller not in identified:
+                try:
+                    identified[job.caller] = authority.identify(job.caller)
+                except Unauthenticated as exc:
+                    identified[job.caller] = exc
+        unknown = {
+            caller
+            for caller, who in identified.items()
+            if isinstance(who, Unauthenticated) and authority.may_learn(caller)
+        }
+        if unknown and any(job.caller in unknown and _needs_token(job.name) for job in jobs):
+            await authority.catch_up_once()
+            for caller in unknown:
+                try:
+                    identified[caller] = authority.identify(caller)
+                except Unauthenticated as exc:
+                    identified[caller] = exc
+        return identified
 
     async def _writes(
         self,
@@ -338,6 +366,12 @@ class ApiService:
         """(result, {"index": the log index the write was applied at})."""
         write = self._build_write(op, args, key, caller, owner)
         return await self.store.submit(write, key, deadline, hops)
+
+
+def _needs_token(name: str) -> bool:
+    """Does operation ``name`` (if it exists) need a valid token when auth is on?"""
+    op = HANDLERS.get(name)
+    return op is not None and op.declaration.required_role != PUBLIC
 
 
 @attrs.define(eq=False, slots=True)
