@@ -131,7 +131,7 @@ async def test_a_frame_is_one_task_one_proposer_hand_off_and_one_read_wait(
         assert len({r["meta"]["index"] for r in written.values()}) == 8  # applied once each
         assert all(r["ok"]["spec"]["replicas"] == 2 for r in read.values()), read
         assert sum(write_tasks.values()) == 1, write_tasks  # one task for the whole frame
-        proposals = sender.sent["Propose"] + sender.sent["ProposeBatch"]
+        proposals = sender.sent["Propose"] + sender.sent["ProposeMany"]
         assert proposals == 1, sender.sent  # one hand-off for the frame's eight writes
         assert sum(read_tasks.values()) == 1, read_tasks
         assert waits == 1  # one ReadIndex wait for the frame's eight reads

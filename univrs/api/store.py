@@ -44,7 +44,7 @@ sending) ends a keyless write at once with ``outcome-unknown``, and its deadline
 attempt did not apply.
 
 ``submit_many`` runs a fast-protocol frame's writes: on the leader their first attempts go to
-the runtime in one hand-off (``RaftRuntime.propose_batch``) and are waited for together; a
+the runtime in one hand-off (``RaftRuntime.propose_together``) and are waited for together; a
 write whose attempt needs another continues alone on ``submit``'s loop with the attempts made
 so far, so the rules above hold per write.
 
@@ -375,7 +375,7 @@ class RaftStateStore(StateStore):
     ) -> AsyncGenerator[Event, None]:
         """The events of ``kinds`` applied on this node from ``from_revision`` on (default:
         the next one), in order, forever; ``Compacted`` when the revision is no longer kept
-        here (read the state again and watch from its ``last_applied_index`` + 1)."""
+        here (read the state again and watch from its ``revision`` + 1)."""
         hub = self.node.runtime.watch_hub
         start = hub.revision + 1 if from_revision is None else from_revision
         with hub.watcher():
@@ -388,7 +388,7 @@ class RaftStateStore(StateStore):
     async def _applied(self, index: int, deadline: float) -> None:
         runtime = self.node.runtime
         with trio.move_on_at(deadline) as scope:
-            while runtime.sm.last_applied_index < index:
+            while runtime.sm.revision < index:  # versions are revisions
                 await runtime.wait_changed()
         if scope.cancelled_caught:
             raise Timeout(
@@ -425,7 +425,7 @@ class RaftStateStore(StateStore):
         ``submit`` would give it ((result, meta) or the exception it would raise).
 
         On the leader the first attempt of every write goes to the runtime in one hand-off
-        (``RaftRuntime.propose_batch``: one inbox event, one driver wake-up) and is waited for
+        (``RaftRuntime.propose_together``: one inbox event, one driver wake-up) and is waited for
         under one cancel scope per distinct deadline; each write's outcome is then handled as
         ``_attempt_write`` handles its own: a write that needs another attempt (``NotLeader``,
         ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
@@ -496,7 +496,7 @@ class RaftStateStore(StateStore):
         write's outcome as ``_attempt_write`` handles it."""
         runtime = self.node.runtime
         try:
-            waiters = await runtime.propose_batch([envelope for _, envelope, _ in batch])
+            waiters = await runtime.propose_together([envelope for _, envelope, _ in batch])
         except base.NotLeader:  # lost the leadership since the status was read
             for i, _, _ in batch:
                 attempts[i].failed(Outcome.NOT_APPLIED)
@@ -620,7 +620,7 @@ class RaftStateStore(StateStore):
                     # A write the leader may answer itself (a heartbeat of a live node).
                     step, extra = write.leader_step(runtime.sm)
                     if step is None:  # nothing to write: rendered from the state here
-                        applied = runtime.sm.last_applied_index
+                        applied = runtime.sm.revision
                         done = Success(version=applied)
                         if write.render is None:
                             return done, {"index": applied}
@@ -647,7 +647,7 @@ class RaftStateStore(StateStore):
                     await self._settle(deadline)
                     continue
                 if write.render is None:
-                    index = runtime.sm.last_applied_index  # a Failure has no version
+                    index = runtime.sm.revision  # a Failure has no version
                     return response, {"index": getattr(response, "version", index)}
                 if isinstance(response, Failure):
                     raise failure_to_exception(response)
