@@ -69,7 +69,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -81,7 +81,7 @@ from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Messag
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
-from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, Read
+from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import encode_payload_doc
 from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
@@ -304,6 +304,26 @@ class RaftRuntime:
             # skipped; one already in the log may still commit, and nobody waits for it.
             waiter.fail(OutcomeUnknown("abandoned by its caller"))
 
+    async def propose_together(self, envelopes: Sequence[Envelope]) -> list[Waiter[Response]]:
+        """Hand several commands to the driver at once (one inbox event, one wake-up: a client
+        frame's writes, univrs/api/store.py ``submit_many``); one waiter per command, in order,
+        each ending exactly as ``propose``'s wait does. The caller must ``fail`` every waiter
+        it stops waiting for (deadline, cancellation), as ``propose`` does for its own, so a
+        proposal not yet handed to the core is skipped. Raises NotLeader on a follower."""
+        status = self.view.last_status()
+        if status.role is not Role.LEADER:
+            raise NotLeader(status.leader)
+        now_ms, now = int(time.time() * 1000), trio.current_time()
+        waiters: list[Waiter[Response]] = []
+        batch: list[Propose] = []
+        for envelope in envelopes:
+            waiter: Waiter[Response] = Waiter()
+            payload, doc = encode_payload_doc(envelope, now_ms)
+            batch.append(Propose(payload, waiter, now, doc))
+            waiters.append(waiter)
+        await self.inbox.sender.send(ProposeMany(batch))
+        return waiters
+
     async def read_index(self) -> int:
         """Confirm a linearizable read point (ReadIndex); returns once applied >= it here."""
         waiter: Waiter[int] = Waiter()
@@ -398,6 +418,8 @@ class RaftRuntime:
             self.core.step(ev)
         elif isinstance(ev, Propose):
             self._batch.append(ev)
+        elif isinstance(ev, ProposeMany):
+            self._batch.extend(ev.proposals)
         elif ev is TICK:
             self.core.tick()
         elif isinstance(ev, Applied):
