@@ -194,12 +194,15 @@ def mcp_request(rng: random.Random, tools: list[dict[str, Any]]) -> bytes:
     if rng.random() < 0.05:
         args = as_json(hostile(rng))
     name = tool["name"] if rng.random() < 0.95 else "nope"
-    method = rng.choice(["tools/call"] * 8 + ["tools/list", "initialize", "ping", "x"])
+    method = rng.choice(
+        ["tools/call"] * 8
+        + ["tools/list", "initialize", "ping", "x", "prompts/get", "resources/read"]
+    )
     msg: Any = {
         "jsonrpc": "2.0",
         "id": rng.choice([1, "x", 2**70, 1.5]),
         "method": method,
-        "params": {"name": name, "arguments": args},
+        "params": {"name": name, "arguments": args, "uri": name},
     }
     if rng.random() < 0.05:
         del msg["id"]  # a notification
@@ -212,7 +215,7 @@ def bug_records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         f"{r.name}: {r.getMessage()}"
         for r in caplog.records
-        if r.levelno >= logging.ERROR and r.name.startswith("univrs")
+        if r.levelno >= logging.ERROR and r.name.startswith(("univrs", "mcp"))
     ]
 
 
