@@ -7,8 +7,9 @@ writer (writer.py), the apply loop (applier.py) and the snapshotter (snapshotter
 
 Theory of operation. Every input to the core arrives as an event on one bounded memory channel
 (the ``Inbox``, events.py): Raft messages from the transport (put there by the transport's
-reader tasks), ticks (a ticker task), proposals and read requests from the API, ``persisted``
-reports from the storage writer and ``applied`` reports from the apply loop. The driver drains
+reader tasks), ticks (a ticker task), proposals and read requests from the API and ``applied``
+reports from the apply loop; the storage writer's ``persisted`` reports wait in ``_persisted``
+(in order), and one wake-up event on the channel says they are there. The driver drains
 whatever is queued, feeds it to the core, proposes the waiting proposals as one batch (below),
 then takes the core's Ready and hands it to the one interpreter of its contract
 (univrs/raft/interpreter.py ``execute``, shared with the simulator), which calls the driver's
@@ -68,7 +69,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -80,9 +81,11 @@ from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Messag
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
-from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, Read
+from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
+from univrs.runtime.packing import Packing
 from univrs.runtime.payload import encode_payload_doc
 from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
+from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
@@ -100,6 +103,13 @@ MAX_BATCH = 4096  # proposals in one propose_many at most (the rest go in the ne
 
 def _no_peers(_peers: dict[str, str]) -> None:
     pass
+
+
+class _Wake:
+    """The storage writer's nudge: reports wait in ``RaftRuntime._persisted``."""
+
+
+_WAKE = _Wake()
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +151,8 @@ class RaftRuntime:
     snapshot_keep: int = 0
     _restored_index: int = attrs.field(default=0, alias="last_snapshot_index")
     proposal_depth: int = DEFAULT_PROPOSAL_DEPTH
+    # How proposals become entries: one each, or batch entries (univrs/runtime/packing.py).
+    packing: Packing = attrs.field(factory=Packing)
     view: RuntimeView = attrs.field(
         default=attrs.Factory(lambda self: RuntimeView(self.core), takes_self=True)
     )
@@ -168,6 +180,10 @@ class RaftRuntime:
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     # The current step handled an event that may change the watched fields (applied, a call).
     _step_dirty: bool = attrs.field(default=False, init=False)
+    # Reports of the storage writer not yet given to the core (oldest first), and whether a
+    # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
+    _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
+    _wake_sent: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.view.core is self.core, "the view must show this runtime's core"
@@ -288,6 +304,26 @@ class RaftRuntime:
             # skipped; one already in the log may still commit, and nobody waits for it.
             waiter.fail(OutcomeUnknown("abandoned by its caller"))
 
+    async def propose_together(self, envelopes: Sequence[Envelope]) -> list[Waiter[Response]]:
+        """Hand several commands to the driver at once (one inbox event, one wake-up: a client
+        frame's writes, univrs/api/store.py ``submit_many``); one waiter per command, in order,
+        each ending exactly as ``propose``'s wait does. The caller must ``fail`` every waiter
+        it stops waiting for (deadline, cancellation), as ``propose`` does for its own, so a
+        proposal not yet handed to the core is skipped. Raises NotLeader on a follower."""
+        status = self.view.last_status()
+        if status.role is not Role.LEADER:
+            raise NotLeader(status.leader)
+        now_ms, now = int(time.time() * 1000), trio.current_time()
+        waiters: list[Waiter[Response]] = []
+        batch: list[Propose] = []
+        for envelope in envelopes:
+            waiter: Waiter[Response] = Waiter()
+            payload, doc = encode_payload_doc(envelope, now_ms)
+            batch.append(Propose(payload, waiter, now, doc))
+            waiters.append(waiter)
+        await self.inbox.sender.send(ProposeMany(batch))
+        return waiters
+
     async def read_index(self) -> int:
         """Confirm a linearizable read point (ReadIndex); returns once applied >= it here."""
         waiter: Waiter[int] = Waiter()
@@ -333,10 +369,14 @@ class RaftRuntime:
         recv = self.inbox.receiver
         self._step_dirty = True
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
+        held: object | None = None  # an event _drain stopped at (it needs a precheck first)
         while True:
-            self._handle(await recv.receive())
-            self._drain()
-            if self._released and self._batch:
+            ev = held if held is not None else await recv.receive()
+            if precheck_due(ev, self.core):
+                await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
+            self._handle(ev)
+            held = self._drain()
+            if self._released and self._batch and held is None:
                 # The batch in flight just applied and woke its proposers. Let every task that
                 # is runnable now (those proposers; API readers with requests that arrived
                 # meanwhile) run once before the open batch goes, so that it goes whole: one
@@ -344,29 +384,42 @@ class RaftRuntime:
                 # made them (it released the next batch only once the last proposer returned).
                 self._process_ready()
                 await trio.lowlevel.checkpoint()
-                self._drain()
+                held = self._drain()
             self._released = False
             self._flush_proposals()
             self._process_ready()
 
-    def _drain(self) -> None:
-        """Handle every event queued now."""
+    def _drain(self) -> object | None:
+        """Handle every event queued now (the writer's reports first); stop at (and return)
+        one that needs a precheck."""
+        self._take_persisted()
         recv = self.inbox.receiver
         while True:
             try:
                 ev = recv.receive_nowait()
             except trio.WouldBlock:
-                return
+                return None
+            if precheck_due(ev, self.core):
+                return ev
             self._handle(ev)
 
+    def _take_persisted(self) -> None:
+        """Give the core the writer's reports, in order (contract step 4)."""
+        self._wake_sent = False
+        reports = self._persisted
+        while reports:
+            report_persisted(self.core, reports.popleft())
+
     def _handle(self, ev: object) -> None:
-        if isinstance(ev, Message):
+        if ev is _WAKE:
+            self._take_persisted()
+        elif isinstance(ev, Message):
             self._last_contact[ev.src] = trio.current_time()
             self.core.step(ev)
         elif isinstance(ev, Propose):
             self._batch.append(ev)
-        elif isinstance(ev, Persisted):
-            report_persisted(self.core, ev)
+        elif isinstance(ev, ProposeMany):
+            self._batch.extend(ev.proposals)
         elif ev is TICK:
             self.core.tick()
         elif isinstance(ev, Applied):
@@ -400,15 +453,16 @@ class RaftRuntime:
             self._batch = batch[MAX_BATCH:]
             if not live:
                 continue
+            entries = self.packing.pack(live)  # one entry each, or batch entries
             try:
-                term, first = self.core.propose_many([p.payload for p in live])
+                term, first = self.core.propose_many([e.payload for e in entries])
             except (NotLeader, ProposalDropped) as exc:
                 for p in live:
                     p.waiter.fail(exc)
                 self.metrics.proposals_dropped.inc(len(live))
                 continue
-            self._applier.pending.appended(term, first, live)
-            self._in_flight.append(first + len(live) - 1)
+            self._applier.pending.appended(term, first, entries)
+            self._in_flight.append(first + len(entries) - 1)
             self._proposals += len(live)
             self._proposal_batches += 1
             self.metrics.proposals.inc(len(live))
@@ -499,10 +553,19 @@ class RaftRuntime:
 
     # ---------------------------------------------- the writer's and the apply loop's reports
 
-    async def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
-        # The writer and the apply loop may wait here when the channel is full: the driver
-        # never waits on them, so it keeps draining and they get through.
-        await self.inbox.sender.send(Persisted(index=index, term=term, hard_state=hard_state))
+    def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
+        # Called by the storage writer on the Trio loop, outside the driver's task: keep the
+        # report (in order) and wake the driver. A full inbox needs no wake-up of its own: the
+        # driver takes the reports at every step, before the events.
+        self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
+        if not self._wake_sent:
+            try:
+                self.inbox.sender.send_nowait(_WAKE)
+                self._wake_sent = True
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # shutting down
 
     def _after_apply(self) -> None:
         self._snapshots.maybe_snapshot()

@@ -2,7 +2,8 @@
 
 Everything that wants the core to do something puts an event in the inbox: the transport's
 reader tasks (Raft messages), the ticker (``TICK``), the API (``Propose``, ``Read``, ``Call``),
-the storage writer (``Persisted``) and the apply loop (``Applied``). Only the driver receives.
+and the apply loop (``Applied``); the storage writer's reports wait beside the channel and a
+wake-up event on it announces them (driver.py). Only the driver receives.
 
 The inbox is its own object, made before the runtime, so that a server can hand its send side
 to the transport first and the finished transport to the runtime (no late wiring): the
@@ -47,6 +48,26 @@ class Propose:
     # The plain document ``payload`` encodes, when it round-trips exactly: the apply loop
     # reads this node's own entry from it instead of decoding the bytes (payload.py).
     doc: list[Any] | None = None
+
+
+@attrs.define(eq=False)
+class ProposeBatch:
+    """Proposals packed into one batch entry (payload version 2, univrs/runtime/packing.py):
+    the entry's bytes, the document they encode (exact: univrs/runtime/payload.py), and the
+    proposals in the order of their commands in it."""
+
+    payload: bytes
+    doc: list[Any]
+    proposals: tuple[Propose, ...]
+
+
+@attrs.define(eq=False)
+class ProposeMany:
+    """Several proposals handed over together (``RaftRuntime.propose_together``): one inbox
+    event and one driver wake-up for a client frame's writes; they join the open batch in
+    this order, exactly as that many ``Propose`` events would."""
+
+    proposals: list[Propose]
 
 
 class Tick:
