@@ -343,8 +343,7 @@ class RaftStateStore(StateStore):
     async def _applied(self, index: int, deadline: float) -> None:
         runtime = self.node.runtime
         with trio.move_on_at(deadline) as scope:
-            while runtime.sm.last_applied_index < index:
-                await runtime.wait_changed()
+            await runtime.wait_applied(index)
         if scope.cancelled_caught:
             raise Timeout(
                 f"the write applied at index {index} on the leader but not yet on this node"
