@@ -22,9 +22,7 @@ plain document the proposer encoded, not decoded from their bytes again, when it
 exactly (univrs/runtime/payload.py says why that applies what the followers decode).
 
 Entries the installed snapshot already covers are skipped. Only this loop changes the state
-machine, the applied index and the applied membership (``RuntimeView.applied_membership``);
-it reports the applied index to the view (``note_applied``, which wakes ``wait_applied``) each
-time it reports ``Applied`` to the driver.
+machine, the applied index and the applied membership (``RuntimeView.applied_membership``).
 """
 
 from __future__ import annotations
@@ -80,7 +78,6 @@ class Applier:
 
     def __attrs_post_init__(self) -> None:
         self.applied_index = self.view.core.status().applied
-        self.view.note_applied(self.applied_index)
         self.applied_term = self.sm.last_applied_term
         self.watch_hub.reset(self.sm.last_applied_index)
 
@@ -113,7 +110,6 @@ class Applier:
                 for start in range(0, len(entries), APPLY_CHUNK):
                     for entry in entries[start : start + APPLY_CHUNK]:
                         self._apply_one(entry)
-                    self.view.note_applied(self.applied_index)
                     await self.events.send(Applied(self.applied_index))
                 self.after_apply()
 
@@ -152,7 +148,6 @@ class Applier:
                 "seconds": round(trio.current_time() - started, 3),
             },
         )
-        self.view.note_applied(meta.index)
         await self.events.send(Applied(meta.index))
 
     def _apply_one(self, entry: Entry) -> None:

@@ -44,7 +44,8 @@ leader and term come with a Ready's soft state, term and commit with its hard st
 membership with its entries, truncation or snapshot, ``applied`` with an ``Applied`` report;
 a ``call`` may do anything. ``wait_changed`` fires only when role, leader, term or a
 membership changed, never for commit or apply progress alone; a caller waiting for an index
-uses ``wait_applied`` (a threshold, woken by the apply loop's report that reaches it).
+uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
+that reaches it).
 
 Nothing but the driver calls the core.
 
@@ -404,6 +405,7 @@ class RaftRuntime:
                 in_flight.popleft()  # that batch applied: room for the open one
                 self._released = True
             self.core.applied(ev.index)
+            self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
         elif isinstance(ev, Read):
             ctx = self._next_ctx
             self._next_ctx += 1

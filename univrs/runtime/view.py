@@ -4,8 +4,8 @@
 parts a server builds first can be given something to read: the transport's incarnation
 check, the peer map's tracked peers and the metrics' gauges read the view, and the runtime
 then gets the finished transport, peer map and metrics. The driver publishes into the view
-(``refresh``, ``mark_stale``), the apply loop sets ``applied_membership`` and reports its
-applied index (``note_applied``); everybody else only reads.
+(``refresh``, ``mark_stale``, ``note_applied``), the apply loop sets ``applied_membership``;
+everybody else only reads.
 
 Two kinds of waits, so that a waiter pays only for what it watches (issue 14: one write used
 to wake every status watcher twice, at its commit and at its apply):
@@ -14,6 +14,11 @@ to wake every status watcher twice, at its commit and at its apply):
   (or its log index) or the applied membership. Commit and apply progress do not wake it.
 * ``wait_applied(index)``: the applied index reached ``index``. Waiters wait on a threshold,
   and only the report that crosses it wakes them.
+
+Both wake in the driver's step that takes in the apply loop's ``Applied`` report, as every
+status wake-up did before: a watcher never acts on an applied configuration (the transport
+closing the links of members it no longer lists, say) before the driver has taken in the
+apply and sent what that step sends.
 
 ``status()`` is rebuilt lazily: the core's full status (with every peer's progress) is built
 at most once per driver step, and only if somebody asks. Reading the core from another task
@@ -45,6 +50,8 @@ class RuntimeView:
     # _status is out of date (a step changed something ``refresh`` does not watch).
     _stale: bool = attrs.field(default=False, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The apply loop set another applied membership since the last ``refresh``.
+    _membership_applied: bool = attrs.field(default=False, init=False)
     # The apply loop's applied index, as last reported (``note_applied``).
     _applied: int = attrs.field(init=False)
     # wait_applied's thresholds: one event per index somebody waits for, and a heap of them.
@@ -59,18 +66,18 @@ class RuntimeView:
     def applied_membership(self) -> Membership:
         """The configuration of the applied log (the newest CONFIG entry or snapshot applied
         here), which may lag the core's newest (appended) one. Set by the apply loop only;
-        setting another one wakes ``wait_changed``."""
+        another one wakes ``wait_changed`` at the driver's next ``refresh``."""
         return self._applied_membership
 
     @applied_membership.setter
     def applied_membership(self, membership: Membership) -> None:
         if membership is not self._applied_membership:
             self._applied_membership = membership
-            self._wake()
+            self._membership_applied = True
 
     @property
     def applied_index(self) -> int:
-        """The applied index the apply loop last reported (``note_applied``)."""
+        """The applied index as of the driver's last ``Applied`` report (``note_applied``)."""
         return self._applied
 
     def status(self) -> Status:
@@ -114,8 +121,8 @@ class RuntimeView:
     # ---------------------------------------------------------------- the driver's side
 
     def note_applied(self, index: int) -> None:
-        """The apply loop applied everything up to ``index``: wake the ``wait_applied``
-        waiters whose threshold it reaches (only those)."""
+        """The driver took in the apply loop's report that everything up to ``index`` is
+        applied: wake the ``wait_applied`` waiters whose threshold it reaches (only those)."""
         self._applied = index
         thresholds = self._thresholds
         while thresholds and thresholds[0] <= index:
@@ -126,21 +133,21 @@ class RuntimeView:
         self._stale = True
 
     def refresh(self) -> Status:
-        """Rebuild the status now and wake ``wait_changed`` if a watched field changed."""
+        """Rebuild the status now and wake ``wait_changed`` if a watched field or the applied
+        membership changed."""
         status = self.core.status()
         old = self._status
         self._status = status
         self._stale = False
         if (
-            status.role != old.role
+            self._membership_applied
+            or status.role != old.role
             or status.leader != old.leader
             or status.term != old.term
             or status.config_index != old.config_index
             or status.membership is not old.membership
         ):
-            self._wake()
+            self._membership_applied = False
+            self._changed.set()
+            self._changed = trio.Event()
         return status
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
