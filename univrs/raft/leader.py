@@ -165,9 +165,10 @@ class LeaderLayer(NodeBase):
     def _leader_config_change(self, before: Membership) -> None:
         """Track every member of the configuration in effect.
 
-        Members it removes keep receiving the log until it commits and one more heartbeat has
-        told them the commit index (``_prune_progress``), so a removed node normally learns that
-        its removal is final and stops campaigning. A member that was not in ``before`` (added,
+        Members it removes keep receiving the log until it commits and a heartbeat has told
+        them a commit index covering their removal (or, if they never catch up, for a bounded
+        number of rounds: ``_prune_progress``), so a removed node learns that its removal is
+        final and stops campaigning. A member that was not in ``before`` (added,
         or re-added while its old progress lingers) or whose incarnation changed gets fresh
         progress: what the old one acknowledged says nothing about the new one's log.
         """
@@ -184,10 +185,29 @@ class LeaderLayer(NodeBase):
             self._transferee = None
 
     def _prune_progress(self) -> None:
-        """Forget peers the committed configuration no longer has."""
+        """Forget peers the committed configuration no longer has, once each was told so.
+
+        A removed peer is forgotten after a heartbeat of an earlier round told it a commit
+        index covering its removal (so it learns the removal is final and stops campaigning),
+        or after ``_removal_rounds_max`` rounds if it never catches up (down, cut off). Pruning
+        at the first round lost that news for a peer whose acknowledgement of the removing
+        entry came after the commit: its heartbeat carried min(commit, its match), below the
+        entry, and then nothing more was sent to it.
+        """
         members = self._configs.current.members
+        index = self._configs.current_index
+        limit = self._removal_rounds_max()
         for peer in [p for p in self._progress if p not in members]:
-            del self._progress[peer]
+            pr = self._progress[peer]
+            pr.removal_rounds += 1
+            told = pr.removal_rounds > 1 and pr.commit_sent >= index
+            if told or pr.removal_rounds >= limit:
+                del self._progress[peer]
+
+    def _removal_rounds_max(self) -> int:
+        """Heartbeat rounds a removed peer that does not catch up is still sent to."""
+        cfg = self.config
+        return max(2, 2 * cfg.election_ticks_max // cfg.heartbeat_ticks)
 
     # ---- commit ------------------------------------------------------------------------------
 
@@ -334,8 +354,8 @@ class LeaderLayer(NodeBase):
             len(self._progress) >= len(self._configs.current.members)
             and self._commit >= self._configs.current_index
         ):
-            # More peers than members: some were removed and the change is committed. This
-            # heartbeat told each of them so (if it holds the entry); now forget them.
+            # More peers than members: some were removed and the change is committed. Forget
+            # each once a heartbeat has told it so (``_prune_progress``).
             self._prune_progress()
 
     # ---- replication ---------------------------------------------------------------------------
