@@ -90,6 +90,10 @@ class NodeConfig:
     # reconciles on every change and at least this often; 0 turns it off (instances are then
     # created by clients).
     reconcile_resync_ms: int = 10_000
+    # Where the state machine lives ([state] backend, docs/state-at-scale.md): "memory"
+    # (restored from the snapshot and the log at every start) or "lmdb" (data_dir/state.lmdb,
+    # resumed after its applied index).
+    state_backend: str = "memory"
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);

@@ -27,6 +27,7 @@ from tests.sm.test_sm_properties import SETTINGS, check_invariants, policy
 from univrs.errors import StorageError
 from univrs.sm import (
     ClusterStateMachine,
+    Created,
     Envelope,
     MintCredits,
     OpenSession,
@@ -83,6 +84,7 @@ def test_a_batch_that_raises_leaves_the_stored_state_as_it_was(tmp_path: pathlib
     env, sm = _fresh(tmp_path, "state", policy())
     sm.apply(MintCredits(to_peer="p0", amount=5, reason="r"), index=1, term=1)
     opened = sm.apply(OpenSession(owner="me"), index=2, term=1)
+    assert isinstance(opened, Created)
     before = state_digest(sm)
     with pytest.raises(RuntimeError), sm.batch():
         sm.apply(MintCredits(to_peer="p1", amount=7, reason="r"), index=3, term=1)
@@ -90,9 +92,7 @@ def test_a_batch_that_raises_leaves_the_stored_state_as_it_was(tmp_path: pathlib
             Envelope(
                 client_id=opened.id,
                 seq=1,
-                command=MintCredits(  # type: ignore[union-attr]
-                    to_peer="p2", amount=1, reason="r"
-                ),
+                command=MintCredits(to_peer="p2", amount=1, reason="r"),
             ),
             index=4,
             term=2,

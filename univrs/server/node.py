@@ -46,6 +46,7 @@ from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.ports import MEMORY_STATE
 from univrs.runtime.snapshots import SnapshotChecker, restore
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
@@ -65,10 +66,12 @@ from univrs.server.removal import (
     cluster_fingerprint,
     watch_for_removal,
 )
+from univrs.server.statedir import PersistentState, applied_membership, open_state, wipe_state
 from univrs.server.wiring import check_tls, transport_from_config
 from univrs.service.reconcile import Reconciler
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
+from univrs.storage.sm_tables import StateEnv
 
 log = logging.getLogger("univrs.node")
 
@@ -132,6 +135,8 @@ class Opened:
     cluster_id: str
     sm: ClusterStateMachine
     snapshot: tuple[SnapshotMeta, bytes] | None
+    # The persistent state ([state] backend = "lmdb"), None in memory.
+    state_env: StateEnv | None = None
 
 
 def open_raw(config: NodeConfig) -> tuple[LogStore, InitialState]:
@@ -198,6 +203,22 @@ def finish_opening(
             )
     cluster_id = storage.cluster_id or config.cluster_id or "univrs"
     loaded = storage.load_snapshot()
+    if config.state_backend == "lmdb":
+        env, sm, initial = open_state(
+            str(config.data_dir),
+            initial,
+            loaded,
+            storage.cluster_id,
+            lambda snapshot: _restore_stored(config, snapshot),
+        )
+        return Opened(
+            storage=storage,
+            initial=initial,
+            cluster_id=cluster_id,
+            sm=sm,
+            snapshot=loaded,
+            state_env=env,
+        )
     sm = _restore_stored(config, loaded) if loaded is not None else ClusterStateMachine()
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
 
@@ -243,6 +264,7 @@ def wipe_raft_state(config: NodeConfig) -> None:
     if path.exists():
         path.rename(discarded)
         shutil.rmtree(discarded)
+    wipe_state(str(config.data_dir))  # the state machine's, if persisted: of the old log
 
 
 @attrs.define(eq=False)
@@ -441,6 +463,7 @@ async def _run_once(
     security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
+    state_env: StateEnv | None = None
     try:
         state = data_dir_state(storage, initial)
         if join_info is None and join is not None:
@@ -460,6 +483,7 @@ async def _run_once(
         opened = await trio.to_thread.run_sync(
             lambda: finish_opening(storage, initial, config, stamp, bootstrap=bootstrap)
         )
+        state_env = opened.state_env
         rng = random.Random(seed)
         core = RaftNode(
             config.node_id,
@@ -475,6 +499,8 @@ async def _run_once(
             meta, data = opened.snapshot
             core.snapshot_taken(meta, data, keep=config.snapshot_trailing_entries)  # for peers
             snapshot_index, applied = meta.index, meta.membership
+        if opened.sm.last_applied_index > snapshot_index:  # a persisted state, resumed
+            applied = applied_membership(opened.initial, opened.snapshot, opened.initial.applied)
         # Built in dependency order, each part whole, nothing rewired afterwards. The runtime's
         # inbox and view come first: the transport delivers into the inbox and checks hellos
         # against the view, the peer map and the metrics read the view, and the runtime then
@@ -519,6 +545,7 @@ async def _run_once(
             snapshot_threshold=config.snapshot_threshold,
             snapshot_keep=config.snapshot_trailing_entries,
             last_snapshot_index=snapshot_index,
+            state_backend=PersistentState(state_env) if state_env is not None else MEMORY_STATE,
             view=view,
             inbox=inbox,
             watch_hub=WatchHub(
@@ -593,6 +620,8 @@ async def _run_once(
         # Synchronous on purpose: we may be cancelled, and closing LMDB is quick. Any storage
         # write in flight has finished: the writer's thread call is not cancellable.
         storage.close()
+        if state_env is not None:
+            state_env.close()
         log.info("node stopped")
     return node
 

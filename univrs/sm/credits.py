@@ -49,8 +49,9 @@ class Ledger:
         return self._balances.get(peer, 0)
 
     def items(self) -> Iterator[tuple[str, int]]:
-        """(peer, balance) for every peer with a positive balance, in ledger order."""
-        return iter(self._balances.items())
+        """(peer, balance) for every peer with a positive balance, in peer order (whatever
+        the order they got credits in: a restored ledger lists them the same)."""
+        return iter(sorted(self._balances.items()))
 
     def __len__(self) -> int:
         return len(self._balances)
