@@ -538,3 +538,16 @@ def test_plaintext_beyond_loopback_needs_insecure(overrides: dict[str, str]) -> 
 def test_plaintext_on_loopback_is_the_embedded_default() -> None:
     for addr in ("127.0.0.1:7000", "[::1]:7000", "localhost:7000", "127.0.0.2:7000"):
         assert load_config(None, {"raft_addr": addr}).tls is None
+
+
+def test_state_backend_defaults_to_memory_and_takes_lmdb_from_the_file_or_a_flag(
+    tmp_path: pathlib.Path,
+) -> None:
+    assert load_config(None).state_backend == "memory"
+    path = write(tmp_path, '[state]\nbackend = "lmdb"\n')
+    assert load_config(path).state_backend == "lmdb"
+    assert load_config(path, {"state_backend": "memory"}).state_backend == "memory"
+    with pytest.raises(ConfigError, match=r"state\.backend: 'disk' must be one of"):
+        load_config(None, {"state.backend": "disk"})
+    with pytest.raises(ConfigError, match=r"state\.sync"):
+        load_config(write(tmp_path, "[state]\nsync = true\n"))

@@ -1,5 +1,5 @@
 """Node configuration: a TOML file (``[raft]``, ``[raft.bootstrap]``, ``[api]``, ``[tls]``,
-``[join]``, ``[auth]``, ``[limits]``) plus flags.
+``[join]``, ``[auth]``, ``[limits]``, ``[state]``) plus flags.
 
 ``load_config(path, overrides)`` reads the file (or nothing: the embedded single-node defaults),
 applies command-line overrides on top, and returns a validated, frozen ``NodeConfig``. Every
@@ -36,6 +36,7 @@ MAX_PAYLOAD_SIZE = 1 << 30
 ENVELOPE_HEADROOM = 64 * 1024  # frame bytes reserved for a message's fields around its data
 DEFAULT_RAFT_HOST = "127.0.0.1"
 INITIAL_CLUSTER_STATES = ("new", "existing")
+STATE_BACKENDS = ("memory", "lmdb")  # [state] backend
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -188,6 +189,7 @@ _TOP_KEYS = {
     "join": _TABLE,
     "auth": _TABLE,
     "limits": _TABLE,
+    "state": _TABLE,
 }
 _RAFT_KEYS = {
     "node_id": _STR,
@@ -217,6 +219,7 @@ _NODE_KEYS = {"id": _STR, "addr": _STR, "api": _STR}
 _NODE_REQUIRED = ("id", "addr")
 _API_KEYS = {"addr": _STR}
 _AUTH_KEYS = {"enabled": _BOOL}
+_STATE_KEYS = {"backend": _STR}
 _LIMITS_KEYS = {
     "max_body_bytes": _INT,
     "max_json_depth": _INT,
@@ -243,6 +246,7 @@ _FLAT_OVERRIDES = {
     "join_token": "join.token",
     "join_token_file": "join.token_file",
     "auth_enabled": "auth.enabled",
+    "state_backend": "state.backend",
     **{k: f"limits.{k}" for k in _LIMITS_KEYS},
 }
 _DOTTED_OVERRIDES = set(_FLAT_OVERRIDES.values())
@@ -377,7 +381,10 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     api = _check_table(top.get("api", {}), _API_KEYS, "api.", problems)
     auth = _check_table(top.get("auth", {}), _AUTH_KEYS, "auth.", problems)
     limits = _check_table(top.get("limits", {}), _LIMITS_KEYS, "limits.", problems)
+    state = _check_table(top.get("state", {}), _STATE_KEYS, "state.", problems)
     kwargs: dict[str, Any] = {}
+    if "backend" in state:
+        kwargs["state_backend"] = state["backend"]
     _collect_security(top, kwargs, problems)
     kwargs.update(
         {k: v for k, v in raft.items() if k not in ("bootstrap", "raft_addr", "raft_port", "dial")}
@@ -519,6 +526,11 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         problems.append(
             f"raft.initial_cluster_state: {c.initial_cluster_state!r} must be one of "
             + ", ".join(repr(s) for s in INITIAL_CLUSTER_STATES)
+        )
+    if c.state_backend not in STATE_BACKENDS:
+        problems.append(
+            f"state.backend: {c.state_backend!r} must be one of "
+            + ", ".join(repr(s) for s in STATE_BACKENDS)
         )
     if c.initial_cluster_token is not None and not c.initial_cluster_token.strip():
         problems.append("raft.initial_cluster_token: must not be empty")
