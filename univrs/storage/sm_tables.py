@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -192,6 +193,22 @@ class LmdbTable(Table[V]):
         """Values in key order (of keys greater than ``after`` if given)."""
         decode = self._decode
         return (decode(value) for _, value in self._items(after))
+
+    def view(self) -> Callable[[], Iterator[V]]:
+        """The values now, in key order, for later (a snapshot's encoder, in another thread):
+        a read transaction begun now (LMDB's MVCC keeps what it sees while writes go on),
+        ended when the function is dropped. O(1) now: nothing is read or copied until it is
+        called. Outside a batch only (a snapshot is captured between applied batches)."""
+        assert self._store._txn is None, "a view is taken between batches"
+        txn = self._store.env.begin()
+        db, decode = self._db, self._decode
+
+        def values() -> Iterator[V]:
+            for _, raw in txn.cursor(db):
+                yield decode(bytes(raw))
+
+        weakref.finalize(values, txn.abort)
+        return values
 
     def load(self, items: Iterable[tuple[str, V]]) -> list[str]:
         """Fill an empty table in one transaction; returns the repeated keys."""
