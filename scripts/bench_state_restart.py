@@ -36,7 +36,7 @@ from bench_scale import build, peak_rss_bytes, rss_bytes  # type: ignore[import-
 from univrs.config import NodeConfig
 from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.runtime.snapshots import capture
-from univrs.server.node import open_storage
+from univrs.server.datadir import open_storage
 from univrs.sm import state_digest
 
 

@@ -7,10 +7,18 @@ import functools
 import pathlib
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
-from tests.api.helpers import WORKLOAD, Cluster, open_cluster, wait_until
+from tests.api.helpers import (
+    WORKLOAD,
+    Cluster,
+    PausableProxy,
+    make_configs,
+    open_cluster,
+    wait_until,
+)
 from univrs.api.auth import Caller
 from univrs.client import open_client
 from univrs.client.connection import Connection
@@ -74,6 +82,11 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
             assert status == 401 and code(body) == "unauthenticated", path
         status, body = await call(cluster, follower, "GET", "/v1/workloads", "univrs.made-up")
         assert status == 401 and "unknown or revoked" in body["error"]["message"]
+        # The node digest (state digest, log positions, log digests) is for readers: it was
+        # open without a token.
+        for path in ("/v1/node/digest", "/v1/node/digest?log_from=1&log_to=1"):
+            status, body = await call(cluster, follower, "GET", path, None)
+            assert status == 401 and code(body) == "unauthenticated", path
 
         admin = await bootstrap(cluster)
         status, body = await call(cluster, follower, "POST", "/v1/tokens/bootstrap", None, {})
@@ -102,6 +115,8 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
 
         # read: reads only.
         assert (await call(cluster, follower, "GET", "/v1/workloads", read))[0] == 200
+        status, body = await call(cluster, follower, "GET", "/v1/node/digest", read)
+        assert status == 200 and body["state_digest"], body
         status, body = await call(
             cluster, follower, "POST", "/v1/workloads", read, {"spec": WORKLOAD}
         )
@@ -133,6 +148,8 @@ async def test_roles_on_rest_fast_protocol_and_admin_endpoints(tmp_path: pathlib
         assert status == 200, body
         status, _ = await call(cluster, follower, "GET", "/v1/workloads", credits)
         assert status == 403
+        status, body = await call(cluster, follower, "GET", "/v1/node/digest", credits)
+        assert status == 403 and code(body) == "permission-denied"
         status, body = await call(cluster, follower, "GET", "/v1/watch", credits)
         assert status == 403 and code(body) == "permission-denied"
 
@@ -233,3 +250,58 @@ async def test_in_process_store_writes_act_for_a_caller_on_any_node(tmp_path: pa
         with pytest.raises(NotLeader):
             await follower.store.scale_workload("w", 9)
         assert (await leader.store.scale_workload("w", 2)).spec.replicas == 2
+
+
+async def test_a_fresh_token_works_at_once_on_a_lagging_follower(tmp_path: pathlib.Path) -> None:
+    """A follower that has not applied a token's creation yet checks with its leader (catches
+    up to the leader's commit index) before it refuses the token: it used to answer 401 until
+    it applied the creation. Every raft connection to a node goes through a proxy; the one to
+    the follower is paused while the token is created, and resumed once the follower began
+    to catch up for the request that carries the new token."""
+    # Long election timeouts: the paused follower keeps its leader (no election meanwhile).
+    configs = make_configs(
+        tmp_path,
+        3,
+        auth_enabled=True,
+        election_timeout_min_ms=4000,
+        election_timeout_max_ms=5000,
+    )
+    async with trio.open_nursery() as nursery:
+        proxies = {}
+        dial = []
+        for nid, config in configs.items():
+            proxy = PausableProxy(target_port=int(config.raft_addr.rsplit(":", 1)[1]))
+            proxies[nid] = proxy
+            dial.append((nid, f"127.0.0.1:{await nursery.start(proxy.run)}"))
+        cluster = Cluster(
+            nursery=nursery,
+            configs={nid: attrs.evolve(c, dial=tuple(dial)) for nid, c in configs.items()},
+        )
+        for nid in cluster.configs:
+            await cluster.start(nid)
+        leader = await cluster.wait_leader(timeout=60)
+        admin = await bootstrap(cluster)
+        follower = cluster.followers()[0]
+
+        proxies[follower.node_id].pause()
+        status, body = await call(
+            cluster, leader, "POST", "/v1/tokens", admin, {"name": "fresh", "roles": ["read"]}
+        )
+        assert status in (200, 201), body
+        fresh = body["secret"]
+        assert not holds_tokens(follower, 2)  # the follower lags: it has not applied it
+        authority = follower.store.authority
+        before = authority.catch_ups
+
+        async def resume_once_catching_up() -> None:
+            await wait_until(lambda: authority.catch_ups > before, "the follower to catch up")
+            proxies[follower.node_id].resume()
+
+        nursery.start_soon(resume_once_catching_up)
+        status, body = await call(cluster, follower, "GET", "/v1/workloads", fresh)
+        assert status == 200, body
+        proxies[follower.node_id].resume()  # (the old code answered 401 without catching up)
+        # A made-up token is still refused, after the same bounded catch-up.
+        status, body = await call(cluster, follower, "GET", "/v1/workloads", "univrs.made-up")
+        assert status == 401 and code(body) == "unauthenticated"
+        nursery.cancel_scope.cancel()

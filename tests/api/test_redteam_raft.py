@@ -184,3 +184,59 @@ async def test_made_up_peers_and_garbage_are_bounded_in_memory_and_in_the_log(
             assert len(lines) == 1, lines
         assert await cluster.wait_leader() is leader
         assert target.status().term == term and target.status().leader == leader.node_id
+
+
+async def test_a_leaderless_member_refuses_leader_traffic_from_a_made_up_id(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Plaintext, a member that follows no live leader (its leader and the third member are
+    gone): an AppendEntries from a made-up id that appends and commits a credit mint used to
+    be taken (the window in which a member hears an unlisted leader); now it is refused
+    (``stranger``) and the node's log and state do not move."""
+    async with open_cluster(tmp_path, 3) as cluster:
+        leader = await bound_cluster(cluster)
+        target = cluster.followers()[0]
+        await wait_until(
+            lambda: target.runtime.applied_index >= leader.runtime.applied_index, "catch-up"
+        )
+        for other in [n.node_id for n in cluster.running() if n is not target]:
+            await cluster.kill(other)
+        await wait_until(lambda: target.status().leader is None, "the target to follow no one")
+        before = target.status()
+        term = before.term + 1
+        last = before.last_index
+        payload = encode_payload(
+            Envelope(command=MintCredits(to_peer="mallory", amount=1_000_000, reason="x")), 1
+        )
+        forged = AppendEntries(
+            term=term,
+            src="mallory-node",
+            dst=target.node_id,
+            prev_log_index=last,
+            prev_log_term=before.last_term,
+            entries=(Entry(term=term, index=last + 1, data=payload),),
+            commit=last + 1,
+        )
+        hello = Hello(
+            version=WIRE_VERSION,
+            cluster=target.cluster_id,
+            src="mallory-node",
+            dst=target.node_id,
+            incarnation="feedfacefeedface",
+            addr="127.0.0.1:9",
+        )
+        refused = dict(target.status().refused).get("stranger", 0)
+        await send_forged(target, hello, [forged])
+
+        def outcome() -> bool:
+            return (
+                target.runtime.sm.balance("mallory") > 0
+                or target.status().last_index > last
+                or dict(target.status().refused).get("stranger", 0) > refused
+            )
+
+        await wait_until(outcome, "the forgery to be taken or refused")
+        assert target.runtime.sm.balance("mallory") == 0
+        assert target.status().last_index == last
+        assert target.status().leader != "mallory-node"
+        assert dict(target.status().refused).get("stranger", 0) > refused

@@ -234,6 +234,44 @@ def test_the_legitimate_cases_of_the_rule() -> None:
     assert rule(attrs.evolve(vote, sender_incarnation="x"), M, live="n1") == "incarnation"
 
 
+def test_without_unlisted_leaders_a_leaderless_member_refuses_a_made_up_leader() -> None:
+    """Plaintext (``RaftConfig.unlisted_leaders`` off, as a node without TLS runs): a member
+    whose leader went quiet refuses leader traffic from an id no configuration lists (it used
+    to take it: a made-up id appended and committed a mint on it); the leader's id of another
+    incarnation (a replaced member that leads now) is still heard, and so is a joiner's
+    unlisted leader."""
+    config = RaftConfig(unlisted_leaders=False)
+    node = follower(config=config)
+    for _ in range(config.election_ticks_max + 1):
+        node.tick()  # the leader went quiet: no live leader (n2 campaigns, pre-vote only)
+    node.ready()
+    before = view(node.status())
+    for forgery in (forged_append("mallory", 9), forged_snapshot("mallory"), hb("mallory")):
+        node.step(attrs.evolve(forgery, term=9))
+    assert view(node.status()) == before
+    assert node.status().refused == (("stranger", 3),)
+    # The rule as the node applies it, case by case.
+    old = Membership(voters=frozenset({"n1", "n2", "n3"}))
+    without_me = Membership(voters=frozenset({"n1", "n3"}))
+
+    def strict(msg: Message, current: Membership, live: str | None) -> object:
+        return sender_refusal(
+            msg,
+            me="n2",
+            current=current,
+            committed=current,
+            live_leader=live,
+            unlisted_leaders=False,
+        )
+
+    assert strict(hb("n9"), old, None) == "stranger"
+    assert strict(hb("n9"), without_me, "n1") is None  # a joiner hears its unlisted leader
+    assert strict(hb("n9"), old, "n9") is None  # the leader we follow (a change removed it)
+    assert strict(forged_append("n1", 2, incarnation="x"), M, None) is None  # replaced leader
+    # With TLS (the default here) the lagging member still hears an unlisted leader.
+    assert rule(hb("n9"), old, live=None) is None
+
+
 # ---- snapshots and entries a member cannot take -----------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 from univrs.config import NodeConfig
 from univrs.errors import StorageError
 from univrs.raft.messages import Membership, SnapshotMeta
-from univrs.server.node import open_storage
+from univrs.server.datadir import open_storage
 
 
 def test_an_unrestorable_stored_snapshot_names_the_data_dir_and_what_to_do(

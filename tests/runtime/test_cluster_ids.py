@@ -7,7 +7,7 @@ import pytest
 
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.errors import ConfigError
-from univrs.server.node import new_cluster_id
+from univrs.server.datadir import new_cluster_id
 
 BOOT = tuple(BootstrapNode(id=f"n{i}", addr=f"127.0.0.1:{7000 + i}") for i in (1, 2, 3))
 

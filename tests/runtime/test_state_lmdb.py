@@ -30,7 +30,8 @@ from tests.api.helpers import Cluster, make_configs, wait_until
 from univrs.api.store import RaftStateStore
 from univrs.config import NodeConfig
 from univrs.errors import StorageError
-from univrs.server.node import Node, open_storage
+from univrs.server.datadir import open_storage
+from univrs.server.node import Node
 from univrs.sm import Envelope, MintCredits, TransferCredits, snapshot_plain, state_digest
 from univrs.storage.sm_tables import StateEnv
 

@@ -89,10 +89,10 @@ def _node(request: Request) -> NodeHandle:
     return node
 
 
-def _admin(request: Request, what: str) -> Caller:
+async def _admin(request: Request, what: str) -> Caller:
     """The caller, if it may run admin endpoint ``what`` (raises 401 / 403 otherwise)."""
     caller = caller_of(request)
-    Authority(_node(request)).authorize(caller, "admin", what)
+    await Authority(_node(request)).authorize_fresh(caller, "admin", what)
     return caller
 
 
@@ -250,7 +250,7 @@ async def _raw_body(request: Request) -> bytes:
 
 @_handler
 async def list_members(request: Request) -> Response:
-    _admin(request, "listing members")
+    await _admin(request, "listing members")
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
         s = node.status()
@@ -261,7 +261,7 @@ async def list_members(request: Request) -> Response:
 
 @_handler
 async def add_member(request: Request) -> Response:
-    _admin(request, "adding a member")
+    await _admin(request, "adding a member")
     doc = await _body(request, {"id", "raft_addr", "api_addr", "incarnation", "replace"})
     node_id = _str_field(doc, "id")
     raft_addr = _addr_field(doc, "raft_addr")
@@ -291,7 +291,7 @@ async def add_member(request: Request) -> Response:
 
 @_handler
 async def promote_member(request: Request) -> Response:
-    _admin(request, "promoting a member")
+    await _admin(request, "promoting a member")
     node_id = request.path_params["node_id"]
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
@@ -304,7 +304,7 @@ async def promote_member(request: Request) -> Response:
 
 @_handler
 async def remove_member(request: Request) -> Response:
-    _admin(request, "removing a member")
+    await _admin(request, "removing a member")
     node_id = request.path_params["node_id"]
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
@@ -317,7 +317,7 @@ async def remove_member(request: Request) -> Response:
 
 @_handler
 async def transfer_leader(request: Request) -> Response:
-    _admin(request, "transferring leadership")
+    await _admin(request, "transferring leadership")
     doc = await _body(request, {"target"})
     target = _str_field(doc, "target", required=False)
 
@@ -331,7 +331,7 @@ async def transfer_leader(request: Request) -> Response:
 async def join(request: Request) -> Response:
     node = _node(request)
     if node.runtime.sm.tokens_bootstrapped:
-        caller = _admin(request, "joining another cluster")
+        caller = await _admin(request, "joining another cluster")
     else:
         caller = caller_of(request)  # pristine: the target checks the token
     doc = await _body(request, {"target", "replace", "token"})
@@ -365,7 +365,7 @@ async def join_progress(request: Request) -> Response:
 async def leave(request: Request) -> Response:
     """Leave the cluster: transfer leadership away first if leading, then have the leader
     remove this node."""
-    _admin(request, "leaving the cluster")
+    await _admin(request, "leaving the cluster")
     node = _node(request)
     me = node.node_id
     if node.status().role is Role.LEADER and len(node.status().membership.voters) > 1:
@@ -404,7 +404,7 @@ async def leave(request: Request) -> Response:
 
 @_handler
 async def snapshot(request: Request) -> Response:
-    _admin(request, "taking a snapshot")
+    await _admin(request, "taking a snapshot")
     node = _node(request)
     meta = await node.runtime.take_snapshot()
     if meta is None:
@@ -424,7 +424,7 @@ def _membership_doc(m: Any) -> dict[str, Any]:
 @_handler
 async def backup_save(request: Request) -> Response:
     """``GET /v1/cluster/backup`` (``univrs.api.backup``), for admins."""
-    _admin(request, "a backup")
+    await _admin(request, "a backup")
     return await backup.save(request)
 
 

@@ -13,20 +13,30 @@ or raises:
   ``token.bootstrap`` (role ``PUBLIC``) needs no token; ``session.open`` and ``session.close``
   (role ``ANY_TOKEN``) need a valid token of any role.
 
-The check reads this node's applied state, so a token created or revoked on the leader takes
-effect on each node as soon as that node applied the entry (milliseconds behind the leader).
+The check reads this node's applied state, so a token revoked on the leader takes effect on
+each node as soon as that node applied the entry (milliseconds behind the leader). A token
+created on the leader works on every node at once: ``authorize_fresh``, the check every
+endpoint makes, does not refuse a well-formed token this node does not know before it caught
+up with the leader (a ReadIndex barrier: the leader's commit index, then applied up to it
+here, within ``CATCH_UP_SECONDS``) and looked again; a lagging follower used to answer 401
+until it applied the creation. A hostile sender of made-up tokens gets its 401 after that
+barrier (concurrent ones share one ReadIndex round through the store's coalescer) and nothing
+else.
 A follower forwarding a write to its leader sends the caller's token along (never its own), so
 the leader checks the same token again: forwarding cannot raise a caller's rights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
-from univrs.errors import PermissionDenied, Unauthenticated
+from univrs.errors import PermissionDenied, Unauthenticated, UnivrsError
 from univrs.service.declare import ANY_TOKEN, PUBLIC
 from univrs.sm.tokens import ROLES, implied
 
@@ -35,6 +45,9 @@ if TYPE_CHECKING:
 
 BEARER = "bearer "
 MAX_SECRET_LEN = 512  # longer "secrets" are refused before hashing
+CATCH_UP_SECONDS = 2.0
+"""How long a node that does not know a token waits to catch up with its leader (a ReadIndex
+barrier) before it answers 401."""
 
 
 @attrs.frozen
@@ -77,6 +90,10 @@ class Authority:
     """Authenticates callers against a node's applied token table (see the module docstring)."""
 
     node: NodeHandle
+    # The barrier that brings this node up to its leader's commit index (a ReadIndex, applied
+    # here); None: the runtime's own ``read_index``. The store passes its read coalescer.
+    catch_up: Callable[[], Awaitable[object]] | None = None
+    catch_ups: int = 0  # statistics: unknown tokens looked up again after a catch-up
 
     @property
     def enabled(self) -> bool:
@@ -112,6 +129,32 @@ class Authority:
                 f"{what} needs"
             )
         return identity
+
+    async def authorize_fresh(self, caller: Caller, role: str, what: str) -> Identity:
+        """``authorize``, but a well-formed token this node does not know is looked up again
+        once this node caught up with its leader (at most ``CATCH_UP_SECONDS``): a token the
+        leader created a moment ago may not be applied here yet."""
+        try:
+            return self.authorize(caller, role, what)
+        except Unauthenticated:
+            if not self._maybe_unknown_yet(caller):
+                raise
+        barrier = self.catch_up if self.catch_up is not None else self.node.runtime.read_index
+        self.catch_ups += 1
+        # No leader confirming it in time (or at all): judge by what this node holds.
+        with trio.move_on_after(CATCH_UP_SECONDS), contextlib.suppress(UnivrsError):
+            await barrier()
+        return self.authorize(caller, role, what)
+
+    def _maybe_unknown_yet(self, caller: Caller) -> bool:
+        """A token that a node catching up could learn: auth on, well-formed, unknown here."""
+        token = caller.token
+        return (
+            self.enabled
+            and token is not None
+            and len(token) <= MAX_SECRET_LEN
+            and self.node.runtime.sm.token_by_hash(_hash(token)) is None
+        )
 
     def _no_token(self) -> str:
         hint = (

@@ -9,6 +9,12 @@ indexes are read in one synchronous step, so they describe the same moment.
 applied index are committed and never change, so two nodes agree on a committed prefix exactly
 when their digests over it are equal. B may not exceed the applied index; a range below the
 first stored index (compacted into a snapshot) answers 409 ``compacted``.
+
+Who may use it: with auth on, a caller with a ``read`` token (401 without a valid token, 403
+without the role, before anything is read); with auth off, anyone who reaches the API. The
+answer names no object and no secret, but digests and log positions are the cluster's
+business: a hostile caller without a token learns nothing, and a reader's log range is
+bounded by the applied index and read in 1 MiB chunks off the event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from univrs.api import rest
+from univrs.api.auth import Authority
+from univrs.errors import UnivrsError
 from univrs.sm.snapshot import state_digest
 
 if TYPE_CHECKING:
@@ -63,7 +72,12 @@ def _error(code: str, message: str, status: int) -> Response:
 
 
 async def node_digest(request: Request) -> Response:
+    """The digest document (see the module docstring); a ``read`` token when auth is on."""
     node: NodeHandle = request.app.state.node
+    try:
+        await Authority(node).authorize_fresh(rest.caller_of(request), "read", "node digest")
+    except UnivrsError as exc:
+        return rest.error_response(exc)
     view = digest_view(node)
     q = request.query_params
     if "log_from" in q or "log_to" in q:

@@ -120,7 +120,9 @@ class CallerSessions:
         service = self.service
         declared = handler(op).declaration
         try:  # refused before a session is opened for the caller (a read token holds none)
-            identity = service.store.authority.authorize(caller, declared.required_role, op)
+            identity = await service.store.authority.authorize_fresh(
+                caller, declared.required_role, op
+            )
         except UnivrsError as exc:
             if service.metrics is not None:
                 service.metrics.requests.inc(1, op, exc.code)
@@ -200,7 +202,9 @@ class McpEndpoint:
         try:
             caller = rest.caller_of(Request(scope))
             # A valid token of any role opens the door; each tool's operation needs its role.
-            self.service.store.authority.authorize(caller, ANY_TOKEN, "the MCP endpoint")
+            await self.service.store.authority.authorize_fresh(
+                caller, ANY_TOKEN, "the MCP endpoint"
+            )
         except UnivrsError as exc:
             metrics = self.service.metrics
             if metrics is not None:

@@ -116,7 +116,9 @@ async def cluster_status(request: Request) -> Response:
     """Every member's own view, gathered from their APIs, plus the leader's replication view
     (a ``read`` token when auth is on)."""
     try:
-        Authority(_node(request)).authorize(rest.caller_of(request), "read", "cluster status")
+        await Authority(_node(request)).authorize_fresh(
+            rest.caller_of(request), "read", "cluster status"
+        )
     except UnivrsError as exc:
         return rest.error_response(exc)
     return JSONResponse(await gather_cluster_status(_node(request)))

@@ -86,7 +86,9 @@ class ApiService:
         metrics = self.store.metrics
         try:
             store = self.store
-            identity = store.authority.authorize(caller, op.declaration.required_role, op.name)
+            identity = await store.authority.authorize_fresh(
+                caller, op.declaration.required_role, op.name
+            )
             if op.watch:  # served from this node's event history, at any consistency
                 return await poll_events(self.node, args, deadline), None
             if op.is_write:

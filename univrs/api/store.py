@@ -66,7 +66,7 @@ import attrs
 import trio
 
 from univrs import errors as base
-from univrs.api.auth import ANONYMOUS, Authority, Caller
+from univrs.api.auth import ANONYMOUS, CATCH_UP_SECONDS, Authority, Caller
 from univrs.api.batcher import ReadCoalescer
 from univrs.api.forward import Forwarder, request_of
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
@@ -222,7 +222,12 @@ class RaftStateStore(StateStore):
 
     def __attrs_post_init__(self) -> None:
         config = self.node.config
-        self.authority = Authority(self.node)
+        # A token this node does not know yet: catch up with the leader as a linearizable read
+        # does (waiting for a leader, sharing ReadIndex rounds), then look again.
+        self.authority = Authority(
+            self.node,
+            catch_up=lambda: self._read_barrier(trio.current_time() + CATCH_UP_SECONDS),
+        )
         self.fast_connections = ConnectionLimiter(
             config.max_connections_per_address, "fast protocol"
         )
@@ -289,7 +294,9 @@ class RaftStateStore(StateStore):
             op, args = request_of(envelope.command)
         if caller is not None:
             role = handler(op).declaration.required_role if op else "admin"
-            self.authority.authorize(caller, role, op or type(envelope.command).__name__)
+            await self.authority.authorize_fresh(
+                caller, role, op or type(envelope.command).__name__
+            )
         elif self.authority.enabled and op:
             caller = _NODE_ITSELF
         result, meta = await self.submit(
@@ -575,7 +582,9 @@ class CallerStateStore(StateStore):
         return await self.store.execute(command, caller=self.caller)
 
     async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
-        self.store.authority.authorize(self.caller, "read", "a read of the cluster state")
+        await self.store.authority.authorize_fresh(
+            self.caller, "read", "a read of the cluster state"
+        )
         return await self.store.read_state(consistency)
 
     def watch(

@@ -223,7 +223,7 @@ async def watch_stream(request: Request) -> Response:
     node: NodeHandle = request.app.state.node
     try:
         # Events carry whole objects: a watch needs what a list needs (docs/security.md).
-        Authority(node).authorize(caller_of(request), "read", "GET /v1/watch")
+        await Authority(node).authorize_fresh(caller_of(request), "read", "GET /v1/watch")
         args: dict[str, Any] = {}
         for name, value in request.query_params.multi_items():
             if name not in ("kinds", "from_revision", "progress_ms") or name in args:

@@ -7,7 +7,11 @@ behind is torn down when it returns; an unknown path is rejected with HTTP 404.
 
 A client that never completes the websocket handshake (a paused process, a port scanner) is
 dropped after ``handshake_timeout``; a connection's failure never reaches the other connections
-or the listener.
+or the listener. At most ``max_connections_per_address`` connections from one remote host are
+open at once (every path, from accept to close): one more is closed at once, before TLS or the
+websocket handshake, counted in ``rejected`` and logged at WARNING once per host (then at
+DEBUG until that host has no connection open any more), so a host that opens connections in
+a loop costs the node a bounded number of tasks and sockets.
 
 With ``tls`` every connection is TLS first (``univrs.net.tls``): a fresh context per accept
 (so a rotated certificate serves the next connection), the TLS handshake within the same
@@ -59,7 +63,12 @@ class WebSocketRouter:
     rejected: int = 0  # connections refused here: unknown path or handshake timeout
     tls: TlsContexts | None = None  # None: plaintext
     tls_refused: int = 0  # connections whose TLS handshake failed (bad or missing certificate)
+    # Open connections per remote host (None: no bound); one beyond is closed at once.
+    max_connections_per_address: int | None = None
+    refused_per_address: int = 0  # connections closed for that bound (also in ``rejected``)
     _routes: dict[str, RouteHandler] = attrs.field(factory=dict, init=False)
+    _open: dict[str, int] = attrs.field(factory=dict, init=False)  # remote host -> open
+    _warned_busy: set[str] = attrs.field(factory=set, init=False)  # hosts at the bound, logged
     _warned_tls: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     _warned_refusals: set[tuple[str, str]] = attrs.field(factory=set, init=False)
 
@@ -77,6 +86,44 @@ class WebSocketRouter:
 
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Serve one connection on any byte stream (a TCP socket, or a memory stream in tests)."""
+        host = describe_stream(stream).rsplit(":", 1)[0]
+        if not self._admit(host):
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_connection(stream)
+        finally:
+            count = self._open.get(host, 0) - 1
+            if count <= 0:
+                self._open.pop(host, None)
+                self._warned_busy.discard(host)
+            else:
+                self._open[host] = count
+
+    def _admit(self, host: str) -> bool:
+        """Count one more connection from ``host``; False (refuse it) at the bound."""
+        count = self._open.get(host, 0)
+        limit = self.max_connections_per_address
+        if limit is not None and count >= limit:
+            self.rejected += 1
+            self.refused_per_address += 1
+            level = logging.DEBUG if host in self._warned_busy else logging.WARNING
+            self._warned_busy.add(host)  # at most one per host with open connections
+            log.log(
+                level,
+                "refusing connection from %s: it has %d open (the bound per address)",
+                host,
+                count,
+            )
+            return False
+        self._open[host] = count + 1
+        return True
+
+    def open_from(self, host: str) -> int:
+        """Connections from ``host`` open now."""
+        return self._open.get(host, 0)
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         try:
             async with trio.open_nursery() as nursery:  # holds the connection's reader task
                 try:

@@ -6,6 +6,11 @@ import attrs
 
 from univrs.net.backoff import BackoffPolicy
 
+PEER_CONNECTIONS_PER_ADDRESS = 128
+"""Room on the raft listener, beyond the fast protocol's per-address bound, for one host's raft
+and probe connections: a peer holds one inbound connection and, while it redials, a few
+half-open attempts; unlisted ids hold at most ``MAX_UNLISTED_PEERS`` (64) in all."""
+
 
 @attrs.frozen(kw_only=True)
 class TransportSettings:
@@ -38,6 +43,11 @@ class TransportSettings:
     stable_after: float = 2.0  # a connection that lasted this long resets the backoff
     ping_interval: float = 0.5  # outbound: a websocket ping this long after the last pong
     ping_timeout: float = 1.0  # outbound: no pong for this long (no write pending): dead link
+    # inbound: open connections per remote host on the raft listener, every path (raft, probe,
+    # fast client protocol) and every stage (TLS, websocket handshake, hello); one beyond is
+    # closed at once. The node sets it to limits.max_connections_per_address (the fast
+    # protocol's own bound) plus PEER_CONNECTIONS_PER_ADDRESS.
+    max_connections_per_address: int = 384
 
     def __attrs_post_init__(self) -> None:
         if self.max_payload_size < 1024:
@@ -55,3 +65,5 @@ class TransportSettings:
                 raise ValueError(f"{name} must be positive")
         if self.max_control_queue < 1 or self.max_bulk_queue < 1 or self.inbound_queue_frames < 1:
             raise ValueError("queue bounds must be positive")
+        if self.max_connections_per_address < 1:
+            raise ValueError("max_connections_per_address must be positive")

@@ -239,6 +239,7 @@ class RaftTransport:
             handshake_timeout=self.settings.handshake_timeout,
             message_queue_size=self.settings.inbound_queue_frames,
             tls=self.tls,
+            max_connections_per_address=self.settings.max_connections_per_address,
         )
         self.router.add_route(RAFT_PATH, self._serve_raft)
         self.set_peer_addresses(self.peers)

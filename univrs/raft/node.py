@@ -556,6 +556,7 @@ class RaftNode(ElectionLayer):
             live_leader=live,
             live_incarnation=inc if followed == live else None,
             tracked=self._progress,
+            unlisted_leaders=self.config.unlisted_leaders,
         )
 
     # ========================================================================= roles ==

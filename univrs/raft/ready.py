@@ -69,6 +69,11 @@ class RaftConfig:
     max_snapshot_bytes: int = 1 << 30
     pre_vote: bool = True
     check_quorum: bool = True
+    # Take leader traffic from a sender no configuration of ours lists while we follow no live
+    # leader (a member that lagged behind the change adding its current leader catches up from
+    # it; univrs/raft/senders.py). Safe only where the transport authenticates node ids (TLS):
+    # a node without TLS turns it off, so a made-up id cannot lead it in a leaderless window.
+    unlisted_leaders: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.heartbeat_ticks < self.election_ticks_min <= self.election_ticks_max:

@@ -31,7 +31,11 @@ it must let through (docs/core-api.md, "Who may send a message"):
     A member that lagged behind the configuration adding
     the current leader must still be able to catch up from it; etcd-io/raft and
     hashicorp/raft accept AppendEntries from any leader for the same reason. A follower of
-    a live leader, the normal state of every member, refuses them.
+    a live leader, the normal state of every member, refuses them. Only where node ids are
+    authenticated (``RaftConfig.unlisted_leaders``, on with TLS): without TLS an id that no
+    configuration lists is refused then too (a made-up id led a leaderless node and
+    committed entries on it); a listed id of another incarnation (a replaced member that
+    leads now) is still heard.
 * The leader this node follows stays a known sender (at the incarnation its messages were
   attested with when we adopted it), whatever the configuration says: a leader that
   removed itself hands leadership over with TimeoutNow once the removal commits
@@ -123,6 +127,7 @@ def sender_refusal(
     live_leader: NodeId | None,
     live_incarnation: str | None = None,
     tracked: Container[NodeId] = (),
+    unlisted_leaders: bool = True,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -130,6 +135,9 @@ def sender_refusal(
     ``live_leader`` the leader this node heard from within the minimum election timeout (or
     leads as), None if none, and ``live_incarnation`` the incarnation its messages were
     attested with (None: not known); ``tracked`` the peers a leader replicates to.
+    ``unlisted_leaders`` False (``RaftConfig.unlisted_leaders``, off without TLS): a node in its
+    own configuration never takes leader traffic from an id no configuration lists, not even
+    while it follows no live leader; a listed id of another incarnation still may then.
     """
     src = msg.src
     if not current.voters and not current.learners:
@@ -150,7 +158,10 @@ def sender_refusal(
     # A stranger, or a member of another incarnation: only our leader, or a leader to adopt.
     if src == live_leader and (live_incarnation is None or attested in (None, live_incarnation)):
         return None  # the leader we follow (a change we appended may have removed it)
-    if isinstance(msg, _FROM_LEADER) and (not _lists(current, me) or live_leader is None):
+    if isinstance(msg, _FROM_LEADER) and (
+        not _lists(current, me)
+        or (live_leader is None and (config is not None or unlisted_leaders))
+    ):
         return None  # a leader our configuration does not know yet (the module docstring)
     if isinstance(msg, RequestVote) and live_leader is None:
         # A candidate our configuration does not know yet (or knows at another incarnation),

@@ -106,7 +106,7 @@ async def check_join(
     api_token: str | None = None,
 ) -> JoinInfo | None:
     """What `node start --join target` means for a data dir in ``state`` (see
-    ``univrs.server.node.data_dir_state``): the join to drive, or None when there is none.
+    ``univrs.server.datadir.data_dir_state``): the join to drive, or None when there is none.
 
     ``new``: a join (refused with JoinRefused when it cannot be). ``joining``: resume it if the
     target can be asked, else start and wait for the leader. ``member``: nothing to do (a

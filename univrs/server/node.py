@@ -15,13 +15,9 @@ starts again empty, joining (``Node.request_rejoin``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
-import secrets
-import shutil
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -30,15 +26,14 @@ import trio
 from univrs.api.forward import Forwarder
 from univrs.api.store import RaftStateStore
 from univrs.config import NodeConfig
-from univrs.errors import ConfigError, Conflict, StorageError
+from univrs.errors import Conflict, StorageError
 from univrs.net.address import split_host_port
 from univrs.net.probe import PROBE_PATH, probe_route
 from univrs.net.settings import TransportSettings
 from univrs.net.transport import RaftTransport
-from univrs.raft import bootstrap_state
-from univrs.raft.messages import Membership, SnapshotMeta
+from univrs.raft.messages import Membership
 from univrs.raft.node import RaftNode
-from univrs.raft.ready import InitialState, Role, Status
+from univrs.raft.ready import Role, Status
 from univrs.runtime.addresses import PeerMap
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Inbox
@@ -47,9 +42,17 @@ from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.ports import MEMORY_STATE
-from univrs.runtime.snapshots import SnapshotChecker, restore
+from univrs.runtime.snapshots import SnapshotChecker
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
+from univrs.server.datadir import (
+    data_dir_state,
+    finish_opening,
+    new_cluster_id,
+    open_raw,
+    wipe_raft_state,
+)
+from univrs.server.gauges import watch_metrics
 from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
@@ -66,205 +69,13 @@ from univrs.server.removal import (
     cluster_fingerprint,
     watch_for_removal,
 )
-from univrs.server.statedir import PersistentState, applied_membership, open_state, wipe_state
+from univrs.server.statedir import PersistentState, applied_membership
 from univrs.server.wiring import check_tls, transport_from_config
 from univrs.service.reconcile import Reconciler
-from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 from univrs.storage.sm_tables import StateEnv
 
 log = logging.getLogger("univrs.node")
-
-
-def initial_membership(config: NodeConfig) -> Membership:
-    """The membership a brand-new data dir bootstraps with.
-
-    With ``[raft.bootstrap]`` nodes: all of them as voters (every listed node starts from the
-    same configuration). Without: a single-node cluster of this node (the embedded default).
-    """
-    if config.bootstrap:
-        voters = frozenset(n.id for n in config.bootstrap)
-        addresses = tuple(sorted((n.id, n.addr) for n in config.bootstrap))
-        apis = tuple(sorted((n.id, n.api) for n in config.bootstrap if n.api))
-    else:
-        voters = frozenset({config.node_id})
-        addresses = ((config.node_id, config.raft_addr),)
-        apis = ((config.node_id, config.api_addr),)
-    return Membership(voters=voters, addresses=addresses, api_addresses=apis)
-
-
-def new_cluster_id(config: NodeConfig) -> str:
-    """The id of a cluster this node bootstraps (docs/config.md, "Cluster ids").
-
-    The configured one if any; for a single node a random one; for a static multi-node
-    bootstrap one derived from ``initial_cluster_token`` (with the member list), so every
-    initial member computes the same and two clusters differ as long as their tokens do.
-    Never from the member list alone: two clusters of the same members would share an id.
-    Raises ConfigError for a multi-node bootstrap with neither a cluster id nor a token."""
-    if config.cluster_id:
-        return config.cluster_id
-    if len(config.bootstrap) > 1:
-        token = config.initial_cluster_token
-        if not token:
-            raise ConfigError(
-                "raft.initial_cluster_token: required to bootstrap a multi-node cluster "
-                "without raft.cluster_id; give every initial member the same value, unique "
-                "to this cluster (e.g. the output of `openssl rand -hex 16`)"
-            )
-        members = ",".join(sorted(f"{n.id}={n.addr}" for n in config.bootstrap))
-        digest = hashlib.sha256(f"univrs-cluster-id\0{token}\0{members}".encode())
-        return "c-" + digest.hexdigest()[:16]
-    return "c-" + secrets.token_hex(8)
-
-
-def _is_empty(initial: InitialState) -> bool:
-    return (
-        initial.snapshot is None
-        and not initial.entries
-        and initial.hard_state.term == 0
-        and initial.hard_state.vote is None
-    )
-
-
-@attrs.frozen
-class Opened:
-    """What start-up read from the data dir."""
-
-    storage: LogStore
-    initial: InitialState
-    cluster_id: str
-    sm: ClusterStateMachine
-    snapshot: tuple[SnapshotMeta, bytes] | None
-    # The persistent state ([state] backend = "lmdb"), None in memory.
-    state_env: StateEnv | None = None
-
-
-def open_raw(config: NodeConfig) -> tuple[LogStore, InitialState]:
-    """Open (or create) and lock the data dir and read its state, changing nothing yet.
-
-    Opened without a cluster id so that the id is written only by bootstrap or join: an empty
-    store that has an id is a joiner still waiting for its first entries."""
-    storage = LogStore.open(config.data_dir, node_id=config.node_id)
-    try:
-        stored = storage.cluster_id
-        if stored is not None and config.cluster_id is not None and stored != config.cluster_id:
-            raise StorageError(
-                f"data dir {config.data_dir} belongs to cluster {stored}, not "
-                f"{config.cluster_id} (raft.cluster_id); refusing to start"
-            )
-        initial = storage.initial_state()
-    except BaseException:
-        storage.close()
-        raise
-    return storage, initial
-
-
-def data_dir_state(storage: LogStore, initial: InitialState) -> str:
-    """``new`` (never bootstrapped nor joined), ``joining`` (stamped with a cluster id, waiting
-    for its first entries) or ``member``."""
-    if _is_empty(initial):
-        return "new" if storage.cluster_id is None else "joining"
-    return "member"
-
-
-def finish_opening(
-    storage: LogStore,
-    initial: InitialState,
-    config: NodeConfig,
-    join_cluster: str | None,
-    *,
-    bootstrap: bool = True,
-) -> Opened:
-    """Bootstrap a new data dir (or, with ``join_cluster``, stamp it with that cluster's id and
-    leave it empty for the leader to fill; without ``bootstrap``, leave it empty and unstamped
-    to be joined later), then load the newest snapshot. A restart never bootstraps again."""
-    if data_dir_state(storage, initial) == "new" and (bootstrap or join_cluster is not None):
-        if join_cluster is not None:
-            if config.cluster_id is not None and config.cluster_id != join_cluster:
-                raise JoinRefused(
-                    f"raft.cluster_id is {config.cluster_id} but the cluster to join is "
-                    f"{join_cluster}"
-                )
-            storage.set_cluster_id(join_cluster)
-            log.info("data dir prepared to join", extra={"cluster": join_cluster})
-        else:
-            cluster_id = new_cluster_id(config)
-            storage.set_cluster_id(cluster_id)
-            initial = bootstrap_state(initial_membership(config))
-            storage.append(
-                hard_state=initial.hard_state, truncate_from=None, entries=initial.entries
-            )
-            log.info(
-                "bootstrapped a new cluster",
-                extra={
-                    "cluster": cluster_id,
-                    "voters": ",".join(sorted(initial.membership.voters)),
-                },
-            )
-    cluster_id = storage.cluster_id or config.cluster_id or "univrs"
-    loaded = storage.load_snapshot()
-    if config.state_backend == "lmdb":
-        env, sm, initial = open_state(
-            str(config.data_dir),
-            initial,
-            loaded,
-            storage.cluster_id,
-            lambda snapshot: _restore_stored(config, snapshot),
-        )
-        return Opened(
-            storage=storage,
-            initial=initial,
-            cluster_id=cluster_id,
-            sm=sm,
-            snapshot=loaded,
-            state_env=env,
-        )
-    sm = _restore_stored(config, loaded) if loaded is not None else ClusterStateMachine()
-    return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
-
-
-def _restore_stored(config: NodeConfig, loaded: tuple[SnapshotMeta, bytes]) -> ClusterStateMachine:
-    """The state machine of the stored snapshot, or a StorageError that says which data dir
-    holds what cannot be restored and what to do (a clean exit, never a crash loop). A node
-    refuses such a snapshot when it receives one (issue 12); this catches older data dirs and
-    disk corruption."""
-    meta, data = loaded
-    try:
-        return restore(data)
-    except StorageError as exc:
-        raise StorageError(
-            f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "
-            f"restored ({exc}); this data dir cannot serve. Move it away (keep it for "
-            "analysis) and bring the node back as a new member: start it on an empty data "
-            'dir with initial_cluster_state = "existing" and run `univrs cluster join '
-            "<member-api> --replace` (see the README)"
-        ) from None
-
-
-def open_storage(config: NodeConfig, *, join_cluster: str | None = None) -> Opened:
-    """``open_raw`` then ``finish_opening`` (for tools and tests; the node checks a join in
-    between)."""
-    storage, initial = open_raw(config)
-    try:
-        return finish_opening(storage, initial, config, join_cluster)
-    except BaseException:
-        storage.close()
-        raise
-
-
-def wipe_raft_state(config: NodeConfig) -> None:
-    """Discard the data dir's Raft state (used only on a pristine node that joins).
-
-    Renamed away first, so a crash midway leaves no half-deleted store (which would be refused
-    as corrupt) but no store at all: the next start creates a new one."""
-    path = config.data_dir / "raft.lmdb"
-    discarded = config.data_dir / "raft.lmdb.discarded"
-    if discarded.exists():
-        shutil.rmtree(discarded)
-    if path.exists():
-        path.rename(discarded)
-        shutil.rmtree(discarded)
-    wipe_state(str(config.data_dir))  # the state machine's, if persisted: of the old log
 
 
 @attrs.define(eq=False)
@@ -581,7 +392,7 @@ async def _run_once(
                 node.reconciler = Reconciler(
                     node.store, RuntimeLeadership(runtime), resync=config.reconcile_resync_ms / 1000
                 )
-            _watch_metrics(node)
+            watch_metrics(metrics.registry, runtime.watch_hub, node.liveness, node.reconciler)
             node.raft_port = await nursery.start(transport.run)
             await nursery.start(runtime.run)
             nursery.start_soon(_follow_applied, runtime, watch)
@@ -654,52 +465,6 @@ class RuntimeLeadership:
         await self.runtime.wait_changed()
 
 
-def _watch_metrics(node: Node) -> None:
-    """Gauges of the watch history and of liveness (docs/orchestrator.md)."""
-    hub, liveness, r = node.runtime.watch_hub, node.liveness, node.metrics.registry
-
-    def one(read: Callable[[], float]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
-        return lambda: [((), float(read()))]
-
-    r.gauge("univrs_watch_watchers", "Watchers served now.", callback=one(lambda: hub.watchers))
-    r.gauge(
-        "univrs_watch_compacted_revision",
-        "Revisions up to this one may be missing from the watch history here.",
-        callback=one(lambda: hub.compacted_revision),
-    )
-    r.gauge(
-        "univrs_watch_dropped_events",
-        "Events dropped from the watch history for room (since start).",
-        callback=one(lambda: hub.dropped_events),
-    )
-    r.gauge(
-        "univrs_liveness_marked_down",
-        "Nodes this node marked down as leader, for missing heartbeats (since start).",
-        callback=one(lambda: liveness.marked_down),
-    )
-    reconciler = node.reconciler
-    if reconciler is None:
-        return
-    m = reconciler.metrics
-    r.gauge(
-        "univrs_reconcile_pending",
-        "Missing instances no ready node could take, at the reconciler's last pass.",
-        callback=one(lambda: m.pending),
-    )
-    r.gauge(
-        "univrs_reconcile_active",
-        "1 while this node's reconciler runs (it leads), else 0.",
-        callback=one(lambda: 0 if reconciler.active_term is None else 1),
-    )
-    for name, read, text in (
-        ("placed", lambda: m.placed, "Instances the reconciler placed here as leader."),
-        ("removed", lambda: m.removed, "Instances it removed (surplus or lost with a node)."),
-        ("replaced", lambda: m.replaced, "Of those, instances lost with a down node."),
-        ("failed", lambda: m.failed, "Its placement or removal writes that were refused."),
-    ):
-        r.gauge(f"univrs_reconcile_{name}", f"{text} (since start)", callback=one(read))
-
-
 def _host(addr: str) -> str:
     return addr.rsplit(":", 1)[0]
 
@@ -762,6 +527,5 @@ __all__ = [
     "Node",
     "StorageError",
     "describe",
-    "open_storage",
     "run_node",
 ]

@@ -12,7 +12,7 @@ import trio
 from univrs.config import NodeConfig
 from univrs.errors import ConfigError
 from univrs.net.address import WILDCARD_HOSTS, split_host_port
-from univrs.net.settings import TransportSettings
+from univrs.net.settings import PEER_CONNECTIONS_PER_ADDRESS, TransportSettings
 from univrs.net.tls import TlsContexts, check_loaded, contexts_for
 from univrs.net.transport import RaftTransport, no_binding, unbound
 from univrs.raft.messages import Message, NodeId
@@ -43,7 +43,13 @@ def transport_from_config(
         peers=config.dial_addresses(config.bootstrap_addresses()),
         advertise_addr=_advertised_addr(config.raft_addr),
         dial_overrides=dict(config.dial),
-        settings=attrs.evolve(base, max_payload_size=config.max_payload_size),
+        settings=attrs.evolve(
+            base,
+            max_payload_size=config.max_payload_size,
+            max_connections_per_address=(
+                config.max_connections_per_address + PEER_CONNECTIONS_PER_ADDRESS
+            ),
+        ),
         incarnation=incarnation,
         bound_incarnation=bound_incarnation,
         own_binding=own_binding,
