@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -25,9 +26,24 @@ def encode(msg: Message) -> bytes:
     return json.dumps({"type": type(msg).__name__, "fields": fields}).encode()
 
 
-def decode(data: bytes, *, max_size: int) -> Message:
+def encode_batch(frames: Sequence[bytes]) -> bytes:
+    """Several encoded messages in one frame (the JSON form of a batch frame)."""
+    return json.dumps({"batch": [f.decode() for f in frames]}).encode()
+
+
+def decode(data: bytes, *, max_size: int) -> tuple[Message, ...]:
     if len(data) > max_size:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds {max_size}")
+    try:
+        doc = json.loads(data)
+    except Exception as exc:
+        raise ProtocolError(f"bad test frame: {exc}") from None
+    if isinstance(doc, dict) and isinstance(doc.get("batch"), list):
+        return tuple(_decode_one(str(item).encode()) for item in doc["batch"])
+    return (_decode_one(data),)
+
+
+def _decode_one(data: bytes) -> Message:
     try:
         doc = json.loads(data)
         cls = _TYPES[doc["type"]]

@@ -58,6 +58,7 @@ def make_transport(
     bound: Mapping[str, str] | None = None,
     binding: tuple[int, bool] = (0, False),
     tls: TlsContexts | None = None,
+    read_batches: bool = True,
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
     """A transport on the fake codec. ``bound`` (read live, so a test may change it) is the
     configuration's incarnation per peer; ``incarnation`` this node's own; ``binding`` the index
@@ -74,11 +75,13 @@ def make_transport(
         settings=settings,
         encode=fake_codec.encode,
         decode=fake_codec.decode,
+        encode_batch=fake_codec.encode_batch,
         connector=connector or trio.open_tcp_stream,
         incarnation=incarnation,
         bound_incarnation=lambda nid: listed.get(nid),
         own_binding=lambda: binding,
         tls=tls,
+        read_batches=read_batches,
     )
     return transport, recv
 

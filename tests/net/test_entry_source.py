@@ -60,6 +60,7 @@ def node(
         settings=FAST,
         encode=fake_codec.encode,
         decode=fake_codec.decode,
+        encode_batch=fake_codec.encode_batch,
         connector=net.connect,
         advertise_addr=advertise,
         dial_overrides=dict(overrides or {}),

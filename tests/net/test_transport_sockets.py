@@ -88,6 +88,10 @@ def frame(msg: Message) -> bytes:
     return fake_codec.encode(msg)
 
 
+def batch(*msgs: Message) -> bytes:
+    return fake_codec.encode_batch([frame(m) for m in msgs])
+
+
 # Each case: the frames a hostile client sends, the close code B answers with, a log fragment.
 HOSTILE: dict[str, tuple[list[Frame], int, str]] = {
     "wrong cluster": ([hello(cluster="other")], 1008, "cluster id mismatch"),
@@ -98,6 +102,18 @@ HOSTILE: dict[str, tuple[list[Frame], int, str]] = {
     "malformed message": ([hello(), b"{not json"], 1002, "malformed message"),
     "text frame": ([hello(), "hi"], 1003, "text frame"),
     "spoofed source": ([hello(), frame(heartbeat("a", "b"))], 1008, "on 'evil''s connection"),
+    # A batch frame is checked whole before any of it is delivered (the test's next receive
+    # would see the first heartbeat otherwise).
+    "spoofed source in a batch": (
+        [hello(), batch(heartbeat("evil", "b"), heartbeat("a", "b"))],
+        1008,
+        "on 'evil''s connection",
+    ),
+    "malformed message in a batch": (
+        [hello(), fake_codec.encode_batch([frame(heartbeat("evil", "b")), b"{not json"])],
+        1002,
+        "malformed message",
+    ),
     "oversized frame": ([hello(), b"x" * (100 * 1024)], 1009, "larger than max_payload_size"),
 }
 

@@ -205,7 +205,7 @@ async def test_a_commit_only_hard_state_change_needs_no_fsync_of_its_own() -> No
     persisted: list[tuple[int, int]] = []
     durable_terms: list[int] = []
 
-    async def on_persisted(index: int, term: int, hs: HardState | None) -> None:
+    def on_persisted(index: int, term: int, hs: HardState | None) -> None:
         if index:
             persisted.append((index, term))
         if hs is not None:

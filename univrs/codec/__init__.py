@@ -1,7 +1,8 @@
 """The wire codec: strict CBOR for Raft messages and for plain data.
 
 * ``univrs.codec.messages``: every Raft message as one versioned CBOR frame, from one table
-  (``encode_message`` / ``decode_message``), and memberships as plain arrays;
+  (``encode_message`` / ``decode_message``), several of them in one batch frame
+  (``encode_batch`` / ``decode_frame``), and memberships as plain arrays;
 * ``univrs.codec.plain``: plain data (client frames, entry payloads, storage records)
   (``encode_plain`` / ``decode_plain``);
 * ``univrs.codec.strict``: the strict one-item CBOR loader both decode with (no tags, no
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 from univrs.codec.messages import (
     WIRE_VERSION,
+    decode_frame,
     decode_message,
+    encode_batch,
     encode_message,
     membership_from_plain,
     membership_to_plain,
@@ -25,8 +28,10 @@ from univrs.codec.plain import DEFAULT_MAX_DEPTH, decode_plain, encode_plain
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "WIRE_VERSION",
+    "decode_frame",
     "decode_message",
     "decode_plain",
+    "encode_batch",
     "encode_message",
     "encode_plain",
     "membership_from_plain",

@@ -28,6 +28,17 @@ Decoding is strict, because frames come from the network:
   AppendEntries must be contiguous after ``prev_log_index``;
 * an unknown type tag or a different wire version is refused.
 
+A *batch frame* carries several messages in one websocket frame (issue 14: one frame per peer
+per driver step)::
+
+    [WIRE_VERSION, BATCH_TAG, message_frame, message_frame, ...]
+
+each ``message_frame`` exactly the array ``encode_message`` makes (so a batch is built by
+concatenating encoded messages behind a header, ``encode_batch``). ``decode_frame`` reads a
+single message frame or a batch: 1 to ``MAX_BATCH_MESSAGES`` messages, each checked as above,
+no batch inside a batch. A batch frame is sent only to a peer whose hello said it reads them
+(``univrs.net.hello``): the layout of every message is unchanged, so the wire version is too.
+
 Every decoding failure raises :class:`univrs.errors.ProtocolError` with a reason; cbor2's own
 exceptions are translated at the edge (``univrs.codec.strict``). Encoding our own values is
 trusted: a value that cannot be encoded is a local bug and raises ``TypeError``.
@@ -38,7 +49,7 @@ Changing the field list of any message, or the meaning of a field, requires bump
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -66,8 +77,12 @@ from univrs.raft.messages import (
 )
 
 __all__ = [
+    "BATCH_TAG",
+    "MAX_BATCH_MESSAGES",
     "WIRE_VERSION",
+    "decode_frame",
     "decode_message",
+    "encode_batch",
     "encode_message",
     "membership_from_plain",
     "membership_to_plain",
@@ -79,6 +94,12 @@ WIRE_VERSION = 1
 
 # A message frame nests at most: frame > meta > membership > addresses > pair.
 _MESSAGE_MAX_DEPTH = 5
+
+BATCH_TAG = 100
+"""The type tag of a batch frame (never a message's: the table's tags stay below it)."""
+
+MAX_BATCH_MESSAGES = 256
+"""The most messages one batch frame may carry (a sender splits longer runs)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,9 +327,12 @@ class _Spec:
     fields: tuple[tuple[str, _Kind], ...]
 
 
+_BATCH_PREFIX = cbor2.dumps(WIRE_VERSION) + cbor2.dumps(BATCH_TAG)
+
 _BY_CLASS: dict[type[Message], _Spec] = {}
 _BY_TAG: dict[int, _Spec] = {}
 for _tag, _cls, _own in _TABLE:
+    assert _tag < BATCH_TAG, "message tags stay below the batch frame's"
     _spec = _Spec(tag=_tag, cls=_cls, fields=_COMMON + _own)
     _BY_CLASS[_cls] = _spec
     _BY_TAG[_tag] = _spec
@@ -338,18 +362,59 @@ def encode_message(msg: Message) -> bytes:
         raise TypeError(f"cannot encode {type(msg).__name__}: {exc}") from None
 
 
+def encode_batch(frames: Sequence[bytes]) -> bytes:
+    """One batch frame of messages already encoded by :func:`encode_message` (1 to
+    ``MAX_BATCH_MESSAGES`` of them, in order)."""
+    if not 1 <= len(frames) <= MAX_BATCH_MESSAGES:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_MESSAGES} messages, not {len(frames)}")
+    return b"".join((_array_header(len(frames) + 2), _BATCH_PREFIX, *frames))
+
+
+def _array_header(n: int) -> bytes:
+    """The CBOR head of a definite-length array of ``n`` items (major type 4)."""
+    if n < 24:
+        return bytes((0x80 | n,))
+    if n < 256:
+        return bytes((0x98, n))
+    return b"\x99" + n.to_bytes(2, "big")
+
+
 def decode_message(data: bytes, *, max_size: int) -> Message:
     """Decode one frame made by :func:`encode_message`; raises ProtocolError if it is invalid."""
     frame = load(data, max_size=max_size, max_depth=_MESSAGE_MAX_DEPTH, what="message frame")
+    return _from_frame(frame)
+
+
+def decode_frame(data: bytes, *, max_size: int) -> tuple[Message, ...]:
+    """Decode a message frame or a batch frame (:func:`encode_batch`): its messages, in order.
+    Raises ProtocolError if anything in it is invalid (the whole frame is refused)."""
+    frame = load(data, max_size=max_size, max_depth=_MESSAGE_MAX_DEPTH + 1, what="message frame")
+    if type(frame) is list and len(frame) >= 2 and frame[1] == BATCH_TAG and type(frame[1]) is int:
+        _check_version(frame[0])
+        items = frame[2:]
+        if not 1 <= len(items) <= MAX_BATCH_MESSAGES:
+            raise ProtocolError(
+                f"batch frame of {len(items)} messages (1 to {MAX_BATCH_MESSAGES} allowed)"
+            )
+        return tuple(_from_frame(item) for item in items)
+    return (_from_frame(frame),)
+
+
+def _check_version(version: object) -> None:
+    if type(version) is not int or version != WIRE_VERSION:
+        raise ProtocolError(
+            f"unsupported wire version {version!r} (this node speaks version {WIRE_VERSION})"
+        )
+
+
+def _from_frame(frame: Any) -> Message:
+    """The message of one decoded message frame (an array), checked."""
     if type(frame) is not list or len(frame) < 2:
         raise ProtocolError(
             f"message frame must be an array [version, type, ...], got {_describe(frame)}"
         )
     version, tag = frame[0], frame[1]
-    if type(version) is not int or version != WIRE_VERSION:
-        raise ProtocolError(
-            f"unsupported wire version {version!r} (this node speaks version {WIRE_VERSION})"
-        )
+    _check_version(version)
     spec = _BY_TAG.get(tag) if type(tag) is int else None
     if spec is None:
         raise ProtocolError(f"unknown message type {tag!r}")

@@ -16,7 +16,10 @@ an optional key keeps every version able to read every other's hello:
   is only as fresh as the configuration it comes from: a receiver whose configuration is older
   than the one binding the sender is the stale side, so it accepts the sender's incarnation
   (and a dialer with an older configuration than the one binding the receiver may expect an
-  incarnation the receiver no longer has). See ``RaftTransport``.
+  incarnation the receiver no longer has). See ``RaftTransport``;
+* ``batch`` (true or absent): the sender reads batch frames (several messages in one frame,
+  ``univrs.codec.encode_batch``) on the connections it accepts. A node sends batch frames to
+  a peer only once that peer's hello said so: a node of an older version never gets one.
 
 ``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
 connection (a stale address after a membership change must not deliver messages to the wrong
@@ -64,6 +67,7 @@ class Hello:
     addr: str | None = None
     config_index: int = 0
     bound: bool = False
+    batch: bool = False  # the sender reads batch frames
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -85,6 +89,8 @@ def encode_hello(hello: Hello) -> bytes:
         doc["cfg"] = hello.config_index
     if hello.bound:
         doc["bound"] = True
+    if hello.batch:
+        doc["batch"] = True
     return cbor2.dumps(doc)
 
 
@@ -131,6 +137,9 @@ def decode_hello(data: bytes | str) -> Hello:
     bound = doc.get("bound", False)
     if not isinstance(bound, bool):
         raise ProtocolError("hello field 'bound' is not a boolean")
+    batch = doc.get("batch", False)
+    if not isinstance(batch, bool):
+        raise ProtocolError("hello field 'batch' is not a boolean")
     return Hello(
         version=version,
         cluster=fields["cluster"],
@@ -141,4 +150,5 @@ def decode_hello(data: bytes | str) -> Hello:
         addr=addr,
         config_index=cfg,
         bound=bound,
+        batch=batch,
     )

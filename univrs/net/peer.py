@@ -3,7 +3,9 @@
 Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect and
 websocket handshake on ``/raft`` within ``connect_timeout``, a fresh attempt every
 ``dial_interval`` while none has got through; then the hello), then pump the queue
-into the connection, one frame at a time, each send within ``send_timeout``. A watcher task
+into the connection, each send within ``send_timeout``: what is queued when the pump wakes
+goes as one batch frame when the peer reads them (its hello said so), else one frame per
+message. A watcher task
 reads the connection so that a close by the peer (for example a refused hello) ends the session
 at once rather than at the next send. A keepalive task pings the peer ``ping_interval`` after
 each pong; a pong ``ping_timeout`` late while no frame is being written means the link is dead
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -66,6 +68,19 @@ class Encoder(Protocol):
     """Turns a Raft message into frame bytes (``univrs.codec.encode_message``)."""
 
     def __call__(self, msg: Message, /) -> bytes: ...
+
+
+class BatchEncoder(Protocol):
+    """Turns 2 to ``MAX_FRAME_MESSAGES`` encoded messages into one batch frame
+    (``univrs.codec.encode_batch``)."""
+
+    def __call__(self, frames: Sequence[bytes], /) -> bytes: ...
+
+
+MAX_FRAME_MESSAGES = 256
+"""The most messages the link puts in one batch frame (``univrs.codec.MAX_BATCH_MESSAGES``)."""
+
+_BATCH_OVERHEAD = 16  # bytes a batch frame adds to its messages' (array head, version, tag)
 
 
 def describe_close(reason: CloseReason | None) -> str:
@@ -107,6 +122,10 @@ class PeerLink:
     counters: PeerCounters
     queue: PeerQueue
     on_rtt: Callable[[NodeId, float], None] = lambda _peer, _seconds: None  # a ping's round trip
+    # Batch frames (None: one frame per message), used while ``accepts_batches()`` says the
+    # peer reads them (its hello said so).
+    encode_batch: BatchEncoder | None = None
+    accepts_batches: Callable[[], bool] = lambda: False
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
     _session_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _scope: trio.CancelScope | None = attrs.field(default=None, init=False)
@@ -412,9 +431,29 @@ class PeerLink:
         self.on_rtt(self.peer_id, trio.current_time() - sent[0])
 
     async def _pump(self, ws: WebSocketConnection, session: _Session) -> None:
-        limit = self.settings.max_payload_size
+        """Send what is queued. Everything queued when the pump wakes (one driver step's
+        messages to this peer, typically) goes in one batch frame when the peer reads them:
+        one websocket frame, one write, one wake-up of the peer's reader per step."""
+        queue = self.queue
         while True:
-            msg = await self.queue.get()
+            batch = [await queue.get()]
+            if self.encode_batch is not None and self.accepts_batches():
+                while len(batch) < MAX_FRAME_MESSAGES:
+                    more = queue.get_nowait()
+                    if more is None:
+                        break
+                    batch.append(more)
+            for data, count in self._frames(batch):
+                if not await self._send_frame(ws, session, data, count):
+                    return
+
+    def _frames(self, batch: list[Message]) -> list[tuple[bytes, int]]:
+        """``batch`` as frames to write, each with the number of messages it carries: one
+        message alone as its own frame, runs of several as batch frames of at most
+        ``max_payload_size`` bytes. A message too large on its own is dropped (counted)."""
+        limit = self.settings.max_payload_size
+        encoded: list[bytes] = []
+        for msg in batch:
             data = self.encode(msg)
             if len(data) > limit:
                 self.counters.dropped += 1
@@ -426,29 +465,58 @@ class PeerLink:
                     limit,
                 )
                 continue
-            sent = False
+            encoded.append(data)
+        if len(encoded) <= 1 or self.encode_batch is None:
+            return [(data, 1) for data in encoded]
+        frames: list[tuple[bytes, int]] = []
+        run: list[bytes] = []
+        size = _BATCH_OVERHEAD
+
+        def close_run() -> None:
+            if len(run) == 1:
+                frames.append((run[0], 1))
+            elif run:
+                assert self.encode_batch is not None
+                frames.append((self.encode_batch(run), len(run)))
+
+        for data in encoded:
+            if run and size + len(data) > limit:
+                close_run()
+                run, size = [], _BATCH_OVERHEAD
+            run.append(data)
+            size += len(data)
+        close_run()
+        return frames
+
+    async def _send_frame(
+        self, ws: WebSocketConnection, session: _Session, data: bytes, count: int
+    ) -> bool:
+        """Write one frame of ``count`` messages; False when the session must end."""
+        sent = False
+        try:
+            # A bare CancelScope: trio.fail_after's generator wrapper costs more, per frame.
+            timeout = self.settings.send_timeout
+            self._writing = True
             try:
-                # A bare CancelScope: trio.fail_after's generator wrapper costs more, per frame.
-                timeout = self.settings.send_timeout
-                self._writing = True
-                try:
-                    with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
-                        await ws.send_message(data)
-                finally:
-                    self._writing = False
-                    if self._write_done:  # the keepalive waits for this write
-                        self._write_done.unpark_all()
-                if sending.cancelled_caught:
-                    session.reason = f"send timed out after {timeout:g}s"
-                    session.broken = True
-                    return
-                sent = True
-            except ConnectionClosed as exc:
-                session.closed(exc.reason)
-                return
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
+                    await ws.send_message(data)
             finally:
-                # A message taken off the queue but not written (failure or cancellation) is lost.
-                if not sent:
-                    self.counters.dropped += 1
-            self.counters.messages_sent += 1
-            self.counters.bytes_sent += len(data)
+                self._writing = False
+                if self._write_done:  # the keepalive waits for this write
+                    self._write_done.unpark_all()
+            if sending.cancelled_caught:
+                session.reason = f"send timed out after {timeout:g}s"
+                session.broken = True
+                return False
+            sent = True
+        except ConnectionClosed as exc:
+            session.closed(exc.reason)
+            return False
+        finally:
+            # Messages taken off the queue but not written (failure or cancellation) are lost.
+            if not sent:
+                self.counters.dropped += count
+        self.counters.messages_sent += count
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += len(data)
+        return True

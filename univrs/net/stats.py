@@ -32,6 +32,7 @@ class PeerStatistics:
     bytes_received: int
     dropped: int
     queued: int
+    frames_sent: int = 0  # websocket frames written (a batch frame carries several messages)
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +66,7 @@ class PeerCounters:
     connect_failures: int = 0
     dead_links: int = 0
     messages_sent: int = 0
+    frames_sent: int = 0
     bytes_sent: int = 0
     messages_received: int = 0
     bytes_received: int = 0
@@ -80,6 +82,7 @@ class PeerCounters:
             connect_failures=self.connect_failures,
             dead_links=self.dead_links,
             messages_sent=self.messages_sent,
+            frames_sent=self.frames_sent,
             bytes_sent=self.bytes_sent,
             messages_received=self.messages_received,
             bytes_received=self.bytes_received,

@@ -7,8 +7,9 @@ writer (writer.py), the apply loop (applier.py) and the snapshotter (snapshotter
 
 Theory of operation. Every input to the core arrives as an event on one bounded memory channel
 (the ``Inbox``, events.py): Raft messages from the transport (put there by the transport's
-reader tasks), ticks (a ticker task), proposals and read requests from the API, ``persisted``
-reports from the storage writer and ``applied`` reports from the apply loop. The driver drains
+reader tasks), ticks (a ticker task), proposals and read requests from the API and ``applied``
+reports from the apply loop; the storage writer's ``persisted`` reports wait in ``_persisted``
+(in order), and one wake-up event on the channel says they are there. The driver drains
 whatever is queued, feeds it to the core, proposes the waiting proposals as one batch (below),
 then takes the core's Ready and hands it to the one interpreter of its contract
 (univrs/raft/interpreter.py ``execute``, shared with the simulator), which calls the driver's
@@ -109,6 +110,13 @@ def _no_peers(_peers: dict[str, str]) -> None:
     pass
 
 
+class _Wake:
+    """The storage writer's nudge: reports wait in ``RaftRuntime._persisted``."""
+
+
+_WAKE = _Wake()
+
+
 @attrs.frozen(kw_only=True)
 class RuntimeStatistics:
     """Counters of a runtime since it started."""
@@ -177,6 +185,10 @@ class RaftRuntime:
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     # The current step handled an event that may change the watched fields (applied, a call).
     _step_dirty: bool = attrs.field(default=False, init=False)
+    # Reports of the storage writer not yet given to the core (oldest first), and whether a
+    # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
+    _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
+    _wake_sent: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.view.core is self.core, "the view must show this runtime's core"
@@ -361,7 +373,8 @@ class RaftRuntime:
             self._process_ready()
 
     def _drain(self) -> None:
-        """Handle every event queued now."""
+        """Handle every event queued now (the writer's reports first)."""
+        self._take_persisted()
         recv = self.inbox.receiver
         while True:
             try:
@@ -370,14 +383,21 @@ class RaftRuntime:
                 return
             self._handle(ev)
 
+    def _take_persisted(self) -> None:
+        """Give the core the writer's reports, in order (contract step 4)."""
+        self._wake_sent = False
+        reports = self._persisted
+        while reports:
+            report_persisted(self.core, reports.popleft())
+
     def _handle(self, ev: object) -> None:
-        if isinstance(ev, Message):
+        if ev is _WAKE:
+            self._take_persisted()
+        elif isinstance(ev, Message):
             self._last_contact[ev.src] = trio.current_time()
             self.core.step(ev)
         elif isinstance(ev, Propose):
             self._batch.append(ev)
-        elif isinstance(ev, Persisted):
-            report_persisted(self.core, ev)
         elif ev is TICK:
             self.core.tick()
         elif isinstance(ev, Applied):
@@ -510,10 +530,19 @@ class RaftRuntime:
 
     # ---------------------------------------------- the writer's and the apply loop's reports
 
-    async def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
-        # The writer and the apply loop may wait here when the channel is full: the driver
-        # never waits on them, so it keeps draining and they get through.
-        await self.inbox.sender.send(Persisted(index=index, term=term, hard_state=hard_state))
+    def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
+        # Called by the storage writer on the Trio loop, outside the driver's task: keep the
+        # report (in order) and wake the driver. A full inbox needs no wake-up of its own: the
+        # driver takes the reports at every step, before the events.
+        self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
+        if not self._wake_sent:
+            try:
+                self.inbox.sender.send_nowait(_WAKE)
+                self._wake_sent = True
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # shutting down
 
     def _after_apply(self) -> None:
         self._snapshots.maybe_snapshot()

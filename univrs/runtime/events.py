@@ -2,7 +2,8 @@
 
 Everything that wants the core to do something puts an event in the inbox: the transport's
 reader tasks (Raft messages), the ticker (``TICK``), the API (``Propose``, ``Read``, ``Call``),
-the storage writer (``Persisted``) and the apply loop (``Applied``). Only the driver receives.
+and the apply loop (``Applied``); the storage writer's reports wait beside the channel and a
+wake-up event on it announces them (driver.py). Only the driver receives.
 
 The inbox is its own object, made before the runtime, so that a server can hand its send side
 to the transport first and the finished transport to the runtime (no late wiring): the

@@ -1,0 +1,196 @@
+"""The storage writer on its worker thread: nothing is acknowledged before it is durable.
+
+A blocking ``write`` stands in for the synced LMDB transaction; it records when the data
+becomes durable (when it returns), and the writer's ``send`` and ``on_persisted`` record what
+they claim. ``acks_follow_fsync`` checks every claim against the durable records before it;
+the mutant writer (it sends the acknowledgements as soon as a job is submitted, the ordering
+the Ready contract forbids) shows the check catches the wrong order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import pytest
+import trio
+
+from univrs.raft.messages import (
+    AppendEntriesResponse,
+    Entry,
+    HardState,
+    Message,
+    RequestVoteResponse,
+)
+from univrs.runtime.writer import InstallJob, PersistJob, StorageTask, StorageWriter
+
+WAIT = 30.0
+
+
+async def wait_until(predicate: Callable[[], object], what: str) -> None:
+    """Poll ``predicate`` (real time: the writer's thread runs on its own) until it holds."""
+    with trio.fail_after(WAIT):
+        while not predicate():
+            await trio.sleep(0.005)
+    assert predicate(), what
+
+
+class BlockingStore:
+    """A storage ``append`` that blocks until released; a record per durable write."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, object]] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.fail_with: Exception | None = None
+
+    def record(self, kind: str, what: object) -> None:
+        with self.lock:
+            self.events.append((kind, what))
+
+    def append(
+        self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
+    ) -> None:
+        self.started.set()
+        assert self.release.wait(WAIT), "never released"
+        if self.fail_with is not None:
+            raise self.fail_with
+        last = entries[-1].index if entries else 0
+        term = hard_state.term if hard_state is not None else 0
+        self.record("durable", (last, term))  # the transaction (and its fsync) returned
+
+
+def acks_follow_fsync(events: Sequence[tuple[str, object]]) -> list[str]:
+    """What in ``events`` was claimed before it was durable (empty: nothing)."""
+    durable_index, durable_term = 0, 0
+    problems = []
+    for kind, what in events:
+        if kind == "durable":
+            assert isinstance(what, tuple)
+            durable_index = max(durable_index, what[0])
+            durable_term = max(durable_term, what[1])
+        elif kind == "send" and isinstance(what, AppendEntriesResponse):
+            if what.index > durable_index:
+                problems.append(f"ack of {what.index} before it was durable ({durable_index})")
+        elif kind == "send" and isinstance(what, RequestVoteResponse):
+            if what.term > durable_term:
+                problems.append(f"vote in term {what.term} before the term was durable")
+        elif kind == "persisted":
+            assert isinstance(what, int)
+            if what > durable_index:
+                problems.append(f"persisted {what} reported before it was durable")
+    return problems
+
+
+def ack(index: int) -> AppendEntriesResponse:
+    return AppendEntriesResponse(term=2, src="b", dst="a", success=True, index=index)
+
+
+def job(*indexes: int, hs: HardState | None = None, after: tuple[Message, ...] = ()) -> PersistJob:
+    entries = tuple(Entry(index=i, term=2) for i in indexes)
+    return PersistJob(hard_state=hs, truncate_from=None, entries=entries, after_persist=after)
+
+
+class SendsFirst(StorageWriter):
+    """A mutant: acknowledges a job when it is submitted, before its write."""
+
+    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
+        if isinstance(job, PersistJob):
+            for msg in job.after_persist:
+                self.send(msg)
+            job = PersistJob(
+                hard_state=job.hard_state,
+                truncate_from=job.truncate_from,
+                entries=job.entries,
+                after_persist=(),
+            )
+        super().submit(job)
+
+
+def make(cls: type[StorageWriter], store: BlockingStore) -> StorageWriter:
+    return cls(
+        write=store.append,
+        send=lambda msg: store.record("send", msg),
+        on_persisted=lambda index, _term, _hs: store.record("persisted", index),
+        in_thread=True,
+    )
+
+
+async def run_two_jobs(cls: type[StorageWriter]) -> BlockingStore:
+    """Job 1 (entries 1-2, a vote and an ack) is being written when job 2 (entry 3, its
+    ack) arrives; then the disk is released."""
+    store = BlockingStore()
+    writer = make(cls, store)
+    vote = RequestVoteResponse(term=2, src="b", dst="a", granted=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.submit(job(1, 2, hs=HardState(term=2, vote="a"), after=(vote, ack(2))))
+        await wait_until(store.started.is_set, "the first write to start")
+        writer.submit(job(3, after=(ack(3),)))
+        # The first write is still in its fsync: nothing may have been claimed yet.
+        for _ in range(20):
+            await trio.lowlevel.checkpoint()
+        store.record("released", None)
+        store.release.set()
+        await wait_until(lambda: writer.jobs_written == 2, "both jobs to be written")
+        nursery.cancel_scope.cancel()
+    return store
+
+
+async def test_nothing_is_acknowledged_or_reported_before_its_write_returns() -> None:
+    store = await run_two_jobs(StorageWriter)
+    assert acks_follow_fsync(store.events) == []
+    kinds = [kind for kind, _ in store.events]
+    assert kinds[0] == "released"  # nothing at all went out while the write was blocked
+    assert kinds.count("durable") == 2 and kinds.count("send") == 3
+    # Group commit: job 2 waited for job 1 and was written on its own, after it.
+    assert [what for kind, what in store.events if kind == "persisted"] == [2, 3]
+
+
+async def test_the_check_catches_a_writer_that_acknowledges_first() -> None:
+    store = await run_two_jobs(SendsFirst)
+    problems = acks_follow_fsync(store.events)
+    assert problems and any("vote in term 2" in p for p in problems), problems
+    assert any("ack of 3" in p for p in problems), problems
+
+
+async def test_a_failed_write_stops_the_writer_and_acknowledges_nothing() -> None:
+    store = BlockingStore()
+    store.fail_with = OSError("disk gone")
+    store.release.set()
+    writer = make(StorageWriter, store)
+    with pytest.raises(ExceptionGroup) as raised:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            writer.submit(job(1, after=(ack(1),)))
+            writer.submit(job(2, after=(ack(2),)))
+    assert raised.group_contains(OSError, match="disk gone")
+    assert store.events == []  # no ack, no report, and the second job never started
+
+
+async def test_shutdown_waits_for_the_write_in_progress() -> None:
+    """Cancelling the writer lets a started transaction finish (storage is closed after the
+    runtime stops, never under a running write)."""
+    store = BlockingStore()
+    writer = make(StorageWriter, store)
+    returned = trio.Event()
+    scope = trio.CancelScope()
+
+    async def run_writer() -> None:
+        with scope:
+            await writer.run()
+        returned.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_writer)
+        writer.submit(job(1, after=(ack(1),)))
+        await wait_until(store.started.is_set, "the write to start")
+        scope.cancel()
+        for _ in range(20):
+            await trio.lowlevel.checkpoint()
+        assert not returned.is_set()  # still waiting for the write
+        store.release.set()
+        with trio.fail_after(WAIT):
+            await returned.wait()
+    assert ("durable", (1, 0)) in store.events

@@ -1,0 +1,452 @@
+"""The inbound half of the raft transport (``RaftInbound``, which ``RaftTransport`` extends):
+accepting ``/raft`` connections, checking the hello (versions, ids, incarnations, the node
+certificate with TLS), reading frames, refusing bad ones, and delivering their messages to the
+driver's inbox. The theory of operation of the whole transport is in transport.py; the
+outbound half (links, dialing, sending) is there and in peer.py.
+
+Every refusal closes *that* connection only, with a close code (RFC 6455 7.4) and one WARNING
+line per remote host, sender and reason (then DEBUG): anyone who reaches the port may send
+garbage in a loop, and the listener and every other connection carry on. A frame is decoded
+and every message in it checked (sender and destination) before any of it is delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from univrs.errors import ProtocolError
+from univrs.net.address import join_host_port
+from univrs.net.hello import WIRE_VERSION, Hello, decode_hello
+from univrs.net.peer import CLOSE_INCARNATION, RAFT_PATH, PeerLink, describe_close
+from univrs.net.settings import TransportSettings
+from univrs.net.stats import PeerCounters
+from univrs.net.tls import TlsContexts, current_peer
+from univrs.raft import MAX_TERM
+from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
+
+log = logging.getLogger("univrs.net")
+
+# Websocket close codes (RFC 6455 7.4.1).
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+_MAX_CLOSE_REASON = 120  # a close frame's reason must fit in 123 bytes of UTF-8
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)  # what only a leader sends
+
+
+class Decoder(Protocol):
+    """Turns frame bytes into the Raft messages it carries, in order: one for a message frame,
+    several for a batch frame (``univrs.codec.decode_frame``).
+
+    Raises ``ProtocolError`` on anything malformed or larger than ``max_size``.
+    """
+
+    def __call__(self, data: bytes, *, max_size: int) -> Sequence[Message]: ...
+
+
+def _describe_endpoint(endpoint: object) -> str:
+    address, port = getattr(endpoint, "address", None), getattr(endpoint, "port", None)
+    if address is None or port is None:
+        return str(endpoint)
+    return join_host_port(str(address), int(port))
+
+
+def _short(text: str) -> str:
+    raw = text.encode()[:_MAX_CLOSE_REASON]
+    return raw.decode(errors="ignore")
+
+
+MAX_UNLISTED_PEERS = 64
+"""How many node ids the peer map does not list the transport keeps counters, incarnations and
+advertised addresses for (joiners, removed members, made-up ids): the oldest is forgotten
+first, so hellos under ever new made-up ids cannot grow the node without bound."""
+
+NO_INCARNATION = ""
+"""What a connection attests for a sender whose hello named no incarnation while our
+configuration binds its id to one: no incarnation matches it."""
+
+
+def unbound(_node_id: NodeId) -> str | None:
+    """The default binding: no member is bound to an incarnation."""
+    return None
+
+
+def no_binding() -> tuple[int, bool]:
+    """The default view of our own configuration: index 0, not bound to our incarnation."""
+    return (0, False)
+
+
+_REPLACE_HINT = (
+    "a data dir that lost its state is a new incarnation, not the old member; replace it "
+    "with `univrs cluster join <member-api> --replace` (see the README)"
+)
+
+
+@attrs.define(eq=False)
+class InboundConnection:
+    """One accepted inbound connection: who sent the hello, and why we close it (if we do)."""
+
+    scope: trio.CancelScope
+    incarnation: str | None
+    hello: Hello
+    refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
+
+
+class RaftInbound:
+    """The inbound half of ``RaftTransport`` (its fields are declared and documented there;
+    this class only names the ones its methods use)."""
+
+    node_id: NodeId
+    cluster_id: str
+    inbox: trio.abc.SendChannel[Message]
+    settings: TransportSettings
+    decode: Decoder
+    incarnation: str | None
+    bound_incarnation: Callable[[NodeId], str | None]
+    own_binding: Callable[[], tuple[int, bool]]
+    tls: TlsContexts | None
+    _configured: dict[NodeId, str]
+    _advertised: dict[NodeId, str]
+    _source: NodeId | None
+    _source_term: int
+    _links: dict[NodeId, PeerLink]
+    _counters: dict[NodeId, PeerCounters]
+    _inbound: dict[NodeId, InboundConnection]
+    _learned: dict[NodeId, str]
+    _reads_batches: dict[NodeId, bool]
+    _warned_refusals: set[tuple[str, str | None, str]]
+    _rejected: int
+    _refused_certificates: int
+    _warned_certificates: set[tuple[str, str, str]]
+    _warned_protocol: set[tuple[str, str, int]]
+
+    def _sync_links(self) -> None:
+        """Make the links match the map plus the entry source (``RaftTransport``)."""
+        raise NotImplementedError
+
+    def _counter(self, nid: NodeId) -> PeerCounters:
+        counters = self._counters.get(nid)
+        if counters is None:
+            counters = self._counters[nid] = PeerCounters()
+        return counters
+
+    def refuse_without_node_certificate(self, remote: str, route: str) -> str | None:
+        """With TLS: the node id of the connection's certificate, or None after logging and
+        counting a connection that showed none (it must be refused). Without TLS: ``""``."""
+        if self.tls is None:
+            return ""
+        peer = current_peer()
+        if peer is not None and peer.node_id is not None:
+            return peer.node_id
+        self._rejected += 1
+        self._refused_certificates += 1
+        shown = "no certificate" if peer is None else f"a certificate of {peer.subject!r}"
+        # One WARNING per remote host and certificate (a client may retry in a loop).
+        key = (remote.rsplit(":", 1)[0], shown, route)
+        level = logging.DEBUG if key in self._warned_certificates else logging.WARNING
+        if len(self._warned_certificates) < 1024:
+            self._warned_certificates.add(key)
+        log.log(
+            level,
+            "refused %s connection from %s: it showed %s, not a node certificate",
+            route,
+            remote,
+            shown,
+        )
+        return None
+
+    async def _serve_raft(self, request: WebSocketRequest) -> None:
+        remote = _describe_endpoint(request.remote)
+        cert_node = self.refuse_without_node_certificate(remote, RAFT_PATH)
+        if cert_node is None:
+            await request.reject(403, body=b"a node certificate is required")
+            return
+        ws = await request.accept()
+        try:
+            hello = await self._read_hello(ws, remote)
+            if hello is None:
+                return
+            if cert_node and hello.src != cert_node:
+                self._refused_certificates += 1
+                reason = f"hello claims node {hello.src!r} but the certificate is for {cert_node!r}"
+                await self._refuse(ws, remote, cert_node, CLOSE_POLICY_VIOLATION, reason)
+                return
+            if hello.src not in self._configured and self._unlisted_connections() >= (
+                MAX_UNLISTED_PEERS
+            ):
+                reason = f"too many connections from unlisted peers ({MAX_UNLISTED_PEERS})"
+                await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, reason)
+                return
+            counters = self._counter(hello.src)
+            previous = self._inbound.get(hello.src)
+            if previous is not None:
+                previous.scope.cancel()  # the peer redialed: its old connection is dead or dying
+            counters.inbound += 1
+            if hello.incarnation is not None:
+                self._learned[hello.src] = hello.incarnation
+            self._reads_batches[hello.src] = hello.batch
+            if hello.addr is not None and self._advertised.get(hello.src) != hello.addr:
+                self._advertised[hello.src] = hello.addr
+                if hello.src == self._source:
+                    self._sync_links()
+            link = self._links.get(hello.src)
+            if link is not None:
+                link.poke()  # the peer is back: redial it now rather than after the backoff
+            conn = InboundConnection(
+                scope=trio.CancelScope(), incarnation=hello.incarnation, hello=hello
+            )
+            self._inbound[hello.src] = conn
+            self._forget_unlisted()
+            try:
+                with conn.scope:
+                    await self._read_messages(ws, hello, remote, counters)
+            finally:
+                counters.inbound -= 1
+                if self._inbound.get(hello.src) is conn:
+                    del self._inbound[hello.src]
+                self._forget_unlisted()
+            if conn.refusal is not None:  # recheck_incarnations: no longer the listed one
+                await self._refuse_incarnation(ws, remote, hello, conn.refusal)
+        finally:
+            with trio.move_on_after(self.settings.close_timeout):
+                await ws.aclose()
+
+    def _unlisted_connections(self) -> int:
+        return sum(1 for nid in self._inbound if nid not in self._configured)
+
+    def _forget_unlisted(self) -> None:
+        """Keep per-peer state (counters, learned incarnations, advertised addresses) for at
+        most ``MAX_UNLISTED_PEERS`` ids the map does not list, oldest forgotten first; never
+        for a peer with a link, an open connection or the entry source."""
+        keep = set(self._configured) | set(self._links) | set(self._inbound)
+        if self._source is not None:
+            keep.add(self._source)
+        unlisted = [
+            nid
+            for nid in dict.fromkeys(
+                [*self._counters, *self._learned, *self._advertised, *self._reads_batches]
+            )
+            if nid not in keep
+        ]
+        for nid in unlisted[: max(0, len(unlisted) - MAX_UNLISTED_PEERS)]:
+            self._counters.pop(nid, None)
+            self._learned.pop(nid, None)
+            self._advertised.pop(nid, None)
+            self._reads_batches.pop(nid, None)
+
+    async def _refuse(
+        self, ws: WebSocketConnection, remote: str, who: str, code: int, reason: str
+    ) -> None:
+        """Close one inbound connection for breaking the protocol. Logged at WARNING once per
+        remote host, sender (or "unlisted" for ids the map does not list) and close code, then
+        at DEBUG: anyone who reaches the port may send garbage in a loop."""
+        self._rejected += 1
+        key = (remote.rsplit(":", 1)[0], who if who in self._configured else "unlisted", code)
+        level = logging.DEBUG if key in self._warned_protocol else logging.WARNING
+        if len(self._warned_protocol) < 1024:
+            self._warned_protocol.add(key)
+        log.log(level, "closing raft connection from %s (%s): %s", who, remote, reason)
+        with trio.move_on_after(self.settings.close_timeout):
+            await ws.aclose(code, _short(reason))
+
+    def _stranger(self, peer: NodeId, incarnation: str | None, bound: str) -> str:
+        return (
+            f"the configuration lists {peer} as incarnation {bound}, "
+            f"not {incarnation or '(none given)'}"
+        )
+
+    def _incarnation_problem(self, hello: Hello) -> str | None:
+        """Why ``hello`` comes from, or is meant for, another incarnation (None: it is fine)."""
+        if (
+            hello.expect is not None
+            and self.incarnation is not None
+            and hello.expect != self.incarnation
+        ):
+            config_index, bound = self.own_binding()
+            if not (bound and config_index > hello.config_index):
+                return f"{self.node_id} is incarnation {self.incarnation}, not {hello.expect}"
+            # The dialer's configuration predates the one binding us: its expectation is stale.
+        return self._listing_problem(hello)
+
+    def _attested(self, hello: Hello) -> str | None:
+        """The incarnation the messages of ``hello``'s connection carry to the core
+        (``Message.sender_incarnation``): the one the hello names, always, also when we let it
+        in because it claims a binding newer than our listing. That claim (the hello's ``cfg``
+        and ``bound``) is the sender's say-so: attesting nothing for it made the core take a
+        made-up incarnation of a member as that member (a forged AppendEntries under the
+        leader's id committed a credit mint on a follower). The core holds a sender whose
+        incarnation is not the one its configuration binds to the rule for strangers: heard as
+        a leader only while the node follows no live leader, which is also how a node that
+        lagged behind a replacement hears its replaced leader. A hello that names no
+        incarnation where our listing binds one attests ``NO_INCARNATION``, which matches
+        none."""
+        if hello.incarnation is not None:
+            return hello.incarnation
+        if self.bound_incarnation(hello.src) is not None:
+            return NO_INCARNATION
+        return None
+
+    def _listing_problem(self, hello: Hello) -> str | None:
+        """Why our configuration refuses the incarnation ``hello`` names (None: it does not).
+
+        A configuration newer than ours that binds the sender to that incarnation wins: our
+        listing is the stale one (a member replaced while we lagged, e.g. behind a snapshot
+        that still lists its previous incarnation), and refusing it could lock us out of the
+        leader for good. An amnesiac data dir binds nothing, so it never passes this way.
+        """
+        listed = self.bound_incarnation(hello.src)
+        if listed is None or hello.incarnation == listed:
+            return None
+        if hello.bound and hello.config_index > self.own_binding()[0]:
+            return None
+        return self._stranger(hello.src, hello.incarnation, listed)
+
+    async def _refuse_incarnation(
+        self, ws: WebSocketConnection, remote: str, hello: Hello, reason: str
+    ) -> None:
+        """Close a connection of the wrong incarnation: one WARNING per peer and incarnation."""
+        self._rejected += 1
+        key = (hello.src, hello.incarnation, reason)
+        level = logging.DEBUG if key in self._warned_refusals else logging.WARNING
+        self._warned_refusals.add(key)
+        log.log(
+            level,
+            "refusing raft connection from %s (%s): %s; %s",
+            hello.src,
+            remote,
+            reason,
+            _REPLACE_HINT,
+        )
+        with trio.move_on_after(self.settings.close_timeout):
+            await ws.aclose(CLOSE_INCARNATION, _short(reason))
+
+    def _closed_by_library(self, exc: ConnectionClosed, remote: str, who: str) -> None:
+        """trio-websocket closes a connection itself on an oversized frame: log it like ours."""
+        reason = exc.reason
+        if reason is not None and reason.code == CLOSE_TOO_BIG:
+            self._rejected += 1
+            log.warning(
+                "closing raft connection from %s (%s): frame larger than max_payload_size %d",
+                who,
+                remote,
+                self.settings.max_payload_size,
+            )
+        else:
+            log.debug("raft connection from %s (%s) %s", who, remote, describe_close(reason))
+
+    async def _read_hello(self, ws: WebSocketConnection, remote: str) -> Hello | None:
+        try:
+            with trio.fail_after(self.settings.handshake_timeout):
+                frame = await ws.get_message()
+        except trio.TooSlowError:
+            reason = f"no hello within {self.settings.handshake_timeout:g}s"
+            await self._refuse(ws, remote, "unknown node", CLOSE_POLICY_VIOLATION, reason)
+            return None
+        except ConnectionClosed as exc:
+            self._closed_by_library(exc, remote, "unknown node")
+            return None
+        try:
+            hello = decode_hello(frame)
+        except ProtocolError as exc:
+            await self._refuse(ws, remote, "unknown node", CLOSE_PROTOCOL_ERROR, str(exc))
+            return None
+        problem = None
+        if hello.version != WIRE_VERSION:
+            problem = f"wire version {hello.version} unsupported (this node speaks {WIRE_VERSION})"
+        elif hello.cluster != self.cluster_id:
+            # The close reason never names our cluster id: the dialer is not authenticated.
+            problem = "cluster id mismatch: this node belongs to another cluster"
+        elif hello.dst != self.node_id:
+            problem = f"hello addressed to node {hello.dst!r}, but this is {self.node_id!r}"
+        elif hello.src == self.node_id:
+            problem = f"hello from this node's own id {hello.src!r}"
+        if problem is not None:
+            await self._refuse(ws, remote, hello.src, CLOSE_POLICY_VIOLATION, problem)
+            return None
+        problem = self._incarnation_problem(hello)
+        if problem is not None:
+            await self._refuse_incarnation(ws, remote, hello, problem)
+            return None
+        log.debug("raft connection from %s (%s) accepted", hello.src, remote)
+        return hello
+
+    async def _read_messages(
+        self,
+        ws: WebSocketConnection,
+        hello: Hello,
+        remote: str,
+        counters: PeerCounters,
+    ) -> None:
+        peer = hello.src
+        attested = self._attested(hello)
+        while True:
+            try:
+                frame = await ws.get_message()
+            except ConnectionClosed as exc:
+                self._closed_by_library(exc, remote, peer)
+                return
+            if isinstance(frame, str):
+                reason = "text frame (raft frames are binary)"
+                await self._refuse(ws, remote, peer, CLOSE_UNSUPPORTED_DATA, reason)
+                return
+            try:
+                msgs = self.decode(frame, max_size=self.settings.max_payload_size)
+            except ProtocolError as exc:
+                reason = f"malformed message: {exc}"
+                await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
+                return
+            except Exception as exc:
+                # The decoder must raise only ProtocolError; anything else is its bug, but a
+                # remote frame must not be able to crash the node through it.
+                log.exception("decoder raised %s on a frame from %s", type(exc).__name__, peer)
+                reason = f"undecodable message ({type(exc).__name__})"
+                await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
+                return
+            # Every message of the frame is checked before any is delivered: a batch with one
+            # forged message is refused whole.
+            for msg in msgs:
+                if msg.src != peer or msg.dst != self.node_id:
+                    reason = f"message from {msg.src!r} to {msg.dst!r} on {peer!r}'s connection"
+                    await self._refuse(ws, remote, peer, CLOSE_POLICY_VIOLATION, reason)
+                    return
+            counters.bytes_received += len(frame)
+            for msg in msgs:
+                if not await self._deliver(msg, counters, attested):
+                    return
+
+    async def _deliver(self, msg: Message, counters: PeerCounters, attested: str | None) -> bool:
+        """Hand one checked message to the driver; False once the node is shutting down."""
+        counters.messages_received += 1
+        if attested is not None:
+            # What this connection attests of its sender: the core checks it again against
+            # the configuration it holds (univrs/raft/senders.py).
+            msg = attrs.evolve(msg, sender_incarnation=attested)
+        # A term above MAX_TERM is refused by the core: adopting it here would let any
+        # sender pin the entry source (and where we dial) for good.
+        if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:
+            self._source_term = msg.term
+            if msg.src != self._source:
+                self._source = msg.src
+                self._sync_links()  # before the driver sees it: the answer needs a link
+        inbox = self.inbox
+        try:
+            if isinstance(inbox, trio.MemorySendChannel):
+                # Without a yield when there is room (the reader yields at its next frame
+                # anyway): one task step less per message; a full inbox still waits.
+                try:
+                    inbox.send_nowait(msg)
+                    return True
+                except trio.WouldBlock:
+                    pass
+            await inbox.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # the node is shutting down
+        return True
