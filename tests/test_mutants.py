@@ -62,6 +62,9 @@ def test_there_are_the_required_mutants() -> None:
         "accept-strangers",
         "stranger-votes-while-led",
         "stranger-vote-answers",
+        # batch entries (issue 14): the revision rules of the state machine
+        "batch-shared-revision",
+        "revision-from-index",
     } <= set(MUTANTS)
     code, lines = run_cli(["--list-mutants"])
     assert code == 0

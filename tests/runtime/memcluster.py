@@ -23,6 +23,7 @@ from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
 from univrs.raft.ready import InitialState, RaftConfig, Role
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.packing import Packing
 from univrs.runtime.snapshots import SnapshotChecker
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
@@ -80,6 +81,7 @@ class MemCluster:
     membership: Membership
     seed: int = 1
     proposal_depth: int = 1  # the runtimes' (univrs/runtime/driver.py, "Proposal batching")
+    packing: Packing = attrs.field(factory=Packing)  # the runtimes' (batch entries or not)
     # Give each core the node's snapshot check (univrs.runtime.snapshots.SnapshotChecker).
     check_snapshots: bool = False
     stores: dict[str, MemoryStore] = attrs.field(factory=dict)
@@ -144,6 +146,7 @@ class MemCluster:
             tick_seconds=TICK,
             write_in_thread=False,
             proposal_depth=self.proposal_depth,
+            packing=self.packing,
             metrics=metrics,
         )
         self.runtimes[node_id] = runtime

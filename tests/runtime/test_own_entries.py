@@ -22,6 +22,7 @@ import univrs.runtime.applier as applier_module
 from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
 from tests.sm.strategies import commands
 from univrs.runtime.payload import (
+    decode_entry,
     decode_own_payload,
     decode_payload,
     encode_payload_doc,
@@ -103,13 +104,13 @@ async def test_the_leader_does_not_decode_its_own_entries_and_replicas_agree(
 ) -> None:
     """Fails on the old apply loop: it decoded every entry on every node (3 per write)."""
     decoded: list[bytes] = []
-    real = decode_payload
+    real = decode_entry
 
     def counting(data: bytes) -> Any:
         decoded.append(data)
         return real(data)
 
-    monkeypatch.setattr(applier_module, "decode_payload", counting)
+    monkeypatch.setattr(applier_module, "decode_entry", counting)
     cluster = MemCluster.build(nursery, IDS)
     for nid in IDS:
         await cluster.start(nid)

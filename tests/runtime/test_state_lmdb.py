@@ -17,10 +17,12 @@ state env taken earlier:
 
 from __future__ import annotations
 
+import functools
 import logging
 import pathlib
 import shutil
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import attrs
 import pytest
@@ -29,13 +31,14 @@ import trio
 from tests.api.helpers import Cluster, make_configs, wait_until
 from univrs.api.store import RaftStateStore
 from univrs.config import NodeConfig
-from univrs.errors import StorageError
+from univrs.errors import ProposalDropped, StorageError, Unavailable
 from univrs.server.datadir import open_storage
 from univrs.server.node import Node
 from univrs.sm import Envelope, MintCredits, TransferCredits, snapshot_plain, state_digest
 from univrs.storage.sm_tables import StateEnv
 
 pytestmark = pytest.mark.timeout(300)
+T = TypeVar("T")
 
 
 def _digest(node: Node) -> str:
@@ -56,11 +59,24 @@ async def _write(node: Node, first: int, count: int) -> None:
 
 
 async def _write_with(store: RaftStateStore, first: int, count: int) -> None:
-    client_id = await store.open_session()
+    """Mints, transfers and session commands, each retried while the cluster elects (a kill
+    may take the leader down): the session's retries are exactly-once."""
+    client_id = await _retried(store.open_session)
     for n in range(first, first + count):
-        await store.mint_credits(f"p{n % 7}", 10, "test")
+        mint = MintCredits(to_peer=f"p{n % 7}", amount=10, reason="test")
+        await _retried(functools.partial(store.run, mint))
         command = TransferCredits(from_peer=f"p{n % 7}", to_peer=f"q{n % 3}", amount=3)
-        await store.run(Envelope(client_id=client_id, seq=n - first + 1, command=command))
+        sent = Envelope(client_id=client_id, seq=n - first + 1, command=command)
+        await _retried(functools.partial(store.run, sent))
+
+
+async def _retried(call: Callable[[], Awaitable[T]]) -> T:
+    for _ in range(200):
+        try:
+            return await call()
+        except (Unavailable, ProposalDropped):
+            await trio.sleep(0.05)  # a backoff between attempts, not a synchronisation
+    raise AssertionError("no leader for 10 s")
 
 
 async def _caught_up(cluster: Cluster, node_id: str, with_id: str) -> None:

@@ -63,12 +63,12 @@ def page(
         items = [i for i in items if key(i) > after]
     page = items[:limit]
     more = len(items) > limit
-    # ``revision``: the applied index the list was read at, so a client can list and then
+    # ``revision``: the state's revision the list was read at, so a client can list and then
     # watch from revision + 1 without a gap (docs/orchestrator.md).
     return {
         "items": page,
         "next": key(page[-1]) if more and page else None,
-        "revision": state.last_applied_index,
+        "revision": state.revision,
     }
 
 
@@ -89,7 +89,7 @@ def page_scan(
     return {
         "items": page,
         "next": key(page[-1]) if len(items) > limit and page else None,
-        "revision": state.last_applied_index,  # as in ``page``
+        "revision": state.revision,  # as in ``page``
     }
 
 

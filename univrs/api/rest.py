@@ -17,7 +17,8 @@ HTTP specifics:
   ``X-Univrs-Node``, ``X-Univrs-Consistency``, ``X-Univrs-Applied-Index``,
   ``X-Univrs-Commit-Index``, ``X-Univrs-Behind`` (committed entries not yet applied here) and
   ``X-Univrs-Leader-Contact-Ms`` (since this node last heard from the leader).
-* Writes answer with ``X-Univrs-Index``: the log index at which the write applied.
+* Writes answer with ``X-Univrs-Index``: the revision at which the write applied (its log
+  index unless batch entries applied: docs/state-machine.md).
 * ``Authorization: Bearer <token secret>`` names the caller when auth is on (401 without a
   valid token, 403 without the operation's role: ``univrs.api.auth``).
 * A body larger than ``limits.max_body_bytes`` is refused with 413 as soon as the limit is

@@ -330,7 +330,7 @@ class RaftStateStore(StateStore):
     ) -> AsyncGenerator[Event, None]:
         """The events of ``kinds`` applied on this node from ``from_revision`` on (default:
         the next one), in order, forever; ``Compacted`` when the revision is no longer kept
-        here (read the state again and watch from its ``last_applied_index`` + 1)."""
+        here (read the state again and watch from its ``revision`` + 1)."""
         hub = self.node.runtime.watch_hub
         start = hub.revision + 1 if from_revision is None else from_revision
         with hub.watcher():
@@ -343,7 +343,7 @@ class RaftStateStore(StateStore):
     async def _applied(self, index: int, deadline: float) -> None:
         runtime = self.node.runtime
         with trio.move_on_at(deadline) as scope:
-            while runtime.sm.last_applied_index < index:
+            while runtime.sm.revision < index:  # versions are revisions
                 await runtime.wait_changed()
         if scope.cancelled_caught:
             raise Timeout(
@@ -398,7 +398,7 @@ class RaftStateStore(StateStore):
                     # A write the leader may answer itself (a heartbeat of a live node).
                     step, extra = write.leader_step(runtime.sm)
                     if step is None:  # nothing to write: rendered from the state here
-                        applied = runtime.sm.last_applied_index
+                        applied = runtime.sm.revision
                         done = Success(version=applied)
                         if write.render is None:
                             return done, {"index": applied}
@@ -425,7 +425,7 @@ class RaftStateStore(StateStore):
                     await self._settle(deadline)
                     continue
                 if write.render is None:
-                    index = runtime.sm.last_applied_index  # a Failure has no version
+                    index = runtime.sm.revision  # a Failure has no version
                     return response, {"index": getattr(response, "version", index)}
                 if isinstance(response, Failure):
                     raise failure_to_exception(response)

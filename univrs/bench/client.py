@@ -407,12 +407,13 @@ def run_etcd(args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
 
 
 def start_cluster(
-    folder: pathlib.Path, size: int, log_level: str = "warning"
+    folder: pathlib.Path, size: int, log_level: str = "warning", extra_config: str = ""
 ) -> tuple[Any, list[str], dict[str, int]]:
-    """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id)."""
+    """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id);
+    ``extra_config``: lines for each node's ``[raft]`` table."""
     from univrs.tools.devcluster import LocalCluster
 
-    cluster = LocalCluster.with_free_ports(folder, size=size)
+    cluster = LocalCluster.with_free_ports(folder, size=size, extra_config=extra_config)
     cluster.start_all(log_level=log_level)
     try:
         cluster.wait_leader(60.0)
@@ -459,6 +460,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compare-etcd", action="store_true", help="the same load against a local etcd"
     )
     parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster(s) (3)")
+    parser.add_argument(
+        "--batch-entries",
+        action="store_true",
+        help="the local cluster packs writes into batch entries (raft.batch_entries)",
+    )
     parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
     parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
     parser.add_argument("--log-level", default="warning", help="the nodes' log level")
@@ -539,7 +545,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"starting a local {args.nodes}-node cluster ...", file=sys.stderr)
                 cluster, endpoints, pids = start_cluster(
-                    folder / "univrs", args.nodes, args.log_level
+                    folder / "univrs",
+                    args.nodes,
+                    args.log_level,
+                    "batch_entries = true\n" if args.batch_entries else "",
                 )
             result["univrs"] = trio.run(run_bench, endpoints, args, pids)
         finally:

@@ -60,6 +60,7 @@ _RAFT_KEYS = {
     "watch_max_watchers": _INT,
     "node_ttl_ms": _INT,
     "reconcile_resync_ms": _INT,
+    "batch_entries": _BOOL,
     "bootstrap": _TABLE,
     "dial": _TABLE,
     "initial_cluster_state": _STR,

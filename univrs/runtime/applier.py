@@ -13,9 +13,15 @@ proposals.py: the rules the simulator runs too) and reports ``Applied`` to the d
 * ``OutcomeUnknown`` when a snapshot installed from the leader covers its index: the snapshot
   says nothing about which entry sat there, so it may have applied. Never retried blindly.
 
-Each applied entry's changes (rendered as events only when read) go to the watch history
-(``watch_hub``, univrs/runtime/watch.py), at one place (``_apply_one``); a restored snapshot
-resets it (what came before is compacted there).
+Each applied command's changes (rendered as events only when read) go to the watch history
+(``watch_hub``, univrs/runtime/watch.py) at its revision, from one place (``_apply_one``); a
+restored snapshot resets it (what came before is compacted there).
+
+Batch entries (payload version 2, univrs/runtime/payload.py): the commands of one entry apply
+with ``ClusterStateMachine.apply_batch`` at consecutive revisions; their proposals wait as one
+``ProposeBatch`` at the entry's index, and each gets its own command's response (all of them
+the same outcome when the entry was replaced or covered by a snapshot). A payload that does
+not decode fails every command of the entry alike; an envelope that does not fails alone.
 
 This node's own entries (a proposal waits at the entry's index and term) are read from the
 plain document the proposer encoded, not decoded from their bytes again, when it round-trips
@@ -37,8 +43,8 @@ import trio
 from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.raft.messages import Entry, EntryKind, SnapshotMeta, decode_membership
 from univrs.raft.ready import SnapshotInstall
-from univrs.runtime.events import Applied, Propose
-from univrs.runtime.payload import decode_own_payload, decode_payload
+from univrs.runtime.events import Applied, Propose, ProposeBatch
+from univrs.runtime.payload import decode_entry, decode_own_entry
 from univrs.runtime.ports import Metrics
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import SnapshotChecker, restore
@@ -70,7 +76,8 @@ class Applier:
     # persistent backend stores it: ``StateBackend.adopt``).
     adopt: Callable[[ClusterStateMachine], ClusterStateMachine] = lambda sm: sm
     # Appended proposals by index (the driver adds them; this loop settles them).
-    pending: PendingProposals[Propose] = attrs.field(factory=PendingProposals)
+    # A batch entry's proposals wait as one ``ProposeBatch`` (univrs/runtime/packing.py).
+    pending: PendingProposals[Propose | ProposeBatch] = attrs.field(factory=PendingProposals)
     applied_index: int = attrs.field(init=False)
     applied_term: int = attrs.field(init=False)
     _config_terms: dict[int, int] = attrs.field(factory=dict, init=False)  # index -> term
@@ -82,7 +89,7 @@ class Applier:
     def __attrs_post_init__(self) -> None:
         self.applied_index = self.view.core.status().applied
         self.applied_term = self.sm.last_applied_term
-        self.watch_hub.reset(self.sm.last_applied_index)
+        self.watch_hub.reset(self.sm.revision)
 
     def enqueue(self, entries: tuple[Entry, ...]) -> None:
         """Committed entries to apply, after everything queued before."""
@@ -129,7 +136,7 @@ class Applier:
         else:
             restored = checked  # restored once, by the check just before (no second decode)
         self.sm = self.adopt(restored)
-        self.watch_hub.reset(meta.index)  # what happened before it is unknown here
+        self.watch_hub.reset(self.sm.revision)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term
         self.view.applied_membership = meta.membership
         self.on_restored(meta)
@@ -139,12 +146,17 @@ class Applier:
             # applied (the rule is PendingProposals.covered_outcome: unknown).
             outcome = self.pending.covered_outcome()
             what = f"proposals up to {meta.index} were covered by a snapshot from the leader"
-            for p in covered:  # one exception each: they are raised in different tasks
+            proposals = [
+                p
+                for token in covered
+                for p in (token.proposals if isinstance(token, ProposeBatch) else (token,))
+            ]
+            for p in proposals:  # one exception each: they are raised in different tasks
                 p.waiter.fail(outcome_error(outcome, what))
             failed = self.metrics.proposals_dropped
             if outcome is not Outcome.NOT_APPLIED:
                 failed = self.metrics.proposals_unknown
-            failed.inc(len(covered))
+            failed.inc(len(proposals))
         log.info(
             "snapshot installed",
             extra={
@@ -158,20 +170,33 @@ class Applier:
         await self.events.send(Applied(meta.index))
 
     def _apply_one(self, entry: Entry) -> None:
-        response: Response | None = None
+        # One response per command of the entry (None: not a command entry).
+        responses: list[Response] | None = None
+        sm, hub = self.sm, self.watch_hub
         if entry.kind is EntryKind.NORMAL:
             own = self.pending.own(entry.index, entry.term)
-            if own is not None and own.doc is not None and own.payload == entry.data:
-                decoded = decode_own_payload(entry.data, own.doc)  # not decoded again
+            if own is not None and own.payload == entry.data:
+                decoded = decode_own_entry(entry.data, own.doc)  # not decoded again
             else:
-                decoded = decode_payload(entry.data)
+                decoded = decode_entry(entry.data)
             if isinstance(decoded, str):
-                self.sm.mark_applied(index=entry.index, term=entry.term)
-                response = Failure(code=ErrorCode.INVALID_ARGUMENT, message=decoded)
-            else:
-                envelope, time_ms = decoded
-                response = self.sm.apply(
-                    envelope, index=entry.index, term=entry.term, time_ms=time_ms
+                sm.mark_applied(index=entry.index, term=entry.term)
+                responses = [Failure(code=ErrorCode.INVALID_ARGUMENT, message=decoded)]
+            elif not decoded[2]:  # version 1: one command
+                command = decoded[0][0]
+                assert not isinstance(command, str)  # a bad version-1 envelope fails whole
+                responses = [
+                    sm.apply(command, index=entry.index, term=entry.term, time_ms=decoded[1])
+                ]
+            else:  # a batch entry: its commands at consecutive revisions
+                commands, time_ms, _ = decoded
+                size = len(entry.data) // len(commands)
+                responses = sm.apply_batch(
+                    [_failure(c) if isinstance(c, str) else c for c in commands],
+                    index=entry.index,
+                    term=entry.term,
+                    time_ms=time_ms,
+                    each=lambda revision, changes: hub.applied(revision, changes, size),
                 )
         else:
             if entry.kind is EntryKind.CONFIG:
@@ -179,21 +204,37 @@ class Applier:
                 self._config_terms[entry.index] = entry.term
                 if len(self._config_terms) > CONFIG_TERMS:
                     del self._config_terms[min(self._config_terms)]
-            self.sm.mark_applied(index=entry.index, term=entry.term)
+            sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self.applied_term = entry.index, entry.term
-        self.watch_hub.applied(entry.index, self.sm.last_changes(), len(entry.data))
+        if hub.revision < sm.revision:  # not a batch entry (its commands reported each)
+            hub.applied(sm.revision, sm.last_changes(), len(entry.data))
         settled = self.pending.applied(entry.index, entry.term)
         if settled is None:
             return
-        pending, outcome = settled
-        if outcome is Outcome.APPLIED and response is not None:
-            self.metrics.commit_seconds.observe(trio.current_time() - pending.started)
-            pending.waiter.set(response)
+        token, outcome = settled
+        proposals = token.proposals if isinstance(token, ProposeBatch) else (token,)
+        if outcome is Outcome.APPLIED and responses is not None:
+            if len(responses) == 1 and len(proposals) > 1:  # a bad payload fails all alike
+                responses = responses * len(proposals)
+            if len(responses) != len(proposals):  # our own entry: cannot happen
+                raise AssertionError(
+                    f"entry {entry.index} carries {len(responses)} commands, "
+                    f"{len(proposals)} were proposed in it"
+                )
+            now = trio.current_time()
+            for p, response in zip(proposals, responses, strict=True):
+                self.metrics.commit_seconds.observe(now - p.started)
+                p.waiter.set(response)
         else:
-            pending.waiter.fail(
-                ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
-            )
-            self.metrics.proposals_dropped.inc(1)
+            for p in proposals:
+                p.waiter.fail(
+                    ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
+                )
+            self.metrics.proposals_dropped.inc(len(proposals))
+
+
+def _failure(reason: str) -> Failure:
+    return Failure(code=ErrorCode.INVALID_ARGUMENT, message=reason)
 
 
 def outcome_error(outcome: Outcome, what: str) -> Exception:

@@ -82,6 +82,7 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, Read
+from univrs.runtime.packing import Packing
 from univrs.runtime.payload import encode_payload_doc
 from univrs.runtime.ports import (
     MEMORY_STATE,
@@ -156,6 +157,8 @@ class RaftRuntime:
     snapshot_keep: int = 0
     _restored_index: int = attrs.field(default=0, alias="last_snapshot_index")
     proposal_depth: int = DEFAULT_PROPOSAL_DEPTH
+    # How proposals become entries: one each, or batch entries (univrs/runtime/packing.py).
+    packing: Packing = attrs.field(factory=Packing)
     view: RuntimeView = attrs.field(
         default=attrs.Factory(lambda self: RuntimeView(self.core), takes_self=True)
     )
@@ -431,15 +434,16 @@ class RaftRuntime:
             self._batch = batch[MAX_BATCH:]
             if not live:
                 continue
+            entries = self.packing.pack(live)  # one entry each, or batch entries
             try:
-                term, first = self.core.propose_many([p.payload for p in live])
+                term, first = self.core.propose_many([e.payload for e in entries])
             except (NotLeader, ProposalDropped) as exc:
                 for p in live:
                     p.waiter.fail(exc)
                 self.metrics.proposals_dropped.inc(len(live))
                 continue
-            self._applier.pending.appended(term, first, live)
-            self._in_flight.append(first + len(live) - 1)
+            self._applier.pending.appended(term, first, entries)
+            self._in_flight.append(first + len(entries) - 1)
             self._proposals += len(live)
             self._proposal_batches += 1
             self.metrics.proposals.inc(len(live))

@@ -50,6 +50,17 @@ class Propose:
     doc: list[Any] | None = None
 
 
+@attrs.define(eq=False)
+class ProposeBatch:
+    """Proposals packed into one batch entry (payload version 2, univrs/runtime/packing.py):
+    the entry's bytes, the document they encode (exact: univrs/runtime/payload.py), and the
+    proposals in the order of their commands in it."""
+
+    payload: bytes
+    doc: list[Any]
+    proposals: tuple[Propose, ...]
+
+
 class Tick:
     """The ticker's event: one tick of the core's logical clock."""
 

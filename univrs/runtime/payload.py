@@ -1,9 +1,29 @@
-"""The bytes of a NORMAL log entry: a state-machine command envelope and a leader-stamped time.
+"""The bytes of a NORMAL log entry: state-machine command envelopes and a leader-stamped time.
 
-Form (CBOR, via univrs.codec): ``[1, time_ms, envelope_plain]``. The time is the proposing
-leader's wall clock in milliseconds; the state machine uses it only for deterministic session
-expiry (every replica sees the same number, from the log). Decoding never raises on bad bytes:
-a replica must apply every committed entry, so a bad payload yields an error response instead.
+Forms (CBOR, via univrs.codec):
+
+* version 1, one command: ``[1, time_ms, envelope_plain]``;
+* version 2, a batch entry: ``[2, time_ms, [envelope_plain, ...]]`` (at least one; issue 14,
+  "one log entry may carry a batch of commands"). The state machine applies its commands in
+  order at consecutive revisions (``ClusterStateMachine.apply_batch``), each with its own
+  session and sequence number and its own response.
+
+The time is the proposing leader's wall clock in milliseconds; the state machine uses it only
+for deterministic session expiry (every replica sees the same number, from the log). Decoding
+never raises on bad bytes: a replica must apply every committed entry, so a bad payload yields
+an error response instead: for the whole entry when the payload itself is bad (not CBOR, not
+one of the forms above), for one command when only its envelope is bad (the other commands of
+its batch apply: the same on every replica, since they all decode the same bytes).
+
+Version 2 is proposed only by a runtime told so (``batch_entries``, off by default, the node
+setting ``raft.batch_entries``): a node that predates it would answer a version-2 entry with an
+error and change nothing while the others apply its commands, so a cluster turns it on only
+once every member reads version 2 (docs/runtime.md, "Batch entries"). Every node reads both.
+
+A batch is built by splicing the version-1 payloads its proposers encoded (``batch_payload``):
+the bytes of each envelope are reused as they are, no command is encoded twice. Only
+proposals whose document round-trips exactly (below) go in a batch, so a batch nests at most
+``EXACT_DEPTH + 3`` deep, well inside the decoder's bound; the others stay single entries.
 
 The leader's own entries (issue 14: do not re-decode them at apply). ``encode_payload_doc``
 also returns the plain document it encoded when that document *round-trips exactly*: it holds
@@ -20,6 +40,7 @@ decode from the log (a command of wrong types is refused alike everywhere). Anyt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from univrs import codec
@@ -28,6 +49,7 @@ from univrs.sm.commands import Envelope
 from univrs.sm.plain import envelope_from_plain, envelope_to_plain
 
 PAYLOAD_VERSION = 1
+BATCH_VERSION = 2
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 EXACT_DEPTH = 16  # containers nested deeper than this are decoded from the bytes at apply
 
@@ -71,6 +93,87 @@ def round_trips_exactly(obj: Any, depth: int) -> bool:
                 return False
         return True
     return t in _EXACT_SCALARS
+
+
+def batch_payload(docs: Sequence[list[Any]], payloads: Sequence[bytes]) -> tuple[bytes, list[Any]]:
+    """A version-2 payload carrying the commands of these version-1 payloads (each encoded by
+    ``encode_payload_doc``, whose exact document is in ``docs``), stamped with the latest of
+    their times; and its document. The bytes are the payloads' envelope bytes spliced under a
+    new header (CBOR arrays of definite length are their header followed by their items), so
+    ``decode_plain(bytes) == document``."""
+    time_ms = max(doc[1] for doc in docs)
+    parts = [_BATCH_HEAD, codec.encode_plain(time_ms), _array_head(len(payloads))]
+    for doc, payload in zip(docs, payloads, strict=True):
+        head = _v1_head(doc[1])
+        if not payload.startswith(head):  # not encode_payload's: cannot happen
+            raise ValueError("not a version-1 payload")
+        parts.append(payload[len(head) :])
+    return b"".join(parts), [BATCH_VERSION, time_ms, [doc[2] for doc in docs]]
+
+
+_BATCH_HEAD = b"\x83\x02"  # a CBOR array of 3 items, then the unsigned integer 2
+
+
+def _v1_head(time_ms: int) -> bytes:
+    """The bytes of ``[1, time_ms, envelope]`` before the envelope's."""
+    return b"\x83\x01" + codec.encode_plain(time_ms)
+
+
+def _array_head(n: int) -> bytes:
+    """The CBOR header of an array of ``n`` items (major type 4)."""
+    if n < 24:
+        return bytes([0x80 + n])
+    if n < 0x100:
+        return bytes([0x98, n])
+    if n < 0x10000:
+        return b"\x99" + n.to_bytes(2, "big")
+    return b"\x9a" + n.to_bytes(4, "big")
+
+
+# A decoded entry: its commands (a string where a command's envelope is invalid: that
+# command's error), the leader's time, and whether it is a batch entry (version 2).
+Decoded = tuple[list[Envelope | str], int, bool]
+
+
+def decode_entry(data: bytes) -> Decoded | str:
+    """(commands, time_ms, batched) of an entry payload of either version, or a one-line
+    reason why ``data`` is not a valid payload (every command of the entry fails alike)."""
+    try:
+        doc: Any = codec.decode_plain(data, max_size=MAX_PAYLOAD_BYTES)
+    except ProtocolError as exc:
+        return f"entry payload is not valid CBOR: {exc}"
+    return _entry_from_doc(doc)
+
+
+def decode_own_entry(data: bytes, doc: list[Any] | None) -> Decoded | str:
+    """``decode_entry(data)`` for an entry this node encoded (``encode_payload_doc``,
+    ``batch_payload``), read from ``doc`` when it may be: no CBOR decoding."""
+    if doc is None or len(data) > MAX_PAYLOAD_BYTES:
+        return decode_entry(data)
+    return _entry_from_doc(doc)
+
+
+def _entry_from_doc(doc: Any) -> Decoded | str:
+    if isinstance(doc, list) and len(doc) == 3 and doc[0] == BATCH_VERSION and type(doc[0]) is int:
+        _, time_ms, plains = doc
+        if not isinstance(time_ms, int) or isinstance(time_ms, bool) or time_ms < 0:
+            return "entry payload time is not a non-negative integer"
+        if not isinstance(plains, list) or not plains:
+            return "entry payload of version 2 carries no list of commands"
+        return [_envelope(plain) for plain in plains], time_ms, True
+    one = _from_doc(doc)
+    if isinstance(one, str):
+        return one
+    return [one[0]], one[1], False
+
+
+def _envelope(plain: Any) -> Envelope | str:
+    try:
+        return envelope_from_plain(plain)
+    except ProtocolError as exc:
+        return f"command is not valid CBOR: {exc}"
+    except (ValueError, TypeError, KeyError) as exc:
+        return f"command is not valid: {exc}"
 
 
 def decode_payload(data: bytes) -> tuple[Envelope, int] | str:

@@ -38,6 +38,7 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
         "sessions": [attrs.evolve(s, responses=dict(s.responses)) for s in sm.stored_sessions()],
         "tokens": list(sm.stored_tokens()),  # immutable values, like the objects
         "tokens_bootstrapped": sm.tokens_bootstrapped,
+        "revision": sm.revision,
     }
 
     def encode() -> bytes:

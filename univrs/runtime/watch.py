@@ -13,9 +13,12 @@ cursor (the next revision it wants) that reads the shared history, so a slow wat
 memory; once its cursor falls behind what the history still holds it gets ``Compacted``
 (etcd's semantics: list again, then watch from the list's revision + 1).
 
-Revisions are log indexes. ``revision`` is the last applied index seen here;
-``compacted_revision`` is the highest revision whose events may be missing here (the index
-the node started or installed a snapshot at, or the newest revision dropped for room). A
+Revisions are the state machine's (``ClusterStateMachine.revision``: the log index, unless
+batch entries applied, whose commands take one revision each; the apply loop hands each
+command's changes over at its own revision). ``revision`` is the last revision seen here;
+``compacted_revision`` is the highest revision whose events may be missing here (the
+revision the node started or installed a snapshot at, or the newest revision dropped for
+room). A
 read from revision ``r`` is served iff ``r > compacted_revision``; it returns the events of
 revisions ``r`` .. ``through`` (whole revisions, filtered by kind) and ``through``, so the next
 read starts at ``through + 1``: no gap, no duplicate, on this node or on any other (their
@@ -131,7 +134,7 @@ class WatchHub:
 
     @property
     def revision(self) -> int:
-        """The last revision (log index) applied here."""
+        """The last revision applied here (the state machine's, see the module docstring)."""
         return self._revision
 
     @property

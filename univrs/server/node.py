@@ -41,6 +41,7 @@ from univrs.runtime.liveness import Liveness
 from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
+from univrs.runtime.packing import Packing
 from univrs.runtime.ports import MEMORY_STATE
 from univrs.runtime.snapshots import SnapshotChecker
 from univrs.runtime.view import RuntimeView
@@ -357,6 +358,9 @@ async def _run_once(
             snapshot_keep=config.snapshot_trailing_entries,
             last_snapshot_index=snapshot_index,
             state_backend=PersistentState(state_env) if state_env is not None else MEMORY_STATE,
+            packing=Packing.for_frames(
+                enabled=config.batch_entries, max_payload_size=config.max_payload_size
+            ),
             view=view,
             inbox=inbox,
             watch_hub=WatchHub(

@@ -33,9 +33,7 @@ class MemoryStateStore(InMemoryStateStore):
         self, kinds: frozenset[ObjectKind] = frozenset(ObjectKind), from_revision: int | None = None
     ) -> AsyncGenerator[Event, None]:
         """Every event of ``kinds`` from ``from_revision`` on, in order, forever."""
-        start = (
-            self.state_machine.last_applied_index + 1 if from_revision is None else from_revision
-        )
+        start = self.state_machine.revision + 1 if from_revision is None else from_revision
         seen = 0
         while True:
             for event in self._events[seen:]:

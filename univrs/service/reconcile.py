@@ -292,7 +292,7 @@ def status_of(state: ClusterStateMachine) -> dict[str, Any]:
     """``reconcile.status``: what the reconciler has left to do, from the state alone."""
     p = plan_of(state)
     return {
-        "revision": state.last_applied_index,
+        "revision": state.revision,
         "converged": p.converged and p.pending == 0,
         "to_place": len(p.places),
         "to_remove": len(p.removes),
@@ -379,7 +379,7 @@ class Reconciler:
         (nothing to do), ``acted`` (every write of the plan applied) or ``refused`` (one was
         refused: the state or the term moved)."""
         state = await self.store.read_state(ReadConsistency.LINEARIZABLE)
-        revision = state.last_applied_index
+        revision = state.revision
         if not state.list_nodes():
             # No machine registered: nothing can be placed, nothing is lost; a cluster that
             # does not orchestrate (a bare key-value use, a benchmark) pays no plan per change.

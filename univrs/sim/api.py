@@ -31,7 +31,8 @@ first applied), ``refused`` (nothing applied, with a leader hint if known) and `
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -40,7 +41,7 @@ from univrs.raft.messages import NodeId
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, PendingProposals, WriteAttempts
 from univrs.sim.faults import TICK
-from univrs.sim.kv import KvResult, KvWrite
+from univrs.sim.kv import KvResult, KvWrite, encode_batch
 from univrs.sim.world import Node, World
 
 OK = "ok"
@@ -48,6 +49,7 @@ CONFLICT = "conflict"
 REFUSED = "refused"
 UNKNOWN = "unknown"
 
+MAX_PACK = 6  # writes in one simulated batch entry at most
 SETTLE = TICK  # units between attempts that failed for a transient reason (RETRY_PAUSE)
 FORWARD_MARGIN = 5  # the leader's deadline is this much shorter, so its answer comes back
 
@@ -81,12 +83,26 @@ class Request:
 
 
 @attrs.define(eq=False)
+class SimBatch:
+    """Requests proposed together as one batch entry (kv.py ``encode_batch``)."""
+
+    reqs: tuple[Request, ...]
+    data: bytes = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.data = encode_batch([r.data for r in self.reqs])
+
+
+@attrs.define(eq=False)
 class SimApi:
     """The API of every simulated node (state per node lives in ``Node``)."""
 
     sim: World
     deadline: int  # units a client request may take (RaftStateStore.timeout)
     leader_wait: int  # units to wait for an election before answering unavailable
+    # Batch entries (``_pack``): None proposes one entry per write, as a node without
+    # ``raft.batch_entries`` does.
+    pack_rng: random.Random | None = None
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     # Statistics.
     forwards: int = 0
@@ -123,28 +139,38 @@ class SimApi:
         self._attempt(req)
         return req
 
-    def on_applied(self, sn: Node, index: int, term: int, result: KvResult | None) -> None:
-        """``sn`` applied the entry (index, term) with ``result`` (None: not a client write)."""
+    def on_applied(
+        self, sn: Node, index: int, term: int, results: Sequence[KvResult | None]
+    ) -> None:
+        """``sn`` applied the entry (index, term) with ``results``, one per write it carries
+        (``[None]``: not a client write)."""
         settled = sn.proposals.applied(index, term)
         if settled is None:
             return
-        req, outcome = settled
-        if req.state != "pending":
-            return  # answered already (its deadline passed)
-        if outcome is Outcome.APPLIED:
-            if result is None:
-                raise AssertionError(f"{sn.id}: proposal {req.id} applied as a non-write")
-            self._finish(req, Answer(result[0], result[1]))
-        else:
-            self._failed(req, outcome)
+        token, outcome = settled
+        reqs = token.reqs if isinstance(token, SimBatch) else (token,)
+        if outcome is Outcome.APPLIED and len(results) != len(reqs):
+            raise AssertionError(
+                f"{sn.id}: entry {index} applied {len(results)} results for {len(reqs)} proposals"
+            )
+        for req, result in zip(reqs, results, strict=False):
+            if req.state != "pending":
+                continue  # answered already (its deadline passed)
+            if outcome is Outcome.APPLIED:
+                if result is None:
+                    raise AssertionError(f"{sn.id}: proposal {req.id} applied as a non-write")
+                self._finish(req, Answer(result[0], result[1]))
+            else:
+                self._failed(req, outcome)
 
     def on_install(self, sn: Node, snapshot_index: int) -> None:
         """``sn`` installed a snapshot from the leader up to ``snapshot_index``."""
         outcome = sn.proposals.covered_outcome()
-        for req in sn.proposals.covered(snapshot_index):
-            if req.state == "pending":
-                self.covered += 1
-                self._failed(req, outcome)
+        for token in sn.proposals.covered(snapshot_index):
+            for req in token.reqs if isinstance(token, SimBatch) else (token,):
+                if req.state == "pending":
+                    self.covered += 1
+                    self._failed(req, outcome)
 
     def on_leadership_lost(self, sn: Node) -> None:
         """``sn`` stopped leading: its batch was never appended (NotLeader: retry)."""
@@ -217,8 +243,9 @@ class SimApi:
         live = [r for r in batch if r.state == "batch"]
         if not live:
             return
+        entries = self._pack(live)
         try:
-            term, first = sn.raft.propose_many([r.data for r in live])
+            term, first = sn.raft.propose_many([e.data for e in entries])
         except (NotLeader, ProposalDropped):
             for r in live:
                 self._failed(r, Outcome.NOT_APPLIED)
@@ -226,8 +253,27 @@ class SimApi:
             return
         for r in live:
             r.state = "pending"
-        sn.proposals.appended(term, first, live)
+        sn.proposals.appended(term, first, entries)
         self.sim.drain(sn)
+
+    def _pack(self, live: list[Request]) -> list[Request | SimBatch]:
+        """Like the node's ``Packing`` (univrs/runtime/packing.py): consecutive proposals in
+        batch entries of 2 to ``MAX_PACK`` writes, here with a seeded coin per flush and per
+        batch, so runs mix single and batch entries."""
+        rng = self.pack_rng
+        if rng is None or len(live) < 2 or rng.random() < 0.3:
+            return list(live)
+        out: list[Request | SimBatch] = []
+        i = 0
+        while i < len(live):
+            n = 1 + int(rng.random() * MAX_PACK)
+            group = live[i : i + n]
+            i += len(group)
+            if len(group) == 1:
+                out.append(group[0])
+            else:
+                out.append(SimBatch(tuple(group)))
+        return out
 
     def _forward(self, req: Request, leader: NodeId) -> None:
         sim = self.sim

@@ -61,6 +61,7 @@ Invariants (Raft paper Figure 3; dissertation 3.6, 4):
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 
 import attrs
 
@@ -190,10 +191,19 @@ class Checker(ClientHistory):
     # ---------------------------------------------------------------- apply
 
     def observe_apply(
-        self, node: NodeId, entry: Entry, write: KvWrite | None = None, effect: bool = False
+        self,
+        node: NodeId,
+        entry: Entry,
+        write: KvWrite | Sequence[KvWrite] | None = None,
+        effect: bool | Sequence[bool] = False,
     ) -> None:
-        """``node`` applied committed ``entry`` (``write`` when it is a client write, and
-        whether it took effect: a refused conditional write or a keyed duplicate does not)."""
+        """``node`` applied committed ``entry`` (``write``: the client write it carries, or
+        a batch entry's writes, and whether each took effect: a refused conditional write or
+        a keyed duplicate does not)."""
+        writes: Sequence[KvWrite] = (
+            () if write is None else (write,) if isinstance(write, KvWrite) else write
+        )
+        effects = (effect,) * len(writes) if isinstance(effect, bool) else effect
         i = entry.index
         v = self._nodes[node]
         if i < len(self.committed):
@@ -215,8 +225,17 @@ class Checker(ClientHistory):
                 self._committed_cfg.append(i)
             self._check_durable_quorum(node, entry, pid)
             self._check_unelectable(node, i)
-            if write is not None and effect:
-                self._took_effect(write, i)
+            # Revisions (kv.py, univrs/sm/state.py): each write of the entry, or the entry
+            # itself if it carries none, takes max(last + 1, index): computed here from the
+            # committed log alone, so a store that numbers them otherwise is caught.
+            revision = self.revisions[-1]
+            for write, effect in zip(writes, effects, strict=True):
+                revision = max(revision + 1, i)
+                if effect:
+                    self._took_effect(write, revision)
+            if not writes:
+                revision = max(revision + 1, i)
+            self.revisions.append(revision)
         else:
             raise InvariantViolation(
                 READY_CONTRACT, f"{node} applied index {i} but nothing was applied at {i - 1}"

@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"membership changes ({s.leader_removals} leader removals, {s.rejoins} rejoins, "
                 f"{s.replaced} replaced, {s.repairs} repairs, {s.diverged} diverged), "
                 f"{s.refused} messages refused (incarnation), {s.forged} forged "
-                f"({s.forged_refused} refused by the core)",
+                f"({s.forged_refused} refused by the core), {s.batch_entries} batch entries "
+                f"({s.batched_writes} writes)",
                 file=out,
                 flush=True,
             )

@@ -102,7 +102,7 @@ class Workload:
     clients: list[Client] = attrs.field(factory=list)
     quiet: bool = False
     final: Op | None = None
-    final_acked_at: int | None = None  # max acknowledged index when the final write acked
+    final_acked_at: int | None = None  # max acknowledged revision when the final write acked
     writes_acked: int = 0
     conflicts: int = 0
     unknown: int = 0  # keyless writes whose outcome stayed unknown

@@ -36,10 +36,10 @@ import attrs
 
 from univrs.raft import RaftConfig, RaftNode, bootstrap_state
 from univrs.raft.interpreter import WriteQueue
-from univrs.raft.messages import Membership, NodeId
+from univrs.raft.messages import EntryKind, Membership, NodeId
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import PendingProposals
-from univrs.sim.api import Request, SimApi
+from univrs.sim.api import SimApi
 from univrs.sim.checker import Checker
 from univrs.sim.clients import Workload
 from univrs.sim.disk import SimDisk
@@ -47,7 +47,7 @@ from univrs.sim.faults import TICK, Schedule, draw_schedule
 from univrs.sim.forger import Forger
 from univrs.sim.injector import FaultInjector
 from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
-from univrs.sim.kv import WriteDecoder
+from univrs.sim.kv import BATCH_MARK, KvStore, WriteDecoder
 from univrs.sim.membership import Operator, address
 from univrs.sim.network import SimNetwork
 from univrs.sim.runtime import NodeFactory, ReadyRuntime, SimNode, incarnation_id
@@ -89,6 +89,8 @@ class SimStats:
     covered: int = 0  # pending proposals a snapshot install covered (outcome unknown)
     forged: int = 0  # forged messages handed to cores (forger.py)
     forged_refused: int = 0  # of which the core refused (counted in its Status.refused)
+    batch_entries: int = 0  # committed entries carrying several writes (api.py ``_pack``)
+    batched_writes: int = 0  # the writes they carry
 
 
 @attrs.define(eq=False)
@@ -111,7 +113,12 @@ class Simulation(ReadyRuntime):
     # incarnation (forger.py), with its own RNG: the rest of a seed is the same without it.
     forgeries: bool = True
     # The API's pending proposals (a mutant may break their outcome rules).
-    proposals_factory: Callable[[], PendingProposals[Request]] = PendingProposals
+    proposals_factory: Callable[[], PendingProposals[Any]] = PendingProposals
+    # Leaders pack concurrent writes into batch entries (api.py ``_pack``, with its own RNG:
+    # the rest of a seed is the same without it); False: one entry per write.
+    batch_entries: bool = True
+    # The state machine of each node (a mutant may break its revision rules).
+    kv_factory: Callable[[], KvStore] = KvStore
     config: RaftConfig | None = None  # None: SIM_RAFT_CONFIG with this seed's snapshot knobs
     trace_len: int = 40
 
@@ -182,7 +189,12 @@ class Simulation(ReadyRuntime):
                 check_quorum=p.check_quorum,
                 election_ticks_max=p.election_max,
             )
-        self.api = SimApi(sim=self, deadline=p.api_deadline, leader_wait=30 * TICK)
+        self.api = SimApi(
+            sim=self,
+            deadline=p.api_deadline,
+            leader_wait=30 * TICK,
+            pack_rng=random.Random(f"{self.seed}/batch") if self.batch_entries else None,
+        )
         self.workload = Workload(
             sim=self, rng=self.rng, p_op=p.load, p_anywhere=p.read_anywhere, n_clients=p.clients
         )
@@ -242,6 +254,11 @@ class Simulation(ReadyRuntime):
             self._liveness_failed()
         w = self.workload
         op = self.operator
+        batches = [
+            e
+            for e in self.checker.committed_entries
+            if e is not None and e.kind is EntryKind.NORMAL and e.data.startswith(BATCH_MARK)
+        ]
         return SimStats(
             seed=self.seed,
             ticks=self.now // TICK,
@@ -270,6 +287,8 @@ class Simulation(ReadyRuntime):
             covered=self.api.covered,
             forged=self.forger.sent if self.forger is not None else 0,
             forged_refused=self.forger.refused if self.forger is not None else 0,
+            batch_entries=len(batches),
+            batched_writes=sum(len(self.decoder.writes_of(e)) for e in batches),
         )
 
     def _client_step(self, _: None) -> None:
@@ -285,7 +304,7 @@ class Simulation(ReadyRuntime):
             target = w.final_acked_at
             members = self.checker.committed_config().members
             nodes = self.nodes
-            if all(nodes[n].raft is not None and nodes[n].kv.applied >= target for n in members):
+            if all(nodes[n].raft is not None and nodes[n].kv.revision >= target for n in members):
                 self.done = True
 
     def _operator_step(self, _: None) -> None:
@@ -395,7 +414,7 @@ class Simulation(ReadyRuntime):
         done = (
             "the final write was not acknowledged"
             if w.final_acked_at is None
-            else f"not every member applied index {w.final_acked_at}"
+            else f"not every member applied revision {w.final_acked_at}"
         )
         raise InvariantViolation(
             LIVENESS,

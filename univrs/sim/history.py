@@ -1,5 +1,9 @@
 """What clients saw, checked against the committed log (the Checker's client half).
 
+Positions of writes are *revisions* (kv.py: the log index while every entry carries one
+write; a batch entry's writes take consecutive ones), computed by the checker from the
+committed log; the "index" of a write below is its revision, that of a read a log index.
+
 ``ClientHistory`` keeps, per key, the committed indexes that wrote it and the values they
 wrote, so ``value_at(key, i)`` is what the committed log holds for ``key`` after entries
 1..i. The Checker (checker.py) reports each client write the first time its index is applied
@@ -42,7 +46,10 @@ __all__ = ["ClientHistory"]
 class ClientHistory(LogMirror):
     """The committed history of every key and what clients were told of it (see above)."""
 
-    max_acked: int = attrs.field(init=False, default=0)
+    max_acked: int = attrs.field(init=False, default=0)  # a revision
+    # The revision after each committed entry (index -> revision; [0]: nothing applied). The
+    # history below is kept by revision: a batch entry's writes have one index each.
+    revisions: list[int] = attrs.field(init=False, factory=lambda: [0])
     # Per key: the committed indexes that wrote it (ascending) and the values they wrote.
     _hist: dict[str, tuple[list[int], list[str]]] = attrs.field(init=False, factory=dict)
     # Client writes that took effect (write id -> index), and those answered "conflict".
@@ -123,7 +130,7 @@ class ClientHistory(LogMirror):
                 READY_CONTRACT,
                 f"{node} released read {ctx} at read index {read_index} with applied {served_at}",
             )
-        if served_at < acked_at_issue:
+        if self.revisions[min(served_at, len(self.revisions) - 1)] < acked_at_issue:
             raise InvariantViolation(
                 LINEARIZABLE_READ,
                 f"stale read {ctx} of {key!r} on {node}: served at applied index {served_at} "
@@ -134,7 +141,7 @@ class ClientHistory(LogMirror):
             raise InvariantViolation(
                 READY_CONTRACT, f"{node} served read {ctx} at {served_at}, beyond what it applied"
             )
-        want = self.value_at(key, served_at)
+        want = self.value_at(key, self.revisions[served_at])
         if value != want:
             raise InvariantViolation(
                 LINEARIZABLE_READ,
@@ -146,8 +153,9 @@ class ClientHistory(LogMirror):
 
     def check_snapshot_state(self, node: NodeId, index: int, state: dict[str, str]) -> None:
         """A snapshot at ``index`` must hold exactly the committed state at ``index``."""
+        revision = self.revisions[index]
         for key in sorted(set(state) | set(self._hist)):
-            want = self.value_at(key, index)
+            want = self.value_at(key, revision)
             if state.get(key) != want:
                 raise InvariantViolation(
                     STATE_MACHINE_SAFETY,

@@ -10,6 +10,13 @@ result (its session, dissertation 6.3) and answers a duplicate with it, without 
 again. Only ``NORMAL`` entries carry writes; ``NOOP`` entries just advance ``applied``, and
 ``CONFIG`` entries set the configuration the store reflects (the simulated operator reads it to
 learn that a membership change committed; a snapshot carries it in its metadata).
+
+Batch entries (like the node's payload version 2, univrs/runtime/payload.py): a ``NORMAL``
+entry may carry several writes (``encode_batch``), applied in order at consecutive
+*revisions* by the node's rule (univrs/sm/state.py): each write, and each entry without one,
+takes revision ``max(last revision + 1, its entry's index)``. A write's result carries its
+revision, the snapshot the last revision. The checker computes the revisions from the
+committed log on its own (checker.py) and holds the answers to them.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class KvWrite:
         return (self.client, self.op)
 
 
-# A write's result: ("ok" | "conflict", the index it was first applied at).
+# A write's result: ("ok" | "conflict", the revision it was first applied at).
 KvResult = tuple[str, int]
 OK = "ok"
 CONFLICT = "conflict"
@@ -54,11 +61,32 @@ def encode_write(w: KvWrite) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+BATCH_MARK = b"B"  # a batch entry's bytes: this mark, then a JSON list of write documents
+
+
+def encode_batch(payloads: list[bytes]) -> bytes:
+    """The bytes of a batch entry carrying these writes (each ``encode_write``'s), in order."""
+    return BATCH_MARK + b"[" + b",".join(payloads) + b"]"
+
+
+def decode_writes(data: bytes) -> tuple[KvWrite, ...]:
+    """The writes an entry's bytes carry: one, or a batch's (``encode_batch``)."""
+    if data.startswith(BATCH_MARK):
+        docs = json.loads(data[len(BATCH_MARK) :])
+        if not (isinstance(docs, list) and docs):
+            raise ValueError(f"not a simulated batch: {data[:40]!r}")
+        return tuple(_write_from_doc(doc) for doc in docs)
+    return (decode_write(data),)
+
+
 def decode_write(data: bytes) -> KvWrite:
     """Inverse of encode_write; raises ValueError on bytes no simulated client wrote."""
-    doc = json.loads(data)
+    return _write_from_doc(json.loads(data))
+
+
+def _write_from_doc(doc: object) -> KvWrite:
     if not (isinstance(doc, list) and len(doc) == 7):
-        raise ValueError(f"not a simulated write: {data!r}")
+        raise ValueError(f"not a simulated write: {doc!r}")
     client, op, key, value, keyed, cond, expect = doc
     return KvWrite(
         client=int(client),
@@ -75,16 +103,17 @@ def decode_write(data: bytes) -> KvWrite:
 class WriteDecoder:
     """Decodes entry payloads once per distinct payload (all replicas share the bytes)."""
 
-    _cache: dict[bytes, KvWrite] = attrs.field(factory=dict)
+    _cache: dict[bytes, tuple[KvWrite, ...]] = attrs.field(factory=dict)
     _configs: dict[bytes, Membership] = attrs.field(factory=dict)
 
-    def write_of(self, entry: Entry) -> KvWrite | None:
+    def writes_of(self, entry: Entry) -> tuple[KvWrite, ...]:
+        """The writes a NORMAL entry carries (none for other entries)."""
         if entry.kind != EntryKind.NORMAL:
-            return None
-        w = self._cache.get(entry.data)
-        if w is None:
-            w = self._cache[entry.data] = decode_write(entry.data)
-        return w
+            return ()
+        ws = self._cache.get(entry.data)
+        if ws is None:
+            ws = self._cache[entry.data] = decode_writes(entry.data)
+        return ws
 
     def config_of(self, entry: Entry) -> Membership | None:
         """The configuration a CONFIG entry carries (None for other entries)."""
@@ -104,24 +133,37 @@ class KvStore:
 
     applied: int = 0
     applied_term: int = 0  # term of the entry at ``applied`` (for snapshot metadata)
+    revision: int = 0  # of the last write or entry applied (see the module docstring)
     data: dict[str, str] = attrs.field(factory=dict)
     config: Membership = NO_MEMBERS
     config_index: int = 0
-    # Client -> (op, result, index) of its last keyed write (the session).
+    # Client -> (op, result, revision) of its last keyed write (the session).
     sessions: dict[int, tuple[int, str, int]] = attrs.field(factory=dict)
 
     def apply(
-        self, entry: Entry, write: KvWrite | None, config: Membership | None = None
-    ) -> tuple[KvResult | None, bool]:
-        """Apply the next entry: (the write's result or None, whether it took effect now)."""
+        self,
+        entry: Entry,
+        writes: tuple[KvWrite, ...] = (),
+        config: Membership | None = None,
+    ) -> list[tuple[KvResult | None, bool]]:
+        """Apply the next entry: for each write it carries (or once, for an entry without
+        one), the write's result (None: not a write) and whether it took effect now."""
         # Entries are applied strictly in order; the simulator checks the index before calling.
         self.applied = entry.index
         self.applied_term = entry.term
-        if write is None:
+        if not writes:
+            self._next_revision()
             if config is not None:
                 self.config = config
                 self.config_index = entry.index
-            return None, False
+            return [(None, False)]
+        return [self._write(w, self._next_revision()) for w in writes]
+
+    def _next_revision(self) -> int:
+        self.revision = max(self.revision + 1, self.applied)
+        return self.revision
+
+    def _write(self, write: KvWrite, revision: int) -> tuple[KvResult | None, bool]:
         if write.keyed:
             last = self.sessions.get(write.client)
             if last is not None and write.op <= last[0]:
@@ -131,12 +173,12 @@ class KvStore:
                 return (last[1], last[2]), False
         data = self.data
         if write.cond and data.get(write.key) != write.expect:
-            result: KvResult = (CONFLICT, entry.index)
+            result: KvResult = (CONFLICT, revision)
         else:
             data[write.key] = write.value
-            result = (OK, entry.index)
+            result = (OK, revision)
         if write.keyed:
-            self.sessions[write.client] = (write.op, result[0], entry.index)
+            self.sessions[write.client] = (write.op, result[0], revision)
         return result, result[0] == OK
 
     def snapshot(self) -> bytes:
@@ -147,6 +189,8 @@ class KvStore:
         """
         sessions = {str(c): list(v) for c, v in self.sessions.items()}
         doc = {"cfg": self.config_index, "kv": self.data, "sessions": sessions}
+        if self.revision != self.applied:  # as the node's: only once batch entries applied
+            doc["rev"] = self.revision
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @staticmethod
@@ -168,6 +212,7 @@ class KvStore:
         self.applied_term = term
         self.config = config
         self.config_index = int(doc["cfg"])
+        self.revision = int(doc.get("rev", index))
         self.sessions = {
             int(c): (int(op), str(res), int(i)) for c, (op, res, i) in doc["sessions"].items()
         }

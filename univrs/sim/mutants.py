@@ -1,6 +1,7 @@
 """Deliberately broken Raft cores, to show that the simulator's checks can fail.
 
-Each mutant is a subclass of RaftNode that overrides one of the hook methods the core exposes
+Each mutant is a subclass of RaftNode (or of the API's ``PendingProposals``, or of the
+simulated state machine ``KvStore``) that overrides one of the hook methods the core exposes
 for this purpose (see univrs/raft/node.py, leader.py and compaction.py), breaking one rule of
 the Raft paper or dissertation. The simulator itself is the same for every core: its operator
 always tries a batch's next membership change at once (the real core refuses it), and its
@@ -17,8 +18,9 @@ from typing import Any
 import attrs
 
 from univrs.raft import RaftNode
-from univrs.raft.messages import Message, RequestVote, RequestVoteResponse
+from univrs.raft.messages import Entry, Membership, Message, RequestVote, RequestVoteResponse
 from univrs.runtime.proposals import Outcome, PendingProposals
+from univrs.sim.kv import KvResult, KvStore, KvWrite
 
 
 class CommitPreviousTerm(RaftNode):
@@ -140,6 +142,30 @@ class SnapshotDropRetry(PendingProposals[Any]):
         return Outcome.NOT_APPLIED
 
 
+class BatchSharedRevision(KvStore):
+    """Applies a batch entry's writes at one shared revision (breaks the batch rule of
+    univrs/sm/state.py: one revision per command)."""
+
+    def apply(
+        self, entry: Entry, writes: tuple[KvWrite, ...] = (), config: Membership | None = None
+    ) -> list[tuple[KvResult | None, bool]]:
+        if len(writes) < 2:
+            return super().apply(entry, writes, config)
+        self.applied, self.applied_term = entry.index, entry.term
+        shared = self._next_revision()
+        return [self._write(w, shared) for w in writes]
+
+
+class RevisionFromIndex(KvStore):
+    """Restores a snapshot at its index's revision, not the revision it stored, so the
+    writes after it reuse revisions of a batch before it (breaks the snapshot rule of
+    univrs/sm/snapshot.py: the last revision travels in the snapshot)."""
+
+    def restore(self, data: bytes, index: int, term: int, config: Any) -> None:
+        super().restore(data, index, term, config)
+        self.revision = index
+
+
 @attrs.frozen(kw_only=True)
 class Mutant:
     """A named broken core, or a runtime whose proposal outcomes are broken."""
@@ -148,13 +174,20 @@ class Mutant:
     description: str
     cls: type[RaftNode] = RaftNode
     proposals: type[PendingProposals[Any]] = PendingProposals
+    kv: type[KvStore] = KvStore
 
 
 def _mutant(
-    name: str, cls: type[RaftNode] = RaftNode, proposals: type[PendingProposals[Any]] | None = None
+    name: str,
+    cls: type[RaftNode] = RaftNode,
+    proposals: type[PendingProposals[Any]] | None = None,
+    kv: type[KvStore] = KvStore,
 ) -> Mutant:
-    doc = ((proposals or cls).__doc__ or "").strip().splitlines()[0]
-    return Mutant(name=name, description=doc, cls=cls, proposals=proposals or PendingProposals)
+    broken: type = kv if kv is not KvStore else (proposals or cls)
+    doc = (broken.__doc__ or "").strip().splitlines()[0]
+    return Mutant(
+        name=name, description=doc, cls=cls, proposals=proposals or PendingProposals, kv=kv
+    )
 
 
 MUTANTS: dict[str, Mutant] = {
@@ -175,6 +208,8 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("accept-strangers", AcceptStrangers),
         _mutant("stranger-votes-while-led", StrangerVotesWhileLed),
         _mutant("stranger-vote-answers", StrangerVoteAnswers),
+        _mutant("batch-shared-revision", kv=BatchSharedRevision),
+        _mutant("revision-from-index", kv=RevisionFromIndex),
     )
 }
 
@@ -187,6 +222,11 @@ def node_factory(mutant: str | None) -> Callable[..., Any]:
 def proposals_factory(mutant: str | None) -> type[PendingProposals[Any]]:
     """The API's pending-proposal tracker: the real one, or the named mutant's."""
     return PendingProposals if mutant is None else _get(mutant).proposals
+
+
+def kv_factory(mutant: str | None) -> type[KvStore]:
+    """Each node's state machine: the real one, or the named mutant's."""
+    return KvStore if mutant is None else _get(mutant).kv
 
 
 def _get(mutant: str) -> Mutant:

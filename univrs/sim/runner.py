@@ -13,7 +13,7 @@ import attrs
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import SimStats, Simulation
 from univrs.sim.faults import TICK
-from univrs.sim.mutants import MUTANTS, node_factory, proposals_factory
+from univrs.sim.mutants import MUTANTS, kv_factory, node_factory, proposals_factory
 
 DEFAULT_NODES = 5
 DEFAULT_TICKS = 2000
@@ -98,6 +98,7 @@ def run_seed(
         quiet_ticks=quiet_ticks,
         node_factory=node_factory(mutant),
         proposals_factory=proposals_factory(mutant),
+        kv_factory=kv_factory(mutant),
     )
     try:
         stats = sim.run()

@@ -101,7 +101,8 @@ class SimNode:
     # (api.py), and its ReadIndex requests by ctx (a counter from 1 in every process).
     serving: dict[int, Request] = attrs.field(factory=dict)
     batch: list[Request] = attrs.field(factory=list)
-    proposals: PendingProposals[Request] = attrs.field(factory=PendingProposals)
+    # A batch entry's requests wait as one ``SimBatch``.
+    proposals: PendingProposals[Any] = attrs.field(factory=PendingProposals)
     reads: dict[int, ReadRecord] = attrs.field(factory=dict)
     next_ctx: int = 1
     # The process's storage work (the interpreter's queue) and the item being written.
@@ -150,7 +151,8 @@ class ReadyRuntime:
     injector: Any  # injector.FaultInjector
     forger: Forger | None  # forges messages the cores must refuse (forger.py)
     strict_incarnations: bool
-    proposals_factory: Callable[[], PendingProposals[Request]]
+    proposals_factory: Callable[[], PendingProposals[Any]]
+    kv_factory: Callable[[], KvStore]
     schedule: Schedule
     decoder: WriteDecoder
     trace: Any
@@ -184,7 +186,7 @@ class ReadyRuntime:
             incarnation=sn.disk.incarnation if self.core_incarnation else None,
             snapshot_check=KvStore.check_snapshot,
         )
-        sn.kv = KvStore()
+        sn.kv = self.kv_factory()
         sn.writes = WriteQueue()
         sn.writing = None
         sn.fx = NodeEffects(self, sn)
@@ -283,7 +285,7 @@ class ReadyRuntime:
     def _apply(self, sn: SimNode, committed: tuple[Entry, ...]) -> None:
         kv = sn.kv
         chk = self.checker
-        write_of = self.decoder.write_of
+        writes_of = self.decoder.writes_of
         config_of = self.decoder.config_of
         on_applied = self.api.on_applied
         for e in committed:
@@ -292,10 +294,10 @@ class ReadyRuntime:
                     READY_CONTRACT,
                     f"{sn.id} was handed entry {e.index} to apply after applying {kv.applied}",
                 )
-            w = write_of(e)
-            result, effect = kv.apply(e, w, config_of(e))
-            chk.observe_apply(sn.id, e, w, effect)
-            on_applied(sn, e.index, e.term, result)
+            ws = writes_of(e)
+            outcomes = kv.apply(e, ws, config_of(e))
+            chk.observe_apply(sn.id, e, ws, [effect for _, effect in outcomes] if ws else ())
+            on_applied(sn, e.index, e.term, [result for result, _ in outcomes])
         p = self.schedule.profile
         every = p.snap_every
         if every and kv.applied - sn.snap_at >= every:

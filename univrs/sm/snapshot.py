@@ -31,6 +31,8 @@ rather than dropping what it does not understand:
     session_owners      [client_id, owner, ...]     (sessions whose owner is not "")
     tokens              [[id, name, created_index, created_ms, secret_hash, n, role*n], ...]
     tokens_bootstrapped bool
+    last_revision       int   the last revision, when it is not last_index (batch entries:
+                              univrs/sm/state.py); absent means last_index
 
 Responses use the map form of ``univrs.sm.plain``. Rows are in storage order (id order for
 workloads, instances and nodes: their tables are ordered by key; the reader accepts any order,
@@ -98,7 +100,7 @@ _TOP_KEYS = (
     "balances",
     "sessions",
 )
-_OPTIONAL_KEYS = ("session_owners", "tokens", "tokens_bootstrapped")
+_OPTIONAL_KEYS = ("session_owners", "tokens", "tokens_bootstrapped", "last_revision")
 _DEFAULT_PER_OWNER = SessionPolicy().max_sessions_per_owner
 
 
@@ -187,6 +189,7 @@ def snapshot_plain(sm: ClusterStateMachine) -> dict[str, Any]:
         sessions=list(sm.stored_sessions()),
         tokens=sm.stored_tokens(),
         tokens_bootstrapped=sm.tokens_bootstrapped,
+        revision=sm.revision,
     )
 
 
@@ -203,6 +206,7 @@ def plain_from_parts(
     sessions: list[Session],
     tokens: Iterable[Token] = (),
     tokens_bootstrapped: bool = False,
+    revision: int | None = None,
 ) -> dict[str, Any]:
     """Snapshot plain data from the parts ``ClusterStateMachine.from_parts`` takes, in their
     order: what ``snapshot_plain`` returns for the state machine they make, without building
@@ -238,6 +242,8 @@ def plain_from_parts(
             plain["tokens"] = token_rows
         if tokens_bootstrapped:
             plain["tokens_bootstrapped"] = True
+        if revision is not None and revision != last_index:
+            plain["last_revision"] = revision
         return plain
 
 
@@ -622,6 +628,7 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
         sessions=sessions,
         tokens=tokens,
         tokens_bootstrapped=bootstrapped,
+        revision=read_uint(m["last_revision"], "last_revision") if "last_revision" in m else None,
     )
 
 

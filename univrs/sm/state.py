@@ -12,8 +12,17 @@ the session's activity).
 Each handler first validates everything (arguments, existence, versions), and only then
 mutates, with no failure point in the mutation: a command is applied whole or not at all.
 
-Versions: a successful command sets the version of every object it changes to its log index
-(cascades included: instances turned ``unknown`` when their node goes down get the index too).
+Versions and revisions: every command applies at a *revision*, and a successful command sets
+the version of every object it changes to that revision (cascades included: instances turned
+``unknown`` when their node goes down get it too); session ids (``c<revision>``), the objects'
+``created_index``, session activity and the watch history's revisions are revisions as well.
+A log entry carries one command (``apply``) or a batch of them (``apply_batch``, payload
+version 2: univrs/runtime/payload.py). Each command, and each entry without one
+(``mark_applied``), takes revision ``max(last revision + 1, its entry's index)``, so the
+commands of one batch entry take consecutive revisions and revisions only grow. While every
+entry carries one command (all logs written before batch entries existed) the revision *is*
+the log index, exactly as before: old logs and snapshots give the same versions, ids and
+digests. A snapshot stores the last revision when it differs from the last index.
 
 Cost: O(log n) table operations per command (the tables are ordered by id:
 ``univrs.sm.tables``), except the cascades (DeleteWorkload, DeregisterNode, UpdateNodeStatus to
@@ -32,7 +41,7 @@ The object tables and their indexes live in ``univrs.sm.objects``; the ledger in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -167,6 +176,9 @@ class ClusterStateMachine:
     _tokens: TokenTable = attrs.field(init=False)
     _last_index: int = attrs.field(default=0, init=False)
     _last_term: int = attrs.field(default=0, init=False)
+    # The revision of the last applied command or entry (see the module docstring); equal to
+    # _last_index until a batch entry applies, never below it.
+    _revision: int = attrs.field(default=0, init=False)
     # The largest leader-stamped time carried by an applied entry (monotone even if a new
     # leader's clock is behind); 0 until an entry carries one.
     _clock_ms: int = attrs.field(default=0, init=False)
@@ -183,18 +195,48 @@ class ClusterStateMachine:
     def apply(
         self, command: Envelope | Command, *, index: int, term: int, time_ms: int | None = None
     ) -> Response:
-        """Apply one committed command at log position (index, term); never raises for a bad
-        command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one.
+        """Apply the one committed command of log position (index, term); never raises for a
+        bad command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one.
 
         The changes of one command are made in one ``batch`` (a write transaction for a
         persistent backend), or in the caller's batch if one is open."""
         with self._objects.batch():
-            return self._apply(command, index=index, term=term, time_ms=time_ms)
+            self.mark_applied(index=index, term=term, time_ms=time_ms)
+            return self._command(command, self._revision)
 
-    def _apply(
-        self, command: Envelope | Command, *, index: int, term: int, time_ms: int | None
-    ) -> Response:
-        self._mark_applied(index, term, time_ms)
+    def apply_batch(
+        self,
+        commands: Sequence[Envelope | Command | Failure],
+        *,
+        index: int,
+        term: int,
+        time_ms: int | None = None,
+        each: Callable[[int, AppliedChanges], None] | None = None,
+    ) -> list[Response]:
+        """Apply the commands of the batch entry at log position (index, term), in order, at
+        consecutive revisions (see the module docstring): one response each, as if each were
+        the one command of its own entry. A ``Failure`` in ``commands`` (a command its replica
+        could not decode, the same on every replica) is that command's response and takes its
+        revision too. ``each(revision, changes)`` is called after each command with what it
+        changed (``last_changes``), before the next one applies. Raises
+        ``AppliedOutOfOrder`` like ``apply``; ``commands`` must not be empty."""
+        if not commands:
+            raise ValueError("a batch entry carries at least one command")
+        self._enter(index, term, time_ms)
+        responses: list[Response] = []
+        for command in commands:
+            with self._objects.batch():
+                revision = self._next_revision()
+                if isinstance(command, Failure):
+                    response: Response = command
+                else:
+                    response = self._command(command, revision)
+            responses.append(response)
+            if each is not None:
+                each(revision, self.last_changes())
+        return responses
+
+    def _command(self, command: Envelope | Command, index: int) -> Response:
         if isinstance(command, Envelope):
             cmd: object = command.command
             client_id, seq = command.client_id, command.seq
@@ -231,28 +273,39 @@ class ClusterStateMachine:
 
     def mark_applied(self, *, index: int, term: int, time_ms: int | None = None) -> None:
         """Advance to log position (index, term) without a command (a no-op or configuration
-        entry), so ``last_applied`` and snapshots follow the log; also expires sessions."""
+        entry), so ``last_applied`` and snapshots follow the log; it takes a revision (the
+        index, while no batch entry applied) and expires sessions."""
         with self._objects.batch():
-            self._mark_applied(index, term, time_ms)
+            self._enter(index, term, time_ms)
+            self._next_revision()
 
     def batch(self) -> AbstractContextManager[object]:
         """A context in which every change is made in one batch: one write transaction for a
-        persistent backend, committed with the applied index, term and clock when the block
-        ends (the runtime applies a chunk of entries in one). Nothing in memory. If the block
-        raises, a persistent state is left as it was before it, but this object is not: the
-        caller must drop it (the node stops) and open the state again."""
+        persistent backend, committed with the applied index, revision, term and clock when
+        the block ends (the runtime applies a chunk of entries in one). Nothing in memory. If
+        the block raises, a persistent state is left as it was before it, but this object is
+        not: the caller must drop it (the node stops) and open the state again."""
         return self._objects.batch()
 
-    def _mark_applied(self, index: int, term: int, time_ms: int | None) -> None:
+    def _enter(self, index: int, term: int, time_ms: int | None) -> None:
+        """Start applying the entry at (index, term)."""
         if index <= self._last_index:
             raise AppliedOutOfOrder(
                 f"index {index} is not after the last applied index {self._last_index}"
             )
         self._last_index, self._last_term = index, term
-        self._objects.changes.clear()  # last_events() describes this entry only
         if time_ms is not None and time_ms > self._clock_ms:
             self._clock_ms = time_ms
-        self._sessions.expire(index, self._clock_ms)
+
+    def _next_revision(self) -> int:
+        """Take the next revision in the current entry: ``max(last + 1, the entry's index)``."""
+        revision = self._revision + 1
+        if revision < self._last_index:
+            revision = self._last_index
+        self._revision = revision
+        self._objects.changes.clear()  # last_events() describes this revision only
+        self._sessions.expire(revision, self._clock_ms)
+        return revision
 
     def _dispatch(self, cmd: object, index: int) -> Response:
         handler = _HANDLERS.get(type(cmd))
@@ -487,9 +540,9 @@ class ClusterStateMachine:
     # ---------------------------------------------------------------- watch events
 
     def last_events(self) -> tuple[Event, ...]:
-        """The events of the last applied entry (empty if it changed no object), in the order
-        the changes were made. Call it before applying the next entry: a workload's status is
-        derived from the instances as they are when this is called."""
+        """The events of the last applied command or entry (empty if it changed no object), in
+        the order the changes were made. Call it before applying the next one: a workload's
+        status is derived from the instances as they are when this is called."""
         return self.last_changes().events()
 
     def last_changes(self) -> AppliedChanges:
@@ -500,7 +553,7 @@ class ClusterStateMachine:
         revisions a watcher reads (issue 14)."""
         changes = self._objects.changes
         if not changes:
-            return AppliedChanges(self._last_index, ())
+            return AppliedChanges(self._revision, ())
         counts = self._objects.instance_counts
         items: list[tuple[ObjectKind, str, Any, Any]] = []
         for kind, ident, before, after in changes:
@@ -511,7 +564,7 @@ class ClusterStateMachine:
             if isinstance(after, StoredWorkload):
                 now = (after, counts(after.id))
             items.append((kind, ident, was, now))
-        return AppliedChanges(self._last_index, tuple(items))
+        return AppliedChanges(self._revision, tuple(items))
 
     # ---------------------------------------------------------------- tokens
 
@@ -548,6 +601,13 @@ class ClusterStateMachine:
     def last_applied_index(self) -> int:
         """The log index of the last applied entry (0 before any)."""
         return self._last_index
+
+    @property
+    def revision(self) -> int:
+        """The revision of the last applied command or entry (0 before any): what versions,
+        session ids and watch revisions are made of. Equal to ``last_applied_index`` until a
+        batch entry applies, never below it (see the module docstring)."""
+        return self._revision
 
     @property
     def last_applied_term(self) -> int:
@@ -727,13 +787,21 @@ class ClusterStateMachine:
         sessions: list[Session],
         tokens: list[Token] | None = None,
         tokens_bootstrapped: bool = False,
+        revision: int | None = None,
         objects: Objects | None = None,
     ) -> ClusterStateMachine:
         """Rebuild a state machine (and its indexes) from snapshot parts, in their order, in
-        ``objects`` (empty tables; default: new ones), all in one batch.
+        ``objects`` (empty tables; default: new ones), all in one batch. ``revision`` is the
+        last revision (None: ``last_index``, all a snapshot taken before batch entries existed
+        can say).
 
         Raises ``DecodeError`` if the parts break an invariant (a corrupt snapshot)."""
         sm = cls(policy) if objects is None else cls(policy, objects=objects)
+        sm._revision = last_index if revision is None else revision
+        if sm._revision < last_index:
+            raise DecodeError(
+                f"snapshot: revision {sm._revision} is below the last index {last_index}"
+            )
         with sm.batch():
             sm._last_index, sm._last_term, sm._clock_ms = last_index, last_term, clock_ms
             found = sm._objects.load(workloads, instances, nodes)
@@ -759,6 +827,7 @@ class ClusterStateMachine:
         sessions: list[Session],
         tokens: list[Token],
         tokens_bootstrapped: bool,
+        revision: int,
     ) -> ClusterStateMachine:
         """A state machine on object tables that already hold its objects (a persistent
         backend opened again), with the small tables read back from it. Nothing is written.
@@ -766,6 +835,9 @@ class ClusterStateMachine:
         Raises ``DecodeError`` if the small tables break an invariant."""
         sm = cls(policy, objects=objects)
         sm._last_index, sm._last_term, sm._clock_ms = last_index, last_term, clock_ms
+        if revision < last_index:
+            raise DecodeError(f"stored state: revision {revision} is below index {last_index}")
+        sm._revision = revision
         sm._ledger.restore(balances)
         sm._sessions.restore(sessions)
         sm._tokens.restore(tokens, tokens_bootstrapped)

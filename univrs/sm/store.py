@@ -98,7 +98,7 @@ class StateStore(abc.ABC):
     ) -> AsyncGenerator[Event, None]:
         """The change events of ``kinds`` from ``from_revision`` on (default: the next
         revision), in order, forever; ``Compacted`` when that revision is no longer kept (read
-        the state again and watch from its ``last_applied_index`` + 1). Iterate it inside
+        the state again and watch from its ``revision`` + 1). Iterate it inside
         ``contextlib.aclosing`` so that leaving the loop ends the watch at once."""
         raise NotImplementedError(f"{type(self).__name__} does not watch")
 

@@ -28,7 +28,7 @@ index, never half a batch. Databases:
   id``, empty value: a cursor over it lists the sessions least recently active first;
 * ``ledger``: peer -> CBOR balance; ``tokens``: token id -> CBOR snapshot token row;
 * ``meta``: ``state`` -> CBOR ``[STATE_FORMAT, last_index, last_term, clock_ms,
-  tokens_bootstrapped, policy row]``, ``cluster`` -> the cluster id (UTF-8).
+  tokens_bootstrapped, policy row, revision]``, ``cluster`` -> the cluster id (UTF-8).
 
 ``StateEnv`` is the node's: open (``load``: O(small tables), the object tables are not read),
 replace everything from a snapshot in one transaction (``replace``), force to disk (``sync``).
@@ -398,6 +398,7 @@ class LmdbJournal(StateJournal):
             sm.clock_ms,
             sm.tokens_bootstrapped,
             _policy_row(sm.policy),
+            sm.revision,
         ]
         txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
 
@@ -510,7 +511,7 @@ class StateEnv:
                     if any(txn.stat(self.store.db(n))["entries"] for n in _OBJECT_DBS):
                         raise StorageError("tables are filled but the applied index is missing")
                     return ClusterStateMachine(objects=objects)
-                fmt, index, term, clock_ms, bootstrapped, policy = cbor2.loads(raw)
+                fmt, index, term, clock_ms, bootstrapped, policy, revision = cbor2.loads(raw)
                 if fmt != STATE_FORMAT:
                     raise StorageError(f"state format {fmt} is not {STATE_FORMAT}")
                 sessions, balances, tokens = _read_small(txn, self.store)
@@ -524,6 +525,7 @@ class StateEnv:
                 sessions=sessions,
                 tokens=tokens,
                 tokens_bootstrapped=bootstrapped,
+                revision=revision,
             )
         except StorageError as exc:
             raise StorageError(f"state env {self.path}: {exc}") from None
@@ -551,6 +553,7 @@ class StateEnv:
                 sessions=list(sm.stored_sessions()),
                 tokens=list(sm.stored_tokens()),
                 tokens_bootstrapped=sm.tokens_bootstrapped,
+                revision=sm.revision,
                 objects=objects,
             )
         return stored
