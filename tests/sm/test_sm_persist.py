@@ -170,3 +170,23 @@ def test_cached_responses_stay_in_seq_order() -> None:
     session = sm.session(client_id)
     assert session is not None and list(session.responses) == [1, 2, 3]
     assert sm.problems() == []
+
+
+def test_the_revision_of_batch_entries_is_stored_with_the_applied_index(
+    tmp_path: pathlib.Path,
+) -> None:
+    env, sm = _fresh(tmp_path, "state", policy())
+    mints = [MintCredits(to_peer=f"p{k}", amount=1, reason="r") for k in range(5)]
+    with sm.batch():
+        sm.apply_batch(mints, index=1, term=1)  # revisions 1..5 at index 1
+        sm.apply(OpenSession(owner="a"), index=2, term=1)  # revision 6: session c6
+    assert (sm.last_applied_index, sm.revision) == (2, 6)
+    digest = state_digest(sm)
+    env.close()
+    env = _env(tmp_path)
+    reopened = env.load()
+    assert (reopened.last_applied_index, reopened.revision) == (2, 6)
+    assert state_digest(reopened) == digest
+    opened = reopened.apply(OpenSession(owner="a"), index=3, term=1)
+    assert isinstance(opened, Created) and opened.id == "c7"  # ids go on from the revision
+    env.close()
