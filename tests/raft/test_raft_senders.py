@@ -268,8 +268,64 @@ def test_without_unlisted_leaders_a_leaderless_member_refuses_a_made_up_leader()
     assert strict(hb("n9"), without_me, "n1") is None  # a joiner hears its unlisted leader
     assert strict(hb("n9"), old, "n9") is None  # the leader we follow (a change removed it)
     assert strict(forged_append("n1", 2, incarnation="x"), M, None) is None  # replaced leader
+    # The lagging member: its listed peers showed it term 3 and it followed no leader in it.
+    assert (
+        sender_refusal(
+            hb("n9"),
+            me="n2",
+            current=old,
+            committed=old,
+            live_leader=None,
+            unlisted_leaders=False,
+            unlisted_leader_term=3,
+        )
+        is None
+    )
+    assert (
+        sender_refusal(
+            attrs.evolve(hb("n9"), term=4),
+            me="n2",
+            current=old,
+            committed=old,
+            live_leader=None,
+            unlisted_leaders=False,
+            unlisted_leader_term=3,
+        )
+        == "stranger"
+    )
     # With TLS (the default here) the lagging member still hears an unlisted leader.
     assert rule(hb("n9"), old, live=None) is None
+
+
+def test_without_unlisted_leaders_a_lagging_member_hears_the_leader_of_its_listed_peers_term() -> (
+    None
+):
+    """A member that missed the change adding its leader still catches up from it (the
+    simulator's liveness check caught the strict rule: 5 nodes, seed 1033): once a member it
+    lists showed it a term in which it has followed no leader, an unlisted leader of exactly
+    that term is heard; a made-up id at another term is not."""
+    config = RaftConfig(unlisted_leaders=False)
+    node = follower(config=config)
+    for _ in range(config.election_ticks_max + 1):
+        node.tick()  # its leader went quiet
+    node.ready()
+    # A listed member campaigns in term 5: the node adopts term 5 (no leader in it yet).
+    node.step(RequestVote(term=5, src="n3", dst="n2", last_log_index=2, last_log_term=2))
+    assert node.status().term == 5 and node.status().leader is None
+    node.step(forged_append("mallory", 6))  # another term: refused
+    assert node.status().refused == (("stranger", 1),)
+    node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))  # the leader of term 5
+    assert node.status().leader == "n9"
+    assert node.status().refused == (("stranger", 1),)
+    # It loses that leader again (a partition): in term 5 it hears that one leader only.
+    for _ in range(config.election_ticks_max + 1):
+        node.tick()
+    node.ready()
+    assert node.status().leader is None
+    node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=2))
+    assert node.status().refused == (("stranger", 2),)
+    node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
+    assert node.status().leader == "n9"
 
 
 # ---- snapshots and entries a member cannot take -----------------------------------------------

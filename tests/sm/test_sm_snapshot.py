@@ -346,3 +346,19 @@ def test_plain_from_parts_is_snapshot_plain() -> None:
         sessions=list(sm.stored_sessions()),
     )
     assert parts == snapshot_plain(sm)
+
+
+def test_restore_shares_the_strings_that_repeat_across_rows() -> None:
+    """An instance's workload id is its workload's id string and its node id one string per
+    node (fails before the restore interned them: each row had its own copies)."""
+    log = populated()
+    copy_ = restore_plain(cbor2.loads(cbor2.dumps(snapshot_plain(log.sm))))
+    workloads = {w.id: w for w in copy_.stored_workloads()}
+    instances = list(copy_.stored_instances())
+    assert instances
+    for i in instances:
+        assert i.workload_id is next(k for k in workloads if k == i.workload_id)
+    node_ids = {id(i.node_id) for i in instances if i.node_id is not None}
+    assert len(node_ids) == len({i.node_id for i in instances if i.node_id is not None})
+    images = {w.spec.image for w in workloads.values()}
+    assert len({id(w.spec.image) for w in workloads.values()}) == len(images)

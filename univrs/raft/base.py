@@ -72,6 +72,11 @@ class NodeBase:
     _applied: int  # last index the state machine reported applied
     _role: Role
     _leader: NodeId | None  # the leader of _term as far as we know
+    # For RaftConfig.unlisted_leaders off (senders.py): the newest term a member our
+    # configuration lists showed us, and the newest term in which we followed (or were) a leader.
+    _listed_term: int
+    _led_term: int
+    _led_by: NodeId | None  # the leader we followed (or were) in _led_term
     # Timers, in ticks.
     _now: int
     _election_elapsed: int  # ticks since a timer reset (leader: since the last CheckQuorum)
@@ -147,6 +152,8 @@ class NodeBase:
             self._transferee = None
         self._role = role
         self._leader = leader
+        if leader is not None and self._term >= self._led_term:
+            self._led_term, self._led_by = self._term, leader
         if len(self._forwarded):
             self._out_dropped.extend(self._forwarded.drop_stale(self._term, leader))
 

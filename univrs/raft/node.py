@@ -70,7 +70,13 @@ from univrs.raft.ready import (
     Status,
 )
 from univrs.raft.rng import Rng
-from univrs.raft.senders import REFUSED_ENTRY, REFUSED_TERM, sender_refusal, undecodable_config
+from univrs.raft.senders import (
+    REFUSED_ENTRY,
+    REFUSED_TERM,
+    listed_sender,
+    sender_refusal,
+    undecodable_config,
+)
 
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
@@ -133,6 +139,9 @@ class RaftNode(ElectionLayer):
         self._handed = self._applied  # last committed index handed out in a Ready
         self._role = Role.FOLLOWER if self._promotable() else Role.LEARNER
         self._leader = None
+        self._listed_term = 0
+        self._led_term = 0
+        self._led_by = None
         self._now = 0
         self._election_elapsed = 0
         self._randomized_timeout = config.election_ticks_min
@@ -197,6 +206,8 @@ class RaftNode(ElectionLayer):
         if refusal is not None:
             self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
             return
+        if msg.term > self._listed_term and self._listed(msg):
+            self._listed_term = msg.term  # a term a member we list is in (senders.py)
         if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
             self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return
@@ -548,6 +559,13 @@ class RaftNode(ElectionLayer):
             live = None
         followed, inc = self._leader_incarnation
         configs = self._configs
+        # Without unlisted_leaders: the term (and leader) an unlisted leader may be heard at.
+        unlisted_term: int | None = None
+        unlisted_leader: NodeId | None = None
+        if self._led_term == self._term:
+            unlisted_term, unlisted_leader = self._term, self._led_by  # the one we followed
+        elif self._listed_term >= self._term:
+            unlisted_term = self._term  # a listed member showed us this term; no leader yet
         return sender_refusal(
             msg,
             me=self.id,
@@ -557,6 +575,18 @@ class RaftNode(ElectionLayer):
             live_incarnation=inc if followed == live else None,
             tracked=self._progress,
             unlisted_leaders=self.config.unlisted_leaders,
+            unlisted_leader_term=unlisted_term,
+            unlisted_leader=unlisted_leader,
+            unlisted_incarnation=inc
+            if unlisted_leader is not None and followed == unlisted_leader
+            else None,
+        )
+
+    def _listed(self, msg: Message) -> bool:
+        """Is ``msg``'s sender a member our configurations list, at its bound incarnation?"""
+        configs = self._configs
+        return listed_sender(
+            msg, current=configs.current, committed=configs.committed(self._commit)
         )
 
     # ========================================================================= roles ==

@@ -32,10 +32,13 @@ it must let through (docs/core-api.md, "Who may send a message"):
     the current leader must still be able to catch up from it; etcd-io/raft and
     hashicorp/raft accept AppendEntries from any leader for the same reason. A follower of
     a live leader, the normal state of every member, refuses them. Only where node ids are
-    authenticated (``RaftConfig.unlisted_leaders``, on with TLS): without TLS an id that no
-    configuration lists is refused then too (a made-up id led a leaderless node and
-    committed entries on it); a listed id of another incarnation (a replaced member that
-    leads now) is still heard.
+    authenticated (``RaftConfig.unlisted_leaders``, on with TLS). Without TLS (a made-up id
+    led a leaderless node and committed entries on it) an id that no configuration lists is
+    heard then only at the node's own term, and only if a listed member showed it that term
+    and it followed no leader in it yet: the lagging member, which adopted the current term
+    from its listed peers, hears the leader of that term; a made-up id cannot pick a term of
+    its own, nor lead a node that lost its leader in the term it still holds. A listed id of
+    another incarnation (a replaced member that leads now) is still heard.
 * The leader this node follows stays a known sender (at the incarnation its messages were
   attested with when we adopted it), whatever the configuration says: a leader that
   removed itself hands leadership over with TimeoutNow once the removal commits
@@ -118,6 +121,20 @@ def _lists(m: Membership, node: NodeId) -> bool:
     return node in m.voters or node in m.learners
 
 
+def listed_sender(msg: Message, *, current: Membership, committed: Membership) -> bool:
+    """Is ``msg``'s sender a voter or learner of ``current`` or ``committed``, at the
+    incarnation that configuration binds it to (or with none attested or bound)?"""
+    src = msg.src
+    if _lists(current, src):
+        bound = current.incarnation_of(src)
+    elif _lists(committed, src):
+        bound = committed.incarnation_of(src)
+    else:
+        return False
+    attested = msg.sender_incarnation
+    return attested is None or bound is None or attested == bound
+
+
 def sender_refusal(
     msg: Message,
     *,
@@ -128,6 +145,9 @@ def sender_refusal(
     live_incarnation: str | None = None,
     tracked: Container[NodeId] = (),
     unlisted_leaders: bool = True,
+    unlisted_leader_term: int | None = None,
+    unlisted_leader: NodeId | None = None,
+    unlisted_incarnation: str | None = None,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -136,8 +156,12 @@ def sender_refusal(
     leads as), None if none, and ``live_incarnation`` the incarnation its messages were
     attested with (None: not known); ``tracked`` the peers a leader replicates to.
     ``unlisted_leaders`` False (``RaftConfig.unlisted_leaders``, off without TLS): a node in its
-    own configuration never takes leader traffic from an id no configuration lists, not even
-    while it follows no live leader; a listed id of another incarnation still may then.
+    own configuration takes leader traffic from an id no configuration lists, while it follows
+    no live leader, only at ``unlisted_leader_term`` (None: never): its own term, when a listed
+    member showed it that term and it followed no leader in it yet, or when ``unlisted_leader``
+    (not None) is the leader it already followed in that term, and then only from that one
+    (at ``unlisted_incarnation``, the incarnation it was heard at, when known).
+    A listed id of another incarnation is still heard while it follows no live leader.
     """
     src = msg.src
     if not current.voters and not current.learners:
@@ -160,7 +184,18 @@ def sender_refusal(
         return None  # the leader we follow (a change we appended may have removed it)
     if isinstance(msg, _FROM_LEADER) and (
         not _lists(current, me)
-        or (live_leader is None and (config is not None or unlisted_leaders))
+        or (
+            live_leader is None
+            and (
+                config is not None
+                or unlisted_leaders
+                or (
+                    msg.term == unlisted_leader_term
+                    and unlisted_leader in (None, src)
+                    and (unlisted_incarnation is None or attested in (None, unlisted_incarnation))
+                )
+            )
+        )
     ):
         return None  # a leader our configuration does not know yet (the module docstring)
     if isinstance(msg, RequestVote) and live_leader is None:

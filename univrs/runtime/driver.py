@@ -69,7 +69,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -81,7 +81,7 @@ from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Messag
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
-from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, Read
+from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import encode_payload_doc
 from univrs.runtime.ports import (
@@ -92,6 +92,7 @@ from univrs.runtime.ports import (
     StateBackend,
     Transport,
 )
+from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
@@ -314,6 +315,26 @@ class RaftRuntime:
             # skipped; one already in the log may still commit, and nobody waits for it.
             waiter.fail(OutcomeUnknown("abandoned by its caller"))
 
+    async def propose_together(self, envelopes: Sequence[Envelope]) -> list[Waiter[Response]]:
+        """Hand several commands to the driver at once (one inbox event, one wake-up: a client
+        frame's writes, univrs/api/store.py ``submit_many``); one waiter per command, in order,
+        each ending exactly as ``propose``'s wait does. The caller must ``fail`` every waiter
+        it stops waiting for (deadline, cancellation), as ``propose`` does for its own, so a
+        proposal not yet handed to the core is skipped. Raises NotLeader on a follower."""
+        status = self.view.last_status()
+        if status.role is not Role.LEADER:
+            raise NotLeader(status.leader)
+        now_ms, now = int(time.time() * 1000), trio.current_time()
+        waiters: list[Waiter[Response]] = []
+        batch: list[Propose] = []
+        for envelope in envelopes:
+            waiter: Waiter[Response] = Waiter()
+            payload, doc = encode_payload_doc(envelope, now_ms)
+            batch.append(Propose(payload, waiter, now, doc))
+            waiters.append(waiter)
+        await self.inbox.sender.send(ProposeMany(batch))
+        return waiters
+
     async def read_index(self) -> int:
         """Confirm a linearizable read point (ReadIndex); returns once applied >= it here."""
         waiter: Waiter[int] = Waiter()
@@ -359,10 +380,14 @@ class RaftRuntime:
         recv = self.inbox.receiver
         self._step_dirty = True
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
+        held: object | None = None  # an event _drain stopped at (it needs a precheck first)
         while True:
-            self._handle(await recv.receive())
-            self._drain()
-            if self._released and self._batch:
+            ev = held if held is not None else await recv.receive()
+            if precheck_due(ev, self.core):
+                await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
+            self._handle(ev)
+            held = self._drain()
+            if self._released and self._batch and held is None:
                 # The batch in flight just applied and woke its proposers. Let every task that
                 # is runnable now (those proposers; API readers with requests that arrived
                 # meanwhile) run once before the open batch goes, so that it goes whole: one
@@ -370,20 +395,23 @@ class RaftRuntime:
                 # made them (it released the next batch only once the last proposer returned).
                 self._process_ready()
                 await trio.lowlevel.checkpoint()
-                self._drain()
+                held = self._drain()
             self._released = False
             self._flush_proposals()
             self._process_ready()
 
-    def _drain(self) -> None:
-        """Handle every event queued now (the writer's reports first)."""
+    def _drain(self) -> object | None:
+        """Handle every event queued now (the writer's reports first); stop at (and return)
+        one that needs a precheck."""
         self._take_persisted()
         recv = self.inbox.receiver
         while True:
             try:
                 ev = recv.receive_nowait()
             except trio.WouldBlock:
-                return
+                return None
+            if precheck_due(ev, self.core):
+                return ev
             self._handle(ev)
 
     def _take_persisted(self) -> None:
@@ -401,6 +429,8 @@ class RaftRuntime:
             self.core.step(ev)
         elif isinstance(ev, Propose):
             self._batch.append(ev)
+        elif isinstance(ev, ProposeMany):
+            self._batch.extend(ev.proposals)
         elif ev is TICK:
             self.core.tick()
         elif isinstance(ev, Applied):

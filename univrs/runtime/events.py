@@ -61,6 +61,15 @@ class ProposeBatch:
     proposals: tuple[Propose, ...]
 
 
+@attrs.define(eq=False)
+class ProposeMany:
+    """Several proposals handed over together (``RaftRuntime.propose_together``): one inbox
+    event and one driver wake-up for a client frame's writes; they join the open batch in
+    this order, exactly as that many ``Propose`` events would."""
+
+    proposals: list[Propose]
+
+
 class Tick:
     """The ticker's event: one tick of the core's logical clock."""
 

@@ -437,7 +437,7 @@ def objects_in_lmdb(path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP
 def _read_small(
     txn: lmdb.Transaction, store: LmdbStore
 ) -> tuple[list[Session], list[tuple[str, int]], list[Token]]:
-    from univrs.sm.snapshot import _session_v1, _token_v1
+    from univrs.sm.snapshot_read import _session_v1, _token_v1
 
     sessions_db, activity_db = store.db("sessions"), store.db("session_activity")
     sessions: list[Session] = []
