@@ -35,6 +35,7 @@ from univrs.api.opargs import check_key
 from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
+from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE
 from univrs.errors import InvalidArgument, Unauthenticated, UnivrsError
 from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
@@ -164,10 +165,10 @@ class ApiService:
                     writes.append(job)
                 else:
                     how = job.consistency or "linearizable"
-                    if how not in ("linearizable", "local"):
-                        raise InvalidArgument(
-                            "consistency must be 'linearizable' or 'local'", field="consistency"
-                        )
+                    if how not in CONSISTENCIES:
+                        raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
+                    if how == "lease" and not self.node.runtime.core.config.read_lease:
+                        raise InvalidArgument(LEASE_OFF_MESSAGE, field="consistency")
                     job.consistency = how
                     reads.append(job)
             except Exception as exc:  # this request's answer (or a bug: reported upstream)
@@ -245,16 +246,16 @@ class ApiService:
         local = [job for job in jobs if job.consistency == "local"]
         if local:
             self._render_reads(local, None, start, answered)
-        groups: dict[float, list[Job]] = {}
+        groups: dict[tuple[str | None, float], list[Job]] = {}  # lease reads apart
         for job in jobs:
             if job.consistency != "local":
-                groups.setdefault(job.deadline, []).append(job)
+                groups.setdefault((job.consistency, job.deadline), []).append(job)
         if len(groups) == 1:
-            ((deadline, group),) = groups.items()
+            (((_, deadline), group),) = groups.items()
             await self._linearizable(group, deadline, start, answered)
         elif groups:
             async with trio.open_nursery() as nursery:
-                for deadline, group in groups.items():
+                for (_, deadline), group in groups.items():
                     nursery.start_soon(self._linearizable, group, deadline, start, answered)
 
     async def _linearizable(
@@ -265,8 +266,8 @@ class ApiService:
         answered: Callable[[Sequence[Job]], None],
     ) -> None:
         barrier: Exception | None = None
-        try:
-            await self.store.read_at("linearizable", deadline)
+        try:  # a group's reads share one consistency: linearizable or lease
+            await self.store.read_at(jobs[0].consistency or "linearizable", deadline)
         except Exception as exc:  # every read of the group is answered with it
             barrier = exc
         self._render_reads(jobs, barrier, start, answered)

@@ -54,7 +54,11 @@ itself was applied at (for a retried key: the first application's).
 
 Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4;
 concurrent reads share one, ``ReadCoalescer``; a follower's read is confirmed by the leader and
-served here); ``local`` reads this replica's applied state at once. The result carries
+served here); ``lease`` (only with ``[raft] read_lease``, refused otherwise) is answered by a
+leader that holds its read lease without a heartbeat round (docs/performance.md, "Lease
+reads": it is linearizable only while clocks drift less than ``lease_drift_ms``), on a
+follower or without a lease it is a ``linearizable`` read; ``local`` reads this replica's
+applied state at once. The result carries
 ``meta``: the node, its applied and commit index, how many committed entries it has not
 applied yet, and how long ago it last heard from the leader (``LeaderContact``): what the
 leader committed since then may be missing too.
@@ -78,7 +82,7 @@ from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
 from univrs.api.ops import handler
-from univrs.client.protocol import MAX_HOPS
+from univrs.client.protocol import CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE, MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
@@ -256,6 +260,7 @@ class RaftStateStore(StateStore):
     node: NodeHandle
     forwarder: Forwarder
     reads: ReadCoalescer = attrs.field(init=False)
+    lease_reads: ReadCoalescer = attrs.field(init=False)  # the same for lease reads
     contact: LeaderContact = attrs.field(init=False)
     metrics: ApiMetrics | None = attrs.field(init=False, default=None)
     timeout: float = DEFAULT_TIMEOUT
@@ -282,7 +287,11 @@ class RaftStateStore(StateStore):
         storage = getattr(self.node, "storage", None)
         if storage is not None:
             self.quota = Quota(storage, config.quota_backend_bytes)
-        self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
+        runtime = self.node.runtime
+        self.reads = ReadCoalescer(self.forwarder.nursery, runtime.read_index)
+        self.lease_reads = ReadCoalescer(
+            self.forwarder.nursery, lambda: runtime.read_index(lease=True)
+        )
         self.contact = LeaderContact(self.node)
         self.forwarder.nursery.start_soon(self.contact.run)
         registry = getattr(self.node.metrics, "registry", None)
@@ -746,24 +755,27 @@ class RaftStateStore(StateStore):
     # ---------------------------------------------------------------- reads
 
     async def read_at(self, consistency: str, deadline: float) -> ClusterStateMachine:
-        """The state to read at ``consistency`` (``linearizable`` or ``local``), by
+        """The state to read at ``consistency`` (``linearizable``, ``lease`` or ``local``), by
         ``deadline``."""
-        if consistency not in ("linearizable", "local"):
-            raise InvalidArgument(
-                "consistency must be 'linearizable' or 'local'", field="consistency"
-            )
         if consistency == "linearizable":
             await self._read_barrier(deadline)
+        elif consistency == "lease":
+            if not self.node.runtime.core.config.read_lease:
+                raise InvalidArgument(LEASE_OFF_MESSAGE, field="consistency")
+            await self._read_barrier(deadline, lease=True)
+        elif consistency != "local":
+            raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
         return self.node.runtime.sm
 
-    async def _read_barrier(self, deadline: float) -> None:
+    async def _read_barrier(self, deadline: float, *, lease: bool = False) -> None:
         runtime = self.node.runtime
+        coalescer = self.lease_reads if lease else self.reads
         while True:
             if runtime.status().leader is None:
                 await self._wait_for_leader(deadline)
             with trio.CancelScope(deadline=deadline) as scope:
                 try:
-                    await self.reads.wait()
+                    await coalescer.wait()
                     return
                 except base.Unavailable:
                     pass  # dropped: leadership could not be confirmed; retry below

@@ -51,6 +51,8 @@ _RAFT_KEYS = {
     "heartbeat_interval_ms": _INT,
     "election_timeout_min_ms": _INT,
     "election_timeout_max_ms": _INT,
+    "read_lease": _BOOL,
+    "lease_drift_ms": _INT,
     "snapshot_threshold": _INT,
     "snapshot_max_chunk_size": _INT,
     "snapshot_trailing_entries": _INT,

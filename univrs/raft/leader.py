@@ -116,6 +116,7 @@ class LeaderLayer(NodeBase):
             if peer != self.id
         }
         self._leader_reads.reset_acks()
+        self._lease.reset()
         self._receiving = None  # a leader installs no snapshot
         self._append_as_leader(((EntryKind.NOOP, b""),))
 
@@ -263,13 +264,19 @@ class LeaderLayer(NodeBase):
             return
         _, _, successor = min(candidates)
         if self._progress[successor].match == last:
-            self._send(TimeoutNow(term=self._term, src=self.id, dst=successor))
+            self._send_timeout_now(successor)
             self._become_follower(self._term, None)
             return
         if self._transferee != successor:
             self._transferee = successor
             self._transfer_elapsed = 0
         self._send_appends(successor)
+
+    def _send_timeout_now(self, target: NodeId) -> None:
+        """Tell ``target`` to campaign now (dissertation 3.10), giving up our read lease for
+        the rest of the term: voters grant its votes inside their leases (read_only.py)."""
+        self._lease.revoked = True
+        self._send(TimeoutNow(term=self._term, src=self.id, dst=target))
 
     def _committed_in_term(self) -> bool:
         return self._log.term_at(self._commit) == self._term
@@ -311,7 +318,14 @@ class LeaderLayer(NodeBase):
         return ok
 
     def _broadcast_heartbeat(self) -> None:
-        ctx = self._leader_reads.round
+        reads = self._leader_reads
+        if self.config.read_lease:
+            # Every broadcast is a round of its own, so an answer tells when its heartbeat was
+            # sent (at this tick or later: the runtime sends after ready()).
+            if not reads.round_unsent:
+                reads.round_for_new_read()
+            self._lease.sent(reads.round, self._now, self.config.lease_ticks)
+        ctx = reads.round
         for peer, pr in self._progress.items():
             commit = min(self._commit, pr.match)
             pr.commit_sent = max(pr.commit_sent, commit)
@@ -420,7 +434,7 @@ class LeaderLayer(NodeBase):
             if self._role is not Role.LEADER:
                 return
             if msg.src == self._transferee and pr.match == self._log.last_index:
-                self._send(TimeoutNow(term=self._term, src=self.id, dst=msg.src))
+                self._send_timeout_now(msg.src)
                 if self._removed():
                     self._become_follower(self._term, None)  # handed over: step down now
                     return
@@ -485,12 +499,25 @@ class LeaderLayer(NodeBase):
 
     # ---- ReadIndex (dissertation 6.4; read_only.py) --------------------------------------------
 
-    def _leader_read(self, ctx: int, requester: NodeId | None) -> None:
+    def _lease_valid(self) -> bool:
+        """Do we hold a read lease now (read_only.py, "Leases")? A hook: mutants break it."""
+        cfg = self.config
+        return cfg.read_lease and self._lease.valid(self._now, cfg.lease_ticks)
+
+    def _lease_quorum_acked(self, round: int) -> None:
+        """A quorum answered every heartbeat round up to ``round``: the lease runs from the
+        newest such round's send tick. A hook: a mutant measures from the answer instead."""
+        self._lease.quorum_acked(round)
+
+    def _leader_read(self, ctx: int, requester: NodeId | None, lease: bool = False) -> None:
         deadline = self._now + self._read_timeout()
         reads = self._leader_reads
         if not self._committed_in_term():
             # Our commit index may lag the true one until an entry of our term commits.
             reads.wait_for_commit(WaitingRead(ctx=ctx, requester=requester, deadline=deadline))
+            return
+        if lease and self._lease_valid():
+            self._confirmed_read(ctx, requester, self._commit)
             return
         if not self._read_needs_quorum_check():
             self._confirmed_read(ctx, requester, self._commit)
@@ -511,5 +538,8 @@ class LeaderLayer(NodeBase):
         def acked(v: NodeId) -> int:
             return reads.round if v == self.id else reads.acked_round(v)
 
-        for r in reads.pop_confirmed(quorum_index(self._configs.current.voters, acked)):
+        quorum_round = quorum_index(self._configs.current.voters, acked)
+        if self.config.read_lease:
+            self._lease_quorum_acked(quorum_round)
+        for r in reads.pop_confirmed(quorum_round):
             self._confirmed_read(r.ctx, r.requester, r.index)

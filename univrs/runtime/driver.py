@@ -189,6 +189,9 @@ class RaftRuntime:
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     # The current step handled an event that may change the watched fields (applied, a call).
     _step_dirty: bool = attrs.field(default=False, init=False)
+    # With read leases on: trio time of the first tick event, and ticks fed since then.
+    _tick_origin: float | None = attrs.field(default=None, init=False)
+    _ticks_fed: int = attrs.field(default=0, init=False)
     # Reports of the storage writer not yet given to the core (oldest first), and whether a
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
@@ -335,10 +338,11 @@ class RaftRuntime:
         await self.inbox.sender.send(ProposeMany(batch))
         return waiters
 
-    async def read_index(self) -> int:
-        """Confirm a linearizable read point (ReadIndex); returns once applied >= it here."""
+    async def read_index(self, *, lease: bool = False) -> int:
+        """Confirm a linearizable read point (ReadIndex; ``lease``: the leader's read lease
+        when it holds one, only with ``[raft] read_lease``); returns once applied >= it here."""
         waiter: Waiter[int] = Waiter()
-        await self.inbox.sender.send(Read(waiter))
+        await self.inbox.sender.send(Read(waiter, lease))
         return await waiter.wait()
 
     async def call(self, fn: Callable[[RaftNode], Any]) -> Any:
@@ -432,7 +436,10 @@ class RaftRuntime:
         elif isinstance(ev, ProposeMany):
             self._batch.extend(ev.proposals)
         elif ev is TICK:
-            self.core.tick()
+            if self.core.config.read_lease:
+                self._catch_up_ticks()
+            else:
+                self.core.tick()
         elif isinstance(ev, Applied):
             self._step_dirty = True
             in_flight = self._in_flight
@@ -444,7 +451,9 @@ class RaftRuntime:
             ctx = self._next_ctx
             self._next_ctx += 1
             self._reads[ctx] = ev.waiter
-            self.core.read_index(ctx)
+            if ev.lease:
+                self._catch_up_ticks()
+            self.core.read_index(ctx, lease=ev.lease)
         elif isinstance(ev, Call):
             self._step_dirty = True
             try:
@@ -455,6 +464,20 @@ class RaftRuntime:
                 ev.waiter.fail(exc)
         else:
             raise AssertionError(f"unknown driver event {ev!r}")
+
+    def _catch_up_ticks(self) -> None:
+        """With read leases on, the core's clock follows trio's (monotonic) clock: feed it every
+        tick due since the driver started, so a stall (a pause, a starved process) never makes
+        a leader think less time passed than did (read_only.py, "Leases"). Called at every tick
+        event and right before a lease read."""
+        now = trio.current_time()
+        if self._tick_origin is None:
+            self._tick_origin = now
+        due = int((now - self._tick_origin) / self.tick_seconds)
+        core = self.core
+        while self._ticks_fed < due:
+            self._ticks_fed += 1
+            core.tick()
 
     def _flush_proposals(self) -> None:
         """Propose the open batch if fewer than ``proposal_depth`` batches are in flight."""

@@ -79,9 +79,11 @@ TICK = Tick()
 
 @attrs.frozen
 class Read:
-    """A linearizable read: the waiter gets the confirmed read index."""
+    """A linearizable read: the waiter gets the confirmed read index (``lease``: a lease read,
+    confirmed by the leader's lease when it holds one, RaftNode.read_index)."""
 
     waiter: Waiter[int]
+    lease: bool = False
 
 
 @attrs.frozen

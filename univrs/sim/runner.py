@@ -13,7 +13,13 @@ import attrs
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import SimStats, Simulation
 from univrs.sim.faults import TICK
-from univrs.sim.mutants import MUTANTS, kv_factory, node_factory, proposals_factory
+from univrs.sim.mutants import (
+    ALL_MUTANTS,
+    kv_factory,
+    mutant_lease,
+    node_factory,
+    proposals_factory,
+)
 
 DEFAULT_NODES = 5
 DEFAULT_TICKS = 2000
@@ -28,6 +34,7 @@ class SeedResult:
     nodes: int
     ticks: int
     mutant: str | None
+    lease: str = "off"
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -45,6 +52,7 @@ class SeedResult:
             nodes=self.nodes,
             ticks=self.ticks,
             mutant=self.mutant,
+            lease=self.lease,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -72,11 +80,14 @@ def replay_command(
     nodes: int = DEFAULT_NODES,
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
+    lease: str = "off",
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
     if ticks != DEFAULT_TICKS:
         cmd += f" --ticks {ticks}"
+    if lease != "off":
+        cmd += f" --lease {lease}"
     if mutant:
         cmd += f" --mutant {mutant}"
     return cmd
@@ -89,9 +100,16 @@ def run_seed(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     quiet_ticks: int = DEFAULT_QUIET_TICKS,
+    lease: str = "off",
 ) -> SeedResult:
-    """Simulate one seed; never raises for a failing run (the result says why it failed)."""
+    """Simulate one seed; never raises for a failing run (the result says why it failed).
+
+    ``lease``: the simulator's lease mode (cluster.py); "off" runs a lease mutant in its own.
+    """
+    if lease == "off":
+        lease = mutant_lease(mutant)
     sim = Simulation(
+        lease=lease,
         seed=seed,
         n_nodes=nodes,
         ticks=ticks,
@@ -108,6 +126,7 @@ def run_seed(
             nodes=nodes,
             ticks=ticks,
             mutant=mutant,
+            lease=lease,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -118,6 +137,7 @@ def run_seed(
         nodes=nodes,
         ticks=ticks,
         mutant=mutant,
+        lease=lease,
         stats=stats,
     )
 
@@ -130,15 +150,16 @@ def run_seeds(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     on_result: Callable[[SeedResult], None] | None = None,
+    lease: str = "off",
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
-    if mutant is not None and mutant not in MUTANTS:
-        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(MUTANTS)}")
+    if mutant is not None and mutant not in ALL_MUTANTS:
+        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(ALL_MUTANTS)}")
     start = time.perf_counter()
     passed = 0
     failure = None
     for seed in range(base, base + count):
-        r = run_seed(seed, nodes=nodes, ticks=ticks, mutant=mutant)
+        r = run_seed(seed, nodes=nodes, ticks=ticks, mutant=mutant, lease=lease)
         if on_result is not None:
             on_result(r)
         if not r.ok:
