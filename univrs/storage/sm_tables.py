@@ -56,6 +56,15 @@ from univrs.sm.tokens import Token
 V = TypeVar("V")
 
 SEP = b"\x00"
+MAX_KEY = 511  # LMDB's largest key (bytes); no valid id comes near it
+
+
+def _storable(raw_key: bytes) -> bool:
+    """A key LMDB can look up: a key that is not (empty, or too long: an invalid id a command
+    carries, looked up before it is refused) is simply absent, never an LMDB error."""
+    return 0 < len(raw_key) <= MAX_KEY
+
+
 DEFAULT_MAP_SIZE = 1 << 34  # 16 GiB of address space; the file grows as needed
 
 
@@ -128,10 +137,12 @@ def _scan(
     ``skip`` left out."""
     with store.reading() as txn:
         cursor = txn.cursor(db)
-        if not cursor.set_range(start):
-            return
+        if not cursor.set_range(start[:MAX_KEY]):  # a longer start: from its prefix, then
+            return  # skip the keys below it (no stored key is that long)
         for raw_key, raw in cursor:
             key = bytes(raw_key)  # bytes already (no copy): buffers are off
+            if key < start:
+                continue
             if not key.startswith(prefix):
                 return
             if key != skip:
@@ -153,8 +164,11 @@ class LmdbTable(Table[V]):
 
     def get(self, key: str) -> V | None:
         """The value at ``key``, or None."""
+        raw_key = key.encode()
+        if not _storable(raw_key):
+            return None
         with self._store.reading() as txn:
-            raw = txn.get(key.encode(), db=self._db)
+            raw = txn.get(raw_key, db=self._db)
         return None if raw is None else self._decode(bytes(raw))
 
     def put(self, key: str, value: V) -> V | None:
@@ -165,6 +179,8 @@ class LmdbTable(Table[V]):
 
     def pop(self, key: str) -> V:
         """Remove ``key`` and return its value; ``KeyError`` if absent."""
+        if not _storable(key.encode()):
+            raise KeyError(key)
         with self._store.writing() as txn:
             raw = txn.pop(key.encode(), db=self._db)
         if raw is None:
@@ -172,7 +188,7 @@ class LmdbTable(Table[V]):
         return self._decode(bytes(raw))
 
     def __contains__(self, key: object) -> bool:
-        if type(key) is not str:
+        if type(key) is not str or not _storable(key.encode()):
             return False
         with self._store.reading() as txn:
             return txn.get(key.encode(), db=self._db) is not None
@@ -258,6 +274,8 @@ class LmdbPairIndex(PairIndex):
             return False
         first, second = pair
         if type(first) is not str or type(second) is not str:
+            return False
+        if not _storable(self._key(first, second)):
             return False
         with self._store.reading() as txn:
             return txn.get(self._key(first, second), db=self._db) is not None
