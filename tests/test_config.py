@@ -549,6 +549,19 @@ def test_plaintext_on_loopback_is_the_embedded_default() -> None:
         assert load_config(None, {"raft_addr": addr}).tls is None
 
 
+def test_state_backend_defaults_to_memory_and_takes_lmdb_from_the_file_or_a_flag(
+    tmp_path: pathlib.Path,
+) -> None:
+    assert load_config(None).state_backend == "memory"
+    path = write(tmp_path, '[state]\nbackend = "lmdb"\n')
+    assert load_config(path).state_backend == "lmdb"
+    assert load_config(path, {"state_backend": "memory"}).state_backend == "memory"
+    with pytest.raises(ConfigError, match=r"state\.backend: 'disk' must be one of"):
+        load_config(None, {"state.backend": "disk"})
+    with pytest.raises(ConfigError, match=r"state\.sync"):
+        load_config(write(tmp_path, "[state]\nsync = true\n"))
+
+
 def test_read_lease_reaches_the_core_with_the_drift_bound_in_ticks() -> None:
     assert NodeConfig().raft_config().read_lease is False  # off by default
     core = NodeConfig(read_lease=True, lease_drift_ms=60).raft_config()  # 50 ms ticks

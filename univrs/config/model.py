@@ -26,6 +26,7 @@ MAX_PAYLOAD_SIZE = 1 << 30
 ENVELOPE_HEADROOM = 64 * 1024  # frame bytes reserved for a message's fields around its data
 DEFAULT_RAFT_HOST = "127.0.0.1"
 INITIAL_CLUSTER_STATES = ("new", "existing")
+STATE_BACKENDS = ("memory", "lmdb")  # [state] backend
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -86,6 +87,10 @@ class NodeConfig:
     # reconciles on every change and at least this often; 0 turns it off (instances are then
     # created by clients).
     reconcile_resync_ms: int = 10_000
+    # Where the state machine lives ([state] backend, docs/state-at-scale.md): "memory"
+    # (restored from the snapshot and the log at every start) or "lmdb" (data_dir/state.lmdb,
+    # resumed after its applied index).
+    state_backend: str = "memory"
     # Batch entries (docs/runtime.md, "Batch entries"): the leader packs concurrent writes into
     # one log entry (payload version 2). Off by default: a node older than payload version 2
     # would not apply such entries, so turn it on only once every member reads them.
@@ -212,6 +217,11 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         problems.append(
             f"raft.initial_cluster_state: {c.initial_cluster_state!r} must be one of "
             + ", ".join(repr(s) for s in INITIAL_CLUSTER_STATES)
+        )
+    if c.state_backend not in STATE_BACKENDS:
+        problems.append(
+            f"state.backend: {c.state_backend!r} must be one of "
+            + ", ".join(repr(s) for s in STATE_BACKENDS)
         )
     if c.initial_cluster_token is not None and not c.initial_cluster_token.strip():
         problems.append("raft.initial_cluster_token: must not be empty")

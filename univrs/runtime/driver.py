@@ -87,7 +87,14 @@ from univrs.runtime.applier import Applier
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import encode_payload_doc
-from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
+from univrs.runtime.ports import (
+    MEMORY_STATE,
+    NO_METRICS,
+    LogStorage,
+    Metrics,
+    StateBackend,
+    Transport,
+)
 from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
@@ -162,6 +169,8 @@ class RaftRuntime:
     inbox: Inbox = attrs.field(factory=Inbox)
     # The recent change events of the applied state, for watches (fed by the apply loop).
     watch_hub: WatchHub = attrs.field(factory=WatchHub)
+    # Where the state machine lives (in memory, or persisted: docs/state-at-scale.md).
+    state_backend: StateBackend = MEMORY_STATE
     _writer: StorageWriter = attrs.field(init=False)
     _applier: Applier = attrs.field(init=False)
     _snapshots: Snapshotter = attrs.field(init=False)
@@ -212,6 +221,7 @@ class RaftRuntime:
             after_apply=self._after_apply,
             on_restored=self._on_restored,
             watch_hub=self.watch_hub,
+            adopt=self.state_backend.adopt,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
@@ -221,6 +231,7 @@ class RaftRuntime:
             threshold=self.snapshot_threshold,
             keep=self.snapshot_keep,
             last_index=self._restored_index,
+            durable=self.state_backend.durable,
         )
 
     # ------------------------------------------------------------------ public surface
