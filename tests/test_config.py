@@ -146,6 +146,8 @@ def test_every_key_is_documented() -> None:
         "heartbeat_interval_ms",
         "election_timeout_min_ms",
         "election_timeout_max_ms",
+        "read_lease",
+        "lease_drift_ms",
         "snapshot_threshold",
         "snapshot_max_chunk_size",
         "max_payload_size",
@@ -197,6 +199,13 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["raft.heartbeat_interval_ms: must be a positive integer, got -5"],
     ),
     ("zero threshold", "[raft]\nsnapshot_threshold = 0\n", ["raft.snapshot_threshold: must be"]),
+    (
+        "lease drift leaves no lease",
+        "[raft]\nread_lease = true\nlease_drift_ms = 250\n",
+        ["raft.lease_drift_ms: 250 leaves read_lease no lease", "below 200"],
+    ),
+    ("negative lease drift", "[raft]\nlease_drift_ms = -1\n", ["raft.lease_drift_ms: -1"]),
+    ("read_lease not a boolean", "[raft]\nread_lease = 1\n", ["raft.read_lease: expected"]),
     (
         "tiny payload",
         "[raft]\nmax_payload_size = 1000\n",
@@ -538,3 +547,23 @@ def test_plaintext_beyond_loopback_needs_insecure(overrides: dict[str, str]) -> 
 def test_plaintext_on_loopback_is_the_embedded_default() -> None:
     for addr in ("127.0.0.1:7000", "[::1]:7000", "localhost:7000", "127.0.0.2:7000"):
         assert load_config(None, {"raft_addr": addr}).tls is None
+
+
+def test_state_backend_defaults_to_memory_and_takes_lmdb_from_the_file_or_a_flag(
+    tmp_path: pathlib.Path,
+) -> None:
+    assert load_config(None).state_backend == "memory"
+    path = write(tmp_path, '[state]\nbackend = "lmdb"\n')
+    assert load_config(path).state_backend == "lmdb"
+    assert load_config(path, {"state_backend": "memory"}).state_backend == "memory"
+    with pytest.raises(ConfigError, match=r"state\.backend: 'disk' must be one of"):
+        load_config(None, {"state.backend": "disk"})
+    with pytest.raises(ConfigError, match=r"state\.sync"):
+        load_config(write(tmp_path, "[state]\nsync = true\n"))
+
+
+def test_read_lease_reaches_the_core_with_the_drift_bound_in_ticks() -> None:
+    assert NodeConfig().raft_config().read_lease is False  # off by default
+    core = NodeConfig(read_lease=True, lease_drift_ms=60).raft_config()  # 50 ms ticks
+    assert core.read_lease and core.lease_drift_ticks == 2  # rounded up, never down
+    assert core.lease_ticks == 6 - 1 - 2

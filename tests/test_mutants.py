@@ -16,7 +16,13 @@ from univrs.errors import ProposalDropped
 from univrs.raft import Membership, RaftConfig, RaftNode, Role, SnapshotMeta, bootstrap_state
 from univrs.raft.messages import Entry, Message
 from univrs.sim.cli import main
-from univrs.sim.mutants import MUTANTS, CompactPastCommit, TwoConfigChanges
+from univrs.sim.mutants import (
+    ALL_MUTANTS,
+    LEASE_MUTANTS,
+    MUTANTS,
+    CompactPastCommit,
+    TwoConfigChanges,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAX_SEEDS = 200
@@ -66,9 +72,12 @@ def test_there_are_the_required_mutants() -> None:
         "batch-shared-revision",
         "revision-from-index",
     } <= set(MUTANTS)
+    # Read leases (the simulator's lease mode; caught by tests/raft/test_raft_lease.py): the
+    # lease measured from the answer instead of the send, and followers voting while led.
+    assert {"lease-from-ack", "lease-vote-while-led"} == set(LEASE_MUTANTS)
     code, lines = run_cli(["--list-mutants"])
     assert code == 0
-    assert sorted(line.split()[0] for line in lines) == sorted(MUTANTS)
+    assert sorted(line.split()[0] for line in lines) == sorted(ALL_MUTANTS)
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))

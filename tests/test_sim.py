@@ -24,7 +24,7 @@ from univrs.sim.kv import (
     encode_write,
 )
 from univrs.sim.mutants import AcceptStrangers, StrangerVoteAnswers, StrangerVotesWhileLed
-from univrs.sim.runner import run_seed, run_seeds
+from univrs.sim.runner import replay_command, run_seed, run_seeds
 
 NODES = ["a", "b", "c"]
 
@@ -557,10 +557,15 @@ def test_a_core_that_does_not_know_its_incarnation_can_elect_an_amnesiac() -> No
     # (Seed 19 until the sender rule of issue 12 changed its course; 44 until crash loops
     # targeted the leader and lived up to 20 ticks; 19 again since; one entry per write, as
     # before batch entries changed the course of every seed.)
-    sim = Simulation(seed=19, n_nodes=3, core_incarnation=False, batch_entries=False)
+    # With unlisted leaders on, as when the seed was found (it draws plaintext now).
+    sim = Simulation(
+        seed=19, n_nodes=3, core_incarnation=False, batch_entries=False, unlisted_leaders=True
+    )
     with expect(ck.COMMITTED_DURABLE):
         sim.run()
-    assert Simulation(seed=19, n_nodes=3, batch_entries=False).run().seed == 19
+    assert (
+        Simulation(seed=19, n_nodes=3, batch_entries=False, unlisted_leaders=True).run().seed == 19
+    )
 
 
 def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
@@ -667,13 +672,17 @@ def test_the_unlisted_leaders_mode_is_drawn_per_seed_with_its_own_rng() -> None:
 def test_a_plaintext_member_behind_an_unlisted_leader_catches_up_through_its_peers_vouch() -> None:
     # Without TLS (RaftConfig.unlisted_leaders off) a member takes leader traffic from an id
     # its configuration does not list only when a listed member vouched for that leader in
-    # its term (a rejected pre-vote naming it: univrs/raft/senders.py). 7 nodes, seed 7013:
-    # n1 learned term 40 only from the unlisted candidate's own vote request, and its listed
-    # peers, in their lease, ignored its pre-votes: it stayed behind for good (liveness).
-    sim = Simulation(seed=7013, n_nodes=7, unlisted_leaders=False, node_factory=_NoLeaderHints)
+    # its term (a rejected pre-vote naming it: univrs/raft/senders.py). 7 nodes, seed 7013
+    # (found with the rule before the vouches): n1 learned term 40 only from the unlisted
+    # candidate's own vote request, and its listed peers, in their lease, ignored its
+    # pre-votes: it stayed behind for good (liveness). It passes now; a core whose
+    # rejections name no leader is caught by the liveness check (5 nodes, seed 1010 since
+    # main's removal-pruning change moved seed 7013's course).
+    assert Simulation(seed=7013, n_nodes=7, unlisted_leaders=False).run().seed == 7013
+    sim = Simulation(seed=1010, n_nodes=5, unlisted_leaders=False, node_factory=_NoLeaderHints)
     with expect(ck.LIVENESS):
         sim.run()
-    assert Simulation(seed=7013, n_nodes=7, unlisted_leaders=False).run().seed == 7013
+    assert Simulation(seed=1010, n_nodes=5, unlisted_leaders=False).run().seed == 1010
 
 
 def test_a_plaintext_member_whose_listed_members_all_left_is_excused_only_without_tls() -> None:
@@ -693,3 +702,28 @@ def test_a_plaintext_member_whose_listed_members_all_left_is_excused_only_withou
     tls = Simulation(seed=38, n_nodes=3, ticks=600, unlisted_leaders=True)
     tls.run()
     assert not any(tls._orphaned(sn, members) for sn in tls.nodes.values())
+
+
+# ------------------------------------------------------------------ read leases
+
+
+def test_lease_reads_pass_with_clocks_within_the_bound() -> None:
+    # Read leases on, every node's clock 10 % fast or slow, paused nodes catching their ticks
+    # up (cluster.py LEASE_CLOCK_PERIODS): lease reads are checked like every read. The long
+    # sweeps (3 nodes 1..300, 5 nodes 1..150) are run by hand: docs/simulator.md.
+    summary = run_seeds(1, 10, nodes=3, lease="within")
+    f = summary.failure
+    assert f is None, f"{f.invariant}: {f.detail}\n" + "\n".join(f.trace) + f"\n{f.replay}"
+    r = run_seed(1, nodes=3, lease="within")
+    assert r.stats is not None and r.stats.lease_reads > 0
+
+
+def test_lease_reads_beyond_the_bound_give_a_stale_read() -> None:
+    # Clocks drifting past the bound, and pauses that stop a leader's clock: the checker finds
+    # a lease read that missed an acknowledged write (seed 8 at 3 nodes, without batch entries:
+    # they change the seed's run, and such a read is rare, docs/simulator.md "Lease mode").
+    with pytest.raises(InvariantViolation) as info:
+        Simulation(seed=8, n_nodes=3, lease="beyond", batch_entries=False).run()
+    assert info.value.invariant == ck.LINEARIZABLE_READ
+    assert "stale read" in info.value.detail
+    assert "--lease beyond" in replay_command(8, nodes=3, lease="beyond")

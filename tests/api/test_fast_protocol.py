@@ -185,3 +185,40 @@ async def test_metrics_count_requests_batches_and_forwards(tmp_path: pathlib.Pat
             if line.startswith("univrs_api_proposal_batches_total ")
         )
         assert 1 <= batches < 51  # the forwarded writes were proposed in fewer batches
+
+
+async def test_lease_reads_are_refused_clearly_when_the_cluster_has_them_off(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Read leases are off by default ([raft] read_lease): a "lease" read is refused with the
+    # setting's name, on the fast protocol and on REST, rather than silently served otherwise.
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        conn = await Connection.open(nursery, cluster.client_address(node))
+        created, _ = await conn.request("workload.create", {"spec": WORKLOAD})
+        with pytest.raises(InvalidArgument, match=r"read_lease = false") as off:
+            await conn.request("workload.get", {"id": created["id"]}, consistency="lease")
+        assert off.value.field == "consistency"
+        got = await cluster.http(node, "GET", f"/v1/workloads/{created['id']}?consistency=lease")
+        assert got.status == 422 and "read_lease = false" in str(got.body), got.body
+        conn.close()
+
+
+async def test_lease_reads_on_a_cluster_with_read_leases_on(tmp_path: pathlib.Path) -> None:
+    async with (
+        open_cluster(tmp_path, size=3, read_lease=True) as cluster,
+        trio.open_nursery() as nursery,
+    ):
+        leader = await cluster.wait_leader()
+        follower = cluster.followers()[0]
+        to_leader = await Connection.open(nursery, cluster.client_address(leader))
+        to_follower = await Connection.open(nursery, cluster.client_address(follower))
+        created, _ = await to_leader.request("workload.create", {"spec": WORKLOAD})
+        await wait_until(lambda: leader.status().lease, "the leader to hold its lease")
+        for conn in (to_leader, to_follower):  # a follower's is a linearizable read
+            got, _ = await conn.request("workload.get", {"id": created["id"]}, consistency="lease")
+            assert got == created
+        got = await cluster.http(leader, "GET", f"/v1/workloads/{created['id']}?consistency=lease")
+        assert got.status == 200 and got.headers["x-univrs-consistency"] == "lease"
+        to_leader.close()
+        to_follower.close()

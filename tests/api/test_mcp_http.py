@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -224,3 +225,40 @@ async def test_mcp_caller_sessions_are_bounded_least_recently_used_first(
         # t5 was kept (used last but one), t0 was dropped and opened a second session.
         assert owned == [2, 1, 1, 1, 1, 1], owned
         assert sm.sessions_of(f"token:{reader['id']}") == 0
+
+
+async def test_requests_that_make_the_sdk_raise_do_not_flood_the_log(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK logs every exception a handler raises at ERROR, with a traceback, once per
+    request: ``prompts/get`` of an unknown prompt raises one (fuzzer, tests/api/
+    test_fuzz_surfaces.py's scratch run). Anyone who reaches the API (with auth off) could fill
+    the log with ERROR lines. Now one WARNING per kind, then DEBUG; the answers are
+    unchanged."""
+    caplog.set_level(logging.INFO)
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        await cluster.wait_leader()
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            for i in range(20):
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": i,
+                    "method": "prompts/get",
+                    "params": {"name": f"nope-{i}", "arguments": {}},
+                }
+                answer = await http.post(url(cluster, node), json=body)
+                assert answer.status_code == 200
+                assert "Unknown prompt" in answer.json()["error"]["message"]
+        loud = [
+            f"{r.name} {r.levelname}: {r.getMessage()}"
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and r.name.startswith("mcp")
+        ]
+        assert len(loud) <= 1, loud
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], loud
+        assert (await cluster.http(node, "GET", "/v1/health")).status == 200

@@ -16,6 +16,7 @@ from univrs.errors import ProtocolError
 def test_request_frames_round_trip_and_bad_requests_are_isolated() -> None:
     reqs = [
         Request(id=1, op="workload.get", args={"id": "w"}, consistency="local"),
+        Request(id=7, op="workload.get", args={"id": "w"}, consistency="lease"),
         Request(id=2, op="workload.scale", args={"id": "w", "replicas": 2}, key=("c4", 9)),
     ]
     assert protocol.decode_requests(protocol.encode_requests(reqs)) == reqs

@@ -148,7 +148,17 @@ def test_the_report_puts_both_systems_side_by_side_with_the_ratio() -> None:
     assert "univrs     3000/s" in text and "etcd       5000/s" in text
     assert "univrs/etcd throughput 0.60x" in text
     assert "total 0.300: client 0.100, n1 (leader) 0.200" in text
-    assert "lease reads: not offered" in text
+    assert "lease reads: not measured" in text  # --reads against an older result
+
+
+def test_lease_reads_are_reported_apart_or_as_not_offered() -> None:
+    result = _result()
+    result["univrs"]["lease_reads"] = "not offered by the cluster ([raft] read_lease off)"
+    assert "lease reads: not offered by the cluster" in bench_report.report(result)
+    result["univrs"]["lease-reads"] = {"64": _point(20000, 4)}
+    text = bench_report.report(result)
+    assert "lease reads (clock-bound" in text and "univrs    20000/s" in text
+    assert "not offered" not in text
 
 
 def test_the_plot_is_a_png(tmp_path: pathlib.Path) -> None:

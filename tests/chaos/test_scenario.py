@@ -185,6 +185,7 @@ def test_every_shipped_scenario_loads() -> None:
         "snapshot-install-under-faults",
         "smoke",
         "reconcile-leader-kill",
+        "leader-pause-pinned",
     }
     assert required <= names
     for path in paths:
@@ -192,6 +193,7 @@ def test_every_shipped_scenario_loads() -> None:
         assert s.name == path.stem
         assert s.description
         assert plan(s, random.Random(s.seed))
+    assert load(SCENARIOS / "leader-pause-pinned.toml").workload.pin
 
 
 def test_a_scale_table_and_its_verdict_checks() -> None:

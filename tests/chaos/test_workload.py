@@ -166,3 +166,32 @@ async def test_workload_run_records_a_linearizable_history(autojump_clock: Any) 
     assert len(values) == len(set(values))  # unique values
     assert check_history(ops).verdict is Verdict.OK
     assert w.errors == {"Timeout": 1}
+
+
+async def test_pinned_clients_each_stay_on_one_node(autojump_clock: Any) -> None:
+    """``pin = true``: client i is given node i (mod n) alone and told to stay there, so every
+    node serves clients (followers forward writes and reads; a paused node holds its own
+    clients' requests)."""
+    store: dict[str, dict[str, Any]] = {}
+    opened: list[tuple[list[str], dict[str, Any]]] = []
+
+    @asynccontextmanager
+    async def factory(endpoints: list[str], **kw: Any) -> AsyncIterator[FakeClient]:
+        opened.append((endpoints, kw))
+        yield FakeClient(store)
+
+    spec = WorkloadSpec(clients=4, keys=1, rate=10.0, timeout=1.0, pin=True)
+    w = Workload(
+        spec=spec,
+        endpoints=["a", "b", "c"],
+        recorder=Recorder(t0=trio.current_time()),
+        seed=1,
+        client_factory=factory,
+    )
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w.run, stop)
+        await trio.sleep(1.0)
+        stop.set()
+    assert sorted(e for e, _ in opened) == [["a"], ["a"], ["b"], ["c"]]
+    assert all(kw.get("stay") is True for _, kw in opened)

@@ -138,6 +138,32 @@ def test_remove_a_follower() -> None:
     assert c.leader() == "n1"
 
 
+def test_a_removed_follower_that_misses_the_commit_round_still_learns_it() -> None:
+    # n3 hears nothing while n1 and n2 commit its removal and the next heartbeat round goes
+    # out (that round tells it a commit below the removing entry, and it is lost). The leader
+    # used to forget n3 right then, so n3 never learned its removal was final.
+    c = cluster()
+    c.cut("n1", "n3")
+    _, idx = c.nodes["n1"].propose_membership(removed(M3, "n3"))
+    c.process("n1")
+    settle(c, lambda: c.status("n1").commit >= idx)
+    c.tick_all(CFG.heartbeat_ticks, deliver=True)  # a heartbeat round after the commit
+    assert c.status("n3").commit < idx
+    c.heal()
+    settle(c, lambda: "n3" not in [p.id for p in c.status("n1").peers])
+    assert c.status("n3").commit >= idx
+    assert c.role("n3") is Role.LEARNER  # it learnt of its removal and never campaigns
+
+
+def test_a_removed_member_that_never_answers_is_forgotten_after_a_bound() -> None:
+    c = cluster()
+    c.isolate("n3")
+    _, idx = c.nodes["n1"].propose_membership(removed(M3, "n3"))
+    c.process("n1")
+    settle(c, lambda: c.status("n1").commit >= idx)
+    settle(c, lambda: "n3" not in [p.id for p in c.status("n1").peers], rounds=4 * 20 + 10)
+
+
 def test_remove_a_learner() -> None:
     c = cluster("n4")
     m4 = with_learner(M3, "n4", "a")

@@ -128,6 +128,34 @@ def test_receiver_verifies_size_and_checksum() -> None:
     assert not rx.same_snapshot(other)
 
 
+def test_receiver_tells_which_chunk_completes_it_without_taking_it() -> None:
+    data = b"0123456789abcdef"
+    first = chunk(data[:10], 0, data, done=False)
+    rx = SnapshotReceiver.for_message(first)
+    assert rx.completed_by(first) is None  # not the last chunk
+    rx.accept(first.data)
+    last = chunk(data[10:], 10, data, done=True)
+    assert rx.completed_by(last) == data
+    assert rx.received == 10 and rx.verified() is None  # a query: nothing was taken
+    assert rx.completed_by(chunk(data[11:], 11, data, done=True)) is None  # out of order
+    assert rx.completed_by(chunk(b"X" * 6, 10, data, done=True)) is None  # bad checksum
+    assert rx.completed_by(chunk(data[10:15], 10, data, done=True)) is None  # too short
+    rx.accept(last.data)
+    assert rx.verified() == data
+    # The data it joined is what verified() returns for that very chunk: one copy, not two.
+    again = SnapshotReceiver.for_message(first)
+    again.accept(first.data)
+    joined = again.completed_by(last)
+    again.accept(last.data)
+    assert again.verified() is joined
+    # Another chunk object accepted instead: joined afresh from what is held.
+    other = SnapshotReceiver.for_message(first)
+    other.accept(first.data)
+    assert other.completed_by(last) == data
+    other.accept(bytes(bytearray(last.data)))  # equal, another object
+    assert other.verified() == data
+
+
 # ---- log and configuration history --------------------------------------------------------
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import weakref
+
 import pytest
 import trio
 
@@ -12,6 +16,7 @@ from univrs import codec
 from univrs.errors import StorageError
 from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.runtime import applier as applier_module
+from univrs.runtime import snapshots as snapshots_module
 from univrs.runtime.snapshots import SnapshotChecker, capture, restore
 from univrs.sm import (
     BootstrapToken,
@@ -36,6 +41,27 @@ def test_capture_encodes_the_state_at_capture_time_and_restore_reads_it() -> Non
     assert restored.problems() == []
     assert [t.id for t in restored.stored_tokens()] == ["t0"]
     assert restored.tokens_bootstrapped
+
+
+def test_a_restored_state_leaves_the_collectors_generations_and_is_freed_when_replaced() -> None:
+    """Fails without the ``gc.freeze`` in ``restore``: the restored objects stay in the
+    oldest generation, and every full collection walks them."""
+    data = capture(populated().sm)()
+    gc.unfreeze()
+    restored = restore(data)
+    # Frozen: the next full collection does not walk the restored state.
+    assert gc.get_freeze_count() > 0
+    assert not any(g is restored for g in gc.get_objects(generation=2))
+    # Still freed by reference counting once replaced (the state holds no cycle), with the
+    # collector off so that only reference counting can free it.
+    ref = weakref.ref(restored)
+    gc.disable()
+    try:
+        del restored
+        assert ref() is None
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 def test_restore_refuses_a_corrupt_snapshot_as_a_storage_error() -> None:
@@ -102,3 +128,34 @@ async def test_an_installed_snapshot_is_restored_once_not_twice(
     assert behind.sm.get_workload("w4") is not None
     assert behind.sm.problems() == []
     assert installs == []
+
+
+async def test_the_check_of_a_streamed_snapshot_runs_off_the_event_loop(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core's check of a complete snapshot restores it; the driver runs that restore in
+    a worker thread before stepping the last chunk (``precheck``), so the node's event loop
+    keeps running. Fails on the code before: the check restored on the event loop's thread,
+    inside the core's step."""
+    threads: list[bool] = []
+
+    def recording(data: bytes) -> ClusterStateMachine:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return restore(data)
+
+    monkeypatch.setattr(snapshots_module, "restore", recording)  # what the checker calls
+    cluster = MemCluster.build(nursery, ["a", "b", "c"])
+    cluster.check_snapshots = True
+    for nid in ("a", "b", "c"):
+        await cluster.start(nid)
+    leader = await wait_leader(cluster)
+    behind = next(r for r in cluster.runtimes.values() if r is not leader)
+    cluster.cut.add(behind.node_id)
+    for k in range(5):
+        await leader.propose(create(f"w{k}"))
+    meta = await leader.take_snapshot()
+    assert meta is not None
+    cluster.cut.clear()
+    await wait_until(lambda: behind.applied_index >= meta.index, "the snapshot to be installed")
+    assert behind.sm.get_workload("w4") is not None and behind.sm.problems() == []
+    assert threads and not any(threads), threads  # every check's restore in a worker thread

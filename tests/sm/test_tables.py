@@ -317,3 +317,24 @@ def test_a_view_keeps_the_values_of_its_time_in_key_order(make: Callable[[], Tab
     assert list(view()) == [1, 2, 3]
     assert list(view()) == [1, 2, 3]  # callable again
     assert list(table.values()) == [0, 1, 20]
+
+
+def test_keys_lmdb_cannot_store_are_absent_not_errors(tmp_path: Any) -> None:
+    """An invalid id a command carries (empty, or longer than LMDB's 511-byte keys) is looked
+    up before the command is refused: it must be absent, not an LMDB error (found by
+    tests/sm/test_sm_fuzz.py under UNIVRS_SM_BACKEND=lmdb)."""
+    from univrs.storage.sm_tables import LmdbPairIndex, LmdbStore, LmdbTable
+
+    store = LmdbStore(str(tmp_path / "env"), sync=False, map_size=1 << 24)
+    table: LmdbTable[int] = LmdbTable(store, "t", lambda v: str(v).encode(), lambda b: int(b))
+    index = LmdbPairIndex(store, "p")
+    table.put("a", 1)
+    index.add("a", "b")
+    for bad in ("", "x" * 600):
+        assert table.get(bad) is None and bad not in table
+        assert (bad, "b") not in index
+        with pytest.raises(KeyError):
+            table.pop(bad)
+    assert list(table.keys(after="x" * 600)) == []
+    assert list(table.keys(after="")) == ["a"]
+    store.close()

@@ -29,6 +29,7 @@ the leader checks the same token again: forwarding cannot raise a caller's right
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -114,12 +115,25 @@ class Authority:
 
     def authorize(self, caller: Caller, role: str, what: str) -> Identity:
         """The caller's identity if it may do ``what``, which needs ``role``."""
+        try:
+            identified: Identity | Unauthenticated = self.identify(caller)
+        except Unauthenticated as exc:
+            identified = exc
+        return self.permit(caller, identified, role, what)
+
+    def permit(
+        self, caller: Caller, identified: Identity | Unauthenticated, role: str, what: str
+    ) -> Identity:
+        """``authorize`` with ``identify(caller)``'s outcome given (its identity, or the
+        ``Unauthenticated`` it raised): a frame of requests by one caller is identified once
+        and permitted per operation (univrs/api/service.py ``execute_many``)."""
         if role == PUBLIC:
-            try:
-                return self.identify(caller)
-            except Unauthenticated:
+            if isinstance(identified, Unauthenticated):
                 return Identity(key=f"addr:{caller.address or 'local'}", roles=frozenset())
-        identity = self.identify(caller)
+            return identified
+        if isinstance(identified, Unauthenticated):
+            raise copy.copy(identified)
+        identity = identified
         if role == ANY_TOKEN:
             return identity
         if role not in identity.roles:
@@ -139,12 +153,23 @@ class Authority:
         except Unauthenticated:
             if not self._maybe_unknown_yet(caller):
                 raise
+        await self.catch_up_once()
+        return self.authorize(caller, role, what)
+
+    def may_learn(self, caller: Caller) -> bool:
+        """Could ``catch_up_once`` make this caller's token known (auth on, a well-formed
+        token this node does not know)?"""
+        return self._maybe_unknown_yet(caller)
+
+    async def catch_up_once(self) -> None:
+        """Catch up with the leader (at most ``CATCH_UP_SECONDS``) before looking unknown
+        tokens up again; a frame of requests does this once for all its callers
+        (univrs/api/service.py ``execute_many``)."""
         barrier = self.catch_up if self.catch_up is not None else self.node.runtime.read_index
         self.catch_ups += 1
         # No leader confirming it in time (or at all): judge by what this node holds.
         with trio.move_on_after(CATCH_UP_SECONDS), contextlib.suppress(UnivrsError):
             await barrier()
-        return self.authorize(caller, role, what)
 
     def _maybe_unknown_yet(self, caller: Caller) -> bool:
         """A token that a node catching up could learn: auth on, well-formed, unknown here."""

@@ -3,7 +3,8 @@ linearizable reads (``ReadCoalescer``).
 
 Writes are batched by the runtime, not here: the driver gathers concurrent proposals into one
 ``propose_many`` with one batch in flight (univrs/runtime/driver.py, "Proposal batching"), so
-the API simply calls ``RaftRuntime.propose``.
+the API calls ``RaftRuntime.propose`` (one write) or ``propose_together`` (a fast-protocol
+frame's writes, one hand-off: ``RaftStateStore.submit_many``).
 """
 
 from __future__ import annotations

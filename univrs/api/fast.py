@@ -1,13 +1,17 @@
 """The server side of the fast client protocol (``univrs.client.protocol``) at ``/client``.
 
 Theory of operation. Each connection has a reader (this handler) and a writer task. The reader
-decodes a frame of requests and starts one task per request (at most ``MAX_IN_FLIGHT`` per
-connection, counted until the response is sent: beyond that it stops reading, which
-back-pressures the client through TCP). Each task runs ``ApiService.execute`` and queues its
-response; the writer sends everything queued since its last send as one frame, and drops a
-client that has not read its responses for ``SEND_TIMEOUT``. Requests that arrive together
-are proposed together (the runtime batches them, univrs/runtime/driver.py): one
-``propose_many``, one append, one fsync.
+decodes a frame of requests and starts *one task per frame* (per ``MAX_FRAME_CHUNK`` requests
+of a larger one), counting the frame's requests against ``MAX_IN_FLIGHT`` until their responses
+are sent: beyond that it stops reading, which back-pressures the client through TCP. The
+frame's task answers malformed requests at once, starts one task per watch poll (a long poll
+must not hold up the others), and runs the rest together with ``ApiService.execute_many``: the
+caller identified once, the writes handed to the runtime in one event and waited for under one
+deadline scope, the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per
+request"); their responses are queued as groups complete. The writer sends everything queued
+since its last send as one frame (one encode), and drops a client that has not read its
+responses for ``SEND_TIMEOUT``. When the connection drops, its nursery is cancelled: the
+frames' waits end, and proposals not yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
@@ -27,6 +31,7 @@ operation is a bug: it is logged and answered with ``internal``, and the node ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -35,6 +40,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from univrs import codec
 from univrs.api.auth import Caller
+from univrs.api.service import Job
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Request
 from univrs.errors import InternalError, ProtocolError, Unavailable, UnivrsError, error_to_plain
@@ -53,6 +59,7 @@ CLOSE_TIMEOUT = 1.0
 CLOSE_PROTOCOL_ERROR = 1002
 SEND_TIMEOUT = 30.0  # a client that reads none of its responses for this long is dropped
 MAX_WATCHES = 16  # watch polls (events.poll) waiting at once per connection
+MAX_FRAME_CHUNK = 1024  # requests of one frame handled by one task (a larger frame: several)
 
 
 _WARNED: set[tuple[str, str]] = set()  # (client host, kind) already logged at WARNING
@@ -111,11 +118,13 @@ class _ClientConnection:
     token: str | None = attrs.field(default=None, repr=False)  # the hello's token
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
-    # A slot is held from a request's arrival until its response is *sent*, so a client that
-    # stops reading its responses stops being read from (TCP back-pressure), and the outbox
-    # is bounded too.
-    _slots: trio.Semaphore = attrs.field(factory=lambda: trio.Semaphore(MAX_IN_FLIGHT))
+    # Requests held from their arrival until their response is *sent* (at most
+    # MAX_IN_FLIGHT), so a client that stops reading its responses stops being read from
+    # (TCP back-pressure), and the outbox is bounded too.
+    _in_flight: int = 0
+    _room: trio.Event = attrs.field(factory=trio.Event)  # set when _in_flight went down
     _watches: int = 0  # events.poll requests in flight
+    _caller: Caller | None = None  # the connection's own caller (hello token, address)
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
         max_size = self.service.node.config.max_payload_size
@@ -136,54 +145,110 @@ class _ClientConnection:
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await self.ws.aclose(CLOSE_PROTOCOL_ERROR, str(exc)[:120])
                 return
-            for req in requests:
-                await self._slots.acquire()
-                nursery.start_soon(self._handle, req)
+            # One task per frame (per MAX_FRAME_CHUNK requests of a larger one), not per
+            # request: see the module docstring.
+            for first in range(0, len(requests), MAX_FRAME_CHUNK):
+                chunk = requests[first : first + MAX_FRAME_CHUNK]
+                while self._in_flight + len(chunk) > MAX_IN_FLIGHT:
+                    if self._room.is_set():
+                        self._room = trio.Event()
+                    await self._room.wait()
+                self._in_flight += len(chunk)
+                nursery.start_soon(self._handle_frame, chunk, nursery)
 
-    async def _handle(self, req: Request | BadRequest) -> None:
-        self._outbox.append(await self._answer(req))
+    async def _handle_frame(
+        self, requests: list[Request | BadRequest], nursery: trio.Nursery
+    ) -> None:
+        """Answer one frame's requests: malformed ones at once, each watch poll in a task of
+        its own (a long poll must not hold up the others), the rest together
+        (``ApiService.execute_many``)."""
+        jobs: list[Job] = []
+        ready: list[dict[str, Any]] = []
+        for req in requests:
+            if isinstance(req, BadRequest):
+                ready.append({"id": req.id, "error": error_to_plain(req.error)})
+            elif req.op == WATCH_OP:
+                nursery.start_soon(self._handle_watch, req)
+            else:
+                timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
+                jobs.append(
+                    Job(
+                        name=req.op,
+                        args=req.args,
+                        key=req.key,
+                        consistency=req.consistency,
+                        timeout=timeout,
+                        hops=req.hops,
+                        caller=self._caller_of(req),
+                        tag=req,
+                    )
+                )
+        if ready:
+            self._send(ready)
+        if not jobs:
+            return
+        answered: set[int] = set()
+
+        def send(done: Sequence[Job]) -> None:
+            answered.update(id(job) for job in done)
+            self._answered(done)
+
+        try:
+            await self.service.execute_many(jobs, send)
+        except Exception as exc:  # a bug: answer what is left with `internal`, carry on
+            log.error("serving a frame of %d requests failed with a bug", len(jobs), exc_info=exc)
+            left = [job for job in jobs if id(job) not in answered]
+            for job in left:
+                job.error = InternalError(f"{type(exc).__name__} serving {job.name}")
+            self._answered(left)
+
+    def _caller_of(self, req: Request) -> Caller:
+        """The caller a request runs as: its own token, else the hello's; from the
+        connection's address, or for a forwarded request the address the forwarder saw."""
+        forwarded_for = req.client if req.hops and req.client else None
+        if req.token is None and forwarded_for is None:
+            if self._caller is None:
+                self._caller = Caller(token=self.token, address=self.host)
+            return self._caller
+        return Caller(token=req.token or self.token, address=forwarded_for or self.host)
+
+    def _answered(self, jobs: Sequence[Job]) -> None:
+        self._send([_response(job) for job in jobs])
+
+    def _send(self, responses: list[dict[str, Any]]) -> None:
+        self._outbox.extend(responses)
         self._wakeup.set()
 
-    async def _answer(self, req: Request | BadRequest) -> dict[str, Any]:
-        if isinstance(req, BadRequest):
-            return {"id": req.id, "error": error_to_plain(req.error)}
-        if req.op != WATCH_OP:
-            return await self._execute(req)
+    async def _handle_watch(self, req: Request) -> None:
         if self._watches >= MAX_WATCHES:
             error = Unavailable(
                 f"this connection has {MAX_WATCHES} watch polls waiting already", retry_after=0.5
             )
-            return {"id": req.id, "error": error_to_plain(error)}
+            self._send([{"id": req.id, "error": error_to_plain(error)}])
+            return
         self._watches += 1
         try:
-            return await self._execute(req)
+            response = await self._execute(req)
         finally:
             self._watches -= 1
+        self._send([response])
 
     async def _execute(self, req: Request) -> dict[str, Any]:
+        job = Job(name=req.op, args=req.args, consistency=req.consistency, tag=req)
         try:
             timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
-            forwarded_for = req.client if req.hops and req.client else None
-            caller = Caller(token=req.token or self.token, address=forwarded_for or self.host)
-            result, meta = await self.service.execute(
+            job.result, job.meta = await self.service.execute(
                 req.op,
                 req.args,
                 key=req.key,
                 consistency=req.consistency,
                 timeout=timeout,
                 hops=req.hops,
-                caller=caller,
+                caller=self._caller_of(req),
             )
         except Exception as exc:
-            if isinstance(exc, UnivrsError) and exc.on_wire():
-                return {"id": req.id, "error": error_to_plain(exc)}
-            log.exception("operation %s failed with a bug", req.op)
-            error = InternalError(f"{type(exc).__name__} in {req.op}")
-            return {"id": req.id, "error": error_to_plain(error)}
-        response: dict[str, Any] = {"id": req.id, "ok": result}
-        if meta is not None and (req.consistency == "local" or "index" in meta):
-            response["meta"] = meta  # writes: their log index; local reads: staleness
-        return response
+            job.error = exc
+        return _response(job)
 
     async def write_responses(self) -> None:
         while True:
@@ -206,8 +271,25 @@ class _ClientConnection:
                     )
                     self.scope.cancel()
                     return
-                for _ in batch:
-                    self._slots.release()
+                self._in_flight -= len(batch)
+                self._room.set()
+
+
+def _response(job: Job) -> dict[str, Any]:
+    """A request's response document from its answered job."""
+    req: Request = job.tag
+    exc = job.error
+    if exc is not None:
+        if isinstance(exc, UnivrsError) and exc.on_wire():
+            return {"id": req.id, "error": error_to_plain(exc)}
+        log.error("operation %s failed with a bug", req.op, exc_info=exc)
+        error = InternalError(f"{type(exc).__name__} in {req.op}")
+        return {"id": req.id, "error": error_to_plain(error)}
+    response: dict[str, Any] = {"id": req.id, "ok": job.result}
+    meta = job.meta
+    if meta is not None and (req.consistency == "local" or "index" in meta):
+        response["meta"] = meta  # writes: their log index; local reads: staleness
+    return response
 
 
 def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:

@@ -16,7 +16,9 @@ the caller of the HTTP request that carries the tool call. So the rules are the 
   before it is parsed; garbage (not JSON, not JSON-RPC, a wrong ``Accept``/``Content-Type``) is
   a 4xx answer of the SDK; neither reaches the state. Refusals at the door are counted in
   ``univrs_api_requests_total{op="mcp"}``; nothing is logged per request (a flood must not
-  fill the log).
+  fill the log): an exception an SDK handler raises for a request (``prompts/get`` of an
+  unknown prompt), which the SDK logs at ERROR each time, is logged once per kind at WARNING,
+  then at DEBUG (``quiet_sdk_handler_errors``).
 * **Stateless.** Each HTTP request is its own MCP exchange (the SDK's stateless mode, JSON
   answers): the server keeps no MCP session between requests, so nothing an agent leaves open
   holds memory, and every request is authenticated anew.
@@ -44,6 +46,7 @@ create with ``id`` answers ``already-exists``, scale and delete take ``expected_
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
@@ -70,6 +73,43 @@ if TYPE_CHECKING:
 PATH = "/v1/mcp"
 MAX_CALLERS = 1024  # callers whose sessions the node keeps (least recently used dropped first)
 SESSIONS_PER_CALLER = 4  # each lets 32 writes be in flight; more wait for a free number
+
+# The SDK's JSON-RPC dispatcher logs every exception a request handler raises at ERROR, with
+# a traceback, once per request (``prompts/get`` of an unknown prompt raises one): anyone who
+# reaches the API could fill the log. ``_OncePerKind`` keeps the first of each kind (at
+# WARNING) and turns the rest into DEBUG, as the node's own refusals are logged.
+SDK_DISPATCH_LOGGER = "mcp.shared.jsonrpc_dispatcher"
+_MAX_KINDS = 256
+
+
+class _OncePerKind(logging.Filter):
+    """Lets the first ERROR record of each kind (message and method) through as a WARNING;
+    later ones pass only when the logger is enabled for DEBUG, then as DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        kind = (str(record.msg), str(args[0]) if args else "")
+        if kind not in self.seen and len(self.seen) < _MAX_KINDS:
+            self.seen.add(kind)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = f"{record.msg} (further ones at DEBUG)"
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_sdk_handler_errors() -> None:
+    """Install ``_OncePerKind`` on the SDK's dispatcher logger (once per process)."""
+    sdk = logging.getLogger(SDK_DISPATCH_LOGGER)
+    if not any(isinstance(f, _OncePerKind) for f in sdk.filters):
+        sdk.addFilter(_OncePerKind())
+
 
 # The caller of the HTTP request a tool call arrived in: set by ``McpEndpoint`` around the
 # SDK's handling of the request (its server task is spawned from the request's task, so it
@@ -176,6 +216,7 @@ class McpEndpoint:
     cluster: NodeCluster = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        quiet_sdk_handler_errors()
         self.cluster = NodeCluster(self.service)
         server = build_server(self.cluster)
         max_body = int(getattr(self.service.node.config, "max_body_bytes", rest.MAX_BODY))

@@ -75,7 +75,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "required": False,
                 "schema": {
                     "type": "string",
-                    "enum": ["linearizable", "local"],
+                    "enum": ["linearizable", "lease", "local"],
                     "default": "linearizable",
                 },
             }
@@ -143,7 +143,8 @@ def openapi_document() -> dict[str, Any]:
             "title": "univrs cluster state API",
             "version": __version__,
             "description": "See docs/api.md. Writes sent to any node are forwarded to the "
-            "leader; reads take ?consistency=linearizable|local.",
+            "leader; reads take ?consistency=linearizable|lease|local (lease: with [raft] "
+            "read_lease only).",
         },
         "paths": paths,
         "components": {

@@ -13,7 +13,8 @@ HTTP specifics:
 * ``If-Match: "<version>"`` (or ``expected_version`` in the body or query) makes a write
   conditional: 409 ``version-conflict`` unless the object has that version. Objects come back
   with an ``ETag: "<version>"``.
-* Reads take ``?consistency=linearizable`` (default) or ``local``; every read answers with
+* Reads take ``?consistency=linearizable`` (default), ``lease`` (with ``[raft] read_lease``
+  only; refused otherwise) or ``local``; every read answers with
   ``X-Univrs-Node``, ``X-Univrs-Consistency``, ``X-Univrs-Applied-Index``,
   ``X-Univrs-Commit-Index``, ``X-Univrs-Behind`` (committed entries not yet applied here) and
   ``X-Univrs-Leader-Contact-Ms`` (since this node last heard from the leader).
@@ -42,6 +43,7 @@ from starlette.routing import Route
 
 from univrs.api.auth import Caller, bearer_token
 from univrs.api.limits import check_depth, read_body
+from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE
 from univrs.errors import (
     InternalError,
     InvalidArgument,
@@ -158,10 +160,8 @@ def _query_args(ep: Endpoint, request: Request) -> tuple[dict[str, Any], str | N
     seen: set[str] = set()
     for name, value in request.query_params.multi_items():
         if name == "consistency" and ep.read:
-            if value not in ("linearizable", "local"):
-                raise InvalidArgument(
-                    "consistency must be 'linearizable' or 'local'", field="consistency"
-                )
+            if value not in CONSISTENCIES:
+                raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
             consistency = value
             continue
         if name not in ep.query:

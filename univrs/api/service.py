@@ -6,7 +6,10 @@ and the fast protocol (and of the node's MCP endpoint, univrs/api/mcp.py): it ch
 operation's arguments and builds its command (``univrs.api.ops``), then has the store run the
 write (``RaftStateStore.submit``, through the leader) or reads the state at the requested
 consistency (``read_at``), and renders the result document. The write and read rules, retries
-and deadlines are the store's (univrs/api/store.py).
+and deadlines are the store's (univrs/api/store.py). ``execute_many`` is the same for the
+requests of one fast-protocol frame, paid per frame where it can be (one identification per
+caller, one hand-off of the writes to the runtime, one ReadIndex wait for the reads), with
+every answer, error and rule still per request (docs/api.md, "Per frame, not per request").
 
 Callers. ``execute`` first authorizes the caller for the operation's role
 (``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and
@@ -18,19 +21,23 @@ leader checks them again. On the leader, a write that would not free space is re
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from univrs.api.auth import ANONYMOUS, Caller
+from univrs.api.auth import ANONYMOUS, Caller, Identity
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
-from univrs.api.ops import MAX_LIMIT, UNKEYED, Handler, handler
-from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Write
+from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler
+from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
-from univrs.errors import InvalidArgument, UnivrsError
+from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE
+from univrs.errors import InvalidArgument, Unauthenticated, UnivrsError
+from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
 from univrs.sm.responses import Response
 from univrs.sm.state import ClusterStateMachine
@@ -38,7 +45,7 @@ from univrs.sm.state import ClusterStateMachine
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
-__all__ = ["MAX_LIMIT", "ApiService"]
+__all__ = ["MAX_LIMIT", "ApiService", "Job"]
 
 
 @attrs.define(eq=False)
@@ -109,17 +116,214 @@ class ApiService:
                 histogram = metrics.write_seconds if op.is_write else metrics.read_seconds
                 histogram.observe(trio.current_time() - start)
 
-    async def _write(
+    async def execute_many(
+        self, jobs: Sequence[Job], answered: Callable[[Sequence[Job]], None]
+    ) -> None:
+        """Run the requests of one client frame together: each ``Job`` gets the answer
+        ``execute`` would give it (``result`` and ``meta``, or ``error``), and ``answered`` is
+        called with the jobs answered so far, as groups complete (a frame's reads, the first
+        attempt of its writes, each write that needed more).
+
+        Paid per frame, not per request: the caller is identified once per distinct caller
+        (then permitted per operation's role), the writes are built in one pass and proposed
+        together (``RaftStateStore.submit_many``: one hand-off to the runtime), the
+        linearizable reads wait for one ReadIndex confirmation and are rendered with one
+        ``meta`` per consistency, and the request counters are bumped once per (operation,
+        outcome). Every rule stays per request: an error answers its own request only.
+        Watch polls (long polls) must not be given here (``execute`` them one each)."""
+        start = trio.current_time()
+        store = self.store
+        authority = store.authority
+        identified = await self._identify_callers(jobs)
+        writes: list[Job] = []
+        submissions: list[Submission] = []
+        reads: list[Job] = []
+        failed: list[Job] = []
+        for job in jobs:
+            try:
+                op = handler(job.name)
+                job.op = op
+                limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
+                job.deadline = start + max(limit, 0.001)
+                caller = job.caller
+                identity = authority.permit(
+                    caller, identified[caller], op.declaration.required_role, op.name
+                )
+                if op.watch:
+                    raise AssertionError("execute_many got a watch poll: execute it alone")
+                if op.is_write:
+                    if op.name == "session.open":
+                        store.session_opens.take(identity.key, "session opens")
+                    submissions.append(
+                        Submission(
+                            self._build_write(op, job.args, job.key, job.caller, identity.key),
+                            job.key,
+                            job.deadline,
+                            job.hops,
+                        )
+                    )
+                    writes.append(job)
+                else:
+                    how = job.consistency or "linearizable"
+                    if how not in CONSISTENCIES:
+                        raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
+                    if how == "lease" and not self.node.runtime.core.config.read_lease:
+                        raise InvalidArgument(LEASE_OFF_MESSAGE, field="consistency")
+                    job.consistency = how
+                    reads.append(job)
+            except Exception as exc:  # this request's answer (or a bug: reported upstream)
+                job.error = exc
+                failed.append(job)
+        if failed:
+            self._count(failed, start)
+            answered(failed)
+        if writes and reads:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writes, writes, submissions, start, answered)
+                nursery.start_soon(self._reads, reads, start, answered)
+        elif writes:
+            await self._writes(writes, submissions, start, answered)
+        elif reads:
+            await self._reads(reads, start, answered)
+
+    async def _identify_callers(
+        self, jobs: Sequence[Job]
+    ) -> dict[Caller, Identity | Unauthenticated]:
+        """Each distinct caller of a frame identified once (its identity, or the
+        ``Unauthenticated`` to answer its requests that need a token with). As
+        ``authorize_fresh`` does for one request: if a caller's well-formed token is unknown
+        here and one of its requests needs a token, this node catches up with its leader
+        once for the whole frame and looks those callers up again."""
+        authority = self.store.authority
+        identified: dict[Caller, Identity | Unauthenticated] = {}
+        for job in jobs:
+            if job.caller not in identified:
+                try:
+                    identified[job.caller] = authority.identify(job.caller)
+                except Unauthenticated as exc:
+                    identified[job.caller] = exc
+        unknown = {
+            caller
+            for caller, who in identified.items()
+            if isinstance(who, Unauthenticated) and authority.may_learn(caller)
+        }
+        if unknown and any(job.caller in unknown and _needs_token(job.name) for job in jobs):
+            await authority.catch_up_once()
+            for caller in unknown:
+                try:
+                    identified[caller] = authority.identify(caller)
+                except Unauthenticated as exc:
+                    identified[caller] = exc
+        return identified
+
+    async def _writes(
+        self,
+        jobs: list[Job],
+        submissions: list[Submission],
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+    ) -> None:
+        def done(group: Sequence[tuple[int, WriteAnswer]]) -> None:
+            finished = []
+            for i, answer in group:
+                job = jobs[i]
+                if isinstance(answer, Exception):
+                    job.error = answer
+                else:
+                    job.result, job.meta = answer
+                finished.append(job)
+            self._count(finished, start)
+            answered(finished)
+
+        await self.store.submit_many(submissions, done)
+
+    async def _reads(
+        self, jobs: list[Job], start: float, answered: Callable[[Sequence[Job]], None]
+    ) -> None:
+        """The reads of a frame: the local ones at once; the linearizable ones after one
+        confirmation per distinct deadline (requested after all of them arrived; a frame's
+        requests of one timeout share a deadline), each group rendered from one state."""
+        local = [job for job in jobs if job.consistency == "local"]
+        if local:
+            self._render_reads(local, None, start, answered)
+        groups: dict[tuple[str | None, float], list[Job]] = {}  # lease reads apart
+        for job in jobs:
+            if job.consistency != "local":
+                groups.setdefault((job.consistency, job.deadline), []).append(job)
+        if len(groups) == 1:
+            (((_, deadline), group),) = groups.items()
+            await self._linearizable(group, deadline, start, answered)
+        elif groups:
+            async with trio.open_nursery() as nursery:
+                for (_, deadline), group in groups.items():
+                    nursery.start_soon(self._linearizable, group, deadline, start, answered)
+
+    async def _linearizable(
+        self,
+        jobs: list[Job],
+        deadline: float,
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+    ) -> None:
+        barrier: Exception | None = None
+        try:  # a group's reads share one consistency: linearizable or lease
+            await self.store.read_at(jobs[0].consistency or "linearizable", deadline)
+        except Exception as exc:  # every read of the group is answered with it
+            barrier = exc
+        self._render_reads(jobs, barrier, start, answered)
+
+    def _render_reads(
+        self,
+        jobs: list[Job],
+        barrier: Exception | None,
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+    ) -> None:
+        state = self.node.runtime.sm
+        meta: dict[str, Any] | None = None
+        for job in jobs:
+            try:
+                if barrier is not None:
+                    raise copy.copy(barrier)
+                read = job.op.read if job.op is not None else None
+                assert read is not None
+                job.result = read(job.args, state)
+                if meta is None:
+                    meta = self.store.meta(job.consistency or "linearizable")
+                job.meta = meta
+            except Exception as exc:
+                job.error = exc
+        self._count(jobs, start)
+        answered(jobs)
+
+    def _count(self, jobs: Sequence[Job], start: float) -> None:
+        """The request metrics of answered jobs: one counter increment per (operation,
+        outcome), one latency observation per request."""
+        metrics = self.store.metrics
+        if metrics is None:
+            return
+        counts: dict[tuple[str, str], int] = {}
+        elapsed = trio.current_time() - start
+        for job in jobs:
+            if job.op is None:  # an unknown operation: not a label (execute counts none)
+                continue
+            error = job.error
+            outcome = "ok" if error is None else getattr(error, "code", "internal")
+            op = job.op
+            counts[op.name, outcome] = counts.get((op.name, outcome), 0) + 1
+            (metrics.write_seconds if op.is_write else metrics.read_seconds).observe(elapsed)
+        for (name, outcome), n in counts.items():
+            metrics.requests.inc(n, name, outcome)
+
+    def _build_write(
         self,
         op: Handler,
         args: dict[str, Any],
         key: tuple[str, int] | None,
-        deadline: float,
-        hops: int,
-        caller: Caller = ANONYMOUS,
-        owner: str = "",
-    ) -> tuple[Any, dict[str, Any]]:
-        """(result, {"index": the log index the write was applied at})."""
+        caller: Caller,
+        owner: str,
+    ) -> Write:
+        """Check a write's arguments and build it (its command, envelope and renderer)."""
         assert op.build is not None and op.render is not None
         if key is not None and op.name in UNKEYED:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
@@ -140,7 +344,7 @@ class ApiService:
             result = render(command, response, state)
             return result if finish is None else finish(built, result, state)
 
-        write = Write(
+        return Write(
             envelope=envelope,
             op=op.name,
             args=built,
@@ -149,4 +353,44 @@ class ApiService:
             render=rendered,
             leader_step=None if step is None else (lambda state: step(command, state, node)),
         )
+
+    async def _write(
+        self,
+        op: Handler,
+        args: dict[str, Any],
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int,
+        caller: Caller = ANONYMOUS,
+        owner: str = "",
+    ) -> tuple[Any, dict[str, Any]]:
+        """(result, {"index": the log index the write was applied at})."""
+        write = self._build_write(op, args, key, caller, owner)
         return await self.store.submit(write, key, deadline, hops)
+
+
+def _needs_token(name: str) -> bool:
+    """Does operation ``name`` (if it exists) need a valid token when auth is on?"""
+    op = HANDLERS.get(name)
+    return op is not None and op.declaration.required_role != PUBLIC
+
+
+@attrs.define(eq=False, slots=True)
+class Job:
+    """One request of a client frame for ``ApiService.execute_many``: ``execute``'s arguments
+    in, its answer out (``result`` and ``meta``, or ``error``: a ``UnivrsError`` to send, or
+    any other exception, a bug)."""
+
+    name: str
+    args: dict[str, Any]
+    key: tuple[str, int] | None = None
+    consistency: str | None = None
+    timeout: float | None = None
+    hops: int = 0
+    caller: Caller = ANONYMOUS
+    tag: Any = None  # the caller's own (the fast protocol: the request id)
+    op: Handler | None = None
+    deadline: float = 0.0
+    result: Any = None
+    meta: dict[str, Any] | None = None
+    error: Exception | None = None

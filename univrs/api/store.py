@@ -43,13 +43,22 @@ sending) ends a keyless write at once with ``outcome-unknown``, and its deadline
 ``session-expired``) is answered as ``outcome-unknown`` too: it only says that the *later*
 attempt did not apply.
 
+``submit_many`` runs a fast-protocol frame's writes: on the leader their first attempts go to
+the runtime in one hand-off (``RaftRuntime.propose_together``) and are waited for together; a
+write whose attempt needs another continues alone on ``submit``'s loop with the attempts made
+so far, so the rules above hold per write.
+
 The result of a write is the object as it is on the executing node right after the write
 applied (a later write may already show), with ``meta["index"]``: the log index the write
 itself was applied at (for a retried key: the first application's).
 
 Reads. ``linearizable`` (the default) waits for a ReadIndex confirmation (dissertation 6.4;
 concurrent reads share one, ``ReadCoalescer``; a follower's read is confirmed by the leader and
-served here); ``local`` reads this replica's applied state at once. The result carries
+served here); ``lease`` (only with ``[raft] read_lease``, refused otherwise) is answered by a
+leader that holds its read lease without a heartbeat round (docs/performance.md, "Lease
+reads": it is linearizable only while clocks drift less than ``lease_drift_ms``), on a
+follower or without a lease it is a ``linearizable`` read; ``local`` reads this replica's
+applied state at once. The result carries
 ``meta``: the node, its applied and commit index, how many committed entries it has not
 applied yet, and how long ago it last heard from the leader (``LeaderContact``): what the
 leader committed since then may be missing too.
@@ -59,7 +68,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -73,7 +82,7 @@ from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
 from univrs.api.ops import handler
-from univrs.client.protocol import MAX_HOPS
+from univrs.client.protocol import CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE, MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
@@ -88,6 +97,7 @@ from univrs.errors import (
 )
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
+from univrs.runtime.waiter import Waiter
 from univrs.sm.commands import (
     Command,
     CreateInstance,
@@ -118,7 +128,14 @@ UNKNOWN_MESSAGE = (
     "the write reached a Raft log but this node cannot tell whether it applied; it was not "
     "retried: read the object to find out, or send writes with an idempotency key"
 )
-__all__ = ["CallerStateStore", "LeaderContact", "RaftStateStore", "Write"]
+__all__ = [
+    "CallerStateStore",
+    "LeaderContact",
+    "RaftStateStore",
+    "Submission",
+    "Write",
+    "WriteAnswer",
+]
 
 # The caller of a node's own write (no caller given, auth on): trusted on the leader, never
 # forwarded (see ``RaftStateStore.execute``).
@@ -202,6 +219,38 @@ class Write:
     )
 
 
+@attrs.frozen
+class Submission:
+    """One write of ``RaftStateStore.submit_many``: ``submit``'s arguments."""
+
+    write: Write
+    key: tuple[str, int] | None
+    deadline: float
+    hops: int = 0
+
+
+# A write's answer from ``submit_many``: (result, meta), or the exception ``submit`` raises.
+WriteAnswer = tuple[Any, dict[str, Any]] | Exception
+
+
+@attrs.define(eq=False)
+class _Answers:
+    """The answers of ``submit_many`` so far, reported in groups as they come."""
+
+    slots: list[WriteAnswer | None]
+    report: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None
+    _fresh: list[tuple[int, WriteAnswer]] = attrs.field(factory=list)
+
+    def set(self, i: int, answer: WriteAnswer) -> None:
+        self.slots[i] = answer
+        self._fresh.append((i, answer))
+
+    def flush(self) -> None:
+        if self._fresh and self.report is not None:
+            self.report(self._fresh)
+        self._fresh = []
+
+
 @attrs.define(eq=False)
 class RaftStateStore(StateStore):
     """The cluster state on this node, whichever its role: the ``StateStore`` that the REST
@@ -211,6 +260,7 @@ class RaftStateStore(StateStore):
     node: NodeHandle
     forwarder: Forwarder
     reads: ReadCoalescer = attrs.field(init=False)
+    lease_reads: ReadCoalescer = attrs.field(init=False)  # the same for lease reads
     contact: LeaderContact = attrs.field(init=False)
     metrics: ApiMetrics | None = attrs.field(init=False, default=None)
     timeout: float = DEFAULT_TIMEOUT
@@ -237,7 +287,11 @@ class RaftStateStore(StateStore):
         storage = getattr(self.node, "storage", None)
         if storage is not None:
             self.quota = Quota(storage, config.quota_backend_bytes)
-        self.reads = ReadCoalescer(self.forwarder.nursery, self.node.runtime.read_index)
+        runtime = self.node.runtime
+        self.reads = ReadCoalescer(self.forwarder.nursery, runtime.read_index)
+        self.lease_reads = ReadCoalescer(
+            self.forwarder.nursery, lambda: runtime.read_index(lease=True)
+        )
         self.contact = LeaderContact(self.node)
         self.forwarder.nursery.start_soon(self.contact.run)
         registry = getattr(self.node.metrics, "registry", None)
@@ -343,8 +397,9 @@ class RaftStateStore(StateStore):
     async def _applied(self, index: int, deadline: float) -> None:
         runtime = self.node.runtime
         with trio.move_on_at(deadline) as scope:
-            while runtime.sm.revision < index:  # versions are revisions
-                await runtime.wait_changed()
+            # Versions are revisions, not log indexes (a batch entry holds several): wait on
+            # the watch history's revision (the state machine's), woken by applies only.
+            await runtime.watch_hub.wait_beyond(index - 1)
         if scope.cancelled_caught:
             raise Timeout(
                 f"the write applied at index {index} on the leader but not yet on this node"
@@ -370,6 +425,183 @@ class RaftStateStore(StateStore):
             if answer is exc:
                 raise
             raise answer from exc
+
+    async def submit_many(
+        self,
+        writes: Sequence[Submission],
+        answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None = None,
+    ) -> list[WriteAnswer]:
+        """Run several writes (a client frame's) at once: each one's answer, in order, as
+        ``submit`` would give it ((result, meta) or the exception it would raise).
+
+        On the leader the first attempt of every write goes to the runtime in one hand-off
+        (``RaftRuntime.propose_together``: one inbox event, one driver wake-up) and is waited for
+        under one cancel scope per distinct deadline; each write's outcome is then handled as
+        ``_attempt_write`` handles its own: a write that needs another attempt (``NotLeader``,
+        ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
+        its ``WriteAttempts`` carried over, so the retry and outcome-unknown rules are the same
+        code. On a follower (or mid-election) every write takes the per-write path (it is
+        forwarded, or waits for a leader) concurrently. ``answered`` (if given) is called with
+        the (index, answer) of the writes answered since its last call, as they come (a
+        write's deadline does not wait for the others')."""
+        answers = _Answers([None] * len(writes), answered)
+        attempts = [WriteAttempts(keyed=w.key is not None) for w in writes]
+        runtime = self.node.runtime
+        # The writes that continue on the per-write path: (index, after an attempt?).
+        later: list[tuple[int, bool]] = []
+        batch: list[tuple[int, Envelope, dict[str, Any]]] = []
+        if runtime.status().role is not Role.LEADER:
+            later = [(i, False) for i in range(len(writes))]
+        else:
+            now = trio.current_time()
+            sm = runtime.sm
+            for i, sub in enumerate(writes):
+                write = sub.write
+                try:
+                    check_key(sub.key)
+                    if now >= sub.deadline:
+                        raise self._expired(False)
+                    extra: dict[str, Any] = {}
+                    proposed = write.envelope
+                    if write.leader_step is not None:
+                        step, extra = write.leader_step(sm)
+                        if step is None:  # nothing to write: rendered from the state here
+                            applied = sm.last_applied_index
+                            done = Success(version=applied)
+                            if write.render is None:
+                                answers.set(i, (done, {"index": applied}))
+                            else:
+                                result = {**write.render(done, sm), **extra}
+                                answers.set(i, (result, {"index": applied}))
+                            continue
+                        proposed = attrs.evolve(proposed, command=step)
+                    self._check_quota(write)
+                except Exception as exc:  # its answer (or a bug, reported as such upstream)
+                    answers.set(i, exc)
+                    continue
+                batch.append((i, proposed, extra))
+        answers.flush()
+
+        def go_on(i: int, retry: bool) -> None:  # continue write i alone, now
+            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i)
+
+        async with trio.open_nursery() as nursery:
+            for i, retry in later:
+                go_on(i, retry)
+            if batch:
+                await self._propose_batch(writes, batch, attempts, answers, go_on)
+        slots = answers.slots
+        assert all(a is not None for a in slots)
+        return slots  # type: ignore[return-value]
+
+    async def _propose_batch(
+        self,
+        writes: Sequence[Submission],
+        batch: list[tuple[int, Envelope, dict[str, Any]]],
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[[int, bool], None],
+    ) -> None:
+        """The leader's first attempt of ``batch`` (``submit_many``): one hand-off, then each
+        write's outcome as ``_attempt_write`` handles it."""
+        runtime = self.node.runtime
+        try:
+            waiters = await runtime.propose_together([envelope for _, envelope, _ in batch])
+        except base.NotLeader:  # lost the leadership since the status was read
+            for i, _, _ in batch:
+                attempts[i].failed(Outcome.NOT_APPLIED)
+                go_on(i, True)
+            return
+        pending = list(range(len(batch)))
+        try:
+            while pending:
+                earliest = min(writes[batch[k][0]].deadline for k in pending)
+                # One bare cancel scope per distinct deadline (a frame's requests share theirs).
+                with trio.CancelScope(deadline=earliest):
+                    for k in pending:
+                        if not waiters[k].done:
+                            await waiters[k].settled()
+                now = trio.current_time()
+                waiting = []
+                for k in pending:
+                    i, _, extra = batch[k]
+                    if waiters[k].done:
+                        self._settle_answer(
+                            writes[i], waiters[k], extra, i, attempts, answers, go_on
+                        )
+                    elif now >= writes[i].deadline:
+                        answers.set(i, self._expired(True))
+                        waiters[k].fail(base.OutcomeUnknown("abandoned by its caller"))
+                    else:
+                        waiting.append(k)
+                answers.flush()
+                pending = waiting
+        finally:
+            # Abandoned (deadline or cancellation): as ``RaftRuntime.propose`` does.
+            for waiter in waiters:
+                waiter.fail(base.OutcomeUnknown("abandoned by its caller"))
+
+    def _settle_answer(
+        self,
+        sub: Submission,
+        waiter: Waiter[Response],
+        extra: dict[str, Any],
+        i: int,
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[[int, bool], None],
+    ) -> None:
+        """One write's answer from its filled waiter (the outcome rules of ``_attempt_write``)."""
+        write = sub.write
+        sm = self.node.runtime.sm
+        try:
+            try:
+                response = waiter.result()
+            except (base.NotLeader, base.ProposalDropped):
+                attempts[i].failed(Outcome.NOT_APPLIED)
+                go_on(i, True)
+                return
+            except base.OutcomeUnknown as exc:
+                if not attempts[i].failed(Outcome.UNKNOWN):
+                    raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
+                go_on(i, True)
+                return
+            if write.render is None:
+                index = sm.last_applied_index  # a Failure has no version
+                answers.set(i, (response, {"index": getattr(response, "version", index)}))
+                return
+            if isinstance(response, Failure):
+                raise failure_to_exception(response)
+            result = write.render(response, sm)
+            if extra:
+                result = {**result, **extra}
+            answers.set(i, (result, {"index": response.version}))
+        except Exception as exc:
+            answers.set(i, exc)
+
+    async def _continue(
+        self,
+        sub: Submission,
+        retry: bool,
+        attempts: WriteAttempts,
+        answers: _Answers,
+        i: int,
+    ) -> None:
+        """The rest of write ``i`` of ``submit_many`` on the per-write path: ``submit``'s rules
+        with the attempts made so far (``retry``: after a first attempt that needs another,
+        which pauses first as ``_attempt_write`` does)."""
+        try:
+            if retry:
+                await self._settle(sub.deadline)
+            answer: WriteAnswer = await self._attempt_write(
+                sub.write, sub.key, sub.deadline, sub.hops, attempts
+            )
+        except UnivrsError as exc:
+            answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
+        except Exception as exc:  # a bug: reported as such by the caller
+            answer = exc
+        answers.set(i, answer)
+        answers.flush()
 
     async def _attempt_write(
         self,
@@ -524,24 +756,27 @@ class RaftStateStore(StateStore):
     # ---------------------------------------------------------------- reads
 
     async def read_at(self, consistency: str, deadline: float) -> ClusterStateMachine:
-        """The state to read at ``consistency`` (``linearizable`` or ``local``), by
+        """The state to read at ``consistency`` (``linearizable``, ``lease`` or ``local``), by
         ``deadline``."""
-        if consistency not in ("linearizable", "local"):
-            raise InvalidArgument(
-                "consistency must be 'linearizable' or 'local'", field="consistency"
-            )
         if consistency == "linearizable":
             await self._read_barrier(deadline)
+        elif consistency == "lease":
+            if not self.node.runtime.core.config.read_lease:
+                raise InvalidArgument(LEASE_OFF_MESSAGE, field="consistency")
+            await self._read_barrier(deadline, lease=True)
+        elif consistency != "local":
+            raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
         return self.node.runtime.sm
 
-    async def _read_barrier(self, deadline: float) -> None:
+    async def _read_barrier(self, deadline: float, *, lease: bool = False) -> None:
         runtime = self.node.runtime
+        coalescer = self.lease_reads if lease else self.reads
         while True:
             if runtime.status().leader is None:
                 await self._wait_for_leader(deadline)
             with trio.CancelScope(deadline=deadline) as scope:
                 try:
-                    await self.reads.wait()
+                    await coalescer.wait()
                     return
                 except base.Unavailable:
                     pass  # dropped: leadership could not be confirmed; retry below

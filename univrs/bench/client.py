@@ -7,8 +7,10 @@ seconds after a short warm-up and ``--repeat`` times (interleaved, medians repor
 
 * writes: N closed-loop clients, each scaling its own workload (``workload.scale``, an
   idempotent keyed write: one log entry each), spread over ``--connections`` connections;
-* with ``--reads``: the same clients reading their workload with linearizable consistency. The
-  runtime offers no lease read, so none is measured (the report says so).
+* with ``--reads``: the same clients reading their workload with linearizable consistency,
+  then with ``lease`` consistency (reported separately: a clock-bound read, docs/performance.md
+  "Lease reads"). A cluster the bench starts has ``[raft] read_lease = true``; one given with
+  ``--endpoints`` that refuses lease reads gets "not offered" in the report instead.
 
 Linearizability. In every write measurement with at least ``SAMPLE_MIN_CLIENTS`` clients, a
 sample of the clients (at most ``SAMPLE_KEYS``) write unique values and, alongside, one paced
@@ -54,7 +56,7 @@ from univrs.bench.report import plot, py_spy_command, report, summarise_profile
 from univrs.chaos.history import Event, EventType, Fn
 from univrs.chaos.linearizability import check_history
 from univrs.client.client import Client, open_client
-from univrs.errors import UnivrsError
+from univrs.errors import InvalidArgument, UnivrsError
 
 WARMUP = 1.0
 MAX_POINTS = 8
@@ -326,7 +328,22 @@ async def run_bench(
         async def read(client: Client, i: int) -> None:
             await client.get_workload(keys[i], consistency="linearizable")
 
-        runs: dict[str, dict[int, list[dict[str, Any]]]] = {"writes": {}, "reads": {}}
+        async def lease_read(client: Client, i: int) -> None:
+            await client.get_workload(keys[i], consistency="lease")
+
+        lease_offered = False
+        if args.reads:
+            try:
+                await clients[0].get_workload(keys[0], consistency="lease")
+                lease_offered = True
+            except InvalidArgument:
+                pass  # the cluster has read leases off: reported as not offered
+
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+            "writes": {},
+            "reads": {},
+            "lease-reads": {},
+        }
         values = dict.fromkeys(keys[:SAMPLE_KEYS], 0)
         profiled: dict[str, Any] | None = None
         for r in range(args.repeat):
@@ -353,6 +370,11 @@ async def run_bench(
                     m["leader"] = clients[0].leader
                     runs["reads"].setdefault(n, []).append(m)
                     _progress(f"univrs linearizable reads, {n} clients, run {r + 1}", m)
+                if args.reads and lease_offered:
+                    m = await measure(conns, n, args.duration, lease_read, pids)
+                    m["leader"] = clients[0].leader
+                    runs["lease-reads"].setdefault(n, []).append(m)
+                    _progress(f"univrs lease reads, {n} clients, run {r + 1}", m)
         result: dict[str, Any] = {
             phase: {str(n): median_of(ms) for n, ms in by_n.items()}
             for phase, by_n in runs.items()
@@ -360,6 +382,9 @@ async def run_bench(
         }
         result["leader"] = clients[0].leader
         result["connections"] = len(clients)
+        if args.reads:
+            off = "not offered by the cluster ([raft] read_lease off)"
+            result["lease_reads"] = "measured" if lease_offered else off
         if profiled is not None:
             result["profile"] = profiled
         return result
@@ -410,7 +435,8 @@ def start_cluster(
     folder: pathlib.Path, size: int, log_level: str = "warning", extra_config: str = ""
 ) -> tuple[Any, list[str], dict[str, int]]:
     """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id);
-    ``extra_config``: lines for each node's ``[raft]`` table."""
+    ``extra_config``: lines for each node's ``[raft]`` table (``read_lease = true`` with
+    ``--reads``: lease reads measured apart)."""
     from univrs.tools.devcluster import LocalCluster
 
     cluster = LocalCluster.with_free_ports(folder, size=size, extra_config=extra_config)
@@ -436,7 +462,7 @@ def parse_clients(text: str) -> list[int]:
 
 def planned_seconds(args: argparse.Namespace) -> float:
     """How long the run will take at least (the budget check)."""
-    phases = 2 if args.reads else 1
+    phases = 3 if args.reads else 1  # writes; linearizable and lease reads
     systems = 2 if args.compare_etcd else 1
     per = float(args.duration) + WARMUP
     points = len(args.clients)
@@ -452,7 +478,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=4, help="client connections (4)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per point, median (3)")
-    parser.add_argument("--reads", action="store_true", help="also linearizable reads")
+    parser.add_argument(
+        "--reads", action="store_true", help="also linearizable reads, and lease reads apart"
+    )
     parser.add_argument(
         "--no-check", dest="check", action="store_false", help="skip the linearizability sample"
     )
@@ -548,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                     folder / "univrs",
                     args.nodes,
                     args.log_level,
-                    "batch_entries = true\n" if args.batch_entries else "",
+                    ("batch_entries = true\n" if args.batch_entries else "")
+                    + ("read_lease = true\n" if args.reads else ""),
                 )
             result["univrs"] = trio.run(run_bench, endpoints, args, pids)
         finally:
@@ -571,7 +600,6 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": _load(),
         "cpus": os.cpu_count(),
         "commit": _commit(),
-        "lease_reads": "not offered by the runtime",
     }
     if etcd_skipped:
         result["config"]["etcd_skipped"] = etcd_skipped

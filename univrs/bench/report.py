@@ -87,7 +87,12 @@ def report(result: dict[str, Any]) -> str:
     ]
     if etc is None and c.get("etcd_skipped"):
         lines.append(f"etcd comparison skipped: {c['etcd_skipped']}")
-    for phase, title in (("writes", "writes"), ("reads", "linearizable reads")):
+    phases = (
+        ("writes", "writes"),
+        ("reads", "linearizable reads"),
+        ("lease-reads", "lease reads (clock-bound: docs/performance.md, Lease reads)"),
+    )
+    for phase, title in phases:
         if phase not in uni:
             continue
         lines.append(f"\n{title}")
@@ -116,8 +121,8 @@ def report(result: dict[str, Any]) -> str:
             if "check" in r:
                 text += f"\n  {'':>13}  linearizability sample: {r['check']['summary']}"
             lines.append(text)
-    if "reads" in uni:
-        lines.append("\nlease reads: not offered by the runtime (nothing measured)")
+    if "reads" in uni and "lease-reads" not in uni:
+        lines.append(f"\nlease reads: {uni.get('lease_reads', 'not measured')}")
     prof = uni.get("profile")
     if prof and prof.get("samples"):
         lines.append(
@@ -146,7 +151,7 @@ def plot(result: dict[str, Any], path: pathlib.Path) -> bool:
         side = result.get(system)
         if not side:
             continue
-        for phase, style in (("writes", "-o"), ("reads", "--s")):
+        for phase, style in (("writes", "-o"), ("reads", "--s"), ("lease-reads", ":^")):
             points = side.get(phase)
             if not points:
                 continue

@@ -19,6 +19,7 @@ repository, shipped as package data through the ``univrs/chaos/scenarios`` link)
     rate = 40         # operations per second, all clients together
     timeout = 4.0     # seconds per operation; after it the outcome is unknown (info)
     mix = { read = 3, write = 3, cas = 2, delete = 1 }
+    pin = false       # true: client i talks to node i (mod n) only, so every node serves
 
     [[fault]]
     kind = "kill"     # see FAULT_KINDS
@@ -124,6 +125,10 @@ class WorkloadSpec:
     rate: float = 40.0
     timeout: float = 4.0
     mix: tuple[tuple[str, float], ...] = (("read", 3), ("write", 3), ("cas", 2), ("delete", 1))
+    # Each client stays on one node (client i on node i mod n) instead of following the
+    # leader, so followers serve reads (forwarded ReadIndex) and forward writes, and a paused
+    # or cut-off node keeps its clients' requests in flight until it wakes up.
+    pin: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -221,7 +226,7 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
         proxies=_bool(cluster_doc, "proxies", True, "cluster."),
     )
     w = _table(doc, "workload")
-    _only(w, {"clients", "keys", "rate", "timeout", "mix"}, "workload.")
+    _only(w, {"clients", "keys", "rate", "timeout", "mix", "pin"}, "workload.")
     mix_doc = w.get("mix", dict(WorkloadSpec().mix))
     if not isinstance(mix_doc, dict) or not mix_doc:
         raise ScenarioError("workload.mix: a table of operation weights, e.g. { read = 1 }")
@@ -236,6 +241,7 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
         rate=_number(w, "rate", 40.0, "workload.", minimum=0.1),
         timeout=_number(w, "timeout", 4.0, "workload.", minimum=0.1),
         mix=mix,
+        pin=_bool(w, "pin", False, "workload."),
     )
     faults_doc = doc.get("fault", [])
     if not isinstance(faults_doc, list):

@@ -207,8 +207,14 @@ class Workload:
         weights = [w for _n, w in self.spec.mix]
         mean_gap = self.spec.clients / self.spec.rate
         counter = 0
+        endpoints, pinned = self.endpoints, {}
+        if self.spec.pin and self.endpoints:
+            # Client i connects to node i (mod n) only and stays there (``stay``): it moves
+            # (to a member its hello listed) only when that node's connection breaks.
+            endpoints = [self.endpoints[index % len(self.endpoints)]]
+            pinned = {"stay": True}
         async with self.client_factory(
-            self.endpoints, timeout=self.spec.timeout, connect_timeout=1.0
+            endpoints, timeout=self.spec.timeout, connect_timeout=1.0, **pinned
         ) as client:
             process = self.new_process()
             with trio.move_on_after(mean_gap * rng.random()):  # spread the clients' starts

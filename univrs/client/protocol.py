@@ -14,7 +14,7 @@ Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
                   or {"univrs": "client", "v": 1, "error": <error>} and a close
     requests      [{"id": uint, "op": str, "args": map,
                     "key": [client_id, seq]?,              # idempotency (a session key)
-                    "consistency": "linearizable"|"local"?, # reads; default linearizable
+                    "consistency": "linearizable"|"lease"|"local"?, # reads; default linearizable
                     "timeout_ms": uint?,                   # the request's deadline
                     "hops": uint?,                         # 1 when a node forwards to the leader
                     "token": str?,                         # overrides the hello's token
@@ -49,7 +49,11 @@ PROTOCOL = "client"
 VERSION = 1
 MAX_FRAME = 4 * 1024 * 1024  # the raft listener's default max_payload_size
 MAX_HOPS = 1  # a forwarded request is not forwarded again
-CONSISTENCIES = ("linearizable", "local")
+CONSISTENCIES = ("linearizable", "lease", "local")
+CONSISTENCY_MESSAGE = "consistency must be 'linearizable', 'lease' or 'local'"
+LEASE_OFF_MESSAGE = (
+    "consistency 'lease' is off on this cluster ([raft] read_lease = false); use 'linearizable'"
+)
 
 _REQUEST_KEYS = frozenset(
     {"id", "op", "args", "key", "consistency", "timeout_ms", "hops", "token", "client"}
@@ -207,9 +211,7 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
         key = (key[0], key[1])
     consistency = item.get("consistency")
     if consistency is not None and consistency not in CONSISTENCIES:
-        raise MalformedRequest(
-            "request 'consistency' must be 'linearizable' or 'local'", field="consistency"
-        )
+        raise MalformedRequest("request " + CONSISTENCY_MESSAGE, field="consistency")
     timeout_ms = item.get("timeout_ms")
     if timeout_ms is not None and not _is_uint(timeout_ms):
         raise MalformedRequest(

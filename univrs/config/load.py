@@ -1,5 +1,5 @@
 """Reading a node's configuration: a TOML file (``[raft]``, ``[raft.bootstrap]``, ``[api]``,
-``[tls]``, ``[join]``, ``[auth]``, ``[limits]``) plus flags, into a ``NodeConfig``.
+``[tls]``, ``[join]``, ``[auth]``, ``[limits]``, ``[state]``) plus flags, into a ``NodeConfig``.
 
 ``load_config(path, overrides)`` reads the file (or nothing: the embedded single-node defaults),
 applies command-line overrides on top, and returns a validated, frozen ``NodeConfig``. Every
@@ -39,6 +39,7 @@ _TOP_KEYS = {
     "join": _TABLE,
     "auth": _TABLE,
     "limits": _TABLE,
+    "state": _TABLE,
 }
 _RAFT_KEYS = {
     "node_id": _STR,
@@ -50,6 +51,8 @@ _RAFT_KEYS = {
     "heartbeat_interval_ms": _INT,
     "election_timeout_min_ms": _INT,
     "election_timeout_max_ms": _INT,
+    "read_lease": _BOOL,
+    "lease_drift_ms": _INT,
     "snapshot_threshold": _INT,
     "snapshot_max_chunk_size": _INT,
     "snapshot_trailing_entries": _INT,
@@ -69,6 +72,7 @@ _NODE_KEYS = {"id": _STR, "addr": _STR, "api": _STR}
 _NODE_REQUIRED = ("id", "addr")
 _API_KEYS = {"addr": _STR}
 _AUTH_KEYS = {"enabled": _BOOL}
+_STATE_KEYS = {"backend": _STR}
 _LIMITS_KEYS = {
     "max_body_bytes": _INT,
     "max_json_depth": _INT,
@@ -95,6 +99,7 @@ _FLAT_OVERRIDES = {
     "join_token": "join.token",
     "join_token_file": "join.token_file",
     "auth_enabled": "auth.enabled",
+    "state_backend": "state.backend",
     **{k: f"limits.{k}" for k in _LIMITS_KEYS},
 }
 _DOTTED_OVERRIDES = set(_FLAT_OVERRIDES.values())
@@ -229,7 +234,10 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     api = _check_table(top.get("api", {}), _API_KEYS, "api.", problems)
     auth = _check_table(top.get("auth", {}), _AUTH_KEYS, "auth.", problems)
     limits = _check_table(top.get("limits", {}), _LIMITS_KEYS, "limits.", problems)
+    state = _check_table(top.get("state", {}), _STATE_KEYS, "state.", problems)
     kwargs: dict[str, Any] = {}
+    if "backend" in state:
+        kwargs["state_backend"] = state["backend"]
     _collect_security(top, kwargs, problems)
     kwargs.update(
         {k: v for k, v in raft.items() if k not in ("bootstrap", "raft_addr", "raft_port", "dial")}

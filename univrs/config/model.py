@@ -26,6 +26,7 @@ MAX_PAYLOAD_SIZE = 1 << 30
 ENVELOPE_HEADROOM = 64 * 1024  # frame bytes reserved for a message's fields around its data
 DEFAULT_RAFT_HOST = "127.0.0.1"
 INITIAL_CLUSTER_STATES = ("new", "existing")
+STATE_BACKENDS = ("memory", "lmdb")  # [state] backend
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -61,6 +62,12 @@ class NodeConfig:
     heartbeat_interval_ms: int = 150
     election_timeout_min_ms: int = 300  # invariant: heartbeat < min <= max
     election_timeout_max_ms: int = 500
+    # Lease reads (docs/performance.md, "Lease reads"): off by default. On, a leader answers
+    # reads of consistency "lease" from its lease (no heartbeat round), linearizable only while
+    # no two nodes' clocks drift apart by more than ``lease_drift_ms`` within
+    # ``election_timeout_min_ms`` and no process stalls unnoticed for longer.
+    read_lease: bool = False
+    lease_drift_ms: int = 50
     snapshot_threshold: int = 10_000  # entries applied since the last snapshot
     snapshot_max_chunk_size: int = 1_048_576  # bytes of snapshot data per InstallSnapshot
     # Log entries kept behind a snapshot, so slightly-behind followers catch up from the log.
@@ -80,6 +87,10 @@ class NodeConfig:
     # reconciles on every change and at least this often; 0 turns it off (instances are then
     # created by clients).
     reconcile_resync_ms: int = 10_000
+    # Where the state machine lives ([state] backend, docs/state-at-scale.md): "memory"
+    # (restored from the snapshot and the log at every start) or "lmdb" (data_dir/state.lmdb,
+    # resumed after its applied index).
+    state_backend: str = "memory"
     # Batch entries (docs/runtime.md, "Batch entries"): the leader packs concurrent writes into
     # one log entry (payload version 2). Off by default: a node older than payload version 2
     # would not apply such entries, so turn it on only once every member reads them.
@@ -139,6 +150,8 @@ class NodeConfig:
             # Without TLS a sender's id is its say-so: no leader traffic from unlisted ids
             # (docs/security.md, "Core refusals").
             unlisted_leaders=self.tls is not None,
+            read_lease=self.read_lease,
+            lease_drift_ticks=lease_drift_ticks(self.lease_drift_ms, tick),
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:
@@ -148,6 +161,11 @@ class NodeConfig:
     def bootstrap_addresses(self) -> dict[str, str]:
         """Node id -> raft address of the bootstrap members (empty without bootstrap)."""
         return {n.id: n.addr for n in self.bootstrap}
+
+
+def lease_drift_ticks(drift_ms: int, tick_ms: int) -> int:
+    """The drift bound in whole ticks, rounded up (a bound is never rounded down)."""
+    return -(-max(0, drift_ms) // tick_ms)
 
 
 def choose_tick_ms(heartbeat_ms: int, election_min_ms: int, election_max_ms: int) -> int:
@@ -200,6 +218,11 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
             f"raft.initial_cluster_state: {c.initial_cluster_state!r} must be one of "
             + ", ".join(repr(s) for s in INITIAL_CLUSTER_STATES)
         )
+    if c.state_backend not in STATE_BACKENDS:
+        problems.append(
+            f"state.backend: {c.state_backend!r} must be one of "
+            + ", ".join(repr(s) for s in STATE_BACKENDS)
+        )
     if c.initial_cluster_token is not None and not c.initial_cluster_token.strip():
         problems.append("raft.initial_cluster_token: must not be empty")
     for key, value in (("raft.node_id", c.node_id), ("raft.cluster_id", c.cluster_id)):
@@ -238,6 +261,21 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
             f"raft.heartbeat_interval_ms ({c.heartbeat_interval_ms}), or followers time out "
             "between heartbeats"
         )
+    if c.lease_drift_ms < 0:
+        problems.append(f"raft.lease_drift_ms: {c.lease_drift_ms} must be >= 0")
+    elif c.read_lease and c.election_timeout_min_ms > c.heartbeat_interval_ms:
+        tick = c.tick_ms
+        low = max(
+            max(1, round(c.heartbeat_interval_ms / tick)) + 1,
+            round(c.election_timeout_min_ms / tick),
+        )  # election_ticks_min, as raft_config computes it
+        if low - 1 - lease_drift_ticks(c.lease_drift_ms, tick) < 1:
+            problems.append(
+                f"raft.lease_drift_ms: {c.lease_drift_ms} leaves read_lease no lease: a lease "
+                f"lasts election_timeout_min_ms ({c.election_timeout_min_ms}) less one tick "
+                f"({tick} ms) less the drift bound rounded up to ticks; lower lease_drift_ms "
+                f"below {(low - 2) * tick} or raise election_timeout_min_ms"
+            )
     if c.election_timeout_max_ms < c.election_timeout_min_ms:
         problems.append(
             f"raft.election_timeout_max_ms: {c.election_timeout_max_ms} is below "

@@ -38,7 +38,7 @@ from univrs.raft.messages import (
     SnapshotMeta,
 )
 from univrs.raft.progress import Progress
-from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderReads
+from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderLease, LeaderReads
 from univrs.raft.ready import RaftConfig, ReadState, Role, SnapshotInstall, SoftState
 from univrs.raft.rng import Rng
 from univrs.raft.snapshot import Snapshot, SnapshotReceiver
@@ -95,6 +95,10 @@ class NodeBase:
     _receiving: SnapshotReceiver | None  # follower: a snapshot being streamed to us
     _out_snapshot: SnapshotInstall | None  # a verified snapshot for the next Ready
     _leader_reads: LeaderReads
+    _lease: LeaderLease  # leader only (read_only.py, "Leases"); reset at every role change
+    # The tick we last heard from a live leader (AppendEntries, Heartbeat, InstallSnapshot of
+    # our term); with leases on, the tick the node started at until then (election.py).
+    _heard_leader_at: int
     # Messages refused, by reason (univrs/raft/senders.py: a term above MAX_TERM, a sender
     # that is not a member, a snapshot too large or not restorable). Never acted on.
     _refused: dict[str, int]
@@ -152,6 +156,7 @@ class NodeBase:
             self._drop_leader_reads()
             self._progress = {}
             self._transferee = None
+            self._lease.reset()
         self._role = role
         self._leader = leader
         if leader is not None and self._term >= self._led_term:
@@ -172,6 +177,7 @@ class NodeBase:
         """A message from ``leader`` of our term: follow it. False if we lead this term."""
         if self._role is Role.LEADER:
             return False  # two leaders in one term cannot happen; ignore rather than obey
+        self._heard_leader_at = self._now
         if self._role is Role.CANDIDATE or self._role is Role.PRE_CANDIDATE:
             self._become_follower(self._term, leader)
         elif self._leader != leader:

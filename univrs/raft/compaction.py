@@ -188,6 +188,23 @@ class SnapshotLayer(LeaderLayer):
         self._install_snapshot(meta, data)
         self._snapshot_answer(msg, msg.total_size, success=True)
 
+    def snapshot_to_check(self, msg: InstallSnapshot) -> bytes | None:
+        """The data ``snapshot_check`` would be called with if ``msg`` were stepped now: the
+        complete, verified snapshot that ``msg`` finishes (None if it finishes none, or if it
+        would not be checked: no check, or at or below our commit index). A query that
+        changes nothing, so the runtime can run the (expensive) check ahead, off its event
+        loop, and answer the core's call from what it found (univrs/runtime/snapshots.py)."""
+        if (
+            self.snapshot_check is None
+            or msg.meta.index <= self._commit
+            or msg.total_size > self.config.max_snapshot_bytes
+        ):
+            return None
+        rx = self._receiving
+        if rx is None or not rx.same_snapshot(msg):
+            rx = SnapshotReceiver.for_message(msg)  # what the step starts (one-chunk snapshot)
+        return rx.completed_by(msg)
+
     def _install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Replace our state with a verified snapshot newer than our commit index."""
         assert meta.index > self._commit >= self._applied, f"install {meta} on {self!r}"

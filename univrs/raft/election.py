@@ -49,10 +49,22 @@ class ElectionLayer(FollowerLayer):
         return self._log.is_up_to_date(last_index, last_term)
 
     def _in_lease(self, pre_vote: bool) -> bool:
-        """Heard from a live leader within the minimum election timeout (CheckQuorum lease)."""
-        if not (pre_vote or self.config.check_quorum):
+        """Heard from a live leader within the minimum election timeout (CheckQuorum lease).
+
+        With read leases on (read_only.py, "Leases") the rule must hold without exception, since
+        a leader serves reads on it: it counts ticks since the last message from a leader
+        whatever happened since (a ``campaign()`` or a higher term may have cleared ``_leader``),
+        counts a restart as such a message (the process cannot know whom it followed before),
+        and a leader is always in its own lease.
+        """
+        cfg = self.config
+        if not (pre_vote or cfg.check_quorum):
             return False
-        return self._leader is not None and self._election_elapsed < self.config.election_ticks_min
+        if cfg.read_lease:
+            if self._role is Role.LEADER:
+                return True
+            return self._now - self._heard_leader_at < cfg.election_ticks_min
+        return self._leader is not None and self._election_elapsed < cfg.election_ticks_min
 
     def _leader_hint(self) -> NodeId | None:
         """The leader a vote rejection names (``RequestVoteResponse.leader``): the one we

@@ -116,6 +116,7 @@ class LeaderLayer(NodeBase):
             if peer != self.id
         }
         self._leader_reads.reset_acks()
+        self._lease.reset()
         self._receiving = None  # a leader installs no snapshot
         self._append_as_leader(((EntryKind.NOOP, b""),))
 
@@ -164,9 +165,10 @@ class LeaderLayer(NodeBase):
     def _leader_config_change(self, before: Membership) -> None:
         """Track every member of the configuration in effect.
 
-        Members it removes keep receiving the log until it commits and one more heartbeat has
-        told them the commit index (``_prune_progress``), so a removed node normally learns that
-        its removal is final and stops campaigning. A member that was not in ``before`` (added,
+        Members it removes keep receiving the log until it commits and a heartbeat has told
+        them a commit index covering their removal (or, if they never catch up, for a bounded
+        number of rounds: ``_prune_progress``), so a removed node learns that its removal is
+        final and stops campaigning. A member that was not in ``before`` (added,
         or re-added while its old progress lingers) or whose incarnation changed gets fresh
         progress: what the old one acknowledged says nothing about the new one's log.
         """
@@ -183,10 +185,29 @@ class LeaderLayer(NodeBase):
             self._transferee = None
 
     def _prune_progress(self) -> None:
-        """Forget peers the committed configuration no longer has."""
+        """Forget peers the committed configuration no longer has, once each was told so.
+
+        A removed peer is forgotten after a heartbeat of an earlier round told it a commit
+        index covering its removal (so it learns the removal is final and stops campaigning),
+        or after ``_removal_rounds_max`` rounds if it never catches up (down, cut off). Pruning
+        at the first round lost that news for a peer whose acknowledgement of the removing
+        entry came after the commit: its heartbeat carried min(commit, its match), below the
+        entry, and then nothing more was sent to it.
+        """
         members = self._configs.current.members
+        index = self._configs.current_index
+        limit = self._removal_rounds_max()
         for peer in [p for p in self._progress if p not in members]:
-            del self._progress[peer]
+            pr = self._progress[peer]
+            pr.removal_rounds += 1
+            told = pr.removal_rounds > 1 and pr.commit_sent >= index
+            if told or pr.removal_rounds >= limit:
+                del self._progress[peer]
+
+    def _removal_rounds_max(self) -> int:
+        """Heartbeat rounds a removed peer that does not catch up is still sent to."""
+        cfg = self.config
+        return max(2, 2 * cfg.election_ticks_max // cfg.heartbeat_ticks)
 
     # ---- commit ------------------------------------------------------------------------------
 
@@ -263,13 +284,19 @@ class LeaderLayer(NodeBase):
             return
         _, _, successor = min(candidates)
         if self._progress[successor].match == last:
-            self._send(TimeoutNow(term=self._term, src=self.id, dst=successor))
+            self._send_timeout_now(successor)
             self._become_follower(self._term, None)
             return
         if self._transferee != successor:
             self._transferee = successor
             self._transfer_elapsed = 0
         self._send_appends(successor)
+
+    def _send_timeout_now(self, target: NodeId) -> None:
+        """Tell ``target`` to campaign now (dissertation 3.10), giving up our read lease for
+        the rest of the term: voters grant its votes inside their leases (read_only.py)."""
+        self._lease.revoked = True
+        self._send(TimeoutNow(term=self._term, src=self.id, dst=target))
 
     def _committed_in_term(self) -> bool:
         return self._log.term_at(self._commit) == self._term
@@ -311,7 +338,14 @@ class LeaderLayer(NodeBase):
         return ok
 
     def _broadcast_heartbeat(self) -> None:
-        ctx = self._leader_reads.round
+        reads = self._leader_reads
+        if self.config.read_lease:
+            # Every broadcast is a round of its own, so an answer tells when its heartbeat was
+            # sent (at this tick or later: the runtime sends after ready()).
+            if not reads.round_unsent:
+                reads.round_for_new_read()
+            self._lease.sent(reads.round, self._now, self.config.lease_ticks)
+        ctx = reads.round
         for peer, pr in self._progress.items():
             commit = min(self._commit, pr.match)
             pr.commit_sent = max(pr.commit_sent, commit)
@@ -320,8 +354,8 @@ class LeaderLayer(NodeBase):
             len(self._progress) >= len(self._configs.current.members)
             and self._commit >= self._configs.current_index
         ):
-            # More peers than members: some were removed and the change is committed. This
-            # heartbeat told each of them so (if it holds the entry); now forget them.
+            # More peers than members: some were removed and the change is committed. Forget
+            # each once a heartbeat has told it so (``_prune_progress``).
             self._prune_progress()
 
     # ---- replication ---------------------------------------------------------------------------
@@ -420,7 +454,7 @@ class LeaderLayer(NodeBase):
             if self._role is not Role.LEADER:
                 return
             if msg.src == self._transferee and pr.match == self._log.last_index:
-                self._send(TimeoutNow(term=self._term, src=self.id, dst=msg.src))
+                self._send_timeout_now(msg.src)
                 if self._removed():
                     self._become_follower(self._term, None)  # handed over: step down now
                     return
@@ -485,12 +519,25 @@ class LeaderLayer(NodeBase):
 
     # ---- ReadIndex (dissertation 6.4; read_only.py) --------------------------------------------
 
-    def _leader_read(self, ctx: int, requester: NodeId | None) -> None:
+    def _lease_valid(self) -> bool:
+        """Do we hold a read lease now (read_only.py, "Leases")? A hook: mutants break it."""
+        cfg = self.config
+        return cfg.read_lease and self._lease.valid(self._now, cfg.lease_ticks)
+
+    def _lease_quorum_acked(self, round: int) -> None:
+        """A quorum answered every heartbeat round up to ``round``: the lease runs from the
+        newest such round's send tick. A hook: a mutant measures from the answer instead."""
+        self._lease.quorum_acked(round)
+
+    def _leader_read(self, ctx: int, requester: NodeId | None, lease: bool = False) -> None:
         deadline = self._now + self._read_timeout()
         reads = self._leader_reads
         if not self._committed_in_term():
             # Our commit index may lag the true one until an entry of our term commits.
             reads.wait_for_commit(WaitingRead(ctx=ctx, requester=requester, deadline=deadline))
+            return
+        if lease and self._lease_valid():
+            self._confirmed_read(ctx, requester, self._commit)
             return
         if not self._read_needs_quorum_check():
             self._confirmed_read(ctx, requester, self._commit)
@@ -511,5 +558,8 @@ class LeaderLayer(NodeBase):
         def acked(v: NodeId) -> int:
             return reads.round if v == self.id else reads.acked_round(v)
 
-        for r in reads.pop_confirmed(quorum_index(self._configs.current.voters, acked)):
+        quorum_round = quorum_index(self._configs.current.voters, acked)
+        if self.config.read_lease:
+            self._lease_quorum_acked(quorum_round)
+        for r in reads.pop_confirmed(quorum_round):
             self._confirmed_read(r.ctx, r.requester, r.index)

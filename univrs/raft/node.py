@@ -58,7 +58,13 @@ from univrs.raft.messages import (
     TimeoutNow,
     encode_membership,
 )
-from univrs.raft.read_only import ApplyWait, ForwardedRead, ForwardedReads, LeaderReads
+from univrs.raft.read_only import (
+    ApplyWait,
+    ForwardedRead,
+    ForwardedReads,
+    LeaderLease,
+    LeaderReads,
+)
 from univrs.raft.ready import (
     InitialState,
     PeerStatus,
@@ -156,6 +162,11 @@ class RaftNode(ElectionLayer):
         self._receiving = None
         self._out_snapshot = None
         self._leader_reads = LeaderReads()
+        self._lease = LeaderLease()
+        # With leases on, a start counts as hearing from a leader (election.py ``_in_lease``),
+        # unless the node never can have: bootstrap_state starts at term 1, a joining node at
+        # 0, and every leader's term is at least 2 (a candidate increments its term).
+        self._heard_leader_at = 0 if hs.term > 1 else -config.election_ticks_min
         self._refused = {}
         self._leader_incarnation = (None, None)
         self._forwarded = ForwardedReads()
@@ -332,10 +343,15 @@ class RaftNode(ElectionLayer):
         data = encode_membership(membership)
         return self._term, self._append_as_leader(((EntryKind.CONFIG, data),))
 
-    def read_index(self, ctx: int) -> None:
-        """Request a linearizable read; ``ctx`` comes back in Ready.reads or Ready.dropped_reads."""
+    def read_index(self, ctx: int, *, lease: bool = False) -> None:
+        """Request a linearizable read; ``ctx`` comes back in Ready.reads or Ready.dropped_reads.
+
+        ``lease=True`` (only with ``RaftConfig.read_lease``): a leader holding its read lease
+        confirms the read at once at its commit index (read_only.py, "Leases"); otherwise, and
+        on a follower, it is an ordinary ReadIndex read.
+        """
         if self._role is Role.LEADER:
-            self._leader_read(ctx, None)
+            self._leader_read(ctx, None, lease)
         elif self._leader is not None:
             read = ForwardedRead(
                 ctx=ctx,
@@ -398,7 +414,7 @@ class RaftNode(ElectionLayer):
         self._transfer_elapsed = 0
         pr = self._progress[target]
         if pr.match == self._log.last_index:
-            self._send(TimeoutNow(term=self._term, src=self.id, dst=target))
+            self._send_timeout_now(target)
         else:
             self._send_appends(target)
 
@@ -521,6 +537,7 @@ class RaftNode(ElectionLayer):
             refused_messages=sum(self._refused.values()),
             refused=tuple(sorted(self._refused.items())),
             config_index=self._configs.current_index,
+            lease=self._role is Role.LEADER and self._lease_valid(),
         )
 
     def problems(self) -> list[str]:

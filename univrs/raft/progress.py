@@ -83,6 +83,9 @@ class Progress:
     # min(commit, its last entry), a heartbeat's commit): below min(commit, match) it needs
     # telling. Only an optimisation of latency; correctness never depends on it.
     commit_sent: int = 0
+    # Removed members only (leader.py ``_prune_progress``): heartbeat rounds since the
+    # configuration removing it committed.
+    removal_rounds: int = 0
 
     def become_probe(self) -> None:
         """Fall back to one-at-a-time probing from ``next`` (which the caller set)."""

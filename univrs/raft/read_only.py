@@ -16,6 +16,21 @@ read to the leader (``ForwardedReads``) and, on the answer, waits in its own ``A
 read that can no longer be confirmed (leadership lost, leader changed, no answer for a while) is
 dropped; dropping is always safe, serving early never is. Confirmed reads survive later role
 changes: the confirmation already happened.
+
+Leases (``RaftConfig.read_lease``, off by default; dissertation 6.4.1)
+---------------------------------------------------------------------
+With leases on, every heartbeat broadcast is a round of its own, and ``LeaderLease`` remembers the
+tick each round was sent at. When a quorum has acknowledged round r, the leader holds a lease
+from r's *send* tick (never from the acknowledgement: the followers' timers were reset when the
+heartbeat arrived, which may be long after it was sent) for ``RaftConfig.lease_ticks``. A
+follower refuses votes and pre-votes for ``election_ticks_min`` ticks after it last heard from a
+leader (election.py ``_in_lease``; with leases on also right after it starts, and whatever its
+role), so no other leader can be elected before the lease runs out, provided the clocks drift
+apart by less than ``lease_drift_ticks`` in that time. A lease read (``read_index(ctx,
+lease=True)``) is confirmed at once at the commit index while the lease holds and the leader has
+committed an entry of its term; otherwise it is an ordinary ReadIndex read. A leader that sends
+TimeoutNow gives its lease up for the rest of its term: voters grant the transfer's votes inside
+their leases, and a TimeoutNow delayed past an aborted transfer could still elect its target.
 """
 
 from __future__ import annotations
@@ -120,6 +135,50 @@ class LeaderReads:
 
     def has_unconfirmed(self) -> bool:
         return bool(self._pending or self._waiting)
+
+
+@attrs.define(eq=False)
+class LeaderLease:
+    """The leader's read lease: the send tick of the newest heartbeat round a quorum answered.
+
+    ``_sent`` holds (round, send tick) of rounds not yet answered by a quorum, oldest first;
+    rounds older than a lease can never start a valid one and are pruned, so it holds at most
+    about ``lease_ticks`` rounds per tick.
+    """
+
+    _sent: collections.deque[tuple[int, int]] = attrs.field(factory=collections.deque)
+    start: int | None = None  # send tick of the newest round a quorum answered (this term)
+    revoked: bool = False  # TimeoutNow was sent this term: no lease until the next term
+
+    def sent(self, round: int, now: int, lease_ticks: int) -> None:
+        """Heartbeats of ``round`` go out at tick ``now`` (only its first send is recorded)."""
+        sent = self._sent
+        if sent and sent[-1][0] >= round:
+            return
+        while sent and sent[0][1] + lease_ticks <= now:
+            sent.popleft()
+        sent.append((round, now))
+
+    def quorum_acked(self, round: int) -> bool:
+        """A quorum of voters answered every round up to ``round``; True if that moved the
+        lease on."""
+        sent = self._sent
+        moved = False
+        while sent and sent[0][0] <= round:
+            _, tick = sent.popleft()
+            if self.start is None or tick > self.start:
+                self.start = tick
+                moved = True
+        return moved
+
+    def valid(self, now: int, lease_ticks: int) -> bool:
+        return not self.revoked and self.start is not None and now < self.start + lease_ticks
+
+    def reset(self) -> None:
+        """A new leadership term (or the end of one): nothing proven so far counts."""
+        self._sent.clear()
+        self.start = None
+        self.revoked = False
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -74,6 +74,24 @@ class RaftConfig:
     # it; univrs/raft/senders.py). Safe only where the transport authenticates node ids (TLS):
     # a node without TLS turns it off, so a made-up id cannot lead it in a leaderless window.
     unlisted_leaders: bool = True
+    # Lease reads (read_only.py, "Leases"; off by default): a leader answers ``read_index(ctx,
+    # lease=True)`` at its commit index, without a heartbeat round, while a quorum of voters
+    # acknowledged a heartbeat it sent less than ``lease_ticks`` ticks ago. Safe only if, over
+    # ``election_ticks_min`` ticks, no two nodes' clocks drift apart by more than
+    # ``lease_drift_ticks`` ticks (and a tick is never skipped: a paused or starved runtime
+    # must catch its ticks up before it serves a lease read). Needs ``check_quorum``.
+    read_lease: bool = False
+    lease_drift_ticks: int = 1
+
+    @property
+    def lease_ticks(self) -> int:
+        """How long a lease lasts, from the send of the heartbeat a quorum acknowledged.
+
+        A follower refuses votes for ``election_ticks_min`` of its ticks after it last heard from
+        the leader; its timer may tick right after the heartbeat arrives, so the refusal lasts
+        at least ``election_ticks_min - 1`` whole ticks of its clock: less the drift bound.
+        """
+        return self.election_ticks_min - 1 - self.lease_drift_ticks
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.heartbeat_ticks < self.election_ticks_min <= self.election_ticks_max:
@@ -87,6 +105,19 @@ class RaftConfig:
             raise ValueError("snapshot chunk size and window must be positive")
         if self.max_snapshot_bytes < 1:
             raise ValueError("max_snapshot_bytes must be positive")
+        if self.lease_drift_ticks < 0:
+            raise ValueError(f"lease_drift_ticks must be >= 0, got {self.lease_drift_ticks}")
+        if self.read_lease:
+            if not self.check_quorum:
+                raise ValueError(
+                    "read_lease needs check_quorum: without it followers grant votes while a "
+                    "leader still holds its lease"
+                )
+            if self.lease_ticks < 1:
+                raise ValueError(
+                    f"read_lease: a drift bound of {self.lease_drift_ticks} ticks leaves no lease "
+                    f"(election_ticks_min {self.election_ticks_min} - 1 - drift must be >= 1)"
+                )
 
 
 @attrs.frozen(kw_only=True)
@@ -206,3 +237,4 @@ class Status:
     # MAX_TERM, a sender that is not a member, a snapshot too large or not restorable.
     refused: tuple[tuple[str, int], ...] = ()
     config_index: int = 0  # log index of ``membership`` (0: the initial configuration)
+    lease: bool = False  # leader only: it holds a read lease now (RaftConfig.read_lease)

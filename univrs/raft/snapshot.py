@@ -176,6 +176,9 @@ class SnapshotReceiver:
     checksum: int
     _chunks: list[bytes] = attrs.field(factory=list)
     received: int = 0  # bytes held, in order from offset 0
+    # completed_by's verified result and the last chunk it was joined with: verified() reuses
+    # it when exactly that chunk is accepted, so the whole data is never joined twice.
+    _joined: tuple[bytes, bytes] | None = None
 
     @classmethod
     def for_message(cls, msg: InstallSnapshot) -> SnapshotReceiver:
@@ -192,15 +195,36 @@ class SnapshotReceiver:
         """Append the next chunk; False if it would exceed the announced size (corrupt)."""
         if self.received + len(data) > self.total_size:
             return False
+        if self._joined is not None and data is not self._joined[1]:
+            self._joined = None
         if data:
             self._chunks.append(data)
             self.received += len(data)
         return True
 
+    def completed_by(self, msg: InstallSnapshot) -> bytes | None:
+        """The complete, checksum-verified data if ``msg`` is the chunk that finishes this
+        snapshot (in order, the announced size reached, marked done); None otherwise. A
+        query: what is held does not change; the joined data is kept for ``verified`` once
+        exactly ``msg.data`` is accepted (the same bytes object, not a second copy)."""
+        if not (msg.done and self.same_snapshot(msg) and msg.offset == self.received):
+            return None
+        if self.received + len(msg.data) != self.total_size:
+            return None
+        data = b"".join([*self._chunks, msg.data])
+        if zlib.crc32(data) != self.checksum:
+            return None
+        self._joined = (data, msg.data)
+        return data
+
     def verified(self) -> bytes | None:
         """The complete data if its size and checksum match what the leader announced."""
         if self.received != self.total_size:
             return None
+        if self._joined is not None:  # completed_by joined and checked these very chunks
+            data = self._joined[0]
+            self._chunks, self._joined = [data], None
+            return data
         data = b"".join(self._chunks)
         self._chunks = [data]
         return data if zlib.crc32(data) == self.checksum else None

@@ -72,6 +72,9 @@ class Applier:
     after_apply: Callable[[], None]
     on_restored: Callable[[SnapshotMeta], None]
     watch_hub: WatchHub = attrs.field(factory=WatchHub)
+    # Takes a state machine restored from a snapshot and returns the one to apply to (a
+    # persistent backend stores it: ``StateBackend.adopt``).
+    adopt: Callable[[ClusterStateMachine], ClusterStateMachine] = lambda sm: sm
     # Appended proposals by index (the driver adds them; this loop settles them).
     # A batch entry's proposals wait as one ``ProposeBatch`` (univrs/runtime/packing.py).
     pending: PendingProposals[Propose | ProposeBatch] = attrs.field(factory=PendingProposals)
@@ -115,8 +118,11 @@ class Applier:
                     continue
                 entries = [e for e in item if e.index > self.applied_index]
                 for start in range(0, len(entries), APPLY_CHUNK):
-                    for entry in entries[start : start + APPLY_CHUNK]:
-                        self._apply_one(entry)
+                    # One batch per chunk: a persistent state commits it in one transaction
+                    # with its applied index, before anything else runs (no await inside).
+                    with self.sm.batch():
+                        for entry in entries[start : start + APPLY_CHUNK]:
+                            self._apply_one(entry)
                     await self.events.send(Applied(self.applied_index))
                 self.after_apply()
 
@@ -126,9 +132,10 @@ class Applier:
         check = self.view.core.snapshot_check
         checked = check.take(meta, install.data) if isinstance(check, SnapshotChecker) else None
         if checked is None:
-            self.sm = await trio.to_thread.run_sync(restore, install.data)
+            restored = await trio.to_thread.run_sync(restore, install.data)
         else:
-            self.sm = checked  # restored once, by the check just before (no second decode)
+            restored = checked  # restored once, by the check just before (no second decode)
+        self.sm = self.adopt(restored)
         self.watch_hub.reset(self.sm.revision)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term
         self.view.applied_membership = meta.membership

@@ -38,11 +38,14 @@ of leader CPU against 0.25 ms per entry), and the writer syncs one batch at a ti
 one batch in flight made the batches twice as large and cut the CPU per write by about a
 fifth (docs/api.md, Performance).
 
-``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself, and fires
-``wait_changed``, only after a step that can change what it watches: role, leader and term
-come with a Ready's soft state, term and commit with its hard state, the membership with its
-entries, truncation or snapshot, ``applied`` with an ``Applied`` report; a ``call`` may do
-anything.
+``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself only
+after a step that can change role, leader, term, commit, applied or the membership: role,
+leader and term come with a Ready's soft state, term and commit with its hard state, the
+membership with its entries, truncation or snapshot, ``applied`` with an ``Applied`` report;
+a ``call`` may do anything. ``wait_changed`` fires only when role, leader, term or a
+membership changed, never for commit or apply progress alone; a caller waiting for an index
+uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
+that reaches it).
 
 Nothing but the driver calls the core.
 
@@ -69,7 +72,7 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -81,10 +84,18 @@ from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Messag
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
-from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, Read
+from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import encode_payload_doc
-from univrs.runtime.ports import NO_METRICS, LogStorage, Metrics, Transport
+from univrs.runtime.ports import (
+    MEMORY_STATE,
+    NO_METRICS,
+    LogStorage,
+    Metrics,
+    StateBackend,
+    Transport,
+)
+from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
@@ -158,6 +169,8 @@ class RaftRuntime:
     inbox: Inbox = attrs.field(factory=Inbox)
     # The recent change events of the applied state, for watches (fed by the apply loop).
     watch_hub: WatchHub = attrs.field(factory=WatchHub)
+    # Where the state machine lives (in memory, or persisted: docs/state-at-scale.md).
+    state_backend: StateBackend = MEMORY_STATE
     _writer: StorageWriter = attrs.field(init=False)
     _applier: Applier = attrs.field(init=False)
     _snapshots: Snapshotter = attrs.field(init=False)
@@ -179,6 +192,9 @@ class RaftRuntime:
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     # The current step handled an event that may change the watched fields (applied, a call).
     _step_dirty: bool = attrs.field(default=False, init=False)
+    # With read leases on: trio time of the first tick event, and ticks fed since then.
+    _tick_origin: float | None = attrs.field(default=None, init=False)
+    _ticks_fed: int = attrs.field(default=0, init=False)
     # Reports of the storage writer not yet given to the core (oldest first), and whether a
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
@@ -205,6 +221,7 @@ class RaftRuntime:
             after_apply=self._after_apply,
             on_restored=self._on_restored,
             watch_hub=self.watch_hub,
+            adopt=self.state_backend.adopt,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
@@ -214,6 +231,7 @@ class RaftRuntime:
             threshold=self.snapshot_threshold,
             keep=self.snapshot_keep,
             last_index=self._restored_index,
+            durable=self.state_backend.durable,
         )
 
     # ------------------------------------------------------------------ public surface
@@ -267,8 +285,14 @@ class RaftRuntime:
         return self.view.status()
 
     async def wait_changed(self) -> None:
-        """Wait until the status next changes (role, leader, term, commit or applied)."""
+        """Wait until the role, leader, term or membership (the newest or the applied one)
+        next changes; commit and apply progress do not wake it (``wait_applied`` does)."""
         await self.view.wait_changed()
+
+    async def wait_applied(self, index: int) -> None:
+        """Wait until ``index`` is applied here (``applied_index >= index``); woken only by
+        the apply that reaches it. Callers bound it with a deadline."""
+        await self.view.wait_applied(index)
 
     def applied_config_term(self, index: int) -> int | None:
         """The term of the configuration entry applied at ``index`` here, if it was applied
@@ -303,10 +327,31 @@ class RaftRuntime:
             # skipped; one already in the log may still commit, and nobody waits for it.
             waiter.fail(OutcomeUnknown("abandoned by its caller"))
 
-    async def read_index(self) -> int:
-        """Confirm a linearizable read point (ReadIndex); returns once applied >= it here."""
+    async def propose_together(self, envelopes: Sequence[Envelope]) -> list[Waiter[Response]]:
+        """Hand several commands to the driver at once (one inbox event, one wake-up: a client
+        frame's writes, univrs/api/store.py ``submit_many``); one waiter per command, in order,
+        each ending exactly as ``propose``'s wait does. The caller must ``fail`` every waiter
+        it stops waiting for (deadline, cancellation), as ``propose`` does for its own, so a
+        proposal not yet handed to the core is skipped. Raises NotLeader on a follower."""
+        status = self.view.last_status()
+        if status.role is not Role.LEADER:
+            raise NotLeader(status.leader)
+        now_ms, now = int(time.time() * 1000), trio.current_time()
+        waiters: list[Waiter[Response]] = []
+        batch: list[Propose] = []
+        for envelope in envelopes:
+            waiter: Waiter[Response] = Waiter()
+            payload, doc = encode_payload_doc(envelope, now_ms)
+            batch.append(Propose(payload, waiter, now, doc))
+            waiters.append(waiter)
+        await self.inbox.sender.send(ProposeMany(batch))
+        return waiters
+
+    async def read_index(self, *, lease: bool = False) -> int:
+        """Confirm a linearizable read point (ReadIndex; ``lease``: the leader's read lease
+        when it holds one, only with ``[raft] read_lease``); returns once applied >= it here."""
         waiter: Waiter[int] = Waiter()
-        await self.inbox.sender.send(Read(waiter))
+        await self.inbox.sender.send(Read(waiter, lease))
         return await waiter.wait()
 
     async def call(self, fn: Callable[[RaftNode], Any]) -> Any:
@@ -348,10 +393,14 @@ class RaftRuntime:
         recv = self.inbox.receiver
         self._step_dirty = True
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
+        held: object | None = None  # an event _drain stopped at (it needs a precheck first)
         while True:
-            self._handle(await recv.receive())
-            self._drain()
-            if self._released and self._batch:
+            ev = held if held is not None else await recv.receive()
+            if precheck_due(ev, self.core):
+                await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
+            self._handle(ev)
+            held = self._drain()
+            if self._released and self._batch and held is None:
                 # The batch in flight just applied and woke its proposers. Let every task that
                 # is runnable now (those proposers; API readers with requests that arrived
                 # meanwhile) run once before the open batch goes, so that it goes whole: one
@@ -359,20 +408,23 @@ class RaftRuntime:
                 # made them (it released the next batch only once the last proposer returned).
                 self._process_ready()
                 await trio.lowlevel.checkpoint()
-                self._drain()
+                held = self._drain()
             self._released = False
             self._flush_proposals()
             self._process_ready()
 
-    def _drain(self) -> None:
-        """Handle every event queued now (the writer's reports first)."""
+    def _drain(self) -> object | None:
+        """Handle every event queued now (the writer's reports first); stop at (and return)
+        one that needs a precheck."""
         self._take_persisted()
         recv = self.inbox.receiver
         while True:
             try:
                 ev = recv.receive_nowait()
             except trio.WouldBlock:
-                return
+                return None
+            if precheck_due(ev, self.core):
+                return ev
             self._handle(ev)
 
     def _take_persisted(self) -> None:
@@ -390,8 +442,13 @@ class RaftRuntime:
             self.core.step(ev)
         elif isinstance(ev, Propose):
             self._batch.append(ev)
+        elif isinstance(ev, ProposeMany):
+            self._batch.extend(ev.proposals)
         elif ev is TICK:
-            self.core.tick()
+            if self.core.config.read_lease:
+                self._catch_up_ticks()
+            else:
+                self.core.tick()
         elif isinstance(ev, Applied):
             self._step_dirty = True
             in_flight = self._in_flight
@@ -399,11 +456,14 @@ class RaftRuntime:
                 in_flight.popleft()  # that batch applied: room for the open one
                 self._released = True
             self.core.applied(ev.index)
+            self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
         elif isinstance(ev, Read):
             ctx = self._next_ctx
             self._next_ctx += 1
             self._reads[ctx] = ev.waiter
-            self.core.read_index(ctx)
+            if ev.lease:
+                self._catch_up_ticks()
+            self.core.read_index(ctx, lease=ev.lease)
         elif isinstance(ev, Call):
             self._step_dirty = True
             try:
@@ -414,6 +474,20 @@ class RaftRuntime:
                 ev.waiter.fail(exc)
         else:
             raise AssertionError(f"unknown driver event {ev!r}")
+
+    def _catch_up_ticks(self) -> None:
+        """With read leases on, the core's clock follows trio's (monotonic) clock: feed it every
+        tick due since the driver started, so a stall (a pause, a starved process) never makes
+        a leader think less time passed than did (read_only.py, "Leases"). Called at every tick
+        event and right before a lease read."""
+        now = trio.current_time()
+        if self._tick_origin is None:
+            self._tick_origin = now
+        due = int((now - self._tick_origin) / self.tick_seconds)
+        core = self.core
+        while self._ticks_fed < due:
+            self._ticks_fed += 1
+            core.tick()
 
     def _flush_proposals(self) -> None:
         """Propose the open batch if fewer than ``proposal_depth`` batches are in flight."""

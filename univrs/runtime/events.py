@@ -61,6 +61,15 @@ class ProposeBatch:
     proposals: tuple[Propose, ...]
 
 
+@attrs.define(eq=False)
+class ProposeMany:
+    """Several proposals handed over together (``RaftRuntime.propose_together``): one inbox
+    event and one driver wake-up for a client frame's writes; they join the open batch in
+    this order, exactly as that many ``Propose`` events would."""
+
+    proposals: list[Propose]
+
+
 class Tick:
     """The ticker's event: one tick of the core's logical clock."""
 
@@ -70,9 +79,11 @@ TICK = Tick()
 
 @attrs.frozen
 class Read:
-    """A linearizable read: the waiter gets the confirmed read index."""
+    """A linearizable read: the waiter gets the confirmed read index (``lease``: a lease read,
+    confirmed by the leader's lease when it holds one, RaftNode.read_index)."""
 
     waiter: Waiter[int]
+    lease: bool = False
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
+from univrs.sm.state import ClusterStateMachine
 
 
 class AppendLog(Protocol):
@@ -136,3 +137,32 @@ class NoMetrics:
 
 
 NO_METRICS: Metrics = NoMetrics()
+
+
+class StateBackend(Protocol):
+    """Where the state machine lives (``[state] backend``, docs/state-at-scale.md). In memory
+    (``MEMORY_STATE``) it is rebuilt from the newest snapshot and the log at every start; in
+    LMDB (``univrs.storage.sm_tables.StateEnv``) it is on disk, committed once per applied
+    batch with its applied index, and a start resumes from it."""
+
+    def adopt(self, sm: ClusterStateMachine) -> ClusterStateMachine:
+        """The state machine to apply to from now on, after ``sm`` was restored from a
+        snapshot (the apply loop calls it; a persistent backend replaces its whole stored
+        state by ``sm``'s in one transaction and returns the state on disk)."""
+        ...
+
+    def durable(self) -> None:
+        """Force what was committed so far to disk (called in the storage writer's thread
+        before the log is compacted: the log is only compacted below a durable state)."""
+        ...
+
+
+class _MemoryState:
+    def adopt(self, sm: ClusterStateMachine) -> ClusterStateMachine:
+        return sm
+
+    def durable(self) -> None:
+        pass
+
+
+MEMORY_STATE: StateBackend = _MemoryState()

@@ -50,6 +50,10 @@ class Snapshotter:
     keep: int = 0
     # Index of the newest snapshot stored here (taken, installed, or loaded at start).
     last_index: int = 0
+    # Forces the state machine's committed state to disk (``StateBackend.durable``), in the
+    # storage writer's thread before the log is compacted: a persistent state is then at or
+    # past the snapshot, so the log it needs to resume is never compacted away.
+    durable: Callable[[], None] = lambda: None
     _lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
     _due: trio.Event = attrs.field(factory=trio.Event, init=False)
 
@@ -112,7 +116,13 @@ class Snapshotter:
             keep = self.keep
             upto: int = await self.call(lambda core: core.snapshot_taken(meta, data, keep=keep))
             if upto > 0:
-                await self._storage_task(lambda: storage.compact(upto))
+                durable = self.durable
+
+                def compact() -> None:
+                    durable()
+                    storage.compact(upto)
+
+                await self._storage_task(compact)
             self.last_index = max(self.last_index, meta.index)
             log.info(
                 "snapshot taken",

@@ -32,6 +32,18 @@ class Waiter(Generic[T]):
             self._error = error
             self._event.set()
 
+    async def settled(self) -> None:
+        """Wait until filled (without raising its error; read it with ``result``)."""
+        await self._event.wait()
+
+    def result(self) -> T:
+        """The value, or raise the error, of a filled waiter (no checkpoint: a caller waiting
+        for many waiters filled together reads them without a scheduling round each)."""
+        assert self._event.is_set(), "result() of a waiter not filled yet"
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
     async def wait(self) -> T:
         await self._event.wait()
         if self._error is not None:

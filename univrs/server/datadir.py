@@ -22,8 +22,10 @@ from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.raft.ready import InitialState
 from univrs.runtime.snapshots import restore
 from univrs.server.joining import JoinRefused
+from univrs.server.statedir import open_state, wipe_state
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
+from univrs.storage.sm_tables import StateEnv
 
 log = logging.getLogger("univrs.node")
 
@@ -87,6 +89,8 @@ class Opened:
     cluster_id: str
     sm: ClusterStateMachine
     snapshot: tuple[SnapshotMeta, bytes] | None
+    # The persistent state ([state] backend = "lmdb"), None in memory.
+    state_env: StateEnv | None = None
 
 
 def open_raw(config: NodeConfig) -> tuple[LogStore, InitialState]:
@@ -153,6 +157,22 @@ def finish_opening(
             )
     cluster_id = storage.cluster_id or config.cluster_id or "univrs"
     loaded = storage.load_snapshot()
+    if config.state_backend == "lmdb":
+        env, sm, initial = open_state(
+            str(config.data_dir),
+            initial,
+            loaded,
+            storage.cluster_id,
+            lambda snapshot: _restore_stored(config, snapshot),
+        )
+        return Opened(
+            storage=storage,
+            initial=initial,
+            cluster_id=cluster_id,
+            sm=sm,
+            snapshot=loaded,
+            state_env=env,
+        )
     sm = _restore_stored(config, loaded) if loaded is not None else ClusterStateMachine()
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
 
@@ -198,3 +218,4 @@ def wipe_raft_state(config: NodeConfig) -> None:
     if path.exists():
         path.rename(discarded)
         shutil.rmtree(discarded)
+    wipe_state(str(config.data_dir))  # the state machine's, if persisted: of the old log

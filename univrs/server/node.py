@@ -42,6 +42,7 @@ from univrs.runtime.membership import members as member_rows
 from univrs.runtime.membership import record_incarnations
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.packing import Packing
+from univrs.runtime.ports import MEMORY_STATE
 from univrs.runtime.snapshots import SnapshotChecker
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
@@ -69,9 +70,11 @@ from univrs.server.removal import (
     cluster_fingerprint,
     watch_for_removal,
 )
+from univrs.server.statedir import PersistentState, applied_membership
 from univrs.server.wiring import check_tls, transport_from_config
 from univrs.service.reconcile import Reconciler
 from univrs.storage import LogStore
+from univrs.storage.sm_tables import StateEnv
 
 log = logging.getLogger("univrs.node")
 
@@ -272,6 +275,7 @@ async def _run_once(
     security = check_tls(config)
     storage, initial = await trio.to_thread.run_sync(open_raw, config)
     node: Node | None = None
+    state_env: StateEnv | None = None
     try:
         state = data_dir_state(storage, initial)
         if join_info is None and join is not None:
@@ -291,6 +295,7 @@ async def _run_once(
         opened = await trio.to_thread.run_sync(
             lambda: finish_opening(storage, initial, config, stamp, bootstrap=bootstrap)
         )
+        state_env = opened.state_env
         rng = random.Random(seed)
         core = RaftNode(
             config.node_id,
@@ -306,6 +311,8 @@ async def _run_once(
             meta, data = opened.snapshot
             core.snapshot_taken(meta, data, keep=config.snapshot_trailing_entries)  # for peers
             snapshot_index, applied = meta.index, meta.membership
+        if opened.sm.last_applied_index > snapshot_index:  # a persisted state, resumed
+            applied = applied_membership(opened.initial, opened.snapshot, opened.initial.applied)
         # Built in dependency order, each part whole, nothing rewired afterwards. The runtime's
         # inbox and view come first: the transport delivers into the inbox and checks hellos
         # against the view, the peer map and the metrics read the view, and the runtime then
@@ -350,6 +357,7 @@ async def _run_once(
             snapshot_threshold=config.snapshot_threshold,
             snapshot_keep=config.snapshot_trailing_entries,
             last_snapshot_index=snapshot_index,
+            state_backend=PersistentState(state_env) if state_env is not None else MEMORY_STATE,
             packing=Packing.for_frames(
                 enabled=config.batch_entries, max_payload_size=config.max_payload_size
             ),
@@ -427,6 +435,8 @@ async def _run_once(
         # Synchronous on purpose: we may be cancelled, and closing LMDB is quick. Any storage
         # write in flight has finished: the writer's thread call is not cancellable.
         storage.close()
+        if state_env is not None:
+            state_env.close()
         log.info("node stopped")
     return node
 

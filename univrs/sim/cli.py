@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from univrs.sim.mutants import MUTANTS
+from univrs.sim.mutants import ALL_MUTANTS, LEASE_MUTANTS
 from univrs.sim.runner import DEFAULT_NODES, DEFAULT_TICKS, SeedResult, run_seeds
 
 
@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         help="RaftConfig.unlisted_leaders of the cores: on as with TLS, off as plaintext, "
         "or drawn per seed (default, half each way)",
     )
+    p.add_argument(
+        "--lease",
+        choices=("off", "within", "beyond"),
+        default="off",
+        help="read leases on, every node's clock drifting within or beyond the bound (default off)",
+    )
     p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     return p
@@ -45,11 +51,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out if out is not None else sys.stdout
     args = _parser().parse_args(argv)
     if args.list_mutants:
-        for name, m in MUTANTS.items():
-            width = max(len(n) for n in MUTANTS)
+        for name, m in ALL_MUTANTS.items():
+            width = max(len(n) for n in ALL_MUTANTS)
+            if name in LEASE_MUTANTS:
+                print(f"{name:{width}} {m.description} (lease mode)", file=out)
+                continue
             print(f"{name:{width}} {m.description}", file=out)
         return 0
-    if args.mutant is not None and args.mutant not in MUTANTS:
+    if args.mutant is not None and args.mutant not in ALL_MUTANTS:
         print(f"unknown mutant {args.mutant!r}; try --list-mutants", file=out)
         return 2
     if not 3 <= args.nodes <= 7:
@@ -65,6 +74,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     )
     if unlisted is not None:
         what += f", unlisted leaders {args.unlisted_leaders}"
+    if args.lease != "off":
+        what += f", lease reads with clocks {args.lease} the bound"
     if args.seed is None or args.verbose:
         print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
 
@@ -83,7 +94,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"{s.replaced} replaced, {s.repairs} repairs, {s.diverged} diverged), "
                 f"{s.refused} messages refused (incarnation), {s.forged} forged "
                 f"({s.forged_refused} refused by the core), {s.batch_entries} batch entries "
-                f"({s.batched_writes} writes)",
+                f"({s.batched_writes} writes), {s.lease_reads} lease reads",
                 file=out,
                 flush=True,
             )
@@ -96,6 +107,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         mutant=args.mutant,
         on_result=report,
         unlisted_leaders=unlisted,
+        lease=args.lease,
     )
     ran = summary.passed + (1 if summary.failure else 0)
     rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"

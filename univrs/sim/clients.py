@@ -15,6 +15,7 @@ Each client runs one operation at a time:
   goes to the checker (exactly-once: a write never takes effect twice, and one answered
   ``conflict`` never took effect).
 * a read asks a node (usually the believed leader, sometimes any node) for ``read_index(ctx)``
+  (in lease mode, cluster.py, most reads ask for a lease read: ``read_index(ctx, lease=True)``)
   with a ctx this node's process chose (a counter from 1 in every process: the core's own wire
   ids must keep an answer to an earlier process's read from releasing it; the real driver also
   starts at a random base). It completes when the node releases ``ctx`` in ``Ready.reads``;
@@ -109,6 +110,10 @@ class Workload:
     reads_served: int = 0
     reads_dropped: int = 0
     retries: int = 0
+    # Lease mode (cluster.py): this share of reads asks for a lease read, drawn from lease_rng.
+    p_lease: float = 0.0
+    lease_rng: random.Random | None = None
+    lease_reads: int = 0
 
     def __attrs_post_init__(self) -> None:
         mix = self.read_mix
@@ -208,8 +213,14 @@ class Workload:
             ctx = op.ctx = sn.next_ctx
             sn.next_ctx += 1
             sn.reads[ctx] = ReadRecord(op=op, acked_at_issue=sim.checker.max_acked)
+            lease = self.lease_rng is not None and self.lease_rng.random() < self.p_lease
             try:
-                raft.read_index(ctx)
+                if lease:
+                    self.lease_reads += 1
+                    sim.sync_clock(sn)  # the driver catches its clock up before a lease read
+                    raft.read_index(ctx, lease=True)
+                else:
+                    raft.read_index(ctx)
             except UnivrsError:
                 op.node = None
                 c.leader = None

@@ -57,6 +57,17 @@ __all__ = ["SIM_RAFT_CONFIG", "SimNode", "SimStats", "Simulation"]
 # The Raft tuning the simulation runs with (ticks); message latency is 0.1 to 3 ticks.
 SIM_RAFT_CONFIG = RaftConfig(heartbeat_ticks=3, election_ticks_min=10, election_ticks_max=20)
 
+# Lease mode: read leases on with a drift bound of 2 ticks (a lease of 10 - 1 - 2 = 7 ticks).
+# A lease is safe while lease * P_leader <= (election_ticks_min - 1) * P_follower for the clock
+# periods P (univrs/raft/ready.py ``lease_ticks``): 7 * P_l <= 9 * P_f, i.e. P_l / P_f <= 1.28.
+# "within": every node's clock period is drawn from 9..11 units (TICK = 10: +-10 %, a ratio of
+# at most 1.22), and a paused or starved node catches its ticks up (runtime.py ``sync_clock``);
+# "beyond": from 7..13 (a ratio up to 1.86, past the bound), and a pause or a slow-clock
+# fault loses ticks (the clock stops while the process does: what leases cannot survive).
+LEASE_DRIFT_TICKS = 2
+LEASE_CLOCK_PERIODS = {"within": (9, 11), "beyond": (7, 13)}
+LEASE_READ_SHARE = 0.7  # of the reads a client sends, in lease mode, this many are lease reads
+
 
 @attrs.frozen(kw_only=True)
 class SimStats:
@@ -89,6 +100,7 @@ class SimStats:
     covered: int = 0  # pending proposals a snapshot install covered (outcome unknown)
     forged: int = 0  # forged messages handed to cores (forger.py)
     forged_refused: int = 0  # of which the core refused (counted in its Status.refused)
+    lease_reads: int = 0  # lease reads issued (lease mode; checked like every read)
     batch_entries: int = 0  # committed entries carrying several writes (api.py ``_pack``)
     batched_writes: int = 0  # the writes they carry
 
@@ -124,6 +136,10 @@ class Simulation(ReadyRuntime):
     # seed, half the seeds each way, with its own RNG (the rest of a seed is the same).
     unlisted_leaders: bool | None = None
     trace_len: int = 40
+    # Read leases (RaftConfig.read_lease): "off", or on with every node's clock drifting
+    # "within" or "beyond" the configured bound (LEASE_CLOCK_PERIODS). Clocks and lease reads
+    # draw from their own RNG: with "off" a seed runs exactly as before leases existed.
+    lease: str = "off"
 
     rng: random.Random = attrs.field(init=False)
     node_ids: list[NodeId] = attrs.field(init=False)  # every node: initial voters and spares
@@ -189,16 +205,25 @@ class Simulation(ReadyRuntime):
             lat_max=p.lat_max,
             spike=p.spike,
         )
+        if self.lease not in ("off", *LEASE_CLOCK_PERIODS):
+            raise ValueError(f"lease must be off, within or beyond, not {self.lease!r}")
         if self.config is None:
             self.config = attrs.evolve(
                 SIM_RAFT_CONFIG,
                 snapshot_chunk_bytes=p.snap_chunk,
                 snapshot_window=p.snap_window,
-                pre_vote=p.pre_vote,
-                check_quorum=p.check_quorum,
+                # Lease mode runs the cores as the runtime does: PreVote and CheckQuorum on
+                # (leases need CheckQuorum; without PreVote, drifting clocks let a lagging
+                # node's campaigns depose every leader for hundreds of ticks, 5 nodes seed 2).
+                pre_vote=p.pre_vote or self.lease != "off",
+                check_quorum=p.check_quorum or self.lease != "off",
                 election_ticks_max=p.election_max,
                 unlisted_leaders=p.unlisted_leaders,
             )
+            if self.lease != "off":
+                self.config = attrs.evolve(
+                    self.config, read_lease=True, lease_drift_ticks=LEASE_DRIFT_TICKS
+                )
         self.api = SimApi(
             sim=self,
             deadline=p.api_deadline,
@@ -208,6 +233,10 @@ class Simulation(ReadyRuntime):
         self.workload = Workload(
             sim=self, rng=self.rng, p_op=p.load, p_anywhere=p.read_anywhere, n_clients=p.clients
         )
+        lease_rng = random.Random(f"{self.seed}/lease")
+        if self.lease != "off":
+            self.workload.lease_rng = lease_rng
+            self.workload.p_lease = LEASE_READ_SHARE
         self.injector = FaultInjector(sim=self)
         if self.forgeries:
             self.forger = Forger(rng=random.Random(f"{self.seed}/forger"))
@@ -223,6 +252,10 @@ class Simulation(ReadyRuntime):
             )
             self.nodes[nid] = SimNode(id=nid, disk=disk)
             self.checker.load(nid, boot.entries)
+        if self.lease != "off":
+            lo, hi = LEASE_CLOCK_PERIODS[self.lease]
+            for nid in self.node_ids:
+                self.nodes[nid].clock_period = lease_rng.randint(lo, hi)
         if p.member_every:
             self.operator = Operator(
                 sim=self,
@@ -299,6 +332,7 @@ class Simulation(ReadyRuntime):
             forged_refused=self.forger.refused if self.forger is not None else 0,
             batch_entries=len(batches),
             batched_writes=sum(len(self.decoder.writes_of(e)) for e in batches),
+            lease_reads=w.lease_reads,
         )
 
     def _client_step(self, _: None) -> None:

@@ -13,7 +13,13 @@ import attrs
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import SimStats, Simulation
 from univrs.sim.faults import TICK
-from univrs.sim.mutants import MUTANTS, kv_factory, node_factory, proposals_factory
+from univrs.sim.mutants import (
+    ALL_MUTANTS,
+    kv_factory,
+    mutant_lease,
+    node_factory,
+    proposals_factory,
+)
 
 DEFAULT_NODES = 5
 DEFAULT_TICKS = 2000
@@ -30,6 +36,7 @@ class SeedResult:
     mutant: str | None
     # Forced ``RaftConfig.unlisted_leaders`` (None: the seed drew it; cluster.py).
     unlisted_leaders: bool | None = None
+    lease: str = "off"
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -48,6 +55,7 @@ class SeedResult:
             ticks=self.ticks,
             mutant=self.mutant,
             unlisted_leaders=self.unlisted_leaders,
+            lease=self.lease,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -76,11 +84,14 @@ def replay_command(
     ticks: int = DEFAULT_TICKS,
     mutant: str | None = None,
     unlisted_leaders: bool | None = None,
+    lease: str = "off",
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
     if ticks != DEFAULT_TICKS:
         cmd += f" --ticks {ticks}"
+    if lease != "off":
+        cmd += f" --lease {lease}"
     if mutant:
         cmd += f" --mutant {mutant}"
     if unlisted_leaders is not None:
@@ -96,11 +107,18 @@ def run_seed(
     mutant: str | None = None,
     quiet_ticks: int = DEFAULT_QUIET_TICKS,
     unlisted_leaders: bool | None = None,
+    lease: str = "off",
 ) -> SeedResult:
     """Simulate one seed; never raises for a failing run (the result says why it failed).
-    ``unlisted_leaders`` forces ``RaftConfig.unlisted_leaders`` (None: the seed draws it)."""
+
+    ``lease``: the simulator's lease mode (cluster.py); "off" runs a lease mutant in its own.
+    ``unlisted_leaders`` forces ``RaftConfig.unlisted_leaders`` (None: the seed draws it).
+    """
+    if lease == "off":
+        lease = mutant_lease(mutant)
     sim = Simulation(
         unlisted_leaders=unlisted_leaders,
+        lease=lease,
         seed=seed,
         n_nodes=nodes,
         ticks=ticks,
@@ -118,6 +136,7 @@ def run_seed(
             ticks=ticks,
             mutant=mutant,
             unlisted_leaders=unlisted_leaders,
+            lease=lease,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -129,6 +148,7 @@ def run_seed(
         ticks=ticks,
         mutant=mutant,
         unlisted_leaders=unlisted_leaders,
+        lease=lease,
         stats=stats,
     )
 
@@ -142,16 +162,22 @@ def run_seeds(
     mutant: str | None = None,
     on_result: Callable[[SeedResult], None] | None = None,
     unlisted_leaders: bool | None = None,
+    lease: str = "off",
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
-    if mutant is not None and mutant not in MUTANTS:
-        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(MUTANTS)}")
+    if mutant is not None and mutant not in ALL_MUTANTS:
+        raise ValueError(f"unknown mutant {mutant!r}; known: {', '.join(ALL_MUTANTS)}")
     start = time.perf_counter()
     passed = 0
     failure = None
     for seed in range(base, base + count):
         r = run_seed(
-            seed, nodes=nodes, ticks=ticks, mutant=mutant, unlisted_leaders=unlisted_leaders
+            seed,
+            nodes=nodes,
+            ticks=ticks,
+            mutant=mutant,
+            unlisted_leaders=unlisted_leaders,
+            lease=lease,
         )
         if on_result is not None:
             on_result(r)

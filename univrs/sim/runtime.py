@@ -94,6 +94,14 @@ class SimNode:
     paused: bool = False
     backlog: list[tuple[Callable[[Any], None], Any]] = attrs.field(factory=list)
     period: int = TICK  # units between ticks (stretched by slow-clock faults)
+    # Lease mode (cluster.py ``lease``): the node's clock runs one tick per ``clock_period``
+    # units (TICK +- its drift) from ``clock_origin`` (its process's start). "within": every
+    # tick event feeds the core the ticks that clock says are due (``ticks_fed`` so far), as
+    # the driver does with leases on: a paused or starved node catches its ticks up, never
+    # skips them. "beyond": one tick per event, so pauses and slow-clock faults lose ticks.
+    clock_period: int = TICK
+    clock_origin: int = 0
+    ticks_fed: int = 0
     role: Role | None = None
     term: int = 0
     leader: NodeId | None = None
@@ -160,6 +168,7 @@ class ReadyRuntime:
     snapshots: int
     quiet: bool
     nodes: dict[NodeId, SimNode]
+    lease: str  # "off", or read leases on with clocks drifting "within" or "beyond" the bound
     _heap: list[tuple[int, int, Callable[[Any], None], Any]]
     _seq: int
     # ReadIndex requests a leader (id, process) received, by (reader, wire id, term): the
@@ -195,6 +204,8 @@ class ReadyRuntime:
         sn.proposals = self.proposals_factory()
         sn.reads = {}
         sn.next_ctx = 1
+        sn.clock_origin = self.now
+        sn.ticks_fed = 0
         self._refresh_listing(sn)
         if disk.snapshot is not None:
             meta, data = disk.snapshot
@@ -481,14 +492,32 @@ class ReadyRuntime:
         self.drain(sn)
 
     def _tick(self, sn: SimNode) -> None:
-        self.at(self.now + sn.period, self._tick, sn)
+        if self.lease == "off":
+            self.at(self.now + sn.period, self._tick, sn)
+        else:  # the node's own clock rate, stretched by slow-clock faults
+            self.at(self.now + sn.period * sn.clock_period // TICK, self._tick, sn)
         raft = sn.raft
         if raft is None or sn.paused:
             return
-        raft.tick()
-        self.drain(sn)
+        if self.lease == "within":
+            self.sync_clock(sn)
+        else:  # "beyond": a tick per event, so a pause or a slow-clock fault loses ticks
+            raft.tick()
+            self.drain(sn)
         if self.forger is not None:
             self._hand_forgery(sn, self.forger.maybe_forge_answer(raft))
+
+    def sync_clock(self, sn: SimNode) -> None:
+        """Lease mode: feed ``sn``'s core every tick its clock says is due by now (the driver
+        does this at every tick and before a lease read)."""
+        raft = sn.raft
+        if raft is None or self.lease != "within":
+            return
+        due = (self.now - sn.clock_origin) // sn.clock_period
+        while sn.ticks_fed < due:
+            sn.ticks_fed += 1
+            raft.tick()
+            self.drain(sn)
 
 
 def _has_config(entries: tuple[Entry, ...]) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import attrs
 
 from univrs.sm.responses import ErrorCode, Failure
+from univrs.sm.tables import NO_JOURNAL, StateJournal
 from univrs.sm.validate import MAX_QUANTITY, id_problem, quantity_problem, text_problem
 
 MAX_SUPPLY = MAX_QUANTITY
@@ -35,6 +36,8 @@ class Ledger:
 
     _balances: dict[str, int] = attrs.field(factory=dict)
     _total_supply: int = 0
+    # Told of every balance about to change (a persistent backend writes it with the batch).
+    journal: StateJournal = NO_JOURNAL
 
     @property
     def total_supply(self) -> int:
@@ -46,8 +49,9 @@ class Ledger:
         return self._balances.get(peer, 0)
 
     def items(self) -> Iterator[tuple[str, int]]:
-        """(peer, balance) for every peer with a positive balance, in ledger order."""
-        return iter(self._balances.items())
+        """(peer, balance) for every peer with a positive balance, in peer order (whatever
+        the order they got credits in: a restored ledger lists them the same)."""
+        return iter(sorted(self._balances.items()))
 
     def __len__(self) -> int:
         return len(self._balances)
@@ -65,6 +69,7 @@ class Ledger:
             return _invalid("a mint needs a reason")
         if self._total_supply + amount > MAX_SUPPLY:
             return _invalid(f"minting {amount} would overflow the total supply ({MAX_SUPPLY})")
+        self.journal.balance(to_peer)
         self._balances[to_peer] = self._balances.get(to_peer, 0) + amount
         self._total_supply += amount
         return None
@@ -91,6 +96,8 @@ class Ledger:
         if receiver + amount > MAX_SUPPLY:
             return _invalid(f"transfer would overflow the balance of {to_peer}")
         # Validated: now change both sides, nothing below can fail.
+        self.journal.balance(from_peer)
+        self.journal.balance(to_peer)
         if have == amount:
             del self._balances[from_peer]
         else:

@@ -40,7 +40,14 @@ from univrs.sm.model import (
     WorkloadSpec,
     WorkloadStatus,
 )
-from univrs.sm.tables import MemoryPairIndex, MemoryTable, PairIndex, Table
+from univrs.sm.tables import (
+    NO_JOURNAL,
+    MemoryPairIndex,
+    MemoryTable,
+    PairIndex,
+    StateJournal,
+    Table,
+)
 
 _ZERO_COUNTS: dict[InstanceStatus, int] = dict.fromkeys(InstanceStatus, 0)
 
@@ -107,6 +114,9 @@ class Objects:
     # A context in which one command's changes are made: one write transaction for a
     # persistent backend (all or nothing), nothing in memory.
     batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+    # Told which sessions, balances and tokens change (``StateJournal``): a persistent backend
+    # writes them in the same batch; nothing in memory.
+    journal: StateJournal = NO_JOURNAL
 
     # ------------------------------------------------------------ lookups
 

@@ -26,7 +26,14 @@ when the API runs without tokens; "" for sessions of older entries). Eviction ne
 owner's flood push out another owner's sessions: an owner holds at most
 ``max_sessions_per_owner`` sessions (opening one more evicts that owner's least recently active
 session), and when the whole table is full, the evicted session is the least recently active
-one of the owner holding the most sessions (so a flooding owner loses its own first).
+one of the owner holding the most sessions (so a flooding owner loses its own first; between
+owners holding as many, the one whose least recently active session is the least recent, then
+the smaller client id: a rule on the state alone, so a replica that restored its table from a
+snapshot or from disk picks the same one as a replica that built it command by command).
+
+Order is a function of the state, never of the history: sessions in activity order (by their
+last index, then client id), a session's cached responses by sequence number. A persistent
+backend stores the table with that order as an index (``univrs.storage.sm_tables``).
 
 The table, with the order, is part of the state and of snapshots.
 """
@@ -39,6 +46,7 @@ from typing import Any
 import attrs
 
 from univrs.sm.responses import Response
+from univrs.sm.tables import NO_JOURNAL, StateJournal
 
 
 def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -81,6 +89,8 @@ class SessionTable:
     """All open sessions, least recently active first."""
 
     policy: SessionPolicy
+    # Told of every session about to change (a persistent backend writes it with the batch).
+    journal: StateJournal = NO_JOURNAL
     _sessions: dict[str, Session] = attrs.field(factory=dict)
     # owner -> its sessions' client ids, least recently active first (an index of _sessions)
     _owners: dict[str, dict[str, None]] = attrs.field(factory=dict)
@@ -108,17 +118,26 @@ class SessionTable:
             self._drop(next(iter(mine)))
             mine = self._owners.get(owner)
         while len(self._sessions) >= self.policy.max_sessions:
-            largest = max(self._owners.values(), key=len)  # ties: the first owner seen
-            self._drop(next(iter(largest)))
+            self._drop(self._evicted())
+        self.journal.session(client_id)
         self._sessions[client_id] = Session(
             client_id=client_id, last_index=index, last_ms=now_ms, owner=owner
         )
         self._owners.setdefault(owner, {})[client_id] = None
 
+    def _evicted(self) -> str:
+        """The session to evict from a full table: the least recently active one of the owner
+        holding the most sessions; between owners holding as many, of the one whose least
+        recently active session is the least recent (then the smaller client id)."""
+        most = max(map(len, self._owners.values()))
+        firsts = [self._sessions[next(iter(m))] for m in self._owners.values() if len(m) == most]
+        return min(firsts, key=lambda s: (s.last_index, s.last_ms, s.client_id)).client_id
+
     def _drop(self, client_id: str) -> None:
-        session = self._sessions.pop(client_id, None)
-        if session is None:
+        if client_id not in self._sessions:
             return
+        self.journal.session(client_id)
+        session = self._sessions.pop(client_id)
         mine = self._owners[session.owner]
         del mine[client_id]
         if not mine:
@@ -130,6 +149,7 @@ class SessionTable:
 
     def touch(self, session: Session, index: int, now_ms: int) -> None:
         """Record activity: the session moves to the back of the table."""
+        self.journal.session(session.client_id)
         session.last_index = index
         session.last_ms = now_ms
         del self._sessions[session.client_id]
@@ -160,6 +180,7 @@ class SessionTable:
     def record(self, session: Session, seq: int, response: Response) -> None:
         """Remember the response to ``seq`` and slide the window. O(window) at worst."""
         window = self.policy.window
+        self.journal.session(session.client_id)
         if seq > session.max_seq:
             old_cut, new_cut = session.max_seq - window, seq - window
             if new_cut - old_cut >= window:
@@ -168,10 +189,17 @@ class SessionTable:
                 for gone in range(old_cut + 1, new_cut + 1):
                     session.responses.pop(gone, None)
             session.max_seq = seq
-        session.responses[seq] = response
+            session.responses[seq] = response  # the largest: the cache stays in seq order
+        else:
+            session.responses[seq] = response  # a gap in the window filled: keep seq order
+            session.responses = dict(sorted(session.responses.items()))
 
     def restore(self, sessions: list[Session]) -> None:
-        """Load sessions read from a snapshot, in their stored (activity) order."""
+        """Load sessions read from a snapshot or from disk, in their stored (activity) order
+        (each one's responses put in seq order: older snapshots kept arrival order)."""
+        for s in sessions:
+            if list(s.responses) != sorted(s.responses):
+                s.responses = dict(sorted(s.responses.items()))
         self._sessions = {s.client_id: s for s in sessions}
         self._owners = {}
         for s in sessions:
@@ -197,8 +225,12 @@ class SessionTable:
                 found.append(f"session {s.client_id} caches responses outside its window")
             if s.max_seq and s.max_seq not in s.responses:
                 found.append(f"session {s.client_id} lost the response to its max seq")
+            if list(s.responses) != sorted(s.responses):
+                found.append(f"session {s.client_id} caches responses out of seq order")
             if previous is not None and (
-                s.last_index < previous.last_index or s.last_ms < previous.last_ms
+                s.last_index < previous.last_index
+                or s.last_ms < previous.last_ms
+                or (s.last_index == previous.last_index and s.client_id < previous.client_id)
             ):
                 found.append(f"session {s.client_id} is out of activity order")
             previous = s

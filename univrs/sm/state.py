@@ -42,6 +42,7 @@ The object tables and their indexes live in ``univrs.sm.objects``; the ledger in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -165,10 +166,14 @@ class ClusterStateMachine:
     """The replicated cluster state: workloads, instances, nodes, credits and client sessions."""
 
     policy: SessionPolicy = attrs.field(factory=SessionPolicy)
-    _objects: Objects = attrs.field(factory=lambda: _objects_module.new_objects(), init=False)
-    _ledger: Ledger = attrs.field(factory=Ledger, init=False)
+    # The object tables (and, through their journal, where the small tables are written):
+    # in memory by default; ``univrs.storage.sm_tables`` gives persistent ones.
+    _objects: Objects = attrs.field(
+        factory=lambda: _objects_module.new_objects(), alias="objects", kw_only=True
+    )
+    _ledger: Ledger = attrs.field(init=False)
     _sessions: SessionTable = attrs.field(init=False)
-    _tokens: TokenTable = attrs.field(factory=TokenTable, init=False)
+    _tokens: TokenTable = attrs.field(init=False)
     _last_index: int = attrs.field(default=0, init=False)
     _last_term: int = attrs.field(default=0, init=False)
     # The revision of the last applied command or entry (see the module docstring); equal to
@@ -179,7 +184,11 @@ class ClusterStateMachine:
     _clock_ms: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._sessions = SessionTable(self.policy)
+        journal = self._objects.journal
+        self._sessions = SessionTable(self.policy, journal=journal)
+        self._ledger = Ledger(journal=journal)
+        self._tokens = TokenTable(journal=journal)
+        journal.attach(self)
 
     # ---------------------------------------------------------------- apply
 
@@ -189,8 +198,8 @@ class ClusterStateMachine:
         """Apply the one committed command of log position (index, term); never raises for a
         bad command. Raises ``AppliedOutOfOrder`` if ``index`` is not after the last applied one.
 
-        The object tables' changes of one command are made in one ``Objects.batch`` (a write
-        transaction for a persistent backend)."""
+        The changes of one command are made in one ``batch`` (a write transaction for a
+        persistent backend), or in the caller's batch if one is open."""
         with self._objects.batch():
             self.mark_applied(index=index, term=term, time_ms=time_ms)
             return self._command(command, self._revision)
@@ -266,8 +275,17 @@ class ClusterStateMachine:
         """Advance to log position (index, term) without a command (a no-op or configuration
         entry), so ``last_applied`` and snapshots follow the log; it takes a revision (the
         index, while no batch entry applied) and expires sessions."""
-        self._enter(index, term, time_ms)
-        self._next_revision()
+        with self._objects.batch():
+            self._enter(index, term, time_ms)
+            self._next_revision()
+
+    def batch(self) -> AbstractContextManager[object]:
+        """A context in which every change is made in one batch: one write transaction for a
+        persistent backend, committed with the applied index, revision, term and clock when
+        the block ends (the runtime applies a chunk of entries in one). Nothing in memory. If
+        the block raises, a persistent state is left as it was before it, but this object is
+        not: the caller must drop it (the node stops) and open the state again."""
+        return self._objects.batch()
 
     def _enter(self, index: int, term: int, time_ms: int | None) -> None:
         """Start applying the entry at (index, term)."""
@@ -676,6 +694,10 @@ class ClusterStateMachine:
         """True if the client session is open."""
         return self._sessions.get(client_id) is not None
 
+    def session(self, client_id: str) -> Session | None:
+        """The open session of ``client_id`` (for storage: never change it), or None."""
+        return self._sessions.get(client_id)
+
     def sessions_of(self, owner: str) -> int:
         """How many open sessions ``owner`` holds."""
         return self._sessions.owned(owner)
@@ -766,26 +788,62 @@ class ClusterStateMachine:
         tokens: list[Token] | None = None,
         tokens_bootstrapped: bool = False,
         revision: int | None = None,
+        objects: Objects | None = None,
     ) -> ClusterStateMachine:
-        """Rebuild a state machine (and its indexes) from snapshot parts, in their order.
-        ``revision`` is the last revision (None: ``last_index``, all a snapshot taken before
-        batch entries existed can say).
+        """Rebuild a state machine (and its indexes) from snapshot parts, in their order, in
+        ``objects`` (empty tables; default: new ones), all in one batch. ``revision`` is the
+        last revision (None: ``last_index``, all a snapshot taken before batch entries existed
+        can say).
 
         Raises ``DecodeError`` if the parts break an invariant (a corrupt snapshot)."""
-        sm = cls(policy)
-        sm._last_index, sm._last_term, sm._clock_ms = last_index, last_term, clock_ms
+        sm = cls(policy) if objects is None else cls(policy, objects=objects)
         sm._revision = last_index if revision is None else revision
         if sm._revision < last_index:
             raise DecodeError(
                 f"snapshot: revision {sm._revision} is below the last index {last_index}"
             )
-        found = sm._objects.load(workloads, instances, nodes)
+        with sm.batch():
+            sm._last_index, sm._last_term, sm._clock_ms = last_index, last_term, clock_ms
+            found = sm._objects.load(workloads, instances, nodes)
+            sm._ledger.restore(balances)
+            sm._sessions.restore(sessions)
+            sm._tokens.restore(tokens or [], tokens_bootstrapped)
+            found += sm._ledger.problems() + sm._sessions.problems() + sm._tokens.problems()
+            if found:
+                raise DecodeError(f"snapshot: {'; '.join(found)}")
+            sm._objects.journal.rewrite()
+        return sm
+
+    @classmethod
+    def resume(
+        cls,
+        objects: Objects,
+        *,
+        policy: SessionPolicy,
+        last_index: int,
+        last_term: int,
+        clock_ms: int,
+        balances: list[tuple[str, int]],
+        sessions: list[Session],
+        tokens: list[Token],
+        tokens_bootstrapped: bool,
+        revision: int,
+    ) -> ClusterStateMachine:
+        """A state machine on object tables that already hold its objects (a persistent
+        backend opened again), with the small tables read back from it. Nothing is written.
+
+        Raises ``DecodeError`` if the small tables break an invariant."""
+        sm = cls(policy, objects=objects)
+        sm._last_index, sm._last_term, sm._clock_ms = last_index, last_term, clock_ms
+        if revision < last_index:
+            raise DecodeError(f"stored state: revision {revision} is below index {last_index}")
+        sm._revision = revision
         sm._ledger.restore(balances)
         sm._sessions.restore(sessions)
-        sm._tokens.restore(tokens or [], tokens_bootstrapped)
-        found += sm._ledger.problems() + sm._sessions.problems() + sm._tokens.problems()
+        sm._tokens.restore(tokens, tokens_bootstrapped)
+        found = sm._ledger.problems() + sm._sessions.problems() + sm._tokens.problems()
         if found:
-            raise DecodeError(f"snapshot: {'; '.join(found)}")
+            raise DecodeError(f"stored state: {'; '.join(found)}")
         return sm
 
     def problems(self) -> list[str]:

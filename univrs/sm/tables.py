@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise, takewhile
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sortedcontainers import SortedList
 
@@ -101,6 +101,34 @@ class PairIndex(abc.ABC):
     @abc.abstractmethod
     def load(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Fill an empty index in bulk (duplicates collapse)."""
+
+
+class StateJournal:
+    """Where the state machine reports which entries of its small tables (client sessions,
+    the ledger, API tokens) it is about to change, by key; a persistent backend writes their
+    new values (read back from the state machine) with the object tables' batch, at its
+    commit. Those tables stay Python objects in memory too (bounded: ``SessionPolicy``,
+    ``MAX_TOKENS``; accounts are few), so this is a write-through log of keys, not a store.
+    This default records nothing (the in-memory backend)."""
+
+    def attach(self, sm: Any) -> None:
+        """The state machine (a ``ClusterStateMachine``) whose tables these are: a persistent
+        backend reads the changed entries, applied index, term and clock from it."""
+
+    def rewrite(self) -> None:
+        """Every small table was replaced (a restore): write all of them in this batch."""
+
+    def session(self, client_id: str) -> None:
+        """The session ``client_id`` is opened, changed or dropped in this batch."""
+
+    def balance(self, peer: str) -> None:
+        """The balance of ``peer`` changes in this batch."""
+
+    def token(self, token_id: str) -> None:
+        """The token ``token_id`` is created or revoked in this batch."""
+
+
+NO_JOURNAL = StateJournal()
 
 
 def _by_key(pair: tuple[str, object]) -> str:

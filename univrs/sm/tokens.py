@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 import attrs
 
 from univrs.sm.responses import ErrorCode, Failure
+from univrs.sm.tables import NO_JOURNAL, StateJournal
 from univrs.sm.validate import id_problem, text_problem
 
 READ = "read"
@@ -102,12 +103,15 @@ class TokenTable:
     _tokens: dict[str, Token] = attrs.field(factory=dict)
     _by_hash: dict[str, str] = attrs.field(factory=dict)
     bootstrapped: bool = False
+    # Told of every token about to change (a persistent backend writes it with the batch).
+    journal: StateJournal = NO_JOURNAL
 
     def __len__(self) -> int:
         return len(self._tokens)
 
     def __iter__(self) -> Iterator[Token]:
-        return iter(self._tokens.values())
+        """The tokens in id order (whatever the order they were created in)."""
+        return iter(sorted(self._tokens.values(), key=lambda t: t.id))
 
     def get(self, token_id: str) -> Token | None:
         """The token with this id, or None."""
@@ -145,6 +149,7 @@ class TokenTable:
             return _failure(ErrorCode.ALREADY_EXISTS, "a token with this secret already exists")
         if len(self._tokens) >= MAX_TOKENS:
             return _failure(ErrorCode.INVALID_ARGUMENT, f"at most {MAX_TOKENS} tokens")
+        self.journal.token(token_id)
         self._tokens[token_id] = Token(
             id=token_id,
             name=name,
@@ -178,9 +183,10 @@ class TokenTable:
 
     def revoke(self, token_id: str) -> Failure | None:
         """Delete a token; not-found if there is none with this id."""
-        token = self._tokens.pop(token_id, None)
-        if token is None:
+        if token_id not in self._tokens:
             return _failure(ErrorCode.NOT_FOUND, f"token {token_id!r} not found")
+        self.journal.token(token_id)
+        token = self._tokens.pop(token_id)
         del self._by_hash[token.secret_hash]
         return None
 

@@ -1,0 +1,76 @@
+"""scripts/bench_scale's cluster figures (issue 17) on real processes, at a tiny N."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from univrs.bench.scale_cluster import longest_gap, run_cluster
+from univrs.bench.scale_state import build
+from univrs.runtime.snapshots import capture
+
+FIGURES = (
+    "offline_restore_s",
+    "cold_start_s",
+    "writes_per_s",
+    "apply_rate_per_s",
+    "page_p50_s",
+    "page_p99_s",
+    "snapshot_s",
+    "snapshot_ack_gap_s",
+    "restart_to_read_s",
+    "join_s",
+    "peak_rss_bytes_max",
+)
+
+
+def test_a_seeded_cluster_gives_every_figure_and_the_joined_member_the_leaders_state(
+    tmp_path: pathlib.Path,
+) -> None:
+    n = 300
+    sm = build(n)
+    data = capture(sm)()
+    out = run_cluster(
+        data,
+        index=sm.last_applied_index,
+        term=sm.last_applied_term,
+        n=n,
+        folder=tmp_path / "cluster",
+        budget=600,
+        load_seconds=2,
+    )
+    assert "error" not in out, out
+    missing = [k for k in FIGURES if not isinstance(out.get(k), int | float) or out[k] <= 0]
+    assert not missing, out
+    assert out["page_count"] > 0 and out["page_errors"] == 0, out
+    assert out["snapshot_bytes"] and out["snapshot_bytes"] > 0, out
+    # The fourth member got the state by snapshot and log, with no election on the way, and
+    # every member holds the same state at the same index.
+    assert out["elections_during_join"] == 0, out
+    assert out["joined_digest_equals_leader"] is True and out["digests_equal"] is True, out
+    assert out["digest_applied_index"] > sm.last_applied_index, out
+    for node in ("n1", "n2", "n3", "n4"):
+        assert out[f"peak_rss_bytes_{node}"] > 0, out
+
+
+def test_a_spent_budget_stops_the_run_with_what_it_measured(tmp_path: pathlib.Path) -> None:
+    sm = build(100)
+    out = run_cluster(
+        capture(sm)(),
+        index=sm.last_applied_index,
+        term=sm.last_applied_term,
+        n=100,
+        folder=tmp_path / "cluster",
+        budget=0.001,
+    )
+    assert "budget" in out["error"], out
+    assert "restart_to_read_s" not in out
+
+
+def test_the_longest_gap_runs_from_the_last_ack_before_to_the_first_after() -> None:
+    acks = [0.0, 0.1, 0.2, 1.0, 1.05, 1.5]
+    assert longest_gap(acks, 0.5, 1.6) == pytest.approx(0.8)  # 0.2 to 1.0
+    assert longest_gap(acks, 1.01, 1.6) == pytest.approx(0.45)
+    assert longest_gap(acks, 0.3, 0.4) == pytest.approx(0.8)  # none inside
+    assert longest_gap([0.0], 0.5, 1.0) is None
