@@ -215,7 +215,11 @@ class Simulation(ReadyRuntime):
                 # Lease mode runs the cores as the runtime does: PreVote and CheckQuorum on
                 # (leases need CheckQuorum; without PreVote, drifting clocks let a lagging
                 # node's campaigns depose every leader for hundreds of ticks, 5 nodes seed 2).
-                pre_vote=p.pre_vote or self.lease != "off",
+                # Plaintext mode (unlisted_leaders off) runs PreVote too, as every node does
+                # (the runtime never turns it off): the vouch a lagging member needs comes in
+                # a rejected pre-vote; a real candidacy outruns the term any vouch can name
+                # (3 nodes, seed 9, with PreVote off: a candidate for ever; docs/security.md).
+                pre_vote=p.pre_vote or self.lease != "off" or not p.unlisted_leaders,
                 check_quorum=p.check_quorum or self.lease != "off",
                 election_ticks_max=p.election_max,
                 unlisted_leaders=p.unlisted_leaders,
