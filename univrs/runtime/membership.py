@@ -96,7 +96,8 @@ async def change(
         return runtime.status().membership
     term, index = proposed
     with trio.move_on_after(timeout):
-        await runtime.wait_applied(index)
+        while runtime.applied_index < index:
+            await runtime.wait_changed()
         applied_term = runtime.applied_config_term(index)
         if applied_term == term or (
             applied_term is None and runtime.applied_membership == target[0]
