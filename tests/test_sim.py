@@ -432,10 +432,22 @@ CHUNK = 50
 @pytest.mark.parametrize("nodes", [3, 5])
 @pytest.mark.parametrize("first", range(1, SEEDS + 1, CHUNK))
 def test_many_seeds_pass(nodes: int, first: int) -> None:
-    summary = run_seeds(first, CHUNK, nodes=nodes)
-    f = summary.failure
-    assert f is None, f"{f.invariant}: {f.detail}\n" + "\n".join(f.trace) + f"\n{f.replay}"
-    assert summary.passed == CHUNK
+    for seed in range(first, first + CHUNK):
+        r = run_seed(seed, nodes=nodes)
+        if (nodes, seed) in PLAINTEXT_GAP:
+            # The open plaintext gap (docs/security.md): it must fail on liveness only, and
+            # pass with TLS's rule; any other failure, or a pass, is news.
+            assert not r.ok and r.invariant == ck.LIVENESS, (seed, r.invariant, r.detail)
+            assert run_seed(seed, nodes=nodes, unlisted_leaders=True).ok, seed
+            continue
+        assert r.ok, f"{r.invariant}: {r.detail}\n" + "\n".join(r.trace) + f"\n{r.replay}"
+
+
+# Seeds that draw plaintext (``unlisted_leaders`` off) and hit the open gap named in
+# docs/security.md: no live member the lagging voter lists can vouch for the leader it needs
+# (its only live listed peer was wiped), so a 3-voter cluster stays leaderless until an
+# operator steps in. They pass with TLS (unlisted leaders on).
+PLAINTEXT_GAP = frozenset({(3, 40)})
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -556,15 +568,16 @@ def test_a_core_that_does_not_know_its_incarnation_can_elect_an_amnesiac() -> No
     # core now takes RaftNode(incarnation=...) and does not campaign as another incarnation.
     # (Seed 19 until the sender rule of issue 12 changed its course; 44 until crash loops
     # targeted the leader and lived up to 20 ticks; 19 again since; one entry per write, as
-    # before batch entries changed the course of every seed.)
-    # With unlisted leaders on, as when the seed was found (it draws plaintext now).
+    # before batch entries changed the course of every seed; 377 since the leader keeps removed
+    # members a few heartbeat rounds longer.) With unlisted leaders on.
     sim = Simulation(
-        seed=19, n_nodes=3, core_incarnation=False, batch_entries=False, unlisted_leaders=True
+        seed=377, n_nodes=3, core_incarnation=False, batch_entries=False, unlisted_leaders=True
     )
     with expect(ck.COMMITTED_DURABLE):
         sim.run()
     assert (
-        Simulation(seed=19, n_nodes=3, batch_entries=False, unlisted_leaders=True).run().seed == 19
+        Simulation(seed=377, n_nodes=3, batch_entries=False, unlisted_leaders=True).run().seed
+        == 377
     )
 
 
@@ -574,15 +587,15 @@ def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
     # always wins). The transport and the simulator now let the side with the older
     # configuration yield (hello ``cfg``/``bound``; tests/net/test_transport_incarnation.py);
     # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
-    # (One entry per write, as when the seed was found: batch entries change its course.)
-    # (With unlisted leaders on, as when the seed was found: the seed draws plaintext now.)
+    # (One entry per write, with unlisted leaders on. Seed 35 until the leader kept removed
+    # members a few heartbeat rounds longer, which changed its course; 74 since.)
     sim = Simulation(
-        seed=35, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
+        seed=74, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
     )
     with expect(ck.LIVENESS):
         sim.run()
     assert (
-        Simulation(seed=35, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed == 35
+        Simulation(seed=74, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed == 74
     )
 
 
@@ -720,13 +733,14 @@ def test_lease_reads_pass_with_clocks_within_the_bound() -> None:
 
 def test_lease_reads_beyond_the_bound_give_a_stale_read() -> None:
     # Clocks drifting past the bound, and pauses that stop a leader's clock: the checker finds
-    # a lease read that missed an acknowledged write (seed 8 at 3 nodes, without batch entries:
-    # they change the seed's run, and such a read is rare, docs/simulator.md "Lease mode").
+    # a lease read that missed an acknowledged write (seed 219 at 3 nodes, without batch
+    # entries: such a read is rare, docs/simulator.md "Lease mode"; seed 8 until the leader
+    # kept removed members a few heartbeat rounds longer, which changed its course).
     with pytest.raises(InvariantViolation) as info:
-        Simulation(seed=8, n_nodes=3, lease="beyond", batch_entries=False).run()
+        Simulation(seed=219, n_nodes=3, lease="beyond", batch_entries=False).run()
     assert info.value.invariant == ck.LINEARIZABLE_READ
     assert "stale read" in info.value.detail
-    assert "--lease beyond" in replay_command(8, nodes=3, lease="beyond")
+    assert "--lease beyond" in replay_command(219, nodes=3, lease="beyond")
 
 
 @pytest.mark.xfail(strict=True, reason="plaintext gap: no live listed member can vouch (seed 40)")
