@@ -4,7 +4,6 @@ plaintext (no TLS) sender rules drawn per seed, lease reads within and beyond th
 from __future__ import annotations
 
 import pytest
-from test_sim import expect
 
 from univrs.raft import RaftNode
 from univrs.sim import checker as ck
@@ -13,6 +12,10 @@ from univrs.sim.cluster import Simulation
 from univrs.sim.invariants import FORGERY_REFUSED
 from univrs.sim.mutants import AcceptStrangers, StrangerVoteAnswers, StrangerVotesWhileLed
 from univrs.sim.runner import replay_command, run_seed, run_seeds
+
+
+def expect(invariant: str) -> pytest.RaisesExc[InvariantViolation]:
+    return pytest.raises(InvariantViolation, match=f"^{invariant}:")
 
 
 def test_forged_messages_are_refused_and_a_core_without_the_rule_is_caught() -> None:
