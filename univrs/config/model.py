@@ -92,9 +92,9 @@ class NodeConfig:
     # resumed after its applied index).
     state_backend: str = "memory"
     # Batch entries (docs/runtime.md, "Batch entries"): the leader packs concurrent writes into
-    # one log entry (payload version 2). Off by default: a node older than payload version 2
-    # would not apply such entries, so turn it on only once every member reads them.
-    batch_entries: bool = False
+    # one log entry (payload version 2). On by default: the leader packs them only while
+    # every member announced that it applies them (univrs/runtime/capabilities.py).
+    batch_entries: bool = True
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);

@@ -122,6 +122,7 @@ class RaftInbound:
     _inbound: dict[NodeId, InboundConnection]
     _learned: dict[NodeId, str]
     _reads_batches: dict[NodeId, bool]
+    _payload_versions: dict[NodeId, tuple[str | None, int]]
     _warned_refusals: set[tuple[str, str | None, str]]
     _rejected: int
     _refused_certificates: int
@@ -193,6 +194,7 @@ class RaftInbound:
             if hello.incarnation is not None:
                 self._learned[hello.src] = hello.incarnation
             self._reads_batches[hello.src] = hello.batch
+            self._payload_versions[hello.src] = (hello.incarnation, hello.payload)
             if hello.addr is not None and self._advertised.get(hello.src) != hello.addr:
                 self._advertised[hello.src] = hello.addr
                 if hello.src == self._source:
@@ -232,7 +234,13 @@ class RaftInbound:
         unlisted = [
             nid
             for nid in dict.fromkeys(
-                [*self._counters, *self._learned, *self._advertised, *self._reads_batches]
+                [
+                    *self._counters,
+                    *self._learned,
+                    *self._advertised,
+                    *self._reads_batches,
+                    *self._payload_versions,
+                ]
             )
             if nid not in keep
         ]
@@ -241,6 +249,7 @@ class RaftInbound:
             self._learned.pop(nid, None)
             self._advertised.pop(nid, None)
             self._reads_batches.pop(nid, None)
+            self._payload_versions.pop(nid, None)
 
     async def _refuse(
         self, ws: WebSocketConnection, remote: str, who: str, code: int, reason: str

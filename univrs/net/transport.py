@@ -157,6 +157,10 @@ class RaftTransport(RaftInbound):
     # Whether our hellos say we read batch frames (``decode`` does; False only makes this node
     # look like an older one, for tests of mixed versions).
     read_batches: bool = True
+    # The newest entry payload version our hellos say we apply (``Hello.payload``): the
+    # runtime's (univrs/runtime/payload.py ``MAX_PAYLOAD_VERSION``, which the node passes); 1,
+    # the default, announces nothing, like a node older than the announcement.
+    payload_version: int = 1
     connector: Connector = trio.open_tcp_stream
     advertise_addr: str | None = None
     dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
@@ -185,6 +189,8 @@ class RaftTransport(RaftInbound):
     _learned: dict[NodeId, str] = attrs.field(factory=dict, init=False)
     # Whether the newest hello we accepted from a peer said it reads batch frames.
     _reads_batches: dict[NodeId, bool] = attrs.field(factory=dict, init=False)
+    # (incarnation, payload version) that the newest hello we accepted from a peer named.
+    _payload_versions: dict[NodeId, tuple[str | None, int]] = attrs.field(factory=dict, init=False)
     # (peer, its incarnation, our reason) already logged at WARNING: one line per incarnation.
     _warned_refusals: set[tuple[str, str | None, str]] = attrs.field(factory=set, init=False)
     _warned_unknown: set[NodeId] = attrs.field(factory=set, init=False)
@@ -306,6 +312,11 @@ class RaftTransport(RaftInbound):
         """The incarnation each peer named in the last hello we accepted from it."""
         return dict(self._learned)
 
+    def peer_payload_versions(self) -> dict[NodeId, tuple[str | None, int]]:
+        """Per peer: the incarnation and the entry payload version named by the newest hello
+        we accepted from it (univrs/runtime/capabilities.py)."""
+        return self._payload_versions
+
     def stopped_links(self) -> dict[NodeId, str]:
         """Peers we stopped sending to (they refused our incarnation or are not the one we
         expect), with the reason."""
@@ -393,6 +404,7 @@ class RaftTransport(RaftInbound):
             config_index=config_index,
             bound=bound,
             batch=self.read_batches,
+            payload=self.payload_version,
         )
         return encode_hello(hello)
 

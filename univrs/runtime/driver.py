@@ -81,9 +81,10 @@ from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Messag
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
+from univrs.runtime.capabilities import Announced, batch_gate, no_announcements
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
-from univrs.runtime.payload import encode_payload_doc
+from univrs.runtime.payload import MAX_PAYLOAD_VERSION, encode_payload_doc
 from univrs.runtime.ports import (
     MEMORY_STATE,
     NO_METRICS,
@@ -160,6 +161,12 @@ class RaftRuntime:
     proposal_depth: int = DEFAULT_PROPOSAL_DEPTH
     # How proposals become entries: one each, or batch entries (univrs/runtime/packing.py).
     packing: Packing = attrs.field(factory=Packing)
+    # The payload versions the peers announced in their hellos (univrs/runtime/
+    # capabilities.py): batch entries are packed only while every member announced 2.
+    payload_versions: Callable[[], Announced] = no_announcements
+    # The newest entry payload version this node applies (lower only in tests, to play a node
+    # of older code; its transport then announces the same).
+    max_payload_version: int = MAX_PAYLOAD_VERSION
     view: RuntimeView = attrs.field(
         default=attrs.Factory(lambda self: RuntimeView(self.core), takes_self=True)
     )
@@ -196,6 +203,8 @@ class RaftRuntime:
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
+    # Why batch entries are not packed now (None: they are), as last logged.
+    _gate: str | None = attrs.field(default="not yet evaluated", init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.view.core is self.core, "the view must show this runtime's core"
@@ -219,6 +228,7 @@ class RaftRuntime:
             on_restored=self._on_restored,
             watch_hub=self.watch_hub,
             adopt=self.state_backend.adopt,
+            max_payload_version=self.max_payload_version,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
@@ -487,7 +497,8 @@ class RaftRuntime:
             self._batch = batch[MAX_BATCH:]
             if not live:
                 continue
-            entries = self.packing.pack(live)  # one entry each, or batch entries
+            # One entry each, or batch entries if every member applies them.
+            entries = self.packing.pack(live) if self._may_pack(len(live)) else live
             try:
                 term, first = self.core.propose_many([e.payload for e in entries])
             except (NotLeader, ProposalDropped) as exc:
@@ -502,6 +513,22 @@ class RaftRuntime:
             self.metrics.proposals.inc(len(live))
         if len(self._batch) > MAX_BATCH:  # waiting long (no quorum?): forget the abandoned
             self._batch = [p for p in self._batch if not p.waiter.done]
+
+    def _may_pack(self, n: int) -> bool:
+        """May these ``n`` proposals go in batch entries? Only if packing is on, there are
+        several, and every member announced it applies them (univrs/runtime/capabilities.py).
+        A change of the answer is logged once."""
+        if not self.packing.enabled or n < 2 or self.max_payload_version < 2:
+            return False
+        configurations = (self.view.last_status().membership, self.applied_membership)
+        gate = batch_gate(self.node_id, configurations, self.payload_versions())
+        if gate != self._gate:
+            if gate is None:
+                log.info("batch entries on: every member applies them")
+            else:
+                log.info("batch entries paused", extra={"reason": gate})
+            self._gate = gate
+        return gate is None
 
     def _process_ready(self) -> None:
         if self.core.has_ready():
