@@ -520,7 +520,9 @@ class RaftRuntime:
         A change of the answer is logged once."""
         if not self.packing.enabled or n < 2 or self.max_payload_version < 2:
             return False
-        configurations = (self.view.last_status().membership, self.applied_membership)
+        # The core's newest configuration, not the view's: a configuration appended in this
+        # step (a member being added) must count before the entries that follow it.
+        configurations = (self.core.status().membership, self.applied_membership)
         gate = batch_gate(self.node_id, configurations, self.payload_versions())
         if gate != self._gate:
             if gate is None:
