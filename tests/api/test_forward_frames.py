@@ -41,8 +41,8 @@ async def test_a_followers_frame_of_writes_is_one_forward(
     tmp_path: pathlib.Path, monkeypatch: Any
 ) -> None:
     """Eight writes in one frame to a follower: one hop to the leader, one frame on the
-    forwarding connection, one serving task on each node. The old code forwarded each write on its own
-    (eight ``Forwarder.call``, a task each): this fails there."""
+    forwarding connection, one serving task on each node. The old code forwarded each write
+    on its own (eight ``Forwarder.call``, a task each): this fails there."""
     async with open_cluster(tmp_path, size=3) as cluster:
         follower = _follower(cluster.running())
         port = follower.raft_port
