@@ -170,4 +170,3 @@ def test_the_gate_counts_every_member_as_the_incarnation_the_configuration_binds
     # The applied configuration counts too (a member being removed is still sent entries).
     old = Membership(voters=frozenset({"a", "b", "e"}), incarnations=(("b", "inc-b"),))
     assert "e has not announced" in (batch_gate("a", [m, old], everyone) or "")
-
