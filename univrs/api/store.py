@@ -44,9 +44,10 @@ sending) ends a keyless write at once with ``outcome-unknown``, and its deadline
 attempt did not apply.
 
 ``submit_many`` runs a fast-protocol frame's writes: on the leader their first attempts go to
-the runtime in one hand-off (``RaftRuntime.propose_together``) and are waited for together; a
-write whose attempt needs another continues alone on ``submit``'s loop with the attempts made
-so far, so the rules above hold per write.
+the runtime in one hand-off (``RaftRuntime.propose_together``) and are waited for together; on
+a follower they go to the leader as one hop (``Forwarder.call_many``: one frame); a write
+whose attempt needs another continues alone on ``submit``'s loop with the attempts made so
+far, so the rules above hold per write.
 
 The result of a write is the object as it is on the executing node right after the write
 applied (a later write may already show), with ``meta["index"]``: the log index the write
@@ -439,8 +440,11 @@ class RaftStateStore(StateStore):
         ``_attempt_write`` handles its own: a write that needs another attempt (``NotLeader``,
         ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
         its ``WriteAttempts`` carried over, so the retry and outcome-unknown rules are the same
-        code. On a follower (or mid-election) every write takes the per-write path (it is
-        forwarded, or waits for a leader) concurrently. ``answered`` (if given) is called with
+        code. On a follower that knows the leader the writes' first attempts go to it as one
+        hop (``Forwarder.call_many``), each outcome handled as ``_attempt_write`` handles a
+        forwarded attempt's (one that needs another continues on the per-write path, as
+        above); with no leader known every write takes the per-write path (it waits for a
+        leader). ``answered`` (if given) is called with
         the (index, answer) of the writes answered since its last call, as they come (a
         write's deadline does not wait for the others')."""
         answers = _Answers([None] * len(writes), answered)
