@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import shutil
+import threading
 from typing import Any
 
 import attrs
@@ -256,3 +257,63 @@ def test_a_corrupt_or_foreign_state_env_is_refused_and_changes_nothing(
     assert _data(data_dir) == before
     with LogStore.open(data_dir, node_id="n1", create=False):
         pass  # the log is untouched and usable
+
+
+async def test_an_install_is_adopted_into_the_state_env_only_once_it_is_stored(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower killed after a leader's snapshot reached it, before the storage writer
+    stored it: its state env must not hold the snapshot's state yet. Before: the apply loop
+    adopted the restored state at once, so the env was ahead of the durable log and the next
+    start refused the data dir ("ahead of the log"). (Found by the simulator on the LMDB
+    backend: ``python -m univrs.sim --state-backend lmdb``.)"""
+    caplog.set_level(logging.INFO, logger="univrs.node")
+    configs = _configs(tmp_path, 3, snapshot_threshold=16, snapshot_trailing_entries=4)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery=nursery, configs=configs)
+        for nid in configs:
+            await cluster.start(nid)
+        leader = await cluster.wait_leader()
+        victim = "n3" if leader.config.node_id != "n3" else "n2"
+        await _write(leader, 1, 5)
+        behind = cluster.nodes[victim].runtime.storage.last_index()  # type: ignore[attr-defined]
+        await cluster.kill(victim)
+        await _write(leader, 6, 25)
+        storage: Any = leader.runtime.storage
+        await wait_until(lambda: storage.first_index() > behind + 1, "a compaction past it", 60)
+
+        entered, release = threading.Event(), threading.Event()
+        save = LogStore.save_snapshot
+        victim_dir = configs[victim].data_dir
+
+        def stalled(store: LogStore, meta: Any, data: bytes) -> None:
+            if pathlib.Path(store.data_dir) != victim_dir:
+                save(store, meta, data)
+                return
+            entered.set()
+            release.wait(60)  # then "crash": the snapshot is never stored
+
+        monkeypatch.setattr(LogStore, "save_snapshot", stalled)
+        caplog.clear()
+        node = await cluster.start(victim)
+        await wait_until(entered.is_set, "the install reaching the storage writer", 60)
+        applier: Any = node.runtime._applier
+
+        def adopted_or_waiting() -> bool:
+            adopted = "state replaced from a snapshot" in [r.getMessage() for r in caplog.records]
+            return adopted or not getattr(applier, "_durable", {"old code": None})
+
+        await wait_until(adopted_or_waiting, "the apply loop at the install", 60)
+        cluster._scopes[victim].cancel()  # killed; then the writer's call returns, unstored
+        release.set()
+        await cluster._stopped[victim].wait()
+        del cluster.nodes[victim]
+        monkeypatch.undo()
+        await cluster.start(victim)  # before: StorageError, the env ahead of the log
+        await wait_until(
+            lambda: cluster.nodes[victim].runtime.applied_index >= leader.runtime.applied_index,
+            "the victim caught up",
+            60,
+        )
+        assert _tables(cluster.nodes[victim]) == _tables(leader)
+        nursery.cancel_scope.cancel()
