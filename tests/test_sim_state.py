@@ -76,7 +76,7 @@ SWEEP = 100  # seeds per node count in the soak tier
 def test_sweep_on_the_lmdb_state(nodes: int) -> None:
     for seed in range(1, SWEEP + 1):
         r = run_seed(seed, nodes=nodes, state_backend="lmdb")
-        if (nodes, seed) == (3, 40):  # the open plaintext gap (tests/test_sim.py)
+        if (nodes, seed) == (3, 40) and not r.ok:  # the open plaintext gap (tests/test_sim.py)
             assert r.invariant == ck.LIVENESS, (seed, r.invariant, r.detail)
             continue
         assert r.ok, f"{r.invariant}: {r.detail}\n" + "\n".join(r.trace) + f"\n{r.replay}"
