@@ -246,7 +246,12 @@ def force_new_cluster(
             put_identity(env, txn, me, cluster_id, incarnation)
 
         aside = _state_aside(store.data_dir)
-        env.write(write)
+        try:
+            env.write(write)
+        except BaseException:
+            if aside:  # the log is as it was: so is the state's cluster
+                os.rename(store.data_dir / STATE_ASIDE, store.data_dir / STATE_ENV_DIR)
+            raise
         state = _state_back(store.data_dir, aside, before, cluster_id)
     finally:
         store.close()
