@@ -98,8 +98,8 @@ class RaftNode(ElectionLayer):
     break them on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
     ``_read_needs_quorum_check``, ``_max_inflight_config_changes``, ``_snapshot_resume_ticks``
     (leader.py), ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit``
-    (compaction.py), ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal``
-    (here: who may send us messages, univrs/raft/senders.py).
+    (compaction.py), ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal`` and
+    ``_live_incarnation`` (here: who may send us messages, univrs/raft/senders.py).
     """
 
     def __init__(
@@ -262,8 +262,9 @@ class RaftNode(ElectionLayer):
         elif msg.term < self._term:
             self._answer_stale(msg)
             return
-        if isinstance(msg, _FROM_LEADER) and msg.sender_incarnation is not None:
-            # The incarnation we hear this leader at (the sender rule holds us to it).
+        if isinstance(msg, _FROM_LEADER):
+            # The incarnation we hear this leader at (None: not attested): while it is our
+            # live leader, the sender rule refuses its id at any other (senders.py).
             self._leader_incarnation = (msg.src, msg.sender_incarnation)
         if isinstance(msg, AppendEntries):
             if self._follow(msg.src):
@@ -602,6 +603,7 @@ class RaftNode(ElectionLayer):
         else:
             live = None
         followed, inc = self._leader_incarnation
+        live_inc = self._live_incarnation(inc) if followed == live else None
         configs = self._configs
         # Without unlisted_leaders: the term and leader an unlisted leader may be heard at.
         unlisted_term: int | None = None
@@ -616,7 +618,7 @@ class RaftNode(ElectionLayer):
             current=configs.current,
             committed=configs.committed(self._commit),
             live_leader=live,
-            live_incarnation=inc if followed == live else None,
+            live_incarnation=live_inc,
             tracked=self._progress,
             unlisted_leaders=self.config.unlisted_leaders,
             unlisted_leader_term=unlisted_term,
@@ -625,6 +627,11 @@ class RaftNode(ElectionLayer):
             if unlisted_leader is not None and followed == unlisted_leader
             else None,
         )
+
+    def _live_incarnation(self, heard: str | None) -> str | None:
+        """The incarnation the sender rule holds our live leader's id to: the one we hear it
+        at. A hook: the simulator's LiveLeaderAnyIncarnation mutant forgets it."""
+        return heard
 
     def _listed(self, msg: Message) -> bool:
         """Is ``msg``'s sender a member our configurations list, at its bound incarnation?"""
