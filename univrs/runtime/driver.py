@@ -38,11 +38,14 @@ of leader CPU against 0.25 ms per entry), and the writer syncs one batch at a ti
 one batch in flight made the batches twice as large and cut the CPU per write by about a
 fifth (docs/api.md, Performance).
 
-``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself, and fires
-``wait_changed``, only after a step that can change what it watches: role, leader and term
-come with a Ready's soft state, term and commit with its hard state, the membership with its
-entries, truncation or snapshot, ``applied`` with an ``Applied`` report; a ``call`` may do
-anything.
+``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself only
+after a step that can change role, leader, term, commit, applied or the membership: role,
+leader and term come with a Ready's soft state, term and commit with its hard state, the
+membership with its entries, truncation or snapshot, ``applied`` with an ``Applied`` report;
+a ``call`` may do anything. ``wait_changed`` fires only when role, leader, term or a
+membership changed, never for commit or apply progress alone; a caller waiting for an index
+uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
+that reaches it).
 
 Nothing but the driver calls the core.
 
@@ -282,8 +285,14 @@ class RaftRuntime:
         return self.view.status()
 
     async def wait_changed(self) -> None:
-        """Wait until the status next changes (role, leader, term, commit or applied)."""
+        """Wait until the role, leader, term or membership (the newest or the applied one)
+        next changes; commit and apply progress do not wake it (``wait_applied`` does)."""
         await self.view.wait_changed()
+
+    async def wait_applied(self, index: int) -> None:
+        """Wait until ``index`` is applied here (``applied_index >= index``); woken only by
+        the apply that reaches it. Callers bound it with a deadline."""
+        await self.view.wait_applied(index)
 
     def applied_config_term(self, index: int) -> int | None:
         """The term of the configuration entry applied at ``index`` here, if it was applied
@@ -447,6 +456,7 @@ class RaftRuntime:
                 in_flight.popleft()  # that batch applied: room for the open one
                 self._released = True
             self.core.applied(ev.index)
+            self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
         elif isinstance(ev, Read):
             ctx = self._next_ctx
             self._next_ctx += 1
