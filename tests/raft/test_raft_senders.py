@@ -202,11 +202,18 @@ def test_a_follower_hears_its_live_leaders_id_only_at_the_incarnation_it_hears_i
     node.step(forged_append("n1", 2, incarnation="inc1"))
     node.ready()
     assert (node.status().leader, node.status().last_index) == ("n1", 3)
-    # Once the leader went quiet, the id at another incarnation may lead again (a member
-    # replaced while this node's configuration lags: senders.py), now heard at that one.
+    # Once the leader went quiet, its term still has one leader at one incarnation: a
+    # forgery of that term is refused ...
     for _ in range(node.config.election_ticks_min):
         node.tick()
     node.ready()
+    assert node.status().role is Role.FOLLOWER and node.status().leader == "n1"
+    late = attrs.evolve(forged_append("n1", 2, incarnation="forged"), prev_log_index=3)
+    node.step(late)
+    assert node.status().refused == (("incarnation", len(forgeries) + 1),)
+    assert node.status().last_index == 3
+    # ... but the id at another incarnation may lead a later term (a member replaced while
+    # this node's configuration lags: senders.py), and is then heard at that one.
     replaced = attrs.evolve(forged_append("n1", 3, incarnation="inc1b"), prev_log_index=3)
     replaced = attrs.evolve(
         replaced, prev_log_term=2, entries=(Entry(term=3, index=4, kind=EntryKind.NOOP),)
@@ -216,7 +223,7 @@ def test_a_follower_hears_its_live_leaders_id_only_at_the_incarnation_it_hears_i
     s = node.status()
     assert (s.term, s.leader, s.last_index) == (3, "n1", 4)
     node.step(attrs.evolve(replaced, sender_incarnation="inc1"))
-    assert node.status().refused[-1] == ("incarnation", len(forgeries) + 1)
+    assert node.status().refused[-1] == ("incarnation", len(forgeries) + 2)
     # The core without the rule (the simulator's mutant) takes the first forgery: the mint.
     mutant = follower(LiveLeaderAnyIncarnation, membership=UNBOUND)
     mutant.step(forgeries[0])

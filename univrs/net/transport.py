@@ -33,8 +33,9 @@ Theory of operation.
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
   records in the configuration; an unbound id whose hellos named two incarnations is
-  contested and never offered (a forger's hello must not bind a member's id to itself). Every message delivered carries its connection's hello
-  incarnation in ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
+  contested and never offered (a forger's hello must not bind a member's id to itself).
+  Every message delivered carries its connection's hello incarnation in
+  ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
   a sender let in because it claims a binding newer than our listing (that claim is the
   sender's say-so): the core checks it again against the configuration it holds, which may
   have moved on, and hears a sender of another incarnation than it lists only as a leader

@@ -103,7 +103,12 @@ class GateLayer(ElectionLayer):
         else:
             live = None
         followed, inc = self._leader_incarnation
-        live_inc = self._live_incarnation(inc) if followed == live else None
+        held: NodeId | None = None
+        if followed is not None and (
+            followed == live or (followed == self._leader and msg.term == self._term)
+        ):
+            held = followed  # our live leader, or our term's leader for a message of the term
+        held_inc = self._live_incarnation(inc) if held is not None else None
         configs = self._configs
         # Without unlisted_leaders: the term and leader an unlisted leader may be heard at.
         unlisted_term: int | None = None
@@ -118,7 +123,8 @@ class GateLayer(ElectionLayer):
             current=configs.current,
             committed=configs.committed(self._commit),
             live_leader=live,
-            live_incarnation=live_inc,
+            live_incarnation=held_inc,
+            held_leader=held,
             tracked=self._progress,
             unlisted_leaders=self.config.unlisted_leaders,
             unlisted_leader_term=unlisted_term,

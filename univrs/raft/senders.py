@@ -51,7 +51,9 @@ it must let through (docs/core-api.md, "Who may send a message"):
 * And only at that incarnation: while this node follows a live leader it hears at an
   attested incarnation, every message under that leader's id from another one, or with
   none attested, is refused (``incarnation``), whatever the configuration binds and
-  whatever the message's type or term. A configuration that binds the leader to no
+  whatever the message's type or term; so is every message of the node's current term under
+  the id of the leader it followed in that term, live or not (a term has one leader, at one
+  incarnation). A configuration that binds the leader to no
   incarnation yet (a bootstrap one, until the leader's binding change reaches this node)
   cannot tell the forgery apart: a hello under the leader's id with a made-up incarnation
   had its AppendEntries taken as the leader's and committed a forged mint (red team,
@@ -162,6 +164,7 @@ def sender_refusal(
     unlisted_leader_term: int | None = None,
     unlisted_leader: NodeId | None = None,
     unlisted_incarnation: str | None = None,
+    held_leader: NodeId | None = None,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -176,12 +179,16 @@ def sender_refusal(
     ``unlisted_incarnation``, the incarnation it was heard at, when known) or the one a listed
     member vouched for in that term (None: no one).
     A listed id of another incarnation is still heard while it follows no live leader.
+    ``held_leader`` (default ``live_leader``): the id held to ``live_incarnation``, also the
+    leader of the node's current term for a message of that term once its lease lapsed (one
+    leader a term, at one incarnation).
     """
     src = msg.src
     if not current.voters and not current.learners:
         return None  # an empty configuration (a data dir yet to be filled) knows no one
     attested = msg.sender_incarnation
-    if src == live_leader and live_incarnation is not None and attested != live_incarnation:
+    held = live_leader if held_leader is None else held_leader
+    if src == held and live_incarnation is not None and attested != live_incarnation:
         # Our live leader's id from another incarnation than the one we hear it at (or from a
         # connection that names none): not our leader, whatever the configuration binds. A
         # configuration that binds no incarnation to the leader yet let such a forgery through
