@@ -398,8 +398,9 @@ class RaftStateStore(StateStore):
     async def _applied(self, index: int, deadline: float) -> None:
         runtime = self.node.runtime
         with trio.move_on_at(deadline) as scope:
-            while runtime.sm.revision < index:  # versions are revisions
-                await runtime.wait_changed()
+            # Versions are revisions, not log indexes (a batch entry holds several): wait on
+            # the watch history's revision (the state machine's), woken by applies only.
+            await runtime.watch_hub.wait_beyond(index - 1)
         if scope.cancelled_caught:
             raise Timeout(
                 f"the write applied at index {index} on the leader but not yet on this node"

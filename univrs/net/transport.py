@@ -32,8 +32,10 @@ Theory of operation.
   ``recheck_incarnations``: inbound connections from an incarnation the configuration no
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
-  records in the configuration. Every message delivered carries its connection's hello
-  incarnation in ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
+  records in the configuration; an unbound id whose hellos named two incarnations is
+  contested and never offered (a forger's hello must not bind a member's id to itself).
+  Every message delivered carries its connection's hello incarnation in
+  ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
   a sender let in because it claims a binding newer than our listing (that claim is the
   sender's say-so): the core checks it again against the configuration it holds, which may
   have moved on, and hears a sender of another incarnation than it lists only as a leader
@@ -185,8 +187,11 @@ class RaftTransport(RaftInbound):
     _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
     _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
     _inbound: dict[NodeId, InboundConnection] = attrs.field(factory=dict, init=False)
-    # Incarnations named by the hellos we accepted, newest per peer.
+    # Incarnations named by the hellos we accepted, newest per peer (the first per unbound
+    # peer: a second one contests it, inbound.py ``_learn``).
     _learned: dict[NodeId, str] = attrs.field(factory=dict, init=False)
+    # Unbound peers whose hellos named two incarnations: never offered for binding.
+    _contested: set[NodeId] = attrs.field(factory=set, init=False)
     # Whether the newest hello we accepted from a peer said it reads batch frames.
     _reads_batches: dict[NodeId, bool] = attrs.field(factory=dict, init=False)
     # (incarnation, payload version) that the newest hello we accepted from a peer named.
@@ -309,8 +314,10 @@ class RaftTransport(RaftInbound):
         self._warned_unknown -= set(wanted)
 
     def peer_incarnations(self) -> dict[NodeId, str]:
-        """The incarnation each peer named in the last hello we accepted from it."""
-        return dict(self._learned)
+        """The incarnation each peer named in the last hello we accepted from it; a peer our
+        configuration binds to none whose hellos named two is left out (contested: a forger
+        or a wiped data dir, inbound.py ``_learn``)."""
+        return {n: i for n, i in self._learned.items() if n not in self._contested}
 
     def peer_payload_versions(self) -> dict[NodeId, tuple[str | None, int]]:
         """Per peer: the incarnation and the entry payload version named by the newest hello
