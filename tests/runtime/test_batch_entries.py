@@ -181,20 +181,20 @@ def test_the_batch_bytes_are_the_version_1_envelopes_spliced() -> None:
 async def _propose_together(
     nursery: trio.Nursery, runtime: Any, names: list[str]
 ) -> list[Response | BaseException]:
-    """Start the proposals in one scheduling round: they reach the driver in one step, so
-    its one flush packs them into one batch entry."""
+    """Hand the proposals to the driver in one inbox event (``propose_together``): its one
+    flush packs them into one batch entry. (Separate ``propose`` calls may reach the driver in
+    different steps, depending on trio's scheduling order: then the first goes alone.)"""
     outcome: list[Response | BaseException] = []
+    waiters = await runtime.propose_together([create(name) for name in names])
 
-    async def run(name: str) -> None:
+    async def run(waiter: Any) -> None:
         try:
-            outcome.append(await runtime.propose(create(name)))
+            outcome.append(await waiter.wait())
         except Exception as exc:
             outcome.append(exc)
 
-    for name in names:
-        nursery.start_soon(run, name)
-    await trio.sleep(0)
-    await trio.sleep(0)
+    for waiter in waiters:
+        nursery.start_soon(run, waiter)
     return outcome
 
 
