@@ -45,6 +45,7 @@ from univrs.sm.tables import (
     MemoryPairIndex,
     MemoryTable,
     PairIndex,
+    RawRows,
     StateJournal,
     Table,
 )
@@ -287,6 +288,17 @@ class Objects:
         """Point-in-time views of the three tables (``Table.view``): cheap to take, iterated in
         id order later, from another thread (a snapshot's encoder)."""
         return self._workloads.view(), self._instances.view(), self._nodes.view()
+
+    def raw_views(self) -> tuple[RawRows, RawRows, RawRows] | None:
+        """Point-in-time views of the three tables as encoded snapshot rows
+        (``Table.raw_view``), or None if a table's backend has none (in memory)."""
+        w, i, n = self._workloads.raw_view(), self._instances.raw_view(), self._nodes.raw_view()
+        if w is None or i is None or n is None:
+            for view in (w, i, n):
+                if view is not None:
+                    view.close()
+            return None
+        return w, i, n
 
     def load(
         self,

@@ -37,6 +37,7 @@ replace everything from a snapshot in one transaction (``replace``), force to di
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import struct
 import weakref
@@ -50,7 +51,7 @@ from univrs.errors import StorageError
 from univrs.sm.objects import Objects
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
-from univrs.sm.tables import PairIndex, StateJournal, Table
+from univrs.sm.tables import PairIndex, RawRows, StateJournal, Table
 from univrs.sm.tokens import Token
 
 V = TypeVar("V")
@@ -158,9 +159,14 @@ class LmdbTable(Table[V]):
         name: str,
         encode: Callable[[V], bytes],
         decode: Callable[[bytes], V],
+        *,
+        rows: bool = False,
     ) -> None:
         self._store, self._db = store, store.db(name)
         self._encode, self._decode = encode, decode
+        # True when ``encode`` writes a value as its snapshot row in CBOR (``cbor_codec`` of
+        # the snapshot's row writer): the stored bytes are then the snapshot's (``raw_view``).
+        self._rows = rows
 
     def get(self, key: str) -> V | None:
         """The value at ``key``, or None."""
@@ -226,6 +232,14 @@ class LmdbTable(Table[V]):
         weakref.finalize(values, txn.abort)
         return values
 
+    def raw_view(self) -> RawRows | None:
+        """The stored values now, as the snapshot rows they are (``LmdbRawRows``), when this
+        table stores snapshot rows; None otherwise. O(1) now, like ``view``."""
+        if not self._rows:
+            return None
+        assert self._store._txn is None, "a view is taken between batches"
+        return LmdbRawRows(self._store.env.begin(), self._db)
+
     def load(self, items: Iterable[tuple[str, V]]) -> list[str]:
         """Fill an empty table in one transaction; returns the repeated keys."""
         repeated: list[str] = []
@@ -238,6 +252,44 @@ class LmdbTable(Table[V]):
                     repeated.append(key)
                     txn.put(raw_key, raw, db=self._db)  # the last value wins, as in memory
         return repeated
+
+
+RAW_CHUNK = 2048  # rows per chunk of ``LmdbRawRows.chunks`` (about 200 KB of snapshot rows)
+
+
+class LmdbRawRows(RawRows):
+    """``RawRows`` of an LMDB table: a read transaction begun when the view is taken (LMDB's
+    MVCC keeps what it saw while writes go on), its values read in key order and joined
+    ``RAW_CHUNK`` at a time. Nothing is decoded: a snapshot of 1,000,000 objects is a copy of
+    their stored bytes in chunks, each a short C call, so the event loop gets the interpreter
+    between chunks (an encoding of the objects held it for seconds: docs/state-at-scale.md).
+    The transaction ends at ``close``, at the end of ``chunks``, or when the view is dropped."""
+
+    def __init__(self, txn: lmdb.Transaction, db: Any) -> None:
+        self._txn, self._db = txn, db
+        self._count = int(txn.stat(db)["entries"])
+        self._finalizer = weakref.finalize(self, txn.abort)
+
+    @property
+    def count(self) -> int:
+        """How many rows the view holds."""
+        return self._count
+
+    def chunks(self) -> Iterator[bytes]:
+        """The rows in key order, ``RAW_CHUNK`` per chunk; the transaction ends with them."""
+        try:
+            values = self._txn.cursor(self._db).iternext(keys=False, values=True)
+            while True:
+                chunk = b"".join(itertools.islice(values, RAW_CHUNK))
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the read transaction (idempotent)."""
+        self._finalizer()
 
 
 class LmdbPairIndex(PairIndex):
@@ -435,9 +487,9 @@ def _objects_on(store: LmdbStore) -> Objects:
     i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
     n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
     return Objects(
-        workloads=LmdbTable(store, "workloads", w_enc, w_dec),
-        instances=LmdbTable(store, "instances", i_enc, i_dec),
-        nodes=LmdbTable(store, "nodes", n_enc, n_dec),
+        workloads=LmdbTable(store, "workloads", w_enc, w_dec, rows=True),
+        instances=LmdbTable(store, "instances", i_enc, i_dec, rows=True),
+        nodes=LmdbTable(store, "nodes", n_enc, n_dec, rows=True),
         by_workload=LmdbPairIndex(store, "by_workload"),
         by_node=LmdbPairIndex(store, "by_node"),
         batch=store.batch,
