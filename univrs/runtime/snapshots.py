@@ -135,6 +135,9 @@ class SnapshotChecker:
     holds it, so the install gets exactly what ``restore(data)`` would return. One slot per
     node: a newer check replaces an older state machine nobody took."""
 
+    # Where to restore what is checked (None: in memory); ``StateEnv.stage`` on the LMDB
+    # backend, so a leader's snapshot is restored straight into an environment.
+    into: Callable[[bytes], ClusterStateMachine] | None = None
     _checked: tuple[SnapshotMeta, bytes, ClusterStateMachine] | None = None
     # What ``precheck`` found for a snapshot the core is about to check: (meta, data, the
     # state machine or None, the problem or None).
@@ -148,7 +151,7 @@ class SnapshotChecker:
         self._ahead = None
         sm: ClusterStateMachine | None = None
         try:
-            sm = restore(data)
+            sm = restore(data, self.into)
             problem = _index_problem(meta, sm)
         except StorageError as exc:
             problem = str(exc)
@@ -163,7 +166,7 @@ class SnapshotChecker:
             _, _, sm, problem = ahead
         else:
             try:
-                sm = restore(data)
+                sm = restore(data, self.into)
                 problem = _index_problem(meta, sm)
             except StorageError as exc:
                 sm, problem = None, str(exc)
@@ -209,14 +212,20 @@ def _index_problem(meta: SnapshotMeta, sm: ClusterStateMachine) -> str | None:
     return None
 
 
-def restore(data: bytes) -> ClusterStateMachine:
+def restore(
+    data: bytes, into: Callable[[bytes], ClusterStateMachine] | None = None
+) -> ClusterStateMachine:
     """The state machine a snapshot encodes; ``StorageError`` if it does not decode.
 
-    The restored state leaves the cyclic GC's generations (``gc.freeze``, see below)."""
+    ``into``: restores the data elsewhere than in memory (``StateEnv.stage``: straight into
+    a new LMDB environment, a row at a time), with the same reader and checks.
+    The state restored in memory leaves the cyclic GC's generations (``gc.freeze``, below)."""
     try:
         # The cyclic GC would rescan the growing heap many times while millions of acyclic
         # containers are decoded and built. One pause over both.
         with gc_paused():
+            if into is not None:
+                return into(data)  # nothing of it stays in memory: no freeze
             plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
             sm = restore_plain(plain)
             del plain

@@ -322,25 +322,31 @@ class Objects:
         if found:
             return found
         table_w, table_n = self._workloads, self._nodes
-        kept: list[tuple[str, Instance]] = []
-        seen: set[str] = set()
-        for i in instances:
-            ident, node_id = i.id, i.node_id
-            if ident in seen:
-                found.append(f"instance {ident!r} appears twice")
-            elif i.workload_id not in table_w:
-                found.append(f"instance {ident!r} has no workload")
-            elif node_id is not None and node_id not in table_n:
-                found.append(f"instance {ident!r} is on an unknown node")
-            else:
-                seen.add(ident)
-                kept.append((ident, i))
-            if found:
-                return found
-        del seen
-        self._instances.load(kept)
-        self._by_workload.load((i.workload_id, k) for k, i in kept)
-        self._by_node.load((i.node_id, k) for k, i in kept if i.node_id is not None)
+        # The instances go straight into their table as they come (a streamed snapshot holds
+        # one row at a time: nothing here keeps the instances themselves), checked on the way.
+        pairs_w: list[tuple[str, str]] = []
+        pairs_n: list[tuple[str, str]] = []
+
+        def checked() -> Iterator[tuple[str, Instance]]:
+            for i in instances:
+                ident, node_id = i.id, i.node_id
+                if i.workload_id not in table_w:
+                    found.append(f"instance {ident!r} has no workload")
+                    return
+                if node_id is not None and node_id not in table_n:
+                    found.append(f"instance {ident!r} is on an unknown node")
+                    return
+                pairs_w.append((i.workload_id, ident))
+                if node_id is not None:
+                    pairs_n.append((node_id, ident))
+                yield ident, i
+
+        repeated = self._instances.load(checked())
+        found += [f"instance {k!r} appears twice" for k in repeated[:1]]
+        if found:
+            return found
+        self._by_workload.load(pairs_w)
+        self._by_node.load(pairs_n)
         self.changes.clear()  # a restore is not a change
         return found
 
