@@ -11,8 +11,8 @@ from typing import Any
 import cbor2
 import pytest
 
-from tests.sm.helpers import spec
-from tests.sm.test_sm_snapshot import Log, populated
+from tests.sm.helpers import Log, spec
+from tests.sm.test_sm_snapshot import populated
 from univrs import codec
 from univrs.errors import StorageError
 from univrs.raft.messages import Membership, SnapshotMeta
