@@ -323,9 +323,14 @@ class Objects:
             return found
         table_w, table_n = self._workloads, self._nodes
         # The instances go straight into their table as they come (a streamed snapshot holds
-        # one row at a time: nothing here keeps the instances themselves), checked on the way.
+        # one row at a time: nothing here keeps the instances themselves), checked on the way;
+        # their index pairs too when the indexes take them one by one as cheaply (LMDB).
+        by_w, by_n = self._by_workload, self._by_node
+        incremental = by_w.incremental and by_n.incremental and not by_w and not by_n
         pairs_w: list[tuple[str, str]] = []
         pairs_n: list[tuple[str, str]] = []
+        add_w = by_w.add if incremental else lambda first, second: pairs_w.append((first, second))
+        add_n = by_n.add if incremental else lambda first, second: pairs_n.append((first, second))
 
         def checked() -> Iterator[tuple[str, Instance]]:
             for i in instances:
@@ -336,17 +341,18 @@ class Objects:
                 if node_id is not None and node_id not in table_n:
                     found.append(f"instance {ident!r} is on an unknown node")
                     return
-                pairs_w.append((i.workload_id, ident))
+                add_w(i.workload_id, ident)
                 if node_id is not None:
-                    pairs_n.append((node_id, ident))
+                    add_n(node_id, ident)
                 yield ident, i
 
         repeated = self._instances.load(checked())
         found += [f"instance {k!r} appears twice" for k in repeated[:1]]
         if found:
             return found
-        self._by_workload.load(pairs_w)
-        self._by_node.load(pairs_n)
+        if not incremental:
+            by_w.load(pairs_w)
+            by_n.load(pairs_n)
         self.changes.clear()  # a restore is not a change
         return found
 

@@ -426,7 +426,10 @@ def _each_row(value: Any, path: str, read: Callable[[Any, str], Any]) -> Iterabl
 
 
 def _restore_v1(m: dict[str, Any], objects: Objects | None = None) -> ClusterStateMachine:
-    shared = _Shared()
+    # Shared sub-values save memory in a state kept in memory; rows that stream into a
+    # persistent store are encoded at once, and the cache would only grow (every id in it).
+    streamed = any(isinstance(m[key], RowStream) for key in ("workloads", "instances", "nodes"))
+    shared = None if streamed else _Shared()
     sessions = _each(m["sessions"], "sessions", _session_v1)
     if len({s.client_id for s in sessions}) != len(sessions):
         raise DecodeError("sessions: a client id appears twice")

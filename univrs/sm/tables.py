@@ -103,6 +103,11 @@ class RawRows(abc.ABC):
 class PairIndex(abc.ABC):
     """An ordered set of (first, second) str pairs, scanned by ``first``."""
 
+    # True when adding pairs one at a time costs what a bulk ``load`` does (a persistent
+    # index: one put each): a restore then adds them as the instances come instead of
+    # collecting every pair first (O(instances) memory). False: collect, then ``load``.
+    incremental: bool = False
+
     @abc.abstractmethod
     def add(self, first: str, second: str) -> None:
         """Add the pair (no effect if present)."""

@@ -300,6 +300,8 @@ class LmdbRawRows(RawRows):
 class LmdbPairIndex(PairIndex):
     """``PairIndex`` on a named LMDB database (key ``first NUL second``, empty value)."""
 
+    incremental = True  # a put per pair, in bulk or not
+
     def __init__(self, store: LmdbStore, name: str) -> None:
         self._store, self._db = store, store.db(name)
 
@@ -766,7 +768,11 @@ class StateEnv:
                     with staged.env.begin() as source:
                         for name in _OBJECT_DBS:
                             items = source.cursor(staged.db(name)).iternext()
-                            txn.cursor(self.store.db(name)).putmulti(items, append=True)
+                            read, added = txn.cursor(self.store.db(name)).putmulti(
+                                items, append=True
+                            )
+                            if read != added:  # keys in order into an emptied table: never
+                                raise StorageError(f"{name}: {read - added} rows not copied")
             if staged is not None:
                 stored = ClusterStateMachine.resume(
                     objects,
