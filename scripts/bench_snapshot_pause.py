@@ -106,6 +106,7 @@ def _install_child(snapshot: str, how: str) -> None:
         restored_cpu = time.process_time() - cpu
         stored = env.replace(restored)
         total = time.process_time() - cpu
+        peak = _hwm()  # before the digest, which builds the whole state's rows
         del restored
         digest = state_digest(stored)
         print(
@@ -114,7 +115,7 @@ def _install_child(snapshot: str, how: str) -> None:
                     "check_cpu_s": round(restored_cpu, 3),
                     "replace_cpu_s": round(total - restored_cpu, 3),
                     "install_cpu_s": round(total, 3),
-                    "peak_rss_bytes": _hwm(),
+                    "peak_rss_bytes": peak,
                     "rss_before_bytes": before,
                     "digest": digest,
                 }
