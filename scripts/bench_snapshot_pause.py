@@ -1,5 +1,5 @@
 """The snapshot of an LMDB state and the install of a leader's snapshot on LMDB, measured in
-one process each (issue 17, docs/state-at-scale.md, fifth increment).
+one process each (issue 17, docs/state-at-scale.md, sixth increment).
 
 Builds N workloads + N instances (``univrs.bench.scale_state.build``) into a ``StateEnv``, then:
 
