@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from typing import Any
 
 import pytest
 import trio
@@ -139,9 +140,9 @@ async def test_the_check_of_a_streamed_snapshot_runs_off_the_event_loop(
     inside the core's step."""
     threads: list[bool] = []
 
-    def recording(data: bytes) -> ClusterStateMachine:
+    def recording(data: bytes, into: Any = None) -> ClusterStateMachine:
         threads.append(threading.current_thread() is threading.main_thread())
-        return restore(data)
+        return restore(data, into)
 
     monkeypatch.setattr(snapshots_module, "restore", recording)  # what the checker calls
     cluster = MemCluster.build(nursery, ["a", "b", "c"])

@@ -18,7 +18,7 @@ import cbor2
 
 from univrs.errors import ProtocolError
 
-__all__ = ["load"]
+__all__ = ["load", "strict_decoder"]
 
 
 class _TagRejected(Exception):
@@ -54,6 +54,22 @@ class _RejectAllTags(Mapping[int, Callable[[Any, bool], Any]]):
 
 
 _NO_TAGS = _RejectAllTags()
+
+
+def strict_decoder(fp: io.BytesIO, *, max_depth: int) -> cbor2.CBORDecoder:
+    """A decoder of items from ``fp`` with ``load``'s refusals (tags, indefinite lengths,
+    duplicate keys, invalid UTF-8, nesting), for a reader that decodes a large frame item by
+    item (a snapshot's rows: univrs/storage/sm_tables.py). Its failures are cbor2's own
+    exceptions (or any other: a refused tag); the caller translates them."""
+    return cbor2.CBORDecoder(
+        fp,
+        tag_hook=_reject_tag,
+        semantic_decoders=_NO_TAGS,
+        str_errors="strict",
+        max_depth=max_depth,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+    )
 
 
 def load(data: bytes, *, max_size: int, max_depth: int, what: str) -> Any:

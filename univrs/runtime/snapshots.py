@@ -6,13 +6,22 @@ objects are immutable values, so lists of them are a consistent point-in-time vi
 sessions are mutable and small, so they are copied. The returned function turns those parts
 into snapshot rows (``plain_from_parts``, the same rows ``snapshot_plain`` would give for them)
 and encodes them; the runtime runs it in a worker thread while the apply loop goes on.
+
+A state whose tables already store the snapshot's rows encoded (the LMDB backend,
+``ClusterStateMachine.stored_raw_views``) is not encoded at all: the encoder writes the
+snapshot's header and small parts and copies the stored rows' bytes in chunks (``_spliced``).
+The bytes are exactly those of the encoding (tests/runtime/test_snapshot_stream.py), so the
+format, the digest and every reader are unchanged; the cost is a copy in C instead of a
+Python encoding of every object that held the interpreter lock for seconds at 100,000 objects
+(the write pause of docs/state-at-scale.md).
 """
 
 from __future__ import annotations
 
 import gc
+import struct
 from collections.abc import Callable
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import attrs
 import trio
@@ -23,6 +32,7 @@ from univrs.raft.messages import InstallSnapshot, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.sm.snapshot import gc_paused, plain_from_parts, restore_plain
 from univrs.sm.state import ClusterStateMachine
+from univrs.sm.tables import RawRows
 
 MAX_SNAPSHOT_BYTES = 1 << 34  # 16 GiB: a sanity bound for decoding our own snapshots
 
@@ -31,8 +41,9 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
     """A consistent view of ``sm`` now, and a thread-safe function that encodes it.
 
     The object tables give views (``Table.view``): the values as they are now, put in id
-    order by the encoder, so the pause on the event loop is a copy of references."""
-    workloads, instances, nodes = sm.stored_views()
+    order by the encoder, so the pause on the event loop is a copy of references. Tables that
+    store encoded rows give those instead (``Table.raw_view``: a read transaction, O(1))."""
+    raw = sm.stored_raw_views()
     parts = {
         "policy": sm.policy,
         "last_index": sm.last_applied_index,
@@ -45,6 +56,20 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
         "revision": sm.revision,
     }
 
+    if raw is not None:
+        rows = dict(zip(("workloads", "instances", "nodes"), raw, strict=True))
+
+        def encode_spliced() -> bytes:
+            try:
+                plain = plain_from_parts(workloads=(), instances=(), nodes=(), **parts)  # type: ignore[arg-type]
+                return _spliced(plain, rows)
+            finally:
+                for view in raw:
+                    view.close()
+
+        return encode_spliced
+    workloads, instances, nodes = sm.stored_views()
+
     def encode() -> bytes:
         plain = plain_from_parts(
             workloads=workloads(),
@@ -55,6 +80,34 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
         return codec.encode_plain(plain)
 
     return encode
+
+
+def _head(major: int, n: int) -> bytes:
+    """A CBOR item head: major type and length, in the shortest form (as cbor2 writes it)."""
+    if n < 24:
+        return bytes(((major << 5) | n,))
+    for extra, fmt in ((24, ">B"), (25, ">H"), (26, ">I"), (27, ">Q")):
+        if n < 1 << (8 * struct.calcsize(fmt)):
+            return bytes(((major << 5) | extra,)) + struct.pack(fmt, n)
+    raise ValueError(f"length {n} does not fit a CBOR head")
+
+
+def _spliced(plain: dict[str, Any], rows: dict[str, RawRows]) -> bytes:
+    """``codec.encode_plain(plain)`` with the (empty) row lists named in ``rows`` replaced by
+    those stored rows: the same bytes the encoding of the full plain data gives, since every
+    stored row is ``cbor2.dumps`` of the row ``plain_from_parts`` would build, and a CBOR map
+    or array is its head followed by its items' encodings."""
+    out = [_head(5, len(plain))]
+    for key, value in plain.items():
+        out.append(codec.encode_plain(key))
+        view = rows.get(key)
+        if view is None:
+            out.append(codec.encode_plain(value))
+            continue
+        assert value == [], f"{key}: rows come from the view only"
+        out.append(_head(4, view.count))
+        out.extend(view.chunks())
+    return b"".join(out)  # CPython releases the interpreter lock for the copy of a large join
 
 
 def check_snapshot(meta: SnapshotMeta, data: bytes) -> str | None:
@@ -82,6 +135,9 @@ class SnapshotChecker:
     holds it, so the install gets exactly what ``restore(data)`` would return. One slot per
     node: a newer check replaces an older state machine nobody took."""
 
+    # Where to restore what is checked (None: in memory); ``StateEnv.stage`` on the LMDB
+    # backend, so a leader's snapshot is restored straight into an environment.
+    into: Callable[[bytes], ClusterStateMachine] | None = None
     _checked: tuple[SnapshotMeta, bytes, ClusterStateMachine] | None = None
     # What ``precheck`` found for a snapshot the core is about to check: (meta, data, the
     # state machine or None, the problem or None).
@@ -95,7 +151,7 @@ class SnapshotChecker:
         self._ahead = None
         sm: ClusterStateMachine | None = None
         try:
-            sm = restore(data)
+            sm = restore(data, self.into)
             problem = _index_problem(meta, sm)
         except StorageError as exc:
             problem = str(exc)
@@ -110,7 +166,7 @@ class SnapshotChecker:
             _, _, sm, problem = ahead
         else:
             try:
-                sm = restore(data)
+                sm = restore(data, self.into)
                 problem = _index_problem(meta, sm)
             except StorageError as exc:
                 sm, problem = None, str(exc)
@@ -156,14 +212,20 @@ def _index_problem(meta: SnapshotMeta, sm: ClusterStateMachine) -> str | None:
     return None
 
 
-def restore(data: bytes) -> ClusterStateMachine:
+def restore(
+    data: bytes, into: Callable[[bytes], ClusterStateMachine] | None = None
+) -> ClusterStateMachine:
     """The state machine a snapshot encodes; ``StorageError`` if it does not decode.
 
-    The restored state leaves the cyclic GC's generations (``gc.freeze``, see below)."""
+    ``into``: restores the data elsewhere than in memory (``StateEnv.stage``: straight into
+    a new LMDB environment, a row at a time), with the same reader and checks.
+    The state restored in memory leaves the cyclic GC's generations (``gc.freeze``, below)."""
     try:
         # The cyclic GC would rescan the growing heap many times while millions of acyclic
         # containers are decoded and built. One pause over both.
         with gc_paused():
+            if into is not None:
+                return into(data)  # nothing of it stays in memory: no freeze
             plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
             sm = restore_plain(plain)
             del plain

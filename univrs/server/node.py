@@ -303,7 +303,8 @@ async def _run_once(
             config=config.raft_config(),
             initial=opened.initial,
             incarnation=storage.incarnation,
-            snapshot_check=SnapshotChecker(),  # hands what it restored to the install
+            # Hands what it restored to the install; on LMDB it restores into an environment.
+            snapshot_check=SnapshotChecker(into=state_env.stage if state_env else None),
         )
         snapshot_index = 0
         applied = Membership(voters=frozenset())

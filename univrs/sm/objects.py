@@ -45,6 +45,7 @@ from univrs.sm.tables import (
     MemoryPairIndex,
     MemoryTable,
     PairIndex,
+    RawRows,
     StateJournal,
     Table,
 )
@@ -288,6 +289,17 @@ class Objects:
         id order later, from another thread (a snapshot's encoder)."""
         return self._workloads.view(), self._instances.view(), self._nodes.view()
 
+    def raw_views(self) -> tuple[RawRows, RawRows, RawRows] | None:
+        """Point-in-time views of the three tables as encoded snapshot rows
+        (``Table.raw_view``), or None if a table's backend has none (in memory)."""
+        w, i, n = self._workloads.raw_view(), self._instances.raw_view(), self._nodes.raw_view()
+        if w is None or i is None or n is None:
+            for view in (w, i, n):
+                if view is not None:
+                    view.close()
+            return None
+        return w, i, n
+
     def load(
         self,
         workloads: Iterable[StoredWorkload],
@@ -310,25 +322,37 @@ class Objects:
         if found:
             return found
         table_w, table_n = self._workloads, self._nodes
-        kept: list[tuple[str, Instance]] = []
-        seen: set[str] = set()
-        for i in instances:
-            ident, node_id = i.id, i.node_id
-            if ident in seen:
-                found.append(f"instance {ident!r} appears twice")
-            elif i.workload_id not in table_w:
-                found.append(f"instance {ident!r} has no workload")
-            elif node_id is not None and node_id not in table_n:
-                found.append(f"instance {ident!r} is on an unknown node")
-            else:
-                seen.add(ident)
-                kept.append((ident, i))
-            if found:
-                return found
-        del seen
-        self._instances.load(kept)
-        self._by_workload.load((i.workload_id, k) for k, i in kept)
-        self._by_node.load((i.node_id, k) for k, i in kept if i.node_id is not None)
+        # The instances go straight into their table as they come (a streamed snapshot holds
+        # one row at a time: nothing here keeps the instances themselves), checked on the way;
+        # their index pairs too when the indexes take them one by one as cheaply (LMDB).
+        by_w, by_n = self._by_workload, self._by_node
+        incremental = by_w.incremental and by_n.incremental and not by_w and not by_n
+        pairs_w: list[tuple[str, str]] = []
+        pairs_n: list[tuple[str, str]] = []
+        add_w = by_w.add if incremental else lambda first, second: pairs_w.append((first, second))
+        add_n = by_n.add if incremental else lambda first, second: pairs_n.append((first, second))
+
+        def checked() -> Iterator[tuple[str, Instance]]:
+            for i in instances:
+                ident, node_id = i.id, i.node_id
+                if i.workload_id not in table_w:
+                    found.append(f"instance {ident!r} has no workload")
+                    return
+                if node_id is not None and node_id not in table_n:
+                    found.append(f"instance {ident!r} is on an unknown node")
+                    return
+                add_w(i.workload_id, ident)
+                if node_id is not None:
+                    add_n(node_id, ident)
+                yield ident, i
+
+        repeated = self._instances.load(checked())
+        found += [f"instance {k!r} appears twice" for k in repeated[:1]]
+        if found:
+            return found
+        if not incremental:
+            by_w.load(pairs_w)
+            by_n.load(pairs_n)
         self.changes.clear()  # a restore is not a change
         return found
 

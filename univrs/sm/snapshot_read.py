@@ -8,7 +8,7 @@ malformed data, an unknown version or broken invariants raise ``DecodeError``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from univrs.sm.errors import DecodeError
@@ -24,7 +24,7 @@ from univrs.sm.model import (
     Resources,
     WorkloadSpec,
 )
-from univrs.sm.objects import StoredWorkload
+from univrs.sm.objects import Objects, StoredWorkload
 from univrs.sm.plain import (
     fail,
     read_enum,
@@ -404,12 +404,32 @@ def _policy_v1(value: Any) -> SessionPolicy:
         raise DecodeError(f"policy: {e}") from None
 
 
+class RowStream:
+    """Rows read one at a time instead of a decoded list: a snapshot reader that streams the
+    big row lists (``univrs.storage.sm_tables.stage_snapshot``) puts one in the plain data in
+    place of a list. ``rows()`` gives the decoded rows in order, once per call."""
+
+    def __init__(self, count: int, rows: Callable[[], Iterator[Any]]) -> None:
+        self.count = count
+        self.rows = rows
+
+
 def _each(value: Any, path: str, read: Callable[[Any, str], Any]) -> list[Any]:
     return [read(item, f"{path}[{n}]") for n, item in enumerate(read_list(value, path))]
 
 
-def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
-    shared = _Shared()
+def _each_row(value: Any, path: str, read: Callable[[Any, str], Any]) -> Iterable[Any]:
+    """``_each`` for the object rows, lazily when they are a ``RowStream``."""
+    if isinstance(value, RowStream):
+        return (read(item, f"{path}[{n}]") for n, item in enumerate(value.rows()))
+    return _each(value, path, read)
+
+
+def _restore_v1(m: dict[str, Any], objects: Objects | None = None) -> ClusterStateMachine:
+    # Shared sub-values save memory in a state kept in memory; rows that stream into a
+    # persistent store are encoded at once, and the cache would only grow (every id in it).
+    streamed = any(isinstance(m[key], RowStream) for key in ("workloads", "instances", "nodes"))
+    shared = None if streamed else _Shared()
     sessions = _each(m["sessions"], "sessions", _session_v1)
     if len({s.client_id for s in sessions}) != len(sessions):
         raise DecodeError("sessions: a client id appears twice")
@@ -426,18 +446,19 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
         last_index=read_uint(m["last_index"], "last_index"),
         last_term=read_uint(m["last_term"], "last_term"),
         clock_ms=read_uint(m["clock_ms"], "clock_ms"),
-        workloads=_each(
+        workloads=_each_row(
             m["workloads"], "workloads", functools.partial(_workload_v1, shared=shared)
         ),
-        instances=_each(
+        instances=_each_row(
             m["instances"], "instances", functools.partial(_instance_v1, shared=shared)
         ),
-        nodes=_each(m["nodes"], "nodes", _node_v1),
+        nodes=_each_row(m["nodes"], "nodes", _node_v1),
         balances=_balances_v1(m["balances"]),
         sessions=sessions,
         tokens=tokens,
         tokens_bootstrapped=bootstrapped,
         revision=read_uint(m["last_revision"], "last_revision") if "last_revision" in m else None,
+        objects=objects,
     )
 
 
@@ -445,14 +466,19 @@ def _restore_v1(m: dict[str, Any]) -> ClusterStateMachine:
 # read every older snapshot.
 _READERS: dict[
     int,
-    tuple[tuple[str, ...], tuple[str, ...], Callable[[dict[str, Any]], ClusterStateMachine]],
+    tuple[
+        tuple[str, ...],
+        tuple[str, ...],
+        Callable[[dict[str, Any], Objects | None], ClusterStateMachine],
+    ],
 ] = {
     1: (TOP_KEYS, OPTIONAL_KEYS, _restore_v1),
 }
 
 
-def restore_plain(plain: Any) -> ClusterStateMachine:
-    """A state machine from snapshot plain data of any known format version.
+def restore_plain(plain: Any, objects: Objects | None = None) -> ClusterStateMachine:
+    r"""A state machine from snapshot plain data of any known format version, in ``objects``
+    (empty tables; default: new ones). The object row lists may be ``RowStream``\ s.
 
     Raises ``DecodeError`` for malformed data, an unknown version or broken invariants
     (duplicates, an instance of a missing workload or on a missing node, a bad ledger)."""
@@ -466,4 +492,4 @@ def restore_plain(plain: Any) -> ClusterStateMachine:
         fail("snapshot.version", f"one of {sorted(_READERS)}", version)
     keys, optional, reader = row
     with gc_paused():
-        return reader(read_map(plain, "snapshot", keys, optional))
+        return reader(read_map(plain, "snapshot", keys, optional), objects)

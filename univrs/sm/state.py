@@ -84,6 +84,7 @@ from univrs.sm.model import (
 from univrs.sm.objects import AppliedChanges, Objects, StoredWorkload
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import Session, SessionPolicy, SessionTable
+from univrs.sm.tables import RawRows
 from univrs.sm.tokens import Token, TokenTable
 from univrs.sm.validate import (
     MAX_VERSION,
@@ -759,6 +760,12 @@ class ClusterStateMachine:
         """Point-in-time views of the workloads, instances and nodes: cheap to take now,
         iterated in storage (id) order later, from another thread (for snapshots)."""
         return self._objects.views()
+
+    def stored_raw_views(self) -> tuple[RawRows, RawRows, RawRows] | None:
+        """Point-in-time views of the workload, instance and node rows already encoded for a
+        snapshot (a persistent backend stores them so), or None (in memory): a snapshot of
+        them copies bytes instead of encoding objects. Taken between batches."""
+        return self._objects.raw_views()
 
     def ledger_items(self) -> Iterator[tuple[str, int]]:
         """(peer, balance) in storage order (for snapshots)."""

@@ -72,9 +72,41 @@ class Table(abc.ABC, Generic[V]):
         values = list(self.values())
         return lambda: iter(values)
 
+    def raw_view(self) -> RawRows | None:
+        """The values now as the bytes a snapshot writes for them, for later (``RawRows``),
+        or None when the backend does not store them that way (this default: in memory).
+        A backend whose values *are* their snapshot rows in CBOR (the LMDB tables) gives them
+        without decoding a single one, so a snapshot is a copy of bytes, not an encoding."""
+        return None
+
+
+class RawRows(abc.ABC):
+    """A table's values at one point in time as their snapshot rows, already CBOR-encoded
+    (each value is exactly ``cbor2.dumps(row)``, the bytes the snapshot's encoder would write
+    for it), in key order. Taken on the event loop in O(1); read later in another thread."""
+
+    @property
+    @abc.abstractmethod
+    def count(self) -> int:
+        """How many values (rows) there are."""
+
+    @abc.abstractmethod
+    def chunks(self) -> Iterator[bytes]:
+        """The rows' encodings in key order, several rows per chunk (bounded: each chunk is
+        a short call into C, so another thread is never held off the interpreter for long)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the view holds (idempotent)."""
+
 
 class PairIndex(abc.ABC):
     """An ordered set of (first, second) str pairs, scanned by ``first``."""
+
+    # True when adding pairs one at a time costs what a bulk ``load`` does (a persistent
+    # index: one put each): a restore then adds them as the instances come instead of
+    # collecting every pair first (O(instances) memory). False: collect, then ``load``.
+    incremental: bool = False
 
     @abc.abstractmethod
     def add(self, first: str, second: str) -> None:

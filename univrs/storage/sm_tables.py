@@ -37,8 +37,12 @@ replace everything from a snapshot in one transaction (``replace``), force to di
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import os
+import shutil
 import struct
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -46,11 +50,13 @@ from typing import Any, TypeVar
 import cbor2
 import lmdb
 
-from univrs.errors import StorageError
+from univrs import codec
+from univrs.codec.strict import strict_decoder
+from univrs.errors import ProtocolError, StorageError
 from univrs.sm.objects import Objects
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
-from univrs.sm.tables import PairIndex, StateJournal, Table
+from univrs.sm.tables import PairIndex, RawRows, StateJournal, Table
 from univrs.sm.tokens import Token
 
 V = TypeVar("V")
@@ -158,9 +164,14 @@ class LmdbTable(Table[V]):
         name: str,
         encode: Callable[[V], bytes],
         decode: Callable[[bytes], V],
+        *,
+        rows: bool = False,
     ) -> None:
         self._store, self._db = store, store.db(name)
         self._encode, self._decode = encode, decode
+        # True when ``encode`` writes a value as its snapshot row in CBOR (``cbor_codec`` of
+        # the snapshot's row writer): the stored bytes are then the snapshot's (``raw_view``).
+        self._rows = rows
 
     def get(self, key: str) -> V | None:
         """The value at ``key``, or None."""
@@ -226,6 +237,14 @@ class LmdbTable(Table[V]):
         weakref.finalize(values, txn.abort)
         return values
 
+    def raw_view(self) -> RawRows | None:
+        """The stored values now, as the snapshot rows they are (``LmdbRawRows``), when this
+        table stores snapshot rows; None otherwise. O(1) now, like ``view``."""
+        if not self._rows:
+            return None
+        assert self._store._txn is None, "a view is taken between batches"
+        return LmdbRawRows(self._store.env.begin(), self._db)
+
     def load(self, items: Iterable[tuple[str, V]]) -> list[str]:
         """Fill an empty table in one transaction; returns the repeated keys."""
         repeated: list[str] = []
@@ -240,8 +259,48 @@ class LmdbTable(Table[V]):
         return repeated
 
 
+RAW_CHUNK = 2048  # rows per chunk of ``LmdbRawRows.chunks`` (about 200 KB of snapshot rows)
+
+
+class LmdbRawRows(RawRows):
+    """``RawRows`` of an LMDB table: a read transaction begun when the view is taken (LMDB's
+    MVCC keeps what it saw while writes go on), its values read in key order and joined
+    ``RAW_CHUNK`` at a time. Nothing is decoded: a snapshot of 1,000,000 objects is a copy of
+    their stored bytes in chunks, each a short C call, so the event loop gets the interpreter
+    between chunks (an encoding of the objects held it for seconds: docs/state-at-scale.md).
+    The transaction ends at ``close``, at the end of ``chunks``, or when the view is dropped."""
+
+    def __init__(self, txn: lmdb.Transaction, db: Any) -> None:
+        self._txn, self._db = txn, db
+        self._count = int(txn.stat(db)["entries"])
+        self._finalizer = weakref.finalize(self, txn.abort)
+
+    @property
+    def count(self) -> int:
+        """How many rows the view holds."""
+        return self._count
+
+    def chunks(self) -> Iterator[bytes]:
+        """The rows in key order, ``RAW_CHUNK`` per chunk; the transaction ends with them."""
+        try:
+            values = self._txn.cursor(self._db).iternext(keys=False, values=True)
+            while True:
+                chunk = b"".join(itertools.islice(values, RAW_CHUNK))
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the read transaction (idempotent)."""
+        self._finalizer()
+
+
 class LmdbPairIndex(PairIndex):
     """``PairIndex`` on a named LMDB database (key ``first NUL second``, empty value)."""
+
+    incremental = True  # a put per pair, in bulk or not
 
     def __init__(self, store: LmdbStore, name: str) -> None:
         self._store, self._db = store, store.db(name)
@@ -311,6 +370,7 @@ def cbor_codec(
     return encode, decode
 
 
+_STAGING = ".incoming."  # ``StateEnv.stage``'s folders: ``<path>.incoming.<n>``
 STATE_FORMAT = 1  # the layout of the small tables and meta below
 _ACTIVITY = struct.Struct(">Q")
 _SMALL_DBS = ("sessions", "session_activity", "ledger", "tokens")
@@ -436,9 +496,9 @@ def _objects_on(store: LmdbStore) -> Objects:
     i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
     n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
     return Objects(
-        workloads=LmdbTable(store, "workloads", w_enc, w_dec),
-        instances=LmdbTable(store, "instances", i_enc, i_dec),
-        nodes=LmdbTable(store, "nodes", n_enc, n_dec),
+        workloads=LmdbTable(store, "workloads", w_enc, w_dec, rows=True),
+        instances=LmdbTable(store, "instances", i_enc, i_dec, rows=True),
+        nodes=LmdbTable(store, "nodes", n_enc, n_dec, rows=True),
         by_workload=LmdbPairIndex(store, "by_workload"),
         by_node=LmdbPairIndex(store, "by_node"),
         batch=store.batch,
@@ -478,6 +538,83 @@ def _read_small(
     return sessions, balances, tokens
 
 
+_ROW_KEYS = ("workloads", "instances", "nodes")
+MAX_SNAPSHOT_BYTES = 1 << 34  # as univrs.runtime.snapshots.MAX_SNAPSHOT_BYTES
+_ROW_DEPTH = 63  # a row sits one level below the snapshot's map (``restore``'s max_depth 64)
+
+
+def _read_head(fp: io.BytesIO) -> tuple[int, int] | None:
+    """A definite CBOR head (major type, length or value); None for anything else."""
+    first = fp.read(1)
+    if not first:
+        return None
+    major, info = first[0] >> 5, first[0] & 31
+    if info < 24:
+        return major, info
+    size = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if size is None:
+        return None
+    raw = fp.read(size)
+    return (major, int.from_bytes(raw, "big")) if len(raw) == size else None
+
+
+def _rows(data: bytes, offset: int, count: int) -> Callable[[], Iterator[Any]]:
+    def rows() -> Iterator[Any]:
+        fp = io.BytesIO(data)  # shares the bytes (no copy until written)
+        fp.seek(offset)
+        decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
+        for n in range(count):
+            try:
+                row = decoder.decode()
+            except Exception as exc:
+                raise ProtocolError(f"snapshot row {n} at byte {fp.tell()}: {exc}") from None
+            yield row
+
+    return rows
+
+
+def streamed_plain(data: bytes) -> dict[str, Any] | None:
+    r"""A snapshot's top-level map with its object row lists as ``RowStream``\ s (rows decoded
+    one at a time when read), the other values decoded strictly (``codec.decode_plain``); None
+    when the data is not laid out so (not a definite map of str keys with definite row arrays,
+    trailing bytes, any decoding error): the caller decodes it whole and gets the error there.
+
+    This pass decodes each row once to find where the next key starts, and drops it: memory
+    stays one row, not the state."""
+    from univrs.sm.snapshot_read import RowStream
+
+    fp = io.BytesIO(data)
+    decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
+    try:
+        head = _read_head(fp)
+        if head is None or head[0] != 5:
+            return None
+        plain: dict[str, Any] = {}
+        for _ in range(head[1]):
+            key = decoder.decode()
+            if type(key) is not str or key in plain:
+                return None
+            if key in _ROW_KEYS:
+                rows = _read_head(fp)
+                if rows is None or rows[0] != 4:
+                    return None
+                offset, count = fp.tell(), rows[1]
+                for _ in range(count):
+                    decoder.decode()
+                plain[key] = RowStream(count, _rows(data, offset, count))
+            else:
+                start = fp.tell()
+                decoder.decode()
+                plain[key] = codec.decode_plain(
+                    data[start : fp.tell()], max_size=MAX_SNAPSHOT_BYTES, max_depth=64
+                )
+        if fp.tell() != len(data):
+            return None
+    except Exception:
+        return None
+    return plain
+
+
 class StateEnv:
     """A node's persistent state machine: one LMDB environment (``data_dir/state.lmdb``)
     holding every table and the applied index (see the module docstring).
@@ -494,6 +631,7 @@ class StateEnv:
         except (lmdb.Error, OSError) as exc:
             raise StorageError(f"state env {path} cannot be opened: {exc}") from None
         self.path = path
+        self.map_size = map_size
         # Another LMDB environment put here (a copy of raft.lmdb, ...) is refused before
         # anything is created in it.
         with self.store.env.begin() as txn:
@@ -510,6 +648,69 @@ class StateEnv:
         for name in (*_OBJECT_DBS, *_SMALL_DBS, "meta"):
             self.store.db(name)
         self._meta = self.store.db("meta")
+        # Snapshots restored beside the state (``stage``), not yet replacing it: (number, the
+        # state machine, its store, its folder). A crash leaves their folders: removed here.
+        self._staged: list[tuple[int, ClusterStateMachine, LmdbStore, str]] = []
+        self._staged_lock = threading.Lock()
+        self._stage_count = 0
+        parent, name = os.path.split(os.path.abspath(path))
+        for leftover in os.listdir(parent):
+            if leftover.startswith(name + _STAGING):
+                shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+
+    def stage(self, data: bytes) -> ClusterStateMachine:
+        """Restore snapshot ``data`` straight into a new environment beside this one (the
+        folder ``<path>.incoming.<n>``), one row at a time, and return the state machine on
+        it; ``replace`` of that state machine then copies its tables here as stored bytes.
+
+        The same reader and checks as a restore in memory (``restore_plain``: format and
+        version, every row, duplicates, dangling references, sessions, ledger, tokens), in
+        the same order of rows, so the same state and digest; what differs is memory: the rows
+        are decoded one at a time and written to the new environment, so a restore holds one
+        row and LMDB's pages, not the state as Python objects. Thread-safe (the runtime runs
+        it in a worker thread: the core's snapshot check); touches nothing of this state.
+        Raises what ``restore_plain`` and the codec raise for bad data (the new folder is
+        removed then), ``StorageError`` if the environment cannot be written."""
+        from univrs.sm.snapshot_read import restore_plain
+
+        with self._staged_lock:
+            self._stage_count += 1
+            number = self._stage_count
+        path = f"{self.path}{_STAGING}{number}"
+        shutil.rmtree(path, ignore_errors=True)
+        store: LmdbStore | None = None
+        try:
+            store = LmdbStore(path, sync=False, map_size=self.map_size)
+            for name in (*_OBJECT_DBS, *_SMALL_DBS, "meta"):
+                store.db(name)
+            plain = streamed_plain(data)
+            if plain is None:  # not laid out for streaming: decoded whole (its errors)
+                plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
+            sm = restore_plain(plain, objects=_objects_on(store))
+        except BaseException as exc:
+            if store is not None:
+                store.close()
+            shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, lmdb.Error):
+                raise StorageError(f"snapshot cannot be restored into {path}: {exc}") from None
+            raise
+        with self._staged_lock:
+            self._staged.append((number, sm, store, path))
+        return sm
+
+    def _take_staged(self, sm: ClusterStateMachine) -> LmdbStore | None:
+        """The store ``sm`` was staged on (None: not staged here); forgets it and discards
+        the environments staged before it (checks nobody will install any more)."""
+        with self._staged_lock:
+            match = next((entry for entry in self._staged if entry[1] is sm), None)
+            if match is None:
+                return None
+            older = [entry for entry in self._staged if entry[0] < match[0]]
+            self._staged = [entry for entry in self._staged if entry[0] > match[0]]
+        for _, _, store, path in older:
+            store.close()
+            shutil.rmtree(path, ignore_errors=True)
+        return match[2]
 
     def cluster_id(self) -> str | None:
         """The cluster this state belongs to (None: never stamped)."""
@@ -578,27 +779,59 @@ class StateEnv:
     def replace(self, sm: ClusterStateMachine) -> ClusterStateMachine:
         """Replace the whole stored state by ``sm``'s (a restored snapshot) in one write
         transaction, and return the state machine on this environment. The old state stays
-        whole if this raises."""
+        whole if this raises (a crash meanwhile: the transaction never committed).
+
+        A state machine from ``stage`` is copied as stored bytes, table by table in key order
+        (no object is decoded or encoded), and its environment removed afterwards."""
+        staged = self._take_staged(sm)
         objects = _objects_on(self.store)
         with self.store.batch():
             with self.store.writing() as txn:
                 for name in (*_OBJECT_DBS, *_SMALL_DBS):
                     txn.drop(self.store.db(name), delete=False)
-            stored = ClusterStateMachine.from_parts(
-                policy=sm.policy,
-                last_index=sm.last_applied_index,
-                last_term=sm.last_applied_term,
-                clock_ms=sm.clock_ms,
-                workloads=sm.stored_workloads(),
-                instances=sm.stored_instances(),
-                nodes=sm.stored_nodes(),
-                balances=list(sm.ledger_items()),
-                sessions=list(sm.stored_sessions()),
-                tokens=list(sm.stored_tokens()),
-                tokens_bootstrapped=sm.tokens_bootstrapped,
-                revision=sm.revision,
-                objects=objects,
-            )
+                if staged is not None:
+                    with staged.env.begin() as source:
+                        for name in _OBJECT_DBS:
+                            items = source.cursor(staged.db(name)).iternext()
+                            read, added = txn.cursor(self.store.db(name)).putmulti(
+                                items, append=True
+                            )
+                            if read != added:  # keys in order into an emptied table: never
+                                raise StorageError(f"{name}: {read - added} rows not copied")
+            if staged is not None:
+                stored = ClusterStateMachine.resume(
+                    objects,
+                    policy=sm.policy,
+                    last_index=sm.last_applied_index,
+                    last_term=sm.last_applied_term,
+                    clock_ms=sm.clock_ms,
+                    balances=list(sm.ledger_items()),
+                    sessions=list(sm.stored_sessions()),
+                    tokens=list(sm.stored_tokens()),
+                    tokens_bootstrapped=sm.tokens_bootstrapped,
+                    revision=sm.revision,
+                )
+                objects.journal.rewrite()  # the small tables and meta, written at the commit
+            else:
+                stored = ClusterStateMachine.from_parts(
+                    policy=sm.policy,
+                    last_index=sm.last_applied_index,
+                    last_term=sm.last_applied_term,
+                    clock_ms=sm.clock_ms,
+                    workloads=sm.stored_workloads(),
+                    instances=sm.stored_instances(),
+                    nodes=sm.stored_nodes(),
+                    balances=list(sm.ledger_items()),
+                    sessions=list(sm.stored_sessions()),
+                    tokens=list(sm.stored_tokens()),
+                    tokens_bootstrapped=sm.tokens_bootstrapped,
+                    revision=sm.revision,
+                    objects=objects,
+                )
+        if staged is not None:
+            path = staged.env.path()
+            staged.close()
+            shutil.rmtree(path, ignore_errors=True)
         return stored
 
     def sync(self) -> None:
