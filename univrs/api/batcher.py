@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
 
 from univrs import errors as base
 from univrs.api.opargs import check_key
-from univrs.api.outcomes import UNKNOWN_MESSAGE, after_unknown, expired
+from univrs.api.writes import UNKNOWN_MESSAGE, Submission, WriteAnswer, after_unknown, expired
 from univrs.errors import OutcomeUnknown, UnivrsError
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import Outcome, WriteAttempts
@@ -30,23 +30,10 @@ from univrs.sm.errors import failure_to_exception
 from univrs.sm.responses import Failure, Response, Success
 
 if TYPE_CHECKING:
-    from univrs.api.store import RaftStateStore, Write
+    from univrs.api.writes import Write
+    from univrs.service.node import NodeHandle
 
 __all__ = ["FrameWrites", "ReadCoalescer", "Submission", "WriteAnswer"]
-
-
-@attrs.frozen
-class Submission:
-    """One write of ``RaftStateStore.submit_many``: ``submit``'s arguments."""
-
-    write: Write
-    key: tuple[str, int] | None
-    deadline: float
-    hops: int = 0
-
-
-# A write's answer from ``submit_many``: (result, meta), or the exception ``submit`` raises.
-WriteAnswer = tuple[Any, dict[str, Any]] | Exception
 
 
 @attrs.define(eq=False)
@@ -67,11 +54,31 @@ class _Answers:
         self._fresh = []
 
 
+class _Store(Protocol):
+    """What ``FrameWrites`` uses of its ``RaftStateStore`` (univrs/api/store.py, which imports
+    this module)."""
+
+    node: NodeHandle
+
+    async def attempt_write(
+        self,
+        write: Write,
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int,
+        attempts: WriteAttempts,
+    ) -> tuple[Any, dict[str, Any]]: ...
+
+    def check_quota(self, write: Write) -> None: ...
+
+    async def settle(self, deadline: float) -> None: ...
+
+
 @attrs.define(eq=False)
 class FrameWrites:
     """``RaftStateStore.submit_many``: a client frame's writes, their first attempts together."""
 
-    store: RaftStateStore
+    store: _Store
 
     async def submit_many(
         self,

@@ -48,7 +48,7 @@ on the leader their first attempts go to the runtime in one hand-off
 (``RaftRuntime.propose_together``) and are waited for together; a write whose attempt needs
 another continues alone on ``submit``'s loop (``attempt_write``) with the attempts made so
 far, so the rules above hold per write. The outcome messages both share are
-univrs/api/outcomes.py's.
+univrs/api/writes.py's.
 
 The result of a write is the object as it is on the executing node right after the write
 applied (a later write may already show), with ``meta["index"]``: the log index the write
@@ -78,14 +78,22 @@ import trio
 
 from univrs import errors as base
 from univrs.api.auth import ANONYMOUS, CATCH_UP_SECONDS, Authority, Caller
-from univrs.api.batcher import FrameWrites, ReadCoalescer, Submission, WriteAnswer
+from univrs.api.batcher import FrameWrites, ReadCoalescer
 from univrs.api.contact import LeaderContact
 from univrs.api.forward import Forwarder, request_of
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
 from univrs.api.ops import handler
-from univrs.api.outcomes import NO_LEADER_MESSAGE, UNKNOWN_MESSAGE, after_unknown, expired
+from univrs.api.writes import (
+    NO_LEADER_MESSAGE,
+    UNKNOWN_MESSAGE,
+    Submission,
+    Write,
+    WriteAnswer,
+    after_unknown,
+    expired,
+)
 from univrs.client.protocol import CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE, MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
@@ -134,26 +142,6 @@ __all__ = [
 # The caller of a node's own write (no caller given, auth on): trusted on the leader, never
 # forwarded (see ``RaftStateStore.execute``).
 _NODE_ITSELF = Caller(address="node-itself")
-
-
-@attrs.frozen(kw_only=True)
-class Write:
-    """One write as ``RaftStateStore.submit`` runs it.
-
-    ``envelope`` is proposed on the leader; a follower forwards ``op`` with ``args`` (the
-    normalized arguments the leader rebuilds the same command from). ``render`` turns the
-    applied response into the result (None: the response itself); ``leader_step``, on the
-    leader, may replace the command or answer without writing (a heartbeat)."""
-
-    envelope: Envelope
-    op: str
-    args: dict[str, Any]
-    caller: Caller = ANONYMOUS  # forwarded with the request: the leader authorizes it again
-    allowed_when_full: bool = False  # a write that frees space passes the NOSPACE alarm
-    render: Callable[[Response, ClusterStateMachine], Any] | None = None
-    leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
-        None
-    )
 
 
 @attrs.define(eq=False)

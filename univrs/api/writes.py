@@ -1,4 +1,5 @@
-"""What a write's caller is told when an attempt did not end with an answer: the messages and
+"""A write as the node runs it (``Write``; ``Submission`` and ``WriteAnswer`` for a client frame's),
+and what its caller is told when an attempt did not end with an answer: the types, messages and
 errors shared by the single-write path (``RaftStateStore.submit``, univrs/api/store.py) and a
 client frame's writes (``FrameWrites``, univrs/api/batcher.py).
 
@@ -10,6 +11,12 @@ apply; once an earlier attempt may have applied, the caller is told the outcome 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from univrs.api.auth import ANONYMOUS, Caller
 from univrs.errors import (
     OutcomeUnknown,
     SessionExpired,
@@ -18,8 +25,19 @@ from univrs.errors import (
     Unavailable,
     UnivrsError,
 )
+from univrs.sm.commands import Command, Envelope
+from univrs.sm.responses import Response
+from univrs.sm.state import ClusterStateMachine
 
-__all__ = ["NO_LEADER_MESSAGE", "UNKNOWN_MESSAGE", "after_unknown", "expired"]
+__all__ = [
+    "NO_LEADER_MESSAGE",
+    "UNKNOWN_MESSAGE",
+    "Submission",
+    "Write",
+    "WriteAnswer",
+    "after_unknown",
+    "expired",
+]
 
 NO_LEADER_MESSAGE = (
     "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
@@ -54,3 +72,37 @@ def expired(maybe_applied: bool) -> UnivrsError:
             retry_after=1.0,
         )
     return Unavailable(NO_LEADER_MESSAGE, retry_after=1.0)
+
+
+@attrs.frozen(kw_only=True)
+class Write:
+    """One write as ``RaftStateStore.submit`` runs it.
+
+    ``envelope`` is proposed on the leader; a follower forwards ``op`` with ``args`` (the
+    normalized arguments the leader rebuilds the same command from). ``render`` turns the
+    applied response into the result (None: the response itself); ``leader_step``, on the
+    leader, may replace the command or answer without writing (a heartbeat)."""
+
+    envelope: Envelope
+    op: str
+    args: dict[str, Any]
+    caller: Caller = ANONYMOUS  # forwarded with the request: the leader authorizes it again
+    allowed_when_full: bool = False  # a write that frees space passes the NOSPACE alarm
+    render: Callable[[Response, ClusterStateMachine], Any] | None = None
+    leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
+        None
+    )
+
+
+@attrs.frozen
+class Submission:
+    """One write of ``RaftStateStore.submit_many``: ``submit``'s arguments."""
+
+    write: Write
+    key: tuple[str, int] | None
+    deadline: float
+    hops: int = 0
+
+
+# A write's answer from ``submit_many``: (result, meta), or the exception ``submit`` raises.
+WriteAnswer = tuple[Any, dict[str, Any]] | Exception
