@@ -133,9 +133,11 @@ class ApiService:
         (then permitted per operation's role), the writes are built in one pass and proposed
         together (``RaftStateStore.submit_many``: one hand-off to the runtime), the
         linearizable reads wait for one ReadIndex confirmation and are rendered with one
-        ``meta`` per consistency, and the request counters are bumped once per (operation,
-        outcome). Every rule stays per request: an error answers its own request only.
-        Watch polls (long polls) must not be given here (``execute`` them one each)."""
+        ``meta`` per consistency (a one-object read's document once per state revision, shared
+        by every read of it: univrs/api/rendered.py), and the request counters are bumped once
+        per (operation, outcome). Every rule stays per request: an error answers its own
+        request only. Watch polls (long polls) must not be given here (``execute`` them one
+        each)."""
         start = trio.current_time()
         store = self.store
         authority = store.authority
