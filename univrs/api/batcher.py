@@ -6,7 +6,7 @@ The single-write path (``RaftStateStore.submit``: the attempts, the retry and ou
 forwarding) is univrs/api/store.py's; a frame's write whose first attempt needs another goes
 on there with the attempts made so far, so the rules are one code. Writes are batched into log
 appends by the runtime, not here: the driver gathers concurrent proposals into one
-``propose_many`` with one batch in flight (univrs/runtime/driver.py, "Proposal batching").
+``propose_many`` with one batch in flight (univrs/runtime/batching.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,19 @@ import attrs
 import trio
 
 from univrs import errors as base
+from univrs.api.forward import ForwardAnswer, ForwardCall, Forwarder
 from univrs.api.opargs import check_key
-from univrs.api.writes import UNKNOWN_MESSAGE, Submission, WriteAnswer, after_unknown, expired
-from univrs.errors import OutcomeUnknown, UnivrsError
-from univrs.raft.ready import Role
+from univrs.api.writes import (
+    NODE_ITSELF,
+    UNKNOWN_MESSAGE,
+    Submission,
+    WriteAnswer,
+    after_unknown,
+    expired,
+)
+from univrs.client.protocol import MAX_HOPS
+from univrs.errors import ConnectionLost, NotLeader, OutcomeUnknown, Unavailable, UnivrsError
+from univrs.raft.ready import Role, Status
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.runtime.waiter import Waiter
 from univrs.sm.commands import Envelope
@@ -30,6 +39,7 @@ from univrs.sm.errors import failure_to_exception
 from univrs.sm.responses import Failure, Response, Success
 
 if TYPE_CHECKING:
+    from univrs.api.auth import Caller
     from univrs.api.writes import Write
     from univrs.service.node import NodeHandle
 
@@ -59,6 +69,7 @@ class _Store(Protocol):
     this module)."""
 
     node: NodeHandle
+    forwarder: Forwarder
 
     async def attempt_write(
         self,
@@ -67,11 +78,18 @@ class _Store(Protocol):
         deadline: float,
         hops: int,
         attempts: WriteAttempts,
+        caller: Caller = ...,
+        *,
+        hint: str | None = None,
     ) -> tuple[Any, dict[str, Any]]: ...
 
     def check_quota(self, write: Write) -> None: ...
 
     async def settle(self, deadline: float) -> None: ...
+
+    def leader_address(self, status: Status, leader: str) -> str | None: ...
+
+    def count_forward(self, outcome: str) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -94,8 +112,11 @@ class FrameWrites:
         ``attempt_write`` handles its own: a write that needs another attempt (``NotLeader``,
         ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
         its ``WriteAttempts`` carried over, so the retry and outcome-unknown rules are the same
-        code. On a follower (or mid-election) every write takes the per-write path (it is
-        forwarded, or waits for a leader) concurrently. ``answered`` (if given) is called with
+        code. On a follower that knows the leader the writes' first attempts go to it as one
+        hop (``Forwarder.call_many``), each outcome handled as ``attempt_write`` handles a
+        forwarded attempt's (one that needs another continues on the per-write path, as
+        above); with no leader known every write takes the per-write path (it waits for a
+        leader). ``answered`` (if given) is called with
         the (index, answer) of the writes answered since its last call, as they come (a
         write's deadline does not wait for the others')."""
         answers = _Answers([None] * len(writes), answered)
@@ -104,8 +125,11 @@ class FrameWrites:
         # The writes that continue on the per-write path: (index, after an attempt?).
         later: list[tuple[int, bool]] = []
         batch: list[tuple[int, Envelope, dict[str, Any]]] = []
-        if runtime.status().role is not Role.LEADER:
-            later = [(i, False) for i in range(len(writes))]
+        # On a follower: the leader, its address and the writes forwarded to it as one hop.
+        forward: tuple[str, str, list[int]] | None = None
+        status = runtime.status()
+        if status.role is not Role.LEADER:
+            forward = self._forwardable(status, writes, answers, later)
         else:
             now = trio.current_time()
             sm = runtime.sm
@@ -136,17 +160,127 @@ class FrameWrites:
                 batch.append((i, proposed, extra))
         answers.flush()
 
-        def go_on(i: int, retry: bool) -> None:  # continue write i alone, now
-            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i)
+        def go_on(i: int, retry: bool, hint: str | None = None) -> None:  # write i alone, now
+            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i, hint)
 
         async with trio.open_nursery() as nursery:
             for i, retry in later:
                 go_on(i, retry)
             if batch:
                 await self._propose_batch(writes, batch, attempts, answers, go_on)
+            if forward is not None:
+                await self._forward_batch(*forward, writes, attempts, answers, go_on)
         slots = answers.slots
         assert all(a is not None for a in slots)
         return slots  # type: ignore[return-value]
+
+    def _forwardable(
+        self,
+        status: Status,
+        writes: Sequence[Submission],
+        answers: _Answers,
+        later: list[tuple[int, bool]],
+    ) -> tuple[str, str, list[int]] | None:
+        """On a follower: (leader, its address, the writes of ``submit_many`` to forward to it
+        as one hop), the others added to ``later`` (the per-write path decides them: no
+        known leader, a forwarded request, the node's own write) or answered (a bad key, the
+        deadline passed)."""
+        leader = status.leader
+        address = None if leader is None else self.store.leader_address(status, leader)
+        if leader is None or leader == status.id or address is None:
+            later.extend((i, False) for i in range(len(writes)))
+            return None
+        now = trio.current_time()
+        chosen: list[int] = []
+        for i, sub in enumerate(writes):
+            if sub.hops >= MAX_HOPS or sub.write.caller is NODE_ITSELF:
+                later.append((i, False))  # answered not-leader there, as ``submit`` does
+                continue
+            try:
+                check_key(sub.key)
+            except Exception as exc:
+                answers.set(i, exc)
+                continue
+            if now >= sub.deadline:
+                answers.set(i, expired(False))
+                continue
+            chosen.append(i)
+        answers.flush()
+        return (leader, address, chosen) if chosen else None
+
+    async def _forward_batch(
+        self,
+        leader: str,
+        address: str,
+        chosen: list[int],
+        writes: Sequence[Submission],
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[..., None],
+    ) -> None:
+        """A follower's first attempt of a frame's writes ``chosen`` (``submit_many``): one
+        hop to the leader (``Forwarder.call_many``), then each write's outcome as
+        ``attempt_write`` handles a forwarded one's."""
+        calls = [
+            ForwardCall(w.write.op, w.write.args, w.key, w.deadline, w.write.caller)
+            for w in (writes[i] for i in chosen)
+        ]
+        reported: set[int] = set()
+
+        def report(settled: list[tuple[int, ForwardAnswer]]) -> None:
+            for k, answer in settled:
+                reported.add(k)
+                self._forwarded(chosen[k], answer, leader, address, attempts, answers, go_on)
+            answers.flush()
+
+        try:
+            await self.store.forwarder.call_many(address, calls, report)
+        except Exception as exc:  # a bug: the writes not answered yet report it
+            for k, i in enumerate(chosen):
+                if k not in reported:
+                    answers.set(i, exc)
+            answers.flush()
+
+    def _forwarded(
+        self,
+        i: int,
+        answer: ForwardAnswer,
+        leader: str,
+        address: str,
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[..., None],
+    ) -> None:
+        """Write ``i``'s forwarded attempt ended with ``answer``: its answer, or it goes on
+        alone (the rules of ``attempt_write`` for a forwarded attempt)."""
+        if not isinstance(answer, UnivrsError):
+            self.store.count_forward("ok")
+            result, meta = answer
+            answers.set(i, (result, meta or {}))
+            return
+        exc = answer
+        self.store.count_forward(exc.code)
+        attempt = attempts[i]
+        if isinstance(exc, ConnectionLost):
+            if exc.outcome_unknown and not attempt.failed(Outcome.UNKNOWN):
+                answers.set(
+                    i,
+                    OutcomeUnknown(
+                        f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} broke "
+                        "after the write was sent)"
+                    ),
+                )
+                return
+            go_on(i, True)  # let our own view of the leader catch up, then again
+            return
+        if not isinstance(exc, Unavailable) or exc.outcome_unknown:
+            # An answer (not found, conflict ...) or an unknown outcome.
+            answers.set(i, after_unknown(exc) if attempt.refusal_is_unknown() else exc)
+            return
+        if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
+            go_on(i, False, exc.leader_hint)  # it is not the leader (any more): follow its hint
+            return
+        go_on(i, True)  # nothing applied: retry when the view moved
 
     async def _propose_batch(
         self,
@@ -240,15 +374,17 @@ class FrameWrites:
         attempts: WriteAttempts,
         answers: _Answers,
         i: int,
+        hint: str | None = None,
     ) -> None:
         """The rest of write ``i`` of ``submit_many`` on the per-write path: ``submit``'s rules
         with the attempts made so far (``retry``: after a first attempt that needs another,
-        which pauses first as ``attempt_write`` does)."""
+        which pauses first as ``attempt_write`` does; ``hint``: the leader a node named when
+        it refused a forwarded attempt)."""
         try:
             if retry:
                 await self.store.settle(sub.deadline)
             answer: WriteAnswer = await self.store.attempt_write(
-                sub.write, sub.key, sub.deadline, sub.hops, attempts
+                sub.write, sub.key, sub.deadline, sub.hops, attempts, hint=hint
             )
         except UnivrsError as exc:
             answer = after_unknown(exc) if attempts.refusal_is_unknown() else exc

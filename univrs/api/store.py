@@ -45,9 +45,10 @@ attempt did not apply.
 
 ``submit_many`` runs a fast-protocol frame's writes (``FrameWrites``, univrs/api/batcher.py):
 on the leader their first attempts go to the runtime in one hand-off
-(``RaftRuntime.propose_together``) and are waited for together; a write whose attempt needs
-another continues alone on ``submit``'s loop (``attempt_write``) with the attempts made so
-far, so the rules above hold per write. The outcome messages both share are
+(``RaftRuntime.propose_together``) and are waited for together; on a follower they go to the
+leader as one hop (``Forwarder.call_many``: one frame); a write whose attempt needs another
+continues alone on ``submit``'s loop (``attempt_write``) with the attempts made so far, so the
+rules above hold per write. The types and outcome messages both share are
 univrs/api/writes.py's.
 
 The result of a write is the object as it is on the executing node right after the write
@@ -94,6 +95,9 @@ from univrs.api.writes import (
     after_unknown,
     expired,
 )
+from univrs.api.writes import (
+    NODE_ITSELF as _NODE_ITSELF,
+)
 from univrs.client.protocol import CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE, MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
@@ -105,7 +109,7 @@ from univrs.errors import (
     Unavailable,
     UnivrsError,
 )
-from univrs.raft.ready import Role
+from univrs.raft.ready import Role, Status
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.sm.commands import (
     Command,
@@ -138,10 +142,6 @@ __all__ = [
     "Write",
     "WriteAnswer",
 ]
-
-# The caller of a node's own write (no caller given, auth on): trusted on the leader, never
-# forwarded (see ``RaftStateStore.execute``).
-_NODE_ITSELF = Caller(address="node-itself")
 
 
 @attrs.define(eq=False)
@@ -292,8 +292,9 @@ class RaftStateStore(StateStore):
     async def _applied(self, index: int, deadline: float) -> None:
         runtime = self.node.runtime
         with trio.move_on_at(deadline) as scope:
-            while runtime.sm.revision < index:  # versions are revisions
-                await runtime.wait_changed()
+            # Versions are revisions, not log indexes (a batch entry holds several): wait on
+            # the watch history's revision (the state machine's), woken by applies only.
+            await runtime.watch_hub.wait_beyond(index - 1)
         if scope.cancelled_caught:
             raise Timeout(
                 f"the write applied at index {index} on the leader but not yet on this node"
@@ -327,9 +328,10 @@ class RaftStateStore(StateStore):
     ) -> list[WriteAnswer]:
         """Run several writes (a client frame's) at once: each one's answer, in order, as
         ``submit`` would give it ((result, meta) or the exception it would raise); on the
-        leader their first attempts go to the runtime in one hand-off (``FrameWrites``,
-        univrs/api/batcher.py). ``answered`` (if given) is called with the (index, answer) of
-        the writes answered since its last call, as they come."""
+        leader their first attempts go to the runtime in one hand-off, on a follower to the
+        leader as one hop (``FrameWrites``, univrs/api/batcher.py). ``answered`` (if given) is
+        called with the (index, answer) of the writes answered since its last call, as they
+        come."""
         return await self._frames.submit_many(writes, answered)
 
     async def attempt_write(
@@ -340,6 +342,8 @@ class RaftStateStore(StateStore):
         hops: int,
         attempts: WriteAttempts,
         caller: Caller = ANONYMOUS,
+        *,
+        hint: str | None = None,
     ) -> tuple[Any, dict[str, Any]]:
         """The attempts of ``submit``; ``attempts`` (univrs/runtime/proposals.py, the rules the
         simulator runs too) notes as soon as an attempt may have applied the command. A
@@ -347,7 +351,6 @@ class RaftStateStore(StateStore):
         is, because the state machine answers a retried key with the first response."""
         runtime = self.node.runtime
         envelope = write.envelope
-        hint: str | None = None
         while True:
             if trio.current_time() >= deadline:
                 raise expired(attempts.maybe_applied)
@@ -411,9 +414,7 @@ class RaftStateStore(StateStore):
                     "node has no token of its own to forward it with): in-process callers act "
                     "for a caller (RaftStateStore.acting_for) whose token the leader checks",
                 )
-            address = status.membership.address_of(leader)
-            if address is not None:  # this node's [raft.dial] override, like its raft links
-                address = self.node.config.dial_addresses({leader: address})[leader]
+            address = self.leader_address(status, leader)
             if address is None:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
@@ -421,7 +422,7 @@ class RaftStateStore(StateStore):
                     address, write.op, write.args, key, deadline, write.caller
                 )
             except UnivrsError as exc:
-                self._count_forward(exc.code)
+                self.count_forward(exc.code)
                 if isinstance(exc, ConnectionLost):
                     if exc.outcome_unknown and not attempts.failed(Outcome.UNKNOWN):
                         # Sent, then the connection broke: a keyless write is not resent.
@@ -439,8 +440,16 @@ class RaftStateStore(StateStore):
                     continue
                 await self.settle(deadline)  # nothing applied: retry when the view moved
                 continue
-            self._count_forward("ok")
+            self.count_forward("ok")
             return result, meta or {}
+
+    def leader_address(self, status: Status, leader: str) -> str | None:
+        """Where to forward to ``leader``: its raft address (the fast protocol shares the
+        listener), with this node's ``[raft.dial]`` override applied, as its raft links."""
+        address = status.membership.address_of(leader)
+        if address is not None:
+            address = self.node.config.dial_addresses({leader: address})[leader]
+        return address
 
     def check_quota(self, write: Write) -> None:
         """Refuse a write that does not free space while the NOSPACE alarm is raised."""
@@ -453,7 +462,7 @@ class RaftStateStore(StateStore):
             "the log"
         )
 
-    def _count_forward(self, outcome: str) -> None:
+    def count_forward(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.forwarded.inc(1, outcome)
 

@@ -30,6 +30,7 @@ from univrs.sm.responses import Response
 from univrs.sm.state import ClusterStateMachine
 
 __all__ = [
+    "NODE_ITSELF",
     "NO_LEADER_MESSAGE",
     "UNKNOWN_MESSAGE",
     "Submission",
@@ -42,6 +43,9 @@ __all__ = [
 NO_LEADER_MESSAGE = (
     "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
 )
+# The caller of a node's own write (no caller given, auth on): trusted on the leader, never
+# forwarded (see ``RaftStateStore.execute``).
+NODE_ITSELF = Caller(address="node-itself")
 UNKNOWN_MESSAGE = (
     "the write reached a Raft log but this node cannot tell whether it applied; it was not "
     "retried: read the object to find out, or send writes with an idempotency key"
