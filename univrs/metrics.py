@@ -86,6 +86,25 @@ class Histogram:
         (self._metric.labels(*labels) if self._labelled else self._metric).observe(value)
         self._count += 1
 
+    def observe_many(self, value: float, count: int, *labels: str) -> None:
+        """``count`` observations of the same ``value`` (requests answered together), with one
+        sum increment and one bucket increment. prometheus_client has no such call: this
+        uses its histogram's fields (``_sum``, ``_upper_bounds``, ``_buckets``) and falls
+        back to ``count`` observations if they are not there."""
+        metric = self._metric.labels(*labels) if self._labelled else self._metric
+        self._count += count
+        try:
+            total, bounds, buckets = metric._sum, metric._upper_bounds, metric._buckets
+        except AttributeError:
+            for _ in range(count):
+                metric.observe(value)
+            return
+        total.inc(value * count)
+        for i, bound in enumerate(bounds):
+            if value <= bound:
+                buckets[i].inc(count)
+                break
+
     @property
     def count(self) -> int:
         """Observations so far, over every label set."""

@@ -1,19 +1,397 @@
-"""Read batching on the serving node: few ReadIndex confirmations for many concurrent
-linearizable reads (``ReadCoalescer``).
+"""Batching on the serving node: a client frame's writes in one hand-off to the runtime
+(``FrameWrites``, ``RaftStateStore.submit_many``), and few ReadIndex confirmations for many
+concurrent linearizable reads (``ReadCoalescer``).
 
-Writes are batched by the runtime, not here: the driver gathers concurrent proposals into one
-``propose_many`` with one batch in flight (univrs/runtime/batching.py), so
-the API calls ``RaftRuntime.propose`` (one write) or ``propose_together`` (a fast-protocol
-frame's writes, one hand-off: ``RaftStateStore.submit_many``).
+The single-write path (``RaftStateStore.submit``: the attempts, the retry and outcome rules,
+forwarding) is univrs/api/store.py's; a frame's write whose first attempt needs another goes
+on there with the attempts made so far, so the rules are one code. Writes are batched into log
+appends by the runtime, not here: the driver gathers concurrent proposals into one
+``propose_many`` with one batch in flight (univrs/runtime/batching.py).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
+
+from univrs import errors as base
+from univrs.api.forward import ForwardAnswer, ForwardCall, Forwarder
+from univrs.api.opargs import check_key
+from univrs.api.writes import (
+    NODE_ITSELF,
+    UNKNOWN_MESSAGE,
+    Submission,
+    WriteAnswer,
+    after_unknown,
+    expired,
+)
+from univrs.client.protocol import MAX_HOPS
+from univrs.errors import ConnectionLost, NotLeader, OutcomeUnknown, Unavailable, UnivrsError
+from univrs.raft.ready import Role, Status
+from univrs.runtime.proposals import Outcome, WriteAttempts
+from univrs.runtime.waiter import Waiter
+from univrs.sm.commands import Envelope
+from univrs.sm.errors import failure_to_exception
+from univrs.sm.responses import Failure, Response, Success
+
+if TYPE_CHECKING:
+    from univrs.api.auth import Caller
+    from univrs.api.writes import Write
+    from univrs.service.node import NodeHandle
+
+__all__ = ["FrameWrites", "ReadCoalescer", "Submission", "WriteAnswer"]
+
+
+@attrs.define(eq=False)
+class _Answers:
+    """The answers of ``submit_many`` so far, reported in groups as they come."""
+
+    slots: list[WriteAnswer | None]
+    report: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None
+    _fresh: list[tuple[int, WriteAnswer]] = attrs.field(factory=list)
+
+    def set(self, i: int, answer: WriteAnswer) -> None:
+        self.slots[i] = answer
+        self._fresh.append((i, answer))
+
+    def flush(self) -> None:
+        if self._fresh and self.report is not None:
+            self.report(self._fresh)
+        self._fresh = []
+
+
+class _Store(Protocol):
+    """What ``FrameWrites`` uses of its ``RaftStateStore`` (univrs/api/store.py, which imports
+    this module)."""
+
+    node: NodeHandle
+    forwarder: Forwarder
+
+    async def attempt_write(
+        self,
+        write: Write,
+        key: tuple[str, int] | None,
+        deadline: float,
+        hops: int,
+        attempts: WriteAttempts,
+        caller: Caller = ...,
+        *,
+        hint: str | None = None,
+    ) -> tuple[Any, dict[str, Any]]: ...
+
+    def check_quota(self, write: Write) -> None: ...
+
+    async def settle(self, deadline: float) -> None: ...
+
+    def leader_address(self, status: Status, leader: str) -> str | None: ...
+
+    def count_forward(self, outcome: str) -> None: ...
+
+
+@attrs.define(eq=False)
+class FrameWrites:
+    """``RaftStateStore.submit_many``: a client frame's writes, their first attempts together."""
+
+    store: _Store
+
+    async def submit_many(
+        self,
+        writes: Sequence[Submission],
+        answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None = None,
+    ) -> list[WriteAnswer]:
+        """Run several writes (a client frame's) at once: each one's answer, in order, as
+        ``submit`` would give it ((result, meta) or the exception it would raise).
+
+        On the leader the first attempt of every write goes to the runtime in one hand-off
+        (``RaftRuntime.propose_together``: one inbox event, one driver wake-up) and is waited for
+        under one cancel scope per distinct deadline; each write's outcome is then handled as
+        ``attempt_write`` handles its own: a write that needs another attempt (``NotLeader``,
+        ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
+        its ``WriteAttempts`` carried over, so the retry and outcome-unknown rules are the same
+        code. On a follower that knows the leader the writes' first attempts go to it as one
+        hop (``Forwarder.call_many``), each outcome handled as ``attempt_write`` handles a
+        forwarded attempt's (one that needs another continues on the per-write path, as
+        above); with no leader known every write takes the per-write path (it waits for a
+        leader). ``answered`` (if given) is called with
+        the (index, answer) of the writes answered since its last call, as they come (a
+        write's deadline does not wait for the others')."""
+        answers = _Answers([None] * len(writes), answered)
+        attempts = [WriteAttempts(keyed=w.key is not None) for w in writes]
+        runtime = self.store.node.runtime
+        # The writes that continue on the per-write path: (index, after an attempt?).
+        later: list[tuple[int, bool]] = []
+        batch: list[tuple[int, Envelope, dict[str, Any]]] = []
+        # On a follower: the leader, its address and the writes forwarded to it as one hop.
+        forward: tuple[str, str, list[int]] | None = None
+        status = runtime.status()
+        if status.role is not Role.LEADER:
+            forward = self._forwardable(status, writes, answers, later)
+        else:
+            now = trio.current_time()
+            sm = runtime.sm
+            for i, sub in enumerate(writes):
+                write = sub.write
+                try:
+                    check_key(sub.key)
+                    if now >= sub.deadline:
+                        raise expired(False)
+                    extra: dict[str, Any] = {}
+                    proposed = write.envelope
+                    if write.leader_step is not None:
+                        step, extra = write.leader_step(sm)
+                        if step is None:  # nothing to write: rendered from the state here
+                            applied = sm.last_applied_index
+                            done = Success(version=applied)
+                            if write.render is None:
+                                answers.set(i, (done, {"index": applied}))
+                            else:
+                                result = {**write.render(done, sm), **extra}
+                                answers.set(i, (result, {"index": applied}))
+                            continue
+                        proposed = attrs.evolve(proposed, command=step)
+                    self.store.check_quota(write)
+                except Exception as exc:  # its answer (or a bug, reported as such upstream)
+                    answers.set(i, exc)
+                    continue
+                batch.append((i, proposed, extra))
+        answers.flush()
+
+        def go_on(i: int, retry: bool, hint: str | None = None) -> None:  # write i alone, now
+            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i, hint)
+
+        async with trio.open_nursery() as nursery:
+            for i, retry in later:
+                go_on(i, retry)
+            if batch:
+                await self._propose_batch(writes, batch, attempts, answers, go_on)
+            if forward is not None:
+                await self._forward_batch(*forward, writes, attempts, answers, go_on)
+        slots = answers.slots
+        assert all(a is not None for a in slots)
+        return slots  # type: ignore[return-value]
+
+    def _forwardable(
+        self,
+        status: Status,
+        writes: Sequence[Submission],
+        answers: _Answers,
+        later: list[tuple[int, bool]],
+    ) -> tuple[str, str, list[int]] | None:
+        """On a follower: (leader, its address, the writes of ``submit_many`` to forward to it
+        as one hop), the others added to ``later`` (the per-write path decides them: no
+        known leader, a forwarded request, the node's own write) or answered (a bad key, the
+        deadline passed)."""
+        leader = status.leader
+        address = None if leader is None else self.store.leader_address(status, leader)
+        if leader is None or leader == status.id or address is None:
+            later.extend((i, False) for i in range(len(writes)))
+            return None
+        now = trio.current_time()
+        chosen: list[int] = []
+        for i, sub in enumerate(writes):
+            if sub.hops >= MAX_HOPS or sub.write.caller is NODE_ITSELF:
+                later.append((i, False))  # answered not-leader there, as ``submit`` does
+                continue
+            try:
+                check_key(sub.key)
+            except Exception as exc:
+                answers.set(i, exc)
+                continue
+            if now >= sub.deadline:
+                answers.set(i, expired(False))
+                continue
+            chosen.append(i)
+        answers.flush()
+        return (leader, address, chosen) if chosen else None
+
+    async def _forward_batch(
+        self,
+        leader: str,
+        address: str,
+        chosen: list[int],
+        writes: Sequence[Submission],
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[..., None],
+    ) -> None:
+        """A follower's first attempt of a frame's writes ``chosen`` (``submit_many``): one
+        hop to the leader (``Forwarder.call_many``), then each write's outcome as
+        ``attempt_write`` handles a forwarded one's."""
+        calls = [
+            ForwardCall(w.write.op, w.write.args, w.key, w.deadline, w.write.caller)
+            for w in (writes[i] for i in chosen)
+        ]
+        reported: set[int] = set()
+
+        def report(settled: list[tuple[int, ForwardAnswer]]) -> None:
+            for k, answer in settled:
+                reported.add(k)
+                self._forwarded(chosen[k], answer, leader, address, attempts, answers, go_on)
+            answers.flush()
+
+        try:
+            await self.store.forwarder.call_many(address, calls, report)
+        except Exception as exc:  # a bug: the writes not answered yet report it
+            for k, i in enumerate(chosen):
+                if k not in reported:
+                    answers.set(i, exc)
+            answers.flush()
+
+    def _forwarded(
+        self,
+        i: int,
+        answer: ForwardAnswer,
+        leader: str,
+        address: str,
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[..., None],
+    ) -> None:
+        """Write ``i``'s forwarded attempt ended with ``answer``: its answer, or it goes on
+        alone (the rules of ``attempt_write`` for a forwarded attempt)."""
+        if not isinstance(answer, UnivrsError):
+            self.store.count_forward("ok")
+            result, meta = answer
+            answers.set(i, (result, meta or {}))
+            return
+        exc = answer
+        self.store.count_forward(exc.code)
+        attempt = attempts[i]
+        if isinstance(exc, ConnectionLost):
+            if exc.outcome_unknown and not attempt.failed(Outcome.UNKNOWN):
+                answers.set(
+                    i,
+                    OutcomeUnknown(
+                        f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} broke "
+                        "after the write was sent)"
+                    ),
+                )
+                return
+            go_on(i, True)  # let our own view of the leader catch up, then again
+            return
+        if not isinstance(exc, Unavailable) or exc.outcome_unknown:
+            # An answer (not found, conflict ...) or an unknown outcome.
+            answers.set(i, after_unknown(exc) if attempt.refusal_is_unknown() else exc)
+            return
+        if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
+            go_on(i, False, exc.leader_hint)  # it is not the leader (any more): follow its hint
+            return
+        go_on(i, True)  # nothing applied: retry when the view moved
+
+    async def _propose_batch(
+        self,
+        writes: Sequence[Submission],
+        batch: list[tuple[int, Envelope, dict[str, Any]]],
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[[int, bool], None],
+    ) -> None:
+        """The leader's first attempt of ``batch`` (``submit_many``): one hand-off, then each
+        write's outcome as ``attempt_write`` handles it."""
+        runtime = self.store.node.runtime
+        try:
+            waiters = await runtime.propose_together([envelope for _, envelope, _ in batch])
+        except base.NotLeader:  # lost the leadership since the status was read
+            for i, _, _ in batch:
+                attempts[i].failed(Outcome.NOT_APPLIED)
+                go_on(i, True)
+            return
+        pending = list(range(len(batch)))
+        try:
+            while pending:
+                earliest = min(writes[batch[k][0]].deadline for k in pending)
+                # One bare cancel scope per distinct deadline (a frame's requests share theirs).
+                with trio.CancelScope(deadline=earliest):
+                    for k in pending:
+                        if not waiters[k].done:
+                            await waiters[k].settled()
+                now = trio.current_time()
+                waiting = []
+                for k in pending:
+                    i, _, extra = batch[k]
+                    if waiters[k].done:
+                        self._settle_answer(
+                            writes[i], waiters[k], extra, i, attempts, answers, go_on
+                        )
+                    elif now >= writes[i].deadline:
+                        answers.set(i, expired(True))
+                        waiters[k].fail(base.OutcomeUnknown("abandoned by its caller"))
+                    else:
+                        waiting.append(k)
+                answers.flush()
+                pending = waiting
+        finally:
+            # Abandoned (deadline or cancellation): as ``RaftRuntime.propose`` does.
+            for waiter in waiters:
+                waiter.fail(base.OutcomeUnknown("abandoned by its caller"))
+
+    def _settle_answer(
+        self,
+        sub: Submission,
+        waiter: Waiter[Response],
+        extra: dict[str, Any],
+        i: int,
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[[int, bool], None],
+    ) -> None:
+        """One write's answer from its filled waiter (the outcome rules of ``attempt_write``)."""
+        write = sub.write
+        sm = self.store.node.runtime.sm
+        try:
+            try:
+                response = waiter.result()
+            except (base.NotLeader, base.ProposalDropped):
+                attempts[i].failed(Outcome.NOT_APPLIED)
+                go_on(i, True)
+                return
+            except base.OutcomeUnknown as exc:
+                if not attempts[i].failed(Outcome.UNKNOWN):
+                    raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
+                go_on(i, True)
+                return
+            if write.render is None:
+                index = sm.last_applied_index  # a Failure has no version
+                answers.set(i, (response, {"index": getattr(response, "version", index)}))
+                return
+            if isinstance(response, Failure):
+                raise failure_to_exception(response)
+            result = write.render(response, sm)
+            if extra:
+                result = {**result, **extra}
+            answers.set(i, (result, {"index": response.version}))
+        except Exception as exc:
+            answers.set(i, exc)
+
+    async def _continue(
+        self,
+        sub: Submission,
+        retry: bool,
+        attempts: WriteAttempts,
+        answers: _Answers,
+        i: int,
+        hint: str | None = None,
+    ) -> None:
+        """The rest of write ``i`` of ``submit_many`` on the per-write path: ``submit``'s rules
+        with the attempts made so far (``retry``: after a first attempt that needs another,
+        which pauses first as ``attempt_write`` does; ``hint``: the leader a node named when
+        it refused a forwarded attempt)."""
+        try:
+            if retry:
+                await self.store.settle(sub.deadline)
+            answer: WriteAnswer = await self.store.attempt_write(
+                sub.write, sub.key, sub.deadline, sub.hops, attempts, hint=hint
+            )
+        except UnivrsError as exc:
+            answer = after_unknown(exc) if attempts.refusal_is_unknown() else exc
+        except Exception as exc:  # a bug: reported as such by the caller
+            answer = exc
+        answers.set(i, answer)
+        answers.flush()
 
 
 @attrs.define(eq=False)

@@ -285,7 +285,9 @@ def _response(job: Job) -> dict[str, Any]:
         log.error("operation %s failed with a bug", req.op, exc_info=exc)
         error = InternalError(f"{type(exc).__name__} in {req.op}")
         return {"id": req.id, "error": error_to_plain(error)}
-    response: dict[str, Any] = {"id": req.id, "ok": job.result}
+    rendered = job.rendered  # a read's document shared at this revision: encoded once
+    ok = job.result if rendered is None else (rendered.encoded() or job.result)
+    response: dict[str, Any] = {"id": req.id, "ok": ok}
     meta = job.meta
     if meta is not None and (req.consistency == "local" or "index" in meta):
         response["meta"] = meta  # writes: their log index; local reads: staleness
@@ -300,6 +302,9 @@ def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:
     # One response is not plain data (a bug): find it, answer it with an internal error.
     clean = []
     for resp in batch:
+        if type(resp.get("ok")) is protocol.Encoded:
+            clean.append(resp)  # checked plain when it was encoded
+            continue
         try:
             codec.encode_plain(resp)
             clean.append(resp)

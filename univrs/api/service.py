@@ -33,10 +33,12 @@ from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
 from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler
+from univrs.api.rendered import RenderCache, Rendered
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
 from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE
 from univrs.errors import InvalidArgument, Unauthenticated, UnivrsError
+from univrs.metrics import Counter
 from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
 from univrs.sm.responses import Response
@@ -55,6 +57,9 @@ class ApiService:
     counts; the store executes (see the module docstring)."""
 
     store: RaftStateStore
+    _rendered: RenderCache = attrs.field(init=False, factory=RenderCache)
+    # The request counters' label sets, looked up once (a lookup costs more than the increment).
+    _counters: dict[tuple[str, str], Counter] = attrs.field(init=False, factory=dict)
 
     @property
     def node(self) -> NodeHandle:
@@ -128,9 +133,11 @@ class ApiService:
         (then permitted per operation's role), the writes are built in one pass and proposed
         together (``RaftStateStore.submit_many``: one hand-off to the runtime), the
         linearizable reads wait for one ReadIndex confirmation and are rendered with one
-        ``meta`` per consistency, and the request counters are bumped once per (operation,
-        outcome). Every rule stays per request: an error answers its own request only.
-        Watch polls (long polls) must not be given here (``execute`` them one each)."""
+        ``meta`` per consistency (a one-object read's document once per state revision, shared
+        by every read of it: univrs/api/rendered.py), and the request counters are bumped once
+        per (operation, outcome). Every rule stays per request: an error answers its own
+        request only. Watch polls (long polls) must not be given here (``execute`` them one
+        each)."""
         start = trio.current_time()
         store = self.store
         authority = store.authority
@@ -281,13 +288,20 @@ class ApiService:
     ) -> None:
         state = self.node.runtime.sm
         meta: dict[str, Any] | None = None
+        cache = self._rendered
         for job in jobs:
             try:
                 if barrier is not None:
                     raise copy.copy(barrier)
-                read = job.op.read if job.op is not None else None
-                assert read is not None
-                job.result = read(job.args, state)
+                op = job.op
+                read = op.read if op is not None else None
+                assert op is not None and read is not None
+                # One object's document at this revision: rendered once (univrs/api/rendered.py).
+                rendered = cache.render(op.name, job.args, state, read)
+                if rendered is None:
+                    job.result = read(job.args, state)
+                else:
+                    job.result, job.rendered = rendered.doc, rendered
                 if meta is None:
                     meta = self.store.meta(job.consistency or "linearizable")
                 job.meta = meta
@@ -303,7 +317,7 @@ class ApiService:
         if metrics is None:
             return
         counts: dict[tuple[str, str], int] = {}
-        elapsed = trio.current_time() - start
+        writes = reads = 0
         for job in jobs:
             if job.op is None:  # an unknown operation: not a label (execute counts none)
                 continue
@@ -311,9 +325,21 @@ class ApiService:
             outcome = "ok" if error is None else getattr(error, "code", "internal")
             op = job.op
             counts[op.name, outcome] = counts.get((op.name, outcome), 0) + 1
-            (metrics.write_seconds if op.is_write else metrics.read_seconds).observe(elapsed)
-        for (name, outcome), n in counts.items():
-            metrics.requests.inc(n, name, outcome)
+            if op.is_write:
+                writes += 1
+            else:
+                reads += 1
+        elapsed = trio.current_time() - start  # the same for every request answered now
+        if writes:
+            metrics.write_seconds.observe_many(elapsed, writes)
+        if reads:
+            metrics.read_seconds.observe_many(elapsed, reads)
+        counters = self._counters
+        for labels, n in counts.items():
+            counter = counters.get(labels)
+            if counter is None:
+                counter = counters[labels] = metrics.requests.labels(*labels)
+            counter.inc(n)
 
     def _build_write(
         self,
@@ -394,3 +420,4 @@ class Job:
     result: Any = None
     meta: dict[str, Any] | None = None
     error: Exception | None = None
+    rendered: Rendered | None = None  # ``result`` shared with other reads (rendered.py)

@@ -43,11 +43,13 @@ sending) ends a keyless write at once with ``outcome-unknown``, and its deadline
 ``session-expired``) is answered as ``outcome-unknown`` too: it only says that the *later*
 attempt did not apply.
 
-``submit_many`` runs a fast-protocol frame's writes: on the leader their first attempts go to
-the runtime in one hand-off (``RaftRuntime.propose_together``) and are waited for together; on
-a follower they go to the leader as one hop (``Forwarder.call_many``: one frame); a write
-whose attempt needs another continues alone on ``submit``'s loop with the attempts made so
-far, so the rules above hold per write.
+``submit_many`` runs a fast-protocol frame's writes (``FrameWrites``, univrs/api/batcher.py):
+on the leader their first attempts go to the runtime in one hand-off
+(``RaftRuntime.propose_together``) and are waited for together; on a follower they go to the
+leader as one hop (``Forwarder.call_many``: one frame); a write whose attempt needs another
+continues alone on ``submit``'s loop (``attempt_write``) with the attempts made so far, so the
+rules above hold per write. The types and outcome messages both share are
+univrs/api/writes.py's.
 
 The result of a write is the object as it is on the executing node right after the write
 applied (a later write may already show), with ``meta["index"]``: the log index the write
@@ -77,12 +79,25 @@ import trio
 
 from univrs import errors as base
 from univrs.api.auth import ANONYMOUS, CATCH_UP_SECONDS, Authority, Caller
-from univrs.api.batcher import ReadCoalescer
-from univrs.api.forward import ForwardAnswer, ForwardCall, Forwarder, request_of
+from univrs.api.batcher import FrameWrites, ReadCoalescer
+from univrs.api.contact import LeaderContact
+from univrs.api.forward import Forwarder, request_of
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
 from univrs.api.ops import handler
+from univrs.api.writes import (
+    NO_LEADER_MESSAGE,
+    UNKNOWN_MESSAGE,
+    Submission,
+    Write,
+    WriteAnswer,
+    after_unknown,
+    expired,
+)
+from univrs.api.writes import (
+    NODE_ITSELF as _NODE_ITSELF,
+)
 from univrs.client.protocol import CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE, MAX_HOPS
 from univrs.errors import (
     ConnectionLost,
@@ -90,15 +105,12 @@ from univrs.errors import (
     NoSpace,
     NotLeader,
     OutcomeUnknown,
-    SessionExpired,
-    StaleSequence,
     Timeout,
     Unavailable,
     UnivrsError,
 )
 from univrs.raft.ready import Role, Status
 from univrs.runtime.proposals import Outcome, WriteAttempts
-from univrs.runtime.waiter import Waiter
 from univrs.sm.commands import (
     Command,
     CreateInstance,
@@ -122,13 +134,6 @@ DEFAULT_TIMEOUT = 10.0  # seconds a request may take, unless it asks for less
 MAX_TIMEOUT = 60.0
 LEADER_WAIT = 3.0  # how long a request waits for an election before answering 503
 RETRY_PAUSE = 0.02  # between attempts that failed for a transient reason
-NO_LEADER_MESSAGE = (
-    "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
-)
-UNKNOWN_MESSAGE = (
-    "the write reached a Raft log but this node cannot tell whether it applied; it was not "
-    "retried: read the object to find out, or send writes with an idempotency key"
-)
 __all__ = [
     "CallerStateStore",
     "LeaderContact",
@@ -137,119 +142,6 @@ __all__ = [
     "Write",
     "WriteAnswer",
 ]
-
-# The caller of a node's own write (no caller given, auth on): trusted on the leader, never
-# forwarded (see ``RaftStateStore.execute``).
-_NODE_ITSELF = Caller(address="node-itself")
-
-
-def _after_unknown(exc: UnivrsError) -> UnivrsError:
-    """The error to answer once an earlier attempt may have applied the write.
-
-    A later attempt's refusal (no leader, not the leader, the session gone or its window
-    passed) only says that *that* attempt did not apply; answering it would tell the caller
-    that nothing applied, and a caller retrying without the key would apply it twice. Answers
-    of the state machine to a keyed retry (the first response) and unknown outcomes stand."""
-    if isinstance(exc, Unavailable) and not exc.outcome_unknown:
-        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry was refused: {exc.message})")
-    if isinstance(exc, SessionExpired | StaleSequence):
-        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry with its key failed: {exc.message})")
-    return exc
-
-
-@attrs.define(eq=False)
-class LeaderContact:
-    """When this node last heard from its leader (for the freshness of local reads).
-
-    ``run`` samples the transport's per-peer receive counters every ``every`` seconds and
-    notes when the leader's counter last moved; a follower's local state lags the leader by
-    what the leader committed since then (plus ``behind`` entries not yet applied here).
-    """
-
-    node: NodeHandle
-    every: float = 0.05
-    _leader: str | None = None
-    _count: int = -1
-    _heard_at: float | None = None
-
-    async def run(self) -> None:
-        while True:
-            self.sample()
-            await trio.sleep(self.every)
-
-    def sample(self) -> None:
-        leader = self.node.status().leader
-        count = -1
-        if leader is not None and leader != self.node.node_id:
-            try:
-                count = self.node.transport.statistics().peer(leader).messages_received
-            except KeyError:
-                count = -1
-        if leader != self._leader:
-            self._leader, self._count, self._heard_at = leader, count, None
-        elif count != self._count:
-            self._count, self._heard_at = count, trio.current_time()
-
-    def ms_since(self) -> int | None:
-        """Milliseconds since the leader was last heard (0 on the leader; None if unknown)."""
-        status = self.node.status()
-        if status.role is Role.LEADER:
-            return 0
-        if self._heard_at is None or status.leader != self._leader:
-            return None
-        return int((trio.current_time() - self._heard_at) * 1000)
-
-
-@attrs.frozen(kw_only=True)
-class Write:
-    """One write as ``RaftStateStore.submit`` runs it.
-
-    ``envelope`` is proposed on the leader; a follower forwards ``op`` with ``args`` (the
-    normalized arguments the leader rebuilds the same command from). ``render`` turns the
-    applied response into the result (None: the response itself); ``leader_step``, on the
-    leader, may replace the command or answer without writing (a heartbeat)."""
-
-    envelope: Envelope
-    op: str
-    args: dict[str, Any]
-    caller: Caller = ANONYMOUS  # forwarded with the request: the leader authorizes it again
-    allowed_when_full: bool = False  # a write that frees space passes the NOSPACE alarm
-    render: Callable[[Response, ClusterStateMachine], Any] | None = None
-    leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
-        None
-    )
-
-
-@attrs.frozen
-class Submission:
-    """One write of ``RaftStateStore.submit_many``: ``submit``'s arguments."""
-
-    write: Write
-    key: tuple[str, int] | None
-    deadline: float
-    hops: int = 0
-
-
-# A write's answer from ``submit_many``: (result, meta), or the exception ``submit`` raises.
-WriteAnswer = tuple[Any, dict[str, Any]] | Exception
-
-
-@attrs.define(eq=False)
-class _Answers:
-    """The answers of ``submit_many`` so far, reported in groups as they come."""
-
-    slots: list[WriteAnswer | None]
-    report: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None
-    _fresh: list[tuple[int, WriteAnswer]] = attrs.field(factory=list)
-
-    def set(self, i: int, answer: WriteAnswer) -> None:
-        self.slots[i] = answer
-        self._fresh.append((i, answer))
-
-    def flush(self) -> None:
-        if self._fresh and self.report is not None:
-            self.report(self._fresh)
-        self._fresh = []
 
 
 @attrs.define(eq=False)
@@ -263,6 +155,7 @@ class RaftStateStore(StateStore):
     reads: ReadCoalescer = attrs.field(init=False)
     lease_reads: ReadCoalescer = attrs.field(init=False)  # the same for lease reads
     contact: LeaderContact = attrs.field(init=False)
+    _frames: FrameWrites = attrs.field(init=False)
     metrics: ApiMetrics | None = attrs.field(init=False, default=None)
     timeout: float = DEFAULT_TIMEOUT
     leader_wait: float = LEADER_WAIT
@@ -293,6 +186,7 @@ class RaftStateStore(StateStore):
         self.lease_reads = ReadCoalescer(
             self.forwarder.nursery, lambda: runtime.read_index(lease=True)
         )
+        self._frames = FrameWrites(self)
         self.contact = LeaderContact(self.node)
         self.forwarder.nursery.start_soon(self.contact.run)
         registry = getattr(self.node.metrics, "registry", None)
@@ -420,9 +314,9 @@ class RaftStateStore(StateStore):
         check_key(key)
         attempts = WriteAttempts(keyed=key is not None)
         try:
-            return await self._attempt_write(write, key, deadline, hops, attempts)
+            return await self.attempt_write(write, key, deadline, hops, attempts)
         except UnivrsError as exc:
-            answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
+            answer = after_unknown(exc) if attempts.refusal_is_unknown() else exc
             if answer is exc:
                 raise
             raise answer from exc
@@ -433,304 +327,14 @@ class RaftStateStore(StateStore):
         answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None] | None = None,
     ) -> list[WriteAnswer]:
         """Run several writes (a client frame's) at once: each one's answer, in order, as
-        ``submit`` would give it ((result, meta) or the exception it would raise).
+        ``submit`` would give it ((result, meta) or the exception it would raise); on the
+        leader their first attempts go to the runtime in one hand-off, on a follower to the
+        leader as one hop (``FrameWrites``, univrs/api/batcher.py). ``answered`` (if given) is
+        called with the (index, answer) of the writes answered since its last call, as they
+        come."""
+        return await self._frames.submit_many(writes, answered)
 
-        On the leader the first attempt of every write goes to the runtime in one hand-off
-        (``RaftRuntime.propose_together``: one inbox event, one driver wake-up) and is waited for
-        under one cancel scope per distinct deadline; each write's outcome is then handled as
-        ``_attempt_write`` handles its own: a write that needs another attempt (``NotLeader``,
-        ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
-        its ``WriteAttempts`` carried over, so the retry and outcome-unknown rules are the same
-        code. On a follower that knows the leader the writes' first attempts go to it as one
-        hop (``Forwarder.call_many``), each outcome handled as ``_attempt_write`` handles a
-        forwarded attempt's (one that needs another continues on the per-write path, as
-        above); with no leader known every write takes the per-write path (it waits for a
-        leader). ``answered`` (if given) is called with
-        the (index, answer) of the writes answered since its last call, as they come (a
-        write's deadline does not wait for the others')."""
-        answers = _Answers([None] * len(writes), answered)
-        attempts = [WriteAttempts(keyed=w.key is not None) for w in writes]
-        runtime = self.node.runtime
-        # The writes that continue on the per-write path: (index, after an attempt?).
-        later: list[tuple[int, bool]] = []
-        batch: list[tuple[int, Envelope, dict[str, Any]]] = []
-        # On a follower: the leader, its address and the writes forwarded to it as one hop.
-        forward: tuple[str, str, list[int]] | None = None
-        status = runtime.status()
-        if status.role is not Role.LEADER:
-            forward = self._forwardable(status, writes, answers, later)
-        else:
-            now = trio.current_time()
-            sm = runtime.sm
-            for i, sub in enumerate(writes):
-                write = sub.write
-                try:
-                    check_key(sub.key)
-                    if now >= sub.deadline:
-                        raise self._expired(False)
-                    extra: dict[str, Any] = {}
-                    proposed = write.envelope
-                    if write.leader_step is not None:
-                        step, extra = write.leader_step(sm)
-                        if step is None:  # nothing to write: rendered from the state here
-                            applied = sm.last_applied_index
-                            done = Success(version=applied)
-                            if write.render is None:
-                                answers.set(i, (done, {"index": applied}))
-                            else:
-                                result = {**write.render(done, sm), **extra}
-                                answers.set(i, (result, {"index": applied}))
-                            continue
-                        proposed = attrs.evolve(proposed, command=step)
-                    self._check_quota(write)
-                except Exception as exc:  # its answer (or a bug, reported as such upstream)
-                    answers.set(i, exc)
-                    continue
-                batch.append((i, proposed, extra))
-        answers.flush()
-
-        def go_on(i: int, retry: bool, hint: str | None = None) -> None:  # write i alone, now
-            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i, hint)
-
-        async with trio.open_nursery() as nursery:
-            for i, retry in later:
-                go_on(i, retry)
-            if batch:
-                await self._propose_batch(writes, batch, attempts, answers, go_on)
-            if forward is not None:
-                await self._forward_batch(*forward, writes, attempts, answers, go_on)
-        slots = answers.slots
-        assert all(a is not None for a in slots)
-        return slots  # type: ignore[return-value]
-
-    def _forwardable(
-        self,
-        status: Status,
-        writes: Sequence[Submission],
-        answers: _Answers,
-        later: list[tuple[int, bool]],
-    ) -> tuple[str, str, list[int]] | None:
-        """On a follower: (leader, its address, the writes of ``submit_many`` to forward to it
-        as one hop), the others added to ``later`` (the per-write path decides them: no
-        known leader, a forwarded request, the node's own write) or answered (a bad key, the
-        deadline passed)."""
-        leader = status.leader
-        address = None if leader is None else self._leader_address(status, leader)
-        if leader is None or leader == status.id or address is None:
-            later.extend((i, False) for i in range(len(writes)))
-            return None
-        now = trio.current_time()
-        chosen: list[int] = []
-        for i, sub in enumerate(writes):
-            if sub.hops >= MAX_HOPS or sub.write.caller is _NODE_ITSELF:
-                later.append((i, False))  # answered not-leader there, as ``submit`` does
-                continue
-            try:
-                check_key(sub.key)
-            except Exception as exc:
-                answers.set(i, exc)
-                continue
-            if now >= sub.deadline:
-                answers.set(i, self._expired(False))
-                continue
-            chosen.append(i)
-        answers.flush()
-        return (leader, address, chosen) if chosen else None
-
-    def _leader_address(self, status: Status, leader: str) -> str | None:
-        """Where to forward to ``leader``: its raft address (the fast protocol shares the
-        listener), with this node's ``[raft.dial]`` override applied, as its raft links."""
-        address = status.membership.address_of(leader)
-        if address is not None:
-            address = self.node.config.dial_addresses({leader: address})[leader]
-        return address
-
-    async def _forward_batch(
-        self,
-        leader: str,
-        address: str,
-        chosen: list[int],
-        writes: Sequence[Submission],
-        attempts: list[WriteAttempts],
-        answers: _Answers,
-        go_on: Callable[..., None],
-    ) -> None:
-        """A follower's first attempt of a frame's writes ``chosen`` (``submit_many``): one
-        hop to the leader (``Forwarder.call_many``), then each write's outcome as
-        ``_attempt_write`` handles a forwarded one's."""
-        calls = [
-            ForwardCall(w.write.op, w.write.args, w.key, w.deadline, w.write.caller)
-            for w in (writes[i] for i in chosen)
-        ]
-        reported: set[int] = set()
-
-        def report(settled: list[tuple[int, ForwardAnswer]]) -> None:
-            for k, answer in settled:
-                reported.add(k)
-                self._forwarded(chosen[k], answer, leader, address, attempts, answers, go_on)
-            answers.flush()
-
-        try:
-            await self.forwarder.call_many(address, calls, report)
-        except Exception as exc:  # a bug: the writes not answered yet report it
-            for k, i in enumerate(chosen):
-                if k not in reported:
-                    answers.set(i, exc)
-            answers.flush()
-
-    def _forwarded(
-        self,
-        i: int,
-        answer: ForwardAnswer,
-        leader: str,
-        address: str,
-        attempts: list[WriteAttempts],
-        answers: _Answers,
-        go_on: Callable[..., None],
-    ) -> None:
-        """Write ``i``'s forwarded attempt ended with ``answer``: its answer, or it goes on
-        alone (the rules of ``_attempt_write`` for a forwarded attempt)."""
-        if not isinstance(answer, UnivrsError):
-            self._count_forward("ok")
-            result, meta = answer
-            answers.set(i, (result, meta or {}))
-            return
-        exc = answer
-        self._count_forward(exc.code)
-        attempt = attempts[i]
-        if isinstance(exc, ConnectionLost):
-            if exc.outcome_unknown and not attempt.failed(Outcome.UNKNOWN):
-                answers.set(
-                    i,
-                    OutcomeUnknown(
-                        f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} broke "
-                        "after the write was sent)"
-                    ),
-                )
-                return
-            go_on(i, True)  # let our own view of the leader catch up, then again
-            return
-        if not isinstance(exc, Unavailable) or exc.outcome_unknown:
-            # An answer (not found, conflict ...) or an unknown outcome.
-            answers.set(i, _after_unknown(exc) if attempt.refusal_is_unknown() else exc)
-            return
-        if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
-            go_on(i, False, exc.leader_hint)  # it is not the leader (any more): follow its hint
-            return
-        go_on(i, True)  # nothing applied: retry when the view moved
-
-    async def _propose_batch(
-        self,
-        writes: Sequence[Submission],
-        batch: list[tuple[int, Envelope, dict[str, Any]]],
-        attempts: list[WriteAttempts],
-        answers: _Answers,
-        go_on: Callable[[int, bool], None],
-    ) -> None:
-        """The leader's first attempt of ``batch`` (``submit_many``): one hand-off, then each
-        write's outcome as ``_attempt_write`` handles it."""
-        runtime = self.node.runtime
-        try:
-            waiters = await runtime.propose_together([envelope for _, envelope, _ in batch])
-        except base.NotLeader:  # lost the leadership since the status was read
-            for i, _, _ in batch:
-                attempts[i].failed(Outcome.NOT_APPLIED)
-                go_on(i, True)
-            return
-        pending = list(range(len(batch)))
-        try:
-            while pending:
-                earliest = min(writes[batch[k][0]].deadline for k in pending)
-                # One bare cancel scope per distinct deadline (a frame's requests share theirs).
-                with trio.CancelScope(deadline=earliest):
-                    for k in pending:
-                        if not waiters[k].done:
-                            await waiters[k].settled()
-                now = trio.current_time()
-                waiting = []
-                for k in pending:
-                    i, _, extra = batch[k]
-                    if waiters[k].done:
-                        self._settle_answer(
-                            writes[i], waiters[k], extra, i, attempts, answers, go_on
-                        )
-                    elif now >= writes[i].deadline:
-                        answers.set(i, self._expired(True))
-                        waiters[k].fail(base.OutcomeUnknown("abandoned by its caller"))
-                    else:
-                        waiting.append(k)
-                answers.flush()
-                pending = waiting
-        finally:
-            # Abandoned (deadline or cancellation): as ``RaftRuntime.propose`` does.
-            for waiter in waiters:
-                waiter.fail(base.OutcomeUnknown("abandoned by its caller"))
-
-    def _settle_answer(
-        self,
-        sub: Submission,
-        waiter: Waiter[Response],
-        extra: dict[str, Any],
-        i: int,
-        attempts: list[WriteAttempts],
-        answers: _Answers,
-        go_on: Callable[[int, bool], None],
-    ) -> None:
-        """One write's answer from its filled waiter (the outcome rules of ``_attempt_write``)."""
-        write = sub.write
-        sm = self.node.runtime.sm
-        try:
-            try:
-                response = waiter.result()
-            except (base.NotLeader, base.ProposalDropped):
-                attempts[i].failed(Outcome.NOT_APPLIED)
-                go_on(i, True)
-                return
-            except base.OutcomeUnknown as exc:
-                if not attempts[i].failed(Outcome.UNKNOWN):
-                    raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
-                go_on(i, True)
-                return
-            if write.render is None:
-                index = sm.last_applied_index  # a Failure has no version
-                answers.set(i, (response, {"index": getattr(response, "version", index)}))
-                return
-            if isinstance(response, Failure):
-                raise failure_to_exception(response)
-            result = write.render(response, sm)
-            if extra:
-                result = {**result, **extra}
-            answers.set(i, (result, {"index": response.version}))
-        except Exception as exc:
-            answers.set(i, exc)
-
-    async def _continue(
-        self,
-        sub: Submission,
-        retry: bool,
-        attempts: WriteAttempts,
-        answers: _Answers,
-        i: int,
-        hint: str | None = None,
-    ) -> None:
-        """The rest of write ``i`` of ``submit_many`` on the per-write path: ``submit``'s rules
-        with the attempts made so far (``retry``: after a first attempt that needs another,
-        which pauses first as ``_attempt_write`` does; ``hint``: the leader a node named when
-        it refused a forwarded attempt)."""
-        try:
-            if retry:
-                await self._settle(sub.deadline)
-            answer: WriteAnswer = await self._attempt_write(
-                sub.write, sub.key, sub.deadline, sub.hops, attempts, hint=hint
-            )
-        except UnivrsError as exc:
-            answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
-        except Exception as exc:  # a bug: reported as such by the caller
-            answer = exc
-        answers.set(i, answer)
-        answers.flush()
-
-    async def _attempt_write(
+    async def attempt_write(
         self,
         write: Write,
         key: tuple[str, int] | None,
@@ -749,7 +353,7 @@ class RaftStateStore(StateStore):
         envelope = write.envelope
         while True:
             if trio.current_time() >= deadline:
-                raise self._expired(attempts.maybe_applied)
+                raise expired(attempts.maybe_applied)
             status = runtime.status()
             if status.role is Role.LEADER:
                 extra: dict[str, Any] = {}
@@ -764,25 +368,25 @@ class RaftStateStore(StateStore):
                             return done, {"index": applied}
                         return {**write.render(done, runtime.sm), **extra}, {"index": applied}
                     proposed = attrs.evolve(envelope, command=step)
-                self._check_quota(write)
+                self.check_quota(write)
                 try:
                     # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
                     with trio.CancelScope(deadline=deadline) as scope:
                         response = await runtime.propose(proposed)
                     if scope.cancelled_caught:
-                        raise self._expired(True)
+                        raise expired(True)
                 except (base.NotLeader, base.ProposalDropped):
                     # This attempt certainly did not apply: refused before reaching the log,
                     # or its entry was replaced by a different entry at its index.
                     attempts.failed(Outcome.NOT_APPLIED)
-                    await self._settle(deadline)
+                    await self.settle(deadline)
                     continue
                 except base.OutcomeUnknown as exc:
                     # Appended, then covered by a snapshot from a new leader: it may have
                     # applied. Only a keyed write may go again (the session dedups it).
                     if not attempts.failed(Outcome.UNKNOWN):
                         raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
-                    await self._settle(deadline)
+                    await self.settle(deadline)
                     continue
                 if write.render is None:
                     index = runtime.sm.revision  # a Failure has no version
@@ -801,7 +405,7 @@ class RaftStateStore(StateStore):
                 await self._wait_for_leader(deadline)
                 continue
             if leader == status.id:  # our view is mid-change: let the driver catch up
-                await self._settle(deadline)
+                await self.settle(deadline)
                 continue
             if write.caller is _NODE_ITSELF:
                 raise NotLeader(
@@ -810,7 +414,7 @@ class RaftStateStore(StateStore):
                     "node has no token of its own to forward it with): in-process callers act "
                     "for a caller (RaftStateStore.acting_for) whose token the leader checks",
                 )
-            address = self._leader_address(status, leader)
+            address = self.leader_address(status, leader)
             if address is None:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
@@ -818,7 +422,7 @@ class RaftStateStore(StateStore):
                     address, write.op, write.args, key, deadline, write.caller
                 )
             except UnivrsError as exc:
-                self._count_forward(exc.code)
+                self.count_forward(exc.code)
                 if isinstance(exc, ConnectionLost):
                     if exc.outcome_unknown and not attempts.failed(Outcome.UNKNOWN):
                         # Sent, then the connection broke: a keyless write is not resent.
@@ -826,7 +430,7 @@ class RaftStateStore(StateStore):
                             f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} "
                             "broke after the write was sent)"
                         ) from None
-                    await self._settle(deadline)  # let our own view of the leader catch up
+                    await self.settle(deadline)  # let our own view of the leader catch up
                     continue
                 if not isinstance(exc, Unavailable) or exc.outcome_unknown:
                     raise  # an answer (not found, conflict ...) or an unknown outcome
@@ -834,12 +438,20 @@ class RaftStateStore(StateStore):
                     # The node we took for the leader is not (any more): follow its hint.
                     hint = exc.leader_hint
                     continue
-                await self._settle(deadline)  # nothing applied: retry when the view moved
+                await self.settle(deadline)  # nothing applied: retry when the view moved
                 continue
-            self._count_forward("ok")
+            self.count_forward("ok")
             return result, meta or {}
 
-    def _check_quota(self, write: Write) -> None:
+    def leader_address(self, status: Status, leader: str) -> str | None:
+        """Where to forward to ``leader``: its raft address (the fast protocol shares the
+        listener), with this node's ``[raft.dial]`` override applied, as its raft links."""
+        address = status.membership.address_of(leader)
+        if address is not None:
+            address = self.node.config.dial_addresses({leader: address})[leader]
+        return address
+
+    def check_quota(self, write: Write) -> None:
         """Refuse a write that does not free space while the NOSPACE alarm is raised."""
         if self.quota is None or write.allowed_when_full or not self.quota.alarm:
             return
@@ -850,20 +462,11 @@ class RaftStateStore(StateStore):
             "the log"
         )
 
-    def _count_forward(self, outcome: str) -> None:
+    def count_forward(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.forwarded.inc(1, outcome)
 
-    def _expired(self, maybe_applied: bool) -> UnivrsError:
-        if maybe_applied:
-            return Timeout(
-                "the write was not confirmed before its deadline; it may or may not have been "
-                "applied: retry it with the same idempotency key",
-                retry_after=1.0,
-            )
-        return Unavailable(NO_LEADER_MESSAGE, retry_after=1.0)
-
-    async def _settle(self, deadline: float) -> None:
+    async def settle(self, deadline: float) -> None:
         """Pause briefly (until the node's view changes, at most RETRY_PAUSE)."""
         with trio.move_on_at(min(deadline, trio.current_time() + RETRY_PAUSE)):
             await self.node.runtime.wait_changed()
@@ -912,7 +515,7 @@ class RaftStateStore(StateStore):
                 )
             if trio.current_time() >= deadline:
                 raise Unavailable(NO_LEADER_MESSAGE, retry_after=1.0)
-            await self._settle(deadline)
+            await self.settle(deadline)
 
     def meta(self, consistency: str) -> dict[str, Any]:
         """How fresh a read served now is (see the module docstring)."""

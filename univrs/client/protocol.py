@@ -238,12 +238,28 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
     )
 
 
+@attrs.frozen(slots=True)
+class Encoded:
+    """A plain document already encoded (``codec.encode_plain``: checked plain), to put in a
+    response frame as it is: a read result rendered once and sent in many responses
+    (univrs/api/rendered.py). The frame carries the same bytes as if the document were there."""
+
+    data: bytes
+
+
+def _write_encoded(encoder: Any, value: object) -> None:
+    if type(value) is not Encoded:
+        raise TypeError(f"cannot encode {type(value).__name__} in a response")
+    encoder.write(value.data)
+
+
 def encode_responses(leader: str | None, responses: list[dict[str, Any]]) -> bytes:
     """A response frame. The documents are the server's own plain data (built by
     ``univrs.api.convert``), so the recursive plain-data check of ``codec.encode_plain`` is
     skipped on this hot path; a bug that put a non-plain value in would make the client's
-    strict decoder refuse the frame (a protocol error), never a wrong answer."""
-    return cbor2.dumps({"leader": leader, "r": responses})
+    strict decoder refuse the frame (a protocol error), never a wrong answer. A value may be
+    ``Encoded`` (checked when it was encoded): its bytes go in as they are."""
+    return cbor2.dumps({"leader": leader, "r": responses}, default=_write_encoded)
 
 
 def decode_responses(

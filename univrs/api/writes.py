@@ -1,0 +1,112 @@
+"""A write as the node runs it (``Write``; ``Submission`` and ``WriteAnswer`` for a client frame's),
+and what its caller is told when an attempt did not end with an answer: the types, messages and
+errors shared by the single-write path (``RaftStateStore.submit``, univrs/api/store.py) and a
+client frame's writes (``FrameWrites``, univrs/api/batcher.py).
+
+The rules (docs/api.md, "Write outcomes"): a refusal proves only that *its* attempt did not
+apply; once an earlier attempt may have applied, the caller is told the outcome is unknown
+(``after_unknown``), and a deadline passed after such an attempt is a ``timeout``, before any a
+``unavailable`` (nothing applied: ``expired``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from univrs.api.auth import ANONYMOUS, Caller
+from univrs.errors import (
+    OutcomeUnknown,
+    SessionExpired,
+    StaleSequence,
+    Timeout,
+    Unavailable,
+    UnivrsError,
+)
+from univrs.sm.commands import Command, Envelope
+from univrs.sm.responses import Response
+from univrs.sm.state import ClusterStateMachine
+
+__all__ = [
+    "NODE_ITSELF",
+    "NO_LEADER_MESSAGE",
+    "UNKNOWN_MESSAGE",
+    "Submission",
+    "Write",
+    "WriteAnswer",
+    "after_unknown",
+    "expired",
+]
+
+NO_LEADER_MESSAGE = (
+    "no leader: the cluster is electing one or has lost its quorum; nothing was applied, retry"
+)
+# The caller of a node's own write (no caller given, auth on): trusted on the leader, never
+# forwarded (see ``RaftStateStore.execute``).
+NODE_ITSELF = Caller(address="node-itself")
+UNKNOWN_MESSAGE = (
+    "the write reached a Raft log but this node cannot tell whether it applied; it was not "
+    "retried: read the object to find out, or send writes with an idempotency key"
+)
+
+
+def after_unknown(exc: UnivrsError) -> UnivrsError:
+    """The error to answer once an earlier attempt may have applied the write.
+
+    A later attempt's refusal (no leader, not the leader, the session gone or its window
+    passed) only says that *that* attempt did not apply; answering it would tell the caller
+    that nothing applied, and a caller retrying without the key would apply it twice. Answers
+    of the state machine to a keyed retry (the first response) and unknown outcomes stand."""
+    if isinstance(exc, Unavailable) and not exc.outcome_unknown:
+        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry was refused: {exc.message})")
+    if isinstance(exc, SessionExpired | StaleSequence):
+        return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry with its key failed: {exc.message})")
+    return exc
+
+
+def expired(maybe_applied: bool) -> UnivrsError:
+    """The answer to a write whose deadline passed (``maybe_applied``: an attempt may have
+    applied it)."""
+    if maybe_applied:
+        return Timeout(
+            "the write was not confirmed before its deadline; it may or may not have been "
+            "applied: retry it with the same idempotency key",
+            retry_after=1.0,
+        )
+    return Unavailable(NO_LEADER_MESSAGE, retry_after=1.0)
+
+
+@attrs.frozen(kw_only=True)
+class Write:
+    """One write as ``RaftStateStore.submit`` runs it.
+
+    ``envelope`` is proposed on the leader; a follower forwards ``op`` with ``args`` (the
+    normalized arguments the leader rebuilds the same command from). ``render`` turns the
+    applied response into the result (None: the response itself); ``leader_step``, on the
+    leader, may replace the command or answer without writing (a heartbeat)."""
+
+    envelope: Envelope
+    op: str
+    args: dict[str, Any]
+    caller: Caller = ANONYMOUS  # forwarded with the request: the leader authorizes it again
+    allowed_when_full: bool = False  # a write that frees space passes the NOSPACE alarm
+    render: Callable[[Response, ClusterStateMachine], Any] | None = None
+    leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
+        None
+    )
+
+
+@attrs.frozen
+class Submission:
+    """One write of ``RaftStateStore.submit_many``: ``submit``'s arguments."""
+
+    write: Write
+    key: tuple[str, int] | None
+    deadline: float
+    hops: int = 0
+
+
+# A write's answer from ``submit_many``: (result, meta), or the exception ``submit`` raises.
+WriteAnswer = tuple[Any, dict[str, Any]] | Exception
