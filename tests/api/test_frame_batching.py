@@ -15,7 +15,6 @@ from trio_websocket import WebSocketConnection, open_websocket
 from tests.api.helpers import (
     WORKLOAD,
     open_cluster,
-    open_proxied_cluster,
     wait_until,
 )
 from tests.api.test_auth import lagging_follower_with_fresh_token
@@ -365,17 +364,8 @@ async def test_a_frame_with_a_fresh_token_catches_up_once(tmp_path: pathlib.Path
     token's creation catches up with its leader before refusing it, once for a frame of
     several callers (the fresh token, a made-up one, the admin's), and answers each request
     for its own caller (as tests/api/test_auth.py does over REST)."""
-    async with (
-        open_proxied_cluster(
-            tmp_path,
-            3,
-            auth_enabled=True,
-            election_timeout_min_ms=4000,
-            election_timeout_max_ms=5000,
-        ) as (cluster, proxies),
-        trio.open_nursery() as nursery,
-    ):
-        follower, fresh, admin = await lagging_follower_with_fresh_token(cluster, proxies, nursery)
+    async with lagging_follower_with_fresh_token(tmp_path) as lag:
+        follower, fresh, admin = lag.follower, lag.fresh, lag.admin
         authority = follower.store.authority
         before = authority.catch_ups
         async with await _raw(follower) as ws:
@@ -393,4 +383,3 @@ async def test_a_frame_with_a_fresh_token_catches_up_once(tmp_path: pathlib.Path
         codes = {rid: a.get("error", {}).get("code") for rid, a in answers.items()}
         assert codes == {1: None, 2: "unauthenticated", 3: None, 4: None}, answers
         assert authority.catch_ups == before + 1  # once for the frame
-        nursery.cancel_scope.cancel()
