@@ -152,8 +152,14 @@ class StorageWriter:
     _stopped: bool = attrs.field(default=False, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _install_done: dict[int, Callable[[], None]] = attrs.field(factory=dict, init=False)
     writes: int = 0
     jobs_written: int = 0
+
+    def when_stored(self, job: InstallJob, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the loop once ``job`` (to be submitted next) is stored (the apply
+        loop adopts a leader's snapshot into a persistent state only then)."""
+        self._install_done[id(job)] = fn
 
     def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
         """Queue ``job`` behind everything submitted before; start it if the writer is idle."""
@@ -257,6 +263,9 @@ class StorageWriter:
             self.writes += 1
             p = installed(job)
             self.on_persisted(p.index, p.term, p.hard_state)
+            done = self._install_done.pop(id(job), None)
+            if done is not None:
+                done()
             self._next()
 
     def _task_done(self, task: StorageTask, result: _Result) -> None:
