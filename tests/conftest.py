@@ -7,8 +7,8 @@ tier.
 ``process`` marks tests that start real node processes (every test under tests/process, and
 modules that say so with ``pytestmark``). ``slow`` marks the long simulator sweeps and mutant
 hunts listed below: they stay in the default run, bounded. ``soak`` marks the longest process
-scenarios (listed below) whose capability another process test of the default run covers too:
-they are opt-in, to keep the default run near ten minutes on two cores.
+scenarios and the long fuzz and bench runs (listed below) whose capability a test of the default
+run covers too: they are opt-in, to keep the default run near fifteen minutes on two cores.
 """
 
 from __future__ import annotations
@@ -40,6 +40,27 @@ SOAK = (
     # test_a_node_killed_while_joining_completes_the_join_on_restart (join, transfer to a
     # joiner, remove a bootstrap member) and test_membership_process.
     "tests/process/test_replace_process.py::test_every_bootstrap_member_is_replaced_under_load",
+    # 56 s (loaded, load 17, session 5). Covered: test_reconcile_process::
+    # test_a_leader_killed_during_a_scale_to_50_leaves_exactly_50 (the same scenario by hand:
+    # leader SIGKILLed during a scale to 50, exactly 50 after, none on the lost machine).
+    "tests/process/test_reconcile_process.py::test_the_reconcile_leader_kill_chaos_scenario_passes",
+    # 42 s (loaded). Covered: tests/bench/test_bench.py (measure, the linearizability sample and
+    # its checker, medians, arguments, the report, in-process); tests/chaos's smoke scenario
+    # checks a real cluster's history.
+    "tests/process/test_bench.py::test_a_short_bench_run_writes_its_figures_and_checks_its_sample",
+    # 94 s (loaded). Covered: test_bench_scale::test_a_spent_budget_stops_the_run_with_what_it_
+    # measured (run_cluster on real processes); a joiner given the leader's state by snapshot:
+    # test_membership_process::test_join_snapshot_install_and_catch_up.
+    "tests/process/test_bench_scale.py::"
+    "test_a_seeded_cluster_gives_every_figure_and_the_joined_member_the_leaders_state",
+    # 90 s and 107 s (loaded). The second half of the simulator's seed sweep (seeds 51-100 at
+    # 3 and 5 nodes); seeds 1-50 at each stay in the default run (the plaintext gap's seed 40
+    # too), every mutant keeps its own test (tests/test_mutants.py).
+    "tests/test_sim.py::test_many_seeds_pass[51-3]",
+    "tests/test_sim.py::test_many_seeds_pass[51-5]",
+    # 11 s (loaded). Covered: test_fuzz_surfaces::test_hostile_clients_get_answers_never_a_bug
+    # (every surface, every kind of hostile value, seed 1, fewer rounds).
+    "tests/api/test_fuzz_surfaces.py::test_hostile_clients_at_length",
 )
 
 

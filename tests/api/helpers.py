@@ -165,6 +165,34 @@ async def open_cluster(
             nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def open_proxied_cluster(
+    folder: pathlib.Path, size: int = 3, **overrides: Any
+) -> AsyncIterator[tuple[Cluster, dict[str, PausableProxy]]]:
+    """``open_cluster``, but every raft connection to a node goes through its
+    ``PausableProxy`` (the proxies by node id): pausing one cuts the node off with its
+    connections left open, like a stopped process."""
+    configs = make_configs(folder, size, **overrides)
+    async with trio.open_nursery() as nursery:
+        proxies = {}
+        dial = []
+        for nid, config in configs.items():
+            proxy = PausableProxy(target_port=int(config.raft_addr.rsplit(":", 1)[1]))
+            proxies[nid] = proxy
+            dial.append((nid, f"127.0.0.1:{await nursery.start(proxy.run)}"))
+        cluster = Cluster(
+            nursery=nursery,
+            configs={nid: attrs.evolve(c, dial=tuple(dial)) for nid, c in configs.items()},
+        )
+        for nid in cluster.configs:
+            await cluster.start(nid)
+        await cluster.wait_leader(timeout=60)
+        try:
+            yield cluster, proxies
+        finally:
+            nursery.cancel_scope.cancel()
+
+
 WORKLOAD = {"name": "web", "image": "nginx:1.27", "replicas": 2, "labels": {"tier": "web"}}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import pathlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -15,8 +17,8 @@ from tests.api.helpers import (
     WORKLOAD,
     Cluster,
     PausableProxy,
-    make_configs,
     open_cluster,
+    open_proxied_cluster,
     wait_until,
 )
 from univrs.api.auth import Caller
@@ -252,43 +254,41 @@ async def test_in_process_store_writes_act_for_a_caller_on_any_node(tmp_path: pa
         assert (await leader.store.scale_workload("w", 2)).spec.replicas == 2
 
 
-async def test_a_fresh_token_works_at_once_on_a_lagging_follower(tmp_path: pathlib.Path) -> None:
-    """A follower that has not applied a token's creation yet checks with its leader (catches
-    up to the leader's commit index) before it refuses the token: it used to answer 401 until
-    it applied the creation. Every raft connection to a node goes through a proxy; the one to
-    the follower is paused while the token is created, and resumed once the follower began
-    to catch up for the request that carries the new token."""
-    # Long election timeouts: the paused follower keeps its leader (no election meanwhile).
-    configs = make_configs(
-        tmp_path,
-        3,
-        auth_enabled=True,
-        election_timeout_min_ms=4000,
-        election_timeout_max_ms=5000,
-    )
-    async with trio.open_nursery() as nursery:
-        proxies = {}
-        dial = []
-        for nid, config in configs.items():
-            proxy = PausableProxy(target_port=int(config.raft_addr.rsplit(":", 1)[1]))
-            proxies[nid] = proxy
-            dial.append((nid, f"127.0.0.1:{await nursery.start(proxy.run)}"))
-        cluster = Cluster(
-            nursery=nursery,
-            configs={nid: attrs.evolve(c, dial=tuple(dial)) for nid, c in configs.items()},
-        )
-        for nid in cluster.configs:
-            await cluster.start(nid)
-        leader = await cluster.wait_leader(timeout=60)
+@attrs.frozen
+class Lagging:
+    """A 3-node cluster with auth whose raft links go through proxies, and a follower that has
+    not applied the creation of the ``read`` token ``fresh`` (``admin``: the admin's)."""
+
+    cluster: Cluster
+    proxies: dict[str, PausableProxy]
+    follower: Node
+    fresh: str
+    admin: str
+
+
+@asynccontextmanager
+async def lagging_follower_with_fresh_token(folder: pathlib.Path) -> AsyncIterator[Lagging]:
+    """A ``Lagging`` cluster: the token is created on the leader while the follower's raft
+    proxy is paused; the proxy is resumed once the follower begins to catch up with its leader
+    (``Authority.catch_ups``). Long election timeouts: the paused follower keeps its leader."""
+    async with (
+        open_proxied_cluster(
+            folder,
+            3,
+            auth_enabled=True,
+            election_timeout_min_ms=4000,
+            election_timeout_max_ms=5000,
+        ) as (cluster, proxies),
+        trio.open_nursery() as nursery,
+    ):
+        leader = await cluster.wait_leader()
         admin = await bootstrap(cluster)
         follower = cluster.followers()[0]
-
         proxies[follower.node_id].pause()
         status, body = await call(
             cluster, leader, "POST", "/v1/tokens", admin, {"name": "fresh", "roles": ["read"]}
         )
         assert status in (200, 201), body
-        fresh = body["secret"]
         assert not holds_tokens(follower, 2)  # the follower lags: it has not applied it
         authority = follower.store.authority
         before = authority.catch_ups
@@ -298,10 +298,21 @@ async def test_a_fresh_token_works_at_once_on_a_lagging_follower(tmp_path: pathl
             proxies[follower.node_id].resume()
 
         nursery.start_soon(resume_once_catching_up)
-        status, body = await call(cluster, follower, "GET", "/v1/workloads", fresh)
+        yield Lagging(cluster, proxies, follower, str(body["secret"]), admin)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_fresh_token_works_at_once_on_a_lagging_follower(tmp_path: pathlib.Path) -> None:
+    """A follower that has not applied a token's creation yet checks with its leader (catches
+    up to the leader's commit index) before it refuses the token: it used to answer 401 until
+    it applied the creation. Every raft connection to a node goes through a proxy; the one to
+    the follower is paused while the token is created, and resumed once the follower began
+    to catch up for the request that carries the new token."""
+    async with lagging_follower_with_fresh_token(tmp_path) as lag:
+        cluster, follower = lag.cluster, lag.follower
+        status, body = await call(cluster, follower, "GET", "/v1/workloads", lag.fresh)
         assert status == 200, body
-        proxies[follower.node_id].resume()  # (the old code answered 401 without catching up)
+        lag.proxies[follower.node_id].resume()  # (the old code answered 401 without catching up)
         # A made-up token is still refused, after the same bounded catch-up.
         status, body = await call(cluster, follower, "GET", "/v1/workloads", "univrs.made-up")
         assert status == 401 and code(body) == "unauthenticated"
-        nursery.cancel_scope.cancel()

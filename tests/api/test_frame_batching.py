@@ -9,19 +9,15 @@ import pathlib
 from collections import Counter
 from typing import Any
 
-import attrs
 import trio
 from trio_websocket import WebSocketConnection, open_websocket
 
 from tests.api.helpers import (
     WORKLOAD,
-    Cluster,
-    PausableProxy,
-    make_configs,
     open_cluster,
     wait_until,
 )
-from tests.api.test_auth import bootstrap, holds_tokens
+from tests.api.test_auth import lagging_follower_with_fresh_token
 from univrs import codec
 from univrs.api.batcher import ReadCoalescer
 from univrs.api.service import ApiService
@@ -368,44 +364,10 @@ async def test_a_frame_with_a_fresh_token_catches_up_once(tmp_path: pathlib.Path
     token's creation catches up with its leader before refusing it, once for a frame of
     several callers (the fresh token, a made-up one, the admin's), and answers each request
     for its own caller (as tests/api/test_auth.py does over REST)."""
-    configs = make_configs(
-        tmp_path, 3, auth_enabled=True, election_timeout_min_ms=4000, election_timeout_max_ms=5000
-    )
-    async with trio.open_nursery() as nursery:
-        proxies = {}
-        dial = []
-        for nid, config in configs.items():
-            proxy = PausableProxy(target_port=int(config.raft_addr.rsplit(":", 1)[1]))
-            proxies[nid] = proxy
-            dial.append((nid, f"127.0.0.1:{await nursery.start(proxy.run)}"))
-        cluster = Cluster(
-            nursery=nursery,
-            configs={nid: attrs.evolve(c, dial=tuple(dial)) for nid, c in configs.items()},
-        )
-        for nid in cluster.configs:
-            await cluster.start(nid)
-        leader = await cluster.wait_leader(timeout=60)
-        admin = await bootstrap(cluster)
-        follower = cluster.followers()[0]
-        proxies[follower.node_id].pause()
-        r = await cluster.http(
-            leader,
-            "POST",
-            "/v1/tokens",
-            {"name": "fresh", "roles": ["read"]},
-            headers={"Authorization": f"Bearer {admin}"},
-        )
-        assert r.status in (200, 201), r.body
-        fresh = r.body["secret"]
-        assert not holds_tokens(follower, 2)  # the follower lags: it has not applied it
+    async with lagging_follower_with_fresh_token(tmp_path) as lag:
+        follower, fresh, admin = lag.follower, lag.fresh, lag.admin
         authority = follower.store.authority
         before = authority.catch_ups
-
-        async def resume_once_catching_up() -> None:
-            await wait_until(lambda: authority.catch_ups > before, "the follower to catch up")
-            proxies[follower.node_id].resume()
-
-        nursery.start_soon(resume_once_catching_up)
         async with await _raw(follower) as ws:
             await ws.send_message(protocol.encode_client_hello())
             await ws.get_message()
@@ -421,4 +383,3 @@ async def test_a_frame_with_a_fresh_token_catches_up_once(tmp_path: pathlib.Path
         codes = {rid: a.get("error", {}).get("code") for rid, a in answers.items()}
         assert codes == {1: None, 2: "unauthenticated", 3: None, 4: None}, answers
         assert authority.catch_ups == before + 1  # once for the frame
-        nursery.cancel_scope.cancel()

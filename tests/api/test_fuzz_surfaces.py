@@ -14,9 +14,11 @@ answer to a bug), an HTTP status below 500 (or 503/504/507, which are answers ab
 cluster, not bugs); nothing may be logged at ERROR (an escaped exception), and every node must
 still answer ``/v1/health`` and commit a write afterwards.
 
-The default run is bounded (a few hundred requests: about a minute on the shared machine).
-``UNIVRS_FUZZ_ROUNDS=N`` runs N rounds per surface (opt-in, longer); ``UNIVRS_FUZZ_SEED``
-picks the seed.
+The default run keeps a short seeded slice (``ROUNDS`` rounds per surface, seed 1: every
+surface and every kind of value, a few hundred requests); the soak tier
+(``scripts/test --all``, tests/conftest.py) runs ``SOAK_ROUNDS`` rounds of each of
+``SOAK_SEEDS``. ``UNIVRS_FUZZ_ROUNDS=N`` sets the default test's rounds per surface,
+``UNIVRS_FUZZ_SEED`` its seed.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from tests.api.helpers import Cluster, open_cluster
 from univrs.service.operations import OPERATIONS
 
-ROUNDS = int(os.environ.get("UNIVRS_FUZZ_ROUNDS", "30"))
+ROUNDS = int(os.environ.get("UNIVRS_FUZZ_ROUNDS", "12"))
 SEED = int(os.environ.get("UNIVRS_FUZZ_SEED", "1"))
+SOAK_ROUNDS = 40
+SOAK_SEEDS = (2, 3)
 ANSWER_WITHIN = 40.0  # seconds: every request is answered (server deadlines are at most 60 s)
 CLUSTER_ANSWERS = (503, 504, 507)  # unavailable, timeout, no-space: about the cluster
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -219,9 +223,9 @@ def bug_records(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-async def fuzz_fast(cluster: Cluster, rng: random.Random) -> list[str]:
+async def fuzz_fast(cluster: Cluster, rng: random.Random, rounds: int) -> list[str]:
     problems: list[str] = []
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         node = rng.choice(cluster.running())
         reqs = [fast_request(rng, i) for i in range(rng.randrange(1, 30))]
         url = f"ws://127.0.0.1:{node.raft_port}/client"
@@ -250,14 +254,14 @@ async def fuzz_fast(cluster: Cluster, rng: random.Random) -> list[str]:
     return problems
 
 
-async def fuzz_http(cluster: Cluster, rng: random.Random) -> list[str]:
+async def fuzz_http(cluster: Cluster, rng: random.Random, rounds: int) -> list[str]:
     problems: list[str] = []
     async with httpx2.AsyncClient(headers=MCP_HEADERS, timeout=ANSWER_WITHIN) as http:
         first = cluster.running()[0]
         listing = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}'
         answer = await http.post(f"http://{cluster.api(first)}/v1/mcp", content=listing)
         tools = answer.json()["result"]["tools"]
-        for _ in range(2 * ROUNDS):
+        for _ in range(2 * rounds):
             base = f"http://{cluster.api(rng.choice(cluster.running()))}"
             if rng.random() < 0.5:
                 body = mcp_request(rng, tools)
@@ -281,15 +285,19 @@ async def fuzz_http(cluster: Cluster, rng: random.Random) -> list[str]:
     return problems
 
 
-async def test_hostile_clients_get_answers_never_a_bug(
-    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+async def fuzz(
+    folder: pathlib.Path, caplog: pytest.LogCaptureFixture, seeds: tuple[int, ...], rounds: int
 ) -> None:
+    """``rounds`` rounds per surface for each of ``seeds`` against one 3-node cluster; then
+    no problem, nothing logged at ERROR, every node healthy and a write committed."""
     caplog.set_level(logging.ERROR)
-    rng = random.Random(SEED)
-    async with open_cluster(tmp_path, size=3) as cluster:
+    async with open_cluster(folder, size=3) as cluster:
         await cluster.wait_leader()
-        problems = await fuzz_fast(cluster, rng)
-        problems += await fuzz_http(cluster, rng)
+        problems: list[str] = []
+        for seed in seeds:
+            rng = random.Random(seed)
+            problems += await fuzz_fast(cluster, rng, rounds)
+            problems += await fuzz_http(cluster, rng, rounds)
         assert not problems, "\n".join(problems[:20])
         assert not bug_records(caplog), bug_records(caplog)[:10]
         for node in cluster.running():
@@ -298,3 +306,17 @@ async def test_hostile_clients_get_answers_never_a_bug(
         spec = {"spec": {"name": "after", "image": "nginx"}}
         created = await cluster.http(leader, "POST", "/v1/workloads", spec)
         assert created.status == 201, created
+
+
+async def test_hostile_clients_get_answers_never_a_bug(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default run's seeded slice."""
+    await fuzz(tmp_path, caplog, (SEED,), ROUNDS)
+
+
+async def test_hostile_clients_at_length(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The soak tier's: more rounds, other seeds."""
+    await fuzz(tmp_path, caplog, SOAK_SEEDS, SOAK_ROUNDS)

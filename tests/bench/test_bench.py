@@ -15,6 +15,7 @@ import trio
 
 from univrs.bench import client as bench
 from univrs.bench import report as bench_report
+from univrs.bench.sample import Sample
 from univrs.client.client import Client
 
 
@@ -41,7 +42,7 @@ class FakeClient:
 
 async def _measure_sample(fake: FakeClient) -> dict[str, Any]:
     keys = ["bench-0", "bench-1"]
-    sample = bench.Sample(keys, dict.fromkeys(keys, 0))
+    sample = Sample(keys, dict.fromkeys(keys, 0))
 
     async def write(client: Client, i: int) -> None:
         await client.scale_workload(f"bench-{i}", 1)

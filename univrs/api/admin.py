@@ -55,8 +55,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from univrs.api import backup
-from univrs.api.auth import Authority, Caller
-from univrs.api.rest import NO_BODY, caller_of, error_response, json_body, json_response
+from univrs.api.auth import Caller
+from univrs.api.rest import (
+    NO_BODY,
+    authority_of,
+    caller_of,
+    error_response,
+    json_body,
+    json_response,
+)
 from univrs.config import is_loopback
 from univrs.errors import (
     Conflict,
@@ -92,7 +99,7 @@ def _node(request: Request) -> NodeHandle:
 async def _admin(request: Request, what: str) -> Caller:
     """The caller, if it may run admin endpoint ``what`` (raises 401 / 403 otherwise)."""
     caller = caller_of(request)
-    await Authority(_node(request)).authorize_fresh(caller, "admin", what)
+    await authority_of(request).authorize_fresh(caller, "admin", what)
     return caller
 
 

@@ -19,9 +19,20 @@ created on the leader works on every node at once: ``authorize_fresh``, the chec
 endpoint makes, does not refuse a well-formed token this node does not know before it caught
 up with the leader (a ReadIndex barrier: the leader's commit index, then applied up to it
 here, within ``CATCH_UP_SECONDS``) and looked again; a lagging follower used to answer 401
-until it applied the creation. A hostile sender of made-up tokens gets its 401 after that
-barrier (concurrent ones share one ReadIndex round through the store's coalescer) and nothing
-else.
+until it applied the creation.
+
+A hostile sender of made-up (or revoked) tokens must not make every request or frame cost a
+round with the leader, so catch-ups are bounded (``catch_up_for``):
+
+* one in flight per client address: a request whose address has one in flight waits for it to
+  end (within ``CATCH_UP_SECONDS`` in all) and looks again before it may start its own, so a
+  burst of requests with one fresh token costs one catch-up;
+* a token bucket per client address (``ADDRESS_RATE``, ``ADDRESS_BURST``) and one for the node
+  (``NODE_RATE``, ``NODE_BURST``, whatever the addresses): a caller whose catch-up the buckets
+  refuse gets its 401 at once, saying so and when to retry (``unauthenticated``), and the
+  first refusal of each kind is logged at WARNING (then only counted, ``catch_ups_refused``).
+
+The catch-ups admitted share ReadIndex rounds through the store's read coalescer.
 A follower forwarding a write to its leader sends the caller's token along (never its own), so
 the leader checks the same token again: forwarding cannot raise a caller's rights.
 """
@@ -31,24 +42,35 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
-from univrs.errors import PermissionDenied, Unauthenticated, UnivrsError
+from univrs.api.limits import RateLimiter
+from univrs.errors import PermissionDenied, RateLimited, Unauthenticated, UnivrsError
 from univrs.service.declare import ANY_TOKEN, PUBLIC
 from univrs.sm.tokens import ROLES, implied
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
+log = logging.getLogger("univrs.api")
+
 BEARER = "bearer "
 MAX_SECRET_LEN = 512  # longer "secrets" are refused before hashing
 CATCH_UP_SECONDS = 2.0
 """How long a node that does not know a token waits to catch up with its leader (a ReadIndex
 barrier) before it answers 401."""
+ADDRESS_RATE = 2.0
+"""Catch-ups per second one client address may cause, with bursts of ``ADDRESS_BURST``."""
+ADDRESS_BURST = 5
+NODE_RATE = 20.0
+"""Catch-ups per second all clients of a node together may cause, bursts of ``NODE_BURST``."""
+NODE_BURST = 40
+UNKNOWN = "the token is unknown or revoked"
 
 
 @attrs.frozen
@@ -95,6 +117,15 @@ class Authority:
     # here); None: the runtime's own ``read_index``. The store passes its read coalescer.
     catch_up: Callable[[], Awaitable[object]] | None = None
     catch_ups: int = 0  # statistics: unknown tokens looked up again after a catch-up
+    catch_ups_refused: int = 0  # statistics: callers refused a catch-up by the buckets
+    by_address: RateLimiter = attrs.field(
+        factory=lambda: RateLimiter(rate=ADDRESS_RATE, burst=ADDRESS_BURST)
+    )
+    by_node: RateLimiter = attrs.field(
+        factory=lambda: RateLimiter(rate=NODE_RATE, burst=NODE_BURST)
+    )
+    _in_flight: dict[str, trio.Event] = attrs.field(factory=dict)  # address -> its catch-up
+    _logged: set[str] = attrs.field(factory=set)  # kinds of refusal logged at WARNING
 
     @property
     def enabled(self) -> bool:
@@ -107,10 +138,10 @@ class Authority:
         if caller.token is None:
             raise Unauthenticated(self._no_token())
         if len(caller.token) > MAX_SECRET_LEN:
-            raise Unauthenticated("the token is unknown or revoked")
+            raise Unauthenticated(UNKNOWN)
         token = self.node.runtime.sm.token_by_hash(_hash(caller.token))
         if token is None:
-            raise Unauthenticated("the token is unknown or revoked")
+            raise Unauthenticated(UNKNOWN)
         return Identity(key=f"token:{token.id}", roles=implied(token.roles), name=token.name)
 
     def authorize(self, caller: Caller, role: str, what: str) -> Identity:
@@ -153,7 +184,9 @@ class Authority:
         except Unauthenticated:
             if not self._maybe_unknown_yet(caller):
                 raise
-        await self.catch_up_once()
+        refused = await self.catch_up_for([caller])
+        if caller in refused:
+            raise refused[caller]
         return self.authorize(caller, role, what)
 
     def may_learn(self, caller: Caller) -> bool:
@@ -161,10 +194,74 @@ class Authority:
         token this node does not know)?"""
         return self._maybe_unknown_yet(caller)
 
+    async def catch_up_for(self, callers: Collection[Caller]) -> dict[Caller, Unauthenticated]:
+        """Catch up with the leader once for ``callers`` (whose well-formed tokens this node
+        may not know yet) before they are looked up again, within the bounds of the module
+        docstring and ``CATCH_UP_SECONDS`` in all; a frame of requests does this once for all
+        its callers (univrs/api/service.py ``execute_many``). Answers the callers the buckets
+        refused a catch-up, each with the 401 to answer it with."""
+        refused: dict[Caller, Unauthenticated] = {}
+        with trio.move_on_after(CATCH_UP_SECONDS):
+            while True:  # one catch-up in flight per address: wait for theirs, look again
+                learners = [caller for caller in callers if self._maybe_unknown_yet(caller)]
+                busy = {_address(c) for c in learners} & self._in_flight.keys()
+                if not busy:
+                    break
+                await self._in_flight[next(iter(busy))].wait()
+            admitted: set[str] = set()
+            for address in {_address(caller) for caller in learners}:
+                try:
+                    self.by_address.take(address, "unknown tokens")
+                    admitted.add(address)
+                except RateLimited as exc:
+                    self._refuse(learners, {address}, exc, refused, "address")
+            if admitted:
+                try:
+                    self.by_node.take("all clients", "unknown tokens")
+                except RateLimited as exc:
+                    self._refuse(learners, admitted, exc, refused, "node")
+                    admitted = set()
+            if admitted:
+                done = trio.Event()
+                for address in admitted:
+                    self._in_flight[address] = done
+                try:
+                    await self.catch_up_once()
+                finally:
+                    for address in admitted:
+                        if self._in_flight.get(address) is done:
+                            del self._in_flight[address]
+                    done.set()
+        return refused
+
+    def _refuse(
+        self,
+        learners: list[Caller],
+        addresses: set[str],
+        exc: RateLimited,
+        refused: dict[Caller, Unauthenticated],
+        kind: str,
+    ) -> None:
+        """Answer the ``learners`` from ``addresses`` with a 401 saying why this node did not
+        catch up for them; log the first refusal of each ``kind`` at WARNING."""
+        for caller in learners:
+            if _address(caller) in addresses:
+                refused[caller] = Unauthenticated(
+                    f"{UNKNOWN} (this node did not check with its leader again: {exc.message})"
+                )
+                self.catch_ups_refused += 1
+        if kind not in self._logged:
+            self._logged.add(kind)
+            log.warning(
+                "answering unknown tokens with 401 without catching up with the leader: %s "
+                "(the first refusal per %s; later ones are counted, not logged)",
+                exc.message,
+                kind,
+            )
+
     async def catch_up_once(self) -> None:
-        """Catch up with the leader (at most ``CATCH_UP_SECONDS``) before looking unknown
-        tokens up again; a frame of requests does this once for all its callers
-        (univrs/api/service.py ``execute_many``)."""
+        """Catch up with the leader (at most ``CATCH_UP_SECONDS``), unbounded: callers go
+        through ``catch_up_for``."""
         barrier = self.catch_up if self.catch_up is not None else self.node.runtime.read_index
         self.catch_ups += 1
         # No leader confirming it in time (or at all): judge by what this node holds.
@@ -191,3 +288,8 @@ class Authority:
             "this cluster requires a token: send 'Authorization: Bearer <secret>' "
             f"(UNIVRS_TOKEN for the CLI, token= for the Python client){hint}"
         )
+
+
+def _address(caller: Caller) -> str:
+    """The key of a caller's catch-up bounds: its address (None: an in-process caller)."""
+    return caller.address or "local"

@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from univrs.api import rest
-from univrs.api.auth import Authority
 from univrs.errors import UnivrsError
 from univrs.sm.snapshot import state_digest
 
@@ -75,7 +74,9 @@ async def node_digest(request: Request) -> Response:
     """The digest document (see the module docstring); a ``read`` token when auth is on."""
     node: NodeHandle = request.app.state.node
     try:
-        await Authority(node).authorize_fresh(rest.caller_of(request), "read", "node digest")
+        await rest.authority_of(request).authorize_fresh(
+            rest.caller_of(request), "read", "node digest"
+        )
     except UnivrsError as exc:
         return rest.error_response(exc)
     view = digest_view(node)

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from univrs.api.auth import Caller, bearer_token
+from univrs.api.auth import Authority, Caller, bearer_token
 from univrs.api.limits import check_depth, read_body
 from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE
 from univrs.errors import (
@@ -215,6 +215,13 @@ async def json_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise MalformedRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def authority_of(request: Request) -> Authority:
+    """The node's one ``Authority`` (``build_app``): every endpoint checks callers with it, so
+    the bounds on catching up for unknown tokens hold per node (univrs/api/auth.py)."""
+    authority: Authority = request.app.state.authority
+    return authority
 
 
 def caller_of(request: Request) -> Caller:

@@ -116,7 +116,7 @@ async def cluster_status(request: Request) -> Response:
     """Every member's own view, gathered from their APIs, plus the leader's replication view
     (a ``read`` token when auth is on)."""
     try:
-        await Authority(_node(request)).authorize_fresh(
+        await rest.authority_of(request).authorize_fresh(
             rest.caller_of(request), "read", "cluster status"
         )
     except UnivrsError as exc:
@@ -262,6 +262,8 @@ def build_app(
     )
     app.state.node = node
     app.state.service = service
+    # One Authority per node, so its catch-up bounds hold across endpoints (univrs/api/auth.py).
+    app.state.authority = service.store.authority if service is not None else Authority(node)
     app.state.storage_watch = storage_watch
     return app
 

@@ -200,7 +200,8 @@ class ApiService:
         ``Unauthenticated`` to answer its requests that need a token with). As
         ``authorize_fresh`` does for one request: if a caller's well-formed token is unknown
         here and one of its requests needs a token, this node catches up with its leader
-        once for the whole frame and looks those callers up again."""
+        once for the whole frame (within the bounds of ``Authority.catch_up_for``) and looks
+        those callers up again."""
         authority = self.store.authority
         identified: dict[Caller, Identity | Unauthenticated] = {}
         for job in jobs:
@@ -210,15 +211,19 @@ class ApiService:
                 except Unauthenticated as exc:
                     identified[job.caller] = exc
         unknown = {
-            caller
-            for caller, who in identified.items()
-            if isinstance(who, Unauthenticated) and authority.may_learn(caller)
+            job.caller
+            for job in jobs
+            if isinstance(identified[job.caller], Unauthenticated)
+            and _needs_token(job.name)
+            and authority.may_learn(job.caller)
         }
-        if unknown and any(job.caller in unknown and _needs_token(job.name) for job in jobs):
-            await authority.catch_up_once()
+        if unknown:
+            refused = await authority.catch_up_for(unknown)
             for caller in unknown:
                 try:
-                    identified[caller] = authority.identify(caller)
+                    identified[caller] = (
+                        refused[caller] if caller in refused else (authority.identify(caller))
+                    )
                 except Unauthenticated as exc:
                     identified[caller] = exc
         return identified

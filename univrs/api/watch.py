@@ -45,8 +45,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from univrs.api import convert as cv
-from univrs.api.auth import Authority
-from univrs.api.rest import caller_of, error_response
+from univrs.api.rest import authority_of, caller_of, error_response
 from univrs.errors import (
     InternalError,
     InvalidArgument,
@@ -223,7 +222,7 @@ async def watch_stream(request: Request) -> Response:
     node: NodeHandle = request.app.state.node
     try:
         # Events carry whole objects: a watch needs what a list needs (docs/security.md).
-        await Authority(node).authorize_fresh(caller_of(request), "read", "GET /v1/watch")
+        await authority_of(request).authorize_fresh(caller_of(request), "read", "GET /v1/watch")
         args: dict[str, Any] = {}
         for name, value in request.query_params.multi_items():
             if name not in ("kinds", "from_revision", "progress_ms") or name in args:

@@ -13,11 +13,8 @@ seconds after a short warm-up and ``--repeat`` times (interleaved, medians repor
   ``--endpoints`` that refuses lease reads gets "not offered" in the report instead.
 
 Linearizability. In every write measurement with at least ``SAMPLE_MIN_CLIENTS`` clients, a
-sample of the clients (at most ``SAMPLE_KEYS``) write unique values and, alongside, one paced
-reader per sampled key reads it linearizably; those operations are recorded as a history
-(``univrs.chaos.history``) and checked with the chaos suite's checker
-(``univrs.chaos.linearizability``). The run fails if a sample is not linearizable. The sampled
-readers' operations are not counted in the figures.
+sample of the clients write unique values, read back by paced readers, recorded and checked
+(``univrs.bench.sample``). The run fails if a sample is not linearizable.
 
 For a cluster it started, the bench also reports the CPU milliseconds each process (nodes and
 the client) spent per operation, from /proc/<pid>/stat: the cost per write, summed over the
@@ -53,8 +50,14 @@ import trio
 
 from univrs.bench.cpu import cpu_seconds
 from univrs.bench.report import plot, py_spy_command, report, summarise_profile
-from univrs.chaos.history import Event, EventType, Fn
-from univrs.chaos.linearizability import check_history
+from univrs.bench.sample import (
+    SAMPLE_KEYS,
+    SAMPLE_MIN_CLIENTS,
+    SAMPLE_READ_PAUSE,
+    Sample,
+    recorded_read,
+    recorded_write,
+)
 from univrs.client.client import Client, open_client
 from univrs.errors import InvalidArgument, UnivrsError
 
@@ -66,11 +69,6 @@ MAX_DURATION = 120.0
 DEFAULT_BUDGET = 1800.0
 STALL_GRACE = 30.0  # seconds past its end after which a measurement is abandoned
 SETUP_ESTIMATE = 20.0  # seconds per client count for starting clusters and creating keys
-SAMPLE_KEYS = 4  # keys whose operations are recorded and checked, per write measurement
-SAMPLE_OPS = 1000  # recorded operations per sampled key at most
-SAMPLE_MIN_CLIENTS = 16  # below this many clients no sample (its reader would skew the load)
-SAMPLE_READ_PAUSE = 0.01  # seconds between two reads of a sampled reader (light load)
-CHECK_TIMEOUT = 20.0  # seconds for the checker per sample
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -78,77 +76,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-class Sample:
-    """The recorded history of the sampled keys in one write measurement."""
-
-    def __init__(self, keys: list[str], values: dict[str, int]) -> None:
-        self.keys = keys
-        self.events: list[Event] = []
-        self.ops = dict.fromkeys(keys, 0)
-        # The last value written per key, shared by the run's samples: values stay unique.
-        self.values = values
-        self.next_process = 0
-
-    def process(self) -> int:
-        self.next_process += 1
-        return self.next_process
-
-    def full(self, key: str) -> bool:
-        return self.ops[key] >= SAMPLE_OPS
-
-    def record(self, process: int, type_: EventType, f: Fn, key: str, value: Any) -> None:
-        if type_ is EventType.INVOKE:
-            self.ops[key] += 1
-        self.events.append(
-            Event(
-                process=process,
-                type=type_,
-                f=f,
-                key=key,
-                value=value,
-                time=trio.current_time(),
-            )
-        )
-
-    def check(self) -> dict[str, Any]:
-        result = check_history(self.events, timeout=CHECK_TIMEOUT)
-        return {
-            "verdict": result.verdict.value,
-            "ops": sum(k.operations for k in result.keys),
-            "keys": len(result.keys),
-            "summary": result.summary(),
-        }
-
-
-async def recorded_write(sample: Sample, process: int, client: Client, key: str) -> int:
-    """Write the key's next unique value, recorded; the process id to go on with."""
-    sample.values[key] += 1
-    value = sample.values[key]
-    sample.record(process, EventType.INVOKE, Fn.WRITE, key, value)
-    try:
-        await client.scale_workload(key, value)
-    except UnivrsError as exc:
-        # Definite refusals did not apply; anything else may have: unknown, new process id.
-        if exc.outcome_unknown:
-            sample.record(process, EventType.INFO, Fn.WRITE, key, value)
-            return sample.process()
-        sample.record(process, EventType.FAIL, Fn.WRITE, key, value)
-        return process
-    sample.record(process, EventType.OK, Fn.WRITE, key, value)
-    return process
-
-
-async def recorded_read(sample: Sample, process: int, client: Client, key: str) -> int:
-    sample.record(process, EventType.INVOKE, Fn.READ, key, None)
-    try:
-        doc = await client.get_workload(key, consistency="linearizable")
-    except UnivrsError:
-        sample.record(process, EventType.INFO, Fn.READ, key, None)
-        return sample.process()
-    sample.record(process, EventType.OK, Fn.READ, key, doc["spec"]["replicas"])
-    return process
 
 
 async def measure(
