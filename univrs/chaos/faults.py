@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import signal
 from collections.abc import Iterable
 
@@ -220,6 +221,11 @@ class Injector:
         elif action.startswith("join "):
             c.start(node, join=action.split(" ", 1)[1])
             self.active.add(node.node_id)
+        elif action == "wipe":  # kill -9, lose the disk, start empty waiting to be joined
+            c.kill(node)
+            shutil.rmtree(node.data_dir, ignore_errors=True)
+            c.start(node, initial_cluster_state="existing")
+            self.down.pop(node.node_id, None)
         elif action == "retire":  # it left the cluster: stop it for good
             code = c.stop(node)
             if code not in (0, None):
@@ -506,7 +512,45 @@ class Injector:
         if target is None:
             rec.note = f"skipped: no {spec.target} node available"
             return
+        if kind == "wipe":
+            await self._wipe(rec, target, timeout)
+            return
         await self._leave_or_remove(rec, kind, target, timeout)
+
+    async def _wipe(self, rec: FaultRecord, node: str, timeout: float) -> None:
+        """A member loses its disk (docs/operations.md "A disk was replaced"): kill -9, data
+        dir deleted, started empty, rejoined under its id with ``replace`` through another
+        member; a problem unless it is a voter again within ``timeout``."""
+        rec.targets = (node,)
+        others = [n for n in self._up() if n != node]
+        if not others:
+            rec.note = "skipped: no other member to join through"
+            return
+        via = self.rng.choice(others)
+        await self._proc("wipe", node)
+        started = trio.current_time()
+        body = {"target": self.cluster.node(via).api_addr, "replace": True}
+        state, asked = "?", False
+        with trio.move_on_after(timeout):
+            while True:
+                if not asked:
+                    resp = await self._api(node, "POST", "/v1/cluster/join", body, timeout=5.0)
+                    if resp is not None and resp.status >= 400:
+                        state = f"refused: {resp.status} {resp.body}"
+                        break
+                    asked = resp is not None
+                else:
+                    resp = await self._api(node, "GET", "/v1/cluster/join", timeout=2.0)
+                    if resp is not None and resp.status == 200:
+                        state = resp.body.get("state", "?")
+                        if state in ("voter", "failed"):
+                            break
+                await trio.sleep(0.25)
+        took = trio.current_time() - started
+        if state == "voter":
+            rec.note = f"{node} wiped, rejoined via {via}, a voter after {took:.1f}s"
+        else:
+            self._problem(rec, f"{node} wiped, rejoining via {via}: {state} after {took:.1f}s")
 
     async def _leave_or_remove(
         self, rec: FaultRecord, kind: str, node: str, timeout: float
