@@ -2,8 +2,7 @@
 and the outcome of every proposal waiting on them.
 
 The driver queues work with ``enqueue`` (committed entries) and ``enqueue_install`` (a snapshot
-from the leader, already handed to the storage writer, with the waiter that says it is
-stored); the loop applies it in that order,
+from the leader, already handed to the storage writer); the loop applies it in that order,
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
 proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver every
 ``APPLY_CHUNK`` entries, so it never hogs the event loop. The proposal outcomes:
@@ -30,12 +29,6 @@ exactly (univrs/runtime/payload.py says why that applies what the followers deco
 
 Entries the installed snapshot already covers are skipped. Only this loop changes the state
 machine, the applied index and the applied membership (``RuntimeView.applied_membership``).
-
-A snapshot from the leader replaces the state machine only once the storage writer stored it
-(``stored``): a persistent state (``[state] backend = "lmdb"``) commits what it adopts at
-once and survives a process crash, so adopting first could leave it ahead of the durable log
-(a kill -9 between the two), which the next start refuses (univrs/server/statedir.py). The
-restore itself (decoding) overlaps the store.
 """
 
 from __future__ import annotations
@@ -43,7 +36,6 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import trio
@@ -57,7 +49,6 @@ from univrs.runtime.ports import Metrics
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import SnapshotChecker, restore
 from univrs.runtime.view import RuntimeView
-from univrs.runtime.waiter import Waiter
 from univrs.runtime.watch import WatchHub
 from univrs.sm.responses import ErrorCode, Failure, Response
 from univrs.sm.state import ClusterStateMachine
@@ -66,14 +57,6 @@ log = logging.getLogger("univrs.node")
 
 APPLY_CHUNK = 512  # entries applied between checkpoints, so the apply loop never hogs trio
 CONFIG_TERMS = 64  # applied CONFIG entries whose term is remembered (membership changes)
-
-
-@attrs.frozen
-class _Install:
-    """A queued snapshot from the leader and the storage writer's word that it is stored."""
-
-    install: SnapshotInstall
-    stored: Waiter[Any] | None
 
 
 @attrs.define(eq=False)
@@ -98,7 +81,7 @@ class Applier:
     applied_index: int = attrs.field(init=False)
     applied_term: int = attrs.field(init=False)
     _config_terms: dict[int, int] = attrs.field(factory=dict, init=False)  # index -> term
-    _queue: collections.deque[tuple[Entry, ...] | _Install] = attrs.field(
+    _queue: collections.deque[tuple[Entry, ...] | SnapshotInstall] = attrs.field(
         factory=collections.deque, init=False
     )
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -113,11 +96,10 @@ class Applier:
         self._queue.append(entries)
         self._wakeup.set()
 
-    def enqueue_install(self, install: SnapshotInstall, stored: Waiter[Any] | None = None) -> None:
-        """A snapshot from the leader to restore, after everything queued before. It was
-        submitted to the storage writer before this call; ``stored`` is filled once the writer
-        stored it (None: do not wait), and the state machine is replaced only then."""
-        self._queue.append(_Install(install, stored))
+    def enqueue_install(self, install: SnapshotInstall) -> None:
+        """A snapshot from the leader to restore, after everything queued before (the storage
+        writer stores it first: it was submitted to the writer before this call)."""
+        self._queue.append(install)
         self._wakeup.set()
 
     def config_term(self, index: int) -> int | None:
@@ -131,8 +113,8 @@ class Applier:
             self._wakeup = trio.Event()
             while self._queue:
                 item = self._queue.popleft()
-                if isinstance(item, _Install):
-                    await self._restore(item.install, item.stored)
+                if isinstance(item, SnapshotInstall):
+                    await self._restore(item)
                     continue
                 entries = [e for e in item if e.index > self.applied_index]
                 for start in range(0, len(entries), APPLY_CHUNK):
@@ -144,7 +126,7 @@ class Applier:
                     await self.events.send(Applied(self.applied_index))
                 self.after_apply()
 
-    async def _restore(self, install: SnapshotInstall, stored: Waiter[Any] | None) -> None:
+    async def _restore(self, install: SnapshotInstall) -> None:
         meta = install.meta
         started = trio.current_time()
         check = self.view.core.snapshot_check
@@ -153,8 +135,6 @@ class Applier:
             restored = await trio.to_thread.run_sync(restore, install.data)
         else:
             restored = checked  # restored once, by the check just before (no second decode)
-        if stored is not None:
-            await stored.wait()  # never ahead of the durable log (module docstring)
         self.sm = self.adopt(restored)
         self.watch_hub.reset(self.sm.revision)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term

@@ -58,13 +58,9 @@ class Snapshotter:
     _due: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def install(self, install: SnapshotInstall, job: InstallJob) -> None:
-        """A snapshot from the leader: store it, then restore the state machine from it. The
-        apply loop replaces the state only once the store is done (the no-op task behind it
-        in the writer's FIFO queue): a persistent state must never be ahead of the log."""
+        """A snapshot from the leader: store it, then restore the state machine from it."""
         self.writer.submit(job)
-        stored: Waiter[Any] = Waiter()
-        self.writer.submit(StorageTask(fn=lambda: None, waiter=stored))
-        self.applier.enqueue_install(install, stored)
+        self.applier.enqueue_install(install)
 
     def restored(self, meta: SnapshotMeta) -> None:
         """The apply loop restored the state machine from a leader's snapshot."""
