@@ -85,6 +85,7 @@ class Applier:
         factory=collections.deque, init=False
     )
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _durable: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.applied_index = self.view.core.status().applied
@@ -96,9 +97,13 @@ class Applier:
         self._queue.append(entries)
         self._wakeup.set()
 
-    def enqueue_install(self, install: SnapshotInstall) -> None:
+    def enqueue_install(self, install: SnapshotInstall, durable: trio.Event | None = None) -> None:
         """A snapshot from the leader to restore, after everything queued before (the storage
-        writer stores it first: it was submitted to the writer before this call)."""
+        writer stores it: it was submitted to the writer before this call). ``durable`` is set
+        once it is stored: the restored state is adopted only then (a persistent state that
+        got ahead of the durable log would be refused at the next start)."""
+        if durable is not None:
+            self._durable[id(install)] = durable
         self._queue.append(install)
         self._wakeup.set()
 
@@ -135,6 +140,9 @@ class Applier:
             restored = await trio.to_thread.run_sync(restore, install.data)
         else:
             restored = checked  # restored once, by the check just before (no second decode)
+        durable = self._durable.pop(id(install), None)
+        if durable is not None:
+            await durable.wait()  # the writer stored the snapshot: now the state may follow
         self.sm = self.adopt(restored)
         self.watch_hub.reset(self.sm.revision)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term

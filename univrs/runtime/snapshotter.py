@@ -58,9 +58,12 @@ class Snapshotter:
     _due: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def install(self, install: SnapshotInstall, job: InstallJob) -> None:
-        """A snapshot from the leader: store it, then restore the state machine from it."""
-        self.writer.submit(job)
-        self.applier.enqueue_install(install)
+        """A snapshot from the leader: store it, then restore the state machine from it (the
+        apply loop adopts it once it is stored: a persistent state is never ahead of the
+        durable log, or a crash in between would leave a state the start must refuse)."""
+        durable = trio.Event()
+        self.writer.submit(job, on_durable=durable.set)
+        self.applier.enqueue_install(install, durable)
 
     def restored(self, meta: SnapshotMeta) -> None:
         """The apply loop restored the state machine from a leader's snapshot."""

@@ -152,11 +152,21 @@ class StorageWriter:
     _stopped: bool = attrs.field(default=False, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _install_done: dict[int, Callable[[], None]] = attrs.field(factory=dict, init=False)
     writes: int = 0
     jobs_written: int = 0
 
-    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
-        """Queue ``job`` behind everything submitted before; start it if the writer is idle."""
+    def submit(
+        self,
+        job: PersistJob | InstallJob | StorageTask,
+        on_durable: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``job`` behind everything submitted before; start it if the writer is idle.
+        ``on_durable`` (an ``InstallJob``'s): called on the loop once the snapshot is stored
+        (the apply loop adopts it into a persistent state only then)."""
+        if on_durable is not None:
+            assert isinstance(job, InstallJob)
+            self._install_done[id(job)] = on_durable
         self._queue.submit(job)
         if not self._busy:
             self._start_next()
@@ -257,6 +267,9 @@ class StorageWriter:
             self.writes += 1
             p = installed(job)
             self.on_persisted(p.index, p.term, p.hard_state)
+            done = self._install_done.pop(id(job), None)
+            if done is not None:
+                done()
             self._next()
 
     def _task_done(self, task: StorageTask, result: _Result) -> None:
