@@ -28,7 +28,7 @@ import trio
 
 from univrs.chaos.monitor import FETCH_ERRORS, Monitor, agreed_leader
 from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
-from univrs.chaos.scenario import PlannedFault
+from univrs.chaos.scenario import MEMBERSHIP_KINDS, PlannedFault
 from univrs.net.http import HttpResponse, request_json
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
@@ -356,7 +356,7 @@ class Injector:
                 await trio.sleep_until(end_at)
             finally:
                 self._clear(fault.index)
-        elif kind in ("join", "leave", "remove", "snapshot"):
+        elif kind in MEMBERSHIP_KINDS:
             await self._membership(fault, rec)
         elif kind == "reset":
             target = None if spec.target == "all" else await self._resolve(spec.target)
