@@ -529,16 +529,19 @@ class Injector:
         via = self.rng.choice(others)
         await self._proc("wipe", node)
         started = trio.current_time()
-        body = {"target": self.cluster.node(via).api_addr, "replace": True}
         state, asked = "?", False
         with trio.move_on_after(timeout):
             while True:
                 if not asked:
+                    body = {"target": self.cluster.node(via).api_addr, "replace": True}
                     resp = await self._api(node, "POST", "/v1/cluster/join", body, timeout=5.0)
                     if resp is not None and resp.status >= 400:
+                        # As an operator would: through another member (this one may be down).
                         state = f"refused: {resp.status} {resp.body}"
-                        break
-                    asked = resp is not None
+                        others = [n for n in self._up() if n != node and n != via] or others
+                        via = self.rng.choice(others)
+                    else:
+                        asked = resp is not None
                 else:
                     resp = await self._api(node, "GET", "/v1/cluster/join", timeout=2.0)
                     if resp is not None and resp.status == 200:
