@@ -146,6 +146,9 @@ class Injector:
     spares_left: list[str] = attrs.field(factory=list)  # spare nodes not started yet
     _net: dict[Link, dict[int, LinkPolicy]] = attrs.field(factory=dict)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
+    # One wipe at a time: a second disk lost while the first member still rejoins would lose
+    # a quorum's data (no cluster recovers from that without an operator's unsafe recover).
+    _wiping: trio.Lock = attrs.field(factory=trio.Lock)
 
     @property
     def node_ids(self) -> list[str]:
@@ -508,12 +511,17 @@ class Injector:
             else:
                 self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s")
             return
+        if kind == "wipe":
+            async with self._wiping:  # after the previous wipe's member is a voter again
+                target = await self._resolve(spec.target)
+                if target is None:
+                    rec.note = f"skipped: no {spec.target} node available"
+                    return
+                await self._wipe(rec, target, timeout)
+            return
         target = await self._resolve(spec.target)
         if target is None:
             rec.note = f"skipped: no {spec.target} node available"
-            return
-        if kind == "wipe":
-            await self._wipe(rec, target, timeout)
             return
         await self._leave_or_remove(rec, kind, target, timeout)
 
@@ -527,6 +535,14 @@ class Injector:
             rec.note = "skipped: no other member to join through"
             return
         via = self.rng.choice(others)
+        # Shielded: once the disk is gone the rejoin finishes (within ``timeout``) even when
+        # the fault phase ends meanwhile; healing cannot bring a wiped member back.
+        with trio.CancelScope(shield=True):
+            await self._wipe_and_rejoin(rec, node, via, others, timeout)
+
+    async def _wipe_and_rejoin(
+        self, rec: FaultRecord, node: str, via: str, others: list[str], timeout: float
+    ) -> None:
         await self._proc("wipe", node)
         started = trio.current_time()
         state, asked = "?", False
