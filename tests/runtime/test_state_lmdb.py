@@ -35,6 +35,7 @@ from univrs.errors import ProposalDropped, StorageError, Unavailable
 from univrs.server.datadir import open_storage
 from univrs.server.node import Node
 from univrs.sm import Envelope, MintCredits, TransferCredits, snapshot_plain, state_digest
+from univrs.storage.log_store import LogStore
 from univrs.storage.sm_tables import StateEnv
 
 pytestmark = pytest.mark.timeout(300)
@@ -216,11 +217,13 @@ async def test_killed_followers_on_both_backends_end_in_the_leader_digest(
         # A kill early in the writes may leave the victim inside the leader's log (it catches up
         # by entries): one more round keeps it down until the leader compacted past it.
         victim = "n3" if leader.config.node_id != "n3" else "n2"
-        behind = cluster.nodes[victim].runtime.storage.last_index()
+        victim_log, leader_log = cluster.nodes[victim].runtime.storage, leader.runtime.storage
+        assert isinstance(victim_log, LogStore) and isinstance(leader_log, LogStore)
+        behind = victim_log.last_index()
         await cluster.kill(victim)
         await _write_with(leader.store, 401, 25)
         await wait_until(
-            lambda: leader.runtime.storage.first_index() > behind + 1,
+            lambda: leader_log.first_index() > behind + 1,
             "the leader's log compacted past the stopped follower",
             60,
         )
