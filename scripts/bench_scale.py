@@ -304,7 +304,7 @@ def _cluster(
             folder=folder,
             budget=args.budget,
             load_seconds=args.load_seconds,
-            backend=args.backend if args.backend != "memory" else None,
+            backend=args.backend,  # written explicitly: the nodes' default is lmdb
             progress=progress,
         )
 
@@ -532,7 +532,7 @@ def main() -> None:
         "--backend",
         choices=("memory", "lmdb"),
         default="memory",
-        help="the nodes' state-machine backend ([state] backend; memory: the default)",
+        help="the nodes' state-machine backend, written into their configs ([state] backend)",
     )
     parser.add_argument(
         "--keep", type=Path, help="run the cluster in this folder and keep its logs and data"

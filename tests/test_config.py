@@ -549,13 +549,13 @@ def test_plaintext_on_loopback_is_the_embedded_default() -> None:
         assert load_config(None, {"raft_addr": addr}).tls is None
 
 
-def test_state_backend_defaults_to_memory_and_takes_lmdb_from_the_file_or_a_flag(
+def test_state_backend_defaults_to_lmdb_and_takes_memory_from_the_file_or_a_flag(
     tmp_path: pathlib.Path,
 ) -> None:
-    assert load_config(None).state_backend == "memory"
-    path = write(tmp_path, '[state]\nbackend = "lmdb"\n')
-    assert load_config(path).state_backend == "lmdb"
-    assert load_config(path, {"state_backend": "memory"}).state_backend == "memory"
+    assert load_config(None).state_backend == "lmdb"
+    path = write(tmp_path, '[state]\nbackend = "memory"\n')
+    assert load_config(path).state_backend == "memory"
+    assert load_config(path, {"state_backend": "lmdb"}).state_backend == "lmdb"
     with pytest.raises(ConfigError, match=r"state\.backend: 'disk' must be one of"):
         load_config(None, {"state.backend": "disk"})
     with pytest.raises(ConfigError, match=r"state\.sync"):

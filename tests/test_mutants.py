@@ -68,6 +68,7 @@ def test_there_are_the_required_mutants() -> None:
         "accept-strangers",
         "stranger-votes-while-led",
         "stranger-vote-answers",
+        "live-leader-any-incarnation",
         # batch entries (issue 14): the revision rules of the state machine
         "batch-shared-revision",
         "revision-from-index",

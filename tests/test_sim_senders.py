@@ -10,7 +10,12 @@ from univrs.sim import checker as ck
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import Simulation
 from univrs.sim.invariants import FORGERY_REFUSED
-from univrs.sim.mutants import AcceptStrangers, StrangerVoteAnswers, StrangerVotesWhileLed
+from univrs.sim.mutants import (
+    AcceptStrangers,
+    LiveLeaderAnyIncarnation,
+    StrangerVoteAnswers,
+    StrangerVotesWhileLed,
+)
 from univrs.sim.runner import replay_command, run_seed, run_seeds
 
 
@@ -71,6 +76,20 @@ def test_a_core_without_the_stranger_rules_for_votes_is_caught(
     assert violation is not None
     assert violation.invariant == FORGERY_REFUSED
     assert message in violation.detail
+
+
+def test_a_core_that_hears_its_live_leaders_id_at_any_incarnation_is_caught() -> None:
+    # The red team's window (tests/api/test_redteam_raft.py): a follower whose configuration
+    # could not tell a forgery under its live leader's id (no binding yet, nothing attested)
+    # committed a forged mint. The forger sends AppendEntries under the live leader's id with
+    # no incarnation attested; a core that hears its live leader at any incarnation its
+    # configuration lets through (the rule's absence) is caught on the first seed at 3 nodes.
+    with pytest.raises(InvariantViolation) as caught:
+        Simulation(seed=1, n_nodes=3, node_factory=LiveLeaderAnyIncarnation).run()
+    assert caught.value.invariant == FORGERY_REFUSED
+    assert "AppendEntries from n3 (incarnation None)" in caught.value.detail
+    r = run_seed(1, nodes=3)
+    assert r.ok and r.stats is not None and r.stats.forged_refused == r.stats.forged > 0
 
 
 class _NoLeaderHints(RaftNode):

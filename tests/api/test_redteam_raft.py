@@ -113,10 +113,17 @@ async def test_a_hello_claiming_a_newer_binding_does_not_make_a_stranger_the_lea
             leader, "POST", "/v1/credits/mint", {"to_peer": "alice", "amount": 5, "reason": "t"}
         )
         assert r.status in (200, 201), r.body
+        # Equal states once both applied the write (the target may apply it before the
+        # leader's apply loop published its own applied index: comparing at target >= leader
+        # caught the leader one entry behind).
         await wait_until(
-            lambda: target.runtime.applied_index >= leader.runtime.applied_index, "the write"
+            lambda: (
+                target.runtime.sm.balance("alice") == 5
+                and state_digest(target.runtime.sm) == state_digest(leader.runtime.sm)
+            ),
+            "the write on the target, and the target to agree with the leader",
         )
-        assert state_digest(target.runtime.sm) == state_digest(leader.runtime.sm)
+        assert target.runtime.sm.balance("mallory") == 0
 
 
 async def test_made_up_peers_and_garbage_are_bounded_in_memory_and_in_the_log(

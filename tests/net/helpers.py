@@ -59,6 +59,7 @@ def make_transport(
     binding: tuple[int, bool] = (0, False),
     tls: TlsContexts | None = None,
     read_batches: bool = True,
+    payload_version: int = 1,
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
     """A transport on the fake codec. ``bound`` (read live, so a test may change it) is the
     configuration's incarnation per peer; ``incarnation`` this node's own; ``binding`` the index
@@ -82,6 +83,7 @@ def make_transport(
         own_binding=lambda: binding,
         tls=tls,
         read_batches=read_batches,
+        payload_version=payload_version,
     )
     return transport, recv
 

@@ -57,3 +57,18 @@ async def test_a_full_inbox_back_pressures_the_reader_without_losing_messages() 
         await wait_until(lambda: b.statistics().peer("a").messages_received >= 3)
         assert [await receive(b_inbox) for _ in sent] == sent
         assert a.statistics().peer("b").dropped == 0
+
+
+async def test_the_payload_version_a_peer_announced_is_recorded_with_its_incarnation() -> None:
+    """What a leader's gate on batch entries reads (``peer_payload_versions``): the version
+    and incarnation of the newest hello accepted from each peer; an older peer (no
+    announcement) counts as version 1. Fails on the old code: nothing was recorded."""
+    a, _ = make_transport("a", incarnation="inc-a", payload_version=2)
+    b, _ = make_transport("b", incarnation="inc-b")  # announces nothing: version 1
+    async with open_transport(a), open_transport(b):
+        a.set_peer_addresses({"b": addr(b)})
+        b.set_peer_addresses({"a": addr(a)})
+        await wait_until(lambda: "a" in b.peer_payload_versions())
+        await wait_until(lambda: "b" in a.peer_payload_versions())
+        assert b.peer_payload_versions() == {"a": ("inc-a", 2)}
+        assert a.peer_payload_versions() == {"b": ("inc-b", 1)}

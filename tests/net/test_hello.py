@@ -130,3 +130,23 @@ def test_a_malformed_advertised_address_is_refused(addr: object) -> None:
     doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
     with pytest.raises(ProtocolError, match="'addr'"):
         decode_hello(cbor2.dumps({**doc, "addr": addr}))
+
+
+def test_the_payload_version_rides_in_an_optional_field() -> None:
+    """A node announces the newest entry payload version it applies (the gate on batch
+    entries, univrs/runtime/capabilities.py); an older node's hello, without the key, counts
+    as version 1. Fails on the old code: the hello had no such field."""
+    h = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2", payload=2)
+    assert cbor2.loads(encode_hello(h))["payload"] == 2
+    assert decode_hello(encode_hello(h)) == h
+    one = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2")
+    assert "payload" not in cbor2.loads(encode_hello(one)) and one.payload == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2**16, True, "2", 2.0, [2], None])
+def test_a_malformed_payload_version_is_refused(bad: object) -> None:
+    """A hostile or broken dialer gets its connection refused (ProtocolError), never a
+    gate opened by a value that is not a version."""
+    doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
+    with pytest.raises(ProtocolError, match="'payload'"):
+        decode_hello(cbor2.dumps({**doc, "payload": bad}))

@@ -117,6 +117,40 @@ async def test_unbound_members_are_accepted_and_their_incarnation_learned(
         nursery.cancel_scope.cancel()
 
 
+async def test_an_unbound_member_whose_hellos_name_two_incarnations_is_not_offered_for_binding(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A leader binds each unbound member to the incarnation its hellos named
+    # (runtime/membership.py record_incarnations). A forger's hello under a member's id, in
+    # the window after a bootstrap, used to replace what the real member's hello said (the
+    # newest won): the leader bound the id to the forger, refused the real member and counted
+    # the forger as it. Two incarnations under one unbound id now contest it: not offered.
+    caplog.set_level(logging.DEBUG, logger="univrs.net")
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        a, _ = make_transport(
+            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
+        )
+        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0")  # a unbound
+        net.nodes["b"] = b
+        async with open_transport(a), open_transport(b):
+            a.send(heartbeat("a", "b", ctx=1))
+            assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
+            assert b.peer_incarnations() == {"a": NEW}
+            # The forger dials b under a's id, naming a made-up incarnation.
+            forger, _ = make_transport(
+                "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=OLD
+            )
+            async with open_transport(forger):
+                forger.send(heartbeat("a", "b", ctx=2))
+                await wait_until(lambda: b.peer_incarnations() == {}, timeout=30)
+            a.send(heartbeat("a", "b", ctx=3))  # the real one again: still contested
+            await wait_until(lambda: b.statistics().peer("a").inbound > 0, timeout=30)
+            assert b.peer_incarnations() == {}
+        nursery.cancel_scope.cancel()
+    assert len(warnings_with(caplog, "two incarnations under one unbound member id a")) == 1
+
+
 async def test_a_configuration_change_closes_connections_of_an_incarnation_it_does_not_list(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:

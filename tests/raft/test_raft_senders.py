@@ -32,7 +32,7 @@ from univrs.raft import (
     bootstrap_state,
 )
 from univrs.raft.senders import sender_refusal
-from univrs.sim.mutants import AcceptStrangers
+from univrs.sim.mutants import AcceptStrangers, LiveLeaderAnyIncarnation
 
 M = Membership(
     voters=frozenset({"n1", "n2", "n3"}),
@@ -41,10 +41,15 @@ M = Membership(
 
 
 def follower(
-    cls: type[RaftNode] = RaftNode, config: RaftConfig | None = None, **kw: object
+    cls: type[RaftNode] = RaftNode,
+    config: RaftConfig | None = None,
+    membership: Membership = M,
+    **kw: object,
 ) -> RaftNode:
-    """n2 of M, following n1 (term 2) and just heard from it: a healthy member."""
-    node = cls("n2", rng=random.Random(1), initial=bootstrap_state(M), config=config, **kw)  # type: ignore[arg-type]
+    """n2 of ``membership`` (M), following n1 (term 2, heard at incarnation inc1) and just
+    heard from it: a healthy member."""
+    initial = bootstrap_state(membership)
+    node = cls("n2", rng=random.Random(1), initial=initial, config=config, **kw)  # type: ignore[arg-type]
     node.step(
         AppendEntries(
             term=2,
@@ -106,6 +111,7 @@ FORGERIES: dict[str, tuple[Message, str]] = {
         forged_append("n1", 2, incarnation="forged"),
         "incarnation",
     ),
+    "append as the leader, nothing attested": (forged_append("n1", 2), "incarnation"),
     "snapshot from a made-up peer": (forged_snapshot("mallory"), "stranger"),
     "vote request from a made-up peer": (
         RequestVote(term=9, src="mallory", dst="n2", last_log_index=99, last_log_term=9),
@@ -156,6 +162,75 @@ def test_the_real_leader_is_still_heard_after_forgeries() -> None:
     assert s.refused_messages == len(FORGERIES)
 
 
+UNBOUND = Membership(voters=frozenset({"n1", "n2", "n3"}))
+"""M as a bootstrap configuration lists it: no member bound to an incarnation yet (the runtime
+binds them with a later change, runtime/membership.py ``record_incarnations``)."""
+
+
+def test_a_follower_hears_its_live_leaders_id_only_at_the_incarnation_it_hears_it_at() -> None:
+    """Red team (tests/api/test_redteam_raft.py): while a follower's configuration binds the
+    leader to no incarnation yet, a hello under the leader's id with a made-up incarnation (or
+    naming none) had its AppendEntries taken as the leader's: a forged credit mint committed.
+    Every message type from the live leader's id at another incarnation is refused now."""
+    forgeries: list[Message] = [
+        forged_append("n1", 2, incarnation="forged"),
+        forged_append("n1", 2),  # a hello naming no incarnation: nothing attested
+        forged_append("n1", 3, incarnation="forged"),  # a term ahead
+        attrs.evolve(forged_snapshot("n1"), term=2, sender_incarnation="forged"),
+        Heartbeat(term=2, src="n1", dst="n2", commit=2, sender_incarnation="forged"),
+        TimeoutNow(term=2, src="n1", dst="n2", sender_incarnation="forged"),
+        RequestVote(
+            term=3,
+            src="n1",
+            dst="n2",
+            last_log_index=9,
+            last_log_term=2,
+            transfer=True,
+            sender_incarnation="forged",
+        ),
+    ]
+    node = follower(membership=UNBOUND)
+    for i, msg in enumerate(forgeries, 1):
+        before = node.status()
+        node.step(msg)
+        rd = node.ready()
+        after = node.status()
+        assert view(after) == view(before), msg
+        assert after.refused == (("incarnation", i),), msg
+        assert not rd.messages and not rd.messages_after_persist and rd.snapshot is None
+    # The leader itself, at the incarnation it is heard at, is still heard.
+    node.step(forged_append("n1", 2, incarnation="inc1"))
+    node.ready()
+    assert (node.status().leader, node.status().last_index) == ("n1", 3)
+    # Once the leader went quiet, its term still has one leader at one incarnation: a
+    # forgery of that term is refused ...
+    for _ in range(node.config.election_ticks_min):
+        node.tick()
+    node.ready()
+    assert node.status().role is Role.FOLLOWER and node.status().leader == "n1"
+    late = attrs.evolve(forged_append("n1", 2, incarnation="forged"), prev_log_index=3)
+    node.step(late)
+    assert node.status().refused == (("incarnation", len(forgeries) + 1),)
+    assert node.status().last_index == 3
+    # ... but the id at another incarnation may lead a later term (a member replaced while
+    # this node's configuration lags: senders.py), and is then heard at that one.
+    replaced = attrs.evolve(forged_append("n1", 3, incarnation="inc1b"), prev_log_index=3)
+    replaced = attrs.evolve(
+        replaced, prev_log_term=2, entries=(Entry(term=3, index=4, kind=EntryKind.NOOP),)
+    )
+    node.step(replaced)
+    node.ready()
+    s = node.status()
+    assert (s.term, s.leader, s.last_index) == (3, "n1", 4)
+    node.step(attrs.evolve(replaced, sender_incarnation="inc1"))
+    assert node.status().refused[-1] == ("incarnation", len(forgeries) + 2)
+    # The core without the rule (the simulator's mutant) takes the first forgery: the mint.
+    mutant = follower(LiveLeaderAnyIncarnation, membership=UNBOUND)
+    mutant.step(forgeries[0])
+    mutant.ready()
+    assert mutant.status().last_index == 3 and mutant.status().refused_messages == 0
+
+
 def rule(
     msg: Message,
     current: Membership,
@@ -189,10 +264,10 @@ def test_the_legitimate_cases_of_the_rule() -> None:
     # went quiet (no live leader) ...
     assert rule(hb("n9"), old, live=None) is None
     # ... or once it follows it; but not while it follows a live leader.
-    assert rule(hb("n9"), old, live="n9") is None
+    assert rule(hb("n9"), old, live="n9", live_inc=None) is None
     assert rule(hb("n9"), old, live="n1") == "stranger"
     # A removed leader handing over (TimeoutNow) is still the leader we follow.
-    assert rule(TimeoutNow(term=3, src="n9", dst="n2"), old, live="n9") is None
+    assert rule(TimeoutNow(term=3, src="n9", dst="n2"), old, live="n9", live_inc=None) is None
     # Vote requests from strangers only while we follow no live leader (the election's own
     # rules then judge the candidate: simulator, 3 nodes, seed 7115); answers never.
     vote = RequestVote(term=3, src="n9", dst="n2", last_log_index=9, last_log_term=3)
@@ -221,10 +296,15 @@ def test_the_legitimate_cases_of_the_rule() -> None:
         )
         is None
     )
-    # An attested incarnation is checked only where the configuration binds one.
-    assert rule(forged_append("n1", 2, incarnation="x"), old) is None
+    # An attested incarnation is checked where the configuration binds one, and against the
+    # incarnation we hear our live leader at: a configuration that binds the leader to none
+    # yet does not make its id at another incarnation our leader.
+    assert rule(forged_append("n3", 2, incarnation="x"), old) is None
+    assert rule(forged_append("n1", 2, incarnation="x"), old) == "incarnation"
+    assert rule(forged_append("n1", 2, incarnation="x"), old, live_inc=None) is None
     assert rule(forged_append("n1", 2, incarnation="x"), M) == "incarnation"
-    assert rule(forged_append("n1", 2), M) is None  # nothing attested: nothing to compare
+    assert rule(forged_append("n3", 2), M, live_inc=None) is None  # nothing to compare
+    assert rule(forged_append("n1", 2), M) == "incarnation"  # not the one we hear it at
     # Our listing may be the stale one (the leader was replaced while we lagged): a leader of
     # another incarnation is adopted when we follow none, and then heard at that incarnation.
     assert rule(forged_append("n1", 2, incarnation="x"), M, live=None) is None
@@ -408,7 +488,7 @@ def test_an_oversized_snapshot_is_refused_before_anything_is_held() -> None:
     node = follower(config=RaftConfig(max_snapshot_bytes=64))
     before = node.status()
     part = forged_snapshot("n1", b"x" * 32, total=128)
-    node.step(attrs.evolve(part, done=False, term=2))
+    node.step(attrs.evolve(part, done=False, term=2, sender_incarnation="inc1"))
     node.ready()
     after = node.status()
     assert view(after) == view(before)
@@ -426,14 +506,16 @@ def test_a_snapshot_the_state_machine_cannot_restore_is_refused_and_the_node_kee
 
     node = follower(snapshot_check=check)
     before = node.status()
-    garbage = attrs.evolve(forged_snapshot("n1", b"\xa1\x61a\x01"), term=2)
+    garbage = attrs.evolve(
+        forged_snapshot("n1", b"\xa1\x61a\x01"), term=2, sender_incarnation="inc1"
+    )
     node.step(garbage)
     rd = node.ready()
     after = node.status()
     assert rd.snapshot is None  # nothing to store, nothing to restore
     assert view(after) == view(before) and after.refused == (("snapshot_data", 1),)
     assert checked == [b"\xa1\x61a\x01"]
-    good = attrs.evolve(forged_snapshot("n1", b"good"), term=2)
+    good = attrs.evolve(forged_snapshot("n1", b"good"), term=2, sender_incarnation="inc1")
     node.step(good)
     rd = node.ready()
     assert rd.snapshot is not None and rd.snapshot.meta.index == 50
@@ -450,6 +532,7 @@ def test_a_configuration_entry_that_does_not_decode_is_refused() -> None:
         prev_log_term=2,
         entries=(Entry(term=2, index=3, kind=EntryKind.CONFIG, data=b"\xff not json"),),
         commit=2,
+        sender_incarnation="inc1",
     )
     node.step(bad)  # once stored, the node would crash at every start
     node.ready()

@@ -24,6 +24,7 @@ from univrs.raft.ready import InitialState, RaftConfig, Role
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.packing import Packing
+from univrs.runtime.payload import MAX_PAYLOAD_VERSION, UnsupportedPayloadVersion
 from univrs.runtime.snapshots import SnapshotChecker
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
@@ -96,6 +97,12 @@ class MemCluster:
     _incarnation: int = 0
     # Each process's NodeMetrics (a registry of its own), by node id: the latest start's.
     metrics: dict[str, NodeMetrics] = attrs.field(factory=dict)
+    # The newest entry payload version a node's processes apply (default: this code's), and
+    # what each node announced when it last started (its hellos: every runtime hears them).
+    max_payload_versions: dict[str, int] = attrs.field(factory=dict)
+    announced: dict[str, int] = attrs.field(factory=dict)
+    # Processes that stopped on an entry they cannot apply (``UnsupportedPayloadVersion``).
+    failures: dict[str, UnsupportedPayloadVersion] = attrs.field(factory=dict)
 
     @classmethod
     def build(cls, nursery: trio.Nursery, ids: Sequence[str], seed: int = 1) -> MemCluster:
@@ -138,6 +145,8 @@ class MemCluster:
             snapshot_check=SnapshotChecker() if self.check_snapshots else None,
         )
         metrics = self.metrics[node_id] = NodeMetrics(lambda: runtime.status())
+        max_version = self.max_payload_versions.get(node_id, MAX_PAYLOAD_VERSION)
+        self.announced[node_id] = max_version
         runtime = RaftRuntime(
             core=core,
             sm=ClusterStateMachine(),
@@ -148,6 +157,8 @@ class MemCluster:
             proposal_depth=self.proposal_depth,
             packing=self.packing,
             metrics=metrics,
+            payload_versions=lambda: {n: (None, v) for n, v in self.announced.items()},
+            max_payload_version=max_version,
         )
         self.runtimes[node_id] = runtime
         await self.nursery.start(self._run, node_id, runtime)
@@ -160,7 +171,21 @@ class MemCluster:
         try:
             with trio.CancelScope() as scope:
                 self._scopes[node_id] = scope
-                await runtime.run(task_status=task_status)
+                try:
+                    await runtime.run(task_status=task_status)
+                except UnsupportedPayloadVersion as exc:
+                    self.failures[node_id] = exc
+                except BaseExceptionGroup as group:  # raised inside the runtime's nursery
+                    match, rest = group.split(UnsupportedPayloadVersion)
+                    if match is None:
+                        raise
+                    leaf: BaseException = match
+                    while isinstance(leaf, BaseExceptionGroup):
+                        leaf = leaf.exceptions[0]
+                    assert isinstance(leaf, UnsupportedPayloadVersion)
+                    self.failures[node_id] = leaf
+                    if rest is not None:
+                        raise rest from None
         finally:
             done.set()
 

@@ -23,6 +23,8 @@ def test_an_unrestorable_stored_snapshot_names_the_data_dir_and_what_to_do(
         garbage = cbor2.dumps({"format": "univrs-snapshot", "version": 1})  # valid CBOR
         opened.storage.save_snapshot(meta, garbage)
     finally:
+        if opened.state_env is not None:  # the LMDB state backend: its env is behind (at 0)
+            opened.state_env.close()
         opened.storage.close()
     with pytest.raises(StorageError) as err:
         open_storage(config)

@@ -17,6 +17,7 @@ from univrs.runtime.events import Propose, ProposeBatch
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import (
     EXACT_DEPTH,
+    UnsupportedPayloadVersion,
     batch_payload,
     decode_entry,
     decode_own_entry,
@@ -135,12 +136,28 @@ def test_a_batch_payload_decodes_to_its_commands_on_every_path() -> None:
         ([2, 5, []], "no list of commands"),
         ([2, 5, "x"], "no list of commands"),
         ([2, -1, []], "time"),
-        ([3, 5, []], "version 1"),
+        ([0, 5, []], "version 1"),
     ],
 )
 def test_a_bad_batch_payload_fails_whole(doc: Any, why: str) -> None:
     reason = decode_entry(codec.encode_plain(doc))
     assert isinstance(reason, str) and why in reason
+
+
+def test_a_newer_payload_version_is_not_answered_but_refused_to_apply() -> None:
+    """A version this code does not know comes from a newer leader: answering it with an
+    error would diverge, so decoding raises (the apply loop stops the node). The old code
+    answered [3, ...] with an error; a node limited to version 1 refuses version 2 alike."""
+    with pytest.raises(UnsupportedPayloadVersion, match="payload version 3"):
+        decode_entry(codec.encode_plain([3, 5, []]))
+    batch = encode_payload_doc(create("w"), 5)[0]
+    assert decode_entry(batch, max_version=1) == ([create("w")], 5, False)  # version 1 reads
+    _, doc = batch_payload(
+        [encode_payload_doc(create(f"w{i}"), 5)[1] for i in range(2)],  # type: ignore[misc]
+        [encode_payload_doc(create(f"w{i}"), 5)[0] for i in range(2)],
+    )
+    with pytest.raises(UnsupportedPayloadVersion, match="up to 1"):
+        decode_own_entry(b"", doc, max_version=1)
 
 
 def test_a_bad_command_in_a_batch_fails_alone() -> None:

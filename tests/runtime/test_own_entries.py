@@ -106,9 +106,9 @@ async def test_the_leader_does_not_decode_its_own_entries_and_replicas_agree(
     decoded: list[bytes] = []
     real = decode_entry
 
-    def counting(data: bytes) -> Any:
+    def counting(data: bytes, *args: Any) -> Any:
         decoded.append(data)
-        return real(data)
+        return real(data, *args)
 
     monkeypatch.setattr(applier_module, "decode_entry", counting)
     cluster = MemCluster.build(nursery, IDS)

@@ -95,11 +95,7 @@ def job(*indexes: int, hs: HardState | None = None, after: tuple[Message, ...] =
 class SendsFirst(StorageWriter):
     """A mutant: acknowledges a job when it is submitted, before its write."""
 
-    def submit(
-        self,
-        job: PersistJob | InstallJob | StorageTask,
-        on_durable: Callable[[], None] | None = None,
-    ) -> None:
+    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
         if isinstance(job, PersistJob):
             for msg in job.after_persist:
                 self.send(msg)
@@ -109,7 +105,7 @@ class SendsFirst(StorageWriter):
                 entries=job.entries,
                 after_persist=(),
             )
-        super().submit(job, on_durable)
+        super().submit(job)
 
 
 def make(cls: type[StorageWriter], store: BlockingStore) -> StorageWriter:

@@ -2,7 +2,7 @@
 linearizable reads (``ReadCoalescer``).
 
 Writes are batched by the runtime, not here: the driver gathers concurrent proposals into one
-``propose_many`` with one batch in flight (univrs/runtime/driver.py, "Proposal batching"), so
+``propose_many`` with one batch in flight (univrs/runtime/batching.py), so
 the API calls ``RaftRuntime.propose`` (one write) or ``propose_together`` (a fast-protocol
 frame's writes, one hand-off: ``RaftStateStore.submit_many``).
 """

@@ -5,10 +5,19 @@ a command back (so a ``StateStore`` write is sent as the request the leader woul
 A forwarded request carries ``hops=1`` (a node never forwards a forwarded request again: it
 answers ``not-leader``) and the caller's token and address, never the node's own: the leader
 authorizes the caller again, so forwarding cannot raise anyone's rights (docs/security.md).
+
+Per frame, not per request (issue 14): ``call_many`` forwards the writes of one client frame
+as one hop: queued on the connection together (one frame to the leader, which runs them as
+one frame: one task, one proposal hand-off), waited for by the caller's one task under one
+cancel scope per distinct deadline, each answered on its own (its result, or its own error:
+the leader's answer, ``Timeout`` at its deadline, ``ConnectionLost`` if the connection broke,
+with ``outcome_unknown`` once it was sent) and reported as it comes. ``call`` is the same for
+one request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -16,10 +25,11 @@ import trio
 
 from univrs.api import convert as cv
 from univrs.api.auth import ANONYMOUS, Caller
-from univrs.client.connection import Connection
+from univrs.client.connection import Connection, answer_of
 from univrs.client.protocol import MAX_HOPS
-from univrs.errors import ConnectionLost, NotLeader, Timeout, Unavailable
+from univrs.errors import ConnectionLost, NotLeader, Timeout, Unavailable, UnivrsError
 from univrs.net.tls import TlsContexts
+from univrs.runtime.waiter import Waiter
 from univrs.sm.commands import (
     CloseSession,
     Command,
@@ -38,7 +48,22 @@ from univrs.sm.commands import (
     UpdateWorkload,
 )
 
-__all__ = ["Forwarder", "request_of"]
+__all__ = ["ForwardAnswer", "ForwardCall", "Forwarder", "request_of"]
+
+
+@attrs.frozen
+class ForwardCall:
+    """One already-built request of ``Forwarder.call_many``: what ``Forwarder.call`` takes."""
+
+    op: str
+    args: dict[str, Any]
+    key: tuple[str, int] | None
+    deadline: float
+    caller: Caller = ANONYMOUS
+
+
+# A forwarded request's answer: (result, meta), or the error ``Forwarder.call`` would raise.
+ForwardAnswer = tuple[Any, dict[str, Any] | None] | UnivrsError
 
 
 @attrs.define(eq=False)
@@ -102,10 +127,7 @@ class Forwarder:
             conn = await self.connection(address)
         if scope.cancelled_caught:
             raise Unavailable(f"could not reach the leader at {address} in time")
-        remaining = deadline - trio.current_time()
-        # The leader gets a slightly shorter deadline, so its answer (even a timeout) arrives
-        # before ours runs out.
-        timeout_ms = max(1, int(remaining * 1000) - 50)
+        timeout_ms = _leader_timeout_ms(deadline - trio.current_time())
         with trio.move_on_at(deadline) as scope:
             return await conn.request(
                 op,
@@ -116,15 +138,106 @@ class Forwarder:
                 token=caller.token,
                 client=caller.address,
             )
-        raise Timeout(
-            f"the leader at {address} did not answer in time; the write may or may not have "
-            "been applied: retry it with its idempotency key"
-        )
+        raise _too_late(address)
+
+    async def call_many(
+        self,
+        address: str,
+        calls: Sequence[ForwardCall],
+        report: Callable[[list[tuple[int, ForwardAnswer]]], None],
+    ) -> None:
+        """Forward ``calls`` to the leader at ``address`` as one hop (see the module
+        docstring): ``report`` gets (position in ``calls``, answer) of each, in groups as they
+        come; every call is reported once before this returns (unless cancelled)."""
+        latest = max(c.deadline for c in calls)
+        try:
+            with trio.move_on_at(latest) as scope:
+                conn = await self.connection(address)
+        except UnivrsError as exc:  # cannot connect (not sent), or refused: as ``call``
+            report([(k, exc) for k in range(len(calls))])
+            return
+        if scope.cancelled_caught:
+            report([(k, _unreachable(address)) for k in range(len(calls))])
+            return
+        now = trio.current_time()
+        early: list[tuple[int, ForwardAnswer]] = []
+        queued: list[tuple[int, int, Waiter[dict[str, Any]]]] = []
+        for k, c in enumerate(calls):
+            if now >= c.deadline:
+                early.append((k, _unreachable(address)))
+                continue
+            try:
+                rid, waiter = conn.queue(
+                    c.op,
+                    c.args,
+                    key=c.key,
+                    timeout_ms=_leader_timeout_ms(c.deadline - now),
+                    hops=MAX_HOPS,
+                    token=c.caller.token,
+                    client=c.caller.address,
+                )
+            except ConnectionLost as exc:
+                early.append((k, exc))
+                continue
+            queued.append((k, rid, waiter))
+        if early:
+            report(early)
+        try:
+            pending = queued
+            while pending:
+                earliest = min(calls[k].deadline for k, _, _ in pending)
+                # One bare cancel scope per distinct deadline (a frame's requests share one).
+                with trio.CancelScope(deadline=earliest):
+                    for _, _, waiter in pending:
+                        if not waiter.done:
+                            await waiter.settled()
+                now = trio.current_time()
+                settled: list[tuple[int, ForwardAnswer]] = []
+                waiting = []
+                for item in pending:
+                    k, rid, waiter = item
+                    if waiter.done:
+                        conn.forget(rid)
+                        settled.append((k, _answer(waiter)))
+                    elif now >= calls[k].deadline:
+                        conn.forget(rid)
+                        settled.append((k, _too_late(address)))
+                    else:
+                        waiting.append(item)
+                report(settled)
+                pending = waiting
+        finally:
+            for _, rid, _ in queued:
+                conn.forget(rid)
 
     def close(self) -> None:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+
+
+def _leader_timeout_ms(remaining: float) -> int:
+    """The leader gets a slightly shorter deadline, so its answer (even a timeout) arrives
+    before ours runs out."""
+    return max(1, int(remaining * 1000) - 50)
+
+
+def _unreachable(address: str) -> Unavailable:
+    return Unavailable(f"could not reach the leader at {address} in time")
+
+
+def _too_late(address: str) -> Timeout:
+    return Timeout(
+        f"the leader at {address} did not answer in time; the write may or may not have "
+        "been applied: retry it with its idempotency key"
+    )
+
+
+def _answer(waiter: Waiter[dict[str, Any]]) -> ForwardAnswer:
+    try:
+        return answer_of(waiter.result())
+    except UnivrsError as exc:  # the leader's answer, or ConnectionLost
+        return exc
 
 
 def _with_version(args: dict[str, Any], expected: int | None) -> dict[str, Any]:

@@ -44,9 +44,10 @@ sending) ends a keyless write at once with ``outcome-unknown``, and its deadline
 attempt did not apply.
 
 ``submit_many`` runs a fast-protocol frame's writes: on the leader their first attempts go to
-the runtime in one hand-off (``RaftRuntime.propose_together``) and are waited for together; a
-write whose attempt needs another continues alone on ``submit``'s loop with the attempts made
-so far, so the rules above hold per write.
+the runtime in one hand-off (``RaftRuntime.propose_together``) and are waited for together; on
+a follower they go to the leader as one hop (``Forwarder.call_many``: one frame); a write
+whose attempt needs another continues alone on ``submit``'s loop with the attempts made so
+far, so the rules above hold per write.
 
 The result of a write is the object as it is on the executing node right after the write
 applied (a later write may already show), with ``meta["index"]``: the log index the write
@@ -77,7 +78,7 @@ import trio
 from univrs import errors as base
 from univrs.api.auth import ANONYMOUS, CATCH_UP_SECONDS, Authority, Caller
 from univrs.api.batcher import ReadCoalescer
-from univrs.api.forward import Forwarder, request_of
+from univrs.api.forward import ForwardAnswer, ForwardCall, Forwarder, request_of
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
@@ -95,7 +96,7 @@ from univrs.errors import (
     Unavailable,
     UnivrsError,
 )
-from univrs.raft.ready import Role
+from univrs.raft.ready import Role, Status
 from univrs.runtime.proposals import Outcome, WriteAttempts
 from univrs.runtime.waiter import Waiter
 from univrs.sm.commands import (
@@ -397,8 +398,9 @@ class RaftStateStore(StateStore):
     async def _applied(self, index: int, deadline: float) -> None:
         runtime = self.node.runtime
         with trio.move_on_at(deadline) as scope:
-            while runtime.sm.revision < index:  # versions are revisions
-                await runtime.wait_changed()
+            # Versions are revisions, not log indexes (a batch entry holds several): wait on
+            # the watch history's revision (the state machine's), woken by applies only.
+            await runtime.watch_hub.wait_beyond(index - 1)
         if scope.cancelled_caught:
             raise Timeout(
                 f"the write applied at index {index} on the leader but not yet on this node"
@@ -439,8 +441,11 @@ class RaftStateStore(StateStore):
         ``_attempt_write`` handles its own: a write that needs another attempt (``NotLeader``,
         ``ProposalDropped``, a keyed ``OutcomeUnknown``) continues on the per-write path with
         its ``WriteAttempts`` carried over, so the retry and outcome-unknown rules are the same
-        code. On a follower (or mid-election) every write takes the per-write path (it is
-        forwarded, or waits for a leader) concurrently. ``answered`` (if given) is called with
+        code. On a follower that knows the leader the writes' first attempts go to it as one
+        hop (``Forwarder.call_many``), each outcome handled as ``_attempt_write`` handles a
+        forwarded attempt's (one that needs another continues on the per-write path, as
+        above); with no leader known every write takes the per-write path (it waits for a
+        leader). ``answered`` (if given) is called with
         the (index, answer) of the writes answered since its last call, as they come (a
         write's deadline does not wait for the others')."""
         answers = _Answers([None] * len(writes), answered)
@@ -449,8 +454,11 @@ class RaftStateStore(StateStore):
         # The writes that continue on the per-write path: (index, after an attempt?).
         later: list[tuple[int, bool]] = []
         batch: list[tuple[int, Envelope, dict[str, Any]]] = []
-        if runtime.status().role is not Role.LEADER:
-            later = [(i, False) for i in range(len(writes))]
+        # On a follower: the leader, its address and the writes forwarded to it as one hop.
+        forward: tuple[str, str, list[int]] | None = None
+        status = runtime.status()
+        if status.role is not Role.LEADER:
+            forward = self._forwardable(status, writes, answers, later)
         else:
             now = trio.current_time()
             sm = runtime.sm
@@ -481,17 +489,135 @@ class RaftStateStore(StateStore):
                 batch.append((i, proposed, extra))
         answers.flush()
 
-        def go_on(i: int, retry: bool) -> None:  # continue write i alone, now
-            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i)
+        def go_on(i: int, retry: bool, hint: str | None = None) -> None:  # write i alone, now
+            nursery.start_soon(self._continue, writes[i], retry, attempts[i], answers, i, hint)
 
         async with trio.open_nursery() as nursery:
             for i, retry in later:
                 go_on(i, retry)
             if batch:
                 await self._propose_batch(writes, batch, attempts, answers, go_on)
+            if forward is not None:
+                await self._forward_batch(*forward, writes, attempts, answers, go_on)
         slots = answers.slots
         assert all(a is not None for a in slots)
         return slots  # type: ignore[return-value]
+
+    def _forwardable(
+        self,
+        status: Status,
+        writes: Sequence[Submission],
+        answers: _Answers,
+        later: list[tuple[int, bool]],
+    ) -> tuple[str, str, list[int]] | None:
+        """On a follower: (leader, its address, the writes of ``submit_many`` to forward to it
+        as one hop), the others added to ``later`` (the per-write path decides them: no
+        known leader, a forwarded request, the node's own write) or answered (a bad key, the
+        deadline passed)."""
+        leader = status.leader
+        address = None if leader is None else self._leader_address(status, leader)
+        if leader is None or leader == status.id or address is None:
+            later.extend((i, False) for i in range(len(writes)))
+            return None
+        now = trio.current_time()
+        chosen: list[int] = []
+        for i, sub in enumerate(writes):
+            if sub.hops >= MAX_HOPS or sub.write.caller is _NODE_ITSELF:
+                later.append((i, False))  # answered not-leader there, as ``submit`` does
+                continue
+            try:
+                check_key(sub.key)
+            except Exception as exc:
+                answers.set(i, exc)
+                continue
+            if now >= sub.deadline:
+                answers.set(i, self._expired(False))
+                continue
+            chosen.append(i)
+        answers.flush()
+        return (leader, address, chosen) if chosen else None
+
+    def _leader_address(self, status: Status, leader: str) -> str | None:
+        """Where to forward to ``leader``: its raft address (the fast protocol shares the
+        listener), with this node's ``[raft.dial]`` override applied, as its raft links."""
+        address = status.membership.address_of(leader)
+        if address is not None:
+            address = self.node.config.dial_addresses({leader: address})[leader]
+        return address
+
+    async def _forward_batch(
+        self,
+        leader: str,
+        address: str,
+        chosen: list[int],
+        writes: Sequence[Submission],
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[..., None],
+    ) -> None:
+        """A follower's first attempt of a frame's writes ``chosen`` (``submit_many``): one
+        hop to the leader (``Forwarder.call_many``), then each write's outcome as
+        ``_attempt_write`` handles a forwarded one's."""
+        calls = [
+            ForwardCall(w.write.op, w.write.args, w.key, w.deadline, w.write.caller)
+            for w in (writes[i] for i in chosen)
+        ]
+        reported: set[int] = set()
+
+        def report(settled: list[tuple[int, ForwardAnswer]]) -> None:
+            for k, answer in settled:
+                reported.add(k)
+                self._forwarded(chosen[k], answer, leader, address, attempts, answers, go_on)
+            answers.flush()
+
+        try:
+            await self.forwarder.call_many(address, calls, report)
+        except Exception as exc:  # a bug: the writes not answered yet report it
+            for k, i in enumerate(chosen):
+                if k not in reported:
+                    answers.set(i, exc)
+            answers.flush()
+
+    def _forwarded(
+        self,
+        i: int,
+        answer: ForwardAnswer,
+        leader: str,
+        address: str,
+        attempts: list[WriteAttempts],
+        answers: _Answers,
+        go_on: Callable[..., None],
+    ) -> None:
+        """Write ``i``'s forwarded attempt ended with ``answer``: its answer, or it goes on
+        alone (the rules of ``_attempt_write`` for a forwarded attempt)."""
+        if not isinstance(answer, UnivrsError):
+            self._count_forward("ok")
+            result, meta = answer
+            answers.set(i, (result, meta or {}))
+            return
+        exc = answer
+        self._count_forward(exc.code)
+        attempt = attempts[i]
+        if isinstance(exc, ConnectionLost):
+            if exc.outcome_unknown and not attempt.failed(Outcome.UNKNOWN):
+                answers.set(
+                    i,
+                    OutcomeUnknown(
+                        f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} broke "
+                        "after the write was sent)"
+                    ),
+                )
+                return
+            go_on(i, True)  # let our own view of the leader catch up, then again
+            return
+        if not isinstance(exc, Unavailable) or exc.outcome_unknown:
+            # An answer (not found, conflict ...) or an unknown outcome.
+            answers.set(i, _after_unknown(exc) if attempt.refusal_is_unknown() else exc)
+            return
+        if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
+            go_on(i, False, exc.leader_hint)  # it is not the leader (any more): follow its hint
+            return
+        go_on(i, True)  # nothing applied: retry when the view moved
 
     async def _propose_batch(
         self,
@@ -585,15 +711,17 @@ class RaftStateStore(StateStore):
         attempts: WriteAttempts,
         answers: _Answers,
         i: int,
+        hint: str | None = None,
     ) -> None:
         """The rest of write ``i`` of ``submit_many`` on the per-write path: ``submit``'s rules
         with the attempts made so far (``retry``: after a first attempt that needs another,
-        which pauses first as ``_attempt_write`` does)."""
+        which pauses first as ``_attempt_write`` does; ``hint``: the leader a node named when
+        it refused a forwarded attempt)."""
         try:
             if retry:
                 await self._settle(sub.deadline)
             answer: WriteAnswer = await self._attempt_write(
-                sub.write, sub.key, sub.deadline, sub.hops, attempts
+                sub.write, sub.key, sub.deadline, sub.hops, attempts, hint=hint
             )
         except UnivrsError as exc:
             answer = _after_unknown(exc) if attempts.refusal_is_unknown() else exc
@@ -610,6 +738,8 @@ class RaftStateStore(StateStore):
         hops: int,
         attempts: WriteAttempts,
         caller: Caller = ANONYMOUS,
+        *,
+        hint: str | None = None,
     ) -> tuple[Any, dict[str, Any]]:
         """The attempts of ``submit``; ``attempts`` (univrs/runtime/proposals.py, the rules the
         simulator runs too) notes as soon as an attempt may have applied the command. A
@@ -617,7 +747,6 @@ class RaftStateStore(StateStore):
         is, because the state machine answers a retried key with the first response."""
         runtime = self.node.runtime
         envelope = write.envelope
-        hint: str | None = None
         while True:
             if trio.current_time() >= deadline:
                 raise self._expired(attempts.maybe_applied)
@@ -681,9 +810,7 @@ class RaftStateStore(StateStore):
                     "node has no token of its own to forward it with): in-process callers act "
                     "for a caller (RaftStateStore.acting_for) whose token the leader checks",
                 )
-            address = status.membership.address_of(leader)
-            if address is not None:  # this node's [raft.dial] override, like its raft links
-                address = self.node.config.dial_addresses({leader: address})[leader]
+            address = self._leader_address(status, leader)
             if address is None:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:

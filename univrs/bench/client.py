@@ -490,8 +490,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster(s) (3)")
     parser.add_argument(
         "--batch-entries",
-        action="store_true",
-        help="the local cluster packs writes into batch entries (raft.batch_entries)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the local cluster packs writes into batch entries or not (raft.batch_entries; "
+        "default: the node's default, on)",
     )
     parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
     parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
@@ -576,7 +578,11 @@ def main(argv: list[str] | None = None) -> int:
                     folder / "univrs",
                     args.nodes,
                     args.log_level,
-                    ("batch_entries = true\n" if args.batch_entries else "")
+                    (
+                        ""
+                        if args.batch_entries is None
+                        else f"batch_entries = {str(args.batch_entries).lower()}\n"
+                    )
                     + ("read_lease = true\n" if args.reads else ""),
                 )
             result["univrs"] = trio.run(run_bench, endpoints, args, pids)

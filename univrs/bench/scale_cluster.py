@@ -298,9 +298,11 @@ def _wait(budget: Budget, cap: float, what: str, probe: Callable[[], T | None]) 
     return wait_for(probe, budget.timeout(cap, what), what, every=0.02)
 
 
-def restore_members(cluster: LocalCluster, backup: pathlib.Path, budget: Budget) -> list[float]:
-    """``univrs snapshot restore`` into every member's data dir (one process each, in turn);
-    the seconds each took."""
+def restore_members(
+    cluster: LocalCluster, backup: pathlib.Path, budget: Budget, backend: str = "lmdb"
+) -> list[float]:
+    """``univrs snapshot restore`` into every member's data dir (one process each, in turn;
+    with ``backend`` lmdb it builds the state env too); the seconds each took."""
     members = [n for n in cluster.nodes if n.node_id not in cluster.spares]
     raft = ",".join(f"{n.node_id}={n.raft_addr}" for n in members)
     apis = ",".join(f"{n.node_id}={n.api_addr}" for n in members)
@@ -311,7 +313,7 @@ def restore_members(cluster: LocalCluster, backup: pathlib.Path, budget: Budget)
             [sys.executable, "-m", "univrs", "snapshot", "restore", str(backup),
              "--data-dir", str(n.data_dir), "--node-id", n.node_id,
              "--initial-cluster", raft, "--initial-cluster-api", apis,
-             "--initial-cluster-token", TOKEN],
+             "--initial-cluster-token", TOKEN, "--state-backend", backend],
             capture_output=True,
             text=True,
             timeout=budget.timeout(3600, f"the restore of {n.node_id}"),
@@ -349,7 +351,7 @@ def run_cluster(
         backup = folder / "seed.snap"
         write_backup(data, index=index, term=term, path=backup)
         progress("restoring the members' data dirs")
-        took = restore_members(cluster, backup, clock)
+        took = restore_members(cluster, backup, clock, backend or "lmdb")
         backup.unlink()
         out["offline_restore_s"] = round(max(took), 3)
         progress("starting the 3 members")

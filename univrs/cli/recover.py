@@ -67,6 +67,7 @@ def recover(data_dir: str, dry_run: bool, cluster_id: str | None, as_json: bool)
             "cluster_id": result.cluster_id,
             "term": result.term,
             "config_index": result.config_index,
+            "state": result.state,
         }
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
@@ -81,6 +82,12 @@ def recover(data_dir: str, dry_run: bool, cluster_id: str | None, as_json: bool)
         f"{b.commit}); new configuration at index {result.config_index}, term {result.term}"
     )
     click.echo(f"new incarnation {result.incarnation} (was {b.incarnation})")
+    if result.state == "kept":
+        click.echo("state.lmdb kept (restamped with the new cluster id): the start resumes from it")
+    elif result.state != "none":
+        click.echo(
+            f"state.lmdb {result.state}; the next start rebuilds it from the snapshot and the log"
+        )
     click.echo(
         f'if its config file sets raft.cluster_id, set it to "{result.cluster_id}"; '
         "old members with their old data are refused (another cluster id)"

@@ -174,6 +174,14 @@ def _member_list(text: str, what: str) -> dict[str, str]:
     help="A value unique to the new cluster, the same on every member (needed for several "
     "members without --cluster-id; not a credential).",
 )
+@click.option(
+    "--state-backend",
+    type=click.Choice(["lmdb", "memory"]),
+    default="lmdb",
+    show_default=True,
+    help="The node's [state] backend: with lmdb the data dir gets its state.lmdb built from "
+    "the file, so the first start resumes from it (memory: none is built).",
+)
 def restore(
     file: str,
     data_dir: str,
@@ -182,6 +190,7 @@ def restore(
     initial_cluster_api: str | None,
     cluster_id: str | None,
     initial_cluster_token: str | None,
+    state_backend: str,
 ) -> None:
     """Build the data dir of one member of a NEW cluster from a snapshot file.
 
@@ -214,6 +223,7 @@ def restore(
             members=members,
             cluster_id=cluster_id,
             token=initial_cluster_token,
+            state_backend=state_backend,
         )
     except BadBackup as exc:
         fail(f"corrupt snapshot file: {exc}", EXIT_ANSWERED)
@@ -223,4 +233,5 @@ def restore(
         f"restored {node_id} into {result.data_dir}: cluster {result.cluster_id} (was "
         f"{backup.header.cluster_id}), snapshot at index {result.index} (term {result.term}), "
         f"voters {', '.join(result.voters)}, incarnation {result.incarnation}"
+        + (", state.lmdb built" if result.state_backend == "lmdb" else "")
     )

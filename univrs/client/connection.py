@@ -54,6 +54,14 @@ RECEIVE_BUFFER = 256 * 1024
 CLOSE_TIMEOUT = 0.5
 
 
+def answer_of(resp: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """(result, meta) of a raw response; raises the UnivrsError the node answered with."""
+    if "error" in resp:
+        raise error_from_plain(resp["error"])
+    meta = resp.get("meta")
+    return resp.get("ok"), meta if isinstance(meta, dict) else None
+
+
 def _lost(address: str, why: str, *, sent: bool) -> ConnectionLost:
     exc = ConnectionLost(f"connection to {address} lost: {why}")
     exc.outcome_unknown = sent
@@ -174,6 +182,48 @@ class Connection:
             raise error_from_plain(resp["error"])
         meta = resp.get("meta")
         return resp.get("ok"), meta if isinstance(meta, dict) else None
+
+    def queue(
+        self,
+        op: str,
+        args: dict[str, Any],
+        *,
+        key: tuple[str, int] | None = None,
+        timeout_ms: int | None = None,
+        hops: int = 0,
+        token: str | None = None,
+        client: str | None = None,
+    ) -> tuple[int, Waiter[dict[str, Any]]]:
+        """Queue one request without waiting: its id and the waiter of its raw response
+        (``answer_of`` reads it). Requests queued in one go leave in one frame (if it fits).
+        The caller must ``forget`` the id once it stops waiting, answered or not (a node
+        forwarding a client frame's writes queues them together: univrs/api/forward.py).
+        Raises ConnectionLost (not sent) on a closed connection."""
+        if self._closed is not None:
+            raise _lost(self.address, self._closed, sent=False)
+        rid = self._next_id
+        self._next_id += 1
+        waiter: Waiter[dict[str, Any]] = Waiter()
+        self._pending[rid] = waiter
+        self._outbox.append(
+            Request(
+                id=rid,
+                op=op,
+                args=args,
+                key=key,
+                timeout_ms=timeout_ms,
+                hops=hops,
+                token=token,
+                client=client,
+            )
+        )
+        self._wakeup.set()
+        return rid, waiter
+
+    def forget(self, rid: int) -> None:
+        """Stop waiting for request ``rid`` (``queue``): an unsent request is not sent."""
+        self._pending.pop(rid, None)
+        self._handed.discard(rid)
 
     def close(self) -> None:
         """Close the connection; waiting callers get ConnectionLost."""

@@ -87,14 +87,14 @@ class NodeConfig:
     # reconciles on every change and at least this often; 0 turns it off (instances are then
     # created by clients).
     reconcile_resync_ms: int = 10_000
-    # Where the state machine lives ([state] backend, docs/state-at-scale.md): "memory"
-    # (restored from the snapshot and the log at every start) or "lmdb" (data_dir/state.lmdb,
-    # resumed after its applied index).
-    state_backend: str = "memory"
+    # Where the state machine lives ([state] backend, docs/state-at-scale.md): "lmdb" (the
+    # default: data_dir/state.lmdb, resumed after its applied index) or "memory" (restored
+    # from the snapshot and the log at every start).
+    state_backend: str = "lmdb"
     # Batch entries (docs/runtime.md, "Batch entries"): the leader packs concurrent writes into
-    # one log entry (payload version 2). Off by default: a node older than payload version 2
-    # would not apply such entries, so turn it on only once every member reads them.
-    batch_entries: bool = False
+    # one log entry (payload version 2). On by default: the leader packs them only while
+    # every member announced that it applies them (univrs/runtime/capabilities.py).
+    batch_entries: bool = True
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);

@@ -19,7 +19,11 @@ an optional key keeps every version able to read every other's hello:
   incarnation the receiver no longer has). See ``RaftTransport``;
 * ``batch`` (true or absent): the sender reads batch frames (several messages in one frame,
   ``univrs.codec.encode_batch``) on the connections it accepts. A node sends batch frames to
-  a peer only once that peer's hello said so: a node of an older version never gets one.
+  a peer only once that peer's hello said so: a node of an older version never gets one;
+* ``payload`` (an integer from 1 to 65535; absent: 1): the newest log entry payload version
+  the sender applies (univrs/runtime/payload.py). A leader packs batch entries (version 2)
+  only while every member announced 2 (univrs/runtime/capabilities.py). Any other value (not
+  an integer, out of range) is a malformed hello: the connection is refused like any other.
 
 ``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
 connection (a stale address after a membership change must not deliver messages to the wrong
@@ -49,6 +53,7 @@ _MAX_INCARNATION = 64
 # '.', '_' and '-' only, never control characters.
 # A log index (the sender's configuration's) fits the codec's unsigned 64-bit range.
 _MAX_INDEX = 2**63 - 1
+_MAX_PAYLOAD_VERSION = 0xFFFF
 _INCARNATION_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{_MAX_INCARNATION}}}")
 
 
@@ -68,6 +73,7 @@ class Hello:
     config_index: int = 0
     bound: bool = False
     batch: bool = False  # the sender reads batch frames
+    payload: int = 1  # the newest entry payload version the sender applies
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -91,6 +97,8 @@ def encode_hello(hello: Hello) -> bytes:
         doc["bound"] = True
     if hello.batch:
         doc["batch"] = True
+    if hello.payload != 1:
+        doc["payload"] = hello.payload
     return cbor2.dumps(doc)
 
 
@@ -140,6 +148,15 @@ def decode_hello(data: bytes | str) -> Hello:
     batch = doc.get("batch", False)
     if not isinstance(batch, bool):
         raise ProtocolError("hello field 'batch' is not a boolean")
+    payload = doc.get("payload", 1)
+    if (
+        not isinstance(payload, int)
+        or isinstance(payload, bool)
+        or not 1 <= payload <= _MAX_PAYLOAD_VERSION
+    ):
+        raise ProtocolError(
+            f"hello field 'payload' is not an integer in [1, {_MAX_PAYLOAD_VERSION}]"
+        )
     return Hello(
         version=version,
         cluster=fields["cluster"],
@@ -151,4 +168,5 @@ def decode_hello(data: bytes | str) -> Hello:
         config_index=cfg,
         bound=bound,
         batch=batch,
+        payload=payload,
     )

@@ -121,7 +121,9 @@ class RaftInbound:
     _counters: dict[NodeId, PeerCounters]
     _inbound: dict[NodeId, InboundConnection]
     _learned: dict[NodeId, str]
+    _contested: set[NodeId]
     _reads_batches: dict[NodeId, bool]
+    _payload_versions: dict[NodeId, tuple[str | None, int]]
     _warned_refusals: set[tuple[str, str | None, str]]
     _rejected: int
     _refused_certificates: int
@@ -191,8 +193,9 @@ class RaftInbound:
                 previous.scope.cancel()  # the peer redialed: its old connection is dead or dying
             counters.inbound += 1
             if hello.incarnation is not None:
-                self._learned[hello.src] = hello.incarnation
+                self._learn(hello.src, hello.incarnation)
             self._reads_batches[hello.src] = hello.batch
+            self._payload_versions[hello.src] = (hello.incarnation, hello.payload)
             if hello.addr is not None and self._advertised.get(hello.src) != hello.addr:
                 self._advertised[hello.src] = hello.addr
                 if hello.src == self._source:
@@ -219,6 +222,29 @@ class RaftInbound:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose()
 
+    def _learn(self, peer: NodeId, incarnation: str) -> None:
+        """Note the incarnation ``peer``'s hello named (``peer_incarnations``: what a leader
+        binds unbound members to). Hellos are the sender's say-so: while our configuration
+        binds ``peer`` to no incarnation, a second one under its id (a forger's made-up one,
+        or a wiped data dir: either way not the member we first heard) contests the id, and
+        a contested id is not offered for binding (one WARNING). Binding the newest hello's
+        let a forger's hello, in the window after a bootstrap, bind a member's id to the
+        forger: the real member refused, the forger counted as it."""
+        seen = self._learned.get(peer)
+        if seen is None or seen == incarnation or self.bound_incarnation(peer) is not None:
+            self._learned[peer] = incarnation
+            return
+        if peer not in self._contested:
+            self._contested.add(peer)
+            log.warning(
+                "two incarnations under one unbound member id %s (%s, then %s): not binding "
+                "it; if its data dir was replaced, rejoin it with `univrs cluster join "
+                "--replace`",
+                peer,
+                seen,
+                incarnation,
+            )
+
     def _unlisted_connections(self) -> int:
         return sum(1 for nid in self._inbound if nid not in self._configured)
 
@@ -232,15 +258,23 @@ class RaftInbound:
         unlisted = [
             nid
             for nid in dict.fromkeys(
-                [*self._counters, *self._learned, *self._advertised, *self._reads_batches]
+                [
+                    *self._counters,
+                    *self._learned,
+                    *self._advertised,
+                    *self._reads_batches,
+                    *self._payload_versions,
+                ]
             )
             if nid not in keep
         ]
         for nid in unlisted[: max(0, len(unlisted) - MAX_UNLISTED_PEERS)]:
             self._counters.pop(nid, None)
             self._learned.pop(nid, None)
+            self._contested.discard(nid)
             self._advertised.pop(nid, None)
             self._reads_batches.pop(nid, None)
+            self._payload_versions.pop(nid, None)
 
     async def _refuse(
         self, ws: WebSocketConnection, remote: str, who: str, code: int, reason: str

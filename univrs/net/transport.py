@@ -32,8 +32,10 @@ Theory of operation.
   ``recheck_incarnations``: inbound connections from an incarnation the configuration no
   longer lists are closed, and links whose expectation changed (or that stopped) redial.
   The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
-  records in the configuration. Every message delivered carries its connection's hello
-  incarnation in ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
+  records in the configuration; an unbound id whose hellos named two incarnations is
+  contested and never offered (a forger's hello must not bind a member's id to itself).
+  Every message delivered carries its connection's hello incarnation in
+  ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
   a sender let in because it claims a binding newer than our listing (that claim is the
   sender's say-so): the core checks it again against the configuration it holds, which may
   have moved on, and hears a sender of another incarnation than it lists only as a leader
@@ -157,6 +159,10 @@ class RaftTransport(RaftInbound):
     # Whether our hellos say we read batch frames (``decode`` does; False only makes this node
     # look like an older one, for tests of mixed versions).
     read_batches: bool = True
+    # The newest entry payload version our hellos say we apply (``Hello.payload``): the
+    # runtime's (univrs/runtime/payload.py ``MAX_PAYLOAD_VERSION``, which the node passes); 1,
+    # the default, announces nothing, like a node older than the announcement.
+    payload_version: int = 1
     connector: Connector = trio.open_tcp_stream
     advertise_addr: str | None = None
     dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
@@ -181,10 +187,15 @@ class RaftTransport(RaftInbound):
     _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
     _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
     _inbound: dict[NodeId, InboundConnection] = attrs.field(factory=dict, init=False)
-    # Incarnations named by the hellos we accepted, newest per peer.
+    # Incarnations named by the hellos we accepted, newest per peer (the first per unbound
+    # peer: a second one contests it, inbound.py ``_learn``).
     _learned: dict[NodeId, str] = attrs.field(factory=dict, init=False)
+    # Unbound peers whose hellos named two incarnations: never offered for binding.
+    _contested: set[NodeId] = attrs.field(factory=set, init=False)
     # Whether the newest hello we accepted from a peer said it reads batch frames.
     _reads_batches: dict[NodeId, bool] = attrs.field(factory=dict, init=False)
+    # (incarnation, payload version) that the newest hello we accepted from a peer named.
+    _payload_versions: dict[NodeId, tuple[str | None, int]] = attrs.field(factory=dict, init=False)
     # (peer, its incarnation, our reason) already logged at WARNING: one line per incarnation.
     _warned_refusals: set[tuple[str, str | None, str]] = attrs.field(factory=set, init=False)
     _warned_unknown: set[NodeId] = attrs.field(factory=set, init=False)
@@ -303,8 +314,15 @@ class RaftTransport(RaftInbound):
         self._warned_unknown -= set(wanted)
 
     def peer_incarnations(self) -> dict[NodeId, str]:
-        """The incarnation each peer named in the last hello we accepted from it."""
-        return dict(self._learned)
+        """The incarnation each peer named in the last hello we accepted from it; a peer our
+        configuration binds to none whose hellos named two is left out (contested: a forger
+        or a wiped data dir, inbound.py ``_learn``)."""
+        return {n: i for n, i in self._learned.items() if n not in self._contested}
+
+    def peer_payload_versions(self) -> dict[NodeId, tuple[str | None, int]]:
+        """Per peer: the incarnation and the entry payload version named by the newest hello
+        we accepted from it (univrs/runtime/capabilities.py)."""
+        return self._payload_versions
 
     def stopped_links(self) -> dict[NodeId, str]:
         """Peers we stopped sending to (they refused our incarnation or are not the one we
@@ -393,6 +411,7 @@ class RaftTransport(RaftInbound):
             config_index=config_index,
             bound=bound,
             batch=self.read_batches,
+            payload=self.payload_version,
         )
         return encode_hello(hello)
 

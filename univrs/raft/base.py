@@ -10,6 +10,8 @@ extending the one below it::
     SnapshotLayer  compaction.py  snapshot_taken, compaction, InstallSnapshot answers/receiving
     FollowerLayer  follower.py    the AppendEntries receiver, commit, truncation
     ElectionLayer  election.py    PreVote, votes, leases, becoming (pre-)candidate
+    GateLayer      gate.py        what a message must pass first: the term bound, the sender
+                                  rule (senders.py), vouches, in-lease answers
     RaftNode       node.py        the public API and message dispatch
 
 The rule: a layer calls only methods of its own layer or of the layers below it, so every

@@ -6,8 +6,9 @@ Events go in (``tick``, ``step``, ``propose*``, ``read_index``, ``persisted``, `
 ``campaign``, ``transfer_leader``); nothing blocks and nothing is sent directly. Output
 accumulates and leaves through ``ready()`` (see univrs/raft/ready.py for the ordering
 contract). This file holds the public API and message dispatch, on top of a chain of layers that
-each extend the one below (base.py explains the rule): ``ElectionLayer`` (election.py),
-``FollowerLayer`` (follower.py: the AppendEntries receiver), ``SnapshotLayer``
+each extend the one below (base.py explains the rule): ``GateLayer`` (gate.py: what a message
+must pass before it is acted on: the term bound, the sender rule, vouches), ``ElectionLayer``
+(election.py), ``FollowerLayer`` (follower.py: the AppendEntries receiver), ``SnapshotLayer``
 (compaction.py: snapshots, compaction, InstallSnapshot receiving), ``LeaderLayer`` (leader.py:
 replication, commit, ReadIndex confirmation, snapshot streaming) and ``NodeBase`` (base.py:
 the fields and role changes).
@@ -35,7 +36,7 @@ import attrs
 
 from univrs.errors import NotLeader, ProposalDropped
 from univrs.raft.base import SnapshotCheck
-from univrs.raft.election import ElectionLayer
+from univrs.raft.gate import MAX_TERM, GateLayer
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory, voter_changes
 from univrs.raft.messages import (
@@ -76,30 +77,22 @@ from univrs.raft.ready import (
     Status,
 )
 from univrs.raft.rng import Rng
-from univrs.raft.senders import (
-    REFUSED_ENTRY,
-    REFUSED_TERM,
-    listed_sender,
-    sender_refusal,
-    undecodable_config,
-)
 
 _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
-MAX_TERM = 1 << 62
-"""Messages with a term above this are refused (``Status.refused`` counts them, reason "term")."""
+__all__ = ["MAX_TERM", "RaftNode"]
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class RaftNode(ElectionLayer):
+class RaftNode(GateLayer):
     """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
 
     Overridable hooks (small methods the real logic goes through; the simulator's mutants
     break them on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
     ``_read_needs_quorum_check``, ``_max_inflight_config_changes``, ``_snapshot_resume_ticks``
     (leader.py), ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit``
-    (compaction.py), ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal``
-    (here: who may send us messages, univrs/raft/senders.py).
+    (compaction.py), ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal`` and
+    ``_live_incarnation`` (gate.py: who may send us messages, univrs/raft/senders.py).
     """
 
     def __init__(
@@ -206,52 +199,12 @@ class RaftNode(ElectionLayer):
 
     def step(self, msg: Message) -> None:
         """Handle a message from a peer. Stale or unexpected messages are dropped, never raise."""
-        if msg.dst != self.id or msg.src == self.id:
-            return
-        if msg.term > MAX_TERM:
-            # No honest node gets near 2^62 terms (one election a millisecond for a hundred
-            # million years); a forged one would make every term after it unencodable and stop
-            # elections for good. Refused and counted, never adopted.
-            self._refuse(REFUSED_TERM)
-            return
-        refusal = self._sender_refusal(msg)
-        if refusal is not None:
-            self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
-            return
-        if (
-            isinstance(msg, RequestVoteResponse)
-            and msg.leader is not None
-            and not msg.granted
-            and msg.term >= self._term
-            and msg.term > self._vouched_term
-            and self._listed(msg)
-        ):
-            # A member we list follows msg.leader in msg.term (a hint of a stale term is
-            # ignored; an unlisted sender's never gets here): that leader may lead us in
-            # that term even if our configuration does not list it yet (senders.py).
-            self._vouched_term, self._vouched = msg.term, msg.leader
-        if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
-            self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
-            return
+        if not self._admit(msg):
+            return  # not for us, or refused and counted (gate.py, senders.py)
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
                 if not msg.transfer and self._in_lease(msg.pre_vote):
-                    # A live leader exists: do not let this candidate disrupt it. Without
-                    # unlisted_leaders, tell it our term and leader (a member that lags behind
-                    # the configuration adding our leader needs a listed member's word for
-                    # it); with them, stay silent as before.
-                    hint = self._leader_hint()
-                    if hint is not None:
-                        self._send(
-                            RequestVoteResponse(
-                                term=self._term,
-                                src=self.id,
-                                dst=msg.src,
-                                granted=False,
-                                pre_vote=msg.pre_vote,
-                                leader=hint,
-                            )
-                        )
+                    self._answer_in_lease(msg)  # a live leader exists: no disruption (gate.py)
                     return
                 if not msg.pre_vote:
                     self._become_follower(msg.term, None)
@@ -262,8 +215,9 @@ class RaftNode(ElectionLayer):
         elif msg.term < self._term:
             self._answer_stale(msg)
             return
-        if isinstance(msg, _FROM_LEADER) and msg.sender_incarnation is not None:
-            # The incarnation we hear this leader at (the sender rule holds us to it).
+        if isinstance(msg, _FROM_LEADER):
+            # The incarnation we hear this leader at (None: not attested): while it is our
+            # live leader, the sender rule refuses its id at any other (senders.py).
             self._leader_incarnation = (msg.src, msg.sender_incarnation)
         if isinstance(msg, AppendEntries):
             if self._follow(msg.src):
@@ -591,47 +545,6 @@ class RaftNode(ElectionLayer):
             if pr.match > last:
                 bad(f"{peer}: match {pr.match} beyond last index {last}")
         return out
-
-    def _sender_refusal(self, msg: Message) -> str | None:
-        """Why ``msg``'s sender may not send to us (None: it may): the membership rule of
-        univrs/raft/senders.py. A hook: the simulator's AcceptStrangers mutant disables it."""
-        if self._role is Role.LEADER:
-            live: NodeId | None = self.id
-        elif self._leader is not None and self._election_elapsed < self.config.election_ticks_min:
-            live = self._leader
-        else:
-            live = None
-        followed, inc = self._leader_incarnation
-        configs = self._configs
-        # Without unlisted_leaders: the term and leader an unlisted leader may be heard at.
-        unlisted_term: int | None = None
-        unlisted_leader: NodeId | None = None
-        if self._led_term == self._term:
-            unlisted_term, unlisted_leader = self._term, self._led_by  # the one we followed
-        elif self._vouched_term == self._term:
-            unlisted_term, unlisted_leader = self._term, self._vouched  # a listed member's
-        return sender_refusal(
-            msg,
-            me=self.id,
-            current=configs.current,
-            committed=configs.committed(self._commit),
-            live_leader=live,
-            live_incarnation=inc if followed == live else None,
-            tracked=self._progress,
-            unlisted_leaders=self.config.unlisted_leaders,
-            unlisted_leader_term=unlisted_term,
-            unlisted_leader=unlisted_leader,
-            unlisted_incarnation=inc
-            if unlisted_leader is not None and followed == unlisted_leader
-            else None,
-        )
-
-    def _listed(self, msg: Message) -> bool:
-        """Is ``msg``'s sender a member our configurations list, at its bound incarnation?"""
-        configs = self._configs
-        return listed_sender(
-            msg, current=configs.current, committed=configs.committed(self._commit)
-        )
 
     # ========================================================================= roles ==
 

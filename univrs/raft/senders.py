@@ -48,6 +48,17 @@ it must let through (docs/core-api.md, "Who may send a message"):
   attested with when we adopted it), whatever the configuration says: a leader that
   removed itself hands leadership over with TimeoutNow once the removal commits
   (dissertation 3.10, 4.2.2), when its followers list it no more.
+* And only at that incarnation: while this node follows a live leader it hears at an
+  attested incarnation, every message under that leader's id from another one, or with
+  none attested, is refused (``incarnation``), whatever the configuration binds and
+  whatever the message's type or term; so is every message of the node's current term under
+  the id of the leader it followed in that term, live or not (a term has one leader, at one
+  incarnation). A configuration that binds the leader to no
+  incarnation yet (a bootstrap one, until the leader's binding change reaches this node)
+  cannot tell the forgery apart: a hello under the leader's id with a made-up incarnation
+  had its AppendEntries taken as the leader's and committed a forged mint (red team,
+  tests/api/test_redteam_raft.py). Once the leader went quiet, its id at another
+  incarnation may lead again (a replaced member) and is heard at that one.
 * A node whose configuration is empty (a new data dir waiting to be joined, a wiped one)
   judges no sender: it has no state to protect and no list to check against.
 * Vote and pre-vote requests from an unknown sender only while this node follows no live
@@ -153,6 +164,7 @@ def sender_refusal(
     unlisted_leader_term: int | None = None,
     unlisted_leader: NodeId | None = None,
     unlisted_incarnation: str | None = None,
+    held_leader: NodeId | None = None,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -167,17 +179,27 @@ def sender_refusal(
     ``unlisted_incarnation``, the incarnation it was heard at, when known) or the one a listed
     member vouched for in that term (None: no one).
     A listed id of another incarnation is still heard while it follows no live leader.
+    ``held_leader`` (default ``live_leader``): the id held to ``live_incarnation``, also the
+    leader of the node's current term for a message of that term once its lease lapsed (one
+    leader a term, at one incarnation).
     """
     src = msg.src
     if not current.voters and not current.learners:
         return None  # an empty configuration (a data dir yet to be filled) knows no one
+    attested = msg.sender_incarnation
+    held = live_leader if held_leader is None else held_leader
+    if src == held and live_incarnation is not None and attested != live_incarnation:
+        # Our live leader's id from another incarnation than the one we hear it at (or from a
+        # connection that names none): not our leader, whatever the configuration binds. A
+        # configuration that binds no incarnation to the leader yet let such a forgery through
+        # as the leader (its AppendEntries committed a credit mint; docs/security.md).
+        return REFUSED_INCARNATION
     if _lists(current, src):
         config: Membership | None = current
     elif _lists(committed, src) or src in tracked:
         config = committed
     else:
         config = None
-    attested = msg.sender_incarnation
     if config is not None:
         bound = config.incarnation_of(src)
         if attested is None or bound is None or attested == bound:
@@ -185,8 +207,8 @@ def sender_refusal(
         # Another incarnation than our listing: either our listing is the stale one (the
         # transport lets a sender whose binding is newer through) or a forgery.
     # A stranger, or a member of another incarnation: only our leader, or a leader to adopt.
-    if src == live_leader and (live_incarnation is None or attested in (None, live_incarnation)):
-        return None  # the leader we follow (a change we appended may have removed it)
+    if src == live_leader:
+        return None  # the leader we follow, at its incarnation (a change may have removed it)
     if isinstance(msg, _FROM_LEADER) and (
         not _lists(current, me)
         or (

@@ -27,6 +27,12 @@ This node's own entries (a proposal waits at the entry's index and term) are rea
 plain document the proposer encoded, not decoded from their bytes again, when it round-trips
 exactly (univrs/runtime/payload.py says why that applies what the followers decode).
 
+A committed entry of a payload version newer than this node applies stops the node
+(``UnsupportedPayloadVersion``, logged at CRITICAL with the index): answering it with an error
+would make this replica diverge from the ones that apply it. A leader proposes batch entries
+only once every member announced it applies them (univrs/runtime/capabilities.py), so this
+happens only to a node started with older code on a log that already holds them.
+
 Entries the installed snapshot already covers are skipped. Only this loop changes the state
 machine, the applied index and the applied membership (``RuntimeView.applied_membership``).
 """
@@ -44,7 +50,12 @@ from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.raft.messages import Entry, EntryKind, SnapshotMeta, decode_membership
 from univrs.raft.ready import SnapshotInstall
 from univrs.runtime.events import Applied, Propose, ProposeBatch
-from univrs.runtime.payload import decode_entry, decode_own_entry
+from univrs.runtime.payload import (
+    MAX_PAYLOAD_VERSION,
+    UnsupportedPayloadVersion,
+    decode_entry,
+    decode_own_entry,
+)
 from univrs.runtime.ports import Metrics
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import SnapshotChecker, restore
@@ -78,6 +89,9 @@ class Applier:
     # Appended proposals by index (the driver adds them; this loop settles them).
     # A batch entry's proposals wait as one ``ProposeBatch`` (univrs/runtime/packing.py).
     pending: PendingProposals[Propose | ProposeBatch] = attrs.field(factory=PendingProposals)
+    # The newest entry payload version this node applies (lower only in tests, to play a node
+    # of older code: univrs/runtime/payload.py).
+    max_payload_version: int = MAX_PAYLOAD_VERSION
     applied_index: int = attrs.field(init=False)
     applied_term: int = attrs.field(init=False)
     _config_terms: dict[int, int] = attrs.field(factory=dict, init=False)  # index -> term
@@ -183,10 +197,17 @@ class Applier:
         sm, hub = self.sm, self.watch_hub
         if entry.kind is EntryKind.NORMAL:
             own = self.pending.own(entry.index, entry.term)
-            if own is not None and own.payload == entry.data:
-                decoded = decode_own_entry(entry.data, own.doc)  # not decoded again
-            else:
-                decoded = decode_entry(entry.data)
+            try:
+                if own is not None and own.payload == entry.data:
+                    decoded = decode_own_entry(entry.data, own.doc, self.max_payload_version)
+                else:
+                    decoded = decode_entry(entry.data, self.max_payload_version)
+            except UnsupportedPayloadVersion as exc:
+                log.critical(
+                    "stopping: committed entry of an unsupported payload version",
+                    extra={"index": entry.index, "term": entry.term, "reason": str(exc)},
+                )
+                raise
             if isinstance(decoded, str):
                 sm.mark_applied(index=entry.index, term=entry.term)
                 responses = [Failure(code=ErrorCode.INVALID_ARGUMENT, message=decoded)]

@@ -24,25 +24,19 @@ effects in the contract's order:
 Ticks come from a ticker task as events too, so the driver waits on its channel with no
 deadline of its own (a cancel scope per loop iteration cost more than the ticks).
 
-Proposal batching. The runtime, not its callers, decides how proposals are grouped: at most
-``proposal_depth`` batches (1 by default) are appended and not yet applied here. Proposals
-that arrive while that many are in flight wait in the open batch; when the batch in flight
-applies, the whole open batch becomes one ``propose_many`` (one log append, one fsync, one
-AppendEntries per follower), after one scheduling round, so that the proposers woken by that
-apply and the requests that arrived meanwhile are in it. With capacity free a proposal goes
-at the end of the step it arrived in (a lone client pays no extra latency). So the batch is
-the unit of pipelining, like Nagle's algorithm with ``proposal_depth`` segments in flight,
-however the callers' tasks are scheduled. Why depth 1: a batch costs far more than an entry
-(an append, an fsync, an AppendEntries and an ack per follower, a commit notice; about 3 ms
-of leader CPU against 0.25 ms per entry), and the writer syncs one batch at a time anyway;
-one batch in flight made the batches twice as large and cut the CPU per write by about a
-fifth (docs/api.md, Performance).
+Proposal batching (batching.py): at most ``proposal_depth`` batches (1 by default) are
+appended and not yet applied here; proposals that arrive meanwhile wait in the open batch,
+which goes as one ``propose_many`` once the batch in flight applies (after one scheduling
+round: ``_drive``), or at the end of the step it arrived in when there is room.
 
-``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself, and fires
-``wait_changed``, only after a step that can change what it watches: role, leader and term
-come with a Ready's soft state, term and commit with its hard state, the membership with its
-entries, truncation or snapshot, ``applied`` with an ``Applied`` report; a ``call`` may do
-anything.
+``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself only
+after a step that can change role, leader, term, commit, applied or the membership: role,
+leader and term come with a Ready's soft state, term and commit with its hard state, the
+membership with its entries, truncation or snapshot, ``applied`` with an ``Applied`` report;
+a ``call`` may do anything. ``wait_changed`` fires only when role, leader, term or a
+membership changed, never for commit or apply progress alone; a caller waiting for an index
+uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
+that reaches it).
 
 Nothing but the driver calls the core.
 
@@ -75,15 +69,17 @@ from typing import Any
 import attrs
 import trio
 
-from univrs.errors import NotLeader, OutcomeUnknown, ProposalDropped, Unavailable
+from univrs.errors import NotLeader, OutcomeUnknown, Unavailable
 from univrs.raft.interpreter import InstallJob, Persisted, PersistJob, execute, report_persisted
 from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Message, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
+from univrs.runtime.batching import DEFAULT_PROPOSAL_DEPTH, ProposalBatches
+from univrs.runtime.capabilities import Announced, batch_gate, no_announcements
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
-from univrs.runtime.payload import encode_payload_doc
+from univrs.runtime.payload import MAX_PAYLOAD_VERSION, encode_payload_doc
 from univrs.runtime.ports import (
     MEMORY_STATE,
     NO_METRICS,
@@ -104,8 +100,7 @@ from univrs.sm.state import ClusterStateMachine
 
 log = logging.getLogger("univrs.node")
 
-DEFAULT_PROPOSAL_DEPTH = 1  # proposal batches appended and not yet applied; see the docstring
-MAX_BATCH = 4096  # proposals in one propose_many at most (the rest go in the next batch)
+__all__ = ["DEFAULT_PROPOSAL_DEPTH", "RaftRuntime", "RuntimeStatistics"]
 
 
 def _no_peers(_peers: dict[str, str]) -> None:
@@ -160,6 +155,12 @@ class RaftRuntime:
     proposal_depth: int = DEFAULT_PROPOSAL_DEPTH
     # How proposals become entries: one each, or batch entries (univrs/runtime/packing.py).
     packing: Packing = attrs.field(factory=Packing)
+    # The payload versions the peers announced in their hellos (univrs/runtime/
+    # capabilities.py): batch entries are packed only while every member announced 2.
+    payload_versions: Callable[[], Announced] = no_announcements
+    # The newest entry payload version this node applies (lower only in tests, to play a node
+    # of older code; its transport then announces the same).
+    max_payload_version: int = MAX_PAYLOAD_VERSION
     view: RuntimeView = attrs.field(
         default=attrs.Factory(lambda self: RuntimeView(self.core), takes_self=True)
     )
@@ -171,15 +172,8 @@ class RaftRuntime:
     _writer: StorageWriter = attrs.field(init=False)
     _applier: Applier = attrs.field(init=False)
     _snapshots: Snapshotter = attrs.field(init=False)
-    # The open batch: proposals not yet handed to the core.
-    _batch: list[Propose] = attrs.field(factory=list, init=False)
-    # Last index of each appended batch not yet applied here; invariant: len <= proposal_depth
-    # while leading, empty otherwise.
-    _in_flight: collections.deque[int] = attrs.field(factory=collections.deque, init=False)
-    # This step's Applied report completed a batch in flight (see ``_drive``).
-    _released: bool = attrs.field(default=False, init=False)
-    _proposals: int = attrs.field(default=0, init=False)
-    _proposal_batches: int = attrs.field(default=0, init=False)
+    # The open batch and the batches in flight (batching.py).
+    _batches: ProposalBatches = attrs.field(init=False)
     _reads: dict[int, Waiter[int]] = attrs.field(factory=dict, init=False)
     # Unique across restarts: a random base per process (see the module docstring).
     _next_ctx: int = attrs.field(factory=lambda: 1 + secrets.randbits(62), init=False)
@@ -196,9 +190,14 @@ class RaftRuntime:
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
+    # Why batch entries are not packed now (None: they are), as last logged.
+    _gate: str | None = attrs.field(default="not yet evaluated", init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.view.core is self.core, "the view must show this runtime's core"
+        self._batches = ProposalBatches(
+            depth=self.proposal_depth, packing=self.packing, metrics=self.metrics
+        )
         sm, self._initial_sm = self._initial_sm, None
         assert sm is not None, "a runtime starts from a state machine"
         transport = self.transport
@@ -219,6 +218,7 @@ class RaftRuntime:
             on_restored=self._on_restored,
             watch_hub=self.watch_hub,
             adopt=self.state_backend.adopt,
+            max_payload_version=self.max_payload_version,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
@@ -272,8 +272,8 @@ class RaftRuntime:
         """Counters since this runtime started."""
         return RuntimeStatistics(
             storage_writes=self._writer.writes,
-            proposals=self._proposals,
-            proposal_batches=self._proposal_batches,
+            proposals=self._batches.proposals,
+            proposal_batches=self._batches.batches,
         )
 
     def status(self) -> Status:
@@ -282,8 +282,14 @@ class RaftRuntime:
         return self.view.status()
 
     async def wait_changed(self) -> None:
-        """Wait until the status next changes (role, leader, term, commit or applied)."""
+        """Wait until the role, leader, term or membership (the newest or the applied one)
+        next changes; commit and apply progress do not wake it (``wait_applied`` does)."""
         await self.view.wait_changed()
+
+    async def wait_applied(self, index: int) -> None:
+        """Wait until ``index`` is applied here (``applied_index >= index``); woken only by
+        the apply that reaches it. Callers bound it with a deadline."""
+        await self.view.wait_applied(index)
 
     def applied_config_term(self, index: int) -> int | None:
         """The term of the configuration entry applied at ``index`` here, if it was applied
@@ -391,7 +397,8 @@ class RaftRuntime:
                 await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
             self._handle(ev)
             held = self._drain()
-            if self._released and self._batch and held is None:
+            batches = self._batches
+            if batches.released and batches.open and held is None:
                 # The batch in flight just applied and woke its proposers. Let every task that
                 # is runnable now (those proposers; API readers with requests that arrived
                 # meanwhile) run once before the open batch goes, so that it goes whole: one
@@ -400,8 +407,8 @@ class RaftRuntime:
                 self._process_ready()
                 await trio.lowlevel.checkpoint()
                 held = self._drain()
-            self._released = False
-            self._flush_proposals()
+            batches.released = False
+            batches.flush(self.core, self._applier.pending, self._may_pack)
             self._process_ready()
 
     def _drain(self) -> object | None:
@@ -432,9 +439,9 @@ class RaftRuntime:
             self._last_contact[ev.src] = trio.current_time()
             self.core.step(ev)
         elif isinstance(ev, Propose):
-            self._batch.append(ev)
+            self._batches.open.append(ev)
         elif isinstance(ev, ProposeMany):
-            self._batch.extend(ev.proposals)
+            self._batches.open.extend(ev.proposals)
         elif ev is TICK:
             if self.core.config.read_lease:
                 self._catch_up_ticks()
@@ -442,11 +449,9 @@ class RaftRuntime:
                 self.core.tick()
         elif isinstance(ev, Applied):
             self._step_dirty = True
-            in_flight = self._in_flight
-            while in_flight and in_flight[0] <= ev.index:
-                in_flight.popleft()  # that batch applied: room for the open one
-                self._released = True
+            self._batches.applied(ev.index)  # may release a batch in flight
             self.core.applied(ev.index)
+            self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
         elif isinstance(ev, Read):
             ctx = self._next_ctx
             self._next_ctx += 1
@@ -479,29 +484,23 @@ class RaftRuntime:
             self._ticks_fed += 1
             core.tick()
 
-    def _flush_proposals(self) -> None:
-        """Propose the open batch if fewer than ``proposal_depth`` batches are in flight."""
-        while self._batch and len(self._in_flight) < self.proposal_depth:
-            batch = self._batch
-            live = [p for p in batch[:MAX_BATCH] if not p.waiter.done]
-            self._batch = batch[MAX_BATCH:]
-            if not live:
-                continue
-            entries = self.packing.pack(live)  # one entry each, or batch entries
-            try:
-                term, first = self.core.propose_many([e.payload for e in entries])
-            except (NotLeader, ProposalDropped) as exc:
-                for p in live:
-                    p.waiter.fail(exc)
-                self.metrics.proposals_dropped.inc(len(live))
-                continue
-            self._applier.pending.appended(term, first, entries)
-            self._in_flight.append(first + len(entries) - 1)
-            self._proposals += len(live)
-            self._proposal_batches += 1
-            self.metrics.proposals.inc(len(live))
-        if len(self._batch) > MAX_BATCH:  # waiting long (no quorum?): forget the abandoned
-            self._batch = [p for p in self._batch if not p.waiter.done]
+    def _may_pack(self, n: int) -> bool:
+        """May these ``n`` proposals go in batch entries? Only if packing is on, there are
+        several, and every member announced it applies them (univrs/runtime/capabilities.py).
+        A change of the answer is logged once."""
+        if not self.packing.enabled or n < 2 or self.max_payload_version < 2:
+            return False
+        # The core's newest configuration, not the view's: a configuration appended in this
+        # step (a member being added) must count before the entries that follow it.
+        configurations = (self.core.status().membership, self.applied_membership)
+        gate = batch_gate(self.node_id, configurations, self.payload_versions())
+        if gate != self._gate:
+            if gate is None:
+                log.info("batch entries on: every member applies them")
+            else:
+                log.info("batch entries paused", extra={"reason": gate})
+            self._gate = gate
+        return gate is None
 
     def _process_ready(self) -> None:
         if self.core.has_ready():
@@ -550,8 +549,8 @@ class RaftRuntime:
             if soft.role is Role.CANDIDATE:
                 self.metrics.elections.inc()
             if old is not None and old.role is Role.LEADER:
-                self._fail_batch(NotLeader(soft.leader))
-            self._in_flight.clear()  # a new leadership starts with nothing in flight
+                self._batches.fail_open(NotLeader(soft.leader))
+            self._batches.in_flight.clear()  # a new leadership starts with nothing in flight
         if old is None or old.leader != soft.leader:
             log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
             if soft.leader is not None:
@@ -579,11 +578,6 @@ class RaftRuntime:
         read = self._reads.pop(ctx, None)
         if read is not None:
             read.fail(Unavailable("the read could not be confirmed by a leader; retry"))
-
-    def _fail_batch(self, exc: Exception) -> None:
-        for p in self._batch:
-            p.waiter.fail(exc)
-        self._batch.clear()
 
     # ---------------------------------------------- the writer's and the apply loop's reports
 

@@ -96,8 +96,7 @@ async def change(
         return runtime.status().membership
     term, index = proposed
     with trio.move_on_after(timeout):
-        while runtime.applied_index < index:
-            await runtime.wait_changed()
+        await runtime.wait_applied(index)
         applied_term = runtime.applied_config_term(index)
         if applied_term == term or (
             applied_term is None and runtime.applied_membership == target[0]

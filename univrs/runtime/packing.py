@@ -1,7 +1,7 @@
 """Packing proposals into log entries: one entry per command, or batch entries.
 
-The driver hands the core one batch of proposals at a time (``propose_many``, driver.py
-"Proposal batching"). Without batch entries each proposal is one entry. With them
+The driver hands the core one batch of proposals at a time (``propose_many``,
+batching.py). Without batch entries each proposal is one entry. With them
 (``Packing.enabled``, the node setting ``raft.batch_entries``), consecutive proposals are
 packed into version-2 payloads (univrs/runtime/payload.py) of at most ``max_commands``
 commands and about ``max_bytes`` bytes, so a write pays one ``Entry``, one encoding in

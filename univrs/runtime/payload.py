@@ -15,10 +15,18 @@ an error response instead: for the whole entry when the payload itself is bad (n
 one of the forms above), for one command when only its envelope is bad (the other commands of
 its batch apply: the same on every replica, since they all decode the same bytes).
 
-Version 2 is proposed only by a runtime told so (``batch_entries``, off by default, the node
-setting ``raft.batch_entries``): a node that predates it would answer a version-2 entry with an
-error and change nothing while the others apply its commands, so a cluster turns it on only
-once every member reads version 2 (docs/runtime.md, "Batch entries"). Every node reads both.
+Version 2 is proposed only by a leader told so (the node setting ``raft.batch_entries``, on
+by default) and only while every member of its configuration has announced in its hello that
+it applies version 2 (``univrs/runtime/capabilities.py``): a node that predates version 2 would
+answer such an entry with an error and change nothing while the others apply its commands.
+Every node reads both.
+
+A newer version (``version > max_version``, this code's ``MAX_PAYLOAD_VERSION`` unless a test
+makes a node look older) is never answered with an error: every other replica may apply it,
+so answering it would make this one diverge. ``decode_entry`` raises
+``UnsupportedPayloadVersion`` and the apply loop stops the node with that message (upgrade it).
+Only a leader writes NORMAL payloads (clients send requests, never entry bytes), so such an
+entry comes from a newer member, never from a client.
 
 A batch is built by splicing the version-1 payloads its proposers encoded (``batch_payload``):
 the bytes of each envelope are reused as they are, no command is encoded twice. Only
@@ -50,10 +58,25 @@ from univrs.sm.plain import envelope_from_plain, envelope_to_plain
 
 PAYLOAD_VERSION = 1
 BATCH_VERSION = 2
+MAX_PAYLOAD_VERSION = BATCH_VERSION  # the newest payload version this code applies
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 EXACT_DEPTH = 16  # containers nested deeper than this are decoded from the bytes at apply
 
 _EXACT_SCALARS = frozenset({str, int, bool, type(None), bytes})
+
+
+class UnsupportedPayloadVersion(Exception):
+    """A committed entry carries a payload version newer than this node applies: the node
+    must stop (upgrade it) rather than answer it with an error and diverge."""
+
+    def __init__(self, version: int, max_version: int) -> None:
+        super().__init__(
+            f"a committed entry carries payload version {version}; this node applies versions "
+            f"up to {max_version} only: upgrade it (answering the entry with an error would "
+            "make this replica diverge from the others)"
+        )
+        self.version = version
+        self.max_version = max_version
 
 
 def encode_payload(envelope: Envelope, time_ms: int) -> bytes:
@@ -135,25 +158,31 @@ def _array_head(n: int) -> bytes:
 Decoded = tuple[list[Envelope | str], int, bool]
 
 
-def decode_entry(data: bytes) -> Decoded | str:
+def decode_entry(data: bytes, max_version: int = MAX_PAYLOAD_VERSION) -> Decoded | str:
     """(commands, time_ms, batched) of an entry payload of either version, or a one-line
-    reason why ``data`` is not a valid payload (every command of the entry fails alike)."""
+    reason why ``data`` is not a valid payload (every command of the entry fails alike).
+    Raises ``UnsupportedPayloadVersion`` for a version above ``max_version`` (see the module
+    docstring: the node must stop)."""
     try:
         doc: Any = codec.decode_plain(data, max_size=MAX_PAYLOAD_BYTES)
     except ProtocolError as exc:
         return f"entry payload is not valid CBOR: {exc}"
-    return _entry_from_doc(doc)
+    return _entry_from_doc(doc, max_version)
 
 
-def decode_own_entry(data: bytes, doc: list[Any] | None) -> Decoded | str:
+def decode_own_entry(
+    data: bytes, doc: list[Any] | None, max_version: int = MAX_PAYLOAD_VERSION
+) -> Decoded | str:
     """``decode_entry(data)`` for an entry this node encoded (``encode_payload_doc``,
     ``batch_payload``), read from ``doc`` when it may be: no CBOR decoding."""
     if doc is None or len(data) > MAX_PAYLOAD_BYTES:
-        return decode_entry(data)
-    return _entry_from_doc(doc)
+        return decode_entry(data, max_version)
+    return _entry_from_doc(doc, max_version)
 
 
-def _entry_from_doc(doc: Any) -> Decoded | str:
+def _entry_from_doc(doc: Any, max_version: int = MAX_PAYLOAD_VERSION) -> Decoded | str:
+    if isinstance(doc, list) and len(doc) == 3 and type(doc[0]) is int and doc[0] > max_version:
+        raise UnsupportedPayloadVersion(doc[0], max_version)
     if isinstance(doc, list) and len(doc) == 3 and doc[0] == BATCH_VERSION and type(doc[0]) is int:
         _, time_ms, plains = doc
         if not isinstance(time_ms, int) or isinstance(time_ms, bool) or time_ms < 0:

@@ -62,7 +62,8 @@ class Snapshotter:
         apply loop adopts it once it is stored: a persistent state is never ahead of the
         durable log, or a crash in between would leave a state the start must refuse)."""
         durable = trio.Event()
-        self.writer.submit(job, on_durable=durable.set)
+        self.writer.when_stored(job, durable.set)
+        self.writer.submit(job)
         self.applier.enqueue_install(install, durable)
 
     def restored(self, meta: SnapshotMeta) -> None:

@@ -156,17 +156,13 @@ class StorageWriter:
     writes: int = 0
     jobs_written: int = 0
 
-    def submit(
-        self,
-        job: PersistJob | InstallJob | StorageTask,
-        on_durable: Callable[[], None] | None = None,
-    ) -> None:
-        """Queue ``job`` behind everything submitted before; start it if the writer is idle.
-        ``on_durable`` (an ``InstallJob``'s): called on the loop once the snapshot is stored
-        (the apply loop adopts it into a persistent state only then)."""
-        if on_durable is not None:
-            assert isinstance(job, InstallJob)
-            self._install_done[id(job)] = on_durable
+    def when_stored(self, job: InstallJob, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the loop once ``job`` (to be submitted next) is stored (the apply
+        loop adopts a leader's snapshot into a persistent state only then)."""
+        self._install_done[id(job)] = fn
+
+    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
+        """Queue ``job`` behind everything submitted before; start it if the writer is idle."""
         self._queue.submit(job)
         if not self._busy:
             self._start_next()

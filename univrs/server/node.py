@@ -361,6 +361,7 @@ async def _run_once(
             packing=Packing.for_frames(
                 enabled=config.batch_entries, max_payload_size=config.max_payload_size
             ),
+            payload_versions=transport.peer_payload_versions,
             view=view,
             inbox=inbox,
             watch_hub=WatchHub(

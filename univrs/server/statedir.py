@@ -39,11 +39,12 @@ from univrs.errors import StorageError
 from univrs.raft.messages import EntryKind, Membership, SnapshotMeta, decode_membership
 from univrs.raft.ready import InitialState
 from univrs.sm.state import ClusterStateMachine
+from univrs.storage.datadir import STATE_ENV_DIR
 from univrs.storage.sm_tables import StateEnv
 
 log = logging.getLogger("univrs.node")
 
-STATE_DIR = "state.lmdb"
+STATE_DIR = STATE_ENV_DIR
 BACKENDS = ("memory", "lmdb")
 
 
@@ -85,7 +86,10 @@ def open_state(
     the state's applied index. ``restore`` restores the stored snapshot (the node's, with its
     error message). ``StorageError`` when the state cannot be used."""
     path = f"{data_dir}/{STATE_DIR}"
-    env = StateEnv(path)
+    try:
+        env = StateEnv(path)
+    except StorageError as exc:  # not an LMDB environment, or another one than a state env
+        raise StorageError(f"{exc}: {_fix(path)}") from None
     try:
         stamped = env.cluster_id()
         if stamped is not None and cluster_id is not None and stamped != cluster_id:
@@ -122,6 +126,11 @@ def open_state(
             "state opened",
             extra={"backend": "lmdb", "how": how, "applied": sm.last_applied_index},
         )
+    except StorageError as exc:
+        env.store.close()
+        if _fix(path) in str(exc):
+            raise
+        raise StorageError(f"{exc}: {_fix(path)}") from None  # it does not decode
     except BaseException:
         env.store.close()
         raise

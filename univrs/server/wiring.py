@@ -16,6 +16,7 @@ from univrs.net.settings import PEER_CONNECTIONS_PER_ADDRESS, TransportSettings
 from univrs.net.tls import TlsContexts, check_loaded, contexts_for
 from univrs.net.transport import RaftTransport, no_binding, unbound
 from univrs.raft.messages import Message, NodeId
+from univrs.runtime.payload import MAX_PAYLOAD_VERSION
 
 
 def transport_from_config(
@@ -54,6 +55,7 @@ def transport_from_config(
         bound_incarnation=bound_incarnation,
         own_binding=own_binding,
         tls=tls_contexts(config),
+        payload_version=MAX_PAYLOAD_VERSION,
     )
 
 

@@ -4,7 +4,7 @@ Theory of operation. A client sends a write to a node's API (``SimApi.write``, `
 its deadline, the node's API, like ``RaftStateStore.submit``:
 
 * on the leader: adds it to the node's proposal batch, which the node flushes with one
-  ``propose_many`` at the end of the current step (``RaftRuntime._flush_proposals``, which
+  ``propose_many`` at the end of the current step (``ProposalBatches.flush``, which
   may hold the batch longer: until the batch in flight applies; that changes when a proposal
   is appended, not the rules of its outcome); the
   appended proposal waits in the node's ``PendingProposals`` (univrs/runtime/proposals.py, the

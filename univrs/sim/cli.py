@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         default="off",
         help="read leases on, every node's clock drifting within or beyond the bound (default off)",
     )
+    p.add_argument(
+        "--state-backend",
+        choices=("memory", "lmdb"),
+        default="memory",
+        help="each node's state machine in memory (default) or persisted in LMDB, resumed "
+        "from it at a restart (univrs/sim/statestore.py)",
+    )
     p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     return p
@@ -76,6 +83,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         what += f", unlisted leaders {args.unlisted_leaders}"
     if args.lease != "off":
         what += f", lease reads with clocks {args.lease} the bound"
+    if args.state_backend != "memory":
+        what += f", state in {args.state_backend}"
     if args.seed is None or args.verbose:
         print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
 
@@ -94,7 +103,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"{s.replaced} replaced, {s.repairs} repairs, {s.diverged} diverged), "
                 f"{s.refused} messages refused (incarnation), {s.forged} forged "
                 f"({s.forged_refused} refused by the core), {s.batch_entries} batch entries "
-                f"({s.batched_writes} writes), {s.lease_reads} lease reads",
+                f"({s.batched_writes} writes), {s.lease_reads} lease reads"
+                + (
+                    f", {s.state_resumes} resumes from the state env ({s.state_rollbacks} after "
+                    "losing unsynced commits)"
+                    if args.state_backend == "lmdb"
+                    else ""
+                ),
                 file=out,
                 flush=True,
             )
@@ -108,6 +123,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         on_result=report,
         unlisted_leaders=unlisted,
         lease=args.lease,
+        state_backend=args.state_backend,
     )
     ran = summary.passed + (1 if summary.failure else 0)
     rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"

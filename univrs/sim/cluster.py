@@ -51,6 +51,7 @@ from univrs.sim.kv import BATCH_MARK, KvStore, WriteDecoder
 from univrs.sim.membership import Operator, address
 from univrs.sim.network import SimNetwork
 from univrs.sim.runtime import NodeFactory, ReadyRuntime, SimNode, incarnation_id
+from univrs.sim.statestore import LOSE_UNSYNCED, SimStateDirs
 
 __all__ = ["SIM_RAFT_CONFIG", "SimNode", "SimStats", "Simulation"]
 
@@ -103,6 +104,8 @@ class SimStats:
     lease_reads: int = 0  # lease reads issued (lease mode; checked like every read)
     batch_entries: int = 0  # committed entries carrying several writes (api.py ``_pack``)
     batched_writes: int = 0  # the writes they carry
+    state_resumes: int = 0  # LMDB state: starts that resumed from the env past the snapshot
+    state_rollbacks: int = 0  # LMDB state: crashes that lost the env's unsynced commits
 
 
 @attrs.define(eq=False)
@@ -140,6 +143,10 @@ class Simulation(ReadyRuntime):
     # "within" or "beyond" the configured bound (LEASE_CLOCK_PERIODS). Clocks and lease reads
     # draw from their own RNG: with "off" a seed runs exactly as before leases existed.
     lease: str = "off"
+    # Where each node's state machine lives: "memory", or "lmdb" (statestore.py: persisted in
+    # an LMDB env per data dir, resumed from it at a restart, a crash losing its unsynced
+    # commits half the time). Its RNG is its own: with "memory" a seed runs as before.
+    state_backend: str = "memory"
 
     rng: random.Random = attrs.field(init=False)
     node_ids: list[NodeId] = attrs.field(init=False)  # every node: initial voters and spares
@@ -166,10 +173,17 @@ class Simulation(ReadyRuntime):
         init=False, factory=dict
     )
     _seq: int = 0
+    state_dirs: SimStateDirs | None = attrs.field(init=False, default=None)
+    state_rng: random.Random = attrs.field(init=False)
+    state_resumes: int = attrs.field(init=False, default=0)
+    state_rollbacks: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if not 3 <= self.n_nodes <= 7:
             raise ValueError(f"the simulator runs 3 to 7 nodes, not {self.n_nodes}")
+        if self.state_backend not in ("memory", "lmdb"):
+            raise ValueError(f"state_backend must be memory or lmdb, not {self.state_backend!r}")
+        self.state_rng = random.Random(f"{self.seed}/state")
         self.rng = random.Random(self.seed)
         self.trace = deque(maxlen=self.trace_len)
         self.schedule = draw_schedule(self.rng, self.ticks, self.n_nodes)
@@ -273,6 +287,15 @@ class Simulation(ReadyRuntime):
 
     def run(self) -> SimStats:
         """Run the fault phase, then the quiet phase until liveness holds (or fails)."""
+        if self.state_backend == "lmdb":
+            self.state_dirs = SimStateDirs()
+        try:
+            return self._run()
+        finally:
+            if self.state_dirs is not None:
+                self.state_dirs.close()
+
+    def _run(self) -> SimStats:
         end_faults = self.ticks * TICK
         deadline = end_faults + self.quiet_ticks * TICK
         for sn in self.nodes.values():
@@ -337,6 +360,8 @@ class Simulation(ReadyRuntime):
             batch_entries=len(batches),
             batched_writes=sum(len(self.decoder.writes_of(e)) for e in batches),
             lease_reads=w.lease_reads,
+            state_resumes=self.state_resumes,
+            state_rollbacks=self.state_rollbacks,
         )
 
     def _client_step(self, _: None) -> None:
@@ -404,6 +429,9 @@ class Simulation(ReadyRuntime):
 
     def _stop(self, sn: SimNode) -> None:
         sn.raft = None
+        state = sn.disk.state  # the process died; half the time with its machine
+        if state is not None and state.crash(self.state_rng.random() < LOSE_UNSYNCED):
+            self.state_rollbacks += 1
         sn.paused = False
         sn.pause_fault = 0
         sn.backlog.clear()

@@ -15,11 +15,16 @@ Invariant: ``entries[k].index == base + 1 + k``; the stored snapshot (if any) is
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from univrs.raft.interpreter import MergedWrite
 from univrs.raft.messages import Entry, HardState, Membership, SnapshotMeta
 from univrs.raft.ready import InitialState
+
+if TYPE_CHECKING:
+    from univrs.sim.statestore import SimStateEnv
 
 NO_MEMBERS = Membership(voters=frozenset())
 
@@ -48,6 +53,9 @@ class SimDisk:
     # The incarnation of this data dir, chosen when it was created ("n3.2": n3's third disk).
     # A node with a new disk is a new member: configurations bind ids to incarnations.
     incarnation: str = ""
+    # The persistent state machine of this data dir (``state_backend = "lmdb"``,
+    # statestore.py; None: in memory, or not opened yet).
+    state: SimStateEnv | None = None
 
     @property
     def last_index(self) -> int:

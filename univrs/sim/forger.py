@@ -10,7 +10,10 @@ leads) and sends forged messages the cores must refuse by the membership rule fo
   index;
 * an AppendEntries that names the node's real leader as its sender, at the leader's term,
   from an incarnation the configuration does not bind to that id (the runtime attests it:
-  ``Message.sender_incarnation``);
+  ``Message.sender_incarnation``), or with no incarnation attested (what the runtime's
+  transport attests for a hello naming none while the configuration binds the leader to no
+  incarnation yet: the red team's window, where only the incarnation the node hears its live
+  leader at tells the forgery apart);
 * a vote request (a pre-vote or a real one, sometimes marked as a leader transfer, which
   passes the CheckQuorum lease) from the made-up peer, one term ahead with a log as up to date
   as the node's;
@@ -27,8 +30,8 @@ answer from a stranger. A core that accepted them would commit or install what n
 proposed, adopt a stranger's term and depose a working leader, or win an election without a
 majority. The simulator checks each forgery at once (invariant ``forgery-refused``: the core
 counts it refused and its term, vote, role, leader, log and commit are unchanged); the
-``accept-strangers``, ``stranger-votes-while-led`` and ``stranger-vote-answers`` mutants show
-it catches each rule's absence.
+``accept-strangers``, ``stranger-votes-while-led``, ``stranger-vote-answers`` and
+``live-leader-any-incarnation`` mutants show it catches each rule's absence.
 
 The forger draws from its own RNG, so a seed's faults and workload are the same with it or
 without it, and a correct core is not changed at all by what it refuses.
@@ -120,9 +123,14 @@ class Forger:
                 checksum=zlib.crc32(data),
             )
         m = st.membership
-        bound = m.incarnation_of(heard.src)
-        if bound is None or heard.src not in m.voters | m.learners:
-            return None  # an unbound (or unlisted) leader: no incarnation to be wrong about
+        if heard.src not in m.voters | m.learners:
+            return None  # an unlisted leader: no incarnation to be wrong about
+        incarnation: str | None = FORGED_INCARNATION
+        if m.incarnation_of(heard.src) is not None and self.rng.random() < 0.5:
+            # Nothing attested, as the runtime's transport attests a hello that names no
+            # incarnation while the listing binds none: the configuration cannot tell, only
+            # the incarnation the node hears its leader at can (senders.py).
+            incarnation = None
         noop = Entry(term=st.term, index=last + 1, kind=EntryKind.NOOP)
         return AppendEntries(
             term=st.term,
@@ -132,7 +140,7 @@ class Forger:
             prev_log_term=last_term,
             entries=(noop,),
             commit=last + 1,
-            sender_incarnation=FORGED_INCARNATION,
+            sender_incarnation=incarnation,
         )
 
     def maybe_forge_answer(self, raft: RaftNode) -> Message | None:

@@ -1,7 +1,8 @@
 """The names of the simulator's invariants, and the exception that reports a breach.
 
 checker.py documents what each invariant means; the simulator (cluster.py) adds liveness,
-core-exception, compaction-bound and forgery-refused, which it checks itself.
+core-exception, compaction-bound, forgery-refused and state-durable (the LMDB state backend),
+which it checks itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ LIVENESS = "liveness"
 CORE_EXCEPTION = "core-exception"
 CORE_INVARIANT = "core-invariant"
 FORGERY_REFUSED = "forgery-refused"
+STATE_DURABLE = "state-durable"
 
 INVARIANTS = (
     ELECTION_SAFETY,
@@ -42,6 +44,7 @@ INVARIANTS = (
     CORE_EXCEPTION,
     CORE_INVARIANT,
     FORGERY_REFUSED,
+    STATE_DURABLE,
 )
 
 

@@ -100,6 +100,15 @@ class StrangerVoteAnswers(RaftNode):
         return None if isinstance(msg, RequestVoteResponse) else refusal
 
 
+class LiveLeaderAnyIncarnation(RaftNode):
+    """Hears its live leader's id at any incarnation its configuration lets through (one it
+    binds to no incarnation yet, or nothing attested), not only at the one it hears that leader
+    at (senders.py; the red team's forged mint on a follower)."""
+
+    def _live_incarnation(self, heard: str | None) -> str | None:
+        return None
+
+
 class ChangeBeforeTermCommit(RaftNode):
     """Starts a configuration change before committing an entry of its term (the 2015 bug)."""
 
@@ -234,6 +243,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("accept-strangers", AcceptStrangers),
         _mutant("stranger-votes-while-led", StrangerVotesWhileLed),
         _mutant("stranger-vote-answers", StrangerVoteAnswers),
+        _mutant("live-leader-any-incarnation", LiveLeaderAnyIncarnation),
         _mutant("batch-shared-revision", kv=BatchSharedRevision),
         _mutant("revision-from-index", kv=RevisionFromIndex),
     )

@@ -37,6 +37,7 @@ class SeedResult:
     # Forced ``RaftConfig.unlisted_leaders`` (None: the seed drew it; cluster.py).
     unlisted_leaders: bool | None = None
     lease: str = "off"
+    state_backend: str = "memory"
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -56,6 +57,7 @@ class SeedResult:
             mutant=self.mutant,
             unlisted_leaders=self.unlisted_leaders,
             lease=self.lease,
+            state_backend=self.state_backend,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -85,11 +87,14 @@ def replay_command(
     mutant: str | None = None,
     unlisted_leaders: bool | None = None,
     lease: str = "off",
+    state_backend: str = "memory",
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
     if ticks != DEFAULT_TICKS:
         cmd += f" --ticks {ticks}"
+    if state_backend != "memory":
+        cmd += f" --state-backend {state_backend}"
     if lease != "off":
         cmd += f" --lease {lease}"
     if mutant:
@@ -108,6 +113,7 @@ def run_seed(
     quiet_ticks: int = DEFAULT_QUIET_TICKS,
     unlisted_leaders: bool | None = None,
     lease: str = "off",
+    state_backend: str = "memory",
 ) -> SeedResult:
     """Simulate one seed; never raises for a failing run (the result says why it failed).
 
@@ -126,6 +132,7 @@ def run_seed(
         node_factory=node_factory(mutant),
         proposals_factory=proposals_factory(mutant),
         kv_factory=kv_factory(mutant),
+        state_backend=state_backend,
     )
     try:
         stats = sim.run()
@@ -137,6 +144,7 @@ def run_seed(
             mutant=mutant,
             unlisted_leaders=unlisted_leaders,
             lease=lease,
+            state_backend=state_backend,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -149,6 +157,7 @@ def run_seed(
         mutant=mutant,
         unlisted_leaders=unlisted_leaders,
         lease=lease,
+        state_backend=state_backend,
         stats=stats,
     )
 
@@ -163,6 +172,7 @@ def run_seeds(
     on_result: Callable[[SeedResult], None] | None = None,
     unlisted_leaders: bool | None = None,
     lease: str = "off",
+    state_backend: str = "memory",
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
     if mutant is not None and mutant not in ALL_MUTANTS:
@@ -178,6 +188,7 @@ def run_seeds(
             mutant=mutant,
             unlisted_leaders=unlisted_leaders,
             lease=lease,
+            state_backend=state_backend,
         )
         if on_result is not None:
             on_result(r)

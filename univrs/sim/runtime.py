@@ -68,10 +68,12 @@ from univrs.sim.invariants import (
     FORGERY_REFUSED,
     LINEARIZABLE_READ,
     READY_CONTRACT,
+    STATE_DURABLE,
     InvariantViolation,
 )
 from univrs.sim.kv import KvStore, WriteDecoder
 from univrs.sim.network import SimNetwork
+from univrs.sim.statestore import SimStateDirs
 
 NodeFactory = Callable[..., RaftNode]
 
@@ -134,6 +136,9 @@ class SimNode:
     pause_fault: int = 0
     retired: bool = False  # removed from the cluster and stopped; back only with a new disk
     wipes: int = 0  # data dirs lost so far (the disk's incarnation counts them)
+    # LMDB state backend: an installed snapshot is not in the state env yet (it replaces the
+    # env once durable on the disk; commits wait until then, as the node's apply loop does).
+    state_stale: bool = False
 
 
 def incarnation_id(node: NodeId, wipes: int) -> str:
@@ -161,6 +166,11 @@ class ReadyRuntime:
     strict_incarnations: bool
     proposals_factory: Callable[[], PendingProposals[Any]]
     kv_factory: Callable[[], KvStore]
+    # "memory", or "lmdb": each data dir's state machine persisted in LMDB (statestore.py).
+    state_backend: str
+    state_dirs: SimStateDirs | None
+    state_rng: random.Random
+    state_resumes: int  # starts that resumed from the state env past the stored snapshot
     schedule: Schedule
     decoder: WriteDecoder
     trace: Any
@@ -186,6 +196,10 @@ class ReadyRuntime:
         """Build ``sn``'s core from its durable image (snapshot, hard state, log after it)."""
         disk = sn.disk
         initial: InitialState = disk.initial_state()
+        kv = None
+        if self.state_dirs is not None:
+            kv = self._open_state(sn)
+            initial = attrs.evolve(initial, applied=max(initial.applied, kv.applied))
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.life}")
         sn.raft = raft = self.node_factory(
             sn.id,
@@ -195,7 +209,8 @@ class ReadyRuntime:
             incarnation=sn.disk.incarnation if self.core_incarnation else None,
             snapshot_check=KvStore.check_snapshot,
         )
-        sn.kv = self.kv_factory()
+        sn.kv = kv if kv is not None else self.kv_factory()
+        sn.state_stale = False
         sn.writes = WriteQueue()
         sn.writing = None
         sn.fx = NodeEffects(self, sn)
@@ -209,7 +224,8 @@ class ReadyRuntime:
         self._refresh_listing(sn)
         if disk.snapshot is not None:
             meta, data = disk.snapshot
-            sn.kv.restore(data, meta.index, meta.term, meta.membership)
+            if kv is None:
+                sn.kv.restore(data, meta.index, meta.term, meta.membership)
             sn.snap_at = meta.index
             raft.snapshot_taken(meta, data)
             self._check_compaction(sn)
@@ -219,6 +235,44 @@ class ReadyRuntime:
         hs = initial.hard_state
         self.checker.observe_restart(sn.id, hs.term, hs.commit)
         self.drain(sn)
+
+    def _open_state(self, sn: SimNode) -> KvStore:
+        """The node's rules for its persistent state at start-up (statestore.py): resume at
+        the env's applied index ``A`` if it is at or past the stored snapshot, replace it from
+        the snapshot if behind; an env ahead of the durable log (or of another term at ``A``)
+        is a violated invariant: the node would refuse to start."""
+        disk = sn.disk
+        assert self.state_dirs is not None
+        if disk.state is None:
+            disk.state = self.state_dirs.new(disk.incarnation)
+        env = disk.state
+        applied, term = env.applied()
+        snap = disk.snapshot
+        snap_index = snap[0].index if snap is not None else 0
+        if applied > max(disk.last_index, snap_index):
+            raise InvariantViolation(
+                STATE_DURABLE,
+                f"{sn.id}'s state env is at applied index {applied}, ahead of its durable log "
+                f"(last index {disk.last_index}, snapshot {snap_index}): the node refuses to start",
+            )
+        if applied >= snap_index and applied > 0:
+            if disk.term_at(applied) != term:
+                raise InvariantViolation(
+                    STATE_DURABLE,
+                    f"{sn.id}'s state env is at ({applied}, term {term}) but its durable log "
+                    f"has term {disk.term_at(applied)} there: the node refuses to start",
+                )
+            kv = env.load(self.kv_factory)
+            self.checker.check_snapshot_state(sn.id, applied, kv.data)
+            if applied > snap_index:
+                self.state_resumes += 1
+            return kv
+        kv = self.kv_factory()
+        if snap is not None:
+            meta, data = snap
+            kv.restore(data, meta.index, meta.term, meta.membership)
+            env.replace(kv)
+        return kv
 
     # ----------------------------------------------------------------- Ready handling
 
@@ -299,6 +353,9 @@ class ReadyRuntime:
         writes_of = self.decoder.writes_of
         config_of = self.decoder.config_of
         on_applied = self.api.on_applied
+        state = None if sn.state_stale else sn.disk.state
+        keys: set[str] = set()
+        clients: set[int] = set()
         for e in committed:
             if e.index != kv.applied + 1:
                 raise InvariantViolation(
@@ -309,6 +366,14 @@ class ReadyRuntime:
             outcomes = kv.apply(e, ws, config_of(e))
             chk.observe_apply(sn.id, e, ws, [effect for _, effect in outcomes] if ws else ())
             on_applied(sn, e.index, e.term, [result for result, _ in outcomes])
+            if state is not None:
+                for w in ws:
+                    if w.key in kv.data:
+                        keys.add(w.key)
+                    if w.keyed:
+                        clients.add(w.client)
+        if state is not None and committed:
+            state.commit(kv, keys, clients)  # one transaction per chunk, with its applied index
         p = self.schedule.profile
         every = p.snap_every
         if every and kv.applied - sn.snap_at >= every:
@@ -477,6 +542,10 @@ class ReadyRuntime:
         elif isinstance(item, InstallJob):
             disk.install(item.meta, item.data)
             self.checker.observe_snapshot(sn.id, item.meta.index, item.meta.term, durable=True)
+            if disk.state is not None and sn.state_stale:
+                # The node's apply loop adopts the installed state once it is durable.
+                disk.state.replace(sn.kv)
+                sn.state_stale = False
             report_persisted(raft, installed(item))
         else:
             disk.store_taken(item)
@@ -486,6 +555,8 @@ class ReadyRuntime:
                     item.meta, item.data, keep=self.schedule.profile.snap_keep
                 )
                 self._check_compaction(sn)
+                if disk.state is not None:
+                    disk.state.sync()  # the state is durable past the snapshot first
                 disk.compact(upto)
         if not sn.writes.idle:
             self._next_write(sn)
@@ -554,6 +625,7 @@ class NodeEffects:
         rt._submit(sn, job)
         sn.kv.restore(install.data, meta.index, meta.term, meta.membership)
         rt.checker.check_snapshot_state(sn.id, meta.index, sn.kv.data)
+        sn.state_stale = sn.disk.state is not None
         sn.installs += 1
         sn.snap_at = max(sn.snap_at, meta.index)
         rt.api.on_install(sn, meta.index)

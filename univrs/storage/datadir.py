@@ -27,6 +27,9 @@ ENV_DIR = "raft.lmdb"
 # A store being created: renamed to ENV_DIR once its identity is durable, so a ``raft.lmdb``
 # without an identity (or with an empty data.mdb) is always a store that lost its state.
 NEW_ENV_DIR = "raft.lmdb.new"
+# The persistent state machine ([state] backend = "lmdb", univrs/server/statedir.py): derived
+# from raft.lmdb (its stored snapshot and log always suffice to rebuild it).
+STATE_ENV_DIR = "state.lmdb"
 
 LOST_STATE_HINT = (
     ". A data dir that lost its state is not a new one: move it away, start the node on an "

@@ -28,6 +28,16 @@ node's data dir:
   dir ever sees, and only offline, by the operator), and the new configuration binds the node
   to it: the member that leads the new cluster is not the member it was.
 
+* **The persistent state machine** (``state.lmdb``, ``[state] backend = "lmdb"``) is kept: it
+  reflects a prefix of the kept log, so it only needs the new cluster id. It is moved aside
+  (``state.lmdb.recover``, a rename) before the log is changed, restamped there, forced to disk
+  and renamed back once the log is recovered. Interrupted anywhere, the data dir has either no
+  ``state.lmdb`` (the next start rebuilds it from the stored snapshot and the log, which always
+  suffice) or the restamped one, never one stamped with the old id (which the start would
+  refuse); a leftover ``state.lmdb.recover`` is discarded by the next recover. A state that
+  cannot be kept (it does not open, belongs to another cluster or is ahead of the log) is
+  discarded the same way: the next start rebuilds it.
+
 Choose the survivor with the most up-to-date log (highest last term, then highest last index;
 ``inspect_data_dir`` shows them): entries that only the dead members had are lost, and a
 survivor that missed a later leader's entries may hold older, replaced ones (reported to their
@@ -36,9 +46,11 @@ proposers as not applied) that recovery then commits.
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import secrets
+import shutil
 from typing import TYPE_CHECKING
 
 import attrs
@@ -49,7 +61,9 @@ from univrs.storage import layout
 from univrs.storage.datadir import (
     ENV_DIR,
     LOST_STATE_HINT,
+    STATE_ENV_DIR,
     check_data_file,
+    fsync_dir,
     new_incarnation,
     put_identity,
 )
@@ -57,9 +71,14 @@ from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StoreEnv
 from univrs.storage.layout import Corrupt
 from univrs.storage.log_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LogStore
+from univrs.storage.sm_tables import StateEnv
 
 if TYPE_CHECKING:
     from univrs.storage.env import Txn
+
+log = logging.getLogger("univrs.storage")
+
+STATE_ASIDE = STATE_ENV_DIR + ".recover"  # state.lmdb while the log is being recovered
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +115,9 @@ class RecoverResult:
     cluster_id: str  # the new one
     term: int  # of the new configuration entry
     config_index: int  # the new configuration entry's index (= the new commit index)
+    # The persistent state machine: "none" (no state.lmdb), "kept" (restamped with the new
+    # cluster id: the start resumes from it) or "discarded: <why>" (the start rebuilds it).
+    state: str = "none"
 
 
 def stored_node_id(data_dir: str | os.PathLike[str]) -> str:
@@ -223,7 +245,14 @@ def force_new_cluster(
             txn.put(layout.KEY_HARD_STATE, hs_record, db=env.meta)
             put_identity(env, txn, me, cluster_id, incarnation)
 
-        env.write(write)
+        aside = _state_aside(store.data_dir)
+        try:
+            env.write(write)
+        except BaseException:
+            if aside:  # the log is as it was: so is the state's cluster
+                os.rename(store.data_dir / STATE_ASIDE, store.data_dir / STATE_ENV_DIR)
+            raise
+        state = _state_back(store.data_dir, aside, before, cluster_id)
     finally:
         store.close()
     # Open it as the node will (identity, checksums, the log invariants).
@@ -235,4 +264,52 @@ def force_new_cluster(
         cluster_id=cluster_id,
         term=term,
         config_index=index,
+        state=state,
     )
+
+
+def _state_aside(data_dir: pathlib.Path) -> bool:
+    """Move ``state.lmdb`` aside before the log changes (module docstring); whether there
+    was one. A leftover of an interrupted recover is discarded first."""
+    path, aside = data_dir / STATE_ENV_DIR, data_dir / STATE_ASIDE
+    shutil.rmtree(aside, ignore_errors=True)
+    if not path.exists():
+        return False
+    os.rename(path, aside)
+    fsync_dir(data_dir)
+    return True
+
+
+def _state_back(
+    data_dir: pathlib.Path, aside: bool, before: DataDirSummary, cluster_id: str
+) -> str:
+    """Restamp the state moved aside with the new cluster id and put it back, or discard it
+    when it cannot be kept; what was done (``RecoverResult.state``)."""
+    if not aside:
+        return "none"
+    path = data_dir / STATE_ASIDE
+    why = ""
+    try:
+        env = StateEnv(str(path))
+    except StorageError as exc:
+        why = str(exc)
+    else:
+        try:
+            stamped = env.cluster_id()
+            applied, _ = env.applied()
+            if stamped is not None and stamped != before.cluster_id:
+                why = f"it belongs to cluster {stamped}, not {before.cluster_id}"
+            elif applied > before.last_index:
+                why = f"its applied index {applied} is ahead of the log ({before.last_index})"
+            else:
+                env.set_cluster_id(cluster_id)
+        finally:
+            env.close()
+    if why:
+        shutil.rmtree(path)
+        fsync_dir(data_dir)
+        log.warning("recover discarded the state env", extra={"reason": why})
+        return f"discarded: {why}"
+    os.rename(path, data_dir / STATE_ENV_DIR)
+    fsync_dir(data_dir)
+    return "kept"

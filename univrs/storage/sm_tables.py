@@ -315,6 +315,7 @@ STATE_FORMAT = 1  # the layout of the small tables and meta below
 _ACTIVITY = struct.Struct(">Q")
 _SMALL_DBS = ("sessions", "session_activity", "ledger", "tokens")
 _OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node")
+_ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
 
 
 def _policy_row(p: SessionPolicy) -> list[Any]:
@@ -487,12 +488,25 @@ class StateEnv:
     disk; the node calls it before compacting its log below the state's applied index."""
 
     def __init__(self, path: str, *, sync: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
-        os.makedirs(path, exist_ok=True)
         try:
+            os.makedirs(path, exist_ok=True)
             self.store = LmdbStore(path, sync=sync, map_size=map_size)
-        except lmdb.Error as exc:
+        except (lmdb.Error, OSError) as exc:
             raise StorageError(f"state env {path} cannot be opened: {exc}") from None
         self.path = path
+        # Another LMDB environment put here (a copy of raft.lmdb, ...) is refused before
+        # anything is created in it.
+        with self.store.env.begin() as txn:
+            foreign = sorted(
+                bytes(k).decode(errors="replace")
+                for k, _ in txn.cursor()
+                if bytes(k).decode(errors="replace") not in _ALL_DBS
+            )
+        if foreign:
+            self.store.close()
+            raise StorageError(
+                f"state env {path} is not a state env: it holds the databases {foreign}"
+            )
         for name in (*_OBJECT_DBS, *_SMALL_DBS, "meta"):
             self.store.db(name)
         self._meta = self.store.db("meta")
@@ -501,7 +515,10 @@ class StateEnv:
         """The cluster this state belongs to (None: never stamped)."""
         with self.store.env.begin() as txn:
             raw = txn.get(b"cluster", db=self._meta)
-        return None if raw is None else bytes(raw).decode()
+        try:
+            return None if raw is None else bytes(raw).decode()
+        except UnicodeDecodeError:
+            raise StorageError(f"state env {self.path}: its cluster id does not decode") from None
 
     def set_cluster_id(self, cluster_id: str) -> None:
         """Stamp the state with its cluster (durably)."""
@@ -515,8 +532,16 @@ class StateEnv:
             raw = txn.get(b"state", db=self._meta)
         if raw is None:
             return 0, 0
-        meta = cbor2.loads(raw)
-        return meta[1], meta[2]
+        try:
+            meta = cbor2.loads(raw)
+            index, term = meta[1], meta[2]
+        except (ValueError, TypeError, KeyError, IndexError, cbor2.CBORDecodeError) as exc:
+            raise StorageError(
+                f"state env {self.path}: its applied index does not decode: {exc}"
+            ) from None
+        if type(index) is not int or type(term) is not int:
+            raise StorageError(f"state env {self.path}: its applied index does not decode")
+        return index, term
 
     def load(self) -> ClusterStateMachine:
         """The state machine on this environment, as last committed (an empty one if none

@@ -1,0 +1,64 @@
+"""Which entry payload versions the members can apply: the gate on batch entries.
+
+A batch entry (payload version 2, univrs/runtime/payload.py) must never reach a node that
+cannot apply it: such a node would answer it with an error and change nothing while the
+others apply its commands (older code), or stop (this code, for any version newer than it
+knows). So the leader packs batch entries only while **every member of its configuration**
+has announced that it applies version 2: the voters and the learners of the newest
+(appended) configuration and of the applied one, a member being added included from the
+moment its configuration entry is appended (a configuration takes effect when appended).
+
+Each node announces the newest payload version it applies in the hello of every raft
+connection it dials (``Hello.payload``, univrs/net/hello.py; absent in an older node's hello,
+which counts as version 1). The transport keeps, per peer, the newest hello's announcement and
+the incarnation that hello named (``RaftTransport.peer_payload_versions``). An announcement
+counts for a member only if it came from the incarnation the configuration binds to that id
+(any, while the id is unbound): a new data dir under an old id must announce again.
+
+The rule is evaluated by the leader before each ``propose_many`` (``batch_gate``), from what
+it holds now: nothing about it is stored, so it holds the same after a restart or a leader
+change (a new leader packs once it has heard every member's hello: within a redial, since
+every member dials every other). A member that restarts with older code announces version 1
+(or nothing) and closes the gate at its next hello; entries packed before that are in its log
+already, and this code stops on them rather than misapply them (payload.py). etcd gates its
+features on a *cluster version* replicated through the log, which never goes down and
+refuses older members; this gate is per leader and re-derived, which keeps a rolling
+downgrade of a node that never received a batch entry possible (docs/runtime.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from univrs.raft import Membership
+from univrs.runtime.payload import BATCH_VERSION
+
+# Peer id -> (the incarnation its newest hello named, or None; the payload version it announced).
+Announced = Mapping[str, tuple[str | None, int]]
+
+
+def batch_gate(
+    own_id: str, configurations: Iterable[Membership], announced: Announced
+) -> str | None:
+    """None if every member of ``configurations`` (other than ``own_id``, which runs this
+    code) announced payload version 2 from the incarnation the configuration binds to it; else
+    the first member that did not, with why (for the log line)."""
+    for m in configurations:
+        for nid in sorted(m.members):
+            if nid == own_id:
+                continue
+            heard = announced.get(nid)
+            if heard is None:
+                return f"{nid} has not announced the payload versions it applies"
+            incarnation, version = heard
+            bound = m.incarnation_of(nid)
+            if bound is not None and incarnation != bound:
+                return f"{nid} has not announced the payload versions it applies as {bound}"
+            if version < BATCH_VERSION:
+                return f"{nid} applies payload version {version} at most"
+    return None
+
+
+def no_announcements() -> Announced:
+    """The default source of announcements: none heard, so no batch entries."""
+    return {}
