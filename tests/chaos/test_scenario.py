@@ -18,6 +18,8 @@ from univrs.chaos.scenario import (
     parse,
     plan,
 )
+from univrs.config import load_config
+from univrs.tools.devcluster import LocalCluster
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "chaos"  # their home; the package ships them as univrs/chaos/scenarios
@@ -141,6 +143,30 @@ def test_membership_and_snapshot_faults() -> None:
         parse({**MINIMAL, "expect": {"snapshot_install": True}})
 
 
+def test_a_state_backend_and_the_wipe_fault(tmp_path: pathlib.Path) -> None:
+    s = parse(
+        {
+            **MINIMAL,
+            "cluster": {"backend": "lmdb"},
+            "fault": [{"kind": "wipe", "target": "follower", "at": 3}],
+        }
+    )
+    assert s.cluster.backend == "lmdb"
+    (wipe,) = plan(s, random.Random(1))
+    assert wipe.start == wipe.end == 3 and wipe.spec.param("timeout") == 60
+    assert parse(dict(MINIMAL)).cluster.backend is None  # the node's default
+    with pytest.raises(ScenarioError, match=r"cluster\.backend: one of memory, lmdb"):
+        parse({**MINIMAL, "cluster": {"backend": "disk"}})
+    # The nodes' configs carry it (and load with it).
+    cluster = LocalCluster.with_free_ports(tmp_path, size=1, state_backend="lmdb")
+    cluster.write_configs()
+    config = load_config(cluster.nodes[0].config_path)
+    assert config.state_backend == "lmdb"
+    cluster = LocalCluster.with_free_ports(tmp_path / "default", size=1)
+    cluster.write_configs()
+    assert "[state]" not in cluster.nodes[0].config_path.read_text()
+
+
 def test_plan_is_seeded_and_bounded() -> None:
     s = parse(
         {
@@ -186,6 +212,7 @@ def test_every_shipped_scenario_loads() -> None:
         "smoke",
         "reconcile-leader-kill",
         "leader-pause-pinned",
+        "wipe-and-rejoin",
     }
     assert required <= names
     for path in paths:

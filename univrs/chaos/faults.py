@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import signal
 from collections.abc import Iterable
 
@@ -27,7 +28,7 @@ import trio
 
 from univrs.chaos.monitor import FETCH_ERRORS, Monitor, agreed_leader
 from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
-from univrs.chaos.scenario import PlannedFault
+from univrs.chaos.scenario import MEMBERSHIP_KINDS, PlannedFault
 from univrs.net.http import HttpResponse, request_json
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
@@ -145,6 +146,9 @@ class Injector:
     spares_left: list[str] = attrs.field(factory=list)  # spare nodes not started yet
     _net: dict[Link, dict[int, LinkPolicy]] = attrs.field(factory=dict)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
+    # One wipe at a time: a second disk lost while the first member still rejoins would lose
+    # a quorum's data (no cluster recovers from that without an operator's unsafe recover).
+    _wiping: trio.Lock = attrs.field(factory=trio.Lock)
 
     @property
     def node_ids(self) -> list[str]:
@@ -220,6 +224,11 @@ class Injector:
         elif action.startswith("join "):
             c.start(node, join=action.split(" ", 1)[1])
             self.active.add(node.node_id)
+        elif action == "wipe":  # kill -9, lose the disk, start empty waiting to be joined
+            c.kill(node)
+            shutil.rmtree(node.data_dir, ignore_errors=True)
+            c.start(node, initial_cluster_state="existing")
+            self.down.pop(node.node_id, None)
         elif action == "retire":  # it left the cluster: stop it for good
             code = c.stop(node)
             if code not in (0, None):
@@ -350,7 +359,7 @@ class Injector:
                 await trio.sleep_until(end_at)
             finally:
                 self._clear(fault.index)
-        elif kind in ("join", "leave", "remove", "snapshot"):
+        elif kind in MEMBERSHIP_KINDS:
             await self._membership(fault, rec)
         elif kind == "reset":
             target = None if spec.target == "all" else await self._resolve(spec.target)
@@ -502,11 +511,65 @@ class Injector:
             else:
                 self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s")
             return
+        if kind == "wipe":
+            async with self._wiping:  # after the previous wipe's member is a voter again
+                target = await self._resolve(spec.target)
+                if target is None:
+                    rec.note = f"skipped: no {spec.target} node available"
+                    return
+                await self._wipe(rec, target, timeout)
+            return
         target = await self._resolve(spec.target)
         if target is None:
             rec.note = f"skipped: no {spec.target} node available"
             return
         await self._leave_or_remove(rec, kind, target, timeout)
+
+    async def _wipe(self, rec: FaultRecord, node: str, timeout: float) -> None:
+        """A member loses its disk (docs/operations.md "A disk was replaced"): kill -9, data
+        dir deleted, started empty, rejoined under its id with ``replace`` through another
+        member; a problem unless it is a voter again within ``timeout``."""
+        rec.targets = (node,)
+        others = [n for n in self._up() if n != node]
+        if not others:
+            rec.note = "skipped: no other member to join through"
+            return
+        via = self.rng.choice(others)
+        # Shielded: once the disk is gone the rejoin finishes (within ``timeout``) even when
+        # the fault phase ends meanwhile; healing cannot bring a wiped member back.
+        with trio.CancelScope(shield=True):
+            await self._wipe_and_rejoin(rec, node, via, others, timeout)
+
+    async def _wipe_and_rejoin(
+        self, rec: FaultRecord, node: str, via: str, others: list[str], timeout: float
+    ) -> None:
+        await self._proc("wipe", node)
+        started = trio.current_time()
+        state, asked = "?", False
+        with trio.move_on_after(timeout):
+            while True:
+                if not asked:
+                    body = {"target": self.cluster.node(via).api_addr, "replace": True}
+                    resp = await self._api(node, "POST", "/v1/cluster/join", body, timeout=5.0)
+                    if resp is not None and resp.status >= 400:
+                        # As an operator would: through another member (this one may be down).
+                        state = f"refused: {resp.status} {resp.body}"
+                        others = [n for n in self._up() if n != node and n != via] or others
+                        via = self.rng.choice(others)
+                    else:
+                        asked = resp is not None
+                else:
+                    resp = await self._api(node, "GET", "/v1/cluster/join", timeout=2.0)
+                    if resp is not None and resp.status == 200:
+                        state = resp.body.get("state", "?")
+                        if state in ("voter", "failed"):
+                            break
+                await trio.sleep(0.25)
+        took = trio.current_time() - started
+        if state == "voter":
+            rec.note = f"{node} wiped, rejoined via {via}, a voter after {took:.1f}s"
+        else:
+            self._problem(rec, f"{node} wiped, rejoining via {via}: {state} after {took:.1f}s")
 
     async def _leave_or_remove(
         self, rec: FaultRecord, kind: str, node: str, timeout: float

@@ -56,6 +56,7 @@ class RunOptions:
     check_timeout: float = 60.0  # seconds for the linearizability search
     keep_data: bool = False  # keep the nodes' data dirs after a passing run
     log_level: str = "info"  # the nodes' log level
+    backend: str | None = None  # every node's [state] backend, over the scenario's
 
 
 async def run_scenario(
@@ -89,6 +90,7 @@ async def run_scenario(
         size=scenario.cluster.nodes,
         extra_config=scenario.cluster.raft,
         spares=scenario.cluster.spares,
+        state_backend=options.backend or scenario.cluster.backend,
     )
     api = {n.node_id: n.api_addr for n in cluster.nodes}
     endpoints = [n.raft_addr for n in cluster.nodes if n.node_id not in cluster.spares]

@@ -12,6 +12,7 @@ repository, shipped as package data through the ``univrs/chaos/scenarios`` link)
     [cluster]
     nodes = 3
     raft = "heartbeat_interval_ms = 50"   # optional raw TOML added to every node's [raft]
+    backend = "lmdb"                      # optional: every node's [state] backend
 
     [workload]
     clients = 4       # concurrent clients, one operation at a time each
@@ -58,7 +59,7 @@ from univrs.errors import UnivrsError
 
 PROCESS_KINDS = frozenset({"kill", "stop", "pause", "restart", "rolling-restart", "full-restart"})
 NETWORK_KINDS = frozenset({"partition", "flapping", "latency", "lossy", "reset"})
-MEMBERSHIP_KINDS = frozenset({"join", "leave", "remove", "snapshot"})
+MEMBERSHIP_KINDS = frozenset({"join", "leave", "remove", "snapshot", "wipe"})
 
 # kind -> {parameter: default}; the common keys (kind, target, at, duration, every, count)
 # are allowed everywhere.
@@ -88,6 +89,9 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     "leave": {"timeout": 30.0},  # the target leaves (handing leadership over), then stops
     "remove": {"timeout": 30.0},  # the leader removes the target, which is then stopped
     "snapshot": {},  # the target nodes snapshot and compact their logs now
+    # kill -9 the target, delete its data dir, start it empty and rejoin it under its id as
+    # a new incarnation (`univrs cluster join --replace`); wait until it is a voter again
+    "wipe": {"timeout": 60.0},
 }
 COMMON_KEYS = frozenset({"kind", "target", "at", "duration", "every", "count"})
 ALL_BY_DEFAULT = frozenset(
@@ -104,6 +108,7 @@ class ScenarioError(UnivrsError):
 
 
 Range = tuple[float, float]
+BACKENDS = ("memory", "lmdb")  # [state] backend (univrs/server/statedir.py)
 
 
 @attrs.frozen(kw_only=True)
@@ -114,6 +119,7 @@ class ClusterSpec:
     spares: int = 0  # extra nodes, configured but not members, for `join` faults
     raft: str = ""  # raw TOML lines for every node's [raft] table
     proxies: bool = True  # route every peer link through a fault proxy
+    backend: str | None = None  # every node's [state] backend ("memory", "lmdb"; None: default)
 
 
 @attrs.frozen(kw_only=True)
@@ -218,12 +224,16 @@ def parse(doc: dict[str, Any], *, default_name: str = "scenario", path: str = ""
                 "fault", "expect", "scale"}, "")  # fmt: skip
     duration = _number(doc, "duration", 30.0, "", minimum=1.0)
     cluster_doc = _table(doc, "cluster")
-    _only(cluster_doc, {"nodes", "spares", "raft", "proxies"}, "cluster.")
+    _only(cluster_doc, {"nodes", "spares", "raft", "proxies", "backend"}, "cluster.")
+    backend = cluster_doc.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        raise ScenarioError(f"cluster.backend: one of {', '.join(BACKENDS)}")
     cluster = ClusterSpec(
         nodes=_int(cluster_doc, "nodes", 3, "cluster.", minimum=1, maximum=9),
         spares=_int(cluster_doc, "spares", 0, "cluster.", minimum=0, maximum=4),
         raft=_str(cluster_doc, "raft", "", "cluster."),
         proxies=_bool(cluster_doc, "proxies", True, "cluster."),
+        backend=backend,
     )
     w = _table(doc, "workload")
     _only(w, {"clients", "keys", "rate", "timeout", "mix", "pin"}, "workload.")

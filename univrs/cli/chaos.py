@@ -47,6 +47,12 @@ def chaos() -> None:
 )
 @click.option("--check-timeout", default=60.0, show_default=True, help="Seconds for the checker.")
 @click.option("--keep-data", is_flag=True, help="Keep the nodes' data dirs after a pass.")
+@click.option(
+    "--backend",
+    type=click.Choice(["memory", "lmdb"]),
+    help="Every node's [state] backend (default: the scenario's cluster.backend, else the "
+    "node's default).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log faults and client retries.")
 def chaos_run(
     scenarios: tuple[str, ...],
@@ -54,6 +60,7 @@ def chaos_run(
     out_dir: str | None,
     check_timeout: float,
     keep_data: bool,
+    backend: str | None,
     verbose: bool,
 ) -> None:
     """Run scenario files (paths, or names of the shipped scenarios in chaos/;
@@ -79,7 +86,9 @@ def chaos_run(
         loaded = [load(p) for p in paths]
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
-    options = RunOptions(seed=seed, check_timeout=check_timeout, keep_data=keep_data)
+    options = RunOptions(
+        seed=seed, check_timeout=check_timeout, keep_data=keep_data, backend=backend
+    )
     results = []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for scenario in loaded:

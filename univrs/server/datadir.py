@@ -210,7 +210,10 @@ def wipe_raft_state(config: NodeConfig) -> None:
     """Discard the data dir's Raft state (used only on a pristine node that joins).
 
     Renamed away first, so a crash midway leaves no half-deleted store (which would be refused
-    as corrupt) but no store at all: the next start creates a new one."""
+    as corrupt) but no store at all: the next start creates a new one. The persisted state
+    machine goes before the log: a crash between the two then leaves a log without its state
+    (which a start rebuilds), never a state without its log (which a start refuses)."""
+    wipe_state(str(config.data_dir))  # the state machine's, if persisted: of the old log
     path = config.data_dir / "raft.lmdb"
     discarded = config.data_dir / "raft.lmdb.discarded"
     if discarded.exists():
@@ -218,4 +221,3 @@ def wipe_raft_state(config: NodeConfig) -> None:
     if path.exists():
         path.rename(discarded)
         shutil.rmtree(discarded)
-    wipe_state(str(config.data_dir))  # the state machine's, if persisted: of the old log

@@ -152,6 +152,9 @@ class LocalCluster:
     spares: frozenset[str] = frozenset()
     # Mutual TLS with certificates made in ``folder/certs`` (see the module docstring).
     tls: bool = False
+    # ``[state] backend`` written into every node's config ("memory" or "lmdb"; None: the
+    # node's default).
+    state_backend: str | None = None
 
     @property
     def certs_dir(self) -> pathlib.Path:
@@ -274,9 +277,11 @@ class LocalCluster:
         extra_config: str = "",
         spares: int = 0,
         tls: bool = False,
+        state_backend: str | None = None,
     ) -> LocalCluster:
         """Like ``plan`` but with ports the kernel says are free now (for tests); ``spares``
-        more nodes (ids after the members') are configured but not bootstrapped."""
+        more nodes (ids after the members') are configured but not bootstrapped;
+        ``state_backend``: the nodes' ``[state] backend`` (None: their default)."""
         ports = free_ports(2 * (size + spares))
         folder = folder.resolve()
         nodes = [
@@ -289,7 +294,14 @@ class LocalCluster:
             for i in range(size + spares)
         ]
         spare_ids = frozenset(n.node_id for n in nodes[size:])
-        return cls(folder=folder, nodes=nodes, extra_config=extra_config, spares=spare_ids, tls=tls)
+        return cls(
+            folder=folder,
+            nodes=nodes,
+            extra_config=extra_config,
+            spares=spare_ids,
+            tls=tls,
+            state_backend=state_backend,
+        )
 
     def node(self, node_id: str) -> NodeProc:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -325,7 +337,13 @@ class LocalCluster:
                 "[api]\n"
                 f'addr = "{n.api_addr}"\n'
                 f"{self._tls_toml(n)}"
+                f"{self._state_toml()}"
             )
+
+    def _state_toml(self) -> str:
+        if self.state_backend is None:
+            return ""
+        return f'\n[state]\nbackend = "{self.state_backend}"\n'
 
     def start(
         self,
