@@ -21,13 +21,12 @@ import logging
 import random
 import shutil
 import signal
-from collections.abc import Iterable
 
 import attrs
 import trio
 
 from univrs.chaos.links import Link, LinkFaults, partition_links
-from univrs.chaos.monitor import FETCH_ERRORS, Monitor, agreed_leader
+from univrs.chaos.monitor import FETCH_ERRORS, Monitor
 from univrs.chaos.proxy import FaultProxy, LinkPolicy
 from univrs.chaos.scenario import MEMBERSHIP_KINDS, PlannedFault
 from univrs.net.http import HttpResponse, request_json
@@ -36,8 +35,6 @@ from univrs.tools.devcluster import LocalCluster, NodeProc
 log = logging.getLogger("univrs.chaos.faults")
 
 CATCH_UP_TIMEOUT = 30.0
-HEAL_WATCH_TIMEOUT = 15.0  # seconds a healed node is watched for following the leader
-HEAL_WATCH_EVERY = 0.05  # seconds between two samples while watching
 
 
 @attrs.define(eq=False)
@@ -52,7 +49,8 @@ class FaultRecord:
     targets: tuple[str, ...] = ()
     note: str = ""
     # Partitions: per node it cut off, seconds from healing until it followed the agreed
-    # leader again (None: not within HEAL_WATCH_TIMEOUT, or the fault phase ended first).
+    # leader again (None: not within the monitor's HEAL_WATCH_TIMEOUT, or the fault phase
+    # ended first).
     leader_after_heal: dict[str, float | None] = attrs.field(factory=dict)
 
     def to_plain(self) -> dict[str, object]:
@@ -326,29 +324,7 @@ class Injector:
             self._links.remove(fault.index)
             rec.end = self.now()  # healed (the watch below is not part of the fault)
         if not flapping and rec.targets:
-            rec.leader_after_heal = await self.time_to_leader(rec.targets)
-
-    async def time_to_leader(
-        self, nodes: Iterable[str], timeout: float = HEAL_WATCH_TIMEOUT
-    ) -> dict[str, float | None]:
-        """Seconds from now until each of ``nodes`` follows (or is) the agreed leader, in that
-        leader's term: how long a healed node stays without a leader (its clients get 503).
-        Sampled every ``HEAL_WATCH_EVERY`` s; a time is taken when the sample's answers are in."""
-        healed = trio.current_time()
-        out: dict[str, float | None] = {n: None for n in nodes}
-        with trio.move_on_after(timeout):
-            while any(v is None for v in out.values()):
-                s = await self.monitor.sample()
-                views = dict(s.views)
-                leader = agreed_leader(views, len(self.active))
-                term = (views.get(leader) or {}).get("term") if leader else None
-                for n, took in out.items():
-                    v = views.get(n) or {}
-                    following = leader is not None and v.get("leader") == leader
-                    if took is None and following and v.get("term") == term:
-                        out[n] = round(trio.current_time() - healed, 3)
-                await trio.sleep(HEAL_WATCH_EVERY)
-        return out
+            rec.leader_after_heal = await self.monitor.time_to_leader(rec.targets, self.active)
 
     async def watch_processes(self, every: float = 0.2) -> None:
         """Until cancelled: notice a node process that ended without the injector ending it
