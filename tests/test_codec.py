@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.strategies import UINT64, plain
 from univrs import codec
 from univrs.codec import (
     WIRE_VERSION,
@@ -24,7 +25,6 @@ from univrs.errors import ProtocolError
 from univrs.raft import messages as m
 
 MAX = 1 << 22
-UINT64 = (1 << 64) - 1
 
 # --------------------------------------------------------------------------------------------
 # Strategies
@@ -93,22 +93,6 @@ def message_strategy(cls: type[m.Message]) -> st.SearchStrategy[m.Message]:
 
 
 any_message = st.one_of([message_strategy(cls) for cls in m.MESSAGE_TYPES])
-
-plain = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(1 << 64), UINT64)
-    | st.floats(allow_nan=False)
-    | st.text()
-    | st.binary(),
-    lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(
-            st.text() | st.integers(-(1 << 64), UINT64) | st.binary(), children, max_size=5
-        )
-    ),
-    max_leaves=30,
-)
 
 
 def frame(*items: object) -> bytes:

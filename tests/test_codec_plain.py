@@ -11,28 +11,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.strategies import plain
 from univrs.codec import DEFAULT_MAX_DEPTH, decode_plain, encode_plain
 from univrs.codec import plain as plain_codec
 from univrs.errors import ProtocolError
 
 MAX = 1 << 22
-UINT64 = (1 << 64) - 1
-
-plain = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(1 << 64), UINT64)
-    | st.floats(allow_nan=False)
-    | st.text()
-    | st.binary(),
-    lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(
-            st.text() | st.integers(-(1 << 64), UINT64) | st.binary(), children, max_size=5
-        )
-    ),
-    max_leaves=30,
-)
 
 
 def refused(data: bytes, match: str) -> None:

@@ -107,6 +107,17 @@ class Cluster:
     async def wait_leader(self, timeout: float = WAIT) -> Node:
         return await wait_until(self.leader, "an agreed leader", timeout)
 
+    async def wait_bound_leader(self) -> Node:
+        """The leader, once it has recorded every member's incarnation."""
+        leader = await self.wait_leader()
+
+        def bound() -> bool:
+            m = leader.status().membership
+            return all(m.incarnation_of(n) is not None for n in m.voters)
+
+        await wait_until(bound, "the incarnation bindings")
+        return leader
+
     def followers(self) -> list[Node]:
         return [n for n in self.running() if n.status().role is not Role.LEADER]
 

@@ -24,7 +24,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.api.helpers import WAIT, WORKLOAD, Cluster, open_cluster, wait_until
+from tests.api.helpers import WAIT, WORKLOAD, open_cluster, wait_until
 from univrs.codec import encode_message
 from univrs.net.hello import WIRE_VERSION, Hello, encode_hello
 from univrs.raft.messages import (
@@ -86,24 +86,12 @@ def hello(cluster_id: str, src: str, dst: str, incarnation: str) -> Hello:
     )
 
 
-async def bound_cluster(cluster: Cluster) -> Node:
-    """Wait until the leader recorded every member's incarnation; the leader."""
-    leader = await cluster.wait_leader()
-
-    def bound() -> bool:
-        m = leader.status().membership
-        return all(m.incarnation_of(n) is not None for n in m.voters)
-
-    await wait_until(bound, "the incarnation bindings")
-    return leader
-
-
 async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_term(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="univrs.node")
     async with open_cluster(tmp_path, 3) as cluster:
-        leader = await bound_cluster(cluster)
+        leader = await cluster.wait_bound_leader()
         r = await cluster.http(leader, "POST", "/v1/workloads", {"id": "web", "spec": WORKLOAD})
         assert r.status in (200, 201), r.body
         mint = {"to_peer": "alice", "amount": 10, "reason": "test"}

@@ -16,7 +16,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.api.helpers import Cluster, open_cluster, wait_until
+from tests.api.helpers import open_cluster, wait_until
 from univrs.codec import encode_message
 from univrs.net.hello import WIRE_VERSION, Hello, encode_hello
 from univrs.net.transport import MAX_UNLISTED_PEERS
@@ -47,17 +47,6 @@ async def send_forged(node: Node, hello: Hello, msgs: list[Message], linger: flo
     return True
 
 
-async def bound_cluster(cluster: Cluster) -> Node:
-    leader = await cluster.wait_leader()
-
-    def bound() -> bool:
-        m = leader.status().membership
-        return all(m.incarnation_of(n) is not None for n in m.voters)
-
-    await wait_until(bound, "the incarnation bindings")
-    return leader
-
-
 async def test_a_hello_claiming_a_newer_binding_does_not_make_a_stranger_the_leader(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -65,7 +54,7 @@ async def test_a_hello_claiming_a_newer_binding_does_not_make_a_stranger_the_lea
     the leader's id that claims the newest configuration must not have its AppendEntries
     taken as the leader's (it appended and committed a forged credit mint)."""
     async with open_cluster(tmp_path, 3) as cluster:
-        leader = await bound_cluster(cluster)
+        leader = await cluster.wait_bound_leader()
         target = cluster.followers()[0]
         await wait_until(
             lambda: target.runtime.applied_index >= leader.runtime.applied_index, "catch-up"
@@ -134,7 +123,7 @@ async def test_made_up_peers_and_garbage_are_bounded_in_memory_and_in_the_log(
     kind of refusal from one host once at WARNING (then DEBUG), and keeps its leader."""
     caplog.set_level(logging.WARNING, logger="univrs.net")
     async with open_cluster(tmp_path, 3) as cluster:
-        leader = await bound_cluster(cluster)
+        leader = await cluster.wait_bound_leader()
         target = cluster.followers()[0]
         term = target.status().term
         cid = target.cluster_id
@@ -201,7 +190,7 @@ async def test_a_leaderless_member_refuses_leader_traffic_from_a_made_up_id(
     be taken (the window in which a member hears an unlisted leader); now it is refused
     (``stranger``) and the node's log and state do not move."""
     async with open_cluster(tmp_path, 3) as cluster:
-        leader = await bound_cluster(cluster)
+        leader = await cluster.wait_bound_leader()
         target = cluster.followers()[0]
         await wait_until(
             lambda: target.runtime.applied_index >= leader.runtime.applied_index, "catch-up"

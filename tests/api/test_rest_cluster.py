@@ -231,3 +231,23 @@ async def test_no_leader_answers_503_with_retry_after(tmp_path: pathlib.Path) ->
         local = await cluster.http(survivor, "GET", "/v1/workloads?consistency=local")
         assert local.status == 200  # stale reads stay available, and say they may be stale
         assert local.headers["x-univrs-leader-contact-ms"] == "unknown"
+
+
+async def test_promote_and_remove_a_member_through_a_follower(tmp_path: pathlib.Path) -> None:
+    async with open_cluster(tmp_path) as cluster:
+        follower, other = cluster.followers()[:2]
+        everyone = sorted(n.node_id for n in cluster.running())
+        for method, path in (
+            ("POST", "/v1/cluster/members/nobody/promote"),
+            ("DELETE", "/v1/cluster/members/nobody"),
+        ):
+            r = await cluster.http(follower, method, path)
+            assert r.status == 404, (method, r.body)
+            assert "'nobody' is not a member" in r.body["error"]["message"]
+        # Promoting a voter changes nothing; removing one takes it out (forwarded to the leader).
+        r = await cluster.http(follower, "POST", f"/v1/cluster/members/{other.node_id}/promote")
+        assert r.status == 200, r.body
+        assert r.body == {"voters": everyone, "learners": []}
+        r = await cluster.http(follower, "DELETE", f"/v1/cluster/members/{other.node_id}")
+        assert r.status == 200, r.body
+        assert r.body == {"voters": [n for n in everyone if n != other.node_id], "learners": []}

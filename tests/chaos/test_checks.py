@@ -8,8 +8,8 @@ import pytest
 
 from tests.chaos.histories import H, ops_of
 from univrs.chaos.checks import lost_writes
-from univrs.chaos.faults import combine, partition_links
 from univrs.chaos.history import Fn, Operation
+from univrs.chaos.links import LinkFaults, combine, partition_links
 from univrs.chaos.metrics import (
     first_ok_write_after,
     longest_unavailability,
@@ -19,7 +19,7 @@ from univrs.chaos.metrics import (
     throughput,
 )
 from univrs.chaos.monitor import Sample, agreed_leader, leaderless_windows
-from univrs.chaos.proxy import PASS, LinkPolicy
+from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
 from univrs.chaos.report import RunResult, render_html, summary_lines, summary_table
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
@@ -73,6 +73,27 @@ def test_combine_policies() -> None:
     )
     assert p.partitioned and p.delay == 0.3 and p.loss == 0.2 and not p.retransmit
     assert combine([PASS, LinkPolicy(partitioned=True, retransmit=True)]).retransmit
+
+
+def test_overlapping_link_faults_combine_and_heal_one_by_one() -> None:
+    proxies = {
+        (a, b): FaultProxy(src=a, dst=b, target="127.0.0.1:1", rng=random.Random(1))
+        for a in NODES[:3]
+        for b in NODES[:3]
+        if a != b
+    }
+    faults = LinkFaults(proxies)
+    assert faults.of("n1") == {("n1", "n2"), ("n1", "n3"), ("n2", "n1"), ("n3", "n1")}
+    assert faults.of("all") == faults.of(None) == set(proxies)
+    faults.add(1, faults.of("n1"), LinkPolicy(delay=0.5))
+    faults.add(2, {("n1", "n2")}, LinkPolicy(partitioned=True))
+    assert proxies["n1", "n2"].policy == LinkPolicy(partitioned=True, delay=0.5)
+    assert proxies["n2", "n3"].policy == PASS
+    faults.remove(2)  # the partition heals; the delay of fault 1 stays
+    assert proxies["n1", "n2"].policy == LinkPolicy(delay=0.5)
+    faults.add(3, {("n2", "n3")}, LinkPolicy(loss=0.1))
+    faults.heal()
+    assert all(proxy.policy == PASS for proxy in proxies.values())
 
 
 def test_the_summary_prints_the_time_to_leader_after_heal() -> None:

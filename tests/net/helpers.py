@@ -1,11 +1,15 @@
-"""Shared helpers of the transport tests: message factories, transports, bounded waits."""
+"""Shared helpers of the transport tests: message factories, transports, bounded waits, and
+``Network``, an in-memory network of transports whose connector the test controls."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import attrs
 import trio
+import trio.testing
 
 from tests.net import fake_codec
 from univrs.net.backoff import BackoffPolicy
@@ -98,3 +102,50 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 async def receive(inbox: trio.MemoryReceiveChannel[Message], timeout: float = 10.0) -> Message:
     with trio.fail_after(timeout):
         return await inbox.receive()
+
+
+NO_JITTER = attrs.evolve(
+    FAST, backoff=BackoffPolicy(initial=1.0, maximum=4.0, multiplier=2.0, jitter=0.0)
+)
+
+
+class Network:
+    """A connector factory: each dial opens a memory stream served by the target's router."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.nodes: dict[str, RaftTransport] = {}
+        self.server_ends: list[trio.abc.Stream] = []
+        self.dials: list[tuple[float, str]] = []
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        self.dials.append((trio.current_time(), host))
+        target = self.nodes.get(host)
+        if target is None:
+            raise OSError(f"connection refused by {host}")
+        client, server = trio.testing.memory_stream_pair()
+        self.server_ends.append(server)
+        self.nursery.start_soon(target.router.handle_connection, server)
+        return client
+
+    def dialer(
+        self, node_id: str = "a", peer: str = "b", **options: Any
+    ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
+        """A transport of ``node_id`` that reaches ``peer`` (at ``peer:1``) through this
+        network, without a listener of its own (``options``: ``make_transport``'s)."""
+        return make_transport(
+            node_id,
+            peers={peer: f"{peer}:1"},
+            connector=self.connect,
+            listen_addr=None,
+            **options,
+        )
+
+    def listener(
+        self, node_id: str = "b", **options: Any
+    ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
+        """A transport of ``node_id`` that this network's dials of ``node_id`` reach from now
+        on (``options``: ``make_transport``'s)."""
+        transport, inbox = make_transport(node_id, listen_addr=None, **options)
+        self.nodes[node_id] = transport
+        return transport, inbox

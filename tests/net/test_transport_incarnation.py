@@ -11,8 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.net.helpers import heartbeat, make_transport, receive, wait_until
-from tests.net.test_transport_memory import NO_JITTER, Network
+from tests.net.helpers import NO_JITTER, Network, heartbeat, receive, wait_until
 from univrs.net.peer import CLOSE_INCARNATION
 from univrs.net.transport import open_transport
 from univrs.raft.messages import Message
@@ -35,11 +34,8 @@ async def test_a_dialer_of_another_incarnation_is_refused_and_stops_sending(
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
         # a's data dir was wiped: it is NEW, but b's configuration lists a as OLD.
-        a, _ = make_transport(
-            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
-        )
-        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0", bound={"a": OLD})
-        net.nodes["b"] = b
+        a, _ = net.dialer(incarnation=NEW)
+        b, b_inbox = net.listener(incarnation="b0", bound={"a": OLD})
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
             await wait_until(lambda: "b" in a.stopped_links(), timeout=30)
@@ -74,17 +70,8 @@ async def test_a_hello_expecting_another_incarnation_of_the_receiver_is_refused(
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
         # a's configuration lists b as OLD; the node now answering as b is NEW (wiped disk).
-        a, _ = make_transport(
-            "a",
-            peers={"b": "b:1"},
-            settings=NO_JITTER,
-            connector=net.connect,
-            listen_addr=None,
-            incarnation="a0",
-            bound={"b": OLD},
-        )
-        b, b_inbox = make_transport("b", listen_addr=None, incarnation=NEW)
-        net.nodes["b"] = b
+        a, _ = net.dialer(settings=NO_JITTER, incarnation="a0", bound={"b": OLD})
+        b, b_inbox = net.listener(incarnation=NEW)
         async with open_transport(a), open_transport(b):
             for ctx in range(3):
                 a.send(heartbeat("a", "b", ctx=ctx))
@@ -104,11 +91,8 @@ async def test_unbound_members_are_accepted_and_their_incarnation_learned(
 ) -> None:
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport(
-            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
-        )
-        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0")  # a unbound
-        net.nodes["b"] = b
+        a, _ = net.dialer(incarnation=NEW)
+        b, b_inbox = net.listener(incarnation="b0")  # a unbound
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
@@ -128,19 +112,14 @@ async def test_an_unbound_member_whose_hellos_name_two_incarnations_is_not_offer
     caplog.set_level(logging.DEBUG, logger="univrs.net")
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport(
-            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
-        )
-        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0")  # a unbound
-        net.nodes["b"] = b
+        a, _ = net.dialer(incarnation=NEW)
+        b, b_inbox = net.listener(incarnation="b0")  # a unbound
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
             assert b.peer_incarnations() == {"a": NEW}
             # The forger dials b under a's id, naming a made-up incarnation.
-            forger, _ = make_transport(
-                "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=OLD
-            )
+            forger, _ = net.dialer(incarnation=OLD)
             async with open_transport(forger):
                 forger.send(heartbeat("a", "b", ctx=2))
                 await wait_until(lambda: b.peer_incarnations() == {}, timeout=30)
@@ -157,12 +136,9 @@ async def test_a_configuration_change_closes_connections_of_an_incarnation_it_do
     caplog.set_level(logging.DEBUG, logger="univrs.net")
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport(
-            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
-        )
+        a, _ = net.dialer(incarnation=NEW)
         listed: dict[str, str] = {}
-        b, b_inbox = make_transport("b", listen_addr=None, incarnation="b0", bound=listed)
-        net.nodes["b"] = b
+        b, b_inbox = net.listener(incarnation="b0", bound=listed)
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
@@ -191,18 +167,9 @@ async def test_a_stopped_link_resumes_when_the_peer_dials_in_successfully(
 ) -> None:
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, a_inbox = make_transport(
-            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None, incarnation=NEW
-        )
+        a, a_inbox = net.dialer(incarnation=NEW)
         listed = {"a": OLD}
-        b, b_inbox = make_transport(
-            "b",
-            peers={"a": "a:1"},
-            connector=net.connect,
-            listen_addr=None,
-            incarnation="b0",
-            bound=listed,
-        )
+        b, b_inbox = net.dialer("b", "a", incarnation="b0", bound=listed)
         net.nodes.update(a=a, b=b)
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
@@ -230,24 +197,10 @@ async def _first_contact(
     configuration."""
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport(
-            "a",
-            peers={"b": "b:1"},
-            settings=NO_JITTER,
-            connector=net.connect,
-            listen_addr=None,
-            incarnation=NEW,
-            bound=dialer_expects,
-            binding=dialer_binding,
+        a, _ = net.dialer(
+            settings=NO_JITTER, incarnation=NEW, bound=dialer_expects, binding=dialer_binding
         )
-        b, b_inbox = make_transport(
-            "b",
-            listen_addr=None,
-            incarnation="b0",
-            bound=receiver_lists,
-            binding=receiver_binding,
-        )
-        net.nodes["b"] = b
+        b, b_inbox = net.listener(incarnation="b0", bound=receiver_lists, binding=receiver_binding)
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
             with trio.move_on_after(30):

@@ -14,34 +14,18 @@ import pytest
 import trio
 import trio.testing
 
-from tests.net.helpers import FAST, append, heartbeat, make_transport, receive, wait_until
-from univrs.net.backoff import BackoffPolicy
-from univrs.net.transport import RaftTransport, open_transport
-from univrs.raft.messages import AppendEntries, Heartbeat
-
-NO_JITTER = attrs.evolve(
-    FAST, backoff=BackoffPolicy(initial=1.0, maximum=4.0, multiplier=2.0, jitter=0.0)
+from tests.net.helpers import (
+    FAST,
+    NO_JITTER,
+    Network,
+    append,
+    heartbeat,
+    make_transport,
+    receive,
+    wait_until,
 )
-
-
-class Network:
-    """A connector factory: each dial opens a memory stream served by the target's router."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
-        self.nodes: dict[str, RaftTransport] = {}
-        self.server_ends: list[trio.abc.Stream] = []
-        self.dials: list[tuple[float, str]] = []
-
-    async def connect(self, host: str, port: int) -> trio.abc.Stream:
-        self.dials.append((trio.current_time(), host))
-        target = self.nodes.get(host)
-        if target is None:
-            raise OSError(f"connection refused by {host}")
-        client, server = trio.testing.memory_stream_pair()
-        self.server_ends.append(server)
-        self.nursery.start_soon(target.router.handle_connection, server)
-        return client
+from univrs.net.transport import open_transport
+from univrs.raft.messages import AppendEntries, Heartbeat
 
 
 async def test_hung_handshake_times_out_and_redials_with_growing_backoff(
@@ -82,9 +66,7 @@ async def test_refused_dials_back_off_then_deliver_when_the_peer_appears(
     caplog.set_level(logging.DEBUG, logger="univrs.net")
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport(
-            "a", peers={"b": "b:1"}, settings=NO_JITTER, connector=net.connect, listen_addr=None
-        )
+        a, _ = net.dialer(settings=NO_JITTER)
         b, b_inbox = make_transport("b", listen_addr=None)
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
@@ -107,12 +89,8 @@ async def test_two_transports_exchange_messages_in_memory(
 ) -> None:
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, a_inbox = make_transport(
-            "a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None
-        )
-        b, b_inbox = make_transport(
-            "b", peers={"a": "a:1"}, connector=net.connect, listen_addr=None
-        )
+        a, a_inbox = net.dialer()
+        b, b_inbox = net.dialer("b", "a")
         net.nodes.update(a=a, b=b)
         async with open_transport(a), open_transport(b):
             for i in range(1, 4):
@@ -135,9 +113,8 @@ async def test_two_transports_exchange_messages_in_memory(
 async def test_broken_connection_is_redialed(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport("a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None)
-        b, b_inbox = make_transport("b", listen_addr=None)
-        net.nodes["b"] = b
+        a, _ = net.dialer()
+        b, b_inbox = net.listener()
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b", ctx=1))
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
@@ -164,8 +141,7 @@ async def test_heartbeat_queued_behind_full_batch_queue_goes_out_first(
         a, _ = make_transport(
             "a", peers={"b": "b:1"}, settings=settings, connector=gated, listen_addr=None
         )
-        b, b_inbox = make_transport("b", listen_addr=None)
-        net.nodes["b"] = b
+        b, b_inbox = net.listener()
         async with open_transport(a), open_transport(b):
             for i in range(1, 11):
                 a.send(append("a", "b", i))
@@ -296,9 +272,8 @@ async def test_message_kinds_keep_their_types(autojump_clock: trio.testing.MockC
     # Guard against a fake codec that would make every other test pass vacuously.
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport("a", peers={"b": "b:1"}, connector=net.connect, listen_addr=None)
-        b, b_inbox = make_transport("b", listen_addr=None)
-        net.nodes["b"] = b
+        a, _ = net.dialer()
+        b, b_inbox = net.listener()
         async with open_transport(a), open_transport(b):
             a.send(append("a", "b", 5, size=3))
             a.send(heartbeat("a", "b", ctx=8))
@@ -313,16 +288,8 @@ async def test_refused_hello_backs_off_and_warns_once(
     caplog.set_level(logging.DEBUG, logger="univrs.net")
     async with trio.open_nursery() as nursery:
         net = Network(nursery)
-        a, _ = make_transport(
-            "a",
-            peers={"b": "b:1"},
-            settings=NO_JITTER,
-            connector=net.connect,
-            listen_addr=None,
-            cluster_id="other",
-        )
-        b, b_inbox = make_transport("b", listen_addr=None)
-        net.nodes["b"] = b
+        a, _ = net.dialer(settings=NO_JITTER, cluster_id="other")
+        b, b_inbox = net.listener()
         async with open_transport(a), open_transport(b):
             a.send(heartbeat("a", "b"))
             await wait_until(lambda: len(net.dials) >= 4, timeout=120)

@@ -76,11 +76,13 @@ class MemoryStore:
 
 @attrs.define(eq=False)
 class MemCluster:
-    """See the module docstring. Create it with ``MemCluster.build`` and ``start`` nodes."""
+    """See the module docstring. Create it with ``MemCluster.build`` and ``start`` nodes
+    (``start_all``), or with ``start_cluster``, which also waits for a leader."""
 
     nursery: trio.Nursery
     membership: Membership
     seed: int = 1
+    ids: tuple[str, ...] = ()  # the members in the order ``build`` was given them
     proposal_depth: int = 1  # the runtimes' (univrs/runtime/driver.py, "Proposal batching")
     packing: Packing = attrs.field(factory=Packing)  # the runtimes' (batch entries or not)
     # Give each core the node's snapshot check (univrs.runtime.snapshots.SnapshotChecker).
@@ -108,7 +110,12 @@ class MemCluster:
     def build(cls, nursery: trio.Nursery, ids: Sequence[str], seed: int = 1) -> MemCluster:
         # Every member's "address" is its id: the API tests' forwarder routes on it.
         membership = Membership(voters=frozenset(ids), addresses=tuple(sorted((i, i) for i in ids)))
-        return cls(nursery=nursery, membership=membership, seed=seed)
+        return cls(nursery=nursery, membership=membership, seed=seed, ids=tuple(ids))
+
+    async def start_all(self) -> None:
+        """Start a process of every member, in the order ``build`` was given them."""
+        for node_id in self.ids:
+            await self.start(node_id)
 
     def send(self, msg: Message) -> None:
         for watch in self.watchers:
@@ -220,6 +227,23 @@ async def wait_leader(cluster: MemCluster, among: Sequence[str] | None = None) -
     leader = cluster.leader(among)
     assert leader is not None
     return leader
+
+
+async def start_cluster(
+    nursery: trio.Nursery,
+    ids: Sequence[str],
+    *,
+    packing: Packing | None = None,
+    check_snapshots: bool = False,
+) -> tuple[MemCluster, RaftRuntime]:
+    """A cluster of ``ids`` (with ``packing`` and ``check_snapshots`` if given), every node
+    started, and its leader once there is one."""
+    cluster = MemCluster.build(nursery, ids)
+    if packing is not None:
+        cluster.packing = packing
+    cluster.check_snapshots = check_snapshots
+    await cluster.start_all()
+    return cluster, await wait_leader(cluster)
 
 
 def create(name: str) -> Envelope:

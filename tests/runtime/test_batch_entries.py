@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.runtime.memcluster import MemCluster, create, mint, wait_leader, wait_until
+from tests.runtime.memcluster import create, mint, start_cluster, wait_leader, wait_until
 from tests.runtime.test_batching import holding_appends
 from univrs import codec
 from univrs.errors import OutcomeUnknown, ProposalDropped
@@ -42,11 +42,9 @@ async def test_concurrent_writes_go_as_one_batch_entry_and_every_replica_agrees(
     nursery: trio.Nursery, autojump_clock: trio.abc.Clock
 ) -> None:
     """Fails without packing: each of the 30 writes is an entry of its own."""
-    cluster = MemCluster.build(nursery, IDS)
-    cluster.packing = Packing(enabled=True, max_commands=16)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(
+        nursery, IDS, packing=Packing(enabled=True, max_commands=16)
+    )
     await leader.propose(create("first"))
     index_before, revision_before = leader.applied_index, leader.sm.revision
     cluster.hold = holding_appends(leader)
@@ -203,11 +201,7 @@ async def test_a_replaced_batch_entry_drops_every_proposal_in_it(
 ) -> None:
     """The cut-off leader's batch entry is replaced by the new leader's entry at its index:
     each of its proposers hears ProposalDropped (proven not applied), none applies anywhere."""
-    cluster = MemCluster.build(nursery, IDS)
-    cluster.packing = Packing(enabled=True)
-    for nid in IDS:
-        await cluster.start(nid)
-    old = await wait_leader(cluster)
+    cluster, old = await start_cluster(nursery, IDS, packing=Packing(enabled=True))
     await old.propose(create("w0"))
     last = old.status().last_index
     cluster.cut.add(old.node_id)
@@ -229,11 +223,7 @@ async def test_a_snapshot_covering_a_batch_entry_makes_every_outcome_unknown(
     """The leader is cut off inbound with a batch entry in flight: the others commit it,
     write on and compact past it; the old leader installs their snapshot and cannot tell
     whether its batch applied (it did): each proposer hears OutcomeUnknown."""
-    cluster = MemCluster.build(nursery, IDS)
-    cluster.packing = Packing(enabled=True)
-    for nid in IDS:
-        await cluster.start(nid)
-    old = await wait_leader(cluster)
+    cluster, old = await start_cluster(nursery, IDS, packing=Packing(enabled=True))
     await old.propose(create("w0"))
     last = old.status().last_index
     cluster.deaf.add(old.node_id)

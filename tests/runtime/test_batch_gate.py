@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import trio
 
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_leader, wait_until
 from univrs import codec
 from univrs.raft import Membership
 from univrs.raft.messages import EntryKind
@@ -49,8 +49,7 @@ async def mixed_cluster(nursery: trio.Nursery) -> MemCluster:
     cluster = MemCluster.build(nursery, IDS)
     cluster.packing = Packing(enabled=True)
     cluster.max_payload_versions["c"] = 1  # a node of older code
-    for nid in IDS:
-        await cluster.start(nid)
+    await cluster.start_all()
     return cluster
 
 
@@ -106,11 +105,7 @@ async def test_a_joining_member_closes_the_gate_until_it_announces(
     configuration has announced nothing, so the leader stops packing from the moment its
     configuration entry is appended, and packs again once it announced 2 (its hello).
     Fails on the old runtime: it kept packing with the learner in the configuration."""
-    cluster = MemCluster.build(nursery, IDS)
-    cluster.packing = Packing(enabled=True)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, IDS, packing=Packing(enabled=True))
     await burst(nursery, leader, "x")
     assert BATCH_VERSION in payload_versions(cluster, leader.node_id)
     await add_learner(leader, "d", "d", None)

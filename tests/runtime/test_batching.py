@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import trio
 
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import create, start_cluster, wait_leader, wait_until
 from univrs.errors import NotLeader
 from univrs.raft.messages import AppendEntries, Message
 from univrs.raft.ready import Role
@@ -38,10 +38,7 @@ async def test_proposals_arriving_while_a_batch_is_in_flight_go_as_one_batch(
     """Fails on the old runtime: it appended every proposal at the end of the step it arrived
     in, so callers arriving one tick apart made one batch each (11 here), unless the API's
     batcher happened to wake them together."""
-    cluster = MemCluster.build(nursery, IDS)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, IDS)
     await leader.propose(create("w"))
     before = leader.statistics()
     cluster.hold = holding_appends(leader)
@@ -78,10 +75,7 @@ async def test_a_lone_proposal_is_appended_in_the_step_it_arrives(
     nursery: trio.Nursery, autojump_clock: trio.abc.Clock
 ) -> None:
     """Nothing in flight: a proposal does not wait for anything (no extra latency)."""
-    cluster = MemCluster.build(nursery, IDS)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    _, leader = await start_cluster(nursery, IDS)
     for i in range(3):
         before = leader.statistics().proposal_batches
         started = trio.current_time()
@@ -95,10 +89,7 @@ async def test_losing_leadership_fails_the_open_batch_as_not_applied(
 ) -> None:
     """The open batch was never appended: its proposers hear NotLeader (safe to retry),
     and a later leadership of this node starts with nothing in flight."""
-    cluster = MemCluster.build(nursery, IDS)
-    for nid in IDS:
-        await cluster.start(nid)
-    old = await wait_leader(cluster)
+    cluster, old = await start_cluster(nursery, IDS)
     await old.propose(create("w"))
     cluster.hold = holding_appends(old)
     first: list[Response | BaseException] = []

@@ -80,6 +80,21 @@ def leader_of(net: MemoryNet) -> RaftRuntime | None:
     return live[0] if len(live) == 1 else None
 
 
+async def start_all(nursery: trio.Nursery, net: MemoryNet) -> None:
+    """Run every runtime of ``net`` in ``nursery``."""
+    for r in net.runtimes.values():
+        await nursery.start(r.run)
+
+
+async def start_and_wait_leader(nursery: trio.Nursery, net: MemoryNet) -> RaftRuntime:
+    """Run every runtime of ``net``; the leader once there is one."""
+    await start_all(nursery, net)
+    await wait_until(lambda: leader_of(net) is not None, "a leader")
+    leader = leader_of(net)
+    assert leader is not None
+    return leader
+
+
 def create(name: str) -> Envelope:
     return Envelope(command=CreateWorkload(id=name, spec=WorkloadSpec(name=name, image="img")))
 
@@ -88,8 +103,7 @@ async def test_elects_a_leader_after_an_election_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     net, _ = make_cluster(["a", "b", "c"])
-    for r in net.runtimes.values():
-        await nursery.start(r.run)
+    await start_all(nursery, net)
     start = trio.current_time()
     await wait_until(lambda: leader_of(net) is not None, "a leader")
     elapsed = trio.current_time() - start
@@ -102,11 +116,7 @@ async def test_proposals_commit_everywhere_and_followers_refuse(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     net, _ = make_cluster(["a", "b", "c"])
-    for r in net.runtimes.values():
-        await nursery.start(r.run)
-    await wait_until(lambda: leader_of(net) is not None, "a leader")
-    leader = leader_of(net)
-    assert leader is not None
+    leader = await start_and_wait_leader(nursery, net)
     response = await leader.propose(create("w1"))
     assert isinstance(response, Created)
     follower = next(r for r in net.runtimes.values() if r is not leader)
@@ -123,11 +133,7 @@ async def test_concurrent_proposals_share_fsyncs(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     net, logs = make_cluster(["a", "b", "c"])
-    for r in net.runtimes.values():
-        await nursery.start(r.run)
-    await wait_until(lambda: leader_of(net) is not None, "a leader")
-    leader = leader_of(net)
-    assert leader is not None
+    leader = await start_and_wait_leader(nursery, net)
     writes_before = logs[leader.node_id].writes
     results: list[object] = []
 
@@ -147,11 +153,7 @@ async def test_linearizable_read_needs_a_quorum(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     net, _ = make_cluster(["a", "b", "c"])
-    for r in net.runtimes.values():
-        await nursery.start(r.run)
-    await wait_until(lambda: leader_of(net) is not None, "a leader")
-    leader = leader_of(net)
-    assert leader is not None
+    leader = await start_and_wait_leader(nursery, net)
     await leader.propose(create("w1"))
     index = await leader.read_index()
     assert index >= leader.status().commit - 1 and leader.sm.get_workload("w1") is not None

@@ -15,7 +15,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 
 import univrs.sm.objects as objects_module
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import create, start_cluster, wait_until
 from tests.sm.strategies import Client, steps
 from univrs.runtime.watch import WatchHub
 from univrs.sm.commands import (
@@ -90,10 +90,7 @@ async def test_applying_builds_no_workload_view_until_a_watcher_reads(
         return real(stored, counts)
 
     monkeypatch.setattr(objects_module, "view_of", counting)
-    cluster = MemCluster.build(nursery, IDS)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, IDS)
     await leader.propose(create("w"))
     for replicas in range(1, 4):
         await leader.propose(Envelope(command=ScaleWorkload(id="w", replicas=replicas)))

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from tests.runtime.memcluster import MemoryStore
-from tests.runtime.test_driver import TICK, MemoryNet, leader_of, wait_until
+from tests.runtime.test_driver import TICK, MemoryNet, leader_of, start_all, wait_until
 from univrs.errors import Unavailable
 from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.ready import RaftConfig
@@ -41,8 +41,7 @@ async def test_a_stalled_leader_serves_no_lease_read_from_before_the_stall(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     net = lease_cluster(["a", "b", "c"])
-    for r in net.runtimes.values():
-        await nursery.start(r.run)
+    await start_all(nursery, net)
     await wait_until(lambda: (lead := leader_of(net)) is not None and lead.status().lease, "lease")
     leader = leader_of(net)
     assert leader is not None

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import univrs.runtime.applier as applier_module
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import create, start_cluster, wait_until
 from tests.sm.strategies import commands
 from univrs.runtime.payload import (
     decode_entry,
@@ -111,10 +111,7 @@ async def test_the_leader_does_not_decode_its_own_entries_and_replicas_agree(
         return real(data, *args)
 
     monkeypatch.setattr(applier_module, "decode_entry", counting)
-    cluster = MemCluster.build(nursery, IDS)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, IDS)
     before = len(decoded)
     for i in range(5):
         await leader.propose(create(f"w{i}"))

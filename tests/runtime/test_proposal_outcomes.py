@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import trio
 
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_leader, wait_until
 from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.raft.messages import Message, ReadIndexRequest, ReadIndexResponse
 from univrs.raft.ready import Role
@@ -18,11 +18,6 @@ from univrs.runtime.driver import RaftRuntime
 from univrs.sm.responses import Response
 
 IDS = ["a", "b", "c"]
-
-
-async def start_all(cluster: MemCluster) -> None:
-    for nid in IDS:
-        await cluster.start(nid)
 
 
 def failed(cluster: MemCluster, runtime: RaftRuntime, outcome: str) -> float | None:
@@ -56,9 +51,7 @@ async def test_a_snapshot_covering_a_pending_proposal_makes_its_outcome_unknown(
     reaches the others, who elect a new leader that commits w1, writes on and compacts past it.
     When L hears again it installs the new leader's snapshot, which covers w1: L cannot tell
     whether w1 applied (it did), so its proposer must hear "unknown", not "dropped"."""
-    cluster = MemCluster.build(nursery, IDS)
-    await start_all(cluster)
-    old = await wait_leader(cluster)
+    cluster, old = await start_cluster(nursery, IDS)
     await old.propose(create("w0"))
     cluster.deaf.add(old.node_id)
     outcome = await propose_in_background(nursery, old, "w1")
@@ -85,9 +78,7 @@ async def test_an_entry_replaced_by_another_leaders_entry_is_dropped(
 ) -> None:
     """Proven not applied: the leader's entry never left it (cut off both ways) and the new
     leader committed a different entry at its index, which the old leader then applies."""
-    cluster = MemCluster.build(nursery, IDS)
-    await start_all(cluster)
-    old = await wait_leader(cluster)
+    cluster, old = await start_cluster(nursery, IDS)
     await old.propose(create("w0"))
     cluster.cut.add(old.node_id)
     outcome = await propose_in_background(nursery, old, "w1")
@@ -109,9 +100,7 @@ async def test_read_ids_of_a_restarted_process_never_match_the_old_ones(
     leader's send queue across the restart). The new process's read must not be released by
     it: with ids restarting at 1, the stale answer matched the new read and served it at the
     old, lower index."""
-    cluster = MemCluster.build(nursery, IDS)
-    await start_all(cluster)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, IDS)
     await leader.propose(create("w0"))
     fid = next(i for i in IDS if i != leader.node_id)
     requests: list[ReadIndexRequest] = []

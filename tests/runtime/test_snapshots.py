@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import create, start_cluster, wait_until
 from tests.sm.helpers import spec
 from tests.sm.test_sm_snapshot import populated
 from univrs import codec
@@ -113,11 +113,7 @@ async def test_an_installed_snapshot_is_restored_once_not_twice(
         return restore(data)
 
     monkeypatch.setattr(applier_module, "restore", counting)  # what the applier calls
-    cluster = MemCluster.build(nursery, ["a", "b", "c"])
-    cluster.check_snapshots = True
-    for nid in ("a", "b", "c"):
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"], check_snapshots=True)
     behind = next(r for r in cluster.runtimes.values() if r is not leader)
     cluster.cut.add(behind.node_id)
     for k in range(5):
@@ -145,11 +141,7 @@ async def test_the_check_of_a_streamed_snapshot_runs_off_the_event_loop(
         return restore(data, into)
 
     monkeypatch.setattr(snapshots_module, "restore", recording)  # what the checker calls
-    cluster = MemCluster.build(nursery, ["a", "b", "c"])
-    cluster.check_snapshots = True
-    for nid in ("a", "b", "c"):
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"], check_snapshots=True)
     behind = next(r for r in cluster.runtimes.values() if r is not leader)
     cluster.cut.add(behind.node_id)
     for k in range(5):

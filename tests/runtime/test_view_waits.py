@@ -50,8 +50,7 @@ async def test_writes_wake_no_status_watcher_but_changes_wake_them_all(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     cluster = MemCluster.build(nursery, ["a", "b", "c"])
-    for node_id in ("a", "b", "c"):
-        await cluster.start(node_id)
+    await cluster.start_all()
     leader = await _settled(cluster)
     wakes: dict[str, list[int]] = {n: [] for n in cluster.runtimes}
     async with trio.open_nursery() as watchers:
@@ -92,8 +91,7 @@ async def test_wait_applied_wakes_at_its_index_only(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     cluster = MemCluster.build(nursery, ["a", "b", "c"])
-    for node_id in ("a", "b", "c"):
-        await cluster.start(node_id)
+    await cluster.start_all()
     leader = await _settled(cluster)
     follower = next(r for r in cluster.runtimes.values() if r is not leader)
     target = leader.applied_index + 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import create, start_cluster, wait_until
 from univrs.errors import Compacted
 from univrs.sm.events import ObjectKind
 
@@ -18,10 +18,7 @@ ALL = frozenset(ObjectKind)
 async def test_replicas_record_the_same_events_and_a_snapshot_install_compacts(
     nursery: trio.Nursery, autojump_clock: trio.abc.Clock
 ) -> None:
-    cluster = MemCluster.build(nursery, IDS)
-    for nid in IDS:
-        await cluster.start(nid)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, IDS)
     for i in range(3):
         await leader.propose(create(f"w{i}"))
     last = leader.applied_index

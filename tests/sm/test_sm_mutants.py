@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tests.sm import test_sm_properties as props
 from tests.sm.strategies import steps
 from univrs.sm import Created, DeleteWorkload, OpenSession, Success
-from univrs.sm import state as state_module
+from univrs.sm import handlers as handlers_module
 from univrs.sm.credits import Ledger
 from univrs.sm.sessions import SessionTable
 from univrs.sm.state import ClusterStateMachine
@@ -54,7 +54,7 @@ def test_replica_agreement_catches_a_nondeterministic_apply(
         sm._sessions.open(client_id, index, sm.clock_ms)
         return Created(id=client_id, version=index)
 
-    monkeypatch.setitem(state_module._HANDLERS, OpenSession, open_session)
+    monkeypatch.setitem(handlers_module._HANDLERS, OpenSession, open_session)
     must_fail(props.check_replicas_that_apply_the_same_commands_agree)
 
 
@@ -90,9 +90,9 @@ def test_orphan_property_catches_a_delete_without_cascade(
 ) -> None:
     def delete(sm: ClusterStateMachine, cmd: DeleteWorkload, index: int) -> Any:
         if sm.get_workload(cmd.id) is None:
-            return state_module._not_found("workload", cmd.id)
+            return handlers_module.not_found("workload", cmd.id)
         sm._objects._workloads.pop(cmd.id)  # leaves the instances (and the index) behind
         return Success(version=index)
 
-    monkeypatch.setitem(state_module._HANDLERS, DeleteWorkload, delete)
+    monkeypatch.setitem(handlers_module._HANDLERS, DeleteWorkload, delete)
     must_fail(props.check_deleting_a_workload_or_node_leaves_no_orphan_instances)

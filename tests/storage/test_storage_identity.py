@@ -13,6 +13,9 @@ import pytest
 from univrs.errors import StorageError
 from univrs.raft.messages import HardState
 from univrs.storage import LogStore, layout
+from univrs.storage.datadir import locked_store_dir
+from univrs.storage.layout import Corrupt
+from univrs.storage.recover import stored_node_id
 
 Opener = Callable[..., LogStore]
 
@@ -84,6 +87,26 @@ def test_a_store_whose_identity_is_lost_is_corrupt_not_fresh(
     rewrite_meta(data_dir, format=layout.FORMAT_VERSION)  # format back, identity still gone
     with pytest.raises(StorageError, match="'identity' is missing"):
         open_store()
+
+
+def test_the_offline_tools_lock_the_store_and_read_its_node_id(
+    open_store: Opener, data_dir: pathlib.Path
+) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        stored_node_id(data_dir)
+    data_dir.mkdir()
+    with pytest.raises(StorageError, match="holds no univrs store"):
+        stored_node_id(data_dir)
+    open_store(node_id="n7").close()
+    assert stored_node_id(data_dir) == "n7"
+    with locked_store_dir(data_dir) as (path, env_path):
+        assert (path, env_path) == (data_dir, env_dir(data_dir))
+        with pytest.raises(StorageError, match="locked by another univrs process"):
+            open_store(node_id="n7")
+    open_store(node_id="n7").close()  # the lock went with the block
+    rewrite_meta(data_dir, identity=None)
+    with pytest.raises(Corrupt, match="'identity' is missing"):
+        stored_node_id(data_dir)
 
 
 def test_a_store_from_before_incarnations_gets_one_once(

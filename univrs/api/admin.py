@@ -81,6 +81,8 @@ from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 
 if TYPE_CHECKING:
+    from univrs.raft.messages import Membership
+    from univrs.runtime.driver import RaftRuntime
     from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.api")
@@ -296,30 +298,30 @@ async def add_member(request: Request) -> Response:
     return await _on_leader(request, run)
 
 
-@_handler
-async def promote_member(request: Request) -> Response:
-    await _admin(request, "promoting a member")
+async def _change_member(
+    request: Request, doing: str, change: Callable[[RaftRuntime, str], Awaitable[Membership]]
+) -> Response:
+    """``change`` (promote, remove) the member named in the path, on the leader: an admin's
+    request; 404 if the node is not a member."""
+    await _admin(request, doing)
     node_id = request.path_params["node_id"]
 
     async def run(node: NodeHandle) -> tuple[int, Any]:
         if node_id not in node.status().membership.members:
             raise NotFound(f"{node_id!r} is not a member of this cluster")
-        return 200, _membership_doc(await ms.promote(node.runtime, node_id))
+        return 200, _membership_doc(await change(node.runtime, node_id))
 
     return await _on_leader(request, run)
+
+
+@_handler
+async def promote_member(request: Request) -> Response:
+    return await _change_member(request, "promoting a member", ms.promote)
 
 
 @_handler
 async def remove_member(request: Request) -> Response:
-    await _admin(request, "removing a member")
-    node_id = request.path_params["node_id"]
-
-    async def run(node: NodeHandle) -> tuple[int, Any]:
-        if node_id not in node.status().membership.members:
-            raise NotFound(f"{node_id!r} is not a member of this cluster")
-        return 200, _membership_doc(await ms.remove(node.runtime, node_id))
-
-    return await _on_leader(request, run)
+    return await _change_member(request, "removing a member", ms.remove)
 
 
 @_handler

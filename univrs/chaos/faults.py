@@ -2,9 +2,9 @@
 
 Process faults act on the node processes of a ``LocalCluster`` (kill -9, SIGTERM, SIGSTOP and
 SIGCONT by PID, restarts); the blocking process calls run in worker threads, one at a time.
-Network faults set the policy of the fault proxies (``univrs.chaos.proxy``), one per ordered
-pair of nodes. Several network faults may overlap: each contributes a policy per link and the
-link gets their combination (partitioned if any partitions it, the largest delay, loss, ...).
+Network faults set the policy of the fault proxies, one per ordered pair of nodes; several may
+overlap, each contributing a policy per link (``univrs.chaos.links``: the links a partition
+cuts and how the contributions combine).
 
 The injector remembers what it broke (``down``: node -> how; the network contributions), so
 ``heal_all`` at the end of the fault phase restores everything whatever was in progress.
@@ -21,23 +21,20 @@ import logging
 import random
 import shutil
 import signal
-from collections.abc import Iterable
 
 import attrs
 import trio
 
-from univrs.chaos.monitor import FETCH_ERRORS, Monitor, agreed_leader
-from univrs.chaos.proxy import PASS, FaultProxy, LinkPolicy
+from univrs.chaos.links import Link, LinkFaults, partition_links
+from univrs.chaos.monitor import FETCH_ERRORS, Monitor
+from univrs.chaos.proxy import FaultProxy, LinkPolicy
 from univrs.chaos.scenario import MEMBERSHIP_KINDS, PlannedFault
 from univrs.net.http import HttpResponse, request_json
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
 log = logging.getLogger("univrs.chaos.faults")
 
-Link = tuple[str, str]
 CATCH_UP_TIMEOUT = 30.0
-HEAL_WATCH_TIMEOUT = 15.0  # seconds a healed node is watched for following the leader
-HEAL_WATCH_EVERY = 0.05  # seconds between two samples while watching
 
 
 @attrs.define(eq=False)
@@ -52,7 +49,8 @@ class FaultRecord:
     targets: tuple[str, ...] = ()
     note: str = ""
     # Partitions: per node it cut off, seconds from healing until it followed the agreed
-    # leader again (None: not within HEAL_WATCH_TIMEOUT, or the fault phase ended first).
+    # leader again (None: not within the monitor's HEAL_WATCH_TIMEOUT, or the fault phase
+    # ended first).
     leader_after_heal: dict[str, float | None] = attrs.field(factory=dict)
 
     def to_plain(self) -> dict[str, object]:
@@ -66,68 +64,6 @@ class FaultRecord:
             "note": self.note,
             "leader_after_heal": dict(self.leader_after_heal),
         }
-
-
-def combine(policies: Iterable[LinkPolicy]) -> LinkPolicy:
-    """The policy of a link under several faults at once."""
-    ps = list(policies)
-    if not ps:
-        return PASS
-    return LinkPolicy(
-        partitioned=any(p.partitioned for p in ps),
-        delay=max(p.delay for p in ps),
-        jitter=max(p.jitter for p in ps),
-        loss=max(p.loss for p in ps),
-        loss_stall=max(p.loss_stall for p in ps),
-        reset_rate=max(p.reset_rate for p in ps),
-        retransmit=any(p.retransmit for p in ps),
-    )
-
-
-def partition_links(
-    mode: str,
-    nodes: list[str],
-    target: str,
-    leader: str | None,
-    side: str,
-    direction: str,
-    rng: random.Random,
-) -> tuple[set[Link], str, tuple[str, ...]]:
-    """The ordered links a partition cuts, a description of its sides, and the nodes it is
-    about (the target, or the minority of a split in halves)."""
-    others = [n for n in nodes if n != target]
-    if mode == "isolate":
-        links = {(target, o) for o in others} | {(o, target) for o in others}
-        return links, f"{target} | {','.join(others)}", (target,)
-    if mode == "one-way":
-        if direction == "out":
-            return {(target, o) for o in others}, f"{target} -/-> {','.join(others)}", (target,)
-        return {(o, target) for o in others}, f"{','.join(others)} -/-> {target}", (target,)
-    if mode == "bridge":
-        rest = others[:]
-        rng.shuffle(rest)
-        half = len(rest) // 2
-        a, b = sorted(rest[:half]), sorted(rest[half:])
-        links = {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
-        return links, f"{','.join(a)} | {','.join(b)} bridged by {target}", (target,)
-    # halves: a minority and a majority; `side` says where the leader goes
-    size = max(1, (len(nodes) - 1) // 2)
-    pool = [n for n in nodes if n != leader] if leader else nodes[:]
-    rng.shuffle(pool)
-    if leader and side == "minority":
-        minority = [leader, *pool[: size - 1]]
-    elif leader and side == "majority":
-        minority = pool[:size]
-    else:
-        everyone = nodes[:]
-        rng.shuffle(everyone)
-        minority = everyone[:size]
-    majority = [n for n in nodes if n not in minority]
-    links = {(x, y) for x in minority for y in majority} | {
-        (y, x) for x in minority for y in majority
-    }
-    sides = f"{','.join(sorted(minority))} | {','.join(sorted(majority))}"
-    return links, sides, tuple(sorted(minority))
 
 
 @attrs.define(eq=False)
@@ -144,7 +80,7 @@ class Injector:
     unexpected: list[str] = attrs.field(factory=list)  # surprises (bad exit codes, ...)
     active: set[str] = attrs.field(factory=set)  # members expected to run (see the docstring)
     spares_left: list[str] = attrs.field(factory=list)  # spare nodes not started yet
-    _net: dict[Link, dict[int, LinkPolicy]] = attrs.field(factory=dict)
+    _links: LinkFaults = attrs.field(init=False)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
     # One wipe at a time: a second disk lost while the first member still rejoins would lose
     # a quorum's data (no cluster recovers from that without an operator's unsafe recover).
@@ -160,6 +96,7 @@ class Injector:
     # ---------------------------------------------------------------- targets
 
     def __attrs_post_init__(self) -> None:
+        self._links = LinkFaults(self.proxies)
         if not self.active:
             spares = self.cluster.spares
             self.active = {n for n in self.node_ids if n not in spares}
@@ -264,27 +201,6 @@ class Injector:
                 await trio.sleep(0.2)
         return False
 
-    # ---------------------------------------------------------------- network actions
-
-    def _apply_net(self) -> None:
-        for link, proxy in self.proxies.items():
-            proxy.set_policy(combine(self._net.get(link, {}).values()))
-
-    def _set_links(self, fault: int, links: Iterable[Link], policy: LinkPolicy) -> None:
-        for link in links:
-            self._net.setdefault(link, {})[fault] = policy
-        self._apply_net()
-
-    def _clear(self, fault: int) -> None:
-        for contributions in self._net.values():
-            contributions.pop(fault, None)
-        self._apply_net()
-
-    def _links_of(self, target: str | None) -> set[Link]:
-        if target is None or target == "all":
-            return set(self.proxies)
-        return {link for link in self.proxies if target in link}
-
     # ---------------------------------------------------------------- faults
 
     async def run(self, fault: PlannedFault) -> None:
@@ -345,7 +261,7 @@ class Injector:
             await self._partition(fault, rec, end_at)
         elif kind in ("latency", "lossy"):
             target = None if spec.target == "all" else await self._resolve(spec.target)
-            links = self._links_of(target if spec.target != "all" else "all")
+            links = self._links.of(target if spec.target != "all" else "all")
             rec.targets = (spec.target if target is None else target,)
             policy = LinkPolicy(
                 delay=spec.param("delay"),
@@ -354,16 +270,16 @@ class Injector:
                 loss_stall=spec.param("loss_stall") or 0.2,
                 reset_rate=spec.param("reset_rate") or 0.0,
             )
-            self._set_links(fault.index, links, policy)
+            self._links.add(fault.index, links, policy)
             try:
                 await trio.sleep_until(end_at)
             finally:
-                self._clear(fault.index)
+                self._links.remove(fault.index)
         elif kind in MEMBERSHIP_KINDS:
             await self._membership(fault, rec)
         elif kind == "reset":
             target = None if spec.target == "all" else await self._resolve(spec.target)
-            n = sum(self.proxies[link].reset_connections() for link in self._links_of(target))
+            n = self._links.reset(target)
             rec.targets = (spec.target if target is None else target,)
             rec.note = f"{n} connections reset"
         else:
@@ -395,42 +311,20 @@ class Injector:
                     rec.targets = about
                     rec.note = sides
                 policy = LinkPolicy(partitioned=True, retransmit=spec.param("retransmit"))
-                self._set_links(fault.index, links, policy)
+                self._links.add(fault.index, links, policy)
                 if not flapping:
                     await trio.sleep_until(end_at)
                     break
                 await trio.sleep_until(min(end_at, trio.current_time() + period))
-                self._clear(fault.index)
+                self._links.remove(fault.index)
                 await trio.sleep_until(min(end_at, trio.current_time() + period))
             if flapping:
                 rec.note += f" ({phases} flaps of {period:g}s)"
         finally:
-            self._clear(fault.index)
+            self._links.remove(fault.index)
             rec.end = self.now()  # healed (the watch below is not part of the fault)
         if not flapping and rec.targets:
-            rec.leader_after_heal = await self.time_to_leader(rec.targets)
-
-    async def time_to_leader(
-        self, nodes: Iterable[str], timeout: float = HEAL_WATCH_TIMEOUT
-    ) -> dict[str, float | None]:
-        """Seconds from now until each of ``nodes`` follows (or is) the agreed leader, in that
-        leader's term: how long a healed node stays without a leader (its clients get 503).
-        Sampled every ``HEAL_WATCH_EVERY`` s; a time is taken when the sample's answers are in."""
-        healed = trio.current_time()
-        out: dict[str, float | None] = {n: None for n in nodes}
-        with trio.move_on_after(timeout):
-            while any(v is None for v in out.values()):
-                s = await self.monitor.sample()
-                views = dict(s.views)
-                leader = agreed_leader(views, len(self.active))
-                term = (views.get(leader) or {}).get("term") if leader else None
-                for n, took in out.items():
-                    v = views.get(n) or {}
-                    following = leader is not None and v.get("leader") == leader
-                    if took is None and following and v.get("term") == term:
-                        out[n] = round(trio.current_time() - healed, 3)
-                await trio.sleep(HEAL_WATCH_EVERY)
-        return out
+            rec.leader_after_heal = await self.monitor.time_to_leader(rec.targets, self.active)
 
     async def watch_processes(self, every: float = 0.2) -> None:
         """Until cancelled: notice a node process that ended without the injector ending it
@@ -596,7 +490,6 @@ class Injector:
 
     async def heal_all(self) -> None:
         """Heal every fault: all links pass, every node runs (resumed or restarted)."""
-        self._net.clear()
-        self._apply_net()
+        self._links.heal()
         for node in list(self.down):
             await self._restore(node)

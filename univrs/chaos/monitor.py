@@ -3,11 +3,13 @@
 ``Monitor.sample()`` asks every node for ``/v1/node/status`` at once (a short deadline each:
 a paused node simply does not answer). ``run`` samples periodically and keeps the samples;
 ``leaderless_windows`` turns them into the intervals without an agreed leader, and
-``leader_of`` answers "who leads now" for the fault injector.
+``leader_of`` answers "who leads now" for the fault injector, ``time_to_leader`` how long
+nodes a partition cut off took to follow the leader again once it healed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import attrs
@@ -17,6 +19,8 @@ import trio
 from univrs.net.http import get_json
 
 STATUS_TIMEOUT = 0.5
+HEAL_WATCH_TIMEOUT = 15.0  # seconds a healed node is watched for following the leader
+HEAL_WATCH_EVERY = 0.05  # seconds between two samples while watching
 # What a GET of a node that is down, paused or restarting may raise.
 FETCH_ERRORS = (
     OSError,
@@ -90,6 +94,30 @@ class Monitor:
     async def leader_of(self) -> str | None:
         s = await self.sample()
         return agreed_leader(dict(s.views), len(self.api))
+
+    async def time_to_leader(
+        self, nodes: Iterable[str], members: Collection[str], timeout: float = HEAL_WATCH_TIMEOUT
+    ) -> dict[str, float | None]:
+        """Seconds from now until each of ``nodes`` follows (or is) the agreed leader, in that
+        leader's term: how long a healed node stays without a leader (its clients get 503).
+        The leader is agreed among ``len(members)`` voters, counted at each sample (a
+        membership fault may change them meanwhile). Sampled every ``HEAL_WATCH_EVERY`` s; a
+        time is taken when the sample's answers are in."""
+        healed = trio.current_time()
+        out: dict[str, float | None] = {n: None for n in nodes}
+        with trio.move_on_after(timeout):
+            while any(v is None for v in out.values()):
+                s = await self.sample()
+                views = dict(s.views)
+                leader = agreed_leader(views, len(members))
+                term = (views.get(leader) or {}).get("term") if leader else None
+                for n, took in out.items():
+                    v = views.get(n) or {}
+                    following = leader is not None and v.get("leader") == leader
+                    if took is None and following and v.get("term") == term:
+                        out[n] = round(trio.current_time() - healed, 3)
+                await trio.sleep(HEAL_WATCH_EVERY)
+        return out
 
     async def run(self, every: float = 0.2) -> None:
         """Sample until cancelled."""

@@ -4,21 +4,26 @@ A store is created in one step (``create_env``): built under ``raft.lmdb.new`` w
 and a new incarnation, then renamed to ``raft.lmdb``. So a ``raft.lmdb`` without an identity,
 or whose ``data.mdb`` is missing, empty or cut short (``check_data_file``), is always a store
 that lost its state, never a fresh one: it is refused, with ``LOST_STATE_HINT`` saying what to
-do. The directory lock is ``dirlock``; opening and verifying the store is ``log_store``.
+do. The directory lock is ``dirlock`` (``locked_store_dir`` holds it for the offline tools);
+opening and verifying the store is ``log_store``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import secrets
 import shutil
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from univrs.errors import StorageError
 from univrs.raft.messages import NodeId
 from univrs.storage import header, layout
+from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StoreEnv
+from univrs.storage.layout import Corrupt
 
 if TYPE_CHECKING:
     from univrs.storage.env import Txn
@@ -117,3 +122,33 @@ def check_data_file(data_dir: pathlib.Path, env_path: pathlib.Path) -> None:
         ) from None
     except OSError as exc:
         raise StorageError(f"cannot read {data_file}: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def locked_store_dir(
+    data_dir: str | os.PathLike[str],
+) -> Iterator[tuple[pathlib.Path, pathlib.Path]]:
+    """A stopped node's data dir and its store's ``raft.lmdb``, with the data dir's lock held
+    for the block (the offline tools). ``StorageError`` if the dir or its store is missing,
+    if the data file lost its state (``check_data_file``) or if a node holds the lock."""
+    path = pathlib.Path(data_dir)
+    if not path.is_dir():
+        raise StorageError(f"data dir {path} does not exist")
+    dirlock = DirLock.acquire(path)
+    try:
+        env_path = path / ENV_DIR
+        if not env_path.exists():
+            raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
+        check_data_file(path, env_path)
+        yield path, env_path
+    finally:
+        dirlock.release()
+
+
+def identity_node(raw: bytes | None) -> NodeId:
+    """The node id in a store's identity record as read from its meta database (``Corrupt``
+    if the record is missing: a store that lost its state)."""
+    if raw is None:
+        raise Corrupt(f"metadata record 'identity' is missing{LOST_STATE_HINT}")
+    node, _, _ = layout.parse_identity(layout.decode_record(layout.KEY_IDENTITY, raw))
+    return node

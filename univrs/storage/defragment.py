@@ -6,21 +6,14 @@ import os
 import pathlib
 import shutil
 import time
-from typing import TYPE_CHECKING
 
 import attrs
 
 from univrs.errors import StorageError
-from univrs.raft.messages import NodeId
 from univrs.storage import layout
-from univrs.storage.datadir import ENV_DIR, LOST_STATE_HINT, check_data_file, fsync_dir
-from univrs.storage.dirlock import DirLock
+from univrs.storage.datadir import ENV_DIR, fsync_dir, identity_node, locked_store_dir
 from univrs.storage.env import StoreEnv
-from univrs.storage.layout import Corrupt
 from univrs.storage.log_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LogStore
-
-if TYPE_CHECKING:
-    from univrs.storage.env import Txn
 
 # A scratch data dir for ``defrag``: the compacted copy is built and verified in
 # DEFRAG_DIR/raft.lmdb before it replaces data.mdb; a leftover one is discarded.
@@ -49,15 +42,7 @@ def defrag(data_dir: str | os.PathLike[str]) -> DefragResult:
     refuses (a missing, empty or truncated data file, corrupt data); changes nothing then.
     """
     started = time.monotonic()
-    path = pathlib.Path(data_dir)
-    if not path.is_dir():
-        raise StorageError(f"data dir {path} does not exist")
-    dirlock = DirLock.acquire(path)
-    try:
-        env_path = path / ENV_DIR
-        if not env_path.exists():
-            raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
-        check_data_file(path, env_path)
+    with locked_store_dir(data_dir) as (path, env_path):
         work = path / DEFRAG_DIR
         try:
             if work.exists():
@@ -69,7 +54,7 @@ def defrag(data_dir: str | os.PathLike[str]) -> DefragResult:
             env_path, create=False, map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE
         )
         try:
-            node_id = env.read(lambda txn: _stored_node_id(env, txn))
+            node_id = env.read(lambda txn: identity_node(txn.get(layout.KEY_IDENTITY, db=env.meta)))
             before, in_use = env.space()
             env.copy_compacted(work / ENV_DIR / "data.mdb")
         finally:
@@ -84,8 +69,6 @@ def defrag(data_dir: str | os.PathLike[str]) -> DefragResult:
             shutil.rmtree(work)
         except OSError as exc:
             raise StorageError(f"cannot replace {env_path / 'data.mdb'}: {exc}") from None
-    finally:
-        dirlock.release()
     return DefragResult(
         data_file=env_path / "data.mdb",
         before_bytes=before,
@@ -93,11 +76,3 @@ def defrag(data_dir: str | os.PathLike[str]) -> DefragResult:
         in_use_bytes=in_use,
         seconds=time.monotonic() - started,
     )
-
-
-def _stored_node_id(env: StoreEnv, txn: Txn) -> NodeId:
-    raw = txn.get(layout.KEY_IDENTITY, db=env.meta)
-    if raw is None:
-        raise Corrupt(f"metadata record 'identity' is missing{LOST_STATE_HINT}")
-    node, _, _ = layout.parse_identity(layout.decode_record(layout.KEY_IDENTITY, raw))
-    return node

@@ -59,17 +59,14 @@ from univrs.errors import StorageError
 from univrs.raft.messages import Entry, EntryKind, HardState, Membership, encode_membership
 from univrs.storage import layout
 from univrs.storage.datadir import (
-    ENV_DIR,
-    LOST_STATE_HINT,
     STATE_ENV_DIR,
-    check_data_file,
     fsync_dir,
+    identity_node,
+    locked_store_dir,
     new_incarnation,
     put_identity,
 )
-from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StoreEnv
-from univrs.storage.layout import Corrupt
 from univrs.storage.log_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LogStore
 from univrs.storage.sm_tables import StateEnv
 
@@ -122,15 +119,7 @@ class RecoverResult:
 
 def stored_node_id(data_dir: str | os.PathLike[str]) -> str:
     """The node id recorded in a stopped node's data dir (``StorageError`` if none)."""
-    path = pathlib.Path(data_dir)
-    if not path.is_dir():
-        raise StorageError(f"data dir {path} does not exist")
-    dirlock = DirLock.acquire(path)
-    try:
-        env_path = path / ENV_DIR
-        if not env_path.exists():
-            raise StorageError(f"data dir {path} holds no univrs store ({env_path} missing)")
-        check_data_file(path, env_path)
+    with locked_store_dir(data_dir) as (_, env_path):
         env = StoreEnv.open(
             env_path, create=False, map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE
         )
@@ -138,12 +127,7 @@ def stored_node_id(data_dir: str | os.PathLike[str]) -> str:
             raw = env.read(lambda txn: txn.get(layout.KEY_IDENTITY, db=env.meta))
         finally:
             env.close()
-    finally:
-        dirlock.release()
-    if raw is None:
-        raise Corrupt(f"metadata record 'identity' is missing{LOST_STATE_HINT}")
-    node, _, _ = layout.parse_identity(layout.decode_record(layout.KEY_IDENTITY, raw))
-    return node
+    return identity_node(raw)
 
 
 def _summary(store: LogStore) -> DataDirSummary:
