@@ -206,6 +206,9 @@ async def run_bench(
                         pool=pool,
                         servers=servers,
                     )
+                    # The leader by the nodes' metrics (a cluster the bench started), else the
+                    # hint the client's connection last received.
+                    m["leader_hint"] = clients[0].leader
                     m.setdefault("leader", clients[0].leader)
                     if profile is not None and target is not None:
                         m["profile"] = {"process": target[0], "clients": n, "phase": phase}

@@ -236,7 +236,13 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if ratios:
         out["reads_per_confirmation"] = round(statistics.median(ratios), 1)
     out["errors"] = sum(r["errors"] for r in runs)
-    out["runs"] = [{k: round(r[k], 2) for k in ("ops_per_s", "p50_ms", "p99_ms")} for r in runs]
+    out["runs"] = [
+        {
+            **{k: round(r[k], 2) for k in ("ops_per_s", "p50_ms", "p99_ms")},
+            **{k: r[k] for k in ("leader", "servers") if k in r},
+        }
+        for r in runs
+    ]
     first = next((r["first_error"] for r in runs if r["first_error"]), None)
     if first:
         out["first_error"] = first

@@ -78,8 +78,12 @@ def report(result: dict[str, Any]) -> str:
     """The human report: one block per phase, univrs and (if run) etcd side by side."""
     c = result["config"]
     uni, etc = result["univrs"], result.get("etcd")
+    procs = uni.get("client_procs", 1)
+    where = "" if procs == 1 else f" in {procs} worker processes"
+    if uni.get("read_nodes") == "all":
+        where += ", reads spread over every node"
     lines = [
-        f"{c['nodes']} nodes, fsync on; clients over {uni['connections']} connections, "
+        f"{c['nodes']} nodes, fsync on; clients over {uni['connections']} connections{where}, "
         f"{c['duration_s']:g} s per run after {c.get('warmup_s', 1.0):g} s warm-up, "
         f"median of {c['repeat']}; "
         f"load average {c['load_before']} before, {c['load_after']} after "
@@ -118,6 +122,13 @@ def report(result: dict[str, Any]) -> str:
                     text += (
                         f"\n  {'':>13}  {name} errors {side['errors']}: {side.get('first_error')}"
                     )
+            if phase != "writes" and r.get("reads_per_confirmation"):
+                text += (
+                    f"\n  {'':>13}  reads per ReadIndex confirmation (nodes' metrics): "
+                    f"{r['reads_per_confirmation']:g}"
+                )
+            if r.get("leader_changes"):
+                text += f"\n  {'':>13}  leader changes during the runs: {r['leader_changes']}"
             if "check" in r:
                 text += f"\n  {'':>13}  linearizability sample: {r['check']['summary']}"
             lines.append(text)
@@ -126,7 +137,8 @@ def report(result: dict[str, Any]) -> str:
     prof = uni.get("profile")
     if prof and prof.get("samples"):
         lines.append(
-            f"\nleader profile ({prof['node']}, {prof['clients']} clients writing, "
+            f"\nprofile of {prof.get('process', prof.get('node'))} ({prof['clients']} clients, "
+            f"{prof.get('phase', 'writes')}, "
             f"{prof['samples']} samples holding the GIL; % of samples)"
         )
         lines.append("  running (self):")
