@@ -14,7 +14,8 @@ compares the two:
   ``ReadCoalescer``, which every read waiting at that moment shares), over the whole cluster
   and per node. A follower's confirmation is one ReadIndex request to the leader, which folds
   the requests that arrive before its next heartbeat round into that round, so the leader's
-  heartbeat rounds are at most this many.
+  heartbeat rounds are at most this many. Lease reads take their confirmations from another
+  coalescer that the metric does not count: their phase gets no ratio.
 """
 
 from __future__ import annotations
