@@ -12,6 +12,7 @@ own state, which a new leader has moved past.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cbor2
 import pytest
@@ -192,7 +193,7 @@ def test_a_hand_assembled_response_frame_is_the_frame_cbor2_writes() -> None:
     encoded = Rendered(doc).encoded()
     assert encoded is not None
     ids = [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
-    others = [
+    others: list[dict[str, Any]] = [
         {"id": 5, "error": {"code": "not-found", "message": "no"}},
         {"id": 6, "ok": doc, "meta": {"index": 9}},
         {"id": 7, "ok": encoded, "meta": {"index": 9}},
@@ -200,7 +201,9 @@ def test_a_hand_assembled_response_frame_is_the_frame_cbor2_writes() -> None:
     ]
     for count in (0, 1, 23, 24, 255, 256, 300):
         for leader in ("n1", None):
-            responses = [{"id": ids[i % len(ids)], "ok": encoded} for i in range(count)]
+            responses: list[dict[str, Any]] = [
+                {"id": ids[i % len(ids)], "ok": encoded} for i in range(count)
+            ]
             responses += others[: count % 5]
             expected = cbor2.dumps(
                 {
