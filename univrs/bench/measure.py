@@ -242,7 +242,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["runs"] = [
         {
             **{k: round(r[k], 2) for k in ("ops_per_s", "p50_ms", "p99_ms")},
-            **{k: r[k] for k in ("leader", "servers") if k in r},
+            **{k: r[k] for k in ("leader", "leader_hint", "servers") if k in r},
         }
         for r in runs
     ]
