@@ -272,3 +272,19 @@ def test_the_report_names_the_worker_processes_and_reads_per_confirmation() -> N
     assert "in 2 worker processes, reads spread over every node" in text
     assert "reads per ReadIndex confirmation (nodes' metrics): 35.5" in text
     assert "client-1 0.030, client-2 0.030, n1 0.050, n2 (leader) 0.040" in text
+
+
+def test_cpu_by_role_follows_the_leader_from_run_to_run() -> None:
+    runs = []
+    for leader, cpu in (
+        ("n1", {"n1": 0.10, "n2": 0.03, "n3": 0.05, "client": 0.01, "client-1": 0.04}),
+        ("n2", {"n1": 0.04, "n2": 0.12, "n3": 0.04, "client": 0.01, "client-1": 0.05}),
+        (None, {"n1": 0.5, "n2": 0.5, "n3": 0.5, "client": 0.5}),  # no leader at its end
+    ):
+        runs.append({**_run(1000, 10), "cpu_ms_per_op": cpu, "leader": leader})
+    point = bench.median_of(runs)
+    assert point["cpu_ms_per_op_by_role"] == {"leader": 0.11, "follower": 0.04, "clients": 0.055}
+    result = _result()
+    result["univrs"]["reads"] = {"64": point}
+    text = bench_report.report(result)
+    assert "by role (median of runs): leader 0.110, follower 0.040, clients 0.055" in text

@@ -227,6 +227,9 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["cpu_ms_per_op_total"] = round(
         statistics.median(sum(r["cpu_ms_per_op"].values()) for r in runs), 3
     )
+    by_role = _by_role(runs)
+    if by_role:
+        out["cpu_ms_per_op_by_role"] = by_role
     out["leaders"] = sorted({r["leader"] for r in runs if r.get("leader")})
     changes = [r["servers"]["leader_changes"] for r in runs if "servers" in r]
     if changes:
@@ -243,6 +246,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
         {
             **{k: round(r[k], 2) for k in ("ops_per_s", "p50_ms", "p99_ms")},
             **{k: r[k] for k in ("leader", "leader_hint", "servers") if k in r},
+            "cpu_ms_per_op": {name: round(v, 4) for name, v in r["cpu_ms_per_op"].items()},
         }
         for r in runs
     ]
@@ -258,4 +262,30 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "samples": len(checks),
             "summary": bad[0]["summary"] if bad else f"{len(checks)} samples linearizable",
         }
+    return out
+
+
+def _by_role(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU per operation by role, medians over the runs that named their leader: the leader,
+    a follower (the mean of the followers in a run) and the client processes summed. The
+    per-node medians mix roles when leadership moved between runs; these do not."""
+    leader: list[float] = []
+    follower: list[float] = []
+    clients: list[float] = []
+    for r in runs:
+        cpu = r["cpu_ms_per_op"]
+        name = r.get("leader")
+        if not name or name not in cpu:
+            continue
+        others = [v for n, v in cpu.items() if n != name and not n.startswith("client")]
+        leader.append(cpu[name])
+        if others:
+            follower.append(sum(others) / len(others))
+        clients.append(sum(v for n, v in cpu.items() if n.startswith("client")))
+    if not leader:
+        return {}
+    out = {"leader": round(statistics.median(leader), 3)}
+    if follower:
+        out["follower"] = round(statistics.median(follower), 3)
+    out["clients"] = round(statistics.median(clients), 3)
     return out

@@ -115,6 +115,11 @@ def report(result: dict[str, Any]) -> str:
                     f" p99 {r['p99_ms'] / e['p99_ms'] if e['p99_ms'] else math.nan:.2f}x"
                 )
             text += f"\n  {'':>13}  univrs CPU ms/op {_cpu_text(r)}"
+            role = r.get("cpu_ms_per_op_by_role")
+            if role:
+                text += f"\n  {'':>13}  by role (median of runs): " + ", ".join(
+                    f"{name} {v:.3f}" for name, v in role.items()
+                )
             if e:
                 text += f"\n  {'':>13}  etcd   CPU ms/op {_cpu_text(e)}"
             for name, side in (("univrs", r), ("etcd", e)):
