@@ -7,6 +7,7 @@ stale read, which the bench must flag (the checker is the chaos suite's, tested 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Any, cast
 
@@ -288,3 +289,22 @@ def test_cpu_by_role_follows_the_leader_from_run_to_run() -> None:
     result["univrs"]["reads"] = {"64": point}
     text = bench_report.report(result)
     assert "by role (median of runs): leader 0.110, follower 0.040, clients 0.055" in text
+
+
+def test_the_profiled_process_is_named_by_role_or_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    from univrs.bench.workers import WorkerPool
+
+    pids = {"n1": 11, "n2": 12, "n3": 13}
+    pool = WorkerPool()
+    monkeypatch.setattr(WorkerPool, "pids", property(lambda self: {"client-1": 21}))
+    assert bench._profile_pid("leader", "n2", pids, pool) == ("n2", 12)
+    assert bench._profile_pid("follower", "n2", pids, pool) == ("n1", 11)
+    assert bench._profile_pid("n3", "n2", pids, pool) == ("n3", 13)
+    assert bench._profile_pid("client-1", "n2", pids, pool) == ("client-1", 21)
+    assert bench._profile_pid("client", "n2", pids, None) == ("client", os.getpid())
+    assert bench._profile_pid("leader", None, pids, None) is None  # no leader known
+    assert bench._profile_pid("client-2", "n2", pids, pool) is None
+    # Without py-spy the bench says so and profiles nothing (it does not fail).
+    monkeypatch.setattr(bench, "py_spy_available", lambda: False)
+    args = bench.parse_args(["--profile", "out.txt", "--profile-phase", "reads"])
+    assert args.profile is None and args.profile_phase == "reads"
