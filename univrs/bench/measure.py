@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
@@ -30,8 +30,17 @@ from univrs.bench.sample import SAMPLE_READ_PAUSE, Sample, recorded_read, record
 from univrs.client.client import Client
 from univrs.errors import UnivrsError
 
-if TYPE_CHECKING:
-    from univrs.bench.workers import WorkerPool
+
+class WorkerPool(Protocol):
+    """What ``measure`` needs of the worker processes (univrs/bench/workers.py's pool)."""
+
+    @property
+    def pids(self) -> dict[str, int]: ...
+
+    async def run(
+        self, phase: str, indices: list[int], start: float, duration: float
+    ) -> list[dict[str, Any]]: ...
+
 
 __all__ = ["STALL_GRACE", "WARMUP", "closed_loops", "measure", "median_of", "percentile"]
 
