@@ -31,7 +31,7 @@ from univrs.client.client import Client
 from univrs.errors import UnivrsError
 
 
-class WorkerPool(Protocol):
+class Workers(Protocol):
     """What ``measure`` needs of the worker processes (univrs/bench/workers.py's pool)."""
 
     @property
@@ -111,7 +111,7 @@ async def measure(
     profile: tuple[int, pathlib.Path] | None = None,
     *,
     phase: str = "writes",
-    pool: WorkerPool | None = None,
+    pool: Workers | None = None,
     servers: Servers | None = None,
 ) -> dict[str, Any]:
     """Run ``workers`` closed loops of ``op`` for ``duration`` s (after a warm-up); with
