@@ -1,10 +1,10 @@
-"""The bench's output: the human report, the plot, and py-spy profiles of the leader.
+"""The bench's output: the human report, the plot, and py-spy profiles of a process.
 
 ``report`` prints one block per phase (univrs and, if run, etcd side by side, with the ratio,
 the CPU per operation per process and the linearizability sample's verdict) and the profile's
 summary; ``plot`` writes throughput and p99 against clients as a PNG (matplotlib, the
-``bench`` extra); ``py_spy_command`` and ``summarise_profile`` take and read the leader's
-profile (docs/performance.md, "--profile").
+``bench`` extra); ``py_spy_command`` and ``summarise_profile`` take and read the profile of
+the leader or another chosen process (docs/performance.md, "--profile").
 """
 
 from __future__ import annotations
