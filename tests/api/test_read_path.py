@@ -12,7 +12,9 @@ own state, which a new leader has moved past.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import cbor2
 import pytest
 import trio
 from prometheus_client import generate_latest
@@ -181,3 +183,32 @@ def test_observe_many_is_count_observations() -> None:
         h2.observe_many(value, count)
     assert h1.count == h2.count == 14
     assert generate_latest(one.prom) == generate_latest(many.prom)  # buckets, sum and count
+
+
+def test_a_hand_assembled_response_frame_is_the_frame_cbor2_writes() -> None:
+    """``encode_responses`` assembles reads answered from a shared rendering by hand: the
+    bytes must be cbor2's for the same frame, at every size of id and of the response list,
+    mixed with responses it leaves to cbor2 (errors, meta, plain results)."""
+    doc = {"id": "w", "spec": {"replicas": 3}, "version": 7}
+    encoded = Rendered(doc).encoded()
+    assert encoded is not None
+    ids = [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
+    others: list[dict[str, Any]] = [
+        {"id": 5, "error": {"code": "not-found", "message": "no"}},
+        {"id": 6, "ok": doc, "meta": {"index": 9}},
+        {"id": 7, "ok": encoded, "meta": {"index": 9}},
+        {"id": 8, "ok": None},
+    ]
+    for count in (0, 1, 23, 24, 255, 256, 300):
+        for leader in ("n1", None):
+            responses: list[dict[str, Any]] = [
+                {"id": ids[i % len(ids)], "ok": encoded} for i in range(count)
+            ]
+            responses += others[: count % 5]
+            expected = cbor2.dumps(
+                {
+                    "leader": leader,
+                    "r": [{k: doc if v is encoded else v for k, v in r.items()} for r in responses],
+                }
+            )
+            assert protocol.encode_responses(leader, responses) == expected, (count, leader)

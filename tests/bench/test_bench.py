@@ -7,6 +7,7 @@ stale read, which the bench must flag (the checker is the chaos suite's, tested 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Any, cast
 
@@ -195,3 +196,115 @@ def test_the_profile_summary_ranks_functions_by_self_and_total_share(
         ["apply (sm.py)", 10.0],
     ]
     assert summary["total_pct"] == []  # no univrs function in these stacks
+
+
+def test_client_processes_get_their_share_of_clients_and_connections() -> None:
+    from univrs.bench.workers import connection_plan, spread
+
+    assert spread(list(range(4, 11)), 2) == [[4, 6, 8, 10], [5, 7, 9]]
+    assert connection_plan(4, 2, None) == [None, None]
+    assert connection_plan(4, 1, None) == [None] * 4
+    nodes = ["a:1", "b:1", "c:1"]
+    # Pinned connections: a multiple of the nodes, rotated per process.
+    assert connection_plan(4, 1, nodes) == ["a:1", "b:1", "c:1"] * 2
+    assert connection_plan(4, 2, nodes, proc=1) == ["b:1", "c:1", "a:1"]
+    for bad in (["--client-procs", "0"], ["--client-procs", str(bench.MAX_CLIENT_PROCS + 1)]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+    assert bench.parse_args(["--read-nodes", "all"]).read_nodes == "all"
+
+
+_METRICS = """# HELP univrs_raft_is_leader 1 on the leader
+univrs_raft_is_leader {leader}
+univrs_raft_leader_changes_total {changes}
+univrs_api_requests_total{{op="workload.get",outcome="ok"}} {reads}
+univrs_api_requests_total{{op="workload.scale",outcome="ok"}} 7.0
+univrs_api_read_confirmations_total {confirmations}
+"""
+
+
+def test_the_nodes_metrics_give_the_leader_and_reads_per_confirmation() -> None:
+    from univrs.bench.nodes import parse_metrics, window_figures
+
+    def node(leader: int, changes: int, reads: int, confirmations: int) -> dict[str, float]:
+        return parse_metrics(
+            _METRICS.format(
+                leader=leader, changes=changes, reads=reads, confirmations=confirmations
+            )
+        )
+
+    before = {"n1": node(1, 1, 100, 10), "n2": node(0, 1, 0, 0), "n3": node(0, 1, 50, 5)}
+    after = {"n1": node(1, 1, 1100, 30), "n2": node(0, 1, 0, 0), "n3": node(0, 1, 650, 25)}
+    figures = window_figures(before, after)
+    assert figures["leader"] == "n1" and "leader_at_start" not in figures
+    assert figures["leader_changes"] == 0
+    assert figures["reads_served"] == {"n1": 1000, "n2": 0, "n3": 600}
+    assert figures["reads_per_confirmation"] == 1600 / 40
+    assert figures["reads_per_confirmation_by_node"] == {"n1": 50.0, "n3": 30.0}
+    # A leader change within the window: the new leader is the one labelled.
+    after["n1"], after["n2"] = node(0, 2, 1100, 30), node(1, 2, 0, 0)
+    moved = window_figures(before, after)
+    assert (moved["leader"], moved["leader_at_start"], moved["leader_changes"]) == ("n2", "n1", 1)
+    run = {**bench.median_of([{**_run(9000, 20), "servers": moved, "leader": "n2"}])}
+    assert run["leaders"] == ["n2"] and run["leader_changes"] == 1
+    assert run["reads_per_confirmation"] == 40.0
+
+
+def _run(ops: float, p99: float) -> dict[str, Any]:
+    return {
+        "ops_per_s": ops,
+        "p50_ms": p99 / 3,
+        "p99_ms": p99,
+        "max_ms": p99 * 2,
+        "cpu_ms_per_op": {"n1": 0.05, "n2": 0.04, "client-1": 0.03, "client-2": 0.03},
+        "errors": 0,
+        "first_error": None,
+    }
+
+
+def test_the_report_names_the_worker_processes_and_reads_per_confirmation() -> None:
+    result = _result()
+    point = bench.median_of([{**_run(21000, 9), "leader": "n2"}])
+    point["reads_per_confirmation"] = 35.5
+    result["univrs"]["reads"] = {"64": point}
+    result["univrs"]["client_procs"] = 2
+    result["univrs"]["read_nodes"] = "all"
+    text = bench_report.report(result)
+    assert "in 2 worker processes, reads spread over every node" in text
+    assert "reads per ReadIndex confirmation (nodes' metrics): 35.5" in text
+    assert "client-1 0.030, client-2 0.030, n1 0.050, n2 (leader) 0.040" in text
+
+
+def test_cpu_by_role_follows_the_leader_from_run_to_run() -> None:
+    runs = []
+    for leader, cpu in (
+        ("n1", {"n1": 0.10, "n2": 0.03, "n3": 0.05, "client": 0.01, "client-1": 0.04}),
+        ("n2", {"n1": 0.04, "n2": 0.12, "n3": 0.04, "client": 0.01, "client-1": 0.05}),
+        (None, {"n1": 0.5, "n2": 0.5, "n3": 0.5, "client": 0.5}),  # no leader at its end
+    ):
+        runs.append({**_run(1000, 10), "cpu_ms_per_op": cpu, "leader": leader})
+    point = bench.median_of(runs)
+    assert point["cpu_ms_per_op_by_role"] == {"leader": 0.11, "follower": 0.04, "clients": 0.055}
+    result = _result()
+    result["univrs"]["reads"] = {"64": point}
+    text = bench_report.report(result)
+    assert "by role (median of runs): leader 0.110, follower 0.040, clients 0.055" in text
+
+
+def test_the_profiled_process_is_named_by_role_or_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    from univrs.bench.workers import WorkerPool
+
+    pids = {"n1": 11, "n2": 12, "n3": 13}
+    pool = WorkerPool()
+    monkeypatch.setattr(WorkerPool, "pids", property(lambda self: {"client-1": 21}))
+    assert bench._profile_pid("leader", "n2", pids, pool) == ("n2", 12)
+    assert bench._profile_pid("follower", "n2", pids, pool) == ("n1", 11)
+    assert bench._profile_pid("n3", "n2", pids, pool) == ("n3", 13)
+    assert bench._profile_pid("client-1", "n2", pids, pool) == ("client-1", 21)
+    assert bench._profile_pid("client", "n2", pids, None) == ("client", os.getpid())
+    assert bench._profile_pid("leader", None, pids, None) is None  # no leader known
+    assert bench._profile_pid("client-2", "n2", pids, pool) is None
+    # Without py-spy the bench says so and profiles nothing (it does not fail).
+    monkeypatch.setattr(bench, "py_spy_available", lambda: False)
+    args = bench.parse_args(["--profile", "out.txt", "--profile-phase", "reads"])
+    assert args.profile is None and args.profile_phase == "reads"

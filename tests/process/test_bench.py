@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import pytest
@@ -47,3 +48,44 @@ def test_the_etcd_side_runs_the_same_closed_loop(tmp_path: pathlib.Path) -> None
 def _zombie(pid: int) -> bool:
     stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _bench_workers_alive() -> list[int]:
+    """Live child processes of this one that run a bench worker."""
+    alive = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"bench.workers" in cmdline:
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def test_two_client_processes_spread_reads_over_every_node(tmp_path: pathlib.Path) -> None:
+    # Default tier: 8 clients (no sample), 0.5 s per phase, one repeat.
+    out = tmp_path / "bench.json"
+    args = ["--clients", "8", "--duration", "0.5", "--repeat", "1", "--reads"]
+    args += ["--client-procs", "2", "--read-nodes", "all", "--json", str(out)]
+    assert bench.main([*args, "--dir", str(tmp_path / "run")]) == 0
+    result = json.loads(out.read_text())
+    uni = result["univrs"]
+    assert uni["client_procs"] == 2 and uni["read_nodes"] == "all"
+    reads, writes = uni["reads"]["8"], uni["writes"]["8"]
+    assert reads["ops_per_s"] > 0 and writes["ops_per_s"] > 0
+    assert reads["errors"] == 0 and writes["errors"] == 0
+    # CPU per operation of the three nodes, the bench's process and both workers.
+    assert {"client", "client-1", "client-2"} <= set(reads["cpu_ms_per_op"])
+    assert len(reads["cpu_ms_per_op"]) == 6
+    # The workers did the load: their CPU per read is most of the clients' side.
+    assert reads["cpu_ms_per_op"]["client-1"] > reads["cpu_ms_per_op"]["client"]
+    # Every node served reads (pinned connections), and each confirmation served at least one.
+    servers = reads["runs"][0]["servers"]
+    assert all(n > 0 for n in servers["reads_served"].values()), servers
+    assert len(servers["reads_served"]) == 3
+    assert reads["reads_per_confirmation"] >= 1
+    # The leader label is the node the metrics say led, one of the three.
+    assert reads["leaders"] == [uni["leader"]] and uni["leader"] in servers["reads_served"]
+    assert not _bench_workers_alive()

@@ -257,7 +257,9 @@ class _ClientConnection:
             while self._outbox:
                 batch = self._outbox[:1024]
                 del self._outbox[:1024]
-                leader = self.service.node.status().leader
+                # The hint from the last built status (its leader is always current): no
+                # status rebuild per response frame.
+                leader = self.service.node.runtime.view.last_status().leader
                 with trio.move_on_after(SEND_TIMEOUT) as sending:
                     try:
                         await self.ws.send_message(_encode(leader, batch))

@@ -501,7 +501,9 @@ class RaftStateStore(StateStore):
         runtime = self.node.runtime
         coalescer = self.lease_reads if lease else self.reads
         while True:
-            if runtime.status().leader is None:
+            # The last built status: its leader is always current (the driver refreshes it
+            # after every step that changes it), and nothing is rebuilt per read.
+            if runtime.view.last_status().leader is None:
                 await self._wait_for_leader(deadline)
             with trio.CancelScope(deadline=deadline) as scope:
                 try:
@@ -518,8 +520,10 @@ class RaftStateStore(StateStore):
             await self.settle(deadline)
 
     def meta(self, consistency: str) -> dict[str, Any]:
-        """How fresh a read served now is (see the module docstring)."""
-        status = self.node.runtime.status()
+        """How fresh a read served now is (see the module docstring); from the last built
+        status (id, leader and commit are always current in it: univrs/runtime/view.py), not
+        rebuilt with every peer's progress once per driver step for the reads' sake."""
+        status = self.node.runtime.view.last_status()
         applied = self.node.runtime.sm.last_applied_index
         return {
             "node": status.id,

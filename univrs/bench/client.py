@@ -16,9 +16,17 @@ Linearizability. In every write measurement with at least ``SAMPLE_MIN_CLIENTS``
 sample of the clients write unique values, read back by paced readers, recorded and checked
 (``univrs.bench.sample``). The run fails if a sample is not linearizable.
 
-For a cluster it started, the bench also reports the CPU milliseconds each process (nodes and
-the client) spent per operation, from /proc/<pid>/stat: the cost per write, summed over the
-processes, is the figure that does not depend on how busy the machine is.
+``--client-procs N`` runs the closed loops in N worker processes (``univrs.bench.workers``;
+their latency histograms are merged, ``univrs.bench.latency``) so that one Python client
+process does not cap the load; ``--read-nodes all`` spreads the reads over every node (a
+follower's linearizable read is confirmed by the leader, ReadIndex) instead of the leader.
+
+For a cluster it started, the bench also reports the CPU milliseconds each process (nodes, the
+bench's own ``client`` and its workers ``client-1``..) spent per operation, from
+/proc/<pid>/stat: the cost per write, summed over the processes, is the figure that does not
+depend on how busy the machine is; and from the nodes' metrics (``univrs.bench.nodes``) which
+node led and how many reads one ReadIndex confirmation served. ``--profile FILE`` runs py-spy
+on one process (``--profile-process``) during one phase (``--profile-phase``).
 
 ``--compare-etcd`` runs the same load against a local 3-member etcd cluster
 (``univrs.bench.etcd``) in the same run and prints both side by side with the ratio.
@@ -37,195 +45,88 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
 
-from univrs.bench.cpu import cpu_seconds
+from univrs.bench.measure import STALL_GRACE, WARMUP, measure, median_of, percentile
+from univrs.bench.nodes import Servers
 from univrs.bench.report import plot, py_spy_command, report, summarise_profile
-from univrs.bench.sample import (
-    SAMPLE_KEYS,
-    SAMPLE_MIN_CLIENTS,
-    SAMPLE_READ_PAUSE,
-    Sample,
-    recorded_read,
-    recorded_write,
-)
-from univrs.client.client import Client, open_client
+from univrs.bench.sample import SAMPLE_KEYS, SAMPLE_MIN_CLIENTS, Sample
+from univrs.bench.workers import WorkerPool, connection_plan, load_ops, open_clients
+from univrs.client.client import open_client
 from univrs.errors import InvalidArgument, UnivrsError
 
-WARMUP = 1.0
+__all__ = ["STALL_GRACE", "WARMUP", "main", "measure", "median_of", "parse_args", "percentile"]
+
 MAX_POINTS = 8
 MAX_CLIENTS = 4096
 MAX_REPEAT = 10
 MAX_DURATION = 120.0
+MAX_CLIENT_PROCS = 16
 DEFAULT_BUDGET = 1800.0
-STALL_GRACE = 30.0  # seconds past its end after which a measurement is abandoned
 SETUP_ESTIMATE = 20.0  # seconds per client count for starting clusters and creating keys
+PHASES = ("writes", "reads", "lease-reads")
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """The ``q`` quantile of an ascending list (nearest rank), NaN when empty."""
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+def py_spy_available() -> bool:
+    """Whether py-spy is installed (next to this Python, or on the PATH)."""
+    return py_spy_command(0, pathlib.Path("x"))[0] != "py-spy" or bool(shutil.which("py-spy"))
 
 
-async def measure(
-    clients: list[Client],
-    workers: int,
-    duration: float,
-    op: Callable[[Client, int], Awaitable[Any]],
-    pids: dict[str, int] | None = None,
-    sample: Sample | None = None,
-    profile: tuple[int, pathlib.Path] | None = None,
-) -> dict[str, Any]:
-    """Run ``workers`` closed loops of ``op`` for ``duration`` s (after a warm-up); with
-    ``pids``, also the CPU milliseconds each process spent per operation. With ``sample``,
-    the workers of its keys (the first ones) write recorded unique values instead, and one
-    paced reader per key reads it, recorded (neither counted in the figures). With ``profile``
-    (pid, file), ``py-spy record`` samples that process during the measured window."""
-    if sample is not None:
-        # The history starts with one completed write per key: whatever an earlier measurement
-        # left in the register, every later operation of this sample follows this write.
-        for j, key in enumerate(sample.keys):
-            await recorded_write(sample, sample.process(), clients[j % len(clients)], key)
-    latencies: list[float] = []
-    errors: list[str] = []
-    start = trio.current_time() + WARMUP
-    stop = start + duration
-    sampled = len(sample.keys) if sample is not None else 0
-
-    async def worker(i: int) -> None:
-        client = clients[i % len(clients)]
-        process = sample.process() if sample is not None and i < sampled else 0
-        while True:
-            now = trio.current_time()
-            if now >= stop:
-                return
-            t0 = time.perf_counter()
-            try:
-                if sample is not None and i < sampled and not sample.full(sample.keys[i]):
-                    process = await recorded_write(sample, process, client, sample.keys[i])
-                else:
-                    await op(client, i)
-            except UnivrsError as exc:
-                errors.append(f"{exc.code}: {exc.message}")
-                continue
-            if now >= start:
-                latencies.append(time.perf_counter() - t0)
-
-    async def reader(key: str, client: Client) -> None:
-        assert sample is not None
-        process = sample.process()
-        while trio.current_time() < stop and not sample.full(key):
-            process = await recorded_read(sample, process, client, key)
-            await trio.sleep(SAMPLE_READ_PAUSE)  # pacing, not synchronisation
-
-    processes = {**(pids or {}), "client": os.getpid()}
-    cpu_before: dict[str, float | None] = {}
-    done_before = 0
-
-    async def sample_cpu() -> None:
-        nonlocal done_before
-        await trio.sleep_until(start)
-        done_before = len(latencies)
-        cpu_before.update({name: cpu_seconds(pid) for name, pid in processes.items()})
-
-    async def record_profile() -> None:
-        assert profile is not None
-        await trio.sleep_until(start)
-        pid, path = profile
-        await trio.run_process(
-            [*py_spy_command(pid, path), "--duration", str(max(1, int(duration)))],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    stalled = False
-    with trio.move_on_at(stop + STALL_GRACE) as scope:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sample_cpu)
-            if profile is not None:
-                nursery.start_soon(record_profile)
-            for i in range(workers):
-                nursery.start_soon(worker, i)
-            if sample is not None:
-                for j, key in enumerate(sample.keys):
-                    nursery.start_soon(reader, key, clients[(j + 1) % len(clients)])
-    if scope.cancelled_caught:
-        stalled = True
-    counted = max(1, len(latencies) - done_before)
-    cpu_ms: dict[str, float] = {}
-    for name, pid in processes.items():
-        before, after = cpu_before.get(name), cpu_seconds(pid)
-        if before is not None and after is not None:
-            cpu_ms[name] = (after - before) * 1000 / counted
-    latencies.sort()
-    out: dict[str, Any] = {
-        "cpu_ms_per_op": cpu_ms,
-        "ops_per_s": len(latencies) / duration,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "max_ms": (latencies[-1] if latencies else float("nan")) * 1000,
-        "ops": len(latencies),
-        "errors": len(errors) + (1 if stalled else 0),
-        "first_error": "stalled: abandoned" if stalled else (errors[0] if errors else None),
-    }
-    if sample is not None:
-        out["check"] = sample.check()
-    return out
+async def _leader_of(servers: Servers | None, hint: str | None) -> str | None:
+    """The leader now: the node whose metrics say so (a cluster the bench started), else the
+    client's hint."""
+    if servers is not None:
+        snapshot = await servers.snapshot()
+        leaders = [n for n, m in snapshot.items() if m.get("univrs_raft_is_leader") == 1.0]
+        if len(leaders) == 1:
+            return leaders[0]
+    return hint
 
 
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over repeated measurements of one point (figures and CPU per process)."""
-    out: dict[str, Any] = {}
-    for key in ("ops_per_s", "p50_ms", "p99_ms", "max_ms"):
-        out[key] = round(statistics.median(r[key] for r in runs), 2)
-    names = set().union(*(r["cpu_ms_per_op"] for r in runs))
-    out["cpu_ms_per_op"] = {
-        name: round(statistics.median(r["cpu_ms_per_op"].get(name, 0.0) for r in runs), 3)
-        for name in sorted(names)
-    }
-    out["cpu_ms_per_op_total"] = round(
-        statistics.median(sum(r["cpu_ms_per_op"].values()) for r in runs), 3
-    )
-    out["leaders"] = sorted({r["leader"] for r in runs if r.get("leader")})
-    out["errors"] = sum(r["errors"] for r in runs)
-    out["runs"] = [{k: round(r[k], 2) for k in ("ops_per_s", "p50_ms", "p99_ms")} for r in runs]
-    first = next((r["first_error"] for r in runs if r["first_error"]), None)
-    if first:
-        out["first_error"] = first
-    checks = [r["check"] for r in runs if "check" in r]
-    if checks:
-        bad = [c for c in checks if c["verdict"] != "linearizable"]
-        out["check"] = {
-            "verdict": bad[0]["verdict"] if bad else "linearizable",
-            "ops": sum(c["ops"] for c in checks),
-            "samples": len(checks),
-            "summary": bad[0]["summary"] if bad else f"{len(checks)} samples linearizable",
-        }
-    return out
+def _profile_pid(
+    target: str, leader: str | None, pids: dict[str, int], pool: WorkerPool | None
+) -> tuple[str, int] | None:
+    """(name, pid) of ``--profile-process``: leader, follower, client, client-N or a node id."""
+    nodes = sorted(pids)
+    if target == "leader":
+        name = leader
+    elif target == "follower":
+        name = next((n for n in nodes if n != leader), None)
+    else:
+        name = target
+    everyone = {**pids, "client": os.getpid(), **(pool.pids if pool else {})}
+    if name is None or name not in everyone:
+        return None
+    return name, everyone[name]
 
 
 async def run_bench(
-    endpoints: list[str], args: argparse.Namespace, pids: dict[str, int] | None = None
+    endpoints: list[str],
+    args: argparse.Namespace,
+    pids: dict[str, int] | None = None,
+    apis: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every measurement of the univrs side: {"writes": {N: medians}, "reads": {...}}."""
     most = max(args.clients)
+    pids = pids or {}
+    servers = Servers(apis) if apis else None
+    read_nodes = endpoints if args.read_nodes == "all" else None
+    pool = WorkerPool() if args.client_procs > 1 else None
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(open_client(endpoints, timeout=30))
             for _ in range(max(1, min(args.connections, most)))
         ]
+        read_clients = clients
+        if read_nodes and pool is None:
+            plan = connection_plan(min(args.connections, most), 1, read_nodes)
+            read_clients = await open_clients(stack, endpoints, plan)
         keys = [f"bench-{i}" for i in range(most)]
         spec = {"name": "bench", "image": "bench:1", "replicas": 1}
 
@@ -246,18 +147,7 @@ async def run_bench(
             for i in range(len(keys)):
                 nursery.start_soon(ensure_limited, i)
 
-        counter = [0]
-
-        async def write(client: Client, i: int) -> None:
-            counter[0] += 1
-            await client.scale_workload(keys[i], counter[0] % 10)
-
-        async def read(client: Client, i: int) -> None:
-            await client.get_workload(keys[i], consistency="linearizable")
-
-        async def lease_read(client: Client, i: int) -> None:
-            await client.get_workload(keys[i], consistency="lease")
-
+        ops = load_ops(keys)
         lease_offered = False
         if args.reads:
             try:
@@ -265,50 +155,84 @@ async def run_bench(
                 lease_offered = True
             except InvalidArgument:
                 pass  # the cluster has read leases off: reported as not offered
+        phases = ["writes"] + (["reads"] + (["lease-reads"] if lease_offered else [])) * bool(
+            args.reads
+        )
+        if pool is not None:
+            stack.callback(pool.stop)
+            await pool.start(args.client_procs, endpoints, args.connections, most, read_nodes)
 
-        runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-            "writes": {},
-            "reads": {},
-            "lease-reads": {},
-        }
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {p: {} for p in PHASES}
         values = dict.fromkeys(keys[:SAMPLE_KEYS], 0)
         profiled: dict[str, Any] | None = None
+        profile_phase = args.profile_phase if args.profile_phase in phases else None
+        if args.profile and profile_phase is None:
+            print(f"--profile: phase {args.profile_phase} is not measured: none", file=sys.stderr)
+        titles = {
+            "writes": "writes",
+            "reads": "linearizable reads",
+            "lease-reads": "lease reads",
+        }
         for r in range(args.repeat):
             for n in args.clients:
-                conns = clients[: max(1, min(len(clients), n))]
-                sample = None
-                if args.check and n >= SAMPLE_MIN_CLIENTS:
-                    sample = Sample(keys[:SAMPLE_KEYS], values)
-                profile = None
-                leader_pid = (pids or {}).get(clients[0].leader or "")
-                if args.profile and r == 0 and n == most and leader_pid is not None:
-                    profile = (leader_pid, pathlib.Path(args.profile))
-                m = await measure(conns, n, args.duration, write, pids, sample, profile)
-                m["leader"] = clients[0].leader
-                if profile is not None:
-                    m["profile"] = {"node": clients[0].leader, "clients": n}
-                    if profile[1].exists():
-                        m["profile"].update(summarise_profile(profile[1]))
-                    profiled = m["profile"]
-                runs["writes"].setdefault(n, []).append(m)
-                _progress(f"univrs writes, {n} clients, run {r + 1}", m)
-                if args.reads:
-                    m = await measure(conns, n, args.duration, read, pids)
-                    m["leader"] = clients[0].leader
-                    runs["reads"].setdefault(n, []).append(m)
-                    _progress(f"univrs linearizable reads, {n} clients, run {r + 1}", m)
-                if args.reads and lease_offered:
-                    m = await measure(conns, n, args.duration, lease_read, pids)
-                    m["leader"] = clients[0].leader
-                    runs["lease-reads"].setdefault(n, []).append(m)
-                    _progress(f"univrs lease reads, {n} clients, run {r + 1}", m)
+                for phase in phases:
+                    pool_n = read_clients if phase != "writes" else clients
+                    conns = pool_n[: max(1, min(len(pool_n), n))]
+                    sample = None
+                    if phase == "writes" and args.check and n >= SAMPLE_MIN_CLIENTS:
+                        sample = Sample(keys[:SAMPLE_KEYS], values)
+                        conns = clients[: max(1, min(len(clients), n))]
+                    profile = None
+                    target = None
+                    if args.profile and r == 0 and n == most and phase == profile_phase:
+                        leader = await _leader_of(servers, clients[0].leader)
+                        target = _profile_pid(args.profile_process, leader, pids, pool)
+                        if target is None:
+                            print(
+                                f"--profile: no process {args.profile_process!r} to profile",
+                                file=sys.stderr,
+                            )
+                        else:
+                            profile = (target[1], pathlib.Path(args.profile))
+                    m = await measure(
+                        conns,
+                        n,
+                        args.duration,
+                        ops[phase],
+                        pids,
+                        sample,
+                        profile,
+                        phase=phase,
+                        pool=pool,
+                        servers=servers,
+                    )
+                    # The leader by the nodes' metrics (a cluster the bench started), else the
+                    # hint the client's connection last received.
+                    m["leader_hint"] = clients[0].leader
+                    m.setdefault("leader", clients[0].leader)
+                    if profile is not None and target is not None:
+                        m["profile"] = {"process": target[0], "clients": n, "phase": phase}
+                        if profile[1].exists():
+                            m["profile"].update(summarise_profile(profile[1]))
+                        profiled = m["profile"]
+                    runs[phase].setdefault(n, []).append(m)
+                    _progress(f"univrs {titles[phase]}, {n} clients, run {r + 1}", m)
         result: dict[str, Any] = {
             phase: {str(n): median_of(ms) for n, ms in by_n.items()}
             for phase, by_n in runs.items()
             if by_n
         }
-        result["leader"] = clients[0].leader
+        result["leader"] = await _leader_of(servers, clients[0].leader)
         result["connections"] = len(clients)
+        result["client_procs"] = args.client_procs
+        result["read_nodes"] = args.read_nodes
+        if pool is not None:
+            result["worker_connections"] = {
+                "writes": len(connection_plan(args.connections, args.client_procs, None)),
+                "reads": len(connection_plan(args.connections, args.client_procs, read_nodes)),
+            }
+        elif read_nodes:
+            result["read_connections"] = len(read_clients)
         if args.reads:
             off = "not offered by the cluster ([raft] read_lease off)"
             result["lease_reads"] = "measured" if lease_offered else off
@@ -320,6 +244,9 @@ async def run_bench(
 def _progress(what: str, m: dict[str, Any]) -> None:
     cpu = sum(m["cpu_ms_per_op"].values())
     check = f", sample {m['check']['verdict']}" if "check" in m else ""
+    rpc = (m.get("servers") or {}).get("reads_per_confirmation")
+    check += f", {rpc:g} reads/confirmation" if rpc and "reads" in what else ""
+    check += f", leader {m['leader']}" if m.get("leader") else ""
     print(
         f"  {what}: {m['ops_per_s']:.0f}/s p99 {m['p99_ms']:.1f} ms, CPU {cpu:.3f} ms/op{check}",
         file=sys.stderr,
@@ -360,8 +287,9 @@ def run_etcd(args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
 
 def start_cluster(
     folder: pathlib.Path, size: int, log_level: str = "warning", extra_config: str = ""
-) -> tuple[Any, list[str], dict[str, int]]:
-    """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id);
+) -> tuple[Any, list[str], dict[str, int], dict[str, str]]:
+    """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id, REST
+    addresses by node id);
     ``extra_config``: lines for each node's ``[raft]`` table (``read_lease = true`` with
     ``--reads``: lease reads measured apart)."""
     from univrs.tools.devcluster import LocalCluster
@@ -374,7 +302,8 @@ def start_cluster(
         cluster.stop_all()
         raise
     pids = {n.node_id: n.pid for n in cluster.nodes if n.pid is not None}
-    return cluster, [n.raft_addr for n in cluster.nodes], pids
+    apis = {n.node_id: n.api_addr for n in cluster.nodes}
+    return cluster, [n.raft_addr for n in cluster.nodes], pids, apis
 
 
 def parse_clients(text: str) -> list[int]:
@@ -426,9 +355,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
     parser.add_argument("--log-level", default="warning", help="the nodes' log level")
     parser.add_argument(
+        "--client-procs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the clients in N worker processes (1: in the bench's own process)",
+    )
+    parser.add_argument(
+        "--read-nodes",
+        choices=("leader", "all"),
+        default="leader",
+        help="linearizable and lease reads go to the leader (following it) or are spread "
+        "over every node (followers confirm with the leader: ReadIndex) (leader)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="FILE",
-        help="py-spy the leader during the first write run at the most clients (raw stacks)",
+        help="py-spy a process during the first run at the most clients (raw stacks)",
+    )
+    parser.add_argument(
+        "--profile-phase",
+        choices=PHASES,
+        default="writes",
+        help="the phase --profile samples (writes)",
+    )
+    parser.add_argument(
+        "--profile-process",
+        default="leader",
+        metavar="WHO",
+        help="the process --profile samples: leader, follower, a node id, client (the bench's "
+        "own) or client-1..client-N (a worker) (leader)",
     )
     parser.add_argument("--json", metavar="FILE", help="write every figure here ('-': stdout)")
     parser.add_argument(
@@ -448,6 +404,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--duration must be in (0, {MAX_DURATION:g}] seconds")
     if args.connections < 1 or args.nodes < 1:
         parser.error("--connections and --nodes must be positive")
+    if not 1 <= args.client_procs <= MAX_CLIENT_PROCS:
+        parser.error(f"--client-procs must be between 1 and {MAX_CLIENT_PROCS}")
+    if args.profile and not py_spy_available():
+        print("--profile: py-spy is not installed: no profile taken", file=sys.stderr)
+        args.profile = None
     if args.profile and args.endpoints:
         parser.error("--profile needs the node processes the bench starts: no --endpoints")
     if args.compare_etcd and args.endpoints:
@@ -492,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--compare-etcd: skipped: {etcd_skipped}", file=sys.stderr)
     cluster = None
     pids: dict[str, int] = {}
+    apis: dict[str, str] = {}
     load_before = _load()
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="univrs-bench-") as tmp:
@@ -501,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                 endpoints = [e for e in args.endpoints.split(",") if e]
             else:
                 print(f"starting a local {args.nodes}-node cluster ...", file=sys.stderr)
-                cluster, endpoints, pids = start_cluster(
+                cluster, endpoints, pids, apis = start_cluster(
                     folder / "univrs",
                     args.nodes,
                     args.log_level,
@@ -512,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     + ("read_lease = true\n" if args.reads else ""),
                 )
-            result["univrs"] = trio.run(run_bench, endpoints, args, pids)
+            result["univrs"] = trio.run(run_bench, endpoints, args, pids, apis)
         finally:
             if cluster is not None:
                 gone = [n.node_id for n in cluster.nodes if not n.running()]
@@ -528,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "nodes": args.nodes,
         "reads": args.reads,
+        "client_procs": args.client_procs,
+        "read_nodes": args.read_nodes,
         "endpoints": endpoints,
         "load_before": load_before,
         "load_after": _load(),

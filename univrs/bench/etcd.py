@@ -122,6 +122,22 @@ class EtcdCluster:
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         wait_for(self._healthy, timeout, "a healthy etcd cluster", every=0.2)
 
+    def leader(self) -> str | None:
+        """The member whose ``/metrics`` says ``etcd_server_is_leader 1`` (named as in
+        ``pids``), or None when not exactly one does."""
+        from univrs.bench.nodes import parse_metrics
+
+        leaders = []
+        for i, port in enumerate(self.client_ports):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    metrics = parse_metrics(r.read().decode())
+            except (OSError, ValueError):
+                continue
+            if metrics.get("etcd_server_is_leader") == 1.0:
+                leaders.append(f"etcd{i}")
+        return leaders[0] if len(leaders) == 1 else None
+
     def _healthy(self) -> bool:
         for port in self.client_ports:
             try:
@@ -204,4 +220,5 @@ def run_load(
     }
     if not result.get("first_error"):
         result["first_error"] = None
+    result["leader"] = cluster.leader()  # labels its CPU figure "(leader)" in the report
     return result

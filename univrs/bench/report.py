@@ -1,10 +1,10 @@
-"""The bench's output: the human report, the plot, and py-spy profiles of the leader.
+"""The bench's output: the human report, the plot, and py-spy profiles of a process.
 
 ``report`` prints one block per phase (univrs and, if run, etcd side by side, with the ratio,
 the CPU per operation per process and the linearizability sample's verdict) and the profile's
 summary; ``plot`` writes throughput and p99 against clients as a PNG (matplotlib, the
-``bench`` extra); ``py_spy_command`` and ``summarise_profile`` take and read the leader's
-profile (docs/performance.md, "--profile").
+``bench`` extra); ``py_spy_command`` and ``summarise_profile`` take and read the profile of
+the leader or another chosen process (docs/performance.md, "--profile").
 """
 
 from __future__ import annotations
@@ -78,8 +78,12 @@ def report(result: dict[str, Any]) -> str:
     """The human report: one block per phase, univrs and (if run) etcd side by side."""
     c = result["config"]
     uni, etc = result["univrs"], result.get("etcd")
+    procs = uni.get("client_procs", 1)
+    where = "" if procs == 1 else f" in {procs} worker processes"
+    if uni.get("read_nodes") == "all":
+        where += ", reads spread over every node"
     lines = [
-        f"{c['nodes']} nodes, fsync on; clients over {uni['connections']} connections, "
+        f"{c['nodes']} nodes, fsync on; clients over {uni['connections']} connections{where}, "
         f"{c['duration_s']:g} s per run after {c.get('warmup_s', 1.0):g} s warm-up, "
         f"median of {c['repeat']}; "
         f"load average {c['load_before']} before, {c['load_after']} after "
@@ -111,6 +115,11 @@ def report(result: dict[str, Any]) -> str:
                     f" p99 {r['p99_ms'] / e['p99_ms'] if e['p99_ms'] else math.nan:.2f}x"
                 )
             text += f"\n  {'':>13}  univrs CPU ms/op {_cpu_text(r)}"
+            role = r.get("cpu_ms_per_op_by_role")
+            if role:
+                text += f"\n  {'':>13}  by role (median of runs): " + ", ".join(
+                    f"{name} {v:.3f}" for name, v in role.items()
+                )
             if e:
                 text += f"\n  {'':>13}  etcd   CPU ms/op {_cpu_text(e)}"
             for name, side in (("univrs", r), ("etcd", e)):
@@ -118,6 +127,13 @@ def report(result: dict[str, Any]) -> str:
                     text += (
                         f"\n  {'':>13}  {name} errors {side['errors']}: {side.get('first_error')}"
                     )
+            if phase != "writes" and r.get("reads_per_confirmation"):
+                text += (
+                    f"\n  {'':>13}  reads per ReadIndex confirmation (nodes' metrics): "
+                    f"{r['reads_per_confirmation']:g}"
+                )
+            if r.get("leader_changes"):
+                text += f"\n  {'':>13}  leader changes during the runs: {r['leader_changes']}"
             if "check" in r:
                 text += f"\n  {'':>13}  linearizability sample: {r['check']['summary']}"
             lines.append(text)
@@ -126,7 +142,8 @@ def report(result: dict[str, Any]) -> str:
     prof = uni.get("profile")
     if prof and prof.get("samples"):
         lines.append(
-            f"\nleader profile ({prof['node']}, {prof['clients']} clients writing, "
+            f"\nprofile of {prof.get('process', prof.get('node'))} ({prof['clients']} clients, "
+            f"{prof.get('phase', 'writes')}, "
             f"{prof['samples']} samples holding the GIL; % of samples)"
         )
         lines.append("  running (self):")

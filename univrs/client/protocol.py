@@ -253,13 +253,50 @@ def _write_encoded(encoder: Any, value: object) -> None:
     encoder.write(value.data)
 
 
+def _head(major: int, n: int) -> bytes:
+    """A CBOR item head (major type, argument ``n``) in its shortest form, as cbor2 writes it."""
+    if n < 24:
+        return bytes((major << 5 | n,))
+    if n < 0x100:
+        return bytes((major << 5 | 24, n))
+    if n < 0x10000:
+        return bytes((major << 5 | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((major << 5 | 26,)) + n.to_bytes(4, "big")
+    return bytes((major << 5 | 27,)) + n.to_bytes(8, "big")
+
+
+_FRAME_LEADER = b"\xa2" + cbor2.dumps("leader")  # map(2) "leader"
+_FRAME_R = cbor2.dumps("r")
+_READ_ID = b"\xa2" + cbor2.dumps("id")  # map(2) "id": a response with only "id" and "ok"
+_READ_OK = cbor2.dumps("ok")
+
+
 def encode_responses(leader: str | None, responses: list[dict[str, Any]]) -> bytes:
     """A response frame. The documents are the server's own plain data (built by
     ``univrs.api.convert``), so the recursive plain-data check of ``codec.encode_plain`` is
     skipped on this hot path; a bug that put a non-plain value in would make the client's
     strict decoder refuse the frame (a protocol error), never a wrong answer. A value may be
-    ``Encoded`` (checked when it was encoded): its bytes go in as they are."""
-    return cbor2.dumps({"leader": leader, "r": responses}, default=_write_encoded)
+    ``Encoded`` (checked when it was encoded): its bytes go in as they are.
+
+    The frame's bytes are cbor2's for ``{"leader": leader, "r": responses}``, assembled by
+    hand: a read answered from a shared rendering (``{"id", "ok": Encoded}``, the most common
+    response under read load) is its id's head and the rendering's bytes, with no encoder call
+    (cbor2 would look ``Encoded`` up among its types on every response before calling
+    ``_write_encoded``); every other response is encoded by cbor2 as it was."""
+    parts = [_FRAME_LEADER, cbor2.dumps(leader), _FRAME_R, _head(4, len(responses))]
+    append = parts.append
+    for resp in responses:
+        ok = resp.get("ok")
+        rid = resp.get("id")
+        if type(ok) is Encoded and len(resp) == 2 and type(rid) is int and 0 <= rid < 1 << 64:
+            append(_READ_ID)
+            append(_head(0, rid))
+            append(_READ_OK)
+            append(ok.data)
+        else:
+            append(cbor2.dumps(resp, default=_write_encoded))
+    return b"".join(parts)
 
 
 def decode_responses(
