@@ -18,6 +18,13 @@ Heartbeats go to every peer each ``heartbeat_ticks`` with ``commit = min(commit,
 the newest ReadIndex round; answers unpause probes and unstick full pipelines (a lost append is
 retried at the next heartbeat). Every ``election_ticks_min`` ticks CheckQuorum demands that a
 quorum of voters was heard from; otherwise the leader steps down.
+
+A follower learns the commit index from the next append (every AppendEntries carries it), so a
+commit is not announced on its own when it happens: a commit-only Heartbeat goes to a follower
+that holds committed entries it cannot know are committed only at the next tick, and only if no
+append told it meanwhile (``_tell_commits``). Under load the next append comes within a round
+trip; an idle follower learns within a tick. A follower waiting to serve a ReadIndex read we
+answered is told at once (``Progress.read_index``): its read waits for its apply.
 """
 
 from __future__ import annotations
@@ -239,9 +246,23 @@ class LeaderLayer(NodeBase):
         return True
 
     def _notify_commit(self, old_commit: int) -> None:
-        """Tell followers a commit index they cannot know yet right away, instead of at the
-        next heartbeat (etcd broadcasts appends on commit too): an idle follower then applies
-        a write one round trip after the leader, not up to a heartbeat later."""
+        """The commit index moved: tell it now only to followers waiting on a read we answered
+        (the others learn it from the next append, or at the next tick: ``_tell_commits``)."""
+        deferred = self._commit_notice_deferred()
+        for peer, pr in self._progress.items():
+            if pr.read_index > pr.commit_sent or not deferred:
+                self._maybe_tell_commit(peer, pr)
+
+    def _commit_notice_deferred(self) -> bool:
+        """Does a commit wait for the next append or tick instead of a message of its own?
+
+        A hook: the mutant that answers False sends a commit-only Heartbeat at every commit
+        (and the follower answers each one), about one more message each way per follower per
+        write when the clients write one at a time."""
+        return True
+
+    def _tell_commits(self) -> None:
+        """Each tick: tell every follower a commit index no append has told it yet."""
         for peer, pr in self._progress.items():
             self._maybe_tell_commit(peer, pr)
 
@@ -322,6 +343,8 @@ class LeaderLayer(NodeBase):
         if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
+        else:
+            self._tell_commits()
         self._tick_snapshots()
 
     def _quorum_active(self) -> bool:
@@ -459,7 +482,7 @@ class LeaderLayer(NodeBase):
                     self._become_follower(self._term, None)  # handed over: step down now
                     return
         self._send_appends(msg.src)
-        if updated:
+        if updated and (pr.read_index > pr.commit_sent or not self._commit_notice_deferred()):
             self._maybe_tell_commit(msg.src, pr)
 
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
@@ -551,6 +574,15 @@ class LeaderLayer(NodeBase):
         if new_round:
             self._broadcast_heartbeat()
         self._confirm_reads()
+
+    def _confirmed_read(self, ctx: int, requester: NodeId | None, index: int) -> None:
+        pr = self._progress.get(requester) if requester is not None else None
+        if requester is not None and pr is not None:
+            # The follower serves the read once it applied ``index``: tell it the commit
+            # index now (and as soon as its acknowledgements let it know more), not at a tick.
+            pr.read_index = max(pr.read_index, index)
+            self._maybe_tell_commit(requester, pr)
+        super()._confirmed_read(ctx, requester, index)
 
     def _confirm_reads(self) -> None:
         reads = self._leader_reads
