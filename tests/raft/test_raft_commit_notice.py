@@ -7,7 +7,8 @@ Heartbeat at every commit (and each follower answered it): one more message each
 follower per write when clients write one at a time, and under load each answer to one of them
 drew an empty AppendEntries (``_on_heartbeat_response``: the follower's match is below the
 leader's last index while appends are in flight) and its answer. ``EagerCommitNotice`` is that
-old behaviour; the counts below fail on it.
+old behaviour (``RaftConfig.eager_commit_notice``, kept as the core's default for its
+transcripts and the simulator's pinned seeds); the counts below fail on it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from univrs.raft import AppendEntries, Heartbeat, RaftConfig, RaftNode
 from univrs.raft.base import NodeBase
 from univrs.raft.messages import NodeId
 
-# A heartbeat every 3 ticks, so a tick that is not a heartbeat tick is visible.
-CFG = RaftConfig(heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10)
+# A heartbeat every 3 ticks, so a tick that is not a heartbeat tick is visible; the commit
+# notices nodes run (``NodeConfig.raft_config``).
+CFG = RaftConfig(
+    heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10, eager_commit_notice=False
+)
 NODES = ("n1", "n2", "n3")
 
 
 class EagerCommitNotice(RaftNode):
-    """The old leader: a commit-only Heartbeat to every follower at every commit."""
+    """The old leader (``eager_commit_notice``, still the core's default): a commit-only
+    Heartbeat to every follower at every commit."""
 
     def _commit_notice_deferred(self) -> bool:
         return False

@@ -152,6 +152,9 @@ class NodeConfig:
             unlisted_leaders=self.tls is not None,
             read_lease=self.read_lease,
             lease_drift_ticks=lease_drift_ticks(self.lease_drift_ms, tick),
+            # Followers learn a commit index from the next append, or at the next tick
+            # (univrs/raft/leader.py, "Commit notices"; docs/performance.md, "Round 7").
+            eager_commit_notice=False,
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:

@@ -19,12 +19,14 @@ the newest ReadIndex round; answers unpause probes and unstick full pipelines (a
 retried at the next heartbeat). Every ``election_ticks_min`` ticks CheckQuorum demands that a
 quorum of voters was heard from; otherwise the leader steps down.
 
-A follower learns the commit index from the next append (every AppendEntries carries it), so a
-commit is not announced on its own when it happens: a commit-only Heartbeat goes to a follower
-that holds committed entries it cannot know are committed only at the next tick, and only if no
-append told it meanwhile (``_tell_commits``). Under load the next append comes within a round
-trip; an idle follower learns within a tick. A follower waiting to serve a ReadIndex read we
-answered is told at once (``Progress.read_index``): its read waits for its apply.
+Commit notices. With ``eager_commit_notice`` every commit sends each follower that cannot know
+it a commit-only Heartbeat at once (which it answers). Without (what nodes run), a follower
+learns the commit index from the next append (every AppendEntries carries it); a commit-only
+Heartbeat goes only at the next tick to a follower no append told meanwhile (``_tell_commits``),
+or at once to a follower waiting to serve a ReadIndex read we answered (``Progress.read_index``:
+its read waits for its apply). Under load the next append comes within a round trip; an idle
+follower learns within a tick. One client writing costs each follower one message each way per
+write instead of two (tests/raft/test_raft_commit_notice.py).
 """
 
 from __future__ import annotations
@@ -254,12 +256,8 @@ class LeaderLayer(NodeBase):
                 self._maybe_tell_commit(peer, pr)
 
     def _commit_notice_deferred(self) -> bool:
-        """Does a commit wait for the next append or tick instead of a message of its own?
-
-        A hook: the mutant that answers False sends a commit-only Heartbeat at every commit
-        (and the follower answers each one), about one more message each way per follower per
-        write when the clients write one at a time."""
-        return True
+        """Does a commit wait for the next append or tick instead of a message of its own?"""
+        return not self.config.eager_commit_notice
 
     def _tell_commits(self) -> None:
         """Each tick: tell every follower a commit index no append has told it yet."""
@@ -343,7 +341,7 @@ class LeaderLayer(NodeBase):
         if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
-        else:
+        elif self._commit_notice_deferred():
             self._tell_commits()
         self._tick_snapshots()
 
@@ -577,7 +575,7 @@ class LeaderLayer(NodeBase):
 
     def _confirmed_read(self, ctx: int, requester: NodeId | None, index: int) -> None:
         pr = self._progress.get(requester) if requester is not None else None
-        if requester is not None and pr is not None:
+        if requester is not None and pr is not None and self._commit_notice_deferred():
             # The follower serves the read once it applied ``index``: tell it the commit
             # index now (and as soon as its acknowledgements let it know more), not at a tick.
             pr.read_index = max(pr.read_index, index)

@@ -82,6 +82,13 @@ class RaftConfig:
     # must catch its ticks up before it serves a lease read). Needs ``check_quorum``.
     read_lease: bool = False
     lease_drift_ticks: int = 1
+    # How followers learn a new commit index. True: the leader tells each follower that holds
+    # entries it cannot know are committed in a commit-only Heartbeat at once, at every commit
+    # (and the follower answers it). False (what nodes run: ``NodeConfig.raft_config``): the
+    # next AppendEntries carries it (they all do), else a commit-only Heartbeat at the next
+    # tick, or at once to a follower waiting to serve a read the leader answered (leader.py).
+    # The core's tests and the simulator's pinned seeds were written for True.
+    eager_commit_notice: bool = True
 
     @property
     def lease_ticks(self) -> int:
