@@ -1,20 +1,22 @@
 """How followers learn the commit index: messages per write (issue 14, round 7).
 
-Every AppendEntries carries the leader's commit index, so the leader announces a commit on its
-own only to a follower that nothing else will tell: at the next tick, or at once to a follower
-waiting to serve a read the leader answered. The old leader sent every follower a commit-only
+Every AppendEntries carries the leader's commit index, so with ``lazy_commit_notice_bytes`` (what
+nodes run) the leader announces a small commit on its own only to a follower that nothing else
+will tell: at the next tick, or at once to a follower waiting to serve a read the leader
+answered. A large commit is told at once. The old leader sent every follower a commit-only
 Heartbeat at every commit (and each follower answered it): one more message each way per
 follower per write when clients write one at a time, and under load each answer to one of them
 drew an empty AppendEntries (``_on_heartbeat_response``: the follower's match is below the
 leader's last index while appends are in flight) and its answer. ``EagerCommitNotice`` is that
-old behaviour (``RaftConfig.eager_commit_notice``, kept as the core's default for its
-transcripts and the simulator's pinned seeds); the counts below fail on it.
+old behaviour (``lazy_commit_notice_bytes`` 0, kept as the core's default for its transcripts
+and the simulator's pinned seeds); the counts below fail on it.
 """
 
 from __future__ import annotations
 
 import collections
 
+import attrs
 from harness import Cluster
 
 from univrs.raft import AppendEntries, Heartbeat, RaftConfig, RaftNode
@@ -24,17 +26,10 @@ from univrs.raft.messages import NodeId
 # A heartbeat every 3 ticks, so a tick that is not a heartbeat tick is visible; the commit
 # notices nodes run (``NodeConfig.raft_config``).
 CFG = RaftConfig(
-    heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10, eager_commit_notice=False
+    heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10, lazy_commit_notice_bytes=1024
 )
+EAGER = attrs.evolve(CFG, lazy_commit_notice_bytes=0)
 NODES = ("n1", "n2", "n3")
-
-
-class EagerCommitNotice(RaftNode):
-    """The old leader (``eager_commit_notice``, still the core's default): a commit-only
-    Heartbeat to every follower at every commit."""
-
-    def _commit_notice_deferred(self) -> bool:
-        return False
 
 
 class NoReadNotice(RaftNode):
@@ -44,8 +39,8 @@ class NoReadNotice(RaftNode):
         NodeBase._confirmed_read(self, ctx, requester, index)
 
 
-def cluster(leader_cls: type[RaftNode] = RaftNode) -> Cluster:
-    c = Cluster.bootstrap(NODES, config=CFG)
+def cluster(leader_cls: type[RaftNode] = RaftNode, config: RaftConfig = CFG) -> Cluster:
+    c = Cluster.bootstrap(NODES, config=config)
     c.classes["n1"] = leader_cls
     c.crash("n1")
     c.restart("n1")
@@ -115,7 +110,7 @@ def test_one_write_at_a_time_costs_one_append_and_one_ack_per_follower() -> None
 
 
 def test_the_count_fails_on_a_commit_notice_per_commit() -> None:
-    sent = one_at_a_time(cluster(EagerCommitNotice), 20)
+    sent = one_at_a_time(cluster(config=EAGER), 20)
     assert sent["n1"] == {"AppendEntries": 40, "Heartbeat": 40}
     assert sent["n2"] == {"AppendEntriesResponse": 20, "HeartbeatResponse": 20}
 
@@ -126,7 +121,7 @@ def test_pipelined_writes_send_no_empty_appends_and_no_commit_heartbeats() -> No
     assert set(sent["n1"]) == {"AppendEntries"}, sent["n1"]
     assert sent["n1"]["AppendEntries"] == 2 * 50  # one per follower per round of four
     assert sent["n2"] == sent["n3"] == {"AppendEntriesResponse": 50}
-    old = pipelined(cluster(EagerCommitNotice), 200)
+    old = pipelined(cluster(config=EAGER), 200)
     assert old["n1"]["Heartbeat"] > 0 and old["n1"]["AppendEntries(empty)"] > 0, old["n1"]
 
 
@@ -176,3 +171,14 @@ def test_a_follower_read_is_served_without_waiting_for_a_tick() -> None:
     slow.tick("n1")
     slow.stabilize()
     assert [r.ctx for r in slow.reads["n2"]] == [7]
+
+
+def test_a_large_commit_is_told_at_once() -> None:
+    # The follower applies it while the leader applies its own copy, not when the next batch
+    # arrives (where applying it would delay the follower's acknowledgement of that batch).
+    c = cluster()
+    _, index = c.propose_many("n1", [b"x" * 600, b"y" * 600])
+    c.stabilize()
+    for n in ("n2", "n3"):
+        assert c.status(n).commit == index + 1, n
+    assert c.applied_data("n2")[-2:] == [b"x" * 600, b"y" * 600]
