@@ -22,7 +22,7 @@ effects in the contract's order:
   this step when small and nothing else is queued (``apply_committed``);
 * ``reads`` / ``dropped_reads``               -> the waiting readers.
 
-Ticks come from a ticker task as events too, so the driver waits on its channel with no
+Ticks come from a ticker task (ticks.py) as events too, so the driver waits on its channel with no
 deadline of its own (a cancel scope per loop iteration cost more than the ticks).
 
 Proposal batching (batching.py): at most ``proposal_depth`` batches (1 by default) are
@@ -91,6 +91,7 @@ from univrs.runtime.ports import (
 )
 from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
+from univrs.runtime.ticks import LeaseClock, run_ticker
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
 from univrs.runtime.watch import WatchHub
@@ -187,9 +188,7 @@ class RaftRuntime:
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     # The current step handled an event that may change the watched fields (applied, a call).
     _step_dirty: bool = attrs.field(default=False, init=False)
-    # With read leases on: trio time of the first tick event, and ticks fed since then.
-    _tick_origin: float | None = attrs.field(default=None, init=False)
-    _ticks_fed: int = attrs.field(default=0, init=False)
+    _clock: LeaseClock = attrs.field(init=False)  # read leases on: ticks by trio's clock
     # Reports of the storage writer not yet given to the core (oldest first), and whether a
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
@@ -212,6 +211,7 @@ class RaftRuntime:
             configurations=lambda: (self.core.status().membership, self.applied_membership),
             announced=self.payload_versions,
         )
+        self._clock = LeaseClock(self.tick_seconds)
         sm, self._initial_sm = self._initial_sm, None
         assert sm is not None, "a runtime starts from a state machine"
         transport = self.transport
@@ -386,19 +386,8 @@ class RaftRuntime:
             nursery.start_soon(self._applier.run)
             nursery.start_soon(self._snapshots.run)
             nursery.start_soon(self._drive)
-            nursery.start_soon(self._ticker)
+            nursery.start_soon(run_ticker, self.inbox.sender, self.tick_seconds)
             task_status.started()
-
-    async def _ticker(self) -> None:
-        send = self.inbox.sender
-        next_tick = trio.current_time() + self.tick_seconds
-        while True:
-            await trio.sleep_until(next_tick)
-            await send.send(TICK)
-            now = trio.current_time()
-            next_tick += self.tick_seconds
-            if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
-                next_tick = now + self.tick_seconds
 
     async def _drive(self) -> None:
         recv = self.inbox.receiver
@@ -458,7 +447,7 @@ class RaftRuntime:
             self._batches.open.extend(ev.proposals)
         elif ev is TICK:
             if self.core.config.read_lease:
-                self._catch_up_ticks()
+                self._clock.catch_up(self.core)
             else:
                 self.core.tick()
         elif isinstance(ev, Applied):
@@ -471,7 +460,7 @@ class RaftRuntime:
             self._next_ctx += 1
             self._reads[ctx] = ev.waiter
             if ev.lease:
-                self._catch_up_ticks()
+                self._clock.catch_up(self.core)
             self.core.read_index(ctx, lease=ev.lease)
         elif isinstance(ev, Call):
             self._step_dirty = True
@@ -483,20 +472,6 @@ class RaftRuntime:
                 ev.waiter.fail(exc)
         else:
             raise AssertionError(f"unknown driver event {ev!r}")
-
-    def _catch_up_ticks(self) -> None:
-        """With read leases on, the core's clock follows trio's (monotonic) clock: feed it every
-        tick due since the driver started, so a stall (a pause, a starved process) never makes
-        a leader think less time passed than did (read_only.py, "Leases"). Called at every tick
-        event and right before a lease read."""
-        now = trio.current_time()
-        if self._tick_origin is None:
-            self._tick_origin = now
-        due = int((now - self._tick_origin) / self.tick_seconds)
-        core = self.core
-        while self._ticks_fed < due:
-            self._ticks_fed += 1
-            core.tick()
 
     def _process_ready(self) -> None:
         self._take_ready()
