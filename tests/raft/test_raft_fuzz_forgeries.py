@@ -232,7 +232,7 @@ def test_forged_messages_change_nothing(seed: int) -> None:
     # The cluster still commits, everywhere, and the leader kept its term.
     leader = c.leader()
     assert leader == "n1" and c.status(leader).role is Role.LEADER
-    index, _ = c.propose(leader, b"after")
+    _, index = c.propose(leader, b"after")  # (term, index)
     c.stabilize()
     for n in NODES:
         assert c.status(n).commit >= index

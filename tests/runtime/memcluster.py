@@ -31,7 +31,9 @@ from univrs.sm.model import WorkloadSpec
 from univrs.sm.state import ClusterStateMachine
 
 TICK = 0.05
-CONFIG = RaftConfig(heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10)
+CONFIG = RaftConfig(
+    heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10, lazy_commit_notice_bytes=1024
+)  # the commit notices nodes run (NodeConfig.raft_config)
 WAIT = 60.0  # simulated seconds (autojump): generous, costs nothing
 
 

@@ -25,6 +25,7 @@ MIN_PAYLOAD_SIZE = 128 * 1024
 MAX_PAYLOAD_SIZE = 1 << 30
 ENVELOPE_HEADROOM = 64 * 1024  # frame bytes reserved for a message's fields around its data
 DEFAULT_RAFT_HOST = "127.0.0.1"
+LAZY_COMMIT_NOTICE_BYTES = 1024  # RaftConfig.lazy_commit_notice_bytes of every node
 INITIAL_CLUSTER_STATES = ("new", "existing")
 STATE_BACKENDS = ("memory", "lmdb")  # [state] backend
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -152,6 +153,9 @@ class NodeConfig:
             unlisted_leaders=self.tls is not None,
             read_lease=self.read_lease,
             lease_drift_ticks=lease_drift_ticks(self.lease_drift_ms, tick),
+            # Followers learn a small commit from the next append, or at the next tick
+            # (univrs/raft/leader.py, "Commit notices"; docs/performance.md, "Round 7").
+            lazy_commit_notice_bytes=LAZY_COMMIT_NOTICE_BYTES,
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:

@@ -82,6 +82,14 @@ class RaftConfig:
     # must catch its ticks up before it serves a lease read). Needs ``check_quorum``.
     read_lease: bool = False
     lease_drift_ticks: int = 1
+    # How followers learn a new commit index (leader.py, "Commit notices"). 0: the leader tells
+    # each follower that holds entries it cannot know are committed in a commit-only Heartbeat
+    # at once, at every commit (and the follower answers it). N > 0 (what nodes run:
+    # ``NodeConfig.raft_config``): a commit whose news covers at most N bytes of entries waits
+    # for the next AppendEntries (they all carry the commit index) or the next tick; larger
+    # ones, and those a follower waits for to serve a read, are told at once. The core's
+    # transcripts and the simulator's pinned seeds were written for 0.
+    lazy_commit_notice_bytes: int = 0
 
     @property
     def lease_ticks(self) -> int:
@@ -105,6 +113,8 @@ class RaftConfig:
             raise ValueError("snapshot chunk size and window must be positive")
         if self.max_snapshot_bytes < 1:
             raise ValueError("max_snapshot_bytes must be positive")
+        if self.lazy_commit_notice_bytes < 0:
+            raise ValueError("lazy_commit_notice_bytes must be >= 0")
         if self.lease_drift_ticks < 0:
             raise ValueError(f"lease_drift_ticks must be >= 0, got {self.lease_drift_ticks}")
         if self.read_lease:

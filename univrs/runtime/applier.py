@@ -5,7 +5,9 @@ The driver queues work with ``enqueue`` (committed entries) and ``enqueue_instal
 from the leader, already handed to the storage writer); the loop applies it in that order,
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
 proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver every
-``APPLY_CHUNK`` entries, so it never hogs the event loop. The proposal outcomes:
+``APPLY_CHUNK`` entries, so it never hogs the event loop. A small commit may instead apply on
+the driver's step (``apply_now``, only while this loop waits with nothing queued, so the order
+holds; the driver reports it to the core itself). The proposal outcomes:
 
 * the state machine's response, when the proposal's own entry (same index and term) applies;
 * ``ProposalDropped`` when the entry applied at its index has another term: its own entry
@@ -99,6 +101,7 @@ class Applier:
         factory=collections.deque, init=False
     )
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _idle: bool = attrs.field(default=False, init=False)  # the loop waits for work
     _durable: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -125,10 +128,25 @@ class Applier:
         """The term of the CONFIG entry applied at ``index``, if it was applied lately."""
         return self._config_terms.get(index)
 
+    def apply_now(self, entries: tuple[Entry, ...]) -> bool:
+        """Apply ``entries`` at once, on the caller's task (the driver's step), if the loop
+        waits with nothing queued; False if they must be queued instead. The caller reports
+        the new ``applied_index`` to the core itself (no ``Applied`` event)."""
+        if not self._idle or self._queue:
+            return False
+        with self.sm.batch():
+            for entry in entries:
+                if entry.index > self.applied_index:
+                    self._apply_one(entry)
+        self.after_apply()
+        return True
+
     async def run(self) -> None:
         """Apply whatever is queued, in order, until cancelled."""
         while True:
+            self._idle = True
             await self._wakeup.wait()
+            self._idle = False
             self._wakeup = trio.Event()
             while self._queue:
                 item = self._queue.popleft()

@@ -28,10 +28,15 @@ downgrade of a node that never received a batch entry possible (docs/runtime.md)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+import attrs
 
 from univrs.raft import Membership
 from univrs.runtime.payload import BATCH_VERSION
+
+log = logging.getLogger("univrs.node")
 
 # Peer id -> (the incarnation its newest hello named, or None; the payload version it announced).
 Announced = Mapping[str, tuple[str | None, int]]
@@ -62,3 +67,30 @@ def batch_gate(
 def no_announcements() -> Announced:
     """The default source of announcements: none heard, so no batch entries."""
     return {}
+
+
+@attrs.define(eq=False)
+class BatchGate:
+    """The leader's question before each ``propose_many``: may these ``n`` proposals go in
+    batch entries? Only if packing is on, there are several, and every member announced it
+    applies them (``batch_gate``). A change of the answer is logged once."""
+
+    own_id: str
+    enabled: bool
+    max_payload_version: int
+    # The configurations that must all apply batch entries (the core's newest, the applied).
+    configurations: Callable[[], tuple[Membership, Membership]]
+    announced: Callable[[], Announced]
+    _last: str | None = attrs.field(default="not yet evaluated", init=False)
+
+    def __call__(self, n: int) -> bool:
+        if not self.enabled or n < 2 or self.max_payload_version < BATCH_VERSION:
+            return False
+        gate = batch_gate(self.own_id, self.configurations(), self.announced())
+        if gate != self._last:
+            if gate is None:
+                log.info("batch entries on: every member applies them")
+            else:
+                log.info("batch entries paused", extra={"reason": gate})
+            self._last = gate
+        return gate is None

@@ -18,10 +18,11 @@ effects in the contract's order:
 * persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
 * a snapshot from the leader                  -> the snapshotter (store, then restore);
 * ``messages``                                -> the transport, at once;
-* ``committed``                               -> the apply loop (in order);
+* ``committed``                               -> the apply loop (in order), or applied on
+  this step when small and nothing else is queued (``apply_committed``);
 * ``reads`` / ``dropped_reads``               -> the waiting readers.
 
-Ticks come from a ticker task as events too, so the driver waits on its channel with no
+Ticks come from a ticker task (ticks.py) as events too, so the driver waits on its channel with no
 deadline of its own (a cancel scope per loop iteration cost more than the ticks).
 
 Proposal batching (batching.py): at most ``proposal_depth`` batches (1 by default) are
@@ -76,7 +77,7 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import DEFAULT_PROPOSAL_DEPTH, ProposalBatches
-from univrs.runtime.capabilities import Announced, batch_gate, no_announcements
+from univrs.runtime.capabilities import Announced, BatchGate, no_announcements
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import MAX_PAYLOAD_VERSION, encode_payload_doc
@@ -90,6 +91,7 @@ from univrs.runtime.ports import (
 )
 from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
+from univrs.runtime.ticks import LeaseClock, run_ticker
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
 from univrs.runtime.watch import WatchHub
@@ -101,6 +103,9 @@ from univrs.sm.state import ClusterStateMachine
 log = logging.getLogger("univrs.node")
 
 __all__ = ["DEFAULT_PROPOSAL_DEPTH", "RaftRuntime", "RuntimeStatistics"]
+
+# Committed entries of at most this many bytes may apply on the driver's step.
+APPLY_ON_STEP_BYTES = 1024
 
 
 def _no_peers(_peers: dict[str, str]) -> None:
@@ -183,21 +188,30 @@ class RaftRuntime:
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     # The current step handled an event that may change the watched fields (applied, a call).
     _step_dirty: bool = attrs.field(default=False, init=False)
-    # With read leases on: trio time of the first tick event, and ticks fed since then.
-    _tick_origin: float | None = attrs.field(default=None, init=False)
-    _ticks_fed: int = attrs.field(default=0, init=False)
+    _clock: LeaseClock = attrs.field(init=False)  # read leases on: ticks by trio's clock
     # Reports of the storage writer not yet given to the core (oldest first), and whether a
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
-    # Why batch entries are not packed now (None: they are), as last logged.
-    _gate: str | None = attrs.field(default="not yet evaluated", init=False)
+    _may_pack: BatchGate = attrs.field(init=False)
+    # The index an ``apply_committed`` of this Ready applied on the step (0: none).
+    _applied_on_step: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.view.core is self.core, "the view must show this runtime's core"
         self._batches = ProposalBatches(
             depth=self.proposal_depth, packing=self.packing, metrics=self.metrics
         )
+        # The core's newest configuration, not the view's: a configuration appended in this
+        # step (a member being added) must count before the entries that follow it.
+        self._may_pack = BatchGate(
+            own_id=self.core.id,
+            enabled=self.packing.enabled,
+            max_payload_version=self.max_payload_version,
+            configurations=lambda: (self.core.status().membership, self.applied_membership),
+            announced=self.payload_versions,
+        )
+        self._clock = LeaseClock(self.tick_seconds)
         sm, self._initial_sm = self._initial_sm, None
         assert sm is not None, "a runtime starts from a state machine"
         transport = self.transport
@@ -372,19 +386,8 @@ class RaftRuntime:
             nursery.start_soon(self._applier.run)
             nursery.start_soon(self._snapshots.run)
             nursery.start_soon(self._drive)
-            nursery.start_soon(self._ticker)
+            nursery.start_soon(run_ticker, self.inbox.sender, self.tick_seconds)
             task_status.started()
-
-    async def _ticker(self) -> None:
-        send = self.inbox.sender
-        next_tick = trio.current_time() + self.tick_seconds
-        while True:
-            await trio.sleep_until(next_tick)
-            await send.send(TICK)
-            now = trio.current_time()
-            next_tick += self.tick_seconds
-            if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
-                next_tick = now + self.tick_seconds
 
     async def _drive(self) -> None:
         recv = self.inbox.receiver
@@ -444,7 +447,7 @@ class RaftRuntime:
             self._batches.open.extend(ev.proposals)
         elif ev is TICK:
             if self.core.config.read_lease:
-                self._catch_up_ticks()
+                self._clock.catch_up(self.core)
             else:
                 self.core.tick()
         elif isinstance(ev, Applied):
@@ -457,7 +460,7 @@ class RaftRuntime:
             self._next_ctx += 1
             self._reads[ctx] = ev.waiter
             if ev.lease:
-                self._catch_up_ticks()
+                self._clock.catch_up(self.core)
             self.core.read_index(ctx, lease=ev.lease)
         elif isinstance(ev, Call):
             self._step_dirty = True
@@ -470,39 +473,16 @@ class RaftRuntime:
         else:
             raise AssertionError(f"unknown driver event {ev!r}")
 
-    def _catch_up_ticks(self) -> None:
-        """With read leases on, the core's clock follows trio's (monotonic) clock: feed it every
-        tick due since the driver started, so a stall (a pause, a starved process) never makes
-        a leader think less time passed than did (read_only.py, "Leases"). Called at every tick
-        event and right before a lease read."""
-        now = trio.current_time()
-        if self._tick_origin is None:
-            self._tick_origin = now
-        due = int((now - self._tick_origin) / self.tick_seconds)
-        core = self.core
-        while self._ticks_fed < due:
-            self._ticks_fed += 1
-            core.tick()
-
-    def _may_pack(self, n: int) -> bool:
-        """May these ``n`` proposals go in batch entries? Only if packing is on, there are
-        several, and every member announced it applies them (univrs/runtime/capabilities.py).
-        A change of the answer is logged once."""
-        if not self.packing.enabled or n < 2 or self.max_payload_version < 2:
-            return False
-        # The core's newest configuration, not the view's: a configuration appended in this
-        # step (a member being added) must count before the entries that follow it.
-        configurations = (self.core.status().membership, self.applied_membership)
-        gate = batch_gate(self.node_id, configurations, self.payload_versions())
-        if gate != self._gate:
-            if gate is None:
-                log.info("batch entries on: every member applies them")
-            else:
-                log.info("batch entries paused", extra={"reason": gate})
-            self._gate = gate
-        return gate is None
-
     def _process_ready(self) -> None:
+        self._take_ready()
+        while self._applied_on_step:  # committed entries applied on this step (below)
+            index, self._applied_on_step = self._applied_on_step, 0
+            self._handle(Applied(index))  # as the apply loop would report it, minus a hop
+            self._batches.released = False  # its proposers run before the next step anyway
+            self._take_ready()
+        self._finish_step()
+
+    def _take_ready(self) -> None:
         if self.core.has_ready():
             rd = self.core.ready()
             config_changed = rd.snapshot is not None or any(
@@ -523,6 +503,8 @@ class RaftRuntime:
                 # dropped for want of its address (it would wait for the next heartbeat).
                 self._refresh_status()
             execute(rd, self)
+
+    def _finish_step(self) -> None:
         if self._step_dirty:
             self._step_dirty = False
             self._refresh_status()
@@ -567,6 +549,17 @@ class RaftRuntime:
         self.transport.send(msg)
 
     def apply_committed(self, entries: tuple[Entry, ...]) -> None:
+        # A small commit with nothing else going on applies on this step: no hand-off to the
+        # apply loop and back (docs/runtime.md, "Applying on the driver's step", also on why a
+        # persistent state waits for an idle writer: a conservative choice, not a need).
+        if (
+            sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
+            and not self._batches.open
+            and (self.state_backend is MEMORY_STATE or self._writer.idle)
+            and self._applier.apply_now(entries)
+        ):
+            self._applied_on_step = self._applier.applied_index
+            return
         self._applier.enqueue(entries)
 
     def read_ready(self, ctx: int, index: int) -> None:

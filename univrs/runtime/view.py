@@ -122,7 +122,11 @@ class RuntimeView:
 
     def note_applied(self, index: int) -> None:
         """The driver took in the apply loop's report that everything up to ``index`` is
-        applied: wake the ``wait_applied`` waiters whose threshold it reaches (only those)."""
+        applied: wake the ``wait_applied`` waiters whose threshold it reaches (only those).
+        A report below one taken before (the loop's, after an apply on the driver's step)
+        changes nothing."""
+        if index <= self._applied:
+            return
         self._applied = index
         thresholds = self._thresholds
         while thresholds and thresholds[0] <= index:

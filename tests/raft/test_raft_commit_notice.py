@@ -1,0 +1,185 @@
+"""How followers learn the commit index: messages per write (issue 14, round 7).
+
+Every AppendEntries carries the leader's commit index, so with ``lazy_commit_notice_bytes`` (what
+nodes run) the leader announces a small commit on its own only to a follower that nothing else
+will tell: at the next tick, or at once to a follower waiting to serve a read the leader
+answered. A large commit is told at once. The old leader sent every follower a commit-only
+Heartbeat at every commit (and each follower answered it): one more message each way per
+follower per write when clients write one at a time, and under load each answer to one of them
+drew an empty AppendEntries (``_on_heartbeat_response``: the follower's match is below the
+leader's last index while appends are in flight) and its answer. ``EagerCommitNotice`` is that
+old behaviour (``lazy_commit_notice_bytes`` 0, kept as the core's default for its transcripts
+and the simulator's pinned seeds); the counts below fail on it.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import attrs
+from harness import Cluster
+
+from univrs.raft import AppendEntries, Heartbeat, RaftConfig, RaftNode
+from univrs.raft.base import NodeBase
+from univrs.raft.messages import NodeId
+
+# A heartbeat every 3 ticks, so a tick that is not a heartbeat tick is visible; the commit
+# notices nodes run (``NodeConfig.raft_config``).
+CFG = RaftConfig(
+    heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10, lazy_commit_notice_bytes=1024
+)
+EAGER = attrs.evolve(CFG, lazy_commit_notice_bytes=0)
+NODES = ("n1", "n2", "n3")
+
+
+class NoReadNotice(RaftNode):
+    """A leader that does not tell a follower whose read it answered the commit index."""
+
+    def _confirmed_read(self, ctx: int, requester: NodeId | None, index: int) -> None:
+        NodeBase._confirmed_read(self, ctx, requester, index)
+
+
+def cluster(leader_cls: type[RaftNode] = RaftNode, config: RaftConfig = CFG) -> Cluster:
+    c = Cluster.bootstrap(NODES, config=config)
+    c.classes["n1"] = leader_cls
+    c.crash("n1")
+    c.restart("n1")
+    c.elect("n1")
+    c.tick("n1")  # the no-op's commit reaches the followers
+    c.stabilize()
+    return c
+
+
+def sent_per_write(c: Cluster, writes: int, run: object) -> dict[str, collections.Counter[str]]:
+    """Messages each node sent while ``run()`` did ``writes`` writes, by kind."""
+
+    def counts() -> dict[str, collections.Counter[str]]:
+        out: dict[str, collections.Counter[str]] = {n: collections.Counter() for n in NODES}
+        for n in NODES:
+            for rd in c.readies[n]:
+                for m in (*rd.messages, *rd.messages_after_persist):
+                    kind = type(m).__name__
+                    if isinstance(m, AppendEntries) and not m.entries:
+                        kind += "(empty)"
+                    out[n][kind] += 1
+        return out
+
+    before = counts()
+    assert callable(run)
+    run()
+    after = counts()
+    for n in NODES:
+        after[n].subtract(before[n])
+        after[n] = collections.Counter({k: v for k, v in after[n].items() if v})
+    return after
+
+
+def one_at_a_time(c: Cluster, writes: int) -> dict[str, collections.Counter[str]]:
+    def run() -> None:
+        for i in range(writes):
+            c.propose("n1", b"w%d" % i)
+            c.stabilize()
+
+    return sent_per_write(c, writes, run)
+
+
+def pipelined(c: Cluster, writes: int) -> dict[str, collections.Counter[str]]:
+    """Four proposals per round, each round delivering only what was in flight (appends and
+    acks overlap, as under load)."""
+
+    def run() -> None:
+        for i in range(writes // 4):
+            c.propose_many("n1", [b"p%d" % i] * 4)
+            c.deliver()
+        c.stabilize()
+
+    return sent_per_write(c, writes, run)
+
+
+def test_one_write_at_a_time_costs_one_append_and_one_ack_per_follower() -> None:
+    c = cluster()
+    sent = one_at_a_time(c, 20)
+    assert sent["n1"] == {"AppendEntries": 40}
+    assert sent["n2"] == sent["n3"] == {"AppendEntriesResponse": 20}
+    # The followers know every commit but the last, which the next tick tells.
+    assert c.status("n2").commit == c.status("n1").commit - 1
+    c.tick("n1")
+    c.stabilize()
+    for n in NODES:
+        assert c.applied_data(n)[-1] == b"w19", n
+
+
+def test_the_count_fails_on_a_commit_notice_per_commit() -> None:
+    sent = one_at_a_time(cluster(config=EAGER), 20)
+    assert sent["n1"] == {"AppendEntries": 40, "Heartbeat": 40}
+    assert sent["n2"] == {"AppendEntriesResponse": 20, "HeartbeatResponse": 20}
+
+
+def test_pipelined_writes_send_no_empty_appends_and_no_commit_heartbeats() -> None:
+    c = cluster()
+    sent = pipelined(c, 200)
+    assert set(sent["n1"]) == {"AppendEntries"}, sent["n1"]
+    assert sent["n1"]["AppendEntries"] == 2 * 50  # one per follower per round of four
+    assert sent["n2"] == sent["n3"] == {"AppendEntriesResponse": 50}
+    old = pipelined(cluster(config=EAGER), 200)
+    assert old["n1"]["Heartbeat"] > 0 and old["n1"]["AppendEntries(empty)"] > 0, old["n1"]
+
+
+def test_an_idle_follower_learns_a_commit_at_the_next_tick_not_the_next_heartbeat() -> None:
+    c = cluster()
+    c.tick("n1")  # the heartbeat is now 2 ticks away
+    c.stabilize()
+    _, index = c.propose("n1", b"x")
+    c.stabilize()
+    assert c.status("n1").commit == index
+    assert c.status("n2").commit == c.status("n3").commit == index - 1
+    c.tick("n1")
+    # A commit-only Heartbeat (ctx 0), though no heartbeat is due.
+    assert [(m.commit, m.ctx) for m in c.in_flight(type=Heartbeat)] == [(index, 0), (index, 0)]
+    c.stabilize()
+    for n in ("n2", "n3"):
+        assert c.status(n).commit == index
+        assert c.applied_data(n)[-1] == b"x"
+
+
+def follower_read_after_write(leader_cls: type[RaftNode], *, lagging: bool) -> Cluster:
+    """n2 reads right after a write it does not know committed (``lagging``: n2 does not even
+    hold the write when the leader answers its read). No tick happens."""
+    c = cluster(leader_cls)
+    _, index = c.propose("n1", b"x")
+    if lagging:
+        # Everything but the append to n2: n1 and n3 commit x without it.
+        while c.deliver(where=lambda m: not (isinstance(m, AppendEntries) and m.dst == "n2")):
+            pass
+        assert c.status("n2").last_index < index
+    else:
+        c.stabilize()
+    assert c.status("n1").commit == index and c.status("n2").commit < index
+    c.read_index("n2", 7)
+    c.stabilize()
+    return c
+
+
+def test_a_follower_read_is_served_without_waiting_for_a_tick() -> None:
+    for lagging in (False, True):
+        c = follower_read_after_write(RaftNode, lagging=lagging)
+        assert [(r.ctx, r.index) for r in c.reads["n2"]] == [(7, c.status("n1").commit)]
+        assert c.applied_data("n2")[-1] == b"x"
+    # The read's heartbeat round tells a follower that holds the write; one that acknowledges
+    # the write only later needs the notice that its ack then triggers, or waits for a tick.
+    slow = follower_read_after_write(NoReadNotice, lagging=True)
+    assert slow.reads["n2"] == []
+    slow.tick("n1")
+    slow.stabilize()
+    assert [r.ctx for r in slow.reads["n2"]] == [7]
+
+
+def test_a_large_commit_is_told_at_once() -> None:
+    # The follower applies it while the leader applies its own copy, not when the next batch
+    # arrives (where applying it would delay the follower's acknowledgement of that batch).
+    c = cluster()
+    _, index = c.propose_many("n1", [b"x" * 600, b"y" * 600])
+    c.stabilize()
+    for n in ("n2", "n3"):
+        assert c.status(n).commit == index + 1, n
+    assert c.applied_data("n2")[-2:] == [b"x" * 600, b"y" * 600]

@@ -1,0 +1,101 @@
+"""Small commits apply on the driver's step (issue 14, round 7; driver.py ``apply_committed``).
+
+When the apply loop waits with nothing queued, no proposals wait in the open batch and the
+committed entries are small (``APPLY_ON_STEP_BYTES``), the driver applies them itself and
+tells the core at once: no hand-off to the apply loop's task and no ``Applied`` event back.
+Anything else goes through the loop as before. The first test fails on the old driver, which
+queued every commit.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from univrs.runtime.driver import APPLY_ON_STEP_BYTES, RaftRuntime
+from univrs.runtime.events import Applied
+from univrs.sm.commands import CreateWorkload, Envelope
+from univrs.sm.model import WorkloadSpec
+from univrs.sm.responses import Failure
+
+
+class _CountingEvents:
+    """Stands in for the apply loop's channel to the driver: counts its ``Applied`` reports
+    (one per commit the loop applied) and passes them on."""
+
+    def __init__(self, inner: trio.MemorySendChannel[object], reports: list[int]) -> None:
+        self.inner, self.reports = inner, reports
+
+    async def send(self, ev: object) -> None:
+        if isinstance(ev, Applied):
+            self.reports.append(ev.index)
+        await self.inner.send(ev)
+
+
+def count_queued(cluster: MemCluster) -> dict[str, list[int]]:
+    """Per node, the indexes the apply loop reported applied from now on (the commits that
+    went through it rather than applying on the driver's step)."""
+    queued: dict[str, list[int]] = {}
+    for node_id, runtime in cluster.runtimes.items():
+        applier = runtime._applier
+        queued[node_id] = []
+        applier.events = _CountingEvents(applier.events, queued[node_id])  # type: ignore[assignment]
+    return queued
+
+
+async def settled(cluster: MemCluster, leader: RaftRuntime) -> None:
+    last = leader.status().last_index
+    await wait_until(
+        lambda: all(r.applied_index == last for r in cluster.runtimes.values()),
+        "every node applied the leader's log",
+    )
+
+
+async def test_small_writes_one_at_a_time_apply_on_the_step_everywhere(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    cluster = MemCluster.build(nursery, ["a", "b", "c"])
+    for node_id in ("a", "b", "c"):
+        await cluster.start(node_id)
+    leader = await wait_leader(cluster)
+    await settled(cluster, leader)
+    queued = count_queued(cluster)
+    for i in range(10):
+        response = await leader.propose(create(f"w{i}"))
+        assert not isinstance(response, Failure), response
+    await settled(cluster, leader)
+    assert queued == {"a": [], "b": [], "c": []}
+    for runtime in cluster.runtimes.values():
+        assert all(runtime.sm.get_workload(f"w{i}") for i in range(10)), runtime.node_id
+
+
+async def test_large_or_concurrent_commits_go_through_the_apply_loop(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    cluster = MemCluster.build(nursery, ["a", "b", "c"])
+    for node_id in ("a", "b", "c"):
+        await cluster.start(node_id)
+    leader = await wait_leader(cluster)
+    await settled(cluster, leader)
+    queued = count_queued(cluster)
+    big = Envelope(
+        command=CreateWorkload(
+            id="big", spec=WorkloadSpec(name="big", image="i" * (APPLY_ON_STEP_BYTES + 1))
+        )
+    )
+    await leader.propose(big)
+    await settled(cluster, leader)
+    big_index = leader.status().last_index
+    assert all(queued[n] == [big_index] for n in queued), queued  # the loop applied it
+    # Writes that arrive while others are in flight wait in the open batch: those commits
+    # are queued (the driver must flush the open batch, not apply).
+    for sizes in queued.values():
+        sizes.clear()
+    async with trio.open_nursery() as writers:
+        for i in range(40):
+            writers.start_soon(leader.propose, create(f"c{i}"))
+    await settled(cluster, leader)
+    assert queued[leader.node_id], "no commit of the concurrent writes was queued"
+    for runtime in cluster.runtimes.values():
+        assert all(runtime.sm.get_workload(f"c{i}") for i in range(40)), runtime.node_id

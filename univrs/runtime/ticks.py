@@ -1,0 +1,48 @@
+"""The driver's clock (driver.py): the ticker task, and the ticks a lease-reading core is fed.
+
+Ticks come from ``run_ticker`` as events on the driver's inbox, in order with everything else;
+after a stall it sends one tick, not a burst. With ``[raft] read_lease`` on, the core's clock
+must instead follow trio's monotonic clock: ``LeaseClock.catch_up`` feeds it every tick due
+since the driver started, at every tick event and right before a lease read, so a stall (a
+pause, a starved process) never makes a leader think less time passed than did (univrs/raft/
+read_only.py, "Leases"; tests/runtime/test_lease.py).
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from univrs.raft.node import RaftNode
+from univrs.runtime.events import TICK
+
+
+async def run_ticker(send: trio.MemorySendChannel[object], tick_seconds: float) -> None:
+    """Send ``TICK`` every ``tick_seconds`` until cancelled (no catch-up burst after a stall)."""
+    next_tick = trio.current_time() + tick_seconds
+    while True:
+        await trio.sleep_until(next_tick)
+        await send.send(TICK)
+        now = trio.current_time()
+        next_tick += tick_seconds
+        if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
+            next_tick = now + tick_seconds
+
+
+@attrs.define(eq=False)
+class LeaseClock:
+    """Ticks fed to the core by trio's clock (read leases on; module docstring)."""
+
+    tick_seconds: float
+    _origin: float | None = attrs.field(default=None, init=False)  # trio time of the first
+    _fed: int = attrs.field(default=0, init=False)  # ticks fed since then
+
+    def catch_up(self, core: RaftNode) -> None:
+        """Feed ``core`` every tick due since the first call."""
+        now = trio.current_time()
+        if self._origin is None:
+            self._origin = now
+        due = int((now - self._origin) / self.tick_seconds)
+        while self._fed < due:
+            self._fed += 1
+            core.tick()
