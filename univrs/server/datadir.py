@@ -12,6 +12,7 @@ import hashlib
 import logging
 import secrets
 import shutil
+from collections.abc import Callable
 
 import attrs
 
@@ -163,7 +164,7 @@ def finish_opening(
             initial,
             loaded,
             storage.cluster_id,
-            lambda snapshot: _restore_stored(config, snapshot),
+            lambda snapshot, into: _restore_stored(config, snapshot, into),
         )
         return Opened(
             storage=storage,
@@ -177,14 +178,18 @@ def finish_opening(
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
 
 
-def _restore_stored(config: NodeConfig, loaded: tuple[SnapshotMeta, bytes]) -> ClusterStateMachine:
+def _restore_stored(
+    config: NodeConfig,
+    loaded: tuple[SnapshotMeta, bytes],
+    into: Callable[[bytes], ClusterStateMachine] | None = None,
+) -> ClusterStateMachine:
     """The state machine of the stored snapshot, or a StorageError that says which data dir
     holds what cannot be restored and what to do (a clean exit, never a crash loop). A node
     refuses such a snapshot when it receives one (issue 12); this catches older data dirs and
     disk corruption."""
     meta, data = loaded
     try:
-        return restore(data)
+        return restore(data, into)
     except StorageError as exc:
         raise StorageError(
             f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "

@@ -78,13 +78,17 @@ def open_state(
     initial: InitialState,
     snapshot: tuple[SnapshotMeta, bytes] | None,
     cluster_id: str | None,
-    restore: Callable[[tuple[SnapshotMeta, bytes]], ClusterStateMachine],
+    restore: Callable[
+        [tuple[SnapshotMeta, bytes], Callable[[bytes], ClusterStateMachine]], ClusterStateMachine
+    ],
 ) -> tuple[StateEnv, ClusterStateMachine, InitialState]:
     """Open (or create) the persistent state of a data dir (see the module docstring).
 
     Returns the environment, the state machine on it and ``initial`` with ``applied`` set to
     the state's applied index. ``restore`` restores the stored snapshot (the node's, with its
-    error message). ``StorageError`` when the state cannot be used."""
+    error message) through the function it is given (``StateEnv.stage``: a row at a time into
+    a new environment beside the state, which then replaces it by renames: memory bounded by a
+    row, not the state). ``StorageError`` when the state cannot be used."""
     path = f"{data_dir}/{STATE_DIR}"
     try:
         env = StateEnv(path)
@@ -115,7 +119,7 @@ def open_state(
             sm = env.load()
             how = "resumed"
         elif snapshot is not None:
-            sm = env.replace(restore(snapshot))
+            sm = env.replace(restore(snapshot, env.stage))
             how = "replaced from the stored snapshot"
         else:
             sm = env.load()  # new and empty

@@ -42,6 +42,7 @@ replace everything from a snapshot in one transaction (``replace``), force to di
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import threading
 
@@ -51,6 +52,7 @@ import lmdb
 from univrs import codec
 from univrs.errors import StorageError
 from univrs.sm.state import ClusterStateMachine
+from univrs.storage.datadir import fsync_dir
 from univrs.storage.sm_journal import (
     _ALL_DBS,
     _OBJECT_DBS,
@@ -89,6 +91,46 @@ __all__ = [
 ]
 
 _STAGING = ".incoming."  # ``StateEnv.stage``'s folders: ``<path>.incoming.<n>``
+_READY = ".ready"  # a staged env, complete and synced, about to replace ``<path>``
+_RETIRED = ".retired"  # the replaced env, renamed away, removed once the new one is in place
+
+
+# Called with the name of each step of ``StateEnv.replace``'s swap just before it (tests kill
+# the process there: tests/runtime/test_state_swap.py).
+def swap_step(step: str) -> None:
+    """A hook (nothing in a node)."""
+
+
+def recover_swap(path: str) -> str | None:
+    """Finish or undo a swap of ``path`` that a crash interrupted (``StateEnv.replace``), so
+    that ``path`` is a complete environment, the old or the new one; remove the leftovers
+    (staged, ready and retired folders). Returns what was done (None: nothing to do).
+
+    The swap's steps, each crash-safe: the staged env is synced and renamed ``.ready``
+    (complete); ``path`` is renamed ``.retired``; ``.ready`` is renamed ``path``; the parent
+    directory is synced; ``.retired`` is removed. So: no ``path`` but a ``.ready`` -> the new
+    one goes in; no ``path``, no ``.ready``, a ``.retired`` -> the old one comes back (never
+    happens in that order; kept for a hand-made mess); ``path`` present -> it is used, the
+    rest is removed (a ``.ready`` beside it never replaced it: the start restores the stored
+    snapshot again if the state is behind it)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return None
+    ready, retired = path + _READY, path + _RETIRED
+    done: str | None = None
+    if not os.path.exists(path):
+        if os.path.isdir(ready):
+            os.rename(ready, path)
+            done = "the staged state env replaced the old one (a swap was interrupted)"
+        elif os.path.isdir(retired):
+            os.rename(retired, path)
+            done = "the old state env was put back (a swap was interrupted)"
+        if done is not None:
+            fsync_dir(pathlib.Path(parent))
+    for leftover in os.listdir(parent):
+        if leftover in (name + _READY, name + _RETIRED) or leftover.startswith(name + _STAGING):
+            shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+    return done
 
 
 class StateEnv:
@@ -102,6 +144,7 @@ class StateEnv:
 
     def __init__(self, path: str, *, sync: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
         try:
+            self.recovered = recover_swap(path)
             os.makedirs(path, exist_ok=True)
             self.store = LmdbStore(path, sync=sync, map_size=map_size)
         except (lmdb.Error, OSError) as exc:
@@ -129,10 +172,6 @@ class StateEnv:
         self._staged: list[tuple[int, ClusterStateMachine, LmdbStore, str]] = []
         self._staged_lock = threading.Lock()
         self._stage_count = 0
-        parent, name = os.path.split(os.path.abspath(path))
-        for leftover in os.listdir(parent):
-            if leftover.startswith(name + _STAGING):
-                shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
 
     def stage(self, data: bytes) -> ClusterStateMachine:
         """Restore snapshot ``data`` straight into a new environment beside this one (the
@@ -163,6 +202,12 @@ class StateEnv:
             if plain is None:  # not laid out for streaming: decoded whole (its errors)
                 plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
             sm = restore_plain(plain, objects=_objects_on(store))
+            # Complete and durable here, in the caller's thread: ``replace`` then only renames.
+            stamp = self.cluster_id()
+            if stamp is not None:
+                with store.env.begin(write=True) as txn:
+                    txn.put(b"cluster", stamp.encode(), db=store.db("meta"))
+            store.env.sync(True)
         except BaseException as exc:
             if store is not None:
                 store.close()
@@ -174,7 +219,7 @@ class StateEnv:
             self._staged.append((number, sm, store, path))
         return sm
 
-    def _take_staged(self, sm: ClusterStateMachine) -> LmdbStore | None:
+    def _take_staged(self, sm: ClusterStateMachine) -> tuple[LmdbStore, str] | None:
         """The store ``sm`` was staged on (None: not staged here); forgets it and discards
         the environments staged before it (checks nobody will install any more)."""
         with self._staged_lock:
@@ -186,7 +231,7 @@ class StateEnv:
         for _, _, store, path in older:
             store.close()
             shutil.rmtree(path, ignore_errors=True)
-        return match[2]
+        return match[2], match[3]
 
     def cluster_id(self) -> str | None:
         """The cluster this state belongs to (None: never stamped)."""
@@ -253,62 +298,62 @@ class StateEnv:
             raise StorageError(f"state env {self.path} does not decode: {exc}") from None
 
     def replace(self, sm: ClusterStateMachine) -> ClusterStateMachine:
-        """Replace the whole stored state by ``sm``'s (a restored snapshot) in one write
-        transaction, and return the state machine on this environment. The old state stays
-        whole if this raises (a crash meanwhile: the transaction never committed).
+        """Replace the whole stored state by ``sm``'s (a restored snapshot) and return the
+        state machine on this environment.
 
-        A state machine from ``stage`` is copied as stored bytes, table by table in key order
-        (no object is decoded or encoded), and its environment removed afterwards."""
+        A state machine from ``stage`` sits in a complete, synced environment of its own: it
+        replaces this one by renames (``_swap``: O(1) in the state, crash-safe at every step,
+        see ``recover_swap``), and is returned as it is. Any other is copied in one write
+        transaction (the old state stays whole if this raises, or at a crash meanwhile)."""
         staged = self._take_staged(sm)
+        if staged is not None:
+            self._swap(staged)
+            return sm
         objects = _objects_on(self.store)
         with self.store.batch():
             with self.store.writing() as txn:
                 for name in (*_OBJECT_DBS, *_SMALL_DBS):
                     txn.drop(self.store.db(name), delete=False)
-                if staged is not None:
-                    with staged.env.begin() as source:
-                        for name in _OBJECT_DBS:
-                            items = source.cursor(staged.db(name)).iternext()
-                            read, added = txn.cursor(self.store.db(name)).putmulti(
-                                items, append=True
-                            )
-                            if read != added:  # keys in order into an emptied table: never
-                                raise StorageError(f"{name}: {read - added} rows not copied")
-            if staged is not None:
-                stored = ClusterStateMachine.resume(
-                    objects,
-                    policy=sm.policy,
-                    last_index=sm.last_applied_index,
-                    last_term=sm.last_applied_term,
-                    clock_ms=sm.clock_ms,
-                    balances=list(sm.ledger_items()),
-                    sessions=list(sm.stored_sessions()),
-                    tokens=list(sm.stored_tokens()),
-                    tokens_bootstrapped=sm.tokens_bootstrapped,
-                    revision=sm.revision,
-                )
-                objects.journal.rewrite()  # the small tables and meta, written at the commit
-            else:
-                stored = ClusterStateMachine.from_parts(
-                    policy=sm.policy,
-                    last_index=sm.last_applied_index,
-                    last_term=sm.last_applied_term,
-                    clock_ms=sm.clock_ms,
-                    workloads=sm.stored_workloads(),
-                    instances=sm.stored_instances(),
-                    nodes=sm.stored_nodes(),
-                    balances=list(sm.ledger_items()),
-                    sessions=list(sm.stored_sessions()),
-                    tokens=list(sm.stored_tokens()),
-                    tokens_bootstrapped=sm.tokens_bootstrapped,
-                    revision=sm.revision,
-                    objects=objects,
-                )
-        if staged is not None:
-            path = staged.env.path()
-            staged.close()
-            shutil.rmtree(path, ignore_errors=True)
+            stored = ClusterStateMachine.from_parts(
+                policy=sm.policy,
+                last_index=sm.last_applied_index,
+                last_term=sm.last_applied_term,
+                clock_ms=sm.clock_ms,
+                workloads=sm.stored_workloads(),
+                instances=sm.stored_instances(),
+                nodes=sm.stored_nodes(),
+                balances=list(sm.ledger_items()),
+                sessions=list(sm.stored_sessions()),
+                tokens=list(sm.stored_tokens()),
+                tokens_bootstrapped=sm.tokens_bootstrapped,
+                revision=sm.revision,
+                objects=objects,
+            )
         return stored
+
+    def _swap(self, staged: tuple[LmdbStore, str]) -> None:
+        """Put the staged environment in place of this one by renames (``recover_swap`` says
+        what a crash at each step leaves). The old environment is not closed: readers that
+        began before (a snapshot being encoded, a page being listed) finish on it; it is
+        unlinked at once and its files go when the last of them is dropped."""
+        store, staged_path = staged
+        ready, retired = self.path + _READY, self.path + _RETIRED
+        parent = pathlib.Path(os.path.dirname(os.path.abspath(self.path)))
+        swap_step("ready")
+        shutil.rmtree(ready, ignore_errors=True)
+        os.rename(staged_path, ready)  # its data was synced by ``stage``
+        fsync_dir(parent)
+        swap_step("retire")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.rename(self.path, retired)
+        swap_step("install")
+        os.rename(ready, self.path)
+        swap_step("sync")
+        fsync_dir(parent)
+        self.store = store
+        self._meta = store.db("meta")
+        swap_step("remove")
+        shutil.rmtree(retired, ignore_errors=True)
 
     def sync(self) -> None:
         """Force every committed transaction to disk."""
