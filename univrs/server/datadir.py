@@ -27,6 +27,7 @@ from univrs.server.statedir import open_state, wipe_state
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.stored_snapshot import StoredSnapshot
 
 log = logging.getLogger("univrs.node")
 
@@ -89,7 +90,8 @@ class Opened:
     initial: InitialState
     cluster_id: str
     sm: ClusterStateMachine
-    snapshot: tuple[SnapshotMeta, bytes] | None
+    # The stored snapshot, read on demand (univrs/storage/stored_snapshot.py).
+    snapshot: tuple[SnapshotMeta, StoredSnapshot] | None
     # The persistent state ([state] backend = "lmdb"), None in memory.
     state_env: StateEnv | None = None
 
@@ -157,7 +159,12 @@ def finish_opening(
                 },
             )
     cluster_id = storage.cluster_id or config.cluster_id or "univrs"
-    loaded = storage.load_snapshot()
+    # Read on demand (the core streams it to followers a chunk at a time; a persisted state
+    # that resumes never reads it at all): not held whole in memory for the node's life.
+    stored = storage.stored_snapshot()
+    loaded: tuple[SnapshotMeta, StoredSnapshot] | None = (
+        (stored.meta, stored) if stored is not None else None
+    )
     if config.state_backend == "lmdb":
         env, sm, initial = open_state(
             str(config.data_dir),
@@ -180,16 +187,16 @@ def finish_opening(
 
 def _restore_stored(
     config: NodeConfig,
-    loaded: tuple[SnapshotMeta, bytes],
+    loaded: tuple[SnapshotMeta, StoredSnapshot],
     into: Callable[[bytes], ClusterStateMachine] | None = None,
 ) -> ClusterStateMachine:
     """The state machine of the stored snapshot, or a StorageError that says which data dir
     holds what cannot be restored and what to do (a clean exit, never a crash loop). A node
     refuses such a snapshot when it receives one (issue 12); this catches older data dirs and
     disk corruption."""
-    meta, data = loaded
+    meta, stored = loaded
     try:
-        return restore(data, into)
+        return restore(stored.read(), into)  # read whole: size and checksum verified
     except StorageError as exc:
         raise StorageError(
             f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "

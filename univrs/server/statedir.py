@@ -41,10 +41,12 @@ from univrs.raft.ready import InitialState
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage.datadir import STATE_ENV_DIR
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.stored_snapshot import StoredSnapshot
 
 log = logging.getLogger("univrs.node")
 
 STATE_DIR = STATE_ENV_DIR
+Stored = tuple[SnapshotMeta, StoredSnapshot]  # the stored snapshot, read on demand
 BACKENDS = ("memory", "lmdb")
 
 
@@ -76,11 +78,9 @@ def _fix(path: str) -> str:
 def open_state(
     data_dir: str,
     initial: InitialState,
-    snapshot: tuple[SnapshotMeta, bytes] | None,
+    snapshot: Stored | None,
     cluster_id: str | None,
-    restore: Callable[
-        [tuple[SnapshotMeta, bytes], Callable[[bytes], ClusterStateMachine]], ClusterStateMachine
-    ],
+    restore: Callable[[Stored, Callable[[bytes], ClusterStateMachine]], ClusterStateMachine],
 ) -> tuple[StateEnv, ClusterStateMachine, InitialState]:
     """Open (or create) the persistent state of a data dir (see the module docstring).
 
@@ -141,9 +141,7 @@ def open_state(
     return env, sm, attrs.evolve(initial, applied=sm.last_applied_index)
 
 
-def _term_at(
-    initial: InitialState, snapshot: tuple[SnapshotMeta, bytes] | None, index: int
-) -> int | None:
+def _term_at(initial: InitialState, snapshot: Stored | None, index: int) -> int | None:
     if snapshot is not None and snapshot[0].index == index:
         return snapshot[0].term
     for entry in initial.entries:
@@ -152,9 +150,7 @@ def _term_at(
     return None
 
 
-def applied_membership(
-    initial: InitialState, snapshot: tuple[SnapshotMeta, bytes] | None, applied: int
-) -> Membership:
+def applied_membership(initial: InitialState, snapshot: Stored | None, applied: int) -> Membership:
     """The configuration of the applied log at ``applied``: the last CONFIG entry at or below
     it, else the snapshot's, else empty."""
     for entry in reversed(initial.entries):
