@@ -505,11 +505,16 @@ class LogStore:
         # Page-sized chunks: any free page can take one (see layout.snapshot_chunk_size).
         step = layout.snapshot_chunk_size(self._env.page_size)
         view = memoryview(data)
-        records = [
-            (layout.index_key(number), layout.encode_chunk(number, bytes(view[at : at + step])))
-            for number, at in enumerate(range(0, len(data), step))
-        ]
-        record = layout.snapshot_record(meta, size=len(data), chunks=len(records), crc=crc)
+        chunks = -(-len(data) // step)
+
+        def records() -> Iterator[tuple[bytes, bytes]]:
+            # One chunk at a time: a list of them all would be a second copy of the data
+            # (212 MB at 1,000,000 + 1,000,000 objects) for the length of the write.
+            for number in range(chunks):
+                at = number * step
+                yield layout.index_key(number), layout.encode_chunk(number, view[at : at + step])
+
+        record = layout.snapshot_record(meta, size=len(data), chunks=chunks, crc=crc)
 
         _require(meta.index >= 1 and meta.term >= 1, f"snapshot at ({meta.index}, {meta.term})")
 
@@ -531,8 +536,8 @@ class LogStore:
                 txn.drop(self._env.log, delete=False)
             txn.drop(self._env.snap, delete=False)
             # MDB_APPEND: the database is empty and the keys increase.
-            _, added = txn.cursor(db=self._env.snap).putmulti(records, append=True)
-            _require(added == len(records), f"stored {added} of {len(records)} chunks")
+            _, added = txn.cursor(db=self._env.snap).putmulti(records(), append=True)
+            _require(added == chunks, f"stored {added} of {chunks} chunks")
             txn.put(
                 layout.KEY_SNAPSHOT,
                 layout.encode_record(layout.KEY_SNAPSHOT, record),

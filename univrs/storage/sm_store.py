@@ -136,14 +136,22 @@ class LmdbTable(Table[V]):
         raw_key = key.encode()
         if not _storable(raw_key):
             return None
-        with self._store.reading() as txn:
+        txn = self._store._txn  # in a batch: its transaction, no context manager per call
+        if txn is not None:
             raw = txn.get(raw_key, db=self._db)
+        else:
+            with self._store.reading() as txn:
+                raw = txn.get(raw_key, db=self._db)
         return None if raw is None else self._decode(bytes(raw))
 
     def put(self, key: str, value: V) -> V | None:
         """Set ``key``; returns the replaced value (None if new)."""
-        with self._store.writing() as txn:
+        txn = self._store._txn
+        if txn is not None:
             raw = txn.replace(key.encode(), self._encode(value), db=self._db)
+        else:
+            with self._store.writing() as txn:
+                raw = txn.replace(key.encode(), self._encode(value), db=self._db)
         return None if raw is None else self._decode(bytes(raw))
 
     def pop(self, key: str) -> V:
@@ -157,10 +165,16 @@ class LmdbTable(Table[V]):
         return self._decode(bytes(raw))
 
     def __contains__(self, key: object) -> bool:
-        if type(key) is not str or not _storable(key.encode()):
+        if type(key) is not str:
             return False
+        raw_key = key.encode()
+        if not _storable(raw_key):
+            return False
+        txn = self._store._txn
+        if txn is not None:
+            return txn.get(raw_key, db=self._db) is not None
         with self._store.reading() as txn:
-            return txn.get(key.encode(), db=self._db) is not None
+            return txn.get(raw_key, db=self._db) is not None
 
     def __len__(self) -> int:
         with self._store.reading() as txn:
@@ -269,6 +283,10 @@ class LmdbPairIndex(PairIndex):
 
     def add(self, first: str, second: str) -> None:
         """Add the pair (no effect if present)."""
+        txn = self._store._txn
+        if txn is not None:
+            txn.put(first.encode() + SEP + second.encode(), b"", db=self._db)
+            return
         with self._store.writing() as txn:
             txn.put(self._key(first, second), b"", db=self._db)
 
