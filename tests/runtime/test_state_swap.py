@@ -14,7 +14,6 @@ import pytest
 
 from tests.sm.helpers import Log, spec
 from tests.sm.test_sm_snapshot import populated
-from univrs.raft.messages import Membership, SnapshotMeta
 from univrs.runtime.snapshots import capture
 from univrs.sm import ClusterStateMachine, CreateWorkload, state_digest
 from univrs.storage import sm_tables
@@ -124,49 +123,4 @@ def test_the_swap_copies_nothing(tmp_path: pathlib.Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(sm_tables.LmdbStore, "batch", batch)
     env.replace(staged)
     assert writes == []
-    env.close()
-
-
-def test_a_snapshot_is_staged_in_commits_of_a_bounded_number_of_rows(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """LMDB keeps a write transaction's dirty pages in memory until it commits: a staging of
-    2,000,000 rows in one transaction held hundreds of MB. Staged in commits of a few rows
-    here, the state, its digest and the env after a reopen are the same; a bad row found late
-    still removes everything staged. Fails on the code before (7e6fb43): one commit."""
-    from univrs import codec
-    from univrs.runtime.snapshots import SnapshotChecker, restore
-    from univrs.sm import snapshot_plain
-    from univrs.storage.sm_store import LmdbStore
-
-    monkeypatch.setattr(sm_tables, "STAGE_COMMIT_ROWS", 3)
-    commits: list[int] = []
-    real = LmdbStore.checkpoint
-
-    def checkpoint(self: LmdbStore) -> None:
-        before = self._txn
-        real(self)
-        if self._txn is not before:
-            commits.append(1)
-
-    monkeypatch.setattr(LmdbStore, "checkpoint", checkpoint)
-    log = populated()
-    data = capture(log.sm)()
-    env = StateEnv(str(tmp_path / "state.lmdb"), map_size=MAP)
-    staged = env.stage(data)
-    assert len(commits) >= 3
-    assert state_digest(env.replace(staged)) == state_digest(restore(data))
-    env.close()
-    env = StateEnv(str(tmp_path / "state.lmdb"), map_size=MAP)
-    assert state_digest(env.load()) == state_digest(log.sm)
-    plain = snapshot_plain(log.sm)
-    plain["instances"][-1][1] = "no-such-workload"  # found after several commits
-    problem = SnapshotChecker(into=env.stage)(
-        SnapshotMeta(index=log.sm.last_applied_index, term=log.sm.last_applied_term,
-                     membership=Membership(voters=frozenset({"n1"}))),
-        codec.encode_plain(plain),
-    )  # fmt: skip
-    assert problem is not None and "has no workload" in problem
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.lmdb"]
-    assert state_digest(env.load()) == state_digest(log.sm)
     env.close()

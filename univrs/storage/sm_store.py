@@ -39,8 +39,6 @@ class LmdbStore:
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> None:
         self.env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync)
         self._txn: lmdb.Transaction | None = None
-        self.bulk_rows = 0  # ``checkpoint``: 0 never commits inside a batch
-        self._rows = 0
         self._dbs: dict[str, Any] = {}
         # Called with the batch's transaction just before it commits: the journal's writes
         # (one journal per store: the state machine last opened on it).
@@ -60,31 +58,18 @@ class LmdbStore:
         if self._txn is not None:
             yield
             return
-        self._txn = self.env.begin(write=True)
+        txn = self.env.begin(write=True)
+        self._txn = txn
         try:
             yield
             if self.before_commit is not None:
-                self.before_commit(self._txn)
+                self.before_commit(txn)
         except BaseException:
-            txn, self._txn = self._txn, None
+            self._txn = None
             txn.abort()
             raise
-        txn, self._txn = self._txn, None
+        self._txn = None
         txn.commit()
-
-    def checkpoint(self) -> None:
-        """A bulk load's row is written: with ``bulk_rows`` set, commit the batch's transaction
-        every ``bulk_rows`` rows and go on in a new one, so LMDB's dirty pages (kept in memory
-        until the commit) stay bounded. Only for an environment nobody reads until the load
-        is over (a staged snapshot, ``StateEnv.stage``): a batch is then no longer atomic, and
-        its journal writes ``meta`` at the final commit only."""
-        if not self.bulk_rows or self._txn is None:
-            return
-        self._rows += 1
-        if self._rows >= self.bulk_rows:
-            self._rows = 0
-            self._txn.commit()
-            self._txn = self.env.begin(write=True)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[lmdb.Transaction]:
@@ -235,16 +220,14 @@ class LmdbTable(Table[V]):
     def load(self, items: Iterable[tuple[str, V]]) -> list[str]:
         """Fill an empty table in one transaction; returns the repeated keys."""
         repeated: list[str] = []
-        encode, store, db = self._encode, self._store, self._db
-        with store.writing() as txn:
-            assert txn.stat(db)["entries"] == 0, "load fills an empty table"
+        encode = self._encode
+        with self._store.writing() as txn:
+            assert txn.stat(self._db)["entries"] == 0, "load fills an empty table"
             for key, value in items:
                 raw_key, raw = key.encode(), encode(value)
-                txn = store._txn or txn  # a new one after a checkpoint
-                if not txn.put(raw_key, raw, db=db, overwrite=False):
+                if not txn.put(raw_key, raw, db=self._db, overwrite=False):
                     repeated.append(key)
-                    txn.put(raw_key, raw, db=db)  # the last value wins, as in memory
-                store.checkpoint()
+                    txn.put(raw_key, raw, db=self._db)  # the last value wins, as in memory
         return repeated
 
 

@@ -91,7 +91,6 @@ __all__ = [
 ]
 
 _STAGING = ".incoming."  # ``StateEnv.stage``'s folders: ``<path>.incoming.<n>``
-STAGE_COMMIT_ROWS = 20_000  # rows per commit while a snapshot is staged (``LmdbStore.checkpoint``)
 _READY = ".ready"  # a staged env, complete and synced, about to replace ``<path>``
 _RETIRED = ".retired"  # the replaced env, renamed away, removed once the new one is in place
 
@@ -197,7 +196,6 @@ class StateEnv:
         store: LmdbStore | None = None
         try:
             store = LmdbStore(path, sync=False, map_size=self.map_size)
-            store.bulk_rows = STAGE_COMMIT_ROWS  # nobody reads it until the swap
             for name in (*_OBJECT_DBS, *_SMALL_DBS, "meta"):
                 store.db(name)
             plain = streamed_plain(data)
@@ -209,7 +207,6 @@ class StateEnv:
             if stamp is not None:
                 with store.env.begin(write=True) as txn:
                     txn.put(b"cluster", stamp.encode(), db=store.db("meta"))
-            store.bulk_rows = 0  # from now on the env is the state's: batches are atomic
             store.env.sync(True)
         except BaseException as exc:
             if store is not None:
