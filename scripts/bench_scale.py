@@ -272,18 +272,44 @@ def run_child(path: str, timeout: float, how: list[str] | None = None) -> dict[s
 def measure_cluster(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """The cluster figures only (``--cluster-only``): build, encode, free the state, then
     ``univrs.bench.scale_cluster.run_cluster`` on the snapshot."""
-    start = time.perf_counter()
-    sm = build(n)
-    build_s = time.perf_counter() - start
-    index, term = sm.last_applied_index, sm.last_applied_term
-    data = capture(sm)()
-    del sm
+    seed: Path | None = args.seed
     row: dict[str, Any] = {"objects_workloads": n, "objects_instances": n}
-    row["build_s"] = round(build_s, 3)
+    if seed is not None and seed.exists():
+        data, index, term = read_seed(seed, n)
+        row["seed"] = str(seed)
+    else:
+        start = time.perf_counter()
+        sm = build(n)
+        build_s = time.perf_counter() - start
+        index, term = sm.last_applied_index, sm.last_applied_term
+        data = capture(sm)()
+        del sm
+        row["build_s"] = round(build_s, 3)
+        if seed is not None:
+            write_seed(seed, n, data, index, term)
     row["snapshot_bytes"] = len(data)
     row.update(_cluster(data, index, term, n, args))
     row["loadavg_1m"] = os.getloadavg()[0]
     return row
+
+
+def write_seed(path: Path, n: int, data: bytes, index: int, term: int) -> None:
+    """A built state's snapshot, kept for later runs (``--seed``): a JSON line, then the
+    snapshot bytes. Written beside and renamed: an interrupted write leaves no seed."""
+    part = path.with_name(path.name + ".part")
+    with part.open("wb") as out:
+        out.write(json.dumps({"objects": n, "index": index, "term": term}).encode() + b"\n")
+        out.write(data)
+    part.replace(path)
+
+
+def read_seed(path: Path, n: int) -> tuple[bytes, int, int]:
+    """(snapshot, index, term) of a seed written by ``write_seed`` for ``n`` objects."""
+    with path.open("rb") as src:
+        head = json.loads(src.readline())
+        if head["objects"] != n:
+            raise SystemExit(f"{path} holds {head['objects']:,} objects, not {n:,}")
+        return src.read(), head["index"], head["term"]
 
 
 def _cluster(
@@ -536,6 +562,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--keep", type=Path, help="run the cluster in this folder and keep its logs and data"
+    )
+    parser.add_argument(
+        "--seed",
+        type=Path,
+        help="with --cluster-only: the built state's snapshot is kept in this file and "
+        "reused when it exists (the build of 1,000,000 + 1,000,000 takes tens of minutes)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--lmdb-child", type=int, help=argparse.SUPPRESS)

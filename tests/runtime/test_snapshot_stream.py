@@ -210,30 +210,7 @@ def test_a_snapshot_not_laid_out_for_streaming_is_decoded_whole(tmp_path: pathli
     env.close()
 
 
-def test_an_install_interrupted_midway_leaves_the_old_state(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The crash point of an install: the copy and the small tables are one transaction;
-    interrupted before its commit (here: the journal's write raises, as a kill would stop
-    it), the environment holds the old state whole, and a start then replaces it from the
-    stored snapshot (univrs/server/statedir.py: applied index below the snapshot's)."""
-    log = populated()
-    data = capture(log.sm)()
-    env, old = _env_with_old_state(tmp_path)
-    staged = env.stage(data)
-
-    def crash(self: Any, txn: Any) -> None:
-        raise RuntimeError("killed")
-
-    monkeypatch.setattr(sm_tables.LmdbJournal, "_flush", crash)
-    with pytest.raises(RuntimeError, match="killed"):
-        env.replace(staged)
-    monkeypatch.undo()
-    env.close()
-    reopened = StateEnv(str(tmp_path / "state.lmdb"), map_size=1 << 26)
-    assert _leftovers(tmp_path) == []  # a start removes what a crash left
-    assert state_digest(reopened.load()) == old
-    reopened.close()
+# An install interrupted at each step of its swap: tests/runtime/test_state_swap.py.
 
 
 def test_a_staged_restore_holds_a_row_not_the_state(tmp_path: pathlib.Path) -> None:

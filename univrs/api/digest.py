@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from univrs.api import rest
 from univrs.errors import UnivrsError
-from univrs.sm.snapshot import state_digest
+from univrs.runtime.snapshots import capture_digest
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -37,10 +37,13 @@ if TYPE_CHECKING:
 LOG_CHUNK_BYTES = 1 << 20  # entries read per storage call
 
 
-def digest_view(node: NodeHandle) -> dict[str, Any]:
-    """Indexes and state digest of ``node``, taken together (no await in between)."""
+async def digest_view(node: NodeHandle) -> dict[str, Any]:
+    """Indexes and state digest of ``node``, taken together: the status and a view of the
+    state at once (no await in between), the digest of that view then computed in a worker
+    thread (``capture_digest``: streamed, off the event loop; seconds at 1,000,000 objects)."""
     s = node.status()
-    return {
+    digest = capture_digest(node.runtime.sm)
+    view = {
         "id": s.id,
         "term": s.term,
         "role": s.role.value,
@@ -49,8 +52,9 @@ def digest_view(node: NodeHandle) -> dict[str, Any]:
         "applied_index": s.applied,
         "first_index": s.first_index,
         "last_index": s.last_index,
-        "state_digest": state_digest(node.runtime.sm),
     }
+    view["state_digest"] = await trio.to_thread.run_sync(digest)
+    return view
 
 
 def log_digest(node: NodeHandle, lo: int, hi: int) -> str:
@@ -79,7 +83,7 @@ async def node_digest(request: Request) -> Response:
         )
     except UnivrsError as exc:
         return rest.error_response(exc)
-    view = digest_view(node)
+    view = await digest_view(node)
     q = request.query_params
     if "log_from" in q or "log_to" in q:
         try:

@@ -46,7 +46,7 @@ from univrs.raft.messages import (
 from univrs.raft.progress import ProgressState
 from univrs.raft.ready import Role, SnapshotInstall
 from univrs.raft.senders import REFUSED_SNAPSHOT_DATA, REFUSED_SNAPSHOT_SIZE
-from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotReceiver
+from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotData, SnapshotReceiver
 
 
 @attrs.define(eq=False, init=False, repr=False)
@@ -61,7 +61,7 @@ class SnapshotLayer(LeaderLayer):
 
     # ---- the runtime took a snapshot -----------------------------------------------------------
 
-    def snapshot_taken(self, meta: SnapshotMeta, data: bytes, *, keep: int = 0) -> int:
+    def snapshot_taken(self, meta: SnapshotMeta, data: SnapshotData, *, keep: int = 0) -> int:
         """The runtime durably stored a snapshot at ``meta.index`` (its state machine's applied
         index, which may be ahead of what ``applied()`` reported, never beyond the entries
         handed out nor beyond what ``persisted()`` reported: ValueError).

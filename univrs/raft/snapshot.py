@@ -34,24 +34,42 @@ from __future__ import annotations
 
 import collections
 import zlib
+from typing import Protocol
 
 import attrs
 
 from univrs.raft.messages import InstallSnapshot, SnapshotMeta
 
 
+class SnapshotSource(Protocol):
+    """Snapshot data the core does not hold in memory: the runtime's stored snapshot, read on
+    demand when a chunk is sent (univrs/storage/stored_snapshot.py). Its ``crc32`` is the
+    checksum of the whole data, known without reading it."""
+
+    crc32: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice, /) -> bytes: ...
+
+
+SnapshotData = bytes | SnapshotSource
+
+
 @attrs.define(eq=False)
 class Snapshot:
-    """The newest snapshot this node knows: its meta and data (checksum computed on demand)."""
+    """The newest snapshot this node knows: its meta and data (checksum computed on demand;
+    the data may be bytes or a ``SnapshotSource``: only its length and slices are used)."""
 
     meta: SnapshotMeta
-    data: bytes
+    data: SnapshotData
     _checksum: int | None = None
 
     @property
     def checksum(self) -> int:
         if self._checksum is None:
-            self._checksum = zlib.crc32(self.data)
+            data = self.data
+            self._checksum = zlib.crc32(data) if isinstance(data, bytes) else data.crc32
         return self._checksum
 
     @property

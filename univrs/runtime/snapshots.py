@@ -19,32 +19,29 @@ Python encoding of every object that held the interpreter lock for seconds at 10
 from __future__ import annotations
 
 import gc
+import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
 
 import attrs
+import cbor2
 import trio
 
 from univrs import codec
 from univrs.errors import ProtocolError, StorageError
 from univrs.raft.messages import InstallSnapshot, SnapshotMeta
 from univrs.raft.node import RaftNode
-from univrs.sm.snapshot import gc_paused, plain_from_parts, restore_plain
+from univrs.sm.snapshot import _first, gc_paused, plain_from_parts, restore_plain, streamed_digest
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import RawRows
 
 MAX_SNAPSHOT_BYTES = 1 << 34  # 16 GiB: a sanity bound for decoding our own snapshots
 
 
-def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
-    """A consistent view of ``sm`` now, and a thread-safe function that encodes it.
-
-    The object tables give views (``Table.view``): the values as they are now, put in id
-    order by the encoder, so the pause on the event loop is a copy of references. Tables that
-    store encoded rows give those instead (``Table.raw_view``: a read transaction, O(1))."""
-    raw = sm.stored_raw_views()
-    parts = {
+def _parts(sm: ClusterStateMachine) -> dict[str, Any]:
+    """The small parts of the state now (bounded: sessions, balances, tokens, scalars)."""
+    return {
         "policy": sm.policy,
         "last_index": sm.last_applied_index,
         "last_term": sm.last_applied_term,
@@ -56,12 +53,22 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
         "revision": sm.revision,
     }
 
+
+def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
+    """A consistent view of ``sm`` now, and a thread-safe function that encodes it.
+
+    The object tables give views (``Table.view``): the values as they are now, put in id
+    order by the encoder, so the pause on the event loop is a copy of references. Tables that
+    store encoded rows give those instead (``Table.raw_view``: a read transaction, O(1))."""
+    raw = sm.stored_raw_views()
+    parts = _parts(sm)
+
     if raw is not None:
         rows = dict(zip(("workloads", "instances", "nodes"), raw, strict=True))
 
         def encode_spliced() -> bytes:
             try:
-                plain = plain_from_parts(workloads=(), instances=(), nodes=(), **parts)  # type: ignore[arg-type]
+                plain = plain_from_parts(workloads=(), instances=(), nodes=(), **parts)
                 return _spliced(plain, rows)
             finally:
                 for view in raw:
@@ -75,11 +82,54 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
             workloads=workloads(),
             instances=instances(),
             nodes=nodes(),
-            **parts,  # type: ignore[arg-type]
+            **parts,
         )
         return codec.encode_plain(plain)
 
     return encode
+
+
+def capture_digest(sm: ClusterStateMachine) -> Callable[[], str]:
+    """A consistent view of ``sm`` now (as ``capture``: O(1) on the event loop) and a
+    thread-safe function that computes its ``state_digest`` from it. On LMDB the stored rows
+    are decoded one batch at a time and hashed as they come (``streamed_digest``): the state
+    is never built whole, and the work runs in a worker thread, not on the event loop."""
+    raw = sm.stored_raw_views()
+    parts = _parts(sm)
+    if raw is None:  # in memory: the views now, the rows built in the thread
+        workloads, instances, nodes = sm.stored_views()
+
+        def whole() -> str:
+            plain = plain_from_parts(
+                workloads=workloads(),
+                instances=instances(),
+                nodes=nodes(),
+                **parts,
+            )
+            keys = ("workloads", "instances", "nodes")
+            return streamed_digest(plain, {k: sorted(plain[k], key=_first) for k in keys})
+
+        return whole
+    rows = dict(zip(("workloads", "instances", "nodes"), raw, strict=True))
+
+    def streamed() -> str:
+        try:
+            plain = plain_from_parts(workloads=(), instances=(), nodes=(), **parts)
+            return streamed_digest(plain, {k: _decoded(v) for k, v in rows.items()})
+        finally:
+            for view in raw:
+                view.close()
+
+    return streamed
+
+
+def _decoded(rows: RawRows) -> Iterator[Any]:
+    """The rows of a raw view, decoded one at a time (each chunk is concatenated CBOR rows)."""
+    for chunk in rows.chunks():
+        fp = io.BytesIO(chunk)
+        decoder = cbor2.CBORDecoder(fp)
+        while fp.tell() < len(chunk):
+            yield decoder.decode()
 
 
 def _head(major: int, n: int) -> bytes:

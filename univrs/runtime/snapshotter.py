@@ -29,6 +29,7 @@ from univrs.raft.interpreter import InstallJob
 from univrs.raft.messages import SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import SnapshotInstall
+from univrs.raft.snapshot import SnapshotData
 from univrs.runtime.applier import Applier
 from univrs.runtime.ports import LogStorage
 from univrs.runtime.snapshots import capture
@@ -107,18 +108,20 @@ class Snapshotter:
             encode = capture(applier.sm)  # on the loop: references only; encoding in a thread
             data = await trio.to_thread.run_sync(encode)
 
-            def save() -> bool:
+            def save() -> SnapshotData | None:
                 current = storage.snapshot_meta()
                 if current is not None and current.index >= meta.index:
-                    return False  # a newer one (e.g. from the leader) is already stored
+                    return None  # a newer one (e.g. from the leader) is already stored
                 storage.save_snapshot(meta, data)
-                return True
+                stored = _stored(storage, meta)
+                return data if stored is None else stored
 
-            if not await self._storage_task(save):
+            kept: SnapshotData | None = await self._storage_task(save)
+            if kept is None:
                 newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
                 return newer
             keep = self.keep
-            upto: int = await self.call(lambda core: core.snapshot_taken(meta, data, keep=keep))
+            upto: int = await self.call(lambda core: core.snapshot_taken(meta, kept, keep=keep))
             if upto > 0:
                 durable = self.durable
 
@@ -144,3 +147,16 @@ class Snapshotter:
         waiter: Waiter[Any] = Waiter()
         self.writer.submit(StorageTask(fn=fn, waiter=waiter))
         return await waiter.wait()
+
+
+def _stored(storage: LogStorage, meta: SnapshotMeta) -> SnapshotData | None:
+    """The snapshot just stored at ``meta``, read on demand from storage when it can be
+    (``LogStore.stored_snapshot``): what the core keeps to stream to followers, instead of
+    the encoded bytes (212 MB at 1,000,000 + 1,000,000 objects, for the node's life)."""
+    stored_snapshot = getattr(storage, "stored_snapshot", None)
+    if stored_snapshot is None:
+        return None
+    stored: SnapshotData | None = stored_snapshot()
+    if stored is None or getattr(stored, "meta", None) != meta:
+        return None
+    return stored

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import secrets
 import shutil
+from collections.abc import Callable
 
 import attrs
 
@@ -26,6 +27,7 @@ from univrs.server.statedir import open_state, wipe_state
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.stored_snapshot import StoredSnapshot
 
 log = logging.getLogger("univrs.node")
 
@@ -88,7 +90,8 @@ class Opened:
     initial: InitialState
     cluster_id: str
     sm: ClusterStateMachine
-    snapshot: tuple[SnapshotMeta, bytes] | None
+    # The stored snapshot, read on demand (univrs/storage/stored_snapshot.py).
+    snapshot: tuple[SnapshotMeta, StoredSnapshot] | None
     # The persistent state ([state] backend = "lmdb"), None in memory.
     state_env: StateEnv | None = None
 
@@ -156,14 +159,19 @@ def finish_opening(
                 },
             )
     cluster_id = storage.cluster_id or config.cluster_id or "univrs"
-    loaded = storage.load_snapshot()
+    # Read on demand (the core streams it to followers a chunk at a time; a persisted state
+    # that resumes never reads it at all): not held whole in memory for the node's life.
+    stored = storage.stored_snapshot()
+    loaded: tuple[SnapshotMeta, StoredSnapshot] | None = (
+        (stored.meta, stored) if stored is not None else None
+    )
     if config.state_backend == "lmdb":
         env, sm, initial = open_state(
             str(config.data_dir),
             initial,
             loaded,
             storage.cluster_id,
-            lambda snapshot: _restore_stored(config, snapshot),
+            lambda snapshot, into: _restore_stored(config, snapshot, into),
         )
         return Opened(
             storage=storage,
@@ -177,14 +185,18 @@ def finish_opening(
     return Opened(storage=storage, initial=initial, cluster_id=cluster_id, sm=sm, snapshot=loaded)
 
 
-def _restore_stored(config: NodeConfig, loaded: tuple[SnapshotMeta, bytes]) -> ClusterStateMachine:
+def _restore_stored(
+    config: NodeConfig,
+    loaded: tuple[SnapshotMeta, StoredSnapshot],
+    into: Callable[[bytes], ClusterStateMachine] | None = None,
+) -> ClusterStateMachine:
     """The state machine of the stored snapshot, or a StorageError that says which data dir
     holds what cannot be restored and what to do (a clean exit, never a crash loop). A node
     refuses such a snapshot when it receives one (issue 12); this catches older data dirs and
     disk corruption."""
-    meta, data = loaded
+    meta, stored = loaded
     try:
-        return restore(data)
+        return restore(stored.read(), into)  # read whole: size and checksum verified
     except StorageError as exc:
         raise StorageError(
             f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "

@@ -41,10 +41,12 @@ from univrs.raft.ready import InitialState
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage.datadir import STATE_ENV_DIR
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.stored_snapshot import StoredSnapshot
 
 log = logging.getLogger("univrs.node")
 
 STATE_DIR = STATE_ENV_DIR
+Stored = tuple[SnapshotMeta, StoredSnapshot]  # the stored snapshot, read on demand
 BACKENDS = ("memory", "lmdb")
 
 
@@ -76,15 +78,17 @@ def _fix(path: str) -> str:
 def open_state(
     data_dir: str,
     initial: InitialState,
-    snapshot: tuple[SnapshotMeta, bytes] | None,
+    snapshot: Stored | None,
     cluster_id: str | None,
-    restore: Callable[[tuple[SnapshotMeta, bytes]], ClusterStateMachine],
+    restore: Callable[[Stored, Callable[[bytes], ClusterStateMachine]], ClusterStateMachine],
 ) -> tuple[StateEnv, ClusterStateMachine, InitialState]:
     """Open (or create) the persistent state of a data dir (see the module docstring).
 
     Returns the environment, the state machine on it and ``initial`` with ``applied`` set to
     the state's applied index. ``restore`` restores the stored snapshot (the node's, with its
-    error message). ``StorageError`` when the state cannot be used."""
+    error message) through the function it is given (``StateEnv.stage``: a row at a time into
+    a new environment beside the state, which then replaces it by renames: memory bounded by a
+    row, not the state). ``StorageError`` when the state cannot be used."""
     path = f"{data_dir}/{STATE_DIR}"
     try:
         env = StateEnv(path)
@@ -115,7 +119,7 @@ def open_state(
             sm = env.load()
             how = "resumed"
         elif snapshot is not None:
-            sm = env.replace(restore(snapshot))
+            sm = env.replace(restore(snapshot, env.stage))
             how = "replaced from the stored snapshot"
         else:
             sm = env.load()  # new and empty
@@ -137,9 +141,7 @@ def open_state(
     return env, sm, attrs.evolve(initial, applied=sm.last_applied_index)
 
 
-def _term_at(
-    initial: InitialState, snapshot: tuple[SnapshotMeta, bytes] | None, index: int
-) -> int | None:
+def _term_at(initial: InitialState, snapshot: Stored | None, index: int) -> int | None:
     if snapshot is not None and snapshot[0].index == index:
         return snapshot[0].term
     for entry in initial.entries:
@@ -148,9 +150,7 @@ def _term_at(
     return None
 
 
-def applied_membership(
-    initial: InitialState, snapshot: tuple[SnapshotMeta, bytes] | None, applied: int
-) -> Membership:
+def applied_membership(initial: InitialState, snapshot: Stored | None, applied: int) -> Membership:
     """The configuration of the applied log at ``applied``: the last CONFIG entry at or below
     it, else the snapshot's, else empty."""
     for entry in reversed(initial.entries):

@@ -22,7 +22,7 @@ import hashlib
 import os
 import pathlib
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -291,13 +291,19 @@ def read_backup(path: str | os.PathLike[str], *, load: bool = True) -> BackupFil
     )
 
 
-def decode_state(backup: BackupFile) -> ClusterStateMachine:
+def decode_state(
+    backup: BackupFile, into: Callable[[bytes], ClusterStateMachine] | None = None
+) -> ClusterStateMachine:
     """The state machine in a loaded backup; ``BadBackup`` when it does not decode or does
-    not sit at the header's index and term."""
+    not sit at the header's index and term. ``into``: restored there instead of in memory
+    (``StateEnv.stage``: a row at a time into an LMDB environment), with the same checks."""
     assert backup.data is not None
     try:
-        plain = codec.decode_plain(backup.data, max_size=MAX_DATA_BYTES, max_depth=64)
-        sm = restore_plain(plain)
+        if into is not None:
+            sm = into(backup.data)
+        else:
+            plain = codec.decode_plain(backup.data, max_size=MAX_DATA_BYTES, max_depth=64)
+            sm = restore_plain(plain)
     except (ProtocolError, ValueError, TypeError) as exc:
         raise BadBackup(f"the snapshot data is not a state machine: {exc}") from None
     h = backup.header

@@ -91,8 +91,8 @@ def decode_entry(key: bytes, value: bytes) -> Entry:
     return Entry(term=term, index=index, kind=_KINDS[kind], data=value[_ENTRY_HEADER.size :])
 
 
-def encode_chunk(number: int, data: bytes) -> bytes:
-    return _CRC.pack(zlib.crc32(data, zlib.crc32(_INDEX.pack(number)))) + data
+def encode_chunk(number: int, data: bytes | memoryview) -> bytes:
+    return _CRC.pack(zlib.crc32(data, zlib.crc32(_INDEX.pack(number)))) + bytes(data)
 
 
 def decode_chunk(number: int, value: bytes) -> bytes:

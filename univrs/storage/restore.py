@@ -114,7 +114,8 @@ def restore_data_dir(
         raise StorageError(f"duplicate member ids in {ids}")
     if node_id not in ids:
         raise StorageError(f"{node_id!r} is not one of the members {sorted(ids)}")
-    sm = decode_state(backup)  # refuse data a node could not start from
+    if state_backend != "lmdb":
+        decode_state(backup)  # refuse data a node could not start from
     path = pathlib.Path(data_dir)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise StorageError(f"data dir {path} exists and is not empty: restore into a new one")
@@ -129,6 +130,18 @@ def restore_data_dir(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot prepare {work}: {exc.strerror or exc}") from None
+    if state_backend == "lmdb":
+        # Restored a row at a time straight into the new state env (the check a node could
+        # start from it is this restore): memory bounded by a row, not the state.
+        env = StateEnv(str(work / STATE_ENV_DIR))
+        try:
+            env.set_cluster_id(cluster_id)
+            env.replace(decode_state(backup, into=env.stage))
+        except BaseException:
+            env.store.close()
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        env.close()  # forced to disk before the rename makes the data dir usable
     store = LogStore.open(work, node_id=node_id, cluster_id=cluster_id, create=True)
     try:
         store.save_snapshot(meta, backup.data)
@@ -142,12 +155,6 @@ def restore_data_dir(
     finally:
         store.close()
     if state_backend == "lmdb":
-        env = StateEnv(str(work / STATE_ENV_DIR))
-        try:
-            env.replace(sm)
-            env.set_cluster_id(cluster_id)
-        finally:
-            env.close()  # forced to disk before the rename makes the data dir usable
         fsync_dir(work)
     try:
         if path.exists():

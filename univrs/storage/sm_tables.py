@@ -30,589 +30,107 @@ index, never half a batch. Databases:
 * ``meta``: ``state`` -> CBOR ``[STATE_FORMAT, last_index, last_term, clock_ms,
   tokens_bootstrapped, policy row, revision]``, ``cluster`` -> the cluster id (UTF-8).
 
+The code is split by concept: ``sm_store`` (the environment, the object tables, the pair
+indexes, raw rows for snapshots), ``sm_journal`` (the small tables and meta), ``sm_stream`` (a
+snapshot's bytes read one row at a time); this module keeps ``StateEnv`` and re-exports the
+names others import from here.
+
 ``StateEnv`` is the node's: open (``load``: O(small tables), the object tables are not read),
 replace everything from a snapshot in one transaction (``replace``), force to disk (``sync``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import itertools
 import os
+import pathlib
 import shutil
-import struct
 import threading
-import weakref
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
 
 import cbor2
 import lmdb
 
 from univrs import codec
-from univrs.codec.strict import strict_decoder
-from univrs.errors import ProtocolError, StorageError
-from univrs.sm.objects import Objects
-from univrs.sm.sessions import Session, SessionPolicy
+from univrs.errors import StorageError
 from univrs.sm.state import ClusterStateMachine
-from univrs.sm.tables import PairIndex, RawRows, StateJournal, Table
-from univrs.sm.tokens import Token
+from univrs.storage.datadir import fsync_dir
+from univrs.storage.sm_journal import (
+    _ALL_DBS,
+    _OBJECT_DBS,
+    _SMALL_DBS,
+    STATE_FORMAT,
+    LmdbJournal,
+    _objects_on,
+    _policy_from_row,
+    _read_small,
+    objects_in_lmdb,
+)
+from univrs.storage.sm_store import (
+    DEFAULT_MAP_SIZE,
+    RAW_CHUNK,
+    LmdbPairIndex,
+    LmdbRawRows,
+    LmdbStore,
+    LmdbTable,
+    cbor_codec,
+)
+from univrs.storage.sm_stream import MAX_SNAPSHOT_BYTES, streamed_plain
 
-V = TypeVar("V")
-
-SEP = b"\x00"
-MAX_KEY = 511  # LMDB's largest key (bytes); no valid id comes near it
-
-
-def _storable(raw_key: bytes) -> bool:
-    """A key LMDB can look up: a key that is not (empty, or too long: an invalid id a command
-    carries, looked up before it is refused) is simply absent, never an LMDB error."""
-    return 0 < len(raw_key) <= MAX_KEY
-
-
-DEFAULT_MAP_SIZE = 1 << 34  # 16 GiB of address space; the file grows as needed
-
-
-class LmdbStore:
-    """One LMDB environment holding named tables, with the batch (write transaction) they
-    share."""
-
-    def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> None:
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync)
-        self._txn: lmdb.Transaction | None = None
-        self._dbs: dict[str, Any] = {}
-        # Called with the batch's transaction just before it commits: the journal's writes
-        # (one journal per store: the state machine last opened on it).
-        self.before_commit: Callable[[lmdb.Transaction], None] | None = None
-
-    def db(self, name: str) -> Any:
-        """The named database (created if absent; in the batch's transaction if one is open:
-        LMDB has one writer, a second write transaction would wait for it forever)."""
-        db = self._dbs.get(name)
-        if db is None:
-            db = self._dbs[name] = self.env.open_db(name.encode(), txn=self._txn)
-        return db
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """One write transaction for everything done in the block (nested: the outer one)."""
-        if self._txn is not None:
-            yield
-            return
-        txn = self.env.begin(write=True)
-        self._txn = txn
-        try:
-            yield
-            if self.before_commit is not None:
-                self.before_commit(txn)
-        except BaseException:
-            self._txn = None
-            txn.abort()
-            raise
-        self._txn = None
-        txn.commit()
-
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[lmdb.Transaction]:
-        """The batch's transaction, or a transaction of its own for one write."""
-        if self._txn is not None:
-            yield self._txn
-            return
-        with self.env.begin(write=True) as txn:
-            yield txn
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[lmdb.Transaction]:
-        """The batch's transaction (it sees its own writes), or a read transaction."""
-        if self._txn is not None:
-            yield self._txn
-            return
-        with self.env.begin() as txn:
-            yield txn
-
-    def close(self) -> None:
-        """Close the environment."""
-        self.env.close()
-
-
-def _scan(
-    store: LmdbStore, db: Any, start: bytes, prefix: bytes, skip: bytes | None
-) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) from the first key >= ``start`` while keys begin with ``prefix``, the key
-    ``skip`` left out."""
-    with store.reading() as txn:
-        cursor = txn.cursor(db)
-        if not cursor.set_range(start[:MAX_KEY]):  # a longer start: from its prefix, then
-            return  # skip the keys below it (no stored key is that long)
-        for raw_key, raw in cursor:
-            key = bytes(raw_key)  # bytes already (no copy): buffers are off
-            if key < start:
-                continue
-            if not key.startswith(prefix):
-                return
-            if key != skip:
-                yield key, bytes(raw)
-
-
-class LmdbTable(Table[V]):
-    """``Table`` on a named LMDB database."""
-
-    def __init__(
-        self,
-        store: LmdbStore,
-        name: str,
-        encode: Callable[[V], bytes],
-        decode: Callable[[bytes], V],
-        *,
-        rows: bool = False,
-    ) -> None:
-        self._store, self._db = store, store.db(name)
-        self._encode, self._decode = encode, decode
-        # True when ``encode`` writes a value as its snapshot row in CBOR (``cbor_codec`` of
-        # the snapshot's row writer): the stored bytes are then the snapshot's (``raw_view``).
-        self._rows = rows
-
-    def get(self, key: str) -> V | None:
-        """The value at ``key``, or None."""
-        raw_key = key.encode()
-        if not _storable(raw_key):
-            return None
-        with self._store.reading() as txn:
-            raw = txn.get(raw_key, db=self._db)
-        return None if raw is None else self._decode(bytes(raw))
-
-    def put(self, key: str, value: V) -> V | None:
-        """Set ``key``; returns the replaced value (None if new)."""
-        with self._store.writing() as txn:
-            raw = txn.replace(key.encode(), self._encode(value), db=self._db)
-        return None if raw is None else self._decode(bytes(raw))
-
-    def pop(self, key: str) -> V:
-        """Remove ``key`` and return its value; ``KeyError`` if absent."""
-        if not _storable(key.encode()):
-            raise KeyError(key)
-        with self._store.writing() as txn:
-            raw = txn.pop(key.encode(), db=self._db)
-        if raw is None:
-            raise KeyError(key)
-        return self._decode(bytes(raw))
-
-    def __contains__(self, key: object) -> bool:
-        if type(key) is not str or not _storable(key.encode()):
-            return False
-        with self._store.reading() as txn:
-            return txn.get(key.encode(), db=self._db) is not None
-
-    def __len__(self) -> int:
-        with self._store.reading() as txn:
-            return int(txn.stat(self._db)["entries"])
-
-    def _items(self, after: str | None) -> Iterator[tuple[bytes, bytes]]:
-        start = b"" if after is None else after.encode()
-        return _scan(self._store, self._db, start, b"", start if after is not None else None)
-
-    def keys(self, after: str | None = None) -> Iterator[str]:
-        """Keys in order (greater than ``after`` if given)."""
-        return (key.decode() for key, _ in self._items(after))
-
-    def values(self, after: str | None = None) -> Iterator[V]:
-        """Values in key order (of keys greater than ``after`` if given)."""
-        decode = self._decode
-        return (decode(value) for _, value in self._items(after))
-
-    def view(self) -> Callable[[], Iterator[V]]:
-        """The values now, in key order, for later (a snapshot's encoder, in another thread):
-        a read transaction begun now (LMDB's MVCC keeps what it sees while writes go on),
-        ended when the function is dropped. O(1) now: nothing is read or copied until it is
-        called. Outside a batch only (a snapshot is captured between applied batches)."""
-        assert self._store._txn is None, "a view is taken between batches"
-        txn = self._store.env.begin()
-        db, decode = self._db, self._decode
-
-        def values() -> Iterator[V]:
-            for _, raw in txn.cursor(db):
-                yield decode(bytes(raw))
-
-        weakref.finalize(values, txn.abort)
-        return values
-
-    def raw_view(self) -> RawRows | None:
-        """The stored values now, as the snapshot rows they are (``LmdbRawRows``), when this
-        table stores snapshot rows; None otherwise. O(1) now, like ``view``."""
-        if not self._rows:
-            return None
-        assert self._store._txn is None, "a view is taken between batches"
-        return LmdbRawRows(self._store.env.begin(), self._db)
-
-    def load(self, items: Iterable[tuple[str, V]]) -> list[str]:
-        """Fill an empty table in one transaction; returns the repeated keys."""
-        repeated: list[str] = []
-        encode = self._encode
-        with self._store.writing() as txn:
-            assert txn.stat(self._db)["entries"] == 0, "load fills an empty table"
-            for key, value in items:
-                raw_key, raw = key.encode(), encode(value)
-                if not txn.put(raw_key, raw, db=self._db, overwrite=False):
-                    repeated.append(key)
-                    txn.put(raw_key, raw, db=self._db)  # the last value wins, as in memory
-        return repeated
-
-
-RAW_CHUNK = 2048  # rows per chunk of ``LmdbRawRows.chunks`` (about 200 KB of snapshot rows)
-
-
-class LmdbRawRows(RawRows):
-    """``RawRows`` of an LMDB table: a read transaction begun when the view is taken (LMDB's
-    MVCC keeps what it saw while writes go on), its values read in key order and joined
-    ``RAW_CHUNK`` at a time. Nothing is decoded: a snapshot of 1,000,000 objects is a copy of
-    their stored bytes in chunks, each a short C call, so the event loop gets the interpreter
-    between chunks (an encoding of the objects held it for seconds: docs/state-at-scale.md).
-    The transaction ends at ``close``, at the end of ``chunks``, or when the view is dropped."""
-
-    def __init__(self, txn: lmdb.Transaction, db: Any) -> None:
-        self._txn, self._db = txn, db
-        self._count = int(txn.stat(db)["entries"])
-        self._finalizer = weakref.finalize(self, txn.abort)
-
-    @property
-    def count(self) -> int:
-        """How many rows the view holds."""
-        return self._count
-
-    def chunks(self) -> Iterator[bytes]:
-        """The rows in key order, ``RAW_CHUNK`` per chunk; the transaction ends with them."""
-        try:
-            values = self._txn.cursor(self._db).iternext(keys=False, values=True)
-            while True:
-                chunk = b"".join(itertools.islice(values, RAW_CHUNK))
-                if not chunk:
-                    return
-                yield chunk
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """End the read transaction (idempotent)."""
-        self._finalizer()
-
-
-class LmdbPairIndex(PairIndex):
-    """``PairIndex`` on a named LMDB database (key ``first NUL second``, empty value)."""
-
-    incremental = True  # a put per pair, in bulk or not
-
-    def __init__(self, store: LmdbStore, name: str) -> None:
-        self._store, self._db = store, store.db(name)
-
-    @staticmethod
-    def _key(first: str, second: str) -> bytes:
-        return first.encode() + SEP + second.encode()
-
-    def add(self, first: str, second: str) -> None:
-        """Add the pair (no effect if present)."""
-        with self._store.writing() as txn:
-            txn.put(self._key(first, second), b"", db=self._db)
-
-    def remove(self, first: str, second: str) -> None:
-        """Remove the pair; ``ValueError`` if absent."""
-        with self._store.writing() as txn:
-            if not txn.delete(self._key(first, second), db=self._db):
-                raise ValueError(f"pair {(first, second)!r} is not in the index")
-
-    def seconds(self, first: str, after: str | None = None) -> Iterator[str]:
-        """The seconds paired with ``first``, in order (greater than ``after`` if given)."""
-        prefix = first.encode() + SEP
-        start = prefix if after is None else prefix + after.encode()
-        skip = None if after is None else start
-        n = len(prefix)
-        return (key[n:].decode() for key, _ in _scan(self._store, self._db, start, prefix, skip))
-
-    def __contains__(self, pair: object) -> bool:
-        if not (isinstance(pair, tuple) and len(pair) == 2):
-            return False
-        first, second = pair
-        if type(first) is not str or type(second) is not str:
-            return False
-        if not _storable(self._key(first, second)):
-            return False
-        with self._store.reading() as txn:
-            return txn.get(self._key(first, second), db=self._db) is not None
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        for key, _ in _scan(self._store, self._db, b"", b"", None):
-            first, _sep, second = key.partition(SEP)
-            yield first.decode(), second.decode()
-
-    def __len__(self) -> int:
-        with self._store.reading() as txn:
-            return int(txn.stat(self._db)["entries"])
-
-    def load(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Fill an empty index in one transaction (duplicates collapse)."""
-        with self._store.writing() as txn:
-            assert txn.stat(self._db)["entries"] == 0, "load fills an empty index"
-            for first, second in pairs:
-                txn.put(self._key(first, second), b"", db=self._db)
-
-
-def cbor_codec(
-    to_row: Callable[[V], list[Any]], from_row: Callable[[Any, str], V], what: str
-) -> tuple[Callable[[V], bytes], Callable[[bytes], V]]:
-    """(encode, decode) of a value as its snapshot row in CBOR."""
-
-    def encode(value: V) -> bytes:
-        return cbor2.dumps(to_row(value))
-
-    def decode(raw: bytes) -> V:
-        return from_row(cbor2.loads(raw), what)
-
-    return encode, decode
-
+__all__ = [
+    "DEFAULT_MAP_SIZE",
+    "RAW_CHUNK",
+    "STATE_FORMAT",
+    "LmdbJournal",
+    "LmdbPairIndex",
+    "LmdbRawRows",
+    "LmdbStore",
+    "LmdbTable",
+    "StateEnv",
+    "cbor_codec",
+    "objects_in_lmdb",
+    "streamed_plain",
+]
 
 _STAGING = ".incoming."  # ``StateEnv.stage``'s folders: ``<path>.incoming.<n>``
-STATE_FORMAT = 1  # the layout of the small tables and meta below
-_ACTIVITY = struct.Struct(">Q")
-_SMALL_DBS = ("sessions", "session_activity", "ledger", "tokens")
-_OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node")
-_ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
+_READY = ".ready"  # a staged env, complete and synced, about to replace ``<path>``
+_RETIRED = ".retired"  # the replaced env, renamed away, removed once the new one is in place
 
 
-def _policy_row(p: SessionPolicy) -> list[Any]:
-    return [p.window, p.max_sessions, p.ttl_entries, p.ttl_ms, p.max_sessions_per_owner]
+# Called with the name of each step of ``StateEnv.replace``'s swap just before it (tests kill
+# the process there: tests/runtime/test_state_swap.py).
+def swap_step(step: str) -> None:
+    """A hook (nothing in a node)."""
 
 
-def _policy_from_row(row: Any) -> SessionPolicy:
-    window, max_sessions, ttl_entries, ttl_ms, per_owner = row
-    return SessionPolicy(
-        window=window,
-        max_sessions=max_sessions,
-        ttl_entries=ttl_entries,
-        ttl_ms=ttl_ms,
-        max_sessions_per_owner=per_owner,
-    )
+def recover_swap(path: str) -> str | None:
+    """Finish or undo a swap of ``path`` that a crash interrupted (``StateEnv.replace``), so
+    that ``path`` is a complete environment, the old or the new one; remove the leftovers
+    (staged, ready and retired folders). Returns what was done (None: nothing to do).
 
-
-class LmdbJournal(StateJournal):
-    """Writes the changed sessions, balances and tokens and the state's scalars when a batch
-    commits (see the module docstring)."""
-
-    def __init__(self, store: LmdbStore) -> None:
-        self._store = store
-        self._sessions_db = store.db("sessions")
-        self._activity_db = store.db("session_activity")
-        self._ledger_db = store.db("ledger")
-        self._tokens_db = store.db("tokens")
-        self._meta_db = store.db("meta")
-        self._sm: ClusterStateMachine | None = None
-        self._dirty_sessions: set[str] = set()
-        self._dirty_balances: set[str] = set()
-        self._dirty_tokens: set[str] = set()
-        self._rewrite = False
-        store.before_commit = self._flush
-
-    def attach(self, sm: Any) -> None:
-        """The state machine these tables belong to."""
-        self._sm = sm
-
-    def rewrite(self) -> None:
-        """Write every session, balance and token at the commit (after a restore)."""
-        self._rewrite = True
-
-    def session(self, client_id: str) -> None:
-        """The session changes in this batch."""
-        self._dirty_sessions.add(client_id)
-
-    def balance(self, peer: str) -> None:
-        """The balance changes in this batch."""
-        self._dirty_balances.add(peer)
-
-    def token(self, token_id: str) -> None:
-        """The token changes in this batch."""
-        self._dirty_tokens.add(token_id)
-
-    def _flush(self, txn: lmdb.Transaction) -> None:
-        from univrs.sm.snapshot import _session_row, _token_row
-
-        sm = self._sm
-        if sm is None:
-            return
-        if self._rewrite:
-            self._dirty_sessions.update(s.client_id for s in sm.stored_sessions())
-            self._dirty_balances.update(peer for peer, _ in sm.ledger_items())
-            self._dirty_tokens.update(t.id for t in sm.stored_tokens())
-            self._rewrite = False
-        for client_id in sorted(self._dirty_sessions):
-            key = client_id.encode()
-            old = txn.get(key, db=self._sessions_db)
-            if old is not None:
-                last_index = cbor2.loads(old)[2]
-                txn.delete(_ACTIVITY.pack(last_index) + key, db=self._activity_db)
-            session = sm.session(client_id)
-            if session is None:
-                txn.delete(key, db=self._sessions_db)
-                continue
-            row = [session.owner, *_session_row(session)]
-            txn.put(key, cbor2.dumps(row), db=self._sessions_db)
-            txn.put(_ACTIVITY.pack(session.last_index) + key, b"", db=self._activity_db)
-        for peer in sorted(self._dirty_balances):
-            amount = sm.balance(peer)
-            if amount:
-                txn.put(peer.encode(), cbor2.dumps(amount), db=self._ledger_db)
-            else:
-                txn.delete(peer.encode(), db=self._ledger_db)
-        for token_id in sorted(self._dirty_tokens):
-            token = sm.token(token_id)
-            if token is None:
-                txn.delete(token_id.encode(), db=self._tokens_db)
-            else:
-                txn.put(token_id.encode(), cbor2.dumps(_token_row(token)), db=self._tokens_db)
-        self._dirty_sessions.clear()
-        self._dirty_balances.clear()
-        self._dirty_tokens.clear()
-        meta = [
-            STATE_FORMAT,
-            sm.last_applied_index,
-            sm.last_applied_term,
-            sm.clock_ms,
-            sm.tokens_bootstrapped,
-            _policy_row(sm.policy),
-            sm.revision,
-        ]
-        txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
-
-
-def _objects_on(store: LmdbStore) -> Objects:
-    from univrs.sm.snapshot import (
-        _instance_row,
-        _instance_v1,
-        _node_row,
-        _node_v1,
-        _workload_row,
-        _workload_v1,
-    )
-
-    w_enc, w_dec = cbor_codec(_workload_row, _workload_v1, "workload")
-    i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
-    n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
-    return Objects(
-        workloads=LmdbTable(store, "workloads", w_enc, w_dec, rows=True),
-        instances=LmdbTable(store, "instances", i_enc, i_dec, rows=True),
-        nodes=LmdbTable(store, "nodes", n_enc, n_dec, rows=True),
-        by_workload=LmdbPairIndex(store, "by_workload"),
-        by_node=LmdbPairIndex(store, "by_node"),
-        batch=store.batch,
-        journal=LmdbJournal(store),
-    )
-
-
-def objects_in_lmdb(path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE) -> Objects:
-    """``Objects`` whose tables and indexes live in a new LMDB environment at ``path``, with
-    the journal that writes the small tables and the applied index there too; each applied
-    command is one write transaction unless the caller opened a batch."""
-    return _objects_on(LmdbStore(path, sync=sync, map_size=map_size))
-
-
-def _read_small(
-    txn: lmdb.Transaction, store: LmdbStore
-) -> tuple[list[Session], list[tuple[str, int]], list[Token]]:
-    from univrs.sm.snapshot_read import _session_v1, _token_v1
-
-    sessions_db, activity_db = store.db("sessions"), store.db("session_activity")
-    sessions: list[Session] = []
-    for raw_key, _ in txn.cursor(activity_db):
-        client_id = bytes(raw_key)[_ACTIVITY.size :]
-        raw = txn.get(client_id, db=sessions_db)
-        if raw is None:
-            raise StorageError(f"session {client_id!r} is in the activity index only")
-        owner, *row = cbor2.loads(raw)
-        session = _session_v1(row, f"session {client_id!r}")
-        session.owner = owner
-        sessions.append(session)
-    if len(sessions) != txn.stat(sessions_db)["entries"]:
-        raise StorageError("the session activity index does not match the sessions")
-    balances = [(bytes(k).decode(), cbor2.loads(v)) for k, v in txn.cursor(store.db("ledger"))]
-    tokens = [
-        _token_v1(cbor2.loads(v), f"token {bytes(k)!r}") for k, v in txn.cursor(store.db("tokens"))
-    ]
-    return sessions, balances, tokens
-
-
-_ROW_KEYS = ("workloads", "instances", "nodes")
-MAX_SNAPSHOT_BYTES = 1 << 34  # as univrs.runtime.snapshots.MAX_SNAPSHOT_BYTES
-_ROW_DEPTH = 63  # a row sits one level below the snapshot's map (``restore``'s max_depth 64)
-
-
-def _read_head(fp: io.BytesIO) -> tuple[int, int] | None:
-    """A definite CBOR head (major type, length or value); None for anything else."""
-    first = fp.read(1)
-    if not first:
+    The swap's steps, each crash-safe: the staged env is synced and renamed ``.ready``
+    (complete); ``path`` is renamed ``.retired``; ``.ready`` is renamed ``path``; the parent
+    directory is synced; ``.retired`` is removed. So: no ``path`` but a ``.ready`` -> the new
+    one goes in; no ``path``, no ``.ready``, a ``.retired`` -> the old one comes back (never
+    happens in that order; kept for a hand-made mess); ``path`` present -> it is used, the
+    rest is removed (a ``.ready`` beside it never replaced it: the start restores the stored
+    snapshot again if the state is behind it)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    if not os.path.isdir(parent):
         return None
-    major, info = first[0] >> 5, first[0] & 31
-    if info < 24:
-        return major, info
-    size = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
-    if size is None:
-        return None
-    raw = fp.read(size)
-    return (major, int.from_bytes(raw, "big")) if len(raw) == size else None
-
-
-def _rows(data: bytes, offset: int, count: int) -> Callable[[], Iterator[Any]]:
-    def rows() -> Iterator[Any]:
-        fp = io.BytesIO(data)  # shares the bytes (no copy until written)
-        fp.seek(offset)
-        decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
-        for n in range(count):
-            try:
-                row = decoder.decode()
-            except Exception as exc:
-                raise ProtocolError(f"snapshot row {n} at byte {fp.tell()}: {exc}") from None
-            yield row
-
-    return rows
-
-
-def streamed_plain(data: bytes) -> dict[str, Any] | None:
-    r"""A snapshot's top-level map with its object row lists as ``RowStream``\ s (rows decoded
-    one at a time when read), the other values decoded strictly (``codec.decode_plain``); None
-    when the data is not laid out so (not a definite map of str keys with definite row arrays,
-    trailing bytes, any decoding error): the caller decodes it whole and gets the error there.
-
-    This pass decodes each row once to find where the next key starts, and drops it: memory
-    stays one row, not the state."""
-    from univrs.sm.snapshot_read import RowStream
-
-    fp = io.BytesIO(data)
-    decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
-    try:
-        head = _read_head(fp)
-        if head is None or head[0] != 5:
-            return None
-        plain: dict[str, Any] = {}
-        for _ in range(head[1]):
-            key = decoder.decode()
-            if type(key) is not str or key in plain:
-                return None
-            if key in _ROW_KEYS:
-                rows = _read_head(fp)
-                if rows is None or rows[0] != 4:
-                    return None
-                offset, count = fp.tell(), rows[1]
-                for _ in range(count):
-                    decoder.decode()
-                plain[key] = RowStream(count, _rows(data, offset, count))
-            else:
-                start = fp.tell()
-                decoder.decode()
-                plain[key] = codec.decode_plain(
-                    data[start : fp.tell()], max_size=MAX_SNAPSHOT_BYTES, max_depth=64
-                )
-        if fp.tell() != len(data):
-            return None
-    except Exception:
-        return None
-    return plain
+    ready, retired = path + _READY, path + _RETIRED
+    done: str | None = None
+    if not os.path.exists(path):
+        if os.path.isdir(ready):
+            os.rename(ready, path)
+            done = "the staged state env replaced the old one (a swap was interrupted)"
+        elif os.path.isdir(retired):
+            os.rename(retired, path)
+            done = "the old state env was put back (a swap was interrupted)"
+        if done is not None:
+            fsync_dir(pathlib.Path(parent))
+    for leftover in os.listdir(parent):
+        if leftover in (name + _READY, name + _RETIRED) or leftover.startswith(name + _STAGING):
+            shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+    return done
 
 
 class StateEnv:
@@ -626,6 +144,7 @@ class StateEnv:
 
     def __init__(self, path: str, *, sync: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
         try:
+            self.recovered = recover_swap(path)
             os.makedirs(path, exist_ok=True)
             self.store = LmdbStore(path, sync=sync, map_size=map_size)
         except (lmdb.Error, OSError) as exc:
@@ -653,10 +172,6 @@ class StateEnv:
         self._staged: list[tuple[int, ClusterStateMachine, LmdbStore, str]] = []
         self._staged_lock = threading.Lock()
         self._stage_count = 0
-        parent, name = os.path.split(os.path.abspath(path))
-        for leftover in os.listdir(parent):
-            if leftover.startswith(name + _STAGING):
-                shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
 
     def stage(self, data: bytes) -> ClusterStateMachine:
         """Restore snapshot ``data`` straight into a new environment beside this one (the
@@ -687,6 +202,12 @@ class StateEnv:
             if plain is None:  # not laid out for streaming: decoded whole (its errors)
                 plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
             sm = restore_plain(plain, objects=_objects_on(store))
+            # Complete and durable here, in the caller's thread: ``replace`` then only renames.
+            stamp = self.cluster_id()
+            if stamp is not None:
+                with store.env.begin(write=True) as txn:
+                    txn.put(b"cluster", stamp.encode(), db=store.db("meta"))
+            store.env.sync(True)
         except BaseException as exc:
             if store is not None:
                 store.close()
@@ -698,7 +219,7 @@ class StateEnv:
             self._staged.append((number, sm, store, path))
         return sm
 
-    def _take_staged(self, sm: ClusterStateMachine) -> LmdbStore | None:
+    def _take_staged(self, sm: ClusterStateMachine) -> tuple[LmdbStore, str] | None:
         """The store ``sm`` was staged on (None: not staged here); forgets it and discards
         the environments staged before it (checks nobody will install any more)."""
         with self._staged_lock:
@@ -710,7 +231,7 @@ class StateEnv:
         for _, _, store, path in older:
             store.close()
             shutil.rmtree(path, ignore_errors=True)
-        return match[2]
+        return match[2], match[3]
 
     def cluster_id(self) -> str | None:
         """The cluster this state belongs to (None: never stamped)."""
@@ -777,62 +298,62 @@ class StateEnv:
             raise StorageError(f"state env {self.path} does not decode: {exc}") from None
 
     def replace(self, sm: ClusterStateMachine) -> ClusterStateMachine:
-        """Replace the whole stored state by ``sm``'s (a restored snapshot) in one write
-        transaction, and return the state machine on this environment. The old state stays
-        whole if this raises (a crash meanwhile: the transaction never committed).
+        """Replace the whole stored state by ``sm``'s (a restored snapshot) and return the
+        state machine on this environment.
 
-        A state machine from ``stage`` is copied as stored bytes, table by table in key order
-        (no object is decoded or encoded), and its environment removed afterwards."""
+        A state machine from ``stage`` sits in a complete, synced environment of its own: it
+        replaces this one by renames (``_swap``: O(1) in the state, crash-safe at every step,
+        see ``recover_swap``), and is returned as it is. Any other is copied in one write
+        transaction (the old state stays whole if this raises, or at a crash meanwhile)."""
         staged = self._take_staged(sm)
+        if staged is not None:
+            self._swap(staged)
+            return sm
         objects = _objects_on(self.store)
         with self.store.batch():
             with self.store.writing() as txn:
                 for name in (*_OBJECT_DBS, *_SMALL_DBS):
                     txn.drop(self.store.db(name), delete=False)
-                if staged is not None:
-                    with staged.env.begin() as source:
-                        for name in _OBJECT_DBS:
-                            items = source.cursor(staged.db(name)).iternext()
-                            read, added = txn.cursor(self.store.db(name)).putmulti(
-                                items, append=True
-                            )
-                            if read != added:  # keys in order into an emptied table: never
-                                raise StorageError(f"{name}: {read - added} rows not copied")
-            if staged is not None:
-                stored = ClusterStateMachine.resume(
-                    objects,
-                    policy=sm.policy,
-                    last_index=sm.last_applied_index,
-                    last_term=sm.last_applied_term,
-                    clock_ms=sm.clock_ms,
-                    balances=list(sm.ledger_items()),
-                    sessions=list(sm.stored_sessions()),
-                    tokens=list(sm.stored_tokens()),
-                    tokens_bootstrapped=sm.tokens_bootstrapped,
-                    revision=sm.revision,
-                )
-                objects.journal.rewrite()  # the small tables and meta, written at the commit
-            else:
-                stored = ClusterStateMachine.from_parts(
-                    policy=sm.policy,
-                    last_index=sm.last_applied_index,
-                    last_term=sm.last_applied_term,
-                    clock_ms=sm.clock_ms,
-                    workloads=sm.stored_workloads(),
-                    instances=sm.stored_instances(),
-                    nodes=sm.stored_nodes(),
-                    balances=list(sm.ledger_items()),
-                    sessions=list(sm.stored_sessions()),
-                    tokens=list(sm.stored_tokens()),
-                    tokens_bootstrapped=sm.tokens_bootstrapped,
-                    revision=sm.revision,
-                    objects=objects,
-                )
-        if staged is not None:
-            path = staged.env.path()
-            staged.close()
-            shutil.rmtree(path, ignore_errors=True)
+            stored = ClusterStateMachine.from_parts(
+                policy=sm.policy,
+                last_index=sm.last_applied_index,
+                last_term=sm.last_applied_term,
+                clock_ms=sm.clock_ms,
+                workloads=sm.stored_workloads(),
+                instances=sm.stored_instances(),
+                nodes=sm.stored_nodes(),
+                balances=list(sm.ledger_items()),
+                sessions=list(sm.stored_sessions()),
+                tokens=list(sm.stored_tokens()),
+                tokens_bootstrapped=sm.tokens_bootstrapped,
+                revision=sm.revision,
+                objects=objects,
+            )
         return stored
+
+    def _swap(self, staged: tuple[LmdbStore, str]) -> None:
+        """Put the staged environment in place of this one by renames (``recover_swap`` says
+        what a crash at each step leaves). The old environment is not closed: readers that
+        began before (a snapshot being encoded, a page being listed) finish on it; it is
+        unlinked at once and its files go when the last of them is dropped."""
+        store, staged_path = staged
+        ready, retired = self.path + _READY, self.path + _RETIRED
+        parent = pathlib.Path(os.path.dirname(os.path.abspath(self.path)))
+        swap_step("ready")
+        shutil.rmtree(ready, ignore_errors=True)
+        os.rename(staged_path, ready)  # its data was synced by ``stage``
+        fsync_dir(parent)
+        swap_step("retire")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.rename(self.path, retired)
+        swap_step("install")
+        os.rename(ready, self.path)
+        swap_step("sync")
+        fsync_dir(parent)
+        self.store = store
+        self._meta = store.db("meta")
+        swap_step("remove")
+        shutil.rmtree(retired, ignore_errors=True)
 
     def sync(self) -> None:
         """Force every committed transaction to disk."""

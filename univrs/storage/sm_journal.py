@@ -1,0 +1,192 @@
+"""The small tables of the state machine in LMDB (sessions, their activity order, the ledger,
+the tokens) and ``meta`` (the applied index with the state's scalars), written by the journal
+when a batch commits; and ``Objects`` on a store (the layout: ``univrs.storage.sm_tables``).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import cbor2
+import lmdb
+
+from univrs.errors import StorageError
+from univrs.sm.objects import Objects
+from univrs.sm.sessions import Session, SessionPolicy
+from univrs.sm.state import ClusterStateMachine
+from univrs.sm.tables import StateJournal
+from univrs.sm.tokens import Token
+from univrs.storage.sm_store import (
+    DEFAULT_MAP_SIZE,
+    LmdbPairIndex,
+    LmdbStore,
+    LmdbTable,
+    cbor_codec,
+)
+
+STATE_FORMAT = 1  # the layout of the small tables and meta below
+_ACTIVITY = struct.Struct(">Q")
+_SMALL_DBS = ("sessions", "session_activity", "ledger", "tokens")
+_OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node")
+_ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
+
+
+def _policy_row(p: SessionPolicy) -> list[Any]:
+    return [p.window, p.max_sessions, p.ttl_entries, p.ttl_ms, p.max_sessions_per_owner]
+
+
+def _policy_from_row(row: Any) -> SessionPolicy:
+    window, max_sessions, ttl_entries, ttl_ms, per_owner = row
+    return SessionPolicy(
+        window=window,
+        max_sessions=max_sessions,
+        ttl_entries=ttl_entries,
+        ttl_ms=ttl_ms,
+        max_sessions_per_owner=per_owner,
+    )
+
+
+class LmdbJournal(StateJournal):
+    """Writes the changed sessions, balances and tokens and the state's scalars when a batch
+    commits (see the module docstring)."""
+
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+        self._sessions_db = store.db("sessions")
+        self._activity_db = store.db("session_activity")
+        self._ledger_db = store.db("ledger")
+        self._tokens_db = store.db("tokens")
+        self._meta_db = store.db("meta")
+        self._sm: ClusterStateMachine | None = None
+        self._dirty_sessions: set[str] = set()
+        self._dirty_balances: set[str] = set()
+        self._dirty_tokens: set[str] = set()
+        self._rewrite = False
+        store.before_commit = self._flush
+
+    def attach(self, sm: Any) -> None:
+        """The state machine these tables belong to."""
+        self._sm = sm
+
+    def rewrite(self) -> None:
+        """Write every session, balance and token at the commit (after a restore)."""
+        self._rewrite = True
+
+    def session(self, client_id: str) -> None:
+        """The session changes in this batch."""
+        self._dirty_sessions.add(client_id)
+
+    def balance(self, peer: str) -> None:
+        """The balance changes in this batch."""
+        self._dirty_balances.add(peer)
+
+    def token(self, token_id: str) -> None:
+        """The token changes in this batch."""
+        self._dirty_tokens.add(token_id)
+
+    def _flush(self, txn: lmdb.Transaction) -> None:
+        from univrs.sm.snapshot import _session_row, _token_row
+
+        sm = self._sm
+        if sm is None:
+            return
+        if self._rewrite:
+            self._dirty_sessions.update(s.client_id for s in sm.stored_sessions())
+            self._dirty_balances.update(peer for peer, _ in sm.ledger_items())
+            self._dirty_tokens.update(t.id for t in sm.stored_tokens())
+            self._rewrite = False
+        for client_id in sorted(self._dirty_sessions):
+            key = client_id.encode()
+            old = txn.get(key, db=self._sessions_db)
+            if old is not None:
+                last_index = cbor2.loads(old)[2]
+                txn.delete(_ACTIVITY.pack(last_index) + key, db=self._activity_db)
+            session = sm.session(client_id)
+            if session is None:
+                txn.delete(key, db=self._sessions_db)
+                continue
+            row = [session.owner, *_session_row(session)]
+            txn.put(key, cbor2.dumps(row), db=self._sessions_db)
+            txn.put(_ACTIVITY.pack(session.last_index) + key, b"", db=self._activity_db)
+        for peer in sorted(self._dirty_balances):
+            amount = sm.balance(peer)
+            if amount:
+                txn.put(peer.encode(), cbor2.dumps(amount), db=self._ledger_db)
+            else:
+                txn.delete(peer.encode(), db=self._ledger_db)
+        for token_id in sorted(self._dirty_tokens):
+            token = sm.token(token_id)
+            if token is None:
+                txn.delete(token_id.encode(), db=self._tokens_db)
+            else:
+                txn.put(token_id.encode(), cbor2.dumps(_token_row(token)), db=self._tokens_db)
+        self._dirty_sessions.clear()
+        self._dirty_balances.clear()
+        self._dirty_tokens.clear()
+        meta = [
+            STATE_FORMAT,
+            sm.last_applied_index,
+            sm.last_applied_term,
+            sm.clock_ms,
+            sm.tokens_bootstrapped,
+            _policy_row(sm.policy),
+            sm.revision,
+        ]
+        txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
+
+
+def _objects_on(store: LmdbStore) -> Objects:
+    from univrs.sm.snapshot import (
+        _instance_row,
+        _instance_v1,
+        _node_row,
+        _node_v1,
+        _workload_row,
+        _workload_v1,
+    )
+
+    w_enc, w_dec = cbor_codec(_workload_row, _workload_v1, "workload")
+    i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
+    n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
+    return Objects(
+        workloads=LmdbTable(store, "workloads", w_enc, w_dec, rows=True),
+        instances=LmdbTable(store, "instances", i_enc, i_dec, rows=True),
+        nodes=LmdbTable(store, "nodes", n_enc, n_dec, rows=True),
+        by_workload=LmdbPairIndex(store, "by_workload"),
+        by_node=LmdbPairIndex(store, "by_node"),
+        batch=store.batch,
+        journal=LmdbJournal(store),
+    )
+
+
+def objects_in_lmdb(path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE) -> Objects:
+    """``Objects`` whose tables and indexes live in a new LMDB environment at ``path``, with
+    the journal that writes the small tables and the applied index there too; each applied
+    command is one write transaction unless the caller opened a batch."""
+    return _objects_on(LmdbStore(path, sync=sync, map_size=map_size))
+
+
+def _read_small(
+    txn: lmdb.Transaction, store: LmdbStore
+) -> tuple[list[Session], list[tuple[str, int]], list[Token]]:
+    from univrs.sm.snapshot_read import _session_v1, _token_v1
+
+    sessions_db, activity_db = store.db("sessions"), store.db("session_activity")
+    sessions: list[Session] = []
+    for raw_key, _ in txn.cursor(activity_db):
+        client_id = bytes(raw_key)[_ACTIVITY.size :]
+        raw = txn.get(client_id, db=sessions_db)
+        if raw is None:
+            raise StorageError(f"session {client_id!r} is in the activity index only")
+        owner, *row = cbor2.loads(raw)
+        session = _session_v1(row, f"session {client_id!r}")
+        session.owner = owner
+        sessions.append(session)
+    if len(sessions) != txn.stat(sessions_db)["entries"]:
+        raise StorageError("the session activity index does not match the sessions")
+    balances = [(bytes(k).decode(), cbor2.loads(v)) for k, v in txn.cursor(store.db("ledger"))]
+    tokens = [
+        _token_v1(cbor2.loads(v), f"token {bytes(k)!r}") for k, v in txn.cursor(store.db("tokens"))
+    ]
+    return sessions, balances, tokens

@@ -1,0 +1,346 @@
+"""The LMDB side of the state machine's tables: one environment with named databases and the
+write transaction they share (``LmdbStore``), the object tables (``LmdbTable``), the pair
+indexes (``LmdbPairIndex``) and a table's stored rows read raw for a snapshot
+(``LmdbRawRows``). The layout and transactions are described in ``univrs.storage.sm_tables``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import cbor2
+import lmdb
+
+from univrs.sm.tables import PairIndex, RawRows, Table
+
+V = TypeVar("V")
+
+SEP = b"\x00"
+MAX_KEY = 511  # LMDB's largest key (bytes); no valid id comes near it
+
+
+def _storable(raw_key: bytes) -> bool:
+    """A key LMDB can look up: a key that is not (empty, or too long: an invalid id a command
+    carries, looked up before it is refused) is simply absent, never an LMDB error."""
+    return 0 < len(raw_key) <= MAX_KEY
+
+
+DEFAULT_MAP_SIZE = 1 << 34  # 16 GiB of address space; the file grows as needed
+
+
+class LmdbStore:
+    """One LMDB environment holding named tables, with the batch (write transaction) they
+    share."""
+
+    def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> None:
+        self.env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync)
+        self._txn: lmdb.Transaction | None = None
+        self._dbs: dict[str, Any] = {}
+        # Called with the batch's transaction just before it commits: the journal's writes
+        # (one journal per store: the state machine last opened on it).
+        self.before_commit: Callable[[lmdb.Transaction], None] | None = None
+
+    def db(self, name: str) -> Any:
+        """The named database (created if absent; in the batch's transaction if one is open:
+        LMDB has one writer, a second write transaction would wait for it forever)."""
+        db = self._dbs.get(name)
+        if db is None:
+            db = self._dbs[name] = self.env.open_db(name.encode(), txn=self._txn)
+        return db
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One write transaction for everything done in the block (nested: the outer one)."""
+        if self._txn is not None:
+            yield
+            return
+        txn = self.env.begin(write=True)
+        self._txn = txn
+        try:
+            yield
+            if self.before_commit is not None:
+                self.before_commit(txn)
+        except BaseException:
+            self._txn = None
+            txn.abort()
+            raise
+        self._txn = None
+        txn.commit()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[lmdb.Transaction]:
+        """The batch's transaction, or a transaction of its own for one write."""
+        if self._txn is not None:
+            yield self._txn
+            return
+        with self.env.begin(write=True) as txn:
+            yield txn
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[lmdb.Transaction]:
+        """The batch's transaction (it sees its own writes), or a read transaction."""
+        if self._txn is not None:
+            yield self._txn
+            return
+        with self.env.begin() as txn:
+            yield txn
+
+    def close(self) -> None:
+        """Close the environment."""
+        self.env.close()
+
+
+def _scan(
+    store: LmdbStore, db: Any, start: bytes, prefix: bytes, skip: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) from the first key >= ``start`` while keys begin with ``prefix``, the key
+    ``skip`` left out."""
+    with store.reading() as txn:
+        cursor = txn.cursor(db)
+        if not cursor.set_range(start[:MAX_KEY]):  # a longer start: from its prefix, then
+            return  # skip the keys below it (no stored key is that long)
+        for raw_key, raw in cursor:
+            key = bytes(raw_key)  # bytes already (no copy): buffers are off
+            if key < start:
+                continue
+            if not key.startswith(prefix):
+                return
+            if key != skip:
+                yield key, bytes(raw)
+
+
+class LmdbTable(Table[V]):
+    """``Table`` on a named LMDB database."""
+
+    def __init__(
+        self,
+        store: LmdbStore,
+        name: str,
+        encode: Callable[[V], bytes],
+        decode: Callable[[bytes], V],
+        *,
+        rows: bool = False,
+    ) -> None:
+        self._store, self._db = store, store.db(name)
+        self._encode, self._decode = encode, decode
+        # True when ``encode`` writes a value as its snapshot row in CBOR (``cbor_codec`` of
+        # the snapshot's row writer): the stored bytes are then the snapshot's (``raw_view``).
+        self._rows = rows
+
+    def get(self, key: str) -> V | None:
+        """The value at ``key``, or None."""
+        raw_key = key.encode()
+        if not _storable(raw_key):
+            return None
+        txn = self._store._txn  # in a batch: its transaction, no context manager per call
+        if txn is not None:
+            raw = txn.get(raw_key, db=self._db)
+        else:
+            with self._store.reading() as txn:
+                raw = txn.get(raw_key, db=self._db)
+        return None if raw is None else self._decode(bytes(raw))
+
+    def put(self, key: str, value: V) -> V | None:
+        """Set ``key``; returns the replaced value (None if new)."""
+        txn = self._store._txn
+        if txn is not None:
+            raw = txn.replace(key.encode(), self._encode(value), db=self._db)
+        else:
+            with self._store.writing() as txn:
+                raw = txn.replace(key.encode(), self._encode(value), db=self._db)
+        return None if raw is None else self._decode(bytes(raw))
+
+    def pop(self, key: str) -> V:
+        """Remove ``key`` and return its value; ``KeyError`` if absent."""
+        if not _storable(key.encode()):
+            raise KeyError(key)
+        with self._store.writing() as txn:
+            raw = txn.pop(key.encode(), db=self._db)
+        if raw is None:
+            raise KeyError(key)
+        return self._decode(bytes(raw))
+
+    def __contains__(self, key: object) -> bool:
+        if type(key) is not str:
+            return False
+        raw_key = key.encode()
+        if not _storable(raw_key):
+            return False
+        txn = self._store._txn
+        if txn is not None:
+            return txn.get(raw_key, db=self._db) is not None
+        with self._store.reading() as txn:
+            return txn.get(raw_key, db=self._db) is not None
+
+    def __len__(self) -> int:
+        with self._store.reading() as txn:
+            return int(txn.stat(self._db)["entries"])
+
+    def _items(self, after: str | None) -> Iterator[tuple[bytes, bytes]]:
+        start = b"" if after is None else after.encode()
+        return _scan(self._store, self._db, start, b"", start if after is not None else None)
+
+    def keys(self, after: str | None = None) -> Iterator[str]:
+        """Keys in order (greater than ``after`` if given)."""
+        return (key.decode() for key, _ in self._items(after))
+
+    def values(self, after: str | None = None) -> Iterator[V]:
+        """Values in key order (of keys greater than ``after`` if given)."""
+        decode = self._decode
+        return (decode(value) for _, value in self._items(after))
+
+    def view(self) -> Callable[[], Iterator[V]]:
+        """The values now, in key order, for later (a snapshot's encoder, in another thread):
+        a read transaction begun now (LMDB's MVCC keeps what it sees while writes go on),
+        ended when the function is dropped. O(1) now: nothing is read or copied until it is
+        called. Outside a batch only (a snapshot is captured between applied batches)."""
+        assert self._store._txn is None, "a view is taken between batches"
+        txn = self._store.env.begin()
+        db, decode = self._db, self._decode
+
+        def values() -> Iterator[V]:
+            for _, raw in txn.cursor(db):
+                yield decode(bytes(raw))
+
+        weakref.finalize(values, txn.abort)
+        return values
+
+    def raw_view(self) -> RawRows | None:
+        """The stored values now, as the snapshot rows they are (``LmdbRawRows``), when this
+        table stores snapshot rows; None otherwise. O(1) now, like ``view``."""
+        if not self._rows:
+            return None
+        assert self._store._txn is None, "a view is taken between batches"
+        return LmdbRawRows(self._store.env.begin(), self._db)
+
+    def load(self, items: Iterable[tuple[str, V]]) -> list[str]:
+        """Fill an empty table in one transaction; returns the repeated keys."""
+        repeated: list[str] = []
+        encode = self._encode
+        with self._store.writing() as txn:
+            assert txn.stat(self._db)["entries"] == 0, "load fills an empty table"
+            for key, value in items:
+                raw_key, raw = key.encode(), encode(value)
+                if not txn.put(raw_key, raw, db=self._db, overwrite=False):
+                    repeated.append(key)
+                    txn.put(raw_key, raw, db=self._db)  # the last value wins, as in memory
+        return repeated
+
+
+RAW_CHUNK = 2048  # rows per chunk of ``LmdbRawRows.chunks`` (about 200 KB of snapshot rows)
+
+
+class LmdbRawRows(RawRows):
+    """``RawRows`` of an LMDB table: a read transaction begun when the view is taken (LMDB's
+    MVCC keeps what it saw while writes go on), its values read in key order and joined
+    ``RAW_CHUNK`` at a time. Nothing is decoded: a snapshot of 1,000,000 objects is a copy of
+    their stored bytes in chunks, each a short C call, so the event loop gets the interpreter
+    between chunks (an encoding of the objects held it for seconds: docs/state-at-scale.md).
+    The transaction ends at ``close``, at the end of ``chunks``, or when the view is dropped."""
+
+    def __init__(self, txn: lmdb.Transaction, db: Any) -> None:
+        self._txn, self._db = txn, db
+        self._count = int(txn.stat(db)["entries"])
+        self._finalizer = weakref.finalize(self, txn.abort)
+
+    @property
+    def count(self) -> int:
+        """How many rows the view holds."""
+        return self._count
+
+    def chunks(self) -> Iterator[bytes]:
+        """The rows in key order, ``RAW_CHUNK`` per chunk; the transaction ends with them."""
+        try:
+            values = self._txn.cursor(self._db).iternext(keys=False, values=True)
+            while True:
+                chunk = b"".join(itertools.islice(values, RAW_CHUNK))
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the read transaction (idempotent)."""
+        self._finalizer()
+
+
+class LmdbPairIndex(PairIndex):
+    """``PairIndex`` on a named LMDB database (key ``first NUL second``, empty value)."""
+
+    incremental = True  # a put per pair, in bulk or not
+
+    def __init__(self, store: LmdbStore, name: str) -> None:
+        self._store, self._db = store, store.db(name)
+
+    @staticmethod
+    def _key(first: str, second: str) -> bytes:
+        return first.encode() + SEP + second.encode()
+
+    def add(self, first: str, second: str) -> None:
+        """Add the pair (no effect if present)."""
+        txn = self._store._txn
+        if txn is not None:
+            txn.put(first.encode() + SEP + second.encode(), b"", db=self._db)
+            return
+        with self._store.writing() as txn:
+            txn.put(self._key(first, second), b"", db=self._db)
+
+    def remove(self, first: str, second: str) -> None:
+        """Remove the pair; ``ValueError`` if absent."""
+        with self._store.writing() as txn:
+            if not txn.delete(self._key(first, second), db=self._db):
+                raise ValueError(f"pair {(first, second)!r} is not in the index")
+
+    def seconds(self, first: str, after: str | None = None) -> Iterator[str]:
+        """The seconds paired with ``first``, in order (greater than ``after`` if given)."""
+        prefix = first.encode() + SEP
+        start = prefix if after is None else prefix + after.encode()
+        skip = None if after is None else start
+        n = len(prefix)
+        return (key[n:].decode() for key, _ in _scan(self._store, self._db, start, prefix, skip))
+
+    def __contains__(self, pair: object) -> bool:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            return False
+        first, second = pair
+        if type(first) is not str or type(second) is not str:
+            return False
+        if not _storable(self._key(first, second)):
+            return False
+        with self._store.reading() as txn:
+            return txn.get(self._key(first, second), db=self._db) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for key, _ in _scan(self._store, self._db, b"", b"", None):
+            first, _sep, second = key.partition(SEP)
+            yield first.decode(), second.decode()
+
+    def __len__(self) -> int:
+        with self._store.reading() as txn:
+            return int(txn.stat(self._db)["entries"])
+
+    def load(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Fill an empty index in one transaction (duplicates collapse)."""
+        with self._store.writing() as txn:
+            assert txn.stat(self._db)["entries"] == 0, "load fills an empty index"
+            for first, second in pairs:
+                txn.put(self._key(first, second), b"", db=self._db)
+
+
+def cbor_codec(
+    to_row: Callable[[V], list[Any]], from_row: Callable[[Any, str], V], what: str
+) -> tuple[Callable[[V], bytes], Callable[[bytes], V]]:
+    """(encode, decode) of a value as its snapshot row in CBOR."""
+
+    def encode(value: V) -> bytes:
+        return cbor2.dumps(to_row(value))
+
+    def decode(raw: bytes) -> V:
+        return from_row(cbor2.loads(raw), what)
+
+    return encode, decode
