@@ -107,6 +107,13 @@ class NodeBase:
     # The leader whose messages we took last and the incarnation they were attested with
     # (univrs/raft/senders.py holds the live leader to it); (None, None) at first.
     _leader_incarnation: tuple[NodeId | None, str | None]
+    # Members our configurations list but bind to no incarnation yet (a bootstrap one, until
+    # the leader's binding change): the incarnation we first took a message from under each
+    # such id, in this process (gate.py ``_maybe_pin``). From then on the id is held to it as
+    # if the configuration bound it (senders.py ``pinned``): a leader counts acks, and a
+    # candidate votes, of one incarnation only. Only ever grows by listed ids (bounded by the
+    # configuration's size); a binding in the configuration takes over from a pin.
+    _pinned: dict[NodeId, str]
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait

@@ -58,6 +58,7 @@ class GateLayer(ElectionLayer):
         if refusal is not None:
             self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
             return False
+        self._maybe_pin(msg)
         if (
             isinstance(msg, RequestVoteResponse)
             and msg.leader is not None
@@ -132,7 +133,43 @@ class GateLayer(ElectionLayer):
             unlisted_incarnation=inc
             if unlisted_leader is not None and followed == unlisted_leader
             else None,
+            pinned=self._pinned_incarnations(),
         )
+
+    def _maybe_pin(self, msg: Message) -> bool:
+        """Pin ``msg``'s sender, a member our configurations list but bind to no incarnation
+        (a bootstrap configuration, until the leader's binding change), to the incarnation
+        the runtime attests for it, if it has no pin yet. True if pinned now.
+
+        Such a configuration cannot tell the member from a forger under its id, nor from a
+        wiped (amnesiac) data dir of it: the first incarnation we took a message from is the
+        one we go on hearing under that id in this process, so a leader counts the
+        acknowledgements, and a candidate the votes, of one incarnation only, and another
+        incarnation (or none attested) is refused as a stranger's (senders.py ``pinned``).
+        Called for a message the sender rule let through, so the pin is never a refused
+        sender's."""
+        inc = msg.sender_incarnation
+        src = msg.src
+        if inc is None or src in self._pinned:
+            return False
+        configs = self._configs
+        current = configs.current
+        if src in current.voters or src in current.learners:
+            bound = current.incarnation_of(src)
+        else:
+            committed = configs.committed(self._commit)
+            if src not in committed.voters and src not in committed.learners:
+                return False  # not listed (a joiner's leader, a vouched one): nothing to pin
+            bound = committed.incarnation_of(src)
+        if bound is not None:
+            return False  # the configuration binds it: the binding rules
+        self._pinned[src] = inc
+        return True
+
+    def _pinned_incarnations(self) -> dict[NodeId, str]:
+        """The pins the sender rule holds unbound members to. A hook: the simulator's
+        UnboundAnyIncarnation mutant keeps pinning (``Status.pinned``) but ignores them."""
+        return self._pinned
 
     def _live_incarnation(self, heard: str | None) -> str | None:
         """The incarnation the sender rule holds our live leader's id to: the one we hear it
@@ -143,5 +180,8 @@ class GateLayer(ElectionLayer):
         """Is ``msg``'s sender a member our configurations list, at its bound incarnation?"""
         configs = self._configs
         return listed_sender(
-            msg, current=configs.current, committed=configs.committed(self._commit)
+            msg,
+            current=configs.current,
+            committed=configs.committed(self._commit),
+            pinned=self._pinned_incarnations(),
         )

@@ -162,6 +162,7 @@ class RaftNode(GateLayer):
         self._heard_leader_at = 0 if hs.term > 1 else -config.election_ticks_min
         self._refused = {}
         self._leader_incarnation = (None, None)
+        self._pinned = {}
         self._forwarded = ForwardedReads()
         # Request ids of forwarded reads: a random base per process (a restart starts elsewhere
         # in 2^62, so no answer to an earlier process's request can match), then +1 each.
@@ -492,6 +493,7 @@ class RaftNode(GateLayer):
             refused=tuple(sorted(self._refused.items())),
             config_index=self._configs.current_index,
             lease=self._role is Role.LEADER and self._lease_valid(),
+            pinned=tuple(sorted(self._pinned.items())),
         )
 
     def problems(self) -> list[str]:

@@ -80,7 +80,7 @@ Pure, like the rest of the core: the node passes what it knows.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 
 from univrs.raft.messages import (
     AppendEntries,
@@ -137,18 +137,38 @@ def _lists(m: Membership, node: NodeId) -> bool:
     return node in m.voters or node in m.learners
 
 
-def listed_sender(msg: Message, *, current: Membership, committed: Membership) -> bool:
+def _held_to(
+    config: Membership, src: NodeId, attested: str | None, pinned: Mapping[NodeId, str] | None
+) -> bool:
+    """Is ``src``, listed by ``config``, heard at ``attested`` as the member listed? At the
+    incarnation the configuration binds it to (or with none attested); an id it binds to none
+    at the one pinned for it (``pinned``: the first this process took; ``attested`` must
+    match), or at any while none is pinned."""
+    bound = config.incarnation_of(src)
+    if bound is not None:
+        return attested is None or attested == bound
+    pin = pinned.get(src) if pinned else None
+    return pin is None or attested == pin
+
+
+def listed_sender(
+    msg: Message,
+    *,
+    current: Membership,
+    committed: Membership,
+    pinned: Mapping[NodeId, str] | None = None,
+) -> bool:
     """Is ``msg``'s sender a voter or learner of ``current`` or ``committed``, at the
-    incarnation that configuration binds it to (or with none attested or bound)?"""
+    incarnation that configuration binds it to (or with none attested or bound; for an
+    unbound id with a pin, at the pinned one)?"""
     src = msg.src
     if _lists(current, src):
-        bound = current.incarnation_of(src)
+        config = current
     elif _lists(committed, src):
-        bound = committed.incarnation_of(src)
+        config = committed
     else:
         return False
-    attested = msg.sender_incarnation
-    return attested is None or bound is None or attested == bound
+    return _held_to(config, src, msg.sender_incarnation, pinned)
 
 
 def sender_refusal(
@@ -165,6 +185,7 @@ def sender_refusal(
     unlisted_leader: NodeId | None = None,
     unlisted_incarnation: str | None = None,
     held_leader: NodeId | None = None,
+    pinned: Mapping[NodeId, str] | None = None,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -182,6 +203,9 @@ def sender_refusal(
     ``held_leader`` (default ``live_leader``): the id held to ``live_incarnation``, also the
     leader of the node's current term for a message of that term once its lease lapsed (one
     leader a term, at one incarnation).
+    ``pinned``: for members the configuration binds to no incarnation, the incarnation this
+    process first took a message from under their id; such an id is held to it as if the
+    configuration bound it (another incarnation, or none attested, is a stranger's).
     """
     src = msg.src
     if not current.voters and not current.learners:
@@ -200,12 +224,10 @@ def sender_refusal(
         config = committed
     else:
         config = None
-    if config is not None:
-        bound = config.incarnation_of(src)
-        if attested is None or bound is None or attested == bound:
-            return None
-        # Another incarnation than our listing: either our listing is the stale one (the
-        # transport lets a sender whose binding is newer through) or a forgery.
+    if config is not None and _held_to(config, src, attested, pinned):
+        return None
+    # (Listed at another incarnation than our listing binds or pinned: either our listing is
+    # the stale one (the transport lets a sender whose binding is newer through) or a forgery.)
     # A stranger, or a member of another incarnation: only our leader, or a leader to adopt.
     if src == live_leader:
         return None  # the leader we follow, at its incarnation (a change may have removed it)

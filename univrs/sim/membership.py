@@ -103,6 +103,7 @@ class Change:
     """One membership change of a batch: what it does and the configuration it leads to."""
 
     kind: str  # "add" | "promote" | "remove" | "rebind" (a member, as a learner, to a new disk)
+    # | "bind" (every member the configuration binds to no incarnation, to its disk's)
     node: NodeId
     desired: Membership
     of_leader: bool = False  # removes the node that led when it was planned
@@ -128,6 +129,12 @@ class Operator:
     proposed_configs: list[Membership] = attrs.field(factory=list)
     accepted_by: tuple[NodeId, int] | None = None  # the leader (id, term) that took pending[0]
     next_at: int = 0  # simulated time of the next batch
+    # Ids some configuration listed bound to no incarnation (the unbound bootstrap's members):
+    # never added again once removed. A member still on such a listing (one that lagged
+    # since the bootstrap) would hear the id's new, empty data dir as the member, whose vote
+    # grants anyone: only a pin of the old incarnation stops it, and a restart forgets pins
+    # (docs/security.md, "still open").
+    unbound_ids: frozenset[NodeId] = frozenset()
     since: int = 0  # when pending[0] became the first change of the batch
     lingering: dict[NodeId, int] = attrs.field(factory=dict)  # removed node -> stop time
     was_member: set[NodeId] = attrs.field(factory=set)  # nodes once members (rejoins count)
@@ -189,6 +196,12 @@ class Operator:
             # vote requests are ignored, as in etcd): a liveness hazard, not one of safety.
             return False
         if self._wiped():
+            return False
+        if b.incarnation_of(sn.id) is None:
+            # A member the configuration binds to no incarnation yet (the unbound bootstrap):
+            # its wiped data dir would be taken as the member by every core that has not
+            # pinned the old one (a restarted one): an amnesiac vote. The product's leader
+            # binds its members right after a bootstrap; the simulator does not.
             return False
         return sn.id not in b.voters or len(b.voters) >= 3
 
@@ -352,7 +365,13 @@ class Operator:
         leader = sim.current_leader()
         leader_id = leader.id if leader is not None else None
         why = ""
-        if wiped:
+        unbound = sorted(n for n in b.members if b.incarnation_of(n) is None)
+        if unbound and not wiped:
+            # The product's leader binds unbound members (a bootstrap configuration's) to the
+            # incarnations their hellos named, in one change (runtime/membership.py
+            # ``record_incarnations``): the operator does it first of all.
+            plan = [("bind", unbound[0])]
+        elif wiped:
             # Like `univrs cluster join --replace`: the member becomes a learner bound to its
             # new incarnation (one change), or (the long way) is removed and added again.
             node = wiped[0]
@@ -374,7 +393,19 @@ class Operator:
                 why = "replace"
         m = b
         for what, node in plan:
-            if what == "rebind":
+            if what == "bind":
+                m = attrs.evolve(
+                    m,
+                    incarnations=tuple(
+                        sorted(
+                            {
+                                *m.incarnations,
+                                *((n, sim.nodes[n].disk.incarnation) for n in unbound),
+                            }
+                        )
+                    ),
+                )
+            elif what == "rebind":
                 m = with_learner(
                     attrs.evolve(m, voters=m.voters - {node}),
                     node,
@@ -391,7 +422,13 @@ class Operator:
             else:
                 m = without(m, node)
             self.pending.append(
-                Change(kind=what, node=node, desired=m, of_leader=node == leader_id, why=why)
+                Change(
+                    kind=what,
+                    node=node,
+                    desired=m,
+                    of_leader=node == leader_id,
+                    why=why,
+                )
             )
         self.accepted_by = None
         self.since = now
@@ -412,6 +449,7 @@ class Operator:
             for n in sim.node_ids
             if n not in b.members
             and n not in avoid
+            and n not in self.unbound_ids
             and (n not in self.lingering or self._pre_vote())
         ]
         can_remove = len(voters) - self.min_voters
