@@ -81,6 +81,11 @@ class NodeBase:
     _vouched: NodeId | None
     _led_term: int
     _led_by: NodeId | None  # the leader we followed (or were) in _led_term
+    # The tick we last refused leader traffic of a term not below ours (without
+    # unlisted_leaders; None: never): a member that cannot campaign (a learner) then asks its
+    # listed members for a vouch (gate.py ``_maybe_probe``).
+    _refused_leader_at: int | None
+    _probed_at: int | None  # the tick of our last such probe (None: none yet)
     # Timers, in ticks.
     _now: int
     _election_elapsed: int  # ticks since a timer reset (leader: since the last CheckQuorum)

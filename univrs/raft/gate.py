@@ -22,6 +22,8 @@ import attrs
 from univrs.raft.election import ElectionLayer
 from univrs.raft.messages import (
     AppendEntries,
+    Heartbeat,
+    InstallSnapshot,
     Message,
     NodeId,
     RequestVote,
@@ -35,6 +37,8 @@ from univrs.raft.senders import (
     sender_refusal,
     undecodable_config,
 )
+
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
 MAX_TERM = 1 << 62
 """Messages with a term above this are refused (``Status.refused`` counts them, reason "term")."""
@@ -57,6 +61,12 @@ class GateLayer(ElectionLayer):
         refusal = self._sender_refusal(msg)
         if refusal is not None:
             self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
+            if (
+                isinstance(msg, _FROM_LEADER)
+                and msg.term >= self._term
+                and not self.config.unlisted_leaders
+            ):
+                self._refused_leader_at = self._now  # (what _maybe_probe looks for)
             return False
         self._maybe_pin(msg)
         if (
@@ -74,6 +84,48 @@ class GateLayer(ElectionLayer):
         if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
             self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return False
+        return True
+
+    def _maybe_probe(self) -> bool:
+        """A member that cannot campaign (a learner), without ``unlisted_leaders``, whose
+        election timer ran out while it refused leader traffic within the last election
+        timeout: send every other member it lists a pre-vote request (a probe), at most once
+        per ``election_ticks_min`` ticks. True if sent. (The election timer is left alone:
+        restarting it would make the leader we lost look live again, senders.py.)
+
+        A vouch for an unlisted leader comes only in the rejection of a vote or pre-vote
+        (senders.py), and a learner never campaigns: one whose configuration predates the
+        leader's addition refused that leader as a stranger for good (simulator, 7 nodes,
+        seed 30041). The probe is an ordinary pre-vote request: it changes no one's term or
+        vote; a listed member that follows a leader rejects it naming that leader (in its
+        lease, or because the learner's log is behind), which is the vouch; a grant is ignored
+        (the learner is no pre-candidate). A made-up id is still never vouched for: only a
+        listed member's rejection names a leader, the one it follows."""
+        at = self._refused_leader_at
+        if self.config.unlisted_leaders or at is None:
+            return False
+        if self._now - at > self.config.election_ticks_max:
+            return False  # no leader refused lately: nothing to ask about
+        probed = self._probed_at
+        if probed is not None and self._now - probed < self.config.election_ticks_min:
+            return False
+        current = self._configs.current
+        if self.id not in current.voters and self.id not in current.learners:
+            return False  # not in our own configuration (a joiner): we hear any leader
+        self._probed_at = self._now
+        last_index, last_term = self._log.last_index, self._log.last_term
+        for peer in sorted(current.members):
+            if peer != self.id:
+                self._send(
+                    RequestVote(
+                        term=self._term + 1,
+                        src=self.id,
+                        dst=peer,
+                        last_log_index=last_index,
+                        last_log_term=last_term,
+                        pre_vote=True,
+                    )
+                )
         return True
 
     def _answer_in_lease(self, msg: RequestVote) -> None:

@@ -142,6 +142,8 @@ class RaftNode(GateLayer):
         self._vouched = None
         self._led_term = 0
         self._led_by = None
+        self._refused_leader_at = None
+        self._probed_at = None
         self._now = 0
         self._election_elapsed = 0
         self._randomized_timeout = config.election_ticks_min
@@ -195,8 +197,11 @@ class RaftNode(GateLayer):
             self._tick_leader()
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout and self._promotable():
-                self._hup(transfer=False)
+            if self._election_elapsed >= self._randomized_timeout:
+                if self._promotable():
+                    self._hup(transfer=False)
+                else:
+                    self._maybe_probe()  # a learner refusing a leader: ask for a vouch
 
     def step(self, msg: Message) -> None:
         """Handle a message from a peer. Stale or unexpected messages are dropped, never raise."""
