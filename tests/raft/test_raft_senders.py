@@ -449,6 +449,38 @@ def test_without_unlisted_leaders_a_lagging_member_hears_the_leader_listed_peers
     assert node.status().leader == "n8"
 
 
+def test_without_unlisted_leaders_a_member_at_another_incarnation_vouches_but_never_votes() -> None:
+    """A member whose only live listed peer was replaced since its configuration (the peer's
+    new data dir runs now, bound by a configuration the member has not seen) refused that
+    peer's answers, vouches included, and the unlisted leader with them: it stayed a
+    pre-candidate for good (simulator, 5 nodes, seed 31095). The answer of a listed id at
+    another incarnation is still refused (never a vote), but its vouch is noted: a vouch
+    claims no durable state, and under such an id a forger could lead the leaderless member
+    anyway. The vouched leader is heard at the vouch's term only; a made-up id still vouches
+    for no one, and the vouched term is not the node's until the leader's traffic comes."""
+    config = RaftConfig(unlisted_leaders=False)
+    node = follower(config=config)
+    for _ in range(config.election_ticks_max + 1):
+        node.tick()  # its leader went quiet
+    node.ready()
+    replaced = attrs.evolve(vouch("n3", 5, "n9"), sender_incarnation="inc3.new")
+    node.step(attrs.evolve(replaced, granted=True, leader=None))  # a grant: refused, no vote
+    node.step(attrs.evolve(vouch("eve", 5, "mallory"), sender_incarnation="e.0"))
+    node.step(replaced)
+    s = node.status()
+    assert (s.term, s.vote, s.leader) == (2, None, None)  # the answers moved nothing
+    assert dict(s.refused) == {"incarnation": 2, "stranger": 1}
+    node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=2))
+    node.step(Heartbeat(term=6, src="n9", dst="n2", commit=2))  # not the vouched term
+    assert dict(node.status().refused) == {"incarnation": 2, "stranger": 3}
+    node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
+    s = node.status()
+    assert (s.term, s.leader) == (5, "n9")
+    # With the vouch's term ours now, the rule is the old one: n9 alone leads us in term 5.
+    node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=2))
+    assert dict(node.status().refused) == {"incarnation": 2, "stranger": 4}
+
+
 def test_without_unlisted_leaders_a_learner_refusing_a_leader_probes_its_listed_members() -> None:
     """A learner never campaigns, so it never got the vouch a rejected pre-vote carries: one
     whose configuration predates its leader's addition refused that leader as a stranger for

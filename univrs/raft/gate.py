@@ -32,6 +32,7 @@ from univrs.raft.messages import (
 from univrs.raft.ready import Role
 from univrs.raft.senders import (
     REFUSED_ENTRY,
+    REFUSED_INCARNATION,
     REFUSED_TERM,
     listed_sender,
     sender_refusal,
@@ -60,7 +61,11 @@ class GateLayer(ElectionLayer):
             return False
         refusal = self._sender_refusal(msg)
         if refusal is not None:
-            self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
+            self._refuse(refusal)  # a stranger: never acted on (senders.py)
+            if refusal == REFUSED_INCARNATION and self._listed_id(msg.src):
+                # A member we list, at another incarnation than we bind (or pinned): its
+                # answer never counts as a vote, but its vouch is noted (``_maybe_vouch``).
+                self._maybe_vouch(msg)
             if (
                 isinstance(msg, _FROM_LEADER)
                 and msg.term >= self._term
@@ -69,22 +74,48 @@ class GateLayer(ElectionLayer):
                 self._refused_leader_at = self._now  # (what _maybe_probe looks for)
             return False
         self._maybe_pin(msg)
-        if (
+        if self._listed(msg):
+            self._maybe_vouch(msg)
+        if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
+            self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
+            return False
+        return True
+
+    def _maybe_vouch(self, msg: Message) -> bool:
+        """Note ``msg``'s vouch, if it is one: a rejected vote or pre-vote of a member we
+        list (the caller checked the id), naming the leader it follows in its term, a term
+        not below ours and newer than the last vouch. That leader may then lead us in that
+        term even if our configuration does not list it yet (senders.py). True if noted.
+
+        From a listed id at another incarnation than our configuration binds (a member
+        replaced since our configuration, whose new data dir runs now; simulator, 5 nodes,
+        seed 31095) the answer is refused, and never counts as a vote, but its vouch is
+        noted too: a vouch claims no durable state (unlike a vote or an ack, which claim a
+        log the incarnation may have lost), only that the named leader leads that term, and
+        in the crash-fault model only a real leader of the term makes a member say so,
+        whatever its data dir (one leader a term). Against a forger it adds nothing: a
+        listed id at another incarnation is heard as a *leader* by a member that follows
+        none (senders.py), so whoever could vouch under it could lead the member itself. A
+        made-up id still is never vouched for by one."""
+        if not (
             isinstance(msg, RequestVoteResponse)
             and msg.leader is not None
             and not msg.granted
             and msg.term >= self._term
             and msg.term > self._vouched_term
-            and self._listed(msg)
         ):
-            # A member we list follows msg.leader in msg.term (a hint of a stale term is
-            # ignored; an unlisted sender's never gets here): that leader may lead us in
-            # that term even if our configuration does not list it yet (senders.py).
-            self._vouched_term, self._vouched = msg.term, msg.leader
-        if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
-            self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return False
+        self._vouched_term, self._vouched = msg.term, msg.leader
         return True
+
+    def _listed_id(self, node: NodeId) -> bool:
+        """Do our configurations (in effect, or committed) list ``node``, at any incarnation?"""
+        configs = self._configs
+        current = configs.current
+        if node in current.voters or node in current.learners:
+            return True
+        committed = configs.committed(self._commit)
+        return node in committed.voters or node in committed.learners
 
     def _maybe_probe(self) -> bool:
         """A member that cannot campaign (a learner), without ``unlisted_leaders``, whose
@@ -166,7 +197,11 @@ class GateLayer(ElectionLayer):
         # Without unlisted_leaders: the term and leader an unlisted leader may be heard at.
         unlisted_term: int | None = None
         unlisted_leader: NodeId | None = None
-        if self._led_term == self._term:
+        if self._vouched_term > self._term:
+            # A vouch of a newer term from a member we list at another incarnation (its
+            # answer was refused, so its term is not ours yet): that term's leader, only.
+            unlisted_term, unlisted_leader = self._vouched_term, self._vouched
+        elif self._led_term == self._term:
             unlisted_term, unlisted_leader = self._term, self._led_by  # the one we followed
         elif self._vouched_term == self._term:
             unlisted_term, unlisted_leader = self._term, self._vouched  # a listed member's
