@@ -41,9 +41,17 @@ it must let through (docs/core-api.md, "Who may send a message"):
     the lagging member, whose pre-votes its listed peers reject, hears the leader they
     follow. A made-up id is never vouched for, so it cannot pick a term, nor lead a node in
     an election's window (after a listed candidate's vote request showed it the new term).
-    A vouch counts only from a listed member (a stranger's vote answer is refused here) and
-    only for the term it names, when that is not below the node's own. A listed id of
-    another incarnation (a replaced member that leads now) is still heard.
+    A vouch counts only from a listed member's id (a made-up id's vote answer is refused
+    here; a listed id's at another incarnation is refused too, never a vote, but gate.py
+    notes its vouch) and only for the term it names, when that is not below the node's own.
+    A learner, which never campaigns, asks for vouches with a pre-vote probe (gate.py
+    ``_maybe_probe``). A listed id of another incarnation (a replaced member that leads
+    now) is still heard.
+* Unbound members are pinned: for an id the configuration binds to no incarnation yet (a
+  bootstrap configuration, until the leader's binding change), ``pinned`` holds the first
+  incarnation this process took a message from under it (gate.py ``_maybe_pin``), and the
+  id is held to it as if the configuration bound it (none attested counts as another): a
+  leader counts acknowledgements, and a candidate votes, of one incarnation per such id.
 * The leader this node follows stays a known sender (at the incarnation its messages were
   attested with when we adopted it), whatever the configuration says: a leader that
   removed itself hands leadership over with TimeoutNow once the removal commits
