@@ -152,7 +152,9 @@ class Simulation(ReadyRuntime):
     # seeds without membership changes they stay unbound for the whole run). False (the
     # default, and every pinned seed): the simulator binds them from the start. The cores
     # hold such a member to the first incarnation they take (gate.py ``_maybe_pin``); wipes
-    # spare unbound members, and a removed bootstrap id is never added again (membership.py).
+    # spare the bootstrap members, and a removed bootstrap id is never added again
+    # (membership.py ``unbound_ids``: a member lagging at the bootstrap entry lists them
+    # unbound for good).
     unbound_bootstrap: bool = False
 
     rng: random.Random = attrs.field(init=False)
