@@ -129,11 +129,8 @@ class Operator:
     proposed_configs: list[Membership] = attrs.field(factory=list)
     accepted_by: tuple[NodeId, int] | None = None  # the leader (id, term) that took pending[0]
     next_at: int = 0  # simulated time of the next batch
-    # Ids some configuration listed bound to no incarnation (the unbound bootstrap's members):
-    # never added again once removed. A member still on such a listing (one that lagged
-    # since the bootstrap) would hear the id's new, empty data dir as the member, whose vote
-    # grants anyone: only a pin of the old incarnation stops it, and a restart forgets pins
-    # (docs/security.md, "still open").
+    # The unbound bootstrap's members: never wiped, never added again once removed (a member
+    # lagging at the bootstrap entry lists them unbound; docs/simulator.md, "Unbound bootstrap").
     unbound_ids: frozenset[NodeId] = frozenset()
     since: int = 0  # when pending[0] became the first change of the batch
     lingering: dict[NodeId, int] = attrs.field(factory=dict)  # removed node -> stop time
@@ -198,13 +195,8 @@ class Operator:
         if self._wiped():
             return False
         if sn.id in self.unbound_ids or b.incarnation_of(sn.id) is None:
-            # A member some configuration binds to no incarnation (the unbound bootstrap's),
-            # even after the binding change committed: a member whose log still ends at the
-            # bootstrap configuration (it lags, or crashed back to it) takes the wiped data
-            # dir as the member unless it pinned the old one, and a restart forgets pins: an
-            # amnesiac vote (3 nodes, seed 43031 with --unbound-bootstrap before this rule:
-            # n3, its durable log at the bootstrap entry, elected with the vote of n2's
-            # wiped disk; leader-completeness). docs/security.md, "still open".
+            # Also after the binding change: a member lagging at the bootstrap entry takes the
+            # wiped data dir as the member once a restart forgot its pin (3 nodes, seed 43031).
             return False
         return sn.id not in b.voters or len(b.voters) >= 3
 
@@ -370,9 +362,7 @@ class Operator:
         why = ""
         unbound = sorted(n for n in b.members if b.incarnation_of(n) is None)
         if unbound and not wiped:
-            # The product's leader binds unbound members (a bootstrap configuration's) to the
-            # incarnations their hellos named, in one change (runtime/membership.py
-            # ``record_incarnations``): the operator does it first of all.
+            # First of all, as the product's leader does (``record_incarnations``).
             plan = [("bind", unbound[0])]
         elif wiped:
             # Like `univrs cluster join --replace`: the member becomes a learner bound to its
@@ -397,17 +387,8 @@ class Operator:
         m = b
         for what, node in plan:
             if what == "bind":
-                m = attrs.evolve(
-                    m,
-                    incarnations=tuple(
-                        sorted(
-                            {
-                                *m.incarnations,
-                                *((n, sim.nodes[n].disk.incarnation) for n in unbound),
-                            }
-                        )
-                    ),
-                )
+                pairs = {*m.incarnations, *((n, sim.nodes[n].disk.incarnation) for n in unbound)}
+                m = attrs.evolve(m, incarnations=tuple(sorted(pairs)))
             elif what == "rebind":
                 m = with_learner(
                     attrs.evolve(m, voters=m.voters - {node}),
@@ -425,13 +406,7 @@ class Operator:
             else:
                 m = without(m, node)
             self.pending.append(
-                Change(
-                    kind=what,
-                    node=node,
-                    desired=m,
-                    of_leader=node == leader_id,
-                    why=why,
-                )
+                Change(kind=what, node=node, desired=m, of_leader=node == leader_id, why=why)
             )
         self.accepted_by = None
         self.since = now
