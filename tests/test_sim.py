@@ -143,6 +143,49 @@ def test_truncating_a_committed_entry_is_caught() -> None:
         c.observe_issued("b", 2, [write(2, 3, "x", "2")])
 
 
+def test_a_slow_durable_truncation_decided_before_the_commit_is_no_violation() -> None:
+    # Simulator seed 42248 (7 nodes) in small: c holds (2, t1) durably, takes b's conflicting
+    # (2, t2) of term 2 on a slow disk, and before that write lands a leads term 3 and commits
+    # (2, t1) with d and e (c's answer never counted). The write then lands: c's durable log
+    # drops a committed entry, by a decision taken while it was not committed. Raft allows it
+    # (the committed entry stays on a majority); the checker flagged it before.
+    c = Checker(voters=FIVE)
+    one, old = entry(1, 1), write(2, 1, "x", "1")
+    durable_everywhere(c, [one], FIVE)
+    durable_everywhere(c, [old], ["a", "c"])
+    c.observe_term("b", 2)
+    c.observe_role("b", Role.LEADER, 2)
+    new = write(2, 2, "x", "2")
+    durable_everywhere(c, [new], ["b"])
+    c.observe_term("c", 2)
+    c.observe_issued("c", 2, [new])  # decided now, durable much later
+    for n in ("a", "d", "e"):
+        c.observe_term(n, 3)
+    c.observe_role("a", Role.LEADER, 3)
+    noop = entry(3, 3)
+    durable_everywhere(c, [noop], ["a"])
+    durable_everywhere(c, [old, noop], ["d", "e"])
+    c.observe_commit("a", 3, leading=True)
+    apply_all(c, "a", [one, old, noop])
+    c.observe_durable("c", 2, [new])  # the slow write lands
+    assert c.commit_index() == 3
+
+
+def test_a_commit_counting_a_node_that_decided_to_drop_the_entry_is_still_caught() -> None:
+    # The other side of the test above: c acknowledged (2, t1) durably but has since taken a
+    # conflicting (2, t2) (not durable yet), and a commits (2, t1) counting c. The durable
+    # check no longer sees c's drop (decided before the commit), but the commit is still
+    # caught when it is applied: c, whose log lacks the entry, could be elected.
+    c = Checker(voters=NODES)
+    one, old = entry(1, 1), write(2, 1, "x", "1")
+    durable_everywhere(c, [one])
+    durable_everywhere(c, [old], ["a", "c"])
+    c.observe_term("c", 2)
+    c.observe_issued("c", 2, [write(2, 2, "x", "2")])
+    with expect(ck.COMMITTED_DURABLE):
+        apply_all(c, "a", [one, old])
+
+
 def test_leader_lacking_a_committed_entry_is_caught() -> None:
     c = Checker(voters=NODES)
     log = [entry(1, 1), write(2, 1, "x", "1")]

@@ -83,3 +83,11 @@ def run_seed_with(cls: type[RaftNode], seed: int, nodes: int) -> InvariantViolat
     except InvariantViolation as v:
         return v
     raise AssertionError(f"seed {seed} passed with {cls.__name__}")
+
+
+def test_a_slow_disk_landing_a_drop_decided_before_the_commit_passes() -> None:
+    # 7 nodes, seed 42248 (TLS): n5 took the term-24 leader's (54, t24) over its uncommitted
+    # (54, t17) at tick 618.5 on a slow disk; n6, leader of term 26, committed (54, t17)
+    # without n5 about tick 645; the overwrite landed at tick 666. The checker judged the drop
+    # when it landed and called it committed-durable; it is judged when decided now.
+    assert Simulation(seed=42248, n_nodes=7).run().seed == 42248

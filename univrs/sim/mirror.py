@@ -14,6 +14,7 @@ log matching, no leader truncating its own log, no log dropping a committed entr
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -84,6 +85,11 @@ class NodeView:
     commit: int = 0  # the commit index in this node's last hard state
     gone: bool = False  # stopped for good (removed); it comes back only with an empty disk
     incarnation: str = ""  # of its data dir: a wiped node is a new incarnation
+    # Entries (index, prefix id) its issued log dropped while they were not committed, whose
+    # write is not durable yet: the durable write carries out a decision already checked, even
+    # if the entry was committed elsewhere meanwhile (without this node's ack, which the
+    # dropped entry can no longer give). Emptied at a crash (those writes are lost).
+    decided: Counter[tuple[int, int]] = attrs.field(factory=Counter)
 
 
 @attrs.define(eq=False)
@@ -192,11 +198,12 @@ class LogMirror:
         truncate_from: int | None,
         entries: Sequence[Entry],
         what: str,
-    ) -> tuple[int, int] | None:
+    ) -> list[tuple[int, int]]:
         """Apply one persist to ``log``.
 
-        Returns (index, old prefix id) of the first position whose content changed or vanished,
-        or None when the log only grew (re-writing identical entries removes nothing).
+        Returns (index, old prefix id) of every position whose content changed or vanished,
+        in index order; empty when the log only grew (re-writing identical entries removes
+        nothing).
         """
         ids, terms, cfg = log.ids, log.terms, log.cfg
         old_len = len(ids)
@@ -210,7 +217,7 @@ class LogMirror:
         if entries:
             lowest = min(lowest, entries[0].index)
         if lowest >= old_len and not entries:
-            return None
+            return []
         old_tail = ids[lowest:] if lowest < old_len else []
         del ids[lowest:]
         del terms[lowest:]
@@ -234,21 +241,27 @@ class LogMirror:
                 terms.append(e.term)
                 if e.kind is EntryKind.CONFIG:
                     cfg.append(e.index)
-        for k, old in enumerate(old_tail):
-            j = lowest + k
-            if j >= len(ids) or ids[j] != old:
-                return j, old
-        return None
+        return [
+            (lowest + k, old)
+            for k, old in enumerate(old_tail)
+            if lowest + k >= len(ids) or ids[lowest + k] != old
+        ]
 
-    def _check_not_committed(self, node: NodeId, removed: tuple[int, int] | None) -> None:
-        if removed is None:
-            return
-        index, old = removed
-        if index < len(self.committed) and old == self.committed[index]:
-            raise InvariantViolation(
-                COMMITTED_DURABLE,
-                f"{node} removed committed entry {fmt_entry(self._entry(index))} from its log",
-            )
+    def _check_not_committed(
+        self, node: NodeId, removed: list[tuple[int, int]], decided: Counter[tuple[int, int]]
+    ) -> None:
+        """No committed entry left ``node``'s log, except by a removal in ``decided`` (one
+        its core decided while the entry was not committed yet; each is used up once)."""
+        committed = self.committed
+        for index, old in removed:
+            if decided[(index, old)] > 0:
+                decided[(index, old)] -= 1
+                continue
+            if index < len(committed) and old == committed[index]:
+                raise InvariantViolation(
+                    COMMITTED_DURABLE,
+                    f"{node} removed committed entry {fmt_entry(self._entry(index))} from its log",
+                )
 
     def _entry(self, index: int) -> Entry:
         e = self.committed_entries[index]
@@ -294,13 +307,17 @@ class LogMirror:
         """
         v = self._nodes[node]
         removed = self._update(node, v.issued, truncate_from, entries, "Ready")
-        if removed is not None:
+        if removed:
             if v.role is Role.LEADER and same_role:
                 raise InvariantViolation(
                     LEADER_APPEND_ONLY,
-                    f"{node}, leader of term {v.term}, truncated its log from index {removed[0]}",
+                    f"{node}, leader of term {v.term}, truncated its log from index "
+                    f"{removed[0][0]}",
                 )
-            self._check_not_committed(node, removed)
+            self._check_not_committed(node, removed, Counter())
+            v.decided.update(removed)
+        for e in entries:  # an entry written again is no longer a decided removal
+            v.decided.pop((e.index, v.issued.ids[e.index]), None)
         if entries:
             self._check_matching(node, v.issued, 0, entries)
 
@@ -310,13 +327,15 @@ class LogMirror:
         """A write the node issued is now durable (writes complete in issue order)."""
         v = self._nodes[node]
         removed = self._update(node, v.durable, truncate_from, entries, "durable write")
-        self._check_not_committed(node, removed)
+        self._check_not_committed(node, removed, v.decided)
+        v.decided += Counter()  # drop the used-up ones
 
     def observe_crash(self, node: NodeId) -> None:
         """The node lost its memory: its log is its durable log again, it leads nothing."""
         v = self._nodes[node]
         self._forget_unseen(node, v.issued, v.durable)
         v.issued = v.durable.copy()
+        v.decided.clear()  # the writes not yet durable are lost
         v.role = None
 
     def _forget_unseen(self, node: NodeId, dead: MirroredLog, kept: MirroredLog | None) -> None:
