@@ -135,6 +135,10 @@ class Simulation(ReadyRuntime):
     # The state machine of each node (a mutant may break its revision rules).
     kv_factory: Callable[[], KvStore] = KvStore
     config: RaftConfig | None = None  # None: SIM_RAFT_CONFIG with this seed's snapshot knobs
+    # The cores' ``RaftConfig.lazy_commit_notice_bytes``: 0 (the core's default, with which the
+    # pinned seeds were found) sends every commit at once; nodes run 1024 (config/model.py):
+    # a small commit rides on the next append or goes at the next tick.
+    commit_notice_bytes: int = 0
     # The cores' ``RaftConfig.unlisted_leaders`` (with TLS on, without off): None draws it per
     # seed, half the seeds each way, with its own RNG (the rest of a seed is the same).
     unlisted_leaders: bool | None = None
@@ -248,6 +252,7 @@ class Simulation(ReadyRuntime):
                 check_quorum=p.check_quorum or self.lease != "off",
                 election_ticks_max=p.election_max,
                 unlisted_leaders=p.unlisted_leaders,
+                lazy_commit_notice_bytes=self.commit_notice_bytes,
             )
             if self.lease != "off":
                 self.config = attrs.evolve(
