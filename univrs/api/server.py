@@ -19,7 +19,6 @@ the handlers (``univrs.net.tls.current_peer``).
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
 import ssl
@@ -33,7 +32,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from univrs.api import admin, dashboard, rest, watch
 from univrs.api.admin import client_ssl
@@ -43,6 +41,8 @@ from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.health import StorageWatch, liveness, readiness
 from univrs.api.limits import ConnectionLimiter
 from univrs.api.listen import serve_http
+from univrs.api.mcp import PATH as mcp_path
+from univrs.api.mcp import McpEndpoint
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService
 from univrs.api.store import RaftStateStore
@@ -232,41 +232,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return rest.error_response(InternalError(type(exc).__name__))
 
 
-MCP_PATH = "/v1/mcp"  # ``univrs.api.mcp.PATH`` (not imported here: see ``LazyMcp``)
-
-
-class LazyMcp:
-    """The MCP endpoint (``univrs.api.mcp.McpEndpoint``), built once its module is imported
-    in a worker thread: the MCP SDK's import costs seconds (2.9 s of the API's 4.4 s measured
-    on the loaded 2-core machine), which a restarting node would otherwise spend before it
-    serves anything. The rest of the API serves meanwhile; a request to ``/v1/mcp`` that
-    arrives first waits for it (docs/state-at-scale.md, seventh increment)."""
-
-    def __init__(self, service: ApiService) -> None:
-        self.service = service
-        self.endpoint: ASGIApp | None = None
-        self.ready = trio.Event()
-
-    async def run(self) -> None:
-        """Import and start the endpoint, then serve it until cancelled."""
-        module = await trio.to_thread.run_sync(importlib.import_module, "univrs.api.mcp")
-        endpoint = module.McpEndpoint(self.service)
-        async with endpoint.running():
-            self.endpoint = endpoint
-            self.ready.set()
-            await trio.sleep_forever()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.ready.wait()
-        assert self.endpoint is not None
-        await self.endpoint(scope, receive, send)
-
-
 def build_app(
     node: NodeHandle,
     service: ApiService | None = None,
     storage_watch: StorageWatch | None = None,
-    mcp: ASGIApp | None = None,
+    mcp: McpEndpoint | None = None,
 ) -> Starlette:
     """The Starlette app of one node (``service`` serves the state endpoints, ``mcp`` the MCP
     endpoint: univrs/api/mcp.py)."""
@@ -285,7 +255,7 @@ def build_app(
             *watch.routes(),
             *admin.routes(),
             *dashboard.routes(),
-            *([] if mcp is None else [Route(MCP_PATH, mcp)]),
+            *([] if mcp is None else [Route(mcp_path, mcp)]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         middleware=[Middleware(dashboard.CorsForMembers, node=node)],
@@ -324,6 +294,12 @@ class _TlsHypercornConfig(HypercornConfig):
         return first
 
 
+async def _run_mcp(mcp: McpEndpoint, *, task_status: trio.TaskStatus[None]) -> None:
+    async with mcp.running():
+        task_status.started()
+        await trio.sleep_forever()
+
+
 async def serve_api(
     node: NodeHandle, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -339,8 +315,8 @@ async def serve_api(
         store = node.store
         assert isinstance(store, RaftStateStore), store
         service = ApiService(store)
-        mcp = LazyMcp(service)
-        nursery.start_soon(mcp.run)
+        mcp = McpEndpoint(service)
+        await nursery.start(_run_mcp, mcp)
         watch = StorageWatch(node)
         nursery.start_soon(watch.run)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))
