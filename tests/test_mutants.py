@@ -69,6 +69,8 @@ def test_there_are_the_required_mutants() -> None:
         "stranger-votes-while-led",
         "stranger-vote-answers",
         "live-leader-any-incarnation",
+        # members a bootstrap configuration binds to no incarnation: held to the first taken
+        "unbound-any-incarnation",
         # batch entries (issue 14): the revision rules of the state machine
         "batch-shared-revision",
         "revision-from-index",

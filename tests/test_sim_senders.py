@@ -15,6 +15,7 @@ from univrs.sim.mutants import (
     LiveLeaderAnyIncarnation,
     StrangerVoteAnswers,
     StrangerVotesWhileLed,
+    UnboundAnyIncarnation,
 )
 from univrs.sim.runner import replay_command, run_seed, run_seeds
 
@@ -90,6 +91,61 @@ def test_a_core_that_hears_its_live_leaders_id_at_any_incarnation_is_caught() ->
     assert "AppendEntries from n3 (incarnation None)" in caught.value.detail
     r = run_seed(1, nodes=3)
     assert r.ok and r.stats is not None and r.stats.forged_refused == r.stats.forged > 0
+
+
+def test_unbound_members_are_held_to_the_first_incarnation_and_a_core_without_it_is_caught() -> (
+    None
+):
+    # Simulation(unbound_bootstrap=True): the bootstrap configuration binds no one, as the
+    # product's does until the leader's binding change (the operator's first batch). The
+    # forger then also sends, under a member's id the node pinned (gate.py ``_maybe_pin``),
+    # granted vote answers to candidates and acknowledgements of the whole log to leaders,
+    # from another incarnation. The real core refuses every one; a core that ignores its pins
+    # (UnboundAnyIncarnation) is caught on the first seed at 3 nodes (a pre-candidate takes a
+    # forged pre-vote grant under n1's id at tick 10 and campaigns).
+    forged = 0
+    for seed in (1, 2, 3):
+        r = run_seed(seed, nodes=3, ticks=1000, unbound_bootstrap=True)
+        assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
+        assert r.stats is not None and r.stats.forged_refused == r.stats.forged
+        forged += r.stats.forged
+        assert "--unbound-bootstrap" in r.replay
+    assert forged > 0
+    with pytest.raises(InvariantViolation) as caught:
+        Simulation(
+            seed=1, n_nodes=3, unbound_bootstrap=True, node_factory=UnboundAnyIncarnation
+        ).run()
+    assert caught.value.invariant == FORGERY_REFUSED
+    assert "RequestVoteResponse from n1 (incarnation forged.0): not refused" in caught.value.detail
+    # The simulator's default binds the bootstrap members: nothing to pin, the mutant passes.
+    assert Simulation(seed=1, n_nodes=3, ticks=600, node_factory=UnboundAnyIncarnation).run()
+
+
+def test_the_forger_acknowledges_as_a_pinned_unbound_member_on_a_leader() -> None:
+    # The leader's side of the pin: forged AppendEntriesResponses under a pinned unbound
+    # member's id (10 in seed 4 at 3 nodes, 600 ticks) are refused (forgery-refused checks
+    # each at once). With the forged vote answers off, the mutant that ignores its pins is
+    # caught by a forged acknowledgement alone (taken, not refused: n1 counts n2 as holding
+    # its whole log; tests/raft/test_raft_unbound.py shows such an ack committing an entry).
+    sim = Simulation(seed=4, n_nodes=3, ticks=600, unbound_bootstrap=True, trace_len=100_000)
+    stats = sim.run()
+    acks = [
+        d
+        for _, what, d in sim.trace
+        if what == "forged" and type(d).__name__ == "AppendEntriesResponse"
+    ]
+    assert acks and stats.forged_refused == stats.forged
+    mutant = Simulation(
+        seed=4, n_nodes=3, ticks=600, unbound_bootstrap=True, node_factory=UnboundAnyIncarnation
+    )
+    assert mutant.forger is not None
+    mutant.forger.answer_rate = 0.0
+    with pytest.raises(InvariantViolation) as caught:
+        mutant.run()
+    assert caught.value.invariant == FORGERY_REFUSED
+    assert "n1 took a forged AppendEntriesResponse from n2 (incarnation forged.0)" in (
+        caught.value.detail
+    )
 
 
 class _NoLeaderHints(RaftNode):

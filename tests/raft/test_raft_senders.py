@@ -449,6 +449,101 @@ def test_without_unlisted_leaders_a_lagging_member_hears_the_leader_listed_peers
     assert node.status().leader == "n8"
 
 
+def test_without_unlisted_leaders_a_member_at_another_incarnation_vouches_but_never_votes() -> None:
+    """A member whose only live listed peer was replaced since its configuration (the peer's
+    new data dir runs now, bound by a configuration the member has not seen) refused that
+    peer's answers, vouches included, and the unlisted leader with them: it stayed a
+    pre-candidate for good (simulator, 5 nodes, seed 31095). The answer of a listed id at
+    another incarnation is still refused (never a vote), but its vouch is noted: a vouch
+    claims no durable state, and under such an id a forger could lead the leaderless member
+    anyway. The vouched leader is heard at the vouch's term only; a made-up id still vouches
+    for no one, and the vouched term is not the node's until the leader's traffic comes."""
+    config = RaftConfig(unlisted_leaders=False)
+    node = follower(config=config)
+    for _ in range(config.election_ticks_max + 1):
+        node.tick()  # its leader went quiet
+    node.ready()
+    replaced = attrs.evolve(vouch("n3", 5, "n9"), sender_incarnation="inc3.new")
+    node.step(attrs.evolve(replaced, granted=True, leader=None))  # a grant: refused, no vote
+    node.step(attrs.evolve(vouch("eve", 5, "mallory"), sender_incarnation="e.0"))
+    node.step(replaced)
+    s = node.status()
+    assert (s.term, s.vote, s.leader) == (2, None, None)  # the answers moved nothing
+    assert dict(s.refused) == {"incarnation": 2, "stranger": 1}
+    node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=2))
+    node.step(Heartbeat(term=6, src="n9", dst="n2", commit=2))  # not the vouched term
+    assert dict(node.status().refused) == {"incarnation": 2, "stranger": 3}
+    node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
+    s = node.status()
+    assert (s.term, s.leader) == (5, "n9")
+    # With the vouch's term ours now, the rule is the old one: n9 alone leads us in term 5.
+    node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=2))
+    assert dict(node.status().refused) == {"incarnation": 2, "stranger": 4}
+
+
+def test_without_unlisted_leaders_a_learner_refusing_a_leader_probes_its_listed_members() -> None:
+    """A learner never campaigns, so it never got the vouch a rejected pre-vote carries: one
+    whose configuration predates its leader's addition refused that leader as a stranger for
+    good (simulator, 7 nodes, seed 30041). Now a learner whose election timer runs out while
+    it refuses leader traffic sends every other member it lists a pre-vote request (a probe);
+    a listed member's rejection naming its leader is the vouch. Nothing else probes: with
+    TLS (unlisted leaders on) the learner hears the leader; without refusals it stays quiet;
+    a voter campaigns instead (its own pre-votes)."""
+    learner_m = Membership(
+        voters=frozenset({"n1", "n3"}),
+        learners=frozenset({"n2"}),
+        incarnations=(("n1", "inc1"), ("n2", "inc2"), ("n3", "inc3")),
+    )
+    config = RaftConfig(unlisted_leaders=False)
+    node = follower(config=config, membership=learner_m)
+    assert node.status().role is Role.LEARNER
+    for _ in range(config.election_ticks_max + 1):
+        node.tick()  # its leader went quiet: nothing refused yet, no probe
+    assert not node.ready().messages
+    node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))  # the new, unlisted leader
+    assert dict(node.status().refused) == {"stranger": 1}
+    node.tick()  # (its election timer ran out already)
+    probes = [m for m in node.ready().messages if isinstance(m, RequestVote)]
+    assert [(m.dst, m.term, m.pre_vote, m.last_log_index) for m in probes] == [
+        ("n1", 3, True, 2),
+        ("n3", 3, True, 2),
+    ]
+    assert node.status().term == 2 and node.status().vote is None  # a probe changes nothing
+    # A grant is no vouch (and elects no one); n1 rejects naming n9 at term 5: the vouch.
+    node.step(RequestVoteResponse(term=3, src="n1", dst="n2", granted=True, pre_vote=True))
+    assert node.status().term == 2 and node.status().role is Role.LEARNER
+    node.step(vouch("n1", 5, "n9"))
+    node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=2))  # still a stranger
+    node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
+    s = node.status()
+    assert (s.term, s.leader, s.role) == (5, "n9", Role.LEARNER)
+    assert dict(s.refused) == {"stranger": 2}
+    # The answer of a listed member that follows no one names no one: no vouch, no probe
+    # storm (one round per election timeout while leaders are refused).
+    quiet = follower(config=config, membership=learner_m)
+    for _ in range(config.election_ticks_max + 1):
+        quiet.tick()
+    quiet.ready()
+    quiet.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
+    quiet.tick()
+    assert len(quiet.ready().messages) == 2
+    for _ in range(config.election_ticks_min - 1):
+        quiet.tick()
+    assert not quiet.ready().messages  # the next round only after a new timeout
+    for _ in range(2 * config.election_ticks_max):
+        quiet.tick()
+    assert len(quiet.ready().messages) == 2  # and none once no leader was refused lately
+    # With TLS the learner hears the leader at once, and never probes.
+    tls = follower(config=RaftConfig(), membership=learner_m)
+    for _ in range(config.election_ticks_max + 1):
+        tls.tick()
+    tls.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
+    assert tls.status().leader == "n9"
+    for _ in range(config.election_ticks_max + 1):
+        tls.tick()
+    assert not [m for m in tls.ready().messages if isinstance(m, RequestVote)]
+
+
 def test_without_unlisted_leaders_an_in_lease_follower_rejects_a_pre_vote_naming_its_leader() -> (
     None
 ):

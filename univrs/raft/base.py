@@ -81,6 +81,11 @@ class NodeBase:
     _vouched: NodeId | None
     _led_term: int
     _led_by: NodeId | None  # the leader we followed (or were) in _led_term
+    # The tick we last refused leader traffic of a term not below ours (without
+    # unlisted_leaders; None: never): a member that cannot campaign (a learner) then asks its
+    # listed members for a vouch (gate.py ``_maybe_probe``).
+    _refused_leader_at: int | None
+    _probed_at: int | None  # the tick of our last such probe (None: none yet)
     # Timers, in ticks.
     _now: int
     _election_elapsed: int  # ticks since a timer reset (leader: since the last CheckQuorum)
@@ -107,6 +112,13 @@ class NodeBase:
     # The leader whose messages we took last and the incarnation they were attested with
     # (univrs/raft/senders.py holds the live leader to it); (None, None) at first.
     _leader_incarnation: tuple[NodeId | None, str | None]
+    # Members our configurations list but bind to no incarnation yet (a bootstrap one, until
+    # the leader's binding change): the incarnation we first took a message from under each
+    # such id, in this process (gate.py ``_maybe_pin``). From then on the id is held to it as
+    # if the configuration bound it (senders.py ``pinned``): a leader counts acks, and a
+    # candidate votes, of one incarnation only. Only ever grows by listed ids (bounded by the
+    # configuration's size); a binding in the configuration takes over from a pin.
+    _pinned: dict[NodeId, str]
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait

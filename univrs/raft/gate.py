@@ -22,6 +22,8 @@ import attrs
 from univrs.raft.election import ElectionLayer
 from univrs.raft.messages import (
     AppendEntries,
+    Heartbeat,
+    InstallSnapshot,
     Message,
     NodeId,
     RequestVote,
@@ -30,11 +32,14 @@ from univrs.raft.messages import (
 from univrs.raft.ready import Role
 from univrs.raft.senders import (
     REFUSED_ENTRY,
+    REFUSED_INCARNATION,
     REFUSED_TERM,
     listed_sender,
     sender_refusal,
     undecodable_config,
 )
+
+_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 
 MAX_TERM = 1 << 62
 """Messages with a term above this are refused (``Status.refused`` counts them, reason "term")."""
@@ -56,23 +61,102 @@ class GateLayer(ElectionLayer):
             return False
         refusal = self._sender_refusal(msg)
         if refusal is not None:
-            self._refuse(refusal)  # a stranger: nothing of it is looked at (senders.py)
+            self._refuse(refusal)  # a stranger: never acted on (senders.py)
+            if refusal == REFUSED_INCARNATION and self._listed_id(msg.src):
+                # A member we list, at another incarnation than we bind (or pinned): its
+                # answer never counts as a vote, but its vouch is noted (``_maybe_vouch``).
+                self._maybe_vouch(msg)
+            if (
+                isinstance(msg, _FROM_LEADER)
+                and msg.term >= self._term
+                and not self.config.unlisted_leaders
+            ):
+                self._refused_leader_at = self._now  # (what _maybe_probe looks for)
             return False
-        if (
+        self._maybe_pin(msg)
+        if self._listed(msg):
+            self._maybe_vouch(msg)
+        if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
+            self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
+            return False
+        return True
+
+    def _maybe_vouch(self, msg: Message) -> bool:
+        """Note ``msg``'s vouch, if it is one: a rejected vote or pre-vote of a member we
+        list (the caller checked the id), naming the leader it follows in its term, a term
+        not below ours and newer than the last vouch. That leader may then lead us in that
+        term even if our configuration does not list it yet (senders.py). True if noted.
+
+        From a listed id at another incarnation than our configuration binds (a member
+        replaced since our configuration, whose new data dir runs now; simulator, 5 nodes,
+        seed 31095) the answer is refused, and never counts as a vote, but its vouch is
+        noted too: a vouch claims no durable state (unlike a vote or an ack, which claim a
+        log the incarnation may have lost), only that the named leader leads that term, and
+        in the crash-fault model only a real leader of the term makes a member say so,
+        whatever its data dir (one leader a term). Against a forger it adds nothing: a
+        listed id at another incarnation is heard as a *leader* by a member that follows
+        none (senders.py), so whoever could vouch under it could lead the member itself. A
+        made-up id still is never vouched for by one."""
+        if not (
             isinstance(msg, RequestVoteResponse)
             and msg.leader is not None
             and not msg.granted
             and msg.term >= self._term
             and msg.term > self._vouched_term
-            and self._listed(msg)
         ):
-            # A member we list follows msg.leader in msg.term (a hint of a stale term is
-            # ignored; an unlisted sender's never gets here): that leader may lead us in
-            # that term even if our configuration does not list it yet (senders.py).
-            self._vouched_term, self._vouched = msg.term, msg.leader
-        if isinstance(msg, AppendEntries) and msg.entries and undecodable_config(msg):
-            self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return False
+        self._vouched_term, self._vouched = msg.term, msg.leader
+        return True
+
+    def _listed_id(self, node: NodeId) -> bool:
+        """Do our configurations (in effect, or committed) list ``node``, at any incarnation?"""
+        configs = self._configs
+        current = configs.current
+        if node in current.voters or node in current.learners:
+            return True
+        committed = configs.committed(self._commit)
+        return node in committed.voters or node in committed.learners
+
+    def _maybe_probe(self) -> bool:
+        """A member that cannot campaign (a learner), without ``unlisted_leaders``, whose
+        election timer ran out while it refused leader traffic within the last election
+        timeout: send every other member it lists a pre-vote request (a probe), at most once
+        per ``election_ticks_min`` ticks. True if sent. (The election timer is left alone:
+        restarting it would make the leader we lost look live again, senders.py.)
+
+        A vouch for an unlisted leader comes only in the rejection of a vote or pre-vote
+        (senders.py), and a learner never campaigns: one whose configuration predates the
+        leader's addition refused that leader as a stranger for good (simulator, 7 nodes,
+        seed 30041). The probe is an ordinary pre-vote request: it changes no one's term or
+        vote; a listed member that follows a leader rejects it naming that leader (in its
+        lease, or because the learner's log is behind), which is the vouch; a grant is ignored
+        (the learner is no pre-candidate). A made-up id is still never vouched for: only a
+        listed member's rejection names a leader, the one it follows."""
+        at = self._refused_leader_at
+        if self.config.unlisted_leaders or at is None:
+            return False
+        if self._now - at > self.config.election_ticks_max:
+            return False  # no leader refused lately: nothing to ask about
+        probed = self._probed_at
+        if probed is not None and self._now - probed < self.config.election_ticks_min:
+            return False
+        current = self._configs.current
+        if self.id not in current.voters and self.id not in current.learners:
+            return False  # not in our own configuration (a joiner): we hear any leader
+        self._probed_at = self._now
+        last_index, last_term = self._log.last_index, self._log.last_term
+        for peer in sorted(current.members):
+            if peer != self.id:
+                self._send(
+                    RequestVote(
+                        term=self._term + 1,
+                        src=self.id,
+                        dst=peer,
+                        last_log_index=last_index,
+                        last_log_term=last_term,
+                        pre_vote=True,
+                    )
+                )
         return True
 
     def _answer_in_lease(self, msg: RequestVote) -> None:
@@ -113,7 +197,11 @@ class GateLayer(ElectionLayer):
         # Without unlisted_leaders: the term and leader an unlisted leader may be heard at.
         unlisted_term: int | None = None
         unlisted_leader: NodeId | None = None
-        if self._led_term == self._term:
+        if self._vouched_term > self._term:
+            # A vouch of a newer term from a member we list at another incarnation (its
+            # answer was refused, so its term is not ours yet): that term's leader, only.
+            unlisted_term, unlisted_leader = self._vouched_term, self._vouched
+        elif self._led_term == self._term:
             unlisted_term, unlisted_leader = self._term, self._led_by  # the one we followed
         elif self._vouched_term == self._term:
             unlisted_term, unlisted_leader = self._term, self._vouched  # a listed member's
@@ -132,7 +220,43 @@ class GateLayer(ElectionLayer):
             unlisted_incarnation=inc
             if unlisted_leader is not None and followed == unlisted_leader
             else None,
+            pinned=self._pinned_incarnations(),
         )
+
+    def _maybe_pin(self, msg: Message) -> bool:
+        """Pin ``msg``'s sender, a member our configurations list but bind to no incarnation
+        (a bootstrap configuration, until the leader's binding change), to the incarnation
+        the runtime attests for it, if it has no pin yet. True if pinned now.
+
+        Such a configuration cannot tell the member from a forger under its id, nor from a
+        wiped (amnesiac) data dir of it: the first incarnation we took a message from is the
+        one we go on hearing under that id in this process, so a leader counts the
+        acknowledgements, and a candidate the votes, of one incarnation only, and another
+        incarnation (or none attested) is refused as a stranger's (senders.py ``pinned``).
+        Called for a message the sender rule let through, so the pin is never a refused
+        sender's."""
+        inc = msg.sender_incarnation
+        src = msg.src
+        if inc is None or src in self._pinned:
+            return False
+        configs = self._configs
+        current = configs.current
+        if src in current.voters or src in current.learners:
+            bound = current.incarnation_of(src)
+        else:
+            committed = configs.committed(self._commit)
+            if src not in committed.voters and src not in committed.learners:
+                return False  # not listed (a joiner's leader, a vouched one): nothing to pin
+            bound = committed.incarnation_of(src)
+        if bound is not None:
+            return False  # the configuration binds it: the binding rules
+        self._pinned[src] = inc
+        return True
+
+    def _pinned_incarnations(self) -> dict[NodeId, str]:
+        """The pins the sender rule holds unbound members to. A hook: the simulator's
+        UnboundAnyIncarnation mutant keeps pinning (``Status.pinned``) but ignores them."""
+        return self._pinned
 
     def _live_incarnation(self, heard: str | None) -> str | None:
         """The incarnation the sender rule holds our live leader's id to: the one we hear it
@@ -143,5 +267,8 @@ class GateLayer(ElectionLayer):
         """Is ``msg``'s sender a member our configurations list, at its bound incarnation?"""
         configs = self._configs
         return listed_sender(
-            msg, current=configs.current, committed=configs.committed(self._commit)
+            msg,
+            current=configs.current,
+            committed=configs.committed(self._commit),
+            pinned=self._pinned_incarnations(),
         )

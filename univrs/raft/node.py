@@ -142,6 +142,8 @@ class RaftNode(GateLayer):
         self._vouched = None
         self._led_term = 0
         self._led_by = None
+        self._refused_leader_at = None
+        self._probed_at = None
         self._now = 0
         self._election_elapsed = 0
         self._randomized_timeout = config.election_ticks_min
@@ -162,6 +164,7 @@ class RaftNode(GateLayer):
         self._heard_leader_at = 0 if hs.term > 1 else -config.election_ticks_min
         self._refused = {}
         self._leader_incarnation = (None, None)
+        self._pinned = {}
         self._forwarded = ForwardedReads()
         # Request ids of forwarded reads: a random base per process (a restart starts elsewhere
         # in 2^62, so no answer to an earlier process's request can match), then +1 each.
@@ -194,8 +197,11 @@ class RaftNode(GateLayer):
             self._tick_leader()
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout and self._promotable():
-                self._hup(transfer=False)
+            if self._election_elapsed >= self._randomized_timeout:
+                if self._promotable():
+                    self._hup(transfer=False)
+                else:
+                    self._maybe_probe()  # a learner refusing a leader: ask for a vouch
 
     def step(self, msg: Message) -> None:
         """Handle a message from a peer. Stale or unexpected messages are dropped, never raise."""
@@ -492,6 +498,7 @@ class RaftNode(GateLayer):
             refused=tuple(sorted(self._refused.items())),
             config_index=self._configs.current_index,
             lease=self._role is Role.LEADER and self._lease_valid(),
+            pinned=tuple(sorted(self._pinned.items())),
         )
 
     def problems(self) -> list[str]:

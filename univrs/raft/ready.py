@@ -248,3 +248,6 @@ class Status:
     refused: tuple[tuple[str, int], ...] = ()
     config_index: int = 0  # log index of ``membership`` (0: the initial configuration)
     lease: bool = False  # leader only: it holds a read lease now (RaftConfig.read_lease)
+    # Members the configuration binds to no incarnation yet, held to the incarnation this
+    # process first took a message from under their id (univrs/raft/gate.py ``_maybe_pin``).
+    pinned: tuple[tuple[NodeId, str], ...] = ()

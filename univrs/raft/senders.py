@@ -41,9 +41,17 @@ it must let through (docs/core-api.md, "Who may send a message"):
     the lagging member, whose pre-votes its listed peers reject, hears the leader they
     follow. A made-up id is never vouched for, so it cannot pick a term, nor lead a node in
     an election's window (after a listed candidate's vote request showed it the new term).
-    A vouch counts only from a listed member (a stranger's vote answer is refused here) and
-    only for the term it names, when that is not below the node's own. A listed id of
-    another incarnation (a replaced member that leads now) is still heard.
+    A vouch counts only from a listed member's id (a made-up id's vote answer is refused
+    here; a listed id's at another incarnation is refused too, never a vote, but gate.py
+    notes its vouch) and only for the term it names, when that is not below the node's own.
+    A learner, which never campaigns, asks for vouches with a pre-vote probe (gate.py
+    ``_maybe_probe``). A listed id of another incarnation (a replaced member that leads
+    now) is still heard.
+* Unbound members are pinned: for an id the configuration binds to no incarnation yet (a
+  bootstrap configuration, until the leader's binding change), ``pinned`` holds the first
+  incarnation this process took a message from under it (gate.py ``_maybe_pin``), and the
+  id is held to it as if the configuration bound it (none attested counts as another): a
+  leader counts acknowledgements, and a candidate votes, of one incarnation per such id.
 * The leader this node follows stays a known sender (at the incarnation its messages were
   attested with when we adopted it), whatever the configuration says: a leader that
   removed itself hands leadership over with TimeoutNow once the removal commits
@@ -80,7 +88,7 @@ Pure, like the rest of the core: the node passes what it knows.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 
 from univrs.raft.messages import (
     AppendEntries,
@@ -137,18 +145,38 @@ def _lists(m: Membership, node: NodeId) -> bool:
     return node in m.voters or node in m.learners
 
 
-def listed_sender(msg: Message, *, current: Membership, committed: Membership) -> bool:
+def _held_to(
+    config: Membership, src: NodeId, attested: str | None, pinned: Mapping[NodeId, str] | None
+) -> bool:
+    """Is ``src``, listed by ``config``, heard at ``attested`` as the member listed? At the
+    incarnation the configuration binds it to (or with none attested); an id it binds to none
+    at the one pinned for it (``pinned``: the first this process took; ``attested`` must
+    match), or at any while none is pinned."""
+    bound = config.incarnation_of(src)
+    if bound is not None:
+        return attested is None or attested == bound
+    pin = pinned.get(src) if pinned else None
+    return pin is None or attested == pin
+
+
+def listed_sender(
+    msg: Message,
+    *,
+    current: Membership,
+    committed: Membership,
+    pinned: Mapping[NodeId, str] | None = None,
+) -> bool:
     """Is ``msg``'s sender a voter or learner of ``current`` or ``committed``, at the
-    incarnation that configuration binds it to (or with none attested or bound)?"""
+    incarnation that configuration binds it to (or with none attested or bound; for an
+    unbound id with a pin, at the pinned one)?"""
     src = msg.src
     if _lists(current, src):
-        bound = current.incarnation_of(src)
+        config = current
     elif _lists(committed, src):
-        bound = committed.incarnation_of(src)
+        config = committed
     else:
         return False
-    attested = msg.sender_incarnation
-    return attested is None or bound is None or attested == bound
+    return _held_to(config, src, msg.sender_incarnation, pinned)
 
 
 def sender_refusal(
@@ -165,6 +193,7 @@ def sender_refusal(
     unlisted_leader: NodeId | None = None,
     unlisted_incarnation: str | None = None,
     held_leader: NodeId | None = None,
+    pinned: Mapping[NodeId, str] | None = None,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -182,6 +211,9 @@ def sender_refusal(
     ``held_leader`` (default ``live_leader``): the id held to ``live_incarnation``, also the
     leader of the node's current term for a message of that term once its lease lapsed (one
     leader a term, at one incarnation).
+    ``pinned``: for members the configuration binds to no incarnation, the incarnation this
+    process first took a message from under their id; such an id is held to it as if the
+    configuration bound it (another incarnation, or none attested, is a stranger's).
     """
     src = msg.src
     if not current.voters and not current.learners:
@@ -200,12 +232,10 @@ def sender_refusal(
         config = committed
     else:
         config = None
-    if config is not None:
-        bound = config.incarnation_of(src)
-        if attested is None or bound is None or attested == bound:
-            return None
-        # Another incarnation than our listing: either our listing is the stale one (the
-        # transport lets a sender whose binding is newer through) or a forgery.
+    if config is not None and _held_to(config, src, attested, pinned):
+        return None
+    # (Listed at another incarnation than our listing binds or pinned: either our listing is
+    # the stale one (the transport lets a sender whose binding is newer through) or a forgery.)
     # A stranger, or a member of another incarnation: only our leader, or a leader to adopt.
     if src == live_leader:
         return None  # the leader we follow, at its incarnation (a change may have removed it)

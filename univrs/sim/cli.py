@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         help="each node's state machine in memory (default) or persisted in LMDB, resumed "
         "from it at a restart (univrs/sim/statestore.py)",
     )
+    p.add_argument(
+        "--unbound-bootstrap",
+        action="store_true",
+        help="the bootstrap configuration binds no member to an incarnation, as the product's "
+        "does until the leader's binding change (default: bound from the start)",
+    )
     p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     return p
@@ -62,6 +68,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             width = max(len(n) for n in ALL_MUTANTS)
             if name in LEASE_MUTANTS:
                 print(f"{name:{width}} {m.description} (lease mode)", file=out)
+                continue
+            if m.unbound_bootstrap:
+                print(f"{name:{width}} {m.description} (unbound bootstrap)", file=out)
                 continue
             print(f"{name:{width}} {m.description}", file=out)
         return 0
@@ -85,6 +94,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         what += f", lease reads with clocks {args.lease} the bound"
     if args.state_backend != "memory":
         what += f", state in {args.state_backend}"
+    if args.unbound_bootstrap:
+        what += ", unbound bootstrap"
     if args.seed is None or args.verbose:
         print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
 
@@ -124,6 +135,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         unlisted_leaders=unlisted,
         lease=args.lease,
         state_backend=args.state_backend,
+        unbound_bootstrap=args.unbound_bootstrap,
     )
     ran = summary.passed + (1 if summary.failure else 0)
     rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"

@@ -151,6 +151,15 @@ class Simulation(ReadyRuntime):
     # an LMDB env per data dir, resumed from it at a restart, a crash losing its unsynced
     # commits half the time). Its RNG is its own: with "memory" a seed runs as before.
     state_backend: str = "memory"
+    # The bootstrap configuration binds no member to an incarnation, as the product's does
+    # until the leader's binding change, which the operator makes as its first batch (in
+    # seeds without membership changes they stay unbound for the whole run). False (the
+    # default, and every pinned seed): the simulator binds them from the start. The cores
+    # hold such a member to the first incarnation they take (gate.py ``_maybe_pin``); wipes
+    # spare the bootstrap members, and a removed bootstrap id is never added again
+    # (membership.py ``unbound_ids``: a member lagging at the bootstrap entry lists them
+    # unbound for good).
+    unbound_bootstrap: bool = False
 
     rng: random.Random = attrs.field(init=False)
     node_ids: list[NodeId] = attrs.field(init=False)  # every node: initial voters and spares
@@ -205,7 +214,9 @@ class Simulation(ReadyRuntime):
         self.membership = Membership(
             voters=frozenset(voters),
             addresses=tuple((n, address(n)) for n in voters),
-            incarnations=tuple((n, incarnations[n]) for n in voters),
+            incarnations=()
+            if self.unbound_bootstrap
+            else tuple((n, incarnations[n]) for n in voters),
         )
         self.checker = Checker(
             voters=voters,
@@ -286,6 +297,7 @@ class Simulation(ReadyRuntime):
                 every=p.member_every,
                 min_voters=p.min_voters,
                 base=self.membership,
+                unbound_ids=frozenset(voters) if self.unbound_bootstrap else frozenset(),
             )
 
     # ----------------------------------------------------------------- event queue

@@ -19,7 +19,12 @@ leads) and sends forged messages the cores must refuse by the membership rule fo
   as the node's;
 * to a candidate or pre-candidate: a granted vote answer of its term under the id of a voter
   of its configuration, from an incarnation the configuration does not bind to that id (a
-  wiped member's new data dir would send that), or from the made-up peer.
+  wiped member's new data dir would send that), or from the made-up peer; under the id of
+  a voter the configuration binds to no incarnation yet (``Simulation(unbound_bootstrap=
+  True)``) once the core pinned that voter's own incarnation (``Status.pinned``);
+* to a leader, right after it took an answer from such a pinned, unbound member: a
+  successful AppendEntriesResponse for its whole log under that member's id from another
+  incarnation.
 
 The first four are handed to the core at once (never through the network model, whose
 transport would refuse a wrong incarnation before the core sees it), right after the node
@@ -30,8 +35,9 @@ answer from a stranger. A core that accepted them would commit or install what n
 proposed, adopt a stranger's term and depose a working leader, or win an election without a
 majority. The simulator checks each forgery at once (invariant ``forgery-refused``: the core
 counts it refused and its term, vote, role, leader, log and commit are unchanged); the
-``accept-strangers``, ``stranger-votes-while-led``, ``stranger-vote-answers`` and
-``live-leader-any-incarnation`` mutants show it catches each rule's absence.
+``accept-strangers``, ``stranger-votes-while-led``, ``stranger-vote-answers``,
+``live-leader-any-incarnation`` and ``unbound-any-incarnation`` mutants show it catches each
+rule's absence.
 
 The forger draws from its own RNG, so a seed's faults and workload are the same with it or
 without it, and a correct core is not changed at all by what it refuses.
@@ -46,6 +52,7 @@ import attrs
 
 from univrs.raft.messages import (
     AppendEntries,
+    AppendEntriesResponse,
     Entry,
     EntryKind,
     InstallSnapshot,
@@ -72,6 +79,7 @@ class Forger:
     rng: random.Random
     rate: float = 0.002
     answer_rate: float = 0.02  # per tick of a campaigning node
+    ack_rate: float = 0.01  # per answer a leader takes from a pinned unbound member
     sent: int = 0  # forged messages handed to cores (the simulator counts them)
     refused: int = 0  # of which the core refused (the simulator counts them)
 
@@ -154,7 +162,12 @@ class Forger:
             return None
         m = st.membership
         pre = st.role is Role.PRE_CANDIDATE
-        voters = sorted(v for v in m.voters if v != st.id and m.incarnation_of(v) is not None)
+        # Voters it binds, and voters it binds to none yet but the core pinned (it took a
+        # message from the member's own incarnation: gate.py ``_maybe_pin``).
+        pinned = dict(st.pinned)
+        voters = sorted(
+            v for v in m.voters if v != st.id and (m.incarnation_of(v) is not None or v in pinned)
+        )
         if voters and self.rng.random() < 0.75:
             src, incarnation = self.rng.choice(voters), FORGED_INCARNATION
         else:
@@ -167,4 +180,27 @@ class Forger:
             granted=True,
             pre_vote=pre,
             sender_incarnation=incarnation,
+        )
+
+    def maybe_forge_ack(self, raft: RaftNode, heard: Message) -> Message | None:
+        """A forged acknowledgement for ``raft``, a leader that just took ``heard`` (an answer
+        from a member its configuration binds to no incarnation yet, so pinned: gate.py
+        ``_maybe_pin``), or None: a successful AppendEntriesResponse of its term for its whole
+        log under that member's id from another incarnation (a forger's, or the member's
+        wiped data dir's). Counted, it could commit what the member never received."""
+        st = raft.status()
+        if st.role is not Role.LEADER or heard.term != st.term:
+            return None
+        m = st.membership
+        if m.incarnation_of(heard.src) is not None or heard.src not in dict(st.pinned):
+            return None  # bound (the transport and the configuration), or not pinned
+        if self.rng.random() >= self.ack_rate:
+            return None
+        return AppendEntriesResponse(
+            term=st.term,
+            src=heard.src,
+            dst=st.id,
+            success=True,
+            index=st.last_index,
+            sender_incarnation=FORGED_INCARNATION,
         )

@@ -103,6 +103,7 @@ class Change:
     """One membership change of a batch: what it does and the configuration it leads to."""
 
     kind: str  # "add" | "promote" | "remove" | "rebind" (a member, as a learner, to a new disk)
+    # | "bind" (every member the configuration binds to no incarnation, to its disk's)
     node: NodeId
     desired: Membership
     of_leader: bool = False  # removes the node that led when it was planned
@@ -128,6 +129,9 @@ class Operator:
     proposed_configs: list[Membership] = attrs.field(factory=list)
     accepted_by: tuple[NodeId, int] | None = None  # the leader (id, term) that took pending[0]
     next_at: int = 0  # simulated time of the next batch
+    # The unbound bootstrap's members: never wiped, never added again once removed (a member
+    # lagging at the bootstrap entry lists them unbound; docs/simulator.md, "Unbound bootstrap").
+    unbound_ids: frozenset[NodeId] = frozenset()
     since: int = 0  # when pending[0] became the first change of the batch
     lingering: dict[NodeId, int] = attrs.field(factory=dict)  # removed node -> stop time
     was_member: set[NodeId] = attrs.field(factory=set)  # nodes once members (rejoins count)
@@ -189,6 +193,10 @@ class Operator:
             # vote requests are ignored, as in etcd): a liveness hazard, not one of safety.
             return False
         if self._wiped():
+            return False
+        if sn.id in self.unbound_ids or b.incarnation_of(sn.id) is None:
+            # Also after the binding change: a member lagging at the bootstrap entry takes the
+            # wiped data dir as the member once a restart forgot its pin (3 nodes, seed 43031).
             return False
         return sn.id not in b.voters or len(b.voters) >= 3
 
@@ -352,7 +360,11 @@ class Operator:
         leader = sim.current_leader()
         leader_id = leader.id if leader is not None else None
         why = ""
-        if wiped:
+        unbound = sorted(n for n in b.members if b.incarnation_of(n) is None)
+        if unbound and not wiped:
+            # First of all, as the product's leader does (``record_incarnations``).
+            plan = [("bind", unbound[0])]
+        elif wiped:
             # Like `univrs cluster join --replace`: the member becomes a learner bound to its
             # new incarnation (one change), or (the long way) is removed and added again.
             node = wiped[0]
@@ -374,7 +386,10 @@ class Operator:
                 why = "replace"
         m = b
         for what, node in plan:
-            if what == "rebind":
+            if what == "bind":
+                pairs = {*m.incarnations, *((n, sim.nodes[n].disk.incarnation) for n in unbound)}
+                m = attrs.evolve(m, incarnations=tuple(sorted(pairs)))
+            elif what == "rebind":
                 m = with_learner(
                     attrs.evolve(m, voters=m.voters - {node}),
                     node,
@@ -412,6 +427,7 @@ class Operator:
             for n in sim.node_ids
             if n not in b.members
             and n not in avoid
+            and n not in self.unbound_ids
             and (n not in self.lingering or self._pre_vote())
         ]
         can_remove = len(voters) - self.min_voters

@@ -109,6 +109,15 @@ class LiveLeaderAnyIncarnation(RaftNode):
         return None
 
 
+class UnboundAnyIncarnation(RaftNode):
+    """Hears a member its configuration binds to no incarnation yet at any incarnation, not
+    only at the first one it took (gate.py ``_maybe_pin``): a leader counts a forger's (or a
+    wiped data dir's) acknowledgements under the member's id, a candidate its votes."""
+
+    def _pinned_incarnations(self) -> dict[str, str]:
+        return {}
+
+
 class ChangeBeforeTermCommit(RaftNode):
     """Starts a configuration change before committing an entry of its term (the 2015 bug)."""
 
@@ -204,6 +213,7 @@ class Mutant:
     proposals: type[PendingProposals[Any]] = PendingProposals
     kv: type[KvStore] = KvStore
     lease: str = "off"  # the simulator's lease mode this mutant needs (cluster.py)
+    unbound_bootstrap: bool = False  # needs a bootstrap configuration that binds no one
 
 
 def _mutant(
@@ -212,6 +222,7 @@ def _mutant(
     proposals: type[PendingProposals[Any]] | None = None,
     kv: type[KvStore] = KvStore,
     lease: str = "off",
+    unbound_bootstrap: bool = False,
 ) -> Mutant:
     broken: type = kv if kv is not KvStore else (proposals or cls)
     doc = (broken.__doc__ or "").strip().splitlines()[0]
@@ -222,6 +233,7 @@ def _mutant(
         proposals=proposals or PendingProposals,
         kv=kv,
         lease=lease,
+        unbound_bootstrap=unbound_bootstrap,
     )
 
 
@@ -244,6 +256,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("stranger-votes-while-led", StrangerVotesWhileLed),
         _mutant("stranger-vote-answers", StrangerVoteAnswers),
         _mutant("live-leader-any-incarnation", LiveLeaderAnyIncarnation),
+        _mutant("unbound-any-incarnation", UnboundAnyIncarnation, unbound_bootstrap=True),
         _mutant("batch-shared-revision", kv=BatchSharedRevision),
         _mutant("revision-from-index", kv=RevisionFromIndex),
     )
@@ -277,6 +290,11 @@ def proposals_factory(mutant: str | None) -> type[PendingProposals[Any]]:
 def mutant_lease(mutant: str | None) -> str:
     """The lease mode the named mutant runs in ("off" for most)."""
     return "off" if mutant is None else _get(mutant).lease
+
+
+def mutant_unbound_bootstrap(mutant: str | None) -> bool:
+    """Does the named mutant need the unbound bootstrap configuration (cluster.py)?"""
+    return mutant is not None and _get(mutant).unbound_bootstrap
 
 
 def kv_factory(mutant: str | None) -> type[KvStore]:

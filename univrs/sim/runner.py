@@ -17,6 +17,7 @@ from univrs.sim.mutants import (
     ALL_MUTANTS,
     kv_factory,
     mutant_lease,
+    mutant_unbound_bootstrap,
     node_factory,
     proposals_factory,
 )
@@ -38,6 +39,7 @@ class SeedResult:
     unlisted_leaders: bool | None = None
     lease: str = "off"
     state_backend: str = "memory"
+    unbound_bootstrap: bool = False
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -58,6 +60,7 @@ class SeedResult:
             unlisted_leaders=self.unlisted_leaders,
             lease=self.lease,
             state_backend=self.state_backend,
+            unbound_bootstrap=self.unbound_bootstrap,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -88,11 +91,14 @@ def replay_command(
     unlisted_leaders: bool | None = None,
     lease: str = "off",
     state_backend: str = "memory",
+    unbound_bootstrap: bool = False,
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
     if ticks != DEFAULT_TICKS:
         cmd += f" --ticks {ticks}"
+    if unbound_bootstrap and not mutant_unbound_bootstrap(mutant):
+        cmd += " --unbound-bootstrap"
     if state_backend != "memory":
         cmd += f" --state-backend {state_backend}"
     if lease != "off":
@@ -114,6 +120,7 @@ def run_seed(
     unlisted_leaders: bool | None = None,
     lease: str = "off",
     state_backend: str = "memory",
+    unbound_bootstrap: bool = False,
 ) -> SeedResult:
     """Simulate one seed; never raises for a failing run (the result says why it failed).
 
@@ -122,7 +129,9 @@ def run_seed(
     """
     if lease == "off":
         lease = mutant_lease(mutant)
+    unbound_bootstrap = unbound_bootstrap or mutant_unbound_bootstrap(mutant)
     sim = Simulation(
+        unbound_bootstrap=unbound_bootstrap,
         unlisted_leaders=unlisted_leaders,
         lease=lease,
         seed=seed,
@@ -145,6 +154,7 @@ def run_seed(
             unlisted_leaders=unlisted_leaders,
             lease=lease,
             state_backend=state_backend,
+            unbound_bootstrap=unbound_bootstrap,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -158,6 +168,7 @@ def run_seed(
         unlisted_leaders=unlisted_leaders,
         lease=lease,
         state_backend=state_backend,
+        unbound_bootstrap=unbound_bootstrap,
         stats=stats,
     )
 
@@ -173,6 +184,7 @@ def run_seeds(
     unlisted_leaders: bool | None = None,
     lease: str = "off",
     state_backend: str = "memory",
+    unbound_bootstrap: bool = False,
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
     if mutant is not None and mutant not in ALL_MUTANTS:
@@ -189,6 +201,7 @@ def run_seeds(
             unlisted_leaders=unlisted_leaders,
             lease=lease,
             state_backend=state_backend,
+            unbound_bootstrap=unbound_bootstrap,
         )
         if on_result is not None:
             on_result(r)

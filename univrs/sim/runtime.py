@@ -45,9 +45,11 @@ from univrs.raft.interpreter import (
 )
 from univrs.raft.messages import (
     AppendEntries,
+    AppendEntriesResponse,
     Entry,
     EntryKind,
     Heartbeat,
+    HeartbeatResponse,
     Message,
     NodeId,
     ReadIndexRequest,
@@ -482,8 +484,11 @@ class ReadyRuntime:
         raft.step(attrs.evolve(m, sender_incarnation=attested))
         self.drain(sn)
         sn.foreign_answer = False
-        if self.forger is not None and isinstance(m, AppendEntries | Heartbeat):
-            self._forge(sn, m)
+        if self.forger is not None:
+            if isinstance(m, AppendEntries | Heartbeat):
+                self._forge(sn, m)
+            elif isinstance(m, AppendEntriesResponse | HeartbeatResponse) and sn.raft is not None:
+                self._hand_forgery(sn, self.forger.maybe_forge_ack(sn.raft, m))
 
     def _forge(self, sn: SimNode, heard: Message) -> None:
         """Maybe hand ``sn`` a forged message right after it heard ``heard`` (forger.py)."""
