@@ -17,7 +17,7 @@ import pytest
 
 # Node-id prefixes (relative to the repository root) of tests that take long.
 SLOW = (
-    "tests/test_sim.py::test_many_seeds_pass",
+    "tests/test_sim_runs.py::test_many_seeds_pass",
     "tests/test_mutants.py::test_mutant_is_caught_and_its_seed_replays",
     "tests/test_mutants.py::test_replay_in_a_fresh_process",
 )
@@ -56,8 +56,8 @@ SOAK = (
     # 90 s and 107 s (loaded). The second half of the simulator's seed sweep (seeds 51-100 at
     # 3 and 5 nodes); seeds 1-50 at each stay in the default run (the plaintext gap's seed 40
     # too), every mutant keeps its own test (tests/test_mutants.py).
-    "tests/test_sim.py::test_many_seeds_pass[51-3]",
-    "tests/test_sim.py::test_many_seeds_pass[51-5]",
+    "tests/test_sim_runs.py::test_many_seeds_pass[51-3]",
+    "tests/test_sim_runs.py::test_many_seeds_pass[51-5]",
     # 11 s (loaded). Covered: test_fuzz_surfaces::test_hostile_clients_get_answers_never_a_bug
     # (every surface, every kind of hostile value, seed 1, fewer rounds).
     "tests/api/test_fuzz_surfaces.py::test_hostile_clients_at_length",

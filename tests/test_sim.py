@@ -1,19 +1,24 @@
-"""The cluster simulator: many seeds must pass, and each invariant checker must catch a breach."""
+"""The cluster simulator's invariant checkers: each must catch a breach (whole runs:
+tests/test_sim_runs.py)."""
 
 from __future__ import annotations
-
-import io
 
 import attrs
 import pytest
 
-from univrs.raft import RaftNode
-from univrs.raft.messages import Entry, EntryKind, Membership, encode_membership
+from tests.sim_helpers import (
+    NODES,
+    apply_all,
+    config,
+    durable_everywhere,
+    entry,
+    expect,
+    write,
+)
+from univrs.raft.messages import Entry, Membership
 from univrs.raft.ready import Role
 from univrs.sim import checker as ck
-from univrs.sim.checker import Checker, InvariantViolation
-from univrs.sim.cli import main
-from univrs.sim.cluster import Simulation
+from univrs.sim.checker import Checker
 from univrs.sim.kv import (
     KvStore,
     KvWrite,
@@ -22,45 +27,6 @@ from univrs.sim.kv import (
     encode_batch,
     encode_write,
 )
-from univrs.sim.runner import run_seed
-
-NODES = ["a", "b", "c"]
-
-
-def entry(index: int, term: int, data: bytes = b"") -> Entry:
-    kind = EntryKind.NORMAL if data else EntryKind.NOOP
-    return Entry(index=index, term=term, kind=kind, data=data)
-
-
-def config(index: int, term: int, voters: str) -> Entry:
-    """A CONFIG entry whose voters are the letters of ``voters``."""
-    data = encode_membership(Membership(voters=frozenset(voters)))
-    return Entry(index=index, term=term, kind=EntryKind.CONFIG, data=data)
-
-
-def write(index: int, term: int, key: str, value: str) -> Entry:
-    w = KvWrite(client=0, op=index, key=key, value=value)
-    return entry(index, term, encode_write(w))
-
-
-def durable_everywhere(c: Checker, entries: list[Entry], nodes: list[str] = NODES) -> None:
-    for n in nodes:
-        c.observe_issued(n, None, entries)
-        c.observe_durable(n, None, entries)
-
-
-def apply_all(c: Checker, node: str, entries: list[Entry]) -> None:
-    for e in entries:
-        if e.kind is EntryKind.NORMAL:
-            w = decode_write(e.data)
-            c.observe_apply(node, e, w, effect=True)
-        else:
-            c.observe_apply(node, e)
-
-
-def expect(invariant: str) -> pytest.RaisesExc[InvariantViolation]:
-    return pytest.raises(InvariantViolation, match=f"^{invariant}:")
-
 
 # ------------------------------------------------------------------ the checkers themselves
 
@@ -462,192 +428,3 @@ def test_a_stale_node_electable_with_empty_nodes_is_caught() -> None:
     c = stale_c_after_two_removals(wipe=True)
     with expect(ck.COMMITTED_DURABLE):
         apply_all(c, "a", [write(4, 2, "x", "1")])
-
-
-# ------------------------------------------------------------------ whole runs
-
-SEEDS = 100  # per node count (the 2000-seed sweeps are run by hand: docs/simulator.md)
-CHUNK = 50
-
-
-@pytest.mark.parametrize("nodes", [3, 5])
-@pytest.mark.parametrize("first", range(1, SEEDS + 1, CHUNK))
-def test_many_seeds_pass(nodes: int, first: int) -> None:
-    for seed in range(first, first + CHUNK):
-        r = run_seed(seed, nodes=nodes)
-        if (nodes, seed) in PLAINTEXT_GAP:
-            # The open plaintext gap (docs/security.md): it must fail on liveness only, and
-            # pass with TLS's rule; any other failure, or a pass, is news.
-            assert not r.ok and r.invariant == ck.LIVENESS, (seed, r.invariant, r.detail)
-            assert run_seed(seed, nodes=nodes, unlisted_leaders=True).ok, seed
-            continue
-        assert r.ok, f"{r.invariant}: {r.detail}\n" + "\n".join(r.trace) + f"\n{r.replay}"
-
-
-@pytest.mark.parametrize(("nodes", "seeds"), [(3, 40), (5, 20)])
-def test_seeds_pass_with_the_nodes_lazy_commit_notices(nodes: int, seeds: int) -> None:
-    # The cores as nodes run them (NodeConfig.raft_config: lazy_commit_notice_bytes 1024, a
-    # small commit rides on the next append or goes at the next tick); the sweeps above keep
-    # the core's default (0), with which their pinned seeds were found.
-    for seed in range(1, seeds + 1):
-        r = Simulation(seed=seed, n_nodes=nodes, commit_notice_bytes=1024)
-        try:
-            r.run()
-        except InvariantViolation as exc:
-            raise AssertionError(f"seed {seed}: {exc}\n" + "\n".join(r.format_trace())) from exc
-
-
-# Seeds that draw plaintext (``unlisted_leaders`` off) and hit the open gap named in
-# docs/security.md: no live member the lagging voter lists can vouch for the leader it needs
-# (its only live listed peer was wiped), so a 3-voter cluster stays leaderless until an
-# operator steps in. They pass with TLS (unlisted leaders on).
-PLAINTEXT_GAP = frozenset({(3, 40)})
-
-
-def test_a_seed_replays_exactly() -> None:
-    a = run_seed(11, nodes=5)
-    b = run_seed(11, nodes=5)
-    assert a.ok and b.ok
-    assert a.stats == b.stats
-    assert a.stats is not None and a.stats.writes_acked > 0 and a.stats.reads_served > 0
-
-
-def test_cli_prints_the_pass_line() -> None:
-    out = io.StringIO()
-    assert main(["--seeds", "2", "--seed", "5", "--nodes", "3"], out=out) == 0
-    lines = out.getvalue().splitlines()
-    assert lines[-1] == "2 seeds passed"
-    assert "seeds/s" in lines[-2]
-
-
-def test_cli_rejects_bad_arguments() -> None:
-    for args in (["--nodes", "2"], ["--nodes", "8"], ["--mutant", "nope"], ["--seeds", "0"]):
-        assert main(args, out=io.StringIO()) == 2
-
-
-class _Crashing(RaftNode):
-    """A core that fails an assertion after a while."""
-
-    def tick(self) -> None:
-        super().tick()
-        assert self.status().term < 3, "boom"
-
-
-class _Inconsistent(RaftNode):
-    """A core whose self-checks report a broken invariant after a while."""
-
-    def problems(self) -> list[str]:
-        st = self.status()
-        return [f"{self.id}: commit {st.commit} is odd"] if st.commit > 3 and st.commit % 2 else []
-
-
-class _Mute(RaftNode):
-    """A core that never campaigns: no leader, ever."""
-
-    def tick(self) -> None:
-        pass
-
-
-def test_a_core_exception_is_reported_as_a_failure() -> None:
-    sim = Simulation(seed=3, n_nodes=3, ticks=300, node_factory=_Crashing)
-    with expect(ck.CORE_EXCEPTION):
-        sim.run()
-
-
-def test_the_cores_own_invariants_are_checked_after_every_step() -> None:
-    sim = Simulation(seed=3, n_nodes=3, ticks=300, node_factory=_Inconsistent)
-    with expect(ck.CORE_INVARIANT):
-        sim.run()
-
-
-def test_a_cluster_without_progress_fails_liveness() -> None:
-    sim = Simulation(seed=3, n_nodes=3, ticks=50, quiet_ticks=50, node_factory=_Mute)
-    with expect(ck.LIVENESS):
-        sim.run()
-
-
-def test_snapshot_with_wrong_state_or_term_is_caught() -> None:
-    c = Checker(voters=NODES)
-    log = [entry(1, 1), write(2, 1, "x", "v2"), write(3, 1, "y", "v3")]
-    durable_everywhere(c, log)
-    apply_all(c, "a", log)
-    c.observe_snapshot("b", 3, 1, durable=False)  # right snapshot: fine
-    c.check_snapshot_state("b", 3, {"x": "v2", "y": "v3"})
-    with expect(ck.STATE_MACHINE_SAFETY):
-        c.check_snapshot_state("b", 2, {"x": "v2", "y": "v3"})  # y was not written by index 2
-    with expect(ck.STATE_MACHINE_SAFETY):
-        c.observe_snapshot("c", 3, 2, durable=True)  # the entry at 3 is of term 1
-    with expect(ck.READY_CONTRACT):
-        c.observe_snapshot("c", 4, 1, durable=True)  # nothing is committed at 4
-
-
-def test_snapshots_membership_and_the_write_path_happen_across_seeds() -> None:
-    taken = installed = changes = leader_removals = rejoins = 0
-    forwards = conflicts = unknown = batches = batched = 0
-    for seed in range(1, 40):
-        r = run_seed(seed, nodes=3, ticks=600)
-        assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
-        assert r.stats is not None
-        taken += r.stats.snapshots
-        installed += r.stats.installs
-        changes += r.stats.config_changes
-        leader_removals += r.stats.leader_removals
-        rejoins += r.stats.rejoins
-        forwards += r.stats.forwards
-        conflicts += r.stats.writes_conflict
-        unknown += r.stats.writes_unknown
-        batches += r.stats.batch_entries
-        batched += r.stats.batched_writes
-    assert taken > 0 and installed > 0
-    assert batched > batches > 0  # batch entries are committed, of several writes each
-    assert forwards > 0 and conflicts > 0 and unknown > 0  # the API's write path is exercised
-    assert changes > 0 and leader_removals > 0 and rejoins > 0
-
-
-def test_incarnations_wipes_repairs_and_divergence_happen_across_seeds() -> None:
-    totals = {"repairs": 0, "replaced": 0, "diverged": 0, "refused": 0, "covered": 0}
-    for seed in range(1, 30):
-        r = run_seed(seed, nodes=5, ticks=1000)
-        assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
-        assert r.stats is not None
-        for k in totals:
-            totals[k] += getattr(r.stats, k)
-    assert all(totals.values()), totals
-
-
-def test_a_core_that_does_not_know_its_incarnation_can_elect_an_amnesiac() -> None:
-    # A wiped node re-added under its id replays a configuration where its old incarnation was
-    # the only voter; a core that does not know its own incarnation (as before issue 10) would
-    # elect itself there with a log lacking committed entries. The simulator found it; the
-    # core now takes RaftNode(incarnation=...) and does not campaign as another incarnation.
-    # (Seed 19 until the sender rule of issue 12 changed its course; 44 until crash loops
-    # targeted the leader and lived up to 20 ticks; 19 again since; one entry per write, as
-    # before batch entries changed the course of every seed; 377 since the leader keeps removed
-    # members a few heartbeat rounds longer.) With unlisted leaders on.
-    sim = Simulation(
-        seed=377, n_nodes=3, core_incarnation=False, batch_entries=False, unlisted_leaders=True
-    )
-    with expect(ck.COMMITTED_DURABLE):
-        sim.run()
-    assert (
-        Simulation(seed=377, n_nodes=3, batch_entries=False, unlisted_leaders=True).run().seed
-        == 377
-    )
-
-
-def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
-    # A learner that installs a snapshot whose configuration lists the leader's previous
-    # incarnation refused the leader for ever under the transport's first rule (the listing
-    # always wins). The transport and the simulator now let the side with the older
-    # configuration yield (hello ``cfg``/``bound``; tests/net/test_transport_incarnation.py);
-    # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
-    # (One entry per write, with unlisted leaders on. Seed 35 until the leader kept removed
-    # members a few heartbeat rounds longer, which changed its course; 74 since.)
-    sim = Simulation(
-        seed=74, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
-    )
-    with expect(ck.LIVENESS):
-        sim.run()
-    assert (
-        Simulation(seed=74, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed == 74
-    )
