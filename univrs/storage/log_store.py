@@ -20,7 +20,7 @@ Log invariants, checked when the store opens (and by ``append`` for each new bat
 Every entry and record carries a CRC-32 (see ``layout``), verified on every read and, for all
 entries, at open. Transactions, map growth, threads and error translation: see ``env``; creating
 a store and refusing a data dir that lost its state: ``datadir``; offline ``defrag``:
-``defragment``.
+``defragment``; storing and reading the snapshot: ``log_snapshot``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import itertools
 import os
 import pathlib
 import weakref
-import zlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -58,6 +57,7 @@ from univrs.storage.datadir import (
 from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StorageStatistics, StoreEnv
 from univrs.storage.layout import Corrupt
+from univrs.storage.log_snapshot import SnapshotStorage, _require
 from univrs.storage.stored_snapshot import StoredSnapshot
 
 if TYPE_CHECKING:
@@ -71,15 +71,8 @@ class LogCompacted(UnivrsError):
     """The requested entries were compacted into a snapshot (send the snapshot instead)."""
 
 
-def _require(cond: bool, message: str) -> None:
-    # A caller bug (e.g. the core asking for a gap in the log): crash, never persist it.
-    # Explicit rather than `assert`, so that `python -O` keeps the check.
-    if not cond:
-        raise AssertionError(message)
-
-
 @attrs.define(eq=False)
-class LogStore:
+class LogStore(SnapshotStorage):
     """One node's durable Raft state in ``<data_dir>/raft.lmdb``; open with :meth:`open`."""
 
     data_dir: pathlib.Path
@@ -382,51 +375,6 @@ class LogStore:
     def snapshot_meta(self) -> SnapshotMeta | None:
         return self._env.read(self._snapshot_meta)
 
-    def stored_snapshot(self) -> StoredSnapshot | None:
-        """The stored snapshot, read on demand (univrs/storage/stored_snapshot.py); None if
-        none. Reads its record and first chunk now, nothing else."""
-
-        def read(txn: Txn) -> StoredSnapshot | None:
-            record = self._snapshot_record(txn)
-            if record is None:
-                return None
-            meta, size, chunks, _ = record
-            step = 1
-            if chunks > 0:
-                raw = txn.get(layout.index_key(0), db=self._env.snap)
-                if raw is None:
-                    raise Corrupt(f"snapshot chunk 0 of {chunks} is missing")
-                step = len(layout.decode_chunk(0, raw))  # every chunk but the last: one save
-            if chunks != (-(-size // step) if size else 0):
-                raise Corrupt(f"snapshot at index {meta.index}: {chunks} chunks for {size} bytes")
-            return StoredSnapshot(self._env, record, max(step, 1))
-
-        snapshot = self._env.read(read)
-        if snapshot is not None:
-            self._live.add(snapshot)
-        return snapshot
-
-    def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
-        """The stored snapshot and its data, verified against its checksums; None if none."""
-
-        def read(txn: Txn) -> tuple[SnapshotMeta, bytes] | None:
-            record = self._snapshot_record(txn)
-            if record is None:
-                return None
-            meta, size, chunks, crc = record
-            parts = []
-            for number in range(chunks):
-                raw = txn.get(layout.index_key(number), db=self._env.snap)
-                if raw is None:
-                    raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
-                parts.append(layout.decode_chunk(number, raw))
-            data = b"".join(parts)
-            if len(data) != size or zlib.crc32(data) != crc:
-                raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
-            return meta, data
-
-        return self._env.read(read)
-
     # ----------------------------------------------------------------------------------------
     # Writes: one synced transaction each
     # ----------------------------------------------------------------------------------------
@@ -491,61 +439,6 @@ class LogStore:
 
         self._env.write(write)
 
-    def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
-        """Store a snapshot and its data atomically, replacing the previous one.
-
-        If the log holds the snapshot's last entry (same index and term) the log is kept
-        (``compact`` trims it later); otherwise the whole log is discarded, as it conflicts
-        with or is older than the snapshot (Raft paper Figure 13, steps 6-7).
-        """
-        for live in list(self._live):  # a stream may still read the one replaced: keep it
-            if live.touched and not live.detached:
-                live.detach()
-        crc = zlib.crc32(data)
-        # Page-sized chunks: any free page can take one (see layout.snapshot_chunk_size).
-        step = layout.snapshot_chunk_size(self._env.page_size)
-        view = memoryview(data)
-        chunks = -(-len(data) // step)
-
-        def records() -> Iterator[tuple[bytes, bytes]]:
-            # One chunk at a time: a list of them all would be a second copy of the data
-            # (212 MB at 1,000,000 + 1,000,000 objects) for the length of the write.
-            for number in range(chunks):
-                at = number * step
-                yield layout.index_key(number), layout.encode_chunk(number, view[at : at + step])
-
-        record = layout.snapshot_record(meta, size=len(data), chunks=chunks, crc=crc)
-
-        _require(meta.index >= 1 and meta.term >= 1, f"snapshot at ({meta.index}, {meta.term})")
-
-        def write(txn: Txn) -> None:
-            old = self._snapshot_meta(txn)
-            _require(
-                old is None or meta.index >= old.index,
-                f"snapshot at {meta.index} is older than the stored one at "
-                f"{old.index if old else 0}",
-            )
-            raw = txn.get(layout.index_key(meta.index), db=self._env.log)
-            same_point = old is not None and (old.index, old.term) == (meta.index, meta.term)
-            if not same_point and (
-                raw is None
-                or layout.decode_entry(layout.index_key(meta.index), raw).term != meta.term
-            ):
-                # The log conflicts with or is older than the snapshot. (A snapshot at the point
-                # the stored one covers keeps the log: it may be compacted up to exactly there.)
-                txn.drop(self._env.log, delete=False)
-            txn.drop(self._env.snap, delete=False)
-            # MDB_APPEND: the database is empty and the keys increase.
-            _, added = txn.cursor(db=self._env.snap).putmulti(records(), append=True)
-            _require(added == chunks, f"stored {added} of {chunks} chunks")
-            txn.put(
-                layout.KEY_SNAPSHOT,
-                layout.encode_record(layout.KEY_SNAPSHOT, record),
-                db=self._env.meta,
-            )
-
-        self._env.write(write)
-
     def compact(self, up_to: int) -> None:
         """Delete the entries with index <= ``up_to``; the snapshot must cover them."""
 
@@ -602,13 +495,3 @@ class LogStore:
         if raw is None:
             return HardState()
         return layout.parse_hard_state(layout.decode_record(layout.KEY_HARD_STATE, raw))
-
-    def _snapshot_record(self, txn: Txn) -> tuple[SnapshotMeta, int, int, int] | None:
-        raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
-        if raw is None:
-            return None
-        return layout.parse_snapshot(layout.decode_record(layout.KEY_SNAPSHOT, raw))
-
-    def _snapshot_meta(self, txn: Txn) -> SnapshotMeta | None:
-        record = self._snapshot_record(txn)
-        return record[0] if record is not None else None
