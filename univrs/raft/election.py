@@ -19,6 +19,8 @@ answer (see ``_on_request_vote``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from univrs.raft.follower import FollowerLayer
@@ -87,14 +89,18 @@ class ElectionLayer(FollowerLayer):
         if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
             self._become_candidate(transfer=False)
             return
+        self._send_pre_votes(self._configs.current.voters)
+
+    def _send_pre_votes(self, peers: Iterable[NodeId]) -> None:
+        """A pre-vote request for the next term to each of ``peers`` but us, in id order."""
         last_index, last_term = self._log.last_index, self._log.last_term
-        for v in sorted(self._configs.current.voters):
-            if v != self.id:
+        for peer in sorted(peers):
+            if peer != self.id:
                 self._send(
                     RequestVote(
                         term=self._term + 1,
                         src=self.id,
-                        dst=v,
+                        dst=peer,
                         last_log_index=last_index,
                         last_log_term=last_term,
                         pre_vote=True,

@@ -144,19 +144,7 @@ class GateLayer(ElectionLayer):
         if self.id not in current.voters and self.id not in current.learners:
             return False  # not in our own configuration (a joiner): we hear any leader
         self._probed_at = self._now
-        last_index, last_term = self._log.last_index, self._log.last_term
-        for peer in sorted(current.members):
-            if peer != self.id:
-                self._send(
-                    RequestVote(
-                        term=self._term + 1,
-                        src=self.id,
-                        dst=peer,
-                        last_log_index=last_index,
-                        last_log_term=last_term,
-                        pre_vote=True,
-                    )
-                )
+        self._send_pre_votes(current.members)
         return True
 
     def _answer_in_lease(self, msg: RequestVote) -> None:
