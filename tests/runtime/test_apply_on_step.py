@@ -12,7 +12,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from tests.runtime.memcluster import MemCluster, create, wait_leader, wait_until
+from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_until
 from univrs.runtime.driver import APPLY_ON_STEP_BYTES, RaftRuntime
 from univrs.runtime.events import Applied
 from univrs.sm.commands import CreateWorkload, Envelope
@@ -55,10 +55,7 @@ async def settled(cluster: MemCluster, leader: RaftRuntime) -> None:
 async def test_small_writes_one_at_a_time_apply_on_the_step_everywhere(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    cluster = MemCluster.build(nursery, ["a", "b", "c"])
-    for node_id in ("a", "b", "c"):
-        await cluster.start(node_id)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
     await settled(cluster, leader)
     queued = count_queued(cluster)
     for i in range(10):
@@ -73,10 +70,7 @@ async def test_small_writes_one_at_a_time_apply_on_the_step_everywhere(
 async def test_large_or_concurrent_commits_go_through_the_apply_loop(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    cluster = MemCluster.build(nursery, ["a", "b", "c"])
-    for node_id in ("a", "b", "c"):
-        await cluster.start(node_id)
-    leader = await wait_leader(cluster)
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
     await settled(cluster, leader)
     queued = count_queued(cluster)
     big = Envelope(
