@@ -426,7 +426,7 @@ def test_default_raft_config_in_ticks() -> None:
     assert isinstance(rc, RaftConfig)
     assert (rc.heartbeat_ticks, rc.election_ticks_min, rc.election_ticks_max) == (3, 6, 10)
     assert rc.max_bytes_per_msg <= c.max_payload_size // 2
-    # Nodes run the lazy commit notices (univrs/raft/leader.py; the core's default is eager).
+    # Nodes run the lazy commit notices (univrs/raft/commit_notice.py; the core's default is eager).
     assert rc.lazy_commit_notice_bytes == 1024 and RaftConfig().lazy_commit_notice_bytes == 0
 
 

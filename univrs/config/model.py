@@ -154,7 +154,7 @@ class NodeConfig:
             read_lease=self.read_lease,
             lease_drift_ticks=lease_drift_ticks(self.lease_drift_ms, tick),
             # Followers learn a small commit from the next append, or at the next tick
-            # (univrs/raft/leader.py, "Commit notices"; docs/performance.md, "Round 7").
+            # (univrs/raft/commit_notice.py; docs/performance.md, "Round 7").
             lazy_commit_notice_bytes=LAZY_COMMIT_NOTICE_BYTES,
         )
 

@@ -3,16 +3,19 @@
 ``RaftNode`` is one object whose code is split by topic into a single chain of layers, each
 extending the one below it::
 
-    NodeBase       base.py        fields, output queues, role changes (follow, become follower,
-                                  may I campaign), read bookkeeping
-    LeaderLayer    leader.py      replication, commit, heartbeats, CheckQuorum, ReadIndex
-                                  confirmation, configuration changes, snapshot streaming
-    SnapshotLayer  compaction.py  snapshot_taken, compaction, InstallSnapshot answers/receiving
-    FollowerLayer  follower.py    the AppendEntries receiver, commit, truncation
-    ElectionLayer  election.py    PreVote, votes, leases, becoming (pre-)candidate
-    GateLayer      gate.py        what a message must pass first: the term bound, the sender
-                                  rule (senders.py), vouches, in-lease answers
-    RaftNode       node.py        the public API and message dispatch
+    NodeBase            base.py            fields, output queues, role changes (follow, become
+                                           follower, may I campaign), read bookkeeping
+    CommitNoticeLayer   commit_notice.py   commit-only heartbeats (when a follower is told a commit)
+    SnapshotStreamLayer snapshot_stream.py InstallSnapshot sending (snapshot streaming)
+    LeaderLayer         leader.py          replication, commit, heartbeats, CheckQuorum, ReadIndex
+                                           confirmation, configuration changes
+    SnapshotLayer       compaction.py      snapshot_taken, compaction, InstallSnapshot
+                                           answers/receiving
+    FollowerLayer       follower.py        the AppendEntries receiver, commit, truncation
+    ElectionLayer       election.py        PreVote, votes, leases, becoming (pre-)candidate
+    GateLayer           gate.py            what a message must pass first: the term bound, the
+                                           sender rule (senders.py), vouches, in-lease answers
+    RaftNode            node.py            the public API and message dispatch
 
 The rule: a layer calls only methods of its own layer or of the layers below it, so every
 ``self._x()`` resolves statically to the one definition a reader (and mypy) finds by going

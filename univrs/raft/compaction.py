@@ -9,16 +9,16 @@ it returns that index so the runtime compacts storage to the same point. The lim
 min(applied, commit), keeps compaction behind what is committed *and* applied: entries past it
 may still be needed to apply or may still be replaced (the simulator's mutants break it).
 
-Leader (the sending code is in leader.py, beside the replication that starts it): a follower
-whose next entry is compacted away (``_send_append`` finds no term for its prev index) enters
-SNAPSHOT and gets the newest snapshot streamed (snapshot.py: ``SnapshotSender``) in
-``snapshot_chunk_bytes`` chunks, at most ``snapshot_window`` in flight,
-resumed from the last acknowledged offset after ``_snapshot_resume_ticks()`` ticks without
-news. Heartbeats keep flowing meanwhile (the runtime's transport carries InstallSnapshot in a
-bulk lane). When the follower reports it installed (success, offset == size) its ``match``
-becomes the snapshot index and it is probed from there. A snapshot taken mid-stream does not
-interrupt the stream: it finishes with the data it started with (a sender holds a reference),
-and a later probe that again finds its entries compacted gets the newer one.
+Leader (the sending code is in snapshot_stream.py, just below leader.py's replication that
+starts it): a follower whose next entry is compacted away (``_send_append`` finds no term for
+its prev index) enters SNAPSHOT and gets the newest snapshot streamed (snapshot.py:
+``SnapshotSender``) in ``snapshot_chunk_bytes`` chunks, at most ``snapshot_window`` in flight,
+resumed from the last acknowledged offset after ``_snapshot_resume_ticks()`` ticks without news.
+Heartbeats keep flowing meanwhile (the runtime's transport carries InstallSnapshot in a bulk
+lane). When the follower reports it installed (success, offset == size) its ``match`` becomes
+the snapshot index and it is probed from there. A snapshot taken mid-stream does not interrupt
+the stream: it finishes with the data it started with (a sender holds a reference), and a later
+probe that again finds its entries compacted gets the newer one.
 
 Follower: chunks for the snapshot being received are accepted in order; anything else is
 answered with the byte count held, so the leader resumes there. The complete data is verified

@@ -1,5 +1,6 @@
-"""The leader's half of RaftNode: replication, commit, heartbeats, CheckQuorum, ReadIndex,
-configuration changes and snapshot streaming (its theory is in compaction.py).
+"""The leader's half of RaftNode: replication, commit, heartbeats, CheckQuorum, ReadIndex and
+configuration changes. Two layers below it hold the rest: commit notices (commit_notice.py)
+and snapshot streaming (snapshot_stream.py; its theory is in compaction.py).
 
 Theory of operation
 -------------------
@@ -18,18 +19,6 @@ Heartbeats go to every peer each ``heartbeat_ticks`` with ``commit = min(commit,
 the newest ReadIndex round; answers unpause probes and unstick full pipelines (a lost append is
 retried at the next heartbeat). Every ``election_ticks_min`` ticks CheckQuorum demands that a
 quorum of voters was heard from; otherwise the leader steps down.
-
-Commit notices. Every AppendEntries carries the commit index; a follower that holds entries it
-cannot know are committed, and to which no append is about to go, needs a commit-only Heartbeat
-(which it answers). With ``lazy_commit_notice_bytes`` 0 the leader sends it at every commit.
-With N > 0 (what nodes run) a commit whose news to that follower covers at most N bytes of
-entries waits for the next append, or for the next tick if none came (``_tell_commits``): one
-client writing then costs each follower one message each way per write instead of two
-(tests/raft/test_raft_commit_notice.py). A larger commit is told at once, so the follower
-applies it while the leader applies its own copy and prepares the next batch, not when the next
-batch arrives (where the apply would delay its acknowledgement: measured, docs/performance.md,
-"Round 7"); so is a commit a follower waits for to serve a ReadIndex read we answered
-(``Progress.read_index``).
 """
 
 from __future__ import annotations
@@ -39,7 +28,6 @@ from collections.abc import Sequence
 import attrs
 
 from univrs.errors import NotLeader, ProposalDropped
-from univrs.raft.base import NodeBase
 from univrs.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -47,7 +35,6 @@ from univrs.raft.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
-    InstallSnapshot,
     Membership,
     NodeId,
     TimeoutNow,
@@ -56,11 +43,11 @@ from univrs.raft.progress import Inflights, Progress, ProgressState
 from univrs.raft.quorum import has_quorum, quorum_index
 from univrs.raft.read_only import PendingRead, WaitingRead
 from univrs.raft.ready import Role
-from univrs.raft.snapshot import SnapshotSender
+from univrs.raft.snapshot_stream import SnapshotStreamLayer
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class LeaderLayer(NodeBase):
+class LeaderLayer(SnapshotStreamLayer):
     """Leader-side behaviour of RaftNode (see the module docstring; layers: base.py)."""
 
     # ---- hooks (mutants override these; the real logic goes through them) --------------------
@@ -106,11 +93,6 @@ class LeaderLayer(NodeBase):
         an empty log as caught up.
         """
         return True
-
-    def _snapshot_resume_ticks(self) -> int:
-        """Ticks without any acknowledgement after which a stream resumes from the last
-        acknowledged offset (the connection is presumed dropped)."""
-        return self.config.election_ticks_max
 
     # ---- becoming leader, appending ----------------------------------------------------------
 
@@ -249,46 +231,6 @@ class LeaderLayer(NodeBase):
         if self._removed():
             self._hand_over()
         return True
-
-    def _notify_commit(self, old_commit: int) -> None:
-        """Tell followers a commit index they cannot know yet (``_maybe_tell_commit`` decides
-        whether now or later: module docstring, "Commit notices")."""
-        for peer, pr in self._progress.items():
-            self._maybe_tell_commit(peer, pr)
-
-    def _lazy_commit_notices(self) -> bool:
-        return self.config.lazy_commit_notice_bytes > 0
-
-    def _commit_notice_can_wait(self, pr: Progress, known: int) -> bool:
-        """May the news that entries ``commit_sent + 1 .. known`` are committed wait for the next
-        append or tick? Only if they are small and the follower waits on no read for them."""
-        limit = self.config.lazy_commit_notice_bytes
-        if limit <= 0 or pr.read_index > pr.commit_sent:
-            return False
-        lo = pr.commit_sent + 1
-        if lo <= self._log.snapshot_index:
-            return False
-        news = self._log.slice(lo, known - lo + 1, limit)
-        return len(news) == known - lo + 1 and sum(len(e.data) for e in news) <= limit
-
-    def _tell_commits(self) -> None:
-        """Each tick (lazy notices): tell every follower a commit index no append told it."""
-        for peer, pr in self._progress.items():
-            self._maybe_tell_commit(peer, pr, now=True)
-
-    def _maybe_tell_commit(self, peer: NodeId, pr: Progress, *, now: bool = False) -> None:
-        """Send ``peer`` a commit-only heartbeat if it holds committed entries it cannot know
-        are committed (and no append to it is about to carry the news), unless the news may
-        wait (``now``: it may not)."""
-        known = min(self._commit, pr.match)
-        if known <= pr.commit_sent or pr.state is not ProgressState.REPLICATE:
-            return
-        if pr.next <= self._log.last_index and not pr.is_paused():
-            return  # an append goes out to it with the new commit
-        if not now and self._commit_notice_can_wait(pr, known):
-            return
-        pr.commit_sent = known
-        self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=known, ctx=0))
 
     def _removed(self) -> bool:
         """Is the configuration that removes (or demotes) us committed?"""
@@ -513,46 +455,6 @@ class LeaderLayer(NodeBase):
             self._leader_reads.ack(msg.src, msg.ctx)
             self._confirm_reads()
 
-    # ---- snapshot streaming (compaction.py has the theory; snapshot.py the sender) ----------
-
-    def _start_snapshot(self, peer: NodeId, pr: Progress) -> None:
-        """``peer`` needs compacted entries: stream the newest snapshot (once we have its data)."""
-        pr.become_snapshot()
-        snap = self._snapshot
-        if snap is None:
-            return  # restarted and not given the data yet: snapshot_taken starts the stream
-        assert snap.meta.index >= pr.next - 1, f"snapshot {snap.meta} behind {peer}'s needs"
-        pr.snapshot = SnapshotSender(
-            snapshot=snap,
-            chunk_bytes=self.config.snapshot_chunk_bytes,
-            window=self.config.snapshot_window,
-        )
-        self._send_snapshot_chunks(peer, pr.snapshot)
-
-    def _send_snapshot_chunks(self, peer: NodeId, sender: SnapshotSender) -> None:
-        snap = sender.snapshot
-        for chunk in sender.take_chunks():
-            self._send(
-                InstallSnapshot(
-                    term=self._term,
-                    src=self.id,
-                    dst=peer,
-                    meta=snap.meta,
-                    offset=chunk.offset,
-                    data=chunk.data,
-                    done=chunk.done,
-                    total_size=snap.size,
-                    checksum=snap.checksum,
-                )
-            )
-
-    def _tick_snapshots(self) -> None:
-        resume = self._snapshot_resume_ticks()
-        for peer, pr in self._progress.items():
-            sender = pr.snapshot
-            if sender is not None and sender.tick(resume):
-                self._send_snapshot_chunks(peer, sender)
-
     # ---- ReadIndex (dissertation 6.4; read_only.py) --------------------------------------------
 
     def _lease_valid(self) -> bool:
@@ -587,15 +489,6 @@ class LeaderLayer(NodeBase):
         if new_round:
             self._broadcast_heartbeat()
         self._confirm_reads()
-
-    def _confirmed_read(self, ctx: int, requester: NodeId | None, index: int) -> None:
-        pr = self._progress.get(requester) if requester is not None else None
-        if requester is not None and pr is not None and self._lazy_commit_notices():
-            # The follower serves the read once it applied ``index``: tell it the commit
-            # index now (and as soon as its acknowledgements let it know more), not at a tick.
-            pr.read_index = max(pr.read_index, index)
-            self._maybe_tell_commit(requester, pr)
-        super()._confirmed_read(ctx, requester, index)
 
     def _confirm_reads(self) -> None:
         reads = self._leader_reads

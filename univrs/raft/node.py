@@ -10,8 +10,9 @@ each extend the one below (base.py explains the rule): ``GateLayer`` (gate.py: w
 must pass before it is acted on: the term bound, the sender rule, vouches), ``ElectionLayer``
 (election.py), ``FollowerLayer`` (follower.py: the AppendEntries receiver), ``SnapshotLayer``
 (compaction.py: snapshots, compaction, InstallSnapshot receiving), ``LeaderLayer`` (leader.py:
-replication, commit, ReadIndex confirmation, snapshot streaming) and ``NodeBase`` (base.py:
-the fields and role changes).
+replication, commit, ReadIndex confirmation), ``SnapshotStreamLayer`` (snapshot_stream.py:
+snapshot streaming), ``CommitNoticeLayer`` (commit_notice.py: commit-only heartbeats) and
+``NodeBase`` (base.py: the fields and role changes).
 
 Durability (the part that is easy to get wrong):
 - anything that claims durable state goes through ``_send_after_persist``: vote grants, append
@@ -87,12 +88,12 @@ __all__ = ["MAX_TERM", "RaftNode"]
 class RaftNode(GateLayer):
     """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
 
-    Overridable hooks (small methods the real logic goes through; the simulator's mutants
-    break them on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
-    ``_read_needs_quorum_check``, ``_max_inflight_config_changes``, ``_snapshot_resume_ticks``
-    (leader.py), ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit``
-    (compaction.py), ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal`` and
-    ``_live_incarnation`` (gate.py: who may send us messages, univrs/raft/senders.py).
+    Overridable hooks (small methods the real logic goes through; the simulator's mutants break them
+    on purpose): ``_can_commit_by_counting``, ``_self_match_index``, ``_read_needs_quorum_check``,
+    ``_max_inflight_config_changes`` (leader.py), ``_snapshot_resume_ticks`` (snapshot_stream.py),
+    ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit`` (compaction.py),
+    ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal`` and ``_live_incarnation``
+    (gate.py: who may send us messages, univrs/raft/senders.py).
     """
 
     def __init__(

@@ -84,7 +84,7 @@ class Progress:
     # telling. Only an optimisation of latency; correctness never depends on it.
     commit_sent: int = 0
     # The index of the newest read of this follower's that we answered (ReadIndex): it waits
-    # to apply that far, so a commit index up to it is told at once, not deferred (leader.py
+    # to apply that far, so a commit index up to it is told at once, not deferred (commit_notice.py
     # ``_maybe_tell_commit``).
     read_index: int = 0
     # Removed members only (leader.py ``_prune_progress``): heartbeat rounds since the

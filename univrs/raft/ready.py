@@ -82,7 +82,7 @@ class RaftConfig:
     # must catch its ticks up before it serves a lease read). Needs ``check_quorum``.
     read_lease: bool = False
     lease_drift_ticks: int = 1
-    # How followers learn a new commit index (leader.py, "Commit notices"). 0: the leader tells
+    # How followers learn a new commit index (commit_notice.py). 0: the leader tells
     # each follower that holds entries it cannot know are committed in a commit-only Heartbeat
     # at once, at every commit (and the follower answers it). N > 0 (what nodes run:
     # ``NodeConfig.raft_config``): a commit whose news covers at most N bytes of entries waits

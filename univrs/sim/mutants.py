@@ -1,11 +1,11 @@
 """Deliberately broken Raft cores, to show that the simulator's checks can fail.
 
-Each mutant is a subclass of RaftNode (or of the API's ``PendingProposals``, or of the
-simulated state machine ``KvStore``) that overrides one of the hook methods the core exposes
-for this purpose (see univrs/raft/node.py, leader.py and compaction.py), breaking one rule of
-the Raft paper or dissertation. The simulator itself is the same for every core: its operator
-always tries a batch's next membership change at once (the real core refuses it), and its
-runtime sometimes reports applied() late, so its snapshots can be ahead of it.
+Each mutant is a subclass of RaftNode (or of the API's ``PendingProposals``, or of the simulated
+state machine ``KvStore``) that overrides one of the hook methods the core exposes for this purpose
+(see univrs/raft/node.py, leader.py, snapshot_stream.py and compaction.py), breaking one rule of the
+Raft paper or dissertation. The simulator itself is the same for every core: its operator always
+tries a batch's next membership change at once (the real core refuses it), and its runtime sometimes
+reports applied() late, so its snapshots can be ahead of it.
 They live only here, in simulator code. ``python -m univrs.sim --list-mutants`` lists them and
 ``--mutant NAME`` runs one; each must be caught within 200 seeds (tests/test_mutants.py).
 """
