@@ -286,15 +286,22 @@ def run_etcd(args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
 
 
 def start_cluster(
-    folder: pathlib.Path, size: int, log_level: str = "warning", extra_config: str = ""
+    folder: pathlib.Path,
+    size: int,
+    log_level: str = "warning",
+    extra_config: str = "",
+    state_backend: str | None = None,
 ) -> tuple[Any, list[str], dict[str, int], dict[str, str]]:
     """A fresh local cluster of node processes: (cluster, raft endpoints, pids by node id, REST
     addresses by node id);
     ``extra_config``: lines for each node's ``[raft]`` table (``read_lease = true`` with
-    ``--reads``: lease reads measured apart)."""
+    ``--reads``: lease reads measured apart); ``state_backend``: the nodes' ``[state] backend``
+    (None: their default)."""
     from univrs.tools.devcluster import LocalCluster
 
-    cluster = LocalCluster.with_free_ports(folder, size=size, extra_config=extra_config)
+    cluster = LocalCluster.with_free_ports(
+        folder, size=size, extra_config=extra_config, state_backend=state_backend
+    )
     cluster.start_all(log_level=log_level)
     try:
         cluster.wait_leader(60.0)
@@ -354,6 +361,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
     parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
     parser.add_argument("--log-level", default="warning", help="the nodes' log level")
+    parser.add_argument(
+        "--state-backend",
+        choices=("memory", "lmdb"),
+        help="the nodes' [state] backend (default: the nodes' own default, lmdb)",
+    )
     parser.add_argument(
         "--client-procs",
         type=int,
@@ -473,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                         else f"batch_entries = {str(args.batch_entries).lower()}\n"
                     )
                     + ("read_lease = true\n" if args.reads else ""),
+                    args.state_backend,
                 )
             result["univrs"] = trio.run(run_bench, endpoints, args, pids, apis)
         finally:
@@ -492,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "reads": args.reads,
         "client_procs": args.client_procs,
         "read_nodes": args.read_nodes,
+        "state_backend": args.state_backend or "default",
         "endpoints": endpoints,
         "load_before": load_before,
         "load_after": _load(),
