@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import attrs
 import pytest
 import trio
 
@@ -29,6 +30,7 @@ from univrs.sm.model import (
 )
 from univrs.sm.responses import Created, Failure, Success
 from univrs.sm.state import ClusterStateMachine
+from univrs.sm.store import ReadConsistency
 
 
 def build(*commands: object, term: int = 1) -> ClusterStateMachine:
@@ -262,6 +264,32 @@ async def test_without_machines_a_pass_plans_nothing() -> None:
     _revision, outcome = await reconciler.reconcile_once(term=1)
     assert outcome == "acted" and reconciler.metrics.passes == 1
     assert len(store.state_machine.list_instances()) == 60
+
+
+@attrs.define(eq=False)
+class _CountingStore(InMemoryStateStore):
+    """Counts the reads of the state by consistency."""
+
+    reads: list[ReadConsistency] = attrs.field(factory=list, init=False)
+
+    async def read_state(self, consistency: ReadConsistency) -> ClusterStateMachine:
+        self.reads.append(consistency)
+        return await super().read_state(consistency)
+
+
+async def test_without_machines_a_pass_asks_the_leader_nothing() -> None:
+    """A machine-less pass decides on the local state: no linearizable read (a ReadIndex
+    round to a quorum on a real node) per change of a bare key-value cluster."""
+    store = _CountingStore()
+    await store.run(workload("w", 3))
+    reconciler = Reconciler(store, FakeLeadership())
+    _revision, outcome = await reconciler.reconcile_once(term=1)
+    assert outcome == "converged"
+    assert ReadConsistency.LINEARIZABLE not in store.reads
+    await store.run(node("a"))
+    _revision, outcome = await reconciler.reconcile_once(term=1)
+    assert outcome == "acted"
+    assert store.reads.count(ReadConsistency.LINEARIZABLE) == 1  # the plan's read
 
 
 async def test_a_burst_of_changes_makes_few_passes(autojump_clock: trio.abc.Clock) -> None:

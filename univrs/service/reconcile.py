@@ -378,11 +378,17 @@ class Reconciler:
         """One pass: read, plan, act. Returns the revision planned at and ``converged``
         (nothing to do), ``acted`` (every write of the plan applied) or ``refused`` (one was
         refused: the state or the term moved)."""
+        local = await self.store.read_state(ReadConsistency.LOCAL)
+        if not local.list_nodes(limit=1):
+            # No machine registered in this node's applied state: nothing can be placed,
+            # nothing is lost. A cluster that does not orchestrate (a bare key-value use, a
+            # benchmark) pays neither a plan nor a ReadIndex round per change. Safe on a stale
+            # state: a machine registered since is applied here later, past this revision,
+            # and that wakes the watch the caller starts from it.
+            return local.revision, "converged"
         state = await self.store.read_state(ReadConsistency.LINEARIZABLE)
         revision = state.revision
-        if not state.list_nodes():
-            # No machine registered: nothing can be placed, nothing is lost; a cluster that
-            # does not orchestrate (a bare key-value use, a benchmark) pays no plan per change.
+        if not state.list_nodes(limit=1):
             return revision, "converged"
         began = time.perf_counter()
         current = plan_of(state)  # synchronous: one consistent view of the state
