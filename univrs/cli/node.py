@@ -144,6 +144,9 @@ def node_start(
     except ConfigError as exc:
         fail(f"invalid configuration:\n{exc}", 2)
     setup_logging(log_level, config.node_id, log_format)
+    from univrs.server.heap import settle
+
+    settle()  # this process runs one node: its imported modules leave the GC's walks
     try:
         trio.run(_run_until_signal, config, join, env_token())
     except BaseException as group:  # unwrap trio's exception groups

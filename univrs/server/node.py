@@ -54,6 +54,7 @@ from univrs.server.datadir import (
     wipe_raft_state,
 )
 from univrs.server.gauges import watch_metrics
+from univrs.server.heap import register_gc_metrics
 from univrs.server.incarnation import (
     BootstrapRefused,
     bound_incarnation,
@@ -321,6 +322,7 @@ async def _run_once(
         view = RuntimeView(core, applied_membership=applied)
         inbox = Inbox()
         metrics = NodeMetrics(view.status, storage=storage.statistics)
+        register_gc_metrics(metrics.registry)
         transport = transport_from_config(
             config,
             inbox=inbox.sender,
