@@ -60,6 +60,7 @@ from univrs.bench.sample import SAMPLE_KEYS, SAMPLE_MIN_CLIENTS, Sample
 from univrs.bench.workers import WorkerPool, connection_plan, load_ops, open_clients
 from univrs.client.client import open_client
 from univrs.errors import InvalidArgument, UnivrsError
+from univrs.server.heap import settle
 
 __all__ = ["STALL_GRACE", "WARMUP", "main", "measure", "median_of", "parse_args", "percentile"]
 
@@ -456,6 +457,7 @@ def _commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    settle(())  # the clients' measured latencies should not carry full-GC walks of the imports
     etcd_skipped = None
     if args.compare_etcd:
         from univrs.bench import etcd

@@ -35,6 +35,7 @@ import trio
 from univrs.bench.latency import Histogram
 from univrs.bench.measure import STALL_GRACE, Op, closed_loops
 from univrs.client.client import Client, open_client
+from univrs.server.heap import settle
 
 __all__ = ["WorkerPool", "connection_plan", "load_ops", "spread"]
 
@@ -158,6 +159,7 @@ async def _serve(read_line: Callable[[], str], out: IO[str]) -> None:
 
 
 def main() -> int:
+    settle(())  # the worker's imports leave the GC's full collections (as a node's do)
     trio.run(_serve, sys.stdin.readline, sys.stdout)
     return 0
 
