@@ -133,8 +133,12 @@ def test_the_core_has_no_placeholder_methods() -> None:
 
     assert placeholders("raft") == []
     assert all(len(cls.__bases__) == 1 for cls in RaftNode.__mro__[:-1])
-    # The simulator's halves too: Simulation (cluster.py) extends ReadyRuntime (runtime.py).
+    # The simulator's runtime too: one chain of layers from RuntimeBase (sim/base.py) up to
+    # Simulation (cluster.py), drawn in sim/runtime.py.
+    from univrs.sim.cluster import Simulation
+
     assert placeholders("sim") == []
+    assert all(len(cls.__bases__) == 1 for cls in Simulation.__mro__[:-1])
 
 
 def test_placeholder_checker_finds_a_stub(tmp_path: pathlib.Path) -> None:

@@ -50,7 +50,8 @@ from univrs.sim.invariants import CORE_EXCEPTION, LIVENESS, InvariantViolation
 from univrs.sim.kv import BATCH_MARK, KvStore, WriteDecoder
 from univrs.sim.membership import Operator, address
 from univrs.sim.network import SimNetwork
-from univrs.sim.runtime import NodeFactory, ReadyRuntime, SimNode, incarnation_id
+from univrs.sim.node import NodeFactory, SimNode, incarnation_id
+from univrs.sim.runtime import ReadyRuntime
 from univrs.sim.statestore import LOSE_UNSYNCED, SimStateDirs
 
 __all__ = ["SIM_RAFT_CONFIG", "SimNode", "SimStats", "Simulation"]

@@ -2,7 +2,7 @@
 
 The storage work of a node runs through the interpreter's write queue
 (univrs/raft/interpreter.py ``WriteQueue``, the same the Trio writer uses; the simulated runtime
-keeps one per process, runtime.py): one item at a time, each durable after a random delay,
+keeps one per process, storage.py): one item at a time, each durable after a random delay,
 consecutive Ready writes merged into one (group commit). When an item completes it changes the
 image here: ``store`` (a merged write), ``install`` (a snapshot from the leader) or
 ``store_taken`` (a snapshot the node took itself). A crash loses the queue and the item in

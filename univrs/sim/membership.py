@@ -10,7 +10,7 @@ with learners).
 
 Members are ids *and incarnations*: each configuration binds every member to the incarnation of
 its data dir (``Membership.incarnations``), and a node's transport refuses a peer whose
-incarnation is not the one its configuration lists (runtime.py). A node added (again) always
+incarnation is not the one its configuration lists (delivery.py). A node added (again) always
 gets an empty disk with a new incarnation first, so a removed id can come back at once (no
 precautions: a stale configuration that still lists the old incarnation cannot count the new
 one). A *wipe* (a disk lost under a live member, injector.py) leaves a member whose id is listed
@@ -55,7 +55,7 @@ from univrs.raft.messages import Membership, NodeId
 from univrs.raft.ready import Role, Status
 from univrs.sim.faults import TICK
 from univrs.sim.invariants import STATE_MACHINE_SAFETY, InvariantViolation
-from univrs.sim.runtime import incarnation_id
+from univrs.sim.node import incarnation_id
 from univrs.sim.world import Node, World
 
 CATCH_UP = 8  # a learner within this many entries of the leader's last index is caught up

@@ -2,170 +2,75 @@
 
 After every input to a node (tick, message, persisted, applied, proposal, read) the simulator
 drains the node's Ready batches through the one interpreter of the Ready contract
-(univrs/raft/interpreter.py ``execute``, the same the Trio driver runs), whose effects here are:
+(univrs/raft/interpreter.py ``execute``, the same the Trio driver runs), whose effects here
+(``NodeEffects``) are:
 
-1. a persist job goes on the process's ``WriteQueue`` (the driver's writer uses the same one):
-   one item at a time is written, durable after a random delay; consecutive Ready writes are
-   merged (group commit) and a commit-only hard state waits for the next write that syncs, as
-   in the real writer. A job that persists nothing still waits for every earlier write;
-2. ``messages`` are sent at once through the simulated network;
+1. a persist job goes on the process's ``WriteQueue`` (storage.py): written one item at a
+   time, durable after a random delay, merged with the next Ready writes (group commit);
+2. ``messages`` are sent at once through the simulated network (delivery.py);
 3. when a write completes: the durable image changes, its ``messages_after_persist`` are sent
-   and what it made durable is reported (``report_persisted``);
-4. ``committed`` entries are applied to the node's KvStore, then ``applied(index)`` is reported:
-   at once, or (``Profile.apply_lag``) a little later, as a runtime whose apply loop runs
-   apart from the core would;
+   and what it made durable is reported (``report_persisted``, storage.py);
+4. ``committed`` entries are applied to the node's KvStore, then ``applied(index)`` is reported,
+   at once or a little later (apply.py);
 5. ``reads`` are served from the KvStore, ``dropped_reads`` make the client retry.
 A ``snapshot`` (step 0) restores the KvStore first and queues its storage ahead of the Ready's
-write. Nodes also snapshot their own KvStore now and then, right after applying (a queue item
-in FIFO order with the writes; once durable, ``snapshot_taken`` and compaction of the stored
-log up to what the core returns). With a lagging ``applied()`` the snapshot can be ahead of what
-the core knows is applied: the core must not compact past that (compaction-bound, checked after
-every compaction and install).
+write. Nodes also snapshot their own KvStore now and then, right after applying (apply.py,
+storage.py).
+
+The runtime is one object split by topic into a single chain of layers, each extending the one
+below it (like RaftNode's, univrs/raft/base.py)::
+
+    RuntimeBase     base.py      the event queue's ``at``, draining Ready batches into the
+                                 node's effects, the listing refresh, the compaction check
+    DeliveryLayer   delivery.py  sending and delivering messages (the transport's incarnation
+                                 checks), forged messages (forger.py)
+    StorageLayer    storage.py   the write queue on the simulated disk, completed writes,
+                                 the node's own snapshots
+    ApplyLayer      apply.py     committed entries into the KvStore, ``applied`` reports
+    ReadyRuntime    runtime.py   starting a process from its durable image (and its state
+                                 env), ticks and the lease clock; ``NodeEffects``
+    Simulation      cluster.py   the event loop, node life (crash, restart, wipe), liveness
+
+A layer calls only methods of its own layer or of the layers below it (an event handler it
+schedules included), so every ``self._x()`` resolves to the one definition found by going down
+the chain; there are no placeholder methods (tests/test_imports.py). A Ready reaches the layers
+above ``drain`` through the node's effects object, which ``start`` builds over the whole
+runtime: the interpreter's ``ReadyEffects`` protocol, as in the Trio driver. Each layer
+declares the fields it uses; Simulation sets them. A server's record is ``SimNode`` (node.py).
 """
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from univrs.raft import InitialState, RaftConfig, RaftNode
-from univrs.raft.interpreter import (
-    InstallJob,
-    MergedWrite,
-    PersistJob,
-    WriteQueue,
-    execute,
-    installed,
-    report_persisted,
-)
-from univrs.raft.messages import (
-    AppendEntries,
-    AppendEntriesResponse,
-    Entry,
-    EntryKind,
-    Heartbeat,
-    HeartbeatResponse,
-    Message,
-    NodeId,
-    ReadIndexRequest,
-    ReadIndexResponse,
-    SnapshotMeta,
-)
-from univrs.raft.ready import Ready, Role, SnapshotInstall, SoftState
+from univrs.raft import InitialState, RaftConfig
+from univrs.raft.interpreter import InstallJob, PersistJob, WriteQueue
+from univrs.raft.messages import Entry, Message
+from univrs.raft.ready import Role, SnapshotInstall, SoftState
 from univrs.runtime.proposals import PendingProposals
-from univrs.sim.api import Request, SimApi
-from univrs.sim.checker import Checker
-from univrs.sim.clients import ReadRecord, Workload
-from univrs.sim.disk import SimDisk, Taken
-from univrs.sim.faults import TICK, Schedule
-from univrs.sim.forger import Forger
-from univrs.sim.invariants import (
-    COMPACTION_BOUND,
-    CORE_INVARIANT,
-    FORGERY_REFUSED,
-    LINEARIZABLE_READ,
-    READY_CONTRACT,
-    STATE_DURABLE,
-    InvariantViolation,
-)
-from univrs.sim.kv import KvStore, WriteDecoder
-from univrs.sim.network import SimNetwork
+from univrs.sim.apply import ApplyLayer
+from univrs.sim.clients import Workload
+from univrs.sim.faults import TICK
+from univrs.sim.invariants import LINEARIZABLE_READ, STATE_DURABLE, InvariantViolation
+from univrs.sim.kv import KvStore
+from univrs.sim.node import NodeFactory, SimNode
 from univrs.sim.statestore import SimStateDirs
 
-NodeFactory = Callable[..., RaftNode]
 
-# After the fault phase no write takes longer than this (units). Raft elects a leader only if
-# a round of votes (two fsyncs and two message delays) is well within the election timeout
-# (paper 5.6: broadcastTime << electionTimeout); a seed whose slowest disks take longer than
-# the timeout can duel elections for ever, which says nothing about the core.
-QUIET_DISK_MAX = 2 * TICK
-
-
-@attrs.define(eq=False)
-class SimNode:
-    """One simulated server: the core object (None while down), its disk and state machine."""
-
-    id: NodeId
-    disk: SimDisk
-    raft: RaftNode | None = None
-    kv: KvStore = attrs.field(factory=KvStore)
-    life: int = 0  # the process: +1 at every crash (events of an earlier process are void)
-    paused: bool = False
-    backlog: list[tuple[Callable[[Any], None], Any]] = attrs.field(factory=list)
-    period: int = TICK  # units between ticks (stretched by slow-clock faults)
-    # Lease mode (cluster.py ``lease``): the node's clock runs one tick per ``clock_period``
-    # units (TICK +- its drift) from ``clock_origin`` (its process's start). "within": every
-    # tick event feeds the core the ticks that clock says are due (``ticks_fed`` so far), as
-    # the driver does with leases on: a paused or starved node catches its ticks up, never
-    # skips them. "beyond": one tick per event, so pauses and slow-clock faults lose ticks.
-    clock_period: int = TICK
-    clock_origin: int = 0
-    ticks_fed: int = 0
-    role: Role | None = None
-    term: int = 0
-    leader: NodeId | None = None
-    # The process's API: write requests it serves, its proposal batch, its appended proposals
-    # (api.py), and its ReadIndex requests by ctx (a counter from 1 in every process).
-    serving: dict[int, Request] = attrs.field(factory=dict)
-    batch: list[Request] = attrs.field(factory=list)
-    # A batch entry's requests wait as one ``SimBatch``.
-    proposals: PendingProposals[Any] = attrs.field(factory=PendingProposals)
-    reads: dict[int, ReadRecord] = attrs.field(factory=dict)
-    next_ctx: int = 1
-    # The process's storage work (the interpreter's queue) and the item being written.
-    writes: WriteQueue[Taken] = attrs.field(factory=WriteQueue)
-    writing: MergedWrite | InstallJob | Taken | None = None
-    fx: NodeEffects | None = None  # the interpreter's effects for this process
-    # The incarnation the node's current configuration binds each peer to (its transport
-    # refuses a peer of another incarnation), that configuration's index, and that index again
-    # if it binds this node to its own incarnation (else 0): refreshed, like the driver's
-    # status, when a Ready carries a CONFIG entry, a truncation or a snapshot.
-    listed: dict[NodeId, str] = attrs.field(factory=dict)
-    foreign_answer: bool = False  # the message being handled answers an earlier process
-    cfg_index: int = 0
-    bound_at: int = 0
-    # Fault rules active on this node, by fault id.
-    slow_disk: dict[int, int] = attrs.field(factory=dict)
-    slow_clock: dict[int, int] = attrs.field(factory=dict)
-    snap_at: int = 0  # applied index of this node's newest snapshot (taken or installed)
-    installs: int = 0  # snapshots installed from a leader (makes older own snapshots moot)
-    down_fault: int = 0  # the crash fault this node waits to restart from (0: up)
-    pause_fault: int = 0
-    retired: bool = False  # removed from the cluster and stopped; back only with a new disk
-    wipes: int = 0  # data dirs lost so far (the disk's incarnation counts them)
-    # LMDB state backend: an installed snapshot is not in the state env yet (it replaces the
-    # env once durable on the disk; commits wait until then, as the node's apply loop does).
-    state_stale: bool = False
-
-
-def incarnation_id(node: NodeId, wipes: int) -> str:
-    """The incarnation id of ``node``'s data dir after ``wipes`` wipes (deterministic, so a
-    seed replays; the real one is random)."""
-    return f"{node}.{wipes}"
-
-
-class ReadyRuntime:
-    """The Ready-handling half of Simulation (cluster.py), which provides these attributes
-    (and runs the event queue that ``at`` fills)."""
+class ReadyRuntime(ApplyLayer):
+    """The top layer of the simulated runtime, under Simulation (cluster.py): starting a
+    node's process, its ticks and its clock."""
 
     seed: int
     config: RaftConfig | None
     node_factory: NodeFactory
     core_incarnation: bool  # the cores know their own incarnation
-    rng: random.Random
-    checker: Checker
-    net: SimNetwork
     workload: Workload
-    api: SimApi
     operator: Any  # membership.Operator (the operator), or None
-    injector: Any  # injector.FaultInjector
-    forger: Forger | None  # forges messages the cores must refuse (forger.py)
-    strict_incarnations: bool
     proposals_factory: Callable[[], PendingProposals[Any]]
     kv_factory: Callable[[], KvStore]
     # "memory", or "lmdb": each data dir's state machine persisted in LMDB (statestore.py).
@@ -173,24 +78,7 @@ class ReadyRuntime:
     state_dirs: SimStateDirs | None
     state_rng: random.Random
     state_resumes: int  # starts that resumed from the state env past the stored snapshot
-    schedule: Schedule
-    decoder: WriteDecoder
-    trace: Any
-    now: int
-    snapshots: int
-    quiet: bool
-    nodes: dict[NodeId, SimNode]
     lease: str  # "off", or read leases on with clocks drifting "within" or "beyond" the bound
-    _heap: list[tuple[int, int, Callable[[Any], None], Any]]
-    _seq: int
-    # ReadIndex requests a leader (id, process) received, by (reader, wire id, term): the
-    # processes of the reader that sent them, oldest first.
-    _read_origins: dict[tuple[NodeId, int, NodeId, int, int], deque[int]]
-
-    def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None:
-        """Call ``fn(arg)`` at simulated ``time`` (after every event already due then)."""
-        self._seq += 1
-        heapq.heappush(self._heap, (time, self._seq, fn, arg))
 
     # ----------------------------------------------------------------- start
 
@@ -276,296 +164,7 @@ class ReadyRuntime:
             env.replace(kv)
         return kv
 
-    # ----------------------------------------------------------------- Ready handling
-
-    def drain(self, sn: SimNode) -> None:
-        """Hand every pending Ready of ``sn`` to the simulated runtime, then check the core's
-        own invariants (``RaftNode.problems``; called after every input to a node)."""
-        raft = sn.raft
-        if raft is None:
-            return
-        # Handling a Ready feeds the node new input only through applied(); without committed
-        # entries nothing new can be pending, so one has_ready() per batch is enough.
-        while raft.has_ready():
-            rd = raft.ready()
-            self._handle_ready(sn, rd)
-            if not rd.committed and rd.snapshot is None:
-                break
-        problems = raft.problems()
-        if problems:  # an explicit raise: the check survives python -O
-            raise InvariantViolation(CORE_INVARIANT, "; ".join(problems))
-
-    def _handle_ready(self, sn: SimNode, rd: Ready) -> None:
-        # What the checker mirrors comes first, in the Ready's own order (a snapshot resets the
-        # log before its entries; the commit is judged by the role held before this Ready).
-        nid = sn.id
-        chk = self.checker
-        hs = rd.hard_state
-        install = rd.snapshot
-        if install is not None:
-            meta = install.meta
-            chk.observe_snapshot(
-                nid, meta.index, meta.term, durable=False, membership=meta.membership
-            )
-        if hs is not None:
-            chk.observe_term(nid, hs.term)
-        if rd.truncate_from is not None or rd.entries:
-            chk.observe_issued(nid, rd.truncate_from, rd.entries, rd.soft_state is None)
-        if hs is not None:
-            chk.observe_commit(
-                nid, hs.commit, leading=rd.soft_state is None and sn.role is Role.LEADER
-            )
-        config = _has_config(rd.entries)
-        if config and sn.role is Role.LEADER and rd.soft_state is None:
-            chk.observe_leader_config(nid)
-        assert sn.fx is not None
-        execute(rd, sn.fx)
-        if install is not None or rd.truncate_from is not None or config:
-            self._refresh_listing(sn)
-
-    def _refresh_listing(self, sn: SimNode) -> None:
-        m, index = self.checker.current_config(sn.id)
-        sn.listed = dict(m.incarnations)
-        sn.cfg_index = index
-        sn.bound_at = index if sn.listed.get(sn.id) == sn.disk.incarnation else 0
-
-    def _submit(self, sn: SimNode, item: PersistJob | InstallJob | Taken) -> None:
-        """Queue storage work; the disk works through the queue one item at a time."""
-        sn.writes.submit(item)
-        if sn.writing is None:
-            self._next_write(sn)
-
-    def _next_write(self, sn: SimNode) -> None:
-        item = sn.writing = sn.writes.take()
-        delay = 0
-        if not isinstance(item, MergedWrite) or item.stores:
-            disk = sn.disk
-            p = self.schedule.profile
-            delay = p.disk_min + int(self.rng.random() * (p.disk_max - p.disk_min + 1))
-            delay *= disk.speed * disk.slow_factor
-            if p.disk_stall and not self.quiet and self.rng.random() < p.disk_stall:
-                delay += int(self.rng.random() * p.disk_tail)
-            if self.quiet:
-                delay = min(delay, QUIET_DISK_MAX)
-        self.at(self.now + delay, self._disk_done, (sn, sn.life))
-
-    def _apply(self, sn: SimNode, committed: tuple[Entry, ...]) -> None:
-        kv = sn.kv
-        chk = self.checker
-        writes_of = self.decoder.writes_of
-        config_of = self.decoder.config_of
-        on_applied = self.api.on_applied
-        state = None if sn.state_stale else sn.disk.state
-        keys: set[str] = set()
-        clients: set[int] = set()
-        for e in committed:
-            if e.index != kv.applied + 1:
-                raise InvariantViolation(
-                    READY_CONTRACT,
-                    f"{sn.id} was handed entry {e.index} to apply after applying {kv.applied}",
-                )
-            ws = writes_of(e)
-            outcomes = kv.apply(e, ws, config_of(e))
-            chk.observe_apply(sn.id, e, ws, [effect for _, effect in outcomes] if ws else ())
-            on_applied(sn, e.index, e.term, [result for result, _ in outcomes])
-            if state is not None:
-                for w in ws:
-                    if w.key in kv.data:
-                        keys.add(w.key)
-                    if w.keyed:
-                        clients.add(w.client)
-        if state is not None and committed:
-            state.commit(kv, keys, clients)  # one transaction per chunk, with its applied index
-        p = self.schedule.profile
-        every = p.snap_every
-        if every and kv.applied - sn.snap_at >= every:
-            self._take_snapshot(sn)
-        if p.apply_lag:
-            lag = int(self.rng.random() * p.apply_lag)
-            self.at(self.now + lag, self._report_applied, (sn, sn.life, kv.applied))
-        else:
-            assert sn.raft is not None
-            sn.raft.applied(kv.applied)
-
-    def _report_applied(self, arg: tuple[SimNode, int, int]) -> None:
-        """The apply loop tells the core how far it got (``Profile.apply_lag``)."""
-        sn, life, index = arg
-        if sn.life != life or sn.raft is None:
-            return
-        if sn.paused:
-            sn.backlog.append((self._report_applied, arg))
-            return
-        sn.raft.applied(index)
-        self.drain(sn)
-
-    def _take_snapshot(self, sn: SimNode) -> None:
-        """Snapshot the state machine now; the core hears of it once the write is durable."""
-        kv = sn.kv
-        sn.snap_at = kv.applied
-        self.snapshots += 1
-        meta = SnapshotMeta(index=kv.applied, term=kv.applied_term, membership=kv.config)
-        self._submit(sn, Taken(meta=meta, data=kv.snapshot(), epoch=sn.installs))
-
-    def _check_compaction(self, sn: SimNode) -> None:
-        """The core never drops log entries it has not applied and committed (dissertation
-        5.1): ``first_index - 1 <= min(applied, commit)``. The log's start moves only when the
-        core compacts (``snapshot_taken``) or installs a snapshot, so it is checked then."""
-        assert sn.raft is not None
-        st = sn.raft.status()
-        if st.first_index - 1 > min(st.applied, st.commit):
-            raise InvariantViolation(
-                COMPACTION_BOUND,
-                f"{sn.id} compacted its log up to {st.first_index - 1}, past what it applied "
-                f"({st.applied}) or committed ({st.commit})",
-            )
-
-    # ----------------------------------------------------------------- network, disk, clock
-
-    def _send(self, m: Message) -> None:
-        # A message carries its sender's incarnation and binding (the real hello does).
-        if m.dst not in self.nodes:
-            return  # an answer to the forger's made-up peer: nobody is there
-        src = self.nodes[m.src]
-        if self.injector.kill_on_read and isinstance(m, ReadIndexRequest):
-            self.injector.on_forward_read(src)
-        if src.listed:
-            expect = src.listed.get(m.dst)
-            if expect is not None:
-                dst = self.nodes[m.dst]
-                if expect != dst.disk.incarnation and not self._newer(dst.bound_at, src):
-                    # The receiver refuses a hello that expects another incarnation of it.
-                    self.net.refused += 1
-                    return
-        # Which process of the reader a ReadIndex request or answer belongs to (the checker's
-        # own bookkeeping, not the core's): a request carries its sender's, an answer that of
-        # the request it answers.
-        tag = -1
-        if isinstance(m, ReadIndexRequest):
-            tag = src.life
-        elif isinstance(m, ReadIndexResponse):
-            waiting = self._read_origins.get((m.src, src.life, m.dst, m.ctx, m.term))
-            if waiting:
-                tag = waiting.popleft()
-        arg = (m, src.disk.incarnation, src.bound_at, tag)
-        for d in self.net.delays(m.src, m.dst):
-            self._seq += 1
-            heapq.heappush(self._heap, (self.now + d, self._seq, self._deliver, arg))
-
-    def _newer(self, bound_at: int, sn: SimNode) -> bool:
-        """Is a peer bound to its incarnation by a configuration newer than ``sn``'s (so
-        ``sn``'s listing is stale, not the peer)? The strict rule never asks."""
-        return bound_at > sn.cfg_index and not self.strict_incarnations
-
-    def _deliver(self, arg: tuple[Message, str, int, int]) -> None:
-        m, incarnation, bound_at, tag = arg
-        sn = self.nodes[m.dst]
-        raft = sn.raft
-        if raft is None or self.net.is_blocked(m.src, m.dst):
-            return
-        if sn.paused:
-            sn.backlog.append((self._deliver, arg))
-            return
-        listed = sn.listed.get(m.src) if sn.listed else None
-        if listed is not None and listed != incarnation and not self._newer(bound_at, sn):
-            # The transport refuses a peer whose incarnation is not the one the configuration
-            # binds its id to (a wiped or replaced data dir is a stranger until replaced).
-            self.net.refused += 1
-            return
-        self.trace.append((self.now, "recv", m))
-        if tag >= 0:
-            if isinstance(m, ReadIndexRequest):
-                key = (m.dst, sn.life, m.src, m.ctx, m.term)
-                self._read_origins.setdefault(key, deque()).append(tag)
-            elif tag != sn.life:
-                sn.foreign_answer = True  # answers a request of an earlier process of ours
-        # The transport attests the sender's incarnation (the hello's), like the real one,
-        # also for a sender let in for a newer binding (a claim the core must not trust).
-        attested = incarnation
-        raft.step(attrs.evolve(m, sender_incarnation=attested))
-        self.drain(sn)
-        sn.foreign_answer = False
-        if self.forger is not None:
-            if isinstance(m, AppendEntries | Heartbeat):
-                self._forge(sn, m)
-            elif isinstance(m, AppendEntriesResponse | HeartbeatResponse) and sn.raft is not None:
-                self._hand_forgery(sn, self.forger.maybe_forge_ack(sn.raft, m))
-
-    def _forge(self, sn: SimNode, heard: Message) -> None:
-        """Maybe hand ``sn`` a forged message right after it heard ``heard`` (forger.py)."""
-        raft = sn.raft
-        assert raft is not None and self.forger is not None
-        self._hand_forgery(sn, self.forger.maybe_forge(raft, heard))
-
-    def _hand_forgery(self, sn: SimNode, forged: Message | None) -> None:
-        """Step ``forged`` on ``sn``: the core must refuse it (count it in ``Status.refused``)
-        and change nothing of its term, vote, role, leader, log or commit (forgery-refused)."""
-        raft = sn.raft
-        if forged is None or raft is None:
-            return
-        assert self.forger is not None
-        self.forger.sent += 1
-        self.trace.append((self.now, "forged", forged))
-        st = raft.status()
-        refused = st.refused_messages
-        before = (st.term, st.vote, st.role, st.leader, st.last_index, st.last_term, st.commit)
-        raft.step(forged)
-        st = raft.status()
-        after = (st.term, st.vote, st.role, st.leader, st.last_index, st.last_term, st.commit)
-        if st.refused_messages > refused:
-            self.forger.refused += 1
-        if st.refused_messages == refused or after != before:
-            raise InvariantViolation(
-                FORGERY_REFUSED,
-                f"{sn.id} took a forged {type(forged).__name__} from {forged.src} "
-                f"(incarnation {forged.sender_incarnation}): "
-                f"{'not refused' if st.refused_messages == refused else 'refused'}, "
-                f"(term, vote, role, leader, last index, last term, commit) {before} -> {after}",
-            )
-        self.drain(sn)
-
-    def _disk_done(self, arg: tuple[SimNode, int]) -> None:
-        sn, life = arg
-        if sn.life != life:
-            return  # the write was lost in a crash
-        if sn.paused:
-            sn.backlog.append((self._disk_done, arg))
-            return
-        item = sn.writing
-        sn.writing = None
-        raft = sn.raft
-        assert raft is not None and item is not None
-        disk = sn.disk
-        if isinstance(item, MergedWrite):
-            disk.store(item)
-            if item.truncate_from is not None or item.entries:
-                self.checker.observe_durable(sn.id, item.truncate_from, item.entries)
-            report = sn.writes.written(item)
-            for m in item.after_persist:
-                self._send(m)
-            if report is not None:
-                report_persisted(raft, report)
-        elif isinstance(item, InstallJob):
-            disk.install(item.meta, item.data)
-            self.checker.observe_snapshot(sn.id, item.meta.index, item.meta.term, durable=True)
-            if disk.state is not None and sn.state_stale:
-                # The node's apply loop adopts the installed state once it is durable.
-                disk.state.replace(sn.kv)
-                sn.state_stale = False
-            report_persisted(raft, installed(item))
-        else:
-            disk.store_taken(item)
-            if item.epoch == sn.installs:
-                # Our own snapshot is durable: hand it to the core, compact what it lets go.
-                upto = raft.snapshot_taken(
-                    item.meta, item.data, keep=self.schedule.profile.snap_keep
-                )
-                self._check_compaction(sn)
-                if disk.state is not None:
-                    disk.state.sync()  # the state is durable past the snapshot first
-                disk.compact(upto)
-        if not sn.writes.idle:
-            self._next_write(sn)
-        self.drain(sn)
+    # ----------------------------------------------------------------- clock
 
     def _tick(self, sn: SimNode) -> None:
         if self.lease == "off":
@@ -594,10 +193,6 @@ class ReadyRuntime:
             sn.ticks_fed += 1
             raft.tick()
             self.drain(sn)
-
-
-def _has_config(entries: tuple[Entry, ...]) -> bool:
-    return any(e.kind is EntryKind.CONFIG for e in entries)
 
 
 @attrs.define(eq=False, slots=True)

@@ -2,9 +2,10 @@
 
 ``cluster.Simulation`` (the composition root) builds the API, the clients, the fault injector
 and the operator and hands itself to each as a ``World``; they import this module, never
-``cluster`` or ``runtime``, so the simulator's imports form no cycle (tests/test_layers.py).
-A simulated server is ``runtime.SimNode``; its parts see it as ``Node`` (its fields are read
-and written freely: it is a record of the simulation's state, documented in runtime.py).
+``cluster`` or the runtime's layers (runtime.py), so the simulator's imports form no cycle
+(tests/test_layers.py). A simulated server is ``node.SimNode``; its parts see it as ``Node``
+(its fields are read and written freely: it is a record of the simulation's state, documented
+in node.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from univrs.raft.messages import NodeId
 from univrs.sim.network import SimNetwork
 
 Node = Any
-"""A ``univrs.sim.runtime.SimNode`` (kept opaque here to keep the graph one-way)."""
+"""A ``univrs.sim.node.SimNode`` (kept opaque here to keep the graph one-way: node.py imports
+the API's and the clients' records, and they import this module)."""
 
 
 class World(Protocol):
