@@ -10,9 +10,9 @@ refused to start ("ahead of the log ... move state.lmdb away") until an operator
 
 The test holds the victim's store of the snapshot (in the storage writer's thread), gives the
 apply loop every chance to replace the state meanwhile, and takes the crash image there: a
-consistent copy of both environments, as a kill -9 at that instant leaves them. (The leader is
-restarted before the victim comes back: a leader that kept running may still hold appends
-queued for the victim from before its kill, and the victim then catches up by entries.)
+consistent copy of both environments, as a kill -9 at that instant leaves them. (The victim
+stays down until the leader compacted past everything it queued for it, not just past its log:
+appends queued while it was down would otherwise catch it up by entries.)
 Fails on the old code: the image is refused ("ahead of the log, which ends at 13").
 """
 
@@ -28,7 +28,12 @@ import pytest
 import trio
 
 from tests.api.helpers import Cluster, wait_until
-from tests.runtime.test_state_lmdb import _caught_up, _configs, _write_with
+from tests.runtime.test_state_lmdb import (
+    _caught_up,
+    _configs,
+    _write_with,
+    write_until_only_a_snapshot_catches_up,
+)
 from univrs.raft.interpreter import InstallJob
 from univrs.raft.messages import SnapshotMeta
 from univrs.runtime.writer import StorageWriter
@@ -43,12 +48,6 @@ pytestmark = pytest.mark.timeout(300)
 # How long the held store waits for the apply loop to replace the state (it does within
 # milliseconds when it does not wait for the store; with the fix it never does).
 HOLD = 5.0
-
-
-def _store(node: Node) -> LogStore:
-    store = node.runtime.storage
-    assert isinstance(store, LogStore)
-    return store
 
 
 def _state(node: Node) -> StateEnv:
@@ -111,19 +110,9 @@ async def test_a_crash_while_a_leader_snapshot_is_stored_leaves_a_startable_data
         await _write_with(leader.store, 1, 5)
         victim = "n3" if leader.config.node_id != "n3" else "n2"
         await _caught_up(cluster, victim, leader.config.node_id)
-        behind = _store(cluster.nodes[victim]).last_index()
         await cluster.kill(victim)
-        await _write_with(leader.store, 101, 25)
-        await wait_until(
-            lambda: _store(leader).first_index() > behind + 1,
-            "the leader's log compacted past the stopped follower",
-            60,
-        )
-        # A restarted leader holds no queued appends for the victim: it needs a snapshot.
-        await cluster.kill(leader.config.node_id)
-        await cluster.start(leader.config.node_id)
+        await write_until_only_a_snapshot_catches_up(cluster, victim, 101)
         leader = await cluster.wait_leader()
-        assert _store(leader).first_index() > behind + 1
         held["victim"], held["dir"] = victim, configs[victim].data_dir
         await cluster.start(victim)
         await wait_until(lambda: bool(seen), "the victim storing the leader's snapshot", 60)

@@ -35,7 +35,6 @@ from univrs.errors import ProposalDropped, StorageError, Unavailable
 from univrs.server.datadir import open_storage
 from univrs.server.node import Node
 from univrs.sm import Envelope, MintCredits, TransferCredits, snapshot_plain, state_digest
-from univrs.storage.log_store import LogStore
 from univrs.storage.sm_tables import StateEnv
 
 pytestmark = pytest.mark.timeout(300)
@@ -88,6 +87,47 @@ async def _caught_up(cluster: Cluster, node_id: str, with_id: str) -> None:
         )
 
     await wait_until(same, f"{node_id} caught up with {with_id}", 60)
+
+
+async def write_until_only_a_snapshot_catches_up(cluster: Cluster, victim: str, first: int) -> None:
+    """Write (``_write_with`` rounds from ``first``) while ``victim`` is stopped until its
+    restart can catch up only by a snapshot from the leader.
+
+    The leader's log compacted past the victim's last index is not enough: the leader keeps
+    replicating to a stopped follower into its outbound queue (``PeerQueue``: kept while
+    disconnected, bounded), up to ``max_inflight`` appends, so a restart first receives the
+    appends queued while it was down, and they chain onto its log (each carries its previous
+    index and term) however far the leader compacted meanwhile. Only what the leader sends
+    after that needs the compacted entries: wait until its log starts after everything it may
+    have sent the victim (``PeerStatus.next``, once its pipeline stopped: nothing after
+    ``next - 1`` went out; a new leader's one probe, sent as it took the lead, ends at its last
+    index then)."""
+    probes: dict[tuple[str, int], int] = {}  # (leader, term) -> its last index when first seen
+
+    def needs_snapshot() -> bool:
+        leader = cluster.leader()
+        if leader is None:
+            return False
+        status = leader.status()
+        peer = next((p for p in status.peers if p.id == victim), None)
+        if peer is None:
+            return False
+        if peer.state == "snapshot":
+            return True  # it streams a snapshot past the victim's log
+        if peer.state == "replicate":
+            if peer.next > status.last_index:
+                return False  # still sending it every entry: the queue may carry them all
+            sent = peer.next - 1  # its pipeline is full: nothing after this was sent
+        else:
+            sent = probes.setdefault((status.id, status.term), status.last_index)
+        return status.first_index > sent + 1
+
+    for n in range(first, first + 100 * 40, 100):
+        if needs_snapshot():
+            return
+        leader = await cluster.wait_leader()
+        await _write_with(leader.store, n, 25)
+    raise AssertionError(f"{victim}'s restart could still catch up by queued appends")
 
 
 def _configs(folder: pathlib.Path, size: int, **overrides: Any) -> dict[str, NodeConfig]:
@@ -215,22 +255,16 @@ async def test_killed_followers_on_both_backends_end_in_the_leader_digest(
                 if nid != leader.config.node_id:
                     await _caught_up(cluster, nid, leader.config.node_id)
         # A kill early in the writes may leave the victim inside the leader's log (it catches up
-        # by entries): one more round keeps it down until the leader compacted past it.
+        # by entries): one more round keeps it down until only a snapshot can catch it up.
         victim = "n3" if leader.config.node_id != "n3" else "n2"
-        victim_log, leader_log = cluster.nodes[victim].runtime.storage, leader.runtime.storage
-        assert isinstance(victim_log, LogStore) and isinstance(leader_log, LogStore)
-        behind = victim_log.last_index()
         await cluster.kill(victim)
-        await _write_with(leader.store, 401, 25)
-        await wait_until(
-            lambda: leader_log.first_index() > behind + 1,
-            "the leader's log compacted past the stopped follower",
-            60,
-        )
+        await write_until_only_a_snapshot_catches_up(cluster, victim, 401)
+        caplog.clear()
         await cluster.start(victim)
+        leader = await cluster.wait_leader()
         await _caught_up(cluster, victim, leader.config.node_id)
         nursery.cancel_scope.cancel()
-    # The victim (always on LMDB) fell behind the leader's compacted log: a snapshot install.
+    # The victim (always on LMDB) fell behind what the leader can send: a snapshot install.
     assert "state replaced from a snapshot" in [r.getMessage() for r in caplog.records]
 
 

@@ -19,7 +19,14 @@ import pytest
 import trio
 
 from tests.api.helpers import Cluster, wait_until
-from tests.runtime.test_state_lmdb import _configs, _files, _opened, _tables, _write
+from tests.runtime.test_state_lmdb import (
+    _configs,
+    _files,
+    _opened,
+    _tables,
+    _write,
+    write_until_only_a_snapshot_catches_up,
+)
 from tests.storage.test_backup_restore_recover import a_state, write_backup
 from univrs.errors import StorageError
 from univrs.server.datadir import open_storage
@@ -276,11 +283,9 @@ async def test_an_install_is_adopted_into_the_state_env_only_once_it_is_stored(
         leader = await cluster.wait_leader()
         victim = "n3" if leader.config.node_id != "n3" else "n2"
         await _write(leader, 1, 5)
-        behind = cluster.nodes[victim].runtime.storage.last_index()  # type: ignore[attr-defined]
         await cluster.kill(victim)
-        await _write(leader, 6, 25)
-        storage: Any = leader.runtime.storage
-        await wait_until(lambda: storage.first_index() > behind + 1, "a compaction past it", 60)
+        await write_until_only_a_snapshot_catches_up(cluster, victim, 6)
+        leader = await cluster.wait_leader()
 
         entered, release = threading.Event(), threading.Event()
         save = LogStore.save_snapshot
