@@ -13,6 +13,8 @@ import lmdb
 
 from univrs.errors import StorageError
 from univrs.sm.objects import Objects
+from univrs.sm.plain import response_to_plain
+from univrs.sm.responses import Response
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
@@ -63,7 +65,14 @@ class LmdbJournal(StateJournal):
         self._dirty_balances: set[str] = set()
         self._dirty_tokens: set[str] = set()
         self._rewrite = False
+        # Per session this journal wrote lately (at most ``SESSION_ROWS``, the oldest written
+        # dropped first): the activity index it stored and its responses' encodings by seq, so
+        # a write of the session neither reads its old row back nor encodes a response twice.
+        # Invariant: what the sessions table holds in the open batch (or committed); emptied
+        # when the store forgets its caches (an abort: ``LmdbStore.invalidate``).
+        self._rows: dict[str, tuple[int, dict[int, tuple[Response, bytes]]]] = {}
         store.before_commit = self._flush
+        store.on_invalidate = self._rows.clear
 
     def attach(self, sm: Any) -> None:
         """The state machine these tables belong to."""
@@ -86,7 +95,7 @@ class LmdbJournal(StateJournal):
         self._dirty_tokens.add(token_id)
 
     def _flush(self, txn: lmdb.Transaction) -> None:
-        from univrs.sm.snapshot import _session_row, _token_row
+        from univrs.sm.snapshot import _token_row
 
         sm = self._sm
         if sm is None:
@@ -96,19 +105,27 @@ class LmdbJournal(StateJournal):
             self._dirty_balances.update(peer for peer, _ in sm.ledger_items())
             self._dirty_tokens.update(t.id for t in sm.stored_tokens())
             self._rewrite = False
+        rows = self._rows
         for client_id in sorted(self._dirty_sessions):
             key = client_id.encode()
-            old = txn.get(key, db=self._sessions_db)
-            if old is not None:
-                last_index = cbor2.loads(old)[2]
-                txn.delete(_ACTIVITY.pack(last_index) + key, db=self._activity_db)
+            known = rows.pop(client_id, None)  # what this journal stored for it last
+            if known is not None:
+                stored_index: int | None = known[0]
+            else:
+                old = txn.get(key, db=self._sessions_db)
+                stored_index = None if old is None else cbor2.loads(old)[2]
+            if stored_index is not None:
+                txn.delete(_ACTIVITY.pack(stored_index) + key, db=self._activity_db)
             session = sm.session(client_id)
             if session is None:
                 txn.delete(key, db=self._sessions_db)
                 continue
-            row = [session.owner, *_session_row(session)]
-            txn.put(key, cbor2.dumps(row), db=self._sessions_db)
+            row, encoded = _session_bytes(session, None if known is None else known[1])
+            txn.put(key, row, db=self._sessions_db)
             txn.put(_ACTIVITY.pack(session.last_index) + key, b"", db=self._activity_db)
+            rows[client_id] = (session.last_index, encoded)
+            if len(rows) > SESSION_ROWS:
+                del rows[next(iter(rows))]
         for peer in sorted(self._dirty_balances):
             amount = sm.balance(peer)
             if amount:
@@ -134,6 +151,51 @@ class LmdbJournal(StateJournal):
             sm.revision,
         ]
         txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
+
+
+SESSION_ROWS = 1024  # sessions whose stored row the journal remembers (``LmdbJournal._rows``)
+
+
+def _session_bytes(
+    session: Session, known: dict[int, tuple[Response, bytes]] | None
+) -> tuple[bytes, dict[int, tuple[Response, bytes]]]:
+    """The sessions table's row of ``session``, ``cbor2.dumps([owner, *_session_row(session)])``
+    byte for byte (a CBOR array is its head and its items' encodings one after the other;
+    tests/runtime/test_state_journal_rows.py checks it), built from the encodings of the
+    responses ``known`` already holds (the same response object at the same seq); returns
+    them with the new ones."""
+    responses = session.responses
+    n = len(responses)
+    parts = [
+        _array_head(6 + 2 * n),
+        cbor2.dumps(session.owner),
+        cbor2.dumps(session.client_id),
+        cbor2.dumps(session.last_index),
+        cbor2.dumps(session.last_ms),
+        cbor2.dumps(session.max_seq),
+        cbor2.dumps(n),
+    ]
+    encoded: dict[int, tuple[Response, bytes]] = {}
+    for seq, response in responses.items():
+        pair = None if known is None else known.get(seq)
+        if pair is None or pair[0] is not response:
+            pair = (response, cbor2.dumps(seq) + cbor2.dumps(response_to_plain(response)))
+        encoded[seq] = pair
+        parts.append(pair[1])
+    return b"".join(parts), encoded
+
+
+_HEADS: dict[int, bytes] = {}
+
+
+def _array_head(n: int) -> bytes:
+    """The CBOR head of an array of ``n`` items (as cbor2 writes it)."""
+    head = _HEADS.get(n)
+    if head is None:
+        head = cbor2.dumps([0] * n)[: -n or None]  # each 0 is one byte
+        if len(_HEADS) < 4096:
+            _HEADS[n] = head
+    return head
 
 
 def _objects_on(store: LmdbStore) -> Objects:
