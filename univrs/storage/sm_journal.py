@@ -34,6 +34,11 @@ _OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node")
 _ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
 
 
+# What the journal remembers of a session's stored row: its responses' seqs and objects, and
+# each one's encoding ``dumps(seq) + dumps(plain)``, in the row's order.
+Encoded = tuple[list[int], list[Response], list[bytes]]
+
+
 def _policy_row(p: SessionPolicy) -> list[Any]:
     return [p.window, p.max_sessions, p.ttl_entries, p.ttl_ms, p.max_sessions_per_owner]
 
@@ -66,11 +71,12 @@ class LmdbJournal(StateJournal):
         self._dirty_tokens: set[str] = set()
         self._rewrite = False
         # Per session this journal wrote lately (at most ``SESSION_ROWS``, the oldest written
-        # dropped first): the activity index it stored and its responses' encodings by seq, so
-        # a write of the session neither reads its old row back nor encodes a response twice.
+        # dropped first): the activity index it stored and its responses' encodings
+        # (``_session_bytes``), so a write of the session neither reads its old row back nor
+        # encodes a response again.
         # Invariant: what the sessions table holds in the open batch (or committed); emptied
         # when the store forgets its caches (an abort: ``LmdbStore.invalidate``).
-        self._rows: dict[str, tuple[int, dict[int, tuple[Response, bytes]]]] = {}
+        self._rows: dict[str, tuple[int, Encoded]] = {}
         store.before_commit = self._flush
         store.on_invalidate = self._rows.clear
 
@@ -156,33 +162,45 @@ class LmdbJournal(StateJournal):
 SESSION_ROWS = 1024  # sessions whose stored row the journal remembers (``LmdbJournal._rows``)
 
 
-def _session_bytes(
-    session: Session, known: dict[int, tuple[Response, bytes]] | None
-) -> tuple[bytes, dict[int, tuple[Response, bytes]]]:
+def _session_bytes(session: Session, known: Encoded | None) -> tuple[bytes, Encoded]:
     """The sessions table's row of ``session``, ``cbor2.dumps([owner, *_session_row(session)])``
     byte for byte (a CBOR array is its head and its items' encodings one after the other;
-    tests/runtime/test_state_journal_rows.py checks it), built from the encodings of the
-    responses ``known`` already holds (the same response object at the same seq); returns
-    them with the new ones."""
+    tests/runtime/test_state_lmdb_caches.py checks it), and what to remember of it.
+
+    The responses' encodings come from ``known`` (the row written before) where they are the
+    same: a session's window slides (responses drop off the front, new ones come at the end),
+    so the run of ``known`` from the current first seq on, as far as seqs and responses are
+    equal (compared in C, list against list), is reused and only the rest is encoded. Equal
+    responses encode equally, so the row is exact whatever ``known`` holds."""
     responses = session.responses
-    n = len(responses)
-    parts = [
-        _array_head(6 + 2 * n),
-        cbor2.dumps(session.owner),
-        cbor2.dumps(session.client_id),
-        cbor2.dumps(session.last_index),
-        cbor2.dumps(session.last_ms),
-        cbor2.dumps(session.max_seq),
-        cbor2.dumps(n),
+    seqs, values = list(responses), list(responses.values())
+    n = len(seqs)
+    reused: list[bytes] = []
+    if known is not None and n:
+        old_seqs, old_values, old_parts = known
+        try:
+            k = old_seqs.index(seqs[0])
+        except ValueError:
+            k = -1
+        if k >= 0:
+            m = min(len(old_seqs) - k, n)
+            if old_seqs[k : k + m] == seqs[:m] and old_values[k : k + m] == values[:m]:
+                reused = old_parts[k : k + m]
+    dumps = cbor2.dumps
+    parts = reused + [
+        dumps(seq) + dumps(response_to_plain(response))
+        for seq, response in zip(seqs[len(reused) :], values[len(reused) :], strict=True)
     ]
-    encoded: dict[int, tuple[Response, bytes]] = {}
-    for seq, response in responses.items():
-        pair = None if known is None else known.get(seq)
-        if pair is None or pair[0] is not response:
-            pair = (response, cbor2.dumps(seq) + cbor2.dumps(response_to_plain(response)))
-        encoded[seq] = pair
-        parts.append(pair[1])
-    return b"".join(parts), encoded
+    head = (
+        _array_head(6 + 2 * n)
+        + dumps(session.owner)
+        + dumps(session.client_id)
+        + dumps(session.last_index)
+        + dumps(session.last_ms)
+        + dumps(session.max_seq)
+        + dumps(n)
+    )
+    return head + b"".join(parts), (seqs, values, parts)
 
 
 _HEADS: dict[int, bytes] = {}
@@ -219,6 +237,7 @@ def _objects_on(store: LmdbStore) -> Objects:
         by_node=LmdbPairIndex(store, "by_node"),
         batch=store.batch,
         journal=LmdbJournal(store),
+        counts_cache=store.cache("instance counts"),  # not a database: emptied with the rest
     )
 
 

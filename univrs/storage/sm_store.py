@@ -29,6 +29,7 @@ def _storable(raw_key: bytes) -> bool:
     return 0 < len(raw_key) <= MAX_KEY
 
 
+_NESTED = contextlib.nullcontext()  # reusable: it holds nothing
 DEFAULT_MAP_SIZE = 1 << 34  # 16 GiB of address space; the file grows as needed
 
 
@@ -60,12 +61,15 @@ class LmdbStore:
             db = self._dbs[name] = self.env.open_db(name.encode(), txn=self._txn)
         return db
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """One write transaction for everything done in the block (nested: the outer one)."""
+    def batch(self) -> contextlib.AbstractContextManager[object]:
+        """One write transaction for everything done in the block (nested: the outer one, at
+        the cost of a ``nullcontext``: the state machine opens one per command)."""
         if self._txn is not None:
-            yield
-            return
+            return _NESTED
+        return self._batch()
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
         txn = self.env.begin(write=True)
         self._txn = txn
         try:
@@ -128,18 +132,33 @@ def _scan(
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) from the first key >= ``start`` while keys begin with ``prefix``, the key
     ``skip`` left out."""
+    txn = store._txn
+    if txn is not None:  # in a batch: its transaction (no context manager per scan)
+        return _scan_in(txn, db, start, prefix, skip)
+    return _scan_reading(store, db, start, prefix, skip)
+
+
+def _scan_reading(
+    store: LmdbStore, db: Any, start: bytes, prefix: bytes, skip: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
     with store.reading() as txn:
-        cursor = txn.cursor(db)
-        if not cursor.set_range(start[:MAX_KEY]):  # a longer start: from its prefix, then
-            return  # skip the keys below it (no stored key is that long)
-        for raw_key, raw in cursor:
-            key = bytes(raw_key)  # bytes already (no copy): buffers are off
-            if key < start:
-                continue
-            if not key.startswith(prefix):
-                return
-            if key != skip:
-                yield key, bytes(raw)
+        yield from _scan_in(txn, db, start, prefix, skip)
+
+
+def _scan_in(
+    txn: lmdb.Transaction, db: Any, start: bytes, prefix: bytes, skip: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db)
+    if not cursor.set_range(start[:MAX_KEY]):  # a longer start: from its prefix, then
+        return  # skip the keys below it (no stored key is that long)
+    for raw_key, raw in cursor:
+        key = bytes(raw_key)  # bytes already (no copy): buffers are off
+        if key < start:
+            continue
+        if not key.startswith(prefix):
+            return
+        if key != skip:
+            yield key, bytes(raw)
 
 
 CACHE_SIZE = 4096  # decoded values kept per table (``LmdbTable``): the objects written lately
