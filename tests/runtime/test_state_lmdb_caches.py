@@ -13,7 +13,10 @@ remembers, never answer anything the environment does not hold.
 
 from __future__ import annotations
 
+import json
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import cbor2
@@ -221,3 +224,17 @@ def test_a_state_applied_through_the_caches_resumes_with_the_same_digest(
     assert state_digest(resumed) == state_digest(in_memory)
     assert resumed.last_applied_index == index
     resumed_env.close()
+
+
+def test_the_apply_benchmark_runs_both_backends_to_the_same_digest() -> None:
+    """scripts/bench_state_apply.py (docs/performance.md, "Round 9"), tiny."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_state_apply.py"
+    args = ["--repeats", "1", "--commands", "300", "--creates", "40", "--workloads", "8"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["digests_equal"] is True
+    assert summary["memory"]["scale_us"] >= 0 and summary["lmdb"]["scale_us"] >= 0
+    assert summary["config"]["commands"] == 300
