@@ -20,6 +20,8 @@ from tests.sm.strategies import steps
 from univrs.sm import Created, DeleteWorkload, OpenSession, Success
 from univrs.sm import handlers as handlers_module
 from univrs.sm.credits import Ledger
+from univrs.sm.model import Instance
+from univrs.sm.objects import Objects
 from univrs.sm.sessions import SessionTable
 from univrs.sm.state import ClusterStateMachine
 
@@ -96,3 +98,19 @@ def test_orphan_property_catches_a_delete_without_cascade(
 
     monkeypatch.setitem(handlers_module._HANDLERS, DeleteWorkload, delete)
     must_fail(props.check_deleting_a_workload_or_node_leaves_no_orphan_instances)
+
+
+def test_invariants_catch_instance_counts_remembered_past_a_status_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``Objects.counts_cache`` not dropped when an instance changes: ``problems()`` (which
+    every property checks) names the stale counts."""
+    put_instance = Objects.put_instance
+
+    def stale(self: Objects, instance: Instance) -> None:
+        kept = dict(self.counts_cache)
+        put_instance(self, instance)
+        self.counts_cache.update(kept)  # the counts from before the change come back
+
+    monkeypatch.setattr(Objects, "put_instance", stale)
+    must_fail(props.check_replicas_that_apply_the_same_commands_agree)

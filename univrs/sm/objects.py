@@ -26,6 +26,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from itertools import islice
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -51,6 +52,7 @@ from univrs.sm.tables import (
 )
 
 _ZERO_COUNTS: dict[InstanceStatus, int] = dict.fromkeys(InstanceStatus, 0)
+COUNTS_CACHED = 4096  # workloads whose instance counts ``Objects`` remembers
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -118,6 +120,11 @@ class Objects:
     # Told which sessions, balances and tokens change (``StateJournal``): a persistent backend
     # writes them in the same batch; nothing in memory.
     journal: StateJournal = NO_JOURNAL
+    # ``instance_counts`` of workloads read lately (at most ``COUNTS_CACHED``), dropped for a
+    # workload whenever one of its instances changes; a persistent backend passes one its
+    # store empties when a batch aborts (``LmdbStore.cache``). A scale or an update of a
+    # workload then scans none of its instances for its watch events.
+    counts_cache: dict[str, Any] = attrs.field(factory=dict)
 
     # ------------------------------------------------------------ lookups
 
@@ -146,6 +153,7 @@ class Objects:
 
     def delete_workload(self, workload_id: str) -> None:
         """Remove a workload and, with it, every instance of it (no orphans), in id order."""
+        self.counts_cache.pop(workload_id, None)
         for instance_id in list(self._by_workload.seconds(workload_id)):
             instance = self._instances.pop(instance_id)
             self._by_workload.remove(workload_id, instance_id)
@@ -159,6 +167,7 @@ class Objects:
         """Add an instance or replace it. Its workload and node must exist; an instance keeps
         its workload, and its node once it has one (binding None -> node is allowed)."""
         old = self._instances.put(instance.id, instance)
+        self.counts_cache.pop(instance.workload_id, None)
         if old is None:
             self._by_workload.add(instance.workload_id, instance.id)
         assert old is None or old.workload_id == instance.workload_id
@@ -171,6 +180,7 @@ class Objects:
         """Remove an instance."""
         instance = self._instances.pop(instance_id)
         self._by_workload.remove(instance.workload_id, instance_id)
+        self.counts_cache.pop(instance.workload_id, None)
         if instance.node_id is not None:
             self._by_node.remove(instance.node_id, instance_id)
         self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
@@ -186,6 +196,7 @@ class Objects:
             instance = self._instances.pop(instance_id)
             self._by_node.remove(node_id, instance_id)
             self._by_workload.remove(instance.workload_id, instance_id)
+            self.counts_cache.pop(instance.workload_id, None)
             self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
         old = self._nodes.pop(node_id)
         self.changes.append((ObjectKind.NODE, node_id, old, None))
@@ -202,8 +213,18 @@ class Objects:
         return view_of(stored, self.instance_counts(stored.id))
 
     def instance_counts(self, workload_id: str) -> Mapping[InstanceStatus, int]:
-        """How many instances of the workload are in each status now (a read-only mapping:
-        a fresh table)."""
+        """How many instances of the workload are in each status now (a read-only mapping,
+        shared: remembered in ``counts_cache`` until one of its instances changes)."""
+        cache = self.counts_cache
+        found = cache.get(workload_id)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        found = cache[workload_id] = MappingProxyType(self._count_instances(workload_id))
+        if len(cache) > COUNTS_CACHED:
+            del cache[next(iter(cache))]  # the first read (dicts keep insertion order)
+        return found
+
+    def _count_instances(self, workload_id: str) -> dict[InstanceStatus, int]:
         counts = _ZERO_COUNTS.copy()  # not dict.fromkeys(InstanceStatus): iterating an enum
         get = self._instances.get  # costs more than the copy
         for instance_id in self._by_workload.seconds(workload_id):
@@ -311,6 +332,7 @@ class Objects:
 
         Bulk: one pass over the parts and one sort per table (linear when the parts come in id
         order, as a snapshot's rows do); the puts run once per command."""
+        self.counts_cache.clear()
         found: list[str] = []
         found += [
             f"workload {k!r} appears twice"
@@ -377,6 +399,9 @@ class Objects:
             found.append("node -> instances index is out of date")
         if list(self._by_workload) != sorted(self._by_workload):
             found.append("workload -> instances index is not in order")
+        for workload_id, counts in list(self.counts_cache.items()):
+            if dict(counts) != self._count_instances(workload_id):
+                found.append(f"the remembered instance counts of {workload_id} are out of date")
         return found
 
 

@@ -230,13 +230,22 @@ class ClusterStateMachine(CommandHandlers):
             return AppliedChanges(self._revision, ())
         counts = self._objects.instance_counts
         items: list[tuple[ObjectKind, str, Any, Any]] = []
+        # A workload's counts as they are now, once per workload (an update's before and
+        # after are the same workload: one index scan, not two). Read-only mappings: shared.
+        seen: dict[str, Any] = {}
         for kind, ident, before, after in changes:
             was: Any = before
             now: Any = after
             if isinstance(before, StoredWorkload):
-                was = (before, counts(before.id))
+                found = seen.get(before.id)
+                if found is None:
+                    found = seen[before.id] = counts(before.id)
+                was = (before, found)
             if isinstance(after, StoredWorkload):
-                now = (after, counts(after.id))
+                found = seen.get(after.id)
+                if found is None:
+                    found = seen[after.id] = counts(after.id)
+                now = (after, found)
             items.append((kind, ident, was, now))
         return AppliedChanges(self._revision, tuple(items))
 

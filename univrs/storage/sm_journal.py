@@ -13,6 +13,8 @@ import lmdb
 
 from univrs.errors import StorageError
 from univrs.sm.objects import Objects
+from univrs.sm.plain import response_to_plain
+from univrs.sm.responses import Response
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
@@ -30,6 +32,11 @@ _ACTIVITY = struct.Struct(">Q")
 _SMALL_DBS = ("sessions", "session_activity", "ledger", "tokens")
 _OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node")
 _ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
+
+
+# What the journal remembers of a session's stored row: its responses' seqs and objects, and
+# each one's encoding ``dumps(seq) + dumps(plain)``, in the row's order.
+Encoded = tuple[list[int], list[Response], list[bytes]]
 
 
 def _policy_row(p: SessionPolicy) -> list[Any]:
@@ -63,7 +70,15 @@ class LmdbJournal(StateJournal):
         self._dirty_balances: set[str] = set()
         self._dirty_tokens: set[str] = set()
         self._rewrite = False
+        # Per session this journal wrote lately (at most ``SESSION_ROWS``, the oldest written
+        # dropped first): the activity index it stored and its responses' encodings
+        # (``_session_bytes``), so a write of the session neither reads its old row back nor
+        # encodes a response again.
+        # Invariant: what the sessions table holds in the open batch (or committed); emptied
+        # when the store forgets its caches (an abort: ``LmdbStore.invalidate``).
+        self._rows: dict[str, tuple[int, Encoded]] = {}
         store.before_commit = self._flush
+        store.on_invalidate = self._rows.clear
 
     def attach(self, sm: Any) -> None:
         """The state machine these tables belong to."""
@@ -86,7 +101,7 @@ class LmdbJournal(StateJournal):
         self._dirty_tokens.add(token_id)
 
     def _flush(self, txn: lmdb.Transaction) -> None:
-        from univrs.sm.snapshot import _session_row, _token_row
+        from univrs.sm.snapshot import _token_row
 
         sm = self._sm
         if sm is None:
@@ -96,19 +111,27 @@ class LmdbJournal(StateJournal):
             self._dirty_balances.update(peer for peer, _ in sm.ledger_items())
             self._dirty_tokens.update(t.id for t in sm.stored_tokens())
             self._rewrite = False
+        rows = self._rows
         for client_id in sorted(self._dirty_sessions):
             key = client_id.encode()
-            old = txn.get(key, db=self._sessions_db)
-            if old is not None:
-                last_index = cbor2.loads(old)[2]
-                txn.delete(_ACTIVITY.pack(last_index) + key, db=self._activity_db)
+            known = rows.pop(client_id, None)  # what this journal stored for it last
+            if known is not None:
+                stored_index: int | None = known[0]
+            else:
+                old = txn.get(key, db=self._sessions_db)
+                stored_index = None if old is None else cbor2.loads(old)[2]
+            if stored_index is not None:
+                txn.delete(_ACTIVITY.pack(stored_index) + key, db=self._activity_db)
             session = sm.session(client_id)
             if session is None:
                 txn.delete(key, db=self._sessions_db)
                 continue
-            row = [session.owner, *_session_row(session)]
-            txn.put(key, cbor2.dumps(row), db=self._sessions_db)
+            row, encoded = _session_bytes(session, None if known is None else known[1])
+            txn.put(key, row, db=self._sessions_db)
             txn.put(_ACTIVITY.pack(session.last_index) + key, b"", db=self._activity_db)
+            rows[client_id] = (session.last_index, encoded)
+            if len(rows) > SESSION_ROWS:
+                del rows[next(iter(rows))]
         for peer in sorted(self._dirty_balances):
             amount = sm.balance(peer)
             if amount:
@@ -136,6 +159,63 @@ class LmdbJournal(StateJournal):
         txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
 
 
+SESSION_ROWS = 1024  # sessions whose stored row the journal remembers (``LmdbJournal._rows``)
+
+
+def _session_bytes(session: Session, known: Encoded | None) -> tuple[bytes, Encoded]:
+    """The sessions table's row of ``session``, ``cbor2.dumps([owner, *_session_row(session)])``
+    byte for byte (a CBOR array is its head and its items' encodings one after the other;
+    tests/runtime/test_state_lmdb_caches.py checks it), and what to remember of it.
+
+    The responses' encodings come from ``known`` (the row written before) where they are the
+    same: a session's window slides (responses drop off the front, new ones come at the end),
+    so the run of ``known`` from the current first seq on, as far as seqs and responses are
+    equal (compared in C, list against list), is reused and only the rest is encoded. Equal
+    responses encode equally, so the row is exact whatever ``known`` holds."""
+    responses = session.responses
+    seqs, values = list(responses), list(responses.values())
+    n = len(seqs)
+    reused: list[bytes] = []
+    if known is not None and n:
+        old_seqs, old_values, old_parts = known
+        try:
+            k = old_seqs.index(seqs[0])
+        except ValueError:
+            k = -1
+        if k >= 0:
+            m = min(len(old_seqs) - k, n)
+            if old_seqs[k : k + m] == seqs[:m] and old_values[k : k + m] == values[:m]:
+                reused = old_parts[k : k + m]
+    dumps = cbor2.dumps
+    parts = reused + [
+        dumps(seq) + dumps(response_to_plain(response))
+        for seq, response in zip(seqs[len(reused) :], values[len(reused) :], strict=True)
+    ]
+    head = (
+        _array_head(6 + 2 * n)
+        + dumps(session.owner)
+        + dumps(session.client_id)
+        + dumps(session.last_index)
+        + dumps(session.last_ms)
+        + dumps(session.max_seq)
+        + dumps(n)
+    )
+    return head + b"".join(parts), (seqs, values, parts)
+
+
+_HEADS: dict[int, bytes] = {}
+
+
+def _array_head(n: int) -> bytes:
+    """The CBOR head of an array of ``n`` items (as cbor2 writes it)."""
+    head = _HEADS.get(n)
+    if head is None:
+        head = cbor2.dumps([0] * n)[: -n or None]  # each 0 is one byte
+        if len(_HEADS) < 4096:
+            _HEADS[n] = head
+    return head
+
+
 def _objects_on(store: LmdbStore) -> Objects:
     from univrs.sm.snapshot import (
         _instance_row,
@@ -157,6 +237,7 @@ def _objects_on(store: LmdbStore) -> Objects:
         by_node=LmdbPairIndex(store, "by_node"),
         batch=store.batch,
         journal=LmdbJournal(store),
+        counts_cache=store.cache("instance counts"),  # not a database: emptied with the rest
     )
 
 

@@ -29,6 +29,7 @@ def _storable(raw_key: bytes) -> bool:
     return 0 < len(raw_key) <= MAX_KEY
 
 
+_NESTED = contextlib.nullcontext()  # reusable: it holds nothing
 DEFAULT_MAP_SIZE = 1 << 34  # 16 GiB of address space; the file grows as needed
 
 
@@ -43,6 +44,14 @@ class LmdbStore:
         # Called with the batch's transaction just before it commits: the journal's writes
         # (one journal per store: the state machine last opened on it).
         self.before_commit: Callable[[lmdb.Transaction], None] | None = None
+        # Decoded values of the tables, by database name (``cache``): shared by every table on
+        # a database of this store, so they agree whichever wrote last. Invariant: an entry is
+        # the value the database holds for its key in the open batch, or committed when none
+        # is open. Anything that ends a transaction without committing it (an abort, a failed
+        # commit) or writes around the tables (``invalidate``) empties them all.
+        self._caches: dict[str, dict[str, Any]] = {}
+        # Called by ``invalidate`` (the journal forgets what it remembers of the stored rows).
+        self.on_invalidate: Callable[[], None] | None = None
 
     def db(self, name: str) -> Any:
         """The named database (created if absent; in the batch's transaction if one is open:
@@ -52,12 +61,15 @@ class LmdbStore:
             db = self._dbs[name] = self.env.open_db(name.encode(), txn=self._txn)
         return db
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """One write transaction for everything done in the block (nested: the outer one)."""
+    def batch(self) -> contextlib.AbstractContextManager[object]:
+        """One write transaction for everything done in the block (nested: the outer one, at
+        the cost of a ``nullcontext``: the state machine opens one per command)."""
         if self._txn is not None:
-            yield
-            return
+            return _NESTED
+        return self._batch()
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
         txn = self.env.begin(write=True)
         self._txn = txn
         try:
@@ -66,10 +78,15 @@ class LmdbStore:
                 self.before_commit(txn)
         except BaseException:
             self._txn = None
+            self.invalidate()
             txn.abort()
             raise
         self._txn = None
-        txn.commit()
+        try:
+            txn.commit()
+        except BaseException:
+            self.invalidate()
+            raise
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[lmdb.Transaction]:
@@ -77,8 +94,24 @@ class LmdbStore:
         if self._txn is not None:
             yield self._txn
             return
-        with self.env.begin(write=True) as txn:
-            yield txn
+        try:
+            with self.env.begin(write=True) as txn:
+                yield txn
+        except BaseException:
+            self.invalidate()  # aborted: a cached value may be one it wrote
+            raise
+
+    def cache(self, name: str) -> dict[str, Any]:
+        """The decoded values of database ``name`` (see ``__init__``: ``LmdbTable`` keeps it)."""
+        return self._caches.setdefault(name, {})
+
+    def invalidate(self) -> None:
+        """Forget every decoded value (the databases may hold others now)."""
+        for cache in self._caches.values():
+            cache.clear()
+        journal = self.on_invalidate
+        if journal is not None:
+            journal()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[lmdb.Transaction]:
@@ -99,22 +132,47 @@ def _scan(
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) from the first key >= ``start`` while keys begin with ``prefix``, the key
     ``skip`` left out."""
+    txn = store._txn
+    if txn is not None:  # in a batch: its transaction (no context manager per scan)
+        return _scan_in(txn, db, start, prefix, skip)
+    return _scan_reading(store, db, start, prefix, skip)
+
+
+def _scan_reading(
+    store: LmdbStore, db: Any, start: bytes, prefix: bytes, skip: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
     with store.reading() as txn:
-        cursor = txn.cursor(db)
-        if not cursor.set_range(start[:MAX_KEY]):  # a longer start: from its prefix, then
-            return  # skip the keys below it (no stored key is that long)
-        for raw_key, raw in cursor:
-            key = bytes(raw_key)  # bytes already (no copy): buffers are off
-            if key < start:
-                continue
-            if not key.startswith(prefix):
-                return
-            if key != skip:
-                yield key, bytes(raw)
+        yield from _scan_in(txn, db, start, prefix, skip)
+
+
+def _scan_in(
+    txn: lmdb.Transaction, db: Any, start: bytes, prefix: bytes, skip: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db)
+    if not cursor.set_range(start[:MAX_KEY]):  # a longer start: from its prefix, then
+        return  # skip the keys below it (no stored key is that long)
+    for raw_key, raw in cursor:
+        key = bytes(raw_key)  # bytes already (no copy): buffers are off
+        if key < start:
+            continue
+        if not key.startswith(prefix):
+            return
+        if key != skip:
+            yield key, bytes(raw)
+
+
+CACHE_SIZE = 4096  # decoded values kept per table (``LmdbTable``): the objects written lately
 
 
 class LmdbTable(Table[V]):
-    """``Table`` on a named LMDB database."""
+    """``Table`` on a named LMDB database, with a bounded cache of decoded values.
+
+    The cache (``LmdbStore.cache``, shared by the tables on the same database) holds up to
+    ``cache_size`` values by key: each one read (decoded once) or written lately, the oldest
+    written or first read dropped first. Values are immutable, so a cached one is handed out
+    as it is, as the in-memory table hands out its own. A write that replaces a cached value
+    does not read the old one back, and a read of a cached one touches no page: a command that
+    reads an object and writes it back (a scale, an update) decodes nothing."""
 
     def __init__(
         self,
@@ -124,15 +182,27 @@ class LmdbTable(Table[V]):
         decode: Callable[[bytes], V],
         *,
         rows: bool = False,
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         self._store, self._db = store, store.db(name)
         self._encode, self._decode = encode, decode
         # True when ``encode`` writes a value as its snapshot row in CBOR (``cbor_codec`` of
         # the snapshot's row writer): the stored bytes are then the snapshot's (``raw_view``).
         self._rows = rows
+        self._cache: dict[str, V] = store.cache(name)
+        self._cache_size = cache_size
+
+    def _remember(self, key: str, value: V) -> None:
+        cache = self._cache
+        cache[key] = value
+        if len(cache) > self._cache_size:
+            del cache[next(iter(cache))]  # the oldest entry (dicts keep insertion order)
 
     def get(self, key: str) -> V | None:
         """The value at ``key``, or None."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         raw_key = key.encode()
         if not _storable(raw_key):
             return None
@@ -142,24 +212,47 @@ class LmdbTable(Table[V]):
         else:
             with self._store.reading() as txn:
                 raw = txn.get(raw_key, db=self._db)
-        return None if raw is None else self._decode(bytes(raw))
+        if raw is None:
+            return None
+        value = self._decode(bytes(raw))
+        if self._cache_size:
+            self._remember(key, value)
+        return value
 
     def put(self, key: str, value: V) -> V | None:
         """Set ``key``; returns the replaced value (None if new)."""
+        raw_key, raw = key.encode(), self._encode(value)
+        old = self._cache.pop(key, None)  # out first: a failed write must not leave it
         txn = self._store._txn
-        if txn is not None:
-            raw = txn.replace(key.encode(), self._encode(value), db=self._db)
+        if old is not None:  # present: written over without reading it back
+            if txn is not None:
+                txn.put(raw_key, raw, db=self._db)
+            else:
+                with self._store.writing() as txn:
+                    txn.put(raw_key, raw, db=self._db)
         else:
-            with self._store.writing() as txn:
-                raw = txn.replace(key.encode(), self._encode(value), db=self._db)
-        return None if raw is None else self._decode(bytes(raw))
+            if txn is not None:
+                replaced = txn.replace(raw_key, raw, db=self._db)
+            else:
+                with self._store.writing() as txn:
+                    replaced = txn.replace(raw_key, raw, db=self._db)
+            old = None if replaced is None else self._decode(bytes(replaced))
+        if self._cache_size:
+            self._remember(key, value)
+        return old
 
     def pop(self, key: str) -> V:
         """Remove ``key`` and return its value; ``KeyError`` if absent."""
-        if not _storable(key.encode()):
+        raw_key = key.encode()
+        if not _storable(raw_key):
             raise KeyError(key)
+        cached = self._cache.pop(key, None)
         with self._store.writing() as txn:
-            raw = txn.pop(key.encode(), db=self._db)
+            if cached is not None:
+                if not txn.delete(raw_key, db=self._db):  # the cache's invariant broken
+                    raise AssertionError(f"cached key {key!r} is not stored")
+                return cached
+            raw = txn.pop(raw_key, db=self._db)
         if raw is None:
             raise KeyError(key)
         return self._decode(bytes(raw))
@@ -167,6 +260,8 @@ class LmdbTable(Table[V]):
     def __contains__(self, key: object) -> bool:
         if type(key) is not str:
             return False
+        if key in self._cache:
+            return True
         raw_key = key.encode()
         if not _storable(raw_key):
             return False
@@ -221,6 +316,7 @@ class LmdbTable(Table[V]):
         """Fill an empty table in one transaction; returns the repeated keys."""
         repeated: list[str] = []
         encode = self._encode
+        self._cache.clear()  # empty already (the table is); nothing cached from before
         with self._store.writing() as txn:
             assert txn.stat(self._db)["entries"] == 0, "load fills an empty table"
             for key, value in items:

@@ -314,6 +314,7 @@ class StateEnv:
             with self.store.writing() as txn:
                 for name in (*_OBJECT_DBS, *_SMALL_DBS):
                     txn.drop(self.store.db(name), delete=False)
+            self.store.invalidate()  # emptied around the tables: nothing cached holds
             stored = ClusterStateMachine.from_parts(
                 policy=sm.policy,
                 last_index=sm.last_applied_index,

@@ -1,0 +1,240 @@
+"""The LMDB state backend's caches (docs/performance.md, "The LMDB state backend's cost per
+write"): the decoded objects an ``LmdbTable`` keeps, and the session rows the journal
+remembers, never answer anything the environment does not hold.
+
+* a batch that is aborted (or a write outside a batch that fails) leaves no value it wrote in
+  the cache; each such test also runs with ``LmdbStore.invalidate`` disabled and shows the
+  stale value it then reads, so the check is seen to catch the bug;
+* a bounded cache answers every key, evicted or not, and tables on one database share it;
+* a session row built from remembered response encodings is byte for byte the row
+  ``cbor2.dumps`` writes (hypothesis), and a state applied through the caches resumes from
+  the environment with the digest of an in-memory replica, the session activity index exact.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from univrs.sm import (
+    CloseSession,
+    ClusterStateMachine,
+    CreateWorkload,
+    Envelope,
+    OpenSession,
+    ScaleWorkload,
+    WorkloadSpec,
+    state_digest,
+)
+from univrs.sm.commands import Command, DeleteWorkload
+from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
+from univrs.sm.sessions import Session
+from univrs.sm.snapshot import _session_row
+from univrs.storage.sm_journal import _session_bytes
+from univrs.storage.sm_store import LmdbStore, LmdbTable
+from univrs.storage.sm_tables import StateEnv
+
+
+@pytest.fixture
+def store(tmp_path: pathlib.Path) -> Iterator[LmdbStore]:
+    s = LmdbStore(str(tmp_path / "env"), sync=False, map_size=1 << 24)
+    yield s
+    s.close()
+
+
+def _table(store: LmdbStore, cache_size: int = 16) -> LmdbTable[int]:
+    return LmdbTable(
+        store, "t", lambda v: str(v).encode(), lambda raw: int(raw), cache_size=cache_size
+    )
+
+
+class Boom(Exception):
+    pass
+
+
+def _abort_a_batch(store: LmdbStore, table: LmdbTable[int]) -> None:
+    table.put("a", 1)
+    table.put("b", 2)
+    with pytest.raises(Boom), store.batch():
+        table.put("a", 10)  # replaces a cached value
+        table.put("c", 30)  # a new one
+        table.pop("b")
+        assert table.get("a") == 10 and table.get("c") == 30 and "b" not in table
+        raise Boom
+
+
+def _after_abort(table: LmdbTable[int]) -> tuple[int | None, int | None, int | None]:
+    return table.get("a"), table.get("b"), table.get("c")
+
+
+def test_an_aborted_batch_leaves_nothing_it_wrote_in_the_cache(store: LmdbStore) -> None:
+    table = _table(store)
+    _abort_a_batch(store, table)
+    assert _after_abort(table) == (1, 2, None)
+    assert sorted(table.keys()) == ["a", "b"]
+
+
+def test_without_invalidation_the_aborted_values_would_be_read(
+    store: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above catches the bug: with ``invalidate`` a no-op the cache answers what
+    the aborted transaction wrote (and misses what it removed)."""
+    monkeypatch.setattr(LmdbStore, "invalidate", lambda self: None)
+    table = _table(store)
+    _abort_a_batch(store, table)
+    assert _after_abort(table) == (10, 2, 30)
+
+
+def test_a_failed_write_outside_a_batch_leaves_nothing_in_the_cache(store: LmdbStore) -> None:
+    table = _table(store)
+    table.put("a", 1)
+    with pytest.raises(Boom), store.writing() as txn:
+        txn.put(b"a", b"5", db=store.db("t"))  # written around the table
+        raise Boom
+    assert table.get("a") == 1
+
+
+def test_a_bounded_cache_answers_every_key_and_is_shared_per_database(store: LmdbStore) -> None:
+    table, other = _table(store, cache_size=3), _table(store, cache_size=3)
+    with store.batch():
+        for k in range(20):
+            table.put(f"k{k:02d}", k)
+    for k in range(20):
+        assert table.get(f"k{k:02d}") == k
+        assert f"k{k:02d}" in table
+    other.put("k05", 500)  # through another table on the same database
+    assert table.get("k05") == 500
+    assert table.pop("k05") == 500
+    assert other.get("k05") is None and "k05" not in table
+    assert table.put("k19", 190) == 19  # the replaced value, cached or read back
+    assert table.put("k00", 1) == 0
+    assert len(table) == 19
+    uncached = _table(store, cache_size=0)
+    assert uncached.get("k19") == 190 and uncached.put("k19", 191) == 190
+
+
+_responses = st.one_of(
+    st.builds(Success, version=st.integers(0, 2**63)),
+    st.builds(Created, id=st.text(max_size=8), version=st.integers(0, 2**40)),
+    st.builds(
+        Failure,
+        code=st.sampled_from(list(ErrorCode)),
+        message=st.text(max_size=12),
+        current_version=st.none() | st.integers(0, 2**40),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    responses=st.dictionaries(st.integers(1, 2**40), _responses, max_size=70),
+    data=st.data(),
+    owner=st.text(max_size=6),
+    numbers=st.tuples(st.integers(0, 2**63), st.integers(0, 2**63), st.integers(0, 2**63)),
+)
+def test_a_session_row_from_remembered_encodings_is_the_one_cbor_writes(
+    responses: dict[int, Response],
+    data: st.DataObject,
+    owner: str,
+    numbers: tuple[int, int, int],
+) -> None:
+    last_index, last_ms, max_seq = numbers
+    session = Session(
+        client_id="c1", last_index=last_index, last_ms=last_ms, max_seq=max_seq, owner=owner
+    )
+    session.responses.update(sorted(responses.items()))
+    row, known = _session_bytes(session, None)
+    assert row == cbor2.dumps([owner, *_session_row(session)])
+    for _ in range(3):
+        # The window slides (the first responses drop, new seqs come after the last), some
+        # seqs get another response (a new object, equal or not), or the order changes.
+        seqs = list(session.responses)
+        drop = data.draw(st.integers(0, len(seqs)))
+        for seq in seqs[:drop]:
+            del session.responses[seq]
+        top = max(seqs, default=0)
+        session.responses.update(
+            data.draw(st.dictionaries(st.integers(top + 1, top + 100), _responses, max_size=5))
+        )
+        if session.responses:
+            changed = st.sampled_from(sorted(session.responses))
+            session.responses.update(data.draw(st.dictionaries(changed, _responses, max_size=3)))
+        if data.draw(st.booleans()):
+            items = list(session.responses.items())
+            session.responses = dict(data.draw(st.permutations(items)))
+        session.last_index += data.draw(st.integers(0, 3))
+        row, known = _session_bytes(session, known)
+        assert row == cbor2.dumps([owner, *_session_row(session)])
+
+
+def _commands(sessions: list[str]) -> Iterator[Command | Envelope]:
+    spec = WorkloadSpec(name="w", image="i:1")
+    seqs = dict.fromkeys(sessions, 0)
+    for k in range(600):
+        client = sessions[k % len(sessions)]
+        seqs[client] += 1
+        seq = seqs[client]
+        if k % 97 == 0:
+            yield Envelope(command=DeleteWorkload(id=f"w{k % 7}"), client_id=client, seq=seq)
+        elif k % 5 == 0:
+            yield CreateWorkload(id=f"w{k % 7}", spec=spec)
+        else:
+            cmd = ScaleWorkload(id=f"w{k % 7}", replicas=k % 4)
+            yield Envelope(command=cmd, client_id=client, seq=seq)
+            if k % 11 == 0:  # a retry: answered from the session, not applied again
+                yield Envelope(command=cmd, client_id=client, seq=seq)
+
+
+def test_a_state_applied_through_the_caches_resumes_with_the_same_digest(
+    tmp_path: pathlib.Path,
+) -> None:
+    env = StateEnv(str(tmp_path / "state"))
+    on_disk, in_memory = env.load(), ClusterStateMachine()
+    index = 0
+    sessions: list[str] = []
+    for _ in range(3):
+        index += 1
+        ids = {sm.apply(OpenSession(), index=index, term=1) for sm in (on_disk, in_memory)}
+        assert len(ids) == 1
+        sessions.append(ids.pop().id)  # type: ignore[union-attr]
+    commands = list(_commands(sessions))
+    for start in range(0, len(commands), 13):  # entries of 13 commands, 3 entries per batch
+        if start % 39 == 0 and start:
+            index += 1
+            closing = CloseSession(client_id=sessions[start % 3])
+            for sm in (on_disk, in_memory):
+                sm.apply(closing, index=index, term=1)
+        index += 1
+        chunk = commands[start : start + 13]
+        with on_disk.batch():
+            on_disk.apply_batch(chunk, index=index, term=1)
+        in_memory.apply_batch(chunk, index=index, term=1)
+        assert state_digest(on_disk) == state_digest(in_memory)
+    env.close()
+    resumed_env = StateEnv(str(tmp_path / "state"))
+    resumed = resumed_env.load()  # checks the activity index against the sessions
+    assert state_digest(resumed) == state_digest(in_memory)
+    assert resumed.last_applied_index == index
+    resumed_env.close()
+
+
+def test_the_apply_benchmark_runs_both_backends_to_the_same_digest() -> None:
+    """scripts/bench_state_apply.py (docs/performance.md, "Round 9"), tiny."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_state_apply.py"
+    args = ["--repeats", "1", "--commands", "300", "--creates", "40", "--workloads", "8"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["digests_equal"] is True
+    assert summary["memory"]["scale_us"] >= 0 and summary["lmdb"]["scale_us"] >= 0
+    assert summary["config"]["commands"] == 300
