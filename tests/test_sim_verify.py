@@ -153,13 +153,22 @@ def test_plaintext_voter_behind_a_pending_removal_is_the_seed_40_gap() -> None:
     assert status["n2"].membership.voters == status["n4"].membership.voters == {"n3", "n4"}
     assert dict(status["n3"].refused).get(REFUSED_STRANGER, 0) > 0  # n4's leader traffic
     assert status["n2"].leader is None  # no leader to vouch for
-    # With a core that hears the leader it voted for, 40194 and the three seeds of the class
-    # pass (40: tests/test_sim_senders.py; 40209, 40262: the session-7 sweep): that rule, unsafe
+    # With a core that hears the leader it voted for, 40194 and the other seeds of the class
+    # pass (40: tests/test_sim_senders.py; 40209, 40262: the session-7 sweep; 131 with the
+    # nodes' lazy commit notices, whose only live listed peer n1 was wiped): that rule, unsafe
     # without TLS, is what the class lacks.
-    for seed in (40, 40194, 40209, 40262):
+    for seed, notice_bytes in ((40, 0), (40194, 0), (40209, 0), (40262, 0), (131, 1024)):
         Simulation(
-            seed=seed, n_nodes=3, unlisted_leaders=False, node_factory=_TakesTheLeaderItVotedFor
+            seed=seed,
+            n_nodes=3,
+            unlisted_leaders=False,
+            commit_notice_bytes=notice_bytes,
+            node_factory=_TakesTheLeaderItVotedFor,
         ).run()
+    with pytest.raises(InvariantViolation) as info:  # 131 is in the gap with the real core
+        Simulation(seed=131, n_nodes=3, unlisted_leaders=False, commit_notice_bytes=1024).run()
+    assert info.value.invariant == ck.LIVENESS
+    assert "n2 (voter): pre-candidate term 43 commit 152" in info.value.detail
 
 
 def test_a_slow_disk_landing_a_drop_decided_before_the_commit_passes() -> None:
