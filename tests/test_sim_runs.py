@@ -193,14 +193,12 @@ def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
     # configuration yield (hello ``cfg``/``bound``; tests/net/test_transport_incarnation.py);
     # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
     # (One entry per write, with unlisted leaders on. Seed 35 until the leader kept removed
-    # members a few heartbeat rounds longer, which changed its course; 74 until a new leader
-    # sent the log to a member its uncommitted change removes; 264 since.)
+    # members a few heartbeat rounds longer, which changed its course; 74 since.)
     sim = Simulation(
-        seed=264, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
+        seed=74, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
     )
     with expect(ck.LIVENESS):
         sim.run()
     assert (
-        Simulation(seed=264, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed
-        == 264
+        Simulation(seed=74, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed == 74
     )
