@@ -49,10 +49,8 @@ def test_seeds_pass_with_the_nodes_lazy_commit_notices(nodes: int, seeds: int) -
 # Seeds that draw plaintext (``unlisted_leaders`` off) and hit the open gap named in
 # docs/security.md: no live member the lagging voter lists can vouch for the leader it needs
 # (its only live listed peer was wiped), so a 3-voter cluster stays leaderless until an
-# operator steps in. They pass with TLS (unlisted leaders on). None among these seeds since a
-# new leader sends the log to a member its uncommitted change removes (seed 40 was one: its
-# course moved off the gap); tests/test_sim_verify.py holds the gap with seed 40209.
-PLAINTEXT_GAP: frozenset[tuple[int, int]] = frozenset()
+# operator steps in. They pass with TLS (unlisted leaders on).
+PLAINTEXT_GAP = frozenset({(3, 40)})
 
 
 def test_a_seed_replays_exactly() -> None:
