@@ -106,28 +106,13 @@ class LeaderLayer(SnapshotStreamLayer):
         last = self._log.last_index
         self._progress = {
             peer: self._new_progress(last + 1)
-            for peer in sorted(self._tracked_at_election())
+            for peer in sorted(self._configs.current.members)
             if peer != self.id
         }
         self._leader_reads.reset_acks()
         self._lease.reset()
         self._receiving = None  # a leader installs no snapshot
         self._append_as_leader(((EntryKind.NOOP, b""),))
-
-    def _tracked_at_election(self) -> frozenset[NodeId]:
-        """The peers a new leader sends the log to: the members of the configuration in
-        effect, and those of the committed one that an uncommitted change removes.
-
-        A member being removed keeps receiving the log until its removal commits and a
-        heartbeat told it so (``_leader_config_change``, ``_prune_progress``), whichever
-        leader it is under: a leader elected after the removal was appended used to track
-        only its own configuration's members, so the member heard no leader, campaigned,
-        and could vouch for none. Without TLS a member that lags behind the change adding
-        that leader then had no one to vouch for it and refused it for good (simulator, 3
-        nodes, seed 40194: n3 lists n1, retired, and n2, whose removal n4 holds; n4 needs
-        n3). A hook: the simulator's test core without it shows that seed failing."""
-        configs = self._configs
-        return configs.current.members | configs.committed(self._commit).members
 
     def _new_progress(self, next_index: int) -> Progress:
         return Progress(
