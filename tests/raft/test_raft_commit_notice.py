@@ -183,3 +183,73 @@ def test_a_large_commit_is_told_at_once() -> None:
     for n in ("n2", "n3"):
         assert c.status(n).commit == index + 1, n
     assert c.applied_data("n2")[-2:] == [b"x" * 600, b"y" * 600]
+
+
+class HeartbeatsWithoutCommit(RaftNode):
+    """A leader whose periodic heartbeats carry no commit index (only appends and commit
+    notices do): a lost notice is never told again."""
+
+    def _broadcast_heartbeat(self) -> None:
+        for peer in self._progress:
+            self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=0, ctx=0))
+
+
+def tick_to_a_heartbeat(c: Cluster) -> None:
+    """Tick the idle leader until it broadcasts its periodic heartbeat (an idle leader sends no
+    other Heartbeat), so that its next one is ``heartbeat_ticks`` ticks away."""
+    for _ in range(CFG.heartbeat_ticks):
+        c.tick("n1")
+        sent = c.in_flight(src="n1", type=Heartbeat)
+        c.stabilize()
+        if sent:
+            return
+    raise AssertionError("no heartbeat in a heartbeat interval")
+
+
+def ticks_until_followers_know(c: Cluster, index: int) -> int | None:
+    """Tick the leader (its last heartbeat a multiple of ``heartbeat_ticks`` ticks ago) until
+    both followers know ``index`` is committed, each tick delivering everything but the
+    commit-only notices of the ticks that are no heartbeat tick: every notice is lost, and no
+    new entry comes. None if they still do not know after three heartbeat intervals."""
+    hb = CFG.heartbeat_ticks
+    for t in range(1, 3 * hb + 1):
+        c.tick("n1")
+        if t % hb:
+            c.drop(src="n1", type=Heartbeat)  # the lazy notices of a non-heartbeat tick
+        c.stabilize()
+        if all(c.status(n).commit >= index for n in ("n2", "n3")):
+            return t
+    return None
+
+
+def test_a_follower_learns_a_commit_within_a_heartbeat_interval_when_notices_are_lost() -> None:
+    # Lazy notices defer a small commit to the next append or tick; when no append comes and the
+    # tick's notice is lost, the periodic heartbeat must carry the commit (min(commit, match)),
+    # so a follower learns it within one heartbeat interval, however long no write comes.
+    # ``lose_acks``: the acknowledgements of the write were lost too; the heartbeats' answers
+    # draw empty appends (``_on_heartbeat_response``), whose answers let the leader commit.
+    for lose_acks in (False, True):
+        c = cluster()
+        tick_to_a_heartbeat(c)
+        _, index = c.propose("n1", b"x")
+        c.deliver(src="n1", type=AppendEntries)
+        if lose_acks:
+            c.drop(src="n2")
+            c.drop(src="n3")
+            assert c.status("n1").commit < index  # nothing acknowledged: n1 does not know either
+            c.tick("n1", CFG.heartbeat_ticks)  # its heartbeats draw empty appends, acked
+            c.stabilize()
+        c.stabilize()
+        assert c.status("n1").commit == index
+        assert c.status("n2").commit == c.status("n3").commit == index - 1
+        took = ticks_until_followers_know(c, index)
+        assert took is not None and took <= CFG.heartbeat_ticks, (lose_acks, took)
+        for n in ("n2", "n3"):
+            assert c.applied_data(n)[-1] == b"x", n
+    # A leader whose heartbeats carry no commit index leaves them behind for good.
+    c = cluster(HeartbeatsWithoutCommit)
+    tick_to_a_heartbeat(c)
+    _, index = c.propose("n1", b"x")
+    c.stabilize()
+    assert c.status("n2").commit == index - 1
+    assert ticks_until_followers_know(c, index) is None
