@@ -54,8 +54,8 @@ SOAK = (
     "tests/process/test_bench_scale.py::"
     "test_a_seeded_cluster_gives_every_figure_and_the_joined_member_the_leaders_state",
     # 90 s and 107 s (loaded). The second half of the simulator's seed sweep (seeds 51-100 at
-    # 3 and 5 nodes); seeds 1-50 at each stay in the default run (the plaintext gap's seed 40
-    # too), every mutant keeps its own test (tests/test_mutants.py).
+    # 3 and 5 nodes); seeds 1-50 at each stay in the default run, every mutant keeps its
+    # own test (tests/test_mutants.py).
     "tests/test_sim_runs.py::test_many_seeds_pass[51-3]",
     "tests/test_sim_runs.py::test_many_seeds_pass[51-5]",
     # 11 s (loaded). Covered: test_fuzz_surfaces::test_hostile_clients_get_answers_never_a_bug

@@ -49,8 +49,10 @@ def test_seeds_pass_with_the_nodes_lazy_commit_notices(nodes: int, seeds: int) -
 # Seeds that draw plaintext (``unlisted_leaders`` off) and hit the open gap named in
 # docs/security.md: no live member the lagging voter lists can vouch for the leader it needs
 # (its only live listed peer was wiped), so a 3-voter cluster stays leaderless until an
-# operator steps in. They pass with TLS (unlisted leaders on).
-PLAINTEXT_GAP = frozenset({(3, 40)})
+# operator steps in. They pass with TLS (unlisted leaders on). None among these seeds since a
+# new leader sends the log to a member its uncommitted change removes (seed 40 was one: its
+# course moved off the gap); tests/test_sim_verify.py holds the gap with seed 40209.
+PLAINTEXT_GAP: frozenset[tuple[int, int]] = frozenset()
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -191,12 +193,14 @@ def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
     # configuration yield (hello ``cfg``/``bound``; tests/net/test_transport_incarnation.py);
     # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
     # (One entry per write, with unlisted leaders on. Seed 35 until the leader kept removed
-    # members a few heartbeat rounds longer, which changed its course; 74 since.)
+    # members a few heartbeat rounds longer, which changed its course; 74 until a new leader
+    # sent the log to a member its uncommitted change removes; 264 since.)
     sim = Simulation(
-        seed=74, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
+        seed=264, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
     )
     with expect(ck.LIVENESS):
         sim.run()
     assert (
-        Simulation(seed=74, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed == 74
+        Simulation(seed=264, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed
+        == 264
     )

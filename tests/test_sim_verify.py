@@ -2,9 +2,9 @@
 Each was held as a strict xfail naming its gap; the two below are closed by design (session 7)
 and pinned as passing seeds, each with a core that lacks the fix failing it as before, so the
 seed still shows what it is kept for. Session 9 classified later liveness failures the same way:
-seed 177 at 5 nodes with lazy commit notices (closed, pinned as passing), seed 40194 at 3 nodes
-(a core bug whose fix waits on branch s9-seeds-tracking, pinned failing with its signature) and
-seed 131 at 3 nodes with lazy notices (the open seed-40 gap; docs/liveness-gaps.md)."""
+seed 177 at 5 nodes with lazy commit notices and seed 40194 at 3 nodes (both closed, pinned as
+passing) and seed 40209 at 3 nodes (the open seed-40 gap, pinned as failing the way it fails;
+docs/liveness-gaps.md)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
-from univrs.raft import RaftNode, Status
-from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
+from univrs.raft import RaftNode, Role, Status
+from univrs.raft.messages import (
+    AppendEntries,
+    Heartbeat,
+    InstallSnapshot,
+    Message,
+    NodeId,
+    RequestVoteResponse,
+)
 from univrs.raft.senders import REFUSED_STRANGER
 from univrs.sim import checker as ck
 from univrs.sim.checker import InvariantViolation
@@ -34,29 +41,75 @@ class _NoVouchFromAnotherIncarnation(RaftNode):
         return False
 
 
+# (node, term, leader, voucher, how): a node followed a leader its configurations do not list,
+# on a vouch ("probe": a learner's probe answered; "other-incarnation": the answer of a listed
+# id at another incarnation than it binds; "listed": a rejected pre-vote of its own).
+Followed = tuple[NodeId, int, NodeId, NodeId, str]
+
+
+def vouch_recorder() -> tuple[type[RaftNode], list[Followed]]:
+    """A core that behaves as the real one (only overrides that call it and record) and
+    notes each time a node follows an unlisted leader on a vouch (univrs/raft/gate.py)."""
+    followed: list[Followed] = []
+
+    class Recording(RaftNode):
+        _other_incarnation = False
+        _pending: tuple[int, NodeId, NodeId, str] | None = None
+
+        def _listed_id(self, node: NodeId) -> bool:
+            listed = super()._listed_id(node)
+            self._other_incarnation = listed  # only asked about a refused answer's sender
+            return listed
+
+        def _maybe_vouch(self, msg: Message) -> bool:
+            other, self._other_incarnation = self._other_incarnation, False
+            noted = super()._maybe_vouch(msg)
+            if noted and isinstance(msg, RequestVoteResponse) and msg.leader is not None:
+                how = (
+                    "other-incarnation"
+                    if other
+                    else "probe"
+                    if self._role is Role.LEARNER
+                    else "listed"
+                )
+                self._pending = (msg.term, msg.leader, msg.src, how)
+            return noted
+
+        def step(self, msg: Message) -> None:
+            super().step(msg)
+            pending = self._pending
+            if pending is None or (self._term, self._leader) != pending[:2]:
+                return
+            self._pending = None
+            if not RaftNode._listed_id(self, pending[1]):
+                followed.append((self.id, *pending))
+
+    return Recording, followed
+
+
 def test_plaintext_learner_behind_the_change_adding_the_leader_catches_up() -> None:
-    # 7 nodes, seed 30041, unlisted leaders off. Learner n5 lists voters n3, n4, n6, n7, n8
-    # and learners n2, n5 (all but n4 still members: no orphan); the leader n9 of term 33 was
-    # added after n5's configuration. The vouch of a listed member used to come only in a
-    # rejected pre-vote, and a learner never campaigns: n5 refused n9 as a stranger and stayed
-    # at term 30, commit 222, for good (liveness). Now a learner that refuses leader traffic
-    # probes its listed members with a pre-vote request (univrs/raft/gate.py _maybe_probe);
-    # n6, n7 and n8 reject it naming n9 at term 33, and n5 follows n9.
-    sim = Simulation(seed=30041, n_nodes=7, unlisted_leaders=False)
-    sim.run()
-    n5 = sim.nodes["n5"].raft
-    assert n5 is not None
-    s = n5.status()
-    assert (s.term, s.leader) == (33, "n9")
-    assert dict(s.refused).get("stranger", 0) >= 1  # it did refuse n9 before the vouch
-    # Without the probe the seed fails as it did: n5 stays at term 30, commit 222.
-    old = run_seed_with(_NoProbe, 30041, 7)
+    # 7 nodes, seed 30024, unlisted leaders off. The vouch of a listed member used to come
+    # only in a rejected pre-vote, and a learner never campaigns: a learner whose
+    # configuration predates its leader's addition refused that leader as a stranger for good
+    # (the old core fails this seed so: learner n4 stays at term 14, commit 421). Now a
+    # learner that refused leader traffic probes its listed members with a pre-vote request
+    # (univrs/raft/gate.py _maybe_probe); here learner n3 is answered by n8 naming n5, the
+    # leader of term 12 that n3's configurations do not list, and n3 follows it. (Seed 30041,
+    # pinned before, no longer goes through a probe since a new leader also replicates to a
+    # member its uncommitted change removes; it still passes, with and without TLS.)
+    core, followed = vouch_recorder()
+    Simulation(seed=30024, n_nodes=7, unlisted_leaders=False, node_factory=core).run()
+    assert ("n3", 12, "n5", "n8", "probe") in followed
+    # Without the probe the seed fails.
+    old = run_seed_with(_NoProbe, 30024, 7)
     assert old.invariant == ck.LIVENESS
-    assert "n5 (learner): learner term 30 commit 222" in old.detail
+    assert "n4 (learner): learner term 14 commit 421" in old.detail
+    assert Simulation(seed=30041, n_nodes=7, unlisted_leaders=False).run().seed == 30041
 
 
 def test_the_learner_seed_passes_with_tls() -> None:
-    assert Simulation(seed=30041, n_nodes=7, unlisted_leaders=True).run().seed == 30041
+    for seed in (30024, 30041):
+        assert Simulation(seed=seed, n_nodes=7, unlisted_leaders=True).run().seed == seed
 
 
 def test_plaintext_voter_whose_only_live_listed_peer_was_replaced_catches_up() -> None:
@@ -135,59 +188,53 @@ class _TakesTheLeaderItVotedFor(RaftNode):
         return refusal
 
 
-class _TracksTheCommittedConfigurationToo(RaftNode):
-    """The fix on branch s9-seeds-tracking: a new leader also sends the log to the members of
-    the committed configuration that its uncommitted change removes."""
+class _TracksOnlyItsConfiguration(RaftNode):
+    """A new leader that sends the log only to its configuration's members (the old core)."""
 
     def _tracked_at_election(self) -> frozenset[NodeId]:
-        configs = self._configs
-        return configs.current.members | configs.committed(self._commit).members
+        return self._configs.current.members
 
 
-def test_plaintext_voter_behind_a_pending_removal_stays_behind_on_the_real_core() -> None:
-    # KNOWN BUG (open here, docs/liveness-gaps.md): 3 nodes, seed 40194, plaintext. The
-    # committed configuration is {n2, n3, n4}; n2 and n4 hold n2's uncommitted removal, so their
-    # configuration is {n3, n4}. n3, sick and cut off through every change, has only entry 1
-    # (the bootstrap {n1, n2, n3}). n4 needs n3's vote and gets it (a leaderless member judges
-    # a stranger's vote request by the election rules), leads, but n3 refuses its appends as a
-    # stranger's and n4 steps down by CheckQuorum: terms 8 to 47 go that way. Nobody n3 lists
-    # can vouch: n1 is retired and n2 follows no leader, because n4, elected after the removal
-    # was appended, sends nothing to the member its configuration removes (the leader that
-    # appended it would have, univrs/raft/leader.py ``_tracked_at_election``). With the fix
-    # (branch s9-seeds-tracking) n4 sends n2 its no-op at t=223.7, n2 follows n4, and the seed
-    # passes. When the fix merges this test fails: pin the seed as passing.
+def test_plaintext_voter_behind_a_pending_removal_catches_up() -> None:
+    # 3 nodes, seed 40194, plaintext (session-7 sweep). The committed configuration is {n2,
+    # n3, n4}; n2 and n4 hold n2's uncommitted removal, so they use {n3, n4}. n3, sick and cut
+    # off through every change, has only entry 1 (the bootstrap {n1, n2, n3}). n4 needs n3's
+    # vote and gets it (a leaderless member judges a stranger's vote request by the election
+    # rules), leads, but n3 refuses its appends as a stranger's and n4 steps down by
+    # CheckQuorum: terms 8 to 47 went that way. Nobody n3 lists could vouch: n1 is retired
+    # and n2 followed no leader, because a new leader sent nothing to the member its
+    # configuration removes. Now it does until the removal commits (univrs/raft/leader.py
+    # _tracked_at_election): at t=223.7 n4 sends n2 its no-op and n2 follows n4, so n2 can
+    # vouch for n4 or, holding n4's log, lead n3 itself; the seed passes.
     sim = Simulation(seed=40194, n_nodes=3, unlisted_leaders=False)
+    sim.run()
+    old = run_seed_with(_TracksOnlyItsConfiguration, 40194, 3)
+    assert old.invariant == ck.LIVENESS
+    assert "n3 (voter): pre-candidate term 47 commit 0 applied 0 last 1" in old.detail
+
+
+def test_plaintext_voter_whose_only_live_listed_peer_is_wiped_is_the_open_gap() -> None:
+    # KNOWN GAP (open, docs/security.md "Core refusals", docs/liveness-gaps.md): 3 nodes, seed
+    # 40209, plaintext. n1 lists n1, n2 (retired) and n4 bound to n4.1; n4 was wiped and runs
+    # an empty n4.2 that knows no leader and no configuration; the leader n3 is not listed.
+    # n1 refuses n3 (stranger), nobody it lists can vouch, and n3 cannot repair n4 without
+    # n1's acknowledgement. When the gap closes this test fails: pin the seed as passing.
+    sim = Simulation(seed=40209, n_nodes=3, unlisted_leaders=False)
     with pytest.raises(InvariantViolation) as info:
         sim.run()
     assert info.value.invariant == ck.LIVENESS
-    assert "n3 (voter): pre-candidate term 47 commit 0 applied 0 last 1" in info.value.detail
-    status = {n: status_of(sim, n) for n in ("n2", "n3", "n4")}
-    assert status["n3"].membership.voters == {"n1", "n2", "n3"}
-    assert status["n2"].membership.voters == status["n4"].membership.voters == {"n3", "n4"}
-    assert dict(status["n3"].refused).get(REFUSED_STRANGER, 0) > 0  # n4's leader traffic
-    assert status["n2"].leader is None  # no leader to vouch for
+    assert "n1 (voter): pre-candidate term 14 commit 33 applied 33 last 33" in info.value.detail
+    n1 = status_of(sim, "n1")
+    assert n1.membership.voters == {"n1", "n2", "n4"}
+    assert n1.membership.incarnation_of("n4") == "n4.1" != sim.nodes["n4"].disk.incarnation
+    assert dict(n1.refused).get(REFUSED_STRANGER, 0) > 0  # the leader n3's traffic
+    assert status_of(sim, "n4").membership.voters == frozenset()  # wiped: knows nothing
+    # A core that hears the unlisted leader it voted for passes it, as it passed the other
+    # seeds of the class (40, 40262; 131 with lazy commit notices) before the change above
+    # moved their course off the gap: that rule, unsafe without TLS, is what the class lacks.
     Simulation(
-        seed=40194,
-        n_nodes=3,
-        unlisted_leaders=False,
-        node_factory=_TracksTheCommittedConfigurationToo,
+        seed=40209, n_nodes=3, unlisted_leaders=False, node_factory=_TakesTheLeaderItVotedFor
     ).run()
-    # With a core that hears the leader it voted for, 40194 and the seeds of the seed-40 class
-    # pass (40: tests/test_sim_senders.py; 40209, 40262: the session-7 sweep; 131 with the
-    # nodes' lazy commit notices, whose only live listed peer n1 was wiped): that rule, unsafe
-    # without TLS, is what the class lacks (40194 lacks the tracking above as well).
-    for seed, notice_bytes in ((40, 0), (40194, 0), (40209, 0), (40262, 0), (131, 1024)):
-        Simulation(
-            seed=seed,
-            n_nodes=3,
-            unlisted_leaders=False,
-            commit_notice_bytes=notice_bytes,
-            node_factory=_TakesTheLeaderItVotedFor,
-        ).run()
-    with pytest.raises(InvariantViolation) as info:  # 131 is in the gap with the real core
-        Simulation(seed=131, n_nodes=3, unlisted_leaders=False, commit_notice_bytes=1024).run()
-    assert info.value.invariant == ck.LIVENESS
-    assert "n2 (voter): pre-candidate term 43 commit 152" in info.value.detail
 
 
 def test_a_slow_disk_landing_a_drop_decided_before_the_commit_passes() -> None:

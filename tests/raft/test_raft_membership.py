@@ -180,81 +180,69 @@ def test_uncommitted_demotions_do_not_deadlock_elections() -> None:
     assert "n1" in c.leaders.values()  # it did lead, to commit the change
 
 
-class _TracksTheCommittedConfigurationToo(RaftNode):
-    """The fix on branch s9-seeds-tracking, as a subclass: a new leader also sends the log to
-    the members of the committed configuration that its uncommitted change removes."""
+class _TracksOnlyItsConfiguration(RaftNode):
+    """A new leader that sends the log only to its configuration's members (the old core)."""
 
     def _tracked_at_election(self) -> frozenset[str]:
-        configs = self._configs
-        return configs.current.members | configs.committed(self._commit).members
+        return self._configs.current.members
 
 
-# KNOWN BUG of the real core (univrs/raft/leader.py ``_tracked_at_election``,
-# docs/liveness-gaps.md): strict xfails on RaftNode; the fix passes them. When the fix merges,
-# the xfails turn into passes (strict: the run fails) and the marks go.
-CORES = [
-    pytest.param(
-        RaftNode,
-        marks=pytest.mark.xfail(
-            strict=True, reason="a new leader leaves out the member its change removes"
-        ),
-        id="real-core",
-    ),
-    pytest.param(_TracksTheCommittedConfigurationToo, id="fix"),
-]
-
-
-def pending_removal(removed: str, core: type[RaftNode]) -> Cluster:
+def pending_removal(removed: str, *, old: bool) -> Cluster:
     """n1..n3, each log holding the committed bootstrap and an uncommitted removal of
-    ``removed`` at index 2, every node running ``core``."""
+    ``removed`` at index 2; ``old``: every node runs ``_TracksOnlyItsConfiguration``."""
     c0 = members({"n1", "n2", "n3"})
     log = (config_entry(c0, 1, 1), config_entry(members(c0.voters - {removed}), 2, 2))
+    classes: dict[str, type[RaftNode]] = (
+        dict.fromkeys(c0.voters, _TracksOnlyItsConfiguration) if old else {}
+    )
     return Cluster(
         {
             n: InitialState(hard_state=HardState(term=2, commit=1), entries=log, membership=c0)
             for n in c0.voters
         },
-        classes=dict.fromkeys(c0.voters, core),
+        classes=classes,
     )
 
 
-@pytest.mark.parametrize("core", CORES)
-def test_a_new_leader_sends_the_log_to_a_member_its_uncommitted_change_removes(
-    core: type[RaftNode],
-) -> None:
+def test_a_new_leader_sends_the_log_to_a_member_its_uncommitted_change_removes() -> None:
     # n1 and n2 use {n1, n2}: the removal of n3 (index 2) is not committed. n1, elected by n2,
-    # must still send n3 the log until the removal commits and a heartbeat told n3 so, as the
+    # still sends n3 the log until the removal commits and a heartbeat told n3 so, as the
     # leader that appended the removal does (_leader_config_change): n3 learns its removal is
-    # final and stops campaigning. The real core leaves n3 out: it hears no leader, never
-    # learns the commit, and campaigns for ever.
-    c = pending_removal("n3", core)
-    c.elect("n1")
-    c.tick_all(30, deliver=True)
-    assert c.status("n1").commit >= 3  # its no-op: the removal is committed
-    assert any(m.dst == "n3" for m in c.sent("n1", AppendEntries))
-    n3 = c.status("n3")
-    assert n3.commit >= 2 and n3.role is Role.LEARNER  # its removal, committed
-    assert "n3" not in {p.id for p in c.status("n1").peers}  # told, then forgotten
-    term = c.status("n1").term
-    c.tick_all(100, deliver=True)
-    assert c.leader() == "n1" and c.status("n1").term == term
+    # final and stops campaigning. The old core left n3 out: it heard no leader, never learned
+    # the commit, and campaigned for ever.
+    for old in (False, True):
+        c = pending_removal("n3", old=old)
+        c.elect("n1")
+        c.tick_all(30, deliver=True)
+        assert c.status("n1").commit >= 3  # its no-op: the removal is committed
+        n3 = c.status("n3")
+        if old:
+            assert n3.commit == 1 and n3.leader is None  # never heard from n1
+            assert c.sent("n1", AppendEntries) and all(
+                m.dst == "n2" for m in c.sent("n1", AppendEntries)
+            )
+            continue
+        assert n3.commit >= 2 and n3.role is Role.LEARNER  # its removal, committed
+        assert "n3" not in {p.id for p in c.status("n1").peers}  # told, then forgotten
+        term = c.status("n1").term
+        c.tick_all(100, deliver=True)
+        assert c.leader() == "n1" and c.status("n1").term == term
 
 
 @pytest.mark.parametrize("check_quorum", [False, True])
-@pytest.mark.parametrize("core", CORES)
 def test_plaintext_member_behind_the_leaders_addition_catches_up_through_the_removed_member(
-    core: type[RaftNode], check_quorum: bool
+    check_quorum: bool,
 ) -> None:
     # The shape of simulator seed 40194 (3 nodes, plaintext). Committed: {n2, n3, n4} (n4
     # added, n1 removed, index 3); n2 and n4 hold n2's removal (index 4, uncommitted), so they
     # use {n3, n4}. n3 holds only the bootstrap {n1, n2, n3}; n1 is gone. n4 needs n3's vote
     # and gets it (a leaderless member judges a stranger's vote request by the election
     # rules), but n3 refuses n4's appends: without TLS it hears an unlisted leader only when
-    # a member it lists vouches for it, and n2, the only one alive, follows no leader if n4
-    # sends the member its change removes nothing (the real core): stuck for good. With the
-    # fix n4 sends n2 the log, and n3 catches up one of two ways: n2 follows n4 and rejects
-    # n3's pre-vote naming n4, the vouch (n4 leads on: without CheckQuorum); or n4 loses its
-    # quorum by CheckQuorum first, and n2, which holds n4's log and is a voter of the committed
+    # a member it lists vouches for it, and n2, the only one alive, followed no leader, since
+    # n4 sent the member its change removes nothing. The old core stays there for good. Now
+    # n4 sends n2 the log, and n3 catches up one of two ways: n2 follows n4 and rejects n3's
+    # pre-vote naming n4, the vouch (n4 leads on: without CheckQuorum); or n4 loses its quorum
+    # by CheckQuorum first, and n2, which holds n4's log and is a voter of the committed
     # configuration, wins n3's and n4's votes and leads n3, which lists it. Either way the
     # removal commits.
     plaintext = RaftConfig(unlisted_leaders=False, check_quorum=check_quorum)
@@ -267,24 +255,31 @@ def test_plaintext_member_behind_the_leaders_addition_catches_up_through_the_rem
         config_entry(committed, 3, 2),
         config_entry(members({"n3", "n4"}), 4, 2),
     )
-    init = {
-        "n1": InitialState(hard_state=HardState(term=2, commit=1), entries=log[:1]),
-        "n2": InitialState(hard_state=HardState(term=2, commit=3), entries=log),
-        "n3": InitialState(hard_state=HardState(term=2, commit=1), entries=log[:1]),
-        "n4": InitialState(hard_state=HardState(term=2, commit=3), entries=log),
-    }
-    c = Cluster(init, config=plaintext, classes=dict.fromkeys(init, core))
-    c.crash("n1")
-    c.elect("n4")
-    for _ in range(300):
-        c.tick_all(deliver=True)
-        if all(c.status(n).commit >= 5 for n in ("n2", "n3", "n4")):
-            break
-    n3 = c.status("n3")
-    assert dict(n3.refused).get("stranger", 0) > 0  # n4's appends, at first at least
-    assert n3.commit >= 5 and n3.membership == members({"n3", "n4"})
-    assert c.role("n2") is Role.LEARNER  # its removal committed
-    if not check_quorum:
-        assert c.leaders == {3: "n4"} and n3.leader == "n4"  # the vouch
-    else:
-        assert c.leaders[4] == "n2"
+    for old in (False, True):
+        init = {
+            "n1": InitialState(hard_state=HardState(term=2, commit=1), entries=log[:1]),
+            "n2": InitialState(hard_state=HardState(term=2, commit=3), entries=log),
+            "n3": InitialState(hard_state=HardState(term=2, commit=1), entries=log[:1]),
+            "n4": InitialState(hard_state=HardState(term=2, commit=3), entries=log),
+        }
+        classes: dict[str, type[RaftNode]] = (
+            dict.fromkeys(init, _TracksOnlyItsConfiguration) if old else {}
+        )
+        c = Cluster(init, config=plaintext, classes=classes)
+        c.crash("n1")
+        c.elect("n4")
+        for _ in range(300):
+            c.tick_all(deliver=True)
+            if all(c.status(n).commit >= 5 for n in ("n2", "n3", "n4")):
+                break
+        n3 = c.status("n3")
+        assert dict(n3.refused).get("stranger", 0) > 0  # n4's appends, at first at least
+        if old:
+            assert n3.commit == 1 and n3.membership == c0  # behind for good
+            continue
+        assert n3.commit >= 5 and n3.membership == members({"n3", "n4"})
+        assert c.role("n2") is Role.LEARNER  # its removal committed
+        if not check_quorum:
+            assert c.leaders == {3: "n4"} and n3.leader == "n4"  # the vouch
+        else:
+            assert c.leaders[4] == "n2"

@@ -116,19 +116,18 @@ class LeaderLayer(SnapshotStreamLayer):
 
     def _tracked_at_election(self) -> frozenset[NodeId]:
         """The peers a new leader sends the log to: the members of the configuration in
-        effect. A hook (the seam of a known bug, docs/liveness-gaps.md).
+        effect, and those of the committed one that an uncommitted change removes.
 
-        KNOWN BUG (open here): a member that an uncommitted change removes is not among them,
-        although the leader that appended the removal keeps sending it the log until the
-        removal commits and a heartbeat told it so (``_leader_config_change``,
-        ``_prune_progress``). Under a leader elected after the removal was appended, that
-        member hears no leader, campaigns, never learns its removal, and (without TLS) can
-        vouch for no one, so a member that lags behind the change adding that leader refuses
-        it for good (simulator, 3 nodes, seed 40194). The fix, the members of the committed
-        configuration too, is on branch s9-seeds-tracking: it changes the course of many
-        pinned simulator seeds, which must be found again before it merges
-        (tests/raft/test_raft_membership.py holds the bug as strict xfails)."""
-        return self._configs.current.members
+        A member being removed keeps receiving the log until its removal commits and a
+        heartbeat told it so (``_leader_config_change``, ``_prune_progress``), whichever
+        leader it is under: a leader elected after the removal was appended used to track
+        only its own configuration's members, so the member heard no leader, campaigned,
+        and could vouch for none. Without TLS a member that lags behind the change adding
+        that leader then had no one to vouch for it and refused it for good (simulator, 3
+        nodes, seed 40194: n3 lists n1, retired, and n2, whose removal n4 holds; n4 needs
+        n3). A hook: the simulator's test core without it shows that seed failing."""
+        configs = self._configs
+        return configs.current.members | configs.committed(self._commit).members
 
     def _new_progress(self, next_index: int) -> Progress:
         return Progress(
