@@ -21,13 +21,17 @@ from univrs.sm.model import InstanceStatus, PortProtocol
 _STATUSES = frozenset(s.value for s in InstanceStatus)
 _PROTOCOLS = frozenset(p.value for p in PortProtocol)
 _JUST_STR = frozenset({str})
+_JUST_INT = frozenset({int})
 
 
 def _sorted_pairs(flat: list[Any]) -> bool:
     """The pairs of ``flat`` (k1, v1, k2, v2, ...) are in ``to_pairs`` order (sorted tuples;
     repeats kept)."""
-    if len(flat) <= 2:
+    n = len(flat)
+    if n <= 2:
         return True
+    if n == 4:  # the common case: two pairs, one tuple comparison
+        return (flat[0], flat[1]) <= (flat[2], flat[3])
     pairs = list(zip(flat[::2], flat[1::2], strict=True))
     return pairs == sorted(pairs)
 
@@ -74,13 +78,13 @@ def canonical_workload_row(v: Any) -> bool:
     env, labels = v[env_at + 1 : labels_at], v[labels_at + 1 : ports_at]
     if not set(map(type, v[9:env_at] + env + labels)) <= _JUST_STR:
         return False
-    for at in range(ports_at + 1, len(v), 3):
-        number, protocol, port_name = v[at : at + 3]
+    if n_ports:
+        ports = v[ports_at + 1 :]
+        numbers, protocols, names = ports[::3], ports[1::3], ports[2::3]
         if not (
-            type(number) is int
-            and type(protocol) is str
-            and protocol in _PROTOCOLS
-            and type(port_name) is str
+            set(map(type, numbers)) == _JUST_INT
+            and set(map(type, protocols + names)) == _JUST_STR
+            and set(protocols) <= _PROTOCOLS  # hashable: all str (above)
         ):
             return False
     return _sorted_pairs(env) and _sorted_pairs(labels)
