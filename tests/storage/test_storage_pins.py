@@ -59,6 +59,7 @@ def test_the_hard_state_record_is_unchanged_so_an_older_build_reads_it(
     )
     env = store._env  # (the layout under test)
     raw = env.read(lambda txn: txn.get(layout.KEY_HARD_STATE, db=env.meta))
+    assert raw is not None
     assert layout.decode_record(layout.KEY_HARD_STATE, raw) == [2, "n1", 0]
 
 

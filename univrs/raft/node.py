@@ -344,8 +344,11 @@ class RaftNode(GateLayer):
 
         Until the hard state of the current term is reported durable, everything this node
         sends at that term waits for the persist (``Ready.messages_after_persist``): nothing
-        that carries a term leaves before that term is on disk (etcd's rule). Without these
-        reports the core stays safe, only slower.
+        that carries a term leaves before that term is on disk (etcd's rule). Likewise, until
+        a hard state holding every pin (``HardState.pins``) is reported durable, every message
+        waits and no committed entry is handed out (base.py ``_durable_pins``). Without these
+        reports the core stays safe, only slower (and, once it pinned a member, applies
+        nothing more).
         """
         if hard_state.term > self._durable_term:
             self._durable_term = hard_state.term

@@ -7,6 +7,7 @@ torn page or a value written under the wrong key is detected when it is read. De
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from typing import Any
@@ -181,7 +182,7 @@ def parse_pins(obj: Any) -> tuple[tuple[str, str], ...]:
         ):
             raise Corrupt("metadata record 'pins': malformed")
         out.append((item[0], item[1]))
-    if any(a[0] >= b[0] for a, b in zip(out, out[1:], strict=False)):
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(out)):
         raise Corrupt("metadata record 'pins': ids not sorted and unique")
     return tuple(out)
 
