@@ -9,7 +9,7 @@ from univrs.raft import RaftNode
 from univrs.sim import checker as ck
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import Simulation
-from univrs.sim.invariants import FORGERY_REFUSED
+from univrs.sim.invariants import FORGERY_REFUSED, LEADER_COMPLETENESS
 from univrs.sim.mutants import (
     AcceptStrangers,
     ForgetPinsAtRestart,
@@ -170,6 +170,34 @@ def test_pins_outlive_a_restart_and_a_core_that_forgets_them_is_caught() -> None
     assert "n1 took a forged RequestVoteResponse from n2 (incarnation forged.0): not refused" in (
         caught.value.detail
     )
+
+
+def test_a_restarted_node_refuses_a_wiped_bootstrap_members_vote() -> None:
+    # The amnesiac vote itself, without the forger: with Simulation(wipe_bootstrap_members=
+    # True) a wipe may hit a bootstrap member once the operator's configuration binds it, and
+    # a node whose log still ends at the bootstrap entry hears the wiped data dir under the
+    # unbound id. Seed 153 at 3 nodes: the real core passes (its durable pin refuses the new
+    # incarnation); the core that forgets pins at a restart elects n1 at term 11 with the
+    # wiped member's vote, without committed entry 9 (leader-completeness). Main, pins in
+    # memory only, failed seed 43031 the same way (docs/simulator.md). Sweeps keep these
+    # wipes off: a node that never heard the old incarnation has no pin (docs/security.md).
+    assert (
+        Simulation(seed=153, n_nodes=3, unbound_bootstrap=True, wipe_bootstrap_members=True)
+        .run()
+        .forged_refused
+        > 0
+    )
+    with pytest.raises(InvariantViolation) as caught:
+        Simulation(
+            seed=153,
+            n_nodes=3,
+            unbound_bootstrap=True,
+            wipe_bootstrap_members=True,
+            node_factory=ForgetPinsAtRestart,
+            forgeries=False,
+        ).run()
+    assert caught.value.invariant == LEADER_COMPLETENESS
+    assert "n1 leads term 11 but its log lacks committed entry (9,t10" in caught.value.detail
 
 
 class _NoLeaderHints(RaftNode):
