@@ -71,6 +71,8 @@ def test_there_are_the_required_mutants() -> None:
         "live-leader-any-incarnation",
         # members a bootstrap configuration binds to no incarnation: held to the first taken
         "unbound-any-incarnation",
+        # ... and those pins kept across restarts (durable with the hard state)
+        "forget-pins-at-restart",
         # batch entries (issue 14): the revision rules of the state machine
         "batch-shared-revision",
         "revision-from-index",

@@ -9,9 +9,10 @@ from univrs.raft import RaftNode
 from univrs.sim import checker as ck
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import Simulation
-from univrs.sim.invariants import FORGERY_REFUSED
+from univrs.sim.invariants import FORGERY_REFUSED, LEADER_COMPLETENESS
 from univrs.sim.mutants import (
     AcceptStrangers,
+    ForgetPinsAtRestart,
     LiveLeaderAnyIncarnation,
     StrangerVoteAnswers,
     StrangerVotesWhileLed,
@@ -125,7 +126,7 @@ def test_unbound_members_are_held_to_the_first_incarnation_and_a_core_without_it
 
 def test_the_forger_acknowledges_as_a_pinned_unbound_member_on_a_leader() -> None:
     # The leader's side of the pin: forged AppendEntriesResponses under a pinned unbound
-    # member's id (10 in seed 4 at 3 nodes, 600 ticks) are refused (forgery-refused checks
+    # member's id (in seed 4 at 3 nodes, 600 ticks) are refused (forgery-refused checks
     # each at once). With the forged vote answers off, the mutant that ignores its pins is
     # caught by a forged acknowledgement alone (taken, not refused: n1 counts n2 as holding
     # its whole log; tests/raft/test_raft_unbound.py shows such an ack committing an entry).
@@ -145,9 +146,60 @@ def test_the_forger_acknowledges_as_a_pinned_unbound_member_on_a_leader() -> Non
     with pytest.raises(InvariantViolation) as caught:
         mutant.run()
     assert caught.value.invariant == FORGERY_REFUSED
-    assert "n1 took a forged AppendEntriesResponse from n2 (incarnation forged.0)" in (
+    # (Since pins are durable, a new pin holds a node's messages until it is written, which
+    # changed the seed's course: now n3, leading term 3, commits 20..22 on the forged ack.)
+    assert "n3 took a forged AppendEntriesResponse from n1 (incarnation forged.0): not refused" in (
         caught.value.detail
     )
+
+
+def test_pins_outlive_a_restart_and_a_core_that_forgets_them_is_caught() -> None:
+    # Pins are durable (HardState.pins): the forger forges vote answers also under the ids a
+    # node's data dir ever made a pin durable for (disk.py ``pins_ever``), which a restarted
+    # core must still refuse at another incarnation (a wiped member's new data dir votes like
+    # that). Seed 1 at 3 nodes: n1 restarts at tick 183 and pre-campaigns; at tick 207 the
+    # forger hands it a granted pre-vote under n2's id: the real core refuses it (it loaded
+    # n2's pin), the core that forgets its pins at a restart (as before they were durable)
+    # takes it and campaigns.
+    r = run_seed(1, nodes=3, unbound_bootstrap=True)
+    assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
+    assert r.stats is not None and r.stats.forged_refused == r.stats.forged > 0
+    with pytest.raises(InvariantViolation) as caught:
+        Simulation(
+            seed=1, n_nodes=3, unbound_bootstrap=True, node_factory=ForgetPinsAtRestart
+        ).run()
+    assert caught.value.invariant == FORGERY_REFUSED
+    assert "n1 took a forged RequestVoteResponse from n2 (incarnation forged.0): not refused" in (
+        caught.value.detail
+    )
+
+
+def test_a_restarted_node_refuses_a_wiped_bootstrap_members_vote() -> None:
+    # The amnesiac vote itself, without the forger: with Simulation(wipe_bootstrap_members=
+    # True) a wipe may hit a bootstrap member once the operator's configuration binds it, and
+    # a node whose log still ends at the bootstrap entry hears the wiped data dir under the
+    # unbound id. Seed 153 at 3 nodes: the real core passes (its durable pin refuses the new
+    # incarnation); the core that forgets pins at a restart elects n1 at term 11 with the
+    # wiped member's vote, without committed entry 9 (leader-completeness). Main, pins in
+    # memory only, failed seed 43031 the same way (docs/simulator.md). Sweeps keep these
+    # wipes off: a node that never heard the old incarnation has no pin (docs/security.md).
+    assert (
+        Simulation(seed=153, n_nodes=3, unbound_bootstrap=True, wipe_bootstrap_members=True)
+        .run()
+        .forged_refused
+        > 0
+    )
+    with pytest.raises(InvariantViolation) as caught:
+        Simulation(
+            seed=153,
+            n_nodes=3,
+            unbound_bootstrap=True,
+            wipe_bootstrap_members=True,
+            node_factory=ForgetPinsAtRestart,
+            forgeries=False,
+        ).run()
+    assert caught.value.invariant == LEADER_COMPLETENESS
+    assert "n1 leads term 11 but its log lacks committed entry (9,t10" in caught.value.detail
 
 
 class _NoLeaderHints(RaftNode):

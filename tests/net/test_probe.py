@@ -142,7 +142,7 @@ def test_a_probe_of_another_cluster_learns_nothing_of_the_membership() -> None:
     node = SimpleNamespace(
         node_id="n1",
         cluster_id="c-1",
-        status=lambda: SimpleNamespace(membership=membership, last_index=7),
+        status=lambda: SimpleNamespace(membership=membership, last_index=7, pinned=()),
         runtime=SimpleNamespace(last_snapshot_index=0),
     )
     answer_for = probe_answerer(node)
@@ -152,3 +152,29 @@ def test_a_probe_of_another_cluster_learns_nothing_of_the_membership() -> None:
     assert theirs == answer(same_cluster=False, member=False, bound=None)
     # What the asker concludes is unchanged: another cluster's history forbids bootstrapping.
     assert "another cluster" in (history_problem("n3", "n1", theirs) or "")
+
+
+def test_a_peer_that_pinned_the_id_shows_it_served() -> None:
+    """Fails on the old code: a member that served only while the bootstrap configuration
+    listed it unbound (before the leader's binding change) and then lost its data dir was
+    not recognised, and bootstrapped a second history under its id. A peer that took a
+    message from it pinned it (durably, univrs/raft/gate.py ``_maybe_pin``) and says so."""
+    membership = Membership(voters=frozenset({"n1", "n2", "n3"}))  # unbound
+    pinned: tuple[tuple[str, str], ...] = (("n3", INC),)
+    node = SimpleNamespace(
+        node_id="n1",
+        cluster_id="c-1",
+        status=lambda: SimpleNamespace(membership=membership, last_index=2, pinned=pinned),
+        runtime=SimpleNamespace(last_snapshot_index=0),
+    )
+    answer_for = probe_answerer(node)
+    ours = answer_for(ProbeQuestion(src="n3", cluster="c-1"))
+    assert ours == answer(bound=INC)
+    assert f"n1 holds a history in which n3 is incarnation {INC}" in (
+        history_problem("n3", "n1", ours) or ""
+    )
+    assert answer_for(ProbeQuestion(src="n2", cluster="c-1")) == answer()  # not pinned
+    assert answer_for(ProbeQuestion(src="n3", cluster="guess")).bound is None
+    bound = Membership(voters=membership.voters, incarnations=(("n3", "f" * 16),))
+    membership = bound  # a binding decides over a pin
+    assert answer_for(ProbeQuestion(src="n3", cluster="c-1")).bound == "f" * 16

@@ -134,6 +134,25 @@ def test_a_commit_only_hard_state_waits_for_the_next_synced_write() -> None:
     assert q.written(w) == Persisted(index=0, term=0, hard_state=HardState(term=3, commit=2))
 
 
+def test_a_new_pin_syncs_and_is_reported_like_a_term() -> None:
+    # A hard state whose only change is a new pin (HardState.pins) is not a commit-only one:
+    # the core holds every message until it hears the pin is durable (node.py ``ready``), so
+    # deferring it would hold them until some later write synced anyway.
+    q: WriteQueue[None] = WriteQueue()
+    q.submit(job(HardState(term=2, vote="a", commit=1), e(1, 2)))
+    w = q.take()
+    assert isinstance(w, MergedWrite)
+    q.written(w)
+    pinned = HardState(term=2, vote="a", commit=1, pins=(("n2", "inc2"),))
+    q.submit(job(pinned))
+    w = q.take()
+    assert isinstance(w, MergedWrite) and w.stores and w.hard_state == pinned
+    assert q.written(w) == Persisted(index=0, term=0, hard_state=pinned)
+    q.submit(job(attrs.evolve(pinned, commit=2)))  # then a commit-only change defers again
+    w = q.take()
+    assert isinstance(w, MergedWrite) and not w.stores
+
+
 def test_reports_give_the_hard_state_before_the_entry() -> None:
     @attrs.define
     class Core:

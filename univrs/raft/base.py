@@ -117,11 +117,20 @@ class NodeBase:
     _leader_incarnation: tuple[NodeId | None, str | None]
     # Members our configurations list but bind to no incarnation yet (a bootstrap one, until
     # the leader's binding change): the incarnation we first took a message from under each
-    # such id, in this process (gate.py ``_maybe_pin``). From then on the id is held to it as
-    # if the configuration bound it (senders.py ``pinned``): a leader counts acks, and a
-    # candidate votes, of one incarnation only. Only ever grows by listed ids (bounded by the
-    # configuration's size); a binding in the configuration takes over from a pin.
+    # such id (gate.py ``_maybe_pin``). From then on the id is held to it as if the
+    # configuration bound it (senders.py ``pinned``): a leader counts acks, and a candidate
+    # votes, of one incarnation only. Only ever grows by listed ids (bounded by the
+    # configuration's size); a binding in the configuration takes over from a pin. Durable:
+    # every hard state handed out carries them all (``HardState.pins``), and a restart loads
+    # them back (a restart used to forget them and take a wiped member's new data dir, or a
+    # forger, under the id).
     _pinned: dict[NodeId, str]
+    # How many of ``_pinned`` the runtime reported durable (persisted_hard_state; pins only
+    # grow, so a count names them) or were loaded. Invariant: _durable_pins <= len(_pinned).
+    # While it is short, nothing leaves the node (messages are held into
+    # messages_after_persist) and no committed entry is handed out: whatever the node does
+    # after taking a message from an incarnation may depend on the pin, so it waits for it.
+    _durable_pins: int
     _forwarded: ForwardedReads
     _next_read_id: int  # the wire id of the next forwarded read (random base, see __init__)
     _apply_wait: ApplyWait

@@ -218,11 +218,17 @@ class GateLayer(ElectionLayer):
 
         Such a configuration cannot tell the member from a forger under its id, nor from a
         wiped (amnesiac) data dir of it: the first incarnation we took a message from is the
-        one we go on hearing under that id in this process, so a leader counts the
-        acknowledgements, and a candidate the votes, of one incarnation only, and another
-        incarnation (or none attested) is refused as a stranger's (senders.py ``pinned``).
-        Called for a message the sender rule let through, so the pin is never a refused
-        sender's."""
+        one we go on hearing under that id, so a leader counts the acknowledgements, and a
+        candidate the votes, of one incarnation only, and another incarnation (or none
+        attested) is refused as a stranger's (senders.py ``pinned``). Called for a message
+        the sender rule let through, so the pin is never a refused sender's.
+
+        Durable: the next hard state carries it (``HardState.pins``), and until the runtime
+        reports that hard state durable nothing leaves the node and nothing committed is
+        handed out (node.py ``ready``), so whatever we did after taking the message is seen
+        only once the pin would survive a crash; a restart loads the pins back. (They used
+        to live in this process only: a restarted node took the next incarnation it heard,
+        a wiped data dir's included, as the member.)"""
         inc = msg.sender_incarnation
         src = msg.src
         if inc is None or src in self._pinned:

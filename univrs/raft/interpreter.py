@@ -186,8 +186,14 @@ class WriteQueue(Generic[T]):
         syncs = merged.truncate_from is not None or bool(merged.entries)
         if hs is not None and not syncs:
             durable = self._durable_hs
-            if durable is not None and hs.term == durable.term and hs.vote == durable.vote:
+            if (
+                durable is not None
+                and hs.term == durable.term
+                and hs.vote == durable.vote
+                and hs.pins == durable.pins
+            ):
                 # Only the commit index moved: no sync of its own; it rides on the next write.
+                # (A new pin syncs, like a term or a vote: messages wait for it, node.py.)
                 self._pending_hs = hs
                 return attrs.evolve(merged, hard_state=None)
         elif hs is None and syncs and self._pending_hs is not None:

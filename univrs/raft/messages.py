@@ -39,11 +39,20 @@ class Entry:
 
 @attrs.frozen(kw_only=True, slots=True)
 class HardState:
-    """What must be durable before the node answers anyone: current term, vote, commit index."""
+    """What must be durable before the node answers anyone: current term, vote, commit index,
+    and the pins (univrs/raft/gate.py ``_maybe_pin``).
+
+    ``pins``: sorted pairs (member id, incarnation), the incarnation this data dir first took a
+    message from under each member id a configuration listed without binding it (a bootstrap
+    configuration, until the leader's binding change). Only ever grows: a hard state written
+    later holds every pin of an earlier one. Durable like the vote, so that a restart does not
+    take another incarnation under such an id (a wiped member's, a forger's) as the member.
+    """
 
     term: int = 0
     vote: NodeId | None = None
     commit: int = 0
+    pins: tuple[tuple[NodeId, str], ...] = ()
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -165,7 +165,8 @@ class RaftNode(GateLayer):
         self._heard_leader_at = 0 if hs.term > 1 else -config.election_ticks_min
         self._refused = {}
         self._leader_incarnation = (None, None)
-        self._pinned = {}
+        self._pinned = dict(hs.pins)  # durable pins (gate.py ``_maybe_pin``)
+        self._durable_pins = len(self._pinned)
         self._forwarded = ForwardedReads()
         # Request ids of forwarded reads: a random base per process (a restart starts elsewhere
         # in 2^62, so no answer to an earlier process's request can match), then +1 each.
@@ -343,11 +344,16 @@ class RaftNode(GateLayer):
 
         Until the hard state of the current term is reported durable, everything this node
         sends at that term waits for the persist (``Ready.messages_after_persist``): nothing
-        that carries a term leaves before that term is on disk (etcd's rule). Without these
-        reports the core stays safe, only slower.
+        that carries a term leaves before that term is on disk (etcd's rule). Likewise, until
+        a hard state holding every pin (``HardState.pins``) is reported durable, every message
+        waits and no committed entry is handed out (base.py ``_durable_pins``). Without these
+        reports the core stays safe, only slower (and, once it pinned a member, applies
+        nothing more).
         """
         if hard_state.term > self._durable_term:
             self._durable_term = hard_state.term
+        if len(hard_state.pins) > self._durable_pins:
+            self._durable_pins = len(hard_state.pins)  # (pins only grow: a count names them)
 
     def applied(self, index: int) -> None:
         """The state machine has applied every committed entry up to ``index``."""
@@ -391,10 +397,15 @@ class RaftNode(GateLayer):
         soft = self._last_soft
         return (
             self._log.has_unstable()
-            or (self._commit if self._commit < self._persisted else self._persisted) > self._handed
+            or (
+                self._durable_pins == len(self._pinned)
+                and (self._commit if self._commit < self._persisted else self._persisted)
+                > self._handed
+            )
             or self._term != hs.term
             or self._vote != hs.vote
             or self._commit != hs.commit
+            or len(self._pinned) != len(hs.pins)
             or self._role is not soft.role
             or self._leader != soft.leader
             or self._term != soft.term
@@ -411,12 +422,26 @@ class RaftNode(GateLayer):
             truncate, entries = log.take_unstable()
         hard_state = None
         hs = self._last_hs
-        if self._term != hs.term or self._vote != hs.vote or self._commit != hs.commit:
-            hard_state = HardState(term=self._term, vote=self._vote, commit=self._commit)
+        pins = self._pinned
+        if (
+            self._term != hs.term
+            or self._vote != hs.vote
+            or self._commit != hs.commit
+            or len(pins) != len(hs.pins)
+        ):
+            hard_state = HardState(
+                term=self._term,
+                vote=self._vote,
+                commit=self._commit,
+                pins=tuple(sorted(pins.items())) if len(pins) != len(hs.pins) else hs.pins,
+            )
             self._last_hs = hard_state
+        # A pin not yet durable: what the node does now may depend on it (base.py
+        # ``_durable_pins``), so its messages and committed entries wait for the write.
+        pins_durable = self._durable_pins >= len(pins)
         hi = min(self._commit, self._persisted)
         committed: tuple[Entry, ...] = ()
-        if hi > self._handed:
+        if hi > self._handed and pins_durable:
             committed = log.entries(self._handed + 1, hi)
             self._handed = hi
         soft = None
@@ -427,7 +452,9 @@ class RaftNode(GateLayer):
         messages: tuple[Message, ...] = ()
         held: list[Message] = []
         if self._msgs:
-            if self._durable_term < self._term:
+            if not pins_durable:
+                held.extend(self._msgs)  # every one waits for the pin's write
+            elif self._durable_term < self._term:
                 # The current term's hard state is not known durable yet (it is in this Ready
                 # or an earlier write still in flight): what claims that term waits for it.
                 now: list[Message] = []
@@ -519,6 +546,8 @@ class RaftNode(GateLayer):
 
         if self._durable_term > self._term:
             bad(f"durable term {self._durable_term} > term")
+        if self._durable_pins > len(self._pinned):
+            bad(f"{self._durable_pins} pins durable, {len(self._pinned)} held")
         if log.last_term > self._term:
             bad(f"last log term {log.last_term} > term {self._term}")
         if self._commit > last:

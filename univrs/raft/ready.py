@@ -10,8 +10,8 @@ Ordering contract of a ``Ready`` (the runtime and the simulator must both obey i
    ``messages_after_persist`` wait for it. Once stored, report
    ``RaftNode.persisted(meta.index, meta.term)``; once restored, ``applied(meta.index)``.
 1. ``truncate_from``, ``entries`` and ``hard_state`` are written in one storage transaction
-   (delete entries with index >= truncate_from, append entries, store hard state), and that
-   transaction is synced to disk.
+   (delete entries with index >= truncate_from, append entries, store hard state, its pins
+   included), and that transaction is synced to disk.
 2. ``messages`` may be sent at any time, even before step 1 completes: they never claim
    anything about this node's durable state. (A leader's AppendEntries to followers belong here:
    the leader replicates before its own write is durable, and counts itself only later.)
@@ -249,5 +249,6 @@ class Status:
     config_index: int = 0  # log index of ``membership`` (0: the initial configuration)
     lease: bool = False  # leader only: it holds a read lease now (RaftConfig.read_lease)
     # Members the configuration binds to no incarnation yet, held to the incarnation this
-    # process first took a message from under their id (univrs/raft/gate.py ``_maybe_pin``).
+    # node first took a message from under their id (univrs/raft/gate.py ``_maybe_pin``):
+    # durable, ``HardState.pins``, loaded back at a restart.
     pinned: tuple[tuple[NodeId, str], ...] = ()

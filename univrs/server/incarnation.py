@@ -13,8 +13,11 @@ chosen when the data dir is created). The configuration binds member ids to inca
 * ``bound_incarnation`` and ``hold_incarnations``: the transport checks every hello against the
   configuration in effect, and re-checks open connections whenever its incarnations change.
 
-Known window (etcd has the same one): a member that served only before the leader recorded its
-incarnation (a moment after the first election) and then lost its data dir is not recognised.
+A member that served only before the leader recorded its incarnation (a moment after the first
+election) and then lost its data dir is recognised by a peer that pinned it: the peer took a
+message from it under an unbound listing, so it holds the id to that incarnation, durably
+(univrs/raft/gate.py ``_maybe_pin``), and answers with it as ``bound``. Known window (etcd has
+a wider one): no reachable peer took a message from that member, so none pinned it.
 """
 
 from __future__ import annotations
@@ -109,12 +112,18 @@ def probe_answerer(node: NodeHandle) -> Callable[[ProbeQuestion], ProbeAnswer]:
         same = question.cluster == node.cluster_id
         # Membership is told only to an asker of this cluster (history_problem reads it only
         # then): an asker guessing ids does not learn who serves here, or as what.
+        bound: str | None = None
+        if same:
+            # The configuration's binding, else the incarnation this node pinned under the
+            # id (an unbound member it took a message from): either way the id served, at
+            # another data dir than the empty one asking.
+            bound = m.incarnation_of(question.src) or dict(s.pinned).get(question.src)
         return ProbeAnswer(
             node=node.node_id,
             same_cluster=same,
             history=s.last_index > 0 or node.runtime.last_snapshot_index > 0,
             member=same and question.src in m.members,
-            bound=m.incarnation_of(question.src) if same else None,
+            bound=bound,
         )
 
     return answer

@@ -161,6 +161,12 @@ class Simulation(ReadyRuntime):
     # (membership.py ``unbound_ids``: a member lagging at the bootstrap entry lists them
     # unbound for good).
     unbound_bootstrap: bool = False
+    # With unbound_bootstrap: a wipe may hit a bootstrap member once the operator's
+    # configuration binds it (False, the default: never). A member whose log still ends at
+    # the bootstrap entry then hears the wiped data dir under an unbound id; its durable pin
+    # refuses it if it ever took a message from the old incarnation, nothing does if it never
+    # did (docs/security.md), so sweeps keep it off; tests turn it on for pinned seeds.
+    wipe_bootstrap_members: bool = False
 
     rng: random.Random = attrs.field(init=False)
     node_ids: list[NodeId] = attrs.field(init=False)  # every node: initial voters and spares

@@ -56,6 +56,11 @@ class SimDisk:
     # The persistent state machine of this data dir (``state_backend = "lmdb"``,
     # statestore.py; None: in memory, or not opened yet).
     state: SimStateEnv | None = None
+    # Every pin (``HardState.pins``) a write ever made durable on this data dir: the
+    # simulator's own record, not the node's (a core that forgot pins rewrites its hard state
+    # without them). The forger forges under these ids (forger.py): a restarted core must
+    # still refuse another incarnation under them.
+    pins_ever: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def last_index(self) -> int:
@@ -77,6 +82,8 @@ class SimDisk:
             self.entries.extend(w.entries)
         if w.hard_state is not None:
             self.hard_state = w.hard_state
+            if w.hard_state.pins:
+                self.pins_ever.update(w.hard_state.pins)
 
     def store_taken(self, t: Taken) -> None:
         self._store(t.meta, t.data)

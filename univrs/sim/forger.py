@@ -21,7 +21,9 @@ leads) and sends forged messages the cores must refuse by the membership rule fo
   of its configuration, from an incarnation the configuration does not bind to that id (a
   wiped member's new data dir would send that), or from the made-up peer; under the id of
   a voter the configuration binds to no incarnation yet (``Simulation(unbound_bootstrap=
-  True)``) once the core pinned that voter's own incarnation (``Status.pinned``);
+  True)``) once the core pinned that voter's own incarnation (``Status.pinned``), or its
+  data dir ever made such a pin durable (a restarted core must still hold it: the
+  ``forget-pins-at-restart`` mutant does not);
 * to a leader, right after it took an answer from such a pinned, unbound member: a
   successful AppendEntriesResponse for its whole log under that member's id from another
   incarnation.
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Mapping
 
 import attrs
 
@@ -151,10 +154,14 @@ class Forger:
             sender_incarnation=incarnation,
         )
 
-    def maybe_forge_answer(self, raft: RaftNode) -> Message | None:
+    def maybe_forge_answer(
+        self, raft: RaftNode, durable_pins: Mapping[str, str] | None = None
+    ) -> Message | None:
         """A forged granted vote answer for ``raft`` if it campaigns (called once per tick),
         or None: under the id of a voter of its configuration from an incarnation the
-        configuration does not bind to it, or from the made-up peer."""
+        configuration does not bind to it, or from the made-up peer. ``durable_pins``: the
+        pins ``raft``'s data dir ever made durable (disk.py ``pins_ever``), which it holds to
+        after a restart as well."""
         st = raft.status()
         if st.role not in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             return None
@@ -165,6 +172,8 @@ class Forger:
         # Voters it binds, and voters it binds to none yet but the core pinned (it took a
         # message from the member's own incarnation: gate.py ``_maybe_pin``).
         pinned = dict(st.pinned)
+        if durable_pins:
+            pinned.update(durable_pins)
         voters = sorted(
             v for v in m.voters if v != st.id and (m.incarnation_of(v) is not None or v in pinned)
         )

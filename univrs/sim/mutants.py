@@ -118,6 +118,18 @@ class UnboundAnyIncarnation(RaftNode):
         return {}
 
 
+class ForgetPinsAtRestart(RaftNode):
+    """Starts with no pins whatever its hard state holds, as before pins were durable
+    (gate.py ``_maybe_pin``): a restarted node takes the first incarnation it hears under an
+    unbound member's id again (a forger's, or the member's wiped data dir's)."""
+
+    def __init__(self, id: str, **kwargs: Any) -> None:
+        super().__init__(id, **kwargs)
+        self._pinned = {}
+        self._durable_pins = 0
+        self._last_hs = attrs.evolve(self._last_hs, pins=())
+
+
 class ChangeBeforeTermCommit(RaftNode):
     """Starts a configuration change before committing an entry of its term (the 2015 bug)."""
 
@@ -257,6 +269,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("stranger-vote-answers", StrangerVoteAnswers),
         _mutant("live-leader-any-incarnation", LiveLeaderAnyIncarnation),
         _mutant("unbound-any-incarnation", UnboundAnyIncarnation, unbound_bootstrap=True),
+        _mutant("forget-pins-at-restart", ForgetPinsAtRestart, unbound_bootstrap=True),
         _mutant("batch-shared-revision", kv=BatchSharedRevision),
         _mutant("revision-from-index", kv=RevisionFromIndex),
     )

@@ -180,7 +180,7 @@ class ReadyRuntime(ApplyLayer):
             raft.tick()
             self.drain(sn)
         if self.forger is not None:
-            self._hand_forgery(sn, self.forger.maybe_forge_answer(raft))
+            self._hand_forgery(sn, self.forger.maybe_forge_answer(raft, sn.disk.pins_ever))
 
     def sync_clock(self, sn: SimNode) -> None:
         """Lease mode: feed ``sn``'s core every tick its clock says is due by now (the driver

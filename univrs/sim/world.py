@@ -38,6 +38,7 @@ class World(Protocol):
     trace: Any  # collections.deque of (time, what, detail): the recent events
     quiet: bool
     tick_units: int
+    wipe_bootstrap_members: bool  # wipes may hit bound bootstrap members (cluster.py)
 
     def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None: ...
 

@@ -66,6 +66,18 @@ class StoredWorkload:
 
 
 Stored = StoredWorkload | Instance | Node
+
+
+@attrs.frozen
+class StagedRows:
+    """In place of a table's parts for ``Objects.load``: ``count`` rows that a reader has
+    already written into the (persistent) table, with their index pairs, and checked as
+    ``load`` checks them (row form, no repeated id, every instance's workload and node
+    exist): ``univrs.storage.sm_ingest``, a staged install."""
+
+    count: int
+
+
 Change = tuple[ObjectKind, str, Stored | None, Stored | None]
 
 
@@ -323,16 +335,25 @@ class Objects:
 
     def load(
         self,
-        workloads: Iterable[StoredWorkload],
-        instances: Iterable[Instance],
-        nodes: Iterable[Node],
+        workloads: Iterable[StoredWorkload] | StagedRows,
+        instances: Iterable[Instance] | StagedRows,
+        nodes: Iterable[Node] | StagedRows,
     ) -> list[str]:
         """Fill empty tables from snapshot parts (in any order: the tables order them); returns
         what is wrong with them (duplicates, dangling references), empty if they were sound.
+        Parts given as ``StagedRows`` (all three or none) are in the tables already.
 
         Bulk: one pass over the parts and one sort per table (linear when the parts come in id
         order, as a snapshot's rows do); the puts run once per command."""
         self.counts_cache.clear()
+        if isinstance(workloads, StagedRows):
+            assert isinstance(instances, StagedRows) and isinstance(nodes, StagedRows)
+            staged = (workloads.count, instances.count, nodes.count)
+            # The stager checked every row; a mismatch here is a bug in it, not bad data.
+            assert self.counts() == staged, f"staged {staged}, tables hold {self.counts()}"
+            self.changes.clear()
+            return []
+        assert not isinstance(instances, StagedRows) and not isinstance(nodes, StagedRows)
         found: list[str] = []
         found += [
             f"workload {k!r} appears twice"

@@ -8,7 +8,7 @@ malformed data, an unknown version or broken invariants raise ``DecodeError``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from univrs.sm.errors import DecodeError
@@ -24,7 +24,7 @@ from univrs.sm.model import (
     Resources,
     WorkloadSpec,
 )
-from univrs.sm.objects import Objects, StoredWorkload
+from univrs.sm.objects import Objects, StagedRows, StoredWorkload
 from univrs.sm.plain import (
     fail,
     read_enum,
@@ -418,8 +418,11 @@ def _each(value: Any, path: str, read: Callable[[Any, str], Any]) -> list[Any]:
     return [read(item, f"{path}[{n}]") for n, item in enumerate(read_list(value, path))]
 
 
-def _each_row(value: Any, path: str, read: Callable[[Any, str], Any]) -> Iterable[Any]:
-    """``_each`` for the object rows, lazily when they are a ``RowStream``."""
+def _each_row(value: Any, path: str, read: Callable[[Any, str], Any]) -> Any:
+    """``_each`` for the object rows, lazily when they are a ``RowStream``; ``StagedRows``
+    (in the tables already) as they are."""
+    if isinstance(value, StagedRows):
+        return value
     if isinstance(value, RowStream):
         return (read(item, f"{path}[{n}]") for n, item in enumerate(value.rows()))
     return _each(value, path, read)
@@ -428,7 +431,9 @@ def _each_row(value: Any, path: str, read: Callable[[Any, str], Any]) -> Iterabl
 def _restore_v1(m: dict[str, Any], objects: Objects | None = None) -> ClusterStateMachine:
     # Shared sub-values save memory in a state kept in memory; rows that stream into a
     # persistent store are encoded at once, and the cache would only grow (every id in it).
-    streamed = any(isinstance(m[key], RowStream) for key in ("workloads", "instances", "nodes"))
+    streamed = any(
+        isinstance(m[key], RowStream | StagedRows) for key in ("workloads", "instances", "nodes")
+    )
     shared = None if streamed else _Shared()
     sessions = _each(m["sessions"], "sessions", _session_v1)
     if len({s.client_id for s in sessions}) != len(sessions):

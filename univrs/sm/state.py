@@ -62,7 +62,7 @@ from univrs.sm.model import (
     Node,
     Workload,
 )
-from univrs.sm.objects import AppliedChanges, Objects, StoredWorkload
+from univrs.sm.objects import AppliedChanges, Objects, StagedRows, StoredWorkload
 from univrs.sm.responses import ErrorCode, Failure, Response
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.tables import RawRows
@@ -440,9 +440,9 @@ class ClusterStateMachine(CommandHandlers):
         last_index: int,
         last_term: int,
         clock_ms: int,
-        workloads: Iterable[StoredWorkload],
-        instances: Iterable[Instance],
-        nodes: Iterable[Node],
+        workloads: Iterable[StoredWorkload] | StagedRows,
+        instances: Iterable[Instance] | StagedRows,
+        nodes: Iterable[Node] | StagedRows,
         balances: list[tuple[str, int]],
         sessions: list[Session],
         tokens: list[Token] | None = None,

@@ -7,6 +7,7 @@ torn page or a value written under the wrong key is detected when it is read. De
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from typing import Any
@@ -27,6 +28,10 @@ DB_SNAP = b"snapshot"  # chunk number (8 bytes big-endian) -> checked chunk of s
 KEY_FORMAT = b"format"  # FORMAT_VERSION as a CBOR int
 KEY_IDENTITY = b"identity"  # [node_id, cluster_id | None, incarnation]
 KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
+# [[member id, incarnation], ...] sorted: HardState.pins, written in the same transaction as
+# the hard state whenever they changed; absent: none. A key of its own, so that a store with
+# pins still reads with a build from before them (which ignores it and forgets the pins).
+KEY_PINS = b"pins"
 KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data]
 
 OVERFLOW_HEADER = 16
@@ -155,6 +160,31 @@ def parse_hard_state(obj: Any) -> HardState:
     ):
         raise Corrupt("metadata record 'hard_state': malformed")
     return HardState(term=obj[0], vote=obj[1], commit=obj[2])
+
+
+def pins_record(pins: tuple[tuple[str, str], ...]) -> list[Any]:
+    return [[node, incarnation] for node, incarnation in pins]
+
+
+def parse_pins(obj: Any) -> tuple[tuple[str, str], ...]:
+    """``HardState.pins`` from its record: sorted, unique ids, non-empty strings."""
+    if type(obj) is not list:
+        raise Corrupt("metadata record 'pins': malformed")
+    out: list[tuple[str, str]] = []
+    for item in obj:
+        if (
+            type(item) is not list
+            or len(item) != 2
+            or type(item[0]) is not str
+            or type(item[1]) is not str
+            or not item[0]
+            or not item[1]
+        ):
+            raise Corrupt("metadata record 'pins': malformed")
+        out.append((item[0], item[1]))
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(out)):
+        raise Corrupt("metadata record 'pins': ids not sorted and unique")
+    return tuple(out)
 
 
 def snapshot_record(meta: SnapshotMeta, *, size: int, chunks: int, crc: int) -> list[Any]:

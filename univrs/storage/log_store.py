@@ -303,7 +303,7 @@ class LogStore(SnapshotStorage):
                         raise Corrupt(f"log entry {entry.index}: bad membership: {exc}") from None
                     break
             if snap is not None and hs.commit < snap.index:
-                hs = HardState(term=hs.term, vote=hs.vote, commit=snap.index)
+                hs = attrs.evolve(hs, commit=snap.index)
             return InitialState(
                 hard_state=hs,
                 entries=entries,
@@ -406,6 +406,11 @@ class LogStore(SnapshotStorage):
             if hard_state is not None
             else None
         )
+        pins_record = (
+            layout.encode_record(layout.KEY_PINS, layout.pins_record(hard_state.pins))
+            if hard_state is not None and hard_state.pins
+            else None
+        )
 
         def write(txn: Txn) -> None:
             _, last = self._bounds(txn)
@@ -436,6 +441,12 @@ class LogStore(SnapshotStorage):
                 _require(added == len(records), f"stored {added} of {len(records)} entries")
             if hs_record is not None:
                 txn.put(layout.KEY_HARD_STATE, hs_record, db=self._env.meta)
+            if pins_record is not None and txn.get(layout.KEY_PINS, db=self._env.meta) != (
+                pins_record
+            ):
+                # The pins, in the same synced transaction as the hard state that carries
+                # them (rewritten only when they grew: they never shrink).
+                txn.put(layout.KEY_PINS, pins_record, db=self._env.meta)
 
         self._env.write(write)
 
@@ -492,6 +503,13 @@ class LogStore(SnapshotStorage):
 
     def _hard_state(self, txn: Txn) -> HardState:
         raw = txn.get(layout.KEY_HARD_STATE, db=self._env.meta)
-        if raw is None:
-            return HardState()
-        return layout.parse_hard_state(layout.decode_record(layout.KEY_HARD_STATE, raw))
+        hs = (
+            HardState()
+            if raw is None
+            else layout.parse_hard_state(layout.decode_record(layout.KEY_HARD_STATE, raw))
+        )
+        raw_pins = txn.get(layout.KEY_PINS, db=self._env.meta)
+        if raw_pins is None:
+            return hs
+        pins = layout.parse_pins(layout.decode_record(layout.KEY_PINS, raw_pins))
+        return attrs.evolve(hs, pins=pins)

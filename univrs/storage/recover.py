@@ -227,6 +227,9 @@ def force_new_cluster(
             assert txn.get(key, db=env.log) is None
             txn.put(key, value, db=env.log)
             txn.put(layout.KEY_HARD_STATE, hs_record, db=env.meta)
+            # The pins of the old cluster's unbound members go: the recovered configuration
+            # binds its one member, and anyone added to it is bound by the join.
+            txn.delete(layout.KEY_PINS, db=env.meta)
             put_identity(env, txn, me, cluster_id, incarnation)
 
         aside = _state_aside(store.data_dir)

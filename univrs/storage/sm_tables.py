@@ -53,6 +53,7 @@ from univrs import codec
 from univrs.errors import StorageError
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage.datadir import fsync_dir
+from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import (
     _ALL_DBS,
     _OBJECT_DBS,
@@ -198,7 +199,11 @@ class StateEnv:
             store = LmdbStore(path, sync=False, map_size=self.map_size)
             for name in (*_OBJECT_DBS, *_SMALL_DBS, "meta"):
                 store.db(name)
-            plain = streamed_plain(data)
+            # One walk storing canonical rows as they come (a node's snapshot); anything else
+            # (nothing written then) goes through the full reader, which decides.
+            plain = staged_plain(data, store)
+            if plain is None:
+                plain = streamed_plain(data)
             if plain is None:  # not laid out for streaming: decoded whole (its errors)
                 plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
             sm = restore_plain(plain, objects=_objects_on(store))

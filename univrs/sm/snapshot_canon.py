@@ -1,0 +1,110 @@
+"""Snapshot rows checked without building objects: is a decoded row exactly what the snapshot's
+writer would write for the object the reader builds from it?
+
+A staged install (``univrs.storage.sm_ingest``) stores each received object row as it is,
+re-encoded from the decoded list, when these checks say the row is *canonical*: well-formed
+(every check of the row readers in ``snapshot_read``: types, counts, enum values) and in the
+form the writer gives (``_workload_row(_workload_v1(row)) == row``: pairs sorted as
+``model.to_pairs`` sorts them, ...). So what it stores equals what the reader-then-writer path
+stores, without the objects (about half the CPU of a staging). A row these checks do not pass
+may still be valid (unsorted labels, say): the caller then takes the full reader, which
+accepts or refuses it with its message. tests/sm/test_snapshot_canon.py checks the contract
+on generated and mutated rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from univrs.sm.model import InstanceStatus, PortProtocol
+
+_STATUSES = frozenset(s.value for s in InstanceStatus)
+_PROTOCOLS = frozenset(p.value for p in PortProtocol)
+_JUST_STR = frozenset({str})
+_JUST_INT = frozenset({int})
+
+
+def _sorted_pairs(flat: list[Any]) -> bool:
+    """The pairs of ``flat`` (k1, v1, k2, v2, ...) are in ``to_pairs`` order (sorted tuples;
+    repeats kept)."""
+    n = len(flat)
+    if n <= 2:
+        return True
+    if n == 4:  # the common case: two pairs, one tuple comparison
+        return (flat[0], flat[1]) <= (flat[2], flat[3])
+    pairs = list(zip(flat[::2], flat[1::2], strict=True))
+    return pairs == sorted(pairs)
+
+
+def canonical_workload_row(v: Any) -> bool:
+    """True when ``v`` is a workload row ``_workload_v1`` reads and ``_workload_row`` writes
+    back unchanged."""
+    if type(v) is not list or len(v) < 12:
+        return False
+    ident, version, created, name, image, replicas, cpu, memory, n_args = v[:9]
+    if not (
+        type(ident) is str
+        and type(version) is int
+        and version >= 0
+        and type(created) is int
+        and created >= 0
+        and type(name) is str
+        and type(image) is str
+        and type(replicas) is int
+        and type(cpu) is int
+        and type(memory) is int
+        and type(n_args) is int
+        and n_args >= 0
+    ):
+        return False
+    env_at = 9 + n_args
+    if env_at >= len(v):
+        return False
+    n_env = v[env_at]
+    if type(n_env) is not int or n_env < 0:
+        return False
+    labels_at = env_at + 1 + 2 * n_env
+    if labels_at >= len(v):
+        return False
+    n_labels = v[labels_at]
+    if type(n_labels) is not int or n_labels < 0:
+        return False
+    ports_at = labels_at + 1 + 2 * n_labels
+    if ports_at >= len(v):
+        return False
+    n_ports = v[ports_at]
+    if type(n_ports) is not int or n_ports < 0 or ports_at + 1 + 3 * n_ports != len(v):
+        return False
+    env, labels = v[env_at + 1 : labels_at], v[labels_at + 1 : ports_at]
+    if not set(map(type, v[9:env_at] + env + labels)) <= _JUST_STR:
+        return False
+    if n_ports:
+        ports = v[ports_at + 1 :]
+        numbers, protocols, names = ports[::3], ports[1::3], ports[2::3]
+        if not (
+            set(map(type, numbers)) == _JUST_INT
+            and set(map(type, protocols + names)) == _JUST_STR
+            and set(protocols) <= _PROTOCOLS  # hashable: all str (above)
+        ):
+            return False
+    return _sorted_pairs(env) and _sorted_pairs(labels)
+
+
+def canonical_instance_row(v: Any) -> bool:
+    """True when ``v`` is an instance row ``_instance_v1`` reads and ``_instance_row`` writes
+    back unchanged."""
+    if type(v) is not list or len(v) != 7:
+        return False
+    ident, workload_id, node_id, status, message, version, created = v
+    return (
+        type(ident) is str
+        and type(workload_id) is str
+        and (node_id is None or type(node_id) is str)
+        and type(status) is str
+        and status in _STATUSES
+        and type(message) is str
+        and type(version) is int
+        and version >= 0
+        and type(created) is int
+        and created >= 0
+    )

@@ -1,0 +1,167 @@
+"""A received snapshot staged in one pass: its rows checked as decoded rows and stored as they
+come, without building objects (``staged_plain``; docs/state-at-scale.md, eighth increment).
+
+The full path (``sm_stream.streamed_plain`` then ``restore_plain``) walks the snapshot's
+top-level map twice (the first walk decodes every row to find where the next key starts),
+builds every row into objects with every check, encodes each object back into its row and
+puts it with its index pairs: about 15 us of CPU per object. A snapshot written by a node
+(``snapshot_plain``, or the stored rows spliced by ``runtime.snapshots``) is canonical: its
+keys come in the writer's order, its rows in id order, each row in the writer's form. This
+path reads such a snapshot in one walk and, for each row as it is decoded:
+
+* checks it is canonical (``univrs.sm.snapshot_canon``: every check of the row reader, and
+  the form the writer gives; node rows, a hundredth of the rows, go through the reader and
+  the writer and must come back equal);
+* stores ``cbor2.dumps(row)``, which is then what the full path would store for it, with an
+  append (LMDB's ``MDB_APPEND``: the key must be above every key in the table, so a repeated
+  id, or ids out of order, fail the append);
+* for an instance, checks its workload is in the table (the workloads come first in the
+  map) and puts its index pairs; the nodes it names are checked once all nodes are in.
+
+All of it in one write transaction, committed only when the whole map was read, with the
+format and version checked. Anything else (a row not canonical, ids out of order, keys in
+another order, a decoding error, a key LMDB refuses) aborts that transaction, and the caller
+takes the full path from the start, which accepts the snapshot (a valid one in another form)
+or refuses it with its own message. So this path adds no acceptance: it accepts only what
+the full path accepts, and stores the same bytes (tests/runtime/test_state_ingest.py). The
+small values (header, sessions, ledger, tokens) are decoded strictly and handed to
+``restore_plain`` with the row lists as ``StagedRows``, which checks them as before.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+import lmdb
+
+from univrs import codec
+from univrs.codec.strict import strict_decoder
+from univrs.sm.objects import StagedRows
+from univrs.sm.snapshot import _node_row, _node_v1
+from univrs.sm.snapshot_canon import canonical_instance_row, canonical_workload_row
+from univrs.sm.snapshot_format import SNAPSHOT_FORMAT, gc_paused
+from univrs.storage.sm_store import SEP, LmdbStore
+from univrs.storage.sm_stream import _ROW_DEPTH, _ROW_KEYS, MAX_SNAPSHOT_BYTES, _read_head
+
+_VERSION = 1  # the format version whose rows this path knows
+
+
+class _NotCanonical(Exception):
+    """This snapshot is not for the one-pass path (the full path decides)."""
+
+
+class _Stager:
+    """The rows of one snapshot going into one write transaction."""
+
+    def __init__(self, decoder: cbor2.CBORDecoder, txn: lmdb.Transaction, store: LmdbStore):
+        self.decoder, self.txn = decoder, txn
+        self.workloads, self.instances = store.db("workloads"), store.db("instances")
+        self.nodes = store.db("nodes")
+        self.by_workload, self.by_node = store.db("by_workload"), store.db("by_node")
+        self.node_refs: set[str] = set()  # the nodes instances are on (checked at the end)
+        self.done: set[str] = set()
+
+    def workload_rows(self, count: int) -> None:
+        decode, put, dumps, db = self.decoder.decode, self.txn.put, cbor2.dumps, self.workloads
+        for _ in range(count):
+            row = decode()
+            if not canonical_workload_row(row) or not put(
+                row[0].encode(), dumps(row), db=db, append=True
+            ):
+                raise _NotCanonical
+        self.done.add("workloads")
+
+    def instance_rows(self, count: int) -> None:
+        if "workloads" not in self.done:
+            raise _NotCanonical  # its references could not be checked as the rows come
+        decode, put, get, dumps = self.decoder.decode, self.txn.put, self.txn.get, cbor2.dumps
+        db, workloads = self.instances, self.workloads
+        by_workload, by_node, node_refs = self.by_workload, self.by_node, self.node_refs
+        for _ in range(count):
+            row = decode()
+            if not canonical_instance_row(row):
+                raise _NotCanonical
+            ident, workload_id, node_id = row[0].encode(), row[1].encode(), row[2]
+            if not put(ident, dumps(row), db=db, append=True):
+                raise _NotCanonical
+            if get(workload_id, db=workloads) is None:
+                raise _NotCanonical
+            put(workload_id + SEP + ident, b"", db=by_workload)
+            if node_id is not None:
+                node_refs.add(node_id)
+                put(node_id.encode() + SEP + ident, b"", db=by_node)
+        self.done.add("instances")
+
+    def node_rows(self, count: int) -> None:
+        decode, put, dumps, db = self.decoder.decode, self.txn.put, cbor2.dumps, self.nodes
+        for n in range(count):
+            row = decode()
+            if _node_row(_node_v1(row, f"nodes[{n}]")) != row or not put(
+                row[0].encode(), dumps(row), db=db, append=True
+            ):
+                raise _NotCanonical
+        self.done.add("nodes")
+
+    def check_references(self) -> None:
+        get, nodes = self.txn.get, self.nodes
+        if any(get(node_id.encode(), db=nodes) is None for node_id in self.node_refs):
+            raise _NotCanonical
+
+
+def staged_plain(data: bytes, store: LmdbStore) -> dict[str, Any] | None:
+    """Read snapshot ``data`` in one walk, writing its object rows into ``store``'s empty
+    object tables and indexes as they come (see the module docstring); returns its plain data
+    with the row lists as ``StagedRows``, for ``restore_plain`` on ``store``'s tables. None
+    when the snapshot is not canonical, is malformed or broken: nothing was written then,
+    and the full path decides. The tables' databases must be open (``store.db``) already:
+    this holds a write transaction."""
+    fp = io.BytesIO(data)
+    decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
+    txn = store.env.begin(write=True)
+    try:
+        with gc_paused():
+            plain = _walk(data, fp, _Stager(decoder, txn, store))
+    except BaseException as exc:
+        txn.abort()
+        if isinstance(exc, Exception):  # _NotCanonical, a decoding error, lmdb's errors, ...
+            return None
+        raise
+    txn.commit()
+    return plain
+
+
+def _walk(data: bytes, fp: io.BytesIO, stager: _Stager) -> dict[str, Any]:
+    readers: dict[str, Callable[[int], None]] = {
+        "workloads": stager.workload_rows,
+        "instances": stager.instance_rows,
+        "nodes": stager.node_rows,
+    }
+    head = _read_head(fp)
+    if head is None or head[0] != 5:
+        raise _NotCanonical
+    plain: dict[str, Any] = {}
+    for _ in range(head[1]):
+        key = stager.decoder.decode()
+        if type(key) is not str or key in plain:
+            raise _NotCanonical
+        if key in _ROW_KEYS:
+            if plain.get("format") != SNAPSHOT_FORMAT or plain.get("version") != _VERSION:
+                raise _NotCanonical  # the header comes first; these are version 1's rows
+            rows = _read_head(fp)
+            if rows is None or rows[0] != 4:
+                raise _NotCanonical
+            readers[key](rows[1])
+            plain[key] = StagedRows(rows[1])
+        else:
+            start = fp.tell()
+            stager.decoder.decode()
+            plain[key] = codec.decode_plain(
+                data[start : fp.tell()], max_size=MAX_SNAPSHOT_BYTES, max_depth=64
+            )
+    if fp.tell() != len(data) or stager.done != set(_ROW_KEYS):
+        raise _NotCanonical
+    stager.check_references()
+    return plain
