@@ -36,13 +36,11 @@ def _sorted_pairs(flat: list[Any]) -> bool:
     return pairs == sorted(pairs)
 
 
-def canonical_workload_row(v: Any) -> bool:
-    """True when ``v`` is a workload row ``_workload_v1`` reads and ``_workload_row`` writes
-    back unchanged."""
-    if type(v) is not list or len(v) < 12:
-        return False
+def workload_head_ok(v: list[Any]) -> bool:
+    """True when the first nine items of workload row ``v`` (at least nine long) have their
+    types: id, version, created, name, image, replicas, cpu, memory, the argument count."""
     ident, version, created, name, image, replicas, cpu, memory, n_args = v[:9]
-    if not (
+    return (
         type(ident) is str
         and type(version) is int
         and version >= 0
@@ -55,9 +53,15 @@ def canonical_workload_row(v: Any) -> bool:
         and type(memory) is int
         and type(n_args) is int
         and n_args >= 0
-    ):
+    )
+
+
+def canonical_workload_row(v: Any) -> bool:
+    """True when ``v`` is a workload row ``_workload_v1`` reads and ``_workload_row`` writes
+    back unchanged."""
+    if type(v) is not list or len(v) < 12 or not workload_head_ok(v):
         return False
-    env_at = 9 + n_args
+    env_at = 9 + v[8]
     if env_at >= len(v):
         return False
     n_env = v[env_at]

@@ -34,6 +34,7 @@ from univrs.sm.plain import (
     response_from_plain,
 )
 from univrs.sm.sessions import Session, SessionPolicy
+from univrs.sm.snapshot_canon import workload_head_ok
 from univrs.sm.snapshot_format import (
     OPTIONAL_KEYS,
     SNAPSHOT_FORMAT,
@@ -164,22 +165,9 @@ _JUST_STR = frozenset({str})
 
 def _workload_fast(v: list[Any], shared: _Shared) -> StoredWorkload | None:
     try:
-        ident, version, created, name, image, replicas, cpu, memory, n_args = v[:9]
-        if not (
-            type(ident) is str
-            and type(version) is int
-            and version >= 0
-            and type(created) is int
-            and created >= 0
-            and type(name) is str
-            and type(image) is str
-            and type(replicas) is int
-            and type(cpu) is int
-            and type(memory) is int
-            and type(n_args) is int
-            and n_args >= 0
-        ):
+        if not workload_head_ok(v):
             return None
+        ident, version, created, name, image, replicas, cpu, memory, n_args = v[:9]
         env_at = 9 + n_args
         n_env = v[env_at]
         labels_at = env_at + 1 + 2 * n_env
