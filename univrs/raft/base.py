@@ -15,6 +15,7 @@ extending the one below it::
     ElectionLayer       election.py        PreVote, votes, leases, becoming (pre-)candidate
     GateLayer           gate.py            what a message must pass first: the term bound, the
                                            sender rule (senders.py), vouches, in-lease answers
+    InspectLayer        inspect.py         status() and the invariant check problems()
     RaftNode            node.py            the public API and message dispatch
 
 The rule: a layer calls only methods of its own layer or of the layers below it, so every

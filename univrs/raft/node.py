@@ -6,7 +6,8 @@ Events go in (``tick``, ``step``, ``propose*``, ``read_index``, ``persisted``, `
 ``campaign``, ``transfer_leader``); nothing blocks and nothing is sent directly. Output
 accumulates and leaves through ``ready()`` (see univrs/raft/ready.py for the ordering
 contract). This file holds the public API and message dispatch, on top of a chain of layers that
-each extend the one below (base.py explains the rule): ``GateLayer`` (gate.py: what a message
+each extend the one below (base.py explains the rule): ``InspectLayer`` (inspect.py:
+``status()`` and the invariant check ``problems()``), ``GateLayer`` (gate.py: what a message
 must pass before it is acted on: the term bound, the sender rule, vouches), ``ElectionLayer``
 (election.py), ``FollowerLayer`` (follower.py: the AppendEntries receiver), ``SnapshotLayer``
 (compaction.py: snapshots, compaction, InstallSnapshot receiving), ``LeaderLayer`` (leader.py:
@@ -37,7 +38,8 @@ import attrs
 
 from univrs.errors import NotLeader, ProposalDropped
 from univrs.raft.base import SnapshotCheck
-from univrs.raft.gate import MAX_TERM, GateLayer
+from univrs.raft.gate import MAX_TERM
+from univrs.raft.inspect import InspectLayer
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory, voter_changes
 from univrs.raft.messages import (
@@ -69,13 +71,11 @@ from univrs.raft.read_only import (
 )
 from univrs.raft.ready import (
     InitialState,
-    PeerStatus,
     RaftConfig,
     ReadState,
     Ready,
     Role,
     SoftState,
-    Status,
 )
 from univrs.raft.rng import Rng
 
@@ -85,7 +85,7 @@ __all__ = ["MAX_TERM", "RaftNode"]
 
 
 @attrs.define(eq=False, init=False, repr=False)
-class RaftNode(GateLayer):
+class RaftNode(InspectLayer):
     """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
 
     Overridable hooks (small methods the real logic goes through; the simulator's mutants break them
@@ -489,99 +489,6 @@ class RaftNode(GateLayer):
             soft_state=soft,
             snapshot=snapshot,
         )
-
-    def status(self) -> Status:
-        """A frozen view of this node (the leader also reports each peer's progress)."""
-        voters = self._configs.current.voters
-        peers = tuple(
-            PeerStatus(
-                id=pid,
-                match=pr.match,
-                next=pr.next,
-                state=pr.state.value,
-                inflight=pr.snapshot.inflight if pr.snapshot is not None else len(pr.inflights),
-                recent_active=pr.recent_active,
-                voter=pid in voters,
-                snapshot_acked=pr.snapshot.acked if pr.snapshot is not None else 0,
-                snapshot_size=pr.snapshot.snapshot.size if pr.snapshot is not None else 0,
-            )
-            for pid, pr in sorted(self._progress.items())
-        )
-        return Status(
-            id=self.id,
-            role=self._role,
-            term=self._term,
-            vote=self._vote,
-            leader=self._leader,
-            commit=self._commit,
-            applied=self._applied,
-            persisted=self._persisted,
-            last_index=self._log.last_index,
-            last_term=self._log.last_term,
-            first_index=self._log.first_index,
-            membership=self._configs.current,
-            peers=peers,
-            snapshot_index=self._snapshot_index,
-            refused_messages=sum(self._refused.values()),
-            refused=tuple(sorted(self._refused.items())),
-            config_index=self._configs.current_index,
-            lease=self._role is Role.LEADER and self._lease_valid(),
-            pinned=tuple(sorted(self._pinned.items())),
-        )
-
-    def problems(self) -> list[str]:
-        """Broken internal invariants, described (empty when all hold).
-
-        Cheap enough to call after every step (the simulator does): O(peers), never O(log).
-        Callers raise on a non-empty answer, so the checks survive ``python -O``, unlike the
-        core's own asserts.
-        """
-        # Messages are built only for a check that fails: this runs after every step.
-        out: list[str] = []
-        log = self._log
-        last = log.last_index
-
-        def bad(what: str) -> None:
-            out.append(f"{self.id}: {what} ({self!r})")
-
-        if self._durable_term > self._term:
-            bad(f"durable term {self._durable_term} > term")
-        if self._durable_pins > len(self._pinned):
-            bad(f"{self._durable_pins} pins durable, {len(self._pinned)} held")
-        if log.last_term > self._term:
-            bad(f"last log term {log.last_term} > term {self._term}")
-        if self._commit > last:
-            bad(f"commit {self._commit} beyond last index {last}")
-        if self._persisted > log.stable_limit:
-            bad(f"persisted {self._persisted} beyond stable")
-        # (An installed snapshot counts as handed out before its write is durable.)
-        if self._handed > min(self._commit, max(self._persisted, self._snapshot_index)):
-            bad(f"handed out {self._handed} > min(commit, persisted)")
-        if self._applied > self._handed:
-            bad(f"applied {self._applied} > handed {self._handed}")
-        if log.first_index - 1 > min(self._applied, self._commit):
-            bad(f"compacted to {log.first_index - 1}, past applied/commit")
-        if log.snapshot_index > self._snapshot_index:
-            bad("log compacted past the newest snapshot")
-        if (self._leader == self.id) != (self._role is Role.LEADER):
-            bad("leader field vs role")
-        if self._role is not Role.LEADER:
-            if self._progress:
-                bad("a non-leader keeps replication progress")
-            return out
-        if self._vote != self.id:
-            bad(f"leader voted for {self._vote} in its own term")
-        if log.last_term != self._term:
-            bad("leader's log does not end in its term")
-        for peer in self._configs.current.members:
-            if peer != self.id and peer not in self._progress:
-                bad(f"no progress for {peer}")
-        for peer, pr in self._progress.items():
-            if not 0 <= pr.match < pr.next:
-                bad(f"{peer}: match {pr.match} next {pr.next}")
-            if pr.match > last:
-                bad(f"{peer}: match {pr.match} beyond last index {last}")
-        return out
 
     # ========================================================================= roles ==
 
