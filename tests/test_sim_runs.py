@@ -4,6 +4,7 @@ the faults and paths each run must reach."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 
@@ -166,41 +167,44 @@ def test_incarnations_wipes_repairs_and_divergence_happen_across_seeds() -> None
     assert all(totals.values()), totals
 
 
-def test_a_core_that_does_not_know_its_incarnation_can_elect_an_amnesiac() -> None:
-    # A wiped node re-added under its id replays a configuration where its old incarnation was
-    # the only voter; a core that does not know its own incarnation (as before issue 10) would
-    # elect itself there with a log lacking committed entries. The simulator found it; the
-    # core now takes RaftNode(incarnation=...) and does not campaign as another incarnation.
-    # (Seed 19 until the sender rule of issue 12 changed its course; 44 until crash loops
-    # targeted the leader and lived up to 20 ticks; 19 again since; one entry per write, as
-    # before batch entries changed the course of every seed; 377 since the leader keeps removed
-    # members a few heartbeat rounds longer.) With unlisted leaders on.
-    sim = Simulation(
-        seed=377, n_nodes=3, core_incarnation=False, batch_entries=False, unlisted_leaders=True
-    )
-    with expect(ck.COMMITTED_DURABLE):
-        sim.run()
-    assert (
-        Simulation(seed=377, n_nodes=3, batch_entries=False, unlisted_leaders=True).run().seed
-        == 377
-    )
-
-
-def test_the_strict_incarnation_rule_locks_out_a_replaced_leader() -> None:
-    # A learner that installs a snapshot whose configuration lists the leader's previous
-    # incarnation refused the leader for ever under the transport's first rule (the listing
-    # always wins). The transport and the simulator now let the side with the older
-    # configuration yield (hello ``cfg``/``bound``; tests/net/test_transport_incarnation.py);
-    # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
-    # (One entry per write, with unlisted leaders on. Seed 35 until the leader kept removed
-    # members a few heartbeat rounds longer, which changed its course; 74 until a new leader
-    # sent the log to a member its uncommitted change removes; 264 since.)
-    sim = Simulation(
-        seed=264, n_nodes=5, strict_incarnations=True, batch_entries=False, unlisted_leaders=True
-    )
-    with expect(ck.LIVENESS):
-        sim.run()
-    assert (
-        Simulation(seed=264, n_nodes=5, batch_entries=False, unlisted_leaders=True).run().seed
-        == 264
-    )
+@pytest.mark.parametrize(
+    ("seed", "nodes", "old_rule", "invariant"),
+    [
+        # A wiped node re-added under its id replays a configuration where its old incarnation
+        # was the only voter; a core that does not know its own incarnation (as before issue
+        # 10) would elect itself there with a log lacking committed entries. The simulator
+        # found it; the core now takes RaftNode(incarnation=...) and does not campaign as
+        # another incarnation. (Seed 19 until the sender rule of issue 12 changed its course;
+        # 44 until crash loops targeted the leader and lived up to 20 ticks; 19 again since;
+        # one entry per write, as before batch entries changed the course of every seed; 377
+        # since the leader keeps removed members a few heartbeat rounds longer.)
+        pytest.param(
+            377, 3, {"core_incarnation": False}, ck.COMMITTED_DURABLE, id="amnesiac-elected"
+        ),
+        # A learner that installs a snapshot whose configuration lists the leader's previous
+        # incarnation refused the leader for ever under the transport's first rule (the listing
+        # always wins). The transport and the simulator now let the side with the older
+        # configuration yield (hello ``cfg``/``bound``; tests/net/test_transport_incarnation.py);
+        # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
+        # (Seed 35 until the leader kept removed members a few heartbeat rounds longer, which
+        # changed its course; 74 until a new leader sent the log to a member its uncommitted
+        # change removes; 264 since.)
+        pytest.param(
+            264, 5, {"strict_incarnations": True}, ck.LIVENESS, id="replaced-leader-locked-out"
+        ),
+    ],
+)
+def test_an_old_incarnation_rule_fails_its_pinned_seed(
+    seed: int, nodes: int, old_rule: dict[str, bool], invariant: str
+) -> None:
+    """The old rule breaks its seed (one entry per write, unlisted leaders on); the real core
+    passes the same seed (``run`` raises on any violation)."""
+    common: dict[str, Any] = {
+        "seed": seed,
+        "n_nodes": nodes,
+        "batch_entries": False,
+        "unlisted_leaders": True,
+    }
+    with expect(invariant):
+        Simulation(**common, **old_rule).run()
+    Simulation(**common).run()

@@ -227,7 +227,7 @@ def test_a_state_applied_through_the_caches_resumes_with_the_same_digest(
 
 
 def test_the_apply_benchmark_runs_both_backends_to_the_same_digest() -> None:
-    """scripts/bench_state_apply.py (docs/performance.md, "Round 9"), tiny."""
+    """scripts/bench_state_apply.py (docs/performance.md, "Round 8, continued"), tiny."""
     script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_state_apply.py"
     args = ["--repeats", "1", "--commands", "300", "--creates", "40", "--workloads", "8"]
     done = subprocess.run(

@@ -30,7 +30,7 @@ def test_pins_survive_a_reopen_with_the_hard_state(open_store: Opener) -> None:
     store.close()
     store = open_store()
     assert store.initial_state().hard_state == hs
-    # A later hard state carries every pin (they only grow); one without a new pin keeps them.
+    # A later hard state carries every pin (they only grow).
     grown = HardState(term=3, vote=None, commit=2, pins=PINS)
     store.append(hard_state=grown, truncate_from=None, entries=())
     store.close()

@@ -109,16 +109,10 @@ class DeliveryLayer(RuntimeBase):
         self.drain(sn)
         sn.foreign_answer = False
         if self.forger is not None:
-            if isinstance(m, AppendEntries | Heartbeat):
-                self._forge(sn, m)
+            if isinstance(m, AppendEntries | Heartbeat) and sn.raft is not None:
+                self._hand_forgery(sn, self.forger.maybe_forge(sn.raft, m))
             elif isinstance(m, AppendEntriesResponse | HeartbeatResponse) and sn.raft is not None:
                 self._hand_forgery(sn, self.forger.maybe_forge_ack(sn.raft, m))
-
-    def _forge(self, sn: SimNode, heard: Message) -> None:
-        """Maybe hand ``sn`` a forged message right after it heard ``heard`` (forger.py)."""
-        raft = sn.raft
-        assert raft is not None and self.forger is not None
-        self._hand_forgery(sn, self.forger.maybe_forge(raft, heard))
 
     def _hand_forgery(self, sn: SimNode, forged: Message | None) -> None:
         """Step ``forged`` on ``sn``: the core must refuse it (count it in ``Status.refused``)
