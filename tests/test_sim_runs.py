@@ -195,7 +195,7 @@ def test_incarnations_wipes_repairs_and_divergence_happen_across_seeds() -> None
     ],
 )
 def test_an_old_incarnation_rule_fails_its_pinned_seed(
-    seed: int, nodes: int, old_rule: dict[str, bool], invariant: str
+    seed: int, nodes: int, old_rule: dict[str, Any], invariant: str
 ) -> None:
     """The old rule breaks its seed (one entry per write, unlisted leaders on); the real core
     passes the same seed (``run`` raises on any violation)."""
