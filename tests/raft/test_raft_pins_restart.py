@@ -136,6 +136,22 @@ def test_a_restarted_candidate_still_refuses_another_incarnation_of_a_pinned_vot
     assert mutant.status().role is Role.LEADER and mutant.status().refused_messages == 0
 
 
+def test_a_message_that_names_no_incarnation_pins_nothing() -> None:
+    """The transport attests ``""`` for a connection whose hello named no incarnation: no pin
+    (it would hold the member to no incarnation, and the store refuses an empty one at the
+    next start); the member's own next message pins it."""
+    disk = Disk()
+    node = start(disk)
+    node.campaign()
+    settle(node, disk)
+    node.step(vote(2, "n2", "", granted=False))
+    settle(node, disk)
+    assert node.status().pinned == () and disk.hard_state.pins == ()
+    node.step(vote(2, "n3", "inc3", granted=False))
+    settle(node, disk)
+    assert node.status().pinned == (("n3", "inc3"),)
+
+
 def leader_after_restart(cls: type[RaftNode]) -> tuple[RaftNode, Disk]:
     """n1 leads term 2 with n2 (inc2) and commits its no-op with n2's ack, crashes, restarts
     and leads term 3 with n2's vote (inc2); its term-3 no-op (index 3) is durable on n1."""

@@ -231,7 +231,9 @@ class GateLayer(ElectionLayer):
         a wiped data dir's included, as the member.)"""
         inc = msg.sender_incarnation
         src = msg.src
-        if inc is None or src in self._pinned:
+        # ``""`` (the transport's NO_INCARNATION: a hello that named none) is no incarnation
+        # either: pinned, it would hold the member to nothing, and the stored pins refuse it.
+        if not inc or src in self._pinned:
             return False
         configs = self._configs
         current = configs.current
