@@ -83,6 +83,9 @@ class LogStore(SnapshotStorage):
     _dirlock: DirLock
     # The StoredSnapshots handed out and still alive (detached before a replacement).
     _live: weakref.WeakSet[StoredSnapshot] = attrs.field(factory=weakref.WeakSet, init=False)
+    # The pins this process last wrote (None: not yet known here, the write compares with the
+    # stored record): a hard state whose pins did not change writes none (most group commits).
+    _pins_written: tuple[tuple[NodeId, str], ...] | None = attrs.field(default=None, init=False)
 
     # ----------------------------------------------------------------------------------------
     # Opening and closing
@@ -408,7 +411,7 @@ class LogStore(SnapshotStorage):
         )
         pins_record = (
             layout.encode_record(layout.KEY_PINS, layout.pins_record(hard_state.pins))
-            if hard_state is not None and hard_state.pins
+            if hard_state is not None and hard_state.pins and hard_state.pins != self._pins_written
             else None
         )
 
@@ -449,6 +452,8 @@ class LogStore(SnapshotStorage):
                 txn.put(layout.KEY_PINS, pins_record, db=self._env.meta)
 
         self._env.write(write)
+        if hard_state is not None and hard_state.pins:
+            self._pins_written = hard_state.pins
 
     def compact(self, up_to: int) -> None:
         """Delete the entries with index <= ``up_to``; the snapshot must cover them."""
