@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
@@ -25,6 +26,16 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder: pathlib.Path = tmp_path_factory.mktemp("openapi")
     with BackgroundCluster(folder, size=1) as bg:
         yield bg.apis[0]
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    """One HTTP session for every case. Without it schemathesis opens a connection per case and
+    leaves it to the cyclic GC to close; in a process whose heap is large (the full suite) that
+    runs rarely, and the node refuses the 257th open connection from one address
+    (``limits.max_connections_per_address``): the cases then fail with connection resets."""
+    with requests.Session() as shared:
+        yield shared
 
 
 # The document the server serves (the first test checks that it is this one). The coverage
@@ -53,11 +64,13 @@ def test_document_is_served_and_lists_every_endpoint(api: str) -> None:
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_api_conforms_to_its_document(case: schemathesis.Case[Any], api: str) -> None:
+def test_api_conforms_to_its_document(
+    case: schemathesis.Case[Any], api: str, session: requests.Session
+) -> None:
     wait_ms = (case.query or {}).get("wait_ms")
     if case.path == "/v1/events" and type(wait_ms) is int and wait_ms > 50:
         case.query["wait_ms"] = 50  # a valid long poll waits: keep the run short
-    response = case.call(base_url=f"http://{api}", timeout=30)
+    response = case.call(base_url=f"http://{api}", session=session, timeout=30)
     excluded: list[schemathesis.CheckFunction] = []
     if response.status_code == 422 and _cross_field_rule(response.json()):
         excluded.append(positive_data_acceptance)

@@ -270,6 +270,10 @@ def restore(
     ``into``: restores the data elsewhere than in memory (``StateEnv.stage``: straight into
     a new LMDB environment, a row at a time), with the same reader and checks.
     The state restored in memory leaves the cyclic GC's generations (``gc.freeze``, below)."""
+    # Cyclic garbage alive at the ``gc.freeze`` below would never be collected: collect it
+    # first (before the new state exists, so this walk does not include it).
+    if into is None:
+        gc.collect()
     try:
         # The cyclic GC would rescan the growing heap many times while millions of acyclic
         # containers are decoded and built. One pause over both.
