@@ -35,6 +35,7 @@ __all__ = [
     "WIRE_CODES",
     "AlreadyExists",
     "AppliedOutOfOrder",
+    "CommitPending",
     "Compacted",
     "ConfigError",
     "Conflict",
@@ -374,6 +375,13 @@ class ProposalDropped(UnivrsError):
     code = "proposal-dropped"
     retryable = True
     meaning = "the core refused a proposal, or a different entry took its index; retry"
+
+
+class CommitPending(ProposalDropped):
+    """A leader refused a configuration change until an entry already in its log commits: the
+    first entry of its term (it was just elected, or handed leadership) or the previous
+    configuration change. That takes about one round trip; ``runtime.membership`` waits for
+    it and proposes again."""
 
 
 class ConfigError(UnivrsError):

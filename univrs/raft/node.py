@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from univrs.errors import NotLeader, ProposalDropped
+from univrs.errors import CommitPending, NotLeader, ProposalDropped
 from univrs.raft.base import SnapshotCheck
 from univrs.raft.gate import MAX_TERM
 from univrs.raft.inspect import InspectLayer
@@ -276,8 +276,9 @@ class RaftNode(InspectLayer):
     def propose_membership(self, membership: Membership) -> tuple[int, int]:
         """Append a CONFIG entry (single-server change, dissertation 4.1); returns (term, index).
 
-        Raises ProposalDropped while an earlier configuration entry is uncommitted, or if the
-        change adds or removes more than one voter, or leaves no voter.
+        Raises CommitPending (a ProposalDropped) until an entry of this leader's term has
+        committed, and while an earlier configuration entry is uncommitted; ProposalDropped if
+        the change adds or removes more than one voter, or leaves no voter.
         """
         self._check_can_propose()
         if self._config_change_needs_term_commit() and not self._committed_in_term():
@@ -285,13 +286,13 @@ class RaftNode(InspectLayer):
             # new leader whose log lacks its predecessor's uncommitted change must not start a
             # different one, or the two configurations need not share a majority and a
             # committed entry can be overwritten. Committing our no-op settles the question.
-            raise ProposalDropped(
+            raise CommitPending(
                 "configuration change refused: this leader has not committed an entry of its "
                 f"term {self._term} yet; retry in a moment"
             )
         pending = self._configs.uncommitted(self._commit)
         if pending >= self._max_inflight_config_changes():
-            raise ProposalDropped(
+            raise CommitPending(
                 f"configuration change refused: the previous one (index "
                 f"{self._configs.current_index}) is not committed yet; retry after it commits"
             )

@@ -20,6 +20,7 @@ incarnation (one voter change) and is promoted once caught up, like any join.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import attrs
 import trio
 
-from univrs.errors import NotLeader, ProposalDropped, UnivrsError
+from univrs.errors import CommitPending, NotLeader, ProposalDropped, UnivrsError
 from univrs.raft.messages import Membership
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role
@@ -75,27 +76,40 @@ async def change(
 ) -> Membership:
     """Propose ``build(current)`` on this node (the leader) and wait until it is committed.
 
-    ``build`` returns None when nothing needs to change (an idempotent retry)."""
+    ``build`` returns None when nothing needs to change (an idempotent retry). A leader
+    refuses a change while the first entry of its term (it was just elected, or handed
+    leadership by a transfer) or the previous configuration change is uncommitted
+    (``CommitPending``): the change waits for that commit, within ``timeout``, and is then
+    built and proposed again."""
     status = runtime.status()
     if status.role is not Role.LEADER:
         raise NotLeader(status.leader)
     target: list[Membership] = []
 
     def propose(core: RaftNode) -> tuple[int, int] | None:
+        target.clear()
         new = build(core.status().membership)
         if new is None:
             return None
         target.append(new)
         return core.propose_membership(new)
 
-    try:
-        proposed: tuple[int, int] | None = await runtime.call(propose)
-    except ProposalDropped as exc:  # an earlier change pending, a transfer under way
-        raise MembershipBusy(str(exc)) from None
+    deadline = trio.current_time() + timeout
+    while True:
+        try:
+            proposed: tuple[int, int] | None = await runtime.call(propose)
+        except CommitPending as exc:
+            if trio.current_time() >= deadline:
+                raise MembershipBusy(str(exc)) from None
+            await _term_committed_or_changed(runtime, runtime.status().last_index, deadline)
+            continue
+        except ProposalDropped as exc:  # an earlier change pending, a transfer under way
+            raise MembershipBusy(str(exc)) from None
+        break
     if proposed is None:
         return runtime.status().membership
     term, index = proposed
-    with trio.move_on_after(timeout):
+    with trio.move_on_at(deadline):
         await runtime.wait_applied(index)
         applied_term = runtime.applied_config_term(index)
         if applied_term == term or (
@@ -106,6 +120,20 @@ async def change(
             "the change was overwritten by a new leader before it committed; retry"
         )
     raise MembershipBusy(f"the change did not commit within {timeout:g}s (no quorum?)")
+
+
+async def _term_committed_or_changed(runtime: RaftRuntime, last: int, deadline: float) -> None:
+    """Return once ``last`` (the leader's last index when it refused: the entry it waits for
+    is at or before it) is applied here, or the role or term changed, or at ``deadline``."""
+    async with trio.open_nursery() as nursery:
+        nursery.cancel_scope.deadline = deadline
+
+        async def first(wait: Callable[[], Any]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(first, functools.partial(runtime.wait_applied, last))
+        nursery.start_soon(first, runtime.wait_changed)
 
 
 async def add_learner(
