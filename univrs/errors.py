@@ -383,6 +383,9 @@ class CommitPending(ProposalDropped):
     configuration change. That takes about one round trip; ``runtime.membership`` waits for
     it and proposes again."""
 
+    code = "commit-pending"
+    meaning = "a configuration change waits for an entry already in the leader's log to commit"
+
 
 class ConfigError(UnivrsError):
     """A configuration file or flag is invalid; the message says which key and why."""
@@ -447,6 +450,7 @@ ERRORS: tuple[type[UnivrsError], ...] = (
     NoSpace,
     InternalError,
     ProposalDropped,
+    CommitPending,
     ConfigError,
     StorageError,
     ProtocolError,
