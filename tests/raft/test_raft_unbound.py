@@ -14,13 +14,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from senders_helpers import CFG, UNBOUND, ack, settle, vote
 
 from univrs.raft import (
-    AppendEntriesResponse,
     HeartbeatResponse,
     Membership,
     Message,
-    RaftConfig,
     RaftNode,
     RequestVote,
     RequestVoteResponse,
@@ -30,26 +29,6 @@ from univrs.raft import (
 from univrs.raft.senders import listed_sender, sender_refusal
 from univrs.sim.mutants import UnboundAnyIncarnation
 
-UNBOUND = Membership(voters=frozenset({"n1", "n2", "n3"}))
-"""A bootstrap configuration: three voters, none bound to an incarnation yet."""
-
-CFG = RaftConfig(pre_vote=False, check_quorum=True)
-
-
-def settle(node: RaftNode) -> list[Message]:
-    """Take the node's Ready, make everything durable and applied; the messages it sent."""
-    out: list[Message] = []
-    while node.has_ready():
-        rd = node.ready()
-        if rd.hard_state is not None:
-            node.persisted_hard_state(rd.hard_state)
-        if rd.entries:
-            node.persisted(rd.entries[-1].index, rd.entries[-1].term)
-        if rd.committed:
-            node.applied(rd.committed[-1].index)
-        out += [*rd.messages, *rd.messages_after_persist]
-    return out
-
 
 def candidate(cls: type[RaftNode] = RaftNode) -> RaftNode:
     """n1 of UNBOUND, a candidate of term 2 whose vote requests went out."""
@@ -58,12 +37,6 @@ def candidate(cls: type[RaftNode] = RaftNode) -> RaftNode:
     settle(node)
     assert node.status().role is Role.CANDIDATE
     return node
-
-
-def vote(src: str, incarnation: str | None, *, granted: bool) -> RequestVoteResponse:
-    return RequestVoteResponse(
-        term=2, src=src, dst="n1", granted=granted, sender_incarnation=incarnation
-    )
 
 
 def leader(cls: type[RaftNode] = RaftNode) -> RaftNode:
@@ -77,12 +50,6 @@ def leader(cls: type[RaftNode] = RaftNode) -> RaftNode:
     settle(node)
     assert node.status().commit == 2
     return node
-
-
-def ack(src: str, incarnation: str | None, index: int) -> AppendEntriesResponse:
-    return AppendEntriesResponse(
-        term=2, src=src, dst="n1", success=True, index=index, sender_incarnation=incarnation
-    )
 
 
 @pytest.mark.parametrize("forged", ["forged.0", None])
