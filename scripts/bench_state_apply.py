@@ -9,7 +9,9 @@ entries of ``--per-entry`` commands (``apply_batch``, with the watch hub's per-c
 the applied index, as the applier's chunks). Creates (``--creates``) are measured the same way
 apart. The LMDB env is opened as a node opens it (sync off). Prints per backend the median CPU
 microseconds per command (user + system) over ``--repeats`` runs, each on a fresh state, and
-one JSON line; the two backends' digests must match.
+one JSON line; the two backends' digests must match. The JSON line also says, per backend,
+how many of the measured commands changed the state (``changed``: a write the state machine
+refused, or a backend that lost one, shows there) and the final revision.
 
     .venv/bin/python scripts/bench_state_apply.py [--repeats 5] [--commands 20000]
 """
@@ -51,9 +53,11 @@ class Applier:
         self.sm = sm
         self.index = 0
         self.kept: list[AppliedChanges] = []
+        self.changed = 0  # commands whose changes were not empty
 
     def each(self, revision: int, changes: AppliedChanges) -> None:
         self.kept.append(changes)  # the watch hub keeps them (bounded there; cleared here)
+        self.changed += len(changes) > 0
 
     def entries(self, entries: list[list[Envelope | Command]], per_batch: int) -> None:
         sm = self.sm
@@ -69,8 +73,9 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def run(backend: str, folder: Path, args: argparse.Namespace) -> tuple[float, float, str]:
-    """(µs per create, µs per scale, digest) on a fresh state of ``backend``."""
+def run(backend: str, folder: Path, args: argparse.Namespace) -> tuple[float, float, str, int, int]:
+    """(µs per create, µs per scale, digest, measured commands that changed the state, final
+    revision) on a fresh state of ``backend``."""
     env: StateEnv | None = None
     if backend == "lmdb":
         env = StateEnv(str(folder / f"state-{os.urandom(4).hex()}"))
@@ -91,6 +96,7 @@ def run(backend: str, folder: Path, args: argparse.Namespace) -> tuple[float, fl
     more: list[Envelope | Command] = [
         CreateWorkload(id=f"more-{i:08d}", spec=spec) for i in range(args.creates)
     ]
+    applier.changed = 0
     cpu = _cpu()
     applier.entries(_chunks(more, args.per_entry), args.entries)
     create_us = (_cpu() - cpu) / max(1, args.creates) * 1e6
@@ -108,9 +114,10 @@ def run(backend: str, folder: Path, args: argparse.Namespace) -> tuple[float, fl
     applier.entries(_chunks(writes, args.per_entry), args.entries)
     scale_us = (_cpu() - cpu) / args.commands * 1e6
     digest = state_digest(sm)
+    revision = sm.revision
     if env is not None:
         env.close()
-    return create_us, scale_us, digest
+    return create_us, scale_us, digest, applier.changed, revision
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> dict[str, Any]:
@@ -127,13 +134,15 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> d
     backends = args.backends.split(",")
     results: dict[str, dict[str, list[float]]] = {b: {"create": [], "scale": []} for b in backends}
     digests: set[str] = set()
+    outcome: dict[str, set[tuple[int, int]]] = {b: set() for b in backends}
     with tempfile.TemporaryDirectory(prefix="univrs-apply.") as tmp:
         for _ in range(args.repeats):
             for backend in backends:  # interleaved
-                create_us, scale_us, digest = run(backend, Path(tmp), args)
+                create_us, scale_us, digest, changed, revision = run(backend, Path(tmp), args)
                 results[backend]["create"].append(create_us)
                 results[backend]["scale"].append(scale_us)
                 digests.add(digest)
+                outcome[backend].add((changed, revision))
     summary: dict[str, Any] = {
         "config": {k: v for k, v in vars(args).items() if k != "backends"},
         "digests_equal": len(digests) == 1,
@@ -143,6 +152,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> d
             "create_us": round(statistics.median(runs["create"]), 1),
             "scale_us": round(statistics.median(runs["scale"]), 1),
             "scale_runs": [round(x, 1) for x in runs["scale"]],
+            # (every repeat the same: a list of one, or the differing ones)
+            "changed": sorted(c for c, _ in outcome[backend]),
+            "revision": sorted(r for _, r in outcome[backend]),
         }
         out(
             f"{backend:7} create {summary[backend]['create_us']:6.1f} µs/command   "

@@ -3,9 +3,13 @@ plaintext (no TLS) sender rules drawn per seed, lease reads within and beyond th
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from univrs.raft import RaftNode
+from univrs.raft.messages import Message, NodeId, RequestVoteResponse
+from univrs.raft.senders import REFUSED_INCARNATION
 from univrs.sim import checker as ck
 from univrs.sim.checker import InvariantViolation
 from univrs.sim.cluster import Simulation
@@ -174,30 +178,79 @@ def test_pins_outlive_a_restart_and_a_core_that_forgets_them_is_caught() -> None
     )
 
 
+# (node, sender, incarnation attested, granted, pre-vote, term, whether the node's pin of the
+# sender was loaded from its disk at start): a vote answer a core refused on the incarnation
+# rule.
+RefusedVote = tuple[NodeId, NodeId, str | None, bool, bool, int, bool]
+
+
+def vote_refusal_recorder() -> tuple[type[RaftNode], list[RefusedVote]]:
+    """The real core (its overrides only call it and record), noting each vote answer it
+    refuses on the incarnation rule (senders.py ``REFUSED_INCARNATION``)."""
+    refused: list[RefusedVote] = []
+
+    class Recording(RaftNode):
+        def __init__(self, id: NodeId, **kwargs: Any) -> None:
+            super().__init__(id, **kwargs)
+            initial = kwargs.get("initial")
+            self._loaded = dict(initial.hard_state.pins) if initial is not None else {}
+            self._stepping: Message | None = None
+
+        def step(self, msg: Message) -> None:
+            self._stepping = msg
+            try:
+                super().step(msg)
+            finally:
+                self._stepping = None
+
+        def _refuse(self, reason: str) -> None:
+            super()._refuse(reason)
+            m = self._stepping
+            if isinstance(m, RequestVoteResponse) and reason == REFUSED_INCARNATION:
+                refused.append(
+                    (
+                        self.id,
+                        m.src,
+                        m.sender_incarnation,
+                        m.granted,
+                        m.pre_vote,
+                        m.term,
+                        m.src in self._loaded,
+                    )
+                )
+
+    return Recording, refused
+
+
 def test_a_restarted_node_refuses_a_wiped_bootstrap_members_vote() -> None:
     # The amnesiac vote itself, without the forger: with Simulation(wipe_bootstrap_members=
     # True) a wipe may hit a bootstrap member once the operator's configuration binds it, and
     # a node whose log still ends at the bootstrap entry hears the wiped data dir under the
-    # unbound id. Seed 153 at 3 nodes: the real core passes (its durable pin refuses the new
-    # incarnation); the core that forgets pins at a restart elects n1 at term 11 with the
-    # wiped member's vote, without committed entry 9 (leader-completeness). Main, pins in
-    # memory only, failed seed 43031 the same way (docs/simulator.md). Sweeps keep these
-    # wipes off: a node that never heard the old incarnation has no pin (docs/security.md).
-    assert (
-        Simulation(seed=153, n_nodes=3, unbound_bootstrap=True, wipe_bootstrap_members=True)
-        .run()
-        .forged_refused
-        > 0
-    )
+    # unbound id. Seed 326 at 3 nodes: n2, restarted with the pin of n3's first incarnation
+    # loaded from its disk, refuses the granted pre-vote of n3's wiped data dir (n3.1) on the
+    # incarnation rule, and the seed passes; the core that ignores pins takes it and leads
+    # term 15 without committed entry 5 (leader-completeness). The core that forgets pins at
+    # a restart takes such a vote in seed 153: it elects n1 at term 11 with the wiped
+    # member's vote, without committed entry 9 (durable pins change a seed's course, so it
+    # never meets seed 326's vote). Main, pins in memory only, failed seed 43031 the same way
+    # (docs/simulator.md). Sweeps keep these wipes off: a node that never heard the old
+    # incarnation has no pin (docs/security.md).
+    wiped: dict[str, Any] = {
+        "n_nodes": 3,
+        "unbound_bootstrap": True,
+        "wipe_bootstrap_members": True,
+        "forgeries": False,
+    }
+    recording, refused = vote_refusal_recorder()
+    stats = Simulation(seed=326, node_factory=recording, **wiped).run()
+    assert stats.forged == 0
+    assert ("n2", "n3", "n3.1", True, True, 13, True) in refused
     with pytest.raises(InvariantViolation) as caught:
-        Simulation(
-            seed=153,
-            n_nodes=3,
-            unbound_bootstrap=True,
-            wipe_bootstrap_members=True,
-            node_factory=ForgetPinsAtRestart,
-            forgeries=False,
-        ).run()
+        Simulation(seed=326, node_factory=UnboundAnyIncarnation, **wiped).run()
+    assert caught.value.invariant == LEADER_COMPLETENESS
+    assert "n2 leads term 15 but its log lacks committed entry (5,t11" in caught.value.detail
+    with pytest.raises(InvariantViolation) as caught:
+        Simulation(seed=153, node_factory=ForgetPinsAtRestart, **wiped).run()
     assert caught.value.invariant == LEADER_COMPLETENESS
     assert "n1 leads term 11 but its log lacks committed entry (9,t10" in caught.value.detail
 

@@ -16,31 +16,21 @@ from __future__ import annotations
 import random
 
 import attrs
+from senders_helpers import CFG, UNBOUND, ack, first_append, settle, vote
 
 from univrs.raft import (
-    AppendEntries,
     AppendEntriesResponse,
     Entry,
-    EntryKind,
     HardState,
     Heartbeat,
     HeartbeatResponse,
     InitialState,
-    Membership,
-    Message,
-    RaftConfig,
     RaftNode,
     Ready,
-    RequestVoteResponse,
     Role,
     bootstrap_state,
 )
 from univrs.sim.mutants import ForgetPinsAtRestart
-
-UNBOUND = Membership(voters=frozenset({"n1", "n2", "n3"}))
-"""A bootstrap configuration: three voters, none bound to an incarnation yet."""
-
-CFG = RaftConfig(pre_vote=False, check_quorum=True)
 
 
 @attrs.define
@@ -65,36 +55,12 @@ class Disk:
         )
 
 
-def settle(node: RaftNode, disk: Disk) -> list[Message]:
-    """Write every Ready to ``disk`` and report it durable, apply what commits; the messages
-    the node sent."""
-    out: list[Message] = []
-    while node.has_ready():
-        rd = node.ready()
-        out += rd.messages
-        disk.store(rd)
-        out += rd.messages_after_persist
-        if rd.hard_state is not None:
-            node.persisted_hard_state(rd.hard_state)
-        if rd.entries:
-            node.persisted(rd.entries[-1].index, rd.entries[-1].term)
-        if rd.committed:
-            node.applied(rd.committed[-1].index)
-    return out
-
-
 def start(disk: Disk, cls: type[RaftNode] = RaftNode) -> RaftNode:
     """n1 from what ``disk`` holds (a fresh bootstrap, or a restart)."""
     if not disk.entries:
         boot = bootstrap_state(UNBOUND)
         disk.hard_state, disk.entries = boot.hard_state, list(boot.entries)
     return cls("n1", rng=random.Random(1), config=CFG, initial=disk.initial())
-
-
-def vote(term: int, src: str, incarnation: str, *, granted: bool) -> RequestVoteResponse:
-    return RequestVoteResponse(
-        term=term, src=src, dst="n1", granted=granted, sender_incarnation=incarnation
-    )
 
 
 def pinned_then_restarted(cls: type[RaftNode]) -> RaftNode:
@@ -104,7 +70,7 @@ def pinned_then_restarted(cls: type[RaftNode]) -> RaftNode:
     node = start(disk)
     node.campaign()
     settle(node, disk)
-    node.step(vote(2, "n2", "inc2", granted=False))
+    node.step(vote("n2", "inc2", granted=False))
     settle(node, disk)
     assert node.status().pinned == (("n2", "inc2"),)
     assert disk.hard_state.pins == (("n2", "inc2"),)  # durable with the hard state
@@ -119,19 +85,19 @@ def test_a_restarted_candidate_still_refuses_another_incarnation_of_a_pinned_vot
     node = pinned_then_restarted(RaftNode)
     assert node.status().pinned == (("n2", "inc2"),)
     # n2's wiped data dir (an empty log: it grants anyone), or a forger, under n2's id.
-    node.step(vote(3, "n2", "inc2.wiped", granted=True))
+    node.step(vote("n2", "inc2.wiped", granted=True, term=3))
     settle(node, Disk())
     s = node.status()
     assert s.role is Role.CANDIDATE
     assert dict(s.refused) == {"incarnation": 1}
-    node.step(vote(3, "n2", "inc2", granted=True))  # the member itself: counted
+    node.step(vote("n2", "inc2", granted=True, term=3))  # the member itself: counted
     settle(node, Disk())
     assert node.status().role is Role.LEADER
     # A core that forgets its pins at a restart (the code before they were durable) is
     # elected by the amnesiac vote.
     mutant = pinned_then_restarted(ForgetPinsAtRestart)
     assert mutant.status().pinned == ()
-    mutant.step(vote(3, "n2", "inc2.wiped", granted=True))
+    mutant.step(vote("n2", "inc2.wiped", granted=True, term=3))
     settle(mutant, Disk())
     assert mutant.status().role is Role.LEADER and mutant.status().refused_messages == 0
 
@@ -144,10 +110,10 @@ def test_a_message_that_names_no_incarnation_pins_nothing() -> None:
     node = start(disk)
     node.campaign()
     settle(node, disk)
-    node.step(vote(2, "n2", "", granted=False))
+    node.step(vote("n2", "", granted=False))
     settle(node, disk)
     assert node.status().pinned == () and disk.hard_state.pins == ()
-    node.step(vote(2, "n3", "inc3", granted=False))
+    node.step(vote("n3", "inc3", granted=False))
     settle(node, disk)
     assert node.status().pinned == (("n3", "inc3"),)
 
@@ -159,36 +125,28 @@ def leader_after_restart(cls: type[RaftNode]) -> tuple[RaftNode, Disk]:
     node = start(disk)
     node.campaign()
     settle(node, disk)
-    node.step(vote(2, "n2", "inc2", granted=True))
+    node.step(vote("n2", "inc2", granted=True))
     settle(node, disk)
-    node.step(
-        AppendEntriesResponse(
-            term=2, src="n2", dst="n1", success=True, index=2, sender_incarnation="inc2"
-        )
-    )
+    node.step(ack("n2", "inc2", 2))
     settle(node, disk)
     assert node.status().commit == 2
     node = start(disk, cls)
     node.campaign()
     settle(node, disk)
-    node.step(vote(3, "n2", "inc2", granted=True))
+    node.step(vote("n2", "inc2", granted=True, term=3))
     settle(node, disk)
     assert node.status().role is Role.LEADER and node.status().last_index == 3
     return node, disk
 
 
 def test_a_restarted_leader_counts_acks_of_the_pinned_incarnation_only() -> None:
-    def ack(incarnation: str) -> AppendEntriesResponse:
-        return AppendEntriesResponse(
-            term=3, src="n2", dst="n1", success=True, index=3, sender_incarnation=incarnation
-        )
-
     node, disk = leader_after_restart(RaftNode)
-    node.step(ack("inc2.wiped"))  # index 3 is on n1 alone: counted, it would commit
+    # Index 3 is on n1 alone: counted, this acknowledgement would commit it.
+    node.step(ack("n2", "inc2.wiped", 3, term=3))
     settle(node, disk)
     assert node.status().commit == 2
     assert dict(node.status().refused) == {"incarnation": 1}
-    node.step(ack("inc2"))
+    node.step(ack("n2", "inc2", 3, term=3))
     settle(node, disk)
     assert node.status().commit == 3
     assert node.status().pinned == (("n2", "inc2"),)
@@ -199,19 +157,7 @@ def test_a_new_pin_holds_messages_and_committed_entries_until_it_is_durable() ->
     # the Ready's hard state, and nothing of what n2 does after it leaves (not even the
     # heartbeat answer, which claims nothing durable) nor is applied before that write is.
     node = RaftNode("n2", rng=random.Random(2), config=CFG, initial=bootstrap_state(UNBOUND))
-    noop = Entry(term=2, index=2, kind=EntryKind.NOOP)
-    node.step(
-        AppendEntries(
-            term=2,
-            src="n1",
-            dst="n2",
-            prev_log_index=1,
-            prev_log_term=1,
-            entries=(noop,),
-            commit=2,
-            sender_incarnation="inc1",
-        )
-    )
+    node.step(first_append())
     node.step(Heartbeat(term=2, src="n1", dst="n2", commit=2, ctx=7, sender_incarnation="inc1"))
     rd = node.ready()
     assert rd.hard_state is not None and rd.hard_state.pins == (("n1", "inc1"),)
@@ -236,17 +182,13 @@ def test_every_later_hard_state_carries_the_pins() -> None:
     node = start(disk)
     node.campaign()
     settle(node, disk)
-    node.step(vote(2, "n2", "inc2", granted=False))
+    node.step(vote("n2", "inc2", granted=False))
     settle(node, disk)
-    node.step(vote(2, "n3", "inc3", granted=True))
+    node.step(vote("n3", "inc3", granted=True))
     settle(node, disk)
     assert node.status().role is Role.LEADER
     assert disk.hard_state.pins == (("n2", "inc2"), ("n3", "inc3"))
-    node.step(
-        AppendEntriesResponse(
-            term=2, src="n3", dst="n1", success=True, index=2, sender_incarnation="inc3"
-        )
-    )
+    node.step(ack("n3", "inc3", 2))
     settle(node, disk)  # a hard state that moves only the commit keeps every pin
     assert disk.hard_state == HardState(
         term=2, vote="n1", commit=2, pins=(("n2", "inc2"), ("n3", "inc3"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import attrs
 import pytest
 from senders_helpers import (
+    UNBOUND,
     M,
     follower,
     forged_append,
@@ -91,11 +92,6 @@ def test_the_real_leader_is_still_heard_after_forgeries() -> None:
     s = node.status()
     assert (s.term, s.leader, s.last_index) == (2, "n1", 3)
     assert s.refused_messages == len(FORGERIES)
-
-
-UNBOUND = Membership(voters=frozenset({"n1", "n2", "n3"}))
-"""M as a bootstrap configuration lists it: no member bound to an incarnation yet (the runtime
-binds them with a later change, runtime/membership.py ``record_incarnations``)."""
 
 
 def test_a_follower_hears_its_live_leaders_id_only_at_the_incarnation_it_hears_it_at() -> None:

@@ -14,41 +14,23 @@ from __future__ import annotations
 import random
 
 import pytest
+from senders_helpers import CFG, UNBOUND, ack, settle, vote
 
 from univrs.raft import (
     AppendEntriesResponse,
     HeartbeatResponse,
     Membership,
     Message,
-    RaftConfig,
     RaftNode,
     RequestVote,
     RequestVoteResponse,
     Role,
+    Status,
     bootstrap_state,
 )
 from univrs.raft.senders import listed_sender, sender_refusal
+from univrs.sim.forger import FORGED_INCARNATION, Forger
 from univrs.sim.mutants import UnboundAnyIncarnation
-
-UNBOUND = Membership(voters=frozenset({"n1", "n2", "n3"}))
-"""A bootstrap configuration: three voters, none bound to an incarnation yet."""
-
-CFG = RaftConfig(pre_vote=False, check_quorum=True)
-
-
-def settle(node: RaftNode) -> list[Message]:
-    """Take the node's Ready, make everything durable and applied; the messages it sent."""
-    out: list[Message] = []
-    while node.has_ready():
-        rd = node.ready()
-        if rd.hard_state is not None:
-            node.persisted_hard_state(rd.hard_state)
-        if rd.entries:
-            node.persisted(rd.entries[-1].index, rd.entries[-1].term)
-        if rd.committed:
-            node.applied(rd.committed[-1].index)
-        out += [*rd.messages, *rd.messages_after_persist]
-    return out
 
 
 def candidate(cls: type[RaftNode] = RaftNode) -> RaftNode:
@@ -58,12 +40,6 @@ def candidate(cls: type[RaftNode] = RaftNode) -> RaftNode:
     settle(node)
     assert node.status().role is Role.CANDIDATE
     return node
-
-
-def vote(src: str, incarnation: str | None, *, granted: bool) -> RequestVoteResponse:
-    return RequestVoteResponse(
-        term=2, src=src, dst="n1", granted=granted, sender_incarnation=incarnation
-    )
 
 
 def leader(cls: type[RaftNode] = RaftNode) -> RaftNode:
@@ -77,12 +53,6 @@ def leader(cls: type[RaftNode] = RaftNode) -> RaftNode:
     settle(node)
     assert node.status().commit == 2
     return node
-
-
-def ack(src: str, incarnation: str | None, index: int) -> AppendEntriesResponse:
-    return AppendEntriesResponse(
-        term=2, src=src, dst="n1", success=True, index=index, sender_incarnation=incarnation
-    )
 
 
 @pytest.mark.parametrize("forged", ["forged.0", None])
@@ -220,3 +190,32 @@ def test_only_listed_unbound_members_are_pinned() -> None:
     )
     settle(b)
     assert b.status().pinned == ()  # bound members: the configuration's binding, no pin
+
+
+class _CountsStatus(RaftNode):
+    """The real core, counting the statuses built."""
+
+    statuses = 0
+
+    def status(self) -> Status:
+        self.statuses += 1
+        return super().status()
+
+
+def test_the_forger_builds_a_status_only_for_an_answer_from_a_pinned_member() -> None:
+    # The simulator's forger looks at every answer a leader takes (``maybe_forge_ack``): it
+    # used to build the status first (about a tenth of a seed's time), whatever the sender.
+    # It now asks the pin first, and draws from its RNG exactly as before.
+    node = leader(_CountsStatus)
+    assert isinstance(node, _CountsStatus)
+    assert node.pinned_incarnation("n2") == "inc2" and node.pinned_incarnation("n3") is None
+    forger = Forger(rng=random.Random(1), ack_rate=1.0)
+    state = forger.rng.getstate()
+    node.statuses = 0
+    assert forger.maybe_forge_ack(node, ack("n3", "inc3", 2)) is None  # not pinned
+    assert node.statuses == 0 and forger.rng.getstate() == state
+    forged = forger.maybe_forge_ack(node, ack("n2", "inc2", 2))
+    assert forged == AppendEntriesResponse(
+        term=2, src="n2", dst="n1", success=True, index=2, sender_incarnation=FORGED_INCARNATION
+    )
+    assert node.statuses == 1 and forger.rng.getstate() != state

@@ -5,8 +5,9 @@ otherwise than by it."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cbor2
@@ -70,6 +71,18 @@ def _staged(folder: pathlib.Path, data: bytes) -> tuple[str, dict[str, list[Any]
     digest = state_digest(sm)
     env.close()
     return digest, _tables(str(folder / "state.lmdb"))
+
+
+@contextlib.contextmanager
+def _probe(folder: pathlib.Path) -> Iterator[LmdbStore]:
+    """An empty store with every state database, for ``staged_plain`` alone."""
+    store = LmdbStore(str(folder / "probe"), sync=False, map_size=1 << 26)
+    try:
+        for name in _ALL_DBS:
+            store.db(name)
+        yield store
+    finally:
+        store.close()
 
 
 def _leftovers(folder: pathlib.Path) -> list[str]:
@@ -174,13 +187,10 @@ def test_a_corrupted_snapshot_is_refused_with_the_full_readers_message(
         _corrupt(plain, change)
         bad = codec.encode_plain(plain)
     if change != "revision below index":  # the header is checked after the walk, by both
-        store = LmdbStore(str(tmp_path / "probe"), sync=False, map_size=1 << 26)
-        for name in _ALL_DBS:
-            store.db(name)
-        assert staged_plain(bad, store) is None
-        with store.env.begin() as txn:
-            assert all(txn.stat(store.db(name))["entries"] == 0 for name in _ALL_DBS)
-        store.close()
+        with _probe(tmp_path) as store:
+            assert staged_plain(bad, store) is None
+            with store.env.begin() as txn:
+                assert all(txn.stat(store.db(name))["entries"] == 0 for name in _ALL_DBS)
     message = _refusal(tmp_path / "now", bad)
     with monkeypatch.context() as m:
         _full_path_only(m)
@@ -228,11 +238,8 @@ def test_a_valid_snapshot_in_another_form_takes_the_full_reader(
     sm = _state()
     data = reform(snapshot_plain(sm))
     assert data != capture(sm)()
-    store = LmdbStore(str(tmp_path / "probe"), sync=False, map_size=1 << 26)
-    for name in _ALL_DBS:
-        store.db(name)
-    assert staged_plain(data, store) is None
-    store.close()
+    with _probe(tmp_path) as store:
+        assert staged_plain(data, store) is None
     digest, tables = _staged(tmp_path / "reformed", data)
     assert digest == state_digest(restore(data)) == state_digest(sm)
     assert tables == _staged(tmp_path / "canonical", capture(sm)())[1]
@@ -244,11 +251,8 @@ def test_a_row_in_a_longer_encoding_is_stored_in_the_shortest(tmp_path: pathlib.
     them, this node's own snapshots, which splice the stored rows)."""
     sm = _state()
     data = _long_heads(snapshot_plain(sm))
-    store = LmdbStore(str(tmp_path / "probe"), sync=False, map_size=1 << 26)
-    for name in _ALL_DBS:
-        store.db(name)
-    assert staged_plain(data, store) is not None  # canonical rows, in a longer encoding
-    store.close()
+    with _probe(tmp_path) as store:
+        assert staged_plain(data, store) is not None  # canonical rows, in a longer encoding
     digest, tables = _staged(tmp_path / "long", data)
     assert digest == state_digest(sm)
     assert tables == _staged(tmp_path / "canonical", capture(sm)())[1]

@@ -338,3 +338,30 @@ def test_keys_lmdb_cannot_store_are_absent_not_errors(tmp_path: Any) -> None:
     assert list(table.keys(after="x" * 600)) == []
     assert list(table.keys(after="")) == ["a"]
     store.close()
+
+
+def test_an_lmdb_scan_takes_its_transaction_when_iterated_not_when_made(tmp_path: Any) -> None:
+    """A scan (a table's keys, an index's seconds or pairs) made in a batch and first iterated
+    after it reads a transaction of its own, which holds the batch's writes; on the code
+    before it was bound to the batch's transaction when made, and that was committed by then
+    (lmdb.Error). A scan iterated on after the batch it began in ended raises clearly."""
+    store = LmdbStore(str(tmp_path / "env"), sync=False, map_size=1 << 24)
+    table: LmdbTable[int] = LmdbTable(store, "t", lambda v: str(v).encode(), lambda b: int(b))
+    index = LmdbPairIndex(store, "p")
+    with store.batch():
+        table.put("a", 1)
+        keys, seconds, pairs = table.keys(), index.seconds("w"), iter(index)
+        table.put("b", 2)
+        index.add("w", "i1")
+    assert list(keys) == ["a", "b"]
+    assert list(seconds) == ["i1"]
+    assert list(pairs) == [("w", "i1")]
+    made_outside = table.values()
+    with store.batch():
+        table.put("c", 3)
+        assert list(made_outside) == [1, 2, 3]  # the batch's transaction: its write seen
+        begun = table.keys()
+        assert next(begun) == "a"
+    with pytest.raises(RuntimeError, match="after the batch ended"):
+        next(begun)
+    store.close()

@@ -4,7 +4,7 @@
   (``encode_message`` / ``decode_message``), several of them in one batch frame
   (``encode_batch`` / ``decode_frame``), and memberships as plain arrays;
 * ``univrs.codec.plain``: plain data (client frames, entry payloads, storage records)
-  (``encode_plain`` / ``decode_plain``);
+  (``encode_plain`` / ``decode_plain``, ``check_plain`` for an item decoded on its own);
 * ``univrs.codec.strict``: the strict one-item CBOR loader both decode with (no tags, no
   trailing bytes, bounded size and depth; every failure a ``ProtocolError``).
 
@@ -23,11 +23,12 @@ from univrs.codec.messages import (
     membership_to_plain,
     message_fields,
 )
-from univrs.codec.plain import DEFAULT_MAX_DEPTH, decode_plain, encode_plain
+from univrs.codec.plain import DEFAULT_MAX_DEPTH, check_plain, decode_plain, encode_plain
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "WIRE_VERSION",
+    "check_plain",
     "decode_frame",
     "decode_message",
     "decode_plain",

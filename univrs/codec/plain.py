@@ -16,7 +16,7 @@ import cbor2
 from univrs.codec.strict import load
 from univrs.errors import ProtocolError
 
-__all__ = ["DEFAULT_MAX_DEPTH", "decode_plain", "encode_plain"]
+__all__ = ["DEFAULT_MAX_DEPTH", "check_plain", "decode_plain", "encode_plain"]
 
 DEFAULT_MAX_DEPTH = 32
 """Default bound on container nesting for plain data."""
@@ -44,6 +44,13 @@ def decode_plain(data: bytes, *, max_size: int, max_depth: int = DEFAULT_MAX_DEP
     obj = load(data, max_size=max_size, max_depth=max_depth, what="plain frame")
     _check_plain_in(obj, max_depth)
     return obj
+
+
+def check_plain(obj: Any, *, max_depth: int) -> None:
+    """Refuse (``ProtocolError``) an item decoded strictly (``strict.strict_decoder``) that
+    is not plain data: ``decode_plain``'s check after its decoding, for a reader that decodes
+    a large frame item by item."""
+    _check_plain_in(obj, max_depth)
 
 
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)

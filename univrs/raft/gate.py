@@ -24,6 +24,7 @@ from univrs.raft.messages import (
     AppendEntries,
     Heartbeat,
     InstallSnapshot,
+    Membership,
     Message,
     NodeId,
     RequestVote,
@@ -109,13 +110,22 @@ class GateLayer(ElectionLayer):
         return True
 
     def _listed_id(self, node: NodeId) -> bool:
-        """Do our configurations (in effect, or committed) list ``node``, at any incarnation?"""
+        """Do our configurations (in effect, or committed) list ``node``, at any incarnation?
+        A hook: the simulator's tests replace it to leave out vouches from another
+        incarnation (pinning asks ``_listing`` itself)."""
+        return self._listing(node) is not None
+
+    def _listing(self, node: NodeId) -> Membership | None:
+        """The configuration that lists ``node`` (at any incarnation): the one in effect if it
+        does, else the committed one if it does; None if neither."""
         configs = self._configs
         current = configs.current
         if node in current.voters or node in current.learners:
-            return True
+            return current
         committed = configs.committed(self._commit)
-        return node in committed.voters or node in committed.learners
+        if node in committed.voters or node in committed.learners:
+            return committed
+        return None
 
     def _maybe_probe(self) -> bool:
         """A member that cannot campaign (a learner), without ``unlisted_leaders``, whose
@@ -235,16 +245,10 @@ class GateLayer(ElectionLayer):
         # either: pinned, it would hold the member to nothing, and the stored pins refuse it.
         if not inc or src in self._pinned:
             return False
-        configs = self._configs
-        current = configs.current
-        if src in current.voters or src in current.learners:
-            bound = current.incarnation_of(src)
-        else:
-            committed = configs.committed(self._commit)
-            if src not in committed.voters and src not in committed.learners:
-                return False  # not listed (a joiner's leader, a vouched one): nothing to pin
-            bound = committed.incarnation_of(src)
-        if bound is not None:
+        listing = self._listing(src)
+        if listing is None:
+            return False  # not listed (a joiner's leader, a vouched one): nothing to pin
+        if listing.incarnation_of(src) is not None:
             return False  # the configuration binds it: the binding rules
         self._pinned[src] = inc
         return True

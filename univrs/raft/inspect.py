@@ -8,6 +8,7 @@ from __future__ import annotations
 import attrs
 
 from univrs.raft.gate import GateLayer
+from univrs.raft.messages import NodeId
 from univrs.raft.ready import PeerStatus, Role, Status
 
 __all__ = ["InspectLayer"]
@@ -55,6 +56,11 @@ class InspectLayer(GateLayer):
             lease=self._role is Role.LEADER and self._lease_valid(),
             pinned=tuple(sorted(self._pinned.items())),
         )
+
+    def pinned_incarnation(self, node: NodeId) -> str | None:
+        """The incarnation ``node`` is pinned to (its entry in ``Status.pinned``), or None:
+        one lookup, for a caller that asks per message (the simulator's forger)."""
+        return self._pinned.get(node)
 
     def problems(self) -> list[str]:
         """Broken internal invariants, described (empty when all hold).

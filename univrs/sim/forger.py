@@ -196,13 +196,18 @@ class Forger:
         from a member its configuration binds to no incarnation yet, so pinned: gate.py
         ``_maybe_pin``), or None: a successful AppendEntriesResponse of its term for its whole
         log under that member's id from another incarnation (a forger's, or the member's
-        wiped data dir's). Counted, it could commit what the member never received."""
+        wiped data dir's). Counted, it could commit what the member never received.
+
+        Called for every answer a node takes: the pin is looked up first, and the status
+        (about a tenth of a seed's time when built for every answer) only for a pinned
+        sender. The checks draw nothing, so their order leaves the RNG's draws unchanged."""
+        if raft.pinned_incarnation(heard.src) is None:
+            return None  # not pinned (most seeds bind every member: no pins at all)
         st = raft.status()
         if st.role is not Role.LEADER or heard.term != st.term:
             return None
-        m = st.membership
-        if m.incarnation_of(heard.src) is not None or heard.src not in dict(st.pinned):
-            return None  # bound (the transport and the configuration), or not pinned
+        if st.membership.incarnation_of(heard.src) is not None:
+            return None  # bound: the transport and the configuration refuse another
         if self.rng.random() >= self.ack_rate:
             return None
         return AppendEntriesResponse(

@@ -40,6 +40,7 @@ class SeedResult:
     lease: str = "off"
     state_backend: str = "memory"
     unbound_bootstrap: bool = False
+    commit_notice_bytes: int = 0  # the cores' lazy_commit_notice_bytes (cluster.py)
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -61,6 +62,7 @@ class SeedResult:
             lease=self.lease,
             state_backend=self.state_backend,
             unbound_bootstrap=self.unbound_bootstrap,
+            commit_notice_bytes=self.commit_notice_bytes,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -92,6 +94,7 @@ def replay_command(
     lease: str = "off",
     state_backend: str = "memory",
     unbound_bootstrap: bool = False,
+    commit_notice_bytes: int = 0,
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
@@ -101,6 +104,8 @@ def replay_command(
         cmd += " --unbound-bootstrap"
     if state_backend != "memory":
         cmd += f" --state-backend {state_backend}"
+    if commit_notice_bytes:
+        cmd += f" --commit-notice-bytes {commit_notice_bytes}"
     if lease != "off":
         cmd += f" --lease {lease}"
     if mutant:
@@ -121,11 +126,14 @@ def run_seed(
     lease: str = "off",
     state_backend: str = "memory",
     unbound_bootstrap: bool = False,
+    commit_notice_bytes: int = 0,
 ) -> SeedResult:
     """Simulate one seed; never raises for a failing run (the result says why it failed).
 
     ``lease``: the simulator's lease mode (cluster.py); "off" runs a lease mutant in its own.
     ``unlisted_leaders`` forces ``RaftConfig.unlisted_leaders`` (None: the seed draws it).
+    ``commit_notice_bytes``: the cores' ``RaftConfig.lazy_commit_notice_bytes`` (0, the
+    core's default, sends every commit at once; nodes run 1024).
     """
     if lease == "off":
         lease = mutant_lease(mutant)
@@ -142,6 +150,7 @@ def run_seed(
         proposals_factory=proposals_factory(mutant),
         kv_factory=kv_factory(mutant),
         state_backend=state_backend,
+        commit_notice_bytes=commit_notice_bytes,
     )
     try:
         stats = sim.run()
@@ -155,6 +164,7 @@ def run_seed(
             lease=lease,
             state_backend=state_backend,
             unbound_bootstrap=unbound_bootstrap,
+            commit_notice_bytes=commit_notice_bytes,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -169,6 +179,7 @@ def run_seed(
         lease=lease,
         state_backend=state_backend,
         unbound_bootstrap=unbound_bootstrap,
+        commit_notice_bytes=commit_notice_bytes,
         stats=stats,
     )
 
@@ -185,6 +196,7 @@ def run_seeds(
     lease: str = "off",
     state_backend: str = "memory",
     unbound_bootstrap: bool = False,
+    commit_notice_bytes: int = 0,
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
     if mutant is not None and mutant not in ALL_MUTANTS:
@@ -202,6 +214,7 @@ def run_seeds(
             lease=lease,
             state_backend=state_backend,
             unbound_bootstrap=unbound_bootstrap,
+            commit_notice_bytes=commit_notice_bytes,
         )
         if on_result is not None:
             on_result(r)

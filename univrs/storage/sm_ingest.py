@@ -30,21 +30,17 @@ small values (header, sessions, ledger, tokens) are decoded strictly and handed 
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
 from typing import Any
 
 import cbor2
 import lmdb
 
-from univrs import codec
-from univrs.codec.strict import strict_decoder
 from univrs.sm.objects import StagedRows
 from univrs.sm.snapshot import _node_row, _node_v1
 from univrs.sm.snapshot_canon import canonical_instance_row, canonical_workload_row
 from univrs.sm.snapshot_format import SNAPSHOT_FORMAT, gc_paused
 from univrs.storage.sm_store import SEP, LmdbStore
-from univrs.storage.sm_stream import _ROW_DEPTH, _ROW_KEYS, MAX_SNAPSHOT_BYTES, _read_head
+from univrs.storage.sm_stream import _ROW_KEYS, walk_plain
 
 _VERSION = 1  # the format version whose rows this path knows
 
@@ -56,16 +52,30 @@ class _NotCanonical(Exception):
 class _Stager:
     """The rows of one snapshot going into one write transaction."""
 
-    def __init__(self, decoder: cbor2.CBORDecoder, txn: lmdb.Transaction, store: LmdbStore):
-        self.decoder, self.txn = decoder, txn
+    def __init__(self, txn: lmdb.Transaction, store: LmdbStore):
+        self.txn = txn
         self.workloads, self.instances = store.db("workloads"), store.db("instances")
         self.nodes = store.db("nodes")
         self.by_workload, self.by_node = store.db("by_workload"), store.db("by_node")
         self.node_refs: set[str] = set()  # the nodes instances are on (checked at the end)
         self.done: set[str] = set()
 
-    def workload_rows(self, count: int) -> None:
-        decode, put, dumps, db = self.decoder.decode, self.txn.put, cbor2.dumps, self.workloads
+    def rows(
+        self, key: str, count: int, decoder: cbor2.CBORDecoder, plain: dict[str, Any]
+    ) -> StagedRows:
+        """``sm_stream.walk_plain``'s row reader: stores the ``count`` rows of ``key``."""
+        if plain.get("format") != SNAPSHOT_FORMAT or plain.get("version") != _VERSION:
+            raise _NotCanonical  # the header comes first; these are version 1's rows
+        if key == "workloads":
+            self.workload_rows(decoder, count)
+        elif key == "instances":
+            self.instance_rows(decoder, count)
+        else:
+            self.node_rows(decoder, count)
+        return StagedRows(count)
+
+    def workload_rows(self, decoder: cbor2.CBORDecoder, count: int) -> None:
+        decode, put, dumps, db = decoder.decode, self.txn.put, cbor2.dumps, self.workloads
         for _ in range(count):
             row = decode()
             if not canonical_workload_row(row) or not put(
@@ -74,10 +84,10 @@ class _Stager:
                 raise _NotCanonical
         self.done.add("workloads")
 
-    def instance_rows(self, count: int) -> None:
+    def instance_rows(self, decoder: cbor2.CBORDecoder, count: int) -> None:
         if "workloads" not in self.done:
             raise _NotCanonical  # its references could not be checked as the rows come
-        decode, put, get, dumps = self.decoder.decode, self.txn.put, self.txn.get, cbor2.dumps
+        decode, put, get, dumps = decoder.decode, self.txn.put, self.txn.get, cbor2.dumps
         db, workloads = self.instances, self.workloads
         by_workload, by_node, node_refs = self.by_workload, self.by_node, self.node_refs
         for _ in range(count):
@@ -95,8 +105,8 @@ class _Stager:
                 put(node_id.encode() + SEP + ident, b"", db=by_node)
         self.done.add("instances")
 
-    def node_rows(self, count: int) -> None:
-        decode, put, dumps, db = self.decoder.decode, self.txn.put, cbor2.dumps, self.nodes
+    def node_rows(self, decoder: cbor2.CBORDecoder, count: int) -> None:
+        decode, put, dumps, db = decoder.decode, self.txn.put, cbor2.dumps, self.nodes
         for n in range(count):
             row = decode()
             if _node_row(_node_v1(row, f"nodes[{n}]")) != row or not put(
@@ -118,50 +128,18 @@ def staged_plain(data: bytes, store: LmdbStore) -> dict[str, Any] | None:
     when the snapshot is not canonical, is malformed or broken: nothing was written then,
     and the full path decides. The tables' databases must be open (``store.db``) already:
     this holds a write transaction."""
-    fp = io.BytesIO(data)
-    decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
     txn = store.env.begin(write=True)
     try:
+        stager = _Stager(txn, store)
         with gc_paused():
-            plain = _walk(data, fp, _Stager(decoder, txn, store))
+            plain = walk_plain(data, stager.rows)
+        if stager.done != set(_ROW_KEYS):
+            raise _NotCanonical
+        stager.check_references()
     except BaseException as exc:
         txn.abort()
         if isinstance(exc, Exception):  # _NotCanonical, a decoding error, lmdb's errors, ...
             return None
         raise
     txn.commit()
-    return plain
-
-
-def _walk(data: bytes, fp: io.BytesIO, stager: _Stager) -> dict[str, Any]:
-    readers: dict[str, Callable[[int], None]] = {
-        "workloads": stager.workload_rows,
-        "instances": stager.instance_rows,
-        "nodes": stager.node_rows,
-    }
-    head = _read_head(fp)
-    if head is None or head[0] != 5:
-        raise _NotCanonical
-    plain: dict[str, Any] = {}
-    for _ in range(head[1]):
-        key = stager.decoder.decode()
-        if type(key) is not str or key in plain:
-            raise _NotCanonical
-        if key in _ROW_KEYS:
-            if plain.get("format") != SNAPSHOT_FORMAT or plain.get("version") != _VERSION:
-                raise _NotCanonical  # the header comes first; these are version 1's rows
-            rows = _read_head(fp)
-            if rows is None or rows[0] != 4:
-                raise _NotCanonical
-            readers[key](rows[1])
-            plain[key] = StagedRows(rows[1])
-        else:
-            start = fp.tell()
-            stager.decoder.decode()
-            plain[key] = codec.decode_plain(
-                data[start : fp.tell()], max_size=MAX_SNAPSHOT_BYTES, max_depth=64
-            )
-    if fp.tell() != len(data) or stager.done != set(_ROW_KEYS):
-        raise _NotCanonical
-    stager.check_references()
     return plain

@@ -131,18 +131,25 @@ def _scan(
     store: LmdbStore, db: Any, start: bytes, prefix: bytes, skip: bytes | None
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) from the first key >= ``start`` while keys begin with ``prefix``, the key
-    ``skip`` left out."""
+    ``skip`` left out.
+
+    The transaction is the one open at the first ``next``, not at the call: the batch's if a
+    batch is open then (its writes seen), else a read transaction of the scan's own, held
+    until the scan ends. A scan that began in a batch must end in it: iterated on after the
+    batch ended (its transaction committed or aborted), it raises ``RuntimeError``."""
     txn = store._txn
-    if txn is not None:  # in a batch: its transaction (no context manager per scan)
-        return _scan_in(txn, db, start, prefix, skip)
-    return _scan_reading(store, db, start, prefix, skip)
-
-
-def _scan_reading(
-    store: LmdbStore, db: Any, start: bytes, prefix: bytes, skip: bytes | None
-) -> Iterator[tuple[bytes, bytes]]:
-    with store.reading() as txn:
-        yield from _scan_in(txn, db, start, prefix, skip)
+    if txn is None:
+        with store.env.begin() as own:
+            yield from _scan_in(own, db, start, prefix, skip)
+        return
+    try:
+        yield from _scan_in(txn, db, start, prefix, skip)  # (no context manager per scan)
+    except lmdb.Error:
+        if store._txn is not txn:
+            raise RuntimeError(
+                "an LMDB scan begun in a batch was iterated after the batch ended"
+            ) from None
+        raise
 
 
 def _scan_in(

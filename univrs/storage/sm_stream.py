@@ -1,6 +1,7 @@
-"""A snapshot's bytes read as a stream: its top-level map walked with the strict decoder, the
-object rows handed on one at a time (``streamed_plain``), so a restore into LMDB holds one row,
-not the state.
+"""A snapshot's bytes read as a stream: its top-level map walked with the strict decoder
+(``walk_plain``), the object rows handed on one at a time (``streamed_plain``), so a restore
+into LMDB holds one row, not the state. The one-pass staging (``sm_ingest.staged_plain``)
+walks the map with the same walker, storing the rows as they come.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import cbor2
 
 from univrs import codec
 from univrs.codec.strict import strict_decoder
@@ -48,6 +51,62 @@ def _rows(data: bytes, offset: int, count: int) -> Callable[[], Iterator[Any]]:
     return rows
 
 
+class NotLaidOut(Exception):
+    """The snapshot's top level is not a definite map of str keys with definite row arrays,
+    followed by nothing (``walk_plain``): the caller decodes it another way."""
+
+
+RowsReader = Callable[[str, int, cbor2.CBORDecoder, dict[str, Any]], Any]
+"""What ``walk_plain`` calls at a row key: ``(key, count, decoder, plain)``, the decoder at
+the key's first row, ``plain`` the keys before it; it reads exactly ``count`` rows and returns
+the key's value in the plain map."""
+
+
+def walk_plain(data: bytes, read_rows: RowsReader) -> dict[str, Any]:
+    """Walk snapshot ``data``'s top-level map once: each object row list is handed to
+    ``read_rows``, every other value is decoded strictly, as ``codec.decode_plain`` decodes it
+    (once: the item the walk decodes is checked in place). Raises ``NotLaidOut``, a decoding
+    error, or what ``read_rows`` raises."""
+    fp = io.BytesIO(data)
+    decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
+    head = _read_head(fp)
+    if head is None or head[0] != 5:
+        raise NotLaidOut
+    plain: dict[str, Any] = {}
+    for _ in range(head[1]):
+        key = decoder.decode()
+        if type(key) is not str or key in plain:
+            raise NotLaidOut
+        if key in _ROW_KEYS:
+            rows = _read_head(fp)
+            if rows is None or rows[0] != 4:
+                raise NotLaidOut
+            plain[key] = read_rows(key, rows[1], decoder, plain)
+        else:
+            # The decoder refuses what ``decode_plain`` (max_depth 64) refuses, one level
+            # shallower here as in the map; what is left is the plain data check.
+            value = decoder.decode()
+            codec.check_plain(value, max_depth=64)
+            plain[key] = value
+    if fp.tell() != len(data):
+        raise NotLaidOut
+    return plain
+
+
+def _row_streams(data: bytes) -> RowsReader:
+    """``data``'s row lists as ``RowStream`` values: each row decoded once here, to find where the
+    next key starts, and dropped."""
+    from univrs.sm.snapshot_read import RowStream
+
+    def read_rows(key: str, count: int, decoder: cbor2.CBORDecoder, plain: object) -> Any:
+        offset = decoder.fp.tell()
+        for _ in range(count):
+            decoder.decode()
+        return RowStream(count, _rows(data, offset, count))
+
+    return read_rows
+
+
 def streamed_plain(data: bytes) -> dict[str, Any] | None:
     r"""A snapshot's top-level map with its object row lists as ``RowStream``\ s (rows decoded
     one at a time when read), the other values decoded strictly (``codec.decode_plain``); None
@@ -56,35 +115,7 @@ def streamed_plain(data: bytes) -> dict[str, Any] | None:
 
     This pass decodes each row once to find where the next key starts, and drops it: memory
     stays one row, not the state."""
-    from univrs.sm.snapshot_read import RowStream
-
-    fp = io.BytesIO(data)
-    decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
     try:
-        head = _read_head(fp)
-        if head is None or head[0] != 5:
-            return None
-        plain: dict[str, Any] = {}
-        for _ in range(head[1]):
-            key = decoder.decode()
-            if type(key) is not str or key in plain:
-                return None
-            if key in _ROW_KEYS:
-                rows = _read_head(fp)
-                if rows is None or rows[0] != 4:
-                    return None
-                offset, count = fp.tell(), rows[1]
-                for _ in range(count):
-                    decoder.decode()
-                plain[key] = RowStream(count, _rows(data, offset, count))
-            else:
-                start = fp.tell()
-                decoder.decode()
-                plain[key] = codec.decode_plain(
-                    data[start : fp.tell()], max_size=MAX_SNAPSHOT_BYTES, max_depth=64
-                )
-        if fp.tell() != len(data):
-            return None
+        return walk_plain(data, _row_streams(data))
     except Exception:
         return None
-    return plain
