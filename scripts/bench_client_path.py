@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -255,9 +255,9 @@ if __name__ == "__main__":
     result = trio.run(main, options)
     if options.profiler is not None:
         options.profiler.dump_stats(options.profile)
+    runs = result["us_per_write"]
     print(
         f"{result['proposer']} proposer, {result['backend']}: "
-        f"{result['median_us_per_write']} µs CPU per write (median of {len(result['us_per_write'])}:"
-        f" {result['us_per_write']})"
+        f"{result['median_us_per_write']} µs CPU per write (median of {len(runs)}: {runs})"
     )
     print(json.dumps(result))
