@@ -55,15 +55,19 @@ SPEC = {"name": "web", "image": "nginx:1.27", "replicas": 2, "labels": {"tier": 
 
 class StubInbox:
     """Stands in for the runtime's inbox sender: proposals are answered ``Success`` by a task of
-    its own (as the apply loop answers them), without Raft."""
+    its own (as the apply loop answers them), without Raft; other events (the node's own
+    calls) go to the driver."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
         self.pending: list[Any] = []
         self.wake = trio.Event()
         self.version = 1 << 30
 
     async def send(self, event: object) -> None:
-        assert isinstance(event, ProposeMany), event
+        if not isinstance(event, ProposeMany):
+            await self.inner.send(event)
+            return
         self.pending.extend(event.proposals)
         self.wake.set()
 
@@ -203,8 +207,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await trio.sleep(0.01)
             service = ApiService(node.store)
             sessions = await setup(node, service, clients)
-            stub = StubInbox()
             real = node.runtime.inbox.sender
+            stub = StubInbox(real)
             if args.proposer == "stub":
                 node.runtime.inbox.sender = stub  # type: ignore[assignment]
                 nursery.start_soon(stub.run)

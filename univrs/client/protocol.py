@@ -196,8 +196,8 @@ def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Req
 
 
 def _request(rid: int, item: dict[Any, Any]) -> Request:
-    unknown = [k for k in item if k not in _REQUEST_KEYS]
-    if unknown:
+    if not _REQUEST_KEYS.issuperset(item):  # one C pass; the first unknown one named below
+        unknown = [k for k in item if k not in _REQUEST_KEYS]
         raise MalformedRequest(f"unknown request field {unknown[0]!r}", field=str(unknown[0]))
     op, args = item.get("op"), item.get("args", {})
     if type(op) is not str:

@@ -133,7 +133,16 @@ def round_trips_exactly(obj: Any, depth: int) -> bool:
         if _EXACT_SCALARS.issuperset(kinds):  # ints among them: one min/max, not a call each
             ints = [item for item in obj if type(item) is int]
             return min(ints) >= _INT_MIN and max(ints) <= _INT_MAX
-        return all(round_trips_exactly(item, depth - 1) for item in obj)
+        for item in obj:
+            it = type(item)
+            if it in _EXACT_NON_INT:
+                continue
+            if it is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    return False
+            elif not round_trips_exactly(item, depth - 1):
+                return False
+        return True
     if t is int:
         return _INT_MIN <= obj <= _INT_MAX
     return t in _EXACT_SCALARS
