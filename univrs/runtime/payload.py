@@ -144,7 +144,7 @@ def round_trips_exactly(obj: Any, depth: int) -> bool:
                 return False
         return True
     if t is int:
-        return _INT_MIN <= obj <= _INT_MAX
+        return bool(_INT_MIN <= obj <= _INT_MAX)
     return t in _EXACT_SCALARS
 
 
