@@ -142,9 +142,11 @@ class FrameWrites:
         batch: list[tuple[int, Envelope, dict[str, Any]]] = []
         # On a follower: the leader, its address and the writes forwarded to it as one hop.
         forward: tuple[str, str, list[int]] | None = None
-        status = runtime.status()
+        # The role from the status as last built (its role and leader are always current): no
+        # rebuild of the core's status per frame on the leader, where the driver steps often.
+        status = runtime.view.last_status()
         if status.role is not Role.LEADER:
-            forward = self._forwardable(status, writes, answers, later)
+            forward = self._forwardable(runtime.status(), writes, answers, later)
         else:
             now = trio.current_time()
             sm = runtime.sm
