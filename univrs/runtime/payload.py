@@ -36,8 +36,9 @@ proposals whose document round-trips exactly (below) go in a batch, so a batch n
 The leader's own entries (issue 14: do not re-decode them at apply). ``encode_payload_doc``
 also returns the plain document it encoded when that document *round-trips exactly*: it holds
 only exact ``str``, ``int``, ``bool``, ``None``, ``bytes``, ``list`` and ``dict`` with ``str``
-keys, nested at most ``EXACT_DEPTH`` deep (no float, tuple, subclass or other key type). CBOR
-encodes each of those to an item that the strict decoder turns back into an equal value of
+keys, nested at most ``EXACT_DEPTH`` deep, its integers within CBOR's 64-bit range (no float,
+tuple, subclass or other key type). Such a document is plain data, so it is encoded without
+``encode_plain``'s own walk over it (one walk per proposal, not two). CBOR encodes each of those to an item that the strict decoder turns back into an equal value of
 the very same type, so ``decode_plain(encode_plain(doc)) == doc`` with identical types. The
 apply loop then reads the envelope from that document (``decode_own_payload``) instead of
 decoding the entry's bytes: the same strict ``envelope_from_plain`` and the same checks as
