@@ -68,6 +68,13 @@ class StubInbox:
         if not isinstance(event, ProposeMany):
             await self.inner.send(event)
             return
+        self.send_nowait(event)
+        await trio.lowlevel.cancel_shielded_checkpoint()  # as a memory channel's send does
+
+    def send_nowait(self, event: object) -> None:
+        if not isinstance(event, ProposeMany):
+            self.inner.send_nowait(event)
+            return
         self.pending.extend(event.proposals)
         self.wake.set()
 

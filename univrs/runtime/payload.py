@@ -38,10 +38,11 @@ also returns the plain document it encoded when that document *round-trips exact
 only exact ``str``, ``int``, ``bool``, ``None``, ``bytes``, ``list`` and ``dict`` with ``str``
 keys, nested at most ``EXACT_DEPTH`` deep, its integers within CBOR's 64-bit range (no float,
 tuple, subclass or other key type). Such a document is plain data, so it is encoded without
-``encode_plain``'s own walk over it (one walk per proposal, not two). CBOR encodes each of those to an item that the strict decoder turns back into an equal value of
-the very same type, so ``decode_plain(encode_plain(doc)) == doc`` with identical types. The
-apply loop then reads the envelope from that document (``decode_own_payload``) instead of
-decoding the entry's bytes: the same strict ``envelope_from_plain`` and the same checks as
+``encode_plain``'s own walk over it (one walk per proposal, not two). CBOR encodes each of
+those to an item that the strict decoder turns back into an equal value of the very same
+type, so ``decode_plain(encode_plain(doc)) == doc`` with identical types. The apply loop
+then reads the envelope from that document (``decode_own_payload``) instead of decoding the
+entry's bytes: the same strict ``envelope_from_plain`` and the same checks as
 ``decode_payload`` run on an equal value, so the leader applies exactly what its followers
 decode from the log (a command of wrong types is refused alike everywhere). Anything else
 (no document, a payload over ``MAX_PAYLOAD_BYTES``) takes ``decode_payload``.
