@@ -47,6 +47,10 @@ class _CountingSender:
         self.sent[type(value).__name__] += 1
         await self.inner.send(value)
 
+    def send_nowait(self, value: object) -> None:
+        self.sent[type(value).__name__] += 1
+        self.inner.send_nowait(value)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

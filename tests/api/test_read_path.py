@@ -212,3 +212,15 @@ def test_a_hand_assembled_response_frame_is_the_frame_cbor2_writes() -> None:
                 }
             )
             assert protocol.encode_responses(leader, responses) == expected, (count, leader)
+    # Runs of responses left to cbor2 (encoded in one call each) between reads it skips, of
+    # every size of list head.
+    for run in (1, 23, 24, 255, 256):
+        plain = [others[i % 4] for i in range(run)]
+        responses = [{"id": 1, "ok": encoded}, *plain, {"id": 2, "ok": encoded}, *plain]
+        expected = cbor2.dumps(
+            {
+                "leader": "n1",
+                "r": [{k: doc if v is encoded else v for k, v in r.items()} for r in responses],
+            }
+        )
+        assert protocol.encode_responses("n1", responses) == expected, run

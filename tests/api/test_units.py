@@ -83,3 +83,24 @@ def test_field_readers() -> None:
     spec = cv.read_workload_spec({"name": "web", "image": "nginx", "labels": {"b": "2", "a": "1"}})
     assert spec.labels == (("a", "1"), ("b", "2"))
     assert cv.spec_doc(spec)["labels"] == {"a": "1", "b": "2"}
+
+
+def test_ids_that_passed_are_remembered_but_only_as_exact_strings() -> None:
+    """``read_id`` remembers the ids that passed (a session's client id comes back in every
+    request): a bad id is refused however many good ones came first, a str subclass equal to
+    a remembered id is still refused as not a string, and the memory is bounded."""
+
+    class Sneaky(str):
+        pass
+
+    assert cv.read_id("w-1", "id") == "w-1"
+    assert cv.read_id("w-1", "client_id") == "w-1"
+    with pytest.raises(e.InvalidArgument, match="must be a string"):
+        cv.read_id(Sneaky("w-1"), "id")
+    with pytest.raises(e.InvalidArgument, match="1-128 characters"):
+        cv.read_id("w 1", "id")
+    for i in range(cv.MAX_GOOD_IDS + 10):
+        cv.read_id(f"id-{i}", "id")
+    assert len(cv._GOOD_IDS) <= cv.MAX_GOOD_IDS
+    with pytest.raises(e.InvalidArgument, match="1-128 characters"):
+        cv.read_id("-leading-dash", "id")

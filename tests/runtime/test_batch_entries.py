@@ -13,7 +13,7 @@ from tests.runtime.memcluster import create, mint, start_cluster, wait_leader, w
 from tests.runtime.test_batching import holding_appends
 from univrs import codec
 from univrs.errors import OutcomeUnknown, ProposalDropped
-from univrs.runtime.events import Propose, ProposeBatch
+from univrs.runtime.events import Call, Propose, ProposeBatch
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import (
     EXACT_DEPTH,
@@ -242,3 +242,24 @@ async def test_a_snapshot_covering_a_batch_entry_makes_every_outcome_unknown(
     await wait_until(lambda: old.applied_index >= meta.index, "the old leader to install it")
     assert old.sm.revision == new.sm.revision  # the revision came with the snapshot
     assert state_digest(old.sm) == state_digest(new.sm)
+
+
+async def test_propose_together_waits_for_room_in_a_full_inbox(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """``propose_together`` hands its event over without a scheduling round when the inbox
+    has room; a full inbox is waited for, not refused (a version that only tried
+    ``send_nowait`` raises ``WouldBlock`` here)."""
+    _, leader = await start_cluster(nursery, ["a", "b", "c"])
+    sender = leader.inbox.sender
+    filled = 0
+    while True:  # no checkpoint in this loop: the driver cannot drain meanwhile
+        try:
+            sender.send_nowait(Call(lambda core: None, Waiter()))  # inert events
+        except trio.WouldBlock:
+            break
+        filled += 1
+    assert filled > 0
+    waiters = await leader.propose_together([create("full-1"), create("full-2")])
+    responses = [await w.wait() for w in waiters]
+    assert all(isinstance(r, Created) for r in responses), responses

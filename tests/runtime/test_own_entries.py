@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import univrs.runtime.applier as applier_module
 from tests.runtime.memcluster import create, start_cluster, wait_until
 from tests.sm.strategies import commands
+from univrs import codec
 from univrs.runtime.payload import (
     decode_entry,
     decode_own_payload,
@@ -48,6 +49,7 @@ def test_every_command_is_read_from_its_document_as_its_bytes_decode(
 ) -> None:
     data, doc = encode_payload_doc(envelope, time_ms)
     assert doc is not None  # every command the strategies build takes the fast path
+    assert data == codec.encode_plain(doc)  # encoded without its check: the same bytes
     from_bytes = decode_payload(data)
     assert decode_own_payload(data, doc) == from_bytes
     # The strategies also build commands of wrong types ("current" as a version): refused.
@@ -85,10 +87,23 @@ def test_a_command_of_wrong_types_gets_the_answer_its_bytes_get(command: Any) ->
         ([_Name.W], False),  # a subclass comes back its base type
         ({1: "a"}, False),  # non-str keys are left to the bytes
         ([[[[1]]]], True),
+        ([1 << 64], False),  # beyond CBOR's integers: encode_plain refuses it
+        ([1, "x", -(1 << 64) - 1], False),
+        ({"a": 1 << 64}, False),
+        ([[(1 << 64) - 1, -(1 << 64)]], True),
+        (1 << 64, False),
     ],
 )
 def test_only_exact_built_in_types_round_trip(value: object, exact: bool) -> None:
     assert round_trips_exactly(value, 16) is exact
+
+
+@pytest.mark.parametrize("replicas", [1 << 64, -(1 << 64) - 1])
+def test_an_integer_beyond_cbor_is_refused_as_encode_plain_refuses_it(replicas: int) -> None:
+    """The fast path skips ``encode_plain``'s check for exact documents: an integer out of
+    CBOR's range must not count as exact (cbor2 would encode it as a bignum tag)."""
+    with pytest.raises(TypeError):
+        encode_payload_doc(Envelope(command=ScaleWorkload(id="w", replicas=replicas)), TIME)
 
 
 def test_nesting_beyond_the_bound_is_left_to_the_bytes() -> None:

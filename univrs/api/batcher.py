@@ -64,6 +64,21 @@ class _Answers:
         self._fresh = []
 
 
+@attrs.define(eq=False)
+class _Attempts:
+    """The ``WriteAttempts`` of ``submit_many``'s writes by index, each made when first asked
+    for: most writes end with their first attempt, and need none."""
+
+    writes: Sequence[Submission]
+    _made: dict[int, WriteAttempts] = attrs.field(factory=dict)
+
+    def __getitem__(self, i: int) -> WriteAttempts:
+        made = self._made.get(i)
+        if made is None:
+            made = self._made[i] = WriteAttempts(keyed=self.writes[i].key is not None)
+        return made
+
+
 class _Store(Protocol):
     """What ``FrameWrites`` uses of its ``RaftStateStore`` (univrs/api/store.py, which imports
     this module)."""
@@ -120,16 +135,18 @@ class FrameWrites:
         the (index, answer) of the writes answered since its last call, as they come (a
         write's deadline does not wait for the others')."""
         answers = _Answers([None] * len(writes), answered)
-        attempts = [WriteAttempts(keyed=w.key is not None) for w in writes]
+        attempts = _Attempts(writes)
         runtime = self.store.node.runtime
         # The writes that continue on the per-write path: (index, after an attempt?).
         later: list[tuple[int, bool]] = []
         batch: list[tuple[int, Envelope, dict[str, Any]]] = []
         # On a follower: the leader, its address and the writes forwarded to it as one hop.
         forward: tuple[str, str, list[int]] | None = None
-        status = runtime.status()
+        # The role from the status as last built (its role and leader are always current): no
+        # rebuild of the core's status per frame on the leader, where the driver steps often.
+        status = runtime.view.last_status()
         if status.role is not Role.LEADER:
-            forward = self._forwardable(status, writes, answers, later)
+            forward = self._forwardable(runtime.status(), writes, answers, later)
         else:
             now = trio.current_time()
             sm = runtime.sm
@@ -214,7 +231,7 @@ class FrameWrites:
         address: str,
         chosen: list[int],
         writes: Sequence[Submission],
-        attempts: list[WriteAttempts],
+        attempts: _Attempts,
         answers: _Answers,
         go_on: Callable[..., None],
     ) -> None:
@@ -247,7 +264,7 @@ class FrameWrites:
         answer: ForwardAnswer,
         leader: str,
         address: str,
-        attempts: list[WriteAttempts],
+        attempts: _Attempts,
         answers: _Answers,
         go_on: Callable[..., None],
     ) -> None:
@@ -286,7 +303,7 @@ class FrameWrites:
         self,
         writes: Sequence[Submission],
         batch: list[tuple[int, Envelope, dict[str, Any]]],
-        attempts: list[WriteAttempts],
+        attempts: _Attempts,
         answers: _Answers,
         go_on: Callable[[int, bool], None],
     ) -> None:
@@ -327,7 +344,8 @@ class FrameWrites:
         finally:
             # Abandoned (deadline or cancellation): as ``RaftRuntime.propose`` does.
             for waiter in waiters:
-                waiter.fail(base.OutcomeUnknown("abandoned by its caller"))
+                if not waiter.done:
+                    waiter.fail(base.OutcomeUnknown("abandoned by its caller"))
 
     def _settle_answer(
         self,
@@ -335,7 +353,7 @@ class FrameWrites:
         waiter: Waiter[Response],
         extra: dict[str, Any],
         i: int,
-        attempts: list[WriteAttempts],
+        attempts: _Attempts,
         answers: _Answers,
         go_on: Callable[[int, bool], None],
     ) -> None:

@@ -103,14 +103,18 @@ class Handler:
     leader_step: LeaderStep | None = None  # a write that the leader may answer itself
     watch: bool = False  # served from the node's event history (univrs.api.watch)
     finish: Finish | None = None
+    # The declaration's, read once here: every request reads them (they are properties there).
+    name: str = attrs.field(init=False)
+    is_write: bool = attrs.field(init=False)
+    required_role: str = attrs.field(init=False)
+    allowed_when_full: bool = attrs.field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.declaration.name
-
-    @property
-    def is_write(self) -> bool:
-        return self.declaration.is_write
+    def __attrs_post_init__(self) -> None:
+        declaration = self.declaration
+        object.__setattr__(self, "name", declaration.name)
+        object.__setattr__(self, "is_write", declaration.is_write)
+        object.__setattr__(self, "required_role", declaration.required_role)
+        object.__setattr__(self, "allowed_when_full", declaration.allowed_when_full)
 
 
 # ------------------------------------------------------------------ workloads

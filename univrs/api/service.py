@@ -98,9 +98,7 @@ class ApiService:
         metrics = self.store.metrics
         try:
             store = self.store
-            identity = await store.authority.authorize_fresh(
-                caller, op.declaration.required_role, op.name
-            )
+            identity = await store.authority.authorize_fresh(caller, op.required_role, op.name)
             if op.watch:  # served from this node's event history, at any consistency
                 return await poll_events(self.node, args, deadline), None
             if op.is_write:
@@ -153,9 +151,7 @@ class ApiService:
                 limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
                 job.deadline = start + max(limit, 0.001)
                 caller = job.caller
-                identity = authority.permit(
-                    caller, identified[caller], op.declaration.required_role, op.name
-                )
+                identity = authority.permit(caller, identified[caller], op.required_role, op.name)
                 if op.watch:
                     raise AssertionError("execute_many got a watch poll: execute it alone")
                 if op.is_write:
@@ -210,6 +206,8 @@ class ApiService:
                     identified[job.caller] = authority.identify(job.caller)
                 except Unauthenticated as exc:
                     identified[job.caller] = exc
+        if not any(isinstance(found, Unauthenticated) for found in identified.values()):
+            return identified  # every caller known (one check per caller, not per request)
         unknown = {
             job.caller
             for job in jobs
@@ -380,7 +378,7 @@ class ApiService:
             op=op.name,
             args=built,
             caller=caller,
-            allowed_when_full=op.declaration.allowed_when_full,
+            allowed_when_full=op.allowed_when_full,
             render=rendered,
             leader_step=None if step is None else (lambda state: step(command, state, node)),
         )
@@ -403,7 +401,7 @@ class ApiService:
 def _needs_token(name: str) -> bool:
     """Does operation ``name`` (if it exists) need a valid token when auth is on?"""
     op = HANDLERS.get(name)
-    return op is not None and op.declaration.required_role != PUBLIC
+    return op is not None and op.required_role != PUBLIC
 
 
 @attrs.define(eq=False, slots=True)

@@ -242,7 +242,7 @@ class RaftStateStore(StateStore):
         else:
             op, args = request_of(envelope.command)
         if caller is not None:
-            role = handler(op).declaration.required_role if op else "admin"
+            role = handler(op).required_role if op else "admin"
             await self.authority.authorize_fresh(
                 caller, role, op or type(envelope.command).__name__
             )

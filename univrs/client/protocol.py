@@ -196,8 +196,8 @@ def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Req
 
 
 def _request(rid: int, item: dict[Any, Any]) -> Request:
-    unknown = [k for k in item if k not in _REQUEST_KEYS]
-    if unknown:
+    if not _REQUEST_KEYS.issuperset(item):  # one C pass; the first unknown one named below
+        unknown = [k for k in item if k not in _REQUEST_KEYS]
         raise MalformedRequest(f"unknown request field {unknown[0]!r}", field=str(unknown[0]))
     op, args = item.get("op"), item.get("args", {})
     if type(op) is not str:
@@ -283,20 +283,33 @@ def encode_responses(leader: str | None, responses: list[dict[str, Any]]) -> byt
     hand: a read answered from a shared rendering (``{"id", "ok": Encoded}``, the most common
     response under read load) is its id's head and the rendering's bytes, with no encoder call
     (cbor2 would look ``Encoded`` up among its types on every response before calling
-    ``_write_encoded``); every other response is encoded by cbor2 as it was."""
+    ``_write_encoded``); the other responses are encoded by cbor2, each run of them between
+    two such reads in one call (a list's items are its head followed by each item's bytes, so
+    the run's items are the list's bytes without its head)."""
     parts = [_FRAME_LEADER, cbor2.dumps(leader), _FRAME_R, _head(4, len(responses))]
     append = parts.append
+    run: list[dict[str, Any]] = []  # responses left to cbor2, not encoded yet
     for resp in responses:
         ok = resp.get("ok")
         rid = resp.get("id")
         if type(ok) is Encoded and len(resp) == 2 and type(rid) is int and 0 <= rid < 1 << 64:
+            if run:
+                append(_items(run))
+                run = []
             append(_READ_ID)
             append(_head(0, rid))
             append(_READ_OK)
             append(ok.data)
         else:
-            append(cbor2.dumps(resp, default=_write_encoded))
+            run.append(resp)
+    if run:
+        append(_items(run))
     return b"".join(parts)
+
+
+def _items(run: list[dict[str, Any]]) -> bytes:
+    """The CBOR items of ``run``, one after the other: one encoder call for all of them."""
+    return cbor2.dumps(run, default=_write_encoded)[len(_head(4, len(run))) :]
 
 
 def decode_responses(

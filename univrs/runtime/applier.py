@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -58,7 +58,7 @@ from univrs.runtime.payload import (
     decode_entry,
     decode_own_entry,
 )
-from univrs.runtime.ports import Metrics
+from univrs.runtime.ports import Histogram, Metrics
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import SnapshotChecker, restore
 from univrs.runtime.view import RuntimeView
@@ -268,16 +268,32 @@ class Applier:
                     f"entry {entry.index} carries {len(responses)} commands, "
                     f"{len(proposals)} were proposed in it"
                 )
-            now = trio.current_time()
             for p, response in zip(proposals, responses, strict=True):
-                self.metrics.commit_seconds.observe(now - p.started)
                 p.waiter.set(response)
+            _observe_commits(self.metrics.commit_seconds, proposals)
         else:
             for p in proposals:
                 p.waiter.fail(
                     ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
                 )
             self.metrics.proposals_dropped.inc(len(proposals))
+
+
+def _observe_commits(histogram: Histogram, proposals: Sequence[Propose]) -> None:
+    """The commit latency of applied proposals: one observation per run of proposals handed
+    over together (a client frame's share its start time: ``propose_together``), not one
+    each (a histogram observation costs about 0.8 µs)."""
+    now = trio.current_time()
+    started, count = 0.0, 0
+    for p in proposals:
+        if count and p.started == started:
+            count += 1
+            continue
+        if count:
+            histogram.observe_many(now - started, count)
+        started, count = p.started, 1
+    if count:
+        histogram.observe_many(now - started, count)
 
 
 def _failure(reason: str) -> Failure:

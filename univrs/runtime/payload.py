@@ -36,11 +36,13 @@ proposals whose document round-trips exactly (below) go in a batch, so a batch n
 The leader's own entries (issue 14: do not re-decode them at apply). ``encode_payload_doc``
 also returns the plain document it encoded when that document *round-trips exactly*: it holds
 only exact ``str``, ``int``, ``bool``, ``None``, ``bytes``, ``list`` and ``dict`` with ``str``
-keys, nested at most ``EXACT_DEPTH`` deep (no float, tuple, subclass or other key type). CBOR
-encodes each of those to an item that the strict decoder turns back into an equal value of
-the very same type, so ``decode_plain(encode_plain(doc)) == doc`` with identical types. The
-apply loop then reads the envelope from that document (``decode_own_payload``) instead of
-decoding the entry's bytes: the same strict ``envelope_from_plain`` and the same checks as
+keys, nested at most ``EXACT_DEPTH`` deep, its integers within CBOR's 64-bit range (no float,
+tuple, subclass or other key type). Such a document is plain data, so it is encoded without
+``encode_plain``'s own walk over it (one walk per proposal, not two). CBOR encodes each of
+those to an item that the strict decoder turns back into an equal value of the very same
+type, so ``decode_plain(encode_plain(doc)) == doc`` with identical types. The apply loop
+then reads the envelope from that document (``decode_own_payload``) instead of decoding the
+entry's bytes: the same strict ``envelope_from_plain`` and the same checks as
 ``decode_payload`` run on an equal value, so the leader applies exactly what its followers
 decode from the log (a command of wrong types is refused alike everywhere). Anything else
 (no document, a payload over ``MAX_PAYLOAD_BYTES``) takes ``decode_payload``.
@@ -50,6 +52,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import cbor2
 
 from univrs import codec
 from univrs.errors import ProtocolError
@@ -63,6 +67,8 @@ MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 EXACT_DEPTH = 16  # containers nested deeper than this are decoded from the bytes at apply
 
 _EXACT_SCALARS = frozenset({str, int, bool, type(None), bytes})
+_EXACT_NON_INT = _EXACT_SCALARS - {int}
+_INT_MIN, _INT_MAX = -(1 << 64), (1 << 64) - 1  # CBOR's integers (codec.encode_plain's bound)
 
 
 class UnsupportedPayloadVersion(Exception):
@@ -86,16 +92,24 @@ def encode_payload(envelope: Envelope, time_ms: int) -> bytes:
 
 def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[Any] | None]:
     """The entry bytes, and the plain document they encode if it round-trips exactly (see the
-    module docstring), else None."""
+    module docstring), else None.
+
+    One walk over the document per proposal: a document that round-trips exactly is plain
+    data (exact built-in types, integers in CBOR's range, nested less than
+    ``codec.encode_plain``'s bound), so it is encoded without ``encode_plain``'s own check
+    (the same ``cbor2.dumps``, the same bytes); any other is encoded by ``encode_plain``,
+    which refuses what is not plain (``TypeError``) as before."""
     doc = [PAYLOAD_VERSION, time_ms, envelope_to_plain(envelope)]
-    data = codec.encode_plain(doc)
-    return data, (doc if round_trips_exactly(doc, EXACT_DEPTH) else None)
+    if round_trips_exactly(doc, EXACT_DEPTH):
+        return cbor2.dumps(doc), doc
+    return codec.encode_plain(doc), None
 
 
 def round_trips_exactly(obj: Any, depth: int) -> bool:
     """Does CBOR turn ``obj`` back into an equal value of the same types? (Exact built-in
-    types only; integers are in range, or encoding would have refused them.) Scalar members
-    of a container are checked in place: this runs on every proposal."""
+    types only, integers within CBOR's 64-bit range: what ``codec.encode_plain`` accepts of
+    them.) Scalar members of a container are checked in place: this runs on every
+    proposal."""
     t = type(obj)
     if t is dict:
         if depth <= 0:
@@ -103,18 +117,36 @@ def round_trips_exactly(obj: Any, depth: int) -> bool:
         for key, value in obj.items():
             if type(key) is not str:
                 return False
-            if type(value) not in _EXACT_SCALARS and not round_trips_exactly(value, depth - 1):
+            vt = type(value)
+            if vt in _EXACT_NON_INT:
+                continue
+            if vt is int:
+                if not _INT_MIN <= value <= _INT_MAX:
+                    return False
+            elif not round_trips_exactly(value, depth - 1):
                 return False
         return True
     if t is list:
         if depth <= 0:
             return False
-        if _EXACT_SCALARS.issuperset(map(type, obj)):
+        kinds = set(map(type, obj))
+        if _EXACT_NON_INT.issuperset(kinds):
             return True
+        if _EXACT_SCALARS.issuperset(kinds):  # ints among them: one min/max, not a call each
+            ints = [item for item in obj if type(item) is int]
+            return min(ints) >= _INT_MIN and max(ints) <= _INT_MAX
         for item in obj:
-            if type(item) not in _EXACT_SCALARS and not round_trips_exactly(item, depth - 1):
+            it = type(item)
+            if it in _EXACT_NON_INT:
+                continue
+            if it is int:
+                if not _INT_MIN <= item <= _INT_MAX:
+                    return False
+            elif not round_trips_exactly(item, depth - 1):
                 return False
         return True
+    if t is int:
+        return bool(_INT_MIN <= obj <= _INT_MAX)
     return t in _EXACT_SCALARS
 
 

@@ -77,6 +77,10 @@ class Histogram(Protocol):
 
     def observe(self, value: float, /) -> None: ...
 
+    def observe_many(self, value: float, count: int, /) -> None:
+        """``count`` observations of the same ``value`` (one update)."""
+        ...
+
 
 class Metrics(Protocol):
     """The metrics the runtime updates (``univrs.runtime.metrics.NodeMetrics`` has them)."""
@@ -125,6 +129,9 @@ class _Nothing:
         pass
 
     def observe(self, value: float, /) -> None:
+        pass
+
+    def observe_many(self, value: float, count: int, /) -> None:
         pass
 
 

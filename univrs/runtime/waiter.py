@@ -12,40 +12,55 @@ T = TypeVar("T")
 
 @attrs.define(eq=False)
 class Waiter(Generic[T]):
-    """Filled exactly once with ``set`` or ``fail``; later calls are ignored."""
+    """Filled exactly once with ``set`` or ``fail``; later calls are ignored.
 
-    _event: trio.Event = attrs.field(factory=trio.Event)
+    The ``trio.Event`` is made only when a task waits before the slot is filled: a client
+    frame's writes are waited for together (univrs/api/batcher.py), and most of their waiters
+    are filled before anyone waits on them."""
+
+    _event: trio.Event | None = None
+    _filled: bool = False
     _value: T | None = None
     _error: BaseException | None = None
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self._filled
 
     def set(self, value: T) -> None:
-        if not self._event.is_set():
+        if not self._filled:
             self._value = value
-            self._event.set()
+            self._filled = True
+            if self._event is not None:
+                self._event.set()
 
     def fail(self, error: BaseException) -> None:
-        if not self._event.is_set():
+        if not self._filled:
             self._error = error
-            self._event.set()
+            self._filled = True
+            if self._event is not None:
+                self._event.set()
 
     async def settled(self) -> None:
-        """Wait until filled (without raising its error; read it with ``result``)."""
+        """Wait until filled (without raising its error; read it with ``result``). A
+        checkpoint either way, as ``trio.Event.wait`` is."""
+        if self._filled:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
         await self._event.wait()
 
     def result(self) -> T:
         """The value, or raise the error, of a filled waiter (no checkpoint: a caller waiting
         for many waiters filled together reads them without a scheduling round each)."""
-        assert self._event.is_set(), "result() of a waiter not filled yet"
+        assert self._filled, "result() of a waiter not filled yet"
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
 
     async def wait(self) -> T:
-        await self._event.wait()
+        await self.settled()
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]

@@ -87,24 +87,57 @@ def new_objects() -> Objects:
     return Objects()
 
 
-def view_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> Workload:
-    """The workload with the status its instance counts (``Objects.instance_counts``) give."""
-    desired, running = stored.spec.replicas, counts[InstanceStatus.RUNNING]
+_PENDING, _RUNNING, _SUCCEEDED, _FAILED, _UNKNOWN = (
+    InstanceStatus.PENDING,
+    InstanceStatus.RUNNING,
+    InstanceStatus.SUCCEEDED,
+    InstanceStatus.FAILED,
+    InstanceStatus.UNKNOWN,
+)
+# Statuses by (desired, pending, running, succeeded, failed, unknown): a status is a value of
+# those six numbers alone, and every rendered workload (each write's answer, each read) needs
+# one; building it costs more than looking it up. Bounded: emptied when full.
+_STATUSES: dict[tuple[int, int, int, int, int, int], WorkloadStatus] = {}
+_MAX_STATUSES = 4096
+
+
+def workload_status(
+    desired: int, pending: int, running: int, succeeded: int, failed: int, unknown: int
+) -> WorkloadStatus:
+    """The status of a workload that wants ``desired`` instances and has these."""
     if running >= desired:
         phase = WorkloadPhase.READY
-    elif counts[InstanceStatus.FAILED] or counts[InstanceStatus.UNKNOWN]:
+    elif failed or unknown:
         phase = WorkloadPhase.DEGRADED
     else:
         phase = WorkloadPhase.PROGRESSING
-    status = WorkloadStatus(
+    return WorkloadStatus(
         phase=phase,
         desired=desired,
-        pending=counts[InstanceStatus.PENDING],
+        pending=pending,
         running=running,
-        succeeded=counts[InstanceStatus.SUCCEEDED],
-        failed=counts[InstanceStatus.FAILED],
-        unknown=counts[InstanceStatus.UNKNOWN],
+        succeeded=succeeded,
+        failed=failed,
+        unknown=unknown,
     )
+
+
+def view_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> Workload:
+    """The workload with the status its instance counts (``Objects.instance_counts``) give."""
+    key = (
+        stored.spec.replicas,
+        counts[_PENDING],
+        counts[_RUNNING],
+        counts[_SUCCEEDED],
+        counts[_FAILED],
+        counts[_UNKNOWN],
+    )
+    status = _STATUSES.get(key)
+    if status is None:
+        status = workload_status(*key)
+        if len(_STATUSES) >= _MAX_STATUSES:
+            _STATUSES.clear()
+        _STATUSES[key] = status
     return Workload(
         id=stored.id,
         spec=stored.spec,
