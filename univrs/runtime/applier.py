@@ -4,8 +4,12 @@ and the outcome of every proposal waiting on them.
 The driver queues work with ``enqueue`` (committed entries) and ``enqueue_install`` (a snapshot
 from the leader, already handed to the storage writer); the loop applies it in that order,
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
-proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver every
-``APPLY_CHUNK`` entries, so it never hogs the event loop. A small commit may instead apply on
+proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver (a
+checkpoint) after every ``APPLY_CHUNK`` commands, so it never hogs the event loop. The bound
+counts commands, not entries: a batch entry holds up to 256 commands, and a node catching up
+(a joined member after its snapshot install, a restart replaying its log) has hundreds of
+them queued at once; 512 entries between checkpoints were seconds of CPU with no ping or
+heartbeat answered (docs/state-at-scale.md, "Ninth increment"). A small commit may instead apply on
 the driver's step (``apply_now``, only while this loop waits with nothing queued, so the order
 holds; the driver reports it to the core itself). The proposal outcomes:
 
@@ -68,7 +72,10 @@ from univrs.sm.state import ClusterStateMachine
 
 log = logging.getLogger("univrs.node")
 
-APPLY_CHUNK = 512  # entries applied between checkpoints, so the apply loop never hogs trio
+# Commands applied between two checkpoints of the apply loop (an entry that carries none, a
+# no-op or a configuration, counts as one); an entry is never split, so a chunk ends at the
+# first entry that reaches the bound (at most APPLY_CHUNK - 1 + one batch entry's commands).
+APPLY_CHUNK = 256
 CONFIG_TERMS = 64  # applied CONFIG entries whose term is remembered (membership changes)
 
 
@@ -154,13 +161,16 @@ class Applier:
                     await self._restore(item)
                     continue
                 entries = [e for e in item if e.index > self.applied_index]
-                for start in range(0, len(entries), APPLY_CHUNK):
+                at = 0
+                while at < len(entries):
                     # One batch per chunk: a persistent state commits it in one transaction
                     # with its applied index, before anything else runs (no await inside).
+                    done = 0
                     with self.sm.batch():
-                        for entry in entries[start : start + APPLY_CHUNK]:
-                            self._apply_one(entry)
-                    await self.events.send(Applied(self.applied_index))
+                        while at < len(entries) and done < APPLY_CHUNK:
+                            done += self._apply_one(entries[at])
+                            at += 1
+                    await self.events.send(Applied(self.applied_index))  # a checkpoint
                 self.after_apply()
 
     async def _restore(self, install: SnapshotInstall) -> None:
@@ -209,7 +219,9 @@ class Applier:
         )
         await self.events.send(Applied(meta.index))
 
-    def _apply_one(self, entry: Entry) -> None:
+    def _apply_one(self, entry: Entry) -> int:
+        """Apply ``entry``; returns how many commands it carried (1 at least: the apply
+        loop's measure of work, ``APPLY_CHUNK``)."""
         # One response per command of the entry (None: not a command entry).
         responses: list[Response] | None = None
         sm, hub = self.sm, self.watch_hub
@@ -255,9 +267,10 @@ class Applier:
         self.applied_index, self.applied_term = entry.index, entry.term
         if hub.revision < sm.revision:  # not a batch entry (its commands reported each)
             hub.applied(sm.revision, sm.last_changes(), len(entry.data))
+        work = 1 if responses is None else len(responses)
         settled = self.pending.applied(entry.index, entry.term)
         if settled is None:
-            return
+            return work
         token, outcome = settled
         proposals = token.proposals if isinstance(token, ProposeBatch) else (token,)
         if outcome is Outcome.APPLIED and responses is not None:
@@ -278,6 +291,7 @@ class Applier:
                     ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
                 )
             self.metrics.proposals_dropped.inc(len(proposals))
+        return work
 
 
 def _failure(reason: str) -> Failure:
