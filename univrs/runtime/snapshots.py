@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import io
+import logging
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
@@ -37,6 +38,8 @@ from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import RawRows
 
 MAX_SNAPSHOT_BYTES = 1 << 34  # 16 GiB: a sanity bound for decoding our own snapshots
+
+log = logging.getLogger("univrs.node")
 
 
 def _parts(sm: ClusterStateMachine) -> dict[str, Any]:
@@ -207,6 +210,14 @@ class SnapshotChecker:
             problem = str(exc)
         self._ahead = (meta, data, sm if problem is None else None, problem)
 
+    def found(self, meta: SnapshotMeta, data: bytes) -> str | None:
+        """What ``precheck`` found wrong with exactly this ``meta`` and ``data`` (None: it
+        passed, or it was not checked ahead)."""
+        ahead = self._ahead
+        if ahead is None or ahead[0] != meta or ahead[1] is not data:
+            return None
+        return ahead[3]
+
     def __call__(self, meta: SnapshotMeta, data: bytes) -> str | None:
         """``check_snapshot``, keeping the restored state machine when it passes; answered
         from ``precheck`` when that checked the same metadata and bytes."""
@@ -251,7 +262,19 @@ async def precheck_off_loop(core: RaftNode, msg: InstallSnapshot) -> None:
     data = core.snapshot_to_check(msg)
     if data is None or not isinstance(check, SnapshotChecker):
         return
+    # The two log lines split a join's time: the stream (up to "received") and the check,
+    # which stages the state (docs/state-at-scale.md; scripts/bench_scale reads them).
+    log.info("snapshot received", extra={"index": msg.meta.index, "bytes": len(data)})
+    started = trio.current_time()
     await trio.to_thread.run_sync(check.precheck, msg.meta, data)
+    log.info(
+        "snapshot checked",
+        extra={
+            "index": msg.meta.index,
+            "seconds": round(trio.current_time() - started, 3),
+            "problem": check.found(msg.meta, data),
+        },
+    )
 
 
 def _index_problem(meta: SnapshotMeta, sm: ClusterStateMachine) -> str | None:
