@@ -185,7 +185,9 @@ class Applier:
         durable = self._durable.pop(id(install), None)
         if durable is not None:
             await durable.wait()  # the writer stored the snapshot: now the state may follow
+        adopting = trio.current_time()
         self.sm = self.adopt(restored)
+        adopted = trio.current_time() - adopting  # on this loop (a staged env: renames, fsyncs)
         self.watch_hub.reset(self.sm.revision)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term
         self.view.applied_membership = meta.membership
@@ -215,6 +217,7 @@ class Applier:
                 "bytes": len(install.data),
                 "restored_by_check": checked is not None,
                 "seconds": round(trio.current_time() - started, 3),
+                "adopt_seconds": round(adopted, 3),
             },
         )
         await self.events.send(Applied(meta.index))
