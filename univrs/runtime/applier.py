@@ -5,7 +5,8 @@ The driver queues work with ``enqueue`` (committed entries) and ``enqueue_instal
 from the leader, already handed to the storage writer); the loop applies it in that order,
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
 proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver (a
-checkpoint) after every ``APPLY_CHUNK`` commands, so it never hogs the event loop. The bound
+checkpoint) after every ``APPLY_CHUNK`` commands or ``APPLY_CHUNK_SECONDS``, whichever comes
+first, so it never hogs the event loop. The bound
 counts commands, not entries: a batch entry holds up to 256 commands, and a node catching up
 (a joined member after its snapshot install, a restart replaying its log) has hundreds of
 them queued at once; 512 entries between checkpoints were seconds of CPU with no ping or
@@ -76,6 +77,9 @@ log = logging.getLogger("univrs.node")
 # no-op or a configuration, counts as one); an entry is never split, so a chunk ends at the
 # first entry that reaches the bound (at most APPLY_CHUNK - 1 + one batch entry's commands).
 APPLY_CHUNK = 256
+# ... and at most about this long (trio's clock, checked after each entry): on a loaded machine
+# 256 commands took over 100 ms, and an HTTP request needs several scheduling rounds.
+APPLY_CHUNK_SECONDS = 0.02
 CONFIG_TERMS = 64  # applied CONFIG entries whose term is remembered (membership changes)
 
 
@@ -165,11 +169,13 @@ class Applier:
                 while at < len(entries):
                     # One batch per chunk: a persistent state commits it in one transaction
                     # with its applied index, before anything else runs (no await inside).
-                    done = 0
+                    done, until = 0, trio.current_time() + APPLY_CHUNK_SECONDS
                     with self.sm.batch():
                         while at < len(entries) and done < APPLY_CHUNK:
                             done += self._apply_one(entries[at])
                             at += 1
+                            if trio.current_time() >= until:
+                                break
                     await self.events.send(Applied(self.applied_index))  # a checkpoint
                 self.after_apply()
 
