@@ -260,8 +260,8 @@ async def precheck_off_loop(core: RaftNode, msg: InstallSnapshot) -> None:
     on (API, transport pings, the apply loop). Nothing to do when ``msg`` completes no
     snapshot the core would check."""
     check = core.snapshot_check
-    if not isinstance(check, SnapshotChecker):
-        return
+    if not isinstance(check, SnapshotChecker) or not core.snapshot_check_due(msg):
+        return  # e.g. the leader sending the last chunks again (it waited for our answer)
     # The two log lines split a join's time: the stream (up to "received") and the check,
     # which stages the state (docs/state-at-scale.md; scripts/bench_scale reads them).
     log.info("snapshot received", extra={"index": msg.meta.index, "bytes": msg.total_size})
