@@ -533,7 +533,7 @@ def _join(
     stall = longest_gap(answered, answered[0], end) if answered else None
     added = log_lines(joiner, "added as a learner", since)
     received = log_lines(joiner, '"snapshot received"', since)
-    stream = received[-1][0] - added[-1][0] if added and received else None
+    stream = received[0][0] - added[-1][0] if added and received else None
     return {
         "join_s": round(end - t0, 3),
         "join_loop_stall_s": _round(stall, 3),
