@@ -6,13 +6,13 @@ from the leader, already handed to the storage writer); the loop applies it in t
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
 proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver (a
 checkpoint) after every ``APPLY_CHUNK`` commands or ``APPLY_CHUNK_SECONDS``, whichever comes
-first, so it never hogs the event loop. The bound
-counts commands, not entries: a batch entry holds up to 256 commands, and a node catching up
-(a joined member after its snapshot install, a restart replaying its log) has hundreds of
-them queued at once; 512 entries between checkpoints were seconds of CPU with no ping or
-heartbeat answered (docs/state-at-scale.md, "Ninth increment"). A small commit may instead apply on
-the driver's step (``apply_now``, only while this loop waits with nothing queued, so the order
-holds; the driver reports it to the core itself). The proposal outcomes:
+first, so it never hogs the event loop. The bound counts commands, not entries: a batch entry
+holds up to 256 commands, and a node catching up (a joined member after its snapshot install,
+a restart replaying its log) has hundreds of them queued at once; 512 entries between
+checkpoints were seconds of CPU with no ping or heartbeat answered (docs/state-at-scale.md,
+"Ninth increment"). A small commit may instead apply on the driver's step (``apply_now``,
+only while this loop waits with nothing queued, so the order holds; the driver reports it to
+the core itself). The proposal outcomes:
 
 * the state machine's response, when the proposal's own entry (same index and term) applies;
 * ``ProposalDropped`` when the entry applied at its index has another term: its own entry

@@ -254,11 +254,10 @@ def precheck_due(ev: object, core: RaftNode) -> TypeGuard[InstallSnapshot]:
 
 async def precheck_off_loop(core: RaftNode, msg: InstallSnapshot) -> None:
     """Run the core's snapshot check for what ``msg`` completes (and the join and checksum
-    of its chunks) in a worker thread, before
-    the driver steps ``msg`` (the core then gets the answer at once). Only the driver calls
-    the core, and it waits here, so the core does not change meanwhile; the event loop goes
-    on (API, transport pings, the apply loop). Nothing to do when ``msg`` completes no
-    snapshot the core would check."""
+    of its chunks) in a worker thread, before the driver steps ``msg`` (the core then gets
+    the answer at once). Only the driver calls the core, and it waits here, so the core does
+    not change meanwhile; the event loop goes on (API, transport pings, the apply loop).
+    Nothing to do when ``msg`` completes no snapshot the core would check."""
     check = core.snapshot_check
     if not isinstance(check, SnapshotChecker) or not core.snapshot_check_due(msg):
         return  # e.g. the leader sending the last chunks again (it waited for our answer)
