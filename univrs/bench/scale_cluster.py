@@ -431,7 +431,7 @@ def run_cluster(
         out["restart_peak_rss_bytes"] = vm_status(follower.pid, "VmHWM")
 
         progress("a fourth member joins")
-        out.update(_join(cluster, leader, members, joiner, clock))
+        out.update(measure_join(cluster, leader, members, joiner, clock))
 
         out["elections_before_digests"] = _highest_term([*members, joiner]) - first_term
         progress("digests")
@@ -494,7 +494,7 @@ def _snapshot_pause(
     }
 
 
-def _join(
+def measure_join(
     cluster: LocalCluster,
     leader: NodeProc,
     members: list[NodeProc],
