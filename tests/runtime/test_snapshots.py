@@ -229,7 +229,7 @@ async def test_a_resent_last_chunk_is_not_checked_or_logged_again(
         await leader.propose(create(f"w{k}"))
     meta = await leader.take_snapshot()
     assert meta is not None
-    last: list[Message] = []
+    last: list[InstallSnapshot] = []
     answers: list[InstallSnapshotResponse] = []
 
     def hold(msg: Message) -> bool:
