@@ -484,9 +484,10 @@ def cluster_table(rows: list[dict[str, Any]]) -> str:
         "| elections during snapshot (0) "
         "| snapshot pause: longest ack gap (baseline; heartbeat 150 ms) | peak RSS per node, max "
         "(< 1.5 GB) | page p50 / p99 under 64 writers (p99 < 50 ms) | writes/s | apply rate "
-        "| joining node's longest unresponsive stretch | digests equal | load |"
+        "| joining node's longest unresponsive stretch "
+        "| join: stream / check / members' links to it lost | digests equal | load |"
     )
-    lines = [head, "|" + " --- |" * 15]
+    lines = [head, "|" + " --- |" * 16]
     for r in rows:
         if "cold_start_s" not in r and "error" not in r:
             continue
@@ -504,6 +505,8 @@ def cluster_table(rows: list[dict[str, Any]]) -> str:
             f"| {r.get('writes_per_s', '-')} "
             f"| {r.get('apply_rate_per_s', '-')}/s "
             f"| {_ms(r.get('join_loop_stall_s'))} "
+            f"| {_s(r.get('join_stream_s'))} / {_s(r.get('join_check_s'))} "
+            f"/ {r.get('join_links_lost', '-')} "
             f"| {r.get('digests_equal', '-')} "
             f"| {r['loadavg_1m']:.1f} |"
         )

@@ -21,6 +21,8 @@ FIGURES = (
     "snapshot_ack_gap_s",
     "restart_to_read_s",
     "join_s",
+    "join_stream_s",
+    "join_check_s",
     "peak_rss_bytes_max",
 )
 
@@ -48,6 +50,7 @@ def test_a_seeded_cluster_gives_every_figure_and_the_joined_member_the_leaders_s
     # The fourth member got the state by snapshot and log, with no election on the way, and
     # every member holds the same state at the same index.
     assert out["elections_during_join"] == 0, out
+    assert isinstance(out["join_links_lost"], int), out
     assert out["joined_digest_equals_leader"] is True and out["digests_equal"] is True, out
     assert out["digest_applied_index"] > sm.last_applied_index, out
     for node in ("n1", "n2", "n3", "n4"):

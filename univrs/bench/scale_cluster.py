@@ -40,6 +40,7 @@ run; the processes are stopped by PID whatever happens.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import itertools
 import json
 import pathlib
@@ -179,6 +180,26 @@ def log_field(node: NodeProc, event: str, field: str) -> Any:
             if m:
                 return m.group(1)
     return None
+
+
+def log_lines(node: NodeProc, text: str, since: float = 0.0) -> list[tuple[float, str]]:
+    """(time, line) of every line of the node's log that contains ``text``, written at or
+    after ``since`` (epoch seconds; the line's own UTC timestamp)."""
+    try:
+        lines = node.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        if text not in line:
+            continue
+        try:
+            when = datetime.datetime.fromisoformat(line[:23]).replace(tzinfo=datetime.UTC)
+        except ValueError:
+            continue
+        if when.timestamp() >= since:
+            found.append((when.timestamp(), line))
+    return found
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -410,7 +431,7 @@ def run_cluster(
         out["restart_peak_rss_bytes"] = vm_status(follower.pid, "VmHWM")
 
         progress("a fourth member joins")
-        out.update(_join(cluster, leader, members, joiner, clock))
+        out.update(measure_join(cluster, leader, members, joiner, clock))
 
         out["elections_before_digests"] = _highest_term([*members, joiner]) - first_term
         progress("digests")
@@ -473,7 +494,7 @@ def _snapshot_pause(
     }
 
 
-def _join(
+def measure_join(
     cluster: LocalCluster,
     leader: NodeProc,
     members: list[NodeProc],
@@ -503,18 +524,31 @@ def _join(
             and mine["applied_index"] >= target
         )
 
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), time.time()
     cluster.start(joiner, join=leader.api_addr)
     _wait(clock, 3600, "the fourth member to join", joined)
     end = time.perf_counter()
     # The longest time the joining node's event loop did not answer /livez, from its first
     # answer to the end of the join (it cannot answer before it listens).
     stall = longest_gap(answered, answered[0], end) if answered else None
+    added = log_lines(joiner, "added as a learner", since)
+    received = log_lines(joiner, '"snapshot received"', since)
+    stream = received[0][0] - added[-1][0] if added and received else None
     return {
         "join_s": round(end - t0, 3),
         "join_loop_stall_s": _round(stall, 3),
         "elections_during_join": highest[0] - first_term,
+        # "added as a learner" to "snapshot received" (the leader's stream), the check (the
+        # staging of the state), the install on the apply loop (the durable wait, the swap).
+        "join_stream_s": _round(stream, 3),
+        "join_check_s": _float(log_field(joiner, "snapshot checked", "seconds")),
         "join_install_s": _float(log_field(joiner, "snapshot installed", "seconds")),
+        # The members' links to the joining node dropped for want of a pong (its loop stalled
+        # for over a second: ``TransportSettings.ping_timeout``).
+        "join_links_lost": sum(
+            len(log_lines(m, f"lost connection to {joiner.node_id}: no pong", since))
+            for m in members
+        ),
     }
 
 

@@ -188,6 +188,21 @@ class SnapshotLayer(LeaderLayer):
         self._install_snapshot(meta, data)
         self._snapshot_answer(msg, msg.total_size, success=True)
 
+    def snapshot_check_due(self, msg: InstallSnapshot) -> bool:
+        """Would stepping ``msg`` now call ``snapshot_check``, unless the data's checksum is
+        wrong? Cheap (nothing joined or hashed): the runtime asks it on its event loop before
+        it hands ``snapshot_to_check`` to a worker thread."""
+        if (
+            self.snapshot_check is None
+            or msg.meta.index <= self._commit
+            or msg.total_size > self.config.max_snapshot_bytes
+        ):
+            return False
+        rx = self._receiving
+        if rx is None or not rx.same_snapshot(msg):
+            rx = SnapshotReceiver.for_message(msg)
+        return rx.completes(msg)
+
     def snapshot_to_check(self, msg: InstallSnapshot) -> bytes | None:
         """The data ``snapshot_check`` would be called with if ``msg`` were stepped now: the
         complete, verified snapshot that ``msg`` finishes (None if it finishes none, or if it

@@ -220,14 +220,22 @@ class SnapshotReceiver:
             self.received += len(data)
         return True
 
+    def completes(self, msg: InstallSnapshot) -> bool:
+        """Is ``msg`` the chunk that finishes this snapshot (in order, the announced size
+        reached, marked done)? Cheap: nothing is joined or hashed."""
+        return (
+            msg.done
+            and self.same_snapshot(msg)
+            and msg.offset == self.received
+            and self.received + len(msg.data) == self.total_size
+        )
+
     def completed_by(self, msg: InstallSnapshot) -> bytes | None:
         """The complete, checksum-verified data if ``msg`` is the chunk that finishes this
         snapshot (in order, the announced size reached, marked done); None otherwise. A
         query: what is held does not change; the joined data is kept for ``verified`` once
         exactly ``msg.data`` is accepted (the same bytes object, not a second copy)."""
-        if not (msg.done and self.same_snapshot(msg) and msg.offset == self.received):
-            return None
-        if self.received + len(msg.data) != self.total_size:
+        if not self.completes(msg):
             return None
         data = b"".join([*self._chunks, msg.data])
         if zlib.crc32(data) != self.checksum:

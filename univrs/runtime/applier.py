@@ -4,10 +4,15 @@ and the outcome of every proposal waiting on them.
 The driver queues work with ``enqueue`` (committed entries) and ``enqueue_install`` (a snapshot
 from the leader, already handed to the storage writer); the loop applies it in that order,
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
-proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver every
-``APPLY_CHUNK`` entries, so it never hogs the event loop. A small commit may instead apply on
-the driver's step (``apply_now``, only while this loop waits with nothing queued, so the order
-holds; the driver reports it to the core itself). The proposal outcomes:
+proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver (a
+checkpoint) after every ``APPLY_CHUNK`` commands or ``APPLY_CHUNK_SECONDS``, whichever comes
+first, so it never hogs the event loop. The bound counts commands, not entries: a batch entry
+holds up to 256 commands, and a node catching up (a joined member after its snapshot install,
+a restart replaying its log) has hundreds of them queued at once; 512 entries between
+checkpoints were seconds of CPU with no ping or heartbeat answered (docs/state-at-scale.md,
+"Ninth increment"). A small commit may instead apply on the driver's step (``apply_now``,
+only while this loop waits with nothing queued, so the order holds; the driver reports it to
+the core itself). The proposal outcomes:
 
 * the state machine's response, when the proposal's own entry (same index and term) applies;
 * ``ProposalDropped`` when the entry applied at its index has another term: its own entry
@@ -68,7 +73,13 @@ from univrs.sm.state import ClusterStateMachine
 
 log = logging.getLogger("univrs.node")
 
-APPLY_CHUNK = 512  # entries applied between checkpoints, so the apply loop never hogs trio
+# Commands applied between two checkpoints of the apply loop (an entry that carries none, a
+# no-op or a configuration, counts as one); an entry is never split, so a chunk ends at the
+# first entry that reaches the bound (at most APPLY_CHUNK - 1 + one batch entry's commands).
+APPLY_CHUNK = 256
+# ... and at most about this long (trio's clock, checked after each entry): on a loaded machine
+# 256 commands took over 100 ms, and an HTTP request needs several scheduling rounds.
+APPLY_CHUNK_SECONDS = 0.02
 CONFIG_TERMS = 64  # applied CONFIG entries whose term is remembered (membership changes)
 
 
@@ -154,13 +165,18 @@ class Applier:
                     await self._restore(item)
                     continue
                 entries = [e for e in item if e.index > self.applied_index]
-                for start in range(0, len(entries), APPLY_CHUNK):
+                at = 0
+                while at < len(entries):
                     # One batch per chunk: a persistent state commits it in one transaction
                     # with its applied index, before anything else runs (no await inside).
+                    done, until = 0, trio.current_time() + APPLY_CHUNK_SECONDS
                     with self.sm.batch():
-                        for entry in entries[start : start + APPLY_CHUNK]:
-                            self._apply_one(entry)
-                    await self.events.send(Applied(self.applied_index))
+                        while at < len(entries) and done < APPLY_CHUNK:
+                            done += self._apply_one(entries[at])
+                            at += 1
+                            if trio.current_time() >= until:
+                                break
+                    await self.events.send(Applied(self.applied_index))  # a checkpoint
                 self.after_apply()
 
     async def _restore(self, install: SnapshotInstall) -> None:
@@ -175,7 +191,9 @@ class Applier:
         durable = self._durable.pop(id(install), None)
         if durable is not None:
             await durable.wait()  # the writer stored the snapshot: now the state may follow
+        adopting = trio.current_time()
         self.sm = self.adopt(restored)
+        adopted = trio.current_time() - adopting  # on this loop (a staged env: renames, fsyncs)
         self.watch_hub.reset(self.sm.revision)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term
         self.view.applied_membership = meta.membership
@@ -205,11 +223,14 @@ class Applier:
                 "bytes": len(install.data),
                 "restored_by_check": checked is not None,
                 "seconds": round(trio.current_time() - started, 3),
+                "adopt_seconds": round(adopted, 3),
             },
         )
         await self.events.send(Applied(meta.index))
 
-    def _apply_one(self, entry: Entry) -> None:
+    def _apply_one(self, entry: Entry) -> int:
+        """Apply ``entry``; returns how many commands it carried (1 at least: the apply
+        loop's measure of work, ``APPLY_CHUNK``)."""
         # One response per command of the entry (None: not a command entry).
         responses: list[Response] | None = None
         sm, hub = self.sm, self.watch_hub
@@ -255,9 +276,10 @@ class Applier:
         self.applied_index, self.applied_term = entry.index, entry.term
         if hub.revision < sm.revision:  # not a batch entry (its commands reported each)
             hub.applied(sm.revision, sm.last_changes(), len(entry.data))
+        work = 1 if responses is None else len(responses)
         settled = self.pending.applied(entry.index, entry.term)
         if settled is None:
-            return
+            return work
         token, outcome = settled
         proposals = token.proposals if isinstance(token, ProposeBatch) else (token,)
         if outcome is Outcome.APPLIED and responses is not None:
@@ -277,6 +299,7 @@ class Applier:
                     ProposalDropped(f"entry {entry.index} was replaced by a newer leader's entry")
                 )
             self.metrics.proposals_dropped.inc(len(proposals))
+        return work
 
 
 def _observe_commits(histogram: Histogram, proposals: Sequence[Propose]) -> None:

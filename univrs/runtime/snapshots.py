@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import io
+import logging
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
@@ -37,6 +38,8 @@ from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import RawRows
 
 MAX_SNAPSHOT_BYTES = 1 << 34  # 16 GiB: a sanity bound for decoding our own snapshots
+
+log = logging.getLogger("univrs.node")
 
 
 def _parts(sm: ClusterStateMachine) -> dict[str, Any]:
@@ -207,6 +210,14 @@ class SnapshotChecker:
             problem = str(exc)
         self._ahead = (meta, data, sm if problem is None else None, problem)
 
+    def found(self, meta: SnapshotMeta, data: bytes) -> str | None:
+        """What ``precheck`` found wrong with exactly this ``meta`` and ``data`` (None: it
+        passed, or it was not checked ahead)."""
+        ahead = self._ahead
+        if ahead is None or ahead[0] != meta or ahead[1] is not data:
+            return None
+        return ahead[3]
+
     def __call__(self, meta: SnapshotMeta, data: bytes) -> str | None:
         """``check_snapshot``, keeping the restored state machine when it passes; answered
         from ``precheck`` when that checked the same metadata and bytes."""
@@ -242,16 +253,41 @@ def precheck_due(ev: object, core: RaftNode) -> TypeGuard[InstallSnapshot]:
 
 
 async def precheck_off_loop(core: RaftNode, msg: InstallSnapshot) -> None:
-    """Run the core's snapshot check for what ``msg`` completes in a worker thread, before
-    the driver steps ``msg`` (the core then gets the answer at once). Only the driver calls
-    the core, and it waits here, so the core does not change meanwhile; the event loop goes
-    on (API, transport pings, the apply loop). Nothing to do when ``msg`` completes no
-    snapshot the core would check."""
+    """Run the core's snapshot check for what ``msg`` completes (and the join and checksum
+    of its chunks) in a worker thread, before the driver steps ``msg`` (the core then gets
+    the answer at once). Only the driver calls the core, and it waits here, so the core does
+    not change meanwhile; the event loop goes on (API, transport pings, the apply loop).
+    Nothing to do when ``msg`` completes no snapshot the core would check."""
     check = core.snapshot_check
-    data = core.snapshot_to_check(msg)
-    if data is None or not isinstance(check, SnapshotChecker):
+    if not isinstance(check, SnapshotChecker) or not core.snapshot_check_due(msg):
+        return  # e.g. the leader sending the last chunks again (it waited for our answer)
+    # The two log lines split a join's time: the stream (up to "received") and the check,
+    # which stages the state (docs/state-at-scale.md; scripts/bench_scale reads them).
+    log.info("snapshot received", extra={"index": msg.meta.index, "bytes": msg.total_size})
+    started = trio.current_time()
+
+    def run() -> bytes | None:
+        # The chunks joined and their checksum verified here too, not on the loop: at
+        # 1,000,000 + 1,000,000 objects that is 212 MB copied and hashed, over a second
+        # without a pong (docs/state-at-scale.md, ninth increment). The core does not change
+        # meanwhile (only the driver calls it, and it waits here); ``snapshot_to_check`` is
+        # a query that keeps what it joined for the step that follows.
+        data = core.snapshot_to_check(msg)
+        if data is not None:
+            check.precheck(msg.meta, data)
+        return data
+
+    data = await trio.to_thread.run_sync(run)
+    if data is None:
         return
-    await trio.to_thread.run_sync(check.precheck, msg.meta, data)
+    log.info(
+        "snapshot checked",
+        extra={
+            "index": msg.meta.index,
+            "seconds": round(trio.current_time() - started, 3),
+            "problem": check.found(msg.meta, data),
+        },
+    )
 
 
 def _index_problem(meta: SnapshotMeta, sm: ClusterStateMachine) -> str | None:
