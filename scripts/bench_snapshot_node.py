@@ -80,7 +80,13 @@ async def _run(store: LogStore, sm: Any, term: int, repeats: int) -> list[dict[s
     async def call(fn: Any) -> Any:
         return fn(core)
 
-    snapshots = Snapshotter(storage=store, writer=writer, applier=applier, call=call, keep=100)
+    snapshots = Snapshotter(
+        storage=store,
+        writer=writer,
+        applier=applier,  # type: ignore[arg-type]  # what take() reads of an Applier
+        call=call,
+        keep=100,
+    )
     rows: list[dict[str, Any]] = []
     next_index = [store.last_index() + 1]
 

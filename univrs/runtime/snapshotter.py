@@ -108,28 +108,17 @@ class Snapshotter:
             encode = capture(applier.sm)  # on the loop: references only; encoding in a thread
             data = await trio.to_thread.run_sync(encode)
 
-            def save() -> SnapshotData | None:
-                current = storage.snapshot_meta()
-                if current is not None and current.index >= meta.index:
-                    return None  # a newer one (e.g. from the leader) is already stored
-                storage.save_snapshot(meta, data)
-                stored = _stored(storage, meta)
-                return data if stored is None else stored
-
-            kept: SnapshotData | None = await self._storage_task(save)
+            kept = await self._save(meta, data)
             if kept is None:
                 newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
                 return newer
             keep = self.keep
             upto: int = await self.call(lambda core: core.snapshot_taken(meta, kept, keep=keep))
             if upto > 0:
-                durable = self.durable
-
-                def compact() -> None:
-                    durable()
-                    storage.compact(upto)
-
-                await self._storage_task(compact)
+                # The state forced to disk off the writer's queue (an fsync of the state env:
+                # the log's appends need not wait for it), then the log compacted in order.
+                await trio.to_thread.run_sync(self.durable)
+                await self._storage_task(lambda: storage.compact(upto))
             self.last_index = max(self.last_index, meta.index)
             log.info(
                 "snapshot taken",
@@ -142,6 +131,34 @@ class Snapshotter:
                 },
             )
             return meta
+
+    async def _save(self, meta: SnapshotMeta, data: bytes) -> SnapshotData | None:
+        """Store the snapshot; what the core keeps of it (None: a newer one was stored
+        meanwhile). In bounded steps when the storage can (``LogStore.snapshot_parts``), each
+        its own item of the writer's queue, so the log's appends are written between them: in
+        one step, a leader's writes waited for the whole save (212 MB written and synced at
+        1,000,000 + 1,000,000 objects: docs/state-at-scale.md, ninth increment)."""
+        storage = self.storage
+        parts_of = getattr(storage, "snapshot_parts", None)
+        if parts_of is None:
+
+            def save() -> SnapshotData | None:
+                current = storage.snapshot_meta()
+                if current is not None and current.index >= meta.index:
+                    return None  # a newer one (e.g. from the leader) is already stored
+                storage.save_snapshot(meta, data)
+                stored = _stored(storage, meta)
+                return data if stored is None else stored
+
+            saved: SnapshotData | None = await self._storage_task(save)
+            return saved
+        saving = parts_of(meta, data)
+        while not await self._storage_task(saving.step):
+            pass
+        if not saving.stored:
+            return None  # another snapshot (the leader's, or a newer one) was stored meanwhile
+        stored = await self._storage_task(lambda: _stored(storage, meta))
+        return data if stored is None else stored
 
     async def _storage_task(self, fn: Callable[[], Any]) -> Any:
         waiter: Waiter[Any] = Waiter()
