@@ -32,7 +32,7 @@ from univrs.raft.ready import SnapshotInstall
 from univrs.raft.snapshot import SnapshotData
 from univrs.runtime.applier import Applier
 from univrs.runtime.ports import LogStorage
-from univrs.runtime.snapshots import capture
+from univrs.runtime.snapshots import capture, let_the_loop_run
 from univrs.runtime.waiter import Waiter
 from univrs.runtime.writer import StorageTask, StorageWriter
 
@@ -105,7 +105,9 @@ class Snapshotter:
                 term=applier.applied_term,
                 membership=applier.view.applied_membership,
             )
-            encode = capture(applier.sm)  # on the loop: references only; encoding in a thread
+            # On the loop: references only; encoding in a thread that lets the loop run
+            # between its chunks (``capture``).
+            encode = capture(applier.sm, pause=let_the_loop_run)
             data = await trio.to_thread.run_sync(encode)
 
             kept = await self._save(meta, data)
