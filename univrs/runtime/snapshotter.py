@@ -3,11 +3,13 @@
 
 Own snapshots. Every ``threshold`` applied entries (0: never automatically), or when asked
 (``take``: ``univrs cluster snapshot``), the state machine is captured at the applied index
-(univrs/runtime/snapshots.py: references on the event loop, encoding in a worker thread, the
-apply loop goes on), stored durably, the core is told (``snapshot_taken``, keeping ``keep``
-entries behind it for slightly-behind followers) and storage is compacted to what the core
-allows. One at a time (automatic and requested ones share a lock); the storage work goes
-through the storage writer's FIFO queue, so it is ordered with appends and installs.
+(univrs/runtime/snapshots.py: references on the event loop, encoding in a worker thread that
+waits for the loop between chunks, the apply loop goes on), stored durably, the core is told
+(``snapshot_taken``, keeping ``keep`` entries behind it for slightly-behind followers) and
+storage is compacted to what the core allows. One at a time (automatic and requested ones
+share a lock); the storage work goes through the storage writer's FIFO queue, so it is
+ordered with appends and installs, and in bounded steps (``LogStore.snapshot_parts``), so the
+appends queued meanwhile are written between them instead of after the whole save.
 
 The leader's snapshots. ``install`` is the one place where a snapshot from the leader
 (``Ready.snapshot``, complete and verified by the core) enters the runtime: it goes to the
