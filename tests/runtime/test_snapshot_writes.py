@@ -62,8 +62,8 @@ class _Hooked:
         if name != "snapshot_parts":
             return attr
 
-        def parts(meta: SnapshotMeta, data: bytes) -> Any:
-            saving = attr(meta, data)
+        def parts(meta: SnapshotMeta, data: bytes, **options: Any) -> Any:
+            saving = attr(meta, data, **options)
             hooked = self
 
             class Steps:

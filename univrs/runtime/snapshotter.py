@@ -21,6 +21,7 @@ belongs in ``install``.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -156,7 +157,8 @@ class Snapshotter:
 
             saved: SnapshotData | None = await self._storage_task(save)
             return saved
-        saving = parts_of(meta, data)
+        crc = await trio.to_thread.run_sync(zlib.crc32, data)  # not in the writer's queue
+        saving = parts_of(meta, data, crc=crc)
         while not await self._storage_task(saving.step):
             pass
         if not saving.stored:

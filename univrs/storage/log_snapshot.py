@@ -140,13 +140,18 @@ class SnapshotStorage:
         self._env.write(write)
 
     def snapshot_parts(
-        self, meta: SnapshotMeta, data: bytes, *, part_chunks: int = PART_CHUNKS
+        self,
+        meta: SnapshotMeta,
+        data: bytes,
+        *,
+        crc: int | None = None,
+        part_chunks: int = PART_CHUNKS,
     ) -> SnapshotParts:
         """The node's own snapshot, to store in bounded transactions (``SnapshotParts.step``,
         each its own item of the storage writer's queue, so appends go on in between): what
         ``save_snapshot`` stores, without holding the writer for the whole data
         (univrs/storage/snapshot_parts.py)."""
-        return SnapshotParts(self, meta, data, part_chunks=part_chunks)
+        return SnapshotParts(self, meta, data, crc=crc, part_chunks=part_chunks)
 
     def _snapshot_record(self, txn: Txn) -> tuple[SnapshotMeta, int, int, int, int] | None:
         raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
