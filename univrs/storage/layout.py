@@ -32,7 +32,7 @@ KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
 # the hard state whenever they changed; absent: none. A key of its own, so that a store with
 # pins still reads with a build from before them (which ignores it and forgets the pins).
 KEY_PINS = b"pins"
-KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data]
+KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data(, first)]
 
 OVERFLOW_HEADER = 16
 """Bytes of LMDB's page header on an overflow page (PAGEHDRSZ, 64-bit builds)."""
