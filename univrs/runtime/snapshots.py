@@ -74,11 +74,12 @@ def capture(sm: ClusterStateMachine, *, pause: Callable[[], None] = _go_on) -> C
 
     ``pause`` is called between two chunks of stored rows (``RAW_CHUNK`` rows, a millisecond
     or two of work): the runtime's ``let_the_loop_run`` makes the encoding wait there until
-    the event loop has run. Without it the loop got the interpreter lock back only by chance:
-    LMDB's cursor releases and retakes the lock for every row, and CPython's lock lets a
-    waiting thread ask for it only after a whole switch interval (5 ms) without a release,
-    so a thread that releases it every microsecond keeps it (the loop stalled for seconds
-    at 1,000,000 + 1,000,000 objects: docs/state-at-scale.md, ninth increment)."""
+    the event loop has run, which bounds what the loop can wait for the interpreter lock to
+    one chunk. Without it the loop gets the lock back by winning a race: LMDB's cursor
+    releases and retakes the lock for every row, and CPython's lock lets a waiting thread
+    ask for it only after a whole switch interval (5 ms) without a release. (A guarantee:
+    at 1,000,000 + 1,000,000 objects the loop was not measured to stall without it,
+    docs/state-at-scale.md, ninth increment.)"""
     raw = sm.stored_raw_views()
     parts = _parts(sm)
 
