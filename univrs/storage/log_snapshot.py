@@ -151,7 +151,7 @@ class SnapshotStorage:
         each its own item of the storage writer's queue, so appends go on in between): what
         ``save_snapshot`` stores, without holding the writer for the whole data
         (univrs/storage/snapshot_parts.py)."""
-        return SnapshotParts(self, meta, data, crc=crc, part_chunks=part_chunks)
+        return SnapshotParts(self._env, self._live, meta, data, crc=crc, part_chunks=part_chunks)
 
     def _snapshot_record(self, txn: Txn) -> tuple[SnapshotMeta, int, int, int, int] | None:
         raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)

@@ -42,8 +42,10 @@ from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 
 if TYPE_CHECKING:
-    from univrs.storage.env import Txn
-    from univrs.storage.log_snapshot import SnapshotStorage
+    import weakref
+
+    from univrs.storage.env import StoreEnv, Txn
+    from univrs.storage.stored_snapshot import StoredSnapshot
 
 # Chunk puts or deletes per transaction: 512 chunks of a 4 KiB page are 2 MB, a few
 # milliseconds of writing and syncing, about the time of a group commit under load.
@@ -58,7 +60,8 @@ class SnapshotParts:
 
     def __init__(
         self,
-        store: SnapshotStorage,
+        env: StoreEnv,
+        live: weakref.WeakSet[StoredSnapshot],
         meta: SnapshotMeta,
         data: bytes,
         *,
@@ -67,8 +70,8 @@ class SnapshotParts:
     ) -> None:
         if part_chunks < 1:
             raise ValueError(f"part_chunks must be >= 1, got {part_chunks}")
-        self._store = store
-        self._env = store._env
+        self._env = env
+        self._live = live  # the store's StoredSnapshots handed out and alive
         self.meta = meta
         self._data = memoryview(data)
         self._size = len(data)
@@ -112,7 +115,7 @@ class SnapshotParts:
                 self._phase = "switch"
             return False
         if self._phase == "switch":
-            for live in list(self._store._live):  # a stream may still read the old one
+            for live in list(self._live):  # a stream may still read the old one
                 if live.touched and not live.detached:
                     live.detach()
             self._env.write(self._switch)
