@@ -332,6 +332,7 @@ def _cluster(
             load_seconds=args.load_seconds,
             backend=args.backend,  # written explicitly: the nodes' default is lmdb
             progress=progress,
+            snapshot_rounds=args.snapshot_rounds,
         )
 
 
@@ -571,6 +572,12 @@ def main() -> None:
         type=Path,
         help="with --cluster-only: the built state's snapshot is kept in this file and "
         "reused when it exists (the build of 1,000,000 + 1,000,000 takes tens of minutes)",
+    )
+    parser.add_argument(
+        "--snapshot-rounds",
+        type=int,
+        default=0,
+        help="with --cluster-only: only the snapshot pause, this many times (medians)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--lmdb-child", type=int, help=argparse.SUPPRESS)

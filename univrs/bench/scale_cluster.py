@@ -357,6 +357,7 @@ def run_cluster(
     load_seconds: float = 10.0,
     backend: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    snapshot_rounds: int = 0,
 ) -> dict[str, Any]:
     """Every cluster figure (see the module docstring) for the snapshot ``data`` of a state of
     ``n`` workloads + ``n`` instances at ``index``/``term``. Returns what was measured; on a
@@ -386,6 +387,9 @@ def run_cluster(
         )
         endpoints = [m.raft_addr for m in members]
         first_term = _highest_term(members)
+        if snapshot_rounds > 0:  # the snapshot pause only, ``snapshot_rounds`` times
+            out.update(_snapshot_rounds(cluster, members, endpoints, n, clock, snapshot_rounds))
+            return out
 
         progress(f"{WRITERS} writers and a page reader for {load_seconds:g} s")
         load = Load(endpoints=endpoints, n=n)
@@ -491,6 +495,38 @@ def _snapshot_pause(
         "baseline_ack_gap_s": _round(baseline, 4),
         "heartbeat_s": HEARTBEAT_MS / 1000,
         "snapshot_write_errors": len(load.errors),
+    }
+
+
+def _snapshot_rounds(
+    cluster: LocalCluster,
+    members: list[NodeProc],
+    endpoints: list[str],
+    n: int,
+    clock: Budget,
+    rounds: int,
+) -> dict[str, Any]:
+    """Step 3 (the snapshot pause) ``rounds`` times on a cluster that did nothing else, each
+    on the leader of the moment: every round's figures and the medians."""
+    each: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        leader = wait_for(
+            lambda: cluster.leader(members), clock.timeout(120, "a leader"), "a leader"
+        )
+        print(f"snapshot round on {leader.node_id} (pid {leader.pid})", file=sys.stderr, flush=True)
+        before = _highest_term(members)
+        row = _snapshot_pause(leader, endpoints, n, clock)
+        row["elections_during_snapshot"] = _highest_term(members) - before
+        each.append(row)
+
+    def median(key: str) -> float | None:
+        values = sorted(r[key] for r in each if r.get(key) is not None)
+        return values[len(values) // 2] if values else None
+
+    keys = ("snapshot_s", "snapshot_node_s", "snapshot_ack_gap_s", "baseline_ack_gap_s")
+    return {
+        "snapshot_rounds": each,
+        **{f"median_{k}": median(k) for k in (*keys, "elections_during_snapshot")},
     }
 
 

@@ -57,12 +57,32 @@ def _parts(sm: ClusterStateMachine) -> dict[str, Any]:
     }
 
 
-def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
+def _go_on() -> None:
+    pass
+
+
+def let_the_loop_run() -> None:
+    """From a Trio worker thread: return once the Trio loop has run a callback of ours (a
+    round trip through the loop, which then held the interpreter lock). ``capture``'s
+    ``pause`` for the runtime: see ``capture``."""
+    trio.from_thread.run_sync(_go_on)
+
+
+def capture(sm: ClusterStateMachine, *, pause: Callable[[], None] = _go_on) -> Callable[[], bytes]:
     """A consistent view of ``sm`` now, and a thread-safe function that encodes it.
 
     The object tables give views (``Table.view``): the values as they are now, put in id
     order by the encoder, so the pause on the event loop is a copy of references. Tables that
-    store encoded rows give those instead (``Table.raw_view``: a read transaction, O(1))."""
+    store encoded rows give those instead (``Table.raw_view``: a read transaction, O(1)).
+
+    ``pause`` is called between two chunks of stored rows (``RAW_CHUNK`` rows, a millisecond
+    or two of work): the runtime's ``let_the_loop_run`` makes the encoding wait there until
+    the event loop has run, which bounds what the loop can wait for the interpreter lock to
+    one chunk. Without it the loop gets the lock back by winning a race: LMDB's cursor
+    releases and retakes the lock for every row, and CPython's lock lets a waiting thread
+    ask for it only after a whole switch interval (5 ms) without a release. (A guarantee:
+    at 1,000,000 + 1,000,000 objects the loop was not measured to stall without it,
+    docs/state-at-scale.md, tenth increment.)"""
     raw = sm.stored_raw_views()
     parts = _parts(sm)
 
@@ -72,7 +92,7 @@ def capture(sm: ClusterStateMachine) -> Callable[[], bytes]:
         def encode_spliced() -> bytes:
             try:
                 plain = plain_from_parts(workloads=(), instances=(), nodes=(), **parts)
-                return _spliced(plain, rows)
+                return _spliced(plain, rows, pause)
             finally:
                 for view in raw:
                     view.close()
@@ -145,7 +165,9 @@ def _head(major: int, n: int) -> bytes:
     raise ValueError(f"length {n} does not fit a CBOR head")
 
 
-def _spliced(plain: dict[str, Any], rows: dict[str, RawRows]) -> bytes:
+def _spliced(
+    plain: dict[str, Any], rows: dict[str, RawRows], pause: Callable[[], None] = _go_on
+) -> bytes:
     """``codec.encode_plain(plain)`` with the (empty) row lists named in ``rows`` replaced by
     those stored rows: the same bytes the encoding of the full plain data gives, since every
     stored row is ``cbor2.dumps`` of the row ``plain_from_parts`` would build, and a CBOR map
@@ -159,7 +181,9 @@ def _spliced(plain: dict[str, Any], rows: dict[str, RawRows]) -> bytes:
             continue
         assert value == [], f"{key}: rows come from the view only"
         out.append(_head(4, view.count))
-        out.extend(view.chunks())
+        for chunk in view.chunks():
+            out.append(chunk)
+            pause()  # the event loop runs (``capture``)
     return b"".join(out)  # CPython releases the interpreter lock for the copy of a large join
 
 

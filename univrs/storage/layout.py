@@ -32,7 +32,7 @@ KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
 # the hard state whenever they changed; absent: none. A key of its own, so that a store with
 # pins still reads with a build from before them (which ignores it and forgets the pins).
 KEY_PINS = b"pins"
-KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data]
+KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data(, first)]
 
 OVERFLOW_HEADER = 16
 """Bytes of LMDB's page header on an overflow page (PAGEHDRSZ, 64-bit builds)."""
@@ -187,20 +187,31 @@ def parse_pins(obj: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def snapshot_record(meta: SnapshotMeta, *, size: int, chunks: int, crc: int) -> list[Any]:
+def snapshot_record(
+    meta: SnapshotMeta, *, size: int, chunks: int, crc: int, first: int = 0
+) -> list[Any]:
+    """The ``snapshot`` record: where the stored snapshot's chunks are (keys ``first`` to
+    ``first + chunks - 1`` of the ``snap`` database) and what they hold. ``first`` is 0 for a
+    snapshot stored in one transaction (the record then has the six fields it always had) and
+    past the previous snapshot's chunks for one stored in parts (``snapshot_parts``), which
+    adds it as a seventh field."""
     # The membership takes the codec's plain form, so both follow Membership together.
-    return [meta.index, meta.term, membership_to_plain(meta.membership), size, chunks, crc]
+    record = [meta.index, meta.term, membership_to_plain(meta.membership), size, chunks, crc]
+    return record if first == 0 else [*record, first]
 
 
-def parse_snapshot(obj: Any) -> tuple[SnapshotMeta, int, int, int]:
-    """Returns (meta, size, chunks, crc32 of the whole data)."""
-    if type(obj) is not list or len(obj) != 6:
+def parse_snapshot(obj: Any) -> tuple[SnapshotMeta, int, int, int, int]:
+    """Returns (meta, size, chunks, crc32 of the whole data, key of the first chunk)."""
+    if type(obj) is not list or len(obj) not in (6, 7):
         raise Corrupt("metadata record 'snapshot': malformed")
-    index, term, membership, size, chunks, crc = obj
-    if not all(_is_uint(v) for v in (index, term, size, chunks, crc)):
+    index, term, membership, size, chunks, crc = obj[:6]
+    first = obj[6] if len(obj) == 7 else 0
+    if not all(_is_uint(v) for v in (index, term, size, chunks, crc, first)):
         raise Corrupt("metadata record 'snapshot': malformed")
+    if first + chunks >= 1 << 64:
+        raise Corrupt("metadata record 'snapshot': chunk keys out of range")
     try:
         meta = SnapshotMeta(index=index, term=term, membership=membership_from_plain(membership))
     except ProtocolError as exc:
         raise Corrupt(f"metadata record 'snapshot': {exc}") from None
-    return meta, size, chunks, crc
+    return meta, size, chunks, crc, first

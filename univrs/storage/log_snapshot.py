@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 from univrs.storage.layout import Corrupt
+from univrs.storage.snapshot_parts import PART_CHUNKS, SnapshotParts
 from univrs.storage.stored_snapshot import StoredSnapshot
 
 if TYPE_CHECKING:
@@ -46,13 +47,13 @@ class SnapshotStorage:
             record = self._snapshot_record(txn)
             if record is None:
                 return None
-            meta, size, chunks, _ = record
+            meta, size, chunks, _, first = record
             step = 1
             if chunks > 0:
-                raw = txn.get(layout.index_key(0), db=self._env.snap)
+                raw = txn.get(layout.index_key(first), db=self._env.snap)
                 if raw is None:
                     raise Corrupt(f"snapshot chunk 0 of {chunks} is missing")
-                step = len(layout.decode_chunk(0, raw))  # every chunk but the last: one save
+                step = len(layout.decode_chunk(first, raw))  # every chunk but the last: one save
             if chunks != (-(-size // step) if size else 0):
                 raise Corrupt(f"snapshot at index {meta.index}: {chunks} chunks for {size} bytes")
             return StoredSnapshot(self._env, record, max(step, 1))
@@ -69,13 +70,13 @@ class SnapshotStorage:
             record = self._snapshot_record(txn)
             if record is None:
                 return None
-            meta, size, chunks, crc = record
+            meta, size, chunks, crc, first = record
             parts = []
             for number in range(chunks):
-                raw = txn.get(layout.index_key(number), db=self._env.snap)
+                raw = txn.get(layout.index_key(first + number), db=self._env.snap)
                 if raw is None:
                     raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
-                parts.append(layout.decode_chunk(number, raw))
+                parts.append(layout.decode_chunk(first + number, raw))
             data = b"".join(parts)
             if len(data) != size or zlib.crc32(data) != crc:
                 raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
@@ -138,7 +139,21 @@ class SnapshotStorage:
 
         self._env.write(write)
 
-    def _snapshot_record(self, txn: Txn) -> tuple[SnapshotMeta, int, int, int] | None:
+    def snapshot_parts(
+        self,
+        meta: SnapshotMeta,
+        data: bytes,
+        *,
+        crc: int | None = None,
+        part_chunks: int = PART_CHUNKS,
+    ) -> SnapshotParts:
+        """The node's own snapshot, to store in bounded transactions (``SnapshotParts.step``,
+        each its own item of the storage writer's queue, so appends go on in between): what
+        ``save_snapshot`` stores, without holding the writer for the whole data
+        (univrs/storage/snapshot_parts.py)."""
+        return SnapshotParts(self._env, self._live, meta, data, crc=crc, part_chunks=part_chunks)
+
+    def _snapshot_record(self, txn: Txn) -> tuple[SnapshotMeta, int, int, int, int] | None:
         raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
         if raw is None:
             return None

@@ -34,8 +34,8 @@ from univrs.storage import layout
 if TYPE_CHECKING:
     from univrs.storage.env import StoreEnv
 
-# (meta, size, chunks, crc): the stored snapshot record
-Record = tuple[SnapshotMeta, int, int, int]
+# (meta, size, chunks, crc, key of the first chunk): the stored snapshot record
+Record = tuple[SnapshotMeta, int, int, int, int]
 
 
 class StoredSnapshot:
@@ -46,7 +46,7 @@ class StoredSnapshot:
     def __init__(self, env: StoreEnv, record: Record, step: int) -> None:
         self._env = env
         self._record = record
-        self.meta, self._size, self._chunks, self.crc32 = record
+        self.meta, self._size, self._chunks, self.crc32, self._first = record
         self._step = step  # bytes of data per stored chunk (all but the last)
         self._lock = threading.Lock()
         self._data: bytes | None = None  # set when detached
@@ -98,10 +98,11 @@ class StoredSnapshot:
         step, parts = self._step, []
         first, last = lo // step, (hi - 1) // step
         for number in range(first, last + 1):
-            value = txn.get(layout.index_key(number), db=self._env.snap)
+            key = self._first + number  # the chunk's key (its CRC covers it)
+            value = txn.get(layout.index_key(key), db=self._env.snap)
             if value is None:
                 raise layout.Corrupt(f"snapshot chunk {number} of {self._chunks} is missing")
-            parts.append(layout.decode_chunk(number, value))
+            parts.append(layout.decode_chunk(key, value))
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         start = lo - first * step
         out = data[start : start + (hi - lo)]
