@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.runtime.memcluster import create, start_cluster, wait_until
+from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_until
 from tests.sm.helpers import spec
 from tests.sm.test_sm_snapshot import populated
 from univrs import codec
@@ -26,6 +26,7 @@ from univrs.raft.messages import (
 from univrs.raft.snapshot import SnapshotReceiver
 from univrs.runtime import applier as applier_module
 from univrs.runtime import snapshots as snapshots_module
+from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.snapshots import SnapshotChecker, capture, restore
 from univrs.sm import (
     BootstrapToken,
@@ -34,6 +35,21 @@ from univrs.sm import (
     snapshot_plain,
     state_digest,
 )
+
+
+async def _snapshot_behind_a_cut_follower(
+    nursery: trio.Nursery,
+) -> tuple[MemCluster, RaftRuntime, RaftRuntime, SnapshotMeta]:
+    """A 3-node cluster checking snapshots; a follower cut off while five workloads are
+    created and the leader takes a snapshot (the follower still cut: the caller heals it)."""
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"], check_snapshots=True)
+    behind = next(r for r in cluster.runtimes.values() if r is not leader)
+    cluster.cut.add(behind.node_id)
+    for k in range(5):
+        await leader.propose(create(f"w{k}"))
+    meta = await leader.take_snapshot()
+    assert meta is not None
+    return cluster, leader, behind, meta
 
 
 def test_capture_encodes_the_state_at_capture_time_and_restore_reads_it() -> None:
@@ -145,13 +161,8 @@ async def test_an_installed_snapshot_is_restored_once_not_twice(
         return restore(data)
 
     monkeypatch.setattr(applier_module, "restore", counting)  # what the applier calls
-    cluster, leader = await start_cluster(nursery, ["a", "b", "c"], check_snapshots=True)
-    behind = next(r for r in cluster.runtimes.values() if r is not leader)
-    cluster.cut.add(behind.node_id)
-    for k in range(5):
-        await leader.propose(create(f"w{k}"))
-    meta = await leader.take_snapshot()
-    assert meta is not None and leader.status().first_index > meta.index
+    cluster, leader, behind, meta = await _snapshot_behind_a_cut_follower(nursery)
+    assert leader.status().first_index > meta.index
     cluster.cut.clear()
     await wait_until(lambda: behind.applied_index >= meta.index, "the snapshot to be installed")
     assert behind.sm.get_workload("w4") is not None
@@ -173,13 +184,7 @@ async def test_the_check_of_a_streamed_snapshot_runs_off_the_event_loop(
         return restore(data, into)
 
     monkeypatch.setattr(snapshots_module, "restore", recording)  # what the checker calls
-    cluster, leader = await start_cluster(nursery, ["a", "b", "c"], check_snapshots=True)
-    behind = next(r for r in cluster.runtimes.values() if r is not leader)
-    cluster.cut.add(behind.node_id)
-    for k in range(5):
-        await leader.propose(create(f"w{k}"))
-    meta = await leader.take_snapshot()
-    assert meta is not None
+    cluster, _leader, behind, meta = await _snapshot_behind_a_cut_follower(nursery)
     cluster.cut.clear()
     await wait_until(lambda: behind.applied_index >= meta.index, "the snapshot to be installed")
     assert behind.sm.get_workload("w4") is not None and behind.sm.problems() == []
@@ -201,13 +206,7 @@ async def test_the_chunks_of_a_streamed_snapshot_are_joined_and_verified_off_the
         return original(self, msg)
 
     monkeypatch.setattr(SnapshotReceiver, "completed_by", recording)
-    cluster, leader = await start_cluster(nursery, ["a", "b", "c"], check_snapshots=True)
-    behind = next(r for r in cluster.runtimes.values() if r is not leader)
-    cluster.cut.add(behind.node_id)
-    for k in range(5):
-        await leader.propose(create(f"w{k}"))
-    meta = await leader.take_snapshot()
-    assert meta is not None
+    cluster, _leader, behind, meta = await _snapshot_behind_a_cut_follower(nursery)
     cluster.cut.clear()
     await wait_until(lambda: behind.applied_index >= meta.index, "the snapshot to be installed")
     assert behind.sm.get_workload("w4") is not None and behind.sm.problems() == []
@@ -222,13 +221,7 @@ async def test_a_resent_last_chunk_is_not_checked_or_logged_again(
     no worker thread and logs no second "snapshot received". Fails on the code that handed
     every last chunk to the thread (70 lines at 1M, one per resend)."""
     caplog.set_level(logging.INFO, logger="univrs.node")
-    cluster, leader = await start_cluster(nursery, ["a", "b", "c"], check_snapshots=True)
-    behind = next(r for r in cluster.runtimes.values() if r is not leader)
-    cluster.cut.add(behind.node_id)
-    for k in range(5):
-        await leader.propose(create(f"w{k}"))
-    meta = await leader.take_snapshot()
-    assert meta is not None
+    cluster, _leader, behind, meta = await _snapshot_behind_a_cut_follower(nursery)
     last: list[InstallSnapshot] = []
     answers: list[InstallSnapshotResponse] = []
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 
-from univrs.raft.messages import Entry, EntryKind
+from univrs.raft.messages import Entry, EntryKind, HardState, Membership, SnapshotMeta
+from univrs.storage import LogStore
 
 
 def make_entries(first: int, last: int, *, term: int = 1, size: int = 12) -> list[Entry]:
@@ -33,3 +35,25 @@ def flip_everywhere(path: pathlib.Path, needle: bytes, offset: int = 1) -> int:
         start = raw.find(needle, start + 1)
     path.write_bytes(bytes(raw))
     return count
+
+
+Opener = Callable[..., LogStore]  # the ``open_store`` fixture (conftest.py)
+MEMBERS = Membership(voters=frozenset({"n1", "n2", "n3"}))
+
+
+def at(index: int) -> SnapshotMeta:
+    """A snapshot's meta at ``index`` (term 1, three voters)."""
+    return SnapshotMeta(index=index, term=1, membership=MEMBERS)
+
+
+def store_with_snapshot(
+    open_store: Opener, data: bytes, index: int = 12, *, entries: int = 20
+) -> LogStore:
+    """A store holding entries 1..``entries`` (commit 4) and ``data`` as its snapshot at
+    ``index``."""
+    store = open_store()
+    store.append(
+        hard_state=HardState(term=1, commit=4), truncate_from=None, entries=make_entries(1, entries)
+    )
+    store.save_snapshot(at(index), data)
+    return store

@@ -6,32 +6,19 @@ step leaving one whole snapshot, and a snapshot installed meanwhile winning."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import pytest
 
-from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.storage import LogStore, layout
 from univrs.storage.snapshot_parts import SnapshotParts
 
-from .helpers import make_entries
+from .helpers import Opener, at, make_entries, store_with_snapshot
 
-Opener = Callable[..., LogStore]
-MEMBERS = Membership(voters=frozenset({"n1", "n2", "n3"}))
 PART = 7  # chunks per step: a few hundred KB take many steps
 
 
-def at(index: int) -> SnapshotMeta:
-    return SnapshotMeta(index=index, term=1, membership=MEMBERS)
-
-
 def _store(open_store: Opener, data: bytes, index: int = 12) -> LogStore:
-    store = open_store()
-    store.append(
-        hard_state=HardState(term=1, commit=4), truncate_from=None, entries=make_entries(1, 40)
-    )
-    store.save_snapshot(at(index), data)
-    return store
+    return store_with_snapshot(open_store, data, index, entries=40)
 
 
 def _snap_keys(store: LogStore) -> list[int]:

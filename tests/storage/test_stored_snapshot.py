@@ -6,38 +6,20 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Callable
 
 import pytest
 
 from univrs.errors import StorageError
-from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.raft.snapshot import Snapshot, SnapshotSender
-from univrs.storage import LogStore, layout
+from univrs.storage import layout
 from univrs.storage.stored_snapshot import StoredSnapshot
 
-from .helpers import make_entries
-
-Opener = Callable[..., LogStore]
-MEMBERS = Membership(voters=frozenset({"n1", "n2", "n3"}))
-
-
-def at(index: int) -> SnapshotMeta:
-    return SnapshotMeta(index=index, term=1, membership=MEMBERS)
-
-
-def _store(open_store: Opener, data: bytes, index: int = 12) -> LogStore:
-    store = open_store()
-    store.append(
-        hard_state=HardState(term=1, commit=4), truncate_from=None, entries=make_entries(1, 20)
-    )
-    store.save_snapshot(at(index), data)
-    return store
+from .helpers import Opener, at, store_with_snapshot
 
 
 def test_slices_are_the_datas(open_store: Opener) -> None:
     data = random.Random(1).randbytes(300_000)  # many page-sized chunks
-    store = _store(open_store, data)
+    store = store_with_snapshot(open_store, data)
     stored = store.stored_snapshot()
     assert isinstance(stored, StoredSnapshot)
     assert stored.meta == at(12) and len(stored) == len(data)
@@ -55,7 +37,7 @@ def test_the_core_streams_it_like_the_bytes(open_store: Opener) -> None:
     """A sender of the stored snapshot sends the same chunks, size and checksum as a sender
     of its bytes."""
     data = random.Random(3).randbytes(100_000)
-    store = _store(open_store, data)
+    store = store_with_snapshot(open_store, data)
     stored = store.stored_snapshot()
     assert stored is not None
     chunks = []
@@ -67,7 +49,7 @@ def test_the_core_streams_it_like_the_bytes(open_store: Opener) -> None:
 
 
 def test_an_empty_snapshot(open_store: Opener) -> None:
-    store = _store(open_store, b"")
+    store = store_with_snapshot(open_store, b"")
     stored = store.stored_snapshot()
     assert stored is not None and len(stored) == 0 and stored.read() == b""
     assert stored[0:10] == b""
@@ -78,7 +60,7 @@ def test_a_stream_of_a_replaced_snapshot_goes_on_from_memory(open_store: Opener)
     memory before the replacement), the stream sends the old bytes to its end. One that was
     never read from is not detached and refuses to read (no stream holds it)."""
     old, new = random.Random(4).randbytes(50_000), random.Random(5).randbytes(40_000)
-    store = _store(open_store, old)
+    store = store_with_snapshot(open_store, old)
     streamed, idle = store.stored_snapshot(), store.stored_snapshot()
     assert streamed is not None and idle is not None
     assert streamed[0:1000] == old[0:1000]
@@ -93,7 +75,7 @@ def test_a_stream_of_a_replaced_snapshot_goes_on_from_memory(open_store: Opener)
 
 def test_a_corrupt_chunk_is_an_error(open_store: Opener) -> None:
     data = bytes(range(256)) * 200
-    store = _store(open_store, data)
+    store = store_with_snapshot(open_store, data)
     stored = store.stored_snapshot()
     assert stored is not None
 
