@@ -71,6 +71,10 @@ class _Hooked:
                 def stored(self) -> bool | None:
                     return saving.stored  # type: ignore[no-any-return]
 
+                @property
+                def at_switch(self) -> bool:
+                    return saving.at_switch  # type: ignore[no-any-return]
+
                 def step(self) -> bool:
                     hooked._once()
                     return saving.step()  # type: ignore[no-any-return]

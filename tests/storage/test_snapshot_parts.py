@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from univrs.errors import StorageError
 from univrs.storage import LogStore, layout
 from univrs.storage.snapshot_parts import SnapshotParts
 
@@ -119,6 +120,38 @@ def test_a_snapshot_installed_meanwhile_wins(open_store: Opener) -> None:
     nxt = store.snapshot_parts(at(61), old, part_chunks=PART)
     _run(nxt)
     assert nxt.stored is True and store.load_snapshot() == (at(61), old)
+
+
+def test_the_old_snapshot_stays_readable_until_the_core_holds_the_new_one(
+    open_store: Opener,
+) -> None:
+    """The core holds the old StoredSnapshot (untouched: nothing streamed it yet) from the
+    switch until the runtime hands it the new one; a follower may need a snapshot meanwhile.
+    Fails on the code that pruned the old chunks right after the switch, and on the record
+    check alone (it raised "no longer stored" at once after the switch): the leader's driver
+    died on that StorageError."""
+    rng = random.Random(7)
+    old, new = rng.randbytes(40_000), rng.randbytes(50_000)
+    store = _store(open_store, old)
+    held = store.stored_snapshot()  # what the core holds
+    idle = store.stored_snapshot()  # another handed out and never read
+    assert held is not None and idle is not None
+    saving = store.snapshot_parts(at(30), new, part_chunks=PART)
+    while not saving.switched:
+        assert not saving.step()
+    assert store.load_snapshot() == (at(30), new)
+    # A follower needs a snapshot before the core holds the new one: still readable, its
+    # chunks are all there (and now touched, it is read into memory before the prune).
+    assert held[100:5000] == old[100:5000]
+    _run(saving)
+    assert saving.stored is True
+    assert held[30_000:40_000] == old[30_000:40_000]  # detached before its chunks went
+    with pytest.raises(StorageError, match="no longer stored"):
+        idle[100:200]  # untouched and pruned: nothing streams it
+    another = store.snapshot_parts(at(40), old, part_chunks=PART)
+    _run(another)
+    fresh = store.stored_snapshot()
+    assert fresh is not None and fresh[0:10] == old[0:10]
 
 
 def test_an_older_snapshot_is_not_stored(open_store: Opener) -> None:

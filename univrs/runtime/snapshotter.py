@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -40,6 +40,18 @@ from univrs.runtime.waiter import Waiter
 from univrs.runtime.writer import StorageTask, StorageWriter
 
 log = logging.getLogger("univrs.node")
+
+
+class PartsSave(Protocol):
+    """A snapshot being stored in steps (univrs/storage/snapshot_parts.py ``SnapshotParts``,
+    from ``LogStore.snapshot_parts``): each step one transaction in the writer's thread."""
+
+    stored: bool | None
+
+    @property
+    def at_switch(self) -> bool: ...
+
+    def step(self) -> bool: ...
 
 
 @attrs.define(eq=False)
@@ -113,12 +125,20 @@ class Snapshotter:
             encode = capture(applier.sm, pause=let_the_loop_run)
             data = await trio.to_thread.run_sync(encode)
 
-            kept = await self._save(meta, data)
+            saving = await self._save_until_switch(meta, data)
+            # From the switch until the core holds the new snapshot, the core's old one must
+            # stay readable (a follower may need it meanwhile): its chunks are pruned only
+            # after ``snapshot_taken``. Not shielded from cancellation: a node being stopped
+            # must not wait here for a driver that is gone.
+            kept = await self._switch(meta, data, saving)
             if kept is None:
                 newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
                 return newer
             keep = self.keep
             upto: int = await self.call(lambda core: core.snapshot_taken(meta, kept, keep=keep))
+            if saving is not None:
+                while not await self._storage_task(saving.step):
+                    pass  # the old snapshot's chunks deleted, a bounded batch per step
             if upto > 0:
                 # The state forced to disk off the writer's queue (an fsync of the state env:
                 # the log's appends need not wait for it), then the log compacted in order.
@@ -137,15 +157,29 @@ class Snapshotter:
             )
             return meta
 
-    async def _save(self, meta: SnapshotMeta, data: bytes) -> SnapshotData | None:
-        """Store the snapshot; what the core keeps of it (None: a newer one was stored
-        meanwhile). In bounded steps when the storage can (``LogStore.snapshot_parts``), each
-        its own item of the writer's queue, so the log's appends are written between them: in
-        one step, a leader's writes waited for the whole save (212 MB written and synced at
-        1,000,000 + 1,000,000 objects: docs/state-at-scale.md, tenth increment)."""
-        storage = self.storage
-        parts_of = getattr(storage, "snapshot_parts", None)
+    async def _save_until_switch(self, meta: SnapshotMeta, data: bytes) -> PartsSave | None:
+        """Store the new snapshot's chunks, up to its switch, when the storage saves in parts
+        (``LogStore.snapshot_parts``): bounded steps, each its own item of the writer's queue,
+        so the log's appends are written between them (in one step, a leader's writes waited
+        for the whole save: 212 MB written and synced at 1,000,000 + 1,000,000 objects,
+        docs/state-at-scale.md, tenth increment). None: the storage saves in one step."""
+        parts_of = getattr(self.storage, "snapshot_parts", None)
         if parts_of is None:
+            return None
+        crc = await trio.to_thread.run_sync(zlib.crc32, data)  # not in the writer's queue
+        saving: PartsSave = parts_of(meta, data, crc=crc)
+        while not saving.at_switch:
+            if await self._storage_task(saving.step):
+                break  # given up: another snapshot was stored meanwhile
+        return saving
+
+    async def _switch(
+        self, meta: SnapshotMeta, data: bytes, saving: PartsSave | None
+    ) -> SnapshotData | None:
+        """Make the new snapshot the stored one; what the core keeps of it (None: a newer one
+        was stored meanwhile). The old one's chunks stay until ``saving``'s remaining steps."""
+        storage = self.storage
+        if saving is None:
 
             def save() -> SnapshotData | None:
                 current = storage.snapshot_meta()
@@ -157,10 +191,8 @@ class Snapshotter:
 
             saved: SnapshotData | None = await self._storage_task(save)
             return saved
-        crc = await trio.to_thread.run_sync(zlib.crc32, data)  # not in the writer's queue
-        saving = parts_of(meta, data, crc=crc)
-        while not await self._storage_task(saving.step):
-            pass
+        if saving.at_switch:
+            await self._storage_task(saving.step)
         if not saving.stored:
             return None  # another snapshot (the leader's, or a newer one) was stored meanwhile
         stored = await self._storage_task(lambda: _stored(storage, meta))

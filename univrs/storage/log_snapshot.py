@@ -93,7 +93,7 @@ class SnapshotStorage:
         """
         for live in list(self._live):  # a stream may still read the one replaced: keep it
             if live.touched and not live.detached:
-                live.detach()
+                live.detach_if_readable()
         crc = zlib.crc32(data)
         # Page-sized chunks: any free page can take one (see layout.snapshot_chunk_size).
         step = layout.snapshot_chunk_size(self._env.page_size)

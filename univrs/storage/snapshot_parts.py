@@ -22,7 +22,11 @@ any other key in it is garbage (left by a save in parts that was interrupted or 
    ``save_snapshot``, drops the log if it conflicts with the snapshot); the old chunks are
    garbage from then on. Streams holding the old snapshot detach first (read it into memory),
    as before a ``save_snapshot``.
-4. ``prune`` again: the old chunks are deleted in batches.
+4. ``switched``: the runtime hands the core the new snapshot before it runs the next step;
+   until then the core's StoredSnapshot of the old one still reads the old chunks
+   (``StoredSnapshot.superseded_by``: they are intact while the new record is stored).
+5. ``prune`` again: the streams still reading the old one are read into memory first, then
+   the old chunks are deleted in batches.
 
 Every step checks that the stored record is still the one it started from; if not (a
 snapshot from the leader was installed meanwhile: ``save_snapshot`` drops the database and
@@ -115,21 +119,58 @@ class SnapshotParts:
                 self._phase = "switch"
             return False
         if self._phase == "switch":
-            for live in list(self._live):  # a stream may still read the old one
-                if live.touched and not live.detached:
-                    live.detach()
+            self._detach_streams(keep=None)
+            self._hand_over()
             self._env.write(self._switch)
             if self.stored is False:
                 self._phase = "done"
                 return True
-            self._phase = "prune-after"
+            self._phase = "switched"
             return False
+        if self._phase == "switched":
+            # The runtime hands the new snapshot to the core before it runs this step (see
+            # ``switched``): a stream of the old one begun in between is read into memory
+            # now, while its chunks are still there, before the prune deletes them.
+            self._detach_streams(keep=self._env.read(self._record))
+            self._phase = "prune-after"
         if self._phase == "prune-after":
             if self._env.write(self._prune):
                 self._phase = "done"
                 return True
             return False
         return True
+
+    @property
+    def at_switch(self) -> bool:
+        """The next step is the switch: the one that makes this snapshot the stored one."""
+        return self._phase == "switch"
+
+    @property
+    def switched(self) -> bool:
+        """This snapshot is the stored one; the old one's chunks are still all there (they
+        are pruned by the steps after, which the caller runs once the core holds the new
+        snapshot: a StoredSnapshot of the old one still reads them until then)."""
+        return self._phase == "switched"
+
+    def _hand_over(self) -> None:
+        """Tell the old snapshot's StoredSnapshots which record replaces theirs, before the
+        switch stores it: they read their intact chunks until the prune (``switched``)."""
+        if self._old is None:
+            return
+        old = layout.parse_snapshot(self._old)
+        assert self._crc is not None or self._chunks == 0
+        new = layout.parse_snapshot(self._new_record())
+        for live in list(self._live):
+            if live.record == old:
+                live.superseded_by(new)
+
+    def _detach_streams(self, keep: Any) -> None:
+        """Read into memory every StoredSnapshot a stream has read from, but one of the
+        stored record ``keep`` (None: every one): the prunes delete their chunks."""
+        kept = None if keep is None else layout.parse_snapshot(keep)
+        for live in list(self._live):
+            if live.touched and not live.detached and live.record != kept:
+                live.detach_if_readable()
 
     # ------------------------------------------------------------------ in a transaction
 
@@ -193,6 +234,17 @@ class SnapshotParts:
             raise AssertionError(f"stored {added} of {hi - lo} chunks")
         self._written = hi
 
+    def _new_record(self) -> list[Any]:
+        """The record the switch stores (what ``layout.parse_snapshot`` reads back)."""
+        assert self._crc is not None or self._chunks == 0
+        return layout.snapshot_record(
+            self.meta,
+            size=self._size,
+            chunks=self._chunks,
+            crc=self._crc if self._crc is not None else zlib.crc32(b""),
+            first=self._base,
+        )
+
     def _switch(self, txn: Txn) -> None:
         if not self._still(txn):
             return
@@ -204,17 +256,9 @@ class SnapshotParts:
             raw is None or layout.decode_entry(layout.index_key(meta.index), raw).term != meta.term
         ):
             txn.drop(self._env.log, delete=False)  # as ``save_snapshot``: Figure 13, 6-7
-        assert self._crc is not None or self._chunks == 0
-        record = layout.snapshot_record(
-            meta,
-            size=self._size,
-            chunks=self._chunks,
-            crc=self._crc if self._crc is not None else zlib.crc32(b""),
-            first=self._base,
-        )
         txn.put(
             layout.KEY_SNAPSHOT,
-            layout.encode_record(layout.KEY_SNAPSHOT, record),
+            layout.encode_record(layout.KEY_SNAPSHOT, self._new_record()),
             db=self._env.meta,
         )
         self.stored = True

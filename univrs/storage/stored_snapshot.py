@@ -23,6 +23,7 @@ a lock per snapshot orders them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ class StoredSnapshot:
         self._step = step  # bytes of data per stored chunk (all but the last)
         self._lock = threading.Lock()
         self._data: bytes | None = None  # set when detached
+        self._successor: Record | None = None  # see ``superseded_by``
         self.touched = False  # read from at least once (a stream holds it)
 
     def __len__(self) -> int:
@@ -82,16 +84,38 @@ class StoredSnapshot:
             raise StorageError(f"snapshot at index {self.meta.index}: checksum mismatch")
         return data
 
+    def detach_if_readable(self) -> None:
+        """``detach``, unless this snapshot can no longer be read (replaced and its chunks
+        gone before it was detached): a save that replaces snapshots must not fail on one
+        that is already lost to its readers (they get "no longer stored" as before)."""
+        with contextlib.suppress(StorageError):
+            self.detach()
+
     def detach(self) -> None:
         """Read the bytes whole into memory now (before the stored snapshot is replaced)."""
         data = self.read()
         with self._lock:
             self._data = data
 
+    @property
+    def record(self) -> Record:
+        """The stored record this snapshot was read from."""
+        return self._record
+
+    def superseded_by(self, record: Record) -> None:
+        """A snapshot saved in parts replaces this one with ``record``
+        (univrs/storage/snapshot_parts.py): its chunks lie above this one's, and this one's
+        are deleted only after the runtime handed the core the new snapshot. While ``record``
+        is the stored one, this snapshot's chunks are intact and it still reads them; once
+        anything else is stored, it is no longer stored, as before."""
+        with self._lock:
+            self._successor = record
+
     def _read(self, txn: Any, lo: int, hi: int) -> bytes:
         raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
         stored = None if raw is None else layout.decode_record(layout.KEY_SNAPSHOT, raw)
-        if stored is None or layout.parse_snapshot(stored) != self._record:
+        current = None if stored is None else layout.parse_snapshot(stored)
+        if current != self._record and (current is None or current != self._successor):
             raise StorageError(
                 f"snapshot at index {self.meta.index}: no longer stored (replaced by a newer one)"
             )
@@ -100,6 +124,10 @@ class StoredSnapshot:
         for number in range(first, last + 1):
             key = self._first + number  # the chunk's key (its CRC covers it)
             value = txn.get(layout.index_key(key), db=self._env.snap)
+            if value is None and current != self._record:
+                raise StorageError(
+                    f"snapshot at index {self.meta.index}: no longer stored (its chunks pruned)"
+                )
             if value is None:
                 raise layout.Corrupt(f"snapshot chunk {number} of {self._chunks} is missing")
             parts.append(layout.decode_chunk(key, value))
