@@ -66,9 +66,7 @@ def state(tmp_path: pathlib.Path) -> Iterator[tuple[ClusterStateMachine, LmdbSto
 
 
 @pytest.fixture
-def counts(
-    monkeypatch: pytest.MonkeyPatch, state: tuple[ClusterStateMachine, LmdbStore]
-) -> Counts:
+def counts(monkeypatch: pytest.MonkeyPatch, state: tuple[ClusterStateMachine, LmdbStore]) -> Counts:
     c = Counts()
     scan_in = sm_store._scan_in
 
@@ -146,9 +144,8 @@ def test_nothing_is_written_while_a_read_is_pinned(
     index, term = sm.last_applied_index, sm.last_applied_term or 1
     with sm.reading():
         assert sm.get_workload(wid) is not None
-        with pytest.raises(RuntimeError, match="pinned read"):
-            with sm.batch():
-                pass
+        with pytest.raises(RuntimeError, match="pinned read"), sm.batch():
+            pass
         with pytest.raises(RuntimeError, match="pinned read"):
             sm.apply(ScaleWorkload(id=wid, replicas=3), index=index + 1, term=term)
     # After it, writes go on as before (and the rejected one left nothing behind).
