@@ -11,7 +11,10 @@ timed.
 
 from __future__ import annotations
 
+import json
 import pathlib
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -169,3 +172,18 @@ def test_a_pinned_read_inside_a_batch_is_the_batch(tmp_path: pathlib.Path) -> No
         assert list(table.values()) == [1, 2]
     finally:
         store.close()
+
+
+def test_the_page_benchmark_runs_both_ways() -> None:
+    """``scripts/bench_pages.py`` (the figures of the eleventh increment) runs, pinned or not."""
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_pages.py"
+    for extra in ([], ["--unpinned"]):
+        done = subprocess.run(
+            [sys.executable, str(script), "--objects", "300", "--pages", "3", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        out = json.loads(done.stdout.splitlines()[0])
+        assert out["pinned"] is (not extra) and out["workloads_median_ms"] > 0, out
