@@ -84,7 +84,8 @@ def page_scan(
     O(log n + limit), not a sort of the table."""
     limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
     after = cv.read_str(args["after"], "after") if "after" in args else None
-    items = list(islice(items_after(after), limit + 1))
+    with state.reading():  # one read transaction for the page's scan and lookups
+        items = list(islice(items_after(after), limit + 1))
     page = items[:limit]
     return {
         "items": page,

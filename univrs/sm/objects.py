@@ -162,6 +162,9 @@ class Objects:
     # A context in which one command's changes are made: one write transaction for a
     # persistent backend (all or nothing), nothing in memory.
     batch: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+    # A context in which a run of reads (a page) shares one read transaction of a persistent
+    # backend (``LmdbStore.pinned_read``); nothing in memory. No write may happen in it.
+    pinned_read: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
     # Told which sessions, balances and tokens change (``StateJournal``): a persistent backend
     # writes them in the same batch; nothing in memory.
     journal: StateJournal = NO_JOURNAL

@@ -191,6 +191,12 @@ class ClusterStateMachine(CommandHandlers):
         not: the caller must drop it (the node stops) and open the state again."""
         return self._objects.batch()
 
+    def reading(self) -> AbstractContextManager[object]:
+        """A context in which a run of reads (a page: its scan and every lookup behind its
+        rows) shares one read transaction of a persistent backend, instead of one per lookup;
+        nothing in memory. Nothing may be applied in it; consume lazy ``iter_*`` inside it."""
+        return self._objects.pinned_read()
+
     def _enter(self, index: int, term: int, time_ms: int | None) -> None:
         """Start applying the entry at (index, term)."""
         if index <= self._last_index:

@@ -236,6 +236,7 @@ def _objects_on(store: LmdbStore) -> Objects:
         by_workload=LmdbPairIndex(store, "by_workload"),
         by_node=LmdbPairIndex(store, "by_node"),
         batch=store.batch,
+        pinned_read=store.pinned_read,
         journal=LmdbJournal(store),
         counts_cache=store.cache("instance counts"),  # not a database: emptied with the rest
     )

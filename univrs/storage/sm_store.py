@@ -40,6 +40,9 @@ class LmdbStore:
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> None:
         self.env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync)
         self._txn: lmdb.Transaction | None = None
+        # True while ``_txn`` is a read transaction pinned by ``pinned_read`` (a page): the
+        # tables' reads share it; no batch or write may begin until it ends.
+        self._pinned = False
         self._dbs: dict[str, Any] = {}
         # Called with the batch's transaction just before it commits: the journal's writes
         # (one journal per store: the state machine last opened on it).
@@ -64,9 +67,28 @@ class LmdbStore:
     def batch(self) -> contextlib.AbstractContextManager[object]:
         """One write transaction for everything done in the block (nested: the outer one, at
         the cost of a ``nullcontext``: the state machine opens one per command)."""
+        if self._pinned:
+            raise RuntimeError("a write batch begun inside a pinned read")
         if self._txn is not None:
             return _NESTED
         return self._batch()
+
+    @contextlib.contextmanager
+    def pinned_read(self) -> Iterator[None]:
+        """One read transaction for every read of the tables in the block (a page of a list:
+        its rows, their indexes and lookups), instead of one per lookup or scan. In a batch:
+        the batch's transaction (nothing pinned). The block must not write (a batch or a write
+        begun in it raises ``RuntimeError``) and must consume its scans before it ends."""
+        if self._txn is not None:
+            yield
+            return
+        txn = self.env.begin()
+        self._txn, self._pinned = txn, True
+        try:
+            yield
+        finally:
+            self._txn, self._pinned = None, False
+            txn.abort()
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[None]:
@@ -91,6 +113,8 @@ class LmdbStore:
     @contextlib.contextmanager
     def writing(self) -> Iterator[lmdb.Transaction]:
         """The batch's transaction, or a transaction of its own for one write."""
+        if self._pinned:
+            raise RuntimeError("a write begun inside a pinned read")
         if self._txn is not None:
             yield self._txn
             return
