@@ -10,11 +10,16 @@ read_only.py, "Leases"; tests/runtime/test_lease.py).
 
 from __future__ import annotations
 
+import logging
+
 import attrs
 import trio
 
 from univrs.raft.node import RaftNode
 from univrs.runtime.events import TICK
+
+log = logging.getLogger("univrs.node")
+LATE_SECONDS = 0.1  # a tick this late is logged: the event loop (or the process) stalled
 
 
 async def run_ticker(send: trio.MemorySendChannel[object], tick_seconds: float) -> None:
@@ -22,6 +27,9 @@ async def run_ticker(send: trio.MemorySendChannel[object], tick_seconds: float) 
     next_tick = trio.current_time() + tick_seconds
     while True:
         await trio.sleep_until(next_tick)
+        now = trio.current_time()
+        if now - next_tick > LATE_SECONDS:
+            log.info("event loop late", extra={"late_ms": round((now - next_tick) * 1000)})
         await send.send(TICK)
         now = trio.current_time()
         next_tick += tick_seconds
