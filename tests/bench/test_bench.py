@@ -16,6 +16,7 @@ import trio
 
 from univrs.bench import client as bench
 from univrs.bench import report as bench_report
+from univrs.bench import sample as sample_module
 from univrs.bench.sample import Sample
 from univrs.client.client import Client
 
@@ -23,10 +24,11 @@ from univrs.client.client import Client
 class FakeClient:
     """Just what the bench calls: a register per key, optionally serving stale reads."""
 
-    def __init__(self, stale: bool = False) -> None:
+    def __init__(self, stale: bool = False, read_delay: float = 0.001) -> None:
         self.values: dict[str, int] = {}
         self.previous: dict[str, int] = {}
         self.stale = stale
+        self.read_delay = read_delay
         self.leader = "n1"
 
     async def scale_workload(self, key: str, replicas: int) -> dict[str, Any]:
@@ -36,7 +38,7 @@ class FakeClient:
         return {"id": key, "spec": {"replicas": replicas}}
 
     async def get_workload(self, key: str, consistency: str | None = None) -> dict[str, Any]:
-        await trio.sleep(0.001)
+        await trio.sleep(self.read_delay)
         value = self.previous.get(key) if self.stale else self.values.get(key)
         return {"id": key, "spec": {"replicas": value}}
 
@@ -56,6 +58,18 @@ async def test_a_register_like_cluster_passes_the_sample() -> None:
     assert result["check"]["verdict"] == "linearizable"
     assert result["check"]["ops"] > 10
     assert result["ops"] > 0 and result["errors"] == 0
+
+
+async def test_a_full_sample_stops_recording_only_once_its_reads_are_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The sample fills within the window while a slow read is in flight; the writer of that
+    # key then goes on with the load's own (unrecorded, not unique) writes. Found by CI: they
+    # began as soon as the sample was full, and the read in flight returned one of them.
+    monkeypatch.setattr(sample_module, "SAMPLE_OPS", 30)
+    result = await _measure_sample(FakeClient(read_delay=0.02))
+    assert result["check"]["verdict"] == "linearizable", result["check"]
+    assert result["check"]["ops"] >= 2 * 30
 
 
 async def test_a_stale_read_fails_the_sample() -> None:

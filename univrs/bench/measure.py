@@ -70,8 +70,8 @@ async def closed_loops(
     """Run one closed loop of ``op`` per client index until ``stop`` (trio time); latencies
     of operations begun at or after ``start`` go to ``hist``, failures to ``errors``. With
     ``sample``, the loops of its keys (indices below ``len(sample.keys)``) write recorded
-    unique values until the sample is full. False when the loops had to be abandoned
-    ``STALL_GRACE`` seconds after ``stop``."""
+    unique values until the key's reader is done (``Sample.writing``). False when the loops
+    had to be abandoned ``STALL_GRACE`` seconds after ``stop``."""
     sampled = len(sample.keys) if sample is not None else 0
 
     async def loop(i: int) -> None:
@@ -84,7 +84,7 @@ async def closed_loops(
                 return
             t0 = time.perf_counter()
             try:
-                if sample is not None and i < sampled and not sample.full(sample.keys[i]):
+                if sample is not None and i < sampled and sample.writing(sample.keys[i]):
                     process = await recorded_write(sample, process, client, sample.keys[i])
                 else:
                     await op(client, i)
@@ -139,9 +139,12 @@ async def measure(
     async def reader(key: str, client: Client) -> None:
         assert sample is not None
         process = sample.process()
-        while trio.current_time() < stop and not sample.full(key):
-            process = await recorded_read(sample, process, client, key)
-            await trio.sleep(SAMPLE_READ_PAUSE)  # pacing, not synchronisation
+        try:
+            while trio.current_time() < stop and not sample.full(key):
+                process = await recorded_read(sample, process, client, key)
+                await trio.sleep(SAMPLE_READ_PAUSE)  # pacing, not synchronisation
+        finally:
+            sample.reader_done(key)
 
     processes = {**(pids or {}), "client": os.getpid(), **(pool.pids if pool else {})}
     cpu: dict[str, list[float | None]] = {}

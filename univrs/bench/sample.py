@@ -5,7 +5,9 @@ clients (at most ``SAMPLE_KEYS``) write unique values and, alongside, one paced 
 sampled key reads it linearizably; those operations are recorded as a history
 (``univrs.chaos.history``, at most ``SAMPLE_OPS`` per key) and checked with the chaos suite's
 checker (``univrs.chaos.linearizability``, within ``CHECK_TIMEOUT``). The sampled readers'
-operations are not counted in the figures.
+operations are not counted in the figures. A sampled key's writer records its writes for as
+long as the key's reader reads (``writing``): once the reader is done, no recorded read can
+observe the writer's later, unrecorded writes (the load's own values, not unique).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Sample:
         # The last value written per key, shared by the run's samples: values stay unique.
         self.values = values
         self.next_process = 0
+        self.readers_done: set[str] = set()
 
     def process(self) -> int:
         self.next_process += 1
@@ -43,6 +46,14 @@ class Sample:
 
     def full(self, key: str) -> bool:
         return self.ops[key] >= SAMPLE_OPS
+
+    def writing(self, key: str) -> bool:
+        """Whether the key's writer still records unique values: until its reader is done."""
+        return key not in self.readers_done
+
+    def reader_done(self, key: str) -> None:
+        """The key's reader read its last value: the key's later writes are not recorded."""
+        self.readers_done.add(key)
 
     def record(self, process: int, type_: EventType, f: Fn, key: str, value: Any) -> None:
         if type_ is EventType.INVOKE:
