@@ -153,13 +153,18 @@ async def test_the_encoding_waits_for_the_loop_between_chunks(
     sm = env.replace(env.stage(capture(build(300))()))
     monkeypatch.setattr(sm_store, "RAW_CHUNK", 10)  # 30 chunks of workloads, 30 of instances
     produced = [0]
-    first, done = threading.Event(), threading.Event()
+    first, go, done = threading.Event(), threading.Event(), threading.Event()
     chunks = sm_store.LmdbRawRows.chunks
 
     def counted(self: sm_store.LmdbRawRows) -> Iterator[bytes]:
         for chunk in chunks(self):
             produced[0] += 1
-            first.set()
+            if not first.is_set():
+                # Hold the first chunk until the test blocks the loop: otherwise, on a loaded
+                # machine, the encoding could run to its end (with the loop free) before the
+                # test begins to block it (found by CI: finished with 0 chunks while blocked).
+                first.set()
+                go.wait(timeout=30)
             yield chunk
         if self.count == 300 and produced[0] >= 60:  # the instances: the last big table
             done.set()
@@ -177,6 +182,7 @@ async def test_the_encoding_waits_for_the_loop_between_chunks(
                     await trio.to_thread.run_sync(first.wait)
                     before = produced[0]
                     # The loop blocked for a second: how far does the encoding get?
+                    go.set()
                     finished = done.wait(timeout=1.0)
                     blocked = produced[0] - before
             nursery.cancel_scope.cancel()
