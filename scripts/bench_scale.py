@@ -48,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from univrs.bench.report import print_json
 from univrs.bench.scale_state import INSTANCES_PER_NODE, build
 from univrs.runtime.snapshots import capture, restore
 from univrs.sm import ClusterStateMachine, state_digest
@@ -486,10 +487,7 @@ def main() -> None:
         print(table(rows))
     if args.cluster or args.cluster_only:
         print(cluster_table(rows))
-    text = json.dumps(rows)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print_json(rows, args.json)
 
 
 if __name__ == "__main__":
