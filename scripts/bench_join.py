@@ -22,14 +22,9 @@ import time
 
 import trio
 
-from univrs.bench.scale_cluster import (
-    NODE_CONFIG,
-    Budget,
-    Load,
-    measure_join,
-    restore_members,
-    write_backup,
-)
+from univrs.bench.scale_load import Load
+from univrs.bench.scale_probes import Budget
+from univrs.bench.scale_steps import NODE_CONFIG, measure_join, restore_members, write_backup
 from univrs.tools.devcluster import LocalCluster, NodeProc, wait_for
 
 

@@ -26,6 +26,9 @@ Machine-independent figures come with the timings: bytes, bytes per object, bloc
 and ``restore / cbor2.loads``: the restore CPU time as a multiple of a bare ``cbor2.loads`` of the
 same bytes measured in the same child (the floor for any restore that decodes one CBOR item).
 
+With ``--cluster`` (or ``--cluster-only``) the same snapshot also seeds a 3-node cluster of
+real processes: ``univrs.bench.scale_cluster`` (its figures, its table, the ``--seed`` files).
+
 Prints a table and, last, one JSON line (also written to ``--json PATH``). Bounded in time:
 the child is killed after ``--timeout`` seconds.
 """
@@ -45,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from univrs.bench.report import print_json
 from univrs.bench.scale_state import INSTANCES_PER_NODE, build
 from univrs.runtime.snapshots import capture, restore
 from univrs.sm import ClusterStateMachine, state_digest
@@ -269,73 +273,6 @@ def run_child(path: str, timeout: float, how: list[str] | None = None) -> dict[s
     return result
 
 
-def measure_cluster(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """The cluster figures only (``--cluster-only``): build, encode, free the state, then
-    ``univrs.bench.scale_cluster.run_cluster`` on the snapshot."""
-    seed: Path | None = args.seed
-    row: dict[str, Any] = {"objects_workloads": n, "objects_instances": n}
-    if seed is not None and seed.exists():
-        data, index, term = read_seed(seed, n)
-        row["seed"] = str(seed)
-    else:
-        start = time.perf_counter()
-        sm = build(n)
-        build_s = time.perf_counter() - start
-        index, term = sm.last_applied_index, sm.last_applied_term
-        data = capture(sm)()
-        del sm
-        row["build_s"] = round(build_s, 3)
-        if seed is not None:
-            write_seed(seed, n, data, index, term)
-    row["snapshot_bytes"] = len(data)
-    row.update(_cluster(data, index, term, n, args))
-    row["loadavg_1m"] = os.getloadavg()[0]
-    return row
-
-
-def write_seed(path: Path, n: int, data: bytes, index: int, term: int) -> None:
-    """A built state's snapshot, kept for later runs (``--seed``): a JSON line, then the
-    snapshot bytes. Written beside and renamed: an interrupted write leaves no seed."""
-    part = path.with_name(path.name + ".part")
-    with part.open("wb") as out:
-        out.write(json.dumps({"objects": n, "index": index, "term": term}).encode() + b"\n")
-        out.write(data)
-    part.replace(path)
-
-
-def read_seed(path: Path, n: int) -> tuple[bytes, int, int]:
-    """(snapshot, index, term) of a seed written by ``write_seed`` for ``n`` objects."""
-    with path.open("rb") as src:
-        head = json.loads(src.readline())
-        if head["objects"] != n:
-            raise SystemExit(f"{path} holds {head['objects']:,} objects, not {n:,}")
-        return src.read(), head["index"], head["term"]
-
-
-def _cluster(
-    data: bytes, index: int, term: int, n: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    from univrs.bench.scale_cluster import run_cluster
-
-    def progress(what: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {n:,}: {what}", file=sys.stderr, flush=True)
-
-    with tempfile.TemporaryDirectory(prefix="bench_scale_cluster.") as tmp:
-        folder = Path(tmp) if args.keep is None else args.keep / f"n{n}"
-        return run_cluster(
-            data,
-            index=index,
-            term=term,
-            n=n,
-            folder=folder,
-            budget=args.budget,
-            load_seconds=args.load_seconds,
-            backend=args.backend,  # written explicitly: the nodes' default is lmdb
-            progress=progress,
-            snapshot_rounds=args.snapshot_rounds,
-        )
-
-
 def measure(
     n: int, repeats: int, timeout: float, with_lmdb: bool = False, args: Any = None
 ) -> dict[str, Any]:
@@ -387,11 +324,11 @@ def measure(
             if found["digest"] != digest:
                 raise SystemExit("restored state's digest differs from the original's")
             children.append(found)
-        cluster = (
-            _cluster(Path(path).read_bytes(), index, term, n, args)
-            if args is not None and args.cluster
-            else {}
-        )
+        cluster: dict[str, Any] = {}
+        if args is not None and args.cluster:
+            from univrs.bench.scale_cluster import cluster_figures
+
+            cluster = cluster_figures(Path(path).read_bytes(), index, term, n, args)
     med = statistics.median
     objects = 2 * n  # workloads + instances (nodes and sessions are extra)
 
@@ -461,58 +398,6 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['apply_cpu_s'] * 1e6:.0f} us "
             f"| {r['loadavg_1m']:.1f} |"
         )
-    return "\n".join(lines)
-
-
-def _ms(value: Any) -> str:
-    return "-" if value is None else f"{value * 1000:.0f} ms"
-
-
-def _s(value: Any) -> str:
-    return "-" if value is None else f"{value:.1f} s"
-
-
-def _gib(value: Any) -> str:
-    return "-" if value is None else f"{value / 2**30:.2f} GiB"
-
-
-def cluster_table(rows: list[dict[str, Any]]) -> str:
-    """The cluster figures (``--cluster``) as a Markdown table: wall times of a 3-node cluster
-    of real processes (fsync on, loopback) and what the issue asks of each."""
-    head = (
-        "| workloads + instances | offline restore (per member) | cold start (3 members ready) "
-        "| restart to linearizable read (< 5 s) | join (< 30 s) | elections during join (0) "
-        "| elections during snapshot (0) "
-        "| snapshot pause: longest ack gap (baseline; heartbeat 150 ms) | peak RSS per node, max "
-        "(< 1.5 GB) | page p50 / p99 under 64 writers (p99 < 50 ms) | writes/s | apply rate "
-        "| joining node's longest unresponsive stretch "
-        "| join: stream / check / members' links to it lost | digests equal | load |"
-    )
-    lines = [head, "|" + " --- |" * 16]
-    for r in rows:
-        if "cold_start_s" not in r and "error" not in r:
-            continue
-        lines.append(
-            f"| {r['objects_workloads']:,} + {r['objects_instances']:,} "
-            f"| {_s(r.get('offline_restore_s'))} "
-            f"| {_s(r.get('cold_start_s'))} "
-            f"| {_s(r.get('restart_to_read_s'))} "
-            f"| {_s(r.get('join_s'))} "
-            f"| {r.get('elections_during_join', '-')} "
-            f"| {r.get('elections_during_snapshot', '-')} "
-            f"| {_ms(r.get('snapshot_ack_gap_s'))} ({_ms(r.get('baseline_ack_gap_s'))}) "
-            f"| {_gib(r.get('peak_rss_bytes_max'))} "
-            f"| {_ms(r.get('page_p50_s'))} / {_ms(r.get('page_p99_s'))} "
-            f"| {r.get('writes_per_s', '-')} "
-            f"| {r.get('apply_rate_per_s', '-')}/s "
-            f"| {_ms(r.get('join_loop_stall_s'))} "
-            f"| {_s(r.get('join_stream_s'))} / {_s(r.get('join_check_s'))} "
-            f"/ {r.get('join_links_lost', '-')} "
-            f"| {r.get('digests_equal', '-')} "
-            f"| {r['loadavg_1m']:.1f} |"
-        )
-        if "error" in r:
-            lines.append(f"(stopped early: {r['error']})")
     return "\n".join(lines)
 
 
@@ -591,6 +476,10 @@ def main() -> None:
     if args.restore:
         print(json.dumps(run_child(args.restore, args.timeout)))
         return
+    # Imported here, not at the top: the restore children (above) would count its modules in
+    # their RSS figures.
+    from univrs.bench.scale_cluster import cluster_table, measure_cluster
+
     if args.cluster_only:
         rows = [measure_cluster(n, args) for n in args.objects]
     else:
@@ -598,10 +487,7 @@ def main() -> None:
         print(table(rows))
     if args.cluster or args.cluster_only:
         print(cluster_table(rows))
-    text = json.dumps(rows)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print_json(rows, args.json)
 
 
 if __name__ == "__main__":

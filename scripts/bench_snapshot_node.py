@@ -36,6 +36,7 @@ from typing import Any
 
 import trio
 
+from univrs.bench.report import print_json
 from univrs.raft.messages import Entry, HardState, Membership, SnapshotMeta
 from univrs.runtime.snapshots import restore
 from univrs.runtime.snapshotter import Snapshotter
@@ -174,10 +175,7 @@ def main() -> None:
         "median": {k: statistics.median(r[k] for r in rows) for k in rows[0]},
         "loadavg_1m": os.getloadavg()[0],
     }
-    text = json.dumps(out)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print_json(out, args.json)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from univrs.bench.report import print_json
 from univrs.bench.scale_state import build
 from univrs.runtime.snapshots import capture, restore
 from univrs.sm import ClusterStateMachine, state_digest
@@ -172,10 +173,7 @@ def main() -> None:
                 raise SystemExit(f"install by {how}: another digest")
         out["install"] = installs
     out["parent_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    text = json.dumps(out)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print_json(out, args.json)
 
 
 if __name__ == "__main__":

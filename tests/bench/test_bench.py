@@ -185,6 +185,18 @@ def test_the_plot_is_a_png(tmp_path: pathlib.Path) -> None:
     json.dumps(_result())  # what --json writes
 
 
+def test_the_json_figures_end_stdout_in_one_line_and_fill_the_json_file(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    figures = {"objects": 1000, "runs": [{"snapshot_s": 0.5}], "median": {"gap_s": None}}
+    bench_report.print_json(figures)
+    path = tmp_path / "out.json"
+    bench_report.print_json(figures, path)
+    out = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in out] == [figures, figures]
+    assert path.read_text().endswith("}\n") and json.loads(path.read_text()) == figures
+
+
 def test_the_profile_summary_ranks_functions_by_self_and_total_share(
     tmp_path: pathlib.Path,
 ) -> None:

@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from univrs.bench.scale_cluster import longest_gap, run_cluster
+from univrs.bench.scale_cluster import run_cluster
+from univrs.bench.scale_load import longest_gap
 from univrs.bench.scale_state import build
 from univrs.runtime.snapshots import capture
 

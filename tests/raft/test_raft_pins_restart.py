@@ -25,6 +25,7 @@ from univrs.raft import (
     Heartbeat,
     HeartbeatResponse,
     InitialState,
+    Message,
     RaftNode,
     Ready,
     Role,
@@ -55,28 +56,34 @@ class Disk:
         )
 
 
-def start(disk: Disk, cls: type[RaftNode] = RaftNode) -> RaftNode:
-    """n1 from what ``disk`` holds (a fresh bootstrap, or a restart)."""
+def campaigning(disk: Disk, cls: type[RaftNode] = RaftNode) -> RaftNode:
+    """n1 started from what ``disk`` holds (a fresh bootstrap, or a restart: a crash leaves
+    only the disk), campaigning at its next term, its Ready written to ``disk``."""
     if not disk.entries:
         boot = bootstrap_state(UNBOUND)
         disk.hard_state, disk.entries = boot.hard_state, list(boot.entries)
-    return cls("n1", rng=random.Random(1), config=CFG, initial=disk.initial())
+    node = cls("n1", rng=random.Random(1), config=CFG, initial=disk.initial())
+    node.campaign()
+    settle(node, disk)
+    return node
+
+
+def deliver(node: RaftNode, disk: Disk, *messages: Message) -> None:
+    """Each of ``messages`` stepped into ``node`` in turn, and its Ready written to ``disk``."""
+    for msg in messages:
+        node.step(msg)
+        settle(node, disk)
 
 
 def pinned_then_restarted(cls: type[RaftNode]) -> RaftNode:
     """n1 campaigns at term 2, hears n2 at its own incarnation ``inc2`` (a rejection: pinned),
     crashes and restarts from its disk, and campaigns again, at term 3."""
     disk = Disk()
-    node = start(disk)
-    node.campaign()
-    settle(node, disk)
-    node.step(vote("n2", "inc2", granted=False))
-    settle(node, disk)
+    node = campaigning(disk)
+    deliver(node, disk, vote("n2", "inc2", granted=False))
     assert node.status().pinned == (("n2", "inc2"),)
     assert disk.hard_state.pins == (("n2", "inc2"),)  # durable with the hard state
-    node = start(disk, cls)  # a crash: only the disk is left
-    node.campaign()
-    settle(node, disk)
+    node = campaigning(disk, cls)  # a crash: only the disk is left
     assert node.status().role is Role.CANDIDATE and node.status().term == 3
     return node
 
@@ -85,20 +92,17 @@ def test_a_restarted_candidate_still_refuses_another_incarnation_of_a_pinned_vot
     node = pinned_then_restarted(RaftNode)
     assert node.status().pinned == (("n2", "inc2"),)
     # n2's wiped data dir (an empty log: it grants anyone), or a forger, under n2's id.
-    node.step(vote("n2", "inc2.wiped", granted=True, term=3))
-    settle(node, Disk())
+    deliver(node, Disk(), vote("n2", "inc2.wiped", granted=True, term=3))
     s = node.status()
     assert s.role is Role.CANDIDATE
     assert dict(s.refused) == {"incarnation": 1}
-    node.step(vote("n2", "inc2", granted=True, term=3))  # the member itself: counted
-    settle(node, Disk())
+    deliver(node, Disk(), vote("n2", "inc2", granted=True, term=3))  # the member itself: counted
     assert node.status().role is Role.LEADER
     # A core that forgets its pins at a restart (the code before they were durable) is
     # elected by the amnesiac vote.
     mutant = pinned_then_restarted(ForgetPinsAtRestart)
     assert mutant.status().pinned == ()
-    mutant.step(vote("n2", "inc2.wiped", granted=True, term=3))
-    settle(mutant, Disk())
+    deliver(mutant, Disk(), vote("n2", "inc2.wiped", granted=True, term=3))
     assert mutant.status().role is Role.LEADER and mutant.status().refused_messages == 0
 
 
@@ -107,14 +111,10 @@ def test_a_message_that_names_no_incarnation_pins_nothing() -> None:
     (it would hold the member to no incarnation, and the store refuses an empty one at the
     next start); the member's own next message pins it."""
     disk = Disk()
-    node = start(disk)
-    node.campaign()
-    settle(node, disk)
-    node.step(vote("n2", "", granted=False))
-    settle(node, disk)
+    node = campaigning(disk)
+    deliver(node, disk, vote("n2", "", granted=False))
     assert node.status().pinned == () and disk.hard_state.pins == ()
-    node.step(vote("n3", "inc3", granted=False))
-    settle(node, disk)
+    deliver(node, disk, vote("n3", "inc3", granted=False))
     assert node.status().pinned == (("n3", "inc3"),)
 
 
@@ -122,19 +122,11 @@ def leader_after_restart(cls: type[RaftNode]) -> tuple[RaftNode, Disk]:
     """n1 leads term 2 with n2 (inc2) and commits its no-op with n2's ack, crashes, restarts
     and leads term 3 with n2's vote (inc2); its term-3 no-op (index 3) is durable on n1."""
     disk = Disk()
-    node = start(disk)
-    node.campaign()
-    settle(node, disk)
-    node.step(vote("n2", "inc2", granted=True))
-    settle(node, disk)
-    node.step(ack("n2", "inc2", 2))
-    settle(node, disk)
+    node = campaigning(disk)
+    deliver(node, disk, vote("n2", "inc2", granted=True), ack("n2", "inc2", 2))
     assert node.status().commit == 2
-    node = start(disk, cls)
-    node.campaign()
-    settle(node, disk)
-    node.step(vote("n2", "inc2", granted=True, term=3))
-    settle(node, disk)
+    node = campaigning(disk, cls)
+    deliver(node, disk, vote("n2", "inc2", granted=True, term=3))
     assert node.status().role is Role.LEADER and node.status().last_index == 3
     return node, disk
 
@@ -142,12 +134,10 @@ def leader_after_restart(cls: type[RaftNode]) -> tuple[RaftNode, Disk]:
 def test_a_restarted_leader_counts_acks_of_the_pinned_incarnation_only() -> None:
     node, disk = leader_after_restart(RaftNode)
     # Index 3 is on n1 alone: counted, this acknowledgement would commit it.
-    node.step(ack("n2", "inc2.wiped", 3, term=3))
-    settle(node, disk)
+    deliver(node, disk, ack("n2", "inc2.wiped", 3, term=3))
     assert node.status().commit == 2
     assert dict(node.status().refused) == {"incarnation": 1}
-    node.step(ack("n2", "inc2", 3, term=3))
-    settle(node, disk)
+    deliver(node, disk, ack("n2", "inc2", 3, term=3))
     assert node.status().commit == 3
     assert node.status().pinned == (("n2", "inc2"),)
 
@@ -179,17 +169,12 @@ def test_a_new_pin_holds_messages_and_committed_entries_until_it_is_durable() ->
 
 def test_every_later_hard_state_carries_the_pins() -> None:
     disk = Disk()
-    node = start(disk)
-    node.campaign()
-    settle(node, disk)
-    node.step(vote("n2", "inc2", granted=False))
-    settle(node, disk)
-    node.step(vote("n3", "inc3", granted=True))
-    settle(node, disk)
+    node = campaigning(disk)
+    deliver(node, disk, vote("n2", "inc2", granted=False), vote("n3", "inc3", granted=True))
     assert node.status().role is Role.LEADER
     assert disk.hard_state.pins == (("n2", "inc2"), ("n3", "inc3"))
-    node.step(ack("n3", "inc3", 2))
-    settle(node, disk)  # a hard state that moves only the commit keeps every pin
+    # A hard state that moves only the commit keeps every pin.
+    deliver(node, disk, ack("n3", "inc3", 2))
     assert disk.hard_state == HardState(
         term=2, vote="n1", commit=2, pins=(("n2", "inc2"), ("n3", "inc3"))
     )

@@ -4,18 +4,30 @@
 the CPU per operation per process and the linearizability sample's verdict) and the profile's
 summary; ``plot`` writes throughput and p99 against clients as a PNG (matplotlib, the
 ``bench`` extra); ``py_spy_command`` and ``summarise_profile`` take and read the profile of
-the leader or another chosen process (docs/performance.md, "--profile").
+the leader or another chosen process (docs/performance.md, "--profile"). ``print_json`` is
+how the one-shot bench scripts (``scripts/bench_scale.py``, ``bench_snapshot_*.py``) end: one
+JSON line, last on stdout, and the same in their ``--json`` file.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import re
 import sys
 from typing import Any
 
-__all__ = ["plot", "py_spy_command", "report", "summarise_profile"]
+__all__ = ["plot", "print_json", "py_spy_command", "report", "summarise_profile"]
+
+
+def print_json(figures: Any, path: pathlib.Path | None = None) -> None:
+    """``figures`` as one JSON line on stdout (a script's last line: what a caller parses) and,
+    given ``path`` (the scripts' ``--json``), as that file's one line."""
+    text = json.dumps(figures)
+    print(text)
+    if path:
+        path.write_text(text + "\n")
 
 
 def py_spy_command(pid: int, path: pathlib.Path) -> list[str]:

@@ -192,16 +192,8 @@ class SnapshotLayer(LeaderLayer):
         """Would stepping ``msg`` now call ``snapshot_check``, unless the data's checksum is
         wrong? Cheap (nothing joined or hashed): the runtime asks it on its event loop before
         it hands ``snapshot_to_check`` to a worker thread."""
-        if (
-            self.snapshot_check is None
-            or msg.meta.index <= self._commit
-            or msg.total_size > self.config.max_snapshot_bytes
-        ):
-            return False
-        rx = self._receiving
-        if rx is None or not rx.same_snapshot(msg):
-            rx = SnapshotReceiver.for_message(msg)
-        return rx.completes(msg)
+        rx = self._receiver_to_check(msg)
+        return rx is not None and rx.completes(msg)
 
     def snapshot_to_check(self, msg: InstallSnapshot) -> bytes | None:
         """The data ``snapshot_check`` would be called with if ``msg`` were stepped now: the
@@ -209,6 +201,13 @@ class SnapshotLayer(LeaderLayer):
         would not be checked: no check, or at or below our commit index). A query that
         changes nothing, so the runtime can run the (expensive) check ahead, off its event
         loop, and answer the core's call from what it found (univrs/runtime/snapshots.py)."""
+        rx = self._receiver_to_check(msg)
+        return None if rx is None else rx.completed_by(msg)
+
+    def _receiver_to_check(self, msg: InstallSnapshot) -> SnapshotReceiver | None:
+        """The receiver that stepping ``msg`` now would feed, if the snapshot it belongs to
+        would be checked (a check is set, above our commit index, within the size bound);
+        None if it would not. Changes nothing."""
         if (
             self.snapshot_check is None
             or msg.meta.index <= self._commit
@@ -218,7 +217,7 @@ class SnapshotLayer(LeaderLayer):
         rx = self._receiving
         if rx is None or not rx.same_snapshot(msg):
             rx = SnapshotReceiver.for_message(msg)  # what the step starts (one-chunk snapshot)
-        return rx.completed_by(msg)
+        return rx
 
     def _install_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Replace our state with a verified snapshot newer than our commit index."""
