@@ -209,7 +209,7 @@ class SnapshotLayer(LeaderLayer):
         self._install_snapshot(meta, data)
         self._snapshot_answer(msg, msg.total_size, success=True)
 
-    def _check_receiver(self, msg: InstallSnapshot) -> SnapshotReceiver | None:
+    def _receiver_to_check(self, msg: InstallSnapshot) -> SnapshotReceiver | None:
         """The receiver that stepping ``msg`` would add its data to and check once complete
         (the partial one held, or the one the step starts), or None if ``step`` would take no
         data of ``msg`` into a checked snapshot: no check, not addressed to us, not from the

@@ -92,10 +92,10 @@ class GateLayer(ElectionLayer):
         """Would stepping ``msg`` now call ``snapshot_check``, unless the data's checksum is
         wrong? Cheap (nothing joined or hashed): the runtime asks it on its event loop before
         it hands ``snapshot_to_check`` to a worker thread. Never for a chunk ``step`` takes no
-        data from (compaction.py ``_check_receiver``): from a stale term (``step`` only
+        data from (compaction.py ``_receiver_to_check``): from a stale term (``step`` only
         answers it with our term), a sender the gate refuses, or anyone but the leader we
         follow in our term."""
-        rx = self._check_receiver(msg)
+        rx = self._receiver_to_check(msg)
         return rx is not None and rx.completes(msg) and self._sender_refusal(msg) is None
 
     def snapshot_to_check(self, msg: InstallSnapshot) -> bytes | None:
@@ -104,7 +104,7 @@ class GateLayer(ElectionLayer):
         would not be checked: ``snapshot_check_due``). A query that changes nothing, so the
         runtime can run the (expensive) check ahead, off its event loop, and answer the
         core's call from what it found (univrs/runtime/snapshots.py)."""
-        rx = self._check_receiver(msg)
+        rx = self._receiver_to_check(msg)
         if rx is None or self._sender_refusal(msg) is not None:
             return None
         return rx.completed_by(msg)
