@@ -42,7 +42,8 @@ def test_adopting_an_install_before_it_is_stored_is_caught(monkeypatch: pytest.M
     """The node's old order (tests/runtime/test_state_lmdb_offline.py has it on real nodes):
     the env holds the snapshot's state before the disk does; a crash in between leaves the
     env ahead of the durable log. (Seed 1 until a new leader sent the log to a member its
-    uncommitted change removes, which moved its course; 14 since.)"""
+    uncommitted change removes, which moved its course; 14 until a follower took snapshot
+    chunks only from the leader it followed in its term before the chunk; 23 since.)"""
     restore = NodeEffects.restore_snapshot
 
     def early(self: NodeEffects, install: object, job: object) -> None:
@@ -52,7 +53,7 @@ def test_adopting_an_install_before_it_is_stored_is_caught(monkeypatch: pytest.M
             self.sn.state_stale = False
 
     monkeypatch.setattr(NodeEffects, "restore_snapshot", early)
-    r = run_seed(14, nodes=3, state_backend="lmdb")
+    r = run_seed(23, nodes=3, state_backend="lmdb")
     assert r.invariant == ck.STATE_DURABLE, (r.invariant, r.detail)
     assert "ahead of its durable log" in (r.detail or "")
     assert "--state-backend lmdb" in r.replay

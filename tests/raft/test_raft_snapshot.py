@@ -138,6 +138,16 @@ def test_compaction_never_passes_what_is_applied_and_committed() -> None:
     assert run(CompactAnything) == (10, 11)  # the same check fails against a broken limit
 
 
+def follow(c: Cluster, node: str, leader: str = "n1") -> None:
+    """``node`` hears ``leader``'s heartbeat of its term (commit 0), and so follows it: a node
+    takes snapshot data only from the leader it follows in its term."""
+    term = c.status(node).term
+    c.nodes[node].step(Heartbeat(term=term, src=leader, dst=node, commit=0))
+    c.process(node)
+    assert c.status(node).leader == leader
+    c.drop()
+
+
 # ---- streaming ----------------------------------------------------------------------------
 
 
@@ -286,6 +296,7 @@ def test_follower_that_has_the_entries_keeps_its_suffix() -> None:
         total_size=len(data),
         checksum=zlib.crc32(data),
     )
+    follow(c, "n3")
     c.nodes["n3"].step(chunk)
     c.process("n3")
     st = c.status("n3")
@@ -297,6 +308,7 @@ def test_follower_that_has_the_entries_keeps_its_suffix() -> None:
     # A log whose entry at the snapshot index has another term is dropped whole.
     logs["n2"] = [1, 1, 1, 1, 1, 1, 1, 1]
     c2 = Cluster.with_logs(logs, terms=dict.fromkeys(logs, 2))
+    follow(c2, "n2")
     c2.nodes["n2"].step(attrs.evolve(chunk, dst="n2"))
     c2.process("n2")
     st = c2.status("n2")

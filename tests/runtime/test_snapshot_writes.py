@@ -7,7 +7,10 @@ event loop from running while it is encoded (docs/state-at-scale.md, ninth incre
   term before that term is durable, so an append waiting for a save of 212 MB (1,000,000 +
   1,000,000 objects) was a write pause of the whole cluster and a node mute to elections.
 * The encoding of an LMDB state waits for the loop between two chunks of rows
-  (univrs/runtime/snapshots.py ``capture``'s ``pause``)."""
+  (univrs/runtime/snapshots.py ``capture``'s ``pause``).
+
+A caller of ``take`` cancelled between the stored record's switch and the core's
+``snapshot_taken``: tests/runtime/test_snapshot_take.py."""
 
 from __future__ import annotations
 
@@ -130,6 +133,7 @@ async def test_appends_queued_during_the_save_are_written_before_it_ends(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer.run)
+            nursery.start_soon(snapshots.run)
             with trio.fail_after(30):
                 meta = await snapshots.take()
                 await appended.wait()
@@ -176,6 +180,7 @@ async def test_the_encoding_waits_for_the_loop_between_chunks(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer.run)
+            nursery.start_soon(snapshots.run)
             with trio.fail_after(30):
                 async with trio.open_nursery() as taking:
                     taking.start_soon(snapshots.take)

@@ -20,11 +20,16 @@ the snapshot index and it is probed from there. A snapshot taken mid-stream does
 the stream: it finishes with the data it started with (a sender holds a reference), and a later
 probe that again finds its entries compacted gets the newer one.
 
-Follower: chunks for the snapshot being received are accepted in order; anything else is
-answered with the byte count held, so the leader resumes there. The complete data is verified
-(size and crc32), then checked by the runtime's ``snapshot_check`` (can the state machine
-restore it?); a mismatch or a refusal discards it and answers offset 0 (a refusal is counted
-in ``Status.refused``). Nothing changes before that. A snapshot announcing more than
+Follower: chunks for the snapshot being received are accepted in order, and only from the
+leader this node followed in its current term before the chunk came; anything else is answered
+with the byte count held, so the leader resumes there (a stale term's chunk is only answered
+with our term, like any stale message; a new term's first chunk, or one from a leader we did
+not know, makes us follow its sender, which then resends). So no stream from anyone but our
+term's leader is ever completed or checked, and ``snapshot_check_due`` (gate.py, what the
+runtime asks before it checks the last chunk off its event loop) says so too. The complete data
+is verified (size and crc32), then checked by the runtime's ``snapshot_check`` (can the state
+machine restore it?); a mismatch or a refusal discards it and answers offset 0 (a refusal is
+counted in ``Status.refused``). Nothing changes before that. A snapshot announcing more than
 ``RaftConfig.max_snapshot_bytes`` is refused outright, so at most that much is ever held, for
 one snapshot at a time. A verified snapshot resets the log (keeping the suffix if the log has
 the snapshot's last entry, paper Figure 13 step 6), moves commit to at least its index, takes
@@ -143,7 +148,14 @@ class SnapshotLayer(LeaderLayer):
         else:
             self._send(answer)
 
-    def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+    def _from_followed_leader(self, msg: InstallSnapshot) -> bool:
+        """Is ``msg`` from the leader this node follows in its current term (as things stand
+        before ``msg`` is stepped)? Only such a chunk is taken, so only such a stream is
+        ever checked (``snapshot_check_due``)."""
+        return msg.term == self._term and self._role is not Role.LEADER and self._leader == msg.src
+
+    def _on_install_snapshot(self, msg: InstallSnapshot, *, followed: bool) -> None:
+        """``followed``: ``_from_followed_leader(msg)`` before ``step`` handled its term."""
         if msg.total_size > self.config.max_snapshot_bytes:
             # Refused before anything is held or changed (the partial one goes too: a
             # stream that grows past the bound is never completed).
@@ -159,6 +171,15 @@ class SnapshotLayer(LeaderLayer):
             self._snapshot_answer(msg, msg.total_size, success=True)
             return
         rx = self._receiving
+        if not followed:
+            # A sender we did not follow in our term before this chunk (its new term's first
+            # word to us, or a leader we did not know): we follow it now (above), but take
+            # no data from this chunk, so no stream of anyone else's is ever completed and
+            # checked. The answer says what we hold of that snapshot; the leader resends from
+            # there, to a node that now follows it. Nothing is held, nothing is counted.
+            held = rx.received if rx is not None and rx.same_snapshot(msg) else 0
+            self._snapshot_answer(msg, held, success=False)
+            return
         if rx is None or not rx.same_snapshot(msg):
             # Another snapshot than the partial one held (if any): that one is abandoned.
             rx = self._receiving = SnapshotReceiver.for_message(msg)
@@ -188,30 +209,19 @@ class SnapshotLayer(LeaderLayer):
         self._install_snapshot(meta, data)
         self._snapshot_answer(msg, msg.total_size, success=True)
 
-    def snapshot_check_due(self, msg: InstallSnapshot) -> bool:
-        """Would stepping ``msg`` now call ``snapshot_check``, unless the data's checksum is
-        wrong? Cheap (nothing joined or hashed): the runtime asks it on its event loop before
-        it hands ``snapshot_to_check`` to a worker thread."""
-        rx = self._receiver_to_check(msg)
-        return rx is not None and rx.completes(msg)
-
-    def snapshot_to_check(self, msg: InstallSnapshot) -> bytes | None:
-        """The data ``snapshot_check`` would be called with if ``msg`` were stepped now: the
-        complete, verified snapshot that ``msg`` finishes (None if it finishes none, or if it
-        would not be checked: no check, or at or below our commit index). A query that
-        changes nothing, so the runtime can run the (expensive) check ahead, off its event
-        loop, and answer the core's call from what it found (univrs/runtime/snapshots.py)."""
-        rx = self._receiver_to_check(msg)
-        return None if rx is None else rx.completed_by(msg)
-
     def _receiver_to_check(self, msg: InstallSnapshot) -> SnapshotReceiver | None:
-        """The receiver that stepping ``msg`` now would feed, if the snapshot it belongs to
-        would be checked (a check is set, above our commit index, within the size bound);
-        None if it would not. Changes nothing."""
-        if (
-            self.snapshot_check is None
-            or msg.meta.index <= self._commit
-            or msg.total_size > self.config.max_snapshot_bytes
+        """The receiver that stepping ``msg`` would add its data to and check once complete
+        (the partial one held, or the one the step starts), or None if ``step`` would take no
+        data of ``msg`` into a checked snapshot: no check, not addressed to us, not from the
+        leader we follow in our term (``_from_followed_leader``), at or below our commit
+        index, past the size bound. A query; the sender rule is gate.py's
+        (``snapshot_check_due`` there asks both)."""
+        if not (
+            self.snapshot_check is not None
+            and msg.dst == self.id
+            and self._from_followed_leader(msg)
+            and msg.meta.index > self._commit
+            and msg.total_size <= self.config.max_snapshot_bytes
         ):
             return None
         rx = self._receiving

@@ -12,6 +12,10 @@ its leader hears it). ``_answer_in_lease`` is the other side of vouches: a follo
 leader's lease answers a vote request with the leader it follows (without
 ``RaftConfig.unlisted_leaders``), or stays silent.
 
+``snapshot_check_due`` / ``snapshot_to_check`` ask ahead of ``step`` whether it would check the
+snapshot a last chunk completes (the runtime then checks it off its event loop): this layer's
+sender rule plus compaction.py's receiving rules, without either's side effects.
+
 Nothing here changes the term, log, commit or role: a refused message is never acted on.
 """
 
@@ -81,6 +85,29 @@ class GateLayer(ElectionLayer):
             self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return False
         return True
+
+    # ---- a snapshot's check, asked ahead (the runtime runs it off its event loop) ------------
+
+    def snapshot_check_due(self, msg: InstallSnapshot) -> bool:
+        """Would stepping ``msg`` now call ``snapshot_check``, unless the data's checksum is
+        wrong? Cheap (nothing joined or hashed): the runtime asks it on its event loop before
+        it hands ``snapshot_to_check`` to a worker thread. Never for a chunk ``step`` takes no
+        data from (compaction.py ``_receiver_to_check``): from a stale term (``step`` only
+        answers it with our term), a sender the gate refuses, or anyone but the leader we
+        follow in our term."""
+        rx = self._receiver_to_check(msg)
+        return rx is not None and rx.completes(msg) and self._sender_refusal(msg) is None
+
+    def snapshot_to_check(self, msg: InstallSnapshot) -> bytes | None:
+        """The data ``snapshot_check`` would be called with if ``msg`` were stepped now: the
+        complete, verified snapshot that ``msg`` finishes (None if it finishes none, or if it
+        would not be checked: ``snapshot_check_due``). A query that changes nothing, so the
+        runtime can run the (expensive) check ahead, off its event loop, and answer the
+        core's call from what it found (univrs/runtime/snapshots.py)."""
+        rx = self._receiver_to_check(msg)
+        if rx is None or self._sender_refusal(msg) is not None:
+            return None
+        return rx.completed_by(msg)
 
     def _maybe_vouch(self, msg: Message) -> bool:
         """Note ``msg``'s vouch, if it is one: a rejected vote or pre-vote of a member we

@@ -57,6 +57,11 @@ class InspectLayer(GateLayer):
             pinned=tuple(sorted(self._pinned.items())),
         )
 
+    def role(self) -> Role:
+        """``Status.role``, without building the status: one field, for a caller that asks
+        every tick (the simulator's forger)."""
+        return self._role
+
     def pinned_incarnation(self, node: NodeId) -> str | None:
         """The incarnation ``node`` is pinned to (its entry in ``Status.pinned``), or None:
         one lookup, for a caller that asks per message (the simulator's forger)."""

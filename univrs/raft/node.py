@@ -209,6 +209,9 @@ class RaftNode(InspectLayer):
         """Handle a message from a peer. Stale or unexpected messages are dropped, never raise."""
         if not self._admit(msg):
             return  # not for us, or refused and counted (gate.py, senders.py)
+        # Snapshot data is taken only from the leader we followed in our term before this
+        # message (compaction.py); the term handling below may make its sender that leader.
+        followed = isinstance(msg, InstallSnapshot) and self._from_followed_leader(msg)
         if msg.term > self._term:
             if isinstance(msg, RequestVote):
                 if not msg.transfer and self._in_lease(msg.pre_vote):
@@ -257,7 +260,7 @@ class RaftNode(InspectLayer):
             # Leader transfer (dissertation 3.10): campaign now, skipping pre-vote and leases.
             self._become_candidate(transfer=True)
         elif isinstance(msg, InstallSnapshot):
-            self._on_install_snapshot(msg)
+            self._on_install_snapshot(msg, followed=followed)
         elif isinstance(msg, InstallSnapshotResponse) and self._role is Role.LEADER:
             self._on_snapshot_response(msg)
 

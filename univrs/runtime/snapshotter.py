@@ -6,8 +6,14 @@ Own snapshots. Every ``threshold`` applied entries (0: never automatically), or 
 (univrs/runtime/snapshots.py: references on the event loop, encoding in a worker thread that
 waits for the loop between chunks, the apply loop goes on), stored durably, the core is told
 (``snapshot_taken``, keeping ``keep`` entries behind it for slightly-behind followers) and
-storage is compacted to what the core allows. One at a time (automatic and requested ones
-share a lock); the storage work goes through the storage writer's FIFO queue, so it is
+storage is compacted to what the core allows. One at a time, all in the snapshotter's own
+task (``run``): a caller of ``take`` (an admin or backup request) only waits for the result,
+so a caller cancelled meanwhile (its client gone) cannot stop a save between the stored
+record's switch and the core's ``snapshot_taken``, which would leave the core holding the old
+snapshot, whose chunks the next save prunes (a stream to a follower then fails). The task
+is the runtime's, not shielded: a node being stopped cancels it (anything after the switch
+is redone from storage at the next start), and the callers waiting are told ``Unavailable``.
+The storage work goes through the storage writer's FIFO queue, so it is
 ordered with appends and installs, and in bounded steps (``LogStore.snapshot_parts``), so the
 appends queued meanwhile are written between them instead of after the whole save.
 
@@ -28,6 +34,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from univrs.errors import Unavailable
 from univrs.raft.interpreter import InstallJob
 from univrs.raft.messages import SnapshotMeta
 from univrs.raft.node import RaftNode
@@ -70,8 +77,11 @@ class Snapshotter:
     # storage writer's thread before the log is compacted: a persistent state is then at or
     # past the snapshot, so the log it needs to resume is never compacted away.
     durable: Callable[[], None] = lambda: None
-    _lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
     _due: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The callers of ``take`` waiting for the next snapshot ``run`` takes (their requests are
+    # served together: each gets one taken after it asked).
+    _asked: list[Waiter[SnapshotMeta | None]] = attrs.field(factory=list, init=False)
+    _stopped: bool = attrs.field(default=False, init=False)
 
     def install(self, install: SnapshotInstall, job: InstallJob) -> None:
         """A snapshot from the leader: store it, then restore the state machine from it (the
@@ -95,67 +105,99 @@ class Snapshotter:
         return self.threshold > 0 and self.applier.applied_index - self.last_index >= self.threshold
 
     async def run(self) -> None:
-        """Take the automatic snapshots, one at a time, until cancelled."""
-        while True:
-            await self._due.wait()
-            self._due = trio.Event()
-            if self._is_due():  # still: it may have been set while the last one was taken
-                await self.take()
+        """Take the snapshots, automatic and asked for (``take``), one at a time, until
+        cancelled (the node stops): then every caller still waiting is told ``Unavailable``."""
+        serving: list[Waiter[SnapshotMeta | None]] = []
+        try:
+            while True:
+                await self._due.wait()
+                self._due = trio.Event()
+                serving, self._asked = self._asked, []
+                if serving:
+                    try:
+                        meta = await self._take()
+                    except Exception as exc:  # the callers' to handle, as if they had taken it
+                        for waiter in serving:
+                            waiter.fail(exc)
+                    else:
+                        for waiter in serving:
+                            waiter.set(meta)
+                    serving = []
+                elif self._is_due():  # still: it may have been set while the last one was taken
+                    await self._take()
+        finally:
+            self._stopped = True
+            stopped = Unavailable("the node stopped before its snapshot was stored; retry")
+            for waiter in [*serving, *self._asked]:
+                waiter.fail(stopped)
+            self._asked = []
 
     async def take(self) -> SnapshotMeta | None:
-        """Snapshot the state machine at the applied index now, store it durably, let the core
-        compact its log and compact storage to match (see the module docstring). Returns the
-        newest stored snapshot's meta (None: nothing applied yet)."""
+        """Snapshot the state machine at the applied index now (taken by ``run``, after any
+        in progress: at an applied index at or past the one when asked), store it durably, let
+        the core compact its log and compact storage to match (see the module docstring).
+        Returns the newest stored snapshot's meta (None: nothing applied yet). A caller
+        cancelled meanwhile leaves the snapshot to be finished; ``Unavailable`` if the node
+        stops first."""
+        if self._stopped:
+            raise Unavailable("the node is stopping; retry")
+        waiter: Waiter[SnapshotMeta | None] = Waiter()
+        self._asked.append(waiter)
+        self._due.set()
+        return await waiter.wait()
+
+    async def _take(self) -> SnapshotMeta | None:
+        """``take``'s work, in ``run``'s task only."""
         storage = self.storage
         applier = self.applier
-        async with self._lock:
-            if applier.applied_index == 0:
-                return None
-            if applier.applied_index <= self.last_index:
-                stored: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
-                return stored  # nothing applied since the last one
-            started = trio.current_time()
-            meta = SnapshotMeta(
-                index=applier.applied_index,
-                term=applier.applied_term,
-                membership=applier.view.applied_membership,
-            )
-            # On the loop: references only; encoding in a thread that lets the loop run
-            # between its chunks (``capture``).
-            encode = capture(applier.sm, pause=let_the_loop_run)
-            data = await trio.to_thread.run_sync(encode)
+        if applier.applied_index == 0:
+            return None
+        if applier.applied_index <= self.last_index:
+            stored: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
+            return stored  # nothing applied since the last one
+        started = trio.current_time()
+        meta = SnapshotMeta(
+            index=applier.applied_index,
+            term=applier.applied_term,
+            membership=applier.view.applied_membership,
+        )
+        # On the loop: references only; encoding in a thread that lets the loop run
+        # between its chunks (``capture``).
+        encode = capture(applier.sm, pause=let_the_loop_run)
+        data = await trio.to_thread.run_sync(encode)
 
-            saving = await self._save_until_switch(meta, data)
-            # From the switch until the core holds the new snapshot, the core's old one must
-            # stay readable (a follower may need it meanwhile): its chunks are pruned only
-            # after ``snapshot_taken``. Not shielded from cancellation: a node being stopped
-            # must not wait here for a driver that is gone.
-            kept = await self._switch(meta, data, saving)
-            if kept is None:
-                newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
-                return newer
-            keep = self.keep
-            upto: int = await self.call(lambda core: core.snapshot_taken(meta, kept, keep=keep))
-            if saving is not None:
-                while not await self._storage_task(saving.step):
-                    pass  # the old snapshot's chunks deleted, a bounded batch per step
-            if upto > 0:
-                # The state forced to disk off the writer's queue (an fsync of the state env:
-                # the log's appends need not wait for it), then the log compacted in order.
-                await trio.to_thread.run_sync(self.durable)
-                await self._storage_task(lambda: storage.compact(upto))
-            self.last_index = max(self.last_index, meta.index)
-            log.info(
-                "snapshot taken",
-                extra={
-                    "index": meta.index,
-                    "term": meta.term,
-                    "bytes": len(data),
-                    "compacted_to": upto,
-                    "seconds": round(trio.current_time() - started, 3),
-                },
-            )
-            return meta
+        saving = await self._save_until_switch(meta, data)
+        # From the switch until the core holds the new snapshot, the core's old one must
+        # stay readable (a follower may need it meanwhile): its chunks are pruned only
+        # after ``snapshot_taken``. Nothing but the node's stop cancels this task (callers
+        # only wait for it: ``take``), and that is not shielded: a node being stopped must
+        # not wait here for a driver that is gone (its next start reads the stored record).
+        kept = await self._switch(meta, data, saving)
+        if kept is None:
+            newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
+            return newer
+        keep = self.keep
+        upto: int = await self.call(lambda core: core.snapshot_taken(meta, kept, keep=keep))
+        if saving is not None:
+            while not await self._storage_task(saving.step):
+                pass  # the old snapshot's chunks deleted, a bounded batch per step
+        if upto > 0:
+            # The state forced to disk off the writer's queue (an fsync of the state env:
+            # the log's appends need not wait for it), then the log compacted in order.
+            await trio.to_thread.run_sync(self.durable)
+            await self._storage_task(lambda: storage.compact(upto))
+        self.last_index = max(self.last_index, meta.index)
+        log.info(
+            "snapshot taken",
+            extra={
+                "index": meta.index,
+                "term": meta.term,
+                "bytes": len(data),
+                "compacted_to": upto,
+                "seconds": round(trio.current_time() - started, 3),
+            },
+        )
+        return meta
 
     async def _save_until_switch(self, meta: SnapshotMeta, data: bytes) -> PartsSave | None:
         """Store the new snapshot's chunks, up to its switch, when the storage saves in parts

@@ -161,12 +161,16 @@ class Forger:
         or None: under the id of a voter of its configuration from an incarnation the
         configuration does not bind to it, or from the made-up peer. ``durable_pins``: the
         pins ``raft``'s data dir ever made durable (disk.py ``pins_ever``), which it holds to
-        after a restart as well."""
-        st = raft.status()
-        if st.role not in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+        after a restart as well.
+
+        The status (about a tenth of a seed's time when built every tick) only once a forgery
+        is drawn: the role is one field, and building the status draws nothing, so the RNG's
+        draws and every seed's course are unchanged."""
+        if raft.role() not in (Role.CANDIDATE, Role.PRE_CANDIDATE):
             return None
         if self.rng.random() >= self.answer_rate:
             return None
+        st = raft.status()
         m = st.membership
         pre = st.role is Role.PRE_CANDIDATE
         # Voters it binds, and voters it binds to none yet but the core pinned (it took a

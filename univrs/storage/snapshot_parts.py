@@ -24,7 +24,10 @@ any other key in it is garbage (left by a save in parts that was interrupted or 
    as before a ``save_snapshot``.
 4. ``switched``: the runtime hands the core the new snapshot before it runs the next step;
    until then the core's StoredSnapshot of the old one still reads the old chunks
-   (``StoredSnapshot.superseded_by``: they are intact while the new record is stored).
+   (``StoredSnapshot.superseded_by``: they are intact while the new record is stored). The
+   runtime runs the whole save in the snapshotter's own task (univrs/runtime/snapshotter.py),
+   so no cancelled caller stops it between the switch and the core's ``snapshot_taken``:
+   the next save's prune (step 1) would delete the chunks of the snapshot the core holds.
 5. ``prune`` again: the streams still reading the old one are read into memory first, then
    the old chunks are deleted in batches.
 
