@@ -113,6 +113,15 @@ async def test_protocol_violations_close_only_that_connection(tmp_path: pathlib.
             await ws.send_message(b"\xff\x00not cbor")
             await wait_until(lambda: ws.closed, "the node to close a garbage frame")
             assert ws.closed is not None and ws.closed.code == 1002
+        # So does a frame of more requests than one frame may carry (red team: 838,858
+        # requests in a 4 MiB frame took 1.3 GB of node memory).
+        async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            await ws.send_message(codec.encode_plain([{"id": 0}] * 838_858))
+            await wait_until(lambda: ws.closed, "the node to close a frame of too many")
+            assert ws.closed is not None and ws.closed.code == 1002
+            assert "at most" in (ws.closed.reason or "")
         # A request with a readable id but bad fields gets an error response; the
         # connection carries on.
         async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
