@@ -392,7 +392,10 @@ class Injector:
             started = trio.current_time()
             state = "?"
             left = "" if spec.param("via_leaves") else None  # "": not yet
-            with trio.move_on_after(timeout):
+            # With via_leaves the wait is shielded (like a wipe's rejoin): a join cut off by
+            # the end of the fault phase would pass unjudged, and a learner that never gets
+            # promoted still converges with the others.
+            with trio.CancelScope(shield=left is not None), trio.move_on_after(timeout):
                 while True:
                     resp = await self._api(spare, "GET", "/v1/cluster/join", timeout=2.0)
                     if resp is not None and resp.status == 200:
