@@ -130,3 +130,17 @@ def test_ids_that_passed_are_remembered_but_only_as_exact_strings() -> None:
     assert len(cv._GOOD_IDS) <= cv.MAX_GOOD_IDS
     with pytest.raises(e.InvalidArgument, match="1-128 characters"):
         cv.read_id("-leading-dash", "id")
+
+
+def test_the_cli_shows_a_write_whose_object_was_deleted_since() -> None:
+    """A write answered ``{"id", "version", "deleted": true}`` (its object deleted by a later
+    command of its batch) has no object to show: the detail views say so instead of failing
+    on the missing fields."""
+    from univrs.cli.views import VIEWS
+    from univrs.service.operations import operation
+
+    op = operation("workload.update")
+    assert op is not None
+    for kind in ("Workload", "Instance", "Node"):
+        shown = VIEWS[kind]({"id": "w", "version": 9, "deleted": True}, op, {})
+        assert shown == "w: applied at version 9, deleted since"
