@@ -257,8 +257,8 @@ async def test_a_member_no_node_could_be_is_refused(tmp_path: pathlib.Path) -> N
     """Red team: ``POST /v1/cluster/members`` committed learners with ids no node can be
     configured with (a NUL, a space, 300 characters, a leading '-') and incarnations no hello
     can name (a newline): members that can never connect, whose control characters went into
-    every log line naming them. Refused now (422 invalid-argument, the field named), the configuration
-    unchanged; a well-formed one is still added."""
+    every log line naming them. Refused now (422 invalid-argument, the field named), the
+    configuration unchanged; a well-formed one is still added."""
     async with open_cluster(tmp_path, size=1) as cluster:
         (node,) = cluster.running()
         before = node.status().membership
