@@ -268,6 +268,6 @@ async def test_a_write_then_deleted_in_its_batch_is_answered_applied(
         assert "error" not in answers[1], answers[1]
         updated = answers[1]["ok"]
         assert updated == {"id": "w", "version": ANY, "deleted": True}, updated
-        assert updated["version"] > created["version"]  # type: ignore[index]
+        assert updated["version"] > created["version"]
         assert answers[2]["ok"]["deleted"] is True  # type: ignore[index]
         assert node.runtime.sm.get_workload("w") is None
