@@ -31,6 +31,29 @@ def test_key_value_default() -> None:
     assert '"became leader" node=n1 term=7' in line and 'why="a \\"quoted\\" reason"' in line
 
 
+def test_a_remote_string_cannot_forge_a_log_line() -> None:
+    """Red team: a raft hello whose node id held a newline, logged in a refusal, wrote a forged
+    ``critical`` line into the node's log. Control characters (and U+2028/U+2029) in the
+    message or a field are escaped: one event, one line."""
+    forged = 'evil\n2026-12-05T00:00:00.000Z critical univrs.node "FAKE"'
+    record = logging.LogRecord(
+        "univrs.net", logging.WARNING, "f.py", 1, "closing raft connection from %s", (forged,), None
+    )
+    record.peer = "x\r\x1b[31my\u2028z\x00"
+    line = KeyValueFormatter("n1").format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
+    assert "\x00" not in line
+    assert 'from evil\\n2026-12-05T00:00:00.000Z critical univrs.node \\"FAKE\\""' in line
+    assert 'peer="x\\r\\x1b[31my\\u2028z\\x00"' in line
+    assert "plain=ok" in KeyValueFormatter().format(_with(record, plain="ok"))
+
+
+def _with(record: logging.LogRecord, **fields: object) -> logging.LogRecord:
+    for key, value in fields.items():
+        setattr(record, key, value)
+    return record
+
+
 def test_json_lines() -> None:
     line = JsonFormatter("n1").format(_record(exc=True))
     assert "\n" not in line  # one object per line, the traceback inside it

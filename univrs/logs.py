@@ -11,16 +11,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: a value
+# holding one is escaped, so that one event stays one line whatever a remote peer put in a
+# string that is logged (a hello's node id with a newline forged a whole "critical" line).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
 def _value(v: object) -> str:
     s = str(v)
-    if not s or any(c in s for c in ' ="'):
-        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if not s or any(c in s for c in ' ="') or _CONTROL.search(s):
+        quoted = s.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + _CONTROL.sub(_escape, quoted) + '"'
     return s
 
 

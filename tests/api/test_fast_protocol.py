@@ -113,6 +113,15 @@ async def test_protocol_violations_close_only_that_connection(tmp_path: pathlib.
             await ws.send_message(b"\xff\x00not cbor")
             await wait_until(lambda: ws.closed, "the node to close a garbage frame")
             assert ws.closed is not None and ws.closed.code == 1002
+        # So does a frame of more requests than one frame may carry (red team: 838,858
+        # requests in a 4 MiB frame took 1.3 GB of node memory).
+        async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            await ws.send_message(codec.encode_plain([{"id": 0}] * 838_858))
+            await wait_until(lambda: ws.closed, "the node to close a frame of too many")
+            assert ws.closed is not None and ws.closed.code == 1002
+            assert "at most" in (ws.closed.reason or "")
         # A request with a readable id but bad fields gets an error response; the
         # connection carries on.
         async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
@@ -222,3 +231,43 @@ async def test_lease_reads_on_a_cluster_with_read_leases_on(tmp_path: pathlib.Pa
         assert got.status == 200 and got.headers["x-univrs-consistency"] == "lease"
         to_leader.close()
         to_follower.close()
+
+
+async def test_a_write_then_deleted_in_its_batch_is_answered_applied(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Found by chaos (snapshot-install-under-faults, seed 502): a write is rendered from the
+    state after its batch applied; when a later command of the batch (a concurrent delete)
+    removed its object, the write that *had applied* was answered ``not-found``, which means
+    "not applied" (docs/api.md, "Write outcomes"): a compare-and-set reported as a mismatch
+    whose value was then read. One frame [update w, delete w] is one batch: the update is
+    answered applied, with its version and ``"deleted": true``."""
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        conn = await Connection.open(nursery, cluster.client_address(node))
+        created, _ = await conn.request("workload.create", {"id": "w", "spec": WORKLOAD})
+        conn.close()
+        port = node.raft_port
+        assert port is not None
+        async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            spec = {**WORKLOAD, "replicas": 2}
+            frame = protocol.encode_requests(
+                [
+                    protocol.Request(id=1, op="workload.update", args={"id": "w", "spec": spec}),
+                    protocol.Request(id=2, op="workload.delete", args={"id": "w"}),
+                ]
+            )
+            await ws.send_message(frame)
+            answers: dict[int, dict[str, object]] = {}
+            with trio.fail_after(20):
+                while len(answers) < 2:
+                    _, responses = protocol.decode_responses(await ws.get_message())
+                    answers.update({r["id"]: r for r in responses})
+        assert "error" not in answers[1], answers[1]
+        updated = answers[1]["ok"]
+        assert updated == {"id": "w", "version": ANY, "deleted": True}, updated
+        assert updated["version"] > created["version"]
+        assert answers[2]["ok"]["deleted"] is True  # type: ignore[index]
+        assert node.runtime.sm.get_workload("w") is None

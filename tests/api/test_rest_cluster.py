@@ -251,3 +251,31 @@ async def test_promote_and_remove_a_member_through_a_follower(tmp_path: pathlib.
         r = await cluster.http(follower, "DELETE", f"/v1/cluster/members/{other.node_id}")
         assert r.status == 200, r.body
         assert r.body == {"voters": [n for n in everyone if n != other.node_id], "learners": []}
+
+
+async def test_a_member_no_node_could_be_is_refused(tmp_path: pathlib.Path) -> None:
+    """Red team: ``POST /v1/cluster/members`` committed learners with ids no node can be
+    configured with (a NUL, a space, 300 characters, a leading '-') and incarnations no hello
+    can name (a newline): members that can never connect, whose control characters went into
+    every log line naming them. Refused now (422 invalid-argument, the field named), the
+    configuration unchanged; a well-formed one is still added."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        before = node.status().membership
+        for body, field in (
+            ({"id": "x\u0000y", "raft_addr": "127.0.0.1:1"}, "id"),
+            ({"id": "a b", "raft_addr": "127.0.0.1:2"}, "id"),
+            ({"id": "a" * 300, "raft_addr": "127.0.0.1:3"}, "id"),
+            ({"id": "-x", "raft_addr": "127.0.0.1:4"}, "id"),
+            ({"id": "n9", "raft_addr": "127.0.0.1:5", "incarnation": "a\nb"}, "incarnation"),
+            ({"id": "n9", "raft_addr": "127.0.0.1:5", "incarnation": "../x"}, "incarnation"),
+        ):
+            r = await cluster.http(node, "POST", "/v1/cluster/members", body)
+            assert r.status == 422, (body, r.body)
+            assert r.body["error"]["code"] == "invalid-argument", r.body
+            assert r.body["error"]["field"] == field, r.body
+        assert node.status().membership == before
+        body = {"id": "n9.b_c-1", "raft_addr": "127.0.0.1:6", "incarnation": "0123abcd"}
+        r = await cluster.http(node, "POST", "/v1/cluster/members", body)
+        assert r.status == 201, r.body
+        assert r.body["learners"] == ["n9.b_c-1"]

@@ -13,6 +13,32 @@ from univrs.client.protocol import BadRequest, Request
 from univrs.errors import ProtocolError
 
 
+def test_a_frame_of_too_many_requests_is_refused_from_its_head() -> None:
+    """Before: a 4 MiB frame of 5-byte requests (``{"id": 0}``) was decoded into 838,858
+    requests, each answered with an error: 1.3 GB of node memory from one frame (red team).
+    A frame may carry ``MAX_FRAME_REQUESTS``; one more is refused before anything in it is
+    decoded (the head claims a million; the body is not even there)."""
+    most = protocol.MAX_FRAME_REQUESTS
+    assert len(protocol.decode_requests(codec.encode_plain([{"id": 0}] * most))) == most
+    with pytest.raises(ProtocolError, match=f"at most {most}"):
+        protocol.decode_requests(codec.encode_plain([{"id": 0}] * (most + 1)))
+    with pytest.raises(ProtocolError, match="1000000 requests"):
+        protocol.decode_requests(b"\x9a\x00\x0f\x42\x40" + b"\xa1\x62id\x00" * 10)
+
+
+def test_a_batch_frame_of_too_many_messages_is_refused_from_its_head() -> None:
+    """The raft listener's batch frames: refused from the head before the body is decoded."""
+    from univrs.codec.messages import MAX_BATCH_MESSAGES
+
+    with pytest.raises(ProtocolError, match="1000000 messages"):
+        codec.decode_frame(b"\x9a\x00\x0f\x42\x42" + b"\x00" * 10, max_size=1 << 20)
+    assert codec.array_length(b"\x9b" + (2**40).to_bytes(8, "big")) == 2**40
+    assert codec.array_length(b"\x83\x01") == 3
+    assert codec.array_length(b"\x9f") is None  # indefinite: the strict decoder refuses it
+    assert codec.array_length(b"\xa1") is None and codec.array_length(b"") is None
+    assert MAX_BATCH_MESSAGES + 2 < 1_000_000
+
+
 def test_request_frames_round_trip_and_bad_requests_are_isolated() -> None:
     reqs = [
         Request(id=1, op="workload.get", args={"id": "w"}, consistency="local"),
@@ -104,3 +130,17 @@ def test_ids_that_passed_are_remembered_but_only_as_exact_strings() -> None:
     assert len(cv._GOOD_IDS) <= cv.MAX_GOOD_IDS
     with pytest.raises(e.InvalidArgument, match="1-128 characters"):
         cv.read_id("-leading-dash", "id")
+
+
+def test_the_cli_shows_a_write_whose_object_was_deleted_since() -> None:
+    """A write answered ``{"id", "version", "deleted": true}`` (its object deleted by a later
+    command of its batch) has no object to show: the detail views say so instead of failing
+    on the missing fields."""
+    from univrs.cli.views import VIEWS
+    from univrs.service.operations import operation
+
+    op = operation("workload.update")
+    assert op is not None
+    for kind in ("Workload", "Instance", "Node"):
+        shown = VIEWS[kind]({"id": "w", "version": 9, "deleted": True}, op, {})
+        assert shown == "w: applied at version 9, deleted since"

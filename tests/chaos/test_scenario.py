@@ -213,6 +213,7 @@ def test_every_shipped_scenario_loads() -> None:
         "reconcile-leader-kill",
         "leader-pause-pinned",
         "wipe-and-rejoin",
+        "join-via-leaving-member",
     }
     assert required <= names
     for path in paths:
@@ -221,6 +222,8 @@ def test_every_shipped_scenario_loads() -> None:
         assert s.description
         assert plan(s, random.Random(s.seed))
     assert load(SCENARIOS / "leader-pause-pinned.toml").workload.pin
+    joins = [f for f in load(SCENARIOS / "join-via-leaving-member.toml").faults if f.kind == "join"]
+    assert [(f.target, f.param("via_leaves")) for f in joins] == [("follower", True)]
 
 
 def test_a_scale_table_and_its_verdict_checks() -> None:

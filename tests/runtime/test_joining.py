@@ -13,6 +13,7 @@ import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import trio
 
 from tests.api.helpers import WAIT, wait_until
@@ -21,6 +22,7 @@ from univrs.net.http import request_json
 from univrs.raft.ready import Role
 from univrs.runtime import membership as ms
 from univrs.runtime.membership import DEFAULT_MAX_LAG
+from univrs.server import joining
 from univrs.server.node import Node
 
 FAT = "x" * 4000  # one entry ~4 KB: a 64 KB append batch holds ~15 of them
@@ -129,4 +131,34 @@ async def test_a_joiner_killed_while_catching_up_resumes_on_restart(
         with fail_with_join_state(n5):
             await wait_until(lambda: joined(n5), "n5 to resume and join", WAIT * 2)
         assert n4.status().membership.voters == {"n2", "n3", "n4", "n5"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_join_goes_on_through_another_member_when_its_target_dies(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails on the old code: the join asked only the member it was pointed at, so a joiner
+    whose target left or died while it caught up polled the dead address until the join's
+    10-minute timeout and never became a voter (chaos join-and-leave-under-load, seed 303 on
+    lmdb: the spare joined via the follower that the next fault made leave). The join holds
+    back its promotion (a lag bound below any lag) until the target is dead."""
+    monkeypatch.setattr(joining, "DEFAULT_MAX_LAG", -1)
+    async with trio.open_nursery() as nursery:
+        nodes = Nodes(nursery=nursery, configs=configs(tmp_path, members=3, spares=1))
+        for nid in ("n1", "n2", "n3"):
+            await nodes.start(nid)
+        leader = await settled_leader(nodes)
+        target = next(n for n in ("n1", "n2", "n3") if n != leader.node_id)
+        await small_writes(nodes.api(leader.node_id), "w", 20)
+        n4 = await nodes.start("n4", join=nodes.api(target))
+        await wait_until(
+            lambda: n4.join.get("state") == "catching-up" and n4.status().last_index > 0,
+            "n4 to be a learner that receives entries",
+        )
+        await nodes.kill(target)
+        monkeypatch.setattr(joining, "DEFAULT_MAX_LAG", DEFAULT_MAX_LAG)
+        with fail_with_join_state(n4):
+            await wait_until(lambda: joined(n4), "n4 to join through another member", WAIT * 2)
+        live = {"n1", "n2", "n3"} - {target}
+        assert n4.status().membership.voters == {*live, target, "n4"}
         nursery.cancel_scope.cancel()

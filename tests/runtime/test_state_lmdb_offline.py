@@ -28,8 +28,10 @@ from tests.runtime.test_state_lmdb import (
     write_until_only_a_snapshot_catches_up,
 )
 from tests.storage.test_backup_restore_recover import a_state, write_backup
+from univrs import codec
 from univrs.errors import StorageError
 from univrs.server.datadir import open_storage
+from univrs.sm.snapshot import snapshot_plain
 from univrs.storage import LogStore
 from univrs.storage import recover as recover_module
 from univrs.storage.backup import read_backup
@@ -233,14 +235,27 @@ def _bootstrapped(tmp_path: pathlib.Path) -> pathlib.Path:
     return config.data_dir
 
 
-@pytest.mark.parametrize("kind", ["foreign", "garbage", "file", "undecodable"])
+@pytest.mark.parametrize("kind", ["foreign", "garbage", "file", "undecodable", "garbled-pages"])
 def test_a_corrupt_or_foreign_state_env_is_refused_and_changes_nothing(
     tmp_path: pathlib.Path, kind: str
 ) -> None:
+    """Before: a state env whose meta pages are valid but whose other pages are garbled (a
+    torn or bit-rotted file) crashed the start with a traceback (``node crashed:
+    CorruptedError: MDB_CORRUPTED``) instead of this refusal."""
     data_dir = _bootstrapped(tmp_path)
     state = data_dir / "state.lmdb"
-    shutil.rmtree(state)
-    if kind == "foreign":  # another LMDB environment: a copy of the log's
+    if kind == "garbled-pages":
+        # Zero every page after the two meta pages (the main database's root among them):
+        # LMDB opens the environment and fails on the first read.
+        data = bytearray((state / "data.mdb").read_bytes())
+        data[2 * 4096 :] = bytes(len(data) - 2 * 4096)
+        (state / "data.mdb").write_bytes(bytes(data))
+        match = "is corrupt"
+    else:
+        shutil.rmtree(state)
+    if kind == "garbled-pages":
+        pass  # garbled above, in place
+    elif kind == "foreign":  # another LMDB environment: a copy of the log's
         shutil.copytree(data_dir / "raft.lmdb", state)
         match = "is not a state env"
     elif kind == "garbage":
@@ -322,3 +337,20 @@ async def test_an_install_is_adopted_into_the_state_env_only_once_it_is_stored(
         )
         assert _tables(cluster.nodes[victim]) == _tables(leader)
         nursery.cancel_scope.cancel()
+
+
+def test_the_state_env_is_private_like_the_log(tmp_path: pathlib.Path) -> None:
+    """docs/security.md: the data dir is 0700 with 0600 files. Before: ``state.lmdb`` was made
+    0755 with 0644 files (lmdb.open's default mode), unlike ``raft.lmdb``; and so was every
+    environment a snapshot is staged in."""
+    data_dir = _bootstrapped(tmp_path)
+    env = StateEnv(str(data_dir / "state.lmdb"))
+    try:
+        env.stage(codec.encode_plain(snapshot_plain(a_state(5))))
+        paths = sorted(data_dir.rglob("*"))
+        assert any(p.name == "data.mdb" and "incoming" in str(p) for p in paths), paths
+        for path in [data_dir, *paths]:
+            mode = path.stat().st_mode & 0o777
+            assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    finally:
+        env.close()

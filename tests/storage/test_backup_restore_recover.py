@@ -90,6 +90,23 @@ def test_a_backup_round_trips_and_describes_itself(tmp_path: pathlib.Path) -> No
     assert doc["file_bytes"] == path.stat().st_size
 
 
+def test_a_backup_file_is_private_and_a_planted_tmp_is_not_followed(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Red team: ``snapshot save`` wrote the whole state (workload env values, sessions, token
+    hashes) 0644, and opened ``FILE.tmp`` with ``open(..., "wb")``, writing through a symbolic
+    link planted there (in a shared folder: any file the saving user may write). Now 0600, and
+    a leftover ``.tmp`` is removed first, never written through."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "b.snap"
+    (tmp_path / "b.snap.tmp").symlink_to(victim)
+    write_backup(path, a_state())
+    assert victim.read_bytes() == b"precious"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_backup(path).header.index == a_state().last_applied_index
+
+
 @pytest.mark.parametrize("where", ["magic", "header", "data", "digest", "end"])
 def test_a_flipped_bit_anywhere_is_refused(tmp_path: pathlib.Path, where: str) -> None:
     path = tmp_path / "b.snap"

@@ -65,6 +65,7 @@ from univrs.api.rest import (
     json_response,
 )
 from univrs.config import is_loopback
+from univrs.config.model import valid_node_id
 from univrs.errors import (
     Conflict,
     InvalidArgument,
@@ -75,6 +76,7 @@ from univrs.errors import (
     UnivrsError,
 )
 from univrs.net.address import split_host_port
+from univrs.net.hello import valid_incarnation
 from univrs.net.http import request_json
 from univrs.net.tls import current_peer
 from univrs.raft.ready import Role
@@ -278,6 +280,20 @@ async def add_member(request: Request) -> Response:
     incarnation = _str_field(doc, "incarnation", required=False)
     replace = _bool_field(doc, "replace")
     assert node_id is not None and raft_addr is not None
+    # A member the configuration lists must be able to exist: an id no node can be configured
+    # with, or an incarnation no hello can name, was committed as a member that can never
+    # connect (and a control character in either went into every log line naming it).
+    if not valid_node_id(node_id):
+        raise InvalidArgument(
+            f"id {node_id[:80]!r} must be 1-64 letters, digits, '.', '_' or '-', starting with "
+            "a letter or digit (raft.node_id's rule)",
+            field="id",
+        )
+    if incarnation is not None and not valid_incarnation(incarnation):
+        raise InvalidArgument(
+            f"incarnation {incarnation[:80]!r} must be 1-64 letters, digits, '.', '_' or '-'",
+            field="incarnation",
+        )
     if replace and incarnation is None:
         raise InvalidArgument("a replace needs the new incarnation", field="incarnation")
     refusal = _join_refusal(request, _node(request), node_id)

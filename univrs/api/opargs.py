@@ -117,6 +117,14 @@ def existing_id(args: dict[str, Any], what: str) -> str:
     return ident
 
 
-def gone(what: str, ident: str) -> NotFound:
-    """The answer for an object a concurrent request deleted right after this write."""
-    return NotFound(f"{what} {ident!r} was deleted by a concurrent request after this write")
+def gone(ident: str, response: object) -> dict[str, Any]:
+    """The result of a write that applied, rendered after a later command (a concurrent
+    delete, applied in the same batch or before the rendering) removed its object: what the
+    write itself did (its id and version) and ``"deleted": true``.
+
+    Before: ``not-found``, an answer that means "not applied" (docs/api.md, "Write
+    outcomes") for a write that had applied. Found by chaos (snapshot-install-under-faults,
+    seed 502, memory backend): a compare-and-set whose keyed retry was answered after a
+    concurrent delete came back as not-found, which the client took for a mismatch: the
+    history showed its value read, from a write reported as not done (not linearizable)."""
+    return {"id": ident, "version": getattr(response, "version", None), "deleted": True}

@@ -151,7 +151,7 @@ def _render_workload(cmd: Any, response: Response, state: ClusterStateMachine) -
     ident = response.id if isinstance(response, Created) else cmd.id
     workload = state.get_workload(ident)
     if workload is None:
-        raise oa.gone("workload", ident)
+        return oa.gone(ident, response)
     return cv.workload_doc(workload)
 
 
@@ -211,7 +211,7 @@ def _render_instance(cmd: Any, response: Response, state: ClusterStateMachine) -
     ident = response.id if isinstance(response, Created) else cmd.id
     instance = state.get_instance(ident)
     if instance is None:
-        raise oa.gone("instance", ident)
+        return oa.gone(ident, response)
     return cv.instance_doc(instance)
 
 
@@ -253,7 +253,7 @@ def _render_node(cmd: Any, response: Response, state: ClusterStateMachine) -> An
     ident = response.id if isinstance(response, Created) else cmd.id
     node = state.get_node(ident)
     if node is None:
-        raise oa.gone("node", ident)
+        return oa.gone(ident, response)
     return cv.node_doc(node)
 
 
@@ -301,7 +301,7 @@ def _heartbeat_step(
 def _render_heartbeat(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     node = state.get_node(cmd.id)
     if node is None:
-        raise oa.gone("node", cmd.id)
+        return oa.gone(cmd.id, response)
     return {"id": node.id, "status": node.status.value, "version": node.version}
 
 
@@ -455,7 +455,7 @@ def token_doc(token: Token) -> dict[str, Any]:
 def _render_token(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     token = state.token(cmd.id)
     if token is None:
-        raise oa.gone("token", cmd.id)
+        return oa.gone(cmd.id, response)
     return {**token_doc(token), "version": getattr(response, "version", None)}
 
 

@@ -382,7 +382,7 @@ class Injector:
             if not self.spares_left:
                 rec.note = "skipped: no spare node left"
                 return
-            via = await self._resolve("random")
+            via = await self._resolve(spec.target)
             if via is None:
                 rec.note = "skipped: no member running"
                 return
@@ -391,19 +391,26 @@ class Injector:
             await self._proc(f"join {self.cluster.node(via).api_addr}", spare)
             started = trio.current_time()
             state = "?"
-            with trio.move_on_after(timeout):
+            left = "" if spec.param("via_leaves") else None  # "": not yet
+            # With via_leaves the wait is shielded (like a wipe's rejoin): a join cut off by
+            # the end of the fault phase would pass unjudged, and a learner that never gets
+            # promoted still converges with the others.
+            with trio.CancelScope(shield=left is not None), trio.move_on_after(timeout):
                 while True:
                     resp = await self._api(spare, "GET", "/v1/cluster/join", timeout=2.0)
                     if resp is not None and resp.status == 200:
                         state = resp.body.get("state", "?")
                         if state in ("voter", "failed"):
                             break
+                        if left == "" and state in ("adding", "catching-up", "promoting"):
+                            left = await self._via_leaves(via, timeout)
                     await trio.sleep(0.25)
             took = trio.current_time() - started
+            after = f" ({via} {left} during the join)" if left else ""
             if state == "voter":
-                rec.note = f"{spare} joined via {via}, a voter after {took:.1f}s"
+                rec.note = f"{spare} joined via {via}, a voter after {took:.1f}s{after}"
             else:
-                self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s")
+                self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s{after}")
             return
         if kind == "wipe":
             async with self._wiping:  # after the previous wipe's member is a voter again
@@ -464,6 +471,15 @@ class Injector:
             rec.note = f"{node} wiped, rejoined via {via}, a voter after {took:.1f}s"
         else:
             self._problem(rec, f"{node} wiped, rejoining via {via}: {state} after {took:.1f}s")
+
+    async def _via_leaves(self, via: str, timeout: float) -> str:
+        """The member a join goes through leaves the cluster (and stops for good) while the
+        join runs: what the join's fallback to the other members is for."""
+        resp = await self._api(via, "POST", "/v1/cluster/leave", {}, timeout=timeout)
+        if resp is None or resp.status != 200:
+            return "could not leave" if resp is None else f"could not leave ({resp.status})"
+        await self._proc("retire", via)
+        return "left"
 
     async def _leave_or_remove(
         self, rec: FaultRecord, kind: str, node: str, timeout: float

@@ -85,7 +85,10 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     "latency": {"delay": 0.05, "jitter": 0.0},
     "lossy": {"delay": 0.0, "jitter": 0.0, "loss": 0.05, "loss_stall": 0.2, "reset_rate": 0.0},
     "reset": {},  # reset every connection of the target's links (instantaneous)
-    "join": {"timeout": 60.0},  # start a spare node joining; wait until it is a voter
+    # start a spare node joining through the target (a member; default random); wait until
+    # it is a voter. via_leaves: once the join has begun, the member it joins through leaves
+    # the cluster (the join must go on through another member)
+    "join": {"timeout": 60.0, "via_leaves": False},
     "leave": {"timeout": 30.0},  # the target leaves (handing leadership over), then stops
     "remove": {"timeout": 30.0},  # the leader removes the target, which is then stopped
     "snapshot": {},  # the target nodes snapshot and compact their logs now

@@ -135,7 +135,14 @@ def balances(p: dict[str, Any]) -> str:
 
 
 def _doc_only(fn: Callable[[Any], str]) -> View:
-    return lambda doc, op, args: fn(doc)
+    def view(doc: Any, op: Operation, args: dict[str, Any]) -> str:
+        if isinstance(doc, dict) and set(doc) == {"id", "version", "deleted"}:
+            # A write that applied, its object deleted by a later command (univrs/api/opargs.py
+            # ``gone``): no object to show.
+            return f"{doc['id']}: applied at version {doc['version']}, deleted since"
+        return fn(doc)
+
+    return view
 
 
 def reconcile_status(d: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@
 * ``univrs.codec.plain``: plain data (client frames, entry payloads, storage records)
   (``encode_plain`` / ``decode_plain``, ``check_plain`` for an item decoded on its own);
 * ``univrs.codec.strict``: the strict one-item CBOR loader both decode with (no tags, no
-  trailing bytes, bounded size and depth; every failure a ``ProtocolError``).
+  trailing bytes, bounded size and depth; every failure a ``ProtocolError``), and
+  ``array_length``, a frame's item count read from its head before decoding.
 
 Callers use this package's names (``from univrs import codec; codec.encode_plain(...)``).
 """
@@ -24,10 +25,12 @@ from univrs.codec.messages import (
     message_fields,
 )
 from univrs.codec.plain import DEFAULT_MAX_DEPTH, check_plain, decode_plain, encode_plain
+from univrs.codec.strict import array_length
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "WIRE_VERSION",
+    "array_length",
     "check_plain",
     "decode_frame",
     "decode_message",

@@ -60,7 +60,7 @@ from typing import Any, NoReturn
 import attrs
 import cbor2
 
-from univrs.codec.strict import load
+from univrs.codec.strict import array_length, load
 from univrs.errors import ProtocolError
 from univrs.raft.messages import (
     AppendEntries,
@@ -400,7 +400,13 @@ def decode_message(data: bytes, *, max_size: int) -> Message:
 
 def decode_frame(data: bytes, *, max_size: int) -> tuple[Message, ...]:
     """Decode a message frame or a batch frame (:func:`encode_batch`): its messages, in order.
-    Raises ProtocolError if anything in it is invalid (the whole frame is refused)."""
+    Raises ProtocolError if anything in it is invalid (the whole frame is refused); a batch
+    of too many messages is refused from its array's head, before any is decoded."""
+    count = array_length(data)
+    if count is not None and count > MAX_BATCH_MESSAGES + 2:
+        raise ProtocolError(
+            f"batch frame of {count - 2} messages (1 to {MAX_BATCH_MESSAGES} allowed)"
+        )
     frame = load(data, max_size=max_size, max_depth=_MESSAGE_MAX_DEPTH + 1, what="message frame")
     if type(frame) is list and len(frame) >= 2 and frame[1] == BATCH_TAG and type(frame[1]) is int:
         _check_version(frame[0])

@@ -18,7 +18,7 @@ import cbor2
 
 from univrs.errors import ProtocolError
 
-__all__ = ["load", "strict_decoder"]
+__all__ = ["array_length", "load", "strict_decoder"]
 
 
 class _TagRejected(Exception):
@@ -101,6 +101,25 @@ def load(data: bytes, *, max_size: int, max_depth: int, what: str) -> Any:
     if end != size:
         raise ProtocolError(f"{what} has {size - end} trailing bytes after the CBOR item")
     return obj
+
+
+def array_length(data: bytes | bytearray | memoryview) -> int | None:
+    """The item count in the head of ``data`` when it starts a definite-length CBOR array
+    (major type 4), else None (another item, an indefinite array, or too short: ``load``
+    judges those). Read before decoding, it lets a caller refuse a frame of too many items
+    without building them: decoding a 4 MiB frame of 5-byte maps made 800,000 of them."""
+    if not data:
+        return None
+    head = data[0]
+    if head >> 5 != 4:
+        return None
+    info = head & 0x1F
+    if info < 24:
+        return info
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+    if width is None or len(data) < 1 + width:
+        return None
+    return int.from_bytes(data[1 : 1 + width], "big")
 
 
 def _reason(exc: BaseException) -> str:

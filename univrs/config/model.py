@@ -189,6 +189,12 @@ def choose_tick_ms(heartbeat_ms: int, election_min_ms: int, election_max_ms: int
 # ------------------------------------------------------------------------- validation
 
 
+def valid_node_id(node_id: str) -> bool:
+    """Whether ``node_id`` is one a node may have (``raft.node_id``'s rule): 1-64 letters,
+    digits, '.', '_' or '-', starting with a letter or digit."""
+    return _ID_RE.fullmatch(node_id) is not None
+
+
 def is_loopback(addr: str) -> bool:
     """Whether ``host:port`` binds only this machine's loopback interface."""
     try:

@@ -76,6 +76,11 @@ class Hello:
     payload: int = 1  # the newest entry payload version the sender applies
 
 
+def valid_incarnation(incarnation: str) -> bool:
+    """Whether ``incarnation`` is one a hello may name (1-64 letters, digits, '.', '_', '-')."""
+    return _INCARNATION_RE.fullmatch(incarnation) is not None
+
+
 def encode_hello(hello: Hello) -> bytes:
     """The frame bytes of ``hello``."""
     doc: dict[str, Any] = {

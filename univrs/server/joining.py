@@ -59,6 +59,9 @@ class JoinInfo:
     # The API token of whoever asked for the join, for a cluster with auth on (its admin
     # endpoints check it: docs/security.md).
     api_token: str | None = attrs.field(default=None, repr=False)
+    # The API addresses of the other members ``target`` listed: where the join goes on when
+    # ``target`` cannot be reached (it left, was removed or died while we joined).
+    contacts: tuple[str, ...] = ()
 
 
 class JoinRefused(UnivrsError):
@@ -196,6 +199,11 @@ async def prepare(
         bound=bound,
         token=token,
         api_token=api_token,
+        contacts=tuple(
+            m["api_addr"]
+            for m in members
+            if isinstance(m.get("api_addr"), str) and m.get("id") != config.node_id
+        ),
     )
 
 
@@ -217,6 +225,68 @@ async def _call(
         ssl_context=client_ssl(config),
     )
     return resp.status, resp.body
+
+
+@attrs.define(eq=False)
+class _Contact:
+    """The member a join talks to: ``info.target`` first; when it cannot be reached or
+    answers with a server error, the next of the other members' API addresses (those
+    ``target`` listed, then those of the configuration this node has received since). Any
+    member forwards to the leader, so any live one will do.
+
+    Before: the join asked ``target`` only, for up to ``JOIN_TIMEOUT`` (10 minutes). A joiner
+    whose target left the cluster while it joined (chaos join-and-leave-under-load, seed 303,
+    lmdb: the spare's join went to the follower that the next fault made leave) retried the
+    dead address and never became a member."""
+
+    node: NodeHandle
+    info: JoinInfo
+    current: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        self.current = self.info.target
+
+    def candidates(self) -> list[str]:
+        me = self.node.config
+        learned: list[str] = []
+        membership = self.node.status().membership
+        for member in sorted(membership.members):
+            addr = membership.api_address_of(member)
+            if member != me.node_id and addr:
+                learned.append(addr)
+        own = {me.api_addr}
+        return [
+            a
+            for a in dict.fromkeys([self.info.target, *self.info.contacts, *learned])
+            if a not in own
+        ]
+
+    def move_on(self, reason: str) -> None:
+        """``current`` failed (``reason``): take the next candidate (wrapping around)."""
+        order = self.candidates()
+        if not order:
+            return
+        at = order.index(self.current) if self.current in order else -1
+        following = order[(at + 1) % len(order)]
+        if following != self.current:
+            log.info(
+                "join: asking another member",
+                extra={"unreachable": self.current, "via": following, "reason": reason},
+            )
+            self.current = following
+
+    async def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """``_call`` on the current contact; (0, reason) when it cannot be reached, and then
+        (as on a 5xx answer) the next call goes to the next member."""
+        try:
+            status, doc = await _call(self.node.config, self.current, method, path, body, headers)
+        except (OSError, ValueError, trio.TooSlowError) as exc:
+            status, doc = 0, str(exc) or type(exc).__name__
+        if status == 0 or status >= 500:
+            self.move_on(_error_of(doc))
+        return status, doc
 
 
 def _error_of(body: Any) -> str:
@@ -245,15 +315,11 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
     token = info.token or me.join_token
     auth = _auth(info.api_token)
     join_headers = {**auth, **({JOIN_TOKEN_HEADER: token} if token else {})}
+    contact = _Contact(node=node, info=info)
     try:
         with trio.fail_after(JOIN_TIMEOUT):
             while True:  # 1. learner
-                try:
-                    status, doc = await _call(
-                        me, info.target, "POST", "/v1/cluster/members", body, join_headers
-                    )
-                except (OSError, ValueError, trio.TooSlowError) as exc:
-                    status, doc = 0, str(exc)
+                status, doc = await contact.call("POST", "/v1/cluster/members", body, join_headers)
                 if status in (200, 201):
                     break
                 # 401: no API token (auth on); 403: no join token, no certificate, no role
@@ -264,20 +330,13 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
             log.info("added as a learner", extra={"cluster": info.cluster_id})
             node.join = {**node.join, "state": "catching-up", "detail": None}
             while True:  # 2. catch up, 3. promote
-                lag = await _own_lag(me, info.target, info.api_token)
+                lag = await _own_lag(contact, me.node_id, auth)
                 node.join["entries_remaining"] = lag
                 if lag is not None and lag <= DEFAULT_MAX_LAG:
                     node.join["state"] = "promoting"
-                    try:
-                        status, doc = await _call(
-                            me,
-                            info.target,
-                            "POST",
-                            f"/v1/cluster/members/{me.node_id}/promote",
-                            headers=auth,
-                        )
-                    except (OSError, ValueError, trio.TooSlowError) as exc:
-                        status, doc = 0, str(exc)
+                    status, doc = await contact.call(
+                        "POST", f"/v1/cluster/members/{me.node_id}/promote", headers=auth
+                    )
                     if status == 200:
                         break
                     if status in (400, 401, 403, 404, 422):
@@ -295,14 +354,8 @@ async def run_join(node: NodeHandle, info: JoinInfo) -> None:
         log.warning("join failed", extra={"cluster": info.cluster_id, "error": str(exc)})
 
 
-async def _own_lag(config: NodeConfig, target: str, api_token: str | None = None) -> int | None:
-    node_id = config.node_id
-    try:
-        status, doc = await _call(
-            config, target, "GET", "/v1/cluster/members", headers=_auth(api_token)
-        )
-    except (OSError, ValueError, trio.TooSlowError):
-        return None
+async def _own_lag(contact: _Contact, node_id: str, auth: dict[str, str]) -> int | None:
+    status, doc = await contact.call("GET", "/v1/cluster/members", headers=auth)
     if status != 200 or not isinstance(doc, dict):
         return None
     for row in doc.get("members", []):

@@ -34,6 +34,7 @@ import shutil
 from collections.abc import Callable
 
 import attrs
+import lmdb
 
 from univrs.errors import StorageError
 from univrs.raft.messages import EntryKind, Membership, SnapshotMeta, decode_membership
@@ -135,6 +136,9 @@ def open_state(
         if _fix(path) in str(exc):
             raise
         raise StorageError(f"{exc}: {_fix(path)}") from None  # it does not decode
+    except lmdb.Error as exc:  # a garbled page (MDB_CORRUPTED ...): refused like the others
+        env.store.close()
+        raise StorageError(f"state env {path} is corrupt: {exc}: {_fix(path)}") from None
     except BaseException:
         env.store.close()
         raise

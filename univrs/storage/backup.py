@@ -227,7 +227,12 @@ class BackupReceiver:
         return self.path.with_name(self.path.name + ".tmp")
 
     def __enter__(self) -> BackupReceiver:
-        self._file = open(self.tmp, "wb")
+        # The file holds the whole state (workload env values among it): private like the data
+        # dir (0600; was 0644 by the umask). A leftover ``.tmp`` (an interrupted save, or a
+        # symbolic link planted there) is removed, never written through.
+        self.tmp.unlink(missing_ok=True)
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "wb")
         self._parser = _Parser()
         return self
 

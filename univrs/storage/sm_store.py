@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -38,7 +39,13 @@ class LmdbStore:
     share."""
 
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> None:
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync)
+        # Private like the log's environment (univrs/storage/env.py): the folder 0700, the
+        # files 0600 (lmdb.open alone made them 0755/0644; it would make a folder it creates
+        # 0600, which its owner could not enter).
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        self.env = lmdb.open(
+            path, map_size=map_size, max_dbs=16, sync=sync, metasync=sync, mode=0o600
+        )
         self._txn: lmdb.Transaction | None = None
         # True while ``_txn`` is a read transaction pinned by ``pinned_read`` (a page): the
         # tables' reads share it; no batch or write may begin until it ends.

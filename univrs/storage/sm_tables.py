@@ -146,7 +146,7 @@ class StateEnv:
     def __init__(self, path: str, *, sync: bool = False, map_size: int = DEFAULT_MAP_SIZE) -> None:
         try:
             self.recovered = recover_swap(path)
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
             self.store = LmdbStore(path, sync=sync, map_size=map_size)
         except (lmdb.Error, OSError) as exc:
             raise StorageError(f"state env {path} cannot be opened: {exc}") from None
@@ -154,12 +154,16 @@ class StateEnv:
         self.map_size = map_size
         # Another LMDB environment put here (a copy of raft.lmdb, ...) is refused before
         # anything is created in it.
-        with self.store.env.begin() as txn:
-            foreign = sorted(
-                bytes(k).decode(errors="replace")
-                for k, _ in txn.cursor()
-                if bytes(k).decode(errors="replace") not in _ALL_DBS
-            )
+        try:
+            with self.store.env.begin() as txn:
+                foreign = sorted(
+                    bytes(k).decode(errors="replace")
+                    for k, _ in txn.cursor()
+                    if bytes(k).decode(errors="replace") not in _ALL_DBS
+                )
+        except lmdb.Error as exc:  # garbled pages behind valid meta pages: MDB_CORRUPTED
+            self.store.close()
+            raise StorageError(f"state env {path} is corrupt: {exc}") from None
         if foreign:
             self.store.close()
             raise StorageError(
