@@ -17,7 +17,7 @@ What a node creates while it serves is not frozen (but for a memory backend's re
 univrs/runtime/snapshots.py), and some of it lives for seconds: the watch
 history keeps the captured changes of its last 10,000 events (about 18 containers per write).
 Under a write load those reach generation 2, and CPython runs a full collection every 3 to 14 s
-that walks them all again (35,000 to 70,000 objects, 25 to 33 ms of CPU on the event loop, and
+that walks them all again (35,000 to 80,000 objects, 25 to 35 ms of CPU on the event loop, and
 frees nothing): the cause of most "event loop late" lines under load (docs/performance.md,
 "Round 10", which also says why freezing each full collection's survivors was tried and not
 kept).
