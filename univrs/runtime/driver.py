@@ -395,7 +395,9 @@ class RaftRuntime:
             nursery.start_soon(self._applier.run)
             nursery.start_soon(self._snapshots.run)
             nursery.start_soon(self._drive)
-            nursery.start_soon(run_ticker, self.inbox.sender, self.tick_seconds)
+            nursery.start_soon(
+                run_ticker, self.inbox.sender, self.tick_seconds, self.metrics.loop_lag_seconds
+            )
             task_status.started()
 
     async def _drive(self) -> None:

@@ -21,6 +21,8 @@ from univrs.raft.ready import Role, Status
 if TYPE_CHECKING:
     from univrs.storage import StorageStatistics
 
+# How late a tick fires: on time (under 1 ms) to an election timeout and beyond.
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 # Round trips on loopback and a LAN: 100 us to a few seconds.
 RTT_BUCKETS = (
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
@@ -46,6 +48,7 @@ class NodeMetrics:
     fsync_seconds: Histogram = attrs.field(init=False)
     commit_seconds: Histogram = attrs.field(init=False)
     peer_rtt_seconds: Histogram = attrs.field(init=False)
+    loop_lag_seconds: Histogram = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -145,6 +148,13 @@ class NodeMetrics:
         )
         self.commit_seconds = r.histogram(
             "univrs_raft_commit_seconds", "From proposal to applied on the proposing leader."
+        )
+        self.loop_lag_seconds = r.histogram(
+            "univrs_event_loop_lag_seconds",
+            "How late each tick of the Raft clock fired: the event loop stalled (a long task "
+            "step, a garbage collection) or the process waited for a CPU (univrs/runtime/"
+            "ticks.py).",
+            LAG_BUCKETS,
         )
         self.peer_rtt_seconds = r.histogram(
             "univrs_network_peer_round_trip_seconds",

@@ -121,6 +121,11 @@ class Metrics(Protocol):
         """Proposals whose outcome became unknown here (covered by the leader's snapshot)."""
         ...
 
+    @property
+    def loop_lag_seconds(self) -> Histogram:
+        """How late each tick fired (the event loop's or the process's stalls: ticks.py)."""
+        ...
+
 
 class _Nothing:
     """A counter and a histogram that record nothing."""
@@ -140,7 +145,7 @@ class NoMetrics:
 
     proposals = elections = leader_changes = _Nothing()
     proposals_dropped = proposals_unknown = _Nothing()
-    fsync_seconds = commit_seconds = _Nothing()
+    fsync_seconds = commit_seconds = loop_lag_seconds = _Nothing()
 
 
 NO_METRICS: Metrics = NoMetrics()

@@ -17,24 +17,52 @@ import trio
 
 from univrs.raft.node import RaftNode
 from univrs.runtime.events import TICK
+from univrs.runtime.ports import Histogram
+from univrs.runtime.stalls import LoopClock, StepTimer, step_timer_wanted
 
 log = logging.getLogger("univrs.node")
 LATE_SECONDS = 0.1  # a tick this late is logged: the event loop (or the process) stalled
 
 
-async def run_ticker(send: trio.MemorySendChannel[object], tick_seconds: float) -> None:
-    """Send ``TICK`` every ``tick_seconds`` until cancelled (no catch-up burst after a stall)."""
-    next_tick = trio.current_time() + tick_seconds
-    while True:
-        await trio.sleep_until(next_tick)
-        now = trio.current_time()
-        if now - next_tick > LATE_SECONDS:
-            log.info("event loop late", extra={"late_ms": round((now - next_tick) * 1000)})
-        await send.send(TICK)
-        now = trio.current_time()
-        next_tick += tick_seconds
-        if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
-            next_tick = now + tick_seconds
+async def run_ticker(
+    send: trio.MemorySendChannel[object], tick_seconds: float, lag: Histogram | None = None
+) -> None:
+    """Send ``TICK`` every ``tick_seconds`` until cancelled (no catch-up burst after a stall).
+
+    Each tick's lateness goes to ``lag`` (``univrs_event_loop_lag_seconds``); a tick later than
+    ``LATE_SECONDS`` is logged ("event loop late") with the evidence of why over the interval
+    since the previous tick: the loop thread's CPU, its wait for a CPU, the other threads' CPU,
+    the garbage collector's time and, with ``UNIVRS_LOOP_STEPS`` set, the longest task step
+    (stalls.py)."""
+    clock = LoopClock()
+    steps = StepTimer() if step_timer_wanted() else None
+    if steps is not None:
+        trio.lowlevel.add_instrument(steps)
+    try:
+        next_tick = trio.current_time() + tick_seconds
+        before = clock.sample()
+        while True:
+            await trio.sleep_until(next_tick)
+            now = trio.current_time()
+            late = now - next_tick
+            if lag is not None:
+                lag.observe(late)
+            if late > LATE_SECONDS:
+                extra = {"late_ms": round(late * 1000), **clock.since(before, clock.sample())}
+                if steps is not None:
+                    extra.update(steps.take())
+                log.info("event loop late", extra=extra)
+            elif steps is not None:
+                steps.take()
+            before = clock.sample()
+            await send.send(TICK)
+            now = trio.current_time()
+            next_tick += tick_seconds
+            if next_tick <= now:  # we stalled: do not fire a burst of catch-up ticks
+                next_tick = now + tick_seconds
+    finally:
+        if steps is not None:
+            trio.lowlevel.remove_instrument(steps)
 
 
 @attrs.define(eq=False)

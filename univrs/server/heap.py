@@ -11,29 +11,35 @@ of docs/performance.md, "Round 8").
 node will import anyway, collects once, and moves every object alive at that moment into the
 permanent generation (``gc.freeze``), which collections skip. Those objects are still freed by
 reference counting if they are dropped; only a reference cycle among them would stay, and
-modules live for the whole process. The collections that remain walk what the node created
-since (its runtime, log cache and, on the memory backend, the state, which the snapshot
-restore freezes likewise: univrs/runtime/snapshots.py).
+modules live for the whole process.
+
+What a node creates while it serves is not frozen (but for a memory backend's restored state:
+univrs/runtime/snapshots.py), and some of it lives for seconds: the watch
+history keeps the captured changes of its last 10,000 events (about 18 containers per write).
+Under a write load those reach generation 2, and CPython runs a full collection every 3 to 14 s
+that walks them all again (35,000 to 80,000 objects, 25 to 35 ms of CPU on the event loop, and
+frees nothing): the cause of most "event loop late" lines under load (docs/performance.md,
+"Round 10", which also says why freezing each full collection's survivors was tried and not
+kept).
 
 Not done in processes that run several nodes (the tests): freezing there would keep the
 earlier tests' cyclic garbage alive.
 
-``GcPauses`` measures every collection's pause (``gc.callbacks``) for the nodes' metrics:
+``GcPauses`` (univrs/runtime/stalls.py, where the ticker reads it for a late tick's evidence)
+measures every collection's pause (``gc.callbacks``) for the nodes' metrics:
 ``univrs_gc_collections_total``, ``univrs_gc_pause_seconds_total`` by generation, the longest
-pause, and ``univrs_gc_frozen_objects``.
+pause and ``univrs_gc_frozen_objects`` (the start-up freeze's count, taken once: counting the
+permanent generation walks it, 14 ms at 110,000 objects, a stall of its own at every scrape).
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
-import time
-from collections.abc import Iterable
-from typing import Any
-
-import attrs
+from collections.abc import Callable, Iterable
 
 from univrs.metrics import Registry
+from univrs.runtime.stalls import GC_PAUSES, GcPauses
 
 __all__ = ["GC_PAUSES", "GcPauses", "register_gc_metrics", "settle"]
 
@@ -43,51 +49,23 @@ NODE_MODULES = ("univrs.server.node", "univrs.api.server")
 
 
 def settle(modules: Iterable[str] = NODE_MODULES) -> int:
-    """Import ``modules``, collect once, freeze what is alive; returns the frozen count."""
+    """Import ``modules``, collect once, freeze what is alive; returns the frozen count (kept
+    for ``univrs_gc_frozen_objects``)."""
     for name in modules:
         importlib.import_module(name)
     gc.collect()
     gc.freeze()
-    return gc.get_freeze_count()
+    FROZEN_AT_START[0] = gc.get_freeze_count()
+    return FROZEN_AT_START[0]
 
 
-@attrs.define(eq=False)
-class GcPauses:
-    """Collections and their pauses in this process, by generation (0, 1, 2)."""
-
-    collections: list[int] = attrs.field(factory=lambda: [0, 0, 0])
-    seconds: list[float] = attrs.field(factory=lambda: [0.0, 0.0, 0.0])
-    longest: float = 0.0
-    _started: float = attrs.field(default=0.0, init=False)
-    _installed: bool = attrs.field(default=False, init=False)
-
-    def install(self) -> None:
-        """Start measuring (once per process; later calls do nothing)."""
-        if not self._installed:
-            self._installed = True
-            gc.callbacks.append(self._callback)
-
-    def uninstall(self) -> None:
-        """Stop measuring."""
-        if self._installed:
-            self._installed = False
-            gc.callbacks.remove(self._callback)
-
-    def _callback(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        pause = time.perf_counter() - self._started
-        generation = min(int(info.get("generation", 2)), 2)
-        self.collections[generation] += 1
-        self.seconds[generation] += pause
-        self.longest = max(self.longest, pause)
+# The permanent generation's size after ``settle`` (counting it walks it: not per scrape).
+FROZEN_AT_START = [0]
 
 
-GC_PAUSES = GcPauses()
-
-
-def register_gc_metrics(registry: Registry, pauses: GcPauses = GC_PAUSES) -> None:
+def register_gc_metrics(
+    registry: Registry, pauses: GcPauses = GC_PAUSES, frozen: Callable[[], int] | None = None
+) -> None:
     """The process's GC figures in a node's registry (read when scraped)."""
     pauses.install()
     registry.counter_callback(
@@ -108,8 +86,10 @@ def register_gc_metrics(registry: Registry, pauses: GcPauses = GC_PAUSES) -> Non
         "The longest single cyclic garbage collection of this process since it started.",
         callback=lambda: [((), pauses.longest)],
     )
+    count = frozen or (lambda: FROZEN_AT_START[0])
     registry.gauge(
         "univrs_gc_frozen_objects",
-        "Objects in the permanent generation, which collections skip (univrs/server/heap.py).",
-        callback=lambda: [((), float(gc.get_freeze_count()))],
+        "Objects put in the permanent generation, which collections skip, at start-up "
+        "(univrs/server/heap.py).",
+        callback=lambda: [((), float(count()))],
     )
