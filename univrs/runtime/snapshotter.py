@@ -9,7 +9,9 @@ waits for the loop between chunks, the apply loop goes on), stored durably, the 
 storage is compacted to what the core allows. One at a time (automatic and requested ones
 share a lock); the storage work goes through the storage writer's FIFO queue, so it is
 ordered with appends and installs, and in bounded steps (``LogStore.snapshot_parts``), so the
-appends queued meanwhile are written between them instead of after the whole save.
+appends queued meanwhile are written between them instead of after the whole save; the
+snapshot's data itself goes to a file written in a worker thread, off the writer's queue
+(univrs/storage/snapshot_parts.py).
 
 The leader's snapshots. ``install`` is the one place where a snapshot from the leader
 (``Ready.snapshot``, complete and verified by the core) enters the runtime: it goes to the
@@ -41,6 +43,9 @@ from univrs.runtime.writer import StorageTask, StorageWriter
 
 log = logging.getLogger("univrs.node")
 
+# Log entries deleted per storage-writer item when the log is compacted after a snapshot.
+COMPACT_STEP = 4096
+
 
 class PartsSave(Protocol):
     """A snapshot being stored in steps (univrs/storage/snapshot_parts.py ``SnapshotParts``,
@@ -50,6 +55,9 @@ class PartsSave(Protocol):
 
     @property
     def at_switch(self) -> bool: ...
+
+    @property
+    def in_writer(self) -> bool: ...
 
     def step(self) -> bool: ...
 
@@ -137,13 +145,13 @@ class Snapshotter:
             keep = self.keep
             upto: int = await self.call(lambda core: core.snapshot_taken(meta, kept, keep=keep))
             if saving is not None:
-                while not await self._storage_task(saving.step):
-                    pass  # the old snapshot's chunks deleted, a bounded batch per step
+                while not await self._step(saving):
+                    pass  # the old snapshot's file or chunks deleted, in bounded steps
             if upto > 0:
                 # The state forced to disk off the writer's queue (an fsync of the state env:
                 # the log's appends need not wait for it), then the log compacted in order.
                 await trio.to_thread.run_sync(self.durable)
-                await self._storage_task(lambda: storage.compact(upto))
+                await self._compact(upto)
             self.last_index = max(self.last_index, meta.index)
             log.info(
                 "snapshot taken",
@@ -169,9 +177,29 @@ class Snapshotter:
         crc = await trio.to_thread.run_sync(zlib.crc32, data)  # not in the writer's queue
         saving: PartsSave = parts_of(meta, data, crc=crc)
         while not saving.at_switch:
-            if await self._storage_task(saving.step):
+            if await self._step(saving):
                 break  # given up: another snapshot was stored meanwhile
         return saving
+
+    async def _step(self, saving: PartsSave) -> bool:
+        """Run ``saving``'s next step: as an item of the storage writer's queue when it writes
+        to the log's environment (one bounded transaction), else in a worker thread, off the
+        queue (the snapshot file's pieces: the log's appends never wait for them)."""
+        if saving.in_writer:
+            done: bool = await self._storage_task(saving.step)
+            return done
+        return await trio.to_thread.run_sync(saving.step)
+
+    async def _compact(self, upto: int) -> None:
+        """The log compacted up to ``upto``: in bounded steps (``COMPACT_STEP`` entries, each
+        its own item of the writer's queue) when the storage can (``LogStore.compact_some``)."""
+        storage = self.storage
+        compact: Any = getattr(storage, "compact_some", None)
+        if compact is None:
+            await self._storage_task(lambda: storage.compact(upto))
+            return
+        while not await self._storage_task(lambda: compact(upto, limit=COMPACT_STEP)):
+            pass
 
     async def _switch(
         self, meta: SnapshotMeta, data: bytes, saving: PartsSave | None
@@ -192,7 +220,7 @@ class Snapshotter:
             saved: SnapshotData | None = await self._storage_task(save)
             return saved
         if saving.at_switch:
-            await self._storage_task(saving.step)
+            await self._step(saving)
         if not saving.stored:
             return None  # another snapshot (the leader's, or a newer one) was stored meanwhile
         stored = await self._storage_task(lambda: _stored(storage, meta))
