@@ -22,6 +22,7 @@ belongs in ``install``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
@@ -132,13 +133,16 @@ class Snapshotter:
             # between its chunks (``capture``).
             encode = capture(applier.sm, pause=let_the_loop_run)
             data = await trio.to_thread.run_sync(encode)
+            marks = [("encode", trio.current_time())]  # the phases' ends, for the log line
 
             saving = await self._save_until_switch(meta, data)
+            marks.append(("save", trio.current_time()))
             # From the switch until the core holds the new snapshot, the core's old one must
             # stay readable (a follower may need it meanwhile): its chunks are pruned only
             # after ``snapshot_taken``. Not shielded from cancellation: a node being stopped
             # must not wait here for a driver that is gone.
             kept = await self._switch(meta, data, saving)
+            marks.append(("switch", trio.current_time()))
             if kept is None:
                 newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
                 return newer
@@ -147,11 +151,14 @@ class Snapshotter:
             if saving is not None:
                 while not await self._step(saving):
                     pass  # the old snapshot's file or chunks deleted, in bounded steps
+            marks.append(("prune", trio.current_time()))
             if upto > 0:
                 # The state forced to disk off the writer's queue (an fsync of the state env:
                 # the log's appends need not wait for it), then the log compacted in order.
                 await trio.to_thread.run_sync(self.durable)
+                marks.append(("state_fsync", trio.current_time()))
                 await self._compact(upto)
+                marks.append(("compact", trio.current_time()))
             self.last_index = max(self.last_index, meta.index)
             log.info(
                 "snapshot taken",
@@ -161,6 +168,11 @@ class Snapshotter:
                     "bytes": len(data),
                     "compacted_to": upto,
                     "seconds": round(trio.current_time() - started, 3),
+                    # each phase's seconds (docs/state-at-scale.md, thirteenth increment)
+                    **{
+                        f"{name}_s": round(end - begin, 3)
+                        for (_, begin), (name, end) in itertools.pairwise([("", started), *marks])
+                    },
                 },
             )
             return meta
