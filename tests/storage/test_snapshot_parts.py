@@ -102,7 +102,9 @@ def test_the_file_is_durable_before_the_record_names_it(
     open_store: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The order of the syncs: every piece of the file, the file and its directory entry are
-    synced before the switch's transaction stores the record naming it."""
+    synced before the switch's transaction stores the record naming it. Each piece is written
+    and synced holding the log environment's write lock (``StoreEnv.turn``): the log's
+    commits and the pieces alternate on the disk."""
     rng = random.Random(12)
     store = _store(open_store, rng.randbytes(20_000))
     events: list[str] = []
@@ -112,6 +114,8 @@ def test_the_file_is_durable_before_the_record_names_it(
 
         def synced(fd: int, real=real, name=name) -> None:  # type: ignore[no-untyped-def]
             events.append(name)
+            if name == "fdatasync":  # a piece: written and synced while no log commit runs
+                assert store._env._write_lock.locked()
             real(fd)
 
         monkeypatch.setattr(os, name, synced)

@@ -5,9 +5,10 @@ Why. Stored as chunks of ``raft.lmdb`` (``save_snapshot``, or in 2 MB parts: the
 increment of docs/state-at-scale.md), every byte of a snapshot goes through a write
 transaction of the log's environment, one item of the storage writer's queue: a leader's
 appends wait behind each part and its fsync. In a file, the snapshot's bytes never go through
-that queue: the file is written in a worker thread, ``PART_BLOCKS`` blocks (2 MB) at a time,
-each piece synced before the next (so at most one piece of it is dirty in the page cache when a
-log commit syncs), and only the ``snapshot`` record that names it is written in the log's
+that queue: the file is written in a worker thread, ``PART_BLOCKS`` blocks (512 KB) at a time,
+each piece written and synced while no commit of the log runs (``StoreEnv.turn``: the log's
+commits and the pieces alternate on the shared disk, a commit waits for at most one piece),
+and only the ``snapshot`` record that names it is written in the log's
 transaction (univrs/storage/snapshot_parts.py, the switch).
 
 Format. The file ``raft.lmdb/snapshot-<index>-<term>-<token>.dat`` (``layout.
@@ -34,6 +35,7 @@ import pathlib
 import threading
 import weakref
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from univrs.errors import StorageError
@@ -45,8 +47,9 @@ if TYPE_CHECKING:
 
 BLOCK = 4096  # bytes of a block in the file: its CRC-32 and BLOCK_DATA bytes of data
 BLOCK_DATA = BLOCK - 4
-# Blocks written per piece (a step of the save, then an fdatasync): 2 MB.
-PART_BLOCKS = 512
+# Blocks written per piece (a step of the save, then an fdatasync): 512 KB. A log commit waits
+# for at most one piece's write and sync (``StoreEnv.turn``).
+PART_BLOCKS = 128
 
 # (meta, size, blocks, crc, first (0)): the stored record, as ``layout.parse_snapshot`` gives it
 Record = tuple[SnapshotMeta, int, int, int, int]
@@ -116,8 +119,16 @@ class FileWriter:
     """Writes one snapshot file in pieces (``write_piece``, any thread but the writer's is
     fine); the last piece syncs the file and its directory."""
 
-    def __init__(self, files: SnapshotFiles, name: str, data: bytes, part_blocks: int) -> None:
+    def __init__(
+        self,
+        files: SnapshotFiles,
+        name: str,
+        data: bytes,
+        part_blocks: int,
+        turn: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self.name = name
+        self._turn = turn  # held while a piece is written and synced (``StoreEnv.turn``)
         self.path = files.directory / name
         self._data = memoryview(data)
         self._blocks = blocks_for(len(data))
@@ -147,10 +158,13 @@ class FileWriter:
             for i in range(lo, hi)
         )
         try:
-            written = 0
-            while written < len(piece):
-                written += os.write(self._fd, piece[written:])
-            os.fdatasync(self._fd)  # at most one piece dirty when a log commit syncs
+            # The piece is written and synced while no log commit runs, so the two alternate
+            # on the disk: a commit waits for at most one piece, not for a queue of them.
+            with self._turn():
+                written = 0
+                while written < len(piece):
+                    written += os.write(self._fd, piece[written:])
+                os.fdatasync(self._fd)
             self._written = hi
             self.pieces += 1
             if self._written < self._blocks:

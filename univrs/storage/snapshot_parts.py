@@ -21,8 +21,9 @@ not name) is garbage.
 1. ``start`` (any thread): the stored record is read; an older snapshot than it is given up.
    Files left by an earlier save are deleted (``SnapshotFiles.collect``).
 2. ``prune-before`` (writer, only if there are garbage chunks): bounded batches of deletes.
-3. ``file`` (any thread): the file is written ``part_blocks`` blocks (2 MB) per step, each
-   piece synced; the last step syncs the file and its directory entry.
+3. ``file`` (any thread): the file is written ``part_blocks`` blocks (512 KB) per step, each
+   piece written and synced while no log commit runs (``StoreEnv.turn``); the last step syncs
+   the file and its directory entry.
 4. ``switch`` (writer): one small transaction writes the record naming the file (and, as
    ``save_snapshot``, drops the log if it conflicts with the snapshot). Only now is the file
    named: its data is durable. A chunk snapshot replaced here is handed over as in the tenth
@@ -94,7 +95,7 @@ class SnapshotParts:
         self._data = data
         self._part = part_chunks
         self._name = layout.snapshot_file_name(meta, secrets.token_hex(4))
-        self._file = FileWriter(files, self._name, data, part_blocks)
+        self._file = FileWriter(files, self._name, data, part_blocks, env.turn)
         self._phase = "start"
         self._old: Any = None  # the stored record (decoded) this save started from
         self.stored: bool | None = None
