@@ -162,7 +162,7 @@ def test_appends_go_on_between_the_steps_and_the_old_snapshot_stays_until_the_sw
 
 
 @pytest.mark.parametrize("first_from_file", [False, True])
-@pytest.mark.parametrize("stop_after", [1, 2, 3, 5, 8, 12, 14, 15, 16, 17, 20, 30])
+@pytest.mark.parametrize("stop_after", range(1, 17))
 def test_a_crash_at_any_step_leaves_one_whole_snapshot(
     open_store: Opener, stop_after: int, first_from_file: bool
 ) -> None:
@@ -176,7 +176,8 @@ def test_a_crash_at_any_step_leaves_one_whole_snapshot(
     if first_from_file:
         _run(store.snapshot_parts(at(20), old))
     before = store.snapshot_meta()
-    saving = store.snapshot_parts(at(30), new, part_chunks=PART, part_blocks=PART)
+    # pieces of 3 blocks and deletes of 3 chunks: 5 file steps, 4 prune steps from chunks
+    saving = store.snapshot_parts(at(30), new, part_chunks=3, part_blocks=3)
     for _ in range(stop_after):
         if saving.step():
             break
