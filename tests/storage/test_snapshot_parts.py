@@ -103,22 +103,24 @@ def test_the_file_is_durable_before_the_record_names_it(
 ) -> None:
     """The order of the syncs: every piece of the file, the file and its directory entry are
     synced before the switch's transaction stores the record naming it. Each piece is written
-    and synced holding the log environment's write lock (``StoreEnv.turn``): the log's
+    and flushed holding the log environment's write lock (``StoreEnv.turn``): the log's
     commits and the pieces alternate on the disk."""
     rng = random.Random(12)
     store = _store(open_store, rng.randbytes(20_000))
     events: list[str] = []
-    real_fsync = os.fsync
-    for name in ("fdatasync", "fsync"):
-        real = getattr(os, name)
+    real_fsync, real_flush = os.fsync, snapshot_file.flush_range
 
-        def synced(fd: int, real=real, name=name) -> None:  # type: ignore[no-untyped-def]
-            events.append(name)
-            if name == "fdatasync":  # a piece: written and synced while no log commit runs
-                assert store._env._write_lock.locked()
-            real(fd)
+    def flushed(fd: int, offset: int, nbytes: int) -> None:
+        events.append("piece")
+        assert store._env._write_lock.locked()  # no log commit runs meanwhile
+        real_flush(fd, offset, nbytes)
 
-        monkeypatch.setattr(os, name, synced)
+    def synced(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(snapshot_file, "flush_range", flushed)
+    monkeypatch.setattr(os, "fsync", synced)
 
     def dir_synced(path: pathlib.Path) -> None:
         events.append("dir")
@@ -134,8 +136,8 @@ def test_the_file_is_durable_before_the_record_names_it(
         assert not saving.step()
     assert saving.stored is None and store.snapshot_meta() == at(12)
     pieces = -(-snapshot_file.blocks_for(50_000) // PART)
-    # each piece's data synced, then the file (its size) and its directory entry ...
-    assert events == ["fdatasync"] * pieces + ["fsync", "dir"], events
+    # each piece's data flushed, then the file fsynced (data, size) and its directory entry ...
+    assert events == ["piece"] * pieces + ["fsync", "dir"], events
     # ... and only then the switch stores the record naming it
     assert not saving.step() and saving.stored is True and store.snapshot_meta() == at(30)
 
@@ -193,6 +195,20 @@ def test_a_crash_at_any_step_leaves_one_whole_snapshot(
     _run(saving)
     assert saving.stored is True and store.load_snapshot() == (at(38), later)
     assert _snap_keys(store) == [] and len(_files(store)) == 1  # no garbage left
+
+
+def test_flush_range_writes_the_data(tmp_path: pathlib.Path) -> None:
+    """``flush_range`` (``sync_file_range`` on Linux, else ``fdatasync``) takes a file's range
+    and leaves the data in it."""
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x" * 10_000)
+        snapshot_file.flush_range(fd, 4096, 5904)
+        snapshot_file.flush_range(fd, 0, 10_000)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 10_000
 
 
 def test_a_file_cut_short_by_a_crash_is_garbage(open_store: Opener) -> None:

@@ -6,9 +6,10 @@ increment of docs/state-at-scale.md), every byte of a snapshot goes through a wr
 transaction of the log's environment, one item of the storage writer's queue: a leader's
 appends wait behind each part and its fsync. In a file, the snapshot's bytes never go through
 that queue: the file is written in a worker thread, ``PART_BLOCKS`` blocks (512 KB) at a time,
-each piece written and synced while no commit of the log runs (``StoreEnv.turn``: the log's
-commits and the pieces alternate on the shared disk, a commit waits for at most one piece),
-and only the ``snapshot`` record that names it is written in the log's
+each piece written and flushed to the disk while no commit of the log runs (``StoreEnv.turn``:
+the log's commits and the pieces alternate on the shared disk, a commit waits for at most one
+piece; ``flush_range``: the data only, no journal commit), then the file is fsynced, and only
+the ``snapshot`` record that names it is written in the log's
 transaction (univrs/storage/snapshot_parts.py, the switch).
 
 Format. The file ``raft.lmdb/snapshot-<index>-<term>-<token>.dat`` (``layout.
@@ -30,6 +31,8 @@ last one is closed), so no read into memory is needed when a file snapshot is re
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import pathlib
 import threading
@@ -45,9 +48,41 @@ from univrs.storage import layout
 if TYPE_CHECKING:
     from univrs.storage.env import StoreEnv
 
+
+def _sync_file_range() -> Any:
+    """Linux's ``sync_file_range`` through libc (the os module has none); None elsewhere."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+# SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER
+_WRITE_AND_WAIT = 1 | 2 | 4
+
+
+def flush_range(fd: int, offset: int, nbytes: int) -> None:
+    """Write a range of a file's data to the disk and wait for it, without its metadata:
+    ``sync_file_range``, which commits no file-system journal (an ``fdatasync`` of a growing
+    file does, every time: with 512 KB pieces, 416 journal commits for a 212 MB snapshot, each
+    a flush of the disk the log shares). Not durable by itself: the file's ``fsync`` at the
+    end is (``FileWriter.write_piece``). Where there is no ``sync_file_range``: ``fdatasync``."""
+    if _SYNC_FILE_RANGE is not None:
+        if _SYNC_FILE_RANGE(fd, offset, nbytes, _WRITE_AND_WAIT) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err))
+    os.fdatasync(fd)
+
+
 BLOCK = 4096  # bytes of a block in the file: its CRC-32 and BLOCK_DATA bytes of data
 BLOCK_DATA = BLOCK - 4
-# Blocks written per piece (a step of the save, then an fdatasync): 512 KB. A log commit waits
+# Blocks written per piece (a step of the save, then ``flush_range``): 512 KB. A log commit waits
 # for at most one piece's write and sync (``StoreEnv.turn``).
 PART_BLOCKS = 128
 
@@ -164,7 +199,7 @@ class FileWriter:
                 written = 0
                 while written < len(piece):
                     written += os.write(self._fd, piece[written:])
-                os.fdatasync(self._fd)
+                flush_range(self._fd, lo * BLOCK, len(piece))
             self._written = hi
             self.pieces += 1
             if self._written < self._blocks:

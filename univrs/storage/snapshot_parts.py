@@ -22,8 +22,8 @@ not name) is garbage.
    Files left by an earlier save are deleted (``SnapshotFiles.collect``).
 2. ``prune-before`` (writer, only if there are garbage chunks): bounded batches of deletes.
 3. ``file`` (any thread): the file is written ``part_blocks`` blocks (512 KB) per step, each
-   piece written and synced while no log commit runs (``StoreEnv.turn``); the last step syncs
-   the file and its directory entry.
+   piece written and flushed to the disk while no log commit runs (``StoreEnv.turn``,
+   ``snapshot_file.flush_range``); the last step fsyncs the file and its directory entry.
 4. ``switch`` (writer): one small transaction writes the record naming the file (and, as
    ``save_snapshot``, drops the log if it conflicts with the snapshot). Only now is the file
    named: its data is durable. A chunk snapshot replaced here is handed over as in the tenth
