@@ -178,11 +178,13 @@ class Snapshotter:
             return meta
 
     async def _save_until_switch(self, meta: SnapshotMeta, data: bytes) -> PartsSave | None:
-        """Store the new snapshot's chunks, up to its switch, when the storage saves in parts
-        (``LogStore.snapshot_parts``): bounded steps, each its own item of the writer's queue,
-        so the log's appends are written between them (in one step, a leader's writes waited
-        for the whole save: 212 MB written and synced at 1,000,000 + 1,000,000 objects,
-        docs/state-at-scale.md, tenth increment). None: the storage saves in one step."""
+        """Store the new snapshot's data, up to its switch, when the storage saves in steps
+        (``LogStore.snapshot_parts``): the data goes to a file in steps run off the writer's
+        queue, and the few steps that write the log's environment are bounded items of it, so
+        the log's appends never wait for the snapshot's bytes (in one step, a leader's writes
+        waited for the whole save: 212 MB written and synced at 1,000,000 + 1,000,000
+        objects; docs/state-at-scale.md, tenth and thirteenth increments). None: the storage
+        saves in one step."""
         parts_of = getattr(self.storage, "snapshot_parts", None)
         if parts_of is None:
             return None
