@@ -15,7 +15,10 @@ times, each while the Trio loop runs
   gap between two durable appends** is the write pause a leader's clients see.
 
 Reported per run: the wall time of the snapshot, both gaps, and the same gaps over an equal
-window just before it (the baseline on this machine now).
+window just before it (the baseline on this machine now); and per phase of the save (``phases``:
+the encoding, each kind of storage step, the state env's fsync, the log's compaction) how many
+items it ran, their total and longest time, and the longest gap between two durable appends
+that overlaps one of its items: which phase the write pause comes from.
 
 ``python scripts/bench_snapshot_node.py SEED [--repeats 3] [--json out.json]``.
 """
@@ -49,6 +52,60 @@ TICK = 0.005
 LEAD = 1.0  # seconds of ticks and writes before each snapshot (the baseline window)
 
 
+class _Phases:
+    """Intervals of the save's phases (label, start, end), recorded by wrapping the storage's
+    steps (whatever code is imported: the bench measures the code before a change as well)."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float, float]] = []
+
+    def wrap(self, label: Any, fn: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            name = label(*args) if callable(label) else label
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spans.append((name, start, time.perf_counter()))
+
+        return timed
+
+    def install(self) -> None:
+        import univrs.runtime.snapshotter as snapshotter
+        import univrs.storage.snapshot_parts as parts
+
+        step = parts.SnapshotParts.step
+
+        def phase(saving: Any) -> str:
+            return f"step:{getattr(saving, '_phase', '?')}"
+
+        parts.SnapshotParts.step = self.wrap(phase, step)  # type: ignore[method-assign]
+        LogStore.compact = self.wrap("compact", LogStore.compact)  # type: ignore[method-assign]
+        for extra in ("compact_some", "remove_files"):
+            if hasattr(LogStore, extra):
+                setattr(LogStore, extra, self.wrap(extra, getattr(LogStore, extra)))
+        capture = snapshotter.capture
+
+        def captured(*args: Any, **kwargs: Any) -> Any:
+            return self.wrap("encode", capture(*args, **kwargs))
+
+        snapshotter.capture = captured  # type: ignore[assignment]
+
+    def summary(self, acks: list[float], start: float, end: float) -> dict[str, Any]:
+        gaps = [(a, b) for a, b in itertools.pairwise(acks) if b >= start and a <= end]
+        out: dict[str, Any] = {}
+        for name, lo, hi in self.spans:
+            if hi < start or lo > end:
+                continue
+            row = out.setdefault(name, {"items": 0, "total_s": 0.0, "max_item_s": 0.0, "gap_s": 0.0})
+            row["items"] += 1
+            row["total_s"] = round(row["total_s"] + hi - lo, 4)
+            row["max_item_s"] = round(max(row["max_item_s"], hi - lo), 4)
+            over = [b - a for a, b in gaps if b >= lo and a <= hi]
+            row["gap_s"] = round(max([row["gap_s"], *over]), 4)
+        return out
+
+
 def _gap(times: list[float], start: float, end: float) -> float:
     inside = [t for t in times if start <= t <= end]
     before = [t for t in times if t < start][-1:]
@@ -66,7 +123,9 @@ class _Core:
         return max(0, meta.index - keep)
 
 
-async def _run(store: LogStore, sm: Any, term: int, repeats: int) -> list[dict[str, Any]]:
+async def _run(
+    store: LogStore, sm: Any, term: int, repeats: int, durable: Any, phases: _Phases
+) -> list[dict[str, Any]]:
     ticks: list[float] = []
     acks: list[float] = []
     writer = StorageWriter(write=store.append, send=lambda _m: None, on_persisted=lambda *_a: None)
@@ -87,6 +146,7 @@ async def _run(store: LogStore, sm: Any, term: int, repeats: int) -> list[dict[s
         applier=applier,  # type: ignore[arg-type]  # what take() reads of an Applier
         call=call,
         keep=100,
+        durable=phases.wrap("state-fsync", durable),
     )
     rows: list[dict[str, Any]] = []
     next_index = [store.last_index() + 1]
@@ -132,6 +192,7 @@ async def _run(store: LogStore, sm: Any, term: int, repeats: int) -> list[dict[s
                     "ack_gap_s": round(_gap(acks, start, end), 4),
                     "baseline_tick_gap_s": round(_gap(ticks, start - min(length, LEAD), start), 4),
                     "baseline_ack_gap_s": round(_gap(acks, start - min(length, LEAD), start), 4),
+                    "phases": phases.summary(acks, start, end),
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -165,14 +226,18 @@ def main() -> None:
             entries=[Entry(term=term, index=i) for i in range(index - 999, index + 1)],
         )
         del data
-        rows = trio.run(_run, store, sm, term, args.repeats)
+        phases = _Phases()
+        phases.install()
+        rows = trio.run(_run, store, sm, term, args.repeats, env.sync, phases)
         store.close()
         env.close()
     out = {
         "objects": head["objects"],
         "staged_s": round(staged_s, 1),
         "runs": rows,
-        "median": {k: statistics.median(r[k] for r in rows) for k in rows[0]},
+        "median": {
+            k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "phases"
+        },
         "loadavg_1m": os.getloadavg()[0],
     }
     print_json(out, args.json)

@@ -67,6 +67,10 @@ class _Stepped:
                 def at_switch(self) -> bool:
                     return saving.at_switch  # type: ignore[no-any-return]
 
+                @property
+                def in_writer(self) -> bool:
+                    return saving.in_writer  # type: ignore[no-any-return]
+
                 def step(self) -> bool:
                     done: bool = saving.step()
                     after(number, saving)

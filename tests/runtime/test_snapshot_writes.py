@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from tests.sm.test_sm_snapshot import populated
-from tests.storage.helpers import make_entries
+from tests.storage.helpers import count_written, make_entries
 from univrs.bench.scale_state import build
 from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.runtime.snapshots import capture
@@ -77,6 +77,10 @@ class _Hooked:
                 @property
                 def at_switch(self) -> bool:
                     return saving.at_switch  # type: ignore[no-any-return]
+
+                @property
+                def in_writer(self) -> bool:
+                    return saving.in_writer  # type: ignore[no-any-return]
 
                 def step(self) -> bool:
                     hooked._once()
@@ -197,3 +201,70 @@ async def test_the_encoding_waits_for_the_loop_between_chunks(
     finally:
         store.close()
         env.close()
+
+
+async def test_no_storage_writer_transaction_holds_the_snapshots_data(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Snapshotter.take`` on the LMDB log store: no write transaction of ``raft.lmdb`` it
+    runs (the items of the storage writer's queue) puts more than a record's bytes; the data
+    goes to a file written off the queue (univrs/storage/snapshot_file.py). Counted, not
+    timed. Fails on the tenth increment's save in parts (parts of up to 2 MB of chunks, each
+    a writer item: here one of the whole snapshot), and on ``save_snapshot`` (all of it)."""
+    store = _log_store(tmp_path)
+    sm = build(300)
+    writer = StorageWriter(write=store.append, send=lambda _m: None, on_persisted=lambda *_: None)
+    snapshots = _snapshotter(store, writer, sm)
+    written = count_written(monkeypatch)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            nursery.start_soon(snapshots.run)
+            with trio.fail_after(30):
+                meta = await snapshots.take()
+            nursery.cancel_scope.cancel()
+        loaded = store.load_snapshot()
+        assert meta is not None and loaded is not None and loaded[0] == meta
+        assert len(loaded[1]) > 4096  # a snapshot larger than the bound below
+        assert written and max(written) <= 1024, written
+        assert store.first_index() == 41  # compacted up to the snapshot (keep 0)
+    finally:
+        store.close()
+
+
+async def test_the_log_is_compacted_in_bounded_writer_items(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compaction after the snapshot deletes at most ``COMPACT_STEP`` entries per writer
+    item. Fails on the code before it: one ``compact`` of the whole log behind the snapshot."""
+    from univrs.runtime import snapshotter
+
+    monkeypatch.setattr(snapshotter, "COMPACT_STEP", 7, raising=False)
+    store = _log_store(tmp_path)
+    writer = StorageWriter(write=store.append, send=lambda _m: None, on_persisted=lambda *_: None)
+    snapshots = _snapshotter(store, writer, populated().sm)
+    firsts: list[int] = []
+    compact, some = LogStore.compact, getattr(LogStore, "compact_some", None)
+
+    def counted(self: LogStore, up_to: int) -> None:
+        compact(self, up_to)
+        firsts.append(self.first_index())
+
+    def counted_some(self: LogStore, up_to: int, **options: Any) -> Any:
+        done = some(self, up_to, **options)  # type: ignore[misc]
+        firsts.append(self.first_index())
+        return done
+
+    monkeypatch.setattr(LogStore, "compact", counted)
+    monkeypatch.setattr(LogStore, "compact_some", counted_some, raising=False)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            nursery.start_soon(snapshots.run)
+            with trio.fail_after(30):
+                await snapshots.take()
+            nursery.cancel_scope.cancel()
+        steps = [b - a for a, b in zip([1, *firsts], firsts, strict=False)]
+        assert firsts[-1] == 41 and max(steps) <= 7, firsts
+    finally:
+        store.close()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from univrs.raft.messages import Entry, EntryKind, HardState, Membership, SnapshotMeta
 from univrs.storage import LogStore
+from univrs.storage.env import StoreEnv
 
 
 def make_entries(first: int, last: int, *, term: int = 1, size: int = 12) -> list[Entry]:
@@ -57,3 +61,55 @@ def store_with_snapshot(
     )
     store.save_snapshot(at(index), data)
     return store
+
+
+class _CursorSpy:
+    def __init__(self, cursor: Any, count: list[int]) -> None:
+        self._cursor, self._count = cursor, count
+
+    def put(self, key: bytes, value: bytes, **options: Any) -> Any:
+        self._count[0] += len(value)
+        return self._cursor.put(key, value, **options)
+
+    def putmulti(self, items: Any, **options: Any) -> Any:
+        items = list(items)
+        self._count[0] += sum(len(value) for _, value in items)
+        return self._cursor.putmulti(items, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _TxnSpy:
+    def __init__(self, txn: Any, count: list[int]) -> None:
+        self._txn, self._count = txn, count
+
+    def put(self, key: bytes, value: bytes, **options: Any) -> Any:
+        self._count[0] += len(value)
+        return self._txn.put(key, value, **options)
+
+    def cursor(self, **options: Any) -> _CursorSpy:
+        return _CursorSpy(self._txn.cursor(**options), self._count)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._txn, name)
+
+
+def count_written(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the bytes of values each write transaction of a log store puts (one entry
+    per transaction, in order): counted, not timed."""
+    sizes: list[int] = []
+    write = StoreEnv.write
+
+    def spied(self: StoreEnv, fn: Callable[[Any], Any]) -> Any:
+        def run(txn: Any) -> Any:
+            count = [0]
+            try:
+                return fn(_TxnSpy(txn, count))
+            finally:
+                sizes.append(count[0])
+
+        return write(self, run)
+
+    monkeypatch.setattr(StoreEnv, "write", spied)
+    return sizes

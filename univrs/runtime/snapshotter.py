@@ -15,7 +15,9 @@ is the runtime's, not shielded: a node being stopped cancels it (anything after 
 is redone from storage at the next start), and the callers waiting are told ``Unavailable``.
 The storage work goes through the storage writer's FIFO queue, so it is
 ordered with appends and installs, and in bounded steps (``LogStore.snapshot_parts``), so the
-appends queued meanwhile are written between them instead of after the whole save.
+appends queued meanwhile are written between them instead of after the whole save; the
+snapshot's data itself goes to a file written in a worker thread, off the writer's queue
+(univrs/storage/snapshot_parts.py).
 
 The leader's snapshots. ``install`` is the one place where a snapshot from the leader
 (``Ready.snapshot``, complete and verified by the core) enters the runtime: it goes to the
@@ -26,6 +28,7 @@ belongs in ``install``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
@@ -48,6 +51,9 @@ from univrs.runtime.writer import StorageTask, StorageWriter
 
 log = logging.getLogger("univrs.node")
 
+# Log entries deleted per storage-writer item when the log is compacted after a snapshot.
+COMPACT_STEP = 4096
+
 
 class PartsSave(Protocol):
     """A snapshot being stored in steps (univrs/storage/snapshot_parts.py ``SnapshotParts``,
@@ -57,6 +63,9 @@ class PartsSave(Protocol):
 
     @property
     def at_switch(self) -> bool: ...
+
+    @property
+    def in_writer(self) -> bool: ...
 
     def step(self) -> bool: ...
 
@@ -165,27 +174,33 @@ class Snapshotter:
         # between its chunks (``capture``).
         encode = capture(applier.sm, pause=let_the_loop_run)
         data = await trio.to_thread.run_sync(encode)
+        marks = [("encode", trio.current_time())]  # the phases' ends, for the log line
 
         saving = await self._save_until_switch(meta, data)
+        marks.append(("save", trio.current_time()))
         # From the switch until the core holds the new snapshot, the core's old one must
         # stay readable (a follower may need it meanwhile): its chunks are pruned only
         # after ``snapshot_taken``. Nothing but the node's stop cancels this task (callers
         # only wait for it: ``take``), and that is not shielded: a node being stopped must
         # not wait here for a driver that is gone (its next start reads the stored record).
         kept = await self._switch(meta, data, saving)
+        marks.append(("switch", trio.current_time()))
         if kept is None:
             newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
             return newer
         keep = self.keep
         upto: int = await self.call(lambda core: core.snapshot_taken(meta, kept, keep=keep))
         if saving is not None:
-            while not await self._storage_task(saving.step):
-                pass  # the old snapshot's chunks deleted, a bounded batch per step
+            while not await self._step(saving):
+                pass  # the old snapshot's file or chunks deleted, in bounded steps
+        marks.append(("prune", trio.current_time()))
         if upto > 0:
             # The state forced to disk off the writer's queue (an fsync of the state env:
             # the log's appends need not wait for it), then the log compacted in order.
             await trio.to_thread.run_sync(self.durable)
-            await self._storage_task(lambda: storage.compact(upto))
+            marks.append(("state_fsync", trio.current_time()))
+            await self._compact(upto)
+            marks.append(("compact", trio.current_time()))
         self.last_index = max(self.last_index, meta.index)
         log.info(
             "snapshot taken",
@@ -195,25 +210,52 @@ class Snapshotter:
                 "bytes": len(data),
                 "compacted_to": upto,
                 "seconds": round(trio.current_time() - started, 3),
+                # each phase's seconds (docs/state-at-scale.md, thirteenth increment)
+                **{
+                    f"{name}_s": round(end - begin, 3)
+                    for (_, begin), (name, end) in itertools.pairwise([("", started), *marks])
+                },
             },
         )
         return meta
 
     async def _save_until_switch(self, meta: SnapshotMeta, data: bytes) -> PartsSave | None:
-        """Store the new snapshot's chunks, up to its switch, when the storage saves in parts
-        (``LogStore.snapshot_parts``): bounded steps, each its own item of the writer's queue,
-        so the log's appends are written between them (in one step, a leader's writes waited
-        for the whole save: 212 MB written and synced at 1,000,000 + 1,000,000 objects,
-        docs/state-at-scale.md, tenth increment). None: the storage saves in one step."""
+        """Store the new snapshot's data, up to its switch, when the storage saves in steps
+        (``LogStore.snapshot_parts``): the data goes to a file in steps run off the writer's
+        queue, and the few steps that write the log's environment are bounded items of it, so
+        the log's appends never wait for the snapshot's bytes (in one step, a leader's writes
+        waited for the whole save: 212 MB written and synced at 1,000,000 + 1,000,000
+        objects; docs/state-at-scale.md, tenth and thirteenth increments). None: the storage
+        saves in one step."""
         parts_of = getattr(self.storage, "snapshot_parts", None)
         if parts_of is None:
             return None
         crc = await trio.to_thread.run_sync(zlib.crc32, data)  # not in the writer's queue
         saving: PartsSave = parts_of(meta, data, crc=crc)
         while not saving.at_switch:
-            if await self._storage_task(saving.step):
+            if await self._step(saving):
                 break  # given up: another snapshot was stored meanwhile
         return saving
+
+    async def _step(self, saving: PartsSave) -> bool:
+        """Run ``saving``'s next step: as an item of the storage writer's queue when it writes
+        to the log's environment (one bounded transaction), else in a worker thread, off the
+        queue (the snapshot file's pieces: the log's appends never wait for them)."""
+        if saving.in_writer:
+            done: bool = await self._storage_task(saving.step)
+            return done
+        return await trio.to_thread.run_sync(saving.step)
+
+    async def _compact(self, upto: int) -> None:
+        """The log compacted up to ``upto``: in bounded steps (``COMPACT_STEP`` entries, each
+        its own item of the writer's queue) when the storage can (``LogStore.compact_some``)."""
+        storage = self.storage
+        compact: Any = getattr(storage, "compact_some", None)
+        if compact is None:
+            await self._storage_task(lambda: storage.compact(upto))
+            return
+        while not await self._storage_task(lambda: compact(upto, limit=COMPACT_STEP)):
+            pass
 
     async def _switch(
         self, meta: SnapshotMeta, data: bytes, saving: PartsSave | None
@@ -234,7 +276,7 @@ class Snapshotter:
             saved: SnapshotData | None = await self._storage_task(save)
             return saved
         if saving.at_switch:
-            await self._storage_task(saving.step)
+            await self._step(saving)
         if not saving.stored:
             return None  # another snapshot (the leader's, or a newer one) was stored meanwhile
         stored = await self._storage_task(lambda: _stored(storage, meta))

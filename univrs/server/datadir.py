@@ -27,6 +27,7 @@ from univrs.server.statedir import open_state, wipe_state
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.snapshot_file import FileSnapshot
 from univrs.storage.stored_snapshot import StoredSnapshot
 
 log = logging.getLogger("univrs.node")
@@ -91,7 +92,7 @@ class Opened:
     cluster_id: str
     sm: ClusterStateMachine
     # The stored snapshot, read on demand (univrs/storage/stored_snapshot.py).
-    snapshot: tuple[SnapshotMeta, StoredSnapshot] | None
+    snapshot: tuple[SnapshotMeta, StoredSnapshot | FileSnapshot] | None
     # The persistent state ([state] backend = "lmdb"), None in memory.
     state_env: StateEnv | None = None
 
@@ -162,7 +163,7 @@ def finish_opening(
     # Read on demand (the core streams it to followers a chunk at a time; a persisted state
     # that resumes never reads it at all): not held whole in memory for the node's life.
     stored = storage.stored_snapshot()
-    loaded: tuple[SnapshotMeta, StoredSnapshot] | None = (
+    loaded: tuple[SnapshotMeta, StoredSnapshot | FileSnapshot] | None = (
         (stored.meta, stored) if stored is not None else None
     )
     if config.state_backend == "lmdb":
@@ -187,7 +188,7 @@ def finish_opening(
 
 def _restore_stored(
     config: NodeConfig,
-    loaded: tuple[SnapshotMeta, StoredSnapshot],
+    loaded: tuple[SnapshotMeta, StoredSnapshot | FileSnapshot],
     into: Callable[[bytes], ClusterStateMachine] | None = None,
 ) -> ClusterStateMachine:
     """The state machine of the stored snapshot, or a StorageError that says which data dir

@@ -42,12 +42,13 @@ from univrs.raft.ready import InitialState
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage.datadir import STATE_ENV_DIR
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.snapshot_file import FileSnapshot
 from univrs.storage.stored_snapshot import StoredSnapshot
 
 log = logging.getLogger("univrs.node")
 
 STATE_DIR = STATE_ENV_DIR
-Stored = tuple[SnapshotMeta, StoredSnapshot]  # the stored snapshot, read on demand
+Stored = tuple[SnapshotMeta, StoredSnapshot | FileSnapshot]  # the stored snapshot, read on demand
 BACKENDS = ("memory", "lmdb")
 
 

@@ -193,6 +193,15 @@ class StoreEnv:
                         return result
                 self._grow()
 
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the environment's write lock without a transaction: no commit (and so no
+        fsync of ``data.mdb``) runs meanwhile. For other writes to the same disk that should
+        alternate with the log's commits rather than overlap them (a snapshot file's pieces,
+        univrs/storage/snapshot_file.py): a commit then waits for at most one of them."""
+        with self._write_lock:
+            yield
+
     def _grow(self) -> None:
         with self._rw.exclusive(), translated(self.path):
             self._check_open()

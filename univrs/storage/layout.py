@@ -32,7 +32,9 @@ KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
 # the hard state whenever they changed; absent: none. A key of its own, so that a store with
 # pins still reads with a build from before them (which ignores it and forgets the pins).
 KEY_PINS = b"pins"
-KEY_SNAPSHOT = b"snapshot"  # [index, term, membership, size, chunks, crc32 of the data(, first)]
+# [index, term, membership, size, chunks, crc32 of the data(, first | file name)]: see
+# ``snapshot_record``.
+KEY_SNAPSHOT = b"snapshot"
 
 OVERFLOW_HEADER = 16
 """Bytes of LMDB's page header on an overflow page (PAGEHDRSZ, 64-bit builds)."""
@@ -188,24 +190,55 @@ def parse_pins(obj: Any) -> tuple[tuple[str, str], ...]:
 
 
 def snapshot_record(
-    meta: SnapshotMeta, *, size: int, chunks: int, crc: int, first: int = 0
+    meta: SnapshotMeta, *, size: int, chunks: int, crc: int, first: int = 0, file: str | None = None
 ) -> list[Any]:
-    """The ``snapshot`` record: where the stored snapshot's chunks are (keys ``first`` to
-    ``first + chunks - 1`` of the ``snap`` database) and what they hold. ``first`` is 0 for a
-    snapshot stored in one transaction (the record then has the six fields it always had) and
-    past the previous snapshot's chunks for one stored in parts (``snapshot_parts``), which
-    adds it as a seventh field."""
+    """The ``snapshot`` record: where the stored snapshot's data is and what it holds.
+
+    * Chunks of the ``snap`` database at keys ``first`` to ``first + chunks - 1``. ``first`` is
+      0 for a snapshot stored in one transaction (``save_snapshot``: the record then has the
+      six fields it always had); a seventh field, an integer, for one that a build of the tenth
+      increment of docs/state-at-scale.md stored in parts.
+    * A file of its own beside ``data.mdb`` (``file``: its name, a text string as the seventh
+      field; ``chunks`` is its blocks' count, see univrs/storage/snapshot_file.py): a node's
+      own snapshot, written and synced off the storage writer's queue. A build that reads only
+      the forms above refuses this one ("metadata record 'snapshot': malformed")."""
     # The membership takes the codec's plain form, so both follow Membership together.
     record = [meta.index, meta.term, membership_to_plain(meta.membership), size, chunks, crc]
+    if file is not None:
+        if not is_snapshot_file_name(file):
+            raise ValueError(f"not a snapshot file name: {file!r}")
+        return [*record, file]
     return record if first == 0 else [*record, first]
 
 
+SNAPSHOT_FILE_PREFIX = "snapshot-"
+SNAPSHOT_FILE_SUFFIX = ".dat"
+_HEX = frozenset("0123456789abcdef")
+
+
+def snapshot_file_name(meta: SnapshotMeta, token: str) -> str:
+    """The name of a snapshot file: its index and term (for a reader of the directory) and a
+    random ``token`` (8 hex digits), so that no two saves ever write the same file."""
+    return f"{SNAPSHOT_FILE_PREFIX}{meta.index:016x}-{meta.term:016x}-{token}{SNAPSHOT_FILE_SUFFIX}"
+
+
+def is_snapshot_file_name(name: str) -> bool:
+    """A name ``snapshot_file_name`` gives (no path separator, nothing else)."""
+    if not (name.startswith(SNAPSHOT_FILE_PREFIX) and name.endswith(SNAPSHOT_FILE_SUFFIX)):
+        return False
+    body = name[len(SNAPSHOT_FILE_PREFIX) : -len(SNAPSHOT_FILE_SUFFIX)].split("-")
+    return [len(p) for p in body] == [16, 16, 8] and all(set(p) <= _HEX for p in body)
+
+
 def parse_snapshot(obj: Any) -> tuple[SnapshotMeta, int, int, int, int]:
-    """Returns (meta, size, chunks, crc32 of the whole data, key of the first chunk)."""
+    """Returns (meta, size, chunks, crc32 of the whole data, key of the first chunk); the key
+    is 0 for a record naming a file (``snapshot_file``)."""
     if type(obj) is not list or len(obj) not in (6, 7):
         raise Corrupt("metadata record 'snapshot': malformed")
     index, term, membership, size, chunks, crc = obj[:6]
-    first = obj[6] if len(obj) == 7 else 0
+    first = obj[6] if len(obj) == 7 and type(obj[6]) is not str else 0
+    if len(obj) == 7 and type(obj[6]) is str and not is_snapshot_file_name(obj[6]):
+        raise Corrupt("metadata record 'snapshot': bad file name")
     if not all(_is_uint(v) for v in (index, term, size, chunks, crc, first)):
         raise Corrupt("metadata record 'snapshot': malformed")
     if first + chunks >= 1 << 64:
@@ -215,3 +248,10 @@ def parse_snapshot(obj: Any) -> tuple[SnapshotMeta, int, int, int, int]:
     except ProtocolError as exc:
         raise Corrupt(f"metadata record 'snapshot': {exc}") from None
     return meta, size, chunks, crc, first
+
+
+def snapshot_file(obj: Any) -> str | None:
+    """The file a (well-formed) ``snapshot`` record names; None: its data is in chunks."""
+    if type(obj) is list and len(obj) == 7 and type(obj[6]) is str:
+        return str(obj[6])
+    return None

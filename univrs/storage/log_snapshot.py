@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 from univrs.storage.layout import Corrupt
+from univrs.storage.snapshot_file import PART_BLOCKS, FileSnapshot, SnapshotFiles
 from univrs.storage.snapshot_parts import PART_CHUNKS, SnapshotParts
 from univrs.storage.stored_snapshot import StoredSnapshot
 
@@ -31,22 +32,28 @@ def _require(cond: bool, message: str) -> None:
 
 
 class SnapshotStorage:
-    """Snapshot methods of ``LogStore``, which provides ``_env`` and ``_live``."""
+    """Snapshot methods of ``LogStore``, which provides ``_env``, ``_live`` and ``_files``."""
 
     __slots__ = ()
 
     _env: StoreEnv
     # The StoredSnapshots handed out and still alive (detached before a replacement).
     _live: weakref.WeakSet[StoredSnapshot]
+    # The snapshot files beside data.mdb (univrs/storage/snapshot_file.py).
+    _files: SnapshotFiles
 
-    def stored_snapshot(self) -> StoredSnapshot | None:
-        """The stored snapshot, read on demand (univrs/storage/stored_snapshot.py); None if
-        none. Reads its record and first chunk now, nothing else."""
+    def stored_snapshot(self) -> StoredSnapshot | FileSnapshot | None:
+        """The stored snapshot, read on demand (univrs/storage/stored_snapshot.py, or
+        snapshot_file.py for one in a file); None if none. Reads its record and first chunk
+        now (or opens its file), nothing else."""
 
-        def read(txn: Txn) -> StoredSnapshot | None:
+        def read(txn: Txn) -> StoredSnapshot | FileSnapshot | None:
             record = self._snapshot_record(txn)
             if record is None:
                 return None
+            name = self._snapshot_file(txn)
+            if name is not None:
+                return self._files.open(name, record)  # open now: it stays readable
             meta, size, chunks, _, first = record
             step = 1
             if chunks > 0:
@@ -59,7 +66,7 @@ class SnapshotStorage:
             return StoredSnapshot(self._env, record, max(step, 1))
 
         snapshot = self._env.read(read)
-        if snapshot is not None:
+        if isinstance(snapshot, StoredSnapshot):
             self._live.add(snapshot)
         return snapshot
 
@@ -71,6 +78,13 @@ class SnapshotStorage:
             if record is None:
                 return None
             meta, size, chunks, crc, first = record
+            name = self._snapshot_file(txn)
+            if name is not None:
+                snapshot = self._files.open(name, record)
+                try:
+                    return meta, snapshot.read()
+                finally:
+                    snapshot.close()
             parts = []
             for number in range(chunks):
                 raw = txn.get(layout.index_key(first + number), db=self._env.snap)
@@ -138,6 +152,7 @@ class SnapshotStorage:
             )
 
         self._env.write(write)
+        self._files.collect(self._env)  # a replaced snapshot's file (readers keep it open)
 
     def snapshot_parts(
         self,
@@ -146,18 +161,38 @@ class SnapshotStorage:
         *,
         crc: int | None = None,
         part_chunks: int = PART_CHUNKS,
+        part_blocks: int = PART_BLOCKS,
     ) -> SnapshotParts:
-        """The node's own snapshot, to store in bounded transactions (``SnapshotParts.step``,
-        each its own item of the storage writer's queue, so appends go on in between): what
-        ``save_snapshot`` stores, without holding the writer for the whole data
-        (univrs/storage/snapshot_parts.py)."""
-        return SnapshotParts(self._env, self._live, meta, data, crc=crc, part_chunks=part_chunks)
+        """The node's own snapshot, to store in steps (``SnapshotParts.step``): its data in a
+        file of its own, written off the storage writer's queue, and only its record (and
+        bounded deletes of old chunks) in the writer's queue (univrs/storage/snapshot_parts.py)."""
+        return SnapshotParts(
+            self._env,
+            self._live,
+            self._files,
+            meta,
+            data,
+            crc=crc,
+            part_chunks=part_chunks,
+            part_blocks=part_blocks,
+        )
+
+    def remove_garbage_files(self) -> int:
+        """Delete the snapshot files the stored record does not name (left by a save that was
+        interrupted); returns how many."""
+        return self._files.collect(self._env)
 
     def _snapshot_record(self, txn: Txn) -> tuple[SnapshotMeta, int, int, int, int] | None:
         raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
         if raw is None:
             return None
         return layout.parse_snapshot(layout.decode_record(layout.KEY_SNAPSHOT, raw))
+
+    def _snapshot_file(self, txn: Txn) -> str | None:
+        raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
+        if raw is None:
+            return None
+        return layout.snapshot_file(layout.decode_record(layout.KEY_SNAPSHOT, raw))
 
     def _snapshot_meta(self, txn: Txn) -> SnapshotMeta | None:
         record = self._snapshot_record(txn)

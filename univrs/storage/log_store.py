@@ -58,6 +58,7 @@ from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StorageStatistics, StoreEnv
 from univrs.storage.layout import Corrupt
 from univrs.storage.log_snapshot import SnapshotStorage, _require
+from univrs.storage.snapshot_file import SnapshotFiles
 from univrs.storage.stored_snapshot import StoredSnapshot
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class LogStore(SnapshotStorage):
     _dirlock: DirLock
     # The StoredSnapshots handed out and still alive (detached before a replacement).
     _live: weakref.WeakSet[StoredSnapshot] = attrs.field(factory=weakref.WeakSet, init=False)
+    # The snapshot files beside data.mdb (a node's own snapshots: snapshot_file.py).
+    _files: SnapshotFiles = attrs.field(init=False)
     # The pins this process last wrote (None: not yet known here, the write compares with the
     # stored record): a hard state whose pins did not change writes none (most group commits).
     _pins_written: tuple[tuple[NodeId, str], ...] | None = attrs.field(default=None, init=False)
@@ -144,9 +147,11 @@ class LogStore(SnapshotStorage):
             env=env,
             dirlock=dirlock,
         )
+        store._files = SnapshotFiles(env.path)
         try:
             store._check_identity(cluster_id)
             store._verify()
+            store._files.collect(env)  # files of a save that a crash interrupted
         except BaseException:
             store.close()
             raise
@@ -457,8 +462,14 @@ class LogStore(SnapshotStorage):
 
     def compact(self, up_to: int) -> None:
         """Delete the entries with index <= ``up_to``; the snapshot must cover them."""
+        self.compact_some(up_to, limit=None)
 
-        def write(txn: Txn) -> None:
+    def compact_some(self, up_to: int, *, limit: int | None) -> bool:
+        """``compact``, deleting at most ``limit`` entries (one bounded transaction: the
+        runtime compacts in such steps, each its own item of the storage writer's queue).
+        True when no entry <= ``up_to`` is left."""
+
+        def write(txn: Txn) -> bool:
             snap = self._snapshot_meta(txn)
             _require(
                 snap is not None and up_to <= snap.index,
@@ -466,12 +477,18 @@ class LogStore(SnapshotStorage):
             )
             cursor = txn.cursor(db=self._env.log)
             if not cursor.first():
-                return
+                return True
+            budget = limit
             while layout.key_index(cursor.key()) <= up_to:
+                if budget is not None:
+                    if budget == 0:
+                        return False
+                    budget -= 1
                 if not cursor.delete() or not cursor.key():
                     break
+            return True
 
-        self._env.write(write)
+        return self._env.write(write)
 
     # ----------------------------------------------------------------------------------------
     # Helpers that run inside a transaction

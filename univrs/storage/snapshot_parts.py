@@ -1,52 +1,57 @@
-"""A node's own snapshot stored in bounded transactions, so the log's writes go on meanwhile.
+"""A node's own snapshot stored without holding the log's writer: its data in a file of its own
+written off the storage writer's queue, only its record in the log's transaction.
 
-``LogStore.save_snapshot`` stores a snapshot in one transaction: at 1,000,000 workloads +
-1,000,000 instances that is 212 MB written and synced while the storage writer does nothing
-else, and a leader's own appends wait behind it (it hands out no committed entry it has not
-made durable itself): every client's write waits for the whole save (docs/state-at-scale.md,
-tenth increment). ``SnapshotParts`` stores the same chunks in steps; the runtime runs each
-step as its own item of the storage writer's FIFO queue (``Snapshotter.take``), so the
-appends queued meanwhile are written between two steps. Each step is one transaction of at
-most ``part_chunks`` chunk puts or deletes.
+``LogStore.save_snapshot`` stores a snapshot in one transaction of ``raft.lmdb``: at 1,000,000
+workloads + 1,000,000 instances that is 212 MB written and synced while the storage writer does
+nothing else, and a leader's own appends wait behind it (it hands out no committed entry it has
+not made durable itself). The tenth increment of docs/state-at-scale.md stored the same chunks
+in 2 MB transactions, each its own item of the writer's queue: a write still waited for one
+part and its fsync. ``SnapshotParts`` now writes the data to a file beside ``data.mdb``
+(univrs/storage/snapshot_file.py) in steps that do not use the writer's queue at all; the
+runtime asks ``in_writer`` before each step (``Snapshotter``) and runs it in a worker thread
+when it is False. Only the steps that change ``raft.lmdb`` are writer items, each bounded:
+the switch (one small record) and the deletion of chunks left in the ``snap`` database
+(``part_chunks`` deletes per step).
 
-Theory of operation. The ``snap`` database holds the stored snapshot's chunks at keys
-``first .. first + chunks - 1`` (the ``snapshot`` record says which: ``layout.snapshot_record``);
-any other key in it is garbage (left by a save in parts that was interrupted or given up).
+Theory of operation. The stored record names either chunks of the ``snap`` database (a
+snapshot from the leader, ``save_snapshot``; or an older build's save in parts) or a file
+(``layout.snapshot_record``). Anything else (chunks outside the record's range, files it does
+not name) is garbage.
 
-1. ``prune``: the garbage is deleted, a bounded batch per step, until only the stored
-   snapshot's chunks remain (usually nothing to do).
-2. ``parts``: the new chunks go at keys from ``base = first + chunks`` of the stored record
-   (above every key present: appends), each step a batch. Nothing a reader uses changes: the
-   record still names the old chunks, which are never touched here.
-3. ``switch``: one small transaction writes the record naming the new chunks (and, as
-   ``save_snapshot``, drops the log if it conflicts with the snapshot); the old chunks are
-   garbage from then on. Streams holding the old snapshot detach first (read it into memory),
-   as before a ``save_snapshot``.
-4. ``switched``: the runtime hands the core the new snapshot before it runs the next step;
-   until then the core's StoredSnapshot of the old one still reads the old chunks
-   (``StoredSnapshot.superseded_by``: they are intact while the new record is stored). The
-   runtime runs the whole save in the snapshotter's own task (univrs/runtime/snapshotter.py),
-   so no cancelled caller stops it between the switch and the core's ``snapshot_taken``:
-   the next save's prune (step 1) would delete the chunks of the snapshot the core holds.
-5. ``prune`` again: the streams still reading the old one are read into memory first, then
-   the old chunks are deleted in batches.
+1. ``start`` (any thread): the stored record is read; an older snapshot than it is given up.
+   Files left by an earlier save are deleted (``SnapshotFiles.collect``).
+2. ``prune-before`` (writer, only if there are garbage chunks): bounded batches of deletes.
+3. ``file`` (any thread): the file is written ``part_blocks`` blocks (512 KB) per step, each
+   piece written and flushed to the disk while no log commit runs (``StoreEnv.turn``,
+   ``snapshot_file.flush_range``); the last step fsyncs the file and its directory entry.
+4. ``switch`` (writer): one small transaction writes the record naming the file (and, as
+   ``save_snapshot``, drops the log if it conflicts with the snapshot). Only now is the file
+   named: its data is durable. A chunk snapshot replaced here is handed over as in the tenth
+   increment (its StoredSnapshots read its intact chunks until the prune).
+5. ``switched``: the runtime hands the core the new snapshot before it runs the next step.
+   The runtime runs the whole save in the snapshotter's own task (univrs/runtime/
+   snapshotter.py), so no cancelled caller stops it between the switch and the core's
+   ``snapshot_taken``: the next save's prune would delete what the core still holds.
+6. ``prune-after``: a replaced file is unlinked (any thread; its open readers go on reading
+   it); replaced chunks are deleted in bounded batches (writer), after the streams still
+   reading them were read into memory.
 
 Every step checks that the stored record is still the one it started from; if not (a
-snapshot from the leader was installed meanwhile: ``save_snapshot`` drops the database and
-writes its own), the save gives up: ``stored`` is False, nothing of it is used, and what is
-left of it is garbage for the next save's prune. A crash at any point leaves the record
-naming a complete snapshot: the old one until the switch commits (its chunks untouched), the
-new one after (its chunks were committed, synced, in earlier transactions).
+snapshot from the leader was installed meanwhile), the save gives up: ``stored`` is False,
+its file is deleted. A crash at any point leaves the record naming a complete snapshot: the
+old one until the switch commits (untouched: the save only adds a new file), the new one after
+(its file was synced before).
 """
 
 from __future__ import annotations
 
+import secrets
 import zlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
+from univrs.storage.snapshot_file import PART_BLOCKS, FileWriter, SnapshotFiles
 
 if TYPE_CHECKING:
     import weakref
@@ -54,94 +59,124 @@ if TYPE_CHECKING:
     from univrs.storage.env import StoreEnv, Txn
     from univrs.storage.stored_snapshot import StoredSnapshot
 
-# Chunk puts or deletes per transaction: 512 chunks of a 4 KiB page are 2 MB, a few
-# milliseconds of writing and syncing, about the time of a group commit under load.
+# Chunk deletes per transaction (garbage chunks of the ``snap`` database): 512 chunks of a
+# 4 KiB page are 2 MB, a few milliseconds of writing and syncing.
 PART_CHUNKS = 512
+
+# The phases whose steps change ``raft.lmdb`` (items of the storage writer's queue).
+_WRITER_PHASES = frozenset({"prune-before", "switch", "prune-chunks"})
 
 
 class SnapshotParts:
     """One snapshot being stored in steps (see the module docstring): call ``step`` (in the
-    storage writer's thread, one transaction each) until it returns True; then ``stored``
-    says whether the snapshot is the stored one (False: a newer one or another one was
-    stored meanwhile, and this one was given up)."""
+    storage writer's thread when ``in_writer``, else in any thread) until it returns True;
+    then ``stored`` says whether the snapshot is the stored one (False: a newer one or another
+    one was stored meanwhile, and this one was given up)."""
 
     def __init__(
         self,
         env: StoreEnv,
         live: weakref.WeakSet[StoredSnapshot],
+        files: SnapshotFiles,
         meta: SnapshotMeta,
         data: bytes,
         *,
         crc: int | None = None,
         part_chunks: int = PART_CHUNKS,
+        part_blocks: int = PART_BLOCKS,
     ) -> None:
-        if part_chunks < 1:
-            raise ValueError(f"part_chunks must be >= 1, got {part_chunks}")
+        if part_chunks < 1 or part_blocks < 1:
+            raise ValueError(f"parts must be >= 1, got {part_chunks}, {part_blocks}")
         self._env = env
-        self._live = live  # the store's StoredSnapshots handed out and alive
+        self._live = live  # the store's StoredSnapshots (chunks) handed out and alive
+        self._files = files
         self.meta = meta
-        self._data = memoryview(data)
         self._size = len(data)
         # The whole data's CRC-32: computed by the caller where it costs nobody a wait (a
-        # worker thread; 0.2 s at 212 MB), else in the first part's step.
+        # worker thread; 0.2 s at 212 MB), else in the file's first step.
         self._crc = crc
+        self._data = data
         self._part = part_chunks
-        self._step_bytes = layout.snapshot_chunk_size(self._env.page_size)
-        self._chunks = -(-self._size // self._step_bytes)
+        self._name = layout.snapshot_file_name(meta, secrets.token_hex(4))
+        self._file = FileWriter(files, self._name, data, part_blocks, env.turn)
         self._phase = "start"
         self._old: Any = None  # the stored record (decoded) this save started from
-        self._base = 0  # key of the new snapshot's first chunk
-        self._written = 0  # new chunks stored so far
         self.stored: bool | None = None
-        self.steps = 0  # transactions run (for tests and logs)
+        self.steps = 0  # steps run (for tests and logs)
+        self.writer_steps = 0  # of which in the storage writer's queue (``in_writer``)
+
+    @property
+    def in_writer(self) -> bool:
+        """The next step writes to ``raft.lmdb`` (a bounded transaction, to run as an item
+        of the storage writer's queue); False: it runs in any thread, off the queue."""
+        return self._phase in _WRITER_PHASES
 
     def step(self) -> bool:
-        """Run the next step (one transaction); True when the save is over."""
-        if self.stored is not None and self._phase == "done":
+        """Run the next step; True when the save is over."""
+        if self._phase == "done":
             return True
         self.steps += 1
+        if self.in_writer:
+            self.writer_steps += 1
         if self._phase == "start":
             self._env.read(self._start)
             if self.stored is False:
-                self._phase = "done"
-                return True
-            self._phase = "prune-before"
+                return self._done()
+            self._files.collect(self._env)  # files left by a save that did not finish
+            self._phase = "prune-before" if self._env.read(self._garbage) else "file"
             return False
         if self._phase == "prune-before":
             if self._env.write(self._prune):
-                self._phase = "parts"
+                self._phase = "file"
             return False
-        if self._phase == "parts":
+        if self._phase == "file":
+            if not self._env.read(self._still):
+                return self._give_up()
             if self._crc is None:
                 self._crc = zlib.crc32(self._data)  # without the interpreter lock
-            self._env.write(self._put_part)
-            if self.stored is False:
-                self._phase = "done"
-                return True
-            if self._written == self._chunks:
+            with self._files.lock:
+                self._files.pending.add(self._name)
+            if self._file.write_piece():
                 self._phase = "switch"
             return False
         if self._phase == "switch":
-            self._detach_streams(keep=None)
-            self._hand_over()
-            self._env.write(self._switch)
+            if self._old_is_chunks():
+                self._detach_streams(keep=None)
+                self._hand_over()
+            with self._files.lock:
+                self._env.write(self._switch)
+                self._files.pending.discard(self._name)
             if self.stored is False:
-                self._phase = "done"
-                return True
+                return self._give_up()
             self._phase = "switched"
             return False
         if self._phase == "switched":
-            # The runtime hands the new snapshot to the core before it runs this step (see
+            if not self._old_is_chunks():
+                self._files.collect(self._env)  # the old file: its readers keep it open
+                return self._done()
+            # The runtime handed the new snapshot to the core before it runs this step (see
             # ``switched``): a stream of the old one begun in between is read into memory
             # now, while its chunks are still there, before the prune deletes them.
             self._detach_streams(keep=self._env.read(self._record))
-            self._phase = "prune-after"
-        if self._phase == "prune-after":
+            self._phase = "prune-chunks"
+            return False
+        if self._phase == "prune-chunks":
             if self._env.write(self._prune):
-                self._phase = "done"
-                return True
+                return self._done()
             return False
         return True
+
+    def _done(self) -> bool:
+        self._phase = "done"
+        return True
+
+    def _give_up(self) -> bool:
+        self.stored = False
+        self._file.close()
+        with self._files.lock:
+            self._files.pending.discard(self._name)
+        self._files.collect(self._env)  # its file, unless named (it is not: given up)
+        return self._done()
 
     @property
     def at_switch(self) -> bool:
@@ -150,18 +185,18 @@ class SnapshotParts:
 
     @property
     def switched(self) -> bool:
-        """This snapshot is the stored one; the old one's chunks are still all there (they
-        are pruned by the steps after, which the caller runs once the core holds the new
-        snapshot: a StoredSnapshot of the old one still reads them until then)."""
+        """This snapshot is the stored one; the old one is still all there (removed by the
+        steps after, which the caller runs once the core holds the new snapshot: a
+        StoredSnapshot of old chunks still reads them until then)."""
         return self._phase == "switched"
+
+    def _old_is_chunks(self) -> bool:
+        return self._old is not None and layout.snapshot_file(self._old) is None
 
     def _hand_over(self) -> None:
         """Tell the old snapshot's StoredSnapshots which record replaces theirs, before the
         switch stores it: they read their intact chunks until the prune (``switched``)."""
-        if self._old is None:
-            return
         old = layout.parse_snapshot(self._old)
-        assert self._crc is not None or self._chunks == 0
         new = layout.parse_snapshot(self._new_record())
         for live in list(self._live):
             if live.record == old:
@@ -182,7 +217,8 @@ class SnapshotParts:
         return None if raw is None else layout.decode_record(layout.KEY_SNAPSHOT, raw)
 
     def _range(self, record: Any) -> tuple[int, int]:
-        if record is None:
+        """The keys of the ``snap`` database the record uses (none if it names a file)."""
+        if record is None or layout.snapshot_file(record) is not None:
             return 0, 0
         _, _, chunks, _, first = layout.parse_snapshot(record)
         return first, first + chunks
@@ -195,13 +231,17 @@ class SnapshotParts:
                 self.stored = False  # a newer one (e.g. from the leader) is already stored
                 return
         self._old = record
-        self._base = self._range(record)[1]
 
     def _still(self, txn: Txn) -> bool:
-        if self._record(txn) != self._old:
-            self.stored = False  # replaced meanwhile: give up
-            return False
-        return True
+        return bool(self._record(txn) == self._old)
+
+    def _garbage(self, txn: Txn) -> bool:
+        """Are there chunks outside the stored record's range?"""
+        lo, hi = self._range(self._record(txn))
+        cursor = txn.cursor(db=self._env.snap)
+        if cursor.first() and layout.key_index(cursor.key()) < lo:
+            return True
+        return bool(cursor.set_range(layout.index_key(hi)))
 
     def _prune(self, txn: Txn) -> bool:
         """Delete up to ``part_chunks`` keys outside the stored snapshot's range; True when
@@ -219,37 +259,20 @@ class SnapshotParts:
                 budget -= 1
         return budget > 0
 
-    def _put_part(self, txn: Txn) -> None:
-        if not self._still(txn):
-            return
-        lo = self._written
-        hi = min(self._chunks, lo + self._part)
-        step, view, base = self._step_bytes, self._data, self._base
-
-        def records() -> Iterator[tuple[bytes, bytes]]:
-            for number in range(lo, hi):
-                at = number * step
-                key = base + number
-                yield layout.index_key(key), layout.encode_chunk(key, view[at : at + step])
-
-        _, added = txn.cursor(db=self._env.snap).putmulti(records(), append=True)
-        if added != hi - lo:
-            raise AssertionError(f"stored {added} of {hi - lo} chunks")
-        self._written = hi
-
     def _new_record(self) -> list[Any]:
         """The record the switch stores (what ``layout.parse_snapshot`` reads back)."""
-        assert self._crc is not None or self._chunks == 0
+        assert self._crc is not None
         return layout.snapshot_record(
             self.meta,
             size=self._size,
-            chunks=self._chunks,
-            crc=self._crc if self._crc is not None else zlib.crc32(b""),
-            first=self._base,
+            chunks=self._file.blocks,
+            crc=self._crc,
+            file=self._name,
         )
 
     def _switch(self, txn: Txn) -> None:
         if not self._still(txn):
+            self.stored = False
             return
         meta = self.meta
         old = None if self._old is None else layout.parse_snapshot(self._old)[0]
