@@ -107,6 +107,13 @@ async def test_mcp_over_http_refuses_oversized_and_garbage_bodies(tmp_path: path
         async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
             huge = await http.post(url(cluster, node), content=b"[" + b"1," * 100_000 + b"1]")
             assert huge.status_code == 413
+            # The body was not read to its end: the connection is not reused (found by CI: the
+            # next request raced the server's close, "server disconnected").
+            assert huge.headers.get("connection") == "close"
+            rest = await http.post(
+                f"http://{cluster.api(node)}/v1/workloads", content=b"[" + b"1," * 100_000 + b"1]"
+            )
+            assert rest.status_code == 413 and rest.headers.get("connection") == "close"
             for garbage in (b"\xff\xfe not json", b"{}", b'{"jsonrpc": "2.0", "method": 7}', b"[]"):
                 answer = await http.post(url(cluster, node), content=garbage)
                 assert 400 <= answer.status_code < 500, (garbage, answer.status_code)

@@ -254,6 +254,21 @@ class McpEndpoint:
             return
         token = CALLER.set(caller)
         try:
-            await self.manager.handle_request(scope, receive, send)
+            await self.manager.handle_request(scope, receive, _closing_after_413(send))
         finally:
             CALLER.reset(token)
+
+
+def _closing_after_413(send: Send) -> Send:
+    """``send`` that adds ``Connection: close`` to a 413 answer (the SDK's, for a body over
+    the limit): the rest of that body is never read, so the connection cannot carry another
+    request, and a client that reused it raced the server's close ("server disconnected
+    without sending a response", found by CI)."""
+
+    async def sending(message: Any) -> None:
+        if message.get("type") == "http.response.start" and message.get("status") == 413:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return sending

@@ -124,6 +124,10 @@ def error_response(exc: UnivrsError) -> Response:
     retry_after = getattr(exc, "retry_after", None)
     if exc.http_status in (429, 503) and retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if exc.http_status == 413:
+        # The rest of the body is never read, so the connection cannot carry another request:
+        # say so, or a client's next request on it races the server's close.
+        headers["Connection"] = "close"
     return json_response({"error": error_to_plain(exc)}, exc.http_status, headers)
 
 
