@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tests.sm.test_sm_snapshot import populated
-from tests.storage.helpers import make_entries
+from tests.storage.helpers import SavingSteps, make_entries
 from univrs.errors import StorageError, Unavailable
 from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.raft.snapshot import Snapshot, SnapshotData, SnapshotSender
@@ -58,25 +58,7 @@ class _Stepped:
             self.saves += 1
             number, after = self.saves, self._after
 
-            class Steps:
-                @property
-                def stored(self) -> bool | None:
-                    return saving.stored  # type: ignore[no-any-return]
-
-                @property
-                def at_switch(self) -> bool:
-                    return saving.at_switch  # type: ignore[no-any-return]
-
-                @property
-                def in_writer(self) -> bool:
-                    return saving.in_writer  # type: ignore[no-any-return]
-
-                def step(self) -> bool:
-                    done: bool = saving.step()
-                    after(number, saving)
-                    return done
-
-            return Steps()
+            return SavingSteps(saving, after=lambda: after(number, saving))
 
         return parts
 

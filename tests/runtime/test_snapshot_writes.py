@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from tests.sm.test_sm_snapshot import populated
-from tests.storage.helpers import count_written, make_entries
+from tests.storage.helpers import SavingSteps, count_written, make_entries
 from univrs.bench.scale_state import build
 from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.runtime.snapshots import capture
@@ -69,24 +69,7 @@ class _Hooked:
             saving = attr(meta, data, **options)
             hooked = self
 
-            class Steps:
-                @property
-                def stored(self) -> bool | None:
-                    return saving.stored  # type: ignore[no-any-return]
-
-                @property
-                def at_switch(self) -> bool:
-                    return saving.at_switch  # type: ignore[no-any-return]
-
-                @property
-                def in_writer(self) -> bool:
-                    return saving.in_writer  # type: ignore[no-any-return]
-
-                def step(self) -> bool:
-                    hooked._once()
-                    return saving.step()  # type: ignore[no-any-return]
-
-            return Steps()
+            return SavingSteps(saving, before=hooked._once)
 
         return parts
 

@@ -113,3 +113,35 @@ def count_written(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(StoreEnv, "write", spied)
     return sizes
+
+
+class SavingSteps:
+    """A save in parts (``LogStore.snapshot_parts``) seen through: ``before()`` runs before
+    and ``after()`` after each of its steps (in whatever thread runs the step), everything
+    else is the save's own."""
+
+    def __init__(
+        self,
+        saving: Any,
+        before: Callable[[], None] = lambda: None,
+        after: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._saving, self._before, self._after = saving, before, after
+
+    @property
+    def stored(self) -> bool | None:
+        return self._saving.stored  # type: ignore[no-any-return]
+
+    @property
+    def at_switch(self) -> bool:
+        return self._saving.at_switch  # type: ignore[no-any-return]
+
+    @property
+    def in_writer(self) -> bool:
+        return self._saving.in_writer  # type: ignore[no-any-return]
+
+    def step(self) -> bool:
+        self._before()
+        done: bool = self._saving.step()
+        self._after()
+        return done
