@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.sm.strategies import Client, steps
-from univrs.runtime.watch import WatchHub
+from univrs.runtime.watch import RENDERED_KEPT, YOUNG_KEPT, WatchHub
 from univrs.sm.captured import decode_changes, encode_changes
 from univrs.sm.commands import (
     CreateInstance,
@@ -53,6 +53,7 @@ def test_events_from_the_stored_form_are_those_of_the_objects(
     sm = ClusterStateMachine()
     client = Client()
     hub = WatchHub()
+    stored_only = WatchHub(young=0)  # every read decodes the stored form
     eager: list[Event] = []
     captured: list[AppliedChanges] = []
 
@@ -60,6 +61,7 @@ def test_events_from_the_stored_form_are_those_of_the_objects(
         eager.extend(sm.last_events())
         captured.append(changes)
         hub.applied(revision, changes, 100)
+        stored_only.applied(revision, changes, 100)
 
     for index, at in enumerate(range(0, len(script), chunk), start=1):
         part = script[at : at + chunk]
@@ -75,8 +77,9 @@ def test_events_from_the_stored_form_are_those_of_the_objects(
                 client.learn(envelope, answer)
     for changes in captured:
         assert decode_changes(encode_changes(changes), changes.revision) == changes
-    read, through = hub.read(ALL, 1, limit=1_000_000)
-    assert (read, through) == (eager, sm.revision)
+    for each in (hub, stored_only):
+        read, through = each.read(ALL, 1, limit=1_000_000)
+        assert (read, through) == (eager, sm.revision)
 
 
 def _mixed_writes(sm: ClusterStateMachine, hub: WatchHub, writes: int) -> None:
@@ -126,7 +129,7 @@ def test_the_history_holds_no_tracked_object_per_write() -> None:
     """Counted, not timed. Fails on the history of objects (about 18 tracked containers per
     kept write: 20,000 or so here): the stored form is one ``bytes`` per revision."""
     sm = ClusterStateMachine()
-    hub = WatchHub()
+    hub = WatchHub(young=0)
     _mixed_writes(sm, hub, 1_500)
     assert hub.revision == sm.revision and hub.compacted_revision == 0  # nothing dropped
     held = _tracked_reachable(hub)
@@ -134,4 +137,12 @@ def test_the_history_holds_no_tracked_object_per_write() -> None:
     # A watcher reading renders the newest revisions it reads, and only a bounded number.
     read, _ = hub.read(ALL, 1, limit=1_000_000)
     assert len(read) > 2_000
-    assert _tracked_reachable(hub) < 50 + 40 * 256
+    assert _tracked_reachable(hub) < 50 + 40 * RENDERED_KEPT
+    # The default hub also keeps the newest revisions' objects: a bound, whatever the writes.
+    held_by = {}
+    for writes in (1_500, 3_000):
+        default = WatchHub()
+        _mixed_writes(ClusterStateMachine(), default, writes)
+        held_by[writes] = _tracked_reachable(default)
+    assert held_by[1_500] < 50 + 30 * YOUNG_KEPT, held_by
+    assert held_by[3_000] < held_by[1_500] * 1.1, held_by

@@ -10,8 +10,10 @@ two workload views per write cost more than applying it, on every node, watched 
 objects they were about 18 containers per write for seconds, which the garbage collector's full
 collections walked again and again, stalling the event loop (docs/performance.md, Round 10); a
 ``bytes`` is not tracked by the collector, so the history costs it a handful of containers
-whatever its length. The events rendered for reads are kept for the newest ``RENDERED_KEPT``
-revisions read (watchers reading the same revisions share them). The hub keeps
+whatever its length. The newest ``young`` revisions' captured changes are kept as objects too
+(watchers at the head render them without decoding), and the events rendered for reads are
+kept for the newest ``RENDERED_KEPT`` revisions read (watchers reading the same revisions
+share them). The hub keeps
 them in one bounded, shared history: at most ``capacity`` events and about ``max_bytes``
 (estimated from the commands' sizes; events share the state machine's immutable objects), the
 oldest revisions dropped first, whole. Nothing is buffered per watcher: a watcher is a
@@ -55,6 +57,7 @@ DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # estimated bytes the kept events hold
 EVENT_OVERHEAD = 256  # estimated bytes of one event besides the command's data
 RENDERED_KEPT = 256  # revisions whose rendered events are kept for further readers
+YOUNG_KEPT = 128  # newest revisions whose captured changes are also kept as objects
 
 
 @attrs.define(eq=False)
@@ -64,6 +67,7 @@ class WatchHub:
     capacity: int = DEFAULT_CAPACITY
     max_watchers: int = DEFAULT_MAX_WATCHERS
     max_bytes: int = DEFAULT_MAX_BYTES
+    young: int = YOUNG_KEPT  # the newest revisions kept as objects too (rendered cheaper)
     # The kept revisions, in order, as parallel lists (the batch at position i is
     # _revisions[i], _sources[i], ...); the live ones start at _head (dropped ones are trimmed
     # lazily, so dropping is O(1) amortized). Only revisions with events are kept. A source is
@@ -76,6 +80,10 @@ class WatchHub:
     # Events rendered for reads, by revision, the newest RENDERED_KEPT revisions read: watchers
     # reading the same revisions share one rendering (insertion order: the oldest first out).
     _rendered: dict[int, tuple[Event, ...]] = attrs.field(factory=dict, init=False)
+    # The captured changes of the newest ``young`` revisions, by revision, as objects too:
+    # watchers at the head (most of them) render these without decoding; few enough that the
+    # collector's walks of them cost little (insertion order: the oldest first out).
+    _young: dict[int, AppliedChanges] = attrs.field(factory=dict, init=False)
     _head: int = attrs.field(default=0, init=False)
     _held: int = attrs.field(default=0, init=False)  # events in the live batches
     _bytes: int = attrs.field(default=0, init=False)  # their estimated cost
@@ -94,6 +102,7 @@ class WatchHub:
         for kept in (self._revisions, self._sources, self._costs, self._counts):
             kept.clear()
         self._rendered.clear()
+        self._young.clear()
         self._head = self._held = self._bytes = 0
         self._revision = self._compacted = revision
         self._wake()
@@ -111,9 +120,15 @@ class WatchHub:
             # The objects after (and before) come from commands of about this size.
             cost = 2 * size + EVENT_OVERHEAD * count
             self._revisions.append(revision)
-            self._sources.append(
-                encode_changes(events) if isinstance(events, AppliedChanges) else events
-            )
+            if isinstance(events, AppliedChanges):
+                self._sources.append(encode_changes(events))
+                young = self._young
+                if self.young > 0:
+                    young[revision] = events
+                    if len(young) > self.young:
+                        del young[next(iter(young))]
+            else:
+                self._sources.append(events)
             self._costs.append(cost)
             self._counts.append(count)
             self._held += count
@@ -188,7 +203,10 @@ class WatchHub:
         revision = self._revisions[at]
         events = self._rendered.get(revision)
         if events is None:
-            events = decode_changes(source, revision).events()
+            captured = self._young.get(revision)
+            if captured is None:
+                captured = decode_changes(source, revision)
+            events = captured.events()
             rendered = self._rendered
             if len(rendered) >= RENDERED_KEPT:
                 del rendered[next(iter(rendered))]
