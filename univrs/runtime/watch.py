@@ -3,9 +3,17 @@
 Theory of operation. The apply loop hands every applied entry's changes to ``WatchHub.applied``
 (``ClusterStateMachine.last_changes``: the same changes in the same order on every replica,
 since apply is deterministic), and a snapshot install or a restart to ``reset``. Changes are
-kept as captured (immutable objects, each changed workload's instance counts) and rendered as
-events (``last_events``'s) only when a watcher first reads their revision: building two
-workload views per write cost more than applying it, on every node, watched or not. The hub keeps
+kept as captured (the changed objects, each changed workload's instance counts), encoded as one
+``bytes`` per revision (univrs/sm/captured.py: the objects' snapshot rows, ``marshal``-ed), and
+rendered as events (``last_events``'s) only when a watcher first reads their revision: building
+two workload views per write cost more than applying it, on every node, watched or not. Kept as
+objects they were about 18 containers per write for seconds, which the garbage collector's full
+collections walked again and again, stalling the event loop (docs/performance.md, Round 10); a
+``bytes`` is not tracked by the collector, so the history costs it a handful of containers
+whatever its length. The newest ``young`` revisions' captured changes are kept as objects too
+(watchers at the head render them without decoding), and the events rendered for reads are
+kept for the newest ``RENDERED_KEPT`` revisions read (watchers reading the same revisions
+share them). The hub keeps
 them in one bounded, shared history: at most ``capacity`` events and about ``max_bytes``
 (estimated from the commands' sizes; events share the state machine's immutable objects), the
 oldest revisions dropped first, whole. Nothing is buffered per watcher: a watcher is a
@@ -40,6 +48,7 @@ import attrs
 import trio
 
 from univrs.errors import Compacted, Unavailable
+from univrs.sm.captured import decode_changes, encode_changes
 from univrs.sm.events import Event, ObjectKind
 from univrs.sm.objects import AppliedChanges
 
@@ -47,21 +56,8 @@ DEFAULT_CAPACITY = 10_000  # events kept per node
 DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # estimated bytes the kept events hold
 EVENT_OVERHEAD = 256  # estimated bytes of one event besides the command's data
-
-
-@attrs.define(eq=False)
-class _Batch:
-    revision: int
-    source: tuple[Event, ...] | AppliedChanges  # captured changes are rendered when first read
-    cost: int  # estimated bytes held
-    count: int  # events
-
-    @property
-    def events(self) -> tuple[Event, ...]:
-        source = self.source
-        if isinstance(source, AppliedChanges):
-            source = self.source = source.events()  # once: later reads share the events
-        return source
+RENDERED_KEPT = 256  # revisions whose rendered events are kept for further readers
+YOUNG_KEPT = 128  # newest revisions whose captured changes are also kept as objects
 
 
 @attrs.define(eq=False)
@@ -71,9 +67,23 @@ class WatchHub:
     capacity: int = DEFAULT_CAPACITY
     max_watchers: int = DEFAULT_MAX_WATCHERS
     max_bytes: int = DEFAULT_MAX_BYTES
-    # Batches in revision order; the live ones start at _head (dropped ones are trimmed
-    # lazily, so dropping is O(1) amortized). Only revisions with events are kept.
-    _batches: list[_Batch] = attrs.field(factory=list, init=False)
+    young: int = YOUNG_KEPT  # the newest revisions kept as objects too (rendered cheaper)
+    # The kept revisions, in order, as parallel lists (the batch at position i is
+    # _revisions[i], _sources[i], ...); the live ones start at _head (dropped ones are trimmed
+    # lazily, so dropping is O(1) amortized). Only revisions with events are kept. A source is
+    # the revision's captured changes encoded (``encode_changes``: a ``bytes``, which the
+    # garbage collector does not track) or events handed over as such (tests).
+    _revisions: list[int] = attrs.field(factory=list, init=False)
+    _sources: list[bytes | tuple[Event, ...]] = attrs.field(factory=list, init=False)
+    _costs: list[int] = attrs.field(factory=list, init=False)  # estimated bytes held
+    _counts: list[int] = attrs.field(factory=list, init=False)  # events
+    # Events rendered for reads, by revision, the newest RENDERED_KEPT revisions read: watchers
+    # reading the same revisions share one rendering (insertion order: the oldest first out).
+    _rendered: dict[int, tuple[Event, ...]] = attrs.field(factory=dict, init=False)
+    # The captured changes of the newest ``young`` revisions, by revision, as objects too:
+    # watchers at the head (most of them) render these without decoding; few enough that the
+    # collector's walks of them cost little (insertion order: the oldest first out).
+    _young: dict[int, AppliedChanges] = attrs.field(factory=dict, init=False)
     _head: int = attrs.field(default=0, init=False)
     _held: int = attrs.field(default=0, init=False)  # events in the live batches
     _bytes: int = attrs.field(default=0, init=False)  # their estimated cost
@@ -89,7 +99,10 @@ class WatchHub:
     def reset(self, revision: int) -> None:
         """Start over at ``revision`` (start-up, a snapshot installed): nothing before or at
         it is known here."""
-        self._batches.clear()
+        for kept in (self._revisions, self._sources, self._costs, self._counts):
+            kept.clear()
+        self._rendered.clear()
+        self._young.clear()
         self._head = self._held = self._bytes = 0
         self._revision = self._compacted = revision
         self._wake()
@@ -106,20 +119,33 @@ class WatchHub:
         if count:
             # The objects after (and before) come from commands of about this size.
             cost = 2 * size + EVENT_OVERHEAD * count
-            self._batches.append(_Batch(revision, events, cost, count))
+            self._revisions.append(revision)
+            if isinstance(events, AppliedChanges):
+                self._sources.append(encode_changes(events))
+                young = self._young
+                if self.young > 0:
+                    young[revision] = events
+                    if len(young) > self.young:
+                        del young[next(iter(young))]
+            else:
+                self._sources.append(events)
+            self._costs.append(cost)
+            self._counts.append(count)
             self._held += count
             self._bytes += cost
-            while (self._held > self.capacity or self._bytes > self.max_bytes) and self._head < len(
-                self._batches
-            ):
-                dropped = self._batches[self._head]
+            kept = len(self._revisions)
+            while (
+                self._held > self.capacity or self._bytes > self.max_bytes
+            ) and self._head < kept:
+                head = self._head
                 self._head += 1
-                self._held -= dropped.count
-                self._bytes -= dropped.cost
-                self._compacted = dropped.revision
-                self.dropped_events += dropped.count
-            if self._head > 1024 and self._head * 2 > len(self._batches):
-                del self._batches[: self._head]
+                self._held -= self._counts[head]
+                self._bytes -= self._costs[head]
+                self._compacted = self._revisions[head]
+                self.dropped_events += self._counts[head]
+            if self._head > 1024 and self._head * 2 > kept:
+                for kept_list in (self._revisions, self._sources, self._costs, self._counts):
+                    del kept_list[: self._head]
                 self._head = 0
         self._wake()
 
@@ -160,13 +186,32 @@ class WatchHub:
                 compacted_revision=self._compacted,
             )
         found: list[Event] = []
-        i = bisect.bisect_left(self._batches, start, lo=self._head, key=lambda b: b.revision)
-        for j in range(i, len(self._batches)):  # no await in here: the list stays put
-            batch = self._batches[j]
+        revisions = self._revisions
+        i = bisect.bisect_left(revisions, start, lo=self._head)
+        for j in range(i, len(revisions)):  # no await in here: the lists stay put
             if len(found) >= limit:
-                return found, batch.revision - 1
-            found.extend(e for e in batch.events if e.kind in kinds)
+                return found, revisions[j] - 1
+            found.extend(e for e in self._events(j) if e.kind in kinds)
         return found, max(self._revision, start - 1)
+
+    def _events(self, at: int) -> tuple[Event, ...]:
+        """The events of the kept revision at position ``at``, rendered once for the readers of
+        the newest RENDERED_KEPT revisions read."""
+        source = self._sources[at]
+        if not isinstance(source, bytes):
+            return source
+        revision = self._revisions[at]
+        events = self._rendered.get(revision)
+        if events is None:
+            captured = self._young.get(revision)
+            if captured is None:
+                captured = decode_changes(source, revision)
+            events = captured.events()
+            rendered = self._rendered
+            if len(rendered) >= RENDERED_KEPT:
+                del rendered[next(iter(rendered))]
+            rendered[revision] = events
+        return events
 
     async def wait_beyond(self, revision: int) -> None:
         """Return once a revision after ``revision`` is applied here (or the history reset)."""

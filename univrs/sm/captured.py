@@ -1,0 +1,110 @@
+"""Captured changes (``AppliedChanges``) as one ``bytes``: the watch history's stored form.
+
+The runtime's watch history (univrs/runtime/watch.py) keeps the changes of the last thousands
+of revisions for seconds. Kept as objects (the before and after ``StoredWorkload``, instance or
+node, the item tuples, the counts' mappings: about 18 containers per write) they reached the
+collector's oldest generation and every full collection walked them again, freeing nothing
+(docs/performance.md, Round 10). A ``bytes`` object is not tracked by the collector, so each
+revision's changes are kept as one, decoded only when a watcher reads that revision.
+
+Format: ``marshal`` of one flat list (marshal, not CBOR: three times faster to write, and
+these bytes never leave the process, so its format changing between Python versions does not
+matter), four values per item: the kind's number (its
+position in ``ObjectKind``), the id, then the object before and the object after, each None
+(absent) or the object's snapshot row (univrs/sm/snapshot.py: the same rows the snapshots and
+the LMDB tables use), a workload's row preceded by its five instance counts as captured
+(pending, running, succeeded, failed, unknown). ``decode_changes(encode_changes(c), r)``
+equals ``c`` (revision ``r``), so its events are the same (tests/runtime/test_watch_stored.py).
+"""
+
+from __future__ import annotations
+
+import marshal
+from typing import Any
+
+from univrs.sm.events import ObjectKind
+from univrs.sm.model import InstanceStatus
+from univrs.sm.objects import AppliedChanges
+from univrs.sm.snapshot import (
+    _instance_row,
+    _instance_v1,
+    _node_row,
+    _node_v1,
+    _Shared,
+    _workload_row,
+    _workload_v1,
+)
+
+_KINDS = tuple(ObjectKind)
+_KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
+_STATUSES = tuple(InstanceStatus)
+_P, _R, _S, _F, _U = _STATUSES
+_WORKLOAD, _INSTANCE = ObjectKind.WORKLOAD, ObjectKind.INSTANCE
+
+
+def _workload_side(captured: Any) -> list[Any] | None:
+    if captured is None:
+        return None
+    stored, counts = captured
+    side = [counts[_P], counts[_R], counts[_S], counts[_F], counts[_U]]
+    side += _workload_row(stored)
+    return side
+
+
+def encode_changes(changes: AppliedChanges) -> bytes:
+    """``changes`` (not its revision) as one ``bytes`` (see the module docstring)."""
+    flat: list[Any] = []
+    append = flat.append
+    for kind, ident, before, after in changes.items:
+        append(_KIND_NUMBER[kind])
+        append(ident)
+        if kind is _WORKLOAD:
+            append(_workload_side(before))
+            append(_workload_side(after))
+        elif kind is _INSTANCE:
+            append(None if before is None else _instance_row(before))
+            append(None if after is None else _instance_row(after))
+        else:
+            append(None if before is None else _node_row(before))
+            append(None if after is None else _node_row(after))
+    return marshal.dumps(flat)
+
+
+def _workload_back(side: list[Any] | None, shared: _Shared) -> Any:
+    if side is None:
+        return None
+    counts = dict(zip(_STATUSES, side[:5], strict=True))
+    return (_workload_v1(side[5:], "watch history", shared), counts)
+
+
+def decode_changes(data: bytes, revision: int) -> AppliedChanges:
+    """The changes ``encode_changes`` made ``data`` of, at ``revision``."""
+    flat = marshal.loads(data)
+    shared = _Shared()  # what the objects of one revision have in common, read once
+    items: list[tuple[ObjectKind, str, Any, Any]] = []
+    for at in range(0, len(flat), 4):
+        number, ident, before, after = flat[at : at + 4]
+        kind = _KINDS[number]
+        if kind is _WORKLOAD:
+            items.append(
+                (kind, ident, _workload_back(before, shared), _workload_back(after, shared))
+            )
+        elif kind is _INSTANCE:
+            items.append(
+                (
+                    kind,
+                    ident,
+                    None if before is None else _instance_v1(before, "watch history"),
+                    None if after is None else _instance_v1(after, "watch history"),
+                )
+            )
+        else:
+            items.append(
+                (
+                    kind,
+                    ident,
+                    None if before is None else _node_v1(before, "watch history"),
+                    None if after is None else _node_v1(after, "watch history"),
+                )
+            )
+    return AppliedChanges(revision, tuple(items))
