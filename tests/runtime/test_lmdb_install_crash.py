@@ -92,6 +92,10 @@ async def test_a_crash_while_a_leader_snapshot_is_stored_leaves_a_startable_data
             if not seen:
                 seen["state"], seen["snapshot"] = env.applied()[0], meta.index
                 _copy_env(store._env._env, image / "raft.lmdb")
+                # A node's own snapshot is a file beside data.mdb (docs/storage.md): part of
+                # what a crash leaves, as the environment is.
+                for file in store.path.glob("snapshot-*.dat"):
+                    shutil.copy(file, image / "raft.lmdb" / file.name)
                 _copy_env(env.store.env, image / "state.lmdb")
             install(meta, data)
 
