@@ -17,7 +17,7 @@ import pytest
 
 from tests.api.helpers import BackgroundCluster
 from univrs.config import load_config
-from univrs.tools.devcluster import free_ports
+from univrs.tools.ports import free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

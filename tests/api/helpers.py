@@ -19,7 +19,7 @@ from univrs.config import BootstrapNode, NodeConfig
 from univrs.net.http import HttpResponse, request_json
 from univrs.raft.ready import Role
 from univrs.server.node import Node, run_node
-from univrs.tools.devcluster import free_ports
+from univrs.tools.ports import free_ports
 
 T = TypeVar("T")
 WAIT = 30.0  # generous: two shared cores, fsync on

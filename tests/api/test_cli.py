@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from tests.api.helpers import BY_HAND, BackgroundCluster
 from univrs.cli import main
-from univrs.tools.devcluster import free_ports
+from univrs.tools.ports import free_ports
 
 
 @pytest.fixture(scope="module")

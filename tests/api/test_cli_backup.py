@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from tests.api.helpers import BackgroundCluster
 from univrs.cli import main
 from univrs.storage import LogStore
-from univrs.tools.devcluster import free_ports
+from univrs.tools.ports import free_ports
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from tests.api.helpers import BackgroundCluster
 from univrs.cli import main
 from univrs.cli.common import parse_endpoint, parse_endpoints
-from univrs.tools.devcluster import free_ports
+from univrs.tools.ports import free_ports
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:

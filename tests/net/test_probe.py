@@ -32,7 +32,7 @@ from univrs.server.incarnation import (
     history_problem,
     probe_answerer,
 )
-from univrs.tools.devcluster import free_ports
+from univrs.tools.ports import free_ports
 
 INC = "0123456789abcdef"
 

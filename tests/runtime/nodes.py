@@ -12,7 +12,7 @@ from tests.api.helpers import Cluster
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.raft.ready import Role
 from univrs.server.node import Node
-from univrs.tools.devcluster import free_ports
+from univrs.tools.ports import free_ports
 
 
 @attrs.define(eq=False)

@@ -29,7 +29,8 @@ import urllib.request
 from typing import Any
 
 from univrs.bench.cpu import cpu_seconds
-from univrs.tools.devcluster import free_ports, wait_for
+from univrs.tools.devcluster import wait_for
+from univrs.tools.ports import free_ports
 
 SOURCE = pathlib.Path(__file__).with_name("etcd_loadgen") / "main.go"
 GOPATH = "/usr/share/gocode"  # where golang-etcd-server-dev puts etcd's sources
