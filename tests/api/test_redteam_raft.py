@@ -161,9 +161,12 @@ async def test_made_up_peers_and_garbage_are_bounded_in_memory_and_in_the_log(
 
         # Connections that never finish the websocket handshake (5 s each, at once), and
         # websocket connections to a path nobody serves.
+        idle_ports: set[int] = set()
+
         async def idle() -> None:
             assert target.raft_port is not None
             stream = await trio.open_tcp_stream("127.0.0.1", target.raft_port)
+            idle_ports.add(stream.socket.getsockname()[1])
             with trio.fail_after(30):
                 while await stream.receive_some(100):
                     pass  # the node closes it after its handshake_timeout
@@ -187,9 +190,13 @@ async def test_made_up_peers_and_garbage_are_bounded_in_memory_and_in_the_log(
         assert len(garbage_lines) <= 2, garbage_lines
         stranger_lines = [w for w in warnings if "mallory-" in w]
         assert len(stranger_lines) <= 2, stranger_lines
-        for what in ("no websocket handshake", "unknown path"):
-            lines = [w for w in warnings if what in w]
-            assert len(lines) == 1, lines
+        # Only the probes' own connections count: on a loaded machine a real member's dial to
+        # another member can miss its handshake deadline too (another server, its own line).
+        mine = [w for w in warnings if any(f":{port}:" in w for port in idle_ports)]
+        lines = [w for w in mine if "no websocket handshake" in w]
+        assert len(lines) == 1, (lines, warnings)
+        lines = [w for w in warnings if "unknown path" in w]
+        assert len(lines) == 1, lines
         assert await cluster.wait_leader() is leader
         assert target.status().term == term and target.status().leader == leader.node_id
 
