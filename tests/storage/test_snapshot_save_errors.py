@@ -46,12 +46,27 @@ def test_a_save_that_fails_writing_its_file_leaves_nothing(
     old = rng.randbytes(30_000)
     store = store_with_snapshot(open_store, old, 12, entries=40)
     calls = [0]
+    real_write, real_fsync, real_flush = os.write, os.fsync, snapshot_file.flush_range
 
-    def full(*args: object) -> None:
+    def full() -> None:
         calls[0] += 1
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    real_flush = snapshot_file.flush_range
+    def snapshot_fd(fd: int) -> bool:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}").endswith(".dat")
+        except OSError:
+            return False
+
+    def write(fd: int, data: bytes) -> int:
+        if snapshot_fd(fd):
+            full()
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        if snapshot_fd(fd):
+            full()
+        real_fsync(fd)
 
     def flush_then_full(fd: int, offset: int, nbytes: int) -> None:
         if offset > 0:  # the second piece
@@ -59,11 +74,11 @@ def test_a_save_that_fails_writing_its_file_leaves_nothing(
         real_flush(fd, offset, nbytes)
 
     if failing == "write":
-        monkeypatch.setattr(os, "write", full)
+        monkeypatch.setattr(os, "write", write)  # only the snapshot file's writes fail
     elif failing == "flush":
         monkeypatch.setattr(snapshot_file, "flush_range", flush_then_full)
     else:
-        monkeypatch.setattr(os, "fsync", full)
+        monkeypatch.setattr(os, "fsync", fsync)
     saving = store.snapshot_parts(at(30), rng.randbytes(100_000), part_blocks=3)
     with pytest.raises(StorageError, match="No space left"):
         while not saving.step():
