@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from univrs.errors import Unavailable
+from univrs.errors import StorageError, Unavailable
 from univrs.raft.interpreter import InstallJob
 from univrs.raft.messages import SnapshotMeta
 from univrs.raft.node import RaftNode
@@ -295,7 +295,18 @@ def _stored(storage: LogStorage, meta: SnapshotMeta) -> SnapshotData | None:
     stored_snapshot = getattr(storage, "stored_snapshot", None)
     if stored_snapshot is None:
         return None
-    stored: SnapshotData | None = stored_snapshot()
+    try:
+        stored: SnapshotData | None = stored_snapshot()
+    except StorageError as exc:
+        # The record names the new snapshot already: the core must hold it now, or the next
+        # save prunes the old one the core would keep (a stream to a follower then fails, "no
+        # longer stored"). Its bytes are at hand (found by the session-12 review: the error
+        # went to ``take``'s caller and the core kept the old snapshot).
+        log.warning(
+            "snapshot stored, not read back: the core keeps its bytes",
+            extra={"index": meta.index, "error": str(exc)},
+        )
+        return None
     if stored is None or getattr(stored, "meta", None) != meta:
         return None
     return stored

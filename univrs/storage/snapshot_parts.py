@@ -45,10 +45,12 @@ old one until the switch commits (untouched: the save only adds a new file), the
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from univrs.errors import StorageError
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 from univrs.storage.snapshot_file import PART_BLOCKS, FileWriter, SnapshotFiles
@@ -65,6 +67,8 @@ PART_CHUNKS = 512
 
 # The phases whose steps change ``raft.lmdb`` (items of the storage writer's queue).
 _WRITER_PHASES = frozenset({"prune-before", "switch", "prune-chunks"})
+# The phases before this snapshot is surely the stored one: a failure in them abandons the save.
+_BEFORE_SWITCHED = frozenset({"start", "prune-before", "file", "switch"})
 
 
 class SnapshotParts:
@@ -112,9 +116,32 @@ class SnapshotParts:
         return self._phase in _WRITER_PHASES
 
     def step(self) -> bool:
-        """Run the next step; True when the save is over."""
+        """Run the next step; True when the save is over. A step that fails (a disk full or
+        failing while the file is written) before this snapshot is the stored one ends the
+        save: its file is closed and removed (unless the record names it), then the error is
+        raised."""
         if self._phase == "done":
             return True
+        try:
+            return self._step()
+        except BaseException:
+            if self._phase in _BEFORE_SWITCHED:
+                self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """The save failed: close its file and remove it, as ``_give_up`` does, keeping the
+        error that ended it (a failure to remove is left to the next ``collect``). Before,
+        the file stayed ``pending`` for the process's life, so no ``collect`` removed it,
+        and its descriptor stayed open (found by the session-12 review)."""
+        self._file.close()
+        with self._files.lock:
+            self._files.pending.discard(self._name)
+        with contextlib.suppress(StorageError):
+            self._files.collect(self._env)  # not if the record names it (a switch committed)
+        self._phase = "done"
+
+    def _step(self) -> bool:
         self.steps += 1
         if self.in_writer:
             self.writer_steps += 1

@@ -1,0 +1,96 @@
+"""A node's own snapshot save that fails part-way (a disk full or failing while its file is
+written: univrs/storage/snapshot_parts.py, snapshot_file.py) leaves nothing behind: no
+partial file, no open descriptor, and the next save stores its snapshot beside no garbage.
+
+Found by the session-12 review (s12-review): the failed save's file stayed in the store's
+``pending`` set for the process's life, so no ``collect`` removed it (up to a whole snapshot
+of disk held, at each failed ``univrs cluster snapshot``, exactly when the disk is full), and
+its descriptor was never closed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+
+import pytest
+
+from univrs.errors import StorageError
+from univrs.storage import LogStore, snapshot_file
+
+from .helpers import Opener, at, store_with_snapshot
+
+
+def _files(store: LogStore) -> list[str]:
+    return sorted(n for n in os.listdir(store.path) if n.startswith("snapshot-"))
+
+
+def _open_snapshot_files() -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(".dat"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize("failing", ["write", "flush", "fsync"])
+def test_a_save_that_fails_writing_its_file_leaves_nothing(
+    open_store: Opener, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    rng = random.Random(3)
+    old = rng.randbytes(30_000)
+    store = store_with_snapshot(open_store, old, 12, entries=40)
+    calls = [0]
+    real_write, real_fsync, real_flush = os.write, os.fsync, snapshot_file.flush_range
+
+    def full() -> None:
+        calls[0] += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def snapshot_fd(fd: int) -> bool:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}").endswith(".dat")
+        except OSError:
+            return False
+
+    def write(fd: int, data: bytes) -> int:
+        if snapshot_fd(fd):
+            full()
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        if snapshot_fd(fd):
+            full()
+        real_fsync(fd)
+
+    def flush_then_full(fd: int, offset: int, nbytes: int) -> None:
+        if offset > 0:  # the second piece
+            full()
+        real_flush(fd, offset, nbytes)
+
+    if failing == "write":
+        monkeypatch.setattr(os, "write", write)  # only the snapshot file's writes fail
+    elif failing == "flush":
+        monkeypatch.setattr(snapshot_file, "flush_range", flush_then_full)
+    else:
+        monkeypatch.setattr(os, "fsync", fsync)
+    saving = store.snapshot_parts(at(30), rng.randbytes(100_000), part_blocks=3)
+    with pytest.raises(StorageError, match="No space left"):
+        while not saving.step():
+            pass
+    monkeypatch.undo()
+    assert calls[0] >= 1
+    assert store.load_snapshot() == (at(12), old)  # the old one, whole
+    assert _files(store) == []  # the partial file is gone ...
+    assert _open_snapshot_files() == []  # ... and not held open
+    new = rng.randbytes(50_000)
+    again = store.snapshot_parts(at(31), new, part_blocks=3)
+    while not again.step():
+        pass
+    assert again.stored is True and store.load_snapshot() == (at(31), new)
+    assert len(_files(store)) == 1  # its own file only: no garbage left
