@@ -260,7 +260,9 @@ async def test_a_member_no_node_could_be_is_refused(tmp_path: pathlib.Path) -> N
     every log line naming them. Refused now (422 invalid-argument, the field named), the
     configuration unchanged; a well-formed one is still added."""
     async with open_cluster(tmp_path, size=1) as cluster:
-        (node,) = cluster.running()
+        # Once the leader has bound its own incarnation (its own configuration change, which
+        # could otherwise land between ``before`` and the check on a loaded machine).
+        node = await cluster.wait_bound_leader()
         before = node.status().membership
         for body, field in (
             ({"id": "x\u0000y", "raft_addr": "127.0.0.1:1"}, "id"),
