@@ -17,6 +17,7 @@ from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 from univrs.storage.layout import Corrupt
 from univrs.storage.snapshot_file import PART_BLOCKS, FileSnapshot, SnapshotFiles
+from univrs.storage.snapshot_install import InstallFile
 from univrs.storage.snapshot_parts import PART_CHUNKS, SnapshotParts
 from univrs.storage.stored_snapshot import StoredSnapshot
 
@@ -176,6 +177,15 @@ class SnapshotStorage:
             part_chunks=part_chunks,
             part_blocks=part_blocks,
         )
+
+    def install_file(
+        self, meta: SnapshotMeta, data: bytes, *, part_blocks: int = PART_BLOCKS
+    ) -> InstallFile:
+        """A snapshot from the leader, to store as ``save_snapshot`` does but without a
+        transaction of its size: its data in a file written off the storage writer's queue
+        (``InstallFile.write_file``), then only its record switched in the queue
+        (``InstallFile.switch``; univrs/storage/snapshot_install.py)."""
+        return InstallFile(self._env, self._live, self._files, meta, data, part_blocks=part_blocks)
 
     def remove_garbage_files(self) -> int:
         """Delete the snapshot files the stored record does not name (left by a save that was
