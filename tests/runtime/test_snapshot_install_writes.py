@@ -23,6 +23,7 @@ from tests.storage.helpers import count_written, make_entries
 from univrs.raft.interpreter import InstallJob
 from univrs.raft.messages import HardState, Membership, SnapshotMeta
 from univrs.raft.ready import SnapshotInstall
+from univrs.runtime.snapshots import SnapshotChecker
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.waiter import Waiter
 from univrs.runtime.writer import StorageTask, StorageWriter
@@ -164,5 +165,52 @@ async def test_a_node_stopped_while_the_file_is_written_leaves_the_old_snapshot(
             b"old" * 5000,
         )
         assert [n for n in os.listdir(reopened.path) if n.startswith("snapshot-")] == []
+    finally:
+        reopened.close()
+
+
+def test_the_file_is_written_while_the_snapshot_is_checked(tmp_path: pathlib.Path) -> None:
+    """``SnapshotChecker.precheck`` with the store's ``prewrite_install`` (as the node builds
+    it): the file is written while the check stages the state (here a check that waits until
+    the file is whole), so the install after a passed check waits for none of it. A check
+    that fails drops the file. Before (c6c0ee9) the file (then: the transaction) was written
+    only when the install's item came up, after the check."""
+    store = _store(tmp_path)
+    data = random.Random(4).randbytes(300_000)
+    meta = SnapshotMeta(index=60, term=2, membership=MEMBERS)
+    seen: list[bool] = []
+
+    def staged(_data: bytes) -> Any:  # the check's staging, waiting for the file
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ahead = store._ahead.file
+            if ahead is not None and ahead.written:  # whole and synced, not yet named
+                seen.append(
+                    store.snapshot_meta() == SnapshotMeta(index=12, term=1, membership=MEMBERS)
+                )
+                break
+            time.sleep(0.01)
+        return SimpleNamespace(last_applied_index=meta.index)
+
+    try:
+        check = SnapshotChecker(into=staged, prewrite=store.prewrite_install)
+        check.precheck(meta, data)
+        assert seen == [True] and check.found(meta, data) is None
+        install = store.install_file(meta, data)
+        assert install.written  # nothing left to write
+        install.switch()
+        assert store.load_snapshot() == (meta, data)
+        # A snapshot that fails its check: its file is dropped, never named.
+        bad = SnapshotMeta(index=70, term=2, membership=MEMBERS)
+        bad_data = random.Random(5).randbytes(100_000)
+        check.precheck(bad, bad_data)
+        assert check.found(bad, bad_data) is not None  # the index does not match
+        assert store._ahead.file is None
+    finally:
+        store.close()
+    reopened = LogStore.open(tmp_path / "node", node_id="n1")
+    try:
+        assert reopened.load_snapshot() == (meta, data)
+        assert len([n for n in os.listdir(reopened.path) if n.startswith("snapshot-")]) == 1
     finally:
         reopened.close()

@@ -214,3 +214,46 @@ def test_an_own_save_beside_an_install_neither_removes_its_file_nor_wins(
     assert saving.stored is False
     assert store.load_snapshot() == (at(60), leaders)
     assert _files(store) == [install.name]
+
+
+def test_a_file_written_ahead_is_the_one_installed(open_store: Opener) -> None:
+    """``prewrite_install`` (as the check of a received snapshot begins) writes its file in a
+    thread of its own; ``install_file`` of the very same data object takes it (written or
+    under way); of other data, it drops it (garbage) and writes anew."""
+    rng = random.Random(5)
+    old, new, other = rng.randbytes(30_000), rng.randbytes(200_000), rng.randbytes(20_000)
+    store = _store(open_store, old)
+    store.prewrite_install(at(30), new)
+    install = store.install_file(at(30), new)
+    install.write_file()  # waits for the thread
+    assert install.written and store.snapshot_meta() == at(12)
+    install.switch()
+    assert store.load_snapshot() == (at(30), new) and _files(store) == [install.name]
+    # Ahead for one snapshot, installed another (or an equal copy): a new file; the first
+    # is garbage once its thread stops.
+    store.prewrite_install(at(40), other)
+    fresh = store.install_file(at(40), bytes(other))
+    fresh.write_file()
+    fresh.switch()
+    assert store.load_snapshot() == (at(40), other)
+    store.close()
+    store = open_store()
+    assert store.load_snapshot() == (at(40), other) and len(_files(store)) == 1
+
+
+def test_a_file_written_ahead_and_dropped_is_garbage(open_store: Opener) -> None:
+    """The check failed (``drop``) or the store closed while it was written: never named,
+    removed by the next collect or open; the old snapshot stays."""
+    rng = random.Random(6)
+    old = rng.randbytes(30_000)
+    store = _store(open_store, old)
+    drop = store.prewrite_install(at(30), rng.randbytes(300_000))
+    drop()
+    assert store._ahead.file is None
+    store.close()  # joins a thread still writing
+    store = open_store()
+    assert _files(store) == [] and store.load_snapshot() == (at(12), old)
+    store.prewrite_install(at(30), rng.randbytes(3_000_000))
+    store.close()  # stops it after its piece in progress
+    store = open_store()
+    assert _files(store) == [] and store.load_snapshot() == (at(12), old)

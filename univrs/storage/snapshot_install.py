@@ -36,6 +36,14 @@ A file the record does not name (a crash before the switch) is deleted at the ne
 
 ``cancel`` (the node stopping) makes ``write_file`` stop after the piece in progress; the
 partial file is garbage.
+
+Written ahead of the install (``LogStore.prewrite_install``). The follower checks a received
+snapshot before the core installs it (univrs/runtime/snapshots.py ``SnapshotChecker.
+precheck``, in a worker thread: at 1,000,000 + 1,000,000 objects the staging of the state,
+tens of seconds). The file is begun in a thread of its own at the start of the check
+(``start``), so it is written while the check runs; the install of that very data then finds
+it written or being written (``LogStore.install_file``). A snapshot that fails the check, or
+that another one replaces before it is installed, is dropped (``cancel``, then garbage).
 """
 
 from __future__ import annotations
@@ -66,6 +74,16 @@ class InstallCancelled(Exception):
     """``write_file`` stopped by ``cancel`` before the file was whole."""
 
 
+class Prewritten:
+    """The store's one slot for a leader's snapshot whose file is written while it is
+    checked (``LogStore.prewrite_install``)."""
+
+    __slots__ = ("file",)
+
+    def __init__(self) -> None:
+        self.file: InstallFile | None = None
+
+
 class InstallFile:
     """One snapshot from the leader being stored (see the module docstring): ``write_file``
     off the writer's queue, then ``switch`` as the install's item of the writer's queue."""
@@ -93,8 +111,15 @@ class InstallFile:
         self.name = layout.snapshot_file_name(meta, secrets.token_hex(4))
         self._file = FileWriter(files, self.name, data, part_blocks, env.turn)
         self._cancelled = threading.Event()
+        self._starting = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
         self.written = False  # the file is whole and durable
         self.switched = False
+
+    @property
+    def data(self) -> bytes:
+        return self._data
 
     @property
     def pieces(self) -> int:
@@ -104,9 +129,44 @@ class InstallFile:
         """Stop ``write_file`` after the piece in progress (the node is stopping)."""
         self._cancelled.set()
 
+    def start(self) -> None:
+        """Begin ``_write`` in a thread of its own (``LogStore.prewrite_install``: while the
+        received snapshot is being checked); ``write_file`` then waits for it. Idempotent."""
+        with self._starting:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._write_in_thread, name="univrs-snapshot-prewrite", daemon=True
+            )
+            self._thread.start()
+
+    def _write_in_thread(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:  # handed to ``write_file``
+            self._error = exc
+
     def write_file(self) -> None:
-        """Write the file and make it durable (any thread but the writer's queue; blocking).
-        Raises ``InstallCancelled`` if ``cancel`` came first (the file is then garbage)."""
+        """Write the file and make it durable (any thread but the writer's queue; blocking),
+        or wait for the thread ``start`` began. Raises ``InstallCancelled`` if ``cancel`` came
+        first (the file is then garbage)."""
+        with self._starting:
+            thread = self._thread
+        if thread is None:
+            self._write()
+            return
+        thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def join(self) -> None:
+        """Wait for the thread ``start`` began, if any (after ``cancel``: one piece at most)."""
+        with self._starting:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _write(self) -> None:
         with self._files.lock:
             self._files.pending.add(self.name)
         try:
