@@ -214,3 +214,20 @@ def test_the_file_is_written_while_the_snapshot_is_checked(tmp_path: pathlib.Pat
         assert len([n for n in os.listdir(reopened.path) if n.startswith("snapshot-")]) == 1
     finally:
         reopened.close()
+
+
+def test_a_prewrite_that_fails_leaves_the_check_and_the_install_to_do_it() -> None:
+    """The file cannot be begun ahead (here: the hook raises): the check still runs and
+    passes, and the install writes the file itself later (``install_file`` finds nothing)."""
+    meta = SnapshotMeta(index=60, term=2, membership=MEMBERS)
+
+    def failing(_meta: SnapshotMeta, _data: bytes) -> Any:
+        raise OSError("no thread")
+
+    def staged(_data: bytes) -> Any:
+        return SimpleNamespace(last_applied_index=meta.index)
+
+    check = SnapshotChecker(into=staged, prewrite=failing)
+    data = b"x" * 1000
+    check.precheck(meta, data)
+    assert check.found(meta, data) is None and check(meta, data) is None

@@ -232,7 +232,12 @@ class SnapshotChecker:
         # The file written meanwhile, off the storage writer's queue (docs/state-at-scale.md,
         # fourteenth increment): the install that follows a passed check then waits for none
         # or little of it.
-        drop = None if self.prewrite is None else self.prewrite(meta, data)
+        drop = None
+        if self.prewrite is not None:
+            try:
+                drop = self.prewrite(meta, data)
+            except Exception:  # the install then writes the file itself: only later
+                log.warning("cannot write the snapshot's file ahead", exc_info=True)
         sm: ClusterStateMachine | None = None
         try:
             sm = restore(data, self.into)
