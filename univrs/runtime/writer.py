@@ -29,6 +29,13 @@ grant or a persisted report never precedes its fsync (tests/runtime/test_writer.
 writer to that, and shows the check catches a writer that sends first). Nor is anything
 acknowledged from the worker thread itself: the thread only runs the blocking call.
 
+A snapshot from the leader whose storage can write it in two parts (``stage``; univrs/storage/
+snapshot_install.py) has its file written from the moment it is queued, in a thread of its own
+off the queue; its item waits for the file when it reaches the head, then only switches the
+record (one small transaction). Nothing queued behind it waits for a transaction of the
+snapshot's size (docs/state-at-scale.md, fourteenth increment); on shutdown the file is
+cancelled after its piece in progress and its thread joined.
+
 A failing write is fatal (the node cannot go on with an unknown durable state): ``run``
 re-raises it, which stops the runtime, as before. A failing ``StorageTask`` goes to its
 waiter. On shutdown (``run`` cancelled) a call in progress finishes (a started transaction
