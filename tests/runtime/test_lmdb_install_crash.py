@@ -78,6 +78,7 @@ async def test_a_crash_while_a_leader_snapshot_is_stored_leaves_a_startable_data
             return
         assert isinstance(store, LogStore) and self.install is not None
         install = self.install
+        staging = self._staged.get(id(job))
 
         def held_save(meta: SnapshotMeta, data: bytes) -> None:
             # The writer's thread, held: waits (with deadlines) for the victim's node object,
@@ -97,8 +98,21 @@ async def test_a_crash_while_a_leader_snapshot_is_stored_leaves_a_startable_data
                 for file in store.path.glob("snapshot-*.dat"):
                     shutil.copy(file, image / "raft.lmdb" / file.name)
                 _copy_env(env.store.env, image / "state.lmdb")
-            install(meta, data)
+            if staging is None:
+                install(meta, data)
 
+        if staging is not None:
+            # Its data was written to a file off the writer's queue: the item holds the
+            # switch of the record (the image then has the written file, not yet named).
+            switch = staging.save.switch
+
+            def held_switch() -> None:
+                held_save(job.meta, job.data)
+                switch()
+
+            staging.save.switch = held_switch  # type: ignore[method-assign]
+            start_install(self, job)
+            return
         self.install = held_save
         try:
             start_install(self, job)

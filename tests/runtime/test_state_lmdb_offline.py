@@ -38,6 +38,7 @@ from univrs.storage.backup import read_backup
 from univrs.storage.recover import force_new_cluster
 from univrs.storage.restore import Member, restore_data_dir
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.snapshot_install import InstallFile
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -313,7 +314,19 @@ async def test_an_install_is_adopted_into_the_state_env_only_once_it_is_stored(
             entered.set()
             release.wait(60)  # then "crash": the snapshot is never stored
 
+        switch = InstallFile.switch
+
+        def stalled_switch(install: InstallFile) -> None:
+            # Since the fourteenth increment the install's item of the writer's queue is the
+            # switch of the record (its file written before): held the same way.
+            if install._files.directory.parent != victim_dir:
+                switch(install)
+                return
+            entered.set()
+            release.wait(60)
+
         monkeypatch.setattr(LogStore, "save_snapshot", stalled)
+        monkeypatch.setattr(InstallFile, "switch", stalled_switch)
         caplog.clear()
         node = await cluster.start(victim)
         await wait_until(entered.is_set, "the install reaching the storage writer", 60)

@@ -219,6 +219,9 @@ class SnapshotChecker:
     # What ``precheck`` found for a snapshot the core is about to check: (meta, data, the
     # state machine or None, the problem or None).
     _ahead: tuple[SnapshotMeta, bytes, ClusterStateMachine | None, str | None] | None = None
+    # Begins writing the snapshot's file while it is checked; returns what drops it if the
+    # check fails (``LogStore.prewrite_install``; None: the install writes it after).
+    prewrite: Callable[[SnapshotMeta, bytes], Callable[[], None]] | None = None
 
     def precheck(self, meta: SnapshotMeta, data: bytes) -> None:
         """Check ``data`` ahead of the core's call (thread-safe: touches only its own slot;
@@ -226,12 +229,27 @@ class SnapshotChecker:
         core will check). Restoring a million objects on the event loop would stall the node
         for tens of seconds: no heartbeats answered, no API, no pongs."""
         self._ahead = None
+        # The file written meanwhile, off the storage writer's queue (docs/state-at-scale.md,
+        # fourteenth increment): the install that follows a passed check then waits for none
+        # or little of it.
+        drop = None
+        if self.prewrite is not None:
+            try:
+                drop = self.prewrite(meta, data)
+            except Exception:  # the install then writes the file itself: only later
+                log.warning("cannot write the snapshot's file ahead", exc_info=True)
         sm: ClusterStateMachine | None = None
         try:
             sm = restore(data, self.into)
             problem = _index_problem(meta, sm)
         except StorageError as exc:
             problem = str(exc)
+        except BaseException:
+            if drop is not None:
+                drop()
+            raise
+        if problem is not None and drop is not None:
+            drop()  # never installed: its file is garbage
         self._ahead = (meta, data, sm if problem is None else None, problem)
 
     def found(self, meta: SnapshotMeta, data: bytes) -> str | None:

@@ -22,8 +22,12 @@ snapshot's data itself goes to a file written in a worker thread, off the writer
 The leader's snapshots. ``install`` is the one place where a snapshot from the leader
 (``Ready.snapshot``, complete and verified by the core) enters the runtime: it goes to the
 storage writer (stored before anything later of its Ready) and then to the apply loop
-(restored before any later entry). A check of the snapshot's contents before it is stored
-belongs in ``install``.
+(restored before any later entry). When the storage can (``LogStore.install_file``), its data
+goes to a file written from that moment in a thread of its own, off the writer's queue, and
+the install's item of the queue only switches the record once the file is durable
+(``StorageWriter.stage``; univrs/storage/snapshot_install.py): nothing queued behind the
+install waits for a transaction of the snapshot's size. A check of the snapshot's contents
+before it is stored belongs in ``install``.
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ class Snapshotter:
         durable log, or a crash in between would leave a state the start must refuse)."""
         durable = trio.Event()
         self.writer.when_stored(job, durable.set)
+        install_file = getattr(self.storage, "install_file", None)
+        if install_file is not None:  # its data to a file off the writer's queue, from now
+            self.writer.stage(job, install_file(job.meta, job.data))
         self.writer.submit(job)
         self.applier.enqueue_install(install, durable)
 

@@ -29,6 +29,13 @@ grant or a persisted report never precedes its fsync (tests/runtime/test_writer.
 writer to that, and shows the check catches a writer that sends first). Nor is anything
 acknowledged from the worker thread itself: the thread only runs the blocking call.
 
+A snapshot from the leader whose storage can write it in two parts (``stage``; univrs/storage/
+snapshot_install.py) has its file written from the moment it is queued, in a thread of its own
+off the queue; its item waits for the file when it reaches the head, then only switches the
+record (one small transaction). Nothing queued behind it waits for a transaction of the
+snapshot's size (docs/state-at-scale.md, fourteenth increment); on shutdown the file is
+cancelled after its piece in progress and its thread joined.
+
 A failing write is fatal (the node cannot go on with an unknown durable state): ``run``
 re-raises it, which stops the runtime, as before. A failing ``StorageTask`` goes to its
 waiter. On shutdown (``run`` cancelled) a call in progress finishes (a started transaction
@@ -41,11 +48,12 @@ a ``run_sync_soon`` callback: the same order and the same asynchrony, no thread.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -62,7 +70,15 @@ from univrs.raft.messages import HardState, Message, SnapshotMeta
 from univrs.runtime.ports import AppendLog
 from univrs.runtime.waiter import Waiter
 
-__all__ = ["InstallJob", "MergedWrite", "PersistJob", "StorageTask", "StorageWriter", "merge_jobs"]
+__all__ = [
+    "InstallJob",
+    "MergedWrite",
+    "PersistJob",
+    "StagedInstall",
+    "StorageTask",
+    "StorageWriter",
+    "merge_jobs",
+]
 
 
 @attrs.frozen
@@ -94,6 +110,28 @@ class StorageTask:
 
     fn: Callable[[], Any]
     waiter: Waiter[Any]
+
+
+class StagedInstall(Protocol):
+    """A snapshot from the leader stored in two parts (univrs/storage/snapshot_install.py
+    ``InstallFile``): its data written off the writer's queue, then its record switched as
+    the install's item of the queue."""
+
+    def write_file(self) -> None: ...
+
+    def switch(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+@attrs.define(eq=False)
+class _Staging:
+    """An install whose file is being written off the queue (``StorageWriter.stage``)."""
+
+    save: StagedInstall
+    thread: threading.Thread | None = None
+    result: _Result | None = None  # set when the file is written (or failed)
+    waiting: bool = False  # its item reached the head of the queue and waits for the file
 
 
 class _Worker:
@@ -153,6 +191,8 @@ class StorageWriter:
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
     _install_done: dict[int, Callable[[], None]] = attrs.field(factory=dict, init=False)
+    # Installs whose data is written off the queue (``stage``), by id of their job.
+    _staged: dict[int, _Staging] = attrs.field(factory=dict, init=False)
     writes: int = 0
     jobs_written: int = 0
 
@@ -160,6 +200,34 @@ class StorageWriter:
         """Call ``fn`` on the loop once ``job`` (to be submitted next) is stored (the apply
         loop adopts a leader's snapshot into a persistent state only then)."""
         self._install_done[id(job)] = fn
+
+    def stage(self, job: InstallJob, save: StagedInstall) -> None:
+        """Store ``job`` (to be submitted next) through ``save``: its file is written from now
+        on, in a thread of its own, off the queue (the items before it go on meanwhile); its
+        item in the queue waits for the file, then only switches the record (one small
+        transaction), so nothing queued behind it waits for a transaction of the snapshot's
+        size (docs/state-at-scale.md, fourteenth increment)."""
+        staging = _Staging(save)
+        self._staged[id(job)] = staging
+        token = trio.lowlevel.current_trio_token()
+
+        def write() -> None:
+            result, _ = _capture(save.write_file)
+            # The loop may be gone (the node stopped): nothing to report to then.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(lambda: self._file_written(job, staging, result))
+
+        if not self.in_thread:
+            token.run_sync_soon(write)
+            return
+        staging.thread = threading.Thread(target=write, name="univrs-snapshot-install", daemon=True)
+        staging.thread.start()
+
+    def _file_written(self, job: InstallJob, staging: _Staging, result: _Result) -> None:
+        staging.result = result
+        if staging.waiting and not self._stopped:
+            staging.waiting = False
+            self._switch_install(job, staging)
 
     def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
         """Queue ``job`` behind everything submitted before; start it if the writer is idle."""
@@ -181,10 +249,18 @@ class StorageWriter:
         finally:
             self._stopped = True
             worker, self._worker = self._worker, None
+            staged, self._staged = list(self._staged.values()), {}
+            for staging in staged:
+                staging.save.cancel()  # stops after the piece in progress
             if worker is not None:
                 worker.stop()
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(worker.join)
+            for staging in staged:
+                thread = staging.thread
+                if thread is not None:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(thread.join)
 
     # ------------------------------------------------------------------ on the Trio loop
 
@@ -214,11 +290,30 @@ class StorageWriter:
         self._call(write, lambda result, seconds: self._wrote(merged, result, seconds))
 
     def _start_install(self, job: InstallJob) -> None:
+        staging = self._staged.get(id(job))
+        if staging is not None:
+            if staging.result is None:  # its file is still being written: wait for it
+                self._busy = True
+                staging.waiting = True
+            else:
+                self._switch_install(job, staging)
+            return
         install = self.install
         assert install is not None, "a snapshot arrived but the writer cannot store one"
         self._call(
             lambda: install(job.meta, job.data), lambda result, _s: self._installed(job, result)
         )
+
+    def _switch_install(self, job: InstallJob, staging: _Staging) -> None:
+        """The staged install's item: its file is written; switch the record (one small
+        transaction in the writer's thread), or fail as a failed install does."""
+        assert staging.result is not None
+        self._staged.pop(id(job), None)
+        if staging.result.error is not None:
+            self._busy = True  # as if it had run: ``_installed`` stops the writer
+            self._installed(job, staging.result)
+            return
+        self._call(staging.save.switch, lambda result, _s: self._installed(job, result))
 
     def _start_task(self, task: StorageTask) -> None:
         self._call(task.fn, lambda result, _s: self._task_done(task, result))

@@ -305,7 +305,11 @@ async def _run_once(
             initial=opened.initial,
             incarnation=storage.incarnation,
             # Hands what it restored to the install; on LMDB it restores into an environment.
-            snapshot_check=SnapshotChecker(into=state_env.stage if state_env else None),
+            # The received snapshot's file is written while it is checked (prewrite).
+            snapshot_check=SnapshotChecker(
+                into=state_env.stage if state_env else None,
+                prewrite=storage.prewrite_install,
+            ),
         )
         snapshot_index = 0
         applied = Membership(voters=frozenset())

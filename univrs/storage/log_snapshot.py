@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 from univrs.storage.layout import Corrupt
 from univrs.storage.snapshot_file import PART_BLOCKS, FileSnapshot, SnapshotFiles
+from univrs.storage.snapshot_install import InstallFile, Prewritten
 from univrs.storage.snapshot_parts import PART_CHUNKS, SnapshotParts
 from univrs.storage.stored_snapshot import StoredSnapshot
 
@@ -41,6 +42,8 @@ class SnapshotStorage:
     _live: weakref.WeakSet[StoredSnapshot]
     # The snapshot files beside data.mdb (univrs/storage/snapshot_file.py).
     _files: SnapshotFiles
+    # A leader's snapshot whose file is being written while it is checked.
+    _ahead: Prewritten
 
     def stored_snapshot(self) -> StoredSnapshot | FileSnapshot | None:
         """The stored snapshot, read on demand (univrs/storage/stored_snapshot.py, or
@@ -176,6 +179,47 @@ class SnapshotStorage:
             part_chunks=part_chunks,
             part_blocks=part_blocks,
         )
+
+    def install_file(
+        self, meta: SnapshotMeta, data: bytes, *, part_blocks: int = PART_BLOCKS
+    ) -> InstallFile:
+        """A snapshot from the leader, to store as ``save_snapshot`` does but without a
+        transaction of its size: its data in a file written off the storage writer's queue
+        (``InstallFile.write_file``), then only its record switched in the queue
+        (``InstallFile.switch``; univrs/storage/snapshot_install.py)."""
+        ahead, self._ahead.file = self._ahead.file, None
+        if ahead is not None and ahead.meta == meta and ahead.data is data:
+            return ahead  # begun while the snapshot was checked (``prewrite_install``)
+        if ahead is not None:
+            ahead.cancel()  # another snapshot's: garbage
+        return InstallFile(self._env, self._live, self._files, meta, data, part_blocks=part_blocks)
+
+    def prewrite_install(self, meta: SnapshotMeta, data: bytes) -> Callable[[], None]:
+        """Begin writing the file of a snapshot from the leader now, in a thread of its own
+        (called as its check begins: univrs/runtime/snapshots.py ``SnapshotChecker``), so
+        that ``install_file`` of the same ``data`` object finds it written or under way.
+        Returns the function that drops it (the check failed). One at a time: a newer one
+        drops the one before."""
+        ahead = InstallFile(self._env, self._live, self._files, meta, data)
+        slot = self._ahead
+        older, slot.file = slot.file, ahead
+        if older is not None:
+            older.cancel()
+        ahead.start()
+
+        def drop() -> None:
+            ahead.cancel()
+            if slot.file is ahead:
+                slot.file = None
+
+        return drop
+
+    def _stop_prewrite(self) -> None:
+        """The store is closing: the file begun ahead stops after its piece in progress."""
+        ahead, self._ahead.file = self._ahead.file, None
+        if ahead is not None:
+            ahead.cancel()
+            ahead.join()
 
     def remove_garbage_files(self) -> int:
         """Delete the snapshot files the stored record does not name (left by a save that was

@@ -59,6 +59,7 @@ from univrs.storage.env import StorageStatistics, StoreEnv
 from univrs.storage.layout import Corrupt
 from univrs.storage.log_snapshot import SnapshotStorage, _require
 from univrs.storage.snapshot_file import SnapshotFiles
+from univrs.storage.snapshot_install import Prewritten
 from univrs.storage.stored_snapshot import StoredSnapshot
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class LogStore(SnapshotStorage):
     _live: weakref.WeakSet[StoredSnapshot] = attrs.field(factory=weakref.WeakSet, init=False)
     # The snapshot files beside data.mdb (a node's own snapshots: snapshot_file.py).
     _files: SnapshotFiles = attrs.field(init=False)
+    # A leader's snapshot whose file is written while it is checked (``prewrite_install``).
+    _ahead: Prewritten = attrs.field(factory=Prewritten, init=False)
     # The pins this process last wrote (None: not yet known here, the write compares with the
     # stored record): a hard state whose pins did not change writes none (most group commits).
     _pins_written: tuple[tuple[NodeId, str], ...] | None = attrs.field(default=None, init=False)
@@ -160,6 +163,7 @@ class LogStore(SnapshotStorage):
     def close(self) -> None:
         """Close the environment and release the directory lock; idempotent."""
         try:
+            self._stop_prewrite()  # a file being written ahead: stopped after its piece
             self._env.close()
         finally:
             self._dirlock.release()

@@ -14,7 +14,8 @@ the switch (one small record) and the deletion of chunks left in the ``snap`` da
 (``part_chunks`` deletes per step).
 
 Theory of operation. The stored record names either chunks of the ``snap`` database (a
-snapshot from the leader, ``save_snapshot``; or an older build's save in parts) or a file
+backup restored by ``save_snapshot``, or a leader's snapshot stored by a build before the
+fourteenth increment; or an older build's save in parts) or a file
 (``layout.snapshot_record``). Anything else (chunks outside the record's range, files it does
 not name) is garbage.
 
