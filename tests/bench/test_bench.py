@@ -276,6 +276,26 @@ def test_the_nodes_metrics_give_the_leader_and_reads_per_confirmation() -> None:
     assert run["reads_per_confirmation"] == 40.0
 
 
+def test_the_nodes_metrics_give_the_collectors_time_per_node() -> None:
+    from univrs.bench.nodes import parse_metrics, window_figures
+
+    def node(young: float, full: float, fulls: int) -> dict[str, float]:
+        return parse_metrics(
+            _METRICS.format(leader=0, changes=0, reads=0, confirmations=0)
+            + f'univrs_gc_pause_seconds_total{{generation="0"}} {young}\n'
+            + 'univrs_gc_pause_seconds_total{generation="1"} 0.5\n'
+            + f'univrs_gc_pause_seconds_total{{generation="2"}} {full}\n'
+            + f'univrs_gc_collections_total{{generation="2"}} {fulls}\n'
+        )
+
+    figures = window_figures(
+        {"n1": node(1.0, 2.0, 3), "n2": node(0.0, 0.0, 0)},
+        {"n1": node(1.25, 2.5, 5), "n2": node(0.0, 0.0, 0)},
+    )
+    assert figures["gc_ms"] == {"n1": 750.0, "n2": 0.0}
+    assert figures["gc_full"] == {"n1": 2, "n2": 0}
+
+
 def _run(ops: float, p99: float) -> dict[str, Any]:
     return {
         "ops_per_s": ops,

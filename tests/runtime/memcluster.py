@@ -85,7 +85,7 @@ class MemCluster:
     membership: Membership
     seed: int = 1
     ids: tuple[str, ...] = ()  # the members in the order ``build`` was given them
-    proposal_depth: int = 1  # the runtimes' (univrs/runtime/driver.py, "Proposal batching")
+    proposal_depth: int = 1  # the runtimes' (univrs/runtime/step.py, "Proposal batching")
     packing: Packing = attrs.field(factory=Packing)  # the runtimes' (batch entries or not)
     # Give each core the node's snapshot check (univrs.runtime.snapshots.SnapshotChecker).
     check_snapshots: bool = False

@@ -1,4 +1,4 @@
-"""Small commits apply on the driver's step (issue 14, round 7; driver.py ``apply_committed``).
+"""Small commits apply on the driver's step (issue 14, round 7; step.py ``apply_committed``).
 
 When the apply loop waits with nothing queued, no proposals wait in the open batch and the
 committed entries are small (``APPLY_ON_STEP_BYTES``), the driver applies them itself and
@@ -13,8 +13,9 @@ import trio
 import trio.testing
 
 from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_until
-from univrs.runtime.driver import APPLY_ON_STEP_BYTES, RaftRuntime
+from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Applied
+from univrs.runtime.step import APPLY_ON_STEP_BYTES
 from univrs.sm.commands import CreateWorkload, Envelope
 from univrs.sm.model import WorkloadSpec
 from univrs.sm.responses import Failure

@@ -1,4 +1,4 @@
-"""Proposal batching is the runtime's (univrs/runtime/driver.py, "Proposal batching").
+"""Proposal batching is the runtime's (univrs/runtime/step.py, "Proposal batching").
 
 At most ``proposal_depth`` batches are appended and not yet applied; proposals arriving
 meanwhile wait in the open batch and become one ``propose_many`` when the batch in flight

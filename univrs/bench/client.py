@@ -248,6 +248,12 @@ def _progress(what: str, m: dict[str, Any]) -> None:
     rpc = (m.get("servers") or {}).get("reads_per_confirmation")
     check += f", {rpc:g} reads/confirmation" if rpc and "reads" in what else ""
     check += f", leader {m['leader']}" if m.get("leader") else ""
+    gc_ms = (m.get("servers") or {}).get("gc_ms")
+    if gc_ms:
+        full = m["servers"].get("gc_full", {})
+        check += ", GC ms (full) " + " ".join(
+            f"{n} {v:g} ({full.get(n, 0)})" for n, v in sorted(gc_ms.items())
+        )
     print(
         f"  {what}: {m['ops_per_s']:.0f}/s p99 {m['p99_ms']:.1f} ms, CPU {cpu:.3f} ms/op{check}",
         file=sys.stderr,

@@ -16,6 +16,9 @@ compares the two:
   the requests that arrive before its next heartbeat round into that round, so the leader's
   heartbeat rounds are at most this many. Lease reads take their confirmations from another
   coalescer that the metric does not count: their phase gets no ratio.
+* ``gc_ms`` and ``gc_full``: per node, the cyclic garbage collector's pause time in the window
+  (``univrs_gc_pause_seconds_total``, all generations, in ms) and its full (generation-2)
+  collections (``univrs_gc_collections_total``): the collector's share of a node's CPU.
 """
 
 from __future__ import annotations
@@ -55,6 +58,16 @@ def _reads(sample: dict[str, float]) -> float:
     )
 
 
+def _gc_seconds(sample: dict[str, float]) -> float:
+    return sum(
+        sample.get(f'univrs_gc_pause_seconds_total{{generation="{g}"}}', 0.0) for g in range(3)
+    )
+
+
+def _gc_full(sample: dict[str, float]) -> float:
+    return sample.get('univrs_gc_collections_total{generation="2"}', 0.0)
+
+
 def _leader(snapshot: dict[str, dict[str, float]]) -> str | None:
     leaders = [n for n, s in snapshot.items() if s.get("univrs_raft_is_leader", 0.0) == 1.0]
     return leaders[0] if len(leaders) == 1 else None
@@ -87,6 +100,10 @@ def window_figures(
         confirmations[n] = after[n].get("univrs_api_read_confirmations_total", 0.0) - before[n].get(
             "univrs_api_read_confirmations_total", 0.0
         )
+    out["gc_ms"] = {
+        n: round(1000 * (_gc_seconds(after[n]) - _gc_seconds(before[n])), 1) for n in nodes
+    }
+    out["gc_full"] = {n: int(_gc_full(after[n]) - _gc_full(before[n])) for n in nodes}
     out["reads_served"] = {n: int(v) for n, v in reads.items()}
     out["read_confirmations"] = {n: int(v) for n, v in confirmations.items()}
     total_c = sum(confirmations.values())

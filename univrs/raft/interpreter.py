@@ -1,7 +1,7 @@
 """The one interpreter of the Ready contract, shared by every runtime of the core.
 
 The contract (univrs/raft/ready.py) is carried out here once, and executed by the Trio driver
-(univrs/runtime/driver.py and writer.py), the simulator (univrs/sim/runtime.py) and the core's
+(univrs/runtime/step.py and writer.py), the simulator (univrs/sim/runtime.py) and the core's
 transcript harness (tests/raft/harness.py). A rule of the contract lives in this module only;
 the runtimes supply the effects: how a message is sent, how storage is written, how the state
 machine applies, how a read is answered.

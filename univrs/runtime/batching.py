@@ -1,4 +1,4 @@
-"""Proposal batching: the driver's open batch and the batches in flight (driver.py).
+"""Proposal batching: the driver's open batch and the batches in flight (step.py).
 
 The runtime, not its callers, decides how proposals are grouped: at most ``depth`` batches
 (``proposal_depth``, 1 by default) are appended and not yet applied here. Proposals that

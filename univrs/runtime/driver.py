@@ -1,45 +1,16 @@
-"""The driver: the one task that owns the Raft core, and ``RaftRuntime``, a node's runtime.
+"""``RaftRuntime``, a node's runtime: its construction, its public surface and the proposal path.
 
 A runtime is built whole at construction from what it needs (univrs/runtime/ports.py:
 ``LogStorage``, ``Transport``, ``Metrics``; an ``Inbox`` and a ``RuntimeView`` that a server may
-make first, see below) and runs four tasks under ``run``: the driver (this module), the storage
-writer (writer.py), the apply loop (applier.py) and the snapshotter (snapshotter.py).
+make first, see below) and runs four tasks under ``run``: the driver (its step loop: step.py,
+mixed in), the storage writer (writer.py), the apply loop (applier.py) and the snapshotter
+(snapshotter.py).
 
-Theory of operation. Every input to the core arrives as an event on one bounded memory channel
-(the ``Inbox``, events.py): Raft messages from the transport (put there by the transport's
-reader tasks), ticks (a ticker task), proposals and read requests from the API and ``applied``
-reports from the apply loop; the storage writer's ``persisted`` reports wait in ``_persisted``
-(in order), and one wake-up event on the channel says they are there. The driver drains
-whatever is queued, feeds it to the core, proposes the waiting proposals as one batch (below),
-then takes the core's Ready and hands it to the one interpreter of its contract
-(univrs/raft/interpreter.py ``execute``, shared with the simulator), which calls the driver's
-effects in the contract's order:
-
-* persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
-* a snapshot from the leader                  -> the snapshotter (store, then restore);
-* ``messages``                                -> the transport, at once;
-* ``committed``                               -> the apply loop (in order), or applied on
-  this step when small and nothing else is queued (``apply_committed``);
-* ``reads`` / ``dropped_reads``               -> the waiting readers.
-
-Ticks come from a ticker task (ticks.py) as events too, so the driver waits on its channel with no
-deadline of its own (a cancel scope per loop iteration cost more than the ticks).
-
-Proposal batching (batching.py): at most ``proposal_depth`` batches (1 by default) are
-appended and not yet applied here; proposals that arrive meanwhile wait in the open batch,
-which goes as one ``propose_many`` once the batch in flight applies (after one scheduling
-round: ``_drive``), or at the end of the step it arrived in when there is room.
-
-``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself only
-after a step that can change role, leader, term, commit, applied or the membership: role,
-leader and term come with a Ready's soft state, term and commit with its hard state, the
-membership with its entries, truncation or snapshot, ``applied`` with an ``Applied`` report;
-a ``call`` may do anything. ``wait_changed`` fires only when role, leader, term or a
-membership changed, never for commit or apply progress alone; a caller waiting for an index
-uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
-that reaches it).
-
-Nothing but the driver calls the core.
+The proposal path (``propose``, ``propose_together``, ``read_index``, ``call``) runs on the
+callers' tasks: it checks the role as of the last step, encodes the commands' payloads and
+puts one event on the inbox; the step loop (step.py, whose docstring holds the theory of
+operation) batches the proposals, steps the core and settles the waiters. Nothing but the
+driver calls the core.
 
 Proposal outcomes. A proposal's waiter ends in exactly one of these ways, and only the first
 two say that nothing applied (the API retries those; docs/api.md, "Write outcomes"):
@@ -61,7 +32,6 @@ queue) never matches a read of this one.
 from __future__ import annotations
 
 import collections
-import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -70,15 +40,15 @@ from typing import Any
 import attrs
 import trio
 
-from univrs.errors import NotLeader, OutcomeUnknown, Unavailable
-from univrs.raft.interpreter import InstallJob, Persisted, PersistJob, execute, report_persisted
-from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Message, SnapshotMeta
+from univrs.errors import NotLeader, OutcomeUnknown
+from univrs.raft.interpreter import Persisted
+from univrs.raft.messages import SnapshotMeta
 from univrs.raft.node import RaftNode
-from univrs.raft.ready import Role, SnapshotInstall, SoftState, Status
+from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import DEFAULT_PROPOSAL_DEPTH, ProposalBatches
 from univrs.runtime.capabilities import Announced, BatchGate, no_announcements
-from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
+from univrs.runtime.events import Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import MAX_PAYLOAD_VERSION, encode_payload_doc
 from univrs.runtime.ports import (
@@ -89,8 +59,8 @@ from univrs.runtime.ports import (
     StateBackend,
     Transport,
 )
-from univrs.runtime.snapshots import precheck_due, precheck_off_loop
 from univrs.runtime.snapshotter import Snapshotter
+from univrs.runtime.step import StepLoop
 from univrs.runtime.ticks import LeaseClock, run_ticker
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
@@ -100,23 +70,11 @@ from univrs.sm.commands import Envelope
 from univrs.sm.responses import Response
 from univrs.sm.state import ClusterStateMachine
 
-log = logging.getLogger("univrs.node")
-
 __all__ = ["DEFAULT_PROPOSAL_DEPTH", "RaftRuntime", "RuntimeStatistics"]
-
-# Committed entries of at most this many bytes may apply on the driver's step.
-APPLY_ON_STEP_BYTES = 1024
 
 
 def _no_peers(_peers: dict[str, str]) -> None:
     pass
-
-
-class _Wake:
-    """The storage writer's nudge: reports wait in ``RaftRuntime._persisted``."""
-
-
-_WAKE = _Wake()
 
 
 @attrs.frozen(kw_only=True)
@@ -129,8 +87,9 @@ class RuntimeStatistics:
 
 
 @attrs.define(eq=False)
-class RaftRuntime:
-    """Drives one RaftNode: see the module docstring. Start it with ``run`` in a nursery.
+class RaftRuntime(StepLoop):
+    """Drives one RaftNode: see the module docstring (and step.py's for the step loop).
+    Start it with ``run`` in a nursery.
 
     Everything it talks to is given here and never replaced. ``view`` and ``inbox`` may be
     made first (a server hands the view to the transport, the peer map and the metrics, and
@@ -268,11 +227,6 @@ class RaftRuntime:
         return self._applier.applied_index
 
     @property
-    def applied_membership(self) -> Membership:
-        """The configuration of the applied log (may lag ``status().membership``)."""
-        return self.view.applied_membership
-
-    @property
     def last_snapshot_index(self) -> int:
         """The index of the newest snapshot stored here (0: none)."""
         return self._snapshots.last_index
@@ -399,208 +353,3 @@ class RaftRuntime:
                 run_ticker, self.inbox.sender, self.tick_seconds, self.metrics.loop_lag_seconds
             )
             task_status.started()
-
-    async def _drive(self) -> None:
-        recv = self.inbox.receiver
-        self._step_dirty = True
-        self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
-        held: object | None = None  # an event _drain stopped at (it needs a precheck first)
-        while True:
-            ev = held if held is not None else await recv.receive()
-            if precheck_due(ev, self.core):
-                await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
-            self._handle(ev)
-            held = self._drain()
-            batches = self._batches
-            if batches.released and batches.open and held is None:
-                # The batch in flight just applied and woke its proposers. Let every task that
-                # is runnable now (those proposers; API readers with requests that arrived
-                # meanwhile) run once before the open batch goes, so that it goes whole: one
-                # scheduling round, measured to keep the batches as large as the API's batcher
-                # made them (it released the next batch only once the last proposer returned).
-                self._process_ready()
-                await trio.lowlevel.checkpoint()
-                held = self._drain()
-            batches.released = False
-            batches.flush(self.core, self._applier.pending, self._may_pack)
-            self._process_ready()
-
-    def _drain(self) -> object | None:
-        """Handle every event queued now (the writer's reports first); stop at (and return)
-        one that needs a precheck."""
-        self._take_persisted()
-        recv = self.inbox.receiver
-        while True:
-            try:
-                ev = recv.receive_nowait()
-            except trio.WouldBlock:
-                return None
-            if precheck_due(ev, self.core):
-                return ev
-            self._handle(ev)
-
-    def _take_persisted(self) -> None:
-        """Give the core the writer's reports, in order (contract step 4)."""
-        self._wake_sent = False
-        reports = self._persisted
-        while reports:
-            report_persisted(self.core, reports.popleft())
-
-    def _handle(self, ev: object) -> None:
-        if ev is _WAKE:
-            self._take_persisted()
-        elif isinstance(ev, Message):
-            self._last_contact[ev.src] = trio.current_time()
-            self.core.step(ev)
-        elif isinstance(ev, Propose):
-            self._batches.open.append(ev)
-        elif isinstance(ev, ProposeMany):
-            self._batches.open.extend(ev.proposals)
-        elif ev is TICK:
-            if self.core.config.read_lease:
-                self._clock.catch_up(self.core)
-            else:
-                self.core.tick()
-        elif isinstance(ev, Applied):
-            self._step_dirty = True
-            self._batches.applied(ev.index)  # may release a batch in flight
-            self.core.applied(ev.index)
-            self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
-        elif isinstance(ev, Read):
-            ctx = self._next_ctx
-            self._next_ctx += 1
-            self._reads[ctx] = ev.waiter
-            if ev.lease:
-                self._clock.catch_up(self.core)
-            self.core.read_index(ctx, lease=ev.lease)
-        elif isinstance(ev, Call):
-            self._step_dirty = True
-            try:
-                ev.waiter.set(ev.fn(self.core))
-            except AssertionError:
-                raise  # a bug in the core: the node must stop, not carry on
-            except Exception as exc:  # reported to the caller, e.g. NotLeader
-                ev.waiter.fail(exc)
-        else:
-            raise AssertionError(f"unknown driver event {ev!r}")
-
-    def _process_ready(self) -> None:
-        self._take_ready()
-        while self._applied_on_step:  # committed entries applied on this step (below)
-            index, self._applied_on_step = self._applied_on_step, 0
-            self._handle(Applied(index))  # as the apply loop would report it, minus a hop
-            self._batches.released = False  # its proposers run before the next step anyway
-            self._take_ready()
-        self._finish_step()
-
-    def _take_ready(self) -> None:
-        if self.core.has_ready():
-            rd = self.core.ready()
-            config_changed = rd.snapshot is not None or any(
-                e.kind is EntryKind.CONFIG for e in rd.entries
-            )
-            if (
-                config_changed
-                or rd.soft_state is not None
-                or rd.hard_state is not None
-                or rd.truncate_from is not None
-            ):
-                self._step_dirty = True
-            if rd.hard_state is not None and rd.hard_state.term != self.view.last_status().term:
-                log.info("term changed", extra={"term": rd.hard_state.term})
-            if config_changed:
-                # Tell the transport the new members' addresses before this Ready's messages
-                # go out: the leader's first append to a member just added must not be
-                # dropped for want of its address (it would wait for the next heartbeat).
-                self._refresh_status()
-            execute(rd, self)
-
-    def _finish_step(self) -> None:
-        if self._step_dirty:
-            self._step_dirty = False
-            self._refresh_status()
-        else:
-            self.view.mark_stale()  # e.g. last index, persisted, peers' progress
-
-    def _refresh_status(self) -> None:
-        status = self.view.refresh()
-        peers = {**dict(self.applied_membership.addresses), **dict(status.membership.addresses)}
-        if peers != self._peers:
-            self._peers = peers
-            self.on_membership(peers)
-
-    # ---------------------------------------------- the Ready's effects (interpreter.execute)
-
-    def soft_state_changed(self, soft: SoftState) -> None:
-        old = self._soft
-        self._soft = soft
-        if old is None or old.role != soft.role:
-            log.info(
-                "role changed",
-                extra={"role": soft.role.value, "term": soft.term, "leader": soft.leader},
-            )
-            if soft.role is Role.CANDIDATE:
-                self.metrics.elections.inc()
-            if old is not None and old.role is Role.LEADER:
-                self._batches.fail_open(NotLeader(soft.leader))
-            self._batches.in_flight.clear()  # a new leadership starts with nothing in flight
-        if old is None or old.leader != soft.leader:
-            log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
-            if soft.leader is not None:
-                self.metrics.leader_changes.inc()
-
-    def restore_snapshot(self, install: SnapshotInstall, job: InstallJob) -> None:
-        # Stored before anything else of this Ready, restored before later entries apply.
-        self._snapshots.install(install, job)
-
-    def submit_write(self, job: PersistJob) -> None:
-        self._writer.submit(job)
-
-    def send(self, msg: Message) -> None:
-        self.transport.send(msg)
-
-    def apply_committed(self, entries: tuple[Entry, ...]) -> None:
-        # A small commit with nothing else going on applies on this step: no hand-off to the
-        # apply loop and back (docs/runtime.md, "Applying on the driver's step", also on why a
-        # persistent state waits for an idle writer: a conservative choice, not a need).
-        if (
-            sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
-            and not self._batches.open
-            and (self.state_backend is MEMORY_STATE or self._writer.idle)
-            and self._applier.apply_now(entries)
-        ):
-            self._applied_on_step = self._applier.applied_index
-            return
-        self._applier.enqueue(entries)
-
-    def read_ready(self, ctx: int, index: int) -> None:
-        read = self._reads.pop(ctx, None)
-        if read is not None:
-            read.set(index)
-
-    def read_dropped(self, ctx: int) -> None:
-        read = self._reads.pop(ctx, None)
-        if read is not None:
-            read.fail(Unavailable("the read could not be confirmed by a leader; retry"))
-
-    # ---------------------------------------------- the writer's and the apply loop's reports
-
-    def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
-        # Called by the storage writer on the Trio loop, outside the driver's task: keep the
-        # report (in order) and wake the driver. A full inbox needs no wake-up of its own: the
-        # driver takes the reports at every step, before the events.
-        self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
-        if not self._wake_sent:
-            try:
-                self.inbox.sender.send_nowait(_WAKE)
-                self._wake_sent = True
-            except trio.WouldBlock:
-                pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # shutting down
-
-    def _after_apply(self) -> None:
-        self._snapshots.maybe_snapshot()
-
-    def _on_restored(self, meta: SnapshotMeta) -> None:
-        self._snapshots.restored(meta)

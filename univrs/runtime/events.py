@@ -3,7 +3,7 @@
 Everything that wants the core to do something puts an event in the inbox: the transport's
 reader tasks (Raft messages), the ticker (``TICK``), the API (``Propose``, ``Read``, ``Call``),
 and the apply loop (``Applied``); the storage writer's reports wait beside the channel and a
-wake-up event on it announces them (driver.py). Only the driver receives.
+wake-up event on it announces them (step.py). Only the driver receives.
 
 The inbox is its own object, made before the runtime, so that a server can hand its send side
 to the transport first and the finished transport to the runtime (no late wiring): the

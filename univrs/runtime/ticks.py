@@ -1,4 +1,4 @@
-"""The driver's clock (driver.py): the ticker task, and the ticks a lease-reading core is fed.
+"""The driver's clock (step.py): the ticker task, and the ticks a lease-reading core is fed.
 
 Ticks come from ``run_ticker`` as events on the driver's inbox, in order with everything else;
 after a stall it sends one tick, not a burst. With ``[raft] read_lease`` on, the core's clock

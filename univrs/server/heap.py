@@ -22,6 +22,8 @@ frees nothing): the cause of most "event loop late" lines under load (docs/perfo
 "Round 10", which also says why freezing each full collection's survivors was tried and not
 kept).
 
+``settle`` also raises the youngest generation's threshold (``YOUNG_THRESHOLD``, below).
+
 Not done in processes that run several nodes (the tests): freezing there would keep the
 earlier tests' cyclic garbage alive.
 
@@ -56,7 +58,22 @@ def settle(modules: Iterable[str] = NODE_MODULES) -> int:
     gc.collect()
     gc.freeze()
     FROZEN_AT_START[0] = gc.get_freeze_count()
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     return FROZEN_AT_START[0]
+
+
+# The youngest generation's threshold once settled (CPython's default: 700). In CPython 3.11
+# the count is net: allocations of tracked objects minus their deallocations, so it measures
+# how far the live young set grew, not how much was allocated. A leader under load holds a few
+# thousand containers per batch in flight (client frames, waiters, commands, entries until
+# they apply); at 700 each swing of that set ran a young collection that walked the whole set
+# and promoted what was in flight, which the next collections walked again and, promoted on,
+# a full collection walked (docs/performance.md, "Round 11 (s12-cpu)": 130-270 ms of
+# collections per 8 s on the leader at 64 clients, about 0.026 ms of its 0.265 ms per write on
+# a loaded machine, full collections among them; with 10,000: 0 to 8 ms). What lives for
+# good still reaches generation 2; cyclic garbage is still collected, after at most this many
+# net allocations.
+YOUNG_THRESHOLD = 10_000
 
 
 # The permanent generation's size after ``settle`` (counting it walks it: not per scrape).

@@ -52,6 +52,7 @@ from univrs.sm.model import (
     InstanceStatus,
     Node,
     NodeStatus,
+    with_replicas,
 )
 from univrs.sm.objects import Objects, StoredWorkload
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
@@ -181,8 +182,12 @@ class CommandHandlers:
         stored, failure = _find("workload", self._objects.workload, cmd.id, cmd.expected_version)
         if failure or stored is None:
             return failure or not_found("workload", cmd.id)
-        spec = attrs.evolve(stored.spec, replicas=cmd.replicas)
-        self._objects.put_workload(attrs.evolve(stored, spec=spec, version=index))
+        spec = with_replicas(stored.spec, cmd.replicas)
+        self._objects.put_workload(
+            StoredWorkload(
+                id=stored.id, spec=spec, version=index, created_index=stored.created_index
+            )
+        )
         return Success(version=index)
 
     def _delete_workload(self, cmd: DeleteWorkload, index: int) -> Response:

@@ -114,6 +114,21 @@ class WorkloadSpec:
     ports: tuple[Port, ...] = attrs.field(default=(), converter=to_ports)
 
 
+_SPEC_FIELDS = tuple(a.name for a in attrs.fields(WorkloadSpec))
+
+
+def with_replicas(spec: WorkloadSpec, replicas: int) -> WorkloadSpec:
+    """``attrs.evolve(spec, replicas=replicas)``, equal in every field, without running the
+    other fields' converters again: they hold converted (canonical) values already, and
+    ``replicas`` has none. A scale's apply on every node (docs/performance.md, "Round 11
+    (s12-cpu)": ``evolve`` was 5-7 % of a follower's samples under a scale load)."""
+    new = object.__new__(WorkloadSpec)
+    for name in _SPEC_FIELDS:
+        object.__setattr__(new, name, getattr(spec, name))
+    object.__setattr__(new, "replicas", replicas)
+    return new
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class WorkloadStatus:
     """Observed state of a workload, derived from its instances when it is read.

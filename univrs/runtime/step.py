@@ -1,0 +1,326 @@
+"""The driver's step loop: the one task that owns the Raft core (``StepLoop._drive``).
+
+``RaftRuntime`` (driver.py) is built whole and offers the proposal path (``propose``,
+``propose_together``, ``read_index``, ``call``: events put on the inbox); this module is the
+other side of the inbox, mixed into it: the loop that takes those events, steps the core and
+carries out each Ready.
+
+Theory of operation. Every input to the core arrives as an event on one bounded memory channel
+(the ``Inbox``, events.py): Raft messages from the transport (put there by the transport's
+reader tasks), ticks (a ticker task), proposals and read requests from the API and ``applied``
+reports from the apply loop; the storage writer's ``persisted`` reports wait in ``_persisted``
+(in order), and one wake-up event on the channel says they are there. The driver drains
+whatever is queued, feeds it to the core, proposes the waiting proposals as one batch (below),
+then takes the core's Ready and hands it to the one interpreter of its contract
+(univrs/raft/interpreter.py ``execute``, shared with the simulator), which calls the driver's
+effects in the contract's order:
+
+* persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
+* a snapshot from the leader                  -> the snapshotter (store, then restore);
+* ``messages``                                -> the transport, at once;
+* ``committed``                               -> the apply loop (in order), or applied on
+  this step when small and nothing else is queued (``apply_committed``);
+* ``reads`` / ``dropped_reads``               -> the waiting readers.
+
+Ticks come from a ticker task (ticks.py) as events too, so the driver waits on its channel with no
+deadline of its own (a cancel scope per loop iteration cost more than the ticks).
+
+Proposal batching (batching.py): at most ``proposal_depth`` batches (1 by default) are
+appended and not yet applied here; proposals that arrive meanwhile wait in the open batch,
+which goes as one ``propose_many`` once the batch in flight applies (after one scheduling
+round: ``_drive``), or at the end of the step it arrived in when there is room.
+
+``status()`` (the ``RuntimeView``) is rebuilt lazily. The driver rebuilds it itself only
+after a step that can change role, leader, term, commit, applied or the membership: role,
+leader and term come with a Ready's soft state, term and commit with its hard state, the
+membership with its entries, truncation or snapshot, ``applied`` with an ``Applied`` report;
+a ``call`` may do anything. ``wait_changed`` fires only when role, leader, term or a
+membership changed, never for commit or apply progress alone; a caller waiting for an index
+uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
+that reaches it).
+
+Nothing but the driver calls the core.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from univrs.errors import NotLeader, Unavailable
+from univrs.raft.interpreter import InstallJob, Persisted, PersistJob, execute, report_persisted
+from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Message, SnapshotMeta
+from univrs.raft.node import RaftNode
+from univrs.raft.ready import Role, SnapshotInstall, SoftState
+from univrs.runtime.applier import Applier
+from univrs.runtime.batching import ProposalBatches
+from univrs.runtime.capabilities import BatchGate
+from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
+from univrs.runtime.ports import MEMORY_STATE, Metrics, StateBackend, Transport
+from univrs.runtime.snapshots import precheck_due, precheck_off_loop
+from univrs.runtime.snapshotter import Snapshotter
+from univrs.runtime.ticks import LeaseClock
+from univrs.runtime.view import RuntimeView
+from univrs.runtime.waiter import Waiter
+from univrs.runtime.writer import StorageWriter
+
+log = logging.getLogger("univrs.node")
+
+__all__ = ["APPLY_ON_STEP_BYTES", "StepLoop"]
+
+# Committed entries of at most this many bytes may apply on the driver's step.
+APPLY_ON_STEP_BYTES = 1024
+
+
+class _Wake:
+    """The storage writer's nudge: reports wait in ``RaftRuntime._persisted``."""
+
+
+_WAKE = _Wake()
+
+
+class StepLoop:
+    """The driver task and the Ready's effects, mixed into ``RaftRuntime`` (driver.py), which
+    declares and builds every attribute named here."""
+
+    if not TYPE_CHECKING:  # no instance dict (RaftRuntime is slotted); mypy would check the
+        __slots__ = ()  # mixin's assignments against this empty tuple, not RaftRuntime's slots
+
+    core: RaftNode
+    transport: Transport
+    metrics: Metrics
+    view: RuntimeView
+    inbox: Inbox
+    state_backend: StateBackend
+    on_membership: Callable[[dict[str, str]], None]
+    _writer: StorageWriter
+    _applier: Applier
+    _snapshots: Snapshotter
+    _batches: ProposalBatches
+    _reads: dict[int, Waiter[int]]
+    _next_ctx: int
+    _last_contact: dict[str, float]
+    _soft: SoftState | None
+    _peers: dict[str, str] | None
+    _step_dirty: bool
+    _clock: LeaseClock
+    _persisted: collections.deque[Persisted]
+    _wake_sent: bool
+    _may_pack: BatchGate
+    _applied_on_step: int
+
+    @property
+    def applied_membership(self) -> Membership:
+        """The configuration of the applied log (may lag ``status().membership``)."""
+        return self.view.applied_membership
+
+    # ------------------------------------------------------------------ the step loop
+
+    async def _drive(self) -> None:
+        recv = self.inbox.receiver
+        self._step_dirty = True
+        self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
+        held: object | None = None  # an event _drain stopped at (it needs a precheck first)
+        while True:
+            ev = held if held is not None else await recv.receive()
+            if precheck_due(ev, self.core):
+                await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
+            self._handle(ev)
+            held = self._drain()
+            batches = self._batches
+            if batches.released and batches.open and held is None:
+                # The batch in flight just applied and woke its proposers. Let every task that
+                # is runnable now (those proposers; API readers with requests that arrived
+                # meanwhile) run once before the open batch goes, so that it goes whole: one
+                # scheduling round, measured to keep the batches as large as the API's batcher
+                # made them (it released the next batch only once the last proposer returned).
+                self._process_ready()
+                await trio.lowlevel.checkpoint()
+                held = self._drain()
+            batches.released = False
+            batches.flush(self.core, self._applier.pending, self._may_pack)
+            self._process_ready()
+
+    def _drain(self) -> object | None:
+        """Handle every event queued now (the writer's reports first); stop at (and return)
+        one that needs a precheck."""
+        self._take_persisted()
+        recv = self.inbox.receiver
+        while True:
+            try:
+                ev = recv.receive_nowait()
+            except trio.WouldBlock:
+                return None
+            if precheck_due(ev, self.core):
+                return ev
+            self._handle(ev)
+
+    def _take_persisted(self) -> None:
+        """Give the core the writer's reports, in order (contract step 4)."""
+        self._wake_sent = False
+        reports = self._persisted
+        while reports:
+            report_persisted(self.core, reports.popleft())
+
+    def _handle(self, ev: object) -> None:
+        if ev is _WAKE:
+            self._take_persisted()
+        elif isinstance(ev, Message):
+            self._last_contact[ev.src] = trio.current_time()
+            self.core.step(ev)
+        elif isinstance(ev, Propose):
+            self._batches.open.append(ev)
+        elif isinstance(ev, ProposeMany):
+            self._batches.open.extend(ev.proposals)
+        elif ev is TICK:
+            if self.core.config.read_lease:
+                self._clock.catch_up(self.core)
+            else:
+                self.core.tick()
+        elif isinstance(ev, Applied):
+            self._step_dirty = True
+            self._batches.applied(ev.index)  # may release a batch in flight
+            self.core.applied(ev.index)
+            self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
+        elif isinstance(ev, Read):
+            ctx = self._next_ctx
+            self._next_ctx += 1
+            self._reads[ctx] = ev.waiter
+            if ev.lease:
+                self._clock.catch_up(self.core)
+            self.core.read_index(ctx, lease=ev.lease)
+        elif isinstance(ev, Call):
+            self._step_dirty = True
+            try:
+                ev.waiter.set(ev.fn(self.core))
+            except AssertionError:
+                raise  # a bug in the core: the node must stop, not carry on
+            except Exception as exc:  # reported to the caller, e.g. NotLeader
+                ev.waiter.fail(exc)
+        else:
+            raise AssertionError(f"unknown driver event {ev!r}")
+
+    def _process_ready(self) -> None:
+        self._take_ready()
+        while self._applied_on_step:  # committed entries applied on this step (below)
+            index, self._applied_on_step = self._applied_on_step, 0
+            self._handle(Applied(index))  # as the apply loop would report it, minus a hop
+            self._batches.released = False  # its proposers run before the next step anyway
+            self._take_ready()
+        self._finish_step()
+
+    def _take_ready(self) -> None:
+        if self.core.has_ready():
+            rd = self.core.ready()
+            config_changed = rd.snapshot is not None or any(
+                e.kind is EntryKind.CONFIG for e in rd.entries
+            )
+            if (
+                config_changed
+                or rd.soft_state is not None
+                or rd.hard_state is not None
+                or rd.truncate_from is not None
+            ):
+                self._step_dirty = True
+            if rd.hard_state is not None and rd.hard_state.term != self.view.last_status().term:
+                log.info("term changed", extra={"term": rd.hard_state.term})
+            if config_changed:
+                # Tell the transport the new members' addresses before this Ready's messages
+                # go out: the leader's first append to a member just added must not be
+                # dropped for want of its address (it would wait for the next heartbeat).
+                self._refresh_status()
+            execute(rd, self)
+
+    def _finish_step(self) -> None:
+        if self._step_dirty:
+            self._step_dirty = False
+            self._refresh_status()
+        else:
+            self.view.mark_stale()  # e.g. last index, persisted, peers' progress
+
+    def _refresh_status(self) -> None:
+        status = self.view.refresh()
+        peers = {**dict(self.applied_membership.addresses), **dict(status.membership.addresses)}
+        if peers != self._peers:
+            self._peers = peers
+            self.on_membership(peers)
+
+    # ---------------------------------------------- the Ready's effects (interpreter.execute)
+
+    def soft_state_changed(self, soft: SoftState) -> None:
+        old = self._soft
+        self._soft = soft
+        if old is None or old.role != soft.role:
+            log.info(
+                "role changed",
+                extra={"role": soft.role.value, "term": soft.term, "leader": soft.leader},
+            )
+            if soft.role is Role.CANDIDATE:
+                self.metrics.elections.inc()
+            if old is not None and old.role is Role.LEADER:
+                self._batches.fail_open(NotLeader(soft.leader))
+            self._batches.in_flight.clear()  # a new leadership starts with nothing in flight
+        if old is None or old.leader != soft.leader:
+            log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
+            if soft.leader is not None:
+                self.metrics.leader_changes.inc()
+
+    def restore_snapshot(self, install: SnapshotInstall, job: InstallJob) -> None:
+        # Stored before anything else of this Ready, restored before later entries apply.
+        self._snapshots.install(install, job)
+
+    def submit_write(self, job: PersistJob) -> None:
+        self._writer.submit(job)
+
+    def send(self, msg: Message) -> None:
+        self.transport.send(msg)
+
+    def apply_committed(self, entries: tuple[Entry, ...]) -> None:
+        # A small commit with nothing else going on applies on this step: no hand-off to the
+        # apply loop and back (docs/runtime.md, "Applying on the driver's step", also on why a
+        # persistent state waits for an idle writer: a conservative choice, not a need).
+        if (
+            sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
+            and not self._batches.open
+            and (self.state_backend is MEMORY_STATE or self._writer.idle)
+            and self._applier.apply_now(entries)
+        ):
+            self._applied_on_step = self._applier.applied_index
+            return
+        self._applier.enqueue(entries)
+
+    def read_ready(self, ctx: int, index: int) -> None:
+        read = self._reads.pop(ctx, None)
+        if read is not None:
+            read.set(index)
+
+    def read_dropped(self, ctx: int) -> None:
+        read = self._reads.pop(ctx, None)
+        if read is not None:
+            read.fail(Unavailable("the read could not be confirmed by a leader; retry"))
+
+    # ---------------------------------------------- the writer's and the apply loop's reports
+
+    def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
+        # Called by the storage writer on the Trio loop, outside the driver's task: keep the
+        # report (in order) and wake the driver. A full inbox needs no wake-up of its own: the
+        # driver takes the reports at every step, before the events.
+        self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
+        if not self._wake_sent:
+            try:
+                self.inbox.sender.send_nowait(_WAKE)
+                self._wake_sent = True
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # shutting down
+
+    def _after_apply(self) -> None:
+        self._snapshots.maybe_snapshot()
+
+    def _on_restored(self, meta: SnapshotMeta) -> None:
+        self._snapshots.restored(meta)
