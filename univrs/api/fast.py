@@ -22,8 +22,10 @@ the address the forwarding node saw). Connections per client address are bounded
 (``limits.max_connections_per_address``): one more is rejected at the websocket handshake with
 HTTP 429, logged once per address.
 
-A frame that cannot be decoded closes the connection with a protocol error (one WARNING line per
-client host and kind of refusal, then DEBUG);
+A hello or frame that cannot be decoded (or holds more than ``codec.MAX_FRAME_ITEMS`` CBOR
+items) closes the connection with a protocol error, counted in the node's
+``transport.rejected_connections`` (one WARNING line per client host and kind of refusal, then
+DEBUG);
 a request with a readable id but bad fields gets an error response. An exception escaping an
 operation is a bug: it is logged and answered with ``internal``, and the node carries on.
 """
@@ -76,6 +78,14 @@ def _refusal_level(host: str, kind: str) -> int:
     if len(_WARNED) < _MAX_WARNED:
         _WARNED.add(key)
     return logging.WARNING
+
+
+def _count_refusal(node: NodeHandle) -> None:
+    """Count a connection closed for a bad hello or frame in the listener's
+    ``transport.rejected_connections`` (``/client`` is served on the raft listener)."""
+    transport = getattr(node, "transport", None)
+    if transport is not None:
+        transport.count_rejected()
 
 
 def _own_address(configured: str, bound: int | None) -> str:
@@ -136,6 +146,7 @@ class _ClientConnection:
             try:
                 requests = protocol.decode_requests(data, max_size=max_size)
             except ProtocolError as exc:
+                _count_refusal(self.service.node)
                 log.log(
                     _refusal_level(self.host or self.remote, "frame"),
                     "closing client connection from %s: %s",
@@ -345,6 +356,7 @@ async def _serve_client(
                 token = protocol.check_client_hello(await ws.get_message())
         except (trio.TooSlowError, ProtocolError) as exc:
             reason = "no hello in time" if isinstance(exc, trio.TooSlowError) else str(exc)
+            _count_refusal(node)
             log.log(
                 _refusal_level(host or remote, "hello"),
                 "refusing client connection from %s: %s",

@@ -13,7 +13,7 @@ from typing import Any
 
 from univrs import __version__
 from univrs.service.operations import ANY_TOKEN, OPERATIONS, PUBLIC, Operation, Param, Type, Where
-from univrs.service.schemas import SCHEMAS, obj, ref
+from univrs.service.schemas import GONE_RESULTS, SCHEMAS, obj, ref
 
 _ERRORS = {
     "400": "Malformed request (body is not JSON, nested too deep, bad header syntax)",
@@ -61,6 +61,15 @@ def request_body(op: Operation) -> dict[str, Any]:
     return obj({p.name: p.schema for p in body}, tuple(p.name for p in body if p.required))
 
 
+def result_schema(op: Operation) -> dict[str, Any]:
+    """The JSON Schema of an operation's successful answer. A write of an object may be
+    answered ``WrittenThenDeleted`` (it applied, and a later command of its batch deleted the
+    object: docs/api.md, "Write outcomes"), so its result is one of the two."""
+    if op.is_write and op.result in GONE_RESULTS:
+        return {"oneOf": [ref(op.result), ref("WrittenThenDeleted")]}
+    return ref(op.result)
+
+
 def _operation(op: Operation) -> dict[str, Any]:
     params: list[dict[str, Any]] = []
     path = op.path_param
@@ -104,7 +113,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {
         ok: {
             "description": "OK",
-            "content": {"application/json": {"schema": ref(op.result)}},
+            "content": {"application/json": {"schema": result_schema(op)}},
         }
     }
     for status, text in _ERRORS.items():

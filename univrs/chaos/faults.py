@@ -10,7 +10,12 @@ The injector remembers what it broke (``down``: node -> how; the network contrib
 ``heal_all`` at the end of the fault phase restores everything whatever was in progress.
 Membership faults change which nodes are expected to run (``active``): a joined spare becomes
 active; a node that left or was removed is stopped and is no longer active (healing does not
-bring it back, and the final checks compare the active members only).
+bring it back, and the final checks compare the active members only). A spare is active from
+its start, but while its join runs (``joining``) no other fault picks it, as a target or as
+the member to go through: at a load of 10 its process took 11 s to listen, and a `leave
+follower` that picked it 8 s after its start failed at once, connection refused (chaos seed
+603 of join-and-leave-under-load, "no answer" in 24 ms; the same for a `remove leader` asked
+through the second spare a second before it listened).
 Targets are resolved when a fault starts (the leader at that moment); random choices come from
 the seeded ``rng``.
 """
@@ -28,7 +33,7 @@ import trio
 from univrs.chaos.links import Link, LinkFaults, partition_links
 from univrs.chaos.monitor import FETCH_ERRORS, Monitor
 from univrs.chaos.proxy import FaultProxy, LinkPolicy
-from univrs.chaos.scenario import MEMBERSHIP_KINDS, PlannedFault
+from univrs.chaos.scenario import MEMBERSHIP_KINDS, FaultSpec, PlannedFault
 from univrs.net.http import HttpResponse, request_json
 from univrs.tools.devcluster import LocalCluster, NodeProc
 
@@ -79,8 +84,10 @@ class Injector:
     down: dict[str, str] = attrs.field(factory=dict)  # node -> killed|stopped|paused|died
     unexpected: list[str] = attrs.field(factory=list)  # surprises (bad exit codes, ...)
     active: set[str] = attrs.field(factory=set)  # members expected to run (see the docstring)
+    joining: set[str] = attrs.field(factory=set)  # started spares whose join fault still runs
     spares_left: list[str] = attrs.field(factory=list)  # spare nodes not started yet
     _links: LinkFaults = attrs.field(init=False)
+    _fetch_errors: dict[str, str] = attrs.field(factory=dict)  # node -> last request's failure
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
     # One wipe at a time: a second disk lost while the first member still rejoins would lose
     # a quorum's data (no cluster recovers from that without an operator's unsafe recover).
@@ -103,7 +110,11 @@ class Injector:
             self.spares_left = sorted(spares)
 
     def _up(self) -> list[str]:
-        return [n for n in self.node_ids if n in self.active and n not in self.down]
+        return [
+            n
+            for n in self.node_ids
+            if n in self.active and n not in self.down and n not in self.joining
+        ]
 
     async def _resolve(self, target: str) -> str | None:
         up = self._up()
@@ -355,7 +366,8 @@ class Injector:
         addr = self.cluster.node(node_id).api_addr
         try:
             return await request_json(addr, method, path, body=body, timeout=timeout)
-        except FETCH_ERRORS:
+        except FETCH_ERRORS as exc:
+            self._fetch_errors[node_id] = f"{type(exc).__name__}: {exc}"[:160]
             return None
 
     def _problem(self, rec: FaultRecord, message: str) -> None:
@@ -388,29 +400,11 @@ class Injector:
                 return
             spare = self.spares_left.pop(0)
             rec.targets = (spare,)
-            await self._proc(f"join {self.cluster.node(via).api_addr}", spare)
-            started = trio.current_time()
-            state = "?"
-            left = "" if spec.param("via_leaves") else None  # "": not yet
-            # With via_leaves the wait is shielded (like a wipe's rejoin): a join cut off by
-            # the end of the fault phase would pass unjudged, and a learner that never gets
-            # promoted still converges with the others.
-            with trio.CancelScope(shield=left is not None), trio.move_on_after(timeout):
-                while True:
-                    resp = await self._api(spare, "GET", "/v1/cluster/join", timeout=2.0)
-                    if resp is not None and resp.status == 200:
-                        state = resp.body.get("state", "?")
-                        if state in ("voter", "failed"):
-                            break
-                        if left == "" and state in ("adding", "catching-up", "promoting"):
-                            left = await self._via_leaves(via, timeout)
-                    await trio.sleep(0.25)
-            took = trio.current_time() - started
-            after = f" ({via} {left} during the join)" if left else ""
-            if state == "voter":
-                rec.note = f"{spare} joined via {via}, a voter after {took:.1f}s{after}"
-            else:
-                self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s{after}")
+            self.joining.add(spare)
+            try:
+                await self._join(spec, rec, spare, via, timeout)
+            finally:
+                self.joining.discard(spare)
             return
         if kind == "wipe":
             async with self._wiping:  # after the previous wipe's member is a voter again
@@ -425,6 +419,34 @@ class Injector:
             rec.note = f"skipped: no {spec.target} node available"
             return
         await self._leave_or_remove(rec, kind, target, timeout)
+
+    async def _join(
+        self, spec: FaultSpec, rec: FaultRecord, spare: str, via: str, timeout: float
+    ) -> None:
+        """Start ``spare`` joining through ``via``; wait up to ``timeout`` for it to be a voter."""
+        await self._proc(f"join {self.cluster.node(via).api_addr}", spare)
+        started = trio.current_time()
+        state = "?"
+        left = "" if spec.param("via_leaves") else None  # "": not yet
+        # With via_leaves the wait is shielded (like a wipe's rejoin): a join cut off by
+        # the end of the fault phase would pass unjudged, and a learner that never gets
+        # promoted still converges with the others.
+        with trio.CancelScope(shield=left is not None), trio.move_on_after(timeout):
+            while True:
+                resp = await self._api(spare, "GET", "/v1/cluster/join", timeout=2.0)
+                if resp is not None and resp.status == 200:
+                    state = resp.body.get("state", "?")
+                    if state in ("voter", "failed"):
+                        break
+                    if left == "" and state in ("adding", "catching-up", "promoting"):
+                        left = await self._via_leaves(via, timeout)
+                await trio.sleep(0.25)
+        took = trio.current_time() - started
+        after = f" ({via} {left} during the join)" if left else ""
+        if state == "voter":
+            rec.note = f"{spare} joined via {via}, a voter after {took:.1f}s{after}"
+        else:
+            self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s{after}")
 
     async def _wipe(self, rec: FaultRecord, node: str, timeout: float) -> None:
         """A member loses its disk (docs/operations.md "A disk was replaced"): kill -9, data
@@ -495,7 +517,10 @@ class Injector:
             via = self.rng.choice(others)
             resp = await self._api(via, "DELETE", f"/v1/cluster/members/{node}", timeout=timeout)
         if resp is None or resp.status != 200:
-            why = "no answer" if resp is None else f"{resp.status} {resp.body}"
+            if resp is None:
+                why = f"no answer ({self._fetch_errors.get(via if kind != 'leave' else node)})"
+            else:
+                why = f"{resp.status} {resp.body}"
             self._problem(rec, f"{kind} of {node} failed: {why}")
             return
         await self._proc("retire", node)

@@ -54,6 +54,10 @@ MAX_FRAME_REQUESTS = 4096
 ``MAX_PER_FRAME``). Before the bound a 4 MiB frame of 5-byte requests (``{"id": 0}``) was
 800,000 requests, each a decoded map, an error and a response held at once: 1.3 GB of node
 memory from one frame."""
+MAX_HELLO = 64 * 1024
+"""The largest client hello a node reads (a token and three small fields; was ``MAX_FRAME``)."""
+MAX_HELLO_ITEMS = 256
+"""The most CBOR items in a client hello (it has four keys at most)."""
 CONSISTENCIES = ("linearizable", "lease", "local")
 CONSISTENCY_MESSAGE = "consistency must be 'linearizable', 'lease' or 'local'"
 LEASE_OFF_MESSAGE = (
@@ -119,7 +123,7 @@ def encode_client_hello(token: str | None = None) -> bytes:
 def check_client_hello(data: bytes | str) -> str | None:
     """The hello's token (None: none); ProtocolError unless ``data`` is a client hello of our
     version."""
-    doc = _decode(data, "hello")
+    doc = _decode(data, "hello", MAX_HELLO, MAX_HELLO_ITEMS)
     if not (isinstance(doc, dict) and doc.get("univrs") == PROTOCOL):
         raise ProtocolError("the first frame is not a univrs client hello")
     if doc.get("v") != VERSION:
@@ -184,16 +188,17 @@ def encode_requests(requests: list[Request]) -> bytes:
 
 def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Request | BadRequest]:
     """Requests of one frame. Raises ProtocolError when the frame (or a request's id) is
-    unusable or carries more than ``MAX_FRAME_REQUESTS`` requests (refused from the array's
-    head, before any is decoded); a request with a readable id but bad fields becomes a
-    ``BadRequest``."""
+    unusable, carries more than ``MAX_FRAME_REQUESTS`` requests (refused from the array's head,
+    before any is decoded) or more than ``codec.MAX_FRAME_ITEMS`` CBOR items (refused from a walk
+    over the item heads, before any is decoded); a request with a readable id but bad fields becomes
+    a ``BadRequest``."""
     if not isinstance(data, str):
         count = codec.array_length(data)
         if count is not None and count > MAX_FRAME_REQUESTS:
             raise ProtocolError(
                 f"request frame of {count} requests (at most {MAX_FRAME_REQUESTS} allowed)"
             )
-    doc = _decode(data, "request frame", max_size)
+    doc = _decode(data, "request frame", max_size, codec.MAX_FRAME_ITEMS)
     if type(doc) is not list:
         raise ProtocolError("a request frame must be an array of requests")
     out: list[Request | BadRequest] = []
@@ -339,10 +344,12 @@ def decode_responses(
     return (leader if isinstance(leader, str) else None), doc["r"]
 
 
-def _decode(data: bytes | str, what: str, max_size: int = MAX_FRAME) -> Any:
+def _decode(
+    data: bytes | str, what: str, max_size: int = MAX_FRAME, max_items: int | None = None
+) -> Any:
     if isinstance(data, str):
         raise ProtocolError(f"{what}: text frame (client frames are binary CBOR)")
     try:
-        return codec.decode_plain(data, max_size=max_size)
+        return codec.decode_plain(data, max_size=max_size, max_items=max_items)
     except ProtocolError as exc:
         raise ProtocolError(f"{what}: {exc}") from None

@@ -6,8 +6,9 @@
 * ``univrs.codec.plain``: plain data (client frames, entry payloads, storage records)
   (``encode_plain`` / ``decode_plain``, ``check_plain`` for an item decoded on its own);
 * ``univrs.codec.strict``: the strict one-item CBOR loader both decode with (no tags, no
-  trailing bytes, bounded size and depth; every failure a ``ProtocolError``), and
-  ``array_length``, a frame's item count read from its head before decoding.
+  trailing bytes, bounded size and depth, and for frames from the network a bounded count of
+  items, ``MAX_FRAME_ITEMS``; every failure a ``ProtocolError``), and ``array_length``, a
+  frame's item count read from its head before decoding.
 
 Callers use this package's names (``from univrs import codec; codec.encode_plain(...)``).
 """
@@ -25,10 +26,11 @@ from univrs.codec.messages import (
     message_fields,
 )
 from univrs.codec.plain import DEFAULT_MAX_DEPTH, check_plain, decode_plain, encode_plain
-from univrs.codec.strict import array_length
+from univrs.codec.strict import MAX_FRAME_ITEMS, array_length
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
+    "MAX_FRAME_ITEMS",
     "WIRE_VERSION",
     "array_length",
     "check_plain",

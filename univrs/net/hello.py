@@ -39,6 +39,7 @@ from typing import Any
 import attrs
 import cbor2
 
+from univrs.codec.strict import load
 from univrs.errors import ProtocolError
 from univrs.net.address import split_host_port
 
@@ -47,6 +48,10 @@ WIRE_VERSION = 1
 
 _MAGIC = "univrs-raft"
 _MAX_HELLO_SIZE = 4096
+# A hello is a flat map of about ten fields: decoded strictly (no tags, no duplicate keys, no
+# indefinite lengths), nested and itemised within generous bounds for fields to come.
+_MAX_HELLO_DEPTH = 8
+_MAX_HELLO_ITEMS = 256
 _MAX_INCARNATION = 64
 # An incarnation is 16 hex characters (``LogStore.incarnation``); a hello's is logged, named
 # in close reasons and recorded in the configuration by the leader: ASCII letters, digits,
@@ -113,10 +118,13 @@ def decode_hello(data: bytes | str) -> Hello:
         raise ProtocolError("expected a binary hello frame, got a text frame")
     if len(data) > _MAX_HELLO_SIZE:
         raise ProtocolError(f"hello frame of {len(data)} bytes exceeds {_MAX_HELLO_SIZE}")
-    try:
-        doc: Any = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several types on garbage; all mean "malformed"
-        raise ProtocolError(f"malformed hello frame: {exc}") from None
+    doc: Any = load(
+        data,
+        max_size=_MAX_HELLO_SIZE,
+        max_depth=_MAX_HELLO_DEPTH,
+        what="hello frame",
+        max_items=_MAX_HELLO_ITEMS,
+    )
     if not isinstance(doc, dict) or doc.get("hello") != _MAGIC:
         raise ProtocolError("first frame is not a univrs raft hello")
     version = doc.get("version")

@@ -140,6 +140,11 @@ class RaftInbound:
             counters = self._counters[nid] = PeerCounters()
         return counters
 
+    def count_rejected(self) -> None:
+        """Count one inbound connection another route of this listener closed for breaking
+        its protocol (``/client``: a bad hello or frame), in ``rejected_connections``."""
+        self._rejected += 1
+
     def refuse_without_node_certificate(self, remote: str, route: str) -> str | None:
         """With TLS: the node id of the connection's certificate, or None after logging and
         counting a connection that showed none (it must be refused). Without TLS: ``""``."""

@@ -37,6 +37,7 @@ from trio_websocket import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from univrs.codec.strict import load
 from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.hello import WIRE_VERSION
@@ -47,6 +48,8 @@ log = logging.getLogger("univrs.net")
 PROBE_PATH = "/probe"
 _MAGIC = "univrs-raft"
 _MAX_FRAME = 4096
+_MAX_DEPTH = 8  # a probe frame is a flat map: decoded strictly, within generous bounds
+_MAX_ITEMS = 256
 
 
 @attrs.frozen(kw_only=True)
@@ -72,10 +75,7 @@ class ProbeAnswer:
 def _load(data: bytes | str, what: str) -> dict[str, Any]:
     if isinstance(data, str) or len(data) > _MAX_FRAME:
         raise ProtocolError(f"{what}: expected a binary frame of at most {_MAX_FRAME} bytes")
-    try:
-        doc = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise ProtocolError(f"malformed {what}: {exc}") from None
+    doc = load(data, max_size=_MAX_FRAME, max_depth=_MAX_DEPTH, what=what, max_items=_MAX_ITEMS)
     if not isinstance(doc, dict) or doc.get("probe") != _MAGIC:
         raise ProtocolError(f"{what}: not a univrs probe frame")
     return doc

@@ -177,6 +177,14 @@ SCHEMAS: dict[str, Any] = {
         ("id", "deleted", "version"),
         closed=False,
     ),
+    # A write that applied, answered after a later command (a concurrent delete, in the same
+    # batch or applied before the answer was rendered) removed its object: what the write did
+    # (``univrs.api.opargs.gone``). A heartbeat's answer adds ``ttl_ms``.
+    "WrittenThenDeleted": obj(
+        {"id": {"type": "string"}, "version": {"type": "integer"}, "deleted": {"const": True}},
+        ("id", "version", "deleted"),
+        closed=False,
+    ),
     "Balance": obj(
         {"peer": {"type": "string"}, "balance": {"type": "integer", "minimum": 0}},
         ("peer", "balance"),
@@ -257,6 +265,11 @@ SCHEMAS: dict[str, Any] = {
         closed=False,
     ),
 }
+
+
+GONE_RESULTS = frozenset({"Workload", "Instance", "Node", "Heartbeat"})
+"""Results of writes answered ``WrittenThenDeleted`` when their object is gone by the time
+the answer is rendered (their operations document both: ``univrs.api.openapi``)."""
 
 
 def _page(item: str) -> dict[str, Any]:
