@@ -13,7 +13,7 @@ from harness import Cluster
 from test_raft_snapshot import lagging, same_state, start_stream
 
 from univrs.raft import InstallSnapshot, InstallSnapshotResponse, SnapshotMeta
-from univrs.raft.inspect import PeerStatus
+from univrs.raft.ready import PeerStatus
 from univrs.raft.snapshot import SnapshotUnreadable
 
 
