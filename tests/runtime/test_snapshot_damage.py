@@ -19,6 +19,7 @@ import trio
 
 from tests.api.helpers import Cluster, make_configs, wait_until
 from tests.runtime.test_state_lmdb import _caught_up, _write, write_until_only_a_snapshot_catches_up
+from univrs.errors import StorageError
 from univrs.server.node import Node
 from univrs.sm import state_digest
 
@@ -143,4 +144,50 @@ async def test_the_scrub_finds_a_damaged_snapshot_after_start_and_retakes_it(
 
         await wait_until(scrubbed, "a scrub of the new snapshot", 30)
         assert len(_damage_reports(caplog)) == 1
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "memory"])
+async def test_a_snapshot_file_damaged_while_stopped(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture, backend: str
+) -> None:
+    """Cut short while the node is down. On LMDB the node resumes from its state (past the
+    snapshot, which it does not read) and the scrub has it retaken; in memory the snapshot is
+    the state's only copy below the log: the start is refused, saying what to do (as for any
+    snapshot that cannot be restored: test_bad_stored_snapshot.py)."""
+    caplog.set_level(logging.INFO, logger="univrs.node")
+    configs = make_configs(
+        tmp_path,
+        1,
+        state_backend=backend,
+        snapshot_threshold=16,
+        snapshot_trailing_entries=4,
+        snapshot_scrub_interval_ms=300,
+    )
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery=nursery, configs=configs)
+        node = await cluster.start("n1")
+        await cluster.wait_leader()
+        await _write(node, 1, 20)
+        await wait_until(lambda: node.runtime.last_snapshot_index > 0, "a snapshot", 30)
+        before = state_digest(node.runtime.sm)
+        path = _stored_file(node)
+        await cluster.kill("n1")
+        os.truncate(path, os.path.getsize(path) - 1)
+        if backend == "memory":
+            with pytest.raises(StorageError, match=r"bytes, not .*--replace"):
+                await cluster.start("n1")
+            nursery.cancel_scope.cancel()
+            return
+        node = await cluster.start("n1")
+        await cluster.wait_leader()
+        assert state_digest(node.runtime.sm) != "" and node.runtime.applied_index > 0
+        await wait_until(lambda: _damage_reports(caplog), "the scrub's finding", 60)
+        await wait_until(lambda: _stored_file(node) != path, "the retaken snapshot", 60)
+        loaded = await trio.to_thread.run_sync(node.storage.load_snapshot)
+        assert loaded is not None
+        (report,) = _damage_reports(caplog)
+        assert "bytes, not" in report.problem  # type: ignore[attr-defined]
+        await _write(node, 100, 2)  # it serves
+        assert state_digest(node.runtime.sm) != before
         nursery.cancel_scope.cancel()

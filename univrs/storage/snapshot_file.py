@@ -234,20 +234,25 @@ class FileSnapshot:
             raise layout.Corrupt(
                 f"snapshot at index {self.meta.index}: {self._blocks} blocks for {self._size} bytes"
             )
+        # A file that is missing or of the wrong size is damage like a flipped bit: found
+        # here, told by every read (``SnapshotDamaged``), so that a node that does not need
+        # the snapshot's data to start (a persisted state past it) starts, and retakes it.
+        self._problem: str | None = None
+        self._fd: int | None = None
+        self._closer: Any = None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise layout.Corrupt(f"snapshot file {path.name} is missing") from None
+            self._problem = f"snapshot file {path.name} is missing"
         except OSError as exc:
             raise StorageError(f"cannot open {path}: {exc.strerror}") from None
-        self._fd = fd
-        self._closer = weakref.finalize(self, os.close, fd)
-        expected = self._blocks * 4 + self._size
-        if os.fstat(fd).st_size != expected:
-            self.close()
-            raise layout.Corrupt(
-                f"snapshot file {path.name}: {os.stat(path).st_size} bytes, not {expected}"
-            )
+        else:
+            self._fd = fd
+            self._closer = weakref.finalize(self, os.close, fd)
+            expected = self._blocks * 4 + self._size
+            actual = os.fstat(fd).st_size
+            if actual != expected:
+                self._problem = f"snapshot file {path.name}: {actual} bytes, not {expected}"
         self.touched = False
 
     def __len__(self) -> int:
@@ -268,7 +273,8 @@ class FileSnapshot:
         """Nothing to do (see ``detach_if_readable``)."""
 
     def close(self) -> None:
-        self._closer()
+        if self._closer is not None:
+            self._closer()
 
     @property
     def where(self) -> str:
@@ -286,6 +292,8 @@ class FileSnapshot:
         the hook) on a mismatch, a short read or an I/O error."""
         lo, hi = slice_bounds(key, self._size)
         self.touched = True
+        if self._problem is not None or self._fd is None:
+            raise self.damaged(f"corrupt snapshot file {self.path}: {self._problem}")
         if hi <= lo:
             return b""
         first, last = lo // BLOCK_DATA, (hi - 1) // BLOCK_DATA
