@@ -160,7 +160,10 @@ def test_a_damaged_chunk_of_a_leader_snapshot_is_reported_and_scrubbed(
     assert scrub is not None
     with pytest.raises(SnapshotDamaged):
         scrub.run()
-    assert len(heard.reports) == 2  # each finding reported; the runtime logs a copy once
+    with pytest.raises(SnapshotDamaged, match="snapshot chunk 0: checksum mismatch"):
+        store.load_snapshot()  # a backup's read: reported too, so a running node retakes it
+    assert len(heard.reports) == 3  # each finding reported; the runtime logs a copy once
+    assert {r[1] for r in heard.reports} == {where}
 
 
 def test_a_retake_replaces_a_snapshot_at_the_same_index_with_a_new_file(

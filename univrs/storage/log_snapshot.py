@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 from univrs.storage.layout import Corrupt
-from univrs.storage.snapshot_check import SCRUB_PIECE, DamageHook, Scrub
+from univrs.storage.snapshot_check import SCRUB_PIECE, DamageHook, Scrub, SnapshotDamaged
 from univrs.storage.snapshot_file import PART_BLOCKS, FileSnapshot, SnapshotFiles
 from univrs.storage.snapshot_parts import PART_CHUNKS, SnapshotParts
-from univrs.storage.stored_snapshot import StoredSnapshot
+from univrs.storage.stored_snapshot import StoredSnapshot, chunks_where
 
 if TYPE_CHECKING:
     from univrs.storage.env import StoreEnv, Txn
@@ -115,15 +115,21 @@ class SnapshotStorage:
                     return meta, snapshot.read()
                 finally:
                     snapshot.close()
-            parts = []
-            for number in range(chunks):
-                raw = txn.get(layout.index_key(first + number), db=self._env.snap)
-                if raw is None:
-                    raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
-                parts.append(layout.decode_chunk(first + number, raw))
-            data = b"".join(parts)
-            if len(data) != size or zlib.crc32(data) != crc:
-                raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
+            try:
+                parts = []
+                for number in range(chunks):
+                    raw = txn.get(layout.index_key(first + number), db=self._env.snap)
+                    if raw is None:
+                        raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
+                    parts.append(layout.decode_chunk(first + number, raw))
+                data = b"".join(parts)
+                if len(data) != size or zlib.crc32(data) != crc:
+                    raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
+            except Corrupt as exc:
+                # Reported like a stream's finding: a running node retakes it (snapshot_check.py).
+                message = f"corrupt data in {self._env.path / 'data.mdb'}: {exc}"
+                self._files.hook.report(meta, chunks_where(self._env, record), message)
+                raise SnapshotDamaged(meta, message) from None
             return meta, data
 
         return self._env.read(read)

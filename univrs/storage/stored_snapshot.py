@@ -68,12 +68,8 @@ class StoredSnapshot:
 
     @property
     def where(self) -> str:
-        """This copy of the snapshot: its chunks in ``data.mdb``."""
-        first, chunks = self._first, self._chunks
-        return (
-            f"chunks {first}..{first + chunks - 1} of {self._env.path / 'data.mdb'}, "
-            f"crc {self.crc32:08x}"
-        )
+        """This copy of the snapshot: its chunks in ``data.mdb`` (``chunks_where``)."""
+        return chunks_where(self._env, self._record)
 
     def damaged(self, message: str) -> SnapshotDamaged:
         """The error for damage found in these chunks, reported to the store's hook first."""
@@ -164,3 +160,9 @@ class StoredSnapshot:
         if len(out) != hi - lo:
             raise self.damaged(f"snapshot at index {self.meta.index}: size mismatch")
         return out
+
+
+def chunks_where(env: StoreEnv, record: Record) -> str:
+    """Which copy a chunk snapshot's record names (for damage reports, ``DamageHook``)."""
+    _, _, chunks, crc, first = record
+    return f"chunks {first}..{first + chunks - 1} of {env.path / 'data.mdb'}, crc {crc:08x}"
