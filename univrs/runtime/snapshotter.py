@@ -231,8 +231,13 @@ class Snapshotter:
         waiting streams start. A report about a copy that is no longer the stored one (a
         stream of a replaced snapshot) needs nothing more: the stream ended."""
         where_now = getattr(self.storage, "stored_snapshot_where", None)
-        if where_now is not None and await trio.to_thread.run_sync(where_now) != where:
-            return
+        if where_now is not None:
+            try:
+                stored = await trio.to_thread.run_sync(where_now)
+            except StorageError:
+                stored = where  # the stored snapshot does not even open: replace it too
+            if stored != where:
+                return
         await self.call(lambda core: core.snapshot_damaged(meta))
         taken = await self._take(retake=True)
         self.retaken += 1
