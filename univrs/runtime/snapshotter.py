@@ -119,10 +119,6 @@ class Snapshotter:
     # copy ever reported (each is logged once).
     _damaged: list[tuple[SnapshotMeta, str]] = attrs.field(factory=list, init=False)
     _reported: set[str] = attrs.field(factory=set, init=False)
-    # Counters (tests, logs): damaged copies found, snapshots retaken, scrubs completed.
-    damage_found: int = attrs.field(default=0, init=False)
-    retaken: int = attrs.field(default=0, init=False)
-    scrubs: int = attrs.field(default=0, init=False)
 
     def install(self, install: SnapshotInstall, job: InstallJob) -> None:
         """A snapshot from the leader: store it, then restore the state machine from it (the
@@ -216,7 +212,6 @@ class Snapshotter:
         if where in self._reported:
             return  # logged once; already being recovered from
         self._reported.add(where)
-        self.damage_found += 1
         log.error(
             "stored snapshot damaged: taking a new one from the state",
             extra={"index": meta.index, "term": meta.term, "where": where, "problem": message},
@@ -240,7 +235,6 @@ class Snapshotter:
                 return
         await self.call(lambda core: core.snapshot_damaged(meta))
         taken = await self._take(retake=True)
-        self.retaken += 1
         log.warning(
             "snapshot retaken after damage",
             extra={
@@ -287,7 +281,6 @@ class Snapshotter:
             close = getattr(scrub.source, "close", None)
             if close is not None:
                 close()
-        self.scrubs += 1
         log.info(
             "snapshot scrubbed",
             extra={
