@@ -73,8 +73,11 @@ async def test_a_damaged_snapshot_file_is_retaken_and_a_lagging_follower_catches
         await cluster.kill(victim)
         await write_until_only_a_snapshot_catches_up(cluster, victim, 1000)
         # Every running node's stored snapshot is damaged (whichever leads streams its own).
+        # First each one's snapshot is taken now: one being saved meanwhile would replace
+        # the damaged file; the next is 16 entries away (no more writes until the damage).
         damaged = {}
         for node in cluster.running():
+            await node.runtime.take_snapshot()
             path = _stored_file(node)
             damaged[node.config.node_id] = path
             _flip_last_block(path)
@@ -124,7 +127,7 @@ async def test_the_scrub_finds_a_damaged_snapshot_after_start_and_retakes_it(
         node = await cluster.start("n1")
         await cluster.wait_leader()
         await _write(node, 1, 20)
-        await wait_until(lambda: node.runtime.last_snapshot_index > 0, "a snapshot", 30)
+        await node.runtime.take_snapshot()  # none left in progress to replace the damaged one
         path = _stored_file(node)
         index = node.runtime.last_snapshot_index
         _flip_last_block(path)
@@ -169,7 +172,7 @@ async def test_a_snapshot_file_damaged_while_stopped(
         node = await cluster.start("n1")
         await cluster.wait_leader()
         await _write(node, 1, 20)
-        await wait_until(lambda: node.runtime.last_snapshot_index > 0, "a snapshot", 30)
+        await node.runtime.take_snapshot()  # none left in progress to replace the damaged one
         before = state_digest(node.runtime.sm)
         path = _stored_file(node)
         await cluster.kill("n1")
