@@ -23,6 +23,8 @@ the seeded ``rng``.
 from __future__ import annotations
 
 import logging
+import os
+import pathlib
 import random
 import shutil
 import signal
@@ -288,6 +290,8 @@ class Injector:
                 self._links.remove(fault.index)
         elif kind in MEMBERSHIP_KINDS:
             await self._membership(fault, rec)
+        elif kind == "corrupt-snapshot":
+            await self._corrupt_snapshots(fault, rec)
         elif kind == "reset":
             target = None if spec.target == "all" else await self._resolve(spec.target)
             n = self._links.reset(target)
@@ -295,6 +299,24 @@ class Injector:
             rec.note = f"{n} connections reset"
         else:
             raise ValueError(f"unknown fault kind {kind!r}")  # the scenario parser refuses it
+
+    async def _corrupt_snapshots(self, fault: PlannedFault, rec: FaultRecord) -> None:
+        """Flip one bit of every stored snapshot file of the target nodes (``all`` by default),
+        in place while they run, at a random offset: damage at rest (docs/storage.md,
+        "Guarantees"). Each node must go on, log it once and retake its snapshot."""
+        spec = fault.spec
+        one = await self._resolve(spec.target) if spec.target != "all" else None
+        nodes = [one] if one else ([] if spec.target != "all" else self._up())
+        rec.targets = tuple(nodes)
+        flipped = []
+        for node in nodes:
+            folder = self.cluster.node(node).data_dir / "raft.lmdb"
+            for path in sorted(folder.glob("snapshot-*.dat")):
+                offset = self.rng.randrange(1 << 40)
+                where = await trio.to_thread.run_sync(_flip_bit, path, offset)
+                if where is not None:
+                    flipped.append(f"{node}:{path.name}@{where}")
+        rec.note = "flipped " + (", ".join(flipped) if flipped else "nothing (no snapshot file)")
 
     async def _partition(self, fault: PlannedFault, rec: FaultRecord, end_at: float) -> None:
         spec = fault.spec
@@ -534,3 +556,22 @@ class Injector:
         self._links.heal()
         for node in list(self.down):
             await self._restore(node)
+
+
+def _flip_bit(path: pathlib.Path, offset: int) -> int | None:
+    """Flip a bit of the file's byte at ``offset`` modulo its size, in place; the offset, or
+    None if the file is gone or empty (replaced meanwhile)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return None
+        at = offset % size
+        (byte,) = os.pread(fd, 1, at)
+        os.pwrite(fd, bytes([byte ^ (1 << (offset % 8))]), at)
+        return at
+    finally:
+        os.close(fd)

@@ -95,12 +95,17 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     # kill -9 the target, delete its data dir, start it empty and rejoin it under its id as
     # a new incarnation (`univrs cluster join --replace`); wait until it is a voter again
     "wipe": {"timeout": 60.0},
+    # a bit flipped in the target nodes' stored snapshot files (raft.lmdb/snapshot-*.dat)
+    # while they run: damage at rest, which each node must survive and retake (s12-scrub)
+    "corrupt-snapshot": {},
 }
 COMMON_KEYS = frozenset({"kind", "target", "at", "duration", "every", "count"})
 ALL_BY_DEFAULT = frozenset(
-    {"full-restart", "rolling-restart", "latency", "lossy", "reset", "snapshot"}
+    {"full-restart", "rolling-restart", "latency", "lossy", "reset", "snapshot", "corrupt-snapshot"}
 )
-INSTANT_KINDS = frozenset({"restart", "reset", "rolling-restart"}) | MEMBERSHIP_KINDS
+INSTANT_KINDS = (
+    frozenset({"restart", "reset", "rolling-restart", "corrupt-snapshot"}) | MEMBERSHIP_KINDS
+)
 PARTITION_MODES = ("isolate", "halves", "one-way", "bridge")
 TARGETS = ("leader", "follower", "random", "all")
 OPERATIONS = ("read", "write", "cas", "delete")

@@ -56,6 +56,8 @@ _RAFT_KEYS = {
     "snapshot_threshold": _INT,
     "snapshot_max_chunk_size": _INT,
     "snapshot_trailing_entries": _INT,
+    "snapshot_scrub_interval_ms": _INT,
+    "snapshot_scrub_rate": _INT,
     "max_payload_size": _INT,
     "max_snapshot_bytes": _INT,
     "watch_history": _INT,

@@ -73,6 +73,10 @@ class NodeConfig:
     snapshot_max_chunk_size: int = 1_048_576  # bytes of snapshot data per InstallSnapshot
     # Log entries kept behind a snapshot, so slightly-behind followers catch up from the log.
     snapshot_trailing_entries: int = 5_000
+    # The stored snapshot is read whole and checked this often (and soon after start), at
+    # most ``snapshot_scrub_rate`` bytes per second; 0: never (docs/storage.md, "Guarantees").
+    snapshot_scrub_interval_ms: int = 21_600_000
+    snapshot_scrub_rate: int = 33_554_432
     max_payload_size: int = 4_194_304  # largest websocket frame sent or accepted
     # The largest snapshot accepted from a leader (RaftConfig.max_snapshot_bytes): a partial
     # one is held in memory, one at a time, so this bounds that memory too.
@@ -219,6 +223,11 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         )
     if c.node_ttl_ms < 0:
         problems.append(f"raft.node_ttl_ms: {c.node_ttl_ms} must be >= 0 (0: no liveness)")
+    if c.snapshot_scrub_interval_ms < 0:
+        problems.append(
+            f"raft.snapshot_scrub_interval_ms: {c.snapshot_scrub_interval_ms} must be >= 0 "
+            "(0: never)"
+        )
     if c.snapshot_trailing_entries < 0:
         problems.append(
             f"raft.snapshot_trailing_entries: {c.snapshot_trailing_entries} must be >= 0"
@@ -247,6 +256,7 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         "raft.election_timeout_max_ms": c.election_timeout_max_ms,
         "raft.snapshot_threshold": c.snapshot_threshold,
         "raft.snapshot_max_chunk_size": c.snapshot_max_chunk_size,
+        "raft.snapshot_scrub_rate": c.snapshot_scrub_rate,
         "raft.max_snapshot_bytes": c.max_snapshot_bytes,
         "raft.watch_history": c.watch_history,
         "raft.watch_max_watchers": c.watch_max_watchers,

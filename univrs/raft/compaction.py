@@ -107,6 +107,23 @@ class SnapshotLayer(LeaderLayer):
             self._configs.compact(upto)
         return upto
 
+    def snapshot_damaged(self, meta: SnapshotMeta) -> bool:
+        """The runtime found the stored snapshot at ``meta`` damaged (a scrub, or a read that
+        failed while streaming it): if the core holds a snapshot at ``meta``, it stops
+        offering it (the streams of it end; their peers wait for the next ``snapshot_taken``,
+        which the runtime calls once it has stored a new snapshot from its state, possibly
+        at the same index). True if it held one. Nothing is compacted meanwhile."""
+        snap = self._snapshot
+        dropped = False
+        if snap is not None and snap.meta == meta:
+            self._snapshot_unreadable(snap)
+            dropped = True
+        for pr in self._progress.values():
+            sender = pr.snapshot
+            if sender is not None and sender.meta == meta:
+                self._snapshot_unreadable(sender.snapshot)  # an older snapshot's stream
+        return dropped
+
     # ---- leader: streaming -----------------------------------------------------------------
 
     def _on_snapshot_response(self, msg: InstallSnapshotResponse) -> None:

@@ -41,10 +41,19 @@ import attrs
 from univrs.raft.messages import InstallSnapshot, SnapshotMeta
 
 
+class SnapshotUnreadable(Exception):
+    """A ``SnapshotSource`` could not give the bytes asked for: the stored snapshot is damaged
+    (a checksum mismatch, a short or missing file) or its read failed. Raised by the source's
+    ``__getitem__``; the core then stops offering that snapshot (``snapshot_damaged``) instead
+    of failing its step, and the runtime, told by its storage, takes a new one
+    (docs/storage.md, "Guarantees")."""
+
+
 class SnapshotSource(Protocol):
     """Snapshot data the core does not hold in memory: the runtime's stored snapshot, read on
     demand when a chunk is sent (univrs/storage/stored_snapshot.py). Its ``crc32`` is the
-    checksum of the whole data, known without reading it."""
+    checksum of the whole data, known without reading it. A slice that cannot be read raises
+    ``SnapshotUnreadable`` (never anything else for damage or an I/O error)."""
 
     crc32: int
 

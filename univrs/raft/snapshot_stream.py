@@ -1,6 +1,14 @@
 """InstallSnapshot sending: the leader streams its newest snapshot to a peer that needs
 compacted entries (``SnapshotStreamLayer``, under ``LeaderLayer``; layers: base.py). The theory
 is in compaction.py; snapshot.py has the sender.
+
+A snapshot whose data cannot be read (``SnapshotUnreadable``: the stored snapshot is damaged,
+read on demand by the runtime's storage) is never a failed step: every stream of it ends, the
+core forgets it (``_snapshot_unreadable``), and each peer that needed it stays in SNAPSHOT
+without a stream, exactly as after a restart before the runtime handed the data over: the
+next ``snapshot_taken`` (the runtime takes a new one from its state) starts its stream. The
+log is not touched: it is compacted only by ``snapshot_taken``, so no entry goes until a
+snapshot was stored again.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ import attrs
 from univrs.raft.commit_notice import CommitNoticeLayer
 from univrs.raft.messages import InstallSnapshot, NodeId
 from univrs.raft.progress import Progress
-from univrs.raft.snapshot import SnapshotSender
+from univrs.raft.snapshot import Snapshot, SnapshotSender, SnapshotUnreadable
 
 
 @attrs.define(eq=False, init=False, repr=False)
@@ -40,7 +48,14 @@ class SnapshotStreamLayer(CommitNoticeLayer):
 
     def _send_snapshot_chunks(self, peer: NodeId, sender: SnapshotSender) -> None:
         snap = sender.snapshot
-        for chunk in sender.take_chunks():
+        try:
+            chunks = sender.take_chunks()
+        except SnapshotUnreadable:
+            # Damaged at rest (or a failed read): the runtime's storage reported it and a new
+            # snapshot is being taken; meanwhile nobody is offered this one (module docstring).
+            self._snapshot_unreadable(snap)
+            return
+        for chunk in chunks:
             self._send(
                 InstallSnapshot(
                     term=self._term,
@@ -54,6 +69,20 @@ class SnapshotStreamLayer(CommitNoticeLayer):
                     checksum=snap.checksum,
                 )
             )
+
+    def _snapshot_unreadable(self, snap: Snapshot) -> None:
+        """``snap``'s data cannot be read: end every stream of it (their peers wait in
+        SNAPSHOT for the next ``snapshot_taken``) and forget it if it is the newest. A stream
+        of an older snapshot restarts on the newest one, when there is one."""
+        if self._snapshot is snap:
+            self._snapshot = None
+        for peer, pr in self._progress.items():
+            sender = pr.snapshot
+            if sender is None or sender.snapshot is not snap:
+                continue
+            pr.snapshot = None
+            if self._snapshot is not None:
+                self._start_snapshot(peer, pr)
 
     def _tick_snapshots(self) -> None:
         resume = self._snapshot_resume_ticks()

@@ -59,7 +59,7 @@ from univrs.runtime.ports import (
     StateBackend,
     Transport,
 )
-from univrs.runtime.snapshotter import Snapshotter
+from univrs.runtime.snapshotter import ScrubPolicy, Snapshotter
 from univrs.runtime.step import StepLoop
 from univrs.runtime.ticks import LeaseClock, run_ticker
 from univrs.runtime.view import RuntimeView
@@ -116,6 +116,8 @@ class RaftRuntime(StepLoop):
     snapshot_threshold: int = 0
     snapshot_keep: int = 0
     _restored_index: int = attrs.field(default=0, alias="last_snapshot_index")
+    # How the stored snapshot is scrubbed for damage (snapshotter.py).
+    snapshot_scrub: ScrubPolicy = ScrubPolicy()
     proposal_depth: int = DEFAULT_PROPOSAL_DEPTH
     # How proposals become entries: one each, or batch entries (univrs/runtime/packing.py).
     packing: Packing = attrs.field(factory=Packing)
@@ -202,6 +204,7 @@ class RaftRuntime(StepLoop):
             keep=self.snapshot_keep,
             last_index=self._restored_index,
             durable=self.state_backend.durable,
+            scrub=self.snapshot_scrub,
         )
 
     # ------------------------------------------------------------------ public surface

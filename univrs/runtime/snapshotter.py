@@ -19,6 +19,17 @@ appends queued meanwhile are written between them instead of after the whole sav
 snapshot's data itself goes to a file written in a worker thread, off the writer's queue
 (univrs/storage/snapshot_parts.py).
 
+Damage (docs/storage.md, "Guarantees"). The stored snapshot's readers report damage they
+find to the store's ``DamageHook`` (univrs/storage/snapshot_check.py): a stream to a follower
+that hit it (the core ends that stream and stops offering the snapshot instead of failing its
+step) or the scrub. The snapshotter logs each damaged copy once at ERROR, tells the core
+(``snapshot_damaged``: the snapshot is not offered any more) and stores a new snapshot taken
+from the state machine (``_take(retake=True)``: at the applied index, which may be the damaged
+one's), then hands it to the core like any other, which starts the streams that waited. Until
+then nothing is compacted (only a stored snapshot compacts the log). ``_scrub`` reads the
+stored snapshot whole after start and every ``ScrubPolicy.every`` seconds, a piece at a time
+in a worker thread, paced to ``ScrubPolicy.rate`` bytes per second.
+
 The leader's snapshots. ``install`` is the one place where a snapshot from the leader
 (``Ready.snapshot``, complete and verified by the core) enters the runtime: it goes to the
 storage writer (stored before anything later of its Ready) and then to the apply loop
@@ -32,6 +43,7 @@ before it is stored belongs in ``install``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import zlib
@@ -52,6 +64,7 @@ from univrs.runtime.ports import LogStorage
 from univrs.runtime.snapshots import capture, let_the_loop_run
 from univrs.runtime.waiter import Waiter
 from univrs.runtime.writer import StorageTask, StorageWriter
+from univrs.storage.snapshot_check import SCRUB_PIECE, SnapshotDamaged
 
 log = logging.getLogger("univrs.node")
 
@@ -74,6 +87,16 @@ class PartsSave(Protocol):
     def step(self) -> bool: ...
 
 
+@attrs.frozen(kw_only=True)
+class ScrubPolicy:
+    """How the stored snapshot is scrubbed on a running node (``every`` <= 0: never)."""
+
+    every: float = 6 * 3600.0  # seconds between two scrubs
+    first_after: float = 10.0  # seconds after start (at most ``every``)
+    rate: float = 32 * 1024 * 1024  # bytes read per second, at most (a pause after each piece)
+    piece: int = SCRUB_PIECE  # bytes per read (one worker-thread step)
+
+
 @attrs.define(eq=False)
 class Snapshotter:
     """Takes and installs snapshots (see the module docstring); ``run`` is its task."""
@@ -90,11 +113,16 @@ class Snapshotter:
     # storage writer's thread before the log is compacted: a persistent state is then at or
     # past the snapshot, so the log it needs to resume is never compacted away.
     durable: Callable[[], None] = lambda: None
+    scrub: ScrubPolicy = ScrubPolicy()
     _due: trio.Event = attrs.field(factory=trio.Event, init=False)
     # The callers of ``take`` waiting for the next snapshot ``run`` takes (their requests are
     # served together: each gets one taken after it asked).
     _asked: list[Waiter[SnapshotMeta | None]] = attrs.field(factory=list, init=False)
     _stopped: bool = attrs.field(default=False, init=False)
+    # Damage reported and not yet recovered from: (meta, which copy), oldest first; and every
+    # copy ever reported (each is logged once).
+    _damaged: list[tuple[SnapshotMeta, str]] = attrs.field(factory=list, init=False)
+    _reported: set[str] = attrs.field(factory=set, init=False)
 
     def install(self, install: SnapshotInstall, job: InstallJob) -> None:
         """A snapshot from the leader: store it, then restore the state machine from it (the
@@ -121,13 +149,35 @@ class Snapshotter:
         return self.threshold > 0 and self.applier.applied_index - self.last_index >= self.threshold
 
     async def run(self) -> None:
-        """Take the snapshots, automatic and asked for (``take``), one at a time, until
-        cancelled (the node stops): then every caller still waiting is told ``Unavailable``."""
+        """Take the snapshots, automatic and asked for (``take``), one at a time, and new ones
+        for damaged ones (with the scrub, ``_scrub``), until cancelled (the node stops): then
+        every caller still waiting is told ``Unavailable``."""
+        hook = getattr(self.storage, "snapshot_damage", None)
+        token = trio.lowlevel.current_trio_token()
+
+        def heard(meta: SnapshotMeta, where: str, message: str) -> None:
+            # Any thread (a scrub's worker, a read on the event loop): onto the loop.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._damage_found, meta, where, message)
+
+        if hook is not None:
+            hook.listen(heard)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._scrub)
+                await self._run()
+        finally:
+            if hook is not None:
+                hook.listen(None)
+
+    async def _run(self) -> None:
         serving: list[Waiter[SnapshotMeta | None]] = []
         try:
             while True:
                 await self._due.wait()
                 self._due = trio.Event()
+                while self._damaged:
+                    await self._recover(*self._damaged.pop(0))
                 serving, self._asked = self._asked, []
                 if serving:
                     try:
@@ -162,13 +212,102 @@ class Snapshotter:
         self._due.set()
         return await waiter.wait()
 
-    async def _take(self) -> SnapshotMeta | None:
-        """``take``'s work, in ``run``'s task only."""
+    # ---- damage and the scrub ----------------------------------------------------------------
+
+    def _damage_found(self, meta: SnapshotMeta, where: str, message: str) -> None:
+        """A reader found the stored snapshot copy ``where`` damaged (on the event loop)."""
+        if where in self._reported:
+            return  # logged once; already being recovered from
+        self._reported.add(where)
+        log.error(
+            "stored snapshot damaged: taking a new one from the state",
+            extra={"index": meta.index, "term": meta.term, "where": where, "problem": message},
+        )
+        self._damaged.append((meta, where))
+        self._due.set()
+
+    async def _recover(self, meta: SnapshotMeta, where: str) -> None:
+        """Replace the damaged copy ``where`` of the snapshot at ``meta`` (``run``'s task):
+        the core stops offering it, a new snapshot is taken from the state machine and stored
+        (at the applied index, possibly the damaged one's) and handed to the core, whose
+        waiting streams start. A report about a copy that is no longer the stored one (a
+        stream of a replaced snapshot) needs nothing more: the stream ended."""
+        where_now = getattr(self.storage, "stored_snapshot_where", None)
+        if where_now is not None:
+            try:
+                stored = await trio.to_thread.run_sync(where_now)
+            except StorageError:
+                stored = where  # the stored snapshot does not even open: replace it too
+            if stored != where:
+                return
+        await self.call(lambda core: core.snapshot_damaged(meta))
+        taken = await self._take(retake=True)
+        log.warning(
+            "snapshot retaken after damage",
+            extra={
+                "damaged_index": meta.index,
+                "index": None if taken is None else taken.index,
+                "where": where,
+            },
+        )
+
+    async def _scrub(self) -> None:
+        """Scrub the stored snapshot ``scrub.first_after`` seconds after start, then every
+        ``scrub.every`` seconds (``ScrubPolicy``); never if ``every`` <= 0."""
+        policy = self.scrub
+        if policy.every <= 0 or getattr(self.storage, "snapshot_scrub", None) is None:
+            return
+        await trio.sleep(min(policy.first_after, policy.every))
+        while True:
+            await self.scrub_once()
+            await trio.sleep(policy.every)
+
+    async def scrub_once(self) -> bool | None:
+        """Read the stored snapshot whole and check it (every block's CRC and the whole
+        data's CRC-32): a piece of ``scrub.piece`` bytes per worker-thread step, then a pause
+        that keeps the reads at ``scrub.rate`` bytes per second. True: intact; False: damaged
+        (reported: the snapshotter's task logs it and takes a new one); None: nothing to
+        check, or the snapshot was replaced meanwhile (the next scrub checks the new one)."""
+        make = getattr(self.storage, "snapshot_scrub", None)
+        if make is None:
+            return None
+        policy = self.scrub
+        scrub = await trio.to_thread.run_sync(lambda: make(piece=policy.piece))
+        if scrub is None:
+            return None
+        started = trio.current_time()
+        try:
+            while not await trio.to_thread.run_sync(scrub.step):
+                if policy.rate > 0:
+                    await trio.sleep(policy.piece / policy.rate)  # pacing, not synchronisation
+        except SnapshotDamaged:
+            return False  # reported to the store's hook by the reader: see ``_damage_found``
+        except StorageError:
+            return None  # no longer stored (a chunk snapshot replaced meanwhile)
+        finally:
+            close = getattr(scrub.source, "close", None)
+            if close is not None:
+                close()
+        log.info(
+            "snapshot scrubbed",
+            extra={
+                "index": scrub.meta.index,
+                "bytes": scrub.read,
+                "seconds": round(trio.current_time() - started, 3),
+            },
+        )
+        return True
+
+    # ---- taking ----------------------------------------------------------------------------
+
+    async def _take(self, *, retake: bool = False) -> SnapshotMeta | None:
+        """``take``'s work, in ``run``'s task only. ``retake``: the stored snapshot is damaged;
+        take one even if nothing was applied since, replacing it at the same index."""
         storage = self.storage
         applier = self.applier
         if applier.applied_index == 0:
             return None
-        if applier.applied_index <= self.last_index:
+        if applier.applied_index <= self.last_index and not retake:
             stored: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
             return stored  # nothing applied since the last one
         started = trio.current_time()
@@ -183,14 +322,14 @@ class Snapshotter:
         data = await trio.to_thread.run_sync(encode)
         marks = [("encode", trio.current_time())]  # the phases' ends, for the log line
 
-        saving = await self._save_until_switch(meta, data)
+        saving = await self._save_until_switch(meta, data, retake=retake)
         marks.append(("save", trio.current_time()))
         # From the switch until the core holds the new snapshot, the core's old one must
         # stay readable (a follower may need it meanwhile): its chunks are pruned only
         # after ``snapshot_taken``. Nothing but the node's stop cancels this task (callers
         # only wait for it: ``take``), and that is not shielded: a node being stopped must
         # not wait here for a driver that is gone (its next start reads the stored record).
-        kept = await self._switch(meta, data, saving)
+        kept = await self._switch(meta, data, saving, retake=retake)
         marks.append(("switch", trio.current_time()))
         if kept is None:
             newer: SnapshotMeta | None = await self._storage_task(storage.snapshot_meta)
@@ -226,7 +365,9 @@ class Snapshotter:
         )
         return meta
 
-    async def _save_until_switch(self, meta: SnapshotMeta, data: bytes) -> PartsSave | None:
+    async def _save_until_switch(
+        self, meta: SnapshotMeta, data: bytes, *, retake: bool = False
+    ) -> PartsSave | None:
         """Store the new snapshot's data, up to its switch, when the storage saves in steps
         (``LogStore.snapshot_parts``): the data goes to a file in steps run off the writer's
         queue, and the few steps that write the log's environment are bounded items of it, so
@@ -238,7 +379,8 @@ class Snapshotter:
         if parts_of is None:
             return None
         crc = await trio.to_thread.run_sync(zlib.crc32, data)  # not in the writer's queue
-        saving: PartsSave = parts_of(meta, data, crc=crc)
+        options = {"retake": True} if retake else {}  # same index as the stored one allowed
+        saving: PartsSave = parts_of(meta, data, crc=crc, **options)
         while not saving.at_switch:
             if await self._step(saving):
                 break  # given up: another snapshot was stored meanwhile
@@ -265,7 +407,7 @@ class Snapshotter:
             pass
 
     async def _switch(
-        self, meta: SnapshotMeta, data: bytes, saving: PartsSave | None
+        self, meta: SnapshotMeta, data: bytes, saving: PartsSave | None, *, retake: bool = False
     ) -> SnapshotData | None:
         """Make the new snapshot the stored one; what the core keeps of it (None: a newer one
         was stored meanwhile). The old one's chunks stay until ``saving``'s remaining steps."""
@@ -274,7 +416,11 @@ class Snapshotter:
 
             def save() -> SnapshotData | None:
                 current = storage.snapshot_meta()
-                if current is not None and current.index >= meta.index:
+                same = current is not None and (current.index, current.term) == (
+                    meta.index,
+                    meta.term,
+                )
+                if current is not None and current.index >= meta.index and not (retake and same):
                     return None  # a newer one (e.g. from the leader) is already stored
                 storage.save_snapshot(meta, data)
                 stored = _stored(storage, meta)

@@ -44,6 +44,7 @@ from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.packing import Packing
 from univrs.runtime.ports import MEMORY_STATE
 from univrs.runtime.snapshots import SnapshotChecker
+from univrs.runtime.snapshotter import ScrubPolicy
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
 from univrs.server.datadir import (
@@ -364,6 +365,11 @@ async def _run_once(
             snapshot_threshold=config.snapshot_threshold,
             snapshot_keep=config.snapshot_trailing_entries,
             last_snapshot_index=snapshot_index,
+            snapshot_scrub=ScrubPolicy(
+                every=config.snapshot_scrub_interval_ms / 1000,
+                first_after=10.0,
+                rate=config.snapshot_scrub_rate,
+            ),
             state_backend=PersistentState(state_env) if state_env is not None else MEMORY_STATE,
             packing=Packing.for_frames(
                 enabled=config.batch_entries, max_payload_size=config.max_payload_size

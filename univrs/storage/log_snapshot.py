@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
 from univrs.storage.layout import Corrupt
+from univrs.storage.snapshot_check import SCRUB_PIECE, DamageHook, Scrub, SnapshotDamaged
 from univrs.storage.snapshot_file import PART_BLOCKS, FileSnapshot, SnapshotFiles
 from univrs.storage.snapshot_install import InstallFile, Prewritten
 from univrs.storage.snapshot_parts import PART_CHUNKS, SnapshotParts
-from univrs.storage.stored_snapshot import StoredSnapshot
+from univrs.storage.stored_snapshot import StoredSnapshot, chunks_where
 
 if TYPE_CHECKING:
     from univrs.storage.env import StoreEnv, Txn
@@ -45,11 +46,41 @@ class SnapshotStorage:
     # A leader's snapshot whose file is being written while it is checked.
     _ahead: Prewritten
 
+    @property
+    def snapshot_damage(self) -> DamageHook:
+        """Where every reader of this store's snapshot reports damage it finds
+        (univrs/storage/snapshot_check.py): the runtime listens there."""
+        return self._files.hook
+
     def stored_snapshot(self) -> StoredSnapshot | FileSnapshot | None:
         """The stored snapshot, read on demand (univrs/storage/stored_snapshot.py, or
         snapshot_file.py for one in a file); None if none. Reads its record and first chunk
         now (or opens its file), nothing else."""
+        snapshot = self._open_snapshot()
+        if isinstance(snapshot, StoredSnapshot):
+            self._live.add(snapshot)
+        return snapshot
 
+    def snapshot_scrub(self, *, piece: int = SCRUB_PIECE) -> Scrub | None:
+        """A scrub of the stored snapshot (``Scrub.step``: ``piece`` bytes read and checked
+        per step, in the caller's thread); None if none is stored. Its reader is its own: a
+        save that replaces the snapshot meanwhile never reads it into memory (a chunk
+        snapshot's scrub then ends with "no longer stored"; a file's reads on)."""
+        snapshot = self._open_snapshot()
+        return None if snapshot is None else Scrub(snapshot, piece=piece)
+
+    def stored_snapshot_where(self) -> str | None:
+        """Which copy is the stored snapshot (``FileSnapshot.where``, ``StoredSnapshot.where``;
+        None: none): a damage report about another copy is about a replaced one."""
+        snapshot = self._open_snapshot()
+        if snapshot is None:
+            return None
+        where = snapshot.where
+        if isinstance(snapshot, FileSnapshot):
+            snapshot.close()
+        return where
+
+    def _open_snapshot(self) -> StoredSnapshot | FileSnapshot | None:
         def read(txn: Txn) -> StoredSnapshot | FileSnapshot | None:
             record = self._snapshot_record(txn)
             if record is None:
@@ -63,15 +94,14 @@ class SnapshotStorage:
                 raw = txn.get(layout.index_key(first), db=self._env.snap)
                 if raw is None:
                     raise Corrupt(f"snapshot chunk 0 of {chunks} is missing")
-                step = len(layout.decode_chunk(first, raw))  # every chunk but the last: one save
+                # Every chunk but the last has the same size (one save); its CRC is checked
+                # when it is read (a damaged chunk 0 is found then, as any other).
+                step = len(raw) - 4
             if chunks != (-(-size // step) if size else 0):
                 raise Corrupt(f"snapshot at index {meta.index}: {chunks} chunks for {size} bytes")
-            return StoredSnapshot(self._env, record, max(step, 1))
+            return StoredSnapshot(self._env, record, max(step, 1), self._files.hook)
 
-        snapshot = self._env.read(read)
-        if isinstance(snapshot, StoredSnapshot):
-            self._live.add(snapshot)
-        return snapshot
+        return self._env.read(read)
 
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         """The stored snapshot and its data, verified against its checksums; None if none."""
@@ -88,15 +118,21 @@ class SnapshotStorage:
                     return meta, snapshot.read()
                 finally:
                     snapshot.close()
-            parts = []
-            for number in range(chunks):
-                raw = txn.get(layout.index_key(first + number), db=self._env.snap)
-                if raw is None:
-                    raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
-                parts.append(layout.decode_chunk(first + number, raw))
-            data = b"".join(parts)
-            if len(data) != size or zlib.crc32(data) != crc:
-                raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
+            try:
+                parts = []
+                for number in range(chunks):
+                    raw = txn.get(layout.index_key(first + number), db=self._env.snap)
+                    if raw is None:
+                        raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
+                    parts.append(layout.decode_chunk(first + number, raw))
+                data = b"".join(parts)
+                if len(data) != size or zlib.crc32(data) != crc:
+                    raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
+            except Corrupt as exc:
+                # Reported like a stream's finding: a running node retakes it (snapshot_check.py).
+                message = f"corrupt data in {self._env.path / 'data.mdb'}: {exc}"
+                self._files.hook.report(meta, chunks_where(self._env, record), message)
+                raise SnapshotDamaged(meta, message) from None
             return meta, data
 
         return self._env.read(read)
@@ -165,10 +201,13 @@ class SnapshotStorage:
         crc: int | None = None,
         part_chunks: int = PART_CHUNKS,
         part_blocks: int = PART_BLOCKS,
+        retake: bool = False,
     ) -> SnapshotParts:
         """The node's own snapshot, to store in steps (``SnapshotParts.step``): its data in a
         file of its own, written off the storage writer's queue, and only its record (and
-        bounded deletes of old chunks) in the writer's queue (univrs/storage/snapshot_parts.py)."""
+        bounded deletes of old chunks) in the writer's queue (univrs/storage/snapshot_parts.py).
+        ``retake``: it may replace a stored snapshot at the same index and term (a damaged
+        one, retaken from the state)."""
         return SnapshotParts(
             self._env,
             self._live,
@@ -178,6 +217,7 @@ class SnapshotStorage:
             crc=crc,
             part_chunks=part_chunks,
             part_blocks=part_blocks,
+            retake=retake,
         )
 
     def install_file(

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from univrs.errors import StorageError
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
+from univrs.storage.snapshot_check import DamageHook, SnapshotDamaged, slice_bounds
 
 if TYPE_CHECKING:
     from univrs.storage.env import StoreEnv
@@ -106,8 +107,10 @@ class SnapshotFiles:
     """The snapshot files of one store's directory: which are being written (``pending``, not
     yet named by the record) and the lock that orders a record's change with ``collect``."""
 
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(self, directory: pathlib.Path, hook: DamageHook | None = None) -> None:
         self.directory = directory
+        # Where the readers of these files report damage (the store's: snapshot_check.py).
+        self.hook = hook if hook is not None else DamageHook()
         # Held across a change of which file the record names (the switch) and across
         # ``collect``'s read of the record and its deletions: a file being switched to is never
         # seen as garbage.
@@ -139,7 +142,7 @@ class SnapshotFiles:
         return removed
 
     def open(self, name: str, record: Record) -> FileSnapshot:
-        return FileSnapshot(self.directory / name, record)
+        return FileSnapshot(self.directory / name, record, self.hook)
 
 
 def named_file(env: StoreEnv, txn: Any) -> str | None:
@@ -222,28 +225,34 @@ class FileSnapshot:
     ``StoredSnapshot`` is for chunks. The file is open from the start: once the record names
     another snapshot, this one still reads its (unlinked) file."""
 
-    def __init__(self, path: pathlib.Path, record: Record) -> None:
+    def __init__(self, path: pathlib.Path, record: Record, hook: DamageHook | None = None) -> None:
         self.meta, self._size, self._blocks, self.crc32, _ = record
         self._record = record
         self.path = path
+        self._hook = hook
         if self._blocks != blocks_for(self._size):
             raise layout.Corrupt(
                 f"snapshot at index {self.meta.index}: {self._blocks} blocks for {self._size} bytes"
             )
+        # A file that is missing or of the wrong size is damage like a flipped bit: found
+        # here, told by every read (``SnapshotDamaged``), so that a node that does not need
+        # the snapshot's data to start (a persisted state past it) starts, and retakes it.
+        self._problem: str | None = None
+        self._fd: int | None = None
+        self._closer: Any = None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise layout.Corrupt(f"snapshot file {path.name} is missing") from None
+            self._problem = f"snapshot file {path.name} is missing"
         except OSError as exc:
             raise StorageError(f"cannot open {path}: {exc.strerror}") from None
-        self._fd = fd
-        self._closer = weakref.finalize(self, os.close, fd)
-        expected = self._blocks * 4 + self._size
-        if os.fstat(fd).st_size != expected:
-            self.close()
-            raise layout.Corrupt(
-                f"snapshot file {path.name}: {os.stat(path).st_size} bytes, not {expected}"
-            )
+        else:
+            self._fd = fd
+            self._closer = weakref.finalize(self, os.close, fd)
+            expected = self._blocks * 4 + self._size
+            actual = os.fstat(fd).st_size
+            if actual != expected:
+                self._problem = f"snapshot file {path.name}: {actual} bytes, not {expected}"
         self.touched = False
 
     def __len__(self) -> int:
@@ -264,43 +273,51 @@ class FileSnapshot:
         """Nothing to do (see ``detach_if_readable``)."""
 
     def close(self) -> None:
-        self._closer()
+        if self._closer is not None:
+            self._closer()
+
+    @property
+    def where(self) -> str:
+        """This copy of the snapshot: its file (the name carries a token of its save)."""
+        return str(self.path)
+
+    def damaged(self, message: str) -> SnapshotDamaged:
+        """The error for damage found in this file, reported to the store's hook first."""
+        if self._hook is not None:
+            self._hook.report(self.meta, self.where, message)
+        return SnapshotDamaged(self.meta, message)
 
     def __getitem__(self, key: slice) -> bytes:
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise TypeError("a stored snapshot is read by contiguous slices")
-        lo, hi, _ = key.indices(self._size)
+        """Bytes ``[lo, hi)``, every block's CRC checked: ``SnapshotDamaged`` (reported to
+        the hook) on a mismatch, a short read or an I/O error."""
+        lo, hi = slice_bounds(key, self._size)
         self.touched = True
+        if self._problem is not None or self._fd is None:
+            raise self.damaged(f"corrupt snapshot file {self.path}: {self._problem}")
         if hi <= lo:
             return b""
         first, last = lo // BLOCK_DATA, (hi - 1) // BLOCK_DATA
         try:
             raw = os.pread(self._fd, (last - first + 1) * BLOCK, first * BLOCK)
         except OSError as exc:
-            raise StorageError(f"cannot read {self.path}: {exc.strerror}") from None
+            raise self.damaged(f"cannot read {self.path}: {exc.strerror}") from None
         parts = []
-        with _corrupt_as_storage_error(self.path):
-            for n in range(first, last + 1):
-                at = (n - first) * BLOCK
+        for n in range(first, last + 1):
+            at = (n - first) * BLOCK
+            try:
                 parts.append(layout.decode_chunk(n, raw[at : at + BLOCK]))
+            except layout.Corrupt as exc:
+                raise self.damaged(f"corrupt snapshot file {self.path}: {exc}") from None
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         start = lo - first * BLOCK_DATA
         out = data[start : start + (hi - lo)]
         if len(out) != hi - lo:
-            raise StorageError(f"corrupt snapshot file {self.path}: size mismatch")
+            raise self.damaged(f"corrupt snapshot file {self.path}: size mismatch")
         return out
 
     def read(self) -> bytes:
         """The whole data, its size and checksum verified."""
         data = self[0 : self._size]
         if zlib.crc32(data) != self.crc32:
-            raise StorageError(f"snapshot at index {self.meta.index}: checksum mismatch")
+            raise self.damaged(f"snapshot at index {self.meta.index}: checksum mismatch")
         return data
-
-
-@contextlib.contextmanager
-def _corrupt_as_storage_error(path: pathlib.Path) -> Any:
-    try:
-        yield
-    except layout.Corrupt as exc:
-        raise StorageError(f"corrupt snapshot file {path}: {exc}") from None

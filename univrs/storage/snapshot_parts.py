@@ -19,7 +19,8 @@ fourteenth increment; or an older build's save in parts) or a file
 (``layout.snapshot_record``). Anything else (chunks outside the record's range, files it does
 not name) is garbage.
 
-1. ``start`` (any thread): the stored record is read; an older snapshot than it is given up.
+1. ``start`` (any thread): the stored record is read; an older snapshot than it is given up
+   (and one at the same index, unless it is a ``retake`` of a damaged one at the same point).
    Files left by an earlier save are deleted (``SnapshotFiles.collect``).
 2. ``prune-before`` (writer, only if there are garbage chunks): bounded batches of deletes.
 3. ``file`` (any thread): the file is written ``part_blocks`` blocks (512 KB) per step, each
@@ -89,6 +90,7 @@ class SnapshotParts:
         crc: int | None = None,
         part_chunks: int = PART_CHUNKS,
         part_blocks: int = PART_BLOCKS,
+        retake: bool = False,
     ) -> None:
         if part_chunks < 1 or part_blocks < 1:
             raise ValueError(f"parts must be >= 1, got {part_chunks}, {part_blocks}")
@@ -102,6 +104,9 @@ class SnapshotParts:
         self._crc = crc
         self._data = data
         self._part = part_chunks
+        # May replace a stored snapshot at the same index and term (a damaged one: the file's
+        # name has a token of its own, so the two never share a file).
+        self._retake = retake
         self._name = layout.snapshot_file_name(meta, secrets.token_hex(4))
         self._file = FileWriter(files, self._name, data, part_blocks, env.turn)
         self._phase = "start"
@@ -255,7 +260,8 @@ class SnapshotParts:
         record = self._record(txn)
         if record is not None:
             old = layout.parse_snapshot(record)[0]
-            if old.index >= self.meta.index:
+            same = (old.index, old.term) == (self.meta.index, self.meta.term)
+            if old.index >= self.meta.index and not (self._retake and same):
                 self.stored = False  # a newer one (e.g. from the leader) is already stored
                 return
         self._old = record

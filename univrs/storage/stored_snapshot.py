@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from univrs.errors import StorageError
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
+from univrs.storage.snapshot_check import DamageHook, SnapshotDamaged, slice_bounds
 
 if TYPE_CHECKING:
     from univrs.storage.env import StoreEnv
@@ -44,8 +45,11 @@ class StoredSnapshot:
     the core needs of its data: ``len``, slices (``data[lo:hi]``) and ``crc32``; ``read``
     gives the whole bytes, verified."""
 
-    def __init__(self, env: StoreEnv, record: Record, step: int) -> None:
+    def __init__(
+        self, env: StoreEnv, record: Record, step: int, hook: DamageHook | None = None
+    ) -> None:
         self._env = env
+        self._hook = hook
         self._record = record
         self.meta, self._size, self._chunks, self.crc32, self._first = record
         self._step = step  # bytes of data per stored chunk (all but the last)
@@ -62,10 +66,22 @@ class StoredSnapshot:
         """Its bytes are held in memory (the stored snapshot was replaced meanwhile)."""
         return self._data is not None
 
+    @property
+    def where(self) -> str:
+        """This copy of the snapshot: its chunks in ``data.mdb`` (``chunks_where``)."""
+        return chunks_where(self._env, self._record)
+
+    def damaged(self, message: str) -> SnapshotDamaged:
+        """The error for damage found in these chunks, reported to the store's hook first."""
+        if self._hook is not None:
+            self._hook.report(self.meta, self.where, message)
+        return SnapshotDamaged(self.meta, message)
+
     def __getitem__(self, key: slice) -> bytes:
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise TypeError("a stored snapshot is read by contiguous slices")
-        lo, hi, _ = key.indices(self._size)
+        """Bytes ``[lo, hi)``, every chunk's CRC checked: ``SnapshotDamaged`` (reported to
+        the hook) on a mismatch or a missing chunk; ``StorageError`` if the snapshot is no
+        longer stored (a stream of a replaced snapshot that was never read from: a bug)."""
+        lo, hi = slice_bounds(key, self._size)
         self.touched = True
         if hi <= lo:
             return b""
@@ -81,7 +97,7 @@ class StoredSnapshot:
                 return self._data
             data = self._env.read(lambda txn: self._read(txn, 0, self._size))
         if zlib.crc32(data) != self.crc32:
-            raise StorageError(f"snapshot at index {self.meta.index}: checksum mismatch")
+            raise self.damaged(f"snapshot at index {self.meta.index}: checksum mismatch")
         return data
 
     def detach_if_readable(self) -> None:
@@ -129,11 +145,24 @@ class StoredSnapshot:
                     f"snapshot at index {self.meta.index}: no longer stored (its chunks pruned)"
                 )
             if value is None:
-                raise layout.Corrupt(f"snapshot chunk {number} of {self._chunks} is missing")
-            parts.append(layout.decode_chunk(key, value))
+                raise self.damaged(
+                    f"corrupt data in {self._env.path / 'data.mdb'}: snapshot chunk {number} "
+                    f"of {self._chunks} is missing"
+                )
+            try:
+                parts.append(layout.decode_chunk(key, value))
+            except layout.Corrupt as exc:
+                where = self._env.path / "data.mdb"
+                raise self.damaged(f"corrupt data in {where}: {exc}") from None
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         start = lo - first * step
         out = data[start : start + (hi - lo)]
         if len(out) != hi - lo:
-            raise layout.Corrupt(f"snapshot at index {self.meta.index}: size mismatch")
+            raise self.damaged(f"snapshot at index {self.meta.index}: size mismatch")
         return out
+
+
+def chunks_where(env: StoreEnv, record: Record) -> str:
+    """Which copy a chunk snapshot's record names (for damage reports, ``DamageHook``)."""
+    _, _, chunks, crc, first = record
+    return f"chunks {first}..{first + chunks - 1} of {env.path / 'data.mdb'}, crc {crc:08x}"
