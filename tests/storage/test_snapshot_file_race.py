@@ -6,12 +6,12 @@ one or the new one, never "corrupt data ... snapshot file ... is missing".
 Found by the session-12 review (s12-review): the reader reads the record in its LMDB read
 transaction, then opens the file it names; a switch committed in between and the ``collect``
 after it unlink that file (``SnapshotFiles.lock`` orders the switch with ``collect``, not with
-readers), and the open reports a missing file as corruption. Owned by s12-scrub (the read
-path): the test is marked xfail until the fix lands there. The fix: read the record and open
-the file it names under ``SnapshotFiles.lock`` (the lock ``collect`` and the switch hold), then
-read the data with the lock released (the open descriptor keeps an unlinked file readable:
-``load_snapshot`` must not hold the lock, and so the switch, for a 212 MB read); or, on a
-missing file, read the record again and open what it names now."""
+readers), and the open reports a missing file as corruption (since s12-scrub: as damage,
+which has a running node retake its snapshot for nothing). Fixed after s12-scrub's merge:
+``load_snapshot`` and ``stored_snapshot`` read the record and open the file it names under
+``SnapshotFiles.lock`` (the lock ``collect`` and the switch hold), then read the data with the
+lock released (the open descriptor keeps an unlinked file readable: a 212 MB read must not hold
+up a switch)."""
 
 from __future__ import annotations
 
@@ -32,11 +32,6 @@ def _run(saving: SnapshotParts) -> None:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s12-scrub's read path: a reader racing a switch + collect reports a missing file "
-    "as corruption (review s12, see the module docstring)",
-)
 def test_a_reader_racing_a_switch_and_its_collect_gets_a_snapshot(
     open_store: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:

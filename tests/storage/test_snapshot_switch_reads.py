@@ -8,25 +8,18 @@ writer's thread: 0.9-4 s for 100 MB on the shared test machine (3 runs), every a
 leader waiting meanwhile. The hand-over (``superseded_by``) already keeps it readable until the
 ``switched`` step, which detaches it off the writer's queue before the prune; without the
 switch's detach the storage and runtime snapshot tests pass and the switch takes 8 ms. In
-s12-scrub's files (streams' reads): marked xfail until the fix lands there (drop the
-``_detach_streams(keep=None)`` call of the switch step)."""
+s12-scrub's files (streams' reads): fixed after its merge (the switch step no longer calls
+``_detach_streams(keep=None)``)."""
 
 from __future__ import annotations
 
 import random
-
-import pytest
 
 from univrs.storage import LogStore
 
 from .helpers import Opener, at, store_with_snapshot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s12-scrub: the switch step, a writer item, reads a streamed old snapshot whole "
-    "(review s12, see the module docstring)",
-)
 def test_the_switch_does_not_read_a_streamed_old_snapshot_whole(open_store: Opener) -> None:
     rng = random.Random(9)
     old, new = rng.randbytes(200_000), rng.randbytes(100_000)

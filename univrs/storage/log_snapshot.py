@@ -33,6 +33,12 @@ def _require(cond: bool, message: str) -> None:
         raise AssertionError(message)
 
 
+# load_snapshot's two reads: the data is in chunk records; the record named a file by the
+# time the chunks were read (a save switched between the two): read again.
+_IN_CHUNKS = object()
+_RETRY = object()
+
+
 class SnapshotStorage:
     """Snapshot methods of ``LogStore``, which provides ``_env``, ``_live`` and ``_files``."""
 
@@ -101,41 +107,61 @@ class SnapshotStorage:
                 raise Corrupt(f"snapshot at index {meta.index}: {chunks} chunks for {size} bytes")
             return StoredSnapshot(self._env, record, max(step, 1), self._files.hook)
 
-        return self._env.read(read)
+        # The record read and its file opened under the lock that orders a switch with
+        # ``collect``: a save switching meanwhile can never unlink the file between the two
+        # (a missing file would be reported as damage). Opening is cheap; reads come after.
+        with self._files.lock:
+            return self._env.read(read)
 
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         """The stored snapshot and its data, verified against its checksums; None if none."""
-
-        def read(txn: Txn) -> tuple[SnapshotMeta, bytes] | None:
-            record = self._snapshot_record(txn)
-            if record is None:
+        while True:
+            with self._files.lock:  # as in _open_snapshot: no save unlinks it before it is open
+                opened = self._env.read(self._open_file)
+            if opened is None:
                 return None
-            meta, size, chunks, crc, first = record
-            name = self._snapshot_file(txn)
-            if name is not None:
-                snapshot = self._files.open(name, record)
+            if isinstance(opened, FileSnapshot):
                 try:
-                    return meta, snapshot.read()
+                    return opened.meta, opened.read()
                 finally:
-                    snapshot.close()
-            try:
-                parts = []
-                for number in range(chunks):
-                    raw = txn.get(layout.index_key(first + number), db=self._env.snap)
-                    if raw is None:
-                        raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
-                    parts.append(layout.decode_chunk(first + number, raw))
-                data = b"".join(parts)
-                if len(data) != size or zlib.crc32(data) != crc:
-                    raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
-            except Corrupt as exc:
-                # Reported like a stream's finding: a running node retakes it (snapshot_check.py).
-                message = f"corrupt data in {self._env.path / 'data.mdb'}: {exc}"
-                self._files.hook.report(meta, chunks_where(self._env, record), message)
-                raise SnapshotDamaged(meta, message) from None
-            return meta, data
+                    opened.close()
+            loaded = self._env.read(self._load_chunks)
+            if loaded is not _RETRY:  # else a save switched to a file since: read that
+                return loaded  # type: ignore[return-value]
 
-        return self._env.read(read)
+    def _open_file(self, txn: Txn) -> FileSnapshot | object | None:
+        """The stored snapshot's file, open; ``_IN_CHUNKS`` if its data is in chunks."""
+        record = self._snapshot_record(txn)
+        if record is None:
+            return None
+        name = self._snapshot_file(txn)
+        return _IN_CHUNKS if name is None else self._files.open(name, record)
+
+    def _load_chunks(self, txn: Txn) -> tuple[SnapshotMeta, bytes] | object | None:
+        """The stored snapshot's data from its chunks, checked; ``_RETRY`` if the record
+        names a file by now."""
+        record = self._snapshot_record(txn)
+        if record is None:
+            return None
+        if self._snapshot_file(txn) is not None:
+            return _RETRY
+        meta, size, chunks, crc, first = record
+        try:
+            parts = []
+            for number in range(chunks):
+                raw = txn.get(layout.index_key(first + number), db=self._env.snap)
+                if raw is None:
+                    raise Corrupt(f"snapshot chunk {number} of {chunks} is missing")
+                parts.append(layout.decode_chunk(first + number, raw))
+            data = b"".join(parts)
+            if len(data) != size or zlib.crc32(data) != crc:
+                raise Corrupt(f"snapshot at index {meta.index}: size or checksum mismatch")
+        except Corrupt as exc:
+            # Reported like a stream's finding: a running node retakes it (snapshot_check.py).
+            message = f"corrupt data in {self._env.path / 'data.mdb'}: {exc}"
+            self._files.hook.report(meta, chunks_where(self._env, record), message)
+            raise SnapshotDamaged(meta, message) from None
+        return meta, data
 
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Store a snapshot and its data atomically, replacing the previous one.

@@ -174,7 +174,8 @@ class SnapshotParts:
             return False
         if self._phase == "switch":
             if self._old_is_chunks():
-                self._detach_streams(keep=None)
+                # Streams of the old chunks read them until ``switched`` detaches them, off
+                # the writer's queue: this step stays one small transaction.
                 self._hand_over()
             with self._files.lock:
                 self._env.write(self._switch)
