@@ -135,17 +135,14 @@ def vouch_recorder(
     return Recording, followed
 
 
-def voted_for_recorder() -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
+def rule_recorder(hook: str, old: bool) -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
     """The real core, noting (node, term, leader) for each leader message it took only by
-    the rule that hears the unlisted candidate it voted for, an id its log named (gate.py
-    ``_once_listed``): the same message is refused with that rule left out."""
+    the rule behind ``hook`` (a gate.py method returning a bool): the same message is refused
+    with the hook answering ``old``, the old rule."""
     followed: list[tuple[NodeId, int, NodeId]] = []
 
     class Recording(RaftNode):
         _forget = False
-
-        def _once_listed(self, node: NodeId) -> bool:
-            return not self._forget and super()._once_listed(node)
 
         def _sender_refusal(self, msg: Message) -> str | None:
             refusal = super()._sender_refusal(msg)
@@ -159,7 +156,19 @@ def voted_for_recorder() -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId
                     followed.append((self.id, msg.term, msg.src))
             return refusal
 
+    real = getattr(RaftNode, hook)
+
+    def hooked(self: Recording, *args: Any) -> bool:
+        return old if self._forget else bool(real(self, *args))
+
+    setattr(Recording, hook, hooked)
     return Recording, followed
+
+
+def voted_for_recorder() -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
+    """``rule_recorder`` for the rule that hears the unlisted candidate a node voted for, an
+    id its log named (gate.py ``_once_listed``)."""
+    return rule_recorder("_once_listed", False)
 
 
 def test_plaintext_learner_behind_the_change_adding_the_leader_catches_up() -> None:
@@ -354,23 +363,37 @@ def test_plaintext_voter_listing_only_retired_voters_hears_its_learners_vouch() 
     Simulation(seed=60123, unlisted_leaders=True, **LMDB_LEASE).run()  # the rule TLS mode has
 
 
-def test_plaintext_orphaned_learner_is_the_open_seed_40_class() -> None:
+@pytest.mark.parametrize(
+    ("seed", "stuck", "signature", "incarnation"),
+    [
+        (60039, "n7", "n7 (learner): learner term 18 commit 89 applied 89 last 89", "n7.1"),
+        (94147, "n6", "n6 (learner): learner term 20 commit 261 applied 261 last 261", "n6.3"),
+    ],
+)
+def test_plaintext_orphaned_learner_is_the_open_seed_40_class(
+    seed: int, stuck: NodeId, signature: str, incarnation: str
+) -> None:
     # KNOWN GAP (open, docs/liveness-gaps.md): 5 nodes, lmdb state, lease reads within the
-    # bound, plaintext, seed 60039 (session-11 sweep). Learner n7, stuck at a snapshot of
-    # index 89, lists n1, n4 and n6, all retired once n4 removed itself; the leader n2 is a
-    # stranger to it and nobody it lists runs. The liveness check excuses such an orphan
-    # from applying, but the final write went to n7, which forwards it to no one. Neither
-    # session-12 rule applies (n7 asks whom it lists; a learner votes for no one). When the
-    # gap closes this test fails: pin the seed as passing.
-    sim = Simulation(seed=60039, unlisted_leaders=False, **LMDB_LEASE)
+    # bound, plaintext. 60039 (session-11 sweep): learner n7, stuck at a snapshot of index 89,
+    # lists n1, n4 and n6, all retired once n4 removed itself. 94147 (s12-live sweep): n6's
+    # data dir was wiped and the operator added it back as a learner (n6.4); its first
+    # snapshot, at 261, lists voters n6 bound to n6.3 (the old incarnation) and n7, retired
+    # since. Either way the leader is a stranger to it and nobody it lists runs: an orphan.
+    # The liveness check excuses an orphan from applying, but the final write went to it, and
+    # it forwards it to no one. Neither session-12 rule applies (it asks whom it lists; a
+    # learner votes for no one). When the gap closes this test fails: pin the seed as passing.
+    sim = Simulation(seed=seed, unlisted_leaders=False, **LMDB_LEASE)
     with pytest.raises(InvariantViolation) as info:
         sim.run()
     assert info.value.invariant == ck.LIVENESS
-    assert "n7 (learner): learner term 18 commit 89 applied 89 last 89" in info.value.detail
-    n7 = status_of(sim, "n7")
-    assert dict(n7.refused).get(REFUSED_STRANGER, 0) > 0
-    assert all(sim.nodes[m].retired for m in n7.membership.members - {"n7"})
-    Simulation(seed=60039, unlisted_leaders=True, **LMDB_LEASE).run()  # the rule TLS mode has
+    assert signature in info.value.detail
+    st = status_of(sim, stuck)
+    assert dict(st.refused).get(REFUSED_STRANGER, 0) > 0
+    assert st.membership.incarnation_of(stuck) == incarnation
+    assert all(sim.nodes[m].retired for m in st.membership.members - {stuck})
+    members = sim.checker.committed_config().members
+    assert sim._orphaned(sim.nodes[stuck], members)  # excused from applying, not the write
+    Simulation(seed=seed, unlisted_leaders=True, **LMDB_LEASE).run()  # the rule TLS mode has
 
 
 def test_a_slow_disk_landing_a_drop_decided_before_the_commit_passes() -> None:

@@ -183,23 +183,3 @@ def test_a_stale_member_hears_the_candidate_it_voted_for_if_its_log_named_it() -
     # Followed now: in term 7 n3 alone leads n2 (the rule of the leader it followed).
     node.step(Heartbeat(term=7, src="mallory", dst="n2", commit=3))
     assert stranger_refusals(node) == 9 and node.status().leader == "n3"
-
-
-def test_a_wiped_data_dir_listed_at_its_old_incarnation_hears_its_leader_as_a_joiner() -> None:
-    """n2's data dir was wiped and it runs as incarnation inc2.new; it caught up to a
-    configuration (here the bootstrap one) that lists n2 bound to the old inc2: it is a new
-    member, no member of that configuration (it never campaigns in it), like a joiner whose
-    log does not list it yet. It used to count itself listed and refuse the unlisted leader
-    for good (simulator, 5 nodes, lmdb, lease within, seed 94147: n6.4, repaired as a
-    learner, took a snapshot listing n6 at n6.3 and n7, retired since, and refused the leader
-    n1 254 times). Now it hears an unlisted leader as a joiner does. A node that runs the
-    incarnation its configuration binds keeps the plaintext rule."""
-    wiped = follower(config=PLAINTEXT, incarnation="inc2.new")
-    kept = follower(config=PLAINTEXT, incarnation="inc2")
-    for node in (wiped, kept):
-        leaderless(node)
-        node.step(Heartbeat(term=5, src="n9", dst="n2", commit=2))
-    assert (wiped.status().term, wiped.status().leader) == (5, "n9")
-    assert stranger_refusals(wiped) == 0
-    assert kept.status().leader is None and stranger_refusals(kept) == 1
-    assert wiped.status().role is not Role.PRE_CANDIDATE  # it never campaigned

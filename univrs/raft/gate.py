@@ -275,19 +275,7 @@ class GateLayer(ElectionLayer):
             if unlisted_leader is not None and followed == unlisted_leader
             else None,
             pinned=self._pinned_incarnations(),
-            me_bound=self._me_bound(configs.current),
         )
-
-    def _me_bound(self, current: Membership) -> bool:
-        """Does ``current`` list our id at our incarnation (or at none)? Not: a wiped data
-        dir catching up through configurations that bind its id to the old one. It is a new
-        member (docs/core-api.md), no member of those configurations: it campaigns in none
-        (base.py ``_bound_to_me``) and hears an unlisted leader as a joiner does (simulator,
-        5 nodes, lmdb, lease within, seed 94147: n6.4, repaired as a learner, took a snapshot
-        whose configuration lists voters n6 at n6.3 and n7, retired since, and refused the
-        leader n1 as a stranger for good). A hook: the simulator's tests put the old rule
-        back."""
-        return self._bound_to_me(current)
 
     def _maybe_pin(self, msg: Message) -> bool:
         """Pin ``msg``'s sender, a member our configurations list but bind to no incarnation

@@ -25,8 +25,7 @@ it must let through (docs/core-api.md, "Who may send a message"):
 * Leader traffic (AppendEntries, Heartbeat, InstallSnapshot) from an unknown sender is let
   through in two cases only, because a node's configuration can lag behind its leader's:
   - the node is not in its own latest configuration (a fresh node whose configuration is
-    still empty, a joiner replaying an old log that does not list it yet, a removed node, a
-    wiped data dir whose old configurations list its id bound to its old incarnation):
+    still empty, a joiner replaying an old log that does not list it yet, a removed node):
     it cannot vote or campaign, and it must hear the leader it was added by;
   - the node follows no live leader: it heard from none within ``election_ticks_min`` ticks.
     A member that lagged behind the configuration adding
@@ -199,7 +198,6 @@ def sender_refusal(
     unlisted_incarnation: str | None = None,
     held_leader: NodeId | None = None,
     pinned: Mapping[NodeId, str] | None = None,
-    me_bound: bool = True,
 ) -> str | None:
     """Why ``msg`` must be refused (a ``REFUSED_*`` reason), or None to accept it.
 
@@ -220,10 +218,6 @@ def sender_refusal(
     ``pinned``: for members the configuration binds to no incarnation, the incarnation this
     process first took a message from under their id; such an id is held to it as if the
     configuration bound it (another incarnation, or none attested, is a stranger's).
-    ``me_bound`` False: ``current`` lists ``me`` bound to another incarnation than this node's
-    own (a wiped data dir catching up through old configurations under its old id): the node
-    is no member of its own configuration, a new one, and hears an unlisted leader as a
-    joiner does.
     """
     src = msg.src
     if not current.voters and not current.learners:
@@ -250,7 +244,7 @@ def sender_refusal(
     if src == live_leader:
         return None  # the leader we follow, at its incarnation (a change may have removed it)
     if isinstance(msg, _FROM_LEADER) and (
-        not (_lists(current, me) and me_bound)
+        not _lists(current, me)
         or (
             live_leader is None
             and (
