@@ -93,7 +93,7 @@ def vouch_recorder(
     unlisted leader on a vouch (univrs/raft/gate.py)."""
     followed: list[Followed] = []
 
-    class Recording(base):  # type: ignore[valid-type,misc]
+    class Recording(RaftNode):
         def _tracked_at_election(self) -> frozenset[NodeId]:
             if old_tracking:
                 return self._configs.current.members
@@ -132,7 +132,11 @@ def vouch_recorder(
             if not RaftNode._listed_id(self, pending[1]):
                 followed.append((self.id, *pending))
 
-    return Recording, followed
+    if base is RaftNode:
+        return Recording, followed
+    # Recording's overrides first, then ``base``'s old rules (the method order: Recording,
+    # base, RaftNode).
+    return type("Recording", (Recording, base), {}), followed
 
 
 def rule_recorder(hook: str, old: bool) -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
