@@ -183,3 +183,33 @@ def test_a_stale_member_hears_the_candidate_it_voted_for_if_its_log_named_it() -
     # Followed now: in term 7 n3 alone leads n2 (the rule of the leader it followed).
     node.step(Heartbeat(term=7, src="mallory", dst="n2", commit=3))
     assert stranger_refusals(node) == 9 and node.status().leader == "n3"
+
+
+class _AnyCandidateItVotedFor(RaftNode):
+    """Hears any unlisted candidate it voted for, whatever its log named: the rule plaintext
+    mode rules out (docs/security.md)."""
+
+    def _once_listed(self, node: str) -> bool:
+        return True
+
+
+def test_without_the_log_condition_a_made_up_id_that_won_the_vote_leads_the_member() -> None:
+    """What the condition on the log's configurations keeps out: on a core without it, the
+    made-up id that won a leaderless member's vote leads it and appends a mint (the check of
+    the test above fails on such a core)."""
+    node = follower(_AnyCandidateItVotedFor, config=PLAINTEXT)
+    leaderless(node)
+    node.step(RequestVote(term=6, src="mallory", dst="n2", last_log_index=9, last_log_term=5))
+    node.ready()
+    node.step(forged_append("mallory", 6))
+    s = node.status()
+    assert (s.term, s.leader, s.last_index) == (6, "mallory", 3)  # the forged mint appended
+    # The real core refuses the same two packets.
+    real = follower(config=PLAINTEXT)
+    leaderless(real)
+    real.step(RequestVote(term=6, src="mallory", dst="n2", last_log_index=9, last_log_term=5))
+    real.ready()
+    real.step(forged_append("mallory", 6))
+    s = real.status()
+    assert (s.term, s.leader, s.last_index) == (6, None, 2)
+    assert stranger_refusals(real) == 1
