@@ -10,8 +10,8 @@ nodes seed 30024 instead; 31095 and 177 still pass, and their scenario (the vouc
 incarnation) is run on the core with the old tracking, where it still decides them. Session 12
 (s12-live) closed two variants of the seed-40 class: 60123 (a stale voter asks the learners it
 lists too) and 40209 (a stale member hears the candidate it voted for, an id its log named),
-both pinned as passing with the core that lacks the rule failing them as before; 60039 (an
-orphaned learner) stays pinned failing."""
+both pinned as passing with the core that lacks the rule failing them as before; 60039 and
+94147 (orphaned learners) stay pinned failing."""
 
 from __future__ import annotations
 
