@@ -400,6 +400,28 @@ def test_plaintext_orphaned_learner_is_the_open_seed_40_class(
     Simulation(seed=seed, unlisted_leaders=True, **LMDB_LEASE).run()  # the rule TLS mode has
 
 
+def test_plaintext_voter_whose_log_never_named_its_leader_is_the_open_seed_40_class() -> None:
+    # KNOWN GAP (open, docs/liveness-gaps.md): 5 nodes, lmdb state, seed 78 (the profile
+    # draws plaintext; the soak sweep of tests/test_sim_state.py). It passed on session 11's
+    # core; each session-12 rule alone passes it too, both together move its course into
+    # the open variant of the class: voter n1 lists n4 (wiped: n4.2 knows nothing), n5 and
+    # n2 (retired) and the learner n3 (retired); the leader n6 of {n1, n4, n6} was added
+    # after n1's newest configuration, and no configuration of n1's log names it. n1 votes
+    # for n6 term after term (31 to 44) and refuses its traffic as a stranger's; n6 steps
+    # down by CheckQuorum each time. When the gap closes this test fails: pin it as passing.
+    sim = Simulation(seed=78, n_nodes=5, state_backend="lmdb")
+    assert sim.config is not None and not sim.config.unlisted_leaders
+    with pytest.raises(InvariantViolation) as info:
+        sim.run()
+    assert info.value.invariant == ck.LIVENESS
+    assert "n1 (voter): follower term 44 commit 118 applied 118 last 118" in info.value.detail
+    n1 = status_of(sim, "n1")
+    assert n1.vote == "n6" and "n6" not in n1.membership.members
+    assert dict(n1.refused).get(REFUSED_STRANGER, 0) > 0
+    Simulation(seed=78, n_nodes=5, state_backend="lmdb", node_factory=_Session11Rules).run()
+    Simulation(seed=78, n_nodes=5, state_backend="lmdb", unlisted_leaders=True).run()
+
+
 def test_a_slow_disk_landing_a_drop_decided_before_the_commit_passes() -> None:
     # 7 nodes, seed 42248 (TLS): n5 took the term-24 leader's (54, t24) over its uncommitted
     # (54, t17) at tick 618.5 on a slow disk; n6, leader of term 26, committed (54, t17)
