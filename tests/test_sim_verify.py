@@ -7,7 +7,11 @@ passing) and seed 40209 at 3 nodes (the open seed-40 gap, pinned as failing the 
 docs/liveness-gaps.md). The fix of 40194 (a new leader tracks the members of the committed
 configuration too) moved the course of 30041, 31095 and 177: the learner's probe is pinned at 7
 nodes seed 30024 instead; 31095 and 177 still pass, and their scenario (the vouch from another
-incarnation) is run on the core with the old tracking, where it still decides them."""
+incarnation) is run on the core with the old tracking, where it still decides them. Session 12
+(s12-live) closed two variants of the seed-40 class: 60123 (a stale voter asks the learners it
+lists too) and 40209 (a stale member hears the candidate it voted for, an id its log named),
+both pinned as passing with the core that lacks the rule failing them as before; 60039 and
+94147 (orphaned learners) stay pinned failing."""
 
 from __future__ import annotations
 
@@ -51,6 +55,24 @@ class _TracksOnlyItsConfiguration(RaftNode):
         return self._configs.current.members
 
 
+class _PreVotesOnlyVoters(RaftNode):
+    """A pre-candidate asks only the voters it lists, never its learners (the old core)."""
+
+    def _pre_vote_peers(self) -> frozenset[NodeId]:
+        return self._configs.current.voters
+
+
+class _ForgetsWhomItsLogNamed(RaftNode):
+    """Never hears the unlisted candidate it voted for, whatever its log named (the old core)."""
+
+    def _once_listed(self, node: NodeId) -> bool:
+        return False
+
+
+class _Session11Rules(_PreVotesOnlyVoters, _ForgetsWhomItsLogNamed):
+    """Neither of session 12's rules for the seed-40 class (the core of session 11)."""
+
+
 class _OldTrackingNoVouch(_TracksOnlyItsConfiguration, _NoVouchFromAnotherIncarnation):
     """The core before both the vouch from another incarnation and the new leader's tracking
     of a member its change removes."""
@@ -58,12 +80,15 @@ class _OldTrackingNoVouch(_TracksOnlyItsConfiguration, _NoVouchFromAnotherIncarn
 
 # (node, term, leader, voucher, how): a node followed a leader its configurations do not list,
 # on a vouch ("probe": a learner's probe answered; "other-incarnation": the answer of a listed
-# id at another incarnation than it binds; "listed": a rejected pre-vote of its own).
+# id at another incarnation than it binds; "learner": a rejected pre-vote of its own, answered
+# by a member it lists as a learner; "listed": by another member it lists).
 Followed = tuple[NodeId, int, NodeId, NodeId, str]
 
 
-def vouch_recorder(*, old_tracking: bool = False) -> tuple[type[RaftNode], list[Followed]]:
-    """A core that behaves as the real one (only overrides that call it and record), or with
+def vouch_recorder(
+    *, old_tracking: bool = False, base: type[RaftNode] = RaftNode
+) -> tuple[type[RaftNode], list[Followed]]:
+    """A core that behaves as ``base`` (only overrides that call it and record), or with
     ``old_tracking`` as ``_TracksOnlyItsConfiguration``, and notes each time a node follows an
     unlisted leader on a vouch (univrs/raft/gate.py)."""
     followed: list[Followed] = []
@@ -91,6 +116,8 @@ def vouch_recorder(*, old_tracking: bool = False) -> tuple[type[RaftNode], list[
                     if other
                     else "probe"
                     if self._role is Role.LEARNER
+                    else "learner"
+                    if msg.src in self._configs.current.learners
                     else "listed"
                 )
                 self._pending = (msg.term, msg.leader, msg.src, how)
@@ -105,7 +132,47 @@ def vouch_recorder(*, old_tracking: bool = False) -> tuple[type[RaftNode], list[
             if not RaftNode._listed_id(self, pending[1]):
                 followed.append((self.id, *pending))
 
+    if base is RaftNode:
+        return Recording, followed
+    # Recording's overrides first, then ``base``'s old rules (the method order: Recording,
+    # base, RaftNode).
+    return type("Recording", (Recording, base), {}), followed
+
+
+def rule_recorder(hook: str, old: bool) -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
+    """The real core, noting (node, term, leader) for each leader message it took only by
+    the rule behind ``hook`` (a gate.py method returning a bool): the same message is refused
+    with the hook answering ``old``, the old rule."""
+    followed: list[tuple[NodeId, int, NodeId]] = []
+
+    class Recording(RaftNode):
+        _forget = False
+
+        def _sender_refusal(self, msg: Message) -> str | None:
+            refusal = super()._sender_refusal(msg)
+            if refusal is None and isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot):
+                self._forget = True
+                try:
+                    without = super()._sender_refusal(msg)
+                finally:
+                    self._forget = False
+                if without is not None:
+                    followed.append((self.id, msg.term, msg.src))
+            return refusal
+
+    real = getattr(RaftNode, hook)
+
+    def hooked(self: Recording, *args: Any) -> bool:
+        return old if self._forget else bool(real(self, *args))
+
+    setattr(Recording, hook, hooked)
     return Recording, followed
+
+
+def voted_for_recorder() -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
+    """``rule_recorder`` for the rule that hears the unlisted candidate a node voted for, an
+    id its log named (gate.py ``_once_listed``)."""
+    return rule_recorder("_once_listed", False)
 
 
 def test_plaintext_learner_behind_the_change_adding_the_leader_catches_up() -> None:
@@ -117,12 +184,20 @@ def test_plaintext_learner_behind_the_change_adding_the_leader_catches_up() -> N
     # (univrs/raft/gate.py _maybe_probe); here learner n3 is answered by n8 naming n5, the
     # leader of term 12 that n3's configurations do not list, and n3 follows it. (Seed 30041,
     # pinned before, no longer goes through a probe since a new leader also replicates to a
-    # member its uncommitted change removes; it still passes, with and without TLS.)
-    core, followed = vouch_recorder()
+    # member its uncommitted change removes; it still passes, with and without TLS.) Session
+    # 12's rule that a pre-candidate refusing leader traffic asks its learners too moved the
+    # seed's course off that state (the real core passes it, with or without the probe): the
+    # scenario runs on the core without that rule, where the probe still decides it.
+    Simulation(seed=30024, n_nodes=7, unlisted_leaders=False).run()
+    core, followed = vouch_recorder(base=_PreVotesOnlyVoters)
     Simulation(seed=30024, n_nodes=7, unlisted_leaders=False, node_factory=core).run()
     assert ("n3", 12, "n5", "n8", "probe") in followed
     # Without the probe the seed fails.
-    old = run_seed_with(_NoProbe, 30024, 7)
+
+    class NoProbeAsksOnlyVoters(_NoProbe, _PreVotesOnlyVoters):
+        pass
+
+    old = run_seed_with(NoProbeAsksOnlyVoters, 30024, 7)
     assert old.invariant == ck.LIVENESS
     assert "n4 (learner): learner term 14 commit 421" in old.detail
     Simulation(seed=30041, n_nodes=7, unlisted_leaders=False).run()  # raises on any violation
@@ -185,15 +260,23 @@ def test_lazy_notices_voter_whose_listed_peers_were_replaced_catches_up() -> Non
     # (stranger) and stayed a pre-candidate for good: the seed-31095 class, not the commit
     # notices'. The vouch (gate.py _maybe_vouch) is noted and n5 follows n2 at t=1537.6. As for
     # 31095, the tracking moved the real core's course off that state (it passes the seed
-    # without the vouch): the scenario runs on the core with the old tracking.
+    # without the vouch): the scenario runs on the core with the old tracking. There session
+    # 12's rule that a stale member hears the candidate it voted for, an id its log named,
+    # moved it again: the scenario runs on session 11's core with the old tracking. (The
+    # old tracking without the vouch from another incarnation passes with either session-12
+    # rule: the core that fails the seed as before lacks all of them.)
     kw: dict[str, Any] = {"unlisted_leaders": False, "commit_notice_bytes": 1024}
     Simulation(seed=177, n_nodes=5, **kw).run()
-    core, followed = vouch_recorder(old_tracking=True)
+    core, followed = vouch_recorder(old_tracking=True, base=_Session11Rules)
     sim = Simulation(seed=177, n_nodes=5, node_factory=core, **kw)
     sim.run()
     assert ("n5", 13, "n2") in {f[:3] for f in followed if f[4] == "other-incarnation"}
     assert dict(status_of(sim, "n5").refused).get("incarnation", 0) > 0  # n3.4's, n6.2's
-    old = run_seed_with(_OldTrackingNoVouch, 177, 5, commit_notice_bytes=1024)
+
+    class OldCore(_OldTrackingNoVouch, _Session11Rules):
+        pass
+
+    old = run_seed_with(OldCore, 177, 5, commit_notice_bytes=1024)
     assert old.invariant == ck.LIVENESS
     assert "n5 (voter): pre-candidate term 13 commit 268 applied 268 last 269" in old.detail
 
@@ -202,22 +285,6 @@ def status_of(sim: Simulation, node: NodeId) -> Status:
     raft = sim.nodes[node].raft
     assert raft is not None, f"{node} is down"
     return raft.status()
-
-
-class _TakesTheLeaderItVotedFor(RaftNode):
-    """Plaintext, but hears the unlisted candidate it voted for as the leader of that term:
-    the rule docs/security.md rejects (a made-up id that asks a leaderless member for its vote
-    would then lead it). Only to show what the seed-40 class lacks, nothing else."""
-
-    def _sender_refusal(self, msg: Message) -> str | None:
-        refusal = super()._sender_refusal(msg)
-        if (
-            refusal == REFUSED_STRANGER
-            and isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
-            and (msg.term, msg.src) == (self._term, self._vote)
-        ):
-            return None
-        return refusal
 
 
 def test_plaintext_voter_behind_a_pending_removal_catches_up() -> None:
@@ -238,57 +305,121 @@ def test_plaintext_voter_behind_a_pending_removal_catches_up() -> None:
     assert "n3 (voter): pre-candidate term 47 commit 0 applied 0 last 1" in old.detail
 
 
-def test_plaintext_voter_whose_only_live_listed_peer_is_wiped_is_the_open_gap() -> None:
-    # KNOWN GAP (open, docs/security.md "Core refusals", docs/liveness-gaps.md): 3 nodes, seed
-    # 40209, plaintext. n1 lists n1, n2 (retired) and n4 bound to n4.1; n4 was wiped and runs
-    # an empty n4.2 that knows no leader and no configuration; the leader n3 is not listed.
-    # n1 refuses n3 (stranger), nobody it lists can vouch, and n3 cannot repair n4 without
-    # n1's acknowledgement. When the gap closes this test fails: pin the seed as passing.
-    sim = Simulation(seed=40209, n_nodes=3, unlisted_leaders=False)
+def test_plaintext_voter_whose_only_live_listed_peer_is_wiped_hears_the_leader_it_voted_for() -> (
+    None
+):
+    # 3 nodes, seed 40209, plaintext: the seed-40 class, open until session 12. n1's log
+    # holds the configurations {n1, n2, n3}, then {n1, n2, n4} (n3 removed at index 8); it
+    # missed n3's return (wiped, added again as n3.1 at 36) and n2's removal (41). It lists
+    # n2 (retired) and n4 bound to n4.1, whose data dir was wiped (n4.2 knows nothing and
+    # refuses hellos expecting n4.1): nobody it lists can vouch. The leader n3 of {n1, n3,
+    # n4} needs n1's acknowledgements; n1 voted for n3 in term 14 but refused its traffic as a
+    # stranger's for good. Now a stale member hears the candidate it voted for in its term if
+    # a configuration of its own log named that id (univrs/raft/gate.py ``_once_listed``,
+    # argued in docs/liveness-gaps.md): n1 follows n3 in term 14 and the seed passes.
+    core, followed = voted_for_recorder()
+    Simulation(seed=40209, n_nodes=3, unlisted_leaders=False, node_factory=core).run()
+    assert ("n1", 7, "n3") in followed  # (n1 refused n3 from term 7 on: the gap arose then)
+    # The core without the rule fails the seed as before, in the same state.
+    sim = Simulation(
+        seed=40209, n_nodes=3, unlisted_leaders=False, node_factory=_ForgetsWhomItsLogNamed
+    )
     with pytest.raises(InvariantViolation) as info:
         sim.run()
     assert info.value.invariant == ck.LIVENESS
     assert "n1 (voter): pre-candidate term 14 commit 33 applied 33 last 33" in info.value.detail
     n1 = status_of(sim, "n1")
     assert n1.membership.voters == {"n1", "n2", "n4"}
+    assert (n1.term, n1.vote) == (14, "n3")
     assert n1.membership.incarnation_of("n4") == "n4.1" != sim.nodes["n4"].disk.incarnation
     assert dict(n1.refused).get(REFUSED_STRANGER, 0) > 0  # the leader n3's traffic
     assert status_of(sim, "n4").membership.voters == frozenset()  # wiped: knows nothing
-    # A core that hears the unlisted leader it voted for passes it, as it passed the other
-    # seeds of the class (40, 40262; 131 with lazy commit notices) before the change above
-    # moved their course off the gap: that rule, unsafe without TLS, is what the class lacks.
-    Simulation(
-        seed=40209, n_nodes=3, unlisted_leaders=False, node_factory=_TakesTheLeaderItVotedFor
-    ).run()
+    # The rule TLS mode has passes it too.
+    Simulation(seed=40209, n_nodes=3, unlisted_leaders=True).run()
+
+
+LMDB_LEASE: dict[str, Any] = {"n_nodes": 5, "lease": "within", "state_backend": "lmdb"}
+
+
+def test_plaintext_voter_listing_only_retired_voters_hears_its_learners_vouch() -> None:
+    # 5 nodes, lmdb state, lease reads within the bound, plaintext, seed 60123 (session-11
+    # sweep; the seed-40 class, open until session 12). Voter n6, sick through five
+    # membership changes, lists voters n1, n2, n7 (all retired since) and n5 as a learner; the
+    # leader n4 of term 34 is a stranger to it (147 refusals). n5 follows n4 and could vouch,
+    # but a pre-candidate asked only the voters it lists. Now one that refuses leader traffic
+    # asks its learners too (univrs/raft/election.py ``_pre_vote_peers``): n5 rejects naming
+    # n4, and n6 follows n4 in term 35.
+    core, followed = vouch_recorder()
+    Simulation(seed=60123, unlisted_leaders=False, node_factory=core, **LMDB_LEASE).run()
+    assert ("n6", 35, "n4", "n5", "learner") in followed
+    # The core that asks only voters fails the seed as before.
+    sim = Simulation(
+        seed=60123, unlisted_leaders=False, node_factory=_PreVotesOnlyVoters, **LMDB_LEASE
+    )
+    with pytest.raises(InvariantViolation) as info:
+        sim.run()
+    assert info.value.invariant == ck.LIVENESS
+    signature = "n6 (voter): pre-candidate term 34 commit 312 applied 312 last 314"
+    assert signature in info.value.detail
+    n6 = status_of(sim, "n6")
+    assert dict(n6.refused).get(REFUSED_STRANGER, 0) > 0
+    assert n6.membership.learners == {"n5"} and "n4" not in n6.membership.members
+    Simulation(seed=60123, unlisted_leaders=True, **LMDB_LEASE).run()  # the rule TLS mode has
 
 
 @pytest.mark.parametrize(
-    ("seed", "stuck", "signature", "voted_for_passes"),
+    ("seed", "stuck", "signature", "incarnation"),
     [
-        (60123, "n6", "n6 (voter): pre-candidate term 34 commit 312 applied 312 last 314", True),
-        (60039, "n7", "n7 (learner): learner term 18 commit 89 applied 89 last 89", False),
+        (60039, "n7", "n7 (learner): learner term 18 commit 89 applied 89 last 89", "n7.1"),
+        (94147, "n6", "n6 (learner): learner term 20 commit 261 applied 261 last 261", "n6.3"),
     ],
 )
-def test_session_11_sweep_seeds_are_the_open_seed_40_class(
-    seed: int, stuck: NodeId, signature: str, voted_for_passes: bool
+def test_plaintext_orphaned_learner_is_the_open_seed_40_class(
+    seed: int, stuck: NodeId, signature: str, incarnation: str
 ) -> None:
     # KNOWN GAP (open, docs/liveness-gaps.md): 5 nodes, lmdb state, lease reads within the
-    # bound, plaintext; found by the session-11 sweep (60000..60123). The stuck member lists
-    # only retired members (and, for 60123, the learner n5, which a pre-candidate does not
-    # ask), so the leader is a stranger it refuses. When the gap closes this test fails: pin
-    # the seed as passing.
-    kw: dict[str, Any] = {"n_nodes": 5, "lease": "within", "state_backend": "lmdb"}
-    sim = Simulation(seed=seed, unlisted_leaders=False, **kw)
+    # bound, plaintext. 60039 (session-11 sweep): learner n7, stuck at a snapshot of index 89,
+    # lists n1, n4 and n6, all retired once n4 removed itself. 94147 (s12-live sweep): n6's
+    # data dir was wiped and the operator added it back as a learner (n6.4); its first
+    # snapshot, at 261, lists voters n6 bound to n6.3 (the old incarnation) and n7, retired
+    # since. Either way the leader is a stranger to it and nobody it lists runs: an orphan.
+    # The liveness check excuses an orphan from applying, but the final write went to it, and
+    # it forwards it to no one. Neither session-12 rule applies (it asks whom it lists; a
+    # learner votes for no one). When the gap closes this test fails: pin the seed as passing.
+    sim = Simulation(seed=seed, unlisted_leaders=False, **LMDB_LEASE)
     with pytest.raises(InvariantViolation) as info:
         sim.run()
     assert info.value.invariant == ck.LIVENESS
     assert signature in info.value.detail
-    assert dict(status_of(sim, stuck).refused).get(REFUSED_STRANGER, 0) > 0
-    Simulation(seed=seed, unlisted_leaders=True, **kw).run()  # the rule TLS mode has
-    if voted_for_passes:
-        Simulation(
-            seed=seed, unlisted_leaders=False, node_factory=_TakesTheLeaderItVotedFor, **kw
-        ).run()
+    st = status_of(sim, stuck)
+    assert dict(st.refused).get(REFUSED_STRANGER, 0) > 0
+    assert st.membership.incarnation_of(stuck) == incarnation
+    assert all(sim.nodes[m].retired for m in st.membership.members - {stuck})
+    members = sim.checker.committed_config().members
+    assert sim._orphaned(sim.nodes[stuck], members)  # excused from applying, not the write
+    Simulation(seed=seed, unlisted_leaders=True, **LMDB_LEASE).run()  # the rule TLS mode has
+
+
+def test_plaintext_voter_whose_log_never_named_its_leader_is_the_open_seed_40_class() -> None:
+    # KNOWN GAP (open, docs/liveness-gaps.md): 5 nodes, lmdb state, seed 78 (the profile
+    # draws plaintext; the soak sweep of tests/test_sim_state.py). It passed on session 11's
+    # core; each session-12 rule alone passes it too, both together move its course into
+    # the open variant of the class: voter n1 lists n4 (wiped: n4.2 knows nothing), n5 and
+    # n2 (retired) and the learner n3 (retired); the leader n6 of {n1, n4, n6} was added
+    # after n1's newest configuration, and no configuration of n1's log names it. n1 votes
+    # for n6 term after term (31 to 44) and refuses its traffic as a stranger's; n6 steps
+    # down by CheckQuorum each time. When the gap closes this test fails: pin it as passing.
+    sim = Simulation(seed=78, n_nodes=5, state_backend="lmdb")
+    assert sim.config is not None and not sim.config.unlisted_leaders
+    with pytest.raises(InvariantViolation) as info:
+        sim.run()
+    assert info.value.invariant == ck.LIVENESS
+    assert "n1 (voter): follower term 44 commit 118 applied 118 last 118" in info.value.detail
+    n1 = status_of(sim, "n1")
+    assert n1.vote == "n6" and "n6" not in n1.membership.members
+    assert dict(n1.refused).get(REFUSED_STRANGER, 0) > 0
+    Simulation(seed=78, n_nodes=5, state_backend="lmdb", node_factory=_Session11Rules).run()
+    Simulation(seed=78, n_nodes=5, state_backend="lmdb", unlisted_leaders=True).run()
 
 
 def test_a_slow_disk_landing_a_drop_decided_before_the_commit_passes() -> None:

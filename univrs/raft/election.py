@@ -89,7 +89,29 @@ class ElectionLayer(FollowerLayer):
         if vote_result(self._configs.current.voters, self._votes) is VoteResult.WON:
             self._become_candidate(transfer=False)
             return
-        self._send_pre_votes(self._configs.current.voters)
+        self._send_pre_votes(self._pre_vote_peers())
+
+    def _pre_vote_peers(self) -> frozenset[NodeId]:
+        """Whom a pre-candidate asks: the voters of its configuration; without
+        ``RaftConfig.unlisted_leaders``, while it refuses leader traffic (within the last
+        ``election_ticks_max`` ticks, the window of gate.py ``_maybe_probe``), its learners
+        too. Only voters' answers count (``_on_vote_response``); what a learner adds is its
+        rejection's vouch (gate.py ``_maybe_vouch``): the leader it follows in its term. A
+        member whose configuration lags behind the change adding that leader hears it on the
+        word of a member it lists, a learner's included (simulator, 5 nodes, lmdb, lease
+        within, seed 60123: voter n6 listed only retired voters and the learner n5, which
+        followed the leader n4; n6 asked no one who could name n4 and refused it as a stranger
+        for good). Only then: an ordinary election asks the voters alone, as before. A hook:
+        the simulator's tests put the old rule back."""
+        current = self._configs.current
+        at = self._refused_leader_at
+        if (
+            self.config.unlisted_leaders
+            or at is None
+            or self._now - at > self.config.election_ticks_max
+        ):
+            return current.voters
+        return current.members
 
     def _send_pre_votes(self, peers: Iterable[NodeId]) -> None:
         """A pre-vote request for the next term to each of ``peers`` but us, in id order."""

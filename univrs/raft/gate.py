@@ -154,6 +154,30 @@ class GateLayer(ElectionLayer):
             return committed
         return None
 
+    def _once_listed(self, node: NodeId) -> bool:
+        """Does a configuration of the log we hold (``ConfigHistory.ever_lists``: the base or
+        any CONFIG entry after it, at any incarnation) name ``node``? Without
+        ``unlisted_leaders`` the candidate we voted for in our term, if it is such an id, may
+        lead us in that term although our configurations no longer list it (senders.py).
+
+        The case (simulator, 3 nodes, seed 40209): n1 lags behind the changes that re-added
+        n3 (removed at index 8, wiped, added again at 36 as a new incarnation) and removed n2;
+        it lists n2 (retired) and n4, whose data dir was wiped since: nobody it lists can
+        vouch for anyone, and the leader n3, whose configuration needs n1's acknowledgements,
+        was refused as a stranger for good, although n1 had voted for it in that term.
+
+        Why a forger gains nothing: a made-up id is named by no configuration of our log and
+        stays refused. An id that one names is one the forger could already use to lead us,
+        with one packet and fewer conditions: a *listed* id at another incarnation than our
+        configuration binds is heard as a leader by a member that follows none (a replaced
+        member that leads now must be heard; senders.py). This rule needs more: we follow no
+        live leader, we granted that id our vote in our current term (a vote request the
+        election rules judged: its log must hold everything ours does), and the leader
+        traffic is of that very term. So no single packet moves us, and no sequence of
+        packets under an id our log names does more than one under a listed id already
+        could. A hook: the simulator's tests put the old rule back."""
+        return self._configs.ever_lists(node)
+
     def _maybe_probe(self) -> bool:
         """A member that cannot campaign (a learner), without ``unlisted_leaders``, whose
         election timer ran out while it refused leader traffic within the last election
@@ -230,6 +254,11 @@ class GateLayer(ElectionLayer):
             unlisted_term, unlisted_leader = self._term, self._led_by  # the one we followed
         elif self._vouched_term == self._term:
             unlisted_term, unlisted_leader = self._term, self._vouched  # a listed member's
+        elif self._vote is not None and self._vote != self.id and self._once_listed(self._vote):
+            # The candidate we voted for in our term, an id our log's configurations named
+            # (a member removed and added again, which our log has not seen re-added):
+            # ``_once_listed``, which argues why this gives a forger nothing.
+            unlisted_term, unlisted_leader = self._term, self._vote
         return sender_refusal(
             msg,
             me=self.id,

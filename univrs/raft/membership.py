@@ -56,6 +56,15 @@ class ConfigHistory:
                 return m
         return self.base
 
+    def ever_lists(self, node: str) -> bool:
+        """Does a configuration this history holds (the base, or one in the log after it)
+        list ``node``, as a voter or a learner, at any incarnation? Configurations compacted
+        into the base are forgotten: the answer is about the log the node holds."""
+        for _, m in self._changes:
+            if node in m.voters or node in m.learners:
+                return True
+        return node in self.base.voters or node in self.base.learners
+
     def on_append(self, entries: Iterable[Entry]) -> bool:
         """Take CONFIG entries among ``entries`` into effect; True if the configuration changed."""
         changed = False

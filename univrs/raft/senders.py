@@ -45,8 +45,12 @@ it must let through (docs/core-api.md, "Who may send a message"):
     here; a listed id's at another incarnation is refused too, never a vote, but gate.py
     notes its vouch) and only for the term it names, when that is not below the node's own.
     A learner, which never campaigns, asks for vouches with a pre-vote probe (gate.py
-    ``_maybe_probe``). A listed id of another incarnation (a replaced member that leads
-    now) is still heard.
+    ``_maybe_probe``); a pre-candidate that refuses leader traffic asks the learners it lists
+    too (election.py ``_pre_vote_peers``). A listed id of another incarnation (a replaced
+    member that leads now) is still heard. So is the candidate the node voted for in its
+    term, at that term, if a configuration of the node's own log named that id (a member
+    removed and added again, whose return the node missed; gate.py ``_once_listed``, which
+    argues why a forger gains nothing: under such an id it could already lead the node).
 * Unbound members are pinned: for an id the configuration binds to no incarnation yet (a
   bootstrap configuration, until the leader's binding change), ``pinned`` holds the first
   incarnation this process took a message from under it (gate.py ``_maybe_pin``), and the
