@@ -5,17 +5,20 @@ only the snapshot's last chunk waits for it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_until
+from tests.sm.test_sm_snapshot import populated
 from univrs.raft.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
+    Membership,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -24,7 +27,7 @@ from univrs.raft.messages import (
 from univrs.raft.ready import Role
 from univrs.runtime import snapshots as snapshots_module
 from univrs.runtime.driver import RaftRuntime
-from univrs.runtime.snapshots import restore
+from univrs.runtime.snapshots import SnapshotChecker, capture, restore
 from univrs.sm import ClusterStateMachine, state_digest
 
 
@@ -176,3 +179,63 @@ async def test_a_resent_last_chunk_during_the_check_waits_and_installs_nothing_t
         lambda: behind.applied_index == leader.applied_index, "the follower to catch up"
     )
     assert state_digest(behind.sm) == state_digest(leader.sm)
+
+
+async def test_a_snapshot_superseded_during_its_check_is_not_installed(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock, held_check: _HeldCheck
+) -> None:
+    """The leader is cut off while its snapshot is checked on the follower: the follower
+    (stepping on) times out, and the third member is elected with its vote. The chunk that
+    waited for the check is stepped only after that, in a term the follower no longer
+    follows its sender in: the core does not install it (nothing stored, the check's result
+    discarded), and the new leader catches the follower up by its log."""
+    cluster, leader, behind, meta = await _behind(nursery)
+    term = leader.status().term
+    cluster.cut.clear()
+    await wait_until(held_check.started.is_set, "the check to start")
+    cluster.cut.add(leader.node_id)
+    third = next(r for r in cluster.runtimes.values() if r not in (leader, behind))
+    await wait_until(
+        lambda: third.status().role is Role.LEADER and behind.status().term > term,
+        "the third member elected while the check is held",
+    )
+    # The new leader's log (not compacted) may bring the follower past the snapshot's index
+    # while the check is still held: the snapshot is then superseded twice over.
+    held_check.released.set()
+    await third.propose(create("after"))
+    await wait_until(
+        lambda: behind.applied_index == third.applied_index, "the follower to catch up"
+    )
+    assert held_check.calls == 1
+    assert cluster.stores[behind.node_id].snapshot is None  # the old leader's: never stored
+    assert state_digest(behind.sm) == state_digest(third.sm)
+    check = behind.core.snapshot_check
+    assert isinstance(check, SnapshotChecker)
+    assert check.found(meta, b"") is None and check._ahead is None  # discarded
+
+
+def test_discard_drops_the_file_of_a_check_the_core_did_not_take() -> None:
+    """``SnapshotChecker.discard`` (the driver calls it after stepping the chunk a check was
+    for): the file begun ahead for an unused check is dropped; one the core took is not."""
+    sm = populated().sm
+    data = capture(sm)()
+    meta = SnapshotMeta(
+        index=sm.last_applied_index, term=1, membership=Membership(voters=frozenset({"a"}))
+    )
+    dropped: list[SnapshotMeta] = []
+
+    def prewrite(m: SnapshotMeta, _data: bytes) -> Callable[[], None]:
+        return lambda: dropped.append(m)
+
+    check = SnapshotChecker(prewrite=prewrite)
+    check.precheck(meta, data)
+    check.discard(attrs.evolve(meta, term=2))  # another snapshot's: kept
+    assert dropped == []
+    check.discard(meta)
+    assert dropped == [meta]
+    check.discard(meta)  # once
+    assert dropped == [meta]
+    check.precheck(meta, data)
+    assert check(meta, data) is None  # the core took it: its file is the install's
+    check.discard(meta)
+    assert dropped == [meta]
