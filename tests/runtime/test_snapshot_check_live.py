@@ -206,6 +206,9 @@ async def test_a_snapshot_superseded_during_its_check_is_not_installed(
     await wait_until(
         lambda: behind.applied_index == third.applied_index, "the follower to catch up"
     )
+    # The follower may catch up by the log before its check's thread is even done: wait for
+    # the waiting chunk to be stepped.
+    await wait_until(lambda: behind._checks.checking is None, "the checked chunk stepped")
     assert held_check.calls == 1
     assert cluster.stores[behind.node_id].snapshot is None  # the old leader's: never stored
     assert state_digest(behind.sm) == state_digest(third.sm)
