@@ -17,6 +17,8 @@ effects in the contract's order:
 
 * persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
 * a snapshot from the leader                  -> the snapshotter (store, then restore);
+  (its last chunk is checked first in a worker thread while the core steps every other
+  event, and stepped when the check is done: checking.py)
 * ``messages``                                -> the transport, at once;
 * ``committed``                               -> the apply loop (in order), or applied on
   this step when small and nothing else is queued (``apply_committed``);
