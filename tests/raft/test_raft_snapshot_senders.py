@@ -1,7 +1,7 @@
 """Whose snapshot chunks a follower takes: only the leader it follows in its current term.
 
 ``snapshot_check_due`` / ``snapshot_to_check`` are what the runtime asks before it checks a
-snapshot's last chunk in a worker thread (univrs/runtime/snapshots.py ``precheck_off_loop``);
+snapshot's last chunk in a worker thread (univrs/runtime/checking.py ``SnapshotChecks.begin``);
 they used to ignore the term and the sender, so a stale term's last chunk was restored (and
 held) although ``step`` then only answered it with the current term. Each test here fails on
 that code.

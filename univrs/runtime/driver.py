@@ -48,6 +48,7 @@ from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import DEFAULT_PROPOSAL_DEPTH, ProposalBatches
 from univrs.runtime.capabilities import Announced, BatchGate, no_announcements
+from univrs.runtime.checking import SnapshotChecks
 from univrs.runtime.events import Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import MAX_PAYLOAD_VERSION, encode_payload_doc
@@ -157,6 +158,8 @@ class RaftRuntime(StepLoop):
     _may_pack: BatchGate = attrs.field(init=False)
     # The index an ``apply_committed`` of this Ready applied on the step (0: none).
     _applied_on_step: int = attrs.field(default=0, init=False)
+    # The leader's snapshot checked while the core steps on (checking.py, s12-gate).
+    _checks: SnapshotChecks = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         assert self.view.core is self.core, "the view must show this runtime's core"
@@ -173,6 +176,7 @@ class RaftRuntime(StepLoop):
             announced=self.payload_versions,
         )
         self._clock = LeaseClock(self.tick_seconds)
+        self._checks = SnapshotChecks(self.inbox.sender)
         sm, self._initial_sm = self._initial_sm, None
         assert sm is not None, "a runtime starts from a state machine"
         transport = self.transport

@@ -222,13 +222,15 @@ class SnapshotChecker:
     # Begins writing the snapshot's file while it is checked; returns what drops it if the
     # check fails (``LogStore.prewrite_install``; None: the install writes it after).
     prewrite: Callable[[SnapshotMeta, bytes], Callable[[], None]] | None = None
+    # What drops the file ``precheck`` began for ``_ahead`` (``discard``).
+    _drop: Callable[[], None] | None = None
 
     def precheck(self, meta: SnapshotMeta, data: bytes) -> None:
         """Check ``data`` ahead of the core's call (thread-safe: touches only its own slot;
         the runtime runs it in a worker thread, ``RaftNode.snapshot_to_check`` says what the
         core will check). Restoring a million objects on the event loop would stall the node
         for tens of seconds: no heartbeats answered, no API, no pongs."""
-        self._ahead = None
+        self._ahead = self._drop = None
         # The file written meanwhile, off the storage writer's queue (docs/state-at-scale.md,
         # fourteenth increment): the install that follows a passed check then waits for none
         # or little of it.
@@ -251,6 +253,18 @@ class SnapshotChecker:
         if problem is not None and drop is not None:
             drop()  # never installed: its file is garbage
         self._ahead = (meta, data, sm if problem is None else None, problem)
+        self._drop = drop if problem is None else None
+
+    def discard(self, meta: SnapshotMeta) -> None:
+        """The core stepped the last chunk of ``meta``'s snapshot and did not call the check
+        (superseded while it ran: a newer commit, term or snapshot; univrs/runtime/checking.py):
+        what ``precheck`` kept for it goes, and the file begun ahead is dropped."""
+        ahead = self._ahead
+        if ahead is None or ahead[0] != meta:
+            return
+        drop, self._ahead, self._drop = self._drop, None, None
+        if drop is not None:
+            drop()
 
     def found(self, meta: SnapshotMeta, data: bytes) -> str | None:
         """What ``precheck`` found wrong with exactly this ``meta`` and ``data`` (None: it
@@ -264,7 +278,7 @@ class SnapshotChecker:
         """``check_snapshot``, keeping the restored state machine when it passes; answered
         from ``precheck`` when that checked the same metadata and bytes."""
         self._checked = None
-        ahead, self._ahead = self._ahead, None
+        ahead, self._ahead, self._drop = self._ahead, None, None
         if ahead is not None and ahead[0] == meta and (ahead[1] is data or ahead[1] == data):
             _, _, sm, problem = ahead
         else:
@@ -291,44 +305,6 @@ def precheck_due(ev: object, core: RaftNode) -> TypeGuard[InstallSnapshot]:
     ``SnapshotChecker``? (Cheap: the driver asks it of every event.)"""
     return (
         type(ev) is InstallSnapshot and ev.done and isinstance(core.snapshot_check, SnapshotChecker)
-    )
-
-
-async def precheck_off_loop(core: RaftNode, msg: InstallSnapshot) -> None:
-    """Run the core's snapshot check for what ``msg`` completes (and the join and checksum
-    of its chunks) in a worker thread, before the driver steps ``msg`` (the core then gets
-    the answer at once). Only the driver calls the core, and it waits here, so the core does
-    not change meanwhile; the event loop goes on (API, transport pings, the apply loop).
-    Nothing to do when ``msg`` completes no snapshot the core would check."""
-    check = core.snapshot_check
-    if not isinstance(check, SnapshotChecker) or not core.snapshot_check_due(msg):
-        return  # e.g. the leader sending the last chunks again (it waited for our answer)
-    # The two log lines split a join's time: the stream (up to "received") and the check,
-    # which stages the state (docs/state-at-scale.md; scripts/bench_scale reads them).
-    log.info("snapshot received", extra={"index": msg.meta.index, "bytes": msg.total_size})
-    started = trio.current_time()
-
-    def run() -> bytes | None:
-        # The chunks joined and their checksum verified here too, not on the loop: at
-        # 1,000,000 + 1,000,000 objects that is 212 MB copied and hashed, over a second
-        # without a pong (docs/state-at-scale.md, ninth increment). The core does not change
-        # meanwhile (only the driver calls it, and it waits here); ``snapshot_to_check`` is
-        # a query that keeps what it joined for the step that follows.
-        data = core.snapshot_to_check(msg)
-        if data is not None:
-            check.precheck(msg.meta, data)
-        return data
-
-    data = await trio.to_thread.run_sync(run)
-    if data is None:
-        return
-    log.info(
-        "snapshot checked",
-        extra={
-            "index": msg.meta.index,
-            "seconds": round(trio.current_time() - started, 3),
-            "problem": check.found(msg.meta, data),
-        },
     )
 
 

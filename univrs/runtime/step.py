@@ -17,6 +17,8 @@ effects in the contract's order:
 
 * persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
 * a snapshot from the leader                  -> the snapshotter (store, then restore);
+  (its last chunk is checked first in a worker thread while the core steps every other
+  event, and stepped when the check is done: checking.py)
 * ``messages``                                -> the transport, at once;
 * ``committed``                               -> the apply loop (in order), or applied on
   this step when small and nothing else is queued (``apply_committed``);
@@ -59,9 +61,10 @@ from univrs.raft.ready import Role, SnapshotInstall, SoftState
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import ProposalBatches
 from univrs.runtime.capabilities import BatchGate
+from univrs.runtime.checking import CHECKED, SnapshotChecks
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.ports import MEMORY_STATE, Metrics, StateBackend, Transport
-from univrs.runtime.snapshots import precheck_due, precheck_off_loop
+from univrs.runtime.snapshots import SnapshotChecker, precheck_due
 from univrs.runtime.snapshotter import Snapshotter
 from univrs.runtime.ticks import LeaseClock
 from univrs.runtime.view import RuntimeView
@@ -112,6 +115,7 @@ class StepLoop:
     _wake_sent: bool
     _may_pack: BatchGate
     _applied_on_step: int
+    _checks: SnapshotChecks
 
     @property
     def applied_membership(self) -> Membership:
@@ -122,32 +126,41 @@ class StepLoop:
 
     async def _drive(self) -> None:
         recv = self.inbox.receiver
+        checks = self._checks
         self._step_dirty = True
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
         held: object | None = None  # an event _drain stopped at (it needs a precheck first)
-        while True:
-            ev = held if held is not None else await recv.receive()
-            if precheck_due(ev, self.core):
-                await precheck_off_loop(self.core, ev)  # the core waits; the loop does not
-            self._handle(ev)
-            held = self._drain()
-            batches = self._batches
-            if batches.released and batches.open and held is None:
-                # The batch in flight just applied and woke its proposers. Let every task that
-                # is runnable now (those proposers; API readers with requests that arrived
-                # meanwhile) run once before the open batch goes, so that it goes whole: one
-                # scheduling round, measured to keep the batches as large as the API's batcher
-                # made them (it released the next batch only once the last proposer returned).
-                self._process_ready()
-                await trio.lowlevel.checkpoint()
+        async with trio.open_nursery() as nursery:  # the snapshot check in flight (checking.py)
+            while True:
+                if held is None:
+                    held = checks.next_waiting()
+                ev = held if held is not None else await recv.receive()
+                if precheck_due(ev, self.core) and (
+                    checks.wait_behind(ev) or await checks.begin(self.core, ev, nursery)
+                ):
+                    ev = None  # stepped once its check is done (``CHECKED``), not now
+                if ev is not None:
+                    self._handle(ev)
                 held = self._drain()
-            batches.released = False
-            batches.flush(self.core, self._applier.pending, self._may_pack)
-            self._process_ready()
+                batches = self._batches
+                if batches.released and batches.open and held is None:
+                    # The batch in flight just applied and woke its proposers. Let every task
+                    # that is runnable now (those proposers; API readers with requests that
+                    # arrived meanwhile) run once before the open batch goes, so that it goes
+                    # whole: one scheduling round, measured to keep the batches as large as the
+                    # API's batcher made them (it released the next batch only once the last
+                    # proposer returned).
+                    self._process_ready()
+                    await trio.lowlevel.checkpoint()
+                    held = self._drain()
+                batches.released = False
+                batches.flush(self.core, self._applier.pending, self._may_pack)
+                self._process_ready()
 
     def _drain(self) -> object | None:
         """Handle every event queued now (the writer's reports first); stop at (and return)
-        one that needs a precheck."""
+        one that needs a precheck (one that arrives while a check is in flight waits behind
+        it instead: checking.py)."""
         self._take_persisted()
         recv = self.inbox.receiver
         while True:
@@ -156,6 +169,8 @@ class StepLoop:
             except trio.WouldBlock:
                 return None
             if precheck_due(ev, self.core):
+                if self._checks.wait_behind(ev):
+                    continue
                 return ev
             self._handle(ev)
 
@@ -176,6 +191,12 @@ class StepLoop:
             self._batches.open.append(ev)
         elif isinstance(ev, ProposeMany):
             self._batches.open.extend(ev.proposals)
+        elif ev is CHECKED:  # the snapshot's check is done: its last chunk goes in now
+            msg = self._checks.checked()
+            self._handle(msg)
+            check = self.core.snapshot_check
+            if isinstance(check, SnapshotChecker):
+                check.discard(msg.meta)  # superseded meanwhile: the core did not take it
         elif ev is TICK:
             if self.core.config.read_lease:
                 self._clock.catch_up(self.core)
