@@ -196,28 +196,13 @@ async def test_a_snapshot_file_damaged_while_stopped(
         nursery.cancel_scope.cancel()
 
 
-def _flip_in_place(path: pathlib.Path, needle: bytes) -> int:
-    """Flip a bit in every copy of ``needle`` in the file, in place (a running LMDB reads
-    the same pages through its map); returns how many copies."""
-    raw = path.read_bytes()
-    count, start = 0, raw.find(needle)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        while start != -1:
-            os.pwrite(fd, bytes([raw[start + 2] ^ 0x01]), start + 2)
-            count += 1
-            start = raw.find(needle, start + 1)
-    finally:
-        os.close(fd)
-    return count
-
-
-async def test_a_damaged_chunk_of_an_installed_snapshot_is_scrubbed_and_retaken(
+async def test_a_damaged_installed_snapshot_is_scrubbed_and_retaken_while_following(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The older form: a snapshot from the leader is stored in chunks of ``data.mdb``. A
-    follower that installed one has a chunk damaged while it runs: its scrub finds it and it
-    retakes its snapshot from its state (stored in a file: the node's own form)."""
+    """A follower that caught up by a snapshot from the leader (stored in a file since
+    s12-scale; before, in chunks of ``data.mdb``, whose damage the storage tests cover) has
+    its stored snapshot damaged while it runs and follows: its scrub finds it and it retakes
+    its snapshot from its state, and it keeps up with the leader."""
     caplog.set_level(logging.INFO, logger="univrs.node")
     configs = make_configs(
         tmp_path,
@@ -238,19 +223,14 @@ async def test_a_damaged_chunk_of_an_installed_snapshot_is_scrubbed_and_retaken(
         await write_until_only_a_snapshot_catches_up(cluster, victim, 1000)
         node = await cluster.start(victim)
         await _caught_up(cluster, victim, (await cluster.wait_leader()).config.node_id)
-        where = node.storage.stored_snapshot_where()
-        if where is None or not where.startswith("chunks "):
-            pytest.skip(f"{victim} took a snapshot of its own after the install: {where}")
-        assert (
-            _flip_in_place(node.config.data_dir / "raft.lmdb" / "data.mdb", b"univrs-sm-snapshot")
-            >= 1
-        )
+        damaged = _stored_file(node)  # the installed one, or one the node took since
+        _flip_last_block(damaged)
         await wait_until(lambda: _damage_reports(caplog), "the scrub's finding", 60)
         (report,) = _damage_reports(caplog)
-        assert report.where == where  # type: ignore[attr-defined]
+        assert report.where == str(damaged)  # type: ignore[attr-defined]
         await wait_until(
-            lambda: str(node.storage.stored_snapshot_where()).endswith(".dat"),
-            "the retaken snapshot, in a file",
+            lambda: str(node.storage.stored_snapshot_where()) not in ("None", str(damaged)),
+            "the retaken snapshot, in another file",
             60,
         )
         loaded = await trio.to_thread.run_sync(node.storage.load_snapshot)
