@@ -19,6 +19,7 @@ import trio
 
 from tests.api.helpers import Cluster, make_configs, wait_until
 from tests.runtime.test_state_lmdb import _caught_up, _write, write_until_only_a_snapshot_catches_up
+from univrs.config import NodeConfig
 from univrs.errors import StorageError
 from univrs.server.node import Node
 from univrs.sm import state_digest
@@ -26,6 +27,18 @@ from univrs.sm import state_digest
 pytestmark = pytest.mark.timeout(300)
 
 DAMAGED = "stored snapshot damaged: taking a new one from the state"
+
+
+def _scrubbed(tmp_path: pathlib.Path, size: int, backend: str) -> dict[str, NodeConfig]:
+    """Nodes that snapshot every 16 entries and scrub their snapshot every 300 ms."""
+    return make_configs(
+        tmp_path,
+        size,
+        state_backend=backend,
+        snapshot_threshold=16,
+        snapshot_trailing_entries=4,
+        snapshot_scrub_interval_ms=300,
+    )
 
 
 def _flip_last_block(path: pathlib.Path) -> None:
@@ -114,14 +127,7 @@ async def test_the_scrub_finds_a_damaged_snapshot_after_start_and_retakes_it(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture, backend: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="univrs.node")
-    configs = make_configs(
-        tmp_path,
-        1,
-        state_backend=backend,
-        snapshot_threshold=16,
-        snapshot_trailing_entries=4,
-        snapshot_scrub_interval_ms=300,
-    )
+    configs = _scrubbed(tmp_path, 1, backend)
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery=nursery, configs=configs)
         node = await cluster.start("n1")
@@ -159,14 +165,7 @@ async def test_a_snapshot_file_damaged_while_stopped(
     the state's only copy below the log: the start is refused, saying what to do (as for any
     snapshot that cannot be restored: test_bad_stored_snapshot.py)."""
     caplog.set_level(logging.INFO, logger="univrs.node")
-    configs = make_configs(
-        tmp_path,
-        1,
-        state_backend=backend,
-        snapshot_threshold=16,
-        snapshot_trailing_entries=4,
-        snapshot_scrub_interval_ms=300,
-    )
+    configs = _scrubbed(tmp_path, 1, backend)
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery=nursery, configs=configs)
         node = await cluster.start("n1")
@@ -204,14 +203,7 @@ async def test_a_damaged_installed_snapshot_is_scrubbed_and_retaken_while_follow
     its stored snapshot damaged while it runs and follows: its scrub finds it and it retakes
     its snapshot from its state, and it keeps up with the leader."""
     caplog.set_level(logging.INFO, logger="univrs.node")
-    configs = make_configs(
-        tmp_path,
-        3,
-        state_backend="lmdb",
-        snapshot_threshold=16,
-        snapshot_trailing_entries=4,
-        snapshot_scrub_interval_ms=300,
-    )
+    configs = _scrubbed(tmp_path, 3, "lmdb")
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery=nursery, configs=configs)
         for nid in configs:
