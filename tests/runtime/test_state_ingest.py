@@ -14,7 +14,7 @@ import cbor2
 import lmdb
 import pytest
 
-from tests.sm.helpers import Log, spec
+from tests.sm.helpers import Log, node_info, spec
 from tests.sm.test_sm_snapshot import populated
 from univrs import codec
 from univrs.bench.scale_state import build
@@ -23,12 +23,15 @@ from univrs.runtime.snapshots import capture, restore
 from univrs.sm import (
     BootstrapToken,
     ClusterStateMachine,
+    CreateInstance,
     CreateWorkload,
+    InstanceSpec,
+    RegisterNode,
     snapshot_read,
     state_digest,
 )
 from univrs.sm.snapshot import snapshot_plain
-from univrs.storage import sm_tables
+from univrs.storage import sm_ingest, sm_tables
 from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import _ALL_DBS
 from univrs.storage.sm_store import LmdbStore
@@ -256,3 +259,41 @@ def test_a_row_in_a_longer_encoding_is_stored_in_the_shortest(tmp_path: pathlib.
     digest, tables = _staged(tmp_path / "long", data)
     assert digest == state_digest(sm)
     assert tables == _staged(tmp_path / "canonical", capture(sm)())[1]
+
+
+def _scattered() -> ClusterStateMachine:
+    """Instances whose ids do not follow their workloads' (the by-workload index pairs come
+    out of order) on three nodes (the by-node pairs too)."""
+    log = populated()
+    for k in (2, 3):
+        log(RegisterNode(info=node_info(f"n{k}")))
+    for n in range(40):
+        log(
+            CreateInstance(
+                id=f"s-{n:02}",
+                spec=InstanceSpec(workload_id=f"w-{(7 * n) % 20}", node_id=f"n{1 + n % 3}"),
+            )
+        )
+    return log.sm
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1 << 16])
+def test_index_pairs_out_of_order_are_staged_as_the_full_reader_stores_them(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """The one walk puts the by-node pairs in sorted batches of ``_INDEX_BATCH`` and appends
+    the by-workload pairs only while they come in order (fifteenth increment): any batch
+    size, and pairs out of order, give the full reader's tables."""
+    sm = _scattered()
+    data = capture(sm)()
+    with monkeypatch.context() as m:
+        _full_path_only(m)
+        full_digest, full_tables = _staged(tmp_path / "full", data)
+    with _probe(tmp_path) as store:
+        assert staged_plain(data, store) is not None  # the one walk takes it
+    monkeypatch.setattr(sm_ingest, "_INDEX_BATCH", batch)
+    digest, tables = _staged(tmp_path / "one", data)
+    assert digest == full_digest == state_digest(sm)
+    assert tables == full_tables
+    placed = [i for i in sm.list_instances() if i.node_id is not None]
+    assert len(tables["by_node"]) == len(placed) > 40
