@@ -176,3 +176,36 @@ async def test_the_store_watches_from_a_read_states_revision(
                 assert (event.id, event.type.value) == ("after", "put")
                 break
     assert follower.node.runtime.watch_hub.watchers == 0
+
+
+async def test_a_watch_read_for_its_first_event_renders_one_revision(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    # The reconciler waits for one event, then reads the state: its watch must not render
+    # every revision applied meanwhile (docs/performance.md, "Round 12 (s12-cpu2)"). With a
+    # first poll of 1,000 events the four revisions below are all rendered.
+    cluster, services = await api_cluster(nursery)
+    leader = await wait_leader(cluster)
+    store: RaftStateStore = services[leader.node_id].store
+    state = await store.read_state(ReadConsistency.LINEARIZABLE)
+    start = state.last_applied_index + 1
+    for name in ("w1", "w2", "w3", "w4"):
+        await store.create_workload(name, WorkloadSpec(name=name, image="img"))
+    hub = store.node.runtime.watch_hub
+    kinds = frozenset({ObjectKind.WORKLOAD})
+    with trio.fail_after(10):
+        async with aclosing(store.watch(kinds, from_revision=start)) as events:
+            async for event in events:
+                assert (event.id, event.type.value) == ("w1", "put")
+                break
+    assert len(hub._rendered) == 1
+    # A watch read on renders the rest, in order.
+    seen: list[str] = []
+    with trio.fail_after(10):
+        async with aclosing(store.watch(kinds, from_revision=start)) as events:
+            async for event in events:
+                seen.append(event.id)
+                if len(seen) == 4:
+                    break
+    assert seen == ["w1", "w2", "w3", "w4"]
+    assert len(hub._rendered) == 4

@@ -42,3 +42,24 @@ def test_every_view_has_the_status_its_counts_give(rows: list[tuple[int, ...]]) 
             assert status.phase is WorkloadPhase.DEGRADED
         else:
             assert status.phase is WorkloadPhase.PROGRESSING
+
+
+def test_a_write_answer_renders_the_same_document_from_the_stored_parts() -> None:
+    """A write's answer (univrs/api/ops.py ``_render_workload``) renders the stored workload
+    and its status without building the ``Workload`` view (docs/performance.md, "Round 12
+    (s12-cpu2)"): the same document as ``workload_doc`` of the view, whatever the
+    instances' statuses; None for a workload that is not there."""
+    from tests.sm.test_sm_commands import world
+    from univrs.api.convert import stored_workload_doc, workload_doc
+    from univrs.sm.commands import ScaleWorkload
+
+    log = world()  # w1 with a running, a pending and a failed instance
+    for replicas in (5, 1, 3):
+        log(ScaleWorkload(id="w1", replicas=replicas))
+        view = log.sm.get_workload("w1")
+        parts = log.sm.workload_with_status("w1")
+        assert view is not None and parts is not None
+        assert parts[0].spec is view.spec and parts[1] == view.status
+        assert stored_workload_doc(*parts) == workload_doc(view)
+        assert stored_workload_doc(*parts)["spec"]["replicas"] == replicas
+    assert log.sm.workload_with_status("nope") is None

@@ -27,7 +27,9 @@ from univrs.sm.model import (
     Resources,
     Workload,
     WorkloadSpec,
+    WorkloadStatus,
 )
+from univrs.sm.objects import StoredWorkload
 from univrs.sm.validate import (
     MAX_IMAGE_LEN,
     MAX_QUANTITY,
@@ -289,7 +291,11 @@ def spec_doc(s: WorkloadSpec) -> dict[str, Any]:
 
 
 def workload_doc(w: Workload) -> dict[str, Any]:
-    st = w.status
+    return stored_workload_doc(w, w.status)
+
+
+def stored_workload_doc(w: Workload | StoredWorkload, st: WorkloadStatus) -> dict[str, Any]:
+    """``workload_doc`` of the workload ``w`` (or its stored part) with the status ``st``."""
     return {
         "id": w.id,
         "version": w.version,

@@ -149,10 +149,10 @@ def _build_delete(cls: Any, what: str) -> Build:
 
 def _render_workload(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     ident = response.id if isinstance(response, Created) else cmd.id
-    workload = state.get_workload(ident)
-    if workload is None:
+    found = state.workload_with_status(ident)  # no Workload built: its parts rendered
+    if found is None:
         return oa.gone(ident, response)
-    return cv.workload_doc(workload)
+    return cv.stored_workload_doc(*found)
 
 
 def _render_deleted(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:

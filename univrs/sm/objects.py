@@ -124,6 +124,17 @@ def workload_status(
 
 def view_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> Workload:
     """The workload with the status its instance counts (``Objects.instance_counts``) give."""
+    return Workload(
+        id=stored.id,
+        spec=stored.spec,
+        status=status_of(stored, counts),
+        version=stored.version,
+        created_index=stored.created_index,
+    )
+
+
+def status_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> WorkloadStatus:
+    """The status these instance counts give the workload (shared: one per distinct key)."""
     key = (
         stored.spec.replicas,
         counts[_PENDING],
@@ -138,13 +149,7 @@ def view_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> Wor
         if len(_STATUSES) >= _MAX_STATUSES:
             _STATUSES.clear()
         _STATUSES[key] = status
-    return Workload(
-        id=stored.id,
-        spec=stored.spec,
-        status=status,
-        version=stored.version,
-        created_index=stored.created_index,
-    )
+    return status
 
 
 @attrs.define(eq=False)
@@ -259,6 +264,10 @@ class Objects:
     def workload_view(self, stored: StoredWorkload) -> Workload:
         """The workload with its status derived from its instances (none, once deleted)."""
         return view_of(stored, self.instance_counts(stored.id))
+
+    def workload_status(self, stored: StoredWorkload) -> WorkloadStatus:
+        """``workload_view(stored).status``, without building the view."""
+        return status_of(stored, self.instance_counts(stored.id))
 
     def instance_counts(self, workload_id: str) -> Mapping[InstanceStatus, int]:
         """How many instances of the workload are in each status now (a read-only mapping,

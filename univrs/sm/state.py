@@ -61,6 +61,7 @@ from univrs.sm.model import (
     Instance,
     Node,
     Workload,
+    WorkloadStatus,
 )
 from univrs.sm.objects import AppliedChanges, Objects, StagedRows, StoredWorkload
 from univrs.sm.responses import ErrorCode, Failure, Response
@@ -283,6 +284,14 @@ class ClusterStateMachine(CommandHandlers):
         """The workload with its derived status, or None."""
         stored = self._objects.workload(workload_id)
         return None if stored is None else self._objects.workload_view(stored)
+
+    def workload_with_status(
+        self, workload_id: str
+    ) -> tuple[StoredWorkload, WorkloadStatus] | None:
+        """(the stored workload, its derived status), or None: ``get_workload``'s parts,
+        without building the ``Workload`` (a write's answer renders them directly)."""
+        stored = self._objects.workload(workload_id)
+        return None if stored is None else (stored, self._objects.workload_status(stored))
 
     def list_workloads(
         self, *, after: str | None = None, limit: int | None = None
