@@ -8,6 +8,7 @@ error that says what to do, and changes nothing (docs/state-at-scale.md, docs/st
 
 from __future__ import annotations
 
+import errno
 import logging
 import pathlib
 import shutil
@@ -282,6 +283,16 @@ def test_a_corrupt_or_foreign_state_env_is_refused_and_changes_nothing(
         pass  # the log is untouched and usable
 
 
+def _crash() -> None:
+    """A held storage call that ends as a crash does: it failed, so nothing queued after it is
+    written. (Returning instead, as this test's stalls did, told the writer the install was
+    stored: when the writer's completion ran before the node's cancellation reached it, the
+    next queued write stored the hard state that follows the install, commit past the durable
+    log, and the restart refused the data dir: the CI failure of 37e15ec. No crash can do
+    that: nothing after the install's switch is written before the switch is.)"""
+    raise OSError(errno.EIO, "simulated crash: the call never completed")
+
+
 async def test_an_install_is_adopted_into_the_state_env_only_once_it_is_stored(
     tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,7 +323,8 @@ async def test_an_install_is_adopted_into_the_state_env_only_once_it_is_stored(
                 save(store, meta, data)
                 return
             entered.set()
-            release.wait(60)  # then "crash": the snapshot is never stored
+            release.wait(60)
+            _crash()  # the snapshot is never stored
 
         switch = InstallFile.switch
 
@@ -324,6 +336,7 @@ async def test_an_install_is_adopted_into_the_state_env_only_once_it_is_stored(
                 return
             entered.set()
             release.wait(60)
+            _crash()
 
         monkeypatch.setattr(LogStore, "save_snapshot", stalled)
         monkeypatch.setattr(InstallFile, "switch", stalled_switch)

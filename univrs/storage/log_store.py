@@ -165,6 +165,9 @@ class LogStore(SnapshotStorage):
         try:
             self._stop_prewrite()  # a file being written ahead: stopped after its piece
             self._env.close()
+            files = getattr(self, "_files", None)  # unset if the open failed before it
+            if files is not None:
+                files.close_all()  # its snapshot files: no descriptor outlives the store
         finally:
             self._dirlock.release()
 

@@ -25,7 +25,9 @@ snapshot (its data untouched) or the new one, whole.
 
 Readers. ``FileSnapshot`` holds the file open: a replaced snapshot's file is unlinked, and a
 stream still reading it goes on reading it through its descriptor (the space is freed when the
-last one is closed), so no read into memory is needed when a file snapshot is replaced.
+last one is closed), so no read into memory is needed when a file snapshot is replaced. The
+store closes every descriptor its readers still hold when it closes (``SnapshotFiles.
+close_all``): a stopped node leaves no file open, whoever still holds a reader object.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class SnapshotFiles:
         # seen as garbage.
         self.lock = threading.Lock()
         self.pending: set[str] = set()
+        self._readers: weakref.WeakSet[FileSnapshot] = weakref.WeakSet()
 
     def names(self) -> list[str]:
         try:
@@ -142,7 +145,15 @@ class SnapshotFiles:
         return removed
 
     def open(self, name: str, record: Record) -> FileSnapshot:
-        return FileSnapshot(self.directory / name, record, self.hook)
+        reader = FileSnapshot(self.directory / name, record, self.hook)
+        self._readers.add(reader)
+        return reader
+
+    def close_all(self) -> None:
+        """Close every reader's descriptor (the store is closing): a reader still held (a
+        stream's, the core's view) raises ``StorageError`` from then on."""
+        for reader in list(self._readers):
+            reader.close()
 
 
 def named_file(env: StoreEnv, txn: Any) -> str | None:
@@ -240,6 +251,10 @@ class FileSnapshot:
         self._problem: str | None = None
         self._fd: int | None = None
         self._closer: Any = None
+        # Held by a read and by ``close``: a descriptor is never closed (and its number reused
+        # by another file) under a read in another thread.
+        self._io = threading.Lock()
+        self._closed = False
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -273,8 +288,11 @@ class FileSnapshot:
         """Nothing to do (see ``detach_if_readable``)."""
 
     def close(self) -> None:
-        if self._closer is not None:
-            self._closer()
+        with self._io:
+            self._closed = True
+            self._fd = None
+            if self._closer is not None:
+                self._closer()
 
     @property
     def where(self) -> str:
@@ -292,15 +310,20 @@ class FileSnapshot:
         the hook) on a mismatch, a short read or an I/O error."""
         lo, hi = slice_bounds(key, self._size)
         self.touched = True
+        if self._closed:
+            raise StorageError(f"snapshot file {self.path.name} read after its store closed")
         if self._problem is not None or self._fd is None:
             raise self.damaged(f"corrupt snapshot file {self.path}: {self._problem}")
         if hi <= lo:
             return b""
         first, last = lo // BLOCK_DATA, (hi - 1) // BLOCK_DATA
-        try:
-            raw = os.pread(self._fd, (last - first + 1) * BLOCK, first * BLOCK)
-        except OSError as exc:
-            raise self.damaged(f"cannot read {self.path}: {exc.strerror}") from None
+        with self._io:
+            if self._fd is None:
+                raise StorageError(f"snapshot file {self.path.name} read after its store closed")
+            try:
+                raw = os.pread(self._fd, (last - first + 1) * BLOCK, first * BLOCK)
+            except OSError as exc:
+                raise self.damaged(f"cannot read {self.path}: {exc.strerror}") from None
         parts = []
         for n in range(first, last + 1):
             at = (n - first) * BLOCK
