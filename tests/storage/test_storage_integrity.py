@@ -57,6 +57,21 @@ def test_a_corrupted_hard_state_is_refused(open_store: Opener, data_dir: pathlib
         open_store()
 
 
+def test_a_commit_past_the_last_stored_entry_is_refused_at_open(
+    open_store: Opener, data_dir: pathlib.Path
+) -> None:
+    """A store whose hard state commits past its last entry lost entries it had made durable:
+    refused at open as corrupt, naming both, rather than a node crashing on it later (before:
+    ``ValueError`` from the core's constructor, "node crashed" with a traceback)."""
+    store = open_store()
+    store.append(
+        hard_state=HardState(term=1, commit=9), truncate_from=None, entries=make_entries(1, 5)
+    )
+    store.close()
+    with pytest.raises(StorageError, match="hard state commit 9 beyond the last stored entry 5"):
+        open_store()
+
+
 def test_a_corrupted_snapshot_chunk_is_refused_when_loaded(
     open_store: Opener, data_dir: pathlib.Path
 ) -> None:

@@ -61,14 +61,18 @@ class StoreModel(RuleBasedStateMachine):
         data: bytes,
     ) -> None:
         self.term += bump
-        back = min(back, self.last - self.snap_index)
+        # Raft never truncates a committed entry, nor stores a commit past its last entry (the
+        # store refuses such a data dir at open): the model keeps to both.
+        back = min(back, self.last - max(self.snap_index, self.hard_state.commit))
         truncate_from = self.last - back + 1 if back else None
         start = truncate_from if truncate_from is not None else self.last + 1
         entries = [
             Entry(term=self.term, index=i, kind=EntryKind(i % 2), data=data + b"%d" % i)
             for i in range(start, start + count)
         ]
-        hard_state = None if hs is None else HardState(term=hs[0], vote=hs[1], commit=hs[0])
+        last = start + count - 1 if count else (start - 1 if truncate_from else self.last)
+        commit = None if hs is None else max(min(hs[0], last), self.hard_state.commit)
+        hard_state = None if hs is None else HardState(term=hs[0], vote=hs[1], commit=commit or 0)
         self.store.append(hard_state=hard_state, truncate_from=truncate_from, entries=entries)
         if truncate_from is not None:
             self.log = {i: e for i, e in self.log.items() if i < truncate_from}

@@ -288,7 +288,12 @@ class LogStore(SnapshotStorage):
                 prev = entry
             if snap is not None and prev is not None and prev.index < snap.index:
                 raise Corrupt(f"log ends at {prev.index}, before snapshot {snap.index}")
-            self._hard_state(txn)
+            hs = self._hard_state(txn)
+            last = prev.index if prev is not None else (snap.index if snap is not None else 0)
+            if hs.commit > last:
+                # The commit index is written only with or after the entries it covers: a
+                # store whose commit runs past its last entry lost entries it had made durable.
+                raise Corrupt(f"hard state commit {hs.commit} beyond the last stored entry {last}")
 
         self._env.read(verify)
 
