@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,7 +33,6 @@ from univrs.sm import (
 from univrs.sm.snapshot import snapshot_plain
 from univrs.sm.snapshot_format import CheckStopped, check_stop
 from univrs.storage import sm_ingest, sm_tables
-from univrs.storage.sm_feed import ChunkFeed
 from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import _ALL_DBS
 from univrs.storage.sm_store import LmdbStore
@@ -339,62 +337,3 @@ def test_a_stopped_check_stops_the_staging_between_blocks_and_keeps_nothing(
     (tmp_path / "again").mkdir()
     with _probe(tmp_path / "again") as store:
         assert staged_plain(data, store) is not None
-
-
-def _fed(env: StateEnv, data: bytes, chunk: int, *, stop_at: int | None = None) -> Any:
-    """``env.stage_feed`` in a thread of its own, fed ``data`` in chunks of ``chunk`` bytes
-    from this one (stopped after ``stop_at`` chunks if given): its result or its exception,
-    and the feed."""
-    feed = ChunkFeed(len(data))
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(env.stage_feed(feed))
-        except BaseException as exc:  # handed to the test
-            out.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    for n, at in enumerate(range(0, len(data), chunk)):
-        if stop_at is not None and n == stop_at:
-            feed.stop()
-            break
-        assert feed.put(data[at : at + chunk])
-    else:
-        feed.end()
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    return out[0], feed
-
-
-def test_a_snapshot_fed_in_chunks_is_staged_as_the_joined_data_is(
-    tmp_path: pathlib.Path,
-) -> None:
-    """s13-scale: ``StateEnv.stage_feed`` stages the leader's snapshot while its chunks
-    arrive: the same tables and digest as ``stage`` of the joined bytes; ``same_bytes`` says
-    whether the fed chunks are exactly given data; a stopped feed ends the staging with
-    ``CheckStopped`` and leaves nothing; a snapshot the one walk does not take gives None
-    (the check then stages the joined data, whose full reader decides)."""
-    sm = build(300)
-    data = capture(sm)()
-    digest, tables = _staged(tmp_path / "joined", data)
-    env = StateEnv(str(tmp_path / "fed" / "state.lmdb"), map_size=1 << 26)
-    staged, feed = _fed(env, data, 4093)
-    assert isinstance(staged, ClusterStateMachine)
-    assert feed.same_bytes(data) and len(feed.chunks) > 10
-    assert not feed.same_bytes(data[:-1] + b"\x00")
-    assert state_digest(env.replace(staged)) == digest == state_digest(sm)
-    env.close()
-    assert _tables(str(tmp_path / "fed" / "state.lmdb")) == tables
-    (tmp_path / "cut").mkdir()
-    env = StateEnv(str(tmp_path / "cut" / "state.lmdb"), map_size=1 << 26)
-    stopped, _ = _fed(env, data, 4093, stop_at=5)
-    assert isinstance(stopped, CheckStopped)
-    other, _ = _fed(env, _reordered_keys(snapshot_plain(sm)), 1000)
-    assert other is None
-    env.close()
-    assert _leftovers(tmp_path / "cut") == []
-    # More than announced is never put.
-    feed = ChunkFeed(10)
-    assert feed.put(b"0123456789") and not feed.put(b"!") and feed.fed == 10

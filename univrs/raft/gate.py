@@ -35,7 +35,6 @@ from univrs.raft.messages import (
     NodeId,
     RequestVote,
     RequestVoteResponse,
-    SnapshotMeta,
 )
 from univrs.raft.ready import Role
 from univrs.raft.senders import (
@@ -111,15 +110,6 @@ class GateLayer(ElectionLayer):
         if rx is None or self._sender_refusal(msg) is not None:
             return None
         return rx.completed_by(msg)
-
-    def snapshot_receiving(self) -> tuple[tuple[SnapshotMeta, int, int], int] | None:
-        """The snapshot being streamed to us, as ``(meta, total_size, checksum)``, and the
-        bytes of it held in order; None if none. A query: the runtime stages those bytes
-        while they arrive (univrs/storage/sm_feed.py, s13-scale)."""
-        rx = self._receiving
-        if rx is None:
-            return None
-        return (rx.meta, rx.total_size, rx.checksum), rx.received
 
     def snapshot_check_moot(self, msg: InstallSnapshot) -> bool:
         """Can ``msg``, a last chunk whose check began (``snapshot_check_due`` was True), no

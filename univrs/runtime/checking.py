@@ -58,7 +58,6 @@ import trio
 
 from univrs.raft.messages import InstallSnapshot
 from univrs.raft.node import RaftNode
-from univrs.runtime.feeding import Feeding, SnapshotFeeds
 from univrs.runtime.snapshots import SnapshotChecker
 
 log = logging.getLogger("univrs.node")
@@ -100,11 +99,7 @@ class SnapshotChecks:
     # its chunk is dropped at ``CHECKED``, not stepped.
     stopped: bool = False
     dropped: int = 0  # waiting chunks dropped for the bound (the oldest first)
-    # The snapshot the core receives, staged while it streams in (feeding.py); the check
-    # in flight's own feed is ``_feeding``.
-    feeds: SnapshotFeeds = attrs.field(factory=SnapshotFeeds)
     _stop: threading.Event = attrs.field(factory=threading.Event)
-    _feeding: Feeding | None = None
 
     def wait_behind(self, msg: InstallSnapshot) -> bool:
         """Keep ``msg`` for later if a check is in flight (True); a copy of a chunk already
@@ -130,14 +125,11 @@ class SnapshotChecks:
         """Tell the check in flight to stop if its chunk can no longer complete a snapshot
         (``RaftNode.snapshot_check_moot``); True if told now. The driver asks after every
         step: cheap when no check runs."""
-        self.feeds.maybe_stop(core)
         msg = self.checking
         if msg is None or self.stopped or not core.snapshot_check_moot(msg):
             return False
         self.stopped = True
         self._stop.set()
-        if self._feeding is not None:
-            self._feeding.feed.stop()
         log.info("snapshot check stopped", extra={"index": msg.meta.index, "term": msg.term})
         return True
 
@@ -169,8 +161,7 @@ class SnapshotChecks:
         if data is None:
             return False
         self.checking, self.stopped, self._stop = msg, False, threading.Event()
-        self._feeding = self.feeds.finish(msg)  # staged while it streamed in, if it was
-        nursery.start_soon(self._run, check, msg, data, started, self._stop, self._feeding)
+        nursery.start_soon(self._run, check, msg, data, started, self._stop)
         return True
 
     async def _run(
@@ -180,16 +171,13 @@ class SnapshotChecks:
         data: bytes,
         started: float,
         stop: threading.Event,
-        feeding: Feeding | None,
     ) -> None:
         # Touches only the checker's own slot and the immutable data: safe while the driver
         # steps the core (and the core calls no check before ``CHECKED``: every other last
         # chunk waits behind this one).
-        staged = None if feeding is None else lambda: feeding.staged(data)
-
         def timed() -> float:
             cpu = time.thread_time()
-            check.precheck(msg.meta, data, stop.is_set, staged)
+            check.precheck(msg.meta, data, stop.is_set)
             return time.thread_time() - cpu
 
         joined = trio.current_time()
@@ -204,7 +192,6 @@ class SnapshotChecks:
                 # (docs/state-at-scale.md, s13-scale).
                 "join_s": round(joined - started, 3),
                 "cpu_s": round(cpu, 3),
-                "staged_while_streamed": check.fed,
                 "problem": check.found(msg.meta, data),
             },
         )
@@ -215,12 +202,6 @@ class SnapshotChecks:
     def checked(self) -> tuple[InstallSnapshot, bool]:
         """The chunk whose check is done, and whether it was stopped (then the driver drops
         it; else it steps it now); none in flight after."""
-        msg, self.checking, self._feeding = self.checking, None, None
+        msg, self.checking = self.checking, None
         assert msg is not None, "CHECKED without a check in flight"
         return msg, self.stopped
-
-    def close(self) -> None:
-        """The node stops: a feed in progress ends (its thread leaves nothing behind)."""
-        self.feeds.stop()
-        if self._feeding is not None:
-            self._feeding.feed.stop()

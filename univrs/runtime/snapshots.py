@@ -37,7 +37,6 @@ from univrs.sm.snapshot import _first, gc_paused, plain_from_parts, restore_plai
 from univrs.sm.snapshot_format import CheckStopped, check_stop
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import RawRows
-from univrs.storage.sm_feed import ChunkFeed
 
 MAX_SNAPSHOT_BYTES = 1 << 34  # 16 GiB: a sanity bound for decoding our own snapshots
 
@@ -229,18 +228,9 @@ class SnapshotChecker:
     prewrite: Callable[[SnapshotMeta, bytes], Callable[[], None]] | None = None
     # What drops the file ``precheck`` began for ``_ahead`` (``discard``).
     _drop: Callable[[], None] | None = None
-    # Stages a snapshot while its chunks arrive (``StateEnv.stage_feed`` on the LMDB backend;
-    # univrs/runtime/feeding.py): the check then takes that staging (``precheck``'s
-    # ``staged``). None: the check stages the joined data.
-    into_feed: Callable[[ChunkFeed], ClusterStateMachine | None] | None = None
-    fed: bool = False  # the last ``precheck`` took the staging of its streamed bytes
 
     def precheck(
-        self,
-        meta: SnapshotMeta,
-        data: bytes,
-        stop: Callable[[], bool] | None = None,
-        staged: Callable[[], ClusterStateMachine | None] | None = None,
+        self, meta: SnapshotMeta, data: bytes, stop: Callable[[], bool] | None = None
     ) -> None:
         """Check ``data`` ahead of the core's call (thread-safe: touches only its own slot;
         the runtime runs it in a worker thread, ``RaftNode.snapshot_to_check`` says what the
@@ -250,23 +240,14 @@ class SnapshotChecker:
         ``stop``: polled by the staging (``snapshot_format.check_stop``) between blocks of
         rows; once it says True the check ends early as not passed (``STOPPED``), its file
         dropped: the runtime stops a check whose snapshot can no longer be installed
-        (univrs/runtime/checking.py). A restore in memory is not stopped midway.
-
-        ``staged``: the state staged from exactly ``data`` while it streamed in (blocking until
-        it is; univrs/runtime/feeding.py), or None: then ``data`` is restored here as ever.
-        Either way it is the one walk's state of these bytes, checked at ``meta``'s index."""
+        (univrs/runtime/checking.py). A restore in memory is not stopped midway."""
         token = check_stop.set(stop)
         try:
-            self._precheck(meta, data, staged)
+            self._precheck(meta, data)
         finally:
             check_stop.reset(token)
 
-    def _precheck(
-        self,
-        meta: SnapshotMeta,
-        data: bytes,
-        staged: Callable[[], ClusterStateMachine | None] | None,
-    ) -> None:
+    def _precheck(self, meta: SnapshotMeta, data: bytes) -> None:
         self._ahead = self._drop = None
         # The file written meanwhile, off the storage writer's queue (docs/state-at-scale.md,
         # fourteenth increment): the install that follows a passed check then waits for none
@@ -279,10 +260,7 @@ class SnapshotChecker:
                 log.warning("cannot write the snapshot's file ahead", exc_info=True)
         sm: ClusterStateMachine | None = None
         try:
-            sm = staged() if staged is not None else None
-            self.fed = sm is not None
-            if sm is None:
-                sm = restore(data, self.into)
+            sm = restore(data, self.into)
             problem = _index_problem(meta, sm)
         except StorageError as exc:
             problem = str(exc)

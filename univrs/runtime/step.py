@@ -56,15 +56,7 @@ import trio
 
 from univrs.errors import NotLeader, Unavailable
 from univrs.raft.interpreter import InstallJob, Persisted, PersistJob, execute, report_persisted
-from univrs.raft.messages import (
-    Entry,
-    EntryKind,
-    HardState,
-    InstallSnapshot,
-    Membership,
-    Message,
-    SnapshotMeta,
-)
+from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Message, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState
 from univrs.runtime.applier import Applier
@@ -134,16 +126,10 @@ class StepLoop:
     # ------------------------------------------------------------------ the step loop
 
     async def _drive(self) -> None:
+        recv = self.inbox.receiver
         checks = self._checks
         self._step_dirty = True
         self._process_ready()  # the start-up Ready (committed entries to replay, etc.)
-        try:
-            await self._step_loop(checks)
-        finally:
-            checks.close()  # a snapshot staged as it streams in: its thread ends
-
-    async def _step_loop(self, checks: SnapshotChecks) -> None:
-        recv = self.inbox.receiver
         held: object | None = None  # an event _drain stopped at (it needs a precheck first)
         async with trio.open_nursery() as nursery:  # the snapshot check in flight (checking.py)
             while True:
@@ -203,8 +189,6 @@ class StepLoop:
         elif isinstance(ev, Message):
             self._last_contact[ev.src] = trio.current_time()
             self.core.step(ev)
-            if type(ev) is InstallSnapshot:  # staged while it streams in (feeding.py)
-                self._checks.feeds.after_step(self.core, ev)
         elif isinstance(ev, Propose):
             self._batches.open.append(ev)
         elif isinstance(ev, ProposeMany):

@@ -310,8 +310,6 @@ async def _run_once(
             snapshot_check=SnapshotChecker(
                 into=state_env.stage if state_env else None,
                 prewrite=storage.prewrite_install,
-                # Staged while it streams in (univrs/runtime/feeding.py).
-                into_feed=state_env.stage_feed if state_env else None,
             ),
         )
         snapshot_index = 0

@@ -35,7 +35,7 @@ tried (s13-scale).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import cbor2
@@ -51,9 +51,8 @@ from univrs.sm.snapshot_format import (
     check_stop,
     gc_paused,
 )
-from univrs.storage.sm_feed import ChunkFeed, at_end
 from univrs.storage.sm_store import SEP, LmdbStore
-from univrs.storage.sm_stream import _ROW_KEYS, RowsReader, walk_plain, walk_stream
+from univrs.storage.sm_stream import _ROW_KEYS, walk_plain
 
 _VERSION = 1  # the format version whose rows this path knows
 _INDEX_BATCH = 1 << 16  # index keys sorted and put together (instance_rows)
@@ -178,24 +177,11 @@ def staged_plain(data: bytes, store: LmdbStore) -> dict[str, Any] | None:
     when the snapshot is not canonical, is malformed or broken: nothing was written then,
     and the full path decides. The tables' databases must be open (``store.db``) already:
     this holds a write transaction."""
-    return _staged(store, lambda rows: walk_plain(data, rows))
-
-
-def staged_feed(feed: ChunkFeed, store: LmdbStore) -> dict[str, Any] | None:
-    """``staged_plain`` of the bytes ``feed`` gives as they arrive (sm_feed.py): blocks
-    while it waits for them; ``CheckStopped`` once the feed is stopped."""
-    stream = feed.reader()
-    return _staged(store, lambda rows: walk_stream(stream, rows, at_end(stream, feed)))
-
-
-def _staged(
-    store: LmdbStore, walk: Callable[[RowsReader], dict[str, Any]]
-) -> dict[str, Any] | None:
     txn = store.env.begin(write=True)
     try:
         stager = _Stager(txn, store)
         with gc_paused():
-            plain = walk(stager.rows)
+            plain = walk_plain(data, stager.rows)
         if stager.done != set(_ROW_KEYS):
             raise _NotCanonical
         stager.check_references()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 import cbor2
 
@@ -21,7 +21,7 @@ MAX_SNAPSHOT_BYTES = 1 << 34  # as univrs.runtime.snapshots.MAX_SNAPSHOT_BYTES
 _ROW_DEPTH = 63  # a row sits one level below the snapshot's map (``restore``'s max_depth 64)
 
 
-def _read_head(fp: BinaryIO) -> tuple[int, int] | None:
+def _read_head(fp: io.BytesIO) -> tuple[int, int] | None:
     """A definite CBOR head (major type, length or value); None for anything else."""
     first = fp.read(1)
     if not first:
@@ -68,13 +68,7 @@ def walk_plain(data: bytes, read_rows: RowsReader) -> dict[str, Any]:
     (once: the item the walk decodes is checked in place). Raises ``NotLaidOut``, a decoding
     error, or what ``read_rows`` raises."""
     fp = io.BytesIO(data)
-    return walk_stream(fp, read_rows, lambda: fp.tell() == len(data))
-
-
-def walk_stream(fp: BinaryIO, read_rows: RowsReader, at_end: Callable[[], bool]) -> dict[str, Any]:
-    """``walk_plain`` of the bytes ``fp`` reads (a snapshot arriving in chunks: sm_feed.py);
-    ``at_end``, asked once the map is read, says whether the data ends there."""
-    decoder = strict_decoder(cast(io.BytesIO, fp), max_depth=_ROW_DEPTH)  # any binary reader
+    decoder = strict_decoder(fp, max_depth=_ROW_DEPTH)
     head = _read_head(fp)
     if head is None or head[0] != 5:
         raise NotLaidOut
@@ -94,7 +88,7 @@ def walk_stream(fp: BinaryIO, read_rows: RowsReader, at_end: Callable[[], bool])
             value = decoder.decode()
             codec.check_plain(value, max_depth=64)
             plain[key] = value
-    if not at_end():
+    if fp.tell() != len(data):
         raise NotLaidOut
     return plain
 

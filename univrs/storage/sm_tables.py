@@ -47,19 +47,15 @@ import pathlib
 import shutil
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import cbor2
 import lmdb
 
 from univrs import codec
 from univrs.errors import StorageError
-from univrs.sm.snapshot_format import check_stop
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage.datadir import fsync_dir
-from univrs.storage.sm_feed import ChunkFeed
-from univrs.storage.sm_ingest import staged_feed, staged_plain
+from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import (
     _ALL_DBS,
     _OBJECT_DBS,
@@ -83,11 +79,6 @@ from univrs.storage.sm_store import (
 from univrs.storage.sm_stream import MAX_SNAPSHOT_BYTES, streamed_plain
 
 log = logging.getLogger("univrs.node")
-
-
-class _NotOneWalk(Exception):
-    """A fed snapshot the one walk does not take (``stage_feed``)."""
-
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
@@ -204,43 +195,6 @@ class StateEnv:
         it in a worker thread: the core's snapshot check); touches nothing of this state.
         Raises what ``restore_plain`` and the codec raise for bad data (the new folder is
         removed then), ``StorageError`` if the environment cannot be written."""
-
-        def read(store: LmdbStore) -> tuple[dict[str, Any], bool]:
-            # One walk storing canonical rows as they come (a node's snapshot); anything
-            # else (nothing written then) goes through the full reader, which decides.
-            plain = staged_plain(data, store)
-            if plain is not None:
-                return plain, True
-            plain = streamed_plain(data)
-            if plain is None:  # not laid out for streaming: decoded whole (its errors)
-                plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
-            return plain, False
-
-        return self._stage(read)
-
-    def stage_feed(self, feed: ChunkFeed) -> ClusterStateMachine | None:
-        """``stage`` of the bytes ``feed`` gives while they arrive (sm_feed.py; the runtime
-        runs it in a thread of its own from the leader's first chunk); None (nothing kept)
-        if the one walk does not take them: the check then stages the joined data, whose
-        full reader decides. ``CheckStopped`` once the feed is stopped."""
-
-        def read(store: LmdbStore) -> tuple[dict[str, Any], bool]:
-            plain = staged_feed(feed, store)
-            if plain is None:
-                raise _NotOneWalk
-            return plain, True
-
-        token = check_stop.set(feed.should_stop)
-        try:
-            return self._stage(read)
-        except _NotOneWalk:
-            return None
-        finally:
-            check_stop.reset(token)
-
-    def _stage(
-        self, read: Callable[[LmdbStore], tuple[dict[str, Any], bool]]
-    ) -> ClusterStateMachine:
         from univrs.sm.snapshot_read import restore_plain
 
         with self._staged_lock:
@@ -253,8 +207,15 @@ class StateEnv:
             store = LmdbStore(path, sync=False, map_size=self.map_size)
             for name in (*_OBJECT_DBS, *_SMALL_DBS, "meta"):
                 store.db(name)
+            # One walk storing canonical rows as they come (a node's snapshot); anything else
+            # (nothing written then) goes through the full reader, which decides.
             wall, cpu = time.perf_counter(), time.thread_time()
-            plain, one_walk = read(store)
+            plain = staged_plain(data, store)
+            one_walk = plain is not None
+            if plain is None:
+                plain = streamed_plain(data)
+            if plain is None:  # not laid out for streaming: decoded whole (its errors)
+                plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
             sm = restore_plain(plain, objects=_objects_on(store))
             staged = time.perf_counter(), time.thread_time()
             # Complete and durable here, in the caller's thread: ``replace`` then only renames.
