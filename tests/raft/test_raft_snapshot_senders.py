@@ -149,3 +149,40 @@ def test_a_last_chunk_the_gate_refuses_is_never_checked() -> None:
     node.step(forged)
     settle(node)
     assert checked == [] and node.status().refused == (("incarnation", 1),)
+
+
+def test_a_held_last_chunk_is_moot_once_it_can_complete_nothing() -> None:
+    """``snapshot_check_moot`` (s13-scale: the runtime stops the check of a last chunk it
+    holds back, and drops the chunk): not while the chunk would still complete the snapshot;
+    yes once the term moved on, once the partial snapshot was replaced by another's, or once
+    the commit reached the snapshot's index. Fails on the code before: no such question, the
+    check ran to its end (35 to 80 s at 1M) whatever happened meanwhile."""
+    node, _ = checking()
+    first, last = chunks()
+    node.step(first)
+    settle(node)
+    assert node.snapshot_check_due(last) and not node.snapshot_check_moot(last)
+    node.step(Heartbeat(term=2, src="n1", dst="n2", commit=2, sender_incarnation="inc1"))
+    settle(node)
+    assert not node.snapshot_check_moot(last)  # the leader's heartbeats change nothing
+    node.step(Heartbeat(term=3, src="n3", dst="n2", commit=0, sender_incarnation="inc3"))
+    settle(node)
+    assert node.snapshot_check_moot(last)  # a newer term: never followed again
+
+    node, _ = checking()
+    node.step(first)
+    settle(node)
+    newer_meta = SnapshotMeta(index=60, term=2, membership=M)
+    other = attrs.evolve(first, meta=newer_meta, checksum=zlib.crc32(DATA[::-1]))
+    node.step(other)  # another snapshot's first chunk: the partial copy is replaced
+    settle(node)
+    assert node.snapshot_check_moot(last)
+
+    node, _ = checking()
+    node.step(first)
+    settle(node)
+    one = attrs.evolve(first, meta=newer_meta, data=DATA, done=True)
+    assert not node.snapshot_check_moot(one)  # a one-chunk snapshot needs no partial one
+    node.step(one)  # installed: the commit passes index 50
+    settle(node)
+    assert node.status().commit >= 60 and node.snapshot_check_moot(last)

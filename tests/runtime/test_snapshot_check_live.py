@@ -5,6 +5,7 @@ only the snapshot's last chunk waits for it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,9 +27,11 @@ from univrs.raft.messages import (
 )
 from univrs.raft.ready import Role
 from univrs.runtime import snapshots as snapshots_module
+from univrs.runtime.checking import MAX_WAITING, SnapshotChecks
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.snapshots import SnapshotChecker, capture, restore
 from univrs.sm import ClusterStateMachine, state_digest
+from univrs.sm.snapshot_format import CheckStopped, check_stop
 
 
 class _HeldCheck:
@@ -242,3 +245,96 @@ def test_discard_drops_the_file_of_a_check_the_core_did_not_take() -> None:
     assert check(meta, data) is None  # the core took it: its file is the install's
     check.discard(meta)
     assert dropped == [meta]
+
+
+class _StoppableHeld(_HeldCheck):
+    """A held check that, like the LMDB staging, polls the check's stop while it is held
+    (``snapshot_format.check_stop``) and ends with ``CheckStopped`` once it says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = threading.Event()
+
+    def __call__(self, data: bytes, into: Any = None) -> ClusterStateMachine:
+        self.calls += 1
+        self.started.set()
+        stop = check_stop.get()
+        deadline = time.monotonic() + 10  # real seconds: only a broken test waits so long
+        while not self.released.wait(timeout=0.002):
+            if stop is not None and stop():
+                self.stopped.set()
+                raise CheckStopped
+            assert time.monotonic() < deadline, "the check was neither released nor stopped"
+        return restore(data, into)
+
+
+async def test_a_check_whose_snapshot_can_no_longer_be_installed_is_stopped(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s13-scale: the leader is cut off while its snapshot is checked on the follower, and
+    the third member is elected: the held chunk is of a term the follower will never follow
+    again (``snapshot_check_moot``), so the driver stops the check without waiting for its
+    end (at 1M, tens of seconds), drops the chunk and discards the check (its file); the
+    follower catches up from the new leader. Fails on the code before: the check was never
+    told to stop (it ran to its end, here until released)."""
+    held = _StoppableHeld()
+    monkeypatch.setattr(snapshots_module, "restore", held)
+    try:
+        cluster, leader, behind, _meta = await _behind(nursery)
+        term = leader.status().term
+        cluster.cut.clear()
+        await wait_until(held.started.is_set, "the check to start")
+        cluster.cut.add(leader.node_id)
+        third = next(r for r in cluster.runtimes.values() if r not in (leader, behind))
+        await wait_until(
+            lambda: third.status().role is Role.LEADER and behind.status().term > term,
+            "the third member elected while the check is held",
+        )
+        # Real time: the check's thread notices the stop at its next poll.
+        assert await trio.to_thread.run_sync(held.stopped.wait, 10.0), "the check not stopped"
+        await wait_until(lambda: behind._checks.checking is None, "the stopped check's end")
+        assert not held.released.is_set() and held.calls == 1
+        check = behind.core.snapshot_check
+        assert isinstance(check, SnapshotChecker)
+        assert check._ahead is None  # discarded
+        await third.propose(create("after"))
+        await wait_until(
+            lambda: behind.applied_index == third.applied_index, "the follower to catch up"
+        )
+        assert cluster.stores[behind.node_id].snapshot is None  # the old leader's: never stored
+        assert state_digest(behind.sm) == state_digest(third.sm)
+        assert held.calls == 1  # the dropped chunk was not checked again
+    finally:
+        held.released.set()
+
+
+def test_at_most_max_waiting_last_chunks_wait_behind_a_check() -> None:
+    """s13-scale: distinct last chunks arriving during a check (a newer snapshot each) are
+    kept up to ``MAX_WAITING``; past it the oldest is dropped (and counted), a copy of one
+    kept is not kept twice. Fails on the code before: the queue grew without a bound."""
+    send, _ = trio.open_memory_channel[object](1)
+    checks = SnapshotChecks(sender=send)
+    first = InstallSnapshot(
+        term=2,
+        src="a",
+        dst="b",
+        meta=SnapshotMeta(index=10, term=2, membership=Membership(voters=frozenset({"a"}))),
+        offset=0,
+        data=b"x",
+        done=True,
+        total_size=1,
+        checksum=0,
+    )
+    assert not checks.wait_behind(first)  # no check in flight: stepped at once
+    checks.checking = first
+    later = [
+        attrs.evolve(first, meta=attrs.evolve(first.meta, index=11 + k))
+        for k in range(MAX_WAITING + 2)
+    ]
+    for msg in later:
+        assert checks.wait_behind(msg)
+    assert checks.wait_behind(later[-1])  # the leader's resend of one kept
+    assert list(checks.waiting) == later[2:] and checks.dropped == 2
+    assert checks.next_waiting() is None  # not while the check is in flight
+    checks.checked()
+    assert checks.next_waiting() is later[2]

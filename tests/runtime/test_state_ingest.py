@@ -31,6 +31,7 @@ from univrs.sm import (
     state_digest,
 )
 from univrs.sm.snapshot import snapshot_plain
+from univrs.sm.snapshot_format import CheckStopped, check_stop
 from univrs.storage import sm_ingest, sm_tables
 from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import _ALL_DBS
@@ -297,3 +298,42 @@ def test_index_pairs_out_of_order_are_staged_as_the_full_reader_stores_them(
     assert tables == full_tables
     placed = [i for i in sm.list_instances() if i.node_id is not None]
     assert len(tables["by_node"]) == len(placed) > 40
+
+
+def test_a_stopped_check_stops_the_staging_between_blocks_and_keeps_nothing(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s13-scale: the check's stop (``snapshot_format.check_stop``, set by the runtime for a
+    check whose snapshot can no longer be installed) is polled between blocks of rows: the
+    staging raises ``CheckStopped`` after the block in progress (not at the end), writes
+    nothing, does not fall back to the full reader, and ``StateEnv.stage`` leaves no folder.
+    Fails on the code before: the staging never looked, and finished the whole snapshot."""
+    sm = build(300)
+    data = capture(sm)()
+    monkeypatch.setattr(sm_ingest, "STOP_EVERY", 50)
+    polls: list[int] = []
+
+    def stop_at_third_poll() -> bool:
+        polls.append(1)
+        return len(polls) >= 3
+
+    token = check_stop.set(stop_at_third_poll)
+    try:
+        with _probe(tmp_path) as store:
+            with pytest.raises(CheckStopped):
+                staged_plain(data, store)
+            with store.env.begin() as txn:
+                assert txn.stat(store.db("workloads"))["entries"] == 0  # aborted
+        assert len(polls) == 3  # stopped at the first poll that said so
+        env = StateEnv(str(tmp_path / "state.lmdb"), map_size=1 << 26)
+        polls.clear()
+        with pytest.raises(CheckStopped):
+            env.stage(data)  # neither the full reader nor a decode whole after it
+        env.close()
+        assert _leftovers(tmp_path) == []
+    finally:
+        check_stop.reset(token)
+    # Without a stop the same data stages whole.
+    (tmp_path / "again").mkdir()
+    with _probe(tmp_path / "again") as store:
+        assert staged_plain(data, store) is not None

@@ -14,7 +14,9 @@ leader's lease answers a vote request with the leader it follows (without
 
 ``snapshot_check_due`` / ``snapshot_to_check`` ask ahead of ``step`` whether it would check the
 snapshot a last chunk completes (the runtime then checks it off its event loop): this layer's
-sender rule plus compaction.py's receiving rules, without either's side effects.
+sender rule plus compaction.py's receiving rules, without either's side effects;
+``snapshot_check_moot`` whether such a chunk, held back during its check, can no longer
+complete anything (the runtime then stops the check).
 
 Nothing here changes the term, log, commit or role: a refused message is never acted on.
 """
@@ -108,6 +110,23 @@ class GateLayer(ElectionLayer):
         if rx is None or self._sender_refusal(msg) is not None:
             return None
         return rx.completed_by(msg)
+
+    def snapshot_check_moot(self, msg: InstallSnapshot) -> bool:
+        """Can ``msg``, a last chunk whose check began (``snapshot_check_due`` was True), no
+        longer complete a snapshot whatever comes next? The runtime then stops the check and
+        drops the chunk (univrs/runtime/checking.py, s13-scale). Only conditions that never
+        undo themselves: our term moved past the chunk's (terms only grow, and only a chunk
+        of our term from the leader we follow is taken); our commit reached its index
+        (``_on_install_snapshot`` answers it as held, installs nothing); the partial snapshot
+        it would complete is gone (another snapshot's receiver, none, or fewer bytes held
+        than its offset: the earlier chunks are lost, a resend starts another stream). A
+        query; dropping the chunk is a lost message, which Raft tolerates."""
+        if msg.term < self._term or msg.meta.index <= self._commit:
+            return True
+        if msg.offset == 0:
+            return False  # a one-chunk snapshot needs no partial one
+        rx = self._receiving
+        return rx is None or not rx.same_snapshot(msg) or rx.received != msg.offset
 
     def _maybe_vouch(self, msg: Message) -> bool:
         """Note ``msg``'s vouch, if it is one: a rejected vote or pre-vote of a member we

@@ -26,11 +26,23 @@ what the late step does, on the core's state at that moment:
   flight and, stepped after the install, completes nothing.
 
 A check the core did not use (superseded meanwhile) is discarded: its file written ahead is
-dropped (``SnapshotChecker.discard``).
+dropped (``SnapshotChecker.discard``). Since s13-scale a check is not left to run to its end
+once the core says its chunk can no longer complete anything (``RaftNode.snapshot_check_moot``:
+our term moved on, our commit reached the snapshot, or the partial snapshot is gone): the
+driver asks after every step, the check's thread is told to stop (the staging polls between
+blocks of rows: about 20 ms at 1M), and the chunk is dropped when its ``CHECKED`` comes, as a
+network may drop it. At 1M a check takes 35 to 80 s on this machine; a join whose leader
+changed during the check ran it to the end before looking at the new leader's snapshot, which
+had meanwhile arrived and waited, holding a second copy of the data (docs/state-at-scale.md,
+s13-scale).
 
-Joining and hashing the chunks (``snapshot_to_check``, about a second at 1M) still runs with
-the core waiting: it reads the core's receiver, which only the driver may touch while it
-changes (docs/state-at-scale.md, s12-gate, "Not done").
+At most ``MAX_WAITING`` last chunks wait behind a check (each holds up to a chunk of data):
+past it the oldest goes, as a lost message.
+
+Joining the chunks (``snapshot_to_check``) still runs with the core waiting: it reads the
+core's receiver, which only the driver may touch while it changes. Since s13-scale the
+receiver carries the checksum as chunks arrive, so that wait is the join (a copy of the
+data), no longer a second pass hashing it (about a second at 1M before).
 """
 
 from __future__ import annotations
@@ -38,6 +50,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import threading
+import time
 
 import attrs
 import trio
@@ -48,7 +62,9 @@ from univrs.runtime.snapshots import SnapshotChecker
 
 log = logging.getLogger("univrs.node")
 
-__all__ = ["CHECKED", "SnapshotChecks"]
+__all__ = ["CHECKED", "MAX_WAITING", "SnapshotChecks"]
+
+MAX_WAITING = 4  # last chunks kept behind a check in flight (the oldest is dropped past it)
 
 
 class _Checked:
@@ -73,12 +89,17 @@ def _same_chunk(a: InstallSnapshot, b: InstallSnapshot) -> bool:
 @attrs.define(eq=False)
 class SnapshotChecks:
     """The snapshot check in flight (at most one: ``checking``, the last chunk it is for) and
-    the last chunks that arrived meanwhile (``waiting``, in order; each is looked at again
-    once the check in flight is stepped)."""
+    the last chunks that arrived meanwhile (``waiting``, in order, at most ``MAX_WAITING``;
+    each is looked at again once the check in flight is stepped)."""
 
     sender: trio.MemorySendChannel[object]
     checking: InstallSnapshot | None = None
     waiting: collections.deque[InstallSnapshot] = attrs.field(factory=collections.deque)
+    # The check in flight was told to stop (its chunk can no longer complete a snapshot):
+    # its chunk is dropped at ``CHECKED``, not stepped.
+    stopped: bool = False
+    dropped: int = 0  # waiting chunks dropped for the bound (the oldest first)
+    _stop: threading.Event = attrs.field(factory=threading.Event)
 
     def wait_behind(self, msg: InstallSnapshot) -> bool:
         """Keep ``msg`` for later if a check is in flight (True); a copy of a chunk already
@@ -88,7 +109,28 @@ class SnapshotChecks:
         if checking is None:
             return False
         if not _same_chunk(msg, checking) and not any(_same_chunk(msg, w) for w in self.waiting):
+            if len(self.waiting) >= MAX_WAITING:
+                # Distinct last chunks (a newer snapshot each) arriving faster than a check:
+                # the oldest is the least likely to complete anything. Lost, as on a network.
+                self.waiting.popleft()
+                self.dropped += 1
+                log.info(
+                    "snapshot chunk dropped behind a check",
+                    extra={"index": msg.meta.index, "waiting": len(self.waiting)},
+                )
             self.waiting.append(msg)
+        return True
+
+    def maybe_stop(self, core: RaftNode) -> bool:
+        """Tell the check in flight to stop if its chunk can no longer complete a snapshot
+        (``RaftNode.snapshot_check_moot``); True if told now. The driver asks after every
+        step: cheap when no check runs."""
+        msg = self.checking
+        if msg is None or self.stopped or not core.snapshot_check_moot(msg):
+            return False
+        self.stopped = True
+        self._stop.set()
+        log.info("snapshot check stopped", extra={"index": msg.meta.index, "term": msg.term})
         return True
 
     def next_waiting(self) -> InstallSnapshot | None:
@@ -118,22 +160,38 @@ class SnapshotChecks:
         data = await trio.to_thread.run_sync(core.snapshot_to_check, msg)
         if data is None:
             return False
-        self.checking = msg
-        nursery.start_soon(self._run, check, msg, data, started)
+        self.checking, self.stopped, self._stop = msg, False, threading.Event()
+        nursery.start_soon(self._run, check, msg, data, started, self._stop)
         return True
 
     async def _run(
-        self, check: SnapshotChecker, msg: InstallSnapshot, data: bytes, started: float
+        self,
+        check: SnapshotChecker,
+        msg: InstallSnapshot,
+        data: bytes,
+        started: float,
+        stop: threading.Event,
     ) -> None:
         # Touches only the checker's own slot and the immutable data: safe while the driver
         # steps the core (and the core calls no check before ``CHECKED``: every other last
         # chunk waits behind this one).
-        await trio.to_thread.run_sync(check.precheck, msg.meta, data)
+        def timed() -> float:
+            cpu = time.thread_time()
+            check.precheck(msg.meta, data, stop.is_set)
+            return time.thread_time() - cpu
+
+        joined = trio.current_time()
+        cpu = await trio.to_thread.run_sync(timed)
         log.info(
             "snapshot checked",
             extra={
                 "index": msg.meta.index,
                 "seconds": round(trio.current_time() - started, 3),
+                # The chunks' join and checksum (the core waited), and the check's own
+                # thread's CPU: at 1M on a loaded machine its wall time is 3 to 6 times that
+                # (docs/state-at-scale.md, s13-scale).
+                "join_s": round(joined - started, 3),
+                "cpu_s": round(cpu, 3),
                 "problem": check.found(msg.meta, data),
             },
         )
@@ -141,8 +199,9 @@ class SnapshotChecks:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.sender.send(CHECKED)
 
-    def checked(self) -> InstallSnapshot:
-        """The chunk whose check is done (the driver steps it now); none in flight after."""
+    def checked(self) -> tuple[InstallSnapshot, bool]:
+        """The chunk whose check is done, and whether it was stopped (then the driver drops
+        it; else it steps it now); none in flight after."""
         msg, self.checking = self.checking, None
         assert msg is not None, "CHECKED without a check in flight"
-        return msg
+        return msg, self.stopped

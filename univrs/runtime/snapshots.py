@@ -34,6 +34,7 @@ from univrs.errors import ProtocolError, StorageError
 from univrs.raft.messages import InstallSnapshot, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.sm.snapshot import _first, gc_paused, plain_from_parts, restore_plain, streamed_digest
+from univrs.sm.snapshot_format import CheckStopped, check_stop
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import RawRows
 
@@ -200,6 +201,9 @@ def check_snapshot(meta: SnapshotMeta, data: bytes) -> str | None:
     return _index_problem(meta, sm)
 
 
+STOPPED = "the check was stopped: the snapshot can no longer be installed"
+
+
 @attrs.define(eq=False)
 class SnapshotChecker:
     """The core's ``snapshot_check`` that keeps what it restored for the install.
@@ -225,11 +229,25 @@ class SnapshotChecker:
     # What drops the file ``precheck`` began for ``_ahead`` (``discard``).
     _drop: Callable[[], None] | None = None
 
-    def precheck(self, meta: SnapshotMeta, data: bytes) -> None:
+    def precheck(
+        self, meta: SnapshotMeta, data: bytes, stop: Callable[[], bool] | None = None
+    ) -> None:
         """Check ``data`` ahead of the core's call (thread-safe: touches only its own slot;
         the runtime runs it in a worker thread, ``RaftNode.snapshot_to_check`` says what the
         core will check). Restoring a million objects on the event loop would stall the node
-        for tens of seconds: no heartbeats answered, no API, no pongs."""
+        for tens of seconds: no heartbeats answered, no API, no pongs.
+
+        ``stop``: polled by the staging (``snapshot_format.check_stop``) between blocks of
+        rows; once it says True the check ends early as not passed (``STOPPED``), its file
+        dropped: the runtime stops a check whose snapshot can no longer be installed
+        (univrs/runtime/checking.py). A restore in memory is not stopped midway."""
+        token = check_stop.set(stop)
+        try:
+            self._precheck(meta, data)
+        finally:
+            check_stop.reset(token)
+
+    def _precheck(self, meta: SnapshotMeta, data: bytes) -> None:
         self._ahead = self._drop = None
         # The file written meanwhile, off the storage writer's queue (docs/state-at-scale.md,
         # fourteenth increment): the install that follows a passed check then waits for none
@@ -246,6 +264,8 @@ class SnapshotChecker:
             problem = _index_problem(meta, sm)
         except StorageError as exc:
             problem = str(exc)
+        except CheckStopped:
+            problem = STOPPED
         except BaseException:
             if drop is not None:
                 drop()

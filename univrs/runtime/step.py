@@ -18,7 +18,8 @@ effects in the contract's order:
 * persist parts + ``messages_after_persist``  -> the storage writer (group commit, then sends);
 * a snapshot from the leader                  -> the snapshotter (store, then restore);
   (its last chunk is checked first in a worker thread while the core steps every other
-  event, and stepped when the check is done: checking.py)
+  event, and stepped when the check is done, or dropped if the check was stopped because
+  the chunk could complete nothing any more: checking.py)
 * ``messages``                                -> the transport, at once;
 * ``committed``                               -> the apply loop (in order), or applied on
   this step when small and nothing else is queued (``apply_committed``);
@@ -156,6 +157,7 @@ class StepLoop:
                 batches.released = False
                 batches.flush(self.core, self._applier.pending, self._may_pack)
                 self._process_ready()
+                checks.maybe_stop(self.core)  # a check whose chunk can complete nothing
 
     def _drain(self) -> object | None:
         """Handle every event queued now (the writer's reports first); stop at (and return)
@@ -192,8 +194,9 @@ class StepLoop:
         elif isinstance(ev, ProposeMany):
             self._batches.open.extend(ev.proposals)
         elif ev is CHECKED:  # the snapshot's check is done: its last chunk goes in now
-            msg = self._checks.checked()
-            self._handle(msg)
+            msg, stopped = self._checks.checked()
+            if not stopped:  # else it can complete nothing (checking.py): dropped
+                self._handle(msg)
             check = self.core.snapshot_check
             if isinstance(check, SnapshotChecker):
                 check.discard(msg.meta)  # superseded meanwhile: the core did not take it

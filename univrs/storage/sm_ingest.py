@@ -26,10 +26,16 @@ or refuses it with its own message. So this path adds no acceptance: it accepts 
 the full path accepts, and stores the same bytes (tests/runtime/test_state_ingest.py). The
 small values (header, sessions, ledger, tokens) are decoded strictly and handed to
 ``restore_plain`` with the row lists as ``StagedRows``, which checks them as before.
+
+A check whose result would not be used any more (``snapshot_format.check_stop``, set by the
+runtime's check: univrs/runtime/checking.py) stops between two blocks of rows by raising
+``CheckStopped``: the transaction is aborted as for any failure, but the full path is not
+tried (s13-scale).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import cbor2
@@ -38,7 +44,13 @@ import lmdb
 from univrs.sm.objects import StagedRows
 from univrs.sm.snapshot import _node_row, _node_v1
 from univrs.sm.snapshot_canon import canonical_instance_row, canonical_workload_row
-from univrs.sm.snapshot_format import SNAPSHOT_FORMAT, gc_paused
+from univrs.sm.snapshot_format import (
+    SNAPSHOT_FORMAT,
+    STOP_EVERY,
+    CheckStopped,
+    check_stop,
+    gc_paused,
+)
 from univrs.storage.sm_store import SEP, LmdbStore
 from univrs.storage.sm_stream import _ROW_KEYS, walk_plain
 
@@ -60,6 +72,18 @@ class _Stager:
         self.by_workload, self.by_node = store.db("by_workload"), store.db("by_node")
         self.node_refs: set[str] = set()  # the nodes instances are on (checked at the end)
         self.done: set[str] = set()
+        self.stop = check_stop.get()  # the check's stop, polled between blocks of rows
+
+    def blocks(self, count: int) -> Iterator[int]:
+        """``count`` rows as blocks of at most ``STOP_EVERY``; ``CheckStopped`` is raised
+        before a block once the check's stop is set (s13-scale: a check whose result would
+        not be used stops within a block, not at the end of a minute's staging)."""
+        for start in range(0, count, STOP_EVERY):  # lazily: ``count`` is the data's word
+            yield min(STOP_EVERY, count - start)
+
+    def poll(self) -> None:
+        if self.stop is not None and self.stop():
+            raise CheckStopped
 
     def rows(
         self, key: str, count: int, decoder: cbor2.CBORDecoder, plain: dict[str, Any]
@@ -77,12 +101,14 @@ class _Stager:
 
     def workload_rows(self, decoder: cbor2.CBORDecoder, count: int) -> None:
         decode, put, dumps, db = decoder.decode, self.txn.put, cbor2.dumps, self.workloads
-        for _ in range(count):
-            row = decode()
-            if not canonical_workload_row(row) or not put(
-                row[0].encode(), dumps(row), db=db, append=True
-            ):
-                raise _NotCanonical
+        for block in self.blocks(count):
+            self.poll()
+            for _ in range(block):
+                row = decode()
+                if not canonical_workload_row(row) or not put(
+                    row[0].encode(), dumps(row), db=db, append=True
+                ):
+                    raise _NotCanonical
         self.done.add("workloads")
 
     def instance_rows(self, decoder: cbor2.CBORDecoder, count: int) -> None:
@@ -99,23 +125,25 @@ class _Stager:
         # sorted when instance ids follow their workloads' (a node's snapshot of instances
         # created by scaling): appended then, else put where they go.
         node_keys: list[bytes] = []
-        for _ in range(count):
-            row = decode()
-            if not canonical_instance_row(row):
-                raise _NotCanonical
-            ident, workload_id, node_id = row[0].encode(), row[1].encode(), row[2]
-            if not put(ident, dumps(row), db=db, append=True):
-                raise _NotCanonical
-            if get(workload_id, db=workloads) is None:
-                raise _NotCanonical
-            key = workload_id + SEP + ident
-            if not put(key, b"", db=by_workload, append=True):
-                put(key, b"", db=by_workload)
-            if node_id is not None:
-                node_refs.add(node_id)
-                node_keys.append(node_id.encode() + SEP + ident)
-                if len(node_keys) >= _INDEX_BATCH:
-                    self.put_index(node_keys, self.by_node)
+        for block in self.blocks(count):
+            self.poll()
+            for _ in range(block):
+                row = decode()
+                if not canonical_instance_row(row):
+                    raise _NotCanonical
+                ident, workload_id, node_id = row[0].encode(), row[1].encode(), row[2]
+                if not put(ident, dumps(row), db=db, append=True):
+                    raise _NotCanonical
+                if get(workload_id, db=workloads) is None:
+                    raise _NotCanonical
+                key = workload_id + SEP + ident
+                if not put(key, b"", db=by_workload, append=True):
+                    put(key, b"", db=by_workload)
+                if node_id is not None:
+                    node_refs.add(node_id)
+                    node_keys.append(node_id.encode() + SEP + ident)
+                    if len(node_keys) >= _INDEX_BATCH:
+                        self.put_index(node_keys, self.by_node)
         self.put_index(node_keys, self.by_node)
         self.done.add("instances")
 

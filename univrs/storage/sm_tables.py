@@ -41,10 +41,12 @@ replace everything from a snapshot in one transaction (``replace``), force to di
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import shutil
 import threading
+import time
 
 import cbor2
 import lmdb
@@ -75,6 +77,8 @@ from univrs.storage.sm_store import (
     cbor_codec,
 )
 from univrs.storage.sm_stream import MAX_SNAPSHOT_BYTES, streamed_plain
+
+log = logging.getLogger("univrs.node")
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
@@ -205,18 +209,31 @@ class StateEnv:
                 store.db(name)
             # One walk storing canonical rows as they come (a node's snapshot); anything else
             # (nothing written then) goes through the full reader, which decides.
+            wall, cpu = time.perf_counter(), time.thread_time()
             plain = staged_plain(data, store)
+            one_walk = plain is not None
             if plain is None:
                 plain = streamed_plain(data)
             if plain is None:  # not laid out for streaming: decoded whole (its errors)
                 plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
             sm = restore_plain(plain, objects=_objects_on(store))
+            staged = time.perf_counter(), time.thread_time()
             # Complete and durable here, in the caller's thread: ``replace`` then only renames.
             stamp = self.cluster_id()
             if stamp is not None:
                 with store.env.begin(write=True) as txn:
                     txn.put(b"cluster", stamp.encode(), db=store.db("meta"))
             store.env.sync(True)
+            # The parts of a check's time (docs/state-at-scale.md, s13-scale).
+            log.info(
+                "snapshot staged",
+                extra={
+                    "one_walk": one_walk,
+                    "stage_s": round(staged[0] - wall, 3),
+                    "stage_cpu_s": round(staged[1] - cpu, 3),
+                    "sync_s": round(time.perf_counter() - staged[0], 3),
+                },
+            )
         except BaseException as exc:
             if store is not None:
                 store.close()
