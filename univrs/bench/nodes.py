@@ -116,7 +116,9 @@ def window_figures(
     batches = sum(_delta(before[n], after[n], "univrs_api_proposal_batches_total") for n in nodes)
     proposed = sum(_delta(before[n], after[n], "univrs_api_batched_proposals_total") for n in nodes)
     out["proposals_per_batch"] = round(proposed / batches, 1) if batches else None
-    out["syncs"] = {n: int(_delta(before[n], after[n], "univrs_storage_syncs_total")) for n in nodes}
+    out["syncs"] = {
+        n: int(_delta(before[n], after[n], "univrs_storage_syncs_total")) for n in nodes
+    }
     out["reads_served"] = {n: int(v) for n, v in reads.items()}
     out["read_confirmations"] = {n: int(v) for n, v in confirmations.items()}
     total_c = sum(confirmations.values())

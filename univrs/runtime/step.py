@@ -134,7 +134,14 @@ class StepLoop:
             while True:
                 if held is None:
                     held = checks.next_waiting()
-                ev = held if held is not None else await recv.receive()
+                if held is not None:
+                    ev = held
+                elif self._batches.gather_until is None:
+                    ev = await recv.receive()
+                else:  # the open batch gathers its proposers (batching.py): until then
+                    ev = None
+                    with trio.move_on_at(self._batches.gather_until):
+                        ev = await recv.receive()
                 if precheck_due(ev, self.core) and (
                     checks.wait_behind(ev) or await checks.begin(self.core, ev, nursery)
                 ):
@@ -153,8 +160,14 @@ class StepLoop:
                     self._process_ready()
                     await trio.lowlevel.checkpoint()
                     held = self._drain()
-                batches.released = False
-                batches.flush(self.core, self._applier.pending, self._may_pack)
+                now = trio.current_time()
+                if batches.released:
+                    batches.released = False
+                    batches.gather(now)  # wait for the proposers it answered, within bounds
+                if held is not None:
+                    batches.stop_gathering()  # a snapshot's check comes next: no waiting
+                if not batches.gathering(now):
+                    batches.flush(self.core, self._applier.pending, self._may_pack, now)
                 self._process_ready()
 
     def _drain(self) -> object | None:
@@ -204,7 +217,7 @@ class StepLoop:
                 self.core.tick()
         elif isinstance(ev, Applied):
             self._step_dirty = True
-            self._batches.applied(ev.index)  # may release a batch in flight
+            self._batches.applied(ev.index, trio.current_time())  # may release a batch
             self.core.applied(ev.index)
             self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
         elif isinstance(ev, Read):
@@ -231,6 +244,7 @@ class StepLoop:
             index, self._applied_on_step = self._applied_on_step, 0
             self._handle(Applied(index))  # as the apply loop would report it, minus a hop
             self._batches.released = False  # its proposers run before the next step anyway
+            self._batches.stop_gathering()  # a small commit applied here: nobody to gather
             self._take_ready()
         self._finish_step()
 
@@ -284,7 +298,7 @@ class StepLoop:
                 self.metrics.elections.inc()
             if old is not None and old.role is Role.LEADER:
                 self._batches.fail_open(NotLeader(soft.leader))
-            self._batches.in_flight.clear()  # a new leadership starts with nothing in flight
+            self._batches.clear_flight()  # a new leadership starts with nothing in flight
         if old is None or old.leader != soft.leader:
             log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
             if soft.leader is not None:
