@@ -17,6 +17,7 @@ from univrs.errors import NotLeader
 from univrs.raft.messages import AppendEntries, Message
 from univrs.raft.ready import Role
 from univrs.runtime.driver import RaftRuntime
+from univrs.sm.commands import Envelope
 from univrs.sm.responses import Created, Response
 
 IDS = ["a", "b", "c"]
@@ -121,3 +122,112 @@ async def test_losing_leadership_fails_the_open_batch_as_not_applied(
     await wait_until(lambda: first, "the in-flight proposal to end")
     if new is old:  # this node leads again: its new leadership had nothing in flight
         assert isinstance(await old.propose(create("again")), Created)
+
+
+COHORT = 20  # proposals per client frame below: a batch entry too large to apply on the step
+ROUND_TRIP = 0.002  # a client's round trip between its answer and its next frame
+
+
+async def _two_cohorts(
+    nursery: trio.Nursery, gather: float
+) -> tuple[RaftRuntime, list[int], list[float]]:
+    """Cohort A's frame in flight (its appends held for 0.1 s), cohort B's frame waiting in the
+    open batch; A's closed loop sends its next frame a round trip after its answers. Returns
+    the leader, (proposals, batches) appended from A on, and when A2's answers came (trio
+    time, from A's release)."""
+    cluster, leader = await start_cluster(nursery, IDS, proposal_gather=gather)
+    await leader.propose(create("w"))
+    start = leader.statistics()
+    figures: list[int] = []
+    answered: list[float] = []
+
+    def frame(name: str) -> list[Envelope]:
+        return [create(f"{name}-{i}") for i in range(COHORT)]
+
+    cluster.hold = holding_appends(leader)
+    first = await leader.propose_together(frame("a"))
+    await wait_until(lambda: cluster.held, "A's append")
+    second = await leader.propose_together(frame("b"))
+    await trio.sleep(0.1)  # B waits in the open batch behind A
+    released = trio.current_time()
+
+    async def a_loop() -> None:
+        for waiter in first:
+            assert isinstance(await waiter.wait(), Created)
+        await trio.sleep(ROUND_TRIP)
+        for waiter in await leader.propose_together(frame("a2")):
+            assert isinstance(await waiter.wait(), Created)
+        answered.append(trio.current_time() - released)
+
+    done = trio.Event()
+
+    async def run_a() -> None:
+        await a_loop()
+        done.set()
+
+    nursery.start_soon(run_a)
+    cluster.hold = None
+    for msg in cluster.held:
+        cluster.deliver(msg)
+    cluster.held.clear()
+    await done.wait()
+    for waiter in second:
+        assert isinstance(await waiter.wait(), Created)
+    after = leader.statistics()
+    figures.append(after.proposals - start.proposals)
+    figures.append(after.proposal_batches - start.proposal_batches)
+    return leader, figures, answered
+
+
+async def test_the_open_batch_gathers_the_proposers_the_applied_batch_answered(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """Fails without gathering (``proposal_gather`` 0, the test below): B's batch went the
+    moment A's applied, and A's proposers, back a round trip later, made a third batch. Two
+    alternating half batches of closed-loop clients cost nearly twice one whole one (most of a
+    write's CPU is paid per batch: docs/performance.md, Round 13)."""
+    _, (proposals, batches), answered = await _two_cohorts(nursery, gather=0.05)
+    assert proposals == 3 * COHORT
+    assert batches == 2  # A; then B and A2 together
+    # A2 did not wait behind a batch of B: back a round trip after A's answers, appended at once.
+    assert answered[0] < 0.1
+
+
+async def test_without_gathering_the_cohorts_alternate(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """The behaviour gathering replaces: B goes alone as A applies, A2 waits for it."""
+    _, (proposals, batches), _ = await _two_cohorts(nursery, gather=0.0)
+    assert proposals == 3 * COHORT
+    assert batches == 3
+
+
+async def test_a_gather_ends_at_its_bound_when_the_proposers_do_not_come_back(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """A's proposers never come back: B waits at most the gather bound (never forever), and a
+    lone proposer after that is appended at once."""
+    cluster, leader = await start_cluster(nursery, IDS, proposal_gather=0.03)
+    await leader.propose(create("w"))
+    cluster.hold = holding_appends(leader)
+    first = await leader.propose_together([create(f"a-{i}") for i in range(COHORT)])
+    await wait_until(lambda: cluster.held, "A's append")
+    second = await leader.propose_together([create(f"b-{i}") for i in range(COHORT)])
+    await trio.sleep(0.1)
+    cluster.hold = None
+    for msg in cluster.held:
+        cluster.deliver(msg)
+    cluster.held.clear()
+    for waiter in first:
+        assert isinstance(await waiter.wait(), Created)
+    applied = trio.current_time()
+    for waiter in second:
+        assert isinstance(await waiter.wait(), Created)
+    # B went within the bound after A applied, then needed its own commit (a few steps).
+    assert trio.current_time() - applied < 0.03 + 0.02
+    before = leader.statistics().proposal_batches
+    started = trio.current_time()
+    await trio.sleep(0.1)  # any gather is over
+    assert isinstance(await leader.propose(create("lone")), Created)
+    assert leader.statistics().proposal_batches == before + 1
+    assert trio.current_time() - started < 0.1 + 0.05

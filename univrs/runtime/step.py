@@ -243,8 +243,10 @@ class StepLoop:
         while self._applied_on_step:  # committed entries applied on this step (below)
             index, self._applied_on_step = self._applied_on_step, 0
             self._handle(Applied(index))  # as the apply loop would report it, minus a hop
-            self._batches.released = False  # its proposers run before the next step anyway
-            self._batches.stop_gathering()  # a small commit applied here: nobody to gather
+            # Its proposers run before the next step anyway (no scheduling round for them);
+            # the open batch gathers them as after any batch (batching.py).
+            self._batches.released = False
+            self._batches.gather(trio.current_time())
             self._take_ready()
         self._finish_step()
 
