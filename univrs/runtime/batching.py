@@ -24,8 +24,11 @@ wake-ups per node), so two half batches cost nearly twice one whole one. So when
 applies, the open batch *gathers*: it goes once it holds as many proposals as the applied batch
 answered plus what it held then (everyone is back), or once ``gather`` has passed (at most the
 applied batch's own commit time ``L``, and at most ``max_gather`` seconds), whichever comes
-first. The proposers waiting meanwhile wait at most ``L``, what a proposer arriving a moment
-later would wait anyway behind the batch in flight; a returning proposer saves a whole ``L``.
+first; and once no proposal arrived for half of that span since the gather began or
+the open batch last grew (waiting for stragglers costs every proposal of the batch their
+wait: measured, docs/performance.md, Round 13). The proposers waiting meanwhile wait at most
+``L``, what a proposer arriving a moment later would wait anyway behind the batch in flight; a
+returning proposer saves a whole ``L``.
 A lone client is back in its round trip and goes at once (nothing else is expected); proposers
 that do not come back (think time, gone) cost one gather of at most ``L``, and the next
 batch's count no longer expects them. ``max_gather`` 0 turns gathering off.
@@ -50,6 +53,9 @@ from univrs.runtime.proposals import PendingProposals
 
 DEFAULT_PROPOSAL_DEPTH = 1  # proposal batches appended and not yet applied; see the docstring
 DEFAULT_MAX_GATHER = 0.05  # seconds an open batch gathers returning proposers at most
+# A gather also ends when no proposal arrived for this part of its span (the stragglers of a
+# slow client would cost every proposal of the batch their wait).
+GATHER_PAUSE_PARTS = 2
 MAX_BATCH = 4096  # proposals in one propose_many at most (the rest go in the next batch)
 
 
@@ -78,9 +84,13 @@ class ProposalBatches:
     # commit times (proposed -> applied here).
     _returning: int = attrs.field(default=0, init=False)
     _released_took: float = attrs.field(default=0.0, init=False)
-    # While the open batch gathers: until when, and how many proposals end it early.
-    gather_until: float | None = attrs.field(default=None, init=False)
+    # While the open batch gathers: until when at most, how many proposals end it early, the
+    # pause between arrivals that ends it, and when it last grew (to how many).
+    _gather_until: float | None = attrs.field(default=None, init=False)
     _gather_for: int = attrs.field(default=0, init=False)
+    _gather_pause: float = attrs.field(default=0.0, init=False)
+    _grew_at: float = attrs.field(default=0.0, init=False)
+    _grew_to: int = attrs.field(default=0, init=False)
     gathered: int = attrs.field(default=0, init=False)  # gathers so far (statistics)
     proposals: int = attrs.field(default=0, init=False)  # appended to the log so far
     batches: int = attrs.field(default=0, init=False)  # propose_many calls so far
@@ -104,23 +114,38 @@ class ProposalBatches:
         self._returning, self._released_took = 0, 0.0
         if self.max_gather <= 0 or returning <= 0 or self.in_flight:
             return
-        self.gather_until = now + min(took, self.max_gather)
+        span = min(took, self.max_gather)
+        self._gather_until = now + span
+        self._gather_pause = span / GATHER_PAUSE_PARTS
         self._gather_for = returning + len(self.open)
+        self._grew_at, self._grew_to = now, len(self.open)
         self.gathered += 1
 
+    @property
+    def gather_until(self) -> float | None:
+        """When the gather ends unless the open batch grows before (None: not gathering)."""
+        if self._gather_until is None:
+            return None
+        return min(self._gather_until, self._grew_at + self._gather_pause)
+
     def gathering(self, now: float) -> bool:
-        """Does the open batch still gather (not everyone back, time left)? Ends it if not."""
-        until = self.gather_until
-        if until is None:
+        """Does the open batch still gather (not everyone back, time left, proposals still
+        arriving)? Ends it if not."""
+        if self._gather_until is None:
             return False
-        if len(self.open) < self._gather_for and now < until:
+        count = len(self.open)
+        if count > self._grew_to:
+            self._grew_at, self._grew_to = now, count
+        until = self.gather_until
+        assert until is not None
+        if count < self._gather_for and now < until:
             return True
-        self.gather_until = None
+        self._gather_until = None
         return False
 
     def stop_gathering(self) -> None:
         """No gathering now (a leadership change, an event that must not wait)."""
-        self.gather_until = None
+        self._gather_until = None
         self._returning, self._released_took = 0, 0.0
 
     def flush(
