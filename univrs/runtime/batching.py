@@ -91,7 +91,6 @@ class ProposalBatches:
     _gather_pause: float = attrs.field(default=0.0, init=False)
     _grew_at: float = attrs.field(default=0.0, init=False)
     _grew_to: int = attrs.field(default=0, init=False)
-    gathered: int = attrs.field(default=0, init=False)  # gathers so far (statistics)
     proposals: int = attrs.field(default=0, init=False)  # appended to the log so far
     batches: int = attrs.field(default=0, init=False)  # propose_many calls so far
 
@@ -119,7 +118,6 @@ class ProposalBatches:
         self._gather_pause = span / GATHER_PAUSE_PARTS
         self._gather_for = returning + len(self.open)
         self._grew_at, self._grew_to = now, len(self.open)
-        self.gathered += 1
 
     @property
     def gather_until(self) -> float | None:
