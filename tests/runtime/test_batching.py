@@ -9,6 +9,7 @@ steps). A leadership change fails the open batch (not appended: retrying is safe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -16,8 +17,11 @@ from tests.runtime.memcluster import create, start_cluster, wait_leader, wait_un
 from univrs.errors import NotLeader
 from univrs.raft.messages import AppendEntries, Message
 from univrs.raft.ready import Role
-from univrs.runtime.batching import GATHER_PAUSE_PARTS
+from univrs.runtime.batching import GATHER_PAUSE_PARTS, ProposalBatches
 from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.events import Propose
+from univrs.runtime.proposals import PendingProposals
+from univrs.runtime.waiter import Waiter
 from univrs.sm.commands import Envelope
 from univrs.sm.responses import Created, Response
 
@@ -235,3 +239,62 @@ async def test_a_gather_ends_at_its_bound_when_the_proposers_do_not_come_back(
     assert isinstance(await leader.propose(create("lone")), Created)
     assert leader.statistics().proposal_batches == before + 1
     assert trio.current_time() - started < 0.1 + 0.05
+
+
+class _Core:
+    """What ``ProposalBatches.flush`` uses of a leader's core: appends at consecutive indexes."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def propose_many(self, payloads: list[bytes]) -> tuple[int, int]:
+        first = self.last + 1
+        self.last += len(payloads)
+        return 1, first
+
+
+def _proposal() -> Propose:
+    return Propose(b"x", Waiter(), 0.0)
+
+
+def test_the_gather_rule_a_lone_proposer_goes_at_once_and_a_pause_ends_a_gather() -> None:
+    """The rule itself (batching.py), clock in hand: after a batch of one applies 4 ms after it
+    was proposed, its proposer's next proposal ends the gather at once (a lone client is never
+    held); a proposal that waited in the open batch waits at most half the span (2 ms) for a
+    proposer that does not come back."""
+    core, pending = _Core(), PendingProposals[Any]()
+    batches = ProposalBatches(max_gather=0.05)
+
+    def step(now: float) -> None:  # what the driver's loop does after its events
+        if batches.released:
+            batches.released = False
+            batches.gather(now)
+        if not batches.gathering(now):
+            batches.flush(core, pending, lambda n: False, now)  # type: ignore[arg-type]
+
+    batches.open.append(_proposal())
+    step(0.0)
+    assert (batches.batches, batches.open) == (1, [])
+    batches.applied(core.last, 0.004)  # its commit took 4 ms
+    step(0.004)
+    assert batches.gather_until == 0.004 + 0.002  # half the span without an arrival
+    batches.open.append(_proposal())  # the lone client is back, 1 ms later
+    step(0.005)
+    assert batches.batches == 2 and batches.gather_until is None  # went at once
+
+    batches.open.append(_proposal())  # another writer arrives while that batch is in flight
+    batches.applied(core.last, 0.009)  # released: its proposer is expected back, the other waits
+    step(0.009)
+    assert batches.batches == 2 and batches.gather_until is not None
+    step(0.0105)  # neither back nor paused long enough yet
+    assert batches.batches == 2
+    step(0.009 + 0.002)  # no arrival for half the span (4 ms): the gather ends
+    assert batches.batches == 3 and batches.gather_until is None
+
+    off = ProposalBatches(max_gather=0.0)  # gathering off: the open batch goes on release
+    off.open.append(_proposal())
+    off.flush(core, pending, lambda n: False, 0.0)
+    off.open.append(_proposal())
+    off.applied(core.last, 0.004)
+    off.gather(0.004)
+    assert not off.gathering(0.004)
