@@ -290,6 +290,11 @@ BAD: list[tuple[str, str, list[str]]] = [
     ("bootstrap without nodes", "[raft.bootstrap]\n", ["raft.bootstrap.nodes: missing"]),
     ("bootstrap nodes empty", "[raft.bootstrap]\nnodes = []\n", ["raft.bootstrap.nodes: empty"]),
     (
+        "batch gather out of range",
+        "[raft]\nbatch_gather_ms = -1\n",
+        ["raft.batch_gather_ms: -1 must be 0-1000 (0: off)"],
+    ),
+    (
         "initial cluster state unknown",
         '[raft]\ninitial_cluster_state = "old"\n',
         ["raft.initial_cluster_state: 'old' must be one of 'new', 'existing'"],

@@ -354,3 +354,24 @@ def test_the_profiled_process_is_named_by_role_or_id(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(bench, "py_spy_available", lambda: False)
     args = bench.parse_args(["--profile", "out.txt", "--profile-phase", "reads"])
     assert args.profile is None and args.profile_phase == "reads"
+
+
+def test_the_nodes_metrics_give_proposals_per_batch_and_syncs_per_node() -> None:
+    from univrs.bench.nodes import parse_metrics, window_figures
+
+    def node(batches: int, proposals: int, syncs: int) -> dict[str, float]:
+        return parse_metrics(
+            _METRICS.format(leader=0, changes=0, reads=0, confirmations=0)
+            + f"univrs_api_proposal_batches_total {batches}\n"
+            + f"univrs_api_batched_proposals_total {proposals}\n"
+            + f"univrs_storage_syncs_total {syncs}\n"
+        )
+
+    figures = window_figures(
+        {"n1": node(10, 100, 12), "n2": node(0, 0, 7)},
+        {"n1": node(60, 1700, 70), "n2": node(0, 0, 57)},
+    )
+    assert figures["proposals_per_batch"] == 1600 / 50
+    assert figures["syncs"] == {"n1": 58, "n2": 50}
+    idle = window_figures({"n1": node(3, 9, 1)}, {"n1": node(3, 9, 1)})
+    assert idle["proposals_per_batch"] is None

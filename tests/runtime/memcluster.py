@@ -21,6 +21,7 @@ import trio
 from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
 from univrs.raft.ready import InitialState, RaftConfig, Role
+from univrs.runtime.batching import DEFAULT_MAX_GATHER
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.metrics import NodeMetrics
 from univrs.runtime.packing import Packing
@@ -86,6 +87,8 @@ class MemCluster:
     seed: int = 1
     ids: tuple[str, ...] = ()  # the members in the order ``build`` was given them
     proposal_depth: int = 1  # the runtimes' (univrs/runtime/step.py, "Proposal batching")
+    # Seconds the open batch gathers returning proposers at most (univrs/runtime/batching.py).
+    proposal_gather: float = DEFAULT_MAX_GATHER
     packing: Packing = attrs.field(factory=Packing)  # the runtimes' (batch entries or not)
     # Give each core the node's snapshot check (univrs.runtime.snapshots.SnapshotChecker).
     check_snapshots: bool = False
@@ -164,6 +167,7 @@ class MemCluster:
             tick_seconds=TICK,
             write_in_thread=False,
             proposal_depth=self.proposal_depth,
+            proposal_gather=self.proposal_gather,
             packing=self.packing,
             metrics=metrics,
             payload_versions=lambda: {n: (None, v) for n, v in self.announced.items()},
@@ -237,12 +241,15 @@ async def start_cluster(
     *,
     packing: Packing | None = None,
     check_snapshots: bool = False,
+    proposal_gather: float | None = None,
 ) -> tuple[MemCluster, RaftRuntime]:
-    """A cluster of ``ids`` (with ``packing`` and ``check_snapshots`` if given), every node
-    started, and its leader once there is one."""
+    """A cluster of ``ids`` (with ``packing``, ``check_snapshots`` and ``proposal_gather`` if
+    given), every node started, and its leader once there is one."""
     cluster = MemCluster.build(nursery, ids)
     if packing is not None:
         cluster.packing = packing
+    if proposal_gather is not None:
+        cluster.proposal_gather = proposal_gather
     cluster.check_snapshots = check_snapshots
     await cluster.start_all()
     return cluster, await wait_leader(cluster)

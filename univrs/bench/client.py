@@ -248,6 +248,8 @@ def _progress(what: str, m: dict[str, Any]) -> None:
     rpc = (m.get("servers") or {}).get("reads_per_confirmation")
     check += f", {rpc:g} reads/confirmation" if rpc and "reads" in what else ""
     check += f", leader {m['leader']}" if m.get("leader") else ""
+    ppb = (m.get("servers") or {}).get("proposals_per_batch")
+    check += f", {ppb:g} writes/batch" if ppb and "writes" in what else ""
     gc_ms = (m.get("servers") or {}).get("gc_ms")
     if gc_ms:
         full = m["servers"].get("gc_full", {})

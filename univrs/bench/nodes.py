@@ -19,6 +19,11 @@ compares the two:
 * ``gc_ms`` and ``gc_full``: per node, the cyclic garbage collector's pause time in the window
   (``univrs_gc_pause_seconds_total``, all generations, in ms) and its full (generation-2)
   collections (``univrs_gc_collections_total``): the collector's share of a node's CPU.
+* ``proposals_per_batch``: proposals appended per ``propose_many`` on the nodes in the window
+  (``univrs_api_batched_proposals_total`` / ``univrs_api_proposal_batches_total``, summed: the
+  leader's), and ``syncs``: per node, synced log writes (fsyncs) in the window
+  (``univrs_storage_syncs_total``). Much of a write's cost is paid per batch (an append, an
+  fsync and a round of messages on every node), so the CPU per write depends on the batch size.
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ def _gc_full(sample: dict[str, float]) -> float:
     return sample.get('univrs_gc_collections_total{generation="2"}', 0.0)
 
 
+def _delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
 def _leader(snapshot: dict[str, dict[str, float]]) -> str | None:
     leaders = [n for n, s in snapshot.items() if s.get("univrs_raft_is_leader", 0.0) == 1.0]
     return leaders[0] if len(leaders) == 1 else None
@@ -104,6 +113,12 @@ def window_figures(
         n: round(1000 * (_gc_seconds(after[n]) - _gc_seconds(before[n])), 1) for n in nodes
     }
     out["gc_full"] = {n: int(_gc_full(after[n]) - _gc_full(before[n])) for n in nodes}
+    batches = sum(_delta(before[n], after[n], "univrs_api_proposal_batches_total") for n in nodes)
+    proposed = sum(_delta(before[n], after[n], "univrs_api_batched_proposals_total") for n in nodes)
+    out["proposals_per_batch"] = round(proposed / batches, 1) if batches else None
+    out["syncs"] = {
+        n: int(_delta(before[n], after[n], "univrs_storage_syncs_total")) for n in nodes
+    }
     out["reads_served"] = {n: int(v) for n, v in reads.items()}
     out["read_confirmations"] = {n: int(v) for n, v in confirmations.items()}
     total_c = sum(confirmations.values())

@@ -65,6 +65,7 @@ _RAFT_KEYS = {
     "node_ttl_ms": _INT,
     "reconcile_resync_ms": _INT,
     "batch_entries": _BOOL,
+    "batch_gather_ms": _INT,
     "bootstrap": _TABLE,
     "dial": _TABLE,
     "initial_cluster_state": _STR,

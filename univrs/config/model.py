@@ -100,6 +100,11 @@ class NodeConfig:
     # one log entry (payload version 2). On by default: the leader packs them only while
     # every member announced that it applies them (univrs/runtime/capabilities.py).
     batch_entries: bool = True
+    # After a batch of writes applies, the leader's next batch waits up to this long (and at
+    # most that batch's commit time) for the writers it answered to send their next writes,
+    # so closed-loop clients make whole batches, not two alternating halves (docs/runtime.md,
+    # "Proposal batching"; docs/performance.md, Round 13). 0: the next batch goes at once.
+    batch_gather_ms: int = 50
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);
@@ -217,6 +222,8 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
     problems: list[str] = []
     for nid, addr in c.dial:
         _check_addr(f"raft.dial.{nid}", addr, problems)
+    if not 0 <= c.batch_gather_ms <= 1000:
+        problems.append(f"raft.batch_gather_ms: {c.batch_gather_ms} must be 0-1000 (0: off)")
     if c.reconcile_resync_ms < 0:
         problems.append(
             f"raft.reconcile_resync_ms: {c.reconcile_resync_ms} must be >= 0 (0: no reconciler)"

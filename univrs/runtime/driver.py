@@ -46,7 +46,7 @@ from univrs.raft.messages import SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
-from univrs.runtime.batching import DEFAULT_PROPOSAL_DEPTH, ProposalBatches
+from univrs.runtime.batching import DEFAULT_MAX_GATHER, DEFAULT_PROPOSAL_DEPTH, ProposalBatches
 from univrs.runtime.capabilities import Announced, BatchGate, no_announcements
 from univrs.runtime.checking import SnapshotChecks
 from univrs.runtime.events import Call, Inbox, Propose, ProposeMany, Read
@@ -120,6 +120,9 @@ class RaftRuntime(StepLoop):
     # How the stored snapshot is scrubbed for damage (snapshotter.py).
     snapshot_scrub: ScrubPolicy = ScrubPolicy()
     proposal_depth: int = DEFAULT_PROPOSAL_DEPTH
+    # Seconds at most the open batch gathers the applied batch's proposers (0: off;
+    # univrs/runtime/batching.py).
+    proposal_gather: float = DEFAULT_MAX_GATHER
     # How proposals become entries: one each, or batch entries (univrs/runtime/packing.py).
     packing: Packing = attrs.field(factory=Packing)
     # The payload versions the peers announced in their hellos (univrs/runtime/
@@ -164,7 +167,10 @@ class RaftRuntime(StepLoop):
     def __attrs_post_init__(self) -> None:
         assert self.view.core is self.core, "the view must show this runtime's core"
         self._batches = ProposalBatches(
-            depth=self.proposal_depth, packing=self.packing, metrics=self.metrics
+            depth=self.proposal_depth,
+            max_gather=self.proposal_gather,
+            packing=self.packing,
+            metrics=self.metrics,
         )
         # The core's newest configuration, not the view's: a configuration appended in this
         # step (a member being added) must count before the entries that follow it.

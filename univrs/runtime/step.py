@@ -135,7 +135,14 @@ class StepLoop:
             while True:
                 if held is None:
                     held = checks.next_waiting()
-                ev = held if held is not None else await recv.receive()
+                if held is not None:
+                    ev = held
+                elif self._batches.gather_until is None:
+                    ev = await recv.receive()
+                else:  # the open batch gathers its proposers (batching.py): until then
+                    ev = None
+                    with trio.move_on_at(self._batches.gather_until):
+                        ev = await recv.receive()
                 if precheck_due(ev, self.core) and (
                     checks.wait_behind(ev) or await checks.begin(self.core, ev, nursery)
                 ):
@@ -154,8 +161,14 @@ class StepLoop:
                     self._process_ready()
                     await trio.lowlevel.checkpoint()
                     held = self._drain()
-                batches.released = False
-                batches.flush(self.core, self._applier.pending, self._may_pack)
+                now = trio.current_time()
+                if batches.released:
+                    batches.released = False
+                    batches.gather(now)  # wait for the proposers it answered, within bounds
+                if held is not None:
+                    batches.stop_gathering()  # a snapshot's check comes next: no waiting
+                if not batches.gathering(now):
+                    batches.flush(self.core, self._applier.pending, self._may_pack, now)
                 self._process_ready()
                 checks.maybe_stop(self.core)  # a check whose chunk can complete nothing
 
@@ -207,7 +220,7 @@ class StepLoop:
                 self.core.tick()
         elif isinstance(ev, Applied):
             self._step_dirty = True
-            self._batches.applied(ev.index)  # may release a batch in flight
+            self._batches.applied(ev.index, trio.current_time())  # may release a batch
             self.core.applied(ev.index)
             self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
         elif isinstance(ev, Read):
@@ -233,7 +246,10 @@ class StepLoop:
         while self._applied_on_step:  # committed entries applied on this step (below)
             index, self._applied_on_step = self._applied_on_step, 0
             self._handle(Applied(index))  # as the apply loop would report it, minus a hop
-            self._batches.released = False  # its proposers run before the next step anyway
+            # Its proposers run before the next step anyway (no scheduling round for them);
+            # the open batch gathers them as after any batch (batching.py).
+            self._batches.released = False
+            self._batches.gather(trio.current_time())
             self._take_ready()
         self._finish_step()
 
@@ -287,7 +303,7 @@ class StepLoop:
                 self.metrics.elections.inc()
             if old is not None and old.role is Role.LEADER:
                 self._batches.fail_open(NotLeader(soft.leader))
-            self._batches.in_flight.clear()  # a new leadership starts with nothing in flight
+            self._batches.clear_flight()  # a new leadership starts with nothing in flight
         if old is None or old.leader != soft.leader:
             log.info("leader changed", extra={"leader": soft.leader, "term": soft.term})
             if soft.leader is not None:

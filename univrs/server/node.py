@@ -374,6 +374,7 @@ async def _run_once(
             packing=Packing.for_frames(
                 enabled=config.batch_entries, max_payload_size=config.max_payload_size
             ),
+            proposal_gather=config.batch_gather_ms / 1000,
             payload_versions=transport.peer_payload_versions,
             view=view,
             inbox=inbox,
