@@ -59,6 +59,13 @@ def _stored_file(node: Node) -> pathlib.Path:
     return pathlib.Path(where)
 
 
+def _damage_counted(node: Node, found_by: str) -> float:
+    """``univrs_snapshot_damage_total{found_by=...}`` in the node's metrics."""
+    line = f'univrs_snapshot_damage_total{{found_by="{found_by}"}} '
+    (value,) = [x[len(line) :] for x in node.metrics.render().splitlines() if x.startswith(line)]
+    return float(value)
+
+
 def _damage_reports(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage() == DAMAGED]
 
@@ -110,6 +117,7 @@ async def test_a_damaged_snapshot_file_is_retaken_and_a_lagging_follower_catches
         assert "checksum mismatch" in reports[0].problem  # type: ignore[attr-defined]
         (streamer,) = [nid for nid, path in damaged.items() if str(path) == wheres[0]]
         node = cluster.nodes[streamer]
+        assert _damage_counted(node, "stream") >= 1  # the metric (s13-small)
         await wait_until(
             lambda: _stored_file(node) != damaged[streamer], "the retaken snapshot", 60
         )
@@ -144,6 +152,9 @@ async def test_the_scrub_finds_a_damaged_snapshot_after_start_and_retakes_it(
         new_index = loaded[0].index
         (report,) = _damage_reports(caplog)  # the next scrubs find the new copy intact
         assert report.where == str(path)  # type: ignore[attr-defined]
+        # Counted in the node's metrics by what found it (s13-small).
+        assert _damage_counted(node, "scrub") == 1
+        assert _damage_counted(node, "stream") == 0
 
         def scrubbed() -> bool:
             return any(
