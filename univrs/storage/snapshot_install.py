@@ -196,10 +196,14 @@ class InstallFile:
         ``write_file`` must have finished."""
         _require(self.written, f"snapshot file {self.name} switched to before it was written")
         # No read of a replaced chunk snapshot here (a writer item: seconds at 100 MB, found
-        # by s13-small): its streams are handed over in ``_switch`` and read its chunks on,
-        # which stay until an own save's prune, and that save detaches them first, off the
-        # writer's queue (univrs/storage/snapshot_parts.py, ``detach-before``).
+        # by s13-small): its streams are handed over first and read its chunks on, which stay
+        # until an own save's prune, and that save detaches them before, off the writer's
+        # queue (univrs/storage/snapshot_parts.py, ``detach-before``). Handed over before the
+        # write (as a save's switch does), not inside its transaction: a stream's read may
+        # hold its snapshot's lock meanwhile. Nothing else writes the record in between (this
+        # is the writer's item); if the switch then fails, a successor never stored is inert.
         with self._files.lock:
+            self._hand_over(self._env.read(self._stored_record), self._record())
             self._env.write(self._switch)
             self._files.pending.discard(self.name)
         self.switched = True
@@ -218,6 +222,17 @@ class InstallFile:
             if live.record == old or live.successor == old:
                 live.superseded_by(successor)
 
+    def _stored_record(self, txn: Txn) -> bytes | None:
+        raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
+        return None if raw is None else bytes(raw)
+
+    def _record(self) -> list[Any]:
+        """The record the switch stores (what ``layout.parse_snapshot`` reads back)."""
+        assert self._crc is not None
+        return layout.snapshot_record(
+            self.meta, size=self._size, chunks=self._file.blocks, crc=self._crc, file=self.name
+        )
+
     def _switch(self, txn: Txn) -> None:
         meta = self.meta
         raw_record = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
@@ -235,11 +250,7 @@ class InstallFile:
         ):
             # The log conflicts with or is older than the snapshot (as ``save_snapshot``).
             txn.drop(self._env.log, delete=False)
-        assert self._crc is not None
-        record = layout.snapshot_record(
-            meta, size=self._size, chunks=self._file.blocks, crc=self._crc, file=self.name
-        )
-        self._hand_over(raw_record, record)
+        record = self._record()
         txn.put(
             layout.KEY_SNAPSHOT,
             layout.encode_record(layout.KEY_SNAPSHOT, record),
