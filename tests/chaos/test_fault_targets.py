@@ -16,7 +16,6 @@ import attrs
 import trio
 import trio.testing
 
-from univrs.chaos import fault_membership
 from univrs.chaos.faults import FaultRecord, Injector
 from univrs.chaos.scenario import FaultSpec, PlannedFault
 from univrs.net.http import HttpResponse
@@ -91,7 +90,7 @@ def _planned(index: int, kind: str, target: str) -> PlannedFault:
 
 async def _run(inj: Injector, fault: PlannedFault) -> FaultRecord:
     rec = FaultRecord(index=fault.index, label=fault.label(), kind=fault.kind, start=0.0)
-    await fault_membership.run(inj, fault, rec)
+    await inj._membership(fault, rec)
     return rec
 
 

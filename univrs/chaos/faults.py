@@ -19,9 +19,10 @@ through the second spare a second before it listened).
 Targets are resolved when a fault starts (the leader at that moment); random choices come from
 the seeded ``rng``.
 
-The membership faults are in ``univrs.chaos.fault_membership``, the damage of stored snapshot
-files in ``univrs.chaos.fault_disk``; this module holds the record of a fault, the injector's
-state, its targets and process actions, and the process and network faults.
+Split by concept (s13-small): the membership faults are in ``univrs.chaos.fault_membership``
+and the damage of stored snapshot files in ``univrs.chaos.fault_disk`` (base classes of
+``Injector``), the record of a fault in ``univrs.chaos.fault_record``; this module holds the
+injector's state, its targets and process actions, and the process and network faults.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ import signal
 import attrs
 import trio
 
-from univrs.chaos import fault_disk, fault_membership
+from univrs.chaos.fault_disk import DiskFaults
+from univrs.chaos.fault_membership import MembershipFaults
+from univrs.chaos.fault_record import FaultRecord
 from univrs.chaos.links import Link, LinkFaults, partition_links
-from univrs.chaos.monitor import FETCH_ERRORS, Monitor
+from univrs.chaos.monitor import Monitor
 from univrs.chaos.proxy import FaultProxy, LinkPolicy
 from univrs.chaos.scenario import MEMBERSHIP_KINDS, PlannedFault
-from univrs.net.http import HttpResponse, request_json
 from univrs.tools.devcluster import LocalCluster, NodeProc
+
+__all__ = ["CATCH_UP_TIMEOUT", "FaultRecord", "Injector"]
 
 log = logging.getLogger("univrs.chaos.faults")
 
@@ -48,36 +52,7 @@ CATCH_UP_TIMEOUT = 30.0
 
 
 @attrs.define(eq=False)
-class FaultRecord:
-    """What one planned fault actually did, with real times (seconds after the run start)."""
-
-    index: int
-    label: str
-    kind: str
-    start: float
-    end: float | None = None
-    targets: tuple[str, ...] = ()
-    note: str = ""
-    # Partitions: per node it cut off, seconds from healing until it followed the agreed
-    # leader again (None: not within the monitor's HEAL_WATCH_TIMEOUT, or the fault phase
-    # ended first).
-    leader_after_heal: dict[str, float | None] = attrs.field(factory=dict)
-
-    def to_plain(self) -> dict[str, object]:
-        return {
-            "index": self.index,
-            "label": self.label,
-            "kind": self.kind,
-            "start": round(self.start, 3),
-            "end": None if self.end is None else round(self.end, 3),
-            "targets": list(self.targets),
-            "note": self.note,
-            "leader_after_heal": dict(self.leader_after_heal),
-        }
-
-
-@attrs.define(eq=False)
-class Injector:
+class Injector(MembershipFaults, DiskFaults):
     """Carries out planned faults (see the module docstring)."""
 
     cluster: LocalCluster
@@ -292,9 +267,9 @@ class Injector:
             finally:
                 self._links.remove(fault.index)
         elif kind in MEMBERSHIP_KINDS:
-            await fault_membership.run(self, fault, rec)
+            await self._membership(fault, rec)
         elif kind == "corrupt-snapshot":
-            await fault_disk.corrupt_snapshots(self, fault, rec)
+            await self._corrupt_snapshots(fault, rec)
         elif kind == "reset":
             target = None if spec.target == "all" else await self._resolve(spec.target)
             n = self._links.reset(target)
@@ -364,18 +339,6 @@ class Injector:
                 self.unexpected.append(f"{node.node_id} died at {self.now():.2f}s ({how})")
                 self.down[node.node_id] = "died"
                 log.warning("%s died unexpectedly (%s)", node.node_id, how)
-
-    # ---------------------------------------------------------------- membership
-
-    async def _api(
-        self, node_id: str, method: str, path: str, body: object = None, timeout: float = 30.0
-    ) -> HttpResponse | None:
-        addr = self.cluster.node(node_id).api_addr
-        try:
-            return await request_json(addr, method, path, body=body, timeout=timeout)
-        except FETCH_ERRORS as exc:
-            self._fetch_errors[node_id] = f"{type(exc).__name__}: {exc}"[:160]
-            return None
 
     async def heal_all(self) -> None:
         """Heal every fault: all links pass, every node runs (resumed or restarted)."""
