@@ -1,7 +1,8 @@
 """Red team: a frame of millions of tiny CBOR items, on each listener that decodes network
 CBOR (the raft listener's ``/raft`` and its fast client protocol ``/client``).
 
-Before the item bound (``univrs.codec.MAX_FRAME_ITEMS``) 4 MiB of empty maps under one
+Before the item bound (session 11's ``MAX_FRAME_ITEMS``; since s13-small the memory bound,
+``univrs.codec.frame_cost_bound``) 4 MiB of empty maps under one
 request's args or one raft message's field decoded to 4 million dicts: a tracemalloc peak of
 300 MB in the node for one frame. Now the connection is closed (1002) before cbor2 builds an
 item, counted in ``transport.rejected_connections`` and logged at WARNING once per host.
@@ -93,7 +94,7 @@ async def test_a_frame_of_millions_of_empty_maps_is_refused_in_bounded_memory(
         assert node.transport.statistics().rejected_connections - before == 2
         # Logged each time, at WARNING once per host (the fast listener's memory of warned
         # hosts is the process's: another test's refusal may have used it up already).
-        lines = [r for r in caplog.records if "CBOR items" in r.getMessage()]
+        lines = [r for r in caplog.records if "while decoded" in r.getMessage()]
         assert len(lines) == 2, [r.getMessage() for r in lines]
         warned = len([r for r in lines if r.levelno >= logging.WARNING])
         assert warned == 1 if listener == "raft" else warned <= 1

@@ -59,6 +59,37 @@ def _stored_file(node: Node) -> pathlib.Path:
     return pathlib.Path(where)
 
 
+async def _one_node_with_a_snapshot(cluster: Cluster) -> Node:
+    """n1 started, 20 keys written, a snapshot taken now (so none is left in progress to
+    replace the file the test damages)."""
+    node = await cluster.start("n1")
+    await cluster.wait_leader()
+    await _write(node, 1, 20)
+    await node.runtime.take_snapshot()
+    return node
+
+
+async def _start_with_a_follower_left_behind(cluster: Cluster, *, writes: int) -> str:
+    """Every node of ``cluster`` started, ``writes`` keys written, then a follower killed and
+    the others written to until only a snapshot can catch it up; the follower's id (it is
+    down)."""
+    for nid in cluster.configs:
+        await cluster.start(nid)
+    leader = await cluster.wait_leader()
+    await _write(leader, 1, writes)
+    victim = next(n for n in cluster.nodes if n != leader.config.node_id)
+    await cluster.kill(victim)
+    await write_until_only_a_snapshot_catches_up(cluster, victim, 1000)
+    return victim
+
+
+def _damage_counted(node: Node, found_by: str) -> float:
+    """``univrs_snapshot_damage_total{found_by=...}`` in the node's metrics."""
+    line = f'univrs_snapshot_damage_total{{found_by="{found_by}"}} '
+    (value,) = [x[len(line) :] for x in node.metrics.render().splitlines() if x.startswith(line)]
+    return float(value)
+
+
 def _damage_reports(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage() == DAMAGED]
 
@@ -78,13 +109,7 @@ async def test_a_damaged_snapshot_file_is_retaken_and_a_lagging_follower_catches
     )
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery=nursery, configs=configs)
-        for nid in configs:
-            await cluster.start(nid)
-        leader = await cluster.wait_leader()
-        await _write(leader, 1, 60)
-        victim = next(n for n in cluster.nodes if n != leader.config.node_id)
-        await cluster.kill(victim)
-        await write_until_only_a_snapshot_catches_up(cluster, victim, 1000)
+        victim = await _start_with_a_follower_left_behind(cluster, writes=60)
         # Every running node's stored snapshot is damaged (whichever leads streams its own).
         # First each one's snapshot is taken now: one being saved meanwhile would replace
         # the damaged file; the next is 16 entries away (no more writes until the damage).
@@ -110,6 +135,7 @@ async def test_a_damaged_snapshot_file_is_retaken_and_a_lagging_follower_catches
         assert "checksum mismatch" in reports[0].problem  # type: ignore[attr-defined]
         (streamer,) = [nid for nid, path in damaged.items() if str(path) == wheres[0]]
         node = cluster.nodes[streamer]
+        assert _damage_counted(node, "stream") >= 1  # the metric (s13-small)
         await wait_until(
             lambda: _stored_file(node) != damaged[streamer], "the retaken snapshot", 60
         )
@@ -130,10 +156,7 @@ async def test_the_scrub_finds_a_damaged_snapshot_after_start_and_retakes_it(
     configs = _scrubbed(tmp_path, 1, backend)
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery=nursery, configs=configs)
-        node = await cluster.start("n1")
-        await cluster.wait_leader()
-        await _write(node, 1, 20)
-        await node.runtime.take_snapshot()  # none left in progress to replace the damaged one
+        node = await _one_node_with_a_snapshot(cluster)
         path = _stored_file(node)
         index = node.runtime.last_snapshot_index
         _flip_last_block(path)
@@ -144,6 +167,9 @@ async def test_the_scrub_finds_a_damaged_snapshot_after_start_and_retakes_it(
         new_index = loaded[0].index
         (report,) = _damage_reports(caplog)  # the next scrubs find the new copy intact
         assert report.where == str(path)  # type: ignore[attr-defined]
+        # Counted in the node's metrics by what found it (s13-small).
+        assert _damage_counted(node, "scrub") == 1
+        assert _damage_counted(node, "stream") == 0
 
         def scrubbed() -> bool:
             return any(
@@ -168,10 +194,7 @@ async def test_a_snapshot_file_damaged_while_stopped(
     configs = _scrubbed(tmp_path, 1, backend)
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery=nursery, configs=configs)
-        node = await cluster.start("n1")
-        await cluster.wait_leader()
-        await _write(node, 1, 20)
-        await node.runtime.take_snapshot()  # none left in progress to replace the damaged one
+        node = await _one_node_with_a_snapshot(cluster)
         before = state_digest(node.runtime.sm)
         path = _stored_file(node)
         await cluster.kill("n1")
@@ -206,13 +229,7 @@ async def test_a_damaged_installed_snapshot_is_scrubbed_and_retaken_while_follow
     configs = _scrubbed(tmp_path, 3, "lmdb")
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery=nursery, configs=configs)
-        for nid in configs:
-            await cluster.start(nid)
-        leader = await cluster.wait_leader()
-        await _write(leader, 1, 30)
-        victim = next(n for n in cluster.nodes if n != leader.config.node_id)
-        await cluster.kill(victim)
-        await write_until_only_a_snapshot_catches_up(cluster, victim, 1000)
+        victim = await _start_with_a_follower_left_behind(cluster, writes=30)
         node = await cluster.start(victim)
         await _caught_up(cluster, victim, (await cluster.wait_leader()).config.node_id)
         damaged = _stored_file(node)  # the installed one, or one the node took since

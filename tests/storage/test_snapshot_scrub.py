@@ -17,7 +17,7 @@ from univrs.errors import StorageError
 from univrs.raft.messages import HardState, SnapshotMeta
 from univrs.raft.snapshot import SnapshotUnreadable
 from univrs.storage import LogStore, layout
-from univrs.storage.snapshot_check import SnapshotDamaged, slice_bounds
+from univrs.storage.snapshot_check import FOUND_BY, SnapshotDamaged, reading_for, slice_bounds
 from univrs.storage.snapshot_file import BLOCK, BLOCK_DATA
 
 BODY = b"<snapshot-body>"
@@ -182,6 +182,39 @@ def test_a_retake_replaces_a_snapshot_at_the_same_index_with_a_new_file(
     scrub = store.snapshot_scrub()
     assert scrub is not None
     scrub.run()
+
+
+def test_damage_is_counted_by_what_the_read_was_for_listened_to_or_not(
+    open_store: Opener,
+) -> None:
+    # univrs_snapshot_damage_total{found_by} (s13-small): every report counted, under the
+    # reader's purpose: a stream's read (the default), the scrub's, a backup's, a start's.
+    store, path = _with_file(open_store)
+    hook = store.snapshot_damage
+    assert hook.counts() == dict.fromkeys(FOUND_BY, 0)
+    _flip(path, 10 * BLOCK + 7)  # the last block
+    snapshot = store.stored_snapshot()
+    assert snapshot is not None
+    with pytest.raises(SnapshotDamaged):
+        snapshot[10 * BLOCK_DATA : 10 * BLOCK_DATA + 1]  # no listener: counted all the same
+    assert hook.counts() == {"stream": 1, "scrub": 0, "start": 0, "backup": 0}
+    scrub = store.snapshot_scrub()
+    assert scrub is not None
+    with pytest.raises(SnapshotDamaged):
+        scrub.run()
+    with reading_for("backup"), pytest.raises(SnapshotDamaged):
+        store.load_snapshot()
+    heard = Heard()
+    hook.listen(heard)
+    with reading_for("start"), pytest.raises(SnapshotDamaged):
+        snapshot.read()
+    assert hook.counts() == {"stream": 1, "scrub": 1, "start": 1, "backup": 1}
+    assert len(heard.reports) == 1
+    with pytest.raises(SnapshotDamaged):
+        snapshot[10 * BLOCK_DATA : 10 * BLOCK_DATA + 1]  # outside the blocks: a stream's again
+    assert hook.counts()["stream"] == 2
+    with pytest.raises(ValueError, match="unknown snapshot reader"), reading_for("other"):
+        pass
 
 
 def test_slice_bounds_is_the_one_slice_rule_of_both_readers() -> None:

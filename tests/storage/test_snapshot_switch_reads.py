@@ -14,8 +14,12 @@ s12-scrub's files (streams' reads): fixed after its merge (the switch step no lo
 from __future__ import annotations
 
 import random
+from typing import Any
+
+import pytest
 
 from univrs.storage import LogStore
+from univrs.storage.stored_snapshot import StoredSnapshot
 
 from .helpers import Opener, at, store_with_snapshot
 
@@ -35,3 +39,56 @@ def test_the_switch_does_not_read_a_streamed_old_snapshot_whole(open_store: Open
     while not saving.step():
         pass
     assert held.detached and held[0:200_000] == old  # read whole off the queue, before the prune
+
+
+class _CountedReads:
+    """Bytes the store's chunk snapshots (``StoredSnapshot``) read from ``data.mdb``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.bytes = 0
+        read = StoredSnapshot._read
+
+        def counted(snapshot: StoredSnapshot, txn: Any, lo: int, hi: int) -> bytes:
+            out = read(snapshot, txn, lo, hi)
+            self.bytes += len(out)
+            return out
+
+        monkeypatch.setattr(StoredSnapshot, "_read", counted)
+
+
+def test_an_install_switch_reads_no_old_chunk_snapshot_and_its_streams_read_on(
+    open_store: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s13-small: ``InstallFile.switch`` (an item of the writer's queue) read a streamed old
+    chunk snapshot whole (a legacy store's leader snapshot; seconds at 100 MB), because the
+    next own save's ``prune-before`` deleted its chunks without detaching its streams. Now the
+    switch hands the streams over (they read the intact chunks on, through later installs
+    too), and the save detaches them off the queue before its first prune."""
+    rng = random.Random(13)
+    old = rng.randbytes(200_000)
+    store: LogStore = store_with_snapshot(open_store, old, 12, entries=40)  # in chunks
+    held = store.stored_snapshot()
+    assert held is not None and held[0:10] == old[:10]  # a stream of it has begun
+    counted = _CountedReads(monkeypatch)
+    for index in (20, 25):  # two installs in a row, no own save between
+        install = store.install_file(at(index), rng.randbytes(50_000), part_blocks=3)
+        install.write_file()
+        before = counted.bytes
+        install.switch()
+        assert counted.bytes == before, "the switch read the old snapshot"
+        assert not held.detached
+        assert held[1000:150_000] == old[1000:150_000]  # its chunks, still there
+    new = rng.randbytes(60_000)
+    saving = store.snapshot_parts(at(30), new, part_chunks=7, part_blocks=7)
+    phases = []
+    while True:
+        before, in_writer = counted.bytes, saving.in_writer
+        done = saving.step()
+        phases.append((in_writer, counted.bytes - before))
+        if done:
+            break
+    assert saving.stored is True
+    assert [read for in_writer, read in phases if in_writer] == [0] * sum(w for w, _ in phases)
+    assert sum(w for w, _ in phases) > 1  # prune-before's steps ran (the chunks were garbage)
+    assert held.detached and held[0:200_000] == old  # read whole off the queue, then pruned
+    assert store.load_snapshot() == (at(30), new)

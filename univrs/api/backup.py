@@ -33,7 +33,9 @@ from starlette.responses import Response, StreamingResponse
 from univrs import __version__
 from univrs.api.rest import error_response
 from univrs.errors import Conflict, Unavailable, UnivrsError
+from univrs.raft.messages import SnapshotMeta
 from univrs.storage.backup import DIGEST_BYTES, END, BackupHeader, encode_header, stream_chunks
+from univrs.storage.snapshot_check import reading_for
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -153,7 +155,13 @@ async def _prepare(node: NodeHandle) -> tuple[BackupHeader, bytes, int]:
     meta = await node.runtime.take_snapshot()
     if meta is None:
         raise Conflict("nothing has been applied on this node yet: there is nothing to save")
-    loaded = await trio.to_thread.run_sync(node.storage.load_snapshot)
+    storage = node.storage
+
+    def load() -> tuple[SnapshotMeta, bytes] | None:
+        with reading_for("backup"):  # damage found here is counted as the backup's
+            return storage.load_snapshot()
+
+    loaded = await trio.to_thread.run_sync(load)
     # The stored snapshot is the one just taken or a newer one (installed from the leader).
     if loaded is None or loaded[0].index < read_index:
         raise Unavailable("the stored snapshot moved while it was read; retry", retry_after=1.0)

@@ -22,10 +22,10 @@ the address the forwarding node saw). Connections per client address are bounded
 (``limits.max_connections_per_address``): one more is rejected at the websocket handshake with
 HTTP 429, logged once per address.
 
-A hello or frame that cannot be decoded (or holds more than ``codec.MAX_FRAME_ITEMS`` CBOR
-items) closes the connection with a protocol error, counted in the node's
-``transport.rejected_connections`` (one WARNING line per client host and kind of refusal, then
-DEBUG);
+A hello or frame that cannot be decoded (or whose objects would take more than
+``codec.frame_cost_bound`` bytes while decoded) closes the connection with a protocol error,
+counted in the node's ``transport.rejected_connections`` (one WARNING line per client host and
+kind of refusal, then DEBUG);
 a request with a readable id but bad fields gets an error response. An exception escaping an
 operation is a bug: it is logged and answered with ``internal``, and the node carries on.
 """

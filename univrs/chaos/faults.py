@@ -18,13 +18,16 @@ follower` that picked it 8 s after its start failed at once, connection refused 
 through the second spare a second before it listened).
 Targets are resolved when a fault starts (the leader at that moment); random choices come from
 the seeded ``rng``.
+
+Split by concept (s13-small): the membership faults are in ``univrs.chaos.fault_membership``
+and the damage of stored snapshot files in ``univrs.chaos.fault_disk`` (base classes of
+``Injector``), the record of a fault in ``univrs.chaos.fault_record``; this module holds the
+injector's state, its targets and process actions, and the process and network faults.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import pathlib
 import random
 import shutil
 import signal
@@ -32,12 +35,16 @@ import signal
 import attrs
 import trio
 
+from univrs.chaos.fault_disk import DiskFaults
+from univrs.chaos.fault_membership import MembershipFaults
+from univrs.chaos.fault_record import FaultRecord
 from univrs.chaos.links import Link, LinkFaults, partition_links
-from univrs.chaos.monitor import FETCH_ERRORS, Monitor
+from univrs.chaos.monitor import Monitor
 from univrs.chaos.proxy import FaultProxy, LinkPolicy
-from univrs.chaos.scenario import MEMBERSHIP_KINDS, FaultSpec, PlannedFault
-from univrs.net.http import HttpResponse, request_json
+from univrs.chaos.scenario import MEMBERSHIP_KINDS, PlannedFault
 from univrs.tools.devcluster import LocalCluster, NodeProc
+
+__all__ = ["CATCH_UP_TIMEOUT", "FaultRecord", "Injector"]
 
 log = logging.getLogger("univrs.chaos.faults")
 
@@ -45,36 +52,7 @@ CATCH_UP_TIMEOUT = 30.0
 
 
 @attrs.define(eq=False)
-class FaultRecord:
-    """What one planned fault actually did, with real times (seconds after the run start)."""
-
-    index: int
-    label: str
-    kind: str
-    start: float
-    end: float | None = None
-    targets: tuple[str, ...] = ()
-    note: str = ""
-    # Partitions: per node it cut off, seconds from healing until it followed the agreed
-    # leader again (None: not within the monitor's HEAL_WATCH_TIMEOUT, or the fault phase
-    # ended first).
-    leader_after_heal: dict[str, float | None] = attrs.field(factory=dict)
-
-    def to_plain(self) -> dict[str, object]:
-        return {
-            "index": self.index,
-            "label": self.label,
-            "kind": self.kind,
-            "start": round(self.start, 3),
-            "end": None if self.end is None else round(self.end, 3),
-            "targets": list(self.targets),
-            "note": self.note,
-            "leader_after_heal": dict(self.leader_after_heal),
-        }
-
-
-@attrs.define(eq=False)
-class Injector:
+class Injector(MembershipFaults, DiskFaults):
     """Carries out planned faults (see the module docstring)."""
 
     cluster: LocalCluster
@@ -300,24 +278,6 @@ class Injector:
         else:
             raise ValueError(f"unknown fault kind {kind!r}")  # the scenario parser refuses it
 
-    async def _corrupt_snapshots(self, fault: PlannedFault, rec: FaultRecord) -> None:
-        """Flip one bit of every stored snapshot file of the target nodes (``all`` by default),
-        in place while they run, at a random offset: damage at rest (docs/storage.md,
-        "Guarantees"). Each node must go on, log it once and retake its snapshot."""
-        spec = fault.spec
-        one = await self._resolve(spec.target) if spec.target != "all" else None
-        nodes = [one] if one else ([] if spec.target != "all" else self._up())
-        rec.targets = tuple(nodes)
-        flipped = []
-        for node in nodes:
-            folder = self.cluster.node(node).data_dir / "raft.lmdb"
-            for path in sorted(folder.glob("snapshot-*.dat")):
-                offset = self.rng.randrange(1 << 40)
-                where = await trio.to_thread.run_sync(_flip_bit, path, offset)
-                if where is not None:
-                    flipped.append(f"{node}:{path.name}@{where}")
-        rec.note = "flipped " + (", ".join(flipped) if flipped else "nothing (no snapshot file)")
-
     async def _partition(self, fault: PlannedFault, rec: FaultRecord, end_at: float) -> None:
         spec = fault.spec
         mode = spec.param("mode")
@@ -380,198 +340,8 @@ class Injector:
                 self.down[node.node_id] = "died"
                 log.warning("%s died unexpectedly (%s)", node.node_id, how)
 
-    # ---------------------------------------------------------------- membership
-
-    async def _api(
-        self, node_id: str, method: str, path: str, body: object = None, timeout: float = 30.0
-    ) -> HttpResponse | None:
-        addr = self.cluster.node(node_id).api_addr
-        try:
-            return await request_json(addr, method, path, body=body, timeout=timeout)
-        except FETCH_ERRORS as exc:
-            self._fetch_errors[node_id] = f"{type(exc).__name__}: {exc}"[:160]
-            return None
-
-    def _problem(self, rec: FaultRecord, message: str) -> None:
-        rec.note = message
-        self.unexpected.append(f"{rec.label}: {message}")
-
-    async def _membership(self, fault: PlannedFault, rec: FaultRecord) -> None:
-        spec, kind = fault.spec, fault.kind
-        timeout = spec.param("timeout") or 30.0
-        if kind == "snapshot":
-            one = await self._resolve(spec.target) if spec.target != "all" else None
-            nodes = [one] if one else ([] if spec.target != "all" else self._up())
-            rec.targets = tuple(nodes)
-            done = []
-            for node in nodes:
-                resp = await self._api(node, "POST", "/v1/cluster/snapshot", {}, timeout=30.0)
-                if resp is not None and resp.status == 200:
-                    done.append(f"{node}@{resp.body['index']}")
-                else:
-                    done.append(f"{node}: failed")
-            rec.note = "snapshots " + ", ".join(done)
-            return
-        if kind == "join":
-            if not self.spares_left:
-                rec.note = "skipped: no spare node left"
-                return
-            via = await self._resolve(spec.target)
-            if via is None:
-                rec.note = "skipped: no member running"
-                return
-            spare = self.spares_left.pop(0)
-            rec.targets = (spare,)
-            self.joining.add(spare)
-            try:
-                await self._join(spec, rec, spare, via, timeout)
-            finally:
-                self.joining.discard(spare)
-            return
-        if kind == "wipe":
-            async with self._wiping:  # after the previous wipe's member is a voter again
-                target = await self._resolve(spec.target)
-                if target is None:
-                    rec.note = f"skipped: no {spec.target} node available"
-                    return
-                await self._wipe(rec, target, timeout)
-            return
-        target = await self._resolve(spec.target)
-        if target is None:
-            rec.note = f"skipped: no {spec.target} node available"
-            return
-        await self._leave_or_remove(rec, kind, target, timeout)
-
-    async def _join(
-        self, spec: FaultSpec, rec: FaultRecord, spare: str, via: str, timeout: float
-    ) -> None:
-        """Start ``spare`` joining through ``via``; wait up to ``timeout`` for it to be a voter."""
-        await self._proc(f"join {self.cluster.node(via).api_addr}", spare)
-        started = trio.current_time()
-        state = "?"
-        left = "" if spec.param("via_leaves") else None  # "": not yet
-        # With via_leaves the wait is shielded (like a wipe's rejoin): a join cut off by
-        # the end of the fault phase would pass unjudged, and a learner that never gets
-        # promoted still converges with the others.
-        with trio.CancelScope(shield=left is not None), trio.move_on_after(timeout):
-            while True:
-                resp = await self._api(spare, "GET", "/v1/cluster/join", timeout=2.0)
-                if resp is not None and resp.status == 200:
-                    state = resp.body.get("state", "?")
-                    if state in ("voter", "failed"):
-                        break
-                    if left == "" and state in ("adding", "catching-up", "promoting"):
-                        left = await self._via_leaves(via, timeout)
-                await trio.sleep(0.25)
-        took = trio.current_time() - started
-        after = f" ({via} {left} during the join)" if left else ""
-        if state == "voter":
-            rec.note = f"{spare} joined via {via}, a voter after {took:.1f}s{after}"
-        else:
-            self._problem(rec, f"{spare} joining via {via}: {state} after {took:.1f}s{after}")
-
-    async def _wipe(self, rec: FaultRecord, node: str, timeout: float) -> None:
-        """A member loses its disk (docs/operations.md "A disk was replaced"): kill -9, data
-        dir deleted, started empty, rejoined under its id with ``replace`` through another
-        member; a problem unless it is a voter again within ``timeout``."""
-        rec.targets = (node,)
-        others = [n for n in self._up() if n != node]
-        if not others:
-            rec.note = "skipped: no other member to join through"
-            return
-        via = self.rng.choice(others)
-        # Shielded: once the disk is gone the rejoin finishes (within ``timeout``) even when
-        # the fault phase ends meanwhile; healing cannot bring a wiped member back.
-        with trio.CancelScope(shield=True):
-            await self._wipe_and_rejoin(rec, node, via, others, timeout)
-
-    async def _wipe_and_rejoin(
-        self, rec: FaultRecord, node: str, via: str, others: list[str], timeout: float
-    ) -> None:
-        await self._proc("wipe", node)
-        started = trio.current_time()
-        state, asked = "?", False
-        with trio.move_on_after(timeout):
-            while True:
-                if not asked:
-                    body = {"target": self.cluster.node(via).api_addr, "replace": True}
-                    resp = await self._api(node, "POST", "/v1/cluster/join", body, timeout=5.0)
-                    if resp is not None and resp.status >= 400:
-                        # As an operator would: through another member (this one may be down).
-                        state = f"refused: {resp.status} {resp.body}"
-                        others = [n for n in self._up() if n != node and n != via] or others
-                        via = self.rng.choice(others)
-                    else:
-                        asked = resp is not None
-                else:
-                    resp = await self._api(node, "GET", "/v1/cluster/join", timeout=2.0)
-                    if resp is not None and resp.status == 200:
-                        state = resp.body.get("state", "?")
-                        if state in ("voter", "failed"):
-                            break
-                await trio.sleep(0.25)
-        took = trio.current_time() - started
-        if state == "voter":
-            rec.note = f"{node} wiped, rejoined via {via}, a voter after {took:.1f}s"
-        else:
-            self._problem(rec, f"{node} wiped, rejoining via {via}: {state} after {took:.1f}s")
-
-    async def _via_leaves(self, via: str, timeout: float) -> str:
-        """The member a join goes through leaves the cluster (and stops for good) while the
-        join runs: what the join's fallback to the other members is for."""
-        resp = await self._api(via, "POST", "/v1/cluster/leave", {}, timeout=timeout)
-        if resp is None or resp.status != 200:
-            return "could not leave" if resp is None else f"could not leave ({resp.status})"
-        await self._proc("retire", via)
-        return "left"
-
-    async def _leave_or_remove(
-        self, rec: FaultRecord, kind: str, node: str, timeout: float
-    ) -> None:
-        rec.targets = (node,)
-        if kind == "leave":
-            resp = await self._api(node, "POST", "/v1/cluster/leave", {}, timeout=timeout)
-        else:
-            others = [n for n in self._up() if n != node]
-            if not others:
-                rec.note = "skipped: no other member to ask"
-                return
-            via = self.rng.choice(others)
-            resp = await self._api(via, "DELETE", f"/v1/cluster/members/{node}", timeout=timeout)
-        if resp is None or resp.status != 200:
-            if resp is None:
-                why = f"no answer ({self._fetch_errors.get(via if kind != 'leave' else node)})"
-            else:
-                why = f"{resp.status} {resp.body}"
-            self._problem(rec, f"{kind} of {node} failed: {why}")
-            return
-        await self._proc("retire", node)
-        voters = resp.body.get("voters") if isinstance(resp.body, dict) else None
-        rec.note = f"{node} {'left' if kind == 'leave' else 'removed'}" + (
-            f"; voters {','.join(voters)}" if voters else ""
-        )
-
     async def heal_all(self) -> None:
         """Heal every fault: all links pass, every node runs (resumed or restarted)."""
         self._links.heal()
         for node in list(self.down):
             await self._restore(node)
-
-
-def _flip_bit(path: pathlib.Path, offset: int) -> int | None:
-    """Flip a bit of the file's byte at ``offset`` modulo its size, in place; the offset, or
-    None if the file is gone or empty (replaced meanwhile)."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        if size == 0:
-            return None
-        at = offset % size
-        (byte,) = os.pread(fd, 1, at)
-        os.pwrite(fd, bytes([byte ^ (1 << (offset % 8))]), at)
-        return at
-    finally:
-        os.close(fd)

@@ -189,16 +189,16 @@ def encode_requests(requests: list[Request]) -> bytes:
 def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Request | BadRequest]:
     """Requests of one frame. Raises ProtocolError when the frame (or a request's id) is
     unusable, carries more than ``MAX_FRAME_REQUESTS`` requests (refused from the array's head,
-    before any is decoded) or more than ``codec.MAX_FRAME_ITEMS`` CBOR items (refused from a walk
-    over the item heads, before any is decoded); a request with a readable id but bad fields becomes
-    a ``BadRequest``."""
+    before any is decoded) or objects estimated over ``codec.frame_cost_bound(max_size)`` bytes
+    (refused from a walk over the item heads, before any is decoded); a request with a readable
+    id but bad fields becomes a ``BadRequest``."""
     if not isinstance(data, str):
         count = codec.array_length(data)
         if count is not None and count > MAX_FRAME_REQUESTS:
             raise ProtocolError(
                 f"request frame of {count} requests (at most {MAX_FRAME_REQUESTS} allowed)"
             )
-    doc = _decode(data, "request frame", max_size, codec.MAX_FRAME_ITEMS)
+    doc = _decode(data, "request frame", max_size, max_cost=codec.frame_cost_bound(max_size))
     if type(doc) is not list:
         raise ProtocolError("a request frame must be an array of requests")
     out: list[Request | BadRequest] = []
@@ -345,11 +345,16 @@ def decode_responses(
 
 
 def _decode(
-    data: bytes | str, what: str, max_size: int = MAX_FRAME, max_items: int | None = None
+    data: bytes | str,
+    what: str,
+    max_size: int = MAX_FRAME,
+    max_items: int | None = None,
+    *,
+    max_cost: int | None = None,
 ) -> Any:
     if isinstance(data, str):
         raise ProtocolError(f"{what}: text frame (client frames are binary CBOR)")
     try:
-        return codec.decode_plain(data, max_size=max_size, max_items=max_items)
+        return codec.decode_plain(data, max_size=max_size, max_items=max_items, max_cost=max_cost)
     except ProtocolError as exc:
         raise ProtocolError(f"{what}: {exc}") from None

@@ -6,8 +6,9 @@
 * ``univrs.codec.plain``: plain data (client frames, entry payloads, storage records)
   (``encode_plain`` / ``decode_plain``, ``check_plain`` for an item decoded on its own);
 * ``univrs.codec.strict``: the strict one-item CBOR loader both decode with (no tags, no
-  trailing bytes, bounded size and depth, and for frames from the network a bounded count of
-  items, ``MAX_FRAME_ITEMS``; every failure a ``ProtocolError``), and ``array_length``, a
+  trailing bytes, bounded size and depth, and for frames from the network a bounded estimate
+  of the memory decoding takes, ``frame_cost_bound``; every failure a ``ProtocolError``), and
+  ``array_length``, a
   frame's item count read from its head before decoding.
 
 Callers use this package's names (``from univrs import codec; codec.encode_plain(...)``).
@@ -26,11 +27,10 @@ from univrs.codec.messages import (
     message_fields,
 )
 from univrs.codec.plain import DEFAULT_MAX_DEPTH, check_plain, decode_plain, encode_plain
-from univrs.codec.strict import MAX_FRAME_ITEMS, array_length
+from univrs.codec.strict import array_length, frame_cost_bound
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
-    "MAX_FRAME_ITEMS",
     "WIRE_VERSION",
     "array_length",
     "check_plain",
@@ -40,6 +40,7 @@ __all__ = [
     "encode_batch",
     "encode_message",
     "encode_plain",
+    "frame_cost_bound",
     "membership_from_plain",
     "membership_to_plain",
     "message_fields",

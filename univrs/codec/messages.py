@@ -18,9 +18,9 @@ maps, so a batch of entries costs no per-field key overhead (the hot path: Appen
 Decoding is strict, because frames come from the network:
 
 * the frame must be exactly one CBOR item (trailing bytes are refused), at most ``max_size``
-  bytes long, nested at most a few levels (plain data: ``max_depth``), made of at most
-  ``MAX_FRAME_ITEMS`` CBOR items in all (counted before cbor2 builds any:
-  ``univrs.codec.strict.check_item_count``);
+  bytes long, nested at most a few levels (plain data: ``max_depth``), whose objects are
+  estimated at most ``frame_cost_bound(max_size)`` bytes (from its item heads, before cbor2
+  builds any: ``univrs.codec.strict.check_frame_cost``);
 * no CBOR tags at all: cbor2 decodes some tags natively (datetimes, bignums, sets, shared
   references ...) before any ``tag_hook`` sees them, so the decoder is also given a
   ``semantic_decoders`` mapping that answers *every* tag number with a rejecting callback;
@@ -62,7 +62,7 @@ from typing import Any, NoReturn
 import attrs
 import cbor2
 
-from univrs.codec.strict import MAX_FRAME_ITEMS, array_length, load
+from univrs.codec.strict import array_length, frame_cost_bound, load
 from univrs.errors import ProtocolError
 from univrs.raft.messages import (
     AppendEntries,
@@ -401,7 +401,7 @@ def decode_message(data: bytes, *, max_size: int) -> Message:
         max_size=max_size,
         max_depth=_MESSAGE_MAX_DEPTH,
         what="message frame",
-        max_items=MAX_FRAME_ITEMS,
+        max_cost=frame_cost_bound(max_size),
     )
     return _from_frame(frame)
 
@@ -409,8 +409,9 @@ def decode_message(data: bytes, *, max_size: int) -> Message:
 def decode_frame(data: bytes, *, max_size: int) -> tuple[Message, ...]:
     """Decode a message frame or a batch frame (:func:`encode_batch`): its messages, in order.
     Raises ProtocolError if anything in it is invalid (the whole frame is refused); a batch
-    of too many messages is refused from its array's head, and a frame of more than
-    ``MAX_FRAME_ITEMS`` CBOR items from a walk over its item heads, before any is decoded."""
+    of too many messages is refused from its array's head, and a frame whose objects would
+    take more than ``frame_cost_bound(max_size)`` bytes from a walk over its item heads,
+    before any is decoded."""
     count = array_length(data)
     if count is not None and count > MAX_BATCH_MESSAGES + 2:
         raise ProtocolError(
@@ -421,7 +422,7 @@ def decode_frame(data: bytes, *, max_size: int) -> tuple[Message, ...]:
         max_size=max_size,
         max_depth=_MESSAGE_MAX_DEPTH + 1,
         what="message frame",
-        max_items=MAX_FRAME_ITEMS,
+        max_cost=frame_cost_bound(max_size),
     )
     if type(frame) is list and len(frame) >= 2 and frame[1] == BATCH_TAG and type(frame[1]) is int:
         _check_version(frame[0])

@@ -40,17 +40,25 @@ def decode_plain(
     max_size: int,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_items: int | None = None,
+    max_cost: int | None = None,
 ) -> Any:
     """Decode one plain CBOR item strictly; raises ProtocolError if it is invalid.
 
     ``max_items`` (None: no bound) bounds the CBOR items in ``data``, counted before any is built
-    (``strict.check_item_count``): give it for frames from the network. Plain values are ``None``,
+    (``strict.check_item_count``: small frames of a few fields), ``max_cost`` the memory its
+    objects are estimated to take (``strict.check_frame_cost``): give one for frames from the
+    network. Plain values are ``None``,
     ``bool``, ``int`` (64-bit CBOR range), ``float``, ``str``, ``bytes``, ``list`` and ``dict``
     whose keys are ``str``, ``int`` or ``bytes``; containers nest at most ``max_depth`` deep. No
     tags, simple values or ``undefined``.
     """
     obj = load(
-        data, max_size=max_size, max_depth=max_depth, what="plain frame", max_items=max_items
+        data,
+        max_size=max_size,
+        max_depth=max_depth,
+        what="plain frame",
+        max_items=max_items,
+        max_cost=max_cost,
     )
     _check_plain_in(obj, max_depth)
     return obj

@@ -1,8 +1,9 @@
 """Strict CBOR decoding of exactly one item, shared by Raft messages and plain data.
 
 ``load`` refuses (``ProtocolError``) oversized, empty or truncated input, trailing bytes,
-indefinite-length items, duplicate map keys, invalid UTF-8, nesting beyond ``max_depth``, more than
-``max_items`` items (when given) and every CBOR tag: cbor2 decodes some tags natively (datetimes,
+indefinite-length items, duplicate map keys, invalid UTF-8, nesting beyond ``max_depth``, more
+than ``max_items`` items or objects estimated over ``max_cost`` bytes (when given) and every
+CBOR tag: cbor2 decodes some tags natively (datetimes,
 bignums, sets, shared references ...) before any ``tag_hook`` sees them, so the decoder is also
 given a ``semantic_decoders`` mapping that answers *every* tag number with a rejecting callback.
 cbor2's own exceptions are translated here, at the edge.
@@ -11,6 +12,7 @@ cbor2's own exceptions are translated here, at the edge.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 
@@ -18,17 +20,33 @@ import cbor2
 
 from univrs.errors import ProtocolError
 
-__all__ = ["MAX_FRAME_ITEMS", "array_length", "check_item_count", "load", "strict_decoder"]
+__all__ = [
+    "COST_PER_FRAME_BYTE",
+    "array_length",
+    "check_frame_cost",
+    "check_item_count",
+    "frame_cost",
+    "frame_cost_bound",
+    "load",
+    "strict_decoder",
+]
 
-MAX_FRAME_ITEMS = 1 << 20
-"""The most CBOR items (every head: scalars, strings, arrays, maps and their keys) one frame
-from the network may hold (raft frames, fast-protocol request frames). cbor2 has no such bound:
-4 MiB of empty maps decoded to 4 million dicts, 300 MB (tracemalloc peak) for one frame. At
-this bound a hostile frame costs at most about 75 MB while decoded (the densest form, empty
-maps in an array: 64 + 8 bytes each), no more than a legitimate 4 MiB frame of small
-structured items costs anyway. The densest legitimate raft frame, 256 AppendEntries
-(``MAX_BATCH_MESSAGES``) of 512 entries each (``RaftConfig.max_entries_per_msg``) at 5 items
-an entry, is 660,000 items (tests/test_codec_limits.py encodes and decodes it)."""
+COST_PER_FRAME_BYTE = 24
+"""The memory one frame from the network (raft frames, fast-protocol request frames) may
+take while decoded: ``COST_PER_FRAME_BYTE`` times the listener's frame size limit
+(``frame_cost_bound``; 96 MiB at the default 4 MiB), as estimated by ``check_frame_cost``
+from its item heads before cbor2 builds any. cbor2 has no such bound: 4 MiB of empty maps
+decoded to 4 million dicts, 300 MB (tracemalloc peak) for one frame. (s13-small) Until
+session 13 the bound was 2^20 items, which refused legitimate request frames of many tiny
+items that cost next to nothing (4,096 workload creations of 256 empty-string arguments:
+1.06 million items, 1.1 MB): the estimate weighs each item by what it builds instead. The
+densest legitimate content measured costs under 22 bytes per frame byte (docs/security.md);
+the densest hostile forms 64 to 78 bytes per byte, now refused at the bound."""
+
+
+def frame_cost_bound(max_size: int) -> int:
+    """The ``max_cost`` of frames of at most ``max_size`` bytes (``COST_PER_FRAME_BYTE``)."""
+    return COST_PER_FRAME_BYTE * max_size
 
 
 class _TagRejected(Exception):
@@ -83,11 +101,19 @@ def strict_decoder(fp: io.BytesIO, *, max_depth: int) -> cbor2.CBORDecoder:
 
 
 def load(
-    data: bytes, *, max_size: int, max_depth: int, what: str, max_items: int | None = None
+    data: bytes,
+    *,
+    max_size: int,
+    max_depth: int,
+    what: str,
+    max_items: int | None = None,
+    max_cost: int | None = None,
 ) -> Any:
     """Decode exactly one CBOR item from ``data``; every failure is a ProtocolError. With
     ``max_items``, a frame of more items is refused before cbor2 builds any of them
-    (``check_item_count``)."""
+    (``check_item_count``: for small frames of a few fields, hellos); with ``max_cost``, a
+    frame whose objects are estimated over ``max_cost`` bytes (``check_frame_cost``: frames
+    of data)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"{what}: expected bytes, got {type(data).__name__}")
     size = len(data)
@@ -98,6 +124,10 @@ def load(
     if max_items is not None and size > max_items:
         # Every item takes a byte at least: a frame no longer than the bound is within it.
         check_item_count(data, max_items, what)
+    if max_cost is not None and size * _MAX_COST_PER_BYTE > max_cost:
+        # No item costs more than _MAX_COST_PER_BYTE per byte it takes: a shorter frame is
+        # within the bound unwalked (the write path's frames: kilobytes).
+        check_frame_cost(data, max_cost, what)
     fp = io.BytesIO(data)
     try:
         decoder = cbor2.CBORDecoder(
@@ -173,6 +203,163 @@ def check_item_count(data: bytes | bytearray | memoryview, max_items: int, what:
             f"{what} holds more than {max_items} CBOR items ({size} bytes; "
             f"the limit bounds the memory one frame takes while decoded)"
         )
+
+
+# What decoding builds, in bytes (CPython 3.11, 64-bit, tracemalloc; tests/test_codec_limits.py
+# checks the estimate against the peak for the densest forms). Ints of -5..256, the empty and
+# one-byte strings and byte strings, false/true/null are CPython's shared objects: their slot
+# in the container (counted by the container) is all they take.
+_INT = 36  # an int outside CPython's small-int cache (28 to 36 bytes up to 2^64)
+_FLOAT = 24
+_BYTES = 33  # + the length
+_ASCII = 49  # + the length: a str of ASCII characters (any other: at most 27 bytes more)
+# Per byte of 0x80 or more in the frame: a str that is not ASCII holds two such bytes at least
+# and takes at most 27 bytes more than ``_ASCII`` says. A head of 0x80 or more (a container,
+# a float, ...) is no text: its item's cost is that much less (never below 0).
+_HIGH_BYTE = 14
+_LIST = 56  # + 8 per item
+# A container may be a map's key: cbor2 makes an array a tuple (up to 40 bytes more at the
+# peak than the list) and a map a FrozenDict (128 bytes more than the dict). The walk does not
+# track which items are keys, so every container is charged as one.
+_KEY_ARRAY = 40
+_KEY_MAP = 128
+_SIMPLE = 64  # a simple value other than false/true/null/undefined (strict plain refuses it)
+# The most a whole CBOR item is estimated to build per byte it takes: a tree of maps of one
+# pair whose key and value are maps, down to empty maps (352 a map of one pair, 192 an empty
+# map, charged as keys; two maps a pair: 272 per byte). A frame of ``max_cost /
+# _MAX_COST_PER_BYTE`` bytes or fewer is within ``max_cost`` unwalked (tests/
+# test_codec_limits.py checks it for any plain value and that tree).
+_MAX_COST_PER_BYTE = 288
+
+
+def _dict_cost(n: int) -> int:
+    """Bytes of a dict of ``n`` entries built by inserting them (CPython 3.11, keys of any
+    type: 24 bytes an entry, a table of 2^k indices, grown by doubling)."""
+    if n == 0:
+        return 64
+    k = 3
+    while (2 << k) // 3 < n:
+        k += 1
+    width = 1 if k <= 7 else 2 if k <= 15 else 4 if k <= 31 else 8
+    return 96 + (1 << k) * width + (2 << k) // 3 * 24
+
+
+def check_frame_cost(data: bytes | bytearray | memoryview, max_cost: int, what: str) -> None:
+    """Refuse (``ProtocolError``) ``data`` when decoding it would build objects estimated
+    over ``max_cost`` bytes (``frame_cost``)."""
+    if frame_cost(data, max_cost, what) > max_cost:
+        raise ProtocolError(
+            f"{what} would take more than {max_cost} bytes while decoded ({len(data)} bytes; "
+            "the bound keeps a frame's memory in proportion to the frame size limit)"
+        )
+
+
+def _fixed_costs() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per initial byte: what the item builds and how far its next head is, for heads that
+    say both alone (-1: the walk reads the length that follows: a string of 24 bytes or
+    more, a container of 24 items or more; or a head strict decoding refuses)."""
+    costs, steps = [], []
+    for head in range(256):
+        major, info = head >> 5, head & 0x1F
+        cost, step = -1, 1
+        if major in (0, 1) and info < 28:
+            small = (major == 0 and info < 25) or (major == 1 and info < 5)
+            cost = 0 if small else _INT  # -5 to 256 are CPython's small ints
+            step = 1 if info < 24 else 1 + (1 << (info - 24))
+        elif major == 2 and info < 24:
+            cost, step = (0 if info < 2 else _BYTES + info), 1 + info  # b"", one byte: shared
+        elif major == 3 and info < 24:
+            cost, step = (0 if info < 2 else _ASCII + info), 1 + info  # "", one ASCII char
+        elif major == 4 and info < 24:
+            cost = _LIST + _KEY_ARRAY + 8 * info
+        elif major == 5 and info < 24:
+            cost = _dict_cost(info) + _KEY_MAP
+        elif major == 6 and info < 24:
+            cost = 0  # a tag: the decoder refuses it
+        elif major == 7 and info < 28:
+            if info < 20:
+                cost = _SIMPLE
+            elif info < 24:
+                cost = 0  # false, true, null, undefined
+            else:
+                cost, step = (_SIMPLE, 2) if info == 24 else (_FLOAT, 1 + (1 << (info - 24)))
+        if head >= 0x80 and cost > 0:
+            cost = max(0, cost - _HIGH_BYTE)  # not text: its byte's share comes back
+        costs.append(cost)
+        steps.append(step)
+    return tuple(costs), tuple(steps)
+
+
+_FIXED_COST, _FIXED_STEP = _fixed_costs()
+# The walk's table: cost << 5 | step for a head that says both (step 1 to 24), 1 for a head of
+# cost 0 and one byte (a run of them is skipped at once), 0 for the others.
+_WALK = tuple(c << 5 | st if c >= 0 else 0 for c, st in zip(_FIXED_COST, _FIXED_STEP, strict=True))
+# Heads of one byte that build nothing (small ints, false/true/null, empty strings; tag heads,
+# which the decoder refuses): a run of them is skipped by one match of a character class, at
+# C speed (4 MiB of zeros: a few milliseconds).
+_FREE_HEADS = bytes(h for h in range(256) if _FIXED_COST[h] == 0 and _FIXED_STEP[h] == 1)
+_FREE_RUN = re.compile(b"[" + b"".join(b"\\x%02x" % h for h in _FREE_HEADS) + b"]+")
+_HIGH = bytes(range(0x80, 0x100))
+
+
+def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str = "frame") -> int:
+    """The bytes of objects decoding ``data`` would build, estimated from one walk over its
+    item heads without building any (as ``check_item_count``; a string's bytes are skipped):
+    each item weighs what CPython builds for it (the constants above; a container's slots
+    are the container's), so a frame of millions of tiny items that build nothing (small
+    ints, empty strings in an array) costs little while one of millions of empty maps costs
+    72 bytes a map. Text is weighed as ASCII (49 bytes + its length), plus ``_HIGH_BYTE``
+    for every byte of 0x80 or more that is not an item head (a str of other characters
+    takes at most 27 bytes more and holds two such bytes at least): an estimate that never
+    falls short (1 to 3.5 times what the densest forms build: tests/test_codec_limits.py). The
+    walk stops once the estimate passes ``stop_above``, and at the end of ``data`` (a
+    truncated frame: the decoder then says what is wrong); an indefinite-length or reserved
+    head is refused (``ProtocolError``)."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    size = len(data)
+    pos = 0
+    cost = (size - len(data.translate(None, _HIGH))) * _HIGH_BYTE
+    table, free_run = _WALK, _FREE_RUN.match
+    while pos < size and cost <= stop_above:
+        fixed = table[data[pos]]
+        if fixed == 1:  # builds nothing; a run of such heads at once
+            pos += 1
+            if pos < size and table[data[pos]] == 1:
+                pos = free_run(data, pos).end()  # type: ignore[union-attr]
+            continue
+        if fixed:
+            cost += fixed >> 5
+            pos += fixed & 31
+            continue
+        head = data[pos]
+        major, info = head >> 5, head & 0x1F
+        if info >= 28:
+            raise ProtocolError(
+                f"malformed {what}: indefinite-length or reserved item head "
+                f"0x{head:02x} at byte {pos}"
+            )
+        if info == 24:
+            arg = data[pos + 1] if pos + 1 < size else 0
+            pos += 2
+        else:
+            width = 1 << (info - 24)
+            arg = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+            pos += 1 + width
+        if head >= 0x80:
+            cost -= _HIGH_BYTE  # a head, not text
+        if major == 3:
+            cost += _ASCII + arg
+            pos += arg
+        elif major == 2:
+            cost += _BYTES + arg
+            pos += arg
+        elif major == 4:
+            cost += _LIST + _KEY_ARRAY + 8 * arg
+        elif major == 5:
+            cost += _dict_cost(arg) + _KEY_MAP
+        # major 6, a tag with a longer number: the decoder refuses it
+    return cost
 
 
 def array_length(data: bytes | bytearray | memoryview) -> int | None:

@@ -9,7 +9,7 @@ others), proposals pending and failed, the peer round-trip histogram
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -38,6 +38,9 @@ class NodeMetrics:
     storage: Callable[[], StorageStatistics] | None = None
     # Proposals appended, not yet settled; set once the runtime exists (0 until then).
     pending: Callable[[], int] | None = None
+    # Damage found in the stored snapshot, by what the read was for (the store's
+    # ``DamageHook.counts``, univrs/storage/snapshot_check.py).
+    snapshot_damage: Callable[[], Mapping[str, int]] | None = None
     registry: Registry = attrs.field(factory=Registry)
     proposals: Counter = attrs.field(init=False)
     proposals_failed: Counter = attrs.field(init=False)
@@ -142,6 +145,16 @@ class NodeMetrics:
                 "univrs_storage_syncs_total",
                 "Synced LMDB write transactions (one fsync each) since the store opened.",
                 lambda: [((), float(storage().syncs))],
+            )
+        if self.snapshot_damage is not None:
+            damage = self.snapshot_damage
+            r.counter_callback(
+                "univrs_snapshot_damage_total",
+                "Reads of the stored snapshot that found it damaged (a checksum mismatch, a "
+                "short or missing file or chunk, an I/O error), by what the read was for: "
+                "stream (to a follower), scrub, start (a restore at start), backup.",
+                lambda: [((k,), float(n)) for k, n in damage().items()],
+                ("found_by",),
             )
         self.fsync_seconds = r.histogram(
             "univrs_storage_fsync_seconds", "Duration of one synced log write (group commit)."

@@ -27,6 +27,7 @@ from univrs.server.statedir import open_state, wipe_state
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.snapshot_check import reading_for
 from univrs.storage.snapshot_file import FileSnapshot
 from univrs.storage.stored_snapshot import StoredSnapshot
 
@@ -197,7 +198,8 @@ def _restore_stored(
     disk corruption."""
     meta, stored = loaded
     try:
-        return restore(stored.read(), into)  # read whole: size and checksum verified
+        with reading_for("start"):  # damage found here is counted as the start's
+            return restore(stored.read(), into)  # read whole: size and checksum verified
     except StorageError as exc:
         raise StorageError(
             f"data dir {config.data_dir}: the stored snapshot at index {meta.index} cannot be "

@@ -326,7 +326,11 @@ async def _run_once(
         # gets the finished transport, peer map and metrics (docs/runtime.md, "Assembly").
         view = RuntimeView(core, applied_membership=applied)
         inbox = Inbox()
-        metrics = NodeMetrics(view.status, storage=storage.statistics)
+        metrics = NodeMetrics(
+            view.status,
+            storage=storage.statistics,
+            snapshot_damage=storage.snapshot_damage.counts,
+        )
         register_gc_metrics(metrics.registry)
         transport = transport_from_config(
             config,

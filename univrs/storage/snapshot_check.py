@@ -17,13 +17,22 @@ session 11). Now:
   damage is found after start, before a follower needs the snapshot.
 
 ``slice_bounds`` is the slice rule both readers (``FileSnapshot``, ``StoredSnapshot``) share.
+
+Counted (s13-small). The hook counts every report by what the read was for (``FOUND_BY``:
+``stream``, a read for a follower's stream, the default; ``scrub``; ``start``, the restore of
+a node that starts from its snapshot; ``backup``), whether or not anyone listens: the node
+exports the counts as ``univrs_snapshot_damage_total{found_by}`` (univrs/runtime/metrics.py,
+docs/operations.md "Metrics"). A reader that is not a stream says what it is for with
+``reading_for``, around its reads in the thread that makes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from univrs.errors import StorageError
@@ -54,16 +63,43 @@ def slice_bounds(key: object, size: int) -> tuple[int, int]:
 
 Listener = Callable[[SnapshotMeta, str, str], None]
 
+# What a read of the stored snapshot is for: the label of the damage it finds (see the module
+# docstring). Every value is a label set of the metric from the start (rate() sees 0).
+FOUND_BY = ("stream", "scrub", "start", "backup")
+_reading_for: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "univrs_snapshot_reading_for", default="stream"
+)
+
+
+@contextlib.contextmanager
+def reading_for(what: str) -> Iterator[None]:
+    """The reads of the stored snapshot inside are for ``what`` (one of ``FOUND_BY``): damage
+    they find is counted under it. Set in the thread that reads (a context variable)."""
+    if what not in FOUND_BY:
+        raise ValueError(f"unknown snapshot reader {what!r}")
+    token = _reading_for.set(what)
+    try:
+        yield
+    finally:
+        _reading_for.reset(token)
+
 
 class DamageHook:
-    """Where the readers of one store report damage: ``report(meta, where, message)`` calls
-    the listener (the runtime's snapshotter; none: nothing but the exception). ``where``
-    names the stored snapshot's copy (its file, or its chunks' record), so one damaged copy
-    is told apart from a new snapshot at the same index. Called from any thread."""
+    """Where the readers of one store report damage: ``report(meta, where, message)`` counts
+    it (``counts``, by what the read was for) and calls the listener (the runtime's
+    snapshotter; none: nothing but the exception and the count). ``where`` names the stored
+    snapshot's copy (its file, or its chunks' record), so one damaged copy is told apart from
+    a new snapshot at the same index. Called from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listener: Listener | None = None
+        self._counts = dict.fromkeys(FOUND_BY, 0)
+
+    def counts(self) -> dict[str, int]:
+        """Reports so far, by what the read that found the damage was for (``FOUND_BY``)."""
+        with self._lock:
+            return dict(self._counts)
 
     def listen(self, listener: Listener | None) -> None:
         with self._lock:
@@ -71,6 +107,7 @@ class DamageHook:
 
     def report(self, meta: SnapshotMeta, where: str, message: str) -> None:
         with self._lock:
+            self._counts[_reading_for.get()] += 1
             listener = self._listener
         if listener is not None:
             listener(meta, where, message)
@@ -115,19 +152,20 @@ class Scrub:
 
     def step(self) -> bool:
         """Read and check the next piece; True when the whole snapshot was checked."""
-        if self.read < self._size:
-            hi = min(self._size, self.read + self._piece)
-            data = self.source[self.read : hi]
-            self._crc = zlib.crc32(data, self._crc)
-            self.read = hi
-        if self.read < self._size:
-            return False
-        if self._crc != self.source.crc32:
-            raise self.source.damaged(
-                f"snapshot at index {self.meta.index} ({self.source.where}): the data's "
-                f"checksum is {self._crc:08x}, its record says {self.source.crc32:08x}"
-            )
-        return True
+        with reading_for("scrub"):
+            if self.read < self._size:
+                hi = min(self._size, self.read + self._piece)
+                data = self.source[self.read : hi]
+                self._crc = zlib.crc32(data, self._crc)
+                self.read = hi
+            if self.read < self._size:
+                return False
+            if self._crc != self.source.crc32:
+                raise self.source.damaged(
+                    f"snapshot at index {self.meta.index} ({self.source.where}): the data's "
+                    f"checksum is {self._crc:08x}, its record says {self.source.crc32:08x}"
+                )
+            return True
 
     def run(self) -> None:
         """All the steps at once (offline tools and tests)."""

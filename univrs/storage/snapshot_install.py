@@ -27,8 +27,12 @@ Theory of operation.
    A replaced file is unlinked (its readers keep it open). Chunks a replaced snapshot held in
    the ``snap`` database are left there: the record no longer names them, so they are
    garbage, deleted in bounded writer items by the next own snapshot's save
-   (``SnapshotParts``, ``prune-before``). Streams that read the replaced chunks are read
-   into memory first, as ``save_snapshot`` does.
+   (``SnapshotParts``, ``prune-before``). Streams that read the replaced chunks are handed
+   over (``StoredSnapshot.superseded_by``, as a save's switch does): they read the intact
+   chunks on, through later installs too, until that save reads them into memory off the
+   writer's queue (its ``detach-before`` step) before it prunes. The switch reads no
+   snapshot byte (before s13-small it read every streamed old chunk snapshot whole, in the
+   writer's item).
 
 Crashes. Until the switch commits, the record names the old snapshot, untouched (the install
 only adds a file); after it, the file it names was synced with its directory entry before.
@@ -51,7 +55,7 @@ from __future__ import annotations
 import secrets
 import threading
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
@@ -191,14 +195,43 @@ class InstallFile:
         """Make the snapshot the stored one (in the writer's queue: one small transaction);
         ``write_file`` must have finished."""
         _require(self.written, f"snapshot file {self.name} switched to before it was written")
-        for live in list(self._live):  # a stream may still read the replaced chunks: keep them
-            if live.touched and not live.detached:
-                live.detach_if_readable()
+        # No read of a replaced chunk snapshot here (a writer item: seconds at 100 MB, found
+        # by s13-small): its streams are handed over first and read its chunks on, which stay
+        # until an own save's prune, and that save detaches them before, off the writer's
+        # queue (univrs/storage/snapshot_parts.py, ``detach-before``). Handed over before the
+        # write (as a save's switch does), not inside its transaction: a stream's read may
+        # hold its snapshot's lock meanwhile. Nothing else writes the record in between (this
+        # is the writer's item); if the switch then fails, a successor never stored is inert.
         with self._files.lock:
+            self._hand_over(self._env.read(self._stored_record), self._record())
             self._env.write(self._switch)
             self._files.pending.discard(self.name)
         self.switched = True
         self._files.collect(self._env)  # the replaced file, if any (its readers keep it open)
+
+    def _hand_over(self, raw_old: bytes | None, new: list[Any]) -> None:
+        """Tell the StoredSnapshots that read the stored record (or read an older chunk
+        snapshot handed over to it by an install before) that ``new`` replaces it: they read
+        their chunks on, intact until an own save prunes them (``StoredSnapshot.
+        superseded_by``). Only the record is compared: nothing of theirs is read."""
+        if raw_old is None:
+            return
+        old = layout.parse_snapshot(layout.decode_record(layout.KEY_SNAPSHOT, raw_old))
+        successor = layout.parse_snapshot(new)
+        for live in list(self._live):
+            if live.record == old or live.successor == old:
+                live.superseded_by(successor)
+
+    def _stored_record(self, txn: Txn) -> bytes | None:
+        raw = txn.get(layout.KEY_SNAPSHOT, db=self._env.meta)
+        return None if raw is None else bytes(raw)
+
+    def _record(self) -> list[Any]:
+        """The record the switch stores (what ``layout.parse_snapshot`` reads back)."""
+        assert self._crc is not None
+        return layout.snapshot_record(
+            self.meta, size=self._size, chunks=self._file.blocks, crc=self._crc, file=self.name
+        )
 
     def _switch(self, txn: Txn) -> None:
         meta = self.meta
@@ -217,10 +250,7 @@ class InstallFile:
         ):
             # The log conflicts with or is older than the snapshot (as ``save_snapshot``).
             txn.drop(self._env.log, delete=False)
-        assert self._crc is not None
-        record = layout.snapshot_record(
-            meta, size=self._size, chunks=self._file.blocks, crc=self._crc, file=self.name
-        )
+        record = self._record()
         txn.put(
             layout.KEY_SNAPSHOT,
             layout.encode_record(layout.KEY_SNAPSHOT, record),

@@ -22,7 +22,11 @@ not name) is garbage.
 1. ``start`` (any thread): the stored record is read; an older snapshot than it is given up
    (and one at the same index, unless it is a ``retake`` of a damaged one at the same point).
    Files left by an earlier save are deleted (``SnapshotFiles.collect``).
-2. ``prune-before`` (writer, only if there are garbage chunks): bounded batches of deletes.
+2. ``detach-before`` (any thread, only if there are garbage chunks: those of a chunk snapshot
+   a leader's snapshot replaced, univrs/storage/snapshot_install.py): every stream that has
+   read from them is read into memory (``_detach_streams``), off the writer's queue, before
+   the prune deletes them (s13-small: before, the install's switch did it in its writer item).
+   ``prune-before`` (writer): bounded batches of deletes.
 3. ``file`` (any thread): the file is written ``part_blocks`` blocks (512 KB) per step, each
    piece written and flushed to the disk while no log commit runs (``StoreEnv.turn``,
    ``snapshot_file.flush_range``); the last step fsyncs the file and its directory entry.
@@ -70,7 +74,7 @@ PART_CHUNKS = 512
 # The phases whose steps change ``raft.lmdb`` (items of the storage writer's queue).
 _WRITER_PHASES = frozenset({"prune-before", "switch", "prune-chunks"})
 # The phases before this snapshot is surely the stored one: a failure in them abandons the save.
-_BEFORE_SWITCHED = frozenset({"start", "prune-before", "file", "switch"})
+_BEFORE_SWITCHED = frozenset({"start", "detach-before", "prune-before", "file", "switch"})
 
 
 class SnapshotParts:
@@ -156,7 +160,13 @@ class SnapshotParts:
             if self.stored is False:
                 return self._done()
             self._files.collect(self._env)  # files left by a save that did not finish
-            self._phase = "prune-before" if self._env.read(self._garbage) else "file"
+            self._phase = "detach-before" if self._env.read(self._garbage) else "file"
+            return False
+        if self._phase == "detach-before":
+            # Streams of the garbage chunks (handed over by an install's switch) read them
+            # until now: into memory here, off the writer's queue, before the prune.
+            self._detach_streams(keep=self._env.read(self._record))
+            self._phase = "prune-before"
             return False
         if self._phase == "prune-before":
             if self._env.write(self._prune):

@@ -118,12 +118,21 @@ class StoredSnapshot:
         """The stored record this snapshot was read from."""
         return self._record
 
+    @property
+    def successor(self) -> Record | None:
+        """The record ``superseded_by`` named last (None: none)."""
+        with self._lock:
+            return self._successor
+
     def superseded_by(self, record: Record) -> None:
         """A snapshot saved in parts replaces this one with ``record``
         (univrs/storage/snapshot_parts.py): its chunks lie above this one's, and this one's
         are deleted only after the runtime handed the core the new snapshot. While ``record``
         is the stored one, this snapshot's chunks are intact and it still reads them; once
-        anything else is stored, it is no longer stored, as before."""
+        anything else is stored, it is no longer stored, as before. A leader's snapshot
+        installed in a file (univrs/storage/snapshot_install.py) hands it over the same way,
+        again at each install after it: its chunks go only with an own save's prune, which
+        detaches it first, off the writer's queue."""
         with self._lock:
             self._successor = record
 
