@@ -302,9 +302,18 @@ class SnapshotChecker:
 
 def precheck_due(ev: object, core: RaftNode) -> TypeGuard[InstallSnapshot]:
     """Is ``ev`` a snapshot's last chunk that the core would check with a
-    ``SnapshotChecker``? (Cheap: the driver asks it of every event.)"""
+    ``SnapshotChecker``? (Cheap: the driver asks it of every event.)
+
+    Only a chunk the core would check now (``snapshot_check_due``: from the leader we follow,
+    completing the stream held) waits behind a check in flight (checking.py); any other last
+    chunk is stepped at once, like any other chunk, and the core refuses or answers it without
+    a check (s13-audit: a made-up peer's last chunks used to be kept in memory, unbounded,
+    until the check in flight ended, and refused only then)."""
     return (
-        type(ev) is InstallSnapshot and ev.done and isinstance(core.snapshot_check, SnapshotChecker)
+        type(ev) is InstallSnapshot
+        and ev.done
+        and isinstance(core.snapshot_check, SnapshotChecker)
+        and core.snapshot_check_due(ev)
     )
 
 
