@@ -12,14 +12,15 @@ import trio
 from tests.runtime.memcluster import wait_until
 from tests.runtime.test_snapshot_check_live import _behind, _HeldCheck, held_check
 from univrs.raft.messages import InstallSnapshot, SnapshotMeta
+from univrs.runtime.driver import RaftRuntime
 
 __all__ = ["held_check"]  # the fixture, used by name
 
 FORGED = 50
 
 
-def _refused(runtime: object) -> int:
-    return dict(runtime.status().refused).get("stranger", 0)  # type: ignore[attr-defined]
+def _refused(runtime: RaftRuntime) -> int:
+    return dict(runtime.status().refused).get("stranger", 0)
 
 
 async def test_a_strangers_last_chunks_during_a_check_are_refused_not_held(
@@ -27,7 +28,7 @@ async def test_a_strangers_last_chunks_during_a_check_are_refused_not_held(
 ) -> None:
     """Fails on the code before: the forged chunks waited behind the held check (no refusal
     counted until it ends: the wait below times out)."""
-    cluster, leader, behind, meta = await _behind(nursery)
+    cluster, _leader, behind, meta = await _behind(nursery)
     cluster.cut.clear()
     await wait_until(held_check.started.is_set, "the check to start")
     before = _refused(behind)

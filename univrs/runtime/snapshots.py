@@ -224,13 +224,24 @@ class SnapshotChecker:
     prewrite: Callable[[SnapshotMeta, bytes], Callable[[], None]] | None = None
     # What drops the file ``precheck`` began for ``_ahead`` (``discard``).
     _drop: Callable[[], None] | None = None
+    # Drops the environment ``into`` staged a state machine on that is not installed after
+    # all (``StateEnv.unstage``; s13-audit: each one used to stay open and on disk, a whole
+    # copy of the state, until a later staged snapshot was installed or the node restarted).
+    unstage: Callable[[ClusterStateMachine], None] | None = None
+
+    def _release(self, sm: ClusterStateMachine | None) -> None:
+        """``sm`` was restored here and will not be installed: its staged environment goes."""
+        if sm is not None and self.unstage is not None:
+            self.unstage(sm)
 
     def precheck(self, meta: SnapshotMeta, data: bytes) -> None:
         """Check ``data`` ahead of the core's call (thread-safe: touches only its own slot;
         the runtime runs it in a worker thread, ``RaftNode.snapshot_to_check`` says what the
         core will check). Restoring a million objects on the event loop would stall the node
         for tens of seconds: no heartbeats answered, no API, no pongs."""
-        self._ahead = self._drop = None
+        older, self._ahead, self._drop = self._ahead, None, None
+        if older is not None:
+            self._release(older[2])  # checked again: the one before is not installed
         # The file written meanwhile, off the storage writer's queue (docs/state-at-scale.md,
         # fourteenth increment): the install that follows a passed check then waits for none
         # or little of it.
@@ -252,6 +263,8 @@ class SnapshotChecker:
             raise
         if problem is not None and drop is not None:
             drop()  # never installed: its file is garbage
+        if problem is not None:
+            self._release(sm)  # restored, but not at its metadata's index
         self._ahead = (meta, data, sm if problem is None else None, problem)
         self._drop = drop if problem is None else None
 
@@ -265,6 +278,7 @@ class SnapshotChecker:
         drop, self._ahead, self._drop = self._drop, None, None
         if drop is not None:
             drop()
+        self._release(ahead[2])
 
     def found(self, meta: SnapshotMeta, data: bytes) -> str | None:
         """What ``precheck`` found wrong with exactly this ``meta`` and ``data`` (None: it
@@ -277,11 +291,16 @@ class SnapshotChecker:
     def __call__(self, meta: SnapshotMeta, data: bytes) -> str | None:
         """``check_snapshot``, keeping the restored state machine when it passes; answered
         from ``precheck`` when that checked the same metadata and bytes."""
-        self._checked = None
+        untaken, self._checked = self._checked, None
+        if untaken is not None:
+            self._release(untaken[2])
         ahead, self._ahead, self._drop = self._ahead, None, None
+        sm: ClusterStateMachine | None
         if ahead is not None and ahead[0] == meta and (ahead[1] is data or ahead[1] == data):
             _, _, sm, problem = ahead
         else:
+            if ahead is not None:
+                self._release(ahead[2])  # another snapshot's: not installed
             try:
                 sm = restore(data, self.into)
                 problem = _index_problem(meta, sm)
@@ -289,6 +308,8 @@ class SnapshotChecker:
                 sm, problem = None, str(exc)
         if problem is None and sm is not None:
             self._checked = (meta, data, sm)  # this very bytes object, for ``take``
+        elif sm is not None:
+            self._release(sm)
         return problem
 
     def take(self, meta: SnapshotMeta, data: bytes) -> ClusterStateMachine | None:
@@ -296,6 +317,8 @@ class SnapshotChecker:
         None (restore it)."""
         checked, self._checked = self._checked, None
         if checked is None or checked[1] is not data or checked[0] != meta:
+            if checked is not None:
+                self._release(checked[2])
             return None
         return checked[2]
 
