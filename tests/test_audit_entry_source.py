@@ -56,6 +56,10 @@ async def test_a_strangers_high_term_does_not_cut_the_answered_leader(
                 member.send(ack("j", "n6", term=4))
                 assert await receive(newer_inbox) == ack("j", "n6", term=4)
                 assert set(member.peer_addresses()) == {"n1", "n6"}
+                # Once the core answers a listed leader, the unlisted one answered before
+                # goes too.
+                member.send(ack("j", "n1", term=5))
+                assert set(member.peer_addresses()) == {"n1"}
         nursery.cancel_scope.cancel()
 
 

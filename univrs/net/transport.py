@@ -53,8 +53,8 @@ Theory of operation.
   its link while another, unanswered sender holds the newest term (s13-audit: a refused
   stranger's heartbeat at a high term took the source over and closed the link to the
   unlisted leader the core followed, whose answers were then dropped until an honest term
-  overtook the forged one); the first answer to leader traffic (an append, heartbeat or
-  snapshot answer) to a peer without a link makes it the answered source.
+  overtook the forged one); an answer to leader traffic (an append, heartbeat or snapshot
+  answer) makes its receiver the answered source, and lets the one answered before go.
 * Unlisted peers are bounded: per-peer state for ids the map does not list is kept for at
   most ``MAX_UNLISTED_PEERS`` of them (oldest forgotten first), and at most that many
   connections from unlisted ids are open at once. A connection closed for breaking the
@@ -249,14 +249,13 @@ class RaftTransport(RaftInbound):
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for ``msg.dst``; never blocks. Undeliverable messages are dropped."""
         link = self._links.get(msg.dst)
-        if (
-            link is None
-            and self._answered != msg.dst
-            and (msg.dst == self._source or type(msg) in _LEADER_ANSWERS)
+        if self._answered != msg.dst and (
+            type(msg) in _LEADER_ANSWERS or (link is None and msg.dst == self._source)
         ):
             # The first answer to an unlisted entry source: dial it now. Not on receipt: the
             # core answers only senders it accepted, so a refused stranger's hello address is
             # never dialed (red team: every made-up peer's heartbeat made the node dial it).
+            # An answer to another leader (listed or not) lets the one answered before go.
             self._answered = msg.dst
             self._sync_links()
             link = self._links.get(msg.dst)
