@@ -56,7 +56,8 @@ def _data_dir(tmp_path: pathlib.Path, hard_state: HardState | None) -> pathlib.P
     [
         (None, "term 0, below its log's last term 3"),
         (HardState(term=2, vote="n3", commit=2), "term 2, below its log's last term 3"),
-        (HardState(term=3, vote="n2", commit=9), "commits 9, beyond its log's last index 5"),
+        # (The store refuses this one itself since s13-small: either refusal will do.)
+        (HardState(term=3, vote="n2", commit=9), r"commits? 9,? beyond .*5"),
     ],
 )
 def test_a_hard_state_behind_the_log_is_refused_at_start(
@@ -67,7 +68,7 @@ def test_a_hard_state_behind_the_log_is_refused_at_start(
     with pytest.raises(StorageError, match=says):
         open_raw(config)
     # Refused, not half-opened: the lock is released, the refusal is the same again.
-    with pytest.raises(StorageError, match="lost or rolled back"):
+    with pytest.raises(StorageError, match=says):
         open_raw(config)
 
 
