@@ -231,7 +231,8 @@ def test_an_oversized_snapshot_is_refused_before_anything_is_held() -> None:
     node = follower(config=RaftConfig(max_snapshot_bytes=64))
     before = node.status()
     part = forged_snapshot("n1", b"x" * 32, total=128)
-    node.step(attrs.evolve(part, done=False, term=2, sender_incarnation="inc1"))
+    meta = attrs.evolve(part.meta, term=2)  # no leader sends a snapshot of a later term
+    node.step(attrs.evolve(part, done=False, term=2, meta=meta, sender_incarnation="inc1"))
     node.ready()
     after = node.status()
     assert view(after) == view(before)
@@ -249,16 +250,18 @@ def test_a_snapshot_the_state_machine_cannot_restore_is_refused_and_the_node_kee
 
     node = follower(snapshot_check=check)
     before = node.status()
-    garbage = attrs.evolve(
-        forged_snapshot("n1", b"\xa1\x61a\x01"), term=2, sender_incarnation="inc1"
-    )
+    garbage = forged_snapshot("n1", b"\xa1\x61a\x01")
+    meta = attrs.evolve(garbage.meta, term=2)  # no leader sends a snapshot of a later term
+    garbage = attrs.evolve(garbage, term=2, meta=meta, sender_incarnation="inc1")
     node.step(garbage)
     rd = node.ready()
     after = node.status()
     assert rd.snapshot is None  # nothing to store, nothing to restore
     assert view(after) == view(before) and after.refused == (("snapshot_data", 1),)
     assert checked == [b"\xa1\x61a\x01"]
-    good = attrs.evolve(forged_snapshot("n1", b"good"), term=2, sender_incarnation="inc1")
+    good = attrs.evolve(
+        forged_snapshot("n1", b"good"), term=2, meta=meta, sender_incarnation="inc1"
+    )
     node.step(good)
     rd = node.ready()
     assert rd.snapshot is not None and rd.snapshot.meta.index == 50

@@ -294,7 +294,11 @@ async def test_a_stale_terms_last_chunk_is_not_checked_off_the_loop(
     cluster.cut.clear()
     await wait_until(lambda: last, "the last chunk")
     assert last[0].term >= 2
-    cluster.deliver(attrs.evolve(last[0], term=last[0].term - 1))  # the same chunk, stale
+    stale = last[0].term - 1
+    # The same chunk, stale (its snapshot no newer than its term: the gate refuses a message
+    # carrying data of a later term than its own, s13-audit).
+    meta_then = attrs.evolve(last[0].meta, term=min(last[0].meta.term, stale))
+    cluster.deliver(attrs.evolve(last[0], term=stale, meta=meta_then))
     await wait_until(lambda: stale_answers, "the stale chunk to be answered with the term")
     assert restores == []
     assert [r for r in caplog.records if r.getMessage() == "snapshot received"] == []

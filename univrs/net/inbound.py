@@ -32,6 +32,10 @@ from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Mess
 
 log = logging.getLogger("univrs.net")
 
+# Refusals of a listed id at another incarnation logged at WARNING (one per id, incarnation and
+# reason); past it, at DEBUG.
+MAX_WARNED_INCARNATIONS = 1024
+
 # Websocket close codes (RFC 6455 7.4.1).
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -354,8 +358,15 @@ class RaftInbound:
         """Close a connection of the wrong incarnation: one WARNING per peer and incarnation."""
         self._rejected += 1
         key = (hello.src, hello.incarnation, reason)
-        level = logging.DEBUG if key in self._warned_refusals else logging.WARNING
-        self._warned_refusals.add(key)
+        # The incarnation is the sender's to choose: past MAX_WARNED_INCARNATIONS keys a new
+        # one is logged at DEBUG and not kept (s13-audit: one key and one WARNING per made-up
+        # incarnation, for the node's lifetime).
+        warned = self._warned_refusals
+        level = logging.WARNING
+        if key in warned or len(warned) >= MAX_WARNED_INCARNATIONS:
+            level = logging.DEBUG
+        else:
+            warned.add(key)
         log.log(
             level,
             "refusing raft connection from %s (%s): %s; %s",

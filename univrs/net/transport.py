@@ -49,7 +49,12 @@ Theory of operation.
   index 1 adopts the bootstrap configuration first) must still be able to answer its leader;
   without this rule it forgot the leader's address and never caught up. An unlisted source
   is dialed only once we send it something: the core answers only senders it accepted, so a
-  refused stranger's advertised address is never dialed.
+  refused stranger's advertised address is never dialed. The last source we answered keeps
+  its link while another, unanswered sender holds the newest term (s13-audit: a refused
+  stranger's heartbeat at a high term took the source over and closed the link to the
+  unlisted leader the core followed, whose answers were then dropped until an honest term
+  overtook the forged one); an answer to leader traffic (an append, heartbeat or snapshot
+  answer) makes its receiver the answered source, and lets the one answered before go.
 * Unlisted peers are bounded: per-peer state for ids the map does not list is kept for at
   most ``MAX_UNLISTED_PEERS`` of them (oldest forgotten first), and at most that many
   connections from unlisted ids are open at once. A connection closed for breaking the
@@ -97,7 +102,13 @@ from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
 from univrs.net.tls import TlsContexts, identity_of
-from univrs.raft.messages import Message, NodeId
+from univrs.raft.messages import (
+    AppendEntriesResponse,
+    HeartbeatResponse,
+    InstallSnapshotResponse,
+    Message,
+    NodeId,
+)
 
 __all__ = [
     "MAX_UNLISTED_PEERS",
@@ -110,6 +121,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("univrs.net")
+
+# Answers to leader traffic: the core sends one only to a sender it accepted as its leader,
+# which then keeps its link even while another sender holds the newest term.
+_LEADER_ANSWERS = frozenset((AppendEntriesResponse, HeartbeatResponse, InstallSnapshotResponse))
 
 
 def _default_encoder() -> Encoder:
@@ -234,10 +249,13 @@ class RaftTransport(RaftInbound):
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for ``msg.dst``; never blocks. Undeliverable messages are dropped."""
         link = self._links.get(msg.dst)
-        if link is None and msg.dst == self._source and self._answered != msg.dst:
+        if self._answered != msg.dst and (
+            type(msg) in _LEADER_ANSWERS or (link is None and msg.dst == self._source)
+        ):
             # The first answer to an unlisted entry source: dial it now. Not on receipt: the
             # core answers only senders it accepted, so a refused stranger's hello address is
             # never dialed (red team: every made-up peer's heartbeat made the node dial it).
+            # An answer to another leader (listed or not) lets the one answered before go.
             self._answered = msg.dst
             self._sync_links()
             link = self._links.get(msg.dst)
@@ -293,6 +311,13 @@ class RaftTransport(RaftInbound):
             addr = self._source_address(source)
             if addr is not None:
                 wanted[source] = kept = addr
+        answered = self._answered
+        if answered is not None and answered != source and answered not in wanted:
+            # The source we answered last, while an unanswered sender holds the newest term:
+            # its link stays until the core answers another (module docstring).
+            addr = self._source_address(answered)
+            if addr is not None:
+                wanted[answered] = addr
         if kept is not None and self._kept != (source, kept):
             log.info(
                 "keeping a link to %s at %s: it sends us entries, though our configuration "

@@ -52,6 +52,22 @@ MAX_TERM = 1 << 62
 """Messages with a term above this are refused (``Status.refused`` counts them, reason "term")."""
 
 
+def _later_term_data(msg: Message) -> bool:
+    """Does ``msg`` carry log data of a later term than its own? A leader sends entries and
+    snapshots of its log, all of terms up to its current one, which its messages carry; so
+    does its ``prev_log_term``. Taken, a forged entry of a later term made the follower's log
+    look the most up to date of all: elected, its core crashed on its own log (its no-op's
+    term below that entry's), at every start (s13-audit). The codec guarantees entries in
+    term order, so the last entry's term is the largest."""
+    if type(msg) is AppendEntries:
+        return msg.prev_log_term > msg.term or (
+            bool(msg.entries) and msg.entries[-1].term > msg.term
+        )
+    if type(msg) is InstallSnapshot:
+        return msg.meta.term > msg.term
+    return False
+
+
 @attrs.define(eq=False, init=False, repr=False)
 class GateLayer(ElectionLayer):
     """Admission of messages: the term bound, the sender rule, vouches (module docstring)."""
@@ -80,6 +96,9 @@ class GateLayer(ElectionLayer):
             ):
                 self._refused_leader_at = self._now  # (what _maybe_probe looks for)
             return False
+        if _later_term_data(msg):
+            self._refuse(REFUSED_TERM)  # a forgery: no leader sends data of a later term
+            return False
         self._maybe_pin(msg)
         if self._listed(msg):
             self._maybe_vouch(msg)
@@ -98,7 +117,12 @@ class GateLayer(ElectionLayer):
         answers it with our term), a sender the gate refuses, or anyone but the leader we
         follow in our term."""
         rx = self._receiver_to_check(msg)
-        return rx is not None and rx.completes(msg) and self._sender_refusal(msg) is None
+        return (
+            rx is not None
+            and rx.completes(msg)
+            and self._sender_refusal(msg) is None
+            and not _later_term_data(msg)
+        )
 
     def snapshot_to_check(self, msg: InstallSnapshot) -> bytes | None:
         """The data ``snapshot_check`` would be called with if ``msg`` were stepped now: the
@@ -107,7 +131,7 @@ class GateLayer(ElectionLayer):
         runtime can run the (expensive) check ahead, off its event loop, and answer the
         core's call from what it found (univrs/runtime/snapshots.py)."""
         rx = self._receiver_to_check(msg)
-        if rx is None or self._sender_refusal(msg) is not None:
+        if rx is None or self._sender_refusal(msg) is not None or _later_term_data(msg):
             return None
         return rx.completed_by(msg)
 

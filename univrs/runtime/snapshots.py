@@ -228,6 +228,15 @@ class SnapshotChecker:
     prewrite: Callable[[SnapshotMeta, bytes], Callable[[], None]] | None = None
     # What drops the file ``precheck`` began for ``_ahead`` (``discard``).
     _drop: Callable[[], None] | None = None
+    # Drops the environment ``into`` staged a state machine on that is not installed after
+    # all (``StateEnv.unstage``; s13-audit: each one used to stay open and on disk, a whole
+    # copy of the state, until a later staged snapshot was installed or the node restarted).
+    unstage: Callable[[ClusterStateMachine], None] | None = None
+
+    def _release(self, sm: ClusterStateMachine | None) -> None:
+        """``sm`` was restored here and will not be installed: its staged environment goes."""
+        if sm is not None and self.unstage is not None:
+            self.unstage(sm)
 
     def precheck(
         self, meta: SnapshotMeta, data: bytes, stop: Callable[[], bool] | None = None
@@ -248,7 +257,9 @@ class SnapshotChecker:
             check_stop.reset(token)
 
     def _precheck(self, meta: SnapshotMeta, data: bytes) -> None:
-        self._ahead = self._drop = None
+        older, self._ahead, self._drop = self._ahead, None, None
+        if older is not None:
+            self._release(older[2])  # checked again: the one before is not installed
         # The file written meanwhile, off the storage writer's queue (docs/state-at-scale.md,
         # fourteenth increment): the install that follows a passed check then waits for none
         # or little of it.
@@ -272,6 +283,8 @@ class SnapshotChecker:
             raise
         if problem is not None and drop is not None:
             drop()  # never installed: its file is garbage
+        if problem is not None:
+            self._release(sm)  # restored, but not at its metadata's index
         self._ahead = (meta, data, sm if problem is None else None, problem)
         self._drop = drop if problem is None else None
 
@@ -285,6 +298,7 @@ class SnapshotChecker:
         drop, self._ahead, self._drop = self._drop, None, None
         if drop is not None:
             drop()
+        self._release(ahead[2])
 
     def found(self, meta: SnapshotMeta, data: bytes) -> str | None:
         """What ``precheck`` found wrong with exactly this ``meta`` and ``data`` (None: it
@@ -297,11 +311,16 @@ class SnapshotChecker:
     def __call__(self, meta: SnapshotMeta, data: bytes) -> str | None:
         """``check_snapshot``, keeping the restored state machine when it passes; answered
         from ``precheck`` when that checked the same metadata and bytes."""
-        self._checked = None
+        untaken, self._checked = self._checked, None
+        if untaken is not None:
+            self._release(untaken[2])
         ahead, self._ahead, self._drop = self._ahead, None, None
+        sm: ClusterStateMachine | None
         if ahead is not None and ahead[0] == meta and (ahead[1] is data or ahead[1] == data):
             _, _, sm, problem = ahead
         else:
+            if ahead is not None:
+                self._release(ahead[2])  # another snapshot's: not installed
             try:
                 sm = restore(data, self.into)
                 problem = _index_problem(meta, sm)
@@ -309,6 +328,8 @@ class SnapshotChecker:
                 sm, problem = None, str(exc)
         if problem is None and sm is not None:
             self._checked = (meta, data, sm)  # this very bytes object, for ``take``
+        elif sm is not None:
+            self._release(sm)
         return problem
 
     def take(self, meta: SnapshotMeta, data: bytes) -> ClusterStateMachine | None:
@@ -316,15 +337,26 @@ class SnapshotChecker:
         None (restore it)."""
         checked, self._checked = self._checked, None
         if checked is None or checked[1] is not data or checked[0] != meta:
+            if checked is not None:
+                self._release(checked[2])
             return None
         return checked[2]
 
 
 def precheck_due(ev: object, core: RaftNode) -> TypeGuard[InstallSnapshot]:
     """Is ``ev`` a snapshot's last chunk that the core would check with a
-    ``SnapshotChecker``? (Cheap: the driver asks it of every event.)"""
+    ``SnapshotChecker``? (Cheap: the driver asks it of every event.)
+
+    Only a chunk the core would check now (``snapshot_check_due``: from the leader we follow,
+    completing the stream held) waits behind a check in flight (checking.py); any other last
+    chunk is stepped at once, like any other chunk, and the core refuses or answers it without
+    a check (s13-audit: a made-up peer's last chunks used to be kept in memory, unbounded,
+    until the check in flight ended, and refused only then)."""
     return (
-        type(ev) is InstallSnapshot and ev.done and isinstance(core.snapshot_check, SnapshotChecker)
+        type(ev) is InstallSnapshot
+        and ev.done
+        and isinstance(core.snapshot_check, SnapshotChecker)
+        and core.snapshot_check_due(ev)
     )
 
 

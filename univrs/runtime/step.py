@@ -74,10 +74,15 @@ from univrs.runtime.writer import StorageWriter
 
 log = logging.getLogger("univrs.node")
 
-__all__ = ["APPLY_ON_STEP_BYTES", "StepLoop"]
+__all__ = ["APPLY_ON_STEP_BYTES", "MAX_CONTACTS", "StepLoop"]
 
 # Committed entries of at most this many bytes may apply on the driver's step.
 APPLY_ON_STEP_BYTES = 1024
+
+# Senders whose last contact is kept beyond the members' (``RaftRuntime.last_contact``): past
+# it, every id but the members' is forgotten (s13-audit: a peer reconnecting under a new
+# made-up id each time grew the map by an entry per id, for the node's lifetime).
+MAX_CONTACTS = 1024
 
 
 class _Wake:
@@ -189,6 +194,12 @@ class StepLoop:
                 return ev
             self._handle(ev)
 
+    def _forget_contacts(self) -> None:
+        """Keep the last contacts of the members (the applied and the newest configuration)
+        only: the map is bounded by ``MAX_CONTACTS`` plus the members."""
+        members = self.applied_membership.members | self.view.last_status().membership.members
+        self._last_contact = {n: t for n, t in self._last_contact.items() if n in members}
+
     def _take_persisted(self) -> None:
         """Give the core the writer's reports, in order (contract step 4)."""
         self._wake_sent = False
@@ -200,7 +211,10 @@ class StepLoop:
         if ev is _WAKE:
             self._take_persisted()
         elif isinstance(ev, Message):
-            self._last_contact[ev.src] = trio.current_time()
+            contacts = self._last_contact
+            contacts[ev.src] = trio.current_time()
+            if len(contacts) > MAX_CONTACTS:
+                self._forget_contacts()
             self.core.step(ev)
         elif isinstance(ev, Propose):
             self._batches.open.append(ev)

@@ -26,6 +26,7 @@ from univrs.server.joining import JoinRefused
 from univrs.server.statedir import open_state, wipe_state
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage import LogStore
+from univrs.storage.datadir import LOST_STATE_HINT
 from univrs.storage.sm_tables import StateEnv
 from univrs.storage.snapshot_check import reading_for
 from univrs.storage.snapshot_file import FileSnapshot
@@ -112,10 +113,34 @@ def open_raw(config: NodeConfig) -> tuple[LogStore, InitialState]:
                 f"{config.cluster_id} (raft.cluster_id); refusing to start"
             )
         initial = storage.initial_state()
+        _check_hard_state(str(config.data_dir), initial)
     except BaseException:
         storage.close()
         raise
     return storage, initial
+
+
+def _check_hard_state(data_dir: str, initial: InitialState) -> None:
+    """Refuse a hard state behind the log it comes with (s13-audit). A node writes the hard
+    state of a term with, or before, every entry or snapshot of that term, and never commits
+    past its log; a record that says otherwise was lost (read as term 0, no vote) or rolled
+    back. Started on it, the node would vote again in a term it voted in: two leaders of one
+    term. (The storage's own tests write such stores freely: the rule is the node's.)"""
+    hs = initial.hard_state
+    snap = initial.snapshot
+    last_index, last_term = (0, 0) if snap is None else (snap.index, snap.term)
+    if initial.entries:
+        last_index, last_term = initial.entries[-1].index, initial.entries[-1].term
+    problem = None
+    if hs.term < last_term:
+        problem = f"its hard state is at term {hs.term}, below its log's last term {last_term}"
+    elif hs.commit > last_index:
+        problem = f"its hard state commits {hs.commit}, beyond its log's last index {last_index}"
+    if problem is not None:
+        raise StorageError(
+            f"data dir {data_dir}: {problem} (the hard state was lost or rolled back)"
+            f"{LOST_STATE_HINT}"
+        )
 
 
 def data_dir_state(storage: LogStore, initial: InitialState) -> str:

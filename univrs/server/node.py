@@ -309,6 +309,7 @@ async def _run_once(
             # The received snapshot's file is written while it is checked (prewrite).
             snapshot_check=SnapshotChecker(
                 into=state_env.stage if state_env else None,
+                unstage=state_env.unstage if state_env else None,
                 prewrite=storage.prewrite_install,
             ),
         )

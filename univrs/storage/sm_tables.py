@@ -245,6 +245,20 @@ class StateEnv:
             self._staged.append((number, sm, store, path))
         return sm
 
+    def unstage(self, sm: ClusterStateMachine) -> None:
+        """Drop the environment ``stage`` made for ``sm``, which will not be installed (its
+        check was superseded, failed or replaced: univrs/runtime/snapshots.py
+        ``SnapshotChecker``): closed and removed now, not at the next install or start.
+        Nothing if ``sm`` was not staged here (or was installed)."""
+        with self._staged_lock:
+            match = next((entry for entry in self._staged if entry[1] is sm), None)
+            if match is None:
+                return
+            self._staged.remove(match)
+        _, _, store, path = match
+        store.close()
+        shutil.rmtree(path, ignore_errors=True)
+
     def _take_staged(self, sm: ClusterStateMachine) -> tuple[LmdbStore, str] | None:
         """The store ``sm`` was staged on (None: not staged here); forgets it and discards
         the environments staged before it (checks nobody will install any more)."""
