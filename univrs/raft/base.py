@@ -90,6 +90,9 @@ class NodeBase:
     # listed members for a vouch (gate.py ``_maybe_probe``).
     _refused_leader_at: int | None
     _probed_at: int | None  # the tick of our last such probe (None: none yet)
+    # The sender of the leader traffic refused at ``_refused_leader_at`` (gate.py
+    # ``_maybe_probe``: a learner probes it too if its log's history named the id).
+    _refused_leader: NodeId | None
     # Timers, in ticks.
     _now: int
     _election_elapsed: int  # ticks since a timer reset (leader: since the last CheckQuorum)

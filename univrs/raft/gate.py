@@ -71,12 +71,15 @@ class GateLayer(ElectionLayer):
                 # A member we list, at another incarnation than we bind (or pinned): its
                 # answer never counts as a vote, but its vouch is noted (``_maybe_vouch``).
                 self._maybe_vouch(msg)
+            elif self._self_vouch_heard(msg):
+                self._maybe_vouch(msg)  # (``_self_vouch_heard``: a learner's probed id)
             if (
                 isinstance(msg, _FROM_LEADER)
                 and msg.term >= self._term
                 and not self.config.unlisted_leaders
             ):
                 self._refused_leader_at = self._now  # (what _maybe_probe looks for)
+                self._refused_leader = msg.src
             return False
         self._maybe_pin(msg)
         if self._listed(msg):
@@ -178,6 +181,36 @@ class GateLayer(ElectionLayer):
         could. A hook: the simulator's tests put the old rule back."""
         return self._configs.ever_lists(node)
 
+    def _self_vouch_heard(self, msg: Message) -> bool:
+        """Is ``msg``, refused as a stranger's, a vouch a learner notes all the same: the
+        rejection of its probe by the id whose leader traffic it refused, naming that very id
+        as the leader of its term, where a configuration of the learner's own log history named
+        the id (``_once_listed``)? Only without ``unlisted_leaders``.
+
+        The case (simulator, 5 nodes, lmdb state, lease reads within, seed 60039): learner n7,
+        stuck at a snapshot whose configuration lists n1, n4 and n6, all retired since, refused
+        the leader n2 as a stranger for good: nobody it lists runs to vouch, and a learner
+        votes for no one (the voted-for rule needs a vote). n2 was a voter of the bootstrap
+        configuration n7's log held before that snapshot replaced it (kept durable:
+        ``HardState.named``). Now the learner probes n2 too (``_maybe_probe``), n2 rejects the
+        probe naming itself, and n7 follows n2 in that term.
+
+        Why a forger gains nothing: a made-up id is named by no configuration of the learner's
+        history and stays refused, its vouches too. Under an id the history named it could
+        already lead a voter that granted it a vote (``_once_listed``) with two packets (a
+        vote request, then leader traffic); here it takes two as well (a rejected pre-vote
+        naming itself, then leader traffic of that term), and it moves a learner, which counts
+        in no vote and no commit. The vouch names only its sender, never a third id. A hook:
+        the simulator's tests put the old rule back."""
+        return (
+            isinstance(msg, RequestVoteResponse)
+            and not self.config.unlisted_leaders
+            and not self._promotable()
+            and msg.leader == msg.src
+            and msg.src == self._refused_leader
+            and self._once_listed(msg.src)
+        )
+
     def _maybe_probe(self) -> bool:
         """A member that cannot campaign (a learner), without ``unlisted_leaders``, whose
         election timer ran out while it refused leader traffic within the last election
@@ -205,7 +238,11 @@ class GateLayer(ElectionLayer):
         if self.id not in current.voters and self.id not in current.learners:
             return False  # not in our own configuration (a joiner): we hear any leader
         self._probed_at = self._now
-        self._send_pre_votes(current.members)
+        peers = set(current.members)
+        refused = self._refused_leader
+        if refused is not None and self._once_listed(refused):
+            peers.add(refused)  # (``_self_vouch_heard``: an id our log's history named)
+        self._send_pre_votes(peers)
         return True
 
     def _answer_in_lease(self, msg: RequestVote) -> None:

@@ -126,6 +126,7 @@ class RaftNode(InspectLayer):
         )
         self._configs.on_append(initial.entries)
         hs = initial.hard_state
+        self._configs.named.update(hs.named)  # (membership.py ``ConfigHistory.named``)
         if hs.commit > self._log.last_index:
             raise ValueError(f"hard state commit {hs.commit} beyond last index {self._log}")
         self._term = hs.term
@@ -145,6 +146,7 @@ class RaftNode(InspectLayer):
         self._led_by = None
         self._refused_leader_at = None
         self._probed_at = None
+        self._refused_leader = None
         self._now = 0
         self._election_elapsed = 0
         self._randomized_timeout = config.election_ticks_min
@@ -410,6 +412,7 @@ class RaftNode(InspectLayer):
             or self._vote != hs.vote
             or self._commit != hs.commit
             or len(self._pinned) != len(hs.pins)
+            or len(self._configs.named) != len(hs.named)
             or self._role is not soft.role
             or self._leader != soft.leader
             or self._term != soft.term
@@ -427,17 +430,21 @@ class RaftNode(InspectLayer):
         hard_state = None
         hs = self._last_hs
         pins = self._pinned
+        named = self._configs.named
         if (
             self._term != hs.term
             or self._vote != hs.vote
             or self._commit != hs.commit
             or len(pins) != len(hs.pins)
+            or len(named) != len(hs.named)
         ):
             hard_state = HardState(
                 term=self._term,
                 vote=self._vote,
                 commit=self._commit,
                 pins=tuple(sorted(pins.items())) if len(pins) != len(hs.pins) else hs.pins,
+                # (only grows, like the pins: a count names it)
+                named=tuple(sorted(named)) if len(named) != len(hs.named) else hs.named,
             )
             self._last_hs = hard_state
         # A pin not yet durable: what the node does now may depend on it (base.py
