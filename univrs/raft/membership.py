@@ -61,15 +61,18 @@ class ConfigHistory:
                 return m
         return self.base
 
-    def ever_lists(self, node: str) -> bool:
+    def ever_lists(self, node: str, *, folded: bool = True) -> bool:
         """Does a configuration of this log's history list ``node``, as a voter or a learner,
         at any incarnation: the base, one in the log after it, or a committed one folded
         away by compaction or a snapshot's install (``named``)? Uncommitted configurations a
-        conflict truncated are not history."""
+        conflict truncated are not history. ``folded`` False: leave ``named`` out (the log
+        the node holds now, the rule before ``named``)."""
         for _, m in self._changes:
             if node in m.voters or node in m.learners:
                 return True
-        return node in self.base.voters or node in self.base.learners or node in self.named
+        if node in self.base.voters or node in self.base.learners:
+            return True
+        return folded and node in self.named
 
     def _fold(self, m: Membership) -> None:
         self.named.update(m.voters)
