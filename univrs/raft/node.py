@@ -412,7 +412,6 @@ class RaftNode(InspectLayer):
             or self._vote != hs.vote
             or self._commit != hs.commit
             or len(self._pinned) != len(hs.pins)
-            or len(self._configs.named) != len(hs.named)
             or self._role is not soft.role
             or self._leader != soft.leader
             or self._term != soft.term
@@ -436,14 +435,16 @@ class RaftNode(InspectLayer):
             or self._vote != hs.vote
             or self._commit != hs.commit
             or len(pins) != len(hs.pins)
-            or len(named) != len(hs.named)
         ):
             hard_state = HardState(
                 term=self._term,
                 vote=self._vote,
                 commit=self._commit,
                 pins=tuple(sorted(pins.items())) if len(pins) != len(hs.pins) else hs.pins,
-                # (only grows, like the pins: a count names it)
+                # Rides on the next hard state written for another reason (a commit moves soon
+                # after the compaction or install that grew it): never a write of its own, so
+                # it moves no run's course; lost in a crash before it, the node hears fewer
+                # ids, never more. (Only grows, like the pins: a count names it.)
                 named=tuple(sorted(named)) if len(named) != len(hs.named) else hs.named,
             )
             self._last_hs = hard_state
