@@ -158,8 +158,9 @@ class GateLayer(ElectionLayer):
         return None
 
     def _once_listed(self, node: NodeId) -> bool:
-        """Does a configuration of the log we hold (``ConfigHistory.ever_lists``: the base or
-        any CONFIG entry after it, at any incarnation) name ``node``? Without
+        """Does a configuration of our log's history (``ConfigHistory.ever_lists``: the base,
+        any CONFIG entry after it, or a committed one compaction or a snapshot's install folded
+        away, kept durable in ``HardState.named``; at any incarnation) name ``node``? Without
         ``unlisted_leaders`` the candidate we voted for in our term, if it is such an id, may
         lead us in that term although our configurations no longer list it (senders.py).
 
@@ -238,12 +239,19 @@ class GateLayer(ElectionLayer):
         if self.id not in current.voters and self.id not in current.learners:
             return False  # not in our own configuration (a joiner): we hear any leader
         self._probed_at = self._now
-        peers = set(current.members)
+        self._send_pre_votes(self._probe_peers())
+        return True
+
+    def _probe_peers(self) -> set[NodeId]:
+        """Whom a learner's probe asks: every member its configuration lists and the sender of
+        the leader traffic it refused lately, if a configuration of its log's history named
+        that id (``_self_vouch_heard``, which notes its answer). A hook: the simulator's
+        tests put the old rule back."""
+        peers = set(self._configs.current.members)
         refused = self._refused_leader
         if refused is not None and self._once_listed(refused):
-            peers.add(refused)  # (``_self_vouch_heard``: an id our log's history named)
-        self._send_pre_votes(peers)
-        return True
+            peers.add(refused)
+        return peers
 
     def _answer_in_lease(self, msg: RequestVote) -> None:
         """A vote request of a higher term while we are in our leader's lease: we do not let
