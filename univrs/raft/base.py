@@ -90,8 +90,8 @@ class NodeBase:
     # listed members for a vouch (gate.py ``_maybe_probe``).
     _refused_leader_at: int | None
     _probed_at: int | None  # the tick of our last such probe (None: none yet)
-    # The sender of the leader traffic refused at ``_refused_leader_at`` (gate.py
-    # ``_maybe_probe``: a learner probes it too if its log's history named the id).
+    # The sender of the latest leader traffic refused whose id our log's history named
+    # (gate.py ``_probe_peers``: a learner probes it too).
     _refused_leader: NodeId | None
     # Timers, in ticks.
     _now: int

@@ -79,7 +79,9 @@ class GateLayer(ElectionLayer):
                 and not self.config.unlisted_leaders
             ):
                 self._refused_leader_at = self._now  # (what _maybe_probe looks for)
-                self._refused_leader = msg.src
+                if self._once_listed(msg.src):
+                    # (a made-up id's traffic does not displace it: ``_probe_peers``)
+                    self._refused_leader = msg.src
             return False
         self._maybe_pin(msg)
         if self._listed(msg):
@@ -243,14 +245,13 @@ class GateLayer(ElectionLayer):
         return True
 
     def _probe_peers(self) -> set[NodeId]:
-        """Whom a learner's probe asks: every member its configuration lists and the sender of
-        the leader traffic it refused lately, if a configuration of its log's history named
-        that id (``_self_vouch_heard``, which notes its answer). A hook: the simulator's
-        tests put the old rule back."""
+        """Whom a learner's probe asks: every member its configuration lists, and the sender
+        of the latest leader traffic it refused whose id a configuration of its log's history
+        named (``_self_vouch_heard`` notes its answer). A hook: the simulator's tests put the
+        old rule back."""
         peers = set(self._configs.current.members)
-        refused = self._refused_leader
-        if refused is not None and self._once_listed(refused):
-            peers.add(refused)
+        if self._refused_leader is not None:
+            peers.add(self._refused_leader)  # (``_admit`` notes only an id our history named)
         return peers
 
     def _answer_in_lease(self, msg: RequestVote) -> None:
