@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sim_cores import ForgetsFoldedConfigs, Session12Rules
-from test_sim_verify import LMDB_LEASE, status_of, vouch_recorder
 
+from tests.sim_cores import ForgetsFoldedConfigs, Session12Rules
+from tests.test_sim_verify import LMDB_LEASE, status_of, vouch_recorder
 from univrs.raft import RaftNode, Role
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
 from univrs.raft.senders import REFUSED_STRANGER

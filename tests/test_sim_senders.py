@@ -7,9 +7,9 @@ import random
 from typing import Any
 
 import pytest
-from sim_cores import Session12Rules
-from test_sim_verify import vouch_recorder
 
+from tests.sim_cores import Session12Rules
+from tests.test_sim_verify import vouch_recorder
 from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.messages import Message, NodeId, RequestVoteResponse
 from univrs.raft.senders import REFUSED_INCARNATION

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sim_cores import ForgetsFoldedConfigs, Session12Rules
 
+from tests.sim_cores import ForgetsFoldedConfigs, Session12Rules
 from univrs.raft import RaftNode, Role, Status
 from univrs.raft.messages import (
     AppendEntries,

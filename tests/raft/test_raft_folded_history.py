@@ -17,6 +17,7 @@ from senders_helpers import follower, forged_append, settle
 from test_raft_stale_member import PLAINTEXT, leaderless, pre_votes, stranger_refusals
 
 from univrs.raft import (
+    AppendEntries,
     Heartbeat,
     Membership,
     RaftNode,
@@ -24,6 +25,7 @@ from univrs.raft import (
     RequestVoteResponse,
     Role,
 )
+from univrs.raft.membership import ConfigHistory
 from univrs.raft.messages import Entry, EntryKind, HardState, SnapshotMeta, encode_membership
 from univrs.raft.ready import InitialState
 
@@ -216,3 +218,63 @@ def test_a_voter_notes_no_unlisted_ids_own_word() -> None:
     )
     node.step(Heartbeat(term=5, src="n3", dst="n2", commit=3))
     assert node.status().leader is None and stranger_refusals(node) == 3
+
+
+class _AnyIdsOwnWord(RaftNode):
+    """Takes any refused leader's own word, whatever its history named: the rule plaintext
+    mode rules out (a made-up id would lead the learner)."""
+
+    def _once_listed(self, node: str) -> bool:
+        return True
+
+
+def test_without_the_history_condition_a_made_up_id_leads_the_learner() -> None:
+    """What the condition on the history keeps out: on a core without it, mallory's refused
+    heartbeat gets it probed, its rejection naming itself is noted, and it leads the learner
+    and appends a mint; the real core probes only whom it lists and refuses all three."""
+    for cls, led in ((_AnyIdsOwnWord, True), (RaftNode, False)):
+        node = _compacted(cls, LEARNER_N2)
+        leaderless(node)
+        node.step(Heartbeat(term=5, src="mallory", dst="n2", commit=3))
+        assert ("mallory" in _probe(node)) is led
+        node.step(
+            RequestVoteResponse(
+                term=5, src="mallory", dst="n2", granted=False, pre_vote=True, leader="mallory"
+            )
+        )
+        mint = Entry(term=5, index=4, kind=EntryKind.NORMAL, data=b"mint")
+        node.step(
+            AppendEntries(
+                term=5,
+                src="mallory",
+                dst="n2",
+                prev_log_index=3,
+                prev_log_term=2,
+                entries=(mint,),
+                commit=4,
+            )
+        )
+        s = node.status()
+        assert (s.leader == "mallory", s.last_index == 4) == (led, led)
+
+
+def test_history_holds_only_committed_configurations() -> None:
+    """An uncommitted configuration a conflict truncated is not history, nor one a snapshot's
+    install replaced above the node's commit; the bases and committed ones are."""
+    n5 = Membership(voters=frozenset({"n1", "n2", "n5"}))
+    n6 = Membership(voters=frozenset({"n1", "n2", "n6"}))
+    n7 = Membership(voters=frozenset({"n1", "n2", "n7"}))
+    h = ConfigHistory(base=Membership(voters=frozenset({"n1", "n2", "n3"})))
+    h.on_append(
+        [
+            Entry(term=2, index=i, kind=EntryKind.CONFIG, data=encode_membership(m))
+            for i, m in ((2, n5), (3, n6))
+        ]
+    )
+    h.on_truncate(3)  # n6's entry, uncommitted, overwritten
+    h.compact(2)  # folds the base {n1, n2, n3}
+    assert h.named == {"n1", "n2", "n3"} and h.ever_lists("n5") and not h.ever_lists("n6")
+    h.on_append([Entry(term=3, index=4, kind=EntryKind.CONFIG, data=encode_membership(n7))])
+    h.install(9, WITHOUT_N3, keep_suffix=False, commit=3)  # n7 (index 4) above the commit
+    assert h.named == {"n1", "n2", "n3", "n5"}
+    assert h.ever_lists("n5") and not h.ever_lists("n7") and not h.ever_lists("n5", folded=False)
