@@ -131,11 +131,11 @@ def test_plaintext_voter_holding_an_unlisted_leader_to_an_old_incarnation_is_ope
     # plaintext, seed 130355. Voter n1 lists n1, n2, n4 and n5 (n5 wiped since); the leader
     # n3 of {n1..n4} is unlisted. n1 followed n3 at incarnation n3.1 up to term 17; n3 was
     # wiped and added again as n3.2, and leads term 21, in which n1 voted for it (and a
-    # listed member vouched for it). But n1 holds the unlisted leader to the incarnation it last followed it at, in any
-    # later term: n3.2's traffic is refused (`stranger`) for good. It fails the same on main
-    # (a035c6d) and on session 12's rules; a diagnostic core that holds an unlisted leader
-    # to its incarnation only within the term it followed it in passes it. When the gap
-    # closes this test fails: pin the seed as passing.
+    # listed member vouched for it). But n1 holds the unlisted leader to the incarnation it
+    # last followed it at, in any later term: n3.2's traffic is refused (`stranger`) for
+    # good. It fails the same on main (a035c6d) and on session 12's rules; a diagnostic core
+    # that holds an unlisted leader to its incarnation only within the term it followed it
+    # in passes it. When the gap closes this test fails: pin the seed as passing.
     signature = "n1 (voter): follower term 21 commit 235 applied 235 last 236"
     for core in (RaftNode, Session12Rules):
         sim, detail = _fails(130355, core, n_nodes=3)
