@@ -28,5 +28,22 @@ class LearnerAsksOnlyListed(RaftNode):
         return False
 
 
-class Session12Rules(ForgetsFoldedConfigs, LearnerAsksOnlyListed):
-    """Neither of session 13's rules: the core of session 12 for the seed-40 class."""
+class HoldsUnlistedLeaderToAnOldIncarnation(RaftNode):
+    """Holds an unlisted leader to the incarnation it last followed that id at, in whatever
+    term that was (the rule before s13-live's fix of 3-node seed 130355)."""
+
+    def _unlisted_incarnation(self, leader: NodeId | None, term: int | None) -> str | None:
+        return old_unlisted_incarnation(self, leader)
+
+
+def old_unlisted_incarnation(node: RaftNode, leader: NodeId | None) -> str | None:
+    """The incarnation the old rule holds the unlisted ``leader`` to: the one ``node`` last
+    followed that id at, in any term."""
+    followed, inc = node._leader_incarnation
+    return inc if leader is not None and followed == leader else None
+
+
+class Session12Rules(
+    ForgetsFoldedConfigs, LearnerAsksOnlyListed, HoldsUnlistedLeaderToAnOldIncarnation
+):
+    """None of session 13's rules: the core of session 12 for the seed-40 class."""

@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.sim_cores import ForgetsFoldedConfigs, Session12Rules
+from tests.sim_cores import (
+    ForgetsFoldedConfigs,
+    HoldsUnlistedLeaderToAnOldIncarnation,
+    Session12Rules,
+    old_unlisted_incarnation,
+)
 from tests.test_sim_verify import LMDB_LEASE, status_of, vouch_recorder
 from univrs.raft import RaftNode, Role
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
@@ -106,39 +111,50 @@ def test_plaintext_voter_hears_the_candidate_a_folded_configuration_named() -> N
     assert ("n6", 35, "n4") in followed
 
 
-class _HoldsAnUnlistedLeaderOnlyInItsTerm(RaftNode):
-    """Diagnostic core (not a fix made): the incarnation a node followed a leader at binds
-    that id as an *unlisted* leader only in the term it followed it in (gate.py
-    ``_sender_refusal`` holds it to that incarnation in every later term too)."""
+def incarnation_recorder() -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
+    """The real core, noting (node, term, leader) for each leader message it took only
+    because an unlisted leader is held to its incarnation only in the term it was followed
+    in (the same message is refused by the old rule, tests/sim_cores.py)."""
+    followed: list[tuple[NodeId, int, NodeId]] = []
 
-    def _sender_refusal(self, msg: Message) -> str | None:
-        saved = self._leader_incarnation
-        followed = saved[0]
-        if (
-            followed is not None
-            and followed != self._leader
-            and not (self._led_term == self._term and self._led_by == followed)
-        ):
-            self._leader_incarnation = (None, None)
-        try:
-            return super()._sender_refusal(msg)
-        finally:
-            self._leader_incarnation = saved
+    class Recording(RaftNode):
+        _old = False
+
+        def _unlisted_incarnation(self, leader: NodeId | None, term: int | None) -> str | None:
+            if self._old:
+                return old_unlisted_incarnation(self, leader)
+            return super()._unlisted_incarnation(leader, term)
+
+        def _sender_refusal(self, msg: Message) -> str | None:
+            refusal = super()._sender_refusal(msg)
+            if refusal is None and isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot):
+                self._old = True
+                try:
+                    without = super()._sender_refusal(msg)
+                finally:
+                    self._old = False
+                if without is not None:
+                    followed.append((self.id, msg.term, msg.src))
+            return refusal
+
+    return Recording, followed
 
 
-def test_plaintext_voter_holding_an_unlisted_leader_to_an_old_incarnation_is_open() -> None:
-    # KNOWN GAP (open, found by the s13-live sweep; docs/liveness-gaps.md): 3 nodes,
-    # plaintext, seed 130355. Voter n1 lists n1, n2, n4 and n5 (n5 wiped since); the leader
-    # n3 of {n1..n4} is unlisted. n1 followed n3 at incarnation n3.1 up to term 17; n3 was
-    # wiped and added again as n3.2, and leads term 21, in which n1 voted for it (and a
-    # listed member vouched for it). But n1 holds the unlisted leader to the incarnation it
-    # last followed it at, in any later term: n3.2's traffic is refused (`stranger`) for
-    # good. It fails the same on main (a035c6d) and on session 12's rules; a diagnostic core
-    # that holds an unlisted leader to its incarnation only within the term it followed it
-    # in passes it. When the gap closes this test fails: pin the seed as passing.
+def test_plaintext_voter_hears_an_unlisted_leader_at_its_new_incarnation() -> None:
+    # 3 nodes, plaintext, seed 130355 (found by the s13-live sweep; docs/liveness-gaps.md).
+    # Voter n1 lists n1, n2, n4 and n5 (n5 wiped since); the leader n3 of {n1..n4} is
+    # unlisted. n1 followed n3 at incarnation n3.1 up to term 17; n3 was wiped and added
+    # again as n3.2, and leads term 21, in which n1 voted for it (and a listed member vouched
+    # for it). n1 held the unlisted leader to the incarnation it last followed it at, in any
+    # later term, and refused n3.2's traffic (`stranger`) for good; it failed the same on
+    # main (a035c6d). Now an unlisted leader is held to an incarnation only within the term
+    # it was followed in (gate.py ``_unlisted_incarnation``): n1 follows n3.2 in term 21.
+    core, followed = incarnation_recorder()
+    Simulation(seed=130355, n_nodes=3, unlisted_leaders=False, node_factory=core).run()
+    assert ("n1", 21, "n3") in followed
     signature = "n1 (voter): follower term 21 commit 235 applied 235 last 236"
-    for core in (RaftNode, Session12Rules):
-        sim, detail = _fails(130355, core, n_nodes=3)
+    for old in (HoldsUnlistedLeaderToAnOldIncarnation, Session12Rules):
+        sim, detail = _fails(130355, old, n_nodes=3)
         assert signature in detail
         n1 = status_of(sim, "n1")
         assert (n1.vote, n1.leader) == ("n3", None) and "n3" not in n1.membership.members
@@ -146,9 +162,3 @@ def test_plaintext_voter_holding_an_unlisted_leader_to_an_old_incarnation_is_ope
         raft = sim.nodes["n1"].raft
         assert raft is not None and raft._leader_incarnation == ("n3", "n3.1")
         assert sim.nodes["n3"].disk.incarnation == "n3.2"
-    Simulation(
-        seed=130355,
-        n_nodes=3,
-        unlisted_leaders=False,
-        node_factory=_HoldsAnUnlistedLeaderOnlyInItsTerm,
-    ).run()
