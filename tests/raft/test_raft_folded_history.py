@@ -278,3 +278,37 @@ def test_history_holds_only_committed_configurations() -> None:
     h.install(9, WITHOUT_N3, keep_suffix=False, commit=3)  # n7 (index 4) above the commit
     assert h.named == {"n1", "n2", "n3", "n5"}
     assert h.ever_lists("n5") and not h.ever_lists("n7") and not h.ever_lists("n5", folded=False)
+
+
+class _HoldsUnlistedLeaderToAnOldIncarnation(RaftNode):
+    """The rule before s13-live's fix of 3-node seed 130355: an unlisted leader is held to
+    the incarnation it was last followed at, in whatever term that was."""
+
+    def _unlisted_incarnation(self, leader: str | None, term: int | None) -> str | None:
+        followed, inc = self._leader_incarnation
+        return inc if leader is not None and followed == leader else None
+
+
+def _hear(node: RaftNode, term: int, incarnation: str) -> None:
+    node.step(RequestVote(term=term, src="n3", dst="n2", last_log_index=9, last_log_term=5))
+    settle(node)
+    node.step(Heartbeat(term=term, src="n3", dst="n2", commit=3, sender_incarnation=incarnation))
+
+
+def test_an_unlisted_leader_is_held_to_its_incarnation_only_in_the_term_it_was_followed() -> None:
+    """n2 follows the unlisted n3 (an id its history named, which it voted for) at n3.a in
+    term 7: in term 7 n3.b is refused. n3 is wiped and returns as n3.b, leads term 9, n2
+    votes for it: n2 hears n3.b in term 9 (simulator, 3 nodes, seed 130355, where n1 refused
+    it for good on the old rule, which this core still has)."""
+    for cls, heard in ((RaftNode, True), (_HoldsUnlistedLeaderToAnOldIncarnation, False)):
+        node = _compacted(cls)
+        leaderless(node)
+        _hear(node, 7, "n3.a")
+        assert (node.status().term, node.status().leader) == (7, "n3")
+        node.step(Heartbeat(term=7, src="n3", dst="n2", commit=3, sender_incarnation="n3.b"))
+        assert dict(node.status().refused).get("incarnation", 0) == 1  # one leader a term
+        settle(node)
+        leaderless(node)
+        _hear(node, 9, "n3.b")
+        s = node.status()
+        assert (s.term, s.leader == "n3") == (9, heard)
