@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.sim_cores import Session12Rules
+from tests.test_sim_verify import vouch_recorder
 from univrs.raft import Membership, RaftNode, bootstrap_state
 from univrs.raft.messages import Message, NodeId, RequestVoteResponse
 from univrs.raft.senders import REFUSED_INCARNATION
@@ -312,10 +314,21 @@ def test_a_plaintext_member_behind_an_unlisted_leader_catches_up_through_its_pee
 def test_a_plaintext_member_whose_listed_members_all_left_is_excused_only_without_tls() -> None:
     # 3 nodes, seed 38, 600 ticks: learner n2 missed the changes that removed every member
     # its configuration lists (it lists only n4, retired) and made n1 leader. Without TLS no
-    # member it lists is left to vouch for n1, and it cannot tell n1 from a made-up id: only
-    # an operator brings it back (docs/security.md). The liveness check excuses such an
-    # orphan in plaintext mode only; with unlisted leaders on, n2 hears n1 and catches up.
-    sim = Simulation(seed=38, n_nodes=3, ticks=600, unlisted_leaders=False)
+    # member it lists is left to vouch for n1, and session 12's core cannot tell n1 from a
+    # made-up id: only an operator brings it back (docs/security.md). The liveness check
+    # excuses such an orphan in plaintext mode only; with unlisted leaders on, n2 hears n1
+    # and catches up. Session 13's learner rule brings it back without TLS too (n1 is an id
+    # n2's log's history named: n2 probes it and follows it on its own word in term 10), so
+    # the excuse is shown on session 12's core (tests/sim_cores.py).
+    core, followed = vouch_recorder()
+    real = Simulation(seed=38, n_nodes=3, ticks=600, unlisted_leaders=False, node_factory=core)
+    real.run()
+    assert ("n2", 10, "n1", "n1", "probe") in followed
+    real_members = real.checker.committed_config().members
+    assert not any(real._orphaned(sn, real_members) for sn in real.nodes.values())
+    sim = Simulation(
+        seed=38, n_nodes=3, ticks=600, unlisted_leaders=False, node_factory=Session12Rules
+    )
     sim.run()
     members = sim.checker.committed_config().members
     orphans = [sn.id for sn in sim.nodes.values() if sim._orphaned(sn, members)]

@@ -10,8 +10,11 @@ nodes seed 30024 instead; 31095 and 177 still pass, and their scenario (the vouc
 incarnation) is run on the core with the old tracking, where it still decides them. Session 12
 (s12-live) closed two variants of the seed-40 class: 60123 (a stale voter asks the learners it
 lists too) and 40209 (a stale member hears the candidate it voted for, an id its log named),
-both pinned as passing with the core that lacks the rule failing them as before; 60039 and
-94147 (orphaned learners) stay pinned failing."""
+both pinned as passing with the core that lacks the rule failing them as before. Session 13
+(s13-live) closed 60039 (an orphaned learner whose log's history named the leader;
+tests/test_sim_history.py, which pins it) and moved 60123's course (a voted-for id its log
+compacted away: its learner-vouch scenario runs on the core that forgets folded
+configurations); 94147 (an orphan through a wipe) and 78 (a wiped voter) stay pinned failing."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.sim_cores import ForgetsFoldedConfigs, Session12Rules
 from univrs.raft import RaftNode, Role, Status
 from univrs.raft.messages import (
     AppendEntries,
@@ -71,6 +75,14 @@ class _ForgetsWhomItsLogNamed(RaftNode):
 
 class _Session11Rules(_PreVotesOnlyVoters, _ForgetsWhomItsLogNamed):
     """Neither of session 12's rules for the seed-40 class (the core of session 11)."""
+
+
+class _PreVotesOnlyVotersForgetsFolded(_PreVotesOnlyVoters, ForgetsFoldedConfigs):
+    """Asks only voters, and names by the log it holds only (session 13's history rule out)."""
+
+
+class _PreVotesOnlyVotersSession12(_PreVotesOnlyVoters, Session12Rules):
+    """Asks only voters, without session 13's rules either."""
 
 
 class _OldTrackingNoVouch(_TracksOnlyItsConfiguration, _NoVouchFromAnotherIncarnation):
@@ -188,13 +200,16 @@ def test_plaintext_learner_behind_the_change_adding_the_leader_catches_up() -> N
     # 12's rule that a pre-candidate refusing leader traffic asks its learners too moved the
     # seed's course off that state (the real core passes it, with or without the probe): the
     # scenario runs on the core without that rule, where the probe still decides it.
+    # Session 13's rules (a learner probes the refused leader its history named; folded
+    # configurations still name their ids) moved it again: the scenario runs on the core
+    # without them either.
     Simulation(seed=30024, n_nodes=7, unlisted_leaders=False).run()
-    core, followed = vouch_recorder(base=_PreVotesOnlyVoters)
+    core, followed = vouch_recorder(base=_PreVotesOnlyVotersSession12)
     Simulation(seed=30024, n_nodes=7, unlisted_leaders=False, node_factory=core).run()
     assert ("n3", 12, "n5", "n8", "probe") in followed
     # Without the probe the seed fails.
 
-    class NoProbeAsksOnlyVoters(_NoProbe, _PreVotesOnlyVoters):
+    class NoProbeAsksOnlyVoters(_NoProbe, _PreVotesOnlyVotersSession12):
         pass
 
     old = run_seed_with(NoProbeAsksOnlyVoters, 30024, 7)
@@ -348,13 +363,19 @@ def test_plaintext_voter_listing_only_retired_voters_hears_its_learners_vouch() 
     # leader n4 of term 34 is a stranger to it (147 refusals). n5 follows n4 and could vouch,
     # but a pre-candidate asked only the voters it lists. Now one that refuses leader traffic
     # asks its learners too (univrs/raft/election.py ``_pre_vote_peers``): n5 rejects naming
-    # n4, and n6 follows n4 in term 35.
-    core, followed = vouch_recorder()
+    # n4, and n6 follows n4 in term 35. Session 13's history rule moved the real core's course
+    # (n6 voted for n4, an id a configuration its log compacted away named, and hears it by
+    # that: tests/test_sim_history.py), so the scenario runs on the core without that rule.
+    Simulation(seed=60123, unlisted_leaders=False, **LMDB_LEASE).run()
+    core, followed = vouch_recorder(base=ForgetsFoldedConfigs)
     Simulation(seed=60123, unlisted_leaders=False, node_factory=core, **LMDB_LEASE).run()
     assert ("n6", 35, "n4", "n5", "learner") in followed
-    # The core that asks only voters fails the seed as before.
+    # The core that asks only voters (and forgets folded configurations) fails it as before.
     sim = Simulation(
-        seed=60123, unlisted_leaders=False, node_factory=_PreVotesOnlyVoters, **LMDB_LEASE
+        seed=60123,
+        unlisted_leaders=False,
+        node_factory=_PreVotesOnlyVotersForgetsFolded,
+        **LMDB_LEASE,
     )
     with pytest.raises(InvariantViolation) as info:
         sim.run()
@@ -370,7 +391,6 @@ def test_plaintext_voter_listing_only_retired_voters_hears_its_learners_vouch() 
 @pytest.mark.parametrize(
     ("seed", "stuck", "signature", "incarnation"),
     [
-        (60039, "n7", "n7 (learner): learner term 18 commit 89 applied 89 last 89", "n7.1"),
         (94147, "n6", "n6 (learner): learner term 20 commit 261 applied 261 last 261", "n6.3"),
     ],
 )
@@ -378,14 +398,16 @@ def test_plaintext_orphaned_learner_is_the_open_seed_40_class(
     seed: int, stuck: NodeId, signature: str, incarnation: str
 ) -> None:
     # KNOWN GAP (open, docs/liveness-gaps.md): 5 nodes, lmdb state, lease reads within the
-    # bound, plaintext. 60039 (session-11 sweep): learner n7, stuck at a snapshot of index 89,
-    # lists n1, n4 and n6, all retired once n4 removed itself. 94147 (s12-live sweep): n6's
-    # data dir was wiped and the operator added it back as a learner (n6.4); its first
-    # snapshot, at 261, lists voters n6 bound to n6.3 (the old incarnation) and n7, retired
-    # since. Either way the leader is a stranger to it and nobody it lists runs: an orphan.
-    # The liveness check excuses an orphan from applying, but the final write went to it, and
-    # it forwards it to no one. Neither session-12 rule applies (it asks whom it lists; a
-    # learner votes for no one). When the gap closes this test fails: pin the seed as passing.
+    # bound, plaintext. 94147 (s12-live sweep): n6's data dir was wiped and the operator added
+    # it back as a learner (n6.4); its first snapshot, at 261, lists voters n6 bound to n6.3
+    # (the old incarnation) and n7, retired since. The leader n1 is a stranger to it and
+    # nobody it lists runs: an orphan. The liveness check excuses an orphan from applying,
+    # but the final write went to it, and it forwards it to no one. No rule applies: it asks
+    # whom it lists, a learner votes for no one, and the new data dir's history names only
+    # n6 and n7 (n1 was named by the wiped data dir's log, which is gone: session 13's
+    # learner rule needs an id its own history named). (60039, pinned here until session 13,
+    # is closed by that rule: tests/test_sim_history.py.) When the gap closes this test
+    # fails: pin the seed as passing.
     sim = Simulation(seed=seed, unlisted_leaders=False, **LMDB_LEASE)
     with pytest.raises(InvariantViolation) as info:
         sim.run()
@@ -394,6 +416,10 @@ def test_plaintext_orphaned_learner_is_the_open_seed_40_class(
     st = status_of(sim, stuck)
     assert dict(st.refused).get(REFUSED_STRANGER, 0) > 0
     assert st.membership.incarnation_of(stuck) == incarnation
+    raft = sim.nodes[stuck].raft
+    leader = sim.current_leader()
+    assert raft is not None and leader is not None
+    assert not raft._configs.ever_lists(leader.id)  # (its history never named the leader)
     assert all(sim.nodes[m].retired for m in st.membership.members - {stuck})
     members = sim.checker.committed_config().members
     assert sim._orphaned(sim.nodes[stuck], members)  # excused from applying, not the write
@@ -408,7 +434,10 @@ def test_plaintext_voter_whose_log_never_named_its_leader_is_the_open_seed_40_cl
     # n2 (retired) and the learner n3 (retired); the leader n6 of {n1, n4, n6} was added
     # after n1's newest configuration, and no configuration of n1's log names it. n1 votes
     # for n6 term after term (31 to 44) and refuses its traffic as a stranger's; n6 steps
-    # down by CheckQuorum each time. When the gap closes this test fails: pin it as passing.
+    # down by CheckQuorum each time. n1's data dir was wiped earlier (n1.1): the log of n1.0
+    # named n6 (added at index 3), but n1.1's history starts at a snapshot of index 78 and
+    # names only n1..n5, so session 13's history rule (a configuration folded away still
+    # names its ids) cannot apply. When the gap closes this test fails: pin it as passing.
     sim = Simulation(seed=78, n_nodes=5, state_backend="lmdb")
     assert sim.config is not None and not sim.config.unlisted_leaders
     with pytest.raises(InvariantViolation) as info:
@@ -417,6 +446,9 @@ def test_plaintext_voter_whose_log_never_named_its_leader_is_the_open_seed_40_cl
     assert "n1 (voter): follower term 44 commit 118 applied 118 last 118" in info.value.detail
     n1 = status_of(sim, "n1")
     assert n1.vote == "n6" and "n6" not in n1.membership.members
+    raft = sim.nodes["n1"].raft
+    assert raft is not None and sim.nodes["n1"].disk.incarnation == "n1.1"
+    assert not raft._configs.ever_lists("n6")  # (folded configurations included)
     assert dict(n1.refused).get(REFUSED_STRANGER, 0) > 0
     Simulation(seed=78, n_nodes=5, state_backend="lmdb", node_factory=_Session11Rules).run()
     Simulation(seed=78, n_nodes=5, state_backend="lmdb", unlisted_leaders=True).run()

@@ -90,6 +90,9 @@ class NodeBase:
     # listed members for a vouch (gate.py ``_maybe_probe``).
     _refused_leader_at: int | None
     _probed_at: int | None  # the tick of our last such probe (None: none yet)
+    # The sender of the latest leader traffic refused whose id our log's history named
+    # (gate.py ``_probe_peers``: a learner probes it too).
+    _refused_leader: NodeId | None
     # Timers, in ticks.
     _now: int
     _election_elapsed: int  # ticks since a timer reset (leader: since the last CheckQuorum)

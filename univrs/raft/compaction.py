@@ -255,7 +255,9 @@ class SnapshotLayer(LeaderLayer):
             # drops them too when it stores the snapshot.
             self._persisted = min(self._persisted, meta.index - 1)
         before = self._configs.current
-        changed = self._configs.install(meta.index, meta.membership, keep_suffix=kept)
+        changed = self._configs.install(
+            meta.index, meta.membership, keep_suffix=kept, commit=self._commit
+        )
         self._commit = meta.index
         # The state machine is restored from the snapshot, not by applying entries: nothing up
         # to meta.index is handed out any more. The runtime reports applied(meta.index).

@@ -89,12 +89,17 @@ class GateLayer(ElectionLayer):
                 # A member we list, at another incarnation than we bind (or pinned): its
                 # answer never counts as a vote, but its vouch is noted (``_maybe_vouch``).
                 self._maybe_vouch(msg)
+            elif self._self_vouch_heard(msg):
+                self._maybe_vouch(msg)  # (``_self_vouch_heard``: a learner's probed id)
             if (
                 isinstance(msg, _FROM_LEADER)
                 and msg.term >= self._term
                 and not self.config.unlisted_leaders
             ):
                 self._refused_leader_at = self._now  # (what _maybe_probe looks for)
+                if self._once_listed(msg.src):
+                    # (a made-up id's traffic does not displace it: ``_probe_peers``)
+                    self._refused_leader = msg.src
             return False
         if _later_term_data(msg):
             self._refuse(REFUSED_TERM)  # a forgery: no leader sends data of a later term
@@ -198,8 +203,9 @@ class GateLayer(ElectionLayer):
         return None
 
     def _once_listed(self, node: NodeId) -> bool:
-        """Does a configuration of the log we hold (``ConfigHistory.ever_lists``: the base or
-        any CONFIG entry after it, at any incarnation) name ``node``? Without
+        """Does a configuration of our log's history (``ConfigHistory.ever_lists``: the base,
+        any CONFIG entry after it, or a committed one compaction or a snapshot's install folded
+        away, kept durable in ``HardState.named``; at any incarnation) name ``node``? Without
         ``unlisted_leaders`` the candidate we voted for in our term, if it is such an id, may
         lead us in that term although our configurations no longer list it (senders.py).
 
@@ -220,6 +226,36 @@ class GateLayer(ElectionLayer):
         packets under an id our log names does more than one under a listed id already
         could. A hook: the simulator's tests put the old rule back."""
         return self._configs.ever_lists(node)
+
+    def _self_vouch_heard(self, msg: Message) -> bool:
+        """Is ``msg``, refused as a stranger's, a vouch a learner notes all the same: the
+        rejection of its probe by the id whose leader traffic it refused, naming that very id
+        as the leader of its term, where a configuration of the learner's own log history named
+        the id (``_once_listed``)? Only without ``unlisted_leaders``.
+
+        The case (simulator, 5 nodes, lmdb state, lease reads within, seed 60039): learner n7,
+        stuck at a snapshot whose configuration lists n1, n4 and n6, all retired since, refused
+        the leader n2 as a stranger for good: nobody it lists runs to vouch, and a learner
+        votes for no one (the voted-for rule needs a vote). n2 was a voter of the bootstrap
+        configuration n7's log held before that snapshot replaced it (kept durable:
+        ``HardState.named``). Now the learner probes n2 too (``_maybe_probe``), n2 rejects the
+        probe naming itself, and n7 follows n2 in that term.
+
+        Why a forger gains nothing: a made-up id is named by no configuration of the learner's
+        history and stays refused, its vouches too. Under an id the history named it could
+        already lead a voter that granted it a vote (``_once_listed``) with two packets (a
+        vote request, then leader traffic); here it takes two as well (a rejected pre-vote
+        naming itself, then leader traffic of that term), and it moves a learner, which counts
+        in no vote and no commit. The vouch names only its sender, never a third id. A hook:
+        the simulator's tests put the old rule back."""
+        return (
+            isinstance(msg, RequestVoteResponse)
+            and not self.config.unlisted_leaders
+            and not self._promotable()
+            and msg.leader == msg.src
+            and msg.src == self._refused_leader
+            and self._once_listed(msg.src)
+        )
 
     def _maybe_probe(self) -> bool:
         """A member that cannot campaign (a learner), without ``unlisted_leaders``, whose
@@ -248,8 +284,18 @@ class GateLayer(ElectionLayer):
         if self.id not in current.voters and self.id not in current.learners:
             return False  # not in our own configuration (a joiner): we hear any leader
         self._probed_at = self._now
-        self._send_pre_votes(current.members)
+        self._send_pre_votes(self._probe_peers())
         return True
+
+    def _probe_peers(self) -> set[NodeId]:
+        """Whom a learner's probe asks: every member its configuration lists, and the sender
+        of the latest leader traffic it refused whose id a configuration of its log's history
+        named (``_self_vouch_heard`` notes its answer). A hook: the simulator's tests put the
+        old rule back."""
+        peers = set(self._configs.current.members)
+        if self._refused_leader is not None:
+            peers.add(self._refused_leader)  # (``_admit`` notes only an id our history named)
+        return peers
 
     def _answer_in_lease(self, msg: RequestVote) -> None:
         """A vote request of a higher term while we are in our leader's lease: we do not let
@@ -314,11 +360,24 @@ class GateLayer(ElectionLayer):
             unlisted_leaders=self.config.unlisted_leaders,
             unlisted_leader_term=unlisted_term,
             unlisted_leader=unlisted_leader,
-            unlisted_incarnation=inc
-            if unlisted_leader is not None and followed == unlisted_leader
-            else None,
+            unlisted_incarnation=self._unlisted_incarnation(unlisted_leader, unlisted_term),
             pinned=self._pinned_incarnations(),
         )
+
+    def _unlisted_incarnation(self, leader: NodeId | None, term: int | None) -> str | None:
+        """The incarnation the unlisted ``leader`` of ``term`` is held to (None: any): the one
+        we heard it at, if we followed that id in that very term (one leader a term, at one
+        incarnation). Not one we followed it at in an older term: a member wiped and added
+        again may lead a later term at its new incarnation, as a *listed* id at another
+        incarnation already may while we follow no live leader, and a vouched or voted-for
+        leader we never followed is held to none already (simulator, 3 nodes, seed 130355:
+        n1 followed the unlisted n3 at n3.1 up to term 17, voted for n3.2 in term 21 and
+        refused its traffic for good, held to n3.1). A hook: the simulator's tests put the
+        old rule back."""
+        followed, inc = self._leader_incarnation
+        if leader is None or followed != leader or self._led_term != term or self._led_by != leader:
+            return None
+        return inc
 
     def _maybe_pin(self, msg: Message) -> bool:
         """Pin ``msg``'s sender, a member our configurations list but bind to no incarnation

@@ -38,6 +38,11 @@ class ConfigHistory:
     base: Membership
     base_index: int = 0
     _changes: list[tuple[int, Membership]] = attrs.field(factory=list)
+    named: set[str] = attrs.field(factory=set)
+    """Ids (voters and learners, any incarnation) of the committed configurations this
+    history folded away: the bases that compaction or a snapshot's install replaced and the
+    committed CONFIG entries compaction folded into them. Kept durable by the node
+    (``HardState.named``), so that ``ever_lists`` answers for the log's whole history."""
 
     @property
     def current(self) -> Membership:
@@ -56,14 +61,22 @@ class ConfigHistory:
                 return m
         return self.base
 
-    def ever_lists(self, node: str) -> bool:
-        """Does a configuration this history holds (the base, or one in the log after it)
-        list ``node``, as a voter or a learner, at any incarnation? Configurations compacted
-        into the base are forgotten: the answer is about the log the node holds."""
+    def ever_lists(self, node: str, *, folded: bool = True) -> bool:
+        """Does a configuration of this log's history list ``node``, as a voter or a learner,
+        at any incarnation: the base, one in the log after it, or a committed one folded
+        away by compaction or a snapshot's install (``named``)? Uncommitted configurations a
+        conflict truncated are not history. ``folded`` False: leave ``named`` out (the log
+        the node holds now, the rule before ``named``)."""
         for _, m in self._changes:
             if node in m.voters or node in m.learners:
                 return True
-        return node in self.base.voters or node in self.base.learners
+        if node in self.base.voters or node in self.base.learners:
+            return True
+        return folded and node in self.named
+
+    def _fold(self, m: Membership) -> None:
+        self.named.update(m.voters)
+        self.named.update(m.learners)
 
     def on_append(self, entries: Iterable[Entry]) -> bool:
         """Take CONFIG entries among ``entries`` into effect; True if the configuration changed."""
@@ -96,15 +109,24 @@ class ConfigHistory:
         never needs to be undone.
         """
         while self._changes and self._changes[0][0] <= index:
+            self._fold(self.base)
             self.base_index, self.base = self._changes.pop(0)
 
-    def install(self, index: int, membership: Membership, *, keep_suffix: bool) -> bool:
+    def install(
+        self, index: int, membership: Membership, *, keep_suffix: bool, commit: int = 0
+    ) -> bool:
         """A snapshot at ``index`` replaced the log (or its prefix, with ``keep_suffix``).
 
         Its configuration becomes the base; configurations after ``index`` survive only with
-        the suffix. True if the configuration in effect changed.
+        the suffix. The old base and the configurations at or below ``commit`` (the node's
+        commit index before the install: committed, part of its history) go to ``named``.
+        True if the configuration in effect changed.
         """
         before = self.current
+        self._fold(self.base)
+        for i, m in self._changes:
+            if i <= commit:
+                self._fold(m)
         if keep_suffix:
             self._changes = [(i, m) for i, m in self._changes if i > index]
         else:

@@ -47,12 +47,21 @@ class HardState:
     configuration, until the leader's binding change). Only ever grows: a hard state written
     later holds every pin of an earlier one. Durable like the vote, so that a restart does not
     take another incarnation under such an id (a wiped member's, a forger's) as the member.
+
+    ``named``: sorted member ids that a configuration of this data dir's log named and that
+    compaction or a snapshot's install has folded away since (univrs/raft/membership.py
+    ``ConfigHistory.named``). Only ever grows. Without TLS a stale member hears the candidate
+    it voted for only if its log's configurations named that id (gate.py ``_once_listed``):
+    this keeps the answer about the log's history, not about when it was compacted. Losing it
+    (a crash before it is written, a build that ignores it) narrows whom the node hears, never
+    widens it.
     """
 
     term: int = 0
     vote: NodeId | None = None
     commit: int = 0
     pins: tuple[tuple[NodeId, str], ...] = ()
+    named: tuple[NodeId, ...] = ()
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -126,6 +126,7 @@ class RaftNode(InspectLayer):
         )
         self._configs.on_append(initial.entries)
         hs = initial.hard_state
+        self._configs.named.update(hs.named)  # (membership.py ``ConfigHistory.named``)
         if hs.commit > self._log.last_index:
             raise ValueError(f"hard state commit {hs.commit} beyond last index {self._log}")
         self._term = hs.term
@@ -145,6 +146,7 @@ class RaftNode(InspectLayer):
         self._led_by = None
         self._refused_leader_at = None
         self._probed_at = None
+        self._refused_leader = None
         self._now = 0
         self._election_elapsed = 0
         self._randomized_timeout = config.election_ticks_min
@@ -427,6 +429,7 @@ class RaftNode(InspectLayer):
         hard_state = None
         hs = self._last_hs
         pins = self._pinned
+        named = self._configs.named
         if (
             self._term != hs.term
             or self._vote != hs.vote
@@ -438,6 +441,11 @@ class RaftNode(InspectLayer):
                 vote=self._vote,
                 commit=self._commit,
                 pins=tuple(sorted(pins.items())) if len(pins) != len(hs.pins) else hs.pins,
+                # Rides on the next hard state written for another reason (a commit moves soon
+                # after the compaction or install that grew it): never a write of its own, so
+                # it moves no run's course; lost in a crash before it, the node hears fewer
+                # ids, never more. (Only grows, like the pins: a count names it.)
+                named=tuple(sorted(named)) if len(named) != len(hs.named) else hs.named,
             )
             self._last_hs = hard_state
         # A pin not yet durable: what the node does now may depend on it (base.py

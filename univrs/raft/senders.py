@@ -51,6 +51,11 @@ it must let through (docs/core-api.md, "Who may send a message"):
     term, at that term, if a configuration of the node's own log named that id (a member
     removed and added again, whose return the node missed; gate.py ``_once_listed``, which
     argues why a forger gains nothing: under such an id it could already lead the node).
+    "Named" means by the log's whole history: configurations compaction or a snapshot's
+    install folded away count (``HardState.named`` keeps them durable). A learner, which
+    votes for no one, probes the id whose leader traffic it refused if its history named it,
+    and hears it in the term that id's rejection names it the leader of (gate.py
+    ``_self_vouch_heard``).
 * Unbound members are pinned: for an id the configuration binds to no incarnation yet (a
   bootstrap configuration, until the leader's binding change), ``pinned`` holds the first
   incarnation this process took a message from under it (gate.py ``_maybe_pin``), and the

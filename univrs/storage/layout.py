@@ -32,6 +32,10 @@ KEY_HARD_STATE = b"hard_state"  # [term, vote | None, commit]
 # the hard state whenever they changed; absent: none. A key of its own, so that a store with
 # pins still reads with a build from before them (which ignores it and forgets the pins).
 KEY_PINS = b"pins"
+# [member id, ...] sorted: HardState.named (the ids of configurations compaction or a
+# snapshot's install folded away), written like the pins whenever it grew; absent: none. A key
+# of its own for the same reason (a build from before it ignores it: it then hears fewer ids).
+KEY_NAMED = b"named"
 # [index, term, membership, size, chunks, crc32 of the data(, first | file name)]: see
 # ``snapshot_record``.
 KEY_SNAPSHOT = b"snapshot"
@@ -187,6 +191,19 @@ def parse_pins(obj: Any) -> tuple[tuple[str, str], ...]:
     if any(a[0] >= b[0] for a, b in itertools.pairwise(out)):
         raise Corrupt("metadata record 'pins': ids not sorted and unique")
     return tuple(out)
+
+
+def named_record(named: tuple[str, ...]) -> list[Any]:
+    return list(named)
+
+
+def parse_named(obj: Any) -> tuple[str, ...]:
+    """``HardState.named`` from its record: sorted, unique, non-empty strings."""
+    if type(obj) is not list or any(type(x) is not str or not x for x in obj):
+        raise Corrupt("metadata record 'named': malformed")
+    if any(a >= b for a, b in itertools.pairwise(obj)):
+        raise Corrupt("metadata record 'named': ids not sorted and unique")
+    return tuple(obj)
 
 
 def snapshot_record(

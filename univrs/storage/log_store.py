@@ -92,6 +92,8 @@ class LogStore(SnapshotStorage):
     # The pins this process last wrote (None: not yet known here, the write compares with the
     # stored record): a hard state whose pins did not change writes none (most group commits).
     _pins_written: tuple[tuple[NodeId, str], ...] | None = attrs.field(default=None, init=False)
+    # Likewise for ``HardState.named`` (the ids of configurations folded away).
+    _named_written: tuple[NodeId, ...] | None = attrs.field(default=None, init=False)
 
     # ----------------------------------------------------------------------------------------
     # Opening and closing
@@ -431,6 +433,13 @@ class LogStore(SnapshotStorage):
             if hard_state is not None and hard_state.pins and hard_state.pins != self._pins_written
             else None
         )
+        named_record = (
+            layout.encode_record(layout.KEY_NAMED, layout.named_record(hard_state.named))
+            if hard_state is not None
+            and hard_state.named
+            and hard_state.named != self._named_written
+            else None
+        )
 
         def write(txn: Txn) -> None:
             _, last = self._bounds(txn)
@@ -467,10 +476,16 @@ class LogStore(SnapshotStorage):
                 # The pins, in the same synced transaction as the hard state that carries
                 # them (rewritten only when they grew: they never shrink).
                 txn.put(layout.KEY_PINS, pins_record, db=self._env.meta)
+            if named_record is not None and txn.get(layout.KEY_NAMED, db=self._env.meta) != (
+                named_record
+            ):
+                txn.put(layout.KEY_NAMED, named_record, db=self._env.meta)  # (grows only)
 
         self._env.write(write)
         if hard_state is not None and hard_state.pins:
             self._pins_written = hard_state.pins
+        if hard_state is not None and hard_state.named:
+            self._named_written = hard_state.named
 
     def compact(self, up_to: int) -> None:
         """Delete the entries with index <= ``up_to``; the snapshot must cover them."""
@@ -543,7 +558,11 @@ class LogStore(SnapshotStorage):
             else layout.parse_hard_state(layout.decode_record(layout.KEY_HARD_STATE, raw))
         )
         raw_pins = txn.get(layout.KEY_PINS, db=self._env.meta)
-        if raw_pins is None:
-            return hs
-        pins = layout.parse_pins(layout.decode_record(layout.KEY_PINS, raw_pins))
-        return attrs.evolve(hs, pins=pins)
+        if raw_pins is not None:
+            pins = layout.parse_pins(layout.decode_record(layout.KEY_PINS, raw_pins))
+            hs = attrs.evolve(hs, pins=pins)
+        raw_named = txn.get(layout.KEY_NAMED, db=self._env.meta)
+        if raw_named is not None:
+            named = layout.parse_named(layout.decode_record(layout.KEY_NAMED, raw_named))
+            hs = attrs.evolve(hs, named=named)
+        return hs

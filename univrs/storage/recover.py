@@ -230,6 +230,7 @@ def force_new_cluster(
             # The pins of the old cluster's unbound members go: the recovered configuration
             # binds its one member, and anyone added to it is bound by the join.
             txn.delete(layout.KEY_PINS, db=env.meta)
+            txn.delete(layout.KEY_NAMED, db=env.meta)  # (the old cluster's history: gone too)
             put_identity(env, txn, me, cluster_id, incarnation)
 
         aside = _state_aside(store.data_dir)
