@@ -14,7 +14,14 @@ import attrs
 import trio
 
 from tests.runtime.memcluster import create, start_cluster, wait_until
-from univrs.raft.messages import AppendEntries, Entry, EntryKind, InstallSnapshot, SnapshotMeta
+from univrs.raft.messages import (
+    AppendEntries,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    RequestVote,
+    SnapshotMeta,
+)
 from univrs.raft.ready import Role
 from univrs.runtime.driver import RaftRuntime
 
@@ -86,3 +93,34 @@ async def test_entries_of_a_later_term_than_the_message_are_refused(
         ),
         "the survivors applied the new write",
     )
+
+
+async def test_a_vote_request_claiming_a_later_log_term_than_its_own_is_refused(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """A candidate's last entry is of a term at most the one it campaigns in: a RequestVote (or
+    pre-vote) claiming a later one is made up to look the most up to date, and is refused
+    (reason term) before any vote rule sees it. Fails on the code before (the request reached
+    the vote rules, and a real vote request adopted its term)."""
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
+    await leader.propose(create("w0"))
+    follower = next(r for r in cluster.runtimes.values() if r is not leader)
+    other = next(r for r in cluster.runtimes.values() if r not in (leader, follower))
+    await wait_until(
+        lambda: follower.status().last_index == leader.status().last_index, "caught up"
+    )
+    term = follower.status().term
+    before = _refused_term(follower)
+    for pre_vote in (True, False):
+        cluster.deliver(
+            RequestVote(
+                term=term + 1,
+                src=other.node_id,
+                dst=follower.node_id,
+                last_log_index=10**6,
+                last_log_term=term + 50,
+                pre_vote=pre_vote,
+            )
+        )
+    await wait_until(lambda: _refused_term(follower) >= before + 2, "the forgeries refused")
+    assert follower.status().term == term  # not moved to the forged campaign's term

@@ -266,7 +266,7 @@ def test_without_unlisted_leaders_an_in_lease_follower_rejects_a_pre_vote_naming
     node.step(attrs.evolve(pre, src="mallory"))
     assert not node.ready().messages and node.status().refused == (("stranger", 1),)
     # A stale pre-vote and a vote the node cannot grant are rejected naming the leader too.
-    node.step(attrs.evolve(pre, term=1))
+    node.step(attrs.evolve(pre, term=1, last_log_term=1))  # (no log of a later term than 1)
     node.step(RequestVote(term=2, src="n3", dst="n2", last_log_index=1, last_log_term=1))
     answers = list(node.ready().messages)
     assert [(a.term, a.granted, a.pre_vote, a.leader) for a in answers] == [  # type: ignore[attr-defined]
@@ -276,5 +276,5 @@ def test_without_unlisted_leaders_an_in_lease_follower_rejects_a_pre_vote_naming
     tls = follower()
     tls.step(pre)
     assert not tls.ready().messages  # with TLS: silent in the lease, as before
-    tls.step(attrs.evolve(pre, term=1))
+    tls.step(attrs.evolve(pre, term=1, last_log_term=1))
     assert [a.leader for a in tls.ready().messages] == [None]  # type: ignore[attr-defined]

@@ -65,6 +65,10 @@ def _later_term_data(msg: Message) -> bool:
         )
     if type(msg) is InstallSnapshot:
         return msg.meta.term > msg.term
+    if type(msg) is RequestVote:
+        # A candidate's last entry is of a term up to its current one, below or at the term it
+        # campaigns in (or would, for a pre-vote): a later one is made up to win the vote.
+        return msg.last_log_term > msg.term
     return False
 
 
