@@ -16,9 +16,9 @@ from tests.sim_cores import (
     Session12Rules,
     old_unlisted_incarnation,
 )
-from tests.test_sim_verify import LMDB_LEASE, status_of, vouch_recorder
+from tests.test_sim_verify import LMDB_LEASE, AdmissionRecorder, status_of, vouch_recorder
 from univrs.raft import RaftNode, Role
-from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
+from univrs.raft.messages import Message, NodeId
 from univrs.raft.senders import REFUSED_STRANGER
 from univrs.sim import checker as ck
 from univrs.sim.checker import InvariantViolation
@@ -31,24 +31,11 @@ def history_recorder() -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]
     session 12's ``_once_listed``, which knows only the log held)."""
     followed: list[tuple[NodeId, int, NodeId]] = []
 
-    class Recording(RaftNode):
-        _forget = False
-
+    class Recording(AdmissionRecorder):
         def _once_listed(self, node: NodeId) -> bool:
-            return self._configs.ever_lists(node, folded=not self._forget)
+            return self._configs.ever_lists(node, folded=not self._old_rules)
 
-        def _sender_refusal(self, msg: Message) -> str | None:
-            refusal = super()._sender_refusal(msg)
-            if refusal is None and isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot):
-                self._forget = True
-                try:
-                    without = super()._sender_refusal(msg)
-                finally:
-                    self._forget = False
-                if without is not None:
-                    followed.append((self.id, msg.term, msg.src))
-            return refusal
-
+    Recording.followed = followed
     return Recording, followed
 
 
@@ -117,26 +104,13 @@ def incarnation_recorder() -> tuple[type[RaftNode], list[tuple[NodeId, int, Node
     in (the same message is refused by the old rule, tests/sim_cores.py)."""
     followed: list[tuple[NodeId, int, NodeId]] = []
 
-    class Recording(RaftNode):
-        _old = False
-
+    class Recording(AdmissionRecorder):
         def _unlisted_incarnation(self, leader: NodeId | None, term: int | None) -> str | None:
-            if self._old:
+            if self._old_rules:
                 return old_unlisted_incarnation(self, leader)
             return super()._unlisted_incarnation(leader, term)
 
-        def _sender_refusal(self, msg: Message) -> str | None:
-            refusal = super()._sender_refusal(msg)
-            if refusal is None and isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot):
-                self._old = True
-                try:
-                    without = super()._sender_refusal(msg)
-                finally:
-                    self._old = False
-                if without is not None:
-                    followed.append((self.id, msg.term, msg.src))
-            return refusal
-
+    Recording.followed = followed
     return Recording, followed
 
 

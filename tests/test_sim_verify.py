@@ -151,31 +151,40 @@ def vouch_recorder(
     return type("Recording", (Recording, base), {}), followed
 
 
+class AdmissionRecorder(RaftNode):
+    """The real core, noting (node, term, leader) in ``followed`` for each leader message it
+    took only by a rule a subclass switches off while ``_old_rules`` is set: each admitted
+    leader message is judged again under the old rules, and noted if they refuse it."""
+
+    followed: list[tuple[NodeId, int, NodeId]]
+    _old_rules = False
+
+    def _sender_refusal(self, msg: Message) -> str | None:
+        refusal = super()._sender_refusal(msg)
+        if refusal is None and isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot):
+            self._old_rules = True
+            try:
+                without = super()._sender_refusal(msg)
+            finally:
+                self._old_rules = False
+            if without is not None:
+                self.followed.append((self.id, msg.term, msg.src))
+        return refusal
+
+
 def rule_recorder(hook: str, old: bool) -> tuple[type[RaftNode], list[tuple[NodeId, int, NodeId]]]:
-    """The real core, noting (node, term, leader) for each leader message it took only by
-    the rule behind ``hook`` (a gate.py method returning a bool): the same message is refused
-    with the hook answering ``old``, the old rule."""
+    """An ``AdmissionRecorder`` for the rule behind ``hook`` (a gate.py method returning a
+    bool): under the old rules the hook answers ``old``."""
     followed: list[tuple[NodeId, int, NodeId]] = []
 
-    class Recording(RaftNode):
-        _forget = False
+    class Recording(AdmissionRecorder):
+        pass
 
-        def _sender_refusal(self, msg: Message) -> str | None:
-            refusal = super()._sender_refusal(msg)
-            if refusal is None and isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot):
-                self._forget = True
-                try:
-                    without = super()._sender_refusal(msg)
-                finally:
-                    self._forget = False
-                if without is not None:
-                    followed.append((self.id, msg.term, msg.src))
-            return refusal
-
+    Recording.followed = followed
     real = getattr(RaftNode, hook)
 
     def hooked(self: Recording, *args: Any) -> bool:
-        return old if self._forget else bool(real(self, *args))
+        return old if self._old_rules else bool(real(self, *args))
 
     setattr(Recording, hook, hooked)
     return Recording, followed
