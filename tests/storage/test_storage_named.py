@@ -1,17 +1,16 @@
 """LogStore keeps the ids of a node's folded configurations (``HardState.named``) with its hard
 state, across reopens (s13-live, docs/liveness-gaps.md): configurations compaction or a
 snapshot's install folded away still name their ids to the plaintext rules for stale members
-(univrs/raft/gate.py ``_once_listed``), also after a restart."""
+(univrs/raft/gate.py ``_once_listed``), also after a restart. (The record's layout and its
+refusal when damaged: tests/storage/test_storage_pins.py, with the pins'.)"""
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Callable
 
 import pytest
 
-from tests.storage.helpers import flip_everywhere, make_entries
-from univrs.errors import StorageError
+from tests.storage.helpers import make_entries
 from univrs.raft.messages import HardState
 from univrs.storage import LogStore, layout
 from univrs.storage.layout import Corrupt
@@ -37,30 +36,6 @@ def test_named_ids_survive_a_reopen_with_the_hard_state(open_store: Opener) -> N
     store.append(hard_state=HardState(term=3, commit=3), truncate_from=None, entries=())
     store.close()
     assert open_store().hard_state().named == NAMED
-
-
-def test_the_hard_state_record_is_unchanged_so_an_older_build_reads_it(
-    open_store: Opener,
-) -> None:
-    store = open_store()
-    store.append(
-        hard_state=HardState(term=2, vote="n1", commit=0, named=NAMED),
-        truncate_from=None,
-        entries=(),
-    )
-    env = store._env  # (the layout under test)
-    raw = env.read(lambda txn: txn.get(layout.KEY_HARD_STATE, db=env.meta))
-    assert raw is not None
-    assert layout.decode_record(layout.KEY_HARD_STATE, raw) == [2, "n1", 0]
-
-
-def test_a_corrupted_named_record_is_refused(open_store: Opener, data_dir: pathlib.Path) -> None:
-    store = open_store()
-    store.append(hard_state=HardState(term=2, named=NAMED), truncate_from=None, entries=())
-    store.close()
-    assert flip_everywhere(data_dir / "raft.lmdb" / "data.mdb", b"n7-departed") >= 1
-    with pytest.raises(StorageError, match="named"):
-        open_store()
 
 
 @pytest.mark.parametrize(

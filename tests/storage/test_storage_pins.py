@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.storage.helpers import flip_everywhere, make_entries
+from tests.storage.test_storage_named import NAMED
 from univrs.errors import StorageError
 from univrs.raft.messages import HardState
 from univrs.storage import LogStore, layout
@@ -46,14 +48,24 @@ def test_a_store_without_pins_reads_none(open_store: Opener) -> None:
     assert open_store().initial_state().hard_state == HardState(term=4, vote="n3")
 
 
+# The hard state's companions with keys of their own: the pins and the ids of folded
+# configurations (s13-live, tests/storage/test_storage_named.py); each with a byte of it to
+# damage and the record's name in the refusal.
+COMPANIONS = [
+    pytest.param({"pins": PINS}, b"inc-two-xyz", "pins", id="pins"),
+    pytest.param({"named": NAMED}, b"n7-departed", "named", id="named"),
+]
+
+
+@pytest.mark.parametrize(("extra", "needle", "record"), COMPANIONS)
 def test_the_hard_state_record_is_unchanged_so_an_older_build_reads_it(
-    open_store: Opener,
+    open_store: Opener, extra: dict[str, Any], needle: bytes, record: str
 ) -> None:
-    # The pins have a key of their own: the hard state's record keeps its three items, which
-    # a build from before pins parses (and forgets the pins, as it always did).
+    # Each has a key of its own: the hard state's record keeps its three items, which a build
+    # from before them parses (and forgets them, as it always did).
     store = open_store()
     store.append(
-        hard_state=HardState(term=2, vote="n1", commit=0, pins=PINS),
+        hard_state=HardState(term=2, vote="n1", commit=0, **extra),
         truncate_from=None,
         entries=(),
     )
@@ -63,12 +75,15 @@ def test_the_hard_state_record_is_unchanged_so_an_older_build_reads_it(
     assert layout.decode_record(layout.KEY_HARD_STATE, raw) == [2, "n1", 0]
 
 
-def test_a_corrupted_pins_record_is_refused(open_store: Opener, data_dir: pathlib.Path) -> None:
+@pytest.mark.parametrize(("extra", "needle", "record"), COMPANIONS)
+def test_a_corrupted_companion_record_is_refused(
+    open_store: Opener, data_dir: pathlib.Path, extra: dict[str, Any], needle: bytes, record: str
+) -> None:
     store = open_store()
-    store.append(hard_state=HardState(term=2, pins=PINS), truncate_from=None, entries=())
+    store.append(hard_state=HardState(term=2, **extra), truncate_from=None, entries=())
     store.close()
-    assert flip_everywhere(data_dir / "raft.lmdb" / "data.mdb", b"inc-two-xyz") >= 1
-    with pytest.raises(StorageError, match="pins"):
+    assert flip_everywhere(data_dir / "raft.lmdb" / "data.mdb", needle) >= 1
+    with pytest.raises(StorageError, match=record):
         open_store()
 
 
