@@ -52,3 +52,23 @@ async def test_a_write_under_another_callers_session_is_refused(tmp_path: pathli
         assert r.status == 201, r.body
         assert r.body["spec"]["name"] == "good", r.body
         assert any(w.spec.name == "good" for w in node.runtime.sm.iter_workloads())
+
+
+async def test_a_retried_token_creation_names_the_token_it_created(tmp_path: pathlib.Path) -> None:
+    """A keyed ``token.create`` sent again (a client's retry: the same arguments, so the
+    serving node draws another id and secret) is answered with the first creation; the answer
+    said to revoke the token of the *retry's* id, which does not exist, so the caller could
+    not tell which token was created (whose secret nobody holds)."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        node = await cluster.wait_leader()
+        status, body = await call(cluster, node, "POST", "/v1/sessions", None, {})
+        assert status == 201, body
+        key = {"Idempotency-Key": f"{body['client_id']}:1"}
+        args = {"name": "ci", "roles": ["read"]}
+        first = await cluster.http(node, "POST", "/v1/tokens", args, headers=key)
+        assert first.status == 201, first.body
+        created = first.body["id"]
+        again = await cluster.http(node, "POST", "/v1/tokens", args, headers=key)
+        assert again.status == 409 and code(again.body) == "conflict", again.body
+        assert created in again.body["error"]["message"], again.body
+        assert [t.id for t in node.runtime.sm.tokens()] == [created]
