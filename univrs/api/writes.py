@@ -18,6 +18,7 @@ import attrs
 
 from univrs.api.auth import ANONYMOUS, Caller
 from univrs.errors import (
+    NoSpace,
     OutcomeUnknown,
     SessionExpired,
     StaleSequence,
@@ -57,11 +58,13 @@ def after_unknown(exc: UnivrsError) -> UnivrsError:
 
     A later attempt's refusal (no leader, not the leader, the session gone or its window
     passed) only says that *that* attempt did not apply; answering it would tell the caller
-    that nothing applied, and a caller retrying without the key would apply it twice. Answers
+    that nothing applied, and a caller retrying without the key would apply it twice (so does
+    the quota's refusal of a retry, ``no-space``, made before proposing). Answers
     of the state machine to a keyed retry (the first response) and unknown outcomes stand."""
     if isinstance(exc, Unavailable) and not exc.outcome_unknown:
         return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry was refused: {exc.message})")
-    if isinstance(exc, SessionExpired | StaleSequence):
+    if isinstance(exc, SessionExpired | StaleSequence | NoSpace):
+        # (NoSpace: the retry was refused before it was proposed, s13-audit2.)
         return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry with its key failed: {exc.message})")
     return exc
 

@@ -52,6 +52,7 @@ from univrs.client.sessions import SessionPool
 from univrs.errors import (
     Compacted,
     ConnectionLost,
+    NoSpace,
     OutcomeUnknown,
     SessionExpired,
     StaleSequence,
@@ -330,7 +331,8 @@ class Client(StateMethods):
                 elif not isinstance(exc, ConnectionLost):
                     pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
                 error: Unavailable = exc
-            except (SessionExpired, StaleSequence) as exc:
+            except (SessionExpired, StaleSequence, NoSpace) as exc:
+                # (NoSpace: a retry refused by the quota, before it was proposed: s13-audit2.)
                 if maybe_applied:  # the retry did not apply; an earlier attempt may have
                     raise _unknown(op, exc) from exc
                 raise
