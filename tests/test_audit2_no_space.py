@@ -18,23 +18,41 @@ import trio
 from tests.api.test_client_retries import MINT, SESSION, Answer, scripted
 from tests.api.test_write_outcomes import IDS, MemForwarder, api_cluster
 from tests.runtime.memcluster import wait_leader
-from univrs.errors import ConnectionLost, NoSpace, OutcomeUnknown, Timeout, UnivrsError
+from univrs.errors import (
+    ConnectionLost,
+    NoSpace,
+    OutcomeUnknown,
+    PermissionDenied,
+    Timeout,
+    Unauthenticated,
+    UnivrsError,
+)
+
+# Refusals of a retry made before it is proposed: the quota's, and the caller's rights (its
+# token revoked, or its role taken, between two attempts of one write).
+REFUSALS = [
+    NoSpace("the storage quota is exceeded"),
+    Unauthenticated("the token is unknown"),
+    PermissionDenied("the token lacks the role 'write'"),
+]
 
 
-async def test_the_client_answers_a_quota_refusal_after_an_unknown_attempt_as_unknown(
-    autojump_clock: trio.abc.Clock,
+@pytest.mark.parametrize("refusal", REFUSALS, ids=lambda e: e.code)
+async def test_the_client_answers_a_refused_retry_after_an_unknown_attempt_as_unknown(
+    refusal: UnivrsError, autojump_clock: trio.abc.Clock
 ) -> None:
     script: dict[str, list[Answer]] = {
         "session.open": [SESSION],
-        "credits.mint": [Timeout("deadline"), NoSpace("the storage quota is exceeded")],
+        "credits.mint": [Timeout("deadline"), refusal],
     }
     async with scripted(script) as client:
         with pytest.raises(OutcomeUnknown):
             await client.write("credits.mint", MINT)
 
 
-async def test_a_follower_answers_a_quota_refusal_after_an_unknown_attempt_as_unknown(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+@pytest.mark.parametrize("refusal", REFUSALS, ids=lambda e: e.code)
+async def test_a_follower_answers_a_refused_retry_after_an_unknown_attempt_as_unknown(
+    refusal: UnivrsError, nursery: trio.Nursery, autojump_clock: trio.abc.Clock
 ) -> None:
     cluster, services = await api_cluster(nursery)
     leader = await wait_leader(cluster)
@@ -43,7 +61,7 @@ async def test_a_follower_answers_a_quota_refusal_after_an_unknown_attempt_as_un
     assert isinstance(forwarder, MemForwarder)
     sent_then_lost = ConnectionLost("the leader went away")
     sent_then_lost.outcome_unknown = True
-    forwarder.script = [sent_then_lost, NoSpace("the storage quota is exceeded")]
+    forwarder.script = [sent_then_lost, refusal]
     with pytest.raises(UnivrsError) as info:
         await follower.execute(
             "credits.mint", {"to_peer": "p", "amount": 1, "reason": "r"}, key=("c9", 1)

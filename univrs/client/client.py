@@ -54,9 +54,11 @@ from univrs.errors import (
     ConnectionLost,
     NoSpace,
     OutcomeUnknown,
+    PermissionDenied,
     SessionExpired,
     StaleSequence,
     Timeout,
+    Unauthenticated,
     Unavailable,
     UnivrsError,
 )
@@ -331,8 +333,14 @@ class Client(StateMethods):
                 elif not isinstance(exc, ConnectionLost):
                     pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
                 error: Unavailable = exc
-            except (SessionExpired, StaleSequence, NoSpace) as exc:
-                # (NoSpace: a retry refused by the quota, before it was proposed: s13-audit2.)
+            except (
+                SessionExpired,
+                StaleSequence,
+                NoSpace,
+                Unauthenticated,
+                PermissionDenied,
+            ) as exc:
+                # (The quota's and the rights' refusals: made before a retry is proposed.)
                 if maybe_applied:  # the retry did not apply; an earlier attempt may have
                     raise _unknown(op, exc) from exc
                 raise
