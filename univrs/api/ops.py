@@ -453,9 +453,12 @@ def token_doc(token: Token) -> dict[str, Any]:
 
 
 def _render_token(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
-    token = state.token(cmd.id)
+    # A retried key is answered with the first creation's response: its id, not the retry's
+    # (a client's retry draws a new id on the serving node; s13-audit2).
+    ident = response.id if isinstance(response, Created) else cmd.id
+    token = state.token(ident)
     if token is None:
-        return oa.gone(cmd.id, response)
+        return oa.gone(ident, response)
     return {**token_doc(token), "version": getattr(response, "version", None)}
 
 
@@ -465,8 +468,9 @@ def _finish_token(built: dict[str, Any], result: Any, state: ClusterStateMachine
     token = state.token(built["id"])
     if token is None or not hmac.compare_digest(token.secret_hash, secret_hash(built["secret"])):
         raise Conflict(
-            f"token {built['id']!r} was created by an earlier attempt of this request; its "
-            "secret was shown then and is stored nowhere: revoke it and create another"
+            f"token {result.get('id', built['id'])!r} was created by an earlier attempt of this "
+            "request; its secret was shown then and is stored nowhere: revoke it and create "
+            "another"
         )
     return {**result, "secret": built["secret"]}
 

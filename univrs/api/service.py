@@ -37,7 +37,7 @@ from univrs.api.rendered import RenderCache, Rendered
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
 from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE
-from univrs.errors import InvalidArgument, Unauthenticated, UnivrsError
+from univrs.errors import InvalidArgument, SessionExpired, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
 from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
@@ -357,6 +357,8 @@ class ApiService:
         if key is not None and op.name in UNKEYED:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
         check_key(key)
+        if key is not None:
+            _check_session_owner(self.node.runtime.sm, key[0], owner)
         command, built = op.build(args)
         if isinstance(command, OpenSession):
             command = OpenSession(owner=owner)  # bounds the sessions one caller holds
@@ -396,6 +398,24 @@ class ApiService:
         """(result, {"index": the log index the write was applied at})."""
         write = self._build_write(op, args, key, caller, owner)
         return await self.store.submit(write, key, deadline, hops)
+
+
+def _check_session_owner(sm: ClusterStateMachine, client_id: str, owner: str) -> None:
+    """Refuse a keyed write under a session another token opened (s13-audit2 S1).
+
+    Session ids are log positions, easy to guess: a write keyed with another writer's id and
+    next seq used to apply and have its response cached under that key, so the owner's own
+    write with it was answered with the forger's response and never applied. The state
+    machine's envelope carries no owner (a log format change), so the check is made here, on
+    the serving node and again on the leader (a forwarded write is built there again), against
+    this node's applied state: a session not applied here yet passes (docs/security.md,
+    "s13-audit2"). Only token identities are held to it: without auth an identity is the
+    client's address as each node sees it, which changes with the node a client reaches."""
+    if not owner.startswith("token:"):
+        return
+    session = sm.session(client_id)
+    if session is not None and session.owner and session.owner != owner:
+        raise SessionExpired(f"session {client_id!r} is unknown")
 
 
 def _needs_token(name: str) -> bool:

@@ -18,10 +18,13 @@ import attrs
 
 from univrs.api.auth import ANONYMOUS, Caller
 from univrs.errors import (
+    NoSpace,
     OutcomeUnknown,
+    PermissionDenied,
     SessionExpired,
     StaleSequence,
     Timeout,
+    Unauthenticated,
     Unavailable,
     UnivrsError,
 )
@@ -57,11 +60,15 @@ def after_unknown(exc: UnivrsError) -> UnivrsError:
 
     A later attempt's refusal (no leader, not the leader, the session gone or its window
     passed) only says that *that* attempt did not apply; answering it would tell the caller
-    that nothing applied, and a caller retrying without the key would apply it twice. Answers
+    that nothing applied, and a caller retrying without the key would apply it twice (so do
+    the refusals of a retry made before proposing: ``no-space``, the caller's rights). Answers
     of the state machine to a keyed retry (the first response) and unknown outcomes stand."""
     if isinstance(exc, Unavailable) and not exc.outcome_unknown:
         return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry was refused: {exc.message})")
-    if isinstance(exc, SessionExpired | StaleSequence):
+    if isinstance(
+        exc, SessionExpired | StaleSequence | NoSpace | Unauthenticated | PermissionDenied
+    ):
+        # (The quota's and the rights' refusals: made before the retry was proposed.)
         return OutcomeUnknown(f"{UNKNOWN_MESSAGE} (a retry with its key failed: {exc.message})")
     return exc
 

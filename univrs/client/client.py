@@ -52,10 +52,13 @@ from univrs.client.sessions import SessionPool
 from univrs.errors import (
     Compacted,
     ConnectionLost,
+    NoSpace,
     OutcomeUnknown,
+    PermissionDenied,
     SessionExpired,
     StaleSequence,
     Timeout,
+    Unauthenticated,
     Unavailable,
     UnivrsError,
 )
@@ -330,7 +333,14 @@ class Client(StateMethods):
                 elif not isinstance(exc, ConnectionLost):
                     pause = max(pause, min(exc.retry_after, MAX_PAUSE) / 2)
                 error: Unavailable = exc
-            except (SessionExpired, StaleSequence) as exc:
+            except (
+                SessionExpired,
+                StaleSequence,
+                NoSpace,
+                Unauthenticated,
+                PermissionDenied,
+            ) as exc:
+                # (The quota's and the rights' refusals: made before a retry is proposed.)
                 if maybe_applied:  # the retry did not apply; an earlier attempt may have
                     raise _unknown(op, exc) from exc
                 raise

@@ -278,14 +278,18 @@ def learner_lag(runtime: RaftRuntime, node_id: str) -> int | None:
 async def promote(
     runtime: RaftRuntime, node_id: str, *, max_lag: int = DEFAULT_MAX_LAG
 ) -> Membership:
-    """Make learner ``node_id`` a voter, if its log is within ``max_lag`` of the leader's."""
-    lag = learner_lag(runtime, node_id)
+    """Make learner ``node_id`` a voter, if its log is within ``max_lag`` of the leader's.
+
+    The lag is measured each time the change is built (``change`` builds it again after
+    waiting for a commit): measured once before, a learner that fell behind during the wait
+    was promoted past ``max_lag`` (s13-audit2)."""
 
     def build(m: Membership) -> Membership | None:
         if node_id in m.voters:
             return None
         if node_id not in m.learners:
             raise MembershipError(f"{node_id!r} is not a learner of this cluster")
+        lag = learner_lag(runtime, node_id)
         if lag is None or lag > max_lag:
             raise MembershipError(
                 f"{node_id!r} is not caught up yet ({'unknown' if lag is None else lag} entries "

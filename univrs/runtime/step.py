@@ -215,6 +215,11 @@ class StepLoop:
             contacts[ev.src] = trio.current_time()
             if len(contacts) > MAX_CONTACTS:
                 self._forget_contacts()
+            if self.core.config.read_lease:
+                # Step it on a caught-up clock: a follower dates its last contact with the
+                # leader by it, and after a stall the core's clock is behind until the next
+                # tick event, before the leader even sent this message (s13-audit2 S3).
+                self._clock.catch_up(self.core)
             self.core.step(ev)
         elif isinstance(ev, Propose):
             self._batches.open.append(ev)

@@ -3,8 +3,9 @@
 Ticks come from ``run_ticker`` as events on the driver's inbox, in order with everything else;
 after a stall it sends one tick, not a burst. With ``[raft] read_lease`` on, the core's clock
 must instead follow trio's monotonic clock: ``LeaseClock.catch_up`` feeds it every tick due
-since the driver started, at every tick event and right before a lease read, so a stall (a
-pause, a starved process) never makes a leader think less time passed than did (univrs/raft/
+since the driver started, at every tick event, before every message is stepped and right
+before a lease read, so a stall (a pause, a starved process) never makes a leader think less
+time passed than did, nor a follower date a leader's message before it was sent (univrs/raft/
 read_only.py, "Leases"; tests/runtime/test_lease.py).
 """
 
