@@ -300,6 +300,13 @@ _WALK = tuple(c << 5 | st if c >= 0 else 0 for c, st in zip(_FIXED_COST, _FIXED_
 _FREE_HEADS = bytes(h for h in range(256) if _FIXED_COST[h] == 0 and _FIXED_STEP[h] == 1)
 _FREE_RUN = re.compile(b"[" + b"".join(b"\\x%02x" % h for h in _FREE_HEADS) + b"]+")
 _HIGH = bytes(range(0x80, 0x100))
+# What a str of ``_LOOK_INTO_TEXT`` bytes or more peaks at while decoded, per byte of its
+# UTF-8 (s13-review: tests/test_review_codec.py): the read buffer and the str (ASCII), or the
+# buffer, the decoder's narrow form and its widened copy (any byte of 0x80 or more).
+_ASCII_TEXT = 2
+_WIDE_TEXT = 6
+_LOOK_INTO_TEXT = 256  # text of at least this many bytes is weighed by its peak
+_HIGH_SEARCH = re.compile(b"[\x80-\xff]").search
 
 
 def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str = "frame") -> int:
@@ -308,7 +315,9 @@ def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str 
     each item weighs what CPython builds for it (the constants above; a container's slots
     are the container's), so a frame of millions of tiny items that build nothing (small
     ints, empty strings in an array) costs little while one of millions of empty maps costs
-    72 bytes a map. Text is weighed as ASCII (49 bytes + its length), plus ``_HIGH_BYTE``
+    72 bytes a map. Text of ``_LOOK_INTO_TEXT`` bytes or more is weighed by its decoding peak
+    (2 or 6 times its length: ``_ASCII_TEXT``, ``_WIDE_TEXT``); shorter text as ASCII (49
+    bytes + its length), plus ``_HIGH_BYTE``
     for every byte of 0x80 or more that is not an item head (a str of other characters
     takes at most 27 bytes more and holds two such bytes at least): an estimate that never
     falls short (1 to 3.5 times what the densest forms build: tests/test_codec_limits.py). The
@@ -349,7 +358,22 @@ def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str 
         if head >= 0x80:
             cost -= _HIGH_BYTE  # a head, not text
         if major == 3:
-            cost += _ASCII + arg
+            # A long str peaks above its length while decoded (s13-review): cbor2 reads its
+            # bytes into a buffer first (about 2x for ASCII), and CPython's UTF-8 decoder
+            # widens its 1-byte form on the first wider character, every character then
+            # taking up to 4 bytes (about 6x: 1 MiB of ASCII and one emoji peaked at 6.3 MB).
+            # Its bytes of 0x80 or more were charged ``_HIGH_BYTE`` each up front (for short
+            # strings): a long one's peak is charged here instead.
+            # Looked into only from ``_LOOK_INTO_TEXT`` bytes (a search per string would slow
+            # the walk of frames of many short ones by half): a shorter one is weighed by its
+            # built size, ASCII or not (a few bytes short per frame byte for mixed text).
+            if arg < _LOOK_INTO_TEXT:
+                cost += _ASCII + arg
+            elif _HIGH_SEARCH(data, pos, pos + arg) is None:
+                cost += _ASCII + _ASCII_TEXT * arg
+            else:
+                high = arg - len(data[pos : pos + arg].translate(None, _HIGH))
+                cost += _ASCII + _WIDE_TEXT * arg - _HIGH_BYTE * high
             pos += arg
         elif major == 2:
             cost += _BYTES + arg

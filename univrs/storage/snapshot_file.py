@@ -310,16 +310,17 @@ class FileSnapshot:
         the hook) on a mismatch, a short read or an I/O error."""
         lo, hi = slice_bounds(key, self._size)
         self.touched = True
-        if self._closed:
-            raise StorageError(f"snapshot file {self.path.name} read after its store closed")
-        if self._problem is not None or self._fd is None:
-            raise self.damaged(f"corrupt snapshot file {self.path}: {self._problem}")
-        if hi <= lo:
-            return b""
         first, last = lo // BLOCK_DATA, (hi - 1) // BLOCK_DATA
         with self._io:
-            if self._fd is None:
+            # Both asked under the lock ``close`` takes (s13-review): a close between a check
+            # of ``_closed`` and one of ``_fd`` made the read report damage for a closed store
+            # (tests/storage/test_review_snapshot_close.py).
+            if self._closed:
                 raise StorageError(f"snapshot file {self.path.name} read after its store closed")
+            if self._problem is not None or self._fd is None:
+                raise self.damaged(f"corrupt snapshot file {self.path}: {self._problem}")
+            if hi <= lo:
+                return b""
             try:
                 raw = os.pread(self._fd, (last - first + 1) * BLOCK, first * BLOCK)
             except OSError as exc:
