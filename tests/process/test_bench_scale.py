@@ -58,6 +58,31 @@ def test_a_seeded_cluster_gives_every_figure_and_the_joined_member_the_leaders_s
         assert out[f"peak_rss_bytes_{node}"] > 0, out
 
 
+def test_a_load_only_run_with_the_reader_on_its_own_thread_gives_both_kinds_of_page(
+    tmp_path: pathlib.Path,
+) -> None:
+    n = 300
+    sm = build(n)
+    out = run_cluster(
+        capture(sm)(),
+        index=sm.last_applied_index,
+        term=sm.last_applied_term,
+        n=n,
+        folder=tmp_path / "cluster",
+        budget=300,
+        load_seconds=2,
+        page_reader="thread",
+        load_only=True,
+    )
+    assert "error" not in out, out
+    assert out["page_errors"] == 0 and out["write_errors"] == 0, out
+    # Linearizable and local pages alternate on the reader's own loop.
+    assert out["page_count"] > 0 and out["page_local_count"] > 0, out
+    assert abs(out["page_count"] - out["page_local_count"]) <= 1, out
+    assert out["page_p99_s"] > 0 and out["page_local_p99_s"] > 0, out
+    assert "snapshot_s" not in out and "join_s" not in out  # stopped after the load
+
+
 def test_a_spent_budget_stops_the_run_with_what_it_measured(tmp_path: pathlib.Path) -> None:
     sm = build(100)
     out = run_cluster(

@@ -10,6 +10,7 @@ across a window (a stall of the leader's loop shows as a gap above a heartbeat).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
@@ -56,6 +57,9 @@ class Load:
     n: int
     acks: list[float] = attrs.field(factory=list)
     pages: list[float] = attrs.field(factory=list)
+    # With ``reader="thread"``: pages read at ``consistency="local"`` (no read barrier),
+    # alternating with the linearizable ones, so the barrier's share shows client-side.
+    local_pages: list[float] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
     page_errors: list[str] = attrs.field(factory=list)
     # The measured window (perf_counter) and the leader's applied index at its ends.
@@ -66,14 +70,18 @@ class Load:
         self,
         seconds: float,
         *,
-        reader: bool,
+        reader: str | None,
         during: Callable[[], Any] | None = None,
         applied: Callable[[], int] | None = None,
         stall_grace: float = 60.0,
     ) -> bool:
         """Load for ``seconds`` once the clients are connected (``during``, an async function,
         runs then; the load lasts until it returned; ``applied``, the leader's applied index,
-        is read at both ends of the window); False if it had to be abandoned (stalled)."""
+        is read at both ends of the window); False if it had to be abandoned (stalled).
+        ``reader``: None (no page reader), ``"loop"`` (on this loop, beside the writers) or
+        ``"thread"``: the page reader runs on its own event loop in a worker thread
+        (its own connection), so its pages do not wait behind the 64 writers' tasks on this
+        process's loop; it alternates linearizable and local pages."""
         from contextlib import AsyncExitStack
 
         from univrs.client import open_client
@@ -113,6 +121,32 @@ class Load:
                     if not page["items"]:
                         self.page_errors.append(f"empty page after {after}")
 
+            def pages_in_thread() -> None:
+                async def loop() -> None:
+                    rng = random.Random(17)
+                    async with open_client(self.endpoints, timeout=30) as client:
+                        local = False
+                        while not stop[0]:
+                            after = f"wl-{rng.randrange(max(1, self.n - PAGE_LIMIT)):08d}"
+                            t0 = time.perf_counter()
+                            try:
+                                page = await client.list_workloads(
+                                    limit=PAGE_LIMIT,
+                                    after=after,
+                                    consistency="local" if local else None,
+                                )
+                            except UnivrsError as exc:
+                                self.page_errors.append(f"{exc.code}: {exc.message}")
+                                continue
+                            (self.local_pages if local else self.pages).append(
+                                time.perf_counter() - t0
+                            )
+                            if not page["items"]:
+                                self.page_errors.append(f"empty page after {after}")
+                            local = not local
+
+                trio.run(loop)
+
             async def timer() -> None:
                 if applied is not None:
                     self.applied.append(await trio.to_thread.run_sync(applied))
@@ -130,6 +164,12 @@ class Load:
                     nursery.start_soon(timer)
                     for i in range(WRITERS):
                         nursery.start_soon(writer, i)
-                    if reader:
+                    if reader == "thread":
+                        nursery.start_soon(
+                            functools.partial(
+                                trio.to_thread.run_sync, pages_in_thread, abandon_on_cancel=True
+                            )
+                        )
+                    elif reader == "loop":
                         nursery.start_soon(page_reader)
             return not scope.cancelled_caught

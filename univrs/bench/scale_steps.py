@@ -120,16 +120,19 @@ def restore_members(
 # ------------------------------------------------------------------ 2. load
 
 
-def measure_load(leader: NodeProc, endpoints: list[str], n: int, seconds: float) -> dict[str, Any]:
+def measure_load(
+    leader: NodeProc, endpoints: list[str], n: int, seconds: float, reader: str = "loop"
+) -> dict[str, Any]:
     """The writers and the page reader for ``seconds``: writes and applies per second, page
-    latency p50 / p99, errors."""
+    latency p50 / p99, errors. ``reader="thread"``: the reader on its own loop and thread,
+    alternating linearizable and local pages (``page_local_p50_s`` / ``_p99_s``)."""
     out: dict[str, Any] = {}
     load = Load(endpoints=endpoints, n=n)
 
     def applied() -> int:
         return int((leader.status() or {}).get("applied_index", 0))
 
-    whole = trio.run(lambda: load.run(seconds, reader=True, applied=applied))
+    whole = trio.run(lambda: load.run(seconds, reader=reader, applied=applied))
     out["load_stalled"] = not whole
     if len(load.window) == 2 and len(load.applied) == 2:
         start, end = load.window
@@ -143,6 +146,10 @@ def measure_load(leader: NodeProc, endpoints: list[str], n: int, seconds: float)
     out["page_p50_s"] = _round(percentile(load.pages, 0.5), 4)
     out["page_p99_s"] = _round(percentile(load.pages, 0.99), 4)
     out["page_errors"] = len(load.page_errors)
+    if load.local_pages:
+        out["page_local_count"] = len(load.local_pages)
+        out["page_local_p50_s"] = _round(percentile(load.local_pages, 0.5), 4)
+        out["page_local_p99_s"] = _round(percentile(load.local_pages, 0.99), 4)
     if load.errors or load.page_errors:
         out["first_error"] = (load.errors + load.page_errors)[0]
     return out
@@ -172,7 +179,7 @@ def measure_snapshot_pause(
         await trio.sleep(SNAPSHOT_TAIL)  # load after it (a duration, not a sync)
 
     load = Load(endpoints=endpoints, n=n)
-    trio.run(lambda: load.run(SNAPSHOT_LEAD, reader=False, during=take, stall_grace=timeout))
+    trio.run(lambda: load.run(SNAPSHOT_LEAD, reader=None, during=take, stall_grace=timeout))
     code, body = answer[0] if answer else (0, "not asked")
     if code != 200:
         raise RuntimeError(f"the snapshot failed: {code} {body}")
