@@ -469,7 +469,7 @@ def main() -> None:
         choices=("loop", "thread"),
         default="loop",
         help="the page reader on the writers' event loop, or on its own loop and thread "
-        "(alternating linearizable and local pages: the read barrier's share client-side)",
+        "(linearizable pages, local pages and local gets in turn: the barrier's and the trip's share)",
     )
     parser.add_argument(
         "--load-only",

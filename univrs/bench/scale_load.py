@@ -58,8 +58,10 @@ class Load:
     acks: list[float] = attrs.field(factory=list)
     pages: list[float] = attrs.field(factory=list)
     # With ``reader="thread"``: pages read at ``consistency="local"`` (no read barrier),
-    # alternating with the linearizable ones, so the barrier's share shows client-side.
+    # taken in turn with the linearizable ones, so the barrier's share shows client-side.
     local_pages: list[float] = attrs.field(factory=list)
+    # ... and one workload read locally (no barrier, no scan: the request's trip alone).
+    local_gets: list[float] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
     page_errors: list[str] = attrs.field(factory=list)
     # The measured window (perf_counter) and the leader's applied index at its ends.
@@ -81,7 +83,8 @@ class Load:
         ``reader``: None (no page reader), ``"loop"`` (on this loop, beside the writers) or
         ``"thread"``: the page reader runs on its own event loop in a worker thread
         (its own connection), so its pages do not wait behind the 64 writers' tasks on this
-        process's loop; it alternates linearizable and local pages."""
+        process's loop; it takes in turn a linearizable page, a local page and a local read
+        of one workload."""
         from contextlib import AsyncExitStack
 
         from univrs.client import open_client
@@ -125,25 +128,30 @@ class Load:
                 async def loop() -> None:
                     rng = random.Random(17)
                     async with open_client(self.endpoints, timeout=30) as client:
-                        local = False
-                        while not stop[0]:
-                            after = f"wl-{rng.randrange(max(1, self.n - PAGE_LIMIT)):08d}"
+                        for turn in itertools.count():
+                            if stop[0]:
+                                return
+                            k = rng.randrange(max(1, self.n - PAGE_LIMIT))
+                            kind = turn % 3  # linearizable page, local page, local get
                             t0 = time.perf_counter()
                             try:
+                                if kind == 2:
+                                    await client.get_workload(f"wl-{k:08d}", consistency="local")
+                                    self.local_gets.append(time.perf_counter() - t0)
+                                    continue
                                 page = await client.list_workloads(
                                     limit=PAGE_LIMIT,
-                                    after=after,
-                                    consistency="local" if local else None,
+                                    after=f"wl-{k:08d}",
+                                    consistency="local" if kind == 1 else None,
                                 )
                             except UnivrsError as exc:
                                 self.page_errors.append(f"{exc.code}: {exc.message}")
                                 continue
-                            (self.local_pages if local else self.pages).append(
+                            (self.local_pages if kind == 1 else self.pages).append(
                                 time.perf_counter() - t0
                             )
                             if not page["items"]:
-                                self.page_errors.append(f"empty page after {after}")
-                            local = not local
+                                self.page_errors.append(f"empty page after wl-{k:08d}")
 
                 trio.run(loop)
 

@@ -156,7 +156,8 @@ def measure_load(
 ) -> dict[str, Any]:
     """The writers and the page reader for ``seconds``: writes and applies per second, page
     latency p50 / p99, errors. ``reader="thread"``: the reader on its own loop and thread,
-    alternating linearizable and local pages (``page_local_p50_s`` / ``_p99_s``)."""
+    taking in turn linearizable pages, local pages (``page_local_p50_s`` / ``_p99_s``)
+    and local reads of one workload (``get_local_p50_s`` / ``_p99_s``)."""
     out: dict[str, Any] = {}
     load = Load(endpoints=endpoints, n=n)
 
@@ -189,6 +190,10 @@ def measure_load(
         out["page_local_count"] = len(load.local_pages)
         out["page_local_p50_s"] = _round(percentile(load.local_pages, 0.5), 4)
         out["page_local_p99_s"] = _round(percentile(load.local_pages, 0.99), 4)
+    if load.local_gets:
+        out["get_local_count"] = len(load.local_gets)
+        out["get_local_p50_s"] = _round(percentile(load.local_gets, 0.5), 4)
+        out["get_local_p99_s"] = _round(percentile(load.local_gets, 0.99), 4)
     if load.errors or load.page_errors:
         out["first_error"] = (load.errors + load.page_errors)[0]
     return out
