@@ -469,7 +469,8 @@ def main() -> None:
         choices=("loop", "thread"),
         default="loop",
         help="the page reader on the writers' event loop, or on its own loop and thread "
-        "(linearizable pages, local pages and local gets in turn: the barrier's and the trip's share)",
+        "(linearizable pages, local pages and local gets in turn: the barrier's and the "
+        "trip's shares)",
     )
     parser.add_argument(
         "--load-only",
