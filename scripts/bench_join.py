@@ -74,7 +74,7 @@ try:
     cluster.wait_ready(members, 600)
     leader = wait_for(lambda: cluster.leader(members), 120, "a leader")
     load = Load(endpoints=[m.raft_addr for m in members], n=head["objects"])
-    trio.run(lambda: load.run(float(os.environ.get("LOAD", "10")), reader=False))
+    trio.run(lambda: load.run(float(os.environ.get("LOAD", "10")), reader=None))
     out["load_acks"] = len(load.acks)
     leader = wait_for(lambda: cluster.leader(members), 120, "a leader")
     dumps = []

@@ -464,6 +464,19 @@ def main() -> None:
         default=0,
         help="with --cluster-only: only the snapshot pause, this many times (medians)",
     )
+    parser.add_argument(
+        "--page-reader",
+        choices=("loop", "thread"),
+        default="loop",
+        help="the page reader on the writers' event loop, or on its own loop and thread "
+        "(linearizable pages, local pages and local gets in turn: the barrier's and the "
+        "trip's shares)",
+    )
+    parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="with --cluster-only: stop after the write load and the pages",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--lmdb-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

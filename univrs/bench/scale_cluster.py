@@ -98,6 +98,8 @@ def run_cluster(
     backend: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
     snapshot_rounds: int = 0,
+    page_reader: str = "loop",
+    load_only: bool = False,
 ) -> dict[str, Any]:
     """Every cluster figure (see the module docstring) for the snapshot ``data`` of a state of
     ``n`` workloads + ``n`` instances at ``index``/``term``. Returns what was measured; on a
@@ -132,7 +134,9 @@ def run_cluster(
             return out
 
         progress(f"{WRITERS} writers and a page reader for {load_seconds:g} s")
-        out.update(measure_load(leader, endpoints, n, load_seconds))
+        out.update(measure_load(leader, endpoints, n, load_seconds, page_reader))
+        if load_only:
+            return out
 
         progress("a snapshot under the write load")
         out.update(measure_snapshot_pause(leader, members, endpoints, n, clock))
@@ -225,6 +229,8 @@ def cluster_figures(
             backend=args.backend,  # written explicitly: the nodes' default is lmdb
             progress=progress,
             snapshot_rounds=args.snapshot_rounds,
+            page_reader=args.page_reader,
+            load_only=args.load_only,
         )
 
 

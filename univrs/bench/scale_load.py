@@ -10,6 +10,7 @@ across a window (a stall of the leader's loop shows as a gap above a heartbeat).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
@@ -56,6 +57,11 @@ class Load:
     n: int
     acks: list[float] = attrs.field(factory=list)
     pages: list[float] = attrs.field(factory=list)
+    # With ``reader="thread"``: pages read at ``consistency="local"`` (no read barrier),
+    # taken in turn with the linearizable ones, so the barrier's share shows client-side.
+    local_pages: list[float] = attrs.field(factory=list)
+    # ... and one workload read locally (no barrier, no scan: the request's trip alone).
+    local_gets: list[float] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
     page_errors: list[str] = attrs.field(factory=list)
     # The measured window (perf_counter) and the leader's applied index at its ends.
@@ -66,14 +72,19 @@ class Load:
         self,
         seconds: float,
         *,
-        reader: bool,
+        reader: str | None,
         during: Callable[[], Any] | None = None,
         applied: Callable[[], int] | None = None,
         stall_grace: float = 60.0,
     ) -> bool:
         """Load for ``seconds`` once the clients are connected (``during``, an async function,
         runs then; the load lasts until it returned; ``applied``, the leader's applied index,
-        is read at both ends of the window); False if it had to be abandoned (stalled)."""
+        is read at both ends of the window); False if it had to be abandoned (stalled).
+        ``reader``: None (no page reader), ``"loop"`` (on this loop, beside the writers) or
+        ``"thread"``: the page reader runs on its own event loop in a worker thread
+        (its own connection), so its pages do not wait behind the 64 writers' tasks on this
+        process's loop; it takes in turn a linearizable page, a local page and a local read
+        of one workload."""
         from contextlib import AsyncExitStack
 
         from univrs.client import open_client
@@ -113,6 +124,37 @@ class Load:
                     if not page["items"]:
                         self.page_errors.append(f"empty page after {after}")
 
+            def pages_in_thread() -> None:
+                async def loop() -> None:
+                    rng = random.Random(17)
+                    async with open_client(self.endpoints, timeout=30) as client:
+                        for turn in itertools.count():
+                            if stop[0]:
+                                return
+                            k = rng.randrange(max(1, self.n - PAGE_LIMIT))
+                            kind = turn % 3  # linearizable page, local page, local get
+                            t0 = time.perf_counter()
+                            try:
+                                if kind == 2:
+                                    await client.get_workload(f"wl-{k:08d}", consistency="local")
+                                    self.local_gets.append(time.perf_counter() - t0)
+                                    continue
+                                page = await client.list_workloads(
+                                    limit=PAGE_LIMIT,
+                                    after=f"wl-{k:08d}",
+                                    consistency="local" if kind == 1 else None,
+                                )
+                            except UnivrsError as exc:
+                                self.page_errors.append(f"{exc.code}: {exc.message}")
+                                continue
+                            (self.local_pages if kind == 1 else self.pages).append(
+                                time.perf_counter() - t0
+                            )
+                            if not page["items"]:
+                                self.page_errors.append(f"empty page after wl-{k:08d}")
+
+                trio.run(loop)
+
             async def timer() -> None:
                 if applied is not None:
                     self.applied.append(await trio.to_thread.run_sync(applied))
@@ -130,6 +172,12 @@ class Load:
                     nursery.start_soon(timer)
                     for i in range(WRITERS):
                         nursery.start_soon(writer, i)
-                    if reader:
+                    if reader == "thread":
+                        nursery.start_soon(
+                            functools.partial(
+                                trio.to_thread.run_sync, pages_in_thread, abandon_on_cancel=True
+                            )
+                        )
+                    elif reader == "loop":
                         nursery.start_soon(page_reader)
             return not scope.cancelled_caught

@@ -22,11 +22,13 @@ import pathlib
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import trio
 
 from univrs import __version__
+from univrs.bench.nodes import parse_metrics
 from univrs.bench.scale_load import Load, longest_gap, percentile
 from univrs.bench.scale_probes import (
     Budget,
@@ -119,17 +121,58 @@ def restore_members(
 
 # ------------------------------------------------------------------ 2. load
 
+_READ_BUCKET = 'univrs_api_read_seconds_bucket{le="'
 
-def measure_load(leader: NodeProc, endpoints: list[str], n: int, seconds: float) -> dict[str, Any]:
+
+def read_histogram(node: NodeProc) -> dict[float, float] | None:
+    """``node``'s read-latency histogram (cumulative counts by upper bound, seconds) from its
+    ``/metrics``; None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{node.api_addr}/metrics", timeout=5) as resp:
+            sample = parse_metrics(resp.read().decode())
+    except (OSError, ValueError):
+        return None
+    return {
+        float(key[len(_READ_BUCKET) : -2]): value
+        for key, value in sample.items()
+        if key.startswith(_READ_BUCKET)
+    }
+
+
+def bucket_quantile(cumulative: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` of a cumulative histogram."""
+    bounds = sorted(cumulative)
+    if not bounds or cumulative[bounds[-1]] <= 0:
+        return None
+    total = cumulative[bounds[-1]]  # the +Inf bucket
+    for le in bounds:
+        if cumulative[le] >= q * total:
+            return le
+    return None
+
+
+def measure_load(
+    leader: NodeProc, endpoints: list[str], n: int, seconds: float, reader: str = "loop"
+) -> dict[str, Any]:
     """The writers and the page reader for ``seconds``: writes and applies per second, page
-    latency p50 / p99, errors."""
+    latency p50 / p99, errors. ``reader="thread"``: the reader on its own loop and thread,
+    taking in turn linearizable pages, local pages (``page_local_p50_s`` / ``_p99_s``)
+    and local reads of one workload (``get_local_p50_s`` / ``_p99_s``)."""
     out: dict[str, Any] = {}
     load = Load(endpoints=endpoints, n=n)
 
     def applied() -> int:
         return int((leader.status() or {}).get("applied_index", 0))
 
-    whole = trio.run(lambda: load.run(seconds, reader=True, applied=applied))
+    reads_before = read_histogram(leader)
+    whole = trio.run(lambda: load.run(seconds, reader=reader, applied=applied))
+    reads_after = read_histogram(leader)
+    if reads_before is not None and reads_after is not None:
+        # The leader's own time per read (frame taken to answered: barrier and render, not
+        # the websocket's receive and send), as the upper bound of its histogram's bucket.
+        diff = {le: reads_after[le] - reads_before.get(le, 0.0) for le in reads_after}
+        out["leader_read_p50_le_s"] = bucket_quantile(diff, 0.5)
+        out["leader_read_p99_le_s"] = bucket_quantile(diff, 0.99)
     out["load_stalled"] = not whole
     if len(load.window) == 2 and len(load.applied) == 2:
         start, end = load.window
@@ -143,6 +186,14 @@ def measure_load(leader: NodeProc, endpoints: list[str], n: int, seconds: float)
     out["page_p50_s"] = _round(percentile(load.pages, 0.5), 4)
     out["page_p99_s"] = _round(percentile(load.pages, 0.99), 4)
     out["page_errors"] = len(load.page_errors)
+    if load.local_pages:
+        out["page_local_count"] = len(load.local_pages)
+        out["page_local_p50_s"] = _round(percentile(load.local_pages, 0.5), 4)
+        out["page_local_p99_s"] = _round(percentile(load.local_pages, 0.99), 4)
+    if load.local_gets:
+        out["get_local_count"] = len(load.local_gets)
+        out["get_local_p50_s"] = _round(percentile(load.local_gets, 0.5), 4)
+        out["get_local_p99_s"] = _round(percentile(load.local_gets, 0.99), 4)
     if load.errors or load.page_errors:
         out["first_error"] = (load.errors + load.page_errors)[0]
     return out
@@ -172,7 +223,7 @@ def measure_snapshot_pause(
         await trio.sleep(SNAPSHOT_TAIL)  # load after it (a duration, not a sync)
 
     load = Load(endpoints=endpoints, n=n)
-    trio.run(lambda: load.run(SNAPSHOT_LEAD, reader=False, during=take, stall_grace=timeout))
+    trio.run(lambda: load.run(SNAPSHOT_LEAD, reader=None, during=take, stall_grace=timeout))
     code, body = answer[0] if answer else (0, "not asked")
     if code != 200:
         raise RuntimeError(f"the snapshot failed: {code} {body}")
