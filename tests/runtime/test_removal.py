@@ -98,3 +98,34 @@ async def test_a_member_removed_while_down_learns_it_and_stops_campaigning(
         assert {n.node_id: n.status().term for n in rest} == terms
         assert removal_lines(caplog, gone) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_member_added_and_removed_between_two_looks_learns_it_was_removed() -> None:
+    """The watch looks at the applied configuration now and then; under load a new member's
+    adding and its removal were both applied between two looks, so the watch never saw a
+    configuration listing it (``was_member`` stayed False) and the removed member never said
+    so (test_a_removed_member_logs_it_once timed out 1 run in 25 under load). The view now
+    remembers that an applied configuration listed this node. Fails on the code before."""
+    from univrs.raft.messages import Membership
+    from univrs.runtime.addresses import PeerMap
+    from univrs.server.node import _follow_applied
+
+    after = Membership(voters=frozenset({"n1", "n3"}))
+
+    class View:
+        listed_self = True  # {n1, n2, n3} was applied, between two looks
+
+    class Runtime:
+        applied_membership = after  # the watch's first look
+        view = View()
+
+        async def wait_changed(self) -> None:
+            await trio.sleep_forever()
+
+    watch = removal.MembershipWatch("n2", PeerMap("n2", publish=lambda _p: None, tracked=list))
+    with trio.move_on_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_follow_applied, Runtime(), watch)  # type: ignore[arg-type]
+            await wait_until(lambda: watch.removed is not None, "the removal learned", 5)
+            nursery.cancel_scope.cancel()
+    assert watch.removed is not None and "n1,n3" in watch.removed

@@ -139,3 +139,18 @@ async def test_the_applied_membership_wakes_only_when_it_changes() -> None:
         view.refresh()
         await trio.testing.wait_all_tasks_blocked()
         assert woke == [1]
+
+
+def test_the_view_remembers_that_an_applied_configuration_listed_this_node() -> None:
+    """``listed_self``: once any applied configuration listed the node, it stays True whatever
+    is applied after (the removal watch of univrs/server/node.py relies on it)."""
+    other = Membership(voters=frozenset({"b", "c"}))
+    core = RaftNode("a", rng=random.Random(1), initial=bootstrap_state(other))
+    view = RuntimeView(core, applied_membership=Membership(voters=frozenset()))
+    assert not view.listed_self
+    view.applied_membership = other
+    assert not view.listed_self
+    view.applied_membership = Membership(voters=frozenset({"a", "b", "c"}))
+    assert view.listed_self
+    view.applied_membership = other  # removed again
+    assert view.listed_self

@@ -52,6 +52,8 @@ class RuntimeView:
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     # The apply loop set another applied membership since the last ``refresh``.
     _membership_applied: bool = attrs.field(default=False, init=False)
+    # Some membership the apply loop set listed this node (``listed_self``).
+    _listed_self: bool = attrs.field(default=False, init=False)
     # The apply loop's applied index, as last reported (``note_applied``).
     _applied: int = attrs.field(init=False)
     # wait_applied's thresholds: one event per index somebody waits for, and a heap of them.
@@ -61,6 +63,14 @@ class RuntimeView:
     def __attrs_post_init__(self) -> None:
         self._status = self.core.status()
         self._applied = self._status.applied
+        self._listed_self = self.core.id in self._applied_membership.members
+
+    @property
+    def listed_self(self) -> bool:
+        """Did any membership applied here (or the one it started with) list this node? A
+        watcher that looks only now and then misses the configurations applied between two
+        looks: a node added and removed again within them was listed by one of them."""
+        return self._listed_self
 
     @property
     def applied_membership(self) -> Membership:
@@ -74,6 +84,8 @@ class RuntimeView:
         if membership is not self._applied_membership:
             self._applied_membership = membership
             self._membership_applied = True
+            if self.core.id in membership.members:
+                self._listed_self = True
 
     @property
     def applied_index(self) -> int:

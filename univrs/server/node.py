@@ -469,6 +469,11 @@ async def _follow_applied(runtime: RaftRuntime, watch: MembershipWatch) -> None:
         applied = runtime.applied_membership
         if applied is not seen:
             seen = applied
+            if runtime.view.listed_self:
+                # A configuration applied since the last look listed us, though this one may
+                # not (added, then removed, both applied between two looks: under load a
+                # removed member never said so, tests/runtime/test_removal.py).
+                watch.was_member = True
             watch.applied(applied)
         watch.peers.refresh()
         with trio.move_on_after(1.0):
