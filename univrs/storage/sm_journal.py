@@ -222,11 +222,11 @@ def _objects_on(store: LmdbStore) -> Objects:
         _instance_v1,
         _node_row,
         _node_v1,
-        _workload_row,
         _workload_v1,
+        workload_row,
     )
 
-    w_enc, w_dec = cbor_codec(_workload_row, _workload_v1, "workload")
+    w_enc, w_dec = cbor_codec(workload_row, _workload_v1, "workload")
     i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
     n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
     return Objects(
