@@ -35,7 +35,7 @@ from univrs.sm import (
     WorkloadSpec,
     state_digest,
 )
-from univrs.sm.responses import Failure
+from univrs.sm.responses import ErrorCode, Failure
 from univrs.storage.sm_tables import StateEnv
 
 
@@ -62,7 +62,8 @@ def apply_entry(sm: Any, hub: WatchHub, data: bytes, index: int) -> int:
     commands, time_ms, _ = decoded
     size = len(data) // len(commands)
     failures = [
-        Failure(code="invalid-argument", message=c) if isinstance(c, str) else c for c in commands
+        Failure(code=ErrorCode.INVALID_ARGUMENT, message=c) if isinstance(c, str) else c
+        for c in commands
     ]
     with sm.batch():
         if hasattr(hub, "applied_many"):  # round 14: the changes handed over once per entry
