@@ -35,7 +35,7 @@ from univrs.sm import (
     WorkloadSpec,
     state_digest,
 )
-from univrs.sm.responses import ErrorCode, Failure
+from univrs.sm.responses import ErrorCode, Failure, Success
 from univrs.storage.sm_tables import StateEnv
 
 
@@ -80,12 +80,12 @@ def apply_entry(sm: Any, hub: WatchHub, data: bytes, index: int) -> int:
                 time_ms=time_ms,
                 each=lambda revision, changes: hub.applied(revision, changes, size),
             )
-    return len(responses)
+    return sum(isinstance(r, Success) for r in responses)
 
 
 def run(
     folder: Path, args: argparse.Namespace, profile: cProfile.Profile | None
-) -> tuple[float, str]:
+) -> tuple[float, str, int]:
     env = StateEnv(str(folder / f"state-{os.urandom(4).hex()}"))
     sm = env.load()
     hub = WatchHub()
@@ -118,15 +118,16 @@ def run(
     cpu = _cpu()
     if profile is not None:
         profile.enable()
+    applied = 0  # scales answered Success (a refused or deduplicated one would time nothing)
     for data in entries:
         index += 1
-        apply_entry(sm, hub, data, index)
+        applied += apply_entry(sm, hub, data, index)
     if profile is not None:
         profile.disable()
     us = (_cpu() - cpu) / args.commands * 1e6
     digest = state_digest(sm)
     env.close()
-    return us, digest
+    return us, digest, applied
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -138,21 +139,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", help="write a cProfile of the timed part of the first run")
     args = parser.parse_args(argv)
-    runs, digests = [], set()
+    runs, digests, applied_counts = [], set(), set()
     with tempfile.TemporaryDirectory(prefix="univrs-follower-apply.") as tmp:
         for k in range(args.repeats):
             profile = cProfile.Profile() if args.profile and k == 0 else None
-            us, digest = run(Path(tmp), args, profile)
+            us, digest, applied = run(Path(tmp), args, profile)
             if profile is not None:
                 profile.dump_stats(args.profile)
             runs.append(us)
             digests.add(digest)
+            applied_counts.add(applied)
     summary = {
         "config": vars(args),
         "us_per_command": [round(x, 1) for x in runs],
         "median_us_per_command": round(statistics.median(runs), 1),
         "min_us_per_command": round(min(runs), 1),
         "digests": sorted(digests),
+        "applied": sorted(applied_counts),
     }
     print(
         f"follower apply: {summary['median_us_per_command']} µs CPU per command "
