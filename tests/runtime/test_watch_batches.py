@@ -114,3 +114,29 @@ def test_a_workloads_shared_row_is_the_row_of_that_very_object() -> None:
     copy = snapshot._workload_v1(_workload_row(second), "test", snapshot._Shared())
     assert copy == second and copy is not second
     assert workload_row(copy) == _workload_row(second)
+
+
+def test_a_scale_builds_one_row_for_its_table_write_and_its_two_captures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The order the apply path asks in: the new workload (its table row), then the capture's
+    # before (the old one) and after (the new one).
+    built: list[int] = []
+
+    def counting(w: Any) -> list[Any]:
+        built.append(w.version)
+        return _workload_row(w)
+
+    monkeypatch.setattr(snapshot, "_workload_row", counting)
+    sm = ClusterStateMachine()
+    sm.apply(CreateWorkload(id="w", spec=SPEC), index=1, term=1)
+    (old,) = sm.stored_workloads()
+    workload_row(old)
+    for index in range(2, 12):
+        sm.apply(ScaleWorkload(id="w", replicas=index), index=index, term=1)
+        (new,) = sm.stored_workloads()
+        for w in (new, old, new):
+            assert workload_row(w) == _workload_row(w)
+        old = new
+    # One row built per version (the create's, then one per scale), none twice.
+    assert sorted(built) == sorted(set(built)) and len(built) == 11

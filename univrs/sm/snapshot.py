@@ -130,8 +130,9 @@ def _workload_row(w: StoredWorkload) -> list[Any]:
     return row
 
 
-# ``workload_row``'s rows of the workloads written lately, by id: the newest two stored
-# workload objects of that id read and their rows, (newest, its row, the one before, its row).
+# ``workload_row``'s rows of the workloads written lately, by id: the two stored workload
+# objects of that id asked for last and their rows, (the last, its row, the one before, its
+# row).
 # A hit needs the very same object (``is``): a stored workload is immutable, so its row never
 # changes; any other object of the id (a newer version, another replica's in the same
 # process) is a miss and becomes the newest. Emptied when full.
@@ -150,7 +151,8 @@ def workload_row(w: StoredWorkload) -> list[Any]:
     if hit is not None:
         if hit[0] is w:
             return hit[1]
-        if hit[2] is w:
+        if hit[2] is w:  # the newest now (a scale asks for the new, the old, the new)
+            _ROWS[w.id] = (w, hit[3], hit[0], hit[1])  # type: ignore[assignment]
             return hit[3]  # type: ignore[return-value]
     row = _workload_row(w)
     if len(_ROWS) >= ROWS_CACHED:

@@ -186,12 +186,9 @@ def _session_bytes(session: Session, known: Encoded | None) -> tuple[bytes, Enco
             m = min(len(old_seqs) - k, n)
             if old_seqs[k : k + m] == seqs[:m] and old_values[k : k + m] == values[:m]:
                 reused = old_parts[k : k + m]
-    # One cbor2 call per group of items, its array's one-byte head cut off (an array of 2 or
-    # 6 items: 0x82, 0x86): the items' encodings one after the other, as with a call each
-    # (a call costs about as much as encoding a small item; round 14).
     dumps = cbor2.dumps
     parts = reused + [
-        dumps([seq, response_to_plain(response)])[1:]
+        dumps(seq) + dumps(response_to_plain(response))
         for seq, response in zip(seqs[len(reused) :], values[len(reused) :], strict=True)
     ]
     head = (
