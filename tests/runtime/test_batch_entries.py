@@ -128,6 +128,18 @@ def test_a_batch_payload_decodes_to_its_commands_on_every_path() -> None:
     assert decode_entry(proposals[0].payload) == ([envelopes[0]], 1_000, False)
 
 
+def test_a_batch_of_proposals_sharing_times_decodes_to_its_commands() -> None:
+    # Client frames' proposals share their time (propose_together): the spliced payload cuts
+    # each one's own version-1 head, whichever times came before it (round 14).
+    envelopes = [create(f"w{i}") for i in range(9)]
+    times = [5, 5, 300, 5, 300, 300, 70_000, 5, 70_000]
+    proposals = [proposal(e, t) for e, t in zip(envelopes, times, strict=True)]
+    (batch,) = Packing(enabled=True).pack(proposals)
+    assert isinstance(batch, ProposeBatch)
+    assert codec.decode_plain(batch.payload, max_size=1 << 20) == batch.doc
+    assert decode_entry(batch.payload) == (envelopes, 70_000, True)
+
+
 @pytest.mark.parametrize(
     ("doc", "why"),
     [

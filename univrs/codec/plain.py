@@ -125,13 +125,19 @@ def _check_plain_out(obj: Any, depth: int) -> None:
         return
     if t is dict:
         for key, value in obj.items():
-            kt = type(key)
-            if kt is not str or type(value) not in _EXACT_SCALARS_OUT:
-                if kt is not str:
-                    if isinstance(key, bool) or not isinstance(key, _PLAIN_KEYS):
-                        raise TypeError(f"map key {key!r} is not a str, int or bytes")
-                    _check_plain_out(key, depth - 1)
-                _check_plain_out(value, depth - 1)
+            kt, vt = type(key), type(value)
+            if kt is str:
+                if vt in _EXACT_SCALARS_OUT:
+                    continue
+                if vt is int:  # in place, not a call per int (a request's ids, seq, counts)
+                    if not -(1 << 64) <= value <= _UINT_MAX:
+                        raise TypeError(f"integer {value} is outside the CBOR 64-bit range")
+                    continue
+            else:
+                if isinstance(key, bool) or not isinstance(key, _PLAIN_KEYS):
+                    raise TypeError(f"map key {key!r} is not a str, int or bytes")
+                _check_plain_out(key, depth - 1)
+            _check_plain_out(value, depth - 1)
     elif t is list or t is tuple:
         # A row of exact scalars (a snapshot row: most of a large frame) takes one C pass over
         # its item types and one min/max over its ints, not a call per int.

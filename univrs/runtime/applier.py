@@ -68,6 +68,7 @@ from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.runtime.snapshots import SnapshotChecker, restore
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.watch import WatchHub
+from univrs.sm.objects import AppliedChanges
 from univrs.sm.responses import ErrorCode, Failure, Response
 from univrs.sm.state import ClusterStateMachine
 
@@ -258,14 +259,16 @@ class Applier:
                 ]
             else:  # a batch entry: its commands at consecutive revisions
                 commands, time_ms, _ = decoded
-                size = len(entry.data) // len(commands)
+                # Every command's changes handed to the watch history once per entry.
+                captured: list[tuple[int, AppliedChanges]] = []
                 responses = sm.apply_batch(
                     [_failure(c) if isinstance(c, str) else c for c in commands],
                     index=entry.index,
                     term=entry.term,
                     time_ms=time_ms,
-                    each=lambda revision, changes: hub.applied(revision, changes, size),
+                    captured=captured,
                 )
+                hub.applied_many(captured, len(entry.data) // len(commands))
         else:
             if entry.kind is EntryKind.CONFIG:
                 self.view.applied_membership = decode_membership(entry.data)

@@ -158,8 +158,11 @@ def batch_payload(docs: Sequence[list[Any]], payloads: Sequence[bytes]) -> tuple
     ``decode_plain(bytes) == document``."""
     time_ms = max(doc[1] for doc in docs)
     parts = [_BATCH_HEAD, codec.encode_plain(time_ms), _array_head(len(payloads))]
+    heads: dict[int, bytes] = {}  # by time: a client frame's proposals share theirs
     for doc, payload in zip(docs, payloads, strict=True):
-        head = _v1_head(doc[1])
+        head = heads.get(doc[1])
+        if head is None:
+            head = heads[doc[1]] = _v1_head(doc[1])
         if not payload.startswith(head):  # not encode_payload's: cannot happen
             raise ValueError("not a version-1 payload")
         parts.append(payload[len(head) :])

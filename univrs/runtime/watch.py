@@ -113,41 +113,59 @@ class WatchHub:
         """The entry at ``revision`` (``size`` bytes of command data) was applied with these
         events (maybe none), or with these changes (``ClusterStateMachine.last_changes``),
         rendered as events only if a watcher reads that revision."""
+        self._keep(revision, events, size)
+        self._trim()
+        self._wake()
+
+    def applied_many(self, changes: list[tuple[int, AppliedChanges]], size: int = 0) -> None:
+        """``applied(revision, captured, size)`` for each (revision, captured) in order (the
+        commands of one batch entry, ``size`` bytes of command data each), the history trimmed
+        to its bounds and its watchers woken once, after all of them: the same history as
+        calling ``applied`` for each (trimming drops the oldest revisions first, so dropping
+        at the end drops the same ones), without the per-command bookkeeping (round 14)."""
+        keep = self._keep
+        for revision, captured in changes:
+            keep(revision, captured, size)
+        self._trim()
+        self._wake()
+
+    def _keep(self, revision: int, events: tuple[Event, ...] | AppliedChanges, size: int) -> None:
         assert revision > self._revision, (revision, self._revision)
         self._revision = revision
         count = len(events)
-        if count:
-            # The objects after (and before) come from commands of about this size.
-            cost = 2 * size + EVENT_OVERHEAD * count
-            self._revisions.append(revision)
-            if isinstance(events, AppliedChanges):
-                self._sources.append(encode_changes(events))
-                young = self._young
-                if self.young > 0:
-                    young[revision] = events
-                    if len(young) > self.young:
-                        del young[next(iter(young))]
-            else:
-                self._sources.append(events)
-            self._costs.append(cost)
-            self._counts.append(count)
-            self._held += count
-            self._bytes += cost
-            kept = len(self._revisions)
-            while (
-                self._held > self.capacity or self._bytes > self.max_bytes
-            ) and self._head < kept:
-                head = self._head
-                self._head += 1
-                self._held -= self._counts[head]
-                self._bytes -= self._costs[head]
-                self._compacted = self._revisions[head]
-                self.dropped_events += self._counts[head]
-            if self._head > 1024 and self._head * 2 > kept:
-                for kept_list in (self._revisions, self._sources, self._costs, self._counts):
-                    del kept_list[: self._head]
-                self._head = 0
-        self._wake()
+        if not count:
+            return
+        # The objects after (and before) come from commands of about this size.
+        cost = 2 * size + EVENT_OVERHEAD * count
+        self._revisions.append(revision)
+        if isinstance(events, AppliedChanges):
+            self._sources.append(encode_changes(events))
+            young = self._young
+            if self.young > 0:
+                young[revision] = events
+                if len(young) > self.young:
+                    del young[next(iter(young))]
+        else:
+            self._sources.append(events)
+        self._costs.append(cost)
+        self._counts.append(count)
+        self._held += count
+        self._bytes += cost
+
+    def _trim(self) -> None:
+        """Drop the oldest revisions while the history is over its bounds."""
+        kept = len(self._revisions)
+        while (self._held > self.capacity or self._bytes > self.max_bytes) and self._head < kept:
+            head = self._head
+            self._head += 1
+            self._held -= self._counts[head]
+            self._bytes -= self._costs[head]
+            self._compacted = self._revisions[head]
+            self.dropped_events += self._counts[head]
+        if self._head > 1024 and self._head * 2 > kept:
+            for kept_list in (self._revisions, self._sources, self._costs, self._counts):
+                del kept_list[: self._head]
+            self._head = 0
 
     def _wake(self) -> None:
         # Only when somebody waits: applying a chunk of entries does not allocate an event each.

@@ -31,8 +31,8 @@ from univrs.sm.snapshot import (
     _node_row,
     _node_v1,
     _Shared,
-    _workload_row,
     _workload_v1,
+    workload_row,
 )
 
 _KINDS = tuple(ObjectKind)
@@ -47,7 +47,7 @@ def _workload_side(captured: Any) -> list[Any] | None:
         return None
     stored, counts = captured
     side = [counts[_P], counts[_R], counts[_S], counts[_F], counts[_U]]
-    side += _workload_row(stored)
+    side += workload_row(stored)
     return side
 
 

@@ -117,26 +117,34 @@ class ClusterStateMachine(CommandHandlers):
         term: int,
         time_ms: int | None = None,
         each: Callable[[int, AppliedChanges], None] | None = None,
+        captured: list[tuple[int, AppliedChanges]] | None = None,
     ) -> list[Response]:
         """Apply the commands of the batch entry at log position (index, term), in order, at
         consecutive revisions (see the module docstring): one response each, as if each were
         the one command of its own entry. A ``Failure`` in ``commands`` (a command its replica
         could not decode, the same on every replica) is that command's response and takes its
         revision too. ``each(revision, changes)`` is called after each command with what it
-        changed (``last_changes``), before the next one applies. Raises
-        ``AppliedOutOfOrder`` like ``apply``; ``commands`` must not be empty."""
+        changed (``last_changes``), before the next one applies; ``captured`` (a list) gets
+        the same (revision, changes) appended instead, for a caller that hands them on once
+        per entry (the runtime's watch history). Raises ``AppliedOutOfOrder`` like ``apply``;
+        ``commands`` must not be empty."""
         if not commands:
             raise ValueError("a batch entry carries at least one command")
         self._enter(index, term, time_ms)
         responses: list[Response] = []
+        append = responses.append
+        batch, next_revision, command_of = self._objects.batch, self._next_revision, self._command
+        keep = None if captured is None else captured.append
         for command in commands:
-            with self._objects.batch():
-                revision = self._next_revision()
+            with batch():
+                revision = next_revision()
                 if isinstance(command, Failure):
                     response: Response = command
                 else:
-                    response = self._command(command, revision)
-            responses.append(response)
+                    response = command_of(command, revision)
+            append(response)
+            if keep is not None:
+                keep((revision, self.last_changes()))
             if each is not None:
                 each(revision, self.last_changes())
         return responses

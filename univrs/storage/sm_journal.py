@@ -193,12 +193,16 @@ def _session_bytes(session: Session, known: Encoded | None) -> tuple[bytes, Enco
     ]
     head = (
         _array_head(6 + 2 * n)
-        + dumps(session.owner)
-        + dumps(session.client_id)
-        + dumps(session.last_index)
-        + dumps(session.last_ms)
-        + dumps(session.max_seq)
-        + dumps(n)
+        + dumps(
+            [
+                session.owner,
+                session.client_id,
+                session.last_index,
+                session.last_ms,
+                session.max_seq,
+                n,
+            ]
+        )[1:]
     )
     return head + b"".join(parts), (seqs, values, parts)
 
@@ -222,11 +226,11 @@ def _objects_on(store: LmdbStore) -> Objects:
         _instance_v1,
         _node_row,
         _node_v1,
-        _workload_row,
         _workload_v1,
+        workload_row,
     )
 
-    w_enc, w_dec = cbor_codec(_workload_row, _workload_v1, "workload")
+    w_enc, w_dec = cbor_codec(workload_row, _workload_v1, "workload")
     i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
     n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
     return Objects(
