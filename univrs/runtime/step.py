@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,7 @@ from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMa
 from univrs.runtime.ports import MEMORY_STATE, Metrics, StateBackend, Transport
 from univrs.runtime.snapshots import SnapshotChecker, precheck_due
 from univrs.runtime.snapshotter import Snapshotter
+from univrs.runtime.stamps import LogClock
 from univrs.runtime.ticks import LeaseClock
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
@@ -120,6 +122,7 @@ class StepLoop:
     _persisted: collections.deque[Persisted]
     _wake_sent: bool
     _may_pack: BatchGate
+    _stamps: LogClock | None
     _applied_on_step: int
     _checks: SnapshotChecks
 
@@ -379,7 +382,28 @@ class StepLoop:
                 pass  # shutting down
 
     def _after_apply(self) -> None:
+        self._observe_stamp()
         self._snapshots.maybe_snapshot()
 
     def _on_restored(self, meta: SnapshotMeta) -> None:
+        self._observe_stamp()
         self._snapshots.restored(meta)
+
+    def log_clock(self) -> LogClock:
+        """The time this node stamps into the entries it proposes (stamps.py): the log's own
+        clock, advanced by trio's monotonic clock, never by the wall clock's jumps."""
+        stamps = self._stamps
+        if stamps is None:
+            stamps = self._stamps = LogClock.starting(
+                self._applier.sm.clock_ms, trio.current_time(), int(time.time() * 1000)
+            )
+        return stamps
+
+    def _observe_stamp(self) -> None:
+        """The log clock learns the newest stamp applied (stamps.py): a follower's reading
+        follows its leader's, and a new leader continues from it."""
+        clock = self._stamps
+        if clock is None:
+            self.log_clock()  # made from the state machine's clock_ms: nothing to learn
+        else:
+            clock.observe(self._applier.sm.clock_ms, trio.current_time())

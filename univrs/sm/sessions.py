@@ -173,6 +173,12 @@ class SessionTable:
             dropped += 1
         return dropped
 
+    def may_use(self, session: Session, owner: str | None) -> bool:
+        """May a command of ``owner`` use ``session``? (s14-owner) Yes without an owner in the
+        command (entries written before owners travelled in the log: no check, as then), and
+        for a session of no known owner (opened by such an entry); else only its owner."""
+        return owner is None or not session.owner or session.owner == owner
+
     def is_stale(self, session: Session, seq: int) -> bool:
         """True if ``seq`` is older than the response window (its outcome is forgotten)."""
         return seq <= session.max_seq - self.policy.window
