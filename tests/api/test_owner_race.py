@@ -31,8 +31,12 @@ async def test_a_forger_racing_the_victims_open_is_refused(
     api = services[leader.node_id]
     admin = (await api.execute("token.bootstrap", {}))[0]["secret"]
     as_admin = Caller(token=admin)
-    victim = Caller(token=(await api.execute("token.create", {"name": "v", "roles": ["write"]}, caller=as_admin))[0]["secret"])  # fmt: skip
-    forger = Caller(token=(await api.execute("token.create", {"name": "f", "roles": ["write"]}, caller=as_admin))[0]["secret"])  # fmt: skip
+
+    async def token(name: str) -> Caller:
+        args = {"name": name, "roles": ["write"]}
+        return Caller(token=(await api.execute("token.create", args, caller=as_admin))[0]["secret"])
+
+    victim, forger = await token("v"), await token("f")
 
     cluster.deaf.add(leader.node_id)  # nothing commits: the open is applied nowhere yet
     last = leader.status().last_index

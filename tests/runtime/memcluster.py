@@ -29,8 +29,8 @@ from univrs.runtime.payload import MAX_PAYLOAD_VERSION, UnsupportedPayloadVersio
 from univrs.runtime.snapshots import SnapshotChecker
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
-from univrs.sm.state import ClusterStateMachine
 from univrs.sm.sessions import SessionPolicy
+from univrs.sm.state import ClusterStateMachine
 
 TICK = 0.05
 CONFIG = RaftConfig(
