@@ -18,6 +18,8 @@ from univrs.runtime.payload import (
     decode_own_entry,
     encode_payload,
     encode_payload_doc,
+    is_owned,
+    without_owner,
 )
 from univrs.sm import Created, CreateWorkload, Envelope, OpenSession, WorkloadSpec, state_digest
 from univrs.sm.plain import envelope_to_plain
@@ -43,6 +45,16 @@ def test_an_owned_command_is_a_version_3_entry_and_round_trips() -> None:
     assert decode_own_entry(payload, doc) == ([envelope], 7, False)
     plain, _ = encode_payload_doc(keyed("w", owner=None), 7)
     assert codec.decode_plain(plain, max_size=1 << 20)[0] == PAYLOAD_VERSION  # as before
+
+
+def test_a_leader_that_may_not_write_owners_drops_them() -> None:
+    """What the driver appends while a member predates version 3: the same command and time,
+    no owner, version 1 (from the document, or from the bytes when there is none)."""
+    payload, doc = encode_payload_doc(keyed("w"), 9)
+    assert is_owned(payload) and not is_owned(encode_payload(keyed("w", owner=None), 9))
+    expected = encode_payload_doc(keyed("w", owner=None), 9)
+    assert without_owner(payload, doc) == expected
+    assert without_owner(payload, None) == expected
 
 
 def test_an_owner_in_an_older_entry_is_refused_alike() -> None:

@@ -159,7 +159,8 @@ class RaftRuntime(StepLoop):
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
     _may_pack: BatchGate = attrs.field(init=False)
-    # May an envelope carry its caller's identity (payload version 3, s14-owner)?
+    # May an envelope carry its caller's identity (payload version 3, s14-owner)? Asked by
+    # the driver before it appends proposals that carry one (batching.py ``flush``).
     _may_own: OwnerGate = attrs.field(init=False)
     # The time stamped into this node's entries (stamps.py); made at the first use.
     _stamps: LogClock | None = attrs.field(default=None, init=False)
@@ -307,7 +308,7 @@ class RaftRuntime(StepLoop):
             raise NotLeader(status.leader)
         waiter: Waiter[Response] = Waiter()
         now = trio.current_time()
-        payload, doc = encode_payload_doc(self._owned(envelope), self.log_clock().read(now))
+        payload, doc = encode_payload_doc(envelope, self.log_clock().read(now))
         await self.inbox.sender.send(Propose(payload, waiter, now, doc))
         try:
             return await waiter.wait()
@@ -336,7 +337,7 @@ class RaftRuntime(StepLoop):
         batch: list[Propose] = []
         for envelope in envelopes:
             waiter: Waiter[Response] = Waiter()
-            payload, doc = encode_payload_doc(self._owned(envelope), now_ms)
+            payload, doc = encode_payload_doc(envelope, now_ms)
             batch.append(Propose(payload, waiter, now, doc))
             waiters.append(waiter)
         event = ProposeMany(batch)
@@ -345,13 +346,6 @@ class RaftRuntime(StepLoop):
         except trio.WouldBlock:
             await self.inbox.sender.send(event)
         return waiters
-
-    def _owned(self, envelope: Envelope) -> Envelope:
-        """``envelope`` as it may be proposed: without its owner unless every member applies
-        payload version 3 (capabilities.py ``OwnerGate``)."""
-        if envelope.owner is None or self._may_own():
-            return envelope
-        return attrs.evolve(envelope, owner=None)
 
     async def read_index(self, *, lease: bool = False) -> int:
         """Confirm a linearizable read point (ReadIndex; ``lease``: the leader's read lease

@@ -60,6 +60,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import cbor2
 
 from univrs import codec
@@ -118,6 +119,23 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
     if round_trips_exactly(doc, EXACT_DEPTH):
         return cbor2.dumps(doc), doc
     return codec.encode_plain(doc), None
+
+
+def is_owned(payload: bytes) -> bool:
+    """Is this single-command payload (``encode_payload_doc``'s) of version 3 (an owner)?"""
+    return payload[:2] == _OWNED_HEAD
+
+
+_OWNED_HEAD = b"\x83\x03"  # a CBOR array of 3 items, then the unsigned integer 3
+
+
+def without_owner(payload: bytes, doc: list[Any] | None) -> tuple[bytes, list[Any] | None]:
+    """A single-command version-3 payload (``encode_payload_doc``'s) as it is written when the
+    owner may not travel: the same command and time, no owner, version 1."""
+    if doc is None:
+        doc = codec.decode_plain(payload, max_size=MAX_PAYLOAD_BYTES)
+    envelope = envelope_from_plain(doc[2][0], owners=True)
+    return encode_payload_doc(attrs.evolve(envelope, owner=None), doc[1])
 
 
 def round_trips_exactly(obj: Any, depth: int) -> bool:

@@ -62,7 +62,7 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import ProposalBatches
-from univrs.runtime.capabilities import BatchGate
+from univrs.runtime.capabilities import BatchGate, OwnerGate
 from univrs.runtime.checking import CHECKED, SnapshotChecks
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.ports import MEMORY_STATE, Metrics, StateBackend, Transport
@@ -122,6 +122,7 @@ class StepLoop:
     _persisted: collections.deque[Persisted]
     _wake_sent: bool
     _may_pack: BatchGate
+    _may_own: OwnerGate
     _stamps: LogClock | None
     _applied_on_step: int
     _checks: SnapshotChecks
@@ -176,7 +177,9 @@ class StepLoop:
                 if held is not None:
                     batches.stop_gathering()  # a snapshot's check comes next: no waiting
                 if not batches.gathering(now):
-                    batches.flush(self.core, self._applier.pending, self._may_pack, now)
+                    batches.flush(
+                        self.core, self._applier.pending, self._may_pack, now, self._may_own
+                    )
                 self._process_ready()
                 checks.maybe_stop(self.core)  # a check whose chunk can complete nothing
 
