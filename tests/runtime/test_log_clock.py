@@ -25,10 +25,15 @@ TTL_MS = 5_000
 def test_the_reading_advances_by_the_monotonic_clock_and_learns_newer_stamps() -> None:
     clock = LogClock.starting(0, 100.0, wall_ms=1_000_000)  # a new cluster: the wall clock once
     assert clock.read(100.0) == 1_000_000 and clock.read(101.5) == 1_001_500
-    assert not clock.observe(1_001_000, 101.5)  # behind the reading: nothing learned
-    assert clock.read(102.0) == 1_002_000
+    assert clock.observe(1_001_000, 101.5)  # the first stamp applied: the wall clock is gone
+    assert not clock.observe(1_000_900, 101.5)  # behind the reading: nothing learned
+    assert clock.read(102.0) == 1_001_500
     assert clock.observe(5_000_000, 102.0)  # a newer stamp (another leader's): jump to it
     assert clock.read(103.0) == 5_001_000
+    assert not clock.observe(0, 104.0)  # no stamp: nothing
+    joiner = LogClock.starting(0, 0.0, wall_ms=10**15)  # a new member's wall clock, far ahead
+    assert joiner.observe(5_000, 1.0)  # its first stamp replaces it, though behind
+    assert joiner.read(2.0) == 6_000
     restarted = LogClock.starting(7_000, 0.0, wall_ms=10**15)  # the state's clock wins
     assert restarted.read(2.0) == 9_000
     assert restarted.read(-1.0) == 7_000  # never before its anchor

@@ -24,8 +24,9 @@ its state machine's ``clock_ms`` gets ahead of its own reading (after each appli
 * a node that (re)starts anchors on its state's ``clock_ms`` (what it applied before it
   stopped) and counts from its start, then jumps forward to any newer stamp it applies; the
   time it was down is not counted unless another node, which was up, stamps it;
-* the wall clock is read once, for the very first anchor of a state that never applied a
-  stamp (a new cluster), so stamps stay close to real time to read, as before.
+* the wall clock is read once, for the first anchor of a state that never applied a stamp (a
+  new cluster, whose first leader stamps it, so stamps stay close to real time to read, as
+  before; or a new member, whose first applied stamp replaces it, ahead or behind).
 
 Every error of the reading is on the late side (a stamp lower than the real time since the
 previous one): sessions may live somewhat longer than their TTL (by the time no live node
@@ -51,12 +52,17 @@ class LogClock:
 
     _stamp_ms: int  # the anchor: a stamp ...
     _at: float  # ... and the monotonic time it was learned (or this clock started) at
+    # The anchor is a stamp of the log (False: the wall clock, the state having applied none).
+    _learned: bool = True
 
     @classmethod
     def starting(cls, applied_ms: int, now: float, wall_ms: int) -> LogClock:
         """The clock of a node whose state applied stamps up to ``applied_ms`` (0: none, a new
-        cluster: then ``wall_ms``, the wall clock now), at monotonic time ``now``."""
-        return cls(applied_ms if applied_ms > 0 else wall_ms, now)
+        cluster or a new member: then ``wall_ms``, the wall clock now, until it learns a
+        stamp), at monotonic time ``now``."""
+        if applied_ms > 0:
+            return cls(applied_ms, now)
+        return cls(wall_ms, now, False)
 
     def read(self, now: float) -> int:
         """The stamp for an entry proposed at monotonic time ``now``."""
@@ -64,9 +70,11 @@ class LogClock:
         return self._stamp_ms + (int(elapsed * 1000) if elapsed > 0 else 0)
 
     def observe(self, stamp_ms: int, now: float) -> bool:
-        """Learn ``stamp_ms`` (the state machine's ``clock_ms`` after an apply) at monotonic
-        time ``now``: the reading jumps to it if it is ahead. True if it did."""
-        if stamp_ms <= self.read(now):
+        """Learn ``stamp_ms`` (the state machine's ``clock_ms`` after an apply; 0: none yet) at
+        monotonic time ``now``: the reading jumps to it if it is ahead, or if the reading
+        came from the wall clock (the first stamp a new member applies replaces its own wall
+        clock, ahead or behind). True if it did."""
+        if stamp_ms <= 0 or (self._learned and stamp_ms <= self.read(now)):
             return False
-        self._stamp_ms, self._at = stamp_ms, now
+        self._stamp_ms, self._at, self._learned = stamp_ms, now, True
         return True

@@ -405,8 +405,9 @@ class StepLoop:
     def _observe_stamp(self) -> None:
         """The log clock learns the newest stamp applied (stamps.py): a follower's reading
         follows its leader's, and a new leader continues from it."""
-        clock = self._stamps
+        clock, applied = self._stamps, self._applier.sm.clock_ms
         if clock is None:
-            self.log_clock()  # made from the state machine's clock_ms: nothing to learn
+            if applied > 0:
+                self.log_clock()  # made from the state machine's clock_ms: nothing to learn
         else:
-            clock.observe(self._applier.sm.clock_ms, trio.current_time())
+            clock.observe(applied, trio.current_time())
