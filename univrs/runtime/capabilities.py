@@ -27,9 +27,12 @@ downgrade of a node that never received a batch entry possible (docs/runtime.md)
 
 Payload version 3 (s14-owner: envelopes carrying their caller's identity, checked by the state
 machine against the session's owner) is gated by the same rule at version 3 (``OwnerGate``),
-evaluated when a command with an owner is proposed: while it is closed the leader drops the
-owner and writes the command as before (versions 1 and 2), so a member of older code never
-sees an owner it would refuse as an unknown key while the others apply the command.
+evaluated by the driver before it appends proposals that carry an owner (batching.py
+``flush``, with the core's newest configuration, as for packing): while it is closed the leader
+drops the owners and writes the commands as before (versions 1 and 2), so a member of older
+code never sees an owner it would refuse as an unknown key while the others apply the command.
+Encoding happens in the proposers' tasks, with the owner; only while the gate is closed is a
+proposal encoded again, without it.
 """
 
 from __future__ import annotations
