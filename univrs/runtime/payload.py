@@ -13,9 +13,10 @@ Forms (CBOR, via univrs.codec):
   version-1 entry does, several as a version-2 entry). In a version-1 or 2 entry ``owner`` is
   an unknown key, refused alike by every replica, as the code that wrote it refuses it.
 
-The time is the proposing leader's wall clock in milliseconds; the state machine uses it only
-for deterministic session expiry (every replica sees the same number, from the log). Decoding
-never raises on bad bytes: a replica must apply every committed entry, so a bad payload yields
+The time is the proposing leader's log clock in milliseconds (univrs/runtime/stamps.py: the
+last stamp it applied advanced by its monotonic clock; its wall clock until session 14, which
+older leaders still stamp); the state machine uses it only for deterministic session expiry
+(every replica sees the same number, from the log). Decoding never raises on bad bytes: a replica must apply every committed entry, so a bad payload yields
 an error response instead: for the whole entry when the payload itself is bad (not CBOR, not
 one of the forms above), for one command when only its envelope is bad (the other commands of
 its batch apply: the same on every replica, since they all decode the same bytes).
