@@ -16,10 +16,11 @@ Forms (CBOR, via univrs.codec):
 The time is the proposing leader's log clock in milliseconds (univrs/runtime/stamps.py: the
 last stamp it applied advanced by its monotonic clock; its wall clock until session 14, which
 older leaders still stamp); the state machine uses it only for deterministic session expiry
-(every replica sees the same number, from the log). Decoding never raises on bad bytes: a replica must apply every committed entry, so a bad payload yields
-an error response instead: for the whole entry when the payload itself is bad (not CBOR, not
-one of the forms above), for one command when only its envelope is bad (the other commands of
-its batch apply: the same on every replica, since they all decode the same bytes).
+(every replica sees the same number, from the log). Decoding never raises on bad bytes: a
+replica must apply every committed entry, so a bad payload yields an error response instead:
+for the whole entry when the payload itself is bad (not CBOR, not one of the forms above), for
+one command when only its envelope is bad (the other commands of its batch apply: the same on
+every replica, since they all decode the same bytes).
 
 Version 2 is proposed only by a leader told so (the node setting ``raft.batch_entries``, on
 by default) and only while every member of its configuration has announced in its hello that
