@@ -191,7 +191,7 @@ SETUP: list[Any] = [
     (CreateInstance(id="i1", spec=InstanceSpec(workload_id="w0")), None, None),
     (MintCredits(to_peer="p0", amount=100, reason="genesis"), None, None),
     (OpenSession(), None, 10),
-    (OpenSession(), None, None),
+    (OpenSession(owner="a"), None, None),  # an owner from the start (s14-owner)
 ]
 steps = random_steps.map(lambda script: SETUP + script)
 
