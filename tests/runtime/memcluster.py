@@ -29,6 +29,7 @@ from univrs.runtime.payload import MAX_PAYLOAD_VERSION, UnsupportedPayloadVersio
 from univrs.runtime.snapshots import SnapshotChecker
 from univrs.sm.commands import CreateWorkload, Envelope, MintCredits
 from univrs.sm.model import WorkloadSpec
+from univrs.sm.sessions import SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 
 TICK = 0.05
@@ -110,6 +111,8 @@ class MemCluster:
     announced: dict[str, int] = attrs.field(factory=dict)
     # Processes that stopped on an entry they cannot apply (``UnsupportedPayloadVersion``).
     failures: dict[str, UnsupportedPayloadVersion] = attrs.field(factory=dict)
+    # The state machines' session policy (the same on every node: replicated state).
+    sm_policy: SessionPolicy = attrs.field(factory=SessionPolicy)
 
     @classmethod
     def build(cls, nursery: trio.Nursery, ids: Sequence[str], seed: int = 1) -> MemCluster:
@@ -161,7 +164,7 @@ class MemCluster:
         self.announced[node_id] = max_version
         runtime = RaftRuntime(
             core=core,
-            sm=ClusterStateMachine(),
+            sm=ClusterStateMachine(self.sm_policy),
             storage=store,
             transport=self,
             tick_seconds=TICK,

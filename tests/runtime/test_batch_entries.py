@@ -157,9 +157,12 @@ def test_a_bad_batch_payload_fails_whole(doc: Any, why: str) -> None:
 def test_a_newer_payload_version_is_not_answered_but_refused_to_apply() -> None:
     """A version this code does not know comes from a newer leader: answering it with an
     error would diverge, so decoding raises (the apply loop stops the node). The old code
-    answered [3, ...] with an error; a node limited to version 1 refuses version 2 alike."""
+    answered [3, ...] with an error; a node limited to version 1 refuses version 2 alike
+    (and one limited to 2, version 3: s14-owner)."""
+    with pytest.raises(UnsupportedPayloadVersion, match="payload version 4"):
+        decode_entry(codec.encode_plain([4, 5, []]))
     with pytest.raises(UnsupportedPayloadVersion, match="payload version 3"):
-        decode_entry(codec.encode_plain([3, 5, []]))
+        decode_entry(codec.encode_plain([3, 5, []]), max_version=2)
     batch = encode_payload_doc(create("w"), 5)[0]
     assert decode_entry(batch, max_version=1) == ([create("w")], 5, False)  # version 1 reads
     _, doc = batch_payload(

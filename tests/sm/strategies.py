@@ -1,7 +1,8 @@
 """Hypothesis strategies: random command sequences over small id pools (so they collide).
 
 A *step* is (command, wrap, time delta). ``wrap`` says how the command is sent: ``None`` bare,
-``("session", k)`` as the next sequence number of the k-th open session, ``("retry", k)`` as
+``("session", k)`` as the next sequence number of the k-th open session, ``("owned", k, o)``
+the same with owner ``o`` in the envelope (s14-owner), ``("retry", k)`` as
 a copy of the k-th session envelope sent so far; the time delta moves a fake leader clock
 (None: the entry carries no time). ``expected_version`` may be ``CURRENT``,
 resolved just before applying to the object's current version (so conditional commands also
@@ -175,6 +176,8 @@ wraps = st.one_of(
     st.tuples(st.just("session"), st.integers(0, 3)),
     st.tuples(st.just("session"), st.integers(0, 3)),
     st.tuples(st.just("retry"), st.integers(0, 50)),
+    # s14-owner: the caller's identity in the envelope (the owner's, another's, or "")
+    st.tuples(st.just("owned"), st.integers(0, 3), st.sampled_from(["a", "b", ""])),
 )
 time_steps = st.one_of(st.none(), st.integers(-20_000, 60_000))  # leader clock deltas
 random_steps = st.lists(st.tuples(commands, wraps, time_steps), max_size=60)
@@ -188,7 +191,7 @@ SETUP: list[Any] = [
     (CreateInstance(id="i1", spec=InstanceSpec(workload_id="w0")), None, None),
     (MintCredits(to_peer="p0", amount=100, reason="genesis"), None, None),
     (OpenSession(), None, 10),
-    (OpenSession(), None, None),
+    (OpenSession(owner="a"), None, None),  # an owner from the start (s14-owner)
 ]
 steps = random_steps.map(lambda script: SETUP + script)
 
@@ -226,7 +229,7 @@ class Client:
         command = resolve_version(command, sm)
         if wrap is None or isinstance(command, OpenSession | CloseSession):
             return command
-        kind, k = wrap
+        kind, k = wrap[:2]
         if kind == "retry":
             return self.sent[k % len(self.sent)] if self.sent else command
         if not self.sessions:
@@ -234,7 +237,8 @@ class Client:
         client = self.sessions[k % len(self.sessions)]
         seq = self.next_seq.get(client, 0) + 1
         self.next_seq[client] = seq
-        envelope = Envelope(command=command, client_id=client, seq=seq)
+        owner = wrap[2] if kind == "owned" else None
+        envelope = Envelope(command=command, client_id=client, seq=seq, owner=owner)
         self.sent.append(envelope)
         return envelope
 

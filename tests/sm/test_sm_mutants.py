@@ -114,3 +114,11 @@ def test_invariants_catch_instance_counts_remembered_past_a_status_change(
 
     monkeypatch.setattr(Objects, "put_instance", stale)
     must_fail(props.check_replicas_that_apply_the_same_commands_agree)
+
+
+def test_the_owner_property_catches_an_apply_that_ignores_owners(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """s14-owner: the state machine as before (no owner check at apply)."""
+    monkeypatch.setattr(SessionTable, "may_use", lambda self, session, owner: True)
+    must_fail(props.check_a_command_under_another_owners_session_changes_nothing)

@@ -4,7 +4,8 @@
 * snapshot then restore is the identity at any point, and the copy goes on identically;
 * credits are never negative and the total changes only by successful mints;
 * a retried command is never applied twice;
-* no instance is ever an orphan (of a workload or a node), whatever is deleted.
+* no instance is ever an orphan (of a workload or a node), whatever is deleted;
+* a command under another owner's session changes nothing (s14-owner).
 """
 
 from __future__ import annotations
@@ -137,6 +138,39 @@ def check_a_retried_command_is_never_applied_twice(script: list[Any]) -> None:
             answered[key] = response
 
 
+def check_a_command_under_another_owners_session_changes_nothing(script: list[Any]) -> None:
+    """s14-owner: a keyed command whose envelope names an owner other than its session's
+    (a known one) is refused as session-expired and changes no object and nothing of the
+    session (its slots, its activity)."""
+    sm = ClusterStateMachine(policy())
+    client = Client()
+    for index, (command, wrap, delta) in enumerate(script, start=1):
+        time_ms = client.time(delta)
+        sent = client.envelope(command, wrap, sm)
+        keyed = isinstance(sent, Envelope) and sent.client_id is not None
+        session = sm.session(sent.client_id) if keyed else None
+        foreign = (
+            session is not None
+            and sent.owner is not None
+            and session.owner != ""
+            and session.owner != sent.owner
+        )
+        if foreign:
+            assert session is not None
+            was = (session.last_index, session.last_ms, session.max_seq, dict(session.responses))
+            before = objects(sm)
+        response = sm.apply(sent, index=index, term=1, time_ms=time_ms)
+        client.learn(sent, response)
+        if foreign:
+            assert isinstance(response, Failure) and response.code is ErrorCode.SESSION_EXPIRED
+            assert objects(sm) == before
+            after = sm.session(sent.client_id)
+            if after is not None:  # (it may have expired by this entry's time: not its doing)
+                now = (after.last_index, after.last_ms, after.max_seq, dict(after.responses))
+                assert now == was
+        check_invariants(sm)
+
+
 def check_deleting_a_workload_or_node_leaves_no_orphan_instances(script: list[Any]) -> None:
     sm = ClusterStateMachine(policy())
     client = Client()
@@ -183,3 +217,9 @@ def test_a_retried_command_is_never_applied_twice(script: list[Any]) -> None:
 @given(steps)
 def test_deleting_a_workload_or_node_leaves_no_orphan_instances(script: list[Any]) -> None:
     check_deleting_a_workload_or_node_leaves_no_orphan_instances(script)
+
+
+@SETTINGS
+@given(steps)
+def test_a_command_under_another_owners_session_changes_nothing(script: list[Any]) -> None:
+    check_a_command_under_another_owners_session_changes_nothing(script)

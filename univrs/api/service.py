@@ -368,6 +368,9 @@ class ApiService:
             command=command,
             client_id=None if key is None else key[0],
             seq=None if key is None else key[1],
+            # The state machine refuses the command under another owner's session (s14-owner;
+            # the leader drops it while a member predates payload version 3).
+            owner=owner if key is not None and _held_to_owner(owner) else None,
         )
         render, finish, step, node = op.render, op.finish, op.leader_step, self.node
 
@@ -400,18 +403,25 @@ class ApiService:
         return await self.store.submit(write, key, deadline, hops)
 
 
+def _held_to_owner(owner: str) -> bool:
+    """Is a keyed write of this identity held to its session's owner? Only token identities:
+    without auth an identity is the client's address as each node sees it, which changes with
+    the node a client reaches (and anyone may write anything anyway)."""
+    return owner.startswith("token:")
+
+
 def _check_session_owner(sm: ClusterStateMachine, client_id: str, owner: str) -> None:
-    """Refuse a keyed write under a session another token opened (s13-audit2 S1).
+    """Refuse early a keyed write under a session another token opened (s13-audit2 S1).
 
     Session ids are log positions, easy to guess: a write keyed with another writer's id and
     next seq used to apply and have its response cached under that key, so the owner's own
-    write with it was answered with the forger's response and never applied. The state
-    machine's envelope carries no owner (a log format change), so the check is made here, on
-    the serving node and again on the leader (a forwarded write is built there again), against
-    this node's applied state: a session not applied here yet passes (docs/security.md,
-    "s13-audit2"). Only token identities are held to it: without auth an identity is the
-    client's address as each node sees it, which changes with the node a client reaches."""
-    if not owner.startswith("token:"):
+    write with it was answered with the forger's response and never applied. This check reads
+    the serving node's applied state (and the leader's: a forwarded write is built there
+    again), so a session not applied there yet passes it; the check that holds is the state
+    machine's (s14-owner): the envelope carries the caller's identity and a command under
+    another owner's session is refused at apply, the same on every replica
+    (docs/security.md, "s14-owner"). This one only answers sooner, without a log entry."""
+    if not _held_to_owner(owner):
         return
     session = sm.session(client_id)
     if session is not None and session.owner and session.owner != owner:

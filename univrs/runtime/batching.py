@@ -48,6 +48,7 @@ from univrs.errors import NotLeader, ProposalDropped
 from univrs.raft.node import RaftNode
 from univrs.runtime.events import Propose, ProposeBatch
 from univrs.runtime.packing import Packing
+from univrs.runtime.payload import is_owned, without_owner
 from univrs.runtime.ports import NO_METRICS, Metrics
 from univrs.runtime.proposals import PendingProposals
 
@@ -152,16 +153,22 @@ class ProposalBatches:
         pending: PendingProposals[Any],
         may_pack: Callable[[int], bool],
         now: float = 0.0,
+        may_own: Callable[[], bool] | None = None,
     ) -> None:
         """Propose the open batch if fewer than ``depth`` batches are in flight (at ``now``);
         ``may_pack(n)``: may these ``n`` proposals go in batch entries (every member applies
-        them)?"""
+        them)? ``may_own()``: may commands carry their owner (payload version 3, s14-owner)?
+        If not, the proposals that carry one are written without it."""
         while self.open and len(self.in_flight) < self.depth:
             batch = self.open
             live = [p for p in batch[:MAX_BATCH] if not p.waiter.done]
             self.open = batch[MAX_BATCH:]
             if not live:
                 continue
+            if may_own is not None and any(is_owned(p.payload) for p in live) and not may_own():
+                for p in live:
+                    if is_owned(p.payload):
+                        p.payload, p.doc = without_owner(p.payload, p.doc)
             # One entry each, or batch entries if every member applies them.
             entries: list[Propose | ProposeBatch] = (
                 self.packing.pack(live) if may_pack(len(live)) else list(live)

@@ -24,6 +24,15 @@ already, and this code stops on them rather than misapply them (payload.py). etc
 features on a *cluster version* replicated through the log, which never goes down and
 refuses older members; this gate is per leader and re-derived, which keeps a rolling
 downgrade of a node that never received a batch entry possible (docs/runtime.md).
+
+Payload version 3 (s14-owner: envelopes carrying their caller's identity, checked by the state
+machine against the session's owner) is gated by the same rule at version 3 (``OwnerGate``),
+evaluated by the driver before it appends proposals that carry an owner (batching.py
+``flush``, with the core's newest configuration, as for packing): while it is closed the leader
+drops the owners and writes the commands as before (versions 1 and 2), so a member of older
+code never sees an owner it would refuse as an unknown key while the others apply the command.
+Encoding happens in the proposers' tasks, with the owner; only while the gate is closed is a
+proposal encoded again, without it.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping
 import attrs
 
 from univrs.raft import Membership
-from univrs.runtime.payload import BATCH_VERSION
+from univrs.runtime.payload import BATCH_VERSION, OWNER_VERSION
 
 log = logging.getLogger("univrs.node")
 
@@ -43,11 +52,15 @@ Announced = Mapping[str, tuple[str | None, int]]
 
 
 def batch_gate(
-    own_id: str, configurations: Iterable[Membership], announced: Announced
+    own_id: str,
+    configurations: Iterable[Membership],
+    announced: Announced,
+    version: int = BATCH_VERSION,
 ) -> str | None:
     """None if every member of ``configurations`` (other than ``own_id``, which runs this
-    code) announced payload version 2 from the incarnation the configuration binds to it; else
-    the first member that did not, with why (for the log line)."""
+    code) announced payload ``version`` (2: batch entries) from the incarnation the
+    configuration binds to it; else the first member that did not, with why (for the log
+    line)."""
     for m in configurations:
         for nid in sorted(m.members):
             if nid == own_id:
@@ -55,12 +68,12 @@ def batch_gate(
             heard = announced.get(nid)
             if heard is None:
                 return f"{nid} has not announced the payload versions it applies"
-            incarnation, version = heard
+            incarnation = heard[0]
             bound = m.incarnation_of(nid)
             if bound is not None and incarnation != bound:
                 return f"{nid} has not announced the payload versions it applies as {bound}"
-            if version < BATCH_VERSION:
-                return f"{nid} applies payload version {version} at most"
+            if heard[1] < version:
+                return f"{nid} applies payload version {heard[1]} at most"
     return None
 
 
@@ -92,5 +105,30 @@ class BatchGate:
                 log.info("batch entries on: every member applies them")
             else:
                 log.info("batch entries paused", extra={"reason": gate})
+            self._last = gate
+        return gate is None
+
+
+@attrs.define(eq=False)
+class OwnerGate:
+    """May a command carry its owner (payload version 3, s14-owner)? Only while this node
+    applies version 3 and every member announced it (``batch_gate`` at version 3). A change of
+    the answer is logged once."""
+
+    own_id: str
+    max_payload_version: int
+    configurations: Callable[[], tuple[Membership, Membership]]
+    announced: Callable[[], Announced]
+    _last: str | None = attrs.field(default="not yet evaluated", init=False)
+
+    def __call__(self) -> bool:
+        if self.max_payload_version < OWNER_VERSION:
+            return False
+        gate = batch_gate(self.own_id, self.configurations(), self.announced(), OWNER_VERSION)
+        if gate != self._last:
+            if gate is None:
+                log.info("session owners in entries on: every member applies them")
+            else:
+                log.info("session owners in entries paused", extra={"reason": gate})
             self._last = gate
         return gate is None

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,7 +46,7 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import DEFAULT_MAX_GATHER, DEFAULT_PROPOSAL_DEPTH, ProposalBatches
-from univrs.runtime.capabilities import Announced, BatchGate, no_announcements
+from univrs.runtime.capabilities import Announced, BatchGate, OwnerGate, no_announcements
 from univrs.runtime.checking import SnapshotChecks
 from univrs.runtime.events import Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
@@ -61,6 +60,7 @@ from univrs.runtime.ports import (
     Transport,
 )
 from univrs.runtime.snapshotter import ScrubPolicy, Snapshotter
+from univrs.runtime.stamps import LogClock
 from univrs.runtime.step import StepLoop
 from univrs.runtime.ticks import LeaseClock, run_ticker
 from univrs.runtime.view import RuntimeView
@@ -159,6 +159,11 @@ class RaftRuntime(StepLoop):
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
     _may_pack: BatchGate = attrs.field(init=False)
+    # May an envelope carry its caller's identity (payload version 3, s14-owner)? Asked by
+    # the driver before it appends proposals that carry one (batching.py ``flush``).
+    _may_own: OwnerGate = attrs.field(init=False)
+    # The time stamped into this node's entries (stamps.py); made at the first use.
+    _stamps: LogClock | None = attrs.field(default=None, init=False)
     # The index an ``apply_committed`` of this Ready applied on the step (0: none).
     _applied_on_step: int = attrs.field(default=0, init=False)
     # The leader's snapshot checked while the core steps on (checking.py, s12-gate).
@@ -177,6 +182,12 @@ class RaftRuntime(StepLoop):
         self._may_pack = BatchGate(
             own_id=self.core.id,
             enabled=self.packing.enabled,
+            max_payload_version=self.max_payload_version,
+            configurations=lambda: (self.core.status().membership, self.applied_membership),
+            announced=self.payload_versions,
+        )
+        self._may_own = OwnerGate(
+            own_id=self.core.id,
             max_payload_version=self.max_payload_version,
             configurations=lambda: (self.core.status().membership, self.applied_membership),
             announced=self.payload_versions,
@@ -296,8 +307,9 @@ class RaftRuntime(StepLoop):
         if status.role is not Role.LEADER:
             raise NotLeader(status.leader)
         waiter: Waiter[Response] = Waiter()
-        payload, doc = encode_payload_doc(envelope, int(time.time() * 1000))
-        await self.inbox.sender.send(Propose(payload, waiter, trio.current_time(), doc))
+        now = trio.current_time()
+        payload, doc = encode_payload_doc(envelope, self.log_clock().read(now))
+        await self.inbox.sender.send(Propose(payload, waiter, now, doc))
         try:
             return await waiter.wait()
         finally:
@@ -319,7 +331,8 @@ class RaftRuntime(StepLoop):
         status = self.view.last_status()
         if status.role is not Role.LEADER:
             raise NotLeader(status.leader)
-        now_ms, now = int(time.time() * 1000), trio.current_time()
+        now = trio.current_time()
+        now_ms = self.log_clock().read(now)
         waiters: list[Waiter[Response]] = []
         batch: list[Propose] = []
         for envelope in envelopes:

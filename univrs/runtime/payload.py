@@ -6,20 +6,29 @@ Forms (CBOR, via univrs.codec):
 * version 2, a batch entry: ``[2, time_ms, [envelope_plain, ...]]`` (at least one; issue 14,
   "one log entry may carry a batch of commands"). The state machine applies its commands in
   order at consecutive revisions (``ClusterStateMachine.apply_batch``), each with its own
-  session and sequence number and its own response.
+  session and sequence number and its own response;
+* version 3 (s14-owner), one command or a batch whose envelopes may carry an ``owner`` (the
+  identity of a keyed command's caller, checked against its session's owner by the state
+  machine): ``[3, time_ms, [envelope_plain, ...]]`` (at least one; one command applies as a
+  version-1 entry does, several as a version-2 entry). In a version-1 or 2 entry ``owner`` is
+  an unknown key, refused alike by every replica, as the code that wrote it refuses it.
 
-The time is the proposing leader's wall clock in milliseconds; the state machine uses it only
-for deterministic session expiry (every replica sees the same number, from the log). Decoding
-never raises on bad bytes: a replica must apply every committed entry, so a bad payload yields
-an error response instead: for the whole entry when the payload itself is bad (not CBOR, not
-one of the forms above), for one command when only its envelope is bad (the other commands of
-its batch apply: the same on every replica, since they all decode the same bytes).
+The time is the proposing leader's log clock in milliseconds (univrs/runtime/stamps.py: the
+last stamp it applied advanced by its monotonic clock; its wall clock until session 14, which
+older leaders still stamp); the state machine uses it only for deterministic session expiry
+(every replica sees the same number, from the log). Decoding never raises on bad bytes: a
+replica must apply every committed entry, so a bad payload yields an error response instead:
+for the whole entry when the payload itself is bad (not CBOR, not one of the forms above), for
+one command when only its envelope is bad (the other commands of its batch apply: the same on
+every replica, since they all decode the same bytes).
 
 Version 2 is proposed only by a leader told so (the node setting ``raft.batch_entries``, on
 by default) and only while every member of its configuration has announced in its hello that
 it applies version 2 (``univrs/runtime/capabilities.py``): a node that predates version 2 would
 answer such an entry with an error and change nothing while the others apply its commands.
-Every node reads both.
+Version 3 likewise, only while every member announced 3: until then the leader drops the
+owners of its envelopes and writes versions 1 and 2 (the owner check is then the API's alone,
+as before). Every node reads all three.
 
 A newer version (``version > max_version``, this code's ``MAX_PAYLOAD_VERSION`` unless a test
 makes a node look older) is never answered with an error: every other replica may apply it,
@@ -53,6 +62,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import cbor2
 
 from univrs import codec
@@ -62,7 +72,8 @@ from univrs.sm.plain import envelope_from_plain, envelope_to_plain
 
 PAYLOAD_VERSION = 1
 BATCH_VERSION = 2
-MAX_PAYLOAD_VERSION = BATCH_VERSION  # the newest payload version this code applies
+OWNER_VERSION = 3  # envelopes may carry their caller's identity (s14-owner)
+MAX_PAYLOAD_VERSION = OWNER_VERSION  # the newest payload version this code applies
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 EXACT_DEPTH = 16  # containers nested deeper than this are decoded from the bytes at apply
 
@@ -86,8 +97,15 @@ class UnsupportedPayloadVersion(Exception):
 
 
 def encode_payload(envelope: Envelope, time_ms: int) -> bytes:
-    """The entry bytes for ``envelope`` proposed at leader time ``time_ms``."""
-    return codec.encode_plain([PAYLOAD_VERSION, time_ms, envelope_to_plain(envelope)])
+    """The entry bytes for ``envelope`` proposed at leader time ``time_ms`` (version 3 if it
+    carries an owner, else version 1)."""
+    return codec.encode_plain(_single_doc(envelope, time_ms))
+
+
+def _single_doc(envelope: Envelope, time_ms: int) -> list[Any]:
+    if envelope.owner is not None:
+        return [OWNER_VERSION, time_ms, [envelope_to_plain(envelope)]]
+    return [PAYLOAD_VERSION, time_ms, envelope_to_plain(envelope)]
 
 
 def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[Any] | None]:
@@ -99,10 +117,27 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
     ``codec.encode_plain``'s bound), so it is encoded without ``encode_plain``'s own check
     (the same ``cbor2.dumps``, the same bytes); any other is encoded by ``encode_plain``,
     which refuses what is not plain (``TypeError``) as before."""
-    doc = [PAYLOAD_VERSION, time_ms, envelope_to_plain(envelope)]
+    doc = _single_doc(envelope, time_ms)
     if round_trips_exactly(doc, EXACT_DEPTH):
         return cbor2.dumps(doc), doc
     return codec.encode_plain(doc), None
+
+
+def is_owned(payload: bytes) -> bool:
+    """Is this single-command payload (``encode_payload_doc``'s) of version 3 (an owner)?"""
+    return payload[:2] == _OWNED_HEAD
+
+
+_OWNED_HEAD = b"\x83\x03"  # a CBOR array of 3 items, then the unsigned integer 3
+
+
+def without_owner(payload: bytes, doc: list[Any] | None) -> tuple[bytes, list[Any] | None]:
+    """A single-command version-3 payload (``encode_payload_doc``'s) as it is written when the
+    owner may not travel: the same command and time, no owner, version 1."""
+    if doc is None:
+        doc = codec.decode_plain(payload, max_size=MAX_PAYLOAD_BYTES)
+    envelope = envelope_from_plain(doc[2][0], owners=True)
+    return encode_payload_doc(attrs.evolve(envelope, owner=None), doc[1])
 
 
 def round_trips_exactly(obj: Any, depth: int) -> bool:
@@ -151,30 +186,38 @@ def round_trips_exactly(obj: Any, depth: int) -> bool:
 
 
 def batch_payload(docs: Sequence[list[Any]], payloads: Sequence[bytes]) -> tuple[bytes, list[Any]]:
-    """A version-2 payload carrying the commands of these version-1 payloads (each encoded by
+    """A batch payload carrying the commands of these single-command payloads (each encoded by
     ``encode_payload_doc``, whose exact document is in ``docs``), stamped with the latest of
-    their times; and its document. The bytes are the payloads' envelope bytes spliced under a
-    new header (CBOR arrays of definite length are their header followed by their items), so
+    their times; and its document. Version 2 if they are all of version 1, else version 3
+    (some carry an owner). The bytes are the payloads' envelope bytes spliced under a new
+    header (CBOR arrays of definite length are their header followed by their items), so
     ``decode_plain(bytes) == document``."""
     time_ms = max(doc[1] for doc in docs)
-    parts = [_BATCH_HEAD, codec.encode_plain(time_ms), _array_head(len(payloads))]
-    heads: dict[int, bytes] = {}  # by time: a client frame's proposals share theirs
+    owned = any(doc[0] == OWNER_VERSION for doc in docs)
+    version = OWNER_VERSION if owned else BATCH_VERSION
+    parts = [b"\x83" + bytes([version]), codec.encode_plain(time_ms), _array_head(len(payloads))]
+    envelopes: list[Any] = []
+    heads: dict[tuple[int, int], bytes] = {}  # by version and time: a frame shares them
     for doc, payload in zip(docs, payloads, strict=True):
-        head = heads.get(doc[1])
+        key = (doc[0], doc[1])
+        head = heads.get(key)
         if head is None:
-            head = heads[doc[1]] = _v1_head(doc[1])
+            head = heads[key] = _single_head(doc[0], doc[1])
         if not payload.startswith(head):  # not encode_payload's: cannot happen
-            raise ValueError("not a version-1 payload")
+            raise ValueError("not a single-command payload")
         parts.append(payload[len(head) :])
-    return b"".join(parts), [BATCH_VERSION, time_ms, [doc[2] for doc in docs]]
+        envelopes.append(doc[2][0] if doc[0] == OWNER_VERSION else doc[2])
+    return b"".join(parts), [version, time_ms, envelopes]
 
 
-_BATCH_HEAD = b"\x83\x02"  # a CBOR array of 3 items, then the unsigned integer 2
-
-
-def _v1_head(time_ms: int) -> bytes:
-    """The bytes of ``[1, time_ms, envelope]`` before the envelope's."""
-    return b"\x83\x01" + codec.encode_plain(time_ms)
+def _single_head(version: int, time_ms: int) -> bytes:
+    """The bytes of ``[1, time_ms, envelope]`` or ``[3, time_ms, [envelope]]`` before the
+    envelope's."""
+    if version == OWNER_VERSION:
+        return b"\x83\x03" + codec.encode_plain(time_ms) + b"\x81"
+    if version == PAYLOAD_VERSION:
+        return b"\x83\x01" + codec.encode_plain(time_ms)
+    raise ValueError(f"not a single-command payload version: {version!r}")
 
 
 def _array_head(n: int) -> bytes:
@@ -189,7 +232,8 @@ def _array_head(n: int) -> bytes:
 
 
 # A decoded entry: its commands (a string where a command's envelope is invalid: that
-# command's error), the leader's time, and whether it is a batch entry (version 2).
+# command's error), the leader's time, and whether it is a batch entry (version 2, or 3 with
+# several commands).
 Decoded = tuple[list[Envelope | str], int, bool]
 
 
@@ -225,15 +269,25 @@ def _entry_from_doc(doc: Any, max_version: int = MAX_PAYLOAD_VERSION) -> Decoded
         if not isinstance(plains, list) or not plains:
             return "entry payload of version 2 carries no list of commands"
         return [_envelope(plain) for plain in plains], time_ms, True
+    if isinstance(doc, list) and len(doc) == 3 and doc[0] == OWNER_VERSION and type(doc[0]) is int:
+        _, time_ms, plains = doc
+        if not isinstance(time_ms, int) or isinstance(time_ms, bool) or time_ms < 0:
+            return "entry payload time is not a non-negative integer"
+        if not isinstance(plains, list) or not plains:
+            return "entry payload of version 3 carries no list of commands"
+        commands = [_envelope(plain, owners=True) for plain in plains]
+        if len(commands) == 1:  # one command: as a version-1 entry (a bad one fails whole)
+            return (commands, time_ms, False) if not isinstance(commands[0], str) else commands[0]
+        return commands, time_ms, True
     one = _from_doc(doc)
     if isinstance(one, str):
         return one
     return [one[0]], one[1], False
 
 
-def _envelope(plain: Any) -> Envelope | str:
+def _envelope(plain: Any, owners: bool = False) -> Envelope | str:
     try:
-        return envelope_from_plain(plain)
+        return envelope_from_plain(plain, owners=owners)
     except ProtocolError as exc:
         return f"command is not valid CBOR: {exc}"
     except (ValueError, TypeError, KeyError) as exc:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -61,12 +62,13 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import ProposalBatches
-from univrs.runtime.capabilities import BatchGate
+from univrs.runtime.capabilities import BatchGate, OwnerGate
 from univrs.runtime.checking import CHECKED, SnapshotChecks
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.ports import MEMORY_STATE, Metrics, StateBackend, Transport
 from univrs.runtime.snapshots import SnapshotChecker, precheck_due
 from univrs.runtime.snapshotter import Snapshotter
+from univrs.runtime.stamps import LogClock
 from univrs.runtime.ticks import LeaseClock
 from univrs.runtime.view import RuntimeView
 from univrs.runtime.waiter import Waiter
@@ -120,6 +122,8 @@ class StepLoop:
     _persisted: collections.deque[Persisted]
     _wake_sent: bool
     _may_pack: BatchGate
+    _may_own: OwnerGate
+    _stamps: LogClock | None
     _applied_on_step: int
     _checks: SnapshotChecks
 
@@ -173,7 +177,9 @@ class StepLoop:
                 if held is not None:
                     batches.stop_gathering()  # a snapshot's check comes next: no waiting
                 if not batches.gathering(now):
-                    batches.flush(self.core, self._applier.pending, self._may_pack, now)
+                    batches.flush(
+                        self.core, self._applier.pending, self._may_pack, now, self._may_own
+                    )
                 self._process_ready()
                 checks.maybe_stop(self.core)  # a check whose chunk can complete nothing
 
@@ -379,7 +385,29 @@ class StepLoop:
                 pass  # shutting down
 
     def _after_apply(self) -> None:
+        self._observe_stamp()
         self._snapshots.maybe_snapshot()
 
     def _on_restored(self, meta: SnapshotMeta) -> None:
+        self._observe_stamp()
         self._snapshots.restored(meta)
+
+    def log_clock(self) -> LogClock:
+        """The time this node stamps into the entries it proposes (stamps.py): the log's own
+        clock, advanced by trio's monotonic clock, never by the wall clock's jumps."""
+        stamps = self._stamps
+        if stamps is None:
+            stamps = self._stamps = LogClock.starting(
+                self._applier.sm.clock_ms, trio.current_time(), int(time.time() * 1000)
+            )
+        return stamps
+
+    def _observe_stamp(self) -> None:
+        """The log clock learns the newest stamp applied (stamps.py): a follower's reading
+        follows its leader's, and a new leader continues from it."""
+        clock, applied = self._stamps, self._applier.sm.clock_ms
+        if clock is None:
+            if applied > 0:
+                self.log_clock()  # made from the state machine's clock_ms: nothing to learn
+        else:
+            clock.observe(applied, trio.current_time())

@@ -227,8 +227,16 @@ class Envelope:
     ``client_id`` and ``seq`` are both set (a session command, deduplicated) or both None.
     ``seq`` starts at 1 and increases by one per new command of the client; a retry reuses the
     same ``seq``. The pair is what the API layer uses as an idempotency key.
+
+    ``owner`` (s14-owner) is the identity of the caller of a keyed command, set by the serving
+    node (``token:<id>``, never a secret): the state machine refuses the command as
+    ``session-expired`` when the session was opened by another owner, without touching the
+    session (``univrs.sm.sessions``). None: no check (entries written before owners travelled
+    in the log, or a node whose members do not all apply payload version 3). Only with a
+    client id and seq.
     """
 
     command: Command
     client_id: str | None = None
     seq: int | None = None
+    owner: str | None = None

@@ -6,6 +6,7 @@ int, bool, None, bytes. This module imports no codec; CBOR bytes are the codec's
 Format (version ``COMMAND_FORMAT_VERSION`` = 1)::
 
     envelope  {"v": 1, "command": <command>, "client_id": str, "seq": int}   (last two optional)
+              + "owner": str (optional; only in entries of payload version 3: s14-owner)
     command   {"type": "create-workload", <field>: <value>, ...}   (attrs field names)
     response  {"type": "success", "version": int}
               {"type": "created", "id": str, "version": int}
@@ -404,13 +405,23 @@ def envelope_to_plain(envelope: Envelope) -> dict[str, Any]:
         out["client_id"] = envelope.client_id
     if envelope.seq is not None:
         out["seq"] = envelope.seq
+    if envelope.owner is not None:
+        out["owner"] = envelope.owner
     return out
 
 
-def envelope_from_plain(value: Any) -> Envelope:
+_ENVELOPE_KEYS = ("client_id", "seq")
+_ENVELOPE_KEYS_OWNED = ("client_id", "seq", "owner")
+
+
+def envelope_from_plain(value: Any, *, owners: bool = False) -> Envelope:
     """An envelope from plain data; raises DecodeError for anything malformed or a format
-    version this code does not know."""
-    m = read_map(value, "envelope", ("v", "command"), ("client_id", "seq"))
+    version this code does not know. ``owner`` is a known key only with ``owners`` (an entry
+    of payload version 3, univrs/runtime/payload.py): in older entries it is unknown, as it
+    is to the code that wrote them, so every replica refuses it alike."""
+    m = read_map(
+        value, "envelope", ("v", "command"), _ENVELOPE_KEYS_OWNED if owners else _ENVELOPE_KEYS
+    )
     version = m["v"]
     if type(version) is not int or version != COMMAND_FORMAT_VERSION:
         fail("envelope.v", f"command format version {COMMAND_FORMAT_VERSION}", version)
@@ -418,6 +429,7 @@ def envelope_from_plain(value: Any) -> Envelope:
         command=command_from_plain(m["command"], "envelope.command"),
         client_id=read_opt_str(m.get("client_id"), "envelope.client_id"),
         seq=read_opt_int(m.get("seq"), "envelope.seq"),
+        owner=read_opt_str(m.get("owner"), "envelope.owner"),
     )
 
 

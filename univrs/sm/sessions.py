@@ -31,6 +31,10 @@ owners holding as many, the one whose least recently active session is the least
 the smaller client id: a rule on the state alone, so a replica that restored its table from a
 snapshot or from disk picks the same one as a replica that built it command by command).
 
+A keyed command may name its caller (``Envelope.owner``, s14-owner): under a session of
+another known owner it is refused as ``session-expired`` before it touches the session
+(``may_use``), so a forger that guesses a session id cannot take its (session, seq) slots.
+
 Order is a function of the state, never of the history: sessions in activity order (by their
 last index, then client id), a session's cached responses by sequence number. A persistent
 backend stores the table with that order as an index (``univrs.storage.sm_tables``).
@@ -172,6 +176,12 @@ class SessionTable:
             self._drop(first.client_id)
             dropped += 1
         return dropped
+
+    def may_use(self, session: Session, owner: str | None) -> bool:
+        """May a command of ``owner`` use ``session``? (s14-owner) Yes without an owner in the
+        command (entries written before owners travelled in the log: no check, as then), and
+        for a session of no known owner (opened by such an entry); else only its owner."""
+        return owner is None or not session.owner or session.owner == owner
 
     def is_stale(self, session: Session, seq: int) -> bool:
         """True if ``seq`` is older than the response window (its outcome is forgotten)."""

@@ -56,7 +56,7 @@ from univrs.sm.commands import (
 )
 from univrs.sm.errors import AppliedOutOfOrder, DecodeError
 from univrs.sm.events import Event, ObjectKind
-from univrs.sm.handlers import CommandHandlers, invalid
+from univrs.sm.handlers import MAX_OWNER_LEN, CommandHandlers, invalid
 from univrs.sm.model import (
     Instance,
     Node,
@@ -72,6 +72,7 @@ from univrs.sm.validate import (
     MAX_VERSION,
     id_problem,
     is_int,
+    text_problem,
 )
 
 
@@ -155,7 +156,10 @@ class ClusterStateMachine(CommandHandlers):
             client_id, seq = command.client_id, command.seq
         else:
             cmd, client_id, seq = command, None, None
+        owner = command.owner if isinstance(command, Envelope) else None
         if client_id is None and seq is None:
+            if owner is not None:
+                return invalid("owner is sent only with a client id and seq")
             return self._dispatch(cmd, index)
         if client_id is None or seq is None:
             return invalid("client_id and seq must be given together")
@@ -166,8 +170,15 @@ class ClusterStateMachine(CommandHandlers):
             return invalid("seq must be a positive integer")
         if isinstance(cmd, OpenSession | CloseSession):
             return invalid("session commands are sent without a client id and seq")
+        if owner is not None:
+            problem = text_problem("owner", owner, MAX_OWNER_LEN)
+            if problem:
+                return invalid(problem)
         session = self._sessions.get(client_id)
-        if session is None:
+        if session is None or not self._sessions.may_use(session, owner):
+            # Another owner's session (s14-owner): answered as if it did not exist, and
+            # left as it is (its activity, its cached responses): a forger that raced the
+            # owner's open cannot take a (session, seq) slot, nor keep the session alive.
             return Failure(
                 code=ErrorCode.SESSION_EXPIRED, message=f"session {client_id!r} is unknown"
             )
