@@ -19,12 +19,8 @@ def _meta(index: int) -> SnapshotMeta:
     return SnapshotMeta(index=index, term=1, membership=Membership(voters=frozenset({"n1"})))
 
 
-def test_a_restore_in_memory_stops_between_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    sm = build(300)
-    data = capture(sm)()
-    meta = _meta(sm.last_applied_index)
-    monkeypatch.setattr(snapshot_read, "STOP_EVERY", 50)
-    polls: list[int] = []
+def _count_workload_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One item appended per workload row the restore reads."""
     built: list[int] = []
     real = snapshot_read._workload_v1
 
@@ -33,6 +29,16 @@ def test_a_restore_in_memory_stops_between_blocks(monkeypatch: pytest.MonkeyPatc
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(snapshot_read, "_workload_v1", counted)
+    return built
+
+
+def test_a_restore_in_memory_stops_between_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    sm = build(300)
+    data = capture(sm)()
+    meta = _meta(sm.last_applied_index)
+    monkeypatch.setattr(snapshot_read, "STOP_EVERY", 50)
+    polls: list[int] = []
+    built = _count_workload_rows(monkeypatch)
 
     def stop_at_third_poll() -> bool:
         polls.append(1)
@@ -53,14 +59,7 @@ def test_a_stop_told_during_the_decode_ends_the_check_before_any_row(
     sm = build(100)
     data = capture(sm)()
     meta = _meta(sm.last_applied_index)
-    built: list[int] = []
-    real = snapshot_read._workload_v1
-
-    def counted(*args: object, **kwargs: object) -> object:
-        built.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(snapshot_read, "_workload_v1", counted)
+    built = _count_workload_rows(monkeypatch)
     checker = SnapshotChecker()
     checker.precheck(meta, data, lambda: True)
     assert checker.found(meta, data) == STOPPED and built == []
