@@ -16,10 +16,8 @@ import pytest
 import trio
 
 from tests.api.test_client_retries import MINT, SESSION, Answer, scripted
-from tests.api.test_write_outcomes import IDS, MemForwarder, api_cluster
-from tests.runtime.memcluster import wait_leader
+from tests.api.test_write_outcomes import forwarding_follower
 from univrs.errors import (
-    ConnectionLost,
     NoSpace,
     OutcomeUnknown,
     PermissionDenied,
@@ -54,13 +52,8 @@ async def test_the_client_answers_a_refused_retry_after_an_unknown_attempt_as_un
 async def test_a_follower_answers_a_refused_retry_after_an_unknown_attempt_as_unknown(
     refusal: UnivrsError, nursery: trio.Nursery, autojump_clock: trio.abc.Clock
 ) -> None:
-    cluster, services = await api_cluster(nursery)
-    leader = await wait_leader(cluster)
-    follower = next(services[i] for i in IDS if i != leader.node_id)
-    forwarder = follower.store.forwarder
-    assert isinstance(forwarder, MemForwarder)
-    sent_then_lost = ConnectionLost("the leader went away")
-    sent_then_lost.outcome_unknown = True
+    f = await forwarding_follower(nursery)
+    follower, forwarder, sent_then_lost = f.follower, f.forwarder, f.sent_then_lost
     forwarder.script = [sent_then_lost, refusal]
     with pytest.raises(UnivrsError) as info:
         await follower.execute(

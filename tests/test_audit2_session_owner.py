@@ -17,6 +17,7 @@ import pathlib
 from tests.api.helpers import WORKLOAD, open_cluster
 from tests.api.test_auth import bearer, bootstrap, call, code
 from univrs.client import open_client
+from univrs.net.http import HttpResponse
 
 
 async def test_a_write_under_another_callers_session_is_refused(tmp_path: pathlib.Path) -> None:
@@ -24,31 +25,29 @@ async def test_a_write_under_another_callers_session_is_refused(tmp_path: pathli
         node = await cluster.wait_leader()
         admin = await bootstrap(cluster)
         async with open_client(cluster.client_addresses(), token=admin) as client:
-            victim = (await client.create_token(name="victim", roles=["write"]))["secret"]
-            forger = (await client.create_token(name="forger", roles=["write"]))["secret"]
+            victim, forger = [
+                (await client.create_token(name=name, roles=["write"]))["secret"]
+                for name in ("victim", "forger")
+            ]
         status, body = await call(cluster, node, "POST", "/v1/sessions", victim, {})
         assert status == 201, body
         session = body["client_id"]
 
-        evil = {**WORKLOAD, "name": "evil"}
-        r = await cluster.http(
-            node,
-            "POST",
-            "/v1/workloads",
-            {"spec": evil},
-            headers={**bearer(forger), "Idempotency-Key": f"{session}:1"},
-        )
+        async def create(name: str, token: str) -> HttpResponse:
+            """A workload ``name`` created by ``token``'s caller under the victim's key."""
+            return await cluster.http(
+                node,
+                "POST",
+                "/v1/workloads",
+                {"spec": {**WORKLOAD, "name": name}},
+                headers={**bearer(token), "Idempotency-Key": f"{session}:1"},
+            )
+
+        r = await create("evil", forger)
         assert r.status == 409 and code(r.body) == "session-expired", (r.status, r.body)
         assert not any(w.spec.name == "evil" for w in node.runtime.sm.iter_workloads())
 
-        good = {**WORKLOAD, "name": "good"}
-        r = await cluster.http(
-            node,
-            "POST",
-            "/v1/workloads",
-            {"spec": good},
-            headers={**bearer(victim), "Idempotency-Key": f"{session}:1"},
-        )
+        r = await create("good", victim)
         assert r.status == 201, r.body
         assert r.body["spec"]["name"] == "good", r.body
         assert any(w.spec.name == "good" for w in node.runtime.sm.iter_workloads())

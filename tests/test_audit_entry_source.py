@@ -21,7 +21,7 @@ from tests.net.helpers import receive
 from tests.net.test_entry_source import Network, ack, entries, node
 from univrs.net.transport import RaftTransport, open_transport
 from univrs.raft import MAX_TERM
-from univrs.raft.messages import Heartbeat
+from univrs.raft.messages import AppendEntriesResponse, Heartbeat
 
 
 async def test_a_strangers_high_term_does_not_cut_the_answered_leader(
@@ -69,3 +69,42 @@ async def open_transport_all(*transports: RaftTransport) -> AsyncIterator[None]:
         for transport in transports:
             await stack.enter_async_context(open_transport(transport))
         yield
+
+
+async def test_a_stale_listed_leaders_rejection_keeps_the_unlisted_leaders_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """s14-small (s13-review: A6's remainder). While a stranger holds the newest term, the
+    core rejects a stale listed member's append (the answer carries our higher term): that
+    used to make the listed member the answered source, closing the link to the unlisted
+    leader the core follows until the next answer to it dialed it again. Fails on the old
+    code: n5 leaves the peer map and is dialed a second time."""
+    async with trio.open_nursery() as nursery:
+        net = Network(nursery)
+        leader, leader_inbox = node(net, "n5", peers={"j": "j:1"}, advertise="n5:7005")
+        stranger, _ = node(net, "x", peers={"j": "j:1"}, advertise="x:6666")
+        stale, _ = node(net, "n1", peers={"j": "j:1"})
+        member, member_inbox = node(net, "j", peers={"n1": "n1:1"})  # its map lacks n5
+        async with open_transport_all(leader, stranger, stale, member):
+            leader.send(entries("n5", "j"))
+            await receive(member_inbox)
+            member.send(ack("j", "n5"))
+            assert await receive(leader_inbox) == ack("j", "n5")
+            stranger.send(Heartbeat(term=MAX_TERM, src="x", dst="j", commit=0, ctx=1))
+            await receive(member_inbox)  # refused by the core: no answer
+            stale.send(entries("n1", "j", term=1))  # a stale leader of an older term
+            await receive(member_inbox)
+            rejection = AppendEntriesResponse(term=3, src="j", dst="n1", success=False, index=0)
+            member.send(rejection)  # the core's rejection carries its term
+            assert set(member.peer_addresses()) == {"n1", "n5"}
+            leader.send(entries("n5", "j"))
+            await receive(member_inbox)
+            member.send(ack("j", "n5"))
+            assert await receive(leader_inbox) == ack("j", "n5")
+            assert net.dials.count("n5:7005") == 1  # never closed, never dialed again
+            # The listed member leading at our term is answered and followed.
+            stale.send(entries("n1", "j", term=4))
+            await receive(member_inbox)
+            member.send(ack("j", "n1", term=4))
+            assert set(member.peer_addresses()) == {"n1"}
+        nursery.cancel_scope.cancel()

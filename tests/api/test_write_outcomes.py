@@ -207,13 +207,20 @@ async def test_writes_covered_by_a_snapshot_are_applied_once_and_answered_unknow
         assert workload is not None and workload.spec.image == "nginx:2"
 
 
-async def test_a_keyed_retry_refused_after_an_unknown_attempt_is_unknown(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
-) -> None:
-    """A follower forwards a keyed write; the connection breaks after sending (it may have
-    applied); the retry is answered ``session-expired``. That answer is about the retry only:
-    the caller must hear "unknown", or a client would send the write again under a new
-    session. The same for a retry that finds no leader until the deadline."""
+@attrs.frozen
+class ForwardingFollower:
+    """A new API cluster's leader and a follower, its scriptable forwarder, and a connection
+    loss after sending (the forwarded write may have applied: ``outcome_unknown``)."""
+
+    cluster: MemCluster
+    services: dict[str, ApiService]
+    leader: RaftRuntime
+    follower: ApiService
+    forwarder: MemForwarder
+    sent_then_lost: ConnectionLost
+
+
+async def forwarding_follower(nursery: trio.Nursery) -> ForwardingFollower:
     cluster, services = await api_cluster(nursery)
     leader = await wait_leader(cluster)
     follower = next(services[i] for i in IDS if i != leader.node_id)
@@ -221,6 +228,19 @@ async def test_a_keyed_retry_refused_after_an_unknown_attempt_is_unknown(
     assert isinstance(forwarder, MemForwarder)
     sent_then_lost = ConnectionLost("the leader went away")
     sent_then_lost.outcome_unknown = True
+    return ForwardingFollower(cluster, services, leader, follower, forwarder, sent_then_lost)
+
+
+async def test_a_keyed_retry_refused_after_an_unknown_attempt_is_unknown(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """A follower forwards a keyed write; the connection breaks after sending (it may have
+    applied); the retry is answered ``session-expired``. That answer is about the retry only:
+    the caller must hear "unknown", or a client would send the write again under a new
+    session. The same for a retry that finds no leader until the deadline."""
+    f = await forwarding_follower(nursery)
+    cluster, services, leader = f.cluster, f.services, f.leader
+    follower, forwarder, sent_then_lost = f.follower, f.forwarder, f.sent_then_lost
     args = {"to_peer": "p", "amount": 1, "reason": "r"}
 
     forwarder.script = [sent_then_lost, SessionExpired("session 'c9' is unknown")]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pathlib
+import random
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from univrs.raft.messages import Entry, EntryKind, HardState, Membership, SnapshotMeta
-from univrs.storage import LogStore
+from univrs.storage import LogStore, snapshot_file
 from univrs.storage.env import StoreEnv
 
 
@@ -61,6 +62,20 @@ def store_with_snapshot(
     )
     store.save_snapshot(at(index), data)
     return store
+
+
+def store_with_file_snapshot(
+    open_store: Opener, rng: random.Random
+) -> tuple[LogStore, snapshot_file.FileSnapshot]:
+    """A store whose stored snapshot (at 30, 100 KB) is in a file (an own save in parts over
+    a chunk snapshot at 12, entries 1..40), and a reader of it (``stored_snapshot``)."""
+    store = store_with_snapshot(open_store, rng.randbytes(30_000), 12, entries=40)
+    saving = store.snapshot_parts(at(30), rng.randbytes(100_000), part_blocks=3)
+    while not saving.step():
+        pass
+    reader = store.stored_snapshot()
+    assert isinstance(reader, snapshot_file.FileSnapshot)
+    return store, reader
 
 
 class _CursorSpy:

@@ -23,17 +23,11 @@ from univrs.errors import StorageError
 from univrs.storage import snapshot_file
 from univrs.storage.snapshot_check import SnapshotDamaged
 
-from .helpers import Opener, at, store_with_snapshot
+from .helpers import Opener, store_with_file_snapshot
 
 
 def test_a_read_racing_the_stores_close_is_no_damage(open_store: Opener) -> None:
-    rng = random.Random(13)
-    store = store_with_snapshot(open_store, rng.randbytes(30_000), 12, entries=40)
-    saving = store.snapshot_parts(at(30), rng.randbytes(100_000), part_blocks=3)
-    while not saving.step():
-        pass
-    reader = store.stored_snapshot()
-    assert isinstance(reader, snapshot_file.FileSnapshot)
+    store, reader = store_with_file_snapshot(open_store, random.Random(13))
     assert reader[0:10]  # readable before
     expected = store.load_snapshot()[1][:10]  # type: ignore[index]
     code = snapshot_file.FileSnapshot.__getitem__.__code__

@@ -18,7 +18,7 @@ import pytest
 from univrs.errors import StorageError
 from univrs.storage import LogStore, snapshot_file
 
-from .helpers import Opener, at, store_with_snapshot
+from .helpers import Opener, at, store_with_file_snapshot, store_with_snapshot
 
 
 def _files(store: LogStore) -> list[str]:
@@ -107,13 +107,7 @@ def test_a_closed_store_leaves_no_snapshot_file_open(open_store: Opener) -> None
     until the reader was garbage collected; in the test process, the nodes of earlier tests
     held their snapshot files open (the CI failure of 37e15ec, test_killed_followers_on_both_...
     seen by this file's descriptor check)."""
-    rng = random.Random(5)
-    store = store_with_snapshot(open_store, rng.randbytes(30_000), 12, entries=40)
-    saving = store.snapshot_parts(at(30), rng.randbytes(100_000), part_blocks=3)
-    while not saving.step():
-        pass
-    reader = store.stored_snapshot()
-    assert isinstance(reader, snapshot_file.FileSnapshot)
+    store, reader = store_with_file_snapshot(open_store, random.Random(5))
     assert reader[0:10] == store.load_snapshot()[1][:10]  # type: ignore[index]
     assert len(_open_snapshot_files(store)) == 1  # the held reader's
     store.close()

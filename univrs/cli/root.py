@@ -14,6 +14,7 @@ from univrs.cli import (
     mcp,
     node,
     recover,
+    scrub,
     snapshot,
     state,
     watch,
@@ -34,6 +35,7 @@ main.add_command(watch.watch)
 main.add_command(mcp.mcp)
 main.add_command(chaos.chaos)
 main.add_command(defrag.defrag)
+main.add_command(scrub.state_scrub)
 main.add_command(snapshot.snapshot)
 main.add_command(recover.recover)
 main.add_command(certs.certs)

@@ -307,6 +307,66 @@ _ASCII_TEXT = 2
 _WIDE_TEXT = 6
 _LOOK_INTO_TEXT = 256  # text of at least this many bytes is weighed by its peak
 _HIGH_SEARCH = re.compile(b"[\x80-\xff]").search
+# Shorter text (s14-small): a str holding a character of U+0100 or more stores every
+# character in 2 or 4 bytes (``72 + width * (characters + 1)`` bytes), ASCII ones too, so
+# ASCII's ``49 + length`` falls short (up to about 3 bytes per frame byte: s13-review R1). In
+# valid UTF-8 (strict decoding refuses any other) such a character is a byte of 0xC4 to 0xF4
+# followed by one of 0x80 to 0xBF. The walk finds such pairs in an image of the frame that
+# maps every byte to its class (``_CLASSES``: one ``translate``, which also counts the bytes
+# of 0x80 or more, then ``find``, both at C speed), keeps where the next one starts
+# (found again once passed: the image is scanned once) and looks into a short string of
+# ``_WIDE_FROM`` bytes or more only if one starts inside it. Pairs outside text (an int's
+# bytes, ``false`` before a container) only cost a look at the strings they fall in: none.
+_CLASSES = bytes(  # a: ASCII, C: continuation, L: lead of U+0100 or more, F: 0xF4, h: other
+    0x61
+    if b < 0x80
+    else 0x43
+    if b < 0xC0
+    else 0x4C
+    if 0xC4 <= b < 0xF4
+    else 0x46
+    if b == 0xF4
+    else 0x68
+    for b in range(256)
+)
+# 0xF4 is also the head of ``false``: a lead (of U+100000 or more) only in a frame where it is
+# followed by a continuation byte somewhere, then the image is made with this table.
+_CLASSES_F4 = _CLASSES.replace(b"F", b"L")
+
+
+def _next_pair(image: bytes, pos: int) -> int:
+    """Where the next lead of U+0100 or more followed by a continuation byte starts in the
+    class image, at or after ``pos`` (-1: none). ``find`` of one byte (memchr) runs several
+    times faster than ``find`` of the pair."""
+    while True:
+        pos = image.find(b"L", pos)
+        if pos < 0 or image[pos + 1 : pos + 2] == b"C":
+            return pos
+        pos += 1
+
+
+_WIDE_STR = 72  # + width * (characters + 1): a str of characters of U+0100 or more
+_WIDE_FROM = 6  # shorter text is within its ASCII charge and its bytes' ``_HIGH_BYTE`` anyway
+# The table while a pair may lie ahead: text of ``_WIDE_FROM`` to 23 bytes is -length.
+_WALK_WIDE = tuple(
+    -(head - 0x60) if 0x60 + _WIDE_FROM <= head < 0x78 else entry
+    for head, entry in enumerate(_WALK)
+)
+
+
+def _short_text_cost(text: bytes) -> int:
+    """What decoding a str of fewer than ``_LOOK_INTO_TEXT`` bytes builds, beyond the
+    ``_HIGH_BYTE`` its bytes of 0x80 or more were charged up front: ASCII and Latin-1 text
+    ``49 + length`` (a Latin-1 str takes 24 bytes more and holds 2 such bytes at least);
+    other text as if every byte were a character of 2 bytes (4 past U+FFFF), less the
+    ``_HIGH_BYTE`` of the 2 such bytes it holds at least."""
+    if text.isascii():
+        return _ASCII + len(text)
+    top = max(text)
+    if top < 0xC4:
+        return _ASCII + len(text)
+    width = 4 if top >= 0xF0 else 2
+    return _WIDE_STR + width * (len(text) + 1) - 2 * _HIGH_BYTE
 
 
 def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str = "frame") -> int:
@@ -317,10 +377,11 @@ def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str 
     ints, empty strings in an array) costs little while one of millions of empty maps costs
     72 bytes a map. Text of ``_LOOK_INTO_TEXT`` bytes or more is weighed by its decoding peak
     (2 or 6 times its length: ``_ASCII_TEXT``, ``_WIDE_TEXT``); shorter text as ASCII (49
-    bytes + its length), plus ``_HIGH_BYTE``
-    for every byte of 0x80 or more that is not an item head (a str of other characters
-    takes at most 27 bytes more and holds two such bytes at least): an estimate that never
-    falls short (1 to 3.5 times what the densest forms build: tests/test_codec_limits.py). The
+    bytes + its length), plus ``_HIGH_BYTE`` for every byte of 0x80 or more that is not an
+    item head (a Latin-1 str takes at most 24 bytes more and holds two such bytes at least),
+    or, when it holds a character of U+0100 or more (s14-small: ``_next_pair``), as 2 or 4
+    bytes a byte (``_short_text_cost``): an estimate that never falls short (1 to 3.5 times
+    what the densest forms build: tests/test_codec_limits.py, tests/test_codec_text_bound.py). The
     walk stops once the estimate passes ``stop_above``, and at the end of ``data`` (a
     truncated frame: the decoder then says what is wrong); an indefinite-length or reserved
     head is refused (``ProtocolError``)."""
@@ -328,8 +389,14 @@ def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str 
         data = bytes(data)
     size = len(data)
     pos = 0
-    cost = (size - len(data.translate(None, _HIGH))) * _HIGH_BYTE
-    table, free_run = _WALK, _FREE_RUN.match
+    image = data.translate(_CLASSES)  # each byte's class (s14-small: ``_next_pair``)
+    if image.find(b"F") >= 0 and image.find(b"FC") >= 0:
+        image = data.translate(_CLASSES_F4)
+    cost = (size - image.count(b"a")) * _HIGH_BYTE
+    # Where the next character of U+0100 or more may start (``_next_pair``; s14-small):
+    # -1 before the first look; ``size``, none ahead, and short text is walked as ASCII on.
+    wide = -1
+    table, free_run = _WALK_WIDE, _FREE_RUN.match
     while pos < size and cost <= stop_above:
         fixed = table[data[pos]]
         if fixed == 1:  # builds nothing; a run of such heads at once
@@ -337,9 +404,19 @@ def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str 
             if pos < size and table[data[pos]] == 1:
                 pos = free_run(data, pos).end()  # type: ignore[union-attr]
             continue
-        if fixed:
+        if fixed > 0:
             cost += fixed >> 5
             pos += fixed & 31
+            continue
+        if fixed < 0:  # short text while a wide character may lie ahead (``_WALK_WIDE``)
+            pos += 1
+            if wide < pos:
+                wide = _next_pair(image, pos)
+                if wide < 0:
+                    wide, table = size, _WALK
+            end = pos - fixed
+            cost += _short_text_cost(data[pos:end]) if wide < end else _ASCII - fixed
+            pos = end
             continue
         head = data[pos]
         major, info = head >> 5, head & 0x1F
@@ -357,7 +434,15 @@ def frame_cost(data: bytes | bytearray | memoryview, stop_above: int, what: str 
             pos += 1 + width
         if head >= 0x80:
             cost -= _HIGH_BYTE  # a head, not text
-        if major == 3:
+        if major == 3 and arg < _LOOK_INTO_TEXT:
+            if wide < pos:
+                wide = _next_pair(image, pos)
+                if wide < 0:
+                    wide, table = size, _WALK
+            end = pos + arg
+            cost += _short_text_cost(data[pos:end]) if wide < end else _ASCII + arg
+            pos = end
+        elif major == 3:
             # A long str peaks above its length while decoded (s13-review): cbor2 reads its
             # bytes into a buffer first (about 2x for ASCII), and CPython's UTF-8 decoder
             # widens its 1-byte form on the first wider character, every character then

@@ -121,6 +121,7 @@ class RaftInbound:
     _advertised: dict[NodeId, str]
     _source: NodeId | None
     _source_term: int
+    _leader_terms: dict[NodeId, int]
     _links: dict[NodeId, PeerLink]
     _counters: dict[NodeId, PeerCounters]
     _inbound: dict[NodeId, InboundConnection]
@@ -481,6 +482,10 @@ class RaftInbound:
             msg = attrs.evolve(msg, sender_incarnation=attested)
         # A term above MAX_TERM is refused by the core: adopting it here would let any
         # sender pin the entry source (and where we dial) for good.
+        if isinstance(msg, _FROM_LEADER) and msg.src in self._configured:
+            # The newest term of a listed peer's leader traffic: an answer at a higher term is
+            # a stale leader's rejection (``RaftTransport.send``; bounded by the map).
+            self._leader_terms[msg.src] = msg.term
         if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:
             self._source_term = msg.term
             if msg.src != self._source:

@@ -54,7 +54,10 @@ Theory of operation.
   stranger's heartbeat at a high term took the source over and closed the link to the
   unlisted leader the core followed, whose answers were then dropped until an honest term
   overtook the forged one); an answer to leader traffic (an append, heartbeat or snapshot
-  answer) makes its receiver the answered source, and lets the one answered before go.
+  answer) makes its receiver the answered source, and lets the one answered before go;
+  not an answer to a listed peer whose leader traffic came at a lower term than the answer
+  (the core rejecting a stale leader: s14-small, before the unlisted leader's link closed
+  until our next answer to it).
 * Unlisted peers are bounded: per-peer state for ids the map does not list is kept for at
   most ``MAX_UNLISTED_PEERS`` of them (oldest forgotten first), and at most that many
   connections from unlisted ids are open at once. A connection closed for breaking the
@@ -199,6 +202,8 @@ class RaftTransport(RaftInbound):
     # The entry source once we sent it something (the core accepted it): only then is an
     # unlisted source dialed.
     _answered: NodeId | None = attrs.field(default=None, init=False)
+    # The term of the last leader traffic from each listed peer (s14-small: ``send``).
+    _leader_terms: dict[NodeId, int] = attrs.field(factory=dict, init=False)
     _links: dict[NodeId, PeerLink] = attrs.field(factory=dict, init=False)
     _counters: dict[NodeId, PeerCounters] = attrs.field(factory=dict, init=False)
     _inbound: dict[NodeId, InboundConnection] = attrs.field(factory=dict, init=False)
@@ -249,8 +254,10 @@ class RaftTransport(RaftInbound):
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for ``msg.dst``; never blocks. Undeliverable messages are dropped."""
         link = self._links.get(msg.dst)
-        if self._answered != msg.dst and (
-            type(msg) in _LEADER_ANSWERS or (link is None and msg.dst == self._source)
+        if (
+            self._answered != msg.dst
+            and (type(msg) in _LEADER_ANSWERS or (link is None and msg.dst == self._source))
+            and not self._answers_a_stale_leader(msg)
         ):
             # The first answer to an unlisted entry source: dial it now. Not on receipt: the
             # core answers only senders it accepted, so a refused stranger's hello address is
@@ -267,6 +274,14 @@ class RaftTransport(RaftInbound):
             return
         link.enqueue(msg)
 
+    def _answers_a_stale_leader(self, msg: Message) -> bool:
+        """``msg`` answers a listed peer whose leader traffic came at a lower term: the
+        core's rejection of a stale leader, not a leader it follows (s14-small). It keeps
+        the answered source (an unlisted leader's link would close until its next heartbeat,
+        s13-audit A6's remainder); the listed peer has its link anyway."""
+        heard = self._leader_terms.get(msg.dst)
+        return heard is not None and heard < msg.term and msg.dst in self._configured
+
     def set_peer_addresses(self, addresses: Mapping[NodeId, str]) -> None:
         """Make ``addresses`` the complete peer map (own id ignored). Raises ValueError on a bad
         address, before changing anything."""
@@ -277,6 +292,8 @@ class RaftTransport(RaftInbound):
             except ValueError as exc:
                 raise ValueError(f"address of {nid}: {exc}") from None
         self._configured = wanted
+        for nid in [n for n in self._leader_terms if n not in wanted]:
+            del self._leader_terms[nid]
         self._sync_links()
 
     @property

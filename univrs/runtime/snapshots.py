@@ -249,7 +249,8 @@ class SnapshotChecker:
         ``stop``: polled by the staging (``snapshot_format.check_stop``) between blocks of
         rows; once it says True the check ends early as not passed (``STOPPED``), its file
         dropped: the runtime stops a check whose snapshot can no longer be installed
-        (univrs/runtime/checking.py). A restore in memory is not stopped midway."""
+        (univrs/runtime/checking.py). A restore in memory polls it too (s14-small): after
+        the decode of the data, then between blocks of rows."""
         token = check_stop.set(stop)
         try:
             self._precheck(meta, data)
@@ -387,7 +388,10 @@ def restore(
             if into is not None:
                 return into(data)  # nothing of it stays in memory: no freeze
             plain = codec.decode_plain(data, max_size=MAX_SNAPSHOT_BYTES, max_depth=64)
-            sm = restore_plain(plain)
+            stop = check_stop.get()
+            if stop is not None and stop():  # the decode (seconds at 1M) is not stoppable
+                raise CheckStopped
+            sm = restore_plain(plain)  # polls the stop between blocks of rows
             del plain
     except (ValueError, TypeError) as exc:
         raise StorageError(f"snapshot does not decode into a state machine: {exc}") from None

@@ -254,29 +254,30 @@ class SnapshotStorage:
         (``InstallFile.write_file``), then only its record switched in the queue
         (``InstallFile.switch``; univrs/storage/snapshot_install.py)."""
         ahead, self._ahead.file = self._ahead.file, None
-        if ahead is not None and ahead.meta == meta and ahead.data is data:
+        if ahead is not None and ahead.meta == meta and ahead.data is data and ahead.claim():
             return ahead  # begun while the snapshot was checked (``prewrite_install``)
         if ahead is not None:
-            ahead.cancel()  # another snapshot's: garbage
+            ahead.drop()  # another snapshot's: deleted (s14-small)
         return InstallFile(self._env, self._live, self._files, meta, data, part_blocks=part_blocks)
 
     def prewrite_install(self, meta: SnapshotMeta, data: bytes) -> Callable[[], None]:
         """Begin writing the file of a snapshot from the leader now, in a thread of its own
         (called as its check begins: univrs/runtime/snapshots.py ``SnapshotChecker``), so
         that ``install_file`` of the same ``data`` object finds it written or under way.
-        Returns the function that drops it (the check failed). One at a time: a newer one
-        drops the one before."""
+        Returns the function that drops it (the check failed): its file is deleted at once,
+        unless ``install_file`` took it over (then nothing happens). One at a time: a newer
+        one drops the one before."""
         ahead = InstallFile(self._env, self._live, self._files, meta, data)
         slot = self._ahead
         older, slot.file = slot.file, ahead
         if older is not None:
-            older.cancel()
+            older.drop()
         ahead.start()
 
         def drop() -> None:
-            ahead.cancel()
             if slot.file is ahead:
                 slot.file = None
+            ahead.drop()  # a no-op once ``install_file`` claimed it
 
         return drop
 
@@ -284,7 +285,7 @@ class SnapshotStorage:
         """The store is closing: the file begun ahead stops after its piece in progress."""
         ahead, self._ahead.file = self._ahead.file, None
         if ahead is not None:
-            ahead.cancel()
+            ahead.drop()
             ahead.join()
 
     def remove_garbage_files(self) -> int:

@@ -38,8 +38,17 @@ Crashes. Until the switch commits, the record names the old snapshot, untouched 
 only adds a file); after it, the file it names was synced with its directory entry before.
 A file the record does not name (a crash before the switch) is deleted at the next open.
 
-``cancel`` (the node stopping) makes ``write_file`` stop after the piece in progress; the
-partial file is garbage.
+``cancel`` (the node stopping) makes ``write_file`` stop after the piece in progress.
+
+Given up (s14-small). A file that will never be switched to (cancelled, dropped by a failed
+check, superseded by another snapshot, or its write failed) is deleted at once, by whoever
+gives it up or, if its write is under way, by the writing thread on its way out: before,
+it stayed on disk (203 MB at 1,000,000 + 1,000,000 objects) until the next open or own
+save collected files the record does not name. A file is deleted only under
+``SnapshotFiles.lock`` and only if it is not switched and the record does not name it.
+``claim`` (``install_file`` taking over a file written ahead) makes ``drop`` a no-op, so a
+check's late drop can never stop or delete a file the install took over; ``switch`` refuses
+a file that was given up (``InstallCancelled``), so a record never names a deleted file.
 
 Written ahead of the install (``LogStore.prewrite_install``). The follower checks a received
 snapshot before the core installs it (univrs/runtime/snapshots.py ``SnapshotChecker.
@@ -47,25 +56,32 @@ precheck``, in a worker thread: at 1,000,000 + 1,000,000 objects the staging of 
 tens of seconds). The file is begun in a thread of its own at the start of the check
 (``start``), so it is written while the check runs; the install of that very data then finds
 it written or being written (``LogStore.install_file``). A snapshot that fails the check, or
-that another one replaces before it is installed, is dropped (``cancel``, then garbage).
+that another one replaces before it is installed, is dropped (``drop``: deleted at once).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import secrets
 import threading
 import zlib
 from typing import TYPE_CHECKING, Any
 
+from univrs.errors import StorageError
 from univrs.raft.messages import SnapshotMeta
 from univrs.storage import layout
-from univrs.storage.snapshot_file import PART_BLOCKS, FileWriter, SnapshotFiles
+from univrs.storage.snapshot_file import PART_BLOCKS, FileWriter, SnapshotFiles, named_file
 
 if TYPE_CHECKING:
     import weakref
 
     from univrs.storage.env import StoreEnv, Txn
     from univrs.storage.stored_snapshot import StoredSnapshot
+
+
+log = logging.getLogger(__name__)
 
 
 def _require(cond: bool, message: str) -> None:
@@ -116,6 +132,10 @@ class InstallFile:
         self._file = FileWriter(files, self.name, data, part_blocks, env.turn)
         self._cancelled = threading.Event()
         self._starting = threading.Lock()
+        # Guards ``_claimed`` and ``_given_up``: ``drop`` never gives up a claimed file.
+        self._state = threading.Lock()
+        self._claimed = False  # taken over by ``install_file``: ``drop`` leaves it alone
+        self._given_up = False  # never to be switched to: its file is deleted
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.written = False  # the file is whole and durable
@@ -129,9 +149,57 @@ class InstallFile:
     def pieces(self) -> int:
         return self._file.pieces
 
+    @property
+    def given_up(self) -> bool:
+        return self._given_up
+
     def cancel(self) -> None:
-        """Stop ``write_file`` after the piece in progress (the node is stopping)."""
+        """Stop ``write_file`` after the piece in progress and give the file up (the node is
+        stopping: its writer cancels the installs it has not switched); the file is deleted
+        (see the module docstring), unless it was switched to already."""
+        with self._state:
+            self._given_up = True
+        self._give_up()
+
+    def claim(self) -> bool:
+        """Take the file over for its install (``LogStore.install_file``); False if it was
+        given up already (then the install writes a file of its own)."""
+        with self._state:
+            if self._given_up:
+                return False
+            self._claimed = True
+            return True
+
+    def drop(self) -> bool:
+        """Give the file up unless ``install_file`` took it over (a failed check, a newer
+        snapshot written ahead, the store closing); True if it was given up."""
+        with self._state:
+            if self._claimed:
+                return False
+            self._given_up = True
+        self._give_up()
+        return True
+
+    def _give_up(self) -> None:
         self._cancelled.set()
+        self._remove()  # the writing thread, if any, removes it again on its way out
+
+    def _remove(self) -> None:
+        """Delete the file if it is given up, not switched and not named by the record
+        (under the lock that orders the record's changes): at once, not at the next collect.
+        A failure leaves it to the next ``SnapshotFiles.collect``."""
+        with self._files.lock:
+            if not self._given_up or self.switched:
+                return
+            self._files.pending.discard(self.name)
+            try:
+                if self._env.read(lambda txn: named_file(self._env, txn)) == self.name:
+                    return  # cannot be (switch refuses a given-up file); never delete it
+                os.unlink(self._file.path)
+            except FileNotFoundError:
+                pass
+            except (OSError, StorageError):  # a closed store, a failing disk: the next open
+                log.warning("cannot remove the given-up snapshot file %s", self.name, exc_info=True)
 
     def start(self) -> None:
         """Begin ``_write`` in a thread of its own (``LogStore.prewrite_install``: while the
@@ -178,16 +246,24 @@ class InstallFile:
             while not self._cancelled.is_set():
                 if self._file.write_piece():
                     self.written = True
-                    return
-            raise InstallCancelled(f"install of the snapshot at {self.meta.index} cancelled")
+                    break
+            else:
+                raise InstallCancelled(f"install of the snapshot at {self.meta.index} cancelled")
         except BaseException:
             self.abandon()
             raise
+        # Given up while its last piece was written (after that piece created the file, or
+        # after the remover found none): removed here.
+        self._remove()
 
     def abandon(self) -> None:
-        """Give the file up (not switched to): it is garbage from now on, deleted by the next
-        ``SnapshotFiles.collect`` (a save, an install, the next open)."""
+        """Give the file up (its write failed or was cancelled; not switched to): closed and
+        deleted at once."""
         self._file.close()
+        with self._state:
+            self._given_up = True
+        with contextlib.suppress(Exception):
+            self._remove()
         with self._files.lock:
             self._files.pending.discard(self.name)
 
@@ -203,10 +279,12 @@ class InstallFile:
         # hold its snapshot's lock meanwhile. Nothing else writes the record in between (this
         # is the writer's item); if the switch then fails, a successor never stored is inert.
         with self._files.lock:
+            if self._given_up:  # cancelled or dropped: its file is (being) deleted
+                raise InstallCancelled(f"snapshot file {self.name} was given up")
             self._hand_over(self._env.read(self._stored_record), self._record())
             self._env.write(self._switch)
             self._files.pending.discard(self.name)
-        self.switched = True
+            self.switched = True  # under the lock: ``_remove`` never deletes it
         self._files.collect(self._env)  # the replaced file, if any (its readers keep it open)
 
     def _hand_over(self, raw_old: bytes | None, new: list[Any]) -> None:
