@@ -59,6 +59,7 @@ from univrs.raft.ready import SnapshotInstall
 from univrs.runtime.events import Applied, Propose, ProposeBatch
 from univrs.runtime.payload import (
     MAX_PAYLOAD_VERSION,
+    Decoded,
     UnsupportedPayloadVersion,
     decode_entry,
     decode_own_entry,
@@ -248,27 +249,11 @@ class Applier:
                     extra={"index": entry.index, "term": entry.term, "reason": str(exc)},
                 )
                 raise
-            if isinstance(decoded, str):
-                sm.mark_applied(index=entry.index, term=entry.term)
-                responses = [Failure(code=ErrorCode.INVALID_ARGUMENT, message=decoded)]
-            elif not decoded[2]:  # version 1: one command
-                command = decoded[0][0]
-                assert not isinstance(command, str)  # a bad version-1 envelope fails whole
-                responses = [
-                    sm.apply(command, index=entry.index, term=entry.term, time_ms=decoded[1])
-                ]
-            else:  # a batch entry: its commands at consecutive revisions
-                commands, time_ms, _ = decoded
-                # Every command's changes handed to the watch history once per entry.
-                captured: list[tuple[int, AppliedChanges]] = []
-                responses = sm.apply_batch(
-                    [_failure(c) if isinstance(c, str) else c for c in commands],
-                    index=entry.index,
-                    term=entry.term,
-                    time_ms=time_ms,
-                    captured=captured,
-                )
-                hub.applied_many(captured, len(entry.data) // len(commands))
+            # Every command's changes handed to the watch history once per entry.
+            captured: list[tuple[int, AppliedChanges]] = []
+            responses = apply_decoded(sm, entry, decoded, captured)
+            if not isinstance(decoded, str) and decoded[2]:  # a batch entry
+                hub.applied_many(captured, len(entry.data) // len(decoded[0]))
         else:
             if entry.kind is EntryKind.CONFIG:
                 self.view.applied_membership = decode_membership(entry.data)
@@ -320,6 +305,34 @@ def _observe_commits(histogram: Histogram, proposals: Sequence[Propose]) -> None
         started, count = p.started, 1
     if count:
         histogram.observe_many(now - started, count)
+
+
+def apply_decoded(
+    sm: ClusterStateMachine,
+    entry: Entry,
+    decoded: Decoded | str,
+    captured: list[tuple[int, AppliedChanges]] | None = None,
+) -> list[Response]:
+    """The state machine's part of applying the normal entry ``entry`` whose payload decoded to
+    ``decoded`` (``decode_entry``'s answer): a payload that does not decode only marks its index
+    applied (its one response a failure), a version-1 entry is one command, a batch entry its
+    commands at consecutive revisions (their changes appended to ``captured`` when given). The
+    apply loop and ``univrs state-scrub``'s replay both apply entries through this."""
+    if isinstance(decoded, str):
+        sm.mark_applied(index=entry.index, term=entry.term)
+        return [_failure(decoded)]
+    if not decoded[2]:  # version 1: one command
+        command = decoded[0][0]
+        assert not isinstance(command, str)  # a bad version-1 envelope fails whole
+        return [sm.apply(command, index=entry.index, term=entry.term, time_ms=decoded[1])]
+    commands, time_ms, _ = decoded
+    return sm.apply_batch(
+        [_failure(c) if isinstance(c, str) else c for c in commands],
+        index=entry.index,
+        term=entry.term,
+        time_ms=time_ms,
+        captured=captured,
+    )
 
 
 def _failure(reason: str) -> Failure:

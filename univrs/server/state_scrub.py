@@ -37,10 +37,10 @@ import attrs
 
 from univrs.errors import StorageError
 from univrs.raft.messages import Entry, EntryKind
+from univrs.runtime.applier import apply_decoded
 from univrs.runtime.payload import MAX_PAYLOAD_VERSION, decode_entry
 from univrs.runtime.snapshots import capture_digest, restore
 from univrs.server.statedir import STATE_DIR
-from univrs.sm.responses import ErrorCode, Failure
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage.log_store import LogStore
 from univrs.storage.recover import stored_node_id
@@ -76,25 +76,8 @@ def replay(
     for entry in entries:
         if entry.kind is not EntryKind.NORMAL:
             sm.mark_applied(index=entry.index, term=entry.term)
-            continue
-        decoded = decode_entry(entry.data, max_payload_version)
-        if isinstance(decoded, str):
-            sm.mark_applied(index=entry.index, term=entry.term)
-        elif not decoded[2]:
-            command = decoded[0][0]
-            assert not isinstance(command, str)
-            sm.apply(command, index=entry.index, term=entry.term, time_ms=decoded[1])
         else:
-            commands, time_ms, _ = decoded
-            sm.apply_batch(
-                [
-                    Failure(code=ErrorCode.INVALID_ARGUMENT, message=c) if isinstance(c, str) else c
-                    for c in commands
-                ],
-                index=entry.index,
-                term=entry.term,
-                time_ms=time_ms,
-            )
+            apply_decoded(sm, entry, decode_entry(entry.data, max_payload_version))
     return sm
 
 
