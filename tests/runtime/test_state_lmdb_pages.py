@@ -187,3 +187,40 @@ def test_the_page_benchmark_runs_both_ways() -> None:
         )
         out = json.loads(done.stdout.splitlines()[0])
         assert out["pinned"] is (not extra) and out["workloads_median_ms"] > 0, out
+
+
+def test_a_workload_page_reads_its_rows_counts_and_one_id_ahead_only(
+    state: tuple[ClusterStateMachine, LmdbStore],
+    counts: Counts,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """s14-page: a workload's status is one lookup of its counts row (no scan of its
+    instance index, no instance read), and the look-ahead reads the next id only (no
+    workload decoded, no status). The page visits ``LIMIT`` workload rows and one key: 11
+    rows (22 before: each workload's index row, and the look-ahead workload), reads no
+    instance, and decodes ``LIMIT`` workloads (``LIMIT`` + 1 before)."""
+    sm, _ = state
+    after = _middle(w.id for w in sm.stored_workloads())
+    decoded: list[str] = []
+    looked_up: list[str] = []
+    values, get = LmdbTable.values, LmdbTable.get
+
+    def counted_values(self: LmdbTable[Any], after: str | None = None) -> Iterator[Any]:
+        for value in values(self, after):
+            decoded.append(type(value).__name__)
+            yield value
+
+    def counted_get(self: LmdbTable[Any], key: str) -> Any:
+        value = get(self, key)
+        looked_up.append(type(value).__name__)
+        return value
+
+    monkeypatch.setattr(LmdbTable, "values", counted_values)
+    monkeypatch.setattr(LmdbTable, "get", counted_get)
+    counts.rows = counts.begins = 0
+    page = _page("workload.list", {"limit": LIMIT, "after": after}, sm)
+    assert len(page["items"]) == LIMIT and page["next"] == page["items"][-1]["id"]
+    assert counts.rows == LIMIT + 1, counts
+    assert counts.begins == 1, counts
+    assert decoded == ["StoredWorkload"] * LIMIT
+    assert looked_up == ["tuple"] * LIMIT  # the counts rows; no instance

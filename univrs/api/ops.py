@@ -60,7 +60,8 @@ from univrs.sm.commands import (
     UpdateWorkload,
 )
 from univrs.sm.credits import MAX_REASON_LEN
-from univrs.sm.model import Instance, InstanceSpec, InstanceStatus, Node, NodeStatus, Workload
+from univrs.sm.model import Instance, InstanceSpec, InstanceStatus, Node, NodeStatus
+from univrs.sm.objects import StoredWorkload
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
@@ -167,17 +168,31 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     name = cv.read_str(args["name"], "name") if "name" in args else None
 
-    def items_after(after: str | None) -> Iterable[Workload]:
-        items: Iterable[Workload] = state.iter_workloads(after=after)
+    # The stored workloads are scanned and filtered (their specs); only the page's rows get
+    # a status (one counts lookup each), the look-ahead none (s14-page).
+    def items_after(after: str | None) -> Iterable[StoredWorkload]:
+        items: Iterable[StoredWorkload] = state.iter_stored_workloads(after=after)
         if name is not None:
             items = (w for w in items if w.spec.name == name)
         if selector:
             items = (w for w in items if set(selector) <= set(w.spec.labels))
         return items
 
-    page = oa.page_scan(items_after, lambda w: w.id, args, state)
-    page["items"] = [cv.workload_doc(w) for w in page["items"]]
-    return page
+    def show(stored: StoredWorkload) -> Any:
+        return cv.stored_workload_doc(stored, state.workload_status(stored))
+
+    def ids_after(after: str) -> Iterable[str]:
+        return state.workload_ids(after=after)
+
+    unfiltered = name is None and not selector
+    return oa.page_scan(
+        items_after,
+        _id_of,
+        args,
+        state,
+        ids_after=ids_after if unfiltered else None,
+        show=show,
+    )
 
 
 # ------------------------------------------------------------------ instances
@@ -228,9 +243,21 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
         items = state.iter_instances(workload_id=workload_id, node_id=node_id, after=after)
         return items if status is None else (i for i in items if i.status is status)
 
-    page = oa.page_scan(items_after, lambda i: i.id, args, state)
-    page["items"] = [cv.instance_doc(i) for i in page["items"]]
-    return page
+    def ids_after(after: str) -> Iterable[str]:  # the look-ahead without an instance read
+        return state.instance_ids(workload_id=workload_id, node_id=node_id, after=after)
+
+    return oa.page_scan(
+        items_after,
+        _id_of,
+        args,
+        state,
+        ids_after=ids_after if status is None else None,
+        show=cv.instance_doc,
+    )
+
+
+def _id_of(item: Any) -> str:
+    return item.id  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ nodes

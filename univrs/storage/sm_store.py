@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import struct
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -464,6 +465,21 @@ class LmdbPairIndex(PairIndex):
             assert txn.stat(self._db)["entries"] == 0, "load fills an empty index"
             for first, second in pairs:
                 txn.put(self._key(first, second), b"", db=self._db)
+
+
+# A workload's instance counts row (``univrs.sm.objects.Counts``): five unsigned 64-bit
+# integers, big-endian; the staging writes the same bytes (``univrs.storage.sm_ingest``).
+COUNTS_ROW = struct.Struct(">5Q")
+
+
+def encode_counts(counts: tuple[int, ...]) -> bytes:
+    """The stored bytes of a counts row."""
+    return COUNTS_ROW.pack(*counts)
+
+
+def decode_counts(raw: bytes) -> Any:
+    """A counts row from its stored bytes (a tuple of five ints)."""
+    return COUNTS_ROW.unpack(raw)
 
 
 def cbor_codec(
