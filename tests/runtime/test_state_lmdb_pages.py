@@ -22,6 +22,7 @@ import attrs
 import pytest
 
 import univrs.storage.sm_store as sm_store
+from univrs.api import convert as cv
 from univrs.api.ops import HANDLERS
 from univrs.bench.scale_state import build
 from univrs.sm import ClusterStateMachine, Workload
@@ -195,20 +196,30 @@ def test_a_workload_page_reads_its_rows_counts_and_one_id_ahead_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """s14-page: a workload's status is one lookup of its counts row (no scan of its
-    instance index, no instance read), and the look-ahead reads the next id only (no
-    workload decoded, no status). The page visits ``LIMIT`` workload rows and one key: 11
-    rows (22 before: each workload's index row, and the look-ahead workload), reads no
-    instance, and decodes ``LIMIT`` workloads (``LIMIT`` + 1 before)."""
+    instance index, no instance read), the look-ahead reads the next id only (no workload
+    decoded, no status), and the documents are rendered from the stored rows (no objects).
+    The page visits ``LIMIT`` workload rows and one key: 11 rows (22 before: each workload's
+    index row, and the look-ahead workload), reads no instance, builds no workload object,
+    and decodes ``LIMIT`` rows (``LIMIT`` + 1 workloads before)."""
     sm, _ = state
     after = _middle(w.id for w in sm.stored_workloads())
     decoded: list[str] = []
     looked_up: list[str] = []
-    values, get = LmdbTable.values, LmdbTable.get
+    values, rows, get = LmdbTable.values, LmdbTable.rows, LmdbTable.get
 
     def counted_values(self: LmdbTable[Any], after: str | None = None) -> Iterator[Any]:
         for value in values(self, after):
             decoded.append(type(value).__name__)
             yield value
+
+    def counted_rows(self: LmdbTable[Any], after: str | None = None) -> Any:
+        found = rows(self, after)
+        return None if found is None else counting(found)
+
+    def counting(found: Iterator[Any]) -> Iterator[Any]:
+        for row in found:
+            decoded.append("row")
+            yield row
 
     def counted_get(self: LmdbTable[Any], key: str) -> Any:
         value = get(self, key)
@@ -216,11 +227,15 @@ def test_a_workload_page_reads_its_rows_counts_and_one_id_ahead_only(
         return value
 
     monkeypatch.setattr(LmdbTable, "values", counted_values)
+    monkeypatch.setattr(LmdbTable, "rows", counted_rows)
     monkeypatch.setattr(LmdbTable, "get", counted_get)
     counts.rows = counts.begins = 0
     page = _page("workload.list", {"limit": LIMIT, "after": after}, sm)
     assert len(page["items"]) == LIMIT and page["next"] == page["items"][-1]["id"]
     assert counts.rows == LIMIT + 1, counts
     assert counts.begins == 1, counts
-    assert decoded == ["StoredWorkload"] * LIMIT
+    assert decoded == ["row"] * LIMIT
     assert looked_up == ["tuple"] * LIMIT  # the counts rows; no instance
+    assert page["items"] == [
+        cv.workload_doc(w) for w in sm.list_workloads(after=after, limit=LIMIT)
+    ]

@@ -185,6 +185,15 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
         return state.workload_ids(after=after)
 
     unfiltered = name is None and not selector
+    if state.workload_rows() is not None:  # stored as rows (LMDB): rendered from them
+        return oa.page_scan(
+            _rows_after(state, name, selector),
+            _row_id,
+            args,
+            state,
+            ids_after=ids_after if unfiltered else None,
+            show=lambda row: cv.workload_row_doc(row, state.counts_status(row[0], row[5])),
+        )
     return oa.page_scan(
         items_after,
         _id_of,
@@ -193,6 +202,34 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
         ids_after=ids_after if unfiltered else None,
         show=show,
     )
+
+
+def _rows_after(
+    state: ClusterStateMachine, name: str | None, selector: tuple[tuple[str, str], ...]
+) -> Callable[[str | None], Iterable[list[Any]]]:
+    """``workload.list``'s items on a backend that stores rows: the stored rows from a
+    cursor, filtered on their name and labels as the objects would be."""
+
+    def rows_after(after: str | None) -> Iterable[list[Any]]:
+        rows: Iterable[list[Any]] | None = state.workload_rows(after=after)
+        assert rows is not None
+        if name is not None:
+            rows = (row for row in rows if row[3] == name)
+        if selector:
+            wanted = set(selector)
+            rows = (row for row in rows if wanted <= _label_pairs(row))
+        return rows
+
+    return rows_after
+
+
+def _label_pairs(row: list[Any]) -> set[tuple[str, str]]:
+    labels = cv.workload_row_parts(row)[2]
+    return set(zip(labels[::2], labels[1::2], strict=True))
+
+
+def _row_id(row: list[Any]) -> str:
+    return row[0]  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ instances

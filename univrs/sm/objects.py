@@ -41,6 +41,7 @@ from univrs.sm.status import COUNT_SLOT as COUNT_SLOT
 from univrs.sm.status import ZERO_COUNTS as ZERO_COUNTS
 from univrs.sm.status import Counts as Counts
 from univrs.sm.status import StoredWorkload as StoredWorkload
+from univrs.sm.status import status_for as status_for
 from univrs.sm.status import status_of as status_of
 from univrs.sm.status import view_of as view_of
 from univrs.sm.status import workload_status as workload_status
@@ -235,6 +236,16 @@ class Objects:
         """Stored workloads (no status: their counts are not looked up) in id order, from the
         first id after ``after`` (lazy): a page filters and looks ahead on these."""
         return self._workloads.values(after)
+
+    def workload_rows(self, after: str | None = None) -> Iterator[list[Any]] | None:
+        """The stored workloads' snapshot rows (``univrs.sm.snapshot._workload_row``) in id
+        order from the first id after ``after``, not built into objects, when the backend
+        stores rows (LMDB); None in memory (lazy)."""
+        return self._workloads.rows(after)
+
+    def counts_status(self, workload_id: str, desired: int) -> WorkloadStatus:
+        """The status of the workload ``workload_id`` that wants ``desired`` instances."""
+        return status_for(desired, self.instance_counts(workload_id))
 
     def workload_ids(self, after: str | None = None) -> Iterator[str]:
         """Workload ids in order, from the first id after ``after`` (lazy; nothing decoded)."""

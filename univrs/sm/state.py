@@ -315,6 +315,16 @@ class ClusterStateMachine(CommandHandlers):
         """The status of a stored workload (its instances' counts: one lookup)."""
         return self._objects.workload_status(stored)
 
+    def workload_rows(self, *, after: str | None = None) -> Iterator[list[Any]] | None:
+        """Stored workloads as their snapshot rows (not built into objects) in id order from
+        the first id after ``after``, on a backend that stores rows (LMDB); None in memory.
+        Lazy; a page renders from these (``univrs.api.convert.workload_row_doc``)."""
+        return self._objects.workload_rows(after)
+
+    def counts_status(self, workload_id: str, desired: int) -> WorkloadStatus:
+        """The status of workload ``workload_id`` if it wants ``desired`` instances."""
+        return self._objects.counts_status(workload_id, desired)
+
     def workload_ids(self, *, after: str | None = None) -> Iterator[str]:
         """Workload ids in order from the first id after ``after`` (lazy; nothing decoded)."""
         return self._objects.workload_ids(after)

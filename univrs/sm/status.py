@@ -82,7 +82,13 @@ def view_of(stored: StoredWorkload, counts: Counts) -> Workload:
 
 def status_of(stored: StoredWorkload, counts: Counts) -> WorkloadStatus:
     """The status these instance counts give the workload (shared: one per distinct key)."""
-    key = (stored.spec.replicas, *counts)
+    return status_for(stored.spec.replicas, counts)
+
+
+def status_for(desired: int, counts: Counts) -> WorkloadStatus:
+    """The status of a workload that wants ``desired`` instances and has ``counts`` (shared:
+    one per distinct key)."""
+    key = (desired, *counts)
     status = _STATUSES.get(key)
     if status is None:
         status = workload_status(*key)

@@ -327,6 +327,14 @@ class LmdbTable(Table[V]):
         decode = self._decode
         return (decode(value) for _, value in self._items(after))
 
+    def rows(self, after: str | None = None) -> Iterator[list[Any]] | None:
+        """The stored snapshot rows in key order (of keys greater than ``after``), decoded
+        from CBOR and no further, when this table stores rows (``rows=True``); else None."""
+        if not self._rows:
+            return None
+        loads = cbor2.loads
+        return (loads(value) for _, value in self._items(after))
+
     def view(self) -> Callable[[], Iterator[V]]:
         """The values now, in key order, for later (a snapshot's encoder, in another thread):
         a read transaction begun now (LMDB's MVCC keeps what it sees while writes go on),
