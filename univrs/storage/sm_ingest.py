@@ -76,6 +76,9 @@ class _Stager:
         self.nodes = store.db("nodes")
         self.by_workload, self.by_node = store.db("by_workload"), store.db("by_node")
         self.counts = store.db("workload_counts")
+        # Counts rows waiting to be appended (``put_counts``), and the highest key taken.
+        self.pending_counts: list[tuple[bytes, bytes]] = []
+        self.last_counted = b""
         self.node_refs: set[str] = set()  # the nodes instances are on (checked at the end)
         self.done: set[str] = set()
         self.stop = check_stop.get()  # the check's stop, polled between blocks of rows
@@ -132,7 +135,7 @@ class _Stager:
         # created by scaling): appended then, else put where they go.
         node_keys: list[bytes] = []
         run_of, run = b"", [0, 0, 0, 0, 0]  # the counts of the current run of one workload
-        slot = _SLOT
+        slot, pending, pack = _SLOT, self.pending_counts, COUNTS_ROW.pack
         for block in self.blocks(count):
             self.poll()
             for _ in range(block):
@@ -143,7 +146,10 @@ class _Stager:
                 if not put(ident, dumps(row), db=db, append=True):
                     raise _NotCanonical
                 if workload_id != run_of:
-                    if run_of:
+                    if run_of > self.last_counted and len(pending) < _INDEX_BATCH:
+                        pending.append((run_of, pack(*run)))  # ``put_counts``, inlined
+                        self.last_counted = run_of
+                    elif run_of:
                         self.put_counts(run_of, run)
                     run_of, run = workload_id, [0, 0, 0, 0, 0]
                     if get(workload_id, db=workloads) is None:
@@ -159,19 +165,34 @@ class _Stager:
                         self.put_index(node_keys, self.by_node)
         if run_of:
             self.put_counts(run_of, run)
+        self.flush_counts()
         self.put_index(node_keys, self.by_node)
         self.done.add("instances")
 
     def put_counts(self, workload_id: bytes, counts: list[int]) -> None:
-        """Add a run's counts to the workload's row: appended when the row is new and above
-        every other (runs in workload order), else merged with the row there."""
-        put, db = self.txn.put, self.counts
-        if put(workload_id, COUNTS_ROW.pack(*counts), db=db, append=True):
+        """Add a run's counts to the workload's row. Runs in workload order (the common case:
+        instance ids that follow their workloads') are collected and appended together
+        (``MDB_APPEND``, ``_INDEX_BATCH`` rows a call); a run out of that order first puts
+        those, then is merged with the row there."""
+        pending = self.pending_counts
+        if workload_id > self.last_counted:
+            pending.append((workload_id, COUNTS_ROW.pack(*counts)))
+            self.last_counted = workload_id
+            if len(pending) >= _INDEX_BATCH:
+                self.flush_counts()
             return
+        self.flush_counts()
+        db = self.counts
         there = self.txn.get(workload_id, db=db)
         if there is not None:
             counts = [a + b for a, b in zip(counts, COUNTS_ROW.unpack(there), strict=True)]
-        put(workload_id, COUNTS_ROW.pack(*counts), db=db)
+        self.txn.put(workload_id, COUNTS_ROW.pack(*counts), db=db)
+
+    def flush_counts(self) -> None:
+        """Append the collected counts rows (all above every row in the table)."""
+        if self.pending_counts:
+            self.txn.cursor(db=self.counts).putmulti(self.pending_counts, append=True)
+            self.pending_counts.clear()
 
     def put_index(self, keys: list[bytes], db: Any) -> None:
         """Put the index ``keys`` (empty values) into ``db`` in key order; empties ``keys``."""
