@@ -311,7 +311,8 @@ class StateEnv:
 
     def load(self) -> ClusterStateMachine:
         """The state machine on this environment, as last committed (an empty one if none
-        was). Reads the small tables only. ``StorageError`` if they do not decode."""
+        was). Reads the small tables only (an env of state format 1 first gets its counts
+        rows built: ``_upgrade``). ``StorageError`` if they do not decode."""
         objects = _objects_on(self.store)
         try:
             self._upgrade()
