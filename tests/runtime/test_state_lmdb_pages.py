@@ -22,6 +22,7 @@ import attrs
 import pytest
 
 import univrs.storage.sm_store as sm_store
+from univrs.api import convert as cv
 from univrs.api.ops import HANDLERS
 from univrs.bench.scale_state import build
 from univrs.sm import ClusterStateMachine, Workload
@@ -187,3 +188,54 @@ def test_the_page_benchmark_runs_both_ways() -> None:
         )
         out = json.loads(done.stdout.splitlines()[0])
         assert out["pinned"] is (not extra) and out["workloads_median_ms"] > 0, out
+
+
+def test_a_workload_page_reads_its_rows_counts_and_one_id_ahead_only(
+    state: tuple[ClusterStateMachine, LmdbStore],
+    counts: Counts,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """s14-page: a workload's status is one lookup of its counts row (no scan of its
+    instance index, no instance read), the look-ahead reads the next id only (no workload
+    decoded, no status), and the documents are rendered from the stored rows (no objects).
+    The page visits ``LIMIT`` workload rows and one key: 11 rows (22 before: each workload's
+    index row, and the look-ahead workload), reads no instance, builds no workload object,
+    and decodes ``LIMIT`` rows (``LIMIT`` + 1 workloads before)."""
+    sm, _ = state
+    after = _middle(w.id for w in sm.stored_workloads())
+    decoded: list[str] = []
+    looked_up: list[str] = []
+    values, rows, get = LmdbTable.values, LmdbTable.rows, LmdbTable.get
+
+    def counted_values(self: LmdbTable[Any], after: str | None = None) -> Iterator[Any]:
+        for value in values(self, after):
+            decoded.append(type(value).__name__)
+            yield value
+
+    def counted_rows(self: LmdbTable[Any], after: str | None = None) -> Any:
+        found = rows(self, after)
+        return None if found is None else counting(found)
+
+    def counting(found: Iterator[Any]) -> Iterator[Any]:
+        for row in found:
+            decoded.append("row")
+            yield row
+
+    def counted_get(self: LmdbTable[Any], key: str) -> Any:
+        value = get(self, key)
+        looked_up.append(type(value).__name__)
+        return value
+
+    monkeypatch.setattr(LmdbTable, "values", counted_values)
+    monkeypatch.setattr(LmdbTable, "rows", counted_rows)
+    monkeypatch.setattr(LmdbTable, "get", counted_get)
+    counts.rows = counts.begins = 0
+    page = _page("workload.list", {"limit": LIMIT, "after": after}, sm)
+    assert len(page["items"]) == LIMIT and page["next"] == page["items"][-1]["id"]
+    assert counts.rows == LIMIT + 1, counts
+    assert counts.begins == 1, counts
+    assert decoded == ["row"] * LIMIT
+    assert looked_up == ["tuple"] * LIMIT  # the counts rows; no instance
+    assert page["items"] == [
+        cv.workload_doc(w) for w in sm.list_workloads(after=after, limit=LIMIT)
+    ]

@@ -20,7 +20,6 @@ from tests.sm.strategies import steps
 from univrs.sm import Created, DeleteWorkload, OpenSession, Success
 from univrs.sm import handlers as handlers_module
 from univrs.sm.credits import Ledger
-from univrs.sm.model import Instance
 from univrs.sm.objects import Objects
 from univrs.sm.sessions import SessionTable
 from univrs.sm.state import ClusterStateMachine
@@ -100,19 +99,18 @@ def test_orphan_property_catches_a_delete_without_cascade(
     must_fail(props.check_deleting_a_workload_or_node_leaves_no_orphan_instances)
 
 
-def test_invariants_catch_instance_counts_remembered_past_a_status_change(
+def test_invariants_catch_instance_counts_left_behind_by_a_status_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``Objects.counts_cache`` not dropped when an instance changes: ``problems()`` (which
-    every property checks) names the stale counts."""
-    put_instance = Objects.put_instance
+    """The workload's counts row (``Objects._counts``, s14-page) not moved when an instance
+    changes status: ``problems()`` (which every property checks) names the stale counts."""
+    count = Objects._count
 
-    def stale(self: Objects, instance: Instance) -> None:
-        kept = dict(self.counts_cache)
-        put_instance(self, instance)
-        self.counts_cache.update(kept)  # the counts from before the change come back
+    def stale(self: Objects, workload_id: str, was: Any, now: Any) -> None:
+        if was is None or now is None:
+            count(self, workload_id, was, now)  # only a status change is forgotten
 
-    monkeypatch.setattr(Objects, "put_instance", stale)
+    monkeypatch.setattr(Objects, "_count", stale)
     must_fail(props.check_replicas_that_apply_the_same_commands_agree)
 
 
@@ -122,3 +120,21 @@ def test_the_owner_property_catches_an_apply_that_ignores_owners(
     """s14-owner: the state machine as before (no owner check at apply)."""
     monkeypatch.setattr(SessionTable, "may_use", lambda self, session, owner: True)
     must_fail(props.check_a_command_under_another_owners_session_changes_nothing)
+
+
+def test_invariants_catch_instance_counts_left_behind_by_a_cascade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A workload's counts row kept when the workload and its instances are deleted: named."""
+    monkeypatch.setattr(Objects, "delete_workload", _delete_workload_keeping_counts)
+    must_fail(props.check_deleting_a_workload_or_node_leaves_no_orphan_instances)
+
+
+_real_delete_workload = Objects.delete_workload
+
+
+def _delete_workload_keeping_counts(self: Objects, workload_id: str) -> None:
+    kept = self._counts.get(workload_id)
+    _real_delete_workload(self, workload_id)
+    if kept is not None:
+        self._counts.put(workload_id, kept)

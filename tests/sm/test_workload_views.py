@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from univrs.sm.model import InstanceStatus, WorkloadPhase, WorkloadSpec
-from univrs.sm.objects import StoredWorkload, view_of, workload_status
+from univrs.sm.objects import COUNT_SLOT, StoredWorkload, view_of, workload_status
 
 small = st.integers(0, 3)
 
@@ -25,14 +25,17 @@ def test_every_view_has_the_status_its_counts_give(rows: list[tuple[int, ...]]) 
             version=1,
             created_index=1,
         )
-        counts = {
+        by_status = {
             InstanceStatus.PENDING: pending,
             InstanceStatus.RUNNING: running,
             InstanceStatus.SUCCEEDED: succeeded,
             InstanceStatus.FAILED: failed,
             InstanceStatus.UNKNOWN: unknown,
         }
-        status = view_of(stored, counts).status
+        counts = [0] * 5
+        for state, number in by_status.items():
+            counts[COUNT_SLOT[state]] = number
+        status = view_of(stored, tuple(counts)).status  # type: ignore[arg-type]
         assert status == workload_status(desired, pending, running, succeeded, failed, unknown)
         assert (status.desired, status.pending, status.running) == (desired, pending, running)
         assert (status.succeeded, status.failed, status.unknown) == (succeeded, failed, unknown)

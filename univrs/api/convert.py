@@ -301,15 +301,56 @@ def stored_workload_doc(w: Workload | StoredWorkload, st: WorkloadStatus) -> dic
         "version": w.version,
         "created_index": w.created_index,
         "spec": spec_doc(w.spec),
-        "status": {
-            "phase": st.phase.value,
-            "desired": st.desired,
-            "pending": st.pending,
-            "running": st.running,
-            "succeeded": st.succeeded,
-            "failed": st.failed,
-            "unknown": st.unknown,
+        "status": status_doc(st),
+    }
+
+
+def status_doc(st: WorkloadStatus) -> dict[str, Any]:
+    return {
+        "phase": st.phase.value,
+        "desired": st.desired,
+        "pending": st.pending,
+        "running": st.running,
+        "succeeded": st.succeeded,
+        "failed": st.failed,
+        "unknown": st.unknown,
+    }
+
+
+def workload_row_parts(v: list[Any]) -> tuple[list[str], list[str], list[str], list[Any]]:
+    """(args, env, labels, ports) of a stored workload row (``snapshot._workload_row``): the
+    lists of its variable parts, env and labels flat (key, value, ...), ports flat (number,
+    protocol, name, ...). The row is one the state stores (written by its encoder, or
+    checked canonical by a staging): its form is trusted here."""
+    env_at = 9 + v[8]
+    labels_at = env_at + 1 + 2 * v[env_at]
+    ports_at = labels_at + 1 + 2 * v[labels_at]
+    return v[9:env_at], v[env_at + 1 : labels_at], v[labels_at + 1 : ports_at], v[ports_at + 1 :]
+
+
+def workload_row_doc(v: list[Any], st: WorkloadStatus) -> dict[str, Any]:
+    """``stored_workload_doc`` of the workload whose stored row is ``v`` (the same document,
+    key for key and in the same order: tests/api/test_row_docs.py), without building the
+    workload's objects (a page of 100: s14-page)."""
+    args, env, labels, ports = workload_row_parts(v)
+    return {
+        "id": v[0],
+        "version": v[1],
+        "created_index": v[2],
+        "spec": {
+            "name": v[3],
+            "image": v[4],
+            "replicas": v[5],
+            "args": args,
+            "env": dict(zip(env[::2], env[1::2], strict=True)),
+            "labels": dict(zip(labels[::2], labels[1::2], strict=True)),
+            "resources": {"cpu_millis": v[6], "memory_bytes": v[7]},
+            "ports": [
+                {"container_port": ports[at], "protocol": ports[at + 1], "name": ports[at + 2]}
+                for at in range(0, len(ports), 3)
+            ],
         },
+        "status": status_doc(st),
     }
 
 

@@ -77,19 +77,34 @@ def page_scan(
     key: Callable[[Any], str],
     args: dict[str, Any],
     state: ClusterStateMachine,
+    *,
+    ids_after: Callable[[str], Iterable[str]] | None = None,
+    show: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """``page`` for a table of the state: ``items_after(after)`` yields the (filtered) items
     in id order from the first id after ``after`` (a range scan of the ordered table,
     ``univrs.sm.tables``); at most ``limit`` + 1 are taken, so an unfiltered page costs
-    O(log n + limit), not a sort of the table."""
+    O(log n + limit), not a sort of the table.
+
+    The look-ahead (is there a next page?) reads as little as it can: with ``ids_after``
+    (the ids ``items_after`` would give the items of, for a list whose filter needs no
+    item), ``limit`` items are read and then one id after the last; else the ``limit`` + 1-th
+    item is read but not shown. ``show`` turns each item of the page (not the look-ahead)
+    into its document, inside the page's read (a workload's status: its counts row)."""
     limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
     after = cv.read_str(args["after"], "after") if "after" in args else None
     with state.reading():  # one read transaction for the page's scan and lookups
-        items = list(islice(items_after(after), limit + 1))
-    page = items[:limit]
+        if ids_after is None:
+            items = list(islice(items_after(after), limit + 1))
+            more = len(items) > limit
+            del items[limit:]
+        else:
+            items = list(islice(items_after(after), limit))
+            more = bool(items) and next(iter(ids_after(key(items[-1]))), None) is not None
+        docs = items if show is None else [show(item) for item in items]
     return {
-        "items": page,
-        "next": key(page[-1]) if len(items) > limit and page else None,
+        "items": docs,
+        "next": key(items[-1]) if more and items else None,
         "revision": state.revision,  # as in ``page``
     }
 

@@ -60,7 +60,8 @@ from univrs.sm.commands import (
     UpdateWorkload,
 )
 from univrs.sm.credits import MAX_REASON_LEN
-from univrs.sm.model import Instance, InstanceSpec, InstanceStatus, Node, NodeStatus, Workload
+from univrs.sm.model import Instance, InstanceSpec, InstanceStatus, Node, NodeStatus
+from univrs.sm.objects import StoredWorkload
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
@@ -167,17 +168,68 @@ def _read_list_workloads(args: dict[str, Any], state: ClusterStateMachine) -> An
     selector = cv.read_labels_filter(args["labels"]) if "labels" in args else ()
     name = cv.read_str(args["name"], "name") if "name" in args else None
 
-    def items_after(after: str | None) -> Iterable[Workload]:
-        items: Iterable[Workload] = state.iter_workloads(after=after)
+    # The stored workloads are scanned and filtered (their specs); only the page's rows get
+    # a status (one counts lookup each), the look-ahead none (s14-page).
+    def items_after(after: str | None) -> Iterable[StoredWorkload]:
+        items: Iterable[StoredWorkload] = state.iter_stored_workloads(after=after)
         if name is not None:
             items = (w for w in items if w.spec.name == name)
         if selector:
             items = (w for w in items if set(selector) <= set(w.spec.labels))
         return items
 
-    page = oa.page_scan(items_after, lambda w: w.id, args, state)
-    page["items"] = [cv.workload_doc(w) for w in page["items"]]
-    return page
+    def show(stored: StoredWorkload) -> Any:
+        return cv.stored_workload_doc(stored, state.workload_status(stored))
+
+    def ids_after(after: str) -> Iterable[str]:
+        return state.workload_ids(after=after)
+
+    unfiltered = name is None and not selector
+    if state.workload_rows() is not None:  # stored as rows (LMDB): rendered from them
+        return oa.page_scan(
+            _rows_after(state, name, selector),
+            _row_id,
+            args,
+            state,
+            ids_after=ids_after if unfiltered else None,
+            show=lambda row: cv.workload_row_doc(row, state.counts_status(row[0], row[5])),
+        )
+    return oa.page_scan(
+        items_after,
+        _id_of,
+        args,
+        state,
+        ids_after=ids_after if unfiltered else None,
+        show=show,
+    )
+
+
+def _rows_after(
+    state: ClusterStateMachine, name: str | None, selector: tuple[tuple[str, str], ...]
+) -> Callable[[str | None], Iterable[list[Any]]]:
+    """``workload.list``'s items on a backend that stores rows: the stored rows from a
+    cursor, filtered on their name and labels as the objects would be."""
+
+    def rows_after(after: str | None) -> Iterable[list[Any]]:
+        rows: Iterable[list[Any]] | None = state.workload_rows(after=after)
+        assert rows is not None
+        if name is not None:
+            rows = (row for row in rows if row[3] == name)
+        if selector:
+            wanted = set(selector)
+            rows = (row for row in rows if wanted <= _label_pairs(row))
+        return rows
+
+    return rows_after
+
+
+def _label_pairs(row: list[Any]) -> set[tuple[str, str]]:
+    labels = cv.workload_row_parts(row)[2]
+    return set(zip(labels[::2], labels[1::2], strict=True))
+
+
+def _row_id(row: list[Any]) -> str:
+    return row[0]  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ instances
@@ -228,9 +280,21 @@ def _read_list_instances(args: dict[str, Any], state: ClusterStateMachine) -> An
         items = state.iter_instances(workload_id=workload_id, node_id=node_id, after=after)
         return items if status is None else (i for i in items if i.status is status)
 
-    page = oa.page_scan(items_after, lambda i: i.id, args, state)
-    page["items"] = [cv.instance_doc(i) for i in page["items"]]
-    return page
+    def ids_after(after: str) -> Iterable[str]:  # the look-ahead without an instance read
+        return state.instance_ids(workload_id=workload_id, node_id=node_id, after=after)
+
+    return oa.page_scan(
+        items_after,
+        _id_of,
+        args,
+        state,
+        ids_after=ids_after if status is None else None,
+        show=cv.instance_doc,
+    )
+
+
+def _id_of(item: Any) -> str:
+    return item.id  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ nodes

@@ -1,6 +1,8 @@
 """The node's client surface: the HTTP API (REST, health, status, metrics, OpenAPI) and the
 fast client protocol at ``/client`` on the raft listener, and the MCP endpoint at ``/v1/mcp``
-(``univrs.api.mcp``, behind the same authentication).
+(``univrs.api.mcp``, behind the same authentication; its SDK is imported and its session
+manager started at the first request to it, ``LazyMcp``: the import is more than half of a
+node's start-up imports, docs/state-at-scale.md s14-page).
 
 The HTTP API is served by hypercorn's trio worker (behind listeners that bound connections per
 client address: ``univrs.api.listen``); the app is Starlette. The state endpoints
@@ -19,6 +21,7 @@ the handlers (``univrs.net.tls.current_peer``).
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import ssl
@@ -32,6 +35,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from univrs.api import admin, dashboard, rest, watch
 from univrs.api.admin import client_ssl
@@ -41,8 +45,6 @@ from univrs.api.fast import member_endpoints, serve_client
 from univrs.api.health import StorageWatch, liveness, readiness
 from univrs.api.limits import ConnectionLimiter
 from univrs.api.listen import serve_http
-from univrs.api.mcp import PATH as mcp_path
-from univrs.api.mcp import McpEndpoint
 from univrs.api.openapi import openapi_document
 from univrs.api.service import ApiService
 from univrs.api.store import RaftStateStore
@@ -59,6 +61,7 @@ from univrs.net.tls import TlsContexts, build_server_context, set_peer_source
 from univrs.raft.ready import Role
 
 if TYPE_CHECKING:
+    from univrs.api.mcp import McpEndpoint
     from univrs.service.node import NodeHandle
 
 log = logging.getLogger("univrs.api")
@@ -232,11 +235,46 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return rest.error_response(InternalError(type(exc).__name__))
 
 
+MCP_PATH = "/v1/mcp"  # ``univrs.api.mcp.PATH`` (not imported here: see ``LazyMcp``)
+
+
+class LazyMcp:
+    """The ASGI app at ``/v1/mcp`` until the MCP SDK is needed: the first request imports
+    ``univrs.api.mcp`` (in a worker thread: the loop goes on serving meanwhile), builds the
+    ``McpEndpoint`` and starts its session manager in ``nursery`` (the API's); every request
+    then goes to it. Requests that arrive during the first one wait for it.
+
+    Why: importing the SDK (``mcp``, pydantic, its types) was more than half of the CPU a
+    node's start spends importing (0.85 s of 1.6 s, s14-page), paid before it serves its
+    first read at every restart, for an endpoint most nodes never see a request on."""
+
+    def __init__(self, service: ApiService, nursery: trio.Nursery) -> None:
+        self._service, self._nursery = service, nursery
+        self._lock = trio.Lock()
+        self.endpoint: McpEndpoint | None = None
+
+    async def _started(self) -> McpEndpoint:
+        async with self._lock:
+            if self.endpoint is None:
+                module = await trio.to_thread.run_sync(importlib.import_module, "univrs.api.mcp")
+                assert module.PATH == MCP_PATH, module.PATH
+                endpoint = module.McpEndpoint(self._service)
+                await self._nursery.start(_run_mcp, endpoint)
+                self.endpoint = endpoint
+            return self.endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            endpoint = await self._started()
+        await endpoint(scope, receive, send)
+
+
 def build_app(
     node: NodeHandle,
     service: ApiService | None = None,
     storage_watch: StorageWatch | None = None,
-    mcp: McpEndpoint | None = None,
+    mcp: LazyMcp | McpEndpoint | None = None,
 ) -> Starlette:
     """The Starlette app of one node (``service`` serves the state endpoints, ``mcp`` the MCP
     endpoint: univrs/api/mcp.py)."""
@@ -255,7 +293,7 @@ def build_app(
             *watch.routes(),
             *admin.routes(),
             *dashboard.routes(),
-            *([] if mcp is None else [Route(mcp_path, mcp)]),
+            *([] if mcp is None else [Route(MCP_PATH, mcp)]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         middleware=[Middleware(dashboard.CorsForMembers, node=node)],
@@ -315,8 +353,7 @@ async def serve_api(
         store = node.store
         assert isinstance(store, RaftStateStore), store
         service = ApiService(store)
-        mcp = McpEndpoint(service)
-        await nursery.start(_run_mcp, mcp)
+        mcp = LazyMcp(service, nursery)  # the SDK at the first request to it
         watch = StorageWatch(node)
         nursery.start_soon(watch.run)
         node.transport.add_route(protocol.PATH, functools.partial(serve_client, service))

@@ -2,7 +2,7 @@
 
 The runtime's watch history (univrs/runtime/watch.py) keeps the changes of the last thousands
 of revisions for seconds. Kept as objects (the before and after ``StoredWorkload``, instance or
-node, the item tuples, the counts' mappings: about 18 containers per write) they reached the
+node, the item tuples, the counts: about 18 containers per write) they reached the
 collector's oldest generation and every full collection walked them again, freeing nothing
 (docs/performance.md, Round 10). A ``bytes`` object is not tracked by the collector, so each
 revision's changes are kept as one, decoded only when a watcher reads that revision.
@@ -23,7 +23,6 @@ import marshal
 from typing import Any
 
 from univrs.sm.events import ObjectKind
-from univrs.sm.model import InstanceStatus
 from univrs.sm.objects import AppliedChanges
 from univrs.sm.snapshot import (
     _instance_row,
@@ -37,18 +36,14 @@ from univrs.sm.snapshot import (
 
 _KINDS = tuple(ObjectKind)
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
-_STATUSES = tuple(InstanceStatus)
-_P, _R, _S, _F, _U = _STATUSES
 _WORKLOAD, _INSTANCE = ObjectKind.WORKLOAD, ObjectKind.INSTANCE
 
 
 def _workload_side(captured: Any) -> list[Any] | None:
     if captured is None:
         return None
-    stored, counts = captured
-    side = [counts[_P], counts[_R], counts[_S], counts[_F], counts[_U]]
-    side += workload_row(stored)
-    return side
+    stored, counts = captured  # counts: ``objects.Counts``, in the order written here
+    return [*counts, *workload_row(stored)]
 
 
 def encode_changes(changes: AppliedChanges) -> bytes:
@@ -73,8 +68,7 @@ def encode_changes(changes: AppliedChanges) -> bytes:
 def _workload_back(side: list[Any] | None, shared: _Shared) -> Any:
     if side is None:
         return None
-    counts = dict(zip(_STATUSES, side[:5], strict=True))
-    return (_workload_v1(side[5:], "watch history", shared), counts)
+    return (_workload_v1(side[5:], "watch history", shared), tuple(side[:5]))
 
 
 def decode_changes(data: bytes, revision: int) -> AppliedChanges:

@@ -9,7 +9,12 @@ Invariants (``problems()`` checks them):
 
 * every instance's workload exists, and its node is None or exists;
 * ``_by_workload`` holds exactly the pairs (workload id, instance id) of the instances, and
-  ``_by_node`` exactly the pairs (node id, instance id) of the instances placed on a node.
+  ``_by_node`` exactly the pairs (node id, instance id) of the instances placed on a node;
+* ``_counts`` holds, for exactly the workloads that have instances, how many are in each
+  status (``Counts``): derived data, kept by the same changes in the same batch, so a
+  workload's status is one lookup, never a scan of its instances (docs/state-at-scale.md,
+  s14-page). It is not in snapshots or digests: a restore (``load``) or a staged install
+  rebuilds it from the instances.
 
 Every table is ordered by key (``univrs.sm.tables``): iteration is in id order, the same on
 every replica whatever the order the objects were created in, never a hash order. Lists are
@@ -23,24 +28,23 @@ state machine turns them into watch events (``univrs.sm.events``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from itertools import islice
-from types import MappingProxyType
 from typing import Any
 
 import attrs
 
 from univrs.sm.events import Event, EventType, ObjectKind, WatchedObject
-from univrs.sm.model import (
-    Instance,
-    InstanceStatus,
-    Node,
-    Workload,
-    WorkloadPhase,
-    WorkloadSpec,
-    WorkloadStatus,
-)
+from univrs.sm.model import Instance, InstanceStatus, Node, Workload, WorkloadStatus
+from univrs.sm.status import COUNT_SLOT as COUNT_SLOT
+from univrs.sm.status import ZERO_COUNTS as ZERO_COUNTS
+from univrs.sm.status import Counts as Counts
+from univrs.sm.status import StoredWorkload as StoredWorkload
+from univrs.sm.status import status_for as status_for
+from univrs.sm.status import status_of as status_of
+from univrs.sm.status import view_of as view_of
+from univrs.sm.status import workload_status as workload_status
 from univrs.sm.tables import (
     NO_JOURNAL,
     MemoryPairIndex,
@@ -50,20 +54,6 @@ from univrs.sm.tables import (
     StateJournal,
     Table,
 )
-
-_ZERO_COUNTS: dict[InstanceStatus, int] = dict.fromkeys(InstanceStatus, 0)
-COUNTS_CACHED = 4096  # workloads whose instance counts ``Objects`` remembers
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class StoredWorkload:
-    """A workload as stored (its status is derived from its instances when read)."""
-
-    id: str
-    spec: WorkloadSpec
-    version: int
-    created_index: int
-
 
 Stored = StoredWorkload | Instance | Node
 
@@ -87,71 +77,6 @@ def new_objects() -> Objects:
     return Objects()
 
 
-_PENDING, _RUNNING, _SUCCEEDED, _FAILED, _UNKNOWN = (
-    InstanceStatus.PENDING,
-    InstanceStatus.RUNNING,
-    InstanceStatus.SUCCEEDED,
-    InstanceStatus.FAILED,
-    InstanceStatus.UNKNOWN,
-)
-# Statuses by (desired, pending, running, succeeded, failed, unknown): a status is a value of
-# those six numbers alone, and every rendered workload (each write's answer, each read) needs
-# one; building it costs more than looking it up. Bounded: emptied when full.
-_STATUSES: dict[tuple[int, int, int, int, int, int], WorkloadStatus] = {}
-_MAX_STATUSES = 4096
-
-
-def workload_status(
-    desired: int, pending: int, running: int, succeeded: int, failed: int, unknown: int
-) -> WorkloadStatus:
-    """The status of a workload that wants ``desired`` instances and has these."""
-    if running >= desired:
-        phase = WorkloadPhase.READY
-    elif failed or unknown:
-        phase = WorkloadPhase.DEGRADED
-    else:
-        phase = WorkloadPhase.PROGRESSING
-    return WorkloadStatus(
-        phase=phase,
-        desired=desired,
-        pending=pending,
-        running=running,
-        succeeded=succeeded,
-        failed=failed,
-        unknown=unknown,
-    )
-
-
-def view_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> Workload:
-    """The workload with the status its instance counts (``Objects.instance_counts``) give."""
-    return Workload(
-        id=stored.id,
-        spec=stored.spec,
-        status=status_of(stored, counts),
-        version=stored.version,
-        created_index=stored.created_index,
-    )
-
-
-def status_of(stored: StoredWorkload, counts: Mapping[InstanceStatus, int]) -> WorkloadStatus:
-    """The status these instance counts give the workload (shared: one per distinct key)."""
-    key = (
-        stored.spec.replicas,
-        counts[_PENDING],
-        counts[_RUNNING],
-        counts[_SUCCEEDED],
-        counts[_FAILED],
-        counts[_UNKNOWN],
-    )
-    status = _STATUSES.get(key)
-    if status is None:
-        status = workload_status(*key)
-        if len(_STATUSES) >= _MAX_STATUSES:
-            _STATUSES.clear()
-        _STATUSES[key] = status
-    return status
-
-
 @attrs.define(eq=False)
 class Objects:
     """Workloads, instances and nodes, with the workload -> instances and node -> instances
@@ -162,6 +87,9 @@ class Objects:
     _nodes: Table[Node] = attrs.field(factory=MemoryTable)
     _by_workload: PairIndex = attrs.field(factory=MemoryPairIndex)
     _by_node: PairIndex = attrs.field(factory=MemoryPairIndex)
+    # workload id -> its instances' ``Counts``, for the workloads that have instances (a
+    # workload without a row has none: no all-zero row is kept). See the module docstring.
+    _counts: Table[Counts] = attrs.field(factory=MemoryTable)
     # (kind, id, before, after) of every change since the last clear (see the docstring).
     changes: list[Change] = attrs.field(factory=list)
     # A context in which one command's changes are made: one write transaction for a
@@ -173,11 +101,6 @@ class Objects:
     # Told which sessions, balances and tokens change (``StateJournal``): a persistent backend
     # writes them in the same batch; nothing in memory.
     journal: StateJournal = NO_JOURNAL
-    # ``instance_counts`` of workloads read lately (at most ``COUNTS_CACHED``), dropped for a
-    # workload whenever one of its instances changes; a persistent backend passes one its
-    # store empties when a batch aborts (``LmdbStore.cache``). A scale or an update of a
-    # workload then scans none of its instances for its watch events.
-    counts_cache: dict[str, Any] = attrs.field(factory=dict)
 
     # ------------------------------------------------------------ lookups
 
@@ -206,13 +129,16 @@ class Objects:
 
     def delete_workload(self, workload_id: str) -> None:
         """Remove a workload and, with it, every instance of it (no orphans), in id order."""
-        self.counts_cache.pop(workload_id, None)
+        had_instances = False
         for instance_id in list(self._by_workload.seconds(workload_id)):
             instance = self._instances.pop(instance_id)
             self._by_workload.remove(workload_id, instance_id)
             if instance.node_id is not None:
                 self._by_node.remove(instance.node_id, instance_id)
             self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
+            had_instances = True
+        if had_instances:
+            self._counts.pop(workload_id)
         old = self._workloads.pop(workload_id)
         self.changes.append((ObjectKind.WORKLOAD, workload_id, old, None))
 
@@ -220,9 +146,11 @@ class Objects:
         """Add an instance or replace it. Its workload and node must exist; an instance keeps
         its workload, and its node once it has one (binding None -> node is allowed)."""
         old = self._instances.put(instance.id, instance)
-        self.counts_cache.pop(instance.workload_id, None)
         if old is None:
+            self._count(instance.workload_id, None, instance.status)
             self._by_workload.add(instance.workload_id, instance.id)
+        elif old.status is not instance.status:
+            self._count(instance.workload_id, old.status, instance.status)
         assert old is None or old.workload_id == instance.workload_id
         assert old is None or old.node_id in (None, instance.node_id)
         if instance.node_id is not None and (old is None or old.node_id is None):
@@ -233,7 +161,7 @@ class Objects:
         """Remove an instance."""
         instance = self._instances.pop(instance_id)
         self._by_workload.remove(instance.workload_id, instance_id)
-        self.counts_cache.pop(instance.workload_id, None)
+        self._count(instance.workload_id, instance.status, None)
         if instance.node_id is not None:
             self._by_node.remove(instance.node_id, instance_id)
         self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
@@ -249,10 +177,25 @@ class Objects:
             instance = self._instances.pop(instance_id)
             self._by_node.remove(node_id, instance_id)
             self._by_workload.remove(instance.workload_id, instance_id)
-            self.counts_cache.pop(instance.workload_id, None)
+            self._count(instance.workload_id, instance.status, None)
             self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
         old = self._nodes.pop(node_id)
         self.changes.append((ObjectKind.NODE, node_id, old, None))
+
+    def _count(
+        self, workload_id: str, was: InstanceStatus | None, now: InstanceStatus | None
+    ) -> None:
+        """One instance of the workload moves from status ``was`` to ``now`` (None: it is
+        new, or gone) in the workload's counts row; a row that comes to all zeros goes."""
+        counts = list(self._counts.get(workload_id) or ZERO_COUNTS)
+        if was is not None:
+            counts[COUNT_SLOT[was]] -= 1
+        if now is not None:
+            counts[COUNT_SLOT[now]] += 1
+        if any(counts):
+            self._counts.put(workload_id, tuple(counts))  # type: ignore[arg-type]
+        else:
+            self._counts.pop(workload_id)
 
     def instances_on(self, node_id: str) -> list[Instance]:
         """The instances placed on a node, in id order."""
@@ -269,31 +212,62 @@ class Objects:
         """``workload_view(stored).status``, without building the view."""
         return status_of(stored, self.instance_counts(stored.id))
 
-    def instance_counts(self, workload_id: str) -> Mapping[InstanceStatus, int]:
-        """How many instances of the workload are in each status now (a read-only mapping,
-        shared: remembered in ``counts_cache`` until one of its instances changes)."""
-        cache = self.counts_cache
-        found = cache.get(workload_id)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-        found = cache[workload_id] = MappingProxyType(self._count_instances(workload_id))
-        if len(cache) > COUNTS_CACHED:
-            del cache[next(iter(cache))]  # the first read (dicts keep insertion order)
-        return found
+    def instance_counts(self, workload_id: str) -> Counts:
+        """How many instances of the workload are in each status now (``Counts``): one
+        lookup of its counts row."""
+        return self._counts.get(workload_id) or ZERO_COUNTS
 
-    def _count_instances(self, workload_id: str) -> dict[InstanceStatus, int]:
-        counts = _ZERO_COUNTS.copy()  # not dict.fromkeys(InstanceStatus): iterating an enum
-        get = self._instances.get  # costs more than the copy
+    def _count_instances(self, workload_id: str) -> Counts:
+        """``instance_counts`` the slow way, from the instances (``problems`` checks them)."""
+        counts = [0, 0, 0, 0, 0]
+        get = self._instances.get
         for instance_id in self._by_workload.seconds(workload_id):
             instance = get(instance_id)
             if instance is not None:
-                counts[instance.status] += 1
-        return counts
+                counts[COUNT_SLOT[instance.status]] += 1
+        return tuple(counts)  # type: ignore[return-value]
 
     def iter_workloads(self, after: str | None = None) -> Iterator[Workload]:
         """Workloads (with their status) in id order, from the first id after ``after``:
         lazy, so a page costs O(log n + page)."""
         return map(self.workload_view, self._workloads.values(after))
+
+    def iter_stored_workloads(self, after: str | None = None) -> Iterator[StoredWorkload]:
+        """Stored workloads (no status: their counts are not looked up) in id order, from the
+        first id after ``after`` (lazy): a page filters and looks ahead on these."""
+        return self._workloads.values(after)
+
+    def workload_rows(self, after: str | None = None) -> Iterator[list[Any]] | None:
+        """The stored workloads' snapshot rows (``univrs.sm.snapshot._workload_row``) in id
+        order from the first id after ``after``, not built into objects, when the backend
+        stores rows (LMDB); None in memory (lazy)."""
+        return self._workloads.rows(after)
+
+    def counts_status(self, workload_id: str, desired: int) -> WorkloadStatus:
+        """The status of the workload ``workload_id`` that wants ``desired`` instances."""
+        return status_for(desired, self.instance_counts(workload_id))
+
+    def workload_ids(self, after: str | None = None) -> Iterator[str]:
+        """Workload ids in order, from the first id after ``after`` (lazy; nothing decoded)."""
+        return self._workloads.keys(after)
+
+    def instance_ids(
+        self,
+        *,
+        workload_id: str | None = None,
+        node_id: str | None = None,
+        after: str | None = None,
+    ) -> Iterator[str]:
+        """The ids ``iter_instances`` gives the instances of, without reading an instance
+        (index or table keys only; lazy)."""
+        if workload_id is not None:
+            ids = self._by_workload.seconds(workload_id, after)
+            if node_id is not None:
+                ids = (i for i in ids if (node_id, i) in self._by_node)
+            return ids
+        if node_id is not None:
+            return self._by_node.seconds(node_id, after)
+        return self._instances.keys(after)
 
     def iter_instances(
         self,
@@ -389,8 +363,8 @@ class Objects:
         Parts given as ``StagedRows`` (all three or none) are in the tables already.
 
         Bulk: one pass over the parts and one sort per table (linear when the parts come in id
-        order, as a snapshot's rows do); the puts run once per command."""
-        self.counts_cache.clear()
+        order, as a snapshot's rows do); the puts run once per command. The counts rows are
+        built on the way (staged parts: the stager built them, ``sm_ingest``)."""
         if isinstance(workloads, StagedRows):
             assert isinstance(instances, StagedRows) and isinstance(nodes, StagedRows)
             staged = (workloads.count, instances.count, nodes.count)
@@ -419,6 +393,11 @@ class Objects:
         pairs_n: list[tuple[str, str]] = []
         add_w = by_w.add if incremental else lambda first, second: pairs_w.append((first, second))
         add_n = by_n.add if incremental else lambda first, second: pairs_n.append((first, second))
+        # The counts of every workload with instances (a dict of at most a row per workload,
+        # as the in-memory tables hold anyway; a persistent backend's install takes the
+        # staged path, whose stager builds them with bounded memory).
+        counts: dict[str, list[int]] = {}
+        slot = COUNT_SLOT
 
         def checked() -> Iterator[tuple[str, Instance]]:
             for i in instances:
@@ -432,6 +411,10 @@ class Objects:
                 add_w(i.workload_id, ident)
                 if node_id is not None:
                     add_n(node_id, ident)
+                row = counts.get(i.workload_id)
+                if row is None:
+                    row = counts[i.workload_id] = [0, 0, 0, 0, 0]
+                row[slot[i.status]] += 1
                 yield ident, i
 
         repeated = self._instances.load(checked())
@@ -441,6 +424,7 @@ class Objects:
         if not incremental:
             by_w.load(pairs_w)
             by_n.load(pairs_n)
+        self._counts.load((w, tuple(counts.pop(w))) for w in sorted(counts))  # type: ignore[misc]
         self.changes.clear()  # a restore is not a change
         return found
 
@@ -465,9 +449,18 @@ class Objects:
             found.append("node -> instances index is out of date")
         if list(self._by_workload) != sorted(self._by_workload):
             found.append("workload -> instances index is not in order")
-        for workload_id, counts in list(self.counts_cache.items()):
-            if dict(counts) != self._count_instances(workload_id):
-                found.append(f"the remembered instance counts of {workload_id} are out of date")
+        expect_counts: dict[str, list[int]] = {}
+        for workload_id, _instance_id in self._by_workload:
+            expect_counts.setdefault(workload_id, [0, 0, 0, 0, 0])
+        for workload_id in expect_counts:
+            expect_counts[workload_id] = list(self._count_instances(workload_id))
+        stored = dict(zip(self._counts.keys(), map(list, self._counts.values()), strict=True))
+        if stored != expect_counts:
+            keys = stored.keys() | expect_counts.keys()
+            wrong = sorted(k for k in keys if stored.get(k) != expect_counts.get(k))
+            found.append(f"the instance counts of {wrong[:3]} are out of date")
+        if list(self._counts.keys()) != sorted(self._counts.keys()):
+            found.append("the instance counts are not in order")
         return found
 
 

@@ -257,7 +257,7 @@ class ClusterStateMachine(CommandHandlers):
         counts = self._objects.instance_counts
         items: list[tuple[ObjectKind, str, Any, Any]] = []
         # A workload's counts as they are now, once per workload (an update's before and
-        # after are the same workload: one index scan, not two). Read-only mappings: shared.
+        # after are the same workload: one lookup, not two). Tuples: shared.
         seen: dict[str, Any] = {}
         for kind, ident, before, after in changes:
             was: Any = before
@@ -323,6 +323,40 @@ class ClusterStateMachine(CommandHandlers):
         """Workloads in id order from the first id after ``after`` (lazy; for filtered pages).
         Consume it before the next command is applied."""
         return self._objects.iter_workloads(after)
+
+    def iter_stored_workloads(self, *, after: str | None = None) -> Iterator[StoredWorkload]:
+        """Stored workloads (without their status) in id order from the first id after
+        ``after`` (lazy; a page filters and looks ahead on these, then asks
+        ``workload_status`` for the rows it shows). Consume it before the next command."""
+        return self._objects.iter_stored_workloads(after)
+
+    def workload_status(self, stored: StoredWorkload) -> WorkloadStatus:
+        """The status of a stored workload (its instances' counts: one lookup)."""
+        return self._objects.workload_status(stored)
+
+    def workload_rows(self, *, after: str | None = None) -> Iterator[list[Any]] | None:
+        """Stored workloads as their snapshot rows (not built into objects) in id order from
+        the first id after ``after``, on a backend that stores rows (LMDB); None in memory.
+        Lazy; a page renders from these (``univrs.api.convert.workload_row_doc``)."""
+        return self._objects.workload_rows(after)
+
+    def counts_status(self, workload_id: str, desired: int) -> WorkloadStatus:
+        """The status of workload ``workload_id`` if it wants ``desired`` instances."""
+        return self._objects.counts_status(workload_id, desired)
+
+    def workload_ids(self, *, after: str | None = None) -> Iterator[str]:
+        """Workload ids in order from the first id after ``after`` (lazy; nothing decoded)."""
+        return self._objects.workload_ids(after)
+
+    def instance_ids(
+        self,
+        *,
+        workload_id: str | None = None,
+        node_id: str | None = None,
+        after: str | None = None,
+    ) -> Iterator[str]:
+        """The ids of what ``iter_instances`` gives, without reading the instances (lazy)."""
+        return self._objects.instance_ids(workload_id=workload_id, node_id=node_id, after=after)
 
     def get_instance(self, instance_id: str) -> Instance | None:
         """The instance, or None."""

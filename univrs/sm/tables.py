@@ -72,6 +72,13 @@ class Table(abc.ABC, Generic[V]):
         values = list(self.values())
         return lambda: iter(values)
 
+    def rows(self, after: str | None = None) -> Iterator[list[Any]] | None:
+        """The values in key order (of keys greater than ``after``) as their snapshot rows,
+        decoded from storage but not built into objects, when the backend stores them as
+        rows (a page renders its documents straight from them: s14-page); None when it
+        does not (this default: in memory, where the objects are at hand)."""
+        return None
+
     def raw_view(self) -> RawRows | None:
         """The values now as the bytes a snapshot writes for them, for later (``RawRows``),
         or None when the backend does not store them that way (this default: in memory).

@@ -16,7 +16,11 @@ path reads such a snapshot in one walk and, for each row as it is decoded:
   append (LMDB's ``MDB_APPEND``: the key must be above every key in the table, so a repeated
   id, or ids out of order, fail the append);
 * for an instance, checks its workload is in the table (the workloads come first in the
-  map) and puts its index pairs; the nodes it names are checked once all nodes are in.
+  map) and puts its index pairs; the nodes it names are checked once all nodes are in;
+* counts the instances of each workload by status and writes the ``workload_counts`` rows
+  (derived data, not in the snapshot: s14-page): one row per run of instances of the same
+  workload, appended (or merged with the row already there when the runs are not in
+  workload order), so memory stays one row.
 
 All of it in one write transaction, committed only when the whole map was read, with the
 format and version checked. Anything else (a row not canonical, ids out of order, keys in
@@ -51,11 +55,12 @@ from univrs.sm.snapshot_format import (
     check_stop,
     gc_paused,
 )
-from univrs.storage.sm_store import SEP, LmdbStore
+from univrs.storage.sm_store import COUNTS_ROW, SEP, LmdbStore
 from univrs.storage.sm_stream import _ROW_KEYS, walk_plain
 
 _VERSION = 1  # the format version whose rows this path knows
 _INDEX_BATCH = 1 << 16  # index keys sorted and put together (instance_rows)
+_SLOT = {"pending": 0, "running": 1, "succeeded": 2, "failed": 3, "unknown": 4}  # Counts
 
 
 class _NotCanonical(Exception):
@@ -70,6 +75,10 @@ class _Stager:
         self.workloads, self.instances = store.db("workloads"), store.db("instances")
         self.nodes = store.db("nodes")
         self.by_workload, self.by_node = store.db("by_workload"), store.db("by_node")
+        self.counts = store.db("workload_counts")
+        # Counts rows waiting to be appended (``put_counts``), and the highest key taken.
+        self.pending_counts: list[tuple[bytes, bytes]] = []
+        self.last_counted = b""
         self.node_refs: set[str] = set()  # the nodes instances are on (checked at the end)
         self.done: set[str] = set()
         self.stop = check_stop.get()  # the check's stop, polled between blocks of rows
@@ -125,6 +134,8 @@ class _Stager:
         # sorted when instance ids follow their workloads' (a node's snapshot of instances
         # created by scaling): appended then, else put where they go.
         node_keys: list[bytes] = []
+        run_of, run = b"", [0, 0, 0, 0, 0]  # the counts of the current run of one workload
+        slot, pending, pack = _SLOT, self.pending_counts, COUNTS_ROW.pack
         for block in self.blocks(count):
             self.poll()
             for _ in range(block):
@@ -134,8 +145,16 @@ class _Stager:
                 ident, workload_id, node_id = row[0].encode(), row[1].encode(), row[2]
                 if not put(ident, dumps(row), db=db, append=True):
                     raise _NotCanonical
-                if get(workload_id, db=workloads) is None:
-                    raise _NotCanonical
+                if workload_id != run_of:
+                    if run_of > self.last_counted and len(pending) < _INDEX_BATCH:
+                        pending.append((run_of, pack(*run)))  # ``put_counts``, inlined
+                        self.last_counted = run_of
+                    elif run_of:
+                        self.put_counts(run_of, run)
+                    run_of, run = workload_id, [0, 0, 0, 0, 0]
+                    if get(workload_id, db=workloads) is None:
+                        raise _NotCanonical
+                run[slot[row[3]]] += 1
                 key = workload_id + SEP + ident
                 if not put(key, b"", db=by_workload, append=True):
                     put(key, b"", db=by_workload)
@@ -144,8 +163,36 @@ class _Stager:
                     node_keys.append(node_id.encode() + SEP + ident)
                     if len(node_keys) >= _INDEX_BATCH:
                         self.put_index(node_keys, self.by_node)
+        if run_of:
+            self.put_counts(run_of, run)
+        self.flush_counts()
         self.put_index(node_keys, self.by_node)
         self.done.add("instances")
+
+    def put_counts(self, workload_id: bytes, counts: list[int]) -> None:
+        """Add a run's counts to the workload's row. Runs in workload order (the common case:
+        instance ids that follow their workloads') are collected and appended together
+        (``MDB_APPEND``, ``_INDEX_BATCH`` rows a call); a run out of that order first puts
+        those, then is merged with the row there."""
+        pending = self.pending_counts
+        if workload_id > self.last_counted:
+            pending.append((workload_id, COUNTS_ROW.pack(*counts)))
+            self.last_counted = workload_id
+            if len(pending) >= _INDEX_BATCH:
+                self.flush_counts()
+            return
+        self.flush_counts()
+        db = self.counts
+        there = self.txn.get(workload_id, db=db)
+        if there is not None:
+            counts = [a + b for a, b in zip(counts, COUNTS_ROW.unpack(there), strict=True)]
+        self.txn.put(workload_id, COUNTS_ROW.pack(*counts), db=db)
+
+    def flush_counts(self) -> None:
+        """Append the collected counts rows (all above every row in the table)."""
+        if self.pending_counts:
+            self.txn.cursor(db=self.counts).putmulti(self.pending_counts, append=True)
+            self.pending_counts.clear()
 
     def put_index(self, keys: list[bytes], db: Any) -> None:
         """Put the index ``keys`` (empty values) into ``db`` in key order; empties ``keys``."""

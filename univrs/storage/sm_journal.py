@@ -25,12 +25,17 @@ from univrs.storage.sm_store import (
     LmdbStore,
     LmdbTable,
     cbor_codec,
+    decode_counts,
+    encode_counts,
 )
 
-STATE_FORMAT = 1  # the layout of the small tables and meta below
+# The layout of the small tables and meta below. 2: the object tables gained
+# ``workload_counts`` (s14-page); an env of format 1 gets it built when opened
+# (``build_counts``), then says 2.
+STATE_FORMAT = 2
 _ACTIVITY = struct.Struct(">Q")
 _SMALL_DBS = ("sessions", "session_activity", "ledger", "tokens")
-_OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node")
+_OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node", "workload_counts")
 _ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
 
 
@@ -239,11 +244,34 @@ def _objects_on(store: LmdbStore) -> Objects:
         nodes=LmdbTable(store, "nodes", n_enc, n_dec, rows=True),
         by_workload=LmdbPairIndex(store, "by_workload"),
         by_node=LmdbPairIndex(store, "by_node"),
+        counts=LmdbTable(store, "workload_counts", encode_counts, decode_counts),
         batch=store.batch,
         pinned_read=store.pinned_read,
         journal=LmdbJournal(store),
-        counts_cache=store.cache("instance counts"),  # not a database: emptied with the rest
     )
+
+
+def build_counts(txn: lmdb.Transaction, store: LmdbStore) -> int:
+    """Write ``workload_counts`` from the instances, in ``txn`` (an env of format 1, which
+    had no such table, opened by this version: ``StateEnv.load``); returns the rows written.
+    Once per env: one read of every instance row, the counts of at most a row per workload
+    in memory meanwhile."""
+    slot = {"pending": 0, "running": 1, "succeeded": 2, "failed": 3, "unknown": 4}
+    counts: dict[bytes, list[int]] = {}
+    loads = cbor2.loads
+    for raw in txn.cursor(store.db("instances")).iternext(keys=False, values=True):
+        row = loads(raw)
+        key = row[1].encode()
+        found = counts.get(key)
+        if found is None:
+            found = counts[key] = [0, 0, 0, 0, 0]
+        found[slot[row[3]]] += 1
+    db = store.db("workload_counts")
+    txn.drop(db, delete=False)
+    txn.cursor(db=db).putmulti(
+        [(key, encode_counts(tuple(counts[key]))) for key in sorted(counts)], append=True
+    )
+    return len(counts)
 
 
 def objects_in_lmdb(path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE) -> Objects:

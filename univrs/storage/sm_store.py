@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import struct
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -326,6 +327,14 @@ class LmdbTable(Table[V]):
         decode = self._decode
         return (decode(value) for _, value in self._items(after))
 
+    def rows(self, after: str | None = None) -> Iterator[list[Any]] | None:
+        """The stored snapshot rows in key order (of keys greater than ``after``), decoded
+        from CBOR and no further, when this table stores rows (``rows=True``); else None."""
+        if not self._rows:
+            return None
+        loads = cbor2.loads
+        return (loads(value) for _, value in self._items(after))
+
     def view(self) -> Callable[[], Iterator[V]]:
         """The values now, in key order, for later (a snapshot's encoder, in another thread):
         a read transaction begun now (LMDB's MVCC keeps what it sees while writes go on),
@@ -464,6 +473,21 @@ class LmdbPairIndex(PairIndex):
             assert txn.stat(self._db)["entries"] == 0, "load fills an empty index"
             for first, second in pairs:
                 txn.put(self._key(first, second), b"", db=self._db)
+
+
+# A workload's instance counts row (``univrs.sm.objects.Counts``): five unsigned 64-bit
+# integers, big-endian; the staging writes the same bytes (``univrs.storage.sm_ingest``).
+COUNTS_ROW = struct.Struct(">5Q")
+
+
+def encode_counts(counts: tuple[int, ...]) -> bytes:
+    """The stored bytes of a counts row."""
+    return COUNTS_ROW.pack(*counts)
+
+
+def decode_counts(raw: bytes) -> Any:
+    """A counts row from its stored bytes (a tuple of five ints)."""
+    return COUNTS_ROW.unpack(raw)
 
 
 def cbor_codec(

@@ -27,6 +27,9 @@ index, never half a batch. Databases:
 * ``session_activity``: the activity order, key ``last_index (8 bytes, big-endian) + client
   id``, empty value: a cursor over it lists the sessions least recently active first;
 * ``ledger``: peer -> CBOR balance; ``tokens``: token id -> CBOR snapshot token row;
+* ``workload_counts``: workload id -> its instances' counts by status (``sm_store.COUNTS_ROW``),
+  for the workloads that have instances: derived from the instances, kept by apply in the
+  same batch (s14-page);
 * ``meta``: ``state`` -> CBOR ``[STATE_FORMAT, last_index, last_term, clock_ms,
   tokens_bootstrapped, policy row, revision]``, ``cluster`` -> the cluster id (UTF-8).
 
@@ -65,6 +68,7 @@ from univrs.storage.sm_journal import (
     _objects_on,
     _policy_from_row,
     _read_small,
+    build_counts,
     objects_in_lmdb,
 )
 from univrs.storage.sm_store import (
@@ -307,9 +311,11 @@ class StateEnv:
 
     def load(self) -> ClusterStateMachine:
         """The state machine on this environment, as last committed (an empty one if none
-        was). Reads the small tables only. ``StorageError`` if they do not decode."""
+        was). Reads the small tables only (an env of state format 1 first gets its counts
+        rows built: ``_upgrade``). ``StorageError`` if they do not decode."""
         objects = _objects_on(self.store)
         try:
+            self._upgrade()
             with self.store.env.begin() as txn:
                 raw = txn.get(b"state", db=self._meta)
                 if raw is None:
@@ -336,6 +342,29 @@ class StateEnv:
             raise StorageError(f"state env {self.path}: {exc}") from None
         except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError) as exc:
             raise StorageError(f"state env {self.path} does not decode: {exc}") from None
+
+    def _upgrade(self) -> None:
+        """An env of state format 1 (before ``workload_counts``) gets that table built from
+        its instances and says format 2, in one write transaction (once; s14-page)."""
+        with self.store.env.begin() as txn:
+            raw = txn.get(b"state", db=self._meta)
+        meta = None if raw is None else cbor2.loads(raw)
+        if not (isinstance(meta, list) and meta and meta[0] == 1 and STATE_FORMAT == 2):
+            return  # new, current, or not decodable (``load`` says what is wrong)
+        started = time.perf_counter()
+        with self.store.env.begin(write=True) as txn:
+            rows = build_counts(txn, self.store)
+            meta[0] = STATE_FORMAT
+            txn.put(b"state", cbor2.dumps(meta), db=self._meta)
+        self.store.invalidate()
+        log.info(
+            "state env upgraded",
+            extra={
+                "format": STATE_FORMAT,
+                "counts_rows": rows,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
 
     def replace(self, sm: ClusterStateMachine) -> ClusterStateMachine:
         """Replace the whole stored state by ``sm``'s (a restored snapshot) and return the
