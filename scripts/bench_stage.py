@@ -3,9 +3,11 @@
 ``--make N``: build N workloads + N instances (``univrs.bench.scale_state.build``), encode
 the snapshot as a node does (``capture``) and write it, with its state digest, to
 ``--file``. Then (default) time ``restore(data, StateEnv.stage)``, what
-``SnapshotChecker.precheck`` runs, ``--repeats`` times (medians, wall and CPU), check the
-staged state's digest against the built one, and with ``--profile`` print the top of a
-cProfile of one run.
+``SnapshotChecker.precheck`` runs, ``--repeats`` times (medians, wall and CPU; each run's
+user and system CPU and page faults on a line of its own), check the staged state's digest
+against the built one (or, for a snapshot without a ``.digest`` file beside it, such as a
+bench seed's bytes after its JSON line, against the first run's), and with ``--profile``
+print the top of a cProfile of one run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import cProfile
 import json
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import tempfile
@@ -42,6 +45,7 @@ def once(data: bytes, tmp: str, profile: bool = False) -> tuple[float, float, st
     env = StateEnv(os.path.join(tmp, "state.lmdb"))
     try:
         prof = cProfile.Profile() if profile else None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         wall, cpu = time.perf_counter(), time.process_time()
         if prof is not None:
             prof.enable()
@@ -49,6 +53,17 @@ def once(data: bytes, tmp: str, profile: bool = False) -> tuple[float, float, st
         if prof is not None:
             prof.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        print(
+            json.dumps(
+                {
+                    "user_s": round(after.ru_utime - usage.ru_utime, 2),
+                    "sys_s": round(after.ru_stime - usage.ru_stime, 2),
+                    "minor_faults": after.ru_minflt - usage.ru_minflt,
+                    "major_faults": after.ru_majflt - usage.ru_majflt,
+                }
+            )
+        )
         if prof is not None:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
@@ -71,11 +86,14 @@ def main() -> None:
         return
     with open(args.file, "rb") as f:
         data = f.read()
-    with open(args.file + ".digest") as f:
-        want = f.read()
+    want = None  # the first run's digest when the file has none beside it (a seed's snapshot)
+    if os.path.exists(args.file + ".digest"):
+        with open(args.file + ".digest") as f:
+            want = f.read()
     walls, cpus = [], []
     for _ in range(args.repeats):
         wall, cpu, digest = once(data, tempfile.mkdtemp(prefix="bench_stage."), args.profile)
+        want = digest if want is None else want
         assert digest == want, (digest, want)
         walls.append(wall)
         cpus.append(cpu)

@@ -262,6 +262,34 @@ def test_a_row_in_a_longer_encoding_is_stored_in_the_shortest(tmp_path: pathlib.
     assert tables == _staged(tmp_path / "canonical", capture(sm)())[1]
 
 
+def test_a_nodes_rows_are_encoded_once_a_block_and_kept_as_received(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s14-join: the one walk encodes a block of rows in one ``cbor2.dumps`` call and, when
+    that is the block's bytes as received (a node's snapshot), keeps each row's received
+    bytes (its shortest encoding): not one call per row. Fails on the code before (one
+    ``dumps`` per workload and instance row: 600 and more here). The tables are the full
+    reader's (test above); a block holding a row in a longer encoding is encoded row by row
+    (``test_a_row_in_a_longer_encoding_is_stored_in_the_shortest``)."""
+    sm = build(300)
+    data = capture(sm)()
+    monkeypatch.setattr(sm_ingest, "STOP_EVERY", 100)  # three blocks of each
+    calls: list[int] = []
+    dumps = cbor2.dumps
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return dumps(*args, **kwargs)
+
+    monkeypatch.setattr(cbor2, "dumps", counting)
+    with _probe(tmp_path) as store:
+        assert staged_plain(data, store) is not None
+    monkeypatch.undo()
+    rows = len(sm.list_instances()) + len(sm.list_workloads())
+    assert rows == 600
+    assert len(calls) <= 6 + len(sm.list_nodes())  # a call a block, and the node rows
+
+
 def _scattered() -> ClusterStateMachine:
     """Instances whose ids do not follow their workloads' (the by-workload index pairs come
     out of order) on three nodes (the by-node pairs too)."""

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.sm.strategies import any_specs, good_specs
-from univrs.sm import Instance, InstanceStatus
+from univrs.sm import Instance, InstanceStatus, snapshot_canon
 from univrs.sm.objects import StoredWorkload
 from univrs.sm.snapshot import _instance_row, _instance_v1, _workload_row, _workload_v1
 from univrs.sm.snapshot_canon import canonical_instance_row, canonical_workload_row
@@ -114,3 +114,40 @@ def test_rows_the_checks_refuse(at: int, value: Any) -> None:
     bad = _row()
     bad[at] = value
     assert not canonical_workload_row(bad)
+
+
+@st.composite
+def revalued(draw: st.DrawFn, rows: st.SearchStrategy[list[Any]]) -> tuple[list[Any], list[Any]]:
+    """A row the writer writes, and a copy with values changed but every item's type kept
+    (an int for an int, a text for a text; pairs swapped): a row of the same item types."""
+    row = list(draw(rows))
+    other = list(row)
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(other) - 1))
+        kind = draw(st.sampled_from(["value", "swap"]))
+        if kind == "swap":
+            there = draw(st.integers(0, len(other) - 1))
+            if type(other[there]) is type(other[at]):
+                other[at], other[there] = other[there], other[at]
+        elif type(other[at]) is int:
+            other[at] = draw(st.one_of(st.integers(-3, 5), st.integers()))
+        else:
+            other[at] = draw(st.sampled_from(["", "a", "z", "tcp", "udp", "sctp", "TCP"]))
+    return row, other
+
+
+@settings(max_examples=600, deadline=None)
+@given(revalued(workloads.map(_workload_row)))
+def test_a_row_of_a_remembered_shape_gets_the_full_checks_answer(
+    rows: tuple[list[Any], list[Any]],
+) -> None:
+    """s14-join: once a row's shape is remembered (by its item types), a row of the same types
+    is checked against the shape (counts, then its values only). Its answer is the full
+    check's (``_workload_shape``), for rows whose counts, versions, protocols and pair order
+    were changed."""
+    row, other = rows
+    assert canonical_workload_row(row)  # its shape is remembered now (if there is room)
+    assert tuple(map(type, row)) in snapshot_canon._SHAPES or len(snapshot_canon._SHAPES) >= 256
+    assert canonical_workload_row(other) == (snapshot_canon._workload_shape(other) is not None)
+    if canonical_workload_row(other):
+        assert _same(_workload_row(_workload_v1(other, "w")), other)
