@@ -24,6 +24,7 @@ from univrs.raft import (
     TimeoutNow,
     bootstrap_state,
 )
+from univrs.raft import node as node_module
 from univrs.sim.mutants import (
     ChangeBeforeTermCommit,
     ReadIdsRestart,
@@ -338,13 +339,20 @@ def test_a_node_never_campaigns_where_its_id_is_bound_to_another_incarnation() -
     assert node.status().role is Role.LEADER  # unbound (bootstrap): taken as ours
 
 
-def test_a_leader_whose_id_is_rebound_steps_down() -> None:
+def test_a_leader_whose_id_is_rebound_steps_down(monkeypatch: pytest.MonkeyPatch) -> None:
     m = members("123", n1="a", n2="x", n3="y")
     c = Cluster({n: bootstrap_state(m) for n in m.voters})
     c.nodes["n1"].incarnation = "a"
     c.elect("n1")
     c.tick_all(2, deliver=True)
-    c.nodes["n1"].propose_membership(members("123", n1="z", n2="x", n3="y"))
+    rebound = members("123", n1="z", n2="x", n3="y")
+    # A voter rebound in place is two changes (s14-audit V1): the core refuses it now...
+    with pytest.raises(ProposalDropped, match="at most one voter"):
+        c.nodes["n1"].propose_membership(rebound)
+    # ...and should such an entry still reach its log (the id-only count of before), a
+    # leader whose id it rebinds steps down.
+    monkeypatch.setattr(node_module, "voter_changes", lambda a, b: len(a.voters ^ b.voters))
+    c.nodes["n1"].propose_membership(rebound)
     c.process("n1")
     c.tick_all(2, deliver=True)
     assert c.role("n1") is not Role.LEADER

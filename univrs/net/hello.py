@@ -24,6 +24,11 @@ an optional key keeps every version able to read every other's hello:
   the sender applies (univrs/runtime/payload.py). A leader packs batch entries (version 2)
   only while every member announced 2 (univrs/runtime/capabilities.py). Any other value (not
   an integer, out of range) is a malformed hello: the connection is refused like any other.
+* ``hold`` (milliseconds, an integer from 0 to 2^31 - 1; absent: 0): with ``[raft]
+  read_lease`` on, how long at least the sender refuses votes after it last heard from a
+  leader (and after it starts): ``(election ticks min - 1) x tick``; 0 with leases off, when it
+  grants votes by the ordinary rule. A leader serves lease reads only while every member
+  announced a hold at least its own (univrs/runtime/capabilities.py ``lease_gate``, s14-audit).
 
 ``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
 connection (a stale address after a membership change must not deliver messages to the wrong
@@ -59,6 +64,7 @@ _MAX_INCARNATION = 64
 # A log index (the sender's configuration's) fits the codec's unsigned 64-bit range.
 _MAX_INDEX = 2**63 - 1
 _MAX_PAYLOAD_VERSION = 0xFFFF
+_MAX_HOLD_MS = 2**31 - 1
 _INCARNATION_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{_MAX_INCARNATION}}}")
 
 
@@ -79,6 +85,7 @@ class Hello:
     bound: bool = False
     batch: bool = False  # the sender reads batch frames
     payload: int = 1  # the newest entry payload version the sender applies
+    hold: int = 0  # ms the sender refuses votes after hearing a leader (read leases; 0: off)
 
 
 def valid_incarnation(incarnation: str) -> bool:
@@ -109,6 +116,8 @@ def encode_hello(hello: Hello) -> bytes:
         doc["batch"] = True
     if hello.payload != 1:
         doc["payload"] = hello.payload
+    if hello.hold:
+        doc["hold"] = hello.hold
     return cbor2.dumps(doc)
 
 
@@ -170,6 +179,9 @@ def decode_hello(data: bytes | str) -> Hello:
         raise ProtocolError(
             f"hello field 'payload' is not an integer in [1, {_MAX_PAYLOAD_VERSION}]"
         )
+    hold = doc.get("hold", 0)
+    if not isinstance(hold, int) or isinstance(hold, bool) or not 0 <= hold <= _MAX_HOLD_MS:
+        raise ProtocolError(f"hello field 'hold' is not an integer in [0, {_MAX_HOLD_MS}]")
     return Hello(
         version=version,
         cluster=fields["cluster"],
@@ -182,4 +194,5 @@ def decode_hello(data: bytes | str) -> Hello:
         bound=bound,
         batch=batch,
         payload=payload,
+        hold=hold,
     )

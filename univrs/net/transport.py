@@ -181,6 +181,9 @@ class RaftTransport(RaftInbound):
     # runtime's (univrs/runtime/payload.py ``MAX_PAYLOAD_VERSION``, which the node passes); 1,
     # the default, announces nothing, like a node older than the announcement.
     payload_version: int = 1
+    # What our hellos announce as our vote hold (``Hello.hold``, ms; 0: read leases off):
+    # the leader's lease gate (univrs/runtime/capabilities.py ``lease_gate``) reads the peers'.
+    lease_hold_ms: int = 0
     connector: Connector = trio.open_tcp_stream
     advertise_addr: str | None = None
     dial_overrides: Mapping[NodeId, str] = attrs.field(factory=dict)
@@ -361,6 +364,12 @@ class RaftTransport(RaftInbound):
         or a wiped data dir, inbound.py ``_learn``)."""
         return {n: i for n, i in self._learned.items() if n not in self._contested}
 
+    def peer_lease_holds(self) -> dict[NodeId, tuple[str | None, int]]:
+        """Per peer with an open inbound connection: the incarnation and the vote hold (ms,
+        ``Hello.hold``) its hello named. Only open connections count: a peer that restarts
+        (perhaps with other settings) counts again only once its new hello arrived."""
+        return {nid: (c.incarnation, c.hello.hold) for nid, c in self._inbound.items()}
+
     def peer_payload_versions(self) -> dict[NodeId, tuple[str | None, int]]:
         """Per peer: the incarnation and the entry payload version named by the newest hello
         we accepted from it (univrs/runtime/capabilities.py)."""
@@ -454,6 +463,7 @@ class RaftTransport(RaftInbound):
             bound=bound,
             batch=self.read_batches,
             payload=self.payload_version,
+            hold=self.lease_hold_ms,
         )
         return encode_hello(hello)
 

@@ -27,8 +27,19 @@ from univrs.raft.ready import InitialState
 
 
 def voter_changes(old: Membership, new: Membership) -> int:
-    """How many voters a change adds or removes (single-server changes allow at most 1)."""
-    return len(old.voters ^ new.voters)
+    """How many voters a change adds or removes (single-server changes allow at most 1).
+
+    A member is an id and an incarnation: a voter kept under its id but bound to another
+    incarnation than ``old`` bound it to is a removal and an addition (two changes), or the
+    old and the new majorities need not overlap while the old incarnation still runs (s14-audit
+    V1). Binding an unbound voter (the bootstrap's binding change) changes no voter: the cores
+    already hold such an id to the first incarnation they heard (gate.py ``_maybe_pin``)."""
+    changes = len(old.voters ^ new.voters)
+    for voter in old.voters & new.voters:
+        was = old.incarnation_of(voter)
+        if was is not None and new.incarnation_of(voter) != was:
+            changes += 2
+    return changes
 
 
 @attrs.define(eq=False)

@@ -1,4 +1,6 @@
-"""Which entry payload versions the members can apply: the gate on batch entries.
+"""What the members announced in their hellos: the gates on batch entries and on lease reads.
+
+Lease reads (s14-audit L1) are at the end of this docstring.
 
 A batch entry (payload version 2, univrs/runtime/payload.py) must never reach a node that
 cannot apply it: such a node would answer it with an error and change nothing while the
@@ -33,6 +35,23 @@ drops the owners and writes the commands as before (versions 1 and 2), so a memb
 code never sees an owner it would refuse as an unknown key while the others apply the command.
 Encoding happens in the proposers' tasks, with the owner; only while the gate is closed is a
 proposal encoded again, without it.
+
+**Lease reads.** A leader's read lease (univrs/raft/read_only.py, "Leases") rests on every
+voter refusing votes for ``election_ticks_min`` of *its own* ticks after it heard from a leader,
+by the read-lease rule (election.py ``_in_lease``: also after a restart, whatever cleared its
+leader). ``[raft] read_lease`` and the timings are per node: a member with leases off grants
+votes by the ordinary rule (at once after a restart), one with a shorter election timeout or
+tick refuses for less time than the leader's lease counts on, and a new leader can commit a
+write while the old one still answers lease reads without it (a stale read;
+tests/raft/test_raft_audit3_lease_mix.py shows both at the core). So each node announces its
+*hold* in every hello (``Hello.hold``: ``lease_hold_ms``, 0 with leases off), the transport
+keeps the hold of each open inbound connection (``RaftTransport.peer_lease_holds``), and the
+leader confirms a lease read by its lease only while every member of its newest and applied
+configurations (any of them may vote in the next election: a configuration is one change
+from the other) announced, from the incarnation the configuration binds, a hold at least its
+own (``lease_gate``: the lease plus the drift bound, ``(election_ticks_min - 1)`` ticks);
+otherwise the read is an ordinary ReadIndex read: slower, never stale. A gate closed for a
+member not heard yet (a leader just elected, a learner just added) opens at its next hello.
 """
 
 from __future__ import annotations
@@ -42,7 +61,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
-from univrs.raft import Membership
+from univrs.raft import Membership, RaftConfig
 from univrs.runtime.payload import BATCH_VERSION, OWNER_VERSION
 
 log = logging.getLogger("univrs.node")
@@ -131,4 +150,69 @@ class OwnerGate:
             else:
                 log.info("session owners in entries paused", extra={"reason": gate})
             self._last = gate
+        return gate is None
+
+
+def lease_hold_ms(config: RaftConfig, tick_ms: int) -> int:
+    """How long at least a node of ``config`` refuses votes after it last heard from a leader
+    (``Hello.hold``): ``election_ticks_min`` of its ticks from the tick it heard in, so at
+    least ``election_ticks_min - 1`` whole ticks; 0 without read leases (the ordinary rule)."""
+    if not config.read_lease:
+        return 0
+    return (config.election_ticks_min - 1) * tick_ms
+
+
+def lease_gate(
+    own_id: str, configurations: Iterable[Membership], holds: Announced, need_ms: int
+) -> str | None:
+    """None if every member of ``configurations`` (but ``own_id``) announced a vote hold of at
+    least ``need_ms`` (the leader's own ``lease_hold_ms``: its lease and drift bound) from the
+    incarnation the configuration binds (any, while unbound); else the first that did not."""
+    if need_ms <= 0:
+        return "read leases are off here"
+    for m in configurations:
+        for nid in sorted(m.members):
+            if nid == own_id:
+                continue
+            heard = holds.get(nid)
+            if heard is None:
+                return f"{nid} has not announced its vote hold (no hello on an open connection)"
+            incarnation, hold = heard
+            bound = m.incarnation_of(nid)
+            if bound is not None and incarnation != bound:
+                return f"{nid} has not announced its vote hold as {bound}"
+            if hold < need_ms:
+                return (
+                    f"{nid} refuses votes for {hold} ms after hearing a leader, less than the "
+                    f"{need_ms} ms this node's lease counts on (read_lease or the election "
+                    "timeout set differently there)"
+                )
+    return None
+
+
+@attrs.define(eq=False)
+class LeaseGate:
+    """The leader's question before a lease read: may its lease confirm it (``lease_gate``)?
+    ``holds`` None: not checked (in-process test clusters, whose members share one
+    configuration). A change of the answer is logged once (WARNING when it closes)."""
+
+    own_id: str
+    need_ms: int
+    configurations: Callable[[], tuple[Membership, Membership]]
+    holds: Callable[[], Announced] | None
+    _last: str | None = attrs.field(default="not yet evaluated", init=False)
+    closed: int = attrs.field(default=0, init=False)  # lease reads sent as ReadIndex reads
+
+    def __call__(self) -> bool:
+        if self.holds is None:
+            return True
+        gate = lease_gate(self.own_id, self.configurations(), self.holds(), self.need_ms)
+        if gate != self._last:
+            if gate is None:
+                log.info("lease reads on: every member refuses votes long enough")
+            else:
+                log.warning("lease reads served as linearizable reads", extra={"reason": gate})
+            self._last = gate
+        if gate is not None:
+            self.closed += 1
         return gate is None

@@ -46,7 +46,14 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import DEFAULT_MAX_GATHER, DEFAULT_PROPOSAL_DEPTH, ProposalBatches
-from univrs.runtime.capabilities import Announced, BatchGate, OwnerGate, no_announcements
+from univrs.runtime.capabilities import (
+    Announced,
+    BatchGate,
+    LeaseGate,
+    OwnerGate,
+    lease_hold_ms,
+    no_announcements,
+)
 from univrs.runtime.checking import SnapshotChecks
 from univrs.runtime.events import Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.packing import Packing
@@ -131,6 +138,10 @@ class RaftRuntime(StepLoop):
     # The newest entry payload version this node applies (lower only in tests, to play a node
     # of older code; its transport then announces the same).
     max_payload_version: int = MAX_PAYLOAD_VERSION
+    # The vote holds the peers announced in their hellos (capabilities.py ``lease_gate``): a
+    # lease read is confirmed by the lease only while every member's is long enough. None:
+    # not checked (in-process test clusters of one configuration).
+    lease_holds: Callable[[], Announced] | None = None
     view: RuntimeView = attrs.field(
         default=attrs.Factory(lambda self: RuntimeView(self.core), takes_self=True)
     )
@@ -164,6 +175,7 @@ class RaftRuntime(StepLoop):
     _may_own: OwnerGate = attrs.field(init=False)
     # The time stamped into this node's entries (stamps.py); made at the first use.
     _stamps: LogClock | None = attrs.field(default=None, init=False)
+    _may_lease: LeaseGate = attrs.field(init=False)
     # The index an ``apply_committed`` of this Ready applied on the step (0: none).
     _applied_on_step: int = attrs.field(default=0, init=False)
     # The leader's snapshot checked while the core steps on (checking.py, s12-gate).
@@ -191,6 +203,12 @@ class RaftRuntime(StepLoop):
             max_payload_version=self.max_payload_version,
             configurations=lambda: (self.core.status().membership, self.applied_membership),
             announced=self.payload_versions,
+        )
+        self._may_lease = LeaseGate(
+            own_id=self.core.id,
+            need_ms=lease_hold_ms(self.core.config, round(self.tick_seconds * 1000)),
+            configurations=lambda: (self.core.status().membership, self.applied_membership),
+            holds=self.lease_holds,
         )
         self._clock = LeaseClock(self.tick_seconds)
         self._checks = SnapshotChecks(self.inbox.sender)

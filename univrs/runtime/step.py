@@ -62,7 +62,7 @@ from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState
 from univrs.runtime.applier import Applier
 from univrs.runtime.batching import ProposalBatches
-from univrs.runtime.capabilities import BatchGate, OwnerGate
+from univrs.runtime.capabilities import BatchGate, LeaseGate, OwnerGate
 from univrs.runtime.checking import CHECKED, SnapshotChecks
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
 from univrs.runtime.ports import MEMORY_STATE, Metrics, StateBackend, Transport
@@ -124,6 +124,7 @@ class StepLoop:
     _may_pack: BatchGate
     _may_own: OwnerGate
     _stamps: LogClock | None
+    _may_lease: LeaseGate
     _applied_on_step: int
     _checks: SnapshotChecks
 
@@ -252,9 +253,12 @@ class StepLoop:
             ctx = self._next_ctx
             self._next_ctx += 1
             self._reads[ctx] = ev.waiter
-            if ev.lease:
+            lease = ev.lease
+            if lease:
                 self._clock.catch_up(self.core)
-            self.core.read_index(ctx, lease=ev.lease)
+                if self.core.role() is Role.LEADER and not self._may_lease():
+                    lease = False  # a member's vote hold is too short: a ReadIndex read
+            self.core.read_index(ctx, lease=lease)
         elif isinstance(ev, Call):
             self._step_dirty = True
             try:

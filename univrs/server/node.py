@@ -381,6 +381,7 @@ async def _run_once(
             ),
             proposal_gather=config.batch_gather_ms / 1000,
             payload_versions=transport.peer_payload_versions,
+            lease_holds=transport.peer_lease_holds,
             view=view,
             inbox=inbox,
             watch_hub=WatchHub(

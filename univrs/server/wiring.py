@@ -16,6 +16,7 @@ from univrs.net.settings import PEER_CONNECTIONS_PER_ADDRESS, TransportSettings
 from univrs.net.tls import TlsContexts, check_loaded, contexts_for
 from univrs.net.transport import RaftTransport, no_binding, unbound
 from univrs.raft.messages import Message, NodeId
+from univrs.runtime.capabilities import lease_hold_ms
 from univrs.runtime.payload import MAX_PAYLOAD_VERSION
 
 
@@ -56,6 +57,7 @@ def transport_from_config(
         own_binding=own_binding,
         tls=tls_contexts(config),
         payload_version=MAX_PAYLOAD_VERSION,
+        lease_hold_ms=lease_hold_ms(config.raft_config(), config.tick_ms),
     )
 
 

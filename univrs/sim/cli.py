@@ -37,9 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lease",
-        choices=("off", "within", "beyond"),
+        choices=("off", "within", "beyond", "mixed"),
         default="off",
-        help="read leases on, every node's clock drifting within or beyond the bound (default off)",
+        help="read leases on, every node's clock drifting within or beyond the bound; mixed: "
+        "within, one node running leases off (default off)",
     )
     p.add_argument(
         "--state-backend",
@@ -100,7 +101,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     )
     if unlisted is not None:
         what += f", unlisted leaders {args.unlisted_leaders}"
-    if args.lease != "off":
+    if args.lease == "mixed":
+        what += ", lease reads with clocks within the bound, one node's leases off"
+    elif args.lease != "off":
         what += f", lease reads with clocks {args.lease} the bound"
     if args.state_backend != "memory":
         what += f", state in {args.state_backend}"
@@ -127,6 +130,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"{s.refused} messages refused (incarnation), {s.forged} forged "
                 f"({s.forged_refused} refused by the core), {s.batch_entries} batch entries "
                 f"({s.batched_writes} writes), {s.lease_reads} lease reads"
+                f"{f' ({s.lease_gated} gated)' if s.lease_gated else ''}"
                 + (
                     f", {s.state_resumes} resumes from the state env ({s.state_rollbacks} after "
                     "losing unsynced commits)"

@@ -218,7 +218,8 @@ class Workload:
                 if lease:
                     self.lease_reads += 1
                     sim.sync_clock(sn)  # the driver catches its clock up before a lease read
-                    raft.read_index(ctx, lease=True)
+                    # ... and asks its lease gate (mixed settings: capabilities.py)
+                    raft.read_index(ctx, lease=sim.lease_gate_open(sn))
                 else:
                     raft.read_index(ctx)
             except UnivrsError:

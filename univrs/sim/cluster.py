@@ -67,7 +67,9 @@ SIM_RAFT_CONFIG = RaftConfig(heartbeat_ticks=3, election_ticks_min=10, election_
 # "beyond": from 7..13 (a ratio up to 1.86, past the bound), and a pause or a slow-clock
 # fault loses ticks (the clock stops while the process does: what leases cannot survive).
 LEASE_DRIFT_TICKS = 2
-LEASE_CLOCK_PERIODS = {"within": (9, 11), "beyond": (7, 13)}
+# "mixed" (s14-audit): clocks as "within", and one node (``Simulation.lease_off``) runs read
+# leases off: its vote hold is the ordinary rule's, which the leader's lease gate must see.
+LEASE_CLOCK_PERIODS = {"within": (9, 11), "beyond": (7, 13), "mixed": (9, 11)}
 LEASE_READ_SHARE = 0.7  # of the reads a client sends, in lease mode, this many are lease reads
 
 
@@ -103,6 +105,7 @@ class SimStats:
     forged: int = 0  # forged messages handed to cores (forger.py)
     forged_refused: int = 0  # of which the core refused (counted in its Status.refused)
     lease_reads: int = 0  # lease reads issued (lease mode; checked like every read)
+    lease_gated: int = 0  # "mixed": lease reads the leader's lease gate made ReadIndex reads
     batch_entries: int = 0  # committed entries carrying several writes (api.py ``_pack``)
     batched_writes: int = 0  # the writes they carry
     state_resumes: int = 0  # LMDB state: starts that resumed from the env past the snapshot
@@ -148,6 +151,10 @@ class Simulation(ReadyRuntime):
     # "within" or "beyond" the configured bound (LEASE_CLOCK_PERIODS). Clocks and lease reads
     # draw from their own RNG: with "off" a seed runs exactly as before leases existed.
     lease: str = "off"
+    # "mixed": the leader's lease gate (univrs/runtime/capabilities.py ``lease_gate``) on
+    # lease reads; False plays the runtime before s14-audit, which let the lease confirm them
+    # whatever the members' settings.
+    lease_gate: bool = True
     # Where each node's state machine lives: "memory", or "lmdb" (statestore.py: persisted in
     # an LMDB env per data dir, resumed from it at a restart, a crash losing its unsynced
     # commits half the time). Its RNG is its own: with "memory" a seed runs as before.
@@ -171,6 +178,8 @@ class Simulation(ReadyRuntime):
     rng: random.Random = attrs.field(init=False)
     node_ids: list[NodeId] = attrs.field(init=False)  # every node: initial voters and spares
     nodes: dict[NodeId, SimNode] = attrs.field(init=False)
+    lease_off: str | None = attrs.field(default=None, init=False)  # "mixed": leases off here
+    lease_gated: int = attrs.field(default=0, init=False)  # lease reads the gate turned away
     membership: Membership = attrs.field(init=False)  # the bootstrap configuration
     checker: Checker = attrs.field(init=False)
     net: SimNetwork = attrs.field(init=False)
@@ -242,7 +251,7 @@ class Simulation(ReadyRuntime):
             spike=p.spike,
         )
         if self.lease not in ("off", *LEASE_CLOCK_PERIODS):
-            raise ValueError(f"lease must be off, within or beyond, not {self.lease!r}")
+            raise ValueError(f"lease must be off, within, beyond or mixed, not {self.lease!r}")
         if self.config is None:
             self.config = attrs.evolve(
                 SIM_RAFT_CONFIG,
@@ -297,6 +306,8 @@ class Simulation(ReadyRuntime):
             lo, hi = LEASE_CLOCK_PERIODS[self.lease]
             for nid in self.node_ids:
                 self.nodes[nid].clock_period = lease_rng.randint(lo, hi)
+        if self.lease == "mixed":
+            self.lease_off = lease_rng.choice(sorted(self.node_ids))
         if p.member_every:
             self.operator = Operator(
                 sim=self,
@@ -384,6 +395,7 @@ class Simulation(ReadyRuntime):
             batch_entries=len(batches),
             batched_writes=sum(len(self.decoder.writes_of(e)) for e in batches),
             lease_reads=w.lease_reads,
+            lease_gated=self.lease_gated,
             state_resumes=self.state_resumes,
             state_rollbacks=self.state_rollbacks,
         )

@@ -51,6 +51,7 @@ from univrs.raft import InitialState, RaftConfig
 from univrs.raft.interpreter import InstallJob, PersistJob, WriteQueue
 from univrs.raft.messages import Entry, Message
 from univrs.raft.ready import Role, SnapshotInstall, SoftState
+from univrs.runtime.capabilities import lease_gate, lease_hold_ms
 from univrs.runtime.proposals import PendingProposals
 from univrs.sim.apply import ApplyLayer
 from univrs.sim.clients import Workload
@@ -79,6 +80,10 @@ class ReadyRuntime(ApplyLayer):
     state_rng: random.Random
     state_resumes: int  # starts that resumed from the state env past the stored snapshot
     lease: str  # "off", or read leases on with clocks drifting "within" or "beyond" the bound
+    # ("mixed": as "within", with one node, ``lease_off``, running leases off)
+    lease_off: str | None  # "mixed": the node whose core runs read_lease off
+    lease_gate: bool  # "mixed": the leader's lease gate (univrs/runtime/capabilities.py)
+    lease_gated: int  # lease reads the gate made ReadIndex reads
 
     # ----------------------------------------------------------------- start
 
@@ -93,7 +98,7 @@ class ReadyRuntime(ApplyLayer):
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.life}")
         sn.raft = raft = self.node_factory(
             sn.id,
-            config=self.config,
+            config=self.config_of(sn.id),
             rng=rng,
             initial=initial,
             incarnation=sn.disk.incarnation if self.core_incarnation else None,
@@ -164,6 +169,36 @@ class ReadyRuntime(ApplyLayer):
             env.replace(kv)
         return kv
 
+    def config_of(self, nid: str) -> RaftConfig:
+        """The core's config of node ``nid``: the seed's, but leases off on ``lease_off``."""
+        assert self.config is not None
+        if nid == self.lease_off:
+            return attrs.evolve(self.config, read_lease=False)
+        return self.config
+
+    def lease_gate_open(self, sn: SimNode) -> bool:
+        """May ``sn``'s lease confirm a lease read? As the Trio driver asks before one
+        (univrs/runtime/capabilities.py ``lease_gate``): only if every member of its newest
+        configuration and of the one its state machine applied announced a vote hold at least
+        its own. The simulator's hellos are its nodes' configs (each process of a node runs
+        the same one), from each node's current disk. True outside "mixed" mode or with the
+        gate off (``lease_gate``: the runtime before s14-audit)."""
+        raft = sn.raft
+        if self.lease != "mixed" or not self.lease_gate or raft is None:
+            return True
+        if raft.role() is not Role.LEADER:
+            return True
+        holds = {
+            nid: (node.disk.incarnation, lease_hold_ms(self.config_of(nid), TICK))
+            for nid, node in self.nodes.items()
+        }
+        configurations = (raft.status().membership, sn.kv.config)
+        need = lease_hold_ms(self.config_of(sn.id), TICK)
+        if lease_gate(sn.id, configurations, holds, need) is None:
+            return True
+        self.lease_gated += 1
+        return False
+
     # ----------------------------------------------------------------- clock
 
     def _tick(self, sn: SimNode) -> None:
@@ -174,7 +209,7 @@ class ReadyRuntime(ApplyLayer):
         raft = sn.raft
         if raft is None or sn.paused:
             return
-        if self.lease == "within":
+        if self.lease in ("within", "mixed"):
             self.sync_clock(sn)
         else:  # "beyond": a tick per event, so a pause or a slow-clock fault loses ticks
             raft.tick()
@@ -186,7 +221,7 @@ class ReadyRuntime(ApplyLayer):
         """Lease mode: feed ``sn``'s core every tick its clock says is due by now (the driver
         does this at every tick and before a lease read)."""
         raft = sn.raft
-        if raft is None or self.lease != "within":
+        if raft is None or self.lease not in ("within", "mixed"):
             return
         due = (self.now - sn.clock_origin) // sn.clock_period
         while sn.ticks_fed < due:
