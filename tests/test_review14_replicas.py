@@ -119,13 +119,15 @@ def test_random_histories_apply_alike_with_counts_and_owners(
     ]
     sessions: list[tuple[str, str]] = []
     seqs: dict[str, int] = {}
-    index = refused = counted = 0
+    refused = counted = 0
     for step in range(90):
-        index += 1
+        index = step + 1
         batch = [_command(rng, sessions, seqs) for _ in range(rng.randrange(1, 7))]
         time_ms = 1_000 * index
         if len(batch) == 1:
-            answers = [[sm.apply(batch[0], index=index, term=1, time_ms=time_ms)] for sm in replicas]
+            answers = [
+                [sm.apply(batch[0], index=index, term=1, time_ms=time_ms)] for sm in replicas
+            ]
         else:
             answers = [
                 sm.apply_batch(batch, index=index, term=1, time_ms=time_ms) for sm in replicas
