@@ -105,7 +105,15 @@ def _restored_replicas(
         m.setattr(sm_tables, "staged_plain", lambda data, store: None)
         full = StateEnv(str(tmp / "full" / "state.lmdb"))
         fully = full.replace(full.stage(data))
-    return [memory, walked, fully]
+    for sm in (walked, fully):
+        _check(sm)
+        assert state_digest(sm) == state_digest(memory)
+    out = [memory]
+    for env in (one_walk, full):  # opened again (state format 2 written by the staging)
+        path = env.path
+        env.close()
+        out.append(StateEnv(path).load())
+    return out
 
 
 @pytest.mark.parametrize("seed", range(6))
