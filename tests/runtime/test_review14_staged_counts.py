@@ -56,7 +56,7 @@ def test_staged_counts_rows_at_tiny_batch_bounds(
 ) -> None:
     monkeypatch.setattr(sm_ingest, "_INDEX_BATCH", batch)
     walked: list[bool] = []
-    real = sm_tables.staged_plain
+    real = sm_ingest.staged_plain
 
     def spy(data: bytes, store: LmdbStore) -> dict[str, Any] | None:
         found = real(data, store)
