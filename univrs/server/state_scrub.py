@@ -15,10 +15,12 @@ compares the two by their canonical ``state_digest`` (the digest two replicas co
 2. the stored snapshot (at ``S <= A``) restored in memory, the entries ``S+1..A`` applied to
    it as the node applies them (``replay``), and its digest.
 
-Equal: intact. Different, or the state does not load or decode: damaged, and the remedy is
-the one the node's start already names: move ``state.lmdb`` away, the next start rebuilds it
-from the stored snapshot and the log. A state behind the stored snapshot (``A < S``, which
-the node's start replaces from the snapshot) is not compared.
+Equal: intact, unless the per-workload counts rows (derived data, not in the digest) differ
+from a recount of the instance rows (s14-review). Different, or the state does not load or
+decode: damaged, and the remedy is the one the node's start already names: move
+``state.lmdb`` away, the next start rebuilds it from the stored snapshot and the log. A state
+behind the stored snapshot (``A < S``, which the node's start replaces from the snapshot) is
+not compared.
 
 Cost: a second copy of the state in memory and the CPU of a restore, the replay and two
 digests (at 100,000 + 100,000 objects a restore of 12 s and a digest of 7 s, medians of 3
@@ -95,7 +97,8 @@ def scrub_state(
     """Compare a stopped node's ``state.lmdb`` with its stored snapshot plus its log (see the
     module docstring). ``StorageError`` if the log store cannot be opened (a node runs on the
     data dir, no store) or the snapshot or an entry is damaged: then nothing trustworthy is
-    there to compare with. Changes nothing."""
+    there to compare with. Changes nothing (but an env of state format 1 is upgraded, as the
+    next start would: ``StateEnv.load``)."""
     started = time.monotonic()
     path = f"{data_dir}/{STATE_DIR}"
     if not os.path.isdir(path):
@@ -136,6 +139,7 @@ def scrub_state(
                 applied = env.applied()[0]
                 state = env.load()
                 state_digest = capture_digest(state)()
+                counts = env.counts_damage()  # derived rows, not in the digest (s14-review)
             except Exception as exc:  # a row that does not decode is damage too
                 return result(False, f"state.lmdb does not read back: {exc}", 0)
         finally:
@@ -158,6 +162,15 @@ def scrub_state(
                 False,
                 f"the digest of state.lmdb at {applied} differs from the stored snapshot's at "
                 f"{snap_index} with the log's {applied - snap_index} entries after it applied",
+                applied,
+                state_digest=state_digest,
+                expected_digest=expected,
+                replayed=applied - snap_index,
+            )
+        if counts is not None:
+            return result(
+                False,
+                f"{counts} (derived rows, not in the digest, which matches)",
                 applied,
                 state_digest=state_digest,
                 expected_digest=expected,

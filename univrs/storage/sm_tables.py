@@ -69,6 +69,7 @@ from univrs.storage.sm_journal import (
     _policy_from_row,
     _read_small,
     build_counts,
+    counts_damage,
     objects_in_lmdb,
 )
 from univrs.storage.sm_store import (
@@ -342,6 +343,12 @@ class StateEnv:
             raise StorageError(f"state env {self.path}: {exc}") from None
         except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError) as exc:
             raise StorageError(f"state env {self.path} does not decode: {exc}") from None
+
+    def counts_damage(self) -> str | None:
+        """What is wrong with the stored counts rows against a recount of the instances, or
+        None (``sm_journal.counts_damage``; ``univrs state-scrub``). Reads every instance."""
+        with self.store.env.begin() as txn:
+            return counts_damage(txn, self.store)
 
     def _upgrade(self) -> None:
         """An env of state format 1 (before ``workload_counts``) gets that table built from
