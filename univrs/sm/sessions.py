@@ -191,6 +191,7 @@ class SessionTable:
         """Remember the response to ``seq`` and slide the window. O(window) at worst."""
         window = self.policy.window
         self.journal.session(session.client_id)
+        self.journal.response(session.client_id, seq)
         if seq > session.max_seq:
             old_cut, new_cut = session.max_seq - window, seq - window
             if new_cut - old_cut >= window:
