@@ -15,6 +15,8 @@ from typing import Any
 import cbor2
 import lmdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from univrs.errors import StorageError
 from univrs.runtime.snapshots import capture
@@ -295,4 +297,49 @@ def test_response_rows_of_no_session_are_refused(tmp_path: pathlib.Path) -> None
     env = StateEnv(path)
     with pytest.raises(StorageError, match="responses hold rows of no session"):
         env.load()
+    env.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(-6, 9), st.integers(1, 4)), max_size=60
+    ),
+    close=st.integers(0, 60),
+)
+def test_the_stored_sessions_are_the_ones_in_memory_after_every_batch(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, int, int]], close: int
+) -> None:
+    """Random keyed writes of three sessions (seqs ahead, in the window, retried, below it,
+    far past it), in entries of one to four commands (an entry is one LMDB batch), one session
+    closed on the way: the rows read back from LMDB are the sessions in memory every time."""
+    env = StateEnv(str(tmp_path_factory.mktemp("journal") / "state.lmdb"))
+    sm = ClusterStateMachine(policy=POLICY, objects=_objects_on(env.store))
+    memory = ClusterStateMachine(policy=POLICY)
+    clock = _Clock()
+    clients = []
+    setup = [CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1"))]
+    for cmd in setup + [OpenSession()] * 3:
+        clock.index += 1
+        clock.time_ms += 10
+        got = sm.apply(cmd, index=clock.index, term=1, time_ms=clock.time_ms)
+        assert memory.apply(cmd, index=clock.index, term=1, time_ms=clock.time_ms) == got
+        if isinstance(got, Created):
+            clients.append(got.id)
+    top = dict.fromkeys(clients, 0)
+    for n, (who, delta, size) in enumerate(steps):
+        client = clients[who]
+        entry = []
+        for _ in range(size):
+            seq = max(1, top[client] + (40 if delta == 9 else delta))
+            top[client] = max(top[client], seq)
+            entry.append(_keyed(client, seq, seq % 3))
+        clock.index += 1
+        clock.time_ms += 10
+        if n == close:
+            entry = [CloseSession(client_id=client)]
+        got = sm.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms)
+        assert memory.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms) == got
+        assert _stored(env) == _sessions(sm) == _sessions(memory)
+    assert state_digest(sm) == state_digest(memory)
     env.close()

@@ -20,7 +20,6 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import strategies as st
 
 from univrs.sm import (
     CloseSession,
@@ -33,7 +32,6 @@ from univrs.sm import (
     state_digest,
 )
 from univrs.sm.commands import Command, DeleteWorkload
-from univrs.sm.responses import Created, ErrorCode, Failure, Success
 from univrs.storage.sm_store import LmdbStore, LmdbTable
 from univrs.storage.sm_tables import StateEnv
 
@@ -114,18 +112,6 @@ def test_a_bounded_cache_answers_every_key_and_is_shared_per_database(store: Lmd
     assert len(table) == 19
     uncached = _table(store, cache_size=0)
     assert uncached.get("k19") == 190 and uncached.put("k19", 191) == 190
-
-
-_responses = st.one_of(
-    st.builds(Success, version=st.integers(0, 2**63)),
-    st.builds(Created, id=st.text(max_size=8), version=st.integers(0, 2**40)),
-    st.builds(
-        Failure,
-        code=st.sampled_from(list(ErrorCode)),
-        message=st.text(max_size=12),
-        current_version=st.none() | st.integers(0, 2**40),
-    ),
-)
 
 
 def _commands(sessions: list[str]) -> Iterator[Command | Envelope]:
