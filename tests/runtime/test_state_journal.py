@@ -329,7 +329,7 @@ def test_the_stored_sessions_are_the_ones_in_memory_after_every_batch(
     top = dict.fromkeys(clients, 0)
     for n, (who, delta, size) in enumerate(steps):
         client = clients[who]
-        entry = []
+        entry: list[Any] = []
         for _ in range(size):
             seq = max(1, top[client] + (40 if delta == 9 else delta))
             top[client] = max(top[client], seq)
@@ -338,8 +338,10 @@ def test_the_stored_sessions_are_the_ones_in_memory_after_every_batch(
         clock.time_ms += 10
         if n == close:
             entry = [CloseSession(client_id=client)]
-        got = sm.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms)
-        assert memory.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms) == got
+        answers = sm.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms)
+        assert (
+            memory.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms) == answers
+        )
         assert _stored(env) == _sessions(sm) == _sessions(memory)
     assert state_digest(sm) == state_digest(memory)
     env.close()

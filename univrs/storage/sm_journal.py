@@ -6,7 +6,7 @@ when a batch commits; and ``Objects`` on a store (the layout: ``univrs.storage.s
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, cast
 
 import cbor2
 import lmdb
@@ -67,7 +67,7 @@ def _drop_responses(cursor: lmdb.Cursor, prefix: bytes, below: bytes | None) -> 
         return
     end = len(prefix)
     while True:
-        key = cursor.key()
+        key = cast(bytes, cursor.key())  # bytes: the cursor was not opened with buffers
         if key[:end] != prefix or (below is not None and key >= below):
             return
         if not cursor.delete():  # moved to the next row; False: there is none
