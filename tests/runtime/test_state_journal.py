@@ -183,7 +183,7 @@ def test_a_keyed_write_stores_the_same_bytes_whatever_the_window_holds(
     tmp_path: pathlib.Path,
 ) -> None:
     """The old layout re-stored the session's whole row (every cached response) per write:
-    ~20 bytes more per response the window held, ~1.4 KB at 64."""
+    ~20 bytes more per response the window held, ~1.7 KB at 64."""
     env = StateEnv(str(tmp_path / "state.lmdb"))
     sm = env.load()  # the default window of 64
     flush = env.store.before_commit
