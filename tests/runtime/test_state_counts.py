@@ -16,6 +16,7 @@ import cbor2
 import lmdb
 import pytest
 
+from tests.runtime.test_state_journal import _old_layout
 from tests.sm.helpers import Log, node_info, spec
 from univrs.api import convert as cv
 from univrs.api.ops import HANDLERS
@@ -131,15 +132,9 @@ def test_an_env_of_the_format_before_gets_its_counts_when_opened(tmp_path: pathl
     pages = _all_pages(before, {"limit": 7})
     expected = _expected(before)
     env.close()
-    # What an env written by the code before looks like: no counts, format 1.
-    raw = lmdb.open(path, max_dbs=16)
-    with raw.begin(write=True) as txn:
-        txn.drop(raw.open_db(b"workload_counts", txn=txn), delete=True)
-        meta_db = raw.open_db(b"meta", txn=txn)
-        meta = cbor2.loads(bytes(txn.get(b"state", db=meta_db) or b""))
-        meta[0] = 1
-        txn.put(b"state", cbor2.dumps(meta), db=meta_db)
-    raw.close()
+    # What an env written by the code before looks like: no counts, format 1 (and its
+    # sessions one row each: tests/runtime/test_state_journal.py).
+    _old_layout(path, 1)
 
     env = StateEnv(path)
     sm = env.load()
@@ -147,7 +142,7 @@ def test_an_env_of_the_format_before_gets_its_counts_when_opened(tmp_path: pathl
     assert sm.problems() == []
     with env.store.env.begin() as txn:
         stored = bytes(txn.get(b"state", db=env.store.db("meta")) or b"")
-        assert cbor2.loads(stored)[0] == STATE_FORMAT == 2
+        assert cbor2.loads(stored)[0] == STATE_FORMAT == 3
     env.close()
     assert _counts_rows(path) == expected
     env = StateEnv(path)  # opened again: nothing to do

@@ -19,10 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import cbor2
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from univrs.sm import (
     CloseSession,
@@ -35,10 +32,6 @@ from univrs.sm import (
     state_digest,
 )
 from univrs.sm.commands import Command, DeleteWorkload
-from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
-from univrs.sm.sessions import Session
-from univrs.sm.snapshot import _session_row
-from univrs.storage.sm_journal import _session_bytes
 from univrs.storage.sm_store import LmdbStore, LmdbTable
 from univrs.storage.sm_tables import StateEnv
 
@@ -119,60 +112,6 @@ def test_a_bounded_cache_answers_every_key_and_is_shared_per_database(store: Lmd
     assert len(table) == 19
     uncached = _table(store, cache_size=0)
     assert uncached.get("k19") == 190 and uncached.put("k19", 191) == 190
-
-
-_responses = st.one_of(
-    st.builds(Success, version=st.integers(0, 2**63)),
-    st.builds(Created, id=st.text(max_size=8), version=st.integers(0, 2**40)),
-    st.builds(
-        Failure,
-        code=st.sampled_from(list(ErrorCode)),
-        message=st.text(max_size=12),
-        current_version=st.none() | st.integers(0, 2**40),
-    ),
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    responses=st.dictionaries(st.integers(1, 2**40), _responses, max_size=70),
-    data=st.data(),
-    owner=st.text(max_size=6),
-    numbers=st.tuples(st.integers(0, 2**63), st.integers(0, 2**63), st.integers(0, 2**63)),
-)
-def test_a_session_row_from_remembered_encodings_is_the_one_cbor_writes(
-    responses: dict[int, Response],
-    data: st.DataObject,
-    owner: str,
-    numbers: tuple[int, int, int],
-) -> None:
-    last_index, last_ms, max_seq = numbers
-    session = Session(
-        client_id="c1", last_index=last_index, last_ms=last_ms, max_seq=max_seq, owner=owner
-    )
-    session.responses.update(sorted(responses.items()))
-    row, known = _session_bytes(session, None)
-    assert row == cbor2.dumps([owner, *_session_row(session)])
-    for _ in range(3):
-        # The window slides (the first responses drop, new seqs come after the last), some
-        # seqs get another response (a new object, equal or not), or the order changes.
-        seqs = list(session.responses)
-        drop = data.draw(st.integers(0, len(seqs)))
-        for seq in seqs[:drop]:
-            del session.responses[seq]
-        top = max(seqs, default=0)
-        session.responses.update(
-            data.draw(st.dictionaries(st.integers(top + 1, top + 100), _responses, max_size=5))
-        )
-        if session.responses:
-            changed = st.sampled_from(sorted(session.responses))
-            session.responses.update(data.draw(st.dictionaries(changed, _responses, max_size=3)))
-        if data.draw(st.booleans()):
-            items = list(session.responses.items())
-            session.responses = dict(data.draw(st.permutations(items)))
-        session.last_index += data.draw(st.integers(0, 3))
-        row, known = _session_bytes(session, known)
-        assert row == cbor2.dumps([owner, *_session_row(session)])
 
 
 def _commands(sessions: list[str]) -> Iterator[Command | Envelope]:

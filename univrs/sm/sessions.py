@@ -188,9 +188,12 @@ class SessionTable:
         return seq <= session.max_seq - self.policy.window
 
     def record(self, session: Session, seq: int, response: Response) -> None:
-        """Remember the response to ``seq`` and slide the window. O(window) at worst."""
+        """Remember the response to ``seq`` and slide the window: O(1) for a seq after the
+        others (one response in, those that fall out of the window out), O(later seqs) for a
+        gap filled; the journal is told of this response only (``StateJournal.response``)."""
         window = self.policy.window
         self.journal.session(session.client_id)
+        self.journal.response(session.client_id, seq)
         if seq > session.max_seq:
             old_cut, new_cut = session.max_seq - window, seq - window
             if new_cut - old_cut >= window:
@@ -201,8 +204,17 @@ class SessionTable:
             session.max_seq = seq
             session.responses[seq] = response  # the largest: the cache stays in seq order
         else:
-            session.responses[seq] = response  # a gap in the window filled: keep seq order
-            session.responses = dict(sorted(session.responses.items()))
+            # a gap in the window filled: keep seq order by moving the later seqs behind it
+            # (O(later seqs), no copy of the window)
+            responses = session.responses
+            later = []
+            for cached in reversed(responses):
+                if cached < seq:
+                    break
+                later.append(cached)
+            moved = [(k, responses.pop(k)) for k in reversed(later) if k != seq]
+            responses[seq] = response
+            responses.update(moved)
 
     def restore(self, sessions: list[Session]) -> None:
         """Load sessions read from a snapshot or from disk, in their stored (activity) order

@@ -160,6 +160,10 @@ class StateJournal:
     def session(self, client_id: str) -> None:
         """The session ``client_id`` is opened, changed or dropped in this batch."""
 
+    def response(self, client_id: str, seq: int) -> None:
+        """The session ``client_id`` records its response to ``seq`` in this batch (with
+        ``session``: a backend writes this response only, not the whole window)."""
+
     def balance(self, peer: str) -> None:
         """The balance of ``peer`` changes in this batch."""
 

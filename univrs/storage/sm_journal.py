@@ -6,7 +6,7 @@ when a batch commits; and ``Objects`` on a store (the layout: ``univrs.storage.s
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, cast
 
 import cbor2
 import lmdb
@@ -14,7 +14,6 @@ import lmdb
 from univrs.errors import StorageError
 from univrs.sm.objects import Objects
 from univrs.sm.plain import response_to_plain
-from univrs.sm.responses import Response
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
@@ -30,18 +29,49 @@ from univrs.storage.sm_store import (
 )
 
 # The layout of the small tables and meta below. 2: the object tables gained
-# ``workload_counts`` (s14-page); an env of format 1 gets it built when opened
-# (``build_counts``), then says 2.
-STATE_FORMAT = 2
+# ``workload_counts`` (s14-page). 3: a session is a head row in ``sessions`` and one row per
+# cached response in ``session_responses`` (s14-journal), no longer one row of all its
+# responses. An env of format 1 or 2 is upgraded when opened (``StateEnv._upgrade``:
+# ``build_counts`` for 1, ``split_sessions`` for both), then says 3.
+STATE_FORMAT = 3
 _ACTIVITY = struct.Struct(">Q")
-_SMALL_DBS = ("sessions", "session_activity", "ledger", "tokens")
+_SEQ = struct.Struct(">Q")  # a response's seq in its key (seqs are CBOR uints: < 2**64)
+_SMALL_DBS = ("sessions", "session_activity", "session_responses", "ledger", "tokens")
 _OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node", "workload_counts")
 _ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
 
 
-# What the journal remembers of a session's stored row: its responses' seqs and objects, and
-# each one's encoding ``dumps(seq) + dumps(plain)``, in the row's order.
-Encoded = tuple[list[int], list[Response], list[bytes]]
+def response_key(client_id: str, seq: int) -> bytes:
+    """The ``session_responses`` key of a session's response to ``seq``: ``client id + NUL +
+    seq (8 bytes, big-endian)`` (ids never contain NUL): a session's responses are one
+    contiguous range (``client id + NUL``), in seq order."""
+    return client_id.encode() + b"\0" + _SEQ.pack(seq)
+
+
+def _head_row(session: Session) -> list[Any]:
+    """A session's ``sessions`` row (format 3): what is not a response."""
+    return [
+        session.owner,
+        session.client_id,
+        session.last_index,
+        session.last_ms,
+        session.max_seq,
+    ]
+
+
+def _drop_responses(cursor: lmdb.Cursor, prefix: bytes, below: bytes | None) -> None:
+    """Delete the ``session_responses`` rows of the session whose keys start with ``prefix``
+    (``client id + NUL``): all of them (``below`` None), or those with keys below ``below``
+    (the seqs that fell out of the window). One seek, then one delete per row deleted."""
+    if not cursor.set_range(prefix):
+        return
+    end = len(prefix)
+    while True:
+        key = cast(bytes, cursor.key())  # bytes: the cursor was not opened with buffers
+        if key[:end] != prefix or (below is not None and key >= below):
+            return
+        if not cursor.delete():  # moved to the next row; False: there is none
+            return
 
 
 def _policy_row(p: SessionPolicy) -> list[Any]:
@@ -67,21 +97,24 @@ class LmdbJournal(StateJournal):
         self._store = store
         self._sessions_db = store.db("sessions")
         self._activity_db = store.db("session_activity")
+        self._responses_db = store.db("session_responses")
         self._ledger_db = store.db("ledger")
         self._tokens_db = store.db("tokens")
         self._meta_db = store.db("meta")
         self._sm: ClusterStateMachine | None = None
         self._dirty_sessions: set[str] = set()
+        # client id -> the seqs whose responses were recorded in this batch
+        self._dirty_responses: dict[str, set[int]] = {}
         self._dirty_balances: set[str] = set()
         self._dirty_tokens: set[str] = set()
         self._rewrite = False
+        self._rewrite_sessions = False
         # Per session this journal wrote lately (at most ``SESSION_ROWS``, the oldest written
-        # dropped first): the activity index it stored and its responses' encodings
-        # (``_session_bytes``), so a write of the session neither reads its old row back nor
-        # encodes a response again.
+        # dropped first): the activity index it stored, so a write of the session does not
+        # read its head row back.
         # Invariant: what the sessions table holds in the open batch (or committed); emptied
         # when the store forgets its caches (an abort: ``LmdbStore.invalidate``).
-        self._rows: dict[str, tuple[int, Encoded]] = {}
+        self._rows: dict[str, int] = {}
         store.before_commit = self._flush
         store.on_invalidate = self._rows.clear
 
@@ -96,6 +129,10 @@ class LmdbJournal(StateJournal):
     def session(self, client_id: str) -> None:
         """The session changes in this batch."""
         self._dirty_sessions.add(client_id)
+
+    def response(self, client_id: str, seq: int) -> None:
+        """The session's response to ``seq`` is recorded in this batch."""
+        self._dirty_responses.setdefault(client_id, set()).add(seq)
 
     def balance(self, peer: str) -> None:
         """The balance changes in this batch."""
@@ -113,30 +150,16 @@ class LmdbJournal(StateJournal):
             return
         if self._rewrite:
             self._dirty_sessions.update(s.client_id for s in sm.stored_sessions())
+            self._rewrite_sessions = True
             self._dirty_balances.update(peer for peer, _ in sm.ledger_items())
             self._dirty_tokens.update(t.id for t in sm.stored_tokens())
             self._rewrite = False
-        rows = self._rows
-        for client_id in sorted(self._dirty_sessions):
-            key = client_id.encode()
-            known = rows.pop(client_id, None)  # what this journal stored for it last
-            if known is not None:
-                stored_index: int | None = known[0]
-            else:
-                old = txn.get(key, db=self._sessions_db)
-                stored_index = None if old is None else cbor2.loads(old)[2]
-            if stored_index is not None:
-                txn.delete(_ACTIVITY.pack(stored_index) + key, db=self._activity_db)
-            session = sm.session(client_id)
-            if session is None:
-                txn.delete(key, db=self._sessions_db)
-                continue
-            row, encoded = _session_bytes(session, None if known is None else known[1])
-            txn.put(key, row, db=self._sessions_db)
-            txn.put(_ACTIVITY.pack(session.last_index) + key, b"", db=self._activity_db)
-            rows[client_id] = (session.last_index, encoded)
-            if len(rows) > SESSION_ROWS:
-                del rows[next(iter(rows))]
+        if self._rewrite_sessions:
+            # every response of every session (a restore): its rows are all written
+            for s in sm.stored_sessions():
+                self._dirty_responses[s.client_id] = set(s.responses)
+            self._rewrite_sessions = False
+        self._write_sessions(txn, sm)
         for peer in sorted(self._dirty_balances):
             amount = sm.balance(peer)
             if amount:
@@ -149,7 +172,6 @@ class LmdbJournal(StateJournal):
                 txn.delete(token_id.encode(), db=self._tokens_db)
             else:
                 txn.put(token_id.encode(), cbor2.dumps(_token_row(token)), db=self._tokens_db)
-        self._dirty_sessions.clear()
         self._dirty_balances.clear()
         self._dirty_tokens.clear()
         meta = [
@@ -163,66 +185,52 @@ class LmdbJournal(StateJournal):
         ]
         txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
 
+    def _write_sessions(self, txn: lmdb.Transaction, sm: ClusterStateMachine) -> None:
+        """The changed sessions' head rows, activity keys and response rows (format 3): per
+        session the head row and activity key, the response rows recorded in the batch, and a
+        delete of the rows that fell out of the window (one seek: a cursor on the session's
+        range), so a write costs the same whatever the window holds."""
+        rows, dirty_responses = self._rows, self._dirty_responses
+        window = sm.policy.window
+        cursor = txn.cursor(db=self._responses_db)
+        dumps, put = cbor2.dumps, txn.put
+        for client_id in sorted(self._dirty_sessions):
+            key = client_id.encode()
+            prefix = key + b"\0"
+            stored_index = rows.pop(client_id, None)  # what this journal stored for it last
+            if stored_index is None:
+                old = txn.get(key, db=self._sessions_db)
+                stored_index = None if old is None else cbor2.loads(old)[2]
+            if stored_index is not None:
+                txn.delete(_ACTIVITY.pack(stored_index) + key, db=self._activity_db)
+            session = sm.session(client_id)
+            seqs = dirty_responses.pop(client_id, ())
+            if session is None:
+                txn.delete(key, db=self._sessions_db)
+                _drop_responses(cursor, prefix, None)
+                continue
+            put(key, dumps(_head_row(session)), db=self._sessions_db)
+            put(_ACTIVITY.pack(session.last_index) + key, b"", db=self._activity_db)
+            cut = session.max_seq - window  # responses to seqs <= cut are no longer kept
+            if cut > 0:
+                _drop_responses(cursor, prefix, prefix + _SEQ.pack(cut + 1))
+            responses = session.responses
+            for seq in sorted(seqs):
+                response = responses.get(seq)
+                if response is not None:
+                    put(
+                        prefix + _SEQ.pack(seq),
+                        dumps(response_to_plain(response)),
+                        db=self._responses_db,
+                    )
+            rows[client_id] = session.last_index
+            if len(rows) > SESSION_ROWS:
+                del rows[next(iter(rows))]
+        self._dirty_sessions.clear()
+        dirty_responses.clear()
+
 
 SESSION_ROWS = 1024  # sessions whose stored row the journal remembers (``LmdbJournal._rows``)
-
-
-def _session_bytes(session: Session, known: Encoded | None) -> tuple[bytes, Encoded]:
-    """The sessions table's row of ``session``, ``cbor2.dumps([owner, *_session_row(session)])``
-    byte for byte (a CBOR array is its head and its items' encodings one after the other;
-    tests/runtime/test_state_lmdb_caches.py checks it), and what to remember of it.
-
-    The responses' encodings come from ``known`` (the row written before) where they are the
-    same: a session's window slides (responses drop off the front, new ones come at the end),
-    so the run of ``known`` from the current first seq on, as far as seqs and responses are
-    equal (compared in C, list against list), is reused and only the rest is encoded. Equal
-    responses encode equally, so the row is exact whatever ``known`` holds."""
-    responses = session.responses
-    seqs, values = list(responses), list(responses.values())
-    n = len(seqs)
-    reused: list[bytes] = []
-    if known is not None and n:
-        old_seqs, old_values, old_parts = known
-        try:
-            k = old_seqs.index(seqs[0])
-        except ValueError:
-            k = -1
-        if k >= 0:
-            m = min(len(old_seqs) - k, n)
-            if old_seqs[k : k + m] == seqs[:m] and old_values[k : k + m] == values[:m]:
-                reused = old_parts[k : k + m]
-    dumps = cbor2.dumps
-    parts = reused + [
-        dumps(seq) + dumps(response_to_plain(response))
-        for seq, response in zip(seqs[len(reused) :], values[len(reused) :], strict=True)
-    ]
-    head = (
-        _array_head(6 + 2 * n)
-        + dumps(
-            [
-                session.owner,
-                session.client_id,
-                session.last_index,
-                session.last_ms,
-                session.max_seq,
-                n,
-            ]
-        )[1:]
-    )
-    return head + b"".join(parts), (seqs, values, parts)
-
-
-_HEADS: dict[int, bytes] = {}
-
-
-def _array_head(n: int) -> bytes:
-    """The CBOR head of an array of ``n`` items (as cbor2 writes it)."""
-    head = _HEADS.get(n)
-    if head is None:
-        head = cbor2.dumps([0] * n)[: -n or None]  # each 0 is one byte
-        if len(_HEADS) < 4096:
-            _HEADS[n] = head
-    return head
 
 
 def _objects_on(store: LmdbStore) -> Objects:
@@ -309,24 +317,63 @@ def objects_in_lmdb(path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP
     return _objects_on(LmdbStore(path, sync=sync, map_size=map_size))
 
 
+def split_sessions(txn: lmdb.Transaction, store: LmdbStore) -> int:
+    """Rewrite the ``sessions`` rows of an env of format 1 or 2 (one row per session with all
+    its responses: ``[owner, client id, last index, last ms, max seq, n, seq, response, ...]``)
+    as format 3's head rows and ``session_responses`` rows, in ``txn`` (``StateEnv._upgrade``);
+    returns the response rows written. Each response's plain form is stored as read (the
+    same CBOR value), so every cached answer is kept as it was."""
+    sessions_db, responses_db = store.db("sessions"), store.db("session_responses")
+    loads, dumps = cbor2.loads, cbor2.dumps
+    heads: list[tuple[bytes, bytes]] = []
+    responses: list[tuple[bytes, bytes]] = []
+    for raw_key, raw in txn.cursor(sessions_db):
+        key = bytes(raw_key)
+        owner, client_id, last_index, last_ms, max_seq, n, *pairs = loads(raw)
+        if len(pairs) != 2 * n or client_id.encode() != key:
+            raise StorageError(f"session {key!r}: its row does not decode")
+        heads.append((key, dumps([owner, client_id, last_index, last_ms, max_seq])))
+        for seq, plain in zip(pairs[::2], pairs[1::2], strict=True):
+            responses.append((response_key(client_id, seq), dumps(plain)))
+    txn.drop(responses_db, delete=False)
+    for key, head in heads:
+        txn.put(key, head, db=sessions_db)
+    responses.sort()
+    txn.cursor(db=responses_db).putmulti(responses, append=True)
+    return len(responses)
+
+
 def _read_small(
     txn: lmdb.Transaction, store: LmdbStore
 ) -> tuple[list[Session], list[tuple[str, int]], list[Token]]:
     from univrs.sm.snapshot_read import _session_v1, _token_v1
 
     sessions_db, activity_db = store.db("sessions"), store.db("session_activity")
+    responses = txn.cursor(db=store.db("session_responses"))
     sessions: list[Session] = []
+    found = 0
     for raw_key, _ in txn.cursor(activity_db):
         client_id = bytes(raw_key)[_ACTIVITY.size :]
         raw = txn.get(client_id, db=sessions_db)
         if raw is None:
             raise StorageError(f"session {client_id!r} is in the activity index only")
-        owner, *row = cbor2.loads(raw)
-        session = _session_v1(row, f"session {client_id!r}")
+        owner, *head = cbor2.loads(raw)
+        # the snapshot's session row, to be read by the snapshot's reader (its checks)
+        pairs: list[Any] = []
+        prefix = client_id + b"\0"
+        if responses.set_range(prefix):
+            for key, value in responses:
+                if key[: len(prefix)] != prefix:
+                    break
+                pairs += (_SEQ.unpack(key[len(prefix) :])[0], cbor2.loads(value))
+        found += len(pairs) // 2
+        session = _session_v1([*head, len(pairs) // 2, *pairs], f"session {client_id!r}")
         session.owner = owner
         sessions.append(session)
     if len(sessions) != txn.stat(sessions_db)["entries"]:
         raise StorageError("the session activity index does not match the sessions")
+    if found != txn.stat(store.db("session_responses"))["entries"]:
+        raise StorageError("the session responses hold rows of no session")
     balances = [(bytes(k).decode(), cbor2.loads(v)) for k, v in txn.cursor(store.db("ledger"))]
     tokens = [
         _token_v1(cbor2.loads(v), f"token {bytes(k)!r}") for k, v in txn.cursor(store.db("tokens"))

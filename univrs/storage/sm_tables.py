@@ -23,7 +23,12 @@ journal writes their current values, and the applied index, term, clock and the 
 in the same transaction. So what the environment holds is always the state after some applied
 index, never half a batch. Databases:
 
-* ``sessions``: client id -> CBOR ``[owner, *snapshot session row]``;
+* ``sessions``: client id -> CBOR ``[owner, client id, last_index, last_ms, max_seq]`` (the
+  session's head; format 3, s14-journal: before it, this row held every cached response);
+* ``session_responses``: ``client id + NUL + seq (8 bytes, big-endian)`` -> CBOR plain
+  response, one row per cached response: a session's responses are one key range in seq
+  order; a write puts its own response and deletes, by a cursor from the range's start, the
+  ones that fell out of the window, so its cost does not grow with the window;
 * ``session_activity``: the activity order, key ``last_index (8 bytes, big-endian) + client
   id``, empty value: a cursor over it lists the sessions least recently active first;
 * ``ledger``: peer -> CBOR balance; ``tokens``: token id -> CBOR snapshot token row;
@@ -71,6 +76,7 @@ from univrs.storage.sm_journal import (
     build_counts,
     counts_damage,
     objects_in_lmdb,
+    split_sessions,
 )
 from univrs.storage.sm_store import (
     DEFAULT_MAP_SIZE,
@@ -351,24 +357,31 @@ class StateEnv:
             return counts_damage(txn, self.store)
 
     def _upgrade(self) -> None:
-        """An env of state format 1 (before ``workload_counts``) gets that table built from
-        its instances and says format 2, in one write transaction (once; s14-page)."""
+        """An env of an older state format is brought to the current one in one write
+        transaction (once): format 1 (before ``workload_counts``) gets that table built from
+        its instances (s14-page); formats 1 and 2 (a session's responses in its one row) get
+        their sessions split into head rows and response rows (``split_sessions``,
+        s14-journal). Then it says format 3."""
         with self.store.env.begin() as txn:
             raw = txn.get(b"state", db=self._meta)
         meta = None if raw is None else cbor2.loads(raw)
-        if not (isinstance(meta, list) and meta and meta[0] == 1 and STATE_FORMAT == 2):
+        if not (isinstance(meta, list) and meta and meta[0] in (1, 2) and STATE_FORMAT == 3):
             return  # new, current, or not decodable (``load`` says what is wrong)
         started = time.perf_counter()
+        before = meta[0]
         with self.store.env.begin(write=True) as txn:
-            rows = build_counts(txn, self.store)
+            rows = build_counts(txn, self.store) if before == 1 else None
+            responses = split_sessions(txn, self.store)
             meta[0] = STATE_FORMAT
             txn.put(b"state", cbor2.dumps(meta), db=self._meta)
         self.store.invalidate()
         log.info(
             "state env upgraded",
             extra={
+                "from_format": before,
                 "format": STATE_FORMAT,
                 "counts_rows": rows,
+                "response_rows": responses,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
