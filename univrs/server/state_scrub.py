@@ -97,8 +97,8 @@ def scrub_state(
     """Compare a stopped node's ``state.lmdb`` with its stored snapshot plus its log (see the
     module docstring). ``StorageError`` if the log store cannot be opened (a node runs on the
     data dir, no store) or the snapshot or an entry is damaged: then nothing trustworthy is
-    there to compare with. Changes nothing (but an env of state format 1 is upgraded, as the
-    next start would: ``StateEnv.load``)."""
+    there to compare with. Changes nothing (but an env of state format 1 or 2 is upgraded to 3,
+    as the next start would: ``StateEnv.load``)."""
     started = time.monotonic()
     path = f"{data_dir}/{STATE_DIR}"
     if not os.path.isdir(path):
