@@ -46,6 +46,7 @@ from univrs.sm.snapshot_format import (
 )
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tokens import Token
+from univrs.sm.validate import id_problem
 
 
 class _Row:
@@ -310,9 +311,18 @@ def _node_v1(value: Any, path: str) -> Node:
 def _session_v1(value: Any, path: str) -> Session:
     row = _Row(value, path)
     client_id, last_index, last_ms, max_seq, n_responses = row.fields("suuuu")
+    # What a command could make (s14-review2): the LMDB journal keys a session's responses
+    # by ``client id + NUL + seq`` and deletes them as one range, so an id holding a NUL
+    # would put its rows inside another session's range, and a seq 0 stays stored after
+    # memory let it go (the env then refused to open).
+    problem = id_problem("client id", client_id)
+    if problem:
+        raise DecodeError(f"{path}: {problem}")
     responses = {}
     for _ in range(n_responses):
         seq, response = row.fields("ua")
+        if seq < 1:
+            raise DecodeError(f"{path}: seq {seq} is below 1")
         if seq in responses:
             raise DecodeError(f"{path}: seq {seq} appears twice")
         responses[seq] = response_from_plain(response, f"{path}.response[{seq}]")
