@@ -6,14 +6,19 @@ rows and the env no longer opens.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import pytest
 
 from univrs.errors import DecodeError
-from univrs.sm import ClusterStateMachine, CreateWorkload, Envelope, OpenSession, ScaleWorkload
-from univrs.sm import WorkloadSpec
+from univrs.sm import (
+    ClusterStateMachine,
+    CreateWorkload,
+    Envelope,
+    OpenSession,
+    ScaleWorkload,
+    WorkloadSpec,
+)
 from univrs.sm.responses import Created
 from univrs.sm.sessions import SessionPolicy
 from univrs.sm.snapshot import snapshot_plain
@@ -51,13 +56,13 @@ def test_a_snapshot_session_whose_client_id_holds_a_nul_is_refused() -> None:
         restore_plain(plain)
 
 
-def test_a_snapshot_session_caching_seq_zero_is_refused(tmp_path: pathlib.Path) -> None:
+def test_a_snapshot_session_caching_seq_zero_is_refused() -> None:
     """Seqs start at 1 (``seq must be a positive integer``); a snapshot's session with
     ``max_seq`` 0 and a response to seq 0 passed the window check ((0 - window, 0]). In
     memory seq 0 leaves the window when the session reaches seq ``window``; the LMDB journal
     cuts only seqs <= ``max_seq - window`` when that is > 0, so its row for seq 0 stayed and
     the env refused to open (``caches responses outside its window``)."""
-    plain, client = _plain_with_a_session()
+    plain, _ = _plain_with_a_session()
     row = list(plain["sessions"][0])
     # [client id, last index, last ms, max seq, n, seq, response, ...]: seq 1 -> seq 0
     assert row[3] == 1 and row[4] == 1 and row[5] == 1
