@@ -113,9 +113,9 @@ def test_the_canonical_checks_refuse_a_nul_id_also_for_a_remembered_shape() -> N
     assert canonical_workload_row(list(row))  # the remembered path
     hostile = [row[0] + "\x00x", *row[1:]]
     assert not canonical_workload_row(hostile)
-    instance = ["c", "ab", "n1", "running", "", 4, 4]
+    instance: list[Any] = ["c", "ab", "n1", "running", "", 4, 4]
     assert canonical_instance_row(instance)
     for at in (0, 1, 2):
         bad = list(instance)
-        bad[at] += "\x00"
+        bad[at] = f"{instance[at]}\x00"
         assert not canonical_instance_row(bad)
