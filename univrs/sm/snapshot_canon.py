@@ -65,8 +65,8 @@ def workload_head_ok(v: list[Any]) -> bool:
 def _workload_shape(v: Any) -> _Shape | None:
     """The shape of workload row ``v`` when ``_workload_v1`` reads it and ``_workload_row``
     writes it back unchanged (every check of the row, from its values); None when not."""
-    if type(v) is not list or len(v) < 12 or not workload_head_ok(v):
-        return None
+    if type(v) is not list or len(v) < 12 or not workload_head_ok(v) or "\x00" in v[0]:
+        return None  # an id with a NUL: snapshot_read ``_no_nul`` (s14-review2)
     env_at = 9 + v[8]
     if env_at >= len(v):
         return None
@@ -129,6 +129,7 @@ class _Shape:
         """``_workload_shape(v) is not None``, for a row of this shape's item types."""
         return (
             self.counts(v) == self.expected
+            and "\x00" not in v[0]
             and v[1] >= 0
             and v[2] >= 0
             and (self.protocols is None or _PROTOCOLS.issuperset(self.protocols(v)))
@@ -170,7 +171,9 @@ def canonical_instance_row(v: Any) -> bool:
     return (
         type(ident) is str
         and type(workload_id) is str
-        and (node_id is None or type(node_id) is str)
+        and (node_id is None or (type(node_id) is str and "\x00" not in node_id))
+        and "\x00" not in ident
+        and "\x00" not in workload_id
         and type(status) is str
         and status in _STATUSES
         and type(message) is str

@@ -46,6 +46,7 @@ from univrs.sm.snapshot_format import (
 )
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tokens import Token
+from univrs.sm.validate import id_problem
 
 
 class _Row:
@@ -160,7 +161,19 @@ def _workload_v1(value: Any, path: str, shared: _Shared | None = None) -> Stored
     # The fast path reads well-formed rows (all of them, normally) several times faster;
     # anything it does not like goes through the checked path, which names what is wrong.
     fast = _workload_fast(value, shared or _Shared()) if type(value) is list else None
-    return fast if fast is not None else _workload_checked(value, path)
+    workload = fast if fast is not None else _workload_checked(value, path)
+    _no_nul(workload.id, path)
+    return workload
+
+
+def _no_nul(ident: str, path: str) -> None:
+    """An id that is a key in a persistent backend holds no NUL (s14-review2): the LMDB
+    indexes join two ids with a NUL (``sm_store.SEP``: workload ``a`` with instance ``b NUL
+    c`` and workload ``a NUL b`` with instance ``c`` made one index key), and a session's
+    responses are the range ``client id + NUL``. No command can name such an id
+    (``id_problem``); ``snapshot_canon`` refuses the same rows."""
+    if "\x00" in ident:
+        raise DecodeError(f"{path}: id {ident!r} holds a NUL character")
 
 
 _JUST_STR = frozenset({str})
@@ -244,6 +257,15 @@ _INSTANCE_STATUS: dict[str, InstanceStatus] = {s.value: s for s in InstanceStatu
 
 
 def _instance_v1(value: Any, path: str, shared: _Shared | None = None) -> Instance:
+    instance = _instance_read(value, path, shared)
+    _no_nul(instance.id, path)
+    _no_nul(instance.workload_id, path)
+    if instance.node_id is not None:
+        _no_nul(instance.node_id, path)
+    return instance
+
+
+def _instance_read(value: Any, path: str, shared: _Shared | None) -> Instance:
     # As for workloads: a fast path for well-formed rows, the checked path names the problem.
     if type(value) is list and len(value) == 7:
         ident, workload_id, node_id, status, message, version, created = value
@@ -304,15 +326,25 @@ def _node_v1(value: Any, path: str) -> Node:
         labels=labels,
     )
     status = read_enum(NodeStatus, status, f"{path}.status")
+    _no_nul(ident, path)
     return Node(info=info, status=status, version=version, created_index=created)
 
 
 def _session_v1(value: Any, path: str) -> Session:
     row = _Row(value, path)
     client_id, last_index, last_ms, max_seq, n_responses = row.fields("suuuu")
+    # What a command could make (s14-review2): the LMDB journal keys a session's responses
+    # by ``client id + NUL + seq`` and deletes them as one range, so an id holding a NUL
+    # would put its rows inside another session's range, and a seq 0 stays stored after
+    # memory let it go (the env then refused to open).
+    problem = id_problem("client id", client_id)
+    if problem:
+        raise DecodeError(f"{path}: {problem}")
     responses = {}
     for _ in range(n_responses):
         seq, response = row.fields("ua")
+        if seq < 1:
+            raise DecodeError(f"{path}: seq {seq} is below 1")
         if seq in responses:
             raise DecodeError(f"{path}: seq {seq} appears twice")
         responses[seq] = response_from_plain(response, f"{path}.response[{seq}]")
