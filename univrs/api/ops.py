@@ -19,10 +19,6 @@ against a node, and ``univrs.api.forward.request_of`` maps a command back to its
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
-import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,8 +26,16 @@ import attrs
 
 from univrs.api import convert as cv
 from univrs.api import opargs as oa
+from univrs.api.token_ops import (
+    _build_bootstrap_token,
+    _build_create_token,
+    _build_revoke_token,
+    _finish_token,
+    _read_tokens,
+    _render_revoked,
+    _render_token,
+)
 from univrs.errors import (
-    Conflict,
     InvalidArgument,
     NotFound,
 )
@@ -40,11 +44,9 @@ from univrs.service.operations import Operation as Declaration
 from univrs.service.reconcile import status_of
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.commands import (
-    BootstrapToken,
     CloseSession,
     Command,
     CreateInstance,
-    CreateToken,
     CreateWorkload,
     DeleteInstance,
     DeleteWorkload,
@@ -52,7 +54,6 @@ from univrs.sm.commands import (
     MintCredits,
     OpenSession,
     RegisterNode,
-    RevokeToken,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
@@ -64,7 +65,6 @@ from univrs.sm.model import Instance, InstanceSpec, InstanceStatus, Node, NodeSt
 from univrs.sm.objects import StoredWorkload
 from univrs.sm.responses import Created, Response
 from univrs.sm.state import ClusterStateMachine
-from univrs.sm.tokens import MAX_TOKEN_NAME_LEN, ROLES, Token
 from univrs.sm.validate import MAX_REPLICAS, id_problem, text_problem
 
 if TYPE_CHECKING:
@@ -443,115 +443,6 @@ def _build_close_session(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]
 
 def _render_closed(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     return {"client_id": cmd.client_id, "closed": True}
-
-
-# ------------------------------------------------------------------ API tokens
-
-SECRET_PREFIX = "univrs."
-_SECRET_RE = re.compile(r"[A-Za-z0-9._~-]{32,256}")
-
-
-def new_secret() -> str:
-    """A token secret: 256 random bits, URL-safe, recognisable by its prefix."""
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-def secret_hash(secret: str) -> str:
-    """What the state machine stores of a secret: its SHA-256, hex."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _secret(args: dict[str, Any]) -> str:
-    if "secret" not in args:
-        return new_secret()
-    given = cv.read_str(args["secret"], "secret")
-    if _SECRET_RE.fullmatch(given) is None:
-        raise InvalidArgument(
-            "secret must be 32-256 characters of letters, digits and ._~- (a random one)",
-            field="secret",
-        )
-    return given
-
-
-def _token_name(args: dict[str, Any], default: str | None = None) -> str:
-    name = cv.read_str(args["name"], "name") if "name" in args or default is None else default
-    problem = text_problem("name", name, MAX_TOKEN_NAME_LEN)
-    if problem is None and not name.strip():
-        problem = "name must not be blank"
-    if problem:
-        raise InvalidArgument(problem, field="name")
-    return name
-
-
-def _roles(args: dict[str, Any]) -> tuple[str, ...]:
-    raw = args["roles"]
-    if type(raw) is not list or not raw:
-        raise InvalidArgument("roles must be a non-empty list", field="roles")
-    for role in raw:
-        if role not in ROLES:
-            raise InvalidArgument(f"role {role!r} is not one of {', '.join(ROLES)}", field="roles")
-    return tuple(sorted(set(raw)))
-
-
-def _build_create_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident, name, roles, secret = oa.id_or_new(args), _token_name(args), _roles(args), _secret(args)
-    command = CreateToken(id=ident, name=name, roles=roles, secret_hash=secret_hash(secret))
-    return command, {"id": ident, "name": name, "roles": list(roles), "secret": secret}
-
-
-def _build_bootstrap_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident, name, secret = oa.id_or_new(args), _token_name(args, "bootstrap"), _secret(args)
-    command = BootstrapToken(id=ident, name=name, secret_hash=secret_hash(secret))
-    return command, {"id": ident, "name": name, "secret": secret}
-
-
-def token_doc(token: Token) -> dict[str, Any]:
-    """A token as the API shows it: never its secret (nobody has it) nor its hash."""
-    return {
-        "id": token.id,
-        "name": token.name,
-        "roles": list(token.roles),
-        "created_index": token.created_index,
-        "created_ms": token.created_ms,
-    }
-
-
-def _render_token(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
-    # A retried key is answered with the first creation's response: its id, not the retry's
-    # (a client's retry draws a new id on the serving node; s13-audit2).
-    ident = response.id if isinstance(response, Created) else cmd.id
-    token = state.token(ident)
-    if token is None:
-        return oa.gone(ident, response)
-    return {**token_doc(token), "version": getattr(response, "version", None)}
-
-
-def _finish_token(built: dict[str, Any], result: Any, state: ClusterStateMachine) -> Any:
-    """Show the secret, once: only if the stored token is the one this request created (a
-    retried idempotency key is answered with the first creation, whose secret is gone)."""
-    token = state.token(built["id"])
-    if token is None or not hmac.compare_digest(token.secret_hash, secret_hash(built["secret"])):
-        raise Conflict(
-            f"token {result.get('id', built['id'])!r} was created by an earlier attempt of this "
-            "request; its secret was shown then and is stored nowhere: revoke it and create "
-            "another"
-        )
-    return {**result, "secret": built["secret"]}
-
-
-def _build_revoke_token(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    ident = oa.existing_id(args, "token")
-    return RevokeToken(id=ident), args
-
-
-def _render_revoked(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
-    return {"id": cmd.id, "revoked": True, "version": getattr(response, "version", None)}
-
-
-def _read_tokens(args: dict[str, Any], state: ClusterStateMachine) -> Any:
-    page = oa.page(state.tokens(), lambda t: t.id, args, state)
-    page["items"] = [token_doc(t) for t in page["items"]]
-    return page
 
 
 # ------------------------------------------------------------------ the table
