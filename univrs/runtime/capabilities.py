@@ -102,6 +102,28 @@ def no_announcements() -> Announced:
 
 
 @attrs.define(eq=False)
+class _Said:
+    """What a gate last logged of its answer (a reason it is closed, or None: open), so that
+    each change is logged once: ``opened`` at INFO, ``closed`` (with the reason) at
+    ``closed_level``."""
+
+    opened: str
+    closed: str
+    closed_level: int = logging.INFO
+    last: str | None = attrs.field(default="not yet evaluated", init=False)
+
+    def __call__(self, gate: str | None) -> bool:
+        """Log ``gate`` if it changed; True if the gate is open."""
+        if gate != self.last:
+            if gate is None:
+                log.info(self.opened)
+            else:
+                log.log(self.closed_level, self.closed, extra={"reason": gate})
+            self.last = gate
+        return gate is None
+
+
+@attrs.define(eq=False)
 class BatchGate:
     """The leader's question before each ``propose_many``: may these ``n`` proposals go in
     batch entries? Only if packing is on, there are several, and every member announced it
@@ -113,19 +135,17 @@ class BatchGate:
     # The configurations that must all apply batch entries (the core's newest, the applied).
     configurations: Callable[[], tuple[Membership, Membership]]
     announced: Callable[[], Announced]
-    _last: str | None = attrs.field(default="not yet evaluated", init=False)
+    _said: _Said = attrs.field(
+        factory=lambda: _Said(
+            "batch entries on: every member applies them", "batch entries paused"
+        ),
+        init=False,
+    )
 
     def __call__(self, n: int) -> bool:
         if not self.enabled or n < 2 or self.max_payload_version < BATCH_VERSION:
             return False
-        gate = batch_gate(self.own_id, self.configurations(), self.announced())
-        if gate != self._last:
-            if gate is None:
-                log.info("batch entries on: every member applies them")
-            else:
-                log.info("batch entries paused", extra={"reason": gate})
-            self._last = gate
-        return gate is None
+        return self._said(batch_gate(self.own_id, self.configurations(), self.announced()))
 
 
 @attrs.define(eq=False)
@@ -138,19 +158,19 @@ class OwnerGate:
     max_payload_version: int
     configurations: Callable[[], tuple[Membership, Membership]]
     announced: Callable[[], Announced]
-    _last: str | None = attrs.field(default="not yet evaluated", init=False)
+    _said: _Said = attrs.field(
+        factory=lambda: _Said(
+            "session owners in entries on: every member applies them",
+            "session owners in entries paused",
+        ),
+        init=False,
+    )
 
     def __call__(self) -> bool:
         if self.max_payload_version < OWNER_VERSION:
             return False
-        gate = batch_gate(self.own_id, self.configurations(), self.announced(), OWNER_VERSION)
-        if gate != self._last:
-            if gate is None:
-                log.info("session owners in entries on: every member applies them")
-            else:
-                log.info("session owners in entries paused", extra={"reason": gate})
-            self._last = gate
-        return gate is None
+        announced = self.announced()
+        return self._said(batch_gate(self.own_id, self.configurations(), announced, OWNER_VERSION))
 
 
 def lease_hold_ms(config: RaftConfig, tick_ms: int) -> int:
@@ -200,19 +220,21 @@ class LeaseGate:
     need_ms: int
     configurations: Callable[[], tuple[Membership, Membership]]
     holds: Callable[[], Announced] | None
-    _last: str | None = attrs.field(default="not yet evaluated", init=False)
     closed: int = attrs.field(default=0, init=False)  # lease reads sent as ReadIndex reads
+    _said: _Said = attrs.field(
+        factory=lambda: _Said(
+            "lease reads on: every member refuses votes long enough",
+            "lease reads served as linearizable reads",
+            logging.WARNING,
+        ),
+        init=False,
+    )
 
     def __call__(self) -> bool:
         if self.holds is None:
             return True
         gate = lease_gate(self.own_id, self.configurations(), self.holds(), self.need_ms)
-        if gate != self._last:
-            if gate is None:
-                log.info("lease reads on: every member refuses votes long enough")
-            else:
-                log.warning("lease reads served as linearizable reads", extra={"reason": gate})
-            self._last = gate
-        if gate is not None:
+        if not self._said(gate):
             self.closed += 1
-        return gate is None
+            return False
+        return True
