@@ -33,7 +33,8 @@ from univrs.sm import (
 from univrs.sm.responses import Created, ErrorCode, Failure, Response
 from univrs.sm.sessions import SessionPolicy
 from univrs.sm.snapshot import _session_row
-from univrs.storage.sm_journal import STATE_FORMAT, _objects_on, _read_small
+from univrs.storage.sm_journal import STATE_FORMAT, _objects_on
+from univrs.storage.sm_rows import read_small
 from univrs.storage.sm_tables import StateEnv
 
 POLICY = SessionPolicy(window=4, max_sessions=3, ttl_ms=50_000, max_sessions_per_owner=2)
@@ -132,7 +133,7 @@ def _sessions(sm: ClusterStateMachine) -> list[tuple[Any, ...]]:
 
 def _stored(env: StateEnv) -> list[tuple[Any, ...]]:
     with env.store.env.begin() as txn:
-        sessions = _read_small(txn, env.store)[0]
+        sessions = read_small(txn, env.store)[0]
     return [
         (s.client_id, s.owner, s.last_index, s.last_ms, s.max_seq, list(s.responses.items()))
         for s in sessions
