@@ -11,12 +11,13 @@ import trio
 from tests.runtime.memcluster import start_cluster, wait_leader, wait_until
 from univrs.raft.messages import Membership
 from univrs.runtime import membership as ms
+from univrs.runtime.driver import RaftRuntime
 
 IDS = ["a", "b", "c"]
 
 
 async def _add_in_background(
-    nursery: trio.Nursery, runtime: ms.RaftRuntime, node_id: str
+    nursery: trio.Nursery, runtime: RaftRuntime, node_id: str
 ) -> list[Membership | BaseException]:
     outcome: list[Membership | BaseException] = []
 

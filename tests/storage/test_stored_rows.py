@@ -49,7 +49,7 @@ from univrs.storage.sm_tables import StateEnv
 Row = tuple[bytes, bytes, bytes]  # (table, key, value)
 
 # Replacements for one field of a row: other types, a negative, a float, a value past 64 bits.
-_ODD = (None, "s", -1, 1.5, [], {"a": 1}, b"b", 2**70, True)
+_ODD: tuple[Any, ...] = (None, "s", -1, 1.5, [], {"a": 1}, b"b", 2**70, True)
 # Tables the state env's open reads (the others are read when used: DecodeError there).
 _READ_AT_OPEN = {b"meta", b"sessions", b"session_activity", b"session_responses", b"ledger"}
 _READ_AT_OPEN |= {b"tokens"}
@@ -121,6 +121,7 @@ def _values(rng: random.Random, value: bytes) -> Iterator[bytes]:
     for _ in range(3):
         yield os.urandom(rng.randint(0, 16))
     yield b"\xff"
+    plain: Any
     for plain in (5, "x", None, [], {}, 1.5):
         yield cbor2.dumps(plain)
     try:
@@ -276,6 +277,7 @@ def _log_values(table: bytes, key: bytes, value: bytes) -> Iterator[bytes]:
     if table == b"meta":
         for changed in _field_changes(decode_plain(value[4:], max_size=1 << 20)):
             yield _checked(key, cbor2.dumps(changed))
+        plain: Any
         for plain in (5, "x", None, [], {}, 1.5, b"b"):
             yield _checked(key, cbor2.dumps(plain))
         yield _checked(key, b"\xff")

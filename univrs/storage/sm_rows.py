@@ -53,7 +53,7 @@ _ROW_ERRORS = (
 
 
 @contextlib.contextmanager
-def reading(table: str, key: bytes) -> Iterator[None]:
+def reading(table: str, key: bytes | memoryview) -> Iterator[None]:
     """Any error of reading the row ``key`` of ``table`` inside the block becomes a
     ``StorageError`` naming both (a ``StorageError`` raised inside is named too)."""
     try:
@@ -167,9 +167,10 @@ def read_small(txn: lmdb.Transaction, store: LmdbStore) -> SmallTables:
             (index,) = _ACTIVITY.unpack_from(activity_key)
             client_id = activity_key[_ACTIVITY.size :]
             raw = txn.get(client_id, db=sessions_db)
-            _want(raw is not None, f"session {client_id!r} is in the activity index only")
+            if raw is None:
+                raise StorageError(f"session {client_id!r} is in the activity index only")
         with reading("sessions", client_id):
-            _, session = _session(client_id, cbor2.loads(raw), old=False)
+            _, session = _session(client_id, cbor2.loads(bytes(raw)), old=False)
             _want(session.last_index == index, f"its activity index says {index}")
         prefix = client_id + b"\0"
         if responses.set_range(prefix):
