@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.runtime.memcluster import start_cluster, wait_leader, wait_until
+from tests.runtime.memcluster import in_background, start_cluster, wait_leader, wait_until
 from univrs.raft.messages import Membership
 from univrs.runtime import membership as ms
 from univrs.runtime.driver import RaftRuntime
@@ -18,20 +18,12 @@ IDS = ["a", "b", "c"]
 
 async def _add_in_background(
     nursery: trio.Nursery, runtime: RaftRuntime, node_id: str
-) -> list[Membership | BaseException]:
-    outcome: list[Membership | BaseException] = []
-
-    async def run() -> None:
-        try:
-            outcome.append(
-                await ms.add_learner(runtime, node_id, node_id, None, incarnation=f"i-{node_id}")
-            )
-        except Exception as exc:
-            outcome.append(exc)
-
-    nursery.start_soon(run)
-    await trio.sleep(0)
-    return outcome
+) -> list[Membership | Exception]:
+    """``add_learner(node_id)`` on ``runtime`` in the background: its result or its error."""
+    return await in_background(
+        nursery,
+        lambda: ms.add_learner(runtime, node_id, node_id, None, incarnation=f"i-{node_id}"),
+    )
 
 
 async def test_a_committed_change_covered_by_a_snapshot_is_reported_committed(

@@ -20,7 +20,7 @@ import cbor2
 import lmdb
 import pytest
 
-from tests.runtime.test_state_journal import _old_layout
+from tests.runtime.state_envs import Clock, apply_next, old_layout
 from univrs.codec import decode_plain
 from univrs.errors import StorageError
 from univrs.raft.messages import (
@@ -60,12 +60,10 @@ def _state_env(path: str) -> None:
     token, a session with three cached responses."""
     env = StateEnv(path)
     sm = env.load()
-    index = 0
+    clock = Clock()
 
     def run(cmd: Any) -> Any:
-        nonlocal index
-        index += 1
-        return sm.apply(cmd, index=index, term=1, time_ms=1000 + index)
+        return apply_next(sm, clock, cmd)
 
     run(CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
     run(RegisterNode(info=NodeInfo(id="n0")))
@@ -150,7 +148,7 @@ def state_envs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
         folder = tmp_path_factory.mktemp(f"format{fmt}")
         _state_env(str(folder / "state.lmdb"))
         if fmt != 3:
-            _old_layout(str(folder / "state.lmdb"), fmt)
+            old_layout(str(folder / "state.lmdb"), fmt)
         found[fmt] = str(folder)
     return found
 
