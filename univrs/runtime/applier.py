@@ -138,14 +138,8 @@ class Applier:
         self._wakeup.set()
 
     def config_term(self, index: int) -> int | None:
-        """The term of the CONFIG entry applied at ``index``, if it was applied lately, or of
-        the last entry of a snapshot from the leader restored lately, if it ended there."""
+        """The term of the CONFIG entry applied at ``index``, if it was applied lately."""
         return self._config_terms.get(index)
-
-    def _config_term(self, index: int, term: int) -> None:
-        self._config_terms[index] = term
-        if len(self._config_terms) > CONFIG_TERMS:
-            del self._config_terms[min(self._config_terms)]
 
     def apply_now(self, entries: tuple[Entry, ...]) -> bool:
         """Apply ``entries`` at once, on the caller's task (the driver's step), if the loop
@@ -205,7 +199,6 @@ class Applier:
         self.watch_hub.reset(self.sm.revision)  # what happened before it is unknown here
         self.applied_index, self.applied_term = meta.index, meta.term
         self.view.applied_membership = meta.membership
-        self._config_term(meta.index, meta.term)  # the committed entry there: its term
         self.on_restored(meta)
         covered = self.pending.covered(meta.index)
         if covered:
@@ -264,7 +257,9 @@ class Applier:
         else:
             if entry.kind is EntryKind.CONFIG:
                 self.view.applied_membership = decode_membership(entry.data)
-                self._config_term(entry.index, entry.term)
+                self._config_terms[entry.index] = entry.term
+                if len(self._config_terms) > CONFIG_TERMS:
+                    del self._config_terms[min(self._config_terms)]
             sm.mark_applied(index=entry.index, term=entry.term)
         self.applied_index, self.applied_term = entry.index, entry.term
         if hub.revision < sm.revision:  # not a batch entry (its commands reported each)

@@ -303,8 +303,7 @@ class RaftRuntime(StepLoop):
 
     def applied_config_term(self, index: int) -> int | None:
         """The term of the configuration entry applied at ``index`` here, if it was applied
-        lately, or of a restored snapshot's last entry if that is at ``index`` (None: not
-        applied, long ago, or covered by a snapshot that ended later)."""
+        lately (None: not applied, long ago, or covered by a snapshot)."""
         return self._applier.config_term(index)
 
     def last_contact(self, peer: str) -> float | None:

@@ -112,8 +112,8 @@ async def change(
     with trio.move_on_at(deadline):
         await runtime.wait_applied(index)
         # The term of the committed entry at ``index``, when this node knows it (it applied a
-        # CONFIG entry there lately, or a snapshot from the leader ended there): ours if it is
-        # the proposal's term (one entry per index and term), another leader's otherwise.
+        # CONFIG entry there lately): ours if it is the proposal's term (one entry per index
+        # and term), another leader's otherwise.
         applied_term = runtime.applied_config_term(index)
         if applied_term == term:
             return target[0]
