@@ -17,7 +17,7 @@ from tests.runtime.memcluster import create, start_cluster, wait_leader, wait_un
 from univrs.errors import NotLeader
 from univrs.raft.messages import AppendEntries, Message
 from univrs.raft.ready import Role
-from univrs.runtime.batching import GATHER_BELOW, GATHER_PAUSE_PARTS, ProposalBatches
+from univrs.runtime.batching import GATHER_PAUSE_PARTS, ProposalBatches
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Propose
 from univrs.runtime.proposals import PendingProposals
@@ -298,32 +298,3 @@ def test_the_gather_rule_a_lone_proposer_goes_at_once_and_a_pause_ends_a_gather(
     off.applied(core.last, 0.004)
     off.gather(0.004)
     assert not off.gathering(0.004)
-
-
-def test_only_a_small_batch_is_followed_by_a_gather() -> None:
-    """Round 15: a release that answered ``GATHER_BELOW`` proposers or more lets the open batch
-    go at once (a large batch's fixed cost is a small part of its writes'; waiting for the
-    other cohort cost throughput and p99 at 256 clients); one proposer fewer still gathers.
-    Fails when every release gathers (the rule of rounds 13 and 14)."""
-    core, pending = _Core(), PendingProposals[Any]()
-
-    def released_batch_of(size: int) -> ProposalBatches:
-        batches = ProposalBatches(max_gather=0.05)
-        batches.open.extend(_proposal() for _ in range(size))
-        batches.flush(core, pending, lambda n: False, 0.0)  # type: ignore[arg-type]
-        batches.open.append(_proposal())  # the other cohort waits in the open batch
-        batches.applied(core.last, 0.004)  # the large batch applied, its commit took 4 ms
-        assert batches.released
-        batches.released = False
-        batches.gather(0.004)
-        return batches
-
-    large = released_batch_of(GATHER_BELOW)
-    assert large.gather_until is None and not large.gathering(0.004)
-    large.flush(core, pending, lambda n: False, 0.004)  # type: ignore[arg-type]
-    assert large.batches == 2 and not large.open  # the waiting proposal went at once
-
-    small = released_batch_of(GATHER_BELOW - 1)
-    assert small.gathering(0.004)  # waits for its 63 proposers (or the bound, or a pause)
-    assert small.gather_until == 0.004 + 0.002
-    assert small.batches == 1 and len(small.open) == 1

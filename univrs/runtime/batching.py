@@ -33,13 +33,6 @@ A lone client is back in its round trip and goes at once (nothing else is expect
 that do not come back (think time, gone) cost one gather of at most ``L``, and the next
 batch's count no longer expects them. ``max_gather`` 0 turns gathering off.
 
-Only after a small batch (round 15, docs/performance.md): a gather follows a release that
-answered fewer than ``gather_below`` proposers (64). A batch that large has its fixed cost
-spread thin already (at 256 clients, batches of about 140: a fixed cost of ~5 ms of leader CPU
-is a few per cent of each write's), so waiting for the other cohort saves little CPU and costs
-every write of the batch the wait: measured at 256 clients as lower throughput and a higher
-p99 (Round 14). Small batches, where the fixed cost is most of a write's, still gather.
-
 Only the driver task uses a ``ProposalBatches`` (it calls the core).
 """
 
@@ -64,8 +57,6 @@ DEFAULT_MAX_GATHER = 0.05  # seconds an open batch gathers returning proposers a
 # A gather also ends when no proposal arrived for this part of its span (the stragglers of a
 # slow client would cost every proposal of the batch their wait).
 GATHER_PAUSE_PARTS = 2
-# A gather follows only a release that answered fewer proposers than this (module docstring).
-GATHER_BELOW = 64
 MAX_BATCH = 4096  # proposals in one propose_many at most (the rest go in the next batch)
 
 
@@ -76,9 +67,6 @@ class ProposalBatches:
     depth: int = DEFAULT_PROPOSAL_DEPTH
     # Seconds the open batch may gather the applied batch's proposers (0: it goes at once).
     max_gather: float = DEFAULT_MAX_GATHER
-    # Only a release that answered fewer proposers than this starts a gather (large batches go
-    # at once: module docstring).
-    gather_below: int = GATHER_BELOW
     # How proposals become entries: one each, or batch entries (univrs/runtime/packing.py).
     packing: Packing = attrs.field(factory=Packing)
     metrics: Metrics = NO_METRICS
@@ -121,11 +109,10 @@ class ProposalBatches:
 
     def gather(self, now: float) -> None:
         """The batches released in this step woke their proposers: let the open batch wait for
-        them to come back (module docstring), if gathering is on and they are fewer than
-        ``gather_below``."""
+        them to come back (module docstring), if gathering is on."""
         returning, took = self._returning, self._released_took
         self._returning, self._released_took = 0, 0.0
-        if self.max_gather <= 0 or not 0 < returning < self.gather_below or self.in_flight:
+        if self.max_gather <= 0 or returning <= 0 or self.in_flight:
             return
         span = min(took, self.max_gather)
         self._gather_until = now + span
