@@ -53,6 +53,8 @@ for t0, t1 in zip(starts, starts[1:]):
     segs["total"].append(t1 - t0)
     segs["commit waited for leader fsync"].append(1.0 if Lsync > Lack else 0.0)
 print("leader", leader, "writes", len(segs["total"]))
+waited = segs.pop("commit waited for leader fsync")
 for k, v in segs.items():
     v = sorted(v)
     print(f"  {k:42s} median {statistics.median(v)*1e3:7.3f} ms  p90 {v[int(len(v)*.9)]*1e3:7.3f}")
+print(f"  the leader's own fsync returned after the first follower's ack in {int(sum(waited))} of {len(waited)} writes")
