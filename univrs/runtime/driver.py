@@ -41,7 +41,7 @@ import trio
 
 from univrs.errors import NotLeader, OutcomeUnknown
 from univrs.raft.interpreter import Persisted
-from univrs.raft.messages import Entry, SnapshotMeta
+from univrs.raft.messages import SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
@@ -178,10 +178,6 @@ class RaftRuntime(StepLoop):
     _may_lease: LeaseGate = attrs.field(init=False)
     # The index an ``apply_committed`` of this Ready applied on the step (0: none).
     _applied_on_step: int = attrs.field(default=0, init=False)
-    # A follower's committed entries held until its write in flight reports (step.py
-    # ``apply_committed``), oldest first; and whether the current Ready started a write.
-    _held_commits: list[tuple[Entry, ...]] = attrs.field(factory=list, init=False)
-    _write_in_ready: bool = attrs.field(default=False, init=False)
     # The leader's snapshot checked while the core steps on (checking.py, s12-gate).
     _checks: SnapshotChecks = attrs.field(init=False)
 

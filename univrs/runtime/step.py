@@ -22,8 +22,7 @@ effects in the contract's order:
   the chunk could complete nothing any more: checking.py)
 * ``messages``                                -> the transport, at once;
 * ``committed``                               -> the apply loop (in order), or applied on
-  this step when small and nothing else is queued (``apply_committed``); on a follower
-  whose Ready also started a write, once that write reports (its fsync goes first);
+  this step when small and nothing else is queued (``apply_committed``);
 * ``reads`` / ``dropped_reads``               -> the waiting readers.
 
 Ticks come from a ticker task (ticks.py) as events too, so the driver waits on its channel with no
@@ -127,8 +126,6 @@ class StepLoop:
     _stamps: LogClock | None
     _may_lease: LeaseGate
     _applied_on_step: int
-    _held_commits: list[tuple[Entry, ...]]
-    _write_in_ready: bool
     _checks: SnapshotChecks
 
     @property
@@ -214,17 +211,8 @@ class StepLoop:
         """Give the core the writer's reports, in order (contract step 4)."""
         self._wake_sent = False
         reports = self._persisted
-        if not reports:
-            return
         while reports:
             report_persisted(self.core, reports.popleft())
-        self._release_commits()  # the write they waited for is durable (``apply_committed``)
-
-    def _release_commits(self) -> None:
-        """Apply the commits held for a write (``apply_committed``), in order."""
-        if self._held_commits:
-            held, self._held_commits = self._held_commits, []
-            self._apply(tuple(e for entries in held for e in entries))
 
     def _handle(self, ev: object) -> None:
         if ev is _WAKE:
@@ -252,8 +240,6 @@ class StepLoop:
             if isinstance(check, SnapshotChecker):
                 check.discard(msg.meta)  # superseded meanwhile: the core did not take it
         elif ev is TICK:
-            if self._held_commits and not self._writer.writing:
-                self._release_commits()  # a safety net: no write left to report
             if self.core.config.read_lease:
                 self._clock.catch_up(self.core)
             else:
@@ -299,7 +285,6 @@ class StepLoop:
     def _take_ready(self) -> None:
         if self.core.has_ready():
             rd = self.core.ready()
-            self._write_in_ready = False
             config_changed = rd.snapshot is not None or any(
                 e.kind is EntryKind.CONFIG for e in rd.entries
             )
@@ -354,36 +339,16 @@ class StepLoop:
                 self.metrics.leader_changes.inc()
 
     def restore_snapshot(self, install: SnapshotInstall, job: InstallJob) -> None:
-        # Stored before anything else of this Ready, restored before later entries apply
-        # (and after the commits held for a write, which go to the apply loop first).
-        self._release_commits()
+        # Stored before anything else of this Ready, restored before later entries apply.
         self._snapshots.install(install, job)
 
     def submit_write(self, job: PersistJob) -> None:
         self._writer.submit(job)
-        if job.entries or job.hard_state is not None:
-            self._write_in_ready = True
 
     def send(self, msg: Message) -> None:
         self.transport.send(msg)
 
     def apply_committed(self, entries: tuple[Entry, ...]) -> None:
-        # A follower's write of this Ready goes first (issue 14, round 15): its worker thread
-        # needs the GIL to start its synced call, and an apply on the loop now (on this step or
-        # in the apply loop's next step) would run before it, delaying the fsync, and with it
-        # the ack the leader waits for, by the apply's length (docs/performance.md, Round 15).
-        # So the entries wait for the writer's next report (this write's, or the one in
-        # progress before it: every synced write reports), then apply as below; later commits
-        # queue behind them, in order. Not behind a snapshot or a storage task (it may be
-        # long); not on a leader, whose answers wait for the apply.
-        if self._held_commits or (
-            self._write_in_ready and self._writer.writing and self.core.role() is not Role.LEADER
-        ):
-            self._held_commits.append(entries)
-            return
-        self._apply(entries)
-
-    def _apply(self, entries: tuple[Entry, ...]) -> None:
         # A small commit with nothing else going on applies on this step: no hand-off to the
         # apply loop and back (docs/runtime.md, "Applying on the driver's step", also on why a
         # persistent state waits for an idle writer: a conservative choice, not a need).

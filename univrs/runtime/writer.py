@@ -187,7 +187,6 @@ class StorageWriter:
     _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, init=False)
     _worker: _Worker | None = attrs.field(default=None, init=False)
     _busy: bool = attrs.field(default=False, init=False)  # an item is in progress
-    _writing: bool = attrs.field(default=False, init=False)  # ... and it is a synced write
     _stopped: bool = attrs.field(default=False, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -240,12 +239,6 @@ class StorageWriter:
     def idle(self) -> bool:
         return self._queue.idle and not self._busy
 
-    @property
-    def writing(self) -> bool:
-        """A synced write (not an install or a storage task) is in progress: it will report
-        ``on_persisted`` when durable (a write of entries or a hard state always does)."""
-        return self._writing
-
     async def run(self) -> None:
         """Until cancelled: re-raise a failed write (fatal). On cancellation, let the call in
         progress finish before returning."""
@@ -294,7 +287,6 @@ class StorageWriter:
                 entries=merged.entries,
             )
 
-        self._writing = True
         self._call(write, lambda result, seconds: self._wrote(merged, result, seconds))
 
     def _start_install(self, job: InstallJob) -> None:
@@ -386,7 +378,7 @@ class StorageWriter:
         return True
 
     def _next(self) -> None:
-        self._busy = self._writing = False
+        self._busy = False
         self._start_next()
 
     def _fail(self, exc: BaseException) -> None:
