@@ -1,7 +1,7 @@
 """How long the loop's next two scheduling rounds and a socket send take right after a synced
 LMDB write is handed to a worker thread, against the same without the write (interleaved)."""
 import lmdb, os, queue, shutil, statistics, sys, threading, time, trio
-d = "/tmp/univrs-gil-steal"; shutil.rmtree(d, ignore_errors=True)
+d = "/tmp/univrs-gil-steal"; shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
 env = lmdb.open(d, map_size=1 << 28, sync=True, metasync=True)
 jobs: queue.SimpleQueue = queue.SimpleQueue()
 def worker():
