@@ -29,6 +29,10 @@ an optional key keeps every version able to read every other's hello:
   leader (and after it starts): ``(election ticks min - 1) x tick``; 0 with leases off, when it
   grants votes by the ordinary rule. A leader serves lease reads only while every member
   announced a hold at least its own (univrs/runtime/capabilities.py ``lease_gate``, s14-audit).
+* ``start`` (``[counter, [boot id, ...]]``): the sender's start counter (bumped and made
+  durable at each start before anything is sent) and the boot ids of its last starts, newest
+  last (univrs/raft/starts.py). A receiver refuses a hello from an older copy of a data dir
+  than one it heard (``CLOSE_STALE_START``). A malformed value is a malformed hello.
 
 ``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
 connection (a stale address after a membership change must not deliver messages to the wrong
@@ -47,6 +51,7 @@ import cbor2
 from univrs.codec.strict import load
 from univrs.errors import ProtocolError
 from univrs.net.address import split_host_port
+from univrs.raft.starts import Start, valid_start
 
 WIRE_VERSION = 1
 """Version of the raft wire protocol (hello + codec). Bump on incompatible codec changes."""
@@ -86,6 +91,7 @@ class Hello:
     batch: bool = False  # the sender reads batch frames
     payload: int = 1  # the newest entry payload version the sender applies
     hold: int = 0  # ms the sender refuses votes after hearing a leader (read leases; 0: off)
+    start: Start | None = None  # the sender's start (None: an older build announces none)
 
 
 def valid_incarnation(incarnation: str) -> bool:
@@ -118,6 +124,8 @@ def encode_hello(hello: Hello) -> bytes:
         doc["payload"] = hello.payload
     if hello.hold:
         doc["hold"] = hello.hold
+    if hello.start is not None:
+        doc["start"] = [hello.start.counter, list(hello.start.boots)]
     return cbor2.dumps(doc)
 
 
@@ -184,6 +192,7 @@ def decode_hello(data: bytes | str) -> Hello:
         raise ProtocolError(f"hello field 'hold' is not an integer in [0, {_MAX_HOLD_MS}]")
     return Hello(
         version=version,
+        start=_decode_start(doc.get("start")),
         cluster=fields["cluster"],
         src=fields["src"],
         dst=fields["dst"],
@@ -195,4 +204,23 @@ def decode_hello(data: bytes | str) -> Hello:
         batch=batch,
         payload=payload,
         hold=hold,
+    )
+
+
+def _decode_start(raw: object) -> Start | None:
+    if raw is None:
+        return None
+    if (
+        isinstance(raw, list)
+        and len(raw) == 2
+        and type(raw[0]) is int
+        and isinstance(raw[1], list)
+        and all(type(b) is str for b in raw[1])
+    ):
+        start = Start(counter=raw[0], boots=tuple(raw[1]))
+        if valid_start(start):
+            return start
+    raise ProtocolError(
+        "hello field 'start' is not [counter, [boot id, ...]] (a counter from 1, at most 16 "
+        "boot ids of 16 hex digits, no more than the counter)"
     )
