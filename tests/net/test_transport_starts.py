@@ -130,3 +130,31 @@ async def test_starts_of_unlisted_ids_are_not_recorded() -> None:
         stranger.send(heartbeat("x", "b", ctx=1))
         assert await receive(b_inbox) == heartbeat("x", "b", ctx=1)
     assert b.start_book.records() == {} and saves == []
+
+
+async def test_a_copy_dialed_by_a_peer_that_saw_a_later_start_stops_before_reading() -> None:
+    # The leader dials the copy first (its hello names the start of the copy's data dir it
+    # recorded, ``Hello.seen``): the copy must not take the heartbeat, whose commit index the
+    # leader derived from the original's acknowledgements (the simulator found a copy
+    # applying a commit at an entry its own log held differently).
+    b, _ = member("b", LATER)
+    original, _ = member("a", LATER)
+    copy, copy_inbox = member("a", COPY)
+    async with open_transport(b), open_transport(copy):
+        b.set_peer_addresses({"a": "127.0.0.1:1"})
+        async with open_transport(original):
+            original.set_peer_addresses({"b": addr(b)})
+            original.send(heartbeat("a", "b", ctx=1))
+            await wait_until(lambda: b.start_book.recorded("a", INC) == (2, B), timeout=20)
+        b.set_peer_addresses({"a": addr(copy)})  # the original's address, now the copy's
+        b.send(heartbeat("b", "a", ctx=2))
+        await wait_until(lambda: copy.fenced is not None, timeout=20)
+        assert "b saw a later start of this data dir" in (copy.fenced or "")
+        assert copy_inbox.statistics().current_buffer_used == 0
+        # The original's own hello names what it is: b's hello does not fence it.
+        original, original_inbox = member("a", LATER)
+        async with open_transport(original):
+            b.set_peer_addresses({"a": addr(original)})
+            b.send(heartbeat("b", "a", ctx=3))
+            assert await receive(original_inbox) == heartbeat("b", "a", ctx=3)
+            assert original.fenced is None

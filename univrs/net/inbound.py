@@ -35,7 +35,7 @@ from univrs.net.stats import PeerCounters
 from univrs.net.tls import TlsContexts, current_peer
 from univrs.raft import MAX_TERM
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
-from univrs.raft.starts import Records, StartBook
+from univrs.raft.starts import Records, Start, StartBook, judge
 
 log = logging.getLogger("univrs.net")
 
@@ -130,6 +130,7 @@ class RaftInbound:
     own_binding: Callable[[], tuple[int, bool]]
     tls: TlsContexts | None
     start_book: StartBook
+    start: Start | None
     save_starts: Callable[[Records], None] | None
     _start_lock: trio.Lock
     _fenced: str | None
@@ -211,6 +212,11 @@ class RaftInbound:
                 reason = f"{self.node_id} stopped taking part: {self._fenced}"
                 await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, reason)
                 return
+            copy = self._seen_problem(hello)
+            if copy is not None:  # we are the older copy: stop before reading a message
+                self._fence(hello.src, copy)
+                await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, copy)
+                return
             stale = await self._check_start(hello)
             if stale is not None:
                 await self._refuse_incarnation(ws, remote, hello, stale, CLOSE_STALE_START)
@@ -256,6 +262,22 @@ class RaftInbound:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose()
 
+    def _fence(self, peer: NodeId, reason: str) -> None:
+        raise NotImplementedError  # RaftTransport's
+
+    def _started(self, peer: NodeId) -> None:
+        raise NotImplementedError  # RaftTransport's
+
+    def _seen_problem(self, hello: Hello) -> str | None:
+        """Why the start of us that ``hello``'s sender recorded (``Hello.seen``) shows that we
+        run an older copy of our data dir (None: it does not, or it names none)."""
+        if hello.seen is None or self.start is None or hello.seen[0] != self.incarnation:
+            return None
+        problem = judge(hello.seen[1:], self.start)
+        if problem is None:
+            return None
+        return f"{hello.src} saw a later start of this data dir: {problem}"
+
     async def _check_start(self, hello: Hello) -> str | None:
         """Why ``hello`` comes from an older copy of its sender's data dir than one we heard
         (None: it does not). A start newer than the one recorded for a listed peer is recorded
@@ -271,11 +293,11 @@ class RaftInbound:
                 or hello.incarnation is None
                 or hello.src not in self._configured
                 or not self.start_book.maybe_record(hello.src, hello.incarnation, hello.start)
-                or self.save_starts is None
             ):
                 return None
-            records = self.start_book.records()
-            await trio.to_thread.run_sync(self.save_starts, records)
+            if self.save_starts is not None:
+                await trio.to_thread.run_sync(self.save_starts, self.start_book.records())
+            self._started(hello.src)
             log.info(
                 "%s started (start %d of incarnation %s)",
                 hello.src,

@@ -422,8 +422,18 @@ class RaftTransport(RaftInbound):
         """Why this node stopped taking part in the cluster (None: it takes part)."""
         return self._fenced
 
+    def _started(self, peer: NodeId) -> None:
+        """We recorded a new start of ``peer``: our next hello to it names it (``seen``)."""
+        link = self._links.get(peer)
+        if link is not None:
+            link.hello = self._hello_for(peer)
+
+    def _refused_as_copy(self, peer: NodeId, reason: str) -> None:
+        self._fence(peer, f"{peer} refused it as an older copy of its data dir ({reason})")
+
     def _fence(self, peer: NodeId, reason: str) -> None:
-        """``peer`` refused us as an older copy of our data dir: we may have voted in a term
+        """``peer`` refused us as an older copy of our data dir (or its hello named a start of
+        ours that we do not have, ``Hello.seen``): we may have voted in a term
         we already voted in, and lack entries we acknowledged. Stop taking part until the
         operator replaces us: send nothing more (no vote, no acknowledgement), close every
         inbound connection and refuse new ones. Not durable: a restart of this copy is
@@ -431,11 +441,11 @@ class RaftTransport(RaftInbound):
         forked from theirs), and fenced again by the first refusal."""
         if self._fenced is not None:
             return
-        self._fenced = f"{peer} refused it as an older copy of its data dir ({reason})"
+        self._fenced = reason
         log.error(
-            "this node runs an older copy of its data dir than %s saw start: it sends nothing "
-            "more and refuses every raft connection; %s",
-            peer,
+            "this node runs an older copy of its data dir: it sends nothing more and refuses "
+            "every raft connection (%s); %s",
+            reason,
             STALE_COPY_HINT,
             extra={"peer": peer, "reason": reason},
         )
@@ -507,6 +517,7 @@ class RaftTransport(RaftInbound):
             payload=self.payload_version,
             hold=self.lease_hold_ms,
             start=self.start,
+            seen=self.start_book.newest(nid),
         )
         return encode_hello(hello)
 
@@ -521,7 +532,7 @@ class RaftTransport(RaftInbound):
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
             on_rtt=self._observe_rtt,
-            on_stale_start=self._fence,
+            on_stale_start=self._refused_as_copy,
             encode_batch=self.encode_batch,
             accepts_batches=lambda: self._reads_batches.get(nid, False),
             queue=PeerQueue(

@@ -144,3 +144,11 @@ class StartBook:
 
     def records(self) -> Records:
         return dict(self._records)
+
+    def newest(self, node: NodeId) -> tuple[str, int, str] | None:
+        """(incarnation, counter, boot id) of the start of ``node`` recorded last (a hello's
+        ``seen``), or None."""
+        for (nid, incarnation), (counter, boot) in reversed(self._records.items()):
+            if nid == node:
+                return incarnation, counter, boot
+        return None
