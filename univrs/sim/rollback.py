@@ -9,7 +9,14 @@ their own RNG, and a seed without them runs exactly as before), each run plays a
    holds of it (``durable_view``);
 2. *later start*: the member is restarted (a deploy): a start of its data dir after the copy;
 3. *put back*: once every other node recorded that later start (or one after it), the member
-   is stopped and the copy put back in its place, same incarnation, and started.
+   is stopped and the copy put back in its place, same incarnation, and started;
+4. *replace* (checked mode, with a membership operator): a while after the copy is fenced,
+   the operator replaces the member as the logs tell them (a new, empty data dir: a wipe,
+   which the membership operator repairs).
+
+At most a minority of the voters is out at once (copies taken or fenced, members whose disk
+was lost and not yet repaired), and no disk is lost (a wipe fault) meanwhile: a fenced copy
+is a member down, and safety with a majority down means no progress.
 
 Step 3 waits for every other node on purpose: a copy started before some peer heard a later
 start of the original is invisible to that peer (the window the design leaves open, as in
@@ -28,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -36,9 +42,7 @@ from univrs.raft.messages import NodeId
 from univrs.sim.disk import SimDisk
 from univrs.sim.faults import TICK
 from univrs.sim.mirror import NodeView
-
-if TYPE_CHECKING:
-    from univrs.sim.cluster import Simulation
+from univrs.sim.world import World
 
 MODES = ("off", "checked", "unchecked")
 ROLLBACKS_PER_RUN = 3
@@ -57,7 +61,7 @@ class _Copy:
 class Rollbacks:
     """Plays the rollback faults of one run (see the module docstring)."""
 
-    sim: Simulation
+    sim: World
     checked: bool
     rng: random.Random
     done: int = 0  # copies put back
@@ -84,7 +88,14 @@ class Rollbacks:
         ]
         # A fenced copy is a member down until the operator replaces it: at most a minority
         # of the voters at a time, or no quorum is left (safety kept, liveness lost).
-        budget = (len(members) - 1) // 2 - len(self.copies) - len(self.active)
+        # A member whose disk was lost (a wipe awaiting repair) counts against it too.
+        cfg = sim.checker.committed_config()
+        lost = [
+            n
+            for n in cfg.members
+            if cfg.incarnation_of(n) not in (None, sim.nodes[n].disk.incarnation)
+        ]
+        budget = (len(members) - 1) // 2 - len(self.copies) - len(self.active) - len(lost)
         if not up or sim.quiet or budget < 1:
             return
         sn = sim.nodes[self.rng.choice(up)]
@@ -124,7 +135,8 @@ class Rollbacks:
             for other in sim.nodes.values()
             if other.id != sn.id and not other.retired
         )
-        if sn.raft is None or not seen:
+        op = sim.operator
+        if sn.raft is None or not seen or (op is not None and (op.pending or op.abandoned)):
             sim.at(sim.now + RETRY_TICKS * TICK, self._put_back, taken)
             return
         sim.crash(sn)
@@ -137,9 +149,30 @@ class Rollbacks:
         self.active.discard(sn.id)
         if self.checked:
             self.copies.add(sn.id)
+            # The operator, told by the logs, replaces the member (a new, empty data dir: a
+            # new incarnation, which the membership operator repairs), where there is one.
+            if sim.operator is not None:
+                replace_at = sim.now + self.rng.randint(50, 150) * TICK
+                sim.at(replace_at, self._replace, (sn.id, sn.wipes))
         self.done += 1
         sim.trace.append((sim.now, "put back", f"{sn.id} copy of start {later - 1}"))
         sim.start(sn)
+
+    def _replace(self, arg: tuple[NodeId, int]) -> None:
+        node, wipes = arg
+        sim = self.sim
+        sn = sim.nodes[node]
+        if node not in self.copies or sn.wipes != wipes or sn.retired or sim.quiet:
+            return
+        if not sim.operator.may_wipe(sn):  # between its batches, as for a lost disk
+            sim.at(sim.now + RETRY_TICKS * TICK, self._replace, arg)
+            return
+        sim.wipe(sn)
+
+    def blocks_wipe(self, node: NodeId) -> bool:
+        """Does a copy taken, or a fenced copy other than ``node``, forbid losing a disk now
+        (it is a member down already)?"""
+        return bool(self.active or self.copies - {node})
 
     def excused(self, node: NodeId) -> bool:
         """Is ``node`` a put-back copy the checks stopped (liveness does not wait for it)?"""
