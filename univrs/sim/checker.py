@@ -462,7 +462,12 @@ class Checker(ClientHistory):
         ids = v.issued.ids
         cfg = self._config(v, v.issued)
         at = v.issued.cfg[-1] if v.issued.cfg else 0
-        out = [n for n in sorted(cfg.voters) if not self.counts_in(n, cfg, at)]
+        # Voters that cannot vote or acknowledge in ``cfg`` (another incarnation; a fenced
+        # copy of a data dir, rollback.py) count as holding everything, as in
+        # ``_check_durable_quorum``.
+        out = [
+            n for n in sorted(cfg.voters) if not self.counts_in(n, cfg, at) or self._nodes[n].fenced
+        ]
         committed_cfg = self._declared_cfg
         for j in range(commit, len(terms)):
             if terms[j] != term:

@@ -86,16 +86,7 @@ class Rollbacks:
             and sim.nodes[n].raft is not None
             and not sim.nodes[n].retired
         ]
-        # A fenced copy is a member down until the operator replaces it: at most a minority
-        # of the voters at a time, or no quorum is left (safety kept, liveness lost).
-        # A member whose disk was lost (a wipe awaiting repair) counts against it too.
-        cfg = sim.checker.committed_config()
-        lost = [
-            n
-            for n in cfg.members
-            if cfg.incarnation_of(n) not in (None, sim.nodes[n].disk.incarnation)
-        ]
-        budget = (len(members) - 1) // 2 - len(self.copies) - len(self.active) - len(lost)
+        budget = self._room() - len(self.active)
         if not up or sim.quiet or budget < 1:
             return
         sn = sim.nodes[self.rng.choice(up)]
@@ -136,7 +127,8 @@ class Rollbacks:
             if other.id != sn.id and not other.retired
         )
         op = sim.operator
-        if sn.raft is None or not seen or (op is not None and (op.pending or op.abandoned)):
+        busy = op is not None and (op.pending or op.abandoned)
+        if sn.raft is None or not seen or busy or self._room() < 1:
             sim.at(sim.now + RETRY_TICKS * TICK, self._put_back, taken)
             return
         sim.crash(sn)
@@ -157,6 +149,20 @@ class Rollbacks:
         self.done += 1
         sim.trace.append((sim.now, "put back", f"{sn.id} copy of start {later - 1}"))
         sim.start(sn)
+
+    def _room(self) -> int:
+        """How many more members may be down for good (fenced copies, members whose disk was
+        lost and not yet repaired) with a majority of the committed configuration left: a
+        fenced copy is a member down until replaced, and safety with a majority down means
+        no progress."""
+        sim = self.sim
+        cfg = sim.checker.committed_config()
+        lost = [
+            n
+            for n in cfg.members
+            if cfg.incarnation_of(n) not in (None, sim.nodes[n].disk.incarnation)
+        ]
+        return (len(cfg.voters) - 1) // 2 - len(self.copies) - len(lost)
 
     def _replace(self, arg: tuple[NodeId, int]) -> None:
         node, wipes = arg
