@@ -17,6 +17,7 @@ import trio
 
 from tests.api.helpers import wait_until
 from tests.runtime.nodes import Nodes, configs, settled_leader
+from univrs.server.node import describe
 from univrs.storage import LogStore
 from univrs.storage.starts import stored_start
 
@@ -69,13 +70,13 @@ async def test_an_older_copy_of_a_data_dir_is_refused_and_stops_taking_part(
         node = await nodes.start(victim)
         await wait_until(lambda: node.transport.fenced, f"the copy of {victim} to be fenced")
         assert node.transport.statistics().fenced is not None
-        on_disk = start_on_disk  # (the copy is running: checked after it stops, below)
+        assert describe(node)["transport"]["fenced"] == node.transport.fenced  # /v1/node/status
         # The cluster goes on without it: a write commits on the two others.
         await settled_leader(nodes)
         for n in others:
             assert nodes.nodes[n].transport.start_book.recorded(victim, incarnation) == later
             assert nodes.nodes[n].transport.statistics().rejected_connections >= 1
         await nodes.kill(victim)
-        _, counter, boot = on_disk(data_dir, victim)
+        _, counter, boot = start_on_disk(data_dir, victim)
         assert counter == 2 and boot != later[1]  # the same counter, its own boot id
         nursery.cancel_scope.cancel()

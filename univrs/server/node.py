@@ -548,6 +548,8 @@ def describe(node: Node) -> dict[str, Any]:
             "tls": node.transport.tls is not None,
             "rejected_connections": net.rejected_connections,
             "refused_certificates": net.refused_certificates,
+            # Why the node stopped taking part: an older copy of its data dir (s15-start).
+            "fenced": net.fenced,
             "messages_received": {p.id: p.messages_received for p in net.peers},
         },
         "peers": [
