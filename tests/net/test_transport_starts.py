@@ -34,7 +34,11 @@ def addr(t: RaftTransport) -> str:
 
 
 def member(
-    node_id: str, start: Start | None, *, records: Records | None = None, saves: list | None = None
+    node_id: str,
+    start: Start | None,
+    *,
+    records: Records | None = None,
+    saves: list[tuple[Records, int]] | None = None,
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
     """A transport of ``node_id`` (incarnation INC for "a") announcing ``start``."""
     t, inbox = make_transport(node_id, incarnation=INC if node_id == "a" else f"{node_id}-inc")
@@ -54,7 +58,7 @@ async def test_a_copy_started_after_a_later_start_is_refused_and_fences_itself(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    saves: list = []
+    saves: list[tuple[Records, int]] = []
     b, b_inbox = member("b", LATER, saves=saves)
     original, _ = member("a", LATER)
     copy, copy_inbox = member("a", COPY)
@@ -122,7 +126,7 @@ async def test_an_older_build_on_an_older_copy_is_refused_but_never_before_it_an
 async def test_starts_of_unlisted_ids_are_not_recorded() -> None:
     # Only a listed member's start is kept (bounded by the configuration): a made-up id's
     # hellos grow nothing durable.
-    saves: list = []
+    saves: list[tuple[Records, int]] = []
     b, b_inbox = member("b", LATER, saves=saves)
     stranger, _ = member("x", LATER)
     async with open_transport(b), open_transport(stranger):
