@@ -76,6 +76,10 @@ async def test_an_older_copy_of_a_data_dir_is_refused_and_stops_taking_part(
         for n in others:
             assert nodes.nodes[n].transport.start_book.recorded(victim, incarnation) == later
             assert nodes.nodes[n].transport.statistics().rejected_connections >= 1
+        # A peer restarted keeps the record (it was synced before the copy's first message).
+        await nodes.kill(others[0])
+        peer = await nodes.start(others[0])
+        assert peer.transport.start_book.recorded(victim, incarnation) == later
         await nodes.kill(victim)
         _, counter, boot = start_on_disk(data_dir, victim)
         assert counter == 2 and boot != later[1]  # the same counter, its own boot id
