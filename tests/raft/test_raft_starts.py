@@ -71,6 +71,11 @@ def test_the_book_keeps_the_newest_start_per_incarnation() -> None:
     kept = [k for k in book.records() if k[0] == "n3"]
     assert kept == [("n3", f"inc{i}") for i in range(2, MAX_RECORDS_PER_ID + 2)]
     assert book.recorded("n2", "inc") == (2, B)  # other ids untouched
+    # Never the incarnation the configuration binds: made-up ones cannot push it out.
+    for i in range(MAX_RECORDS_PER_ID + 2):
+        book.maybe_record("n2", f"made-up{i}", chain(A), keep="inc")
+    assert book.recorded("n2", "inc") == (2, B)
+    assert len([k for k in book.records() if k[0] == "n2"]) == MAX_RECORDS_PER_ID
 
 
 def test_valid_starts() -> None:

@@ -292,7 +292,12 @@ class RaftInbound:
                 hello.start is None
                 or hello.incarnation is None
                 or hello.src not in self._configured
-                or not self.start_book.maybe_record(hello.src, hello.incarnation, hello.start)
+                or not self.start_book.maybe_record(
+                    hello.src,
+                    hello.incarnation,
+                    hello.start,
+                    keep=self.bound_incarnation(hello.src),
+                )
             ):
                 return None
             if self.save_starts is not None:

@@ -128,17 +128,23 @@ class StartBook:
             return None
         return judge(self.recorded(node, incarnation), start)
 
-    def maybe_record(self, node: NodeId, incarnation: str, start: Start) -> bool:
+    def maybe_record(
+        self, node: NodeId, incarnation: str, start: Start, keep: str | None = None
+    ) -> bool:
         """Record ``start`` if it is newer than the record; True if the record changed (the
-        caller must make it durable before it takes the connection's messages)."""
+        caller must make it durable before it takes the connection's messages). Past
+        ``MAX_RECORDS_PER_ID`` incarnations of ``node`` the oldest recorded is forgotten, never
+        ``keep`` (the one the configuration binds: hellos naming made-up incarnations must not
+        push the member's own record out)."""
         key = (node, incarnation)
         old = self._records.get(key)
         if old is not None and (old[0] > start.counter or old == (start.counter, start.boot)):
             return False
         self._records.pop(key, None)
         self._records[key] = (start.counter, start.boot)
-        mine = [k for k in self._records if k[0] == node]
-        for k in mine[: max(0, len(mine) - MAX_RECORDS_PER_ID)]:
+        mine = [k for k in self._records if k[0] == node and k[1] != keep]
+        kept = 1 if (node, keep) in self._records else 0
+        for k in mine[: max(0, len(mine) + kept - MAX_RECORDS_PER_ID)]:
             del self._records[k]
         return True
 
