@@ -39,9 +39,12 @@ def member(
     *,
     records: Records | None = None,
     saves: list[tuple[Records, int]] | None = None,
+    bound: dict[str, str] | None = None,
 ) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
-    """A transport of ``node_id`` (incarnation INC for "a") announcing ``start``."""
-    t, inbox = make_transport(node_id, incarnation=INC if node_id == "a" else f"{node_id}-inc")
+    """A transport of ``node_id`` (incarnation INC for "a") announcing ``start``; ``bound``:
+    the incarnation its configuration binds per peer."""
+    own = INC if node_id == "a" else f"{node_id}-inc"
+    t, inbox = make_transport(node_id, incarnation=own, bound=bound)
     t.start = start
     t.start_book = StartBook(dict(records or {}))
     if saves is not None:
@@ -143,9 +146,10 @@ async def test_a_copy_dialed_by_a_peer_that_saw_a_later_start_stops_before_readi
     # applying a commit at an entry its own log held differently).
     b, _ = member("b", LATER)
     original, _ = member("a", LATER)
-    copy, copy_inbox = member("a", COPY)
+    copy, copy_inbox = member("a", COPY, bound={"b": "b-inc"})
     async with open_transport(b), open_transport(copy):
         b.set_peer_addresses({"a": "127.0.0.1:1"})
+        copy.set_peer_addresses({"b": "127.0.0.1:1"})  # the copy lists b (dials nothing)
         async with open_transport(original):
             original.set_peer_addresses({"b": addr(b)})
             original.send(heartbeat("a", "b", ctx=1))
@@ -162,3 +166,23 @@ async def test_a_copy_dialed_by_a_peer_that_saw_a_later_start_stops_before_readi
             b.send(heartbeat("b", "a", ctx=3))
             assert await receive(original_inbox) == heartbeat("b", "a", ctx=3)
             assert original.fenced is None
+
+
+async def test_only_a_listed_member_under_its_bound_incarnation_can_fence() -> None:
+    # A fence stops a node until it restarts: a ``seen`` from a made-up id (plaintext hellos
+    # are not authenticated) or from a listed id under another incarnation than the one the
+    # configuration binds must not fence, or one forged hello per node would stop the cluster.
+    records: Records = {("a", INC): (2, B)}  # "we recorded a later start of a": a forgery
+    copy, copy_inbox = member("a", COPY, bound={"b": "b-inc"})
+    stranger, _ = member("x", LATER, records=records)
+    impostor, _ = make_transport("b", incarnation="not-b-inc")
+    impostor.start, impostor.start_book = LATER, StartBook(dict(records))
+    async with open_transport(copy), open_transport(stranger), open_transport(impostor):
+        copy.set_peer_addresses({"b": "127.0.0.1:1"})
+        for sender in (stranger, impostor):
+            sender.set_peer_addresses({"a": addr(copy)})
+            sender.send(heartbeat(sender.node_id, "a", ctx=1))
+        await wait_until(lambda: copy_inbox.statistics().current_buffer_used >= 1, timeout=20)
+        await wait_until(lambda: "a" in impostor.stopped_links(), timeout=20)
+        assert copy.fenced is None
+        assert copy_inbox.statistics().current_buffer_used == 1  # the stranger's, for the core

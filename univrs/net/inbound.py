@@ -270,8 +270,18 @@ class RaftInbound:
 
     def _seen_problem(self, hello: Hello) -> str | None:
         """Why the start of us that ``hello``'s sender recorded (``Hello.seen``) shows that we
-        run an older copy of our data dir (None: it does not, or it names none)."""
+        run an older copy of our data dir (None: it does not, or it names none).
+
+        Only a member our configuration lists, under the incarnation it binds to that id (or
+        any, while unbound), is heard: a fence stops this node until it restarts, so a made-up
+        id or a stale incarnation must not be able to fence every node with one hello each
+        (plaintext hellos are not authenticated; docs/security.md)."""
         if hello.seen is None or self.start is None or hello.seen[0] != self.incarnation:
+            return None
+        if hello.src not in self._configured or self.bound_incarnation(hello.src) not in (
+            None,
+            hello.incarnation,
+        ):
             return None
         problem = judge(hello.seen[1:], self.start)
         if problem is None:
