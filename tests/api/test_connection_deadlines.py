@@ -33,7 +33,7 @@ class SilentSocket:
 async def _connection(nursery: trio.Nursery) -> tuple[Connection, SilentSocket]:
     ws = SilentSocket()
     conn = Connection(address="silent:1", hello=ServerHello(node="n1", leader="n1", members={}))
-    nursery.start_soon(conn._writer, ws)
+    nursery.start_soon(conn._writer, ws)  # type: ignore[arg-type]
     nursery.start_soon(conn._expire)
     await trio.testing.wait_all_tasks_blocked()
     return conn, ws
