@@ -31,10 +31,10 @@ from univrs.sm import (
     state_digest,
 )
 from univrs.sm.plain import response_to_plain
-from univrs.sm.responses import Created, ErrorCode, Failure, Response
+from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import SessionPolicy
 from univrs.sm.snapshot import _session_row
-from univrs.storage.sm_journal import STATE_FORMAT, _objects_on, _read_small
+from univrs.storage.sm_journal import STATE_FORMAT, _objects_on, _read_small, response_bytes
 from univrs.storage.sm_tables import StateEnv
 
 POLICY = SessionPolicy(window=4, max_sessions=3, ttl_ms=50_000, max_sessions_per_owner=2)
@@ -369,7 +369,7 @@ def test_a_response_row_out_of_its_slot_or_a_head_of_another_id_is_refused(
                 assert cursor.set_range(key + b"\0")
                 row = bytes(cursor.value())
                 cursor.delete()
-                seq = cbor2.loads(row)[0]  # moved to the next slot: not its seq's
+                seq = int.from_bytes(row[:8], "big")  # moved to the next slot: not its own
                 txn.put(key + b"\0" + ((seq + 1) % 64).to_bytes(8, "big"), row, db=db)
             else:
                 db = raw.open_db(b"sessions", txn=txn)
@@ -447,3 +447,22 @@ def test_the_stored_sessions_are_the_ones_in_memory_after_every_batch(
         assert _stored(env) == _sessions(sm) == _sessions(memory)
     assert state_digest(sm) == state_digest(memory)
     env.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    version=st.one_of(
+        st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]),
+        st.integers(0, 2**64 - 1),
+    ),
+    message=st.text(max_size=20),
+)
+def test_a_response_row_holds_the_responses_plain_cbor(version: int, message: str) -> None:
+    """``response_bytes`` (a ``Success`` encoded without cbor2) gives ``cbor2.dumps`` of the
+    response's plain form, so a row reads back as the response (and as format 3 stored it)."""
+    for response in (
+        Success(version=version),
+        Created(id="c1", version=version),
+        Failure(code=ErrorCode.NOT_FOUND, message=message, current_version=version or None),
+    ):
+        assert response_bytes(response) == cbor2.dumps(response_to_plain(response))

@@ -14,6 +14,7 @@ import lmdb
 from univrs.errors import StorageError
 from univrs.sm.objects import Objects
 from univrs.sm.plain import response_to_plain
+from univrs.sm.responses import Response, Success
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
@@ -40,6 +41,11 @@ from univrs.storage.sm_store import (
 STATE_FORMAT = 4
 _ACTIVITY = struct.Struct(">Q")  # format 3's ``session_activity`` key (the upgrade drops it)
 _SEQ = struct.Struct(">Q")  # a response's seq (3) or slot (4) in its key (CBOR uints: < 2**64)
+# The head of a response row's value (format 4): seq, the session's last index and last ms
+# (CBOR uints on the way in, so each fits), followed by the response's plain CBOR.
+_ROW = struct.Struct(">QQQ")
+# The plain CBOR of a ``Success`` up to its version: ``{"type": "success", "version": ``.
+_SUCCESS_HEAD = cbor2.dumps({"type": "success", "version": 0})[:-1]
 _SMALL_DBS = ("sessions", "session_responses", "ledger", "tokens")
 _OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node", "workload_counts")
 _ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
@@ -61,6 +67,28 @@ def slot_key(client_id: str, seq: int, window: int) -> bytes:
     seq is no longer in the window is what the slot held before, overwritten by the next seq
     that takes it, and never read as a response (``_read_small``)."""
     return client_id.encode() + b"\0" + _SEQ.pack(seq % window)
+
+
+def response_bytes(response: Response) -> bytes:
+    """``cbor2.dumps(response_to_plain(response))``: the same bytes, a ``Success`` (every
+    applied write's answer) without building its map or calling the encoder (a third of a
+    response row's cost: docs/performance.md, Round 15)."""
+    if type(response) is Success:
+        return _SUCCESS_HEAD + _uint(response.version)
+    return cbor2.dumps(response_to_plain(response))
+
+
+def _uint(value: int) -> bytes:
+    """The CBOR encoding of the unsigned integer ``value`` (major type 0, shortest form)."""
+    if value < 24:
+        return bytes((value,))
+    if value < 0x100:
+        return bytes((0x18, value))
+    if value < 0x10000:
+        return b"\x19" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\x1a" + value.to_bytes(4, "big")
+    return b"\x1b" + value.to_bytes(8, "big")
 
 
 def _head_row(session: Session) -> list[Any]:
@@ -224,7 +252,7 @@ class LmdbJournal(StateJournal):
         new, dirty_responses = self._new_sessions, self._dirty_responses
         window = sm.policy.window
         sessions_db, responses_db = self._sessions_db, self._responses_db
-        dumps, put, pack, to_plain = cbor2.dumps, txn.put, _SEQ.pack, response_to_plain
+        dumps, put, pack, row_head = cbor2.dumps, txn.put, _SEQ.pack, _ROW.pack
         get_session = sm.session
         cursor = None
         for client_id in self._dirty_sessions:
@@ -247,7 +275,7 @@ class LmdbJournal(StateJournal):
                     if response is not None:  # else out of the window again already
                         put(
                             prefix + pack(seq % window),
-                            dumps([seq, last_index, last_ms, to_plain(response)]),
+                            row_head(seq, last_index, last_ms) + response_bytes(response),
                             db=responses_db,
                         )
                         written = True
@@ -370,20 +398,20 @@ def split_sessions(txn: lmdb.Transaction, store: LmdbStore) -> int:
 
 def slot_sessions(txn: lmdb.Transaction, store: LmdbStore, window: int) -> int:
     """Rewrite the ``session_responses`` rows of an env of format 3 (key ``client id + NUL +
-    seq``, value the plain response) as format 4's (key the seq's slot, value ``[seq, 0, 0,
-    plain]``: the head row holds the session's last index and time, which a row of 0 never
-    overrides) and drop ``session_activity``, in ``txn`` (``StateEnv._upgrade``); returns the
+    seq``, value the plain response) as format 4's (key the seq's slot, value seq, 0, 0 and
+    the plain response: the head row holds the session's last index and time, which a row of
+    0 never overrides) and drop ``session_activity``, in ``txn`` (``StateEnv._upgrade``); returns the
     rows rewritten. Each response's plain CBOR value is kept as read. The rows of format 3
     are the seqs in the window, so no two take one slot."""
     responses_db = store.db("session_responses")
     rows: list[tuple[bytes, bytes]] = []
-    loads, dumps, pack = cbor2.loads, cbor2.dumps, _SEQ.pack
+    pack, row_head = _SEQ.pack, _ROW.pack
     for raw_key, raw in txn.cursor(responses_db):
         key = bytes(raw_key)
         prefix, seq = key[: -_SEQ.size], _SEQ.unpack(key[-_SEQ.size :])[0]
         if prefix[-1:] != b"\0":
             raise StorageError(f"session response {key!r}: its key does not decode")
-        rows.append((prefix + pack(seq % window), dumps([seq, 0, 0, loads(raw)])))
+        rows.append((prefix + pack(seq % window), row_head(seq, 0, 0) + bytes(raw)))
     txn.drop(responses_db, delete=False)
     rows.sort()
     txn.cursor(db=responses_db).putmulti(rows, append=True)
@@ -401,7 +429,7 @@ def _read_small(
 
     sessions_db, responses_db = store.db("sessions"), store.db("session_responses")
     rows = txn.cursor(db=responses_db)
-    loads, pack = cbor2.loads, _SEQ.pack
+    loads, pack, row_head, size = cbor2.loads, _SEQ.pack, _ROW.unpack_from, _ROW.size
     sessions: list[Session] = []
     found = 0
     for raw_key, raw in txn.cursor(sessions_db):
@@ -417,8 +445,11 @@ def _read_small(
             for row_key, value in rows:
                 if row_key[:end] != prefix:
                     break
-                seq, index, ms, plain = loads(value)
-                if type(seq) is not int or row_key[end:] != pack(seq % window):
+                if len(value) <= size:
+                    raise StorageError(f"session {key!r}: a response row does not decode")
+                seq, index, ms = row_head(value)
+                plain = loads(value[size:])
+                if row_key[end:] != pack(seq % window):
                     raise StorageError(f"session {key!r}: a response row is not in its slot")
                 cached.append((seq, plain))
                 if index > last_index:

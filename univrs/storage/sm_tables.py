@@ -28,7 +28,8 @@ index, never half a batch. Databases:
   written when the session opens and when its activity moves without a response row
   written (a retry, a stale seq); else older than its newest response row (format 4);
 * ``session_responses`` (format 4, s15-follow): ``client id + NUL + seq % window (8 bytes,
-  big-endian)`` -> CBOR ``[seq, last_index, last_ms, plain response]``, one row per slot of
+  big-endian)`` -> ``seq, last_index, last_ms`` (8 bytes each, big-endian) followed by the
+  plain response's CBOR (``sm_journal.response_bytes``), one row per slot of
   the session's window: a keyed write puts its response into its seq's slot (overwriting the
   seq that left the window), with the session's last index and time, and nothing else. Read
   back (``sm_journal._read_small``), a session's last index, time and max seq are the
