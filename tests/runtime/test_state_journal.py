@@ -336,7 +336,11 @@ def test_a_session_opened_and_written_in_one_entry_is_stored_whole(
     _run(sm, clock, CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
     index = clock.index + 1
     client = f"c{index}"  # the open's revision: the first command of the entry
-    entry = [OpenSession(owner="a"), _keyed(client, 1, 3, "a"), _keyed(client, 2, 6, "a")]
+    entry: list[Any] = [
+        OpenSession(owner="a"),
+        _keyed(client, 1, 3, "a"),
+        _keyed(client, 2, 6, "a"),
+    ]
     with sm.batch():  # one LMDB transaction, as the apply loop's
         answers = sm.apply_batch(entry, index=index, term=1, time_ms=clock.time_ms + 10)
     assert answers[0] == Created(id=client, version=index)

@@ -400,9 +400,9 @@ def slot_sessions(txn: lmdb.Transaction, store: LmdbStore, window: int) -> int:
     """Rewrite the ``session_responses`` rows of an env of format 3 (key ``client id + NUL +
     seq``, value the plain response) as format 4's (key the seq's slot, value seq, 0, 0 and
     the plain response: the head row holds the session's last index and time, which a row of
-    0 never overrides) and drop ``session_activity``, in ``txn`` (``StateEnv._upgrade``); returns the
-    rows rewritten. Each response's plain CBOR value is kept as read. The rows of format 3
-    are the seqs in the window, so no two take one slot."""
+    0 never overrides) and drop ``session_activity``, in ``txn`` (``StateEnv._upgrade``);
+    returns the rows rewritten. Each response's plain CBOR value is kept as read. The rows
+    of format 3 are the seqs in the window, so no two take one slot."""
     responses_db = store.db("session_responses")
     rows: list[tuple[bytes, bytes]] = []
     pack, row_head = _SEQ.pack, _ROW.pack
