@@ -470,3 +470,20 @@ def test_a_response_row_holds_the_responses_plain_cbor(version: int, message: st
         Failure(code=ErrorCode.NOT_FOUND, message=message, current_version=version or None),
     ):
         assert response_bytes(response) == cbor2.dumps(response_to_plain(response))
+
+
+def test_an_env_opened_by_a_build_of_format_3_still_opens(tmp_path: pathlib.Path) -> None:
+    """A build of format 3 refuses a format-4 env but creates its ``session_activity`` on the
+    way (its constructor opens every database it knows): this build then opens it as before."""
+    path = str(tmp_path / "state.lmdb")
+    env = StateEnv(path)
+    sm = env.load()
+    _a_full_window(sm)
+    sessions = _sessions(sm)
+    env.close()
+    raw = lmdb.open(path, max_dbs=16)
+    raw.open_db(b"session_activity")  # what the older build's constructor leaves
+    raw.close()
+    env = StateEnv(path)
+    assert _sessions(env.load()) == sessions
+    env.close()
