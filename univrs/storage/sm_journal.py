@@ -18,7 +18,6 @@ from univrs.sm.responses import Response, Success
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
-from univrs.sm.tokens import Token
 from univrs.storage.sm_store import (
     DEFAULT_MAP_SIZE,
     LmdbPairIndex,
@@ -332,8 +331,14 @@ def count_instances(txn: lmdb.Transaction, store: LmdbStore) -> dict[bytes, list
     slot = {"pending": 0, "running": 1, "succeeded": 2, "failed": 3, "unknown": 4}
     counts: dict[bytes, list[int]] = {}
     loads = cbor2.loads
-    for raw in txn.cursor(store.db("instances")).iternext(keys=False, values=True):
-        row = loads(raw)
+    for raw_key, raw in txn.cursor(store.db("instances")):
+        try:
+            row = loads(raw)
+        except cbor2.CBORDecodeError:
+            row = None
+        if type(row) is not list or len(row) < 4 or type(row[1]) is not str or row[3] not in slot:
+            # an upgrade's or a scrub's reading: said as the table and the key (s15-small)
+            raise StorageError(f"instances row {bytes(raw_key)!r} is malformed")
         key = row[1].encode()
         found = counts.get(key)
         if found is None:
@@ -368,116 +373,3 @@ def objects_in_lmdb(path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP
     the journal that writes the small tables and the applied index there too; each applied
     command is one write transaction unless the caller opened a batch."""
     return _objects_on(LmdbStore(path, sync=sync, map_size=map_size))
-
-
-def split_sessions(txn: lmdb.Transaction, store: LmdbStore) -> int:
-    """Rewrite the ``sessions`` rows of an env of format 1 or 2 (one row per session with all
-    its responses: ``[owner, client id, last index, last ms, max seq, n, seq, response, ...]``)
-    as format 3's head rows and ``session_responses`` rows, in ``txn`` (``StateEnv._upgrade``);
-    returns the response rows written. Each response's plain form is stored as read (the
-    same CBOR value), so every cached answer is kept as it was."""
-    sessions_db, responses_db = store.db("sessions"), store.db("session_responses")
-    loads, dumps = cbor2.loads, cbor2.dumps
-    heads: list[tuple[bytes, bytes]] = []
-    responses: list[tuple[bytes, bytes]] = []
-    for raw_key, raw in txn.cursor(sessions_db):
-        key = bytes(raw_key)
-        owner, client_id, last_index, last_ms, max_seq, n, *pairs = loads(raw)
-        if len(pairs) != 2 * n or client_id.encode() != key:
-            raise StorageError(f"session {key!r}: its row does not decode")
-        heads.append((key, dumps([owner, client_id, last_index, last_ms, max_seq])))
-        for seq, plain in zip(pairs[::2], pairs[1::2], strict=True):
-            responses.append((response_key(client_id, seq), dumps(plain)))
-    txn.drop(responses_db, delete=False)
-    for key, head in heads:
-        txn.put(key, head, db=sessions_db)
-    responses.sort()
-    txn.cursor(db=responses_db).putmulti(responses, append=True)
-    return len(responses)
-
-
-def slot_sessions(txn: lmdb.Transaction, store: LmdbStore, window: int) -> int:
-    """Rewrite the ``session_responses`` rows of an env of format 3 (key ``client id + NUL +
-    seq``, value the plain response) as format 4's (key the seq's slot, value seq, 0, 0 and
-    the plain response: the head row holds the session's last index and time, which a row of
-    0 never overrides) and drop ``session_activity``, in ``txn`` (``StateEnv._upgrade``);
-    returns the rows rewritten. Each response's plain CBOR value is kept as read. The rows
-    of format 3 are the seqs in the window, so no two take one slot."""
-    responses_db = store.db("session_responses")
-    rows: list[tuple[bytes, bytes]] = []
-    pack, row_head = _SEQ.pack, _ROW.pack
-    for raw_key, raw in txn.cursor(responses_db):
-        key = bytes(raw_key)
-        prefix, seq = key[: -_SEQ.size], _SEQ.unpack(key[-_SEQ.size :])[0]
-        if prefix[-1:] != b"\0":
-            raise StorageError(f"session response {key!r}: its key does not decode")
-        rows.append((prefix + pack(seq % window), row_head(seq, 0, 0) + bytes(raw)))
-    txn.drop(responses_db, delete=False)
-    rows.sort()
-    txn.cursor(db=responses_db).putmulti(rows, append=True)
-    if txn.get(b"session_activity") is not None:  # a key of the main database: it exists
-        txn.drop(store.env.open_db(b"session_activity", txn=txn, create=False), delete=True)
-    return len(rows)
-
-
-def _read_small(
-    txn: lmdb.Transaction, store: LmdbStore, window: int
-) -> tuple[list[Session], list[tuple[str, int]], list[Token]]:
-    """The sessions (format 4, least recently active first), the balances and the tokens
-    stored in ``txn``; ``window`` is the sessions' policy's."""
-    from univrs.sm.snapshot_read import _session_v1, _token_v1
-
-    sessions_db, responses_db = store.db("sessions"), store.db("session_responses")
-    rows = txn.cursor(db=responses_db)
-    loads, pack, row_head, size = cbor2.loads, _SEQ.pack, _ROW.unpack_from, _ROW.size
-    sessions: list[Session] = []
-    found = 0
-    for raw_key, raw in txn.cursor(sessions_db):
-        key = bytes(raw_key)
-        owner, client_id, last_index, last_ms, max_seq = loads(raw)
-        if type(client_id) is not str or client_id.encode() != key:
-            raise StorageError(f"session {key!r}: its head row names another client id")
-        # the newest of the head's and the rows' activity and max seq (they only grow)
-        cached: list[tuple[int, Any]] = []
-        prefix = key + b"\0"
-        end = len(prefix)
-        if rows.set_range(prefix):
-            for row_key, value in rows:
-                if row_key[:end] != prefix:
-                    break
-                if len(value) <= size:
-                    raise StorageError(f"session {key!r}: a response row does not decode")
-                seq, index, ms = row_head(value)
-                plain = loads(value[size:])
-                if row_key[end:] != pack(seq % window):
-                    raise StorageError(f"session {key!r}: a response row is not in its slot")
-                cached.append((seq, plain))
-                if index > last_index:
-                    last_index, last_ms = index, ms
-                if seq > max_seq:
-                    max_seq = seq
-        found += len(cached)
-        cut = max_seq - window  # rows of seqs <= cut are slots' old values, not responses
-        cached.sort(key=_first)
-        pairs: list[Any] = [x for seq, plain in cached if seq > cut for x in (seq, plain)]
-        # the snapshot's session row, to be read by the snapshot's reader (its checks)
-        row = [client_id, last_index, last_ms, max_seq, len(pairs) // 2, *pairs]
-        session = _session_v1(row, f"session {key!r}")
-        session.owner = owner
-        sessions.append(session)
-    if found != txn.stat(responses_db)["entries"]:
-        raise StorageError("the session responses hold rows of no session")
-    sessions.sort(key=_activity)  # the activity order (state.py: by last index, then id)
-    balances = [(bytes(k).decode(), cbor2.loads(v)) for k, v in txn.cursor(store.db("ledger"))]
-    tokens = [
-        _token_v1(cbor2.loads(v), f"token {bytes(k)!r}") for k, v in txn.cursor(store.db("tokens"))
-    ]
-    return sessions, balances, tokens
-
-
-def _first(pair: tuple[int, Any]) -> int:
-    return pair[0]
-
-
-def _activity(session: Session) -> tuple[int, str]:
-    return session.last_index, session.client_id
