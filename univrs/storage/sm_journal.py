@@ -38,7 +38,6 @@ from univrs.storage.sm_store import (
 # ``build_counts`` for 1, ``split_sessions`` for 1 and 2, ``slot_sessions`` for all), then
 # says 4.
 STATE_FORMAT = 4
-_ACTIVITY = struct.Struct(">Q")  # format 3's ``session_activity`` key (the upgrade drops it)
 _SEQ = struct.Struct(">Q")  # a response's seq (3) or slot (4) in its key (CBOR uints: < 2**64)
 # The head of a response row's value (format 4): seq, the session's last index and last ms
 # (CBOR uints on the way in, so each fits), followed by the response's plain CBOR.
@@ -64,7 +63,7 @@ def slot_key(client_id: str, seq: int, window: int) -> bytes:
     ``seq``: ``client id + NUL + seq % window (8 bytes, big-endian)``. The seqs a session
     caches are in ``(max_seq - window, max_seq]``, so each has a slot of its own; a row whose
     seq is no longer in the window is what the slot held before, overwritten by the next seq
-    that takes it, and never read as a response (``_read_small``)."""
+    that takes it, and never read as a response (``sm_rows.read_small``)."""
     return client_id.encode() + b"\0" + _SEQ.pack(seq % window)
 
 
@@ -137,7 +136,7 @@ class LmdbJournal(StateJournal):
     A session (format 4) is its head row in ``sessions`` and its response rows in
     ``session_responses``, one per slot of the window, each carrying the session's last
     index and time as they were when it was written. What a session is, read back
-    (``_read_small``): its owner from the head; its last index and time, and its max seq,
+    (``sm_rows.read_small``): its owner from the head; its last index and time, and its max seq,
     the newest of the head's and its rows' (they only grow); its responses the rows whose seq
     is in the window below that max seq. So a batch writes per changed session:
 
