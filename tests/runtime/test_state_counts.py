@@ -142,7 +142,7 @@ def test_an_env_of_the_format_before_gets_its_counts_when_opened(tmp_path: pathl
     assert sm.problems() == []
     with env.store.env.begin() as txn:
         stored = bytes(txn.get(b"state", db=env.store.db("meta")) or b"")
-        assert cbor2.loads(stored)[0] == STATE_FORMAT == 3
+        assert cbor2.loads(stored)[0] == STATE_FORMAT == 4
     env.close()
     assert _counts_rows(path) == expected
     env = StateEnv(path)  # opened again: nothing to do

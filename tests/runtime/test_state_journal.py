@@ -31,9 +31,10 @@ from univrs.sm import (
     WorkloadSpec,
     state_digest,
 )
-from univrs.sm.responses import Created, ErrorCode, Failure, Response
+from univrs.sm.plain import response_to_plain
+from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import SessionPolicy
-from univrs.storage.sm_journal import STATE_FORMAT, _objects_on
+from univrs.storage.sm_journal import STATE_FORMAT, _objects_on, response_bytes
 from univrs.storage.sm_rows import read_small
 from univrs.storage.sm_tables import StateEnv
 
@@ -119,9 +120,9 @@ def _sessions(sm: ClusterStateMachine) -> list[tuple[Any, ...]]:
     ]
 
 
-def _stored(env: StateEnv) -> list[tuple[Any, ...]]:
+def _stored(env: StateEnv, window: int = POLICY.window) -> list[tuple[Any, ...]]:
     with env.store.env.begin() as txn:
-        sessions = read_small(txn, env.store)[0]
+        sessions = read_small(txn, env.store, window)[0]
     return [
         (s.client_id, s.owner, s.last_index, s.last_ms, s.max_seq, list(s.responses.items()))
         for s in sessions
@@ -154,15 +155,25 @@ def _check_stored(env: StateEnv, sm: ClusterStateMachine) -> None:
 
 
 class _Counting:
-    """A write transaction that counts the bytes put through it."""
+    """A write transaction that counts the bytes put through it, its puts, and its deletes
+    and cursors (a cursor is how rows are deleted by range)."""
 
     def __init__(self, txn: lmdb.Transaction) -> None:
         self.txn = txn
-        self.bytes = 0
+        self.bytes = self.puts = self.deletes = 0
 
     def put(self, key: bytes, value: bytes, *args: Any, **kwargs: Any) -> bool:
         self.bytes += len(key) + len(value)
+        self.puts += 1
         return bool(self.txn.put(key, value, *args, **kwargs))
+
+    def delete(self, *args: Any, **kwargs: Any) -> bool:
+        self.deletes += 1
+        return bool(self.txn.delete(*args, **kwargs))
+
+    def cursor(self, *args: Any, **kwargs: Any) -> lmdb.Cursor:
+        self.deletes += 1
+        return self.txn.cursor(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.txn, name)
@@ -178,12 +189,14 @@ def test_a_keyed_write_stores_the_same_bytes_whatever_the_window_holds(
     flush = env.store.before_commit
     assert flush is not None
     put: list[int] = []
+    ops: list[tuple[int, int]] = []  # (puts, deletes and cursors) per commit
 
     def counted(txn: lmdb.Transaction) -> None:
         counting = _Counting(txn)
         assert flush is not None
         flush(counting)  # type: ignore[arg-type]
         put.append(counting.bytes)
+        ops.append((counting.puts, counting.deletes))
 
     clock = Clock()
     apply_next(sm, clock, CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
@@ -198,6 +211,21 @@ def test_a_keyed_write_stores_the_same_bytes_whatever_the_window_holds(
     # the 30th write (30 cached responses after it), the 64th (64), the last (64, one
     # deleted): the same bytes (their indexes and seqs encode in as many bytes), and few
     assert put[29] == put[63] == put[-1] < 200, (put[29], put[63], put[-1])
+    # format 4: a write is one put in the journal (its response row, in its slot; the other
+    # put is meta's applied index), nothing deleted, whether the window is full or not
+    # (format 3: head, activity key and response put, the old activity key and the response
+    # that left the window deleted)
+    assert set(ops) == {(2, 0)}, ops
+    # a retry records nothing: its activity goes into the head row instead
+    cmd = Envelope(command=ScaleWorkload(id="w0", replicas=1), client_id=created.id, seq=199)
+    assert apply_next(sm, clock, cmd) == session.responses[199]
+    assert ops[-1] == (2, 0)
+    env.close()
+    env = StateEnv(str(tmp_path / "state.lmdb"))
+    resumed = env.load().session(created.id)
+    assert resumed is not None
+    assert (resumed.last_index, resumed.last_ms) == (session.last_index, session.last_ms)
+    assert resumed.responses == session.responses
     env.close()
 
 
@@ -216,7 +244,7 @@ def _a_full_window(sm: ClusterStateMachine) -> tuple[list[str], list[Response]]:
 
 
 def test_an_env_of_the_layouts_before_keeps_every_cached_answer(tmp_path: pathlib.Path) -> None:
-    for fmt in (1, 2):
+    for fmt in (1, 2, 3):
         path = str(tmp_path / f"f{fmt}" / "state.lmdb")
         env = StateEnv(path)
         sm = env.load()
@@ -232,8 +260,9 @@ def test_an_env_of_the_layouts_before_keeps_every_cached_answer(tmp_path: pathli
         assert upgraded.problems() == []
         with env.store.env.begin() as txn:
             meta = cbor2.loads(bytes(txn.get(b"state", db=env.store.db("meta")) or b""))
-            assert meta[0] == STATE_FORMAT == 3
+            assert meta[0] == STATE_FORMAT == 4
             assert txn.stat(env.store.db("session_responses"))["entries"] == 2 * 64
+            assert txn.get(b"session_activity") is None  # dropped with the upgrade
         # a retry gets the stored answer; a seq below the window is stale
         clock = Clock()
         clock.index, clock.time_ms = index, upgraded.clock_ms
@@ -245,6 +274,69 @@ def test_an_env_of_the_layouts_before_keeps_every_cached_answer(tmp_path: pathli
         env.close()
         env = StateEnv(path)  # opened again: nothing to upgrade, the same sessions
         assert _sessions(env.load())[0][5] == sessions[0][5]
+        env.close()
+
+
+def test_a_session_opened_and_written_in_one_entry_is_stored_whole(
+    tmp_path: pathlib.Path,
+) -> None:
+    """An entry that opens a session and writes with it (the id is the open's revision): the
+    head row is written with the response rows (else the session would be stored as rows of
+    no session, refused at the next open)."""
+    env = StateEnv(str(tmp_path / "state.lmdb"))
+    sm = env.load()
+    clock = Clock()
+    apply_next(sm, clock, CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
+    index = clock.index + 1
+    client = f"c{index}"  # the open's revision: the first command of the entry
+    entry: list[Any] = [
+        OpenSession(owner="a"),
+        _keyed(client, 1, 3, "a"),
+        _keyed(client, 2, 6, "a"),
+    ]
+    with sm.batch():  # one LMDB transaction, as the apply loop's
+        answers = sm.apply_batch(entry, index=index, term=1, time_ms=clock.time_ms + 10)
+    assert answers[0] == Created(id=client, version=index)
+    assert all(not isinstance(a, Failure) for a in answers), answers
+    assert _stored(env, 64) == _sessions(sm)
+    env.close()
+    env = StateEnv(str(tmp_path / "state.lmdb"))
+    assert _sessions(env.load()) == _sessions(sm)
+    env.close()
+
+
+def test_a_response_row_out_of_its_slot_or_a_head_of_another_id_is_refused(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = str(tmp_path / "state.lmdb")
+    env = StateEnv(path)
+    sm = env.load()
+    clients, _ = _a_full_window(sm)
+    env.close()
+    key = clients[0].encode()
+    for damage, message in (
+        ("slot", "not in its seq.s slot"),
+        ("head", "the client id is not its key"),
+    ):
+        raw = lmdb.open(path, max_dbs=16)
+        with raw.begin(write=True) as txn:
+            if damage == "slot":
+                db = raw.open_db(b"session_responses", txn=txn)
+                cursor = txn.cursor(db=db)
+                assert cursor.set_range(key + b"\0")
+                row = bytes(cursor.value())
+                cursor.delete()
+                seq = int.from_bytes(row[:8], "big")  # moved to the next slot: not its own
+                txn.put(key + b"\0" + ((seq + 1) % 64).to_bytes(8, "big"), row, db=db)
+            else:
+                db = raw.open_db(b"sessions", txn=txn)
+                head = cbor2.loads(bytes(txn.get(key, db=db) or b""))
+                head[1] = clients[1]
+                txn.put(key, cbor2.dumps(head), db=db)
+        raw.close()
+        env = StateEnv(path)
+        with pytest.raises(StorageError, match=message):
+            env.load()
         env.close()
 
 
@@ -304,10 +396,47 @@ def test_the_stored_sessions_are_the_ones_in_memory_after_every_batch(
         clock.time_ms += 10
         if n == close:
             entry = [CloseSession(client_id=client)]
-        answers = sm.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms)
+        with sm.batch():  # an entry is one LMDB transaction, as in the apply loop
+            answers = sm.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms)
         assert (
             memory.apply_batch(entry, index=clock.index, term=1, time_ms=clock.time_ms) == answers
         )
         assert _stored(env) == _sessions(sm) == _sessions(memory)
     assert state_digest(sm) == state_digest(memory)
+    env.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    version=st.one_of(
+        st.sampled_from([0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]),
+        st.integers(0, 2**64 - 1),
+    ),
+    message=st.text(max_size=20),
+)
+def test_a_response_row_holds_the_responses_plain_cbor(version: int, message: str) -> None:
+    """``response_bytes`` (a ``Success`` encoded without cbor2) gives ``cbor2.dumps`` of the
+    response's plain form, so a row reads back as the response (and as format 3 stored it)."""
+    for response in (
+        Success(version=version),
+        Created(id="c1", version=version),
+        Failure(code=ErrorCode.NOT_FOUND, message=message, current_version=version or None),
+    ):
+        assert response_bytes(response) == cbor2.dumps(response_to_plain(response))
+
+
+def test_an_env_opened_by_a_build_of_format_3_still_opens(tmp_path: pathlib.Path) -> None:
+    """A build of format 3 refuses a format-4 env but creates its ``session_activity`` on the
+    way (its constructor opens every database it knows): this build then opens it as before."""
+    path = str(tmp_path / "state.lmdb")
+    env = StateEnv(path)
+    sm = env.load()
+    _a_full_window(sm)
+    sessions = _sessions(sm)
+    env.close()
+    raw = lmdb.open(path, max_dbs=16)
+    raw.open_db(b"session_activity")  # what the older build's constructor leaves
+    raw.close()
+    env = StateEnv(path)
+    assert _sessions(env.load()) == sessions
     env.close()

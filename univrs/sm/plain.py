@@ -357,6 +357,12 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 _OPTIONAL: dict[str, tuple[str, ...]] = {
     tag: tuple(n for n, k in fields.items() if k.optional) for tag, (_, fields) in _BY_TAG.items()
 }
+# Per tag, (field name, decoder, the field's path) for commands read at the path
+# ``envelope.command`` (every command of every entry applied: not an f-string per field each).
+_ENVELOPE_FIELDS: dict[str, tuple[tuple[str, Callable[[Any, str], Any], str], ...]] = {
+    tag: tuple((n, k.dec, f"envelope.command.{n}") for n, k in fields.items())
+    for tag, (_, fields) in _BY_TAG.items()
+}
 assert set(_COMMANDS) == set(COMMAND_TYPES), "every command class needs a row in _COMMANDS"
 
 
@@ -390,7 +396,11 @@ def command_from_plain(value: Any, path: str = "command") -> Command:
     row = _BY_TAG[tag]
     cls, fields = row
     m = read_map(value, path, _REQUIRED[tag], _OPTIONAL[tag])
-    kwargs = {name: kind.dec(m.get(name), f"{path}.{name}") for name, kind in fields.items()}
+    if path == "envelope.command":
+        get = m.get
+        kwargs = {name: dec(get(name), at) for name, dec, at in _ENVELOPE_FIELDS[tag]}
+    else:
+        kwargs = {name: kind.dec(m.get(name), f"{path}.{name}") for name, kind in fields.items()}
     command: Command = cls(**kwargs)
     return command
 

@@ -124,6 +124,7 @@ class SessionTable:
         while len(self._sessions) >= self.policy.max_sessions:
             self._drop(self._evicted())
         self.journal.session(client_id)
+        self.journal.opened(client_id)
         self._sessions[client_id] = Session(
             client_id=client_id, last_index=index, last_ms=now_ms, owner=owner
         )

@@ -160,6 +160,10 @@ class StateJournal:
     def session(self, client_id: str) -> None:
         """The session ``client_id`` is opened, changed or dropped in this batch."""
 
+    def opened(self, client_id: str) -> None:
+        """The session ``client_id`` is opened in this batch (with ``session``: a backend
+        writes its head row, which it holds no version of yet)."""
+
     def response(self, client_id: str, seq: int) -> None:
         """The session ``client_id`` records its response to ``seq`` in this batch (with
         ``session``: a backend writes this response only, not the whole window)."""

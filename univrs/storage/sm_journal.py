@@ -14,6 +14,7 @@ import lmdb
 from univrs.errors import StorageError
 from univrs.sm.objects import Objects
 from univrs.sm.plain import response_to_plain
+from univrs.sm.responses import Response, Success
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
@@ -30,21 +31,62 @@ from univrs.storage.sm_store import (
 # The layout of the small tables and meta below. 2: the object tables gained
 # ``workload_counts`` (s14-page). 3: a session is a head row in ``sessions`` and one row per
 # cached response in ``session_responses`` (s14-journal), no longer one row of all its
-# responses. An env of format 1 or 2 is upgraded when opened (``StateEnv._upgrade``:
-# ``build_counts`` for 1, ``split_sessions`` for both), then says 3.
-STATE_FORMAT = 3
-_ACTIVITY = struct.Struct(">Q")
-_SEQ = struct.Struct(">Q")  # a response's seq in its key (seqs are CBOR uints: < 2**64)
-_SMALL_DBS = ("sessions", "session_activity", "session_responses", "ledger", "tokens")
+# responses. 4: a response row sits in its seq's slot of the window (``seq % window``) and
+# carries the session's last index and time, so a keyed write is one put (the head row is
+# written only when no response row is); no ``session_activity`` (the order is sorted at open)
+# (s15-follow). An env of format 1, 2 or 3 is upgraded when opened (``StateEnv._upgrade``:
+# ``build_counts`` for 1, ``split_sessions`` for 1 and 2, ``slot_sessions`` for all), then
+# says 4.
+STATE_FORMAT = 4
+_SEQ = struct.Struct(">Q")  # a response's seq (3) or slot (4) in its key (CBOR uints: < 2**64)
+# The head of a response row's value (format 4): seq, the session's last index and last ms
+# (CBOR uints on the way in, so each fits), followed by the response's plain CBOR.
+_ROW = struct.Struct(">QQQ")
+# The plain CBOR of a ``Success`` up to its version: ``{"type": "success", "version": ``.
+_SUCCESS_HEAD = cbor2.dumps({"type": "success", "version": 0})[:-1]
+_SMALL_DBS = ("sessions", "session_responses", "ledger", "tokens")
 _OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node", "workload_counts")
 _ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
+# Databases of older formats that an env may still hold until it is upgraded (not foreign).
+_LEGACY_DBS = frozenset({"session_activity"})
 
 
 def response_key(client_id: str, seq: int) -> bytes:
-    """The ``session_responses`` key of a session's response to ``seq``: ``client id + NUL +
-    seq (8 bytes, big-endian)`` (ids never contain NUL): a session's responses are one
+    """Format 3's ``session_responses`` key of a session's response to ``seq``: ``client id +
+    NUL + seq (8 bytes, big-endian)`` (ids never contain NUL): a session's responses are one
     contiguous range (``client id + NUL``), in seq order."""
     return client_id.encode() + b"\0" + _SEQ.pack(seq)
+
+
+def slot_key(client_id: str, seq: int, window: int) -> bytes:
+    """The ``session_responses`` key (format 4) of the row holding a session's response to
+    ``seq``: ``client id + NUL + seq % window (8 bytes, big-endian)``. The seqs a session
+    caches are in ``(max_seq - window, max_seq]``, so each has a slot of its own; a row whose
+    seq is no longer in the window is what the slot held before, overwritten by the next seq
+    that takes it, and never read as a response (``sm_rows.read_small``)."""
+    return client_id.encode() + b"\0" + _SEQ.pack(seq % window)
+
+
+def response_bytes(response: Response) -> bytes:
+    """``cbor2.dumps(response_to_plain(response))``: the same bytes, a ``Success`` (every
+    applied write's answer) without building its map or calling the encoder (a third of a
+    response row's cost: docs/performance.md, Round 15)."""
+    if type(response) is Success:
+        return _SUCCESS_HEAD + _uint(response.version)
+    return cbor2.dumps(response_to_plain(response))
+
+
+def _uint(value: int) -> bytes:
+    """The CBOR encoding of the unsigned integer ``value`` (major type 0, shortest form)."""
+    if value < 24:
+        return bytes((value,))
+    if value < 0x100:
+        return bytes((0x18, value))
+    if value < 0x10000:
+        return b"\x19" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\x1a" + value.to_bytes(4, "big")
+    return b"\x1b" + value.to_bytes(8, "big")
 
 
 def _head_row(session: Session) -> list[Any]:
@@ -58,16 +100,15 @@ def _head_row(session: Session) -> list[Any]:
     ]
 
 
-def _drop_responses(cursor: lmdb.Cursor, prefix: bytes, below: bytes | None) -> None:
-    """Delete the ``session_responses`` rows of the session whose keys start with ``prefix``
-    (``client id + NUL``): all of them (``below`` None), or those with keys below ``below``
-    (the seqs that fell out of the window). One seek, then one delete per row deleted."""
+def _drop_responses(cursor: lmdb.Cursor, prefix: bytes) -> None:
+    """Delete every ``session_responses`` row of the session whose keys start with ``prefix``
+    (``client id + NUL``): one seek, then one delete per row."""
     if not cursor.set_range(prefix):
         return
     end = len(prefix)
     while True:
         key = cast(bytes, cursor.key())  # bytes: the cursor was not opened with buffers
-        if key[:end] != prefix or (below is not None and key >= below):
+        if key[:end] != prefix:
             return
         if not cursor.delete():  # moved to the next row; False: there is none
             return
@@ -90,32 +131,41 @@ def _policy_from_row(row: Any) -> SessionPolicy:
 
 class LmdbJournal(StateJournal):
     """Writes the changed sessions, balances and tokens and the state's scalars when a batch
-    commits (see the module docstring)."""
+    commits (see the module docstring).
+
+    A session (format 4) is its head row in ``sessions`` and its response rows in
+    ``session_responses``, one per slot of the window, each carrying the session's last
+    index and time as they were when it was written. What a session is, read back
+    (``sm_rows.read_small``): its owner from the head; its last index and time, and its max seq,
+    the newest of the head's and its rows' (they only grow); its responses the rows whose seq
+    is in the window below that max seq. So a batch writes per changed session:
+
+    * its response rows recorded in the batch (each with the session's current last index,
+      time: the newest), and the head row only if none is written (a retry, a stale seq: the
+      session's activity moved without a response) or the session is new (``opened``);
+    * for a session gone (closed, expired, evicted): a delete of its head and of its rows'
+      range.
+
+    A keyed write that records its response is one put; nothing is read back, nothing is
+    deleted: the slot's row that fell out of the window is overwritten."""
 
     def __init__(self, store: LmdbStore) -> None:
         self._store = store
         self._sessions_db = store.db("sessions")
-        self._activity_db = store.db("session_activity")
         self._responses_db = store.db("session_responses")
         self._ledger_db = store.db("ledger")
         self._tokens_db = store.db("tokens")
         self._meta_db = store.db("meta")
         self._sm: ClusterStateMachine | None = None
         self._dirty_sessions: set[str] = set()
+        self._new_sessions: set[str] = set()  # opened in this batch: their head is written
         # client id -> the seqs whose responses were recorded in this batch
         self._dirty_responses: dict[str, set[int]] = {}
         self._dirty_balances: set[str] = set()
         self._dirty_tokens: set[str] = set()
         self._rewrite = False
         self._rewrite_sessions = False
-        # Per session this journal wrote lately (at most ``SESSION_ROWS``, the oldest written
-        # dropped first): the activity index it stored, so a write of the session does not
-        # read its head row back.
-        # Invariant: what the sessions table holds in the open batch (or committed); emptied
-        # when the store forgets its caches (an abort: ``LmdbStore.invalidate``).
-        self._rows: dict[str, int] = {}
         store.before_commit = self._flush
-        store.on_invalidate = self._rows.clear
 
     def attach(self, sm: Any) -> None:
         """The state machine these tables belong to."""
@@ -129,9 +179,18 @@ class LmdbJournal(StateJournal):
         """The session changes in this batch."""
         self._dirty_sessions.add(client_id)
 
+    def opened(self, client_id: str) -> None:
+        """The session is opened in this batch: its head row is written."""
+        self._dirty_sessions.add(client_id)
+        self._new_sessions.add(client_id)
+
     def response(self, client_id: str, seq: int) -> None:
         """The session's response to ``seq`` is recorded in this batch."""
-        self._dirty_responses.setdefault(client_id, set()).add(seq)
+        found = self._dirty_responses.get(client_id)
+        if found is None:
+            self._dirty_responses[client_id] = {seq}
+        else:
+            found.add(seq)
 
     def balance(self, peer: str) -> None:
         """The balance changes in this batch."""
@@ -154,11 +213,13 @@ class LmdbJournal(StateJournal):
             self._dirty_tokens.update(t.id for t in sm.stored_tokens())
             self._rewrite = False
         if self._rewrite_sessions:
-            # every response of every session (a restore): its rows are all written
+            # every session's head and every response (a restore): all its rows are written
             for s in sm.stored_sessions():
+                self._new_sessions.add(s.client_id)
                 self._dirty_responses[s.client_id] = set(s.responses)
             self._rewrite_sessions = False
-        self._write_sessions(txn, sm)
+        if self._dirty_sessions:
+            self._write_sessions(txn, sm)
         for peer in sorted(self._dirty_balances):
             amount = sm.balance(peer)
             if amount:
@@ -185,51 +246,42 @@ class LmdbJournal(StateJournal):
         txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
 
     def _write_sessions(self, txn: lmdb.Transaction, sm: ClusterStateMachine) -> None:
-        """The changed sessions' head rows, activity keys and response rows (format 3): per
-        session the head row and activity key, the response rows recorded in the batch, and a
-        delete of the rows that fell out of the window (one seek: a cursor on the session's
-        range), so a write costs the same whatever the window holds."""
-        rows, dirty_responses = self._rows, self._dirty_responses
+        """The changed sessions' rows (format 4, see the class docstring)."""
+        new, dirty_responses = self._new_sessions, self._dirty_responses
         window = sm.policy.window
-        cursor = txn.cursor(db=self._responses_db)
-        dumps, put = cbor2.dumps, txn.put
-        for client_id in sorted(self._dirty_sessions):
+        sessions_db, responses_db = self._sessions_db, self._responses_db
+        dumps, put, pack, row_head = cbor2.dumps, txn.put, _SEQ.pack, _ROW.pack
+        get_session = sm.session
+        cursor = None
+        for client_id in self._dirty_sessions:
             key = client_id.encode()
-            prefix = key + b"\0"
-            stored_index = rows.pop(client_id, None)  # what this journal stored for it last
-            if stored_index is None:
-                old = txn.get(key, db=self._sessions_db)
-                stored_index = None if old is None else cbor2.loads(old)[2]
-            if stored_index is not None:
-                txn.delete(_ACTIVITY.pack(stored_index) + key, db=self._activity_db)
-            session = sm.session(client_id)
-            seqs = dirty_responses.pop(client_id, ())
+            session = get_session(client_id)
+            seqs = dirty_responses.get(client_id)
             if session is None:
-                txn.delete(key, db=self._sessions_db)
-                _drop_responses(cursor, prefix, None)
+                txn.delete(key, db=sessions_db)
+                if cursor is None:
+                    cursor = txn.cursor(db=responses_db)
+                _drop_responses(cursor, key + b"\0")
                 continue
-            put(key, dumps(_head_row(session)), db=self._sessions_db)
-            put(_ACTIVITY.pack(session.last_index) + key, b"", db=self._activity_db)
-            cut = session.max_seq - window  # responses to seqs <= cut are no longer kept
-            if cut > 0:
-                _drop_responses(cursor, prefix, prefix + _SEQ.pack(cut + 1))
-            responses = session.responses
-            for seq in sorted(seqs):
-                response = responses.get(seq)
-                if response is not None:
-                    put(
-                        prefix + _SEQ.pack(seq),
-                        dumps(response_to_plain(response)),
-                        db=self._responses_db,
-                    )
-            rows[client_id] = session.last_index
-            if len(rows) > SESSION_ROWS:
-                del rows[next(iter(rows))]
+            written = False
+            if seqs:
+                responses = session.responses
+                prefix = key + b"\0"
+                last_index, last_ms = session.last_index, session.last_ms
+                for seq in seqs:
+                    response = responses.get(seq)
+                    if response is not None:  # else out of the window again already
+                        put(
+                            prefix + pack(seq % window),
+                            row_head(seq, last_index, last_ms) + response_bytes(response),
+                            db=responses_db,
+                        )
+                        written = True
+            if not written or client_id in new:
+                put(key, dumps(_head_row(session)), db=sessions_db)
         self._dirty_sessions.clear()
+        new.clear()
         dirty_responses.clear()
-
-
-SESSION_ROWS = 1024  # sessions whose stored row the journal remembers (``LmdbJournal._rows``)
 
 
 def _objects_on(store: LmdbStore) -> Objects:

@@ -9,12 +9,15 @@ What a row must be (the layouts: ``univrs.storage.sm_tables``'s docstring):
 
 * ``meta``/``state``: ``[format, index, term, clock_ms, bootstrapped, policy row, revision]``
   with uints, a bool and a valid ``SessionPolicy`` row;
-* ``sessions``: key = the client id; format 3 a head ``[owner, client id, last index, last
-  ms, max seq]``, formats 1 and 2 the head's fields then ``n, seq, response, ...``; the
+* ``sessions``: key = the client id; formats 3 and 4 a head ``[owner, client id, last index,
+  last ms, max seq]``, formats 1 and 2 the head's fields then ``n, seq, response, ...``; the
   owner a string; the rest what a snapshot's session row must be (``_session_v1``);
-* ``session_activity``: key = ``last index (8 bytes) + client id`` of a session whose head
-  says that index, empty value;
-* ``session_responses``: key = ``client id + NUL + seq (8 bytes)`` of a known session;
+* ``session_activity`` (format 3 only; the upgrade to 4 drops it): key = ``last index (8
+  bytes) + client id`` of a session whose head says that index, empty value;
+* ``session_responses``: format 4 key = ``client id + NUL + seq % window (8 bytes)`` of a
+  known session, value ``seq, last index, last ms`` (8 bytes each) and a plain response,
+  the seq >= 1 and in its slot; format 3 key = ``client id + NUL + seq (8 bytes)``, value a
+  plain response, the seq in its session's window;
 * ``ledger``: key = a UTF-8 peer id, value a positive integer;
 * ``tokens``: key = the token id, value a snapshot's token row (``_token_v1``).
 """
@@ -32,7 +35,7 @@ import lmdb
 from univrs.errors import StorageError
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.tokens import Token
-from univrs.storage.sm_journal import _ACTIVITY, _SEQ, _policy_from_row, response_key
+from univrs.storage.sm_journal import _ROW, _SEQ, _policy_from_row, response_key
 from univrs.storage.sm_store import LmdbStore
 
 # What decoding or checking a malformed row raises (cbor2's errors, the checks' DecodeError
@@ -149,46 +152,89 @@ def split_sessions(txn: lmdb.Transaction, store: LmdbStore) -> int:
     return len(responses)
 
 
-def read_small(txn: lmdb.Transaction, store: LmdbStore) -> SmallTables:
-    """The sessions (with their cached responses), the balances and the tokens of a format-3
-    env, every row checked (the module docstring)."""
+def slot_sessions(txn: lmdb.Transaction, store: LmdbStore, window: int) -> int:
+    """Rewrite the ``session_responses`` rows of an env of format 3 (key ``client id + NUL +
+    seq``, value the plain response) as format 4's (key the seq's slot, value seq, 0, 0 and
+    the plain response: the head row holds the session's last index and time, which a row of
+    0 never overrides) and drop ``session_activity``, in ``txn`` (``StateEnv._upgrade``, after
+    ``split_sessions`` for formats 1 and 2); returns the rows rewritten. Each response's
+    plain CBOR is kept as stored. Every row is checked as format 3's reader checked it: of a
+    known session, its seq in that session's window (so no two take one slot); a malformed
+    one raises ``StorageError`` before anything is written."""
+    sessions_db, responses_db = store.db("sessions"), store.db("session_responses")
+    max_seqs: dict[bytes, int] = {}
+    for raw_key, raw in txn.cursor(sessions_db):
+        key = bytes(raw_key)
+        with reading("sessions", key):
+            max_seqs[key] = _session(key, cbor2.loads(raw), old=False)[1].max_seq
+    rows: list[tuple[bytes, bytes]] = []
+    pack, row_head = _SEQ.pack, _ROW.pack
+    for raw_key, raw in txn.cursor(responses_db):
+        key = bytes(raw_key)
+        with reading("session_responses", key):
+            _want(len(key) > _SEQ.size + 1, "too short for an id, NUL and 8 bytes")
+            prefix, (seq,) = key[: -_SEQ.size], _SEQ.unpack_from(key, len(key) - _SEQ.size)
+            max_seq = max_seqs.get(prefix[:-1])
+            _want(prefix[-1:] == b"\0" and max_seq is not None, "a row of no session")
+            assert max_seq is not None
+            _want(max_seq - window < seq <= max_seq and seq >= 1, "a seq out of the window")
+            rows.append((prefix + pack(seq % window), row_head(seq, 0, 0) + bytes(raw)))
+    txn.drop(responses_db, delete=False)
+    rows.sort()
+    txn.cursor(db=responses_db).putmulti(rows, append=True)
+    if txn.get(b"session_activity") is not None:  # a key of the main database: it exists
+        txn.drop(store.env.open_db(b"session_activity", txn=txn, create=False), delete=True)
+    return len(rows)
+
+
+def read_small(txn: lmdb.Transaction, store: LmdbStore, window: int) -> SmallTables:
+    """The sessions (with their cached responses, least recently active first), the
+    balances and the tokens of a format-4 env (``window``: its session policy's), every row
+    checked (the module docstring). A session's last index, time and max seq are the newest
+    of its head's and its response rows' (all three only grow); its responses the rows whose
+    seq is in the window below that max seq (the others: what their slots held before)."""
     from univrs.sm.plain import response_from_plain
     from univrs.sm.snapshot_read import _token_v1
 
-    sessions_db, activity_db = store.db("sessions"), store.db("session_activity")
-    responses = txn.cursor(db=store.db("session_responses"))
+    sessions_db, responses_db = store.db("sessions"), store.db("session_responses")
+    responses = txn.cursor(db=responses_db)
+    pack, row_head, size = _SEQ.pack, _ROW.unpack_from, _ROW.size
     sessions: list[Session] = []
     found = 0
-    for raw_key, raw_value in txn.cursor(activity_db):
-        activity_key = bytes(raw_key)
-        with reading("session_activity", activity_key):
-            _want(len(activity_key) > _ACTIVITY.size, "too short for an index and an id")
-            _want(not bytes(raw_value), "its value is not empty")
-            (index,) = _ACTIVITY.unpack_from(activity_key)
-            client_id = activity_key[_ACTIVITY.size :]
-            raw = txn.get(client_id, db=sessions_db)
-            if raw is None:
-                raise StorageError(f"session {client_id!r} is in the activity index only")
-        with reading("sessions", client_id):
-            _, session = _session(client_id, cbor2.loads(bytes(raw)), old=False)
-            _want(session.last_index == index, f"its activity index says {index}")
-        prefix = client_id + b"\0"
+    for raw_key, raw in txn.cursor(sessions_db):
+        key = bytes(raw_key)
+        with reading("sessions", key):
+            _, session = _session(key, cbor2.loads(raw), old=False)
+        cached: list[tuple[int, Any]] = []
+        prefix = key + b"\0"
+        end = len(prefix)
         if responses.set_range(prefix):
-            for key, value in responses:
-                if key[: len(prefix)] != prefix:
+            for row_key, value in responses:
+                if row_key[:end] != prefix:
                     break
-                with reading("session_responses", key):
-                    _want(len(key) == len(prefix) + _SEQ.size, "not an id, NUL and 8 bytes")
-                    (seq,) = _SEQ.unpack_from(key, len(prefix))
+                with reading("session_responses", row_key):
+                    _want(len(row_key) == end + _SEQ.size, "not an id, NUL and 8 bytes")
+                    _want(len(value) > size, "too short for a seq, an index, a time, a response")
+                    seq, index, ms = row_head(value)
                     _want(seq >= 1, "seq 0")
+                    _want(row_key[end:] == pack(seq % window), "not in its seq's slot")
+                    cached.append((seq, value[size:]))
+                    if index > session.last_index:
+                        session.last_index, session.last_ms = index, ms
+                    if seq > session.max_seq:
+                        session.max_seq = seq
+        found += len(cached)
+        cut = session.max_seq - window  # rows of seqs <= cut: their slots' old values
+        cached.sort(key=_first)
+        for seq, plain in cached:
+            if seq > cut:
+                with reading("session_responses", prefix + pack(seq % window)):
                     path = f"session {session.client_id!r}.response[{seq}]"
-                    session.responses[seq] = response_from_plain(cbor2.loads(value), path)
-        found += len(session.responses)
+                    session.responses[seq] = response_from_plain(cbor2.loads(plain), path)
         sessions.append(session)
-    if len(sessions) != txn.stat(sessions_db)["entries"]:
-        raise StorageError("the session activity index does not match the sessions")
-    if found != txn.stat(store.db("session_responses"))["entries"]:
+    if found != txn.stat(responses_db)["entries"]:
         raise StorageError("the session responses hold rows of no session")
+    sessions.sort(key=_activity)  # the activity order (state.py: by last index, then id)
     balances: list[tuple[str, int]] = []
     for raw_key, raw in txn.cursor(store.db("ledger")):
         with reading("ledger", raw_key):
@@ -202,3 +248,11 @@ def read_small(txn: lmdb.Transaction, store: LmdbStore) -> SmallTables:
             _want(token.id.encode() == bytes(raw_key), "the token id is not its key")
             tokens.append(token)
     return sessions, balances, tokens
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+def _activity(session: Session) -> tuple[int, str]:
+    return session.last_index, session.client_id

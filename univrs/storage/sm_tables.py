@@ -25,12 +25,19 @@ index, never half a batch. Databases:
 
 * ``sessions``: client id -> CBOR ``[owner, client id, last_index, last_ms, max_seq]`` (the
   session's head; format 3, s14-journal: before it, this row held every cached response);
-* ``session_responses``: ``client id + NUL + seq (8 bytes, big-endian)`` -> CBOR plain
-  response, one row per cached response: a session's responses are one key range in seq
-  order; a write puts its own response and deletes, by a cursor from the range's start, the
-  ones that fell out of the window, so its cost does not grow with the window;
-* ``session_activity``: the activity order, key ``last_index (8 bytes, big-endian) + client
-  id``, empty value: a cursor over it lists the sessions least recently active first;
+  written when the session opens and when its activity moves without a response row
+  written (a retry, a stale seq); else older than its newest response row (format 4);
+* ``session_responses`` (format 4, s15-follow): ``client id + NUL + seq % window (8 bytes,
+  big-endian)`` -> ``seq, last_index, last_ms`` (8 bytes each, big-endian) followed by the
+  plain response's CBOR (``sm_journal.response_bytes``), one row per slot of
+  the session's window: a keyed write puts its response into its seq's slot (overwriting the
+  seq that left the window), with the session's last index and time, and nothing else. Read
+  back (``sm_rows.read_small``), a session's last index, time and max seq are the
+  newest of its head's and its rows' (they only grow), and its responses the rows whose seq
+  is in the window below that max seq; the sessions are sorted by (last index, client id),
+  their activity order. (Format 3 keyed rows by seq, deleted the rows leaving the window,
+  and kept the order in ``session_activity``, ``last_index + client id`` -> empty: three
+  puts, two deletes per keyed write. An env of format 3 or older is upgraded at open.)
 * ``ledger``: peer -> CBOR balance; ``tokens``: token id -> CBOR snapshot token row;
 * ``workload_counts``: workload id -> its instances' counts by status (``sm_store.COUNTS_ROW``),
   for the workloads that have instances: derived from the instances, kept by apply in the
@@ -68,6 +75,7 @@ from univrs.storage.datadir import fsync_dir
 from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import (
     _ALL_DBS,
+    _LEGACY_DBS,
     _OBJECT_DBS,
     _SMALL_DBS,
     STATE_FORMAT,
@@ -81,6 +89,7 @@ from univrs.storage.sm_rows import (
     SmallTables,
     StateMeta,
     read_small,
+    slot_sessions,
     split_sessions,
     state_format,
     state_meta,
@@ -200,7 +209,7 @@ class StateEnv:
                 foreign = sorted(
                     bytes(k).decode(errors="replace")
                     for k, _ in txn.cursor()
-                    if bytes(k).decode(errors="replace") not in _ALL_DBS
+                    if bytes(k).decode(errors="replace") not in _ALL_DBS | _LEGACY_DBS
                 )
         except lmdb.Error as exc:  # garbled pages behind valid meta pages: MDB_CORRUPTED
             self.store.close()
@@ -360,7 +369,7 @@ class StateEnv:
                 meta = state_meta(raw)
                 if meta[0] != STATE_FORMAT:
                     raise StorageError(f"state format {meta[0]} is not {STATE_FORMAT}")
-                small = read_small(txn, self.store)
+                small = read_small(txn, self.store, meta[5].window)
             return _resume(objects, meta, small)
         except StorageError as exc:
             raise StorageError(f"state env {self.path}: {exc}") from None
@@ -378,21 +387,24 @@ class StateEnv:
         transaction (once): format 1 (before ``workload_counts``) gets that table built from
         its instances (s14-page); formats 1 and 2 (a session's responses in its one row) get
         their sessions split into head rows and response rows (``split_sessions``,
-        s14-journal). Then it says format 3."""
+        s14-journal); formats 1 to 3 get their response rows put in their window's slots and
+        lose ``session_activity`` (``slot_sessions``, s15-follow). Then it says format 4."""
         with self.store.env.begin() as txn:
             raw = txn.get(b"state", db=self._meta)
-        if raw is None or state_format(raw) not in (1, 2) or STATE_FORMAT != 3:
+        if raw is None or state_format(raw) not in (1, 2, 3) or STATE_FORMAT != 4:
             return  # new or current (``load`` refuses any other format)
         meta = state_meta(raw)
         started = time.perf_counter()
-        before = meta[0]
+        before, window = meta[0], meta[5].window
         # One transaction: a malformed row (a StorageError naming it), in the tables it
         # rewrites or in those ``load`` reads, aborts it: nothing written.
         with self.store.env.begin(write=True) as txn:
             rows = build_counts(txn, self.store) if before == 1 else None
-            responses = split_sessions(txn, self.store)
+            if before < 3:
+                split_sessions(txn, self.store)
+            responses = slot_sessions(txn, self.store, window)
             # what ``load`` reads and checks next, on objects in memory: refused here, not after
-            _resume(new_objects(), meta, read_small(txn, self.store))
+            _resume(new_objects(), meta, read_small(txn, self.store, window))
             row = cbor2.loads(raw)
             row[0] = STATE_FORMAT
             txn.put(b"state", cbor2.dumps(row), db=self._meta)
