@@ -114,6 +114,40 @@ def test_a_bounded_cache_answers_every_key_and_is_shared_per_database(store: Lmd
     assert uncached.get("k19") == 190 and uncached.put("k19", 191) == 190
 
 
+def test_a_remembered_absence_is_the_databases_and_touches_no_page(
+    store: LmdbStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``remember_absent`` (the counts rows: most workloads have none): an absent key read
+    once is answered from the cache, and every write through any table on the database, an
+    aborted batch and a write around the tables leave the cache answering what is stored."""
+    table = LmdbTable(
+        store, "t", lambda v: str(v).encode(), lambda raw: int(raw), remember_absent=True
+    )
+    other = _table(store)  # the same database, absences not remembered
+    assert table.get("x") is None
+    monkeypatch.setattr(LmdbStore, "reading", lambda self: pytest.fail("read a page"))
+    assert table.get("x") is None and "x" not in table  # from the cache
+    with pytest.raises(KeyError):
+        table.pop("x")
+    monkeypatch.undo()
+    assert other.put("x", 7) is None  # through the other table: the absence forgotten
+    assert table.get("x") == 7 and "x" in table
+    assert table.pop("x") == 7
+    assert table.get("x") is None and other.get("x") is None
+    assert table.put("x", 8) is None  # over a remembered absence: written, nothing read back
+    assert other.get("x") == 8 and table.get("x") == 8
+    assert table.pop("x") == 8 and table.get("x") is None
+    with pytest.raises(Boom), store.batch():
+        table.put("x", 9)
+        assert table.get("x") == 9
+        raise Boom
+    assert table.get("x") is None and sorted(table.keys()) == []
+    with store.writing() as txn:  # around the tables, then invalidated as the env does
+        txn.put(b"x", b"3", db=store.db("t"))
+    store.invalidate()
+    assert table.get("x") == 3
+
+
 def _commands(sessions: list[str]) -> Iterator[Command | Envelope]:
     spec = WorkloadSpec(name="w", image="i:1")
     seqs = dict.fromkeys(sessions, 0)

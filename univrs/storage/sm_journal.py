@@ -303,7 +303,9 @@ def _objects_on(store: LmdbStore) -> Objects:
         nodes=LmdbTable(store, "nodes", n_enc, n_dec, rows=True),
         by_workload=LmdbPairIndex(store, "by_workload"),
         by_node=LmdbPairIndex(store, "by_node"),
-        counts=LmdbTable(store, "workload_counts", encode_counts, decode_counts),
+        counts=LmdbTable(
+            store, "workload_counts", encode_counts, decode_counts, remember_absent=True
+        ),
         batch=store.batch,
         pinned_read=store.pinned_read,
         journal=LmdbJournal(store),

@@ -201,6 +201,8 @@ def _scan_in(
 
 
 CACHE_SIZE = 4096  # decoded values kept per table (``LmdbTable``): the objects written lately
+# Cached for a key the database holds no value for (``LmdbTable(remember_absent=True)``).
+_ABSENT: Any = object()
 
 
 class LmdbTable(Table[V]):
@@ -211,7 +213,12 @@ class LmdbTable(Table[V]):
     written or first read dropped first. Values are immutable, so a cached one is handed out
     as it is, as the in-memory table hands out its own. A write that replaces a cached value
     does not read the old one back, and a read of a cached one touches no page: a command that
-    reads an object and writes it back (a scale, an update) decodes nothing."""
+    reads an object and writes it back (a scale, an update) decodes nothing.
+
+    With ``remember_absent`` a key read and found absent is cached as absent too (``_ABSENT``,
+    the same invariant: the database holds no value for it), so a table read mostly for keys
+    it does not hold (``workload_counts``: a workload without instances has no row, and every
+    scale reads its counts twice on the leader) touches no page for them either."""
 
     def __init__(
         self,
@@ -222,6 +229,7 @@ class LmdbTable(Table[V]):
         *,
         rows: bool = False,
         cache_size: int = CACHE_SIZE,
+        remember_absent: bool = False,
     ) -> None:
         self._store, self._db = store, store.db(name)
         self._encode, self._decode = encode, decode
@@ -230,6 +238,7 @@ class LmdbTable(Table[V]):
         self._rows = rows
         self._cache: dict[str, V] = store.cache(name)
         self._cache_size = cache_size
+        self._remember_absent = remember_absent and cache_size > 0
 
     def _remember(self, key: str, value: V) -> None:
         cache = self._cache
@@ -241,7 +250,7 @@ class LmdbTable(Table[V]):
         """The value at ``key``, or None."""
         cached = self._cache.get(key)
         if cached is not None:
-            return cached
+            return None if cached is _ABSENT else cached
         raw_key = key.encode()
         if not _storable(raw_key):
             return None
@@ -252,6 +261,8 @@ class LmdbTable(Table[V]):
             with self._store.reading() as txn:
                 raw = txn.get(raw_key, db=self._db)
         if raw is None:
+            if self._remember_absent:
+                self._remember(key, _ABSENT)
             return None
         value = self._decode(bytes(raw))
         if self._cache_size:
@@ -263,7 +274,9 @@ class LmdbTable(Table[V]):
         raw_key, raw = key.encode(), self._encode(value)
         old = self._cache.pop(key, None)  # out first: a failed write must not leave it
         txn = self._store._txn
-        if old is not None:  # present: written over without reading it back
+        if old is not None:  # known (present or absent): written without reading it back
+            if old is _ABSENT:
+                old = None
             if txn is not None:
                 txn.put(raw_key, raw, db=self._db)
             else:
@@ -286,6 +299,8 @@ class LmdbTable(Table[V]):
         if not _storable(raw_key):
             raise KeyError(key)
         cached = self._cache.pop(key, None)
+        if cached is _ABSENT:
+            raise KeyError(key)
         with self._store.writing() as txn:
             if cached is not None:
                 if not txn.delete(raw_key, db=self._db):  # the cache's invariant broken
@@ -299,8 +314,9 @@ class LmdbTable(Table[V]):
     def __contains__(self, key: object) -> bool:
         if type(key) is not str:
             return False
-        if key in self._cache:
-            return True
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached is not _ABSENT
         raw_key = key.encode()
         if not _storable(raw_key):
             return False
