@@ -85,6 +85,7 @@ async def test_pipelined_list_pages_are_held_in_bounded_memory(tmp_path: pathlib
                     nursery.start_soon(create, k)
         tracemalloc.start()
         try:
+            assert node.raft_port is not None
             got = await _pipelined_lists(node.raft_port, REQUESTS)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
