@@ -14,14 +14,17 @@ still bounded in items only: ``univrs workload list`` fails once one page of wor
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import pytest
 import trio
+from click.testing import CliRunner
 from trio_websocket import open_websocket_url
 
-from tests.api.helpers import open_cluster
-from univrs.client import Client, open_client, protocol
+from tests.api.helpers import BY_HAND, BackgroundCluster, open_cluster
+from univrs.cli import main
+from univrs.client import Client, SyncClient, open_client, protocol
 from univrs.client.protocol import Request
 from univrs.errors import PayloadTooLarge
 
@@ -86,3 +89,20 @@ async def test_listing_every_big_workload_succeeds(tmp_path: pathlib.Path) -> No
             with trio.fail_after(60):
                 result = await client.call("workload.list", {}, consistency="local")
             assert len(result["items"]) == 6
+
+
+def test_the_cli_lists_every_big_workload(tmp_path: pathlib.Path) -> None:
+    """``univrs workload list`` (every page) used to fail with "no univrs node reachable" once
+    a page of 1,000 workloads passed the frame; it asks for smaller pages on
+    ``payload-too-large`` now (univrs/cli/common.py ``all_pages``)."""
+    with BackgroundCluster(tmp_path, size=1, **BY_HAND) as bg:
+        with SyncClient(api=bg.apis[0]) as client:
+            for i in range(6):
+                client.create_workload({"name": f"w{i}", "image": "x", "args": ARGS})
+        result = CliRunner().invoke(
+            main, ["workload", "list", "--json"], env={"UNIVRS_API": bg.apis[0]}
+        )
+        assert result.exit_code == 0, result.output[-2000:]
+        assert sorted(w["spec"]["name"] for w in json.loads(result.output)["items"]) == [
+            f"w{i}" for i in range(6)
+        ]
