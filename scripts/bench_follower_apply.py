@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from univrs.bench.sm_setup import keyed_scales, open_sessions
 from univrs.runtime.payload import batch_payload, decode_entry, encode_payload_doc
 from univrs.runtime.watch import WatchHub
 from univrs.sm import (
     CreateWorkload,
     Envelope,
-    OpenSession,
-    ScaleWorkload,
     WorkloadSpec,
     state_digest,
 )
@@ -90,13 +89,7 @@ def run(
     sm = env.load()
     hub = WatchHub()
     hub.reset(sm.revision)
-    index = 0
-    clients = []
-    for _ in range(args.sessions):
-        index += 1
-        with sm.batch():
-            opened = sm.apply(OpenSession(), index=index, term=1, time_ms=1)
-        clients.append(opened.id)  # type: ignore[union-attr]
+    clients, index = open_sessions(sm, args.sessions, index=0, time_ms=1)
     hub.reset(sm.revision)
     spec = WorkloadSpec(name="bench", image="nginx:1.27", replicas=2, labels={"tier": "web"})
     creates = [
@@ -104,13 +97,7 @@ def run(
     ]
     index += 1
     apply_entry(sm, hub, entry_bytes(creates, 1), index)
-    seqs = dict.fromkeys(clients, 0)
-    writes: list[Envelope] = []
-    for k in range(args.commands):
-        client = clients[k % len(clients)]
-        seqs[client] += 1
-        cmd = ScaleWorkload(id=f"bench-{k % args.workloads}", replicas=k % 10)
-        writes.append(Envelope(command=cmd, client_id=client, seq=seqs[client]))
+    writes = keyed_scales(clients, args.commands, workloads=args.workloads)
     entries = [
         entry_bytes(writes[i : i + args.per_entry], 2)
         for i in range(0, len(writes), args.per_entry)

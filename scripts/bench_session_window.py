@@ -20,16 +20,13 @@ import statistics
 import tempfile
 import time
 
+from univrs.bench.sm_setup import keyed_scales, open_sessions
 from univrs.sm import (
     ClusterStateMachine,
     CreateWorkload,
-    Envelope,
-    OpenSession,
-    ScaleWorkload,
     WorkloadSpec,
     state_digest,
 )
-from univrs.sm.responses import Created
 from univrs.sm.sessions import SessionPolicy
 from univrs.storage.sm_journal import _objects_on
 from univrs.storage.sm_tables import StateEnv
@@ -45,19 +42,9 @@ def run(window: int, commands: int, sessions: int = 64, per_entry: int = 42) -> 
         index += 1
         spec = WorkloadSpec(name="w", image="i:1")
         sm.apply(CreateWorkload(id=f"w{k}", spec=spec), index=index, term=1)
-    ids = []
-    for _ in range(sessions):
-        index += 1
-        created = sm.apply(OpenSession(), index=index, term=1)
-        assert isinstance(created, Created)
-        ids.append(created.id)
-    seqs = dict.fromkeys(ids, 0)
-    cmds = []
-    for k in range(commands + window * sessions):
-        client = ids[k % sessions]
-        seqs[client] += 1
-        scale = ScaleWorkload(id=f"w{k % 64}", replicas=k % 5 + 1)
-        cmds.append(Envelope(command=scale, client_id=client, seq=seqs[client]))
+    ids, index = open_sessions(sm, sessions, index=index)
+    count = commands + window * sessions
+    cmds = keyed_scales(ids, count, workloads=64, prefix="w", replicas=lambda k: k % 5 + 1)
     warm, timed = cmds[: window * sessions], cmds[window * sessions :]
     started = 0.0
     for part in (warm, timed):

@@ -23,16 +23,15 @@ import json
 import os
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from univrs.bench.sm_setup import keyed_scales, open_sessions
 from univrs.sm import (
     ClusterStateMachine,
     CreateWorkload,
     Envelope,
-    OpenSession,
-    ScaleWorkload,
     WorkloadSpec,
     state_digest,
 )
@@ -83,11 +82,7 @@ def run(backend: str, folder: Path, args: argparse.Namespace) -> tuple[float, fl
     else:
         sm = ClusterStateMachine()
     applier = Applier(sm)
-    clients: list[str] = []
-    for _ in range(args.sessions):
-        applier.index += 1
-        opened = sm.apply(OpenSession(), index=applier.index, term=1)
-        clients.append(opened.id)  # type: ignore[union-attr]
+    clients, applier.index = open_sessions(sm, args.sessions, index=applier.index)
     spec = WorkloadSpec(name="bench", image="bench:1", replicas=1)
     creates: list[Envelope | Command] = [
         CreateWorkload(id=f"bench-{i}", spec=spec) for i in range(args.workloads)
@@ -100,16 +95,8 @@ def run(backend: str, folder: Path, args: argparse.Namespace) -> tuple[float, fl
     cpu = _cpu()
     applier.entries(_chunks(more, args.per_entry), args.entries)
     create_us = (_cpu() - cpu) / max(1, args.creates) * 1e6
-    seqs = dict.fromkeys(clients, 0)
-
-    def scales() -> Iterator[Envelope]:
-        for k in range(args.commands):
-            client = clients[k % len(clients)]
-            seqs[client] += 1
-            cmd = ScaleWorkload(id=f"bench-{k % args.workloads}", replicas=k % 10)
-            yield Envelope(command=cmd, client_id=client, seq=seqs[client])
-
-    writes: list[Envelope | Command] = list(scales())
+    writes: list[Envelope | Command] = []
+    writes += keyed_scales(clients, args.commands, workloads=args.workloads)
     cpu = _cpu()
     applier.entries(_chunks(writes, args.per_entry), args.entries)
     scale_us = (_cpu() - cpu) / args.commands * 1e6

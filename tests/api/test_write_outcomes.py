@@ -110,8 +110,13 @@ class MemForwarder:
         )
 
 
-async def api_cluster(nursery: trio.Nursery) -> tuple[MemCluster, dict[str, ApiService]]:
+async def api_cluster(
+    nursery: trio.Nursery, max_payload_versions: dict[str, int] | None = None
+) -> tuple[MemCluster, dict[str, ApiService]]:
+    """Three nodes with an ``ApiService`` each; ``max_payload_versions``: members that play
+    a node of older code (the newest entry payload version they apply)."""
     cluster = MemCluster.build(nursery, IDS)
+    cluster.max_payload_versions.update(max_payload_versions or {})
     # Deep enough that the concurrent writes of a test are all appended, even to a leader that
     # cannot commit them.
     cluster.proposal_depth = 8

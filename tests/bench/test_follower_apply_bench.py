@@ -11,12 +11,11 @@ import pathlib
 import subprocess
 import sys
 
+from univrs.bench.sm_setup import keyed_scales, open_sessions
 from univrs.sm import (
     ClusterStateMachine,
     CreateWorkload,
     Envelope,
-    OpenSession,
-    ScaleWorkload,
     WorkloadSpec,
     state_digest,
 )
@@ -34,11 +33,7 @@ def test_the_follower_apply_benchmark_applies_every_write_to_the_expected_state(
     assert summary["applied"] == [200]
     # The same entries' commands, applied in memory as they are: the same digest.
     sm = ClusterStateMachine()
-    index = 0
-    clients = []
-    for _ in range(4):
-        index += 1
-        clients.append(sm.apply(OpenSession(), index=index, term=1, time_ms=1).id)  # type: ignore[union-attr]
+    clients, index = open_sessions(sm, 4, index=0, time_ms=1)
     spec = WorkloadSpec(name="bench", image="nginx:1.27", replicas=2, labels={"tier": "web"})
     index += 1
     sm.apply_batch(
@@ -47,13 +42,7 @@ def test_the_follower_apply_benchmark_applies_every_write_to_the_expected_state(
         term=1,
         time_ms=1,
     )
-    seqs = dict.fromkeys(clients, 0)
-    writes = []
-    for k in range(200):
-        client = clients[k % 4]
-        seqs[client] += 1
-        cmd = ScaleWorkload(id=f"bench-{k % 8}", replicas=k % 10)
-        writes.append(Envelope(command=cmd, client_id=client, seq=seqs[client]))
+    writes = keyed_scales(clients, 200, workloads=8)
     for first in range(0, 200, 7):
         index += 1
         sm.apply_batch(writes[first : first + 7], index=index, term=1, time_ms=2)

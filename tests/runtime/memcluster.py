@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import attrs
 import trio
@@ -36,6 +37,8 @@ TICK = 0.05
 CONFIG = RaftConfig(
     heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10, lazy_commit_notice_bytes=1024
 )  # the commit notices nodes run (NodeConfig.raft_config)
+T = TypeVar("T")
+
 WAIT = 60.0  # simulated seconds (autojump): generous, costs nothing
 
 
@@ -229,6 +232,24 @@ async def wait_until(predicate: Callable[[], object], what: str, timeout: float 
             await trio.sleep(TICK)
         return
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+async def in_background(
+    nursery: trio.Nursery, call: Callable[[], Awaitable[T]]
+) -> list[T | Exception]:
+    """Start ``call()`` in ``nursery``; the list gets its result or the exception it raised
+    (once it ends). Returns once the task had a chance to start (it reached its first wait)."""
+    outcome: list[T | Exception] = []
+
+    async def run() -> None:
+        try:
+            outcome.append(await call())
+        except Exception as exc:
+            outcome.append(exc)
+
+    nursery.start_soon(run)
+    await trio.sleep(0)
+    return outcome
 
 
 async def wait_leader(cluster: MemCluster, among: Sequence[str] | None = None) -> RaftRuntime:

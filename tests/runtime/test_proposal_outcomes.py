@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import trio
 
-from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_leader, wait_until
+from tests.runtime.memcluster import (
+    MemCluster,
+    create,
+    in_background,
+    start_cluster,
+    wait_leader,
+    wait_until,
+)
 from univrs.errors import OutcomeUnknown, ProposalDropped
 from univrs.raft.messages import Message, ReadIndexRequest, ReadIndexResponse
 from univrs.raft.ready import Role
@@ -29,19 +36,9 @@ def failed(cluster: MemCluster, runtime: RaftRuntime, outcome: str) -> float | N
 
 async def propose_in_background(
     nursery: trio.Nursery, runtime: RaftRuntime, name: str
-) -> list[Response | BaseException]:
+) -> list[Response | Exception]:
     """Start ``runtime.propose(create(name))``; the list gets its response or its error."""
-    outcome: list[Response | BaseException] = []
-
-    async def run() -> None:
-        try:
-            outcome.append(await runtime.propose(create(name)))
-        except Exception as exc:
-            outcome.append(exc)
-
-    nursery.start_soon(run)
-    await trio.sleep(0)  # let it reach the driver's channel
-    return outcome
+    return await in_background(nursery, lambda: runtime.propose(create(name)))
 
 
 async def test_a_snapshot_covering_a_pending_proposal_makes_its_outcome_unknown(

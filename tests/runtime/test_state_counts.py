@@ -16,7 +16,7 @@ import cbor2
 import lmdb
 import pytest
 
-from tests.runtime.test_state_journal import _old_layout
+from tests.runtime.state_envs import old_layout
 from tests.sm.helpers import Log, node_info, spec
 from univrs.api import convert as cv
 from univrs.api.ops import HANDLERS
@@ -134,7 +134,7 @@ def test_an_env_of_the_format_before_gets_its_counts_when_opened(tmp_path: pathl
     env.close()
     # What an env written by the code before looks like: no counts, format 1 (and its
     # sessions one row each: tests/runtime/test_state_journal.py).
-    _old_layout(path, 1)
+    old_layout(path, 1)
 
     env = StateEnv(path)
     sm = env.load()

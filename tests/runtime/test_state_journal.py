@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.runtime.state_envs import Clock, apply_next, old_layout
 from univrs.errors import StorageError
 from univrs.runtime.snapshots import capture
 from univrs.sm import (
@@ -32,23 +33,11 @@ from univrs.sm import (
 )
 from univrs.sm.responses import Created, ErrorCode, Failure, Response
 from univrs.sm.sessions import SessionPolicy
-from univrs.sm.snapshot import _session_row
-from univrs.storage.sm_journal import STATE_FORMAT, _objects_on, _read_small
+from univrs.storage.sm_journal import STATE_FORMAT, _objects_on
+from univrs.storage.sm_rows import read_small
 from univrs.storage.sm_tables import StateEnv
 
 POLICY = SessionPolicy(window=4, max_sessions=3, ttl_ms=50_000, max_sessions_per_owner=2)
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.index = 0
-        self.time_ms = 1_000
-
-
-def _run(sm: ClusterStateMachine, clock: _Clock, cmd: Any, dt: int = 10) -> Response:
-    clock.index += 1
-    clock.time_ms += dt
-    return sm.apply(cmd, index=clock.index, term=1, time_ms=clock.time_ms)
 
 
 def _keyed(client: str, seq: int, replicas: int, owner: str | None = None) -> Envelope:
@@ -62,10 +51,10 @@ def history(sm: ClusterStateMachine, check: Any = lambda: None) -> list[Response
     entry (some of whose responses fall out of the window in the same batch), a forged owner,
     evictions by the per-owner and the table's maxima, a close, expiry by the stamped time.
     ``check`` runs after every command."""
-    clock, out = _Clock(), []
+    clock, out = Clock(), []
 
     def run(cmd: Any, dt: int = 10) -> None:
-        out.append(_run(sm, clock, cmd, dt))
+        out.append(apply_next(sm, clock, cmd, dt))
         check()
 
     spec = WorkloadSpec(name="w", image="i:1")
@@ -132,7 +121,7 @@ def _sessions(sm: ClusterStateMachine) -> list[tuple[Any, ...]]:
 
 def _stored(env: StateEnv) -> list[tuple[Any, ...]]:
     with env.store.env.begin() as txn:
-        sessions = _read_small(txn, env.store)[0]
+        sessions = read_small(txn, env.store)[0]
     return [
         (s.client_id, s.owner, s.last_index, s.last_ms, s.max_seq, list(s.responses.items()))
         for s in sessions
@@ -196,14 +185,14 @@ def test_a_keyed_write_stores_the_same_bytes_whatever_the_window_holds(
         flush(counting)  # type: ignore[arg-type]
         put.append(counting.bytes)
 
-    clock = _Clock()
-    _run(sm, clock, CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
-    created = _run(sm, clock, OpenSession())
+    clock = Clock()
+    apply_next(sm, clock, CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
+    created = apply_next(sm, clock, OpenSession())
     assert isinstance(created, Created)
     env.store.before_commit = counted
     for seq in range(1, 200):
         cmd = Envelope(command=ScaleWorkload(id="w0", replicas=1), client_id=created.id, seq=seq)
-        _run(sm, clock, cmd)
+        apply_next(sm, clock, cmd)
     session = sm.session(created.id)
     assert session is not None and len(session.responses) == 64
     # the 30th write (30 cached responses after it), the 64th (64), the last (64, one
@@ -212,40 +201,17 @@ def test_a_keyed_write_stores_the_same_bytes_whatever_the_window_holds(
     env.close()
 
 
-def _old_layout(path: str, fmt: int) -> None:
-    """Make the env at ``path`` what the code before wrote: format ``fmt``, each session one
-    row ``[owner, *snapshot session row]``, no ``session_responses`` (and for format 1 no
-    ``workload_counts``)."""
-    env = StateEnv(path)
-    sm = env.load()
-    sessions = list(sm.stored_sessions())
-    env.close()
-    raw = lmdb.open(path, max_dbs=16)
-    with raw.begin(write=True) as txn:
-        txn.drop(raw.open_db(b"session_responses", txn=txn), delete=True)
-        if fmt == 1:
-            txn.drop(raw.open_db(b"workload_counts", txn=txn), delete=True)
-        sessions_db = raw.open_db(b"sessions", txn=txn)
-        for s in sessions:
-            txn.put(s.client_id.encode(), cbor2.dumps([s.owner, *_session_row(s)]), db=sessions_db)
-        meta_db = raw.open_db(b"meta", txn=txn)
-        meta = cbor2.loads(bytes(txn.get(b"state", db=meta_db) or b""))
-        meta[0] = fmt
-        txn.put(b"state", cbor2.dumps(meta), db=meta_db)
-    raw.close()
-
-
 def _a_full_window(sm: ClusterStateMachine) -> tuple[list[str], list[Response]]:
-    clock, answers = _Clock(), []
-    _run(sm, clock, CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
+    clock, answers = Clock(), []
+    apply_next(sm, clock, CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1")))
     clients = []
     for owner in ("a", "b"):
-        created = _run(sm, clock, OpenSession(owner=owner))
+        created = apply_next(sm, clock, OpenSession(owner=owner))
         assert isinstance(created, Created)
         clients.append(created.id)
     for seq in range(1, 80):
         for client in clients:
-            answers.append(_run(sm, clock, _keyed(client, seq, seq % 5)))
+            answers.append(apply_next(sm, clock, _keyed(client, seq, seq % 5)))
     return clients, answers
 
 
@@ -257,7 +223,7 @@ def test_an_env_of_the_layouts_before_keeps_every_cached_answer(tmp_path: pathli
         clients, answers = _a_full_window(sm)
         sessions, digest, index = _sessions(sm), state_digest(sm), sm.last_applied_index
         env.close()
-        _old_layout(path, fmt)
+        old_layout(path, fmt)
 
         env = StateEnv(path)
         upgraded = env.load()
@@ -269,12 +235,12 @@ def test_an_env_of_the_layouts_before_keeps_every_cached_answer(tmp_path: pathli
             assert meta[0] == STATE_FORMAT == 3
             assert txn.stat(env.store.db("session_responses"))["entries"] == 2 * 64
         # a retry gets the stored answer; a seq below the window is stale
-        clock = _Clock()
+        clock = Clock()
         clock.index, clock.time_ms = index, upgraded.clock_ms
         for k, client in enumerate(clients):
-            retried = _run(upgraded, clock, _keyed(client, 79, 79 % 5))
+            retried = apply_next(upgraded, clock, _keyed(client, 79, 79 % 5))
             assert retried == answers[-2 + k]
-            stale = _run(upgraded, clock, _keyed(client, 15, 1))
+            stale = apply_next(upgraded, clock, _keyed(client, 15, 1))
             assert isinstance(stale, Failure) and stale.code is ErrorCode.STALE_SEQUENCE
         env.close()
         env = StateEnv(path)  # opened again: nothing to upgrade, the same sessions
@@ -316,7 +282,7 @@ def test_the_stored_sessions_are_the_ones_in_memory_after_every_batch(
     env = StateEnv(str(tmp_path_factory.mktemp("journal") / "state.lmdb"))
     sm = ClusterStateMachine(policy=POLICY, objects=_objects_on(env.store))
     memory = ClusterStateMachine(policy=POLICY)
-    clock = _Clock()
+    clock = Clock()
     clients = []
     setup = [CreateWorkload(id="w0", spec=WorkloadSpec(name="w", image="i:1"))]
     for cmd in setup + [OpenSession()] * 3:

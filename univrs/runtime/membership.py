@@ -111,15 +111,39 @@ async def change(
     term, index = proposed
     with trio.move_on_at(deadline):
         await runtime.wait_applied(index)
+        # The term of the committed entry at ``index``, when this node knows it (it applied a
+        # CONFIG entry there lately): ours if it is the proposal's term (one entry per index
+        # and term), another leader's otherwise.
         applied_term = runtime.applied_config_term(index)
-        if applied_term == term or (
-            applied_term is None and runtime.applied_membership == target[0]
-        ):
-            return target[0]  # (None: a snapshot covered it; the membership tells)
+        if applied_term == term:
+            return target[0]
+        if applied_term is not None:
+            raise MembershipBusy(
+                "the change was overwritten by a new leader before it committed; retry"
+            )
+        # A snapshot from the leader covered ``index``: it does not say which entry sat there
+        # (ours may have committed, and later changes applied after it, s15-small). What
+        # is known is the committed configuration: if the change is in effect there (the
+        # builder finds nothing to do, as for a retry), that is the answer; otherwise the
+        # outcome is unknown, never "committed".
+        applied = runtime.applied_membership
+        if applied == target[0] or _in_effect(build, applied):
+            return applied
         raise MembershipBusy(
-            "the change was overwritten by a new leader before it committed; retry"
+            "a snapshot from the leader covered the change before this node applied it: "
+            "whether it committed is unknown; retry (a retry changes nothing if it did)"
         )
     raise MembershipBusy(f"the change did not commit within {timeout:g}s (no quorum?)")
+
+
+def _in_effect(build: Callable[[Membership], Membership | None], applied: Membership) -> bool:
+    """True if ``applied`` (a committed configuration) already holds the change ``build``
+    makes: the builder, asked again as for a retry, has nothing to do. A builder that
+    refuses the configuration now (the member since promoted or removed) says nothing."""
+    try:
+        return build(applied) is None
+    except MembershipError:
+        return False
 
 
 async def _term_committed_or_changed(runtime: RaftRuntime, last: int, deadline: float) -> None:

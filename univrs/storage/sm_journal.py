@@ -17,7 +17,6 @@ from univrs.sm.plain import response_to_plain
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
-from univrs.sm.tokens import Token
 from univrs.storage.sm_store import (
     DEFAULT_MAP_SIZE,
     LmdbPairIndex,
@@ -279,8 +278,14 @@ def count_instances(txn: lmdb.Transaction, store: LmdbStore) -> dict[bytes, list
     slot = {"pending": 0, "running": 1, "succeeded": 2, "failed": 3, "unknown": 4}
     counts: dict[bytes, list[int]] = {}
     loads = cbor2.loads
-    for raw in txn.cursor(store.db("instances")).iternext(keys=False, values=True):
-        row = loads(raw)
+    for raw_key, raw in txn.cursor(store.db("instances")):
+        try:
+            row = loads(raw)
+        except cbor2.CBORDecodeError:
+            row = None
+        if type(row) is not list or len(row) < 4 or type(row[1]) is not str or row[3] not in slot:
+            # an upgrade's or a scrub's reading: said as the table and the key (s15-small)
+            raise StorageError(f"instances row {bytes(raw_key)!r} is malformed")
         key = row[1].encode()
         found = counts.get(key)
         if found is None:
@@ -315,67 +320,3 @@ def objects_in_lmdb(path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP
     the journal that writes the small tables and the applied index there too; each applied
     command is one write transaction unless the caller opened a batch."""
     return _objects_on(LmdbStore(path, sync=sync, map_size=map_size))
-
-
-def split_sessions(txn: lmdb.Transaction, store: LmdbStore) -> int:
-    """Rewrite the ``sessions`` rows of an env of format 1 or 2 (one row per session with all
-    its responses: ``[owner, client id, last index, last ms, max seq, n, seq, response, ...]``)
-    as format 3's head rows and ``session_responses`` rows, in ``txn`` (``StateEnv._upgrade``);
-    returns the response rows written. Each response's plain form is stored as read (the
-    same CBOR value), so every cached answer is kept as it was."""
-    sessions_db, responses_db = store.db("sessions"), store.db("session_responses")
-    loads, dumps = cbor2.loads, cbor2.dumps
-    heads: list[tuple[bytes, bytes]] = []
-    responses: list[tuple[bytes, bytes]] = []
-    for raw_key, raw in txn.cursor(sessions_db):
-        key = bytes(raw_key)
-        owner, client_id, last_index, last_ms, max_seq, n, *pairs = loads(raw)
-        if len(pairs) != 2 * n or client_id.encode() != key:
-            raise StorageError(f"session {key!r}: its row does not decode")
-        heads.append((key, dumps([owner, client_id, last_index, last_ms, max_seq])))
-        for seq, plain in zip(pairs[::2], pairs[1::2], strict=True):
-            responses.append((response_key(client_id, seq), dumps(plain)))
-    txn.drop(responses_db, delete=False)
-    for key, head in heads:
-        txn.put(key, head, db=sessions_db)
-    responses.sort()
-    txn.cursor(db=responses_db).putmulti(responses, append=True)
-    return len(responses)
-
-
-def _read_small(
-    txn: lmdb.Transaction, store: LmdbStore
-) -> tuple[list[Session], list[tuple[str, int]], list[Token]]:
-    from univrs.sm.snapshot_read import _session_v1, _token_v1
-
-    sessions_db, activity_db = store.db("sessions"), store.db("session_activity")
-    responses = txn.cursor(db=store.db("session_responses"))
-    sessions: list[Session] = []
-    found = 0
-    for raw_key, _ in txn.cursor(activity_db):
-        client_id = bytes(raw_key)[_ACTIVITY.size :]
-        raw = txn.get(client_id, db=sessions_db)
-        if raw is None:
-            raise StorageError(f"session {client_id!r} is in the activity index only")
-        owner, *head = cbor2.loads(raw)
-        # the snapshot's session row, to be read by the snapshot's reader (its checks)
-        pairs: list[Any] = []
-        prefix = client_id + b"\0"
-        if responses.set_range(prefix):
-            for key, value in responses:
-                if key[: len(prefix)] != prefix:
-                    break
-                pairs += (_SEQ.unpack(key[len(prefix) :])[0], cbor2.loads(value))
-        found += len(pairs) // 2
-        session = _session_v1([*head, len(pairs) // 2, *pairs], f"session {client_id!r}")
-        session.owner = owner
-        sessions.append(session)
-    if len(sessions) != txn.stat(sessions_db)["entries"]:
-        raise StorageError("the session activity index does not match the sessions")
-    if found != txn.stat(store.db("session_responses"))["entries"]:
-        raise StorageError("the session responses hold rows of no session")
-    balances = [(bytes(k).decode(), cbor2.loads(v)) for k, v in txn.cursor(store.db("ledger"))]
-    tokens = [
-        _token_v1(cbor2.loads(v), f"token {bytes(k)!r}") for k, v in txn.cursor(store.db("tokens"))
-    ]
-    return sessions, balances, tokens

@@ -39,8 +39,9 @@ index, never half a batch. Databases:
   tokens_bootstrapped, policy row, revision]``, ``cluster`` -> the cluster id (UTF-8).
 
 The code is split by concept: ``sm_store`` (the environment, the object tables, the pair
-indexes, raw rows for snapshots), ``sm_journal`` (the small tables and meta), ``sm_stream`` (a
-snapshot's bytes read one row at a time); this module keeps ``StateEnv`` and re-exports the
+indexes, raw rows for snapshots), ``sm_journal`` (the small tables and meta), ``sm_rows`` (the
+small tables read back and checked at open and at an upgrade), ``sm_stream`` (a snapshot's
+bytes read one row at a time); this module keeps ``StateEnv`` and re-exports the
 names others import from here.
 
 ``StateEnv`` is the node's: open (``load``: O(small tables), the object tables are not read),
@@ -61,6 +62,7 @@ import lmdb
 
 from univrs import codec
 from univrs.errors import StorageError
+from univrs.sm.objects import Objects, new_objects
 from univrs.sm.state import ClusterStateMachine
 from univrs.storage.datadir import fsync_dir
 from univrs.storage.sm_ingest import staged_plain
@@ -71,12 +73,17 @@ from univrs.storage.sm_journal import (
     STATE_FORMAT,
     LmdbJournal,
     _objects_on,
-    _policy_from_row,
-    _read_small,
     build_counts,
     counts_damage,
     objects_in_lmdb,
+)
+from univrs.storage.sm_rows import (
+    SmallTables,
+    StateMeta,
+    read_small,
     split_sessions,
+    state_format,
+    state_meta,
 )
 from univrs.storage.sm_store import (
     DEFAULT_MAP_SIZE,
@@ -147,6 +154,25 @@ def recover_swap(path: str) -> str | None:
         if leftover in (name + _READY, name + _RETIRED) or leftover.startswith(name + _STAGING):
             shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
     return done
+
+
+def _resume(objects: Objects, meta: StateMeta, small: SmallTables) -> ClusterStateMachine:
+    """The state machine on ``objects`` with the small tables read back (``DecodeError`` if
+    they break an invariant)."""
+    _, index, term, clock_ms, bootstrapped, policy, revision = meta
+    sessions, balances, tokens = small
+    return ClusterStateMachine.resume(
+        objects,
+        policy=policy,
+        last_index=index,
+        last_term=term,
+        clock_ms=clock_ms,
+        balances=balances,
+        sessions=sessions,
+        tokens=tokens,
+        tokens_bootstrapped=bootstrapped,
+        revision=revision,
+    )
 
 
 class StateEnv:
@@ -326,25 +352,16 @@ class StateEnv:
             with self.store.env.begin() as txn:
                 raw = txn.get(b"state", db=self._meta)
                 if raw is None:
-                    if any(txn.stat(self.store.db(n))["entries"] for n in _OBJECT_DBS):
+                    if any(
+                        txn.stat(self.store.db(n))["entries"] for n in (*_OBJECT_DBS, *_SMALL_DBS)
+                    ):
                         raise StorageError("tables are filled but the applied index is missing")
                     return ClusterStateMachine(objects=objects)
-                fmt, index, term, clock_ms, bootstrapped, policy, revision = cbor2.loads(raw)
-                if fmt != STATE_FORMAT:
-                    raise StorageError(f"state format {fmt} is not {STATE_FORMAT}")
-                sessions, balances, tokens = _read_small(txn, self.store)
-            return ClusterStateMachine.resume(
-                objects,
-                policy=_policy_from_row(policy),
-                last_index=index,
-                last_term=term,
-                clock_ms=clock_ms,
-                balances=balances,
-                sessions=sessions,
-                tokens=tokens,
-                tokens_bootstrapped=bootstrapped,
-                revision=revision,
-            )
+                meta = state_meta(raw)
+                if meta[0] != STATE_FORMAT:
+                    raise StorageError(f"state format {meta[0]} is not {STATE_FORMAT}")
+                small = read_small(txn, self.store)
+            return _resume(objects, meta, small)
         except StorageError as exc:
             raise StorageError(f"state env {self.path}: {exc}") from None
         except (ValueError, TypeError, KeyError, cbor2.CBORDecodeError) as exc:
@@ -364,16 +381,21 @@ class StateEnv:
         s14-journal). Then it says format 3."""
         with self.store.env.begin() as txn:
             raw = txn.get(b"state", db=self._meta)
-        meta = None if raw is None else cbor2.loads(raw)
-        if not (isinstance(meta, list) and meta and meta[0] in (1, 2) and STATE_FORMAT == 3):
-            return  # new, current, or not decodable (``load`` says what is wrong)
+        if raw is None or state_format(raw) not in (1, 2) or STATE_FORMAT != 3:
+            return  # new or current (``load`` refuses any other format)
+        meta = state_meta(raw)
         started = time.perf_counter()
         before = meta[0]
+        # One transaction: a malformed row (a StorageError naming it), in the tables it
+        # rewrites or in those ``load`` reads, aborts it: nothing written.
         with self.store.env.begin(write=True) as txn:
             rows = build_counts(txn, self.store) if before == 1 else None
             responses = split_sessions(txn, self.store)
-            meta[0] = STATE_FORMAT
-            txn.put(b"state", cbor2.dumps(meta), db=self._meta)
+            # what ``load`` reads and checks next, on objects in memory: refused here, not after
+            _resume(new_objects(), meta, read_small(txn, self.store))
+            row = cbor2.loads(raw)
+            row[0] = STATE_FORMAT
+            txn.put(b"state", cbor2.dumps(row), db=self._meta)
         self.store.invalidate()
         log.info(
             "state env upgraded",

@@ -11,7 +11,7 @@ for name, j in procs.items():
     for t, kind, task in j["events"]:
         allev.append((t, name, kind, task.replace("univrs.", "").replace("trio_websocket._impl.", "ws.").replace("trio._highlevel_serve_listeners.", "")))
 allev.sort()
-worker = [e[0] for e in allev if e[1] == "client" and e[3].endswith("worker")]
+worker = [e[0] for e in allev if e[1] == "client" and (e[3].endswith("worker") or e[3].endswith(".loop"))]
 lo = max(min(e[0] for e in allev if e[1]==p) for p in procs)
 hi = min(max(e[0] for e in allev if e[1]==p) for p in procs)
 worker = [w for w in worker if lo <= w <= hi]
