@@ -36,6 +36,7 @@ from univrs.raft.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
+from univrs.raft.starts import Start
 from univrs.runtime.payload import encode_payload
 from univrs.runtime.snapshots import capture
 from univrs.server.node import Node
@@ -80,9 +81,19 @@ async def send_until_refused(
                 await trio.sleep(0.01)
 
 
-def hello(cluster_id: str, src: str, dst: str, incarnation: str) -> Hello:
+def hello(
+    cluster_id: str, src: str, dst: str, incarnation: str, start: Start | None = None
+) -> Hello:
+    """A forged hello. Under a member's id and incarnation the forger copies the member's
+    start too (plaintext: every hello shows it), or the transport refuses it as an older copy
+    of that data dir (s15-start) before the core can show what it refuses."""
     return Hello(
-        version=WIRE_VERSION, cluster=cluster_id, src=src, dst=dst, incarnation=incarnation
+        version=WIRE_VERSION,
+        cluster=cluster_id,
+        src=src,
+        dst=dst,
+        incarnation=incarnation,
+        start=start,
     )
 
 
@@ -106,6 +117,7 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
         cid = target.cluster_id
         lid, tid = leader.node_id, target.node_id
         linc = leader.storage.incarnation
+        as_leader = hello(cid, lid, tid, linc, leader.transport.start)
         m = before.membership
 
         # 1. An empty state machine as a snapshot, from a made-up peer.
@@ -138,7 +150,14 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
             total_size=len(garbage),
             checksum=zlib.crc32(garbage),
         )
-        await send_until_refused(target, cid, hello(cid, lid, tid, linc), [bad], "snapshot_data", 1)
+        await send_until_refused(
+            target,
+            cid,
+            as_leader,
+            [bad],
+            "snapshot_data",
+            1,
+        )
 
         # 2b. A snapshot announcing 1 TiB under the leader's id: refused before a byte is held.
         huge = InstallSnapshot(
@@ -153,7 +172,12 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
             checksum=0,
         )
         await send_until_refused(
-            target, cid, hello(cid, lid, tid, linc), [huge], "snapshot_size", 1
+            target,
+            cid,
+            as_leader,
+            [huge],
+            "snapshot_size",
+            1,
         )
 
         # 3. A mint of 1,000,000 credits, appended and committed, from a made-up peer and from
@@ -196,7 +220,8 @@ async def test_every_forgery_is_refused_and_the_cluster_keeps_data_leader_and_te
             RequestVote(term=TOP, src=other, dst=tid, last_log_index=TOP, last_log_term=TOP),
             TimeoutNow(term=TOP, src=other, dst=tid),
         ]
-        await send_forged(target, cid, hello(cid, other, tid, oinc), top)
+        ostart = cluster.nodes[other].transport.start
+        await send_forged(target, cid, hello(cid, other, tid, oinc, ostart), top)
 
         reasons = {"stranger": 2, "snapshot_data": 1, "snapshot_size": 1, "term": 2}
 

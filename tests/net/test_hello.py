@@ -9,6 +9,7 @@ import pytest
 from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
+from univrs.raft.starts import CHAIN, Start
 
 
 def test_round_trip() -> None:
@@ -150,3 +151,47 @@ def test_a_malformed_payload_version_is_refused(bad: object) -> None:
     doc = {"hello": "univrs-raft", "version": 1, "cluster": "c", "src": "a", "dst": "b"}
     with pytest.raises(ProtocolError, match="'payload'"):
         decode_hello(cbor2.dumps({**doc, "payload": bad}))
+
+
+def test_the_start_and_seen_ride_in_optional_fields() -> None:
+    start = Start(counter=40, boots=tuple(f"{i:016x}" for i in range(CHAIN)))
+    h = Hello(
+        version=WIRE_VERSION,
+        cluster="c1",
+        src="n1",
+        dst="n2",
+        start=start,
+        seen=("fedcba9876543210", 3, "ab" * 8),
+    )
+    frame = encode_hello(h)
+    assert decode_hello(frame) == h
+    assert len(frame) < 1024  # far below the 4 KiB any version reads
+    doc = cbor2.loads(frame)
+    assert doc["start"] == [40, list(start.boots)] and doc["seen"] == [
+        "fedcba9876543210",
+        3,
+        "ab" * 8,
+    ]
+    plain = Hello(version=WIRE_VERSION, cluster="c1", src="n1", dst="n2")
+    assert "start" not in cbor2.loads(encode_hello(plain))  # none: as an older build
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("start", [0, ["ab" * 8]]),
+        ("start", [2, ["ab" * 8] * 3]),  # more boot ids than starts
+        ("start", [1, ["not hex at all!!"]]),
+        ("start", [1, "ab" * 8]),
+        ("start", 5),
+        ("seen", ["inc", 0, "ab" * 8]),
+        ("seen", ["inc", 1, "zz"]),
+        ("seen", ["bad inc!", 1, "ab" * 8]),
+        ("seen", [1, 2, 3]),
+    ],
+)
+def test_a_malformed_start_or_seen_is_refused(key: str, bad: object) -> None:
+    doc = {"hello": "univrs-raft", "version": WIRE_VERSION, "cluster": "c", "src": "a", "dst": "b"}
+    doc[key] = bad
+    with pytest.raises(ProtocolError, match=f"hello field '{key}'"):
+        decode_hello(cbor2.dumps(doc))

@@ -275,10 +275,13 @@ def resources_doc(r: Resources) -> dict[str, int]:
 
 
 def spec_doc(s: WorkloadSpec) -> dict[str, Any]:
+    return {"name": s.name, "image": s.image, "replicas": s.replicas, **spec_tail_doc(s)}
+
+
+def spec_tail_doc(s: WorkloadSpec) -> dict[str, Any]:
+    """``spec_doc``'s keys after ``replicas``, in its order (what a scale does not change:
+    univrs/api/answers.py encodes them once per spec)."""
     return {
-        "name": s.name,
-        "image": s.image,
-        "replicas": s.replicas,
         "args": list(s.args),
         "env": _pairs(s.env),
         "labels": _pairs(s.labels),

@@ -212,7 +212,7 @@ class _ClientConnection:
             self._answered(done)
 
         try:
-            await self.service.execute_many(jobs, send)
+            await self.service.execute_many(jobs, send, encoded=True)
         except Exception as exc:  # a bug: answer what is left with `internal`, carry on
             log.error("serving a frame of %d requests failed with a bug", len(jobs), exc_info=exc)
             left = [job for job in jobs if id(job) not in answered]

@@ -26,6 +26,7 @@ import attrs
 
 from univrs.api import convert as cv
 from univrs.api import opargs as oa
+from univrs.api.answers import WorkloadAnswers
 from univrs.api.token_ops import (
     _build_bootstrap_token,
     _build_create_token,
@@ -104,6 +105,9 @@ class Handler:
     leader_step: LeaderStep | None = None  # a write that the leader may answer itself
     watch: bool = False  # served from the node's event history (univrs.api.watch)
     finish: Finish | None = None
+    # Its result is ``_render_workload``'s: the fast protocol may take it encoded
+    # (``render_workload_encoded``).
+    workload_answer: bool = False
     # The declaration's, read once here: every request reads them (they are properties there).
     name: str = attrs.field(init=False)
     is_write: bool = attrs.field(init=False)
@@ -154,6 +158,18 @@ def _render_workload(cmd: Any, response: Response, state: ClusterStateMachine) -
     if found is None:
         return oa.gone(ident, response)
     return cv.stored_workload_doc(*found)
+
+
+def render_workload_encoded(
+    cmd: Any, response: Response, state: ClusterStateMachine, answers: WorkloadAnswers
+) -> Any:
+    """``_render_workload``'s document already encoded for the fast protocol (``Encoded``:
+    the same bytes, univrs/api/answers.py); a gone workload's error as ``_render_workload``."""
+    ident = response.id if isinstance(response, Created) else cmd.id
+    found = state.workload_with_status(ident)
+    if found is None:
+        return oa.gone(ident, response)
+    return answers.encode(*found)
 
 
 def _render_deleted(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
@@ -471,6 +487,10 @@ def _write(name: str, build: Build, render: Render, finish: Finish | None = None
     )
 
 
+def _workload_write(name: str, build: Build) -> Handler:
+    return attrs.evolve(_write(name, build, _render_workload), workload_answer=True)
+
+
 def _watcher(name: str) -> Handler:
     declaration = OPERATIONS[name]
     assert not declaration.is_write, name
@@ -486,9 +506,9 @@ def _reader(name: str, read: Read) -> Handler:
 HANDLERS: dict[str, Handler] = {
     h.name: h
     for h in (
-        _write("workload.create", _build_create_workload, _render_workload),
-        _write("workload.update", _build_update_workload, _render_workload),
-        _write("workload.scale", _build_scale_workload, _render_workload),
+        _workload_write("workload.create", _build_create_workload),
+        _workload_write("workload.update", _build_update_workload),
+        _workload_write("workload.scale", _build_scale_workload),
         _write("workload.delete", _build_delete(DeleteWorkload, "workload"), _render_deleted),
         _reader("workload.get", _read_get_workload),
         _reader("workload.list", _read_list_workloads),

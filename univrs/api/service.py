@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from univrs.api.answers import WorkloadAnswers
 from univrs.api.auth import ANONYMOUS, Caller, Identity
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
-from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler
+from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler, render_workload_encoded
 from univrs.api.rendered import RenderCache, Rendered
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
@@ -58,6 +59,7 @@ class ApiService:
 
     store: RaftStateStore
     _rendered: RenderCache = attrs.field(init=False, factory=RenderCache)
+    _answers: WorkloadAnswers = attrs.field(init=False, factory=WorkloadAnswers)
     # The request counters' label sets, looked up once (a lookup costs more than the increment).
     _counters: dict[tuple[str, str], Counter] = attrs.field(init=False, factory=dict)
 
@@ -120,7 +122,11 @@ class ApiService:
                 histogram.observe(trio.current_time() - start)
 
     async def execute_many(
-        self, jobs: Sequence[Job], answered: Callable[[Sequence[Job]], None]
+        self,
+        jobs: Sequence[Job],
+        answered: Callable[[Sequence[Job]], None],
+        *,
+        encoded: bool = False,
     ) -> None:
         """Run the requests of one client frame together: each ``Job`` gets the answer
         ``execute`` would give it (``result`` and ``meta``, or ``error``), and ``answered`` is
@@ -135,7 +141,8 @@ class ApiService:
         by every read of it: univrs/api/rendered.py), and the request counters are bumped once
         per (operation, outcome). Every rule stays per request: an error answers its own
         request only. Watch polls (long polls) must not be given here (``execute`` them one
-        each)."""
+        each). ``encoded`` (the fast protocol): a workload write's result is its document
+        already encoded (``protocol.Encoded``, the same bytes: univrs/api/answers.py)."""
         start = trio.current_time()
         store = self.store
         authority = store.authority
@@ -159,7 +166,9 @@ class ApiService:
                         store.session_opens.take(identity.key, "session opens")
                     submissions.append(
                         Submission(
-                            self._build_write(op, job.args, job.key, job.caller, identity.key),
+                            self._build_write(
+                                op, job.args, job.key, job.caller, identity.key, encoded
+                            ),
                             job.key,
                             job.deadline,
                             job.hops,
@@ -351,8 +360,11 @@ class ApiService:
         key: tuple[str, int] | None,
         caller: Caller,
         owner: str,
+        encoded: bool = False,
     ) -> Write:
-        """Check a write's arguments and build it (its command, envelope and renderer)."""
+        """Check a write's arguments and build it (its command, envelope and renderer;
+        ``encoded``: a workload's document rendered as ``protocol.Encoded``, for the fast
+        protocol)."""
         assert op.build is not None and op.render is not None
         if key is not None and op.name in UNKEYED:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
@@ -373,10 +385,17 @@ class ApiService:
             owner=owner if key is not None and _held_to_owner(owner) else None,
         )
         render, finish, step, node = op.render, op.finish, op.leader_step, self.node
+        if encoded and op.workload_answer and finish is None and step is None:
+            answers = self._answers
 
-        def rendered(response: Response, state: ClusterStateMachine) -> Any:
-            result = render(command, response, state)
-            return result if finish is None else finish(built, result, state)
+            def rendered(response: Response, state: ClusterStateMachine) -> Any:
+                return render_workload_encoded(command, response, state, answers)
+
+        else:
+
+            def rendered(response: Response, state: ClusterStateMachine) -> Any:
+                result = render(command, response, state)
+                return result if finish is None else finish(built, result, state)
 
         return Write(
             envelope=envelope,

@@ -58,7 +58,6 @@ from univrs.errors import (
     PermissionDenied,
     SessionExpired,
     StaleSequence,
-    Timeout,
     Unauthenticated,
     Unavailable,
     UnivrsError,
@@ -307,15 +306,16 @@ class Client(StateMethods):
             try:
                 conn = await self._connection(deadline)
                 remaining = deadline - trio.current_time()
-                with trio.CancelScope(deadline=deadline):  # cheaper than move_on_at, per call
-                    return await conn.request(
-                        op,
-                        args,
-                        key=key,
-                        consistency=consistency,
-                        timeout_ms=max(1, int(remaining * 1000)),
-                    )
-                raise Timeout(f"{op}: no answer within the deadline; the outcome is unknown")
+                # The deadline kept by the connection's timer, not a cancel scope per call
+                # (``Timeout`` at the deadline: the outcome is unknown).
+                return await conn.request(
+                    op,
+                    args,
+                    key=key,
+                    consistency=consistency,
+                    timeout_ms=max(1, int(remaining * 1000)),
+                    deadline=deadline,
+                )
             except Unavailable as exc:
                 # Unknown outcomes (timeout, outcome-unknown, a connection lost after sending)
                 # are retried only when safe (reads, keyed writes); the rest (unavailable,

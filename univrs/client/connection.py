@@ -18,7 +18,9 @@ leader), which knows whether a retry is safe.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import math
 import ssl
 from typing import Any
 
@@ -38,6 +40,7 @@ from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
     ProtocolError,
+    Timeout,
     UnivrsError,
     error_from_plain,
 )
@@ -97,6 +100,11 @@ class Connection:
     _frames: int = 0
     _heard_at: float = 0.0  # when the node last sent us anything
     _closing: str | None = None  # why the connection closed itself
+    # The deadlines of ``request`` calls given one: (deadline, id, op), a heap, entries of
+    # requests answered meanwhile left in it (pruned when it grows); ``_expire`` sleeps under
+    # ``_timer`` until the earliest.
+    _deadlines: list[tuple[float, int, str]] = attrs.field(factory=list)
+    _timer: trio.CancelScope | None = None
 
     @property
     def node_id(self) -> str:
@@ -149,11 +157,16 @@ class Connection:
         hops: int = 0,
         token: str | None = None,
         client: str | None = None,
+        deadline: float | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Send one request and wait for its answer: (result, meta). Raises the UnivrsError the
         node answered with, or ConnectionLost. Cancelling abandons the answer, not the
         request (the node may still apply it). ``token`` overrides the connection's;
-        ``client`` (forwarding nodes only) is the caller's address."""
+        ``client`` (forwarding nodes only) is the caller's address. ``deadline`` (trio time):
+        the answer is abandoned then, with ``Timeout`` (the outcome is unknown), as a cancel
+        scope around the call would, without one per call: the connection's one timer task
+        (``_expire``) keeps every waiting request's deadline (a cancel scope cost the client
+        about 5 µs per call, docs/performance.md "Round 15")."""
         if self._closed is not None:
             raise _lost(self.address, self._closed, sent=False)
         rid = self._next_id
@@ -173,6 +186,8 @@ class Connection:
         self._pending[rid] = waiter
         self._outbox.append(req)
         self._wakeup.set()
+        if deadline is not None:
+            self._expire_at(deadline, rid, op)
         try:
             resp = await waiter.wait()
         finally:
@@ -219,6 +234,18 @@ class Connection:
         )
         self._wakeup.set()
         return rid, waiter
+
+    def _expire_at(self, deadline: float, rid: int, op: str) -> None:
+        """Fail request ``rid``'s waiter with ``Timeout`` at ``deadline`` (``_expire``)."""
+        heap = self._deadlines
+        if len(heap) > 4 * len(self._pending) + 256:  # mostly answered requests: drop them
+            pending = self._pending
+            heap[:] = [entry for entry in heap if entry[1] in pending]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, rid, op))
+        timer = self._timer
+        if timer is not None and deadline < timer.deadline:
+            timer.deadline = deadline  # an earlier one than the timer sleeps until
 
     def forget(self, rid: int) -> None:
         """Stop waiting for request ``rid`` (``queue``): an unsent request is not sent."""
@@ -269,6 +296,23 @@ class Connection:
         await ws.send_message(frame)
         self._sent += len(live)
         self._frames += 1
+
+    async def _expire(self) -> None:
+        """Fail each request given a deadline that is still waiting at it (``request``)."""
+        heap = self._deadlines
+        while True:
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as timer:
+                self._timer = timer
+                await trio.sleep_forever()
+            self._timer = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, rid, op = heapq.heappop(heap)
+                waiter = self._pending.get(rid)
+                if waiter is not None:
+                    waiter.fail(
+                        Timeout(f"{op}: no answer within the deadline; the outcome is unknown")
+                    )
 
     async def _keepalive(self, ws: WebSocketConnection) -> None:
         """Drop the connection when the node stops answering (a paused process accepts TCP
@@ -388,6 +432,7 @@ async def _connection_task(
                     task_status.started(conn)
                     nursery.start_soon(conn._writer, ws)
                     nursery.start_soon(conn._keepalive, ws)
+                    nursery.start_soon(conn._expire)
                     why = await conn._reader(ws)
                 if conn._scope.cancelled_caught:
                     why = conn._closing or "closed by the client"

@@ -29,6 +29,14 @@ an optional key keeps every version able to read every other's hello:
   leader (and after it starts): ``(election ticks min - 1) x tick``; 0 with leases off, when it
   grants votes by the ordinary rule. A leader serves lease reads only while every member
   announced a hold at least its own (univrs/runtime/capabilities.py ``lease_gate``, s14-audit).
+* ``start`` (``[counter, [boot id, ...]]``): the sender's start counter (bumped and made
+  durable at each start before anything is sent) and the boot ids of its last starts, newest
+  last (univrs/raft/starts.py). A receiver refuses a hello from an older copy of a data dir
+  than one it heard (``CLOSE_STALE_START``). A malformed value is a malformed hello.
+* ``seen`` (``[incarnation, counter, boot id]``): the newest start of ``dst`` the dialer
+  recorded. A receiver of that incarnation whose own start chain does not hold it is an
+  older copy of its data dir: it stops taking part before it reads a message (it would
+  otherwise take commit indexes the leader derived from the original's acknowledgements).
 
 ``dst`` is the node the dialer believes it reached; a receiver with another id refuses the
 connection (a stale address after a membership change must not deliver messages to the wrong
@@ -47,6 +55,7 @@ import cbor2
 from univrs.codec.strict import load
 from univrs.errors import ProtocolError
 from univrs.net.address import split_host_port
+from univrs.raft.starts import BOOT_RE, MAX_COUNTER, Start, valid_start
 
 WIRE_VERSION = 1
 """Version of the raft wire protocol (hello + codec). Bump on incompatible codec changes."""
@@ -86,6 +95,8 @@ class Hello:
     batch: bool = False  # the sender reads batch frames
     payload: int = 1  # the newest entry payload version the sender applies
     hold: int = 0  # ms the sender refuses votes after hearing a leader (read leases; 0: off)
+    start: Start | None = None  # the sender's start (None: an older build announces none)
+    seen: tuple[str, int, str] | None = None  # dst's newest start the sender recorded
 
 
 def valid_incarnation(incarnation: str) -> bool:
@@ -118,6 +129,10 @@ def encode_hello(hello: Hello) -> bytes:
         doc["payload"] = hello.payload
     if hello.hold:
         doc["hold"] = hello.hold
+    if hello.start is not None:
+        doc["start"] = [hello.start.counter, list(hello.start.boots)]
+    if hello.seen is not None:
+        doc["seen"] = list(hello.seen)
     return cbor2.dumps(doc)
 
 
@@ -184,6 +199,8 @@ def decode_hello(data: bytes | str) -> Hello:
         raise ProtocolError(f"hello field 'hold' is not an integer in [0, {_MAX_HOLD_MS}]")
     return Hello(
         version=version,
+        start=_decode_start(doc.get("start")),
+        seen=_decode_seen(doc.get("seen")),
         cluster=fields["cluster"],
         src=fields["src"],
         dst=fields["dst"],
@@ -195,4 +212,40 @@ def decode_hello(data: bytes | str) -> Hello:
         batch=batch,
         payload=payload,
         hold=hold,
+    )
+
+
+def _decode_seen(raw: object) -> tuple[str, int, str] | None:
+    if raw is None:
+        return None
+    if (
+        isinstance(raw, list)
+        and len(raw) == 3
+        and type(raw[0]) is str
+        and _INCARNATION_RE.fullmatch(raw[0])
+        and type(raw[1]) is int
+        and 1 <= raw[1] <= MAX_COUNTER
+        and type(raw[2]) is str
+        and BOOT_RE.fullmatch(raw[2])
+    ):
+        return raw[0], raw[1], raw[2]
+    raise ProtocolError("hello field 'seen' is not [incarnation, counter, boot id]")
+
+
+def _decode_start(raw: object) -> Start | None:
+    if raw is None:
+        return None
+    if (
+        isinstance(raw, list)
+        and len(raw) == 2
+        and type(raw[0]) is int
+        and isinstance(raw[1], list)
+        and all(type(b) is str for b in raw[1])
+    ):
+        start = Start(counter=raw[0], boots=tuple(raw[1]))
+        if valid_start(start):
+            return start
+    raise ProtocolError(
+        "hello field 'start' is not [counter, [boot id, ...]] (a counter from 1, at most 16 "
+        "boot ids of 16 hex digits, no more than the counter)"
     )

@@ -23,12 +23,19 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from univrs.errors import ProtocolError
 from univrs.net.address import join_host_port
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello
-from univrs.net.peer import CLOSE_INCARNATION, RAFT_PATH, PeerLink, describe_close
+from univrs.net.peer import (
+    CLOSE_INCARNATION,
+    CLOSE_STALE_START,
+    RAFT_PATH,
+    PeerLink,
+    describe_close,
+)
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters
 from univrs.net.tls import TlsContexts, current_peer
 from univrs.raft import MAX_TERM
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
+from univrs.raft.starts import Records, Start, StartBook, judge
 
 log = logging.getLogger("univrs.net")
 
@@ -92,6 +99,11 @@ _REPLACE_HINT = (
     "a data dir that lost its state is a new incarnation, not the old member; replace it "
     "with `univrs cluster join <member-api> --replace` (see the README)"
 )
+STALE_COPY_HINT = (
+    "an older copy of a member's data dir (a VM snapshot rolled back, a copy put back) may "
+    "have lost votes and entries it acknowledged: stop it and replace the member with an empty "
+    "data dir (`univrs cluster join <member-api> --replace`, see the README)"
+)
 
 
 @attrs.define(eq=False)
@@ -117,6 +129,11 @@ class RaftInbound:
     bound_incarnation: Callable[[NodeId], str | None]
     own_binding: Callable[[], tuple[int, bool]]
     tls: TlsContexts | None
+    start_book: StartBook
+    start: Start | None
+    save_starts: Callable[[Records], None] | None
+    _start_lock: trio.Lock
+    _fenced: str | None
     _configured: dict[NodeId, str]
     _advertised: dict[NodeId, str]
     _source: NodeId | None
@@ -191,6 +208,19 @@ class RaftInbound:
                 reason = f"hello claims node {hello.src!r} but the certificate is for {cert_node!r}"
                 await self._refuse(ws, remote, cert_node, CLOSE_POLICY_VIOLATION, reason)
                 return
+            if self._fenced is not None:
+                reason = f"{self.node_id} stopped taking part: {self._fenced}"
+                await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, reason)
+                return
+            copy = self._seen_problem(hello)
+            if copy is not None:  # we are the older copy: stop before reading a message
+                self._fence(hello.src, copy)
+                await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, copy)
+                return
+            stale = await self._check_start(hello)
+            if stale is not None:
+                await self._refuse_incarnation(ws, remote, hello, stale, CLOSE_STALE_START)
+                return
             if hello.src not in self._configured and self._unlisted_connections() >= (
                 MAX_UNLISTED_PEERS
             ):
@@ -231,6 +261,66 @@ class RaftInbound:
         finally:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose()
+
+    def _fence(self, peer: NodeId, reason: str) -> None:
+        raise NotImplementedError  # RaftTransport's
+
+    def _started(self, peer: NodeId) -> None:
+        raise NotImplementedError  # RaftTransport's
+
+    def _seen_problem(self, hello: Hello) -> str | None:
+        """Why the start of us that ``hello``'s sender recorded (``Hello.seen``) shows that we
+        run an older copy of our data dir (None: it does not, or it names none).
+
+        Only a member our configuration lists, under the incarnation it binds to that id (or
+        any, while unbound), is heard: a fence stops this node until it restarts, so a made-up
+        id or a stale incarnation must not be able to fence every node with one hello each
+        (plaintext hellos are not authenticated; docs/security.md)."""
+        if hello.seen is None or self.start is None or hello.seen[0] != self.incarnation:
+            return None
+        if hello.src not in self._configured or self.bound_incarnation(hello.src) not in (
+            None,
+            hello.incarnation,
+        ):
+            return None
+        problem = judge(hello.seen[1:], self.start)
+        if problem is None:
+            return None
+        return f"{hello.src} saw a later start of this data dir: {problem}"
+
+    async def _check_start(self, hello: Hello) -> str | None:
+        """Why ``hello`` comes from an older copy of its sender's data dir than one we heard
+        (None: it does not). A start newer than the one recorded for a listed peer is recorded
+        durably (``save_starts``) before its connection delivers anything: with TLS the hello
+        is authenticated (its ``src`` is its certificate's node), so only the member's key
+        moves the record; without TLS anyone may (docs/security.md)."""
+        async with self._start_lock:  # judged and recorded as one step: no two starts race
+            stale = self.start_book.problem(hello.src, hello.incarnation, hello.start)
+            if stale is not None:
+                return f"{hello.src} runs an older copy of its data dir: {stale}"
+            if (
+                hello.start is None
+                or hello.incarnation is None
+                or hello.src not in self._configured
+                or not self.start_book.maybe_record(
+                    hello.src,
+                    hello.incarnation,
+                    hello.start,
+                    keep=self.bound_incarnation(hello.src),
+                )
+            ):
+                return None
+            if self.save_starts is not None:
+                await trio.to_thread.run_sync(self.save_starts, self.start_book.records())
+            self._started(hello.src)
+            log.info(
+                "%s started (start %d of incarnation %s)",
+                hello.src,
+                hello.start.counter,
+                hello.incarnation,
+                extra={"peer": hello.src, "start": hello.start.counter, "boot": hello.start.boot},
+            )
+            return None
 
     def _learn(self, peer: NodeId, incarnation: str) -> None:
         """Note the incarnation ``peer``'s hello named (``peer_incarnations``: what a leader
@@ -354,9 +444,15 @@ class RaftInbound:
         return self._stranger(hello.src, hello.incarnation, listed)
 
     async def _refuse_incarnation(
-        self, ws: WebSocketConnection, remote: str, hello: Hello, reason: str
+        self,
+        ws: WebSocketConnection,
+        remote: str,
+        hello: Hello,
+        reason: str,
+        code: int = CLOSE_INCARNATION,
     ) -> None:
-        """Close a connection of the wrong incarnation: one WARNING per peer and incarnation."""
+        """Close a connection of the wrong incarnation (``code``: or of an older copy of the
+        right one, ``CLOSE_STALE_START``): one WARNING per peer, incarnation and reason."""
         self._rejected += 1
         key = (hello.src, hello.incarnation, reason)
         # The incarnation is the sender's to choose: past MAX_WARNED_INCARNATIONS keys a new
@@ -374,10 +470,10 @@ class RaftInbound:
             hello.src,
             remote,
             reason,
-            _REPLACE_HINT,
+            STALE_COPY_HINT if code == CLOSE_STALE_START else _REPLACE_HINT,
         )
         with trio.move_on_after(self.settings.close_timeout):
-            await ws.aclose(CLOSE_INCARNATION, _short(reason))
+            await ws.aclose(code, _short(reason))
 
     def _closed_by_library(self, exc: ConnectionClosed, remote: str, who: str) -> None:
         """trio-websocket closes a connection itself on an oversized frame: log it like ours."""

@@ -60,6 +60,11 @@ CLOSE_INCARNATION = 4001
 the dialer is not the incarnation the receiver's configuration lists, or the receiver is not
 the one the dialer expects. The dialer stops sending to that peer (see ``PeerLink``)."""
 
+CLOSE_STALE_START = 4002
+"""Close code of a connection refused because the dialer runs an older copy of its data dir
+than one the receiver heard start (univrs/raft/starts.py). The dialer stops taking part
+(``RaftTransport`` fences it): it must be replaced (docs/security.md)."""
+
 Connector = Callable[[str, int], Awaitable[trio.abc.Stream]]
 """Opens a byte stream to (host, port); ``trio.open_tcp_stream`` outside tests."""
 
@@ -99,6 +104,7 @@ class _Session:
     connected_at: float | None = None
     broken: bool = False  # a write was abandoned mid-frame: no graceful close is possible
     refused_incarnation: bool = False  # the peer closed with CLOSE_INCARNATION
+    refused_start: bool = False  # the peer closed with CLOSE_STALE_START: we are an old copy
     restarted: bool = False  # ended by set_address/set_hello: a redial we asked for
 
     def closed(self, reason: CloseReason | None, prefix: str = "") -> None:
@@ -106,6 +112,8 @@ class _Session:
         self.reason = f"{prefix}{describe_close(reason)}"
         if reason is not None and reason.code == CLOSE_INCARNATION:
             self.refused_incarnation = True
+        if reason is not None and reason.code == CLOSE_STALE_START:
+            self.refused_start = True
 
 
 @attrs.define(eq=False)
@@ -126,6 +134,8 @@ class PeerLink:
     # peer reads them (its hello said so).
     encode_batch: BatchEncoder | None = None
     accepts_batches: Callable[[], bool] = lambda: False
+    # Told (peer, reason) when the peer refuses us as an older copy of our data dir.
+    on_stale_start: Callable[[NodeId, str], None] = lambda _peer, _reason: None
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
     _session_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _scope: trio.CancelScope | None = attrs.field(default=None, init=False)
@@ -209,7 +219,9 @@ class PeerLink:
                     continue
                 host, port = split_host_port(self.address, allow_port_zero=True)
                 session = await self._run_session(host, port)
-                if session.refused_incarnation:
+                if session.refused_start:
+                    self.on_stale_start(self.peer_id, session.reason)
+                if session.refused_incarnation or session.refused_start:
                     await self._stop(session.reason)
                     continue
                 stable = (

@@ -47,6 +47,9 @@ class TransportStatistics:
     # the cluster CA), no node certificate on /raft or /probe, or a hello whose src is not the
     # node the certificate names.
     refused_certificates: int = 0
+    # Why the node stopped taking part (a peer refused it as an older copy of its data dir,
+    # univrs/raft/starts.py), or None.
+    fenced: str | None = None
 
     def peer(self, node_id: NodeId) -> PeerStatistics:
         """The entry for ``node_id`` (KeyError if the transport never heard of it)."""

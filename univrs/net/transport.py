@@ -87,6 +87,7 @@ from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
 from univrs.net.inbound import (
     MAX_UNLISTED_PEERS,
     NO_INCARNATION,
+    STALE_COPY_HINT,
     Decoder,
     InboundConnection,
     RaftInbound,
@@ -112,6 +113,7 @@ from univrs.raft.messages import (
     Message,
     NodeId,
 )
+from univrs.raft.starts import Records, Start, StartBook
 
 __all__ = [
     "MAX_UNLISTED_PEERS",
@@ -191,6 +193,12 @@ class RaftTransport(RaftInbound):
     bound_incarnation: Callable[[NodeId], str | None] = unbound
     own_binding: Callable[[], tuple[int, bool]] = no_binding
     tls: TlsContexts | None = None  # None: plaintext links
+    # This data dir's start, durable before the transport exists (univrs/storage/starts.py),
+    # named in every hello (None: announce none, like an older build); the starts accepted of
+    # the peers (univrs/raft/starts.py) and how to make them durable (None: kept in memory).
+    start: Start | None = None
+    start_book: StartBook = attrs.field(factory=StartBook)
+    save_starts: Callable[[Records], None] | None = None
     # Called with (peer, seconds) for each answered keepalive ping (the RTT histogram); may be
     # set after the links exist.
     on_rtt: Callable[[NodeId, float], None] | None = None
@@ -229,6 +237,9 @@ class RaftTransport(RaftInbound):
     _warned_certificates: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
     # (remote host, sender or "unlisted", close code) already logged at WARNING by _refuse.
     _warned_protocol: set[tuple[str, str, int]] = attrs.field(factory=set, init=False)
+    _start_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    # Why this node stopped taking part (a peer refused it as an older copy of its data dir).
+    _fenced: str | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.listen_addr is not None:  # fail early on a bad address
@@ -256,6 +267,9 @@ class RaftTransport(RaftInbound):
 
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for ``msg.dst``; never blocks. Undeliverable messages are dropped."""
+        if self._fenced is not None:
+            self._counter(msg.dst).dropped += 1
+            return
         link = self._links.get(msg.dst)
         if (
             self._answered != msg.dst
@@ -403,6 +417,43 @@ class RaftTransport(RaftInbound):
         if self.on_rtt is not None:
             self.on_rtt(peer, seconds)
 
+    @property
+    def fenced(self) -> str | None:
+        """Why this node stopped taking part in the cluster (None: it takes part)."""
+        return self._fenced
+
+    def _started(self, peer: NodeId) -> None:
+        """We recorded a new start of ``peer``: our next hello to it names it (``seen``)."""
+        link = self._links.get(peer)
+        if link is not None:
+            link.hello = self._hello_for(peer)
+
+    def _refused_as_copy(self, peer: NodeId, reason: str) -> None:
+        self._fence(peer, f"{peer} refused it as an older copy of its data dir ({reason})")
+
+    def _fence(self, peer: NodeId, reason: str) -> None:
+        """``peer`` refused us as an older copy of our data dir (or its hello named a start of
+        ours that we do not have, ``Hello.seen``): we may have voted in a term
+        we already voted in, and lack entries we acknowledged. Stop taking part until the
+        operator replaces us: send nothing more (no vote, no acknowledgement), close every
+        inbound connection and refuse new ones. Not durable: a restart of this copy is
+        refused again by the peers that recorded the newer start (its chain of boot ids
+        forked from theirs), and fenced again by the first refusal."""
+        if self._fenced is not None:
+            return
+        self._fenced = reason
+        log.error(
+            "this node runs an older copy of its data dir: it sends nothing more and refuses "
+            "every raft connection (%s); %s",
+            reason,
+            STALE_COPY_HINT,
+            extra={"peer": peer, "reason": reason},
+        )
+        for link in self._links.values():
+            link.counters.dropped += link.queue.clear()
+        for conn in list(self._inbound.values()):
+            conn.scope.cancel()
+
     def statistics(self) -> TransportStatistics:
         """A frozen snapshot of every peer's counters (peers we send to or heard from)."""
         peers = []
@@ -421,6 +472,7 @@ class RaftTransport(RaftInbound):
             peers=tuple(peers),
             rejected_connections=self._rejected + self.router.rejected,
             refused_certificates=self._refused_certificates + self.router.tls_refused,
+            fenced=self._fenced,
         )
 
     async def run(
@@ -464,6 +516,8 @@ class RaftTransport(RaftInbound):
             batch=self.read_batches,
             payload=self.payload_version,
             hold=self.lease_hold_ms,
+            start=self.start,
+            seen=self.start_book.newest(nid),
         )
         return encode_hello(hello)
 
@@ -478,6 +532,7 @@ class RaftTransport(RaftInbound):
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
             on_rtt=self._observe_rtt,
+            on_stale_start=self._refused_as_copy,
             encode_batch=self.encode_batch,
             accepts_batches=lambda: self._reads_batches.get(nid, False),
             queue=PeerQueue(

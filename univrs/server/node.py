@@ -15,6 +15,7 @@ starts again empty, joining (``Node.request_rejoin``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import socket
@@ -77,6 +78,7 @@ from univrs.server.wiring import check_tls, transport_from_config
 from univrs.service.reconcile import Reconciler
 from univrs.storage import LogStore
 from univrs.storage.sm_tables import StateEnv
+from univrs.storage.starts import begin_start, load_start_records, save_start_records
 
 log = logging.getLogger("univrs.node")
 
@@ -333,6 +335,16 @@ async def _run_once(
             snapshot_damage=storage.snapshot_damage.counts,
         )
         register_gc_metrics(metrics.registry)
+        # This start, durable before anything is sent (every hello names it), and the peers'
+        # starts this data dir accepted: an older copy of a peer's data dir is refused.
+        start = await trio.to_thread.run_sync(begin_start, storage)
+        start_records = await trio.to_thread.run_sync(load_start_records, storage)
+        log.info(
+            "start %d of incarnation %s",
+            start.counter,
+            storage.incarnation,
+            extra={"start": start.counter, "boot": start.boot},
+        )
         transport = transport_from_config(
             config,
             inbox=inbox.sender,
@@ -342,6 +354,9 @@ async def _run_once(
             incarnation=storage.incarnation,
             bound_incarnation=bound_incarnation(view),
             own_binding=own_binding(view, storage.incarnation),
+            start=start,
+            start_records=start_records,
+            save_starts=functools.partial(save_start_records, storage),
         )
         transport.on_rtt = metrics.observe_peer_rtt
         # The members we learned of when asking to join (or, an empty data dir waiting to be
@@ -533,6 +548,8 @@ def describe(node: Node) -> dict[str, Any]:
             "tls": node.transport.tls is not None,
             "rejected_connections": net.rejected_connections,
             "refused_certificates": net.refused_certificates,
+            # Why the node stopped taking part: an older copy of its data dir (s15-start).
+            "fenced": net.fenced,
             "messages_received": {p.id: p.messages_received for p in net.peers},
         },
         "peers": [

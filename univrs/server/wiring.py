@@ -16,6 +16,7 @@ from univrs.net.settings import PEER_CONNECTIONS_PER_ADDRESS, TransportSettings
 from univrs.net.tls import TlsContexts, check_loaded, contexts_for
 from univrs.net.transport import RaftTransport, no_binding, unbound
 from univrs.raft.messages import Message, NodeId
+from univrs.raft.starts import Records, Start, StartBook
 from univrs.runtime.capabilities import lease_hold_ms
 from univrs.runtime.payload import MAX_PAYLOAD_VERSION
 
@@ -30,11 +31,15 @@ def transport_from_config(
     incarnation: str | None = None,
     bound_incarnation: Callable[[NodeId], str | None] = unbound,
     own_binding: Callable[[], tuple[int, bool]] = no_binding,
+    start: Start | None = None,
+    start_records: Records | None = None,
+    save_starts: Callable[[Records], None] | None = None,
 ) -> RaftTransport:
     """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
 
     ``cluster_id`` (the data dir's, once known) overrides the config's; ``incarnation`` and
-    ``bound_incarnation`` and ``own_binding`` as in ``RaftTransport``."""
+    ``bound_incarnation`` and ``own_binding`` as in ``RaftTransport``; ``start`` (this start,
+    durable), ``start_records`` (the peers' starts accepted before) and ``save_starts`` too."""
     base = settings if settings is not None else TransportSettings()
     return RaftTransport(
         node_id=config.node_id,
@@ -58,6 +63,9 @@ def transport_from_config(
         tls=tls_contexts(config),
         payload_version=MAX_PAYLOAD_VERSION,
         lease_hold_ms=lease_hold_ms(config.raft_config(), config.tick_ms),
+        start=start,
+        start_book=StartBook(dict(start_records or {})),
+        save_starts=save_starts,
     )
 
 

@@ -260,7 +260,8 @@ class Checker(ClientHistory):
         holders = [
             n
             for n, w in self._nodes.items()
-            if w.durable.holds(i, pid) or (n in cfg.voters and not self.counts_in(n, cfg, at))
+            if w.durable.holds(i, pid)
+            or (n in cfg.voters and (w.fenced or not self.counts_in(n, cfg, at)))
         ]
         if not meets_every_majority(holders, cfg):
             among = sorted(h for h in holders if h in cfg.voters)
@@ -327,9 +328,9 @@ class Checker(ClientHistory):
         """
         pid = self.committed[i]
         nodes = self._nodes
-        best = {n: w.durable.key() for n, w in nodes.items() if not w.gone}
+        best = {n: w.durable.key() for n, w in nodes.items() if not (w.gone or w.fenced)}
         for cid, c in nodes.items():
-            if c.gone or c.issued.holds(i, pid):
+            if c.gone or c.fenced or c.issued.holds(i, pid):
                 continue
             logs = [c.issued]
             d = c.durable
@@ -461,7 +462,12 @@ class Checker(ClientHistory):
         ids = v.issued.ids
         cfg = self._config(v, v.issued)
         at = v.issued.cfg[-1] if v.issued.cfg else 0
-        out = [n for n in sorted(cfg.voters) if not self.counts_in(n, cfg, at)]
+        # Voters that cannot vote or acknowledge in ``cfg`` (another incarnation; a fenced
+        # copy of a data dir, rollback.py) count as holding everything, as in
+        # ``_check_durable_quorum``.
+        out = [
+            n for n in sorted(cfg.voters) if not self.counts_in(n, cfg, at) or self._nodes[n].fenced
+        ]
         committed_cfg = self._declared_cfg
         for j in range(commit, len(terms)):
             if terms[j] != term:
@@ -532,7 +538,7 @@ class Checker(ClientHistory):
             if i <= 0 or i >= len(ids):
                 continue
             w = self._nodes.get(p.id)
-            if w is None or w.term > term:
+            if w is None or w.term > term or w.rolled:
                 continue
             if cfg.incarnation_of(p.id) != w.incarnation:
                 continue  # not (or no longer) bound to this incarnation: no claim on it

@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
         help="RaftConfig.lazy_commit_notice_bytes of the cores: 0 (the core's default, with "
         "which the pinned seeds were found) sends every commit at once; nodes run 1024",
     )
+    p.add_argument(
+        "--rollback",
+        choices=("off", "checked", "unchecked"),
+        default="off",
+        help="put older copies of members' data dirs back (same incarnation) after a later "
+        "start: checked, peers refuse them by their start counter (the product); unchecked, "
+        "the code before start counters (univrs/sim/rollback.py; default off)",
+    )
     p.add_argument("--list-mutants", action="store_true", help="list mutants and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     return p
@@ -111,6 +119,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         what += ", unbound bootstrap"
     if args.commit_notice_bytes:
         what += f", lazy commit notices up to {args.commit_notice_bytes} bytes"
+    if args.rollback != "off":
+        what += f", rollback faults {args.rollback}"
     if args.seed is None or args.verbose:
         print(f"seeds {base}..{base + args.seeds - 1} ({what})", file=out, flush=True)
 
@@ -136,6 +146,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                     "losing unsynced commits)"
                     if args.state_backend == "lmdb"
                     else ""
+                )
+                + (
+                    f", {s.rollbacks} older copies put back ({s.fenced_copies} fenced)"
+                    if args.rollback != "off"
+                    else ""
                 ),
                 file=out,
                 flush=True,
@@ -153,6 +168,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         state_backend=args.state_backend,
         unbound_bootstrap=args.unbound_bootstrap,
         commit_notice_bytes=args.commit_notice_bytes,
+        rollback=args.rollback,
     )
     ran = summary.passed + (1 if summary.failure else 0)
     rate = f"{ran} seeds in {summary.elapsed:.1f}s: {summary.seeds_per_second:.2f} seeds/s ({what})"

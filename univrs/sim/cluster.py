@@ -51,6 +51,8 @@ from univrs.sim.kv import BATCH_MARK, KvStore, WriteDecoder
 from univrs.sim.membership import Operator, address
 from univrs.sim.network import SimNetwork
 from univrs.sim.node import NodeFactory, SimNode, incarnation_id
+from univrs.sim.rollback import MODES as ROLLBACK_MODES
+from univrs.sim.rollback import Rollbacks
 from univrs.sim.runtime import ReadyRuntime
 from univrs.sim.statestore import LOSE_UNSYNCED, SimStateDirs
 
@@ -110,6 +112,8 @@ class SimStats:
     batched_writes: int = 0  # the writes they carry
     state_resumes: int = 0  # LMDB state: starts that resumed from the env past the snapshot
     state_rollbacks: int = 0  # LMDB state: crashes that lost the env's unsynced commits
+    rollbacks: int = 0  # older copies of data dirs put back (rollback.py)
+    fenced_copies: int = 0  # processes fenced as an older copy (a peer refused their start)
 
 
 @attrs.define(eq=False)
@@ -174,6 +178,10 @@ class Simulation(ReadyRuntime):
     # refuses it if it ever took a message from the old incarnation, nothing does if it never
     # did (docs/security.md), so sweeps keep it off; tests turn it on for pinned seeds.
     wipe_bootstrap_members: bool = False
+    # Rollback faults (rollback.py): "off" (the default: a seed runs as before), "checked"
+    # (peers refuse an older copy of a data dir by its start counter, the fix) or "unchecked"
+    # (the code before it). Their RNG is their own.
+    rollback: str = "off"
 
     rng: random.Random = attrs.field(init=False)
     node_ids: list[NodeId] = attrs.field(init=False)  # every node: initial voters and spares
@@ -206,6 +214,10 @@ class Simulation(ReadyRuntime):
     state_rng: random.Random = attrs.field(init=False)
     state_resumes: int = attrs.field(init=False, default=0)
     state_rollbacks: int = attrs.field(init=False, default=0)
+    rollbacks: Rollbacks | None = attrs.field(init=False, default=None)
+    start_records: bool = attrs.field(init=False, default=False)
+    start_check: bool = attrs.field(init=False, default=False)
+    fenced_copies: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if not 3 <= self.n_nodes <= 7:
@@ -213,6 +225,14 @@ class Simulation(ReadyRuntime):
         if self.state_backend not in ("memory", "lmdb"):
             raise ValueError(f"state_backend must be memory or lmdb, not {self.state_backend!r}")
         self.state_rng = random.Random(f"{self.seed}/state")
+        if self.rollback not in ROLLBACK_MODES:
+            raise ValueError(f"rollback must be one of {ROLLBACK_MODES}, not {self.rollback!r}")
+        if self.rollback != "off":
+            if self.state_backend != "memory":
+                raise ValueError("rollback faults copy in-memory state only")
+            self.start_records, self.start_check = True, self.rollback == "checked"
+            rng = random.Random(f"{self.seed}/rollback")
+            self.rollbacks = Rollbacks(sim=self, checked=self.start_check, rng=rng)
         self.rng = random.Random(self.seed)
         self.trace = deque(maxlen=self.trace_len)
         self.schedule = draw_schedule(self.rng, self.ticks, self.n_nodes)
@@ -339,6 +359,8 @@ class Simulation(ReadyRuntime):
         for f in self.schedule.faults:
             self.at(f.at * TICK, self.injector.fire, f)
         self.at(end_faults, self.injector.heal_all, None)
+        if self.rollbacks is not None:
+            self.rollbacks.schedule()
         self.at(0, self._client_step, None)
         if self.operator is not None:
             self.at(TICK // 2, self._operator_step, None)
@@ -398,6 +420,8 @@ class Simulation(ReadyRuntime):
             lease_gated=self.lease_gated,
             state_resumes=self.state_resumes,
             state_rollbacks=self.state_rollbacks,
+            rollbacks=self.rollbacks.done if self.rollbacks is not None else 0,
+            fenced_copies=self.fenced_copies,
         )
 
     def _client_step(self, _: None) -> None:
@@ -414,8 +438,11 @@ class Simulation(ReadyRuntime):
             members = self.checker.committed_config().members
             nodes = self.nodes
             if all(
-                nodes[n].raft is not None
-                and (nodes[n].kv.revision >= target or self._orphaned(nodes[n], members))
+                (
+                    nodes[n].raft is not None
+                    and (nodes[n].kv.revision >= target or self._orphaned(nodes[n], members))
+                )
+                or (self.rollbacks is not None and self.rollbacks.excused(n))
                 for n in members
             ):
                 self.done = True
@@ -495,6 +522,8 @@ class Simulation(ReadyRuntime):
         if sn.raft is not None:
             self._stop(sn)
         sn.wipes += 1
+        if self.rollbacks is not None:
+            self.rollbacks.copies.discard(sn.id)  # replaced: a new data dir, a new incarnation
         sn.disk = SimDisk(speed=sn.disk.speed, incarnation=incarnation_id(sn.id, sn.wipes))
         sn.retired = False
         sn.down_fault = 0

@@ -25,6 +25,7 @@ from univrs.raft.messages import (
     ReadIndexRequest,
     ReadIndexResponse,
 )
+from univrs.raft.starts import Start, judge
 from univrs.sim.base import RuntimeBase
 from univrs.sim.forger import Forger
 from univrs.sim.invariants import FORGERY_REFUSED, InvariantViolation
@@ -41,6 +42,12 @@ class DeliveryLayer(RuntimeBase):
     forger: Forger | None  # forges messages the cores must refuse (forger.py)
     strict_incarnations: bool
     trace: Any
+    # Receivers record the starts of their peers' data dirs (rollback faults on), and refuse
+    # an older copy of a data dir than one whose start they recorded; the copy refused stops
+    # taking part (rollback.py; ``start_check`` False: the code before start counters).
+    start_records: bool
+    start_check: bool
+    fenced_copies: int
     # ReadIndex requests a leader (id, process) received, by (reader, wire id, term): the
     # processes of the reader that sent them, oldest first.
     _read_origins: dict[tuple[NodeId, int, NodeId, int, int], deque[int]]
@@ -50,6 +57,8 @@ class DeliveryLayer(RuntimeBase):
         if m.dst not in self.nodes:
             return  # an answer to the forger's made-up peer: nobody is there
         src = self.nodes[m.src]
+        if src.fenced:
+            return  # it sends nothing more
         if self.injector.kill_on_read and isinstance(m, ReadIndexRequest):
             self.injector.on_forward_read(src)
         if src.listed:
@@ -70,7 +79,7 @@ class DeliveryLayer(RuntimeBase):
             waiting = self._read_origins.get((m.src, src.life, m.dst, m.ctx, m.term))
             if waiting:
                 tag = waiting.popleft()
-        arg = (m, src.disk.incarnation, src.bound_at, tag)
+        arg = (m, src.disk.incarnation, src.bound_at, tag, src.disk.start, src.life)
         for d in self.net.delays(m.src, m.dst):
             self._seq += 1
             heapq.heappush(self._heap, (self.now + d, self._seq, self._deliver, arg))
@@ -80,8 +89,8 @@ class DeliveryLayer(RuntimeBase):
         ``sn``'s listing is stale, not the peer)? The strict rule never asks."""
         return bound_at > sn.cfg_index and not self.strict_incarnations
 
-    def _deliver(self, arg: tuple[Message, str, int, int]) -> None:
-        m, incarnation, bound_at, tag = arg
+    def _deliver(self, arg: tuple[Message, str, int, int, Start | None, int]) -> None:
+        m, incarnation, bound_at, tag, start, life = arg
         sn = self.nodes[m.dst]
         raft = sn.raft
         if raft is None or self.net.is_blocked(m.src, m.dst):
@@ -94,6 +103,8 @@ class DeliveryLayer(RuntimeBase):
             # The transport refuses a peer whose incarnation is not the one the configuration
             # binds its id to (a wiped or replaced data dir is a stranger until replaced).
             self.net.refused += 1
+            return
+        if self.start_records and not self._start_taken(sn, m.src, incarnation, start, life):
             return
         self.trace.append((self.now, "recv", m))
         if tag >= 0:
@@ -113,6 +124,43 @@ class DeliveryLayer(RuntimeBase):
                 self._hand_forgery(sn, self.forger.maybe_forge(sn.raft, m))
             elif isinstance(m, AppendEntriesResponse | HeartbeatResponse) and sn.raft is not None:
                 self._hand_forgery(sn, self.forger.maybe_forge_ack(sn.raft, m))
+
+    def _start_taken(
+        self, sn: SimNode, src: NodeId, incarnation: str, start: Start | None, life: int
+    ) -> bool:
+        """The transport's start checks (univrs/net/inbound.py ``_seen_problem``,
+        ``_check_start``): a receiver whose start chain lacks the start of it that the sender
+        recorded is an older copy and fences itself; a fenced receiver refuses everyone; a
+        sender whose start is older than the one ``sn`` recorded for its data dir is refused
+        and, if that process still runs, fenced; a newer start is recorded (durable at once:
+        the real transport writes it before delivering)."""
+        sender = self.nodes[src]
+        if self.start_check and not sn.fenced:
+            # The sender's hello names the start of ours it recorded (``Hello.seen``): a copy
+            # whose chain lacks it stops before it reads a message.
+            seen = sender.disk.start_records.get((sn.id, sn.disk.incarnation))
+            if judge(seen, sn.disk.start) is not None:
+                self._fence(sn, f"{sn.id} (named by {src})")
+        if sn.fenced:
+            self.net.refused += 1
+            return False
+        key = (src, incarnation)
+        if self.start_check and judge(sn.disk.start_records.get(key), start) is not None:
+            self.net.refused += 1
+            if sender.life == life and sender.raft is not None and not sender.fenced:
+                self._fence(sender, f"{src} (refused by {sn.id})")
+            return False
+        if start is not None:
+            old = sn.disk.start_records.get(key)
+            if old is None or old[0] < start.counter:
+                sn.disk.start_records.pop(key, None)
+                sn.disk.start_records[key] = (start.counter, start.boot)
+        return True
+
+    def _fence(self, sn: SimNode, why: str) -> None:
+        sn.fenced = True
+        self.fenced_copies += 1
+        self.trace.append((self.now, "fenced", why))
 
     def _hand_forgery(self, sn: SimNode, forged: Message | None) -> None:
         """Step ``forged`` on ``sn``: the core must refuse it (count it in ``Status.refused``)

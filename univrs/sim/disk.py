@@ -22,6 +22,7 @@ import attrs
 from univrs.raft.interpreter import MergedWrite
 from univrs.raft.messages import Entry, HardState, Membership, SnapshotMeta
 from univrs.raft.ready import InitialState
+from univrs.raft.starts import Records, Start
 
 if TYPE_CHECKING:
     from univrs.sim.statestore import SimStateEnv
@@ -61,6 +62,11 @@ class SimDisk:
     # without them). The forger forges under these ids (forger.py): a restarted core must
     # still refuse another incarnation under them.
     pins_ever: dict[str, str] = attrs.field(factory=dict)
+    # Start counters (univrs/raft/starts.py): this data dir's newest start, bumped at every
+    # start before anything is sent, and the newest start of each peer incarnation this data
+    # dir accepted a message of (durable before it is delivered, as the transport does).
+    start: Start | None = None
+    start_records: Records = attrs.field(factory=dict)
 
     @property
     def last_index(self) -> int:

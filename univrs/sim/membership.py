@@ -164,7 +164,10 @@ class Operator:
                     self.sim.retire(self.sim.nodes[nid])
         if self.pending or self.abandoned:
             self._check_committed(now)
-        if not self.pending and (self._wiped() or (not quiet and now >= self.next_at)):
+        # A copy of a data dir taken or fenced (rollback.py) is a member down until replaced:
+        # no change that might need its vote starts meanwhile (repairs only).
+        held = self.sim.rollbacks is not None and self.sim.rollbacks.blocks_wipe("")
+        if not self.pending and (self._wiped() or (not quiet and not held and now >= self.next_at)):
             self._plan(now)
         if self.pending and (not quiet or self.repair):
             self._give_up_on_learner(now)
@@ -194,6 +197,8 @@ class Operator:
             return False
         if self._wiped():
             return False
+        if self.sim.rollbacks is not None and self.sim.rollbacks.blocks_wipe(sn.id):
+            return False  # a copy taken or fenced (rollback.py) is a member down already
         if b.incarnation_of(sn.id) is None:
             return False
         if sn.id in self.unbound_ids and not self.sim.wipe_bootstrap_members:

@@ -85,6 +85,12 @@ class NodeView:
     commit: int = 0  # the commit index in this node's last hard state
     gone: bool = False  # stopped for good (removed); it comes back only with an empty disk
     incarnation: str = ""  # of its data dir: a wiped node is a new incarnation
+    # An older copy of its data dir was put back (rollback.py): its log and hard state went
+    # back, which no leader can know before the copy answers (progress on it is not checked).
+    rolled: bool = False
+    # ... and every peer refuses it (start counters): it never votes or acknowledges again,
+    # like a voter whose disk was lost (a new incarnation) until the operator replaces it.
+    fenced: bool = False
     # Entries (index, prefix id) its issued log dropped while they were not committed, whose
     # write is not durable yet: the durable write carries out a decision already checked, even
     # if the entry was committed elsewhere meanwhile (without this node's ack, which the
@@ -394,6 +400,39 @@ class LogMirror:
         old = self._nodes[node]
         self._nodes[node] = NodeView(base=NO_MEMBERS, incarnation=incarnation)
         self._forget_unseen(node, old.issued, None)
+
+    def durable_view(self, node: NodeId) -> NodeView:
+        """What the checker would hold of ``node`` had it crashed now: a copy of its data dir
+        taken now (rollback.py) comes back as this."""
+        v = self._nodes[node]
+        return NodeView(
+            base=v.base,
+            issued=v.durable.copy(),
+            durable=v.durable.copy(),
+            term=v.term,
+            commit=v.commit,
+            incarnation=v.incarnation,
+        )
+
+    def observe_rollback(self, node: NodeId, view: NodeView, *, term: int, fenced: bool) -> None:
+        """An older copy of ``node``'s data dir (``view``, from ``durable_view`` when the copy
+        was taken; its durable term ``term``) was put back in its place, same incarnation.
+        Its log and hard state go back: the point of the fault. ``fenced``: every peer
+        recorded a later start of the data dir, so the copy never votes or acknowledges
+        (rollback.py): the election and durability checks count it as they count a voter
+        whose disk was lost, until a wipe gives the id a new data dir."""
+        old = self._nodes[node]
+        self._forget_unseen(node, old.issued, view.durable)
+        self._nodes[node] = NodeView(
+            base=view.base,
+            issued=view.durable.copy(),
+            durable=view.durable.copy(),
+            term=term,
+            commit=view.commit,
+            incarnation=view.incarnation,
+            rolled=True,
+            fenced=fenced,
+        )
 
     def counts_in(self, node: NodeId, m: Membership, index: int) -> bool:
         """Can ``node``, as it is now, vote or acknowledge as a voter of configuration ``m``

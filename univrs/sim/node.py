@@ -83,6 +83,9 @@ class SimNode:
     # LMDB state backend: an installed snapshot is not in the state env yet (it replaces the
     # env once durable on the disk; commits wait until then, as the node's apply loop does).
     state_stale: bool = False
+    # A peer refused this process as an older copy of its data dir (rollback.py): it sends
+    # nothing and refuses every message until it is replaced (a restart fences it again).
+    fenced: bool = False
 
 
 def incarnation_id(node: NodeId, wipes: int) -> str:

@@ -41,6 +41,7 @@ class SeedResult:
     state_backend: str = "memory"
     unbound_bootstrap: bool = False
     commit_notice_bytes: int = 0  # the cores' lazy_commit_notice_bytes (cluster.py)
+    rollback: str = "off"  # rollback faults (rollback.py)
     stats: SimStats | None = None
     invariant: str | None = None
     detail: str | None = None
@@ -63,6 +64,7 @@ class SeedResult:
             state_backend=self.state_backend,
             unbound_bootstrap=self.unbound_bootstrap,
             commit_notice_bytes=self.commit_notice_bytes,
+            rollback=self.rollback,
         )
 
     def failure_key(self) -> tuple[str | None, str | None, float | None]:
@@ -95,6 +97,7 @@ def replay_command(
     state_backend: str = "memory",
     unbound_bootstrap: bool = False,
     commit_notice_bytes: int = 0,
+    rollback: str = "off",
 ) -> str:
     """The exact command line that replays ``seed``."""
     cmd = f"python -m univrs.sim --seeds 1 --seed {seed} --nodes {nodes}"
@@ -108,6 +111,8 @@ def replay_command(
         cmd += f" --commit-notice-bytes {commit_notice_bytes}"
     if lease != "off":
         cmd += f" --lease {lease}"
+    if rollback != "off":
+        cmd += f" --rollback {rollback}"
     if mutant:
         cmd += f" --mutant {mutant}"
     if unlisted_leaders is not None:
@@ -127,6 +132,7 @@ def run_seed(
     state_backend: str = "memory",
     unbound_bootstrap: bool = False,
     commit_notice_bytes: int = 0,
+    rollback: str = "off",
 ) -> SeedResult:
     """Simulate one seed; never raises for a failing run (the result says why it failed).
 
@@ -134,6 +140,7 @@ def run_seed(
     ``unlisted_leaders`` forces ``RaftConfig.unlisted_leaders`` (None: the seed draws it).
     ``commit_notice_bytes``: the cores' ``RaftConfig.lazy_commit_notice_bytes`` (0, the
     core's default, sends every commit at once; nodes run 1024).
+    ``rollback``: rollback faults, "off", "checked" or "unchecked" (rollback.py).
     """
     if lease == "off":
         lease = mutant_lease(mutant)
@@ -151,6 +158,7 @@ def run_seed(
         kv_factory=kv_factory(mutant),
         state_backend=state_backend,
         commit_notice_bytes=commit_notice_bytes,
+        rollback=rollback,
     )
     try:
         stats = sim.run()
@@ -165,6 +173,7 @@ def run_seed(
             state_backend=state_backend,
             unbound_bootstrap=unbound_bootstrap,
             commit_notice_bytes=commit_notice_bytes,
+            rollback=rollback,
             invariant=v.invariant,
             detail=v.detail,
             at_tick=sim.now / TICK,
@@ -180,6 +189,7 @@ def run_seed(
         state_backend=state_backend,
         unbound_bootstrap=unbound_bootstrap,
         commit_notice_bytes=commit_notice_bytes,
+        rollback=rollback,
         stats=stats,
     )
 
@@ -197,6 +207,7 @@ def run_seeds(
     state_backend: str = "memory",
     unbound_bootstrap: bool = False,
     commit_notice_bytes: int = 0,
+    rollback: str = "off",
 ) -> RunSummary:
     """Run seeds base .. base+count-1, stopping at the first failure."""
     if mutant is not None and mutant not in ALL_MUTANTS:
@@ -215,6 +226,7 @@ def run_seeds(
             state_backend=state_backend,
             unbound_bootstrap=unbound_bootstrap,
             commit_notice_bytes=commit_notice_bytes,
+            rollback=rollback,
         )
         if on_result is not None:
             on_result(r)

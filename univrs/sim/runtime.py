@@ -51,6 +51,7 @@ from univrs.raft import InitialState, RaftConfig
 from univrs.raft.interpreter import InstallJob, PersistJob, WriteQueue
 from univrs.raft.messages import Entry, Message
 from univrs.raft.ready import Role, SnapshotInstall, SoftState
+from univrs.raft.starts import Start
 from univrs.runtime.capabilities import lease_gate, lease_hold_ms
 from univrs.runtime.proposals import PendingProposals
 from univrs.sim.apply import ApplyLayer
@@ -115,6 +116,14 @@ class ReadyRuntime(ApplyLayer):
         sn.reads = {}
         sn.next_ctx = 1
         sn.clock_origin = self.now
+        # A new start of the data dir, durable before anything is sent (rollback.py).
+        boot = random.Random(f"{self.seed}/{sn.id}/{sn.life}/{sn.wipes}/boot").getrandbits(64)
+        disk.start = (
+            Start(1, (f"{boot:016x}",))
+            if disk.start is None
+            else (disk.start.following(f"{boot:016x}"))
+        )
+        sn.fenced = False
         sn.ticks_fed = 0
         self._refresh_listing(sn)
         if disk.snapshot is not None:

@@ -39,6 +39,8 @@ class World(Protocol):
     quiet: bool
     tick_units: int
     wipe_bootstrap_members: bool  # wipes may hit bound bootstrap members (cluster.py)
+    ticks: int  # of the fault phase
+    rollbacks: Any  # rollback.Rollbacks, or None
 
     def at(self, time: int, fn: Callable[[Any], None], arg: Any) -> None: ...
 

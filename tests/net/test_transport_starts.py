@@ -1,0 +1,188 @@
+"""An older copy of a member's data dir, over real sockets on 127.0.0.1 (port 0).
+
+A data dir put back from an older copy (a VM snapshot rolled back, last night's ``cp -a``)
+keeps its incarnation while its hard state goes back (docs/security.md). Every hello names the
+sender's start (univrs/raft/starts.py); a receiver that recorded a later start of the same data
+dir refuses the copy (``CLOSE_STALE_START``), before a single message of it reaches the core,
+and the copy, told so, stops taking part (``RaftTransport.fenced``): it sends no vote and no
+acknowledgement to anyone, and refuses every connection. Without the check the copy's
+messages are delivered (each test below fails)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+
+from tests.net.helpers import heartbeat, make_transport, receive, wait_until
+from univrs.net.peer import CLOSE_STALE_START
+from univrs.net.transport import RaftTransport, open_transport
+from univrs.raft.messages import Message
+from univrs.raft.starts import Records, Start, StartBook
+
+INC = "0123456789abcdef"
+A, B, C = "a" * 16, "b" * 16, "c" * 16
+FIRST = Start(counter=1, boots=(A,))
+LATER = FIRST.following(B)  # the original, started again after the copy was taken
+COPY = FIRST.following(C)  # the copy put back: the same counter, its own boot id
+
+
+def addr(t: RaftTransport) -> str:
+    assert t.listen_port is not None
+    return f"127.0.0.1:{t.listen_port}"
+
+
+def member(
+    node_id: str,
+    start: Start | None,
+    *,
+    records: Records | None = None,
+    saves: list[tuple[Records, int]] | None = None,
+    bound: dict[str, str] | None = None,
+) -> tuple[RaftTransport, trio.MemoryReceiveChannel[Message]]:
+    """A transport of ``node_id`` (incarnation INC for "a") announcing ``start``; ``bound``:
+    the incarnation its configuration binds per peer."""
+    own = INC if node_id == "a" else f"{node_id}-inc"
+    t, inbox = make_transport(node_id, incarnation=own, bound=bound)
+    t.start = start
+    t.start_book = StartBook(dict(records or {}))
+    if saves is not None:
+
+        def save(records: Records) -> None:
+            # Durable before the connection delivers anything: nothing of it is in the inbox.
+            saves.append((records, inbox.statistics().current_buffer_used))
+
+        t.save_starts = save
+    return t, inbox
+
+
+async def test_a_copy_started_after_a_later_start_is_refused_and_fences_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    saves: list[tuple[Records, int]] = []
+    b, b_inbox = member("b", LATER, saves=saves)
+    original, _ = member("a", LATER)
+    copy, copy_inbox = member("a", COPY)
+    c, c_inbox = member("c", FIRST)
+    async with open_transport(b), open_transport(c):
+        b.set_peer_addresses({"a": "127.0.0.1:1"})  # b lists a (it records listed peers)
+        async with open_transport(original):
+            original.set_peer_addresses({"b": addr(b)})
+            original.send(heartbeat("a", "b", ctx=1))
+            assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
+        assert b.start_book.recorded("a", INC) == (2, B)
+        assert saves == [({("a", INC): (2, B)}, 0)]
+        async with open_transport(copy):
+            copy.set_peer_addresses({"b": addr(b), "c": addr(c)})
+            copy.send(heartbeat("a", "b", ctx=2))
+            await wait_until(lambda: copy.fenced is not None, timeout=20)
+            assert "b refused it as an older copy" in (copy.fenced or "")
+            assert str(CLOSE_STALE_START) in copy.stopped_links()["b"]
+            assert copy.statistics().fenced == copy.fenced
+            # Fenced: nothing more leaves it, to b or to anyone (c never saw the later start
+            # and would take it: the window docs/security.md names).
+            for ctx in range(3, 6):
+                copy.send(heartbeat("a", "c", ctx=ctx))
+                copy.send(heartbeat("a", "b", ctx=ctx))
+            # ... and it refuses every connection: c dialing it delivers nothing.
+            c.set_peer_addresses({"a": addr(copy)})
+            c.send(heartbeat("c", "a", ctx=9))
+            await wait_until(lambda: copy.statistics().rejected_connections > 0, timeout=20)
+            assert copy_inbox.statistics().current_buffer_used == 0
+            assert c_inbox.statistics().current_buffer_used == 0
+            assert b_inbox.statistics().current_buffer_used == 0
+            assert copy.statistics().peer("c").dropped >= 3
+        assert b.start_book.recorded("a", INC) == (2, B)  # the copy moved nothing
+        assert len(saves) == 1
+    said = [r.getMessage() for r in caplog.records]
+    refusals = [m for m in said if "refusing raft connection from a" in m]
+    assert len(refusals) == 1 and "older copy of its data dir" in refusals[0]
+    assert "--replace" in refusals[0]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and "older copy" in r.msg]
+    assert len(errors) == 1
+
+
+async def test_an_older_build_on_an_older_copy_is_refused_but_never_before_it_announced() -> None:
+    # A VM snapshot from before the upgrade: older code (no start in its hello) on older data.
+    b, b_inbox = member("b", LATER, records={("a", INC): (2, B)})
+    old_build, _ = member("a", None)
+    async with open_transport(b), open_transport(old_build):
+        b.set_peer_addresses({"a": "127.0.0.1:1"})
+        old_build.set_peer_addresses({"b": addr(b)})
+        old_build.send(heartbeat("a", "b", ctx=1))
+        await wait_until(lambda: "b" in old_build.stopped_links(), timeout=20)
+        assert "named no start counter" in old_build.stopped_links()["b"]
+        assert b_inbox.statistics().current_buffer_used == 0
+    # The rolling upgrade: a member that never announced a start is heard as before.
+    b, b_inbox = member("b", LATER)
+    old_build, _ = member("a", None)
+    async with open_transport(b), open_transport(old_build):
+        b.set_peer_addresses({"a": "127.0.0.1:1"})
+        old_build.set_peer_addresses({"b": addr(b)})
+        old_build.send(heartbeat("a", "b", ctx=2))
+        assert await receive(b_inbox) == heartbeat("a", "b", ctx=2)
+        assert b.start_book.records() == {}
+
+
+async def test_starts_of_unlisted_ids_are_not_recorded() -> None:
+    # Only a listed member's start is kept (bounded by the configuration): a made-up id's
+    # hellos grow nothing durable.
+    saves: list[tuple[Records, int]] = []
+    b, b_inbox = member("b", LATER, saves=saves)
+    stranger, _ = member("x", LATER)
+    async with open_transport(b), open_transport(stranger):
+        stranger.set_peer_addresses({"b": addr(b)})
+        stranger.send(heartbeat("x", "b", ctx=1))
+        assert await receive(b_inbox) == heartbeat("x", "b", ctx=1)
+    assert b.start_book.records() == {} and saves == []
+
+
+async def test_a_copy_dialed_by_a_peer_that_saw_a_later_start_stops_before_reading() -> None:
+    # The leader dials the copy first (its hello names the start of the copy's data dir it
+    # recorded, ``Hello.seen``): the copy must not take the heartbeat, whose commit index the
+    # leader derived from the original's acknowledgements (the simulator found a copy
+    # applying a commit at an entry its own log held differently).
+    b, _ = member("b", LATER)
+    original, _ = member("a", LATER)
+    copy, copy_inbox = member("a", COPY, bound={"b": "b-inc"})
+    async with open_transport(b), open_transport(copy):
+        b.set_peer_addresses({"a": "127.0.0.1:1"})
+        copy.set_peer_addresses({"b": "127.0.0.1:1"})  # the copy lists b (dials nothing)
+        async with open_transport(original):
+            original.set_peer_addresses({"b": addr(b)})
+            original.send(heartbeat("a", "b", ctx=1))
+            await wait_until(lambda: b.start_book.recorded("a", INC) == (2, B), timeout=20)
+        b.set_peer_addresses({"a": addr(copy)})  # the original's address, now the copy's
+        b.send(heartbeat("b", "a", ctx=2))
+        await wait_until(lambda: copy.fenced is not None, timeout=20)
+        assert "b saw a later start of this data dir" in (copy.fenced or "")
+        assert copy_inbox.statistics().current_buffer_used == 0
+        # The original's own hello names what it is: b's hello does not fence it.
+        original, original_inbox = member("a", LATER)
+        async with open_transport(original):
+            b.set_peer_addresses({"a": addr(original)})
+            b.send(heartbeat("b", "a", ctx=3))
+            assert await receive(original_inbox) == heartbeat("b", "a", ctx=3)
+            assert original.fenced is None
+
+
+async def test_only_a_listed_member_under_its_bound_incarnation_can_fence() -> None:
+    # A fence stops a node until it restarts: a ``seen`` from a made-up id (plaintext hellos
+    # are not authenticated) or from a listed id under another incarnation than the one the
+    # configuration binds must not fence, or one forged hello per node would stop the cluster.
+    records: Records = {("a", INC): (2, B)}  # "we recorded a later start of a": a forgery
+    copy, copy_inbox = member("a", COPY, bound={"b": "b-inc"})
+    stranger, _ = member("x", LATER, records=records)
+    impostor, _ = make_transport("b", incarnation="not-b-inc")
+    impostor.start, impostor.start_book = LATER, StartBook(dict(records))
+    async with open_transport(copy), open_transport(stranger), open_transport(impostor):
+        copy.set_peer_addresses({"b": "127.0.0.1:1"})
+        for sender in (stranger, impostor):
+            sender.set_peer_addresses({"a": addr(copy)})
+            sender.send(heartbeat(sender.node_id, "a", ctx=1))
+        await wait_until(lambda: copy_inbox.statistics().current_buffer_used >= 1, timeout=20)
+        await wait_until(lambda: "a" in impostor.stopped_links(), timeout=20)
+        assert copy.fenced is None
+        assert copy_inbox.statistics().current_buffer_used == 1  # the stranger's, for the core
