@@ -69,6 +69,8 @@ def test_there_are_the_required_mutants() -> None:
         "stranger-votes-while-led",
         "stranger-vote-answers",
         "live-leader-any-incarnation",
+        # terms no honest message carries (s15-review T1)
+        "no-term-step",
         # members a bootstrap configuration binds to no incarnation: held to the first taken
         "unbound-any-incarnation",
         # ... and those pins kept across restarts (durable with the hard state)

@@ -45,7 +45,14 @@ from univrs.api.auth import Caller
 from univrs.api.service import Job
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Request
-from univrs.errors import InternalError, ProtocolError, Unavailable, UnivrsError, error_to_plain
+from univrs.errors import (
+    InternalError,
+    PayloadTooLarge,
+    ProtocolError,
+    Unavailable,
+    UnivrsError,
+    error_to_plain,
+)
 from univrs.net.address import join_host_port, split_host_port
 
 if TYPE_CHECKING:
@@ -273,7 +280,8 @@ class _ClientConnection:
                 leader = self.service.node.runtime.view.last_status().leader
                 with trio.move_on_after(SEND_TIMEOUT) as sending:
                     try:
-                        await self.ws.send_message(_encode(leader, batch))
+                        for frame in _frames(leader, batch):
+                            await self.ws.send_message(frame)
                     except ConnectionClosed:
                         return
                 if sending.cancelled_caught:
@@ -305,6 +313,38 @@ def _response(job: Job) -> dict[str, Any]:
     if meta is not None and (req.consistency == "local" or "index" in meta):
         response["meta"] = meta  # writes: their log index; local reads: staleness
     return response
+
+
+def _frames(leader: str | None, batch: list[dict[str, Any]]) -> list[bytes]:
+    """``batch`` as response frames of at most ``protocol.MAX_FRAME`` bytes, the most a client
+    reads (s15-review B1): usually one. Two answers of 3 MB (two pages of big workloads) used
+    to go out as one 6 MB frame, which the client refuses by closing the connection: every
+    request on it lost, retried, and lost again, reported as "no univrs node reachable". An
+    answer that alone exceeds the frame is replaced by a ``payload-too-large`` error saying so
+    (only a read's can: a write's request frame is bounded by the same size)."""
+    frame = _encode(leader, batch)
+    if len(frame) <= protocol.MAX_FRAME:
+        return [frame]
+    frames: list[bytes] = []
+    run: list[dict[str, Any]] = []
+    size = 0
+    for resp in batch:
+        one = len(_encode(leader, [resp]))
+        if one > protocol.MAX_FRAME:
+            error = PayloadTooLarge(
+                f"the answer is {one} bytes, more than the fast protocol's frame of "
+                f"{protocol.MAX_FRAME}: ask for fewer items (limit), or use the REST API"
+            )
+            resp = {"id": resp["id"], "error": error_to_plain(error)}
+            one = len(_encode(leader, [resp]))
+        if run and size + one > protocol.MAX_FRAME:
+            frames.append(_encode(leader, run))
+            run, size = [], 0
+        run.append(resp)
+        size += one
+    if run:
+        frames.append(_encode(leader, run))
+    return frames
 
 
 def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:

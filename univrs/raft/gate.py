@@ -51,6 +51,15 @@ _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 MAX_TERM = 1 << 62
 """Messages with a term above this are refused (``Status.refused`` counts them, reason "term")."""
 
+MAX_TERM_STEP = 1 << 32
+"""Messages with a term more than this above the node's own are refused too (reason "term").
+Honest terms move by one per election: a member would have to miss 2^32 elections (13 years of
+one election every 100 ms) to see such a step. A forged one moved a leaderless member, which
+takes vote requests from any sender without TLS, to ``MAX_TERM`` in one message, where every
+election's next term is refused by every member: the cluster never elected a leader again
+(s15-review T1). With the step, a forger needs 2^30 such messages, each taken only while the
+node follows no leader and each a durable write, to get there."""
+
 
 def _later_term_data(msg: Message) -> bool:
     """Does ``msg`` carry log data of a later term than its own? A leader sends entries and
@@ -80,10 +89,12 @@ class GateLayer(ElectionLayer):
         """May ``step`` act on ``msg``? False: not for us, or refused and counted."""
         if msg.dst != self.id or msg.src == self.id:
             return False
-        if msg.term > MAX_TERM:
+        if self._impossible_term(msg.term):
             # No honest node gets near 2^62 terms (one election a millisecond for a hundred
             # million years); a forged one would make every term after it unencodable and stop
-            # elections for good. Refused and counted, never adopted.
+            # elections for good. Nor does an honest term run 2^32 ahead of a member's: a
+            # forged one at or just under the bound, taken, left no term to elect a leader in
+            # (``MAX_TERM_STEP``). Refused and counted, never adopted.
             self._refuse(REFUSED_TERM)
             return False
         refusal = self._sender_refusal(msg)
@@ -115,6 +126,12 @@ class GateLayer(ElectionLayer):
             self._refuse(REFUSED_ENTRY)  # storing it would crash us now and at every start
             return False
         return True
+
+    def _impossible_term(self, term: int) -> bool:
+        """Is ``term`` one no honest message to this node carries: above ``MAX_TERM``, or more
+        than ``MAX_TERM_STEP`` above the node's own? A hook: the simulator's ``no-term-step``
+        mutant keeps the first rule only."""
+        return term > MAX_TERM or term > self._term + MAX_TERM_STEP
 
     # ---- a snapshot's check, asked ahead (the runtime runs it off its event loop) ------------
 

@@ -26,7 +26,12 @@ leads) and sends forged messages the cores must refuse by the membership rule fo
   ``forget-pins-at-restart`` mutant does not);
 * to a leader, right after it took an answer from such a pinned, unbound member: a
   successful AppendEntriesResponse for its whole log under that member's id from another
-  incarnation.
+  incarnation;
+* to a candidate or pre-candidate (a node that follows no leader, which takes vote requests
+  from any sender): a vote request from the made-up peer at a term no honest one carries
+  (``MAX_TERM``, just under it, or just past ``MAX_TERM_STEP`` above the node's: s15-review
+  T1, where one such request left a cluster with no term to elect a leader in). Drawn from an
+  RNG of its own (``term_rng``), so the other forgeries of a seed are the ones they were.
 
 The first four are handed to the core at once (never through the network model, whose
 transport would refuse a wrong incarnation before the core sees it), right after the node
@@ -38,8 +43,8 @@ proposed, adopt a stranger's term and depose a working leader, or win an electio
 majority. The simulator checks each forgery at once (invariant ``forgery-refused``: the core
 counts it refused and its term, vote, role, leader, log and commit are unchanged); the
 ``accept-strangers``, ``stranger-votes-while-led``, ``stranger-vote-answers``,
-``live-leader-any-incarnation`` and ``unbound-any-incarnation`` mutants show it catches each
-rule's absence.
+``live-leader-any-incarnation``, ``unbound-any-incarnation`` and ``no-term-step`` mutants show
+it catches each rule's absence.
 
 The forger draws from its own RNG, so a seed's faults and workload are the same with it or
 without it, and a correct core is not changed at all by what it refuses.
@@ -53,6 +58,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from univrs.raft.gate import MAX_TERM, MAX_TERM_STEP
 from univrs.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -83,6 +89,8 @@ class Forger:
     rate: float = 0.002
     answer_rate: float = 0.02  # per tick of a campaigning node
     ack_rate: float = 0.01  # per answer a leader takes from a pinned unbound member
+    term_rate: float = 0.02  # per tick of a campaigning node: a vote request at a forged term
+    term_rng: random.Random | None = None  # its own draws (None: from ``rng``'s seed, once)
     sent: int = 0  # forged messages handed to cores (the simulator counts them)
     refused: int = 0  # of which the core refused (the simulator counts them)
 
@@ -193,6 +201,27 @@ class Forger:
             granted=True,
             pre_vote=pre,
             sender_incarnation=incarnation,
+        )
+
+    def maybe_forge_term(self, raft: RaftNode) -> Message | None:
+        """A vote request at a term no honest node sends, for ``raft`` if it campaigns (called
+        once per tick), or None: from the made-up peer, at ``MAX_TERM``, just under it, or
+        just more than ``MAX_TERM_STEP`` above the node's term, with a log ahead of its own."""
+        if raft.role() not in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            return None
+        rng = self.term_rng
+        if rng is None:  # seeded from ``rng``'s state, without drawing from it
+            rng = self.term_rng = random.Random(repr(self.rng.getstate()[1][:4]))
+        if rng.random() >= self.term_rate:
+            return None
+        st = raft.status()
+        term = rng.choice([MAX_TERM, MAX_TERM - 1, st.term + MAX_TERM_STEP + 1])
+        return RequestVote(
+            term=term,
+            src=MALLORY,
+            dst=st.id,
+            last_log_index=st.last_index + 1000,
+            last_log_term=st.last_term,
         )
 
     def maybe_forge_ack(self, raft: RaftNode, heard: Message) -> Message | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from univrs.raft import RaftNode
+from univrs.raft import MAX_TERM, RaftNode
 from univrs.raft.messages import Entry, Membership, Message, RequestVote, RequestVoteResponse
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.sim.kv import KvResult, KvStore, KvWrite
@@ -98,6 +98,15 @@ class StrangerVoteAnswers(RaftNode):
     def _sender_refusal(self, msg: Message) -> str | None:
         refusal = super()._sender_refusal(msg)
         return None if isinstance(msg, RequestVoteResponse) else refusal
+
+
+class NoTermStep(RaftNode):
+    """Takes a term any distance above its own, as long as it is at most ``MAX_TERM``
+    (gate.py ``MAX_TERM_STEP``, s15-review T1): a vote request at ``MAX_TERM`` from a made-up
+    id, taken while the node followed no leader, left no term to elect a leader in."""
+
+    def _impossible_term(self, term: int) -> bool:
+        return term > MAX_TERM
 
 
 class LiveLeaderAnyIncarnation(RaftNode):
@@ -268,6 +277,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("stranger-votes-while-led", StrangerVotesWhileLed),
         _mutant("stranger-vote-answers", StrangerVoteAnswers),
         _mutant("live-leader-any-incarnation", LiveLeaderAnyIncarnation),
+        _mutant("no-term-step", NoTermStep),
         _mutant("unbound-any-incarnation", UnboundAnyIncarnation, unbound_bootstrap=True),
         _mutant("forget-pins-at-restart", ForgetPinsAtRestart, unbound_bootstrap=True),
         _mutant("batch-shared-revision", kv=BatchSharedRevision),

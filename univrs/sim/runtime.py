@@ -225,6 +225,7 @@ class ReadyRuntime(ApplyLayer):
             self.drain(sn)
         if self.forger is not None:
             self._hand_forgery(sn, self.forger.maybe_forge_answer(raft, sn.disk.pins_ever))
+            self._hand_forgery(sn, self.forger.maybe_forge_term(raft))
 
     def sync_clock(self, sn: SimNode) -> None:
         """Lease mode: feed ``sn``'s core every tick its clock says is due by now (the driver
