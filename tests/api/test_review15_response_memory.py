@@ -67,10 +67,6 @@ async def _pipelined_lists(port: int, n: int) -> int:
     return int(done.stdout)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="W1 (s15-review): responses are not bounded in bytes per connection or node",
-)
 async def test_pipelined_list_pages_are_held_in_bounded_memory(tmp_path: pathlib.Path) -> None:
     async with open_cluster(tmp_path, size=1) as cluster:
         node = await cluster.wait_leader()
