@@ -26,7 +26,7 @@ from univrs.client import open_client
 WORKLOADS = 200
 ARG = "a" * 4000  # a workload of about 4 KB: a page of 200 is about 0.8 MB
 REQUESTS = 48
-BOUND = 48 * 1024 * 1024  # what the reads may make the node hold at once (one page: ~5 MB)
+BOUND = 32 * 1024 * 1024  # what the reads may make the node hold at once (one page: ~5 MB)
 
 
 # The attacking client runs in a process of its own, so that tracemalloc here sees the node

@@ -326,7 +326,8 @@ class ApiService:
         ``encoded``: each result as ``protocol.Encoded``. With a ``budget``, a read is rendered
         only while it has room beyond the bytes rendered and not yet answered; else those are
         answered and the rest wait for room (a later state than the barrier's: still
-        linearizable, as a read served later is)."""
+        linearizable, as a read served later is); an answered job's result is then dropped
+        (its answer holds it)."""
         state = self.node.runtime.sm
         meta: dict[str, Any] | None = None
         cache = self._rendered
@@ -336,6 +337,7 @@ class ApiService:
             if budget is not None and done and not budget.has_room(pending):
                 self._count(done, start)
                 answered(done)
+                _drop_results(done)
                 done, pending, meta = [], 0, None
                 await budget.wait_room()
                 state = self.node.runtime.sm
@@ -365,6 +367,8 @@ class ApiService:
                 job.error = exc
         self._count(done, start)
         answered(done)
+        if budget is not None:
+            _drop_results(done)
 
     def _count(self, jobs: Sequence[Job], start: float) -> None:
         """The request metrics of answered jobs: one counter increment per (operation,
@@ -464,6 +468,14 @@ class ApiService:
         """(result, {"index": the log index the write was applied at})."""
         write = self._build_write(op, args, key, caller, owner)
         return await self.store.submit(write, key, deadline, hops)
+
+
+def _drop_results(jobs: list[Job]) -> None:
+    """Forget answered reads' results (their answers hold them, until written): a frame's
+    jobs live until its last is answered, and must not keep every page of it (s15-budget:
+    48 pages of 0.8 MB were all held until the frame's end)."""
+    for job in jobs:
+        job.result = job.rendered = None
 
 
 def _encoded(doc: Any) -> Any:
