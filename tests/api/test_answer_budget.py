@@ -26,8 +26,12 @@ async def test_a_connection_waits_for_its_own_budget_and_the_nodes() -> None:
     assert first.has_room() and not first.has_room(1)  # room for one more answer, any size
     first.take(30)  # that answer: past the budget, once
     assert not first.has_room()
-    second.take(11)  # 100 held in the node: the node's pool is spent for everyone
+    second.take(11)  # 100 held in the node: the node's pool is spent for everyone's reads
     assert not second.has_room()
+    assert second.own_room() and not first.own_room()  # its reader still reads frames
+    with trio.move_on_after(1) as waited:
+        await second.wait_room(own=True)
+    assert not waited.cancelled_caught
     woken: list[str] = []
 
     async def waiter(name: str, budget: AnswerBudget) -> None:

@@ -17,7 +17,6 @@ import pathlib
 import sys
 import tracemalloc
 
-import pytest
 import trio
 
 from tests.api.helpers import open_cluster

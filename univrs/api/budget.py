@@ -4,12 +4,13 @@
 Theory of operation. An answer is *held* from the moment it is rendered (its document encoded,
 ``protocol.Encoded``) until the connection's writer has written it. Each connection has an
 ``AnswerBudget`` of ``CONNECTION_ANSWER_BYTES``, drawn from the node's ``AnswerPool`` of
-``NODE_ANSWER_BYTES``. Nothing is refused for want of budget: while either is spent, the
-connection reads no more frames (back-pressure on the client through TCP) and renders no more
-reads (``ApiService.execute_many`` waits for ``wait_room`` between reads), until its writer
-gives bytes back. A read is rendered only while there is room, so what a connection holds is
-at most its budget plus one answer, and with pages bounded in bytes (``opargs.PAGE_BYTES``)
-one answer is at most about a page (or one object). Writes are charged their answer's length
+``NODE_ANSWER_BYTES``. Nothing is refused for want of budget: while its own is spent, the
+connection reads no more frames (back-pressure on the client through TCP), and while either
+is spent it renders no more reads (``ApiService.execute_many`` waits for ``wait_room`` before
+each read) and starts no more watch polls, until a writer gives bytes back. A read is
+rendered only while there is room, so what a connection holds is at most its budget plus one
+answer, and with pages bounded in bytes (``opargs.PAGE_BYTES``) one answer is at most about a
+page (or one object). Writes are charged their answer's length
 when answered (one add), never waited for: their requests are already bounded in bytes by the
 frames they came in.
 
@@ -52,6 +53,12 @@ class AnswerBudget:
         pool = self.pool
         return self.held + pending < self.limit and pool.held + pending < pool.limit
 
+    def own_room(self) -> bool:
+        """Is this connection's own budget not spent? (What its reader waits for before the
+        next frame: a node-wide shortage holds back reads, which wait to be rendered, not
+        the frames that may carry writes.)"""
+        return self.held < self.limit
+
     def take(self, n: int) -> None:
         """Charge ``n`` bytes of answers (rendered, to be written)."""
         self.held += n
@@ -71,15 +78,15 @@ class AnswerBudget:
         """Give back everything still held (the connection is gone)."""
         self.give(self.held)
 
-    async def wait_room(self) -> None:
-        """Wait until ``has_room()``: this connection's writer, or any connection's in the
-        node, gave bytes back."""
+    async def wait_room(self, *, own: bool = False) -> None:
+        """Wait until ``has_room()`` (``own``: ``own_room()``): this connection's writer, or
+        any connection's in the node, gave bytes back."""
         while True:
             if self.held >= self.limit:
                 if self._room.is_set():
                     self._room = trio.Event()
                 await self._room.wait()
-            elif self.pool.held >= self.pool.limit:
+            elif not own and self.pool.held >= self.pool.limit:
                 pool = self.pool
                 if pool._room.is_set():
                     pool._room = trio.Event()

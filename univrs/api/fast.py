@@ -10,8 +10,11 @@ caller identified once, the writes handed to the runtime in one event and waited
 deadline scope, the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per
 request"); their responses are queued as groups complete. The writer sends everything queued
 since its last send as one frame (one encode), and drops a client that has not read its
-responses for ``SEND_TIMEOUT``. When the connection drops, its nursery is cancelled: the
-frames' waits end, and proposals not yet handed to the core are skipped.
+responses for ``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per
+connection and per node (univrs/api/budget.py, s15-budget): while the connection's budget is
+spent the reader stops reading too, and a frame's reads are rendered only while there is
+room. When the connection drops, its nursery is cancelled: the frames' waits end, and
+proposals not yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
@@ -171,10 +174,10 @@ class _ClientConnection:
             # request: see the module docstring.
             for first in range(0, len(requests), MAX_FRAME_CHUNK):
                 chunk = requests[first : first + MAX_FRAME_CHUNK]
-                # No more frames while the answers held spend the connection's (or the
-                # node's) budget: a client that pipelines big reads is slowed, not refused.
-                while not self.budget.has_room():
-                    await self.budget.wait_room()
+                # No more frames while the answers held spend the connection's budget: a
+                # client that pipelines big reads is slowed, not refused (univrs/api/budget.py).
+                while not self.budget.own_room():
+                    await self.budget.wait_room(own=True)
                 while self._in_flight + len(chunk) > MAX_IN_FLIGHT:
                     if self._room.is_set():
                         self._room = trio.Event()

@@ -324,21 +324,23 @@ class ApiService:
     ) -> None:
         """Render ``jobs`` from the applied state (they all passed their read barrier);
         ``encoded``: each result as ``protocol.Encoded``. With a ``budget``, a read is rendered
-        only while it has room beyond the bytes rendered and not yet answered; else those are
-        answered and the rest wait for room (a later state than the barrier's: still
-        linearizable, as a read served later is); an answered job's result is then dropped
-        (its answer holds it)."""
+        only while it has room beyond the bytes rendered and not yet answered (checked and
+        rendered with no wait between: held stays within the budget plus one answer, however
+        many frames wait); else those are answered and the rest wait for room (a later state
+        than the barrier's: still linearizable, as a read served later is); an answered job's
+        result is then dropped (its answer holds it)."""
         state = self.node.runtime.sm
         meta: dict[str, Any] | None = None
         cache = self._rendered
         done: list[Job] = []
         pending = 0  # bytes of ``done``'s encoded results
         for job in jobs:
-            if budget is not None and done and not budget.has_room(pending):
-                self._count(done, start)
-                answered(done)
-                _drop_results(done)
-                done, pending, meta = [], 0, None
+            if budget is not None and not budget.has_room(pending):
+                if done:
+                    self._count(done, start)
+                    answered(done)
+                    _drop_results(done)
+                    done, pending, meta = [], 0, None
                 await budget.wait_room()
                 state = self.node.runtime.sm
             done.append(job)
