@@ -84,7 +84,7 @@ def page_scan(
     *,
     ids_after: Callable[[str], Iterable[str]] | None = None,
     show: Callable[[Any], Any] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # ``show`` None: the items are their documents
     """``page`` for a table of the state: ``items_after(after)`` yields the (filtered) items
     in id order from the first id after ``after`` (a range scan of the ordered table,
     ``univrs.sm.tables``); at most ``limit`` + 1 are taken, so an unfiltered page costs
