@@ -19,7 +19,7 @@ from __future__ import annotations
 import attrs
 
 from univrs.raft.base import NodeBase
-from univrs.raft.messages import Heartbeat, NodeId
+from univrs.raft.messages import COMMIT_NOTICE_CTX, Heartbeat, NodeId
 from univrs.raft.progress import Progress, ProgressState
 
 
@@ -65,7 +65,9 @@ class CommitNoticeLayer(NodeBase):
         if not now and self._commit_notice_can_wait(pr, known):
             return
         pr.commit_sent = known
-        self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=known, ctx=0))
+        self._send(
+            Heartbeat(term=self._term, src=self.id, dst=peer, commit=known, ctx=COMMIT_NOTICE_CTX)
+        )
 
     def _confirmed_read(self, ctx: int, requester: NodeId | None, index: int) -> None:
         pr = self._progress.get(requester) if requester is not None else None
