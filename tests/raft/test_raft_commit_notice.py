@@ -112,8 +112,8 @@ def test_one_write_at_a_time_costs_one_append_and_one_ack_per_follower() -> None
 def test_the_count_fails_on_a_commit_notice_per_commit() -> None:
     sent = one_at_a_time(cluster(config=EAGER), 20)
     assert sent["n1"] == {"AppendEntries": 40, "Heartbeat": 40}
-    # A commit notice is not answered (``COMMIT_NOTICE_CTX``; session 15, s15-repl).
-    assert sent["n2"] == {"AppendEntriesResponse": 20}
+    # Eager notices are answered, as before session 15 (``_commit_notice_ctx``).
+    assert sent["n2"] == {"AppendEntriesResponse": 20, "HeartbeatResponse": 20}
 
 
 def large_batches(c: Cluster, rounds: int) -> dict[str, collections.Counter[str]]:
@@ -193,9 +193,7 @@ def test_pipelined_writes_send_no_empty_appends_and_no_commit_heartbeats() -> No
     assert sent["n1"]["AppendEntries"] == 2 * 50  # one per follower per round of four
     assert sent["n2"] == sent["n3"] == {"AppendEntriesResponse": 50}
     old = pipelined(cluster(config=EAGER), 200)
-    # The old notices (one per commit): since their answers went (s15-repl) they no longer
-    # draw empty appends, see ``test_a_commit_notice_is_not_answered``.
-    assert old["n1"]["Heartbeat"] > 0 and old["n2"] == {"AppendEntriesResponse": 50}, old
+    assert old["n1"]["Heartbeat"] > 0 and old["n1"]["AppendEntries(empty)"] > 0, old["n1"]
 
 
 def test_an_idle_follower_learns_a_commit_at_the_next_tick_not_the_next_heartbeat() -> None:
