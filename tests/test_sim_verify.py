@@ -76,6 +76,9 @@ class _ForgetsWhomItsLogNamed(RaftNode):
 class _Session11Rules(_PreVotesOnlyVoters, _ForgetsWhomItsLogNamed):
     """Neither of session 12's rules for the seed-40 class (the core of session 11)."""
 
+    def _commit_notice_ctx(self) -> int:
+        return 0  # session 11's lazy commit notices were answered (session 15 dropped that)
+
 
 class _PreVotesOnlyVotersForgetsFolded(_PreVotesOnlyVoters, ForgetsFoldedConfigs):
     """Asks only voters, and names by the log it holds only (session 13's history rule out)."""
@@ -88,6 +91,9 @@ class _PreVotesOnlyVotersSession12(_PreVotesOnlyVoters, Session12Rules):
 class _OldTrackingNoVouch(_TracksOnlyItsConfiguration, _NoVouchFromAnotherIncarnation):
     """The core before both the vouch from another incarnation and the new leader's tracking
     of a member its change removes."""
+
+    def _commit_notice_ctx(self) -> int:
+        return 0  # its lazy commit notices were answered (session 15 dropped that)
 
 
 # (node, term, leader, voucher, how): a node followed a leader its configurations do not list,

@@ -130,3 +130,29 @@ def test_a_write_answers_fast_path_is_cbor2s_frame(rid: int) -> None:
     frame = protocol.encode_responses("n1", responses)
     assert frame == cbor2.dumps({"leader": "n1", "r": plain})
     assert protocol.decode_responses(frame) == ("n1", plain)
+
+
+def test_the_kept_parts_are_bounded_by_bytes() -> None:
+    # s15-review2: bounded by count only (8192 specs), large specs (a spec may be megabytes:
+    # 1024 env values of 4 KiB) were each kept, encoded and decoded, until the count filled.
+    from univrs.api.answers import MAX_KEPT_BYTES, MAX_PART_BYTES
+
+    answers = WorkloadAnswers()
+    value = "v" * 4000
+    for n in range(320):  # ~38 MB of parts in all
+        env = tuple((f"K{k}", f"{value}{n}") for k in range(30))  # ~120 KB encoded
+        spec = WorkloadSpec(name=f"w{n}", image="img", env=env)
+        stored = StoredWorkload(id=f"w-{n}", spec=spec, version=1, created_index=1)
+        assert _encoded(answers, stored, (0, 0, 0, 0, 0)) == _expected(stored, (0, 0, 0, 0, 0))
+        assert answers.kept_bytes() <= MAX_KEPT_BYTES
+    kept = sum(len(p.before_replicas) + len(p.after_replicas) for p in answers._specs.values())
+    assert kept == answers.kept_bytes() <= MAX_KEPT_BYTES
+    # A spec larger than MAX_PART_BYTES is answered right and never kept.
+    huge = WorkloadSpec(
+        name="huge",
+        image="img",
+        env=tuple((f"K{k}", value) for k in range(MAX_PART_BYTES // 4000 + 8)),
+    )
+    stored = StoredWorkload(id="huge", spec=huge, version=1, created_index=1)
+    assert _encoded(answers, stored, (0, 0, 0, 0, 0)) == _expected(stored, (0, 0, 0, 0, 0))
+    assert "huge" not in answers._specs

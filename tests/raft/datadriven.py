@@ -69,6 +69,7 @@ from univrs.raft import (
     bootstrap_state,
     decode_membership,
 )
+from univrs.raft.messages import COMMIT_NOTICE_CTX
 from univrs.sim.mutants import MUTANTS
 
 REWRITE = os.environ.get("UNIVRS_REWRITE_TESTDATA") == "1"
@@ -120,6 +121,8 @@ def fmt_message(m: Message) -> str:
             f"{head}AppResp term={m.term} reject index={m.index} hint={m.hint_index}/{m.hint_term}"
         )
     if isinstance(m, Heartbeat):
+        if m.ctx == COMMIT_NOTICE_CTX:
+            return f"{head}Heartbeat term={m.term} commit={m.commit} notice"
         return f"{head}Heartbeat term={m.term} commit={m.commit} round={m.ctx}"
     if isinstance(m, HeartbeatResponse):
         return f"{head}HeartbeatResp term={m.term} round={m.ctx}"

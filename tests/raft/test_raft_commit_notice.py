@@ -19,9 +19,9 @@ import collections
 import attrs
 from harness import Cluster
 
-from univrs.raft import AppendEntries, Heartbeat, RaftConfig, RaftNode
+from univrs.raft import AppendEntries, Heartbeat, HeartbeatResponse, RaftConfig, RaftNode
 from univrs.raft.base import NodeBase
-from univrs.raft.messages import NodeId
+from univrs.raft.messages import COMMIT_NOTICE_CTX, NodeId
 
 # A heartbeat every 3 ticks, so a tick that is not a heartbeat tick is visible; the commit
 # notices nodes run (``NodeConfig.raft_config``).
@@ -112,7 +112,78 @@ def test_one_write_at_a_time_costs_one_append_and_one_ack_per_follower() -> None
 def test_the_count_fails_on_a_commit_notice_per_commit() -> None:
     sent = one_at_a_time(cluster(config=EAGER), 20)
     assert sent["n1"] == {"AppendEntries": 40, "Heartbeat": 40}
+    # Eager notices are answered, as before session 15 (``_commit_notice_ctx``).
     assert sent["n2"] == {"AppendEntriesResponse": 20, "HeartbeatResponse": 20}
+
+
+def large_batches(c: Cluster, rounds: int) -> dict[str, collections.Counter[str]]:
+    """Batches whose commit is told at once (larger than ``lazy_commit_notice_bytes``), the next
+    batch proposed while the notices are on their way, as under load at 64 clients."""
+
+    def run() -> None:
+        for i in range(rounds):
+            c.propose_many("n1", [b"%d" % i * 300] * 4)
+            c.deliver()  # the appends
+            c.deliver()  # the acks: n1 commits and sends its notices
+        c.stabilize()
+
+    return sent_per_write(c, rounds, run)
+
+
+def test_a_commit_notice_is_not_answered() -> None:
+    # Each batch's commit notice used to come back as a HeartbeatResponse, and its answer,
+    # arriving while the next batch was in flight (match below the last index), drew an empty
+    # AppendEntries and its answer: per follower per batch three messages more than the
+    # append and its ack, on every node's links (issue 14, docs/performance.md, "Round 15
+    # (s15-repl)").
+    c = cluster()
+    sent = large_batches(c, 20)
+    assert sent["n1"]["Heartbeat"] >= 2 * 19, sent["n1"]  # told at once
+    assert "AppendEntries(empty)" not in sent["n1"], sent["n1"]
+    assert sent["n2"] == sent["n3"] == {"AppendEntriesResponse": 20}, sent
+    for n in ("n2", "n3"):  # every commit told: the followers applied every batch
+        assert c.status(n).commit == c.status("n1").commit, n
+        assert len(c.applied_data(n)) == len(c.applied_data("n1")), n
+    # A notice carries the sentinel; the periodic heartbeat does not, and is answered.
+    c.propose_many("n1", [b"z" * 300] * 4)
+    c.deliver()
+    c.deliver()
+    assert {m.ctx for m in c.in_flight(type=Heartbeat)} == {COMMIT_NOTICE_CTX}
+    c.stabilize()
+    tick_to_a_heartbeat_answered(c)
+
+
+def tick_to_a_heartbeat_answered(c: Cluster) -> None:
+    for _ in range(CFG.heartbeat_ticks):
+        c.tick("n1")
+        beats = c.in_flight(src="n1", type=Heartbeat)
+        c.deliver()
+        if beats:
+            answers = c.in_flight(type=HeartbeatResponse)
+            assert sorted(m.src for m in answers) == ["n2", "n3"]
+            assert all(m.ctx != COMMIT_NOTICE_CTX for m in answers)
+            c.stabilize()
+            return
+    raise AssertionError("no heartbeat in a heartbeat interval")
+
+
+def test_an_older_followers_answer_to_a_notice_confirms_no_read() -> None:
+    # An older follower answers a notice with HeartbeatResponse(ctx=COMMIT_NOTICE_CTX); the
+    # leader must not take it for an acknowledgement of a ReadIndex round (none reaches it).
+    c = cluster()
+    c.read_index("n1", 5)
+    assert c.reads["n1"] == []
+    beats = c.in_flight(src="n1", type=Heartbeat)
+    assert len(beats) == 2 and all(0 < m.ctx < COMMIT_NOTICE_CTX for m in beats)
+    c.drop(src="n1")  # the round's heartbeats are lost
+    term = c.status("n1").term
+    for f in ("n2", "n3"):
+        c.network.append(HeartbeatResponse(term=term, src=f, dst="n1", ctx=COMMIT_NOTICE_CTX))
+    c.stabilize()
+    assert c.reads["n1"] == []
+    c.tick("n1", CFG.heartbeat_ticks)  # the next round's heartbeats are answered: confirmed
+    c.stabilize()
+    assert [r.ctx for r in c.reads["n1"]] == [5]
 
 
 def test_pipelined_writes_send_no_empty_appends_and_no_commit_heartbeats() -> None:
@@ -126,16 +197,15 @@ def test_pipelined_writes_send_no_empty_appends_and_no_commit_heartbeats() -> No
 
 
 def test_an_idle_follower_learns_a_commit_at_the_next_tick_not_the_next_heartbeat() -> None:
-    c = cluster()
-    c.tick("n1")  # the heartbeat is now 2 ticks away
-    c.stabilize()
+    c = cluster()  # its tick leaves the heartbeat 2 ticks away
     _, index = c.propose("n1", b"x")
     c.stabilize()
     assert c.status("n1").commit == index
     assert c.status("n2").commit == c.status("n3").commit == index - 1
     c.tick("n1")
-    # A commit-only Heartbeat (ctx 0), though no heartbeat is due.
-    assert [(m.commit, m.ctx) for m in c.in_flight(type=Heartbeat)] == [(index, 0), (index, 0)]
+    # A commit notice, though no heartbeat is due.
+    notice = (index, COMMIT_NOTICE_CTX)
+    assert [(m.commit, m.ctx) for m in c.in_flight(type=Heartbeat)] == [notice, notice]
     c.stabilize()
     for n in ("n2", "n3"):
         assert c.status(n).commit == index

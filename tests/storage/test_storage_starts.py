@@ -76,3 +76,22 @@ def test_a_malformed_record_is_corrupt(open_store: Opener, value: object) -> Non
     env.write(lambda txn: txn.put(KEY_STARTS, record, db=env.meta))
     with pytest.raises(StorageError, match=r"metadata record .starts.: malformed"):
         load_start_records(store)
+
+
+@pytest.mark.parametrize("key", [KEY_START, KEY_STARTS])
+@pytest.mark.parametrize("damage", ["checksum", "shape"])
+def test_a_damaged_record_names_the_fix(open_store: Opener, key: bytes, damage: str) -> None:
+    # s15-review2: a node whose start records are damaged refuses to start at every attempt;
+    # the error must say what to do (replace the member), not only that a record is bad.
+    store = open_store()
+    begin_start(store)
+    save_start_records(store, {("n2", "inc2"): (3, "ab" * 8)})
+    env = store._env
+    raw = layout.encode_record(key, {"x": 1})
+    if damage == "checksum":
+        raw = raw[:-1] + bytes([raw[-1] ^ 1])
+    env.write(lambda txn: txn.put(key, raw, db=env.meta))
+    with pytest.raises(StorageError) as caught:
+        (begin_start if key == KEY_START else load_start_records)(store)
+    said = str(caught.value)
+    assert key.decode() in said and "--replace" in said and "older copy" in said

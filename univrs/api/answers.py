@@ -18,7 +18,9 @@ status object (``sm.status`` shares one object per distinct status). The bytes a
 decodes the same document as before; nothing about the API changed.
 
 The caches hold the objects whose identity they test, so an id is never reused while its entry
-lives; both are bounded (emptied when full).
+lives; both are bounded (emptied when full): by count, and the spec parts also by their encoded
+bytes (``MAX_KEPT_BYTES``; a spec may be megabytes, and 8192 of them must not be kept,
+s15-review2), and a spec whose parts alone exceed ``MAX_PART_BYTES`` is not kept at all.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from univrs.client.protocol import Encoded
 from univrs.sm.model import WorkloadSpec, WorkloadStatus
 from univrs.sm.objects import StoredWorkload
 
-__all__ = ["MAX_KEPT", "WorkloadAnswers"]
+__all__ = ["MAX_KEPT", "MAX_KEPT_BYTES", "MAX_PART_BYTES", "WorkloadAnswers"]
 
 MAX_KEPT = 8192  # workloads' spec parts (and statuses) kept; emptied when full
+MAX_KEPT_BYTES = 32 * 1024 * 1024  # the kept spec parts' encoded bytes; emptied past it
+MAX_PART_BYTES = 256 * 1024  # a spec encoded larger is encoded per write, never kept
 
 _WORKLOAD_HEAD = b"\xa5"  # a map of 5: id, version, created_index, spec, status
 _SPEC_HEAD = b"\xa8"  # a map of 8: name, image, replicas, args, env, labels, resources, ports
@@ -93,8 +97,13 @@ class WorkloadAnswers:
 
     _specs: dict[str, _SpecParts] = attrs.field(factory=dict)
     _statuses: dict[int, tuple[WorkloadStatus, bytes]] = attrs.field(factory=dict)
+    _kept_bytes: int = 0  # encoded bytes of the parts in ``_specs``
     hits: int = 0  # statistics: spec parts reused
     misses: int = 0
+
+    def kept_bytes(self) -> int:
+        """The encoded bytes of the spec parts kept (at most ``MAX_KEPT_BYTES``)."""
+        return self._kept_bytes
 
     def encode(self, stored: StoredWorkload, status: WorkloadStatus) -> Encoded:
         """``stored_workload_doc(stored, status)`` as CBOR, exactly ``cbor2.dumps`` of it."""
@@ -105,9 +114,16 @@ class WorkloadAnswers:
         else:
             self.misses += 1
             parts = _spec_parts(spec)
-            if len(self._specs) >= MAX_KEPT:
-                self._specs.clear()
-            self._specs[stored.id] = parts
+            size = len(parts.before_replicas) + len(parts.after_replicas)
+            old = self._specs.pop(stored.id, None)
+            if old is not None:
+                self._kept_bytes -= len(old.before_replicas) + len(old.after_replicas)
+            if size <= MAX_PART_BYTES:
+                if len(self._specs) >= MAX_KEPT or self._kept_bytes + size > MAX_KEPT_BYTES:
+                    self._specs.clear()
+                    self._kept_bytes = 0
+                self._specs[stored.id] = parts
+                self._kept_bytes += size
         kept = self._statuses.get(id(status))
         if kept is None or kept[0] is not status:
             if len(self._statuses) >= MAX_KEPT:

@@ -20,7 +20,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from univrs.errors import ProtocolError
+from univrs.errors import ProtocolError, StorageError
 from univrs.net.address import join_host_port
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello
 from univrs.net.peer import (
@@ -217,7 +217,13 @@ class RaftInbound:
                 self._fence(hello.src, copy)
                 await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, copy)
                 return
-            stale = await self._check_start(hello)
+            try:
+                stale = await self._check_start(hello)
+            except StorageError as exc:  # the record is not durable: deliver nothing, go on
+                log.error("cannot record the start of %s: %s", hello.src, exc)
+                reason = f"{self.node_id} cannot record its start now"
+                await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, reason)
+                return
             if stale is not None:
                 await self._refuse_incarnation(ws, remote, hello, stale, CLOSE_STALE_START)
                 return
@@ -295,6 +301,7 @@ class RaftInbound:
         is authenticated (its ``src`` is its certificate's node), so only the member's key
         moves the record; without TLS anyone may (docs/security.md)."""
         async with self._start_lock:  # judged and recorded as one step: no two starts race
+            before = self.start_book.records()
             stale = self.start_book.problem(hello.src, hello.incarnation, hello.start)
             if stale is not None:
                 return f"{hello.src} runs an older copy of its data dir: {stale}"
@@ -311,7 +318,13 @@ class RaftInbound:
             ):
                 return None
             if self.save_starts is not None:
-                await trio.to_thread.run_sync(self.save_starts, self.start_book.records())
+                try:
+                    await trio.to_thread.run_sync(self.save_starts, self.start_book.records())
+                except BaseException:
+                    # Not durable: forget it, or the member's next hello of this start (the
+                    # record unchanged, so no save) would deliver on a record a crash loses.
+                    self.start_book.restore(before)
+                    raise
             self._started(hello.src)
             log.info(
                 "%s started (start %d of incarnation %s)",

@@ -435,10 +435,11 @@ class RaftTransport(RaftInbound):
         """``peer`` refused us as an older copy of our data dir (or its hello named a start of
         ours that we do not have, ``Hello.seen``): we may have voted in a term
         we already voted in, and lack entries we acknowledged. Stop taking part until the
-        operator replaces us: send nothing more (no vote, no acknowledgement), close every
-        inbound connection and refuse new ones. Not durable: a restart of this copy is
-        refused again by the peers that recorded the newer start (its chain of boot ids
-        forked from theirs), and fenced again by the first refusal."""
+        operator replaces us: send nothing more (no vote, no acknowledgement, and no hello:
+        every link is closed), close every inbound connection and refuse new ones. Not
+        durable: a restart of this copy is refused again by the peers that recorded the newer
+        start (its chain of boot ids forked from theirs), and fenced again by the first
+        refusal."""
         if self._fenced is not None:
             return
         self._fenced = reason
@@ -450,7 +451,10 @@ class RaftTransport(RaftInbound):
             extra={"peer": peer, "reason": reason},
         )
         for link in self._links.values():
-            link.counters.dropped += link.queue.clear()
+            # Closed, not only emptied: a link left running would go on dialing, and each of
+            # its hellos would have a peer that never heard the later start record this
+            # copy's (forked) start, durably (s15-review2).
+            link.close()
         for conn in list(self._inbound.values()):
             conn.scope.cancel()
 
@@ -541,6 +545,8 @@ class RaftTransport(RaftInbound):
             ),
         )
         self._links[nid] = link
+        if self._fenced is not None:
+            link.close()  # a fenced node dials nobody (``_fence``)
         if self._nursery is not None:
             self._nursery.start_soon(link.run)
 

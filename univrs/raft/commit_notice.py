@@ -7,7 +7,8 @@ cannot know are committed, and to which no append is about to go, needs a commit
 With N > 0 (what nodes run) a commit whose news to that follower covers at most N bytes of
 entries waits for the next append, or for the next tick if none came (``_tell_commits``): one
 client writing then costs each follower one message each way per write instead of two
-(tests/raft/test_raft_commit_notice.py). A larger commit is told at once, so the follower
+(tests/raft/test_raft_commit_notice.py); such a notice carries ``COMMIT_NOTICE_CTX`` and
+is not answered (``_commit_notice_ctx``). A larger commit is told at once, so the follower
 applies it while the leader applies its own copy and prepares the next batch, not when the next
 batch arrives (where the apply would delay its acknowledgement: measured, docs/performance.md,
 "Round 7"); so is a commit a follower waits for to serve a ReadIndex read we answered
@@ -19,7 +20,7 @@ from __future__ import annotations
 import attrs
 
 from univrs.raft.base import NodeBase
-from univrs.raft.messages import Heartbeat, NodeId
+from univrs.raft.messages import COMMIT_NOTICE_CTX, Heartbeat, NodeId
 from univrs.raft.progress import Progress, ProgressState
 
 
@@ -65,7 +66,21 @@ class CommitNoticeLayer(NodeBase):
         if not now and self._commit_notice_can_wait(pr, known):
             return
         pr.commit_sent = known
-        self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=known, ctx=0))
+        self._send(
+            Heartbeat(
+                term=self._term, src=self.id, dst=peer, commit=known, ctx=self._commit_notice_ctx()
+            )
+        )
+
+    def _commit_notice_ctx(self) -> int:
+        """The ``ctx`` of a commit notice. With lazy notices (what nodes run)
+        ``COMMIT_NOTICE_CTX``: the follower takes the commit and does not answer (the answer
+        told us nothing its AppendEntriesResponse had not, and, arriving while the next batch
+        was in flight, drew an empty AppendEntries and its answer: docs/performance.md, "Round
+        15 (s15-repl)"). With eager notices (``lazy_commit_notice_bytes`` 0, the core's default)
+        0, answered as before: the core's transcripts and the simulator's pinned seeds were
+        found with those answers, and their schedules depend on every message."""
+        return COMMIT_NOTICE_CTX if self._lazy_commit_notices() else 0
 
     def _confirmed_read(self, ctx: int, requester: NodeId | None, index: int) -> None:
         pr = self._progress.get(requester) if requester is not None else None

@@ -228,11 +228,23 @@ class AppendEntriesResponse(Message):
     hint_term: int = 0
 
 
+COMMIT_NOTICE_CTX = (1 << 64) - 1
+"""``Heartbeat.ctx`` of a lazy commit notice (univrs/raft/commit_notice.py
+``_commit_notice_ctx``): it only tells a follower the commit index, and the follower takes it
+without answering (the leader learns nothing from the answer that the follower's
+AppendEntriesResponse did not tell it, and periodic heartbeats are still answered: CheckQuorum
+and the pipelines' unsticking rely on those). No ReadIndex
+round reaches it (rounds count up from 1 per leadership), and it is a valid ``uint`` on the
+wire: an older follower answers it, and the leader's read rounds ignore an answer above the
+newest round they handed out (read_only.py ``LeaderReads.ack``)."""
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class Heartbeat(Message):
     """Leader liveness without log data. ``commit`` is min(leader commit, follower match).
 
-    ``ctx`` is the ReadIndex round this heartbeat confirms (0 when none).
+    ``ctx`` is the ReadIndex round this heartbeat confirms (0 when none), or
+    ``COMMIT_NOTICE_CTX`` for a commit notice, which the follower does not answer.
     """
 
     commit: int

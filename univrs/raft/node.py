@@ -43,6 +43,7 @@ from univrs.raft.inspect import InspectLayer
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory, voter_changes
 from univrs.raft.messages import (
+    COMMIT_NOTICE_CTX,
     AppendEntries,
     AppendEntriesResponse,
     Entry,
@@ -241,9 +242,10 @@ class RaftNode(InspectLayer):
         elif isinstance(msg, Heartbeat):
             if self._follow(msg.src):
                 self._commit_to(min(msg.commit, self._log.last_index))
-                self._send(
-                    HeartbeatResponse(term=self._term, src=self.id, dst=msg.src, ctx=msg.ctx)
-                )
+                if msg.ctx != COMMIT_NOTICE_CTX:  # a commit notice wants no answer
+                    self._send(
+                        HeartbeatResponse(term=self._term, src=self.id, dst=msg.src, ctx=msg.ctx)
+                    )
         elif isinstance(msg, HeartbeatResponse):
             if self._role is Role.LEADER:
                 self._on_heartbeat_response(msg)

@@ -88,7 +88,8 @@ class RaftConfig:
     # ``NodeConfig.raft_config``): a commit whose news covers at most N bytes of entries waits
     # for the next AppendEntries (they all carry the commit index) or the next tick; larger
     # ones, and those a follower waits for to serve a read, are told at once. The core's
-    # transcripts and the simulator's pinned seeds were written for 0.
+    # transcripts and the simulator's pinned seeds were written for 0. With N > 0 a commit
+    # notice is not answered (``messages.COMMIT_NOTICE_CTX``); with 0 it is, as before.
     lazy_commit_notice_bytes: int = 0
 
     @property

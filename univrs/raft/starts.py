@@ -151,6 +151,11 @@ class StartBook:
     def records(self) -> Records:
         return dict(self._records)
 
+    def restore(self, records: Records) -> None:
+        """Make ``records`` (an earlier ``records()``) the book again: a record that could not
+        be made durable is forgotten."""
+        self._records = dict(records)
+
     def newest(self, node: NodeId) -> tuple[str, int, str] | None:
         """(incarnation, counter, boot id) of the start of ``node`` recorded last (a hello's
         ``seen``), or None."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from univrs.raft.starts import BOOT_RE, CHAIN, Records, Start, valid_start
 from univrs.storage import layout
+from univrs.storage.datadir import LOST_STATE_HINT
 from univrs.storage.layout import Corrupt
 
 if TYPE_CHECKING:
@@ -29,6 +30,20 @@ if TYPE_CHECKING:
 
 KEY_START = b"start"
 KEY_STARTS = b"starts"
+
+# A damaged record of starts cannot be rebuilt (the counter and the peers' records are what
+# tell this data dir from a copy of it): the node refuses to start and says what to do.
+_DAMAGED_HINT = (
+    ": the start counters of this data dir are damaged, so it cannot tell itself from an "
+    'older copy of itself (docs/security.md, "Older copies of a data dir")' + LOST_STATE_HINT
+)
+
+
+def _decode(key: bytes, raw: bytes) -> Any:
+    try:
+        return layout.decode_record(key, raw)
+    except Corrupt as exc:
+        raise Corrupt(f"{exc}{_DAMAGED_HINT}") from None
 
 
 def new_boot() -> str:
@@ -45,12 +60,12 @@ def _parse_start(obj: Any, incarnation: str) -> Start | None:
         or type(obj[2]) is not list
         or not all(type(b) is str for b in obj[2])
     ):
-        raise Corrupt("metadata record 'start': malformed")
+        raise Corrupt(f"metadata record 'start': malformed{_DAMAGED_HINT}")
     if obj[0] != incarnation:
         return None  # another incarnation's: this one has not started yet
     start = Start(counter=obj[1], boots=tuple(obj[2]))
     if not valid_start(start):
-        raise Corrupt("metadata record 'start': malformed")
+        raise Corrupt(f"metadata record 'start': malformed{_DAMAGED_HINT}")
     return start
 
 
@@ -62,7 +77,7 @@ def stored_start(store: LogStore) -> Start | None:
         raw = txn.get(KEY_START, db=env.meta)
         if raw is None:
             return None
-        return _parse_start(layout.decode_record(KEY_START, raw), store.incarnation)
+        return _parse_start(_decode(KEY_START, raw), store.incarnation)
 
     return env.read(read)
 
@@ -76,9 +91,7 @@ def begin_start(store: LogStore, boot: str | None = None) -> Start:
 
     def write(txn: Txn) -> Start:
         raw = txn.get(KEY_START, db=env.meta)
-        old = (
-            None if raw is None else _parse_start(layout.decode_record(KEY_START, raw), incarnation)
-        )
+        old = None if raw is None else _parse_start(_decode(KEY_START, raw), incarnation)
         start = Start(counter=1, boots=(boot,)) if old is None else old.following(boot)
         record = [incarnation, start.counter, list(start.boots[-CHAIN:])]
         txn.put(KEY_START, layout.encode_record(KEY_START, record), db=env.meta)
@@ -95,10 +108,10 @@ def load_start_records(store: LogStore) -> Records:
         raw = txn.get(KEY_STARTS, db=env.meta)
         if raw is None:
             return {}
-        obj = layout.decode_record(KEY_STARTS, raw)
+        obj = _decode(KEY_STARTS, raw)
         out: Records = {}
         if type(obj) is not list:
-            raise Corrupt("metadata record 'starts': malformed")
+            raise Corrupt(f"metadata record 'starts': malformed{_DAMAGED_HINT}")
         for item in obj:
             if (
                 type(item) is not list
@@ -108,7 +121,7 @@ def load_start_records(store: LogStore) -> Records:
                 or item[2] < 1
                 or not BOOT_RE.fullmatch(item[3])
             ):
-                raise Corrupt("metadata record 'starts': malformed")
+                raise Corrupt(f"metadata record 'starts': malformed{_DAMAGED_HINT}")
             out[(item[0], item[1])] = (item[2], item[3])
         return out
 
