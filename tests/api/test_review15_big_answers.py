@@ -7,9 +7,9 @@ into one frame, so two concurrent pages of 2.5 MB went out as a 5 MB frame, whic
 (frames of at most ``protocol.MAX_FRAME``, 4 MiB) refused by closing the connection; it
 retried, the node answered the same way, and the call ended "no univrs node reachable"
 against a healthy node. Now answers are split into frames the client reads, and an answer
-that alone exceeds a frame is a ``payload-too-large`` error that says so. A page itself is
-still bounded in items only: ``univrs workload list`` fails once one page of workloads passes
-4 MiB (the xfail below).
+that alone exceeds a frame is a ``payload-too-large`` error that says so. Since s15-budget a
+list page is bounded in bytes too (``opargs.PAGE_BYTES``, 1 MiB of items, at least one): a
+page of big workloads is shorter, with ``next``, and every caller of a list pages on.
 """
 
 from __future__ import annotations
@@ -37,22 +37,17 @@ async def _fill(client: Client, names: list[str]) -> None:
         await client.create_workload({"name": name, "image": "x", "args": ARGS})
 
 
-async def test_two_big_pages_asked_together_are_both_answered(tmp_path: pathlib.Path) -> None:
+async def test_big_pages_asked_together_are_all_answered(tmp_path: pathlib.Path) -> None:
     async with open_cluster(tmp_path, size=1) as cluster:
         node = await cluster.wait_leader()
         async with open_client([cluster.client_address(node)]) as client:
             await _fill(client, [f"w{i}" for i in range(6)])
-            first = await client.call("workload.list", {"limit": 3}, consistency="local")
-        # One frame of two requests, executed together and answered together: as the client
-        # reads (frames of at most MAX_FRAME, else it closes the connection).
+        # One frame of six requests, executed together and answered together (a page of one
+        # 800 KB workload each: 4.8 MB in all): as the client reads (frames of at most
+        # MAX_FRAME, else it closes the connection).
         reqs = [
-            Request(id=1, op="workload.list", args={"limit": 3}, consistency="local"),
-            Request(
-                id=2,
-                op="workload.list",
-                args={"limit": 3, "after": first["next"]},
-                consistency="local",
-            ),
+            Request(id=i, op="workload.list", args={"limit": 3}, consistency="local")
+            for i in range(1, 7)
         ]
         url = f"ws://127.0.0.1:{node.raft_port}/client"
         answers: dict[int, int] = {}
@@ -61,35 +56,51 @@ async def test_two_big_pages_asked_together_are_both_answered(tmp_path: pathlib.
             await ws.get_message()  # the server's hello
             await ws.send_message(protocol.encode_requests(reqs))
             with trio.fail_after(60):
-                while len(answers) < 2:
+                while len(answers) < 6:
                     _, responses = protocol.decode_responses(await ws.get_message())
                     for r in responses:
                         answers[r["id"]] = len(r["ok"]["items"])
-        assert answers == {1: 3, 2: 3}
+        assert answers == dict.fromkeys(range(1, 7), 1)
 
 
-async def test_a_page_larger_than_a_frame_is_refused_with_a_clear_error(
+async def test_an_answer_larger_than_a_frame_is_refused_with_a_clear_error(
     tmp_path: pathlib.Path,
 ) -> None:
+    """A list page can no longer pass a frame (s15-budget); a watch poll of big events can."""
     async with open_cluster(tmp_path, size=1) as cluster:
         node = await cluster.wait_leader()
         async with open_client([cluster.client_address(node)]) as client:
+            page = await client.call("workload.list", {}, consistency="local")
             await _fill(client, [f"w{i}" for i in range(6)])
+            poll = {"from_revision": page["revision"] + 1}
             with trio.fail_after(60), pytest.raises(PayloadTooLarge, match="fewer items"):
-                await client.call("workload.list", {}, consistency="local")
-            small = await client.call("workload.list", {"limit": 2}, consistency="local")
-            assert len(small["items"]) == 2
+                await client.call("events.poll", poll)
+            small = await client.call("events.poll", {**poll, "limit": 2})
+            assert len(small["events"]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="B1 (s15-review): a page is bounded in items, not in bytes")
 async def test_listing_every_big_workload_succeeds(tmp_path: pathlib.Path) -> None:
+    """B1 (s15-review): a page of up to 1,000 big workloads (the Python client's
+    ``list_workloads(limit=N)``, the MCP tools, any fast-protocol caller) was
+    ``payload-too-large`` for good. A page is bounded in bytes now (s15-budget): every call
+    succeeds with a shorter page, and paging on ``next`` lists them all."""
     async with open_cluster(tmp_path, size=1) as cluster:
         node = await cluster.wait_leader()
         async with open_client([cluster.client_address(node)]) as client:
             await _fill(client, [f"w{i}" for i in range(6)])
+            names: list[str] = []
+            after: str | None = None
             with trio.fail_after(60):
-                result = await client.call("workload.list", {}, consistency="local")
-            assert len(result["items"]) == 6
+                while True:
+                    result = await client.list_workloads(
+                        limit=1000, after=after, consistency="local"
+                    )
+                    assert 1 <= len(result["items"]) < 6  # shorter than asked: on bytes
+                    names += [w["spec"]["name"] for w in result["items"]]
+                    after = result["next"]
+                    if after is None:
+                        break
+            assert sorted(names) == [f"w{i}" for i in range(6)]
 
 
 def test_the_cli_lists_every_big_workload(tmp_path: pathlib.Path) -> None:

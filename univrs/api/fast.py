@@ -10,8 +10,11 @@ caller identified once, the writes handed to the runtime in one event and waited
 deadline scope, the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per
 request"); their responses are queued as groups complete. The writer sends everything queued
 since its last send as one frame (one encode), and drops a client that has not read its
-responses for ``SEND_TIMEOUT``. When the connection drops, its nursery is cancelled: the
-frames' waits end, and proposals not yet handed to the core are skipped.
+responses for ``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per
+connection and per node (univrs/api/budget.py, s15-budget): while the connection's budget is
+spent the reader stops reading too, and a frame's reads are rendered only while there is
+room. When the connection drops, its nursery is cancelled: the frames' waits end, and
+proposals not yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
@@ -33,7 +36,7 @@ operation is a bug: it is logged and answered with ``internal``, and the node ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -42,9 +45,10 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from univrs import codec
 from univrs.api.auth import Caller
+from univrs.api.budget import AnswerBudget
 from univrs.api.service import Job
 from univrs.client import protocol
-from univrs.client.protocol import BadRequest, Request
+from univrs.client.protocol import BadRequest, Encoded, Request
 from univrs.errors import (
     InternalError,
     PayloadTooLarge,
@@ -69,6 +73,7 @@ CLOSE_PROTOCOL_ERROR = 1002
 SEND_TIMEOUT = 30.0  # a client that reads none of its responses for this long is dropped
 MAX_WATCHES = 16  # watch polls (events.poll) waiting at once per connection
 MAX_FRAME_CHUNK = 1024  # requests of one frame handled by one task (a larger frame: several)
+SMALL_ANSWER = 128  # bytes charged for an answer not encoded ahead (an error, a small document)
 
 
 _WARNED: set[tuple[str, str]] = set()  # (client host, kind) already logged at WARNING
@@ -131,9 +136,11 @@ class _ClientConnection:
     service: ApiService
     remote: str
     scope: trio.CancelScope  # the connection's nursery: cancelled to drop a stuck client
+    budget: AnswerBudget  # answer bytes held (univrs/api/budget.py)
     host: str | None = None  # the client's address, for its identity without auth
     token: str | None = attrs.field(default=None, repr=False)  # the hello's token
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
+    _queued: int = 0  # bytes charged to ``budget`` for the outbox's responses
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     # Requests held from their arrival until their response is *sent* (at most
     # MAX_IN_FLIGHT), so a client that stops reading its responses stops being read from
@@ -167,6 +174,10 @@ class _ClientConnection:
             # request: see the module docstring.
             for first in range(0, len(requests), MAX_FRAME_CHUNK):
                 chunk = requests[first : first + MAX_FRAME_CHUNK]
+                # No more frames while the answers held spend the connection's budget: a
+                # client that pipelines big reads is slowed, not refused (univrs/api/budget.py).
+                while not self.budget.own_room():
+                    await self.budget.wait_room(own=True)
                 while self._in_flight + len(chunk) > MAX_IN_FLIGHT:
                     if self._room.is_set():
                         self._room = trio.Event()
@@ -212,7 +223,7 @@ class _ClientConnection:
             self._answered(done)
 
         try:
-            await self.service.execute_many(jobs, send, encoded=True)
+            await self.service.execute_many(jobs, send, encoded=True, budget=self.budget)
         except Exception as exc:  # a bug: answer what is left with `internal`, carry on
             log.error("serving a frame of %d requests failed with a bug", len(jobs), exc_info=exc)
             left = [job for job in jobs if id(job) not in answered]
@@ -234,6 +245,14 @@ class _ClientConnection:
         self._send([_response(job) for job in jobs])
 
     def _send(self, responses: list[dict[str, Any]]) -> None:
+        """Queue ``responses`` for the writer, charged to the budget (a length and an add
+        each: an encoded document's bytes, ``SMALL_ANSWER`` for anything else)."""
+        n = 0
+        for resp in responses:
+            ok = resp.get("ok")
+            n += len(ok.data) if type(ok) is Encoded else SMALL_ANSWER
+        self._queued += n
+        self.budget.take(n)
         self._outbox.extend(responses)
         self._wakeup.set()
 
@@ -246,6 +265,9 @@ class _ClientConnection:
             return
         self._watches += 1
         try:
+            # A poll's events carry whole objects: it starts only while there is room (so
+            # at most MAX_WATCHES answers past the budget).
+            await self.budget.wait_room()
             response = await self._execute(req)
         finally:
             self._watches -= 1
@@ -273,14 +295,14 @@ class _ClientConnection:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while self._outbox:
-                batch = self._outbox[:1024]
-                del self._outbox[:1024]
+                batch, self._outbox = self._outbox, []
+                held, self._queued = self._queued, 0
                 # The hint from the last built status (its leader is always current): no
                 # status rebuild per response frame.
                 leader = self.service.node.runtime.view.last_status().leader
                 with trio.move_on_after(SEND_TIMEOUT) as sending:
                     try:
-                        for frame in _frames(leader, batch):
+                        for frame in _frames(leader, batch, held):
                             await self.ws.send_message(frame)
                     except ConnectionClosed:
                         return
@@ -294,6 +316,7 @@ class _ClientConnection:
                     return
                 self._in_flight -= len(batch)
                 self._room.set()
+                self.budget.give(held)
 
 
 def _response(job: Job) -> dict[str, Any]:
@@ -315,17 +338,22 @@ def _response(job: Job) -> dict[str, Any]:
     return response
 
 
-def _frames(leader: str | None, batch: list[dict[str, Any]]) -> list[bytes]:
+def _frames(leader: str | None, batch: list[dict[str, Any]], held: int = 0) -> Iterator[bytes]:
     """``batch`` as response frames of at most ``protocol.MAX_FRAME`` bytes, the most a client
     reads (s15-review B1): usually one. Two answers of 3 MB (two pages of big workloads) used
     to go out as one 6 MB frame, which the client refuses by closing the connection: every
     request on it lost, retried, and lost again, reported as "no univrs node reachable". An
     answer that alone exceeds the frame is replaced by a ``payload-too-large`` error saying so
-    (only a read's can: a write's request frame is bounded by the same size)."""
-    frame = _encode(leader, batch)
-    if len(frame) <= protocol.MAX_FRAME:
-        return [frame]
-    frames: list[bytes] = []
+    (only a read's can: a write's request frame is bounded by the same size).
+
+    Frames are made as they are sent (a generator), and a batch whose charged bytes
+    (``held``) already pass a frame is not encoded whole first: what is held while a batch
+    is written stays about the batch itself (s15-budget)."""
+    if held <= protocol.MAX_FRAME:
+        frame = _encode(leader, batch)
+        if len(frame) <= protocol.MAX_FRAME:
+            yield frame
+            return
     run: list[dict[str, Any]] = []
     size = 0
     for resp in batch:
@@ -338,13 +366,12 @@ def _frames(leader: str | None, batch: list[dict[str, Any]]) -> list[bytes]:
             resp = {"id": resp["id"], "error": error_to_plain(error)}
             one = len(_encode(leader, [resp]))
         if run and size + one > protocol.MAX_FRAME:
-            frames.append(_encode(leader, run))
+            yield _encode(leader, run)
             run, size = [], 0
         run.append(resp)
         size += one
     if run:
-        frames.append(_encode(leader, run))
-    return frames
+        yield _encode(leader, run)
 
 
 def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:
@@ -410,18 +437,23 @@ async def _serve_client(
         await ws.send_message(
             protocol.encode_server_hello(node.node_id, status.leader, member_endpoints(node))
         )
-        async with trio.open_nursery() as nursery:
-            conn = _ClientConnection(
-                ws=ws,
-                service=service,
-                remote=remote,
-                scope=nursery.cancel_scope,
-                host=host,
-                token=token,
-            )
-            nursery.start_soon(conn.write_responses)
-            await conn.read_requests(nursery)
-            nursery.cancel_scope.cancel()
+        budget = AnswerBudget(service.answer_pool)
+        try:
+            async with trio.open_nursery() as nursery:
+                conn = _ClientConnection(
+                    ws=ws,
+                    service=service,
+                    remote=remote,
+                    scope=nursery.cancel_scope,
+                    host=host,
+                    token=token,
+                    budget=budget,
+                )
+                nursery.start_soon(conn.write_responses)
+                await conn.read_requests(nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            budget.release()  # answers not written are dropped with the connection
     except ConnectionClosed:
         pass  # the client went away during the hello
     finally:

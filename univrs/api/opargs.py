@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
+import cbor2
+
 from univrs.api import convert as cv
 from univrs.errors import InvalidArgument, NotFound
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.validate import MAX_VERSION, id_problem
+
+PAGE_BYTES = 1 << 20  # a list page's encoded items, at most (beyond its first item): 1 MiB
 
 
 def new_id() -> str:
@@ -80,7 +84,7 @@ def page_scan(
     *,
     ids_after: Callable[[str], Iterable[str]] | None = None,
     show: Callable[[Any], Any] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # ``show`` None: the items are their documents
     """``page`` for a table of the state: ``items_after(after)`` yields the (filtered) items
     in id order from the first id after ``after`` (a range scan of the ordered table,
     ``univrs.sm.tables``); at most ``limit`` + 1 are taken, so an unfiltered page costs
@@ -90,18 +94,35 @@ def page_scan(
     (the ids ``items_after`` would give the items of, for a list whose filter needs no
     item), ``limit`` items are read and then one id after the last; else the ``limit`` + 1-th
     item is read but not shown. ``show`` turns each item of the page (not the look-ahead)
-    into its document, inside the page's read (a workload's status: its counts row)."""
+    into its document, inside the page's read (a workload's status: its counts row).
+
+    A page also ends once its items' encoding would pass ``PAGE_BYTES`` (its first item
+    always goes in), with ``next`` set: the caller pages on as for a full page (s15-budget,
+    B1: a page of 1,000 big workloads was too big for a frame, and the node held it whole).
+    Sized in CBOR, the fast protocol's encoding (JSON is about as long for these documents)."""
     limit = cv.read_int(args.get("limit", DEFAULT_LIMIT), "limit", minimum=1, maximum=MAX_LIMIT)
     after = cv.read_str(args["after"], "after") if "after" in args else None
     with state.reading():  # one read transaction for the page's scan and lookups
-        if ids_after is None:
-            items = list(islice(items_after(after), limit + 1))
-            more = len(items) > limit
-            del items[limit:]
+        # Lazily: no more than one item past the page is read, on items or on bytes.
+        source = islice(items_after(after), limit if ids_after is not None else limit + 1)
+        items: list[Any] = []
+        docs: list[Any] = []
+        total = 0
+        more = False
+        for item in source:
+            if len(items) == limit:  # the look-ahead item: read, not shown
+                more = True
+                break
+            doc = item if show is None else show(item)
+            total += len(cbor2.dumps(doc))
+            if total > PAGE_BYTES and docs:  # ended on bytes: the next page starts here
+                more = True
+                break
+            items.append(item)
+            docs.append(doc)
         else:
-            items = list(islice(items_after(after), limit))
-            more = bool(items) and next(iter(ids_after(key(items[-1]))), None) is not None
-        docs = items if show is None else [show(item) for item in items]
+            if ids_after is not None and items:
+                more = next(iter(ids_after(key(items[-1]))), None) is not None
     return {
         "items": docs,
         "next": key(items[-1]) if more and items else None,

@@ -353,9 +353,7 @@ def _read_list_nodes(args: dict[str, Any], state: ClusterStateMachine) -> Any:
             items = (n for n in items if set(selector) <= set(n.info.labels))
         return items
 
-    page = oa.page_scan(items_after, lambda n: n.id, args, state)
-    page["items"] = [cv.node_doc(n) for n in page["items"]]
-    return page
+    return oa.page_scan(items_after, lambda n: n.id, args, state, show=cv.node_doc)
 
 
 def _build_heartbeat(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:

@@ -26,10 +26,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import cbor2
 import trio
 
 from univrs.api.answers import WorkloadAnswers
 from univrs.api.auth import ANONYMOUS, Caller, Identity
+from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import check_key
@@ -37,7 +39,12 @@ from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler, rende
 from univrs.api.rendered import RenderCache, Rendered
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
-from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE
+from univrs.client.protocol import (
+    CONSISTENCIES,
+    CONSISTENCY_MESSAGE,
+    LEASE_OFF_MESSAGE,
+    Encoded,
+)
 from univrs.errors import InvalidArgument, SessionExpired, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
 from univrs.service.declare import PUBLIC
@@ -60,6 +67,8 @@ class ApiService:
     store: RaftStateStore
     _rendered: RenderCache = attrs.field(init=False, factory=RenderCache)
     _answers: WorkloadAnswers = attrs.field(init=False, factory=WorkloadAnswers)
+    # Answer bytes held by all fast-protocol connections (univrs/api/budget.py).
+    answer_pool: AnswerPool = attrs.field(init=False, factory=AnswerPool)
     # The request counters' label sets, looked up once (a lookup costs more than the increment).
     _counters: dict[tuple[str, str], Counter] = attrs.field(init=False, factory=dict)
 
@@ -127,6 +136,7 @@ class ApiService:
         answered: Callable[[Sequence[Job]], None],
         *,
         encoded: bool = False,
+        budget: AnswerBudget | None = None,
     ) -> None:
         """Run the requests of one client frame together: each ``Job`` gets the answer
         ``execute`` would give it (``result`` and ``meta``, or ``error``), and ``answered`` is
@@ -142,7 +152,10 @@ class ApiService:
         per (operation, outcome). Every rule stays per request: an error answers its own
         request only. Watch polls (long polls) must not be given here (``execute`` them one
         each). ``encoded`` (the fast protocol): a workload write's result is its document
-        already encoded (``protocol.Encoded``, the same bytes: univrs/api/answers.py)."""
+        already encoded (``protocol.Encoded``, the same bytes: univrs/api/answers.py), and so
+        is every read's. ``budget`` (the fast protocol's connection, univrs/api/budget.py): the
+        reads are rendered only while it has room, answered in groups, and wait for room
+        between them (the answered jobs' bytes are charged by ``answered``)."""
         start = trio.current_time()
         store = self.store
         authority = store.authority
@@ -192,11 +205,11 @@ class ApiService:
         if writes and reads:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writes, writes, submissions, start, answered)
-                nursery.start_soon(self._reads, reads, start, answered)
+                nursery.start_soon(self._reads, reads, start, answered, encoded, budget)
         elif writes:
             await self._writes(writes, submissions, start, answered)
         elif reads:
-            await self._reads(reads, start, answered)
+            await self._reads(reads, start, answered, encoded, budget)
 
     async def _identify_callers(
         self, jobs: Sequence[Job]
@@ -257,25 +270,32 @@ class ApiService:
         await self.store.submit_many(submissions, done)
 
     async def _reads(
-        self, jobs: list[Job], start: float, answered: Callable[[Sequence[Job]], None]
+        self,
+        jobs: list[Job],
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+        encoded: bool = False,
+        budget: AnswerBudget | None = None,
     ) -> None:
         """The reads of a frame: the local ones at once; the linearizable ones after one
         confirmation per distinct deadline (requested after all of them arrived; a frame's
         requests of one timeout share a deadline), each group rendered from one state."""
         local = [job for job in jobs if job.consistency == "local"]
         if local:
-            self._render_reads(local, None, start, answered)
+            await self._render_reads(local, None, start, answered, encoded, budget)
         groups: dict[tuple[str | None, float], list[Job]] = {}  # lease reads apart
         for job in jobs:
             if job.consistency != "local":
                 groups.setdefault((job.consistency, job.deadline), []).append(job)
         if len(groups) == 1:
             (((_, deadline), group),) = groups.items()
-            await self._linearizable(group, deadline, start, answered)
+            await self._linearizable(group, deadline, start, answered, encoded, budget)
         elif groups:
             async with trio.open_nursery() as nursery:
                 for (_, deadline), group in groups.items():
-                    nursery.start_soon(self._linearizable, group, deadline, start, answered)
+                    nursery.start_soon(
+                        self._linearizable, group, deadline, start, answered, encoded, budget
+                    )
 
     async def _linearizable(
         self,
@@ -283,25 +303,47 @@ class ApiService:
         deadline: float,
         start: float,
         answered: Callable[[Sequence[Job]], None],
+        encoded: bool = False,
+        budget: AnswerBudget | None = None,
     ) -> None:
         barrier: Exception | None = None
         try:  # a group's reads share one consistency: linearizable or lease
             await self.store.read_at(jobs[0].consistency or "linearizable", deadline)
         except Exception as exc:  # every read of the group is answered with it
             barrier = exc
-        self._render_reads(jobs, barrier, start, answered)
+        await self._render_reads(jobs, barrier, start, answered, encoded, budget)
 
-    def _render_reads(
+    async def _render_reads(
         self,
         jobs: list[Job],
         barrier: Exception | None,
         start: float,
         answered: Callable[[Sequence[Job]], None],
+        encoded: bool = False,
+        budget: AnswerBudget | None = None,
     ) -> None:
+        """Render ``jobs`` from the applied state (they all passed their read barrier);
+        ``encoded``: each result as ``protocol.Encoded``. With a ``budget``, a read is rendered
+        only while it has room beyond the bytes rendered and not yet answered (checked and
+        rendered with no wait between: held stays within the budget plus one answer, however
+        many frames wait); else those are answered and the rest wait for room (a later state
+        than the barrier's: still linearizable, as a read served later is); an answered job's
+        result is then dropped (its answer holds it)."""
         state = self.node.runtime.sm
         meta: dict[str, Any] | None = None
         cache = self._rendered
+        done: list[Job] = []
+        pending = 0  # bytes of ``done``'s encoded results
         for job in jobs:
+            if budget is not None and not budget.has_room(pending):
+                if done:
+                    self._count(done, start)
+                    answered(done)
+                    _drop_results(done)
+                    done, pending, meta = [], 0, None
+                await budget.wait_room()
+                state = self.node.runtime.sm
+            done.append(job)
             try:
                 if barrier is not None:
                     raise copy.copy(barrier)
@@ -312,15 +354,23 @@ class ApiService:
                 rendered = cache.render(op.name, job.args, state, read)
                 if rendered is None:
                     job.result = read(job.args, state)
+                    if encoded:
+                        job.result = _encoded(job.result)
                 else:
                     job.result, job.rendered = rendered.doc, rendered
+                    if encoded:
+                        job.result = rendered.encoded() or job.result
+                if type(job.result) is Encoded:
+                    pending += len(job.result.data)
                 if meta is None:
                     meta = self.store.meta(job.consistency or "linearizable")
                 job.meta = meta
             except Exception as exc:
                 job.error = exc
-        self._count(jobs, start)
-        answered(jobs)
+        self._count(done, start)
+        answered(done)
+        if budget is not None:
+            _drop_results(done)
 
     def _count(self, jobs: Sequence[Job], start: float) -> None:
         """The request metrics of answered jobs: one counter increment per (operation,
@@ -420,6 +470,24 @@ class ApiService:
         """(result, {"index": the log index the write was applied at})."""
         write = self._build_write(op, args, key, caller, owner)
         return await self.store.submit(write, key, deadline, hops)
+
+
+def _drop_results(jobs: list[Job]) -> None:
+    """Forget answered reads' results (their answers hold them, until written): a frame's
+    jobs live until its last is answered, and must not keep every page of it (s15-budget:
+    48 pages of 0.8 MB were all held until the frame's end)."""
+    for job in jobs:
+        job.result = job.rendered = None
+
+
+def _encoded(doc: Any) -> Any:
+    """A read's result encoded for the fast protocol (``Encoded``: its size known while it is
+    held, and the frame copies its bytes); unchanged if it is not plain data (a bug the
+    frame's encoder reports)."""
+    try:
+        return Encoded(cbor2.dumps(doc))
+    except (TypeError, ValueError, cbor2.CBOREncodeError):
+        return doc
 
 
 def _held_to_owner(owner: str) -> bool:
