@@ -62,9 +62,7 @@ def periodic_heartbeats(c: Cluster, dst: str | None = None) -> int:
         1
         for rd in c.readies["n1"]
         for m in rd.messages
-        if isinstance(m, Heartbeat)
-        and m.ctx != COMMIT_NOTICE_CTX
-        and (dst is None or m.dst == dst)
+        if isinstance(m, Heartbeat) and m.ctx != COMMIT_NOTICE_CTX and (dst is None or m.dst == dst)
     )
 
 
@@ -209,7 +207,8 @@ def test_a_full_pipeline_still_gets_its_heartbeat() -> None:
         c.tick("n1")
         assert bool(c.in_flight(src="n1", dst="n3", type=Heartbeat)) is sent, cls
         to_n2 = c.in_flight(src="n1", dst="n2", type=Heartbeat)
-        assert not [m for m in to_n2 if m.ctx != COMMIT_NOTICE_CTX], cls  # n2 is busy: skipped (a commit notice may go)
+        # n2 is busy: skipped (a commit notice may go)
+        assert not [m for m in to_n2 if m.ctx != COMMIT_NOTICE_CTX], cls
 
 
 def test_a_read_round_whose_heartbeats_were_lost_is_confirmed_at_the_next_heartbeat() -> None:
