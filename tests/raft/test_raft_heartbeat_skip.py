@@ -20,10 +20,14 @@ from univrs.raft.messages import COMMIT_NOTICE_CTX, AppendEntriesResponse, NodeI
 from univrs.raft.progress import Progress
 from univrs.raft.ready import Role
 
-# The timings and the commit notices nodes run (NodeConfig.raft_config: 150/300/500 ms in
-# ticks of 50 ms).
+# The timings, commit notices and heartbeat skipping nodes run (NodeConfig.raft_config:
+# 150/300/500 ms in ticks of 50 ms).
 CFG = RaftConfig(
-    heartbeat_ticks=3, election_ticks_min=6, election_ticks_max=10, lazy_commit_notice_bytes=1024
+    heartbeat_ticks=3,
+    election_ticks_min=6,
+    election_ticks_max=10,
+    lazy_commit_notice_bytes=1024,
+    skip_busy_heartbeats=True,
 )
 NODES = ("n1", "n2", "n3")
 

@@ -369,11 +369,13 @@ class LeaderLayer(SnapshotStreamLayer):
         self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=commit, ctx=ctx))
 
     def _skips_heartbeats(self) -> bool:
-        """May periodic heartbeats be skipped at all? Not with read leases: a lease runs from
+        """May periodic heartbeats be skipped at all (``RaftConfig.skip_busy_heartbeats``)?
+        Not with read leases: a lease runs from
         the send tick of a heartbeat round a quorum answered (read_only.py, "Leases"), and an
         append's acknowledgement names no round; skipping would let the lease lapse under
         writes and turn lease reads into ReadIndex rounds."""
-        return not self.config.read_lease
+        cfg = self.config
+        return cfg.skip_busy_heartbeats and not cfg.read_lease
 
     def _heartbeat_may_wait(self, peer: NodeId, pr: Progress) -> bool:
         """May ``peer``'s periodic heartbeat be skipped now (issue 14; docs/performance.md,
