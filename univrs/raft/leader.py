@@ -17,8 +17,11 @@ round trip instead of one entry (paper 5.3, end).
 
 Heartbeats go to every peer each ``heartbeat_ticks`` with ``commit = min(commit, match)`` and
 the newest ReadIndex round; answers unpause probes and unstick full pipelines (a lost append is
-retried at the next heartbeat). Every ``election_ticks_min`` ticks CheckQuorum demands that a
-quorum of voters was heard from; otherwise the leader steps down.
+retried at the next heartbeat). With ``RaftConfig.skip_busy_heartbeats`` (what nodes run) a
+periodic heartbeat is skipped, and owed, for a follower that an append reached and that
+answered within the last interval (``_heartbeat_may_wait`` says when it must still go). Every
+``election_ticks_min`` ticks CheckQuorum demands that a quorum of voters was heard from;
+otherwise the leader steps down.
 """
 
 from __future__ import annotations
