@@ -96,6 +96,9 @@ class RaftConfig:
     # docs/performance.md "Round 15 (s15-beat)"): True is what nodes run. False, the core's
     # default, sends every periodic heartbeat: the core's transcripts and the simulator's
     # pinned seeds were found with those heartbeats and their schedules depend on every message.
+    # Times are whole ticks ("within" means at most heartbeat_ticks - 1 ticks ago, so the
+    # follower still hears from us at least every heartbeat_ticks): with heartbeat_ticks 1
+    # nothing is skipped.
     skip_busy_heartbeats: bool = False
 
     @property
