@@ -79,6 +79,9 @@ class _Session11Rules(_PreVotesOnlyVoters, _ForgetsWhomItsLogNamed):
     def _commit_notice_ctx(self) -> int:
         return 0  # session 11's lazy commit notices were answered (session 15 dropped that)
 
+    def _skips_heartbeats(self) -> bool:
+        return False  # session 11 sent every periodic heartbeat (s15-beat skips busy ones)
+
 
 class _PreVotesOnlyVotersForgetsFolded(_PreVotesOnlyVoters, ForgetsFoldedConfigs):
     """Asks only voters, and names by the log it holds only (session 13's history rule out)."""
@@ -94,6 +97,9 @@ class _OldTrackingNoVouch(_TracksOnlyItsConfiguration, _NoVouchFromAnotherIncarn
 
     def _commit_notice_ctx(self) -> int:
         return 0  # its lazy commit notices were answered (session 15 dropped that)
+
+    def _skips_heartbeats(self) -> bool:
+        return False  # it sent every periodic heartbeat (s15-beat skips busy ones)
 
 
 # (node, term, leader, voucher, how): a node followed a leader its configurations do not list,

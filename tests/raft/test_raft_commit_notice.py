@@ -259,7 +259,7 @@ class HeartbeatsWithoutCommit(RaftNode):
     """A leader whose periodic heartbeats carry no commit index (only appends and commit
     notices do): a lost notice is never told again."""
 
-    def _broadcast_heartbeat(self) -> None:
+    def _broadcast_heartbeat(self, *, periodic: bool = False) -> None:
         for peer in self._progress:
             self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=0, ctx=0))
 

@@ -165,6 +165,9 @@ class NodeConfig:
             # Followers learn a small commit from the next append, or at the next tick
             # (univrs/raft/commit_notice.py; docs/performance.md, "Round 7").
             lazy_commit_notice_bytes=LAZY_COMMIT_NOTICE_BYTES,
+            # A follower that appends reach needs no periodic heartbeat (univrs/raft/leader.py
+            # ``_heartbeat_may_wait``; docs/performance.md, "Round 15 (s15-beat)").
+            skip_busy_heartbeats=True,
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:

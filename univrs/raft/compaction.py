@@ -131,6 +131,7 @@ class SnapshotLayer(LeaderLayer):
         if pr is None:
             return
         pr.recent_active = True
+        pr.heard_at = self._now
         sender = pr.snapshot
         if (
             pr.state is not ProgressState.SNAPSHOT

@@ -17,8 +17,11 @@ round trip instead of one entry (paper 5.3, end).
 
 Heartbeats go to every peer each ``heartbeat_ticks`` with ``commit = min(commit, match)`` and
 the newest ReadIndex round; answers unpause probes and unstick full pipelines (a lost append is
-retried at the next heartbeat). Every ``election_ticks_min`` ticks CheckQuorum demands that a
-quorum of voters was heard from; otherwise the leader steps down.
+retried at the next heartbeat). With ``RaftConfig.skip_busy_heartbeats`` (what nodes run) a
+periodic heartbeat is skipped, and owed, for a follower that an append reached and that
+answered within the last interval (``_heartbeat_may_wait`` says when it must still go). Every
+``election_ticks_min`` ticks CheckQuorum demands that a quorum of voters was heard from;
+otherwise the leader steps down.
 """
 
 from __future__ import annotations
@@ -312,9 +315,11 @@ class LeaderLayer(SnapshotStreamLayer):
                 return
         if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            self._broadcast_heartbeat()
-        elif self._lazy_commit_notices():
-            self._tell_commits()
+            self._broadcast_heartbeat(periodic=True)
+        else:
+            self._send_owed_heartbeats()
+            if self._lazy_commit_notices():
+                self._tell_commits()
         self._tick_snapshots()
 
     def _quorum_active(self) -> bool:
@@ -330,7 +335,10 @@ class LeaderLayer(SnapshotStreamLayer):
             pr.recent_active = False
         return ok
 
-    def _broadcast_heartbeat(self) -> None:
+    def _broadcast_heartbeat(self, *, periodic: bool = False) -> None:
+        """Heartbeats to every peer: a ReadIndex round's (never skipped), or the periodic
+        ones (``periodic``), which skip a peer whose heartbeat may wait (``_heartbeat_may_wait``).
+        """
         reads = self._leader_reads
         if self.config.read_lease:
             # Every broadcast is a round of its own, so an answer tells when its heartbeat was
@@ -339,10 +347,16 @@ class LeaderLayer(SnapshotStreamLayer):
                 reads.round_for_new_read()
             self._lease.sent(reads.round, self._now, self.config.lease_ticks)
         ctx = reads.round
+        may_skip = periodic and self._skips_heartbeats()
         for peer, pr in self._progress.items():
-            commit = min(self._commit, pr.match)
-            pr.commit_sent = max(pr.commit_sent, commit)
-            self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=commit, ctx=ctx))
+            if may_skip and self._heartbeat_may_wait(peer, pr):
+                # Owed: sent at the first tick it may no longer wait (``_send_owed_heartbeats``).
+                # The commit index it would have carried goes as a notice if no append carries
+                # it (the lazy ones wait for a broadcast tick or the next tick: commit_notice.py).
+                pr.heartbeat_owed = True
+                self._maybe_tell_commit(peer, pr, now=True)
+                continue
+            self._send_heartbeat(peer, pr, ctx)
         if (
             len(self._progress) >= len(self._configs.current.members)
             and self._commit >= self._configs.current_index
@@ -350,6 +364,55 @@ class LeaderLayer(SnapshotStreamLayer):
             # More peers than members: some were removed and the change is committed. Forget
             # each once a heartbeat has told it so (``_prune_progress``).
             self._prune_progress()
+
+    def _send_heartbeat(self, peer: NodeId, pr: Progress, ctx: int) -> None:
+        commit = min(self._commit, pr.match)
+        pr.commit_sent = max(pr.commit_sent, commit)
+        pr.heartbeat_owed = False
+        self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=commit, ctx=ctx))
+
+    def _skips_heartbeats(self) -> bool:
+        """May periodic heartbeats be skipped at all (``RaftConfig.skip_busy_heartbeats``)?
+        Not with read leases: a lease runs from
+        the send tick of a heartbeat round a quorum answered (read_only.py, "Leases"), and an
+        append's acknowledgement names no round; skipping would let the lease lapse under
+        writes and turn lease reads into ReadIndex rounds."""
+        cfg = self.config
+        return cfg.skip_busy_heartbeats and not cfg.read_lease
+
+    def _heartbeat_may_wait(self, peer: NodeId, pr: Progress) -> bool:
+        """May ``peer``'s periodic heartbeat be skipped now (issue 14; docs/performance.md,
+        "Round 15 (s15-beat)")? Only when an AppendEntries did its work: it went to ``peer``
+        less than ``heartbeat_ticks`` ago (it carries our term and commit and resets the
+        follower's election timer as a heartbeat does; etcd's MsgApp resets it too) and
+        ``peer`` answered something less than ``heartbeat_ticks`` ago (its acknowledgements
+        set ``recent_active`` for CheckQuorum exactly as heartbeat answers do). And only for a
+        member in steady REPLICATE with room in its pipeline: a probing, paused or
+        snapshotting follower's heartbeat answer is what unpauses it (a lost probe, a full
+        window: ``_on_heartbeat_response``); a removed member is told its removal by
+        heartbeats (``_prune_progress``); a peer that has not answered the newest pending
+        ReadIndex round gets the periodic heartbeat as that round's retry. A skipped
+        heartbeat is owed and goes at the first tick one of these no longer holds, so the
+        follower hears from us at least every ``heartbeat_ticks`` as before. A hook."""
+        now, hb = self._now, self.config.heartbeat_ticks
+        sent, heard = pr.append_sent_at, pr.heard_at
+        current = self._configs.current
+        return (
+            sent is not None
+            and now - sent < hb
+            and heard is not None
+            and now - heard < hb
+            and pr.state is ProgressState.REPLICATE
+            and not pr.inflights.full()
+            and (peer in current.voters or peer in current.learners)
+            and not self._leader_reads.waits_on(peer)
+        )
+
+    def _send_owed_heartbeats(self) -> None:
+        """Between periodic ticks: send each skipped heartbeat whose reason to wait is gone."""
+        for peer, pr in self._progress.items():
+            if pr.heartbeat_owed and not self._heartbeat_may_wait(peer, pr):
+                self._send_heartbeat(peer, pr, self._leader_reads.round)
 
     # ---- replication ---------------------------------------------------------------------------
 
@@ -387,6 +450,7 @@ class LeaderLayer(SnapshotStreamLayer):
             )
         )
         pr.commit_sent = max(pr.commit_sent, min(self._commit, prev + len(entries)))
+        pr.append_sent_at = self._now
         pr.sent(prev + len(entries), len(entries))
         return True
 
@@ -411,6 +475,7 @@ class LeaderLayer(SnapshotStreamLayer):
         if pr is None:
             return
         pr.recent_active = True
+        pr.heard_at = self._now
         if not msg.success:
             if msg.hint_term == 0 and msg.hint_index < pr.match and self._notice_log_regress():
                 # Its log ends below what it acknowledged: it lost entries it had made durable
@@ -460,6 +525,7 @@ class LeaderLayer(SnapshotStreamLayer):
         if pr is None:
             return
         pr.recent_active = True
+        pr.heard_at = self._now
         if pr.state is ProgressState.PROBE:
             pr.probe_sent = False  # the probe may have been lost: allow another
         elif pr.state is ProgressState.REPLICATE and pr.inflights.full():

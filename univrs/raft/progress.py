@@ -90,6 +90,12 @@ class Progress:
     # Removed members only (leader.py ``_prune_progress``): heartbeat rounds since the
     # configuration removing it committed.
     removal_rounds: int = 0
+    # Heartbeats that may wait (leader.py ``_heartbeat_may_wait``): the tick (``_now``) the
+    # leader last sent it an AppendEntries and last heard an answer from it (None: never, this
+    # term), and whether the last periodic heartbeat was skipped for it and is still owed.
+    append_sent_at: int | None = None
+    heard_at: int | None = None
+    heartbeat_owed: bool = False
 
     def become_probe(self) -> None:
         """Fall back to one-at-a-time probing from ``next`` (which the caller set)."""

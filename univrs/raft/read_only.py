@@ -102,6 +102,11 @@ class LeaderReads:
     def acked_round(self, node: NodeId) -> int:
         return self._acked.get(node, 0)
 
+    def waits_on(self, node: NodeId) -> bool:
+        """Does a pending read wait for a round ``node`` has not answered yet?"""
+        pending = self._pending
+        return bool(pending) and pending[-1].round > self._acked.get(node, 0)
+
     def reset_acks(self) -> None:
         """A new leadership term: acknowledgements from an earlier term prove nothing now, and
         the next read starts a new round (an unsent round of the old term may share its number

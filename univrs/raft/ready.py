@@ -91,6 +91,15 @@ class RaftConfig:
     # transcripts and the simulator's pinned seeds were written for 0. With N > 0 a commit
     # notice is not answered (``messages.COMMIT_NOTICE_CTX``); with 0 it is, as before.
     lazy_commit_notice_bytes: int = 0
+    # Skip a periodic heartbeat to a follower that an AppendEntries reached, and that answered,
+    # within the last heartbeat interval (leader.py ``_heartbeat_may_wait``; issue 14,
+    # docs/performance.md "Round 15 (s15-beat)"): True is what nodes run. False, the core's
+    # default, sends every periodic heartbeat: the core's transcripts and the simulator's
+    # pinned seeds were found with those heartbeats and their schedules depend on every message.
+    # Times are whole ticks ("within" means at most heartbeat_ticks - 1 ticks ago, so the
+    # follower still hears from us at least every heartbeat_ticks): with heartbeat_ticks 1
+    # nothing is skipped.
+    skip_busy_heartbeats: bool = False
 
     @property
     def lease_ticks(self) -> int:

@@ -289,6 +289,10 @@ class Simulation(ReadyRuntime):
                 election_ticks_max=p.election_max,
                 unlisted_leaders=p.unlisted_leaders,
                 lazy_commit_notice_bytes=self.commit_notice_bytes,
+                # The nodes' setting (NodeConfig.raft_config) runs both: lazy notices and
+                # skipped heartbeats to busy followers. The core's defaults (neither) keep the
+                # schedules the pinned seeds were found with.
+                skip_busy_heartbeats=self.commit_notice_bytes > 0,
             )
             if self.lease != "off":
                 self.config = attrs.evolve(
