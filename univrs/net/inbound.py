@@ -23,6 +23,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from univrs.errors import ProtocolError, StorageError
 from univrs.net.address import join_host_port
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello
+from univrs.net.inbound_starts import StartChecks
 from univrs.net.peer import (
     CLOSE_INCARNATION,
     CLOSE_STALE_START,
@@ -35,7 +36,7 @@ from univrs.net.stats import PeerCounters
 from univrs.net.tls import TlsContexts, current_peer
 from univrs.raft import MAX_TERM
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
-from univrs.raft.starts import Records, Start, StartBook, judge
+from univrs.raft.starts import Records, Start, StartBook
 
 log = logging.getLogger("univrs.net")
 
@@ -116,7 +117,7 @@ class InboundConnection:
     refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
 
 
-class RaftInbound:
+class RaftInbound(StartChecks):
     """The inbound half of ``RaftTransport`` (its fields are declared and documented there;
     this class only names the ones its methods use)."""
 
@@ -267,73 +268,6 @@ class RaftInbound:
         finally:
             with trio.move_on_after(self.settings.close_timeout):
                 await ws.aclose()
-
-    def _fence(self, peer: NodeId, reason: str) -> None:
-        raise NotImplementedError  # RaftTransport's
-
-    def _started(self, peer: NodeId) -> None:
-        raise NotImplementedError  # RaftTransport's
-
-    def _seen_problem(self, hello: Hello) -> str | None:
-        """Why the start of us that ``hello``'s sender recorded (``Hello.seen``) shows that we
-        run an older copy of our data dir (None: it does not, or it names none).
-
-        Only a member our configuration lists, under the incarnation it binds to that id (or
-        any, while unbound), is heard: a fence stops this node until it restarts, so a made-up
-        id or a stale incarnation must not be able to fence every node with one hello each
-        (plaintext hellos are not authenticated; docs/security.md)."""
-        if hello.seen is None or self.start is None or hello.seen[0] != self.incarnation:
-            return None
-        if hello.src not in self._configured or self.bound_incarnation(hello.src) not in (
-            None,
-            hello.incarnation,
-        ):
-            return None
-        problem = judge(hello.seen[1:], self.start)
-        if problem is None:
-            return None
-        return f"{hello.src} saw a later start of this data dir: {problem}"
-
-    async def _check_start(self, hello: Hello) -> str | None:
-        """Why ``hello`` comes from an older copy of its sender's data dir than one we heard
-        (None: it does not). A start newer than the one recorded for a listed peer is recorded
-        durably (``save_starts``) before its connection delivers anything: with TLS the hello
-        is authenticated (its ``src`` is its certificate's node), so only the member's key
-        moves the record; without TLS anyone may (docs/security.md)."""
-        async with self._start_lock:  # judged and recorded as one step: no two starts race
-            before = self.start_book.records()
-            stale = self.start_book.problem(hello.src, hello.incarnation, hello.start)
-            if stale is not None:
-                return f"{hello.src} runs an older copy of its data dir: {stale}"
-            if (
-                hello.start is None
-                or hello.incarnation is None
-                or hello.src not in self._configured
-                or not self.start_book.maybe_record(
-                    hello.src,
-                    hello.incarnation,
-                    hello.start,
-                    keep=self.bound_incarnation(hello.src),
-                )
-            ):
-                return None
-            if self.save_starts is not None:
-                try:
-                    await trio.to_thread.run_sync(self.save_starts, self.start_book.records())
-                except BaseException:
-                    # Not durable: forget it, or the member's next hello of this start (the
-                    # record unchanged, so no save) would deliver on a record a crash loses.
-                    self.start_book.restore(before)
-                    raise
-            self._started(hello.src)
-            log.info(
-                "%s started (start %d of incarnation %s)",
-                hello.src,
-                hello.start.counter,
-                hello.incarnation,
-                extra={"peer": hello.src, "start": hello.start.counter, "boot": hello.start.boot},
-            )
-            return None
 
     def _learn(self, peer: NodeId, incarnation: str) -> None:
         """Note the incarnation ``peer``'s hello named (``peer_incarnations``: what a leader
