@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 
 import attrs
-from harness import Cluster
+from harness import Cluster, led_by_a_class
 
 from univrs.raft import AppendEntries, Heartbeat, HeartbeatResponse, RaftConfig, RaftNode
 from univrs.raft.base import NodeBase
@@ -40,14 +40,7 @@ class NoReadNotice(RaftNode):
 
 
 def cluster(leader_cls: type[RaftNode] = RaftNode, config: RaftConfig = CFG) -> Cluster:
-    c = Cluster.bootstrap(NODES, config=config)
-    c.classes["n1"] = leader_cls
-    c.crash("n1")
-    c.restart("n1")
-    c.elect("n1")
-    c.tick("n1")  # the no-op's commit reaches the followers
-    c.stabilize()
-    return c
+    return led_by_a_class(NODES, config, leader_cls)
 
 
 def sent_per_write(c: Cluster, writes: int, run: object) -> dict[str, collections.Counter[str]]:

@@ -13,7 +13,7 @@ a full pipeline, to a follower a ReadIndex round waits on, or any heartbeat with
 from __future__ import annotations
 
 import attrs
-from harness import Cluster
+from harness import Cluster, led_by_a_class
 
 from univrs.raft import AppendEntries, Heartbeat, RaftConfig, RaftNode
 from univrs.raft.messages import COMMIT_NOTICE_CTX, AppendEntriesResponse, NodeId
@@ -50,14 +50,7 @@ class SkipAnyBusy(RaftNode):
 
 
 def cluster(leader_cls: type[RaftNode] = RaftNode, config: RaftConfig = CFG) -> Cluster:
-    c = Cluster.bootstrap(NODES, config=config)
-    c.classes["n1"] = leader_cls
-    c.crash("n1")
-    c.restart("n1")
-    c.elect("n1")
-    c.tick("n1")
-    c.stabilize()
-    return c
+    return led_by_a_class(NODES, config, leader_cls)
 
 
 def periodic_heartbeats(c: Cluster, dst: str | None = None) -> int:
