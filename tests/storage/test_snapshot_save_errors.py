@@ -83,7 +83,7 @@ def test_a_save_that_fails_writing_its_file_leaves_nothing(
     else:
         monkeypatch.setattr(os, "fsync", fsync)
     saving = store.snapshot_parts(at(30), rng.randbytes(100_000), part_blocks=3)
-    with pytest.raises(StorageError, match="No space left"):
+    with pytest.raises(StorageError, match="no space left on device"):
         while not saving.step():
             pass
     monkeypatch.undo()

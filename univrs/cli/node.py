@@ -156,6 +156,7 @@ def node_start(
         if isinstance(cause, ConfigError):  # e.g. TLS files that cannot be loaded
             fail(f"invalid configuration:\n{cause}", 2)
         if isinstance(cause, StorageError):
+            _log_disk_full(cause)
             fail(str(cause))
         if isinstance(cause, OSError):
             fail(f"cannot start the node: {cause}")
@@ -163,6 +164,23 @@ def node_start(
             fail(str(cause))
         log.critical("node crashed", exc_info=cause)
         fail(f"node crashed: {type(cause).__name__}: {cause}")
+
+
+def _log_disk_full(cause: StorageError) -> None:
+    """One ERROR line when the node stops on a full disk (univrs/storage/nospace.py): the
+    file, the filesystem's free bytes and what to do, for log collectors (stderr says it too)."""
+    from univrs.storage.nospace import DiskFull
+
+    if isinstance(cause, DiskFull):
+        log.error(
+            "stopping: disk full",
+            extra={
+                "path": str(cause.path),
+                "free_bytes": cause.free,
+                "probably": cause.probably,
+                "reason": str(cause),
+            },
+        )
 
 
 async def _run_until_signal(config: Any, join: str | None, token: str | None) -> None:

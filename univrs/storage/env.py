@@ -26,7 +26,7 @@ import attrs
 import lmdb
 
 from univrs.errors import StorageError
-from univrs.storage import layout
+from univrs.storage import layout, nospace
 from univrs.storage.layout import Corrupt
 from univrs.storage.rwlock import SharedExclusiveLock
 
@@ -172,7 +172,7 @@ class StoreEnv:
         """
         with self._write_lock:
             while True:
-                with self._rw.shared(), translated(self.path):
+                with self._rw.shared(), translated(self.path, writing=True):
                     self._check_open()
                     txn = self._env.begin(write=True)
                     try:
@@ -251,12 +251,16 @@ class StoreEnv:
 
 
 @contextmanager
-def translated(env_path: pathlib.Path) -> Iterator[None]:
-    """Translate LMDB and layout failures into StorageError naming the file (at the edge)."""
+def translated(env_path: pathlib.Path, *, writing: bool = False) -> Iterator[None]:
+    """Translate LMDB and layout failures into StorageError naming the file (at the edge);
+    a failed write on a full disk says so (``DiskFull``, univrs/storage/nospace.py)."""
     data_file = env_path / "data.mdb"
     try:
         yield
     except Corrupt as exc:
         raise StorageError(f"corrupt data in {data_file}: {exc}") from None
     except lmdb.Error as exc:
-        raise StorageError(f"LMDB error on {data_file}: {exc}") from None
+        message = f"LMDB error on {data_file}: {exc}"
+        if writing:
+            raise nospace.write_failure(data_file, exc, message) from None
+        raise StorageError(message) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import pathlib
 import struct
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +19,7 @@ import cbor2
 import lmdb
 
 from univrs.sm.tables import PairIndex, RawRows, Table
+from univrs.storage import nospace
 
 V = TypeVar("V")
 
@@ -114,8 +116,11 @@ class LmdbStore:
         self._txn = None
         try:
             txn.commit()
-        except BaseException:
+        except BaseException as exc:
             self.invalidate()
+            full = nospace.disk_full(pathlib.Path(self.env.path(), "data.mdb"), exc)
+            if full is not None:
+                raise full from None  # says so, not "Input/output error" (nospace.py)
             raise
 
     @contextlib.contextmanager

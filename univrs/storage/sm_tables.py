@@ -71,6 +71,7 @@ from univrs import codec
 from univrs.errors import StorageError
 from univrs.sm.objects import Objects, new_objects
 from univrs.sm.state import ClusterStateMachine
+from univrs.storage import nospace
 from univrs.storage.datadir import fsync_dir
 from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import (
@@ -481,7 +482,13 @@ class StateEnv:
 
     def sync(self) -> None:
         """Force every committed transaction to disk."""
-        self.store.env.sync(True)
+        try:
+            self.store.env.sync(True)
+        except lmdb.Error as exc:
+            full = nospace.disk_full(pathlib.Path(self.path, "data.mdb"), exc)
+            if full is not None:
+                raise full from None
+            raise
 
     def close(self) -> None:
         """Force to disk and close."""

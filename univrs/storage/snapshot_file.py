@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from univrs.errors import StorageError
 from univrs.raft.messages import SnapshotMeta
-from univrs.storage import layout
+from univrs.storage import layout, nospace
 from univrs.storage.snapshot_check import DamageHook, SnapshotDamaged, slice_bounds
 
 if TYPE_CHECKING:
@@ -198,7 +198,8 @@ class FileWriter:
                     self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
                 )
             except OSError as exc:
-                raise StorageError(f"cannot create {self.path}: {exc.strerror}") from None
+                fallback = f"cannot create {self.path}: {exc.strerror}"
+                raise nospace.write_failure(self.path, exc, fallback) from None
         lo = self._written
         hi = min(self._blocks, lo + self._part)
         view = self._data
@@ -222,7 +223,8 @@ class FileWriter:
             self.close()
             fsync_dir(self.path.parent)  # its name: the record may name it from now on
         except OSError as exc:
-            raise StorageError(f"cannot write {self.path}: {exc.strerror}") from None
+            fallback = f"cannot write {self.path}: {exc.strerror}"
+            raise nospace.write_failure(self.path, exc, fallback) from None
         return True
 
     def close(self) -> None:
