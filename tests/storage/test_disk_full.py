@@ -217,11 +217,15 @@ async def test_the_writer_stops_on_a_full_disk_and_acknowledges_nothing(
 def _mount_tmpfs(where: pathlib.Path, size: str) -> bool:
     if os.geteuid() != 0:
         return False
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):  # no mount(8), or it hung
+        return False
     return done.returncode == 0
 
 
