@@ -5,6 +5,8 @@ on list pages (univrs/api/opargs.py ``PAGE_BYTES``), in process (docs/security.m
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import cbor2
@@ -14,9 +16,13 @@ import trio
 import trio.testing
 
 from tests.api.helpers import open_cluster
+from tests.api.test_write_outcomes import api_cluster
+from tests.runtime.memcluster import wait_leader
 from univrs.api import opargs
 from univrs.api.budget import AnswerBudget, AnswerPool
+from univrs.api.service import Job
 from univrs.client import open_client
+from univrs.errors import Timeout
 
 
 async def test_a_connection_waits_for_its_own_budget_and_the_nodes() -> None:
@@ -110,3 +116,44 @@ async def test_rest_and_fast_pages_of_big_workloads_are_bounded_alike(
             rest = (await http.get("/v1/workloads", params={"limit": 1000})).json()
     assert len(fast["items"]) == len(rest["items"]) == 2
     assert fast["next"] == rest["next"] == fast["items"][-1]["id"]
+
+
+async def test_a_read_waiting_for_room_is_answered_timeout_at_its_deadline(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """A read that waits for answer-budget room waits at most until its own deadline, then
+    is answered ``Timeout`` (the API's error for a deadline passed), taking and giving back
+    nothing; a read with a later deadline is rendered once room comes. Without the bound
+    every read waited for room however long (its timeout ignored)."""
+    cluster, services = await api_cluster(nursery)
+    api = services[(await wait_leader(cluster)).node_id]
+    await api.execute("workload.create", {"id": "w", "spec": {"name": "web", "image": "x"}})
+    budget = AnswerBudget(AnswerPool(limit=1000), limit=10)
+    budget.take(10)  # spent: its answers are not being read
+    at: dict[str, float] = {}
+    results: dict[str, Any] = {}
+
+    def answered(jobs: Sequence[Job]) -> None:
+        for job in jobs:  # results are dropped once answered under a budget
+            at[job.tag], results[job.tag] = trio.current_time(), job.result
+
+    def read(tag: str, timeout: float, consistency: str = "linearizable") -> Job:
+        args = {"id": "w"}
+        return Job("workload.get", args, consistency=consistency, timeout=timeout, tag=tag)
+
+    local, soon, late = read("local", 2.0, "local"), read("soon", 2.0), read("late", 6.0)
+    t0 = trio.current_time()
+    async with trio.open_nursery() as frames:
+        frames.start_soon(partial(api.execute_many, [local], answered, budget=budget))
+        frames.start_soon(partial(api.execute_many, [soon, late], answered, budget=budget))
+        with trio.fail_after(30):
+            while len(at) < 2:
+                await trio.sleep(0.01)  # virtual time (autojump): until both are answered
+        assert sorted(at) == ["local", "soon"] and "late" not in at
+        for job in (local, soon):
+            assert isinstance(job.error, Timeout) and job.error.code == "timeout", job.error
+            assert 2.0 <= at[job.tag] - t0 < 2.2
+        assert budget.held == budget.pool.held == 10  # nothing taken, nothing given back
+        budget.give(10)  # the client read its answers: room for the later read
+    assert late.error is None and results["late"]["id"] == "w"
+    assert at["late"] - t0 < 6.0

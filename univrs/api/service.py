@@ -45,7 +45,7 @@ from univrs.client.protocol import (
     LEASE_OFF_MESSAGE,
     Encoded,
 )
-from univrs.errors import InvalidArgument, SessionExpired, Unauthenticated, UnivrsError
+from univrs.errors import InvalidArgument, SessionExpired, Timeout, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
 from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
@@ -56,6 +56,12 @@ if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
 __all__ = ["MAX_LIMIT", "ApiService", "Job"]
+
+# A read still waiting for answer-budget room at its deadline (univrs/api/budget.py).
+BUDGET_TIMEOUT = (
+    "the read waited past its deadline for room to answer: this connection's (or the "
+    "node's) answers are not being read; read them, or retry"
+)
 
 
 @attrs.define(eq=False)
@@ -327,8 +333,10 @@ class ApiService:
         only while it has room beyond the bytes rendered and not yet answered (checked and
         rendered with no wait between: held stays within the budget plus one answer, however
         many frames wait); else those are answered and the rest wait for room (a later state
-        than the barrier's: still linearizable, as a read served later is); an answered job's
-        result is then dropped (its answer holds it)."""
+        than the barrier's: still linearizable, as a read served later is), each at most until
+        its own deadline: one still without room then is answered ``Timeout`` (it took no
+        bytes, so it gives none back); an answered job's result is then dropped (its answer
+        holds it)."""
         state = self.node.runtime.sm
         meta: dict[str, Any] | None = None
         cache = self._rendered
@@ -341,8 +349,13 @@ class ApiService:
                     answered(done)
                     _drop_results(done)
                     done, pending, meta = [], 0, None
-                await budget.wait_room()
+                with trio.move_on_at(job.deadline) as waited:
+                    await budget.wait_room()
                 state = self.node.runtime.sm
+                if waited.cancelled_caught:
+                    job.error = Timeout(BUDGET_TIMEOUT, retry_after=1.0)
+                    done.append(job)
+                    continue
             done.append(job)
             try:
                 if barrier is not None:

@@ -23,7 +23,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from univrs.errors import ProtocolError, StorageError
 from univrs.net.address import join_host_port
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello
-from univrs.net.inbound_starts import StartChecks
+from univrs.net.inbound_starts import StartChecks, StartTooSoon
 from univrs.net.peer import (
     CLOSE_INCARNATION,
     CLOSE_STALE_START,
@@ -224,6 +224,9 @@ class RaftInbound(StartChecks):
                 log.error("cannot record the start of %s: %s", hello.src, exc)
                 reason = f"{self.node_id} cannot record its start now"
                 await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, reason)
+                return
+            except StartTooSoon as exc:  # one synced write per id a second: redial later
+                await self._refuse(ws, remote, hello.src, CLOSE_TRY_AGAIN, str(exc))
                 return
             if stale is not None:
                 await self._refuse_incarnation(ws, remote, hello, stale, CLOSE_STALE_START)

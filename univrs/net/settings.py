@@ -48,6 +48,10 @@ class TransportSettings:
     # closed at once. The node sets it to limits.max_connections_per_address (the fast
     # protocol's own bound) plus PEER_CONNECTIONS_PER_ADDRESS.
     max_connections_per_address: int = 384
+    # inbound: a listed member's start record moves (one synced write) at most once per this
+    # many seconds; a hello that would move it sooner is refused with 1013 (try again), and its
+    # sender redials after its backoff. Plaintext hellos are anyone's (docs/security.md).
+    start_record_interval: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         if self.max_payload_size < 1024:
@@ -60,6 +64,7 @@ class TransportSettings:
             "ping_interval",
             "ping_timeout",
             "dial_interval",
+            "start_record_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

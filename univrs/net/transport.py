@@ -238,6 +238,8 @@ class RaftTransport(RaftInbound):
     # (remote host, sender or "unlisted", close code) already logged at WARNING by _refuse.
     _warned_protocol: set[tuple[str, str, int]] = attrs.field(factory=set, init=False)
     _start_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    # When (trio's clock) each listed peer's start record last moved: at most one move a second.
+    _start_moved: dict[NodeId, float] = attrs.field(factory=dict, init=False)
     # Why this node stopped taking part (a peer refused it as an older copy of its data dir).
     _fenced: str | None = attrs.field(default=None, init=False)
 
