@@ -576,22 +576,6 @@ class Cluster:
         ]
 
 
-def led_by_a_class(
-    nodes: Sequence[str], config: RaftConfig, leader_cls: type[RaftNode] = RaftNode
-) -> Cluster:
-    """A cluster of ``nodes`` whose first node, restarted as ``leader_cls`` (a core with one
-    rule changed), is elected and has its no-op's commit told to the followers."""
-    c = Cluster.bootstrap(nodes, config=config)
-    first = nodes[0]
-    c.classes[first] = leader_cls
-    c.crash(first)
-    c.restart(first)
-    c.elect(first)
-    c.tick(first)  # the no-op's commit reaches the followers
-    c.stabilize()
-    return c
-
-
 def _matches(
     m: Message,
     src: str | None,

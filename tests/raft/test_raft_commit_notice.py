@@ -17,7 +17,8 @@ from __future__ import annotations
 import collections
 
 import attrs
-from harness import Cluster, led_by_a_class
+from changed_core import led_by_a_class
+from harness import Cluster
 
 from univrs.raft import AppendEntries, Heartbeat, HeartbeatResponse, RaftConfig, RaftNode
 from univrs.raft.base import NodeBase

@@ -13,7 +13,8 @@ a full pipeline, to a follower a ReadIndex round waits on, or any heartbeat with
 from __future__ import annotations
 
 import attrs
-from harness import Cluster, led_by_a_class
+from changed_core import led_by_a_class
+from harness import Cluster
 
 from univrs.raft import AppendEntries, Heartbeat, RaftConfig, RaftNode
 from univrs.raft.messages import COMMIT_NOTICE_CTX, AppendEntriesResponse, NodeId
