@@ -16,7 +16,7 @@ import pathlib
 import trio
 from trio_websocket import open_websocket_url
 
-from tests.api.helpers import open_cluster
+from tests.api.helpers import open_cluster, wait_until
 from univrs.codec import encode_message
 from univrs.net.hello import WIRE_VERSION, Hello, encode_hello
 from univrs.raft import MAX_TERM
@@ -52,16 +52,26 @@ async def _forge(node: Node, cluster_id: str) -> None:
             await trio.sleep(0.01)
 
 
+def _refusals(node: Node) -> int:
+    """Messages ``node``'s core refused so far, all reasons."""
+    return sum(count for _, count in node.status().refused)
+
+
 async def test_last_term_votes_from_a_made_up_id_between_leaders_do_not_stop_elections(
     tmp_path: pathlib.Path,
 ) -> None:
     async with open_cluster(tmp_path, 3) as cluster:
         leader = await cluster.wait_bound_leader()
         survivors = cluster.followers()
+        before = {n.node_id: _refusals(n) for n in survivors}
         async with trio.open_nursery() as forger:
             for node in survivors:
                 forger.start_soon(_forge, node, node.cluster_id)
-            await trio.sleep(0.5)  # the forgeries flow (refused: the members follow a leader)
+            # The forgeries flow: each survivor refuses some (it follows a leader) first.
+            await wait_until(
+                lambda: all(_refusals(n) > before[n.node_id] for n in survivors) or None,
+                "every survivor to refuse a forged vote",
+            )
             await cluster.kill(leader.node_id)
             # The survivors lose their leader and elect one of them, with forgeries arriving
             # every few milliseconds throughout the leaderless window.
