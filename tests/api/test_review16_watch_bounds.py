@@ -128,4 +128,35 @@ async def test_a_watch_poll_waiting_for_room_is_answered_timeout_at_its_deadline
         budget.give(budget.held)  # the client read its answers: room for the later poll
     assert at[2] - t0 < 6.0
     answer = conn._outbox[1]
-    assert answer["id"] == 2 and "revision" in answer["ok"], answer
+    assert answer["id"] == 2 and "revision" in cbor2.loads(answer["ok"].data), answer
+
+
+async def test_a_watch_polls_answer_is_charged_its_bytes(nursery: trio.Nursery) -> None:
+    """A poll's answer counts against the connection's answer budget by its encoded size, as
+    a read's does, so polls stop starting while a reader leaves them unread. Before, a poll's
+    answer (a document, not encoded ahead) was charged ``SMALL_ANSWER`` (128 bytes) however
+    many events it held: a client that pipelined polls from an old revision and read nothing
+    made the node hold up to ``MAX_IN_FLIGHT`` (4,096) answers of up to a page each."""
+    cluster, services = await api_cluster(nursery)
+    api = services[(await wait_leader(cluster)).node_id]
+    page = await api.execute("workload.list", {}, consistency="local")
+    args = ["b" * 3000] * 100  # ~300 KB a workload
+    for i in range(3):
+        spec = {"name": f"w{i}", "image": "x", "args": args}
+        await api.execute("workload.create", {"id": f"w{i}", "spec": spec})
+    budget = AnswerBudget(AnswerPool(), limit=512 * 1024)
+    conn = _ClientConnection(
+        ws=_NoSocket(),  # type: ignore[arg-type]
+        service=api,
+        remote="test",
+        scope=trio.CancelScope(),
+        budget=budget,
+    )
+    poll = {"from_revision": page[0]["revision"] + 1, "kinds": "workloads"}
+    with trio.fail_after(30):
+        await conn._handle_watch(Request(id=1, op="events.poll", args=poll, timeout_ms=2000))
+    answer = conn._outbox[0]["ok"]
+    events = cbor2.loads(answer.data)["events"]
+    assert len(events) == 3
+    assert budget.held == len(answer.data) > 900_000  # what the node holds for it
+    assert not budget.has_room()  # the next poll waits for the client to read

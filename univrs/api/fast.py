@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import cbor2
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
@@ -284,8 +285,10 @@ class _ClientConnection:
         self._send([response])
 
     async def _execute(self, req: Request, timeout: float | None = None) -> dict[str, Any]:
-        """Run one request on its own (a watch poll): its response document. ``timeout``: what
-        is left of its time (None: the request's own ``timeout_ms``)."""
+        """Run one request on its own (a watch poll): its response document, the result
+        encoded (``Encoded``: ``_send`` charges the budget its real size, as a read's; a
+        poll's page is up to about ``opargs.PAGE_BYTES``). ``timeout``: what is left of its
+        time (None: the request's own ``timeout_ms``)."""
         job = Job(name=req.op, args=req.args, consistency=req.consistency, tag=req)
         try:
             if timeout is None and req.timeout_ms is not None:
@@ -299,6 +302,7 @@ class _ClientConnection:
                 hops=req.hops,
                 caller=self._caller_of(req),
             )
+            job.result = Encoded(cbor2.dumps(job.result))
         except Exception as exc:
             job.error = exc
         return _response(job)
