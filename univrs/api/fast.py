@@ -40,19 +40,22 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import cbor2
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs import codec
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
-from univrs.api.service import Job
+from univrs.api.service import BUDGET_TIMEOUT, Job
+from univrs.api.store import MAX_TIMEOUT
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Encoded, Request
 from univrs.errors import (
     InternalError,
     PayloadTooLarge,
     ProtocolError,
+    Timeout,
     Unavailable,
     UnivrsError,
     error_to_plain,
@@ -266,17 +269,30 @@ class _ClientConnection:
         self._watches += 1
         try:
             # A poll's events carry whole objects: it starts only while there is room (so
-            # at most MAX_WATCHES answers past the budget).
-            await self.budget.wait_room()
-            response = await self._execute(req)
+            # at most MAX_WATCHES answers past the budget), waiting for it at most until its
+            # own deadline, as a read does (then ``timeout``: it took nothing, gives nothing).
+            limit = self.service.store.timeout if req.timeout_ms is None else req.timeout_ms / 1000
+            deadline = trio.current_time() + min(limit, MAX_TIMEOUT)
+            with trio.move_on_at(deadline) as waited:
+                await self.budget.wait_room()
+            if waited.cancelled_caught:
+                error = Timeout(BUDGET_TIMEOUT, retry_after=1.0)
+                response = {"id": req.id, "error": error_to_plain(error)}
+            else:
+                response = await self._execute(req, deadline - trio.current_time())
         finally:
             self._watches -= 1
         self._send([response])
 
-    async def _execute(self, req: Request) -> dict[str, Any]:
+    async def _execute(self, req: Request, timeout: float | None = None) -> dict[str, Any]:
+        """Run one request on its own (a watch poll): its response document, the result
+        encoded (``Encoded``: ``_send`` charges the budget its real size, as a read's; a
+        poll's page is up to about ``opargs.PAGE_BYTES``). ``timeout``: what is left of its
+        time (None: the request's own ``timeout_ms``)."""
         job = Job(name=req.op, args=req.args, consistency=req.consistency, tag=req)
         try:
-            timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
+            if timeout is None and req.timeout_ms is not None:
+                timeout = req.timeout_ms / 1000
             job.result, job.meta = await self.service.execute(
                 req.op,
                 req.args,
@@ -286,6 +302,7 @@ class _ClientConnection:
                 hops=req.hops,
                 caller=self._caller_of(req),
             )
+            job.result = Encoded(cbor2.dumps(job.result))
         except Exception as exc:
             job.error = exc
         return _response(job)
