@@ -9,6 +9,8 @@ queued every commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 import trio.testing
 
@@ -39,6 +41,18 @@ class _CountingEvents:
             self.reports.append(ev.index)
 
 
+def _counting_later(inner: Callable[[int], bool], reports: list[int]) -> Callable[[int], bool]:
+    """Counts a report the driver takes in at its next step (no event) as one too."""
+
+    def later(index: int) -> bool:
+        taken = inner(index)
+        if taken:
+            reports.append(index)
+        return taken
+
+    return later
+
+
 def count_queued(cluster: MemCluster) -> dict[str, list[int]]:
     """Per node, the indexes the apply loop reported applied from now on (the commits that
     went through it rather than applying on the driver's step)."""
@@ -47,6 +61,7 @@ def count_queued(cluster: MemCluster) -> dict[str, list[int]]:
         applier = runtime._applier
         queued[node_id] = []
         applier.events = _CountingEvents(applier.events, queued[node_id])  # type: ignore[assignment]
+        applier.applied_later = _counting_later(applier.applied_later, queued[node_id])
     return queued
 
 

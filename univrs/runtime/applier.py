@@ -107,6 +107,9 @@ class Applier:
     # The newest entry payload version this node applies (lower only in tests, to play a node
     # of older code: univrs/runtime/payload.py).
     max_payload_version: int = MAX_PAYLOAD_VERSION
+    # Offered the report of the last chunk of the work queued now: True if the driver takes
+    # it in by itself at its next step, with no ``Applied`` event (step.py ``_applied_later``).
+    applied_later: Callable[[int], bool] = lambda _index: False
     applied_index: int = attrs.field(init=False)
     applied_term: int = attrs.field(init=False)
     _config_terms: dict[int, int] = attrs.field(factory=dict, init=False)  # index -> term
@@ -186,6 +189,8 @@ class Applier:
                     # wait for more work just below ends this step anyway (a checkpoint here
                     # cost every apply a second scheduling round of this task: issue 14,
                     # round 16). A full inbox is waited for, as ``send`` does.
+                    if self.applied_later(report.index):
+                        continue
                     try:
                         self.events.send_nowait(report)
                     except trio.WouldBlock:
