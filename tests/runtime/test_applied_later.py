@@ -5,7 +5,8 @@ driver anyway (``StorageWriter.reports_soon``), the apply loop's report of what 
 (``Applied``) is not an inbox event of its own: the driver takes it in at its next step
 (step.py ``_applied_later``), one driver step less per write. The ``wait_applied`` waiters are
 woken at once. Not on a leader (its batches wait on the report), nor with a ReadIndex read in
-flight (the core releases it on the report), nor when no write will report.
+flight (the core releases it on the report), nor with a new applied membership to announce,
+nor when no write will report.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ async def test_the_rule_a_follower_with_a_write_in_progress_takes_the_report_at_
     follower._reads[-1] = read  # a ReadIndex read in flight: the core must hear at once
     assert not follower._applied_later(index + 1)
     del follower._reads[-1]
+    follower.view.applied_membership = attrs.evolve(follower.view.applied_membership)
+    assert not follower._applied_later(index + 1)  # a membership applied: announce it now
+    follower.view.refresh()
     waited = trio.Event()
 
     async def wait_applied() -> None:

@@ -398,13 +398,15 @@ class StepLoop:
         follower whose storage writer will report a write soon (its completion wakes this
         driver anyway) takes it in at that step, not at a step of its own (issue 14, round
         16: one driver step less per write on a follower). Only when nothing waits on the
-        core's applied index: no ReadIndex read, no batch in flight (a leader's). The
-        ``wait_applied`` waiters are woken now; the core and ``status()`` learn it then."""
+        core's applied index (no ReadIndex read, no batch in flight: a leader's) and no new
+        applied membership is to be announced (``wait_changed``). The ``wait_applied``
+        waiters are woken now; the core and ``status()`` learn it then."""
         if (
             self.core.role() is not Role.FOLLOWER
             or not self._writer.reports_soon
             or self._reads
             or self._batches.in_flight
+            or self.view.membership_applied
         ):
             return False
         self._applied_later_index = max(self._applied_later_index, index)

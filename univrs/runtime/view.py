@@ -88,6 +88,11 @@ class RuntimeView:
                 self._listed_self = True
 
     @property
+    def membership_applied(self) -> bool:
+        """The apply loop set another applied membership since the last ``refresh``."""
+        return self._membership_applied
+
+    @property
     def applied_index(self) -> int:
         """The applied index as of the driver's last ``Applied`` report (``note_applied``)."""
         return self._applied
