@@ -139,9 +139,9 @@ class RuntimeView:
 
     def note_applied(self, index: int) -> None:
         """The apply loop's report that everything up to ``index`` is applied (taken in by
-        the driver, or left for its next step: step.py ``_applied_later``): wake the ``wait_applied`` waiters whose threshold it reaches (only those).
-        A report below one taken before (the loop's, after an apply on the driver's step)
-        changes nothing."""
+        the driver, or left for its next step: step.py ``_applied_later``): wake the
+        ``wait_applied`` waiters whose threshold it reaches (only those). A report below one
+        taken before (the loop's, after an apply on the driver's step) changes nothing."""
         if index <= self._applied:
             return
         self._applied = index
