@@ -8,7 +8,7 @@ from __future__ import annotations
 import attrs
 
 from univrs.raft.gate import GateLayer
-from univrs.raft.messages import NodeId
+from univrs.raft.messages import HardState, NodeId
 from univrs.raft.ready import PeerStatus, Role, Status
 
 __all__ = ["InspectLayer"]
@@ -61,6 +61,23 @@ class InspectLayer(GateLayer):
         """``Status.role``, without building the status: one field, for a caller that asks
         every tick (the simulator's forger)."""
         return self._role
+
+    def persist_report_may_wait(self, index: int, hard_state: HardState | None) -> bool:
+        """True if a durable report of entries up to ``index`` and of ``hard_state`` changes
+        nothing this follower does until its next input: it is a follower, the hard state
+        raises neither its durable term nor its pins (no held message is released), nothing
+        committed waits for entries to be durable here (commit <= persisted: no entry would
+        be handed out to apply) and ``index`` is past its snapshot (not an install's report).
+        A runtime may then give the report to the core at its next step instead of waking
+        for it (the acks went out with the write's completion, the core sends none for it).
+        Read-only, O(1)."""
+        if self._role is not Role.FOLLOWER or self._commit > self._persisted:
+            return False
+        if index <= self._snapshot_index:
+            return False
+        return hard_state is None or (
+            hard_state.term <= self._durable_term and len(hard_state.pins) <= self._durable_pins
+        )
 
     def pinned_incarnation(self, node: NodeId) -> str | None:
         """The incarnation ``node`` is pinned to (its entry in ``Status.pinned``), or None:

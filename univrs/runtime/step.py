@@ -159,6 +159,8 @@ class StepLoop:
                 ):
                     ev = None  # stepped once its check is done (``CHECKED``), not now
                 if ev is not None:
+                    if self._persisted or self._applied_later_index:
+                        self._take_persisted()  # reports left for this step, before its input
                     self._handle(ev)
                 held = self._drain()
                 batches = self._batches
@@ -382,9 +384,12 @@ class StepLoop:
     def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
         # Called by the storage writer on the Trio loop, outside the driver's task: keep the
         # report (in order) and wake the driver. A full inbox needs no wake-up of its own: the
-        # driver takes the reports at every step, before the events.
+        # driver takes the reports at every step, before the events. Nor does a follower's
+        # report that changes nothing it does before its next input (the write's acks went
+        # out already; ``RaftNode.persist_report_may_wait``, read-only): its next step takes
+        # it, before that input (issue 14, round 16: one driver step less per write).
         self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
-        if not self._wake_sent:
+        if not self._wake_sent and not self.core.persist_report_may_wait(index, hard_state):
             try:
                 self.inbox.sender.send_nowait(_WAKE)
                 self._wake_sent = True
@@ -395,9 +400,10 @@ class StepLoop:
 
     def _applied_later(self, index: int) -> bool:
         """The apply loop's report of ``index``, offered instead of an ``Applied`` event: a
-        follower whose storage writer will report a write soon (its completion wakes this
-        driver anyway) takes it in at that step, not at a step of its own (issue 14, round
-        16: one driver step less per write on a follower). Only when nothing waits on the
+        follower whose storage writer will report a write soon takes it in at the step that
+        takes that report (the completion's wake-up, or the next input's step when the report
+        may wait: ``_on_persisted``), not at a step of its own (issue 14, round 16: one driver
+        step less per write on a follower). Only when nothing waits on the
         core's applied index (no ReadIndex read, no batch in flight: a leader's) and no new
         applied membership is to be announced (``wait_changed``). The ``wait_applied``
         waiters are woken now; the core and ``status()`` learn it then."""
