@@ -6,7 +6,9 @@ from the leader, already handed to the storage writer); the loop applies it in t
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
 proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver (a
 checkpoint) after every ``APPLY_CHUNK`` commands or ``APPLY_CHUNK_SECONDS``, whichever comes
-first, so it never hogs the event loop. The bound counts commands, not entries: a batch entry
+first, so it never hogs the event loop (the last chunk of the work queued has no checkpoint of
+its own: the wait for more work ends the step; its report may be left for the driver's next
+step, ``applied_later``). The bound counts commands, not entries: a batch entry
 holds up to 256 commands, and a node catching up (a joined member after its snapshot install,
 a restart replaying its log) has hundreds of them queued at once; 512 entries between
 checkpoints were seconds of CPU with no ping or heartbeat answered (docs/state-at-scale.md,

@@ -21,7 +21,8 @@ completion back to the Trio loop (``TrioToken.run_sync_soon``), where, in this o
 1. the write queue learns the write is durable (``WriteQueue.written``);
 2. the write's ``after_persist`` messages go to the transport (``send``: queued, never awaited);
 3. the ``Persisted`` report goes to the driver (``on_persisted``, synchronous: the driver
-   keeps it and is woken);
+   keeps it and is woken, unless it is a follower's report that may wait for its next step:
+   step.py ``_on_persisted``);
 4. the next item of the queue starts at once.
 
 Nothing of this runs before the call that made the state durable has returned: an ack, a vote
