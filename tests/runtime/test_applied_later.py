@@ -22,7 +22,6 @@ import trio.testing
 
 from tests.runtime import memcluster
 from tests.runtime.memcluster import CONFIG, create, start_cluster, wait_until
-from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import Applied
 from univrs.runtime.step import _WAKE, APPLY_ON_STEP_BYTES
 from univrs.runtime.waiter import Waiter
