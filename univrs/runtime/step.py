@@ -386,10 +386,11 @@ class StepLoop:
     def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
         # Called by the storage writer on the Trio loop, outside the driver's task: keep the
         # report (in order) and wake the driver. A full inbox needs no wake-up of its own: the
-        # driver takes the reports at every step, before the events. Nor does a follower's
-        # report that changes nothing it does before its next input (the write's acks went
-        # out already; ``RaftNode.persist_report_may_wait``, read-only): its next step takes
-        # it, before that input (issue 14, round 16: one driver step less per write).
+        # driver takes the reports at every step, before the events. Nor does a report that
+        # changes nothing the core does before its next input (``RaftNode.
+        # persist_report_may_wait``, read-only: a follower's acks went out with the write's
+        # completion; a leader whose own report commits nothing): its next step takes it,
+        # before that input (issue 14, round 16: one driver step less per write).
         self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
         if not self._wake_sent and not self.core.persist_report_may_wait(index, hard_state):
             try:
