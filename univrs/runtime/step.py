@@ -9,8 +9,8 @@ Theory of operation. Every input to the core arrives as an event on one bounded 
 (the ``Inbox``, events.py): Raft messages from the transport (put there by the transport's
 reader tasks), ticks (a ticker task), proposals and read requests from the API and ``applied``
 reports from the apply loop; the storage writer's ``persisted`` reports wait in ``_persisted``
-(in order), and one wake-up event on the channel says they are there (on a follower, none for
-a report that may wait for the next step, nor for an apply report left for it: round 16,
+(in order), and one wake-up event on the channel says they are there (none for a report that
+may wait for the next step, nor for a follower's apply report left for it: round 16,
 ``_on_persisted``, ``_applied_later``). The driver drains
 whatever is queued, feeds it to the core, proposes the waiting proposals as one batch (below),
 then takes the core's Ready and hands it to the one interpreter of its contract
