@@ -169,6 +169,8 @@ class RaftRuntime(StepLoop):
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
+    # The apply loop's last report, left for the driver's next step (``_applied_later``).
+    _applied_later_index: int = attrs.field(default=0, init=False)
     _may_pack: BatchGate = attrs.field(init=False)
     # May an envelope carry its caller's identity (payload version 3, s14-owner)? Asked by
     # the driver before it appends proposals that carry one (batching.py ``flush``).
@@ -233,6 +235,7 @@ class RaftRuntime(StepLoop):
             watch_hub=self.watch_hub,
             adopt=self.state_backend.adopt,
             max_payload_version=self.max_payload_version,
+            applied_later=self._applied_later,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
