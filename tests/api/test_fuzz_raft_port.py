@@ -37,6 +37,7 @@ from univrs.net.hello import WIRE_VERSION as HELLO_VERSION
 from univrs.net.hello import Hello, encode_hello
 from univrs.raft import messages as m
 from univrs.raft.gate import MAX_TERM
+from univrs.raft.starts import Start
 from univrs.sm.snapshot import state_digest
 
 ROUNDS = int(os.environ.get("UNIVRS_FUZZ_ROUNDS", "60"))
@@ -82,6 +83,10 @@ class Forger:
 
     def __init__(self, rng: random.Random, src: str, dst: str, term: int, last: int) -> None:
         self.rng, self.src, self.dst, self.term, self.last = rng, src, dst, term, last
+        # While True: only frames that decode (fields of the right types, at the edges), so
+        # that whole connections of them reach the core instead of the first bad frame
+        # closing the connection.
+        self.clean = False
 
     def uint(self) -> int:
         rng = self.rng
@@ -91,7 +96,7 @@ class Forger:
 
     def value(self, kind: str) -> Any:
         rng = self.rng
-        if rng.random() < 0.2:
+        if not self.clean and rng.random() < 0.2:
             return hostile(rng)
         if kind == "uint":
             return max(0, self.uint())
@@ -103,8 +108,13 @@ class Forger:
             return rng.choice([b"", b"\x00garbage", cbor2.dumps({"workloads": 7})])
         if kind == "entries":
             return [
-                [max(1, self.uint()), max(1, self.last + 1 + i), rng.choice([0, 1, 2, 3]), b"x"]
-                if rng.random() < 0.8
+                [
+                    max(1, self.uint()),
+                    max(1, self.last + 1 + i),
+                    rng.choice([0, 1, 2, 2 if self.clean else 3]),
+                    b"x",
+                ]
+                if self.clean or rng.random() < 0.8
                 else hostile(rng)
                 for i in range(rng.choice([0, 1, 2, 600]))
             ]
@@ -118,7 +128,7 @@ class Forger:
         if rng.random() < 0.15:
             return encode_batch([cbor2.dumps(self._message_items()) for _ in range(3)])
         frame = cbor2.dumps(self._message_items())
-        return self.damage(frame) if rng.random() < 0.3 else frame
+        return self.damage(frame) if not self.clean and rng.random() < 0.3 else frame
 
     def _message_items(self) -> list[Any]:
         rng = self.rng
@@ -129,7 +139,7 @@ class Forger:
             items.append(
                 self.src if name == "src" else self.dst if name == "dst" else self.value(kind)
             )
-        c = rng.randrange(10)
+        c = 9 if self.clean else rng.randrange(10)
         if c == 0:
             items.append(hostile(rng))  # an extra field
         elif c == 1:
@@ -159,7 +169,7 @@ class Forger:
             b = bytearray(b"\xa2\x61a\x01\x61a\x02") + b  # a map with a duplicated key
         return bytes(b)
 
-    def hello(self, incarnation: str | None, cluster: str) -> bytes:
+    def hello(self, incarnation: str | None, cluster: str, start: Start | None = None) -> bytes:
         frame = encode_hello(
             Hello(
                 version=HELLO_VERSION,
@@ -168,9 +178,10 @@ class Forger:
                 dst=self.dst,
                 incarnation=incarnation,
                 addr="127.0.0.1:9",
+                start=start,
             )
         )
-        if self.rng.random() < 0.5:
+        if self.clean or self.rng.random() < 0.5:
             return frame
         doc = cbor2.loads(frame)
         key = self.rng.choice([*doc, "cfg", "bound", "start", "seen", "hold", "x"])
@@ -225,11 +236,12 @@ async def test_forged_peers_never_harm_the_cluster(
             senders = [("mallory", "feedfacefeedface"), (other, None), (other, "0123456789abcdef")]
             for src, incarnation in senders:
                 forger = Forger(rng, src, node.node_id, status.term, status.last_index)
-                for _ in range(max(1, ROUNDS // 10)):  # ten frames a connection
+                for i in range(max(1, ROUNDS // 10)):  # ten frames a connection
+                    forger.clean = i % 2 == 0
                     frames: list[bytes | str] = [forger.message() for _ in range(10)]
-                    if rng.random() < 0.2:
+                    if not forger.clean and rng.random() < 0.2:
                         frames.insert(rng.randrange(11), rng.choice(["text", rng.randbytes(64)]))
-                    if rng.random() < 0.05:
+                    if not forger.clean and rng.random() < 0.05:
                         frames.append(b"\x82\x01\x05" + b"\x00" * (5 << 20))  # over 4 MiB
                     hello = forger.hello(incarnation, node.cluster_id)
                     await attack(node.raft_port, hello, frames)
@@ -259,3 +271,46 @@ async def test_forged_peers_never_harm_the_cluster(
         )
         assert len({state_digest(n.runtime.sm) for n in cluster.running()}) == 1
         assert all(n.runtime.sm.balance("mallory") == 0 for n in cluster.running())
+
+
+async def test_a_peer_with_a_members_credentials_sending_edge_values_crashes_no_node(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames that decode, with fields at the edges (terms at ``MAX_TERM`` and 2^64-1,
+    indexes and commits at 0, past the log's end and at 2^64-1), under the leader's own id and
+    incarnation (what a buggy or compromised member, or without TLS a sniffer, can send): they
+    may disturb the cluster (that is impersonation, docs/security.md), but no node may raise
+    (nothing logged at ERROR), and the cluster must still agree and commit afterwards."""
+    caplog.set_level(logging.WARNING)
+    rng = random.Random(SEED + 1)
+    async with open_cluster(tmp_path, 3) as cluster:
+        leader = await cluster.wait_bound_leader()
+        r = await cluster.http(leader, "POST", "/v1/workloads", {"id": "web", "spec": WORKLOAD})
+        assert r.status in (200, 201), r.body
+        target = cluster.followers()[0]
+        assert target.raft_port is not None
+        status = target.status()
+        forger = Forger(rng, leader.node_id, target.node_id, status.term, status.last_index)
+        forger.clean = True
+        incarnation = leader.storage.incarnation
+        for _ in range(max(1, ROUNDS // 10)):
+            hello = forger.hello(incarnation, target.cluster_id, leader.transport.start)
+            await attack(target.raft_port, hello, [forger.message() for _ in range(10)])
+
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not errors, [r.getMessage() for r in errors]
+        await cluster.wait_leader()
+
+        async def write() -> bool:
+            now = await cluster.wait_leader()
+            mint = {"to_peer": "a", "amount": 1, "reason": "x"}
+            r = await cluster.http(now, "POST", "/v1/credits/mint", mint)
+            return r.status in (200, 201)
+
+        with trio.fail_after(60):
+            while not await write():
+                await trio.sleep(0.2)
+        await wait_until(
+            lambda: len({n.runtime.applied_index for n in cluster.running()}) == 1, "one index"
+        )
+        assert len({state_digest(n.runtime.sm) for n in cluster.running()}) == 1
