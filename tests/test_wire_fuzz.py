@@ -9,7 +9,7 @@ dropped or added) or as bytes (a byte changed, cut short, trailing bytes, an ind
 or tag head put in, a map with a duplicated key in front). A decoder must return a value or
 raise ``ProtocolError``; anything else (a TypeError, a KeyError, a RecursionError...) would
 escape its connection's handler. ``UNIVRS_FUZZ_ROUNDS=N`` sets the cases per decoder (default
-500: about 3,500 in all).
+500: about 3,500 in all), ``UNIVRS_FUZZ_SEED`` the seed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from univrs.net.probe import (
 from univrs.raft.messages import AppendEntries, Entry, Heartbeat, RequestVote
 
 ROUNDS = int(os.environ.get("UNIVRS_FUZZ_ROUNDS", "500"))
+SEED = os.environ.get("UNIVRS_FUZZ_SEED", "16")
 KEYS = [
     "hello", "version", "src", "dst", "cluster", "incarnation", "start", "seen", "cfg",
     "univrs", "v", "token", "probe", "id", "op", "args", "x", 1, -1, b"k", 2.5, None, True,
@@ -160,7 +161,7 @@ FRAMES = _frames()
 def test_mutated_frames_decode_or_raise_protocol_error(name: str) -> None:
     raw, decode = FRAMES[name]
     decode(raw)  # the unmutated frame is valid
-    rng = random.Random(f"s16-fuzz {name}")
+    rng = random.Random(f"s16-fuzz {SEED} {name}")
     refused = 0
     for _ in range(ROUNDS):
         data = mutate_document(rng, raw) if rng.random() < 0.6 else mutate_bytes(rng, raw)

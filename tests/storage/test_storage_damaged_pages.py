@@ -20,7 +20,8 @@ from tests.storage.test_storage_truncated import digest, open_in_child, written 
 from univrs.storage import header, pages
 
 pytestmark = pytest.mark.skipif(not header.SUPPORTED, reason="64-bit LMDB layout only")
-CASES = int(os.environ.get("UNIVRS_FUZZ_ROUNDS", "10"))
+CASES = int(os.environ.get("UNIVRS_FUZZ_DISK_ROUNDS", "10"))  # a child process each
+SEED = int(os.environ.get("UNIVRS_FUZZ_SEED", "16"))
 
 
 def leaf_pages(path: pathlib.Path) -> list[int]:
@@ -66,7 +67,7 @@ def test_random_damage_opens_or_is_refused_never_kills_the_process(
     """Seeded damage of every kind: bytes anywhere, a whole page of garbage, bytes in the meta
     pages, a page header field. Each open either succeeds (the damage hit free space; the
     log's checksums vouch for what it reads) or is a StorageError; never a signal."""
-    rng = random.Random(16)
+    rng = random.Random(SEED)
     pristine = written.read_bytes()
     psize = header.read_header(written).page_size
     npages = len(pristine) // psize
