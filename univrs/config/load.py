@@ -329,8 +329,8 @@ def _collect_security(top: dict[str, Any], kwargs: dict[str, Any], problems: lis
     tls = _check_table(top.get("tls", {}), _TLS_KEYS, "tls.", problems)
     kwargs["insecure"] = tls.get("insecure", False)
     paths = {k: tls[k] for k in ("ca_cert", "cert", "key") if k in tls}
-    for k, v in paths.items():
-        _check_path(f"tls.{k}", v, problems)
+    for name, value in paths.items():
+        _check_path(f"tls.{name}", value, problems)
     if paths:
         missing = [k for k in ("ca_cert", "cert", "key") if k not in paths]
         for k in missing:
