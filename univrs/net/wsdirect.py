@@ -95,7 +95,8 @@ def write_nowait(ws: WebSocketConnection, message: bytes) -> Rest | None:
 
 
 async def finish(ws: WebSocketConnection, rest: Rest) -> None:
-    """Write what ``write_nowait`` left (waiting for room: the backpressure)."""
+    """Write what ``write_nowait`` left (waiting for room: the backpressure). Called by the
+    task that called ``write_nowait`` (it holds the lock), at once (no other write between)."""
     conn: Any = ws
     if rest.wire is None:
         await ws.send_message(rest.message)
