@@ -1,8 +1,9 @@
 """The inbound half of the raft transport (``RaftInbound``, which ``RaftTransport`` extends):
 accepting ``/raft`` connections, checking the hello (versions, ids, incarnations, the node
 certificate with TLS), then reading frames, refusing bad ones, and delivering their messages
-to the driver's inbox (inbound_frames.py, ``FrameReading``). The theory of operation of the whole transport is in transport.py; the
-outbound half (links, dialing, sending) is there and in peer.py.
+to the driver's inbox (inbound_frames.py, ``FrameReading``). The theory of operation of the
+whole transport is in transport.py; the outbound half (links, dialing, sending) is there and
+in peer.py.
 
 Every refusal closes *that* connection only, with a close code (RFC 6455 7.4) and one WARNING
 line per remote host, sender and reason (then DEBUG): anyone who reaches the port may send

@@ -132,6 +132,7 @@ class FrameReading:
         docstring: the direct path on the reader task, this task for the rest)."""
         peer = conn.hello.src
         reading: _Reading | None = None
+        tap: wsdirect.FrameTap | None = None
         if isinstance(self.inbox, trio.MemorySendChannel) and wsdirect.usable(ws):
             reading = _Reading(self, self.inbox, ws, conn, counters, attested)
             tap = wsdirect.FrameTap.install(ws, reading.take)
@@ -147,7 +148,7 @@ class FrameReading:
                         return
                 elif not await self._read_frame(ws, item, remote, peer, counters, attested):
                     return
-                if reading is not None:
+                if tap is not None:
                     tap.finished()
         finally:
             if reading is not None:
