@@ -286,3 +286,21 @@ async def test_a_tap_hands_over_everything_after_something_it_handed_over() -> N
     await tap.aclose()
     with pytest.raises(trio.EndOfChannel):
         recv.receive_nowait()
+
+
+async def test_a_large_frame_is_read_in_few_steps() -> None:
+    """The router's connections read 64 KiB at a time (``RECEIVE_BUFFER``): a 40 KB frame
+    costs the reader a step or two, not one per 4 KiB (the library's default, with which the
+    reader yielded after every read that found more data waiting: about ten)."""
+    a, _ = make_transport("a", settings=QUIET)
+    b, b_inbox = make_transport("b", settings=QUIET)
+    async with open_transport(a), open_transport(b):
+        a.set_peer_addresses({"b": addr(b)})
+        a.send(heartbeat("a", "b", ctx=0))
+        assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
+        frames = 20
+        async with counting() as counter:
+            for i in range(1, frames + 1):
+                a.send(append("a", "b", i, size=20_000))  # hex in the test codec: 40 KB
+                assert await receive(b_inbox) == append("a", "b", i, size=20_000)
+        assert counter.of("_reader_task") <= 2 * frames + 2, counter.steps
