@@ -3,7 +3,9 @@
 Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect and
 websocket handshake on ``/raft`` within ``connect_timeout``, a fresh attempt every
 ``dial_interval`` while none has got through; then the hello), then pump the queue
-into the connection, each send within ``send_timeout``: what is queued when the pump wakes
+into the connection (written in the step that wakes the pump when the stream takes the frame
+at once, univrs/net/wsdirect.py; what has to wait for room, within ``send_timeout``): what is
+queued when the pump wakes
 goes as one batch frame when the peer reads them (its hello said so), else one frame per
 message. A watcher task
 reads the connection so that a close by the peer (for example a refused hello) ends the session
