@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
@@ -29,6 +28,7 @@ from univrs.net.inbound_frames import (
     CLOSE_TRY_AGAIN,
     Decoder,
     FrameReading,
+    InboundConnection,
     short_reason,
 )
 from univrs.net.inbound_starts import StartChecks, StartTooSoon
@@ -87,16 +87,6 @@ STALE_COPY_HINT = (
     "have lost votes and entries it acknowledged: stop it and replace the member with an empty "
     "data dir (`univrs cluster join <member-api> --replace`, see the README)"
 )
-
-
-@attrs.define(eq=False)
-class InboundConnection:
-    """One accepted inbound connection: who sent the hello, and why we close it (if we do)."""
-
-    scope: trio.CancelScope
-    incarnation: str | None
-    hello: Hello
-    refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
 
 
 class RaftInbound(StartChecks, FrameReading):

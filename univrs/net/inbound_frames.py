@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import attrs
 import trio
@@ -27,14 +27,12 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from univrs.errors import ProtocolError
 from univrs.net import wsdirect
+from univrs.net.hello import Hello
 from univrs.net.peer import describe_close
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters
 from univrs.raft import MAX_TERM
 from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
-
-if TYPE_CHECKING:
-    from univrs.net.inbound import InboundConnection
 
 log = logging.getLogger("univrs.net")
 
@@ -62,6 +60,16 @@ def short_reason(text: str) -> str:
     """``text`` cut to what a close frame's reason can carry."""
     raw = text.encode()[:_MAX_CLOSE_REASON]
     return raw.decode(errors="ignore")
+
+
+@attrs.define(eq=False)
+class InboundConnection:
+    """One accepted inbound connection: who sent the hello, and why we close it (if we do)."""
+
+    scope: trio.CancelScope
+    incarnation: str | None
+    hello: Hello
+    refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
 
 
 @attrs.define(eq=False, slots=True)

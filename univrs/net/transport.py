@@ -89,12 +89,11 @@ from univrs.net.inbound import (
     MAX_UNLISTED_PEERS,
     NO_INCARNATION,
     STALE_COPY_HINT,
-    InboundConnection,
     RaftInbound,
     no_binding,
     unbound,
 )
-from univrs.net.inbound_frames import Decoder
+from univrs.net.inbound_frames import Decoder, InboundConnection
 from univrs.net.peer import (
     RAFT_PATH,
     BatchEncoder,
