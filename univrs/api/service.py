@@ -31,6 +31,7 @@ import trio
 
 from univrs.api.answers import WorkloadAnswers
 from univrs.api.auth import ANONYMOUS, Caller, Identity
+from univrs.api.batcher import FrameWait
 from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
@@ -47,6 +48,7 @@ from univrs.client.protocol import (
 )
 from univrs.errors import InvalidArgument, SessionExpired, Timeout, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
+from univrs.raft.ready import Role
 from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
 from univrs.sm.responses import Response
@@ -181,18 +183,7 @@ class ApiService:
                 if op.watch:
                     raise AssertionError("execute_many got a watch poll: execute it alone")
                 if op.is_write:
-                    if op.name == "session.open":
-                        store.session_opens.take(identity.key, "session opens")
-                    submissions.append(
-                        Submission(
-                            self._build_write(
-                                op, job.args, job.key, job.caller, identity.key, encoded
-                            ),
-                            job.key,
-                            job.deadline,
-                            job.hops,
-                        )
-                    )
+                    self._check_write(job, identity, submissions, encoded)
                     writes.append(job)
                 else:
                     how = job.consistency or "linearizable"
@@ -254,13 +245,84 @@ class ApiService:
                     identified[caller] = exc
         return identified
 
-    async def _writes(
+    def start_writes(
         self,
-        jobs: list[Job],
-        submissions: list[Submission],
-        start: float,
+        jobs: Sequence[Job],
         answered: Callable[[Sequence[Job]], None],
+        spawn: Callable[..., None],
+    ) -> tuple[bool, FrameWait | None]:
+        """``execute_many`` for a frame of writes on the leader, without awaiting (the fast
+        protocol's connection reader calls it, so a frame needs no task of its own):
+        (False, None) when it cannot (not the leader, a request that is not a known write, a
+        caller not identified here: ``execute_many`` then, which may wait for them); else
+        (True, what is left to wait for: ``RaftStateStore.propose_now``, None if every job is
+        answered already). The checks and answers are ``execute_many``'s; ``spawn`` starts
+        a task for a write that needs another attempt."""
+        store = self.store
+        if store.node.runtime.view.last_status().role is not Role.LEADER:
+            return False, None
+        for job in jobs:
+            op = HANDLERS.get(job.name)
+            if op is None or not op.is_write:
+                return False, None
+            job.op = op
+        authority = store.authority
+        identified: dict[Caller, Identity | Unauthenticated] = {}
+        for job in jobs:
+            if job.caller not in identified:
+                try:
+                    identified[job.caller] = authority.identify(job.caller)
+                except Unauthenticated:
+                    return False, None  # execute_many may catch up with the leader first
+        start = trio.current_time()
+        writes: list[Job] = []
+        submissions: list[Submission] = []
+        failed: list[Job] = []
+        for job in jobs:
+            try:
+                op = job.op
+                assert op is not None
+                limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
+                job.deadline = start + max(limit, 0.001)
+                caller = job.caller
+                identity = authority.permit(caller, identified[caller], op.required_role, op.name)
+                self._check_write(job, identity, submissions, encoded=True)
+                writes.append(job)
+            except Exception as exc:  # this request's answer (or a bug: reported upstream)
+                job.error = exc
+                failed.append(job)
+        if failed:
+            self._count(failed, start)
+            answered(failed)
+        if not writes:
+            return True, None
+        done = self._writes_answered(writes, start, answered)
+        return True, store.propose_now(submissions, done, spawn)
+
+    def _check_write(
+        self, job: Job, identity: Identity, submissions: list[Submission], encoded: bool
     ) -> None:
+        """A write job of a frame, its caller permitted as ``identity``: its ``Submission``
+        built and added (raises the request's error)."""
+        op = job.op
+        assert op is not None
+        if op.name == "session.open":
+            self.store.session_opens.take(identity.key, "session opens")
+        submissions.append(
+            Submission(
+                self._build_write(op, job.args, job.key, job.caller, identity.key, encoded),
+                job.key,
+                job.deadline,
+                job.hops,
+            )
+        )
+
+    def _writes_answered(
+        self, jobs: list[Job], start: float, answered: Callable[[Sequence[Job]], None]
+    ) -> Callable[[Sequence[tuple[int, WriteAnswer]]], None]:
+        """``submit_many``'s report for ``jobs``: each answer into its job, counted, and the
+        jobs handed to ``answered``."""
+
         def done(group: Sequence[tuple[int, WriteAnswer]]) -> None:
             finished = []
             for i, answer in group:
@@ -273,7 +335,16 @@ class ApiService:
             self._count(finished, start)
             answered(finished)
 
-        await self.store.submit_many(submissions, done)
+        return done
+
+    async def _writes(
+        self,
+        jobs: list[Job],
+        submissions: list[Submission],
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+    ) -> None:
+        await self.store.submit_many(submissions, self._writes_answered(jobs, start, answered))
 
     async def _reads(
         self,
