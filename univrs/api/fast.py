@@ -51,6 +51,7 @@ from univrs.api.auth import Caller
 from univrs.api.batcher import FrameWait
 from univrs.api.budget import AnswerBudget
 from univrs.api.service import Job
+from univrs.api.wire import Wire
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Encoded, Request
 from univrs.errors import (
@@ -141,6 +142,7 @@ class _ClientConnection:
     remote: str
     scope: trio.CancelScope  # the connection's nursery: cancelled to drop a stuck client
     budget: AnswerBudget  # answer bytes held (univrs/api/budget.py)
+    wire: Wire  # writes the response frames (univrs/api/wire.py)
     host: str | None = None  # the client's address, for its identity without auth
     token: str | None = attrs.field(default=None, repr=False)  # the hello's token
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
@@ -429,29 +431,36 @@ class _ClientConnection:
                 with trio.CancelScope(deadline=self._earliest()) as self._sleep:
                     await self._wakeup.wait()
                 self._sleep = None
-            if self._wakeup.is_set():
-                self._wakeup = trio.Event()
             if self._filled or (self._deadlines and self._deadlines[0][0] <= trio.current_time()):
                 self._settle()
+            if self._wakeup.is_set():  # (after ``_settle``, whose answers set it again)
+                self._wakeup = trio.Event()
             while self._outbox:
                 batch, self._outbox = self._outbox, []
                 held, self._queued = self._queued, 0
                 # The hint from the last built status (its leader is always current): no
                 # status rebuild per response frame.
                 leader = self.service.node.runtime.view.last_status().leader
-                with trio.move_on_after(SEND_TIMEOUT) as sending:
-                    try:
-                        for frame in _frames(leader, batch, held):
-                            await self.ws.send_message(frame)
-                    except ConnectionClosed:
-                        return
-                if sending.cancelled_caught:
-                    log.warning(
-                        "dropping client connection from %s: it has not read its responses for %gs",
-                        self.remote,
-                        SEND_TIMEOUT,
-                    )
-                    self.scope.cancel()
+                wire = self.wire
+                try:
+                    for frame in _frames(leader, batch, held):
+                        # Written at once when the socket takes it (no scheduling round:
+                        # univrs/api/wire.py); what it does not, within SEND_TIMEOUT.
+                        pending = wire.write_now(frame)
+                        if pending is None:
+                            continue
+                        with trio.move_on_after(SEND_TIMEOUT) as sending:
+                            await wire.finish(pending)
+                        if sending.cancelled_caught:
+                            log.warning(
+                                "dropping client connection from %s: it has not read its "
+                                "responses for %gs",
+                                self.remote,
+                                SEND_TIMEOUT,
+                            )
+                            self.scope.cancel()
+                            return
+                except ConnectionClosed:
                     return
                 self._in_flight -= len(batch)
                 self._room.set()
@@ -598,6 +607,7 @@ async def _serve_client(
                     host=host,
                     token=token,
                     budget=budget,
+                    wire=Wire(ws),
                 )
                 try:
                     nursery.start_soon(conn.write_responses)
