@@ -35,10 +35,7 @@ operation is a bug: it is logged and answered with ``internal``, and the node ca
 
 from __future__ import annotations
 
-import functools
-import heapq
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +45,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from univrs import codec
 from univrs.api.auth import Caller
-from univrs.api.batcher import FrameWait
 from univrs.api.budget import AnswerBudget
+from univrs.api.inline import InlineFrames
 from univrs.api.service import Job
 from univrs.api.wire import Wire
 from univrs.client import protocol
@@ -155,14 +152,14 @@ class _ClientConnection:
     _room: trio.Event = attrs.field(factory=trio.Event)  # set when _in_flight went down
     _watches: int = 0  # events.poll requests in flight
     _caller: Caller | None = None  # the connection's own caller (hello token, address)
-    # Frames of writes proposed by the reader itself (``_start_inline``), until answered:
-    # by their earliest deadline (entries of answered frames dropped lazily), and those whose
-    # waiters were filled since the writer last looked.
-    _deadlines: list[tuple[float, int, _Inline]] = attrs.field(factory=list)
-    _filled: list[_Inline] = attrs.field(factory=list)
-    _seq: int = 0
-    _prune_at: int = 256  # rebuild ``_deadlines`` from the frames still waiting past this
-    _sleep: trio.CancelScope | None = None  # the writer's, while it waits for work
+    # Frames of writes proposed by the reader itself, until answered (univrs/api/inline.py).
+    inline: InlineFrames = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.inline = InlineFrames(self._wake, self._bug)
+
+    def _wake(self) -> None:
+        self._wakeup.set()
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
         max_size = self.service.node.config.max_payload_size
@@ -204,9 +201,9 @@ class _ClientConnection:
         """A frame of writes on the leader, handled here in the reader's step with no task of
         its own (``ApiService.start_writes``): the writes checked, built and handed to the
         runtime; their waiters tell this connection when they are filled, and the writer
-        renders and sends the answers (``_settle``), or answers them at their deadline. False
-        (nothing done): the frame needs ``_handle_frame`` (reads, watches, bad requests, a
-        follower, a caller to catch up on)."""
+        renders and sends the answers (univrs/api/inline.py), or answers them at their
+        deadline. False (nothing done): the frame needs ``_handle_frame`` (reads, watches,
+        bad requests, a follower, a caller to catch up on)."""
         writes: list[Request] = []
         for req in requests:
             if type(req) is not Request or req.op == WATCH_OP:
@@ -238,79 +235,10 @@ class _ClientConnection:
             self._bug(jobs, answered, exc)
             return True
         if wait is not None:
-            inline = _Inline(wait, jobs, answered)
-            wait.watch(functools.partial(self._filled_one, inline))
-            self._wait_until(inline, wait.deadline())
+            self.inline.add(wait, jobs, answered)
         return taken
 
-    def _filled_one(self, inline: _Inline) -> None:
-        """A waiter of ``inline``'s writes was filled (in the driver's step): the writer
-        settles it next. Cheap and never raising: it runs inside the apply."""
-        if not inline.queued:
-            inline.queued = True
-            self._filled.append(inline)
-            self._wakeup.set()
-
-    def _wait_until(self, inline: _Inline, deadline: float) -> None:
-        """Keep ``inline`` by its deadline (the writer wakes for it then)."""
-        self._seq += 1
-        inline.deadline = deadline
-        heapq.heappush(self._deadlines, (deadline, self._seq, inline))
-        sleep = self._sleep
-        if sleep is not None and deadline < sleep.deadline:
-            sleep.deadline = deadline
-        if len(self._deadlines) > self._prune_at:  # answered frames' entries, dropped
-            kept = [e for e in self._deadlines if e[2].deadline == e[0] and e[2].wait.pending]
-            heapq.heapify(kept)
-            self._deadlines = kept
-            self._prune_at = max(256, 4 * len(kept))
-
-    def _earliest(self) -> float:
-        """The earliest deadline of an inline frame still waiting (inf: none)."""
-        heap = self._deadlines
-        while heap and (heap[0][2].deadline != heap[0][0] or not heap[0][2].wait.pending):
-            heapq.heappop(heap)  # answered, or kept again under a later deadline
-        return heap[0][0] if heap else math.inf
-
-    def _settle(self) -> None:
-        """Answer the inline frames' writes whose waiters were filled, and those whose
-        deadline passed (``FrameWait.settle``)."""
-        now = trio.current_time()
-        ready, self._filled = self._filled, []
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            _, _, inline = heapq.heappop(heap)
-            if inline.wait.pending and inline.deadline <= now and not inline.queued:
-                inline.queued = True
-                ready.append(inline)
-        for inline in ready:
-            inline.queued = False
-            wait = inline.wait
-            if not wait.pending:
-                continue
-            try:
-                wait.settle(now)
-            except Exception as exc:  # a bug: answer what is left with `internal`
-                log.error("settling a frame of %d writes failed with a bug", len(inline.jobs))
-                wait.pending = []
-                wait.abandon()
-                self._bug(inline.jobs, inline.answered, exc)
-                continue
-            if wait.pending:
-                deadline = wait.deadline()
-                if deadline != inline.deadline or inline.deadline <= now:
-                    self._wait_until(inline, deadline)
-
-    def abandon_inline(self) -> None:
-        """The connection is gone: stop waiting for its inline frames' writes (their waiters
-        failed, so proposals not yet handed to the core are skipped)."""
-        for _, _, inline in self._deadlines:
-            inline.wait.abandon()
-        for inline in self._filled:
-            inline.wait.abandon()
-        self._deadlines, self._filled = [], []
-
-    def _bug(self, jobs: list[Job], answered: set[int], exc: Exception) -> None:
+    def _bug(self, jobs: Sequence[Job], answered: set[int], exc: BaseException) -> None:
         left = [job for job in jobs if id(job) not in answered]
         for job in left:
             job.error = InternalError(f"{type(exc).__name__} serving {job.name}")
@@ -422,18 +350,19 @@ class _ClientConnection:
         return _response(job)
 
     async def write_responses(self) -> None:
-        """The connection's writer: settles its inline frames (``_settle``) and sends what
-        is queued, as one frame (one encode) per wake-up."""
+        """The connection's writer: settles its inline frames (``InlineFrames.settle``) and
+        sends what is queued, as one frame (one encode) per wake-up."""
         while True:
-            if not (self._outbox or self._filled):
+            inline = self.inline
+            if not (self._outbox or inline.has_filled()):
                 # Asleep until woken or the earliest inline deadline (which a new frame may
-                # bring forward: ``_wait_until`` moves the scope's deadline, no wake-up).
-                with trio.CancelScope(deadline=self._earliest()) as self._sleep:
+                # bring forward: ``InlineFrames.add`` moves the scope's deadline).
+                with trio.CancelScope(deadline=inline.earliest()) as inline.sleep:
                     await self._wakeup.wait()
-                self._sleep = None
-            if self._filled or (self._deadlines and self._deadlines[0][0] <= trio.current_time()):
-                self._settle()
-            if self._wakeup.is_set():  # (after ``_settle``, whose answers set it again)
+                inline.sleep = None
+            if inline.due(trio.current_time()):
+                inline.settle()
+            if self._wakeup.is_set():  # (after ``settle``, whose answers set it again)
                 self._wakeup = trio.Event()
             while self._outbox:
                 batch, self._outbox = self._outbox, []
@@ -465,17 +394,6 @@ class _ClientConnection:
                 self._in_flight -= len(batch)
                 self._room.set()
                 self.budget.give(held)
-
-
-@attrs.define(eq=False, slots=True)
-class _Inline:
-    """A frame of writes the reader proposed itself (``_start_inline``), until answered."""
-
-    wait: FrameWait
-    jobs: list[Job]
-    answered: set[int]  # ids of the jobs answered
-    queued: bool = False  # in ``_filled`` (or being settled)
-    deadline: float = math.inf  # the deadline it is kept under in ``_deadlines``
 
 
 def _response(job: Job) -> dict[str, Any]:
@@ -614,7 +532,7 @@ async def _serve_client(
                     await conn.read_requests(nursery)
                     nursery.cancel_scope.cancel()
                 finally:
-                    conn.abandon_inline()
+                    conn.inline.abandon()
         finally:
             budget.release()  # answers not written are dropped with the connection
     except ConnectionClosed:

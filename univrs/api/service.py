@@ -40,13 +40,14 @@ from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler, rende
 from univrs.api.rendered import RenderCache, Rendered
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
+from univrs.api.writes import check_session_owner, held_to_owner
 from univrs.client.protocol import (
     CONSISTENCIES,
     CONSISTENCY_MESSAGE,
     LEASE_OFF_MESSAGE,
     Encoded,
 )
-from univrs.errors import InvalidArgument, SessionExpired, Timeout, Unauthenticated, UnivrsError
+from univrs.errors import InvalidArgument, Timeout, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
 from univrs.raft.ready import Role
 from univrs.service.declare import PUBLIC
@@ -251,13 +252,11 @@ class ApiService:
         answered: Callable[[Sequence[Job]], None],
         spawn: Callable[..., None],
     ) -> tuple[bool, FrameWait | None]:
-        """``execute_many`` for a frame of writes on the leader, without awaiting (the fast
-        protocol's connection reader calls it, so a frame needs no task of its own):
-        (False, None) when it cannot (not the leader, a request that is not a known write, a
-        caller not identified here: ``execute_many`` then, which may wait for them); else
-        (True, what is left to wait for: ``RaftStateStore.propose_now``, None if every job is
-        answered already). The checks and answers are ``execute_many``'s; ``spawn`` starts
-        a task for a write that needs another attempt."""
+        """``execute_many`` for a frame of writes on the leader, without awaiting (for the
+        fast protocol's reader: no task per frame). (False, None): it cannot (not the leader,
+        not only known writes, a caller not identified here); else (True, what is left to
+        wait for, ``RaftStateStore.propose_now``: None if nothing). ``execute_many``'s checks
+        and answers; ``spawn`` starts a write that needs another attempt."""
         store = self.store
         if store.node.runtime.view.last_status().role is not Role.LEADER:
             return False, None
@@ -302,8 +301,7 @@ class ApiService:
     def _check_write(
         self, job: Job, identity: Identity, submissions: list[Submission], encoded: bool
     ) -> None:
-        """A write job of a frame, its caller permitted as ``identity``: its ``Submission``
-        built and added (raises the request's error)."""
+        """A frame's write job, permitted as ``identity``: its ``Submission`` added."""
         op = job.op
         assert op is not None
         if op.name == "session.open":
@@ -504,7 +502,7 @@ class ApiService:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
         check_key(key)
         if key is not None:
-            _check_session_owner(self.node.runtime.sm, key[0], owner)
+            check_session_owner(self.node.runtime.sm, key[0], owner)
         command, built = op.build(args)
         if isinstance(command, OpenSession):
             command = OpenSession(owner=owner)  # bounds the sessions one caller holds
@@ -516,7 +514,7 @@ class ApiService:
             seq=None if key is None else key[1],
             # The state machine refuses the command under another owner's session (s14-owner;
             # the leader drops it while a member predates payload version 3).
-            owner=owner if key is not None and _held_to_owner(owner) else None,
+            owner=owner if key is not None and held_to_owner(owner) else None,
         )
         render, finish, step, node = op.render, op.finish, op.leader_step, self.node
         if encoded and op.workload_answer and finish is None and step is None:
@@ -572,31 +570,6 @@ def _encoded(doc: Any) -> Any:
         return Encoded(cbor2.dumps(doc))
     except (TypeError, ValueError, cbor2.CBOREncodeError):
         return doc
-
-
-def _held_to_owner(owner: str) -> bool:
-    """Is a keyed write of this identity held to its session's owner? Only token identities:
-    without auth an identity is the client's address as each node sees it, which changes with
-    the node a client reaches (and anyone may write anything anyway)."""
-    return owner.startswith("token:")
-
-
-def _check_session_owner(sm: ClusterStateMachine, client_id: str, owner: str) -> None:
-    """Refuse early a keyed write under a session another token opened (s13-audit2 S1).
-
-    Session ids are log positions, easy to guess: a write keyed with another writer's id and
-    next seq used to apply and have its response cached under that key, so the owner's own
-    write with it was answered with the forger's response and never applied. This check reads
-    the serving node's applied state (and the leader's: a forwarded write is built there
-    again), so a session not applied there yet passes it; the check that holds is the state
-    machine's (s14-owner): the envelope carries the caller's identity and a command under
-    another owner's session is refused at apply, the same on every replica
-    (docs/security.md, "s14-owner"). This one only answers sooner, without a log entry."""
-    if not _held_to_owner(owner):
-        return
-    session = sm.session(client_id)
-    if session is not None and session.owner and session.owner != owner:
-        raise SessionExpired(f"session {client_id!r} is unknown")
 
 
 def _needs_token(name: str) -> bool:
