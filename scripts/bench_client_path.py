@@ -53,7 +53,7 @@ from univrs.sm.responses import Success
 from univrs.tools.devcluster import free_ports
 
 try:
-    from univrs.api.wire import Wire
+    from univrs.client.wire import Wire
 except ImportError:  # an export before s16-api
     Wire = None  # type: ignore[assignment,misc]
 

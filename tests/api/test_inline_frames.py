@@ -1,5 +1,5 @@
 """A frame of writes on the leader without a task of its own, and its answer written without
-scheduling rounds (s16-api: univrs/api/inline.py, univrs/api/wire.py, univrs/api/fast.py).
+scheduling rounds (s16-api: univrs/api/inline.py, univrs/client/wire.py, univrs/api/fast.py).
 
 Each test says which change it catches: without it, it fails."""
 
@@ -23,8 +23,8 @@ from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 from univrs import codec
 from univrs.api import fast
 from univrs.api.inline import InlineFrames
-from univrs.api.wire import Wire
 from univrs.client import protocol
+from univrs.client.wire import Wire
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.waiter import Waiter
 from univrs.server.node import Node

@@ -1,20 +1,27 @@
 """The server side of the fast client protocol (``univrs.client.protocol``) at ``/client``.
 
 Theory of operation. Each connection has a reader (this handler) and a writer task. The reader
-decodes a frame of requests and starts *one task per frame* (per ``MAX_FRAME_CHUNK`` requests
-of a larger one), counting the frame's requests against ``MAX_IN_FLIGHT`` until their responses
-are sent: beyond that it stops reading, which back-pressures the client through TCP. The
-frame's task answers malformed requests at once, starts one task per watch poll (a long poll
-must not hold up the others), and runs the rest together with ``ApiService.execute_many``: the
-caller identified once, the writes handed to the runtime in one event and waited for under one
-deadline scope, the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per
-request"); their responses are queued as groups complete. The writer sends everything queued
-since its last send as one frame (one encode), and drops a client that has not read its
-responses for ``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per
-connection and per node (univrs/api/budget.py, s15-budget): while the connection's budget is
-spent the reader stops reading too, and a frame's reads are rendered only while there is
-room. When the connection drops, its nursery is cancelled: the frames' waits end, and
-proposals not yet handed to the core are skipped.
+decodes a frame of requests. On the leader, a frame made only of writes is served by the reader
+itself, with no task of its own (``_start_inline``, s16-api): the writes are checked, built and
+handed to the runtime in the reader's step (``ApiService.start_writes``), their waiters tell
+the writer when the driver's step fills them, and the writer renders and sends their answers,
+or answers a write at its deadline (univrs/api/inline.py). Any other frame starts *one task
+per frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts
+the frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it
+stops reading, which back-pressures the client through TCP. The frame's task answers
+malformed requests at once, starts one task per watch poll (a long poll must not hold up the
+others), and runs the rest together with ``ApiService.execute_many``: the caller identified
+once, the writes handed to the runtime in one event and waited for under one deadline scope,
+the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per request"); their
+responses are queued as groups complete. The writer sends everything queued since its last
+send as one frame (one encode), written to the socket at once when it takes it
+(univrs/client/wire.py: no scheduling round for the stream lock or the send), and drops a client
+that has not read its responses for ``SEND_TIMEOUT``. Answers held until written are bounded
+in bytes, per connection and per node (univrs/api/budget.py, s15-budget): while the
+connection's budget is spent the reader stops reading too, and a frame's reads are rendered
+only while there is room. When the connection drops, its nursery is cancelled: the frames'
+waits end, the inline frames' waiters are failed (``InlineFrames.abandon``), and proposals not
+yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
@@ -48,9 +55,9 @@ from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
 from univrs.api.inline import InlineFrames
 from univrs.api.service import Job
-from univrs.api.wire import Wire
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Encoded, Request
+from univrs.client.wire import Wire
 from univrs.errors import (
     InternalError,
     PayloadTooLarge,
@@ -139,7 +146,7 @@ class _ClientConnection:
     remote: str
     scope: trio.CancelScope  # the connection's nursery: cancelled to drop a stuck client
     budget: AnswerBudget  # answer bytes held (univrs/api/budget.py)
-    wire: Wire  # writes the response frames (univrs/api/wire.py)
+    wire: Wire  # writes the response frames (univrs/client/wire.py)
     host: str | None = None  # the client's address, for its identity without auth
     token: str | None = attrs.field(default=None, repr=False)  # the hello's token
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
@@ -181,8 +188,8 @@ class _ClientConnection:
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await self.ws.aclose(CLOSE_PROTOCOL_ERROR, str(exc)[:120])
                 return
-            # One task per frame (per MAX_FRAME_CHUNK requests of a larger one), not per
-            # request: see the module docstring.
+            # No task for a frame of writes on the leader, else one task per frame (per
+            # MAX_FRAME_CHUNK requests of a larger one), not per request: see the docstring.
             for first in range(0, len(requests), MAX_FRAME_CHUNK):
                 chunk = requests[first : first + MAX_FRAME_CHUNK]
                 # No more frames while the answers held spend the connection's budget: a
@@ -374,7 +381,7 @@ class _ClientConnection:
                 try:
                     for frame in _frames(leader, batch, held):
                         # Written at once when the socket takes it (no scheduling round:
-                        # univrs/api/wire.py); what it does not, within SEND_TIMEOUT.
+                        # univrs/client/wire.py); what it does not, within SEND_TIMEOUT.
                         pending = wire.write_now(frame)
                         if pending is None:
                             continue

@@ -19,7 +19,7 @@ is skipped, as the frame task's cancellation did.
 
 Per frame of one write at one client, the leader's API went from seven task steps (the reader
 one, the frame's task three, the writer three) to two (the reader one, the writer one with
-univrs/api/wire.py): docs/performance.md.
+univrs/client/wire.py): docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,21 @@
-"""Writing a fast-protocol connection's response frames without scheduling rounds: ``Wire``.
+"""Writing a fast-protocol connection's frames without scheduling rounds: ``Wire`` (the node's
+response writer, univrs/api/fast.py, and the client's request writer, univrs/client/
+connection.py).
 
 Theory of operation. ``WebSocketConnection.send_message`` (trio-websocket) takes the
 connection's stream lock (``trio.Lock``: a checkpoint, one scheduling round even when it is
 free) and then ``SocketStream.send_all`` (another checkpoint after the socket's send): a
-response frame cost its writer task three steps, the wake-up and these two (docs/
-performance.md, "Round 16 (s16-api)"). ``Wire.write_now`` does what ``send_message`` does with
-no checkpoint when it can: it takes the same lock without waiting (``acquire_nowait``, only
-when it is free, so no other sender of the connection, such as the library's reader answering
-a ping, is in the middle of a frame), has the connection's wsproto state frame the message as
-``send_message`` would, and writes the bytes to the socket at once (a non-blocking ``send``).
-What the socket does not take now (its buffer is full: a client not reading) is left, the lock
-still held, to ``finish``, which sends it the ordinary way (``send_all``, under the caller's
-``SEND_TIMEOUT``) and then releases the lock, so no other frame's bytes can come between.
-When the lock is taken, or the stream is not a plain ``trio.SocketStream`` (TLS), or the
-connection is closing, ``finish`` sends the message with ``send_message`` itself.
+frame cost its writer task three steps, the wake-up and these two (docs/performance.md,
+"Round 16 (s16-api)"). ``Wire.write_now`` does what ``send_message`` does with no checkpoint
+when it can: it takes the same lock without waiting (``acquire_nowait``, only when it is
+free, so no other sender of the connection, such as the library's reader answering a ping, is
+in the middle of a frame), has the connection's wsproto state frame the message (masked on a
+client) as ``send_message`` would, and writes the bytes to the socket at once (a non-blocking
+``write``). What the socket does not take now (its buffer is full: a peer not reading) is left,
+the lock still held, to ``finish``, which sends it the ordinary way (``send_all``; the node's
+writer under its ``SEND_TIMEOUT``) and then releases the lock, so no other frame's bytes can
+come between. When the lock is taken, or the stream is not a plain ``trio.SocketStream``
+(TLS), or the connection is closing, ``finish`` sends the message with ``send_message`` itself.
 
 This reaches into trio-websocket's connection (``_stream``, ``_stream_lock``, ``_wsproto``,
 ``_close_reason``), which pyproject.toml pins (0.12.2); if those are missing (another version)
