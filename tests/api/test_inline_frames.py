@@ -5,7 +5,9 @@ Each test says which change it catches: without it, it fails."""
 
 from __future__ import annotations
 
+import gc
 import pathlib
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -22,6 +24,7 @@ from trio_websocket import (
 from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 from univrs import codec
 from univrs.api import fast
+from univrs.api.batcher import FrameWait
 from univrs.api.inline import InlineFrames
 from univrs.client import protocol
 from univrs.client.wire import Wire
@@ -255,3 +258,39 @@ async def test_a_frame_left_half_written_holds_the_stream_until_it_is_sent() -> 
         nursery.cancel_scope.cancel()
     assert [len(m) for m in got] == sizes
     assert got[0] == b"a" * sizes[0] and got[1] == b"b" * sizes[1]
+
+
+async def test_an_answered_inline_frame_is_freed_without_the_garbage_collector(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inline frame's objects (its ``FrameWait``, the waiters telling the connection) form
+    no reference cycle once answered: freed by reference counting, not left for the garbage
+    collector, whose full passes walk the whole heap (left to it, frames of 16 writes cost 57
+    instead of 42 µs per write in scripts/bench_client_path.py). Fails if a filled waiter
+    keeps its ``notify`` function (which refers to the frame, which refers to the waiter)."""
+    waits: list[weakref.ref[FrameWait]] = []
+    real_add = InlineFrames.add
+
+    def add(self: InlineFrames, wait: FrameWait, *args: Any) -> None:
+        waits.append(weakref.ref(wait))
+        real_add(self, wait, *args)
+
+    monkeypatch.setattr(InlineFrames, "add", add)
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        async with await _hello(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
+            await ws.send_message(codec.encode_plain([create]))
+            assert "ok" in (await _answers(ws, 1))[0]
+            gc.collect()
+            gc.disable()
+            try:
+                for i in range(1, 6):
+                    await ws.send_message(codec.encode_plain([_scale(i, i % 3 + 1)]))
+                    assert "ok" in (await _answers(ws, 1))[i]
+                await wait_until(lambda: waits[1]() is None, "the second frame freed", 10)
+                assert [ref() is None for ref in waits[:4]] == [True] * 4
+            finally:
+                gc.enable()

@@ -41,7 +41,7 @@ class Waiter(Generic[T]):
             if self._event is not None:
                 self._event.set()
             if self._notify is not None:
-                self._notify()
+                self._fire()
 
     def fail(self, error: BaseException) -> None:
         if not self._filled:
@@ -50,7 +50,14 @@ class Waiter(Generic[T]):
             if self._event is not None:
                 self._event.set()
             if self._notify is not None:
-                self._notify()
+                self._fire()
+
+    def _fire(self) -> None:
+        # Dropped before the call: what it refers to (a connection's frame, which refers to
+        # this waiter) is then no reference cycle, freed without the garbage collector.
+        fn, self._notify = self._notify, None
+        assert fn is not None
+        fn()
 
     def notify(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once when the slot is filled (at once if it is already)."""
