@@ -294,3 +294,47 @@ async def test_an_answered_inline_frame_is_freed_without_the_garbage_collector(
                 assert [ref() is None for ref in waits[:4]] == [True] * 4
             finally:
                 gc.enable()
+
+
+class _FullOnce:
+    """Stands in for the runtime's inbox sender: full at the first ``send_nowait``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.refused = 0
+
+    def send_nowait(self, value: object) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise trio.WouldBlock
+        self.inner.send_nowait(value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_an_inline_frame_meeting_a_full_inbox_is_handed_over_when_it_has_room(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The runtime's inbox is full when the reader hands a frame's writes over: they are
+    handed over by a task when it has room (``propose_now``'s ``_hand_over``), and answered
+    as usual. Fails if the reader dropped the event (the writes answered ``timeout``)."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        async with await _hello(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
+            await ws.send_message(codec.encode_plain([create]))
+            assert "ok" in (await _answers(ws, 1))[0]
+            sender = _FullOnce(node.runtime.inbox.sender)
+            node.runtime.inbox.sender = sender  # type: ignore[assignment]
+            try:
+                frame = [_scale(i, i + 1, timeout_ms=3000) for i in (1, 2)]
+                await ws.send_message(codec.encode_plain(frame))
+                answers = await _answers(ws, 2)
+            finally:
+                node.runtime.inbox.sender = sender.inner
+        assert sender.refused == 1
+        assert all("ok" in a for a in answers.values()), answers
+        assert answers[2]["ok"]["spec"]["replicas"] == 3
