@@ -233,7 +233,7 @@ async def test_a_frame_left_half_written_holds_the_stream_until_it_is_sent() -> 
         assert wire.direct
         first = wire.write_now(b"a" * sizes[0])
         assert first is not None and first.locked  # 16 MB: the socket does not take it all
-        lock: Any = ws._stream_lock  # type: ignore[attr-defined]
+        lock: Any = ws._stream_lock
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ws.send_message, b"b" * sizes[1])  # waits for the lock
             await wait_until(lambda: lock.statistics().tasks_waiting == 1, "the sender", 10)
@@ -253,7 +253,9 @@ async def test_a_frame_left_half_written_holds_the_stream_until_it_is_sent() -> 
             await written.wait()
             with trio.fail_after(20):
                 for _ in sizes:
-                    got.append(await client.get_message())
+                    message = await client.get_message()
+                    assert isinstance(message, bytes)
+                    got.append(message)
             done.set()
         nursery.cancel_scope.cancel()
     assert [len(m) for m in got] == sizes
