@@ -26,6 +26,7 @@ from univrs import codec
 from univrs.api import fast
 from univrs.api.batcher import FrameWait
 from univrs.api.inline import InlineFrames
+from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.client.wire import Wire
 from univrs.runtime.driver import RaftRuntime
@@ -340,3 +341,33 @@ async def test_an_inline_frame_meeting_a_full_inbox_is_handed_over_when_it_has_r
         assert sender.refused == 1
         assert all("ok" in a for a in answers.values()), answers
         assert answers[2]["ok"]["spec"]["replicas"] == 3
+
+
+async def test_a_bug_serving_an_inline_frame_answers_internal_and_the_node_carries_on(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception escaping ``start_writes`` (a bug) answers the frame's writes with
+    ``internal``, and the connection and the node serve the next frame. Fails if the reader
+    lets it escape (the connection goes down with it)."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        real = ApiService.start_writes
+        calls = 0
+
+        def broken(self: ApiService, *args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug")
+            return real(self, *args)
+
+        monkeypatch.setattr(ApiService, "start_writes", broken)
+        async with await _hello(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
+            await ws.send_message(codec.encode_plain([create, {**create, "id": 1}]))
+            failed = await _answers(ws, 2)
+            assert {a["error"]["code"] for a in failed.values()} == {"internal"}, failed
+            await ws.send_message(codec.encode_plain([{**create, "id": 2}]))
+            assert "ok" in (await _answers(ws, 1))[2]
