@@ -7,6 +7,10 @@ forwarding) is univrs/api/store.py's; a frame's write whose first attempt needs 
 on there with the attempts made so far, so the rules are one code. Writes are batched into log
 appends by the runtime, not here: the driver gathers concurrent proposals into one
 ``propose_many`` with one batch in flight (univrs/runtime/batching.py).
+
+A frame's first attempts on the leader are waited for by a ``FrameWait``: in the frame's task
+(``submit_many``), or, for the fast protocol's frames of writes, by nobody (``propose_now``:
+the connection's writer settles it when its waiters say they are filled, univrs/api/inline.py).
 """
 
 from __future__ import annotations
