@@ -49,7 +49,6 @@ from univrs.client.protocol import (
 )
 from univrs.errors import InvalidArgument, Timeout, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
-from univrs.raft.ready import Role
 from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
 from univrs.sm.responses import Response
@@ -258,7 +257,7 @@ class ApiService:
         wait for, ``RaftStateStore.propose_now``: None if nothing). ``execute_many``'s checks
         and answers; ``spawn`` starts a write that needs another attempt."""
         store = self.store
-        if store.node.runtime.view.last_status().role is not Role.LEADER:
+        if not store.leads():
             return False, None
         for job in jobs:
             op = HANDLERS.get(job.name)

@@ -344,6 +344,11 @@ class RaftStateStore(StateStore):
         come."""
         return await self._frames.submit_many(writes, answered)
 
+    def leads(self) -> bool:
+        """Does this node lead, by the status as last built (its role is always current;
+        nothing rebuilt)?"""
+        return self.node.runtime.view.last_status().role is Role.LEADER
+
     def propose_now(
         self,
         writes: Sequence[Submission],
