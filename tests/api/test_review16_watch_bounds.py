@@ -24,6 +24,7 @@ from univrs.api.fast import _ClientConnection
 from univrs.api.opargs import PAGE_BYTES
 from univrs.api.watch import page_docs
 from univrs.client.protocol import Request
+from univrs.client.wire import Wire
 from univrs.sm.events import Event, EventType, ObjectKind
 
 BIG = 400_000  # bytes of one test event's id: three of them pass PAGE_BYTES, two do not
@@ -106,6 +107,7 @@ async def test_a_watch_poll_waiting_for_room_is_answered_timeout_at_its_deadline
         remote="test",
         scope=trio.CancelScope(),
         budget=budget,
+        wire=Wire(_NoSocket()),  # type: ignore[arg-type]
     )
     soon = Request(id=1, op="events.poll", args={"wait_ms": 0}, timeout_ms=2000)
     late = Request(id=2, op="events.poll", args={"wait_ms": 0}, timeout_ms=6000)
@@ -151,6 +153,7 @@ async def test_a_watch_polls_answer_is_charged_its_bytes(nursery: trio.Nursery) 
         remote="test",
         scope=trio.CancelScope(),
         budget=budget,
+        wire=Wire(_NoSocket()),  # type: ignore[arg-type]
     )
     poll = {"from_revision": page[0]["revision"] + 1, "kinds": "workloads"}
     with trio.fail_after(30):

@@ -349,6 +349,17 @@ class RaftRuntime(StepLoop):
         No scheduling round when the inbox has room (``send_nowait``; a full inbox is waited
         for): the caller's wait for the waiters comes next, a checkpoint where the driver runs,
         so a round here would only switch tasks once more per client frame."""
+        waiters, unsent = self.propose_together_nowait(envelopes)
+        if unsent is not None:
+            await self.inbox.sender.send(unsent)
+        return waiters
+
+    def propose_together_nowait(
+        self, envelopes: Sequence[Envelope]
+    ) -> tuple[list[Waiter[Response]], ProposeMany | None]:
+        """``propose_together`` without awaiting: (the waiters, None), or with a full inbox
+        (the waiters, the event still to ``inbox.sender.send``: the caller sends it, or fails
+        the waiters). Raises NotLeader on a follower."""
         status = self.view.last_status()
         if status.role is not Role.LEADER:
             raise NotLeader(status.leader)
@@ -365,8 +376,8 @@ class RaftRuntime(StepLoop):
         try:
             self.inbox.sender.send_nowait(event)
         except trio.WouldBlock:
-            await self.inbox.sender.send(event)
-        return waiters
+            return waiters, event
+        return waiters, None
 
     async def read_index(self, *, lease: bool = False) -> int:
         """Confirm a linearizable read point (ReadIndex; ``lease``: the leader's read lease
