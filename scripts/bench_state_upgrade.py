@@ -39,7 +39,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.runtime.state_envs (the old layouts)
 
 from univrs.bench.report import print_json  # noqa: E402
-from univrs.sm import state_digest  # noqa: E402
+from univrs.runtime.snapshots import capture_digest  # noqa: E402
 from univrs.storage.sm_tables import StateEnv  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def child(path: str, digest: bool) -> None:
     out["index"] = sm.last_applied_index
     if digest:
         cpu = time.process_time()
-        out["digest"] = state_digest(sm)
+        out["digest"] = capture_digest(sm)()  # the node's (streamed on LMDB)
         out["digest_cpu_s"] = round(time.process_time() - cpu, 3)
     out["peak_rss"] = _status("VmHWM")
     env.close()
