@@ -106,7 +106,7 @@ def test_every_cached_response_comes_back_at_open(tmp_path: pathlib.Path) -> Non
     assert isinstance(opened, Created)
     client = opened.id
     spec = WorkloadSpec(name="w", image="registry.example/w:1")
-    commands = [
+    commands: list[CreateWorkload | ScaleWorkload] = [
         CreateWorkload(id="w1", spec=spec),  # created
         ScaleWorkload(id="w1", replicas=3),  # success
         ScaleWorkload(id="nope", replicas=1),  # failure: not found

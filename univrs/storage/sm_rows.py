@@ -215,7 +215,7 @@ def read_small(txn: lmdb.Transaction, store: LmdbStore, window: int) -> SmallTab
         end = len(prefix)
         # The checks of ``reading``, without a ``with`` per row (a third of an open's CPU at
         # 640,000 rows, s16-scale): any error names the row being read, ``at``.
-        at: bytes = prefix
+        at: bytes | memoryview = prefix
         try:
             if responses.set_range(prefix):
                 for row_key, value in responses:
@@ -227,7 +227,7 @@ def read_small(txn: lmdb.Transaction, store: LmdbStore, window: int) -> SmallTab
                     seq, index, ms = row_head(value)
                     _want(seq >= 1, "seq 0")
                     _want(row_key[end:] == pack(seq % window), "not in its seq's slot")
-                    cached.append((seq, value[size:]))
+                    cached.append((seq, bytes(value[size:])))  # bytes if the txn gave buffers
                     if index > session.last_index:
                         session.last_index, session.last_ms = index, ms
                     if seq > session.max_seq:
