@@ -175,9 +175,10 @@ def slot_sessions(txn: lmdb.Transaction, store: LmdbStore, window: int) -> int:
             max_seqs[key] = _session(key, cbor2.loads(raw), old=False)[1].max_seq
     rows: list[tuple[bytes, bytes]] = []
     pack, row_head = _SEQ.pack, _ROW.pack
-    for raw_key, raw in txn.cursor(responses_db):
-        key = bytes(raw_key)
-        with reading("session_responses", key):
+    key = b""  # the row being read, named by any error (``reading``'s checks, one ``try``)
+    try:
+        for raw_key, raw in txn.cursor(responses_db):
+            key = bytes(raw_key)
             _want(len(key) > _SEQ.size + 1, "too short for an id, NUL and 8 bytes")
             prefix, (seq,) = key[: -_SEQ.size], _SEQ.unpack_from(key, len(key) - _SEQ.size)
             max_seq = max_seqs.get(prefix[:-1])
@@ -185,6 +186,8 @@ def slot_sessions(txn: lmdb.Transaction, store: LmdbStore, window: int) -> int:
             assert max_seq is not None
             _want(max_seq - window < seq <= max_seq and seq >= 1, "a seq out of the window")
             rows.append((prefix + pack(seq % window), row_head(seq, 0, 0) + bytes(raw)))
+    except (StorageError, *_ROW_ERRORS) as exc:
+        raise named("session_responses", key, exc) from None
     txn.drop(responses_db, delete=False)
     rows.sort()
     txn.cursor(db=responses_db).putmulti(rows, append=True)
