@@ -17,32 +17,25 @@ writer under its ``SEND_TIMEOUT``) and then releases the lock, so no other frame
 come between. When the lock is taken, or the stream is not a plain ``trio.SocketStream``
 (TLS), or the connection is closing, ``finish`` sends the message with ``send_message`` itself.
 
-This reaches into trio-websocket's connection (``_stream``, ``_stream_lock``, ``_wsproto``,
-``_close_reason``), which pyproject.toml pins (0.12.2); if those are missing (another version)
-every message goes the ordinary way (``Wire.direct`` is False), and tests/api/
-test_inline_frames.py fails, saying so.
+The frame-level work is univrs/net/wsdirect.py's (``write_nowait``/``finish``, shared with the
+raft links): it reaches into trio-websocket's connection (``_stream``, ``_stream_lock``,
+``_wsproto``, ``_close_reason``, ``_abort_web_socket``), which pyproject.toml pins (0.12.2); if
+those are missing (another version) every message goes the ordinary way (``Wire.direct`` is
+False), and tests/api/test_inline_frames.py and tests/net/test_direct_frames.py fail, saying so.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import attrs
-import trio
-from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection
-from wsproto.events import BytesMessage
+from trio_websocket import WebSocketConnection
+
+from univrs.net import wsdirect
 
 __all__ = ["Pending", "Wire"]
 
-
-@attrs.define(eq=False, slots=True)
-class Pending:
-    """What ``write_now`` could not write at once: ``data`` still to send, with the stream lock
-    held (``locked``), or a whole message for ``send_message`` (not ``locked``)."""
-
-    data: bytes | memoryview
-    locked: bool
+Pending = wsdirect.Rest
+"""What ``write_now`` could not write at once (``wire`` None: the whole message for
+``send_message``; else the frame's unwritten bytes, the stream lock held)."""
 
 
 @attrs.define(eq=False)
@@ -56,53 +49,21 @@ class Wire:
     deferred: int = 0  # messages (or their rest) sent the ordinary way
 
     def __attrs_post_init__(self) -> None:
-        ws: Any = self.ws
-        self.direct = all(
-            hasattr(ws, name) for name in ("_stream", "_stream_lock", "_wsproto", "_close_reason")
-        )
+        self.direct = wsdirect.usable(self.ws)
 
     def write_now(self, message: bytes) -> Pending | None:
         """Write ``message`` now if the socket takes it all (None); else what ``finish`` must
-        send. Raises ConnectionClosed if the connection is closed."""
-        ws: Any = self.ws
+        send. Raises ConnectionClosed if the connection is closing."""
         if not self.direct:
-            return Pending(message, locked=False)
-        if ws._close_reason is not None:
-            raise ConnectionClosed(ws._close_reason)
-        stream, lock = ws._stream, ws._stream_lock
-        if type(stream) is not trio.SocketStream or lock.locked():
-            return Pending(message, locked=False)
-        lock.acquire_nowait()
-        try:
-            data = ws._wsproto.send(BytesMessage(data=message))
-            try:
-                sent = os.write(stream.socket.fileno(), data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # a broken connection: ``send_all`` reports it as the library does
-                sent = 0
-        except BaseException:
-            lock.release()
-            raise
-        if sent == len(data):
-            lock.release()
+            return Pending(message, None)
+        rest = wsdirect.write_nowait(self.ws, message)
+        if rest is None:
             self.writes += 1
-            return None
-        return Pending(memoryview(data)[sent:], locked=True)
+        return rest
 
     async def finish(self, pending: Pending) -> None:
         """Send what ``write_now`` left (then release the lock it holds). Raises
-        ConnectionClosed if the connection is closed or broken."""
-        ws: Any = self.ws
+        ConnectionClosed if the connection is closed or broken (a broken one is aborted, as
+        the library does)."""
         self.deferred += 1
-        if not pending.locked:
-            await ws.send_message(bytes(pending.data))
-            return
-        try:
-            await ws._stream.send_all(pending.data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionClosed(
-                ws._close_reason or CloseReason(1006, "the connection broke")
-            ) from None
-        finally:
-            ws._stream_lock.release()
+        await wsdirect.finish(self.ws, pending)
