@@ -1,21 +1,32 @@
-"""The client library's answers matched to their callers on trio-websocket's reader task
-(univrs/client/connection.py ``Connection._take`` through ``univrs.net.wsdirect.FrameTap``;
-issue 14, s16-ctap): a response frame costs the client's reading one task step, and a frame
-the direct path declines (malformed, text) still closes the connection, with every later
-frame behind it in order. A fake node on 127.0.0.1 answers each request frame at once."""
+"""Client-protocol frames taken on trio-websocket's reader task (``univrs.net.wsdirect.FrameTap``;
+issue 14, s16-ctap). The client library's answers matched to their callers there
+(univrs/client/connection.py ``Connection._take``): a response frame costs the client's
+reading one task step, and a frame the direct path declines (malformed, text) still closes the
+connection, with every later frame behind it in order (a fake node on 127.0.0.1 answers each
+request frame at once). The node's ``/client`` frames started there
+(univrs/api/fast.py ``_ClientConnection._take``): no step of the connection's handler."""
 
 from __future__ import annotations
 
 import contextlib
+import pathlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    open_websocket,
+    serve_websocket,
+)
 from wsproto.events import BytesMessage, TextMessage
 
+from tests.api.helpers import WORKLOAD, open_cluster
+from univrs import codec
 from univrs.client import protocol
 from univrs.client.connection import Connection
 from univrs.errors import ConnectionLost
@@ -144,3 +155,49 @@ async def test_answers_matched_on_the_reader_keep_many_callers_apart(
                     calls.start_soon(call, n)
         conn.close()
     assert got == {n: (n, None) for n in range(10)}
+
+
+class _Steps(trio.abc.Instrument):
+    """Task steps by task name."""
+
+    def __init__(self) -> None:
+        self.steps: Counter[str] = Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task.name] += 1
+
+
+async def test_a_frame_of_writes_costs_the_nodes_connection_handler_no_step(
+    tmp_path: pathlib.Path,
+) -> None:
+    """One write per frame, one frame at a time, on the leader: the frame is decoded and its
+    writes proposed on trio-websocket's reader task (``_ClientConnection._take``), so the
+    connection's handler task (``serve_client``) does not run. Without the tap: one handler
+    step per frame (>= 20 here)."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        port = node.raft_port
+        assert port is not None
+        async with open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
+            await ws.send_message(codec.encode_plain([create]))
+            _, answers = protocol.decode_responses(await ws.get_message())
+            assert "ok" in answers[0], answers
+            steps = _Steps()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                for i in range(1, 21):
+                    scale = {"id": i, "op": "workload.scale", "args": {"id": "w", "replicas": i}}
+                    await ws.send_message(codec.encode_plain([scale]))
+                    with trio.fail_after(30):
+                        _, answers = protocol.decode_responses(await ws.get_message())
+                    assert answers[0]["id"] == i and "ok" in answers[0], answers
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+    handler = sum(n for name, n in steps.steps.items() if name.endswith("_run_handler"))
+    assert handler <= 3, steps.steps  # without the tap: 20
+    # trio-websocket's readers: the node's one step per frame, this test's two (it reads
+    # through the library's channel); without the tap 3 + 2 per frame (80 here).
+    assert steps.steps["trio_websocket._impl.WebSocketConnection._reader_task"] <= 66, steps.steps
