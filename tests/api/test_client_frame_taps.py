@@ -42,6 +42,8 @@ class _ClientSteps(trio.abc.Instrument):
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         if task.name.endswith("_run_connection"):
             self.steps["connection"] += 1
+        elif task.name.endswith("Connection._writer"):
+            self.steps["writer"] += 1
         elif task.name.endswith("_reader_task"):
             parent = task.parent_nursery.parent_task if task.parent_nursery else None
             if parent is not None and parent.name.endswith("_run_connection"):
@@ -75,7 +77,8 @@ async def test_an_answer_costs_the_clients_reading_one_task_step(
     nursery: trio.Nursery,
 ) -> None:
     """20 requests one at a time: trio-websocket's reader takes each answer frame and wakes
-    its caller in one step; the connection's own task does not run. Without the tap: the
+    its caller in one step; the connection's own task does not run, and the writer writes
+    each request in one step. Without the tap: the
     library's reader two steps per frame (put in its channel, then wait for data) and the
     connection's task one (take it, match it): 3 per frame, >= 60 here."""
     port = await _fake_node(nursery)
@@ -95,6 +98,10 @@ async def test_an_answer_costs_the_clients_reading_one_task_step(
     # a partial read of a frame one more each).
     assert steps.steps["connection"] <= 2, steps.steps
     assert steps.steps["library reader"] <= 26, steps.steps  # without the tap: 40
+    # The writer still writes each request in the step that wakes it (client/wire.py) with
+    # the tap in the connection's channel: 3 steps per request if the tap made ``Wire`` take
+    # the library's ``send_message``.
+    assert steps.steps["writer"] <= 24, steps.steps
 
 
 @pytest.mark.parametrize("bad", [b"\xff\x00 not cbor", "a text frame"])

@@ -159,7 +159,7 @@ class _ClientConnection:
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
         tap = None
-        if wsdirect.usable(self.ws):
+        if wsdirect.usable(self.ws) and not wsdirect.tapped(self.ws):
             tap = wsdirect.FrameTap.install(self.ws, lambda data: self._take(data, nursery))
         try:
             await self._read(nursery, tap)

@@ -353,7 +353,7 @@ class Connection:
         connection) and, while it holds one, every later frame, so frames are dispatched in
         the order they came; and it sees the close."""
         tap: wsdirect.FrameTap | None = None
-        if wsdirect.usable(ws):
+        if wsdirect.usable(ws) and not wsdirect.tapped(ws):
             tap = wsdirect.FrameTap.install(ws, self._take)
         try:
             while True:
