@@ -147,17 +147,17 @@ class _ClientConnection:
     _caller: Caller | None = None  # the connection's own caller (hello token, address)
     # Frames of writes proposed by the reader itself, until answered (univrs/api/inline.py).
     inline: InlineFrames = attrs.field(init=False)
-    max_size: int = attrs.field(init=False)  # of a frame's decoded requests
+    max_size: int = 0  # of a frame's decoded requests (set by ``read_requests``)
     _reading: bool = True  # False once ``read_requests`` ended: ``_take`` takes nothing more
 
     def __attrs_post_init__(self) -> None:
         self.inline = InlineFrames(self._wake, self._bug)
-        self.max_size = self.service.node.config.max_payload_size
 
     def _wake(self) -> None:
         self._wakeup.set()
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
+        self.max_size = self.service.node.config.max_payload_size
         tap = None
         if wsdirect.usable(self.ws) and not wsdirect.tapped(self.ws):
             tap = wsdirect.FrameTap.install(self.ws, lambda data: self._take(data, nursery))
