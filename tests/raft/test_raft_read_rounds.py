@@ -123,3 +123,22 @@ def test_a_read_is_never_confirmed_by_a_round_sent_before_it_arrived(
         assert stale and stale[0].index < c.status("n2").commit  # the stale read, caught
     else:
         assert stale == []
+
+
+def test_a_narrow_round_starts_a_lease() -> None:
+    """With leases, a quorum's answers to a narrow round start the lease from its send tick."""
+    cfg = attrs.evolve(NARROW, check_quorum=True, read_lease=True)
+    c = ready_cluster(cfg)
+    # Let any lease from the set-up run out, answering nothing: no lease now.
+    c.partition({"n1"}, {"n2", "n3"})
+    c.tick("n1", cfg.lease_ticks + 1)
+    c.drop(src="n1")
+    c.heal()
+    c.nodes["n1"].read_index(1, lease=True)
+    c.process("n1")
+    assert c.reads["n1"] == [] and len(round_beats(c)) == 1  # a ReadIndex read, narrow
+    c.stabilize()
+    assert c.read_ctxs("n1") == [1]
+    c.nodes["n1"].read_index(2, lease=True)  # the narrow round's quorum started a lease
+    c.process("n1")
+    assert c.read_ctxs("n1") == [1, 2] and round_beats(c) == []

@@ -376,12 +376,12 @@ class LeaderLayer(SnapshotStreamLayer):
 
     def _send_read_round(self) -> None:
         """Heartbeats for a new ReadIndex round: to every peer, or with
-        ``RaftConfig.narrow_read_rounds`` (and no leases) to as many voters as a quorum needs
+        ``RaftConfig.narrow_read_rounds`` to as many voters as a quorum needs
         besides us, those that acknowledged the newest rounds first (read_only.py, "Narrow
         rounds"); the others get it from ``_widen_read_rounds`` a tick later if a quorum has not
         answered by then."""
         cfg = self.config
-        if not cfg.narrow_read_rounds or cfg.read_lease:
+        if not cfg.narrow_read_rounds:
             self._broadcast_heartbeat()
             return
         reads = self._leader_reads
@@ -394,6 +394,10 @@ class LeaderLayer(SnapshotStreamLayer):
             return
         candidates.sort(key=lambda v: (-reads.acked_round(v), not progress[v].recent_active))
         ctx = reads.round
+        if cfg.read_lease:
+            # A quorum's answers to this round start a lease from now, as a broadcast's do:
+            # any quorum of voters that heard from us then refuses votes for as long.
+            self._lease.sent(ctx, self._now, cfg.lease_ticks)
         for peer in candidates[:need]:
             self._send_heartbeat(peer, progress[peer], ctx)
         reads.narrow = (ctx, self._now)

@@ -24,8 +24,10 @@ one answer instead of one per follower. Nothing about what confirms a read chang
 answers to heartbeats carrying its round or a later one. A round still unconfirmed a tick after
 it went out is sent to every voter that has not had it (``LeaderLayer._widen_read_rounds``), and
 periodic heartbeats carry the newest round as before, so a slow or lost chosen follower delays a
-read by at most a tick. Off in the core by default (its transcripts and pinned seeds were found
-with broadcast rounds) and with leases (every broadcast is a lease round there).
+read by at most a tick. With leases a narrow round is a lease round too: a quorum answering it
+starts a lease from its send tick, as a broadcast's would (any quorum that heard from the leader
+then refuses votes as long). Off in the core by default (its transcripts and pinned seeds were
+found with broadcast rounds).
 
 Leases (``RaftConfig.read_lease``, off by default; dissertation 6.4.1)
 ---------------------------------------------------------------------

@@ -104,7 +104,7 @@ class RaftConfig:
     # (those that answered the newest rounds first), widening to every voter a tick later if it
     # is not confirmed by then (read_only.py, "Narrow rounds"; docs/performance.md, "Round 16
     # (s16-reads)"). True is what nodes run; False, the core's default, broadcasts every round
-    # (the core's transcripts and the simulator's pinned seeds). Ignored with ``read_lease``.
+    # (the core's transcripts and the simulator's pinned seeds).
     narrow_read_rounds: bool = False
 
     @property
