@@ -37,10 +37,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from univrs import codec
 from univrs.api import fast
+from univrs.api.budget import AnswerBudget
 from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.config import NodeConfig
@@ -49,6 +51,11 @@ from univrs.runtime.events import ProposeMany
 from univrs.server.node import Node, run_node
 from univrs.sm.responses import Success
 from univrs.tools.devcluster import free_ports
+
+try:
+    from univrs.client.wire import Wire
+except ImportError:  # an export before s16-api
+    Wire = None  # type: ignore[assignment,misc]
 
 SPEC = {"name": "web", "image": "nginx:1.27", "replicas": 2, "labels": {"tier": "web"}}
 
@@ -160,12 +167,21 @@ async def run_once(
     async with trio.open_nursery() as nursery:
         conns = []
         for ws in sockets:
+            # The connection's fields as the code under test has them (an export of an older
+            # main has no answer budget, one before s16-api no ``wire``).
+            fields = attrs.fields_dict(fast._ClientConnection)
+            extra: dict[str, Any] = {}
+            if "budget" in fields:
+                extra["budget"] = AnswerBudget(service.answer_pool)
+            if "wire" in fields:
+                extra["wire"] = Wire(ws)  # type: ignore[arg-type]
             conn = fast._ClientConnection(
                 ws=ws,  # type: ignore[arg-type]
                 service=service,
                 remote="bench",
                 scope=nursery.cancel_scope,
                 host="127.0.0.1",
+                **extra,
             )
             nursery.start_soon(conn.write_responses)
             nursery.start_soon(conn.read_requests, nursery)

@@ -41,8 +41,9 @@ async def test_a_followers_frame_of_writes_is_one_forward(
     tmp_path: pathlib.Path, monkeypatch: Any
 ) -> None:
     """Eight writes in one frame to a follower: one hop to the leader, one frame on the
-    forwarding connection, one serving task on each node. The old code forwarded each write
-    on its own (eight ``Forwarder.call``, a task each): this fails there."""
+    forwarding connection, one serving task on the follower and none on the leader (which
+    serves a frame of writes in its connection's reader, s16-api). The old code forwarded each
+    write on its own (eight ``Forwarder.call``, a task each): this fails there."""
     async with open_cluster(tmp_path, size=3) as cluster:
         follower = _follower(cluster.running())
         port = follower.raft_port
@@ -82,8 +83,9 @@ async def test_a_followers_frame_of_writes_is_one_forward(
         assert counts == {"call_many": 1}, counts  # one hop for the frame
         assert after.frames_sent - before.frames_sent == 1
         assert after.requests_sent - before.requests_sent == 8
-        # One serving task on each node (the nodes share this process), none per write.
-        assert _api_tasks(tasks) == {"univrs.api.fast._ClientConnection._handle_frame": 2}
+        # One serving task on the follower, none on the leader (the nodes share this
+        # process), none per write.
+        assert _api_tasks(tasks) == {"univrs.api.fast._ClientConnection._handle_frame": 1}
         assert all(r["ok"]["spec"]["replicas"] == 3 for r in written.values()), written
 
 

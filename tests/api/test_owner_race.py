@@ -1,6 +1,6 @@
 """s14-owner: a forger racing the victim's session open, through the API (auth on).
 
-The API's owner check (s13-audit2 S1, ``api/service._check_session_owner``) reads the serving
+The API's owner check (s13-audit2 S1, ``api/writes.check_session_owner``) reads the serving
 node's applied state. Here the forger's write is built on the leader *before* the victim's
 open applied anywhere (the leader cannot commit: its acks are dropped), so it passes that
 check, and lands in the log right after the open, keyed with the id the open will get (ids are

@@ -66,17 +66,24 @@ async def test_big_pages_asked_together_are_all_answered(tmp_path: pathlib.Path)
 async def test_an_answer_larger_than_a_frame_is_refused_with_a_clear_error(
     tmp_path: pathlib.Path,
 ) -> None:
-    """A list page can no longer pass a frame (s15-budget); a watch poll of big events can."""
+    """A list page can no longer pass a frame (s15-budget), nor a watch poll's page (s16-review:
+    ``events.poll`` ends on bytes too, at a revision); an answer that alone passes a frame is
+    still refused with ``payload-too-large`` (here: many requests' worth of one big page,
+    forced by a frame bound below one page)."""
     async with open_cluster(tmp_path, size=1) as cluster:
         node = await cluster.wait_leader()
         async with open_client([cluster.client_address(node)]) as client:
             page = await client.call("workload.list", {}, consistency="local")
             await _fill(client, [f"w{i}" for i in range(6)])
             poll = {"from_revision": page["revision"] + 1}
-            with trio.fail_after(60), pytest.raises(PayloadTooLarge, match="fewer items"):
-                await client.call("events.poll", poll)
-            small = await client.call("events.poll", {**poll, "limit": 2})
-            assert len(small["events"]) == 2
+            with trio.fail_after(60):
+                first = await client.call("events.poll", poll)
+            assert len(first["events"]) == 1  # two 800 KB workloads pass PAGE_BYTES
+            assert first["revision"] == first["events"][0]["revision"]
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(protocol, "MAX_FRAME", 500_000)
+                with trio.fail_after(60), pytest.raises(PayloadTooLarge, match="fewer items"):
+                    await client.call("events.poll", poll)
 
 
 async def test_listing_every_big_workload_succeeds(tmp_path: pathlib.Path) -> None:

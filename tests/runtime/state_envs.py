@@ -13,7 +13,7 @@ from univrs.sm import ClusterStateMachine
 from univrs.sm.plain import response_to_plain
 from univrs.sm.responses import Response
 from univrs.sm.snapshot import _session_row
-from univrs.storage.sm_tables import StateEnv
+from univrs.storage.sm_tables import DEFAULT_MAP_SIZE, StateEnv
 
 
 class Clock:
@@ -41,7 +41,7 @@ def old_layout(path: str, fmt: int) -> None:
     sm = env.load()
     sessions = list(sm.stored_sessions())
     env.close()
-    raw = lmdb.open(path, max_dbs=16)
+    raw = lmdb.open(path, max_dbs=16, map_size=DEFAULT_MAP_SIZE)  # StateEnv's: room to grow
     with raw.begin(write=True) as txn:
         responses_db = raw.open_db(b"session_responses", txn=txn)
         txn.drop(responses_db, delete=fmt < 3)

@@ -38,6 +38,12 @@ class _Reports:
             self.first.set()
         await self.inner.send(ev)
 
+    def send_nowait(self, ev: object) -> None:
+        self.inner.send_nowait(ev)  # may raise WouldBlock: the loop then awaits ``send``
+        if isinstance(ev, Applied):
+            self.reports.append(ev.index)
+            self.first.set()
+
 
 async def test_a_backlog_of_batch_entries_applies_in_chunks_that_each_yield(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock

@@ -9,6 +9,8 @@ queued every commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 import trio.testing
 
@@ -33,6 +35,23 @@ class _CountingEvents:
             self.reports.append(ev.index)
         await self.inner.send(ev)
 
+    def send_nowait(self, ev: object) -> None:
+        self.inner.send_nowait(ev)  # may raise WouldBlock: the loop then awaits ``send``
+        if isinstance(ev, Applied):
+            self.reports.append(ev.index)
+
+
+def _counting_later(inner: Callable[[int], bool], reports: list[int]) -> Callable[[int], bool]:
+    """Counts a report the driver takes in at its next step (no event) as one too."""
+
+    def later(index: int) -> bool:
+        taken = inner(index)
+        if taken:
+            reports.append(index)
+        return taken
+
+    return later
+
 
 def count_queued(cluster: MemCluster) -> dict[str, list[int]]:
     """Per node, the indexes the apply loop reported applied from now on (the commits that
@@ -42,6 +61,7 @@ def count_queued(cluster: MemCluster) -> dict[str, list[int]]:
         applier = runtime._applier
         queued[node_id] = []
         applier.events = _CountingEvents(applier.events, queued[node_id])  # type: ignore[assignment]
+        applier.applied_later = _counting_later(applier.applied_later, queued[node_id])
     return queued
 
 
@@ -94,3 +114,42 @@ async def test_large_or_concurrent_commits_go_through_the_apply_loop(
     assert queued[leader.node_id], "no commit of the concurrent writes was queued"
     for runtime in cluster.runtimes.values():
         assert all(runtime.sm.get_workload(f"c{i}") for i in range(40)), runtime.node_id
+
+
+class _ApplierSteps(trio.abc.Instrument):
+    """Counts the scheduling rounds (task steps) of the apply loops' tasks."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("Applier.run"):
+            self.steps += 1
+
+
+async def test_the_apply_loop_takes_one_scheduling_round_per_commit_it_applies(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Issue 14, round 16: the loop reports its last chunk without a checkpoint of its own (its
+    # wait for more work right after ends the step), so a commit it applies costs it one
+    # step, not two. Fails on the loop that awaited ``send`` for every report.
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
+    await settled(cluster, leader)
+    queued = count_queued(cluster)
+    steps = _ApplierSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        for i in range(8):  # one at a time, each too large to apply on the driver's step
+            big = Envelope(
+                command=CreateWorkload(
+                    id=f"big{i}",
+                    spec=WorkloadSpec(name=f"big{i}", image="i" * (APPLY_ON_STEP_BYTES + 1)),
+                )
+            )
+            await leader.propose(big)  # refused by the state machine (the image is too
+            await settled(cluster, leader)  # long), as the test above: applied all the same
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    reports = sum(len(indexes) for indexes in queued.values())
+    assert reports >= 8 * 3, queued  # every node applied every write through its loop
+    assert steps.steps == reports, (steps.steps, reports)

@@ -7,11 +7,16 @@ forwarding) is univrs/api/store.py's; a frame's write whose first attempt needs 
 on there with the attempts made so far, so the rules are one code. Writes are batched into log
 appends by the runtime, not here: the driver gathers concurrent proposals into one
 ``propose_many`` with one batch in flight (univrs/runtime/batching.py).
+
+A frame's first attempts on the leader are waited for by a ``FrameWait``: in the frame's task
+(``submit_many``), or, for the fast protocol's frames of writes, by nobody (``propose_now``:
+the connection's writer settles it when its waiters say they are filled, univrs/api/inline.py).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
     from univrs.api.writes import Write
     from univrs.service.node import NodeHandle
 
-__all__ = ["FrameWrites", "ReadCoalescer", "Submission", "WriteAnswer"]
+__all__ = ["FrameWait", "FrameWrites", "ReadCoalescer", "Submission", "WriteAnswer"]
 
 
 @attrs.define(eq=False)
@@ -148,33 +153,7 @@ class FrameWrites:
         if status.role is not Role.LEADER:
             forward = self._forwardable(runtime.status(), writes, answers, later)
         else:
-            now = trio.current_time()
-            sm = runtime.sm
-            for i, sub in enumerate(writes):
-                write = sub.write
-                try:
-                    check_key(sub.key)
-                    if now >= sub.deadline:
-                        raise expired(False)
-                    extra: dict[str, Any] = {}
-                    proposed = write.envelope
-                    if write.leader_step is not None:
-                        step, extra = write.leader_step(sm)
-                        if step is None:  # nothing to write: rendered from the state here
-                            applied = sm.last_applied_index
-                            done = Success(version=applied)
-                            if write.render is None:
-                                answers.set(i, (done, {"index": applied}))
-                            else:
-                                result = {**write.render(done, sm), **extra}
-                                answers.set(i, (result, {"index": applied}))
-                            continue
-                        proposed = attrs.evolve(proposed, command=step)
-                    self.store.check_quota(write)
-                except Exception as exc:  # its answer (or a bug, reported as such upstream)
-                    answers.set(i, exc)
-                    continue
-                batch.append((i, proposed, extra))
+            batch = self._leader_batch(writes, answers)
         answers.flush()
 
         def go_on(i: int, retry: bool, hint: str | None = None) -> None:  # write i alone, now
@@ -190,6 +169,42 @@ class FrameWrites:
         slots = answers.slots
         assert all(a is not None for a in slots)
         return slots  # type: ignore[return-value]
+
+    def _leader_batch(
+        self, writes: Sequence[Submission], answers: _Answers
+    ) -> list[tuple[int, Envelope, dict[str, Any]]]:
+        """On the leader: the writes of a frame to propose (index, envelope, extra answer
+        fields); the others answered in ``answers`` (a bad key, the deadline passed, a leader
+        step with nothing to write, the quota), not flushed."""
+        batch: list[tuple[int, Envelope, dict[str, Any]]] = []
+        now = trio.current_time()
+        sm = self.store.node.runtime.sm
+        for i, sub in enumerate(writes):
+            write = sub.write
+            try:
+                check_key(sub.key)
+                if now >= sub.deadline:
+                    raise expired(False)
+                extra: dict[str, Any] = {}
+                proposed = write.envelope
+                if write.leader_step is not None:
+                    step, extra = write.leader_step(sm)
+                    if step is None:  # nothing to write: rendered from the state here
+                        applied = sm.last_applied_index
+                        done = Success(version=applied)
+                        if write.render is None:
+                            answers.set(i, (done, {"index": applied}))
+                        else:
+                            result = {**write.render(done, sm), **extra}
+                            answers.set(i, (result, {"index": applied}))
+                        continue
+                    proposed = attrs.evolve(proposed, command=step)
+                self.store.check_quota(write)
+            except Exception as exc:  # its answer (or a bug, reported as such upstream)
+                answers.set(i, exc)
+                continue
+            batch.append((i, proposed, extra))
+        return batch
 
     def _forwardable(
         self,
@@ -299,6 +314,43 @@ class FrameWrites:
             return
         go_on(i, True)  # nothing applied: retry when the view moved
 
+    def propose_now(
+        self,
+        writes: Sequence[Submission],
+        answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None],
+        spawn: Callable[..., None],
+    ) -> FrameWait | None:
+        """``submit_many`` on the leader without awaiting: the first attempts handed to the
+        runtime in one hand-off (``propose_together_nowait``), and a ``FrameWait`` for their
+        outcomes (None: every write answered already). Nothing waits here: the caller has
+        the waiters tell it when they are filled (``FrameWait.watch``), and calls ``settle``
+        then and at ``deadline()``, and ``abandon`` if it stops. A write that needs another
+        attempt (and a full inbox's hand-off) goes on in a task, ``spawn(fn, *args)`` (the
+        caller's nursery). The rules are ``submit_many``'s: the same code. The caller checked
+        that this node leads (``runtime.view.last_status()``)."""
+        answers = _Answers([None] * len(writes), answered)
+        attempts = _Attempts(writes)
+        batch = self._leader_batch(writes, answers)
+        answers.flush()
+
+        def go_on(i: int, retry: bool, hint: str | None = None) -> None:  # write i alone, now
+            spawn(self._continue, writes[i], retry, attempts[i], answers, i, hint)
+
+        if not batch:
+            return None
+        runtime = self.store.node.runtime
+        try:
+            waiters, unsent = runtime.propose_together_nowait([e for _, e, _ in batch])
+        except base.NotLeader:
+            for i, _, _ in batch:
+                attempts[i].failed(Outcome.NOT_APPLIED)
+                go_on(i, True)
+            return None
+        wait = FrameWait(self, writes, batch, waiters, attempts, answers, go_on)
+        if unsent is not None:  # a full inbox: handed over when it has room
+            spawn(_hand_over, runtime.inbox.sender, unsent)
+        return wait
+
     async def _propose_batch(
         self,
         writes: Sequence[Submission],
@@ -317,35 +369,17 @@ class FrameWrites:
                 attempts[i].failed(Outcome.NOT_APPLIED)
                 go_on(i, True)
             return
-        pending = list(range(len(batch)))
+        wait = FrameWait(self, writes, batch, waiters, attempts, answers, go_on)
         try:
-            while pending:
-                earliest = min(writes[batch[k][0]].deadline for k in pending)
+            while wait.pending:
                 # One bare cancel scope per distinct deadline (a frame's requests share theirs).
-                with trio.CancelScope(deadline=earliest):
-                    for k in pending:
+                with trio.CancelScope(deadline=wait.deadline()):
+                    for k in wait.pending:
                         if not waiters[k].done:
                             await waiters[k].settled()
-                now = trio.current_time()
-                waiting = []
-                for k in pending:
-                    i, _, extra = batch[k]
-                    if waiters[k].done:
-                        self._settle_answer(
-                            writes[i], waiters[k], extra, i, attempts, answers, go_on
-                        )
-                    elif now >= writes[i].deadline:
-                        answers.set(i, expired(True))
-                        waiters[k].fail(base.OutcomeUnknown("abandoned by its caller"))
-                    else:
-                        waiting.append(k)
-                answers.flush()
-                pending = waiting
+                wait.settle(trio.current_time())
         finally:
-            # Abandoned (deadline or cancellation): as ``RaftRuntime.propose`` does.
-            for waiter in waiters:
-                if not waiter.done:
-                    waiter.fail(base.OutcomeUnknown("abandoned by its caller"))
+            wait.abandon()
 
     def _settle_answer(
         self,
@@ -410,6 +444,67 @@ class FrameWrites:
             answer = exc
         answers.set(i, answer)
         answers.flush()
+
+
+async def _hand_over(sender: Any, event: Any) -> None:
+    """``propose_now``'s hand-off to a full inbox, when it has room (``inbox.sender.send``)."""
+    await sender.send(event)
+
+
+@attrs.define(eq=False)
+class FrameWait:
+    """The first attempts of a frame's writes, proposed together on the leader, until each is
+    answered: ``settle(now)`` answers those whose waiter is filled (each outcome as
+    ``attempt_write`` handles it: an answer, or another attempt in a task) and those whose
+    deadline passed (``expired``: maybe applied; the waiter is failed, so a proposal not yet
+    handed to the core is skipped); ``pending`` is what is left. ``_propose_batch`` waits on
+    one in a task; the fast protocol's connection has the waiters tell it (``watch``)."""
+
+    frames: FrameWrites
+    writes: Sequence[Submission]
+    batch: list[tuple[int, Envelope, dict[str, Any]]]
+    waiters: list[Waiter[Response]]
+    attempts: _Attempts
+    answers: _Answers
+    go_on: Callable[..., None]
+    pending: list[int] = attrs.field(init=False)  # positions in ``batch`` not answered
+
+    def __attrs_post_init__(self) -> None:
+        self.pending = list(range(len(self.batch)))
+
+    def watch(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` as each waiter is filled (in the filling task: cheap, never raising)."""
+        for waiter in self.waiters:
+            waiter.notify(fn)
+
+    def deadline(self) -> float:
+        """The earliest deadline of the writes still pending (inf: none)."""
+        writes, batch = self.writes, self.batch
+        return min((writes[batch[k][0]].deadline for k in self.pending), default=math.inf)
+
+    def settle(self, now: float) -> None:
+        """Answer the pending writes whose waiter is filled or whose deadline passed."""
+        waiting = []
+        writes, batch, waiters, answers = self.writes, self.batch, self.waiters, self.answers
+        for k in self.pending:
+            i, _, extra = batch[k]
+            if waiters[k].done:
+                self.frames._settle_answer(
+                    writes[i], waiters[k], extra, i, self.attempts, answers, self.go_on
+                )
+            elif now >= writes[i].deadline:
+                answers.set(i, expired(True))
+                waiters[k].fail(base.OutcomeUnknown("abandoned by its caller"))
+            else:
+                waiting.append(k)
+        answers.flush()
+        self.pending = waiting
+
+    def abandon(self) -> None:
+        """Stop waiting (deadline or cancellation): as ``RaftRuntime.propose`` does."""
+        for waiter in self.waiters:
+            if not waiter.done:
+                waiter.fail(base.OutcomeUnknown("abandoned by its caller"))
 
 
 @attrs.define(eq=False)

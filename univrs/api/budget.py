@@ -7,7 +7,8 @@ Theory of operation. An answer is *held* from the moment it is rendered (its doc
 ``NODE_ANSWER_BYTES``. Nothing is refused for want of budget: while its own is spent, the
 connection reads no more frames (back-pressure on the client through TCP), and while either
 is spent it renders no more reads (``ApiService.execute_many`` waits for ``wait_room`` before
-each read) and starts no more watch polls, until a writer gives bytes back. A read is
+each read) and starts no more watch polls, until a writer gives bytes back; a read or a
+watch poll waits for that at most until its own deadline, then is answered ``timeout``. A read is
 rendered only while there is room, so what a connection holds is at most its budget plus one
 answer, and with pages bounded in bytes (``opargs.PAGE_BYTES``) one answer is at most about a
 page (or one object). Writes are charged their answer's length

@@ -1,20 +1,27 @@
 """The server side of the fast client protocol (``univrs.client.protocol``) at ``/client``.
 
 Theory of operation. Each connection has a reader (this handler) and a writer task. The reader
-decodes a frame of requests and starts *one task per frame* (per ``MAX_FRAME_CHUNK`` requests
-of a larger one), counting the frame's requests against ``MAX_IN_FLIGHT`` until their responses
-are sent: beyond that it stops reading, which back-pressures the client through TCP. The
-frame's task answers malformed requests at once, starts one task per watch poll (a long poll
-must not hold up the others), and runs the rest together with ``ApiService.execute_many``: the
-caller identified once, the writes handed to the runtime in one event and waited for under one
-deadline scope, the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per
-request"); their responses are queued as groups complete. The writer sends everything queued
-since its last send as one frame (one encode), and drops a client that has not read its
-responses for ``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per
-connection and per node (univrs/api/budget.py, s15-budget): while the connection's budget is
-spent the reader stops reading too, and a frame's reads are rendered only while there is
-room. When the connection drops, its nursery is cancelled: the frames' waits end, and
-proposals not yet handed to the core are skipped.
+decodes a frame of requests. On the leader, a frame made only of writes is served by the reader
+itself, with no task of its own (``_start_inline``, s16-api): the writes are checked, built and
+handed to the runtime in the reader's step (``ApiService.start_writes``), their waiters tell
+the writer when the driver's step fills them, and the writer renders and sends their answers,
+or answers a write at its deadline (univrs/api/inline.py). Any other frame starts *one task
+per frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts
+the frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it
+stops reading, which back-pressures the client through TCP. The frame's task answers
+malformed requests at once, starts one task per watch poll (a long poll must not hold up the
+others), and runs the rest together with ``ApiService.execute_many``: the caller identified
+once, the writes handed to the runtime in one event and waited for under one deadline scope,
+the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per request"); their
+responses are queued as groups complete. The writer sends everything queued since its last
+send as one frame (one encode), written to the socket at once when it takes it
+(univrs/client/wire.py: no scheduling round for the stream lock or the send), and drops a client
+that has not read its responses for ``SEND_TIMEOUT``. Answers held until written are bounded
+in bytes, per connection and per node (univrs/api/budget.py, s15-budget): while the
+connection's budget is spent the reader stops reading too, and a frame's reads are rendered
+only while there is room. When the connection drops, its nursery is cancelled: the frames'
+waits end, the inline frames' waiters are failed (``InlineFrames.abandon``), and proposals not
+yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
@@ -40,19 +47,24 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import cbor2
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs import codec
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
-from univrs.api.service import Job
+from univrs.api.inline import InlineFrames
+from univrs.api.service import BUDGET_TIMEOUT, Job
+from univrs.api.store import MAX_TIMEOUT
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Encoded, Request
+from univrs.client.wire import Wire
 from univrs.errors import (
     InternalError,
     PayloadTooLarge,
     ProtocolError,
+    Timeout,
     Unavailable,
     UnivrsError,
     error_to_plain,
@@ -137,6 +149,7 @@ class _ClientConnection:
     remote: str
     scope: trio.CancelScope  # the connection's nursery: cancelled to drop a stuck client
     budget: AnswerBudget  # answer bytes held (univrs/api/budget.py)
+    wire: Wire  # writes the response frames (univrs/client/wire.py)
     host: str | None = None  # the client's address, for its identity without auth
     token: str | None = attrs.field(default=None, repr=False)  # the hello's token
     _outbox: list[dict[str, Any]] = attrs.field(factory=list)
@@ -149,6 +162,14 @@ class _ClientConnection:
     _room: trio.Event = attrs.field(factory=trio.Event)  # set when _in_flight went down
     _watches: int = 0  # events.poll requests in flight
     _caller: Caller | None = None  # the connection's own caller (hello token, address)
+    # Frames of writes proposed by the reader itself, until answered (univrs/api/inline.py).
+    inline: InlineFrames = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.inline = InlineFrames(self._wake, self._bug)
+
+    def _wake(self) -> None:
+        self._wakeup.set()
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
         max_size = self.service.node.config.max_payload_size
@@ -170,8 +191,8 @@ class _ClientConnection:
                 with trio.move_on_after(CLOSE_TIMEOUT):
                     await self.ws.aclose(CLOSE_PROTOCOL_ERROR, str(exc)[:120])
                 return
-            # One task per frame (per MAX_FRAME_CHUNK requests of a larger one), not per
-            # request: see the module docstring.
+            # No task for a frame of writes on the leader, else one task per frame (per
+            # MAX_FRAME_CHUNK requests of a larger one), not per request: see the docstring.
             for first in range(0, len(requests), MAX_FRAME_CHUNK):
                 chunk = requests[first : first + MAX_FRAME_CHUNK]
                 # No more frames while the answers held spend the connection's budget: a
@@ -183,7 +204,55 @@ class _ClientConnection:
                         self._room = trio.Event()
                     await self._room.wait()
                 self._in_flight += len(chunk)
-                nursery.start_soon(self._handle_frame, chunk, nursery)
+                if not self._start_inline(chunk, nursery):
+                    nursery.start_soon(self._handle_frame, chunk, nursery)
+
+    def _start_inline(self, requests: list[Request | BadRequest], nursery: trio.Nursery) -> bool:
+        """A frame of writes on the leader, handled here in the reader's step with no task of
+        its own (``ApiService.start_writes``): the writes checked, built and handed to the
+        runtime; their waiters tell this connection when they are filled, and the writer
+        renders and sends the answers (univrs/api/inline.py), or answers them at their
+        deadline. False (nothing done): the frame needs ``_handle_frame`` (reads, watches,
+        bad requests, a follower, a caller to catch up on)."""
+        writes: list[Request] = []
+        for req in requests:
+            if type(req) is not Request or req.op == WATCH_OP:
+                return False
+            writes.append(req)
+        jobs = [
+            Job(
+                name=req.op,
+                args=req.args,
+                key=req.key,
+                consistency=req.consistency,
+                timeout=None if req.timeout_ms is None else req.timeout_ms / 1000,
+                hops=req.hops,
+                caller=self._caller_of(req),
+                tag=req,
+            )
+            for req in writes
+        ]
+        answered: set[int] = set()
+
+        def send(done: Sequence[Job]) -> None:
+            answered.update(id(job) for job in done)
+            self._answered(done)
+
+        try:
+            taken, wait = self.service.start_writes(jobs, send, nursery.start_soon)
+        except Exception as exc:  # a bug: answer what is left with `internal`, carry on
+            log.error("serving a frame of %d writes failed with a bug", len(jobs), exc_info=exc)
+            self._bug(jobs, answered, exc)
+            return True
+        if wait is not None:
+            self.inline.add(wait, jobs, answered)
+        return taken
+
+    def _bug(self, jobs: Sequence[Job], answered: set[int], exc: BaseException) -> None:
+        left = [job for job in jobs if id(job) not in answered]
+        for job in left:
+            job.error = InternalError(f"{type(exc).__name__} serving {job.name}")
+        self._answered(left)
 
     async def _handle_frame(
         self, requests: list[Request | BadRequest], nursery: trio.Nursery
@@ -266,17 +335,30 @@ class _ClientConnection:
         self._watches += 1
         try:
             # A poll's events carry whole objects: it starts only while there is room (so
-            # at most MAX_WATCHES answers past the budget).
-            await self.budget.wait_room()
-            response = await self._execute(req)
+            # at most MAX_WATCHES answers past the budget), waiting for it at most until its
+            # own deadline, as a read does (then ``timeout``: it took nothing, gives nothing).
+            limit = self.service.store.timeout if req.timeout_ms is None else req.timeout_ms / 1000
+            deadline = trio.current_time() + min(limit, MAX_TIMEOUT)
+            with trio.move_on_at(deadline) as waited:
+                await self.budget.wait_room()
+            if waited.cancelled_caught:
+                error = Timeout(BUDGET_TIMEOUT, retry_after=1.0)
+                response = {"id": req.id, "error": error_to_plain(error)}
+            else:
+                response = await self._execute(req, deadline - trio.current_time())
         finally:
             self._watches -= 1
         self._send([response])
 
-    async def _execute(self, req: Request) -> dict[str, Any]:
+    async def _execute(self, req: Request, timeout: float | None = None) -> dict[str, Any]:
+        """Run one request on its own (a watch poll): its response document, the result
+        encoded (``Encoded``: ``_send`` charges the budget its real size, as a read's; a
+        poll's page is up to about ``opargs.PAGE_BYTES``). ``timeout``: what is left of its
+        time (None: the request's own ``timeout_ms``)."""
         job = Job(name=req.op, args=req.args, consistency=req.consistency, tag=req)
         try:
-            timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
+            if timeout is None and req.timeout_ms is not None:
+                timeout = req.timeout_ms / 1000
             job.result, job.meta = await self.service.execute(
                 req.op,
                 req.args,
@@ -286,33 +368,52 @@ class _ClientConnection:
                 hops=req.hops,
                 caller=self._caller_of(req),
             )
+            job.result = Encoded(cbor2.dumps(job.result))
         except Exception as exc:
             job.error = exc
         return _response(job)
 
     async def write_responses(self) -> None:
+        """The connection's writer: settles its inline frames (``InlineFrames.settle``) and
+        sends what is queued, as one frame (one encode) per wake-up."""
         while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
+            inline = self.inline
+            if not (self._outbox or inline.has_filled()):
+                # Asleep until woken or the earliest inline deadline (which a new frame may
+                # bring forward: ``InlineFrames.add`` moves the scope's deadline).
+                with trio.CancelScope(deadline=inline.earliest()) as inline.sleep:
+                    await self._wakeup.wait()
+                inline.sleep = None
+            if inline.due(trio.current_time()):
+                inline.settle()
+            if self._wakeup.is_set():  # (after ``settle``, whose answers set it again)
+                self._wakeup = trio.Event()
             while self._outbox:
                 batch, self._outbox = self._outbox, []
                 held, self._queued = self._queued, 0
                 # The hint from the last built status (its leader is always current): no
                 # status rebuild per response frame.
                 leader = self.service.node.runtime.view.last_status().leader
-                with trio.move_on_after(SEND_TIMEOUT) as sending:
-                    try:
-                        for frame in _frames(leader, batch, held):
-                            await self.ws.send_message(frame)
-                    except ConnectionClosed:
-                        return
-                if sending.cancelled_caught:
-                    log.warning(
-                        "dropping client connection from %s: it has not read its responses for %gs",
-                        self.remote,
-                        SEND_TIMEOUT,
-                    )
-                    self.scope.cancel()
+                wire = self.wire
+                try:
+                    for frame in _frames(leader, batch, held):
+                        # Written at once when the socket takes it (no scheduling round:
+                        # univrs/client/wire.py); what it does not, within SEND_TIMEOUT.
+                        pending = wire.write_now(frame)
+                        if pending is None:
+                            continue
+                        with trio.move_on_after(SEND_TIMEOUT) as sending:
+                            await wire.finish(pending)
+                        if sending.cancelled_caught:
+                            log.warning(
+                                "dropping client connection from %s: it has not read its "
+                                "responses for %gs",
+                                self.remote,
+                                SEND_TIMEOUT,
+                            )
+                            self.scope.cancel()
+                            return
+                except ConnectionClosed:
                     return
                 self._in_flight -= len(batch)
                 self._room.set()
@@ -448,10 +549,14 @@ async def _serve_client(
                     host=host,
                     token=token,
                     budget=budget,
+                    wire=Wire(ws),
                 )
-                nursery.start_soon(conn.write_responses)
-                await conn.read_requests(nursery)
-                nursery.cancel_scope.cancel()
+                try:
+                    nursery.start_soon(conn.write_responses)
+                    await conn.read_requests(nursery)
+                    nursery.cancel_scope.cancel()
+                finally:
+                    conn.inline.abandon()
         finally:
             budget.release()  # answers not written are dropped with the connection
     except ConnectionClosed:

@@ -31,6 +31,7 @@ import trio
 
 from univrs.api.answers import WorkloadAnswers
 from univrs.api.auth import ANONYMOUS, Caller, Identity
+from univrs.api.batcher import FrameWait
 from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
@@ -39,13 +40,14 @@ from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler, rende
 from univrs.api.rendered import RenderCache, Rendered
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
+from univrs.api.writes import check_session_owner, held_to_owner
 from univrs.client.protocol import (
     CONSISTENCIES,
     CONSISTENCY_MESSAGE,
     LEASE_OFF_MESSAGE,
     Encoded,
 )
-from univrs.errors import InvalidArgument, SessionExpired, Timeout, Unauthenticated, UnivrsError
+from univrs.errors import InvalidArgument, Timeout, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
 from univrs.service.declare import PUBLIC
 from univrs.sm.commands import CloseSession, Envelope, OpenSession
@@ -181,18 +183,7 @@ class ApiService:
                 if op.watch:
                     raise AssertionError("execute_many got a watch poll: execute it alone")
                 if op.is_write:
-                    if op.name == "session.open":
-                        store.session_opens.take(identity.key, "session opens")
-                    submissions.append(
-                        Submission(
-                            self._build_write(
-                                op, job.args, job.key, job.caller, identity.key, encoded
-                            ),
-                            job.key,
-                            job.deadline,
-                            job.hops,
-                        )
-                    )
+                    self._check_write(job, identity, submissions, encoded)
                     writes.append(job)
                 else:
                     how = job.consistency or "linearizable"
@@ -254,13 +245,81 @@ class ApiService:
                     identified[caller] = exc
         return identified
 
-    async def _writes(
+    def start_writes(
         self,
-        jobs: list[Job],
-        submissions: list[Submission],
-        start: float,
+        jobs: Sequence[Job],
         answered: Callable[[Sequence[Job]], None],
+        spawn: Callable[..., None],
+    ) -> tuple[bool, FrameWait | None]:
+        """``execute_many`` for a frame of writes on the leader, without awaiting (for the
+        fast protocol's reader: no task per frame). (False, None): it cannot (not the leader,
+        not only known writes, a caller not identified here); else (True, what is left to
+        wait for, ``RaftStateStore.propose_now``: None if nothing). ``execute_many``'s checks
+        and answers; ``spawn`` starts a write that needs another attempt."""
+        store = self.store
+        if not store.leads():
+            return False, None
+        for job in jobs:
+            op = HANDLERS.get(job.name)
+            if op is None or not op.is_write:
+                return False, None
+            job.op = op
+        authority = store.authority
+        identified: dict[Caller, Identity | Unauthenticated] = {}
+        for job in jobs:
+            if job.caller not in identified:
+                try:
+                    identified[job.caller] = authority.identify(job.caller)
+                except Unauthenticated:
+                    return False, None  # execute_many may catch up with the leader first
+        start = trio.current_time()
+        writes: list[Job] = []
+        submissions: list[Submission] = []
+        failed: list[Job] = []
+        for job in jobs:
+            try:
+                op = job.op
+                assert op is not None
+                limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
+                job.deadline = start + max(limit, 0.001)
+                caller = job.caller
+                identity = authority.permit(caller, identified[caller], op.required_role, op.name)
+                self._check_write(job, identity, submissions, encoded=True)
+                writes.append(job)
+            except Exception as exc:  # this request's answer (or a bug: reported upstream)
+                job.error = exc
+                failed.append(job)
+        if failed:
+            self._count(failed, start)
+            answered(failed)
+        if not writes:
+            return True, None
+        done = self._writes_answered(writes, start, answered)
+        return True, store.propose_now(submissions, done, spawn)
+
+    def _check_write(
+        self, job: Job, identity: Identity, submissions: list[Submission], encoded: bool
     ) -> None:
+        """A frame's write job, permitted as ``identity``: its ``Submission`` added."""
+        op = job.op
+        assert op is not None
+        if op.name == "session.open":
+            self.store.session_opens.take(identity.key, "session opens")
+        submissions.append(
+            Submission(
+                self._build_write(op, job.args, job.key, job.caller, identity.key, encoded),
+                job.key,
+                job.deadline,
+                job.hops,
+            )
+        )
+
+    def _writes_answered(
+        self, jobs: list[Job], start: float, answered: Callable[[Sequence[Job]], None]
+    ) -> Callable[[Sequence[tuple[int, WriteAnswer]]], None]:
+        """``submit_many``'s report for ``jobs``: each answer into its job, counted, and the
+        jobs handed to ``answered``."""
+
         def done(group: Sequence[tuple[int, WriteAnswer]]) -> None:
             finished = []
             for i, answer in group:
@@ -273,7 +332,16 @@ class ApiService:
             self._count(finished, start)
             answered(finished)
 
-        await self.store.submit_many(submissions, done)
+        return done
+
+    async def _writes(
+        self,
+        jobs: list[Job],
+        submissions: list[Submission],
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+    ) -> None:
+        await self.store.submit_many(submissions, self._writes_answered(jobs, start, answered))
 
     async def _reads(
         self,
@@ -433,7 +501,7 @@ class ApiService:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
         check_key(key)
         if key is not None:
-            _check_session_owner(self.node.runtime.sm, key[0], owner)
+            check_session_owner(self.node.runtime.sm, key[0], owner)
         command, built = op.build(args)
         if isinstance(command, OpenSession):
             command = OpenSession(owner=owner)  # bounds the sessions one caller holds
@@ -445,7 +513,7 @@ class ApiService:
             seq=None if key is None else key[1],
             # The state machine refuses the command under another owner's session (s14-owner;
             # the leader drops it while a member predates payload version 3).
-            owner=owner if key is not None and _held_to_owner(owner) else None,
+            owner=owner if key is not None and held_to_owner(owner) else None,
         )
         render, finish, step, node = op.render, op.finish, op.leader_step, self.node
         if encoded and op.workload_answer and finish is None and step is None:
@@ -501,31 +569,6 @@ def _encoded(doc: Any) -> Any:
         return Encoded(cbor2.dumps(doc))
     except (TypeError, ValueError, cbor2.CBOREncodeError):
         return doc
-
-
-def _held_to_owner(owner: str) -> bool:
-    """Is a keyed write of this identity held to its session's owner? Only token identities:
-    without auth an identity is the client's address as each node sees it, which changes with
-    the node a client reaches (and anyone may write anything anyway)."""
-    return owner.startswith("token:")
-
-
-def _check_session_owner(sm: ClusterStateMachine, client_id: str, owner: str) -> None:
-    """Refuse early a keyed write under a session another token opened (s13-audit2 S1).
-
-    Session ids are log positions, easy to guess: a write keyed with another writer's id and
-    next seq used to apply and have its response cached under that key, so the owner's own
-    write with it was answered with the forger's response and never applied. This check reads
-    the serving node's applied state (and the leader's: a forwarded write is built there
-    again), so a session not applied there yet passes it; the check that holds is the state
-    machine's (s14-owner): the envelope carries the caller's identity and a command under
-    another owner's session is refused at apply, the same on every replica
-    (docs/security.md, "s14-owner"). This one only answers sooner, without a log entry."""
-    if not _held_to_owner(owner):
-        return
-    session = sm.session(client_id)
-    if session is not None and session.owner and session.owner != owner:
-        raise SessionExpired(f"session {client_id!r} is unknown")
 
 
 def _needs_token(name: str) -> bool:

@@ -80,7 +80,7 @@ import trio
 
 from univrs import errors as base
 from univrs.api.auth import ANONYMOUS, CATCH_UP_SECONDS, Authority, Caller
-from univrs.api.batcher import FrameWrites, ReadCoalescer
+from univrs.api.batcher import FrameWait, FrameWrites, ReadCoalescer
 from univrs.api.contact import LeaderContact
 from univrs.api.forward import Forwarder, request_of
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
@@ -353,6 +353,22 @@ class RaftStateStore(StateStore):
         called with the (index, answer) of the writes answered since its last call, as they
         come."""
         return await self._frames.submit_many(writes, answered)
+
+    def leads(self) -> bool:
+        """Does this node lead, by the status as last built (its role is always current;
+        nothing rebuilt)?"""
+        return self.node.runtime.view.last_status().role is Role.LEADER
+
+    def propose_now(
+        self,
+        writes: Sequence[Submission],
+        answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None],
+        spawn: Callable[..., None],
+    ) -> FrameWait | None:
+        """``submit_many`` on the leader without awaiting (``FrameWrites.propose_now``,
+        univrs/api/batcher.py): the writes' first attempts handed to the runtime, and what is
+        left to wait for (None: nothing)."""
+        return self._frames.propose_now(writes, answered, spawn)
 
     async def attempt_write(
         self,

@@ -7,7 +7,9 @@ at the same revisions. docs/orchestrator.md states the semantics; in short:
 * ``events.poll`` (REST ``GET /v1/events``, the fast protocol, ``Client.poll_events`` and
   ``Client.watch``): the events from ``from_revision`` on, waiting up to ``wait_ms`` for one,
   and ``revision``: every revision up to it is covered, so the next poll asks for
-  ``revision + 1``: no gap and no duplicate, whichever member answers it.
+  ``revision + 1``: no gap and no duplicate, whichever member answers it. A poll's page is
+  bounded in bytes as a list page is (``page_docs``: whole revisions, ending before the one
+  that would pass ``opargs.PAGE_BYTES``, its first revision always in).
 * ``GET /v1/watch?kinds=...&from_revision=...``: the same as a stream of JSON lines
   (``application/x-ndjson``), one line per revision with events of the watched kinds
   ``{"revision", "events": [...]}``, and a progress line ``{"revision", "events": []}`` after
@@ -34,10 +36,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import cbor2
 import trio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -45,6 +48,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from univrs.api import convert as cv
+from univrs.api.opargs import PAGE_BYTES
 from univrs.api.rest import authority_of, caller_of, error_response
 from univrs.errors import (
     InternalError,
@@ -123,12 +127,37 @@ async def poll_events(node: NodeHandle, args: dict[str, Any], deadline: float) -
     wait = max(0.0, min(wait_ms / 1000, deadline - trio.current_time() - MARGIN))
     with hub.watcher():
         events, through = await hub.poll(kinds, start, limit, wait)
+    docs, through = page_docs(events, through)
     return {
-        "events": [event_doc(e) for e in events],
+        "events": docs,
         "revision": through,
         "compacted_revision": hub.compacted_revision,
         "node": node.node_id,
     }
+
+
+def page_docs(events: Sequence[Event], through: int) -> tuple[list[dict[str, Any]], int]:
+    """A poll's page of ``events`` (the last revision covered: ``through``) as documents,
+    bounded in bytes as a list page is (``opargs.PAGE_BYTES``): it ends before the first
+    revision whose events would take the page's encoded events past the bound (the first
+    revision always goes in whole), and the revision covered is then the one before it, so
+    the next poll starts there. Whole revisions, as ``WatchHub.read`` gives them: a poll's
+    ``revision`` says every event up to it was answered."""
+    docs: list[dict[str, Any]] = []
+    total = 0
+    i, n = 0, len(events)
+    while i < n:
+        revision = events[i].revision
+        group: list[dict[str, Any]] = []
+        while i < n and events[i].revision == revision:
+            doc = event_doc(events[i])
+            total += len(cbor2.dumps(doc))
+            group.append(doc)
+            i += 1
+        if total > PAGE_BYTES and docs:  # ended on bytes: the next poll starts here
+            return docs, revision - 1
+        docs.extend(group)
+    return docs, through
 
 
 def _line(doc: Any) -> bytes:

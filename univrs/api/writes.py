@@ -40,7 +40,9 @@ __all__ = [
     "Write",
     "WriteAnswer",
     "after_unknown",
+    "check_session_owner",
     "expired",
+    "held_to_owner",
 ]
 
 NO_LEADER_MESSAGE = (
@@ -121,3 +123,28 @@ class Submission:
 
 # A write's answer from ``submit_many``: (result, meta), or the exception ``submit`` raises.
 WriteAnswer = tuple[Any, dict[str, Any]] | Exception
+
+
+def held_to_owner(owner: str) -> bool:
+    """Is a keyed write of this identity held to its session's owner? Only token identities:
+    without auth an identity is the client's address as each node sees it, which changes with
+    the node a client reaches (and anyone may write anything anyway)."""
+    return owner.startswith("token:")
+
+
+def check_session_owner(sm: ClusterStateMachine, client_id: str, owner: str) -> None:
+    """Refuse early a keyed write under a session another token opened (s13-audit2 S1).
+
+    Session ids are log positions, easy to guess: a write keyed with another writer's id and
+    next seq used to apply and have its response cached under that key, so the owner's own
+    write with it was answered with the forger's response and never applied. This check reads
+    the serving node's applied state (and the leader's: a forwarded write is built there
+    again), so a session not applied there yet passes it; the check that holds is the state
+    machine's (s14-owner): the envelope carries the caller's identity and a command under
+    another owner's session is refused at apply, the same on every replica
+    (docs/security.md, "s14-owner"). This one only answers sooner, without a log entry."""
+    if not held_to_owner(owner):
+        return
+    session = sm.session(client_id)
+    if session is not None and session.owner and session.owner != owner:
+        raise SessionExpired(f"session {client_id!r} is unknown")

@@ -36,6 +36,7 @@ from wsproto.utilities import LocalProtocolError
 
 from univrs.client import protocol
 from univrs.client.protocol import Request, ServerHello
+from univrs.client.wire import Wire
 from univrs.errors import (
     ConnectionLost,
     InvalidArgument,
@@ -259,6 +260,7 @@ class Connection:
     # ---------------------------------------------------------------- tasks
 
     async def _writer(self, ws: WebSocketConnection) -> None:
+        wire = Wire(ws)  # a frame written at once when the socket takes it (wire.py)
         try:
             while True:
                 await self._wakeup.wait()
@@ -266,11 +268,11 @@ class Connection:
                 while self._outbox:
                     batch = self._outbox[:MAX_PER_FRAME]
                     del self._outbox[:MAX_PER_FRAME]
-                    await self._send_batch(ws, batch)
+                    await self._send_batch(wire, batch)
         except _BROKEN:
             self._scope.cancel()  # the reader sees the close too; end the connection
 
-    async def _send_batch(self, ws: WebSocketConnection, batch: list[Request]) -> None:
+    async def _send_batch(self, wire: Wire, batch: list[Request]) -> None:
         live = [r for r in batch if r.id in self._pending]  # skip abandoned requests
         if not live:
             return
@@ -288,12 +290,14 @@ class Connection:
                 )
                 return
             half = len(live) // 2
-            await self._send_batch(ws, live[:half])
-            await self._send_batch(ws, live[half:])
+            await self._send_batch(wire, live[:half])
+            await self._send_batch(wire, live[half:])
             return
         # From here on the node may see them: their outcome is unknown if we break.
         self._handed.update(r.id for r in live)
-        await ws.send_message(frame)
+        pending = wire.write_now(frame)
+        if pending is not None:
+            await wire.finish(pending)
         self._sent += len(live)
         self._frames += 1
 

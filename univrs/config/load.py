@@ -129,6 +129,10 @@ def load_config(
             raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8: a binary or Latin-1 file
+            raise ConfigError(
+                f"{source}: not UTF-8 text (byte {exc.start}: {exc.reason}); is it a TOML file?"
+            ) from None
     if overrides:
         _apply_overrides(doc, overrides)
         source = f"{source} + command line"
@@ -256,6 +260,7 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     if "data_dir" in kwargs:
         if not kwargs["data_dir"].strip():
             problems.append("raft.data_dir: must not be empty")
+        _check_path("raft.data_dir", kwargs["data_dir"], problems)
         kwargs["data_dir"] = pathlib.Path(kwargs["data_dir"])
     if "addr" in api:
         kwargs["api_addr"] = api["addr"]
@@ -311,11 +316,21 @@ def _collect(doc: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     return kwargs
 
 
+def _check_path(key: str, path: str, problems: list[str]) -> bool:
+    """False (and a problem) if ``path`` holds a NUL character, which no file name may."""
+    if "\x00" in path:
+        problems.append(f"{key}: a file name cannot hold a NUL character")
+        return False
+    return True
+
+
 def _collect_security(top: dict[str, Any], kwargs: dict[str, Any], problems: list[str]) -> None:
     """The ``[tls]`` and ``[join]`` tables into ``tls``, ``insecure`` and ``join_token``."""
     tls = _check_table(top.get("tls", {}), _TLS_KEYS, "tls.", problems)
     kwargs["insecure"] = tls.get("insecure", False)
     paths = {k: tls[k] for k in ("ca_cert", "cert", "key") if k in tls}
+    for name, value in paths.items():
+        _check_path(f"tls.{name}", value, problems)
     if paths:
         missing = [k for k in ("ca_cert", "cert", "key") if k not in paths]
         for k in missing:
@@ -339,9 +354,12 @@ def _collect_security(top: dict[str, Any], kwargs: dict[str, Any], problems: lis
     if "token" in join and "token_file" in join:
         problems.append("join.token_file: give join.token or join.token_file, not both")
     elif "token_file" in join:
-        try:
-            kwargs["join_token"] = pathlib.Path(join["token_file"]).read_text().strip()
-        except OSError as exc:
-            problems.append(f"join.token_file: cannot read it: {exc.strerror or exc}")
+        if _check_path("join.token_file", join["token_file"], problems):
+            try:
+                kwargs["join_token"] = pathlib.Path(join["token_file"]).read_text().strip()
+            except OSError as exc:
+                problems.append(f"join.token_file: cannot read it: {exc.strerror or exc}")
+            except UnicodeDecodeError as exc:
+                problems.append(f"join.token_file: not UTF-8 text (byte {exc.start})")
     elif "token" in join:
         kwargs["join_token"] = join["token"]

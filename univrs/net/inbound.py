@@ -1,8 +1,9 @@
 """The inbound half of the raft transport (``RaftInbound``, which ``RaftTransport`` extends):
 accepting ``/raft`` connections, checking the hello (versions, ids, incarnations, the node
-certificate with TLS), reading frames, refusing bad ones, and delivering their messages to the
-driver's inbox. The theory of operation of the whole transport is in transport.py; the
-outbound half (links, dialing, sending) is there and in peer.py.
+certificate with TLS), then reading frames, refusing bad ones, and delivering their messages
+to the driver's inbox (inbound_frames.py, ``FrameReading``). The theory of operation of the
+whole transport is in transport.py; the outbound half (links, dialing, sending) is there and
+in peer.py.
 
 Every refusal closes *that* connection only, with a close code (RFC 6455 7.4) and one WARNING
 line per remote host, sender and reason (then DEBUG): anyone who reaches the port may send
@@ -13,29 +14,34 @@ and every message in it checked (sender and destination) before any of it is del
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
-import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs.errors import ProtocolError, StorageError
 from univrs.net.address import join_host_port
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello
+from univrs.net.inbound_frames import (
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TRY_AGAIN,
+    Decoder,
+    FrameReading,
+    InboundConnection,
+    short_reason,
+)
 from univrs.net.inbound_starts import StartChecks, StartTooSoon
 from univrs.net.peer import (
     CLOSE_INCARNATION,
     CLOSE_STALE_START,
     RAFT_PATH,
     PeerLink,
-    describe_close,
 )
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters
 from univrs.net.tls import TlsContexts, current_peer
-from univrs.raft import MAX_TERM
-from univrs.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, Message, NodeId
+from univrs.raft.messages import Message, NodeId
 from univrs.raft.starts import Records, Start, StartBook
 
 log = logging.getLogger("univrs.net")
@@ -44,36 +50,12 @@ log = logging.getLogger("univrs.net")
 # reason); past it, at DEBUG.
 MAX_WARNED_INCARNATIONS = 1024
 
-# Websocket close codes (RFC 6455 7.4.1).
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_TRY_AGAIN = 1013
-_MAX_CLOSE_REASON = 120  # a close frame's reason must fit in 123 bytes of UTF-8
-_FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)  # what only a leader sends
-
-
-class Decoder(Protocol):
-    """Turns frame bytes into the Raft messages it carries, in order: one for a message frame,
-    several for a batch frame (``univrs.codec.decode_frame``).
-
-    Raises ``ProtocolError`` on anything malformed or larger than ``max_size``.
-    """
-
-    def __call__(self, data: bytes, *, max_size: int) -> Sequence[Message]: ...
-
 
 def _describe_endpoint(endpoint: object) -> str:
     address, port = getattr(endpoint, "address", None), getattr(endpoint, "port", None)
     if address is None or port is None:
         return str(endpoint)
     return join_host_port(str(address), int(port))
-
-
-def _short(text: str) -> str:
-    raw = text.encode()[:_MAX_CLOSE_REASON]
-    return raw.decode(errors="ignore")
 
 
 MAX_UNLISTED_PEERS = 64
@@ -107,17 +89,7 @@ STALE_COPY_HINT = (
 )
 
 
-@attrs.define(eq=False)
-class InboundConnection:
-    """One accepted inbound connection: who sent the hello, and why we close it (if we do)."""
-
-    scope: trio.CancelScope
-    incarnation: str | None
-    hello: Hello
-    refusal: str | None = None  # set by recheck_incarnations before it cancels ``scope``
-
-
-class RaftInbound(StartChecks):
+class RaftInbound(StartChecks, FrameReading):
     """The inbound half of ``RaftTransport`` (its fields are declared and documented there;
     this class only names the ones its methods use)."""
 
@@ -260,7 +232,7 @@ class RaftInbound(StartChecks):
             self._forget_unlisted()
             try:
                 with conn.scope:
-                    await self._read_messages(ws, hello, remote, counters)
+                    await self._read_messages(ws, conn, remote, counters, self._attested(hello))
             finally:
                 counters.inbound -= 1
                 if self._inbound.get(hello.src) is conn:
@@ -325,21 +297,6 @@ class RaftInbound(StartChecks):
             self._advertised.pop(nid, None)
             self._reads_batches.pop(nid, None)
             self._payload_versions.pop(nid, None)
-
-    async def _refuse(
-        self, ws: WebSocketConnection, remote: str, who: str, code: int, reason: str
-    ) -> None:
-        """Close one inbound connection for breaking the protocol. Logged at WARNING once per
-        remote host, sender (or "unlisted" for ids the map does not list) and close code, then
-        at DEBUG: anyone who reaches the port may send garbage in a loop."""
-        self._rejected += 1
-        key = (remote.rsplit(":", 1)[0], who if who in self._configured else "unlisted", code)
-        level = logging.DEBUG if key in self._warned_protocol else logging.WARNING
-        if len(self._warned_protocol) < 1024:
-            self._warned_protocol.add(key)
-        log.log(level, "closing raft connection from %s (%s): %s", who, remote, reason)
-        with trio.move_on_after(self.settings.close_timeout):
-            await ws.aclose(code, _short(reason))
 
     def _stranger(self, peer: NodeId, incarnation: str | None, bound: str) -> str:
         return (
@@ -423,21 +380,7 @@ class RaftInbound(StartChecks):
             STALE_COPY_HINT if code == CLOSE_STALE_START else _REPLACE_HINT,
         )
         with trio.move_on_after(self.settings.close_timeout):
-            await ws.aclose(code, _short(reason))
-
-    def _closed_by_library(self, exc: ConnectionClosed, remote: str, who: str) -> None:
-        """trio-websocket closes a connection itself on an oversized frame: log it like ours."""
-        reason = exc.reason
-        if reason is not None and reason.code == CLOSE_TOO_BIG:
-            self._rejected += 1
-            log.warning(
-                "closing raft connection from %s (%s): frame larger than max_payload_size %d",
-                who,
-                remote,
-                self.settings.max_payload_size,
-            )
-        else:
-            log.debug("raft connection from %s (%s) %s", who, remote, describe_close(reason))
+            await ws.aclose(code, short_reason(reason))
 
     async def _read_hello(self, ws: WebSocketConnection, remote: str) -> Hello | None:
         try:
@@ -474,80 +417,3 @@ class RaftInbound(StartChecks):
             return None
         log.debug("raft connection from %s (%s) accepted", hello.src, remote)
         return hello
-
-    async def _read_messages(
-        self,
-        ws: WebSocketConnection,
-        hello: Hello,
-        remote: str,
-        counters: PeerCounters,
-    ) -> None:
-        peer = hello.src
-        attested = self._attested(hello)
-        while True:
-            try:
-                frame = await ws.get_message()
-            except ConnectionClosed as exc:
-                self._closed_by_library(exc, remote, peer)
-                return
-            if isinstance(frame, str):
-                reason = "text frame (raft frames are binary)"
-                await self._refuse(ws, remote, peer, CLOSE_UNSUPPORTED_DATA, reason)
-                return
-            try:
-                msgs = self.decode(frame, max_size=self.settings.max_payload_size)
-            except ProtocolError as exc:
-                reason = f"malformed message: {exc}"
-                await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
-                return
-            except Exception as exc:
-                # The decoder must raise only ProtocolError; anything else is its bug, but a
-                # remote frame must not be able to crash the node through it.
-                log.exception("decoder raised %s on a frame from %s", type(exc).__name__, peer)
-                reason = f"undecodable message ({type(exc).__name__})"
-                await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
-                return
-            # Every message of the frame is checked before any is delivered: a batch with one
-            # forged message is refused whole.
-            for msg in msgs:
-                if msg.src != peer or msg.dst != self.node_id:
-                    reason = f"message from {msg.src!r} to {msg.dst!r} on {peer!r}'s connection"
-                    await self._refuse(ws, remote, peer, CLOSE_POLICY_VIOLATION, reason)
-                    return
-            counters.bytes_received += len(frame)
-            for msg in msgs:
-                if not await self._deliver(msg, counters, attested):
-                    return
-
-    async def _deliver(self, msg: Message, counters: PeerCounters, attested: str | None) -> bool:
-        """Hand one checked message to the driver; False once the node is shutting down."""
-        counters.messages_received += 1
-        if attested is not None:
-            # What this connection attests of its sender: the core checks it again against
-            # the configuration it holds (univrs/raft/senders.py).
-            msg = attrs.evolve(msg, sender_incarnation=attested)
-        # A term above MAX_TERM is refused by the core: adopting it here would let any
-        # sender pin the entry source (and where we dial) for good.
-        if isinstance(msg, _FROM_LEADER) and msg.src in self._configured:
-            # The newest term of a listed peer's leader traffic: an answer at a higher term is
-            # a stale leader's rejection (``RaftTransport.send``; bounded by the map).
-            self._leader_terms[msg.src] = msg.term
-        if isinstance(msg, _FROM_LEADER) and self._source_term <= msg.term <= MAX_TERM:
-            self._source_term = msg.term
-            if msg.src != self._source:
-                self._source = msg.src
-                self._sync_links()  # before the driver sees it: the answer needs a link
-        inbox = self.inbox
-        try:
-            if isinstance(inbox, trio.MemorySendChannel):
-                # Without a yield when there is room (the reader yields at its next frame
-                # anyway): one task step less per message; a full inbox still waits.
-                try:
-                    inbox.send_nowait(msg)
-                    return True
-                except trio.WouldBlock:
-                    pass
-            await inbox.send(msg)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False  # the node is shutting down
-        return True

@@ -3,7 +3,9 @@
 Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect and
 websocket handshake on ``/raft`` within ``connect_timeout``, a fresh attempt every
 ``dial_interval`` while none has got through; then the hello), then pump the queue
-into the connection, each send within ``send_timeout``: what is queued when the pump wakes
+into the connection (written in the step that wakes the pump when the stream takes the frame
+at once, univrs/net/wsdirect.py; what has to wait for room, within ``send_timeout``): what is
+queued when the pump wakes
 goes as one batch frame when the peer reads them (its hello said so), else one frame per
 message. A watcher task
 reads the connection so that a close by the peer (for example a refused hello) ends the session
@@ -45,6 +47,7 @@ from trio_websocket import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from univrs.net import wsdirect
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
 from univrs.net.queue import PeerQueue
@@ -106,6 +109,7 @@ class _Session:
     refused_incarnation: bool = False  # the peer closed with CLOSE_INCARNATION
     refused_start: bool = False  # the peer closed with CLOSE_STALE_START: we are an old copy
     restarted: bool = False  # ended by set_address/set_hello: a redial we asked for
+    direct: bool = False  # frames written by univrs.net.wsdirect (the library's internals fit)
 
     def closed(self, reason: CloseReason | None, prefix: str = "") -> None:
         """Record the peer's close of the connection as the reason the session ended."""
@@ -367,6 +371,7 @@ class PeerLink:
                 session.closed(exc.reason, "handshake failed: ")
                 return
             session.connected_at = trio.current_time()
+            session.direct = wsdirect.usable(ws)
             self.counters.connected = True
             self.counters.connects += 1
             log.info("connected to %s at %s", self.peer_id, join_host_port(host, port))
@@ -503,23 +508,29 @@ class PeerLink:
     async def _send_frame(
         self, ws: WebSocketConnection, session: _Session, data: bytes, count: int
     ) -> bool:
-        """Write one frame of ``count`` messages; False when the session must end."""
+        """Write one frame of ``count`` messages; False when the session must end.
+
+        The frame goes out in this step when it can (``wsdirect.write_nowait``: the send lock
+        free and, on plain TCP, the socket's buffer taking it whole); only what is left waits,
+        within ``send_timeout``."""
         sent = False
         try:
-            # A bare CancelScope: trio.fail_after's generator wrapper costs more, per frame.
-            timeout = self.settings.send_timeout
-            self._writing = True
-            try:
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
-                    await ws.send_message(data)
-            finally:
-                self._writing = False
-                if self._write_done:  # the keepalive waits for this write
-                    self._write_done.unpark_all()
-            if sending.cancelled_caught:
-                session.reason = f"send timed out after {timeout:g}s"
-                session.broken = True
-                return False
+            rest = wsdirect.write_nowait(ws, data) if session.direct else wsdirect.Rest(data, None)
+            if rest is not None:
+                # A bare CancelScope: trio.fail_after's generator wrapper costs more, per frame.
+                timeout = self.settings.send_timeout
+                self._writing = True
+                try:
+                    with trio.CancelScope(deadline=trio.current_time() + timeout) as sending:
+                        await wsdirect.finish(ws, rest)
+                finally:
+                    self._writing = False
+                    if self._write_done:  # the keepalive waits for this write
+                        self._write_done.unpark_all()
+                if sending.cancelled_caught:
+                    session.reason = f"send timed out after {timeout:g}s"
+                    session.broken = True
+                    return False
             sent = True
         except ConnectionClosed as exc:
             session.closed(exc.reason)

@@ -39,6 +39,12 @@ log = logging.getLogger("univrs.net")
 
 RouteHandler = Callable[[WebSocketRequest], Awaitable[None]]
 
+RECEIVE_BUFFER = 64 * 1024
+"""Bytes a connection's reader asks the stream for at a time (trio's own default; the
+library's is 4 KiB, which cost a scheduling round per 4 KiB of a larger frame: the reader
+yields after every read that found data waiting). A frame's size is bounded by
+``max_message_size`` all the same."""
+
 
 def describe_stream(stream: trio.abc.Stream) -> str:
     """``host:port`` of the remote end of a socket stream, or the stream's repr."""
@@ -60,6 +66,7 @@ class WebSocketRouter:
     max_message_size: int
     handshake_timeout: float
     message_queue_size: int = 4
+    receive_buffer_size: int = RECEIVE_BUFFER
     rejected: int = 0  # connections refused here: unknown path or handshake timeout
     tls: TlsContexts | None = None  # None: plaintext
     tls_refused: int = 0  # connections whose TLS handshake failed (bad or missing certificate)
@@ -189,6 +196,7 @@ class WebSocketRouter:
                 stream,
                 message_queue_size=self.message_queue_size,
                 max_message_size=self.max_message_size,
+                receive_buffer_size=self.receive_buffer_size,
             )
         if request is None:
             self.rejected += 1

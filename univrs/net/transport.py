@@ -8,7 +8,8 @@ Theory of operation.
   our wire version, our cluster id and our node id as destination; every following frame is
   decoded into the ``Message`` (or, in a batch frame, the messages) it carries, each of whose
   ``src`` must be the hello's sender and ``dst`` us, and they are delivered through the
-  bounded ``inbox`` channel to the driver (the sole owner of the core).
+  bounded ``inbox`` channel to the driver (the sole owner of the core), on the websocket
+  library's reader task when nothing waits (univrs/net/inbound_frames.py, wsdirect.py).
   A bad hello, a malformed, text or oversized frame closes *that* connection with one WARNING
   line; the listener and every other connection carry on. A newer connection from the same
   peer replaces an older one (the peer restarted; the old one may be half-open forever).
@@ -88,12 +89,11 @@ from univrs.net.inbound import (
     MAX_UNLISTED_PEERS,
     NO_INCARNATION,
     STALE_COPY_HINT,
-    Decoder,
-    InboundConnection,
     RaftInbound,
     no_binding,
     unbound,
 )
+from univrs.net.inbound_frames import Decoder, InboundConnection
 from univrs.net.peer import (
     RAFT_PATH,
     BatchEncoder,

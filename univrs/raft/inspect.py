@@ -8,7 +8,8 @@ from __future__ import annotations
 import attrs
 
 from univrs.raft.gate import GateLayer
-from univrs.raft.messages import NodeId
+from univrs.raft.messages import HardState, NodeId
+from univrs.raft.quorum import quorum_index
 from univrs.raft.ready import PeerStatus, Role, Status
 
 __all__ = ["InspectLayer"]
@@ -61,6 +62,33 @@ class InspectLayer(GateLayer):
         """``Status.role``, without building the status: one field, for a caller that asks
         every tick (the simulator's forger)."""
         return self._role
+
+    def persist_report_may_wait(self, index: int, hard_state: HardState | None) -> bool:
+        """True if a durable report of entries up to ``index`` and of ``hard_state`` changes
+        nothing this node does until its next input: it follows or leads, the hard state
+        raises neither its durable term nor its pins (no held message is released), nothing
+        committed waits for entries to be durable here (commit <= persisted: no entry would
+        be handed out to apply), ``index`` is past its snapshot (not an install's report) and,
+        on a leader, counting itself durable up to ``index`` commits nothing (no quorum of
+        voters with it past the commit index). A runtime may then give the report to the core
+        at its next step, before that step's input, instead of waking for it (a follower's
+        acks went out with the write's completion; a leader's next ack is stepped after it).
+        Read-only; O(1) on a follower, O(voters) on a leader."""
+        if self._commit > self._persisted or index <= self._snapshot_index:
+            return False
+        if self._role is Role.LEADER:
+            self_id = self.id
+
+            def match(node: NodeId) -> int:  # what _maybe_commit counts, once reported
+                return index if node == self_id else self._match_of(node)
+
+            if quorum_index(self._configs.current.voters, match) > self._commit:
+                return False
+        elif self._role is not Role.FOLLOWER:
+            return False
+        return hard_state is None or (
+            hard_state.term <= self._durable_term and len(hard_state.pins) <= self._durable_pins
+        )
 
     def pinned_incarnation(self, node: NodeId) -> str | None:
         """The incarnation ``node`` is pinned to (its entry in ``Status.pinned``), or None:

@@ -6,7 +6,9 @@ from the leader, already handed to the storage writer); the loop applies it in t
 resolves the proposals appended at those indexes (``PendingProposals``, univrs/runtime/
 proposals.py: the rules the simulator runs too) and reports ``Applied`` to the driver (a
 checkpoint) after every ``APPLY_CHUNK`` commands or ``APPLY_CHUNK_SECONDS``, whichever comes
-first, so it never hogs the event loop. The bound counts commands, not entries: a batch entry
+first, so it never hogs the event loop (the last chunk of the work queued has no checkpoint of
+its own: the wait for more work ends the step; its report may be left for the driver's next
+step, ``applied_later``). The bound counts commands, not entries: a batch entry
 holds up to 256 commands, and a node catching up (a joined member after its snapshot install,
 a restart replaying its log) has hundreds of them queued at once; 512 entries between
 checkpoints were seconds of CPU with no ping or heartbeat answered (docs/state-at-scale.md,
@@ -107,6 +109,9 @@ class Applier:
     # The newest entry payload version this node applies (lower only in tests, to play a node
     # of older code: univrs/runtime/payload.py).
     max_payload_version: int = MAX_PAYLOAD_VERSION
+    # Offered the report of the last chunk of the work queued now: True if the driver takes
+    # it in by itself at its next step, with no ``Applied`` event (step.py ``_applied_later``).
+    applied_later: Callable[[int], bool] = lambda _index: False
     applied_index: int = attrs.field(init=False)
     applied_term: int = attrs.field(init=False)
     _config_terms: dict[int, int] = attrs.field(factory=dict, init=False)  # index -> term
@@ -178,7 +183,20 @@ class Applier:
                             at += 1
                             if trio.current_time() >= until:
                                 break
-                    await self.events.send(Applied(self.applied_index))  # a checkpoint
+                    report = Applied(self.applied_index)
+                    if at < len(entries) or self._queue:
+                        await self.events.send(report)  # a checkpoint between chunks
+                        continue
+                    # The last chunk of the work queued now: no checkpoint of its own, for the
+                    # wait for more work just below ends this step anyway (a checkpoint here
+                    # cost every apply a second scheduling round of this task: issue 14,
+                    # round 16). A full inbox is waited for, as ``send`` does.
+                    if self.applied_later(report.index):
+                        continue
+                    try:
+                        self.events.send_nowait(report)
+                    except trio.WouldBlock:
+                        await self.events.send(report)
                 self.after_apply()
 
     async def _restore(self, install: SnapshotInstall) -> None:

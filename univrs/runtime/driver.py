@@ -169,6 +169,8 @@ class RaftRuntime(StepLoop):
     # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
+    # The apply loop's last report, left for the driver's next step (``_applied_later``).
+    _applied_later_index: int = attrs.field(default=0, init=False)
     _may_pack: BatchGate = attrs.field(init=False)
     # May an envelope carry its caller's identity (payload version 3, s14-owner)? Asked by
     # the driver before it appends proposals that carry one (batching.py ``flush``).
@@ -233,6 +235,7 @@ class RaftRuntime(StepLoop):
             watch_hub=self.watch_hub,
             adopt=self.state_backend.adopt,
             max_payload_version=self.max_payload_version,
+            applied_later=self._applied_later,
         )
         self._snapshots = Snapshotter(
             storage=self.storage,
@@ -346,6 +349,17 @@ class RaftRuntime(StepLoop):
         No scheduling round when the inbox has room (``send_nowait``; a full inbox is waited
         for): the caller's wait for the waiters comes next, a checkpoint where the driver runs,
         so a round here would only switch tasks once more per client frame."""
+        waiters, unsent = self.propose_together_nowait(envelopes)
+        if unsent is not None:
+            await self.inbox.sender.send(unsent)
+        return waiters
+
+    def propose_together_nowait(
+        self, envelopes: Sequence[Envelope]
+    ) -> tuple[list[Waiter[Response]], ProposeMany | None]:
+        """``propose_together`` without awaiting: (the waiters, None), or with a full inbox
+        (the waiters, the event still to ``inbox.sender.send``: the caller sends it, or fails
+        the waiters). Raises NotLeader on a follower."""
         status = self.view.last_status()
         if status.role is not Role.LEADER:
             raise NotLeader(status.leader)
@@ -362,8 +376,8 @@ class RaftRuntime(StepLoop):
         try:
             self.inbox.sender.send_nowait(event)
         except trio.WouldBlock:
-            await self.inbox.sender.send(event)
-        return waiters
+            return waiters, event
+        return waiters, None
 
     async def read_index(self, *, lease: bool = False) -> int:
         """Confirm a linearizable read point (ReadIndex; ``lease``: the leader's read lease

@@ -9,7 +9,9 @@ Theory of operation. Every input to the core arrives as an event on one bounded 
 (the ``Inbox``, events.py): Raft messages from the transport (put there by the transport's
 reader tasks), ticks (a ticker task), proposals and read requests from the API and ``applied``
 reports from the apply loop; the storage writer's ``persisted`` reports wait in ``_persisted``
-(in order), and one wake-up event on the channel says they are there. The driver drains
+(in order), and one wake-up event on the channel says they are there (none for a report that
+may wait for the next step, nor for a follower's apply report left for it: round 16,
+``_on_persisted``, ``_applied_later``). The driver drains
 whatever is queued, feeds it to the core, proposes the waiting proposals as one batch (below),
 then takes the core's Ready and hands it to the one interpreter of its contract
 (univrs/raft/interpreter.py ``execute``, shared with the simulator), which calls the driver's
@@ -121,6 +123,7 @@ class StepLoop:
     _clock: LeaseClock
     _persisted: collections.deque[Persisted]
     _wake_sent: bool
+    _applied_later_index: int
     _may_pack: BatchGate
     _may_own: OwnerGate
     _stamps: LogClock | None
@@ -158,6 +161,8 @@ class StepLoop:
                 ):
                     ev = None  # stepped once its check is done (``CHECKED``), not now
                 if ev is not None:
+                    if self._persisted or self._applied_later_index:
+                        self._take_persisted()  # reports left for this step, before its input
                     self._handle(ev)
                 held = self._drain()
                 batches = self._batches
@@ -208,11 +213,15 @@ class StepLoop:
         self._last_contact = {n: t for n, t in self._last_contact.items() if n in members}
 
     def _take_persisted(self) -> None:
-        """Give the core the writer's reports, in order (contract step 4)."""
+        """Give the core the writer's reports, in order (contract step 4), and the apply
+        loop's report left for this step (``_applied_later``)."""
         self._wake_sent = False
         reports = self._persisted
         while reports:
             report_persisted(self.core, reports.popleft())
+        if self._applied_later_index:
+            index, self._applied_later_index = self._applied_later_index, 0
+            self._handle(Applied(index))
 
     def _handle(self, ev: object) -> None:
         if ev is _WAKE:
@@ -377,9 +386,13 @@ class StepLoop:
     def _on_persisted(self, index: int, term: int, hard_state: HardState | None) -> None:
         # Called by the storage writer on the Trio loop, outside the driver's task: keep the
         # report (in order) and wake the driver. A full inbox needs no wake-up of its own: the
-        # driver takes the reports at every step, before the events.
+        # driver takes the reports at every step, before the events. Nor does a report that
+        # changes nothing the core does before its next input (``RaftNode.
+        # persist_report_may_wait``, read-only: a follower's acks went out with the write's
+        # completion; a leader whose own report commits nothing): its next step takes it,
+        # before that input (issue 14, round 16: one driver step less per write).
         self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
-        if not self._wake_sent:
+        if not self._wake_sent and not self.core.persist_report_may_wait(index, hard_state):
             try:
                 self.inbox.sender.send_nowait(_WAKE)
                 self._wake_sent = True
@@ -387,6 +400,27 @@ class StepLoop:
                 pass
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # shutting down
+
+    def _applied_later(self, index: int) -> bool:
+        """The apply loop's report of ``index``, offered instead of an ``Applied`` event: a
+        follower whose storage writer will report a write soon takes it in at the step that
+        takes that report (the completion's wake-up, or the next input's step when the report
+        may wait: ``_on_persisted``), not at a step of its own (issue 14, round 16: one driver
+        step less per write on a follower). Only when nothing waits on the
+        core's applied index (no ReadIndex read, no batch in flight: a leader's) and no new
+        applied membership is to be announced (``wait_changed``). The ``wait_applied``
+        waiters are woken now; the core and ``status()`` learn it then."""
+        if (
+            self.core.role() is not Role.FOLLOWER
+            or not self._writer.reports_soon
+            or self._reads
+            or self._batches.in_flight
+            or self.view.membership_applied
+        ):
+            return False
+        self._applied_later_index = max(self._applied_later_index, index)
+        self.view.note_applied(index)
+        return True
 
     def _after_apply(self) -> None:
         self._observe_stamp()

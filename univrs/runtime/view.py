@@ -88,6 +88,11 @@ class RuntimeView:
                 self._listed_self = True
 
     @property
+    def membership_applied(self) -> bool:
+        """The apply loop set another applied membership since the last ``refresh``."""
+        return self._membership_applied
+
+    @property
     def applied_index(self) -> int:
         """The applied index as of the driver's last ``Applied`` report (``note_applied``)."""
         return self._applied
@@ -133,10 +138,10 @@ class RuntimeView:
     # ---------------------------------------------------------------- the driver's side
 
     def note_applied(self, index: int) -> None:
-        """The driver took in the apply loop's report that everything up to ``index`` is
-        applied: wake the ``wait_applied`` waiters whose threshold it reaches (only those).
-        A report below one taken before (the loop's, after an apply on the driver's step)
-        changes nothing."""
+        """The apply loop's report that everything up to ``index`` is applied (taken in by
+        the driver, or left for its next step: step.py ``_applied_later``): wake the
+        ``wait_applied`` waiters whose threshold it reaches (only those). A report below one
+        taken before (the loop's, after an apply on the driver's step) changes nothing."""
         if index <= self._applied:
             return
         self._applied = index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import attrs
@@ -16,9 +17,15 @@ class Waiter(Generic[T]):
 
     The ``trio.Event`` is made only when a task waits before the slot is filled: a client
     frame's writes are waited for together (univrs/api/batcher.py), and most of their waiters
-    are filled before anyone waits on them."""
+    are filled before anyone waits on them.
+
+    ``notify(fn)``: ``fn()`` is called once, right after the slot is filled, in the task that
+    fills it (the driver's step): a fast-protocol connection is told its frame's writes are
+    done without a task waiting for each frame (univrs/api/fast.py). ``fn`` must be cheap and
+    must not raise (it runs inside the apply)."""
 
     _event: trio.Event | None = None
+    _notify: Callable[[], None] | None = None
     _filled: bool = False
     _value: T | None = None
     _error: BaseException | None = None
@@ -33,6 +40,8 @@ class Waiter(Generic[T]):
             self._filled = True
             if self._event is not None:
                 self._event.set()
+            if self._notify is not None:
+                self._fire()
 
     def fail(self, error: BaseException) -> None:
         if not self._filled:
@@ -40,6 +49,22 @@ class Waiter(Generic[T]):
             self._filled = True
             if self._event is not None:
                 self._event.set()
+            if self._notify is not None:
+                self._fire()
+
+    def _fire(self) -> None:
+        # Dropped before the call: what it refers to (a connection's frame, which refers to
+        # this waiter) is then no reference cycle, freed without the garbage collector.
+        fn, self._notify = self._notify, None
+        assert fn is not None
+        fn()
+
+    def notify(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once when the slot is filled (at once if it is already)."""
+        if self._filled:
+            fn()
+        else:
+            self._notify = fn
 
     async def settled(self) -> None:
         """Wait until filled (without raising its error; read it with ``result``). A

@@ -21,7 +21,8 @@ completion back to the Trio loop (``TrioToken.run_sync_soon``), where, in this o
 1. the write queue learns the write is durable (``WriteQueue.written``);
 2. the write's ``after_persist`` messages go to the transport (``send``: queued, never awaited);
 3. the ``Persisted`` report goes to the driver (``on_persisted``, synchronous: the driver
-   keeps it and is woken);
+   keeps it and is woken, unless it is a follower's report that may wait for its next step:
+   step.py ``_on_persisted``);
 4. the next item of the queue starts at once.
 
 Nothing of this runs before the call that made the state durable has returned: an ack, a vote
@@ -187,6 +188,8 @@ class StorageWriter:
     _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, init=False)
     _worker: _Worker | None = attrs.field(default=None, init=False)
     _busy: bool = attrs.field(default=False, init=False)  # an item is in progress
+    # The item in progress is a write whose completion calls ``on_persisted``.
+    _reporting: bool = attrs.field(default=False, init=False)
     _stopped: bool = attrs.field(default=False, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -239,6 +242,12 @@ class StorageWriter:
     def idle(self) -> bool:
         return self._queue.idle and not self._busy
 
+    @property
+    def reports_soon(self) -> bool:
+        """A write is in progress whose completion will call ``on_persisted`` (unless the
+        writer fails, which stops the node)."""
+        return self._reporting and not self._stopped
+
     async def run(self) -> None:
         """Until cancelled: re-raise a failed write (fatal). On cancellation, let the call in
         progress finish before returning."""
@@ -280,6 +289,9 @@ class StorageWriter:
                 self._start_task(item)
 
     def _start_write(self, merged: MergedWrite) -> None:
+        # ``WriteQueue.written`` reports a write that holds entries or a hard state.
+        self._reporting = bool(merged.entries) or merged.hard_state is not None
+
         def write() -> None:
             self.write(
                 hard_state=merged.hard_state,
@@ -338,6 +350,7 @@ class StorageWriter:
         self._worker.run(fn, guarded)
 
     def _wrote(self, merged: MergedWrite, result: _Result, seconds: float) -> None:
+        self._reporting = False
         if self._check(result):
             self.observe_fsync(seconds)
             self.writes += 1

@@ -88,6 +88,7 @@ class RuntimeBase:
     def _refresh_listing(self, sn: SimNode) -> None:
         m, index = self.checker.current_config(sn.id)
         sn.listed = dict(m.incarnations)
+        sn.configured = m.members
         sn.cfg_index = index
         sn.bound_at = index if sn.listed.get(sn.id) == sn.disk.incarnation else 0
 

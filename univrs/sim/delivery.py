@@ -25,7 +25,7 @@ from univrs.raft.messages import (
     ReadIndexRequest,
     ReadIndexResponse,
 )
-from univrs.raft.starts import Start, judge
+from univrs.raft.starts import Start, StartBook, judge
 from univrs.sim.base import RuntimeBase
 from univrs.sim.forger import Forger
 from univrs.sim.invariants import FORGERY_REFUSED, InvariantViolation
@@ -128,33 +128,37 @@ class DeliveryLayer(RuntimeBase):
     def _start_taken(
         self, sn: SimNode, src: NodeId, incarnation: str, start: Start | None, life: int
     ) -> bool:
-        """The transport's start checks (univrs/net/inbound.py ``_seen_problem``,
-        ``_check_start``): a receiver whose start chain lacks the start of it that the sender
-        recorded is an older copy and fences itself; a fenced receiver refuses everyone; a
-        sender whose start is older than the one ``sn`` recorded for its data dir is refused
-        and, if that process still runs, fenced; a newer start is recorded (durable at once:
-        the real transport writes it before delivering)."""
+        """The transport's start checks, by the product's rules (univrs/net/inbound_starts.py
+        ``_seen_problem``, ``_check_start``): a receiver whose start chain lacks the start of it
+        that a member it lists (under the incarnation it binds, or unbound) recorded last is an
+        older copy and fences itself; a fenced receiver refuses everyone; a sender whose start
+        is older than the one ``sn`` recorded for its data dir is refused and, if that process
+        still runs, fenced; a newer start of a listed sender is recorded (durable at once: the
+        real transport writes it before delivering; ``StartBook``'s bound per id)."""
         sender = self.nodes[src]
-        if self.start_check and not sn.fenced:
-            # The sender's hello names the start of ours it recorded (``Hello.seen``): a copy
-            # whose chain lacks it stops before it reads a message.
-            seen = sender.disk.start_records.get((sn.id, sn.disk.incarnation))
-            if judge(seen, sn.disk.start) is not None:
+        heard = src in sn.configured and sn.listed.get(src) in (None, incarnation)
+        if self.start_check and not sn.fenced and heard:
+            # The sender's hello names the start of ours it recorded last (``Hello.seen``,
+            # ``StartBook.newest``): a copy whose chain lacks it stops before it reads a message.
+            seen = StartBook(sender.disk.start_records).newest(sn.id)
+            if (
+                seen is not None
+                and seen[0] == sn.disk.incarnation
+                and judge(seen[1:], sn.disk.start) is not None
+            ):
                 self._fence(sn, f"{sn.id} (named by {src})")
         if sn.fenced:
             self.net.refused += 1
             return False
-        key = (src, incarnation)
-        if self.start_check and judge(sn.disk.start_records.get(key), start) is not None:
+        book = StartBook(sn.disk.start_records)
+        if self.start_check and book.problem(src, incarnation, start) is not None:
             self.net.refused += 1
             if sender.life == life and sender.raft is not None and not sender.fenced:
                 self._fence(sender, f"{src} (refused by {sn.id})")
             return False
-        if start is not None:
-            old = sn.disk.start_records.get(key)
-            if old is None or old[0] < start.counter:
-                sn.disk.start_records.pop(key, None)
-                sn.disk.start_records[key] = (start.counter, start.boot)
+        if start is not None and src in sn.configured:
+            book.maybe_record(src, incarnation, start, keep=sn.listed.get(src))
+            sn.disk.start_records = book.records()
         return True
 
     def _fence(self, sn: SimNode, why: str) -> None:

@@ -68,6 +68,8 @@ class SimNode:
     # if it binds this node to its own incarnation (else 0): refreshed, like the driver's
     # status, when a Ready carries a CONFIG entry, a truncation or a snapshot.
     listed: dict[NodeId, str] = attrs.field(factory=dict)
+    # Every id of its current configuration (bound or not): the transport's ``_configured``.
+    configured: frozenset[NodeId] = frozenset()
     foreign_answer: bool = False  # the message being handled answers an earlier process
     cfg_index: int = 0
     bound_at: int = 0

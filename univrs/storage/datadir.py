@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from univrs.errors import StorageError
 from univrs.raft.messages import NodeId
-from univrs.storage import header, layout
+from univrs.storage import header, layout, pages
 from univrs.storage.dirlock import DirLock
 from univrs.storage.env import StoreEnv
 from univrs.storage.layout import Corrupt
@@ -114,9 +114,10 @@ def check_data_file(data_dir: pathlib.Path, env_path: pathlib.Path) -> None:
     if not header.SUPPORTED:
         return
     try:
-        header.check_length(data_file)
+        pages.check_trees(data_file, header.check_length(data_file))
     except header.BadHeader as exc:
-        # Mapping a file shorter than its pages would kill the process with SIGBUS.
+        # Mapping a file shorter than its pages would kill the process with SIGBUS; a damaged
+        # tree would fail an LMDB assertion (SIGABRT) or fault.
         raise StorageError(
             f"corrupt data dir {data_dir}: {data_file} {exc}; nothing was changed{LOST_STATE_HINT}"
         ) from None

@@ -32,8 +32,9 @@ for t0, t1 in zip(starts, starts[1:]):
     Fsync = [first(lambda e, f=f: e[1]==f and "run_sync_soon" in e[2], Ldrive) for f in fols]
     Lsync = first(lambda e: e[1]==leader and "run_sync_soon" in e[2], Ldrive)
     Lresp = first(lambda e: e[1]==leader and "write_responses" in e[2], Ldrive)
-    Lframe = first(lambda e: e[1]==leader and "_handle_frame" in e[2], Ldrive)
-    if None in Frecv or None in Fsync or Lsync is None or Lresp is None: continue
+    # The frame's task; since s16-api a frame of writes has none on the leader: its writer.
+    Lframe = first(lambda e: e[1]==leader and ("_handle_frame" in e[2] or "write_responses" in e[2]), Ldrive)
+    if None in Frecv or None in Fsync or Lsync is None or Lresp is None or Lframe is None: continue
     # leader receives first follower ack after that follower's fsync
     Lack = first(lambda e: e[1]==leader and "_reader_task" in e[2], min(Fsync))
     # commit driver step: the leader _drive step right before _handle_frame wake

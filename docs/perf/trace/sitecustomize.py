@@ -1,5 +1,6 @@
 # Temporary tracing for issue 14 (latency helper): counts trio task steps per task name and,
-# when DIR/go appears, records (monotonic time, task name) of every task step for 0.5 s.
+# when DIR/go appears, records (monotonic time, task name) of every task step for 0.5 s
+# (LAT_TRACE_SECONDS: another window, e.g. 3 on a loaded machine for more writes in it).
 import os
 _DIR = os.environ.get("LAT_TRACE_DIR")
 if _DIR:
@@ -43,7 +44,7 @@ if _DIR:
             time.sleep(0.2)
             if not done and os.path.exists(os.path.join(_DIR, "go")):
                 _tracer.recording = True
-                time.sleep(0.5)
+                time.sleep(float(os.environ.get("LAT_TRACE_SECONDS", "0.5")))
                 _tracer.recording = False
                 done = True
             doc = {"argv": sys.argv, "steps": dict(_tracer.steps), "io_waits": _tracer.io_waits,
