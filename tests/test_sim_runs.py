@@ -45,10 +45,14 @@ def test_seeds_pass_with_the_nodes_lazy_commit_notices(nodes: int, seeds: int) -
 
 
 class EveryHeartbeat(RaftNode):
-    """The core of s15-repl: lazy notices unanswered, every periodic heartbeat sent."""
+    """The core of s15-repl: lazy notices unanswered, every periodic heartbeat sent, every
+    ReadIndex round to every peer (narrow rounds came in s16-reads)."""
 
     def _skips_heartbeats(self) -> bool:
         return False
+
+    def _send_read_round(self) -> None:
+        self._broadcast_heartbeat()
 
 
 # Lazy-notice seeds in an open gap, each with its signature, on the core they were found

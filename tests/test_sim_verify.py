@@ -82,6 +82,9 @@ class _Session11Rules(_PreVotesOnlyVoters, _ForgetsWhomItsLogNamed):
     def _skips_heartbeats(self) -> bool:
         return False  # session 11 sent every periodic heartbeat (s15-beat skips busy ones)
 
+    def _send_read_round(self) -> None:
+        self._broadcast_heartbeat()  # and every read round to every peer (s16-reads narrows)
+
 
 class _PreVotesOnlyVotersForgetsFolded(_PreVotesOnlyVoters, ForgetsFoldedConfigs):
     """Asks only voters, and names by the log it holds only (session 13's history rule out)."""

@@ -69,6 +69,7 @@ leader committed since then may be missing too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -184,9 +185,18 @@ class RaftStateStore(StateStore):
         if storage is not None:
             self.quota = Quota(storage, config.quota_backend_bytes)
         runtime = self.node.runtime
-        self.reads = ReadCoalescer(self.forwarder.nursery, runtime.read_index)
+        # Rounds handed to the driver without a task where the runtime offers it
+        # (univrs/api/batcher.py ``ReadCoalescer.hand_off``).
+        nowait = getattr(runtime, "read_index_nowait", None)
+        self.reads = ReadCoalescer(
+            self.forwarder.nursery,
+            runtime.read_index,
+            None if nowait is None else functools.partial(nowait, lease=False),
+        )
         self.lease_reads = ReadCoalescer(
-            self.forwarder.nursery, lambda: runtime.read_index(lease=True)
+            self.forwarder.nursery,
+            lambda: runtime.read_index(lease=True),
+            None if nowait is None else functools.partial(nowait, lease=True),
         )
         self._frames = FrameWrites(self)
         self.contact = LeaderContact(self.node)

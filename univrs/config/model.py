@@ -168,6 +168,9 @@ class NodeConfig:
             # A follower that appends reach needs no periodic heartbeat (univrs/raft/leader.py
             # ``_heartbeat_may_wait``; docs/performance.md, "Round 15 (s15-beat)").
             skip_busy_heartbeats=True,
+            # A read's ReadIndex round goes to a quorum's worth of voters, not all of them
+            # (univrs/raft/read_only.py, "Narrow rounds"; docs/performance.md, "Round 16").
+            narrow_read_rounds=True,
         )
 
     def dial_addresses(self, advertised: dict[str, str]) -> dict[str, str]:

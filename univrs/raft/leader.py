@@ -43,7 +43,7 @@ from univrs.raft.messages import (
     TimeoutNow,
 )
 from univrs.raft.progress import Inflights, Progress, ProgressState
-from univrs.raft.quorum import has_quorum, quorum_index
+from univrs.raft.quorum import has_quorum, majority, quorum_index
 from univrs.raft.read_only import PendingRead, WaitingRead
 from univrs.raft.ready import Role
 from univrs.raft.snapshot_stream import SnapshotStreamLayer
@@ -315,8 +315,10 @@ class LeaderLayer(SnapshotStreamLayer):
                 return
         if self._heartbeat_elapsed >= cfg.heartbeat_ticks:
             self._heartbeat_elapsed = 0
+            self._leader_reads.narrow = None  # this broadcast carries the newest round
             self._broadcast_heartbeat(periodic=True)
         else:
+            self._widen_read_rounds()
             self._send_owed_heartbeats()
             if self._lazy_commit_notices():
                 self._tell_commits()
@@ -369,7 +371,57 @@ class LeaderLayer(SnapshotStreamLayer):
         commit = min(self._commit, pr.match)
         pr.commit_sent = max(pr.commit_sent, commit)
         pr.heartbeat_owed = False
+        self._leader_reads.sent(peer, ctx)
         self._send(Heartbeat(term=self._term, src=self.id, dst=peer, commit=commit, ctx=ctx))
+
+    def _send_read_round(self) -> None:
+        """Heartbeats for a new ReadIndex round: to every peer, or with
+        ``RaftConfig.narrow_read_rounds`` to as many voters as a quorum needs
+        besides us, those that acknowledged the newest rounds first (read_only.py, "Narrow
+        rounds"); the others get it from ``_widen_read_rounds`` a tick later if a quorum has not
+        answered by then."""
+        cfg = self.config
+        if not cfg.narrow_read_rounds:
+            self._broadcast_heartbeat()
+            return
+        reads = self._leader_reads
+        voters = self._configs.current.voters
+        need = majority(len(voters)) - (1 if self.id in voters else 0)
+        progress = self._progress
+        candidates = [v for v in voters if v != self.id and v in progress]
+        if need >= len(candidates):
+            self._broadcast_heartbeat()
+            return
+        candidates.sort(key=lambda v: (-reads.acked_round(v), not progress[v].recent_active))
+        ctx = reads.round
+        if cfg.read_lease:
+            # A quorum's answers to this round start a lease from now, as a broadcast's do:
+            # any quorum of voters that heard from us then refuses votes for as long.
+            self._lease.sent(ctx, self._now, cfg.lease_ticks)
+        for peer in candidates[:need]:
+            self._send_heartbeat(peer, progress[peer], ctx)
+        reads.narrow = (ctx, self._now)
+
+    def _widen_read_rounds(self) -> None:
+        """At a tick: a narrow read round still unconfirmed since an earlier tick goes to every
+        voter that has not had it (or a later round) yet."""
+        reads = self._leader_reads
+        narrow = reads.narrow
+        if narrow is None or self._now <= narrow[1]:
+            return
+        reads.narrow = None
+        pending = reads.newest_pending_round()
+        if not pending:
+            return
+        ctx = reads.round
+        for peer in self._configs.current.voters:
+            pr = self._progress.get(peer)
+            if (
+                pr is not None
+                and reads.sent_round(peer) < pending
+                and reads.acked_round(peer) < pending
+            ):
+                self._send_heartbeat(peer, pr, ctx)
 
     def _skips_heartbeats(self) -> bool:
         """May periodic heartbeats be skipped at all (``RaftConfig.skip_busy_heartbeats``)?
@@ -568,7 +620,7 @@ class LeaderLayer(SnapshotStreamLayer):
             )
         )
         if new_round:
-            self._broadcast_heartbeat()
+            self._send_read_round()
         self._confirm_reads()
 
     def _confirm_reads(self) -> None:

@@ -17,6 +17,18 @@ read that can no longer be confirmed (leadership lost, leader changed, no answer
 dropped; dropping is always safe, serving early never is. Confirmed reads survive later role
 changes: the confirmation already happened.
 
+Narrow rounds (``RaftConfig.narrow_read_rounds``, what nodes run): a round started by a read
+goes only to as many voters as a quorum needs besides the leader, those that answered the newest
+rounds first (in a 3-node cluster: one follower, not two), so a round costs one heartbeat and
+one answer instead of one per follower. Nothing about what confirms a read changes: a quorum's
+answers to heartbeats carrying its round or a later one. A round still unconfirmed a tick after
+it went out is sent to every voter that has not had it (``LeaderLayer._widen_read_rounds``), and
+periodic heartbeats carry the newest round as before, so a slow or lost chosen follower delays a
+read by at most a tick. With leases a narrow round is a lease round too: a quorum answering it
+starts a lease from its send tick, as a broadcast's would (any quorum that heard from the leader
+then refuses votes as long). Off in the core by default (its transcripts and pinned seeds were
+found with broadcast rounds).
+
 Leases (``RaftConfig.read_lease``, off by default; dissertation 6.4.1)
 ---------------------------------------------------------------------
 With leases on, every heartbeat broadcast is a round of its own, and ``LeaderLease`` remembers the
@@ -70,7 +82,11 @@ class LeaderReads:
 
     round: int = 0  # the newest round number handed out
     round_unsent: bool = False  # the newest round's heartbeats are queued but not yet sent
+    # (round, tick) of the newest round sent to a quorum's worth of voters only
+    # (``RaftConfig.narrow_read_rounds``): the others get it a tick later if still unconfirmed.
+    narrow: tuple[int, int] | None = None
     _acked: dict[NodeId, int] = attrs.field(factory=dict)
+    _sent: dict[NodeId, int] = attrs.field(factory=dict)  # the newest round sent to each peer
     _pending: collections.deque[PendingRead] = attrs.field(factory=collections.deque)
     _waiting: collections.deque[WaitingRead] = attrs.field(factory=collections.deque)
 
@@ -102,6 +118,18 @@ class LeaderReads:
     def acked_round(self, node: NodeId) -> int:
         return self._acked.get(node, 0)
 
+    def sent(self, node: NodeId, round: int) -> None:
+        """A heartbeat carrying ``round`` is queued for ``node``."""
+        if round > self._sent.get(node, 0):
+            self._sent[node] = round
+
+    def sent_round(self, node: NodeId) -> int:
+        return self._sent.get(node, 0)
+
+    def newest_pending_round(self) -> int:
+        """The round of the newest read awaiting confirmation (0: none)."""
+        return self._pending[-1].round if self._pending else 0
+
     def waits_on(self, node: NodeId) -> bool:
         """Does a pending read wait for a round ``node`` has not answered yet?"""
         pending = self._pending
@@ -112,6 +140,8 @@ class LeaderReads:
         the next read starts a new round (an unsent round of the old term may share its number
         with heartbeats already queued in this one)."""
         self._acked.clear()
+        self._sent.clear()
+        self.narrow = None
         self.round_unsent = False
 
     def pop_confirmed(self, quorum_round: int) -> list[PendingRead]:

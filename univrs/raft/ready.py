@@ -100,6 +100,12 @@ class RaftConfig:
     # follower still hears from us at least every heartbeat_ticks): with heartbeat_ticks 1
     # nothing is skipped.
     skip_busy_heartbeats: bool = False
+    # Send a ReadIndex round's heartbeats to as many voters as a quorum needs besides the leader
+    # (those that answered the newest rounds first), widening to every voter a tick later if it
+    # is not confirmed by then (read_only.py, "Narrow rounds"; docs/performance.md, "Round 16
+    # (s16-reads)"). True is what nodes run; False, the core's default, broadcasts every round
+    # (the core's transcripts and the simulator's pinned seeds).
+    narrow_read_rounds: bool = False
 
     @property
     def lease_ticks(self) -> int:

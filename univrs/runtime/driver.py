@@ -386,6 +386,16 @@ class RaftRuntime(StepLoop):
         await self.inbox.sender.send(Read(waiter, lease))
         return await waiter.wait()
 
+    def read_index_nowait(self, waiter: Waiter[int], *, lease: bool = False) -> bool:
+        """``read_index`` without waiting: hand the read to the driver now; the driver fills
+        ``waiter`` (from its step) as ``read_index`` would answer. False, and nothing handed
+        over, when the inbox is full or closed (the caller then uses ``read_index``)."""
+        try:
+            self.inbox.sender.send_nowait(Read(waiter, lease))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
     async def call(self, fn: Callable[[RaftNode], Any]) -> Any:
         """Run ``fn(core)`` on the driver task (for campaign, transfer_leader, membership)."""
         waiter: Waiter[Any] = Waiter()

@@ -289,10 +289,11 @@ class Simulation(ReadyRuntime):
                 election_ticks_max=p.election_max,
                 unlisted_leaders=p.unlisted_leaders,
                 lazy_commit_notice_bytes=self.commit_notice_bytes,
-                # The nodes' setting (NodeConfig.raft_config) runs both: lazy notices and
-                # skipped heartbeats to busy followers. The core's defaults (neither) keep the
-                # schedules the pinned seeds were found with.
+                # The nodes' setting (NodeConfig.raft_config) runs all three: lazy notices,
+                # skipped heartbeats to busy followers and narrow read rounds. The core's
+                # defaults (none) keep the schedules the pinned seeds were found with.
                 skip_busy_heartbeats=self.commit_notice_bytes > 0,
+                narrow_read_rounds=self.commit_notice_bytes > 0,
             )
             if self.lease != "off":
                 self.config = attrs.evolve(
