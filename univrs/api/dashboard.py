@@ -37,7 +37,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from univrs.api.fast import member_endpoints
+from univrs.api.endpoints import member_endpoints
 from univrs.api.rest import error_response
 from univrs.errors import NotFound
 

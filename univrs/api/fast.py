@@ -1,7 +1,12 @@
 """The server side of the fast client protocol (``univrs.client.protocol``) at ``/client``.
 
 Theory of operation. Each connection has a reader (this handler) and a writer task. The reader
-decodes a frame of requests. On the leader, a frame made only of writes is served by the reader
+decodes a frame of requests: on trio-websocket's own reader task, synchronously as the frame
+completes (``_take``, through ``univrs.net.wsdirect.FrameTap``, s16-ctap), when it can start
+without waiting; else (a frame that does not decode or is text, more than ``MAX_FRAME_CHUNK``
+requests, no room in ``MAX_IN_FLIGHT`` or the budget) in the connection's handler task, which
+then also gets every later frame until it is done with that one, so frames are started in the
+order they came. On the leader, a frame made only of writes is served by the reader
 itself, with no task of its own (``_start_inline``, s16-api): the writes are checked, built and
 handed to the runtime in the reader's step (``ApiService.start_writes``), their waiters tell
 the writer when the driver's step fills them, and the writer renders and sends their answers,
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import cbor2
@@ -54,6 +59,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from univrs import codec
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
+from univrs.api.endpoints import member_endpoints
 from univrs.api.inline import InlineFrames
 from univrs.api.service import BUDGET_TIMEOUT, Job
 from univrs.api.store import MAX_TIMEOUT
@@ -69,7 +75,7 @@ from univrs.errors import (
     UnivrsError,
     error_to_plain,
 )
-from univrs.net.address import join_host_port, split_host_port
+from univrs.net import wsdirect
 
 if TYPE_CHECKING:
     from univrs.api.service import ApiService
@@ -112,34 +118,11 @@ def _count_refusal(node: NodeHandle) -> None:
         transport.count_rejected()
 
 
-def _own_address(configured: str, bound: int | None) -> str:
-    """A listen address as others should dial it: a port-0 bind replaced by the bound port."""
-    try:
-        host, port = split_host_port(configured, allow_port_zero=True)
-    except ValueError:
-        return configured
-    if port == 0 and bound:
-        return join_host_port(host, bound)
-    return configured
+@attrs.define(eq=False, slots=True)
+class _Decoded:
+    """A frame's requests that ``_take`` decoded but could not start without waiting."""
 
-
-def member_endpoints(node: NodeHandle) -> dict[str, dict[str, str | None]]:
-    """Every member's fast-protocol (raft listener) and REST addresses, as far as known."""
-    membership = node.status().membership
-    out: dict[str, dict[str, str | None]] = {}
-    for member in sorted(membership.members):
-        client = membership.address_of(member)
-        api = membership.api_address_of(member)
-        if member == node.node_id:
-            client = _own_address(client or node.config.raft_addr, node.raft_port)
-            api = _own_address(api or node.config.api_addr, node.api_port)
-        out[member] = {"client": client, "api": api}
-    if node.node_id not in out:  # a node not (yet) in the membership still serves clients
-        out[node.node_id] = {
-            "client": _own_address(node.config.raft_addr, node.raft_port),
-            "api": _own_address(node.config.api_addr, node.api_port),
-        }
-    return out
+    requests: list[Request | BadRequest]
 
 
 @attrs.define(eq=False)
@@ -164,6 +147,8 @@ class _ClientConnection:
     _caller: Caller | None = None  # the connection's own caller (hello token, address)
     # Frames of writes proposed by the reader itself, until answered (univrs/api/inline.py).
     inline: InlineFrames = attrs.field(init=False)
+    max_size: int = 0  # of a frame's decoded requests (set by ``read_requests``)
+    _reading: bool = True  # False once ``read_requests`` ended: ``_take`` takes nothing more
 
     def __attrs_post_init__(self) -> None:
         self.inline = InlineFrames(self._wake, self._bug)
@@ -172,14 +157,46 @@ class _ClientConnection:
         self._wakeup.set()
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
-        max_size = self.service.node.config.max_payload_size
+        self.max_size = self.service.node.config.max_payload_size
+        tap = None
+        if wsdirect.usable(self.ws) and not wsdirect.tapped(self.ws):
+            tap = wsdirect.FrameTap.install(self.ws, lambda data: self._take(data, nursery))
+        try:
+            await self._read(nursery, tap)
+        finally:
+            self._reading = False
+
+    def _take(self, data: bytes | str, nursery: trio.Nursery) -> object | None:
+        """A frame served on trio-websocket's reader task, synchronously (s16-ctap; see the
+        docstring): None when done, else what ``_read`` must do (the frame, to decode and
+        refuse; its requests, ``_Decoded``, when they must wait for room or the budget)."""
+        if not self._reading or self.scope.cancel_called or type(data) is not bytes:
+            return data
+        try:
+            requests = protocol.decode_requests(data, max_size=self.max_size)
+        except Exception:
+            return data
+        n = len(requests)
+        if n > MAX_FRAME_CHUNK or self._in_flight + n > MAX_IN_FLIGHT or not self.budget.own_room():
+            return _Decoded(requests)
+        self._in_flight += n
+        if not self._start_inline(requests, nursery):
+            nursery.start_soon(self._handle_frame, requests, nursery)
+        return None
+
+    async def _read(self, nursery: trio.Nursery, tap: wsdirect.FrameTap | None) -> None:
         while True:
             try:
-                data = await self.ws.get_message()
+                # A frame, or what ``_take`` left to do (through the tap).
+                data: object = await self.ws.get_message()
             except ConnectionClosed:
                 return  # the client went away; answers to its in-flight requests are dropped
             try:
-                requests = protocol.decode_requests(data, max_size=max_size)
+                if isinstance(data, _Decoded):
+                    requests = data.requests
+                else:
+                    frame = cast(bytes | str, data)
+                    requests = protocol.decode_requests(frame, max_size=self.max_size)
             except ProtocolError as exc:
                 _count_refusal(self.service.node)
                 log.log(
@@ -206,6 +223,8 @@ class _ClientConnection:
                 self._in_flight += len(chunk)
                 if not self._start_inline(chunk, nursery):
                     nursery.start_soon(self._handle_frame, chunk, nursery)
+            if tap is not None:
+                tap.finished()
 
     def _start_inline(self, requests: list[Request | BadRequest], nursery: trio.Nursery) -> bool:
         """A frame of writes on the leader, handled here in the reader's step with no task of

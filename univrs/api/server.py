@@ -41,7 +41,8 @@ from univrs.api import admin, dashboard, rest, watch
 from univrs.api.admin import client_ssl
 from univrs.api.auth import Authority
 from univrs.api.digest import node_digest
-from univrs.api.fast import member_endpoints, serve_client
+from univrs.api.endpoints import member_endpoints
+from univrs.api.fast import serve_client
 from univrs.api.health import StorageWatch, liveness, readiness
 from univrs.api.limits import ConnectionLimiter
 from univrs.api.listen import serve_http

@@ -4,7 +4,9 @@ Theory of operation. ``Connection.open(nursery, address)`` dials, exchanges hell
 the connection's task in ``nursery``. ``request`` queues a request and waits for the response
 with the same id. A writer task sends everything queued since its last send as *one* frame, so
 concurrent callers share websocket messages (and the server gets them together, which lets the
-leader put them in one log append). A reader task matches response frames to waiting callers.
+leader put them in one log append). Response frames are matched to waiting callers as they
+complete, on trio-websocket's reader task (``_take``; a reader task of ours gets what that path
+declines, in order).
 
 A keepalive pings the node when requests wait and nothing was heard for ``KEEPALIVE`` seconds,
 and drops the connection if no pong comes (a paused process keeps its TCP connections open
@@ -45,6 +47,7 @@ from univrs.errors import (
     UnivrsError,
     error_from_plain,
 )
+from univrs.net import wsdirect
 from univrs.net.address import split_host_port
 from univrs.runtime.waiter import Waiter
 
@@ -106,6 +109,7 @@ class Connection:
     # ``_timer`` until the earliest.
     _deadlines: list[tuple[float, int, str]] = attrs.field(factory=list)
     _timer: trio.CancelScope | None = None
+    _reading: bool = True  # False once ``_reader`` stopped: the direct path takes nothing more
 
     @property
     def node_id(self) -> str:
@@ -340,22 +344,55 @@ class Connection:
             return
 
     async def _reader(self, ws: WebSocketConnection) -> str:
-        """Dispatch responses until the connection ends; returns why it ended."""
-        while True:
-            try:
-                data = await ws.get_message()
-                self._heard_at = trio.current_time()
-                leader, responses = protocol.decode_responses(data, max_size=self.max_frame)
-            except ConnectionClosed as exc:
-                return _describe_close(exc)
-            except ProtocolError as exc:
-                log.warning("closing connection to %s: %s", self.address, exc)
-                return f"protocol error: {exc}"
-            self.leader = leader
-            for resp in responses:
-                waiter = self._pending.pop(resp["id"], None)
-                if waiter is not None:
-                    waiter.set(resp)
+        """Dispatch responses until the connection ends; returns why it ended.
+
+        A frame that decodes is dispatched on trio-websocket's own reader task, synchronously,
+        as it completes (``_take`` through a ``wsdirect.FrameTap``, s16-ctap): the answers'
+        callers are woken in that one step, and this task does not run for it. This task gets
+        what ``_take`` declines (a frame that does not decode, a text frame: it closes the
+        connection) and, while it holds one, every later frame, so frames are dispatched in
+        the order they came; and it sees the close."""
+        tap: wsdirect.FrameTap | None = None
+        if wsdirect.usable(ws) and not wsdirect.tapped(ws):
+            tap = wsdirect.FrameTap.install(ws, self._take)
+        try:
+            while True:
+                try:
+                    data = await ws.get_message()
+                    self._heard_at = trio.current_time()
+                    leader, responses = protocol.decode_responses(data, max_size=self.max_frame)
+                except ConnectionClosed as exc:
+                    return _describe_close(exc)
+                except ProtocolError as exc:
+                    log.warning("closing connection to %s: %s", self.address, exc)
+                    return f"protocol error: {exc}"
+                self._dispatch(leader, responses)
+                if tap is not None:
+                    tap.finished()
+        finally:
+            self._reading = False
+
+    def _take(self, data: bytes | str) -> object | None:
+        """The direct path (``_reader``), on the library's reader task: None when ``data``
+        was dispatched, else ``data`` for ``_reader`` (which decodes it again and closes the
+        connection on a protocol error)."""
+        if not self._reading or type(data) is not bytes:
+            return data
+        try:
+            leader, responses = protocol.decode_responses(data, max_size=self.max_frame)
+        except Exception:
+            return data
+        self._heard_at = trio.current_time()
+        self._dispatch(leader, responses)
+        return None
+
+    def _dispatch(self, leader: str | None, responses: list[dict[str, Any]]) -> None:
+        self.leader = leader
+        pending = self._pending
+        for resp in responses:
+            waiter = pending.pop(resp["id"], None)
+            if waiter is not None:
+                waiter.set(resp)
 
     def _fail(self, rid: int, exc: UnivrsError) -> None:
         waiter = self._pending.pop(rid, None)

@@ -141,7 +141,11 @@ class FrameReading:
         peer = conn.hello.src
         reading: _Reading | None = None
         tap: wsdirect.FrameTap | None = None
-        if isinstance(self.inbox, trio.MemorySendChannel) and wsdirect.usable(ws):
+        if (
+            isinstance(self.inbox, trio.MemorySendChannel)
+            and wsdirect.usable(ws)
+            and not wsdirect.tapped(ws)
+        ):
             reading = _Reading(self, self.inbox, ws, conn, counters, attested)
             tap = wsdirect.FrameTap.install(ws, reading.take)
         try:

@@ -58,13 +58,20 @@ _INTERNALS = ("_close_reason", "_stream_lock", "_wsproto", "_stream", "_abort_we
 
 
 def usable(ws: WebSocketConnection) -> bool:
-    """Whether ``ws`` has the trio-websocket internals this module drives (0.12.2's)."""
+    """Whether ``ws`` has the trio-websocket internals this module drives (0.12.2's). A
+    connection whose channel is already a ``FrameTap`` is usable for writing (a writer made
+    after the reader's tap, as the client's is) but must not get a second tap (``tapped``)."""
     return (
         all(hasattr(ws, name) for name in _INTERNALS)
         and isinstance(getattr(ws, "_stream_lock", None), trio.StrictFIFOLock)
-        and isinstance(getattr(ws, "_send_channel", None), trio.MemorySendChannel)
+        and isinstance(getattr(ws, "_send_channel", None), (trio.MemorySendChannel, FrameTap))
         and isinstance(getattr(ws, "_recv_channel", None), trio.MemoryReceiveChannel)
     )
+
+
+def tapped(ws: WebSocketConnection) -> bool:
+    """Whether ``ws``'s messages already go through a ``FrameTap``."""
+    return isinstance(getattr(ws, "_send_channel", None), FrameTap)
 
 
 @attrs.define(eq=False, slots=True)
@@ -142,6 +149,8 @@ class FrameTap:
         """Put a tap in ``ws``'s channel's place; what is already queued counts as pending."""
         conn: Any = ws
         channel: trio.MemorySendChannel[Any] = conn._send_channel
+        if not isinstance(channel, trio.MemorySendChannel):
+            raise TypeError("the connection's messages already go through a tap")
         queued = conn._recv_channel.statistics().current_buffer_used
         waiting = channel.statistics().tasks_waiting_send  # the reader, blocked on a full one
         tap = cls(take, channel, queued + waiting)
