@@ -63,6 +63,15 @@ def _scale(i: int, replicas: int, **extra: Any) -> dict[str, Any]:
     return {"id": i, "op": "workload.scale", "args": {"id": "w", "replicas": replicas}, **extra}
 
 
+async def _with_workload(ws: Any) -> None:
+    """The client hello, then workload ``w`` created (answered ``ok``)."""
+    await ws.send_message(protocol.encode_client_hello())
+    await ws.get_message()
+    create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
+    await ws.send_message(codec.encode_plain([create]))
+    assert "ok" in (await _answers(ws, 1))[0]
+
+
 async def test_a_frame_of_writes_costs_the_api_two_task_steps(tmp_path: pathlib.Path) -> None:
     """One write per frame, one frame at a time (one client): the leader's API tasks step
     about once per frame (the writer; the reader is trio-websocket's handler task, not
@@ -72,11 +81,7 @@ async def test_a_frame_of_writes_costs_the_api_two_task_steps(tmp_path: pathlib.
     async with open_cluster(tmp_path, size=1) as cluster:
         (node,) = cluster.running()
         async with await _hello(node) as ws:
-            await ws.send_message(protocol.encode_client_hello())
-            await ws.get_message()
-            create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
-            await ws.send_message(codec.encode_plain([create]))
-            assert "ok" in (await _answers(ws, 1))[0]
+            await _with_workload(ws)
             steps = _Steps()
             trio.lowlevel.add_instrument(steps)
             try:
@@ -284,11 +289,7 @@ async def test_an_answered_inline_frame_is_freed_without_the_garbage_collector(
     async with open_cluster(tmp_path, size=1) as cluster:
         (node,) = cluster.running()
         async with await _hello(node) as ws:
-            await ws.send_message(protocol.encode_client_hello())
-            await ws.get_message()
-            create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
-            await ws.send_message(codec.encode_plain([create]))
-            assert "ok" in (await _answers(ws, 1))[0]
+            await _with_workload(ws)
             gc.collect()
             gc.disable()
             try:
@@ -327,11 +328,7 @@ async def test_an_inline_frame_meeting_a_full_inbox_is_handed_over_when_it_has_r
     async with open_cluster(tmp_path, size=1) as cluster:
         (node,) = cluster.running()
         async with await _hello(node) as ws:
-            await ws.send_message(protocol.encode_client_hello())
-            await ws.get_message()
-            create = {"id": 0, "op": "workload.create", "args": {"id": "w", "spec": WORKLOAD}}
-            await ws.send_message(codec.encode_plain([create]))
-            assert "ok" in (await _answers(ws, 1))[0]
+            await _with_workload(ws)
             sender = _FullOnce(node.runtime.inbox.sender)
             node.runtime.inbox.sender = sender  # type: ignore[assignment]
             try:
