@@ -32,6 +32,7 @@ from univrs.api.writes import (
     Submission,
     WriteAnswer,
     after_unknown,
+    check_caught_up,
     expired,
 )
 from univrs.client.protocol import MAX_HOPS
@@ -178,7 +179,8 @@ class FrameWrites:
         step with nothing to write, the quota), not flushed."""
         batch: list[tuple[int, Envelope, dict[str, Any]]] = []
         now = trio.current_time()
-        sm = self.store.node.runtime.sm
+        runtime = self.store.node.runtime
+        sm, term = runtime.sm, runtime.status().term
         for i, sub in enumerate(writes):
             write = sub.write
             try:
@@ -188,6 +190,7 @@ class FrameWrites:
                 extra: dict[str, Any] = {}
                 proposed = write.envelope
                 if write.leader_step is not None:
+                    check_caught_up(sm, term)
                     step, extra = write.leader_step(sm)
                     if step is None:  # nothing to write: rendered from the state here
                         applied = sm.last_applied_index

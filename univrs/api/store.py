@@ -94,6 +94,7 @@ from univrs.api.writes import (
     Write,
     WriteAnswer,
     after_unknown,
+    check_caught_up,
     expired,
 )
 from univrs.api.writes import (
@@ -396,6 +397,7 @@ class RaftStateStore(StateStore):
                 proposed = envelope
                 if write.leader_step is not None:
                     # A write the leader may answer itself (a heartbeat of a live node).
+                    check_caught_up(runtime.sm, status.term)
                     step, extra = write.leader_step(runtime.sm)
                     if step is None:  # nothing to write: rendered from the state here
                         applied = runtime.sm.revision

@@ -148,3 +148,18 @@ def check_session_owner(sm: ClusterStateMachine, client_id: str, owner: str) -> 
     session = sm.session(client_id)
     if session is not None and session.owner and session.owner != owner:
         raise SessionExpired(f"session {client_id!r} is unknown")
+
+
+def check_caught_up(sm: ClusterStateMachine, term: int) -> None:
+    """Refuse a ``leader_step`` (it reads the leader's own state: a heartbeat's node, the
+    answer of a write with nothing to write) on a leader whose state has not yet applied an
+    entry of its own term ``term``: before it applied its term's first entry, its state may
+    lack writes committed under an earlier leader (a heartbeat answered "not found" for a node
+    registered a moment before the election). ``Unavailable`` is retried by the client; the
+    window is the few milliseconds between the election and the apply of the new term's first
+    entry."""
+    if sm.last_applied_term != term:
+        raise Unavailable(
+            "the leader is still applying the entries of earlier terms; try again",
+            retry_after=0.05,
+        )
