@@ -165,7 +165,7 @@ class NodeConfig:
             # Followers learn a small commit from the next append, or at the next tick
             # (univrs/raft/commit_notice.py; docs/performance.md, "Round 7").
             lazy_commit_notice_bytes=LAZY_COMMIT_NOTICE_BYTES,
-            # A follower that appends reach needs no periodic heartbeat (univrs/raft/leader.py
+            # A follower that appends reach needs no periodic heartbeat (univrs/raft/heartbeat.py
             # ``_heartbeat_may_wait``; docs/performance.md, "Round 15 (s15-beat)").
             skip_busy_heartbeats=True,
             # A read's ReadIndex round goes to a quorum's worth of voters, not all of them

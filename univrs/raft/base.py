@@ -7,8 +7,10 @@ extending the one below it::
                                            follower, may I campaign), read bookkeeping
     CommitNoticeLayer   commit_notice.py   commit-only heartbeats (when a follower is told a commit)
     SnapshotStreamLayer snapshot_stream.py InstallSnapshot sending (snapshot streaming)
-    LeaderLayer         leader.py          replication, commit, heartbeats, CheckQuorum, ReadIndex
-                                           confirmation, configuration changes
+    HeartbeatLayer      heartbeat.py       heartbeats (and skipping them), CheckQuorum, ReadIndex
+                                           rounds and leases, forgetting removed peers
+    LeaderLayer         leader.py          replication, commit, heartbeat answers, ticks,
+                                           configuration changes
     SnapshotLayer       compaction.py      snapshot_taken, compaction, InstallSnapshot
                                            answers/receiving
     FollowerLayer       follower.py        the AppendEntries receiver, commit, truncation

@@ -11,7 +11,8 @@ each extend the one below (base.py explains the rule): ``InspectLayer`` (inspect
 must pass before it is acted on: the term bound, the sender rule, vouches), ``ElectionLayer``
 (election.py), ``FollowerLayer`` (follower.py: the AppendEntries receiver), ``SnapshotLayer``
 (compaction.py: snapshots, compaction, InstallSnapshot receiving), ``LeaderLayer`` (leader.py:
-replication, commit, ReadIndex confirmation), ``SnapshotStreamLayer`` (snapshot_stream.py:
+replication, commit), ``HeartbeatLayer`` (heartbeat.py: heartbeats, CheckQuorum, ReadIndex
+rounds), ``SnapshotStreamLayer`` (snapshot_stream.py:
 snapshot streaming), ``CommitNoticeLayer`` (commit_notice.py: commit-only heartbeats) and
 ``NodeBase`` (base.py: the fields and role changes).
 
@@ -90,8 +91,9 @@ class RaftNode(InspectLayer):
     """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
 
     Overridable hooks (small methods the real logic goes through; the simulator's mutants break them
-    on purpose): ``_can_commit_by_counting``, ``_self_match_index``, ``_read_needs_quorum_check``,
-    ``_max_inflight_config_changes`` (leader.py), ``_snapshot_resume_ticks`` (snapshot_stream.py),
+    on purpose): ``_can_commit_by_counting``, ``_self_match_index``,
+    ``_max_inflight_config_changes`` (leader.py), ``_read_needs_quorum_check`` (heartbeat.py),
+    ``_snapshot_resume_ticks`` (snapshot_stream.py),
     ``_may_grant_vote``, ``_log_up_to_date`` (election.py), ``_compaction_limit`` (compaction.py),
     ``_send``, ``_send_after_persist`` (base.py), ``_sender_refusal`` and ``_live_incarnation``
     (gate.py: who may send us messages, univrs/raft/senders.py).

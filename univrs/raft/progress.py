@@ -87,10 +87,10 @@ class Progress:
     # to apply that far, so a commit index up to it is told at once, not deferred (commit_notice.py
     # ``_maybe_tell_commit``).
     read_index: int = 0
-    # Removed members only (leader.py ``_prune_progress``): heartbeat rounds since the
+    # Removed members only (heartbeat.py ``_prune_progress``): heartbeat rounds since the
     # configuration removing it committed.
     removal_rounds: int = 0
-    # Heartbeats that may wait (leader.py ``_heartbeat_may_wait``): the tick (``_now``) the
+    # Heartbeats that may wait (heartbeat.py ``_heartbeat_may_wait``): the tick (``_now``) the
     # leader last sent it an AppendEntries and last heard an answer from it (None: never, this
     # term), and whether the last periodic heartbeat was skipped for it and is still owed.
     append_sent_at: int | None = None

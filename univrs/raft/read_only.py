@@ -22,8 +22,8 @@ goes only to as many voters as a quorum needs besides the leader, those that ans
 rounds first (in a 3-node cluster: one follower, not two), so a round costs one heartbeat and
 one answer instead of one per follower. Nothing about what confirms a read changes: a quorum's
 answers to heartbeats carrying its round or a later one. A round still unconfirmed a tick after
-it went out is sent to every voter that has not had it (``LeaderLayer._widen_read_rounds``), and
-periodic heartbeats carry the newest round as before, so a slow or lost chosen follower delays a
+it went out is sent to every voter that has not had it (heartbeat.py ``_widen_read_rounds``),
+and periodic heartbeats carry the newest round as before, so a slow or lost chosen follower delays a
 read by at most a tick. With leases a narrow round is a lease round too: a quorum answering it
 starts a lease from its send tick, as a broadcast's would (any quorum that heard from the leader
 then refuses votes as long). Off in the core by default (its transcripts and pinned seeds were

@@ -92,7 +92,7 @@ class RaftConfig:
     # notice is not answered (``messages.COMMIT_NOTICE_CTX``); with 0 it is, as before.
     lazy_commit_notice_bytes: int = 0
     # Skip a periodic heartbeat to a follower that an AppendEntries reached, and that answered,
-    # within the last heartbeat interval (leader.py ``_heartbeat_may_wait``; issue 14,
+    # within the last heartbeat interval (heartbeat.py ``_heartbeat_may_wait``; issue 14,
     # docs/performance.md "Round 15 (s15-beat)"): True is what nodes run. False, the core's
     # default, sends every periodic heartbeat: the core's transcripts and the simulator's
     # pinned seeds were found with those heartbeats and their schedules depend on every message.
