@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from univrs.api.batcher import ReadCoalescer
+from univrs.api.coalescer import ReadCoalescer
 from univrs.errors import Unavailable
 from univrs.runtime.waiter import Waiter
 

@@ -19,7 +19,7 @@ from tests.api.helpers import (
 )
 from tests.api.test_auth import lagging_follower_with_fresh_token
 from univrs import codec
-from univrs.api.batcher import ReadCoalescer
+from univrs.api.coalescer import ReadCoalescer
 from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.client.connection import Connection

@@ -1,4 +1,4 @@
-"""The linearizable read path of the API (univrs/api/store.py ``read_at``, univrs/api/batcher.py
+"""The linearizable read path of the API (univrs/api/store.py ``read_at``, univrs/api/coalescer.py
 ``ReadCoalescer``, ``ApiService.execute_many``'s reads and their rendered-once results): a read
 is never served from a state that a newer leader has moved past, and a result rendered for one
 revision of the state is never served for another.

@@ -80,7 +80,8 @@ import trio
 
 from univrs import errors as base
 from univrs.api.auth import ANONYMOUS, CATCH_UP_SECONDS, Authority, Caller
-from univrs.api.batcher import FrameWait, FrameWrites, ReadCoalescer
+from univrs.api.batcher import FrameWait, FrameWrites
+from univrs.api.coalescer import ReadCoalescer
 from univrs.api.contact import LeaderContact
 from univrs.api.forward import Forwarder, request_of
 from univrs.api.limits import ConnectionLimiter, Quota, RateLimiter
@@ -187,7 +188,7 @@ class RaftStateStore(StateStore):
             self.quota = Quota(storage, config.quota_backend_bytes)
         runtime = self.node.runtime
         # Rounds handed to the driver without a task where the runtime offers it
-        # (univrs/api/batcher.py ``ReadCoalescer.hand_off``).
+        # (univrs/api/coalescer.py ``ReadCoalescer.hand_off``).
         nowait = getattr(runtime, "read_index_nowait", None)
         self.reads = ReadCoalescer(
             self.forwarder.nursery,
