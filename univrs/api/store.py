@@ -31,17 +31,7 @@ the serving node, before proposing*. Then, until the deadline:
 * with no known leader: wait for one for at most ``leader_wait`` seconds, then answer
   ``unavailable`` (503, Retry-After), never hang.
 
-Retrying inside the loop is done only when it cannot apply a command twice (docs/api.md,
-"Write outcomes"): the attempt certainly did not apply (``NotLeader`` before proposing,
-``ProposalDropped``: refused by the core or its entry replaced by a different one, a request
-not sent, a forwarded request refused with ``not-leader``/``unavailable``), or the request
-carries an idempotency key (the state machine's session answers a duplicate with the first
-response, Raft dissertation 6.3). An attempt that may have applied (``OutcomeUnknown`` from the
-runtime: its entry was covered by a snapshot; the connection to the leader broke after
-sending) ends a keyless write at once with ``outcome-unknown``, and its deadline with
-``timeout``. Once an attempt may have applied, a later refusal (no leader, not the leader,
-``session-expired``) is answered as ``outcome-unknown`` too: it only says that the *later*
-attempt did not apply.
+The retry and outcome rules of the attempts are univrs/api/attempts.py's (``WriteLoop``).
 
 ``submit_many`` runs a fast-protocol frame's writes (``FrameWrites``, univrs/api/batcher.py):
 on the leader their first attempts go to the runtime in one hand-off
@@ -71,7 +61,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +68,7 @@ import attrs
 import trio
 
 from univrs import errors as base
+from univrs.api.attempts import LEADER_WAIT, WriteLoop
 from univrs.api.auth import ANONYMOUS, CATCH_UP_SECONDS, Authority, Caller
 from univrs.api.batcher import FrameWait, FrameWrites
 from univrs.api.coalescer import ReadCoalescer
@@ -90,30 +80,23 @@ from univrs.api.opargs import check_key
 from univrs.api.ops import handler
 from univrs.api.writes import (
     NO_LEADER_MESSAGE,
-    UNKNOWN_MESSAGE,
     Submission,
     Write,
     WriteAnswer,
     after_unknown,
-    check_caught_up,
-    expired,
 )
 from univrs.api.writes import (
     NODE_ITSELF as _NODE_ITSELF,
 )
 from univrs.client.protocol import CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE, MAX_HOPS
 from univrs.errors import (
-    ConnectionLost,
     InvalidArgument,
-    NoSpace,
-    NotLeader,
-    OutcomeUnknown,
     Timeout,
     Unavailable,
     UnivrsError,
 )
-from univrs.raft.ready import Role, Status
-from univrs.runtime.proposals import Outcome, WriteAttempts
+from univrs.raft.ready import Role
+from univrs.runtime.proposals import WriteAttempts
 from univrs.sm.commands import (
     Command,
     CreateInstance,
@@ -122,7 +105,6 @@ from univrs.sm.commands import (
     OpenSession,
     RegisterNode,
 )
-from univrs.sm.errors import failure_to_exception
 from univrs.sm.events import Event, ObjectKind
 from univrs.sm.responses import Created, Failure, Response, Success
 from univrs.sm.state import ClusterStateMachine
@@ -135,8 +117,6 @@ log = logging.getLogger("univrs.api")
 
 DEFAULT_TIMEOUT = 10.0  # seconds a request may take, unless it asks for less
 MAX_TIMEOUT = 60.0
-LEADER_WAIT = 3.0  # how long a request waits for an election before answering 503
-RETRY_PAUSE = 0.02  # between attempts that failed for a transient reason
 POLL_LIMIT = 1000  # events a watch poll renders at least (whole revisions) once under way
 FIRST_POLL_LIMIT = 1  # ... and on its first poll (RaftStateStore.watch)
 __all__ = [
@@ -150,7 +130,7 @@ __all__ = [
 
 
 @attrs.define(eq=False)
-class RaftStateStore(StateStore):
+class RaftStateStore(WriteLoop, StateStore):
     """The cluster state on this node, whichever its role: the ``StateStore`` that the REST
     API and the fast protocol (through ``ApiService``), the reconciler and in-process callers
     use (see the module docstring for the write and read rules)."""
@@ -371,155 +351,6 @@ class RaftStateStore(StateStore):
         univrs/api/batcher.py): the writes' first attempts handed to the runtime, and what is
         left to wait for (None: nothing)."""
         return self._frames.propose_now(writes, answered, spawn)
-
-    async def attempt_write(
-        self,
-        write: Write,
-        key: tuple[str, int] | None,
-        deadline: float,
-        hops: int,
-        attempts: WriteAttempts,
-        caller: Caller = ANONYMOUS,
-        *,
-        hint: str | None = None,
-    ) -> tuple[Any, dict[str, Any]]:
-        """The attempts of ``submit``; ``attempts`` (univrs/runtime/proposals.py, the rules the
-        simulator runs too) notes as soon as an attempt may have applied the command. A
-        keyless write is then not retried (its error says the outcome is unknown); a keyed one
-        is, because the state machine answers a retried key with the first response."""
-        runtime = self.node.runtime
-        envelope = write.envelope
-        while True:
-            if trio.current_time() >= deadline:
-                raise expired(attempts.maybe_applied)
-            status = runtime.status()
-            if status.role is Role.LEADER:
-                extra: dict[str, Any] = {}
-                proposed = envelope
-                if write.leader_step is not None:
-                    # A write the leader may answer itself (a heartbeat of a live node).
-                    check_caught_up(runtime.sm, status.term)
-                    step, extra = write.leader_step(runtime.sm)
-                    if step is None:  # nothing to write: rendered from the state here
-                        applied = runtime.sm.revision
-                        done = Success(version=applied)
-                        if write.render is None:
-                            return done, {"index": applied}
-                        return {**write.render(done, runtime.sm), **extra}, {"index": applied}
-                    proposed = attrs.evolve(envelope, command=step)
-                self.check_quota(write)
-                try:
-                    # A bare CancelScope: trio.fail_at's generator wrapper costs more, per write.
-                    with trio.CancelScope(deadline=deadline) as scope:
-                        response = await runtime.propose(proposed)
-                    if scope.cancelled_caught:
-                        raise expired(True)
-                except (base.NotLeader, base.ProposalDropped):
-                    # This attempt certainly did not apply: refused before reaching the log,
-                    # or its entry was replaced by a different entry at its index.
-                    attempts.failed(Outcome.NOT_APPLIED)
-                    await self.settle(deadline)
-                    continue
-                except base.OutcomeUnknown as exc:
-                    # Appended, then covered by a snapshot from a new leader: it may have
-                    # applied. Only a keyed write may go again (the session dedups it).
-                    if not attempts.failed(Outcome.UNKNOWN):
-                        raise OutcomeUnknown(f"{UNKNOWN_MESSAGE} ({exc})") from None
-                    await self.settle(deadline)
-                    continue
-                if write.render is None:
-                    index = runtime.sm.revision  # a Failure has no version
-                    return response, {"index": getattr(response, "version", index)}
-                if isinstance(response, Failure):
-                    raise failure_to_exception(response)
-                result = write.render(response, runtime.sm)
-                if extra:
-                    result = {**result, **extra}
-                return result, {"index": response.version}
-            if hops >= MAX_HOPS:
-                raise NotLeader(leader=status.leader)
-            leader = hint or status.leader
-            hint = None
-            if leader is None:
-                await self._wait_for_leader(deadline)
-                continue
-            if leader == status.id:  # our view is mid-change: let the driver catch up
-                await self.settle(deadline)
-                continue
-            if write.caller is _NODE_ITSELF:
-                raise NotLeader(
-                    leader,
-                    message="with auth on, this node's own write runs on the leader only (a "
-                    "node has no token of its own to forward it with): in-process callers act "
-                    "for a caller (RaftStateStore.acting_for) whose token the leader checks",
-                )
-            address = self.leader_address(status, leader)
-            if address is None:
-                raise Unavailable(f"the address of the leader {leader!r} is unknown")
-            try:
-                result, meta = await self.forwarder.call(
-                    address, write.op, write.args, key, deadline, write.caller
-                )
-            except UnivrsError as exc:
-                self.count_forward(exc.code)
-                if isinstance(exc, ConnectionLost):
-                    if exc.outcome_unknown and not attempts.failed(Outcome.UNKNOWN):
-                        # Sent, then the connection broke: a keyless write is not resent.
-                        raise OutcomeUnknown(
-                            f"{UNKNOWN_MESSAGE} (the connection to the leader at {address} "
-                            "broke after the write was sent)"
-                        ) from None
-                    await self.settle(deadline)  # let our own view of the leader catch up
-                    continue
-                if not isinstance(exc, Unavailable) or exc.outcome_unknown:
-                    raise  # an answer (not found, conflict ...) or an unknown outcome
-                if isinstance(exc, NotLeader) and exc.leader_hint not in (None, leader):
-                    # The node we took for the leader is not (any more): follow its hint.
-                    hint = exc.leader_hint
-                    continue
-                await self.settle(deadline)  # nothing applied: retry when the view moved
-                continue
-            self.count_forward("ok")
-            return result, meta or {}
-
-    def leader_address(self, status: Status, leader: str) -> str | None:
-        """Where to forward to ``leader``: its raft address (the fast protocol shares the
-        listener), with this node's ``[raft.dial]`` override applied, as its raft links."""
-        address = status.membership.address_of(leader)
-        if address is not None:
-            address = self.node.config.dial_addresses({leader: address})[leader]
-        return address
-
-    def check_quota(self, write: Write) -> None:
-        """Refuse a write that does not free space while the NOSPACE alarm is raised."""
-        if self.quota is None or write.allowed_when_full or not self.quota.alarm:
-            return
-        raise NoSpace(
-            f"the storage quota is exceeded ({self.quota.in_use()} bytes in use, "
-            f"limits.quota_backend_bytes = {self.quota.limit}): writes are refused until space "
-            "is freed; deletes still work, and a snapshot (`univrs cluster snapshot`) compacts "
-            "the log"
-        )
-
-    def count_forward(self, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.forwarded.inc(1, outcome)
-
-    async def settle(self, deadline: float) -> None:
-        """Pause briefly (until the node's view changes, at most RETRY_PAUSE)."""
-        with trio.move_on_at(min(deadline, trio.current_time() + RETRY_PAUSE)):
-            await self.node.runtime.wait_changed()
-
-    async def _wait_for_leader(self, deadline: float) -> None:
-        """Return once a leader is known; raise Unavailable after ``leader_wait`` or at the
-        deadline."""
-        runtime = self.node.runtime
-        give_up = min(deadline, trio.current_time() + self.leader_wait)
-        with trio.move_on_at(give_up):
-            while runtime.status().leader is None:
-                await runtime.wait_changed()
-            return
-        raise Unavailable(NO_LEADER_MESSAGE, retry_after=max(1.0, math.ceil(self.leader_wait / 2)))
 
     # ---------------------------------------------------------------- reads
 
