@@ -263,7 +263,7 @@ def test_a_corrupt_or_foreign_state_env_is_refused_and_changes_nothing(
     elif kind == "garbage":
         state.mkdir()
         (state / "data.mdb").write_bytes(b"\x5a" * 40_000)
-        match = "cannot be opened"
+        match = "is corrupt: .*data.mdb is not an LMDB data file"
     elif kind == "file":
         state.write_bytes(b"x")
         match = "cannot be opened"

@@ -71,7 +71,7 @@ from univrs import codec
 from univrs.errors import StorageError
 from univrs.sm.objects import Objects, new_objects
 from univrs.sm.state import ClusterStateMachine
-from univrs.storage import nospace
+from univrs.storage import header, nospace, pages
 from univrs.storage.datadir import fsync_dir
 from univrs.storage.sm_ingest import staged_plain
 from univrs.storage.sm_journal import (
@@ -185,6 +185,30 @@ def _resume(objects: Objects, meta: StateMeta, small: SmallTables) -> ClusterSta
     )
 
 
+def check_state_pages(path: str) -> None:
+    """Refuse a state env whose ``data.mdb`` LMDB could not read without dying, before it is
+    mapped (univrs/storage/pages.py, as the log's store at open): a file shorter than its
+    pages (SIGBUS on the first access past the end) or a damaged tree (an LMDB assertion:
+    SIGABRT, naming no file). The state has no checksums of its own and is opened without
+    fsync, so a machine crash or a bad sector can leave such pages; the start must say so, and
+    the remedy (move it away, the next start rebuilds it from the log) is the caller's to name.
+    It reads every page in use once: about 6 ms of CPU per MB of small rows (19 ms for 60,000
+    workloads, 3 MB), so some 2 s at 1,000,000 + 1,000,000 objects (338 MiB) per start.
+    A missing or empty file is a new env: nothing to check."""
+    data_file = pathlib.Path(path) / "data.mdb"
+    if not header.SUPPORTED:
+        return
+    try:
+        if data_file.stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    try:
+        pages.check_trees(data_file, header.check_length(data_file))
+    except header.BadHeader as exc:
+        raise StorageError(f"state env {path} is corrupt: {data_file} {exc}") from None
+
+
 class StateEnv:
     """A node's persistent state machine: one LMDB environment (``data_dir/state.lmdb``)
     holding every table and the applied index (see the module docstring).
@@ -198,6 +222,7 @@ class StateEnv:
         try:
             self.recovered = recover_swap(path)
             os.makedirs(path, mode=0o700, exist_ok=True)
+            check_state_pages(path)
             self.store = LmdbStore(path, sync=sync, map_size=map_size)
         except (lmdb.Error, OSError) as exc:
             raise StorageError(f"state env {path} cannot be opened: {exc}") from None
