@@ -52,7 +52,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-import cbor2
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
@@ -386,8 +385,9 @@ class _ClientConnection:
                 timeout=timeout,
                 hops=req.hops,
                 caller=self._caller_of(req),
+                encoded=True,
             )
-            job.result = Encoded(cbor2.dumps(job.result))
+            job.result = protocol.encode_document(job.result)
         except Exception as exc:
             job.error = exc
         return _response(job)

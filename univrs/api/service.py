@@ -106,9 +106,12 @@ class ApiService:
         timeout: float | None = None,
         hops: int = 0,
         caller: Caller = ANONYMOUS,
+        encoded: bool = False,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Run operation ``name`` for ``caller``: (result document, read meta or None).
-        Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first)."""
+        Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first).
+        ``encoded`` (the fast protocol): parts of the result may be ``protocol.Encoded``
+        (a watch poll's events)."""
         op = handler(name)
         start = trio.current_time()
         limit = self.store.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
@@ -119,7 +122,7 @@ class ApiService:
             store = self.store
             identity = await store.authority.authorize_fresh(caller, op.required_role, op.name)
             if op.watch:  # served from this node's event history, at any consistency
-                return await poll_events(self.node, args, deadline), None
+                return await poll_events(self.node, args, deadline, encoded=encoded), None
             if op.is_write:
                 if op.name == "session.open":
                     store.session_opens.take(identity.key, "session opens")

@@ -36,6 +36,7 @@ but bad fields gets an error response and the connection carries on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -267,6 +268,16 @@ class Encoded:
     (univrs/api/rendered.py). The frame carries the same bytes as if the document were there."""
 
     data: bytes
+
+
+def encoded_list(items: Sequence[bytes]) -> Encoded:
+    """The CBOR array of ``items`` (each one item's encoding), as one ``Encoded``."""
+    return Encoded(_head(4, len(items)) + b"".join(items))
+
+
+def encode_document(doc: Any) -> Encoded:
+    """``doc`` encoded as a response carries it, its ``Encoded`` parts put in as they are."""
+    return Encoded(cbor2.dumps(doc, default=_write_encoded))
 
 
 def _write_encoded(encoder: Any, value: object) -> None:
