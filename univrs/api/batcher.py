@@ -3,10 +3,10 @@
 ReadIndex confirmations in univrs/api/coalescer.py (``ReadCoalescer``).
 
 The single-write path (``RaftStateStore.submit``: the attempts, the retry and outcome rules,
-forwarding) is univrs/api/store.py's; a frame's write whose first attempt needs another goes
-on there with the attempts made so far, so the rules are one code. Writes are batched into log
-appends by the runtime, not here: the driver gathers concurrent proposals into one
-``propose_many`` with one batch in flight (univrs/runtime/batching.py).
+forwarding) is univrs/api/attempts.py's (``WriteLoop``); a frame's write whose first attempt
+needs another goes on there with the attempts made so far, so the rules are one code. Writes
+are batched into log appends by the runtime, not here: the driver gathers concurrent proposals
+into one ``propose_many`` with one batch in flight (univrs/runtime/batching.py).
 
 A frame's first attempts on the leader are waited for by a ``FrameWait``: in the frame's task
 (``submit_many``), or, for the fast protocol's frames of writes, by nobody (``propose_now``:
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from univrs import errors as base
-from univrs.api.forward import ForwardAnswer, ForwardCall, Forwarder
+from univrs.api.attempts import WriteLoop
+from univrs.api.forward import ForwardAnswer, ForwardCall
 from univrs.api.opargs import check_key
 from univrs.api.writes import (
     NODE_ITSELF,
@@ -44,9 +45,7 @@ from univrs.sm.errors import failure_to_exception
 from univrs.sm.responses import Failure, Response, Success
 
 if TYPE_CHECKING:
-    from univrs.api.auth import Caller
-    from univrs.api.writes import Write
-    from univrs.service.node import NodeHandle
+    pass
 
 __all__ = ["FrameWait", "FrameWrites", "Submission", "WriteAnswer"]
 
@@ -84,39 +83,11 @@ class _Attempts:
         return made
 
 
-class _Store(Protocol):
-    """What ``FrameWrites`` uses of its ``RaftStateStore`` (univrs/api/store.py, which imports
-    this module)."""
-
-    node: NodeHandle
-    forwarder: Forwarder
-
-    async def attempt_write(
-        self,
-        write: Write,
-        key: tuple[str, int] | None,
-        deadline: float,
-        hops: int,
-        attempts: WriteAttempts,
-        caller: Caller = ...,
-        *,
-        hint: str | None = None,
-    ) -> tuple[Any, dict[str, Any]]: ...
-
-    def check_quota(self, write: Write) -> None: ...
-
-    async def settle(self, deadline: float) -> None: ...
-
-    def leader_address(self, status: Status, leader: str) -> str | None: ...
-
-    def count_forward(self, outcome: str) -> None: ...
-
-
 @attrs.define(eq=False)
 class FrameWrites:
     """``RaftStateStore.submit_many``: a client frame's writes, their first attempts together."""
 
-    store: _Store
+    store: WriteLoop  # the node's RaftStateStore (univrs/api/store.py)
 
     async def submit_many(
         self,
