@@ -40,7 +40,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from univrs.bench import own
+from univrs.bench.own import peak_rss_bytes, rss_bytes
 from univrs.bench.report import print_json
 from univrs.bench.scale_state import INSTANCES_PER_NODE, build
 from univrs.runtime.snapshots import capture, restore
@@ -182,20 +183,6 @@ def lmdb_child(path: str, n: int) -> None:
     print(json.dumps(out))
 
 
-def rss_bytes(field: str = "VmRSS") -> int:
-    """This process's resident set now (VmRSS), or its peak (VmHWM), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM: this program's own, unlike ``ru_maxrss``,
-    which a child started by ``subprocess`` inherits from the parent at fork)."""
-    return rss_bytes("VmHWM")
-
-
 class _Clock:
     """Wall and CPU time of a block (CPU time is the steadier one on a loaded machine)."""
 
@@ -260,17 +247,7 @@ def child(path: str) -> None:
 
 def run_child(path: str, timeout: float, how: list[str] | None = None) -> dict[str, Any]:
     """The child's figures (a fresh interpreter, so its peak RSS is the restore's)."""
-    proc = subprocess.run(
-        [sys.executable, __file__, *(how or []), "--child", path],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"restore child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return own.run_child(__file__, [*(how or []), "--child", path], timeout, "restore child")
 
 
 def measure(
