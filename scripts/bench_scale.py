@@ -40,7 +40,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from univrs.bench import own
+from univrs.bench.own import peak_rss_bytes, rss_bytes
 from univrs.bench.report import print_json
 from univrs.bench.scale_state import INSTANCES_PER_NODE, build
 from univrs.runtime.snapshots import capture, restore
@@ -96,26 +97,33 @@ def pages(sm: ClusterStateMachine, n: int) -> dict[str, float]:
     return out
 
 
-def applies(sm: ClusterStateMachine, n: int) -> float:
-    """CPU seconds per command of CreateInstance + DeleteInstance pairs on the built state."""
+def create_delete(
+    machine: ClusterStateMachine, index: int, n: int, pairs: int, ident: Callable[[int], str]
+) -> None:
+    """``pairs`` CreateInstance + DeleteInstance pairs applied to ``machine`` (holding a
+    built state of ``n``) after log index ``index``: the k-th instance ``ident(k)``, of a
+    workload picked across the state."""
     from univrs.sm import CreateInstance, DeleteInstance, InstanceSpec
 
-    index = sm.last_applied_index
-    start = time.process_time()
-    for k in range(APPLY_PAIRS):
-        ident = f"in-x{k * 7919 % n:08d}"
+    for k in range(pairs):
+        instance = ident(k)
         spec = InstanceSpec(workload_id=f"wl-{k * 104729 % n:08d}", node_id="node-000000")
         index += 1
-        sm.apply(CreateInstance(id=ident, spec=spec), index=index, term=3)
+        machine.apply(CreateInstance(id=instance, spec=spec), index=index, term=3)
         index += 1
-        sm.apply(DeleteInstance(id=ident), index=index, term=3)
+        machine.apply(DeleteInstance(id=instance), index=index, term=3)
+
+
+def applies(sm: ClusterStateMachine, n: int) -> float:
+    """CPU seconds per command of CreateInstance + DeleteInstance pairs on the built state."""
+    start = time.process_time()
+    create_delete(sm, sm.last_applied_index, n, APPLY_PAIRS, lambda k: f"in-x{k * 7919 % n:08d}")
     return round((time.process_time() - start) / (2 * APPLY_PAIRS), 7)
 
 
 def lmdb_load(sm: ClusterStateMachine, n: int, path: str) -> dict[str, Any]:
     """The built state's object tables loaded into LMDB (``univrs.storage.sm_tables``, fsync on),
     and CPU per applied command there (one write transaction, fsynced, per command)."""
-    from univrs.sm import CreateInstance, DeleteInstance, InstanceSpec
     from univrs.storage.sm_tables import objects_in_lmdb
 
     objects = objects_in_lmdb(path)
@@ -134,13 +142,7 @@ def lmdb_load(sm: ClusterStateMachine, n: int, path: str) -> dict[str, Any]:
         objects_module.new_objects = real  # type: ignore[assignment]
     index, pairs = sm.last_applied_index, 200
     with _Clock() as c:
-        for k in range(pairs):
-            ident = f"in-y{k:08d}"
-            spec = InstanceSpec(workload_id=f"wl-{k * 104729 % n:08d}", node_id="node-000000")
-            index += 1
-            machine.apply(CreateInstance(id=ident, spec=spec), index=index, term=3)
-            index += 1
-            machine.apply(DeleteInstance(id=ident), index=index, term=3)
+        create_delete(machine, index, n, pairs, lambda k: f"in-y{k:08d}")
     out["lmdb_apply_cpu_s"] = round(c.cpu / (2 * pairs), 6)
     out["lmdb_apply_wall_s"] = round(c.wall / (2 * pairs), 6)
     out["lmdb_file_bytes"] = os.path.getsize(os.path.join(path, "data.mdb"))
@@ -180,20 +182,6 @@ def lmdb_child(path: str, n: int) -> None:
     out["peak_rss"] = peak_rss_bytes()
     out["rss_serving"] = rss_bytes()
     print(json.dumps(out))
-
-
-def rss_bytes(field: str = "VmRSS") -> int:
-    """This process's resident set now (VmRSS), or its peak (VmHWM), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM: this program's own, unlike ``ru_maxrss``,
-    which a child started by ``subprocess`` inherits from the parent at fork)."""
-    return rss_bytes("VmHWM")
 
 
 class _Clock:
@@ -260,17 +248,7 @@ def child(path: str) -> None:
 
 def run_child(path: str, timeout: float, how: list[str] | None = None) -> dict[str, Any]:
     """The child's figures (a fresh interpreter, so its peak RSS is the restore's)."""
-    proc = subprocess.run(
-        [sys.executable, __file__, *(how or []), "--child", path],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"restore child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return own.run_child(__file__, [*(how or []), "--child", path], timeout, "restore child")
 
 
 def measure(

@@ -16,6 +16,7 @@ from typing import Any
 
 import cbor2
 
+from univrs.bench.scale_state import workload_spec
 from univrs.sm import (
     ClusterStateMachine,
     Command,
@@ -27,31 +28,14 @@ from univrs.sm import (
     MintCredits,
     NodeInfo,
     OpenSession,
-    Port,
     RegisterNode,
-    Resources,
     ScaleWorkload,
     TransferCredits,
     UpdateInstanceStatus,
-    WorkloadSpec,
     restore_plain,
     snapshot_plain,
     state_digest,
 )
-
-
-def workload_spec(n: int) -> WorkloadSpec:
-    """Specs as a real cluster has them: unique env, a few label sets, sizes and ports."""
-    return WorkloadSpec(
-        name=f"web-{n}",
-        image=f"registry.example/app-{n % 200}:1.{n % 7}",
-        replicas=1 + n % 5,
-        args=("--port", str(8000 + n % 3)),
-        env={"MODE": "prod", "INSTANCE": f"web-{n}"},
-        labels={"app": f"app-{n % 200}", "tier": ("frontend", "backend", "batch")[n % 3]},
-        resources=Resources(cpu_millis=250 * (1 + n % 4), memory_bytes=(128 << 20) * (1 + n % 4)),
-        ports=(Port(container_port=8000 + n % 3, name="http"),),
-    )
 
 
 def creates(count: int) -> list[Command]:

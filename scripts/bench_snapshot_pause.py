@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from univrs.bench.own import peak_rss_bytes
 from univrs.bench.report import print_json
 from univrs.bench.scale_state import build
 from univrs.runtime.snapshots import capture, restore
@@ -42,14 +43,6 @@ from univrs.sm import ClusterStateMachine, state_digest
 from univrs.storage.sm_tables import StateEnv
 
 TICK = 0.005
-
-
-def _hwm() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _encode_under_ticker(sm: ClusterStateMachine, raw: bool) -> dict[str, Any]:
@@ -101,13 +94,13 @@ def _install_child(snapshot: str, how: str) -> None:
     data = Path(snapshot).read_bytes()
     with tempfile.TemporaryDirectory(prefix="bench_install.") as tmp:
         env = StateEnv(os.path.join(tmp, "state.lmdb"))
-        before = _hwm()
+        before = peak_rss_bytes()
         cpu = time.process_time()
         restored = restore(data) if how == "memory" else restore(data, env.stage)
         restored_cpu = time.process_time() - cpu
         stored = env.replace(restored)
         total = time.process_time() - cpu
-        peak = _hwm()  # before the digest, which builds the whole state's rows
+        peak = peak_rss_bytes()  # before the digest, which builds the whole state's rows
         del restored
         digest = state_digest(stored)
         print(

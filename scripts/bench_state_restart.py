@@ -98,8 +98,7 @@ def apply_cost(folder: Path, count: int, batch: int) -> dict[str, float]:
     """CPU microseconds per applied command (a CreateWorkload, then a session's ScaleWorkload
     of it), ``batch`` commands per batch as the node's apply loop does, on both backends
     (the LMDB env with sync off, as the node opens it)."""
-    from bench_sm import workload_spec  # type: ignore[import-not-found]
-
+    from univrs.bench.scale_state import workload_spec
     from univrs.sm import ClusterStateMachine, CreateWorkload, Envelope, OpenSession
     from univrs.sm.commands import ScaleWorkload
     from univrs.storage.sm_tables import StateEnv

@@ -30,7 +30,6 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import time
 from typing import Any
@@ -38,16 +37,11 @@ from typing import Any
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.runtime.state_envs (the old layouts)
 
+from univrs.bench import own  # noqa: E402
+from univrs.bench.own import peak_rss_bytes, rss_bytes  # noqa: E402
 from univrs.bench.report import print_json  # noqa: E402
 from univrs.runtime.snapshots import capture_digest  # noqa: E402
 from univrs.storage.sm_tables import StateEnv  # noqa: E402
-
-
-def _status(field: str) -> int:
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def child(path: str, digest: bool) -> None:
@@ -66,13 +60,13 @@ def child(path: str, digest: bool) -> None:
 
     logging.getLogger("univrs").addHandler(Keep())
     logging.getLogger("univrs").setLevel(logging.INFO)
-    out: dict[str, Any] = {"rss_before": _status("VmRSS")}
+    out: dict[str, Any] = {"rss_before": rss_bytes()}
     wall, cpu = time.perf_counter(), time.process_time()
     env = StateEnv(path)
     sm = env.load()
     out["open_s"] = round(time.perf_counter() - wall, 3)
     out["open_cpu_s"] = round(time.process_time() - cpu, 3)
-    out["open_peak_rss"] = _status("VmHWM")
+    out["open_peak_rss"] = peak_rss_bytes()
     out["upgraded"] = records[0] if records else None
     sessions = list(sm.stored_sessions())
     out["sessions"] = len(sessions)
@@ -82,24 +76,14 @@ def child(path: str, digest: bool) -> None:
         cpu = time.process_time()
         out["digest"] = capture_digest(sm)()  # the node's (streamed on LMDB)
         out["digest_cpu_s"] = round(time.process_time() - cpu, 3)
-    out["peak_rss"] = _status("VmHWM")
+    out["peak_rss"] = peak_rss_bytes()
     env.close()
     print(json.dumps(out))
 
 
 def run_child(path: pathlib.Path, digest: bool, timeout: float) -> dict[str, Any]:
     how = ["--digest"] if digest else []
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(path), *how],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return own.run_child(__file__, ["--child", str(path), *how], timeout, "child")
 
 
 def build_env(path: pathlib.Path, n: int) -> None:

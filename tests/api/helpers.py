@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 import attrs
 import trio
 
+from univrs.client import Client
 from univrs.config import BootstrapNode, NodeConfig
 from univrs.net.http import HttpResponse, request_json
 from univrs.raft.ready import Role
@@ -310,3 +311,16 @@ class PausableProxy:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         scope.cancel()
+
+
+async def create_workloads(client: Client, count: int, arg: str, writers: int = 8) -> None:
+    """Workloads w0 .. w{count-1} (image "x", the one argument ``arg``) created by ``writers``
+    callers at once."""
+
+    async def create(k: int) -> None:
+        for i in range(k, count, writers):
+            await client.create_workload({"name": f"w{i}", "image": "x", "args": [arg]})
+
+    async with trio.open_nursery() as nursery:
+        for k in range(writers):
+            nursery.start_soon(create, k)

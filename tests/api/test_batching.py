@@ -12,6 +12,19 @@ from univrs.errors import Unavailable
 from univrs.runtime.waiter import Waiter
 
 
+async def read_into(got: dict[int, int], coalescer: ReadCoalescer, n: int) -> None:
+    """Reader ``n``: the index its read waited for, into ``got``."""
+    got[n] = await coalescer.wait()
+
+
+async def read_failing(failures: list[int], coalescer: ReadCoalescer) -> None:
+    """A reader whose read must fail with ``Unavailable``: counted in ``failures`` once it
+    did."""
+    with pytest.raises(Unavailable):
+        await coalescer.wait()
+    failures.append(1)
+
+
 async def test_reads_share_a_confirmation_requested_after_they_arrived() -> None:
     calls: list[trio.Event] = []
     answers = iter(range(100, 200))
@@ -25,15 +38,11 @@ async def test_reads_share_a_confirmation_requested_after_they_arrived() -> None
     got: dict[int, int] = {}
     async with trio.open_nursery() as nursery:
         coalescer = ReadCoalescer(nursery, read_index)
-
-        async def read(n: int) -> None:
-            got[n] = await coalescer.wait()
-
-        nursery.start_soon(read, 0)
+        nursery.start_soon(read_into, got, coalescer, 0)
         await trio.testing.wait_all_tasks_blocked()
         assert len(calls) == 1
         for n in range(1, 51):  # arrive while the first confirmation is in flight
-            nursery.start_soon(read, n)
+            nursery.start_soon(read_into, got, coalescer, n)
         await trio.testing.wait_all_tasks_blocked()
         assert len(calls) == 1  # they wait for the next one, not this one
         calls[0].set()
@@ -51,19 +60,12 @@ async def test_a_failed_confirmation_fails_every_reader_of_its_round() -> None:
         await trio.sleep(0)
         raise Unavailable("no leader")
 
-    failures = 0
+    failures: list[int] = []
     async with trio.open_nursery() as nursery:
         coalescer = ReadCoalescer(nursery, read_index)
-
-        async def read() -> None:
-            nonlocal failures
-            with pytest.raises(Unavailable):
-                await coalescer.wait()
-            failures += 1
-
         for _ in range(5):
-            nursery.start_soon(read)
-    assert failures == 5
+            nursery.start_soon(read_failing, failures, coalescer)
+    assert len(failures) == 5
 
 
 async def test_handed_off_rounds_serve_only_reads_that_arrived_before_them() -> None:
@@ -84,15 +86,11 @@ async def test_handed_off_rounds_serve_only_reads_that_arrived_before_them() -> 
     got: dict[int, int] = {}
     async with trio.open_nursery() as nursery:
         coalescer = ReadCoalescer(nursery, read_index, hand_off)
-
-        async def read(n: int) -> None:
-            got[n] = await coalescer.wait()
-
-        nursery.start_soon(read, 0)
+        nursery.start_soon(read_into, got, coalescer, 0)
         await trio.testing.wait_all_tasks_blocked()
         assert len(handed) == 1
         for n in range(1, 21):  # arrive after the first round was handed over
-            nursery.start_soon(read, n)
+            nursery.start_soon(read_into, got, coalescer, n)
         await trio.testing.wait_all_tasks_blocked()
         assert len(handed) == 1
         handed[0].set(100)  # the driver confirms round 1 ...
@@ -129,22 +127,15 @@ async def test_a_refused_hand_off_falls_back_to_a_task_and_a_failed_round_fails_
         coalescer = ReadCoalescer(nursery, read_index, hand_off)
         assert await coalescer.wait() == 7 and calls == 1 and coalescer.requests == 1
         full = False
-        failures = 0
-
-        async def read() -> None:
-            nonlocal failures
-            with pytest.raises(Unavailable):
-                await coalescer.wait()
-            failures += 1
-
+        failures: list[int] = []
         for _ in range(3):
-            nursery.start_soon(read)
+            nursery.start_soon(read_failing, failures, coalescer)
         await trio.testing.wait_all_tasks_blocked()
         # The first reader's round was handed over at once; the other two arrived after it
         # and wait for the next, handed over when the first ends.
         handed[0].fail(Unavailable("the read could not be confirmed by a leader; retry"))
         assert len(handed) == 2
         await trio.testing.wait_all_tasks_blocked()
-        assert failures == 1
+        assert len(failures) == 1
         handed[1].fail(Unavailable("the read could not be confirmed by a leader; retry"))
-    assert failures == 3 and coalescer.requests == 3
+    assert len(failures) == 3 and coalescer.requests == 3

@@ -22,6 +22,7 @@ from tests.runtime.memcluster import wait_leader
 from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.fast import _ClientConnection
 from univrs.api.opargs import PAGE_BYTES
+from univrs.api.service import ApiService
 from univrs.api.watch import page_docs
 from univrs.client.protocol import Request
 from univrs.client.wire import Wire
@@ -59,18 +60,29 @@ def test_a_poll_page_ends_on_bytes_at_a_revision_boundary() -> None:
     assert [d["id"] for d in docs] == ["n3", "n4"] and through == 9
 
 
+async def _leader_api(nursery: trio.Nursery) -> ApiService:
+    """The ``ApiService`` of a three-node in-memory cluster's leader."""
+    cluster, services = await api_cluster(nursery)
+    return services[(await wait_leader(cluster)).node_id]
+
+
+async def _create_big(api: ApiService, n: int) -> int:
+    """Workloads w0 .. w{n-1} of ~300 KB each created: the revision after the one before
+    them (where a poll for them starts)."""
+    page = await api.execute("workload.list", {}, consistency="local")
+    args = ["b" * 3000] * 100  # ~300 KB a workload
+    for i in range(n):
+        spec = {"name": f"w{i}", "image": "x", "args": args}
+        await api.execute("workload.create", {"id": f"w{i}", "spec": spec})
+    return int(page[0]["revision"]) + 1
+
+
 async def test_polls_of_big_workloads_page_on_bytes(nursery: trio.Nursery) -> None:
     """Eight creations of ~300 KB workloads: each poll (limit 1,000) answers at most about
     PAGE_BYTES of events, and polling on from ``revision`` + 1 sees each creation once. On
     main the first poll answered all eight (2.4 MB; past a 4 MiB frame with a few more)."""
-    cluster, services = await api_cluster(nursery)
-    api = services[(await wait_leader(cluster)).node_id]
-    page = await api.execute("workload.list", {}, consistency="local")
-    args = ["b" * 3000] * 100
-    for i in range(8):
-        spec = {"name": f"w{i}", "image": "x", "args": args}
-        await api.execute("workload.create", {"id": f"w{i}", "spec": spec})
-    start = page[0]["revision"] + 1
+    api = await _leader_api(nursery)
+    start = await _create_big(api, 8)
     seen: list[str] = []
     polls = 0
     with trio.fail_after(30):
@@ -91,17 +103,10 @@ class _NoSocket:
     """The connection's websocket: never used (the test runs no writer)."""
 
 
-async def test_a_watch_poll_waiting_for_room_is_answered_timeout_at_its_deadline(
-    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
-) -> None:
-    """A watch poll starts only while its connection has answer-budget room; it waits for it
-    at most until its own deadline and is then answered ``timeout`` (hangs to the 30 s
-    virtual guard without the bound). One with a later deadline is served once room comes."""
-    cluster, services = await api_cluster(nursery)
-    api = services[(await wait_leader(cluster)).node_id]
-    budget = AnswerBudget(AnswerPool(limit=1000), limit=10)
-    budget.take(10)  # spent: its answers are not being read
-    conn = _ClientConnection(
+def _connection(api: ApiService, budget: AnswerBudget) -> _ClientConnection:
+    """A fast-protocol connection of ``api`` with answer budget ``budget``, on no socket (its
+    answers stay in its ``_outbox``)."""
+    return _ClientConnection(
         ws=_NoSocket(),  # type: ignore[arg-type]
         service=api,
         remote="test",
@@ -109,6 +114,18 @@ async def test_a_watch_poll_waiting_for_room_is_answered_timeout_at_its_deadline
         budget=budget,
         wire=Wire(_NoSocket()),  # type: ignore[arg-type]
     )
+
+
+async def test_a_watch_poll_waiting_for_room_is_answered_timeout_at_its_deadline(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    """A watch poll starts only while its connection has answer-budget room; it waits for it
+    at most until its own deadline and is then answered ``timeout`` (hangs to the 30 s
+    virtual guard without the bound). One with a later deadline is served once room comes."""
+    api = await _leader_api(nursery)
+    budget = AnswerBudget(AnswerPool(limit=1000), limit=10)
+    budget.take(10)  # spent: its answers are not being read
+    conn = _connection(api, budget)
     soon = Request(id=1, op="events.poll", args={"wait_ms": 0}, timeout_ms=2000)
     late = Request(id=2, op="events.poll", args={"wait_ms": 0}, timeout_ms=6000)
     at: dict[int, float] = {}
@@ -139,23 +156,11 @@ async def test_a_watch_polls_answer_is_charged_its_bytes(nursery: trio.Nursery) 
     answer (a document, not encoded ahead) was charged ``SMALL_ANSWER`` (128 bytes) however
     many events it held: a client that pipelined polls from an old revision and read nothing
     made the node hold up to ``MAX_IN_FLIGHT`` (4,096) answers of up to a page each."""
-    cluster, services = await api_cluster(nursery)
-    api = services[(await wait_leader(cluster)).node_id]
-    page = await api.execute("workload.list", {}, consistency="local")
-    args = ["b" * 3000] * 100  # ~300 KB a workload
-    for i in range(3):
-        spec = {"name": f"w{i}", "image": "x", "args": args}
-        await api.execute("workload.create", {"id": f"w{i}", "spec": spec})
+    api = await _leader_api(nursery)
+    start = await _create_big(api, 3)
     budget = AnswerBudget(AnswerPool(), limit=512 * 1024)
-    conn = _ClientConnection(
-        ws=_NoSocket(),  # type: ignore[arg-type]
-        service=api,
-        remote="test",
-        scope=trio.CancelScope(),
-        budget=budget,
-        wire=Wire(_NoSocket()),  # type: ignore[arg-type]
-    )
-    poll = {"from_revision": page[0]["revision"] + 1, "kinds": "workloads"}
+    conn = _connection(api, budget)
+    poll = {"from_revision": start, "kinds": "workloads"}
     with trio.fail_after(30):
         await conn._handle_watch(Request(id=1, op="events.poll", args=poll, timeout_ms=2000))
     answer = conn._outbox[0]["ok"]

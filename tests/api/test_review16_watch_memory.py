@@ -17,7 +17,7 @@ import tracemalloc
 
 import trio
 
-from tests.api.helpers import open_cluster
+from tests.api.helpers import create_workloads, open_cluster
 from univrs.client import open_client
 
 WORKLOADS = 200
@@ -67,14 +67,7 @@ async def test_pipelined_watch_polls_are_held_in_bounded_memory(tmp_path: pathli
         node = await cluster.wait_leader()
         async with open_client([cluster.client_address(node)]) as client:
             page = await client.call("workload.list", {}, consistency="local")
-
-            async def create(k: int) -> None:
-                for i in range(k, WORKLOADS, 8):
-                    await client.create_workload({"name": f"w{i}", "image": "x", "args": [ARG]})
-
-            async with trio.open_nursery() as nursery:
-                for k in range(8):
-                    nursery.start_soon(create, k)
+            await create_workloads(client, WORKLOADS, ARG)
         tracemalloc.start()
         try:
             assert node.raft_port is not None

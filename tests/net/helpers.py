@@ -92,6 +92,17 @@ def make_transport(
     return transport, recv
 
 
+def port(t: RaftTransport) -> int:
+    """The port ``t`` listens on (it must be listening)."""
+    assert t.listen_port is not None, "the transport is not listening"
+    return t.listen_port
+
+
+def addr(t: RaftTransport) -> str:
+    """Where ``t`` listens on 127.0.0.1 (it must be listening)."""
+    return f"127.0.0.1:{port(t)}"
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``predicate`` until true; fail after ``timeout`` seconds (virtual or real)."""
     with trio.fail_after(timeout):

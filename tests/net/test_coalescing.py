@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.net.helpers import append, heartbeat, make_transport, receive, wait_until
-from univrs.net.transport import RaftTransport, open_transport
-
-
-def addr(t: RaftTransport) -> str:
-    assert t.listen_port is not None
-    return f"127.0.0.1:{t.listen_port}"
+from tests.net.helpers import addr, append, heartbeat, make_transport, receive, wait_until
+from univrs.net.transport import open_transport
 
 
 @pytest.mark.parametrize("b_reads_batches", [True, False])

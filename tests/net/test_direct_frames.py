@@ -21,7 +21,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from tests.net.helpers import FAST, append, heartbeat, make_transport, receive, wait_until
+from tests.net.helpers import FAST, addr, append, heartbeat, make_transport, receive, wait_until
 from univrs.net import wsdirect
 from univrs.net.inbound_frames import _Reading
 from univrs.net.stats import PeerCounters
@@ -29,11 +29,6 @@ from univrs.net.transport import RaftTransport, open_transport
 from univrs.raft.messages import Message
 
 QUIET = attrs.evolve(FAST, ping_interval=60.0, ping_timeout=60.0)  # no pings during a count
-
-
-def addr(t: RaftTransport) -> str:
-    assert t.listen_port is not None
-    return f"127.0.0.1:{t.listen_port}"
 
 
 class StepCounter(trio.abc.Instrument):
@@ -59,6 +54,21 @@ async def counting() -> AsyncIterator[StepCounter]:
         trio.lowlevel.remove_instrument(counter)
 
 
+@asynccontextmanager
+async def linked(
+    inbox_size: int = 100,
+) -> AsyncIterator[tuple[RaftTransport, RaftTransport, trio.MemoryReceiveChannel[Message]]]:
+    """Transports a and b (no pings), a dialed b (b never dials a: one connection) and b
+    received a's first heartbeat (ctx 0): (a, b, b's inbox of ``inbox_size``)."""
+    a, _ = make_transport("a", settings=QUIET)
+    b, b_inbox = make_transport("b", settings=QUIET, inbox_size=inbox_size)
+    async with open_transport(a), open_transport(b):
+        a.set_peer_addresses({"b": addr(b)})
+        a.send(heartbeat("a", "b", ctx=0))
+        assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
+        yield a, b, b_inbox
+
+
 def test_the_pinned_trio_websocket_has_what_wsdirect_drives() -> None:
     """The direct paths rely on trio-websocket 0.12.2's internals; another version without
     them falls back to the library's public path (``usable``), which this test would flag."""
@@ -76,12 +86,7 @@ def _server_proto() -> Any:
 async def test_a_link_writes_each_frame_in_the_step_that_wakes_it() -> None:
     """One step of the link's task per frame (the library's send lock and the socket's send
     made it three: wake and yield at the lock, write and yield, return and park)."""
-    a, _ = make_transport("a", settings=QUIET)
-    b, b_inbox = make_transport("b", settings=QUIET)
-    async with open_transport(a), open_transport(b):
-        a.set_peer_addresses({"b": addr(b)})
-        a.send(heartbeat("a", "b", ctx=0))
-        assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
+    async with linked() as (a, _, b_inbox):
         frames = 30
         async with counting() as counter:
             for i in range(1, frames + 1):
@@ -95,12 +100,7 @@ async def test_a_received_frame_costs_its_reader_one_step_and_the_handler_none()
     """The receiving node spends one task step per frame (the library's reader decodes,
     checks and delivers it); it spent three (the reader's hand-off through its channel and
     its next read, then the handler's step)."""
-    a, _ = make_transport("a", settings=QUIET)
-    b, b_inbox = make_transport("b", settings=QUIET)  # b never dials a: one connection
-    async with open_transport(a), open_transport(b):
-        a.set_peer_addresses({"b": addr(b)})
-        a.send(heartbeat("a", "b", ctx=0))
-        assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
+    async with linked() as (a, b, b_inbox):  # b never dials a: one connection
         frames = 30
         async with counting() as counter:
             for i in range(1, frames + 1):
@@ -116,12 +116,7 @@ async def test_frames_handed_to_the_handler_keep_their_order() -> None:
     waits for room (the backpressure); nothing is lost or overtaken on the way back to the
     direct path (the rule that keeps the order: the next test). Batches of three into an
     inbox of one."""
-    a, _ = make_transport("a", settings=QUIET)
-    b, b_inbox = make_transport("b", settings=QUIET, inbox_size=1)
-    async with open_transport(a), open_transport(b):
-        a.set_peer_addresses({"b": addr(b)})
-        a.send(heartbeat("a", "b", ctx=0))
-        assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
+    async with linked(inbox_size=1) as (a, _, b_inbox):
         sent = []
         for step in range(40):
             batch = [heartbeat("a", "b", ctx=1 + step * 3 + k) for k in range(3)]
@@ -292,12 +287,7 @@ async def test_a_large_frame_is_read_in_few_steps() -> None:
     """The router's connections read 64 KiB at a time (``RECEIVE_BUFFER``): a 40 KB frame
     costs the reader a step or two, not one per 4 KiB (the library's default, with which the
     reader yielded after every read that found more data waiting: about ten)."""
-    a, _ = make_transport("a", settings=QUIET)
-    b, b_inbox = make_transport("b", settings=QUIET)
-    async with open_transport(a), open_transport(b):
-        a.set_peer_addresses({"b": addr(b)})
-        a.send(heartbeat("a", "b", ctx=0))
-        assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
+    async with linked() as (a, _, b_inbox):
         frames = 20
         async with counting() as counter:
             for i in range(1, frames + 1):

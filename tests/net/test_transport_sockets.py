@@ -18,7 +18,17 @@ from trio_websocket import (
 )
 
 from tests.net import fake_codec
-from tests.net.helpers import CLUSTER, FAST, append, heartbeat, make_transport, receive, wait_until
+from tests.net.helpers import (
+    CLUSTER,
+    FAST,
+    addr,
+    append,
+    heartbeat,
+    make_transport,
+    port,
+    receive,
+    wait_until,
+)
 from univrs.config import NodeConfig
 from univrs.net.hello import WIRE_VERSION, Hello, encode_hello
 from univrs.net.transport import RaftTransport, open_transport
@@ -26,16 +36,6 @@ from univrs.raft.messages import Message, RequestVote
 from univrs.server.wiring import transport_from_config
 
 SMALL = attrs.evolve(FAST, max_payload_size=64 * 1024)
-
-
-def port(t: RaftTransport) -> int:
-    """The port ``t`` listens on (it must be listening)."""
-    assert t.listen_port is not None, "the transport is not listening"
-    return t.listen_port
-
-
-def addr(t: RaftTransport) -> str:
-    return f"127.0.0.1:{port(t)}"
 
 
 async def test_two_transports_exchange_messages_both_ways() -> None:

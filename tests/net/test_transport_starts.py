@@ -16,7 +16,7 @@ import attrs
 import pytest
 import trio
 
-from tests.net.helpers import heartbeat, make_transport, receive, wait_until
+from tests.net.helpers import addr, heartbeat, make_transport, receive, wait_until
 from univrs.errors import StorageError
 from univrs.net.peer import CLOSE_STALE_START
 from univrs.net.transport import RaftTransport, open_transport
@@ -28,11 +28,6 @@ A, B, C = "a" * 16, "b" * 16, "c" * 16
 FIRST = Start(counter=1, boots=(A,))
 LATER = FIRST.following(B)  # the original, started again after the copy was taken
 COPY = FIRST.following(C)  # the copy put back: the same counter, its own boot id
-
-
-def addr(t: RaftTransport) -> str:
-    assert t.listen_port is not None
-    return f"127.0.0.1:{t.listen_port}"
 
 
 def member(
@@ -59,6 +54,12 @@ def member(
     return t, inbox
 
 
+def dial(sender: RaftTransport, peer: RaftTransport, ctx: int) -> None:
+    """``sender`` lists only ``peer``, at its address, and sends it a heartbeat (``ctx``)."""
+    sender.set_peer_addresses({peer.node_id: addr(peer)})
+    sender.send(heartbeat(sender.node_id, peer.node_id, ctx=ctx))
+
+
 async def test_a_copy_started_after_a_later_start_is_refused_and_fences_itself(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -71,8 +72,7 @@ async def test_a_copy_started_after_a_later_start_is_refused_and_fences_itself(
     async with open_transport(b), open_transport(c):
         b.set_peer_addresses({"a": "127.0.0.1:1"})  # b lists a (it records listed peers)
         async with open_transport(original):
-            original.set_peer_addresses({"b": addr(b)})
-            original.send(heartbeat("a", "b", ctx=1))
+            dial(original, b, ctx=1)
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
         assert b.start_book.recorded("a", INC) == (2, B)
         assert saves == [({("a", INC): (2, B)}, 0)]
@@ -89,8 +89,7 @@ async def test_a_copy_started_after_a_later_start_is_refused_and_fences_itself(
                 copy.send(heartbeat("a", "c", ctx=ctx))
                 copy.send(heartbeat("a", "b", ctx=ctx))
             # ... and it refuses every connection: c dialing it delivers nothing.
-            c.set_peer_addresses({"a": addr(copy)})
-            c.send(heartbeat("c", "a", ctx=9))
+            dial(c, copy, ctx=9)
             await wait_until(lambda: copy.statistics().rejected_connections > 0, timeout=20)
             assert copy_inbox.statistics().current_buffer_used == 0
             assert c_inbox.statistics().current_buffer_used == 0
@@ -112,8 +111,7 @@ async def test_an_older_build_on_an_older_copy_is_refused_but_never_before_it_an
     old_build, _ = member("a", None)
     async with open_transport(b), open_transport(old_build):
         b.set_peer_addresses({"a": "127.0.0.1:1"})
-        old_build.set_peer_addresses({"b": addr(b)})
-        old_build.send(heartbeat("a", "b", ctx=1))
+        dial(old_build, b, ctx=1)
         await wait_until(lambda: "b" in old_build.stopped_links(), timeout=20)
         assert "named no start counter" in old_build.stopped_links()["b"]
         assert b_inbox.statistics().current_buffer_used == 0
@@ -122,8 +120,7 @@ async def test_an_older_build_on_an_older_copy_is_refused_but_never_before_it_an
     old_build, _ = member("a", None)
     async with open_transport(b), open_transport(old_build):
         b.set_peer_addresses({"a": "127.0.0.1:1"})
-        old_build.set_peer_addresses({"b": addr(b)})
-        old_build.send(heartbeat("a", "b", ctx=2))
+        dial(old_build, b, ctx=2)
         assert await receive(b_inbox) == heartbeat("a", "b", ctx=2)
         assert b.start_book.records() == {}
 
@@ -135,8 +132,7 @@ async def test_starts_of_unlisted_ids_are_not_recorded() -> None:
     b, b_inbox = member("b", LATER, saves=saves)
     stranger, _ = member("x", LATER)
     async with open_transport(b), open_transport(stranger):
-        stranger.set_peer_addresses({"b": addr(b)})
-        stranger.send(heartbeat("x", "b", ctx=1))
+        dial(stranger, b, ctx=1)
         assert await receive(b_inbox) == heartbeat("x", "b", ctx=1)
     assert b.start_book.records() == {} and saves == []
 
@@ -153,19 +149,16 @@ async def test_a_copy_dialed_by_a_peer_that_saw_a_later_start_stops_before_readi
         b.set_peer_addresses({"a": "127.0.0.1:1"})
         copy.set_peer_addresses({"b": "127.0.0.1:1"})  # the copy lists b (dials nothing)
         async with open_transport(original):
-            original.set_peer_addresses({"b": addr(b)})
-            original.send(heartbeat("a", "b", ctx=1))
+            dial(original, b, ctx=1)
             await wait_until(lambda: b.start_book.recorded("a", INC) == (2, B), timeout=20)
-        b.set_peer_addresses({"a": addr(copy)})  # the original's address, now the copy's
-        b.send(heartbeat("b", "a", ctx=2))
+        dial(b, copy, ctx=2)  # the original's address, now the copy's
         await wait_until(lambda: copy.fenced is not None, timeout=20)
         assert "b saw a later start of this data dir" in (copy.fenced or "")
         assert copy_inbox.statistics().current_buffer_used == 0
         # The original's own hello names what it is: b's hello does not fence it.
         original, original_inbox = member("a", LATER)
         async with open_transport(original):
-            b.set_peer_addresses({"a": addr(original)})
-            b.send(heartbeat("b", "a", ctx=3))
+            dial(b, original, ctx=3)
             assert await receive(original_inbox) == heartbeat("b", "a", ctx=3)
             assert original.fenced is None
 
@@ -182,8 +175,7 @@ async def test_only_a_listed_member_under_its_bound_incarnation_can_fence() -> N
     async with open_transport(copy), open_transport(stranger), open_transport(impostor):
         copy.set_peer_addresses({"b": "127.0.0.1:1"})
         for sender in (stranger, impostor):
-            sender.set_peer_addresses({"a": addr(copy)})
-            sender.send(heartbeat(sender.node_id, "a", ctx=1))
+            dial(sender, copy, ctx=1)
         await wait_until(lambda: copy_inbox.statistics().current_buffer_used >= 1, timeout=20)
         await wait_until(lambda: "a" in impostor.stopped_links(), timeout=20)
         assert copy.fenced is None
@@ -210,8 +202,7 @@ async def test_a_start_that_cannot_be_made_durable_delivers_nothing_and_is_forgo
     original, _ = member("a", LATER)
     async with open_transport(b), open_transport(original):
         b.set_peer_addresses({"a": "127.0.0.1:1"})
-        original.set_peer_addresses({"b": addr(b)})
-        original.send(heartbeat("a", "b", ctx=1))
+        dial(original, b, ctx=1)
         await wait_until(lambda: b.statistics().rejected_connections == 1, timeout=20)
         assert b.start_book.records() == {}  # forgotten: not durable
         original.send(heartbeat("a", "b", ctx=2))  # the first went with the refused session
@@ -239,15 +230,13 @@ async def test_a_fenced_copy_dials_nobody() -> None:
     async with open_transport(b), open_transport(c), open_transport(copy):
         b.set_peer_addresses({"a": "127.0.0.1:1"})
         c.set_peer_addresses({"a": "127.0.0.1:1"})
-        copy.set_peer_addresses({"b": addr(b)})
-        copy.send(heartbeat("a", "b", ctx=1))
+        dial(copy, b, ctx=1)
         await wait_until(lambda: copy.fenced is not None, timeout=20)
         dialed = len(dials)
         copy.set_peer_addresses({"b": addr(b), "c": addr(c)})  # c listed after the fence
         # c dials the copy and is refused: by then the copy's own link to c (if it ran) had
         # long connected.
-        c.set_peer_addresses({"a": addr(copy)})
-        c.send(heartbeat("c", "a", ctx=2))
+        dial(c, copy, ctx=2)
         await wait_until(lambda: copy.statistics().rejected_connections > 0, timeout=20)
         assert len(dials) == dialed
         assert all(link._closed for link in copy._links.values())
@@ -274,8 +263,7 @@ async def test_forged_hellos_cost_a_bounded_number_of_synced_writes(
             forger, _ = member("a", start)
             refused = b.statistics().rejected_connections
             async with open_transport(forger):
-                forger.set_peer_addresses({"b": addr(b)})
-                forger.send(heartbeat("a", "b", ctx=n))
+                dial(forger, b, ctx=n)
                 if n == 0:
                     assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
                 else:  # refused, or (without the bound) recorded again
@@ -311,12 +299,10 @@ async def test_a_member_restarted_within_the_interval_is_delivered_after_its_bac
     async with open_transport(b):
         b.set_peer_addresses({"a": "127.0.0.1:1"})
         async with open_transport(first):
-            first.set_peer_addresses({"b": addr(b)})
-            first.send(heartbeat("a", "b", ctx=1))
+            dial(first, b, ctx=1)
             assert await receive(b_inbox) == heartbeat("a", "b", ctx=1)
         async with open_transport(again):
-            again.set_peer_addresses({"b": addr(b)})
-            again.send(heartbeat("a", "b", ctx=2))
+            dial(again, b, ctx=2)
             await wait_until(lambda: b.statistics().rejected_connections >= 1, timeout=20)
             await wait_until(lambda: b.start_book.recorded("a", INC) == (2, B), timeout=20)
             # ctx=2 went with a refused session; the one the record moved for delivers.

@@ -73,12 +73,26 @@ async def settled(cluster: MemCluster, leader: RaftRuntime) -> None:
     )
 
 
+async def counted_cluster(
+    nursery: trio.Nursery,
+) -> tuple[MemCluster, RaftRuntime, dict[str, list[int]]]:
+    """Three nodes, settled (every node applied the leader's log), then counted from there on
+    (``count_queued``): (the cluster, its leader, the counts)."""
+    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
+    await settled(cluster, leader)
+    return cluster, leader, count_queued(cluster)
+
+
+def too_big(ident: str) -> Envelope:
+    """A workload creation larger than the driver applies on its step."""
+    spec = WorkloadSpec(name=ident, image="i" * (APPLY_ON_STEP_BYTES + 1))
+    return Envelope(command=CreateWorkload(id=ident, spec=spec))
+
+
 async def test_small_writes_one_at_a_time_apply_on_the_step_everywhere(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
-    await settled(cluster, leader)
-    queued = count_queued(cluster)
+    cluster, leader, queued = await counted_cluster(nursery)
     for i in range(10):
         response = await leader.propose(create(f"w{i}"))
         assert not isinstance(response, Failure), response
@@ -91,15 +105,8 @@ async def test_small_writes_one_at_a_time_apply_on_the_step_everywhere(
 async def test_large_or_concurrent_commits_go_through_the_apply_loop(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
-    await settled(cluster, leader)
-    queued = count_queued(cluster)
-    big = Envelope(
-        command=CreateWorkload(
-            id="big", spec=WorkloadSpec(name="big", image="i" * (APPLY_ON_STEP_BYTES + 1))
-        )
-    )
-    await leader.propose(big)
+    cluster, leader, queued = await counted_cluster(nursery)
+    await leader.propose(too_big("big"))
     await settled(cluster, leader)
     big_index = leader.status().last_index
     assert all(queued[n] == [big_index] for n in queued), queued  # the loop applied it
@@ -133,21 +140,15 @@ async def test_the_apply_loop_takes_one_scheduling_round_per_commit_it_applies(
     # Issue 14, round 16: the loop reports its last chunk without a checkpoint of its own (its
     # wait for more work right after ends the step), so a commit it applies costs it one
     # step, not two. Fails on the loop that awaited ``send`` for every report.
-    cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
-    await settled(cluster, leader)
-    queued = count_queued(cluster)
+    cluster, leader, queued = await counted_cluster(nursery)
     steps = _ApplierSteps()
     trio.lowlevel.add_instrument(steps)
     try:
         for i in range(8):  # one at a time, each too large to apply on the driver's step
-            big = Envelope(
-                command=CreateWorkload(
-                    id=f"big{i}",
-                    spec=WorkloadSpec(name=f"big{i}", image="i" * (APPLY_ON_STEP_BYTES + 1)),
-                )
-            )
-            await leader.propose(big)  # refused by the state machine (the image is too
-            await settled(cluster, leader)  # long), as the test above: applied all the same
+            # Refused by the state machine (the image is too long), as the test above:
+            # applied all the same.
+            await leader.propose(too_big(f"big{i}"))
+            await settled(cluster, leader)
     finally:
         trio.lowlevel.remove_instrument(steps)
     reports = sum(len(indexes) for indexes in queued.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import random
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from univrs.raft.messages import Entry, EntryKind, HardState, Membership, SnapshotMeta
-from univrs.storage import LogStore, snapshot_file
+from univrs.storage import LogStore, layout, snapshot_file
 from univrs.storage.env import StoreEnv
 
 
@@ -160,3 +161,47 @@ class SavingSteps:
         done: bool = self._saving.step()
         self._after()
         return done
+
+
+def snapshot_files(store: LogStore) -> list[str]:
+    """The snapshot files in ``store``'s directory, sorted."""
+    return sorted(n for n in os.listdir(store.path) if n.startswith("snapshot-"))
+
+
+def snapshot_keys(store: LogStore) -> list[int]:
+    """The indexes of the snapshot chunks in ``store``'s database (the test looks at the
+    database itself: garbage left or not)."""
+    env = store._env
+    return env.read(
+        lambda txn: [layout.key_index(k) for k in txn.cursor(db=env.snap).iternext(values=False)]
+    )
+
+
+def record_syncs(monkeypatch: pytest.MonkeyPatch, store: LogStore) -> list[str]:
+    """From now on, the order of a snapshot file's syncs: "piece" for each piece flushed
+    (which must hold ``store``'s log env write lock: no log commit runs meanwhile), "fsync"
+    for a file synced, "dir" for a directory entry synced."""
+    events: list[str] = []
+    real_fsync, real_flush = os.fsync, snapshot_file.flush_range
+
+    def flushed(fd: int, offset: int, nbytes: int) -> None:
+        events.append("piece")
+        assert store._env._write_lock.locked()  # no log commit runs meanwhile
+        real_flush(fd, offset, nbytes)
+
+    def synced(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def dir_synced(path: pathlib.Path) -> None:
+        events.append("dir")
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            real_fsync(fd)
+        finally:
+            os.close(fd)
+
+    monkeypatch.setattr(snapshot_file, "flush_range", flushed)
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(snapshot_file, "fsync_dir", dir_synced)
+    return events

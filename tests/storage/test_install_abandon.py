@@ -14,16 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from univrs.errors import StorageError
-from univrs.storage import LogStore, snapshot_file
+from univrs.storage import snapshot_file
 from univrs.storage.snapshot_install import InstallCancelled, InstallFile
 
-from .helpers import Opener, at, store_with_snapshot
+from .helpers import Opener, at, snapshot_files, store_with_snapshot
 
 WAIT = 10.0  # seconds: a deadline, never a pause
-
-
-def _files(store: LogStore) -> list[str]:
-    return sorted(n for n in os.listdir(store.path) if n.startswith("snapshot-"))
 
 
 class _Gate:
@@ -75,11 +71,11 @@ def test_a_dropped_file_written_ahead_is_deleted_at_once(
     store = store_with_snapshot(open_store, old)
     drop = store.prewrite_install(at(30), rng.randbytes(size))
     gate.wait_inside()
-    assert len(_files(store)) == 1
+    assert len(snapshot_files(store)) == 1
     drop()
     gate.release()
     gate.started[0].join()
-    assert _files(store) == []
+    assert snapshot_files(store) == []
     assert store.load_snapshot() == (at(12), old)
 
 
@@ -89,9 +85,9 @@ def test_a_dropped_file_written_whole_is_deleted(open_store: Opener) -> None:
     drop = store.prewrite_install(at(30), rng.randbytes(50_000))
     install = store.install_file(at(31), b"other")  # not the one ahead: it is dropped
     install.write_file()
-    assert len(_files(store)) == 1  # only the new install's
+    assert len(snapshot_files(store)) == 1  # only the new install's
     install.drop()  # never claimed: given up
-    assert _files(store) == []
+    assert snapshot_files(store) == []
     drop()  # already gone: nothing happens
     assert store.snapshot_meta() == at(12)
 
@@ -108,11 +104,11 @@ def test_a_superseded_file_written_ahead_is_deleted(open_store: Opener, gate: _G
     first, second = gate.started
     first.join()
     second.join()
-    assert _files(store) == [second.name]
+    assert snapshot_files(store) == [second.name]
     install = store.install_file(at(40), newer)
     install.write_file()
     install.switch()
-    assert store.load_snapshot() == (at(40), newer) and _files(store) == [second.name]
+    assert store.load_snapshot() == (at(40), newer) and snapshot_files(store) == [second.name]
 
 
 def test_a_failed_write_deletes_its_partial_file(
@@ -135,7 +131,7 @@ def test_a_failed_write_deletes_its_partial_file(
     install = store.install_file(at(30), random.Random(4).randbytes(100_000), part_blocks=3)
     with pytest.raises(StorageError):
         install.write_file()
-    assert pieces == 2 and _files(store) == []
+    assert pieces == 2 and snapshot_files(store) == []
     assert store.snapshot_meta() == at(12)
 
 
@@ -146,7 +142,7 @@ def test_a_cancelled_file_is_deleted_and_never_switched_to(open_store: Opener) -
     install = store.install_file(at(30), random.Random(5).randbytes(30_000))
     install.write_file()
     install.cancel()
-    assert _files(store) == []
+    assert snapshot_files(store) == []
     with pytest.raises(InstallCancelled, match="given up"):
         install.switch()
     assert store.snapshot_meta() == at(12)
@@ -173,12 +169,12 @@ def test_a_file_the_install_took_over_is_kept_through_a_late_drop(
     install.switch()
     drop()
     install.cancel()
-    assert _files(store) == [install.name]
+    assert snapshot_files(store) == [install.name]
     assert store.load_snapshot() == (at(30), data)
     store.close()
     reopened = open_store()
     assert reopened.load_snapshot() == (at(30), data)
-    assert _files(reopened) == [install.name]
+    assert snapshot_files(reopened) == [install.name]
 
 
 def test_a_closing_store_deletes_the_file_written_ahead(open_store: Opener, gate: _Gate) -> None:

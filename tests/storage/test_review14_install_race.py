@@ -8,22 +8,16 @@ switch takes the lock: the switch is refused and the record still names the old 
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 
 import pytest
 
-from univrs.storage import LogStore
 from univrs.storage.snapshot_install import InstallCancelled, InstallFile
 
-from .helpers import Opener, at, store_with_snapshot
+from .helpers import Opener, at, snapshot_files, store_with_snapshot
 
 WAIT = 10.0  # seconds: a deadline, never a pause
-
-
-def _files(store: LogStore) -> list[str]:
-    return sorted(n for n in os.listdir(store.path) if n.startswith("snapshot-"))
 
 
 def test_a_cancel_during_the_switch_keeps_the_switched_file(
@@ -53,12 +47,12 @@ def test_a_cancel_during_the_switch_keeps_the_switched_file(
     canceller.join(WAIT)
     assert not canceller.is_alive()
     assert install.switched and install.given_up
-    assert _files(store) == [install.name]
+    assert snapshot_files(store) == [install.name]
     assert store.load_snapshot() == (at(30), data)
     store.close()
     reopened = open_store()
     assert reopened.load_snapshot() == (at(30), data)
-    assert _files(reopened) == [install.name]
+    assert snapshot_files(reopened) == [install.name]
 
 
 def test_a_cancel_before_the_switch_refuses_it(open_store: Opener) -> None:
@@ -70,4 +64,4 @@ def test_a_cancel_before_the_switch_refuses_it(open_store: Opener) -> None:
         install.switch()
     assert not install.switched
     assert store.load_snapshot() == (at(12), b"old")
-    assert install.name not in _files(store)
+    assert install.name not in snapshot_files(store)

@@ -7,33 +7,29 @@ one whole snapshot, and the node's own save in parts running beside it."""
 from __future__ import annotations
 
 import contextlib
-import os
-import pathlib
 import random
 
 import pytest
 
-from univrs.storage import LogStore, layout, snapshot_file
+from univrs.storage import LogStore, snapshot_file
 from univrs.storage.snapshot_install import InstallCancelled
 
-from .helpers import Opener, at, count_written, make_entries, store_with_snapshot
+from .helpers import (
+    Opener,
+    at,
+    count_written,
+    make_entries,
+    record_syncs,
+    snapshot_files,
+    snapshot_keys,
+    store_with_snapshot,
+)
 
 PART = 7  # blocks per piece: a few hundred KB take many pieces
 
 
 def _store(open_store: Opener, data: bytes, index: int = 12) -> LogStore:
     return store_with_snapshot(open_store, data, index, entries=40)
-
-
-def _files(store: LogStore) -> list[str]:
-    return sorted(n for n in os.listdir(store.path) if n.startswith("snapshot-"))
-
-
-def _snap_keys(store: LogStore) -> list[int]:
-    env = store._env
-    return env.read(
-        lambda txn: [layout.key_index(k) for k in txn.cursor(db=env.snap).iternext(values=False)]
-    )
 
 
 def test_stores_what_save_snapshot_stores(open_store: Opener) -> None:
@@ -49,13 +45,13 @@ def test_stores_what_save_snapshot_stores(open_store: Opener) -> None:
     stored = store.stored_snapshot()
     assert stored is not None and stored.read() == new and stored[10:90_000] == new[10:90_000]
     assert store.first_index() == 1 and store.last_index() == 40  # holds entry 30: log kept
-    assert _files(store) == [install.name]
+    assert snapshot_files(store) == [install.name]
     # The replaced chunks are garbage: the next own save deletes them in bounded steps.
-    assert _snap_keys(store)
+    assert snapshot_keys(store)
     saving = store.snapshot_parts(at(35), old, part_chunks=PART, part_blocks=PART)
     while not saving.step():
         pass
-    assert saving.stored is True and _snap_keys(store) == [] and len(_files(store)) == 1
+    assert saving.stored is True and snapshot_keys(store) == [] and len(snapshot_files(store)) == 1
     store.close()
     reopened = open_store()
     assert reopened.load_snapshot() == (at(35), old)
@@ -95,29 +91,7 @@ def test_no_log_transaction_holds_the_data_and_the_file_is_durable_before_the_re
     store = _store(open_store, rng.randbytes(20_000))
     data = rng.randbytes(300_000)
     written = count_written(monkeypatch)
-    events: list[str] = []
-    real_fsync, real_flush = os.fsync, snapshot_file.flush_range
-
-    def flushed(fd: int, offset: int, nbytes: int) -> None:
-        events.append("piece")
-        assert store._env._write_lock.locked()  # no log commit runs meanwhile
-        real_flush(fd, offset, nbytes)
-
-    def synced(fd: int) -> None:
-        events.append("fsync")
-        real_fsync(fd)
-
-    def dir_synced(path: pathlib.Path) -> None:
-        events.append("dir")
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            real_fsync(fd)
-        finally:
-            os.close(fd)
-
-    monkeypatch.setattr(snapshot_file, "flush_range", flushed)
-    monkeypatch.setattr(os, "fsync", synced)
-    monkeypatch.setattr(snapshot_file, "fsync_dir", dir_synced)
+    events = record_syncs(monkeypatch, store)  # each piece flushed holding the write lock
     install = store.install_file(at(30), data, part_blocks=PART)
     install.write_file()
     pieces = -(-snapshot_file.blocks_for(len(data)) // PART)
@@ -176,7 +150,7 @@ def test_a_crash_at_any_point_leaves_one_whole_snapshot(
     stored = store.stored_snapshot()
     assert stored is not None and stored.read() == (new if switched else old)
     named = 1 if switched or first_from_file else 0
-    assert len(_files(store)) == named  # a file the record does not name is gone
+    assert len(snapshot_files(store)) == named  # a file the record does not name is gone
     store.append(hard_state=None, truncate_from=None, entries=make_entries(41, 41))
 
 
@@ -207,13 +181,13 @@ def test_an_own_save_beside_an_install_neither_removes_its_file_nor_wins(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(snapshot_file.FileWriter, "write_piece", beside)
         install.write_file()
-    assert not first and install.name in _files(store)
+    assert not first and install.name in snapshot_files(store)
     install.switch()
     while not saving.step():
         pass
     assert saving.stored is False
     assert store.load_snapshot() == (at(60), leaders)
-    assert _files(store) == [install.name]
+    assert snapshot_files(store) == [install.name]
 
 
 def test_a_file_written_ahead_is_the_one_installed(open_store: Opener) -> None:
@@ -228,7 +202,7 @@ def test_a_file_written_ahead_is_the_one_installed(open_store: Opener) -> None:
     install.write_file()  # waits for the thread
     assert install.written and store.snapshot_meta() == at(12)
     install.switch()
-    assert store.load_snapshot() == (at(30), new) and _files(store) == [install.name]
+    assert store.load_snapshot() == (at(30), new) and snapshot_files(store) == [install.name]
     # Ahead for one snapshot, installed another (or an equal copy): a new file; the first
     # is garbage once its thread stops.
     store.prewrite_install(at(40), other)
@@ -238,7 +212,7 @@ def test_a_file_written_ahead_is_the_one_installed(open_store: Opener) -> None:
     assert store.load_snapshot() == (at(40), other)
     store.close()
     store = open_store()
-    assert store.load_snapshot() == (at(40), other) and len(_files(store)) == 1
+    assert store.load_snapshot() == (at(40), other) and len(snapshot_files(store)) == 1
 
 
 def test_a_file_written_ahead_and_dropped_is_garbage(open_store: Opener) -> None:
@@ -252,8 +226,8 @@ def test_a_file_written_ahead_and_dropped_is_garbage(open_store: Opener) -> None
     assert store._ahead.file is None
     store.close()  # joins a thread still writing
     store = open_store()
-    assert _files(store) == [] and store.load_snapshot() == (at(12), old)
+    assert snapshot_files(store) == [] and store.load_snapshot() == (at(12), old)
     store.prewrite_install(at(30), rng.randbytes(3_000_000))
     store.close()  # stops it after its piece in progress
     store = open_store()
-    assert _files(store) == [] and store.load_snapshot() == (at(12), old)
+    assert snapshot_files(store) == [] and store.load_snapshot() == (at(12), old)

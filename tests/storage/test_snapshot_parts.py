@@ -17,24 +17,22 @@ from univrs.errors import StorageError
 from univrs.storage import LogStore, layout, snapshot_file
 from univrs.storage.snapshot_parts import SnapshotParts
 
-from .helpers import Opener, at, count_written, make_entries, store_with_snapshot
+from .helpers import (
+    Opener,
+    at,
+    count_written,
+    make_entries,
+    record_syncs,
+    snapshot_files,
+    snapshot_keys,
+    store_with_snapshot,
+)
 
 PART = 7  # blocks per step (and chunk deletes): a few hundred KB take many steps
 
 
 def _store(open_store: Opener, data: bytes, index: int = 12) -> LogStore:
     return store_with_snapshot(open_store, data, index, entries=40)
-
-
-def _snap_keys(store: LogStore) -> list[int]:
-    env = store._env  # the test looks at the database itself: garbage left or not
-    return env.read(
-        lambda txn: [layout.key_index(k) for k in txn.cursor(db=env.snap).iternext(values=False)]
-    )
-
-
-def _files(store: LogStore) -> list[str]:
-    return sorted(n for n in os.listdir(store.path) if n.startswith("snapshot-"))
 
 
 def _run(saving: SnapshotParts) -> int:
@@ -58,13 +56,13 @@ def test_stores_what_save_snapshot_stores(open_store: Opener) -> None:
     assert stored is not None and stored.read() == new and stored[1000:90_000] == new[1000:90_000]
     assert stored[0:1] == new[0:1] and stored[149_999:150_000] == new[-1:]
     assert store.first_index() == 1 and store.last_index() == 40  # the log is kept (compact trims)
-    assert _snap_keys(store) == []  # the old chunks are gone
-    assert len(_files(store)) == 1
+    assert snapshot_keys(store) == []  # the old chunks are gone
+    assert len(snapshot_files(store)) == 1
     # Another one replaces it (the old file removed), and a reopened store reads it.
     again = store.snapshot_parts(at(35), old, part_chunks=PART, part_blocks=PART)
     _run(again)
     assert again.stored is True and store.load_snapshot() == (at(35), old)
-    assert len(_files(store)) == 1
+    assert len(snapshot_files(store)) == 1
     store.close()
     reopened = open_store()
     assert reopened.load_snapshot() == (at(35), old)
@@ -107,30 +105,7 @@ def test_the_file_is_durable_before_the_record_names_it(
     commits and the pieces alternate on the disk."""
     rng = random.Random(12)
     store = _store(open_store, rng.randbytes(20_000))
-    events: list[str] = []
-    real_fsync, real_flush = os.fsync, snapshot_file.flush_range
-
-    def flushed(fd: int, offset: int, nbytes: int) -> None:
-        events.append("piece")
-        assert store._env._write_lock.locked()  # no log commit runs meanwhile
-        real_flush(fd, offset, nbytes)
-
-    def synced(fd: int) -> None:
-        events.append("fsync")
-        real_fsync(fd)
-
-    monkeypatch.setattr(snapshot_file, "flush_range", flushed)
-    monkeypatch.setattr(os, "fsync", synced)
-
-    def dir_synced(path: pathlib.Path) -> None:
-        events.append("dir")
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            real_fsync(fd)
-        finally:
-            os.close(fd)
-
-    monkeypatch.setattr(snapshot_file, "fsync_dir", dir_synced)
+    events = record_syncs(monkeypatch, store)  # each piece flushed holding the write lock
     saving = store.snapshot_parts(at(30), rng.randbytes(50_000), part_blocks=PART)
     while not saving.at_switch:
         assert not saving.step()
@@ -190,11 +165,11 @@ def test_a_crash_at_any_step_leaves_one_whole_snapshot(
     stored = store.stored_snapshot()
     assert stored is not None and stored.read() == (new if switched else old)
     named = 1 if switched or first_from_file else 0
-    assert len(_files(store)) == named  # a file the record does not name is gone
+    assert len(snapshot_files(store)) == named  # a file the record does not name is gone
     saving = store.snapshot_parts(at(38), later, part_chunks=PART, part_blocks=PART)
     _run(saving)
     assert saving.stored is True and store.load_snapshot() == (at(38), later)
-    assert _snap_keys(store) == [] and len(_files(store)) == 1  # no garbage left
+    assert snapshot_keys(store) == [] and len(snapshot_files(store)) == 1  # no garbage left
 
 
 def test_flush_range_writes_the_data(tmp_path: pathlib.Path) -> None:
@@ -238,12 +213,12 @@ def test_a_snapshot_installed_meanwhile_wins(open_store: Opener, steps: int) -> 
     _run(saving)
     assert saving.stored is False
     assert store.load_snapshot() == (at(60), leaders)
-    assert _files(store) == []  # its file is removed
+    assert snapshot_files(store) == []  # its file is removed
     # The next save goes on from the leader's snapshot.
     nxt = store.snapshot_parts(at(61), old, part_chunks=PART, part_blocks=PART)
     _run(nxt)
     assert nxt.stored is True and store.load_snapshot() == (at(61), old)
-    assert _snap_keys(store) == [] and len(_files(store)) == 1
+    assert snapshot_keys(store) == [] and len(snapshot_files(store)) == 1
 
 
 def test_an_install_replacing_a_file_snapshot_removes_its_file(open_store: Opener) -> None:
@@ -252,9 +227,9 @@ def test_an_install_replacing_a_file_snapshot_removes_its_file(open_store: Opene
     own = rng.randbytes(30_000)
     _run(store.snapshot_parts(at(30), own))
     held = store.stored_snapshot()  # a stream of it (the core's)
-    assert held is not None and len(_files(store)) == 1
+    assert held is not None and len(snapshot_files(store)) == 1
     store.save_snapshot(at(50), b"leader's")
-    assert _files(store) == [] and store.load_snapshot() == (at(50), b"leader's")
+    assert snapshot_files(store) == [] and store.load_snapshot() == (at(50), b"leader's")
     assert held[0:30_000] == own  # still read, through its open file
 
 
@@ -278,7 +253,7 @@ def test_the_old_snapshot_stays_readable_until_the_core_holds_the_new_one(
     # chunks are all there (and now touched, it is read into memory before the prune).
     assert held[100:5000] == old[100:5000]
     _run(saving)
-    assert saving.stored is True and _snap_keys(store) == []
+    assert saving.stored is True and snapshot_keys(store) == []
     assert held[30_000:40_000] == old[30_000:40_000]  # detached before its chunks went
     with pytest.raises(StorageError, match="no longer stored"):
         idle[100:200]  # untouched and pruned: nothing streams it
@@ -290,7 +265,7 @@ def test_the_old_snapshot_stays_readable_until_the_core_holds_the_new_one(
         assert not another.step()
     assert own[0:100] == new[0:100]
     _run(another)
-    assert own.read() == new and len(_files(store)) == 1
+    assert own.read() == new and len(snapshot_files(store)) == 1
     fresh = store.stored_snapshot()
     assert fresh is not None and fresh[0:10] == old[0:10]
 
@@ -300,7 +275,7 @@ def test_a_damaged_or_missing_file_is_refused(open_store: Opener) -> None:
     store = _store(open_store, rng.randbytes(10_000))
     data = rng.randbytes(20_000)
     _run(store.snapshot_parts(at(30), data))
-    (name,) = _files(store)
+    (name,) = snapshot_files(store)
     path = store.path / name
     raw = bytearray(path.read_bytes())
     raw[9000] ^= 1
@@ -329,7 +304,7 @@ def test_an_older_snapshot_is_not_stored(open_store: Opener) -> None:
     store = _store(open_store, b"x" * 5000, index=20)
     saving = store.snapshot_parts(at(15), b"y" * 5000, part_chunks=PART)
     assert saving.step() is True and saving.stored is False
-    assert store.load_snapshot() == (at(20), b"x" * 5000) and _files(store) == []
+    assert store.load_snapshot() == (at(20), b"x" * 5000) and snapshot_files(store) == []
 
 
 def test_a_snapshot_past_the_log_drops_it(open_store: Opener) -> None:

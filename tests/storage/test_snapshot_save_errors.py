@@ -18,11 +18,7 @@ import pytest
 from univrs.errors import StorageError
 from univrs.storage import LogStore, snapshot_file
 
-from .helpers import Opener, at, store_with_file_snapshot, store_with_snapshot
-
-
-def _files(store: LogStore) -> list[str]:
-    return sorted(n for n in os.listdir(store.path) if n.startswith("snapshot-"))
+from .helpers import Opener, at, snapshot_files, store_with_file_snapshot, store_with_snapshot
 
 
 def _open_snapshot_files(store: LogStore) -> list[str]:
@@ -89,14 +85,14 @@ def test_a_save_that_fails_writing_its_file_leaves_nothing(
     monkeypatch.undo()
     assert calls[0] >= 1
     assert store.load_snapshot() == (at(12), old)  # the old one, whole
-    assert _files(store) == []  # the partial file is gone ...
+    assert snapshot_files(store) == []  # the partial file is gone ...
     assert _open_snapshot_files(store) == []  # ... and not held open
     new = rng.randbytes(50_000)
     again = store.snapshot_parts(at(31), new, part_blocks=3)
     while not again.step():
         pass
     assert again.stored is True and store.load_snapshot() == (at(31), new)
-    assert len(_files(store)) == 1  # its own file only: no garbage left
+    assert len(snapshot_files(store)) == 1  # its own file only: no garbage left
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")

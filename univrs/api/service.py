@@ -168,40 +168,8 @@ class ApiService:
         reads are rendered only while it has room, answered in groups, and wait for room
         between them (the answered jobs' bytes are charged by ``answered``)."""
         start = trio.current_time()
-        store = self.store
-        authority = store.authority
         identified = await self._identify_callers(jobs)
-        writes: list[Job] = []
-        submissions: list[Submission] = []
-        reads: list[Job] = []
-        failed: list[Job] = []
-        for job in jobs:
-            try:
-                op = handler(job.name)
-                job.op = op
-                limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
-                job.deadline = start + max(limit, 0.001)
-                caller = job.caller
-                identity = authority.permit(caller, identified[caller], op.required_role, op.name)
-                if op.watch:
-                    raise AssertionError("execute_many got a watch poll: execute it alone")
-                if op.is_write:
-                    self._check_write(job, identity, submissions, encoded)
-                    writes.append(job)
-                else:
-                    how = job.consistency or "linearizable"
-                    if how not in CONSISTENCIES:
-                        raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
-                    if how == "lease" and not self.node.runtime.core.config.read_lease:
-                        raise InvalidArgument(LEASE_OFF_MESSAGE, field="consistency")
-                    job.consistency = how
-                    reads.append(job)
-            except Exception as exc:  # this request's answer (or a bug: reported upstream)
-                job.error = exc
-                failed.append(job)
-        if failed:
-            self._count(failed, start)
-            answered(failed)
+        writes, submissions, reads = self._check_frame(jobs, identified, start, answered, encoded)
         if writes and reads:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writes, writes, submissions, start, answered)
@@ -221,14 +189,8 @@ class ApiService:
         once for the whole frame (within the bounds of ``Authority.catch_up_for``) and looks
         those callers up again."""
         authority = self.store.authority
-        identified: dict[Caller, Identity | Unauthenticated] = {}
-        for job in jobs:
-            if job.caller not in identified:
-                try:
-                    identified[job.caller] = authority.identify(job.caller)
-                except Unauthenticated as exc:
-                    identified[job.caller] = exc
-        if not any(isinstance(found, Unauthenticated) for found in identified.values()):
+        identified, known = self._identify_each(jobs)
+        if known:
             return identified  # every caller known (one check per caller, not per request)
         unknown = {
             job.caller
@@ -267,55 +229,84 @@ class ApiService:
             if op is None or not op.is_write:
                 return False, None
             job.op = op
-        authority = store.authority
+        identified, known = self._identify_each(jobs)
+        if not known:
+            return False, None  # execute_many may catch up with the leader first
+        start = trio.current_time()
+        writes, submissions, _ = self._check_frame(jobs, identified, start, answered, True)
+        if not writes:
+            return True, None
+        done = self._writes_answered(writes, start, answered)
+        return True, store.propose_now(submissions, done, spawn)
+
+    def _identify_each(
+        self, jobs: Sequence[Job]
+    ) -> tuple[dict[Caller, Identity | Unauthenticated], bool]:
+        """Each distinct caller of a frame identified once, here (its identity, or the
+        ``Unauthenticated`` it raised), and whether every one of them was known."""
+        identify = self.store.authority.identify
         identified: dict[Caller, Identity | Unauthenticated] = {}
+        known = True
         for job in jobs:
             if job.caller not in identified:
                 try:
-                    identified[job.caller] = authority.identify(job.caller)
-                except Unauthenticated:
-                    return False, None  # execute_many may catch up with the leader first
-        start = trio.current_time()
+                    identified[job.caller] = identify(job.caller)
+                except Unauthenticated as exc:
+                    identified[job.caller] = exc
+                    known = False
+        return identified, known
+
+    def _check_frame(
+        self,
+        jobs: Sequence[Job],
+        identified: dict[Caller, Identity | Unauthenticated],
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+        encoded: bool,
+    ) -> tuple[list[Job], list[Submission], list[Job]]:
+        """The checks of ``execute_many`` and ``start_writes``, per job of a frame: its
+        operation looked up (unless ``start_writes`` did), its deadline set, its caller
+        permitted; a write's arguments checked and the write built (its ``Submission``), a
+        read's consistency checked. (The writes, their submissions, the reads); a job that
+        fails a check is answered here (counted and handed to ``answered``)."""
+        store = self.store
+        authority = store.authority
         writes: list[Job] = []
         submissions: list[Submission] = []
+        reads: list[Job] = []
         failed: list[Job] = []
         for job in jobs:
             try:
                 op = job.op
-                assert op is not None
+                if op is None:
+                    op = job.op = handler(job.name)
                 limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
                 job.deadline = start + max(limit, 0.001)
                 caller = job.caller
                 identity = authority.permit(caller, identified[caller], op.required_role, op.name)
-                self._check_write(job, identity, submissions, encoded=True)
-                writes.append(job)
+                if op.is_write:  # (a watch poll never is)
+                    if op.name == "session.open":
+                        store.session_opens.take(identity.key, "session opens")
+                    write = self._build_write(op, job.args, job.key, caller, identity.key, encoded)
+                    submissions.append(Submission(write, job.key, job.deadline, job.hops))
+                    writes.append(job)
+                elif op.watch:
+                    raise AssertionError("execute_many got a watch poll: execute it alone")
+                else:
+                    how = job.consistency or "linearizable"
+                    if how not in CONSISTENCIES:
+                        raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
+                    if how == "lease" and not self.node.runtime.core.config.read_lease:
+                        raise InvalidArgument(LEASE_OFF_MESSAGE, field="consistency")
+                    job.consistency = how
+                    reads.append(job)
             except Exception as exc:  # this request's answer (or a bug: reported upstream)
                 job.error = exc
                 failed.append(job)
         if failed:
             self._count(failed, start)
             answered(failed)
-        if not writes:
-            return True, None
-        done = self._writes_answered(writes, start, answered)
-        return True, store.propose_now(submissions, done, spawn)
-
-    def _check_write(
-        self, job: Job, identity: Identity, submissions: list[Submission], encoded: bool
-    ) -> None:
-        """A frame's write job, permitted as ``identity``: its ``Submission`` added."""
-        op = job.op
-        assert op is not None
-        if op.name == "session.open":
-            self.store.session_opens.take(identity.key, "session opens")
-        submissions.append(
-            Submission(
-                self._build_write(op, job.args, job.key, job.caller, identity.key, encoded),
-                job.key,
-                job.deadline,
-                job.hops,
-            )
-        )
+        return writes, submissions, reads
 
     def _writes_answered(
         self, jobs: list[Job], start: float, answered: Callable[[Sequence[Job]], None]

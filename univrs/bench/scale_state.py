@@ -44,8 +44,8 @@ def node_id(k: int) -> str:
 
 
 def workload_spec(n: int) -> WorkloadSpec:
-    """Specs as a real cluster has them: unique env, a few label sets, sizes and ports (the
-    same as ``scripts/bench_sm.py``'s)."""
+    """Specs as a real cluster has them: unique env, a few label sets, sizes and ports (also
+    ``scripts/bench_sm.py``'s and ``bench_state_restart.py``'s)."""
     return WorkloadSpec(
         name=f"web-{n}",
         image=f"registry.example/app-{n % 200}:1.{n % 7}",

@@ -73,6 +73,20 @@ class ElectionLayer(FollowerLayer):
         follow (or are) in our term, only without ``RaftConfig.unlisted_leaders``."""
         return None if self.config.unlisted_leaders else self._leader
 
+    def _refuse_vote(self, msg: RequestVote) -> None:
+        """Refuse ``msg`` (a vote, or a pre-vote: echoed) in our term, naming our leader
+        (``_leader_hint``)."""
+        self._send(
+            RequestVoteResponse(
+                term=self._term,
+                src=self.id,
+                dst=msg.src,
+                granted=False,
+                pre_vote=msg.pre_vote,
+                leader=self._leader_hint(),
+            )
+        )
+
     def _hup(self, *, transfer: bool) -> None:
         if self._role is Role.LEADER or not self._promotable():
             return
@@ -166,16 +180,7 @@ class ElectionLayer(FollowerLayer):
                     )
                 )
             else:
-                self._send(
-                    RequestVoteResponse(
-                        term=self._term,
-                        src=self.id,
-                        dst=msg.src,
-                        granted=False,
-                        pre_vote=True,
-                        leader=self._leader_hint(),
-                    )
-                )
+                self._refuse_vote(msg)
             return
         # A real vote: step() already brought us to msg.term.
         if self._may_grant_vote(msg) and up_to_date:
@@ -185,15 +190,7 @@ class ElectionLayer(FollowerLayer):
                 RequestVoteResponse(term=self._term, src=self.id, dst=msg.src, granted=True)
             )
         else:
-            self._send(
-                RequestVoteResponse(
-                    term=self._term,
-                    src=self.id,
-                    dst=msg.src,
-                    granted=False,
-                    leader=self._leader_hint(),
-                )
-            )
+            self._refuse_vote(msg)
 
     def _on_vote_response(self, msg: RequestVoteResponse) -> None:
         if msg.pre_vote:
@@ -231,13 +228,4 @@ class ElectionLayer(FollowerLayer):
                 )
             )
         elif isinstance(msg, RequestVote) and msg.pre_vote:
-            self._send(
-                RequestVoteResponse(
-                    term=self._term,
-                    src=self.id,
-                    dst=msg.src,
-                    granted=False,
-                    pre_vote=True,
-                    leader=self._leader_hint(),
-                )
-            )
+            self._refuse_vote(msg)

@@ -323,18 +323,8 @@ class GateLayer(ElectionLayer):
         the candidate disrupt a live leader. Without unlisted_leaders, tell it our term and
         leader (a member that lags behind the configuration adding our leader needs a listed
         member's word for it); with them, stay silent as before."""
-        hint = self._leader_hint()
-        if hint is not None:
-            self._send(
-                RequestVoteResponse(
-                    term=self._term,
-                    src=self.id,
-                    dst=msg.src,
-                    granted=False,
-                    pre_vote=msg.pre_vote,
-                    leader=hint,
-                )
-            )
+        if self._leader_hint() is not None:
+            self._refuse_vote(msg)
 
     def _sender_refusal(self, msg: Message) -> str | None:
         """Why ``msg``'s sender may not send to us (None: it may): the membership rule of

@@ -160,26 +160,7 @@ def run_seed(
         commit_notice_bytes=commit_notice_bytes,
         rollback=rollback,
     )
-    try:
-        stats = sim.run()
-    except InvariantViolation as v:
-        return SeedResult(
-            seed=seed,
-            nodes=nodes,
-            ticks=ticks,
-            mutant=mutant,
-            unlisted_leaders=unlisted_leaders,
-            lease=lease,
-            state_backend=state_backend,
-            unbound_bootstrap=unbound_bootstrap,
-            commit_notice_bytes=commit_notice_bytes,
-            rollback=rollback,
-            invariant=v.invariant,
-            detail=v.detail,
-            at_tick=sim.now / TICK,
-            trace=tuple(sim.format_trace()),
-        )
-    return SeedResult(
+    ran = SeedResult(
         seed=seed,
         nodes=nodes,
         ticks=ticks,
@@ -190,8 +171,18 @@ def run_seed(
         unbound_bootstrap=unbound_bootstrap,
         commit_notice_bytes=commit_notice_bytes,
         rollback=rollback,
-        stats=stats,
     )
+    try:
+        stats = sim.run()
+    except InvariantViolation as v:
+        return attrs.evolve(
+            ran,
+            invariant=v.invariant,
+            detail=v.detail,
+            at_tick=sim.now / TICK,
+            trace=tuple(sim.format_trace()),
+        )
+    return attrs.evolve(ran, stats=stats)
 
 
 def run_seeds(
