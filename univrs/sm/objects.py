@@ -373,6 +373,18 @@ class Objects:
             self.changes.clear()
             return []
         assert not isinstance(instances, StagedRows) and not isinstance(nodes, StagedRows)
+        # One batch for the whole fill: an LMDB backend's tables share its write transaction
+        # (outside one, reading a part while a put began its own transaction failed).
+        with self.batch():
+            return self._load_parts(workloads, instances, nodes)
+
+    def _load_parts(
+        self,
+        workloads: Iterable[StoredWorkload],
+        instances: Iterable[Instance],
+        nodes: Iterable[Node],
+    ) -> list[str]:
+        """``load`` of parts that are not staged (in the caller's batch)."""
         found: list[str] = []
         found += [
             f"workload {k!r} appears twice"
