@@ -33,6 +33,9 @@ import enum
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
+import attrs
+
+from univrs.sm.builders import slot_builder
 from univrs.sm.commands import (
     COMMAND_TYPES,
     BootstrapToken,
@@ -533,8 +536,13 @@ def _fast_command_reader(cls: type[Any], fields: dict[str, _Kind]) -> Callable[[
         lines.append(f"    {v} = m.get({name!r})" if kind.optional else f"    {v} = m[{name!r}]")
         lines.append(f"    if not {_FAST_CHECKS[id(kind)].format(v=v)}:")
         lines.append("        return None")
-    lines.append(f"    return cls({', '.join(names)})")
-    scope: dict[str, Any] = {"cls": cls}
+    try:  # built slot by slot (univrs/sm/builders.py), the values in attrs' field order
+        scope: dict[str, Any] = {"cls": slot_builder(cls)}
+        at = {name: i for i, name in enumerate(fields)}
+        lines.append(f"    return cls({', '.join(f'v{at[a.name]}' for a in attrs.fields(cls))})")
+    except TypeError:
+        scope = {"cls": cls}
+        lines.append(f"    return cls({', '.join(names)})")
     _FAST_SOURCES[cls] = "\n".join(lines)
     exec("\n".join(lines), scope)  # the code is built here, from the command table
     reader: Callable[[Any], Any] = scope["read"]
@@ -546,6 +554,9 @@ _FAST_COMMANDS: dict[str, Callable[[Any], Any]] = {
     for tag, (cls, fields) in _BY_TAG.items()
     if (reader := _fast_command_reader(cls, fields)) is not None
 }
+
+
+_build_envelope = slot_builder(Envelope)  # (command, client_id, seq, owner)
 
 
 def _envelope_fast(value: dict[Any, Any], owners: bool) -> Envelope | None:
@@ -575,4 +586,5 @@ def _envelope_fast(value: dict[Any, Any], owners: bool) -> Envelope | None:
             return None
     else:  # another command: read as ever (its refusal is the one the general path makes)
         command = command_from_plain(plain, "envelope.command")
-    return Envelope(command=command, client_id=client_id, seq=seq, owner=owner)
+    envelope: Envelope = _build_envelope(command, client_id, seq, owner)
+    return envelope
