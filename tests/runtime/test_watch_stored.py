@@ -1,10 +1,10 @@
-"""The watch history keeps each revision's captured changes as one flat tuple of plain values
-(univrs/sm/captured.py, univrs/runtime/watch.py; docs/performance.md, Round 10 and Round 17).
+"""The watch history keeps each revision's captured changes as one ``bytes``
+(univrs/sm/captured.py, univrs/runtime/watch.py; docs/performance.md, Round 10).
 
 The rule: events rendered from the stored form are exactly those rendered from the captured
 objects (kinds, ids, before and after, a workload's instance counts as of its revision); and
-the history holds no garbage-collector-tracked object per kept write once the youngest
-generation was collected, so the full collections do not walk it.
+the history holds no garbage-collector-tracked object per kept write, so the full collections
+do not walk it.
 """
 
 from __future__ import annotations
@@ -127,14 +127,11 @@ def _tracked_reachable(root: object) -> int:
 
 def test_the_history_holds_no_tracked_object_per_write() -> None:
     """Counted, not timed. Fails on the history of objects (about 18 tracked containers per
-    kept write: 20,000 or so here): the stored form is one flat tuple of plain values per
-    revision, which the collector stops tracking at the first young collection that sees it
-    (so no older generation ever holds it)."""
+    kept write: 20,000 or so here): the stored form is one ``bytes`` per revision."""
     sm = ClusterStateMachine()
     hub = WatchHub(young=0)
     _mixed_writes(sm, hub, 1_500)
     assert hub.revision == sm.revision and hub.compacted_revision == 0  # nothing dropped
-    gc.collect(0)  # what the process's own young collections do to every stored revision
     held = _tracked_reachable(hub)
     assert held < 50, held
     # A watcher reading renders the newest revisions it reads, and only a bounded number.
@@ -146,29 +143,6 @@ def test_the_history_holds_no_tracked_object_per_write() -> None:
     for writes in (1_500, 3_000):
         default = WatchHub()
         _mixed_writes(ClusterStateMachine(), default, writes)
-        gc.collect(0)
         held_by[writes] = _tracked_reachable(default)
     assert held_by[1_500] < 50 + 30 * YOUNG_KEPT, held_by
     assert held_by[3_000] < held_by[1_500] * 1.1, held_by
-
-
-def test_one_young_collection_untracks_every_stored_revision() -> None:
-    """The stored form is flat (ints, strings, None): CPython untracks such a tuple at the
-    first collection of the generation it is in. A form with a tuple inside a tuple (a row,
-    a workload's (counts, row) pair) is untracked only a collection or two later, as the
-    collector visits the outer tuple before the inner ones: until then it is promoted, tracked,
-    to the older generations the full collections walk (round 17; that form fails here)."""
-    gc.collect()
-    hub = WatchHub(young=0)
-    was = gc.isenabled()
-    gc.disable()  # this test's own collection only
-    try:
-        _mixed_writes(ClusterStateMachine(), hub, 300)
-        stored = list(hub._sources)
-        assert len(stored) > 400
-        assert all(gc.is_tracked(s) for s in stored)  # new tuples are tracked ...
-        gc.collect(0)
-        assert not [s for s in stored if gc.is_tracked(s)]  # ... until one young collection
-    finally:
-        if was:
-            gc.enable()

@@ -3,21 +3,20 @@
 Theory of operation. The apply loop hands every applied entry's changes to ``WatchHub.applied``
 (``ClusterStateMachine.last_changes``: the same changes in the same order on every replica,
 since apply is deterministic), and a snapshot install or a restart to ``reset``. Changes are
-kept as captured (the changed objects, each changed workload's instance counts), stored as one
-tuple of plain values per revision (univrs/sm/captured.py: the objects' snapshot rows), and
+kept as captured (the changed objects, each changed workload's instance counts), encoded as one
+``bytes`` per revision (univrs/sm/captured.py: the objects' snapshot rows, ``marshal``-ed), and
 rendered as events (``last_events``'s) only when a watcher first reads their revision: building
 two workload views per write cost more than applying it, on every node, watched or not. Kept as
 objects they were about 18 containers per write for seconds, which the garbage collector's full
 collections walked again and again, stalling the event loop (docs/performance.md, Round 10); a
-flat tuple of plain values is no longer tracked by the collector once a young collection saw
-it (until round 17: a ``marshal``-ed ``bytes``, never tracked), so the history costs the full
-collections a handful of containers whatever its length. The newest ``young`` revisions'
-captured changes are kept as objects too (watchers at the head render them without
-decoding), and the events rendered for reads are kept for the newest ``RENDERED_KEPT``
-revisions read (watchers reading the same revisions share them). The hub keeps them in one
-bounded, shared history: at most ``capacity`` events and about ``max_bytes`` (estimated from
-the commands' sizes; events share the state machine's immutable objects), the oldest
-revisions dropped first, whole. Nothing is buffered per watcher: a watcher is a
+``bytes`` is not tracked by the collector, so the history costs it a handful of containers
+whatever its length. The newest ``young`` revisions' captured changes are kept as objects too
+(watchers at the head render them without decoding), and the events rendered for reads are
+kept for the newest ``RENDERED_KEPT`` revisions read (watchers reading the same revisions
+share them). The hub keeps
+them in one bounded, shared history: at most ``capacity`` events and about ``max_bytes``
+(estimated from the commands' sizes; events share the state machine's immutable objects), the
+oldest revisions dropped first, whole. Nothing is buffered per watcher: a watcher is a
 cursor (the next revision it wants) that reads the shared history, so a slow watcher costs no
 memory; once its cursor falls behind what the history still holds it gets ``Compacted``
 (etcd's semantics: list again, then watch from the list's revision + 1).
@@ -44,7 +43,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import attrs
 import trio
@@ -73,11 +71,10 @@ class WatchHub:
     # The kept revisions, in order, as parallel lists (the batch at position i is
     # _revisions[i], _sources[i], ...); the live ones start at _head (dropped ones are trimmed
     # lazily, so dropping is O(1) amortized). Only revisions with events are kept. A source is
-    # the revision's captured changes stored (``encode_changes``: a tuple of plain values,
-    # starting with an int, which the garbage collector stops tracking) or events handed over
-    # as such (tests: a tuple of ``Event``).
+    # the revision's captured changes encoded (``encode_changes``: a ``bytes``, which the
+    # garbage collector does not track) or events handed over as such (tests).
     _revisions: list[int] = attrs.field(factory=list, init=False)
-    _sources: list[tuple[Any, ...]] = attrs.field(factory=list, init=False)
+    _sources: list[bytes | tuple[Event, ...]] = attrs.field(factory=list, init=False)
     _costs: list[int] = attrs.field(factory=list, init=False)  # estimated bytes held
     _counts: list[int] = attrs.field(factory=list, init=False)  # events
     # Events rendered for reads, by revision, the newest RENDERED_KEPT revisions read: watchers
@@ -219,7 +216,7 @@ class WatchHub:
         """The events of the kept revision at position ``at``, rendered once for the readers of
         the newest RENDERED_KEPT revisions read."""
         source = self._sources[at]
-        if type(source[0]) is not int:  # events handed over as such
+        if not isinstance(source, bytes):
             return source
         revision = self._revisions[at]
         events = self._rendered.get(revision)
