@@ -64,3 +64,73 @@ async def test_a_cancelled_wait_leaves_the_waiter_to_be_filled() -> None:
     assert not waiter.done
     waiter.set(5)
     assert await waiter.wait() == 5
+
+
+async def test_two_tasks_waiting_at_once_both_wake(nursery: trio.Nursery) -> None:
+    """The first waiting task is parked on the waiter itself, the second on an event (round
+    17): both get the value, each once."""
+    waiter: Waiter[str] = Waiter()
+    got: list[str] = []
+
+    async def wait() -> None:
+        got.append(await waiter.wait())
+
+    async def settle() -> None:
+        await waiter.settled()
+        got.append("settled")
+
+    nursery.start_soon(wait)
+    nursery.start_soon(settle)
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == []
+    waiter.set("x")
+    await trio.testing.wait_all_tasks_blocked()
+    assert sorted(got) == ["settled", "x"]
+
+
+async def test_a_wait_cancelled_while_parked_lets_another_task_wait(
+    nursery: trio.Nursery,
+) -> None:
+    """A task cancelled while parked leaves the waiter: the fill reschedules nobody stale (a
+    task rescheduled twice is a trio error), and a later waiter is parked and woken."""
+    waiter: Waiter[int] = Waiter()
+    got: list[int] = []
+    scope = trio.CancelScope()
+
+    async def cancelled() -> None:
+        with scope:
+            await waiter.wait()
+        got.append(-1)
+
+    async def wait() -> None:
+        got.append(await waiter.wait())
+
+    nursery.start_soon(cancelled)
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == [-1] and not waiter.done
+    nursery.start_soon(wait)
+    await trio.testing.wait_all_tasks_blocked()
+    waiter.set(7)
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == [-1, 7]
+
+
+async def test_a_failed_waiter_wakes_its_parked_task_with_the_error(
+    nursery: trio.Nursery,
+) -> None:
+    waiter: Waiter[int] = Waiter()
+    errors: list[str] = []
+
+    async def wait() -> None:
+        try:
+            await waiter.wait()
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    nursery.start_soon(wait)
+    await trio.testing.wait_all_tasks_blocked()
+    waiter.fail(ValueError("no"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert errors == ["no"]

@@ -40,12 +40,15 @@ class _Session:
 
     client_id: str
     next_seq: int = 1
-    outstanding: set[int] = attrs.field(factory=set)
+    # The seqs in flight, in the order issued: increasing (each is ``next_seq``, which only
+    # grows), so the first is the oldest, without a ``min`` over them per lease.
+    outstanding: dict[int, None] = attrs.field(factory=dict)
 
     def can_issue(self) -> bool:
         # Every seq in flight stays within the window of the newest one, so a retry of the
         # oldest is never "stale" (older than the state machine's response cache).
-        return not self.outstanding or self.next_seq < min(self.outstanding) + SESSION_WINDOW
+        outstanding = self.outstanding
+        return not outstanding or self.next_seq < next(iter(outstanding)) + SESSION_WINDOW
 
 
 @attrs.define(eq=False)
@@ -58,7 +61,8 @@ class SessionPool:
     max_sessions: int = MAX_SESSIONS
     _sessions: list[_Session] = attrs.field(factory=list)
     _lock: trio.Lock = attrs.field(factory=trio.Lock)
-    _released: trio.Event = attrs.field(factory=trio.Event)
+    # Set when a key is released, made only while a lease waits for one (not per write).
+    _released: trio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -83,9 +87,11 @@ class SessionPool:
                     raise
                 fresh = False
             finally:
-                session.outstanding.discard(seq)
-                self._released.set()
-                self._released = trio.Event()
+                session.outstanding.pop(seq, None)
+                released = self._released
+                if released is not None:
+                    self._released = None
+                    released.set()
 
     async def _lease(self, deadline: float) -> tuple[_Session, int]:
         while True:
@@ -93,7 +99,7 @@ class SessionPool:
                 if session.can_issue():
                     seq = session.next_seq
                     session.next_seq += 1
-                    session.outstanding.add(seq)
+                    session.outstanding[seq] = None
                     return session, seq
             if len(self._sessions) < self.max_sessions and not self._lock.locked():
                 async with self._lock:
@@ -101,6 +107,8 @@ class SessionPool:
                     self._sessions.append(_Session(client_id=client_id))
                 continue
             with trio.move_on_at(deadline):
+                if self._released is None:
+                    self._released = trio.Event()
                 await self._released.wait()
                 continue
             raise Timeout("no idempotency session became free before the deadline")

@@ -15,16 +15,22 @@ T = TypeVar("T")
 class Waiter(Generic[T]):
     """Filled exactly once with ``set`` or ``fail``; later calls are ignored.
 
-    The ``trio.Event`` is made only when a task waits before the slot is filled: a client
-    frame's writes are waited for together (univrs/api/batcher.py), and most of their waiters
-    are filled before anyone waits on them.
+    A task that waits before the slot is filled parks itself here (``trio.lowlevel``: the
+    filler reschedules it), with no ``trio.Event`` and no await level of its own between the
+    waiting code and trio's: a client's request and a leader's proposal each wait on one, and
+    every level of a coroutine chain is walked at each suspension and resumption (round 17,
+    s17-cpu). A second task waiting at the same time waits on a ``trio.Event``, made then. A
+    client frame's writes are waited for together (univrs/api/batcher.py), and most of their
+    waiters are filled before anyone waits on them. Waiting is a checkpoint either way, as
+    ``trio.Event.wait`` is: a wait cancelled while parked leaves the slot to be filled.
 
     ``notify(fn)``: ``fn()`` is called once, right after the slot is filled, in the task that
     fills it (the driver's step): a fast-protocol connection is told its frame's writes are
     done without a task waiting for each frame (univrs/api/fast.py). ``fn`` must be cheap and
     must not raise (it runs inside the apply)."""
 
-    _event: trio.Event | None = None
+    _task: trio.lowlevel.Task | None = None  # the task parked here, rescheduled when filled
+    _event: trio.Event | None = None  # for any other task waiting at the same time
     _notify: Callable[[], None] | None = None
     _filled: bool = False
     _value: T | None = None
@@ -38,6 +44,8 @@ class Waiter(Generic[T]):
         if not self._filled:
             self._value = value
             self._filled = True
+            if self._task is not None:
+                self._wake()
             if self._event is not None:
                 self._event.set()
             if self._notify is not None:
@@ -47,10 +55,22 @@ class Waiter(Generic[T]):
         if not self._filled:
             self._error = error
             self._filled = True
+            if self._task is not None:
+                self._wake()
             if self._event is not None:
                 self._event.set()
             if self._notify is not None:
                 self._fire()
+
+    def _wake(self) -> None:
+        task, self._task = self._task, None
+        assert task is not None
+        trio.lowlevel.reschedule(task)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        # Cancelled while parked: nobody is to be rescheduled any more.
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _fire(self) -> None:
         # Dropped before the call: what it refers to (a connection's frame, which refers to
@@ -71,7 +91,13 @@ class Waiter(Generic[T]):
         checkpoint either way, as ``trio.Event.wait`` is."""
         if self._filled:
             await trio.lowlevel.checkpoint()
-            return
+        elif self._task is None:
+            self._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        else:
+            await self._wait_event()
+
+    async def _wait_event(self) -> None:
         if self._event is None:
             self._event = trio.Event()
         await self._event.wait()
@@ -85,7 +111,14 @@ class Waiter(Generic[T]):
         return self._value  # type: ignore[return-value]
 
     async def wait(self) -> T:
-        await self.settled()
+        # ``settled``'s body, not a call to it: one level fewer in the waiting chain.
+        if self._filled:
+            await trio.lowlevel.checkpoint()
+        elif self._task is None:
+            self._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        else:
+            await self._wait_event()
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]

@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from univrs.sm import objects as _objects_module
+from univrs.sm.builders import slot_builder
 from univrs.sm.commands import (
     BootstrapToken,
     CloseSession,
@@ -70,6 +71,7 @@ from univrs.sm.validate import (
 )
 
 MAX_OWNER_LEN = 256
+_stored_workload = slot_builder(StoredWorkload)  # (id, spec, version, created_index)
 
 
 def invalid(message: str) -> Failure:
@@ -183,11 +185,8 @@ class CommandHandlers:
         if failure or stored is None:
             return failure or not_found("workload", cmd.id)
         spec = with_replicas(stored.spec, cmd.replicas)
-        self._objects.put_workload(
-            StoredWorkload(
-                id=stored.id, spec=spec, version=index, created_index=stored.created_index
-            )
-        )
+        # ``StoredWorkload(id=, spec=, version=, created_index=)``, built slot by slot
+        self._objects.put_workload(_stored_workload(stored.id, spec, index, stored.created_index))
         return Success(version=index)
 
     def _delete_workload(self, cmd: DeleteWorkload, index: int) -> Response:

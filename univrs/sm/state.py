@@ -153,10 +153,9 @@ class ClusterStateMachine(CommandHandlers):
     def _command(self, command: Envelope | Command, index: int) -> Response:
         if isinstance(command, Envelope):
             cmd: object = command.command
-            client_id, seq = command.client_id, command.seq
+            client_id, seq, owner = command.client_id, command.seq, command.owner
         else:
-            cmd, client_id, seq = command, None, None
-        owner = command.owner if isinstance(command, Envelope) else None
+            cmd, client_id, seq, owner = command, None, None, None
         if client_id is None and seq is None:
             if owner is not None:
                 return invalid("owner is sent only with a client id and seq")
