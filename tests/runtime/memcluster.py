@@ -53,15 +53,8 @@ class MemoryStore:
     writes: int = 0
 
     def append(
-        self,
-        *,
-        hard_state: HardState | None,
-        truncate_from: int | None,
-        entries: Sequence[Entry],
-        flushing: Callable[[], None] | None = None,
+        self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
     ) -> None:
-        if flushing is not None:
-            flushing()
         self.writes += 1
         if hard_state is not None:
             self.hard_state = hard_state

@@ -50,19 +50,12 @@ class BlockingStore:
             self.events.append((kind, what))
 
     def append(
-        self,
-        *,
-        hard_state: HardState | None,
-        truncate_from: int | None,
-        entries: Sequence[Entry],
-        flushing: Callable[[], None] | None = None,
+        self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
     ) -> None:
         self.started.set()
         assert self.release.wait(WAIT), "never released"
         if self.fail_with is not None:
             raise self.fail_with
-        if flushing is not None:
-            flushing()
         last = entries[-1].index if entries else 0
         term = hard_state.term if hard_state is not None else 0
         self.record("durable", (last, term))  # the transaction (and its fsync) returned
@@ -201,81 +194,3 @@ async def test_shutdown_waits_for_the_write_in_progress() -> None:
         with trio.fail_after(WAIT):
             await returned.wait()
     assert ("durable", (1, 0)) in store.events
-
-
-class StagedStore:
-    """An ``append`` in two halves: staging (until ``staged``), then the synced flush
-    (until ``flushed``), with ``flushing`` called in between, as LogStore.append does."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.staged = threading.Event()
-        self.flushed = threading.Event()
-
-    def append(
-        self,
-        *,
-        hard_state: HardState | None,
-        truncate_from: int | None,
-        entries: Sequence[Entry],
-        flushing: Callable[[], None] | None = None,
-    ) -> None:
-        self.started.set()
-        assert self.staged.wait(WAIT), "never staged"
-        if flushing is not None:
-            flushing()
-        assert self.flushed.wait(WAIT), "never flushed"
-
-
-async def test_on_flushing_comes_when_the_flush_starts_and_before_the_report() -> None:
-    # s17-lat1: a follower holds its small commits while its write is staged and applies
-    # them once the flush starts (step.py ``_hold``); the writer tells it when, in order.
-    store = StagedStore()
-    calls: list[tuple[str, object]] = []
-    writer = StorageWriter(
-        write=store.append,
-        send=lambda msg: calls.append(("send", msg)),
-        on_persisted=lambda index, _term, _hs: calls.append(("persisted", index)),
-        on_flushing=lambda: calls.append(("flushing", writer.preparing)),
-        in_thread=True,
-    )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(writer.run)
-        assert not writer.preparing
-        writer.submit(job(1, after=(ack(1),)))
-        assert writer.preparing
-        await wait_until(store.started.is_set, "the write to start")
-        for _ in range(20):
-            await trio.lowlevel.checkpoint()
-        assert calls == [] and writer.preparing  # still staging: nothing yet
-        store.staged.set()
-        await wait_until(lambda: calls, "the flush to be announced")
-        assert calls == [("flushing", False)] and not writer.preparing
-        store.flushed.set()
-        await wait_until(lambda: writer.jobs_written == 1, "the write to complete")
-        assert calls == [("flushing", False), ("send", ack(1)), ("persisted", 1)]
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_write_failing_before_its_flush_still_releases_what_waits() -> None:
-    store = BlockingStore()
-    store.fail_with = OSError("disk gone")
-    flushed: list[bool] = []
-    writer = StorageWriter(
-        write=store.append,
-        send=lambda _msg: None,
-        on_persisted=lambda _i, _t, _h: None,
-        on_flushing=lambda: flushed.append(True),
-        in_thread=True,
-    )
-    store.release.set()
-    failed: list[BaseException] = []
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer.run)
-            writer.submit(job(1))
-            await trio.sleep_forever()
-    except* OSError as group:
-        failed.extend(group.exceptions)
-    assert [str(exc) for exc in failed] == ["disk gone"]
-    assert flushed == [True]

@@ -41,7 +41,7 @@ import trio
 
 from univrs.errors import NotLeader, OutcomeUnknown
 from univrs.raft.interpreter import Persisted
-from univrs.raft.messages import Entry, SnapshotMeta
+from univrs.raft.messages import SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
@@ -180,8 +180,6 @@ class RaftRuntime(StepLoop):
     _may_lease: LeaseGate = attrs.field(init=False)
     # The index an ``apply_committed`` of this Ready applied on the step (0: none).
     _applied_on_step: int = attrs.field(default=0, init=False)
-    # A follower's small commits held while its write is staged (step.py ``_hold``).
-    _held: list[tuple[Entry, ...]] = attrs.field(factory=list, init=False)
     # The leader's snapshot checked while the core steps on (checking.py, s12-gate).
     _checks: SnapshotChecks = attrs.field(init=False)
 
@@ -223,7 +221,6 @@ class RaftRuntime(StepLoop):
             write=self.storage.append,
             send=transport.send,
             on_persisted=self._on_persisted,
-            on_flushing=self._release_held,
             observe_fsync=self.metrics.fsync_seconds.observe,
             in_thread=self.write_in_thread,
             install=self.storage.save_snapshot,

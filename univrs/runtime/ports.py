@@ -13,7 +13,7 @@ from the storage writer, in a worker thread (``write_in_thread``), never on the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from univrs.raft.messages import Entry, HardState, Message, SnapshotMeta
@@ -29,7 +29,6 @@ class AppendLog(Protocol):
         hard_state: HardState | None,
         truncate_from: int | None,
         entries: Sequence[Entry],
-        flushing: Callable[[], None] | None = None,
     ) -> None: ...
 
 
@@ -42,11 +41,9 @@ class LogStorage(Protocol):
         hard_state: HardState | None,
         truncate_from: int | None,
         entries: Sequence[Entry],
-        flushing: Callable[[], None] | None = None,
     ) -> None:
         """Persist one (merged) Ready in one synced transaction: drop entries from
-        ``truncate_from`` on, append ``entries``, store ``hard_state``. ``flushing`` (if
-        given) is called once everything is staged, right before the commit that syncs."""
+        ``truncate_from`` on, append ``entries``, store ``hard_state``."""
         ...
 
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:

@@ -129,7 +129,6 @@ class StepLoop:
     _stamps: LogClock | None
     _may_lease: LeaseGate
     _applied_on_step: int
-    _held: list[tuple[Entry, ...]]
     _checks: SnapshotChecks
 
     @property
@@ -331,7 +330,6 @@ class StepLoop:
     # ---------------------------------------------- the Ready's effects (interpreter.execute)
 
     def soft_state_changed(self, soft: SoftState) -> None:
-        self._release_held()
         old = self._soft
         self._soft = soft
         if old is None or old.role != soft.role:
@@ -351,7 +349,6 @@ class StepLoop:
 
     def restore_snapshot(self, install: SnapshotInstall, job: InstallJob) -> None:
         # Stored before anything else of this Ready, restored before later entries apply.
-        self._release_held()  # (entries committed before it apply before it, in order)
         self._snapshots.install(install, job)
 
     def submit_write(self, job: PersistJob) -> None:
@@ -364,44 +361,15 @@ class StepLoop:
         # A small commit with nothing else going on applies on this step: no hand-off to the
         # apply loop and back (docs/runtime.md, "Applying on the driver's step", also on why a
         # persistent state waits for an idle writer: a conservative choice, not a need).
-        small = sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
         if (
-            small
-            and not self._held
+            sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
             and not self._batches.open
             and (self.state_backend is MEMORY_STATE or self._writer.idle)
             and self._applier.apply_now(entries)
         ):
             self._applied_on_step = self._applier.applied_index
             return
-        if self._hold(entries, small):
-            return
         self._applier.enqueue(entries)
-
-    def _hold(self, entries: tuple[Entry, ...], small: bool) -> bool:
-        """Keep a follower's small commit from the apply loop while the write this step
-        started is being staged (issue 14, s17-lat1). The write's thread needs the GIL until
-        its synced flush starts, and an apply running on the loop meanwhile (the state
-        machine, the state's transaction) held it: a one-client write's flush started 0.25 to
-        0.45 ms after its hand-off, and the ack waits for that flush. Held, the commit goes to
-        the apply loop when the flush starts (``StorageWriter.on_flushing``) and applies
-        while it runs. Everything held keeps its order: once something is held, every later
-        commit is held behind it until the release."""
-        if not self._held and not (
-            small and self._writer.preparing and self.core.role() is Role.FOLLOWER
-        ):
-            return False
-        self._held.append(entries)
-        return True
-
-    def _release_held(self) -> None:
-        """The held commits to the apply loop, in order (the write's flush started; or a
-        snapshot or a role change comes next)."""
-        held = self._held
-        if held:
-            self._held = []
-            for entries in held:
-                self._applier.enqueue(entries)
 
     def read_ready(self, ctx: int, index: int) -> None:
         read = self._reads.pop(ctx, None)

@@ -181,10 +181,6 @@ class StorageWriter:
     # Called on the Trio loop, outside any task of the driver: it must only record and wake.
     on_persisted: Callable[[int, int, HardState | None], None]
     observe_fsync: Callable[[float], None] = lambda _seconds: None
-    # Called on the Trio loop once the write in progress has staged everything and starts the
-    # synced flush (its thread needs the GIL no more until the flush returns): work held so as
-    # not to hold up the write's start can run now (step.py ``_hold``).
-    on_flushing: Callable[[], None] = lambda: None
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
@@ -194,9 +190,6 @@ class StorageWriter:
     _busy: bool = attrs.field(default=False, init=False)  # an item is in progress
     # The item in progress is a write whose completion calls ``on_persisted``.
     _reporting: bool = attrs.field(default=False, init=False)
-    # The item in progress is a write that has not yet started its synced flush.
-    _preparing: bool = attrs.field(default=False, init=False)
-    _write_seq: int = attrs.field(default=0, init=False)  # numbers the writes started
     _stopped: bool = attrs.field(default=False, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -250,12 +243,6 @@ class StorageWriter:
         return self._queue.idle and not self._busy
 
     @property
-    def preparing(self) -> bool:
-        """A write is in progress and has not started its synced flush yet (its thread is
-        staging it, and needs the GIL to)."""
-        return self._preparing and not self._stopped
-
-    @property
     def reports_soon(self) -> bool:
         """A write is in progress whose completion will call ``on_persisted`` (unless the
         writer fails, which stops the node)."""
@@ -304,21 +291,12 @@ class StorageWriter:
     def _start_write(self, merged: MergedWrite) -> None:
         # ``WriteQueue.written`` reports a write that holds entries or a hard state.
         self._reporting = bool(merged.entries) or merged.hard_state is not None
-        self._preparing = True
-        self._write_seq += 1
-        seq = self._write_seq
-        token = self._token or trio.lowlevel.current_trio_token()
-
-        def flushing() -> None:  # in the thread, right before the synced commit
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._flushing, seq)
 
         def write() -> None:
             self.write(
                 hard_state=merged.hard_state,
                 truncate_from=merged.truncate_from,
                 entries=merged.entries,
-                flushing=flushing,
             )
 
         self._call(write, lambda result, seconds: self._wrote(merged, result, seconds))
@@ -371,19 +349,8 @@ class StorageWriter:
             self._worker = _Worker(token, "univrs-storage-writer")
         self._worker.run(fn, guarded)
 
-    def _flushing(self, seq: int) -> None:
-        # Queued by the thread before its completion, so it runs first (run_sync_soon's
-        # callbacks run in order); once per write (a map growth retries the transaction).
-        if self._preparing and seq == self._write_seq:
-            self._preparing = False
-            try:
-                self.on_flushing()
-            except BaseException as exc:  # a run_sync_soon callback must never raise into trio
-                self._fail(exc)
-
     def _wrote(self, merged: MergedWrite, result: _Result, seconds: float) -> None:
         self._reporting = False
-        self._flushing(self._write_seq)  # (one that failed before its flush: held work goes on)
         if self._check(result):
             self.observe_fsync(seconds)
             self.writes += 1

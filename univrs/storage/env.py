@@ -165,13 +165,10 @@ class StoreEnv:
             with self._env.begin(write=False) as txn:
                 return fn(txn)
 
-    def write(self, fn: Callable[[Txn], T], before_commit: Callable[[], None] | None = None) -> T:
+    def write(self, fn: Callable[[Txn], T]) -> T:
         """Run ``fn`` in one write transaction and commit it durably; grow the map if full.
 
         ``fn`` may run more than once (after a map growth), each time in a fresh transaction.
-        ``before_commit`` is called right before each commit (the synced flush, which runs
-        without the GIL): the storage writer tells the event loop its thread needs the GIL
-        no more until the flush returns.
         """
         with self._write_lock:
             while True:
@@ -180,8 +177,6 @@ class StoreEnv:
                     txn = self._env.begin(write=True)
                     try:
                         result = fn(txn)
-                        if before_commit is not None:
-                            before_commit()
                         start = time.perf_counter()
                         txn.commit()
                         elapsed = time.perf_counter() - start

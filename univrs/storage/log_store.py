@@ -29,7 +29,7 @@ import itertools
 import os
 import pathlib
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -407,11 +407,9 @@ class LogStore(SnapshotStorage):
         hard_state: HardState | None,
         truncate_from: int | None,
         entries: Sequence[Entry],
-        flushing: Callable[[], None] | None = None,
     ) -> None:
         """Persist one Ready in one synced transaction: delete entries ``>= truncate_from``,
-        append ``entries`` (contiguous with what remains), store ``hard_state``; call
-        ``flushing`` (if given) right before the commit that syncs (``StoreEnv.write``).
+        append ``entries`` (contiguous with what remains), store ``hard_state``.
 
         When several Readies are merged into one call, ``entries`` may start below
         ``truncate_from``; the stored log is then cut at the smaller of the two. Without
@@ -483,7 +481,7 @@ class LogStore(SnapshotStorage):
             ):
                 txn.put(layout.KEY_NAMED, named_record, db=self._env.meta)  # (grows only)
 
-        self._env.write(write, before_commit=flushing)
+        self._env.write(write)
         if hard_state is not None and hard_state.pins:
             self._pins_written = hard_state.pins
         if hard_state is not None and hard_state.named:
