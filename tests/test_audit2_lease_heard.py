@@ -35,6 +35,9 @@ class Sink:
 
     sent: list[Message] = attrs.field(factory=list)
 
+    def flush(self) -> None:
+        pass
+
     def send(self, msg: Message) -> None:
         self.sent.append(msg)
 

@@ -43,6 +43,9 @@ class PeerQueue:
     _control: collections.deque[Message] = attrs.field(factory=collections.deque, init=False)
     _bulk: collections.deque[Message] = attrs.field(factory=collections.deque, init=False)
     _nonempty: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The sender task waits in ``wait`` and has not run since (what is queued now was queued
+    # after it last looked: univrs/net/peer.py ``PeerLink.flush`` may write it instead).
+    waiting: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.max_control < 1 or self.max_bulk < 1:
@@ -76,7 +79,15 @@ class PeerQueue:
             msg = self.get_nowait()
             if msg is not None:
                 return msg
+            await self.wait()
+
+    async def wait(self) -> None:
+        """Wait until a message is put (it may be taken by someone else before we run)."""
+        self.waiting = True
+        try:
             await self._nonempty.wait()
+        finally:
+            self.waiting = False
 
     def clear(self) -> int:
         """Drop everything queued; return how many messages were dropped."""

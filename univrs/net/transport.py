@@ -293,6 +293,12 @@ class RaftTransport(RaftInbound):
             return
         link.enqueue(msg)
 
+    def flush(self) -> None:
+        """Write what was just queued from the caller's step where a link can
+        (``PeerLink.flush``); the rest is the links' tasks' to send, as before."""
+        for link in self._links.values():
+            link.flush()
+
     def _answers_a_stale_leader(self, msg: Message) -> bool:
         """``msg`` answers a listed peer whose leader traffic came at a lower term: the
         core's rejection of a stale leader, not a leader it follows (s14-small). It keeps

@@ -220,6 +220,7 @@ class RaftRuntime(StepLoop):
         self._writer = StorageWriter(
             write=self.storage.append,
             send=transport.send,
+            flush=transport.flush,
             on_persisted=self._on_persisted,
             observe_fsync=self.metrics.fsync_seconds.observe,
             in_thread=self.write_in_thread,

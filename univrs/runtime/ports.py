@@ -61,9 +61,15 @@ class LogStorage(Protocol):
 
 class Transport(Protocol):
     """Where the runtime sends Raft messages. ``send`` never blocks and may drop (Raft
-    tolerates loss); replies come back through the runtime's inbox (``Inbox``)."""
+    tolerates loss); replies come back through the runtime's inbox (``Inbox``). ``flush``
+    never blocks either."""
 
     def send(self, msg: Message) -> None: ...
+
+    def flush(self) -> None:
+        """A hint: what was sent in this step may be written now, from the caller's step
+        (univrs/net/transport.py); without it the transport sends it all the same."""
+        ...
 
 
 class Counter(Protocol):

@@ -312,6 +312,8 @@ class StepLoop:
                 # dropped for want of its address (it would wait for the next heartbeat).
                 self._refresh_status()
             execute(rd, self)
+            if rd.messages:
+                self.transport.flush()  # (a Ready with no write: flushed here)
 
     def _finish_step(self) -> None:
         if self._step_dirty:
@@ -352,6 +354,9 @@ class StepLoop:
         self._snapshots.install(install, job)
 
     def submit_write(self, job: PersistJob) -> None:
+        # The Ready's messages (sent just before: interpreter.execute) are written first, from
+        # this step, before the write's thread takes the GIL to stage it (s17-lat1).
+        self.transport.flush()
         self._writer.submit(job)
 
     def send(self, msg: Message) -> None:

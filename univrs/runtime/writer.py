@@ -181,6 +181,9 @@ class StorageWriter:
     # Called on the Trio loop, outside any task of the driver: it must only record and wake.
     on_persisted: Callable[[int, int, HardState | None], None]
     observe_fsync: Callable[[float], None] = lambda _seconds: None
+    # After a write's ``after_persist`` messages are sent: they may be written at once
+    # (the transport's ``flush``, a hint: s17-lat1).
+    flush: Callable[[], None] = lambda: None
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
@@ -363,6 +366,8 @@ class StorageWriter:
         report = self._queue.written(merged)
         for msg in merged.after_persist:
             self.send(msg)
+        if merged.after_persist:
+            self.flush()  # the acks leave now, not a scheduling round later
         if report is not None:
             self.on_persisted(report.index, report.term, report.hard_state)
 

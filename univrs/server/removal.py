@@ -104,6 +104,9 @@ class RemovalGate:
         if self.watch.may_send(msg):
             self.transport.send(msg)
 
+    def flush(self) -> None:
+        self.transport.flush()
+
 
 async def watch_for_removal(node: NodeHandle, watch: MembershipWatch) -> None:
     """Ask the members when this node may campaign but hears of no leader (see 2. above)."""
