@@ -128,8 +128,9 @@ class MemCluster:
         for node_id in self.ids:
             await self.start(node_id)
 
-    def flush(self) -> None:
-        pass
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        for msg in msgs:
+            self.send(msg)
 
     def send(self, msg: Message) -> None:
         for watch in self.watchers:

@@ -34,8 +34,9 @@ class MemoryNet:
     runtimes: dict[str, RaftRuntime] = attrs.field(factory=dict)
     cut: set[str] = attrs.field(factory=set)
 
-    def flush(self) -> None:
-        pass
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        for msg in msgs:
+            self.send(msg)
 
     def send(self, msg: Message) -> None:
         if msg.src in self.cut or msg.dst in self.cut:

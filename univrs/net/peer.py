@@ -49,6 +49,7 @@ from wsproto.utilities import LocalProtocolError
 from univrs.net import wsdirect
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
+from univrs.net.peer_flush import LinkFlush
 from univrs.net.queue import PeerQueue
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters
@@ -120,7 +121,7 @@ class _Session:
 
 
 @attrs.define(eq=False)
-class PeerLink:
+class PeerLink(LinkFlush):
     """Sender side of one peer. Created and owned by ``RaftTransport``; ``run`` is its task."""
 
     peer_id: NodeId
@@ -162,14 +163,15 @@ class PeerLink:
         """Why this link stopped sending (an incarnation refusal), or None."""
         return self._stopped
 
-    def enqueue(self, msg: Message) -> None:
+    def enqueue(self, msg: Message, *, wake: bool = True) -> None:
         """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full).
+        ``wake`` False: the caller calls ``flush`` next, which wakes the pump if it must.
 
         A stopped link drops ``msg`` (counted)."""
         if self._stopped is not None:
             self.counters.dropped += 1
             return
-        dropped = self.queue.put(msg)
+        dropped = self.queue.put(msg, wake=wake)
         if dropped is not None:
             self.counters.dropped += 1
             log.debug("queue to %s full: dropped a %s", self.peer_id, type(dropped).__name__)
@@ -484,39 +486,6 @@ class PeerLink:
                     break
                 batch.append(more)
         return batch
-
-    def flush(self) -> None:
-        """Write what was queued since the pump last looked from the caller's step (the
-        driver's; the writer's completion), not the pump's a round later (s17-lat1): while
-        the pump waits idle, frames the kernel takes whole (``wsdirect.write_whole_nowait``).
-        The rest is the pump's, in order: from the first frame that does not qualify on
-        (``_carry``), and everything queued while it holds any."""
-        live = self._live
-        queue = self.queue
-        if live is None or self._carry or not queue.waiting or not len(queue):
-            return
-        ws, session = live
-        if not session.direct or self._writing:
-            return
-        while True:
-            first = queue.get_nowait()
-            if first is None:
-                return
-            frames = self._frames(self._batch(first))
-            for i, (data, count) in enumerate(frames):
-                try:
-                    written = wsdirect.write_whole_nowait(ws, data)
-                except ConnectionClosed:  # a partial write: the socket was shut down
-                    session.reason = "a frame written from the driver's step was cut short"
-                    session.broken = True
-                    self.counters.dropped += sum(c for _d, c in frames[i:])
-                    return
-                if not written:
-                    self._carry = frames[i:]  # the pump, woken by the queue, sends them
-                    return
-                self.counters.messages_sent += count
-                self.counters.frames_sent += 1
-                self.counters.bytes_sent += len(data)
 
     def _frames(self, batch: list[Message]) -> list[tuple[bytes, int]]:
         """``batch`` as frames to write, each with the number of messages it carries: one

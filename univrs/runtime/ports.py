@@ -66,9 +66,9 @@ class Transport(Protocol):
 
     def send(self, msg: Message) -> None: ...
 
-    def flush(self) -> None:
-        """A hint: what was sent in this step may be written now, from the caller's step
-        (univrs/net/transport.py); without it the transport sends it all the same."""
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        """``send`` each of ``msgs`` (one step's, in order); the transport may write them
+        from the caller's step (univrs/net/transport.py, s17-lat1)."""
         ...
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -104,8 +105,8 @@ class RemovalGate:
         if self.watch.may_send(msg):
             self.transport.send(msg)
 
-    def flush(self) -> None:
-        self.transport.flush()
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        self.transport.send_now([msg for msg in msgs if self.watch.may_send(msg)])
 
 
 async def watch_for_removal(node: NodeHandle, watch: MembershipWatch) -> None:
