@@ -318,7 +318,7 @@ class StepLoop:
             finally:  # (a Ready with no write; and nothing is ever left behind)
                 out, self._outgoing = self._outgoing, None
                 if out:
-                    self.transport.send_now(out)
+                    self._send_together(out)
 
     def _finish_step(self) -> None:
         if self._step_dirty:
@@ -377,6 +377,16 @@ class StepLoop:
         out = self._outgoing
         if out:
             self._outgoing = []
+            self._send_together(out)
+
+    def _send_together(self, out: list[Message]) -> None:
+        # With more events waiting for this task (under load), the links' tasks write after
+        # its next steps, one frame for what those steps queued too (fewer frames, writes and
+        # wake-ups of the peers' readers); with none, the frames go from this step.
+        if self._persisted or self.inbox.receiver.statistics().current_buffer_used:
+            for msg in out:
+                self.transport.send(msg)
+        else:
             self.transport.send_now(out)
 
     def apply_committed(self, entries: tuple[Entry, ...]) -> None:
