@@ -14,6 +14,7 @@ is now stepped on a caught-up clock when leases are on.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -34,6 +35,10 @@ class Sink:
     """A transport that keeps what the node sends (its peers are played by the test)."""
 
     sent: list[Message] = attrs.field(factory=list)
+
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        for msg in msgs:
+            self.send(msg)
 
     def send(self, msg: Message) -> None:
         self.sent.append(msg)

@@ -128,6 +128,10 @@ class MemCluster:
         for node_id in self.ids:
             await self.start(node_id)
 
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        for msg in msgs:
+            self.send(msg)
+
     def send(self, msg: Message) -> None:
         for watch in self.watchers:
             watch(msg)

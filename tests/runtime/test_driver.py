@@ -34,6 +34,10 @@ class MemoryNet:
     runtimes: dict[str, RaftRuntime] = attrs.field(factory=dict)
     cut: set[str] = attrs.field(factory=set)
 
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        for msg in msgs:
+            self.send(msg)
+
     def send(self, msg: Message) -> None:
         if msg.src in self.cut or msg.dst in self.cut:
             return

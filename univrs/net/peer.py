@@ -2,21 +2,20 @@
 
 Theory of operation. ``run`` loops forever: dial the peer's current address (TCP connect and
 websocket handshake on ``/raft`` within ``connect_timeout``, a fresh attempt every
-``dial_interval`` while none has got through; then the hello), then pump the queue
-into the connection (written in the step that wakes the pump when the stream takes the frame
-at once, univrs/net/wsdirect.py; what has to wait for room, within ``send_timeout``): what is
-queued when the pump wakes
-goes as one batch frame when the peer reads them (its hello said so), else one frame per
-message. A watcher task
-reads the connection so that a close by the peer (for example a refused hello) ends the session
-at once rather than at the next send. A keepalive task pings the peer ``ping_interval`` after
-each pong; a pong ``ping_timeout`` late while no frame is being written means the link is dead
-(a partition drops its packets: writes still land in the kernel's buffer, and TCP would
-deliver them only at its next backed-off retransmission, seconds after the network heals), so
-the session ends at once, without a closing handshake. When a session ends, the link waits a capped,
-jittered exponential backoff before redialing; a session that stayed up ``stable_after``
-seconds resets the backoff. A change of address cancels the current session or wait and dials
-the new address at once.
+``dial_interval`` while none has got through; then the hello), then pump the queue into the
+connection (written in the step that wakes the pump when the stream takes the frame at once,
+univrs/net/wsdirect.py; what has to wait for room, within ``send_timeout``): what is queued
+when the pump wakes goes as one batch frame when the peer reads them (its hello said so), else
+one frame per message. ``flush`` writes it from the caller's step instead when it can (s17-lat1).
+A watcher task reads the connection so that a close by the peer (for example a refused hello)
+ends the session at once rather than at the next send. A keepalive task pings the peer
+``ping_interval`` after each pong; a pong ``ping_timeout`` late while no frame is being
+written means the link is dead (a partition drops its packets: writes still land in the
+kernel's buffer, and TCP would deliver them only at its next backed-off retransmission,
+seconds after the network heals), so the session ends at once, without a closing handshake.
+When a session ends, the link waits a capped, jittered exponential backoff before redialing;
+a session that stayed up ``stable_after`` seconds resets the backoff. A change of address
+cancels the current session or wait and dials the new address at once.
 
 Messages flow one way on this connection (us to the peer); the peer answers on its own
 outbound connection to us. Messages queued while disconnected stay queued (bounded); the one
@@ -50,6 +49,7 @@ from wsproto.utilities import LocalProtocolError
 from univrs.net import wsdirect
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.backoff import Backoff
+from univrs.net.peer_flush import LinkFlush
 from univrs.net.queue import PeerQueue
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters
@@ -121,7 +121,7 @@ class _Session:
 
 
 @attrs.define(eq=False)
-class PeerLink:
+class PeerLink(LinkFlush):
     """Sender side of one peer. Created and owned by ``RaftTransport``; ``run`` is its task."""
 
     peer_id: NodeId
@@ -153,20 +153,25 @@ class PeerLink:
     _write_done: trio.lowlevel.ParkingLot = attrs.field(
         factory=trio.lowlevel.ParkingLot, init=False
     )
+    # The connection the pump sends on, while it does (``flush`` writes on it too).
+    _live: tuple[WebSocketConnection, _Session] | None = attrs.field(default=None, init=False)
+    # Frames ``flush`` took off the queue but left to the pump (it sends them first).
+    _carry: list[tuple[bytes, int]] = attrs.field(factory=list, init=False)
 
     @property
     def stopped(self) -> str | None:
         """Why this link stopped sending (an incarnation refusal), or None."""
         return self._stopped
 
-    def enqueue(self, msg: Message) -> None:
+    def enqueue(self, msg: Message, *, wake: bool = True) -> None:
         """Queue ``msg`` for sending; never blocks (drops the oldest of its lane when full).
+        ``wake`` False: the caller calls ``flush`` next, which wakes the pump if it must.
 
         A stopped link drops ``msg`` (counted)."""
         if self._stopped is not None:
             self.counters.dropped += 1
             return
-        dropped = self.queue.put(msg)
+        dropped = self.queue.put(msg, wake=wake)
         if dropped is not None:
             self.counters.dropped += 1
             log.debug("queue to %s full: dropped a %s", self.peer_id, type(dropped).__name__)
@@ -452,17 +457,35 @@ class PeerLink:
         messages to this peer, typically) goes in one batch frame when the peer reads them:
         one websocket frame, one write, one wake-up of the peer's reader per step."""
         queue = self.queue
-        while True:
-            batch = [await queue.get()]
-            if self.encode_batch is not None and self.accepts_batches():
-                while len(batch) < MAX_FRAME_MESSAGES:
-                    more = queue.get_nowait()
-                    if more is None:
-                        break
-                    batch.append(more)
-            for data, count in self._frames(batch):
-                if not await self._send_frame(ws, session, data, count):
-                    return
+        self._carry = []
+        self._live = (ws, session)
+        try:
+            while True:
+                while self._carry:  # left by ``flush``: they go before anything queued later
+                    data, count = self._carry.pop(0)
+                    if not await self._send_frame(ws, session, data, count):
+                        return
+                first = queue.get_nowait()
+                if first is None:
+                    await queue.wait()
+                    continue
+                for data, count in self._frames(self._batch(first)):
+                    if not await self._send_frame(ws, session, data, count):
+                        return
+        finally:
+            self._live, carry, self._carry = None, self._carry, []
+            self.counters.dropped += sum(count for _data, count in carry)
+
+    def _batch(self, first: Message) -> list[Message]:
+        """``first`` and, when the peer reads batch frames, what is queued behind it."""
+        batch = [first]
+        if self.encode_batch is not None and self.accepts_batches():
+            while len(batch) < MAX_FRAME_MESSAGES:
+                more = self.queue.get_nowait()
+                if more is None:
+                    break
+                batch.append(more)
+        return batch
 
     def _frames(self, batch: list[Message]) -> list[tuple[bytes, int]]:
         """``batch`` as frames to write, each with the number of messages it carries: one

@@ -43,20 +43,30 @@ class PeerQueue:
     _control: collections.deque[Message] = attrs.field(factory=collections.deque, init=False)
     _bulk: collections.deque[Message] = attrs.field(factory=collections.deque, init=False)
     _nonempty: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The sender task waits in ``wait`` and has not run since (what is queued now was queued
+    # after it last looked: univrs/net/peer.py ``PeerLink.flush`` may write it instead).
+    waiting: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.max_control < 1 or self.max_bulk < 1:
             raise ValueError("queue bounds must be positive")
 
-    def put(self, msg: Message) -> Message | None:
-        """Queue ``msg``; return the message dropped to make room for it, if any."""
+    def put(self, msg: Message, *, wake: bool = True) -> Message | None:
+        """Queue ``msg``; return the message dropped to make room for it, if any. With
+        ``wake`` False the sender task is not woken for it (the caller writes it, or calls
+        ``wake``: univrs/net/peer.py ``PeerLink.flush``)."""
         lane, bound = (
             (self._bulk, self.max_bulk) if is_bulk(msg) else (self._control, self.max_control)
         )
         dropped = lane.popleft() if len(lane) >= bound else None
         lane.append(msg)
-        self._nonempty.set()
+        if wake:
+            self._nonempty.set()
         return dropped
+
+    def wake(self) -> None:
+        """Wake the sender task (it finds what is queued, or work left to it elsewhere)."""
+        self._nonempty.set()
 
     def get_nowait(self) -> Message | None:
         """The next message (control lane first), or None when both lanes are empty."""
@@ -66,7 +76,8 @@ class PeerQueue:
             msg = self._bulk.popleft()
         else:
             return None
-        if not self._control and not self._bulk:
+        if not self._control and not self._bulk and self._nonempty.is_set():
+            # (an unset event stays: the sender task may be waiting on it for a ``wake``)
             self._nonempty = trio.Event()
         return msg
 
@@ -76,7 +87,18 @@ class PeerQueue:
             msg = self.get_nowait()
             if msg is not None:
                 return msg
+            await self.wait()
+
+    async def wait(self) -> None:
+        """Wait until a message is put or ``wake`` is called (what was put may be taken by
+        someone else before we run)."""
+        if self._nonempty.is_set() and not self._control and not self._bulk:
+            self._nonempty = trio.Event()  # (a wake-up already served)
+        self.waiting = True
+        try:
             await self._nonempty.wait()
+        finally:
+            self.waiting = False
 
     def clear(self) -> int:
         """Drop everything queued; return how many messages were dropped."""

@@ -17,66 +17,64 @@ Theory of operation.
   our hello, then pumps that peer's two-lane queue (control before bulk) into the connection,
   what is queued when the pump wakes as one batch frame if the peer's hello said it reads them
   (``Hello.batch``; issue 14: one frame per peer per driver step). ``send`` only queues, so
-  the driver never waits on the network.
+  the driver never waits on the network; ``send_now`` also writes what the kernel takes at
+  once (s17-lat1).
 * Addresses come from ``set_peer_addresses``, which the runtime calls again whenever the
   membership changes; a changed address redials at once, a removed peer's link stops.
-* Incarnations (one id, one incarnation: see ``Membership.incarnations``). Our hello carries
-  our data dir's incarnation and the one our configuration lists for the peer
+* Incarnations (one id, one incarnation: see ``Membership.incarnations``). Our hello carries our
+  data dir's incarnation and the one our configuration lists for the peer
   (``bound_incarnation``). A receiver refuses, with ``CLOSE_INCARNATION`` and one WARNING per
-  peer and incarnation, a dialer whose incarnation differs from the one its configuration
-  lists for that id, and a hello that expects another incarnation of itself; unbound members
-  are accepted. A listing is only as fresh as its configuration: the hello also carries the
-  index of the sender's newest configuration and whether it binds the sender to its own
-  incarnation (``own_binding``), and the side whose configuration is older yields (a node
-  that lagged behind a replacement must not refuse its new leader for ever). The dialer's
-  link then stops sending (``PeerLink``). After a configuration change the runtime calls
-  ``recheck_incarnations``: inbound connections from an incarnation the configuration no
-  longer lists are closed, and links whose expectation changed (or that stopped) redial.
-  The incarnations learned from accepted hellos (``peer_incarnations``) are what a leader
-  records in the configuration; an unbound id whose hellos named two incarnations is
-  contested and never offered (a forger's hello must not bind a member's id to itself).
-  Every message delivered carries its connection's hello incarnation in
-  ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
-  a sender let in because it claims a binding newer than our listing (that claim is the
-  sender's say-so): the core checks it again against the configuration it holds, which may
-  have moved on, and hears a sender of another incarnation than it lists only as a leader
-  while it follows no live leader (univrs/raft/senders.py). Without TLS none of this
-  authenticates anyone: an incarnation travels in clear text (docs/security.md).
+  peer and incarnation, a dialer whose incarnation differs from the one its configuration lists
+  for that id, and a hello that expects another incarnation of itself; unbound members are
+  accepted. A listing is only as fresh as its configuration: the hello also carries the index of
+  the sender's newest configuration and whether it binds the sender to its own incarnation
+  (``own_binding``), and the side whose configuration is older yields (a node that lagged behind
+  a replacement must not refuse its new leader for ever). The dialer's link then stops sending
+  (``PeerLink``). After a configuration change the runtime calls ``recheck_incarnations``:
+  inbound connections from an incarnation the configuration no longer lists are closed, and
+  links whose expectation changed (or that stopped) redial. The incarnations learned from
+  accepted hellos (``peer_incarnations``) are what a leader records in the configuration; an
+  unbound id whose hellos named two incarnations is contested and never offered (a forger's
+  hello must not bind a member's id to itself). Every message delivered carries its connection's
+  hello incarnation in ``Message.sender_incarnation`` (not on the wire; ``_attested``), also for
+  a sender let in because it claims a binding newer than our listing (that claim is the sender's
+  say-so): the core checks it again against the configuration it holds, which may have moved on,
+  and hears a sender of another incarnation than it lists only as a leader while it follows no
+  live leader (univrs/raft/senders.py). Without TLS none of this authenticates anyone: an
+  incarnation travels in clear text (docs/security.md).
 * One exception to that map: the peer that sends us entries. The sender of the newest
   (highest-term, up to the core's ``MAX_TERM``) AppendEntries, Heartbeat or InstallSnapshot
-  keeps its link even when the map does not list it, at the address the map last gave it
-  or, failing that, the one it advertised in its hello (``Hello.addr``, with this node's dial
-  overrides applied). A node whose log is still old (a brand-new member catching up from
-  index 1 adopts the bootstrap configuration first) must still be able to answer its leader;
-  without this rule it forgot the leader's address and never caught up. An unlisted source
-  is dialed only once we send it something: the core answers only senders it accepted, so a
-  refused stranger's advertised address is never dialed. The last source we answered keeps
-  its link while another, unanswered sender holds the newest term (s13-audit: a refused
-  stranger's heartbeat at a high term took the source over and closed the link to the
-  unlisted leader the core followed, whose answers were then dropped until an honest term
-  overtook the forged one); an answer to leader traffic (an append, heartbeat or snapshot
-  answer) makes its receiver the answered source, and lets the one answered before go;
-  not an answer to a listed peer whose leader traffic came at a lower term than the answer
-  (the core rejecting a stale leader: s14-small, before the unlisted leader's link closed
-  until our next answer to it).
-* Unlisted peers are bounded: per-peer state for ids the map does not list is kept for at
-  most ``MAX_UNLISTED_PEERS`` of them (oldest forgotten first), and at most that many
-  connections from unlisted ids are open at once. A connection closed for breaking the
-  protocol is logged at WARNING once per remote host, sender (or "unlisted") and close code.
-* TLS (``tls`` set: ``univrs.net.tls``). The listener accepts only TLS; ``/raft`` demands a
-  node certificate signed by the cluster CA (refused with HTTP 403 at the websocket
-  handshake otherwise) and a hello whose ``src`` is the node id that certificate names
-  (closed with a policy violation before a single message is read otherwise). A dialer
-  checks the other way round: the peer's certificate must name the node it dials, or the
-  connection is dropped before the hello is sent. The certificate binds the node id; the
-  hello binds the incarnation (above).
+  keeps its link even when the map does not list it, at the address the map last gave it or,
+  failing that, the one it advertised in its hello (``Hello.addr``, with this node's dial
+  overrides applied). A node whose log is still old (a brand-new member catching up from index 1
+  adopts the bootstrap configuration first) must still be able to answer its leader; without
+  this rule it forgot the leader's address and never caught up. An unlisted source is dialed
+  only once we send it something: the core answers only senders it accepted, so a refused
+  stranger's advertised address is never dialed. The last source we answered keeps its link
+  while another, unanswered sender holds the newest term (s13-audit: a refused stranger's
+  heartbeat at a high term took the source over and closed the link to the unlisted leader the
+  core followed, whose answers were then dropped until an honest term overtook the forged one);
+  an answer to leader traffic (an append, heartbeat or snapshot answer) makes its receiver the
+  answered source, and lets the one answered before go; not an answer to a listed peer whose
+  leader traffic came at a lower term than the answer (the core rejecting a stale leader:
+  s14-small, before the unlisted leader's link closed until our next answer to it).
+* Unlisted peers are bounded: per-peer state for ids the map does not list is kept for at most
+  ``MAX_UNLISTED_PEERS`` of them (oldest forgotten first), and at most that many connections
+  from unlisted ids are open at once. A connection closed for breaking the protocol is logged at
+  WARNING once per remote host, sender (or "unlisted") and close code.
+* TLS (``tls`` set: ``univrs.net.tls``). The listener accepts only TLS; ``/raft`` demands a node
+  certificate signed by the cluster CA (refused with HTTP 403 at the websocket handshake
+  otherwise) and a hello whose ``src`` is the node id that certificate names (closed with a
+  policy violation before a single message is read otherwise). A dialer checks the other way
+  round: the peer's certificate must name the node it dials, or the connection is dropped before
+  the hello is sent. The certificate binds the node id; the hello binds the incarnation (above).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
@@ -269,9 +267,19 @@ class RaftTransport(RaftInbound):
 
     def send(self, msg: Message) -> None:
         """Queue ``msg`` for ``msg.dst``; never blocks. Undeliverable messages are dropped."""
+        self._send(msg, wake=True)
+
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        """``send`` one step's ``msgs``, written from this step where a link can (its task
+        woken only for the rest: ``PeerLink.flush``, s17-lat1)."""
+        links = {id(ln): ln for msg in msgs if (ln := self._send(msg, wake=False)) is not None}
+        for link in links.values():
+            link.flush()
+
+    def _send(self, msg: Message, *, wake: bool) -> PeerLink | None:
         if self._fenced is not None:
             self._counter(msg.dst).dropped += 1
-            return
+            return None
         link = self._links.get(msg.dst)
         if (
             self._answered != msg.dst
@@ -290,8 +298,9 @@ class RaftTransport(RaftInbound):
             if msg.dst not in self._warned_unknown:
                 self._warned_unknown.add(msg.dst)
                 log.warning("dropping messages to %s: no address known for it", msg.dst)
-            return
-        link.enqueue(msg)
+            return None
+        link.enqueue(msg, wake=wake)
+        return link
 
     def _answers_a_stale_leader(self, msg: Message) -> bool:
         """``msg`` answers a listed peer whose leader traffic came at a lower term: the

@@ -25,6 +25,19 @@ is always finished by ``send_all`` (TLS records are the SSL object's to make), w
 lock's round only. A stream error is what ``send_message`` makes of it: the connection is
 aborted (``_abort_web_socket``) and ``ConnectionClosed`` raised.
 
+Writing from outside the connection's writer (``write_whole_nowait``, s17-lat1). The raft
+links' frames written from the step that queued them (the driver's, or the storage writer's
+completion: univrs/net/peer.py ``PeerLink.flush``), not by the link's task a scheduling round
+later. That caller cannot hold the send lock across a partial write (a trio lock belongs to
+the task that took it, and the caller is not the link's task), so it writes only a frame the
+kernel takes whole in practice: at most ``WHOLE_MAX`` bytes, on a plain TCP socket whose send
+buffer has ample room for it (``SO_MEMINFO``, Linux), the lock free and the connection not
+closing. Should
+the kernel still take part of it (memory pressure), the frame cannot be finished without the
+lock and another writer could put its bytes inside it: the socket is shut down instead (the
+link ends, redials, and Raft sends again what was lost), never left with half a frame. A
+frame that does not qualify is the link task's to write, as before.
+
 Reading (``FrameTap``). The library's reader task takes bytes off the stream, feeds wsproto,
 answers pings, enforces ``max_message_size`` (closing with 1009) and puts each complete
 message in a memory channel (``_send_channel``), from which ``get_message`` takes it: the
@@ -45,7 +58,10 @@ channel, and a ``send`` after the consumer closed its end raises what the librar
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -115,6 +131,54 @@ async def finish(ws: WebSocketConnection, rest: Rest) -> None:
         raise ConnectionClosed(conn._close_reason) from None
     finally:
         conn._stream_lock.release()
+
+
+# A frame ``write_whole_nowait`` writes is at most this long (a one-client append is ~120
+# bytes, an ack ~20, 64 clients' batch ~13 KB), and it needs twice its size plus ``SLACK`` of
+# room in the socket's send buffer (the kernel counts a buffer's memory with its overhead).
+WHOLE_MAX = 16 * 1024
+SLACK = 8 * 1024
+
+_SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: u32 counters, SK_MEMINFO_*
+_MEMINFO = struct.Struct("9I")  # ..., [3] SNDBUF, [4] FWD_ALLOC, [5] WMEM_QUEUED, ...
+_write = os.write  # (the tests make it take part of a frame)
+
+
+def _room(sock: trio.socket.SocketType) -> int:
+    """Bytes the socket's send buffer can still queue (-1: unknown, e.g. not Linux)."""
+    try:
+        info = _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size))
+    except (OSError, struct.error):
+        return -1
+    return int(info[3]) - int(info[5])
+
+
+def write_whole_nowait(ws: WebSocketConnection, message: bytes) -> bool:
+    """Write ``message`` as one binary message from any step, if the kernel takes it whole
+    (module docstring): True when written; False when it does not qualify (nothing written:
+    the caller hands it to the connection's own writer). Raises ``ConnectionClosed`` if the
+    kernel took only part of it (the socket is shut down: no frame may follow half a frame)."""
+    conn: Any = ws
+    if conn._close_reason or conn._stream_lock.locked() or len(message) > WHOLE_MAX:
+        return False
+    stream = conn._stream
+    if type(stream) is not trio.SocketStream:
+        return False
+    sock = stream.socket
+    if sock.did_shutdown_SHUT_WR or _room(sock) < 2 * len(message) + SLACK:
+        return False
+    # A complete data frame leaves wsproto's state as it was: unwritten, it can be written
+    # again later (by the link's task).
+    wire: bytes = conn._wsproto.send(BytesMessage(data=message))
+    try:
+        sent = _write(sock.fileno(), wire)
+    except OSError:
+        return False  # EAGAIN; any other error the link's task meets again and handles
+    if sent == len(wire):
+        return True
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    raise ConnectionClosed(None)
 
 
 def _write_now(stream: trio.abc.Stream, wire: bytes) -> int:

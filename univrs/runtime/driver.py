@@ -41,7 +41,7 @@ import trio
 
 from univrs.errors import NotLeader, OutcomeUnknown
 from univrs.raft.interpreter import Persisted
-from univrs.raft.messages import SnapshotMeta
+from univrs.raft.messages import Message, SnapshotMeta
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SoftState, Status
 from univrs.runtime.applier import Applier
@@ -180,6 +180,8 @@ class RaftRuntime(StepLoop):
     _may_lease: LeaseGate = attrs.field(init=False)
     # The index an ``apply_committed`` of this Ready applied on the step (0: none).
     _applied_on_step: int = attrs.field(default=0, init=False)
+    # A Ready's messages while ``execute`` runs, sent together (step.py ``_send_out``).
+    _outgoing: list[Message] | None = attrs.field(default=None, init=False)
     # The leader's snapshot checked while the core steps on (checking.py, s12-gate).
     _checks: SnapshotChecks = attrs.field(init=False)
 
@@ -220,6 +222,7 @@ class RaftRuntime(StepLoop):
         self._writer = StorageWriter(
             write=self.storage.append,
             send=transport.send,
+            send_now=transport.send_now,
             on_persisted=self._on_persisted,
             observe_fsync=self.metrics.fsync_seconds.observe,
             in_thread=self.write_in_thread,

@@ -61,9 +61,15 @@ class LogStorage(Protocol):
 
 class Transport(Protocol):
     """Where the runtime sends Raft messages. ``send`` never blocks and may drop (Raft
-    tolerates loss); replies come back through the runtime's inbox (``Inbox``)."""
+    tolerates loss); replies come back through the runtime's inbox (``Inbox``). ``flush``
+    never blocks either."""
 
     def send(self, msg: Message) -> None: ...
+
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        """``send`` each of ``msgs`` (one step's, in order); the transport may write them
+        from the caller's step (univrs/net/transport.py, s17-lat1)."""
+        ...
 
 
 class Counter(Protocol):

@@ -129,6 +129,7 @@ class StepLoop:
     _stamps: LogClock | None
     _may_lease: LeaseGate
     _applied_on_step: int
+    _outgoing: list[Message] | None
     _checks: SnapshotChecks
 
     @property
@@ -311,7 +312,13 @@ class StepLoop:
                 # go out: the leader's first append to a member just added must not be
                 # dropped for want of its address (it would wait for the next heartbeat).
                 self._refresh_status()
-            execute(rd, self)
+            self._outgoing = []  # ``send`` collects the Ready's messages for ``_send_out``
+            try:
+                execute(rd, self)
+            finally:  # (a Ready with no write; and nothing is ever left behind)
+                out, self._outgoing = self._outgoing, None
+                if out:
+                    self._send_together(out)
 
     def _finish_step(self) -> None:
         if self._step_dirty:
@@ -352,10 +359,35 @@ class StepLoop:
         self._snapshots.install(install, job)
 
     def submit_write(self, job: PersistJob) -> None:
+        # The Ready's messages (sent just before: interpreter.execute) are written first, from
+        # this step, before the write's thread takes the GIL to stage it (s17-lat1).
+        self._send_out()
         self._writer.submit(job)
 
     def send(self, msg: Message) -> None:
-        self.transport.send(msg)
+        out = self._outgoing
+        if out is None:
+            self.transport.send(msg)
+        else:
+            out.append(msg)
+
+    def _send_out(self) -> None:
+        """The Ready's messages so far, together: written from this step where the
+        transport can (``Transport.send_now``), not by its links' tasks a round later."""
+        out = self._outgoing
+        if out:
+            self._outgoing = []
+            self._send_together(out)
+
+    def _send_together(self, out: list[Message]) -> None:
+        # With more events waiting for this task (under load), the links' tasks write after
+        # its next steps, one frame for what those steps queued too (fewer frames, writes and
+        # wake-ups of the peers' readers); with none, the frames go from this step.
+        if self._persisted or self.inbox.receiver.statistics().current_buffer_used:
+            for msg in out:
+                self.transport.send(msg)
+        else:
+            self.transport.send_now(out)
 
     def apply_committed(self, entries: tuple[Entry, ...]) -> None:
         # A small commit with nothing else going on applies on this step: no hand-off to the

@@ -53,7 +53,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -181,6 +181,9 @@ class StorageWriter:
     # Called on the Trio loop, outside any task of the driver: it must only record and wake.
     on_persisted: Callable[[int, int, HardState | None], None]
     observe_fsync: Callable[[float], None] = lambda _seconds: None
+    # Sends a write's ``after_persist`` messages together, written at once where the
+    # transport can (``Transport.send_now``, s17-lat1); None: one ``send`` each.
+    send_now: Callable[[Sequence[Message]], None] | None = None
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
@@ -361,8 +364,11 @@ class StorageWriter:
         """``merged`` is durable: the queue learns it, then the acks go, then the report."""
         self.jobs_written += merged.jobs
         report = self._queue.written(merged)
-        for msg in merged.after_persist:
-            self.send(msg)
+        if self.send_now is not None:
+            self.send_now(merged.after_persist)  # the acks leave now, not a round later
+        else:
+            for msg in merged.after_persist:
+                self.send(msg)
         if report is not None:
             self.on_persisted(report.index, report.term, report.hard_state)
 

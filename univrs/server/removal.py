@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -103,6 +104,9 @@ class RemovalGate:
         """Send ``msg`` unless this node knows it was removed and ``msg`` asks for votes."""
         if self.watch.may_send(msg):
             self.transport.send(msg)
+
+    def send_now(self, msgs: Sequence[Message]) -> None:
+        self.transport.send_now([msg for msg in msgs if self.watch.may_send(msg)])
 
 
 async def watch_for_removal(node: NodeHandle, watch: MembershipWatch) -> None:
