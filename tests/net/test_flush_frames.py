@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.net.helpers import append, heartbeat, make_transport, receive, wait_until
-from tests.net.test_direct_frames import QUIET, addr, counting
+from tests.net.helpers import addr, append, heartbeat, make_transport, receive, wait_until
+from tests.net.test_direct_frames import QUIET, counting
 from univrs.net import wsdirect
 from univrs.net.transport import RaftTransport, open_transport
 from univrs.raft.messages import Message
