@@ -20,8 +20,8 @@ from univrs.raft.messages import Message
 async def connected(a: RaftTransport, b_inbox: trio.MemoryReceiveChannel[Message]) -> None:
     a.send(heartbeat("a", "b", ctx=0))
     assert await receive(b_inbox) == heartbeat("a", "b", ctx=0)
-    for _ in range(5):
-        await trio.lowlevel.checkpoint()  # the link's task is back waiting on its queue
+    # The link's task is back waiting on its queue (what a flush from a step needs).
+    await wait_until(lambda: a._links["b"].queue.waiting)
 
 
 async def test_a_flushed_frame_is_written_before_the_caller_yields() -> None:
