@@ -80,9 +80,20 @@ async def test_members_set_alike_keep_the_gate_open(
         await wait_until(lambda: len(leader.transport.peer_lease_holds()) == 2, "hellos")
         conn = await Connection.open(nursery, cluster.client_address(leader))
         created, _ = await conn.request("workload.create", {"spec": WORKLOAD})
+        on = {"node": leader}
 
         async def gate_on() -> bool:
             # A peer redialing (its link restarted) closes the gate for a moment: read again.
+            # Only a leader asks its gate: on a loaded machine leadership may move (CI), and
+            # the reads then go to the new leader.
+            nonlocal conn
+            current = cluster.leader()
+            if current is None:
+                return False
+            if current is not on["node"]:
+                conn.close()
+                conn = await Connection.open(nursery, cluster.client_address(current))
+                on["node"] = current
             got, _ = await conn.request("workload.get", {"id": created["id"]}, consistency="lease")
             assert got == created
             gate = [
