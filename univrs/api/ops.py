@@ -44,6 +44,7 @@ from univrs.service.operations import OPERATIONS, Kind
 from univrs.service.operations import Operation as Declaration
 from univrs.service.reconcile import status_of
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
+from univrs.sm.builders import slot_builder
 from univrs.sm.commands import (
     CloseSession,
     Command,
@@ -140,7 +141,12 @@ def _build_update_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any
 def _build_scale_workload(args: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
     ident = oa.existing_id(args, "workload")
     replicas = cv.read_int(args["replicas"], "replicas", maximum=MAX_REPLICAS)
-    return ScaleWorkload(id=ident, replicas=replicas, expected_version=oa.version(args)), args
+    return _new_scale(ident, replicas, oa.version(args)), args
+
+
+# ``ScaleWorkload(id=, replicas=, expected_version=)`` built slot by slot (univrs/sm/builders.py):
+# the same frozen object, half the cost (every scale request builds one: s18-ingress).
+_new_scale = slot_builder(ScaleWorkload)
 
 
 def _build_delete(cls: Any, what: str) -> Build:
