@@ -19,7 +19,10 @@ log writer or the state machine. ``--proposer real`` runs the whole node (everyt
 does per write, for context).
 
 Prints the median CPU microseconds per write (process CPU: user + system) over ``--repeats``
-runs and one JSON line.
+runs and one JSON line. ``--ingress`` also times the ingress alone, per write: the frame's
+decode (``protocol.decode_requests``) and its start (``_ClientConnection._start_inline``: the
+checks, the build and the hand-off to the runtime), each call timed with ``time.process_time``
+(s18-ingress).
 
     .venv/bin/python scripts/bench_client_path.py [--proposer stub|real] [--repeats 5]
 """
@@ -112,6 +115,35 @@ class FakeSocket:
         self.answered.set()
 
 
+class IngressClock:
+    """Process CPU seconds spent in the ingress functions (``--ingress``)."""
+
+    def __init__(self) -> None:
+        self.decode = 0.0
+        self.start = 0.0
+
+    def install(self) -> None:
+        clock = time.process_time
+        decode, start_inline = protocol.decode_requests, fast._ClientConnection._start_inline
+
+        def timed_decode(*args: Any, **kwargs: Any) -> Any:
+            t0 = clock()
+            try:
+                return decode(*args, **kwargs)
+            finally:
+                self.decode += clock() - t0
+
+        def timed_start(*args: Any, **kwargs: Any) -> Any:
+            t0 = clock()
+            try:
+                return start_inline(*args, **kwargs)
+            finally:
+                self.start += clock() - t0
+
+        protocol.decode_requests = timed_decode  # type: ignore[assignment]
+        fast._ClientConnection._start_inline = timed_start  # type: ignore[method-assign]
+
+
 def frames(conn: int, rounds: int, per_frame: int, sessions: list[str], seq0: int) -> list[bytes]:
     """One connection's request frames: round r carries seq seq0+r+1 of each of its clients."""
     out = []
@@ -187,6 +219,9 @@ async def run_once(
             nursery.start_soon(conn.read_requests, nursery)
             conns.append(conn)
         profiler = args.profiler
+        clock = args.clock
+        if clock is not None:
+            clock.decode = clock.start = 0.0
         start = time.process_time()
         if profiler is not None:
             profiler.enable()
@@ -235,7 +270,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             if args.proposer == "stub":
                 node.runtime.inbox.sender = stub  # type: ignore[assignment]
                 nursery.start_soon(stub.run)
-            per_write = []
+            per_write: list[float] = []
+            decodes: list[float] = []
+            starts: list[float] = []
             seq0 = 0
             rounds = args.writes // (args.connections * args.frame)
             for _ in range(args.repeats):
@@ -244,9 +281,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if errors:
                     raise SystemExit(f"{errors} of {writes} writes answered with an error")
                 per_write.append(cpu / writes * 1e6)
+                if args.clock is not None:
+                    decodes.append(args.clock.decode / writes * 1e6)
+                    starts.append(args.clock.start / writes * 1e6)
             node.runtime.inbox.sender = real
             nursery.cancel_scope.cancel()
-    return {
+    result: dict[str, Any] = {
         "proposer": args.proposer,
         "backend": args.backend,
         "connections": args.connections,
@@ -255,6 +295,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "us_per_write": [round(x, 1) for x in per_write],
         "median_us_per_write": round(statistics.median(per_write), 1),
     }
+    if decodes:
+        result["decode_us_per_write"] = [round(x, 2) for x in decodes]
+        result["start_us_per_write"] = [round(x, 2) for x in starts]
+        result["median_ingress_us_per_write"] = round(
+            statistics.median(d + s for d, s in zip(decodes, starts, strict=True)), 2
+        )
+    return result
 
 
 def parse() -> argparse.Namespace:
@@ -266,7 +313,14 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--writes", type=int, default=20000, help="writes per run (20000)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", help="write a cProfile of the timed parts to this file")
+    parser.add_argument(
+        "--ingress", action="store_true", help="also time the frame's decode and start, per write"
+    )
     args = parser.parse_args()
+    args.clock = None
+    if args.ingress:
+        args.clock = IngressClock()
+        args.clock.install()
     args.quiet_errors = False
     args.profiler = None
     if args.profile:
@@ -287,4 +341,9 @@ if __name__ == "__main__":
         f"{result['proposer']} proposer, {result['backend']}: "
         f"{result['median_us_per_write']} µs CPU per write (median of {len(runs)}: {runs})"
     )
+    if "median_ingress_us_per_write" in result:
+        print(
+            f"ingress (decode + start): {result['median_ingress_us_per_write']} µs CPU per write "
+            f"(decode {result['decode_us_per_write']}, start {result['start_us_per_write']})"
+        )
     print(json.dumps(result))

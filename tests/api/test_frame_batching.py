@@ -251,6 +251,13 @@ async def test_a_frame_of_callers_is_authorized_per_request(tmp_path: pathlib.Pa
                     {"id": 3, "op": "workload.create", "args": spec, "token": "univrs.bogus"},
                     {"id": 4, "op": "workload.list", "args": {}},
                     {"id": 5, "op": "workload.list", "args": {}, "token": "univrs.bogus"},
+                    # The callers of one operation taking turns (s18-ingress: a frame's
+                    # permission is asked once per run of one caller and operation, not
+                    # reused for another caller).
+                    {"id": 6, "op": "workload.create", "args": spec, "token": admin},
+                    {"id": 7, "op": "workload.create", "args": spec},
+                    {"id": 8, "op": "workload.create", "args": spec, "token": admin},
+                    {"id": 9, "op": "workload.create", "args": spec},
                 ],
             )
         codes = {rid: r.get("error", {}).get("code") for rid, r in answers.items()}
@@ -260,6 +267,10 @@ async def test_a_frame_of_callers_is_authorized_per_request(tmp_path: pathlib.Pa
             3: "unauthenticated",
             4: None,
             5: "unauthenticated",
+            6: None,
+            7: "permission-denied",
+            8: None,
+            9: "permission-denied",
         }, answers
 
 

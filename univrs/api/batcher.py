@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 
 __all__ = ["FrameWait", "FrameWrites", "Submission", "WriteAnswer"]
 
+# The extra answer fields of a write without a leader step: none. Shared by every such write
+# of a batch and never changed (the answer is built as ``{**result, **extra}`` when it has
+# any): one dict fewer per write.
+_NO_EXTRA: dict[str, Any] = {}
+
 
 @attrs.define(eq=False)
 class _Answers:
@@ -151,32 +156,41 @@ class FrameWrites:
         now = trio.current_time()
         runtime = self.store.node.runtime
         sm, term = runtime.sm, runtime.status().term
+        # The quota's alarm read once for the frame (``check_quota`` refuses only while it is
+        # raised, and only a write that does not free space): s18-ingress.
+        quota = self.store.quota
+        full = quota is not None and quota.alarm
+        store = self.store
+        append = batch.append
         for i, sub in enumerate(writes):
             write = sub.write
             try:
                 check_key(sub.key)
                 if now >= sub.deadline:
                     raise expired(False)
-                extra: dict[str, Any] = {}
                 proposed = write.envelope
-                if write.leader_step is not None:
-                    check_caught_up(sm, term)
-                    step, extra = write.leader_step(sm)
-                    if step is None:  # nothing to write: rendered from the state here
-                        applied = sm.last_applied_index
-                        done = Success(version=applied)
-                        if write.render is None:
-                            answers.set(i, (done, {"index": applied}))
-                        else:
-                            result = {**write.render(done, sm), **extra}
-                            answers.set(i, (result, {"index": applied}))
-                        continue
-                    proposed = attrs.evolve(proposed, command=step)
-                self.store.check_quota(write)
+                if write.leader_step is None:
+                    if full and not write.allowed_when_full:
+                        store.check_quota(write)
+                    append((i, proposed, _NO_EXTRA))
+                    continue
+                check_caught_up(sm, term)
+                step, extra = write.leader_step(sm)
+                if step is None:  # nothing to write: rendered from the state here
+                    applied = sm.last_applied_index
+                    done = Success(version=applied)
+                    if write.render is None:
+                        answers.set(i, (done, {"index": applied}))
+                    else:
+                        result = {**write.render(done, sm), **extra}
+                        answers.set(i, (result, {"index": applied}))
+                    continue
+                proposed = attrs.evolve(proposed, command=step)
+                store.check_quota(write)
             except Exception as exc:  # its answer (or a bug, reported as such upstream)
                 answers.set(i, exc)
                 continue
-            batch.append((i, proposed, extra))
+            append((i, proposed, extra))
         return batch
 
     def _forwardable(

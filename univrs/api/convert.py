@@ -108,8 +108,10 @@ def read_int(value: Any, path: str, *, minimum: int = 0, maximum: int = MAX_QUAN
 
 # Ids that passed ``read_id`` lately: its checks depend on the text alone (``path`` only names
 # it in the error), and the same ids come back in every request (a session's client id, the
-# objects a client writes). Bounded: emptied when full.
+# objects a client writes). Bounded: emptied when full. ``opargs.existing_id`` reads it too
+# (the same checks: a valid id, s18-ingress).
 _GOOD_IDS: set[str] = set()
+GOOD_IDS = _GOOD_IDS
 MAX_GOOD_IDS = 4096
 
 

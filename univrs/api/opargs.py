@@ -147,7 +147,10 @@ def read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> 
 
 def existing_id(args: dict[str, Any], what: str) -> str:
     """The id of an object a write addresses; one that cannot exist is simply not found."""
-    ident = cv.read_str(args["id"], "id")
+    ident = args["id"]
+    if type(ident) is str and ident in cv.GOOD_IDS:  # passed ``read_id`` lately: a valid id
+        return ident
+    ident = cv.read_str(ident, "id")
     if id_problem("id", ident) is not None:
         raise NotFound(f"{what} {ident!r} not found")
     return ident

@@ -33,14 +33,13 @@ from univrs.api.answers import WorkloadAnswers
 from univrs.api.auth import ANONYMOUS, Caller, Identity
 from univrs.api.batcher import FrameWait
 from univrs.api.budget import AnswerBudget, AnswerPool
+from univrs.api.building import WriteBuilder
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
-from univrs.api.opargs import check_key
-from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler, render_workload_encoded
+from univrs.api.ops import HANDLERS, MAX_LIMIT, Handler, handler
 from univrs.api.rendered import RenderCache, Rendered
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
-from univrs.api.writes import check_session_owner, held_to_owner
 from univrs.client.protocol import (
     CONSISTENCIES,
     CONSISTENCY_MESSAGE,
@@ -50,9 +49,6 @@ from univrs.client.protocol import (
 from univrs.errors import InvalidArgument, Timeout, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
 from univrs.service.declare import PUBLIC
-from univrs.sm.commands import CloseSession, Envelope, OpenSession
-from univrs.sm.responses import Response
-from univrs.sm.state import ClusterStateMachine
 
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
@@ -247,13 +243,17 @@ class ApiService:
         identify = self.store.authority.identify
         identified: dict[Caller, Identity | Unauthenticated] = {}
         known = True
+        last = None  # the previous job's caller, identified: a frame's requests share one
         for job in jobs:
-            if job.caller not in identified:
-                try:
-                    identified[job.caller] = identify(job.caller)
-                except Unauthenticated as exc:
-                    identified[job.caller] = exc
-                    known = False
+            caller = job.caller
+            if caller is last or caller in identified:
+                continue
+            try:
+                identified[caller] = identify(caller)
+            except Unauthenticated as exc:
+                identified[caller] = exc
+                known = False
+            last = caller
         return identified, known
 
     def _check_frame(
@@ -268,27 +268,57 @@ class ApiService:
         operation looked up (unless ``start_writes`` did), its deadline set, its caller
         permitted; a write's arguments checked and the write built (its ``Submission``), a
         read's consistency checked. (The writes, their submissions, the reads); a job that
-        fails a check is answered here (counted and handed to ``answered``)."""
+        fails a check is answered here (counted and handed to ``answered``).
+
+        A frame as a vector (s18-ingress): what its jobs share is worked out once, not per
+        job: the deadline of each distinct timeout, the permission of each run of jobs of
+        one caller and operation (``permit``'s answer depends on nothing else), the state
+        the session-owner checks read, and per operation and caller what ``_build_write``
+        decides from them alone (``WriteBuilder``, univrs/api/building.py). Every check still
+        runs for every job (its arguments, its key, its session's owner); a job that fails
+        one is answered alone, and a permission refused is asked again for the next job."""
         store = self.store
         authority = store.authority
         writes: list[Job] = []
         submissions: list[Submission] = []
         reads: list[Job] = []
         failed: list[Job] = []
+        timeout = store.timeout
+        deadlines: dict[float | None, float] = {}
+        permitted: tuple[Caller, Handler, Identity] | None = None  # the last permit given
+        builders: dict[tuple[int, int, str], WriteBuilder] = {}  # the jobs hold op, caller
+        sm = self.node.runtime.sm
+        new_submission = Submission
         for job in jobs:
             try:
                 op = job.op
                 if op is None:
                     op = job.op = handler(job.name)
-                limit = store.timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
-                job.deadline = start + max(limit, 0.001)
+                deadline = deadlines.get(job.timeout)
+                if deadline is None:
+                    limit = timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
+                    deadline = deadlines[job.timeout] = start + max(limit, 0.001)
+                job.deadline = deadline
                 caller = job.caller
-                identity = authority.permit(caller, identified[caller], op.required_role, op.name)
+                if permitted is not None and permitted[0] is caller and permitted[1] is op:
+                    identity = permitted[2]
+                else:
+                    identity = authority.permit(
+                        caller, identified[caller], op.required_role, op.name
+                    )
+                    permitted = (caller, op, identity)
                 if op.is_write:  # (a watch poll never is)
                     if op.name == "session.open":
                         store.session_opens.take(identity.key, "session opens")
-                    write = self._build_write(op, job.args, job.key, caller, identity.key, encoded)
-                    submissions.append(Submission(write, job.key, job.deadline, job.hops))
+                    # (By identity: an attrs class hashes field by field, in Python.)
+                    ident = (id(op), id(caller), identity.key)
+                    builder = builders.get(ident)
+                    if builder is None:
+                        builder = builders[ident] = WriteBuilder(
+                            self.node, self._answers, op, caller, identity.key, encoded, sm
+                        )
+                    write = builder.build(job.args, job.key)
+                    submissions.append(new_submission(write, job.key, deadline, job.hops))
                     writes.append(job)
                 elif op.watch:
                     raise AssertionError("execute_many got a watch poll: execute it alone")
@@ -490,46 +520,9 @@ class ApiService:
         """Check a write's arguments and build it (its command, envelope and renderer;
         ``encoded``: a workload's document rendered as ``protocol.Encoded``, for the fast
         protocol)."""
-        assert op.build is not None and op.render is not None
-        if key is not None and op.name in UNKEYED:
-            raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
-        check_key(key)
-        if key is not None:
-            check_session_owner(self.node.runtime.sm, key[0], owner)
-        command, built = op.build(args)
-        if isinstance(command, OpenSession):
-            command = OpenSession(owner=owner)  # bounds the sessions one caller holds
-        elif isinstance(command, CloseSession):
-            command = CloseSession(client_id=command.client_id, owner=owner)  # its own only
-        envelope = Envelope(
-            command=command,
-            client_id=None if key is None else key[0],
-            seq=None if key is None else key[1],
-            # The state machine refuses the command under another owner's session (s14-owner;
-            # the leader drops it while a member predates payload version 3).
-            owner=owner if key is not None and held_to_owner(owner) else None,
-        )
-        render, finish, step, node = op.render, op.finish, op.leader_step, self.node
-        if encoded and op.workload_answer and finish is None and step is None:
-            answers = self._answers
-
-            def rendered(response: Response, state: ClusterStateMachine) -> Any:
-                return render_workload_encoded(command, response, state, answers)
-
-        else:
-
-            def rendered(response: Response, state: ClusterStateMachine) -> Any:
-                result = render(command, response, state)
-                return result if finish is None else finish(built, result, state)
-
-        return Write(
-            envelope=envelope,
-            op=op.name,
-            args=built,
-            caller=caller,
-            allowed_when_full=op.allowed_when_full,
-            render=rendered,
-            leader_step=None if step is None else (lambda state: step(command, state, node)),
+        node = self.node
+        return WriteBuilder(node, self._answers, op, caller, owner, encoded, node.runtime.sm).build(
+            args, key
         )
 
     async def _write(

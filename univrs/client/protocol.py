@@ -43,6 +43,7 @@ import attrs
 import cbor2
 
 from univrs import codec
+from univrs.codec.strict import load
 from univrs.errors import MalformedRequest, ProtocolError, UnivrsError, error_to_plain
 
 PATH = "/client"
@@ -196,7 +197,85 @@ def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Req
     unusable, carries more than ``MAX_FRAME_REQUESTS`` requests (refused from the array's head,
     before any is decoded) or objects estimated over ``codec.frame_cost_bound(max_size)`` bytes
     (refused from a walk over the item heads, before any is decoded); a request with a readable
-    id but bad fields becomes a ``BadRequest``."""
+    id but bad fields becomes a ``BadRequest``.
+
+    One pass over the decoded frame (s18-ingress): ``codec.decode_plain``'s plain-data check
+    (``check_plain``) is not a walk of its own over the whole frame first. A well-formed
+    request's fields are plain by the checks that read them (an unsigned ``id``, a str ``op``,
+    ``key`` a str and an unsigned int, ...: every known key a str), so of it only ``args`` is
+    checked (``check_plain``, or two C passes over a map of scalars); a request that is not
+    well-formed is checked whole before it becomes a ``BadRequest``, and anything else before
+    the frame is refused. So the same frames are refused (``ProtocolError``: a value that is
+    not plain data anywhere, at any depth) and the same requests come out as in the two-pass
+    form, ``decode_requests_general``, which a differential test holds this one to
+    (tests/test_decode_requests_fused.py)."""
+    doc = _load_frame(data, max_size)
+    if type(doc) is not list:
+        codec.check_plain(doc, max_depth=codec.DEFAULT_MAX_DEPTH)
+        raise ProtocolError("a request frame must be an array of requests")
+    out: list[Request | BadRequest] = []
+    append = out.append
+    scalars, keys, check = _PLAIN_SCALARS, _PLAIN_KEYS, codec.check_plain
+    for item in doc:
+        if type(item) is not dict:
+            check(item, max_depth=_ITEM_DEPTH)
+            raise ProtocolError("every request must be a map with an unsigned integer 'id'")
+        rid = item.get("id")
+        if type(rid) is not int or rid < 0:
+            check(item, max_depth=_ITEM_DEPTH)
+            raise ProtocolError("every request must be a map with an unsigned integer 'id'")
+        try:
+            request = _request(rid, item)
+        except MalformedRequest as exc:
+            check(item, max_depth=_ITEM_DEPTH)  # its other fields may be anything
+            append(BadRequest(id=rid, error=exc))
+            continue
+        args = request.args  # the only field the checks above leave unchecked as plain data
+        if args and not (
+            scalars.issuperset(map(type, args.values())) and keys.issuperset(map(type, args))
+        ):
+            check(args, max_depth=_FIELD_DEPTH)
+        append(request)
+    return out
+
+
+# ``check_plain``'s depth for a request (an item of the frame's array) and for one of its
+# fields: ``decode_plain`` checks the frame at ``DEFAULT_MAX_DEPTH``, each level one less.
+_ITEM_DEPTH = codec.DEFAULT_MAX_DEPTH - 1
+_FIELD_DEPTH = codec.DEFAULT_MAX_DEPTH - 2
+_PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+_PLAIN_KEYS = frozenset({int, str, bytes})
+
+
+def _load_frame(data: bytes | str, max_size: int) -> Any:
+    """A request frame decoded strictly (``codec.strict.load``: size, item cost, CBOR), not yet
+    checked as plain data."""
+    if not isinstance(data, str):
+        count = codec.array_length(data)
+        if count is not None and count > MAX_FRAME_REQUESTS:
+            raise ProtocolError(
+                f"request frame of {count} requests (at most {MAX_FRAME_REQUESTS} allowed)"
+            )
+    else:
+        raise ProtocolError("request frame: text frame (client frames are binary CBOR)")
+    try:
+        return load(
+            data,
+            max_size=max_size,
+            max_depth=codec.DEFAULT_MAX_DEPTH,
+            what="plain frame",
+            max_cost=codec.frame_cost_bound(max_size),
+        )
+    except ProtocolError as exc:
+        raise ProtocolError(f"request frame: {exc}") from None
+
+
+def decode_requests_general(
+    data: bytes | str, *, max_size: int = MAX_FRAME
+) -> list[Request | BadRequest]:
+    """``decode_requests`` in two passes: the frame decoded as plain data
+    (``codec.decode_plain``: the strict load, then the plain check of the whole frame), then
+    its requests read. The reference the one-pass form is tested against."""
     if not isinstance(data, str):
         count = codec.array_length(data)
         if count is not None and count > MAX_FRAME_REQUESTS:
