@@ -247,6 +247,7 @@ class _ClientConnection:
                 hops=req.hops,
                 caller=self._caller_of(req),
                 tag=req,
+                answer=req.answer,
             )
             for req in writes
         ]
@@ -297,6 +298,7 @@ class _ClientConnection:
                         hops=req.hops,
                         caller=self._caller_of(req),
                         tag=req,
+                        answer=req.answer,
                     )
                 )
         if ready:
@@ -386,6 +388,7 @@ class _ClientConnection:
                 hops=req.hops,
                 caller=self._caller_of(req),
                 encoded=True,
+                answer=req.answer,
             )
             job.result = protocol.encode_document(job.result)
         except Exception as exc:

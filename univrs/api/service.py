@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import cbor2
 import trio
 
 from univrs.api.answers import WorkloadAnswers
@@ -35,9 +34,17 @@ from univrs.api.batcher import FrameWait
 from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
-from univrs.api.opargs import check_key
-from univrs.api.ops import HANDLERS, MAX_LIMIT, UNKEYED, Handler, handler, render_workload_encoded
-from univrs.api.rendered import RenderCache, Rendered
+from univrs.api.opargs import check_key, minimal_answer
+from univrs.api.ops import (
+    HANDLERS,
+    MAX_LIMIT,
+    UNKEYED,
+    Handler,
+    handler,
+    render_minimal,
+    render_workload_encoded,
+)
+from univrs.api.rendered import RenderCache, Rendered, drop_results, encoded_result
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
 from univrs.api.writes import check_session_owner, held_to_owner
@@ -107,11 +114,12 @@ class ApiService:
         hops: int = 0,
         caller: Caller = ANONYMOUS,
         encoded: bool = False,
+        answer: str | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Run operation ``name`` for ``caller``: (result document, read meta or None).
         Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first).
         ``encoded`` (the fast protocol): parts of the result may be ``protocol.Encoded``
-        (a watch poll's events)."""
+        (a watch poll's events). ``answer``: "minimal" or "full" (``opargs.minimal_answer``)."""
         op = handler(name)
         start = trio.current_time()
         limit = self.store.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
@@ -121,12 +129,15 @@ class ApiService:
         try:
             store = self.store
             identity = await store.authority.authorize_fresh(caller, op.required_role, op.name)
+            minimal = minimal_answer(answer, op.name, op.is_write)
             if op.watch:  # served from this node's event history, at any consistency
                 return await poll_events(self.node, args, deadline, encoded=encoded), None
             if op.is_write:
                 if op.name == "session.open":
                     store.session_opens.take(identity.key, "session opens")
-                return await self._write(op, args, key, deadline, hops, caller, identity.key)
+                return await self._write(
+                    op, args, key, deadline, hops, caller, identity.key, minimal
+                )
             assert op.read is not None
             how = consistency or "linearizable"
             state = await self.store.read_at(how, deadline)
@@ -287,12 +298,16 @@ class ApiService:
                 if op.is_write:  # (a watch poll never is)
                     if op.name == "session.open":
                         store.session_opens.take(identity.key, "session opens")
-                    write = self._build_write(op, job.args, job.key, caller, identity.key, encoded)
+                    minimal = minimal_answer(job.answer, op.name, True)
+                    write = self._build_write(
+                        op, job.args, job.key, caller, identity.key, encoded, minimal
+                    )
                     submissions.append(Submission(write, job.key, job.deadline, job.hops))
                     writes.append(job)
                 elif op.watch:
                     raise AssertionError("execute_many got a watch poll: execute it alone")
                 else:
+                    minimal_answer(job.answer, op.name, False)  # "minimal": refused
                     how = job.consistency or "linearizable"
                     if how not in CONSISTENCIES:
                         raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
@@ -409,7 +424,7 @@ class ApiService:
                 if done:
                     self._count(done, start)
                     answered(done)
-                    _drop_results(done)
+                    drop_results(done)
                     done, pending, meta = [], 0, None
                 with trio.move_on_at(job.deadline) as waited:
                     await budget.wait_room()
@@ -430,7 +445,7 @@ class ApiService:
                 if rendered is None:
                     job.result = read(job.args, state)
                     if encoded:
-                        job.result = _encoded(job.result)
+                        job.result = encoded_result(job.result)
                 else:
                     job.result, job.rendered = rendered.doc, rendered
                     if encoded:
@@ -445,7 +460,7 @@ class ApiService:
         self._count(done, start)
         answered(done)
         if budget is not None:
-            _drop_results(done)
+            drop_results(done)
 
     def _count(self, jobs: Sequence[Job], start: float) -> None:
         """The request metrics of answered jobs: one counter increment per (operation,
@@ -486,10 +501,11 @@ class ApiService:
         caller: Caller,
         owner: str,
         encoded: bool = False,
+        minimal: bool = False,
     ) -> Write:
         """Check a write's arguments and build it (its command, envelope and renderer;
         ``encoded``: a workload's document rendered as ``protocol.Encoded``, for the fast
-        protocol)."""
+        protocol; ``minimal``: ``ops.render_minimal``'s answer, ``{"id", "version"}``)."""
         assert op.build is not None and op.render is not None
         if key is not None and op.name in UNKEYED:
             raise InvalidArgument(f"{op.name} takes no idempotency key", field="key")
@@ -510,7 +526,12 @@ class ApiService:
             owner=owner if key is not None and held_to_owner(owner) else None,
         )
         render, finish, step, node = op.render, op.finish, op.leader_step, self.node
-        if encoded and op.workload_answer and finish is None and step is None:
+        if minimal:
+
+            def rendered(response: Response, state: ClusterStateMachine) -> Any:
+                return render_minimal(command, response)
+
+        elif encoded and op.workload_answer and finish is None and step is None:
             answers = self._answers
 
             def rendered(response: Response, state: ClusterStateMachine) -> Any:
@@ -530,6 +551,7 @@ class ApiService:
             allowed_when_full=op.allowed_when_full,
             render=rendered,
             leader_step=None if step is None else (lambda state: step(command, state, node)),
+            minimal=minimal,
         )
 
     async def _write(
@@ -541,28 +563,11 @@ class ApiService:
         hops: int,
         caller: Caller = ANONYMOUS,
         owner: str = "",
+        minimal: bool = False,
     ) -> tuple[Any, dict[str, Any]]:
         """(result, {"index": the log index the write was applied at})."""
-        write = self._build_write(op, args, key, caller, owner)
+        write = self._build_write(op, args, key, caller, owner, minimal=minimal)
         return await self.store.submit(write, key, deadline, hops)
-
-
-def _drop_results(jobs: list[Job]) -> None:
-    """Forget answered reads' results (their answers hold them, until written): a frame's
-    jobs live until its last is answered, and must not keep every page of it (s15-budget:
-    48 pages of 0.8 MB were all held until the frame's end)."""
-    for job in jobs:
-        job.result = job.rendered = None
-
-
-def _encoded(doc: Any) -> Any:
-    """A read's result encoded for the fast protocol (``Encoded``: its size known while it is
-    held, and the frame copies its bytes); unchanged if it is not plain data (a bug the
-    frame's encoder reports)."""
-    try:
-        return Encoded(cbor2.dumps(doc))
-    except (TypeError, ValueError, cbor2.CBOREncodeError):
-        return doc
 
 
 def _needs_token(name: str) -> bool:
@@ -591,3 +596,4 @@ class Job:
     meta: dict[str, Any] | None = None
     error: Exception | None = None
     rendered: Rendered | None = None  # ``result`` shared with other reads (rendered.py)
+    answer: str | None = None  # the request's "answer": "minimal" | "full" | None (full)
