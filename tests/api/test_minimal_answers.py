@@ -12,6 +12,7 @@ import trio
 from trio_websocket import open_websocket
 
 from tests.api.helpers import WORKLOAD, open_cluster
+from tests.api.test_openapi import conforms
 from univrs import codec
 from univrs.client import protocol
 from univrs.client.client import Client, open_client
@@ -315,6 +316,7 @@ async def test_rest_prefer_return_minimal(tmp_path: pathlib.Path) -> None:
         assert small.status == 200
         index = int(small.headers["x-univrs-index"])
         assert small.body == {"id": wid, "version": index}
+        assert conforms("workload.scale", 200, small.body) == []  # documented (openapi)
         assert small.headers["preference-applied"] == "return=minimal"
         assert small.headers["etag"] == f'"{index}"'
         for prefer in (None, "return=representation", "return=tiny", "garbage;;=,"):
