@@ -164,7 +164,7 @@ class Client(StateMethods):
     stay: bool = False
     # How the writes that answer with their object (``protocol.OBJECT_WRITES``) answer unless
     # a call says otherwise: "full" (the document, the default) or "minimal" (``{"id",
-    # "version"}``: nothing rendered, encoded or decoded for it; s18-answers).
+    # "version"}``: no document rendered, encoded or decoded for it; s18-answers).
     answer: str = attrs.field(default="full", validator=attrs.validators.in_(ANSWERS))
 
     # ---------------------------------------------------------------- connections
