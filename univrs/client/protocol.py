@@ -38,12 +38,12 @@ object's id and the version this write gave it (its committed revision, the same
 ``meta.index``), with no document rendered, encoded or decoded; every other write's answer is
 already small and stays as it is; errors are unchanged. ``"full"`` (or no field) is the whole
 document, as before. Extending the protocol without breaking older peers: a node of older code
-answers an unknown request field with ``invalid-argument``, so a client sends ``answer`` only
+answers an unknown request field with ``malformed-request``, so a client sends ``answer`` only
 to a node whose hello lists ``"minimal"`` in ``answers`` (older hellos have no such key; older
 clients ignore it); to an older node it sends the request as before and reduces the full
 answer itself (``minimal_of``: exact, since ``meta.index`` is the write's version). A value
-other than ``"full"``/``"minimal"``, or ``"minimal"`` on a read, is ``invalid-argument`` with
-``field: "answer"``.
+other than ``"full"``/``"minimal"`` is ``malformed-request`` and ``"minimal"`` on a read
+``invalid-argument``, both with ``field: "answer"``.
 
 Responses come back in completion order, not request order. A request the server cannot even
 parse (no usable id) closes the connection with a protocol error; a request with a usable id
