@@ -85,6 +85,12 @@ def test_a_wrong_answer_breaks_its_schema() -> None:
     # A write's answer after its batch deleted the object: documented (it was not, before).
     assert conforms("workload.update", 200, {"id": "w", "version": 3, "deleted": True}) == []
     assert conforms("workload.get", 200, {"id": "w", "version": 3, "deleted": True}) != []
+    # A minimal answer (Prefer: return=minimal, s18-answers): documented for object writes.
+    assert conforms("workload.scale", 200, {"id": "w", "version": 3}) == []
+    assert conforms("instance.create", 201, {"id": "i", "version": 3}) == []
+    assert conforms("workload.scale", 200, {"id": "w", "version": "3"}) != []
+    assert conforms("workload.scale", 200, {"id": "w", "version": 3, "more": 1}) != []
+    assert conforms("workload.get", 200, {"id": "w", "version": 3}) != []
 
 
 SPEC = {"name": "web", "image": "nginx:1", "replicas": 1}

@@ -95,6 +95,7 @@ class MemForwarder:
         key: tuple[str, int] | None,
         deadline: float,
         caller: Caller = ANONYMOUS,
+        minimal: bool = False,
     ) -> tuple[Any, dict[str, Any] | None]:
         self.calls += 1
         if self.script:
@@ -106,7 +107,13 @@ class MemForwarder:
             raise lost
         timeout = deadline - trio.current_time() - 0.05
         return await self.services[address].execute(
-            op, args, key=key, timeout=timeout, hops=MAX_HOPS, caller=caller
+            op,
+            args,
+            key=key,
+            timeout=timeout,
+            hops=MAX_HOPS,
+            caller=caller,
+            answer="minimal" if minimal else None,
         )
 
 

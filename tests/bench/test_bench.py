@@ -18,6 +18,7 @@ from univrs.bench import client as bench
 from univrs.bench import report as bench_report
 from univrs.bench import sample as sample_module
 from univrs.bench.sample import Sample
+from univrs.bench.workers import load_ops
 from univrs.client.client import Client
 
 
@@ -30,11 +31,17 @@ class FakeClient:
         self.stale = stale
         self.read_delay = read_delay
         self.leader = "n1"
+        self.answers: list[str | None] = []  # what each write asked for
 
-    async def scale_workload(self, key: str, replicas: int) -> dict[str, Any]:
+    async def scale_workload(
+        self, key: str, replicas: int, answer: str | None = None
+    ) -> dict[str, Any]:
         await trio.sleep(0.001)
         self.previous[key] = self.values.get(key, replicas)
         self.values[key] = replicas
+        self.answers.append(answer)
+        if answer == "minimal":  # the sampled writes ask for their version only
+            return {"id": key, "version": 1}
         return {"id": key, "spec": {"replicas": replicas}}
 
     async def get_workload(self, key: str, consistency: str | None = None) -> dict[str, Any]:
@@ -54,10 +61,22 @@ async def _measure_sample(fake: FakeClient) -> dict[str, Any]:
 
 
 async def test_a_register_like_cluster_passes_the_sample() -> None:
-    result = await _measure_sample(FakeClient())
+    fake = FakeClient()
+    result = await _measure_sample(fake)
     assert result["check"]["verdict"] == "linearizable"
     assert result["check"]["ops"] > 10
     assert result["ops"] > 0 and result["errors"] == 0
+    # The sampled writes asked for minimal answers: the history needs no document.
+    assert "minimal" in fake.answers
+
+
+async def test_the_load_writes_ask_for_what_write_answer_says() -> None:
+    assert bench.parse_args([]).write_answer == "minimal"
+    assert bench.parse_args(["--write-answer", "full"]).write_answer == "full"
+    for answer in ("minimal", "full"):
+        fake = FakeClient()
+        await load_ops(["bench-0"], answer)["writes"](cast(Client, fake), 0)
+        assert fake.answers == [answer]
 
 
 async def test_a_full_sample_stops_recording_only_once_its_reads_are_done(

@@ -164,7 +164,7 @@ class WriteLoop:
                 raise Unavailable(f"the address of the leader {leader!r} is unknown")
             try:
                 result, meta = await self.forwarder.call(
-                    address, write.op, write.args, key, deadline, write.caller
+                    address, write.op, write.args, key, deadline, write.caller, write.minimal
                 )
             except UnivrsError as exc:
                 self.count_forward(exc.code)

@@ -241,7 +241,9 @@ class FrameWrites:
         hop to the leader (``Forwarder.call_many``), then each write's outcome as
         ``attempt_write`` handles a forwarded one's."""
         calls = [
-            ForwardCall(w.write.op, w.write.args, w.key, w.deadline, w.write.caller)
+            ForwardCall(
+                w.write.op, w.write.args, w.key, w.deadline, w.write.caller, w.write.minimal
+            )
             for w in (writes[i] for i in chosen)
         ]
         reported: set[int] = set()

@@ -18,7 +18,7 @@ import attrs
 from univrs.api.answers import WorkloadAnswers
 from univrs.api.auth import Caller
 from univrs.api.opargs import check_key
-from univrs.api.ops import UNKEYED, Handler, render_workload_encoded
+from univrs.api.ops import UNKEYED, Handler, render_minimal, render_workload_encoded
 from univrs.api.writes import Write, check_session_owner, held_to_owner
 from univrs.errors import InvalidArgument
 from univrs.sm.builders import slot_builder
@@ -63,8 +63,11 @@ class WriteBuilder:
         )
         self.answers = self.answers_cache if encoded_answer else None
 
-    def build(self, args: dict[str, Any], key: tuple[str, int] | None) -> Write:
-        """Check one write's arguments and key, and build it."""
+    def build(
+        self, args: dict[str, Any], key: tuple[str, int] | None, minimal: bool = False
+    ) -> Write:
+        """Check one write's arguments and key, and build it (``minimal``: answered with
+        ``ops.render_minimal``'s ``{"id", "version"}``, s18-answers)."""
         op, owner = self.op, self.owner
         build = op.build
         assert build is not None
@@ -87,7 +90,12 @@ class WriteBuilder:
             else _new_envelope(command, key[0], key[1], owner if self.held else None)
         )
         answers = self.answers
-        if answers is not None:
+        if minimal:
+
+            def rendered(response: Response, state: ClusterStateMachine) -> Any:
+                return render_minimal(command, response)
+
+        elif answers is not None:
 
             def rendered(response: Response, state: ClusterStateMachine) -> Any:
                 return render_workload_encoded(command, response, state, answers)
@@ -109,4 +117,5 @@ class WriteBuilder:
             allowed_when_full=op.allowed_when_full,
             render=rendered,
             leader_step=None if step is None else (lambda state: step(command, state, node)),
+            minimal=minimal,
         )

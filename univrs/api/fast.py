@@ -255,6 +255,7 @@ class _ClientConnection:
                     req.hops,
                     caller if req.token is None and not req.hops else self._caller_of(req),
                     req,
+                    answer=req.answer,
                 )
             )
         answered: set[int] = set()
@@ -304,6 +305,7 @@ class _ClientConnection:
                         hops=req.hops,
                         caller=self._caller_of(req),
                         tag=req,
+                        answer=req.answer,
                     )
                 )
         if ready:
@@ -393,6 +395,7 @@ class _ClientConnection:
                 hops=req.hops,
                 caller=self._caller_of(req),
                 encoded=True,
+                answer=req.answer,
             )
             job.result = protocol.encode_document(job.result)
         except Exception as exc:

@@ -26,7 +26,7 @@ import trio
 from univrs.api import convert as cv
 from univrs.api.auth import ANONYMOUS, Caller
 from univrs.client.connection import Connection, answer_of
-from univrs.client.protocol import MAX_HOPS
+from univrs.client.protocol import MAX_HOPS, minimal_of
 from univrs.errors import ConnectionLost, NotLeader, Timeout, Unavailable, UnivrsError
 from univrs.net.tls import TlsContexts
 from univrs.runtime.waiter import Waiter
@@ -60,6 +60,7 @@ class ForwardCall:
     key: tuple[str, int] | None
     deadline: float
     caller: Caller = ANONYMOUS
+    minimal: bool = False  # the caller asked for a minimal answer (univrs/client/protocol.py)
 
 
 # A forwarded request's answer: (result, meta), or the error ``Forwarder.call`` would raise.
@@ -120,9 +121,12 @@ class Forwarder:
         key: tuple[str, int] | None,
         deadline: float,
         caller: Caller = ANONYMOUS,
+        minimal: bool = False,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Send one already-built request to the leader at ``address`` (``hops=1``), with the
-        caller's token and address (never this node's: forwarding must not raise rights)."""
+        caller's token and address (never this node's: forwarding must not raise rights);
+        ``minimal``: asking for a minimal answer (a leader of older code: its full answer
+        reduced here, ``Connection.request``)."""
         with trio.move_on_at(deadline) as scope:
             conn = await self.connection(address)
         if scope.cancelled_caught:
@@ -137,6 +141,7 @@ class Forwarder:
                 hops=MAX_HOPS,
                 token=caller.token,
                 client=caller.address,
+                answer="minimal" if minimal else None,
             )
         raise _too_late(address)
 
@@ -175,6 +180,7 @@ class Forwarder:
                     hops=MAX_HOPS,
                     token=c.caller.token,
                     client=c.caller.address,
+                    answer="minimal" if c.minimal else None,
                 )
             except ConnectionLost as exc:
                 early.append((k, exc))
@@ -198,7 +204,7 @@ class Forwarder:
                     k, rid, waiter = item
                     if waiter.done:
                         conn.forget(rid)
-                        settled.append((k, _answer(waiter)))
+                        settled.append((k, _answer(waiter, calls[k], conn)))
                     elif now >= calls[k].deadline:
                         conn.forget(rid)
                         settled.append((k, _too_late(address)))
@@ -233,11 +239,14 @@ def _too_late(address: str) -> Timeout:
     )
 
 
-def _answer(waiter: Waiter[dict[str, Any]]) -> ForwardAnswer:
+def _answer(waiter: Waiter[dict[str, Any]], call: ForwardCall, conn: Connection) -> ForwardAnswer:
     try:
-        return answer_of(waiter.result())
+        result, meta = answer_of(waiter.result())
     except UnivrsError as exc:  # the leader's answer, or ConnectionLost
         return exc
+    if call.minimal and not conn.hello.minimal:  # a leader of older code: its full answer
+        result = minimal_of(call.op, result, meta)
+    return result, meta
 
 
 def _with_version(args: dict[str, Any], expected: int | None) -> dict[str, Any]:

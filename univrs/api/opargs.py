@@ -15,12 +15,28 @@ from typing import Any
 import cbor2
 
 from univrs.api import convert as cv
+from univrs.client.protocol import ANSWER_MESSAGE, ANSWERS, MINIMAL_READ_MESSAGE, OBJECT_WRITES
 from univrs.errors import InvalidArgument, NotFound
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.validate import MAX_VERSION, id_problem
 
 PAGE_BYTES = 1 << 20  # a list page's encoded items, at most (beyond its first item): 1 MiB
+
+
+def minimal_answer(answer: object, op: str, is_write: bool) -> bool:
+    """Whether operation ``op`` answers minimally (``ops.render_minimal``, s18-answers): its
+    request's ``answer`` is "minimal" and ``op`` one of ``protocol.OBJECT_WRITES`` (any other
+    write's answer is already small: the same either way). "full" or None: False. Any other
+    value, or "minimal" on a read: ``InvalidArgument`` naming the field ``answer`` (the fast
+    protocol's decoder refuses other values first; REST callers come here)."""
+    if answer is None or answer == "full":
+        return False
+    if type(answer) is not str or answer not in ANSWERS:
+        raise InvalidArgument(ANSWER_MESSAGE, field="answer")
+    if not is_write:
+        raise InvalidArgument(MINIMAL_READ_MESSAGE, field="answer")
+    return op in OBJECT_WRITES
 
 
 def new_id() -> str:

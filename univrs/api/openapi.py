@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from univrs import __version__
+from univrs.client.protocol import OBJECT_WRITES
 from univrs.service.operations import ANY_TOKEN, OPERATIONS, PUBLIC, Operation, Param, Type, Where
 from univrs.service.schemas import GONE_RESULTS, SCHEMAS, obj, ref
 
@@ -65,6 +66,8 @@ def result_schema(op: Operation) -> dict[str, Any]:
     """The JSON Schema of an operation's successful answer. A write of an object may be
     answered ``WrittenThenDeleted`` (it applied, and a later command of its batch deleted the
     object: docs/api.md, "Write outcomes"), so its result is one of the two."""
+    if op.name in OBJECT_WRITES:  # ``Prefer: return=minimal``: ``Written``
+        return {"oneOf": [ref(op.result), ref("WrittenThenDeleted"), ref("Written")]}
     if op.is_write and op.result in GONE_RESULTS:
         return {"oneOf": [ref(op.result), ref("WrittenThenDeleted")]}
     return ref(op.result)
@@ -97,6 +100,17 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "required": False,
                 "schema": {"type": "string", "pattern": r'^"[0-9]{1,18}"$'},
                 "description": 'the expected object version, e.g. "12"',
+            }
+        )
+    if op.name in OBJECT_WRITES:
+        params.append(
+            {
+                "name": "Prefer",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "return=minimal: answer only the object's id and the version "
+                "this write gave it (Written; Preference-Applied: return=minimal)",
             }
         )
     if op.keyed:

@@ -178,6 +178,15 @@ def render_workload_encoded(
     return answers.encode(*found)
 
 
+def render_minimal(cmd: Any, response: Response) -> dict[str, Any]:
+    """An ``OBJECT_WRITES`` write's minimal answer (``"answer": "minimal"``, s18-answers): its
+    object's id and the version the write gave it, from the applied response alone (never a
+    ``Failure`` here: raised before rendering), so it is the committed version even when a
+    later write already changed the object, and no document is rendered."""
+    ident = response.id if type(response) is Created else cmd.id
+    return {"id": ident, "version": response.version}  # type: ignore[union-attr]
+
+
 def _render_deleted(cmd: Any, response: Response, state: ClusterStateMachine) -> Any:
     return {"id": cmd.id, "deleted": True, "version": getattr(response, "version", None)}
 

@@ -19,15 +19,24 @@ fast protocol only encodes them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
+import cbor2
 
 from univrs import codec
 from univrs.client.protocol import Encoded
 from univrs.sm.state import ClusterStateMachine
 
-__all__ = ["MAX_RENDERED", "RENDER_ONCE", "RenderCache", "Rendered"]
+__all__ = [
+    "MAX_RENDERED",
+    "RENDER_ONCE",
+    "RenderCache",
+    "Rendered",
+    "drop_results",
+    "encoded_result",
+]
 
 # The reads whose result depends on their arguments and the state only (one object's document).
 RENDER_ONCE = frozenset({"workload.get", "instance.get", "node.get"})
@@ -107,3 +116,21 @@ def _args_key(args: dict[str, Any]) -> tuple[tuple[str, Any], ...] | None:
         if type(name) is not str or (kind is not str and kind is not int):
             return None
     return tuple(sorted(args.items()))
+
+
+def drop_results(jobs: Iterable[Any]) -> None:
+    """Forget answered reads' results (``service.Job``: their answers hold them, until
+    written): a frame's jobs live until its last is answered, and must not keep every page of
+    it (s15-budget: 48 pages of 0.8 MB were all held until the frame's end)."""
+    for job in jobs:
+        job.result = job.rendered = None
+
+
+def encoded_result(doc: Any) -> Any:
+    """A read's result encoded for the fast protocol (``Encoded``: its size known while it is
+    held, and the frame copies its bytes); unchanged if it is not plain data (a bug the
+    frame's encoder reports)."""
+    try:
+        return Encoded(cbor2.dumps(doc))
+    except (TypeError, ValueError, cbor2.CBOREncodeError):
+        return doc

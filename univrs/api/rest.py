@@ -20,6 +20,11 @@ HTTP specifics:
   ``X-Univrs-Leader-Contact-Ms`` (since this node last heard from the leader).
 * Writes answer with ``X-Univrs-Index``: the revision at which the write applied (its log
   index unless batch entries applied: docs/state-machine.md).
+* ``Prefer: return=minimal`` (RFC 7240) on a write that answers with its object (the fast
+  protocol's ``"answer": "minimal"``, ``protocol.OBJECT_WRITES``) answers ``{"id",
+  "version"}`` only, with ``Preference-Applied: return=minimal``; ``return=representation``
+  (or no ``Prefer``) is the whole object. Other preferences, and ``Prefer`` on other
+  operations, are ignored, as RFC 7240 has it.
 * ``Authorization: Bearer <token secret>`` names the caller when auth is on (401 without a
   valid token, 403 without the operation's role: ``univrs.api.auth``).
 * A body larger than ``limits.max_body_bytes`` is refused with 413 as soon as the limit is
@@ -43,7 +48,7 @@ from starlette.routing import Route
 
 from univrs.api.auth import Authority, Caller, bearer_token
 from univrs.api.limits import check_depth, read_body
-from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE
+from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE, OBJECT_WRITES
 from univrs.errors import (
     InternalError,
     InvalidArgument,
@@ -301,14 +306,29 @@ def _meta_headers(meta: dict[str, Any] | None) -> dict[str, str]:
     }
 
 
+def _preferred_answer(ep: Endpoint, prefer: str | None) -> str | None:
+    """ "minimal" when ``Prefer`` asks ``return=minimal`` of an ``OBJECT_WRITES`` write (the
+    last ``return`` preference counts), else None (the whole object)."""
+    if prefer is None or ep.op not in OBJECT_WRITES:
+        return None
+    answer = None
+    for item in prefer.split(","):
+        name, _, value = item.split(";", 1)[0].partition("=")
+        if name.strip().lower() == "return":
+            value = value.strip().strip('"').lower()
+            answer = "minimal" if value == "minimal" else None
+    return answer
+
+
 async def handle(ep: Endpoint, request: Request) -> Response:
     """Run one REST request (see the module docstring)."""
     try:
         caller = caller_of(request)
         args, key, consistency = await request_args(ep, request)
         service = request.app.state.service
+        answer = _preferred_answer(ep, request.headers.get("prefer"))
         result, meta = await service.execute(
-            ep.op, args, key=key, consistency=consistency, caller=caller
+            ep.op, args, key=key, consistency=consistency, caller=caller, answer=answer
         )
     except Exception as exc:
         if isinstance(exc, UnivrsError) and exc.on_wire():
@@ -316,6 +336,8 @@ async def handle(ep: Endpoint, request: Request) -> Response:
         log.exception("%s %s failed with a bug", ep.method, ep.path)
         return error_response(InternalError(f"{type(exc).__name__} in {ep.op}"))
     headers = _meta_headers(meta)
+    if answer is not None:
+        headers["Preference-Applied"] = "return=minimal"
     status = 200
     if isinstance(result, dict) and isinstance(result.get("version"), int) and "id" in result:
         headers["ETag"] = f'"{result["version"]}"'

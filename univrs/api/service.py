@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import cbor2
 import trio
 
 from univrs.api.answers import WorkloadAnswers
@@ -36,8 +35,9 @@ from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.building import WriteBuilder
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
+from univrs.api.opargs import minimal_answer
 from univrs.api.ops import HANDLERS, MAX_LIMIT, Handler, handler
-from univrs.api.rendered import RenderCache, Rendered
+from univrs.api.rendered import RenderCache, Rendered, drop_results, encoded_result
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
 from univrs.client.protocol import (
@@ -103,11 +103,12 @@ class ApiService:
         hops: int = 0,
         caller: Caller = ANONYMOUS,
         encoded: bool = False,
+        answer: str | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Run operation ``name`` for ``caller``: (result document, read meta or None).
         Raises UnivrsError (``unauthenticated`` and ``permission-denied`` first).
         ``encoded`` (the fast protocol): parts of the result may be ``protocol.Encoded``
-        (a watch poll's events)."""
+        (a watch poll's events). ``answer``: "minimal" or "full" (``opargs.minimal_answer``)."""
         op = handler(name)
         start = trio.current_time()
         limit = self.store.timeout if timeout is None else min(timeout, MAX_TIMEOUT)
@@ -117,12 +118,15 @@ class ApiService:
         try:
             store = self.store
             identity = await store.authority.authorize_fresh(caller, op.required_role, op.name)
+            minimal = minimal_answer(answer, op.name, op.is_write)
             if op.watch:  # served from this node's event history, at any consistency
                 return await poll_events(self.node, args, deadline, encoded=encoded), None
             if op.is_write:
                 if op.name == "session.open":
                     store.session_opens.take(identity.key, "session opens")
-                return await self._write(op, args, key, deadline, hops, caller, identity.key)
+                return await self._write(
+                    op, args, key, deadline, hops, caller, identity.key, minimal
+                )
             assert op.read is not None
             how = consistency or "linearizable"
             state = await self.store.read_at(how, deadline)
@@ -317,12 +321,15 @@ class ApiService:
                         builder = builders[ident] = WriteBuilder(
                             self.node, self._answers, op, caller, identity.key, encoded, sm
                         )
-                    write = builder.build(job.args, job.key)
+                    write = builder.build(
+                        job.args, job.key, minimal_answer(job.answer, op.name, True)
+                    )
                     submissions.append(new_submission(write, job.key, deadline, job.hops))
                     writes.append(job)
                 elif op.watch:
                     raise AssertionError("execute_many got a watch poll: execute it alone")
                 else:
+                    minimal_answer(job.answer, op.name, False)  # "minimal": refused
                     how = job.consistency or "linearizable"
                     if how not in CONSISTENCIES:
                         raise InvalidArgument(CONSISTENCY_MESSAGE, field="consistency")
@@ -439,7 +446,7 @@ class ApiService:
                 if done:
                     self._count(done, start)
                     answered(done)
-                    _drop_results(done)
+                    drop_results(done)
                     done, pending, meta = [], 0, None
                 with trio.move_on_at(job.deadline) as waited:
                     await budget.wait_room()
@@ -460,7 +467,7 @@ class ApiService:
                 if rendered is None:
                     job.result = read(job.args, state)
                     if encoded:
-                        job.result = _encoded(job.result)
+                        job.result = encoded_result(job.result)
                 else:
                     job.result, job.rendered = rendered.doc, rendered
                     if encoded:
@@ -475,7 +482,7 @@ class ApiService:
         self._count(done, start)
         answered(done)
         if budget is not None:
-            _drop_results(done)
+            drop_results(done)
 
     def _count(self, jobs: Sequence[Job], start: float) -> None:
         """The request metrics of answered jobs: one counter increment per (operation,
@@ -516,13 +523,14 @@ class ApiService:
         caller: Caller,
         owner: str,
         encoded: bool = False,
+        minimal: bool = False,
     ) -> Write:
         """Check a write's arguments and build it (its command, envelope and renderer;
         ``encoded``: a workload's document rendered as ``protocol.Encoded``, for the fast
-        protocol)."""
+        protocol; ``minimal``: ``ops.render_minimal``'s answer, ``{"id", "version"}``)."""
         node = self.node
         return WriteBuilder(node, self._answers, op, caller, owner, encoded, node.runtime.sm).build(
-            args, key
+            args, key, minimal
         )
 
     async def _write(
@@ -534,28 +542,11 @@ class ApiService:
         hops: int,
         caller: Caller = ANONYMOUS,
         owner: str = "",
+        minimal: bool = False,
     ) -> tuple[Any, dict[str, Any]]:
         """(result, {"index": the log index the write was applied at})."""
-        write = self._build_write(op, args, key, caller, owner)
+        write = self._build_write(op, args, key, caller, owner, minimal=minimal)
         return await self.store.submit(write, key, deadline, hops)
-
-
-def _drop_results(jobs: list[Job]) -> None:
-    """Forget answered reads' results (their answers hold them, until written): a frame's
-    jobs live until its last is answered, and must not keep every page of it (s15-budget:
-    48 pages of 0.8 MB were all held until the frame's end)."""
-    for job in jobs:
-        job.result = job.rendered = None
-
-
-def _encoded(doc: Any) -> Any:
-    """A read's result encoded for the fast protocol (``Encoded``: its size known while it is
-    held, and the frame copies its bytes); unchanged if it is not plain data (a bug the
-    frame's encoder reports)."""
-    try:
-        return Encoded(cbor2.dumps(doc))
-    except (TypeError, ValueError, cbor2.CBOREncodeError):
-        return doc
 
 
 def _needs_token(name: str) -> bool:
@@ -584,3 +575,4 @@ class Job:
     meta: dict[str, Any] | None = None
     error: Exception | None = None
     rendered: Rendered | None = None  # ``result`` shared with other reads (rendered.py)
+    answer: str | None = None  # the request's "answer": "minimal" | "full" | None (full)

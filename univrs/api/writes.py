@@ -108,6 +108,9 @@ class Write:
     leader_step: Callable[[ClusterStateMachine], tuple[Command | None, dict[str, Any]]] | None = (
         None
     )
+    # The caller asked for a minimal answer (``{"id", "version"}``, s18-answers): ``render``
+    # gives it here, and a follower forwards the request asking the leader for it too.
+    minimal: bool = False
 
 
 @attrs.define

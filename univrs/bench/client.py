@@ -148,7 +148,7 @@ async def run_bench(
             for i in range(len(keys)):
                 nursery.start_soon(ensure_limited, i)
 
-        ops = load_ops(keys)
+        ops = load_ops(keys, args.write_answer)
         lease_offered = False
         if args.reads:
             try:
@@ -161,7 +161,9 @@ async def run_bench(
         )
         if pool is not None:
             stack.callback(pool.stop)
-            await pool.start(args.client_procs, endpoints, args.connections, most, read_nodes)
+            await pool.start(
+                args.client_procs, endpoints, args.connections, most, read_nodes, args.write_answer
+            )
 
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {p: {} for p in PHASES}
         values = dict.fromkeys(keys[:SAMPLE_KEYS], 0)
@@ -181,7 +183,7 @@ async def run_bench(
                     conns = pool_n[: max(1, min(len(pool_n), n))]
                     sample = None
                     if phase == "writes" and args.check and n >= SAMPLE_MIN_CLIENTS:
-                        sample = Sample(keys[:SAMPLE_KEYS], values)
+                        sample = Sample(keys[:SAMPLE_KEYS], values, args.write_answer)
                         conns = clients[: max(1, min(len(clients), n))]
                     profile = None
                     target = None
@@ -227,6 +229,7 @@ async def run_bench(
         result["connections"] = len(clients)
         result["client_procs"] = args.client_procs
         result["read_nodes"] = args.read_nodes
+        result["write_answer"] = args.write_answer
         if pool is not None:
             result["worker_connections"] = {
                 "writes": len(connection_plan(args.connections, args.client_procs, None)),
@@ -381,6 +384,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         metavar="N",
         help="run the clients in N worker processes (1: in the bench's own process)",
+    )
+    parser.add_argument(
+        "--write-answer",
+        choices=("minimal", "full"),
+        default="minimal",
+        help="what the writes ask for: their id and version, or the whole document (minimal)",
     )
     parser.add_argument(
         "--read-nodes",

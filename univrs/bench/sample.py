@@ -31,8 +31,11 @@ CHECK_TIMEOUT = 20.0  # seconds for the checker per sample
 class Sample:
     """The recorded history of the sampled keys in one write measurement."""
 
-    def __init__(self, keys: list[str], values: dict[str, int]) -> None:
+    def __init__(self, keys: list[str], values: dict[str, int], answer: str = "minimal") -> None:
         self.keys = keys
+        # What the sampled writes ask for: the history needs only whether each applied (the
+        # reads record the values), so "minimal" (its version) serves as well as "full".
+        self.answer = answer
         self.events: list[Event] = []
         self.ops = dict.fromkeys(keys, 0)
         # The last value written per key, shared by the run's samples: values stay unique.
@@ -85,7 +88,7 @@ async def recorded_write(sample: Sample, process: int, client: Client, key: str)
     value = sample.values[key]
     sample.record(process, EventType.INVOKE, Fn.WRITE, key, value)
     try:
-        await client.scale_workload(key, value)
+        await client.scale_workload(key, value, answer=sample.answer)
     except UnivrsError as exc:
         # Definite refusals did not apply; anything else may have: unknown, new process id.
         if exc.outcome_unknown:

@@ -63,14 +63,15 @@ def connection_plan(
     return [nodes[(j + proc) % len(nodes)] for j in range(per)]
 
 
-def load_ops(keys: list[str]) -> dict[str, Op]:
+def load_ops(keys: list[str], answer: str = "minimal") -> dict[str, Op]:
     """The bench's operations by phase: a keyed scale (one log entry), a linearizable read, a
-    lease read of the client's own workload."""
+    lease read of the client's own workload. The scale asks for ``answer`` ("minimal": its
+    id and version, as etcd's Put answers its revision; "full": the workload document)."""
     counter = [0]
 
     async def write(client: Client, i: int) -> None:
         counter[0] += 1
-        await client.scale_workload(keys[i], counter[0] % 10)
+        await client.scale_workload(keys[i], counter[0] % 10, answer=answer)
 
     async def read(client: Client, i: int) -> None:
         await client.get_workload(keys[i], consistency="linearizable")
@@ -111,7 +112,7 @@ async def _serve(read_line: Callable[[], str], out: IO[str]) -> None:
 
     setup = json.loads(read_line())
     keys = [f"bench-{i}" for i in range(int(setup["keys"]))]
-    ops = load_ops(keys)
+    ops = load_ops(keys, str(setup.get("answer", "minimal")))
     async with AsyncExitStack() as stack:
         plan = connection_plan(int(setup["connections"]), int(setup["procs"]), None)
         writers = await open_clients(stack, setup["endpoints"], plan)
@@ -185,6 +186,7 @@ class WorkerPool:
         connections: int,
         keys: int,
         read_nodes: list[str] | None,
+        answer: str = "minimal",
     ) -> None:
         """Start ``n`` workers and wait until each has its connections open."""
         for p in range(n):
@@ -203,6 +205,7 @@ class WorkerPool:
                 "proc": p,
                 "keys": keys,
                 "read_nodes": read_nodes,
+                "answer": answer,
             }
             self._send(proc, setup)
         with trio.fail_after(READY_TIMEOUT):

@@ -48,10 +48,12 @@ import trio
 
 from univrs.client.connection import Connection
 from univrs.client.methods import StateMethods
+from univrs.client.protocol import ANSWER_MESSAGE, ANSWERS, MINIMAL_READ_MESSAGE, OBJECT_WRITES
 from univrs.client.sessions import SessionPool
 from univrs.errors import (
     Compacted,
     ConnectionLost,
+    InvalidArgument,
     NoSpace,
     OutcomeUnknown,
     PayloadTooLarge,
@@ -160,6 +162,10 @@ class Client(StateMethods):
     # Stay on the node first connected to, never move to the leader: for local (stale-allowed)
     # reads of that node's replica. Writes and linearizable reads are forwarded by the node.
     stay: bool = False
+    # How the writes that answer with their object (``protocol.OBJECT_WRITES``) answer unless
+    # a call says otherwise: "full" (the document, the default) or "minimal" (``{"id",
+    # "version"}``: no document rendered, encoded or decoded for it; s18-answers).
+    answer: str = attrs.field(default="full", validator=attrs.validators.in_(ANSWERS))
 
     # ---------------------------------------------------------------- connections
 
@@ -269,11 +275,13 @@ class Client(StateMethods):
         consistency: str | None = None,
         timeout: float | None = None,
         retry: bool | None = None,
+        answer: str | None = None,
     ) -> Any:
         """Run one operation; returns its result document. ``retry`` (default: reads and keyed
-        writes) allows retrying after an outcome-unknown failure."""
+        writes) allows retrying after an outcome-unknown failure. ``answer``: "minimal" or
+        "full" for a write (default: the client's ``answer``; see ``call_with_meta``)."""
         result, _ = await self.call_with_meta(
-            op, args, key=key, consistency=consistency, timeout=timeout, retry=retry
+            op, args, key=key, consistency=consistency, timeout=timeout, retry=retry, answer=answer
         )
         return result
 
@@ -286,10 +294,22 @@ class Client(StateMethods):
         consistency: str | None = None,
         timeout: float | None = None,
         retry: bool | None = None,
+        answer: str | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
-        """Like ``call``, also returning the read meta (local reads: how stale)."""
+        """Like ``call``, also returning the read meta (local reads: how stale; writes: the
+        ``index`` they applied at). ``answer`` "minimal": a write of ``OBJECT_WRITES``
+        answers ``{"id", "version"}`` (univrs/client/protocol.py; any other write answers
+        as it always does); "minimal" on a read, or another value, is ``InvalidArgument``."""
         args = {} if args is None else args
         is_write = not _is_read(op)
+        if answer is None:
+            answer = self.answer if is_write and op in OBJECT_WRITES else None
+        elif answer not in ANSWERS or not (is_write or answer == "full"):
+            raise InvalidArgument(
+                ANSWER_MESSAGE if answer not in ANSWERS else MINIMAL_READ_MESSAGE, field="answer"
+            )
+        if answer == "full" or op not in OBJECT_WRITES:
+            answer = None  # the default: nothing sent
         safe = retry if retry is not None else (key is not None or not is_write)
         deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
         pause = 0.01
@@ -315,6 +335,7 @@ class Client(StateMethods):
                     consistency=consistency,
                     timeout_ms=max(1, int(remaining * 1000)),
                     deadline=deadline,
+                    answer=answer,
                 )
             except Unavailable as exc:
                 # Unknown outcomes (timeout, outcome-unknown, a connection lost after sending)
@@ -432,16 +453,23 @@ class Client(StateMethods):
         raise compacted
 
     async def write(
-        self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        answer: str | None = None,
     ) -> Any:
         """Run a write exactly once, with an idempotency key from one of the client's sessions
-        (``univrs.client.sessions.SessionPool``)."""
+        (``univrs.client.sessions.SessionPool``). ``answer``: as ``call_with_meta``'s."""
         deadline = trio.current_time() + (self.timeout if timeout is None else timeout)
 
         async def keyed(key: tuple[str, int]) -> Any:
             remaining = max(0.001, deadline - trio.current_time())
             # ``call``'s body: one await level fewer in every write's chain (round 17).
-            result, _ = await self.call_with_meta(op, args, key=key, timeout=remaining)
+            result, _ = await self.call_with_meta(
+                op, args, key=key, timeout=remaining, answer=answer
+            )
             return result
 
         return await self._sessions.write(keyed, deadline)
@@ -498,13 +526,15 @@ async def open_client(
     fail_fast: bool = False,
     stay: bool = False,
     token: str | None = None,
+    answer: str = "full",
 ) -> AsyncIterator[Client]:
     """A client for the cluster reachable at ``endpoints`` (fast-protocol ``host:port``
     addresses: the nodes' raft listeners) or, failing those, at ``api`` (REST addresses).
     ``ssl_context``: TLS for every connection (see the module docstring). ``fail_fast``,
     ``stay``: see ``Client``; with ``stay``, discovery keeps only the address of the ``api``
     node that answered. ``token``: the API token's secret, for a cluster with auth on
-    (docs/security.md)."""
+    (docs/security.md). ``answer``: how writes answer by default, "full" or "minimal"
+    (``Client.answer``)."""
     if isinstance(endpoints, str):
         endpoints = [e for e in endpoints.split(",") if e]
     if isinstance(api, str):
@@ -525,6 +555,7 @@ async def open_client(
             fail_fast=fail_fast,
             stay=stay,
             token=token,
+            answer=answer,
         )
         try:
             yield client

@@ -69,6 +69,13 @@ def answer_of(resp: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     return resp.get("ok"), meta if isinstance(meta, dict) else None
 
 
+def _reduced(op: str, resp: dict[str, Any], meta: Any) -> tuple[Any, dict[str, Any] | None]:
+    """(result, meta) of a full answer from a node of older code, to a request that asked
+    for a minimal one (``protocol.minimal_of``)."""
+    meta = meta if isinstance(meta, dict) else None
+    return protocol.minimal_of(op, resp.get("ok"), meta), meta
+
+
 def _lost(address: str, why: str, *, sent: bool) -> ConnectionLost:
     exc = ConnectionLost(f"connection to {address} lost: {why}")
     exc.outcome_unknown = sent
@@ -163,6 +170,7 @@ class Connection:
         token: str | None = None,
         client: str | None = None,
         deadline: float | None = None,
+        answer: str | None = None,
     ) -> tuple[Any, dict[str, Any] | None]:
         """Send one request and wait for its answer: (result, meta). Raises the UnivrsError the
         node answered with, or ConnectionLost. Cancelling abandons the answer, not the
@@ -171,11 +179,14 @@ class Connection:
         the answer is abandoned then, with ``Timeout`` (the outcome is unknown), as a cancel
         scope around the call would, without one per call: the connection's one timer task
         (``_expire``) keeps every waiting request's deadline (a cancel scope cost the client
-        about 5 µs per call, docs/performance.md "Round 15")."""
+        about 5 µs per call, docs/performance.md "Round 15"). ``answer``: "minimal" asks a
+        write for ``{"id", "version"}`` (univrs/client/protocol.py): sent to a node whose hello
+        takes it, else the node's full answer is reduced here (``protocol.minimal_of``)."""
         if self._closed is not None:
             raise _lost(self.address, self._closed, sent=False)
         rid = self._next_id
         self._next_id += 1
+        reduce = answer == "minimal" and not self.hello.minimal
         req = Request(
             id=rid,
             op=op,
@@ -186,6 +197,7 @@ class Connection:
             hops=hops,
             token=token,
             client=client,
+            answer=None if reduce else answer,
         )
         waiter: Waiter[dict[str, Any]] = Waiter()
         self._pending[rid] = waiter
@@ -201,6 +213,8 @@ class Connection:
         if "error" in resp:
             raise error_from_plain(resp["error"])
         meta = resp.get("meta")
+        if reduce:
+            return _reduced(op, resp, meta)
         return resp.get("ok"), meta if isinstance(meta, dict) else None
 
     def queue(
@@ -213,12 +227,14 @@ class Connection:
         hops: int = 0,
         token: str | None = None,
         client: str | None = None,
+        answer: str | None = None,
     ) -> tuple[int, Waiter[dict[str, Any]]]:
         """Queue one request without waiting: its id and the waiter of its raw response
         (``answer_of`` reads it). Requests queued in one go leave in one frame (if it fits).
         The caller must ``forget`` the id once it stops waiting, answered or not (a node
         forwarding a client frame's writes queues them together: univrs/api/forward.py).
-        Raises ConnectionLost (not sent) on a closed connection."""
+        Raises ConnectionLost (not sent) on a closed connection. ``answer``: as ``request``'s,
+        sent only to a node whose hello takes it (else ``minimal_of`` the raw answer)."""
         if self._closed is not None:
             raise _lost(self.address, self._closed, sent=False)
         rid = self._next_id
@@ -235,6 +251,7 @@ class Connection:
                 hops=hops,
                 token=token,
                 client=client,
+                answer=answer if self.hello.minimal else None,
             )
         )
         self._wakeup.set()

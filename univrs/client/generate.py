@@ -5,9 +5,10 @@
 
 Each operation of ``univrs.service.operations`` with a ``client`` name becomes one method:
 its required arguments positional (in the declared order), the others keyword-only and left
-out when None; reads take ``consistency``. The methods are written out, not made at import
-time, so they are typed, documented and visible to readers and type checkers; a test fails
-when the file is out of date.
+out when None; reads take ``consistency``, and the writes that answer with their object
+(``protocol.OBJECT_WRITES``) ``answer`` ("minimal": ``{"id", "version"}`` only). The methods
+are written out, not made at import time, so they are typed, documented and visible to
+readers and type checkers; a test fails when the file is out of date.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+from univrs.client.protocol import OBJECT_WRITES
 from univrs.service.operations import OPERATIONS, Operation, Param
 
 TARGET = pathlib.Path(__file__).with_name("methods.py")
@@ -50,7 +52,12 @@ class _Runner(Protocol):
     ) -> Any: ...
 
     async def write(
-        self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        answer: str | None = None,
     ) -> Any: ...
 
 
@@ -75,6 +82,8 @@ def _signature(op: Operation) -> list[str]:
     keywords = [f"{p.name}: {_annotation(p)}" for p in optional]
     if not op.is_write:
         keywords.append("consistency: str | None = None")
+    elif op.name in OBJECT_WRITES:
+        keywords.append("answer: str | None = None")
     if keywords:
         parts += ["*", *keywords]
     return parts
@@ -84,7 +93,9 @@ def _body(op: Operation) -> list[str]:
     given = ", ".join(f'"{p.name}": {p.name}' for p in op.params if p.required)
     optional = [f"{p.name}={p.name}," for p in op.params if not p.required]
     lines = ["args = _args(", f"    {{{given}}},", *(f"    {o}" for o in optional), ")"]
-    if op.is_write:
+    if op.name in OBJECT_WRITES:
+        lines.append(f'return await self.write("{op.name}", args, answer=answer)')
+    elif op.is_write:
         lines.append(f'return await self.write("{op.name}", args)')
     else:
         lines.append(f'return await self.call("{op.name}", args, consistency=consistency)')
@@ -97,6 +108,11 @@ def _docstring(op: Operation) -> str:
         text += (
             ' A page ``{"items": [...], "next": key | None}``: pass ``next`` as ``after`` '
             "for the following one."
+        )
+    if op.name in OBJECT_WRITES:
+        text += (
+            ' ``answer="minimal"``: only ``{"id", "version"}`` (the version this write gave '
+            "it; default: the client's ``answer``)."
         )
     return text
 

@@ -28,7 +28,12 @@ class _Runner(Protocol):
     ) -> Any: ...
 
     async def write(
-        self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        op: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        answer: str | None = None,
     ) -> Any: ...
 
 
@@ -45,13 +50,16 @@ class StateMethods:
         spec: dict[str, Any],
         *,
         id: str | None = None,
+        answer: str | None = None,
     ) -> Any:
-        """Create a workload (the node assigns the id unless the body gives one)."""
+        """Create a workload (the node assigns the id unless the body gives one).
+        ``answer="minimal"``: only ``{"id", "version"}`` (the version this write gave it; default:
+        the client's ``answer``)."""
         args = _args(
             {"spec": spec},
             id=id,
         )
-        return await self.write("workload.create", args)
+        return await self.write("workload.create", args, answer=answer)
 
     async def list_workloads(
         self: _Runner,
@@ -91,13 +99,15 @@ class StateMethods:
         spec: dict[str, Any],
         *,
         expected_version: int | None = None,
+        answer: str | None = None,
     ) -> Any:
-        """Replace a workload's spec."""
+        """Replace a workload's spec. ``answer="minimal"``: only ``{"id", "version"}`` (the version
+        this write gave it; default: the client's ``answer``)."""
         args = _args(
             {"id": id, "spec": spec},
             expected_version=expected_version,
         )
-        return await self.write("workload.update", args)
+        return await self.write("workload.update", args, answer=answer)
 
     async def scale_workload(
         self: _Runner,
@@ -105,13 +115,15 @@ class StateMethods:
         replicas: int,
         *,
         expected_version: int | None = None,
+        answer: str | None = None,
     ) -> Any:
-        """Set a workload's replica count."""
+        """Set a workload's replica count. ``answer="minimal"``: only ``{"id", "version"}`` (the
+        version this write gave it; default: the client's ``answer``)."""
         args = _args(
             {"id": id, "replicas": replicas},
             expected_version=expected_version,
         )
-        return await self.write("workload.scale", args)
+        return await self.write("workload.scale", args, answer=answer)
 
     async def delete_workload(
         self: _Runner,
@@ -132,14 +144,16 @@ class StateMethods:
         *,
         id: str | None = None,
         node_id: str | None = None,
+        answer: str | None = None,
     ) -> Any:
-        """Create an instance of a workload."""
+        """Create an instance of a workload. ``answer="minimal"``: only ``{"id", "version"}`` (the
+        version this write gave it; default: the client's ``answer``)."""
         args = _args(
             {"workload_id": workload_id},
             id=id,
             node_id=node_id,
         )
-        return await self.write("instance.create", args)
+        return await self.write("instance.create", args, answer=answer)
 
     async def list_instances(
         self: _Runner,
@@ -183,15 +197,17 @@ class StateMethods:
         message: str | None = None,
         node_id: str | None = None,
         expected_version: int | None = None,
+        answer: str | None = None,
     ) -> Any:
-        """Report an instance's status (and bind it to a node)."""
+        """Report an instance's status (and bind it to a node). ``answer="minimal"``: only ``{"id",
+        "version"}`` (the version this write gave it; default: the client's ``answer``)."""
         args = _args(
             {"id": id, "status": status},
             message=message,
             node_id=node_id,
             expected_version=expected_version,
         )
-        return await self.write("instance.update_status", args)
+        return await self.write("instance.update_status", args, answer=answer)
 
     async def delete_instance(
         self: _Runner,
@@ -214,8 +230,10 @@ class StateMethods:
         capacity: dict[str, int] | None = None,
         labels: dict[str, str] | None = None,
         status: str | None = None,
+        answer: str | None = None,
     ) -> Any:
-        """Register a node."""
+        """Register a node. ``answer="minimal"``: only ``{"id", "version"}`` (the version this write
+        gave it; default: the client's ``answer``)."""
         args = _args(
             {"id": id},
             addresses=addresses,
@@ -223,7 +241,7 @@ class StateMethods:
             labels=labels,
             status=status,
         )
-        return await self.write("node.register", args)
+        return await self.write("node.register", args, answer=answer)
 
     async def list_nodes(
         self: _Runner,
@@ -263,13 +281,15 @@ class StateMethods:
         status: str,
         *,
         expected_version: int | None = None,
+        answer: str | None = None,
     ) -> Any:
-        """Set a node's status."""
+        """Set a node's status. ``answer="minimal"``: only ``{"id", "version"}`` (the version this
+        write gave it; default: the client's ``answer``)."""
         args = _args(
             {"id": id, "status": status},
             expected_version=expected_version,
         )
-        return await self.write("node.update_status", args)
+        return await self.write("node.update_status", args, answer=answer)
 
     async def deregister_node(
         self: _Runner,

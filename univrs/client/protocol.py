@@ -10,7 +10,8 @@ Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
 
     client hello  {"univrs": "client", "v": 1, "token": str?}  # the connection's token
     server hello  {"univrs": "client", "v": 1, "node": id, "leader": id | None,
-                   "members": {id: {"client": "host:port" | None, "api": "host:port" | None}}}
+                   "members": {id: {"client": "host:port" | None, "api": "host:port" | None}},
+                   "answers": ["full", "minimal"]}        # the answer modes it takes (s18)
                   or {"univrs": "client", "v": 1, "error": <error>} and a close
     requests      [{"id": uint, "op": str, "args": map,
                     "key": [client_id, seq]?,              # idempotency (a session key)
@@ -18,7 +19,8 @@ Frames (each one CBOR item, decoded strictly by ``univrs.codec.decode_plain``)::
                     "timeout_ms": uint?,                   # the request's deadline
                     "hops": uint?,                         # 1 when a node forwards to the leader
                     "token": str?,                         # overrides the hello's token
-                    "client": str?}, ...]                  # forwarded: the client's address
+                    "client": str?,                        # forwarded: the client's address
+                    "answer": "full"|"minimal"?}, ...]     # writes; default full (below)
     responses     {"leader": id | None, "r": [{"id": uint, "ok": result, "meta": map?}
                                               | {"id": uint, "error": <error>}, ...]}
     <error>       {"code": str, "message": str, "field": str?, ...}  (univrs.errors)
@@ -28,6 +30,20 @@ connection, or per request (a node forwarding requests of many callers to its le
 caller's own token). The token is checked per request: one without a valid token gets
 ``unauthenticated``, one whose token lacks the role ``permission-denied``. ``client`` is
 honoured only on a forwarded request (``hops`` >= 1).
+
+Minimal answers (s18-answers). A write may ask for ``"answer": "minimal"``: a write that
+answers with its object (``workload.create|update|scale``, ``instance.create|update_status``,
+``node.register|update_status``: ``OBJECT_WRITES``) then answers ``{"id", "version"}``, the
+object's id and the version this write gave it (its committed revision, the same as
+``meta.index``), with no document rendered, encoded or decoded; every other write's answer is
+already small and stays as it is; errors are unchanged. ``"full"`` (or no field) is the whole
+document, as before. Extending the protocol without breaking older peers: a node of older code
+answers an unknown request field with ``malformed-request``, so a client sends ``answer`` only
+to a node whose hello lists ``"minimal"`` in ``answers`` (older hellos have no such key; older
+clients ignore it); to an older node it sends the request as before and reduces the full
+answer itself (``minimal_of``: exact, since ``meta.index`` is the write's version). A value
+other than ``"full"``/``"minimal"`` is ``malformed-request`` and ``"minimal"`` on a read
+``invalid-argument``, both with ``field: "answer"``.
 
 Responses come back in completion order, not request order. A request the server cannot even
 parse (no usable id) closes the connection with a protocol error; a request with a usable id
@@ -66,8 +82,25 @@ LEASE_OFF_MESSAGE = (
     "consistency 'lease' is off on this cluster ([raft] read_lease = false); use 'linearizable'"
 )
 
+ANSWERS = ("full", "minimal")
+ANSWER_MESSAGE = "'answer' must be 'full' or 'minimal'"
+MINIMAL_READ_MESSAGE = "answer 'minimal' applies to writes only (a read answers its document)"
+OBJECT_WRITES = frozenset(
+    {
+        "workload.create",
+        "workload.update",
+        "workload.scale",
+        "instance.create",
+        "instance.update_status",
+        "node.register",
+        "node.update_status",
+    }
+)
+"""The writes that answer with their object's document: ``"answer": "minimal"`` makes theirs
+``{"id", "version"}`` (a test checks the set against the operations' declared results)."""
+
 _REQUEST_KEYS = frozenset(
-    {"id", "op", "args", "key", "consistency", "timeout_ms", "hops", "token", "client"}
+    {"id", "op", "args", "key", "consistency", "timeout_ms", "hops", "token", "client", "answer"}
 )
 MAX_TOKEN_LEN = 512
 
@@ -89,6 +122,7 @@ class Request:
     hops: int = 0
     token: str | None = None
     client: str | None = None
+    answer: str | None = None  # "full" | "minimal" (None: full); sent only when not None
 
     def to_plain(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "op": self.op, "args": self.args}
@@ -104,6 +138,8 @@ class Request:
             out["token"] = self.token
         if self.client is not None:
             out["client"] = self.client
+        if self.answer is not None:
+            out["answer"] = self.answer
         return out
 
 
@@ -144,7 +180,14 @@ def encode_server_hello(
     node: str, leader: str | None, members: dict[str, dict[str, str | None]]
 ) -> bytes:
     return codec.encode_plain(
-        {"univrs": PROTOCOL, "v": VERSION, "node": node, "leader": leader, "members": members}
+        {
+            "univrs": PROTOCOL,
+            "v": VERSION,
+            "node": node,
+            "leader": leader,
+            "members": members,
+            "answers": list(ANSWERS),  # an older client ignores the key
+        }
     )
 
 
@@ -159,6 +202,8 @@ class ServerHello:
     node: str
     leader: str | None
     members: dict[str, dict[str, str | None]]
+    # It takes ``"answer": "minimal"`` (its hello lists it; a node of older code does not).
+    minimal: bool = False
 
     def client_address(self, node_id: str) -> str | None:
         """The fast-protocol address (``host:port``) of a member, if known."""
@@ -185,7 +230,9 @@ def decode_server_hello(data: bytes | str) -> ServerHello | dict[str, Any]:
         clean[member] = {
             k: v for k, v in info.items() if k in ("client", "api") and isinstance(v, str)
         }
-    return ServerHello(node=node, leader=leader, members=clean)
+    answers = doc.get("answers")
+    minimal = type(answers) is list and "minimal" in answers
+    return ServerHello(node=node, leader=leader, members=clean, minimal=minimal)
 
 
 def encode_requests(requests: list[Request]) -> bytes:
@@ -327,6 +374,9 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
         raise MalformedRequest("request 'token' must be a string", field="token")
     if client is not None and not (type(client) is str and len(client) <= 256):
         raise MalformedRequest("request 'client' must be a string", field="client")
+    answer = item.get("answer")
+    if answer is not None and answer not in ANSWERS:  # (``in`` a tuple of str: == on str)
+        raise MalformedRequest("request " + ANSWER_MESSAGE, field="answer")
     return Request(
         id=rid,
         op=op,
@@ -337,7 +387,20 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
         hops=hops,
         token=token,
         client=client,
+        answer=answer,
     )
+
+
+def minimal_of(op: str, result: Any, meta: dict[str, Any] | None) -> Any:
+    """A write's minimal answer from its full one (an older node's): ``{"id", "version"}``
+    of an ``OBJECT_WRITES`` answer, whose ``meta.index`` is the version the write gave its
+    object; anything else unchanged (a minimal answer comes back the same)."""
+    if op not in OBJECT_WRITES or type(result) is not dict or meta is None:
+        return result
+    ident, index = result.get("id"), meta.get("index")
+    if type(ident) is not str or type(index) is not int:
+        return result
+    return {"id": ident, "version": index}
 
 
 @attrs.frozen(slots=True)

@@ -33,6 +33,7 @@ class SyncClient:
         fail_fast: bool = False,
         stay: bool = False,
         token: str | None = None,
+        answer: str = "full",
     ) -> None:
         self._ready = threading.Event()
         self._client: Client | None = None
@@ -41,7 +42,7 @@ class SyncClient:
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._main,
-            args=(endpoints, api, timeout, ssl_context, fail_fast, stay, token),
+            args=(endpoints, api, timeout, ssl_context, fail_fast, stay, token, answer),
             name="univrs-client",
             daemon=True,
         )
@@ -60,6 +61,7 @@ class SyncClient:
         fail_fast: bool,
         stay: bool,
         token: str | None,
+        answer: str,
     ) -> None:
         async def run() -> None:
             async with open_client(
@@ -70,6 +72,7 @@ class SyncClient:
                 fail_fast=fail_fast,
                 stay=stay,
                 token=token,
+                answer=answer,
             ) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()

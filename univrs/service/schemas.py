@@ -180,6 +180,9 @@ SCHEMAS: dict[str, Any] = {
     # A write that applied, answered after a later command (a concurrent delete, in the same
     # batch or applied before the answer was rendered) removed its object: what the write did
     # (``univrs.api.opargs.gone``). A heartbeat's answer adds ``ttl_ms``.
+    # A write's minimal answer (``Prefer: return=minimal``, the fast protocol's ``"answer":
+    # "minimal"``): the object's id and the version this write gave it.
+    "Written": obj({"id": {"type": "string"}, "version": {"type": "integer"}}, ("id", "version")),
     "WrittenThenDeleted": obj(
         {"id": {"type": "string"}, "version": {"type": "integer"}, "deleted": {"const": True}},
         ("id", "version", "deleted"),
