@@ -21,6 +21,7 @@ from univrs.runtime.step import APPLY_ON_STEP_BYTES
 from univrs.sm.commands import CreateWorkload, Envelope
 from univrs.sm.model import WorkloadSpec
 from univrs.sm.responses import Failure
+from univrs.sm.state import ClusterStateMachine
 
 
 class _CountingEvents:
@@ -154,3 +155,36 @@ async def test_the_apply_loop_takes_one_scheduling_round_per_commit_it_applies(
     reports = sum(len(indexes) for indexes in queued.values())
     assert reports >= 8 * 3, queued  # every node applied every write through its loop
     assert steps.steps == reports, (steps.steps, reports)
+
+
+class _OnDisk:
+    """A state backend that is not ``MEMORY_STATE`` (as the LMDB state is), so that the
+    driver's rules for a persistent state apply; it keeps the state in memory all the same."""
+
+    def adopt(self, sm: ClusterStateMachine) -> ClusterStateMachine:
+        return sm
+
+    def durable(self) -> None:
+        pass
+
+
+async def test_a_follower_applies_on_its_step_while_its_next_write_is_in_flight(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Issue 14, session 18 (s18-fixed): at one client a follower learns that write N
+    # committed with the append of write N+1, whose write that same step hands to the storage
+    # writer. With a persistent state it then queued N for the apply loop (a task step and a
+    # scheduling round per write on every follower) because its writer was busy; a follower
+    # now applies it on the step (the state's transaction never waits for the log's flush).
+    # Fails on the driver that asked for an idle writer on a follower too.
+    cluster, leader, queued = await counted_cluster(nursery)
+    for runtime in cluster.runtimes.values():
+        runtime.state_backend = _OnDisk()
+    for i in range(10):
+        response = await leader.propose(create(f"d{i}"))
+        assert not isinstance(response, Failure), response
+    await settled(cluster, leader)
+    followers = [n for n in cluster.runtimes if n != leader.node_id]
+    assert all(queued[n] == [] for n in followers), queued
+    for runtime in cluster.runtimes.values():
+        assert all(runtime.sm.get_workload(f"d{i}") for i in range(10)), runtime.node_id

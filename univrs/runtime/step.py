@@ -391,12 +391,20 @@ class StepLoop:
 
     def apply_committed(self, entries: tuple[Entry, ...]) -> None:
         # A small commit with nothing else going on applies on this step: no hand-off to the
-        # apply loop and back (docs/runtime.md, "Applying on the driver's step", also on why a
-        # persistent state waits for an idle writer: a conservative choice, not a need).
+        # apply loop and back (docs/runtime.md, "Applying on the driver's step"). A leader's
+        # persistent state waits for an idle writer (a conservative choice, not a need: under
+        # load its commits go to the loop as before); a follower's does not, since at one
+        # client its commit arrives with the next append, whose write this very step started
+        # (s18-fixed: the apply loop's step per write on every follower). The state's
+        # transaction never waits for the log's flush (its own environment, not synced).
         if (
             sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
             and not self._batches.open
-            and (self.state_backend is MEMORY_STATE or self._writer.idle)
+            and (
+                self.state_backend is MEMORY_STATE
+                or self._writer.idle
+                or self.core.role() is Role.FOLLOWER
+            )
             and self._applier.apply_now(entries)
         ):
             self._applied_on_step = self._applier.applied_index
