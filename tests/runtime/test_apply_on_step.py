@@ -9,18 +9,24 @@ queued every commit.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
 
 import trio
 import trio.testing
 
 from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_until
+from univrs.raft.messages import Entry, EntryKind
+from univrs.raft.ready import Role
 from univrs.runtime.driver import RaftRuntime
-from univrs.runtime.events import Applied
-from univrs.runtime.step import APPLY_ON_STEP_BYTES
+from univrs.runtime.events import TICK, Applied
+from univrs.runtime.step import APPLY_ON_STEP_BYTES, StepLoop
 from univrs.sm.commands import CreateWorkload, Envelope
 from univrs.sm.model import WorkloadSpec
 from univrs.sm.responses import Failure
+from univrs.sm.state import ClusterStateMachine
 
 
 class _CountingEvents:
@@ -154,3 +160,87 @@ async def test_the_apply_loop_takes_one_scheduling_round_per_commit_it_applies(
     reports = sum(len(indexes) for indexes in queued.values())
     assert reports >= 8 * 3, queued  # every node applied every write through its loop
     assert steps.steps == reports, (steps.steps, reports)
+
+
+class _OnDisk:
+    """A state backend that is not ``MEMORY_STATE`` (as the LMDB state is), so that the
+    driver's rules for a persistent state apply; it keeps the state in memory all the same."""
+
+    def adopt(self, sm: ClusterStateMachine) -> ClusterStateMachine:
+        return sm
+
+    def durable(self) -> None:
+        pass
+
+
+async def test_a_follower_applies_on_its_step_while_its_next_write_is_in_flight(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Issue 14, session 18 (s18-fixed): at one client a follower learns that write N
+    # committed with the append of write N+1, whose write that same step hands to the storage
+    # writer. With a persistent state it then queued N for the apply loop (a task step and a
+    # scheduling round per write on every follower) because its writer was busy; a follower
+    # now applies it on the step (the state's transaction never waits for the log's flush).
+    # Fails on the driver that asked for an idle writer on a follower too.
+    cluster, leader, queued = await counted_cluster(nursery)
+    for runtime in cluster.runtimes.values():
+        runtime.state_backend = _OnDisk()
+    for i in range(10):
+        response = await leader.propose(create(f"d{i}"))
+        assert not isinstance(response, Failure), response
+    await settled(cluster, leader)
+    followers = [n for n in cluster.runtimes if n != leader.node_id]
+    assert all(queued[n] == [] for n in followers), queued
+    for runtime in cluster.runtimes.values():
+        assert all(runtime.sm.get_workload(f"d{i}") for i in range(10)), runtime.node_id
+
+
+class _Applier:
+    """Records which way ``apply_committed`` sent a commit."""
+
+    def __init__(self) -> None:
+        self.applied_index = 0
+        self.ways: list[str] = []
+
+    def apply_now(self, entries: tuple[Entry, ...]) -> bool:
+        self.ways.append("step")
+        self.applied_index = entries[-1].index
+        return True
+
+    def enqueue(self, entries: tuple[Entry, ...]) -> None:
+        self.ways.append("loop")
+
+
+def _busy_follower(waiting: int) -> tuple[Any, _Applier]:
+    """The parts of a follower's runtime ``apply_committed`` reads: a persistent state, a
+    busy storage writer, ``waiting`` events in the inbox."""
+    send, receive = trio.open_memory_channel[object](8)
+    for _ in range(waiting):
+        send.send_nowait(TICK)
+    applier = _Applier()
+    runtime = SimpleNamespace(
+        state_backend=_OnDisk(),
+        _batches=SimpleNamespace(open=[]),
+        _writer=SimpleNamespace(idle=False),
+        core=SimpleNamespace(role=lambda: Role.FOLLOWER),
+        _applier=applier,
+        _applied_on_step=0,
+        _persisted=collections.deque(),
+        inbox=SimpleNamespace(sender=send, receiver=receive),
+    )
+    runtime._more_waiting = lambda: StepLoop._more_waiting(cast(Any, runtime))
+    return runtime, applier
+
+
+def test_a_busy_follower_leaves_its_commit_to_the_apply_loop_under_load() -> None:
+    # Under load (events waiting for the driver) a follower whose writer is busy queues its
+    # commit for the apply loop, which applies what several steps committed in one state
+    # transaction, as before s18-fixed; with nothing waiting it applies on the step (the test
+    # above). Fails if the follower applied on the step whatever waited.
+    entries = (Entry(index=7, term=1, kind=EntryKind.NORMAL, data=b"x"),)
+    idle, idle_applier = _busy_follower(waiting=0)
+    StepLoop.apply_committed(idle, entries)
+    busy, busy_applier = _busy_follower(waiting=1)
+    StepLoop.apply_committed(busy, entries)
+    assert (idle_applier.ways, busy_applier.ways) == (["step"], ["loop"])
+    assert idle._applied_on_step == 7 and busy._applied_on_step == 0

@@ -383,20 +383,35 @@ class StepLoop:
         # With more events waiting for this task (under load), the links' tasks write after
         # its next steps, one frame for what those steps queued too (fewer frames, writes and
         # wake-ups of the peers' readers); with none, the frames go from this step.
-        if self._persisted or self.inbox.receiver.statistics().current_buffer_used:
+        if self._more_waiting():
             for msg in out:
                 self.transport.send(msg)
         else:
             self.transport.send_now(out)
 
+    def _more_waiting(self) -> bool:
+        """Whether the driver has more to do right after this step: events in its inbox or
+        a writer's report (under load; at one client, nothing)."""
+        return bool(self._persisted or self.inbox.receiver.statistics().current_buffer_used)
+
     def apply_committed(self, entries: tuple[Entry, ...]) -> None:
         # A small commit with nothing else going on applies on this step: no hand-off to the
-        # apply loop and back (docs/runtime.md, "Applying on the driver's step", also on why a
-        # persistent state waits for an idle writer: a conservative choice, not a need).
+        # apply loop and back (docs/runtime.md, "Applying on the driver's step"). A leader's
+        # persistent state waits for an idle writer (a conservative choice, not a need: under
+        # load its commits go to the loop as before); a follower's does not, since at one
+        # client its commit arrives with the next append, whose write this very step started
+        # (s18-fixed: the apply loop's step per write on every follower), when nothing else
+        # waits for the driver: under load the loop applies what several steps committed in
+        # one state transaction, as before. The state's transaction never waits for the log's
+        # flush (its own environment, not synced).
         if (
             sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
             and not self._batches.open
-            and (self.state_backend is MEMORY_STATE or self._writer.idle)
+            and (
+                self.state_backend is MEMORY_STATE
+                or self._writer.idle
+                or (self.core.role() is Role.FOLLOWER and not self._more_waiting())
+            )
             and self._applier.apply_now(entries)
         ):
             self._applied_on_step = self._applier.applied_index
