@@ -285,16 +285,19 @@ class LmdbJournal(StateJournal):
 
 
 def _objects_on(store: LmdbStore) -> Objects:
+    from univrs.sm.row_bytes import workload_bytes
     from univrs.sm.snapshot import (
         _instance_row,
         _instance_v1,
         _node_row,
         _node_v1,
+        _workload_row,
         _workload_v1,
-        workload_row,
     )
 
-    w_enc, w_dec = cbor_codec(workload_row, _workload_v1, "workload")
+    # a workload's bytes encoded once per object (a scale's spliced: ``row_bytes``), the same
+    # bytes as ``cbor_codec``'s encode
+    w_enc, w_dec = workload_bytes, cbor_codec(_workload_row, _workload_v1, "workload")[1]
     i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
     n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
     return Objects(
