@@ -21,6 +21,7 @@ from univrs.runtime.payload import (
     UnsupportedPayloadVersion,
     _entry_from_doc,
     decode_entry,
+    decode_own_entry,
 )
 
 
@@ -170,4 +171,11 @@ def batches(draw: Any) -> bytes:
 def test_batch_entries_decode_as_decode_plain_then_the_document(
     data: bytes, max_version: int
 ) -> None:
-    assert _outcome(decode_entry, data, max_version) == _outcome(_reference, data, max_version)
+    reference = _outcome(_reference, data, max_version)
+    assert _outcome(decode_entry, data, max_version) == reference
+    try:  # the leader's own entries: read from their (plain) document
+        doc = codec.decode_plain(data, max_size=MAX_PAYLOAD_BYTES)
+    except ProtocolError:
+        return
+    own = _outcome(lambda d, mv: decode_own_entry(d, doc, mv), data, max_version)
+    assert own == reference
