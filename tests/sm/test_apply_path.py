@@ -10,10 +10,15 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from univrs.sm import state as state_module
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.sm.strategies import Client, steps
+from univrs.sm import validate as validate_module
 from univrs.sm.commands import CreateWorkload, Envelope, OpenSession, ScaleWorkload
 from univrs.sm.handlers import _find, _stored_workload, invalid, not_found
 from univrs.sm.model import WorkloadSpec, with_replicas
+from univrs.sm.objects import AppliedChanges, StoredWorkload
 from univrs.sm.responses import Created, Response, Success
 from univrs.sm.snapshot import state_digest
 from univrs.sm.state import ClusterStateMachine
@@ -77,7 +82,7 @@ def test_a_client_id_is_answered_alike_checked_or_remembered() -> None:
     index = 2
     for first_time in (True, False):
         if first_time:
-            state_module._GOOD_CLIENT_IDS.clear()
+            validate_module._GOOD_CLIENT_IDS.clear()
         for client_id in [opened.id, "c-unknown", *bad_ids]:
             index += 1
             cmd = Envelope(
@@ -90,8 +95,8 @@ def test_a_client_id_is_answered_alike_checked_or_remembered() -> None:
                 assert "is unknown" in answer.message  # type: ignore[union-attr]
             else:
                 assert "client_id" in answer.message  # type: ignore[union-attr]
-    assert all(type(i) is str for i in state_module._GOOD_CLIENT_IDS)
-    assert not set(state_module._GOOD_CLIENT_IDS) & {i for i in bad_ids if type(i) is str}
+    assert all(type(i) is str for i in validate_module._GOOD_CLIENT_IDS)
+    assert not set(validate_module._GOOD_CLIENT_IDS) & {i for i in bad_ids if type(i) is str}
 
 
 def test_a_batch_entry_is_one_commit_of_a_persistent_state(tmp_path: Path) -> None:
@@ -117,3 +122,50 @@ def test_a_batch_entry_is_one_commit_of_a_persistent_state(tmp_path: Path) -> No
     env.close()
     again = StateEnv(str(tmp_path / "state")).load()
     assert state_digest(again) == digest and again.last_applied_index == 3
+
+
+def _reference_last_changes(sm: ClusterStateMachine) -> AppliedChanges:
+    """``last_changes`` as it was before round 18 (no one-workload fast path)."""
+    changes = sm._objects.changes
+    if not changes:
+        return AppliedChanges(sm.revision, ())
+    counts = sm._objects.instance_counts
+    items: list[Any] = []
+    seen: dict[str, Any] = {}
+    for kind, ident, before, after in changes:
+        was: Any = before
+        now: Any = after
+        if isinstance(before, StoredWorkload):
+            found = seen.get(before.id)
+            if found is None:
+                found = seen[before.id] = counts(before.id)
+            was = (before, found)
+        if isinstance(after, StoredWorkload):
+            found = seen.get(after.id)
+            if found is None:
+                found = seen[after.id] = counts(after.id)
+            now = (after, found)
+        items.append((kind, ident, was, now))
+    return AppliedChanges(sm.revision, tuple(items))
+
+
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(steps, st.integers(1, 6))
+def test_last_changes_are_those_of_the_general_capture(script: list[Any], chunk: int) -> None:
+    """Mixed commands (creates, scales, updates, deletes with cascades, instances, nodes),
+    some in batch entries: after every command, ``last_changes`` equals the general capture's
+    (the same items, the same counts objects' values)."""
+    sm = ClusterStateMachine()
+    client = Client()
+
+    def check(revision: int, changes: AppliedChanges) -> None:
+        assert changes == _reference_last_changes(sm)
+        assert changes.events() == _reference_last_changes(sm).events()
+
+    for index, at in enumerate(range(0, len(script), chunk), start=1):
+        part = script[at : at + chunk]
+        sent = [client.envelope(command, wrap, sm) for command, wrap, _ in part]
+        time_ms = client.time(part[-1][2])
+        responses = sm.apply_batch(sent, index=index, term=1, time_ms=time_ms, each=check)
+        for envelope, answer in zip(sent, responses, strict=True):
+            client.learn(envelope, answer)

@@ -71,14 +71,10 @@ from univrs.sm.tables import RawRows
 from univrs.sm.tokens import Token
 from univrs.sm.validate import (
     MAX_VERSION,
-    id_problem,
+    client_id_problem,
     text_problem,
 )
 
-# Client ids that ``id_problem`` passed (a pure function of the string): a keyed command's id
-# is checked once per session, not at every write (round 18). Bounded: emptied when full.
-_GOOD_CLIENT_IDS: set[str] = set()
-GOOD_CLIENT_IDS_KEPT = 4096
 # ``AppliedChanges(revision, items)``, built slot by slot (``builders``; once per command)
 _applied_changes: Callable[[int, tuple[Any, ...]], AppliedChanges] = slot_builder(AppliedChanges)
 
@@ -172,13 +168,9 @@ class ClusterStateMachine(CommandHandlers):
             return self._dispatch(cmd, index)
         if client_id is None or seq is None:
             return invalid("client_id and seq must be given together")
-        if type(client_id) is not str or client_id not in _GOOD_CLIENT_IDS:
-            problem = id_problem("client_id", client_id)
-            if problem:
-                return invalid(problem)
-            if len(_GOOD_CLIENT_IDS) >= GOOD_CLIENT_IDS_KEPT:
-                _GOOD_CLIENT_IDS.clear()
-            _GOOD_CLIENT_IDS.add(client_id)
+        problem = client_id_problem(client_id)
+        if problem:
+            return invalid(problem)
         if type(seq) is not int or not 1 <= seq <= MAX_VERSION:
             return invalid("seq must be a positive integer")
         if isinstance(cmd, OpenSession | CloseSession):
@@ -267,6 +259,15 @@ class ClusterStateMachine(CommandHandlers):
         changes = self._objects.changes
         if not changes:
             return _applied_changes(self._revision, ())
+        if len(changes) == 1:  # a scale, an update, a create: one workload put (round 18)
+            kind, ident, before, after = changes[0]
+            if type(after) is StoredWorkload and (
+                before is None or (type(before) is StoredWorkload and before.id == after.id)
+            ):
+                now_counts = self._objects.instance_counts(after.id)
+                prior = None if before is None else (before, now_counts)
+                item = (kind, ident, prior, (after, now_counts))
+                return _applied_changes(self._revision, (item,))
         counts = self._objects.instance_counts
         items: list[tuple[ObjectKind, str, Any, Any]] = []
         # A workload's counts as they are now, once per workload (an update's before and
