@@ -1,7 +1,7 @@
 """Round 14 (s14-cpu): a batch entry's changes reach the watch history once per entry
 (``ClusterStateMachine.apply_batch(captured=...)``, ``WatchHub.applied_many``). (A stored
 workload's row, built once per object since round 14, is now its CBOR bytes, encoded once:
-``univrs.sm.row_bytes``, tests/sm/test_row_bytes.py.)
+``univrs.storage.sm_row_bytes``, tests/storage/test_row_bytes.py.)
 
 The rules: handing a batch entry's changes over at once leaves exactly the history that
 handing them over one by one leaves (the same events, the same compacted revision, the same

@@ -4,7 +4,7 @@ Theory of operation. The apply loop hands every applied entry's changes to ``Wat
 (``ClusterStateMachine.last_changes``: the same changes in the same order on every replica,
 since apply is deterministic), and a snapshot install or a restart to ``reset``. Changes are
 kept as captured (the changed objects, each changed workload's instance counts), encoded as one
-``bytes`` per revision (univrs/sm/captured.py: the objects' snapshot rows, ``marshal``-ed), and
+``bytes`` per revision (univrs/runtime/captured.py: the objects' snapshot rows, ``marshal``-ed), and
 rendered as events (``last_events``'s) only when a watcher first reads their revision: building
 two workload views per write cost more than applying it, on every node, watched or not. Kept as
 objects they were about 18 containers per write for seconds, which the garbage collector's full
@@ -49,7 +49,7 @@ import attrs
 import trio
 
 from univrs.errors import Compacted, Unavailable
-from univrs.sm.captured import decode_changes, encode_changes
+from univrs.runtime.captured import decode_changes, encode_changes
 from univrs.sm.events import Event, ObjectKind
 from univrs.sm.objects import AppliedChanges
 

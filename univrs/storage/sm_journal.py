@@ -294,7 +294,6 @@ class LmdbJournal(StateJournal):
 
 
 def _objects_on(store: LmdbStore) -> Objects:
-    from univrs.sm.row_bytes import workload_bytes
     from univrs.sm.snapshot import (
         _instance_row,
         _instance_v1,
@@ -303,8 +302,9 @@ def _objects_on(store: LmdbStore) -> Objects:
         _workload_row,
         _workload_v1,
     )
+    from univrs.storage.sm_row_bytes import workload_bytes
 
-    # a workload's bytes encoded once per object (a scale's spliced: ``row_bytes``), the same
+    # a workload's bytes encoded once per object (a scale's spliced: ``sm_row_bytes``), the same
     # bytes as ``cbor_codec``'s encode
     w_enc, w_dec = workload_bytes, cbor_codec(_workload_row, _workload_v1, "workload")[1]
     i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")

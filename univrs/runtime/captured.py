@@ -14,10 +14,10 @@ position in ``ObjectKind``), the id, then the object before and the object after
 (absent) or the object's snapshot row (univrs/sm/snapshot.py: the same rows the snapshots and
 the LMDB tables use). A workload's side is a pair: its five instance counts as captured
 (pending, running, succeeded, failed, unknown) and its row's CBOR bytes, the very bytes the
-state's LMDB table stores (``row_bytes.workload_bytes``: encoded once per stored workload, a
-scale's spliced from its previous version's; round 18), so a scale's revision costs a few
-references, not two rows copied. ``decode_changes(encode_changes(c), r)``
-equals ``c`` (revision ``r``), so its events are the same (tests/runtime/test_watch_stored.py).
+state's LMDB table stores (``storage.sm_row_bytes.workload_bytes``: encoded once per stored
+workload, a scale's spliced from its previous version's; round 18), so a scale's revision
+costs a few references, not two rows copied. ``decode_changes(encode_changes(c), r)`` equals
+``c`` (revision ``r``), so its events are the same (tests/runtime/test_watch_stored.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import cbor2
 
 from univrs.sm.events import ObjectKind
 from univrs.sm.objects import AppliedChanges
-from univrs.sm.row_bytes import workload_bytes
 from univrs.sm.snapshot import (
     _instance_row,
     _instance_v1,
@@ -38,6 +37,7 @@ from univrs.sm.snapshot import (
     _Shared,
     _workload_v1,
 )
+from univrs.storage.sm_row_bytes import workload_bytes
 
 _KINDS = tuple(ObjectKind)
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}

@@ -1,7 +1,7 @@
-"""A stored workload's row bytes (univrs/sm/row_bytes.py, round 18): ``workload_bytes(w)`` is
-always ``cbor2.dumps(_workload_row(w))``, the bytes the state's table stored before, whether
-they come from the cache, are spliced from the previous version's (a scale) or are encoded
-anew; and a scale's are spliced, not encoded."""
+"""A stored workload's row bytes (univrs/storage/sm_row_bytes.py, round 18):
+``workload_bytes(w)`` is always ``cbor2.dumps(_workload_row(w))``, the bytes the state's
+table stored before, whether they come from the cache, are spliced from the previous
+version's (a scale) or are encoded anew; and a scale's are spliced, not encoded."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.sm.strategies import good_specs
-from univrs.sm import row_bytes
 from univrs.sm.commands import CreateWorkload, ScaleWorkload, UpdateWorkload
 from univrs.sm.model import WorkloadSpec, with_replicas
 from univrs.sm.objects import StoredWorkload
-from univrs.sm.row_bytes import workload_bytes
 from univrs.sm.snapshot import _Shared, _workload_row, _workload_v1
 from univrs.sm.state import ClusterStateMachine
+from univrs.storage import sm_row_bytes as row_bytes
+from univrs.storage.sm_row_bytes import workload_bytes
 
 SPEC = WorkloadSpec(name="web", image="nginx:1.27", replicas=2, labels={"tier": "web"})
 # CBOR's integer heads change length at 24, 256, 65536, 2**32: versions and replicas around them

@@ -21,7 +21,7 @@ workload: univrs/sm/captured.py). Building the row of about 14 items and encodin
   replica's in the same process): the row built and encoded, and split for the next splice.
 
 Bounded like the row cache it replaces: ``ROWS_CACHED`` ids, emptied when full.
-tests/sm/test_row_bytes.py checks the bytes against ``cbor2.dumps(_workload_row(w))``.
+tests/storage/test_row_bytes.py checks the bytes against ``cbor2.dumps(_workload_row(w))``.
 """
 
 from __future__ import annotations
