@@ -1,11 +1,11 @@
 """Round 14 (s14-cpu): a batch entry's changes reach the watch history once per entry
-(``ClusterStateMachine.apply_batch(captured=...)``, ``WatchHub.applied_many``), and the apply
-path builds a stored workload's row once (``univrs.sm.snapshot.workload_row``).
+(``ClusterStateMachine.apply_batch(captured=...)``, ``WatchHub.applied_many``). (A stored
+workload's row, built once per object since round 14, is now its CBOR bytes, encoded once:
+``univrs.storage.sm_row_bytes``, tests/storage/test_row_bytes.py.)
 
 The rules: handing a batch entry's changes over at once leaves exactly the history that
 handing them over one by one leaves (the same events, the same compacted revision, the same
-dropped count, trimmed to the same bounds); a workload's shared row is always the row of the
-very object asked about, never of another version of it.
+dropped count, trimmed to the same bounds).
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import pytest
 
 from univrs.errors import Compacted
 from univrs.runtime.watch import WatchHub
-from univrs.sm import snapshot
 from univrs.sm.commands import CreateWorkload, Envelope, OpenSession, ScaleWorkload
 from univrs.sm.events import ObjectKind
 from univrs.sm.model import WorkloadSpec
 from univrs.sm.objects import AppliedChanges
-from univrs.sm.snapshot import _workload_row, workload_row
 from univrs.sm.state import ClusterStateMachine
 
 ALL = frozenset(ObjectKind)
@@ -94,48 +92,3 @@ def test_a_batch_entry_handed_over_at_once_leaves_the_history_one_by_one_leaves(
             assert _history(one, first) == _history(many, first)
     # The small capacities dropped revisions (the bound is exercised, not only the happy case).
     assert (many.dropped_events > 0) == (capacity < 15)
-
-
-def test_a_workloads_shared_row_is_the_row_of_that_very_object() -> None:
-    sm = ClusterStateMachine()
-    sm.apply(CreateWorkload(id="w", spec=SPEC), index=1, term=1)
-    (first,) = sm.stored_workloads()
-    assert workload_row(first) == _workload_row(first)
-    sm.apply(ScaleWorkload(id="w", replicas=5), index=2, term=1)
-    (second,) = sm.stored_workloads()
-    assert second is not first
-    # A newer version of the same id: its own row, not the cached one of the older version.
-    assert workload_row(second) == _workload_row(second) != _workload_row(first)
-    # Both versions are asked for while a scale is captured (its before and after): both hit.
-    assert workload_row(first) is workload_row(first)
-    assert workload_row(first) == _workload_row(first)
-    assert workload_row(second) is workload_row(second)
-    # An equal object that is not the cached one is built again (the cache goes by identity).
-    copy = snapshot._workload_v1(_workload_row(second), "test", snapshot._Shared())
-    assert copy == second and copy is not second
-    assert workload_row(copy) == _workload_row(second)
-
-
-def test_a_scale_builds_one_row_for_its_table_write_and_its_two_captures(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The order the apply path asks in: the new workload (its table row), then the capture's
-    # before (the old one) and after (the new one).
-    built: list[int] = []
-
-    def counting(w: Any) -> list[Any]:
-        built.append(w.version)
-        return _workload_row(w)
-
-    monkeypatch.setattr(snapshot, "_workload_row", counting)
-    sm = ClusterStateMachine()
-    sm.apply(CreateWorkload(id="w", spec=SPEC), index=1, term=1)
-    (old,) = sm.stored_workloads()  # no row built yet (a memory state writes none)
-    for index in range(2, 12):
-        sm.apply(ScaleWorkload(id="w", replicas=index), index=index, term=1)
-        (new,) = sm.stored_workloads()
-        for w in (new, old, new):
-            assert workload_row(w) == _workload_row(w)
-        old = new
-    # One row built per version (the create's, then one per scale), none twice.
-    assert sorted(built) == sorted(set(built)) and len(built) == 11

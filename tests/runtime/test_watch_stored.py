@@ -1,5 +1,5 @@
 """The watch history keeps each revision's captured changes as one ``bytes``
-(univrs/sm/captured.py, univrs/runtime/watch.py; docs/performance.md, Round 10).
+(univrs/runtime/captured.py, univrs/runtime/watch.py; docs/performance.md, Round 10).
 
 The rule: events rendered from the stored form are exactly those rendered from the captured
 objects (kinds, ids, before and after, a workload's instance counts as of its revision); and
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.sm.strategies import Client, steps
+from univrs.runtime.captured import decode_changes, encode_changes
 from univrs.runtime.watch import RENDERED_KEPT, YOUNG_KEPT, WatchHub
-from univrs.sm.captured import decode_changes, encode_changes
 from univrs.sm.commands import (
     CreateInstance,
     CreateWorkload,

@@ -4,7 +4,7 @@ Theory of operation. The apply loop hands every applied entry's changes to ``Wat
 (``ClusterStateMachine.last_changes``: the same changes in the same order on every replica,
 since apply is deterministic), and a snapshot install or a restart to ``reset``. Changes are
 kept as captured (the changed objects, each changed workload's instance counts), encoded as one
-``bytes`` per revision (univrs/sm/captured.py: the objects' snapshot rows, ``marshal``-ed), and
+``bytes`` per revision (univrs/runtime/captured.py: the objects' snapshot rows, ``marshal``-ed), and
 rendered as events (``last_events``'s) only when a watcher first reads their revision: building
 two workload views per write cost more than applying it, on every node, watched or not. Kept as
 objects they were about 18 containers per write for seconds, which the garbage collector's full
@@ -41,6 +41,7 @@ single revision holds more).
 from __future__ import annotations
 
 import bisect
+import collections
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -48,7 +49,7 @@ import attrs
 import trio
 
 from univrs.errors import Compacted, Unavailable
-from univrs.sm.captured import decode_changes, encode_changes
+from univrs.runtime.captured import decode_changes, encode_changes
 from univrs.sm.events import Event, ObjectKind
 from univrs.sm.objects import AppliedChanges
 
@@ -68,25 +69,34 @@ class WatchHub:
     max_watchers: int = DEFAULT_MAX_WATCHERS
     max_bytes: int = DEFAULT_MAX_BYTES
     young: int = YOUNG_KEPT  # the newest revisions kept as objects too (rendered cheaper)
-    # The kept revisions, in order, as parallel lists (the batch at position i is
+    # The kept revisions, in order, as parallel lists (the revision at position i is
     # _revisions[i], _sources[i], ...); the live ones start at _head (dropped ones are trimmed
     # lazily, so dropping is O(1) amortized). Only revisions with events are kept. A source is
     # the revision's captured changes encoded (``encode_changes``: a ``bytes``, which the
     # garbage collector does not track) or events handed over as such (tests).
     _revisions: list[int] = attrs.field(factory=list, init=False)
     _sources: list[bytes | tuple[Event, ...]] = attrs.field(factory=list, init=False)
-    _costs: list[int] = attrs.field(factory=list, init=False)  # estimated bytes held
-    _counts: list[int] = attrs.field(factory=list, init=False)  # events
+    # Running totals since the last reset, after the revision at each position: its events and
+    # their estimated bytes added to those of every revision before it (kept or dropped). A
+    # trim finds how many revisions to drop by bisecting these (round 18: not a loop over the
+    # dropped ones), and the live history holds _total_* - _dropped_* of each.
+    _ends_count: list[int] = attrs.field(factory=list, init=False)
+    _ends_cost: list[int] = attrs.field(factory=list, init=False)
+    _total_count: int = attrs.field(default=0, init=False)
+    _total_cost: int = attrs.field(default=0, init=False)
+    _dropped_count: int = attrs.field(default=0, init=False)  # the totals at the live head
+    _dropped_cost: int = attrs.field(default=0, init=False)
     # Events rendered for reads, by revision, the newest RENDERED_KEPT revisions read: watchers
     # reading the same revisions share one rendering (insertion order: the oldest first out).
     _rendered: dict[int, tuple[Event, ...]] = attrs.field(factory=dict, init=False)
     # The captured changes of the newest ``young`` revisions, by revision, as objects too:
     # watchers at the head (most of them) render these without decoding; few enough that the
-    # collector's walks of them cost little (insertion order: the oldest first out).
+    # collector's walks of them cost little. Their revisions in order in _young_order (the
+    # oldest first out: a deque, not the dict's first key, which the dict finds by skipping
+    # the slots of the keys deleted before it).
     _young: dict[int, AppliedChanges] = attrs.field(factory=dict, init=False)
+    _young_order: collections.deque[int] = attrs.field(factory=collections.deque, init=False)
     _head: int = attrs.field(default=0, init=False)
-    _held: int = attrs.field(default=0, init=False)  # events in the live batches
-    _bytes: int = attrs.field(default=0, init=False)  # their estimated cost
     _revision: int = attrs.field(default=0, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -99,11 +109,13 @@ class WatchHub:
     def reset(self, revision: int) -> None:
         """Start over at ``revision`` (start-up, a snapshot installed): nothing before or at
         it is known here."""
-        for kept in (self._revisions, self._sources, self._costs, self._counts):
+        for kept in (self._revisions, self._sources, self._ends_count, self._ends_cost):
             kept.clear()
         self._rendered.clear()
         self._young.clear()
-        self._head = self._held = self._bytes = 0
+        self._young_order.clear()
+        self._head = 0
+        self._total_count = self._total_cost = self._dropped_count = self._dropped_cost = 0
         self._revision = self._compacted = revision
         self._wake()
 
@@ -122,10 +134,32 @@ class WatchHub:
         commands of one batch entry, ``size`` bytes of command data each), the history trimmed
         to its bounds and its watchers woken once, after all of them: the same history as
         calling ``applied`` for each (trimming drops the oldest revisions first, so dropping
-        at the end drops the same ones), without the per-command bookkeeping (round 14)."""
-        keep = self._keep
+        at the end drops the same ones), without the per-command bookkeeping (round 14; round
+        18: ``_keep``'s work written out once for the whole entry)."""
+        last = self._revision
+        total_count, total_cost = self._total_count, self._total_cost
+        revisions, sources = self._revisions, self._sources
+        ends_count, ends_cost = self._ends_count, self._ends_cost
+        young, order, keep_young = self._young, self._young_order, self.young
         for revision, captured in changes:
-            keep(revision, captured, size)
+            assert revision > last, (revision, last)
+            last = revision
+            count = len(captured.items)
+            if not count:
+                continue
+            total_count += count
+            total_cost += 2 * size + EVENT_OVERHEAD * count
+            revisions.append(revision)
+            sources.append(encode_changes(captured))
+            ends_count.append(total_count)
+            ends_cost.append(total_cost)
+            if keep_young > 0:
+                young[revision] = captured
+                order.append(revision)
+                if len(order) > keep_young:
+                    del young[order.popleft()]
+        self._revision = last
+        self._total_count, self._total_cost = total_count, total_cost
         self._trim()
         self._wake()
 
@@ -136,35 +170,42 @@ class WatchHub:
         if not count:
             return
         # The objects after (and before) come from commands of about this size.
-        cost = 2 * size + EVENT_OVERHEAD * count
+        self._total_count += count
+        self._total_cost += 2 * size + EVENT_OVERHEAD * count
         self._revisions.append(revision)
         if isinstance(events, AppliedChanges):
             self._sources.append(encode_changes(events))
-            young = self._young
             if self.young > 0:
-                young[revision] = events
-                if len(young) > self.young:
-                    del young[next(iter(young))]
+                self._young[revision] = events
+                self._young_order.append(revision)
+                if len(self._young_order) > self.young:
+                    del self._young[self._young_order.popleft()]
         else:
             self._sources.append(events)
-        self._costs.append(cost)
-        self._counts.append(count)
-        self._held += count
-        self._bytes += cost
+        self._ends_count.append(self._total_count)
+        self._ends_cost.append(self._total_cost)
 
     def _trim(self) -> None:
-        """Drop the oldest revisions while the history is over its bounds."""
-        kept = len(self._revisions)
-        while (self._held > self.capacity or self._bytes > self.max_bytes) and self._head < kept:
-            head = self._head
-            self._head += 1
-            self._held -= self._counts[head]
-            self._bytes -= self._costs[head]
-            self._compacted = self._revisions[head]
-            self.dropped_events += self._counts[head]
-        if self._head > 1024 and self._head * 2 > kept:
-            for kept_list in (self._revisions, self._sources, self._costs, self._counts):
-                del kept_list[: self._head]
+        """Drop the oldest revisions while the history is over its bounds: the fewest that
+        bring it within both (each bound is met from some position on; the later one)."""
+        head, kept = self._head, len(self._revisions)
+        over_count = self._total_count - self.capacity  # events that must go, at least
+        over_cost = self._total_cost - self.max_bytes
+        if (over_count > self._dropped_count or over_cost > self._dropped_cost) and head < kept:
+            to = head
+            if over_count > self._dropped_count:
+                to = bisect.bisect_left(self._ends_count, over_count, head, kept) + 1
+            if over_cost > self._dropped_cost:
+                to = max(to, bisect.bisect_left(self._ends_cost, over_cost, head, kept) + 1)
+            to = min(to, kept)
+            dropped_count = self._ends_count[to - 1]
+            self.dropped_events += dropped_count - self._dropped_count
+            self._dropped_count, self._dropped_cost = dropped_count, self._ends_cost[to - 1]
+            self._compacted = self._revisions[to - 1]
+            self._head = head = to
+        if head > 1024 and head * 2 > kept:
+            for kept_list in (self._revisions, self._sources, self._ends_count, self._ends_cost):
+                del kept_list[:head]
             self._head = 0
 
     def _wake(self) -> None:

@@ -427,6 +427,14 @@ _ENVELOPE_KEYS = ("client_id", "seq")
 _ENVELOPE_KEYS_OWNED = ("client_id", "seq", "owner")
 
 
+def envelope_plain_fast(value: Any, owners: bool) -> Envelope | None:
+    """``envelope_from_plain(value, owners=owners)`` when ``_envelope_fast`` reads it whole,
+    else None: then it is plain data (str keys, exact str/int/None values, a command map alike)."""
+    if type(value) is not dict:
+        return None
+    return _envelope_fast(value, owners, False)
+
+
 def envelope_from_plain(value: Any, *, owners: bool = False) -> Envelope:
     """An envelope from plain data; raises DecodeError for anything malformed or a format
     version this code does not know. ``owner`` is a known key only with ``owners`` (an entry
@@ -502,12 +510,10 @@ def command_fields(command_type: type[Any]) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------ the apply path's fast read
-# Every command of every entry a follower applies is read by ``envelope_from_plain`` (about 3
-# µs a keyed scale through the general path: ``read_map`` twice, a decoder call and a dict
-# item per field, ``cls(**kwargs)``). A well-formed envelope takes this path instead: the same
-# checks written out (round 17, s17-cpu). It returns an envelope only when every check passes,
-# else None, and the general path then reads it from the start: it accepts what the general
-# path accepts, builds the equal envelope, and leaves every refusal (and its message) to it.
+# Every command of every entry a follower applies is read by ``envelope_from_plain``; a
+# well-formed envelope takes this path, the general path's checks written out (round 17). It
+# returns an envelope only when every check passes, else None, and the general path reads it
+# from the start: the same envelopes accepted, every refusal (and its message) the general's.
 
 _FAST_SOURCES: dict[type[Any], str] = {}  # the readers' code, for the curious
 _FAST_CHECKS = {
@@ -559,8 +565,9 @@ _FAST_COMMANDS: dict[str, Callable[[Any], Any]] = {
 _build_envelope = slot_builder(Envelope)  # (command, client_id, seq, owner)
 
 
-def _envelope_fast(value: dict[Any, Any], owners: bool) -> Envelope | None:
-    """``envelope_from_plain(value)`` if every check passes, else None (see above)."""
+def _envelope_fast(value: dict[Any, Any], owners: bool, general: bool = True) -> Envelope | None:
+    """``envelope_from_plain(value)`` if every check passes, else None (see above); with
+    ``general`` False, None too for a command no generated reader reads (round 18)."""
     version = value.get("v")
     if type(version) is not int or version != COMMAND_FORMAT_VERSION:
         return None
@@ -584,7 +591,9 @@ def _envelope_fast(value: dict[Any, Any], owners: bool) -> Envelope | None:
         command = read(plain)
         if command is None:
             return None
-    else:  # another command: read as ever (its refusal is the one the general path makes)
+    elif general:  # another command: read as ever (its refusal is the general path's)
         command = command_from_plain(plain, "envelope.command")
+    else:
+        return None
     envelope: Envelope = _build_envelope(command, client_id, seq, owner)
     return envelope

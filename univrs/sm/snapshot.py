@@ -130,38 +130,6 @@ def _workload_row(w: StoredWorkload) -> list[Any]:
     return row
 
 
-# ``workload_row``'s rows of the workloads written lately, by id: the two stored workload
-# objects of that id asked for last and their rows, (the last, its row, the one before, its
-# row).
-# A hit needs the very same object (``is``): a stored workload is immutable, so its row never
-# changes; any other object of the id (a newer version, another replica's in the same
-# process) is a miss and becomes the newest. Emptied when full.
-_ROWS: dict[str, tuple[StoredWorkload, list[Any], StoredWorkload | None, list[Any] | None]] = {}
-ROWS_CACHED = 4096
-
-
-def workload_row(w: StoredWorkload) -> list[Any]:
-    """``_workload_row(w)``, built once per stored workload object on the apply path (issue 14,
-    round 14): a scale's new workload is written to the state's table (its row in CBOR), then
-    captured for the watch history as the "after" of its revision, and as the "before" of the
-    next change of that workload: three rows of one object, one built. The row is shared:
-    callers must not change it. The snapshot writer keeps ``_workload_row`` (a whole state's
-    workloads would only churn this cache)."""
-    hit = _ROWS.get(w.id)
-    if hit is not None:
-        if hit[0] is w:
-            return hit[1]
-        if hit[2] is w:  # the newest now (a scale asks for the new, the old, the new)
-            _ROWS[w.id] = (w, hit[3], hit[0], hit[1])  # type: ignore[assignment]
-            return hit[3]  # type: ignore[return-value]
-    row = _workload_row(w)
-    if len(_ROWS) >= ROWS_CACHED:
-        _ROWS.clear()
-        hit = None
-    _ROWS[w.id] = (w, row, None, None) if hit is None else (w, row, hit[0], hit[1])
-    return row
-
-
 def _instance_row(i: Instance) -> list[Any]:
     return [i.id, i.workload_id, i.node_id, i.status.value, i.message, i.version, i.created_index]
 

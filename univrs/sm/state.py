@@ -48,6 +48,7 @@ from typing import Any
 
 import attrs
 
+from univrs.sm.builders import slot_builder
 from univrs.sm.commands import (
     CloseSession,
     Command,
@@ -70,10 +71,12 @@ from univrs.sm.tables import RawRows
 from univrs.sm.tokens import Token
 from univrs.sm.validate import (
     MAX_VERSION,
-    id_problem,
-    is_int,
+    client_id_problem,
     text_problem,
 )
+
+# ``AppliedChanges(revision, items)``, built slot by slot (``builders``; once per command)
+_applied_changes: Callable[[int, tuple[Any, ...]], AppliedChanges] = slot_builder(AppliedChanges)
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -134,20 +137,23 @@ class ClusterStateMachine(CommandHandlers):
         self._enter(index, term, time_ms)
         responses: list[Response] = []
         append = responses.append
-        batch, next_revision, command_of = self._objects.batch, self._next_revision, self._command
+        next_revision, command_of = self._next_revision, self._command
         keep = None if captured is None else captured.append
-        for command in commands:
-            with batch():
+        # One batch for the entry (round 18; the caller's if it opened one, as the runtime
+        # does): its commands' changes are made, and a persistent state commits them, together
+        # with the applied index, never half an entry.
+        with self._objects.batch():
+            for command in commands:
                 revision = next_revision()
                 if isinstance(command, Failure):
                     response: Response = command
                 else:
                     response = command_of(command, revision)
-            append(response)
-            if keep is not None:
-                keep((revision, self.last_changes()))
-            if each is not None:
-                each(revision, self.last_changes())
+                append(response)
+                if keep is not None:
+                    keep((revision, self.last_changes()))
+                if each is not None:
+                    each(revision, self.last_changes())
         return responses
 
     def _command(self, command: Envelope | Command, index: int) -> Response:
@@ -162,10 +168,10 @@ class ClusterStateMachine(CommandHandlers):
             return self._dispatch(cmd, index)
         if client_id is None or seq is None:
             return invalid("client_id and seq must be given together")
-        problem = id_problem("client_id", client_id)
+        problem = client_id_problem(client_id)
         if problem:
             return invalid(problem)
-        if not is_int(seq) or not 1 <= seq <= MAX_VERSION:
+        if type(seq) is not int or not 1 <= seq <= MAX_VERSION:
             return invalid("seq must be a positive integer")
         if isinstance(cmd, OpenSession | CloseSession):
             return invalid("session commands are sent without a client id and seq")
@@ -252,7 +258,16 @@ class ClusterStateMachine(CommandHandlers):
         revisions a watcher reads (issue 14)."""
         changes = self._objects.changes
         if not changes:
-            return AppliedChanges(self._revision, ())
+            return _applied_changes(self._revision, ())
+        if len(changes) == 1:  # a scale, an update, a create: one workload put (round 18)
+            kind, ident, before, after = changes[0]
+            if type(after) is StoredWorkload and (
+                before is None or (type(before) is StoredWorkload and before.id == after.id)
+            ):
+                now_counts = self._objects.instance_counts(after.id)
+                prior = None if before is None else (before, now_counts)
+                item = (kind, ident, prior, (after, now_counts))
+                return _applied_changes(self._revision, (item,))
         counts = self._objects.instance_counts
         items: list[tuple[ObjectKind, str, Any, Any]] = []
         # A workload's counts as they are now, once per workload (an update's before and
@@ -272,7 +287,7 @@ class ClusterStateMachine(CommandHandlers):
                     found = seen[after.id] = counts(after.id)
                 now = (after, found)
             items.append((kind, ident, was, now))
-        return AppliedChanges(self._revision, tuple(items))
+        return _applied_changes(self._revision, tuple(items))
 
     # ---------------------------------------------------------------- queries
 

@@ -73,6 +73,24 @@ def id_problem(what: str, value: object) -> str | None:
     return None
 
 
+# Client ids that ``id_problem`` passed (a pure function of the string): a keyed command's id
+# is checked once per id, not at every write (round 18). Bounded: emptied when full.
+_GOOD_CLIENT_IDS: set[str] = set()
+GOOD_CLIENT_IDS_KEPT = 4096
+
+
+def client_id_problem(value: object) -> str | None:
+    """``id_problem("client_id", value)``, remembered for the ids it passes."""
+    if type(value) is str and value in _GOOD_CLIENT_IDS:
+        return None
+    problem = id_problem("client_id", value)
+    if problem is None:
+        if len(_GOOD_CLIENT_IDS) >= GOOD_CLIENT_IDS_KEPT:
+            _GOOD_CLIENT_IDS.clear()
+        _GOOD_CLIENT_IDS.add(value)  # type: ignore[arg-type]
+    return problem
+
+
 def text_problem(what: str, value: object, max_len: int = MAX_TEXT_LEN) -> str | None:
     """Problem with free text: a string of at most ``max_len`` characters, no NUL."""
     if type(value) is not str:

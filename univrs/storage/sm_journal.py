@@ -246,12 +246,17 @@ class LmdbJournal(StateJournal):
         txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
 
     def _write_sessions(self, txn: lmdb.Transaction, sm: ClusterStateMachine) -> None:
-        """The changed sessions' rows (format 4, see the class docstring)."""
+        """The changed sessions' rows (format 4, see the class docstring). The response rows
+        are put together at the end (``putmulti``: one call, not one each; round 18): a
+        session's rows are a key range of its own (``client id + NUL``), so putting them after
+        the other sessions' deletes writes the same rows."""
         new, dirty_responses = self._new_sessions, self._dirty_responses
         window = sm.policy.window
-        sessions_db, responses_db = self._sessions_db, self._responses_db
-        dumps, put, pack, row_head = cbor2.dumps, txn.put, _SEQ.pack, _ROW.pack
+        sessions_db = self._sessions_db
+        dumps, pack, row_head = cbor2.dumps, _SEQ.pack, _ROW.pack
         get_session = sm.session
+        rows: list[tuple[bytes, bytes]] = []
+        append = rows.append
         cursor = None
         for client_id in self._dirty_sessions:
             key = client_id.encode()
@@ -260,25 +265,29 @@ class LmdbJournal(StateJournal):
             if session is None:
                 txn.delete(key, db=sessions_db)
                 if cursor is None:
-                    cursor = txn.cursor(db=responses_db)
+                    cursor = txn.cursor(db=self._responses_db)
                 _drop_responses(cursor, key + b"\0")
                 continue
             written = False
             if seqs:
                 responses = session.responses
                 prefix = key + b"\0"
-                last_index, last_ms = session.last_index, session.last_ms
+                head = row_head(0, session.last_index, session.last_ms)[8:]  # index, ms
                 for seq in seqs:
                     response = responses.get(seq)
                     if response is not None:  # else out of the window again already
-                        put(
-                            prefix + pack(seq % window),
-                            row_head(seq, last_index, last_ms) + response_bytes(response),
-                            db=responses_db,
-                        )
+                        if type(response) is Success:  # ``response_bytes``, written out
+                            answer = _SUCCESS_HEAD + _uint(response.version)
+                        else:
+                            answer = response_bytes(response)
+                        append((prefix + pack(seq % window), pack(seq) + head + answer))
                         written = True
             if not written or client_id in new:
-                put(key, dumps(_head_row(session)), db=sessions_db)
+                txn.put(key, dumps(_head_row(session)), db=sessions_db)
+        if rows:
+            if cursor is None:
+                cursor = txn.cursor(db=self._responses_db)
+            cursor.putmulti(rows)
         self._dirty_sessions.clear()
         new.clear()
         dirty_responses.clear()
@@ -290,11 +299,14 @@ def _objects_on(store: LmdbStore) -> Objects:
         _instance_v1,
         _node_row,
         _node_v1,
+        _workload_row,
         _workload_v1,
-        workload_row,
     )
+    from univrs.storage.sm_row_bytes import workload_bytes
 
-    w_enc, w_dec = cbor_codec(workload_row, _workload_v1, "workload")
+    # a workload's bytes encoded once per object (a scale's spliced: ``sm_row_bytes``), the same
+    # bytes as ``cbor_codec``'s encode
+    w_enc, w_dec = workload_bytes, cbor_codec(_workload_row, _workload_v1, "workload")[1]
     i_enc, i_dec = cbor_codec(_instance_row, _instance_v1, "instance")
     n_enc, n_dec = cbor_codec(_node_row, _node_v1, "node")
     return Objects(

@@ -12,15 +12,20 @@ these bytes never leave the process, so its format changing between Python versi
 matter), four values per item: the kind's number (its
 position in ``ObjectKind``), the id, then the object before and the object after, each None
 (absent) or the object's snapshot row (univrs/sm/snapshot.py: the same rows the snapshots and
-the LMDB tables use), a workload's row preceded by its five instance counts as captured
-(pending, running, succeeded, failed, unknown). ``decode_changes(encode_changes(c), r)``
-equals ``c`` (revision ``r``), so its events are the same (tests/runtime/test_watch_stored.py).
+the LMDB tables use). A workload's side is a pair: its five instance counts as captured
+(pending, running, succeeded, failed, unknown) and its row's CBOR bytes, the very bytes the
+state's LMDB table stores (``storage.sm_row_bytes.workload_bytes``: encoded once per stored
+workload, a scale's spliced from its previous version's; round 18), so a scale's revision
+costs a few references, not two rows copied. ``decode_changes(encode_changes(c), r)`` equals
+``c`` (revision ``r``), so its events are the same (tests/runtime/test_watch_stored.py).
 """
 
 from __future__ import annotations
 
 import marshal
 from typing import Any
+
+import cbor2
 
 from univrs.sm.events import ObjectKind
 from univrs.sm.objects import AppliedChanges
@@ -31,19 +36,19 @@ from univrs.sm.snapshot import (
     _node_v1,
     _Shared,
     _workload_v1,
-    workload_row,
 )
+from univrs.storage.sm_row_bytes import workload_bytes
 
 _KINDS = tuple(ObjectKind)
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 _WORKLOAD, _INSTANCE = ObjectKind.WORKLOAD, ObjectKind.INSTANCE
 
 
-def _workload_side(captured: Any) -> list[Any] | None:
+def _workload_side(captured: Any) -> tuple[Any, bytes] | None:
     if captured is None:
         return None
-    stored, counts = captured  # counts: ``objects.Counts``, in the order written here
-    return [*counts, *workload_row(stored)]
+    stored, counts = captured  # counts: ``objects.Counts`` (a tuple of five ints)
+    return counts, workload_bytes(stored)
 
 
 def encode_changes(changes: AppliedChanges) -> bytes:
@@ -65,10 +70,11 @@ def encode_changes(changes: AppliedChanges) -> bytes:
     return marshal.dumps(flat)
 
 
-def _workload_back(side: list[Any] | None, shared: _Shared) -> Any:
+def _workload_back(side: tuple[Any, bytes] | None, shared: _Shared) -> Any:
     if side is None:
         return None
-    return (_workload_v1(side[5:], "watch history", shared), tuple(side[:5]))
+    counts, data = side
+    return (_workload_v1(cbor2.loads(data), "watch history", shared), counts)
 
 
 def decode_changes(data: bytes, revision: int) -> AppliedChanges:
