@@ -129,3 +129,15 @@ def test_a_state_machine_in_memory_is_unchanged() -> None:
     sm.apply(ScaleWorkload(id="w", replicas=4), index=2, term=1)
     (w,) = sm.stored_workloads()
     assert workload_bytes(w) == _expected(w)
+
+
+def test_a_splice_compares_every_field_of_the_row() -> None:
+    """``_spliceable`` names the fields a scale keeps; a field added to ``StoredWorkload`` or
+    ``WorkloadSpec`` (and so to the row) must be compared there too, or a splice would keep
+    the previous version's value of it. This fails until it is."""
+    import attrs
+
+    compared_spec = {"name", "image", "args", "env", "labels", "resources", "ports", "replicas"}
+    compared_stored = {"id", "version", "created_index", "spec"}
+    assert {f.name for f in attrs.fields(WorkloadSpec)} == compared_spec
+    assert {f.name for f in attrs.fields(StoredWorkload)} == compared_stored
