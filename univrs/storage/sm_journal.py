@@ -18,6 +18,7 @@ from univrs.sm.responses import Response, Success
 from univrs.sm.sessions import Session, SessionPolicy
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
+from univrs.storage.sm_row_bytes import cbor_uint as _uint
 from univrs.storage.sm_store import (
     DEFAULT_MAP_SIZE,
     LmdbPairIndex,
@@ -74,19 +75,6 @@ def response_bytes(response: Response) -> bytes:
     if type(response) is Success:
         return _SUCCESS_HEAD + _uint(response.version)
     return cbor2.dumps(response_to_plain(response))
-
-
-def _uint(value: int) -> bytes:
-    """The CBOR encoding of the unsigned integer ``value`` (major type 0, shortest form)."""
-    if value < 24:
-        return bytes((value,))
-    if value < 0x100:
-        return bytes((0x18, value))
-    if value < 0x10000:
-        return b"\x19" + value.to_bytes(2, "big")
-    if value < 0x100000000:
-        return b"\x1a" + value.to_bytes(4, "big")
-    return b"\x1b" + value.to_bytes(8, "big")
 
 
 def _head_row(session: Session) -> list[Any]:

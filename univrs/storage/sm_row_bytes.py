@@ -41,8 +41,9 @@ _Entry = tuple[StoredWorkload, bytes, "_Parts | None", "StoredWorkload | None", 
 _BYTES: dict[str, _Entry] = {}
 
 
-def _uint(value: int) -> bytes:
-    """CBOR's shortest encoding of the unsigned integer ``value`` (major type 0)."""
+def cbor_uint(value: int) -> bytes:
+    """CBOR's shortest encoding of the unsigned integer ``value`` (major type 0), as cbor2
+    writes it (also the journal's answer rows: univrs/storage/sm_journal.py)."""
     if value < 24:
         return bytes((value,))
     if value < 0x100:
@@ -68,11 +69,11 @@ def _encoded(w: StoredWorkload) -> tuple[bytes, _Parts | None]:
     dumps = cbor2.dumps
     # the array's head and the id; then the version; created index, name, image; replicas
     at_version = _head_size(len(row)) + len(dumps(row[0]))
-    v = _uint(version)
+    v = cbor_uint(version)
     mid_start = at_version + len(v)
     mid_size = len(dumps(row[2])) + len(dumps(row[3])) + len(dumps(row[4]))
     at_replicas = mid_start + mid_size
-    r = _uint(replicas)
+    r = cbor_uint(replicas)
     if data[at_version:mid_start] != v or data[at_replicas : at_replicas + len(r)] != r:
         return data, None  # not laid out as expected: never spliced (cannot happen)
     parts = (data[:at_version], data[mid_start:at_replicas], data[at_replicas + len(r) :])
@@ -115,7 +116,7 @@ def workload_bytes(w: StoredWorkload) -> bytes:
             return older_data  # type: ignore[return-value]
         if parts is not None and _spliceable(w, newest):
             prefix, mid, tail = parts
-            data = prefix + _uint(w.version) + mid + _uint(w.spec.replicas) + tail
+            data = prefix + cbor_uint(w.version) + mid + cbor_uint(w.spec.replicas) + tail
             _BYTES[ident] = (w, data, parts, newest, hit[1])
             return data
     data, parts = _encoded(w)
@@ -131,4 +132,4 @@ def forget() -> None:
     _BYTES.clear()
 
 
-__all__ = ["ROWS_CACHED", "forget", "workload_bytes"]
+__all__ = ["ROWS_CACHED", "cbor_uint", "forget", "workload_bytes"]
