@@ -182,6 +182,12 @@ async def test_only_a_listed_member_under_its_bound_incarnation_can_fence() -> N
         assert copy_inbox.statistics().current_buffer_used == 1  # the stranger's, for the core
 
 
+def _reconnects(t: RaftTransport, peer: str) -> int:
+    """Sessions ``t``'s link to ``peer`` opened after its first (the hello sent; its verdict
+    aside)."""
+    return next((p.reconnects for p in t.statistics().peers if p.id == peer), 0)
+
+
 async def test_a_start_that_cannot_be_made_durable_delivers_nothing_and_is_forgotten(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -205,7 +211,11 @@ async def test_a_start_that_cannot_be_made_durable_delivers_nothing_and_is_forgo
         dial(original, b, ctx=1)
         await wait_until(lambda: b.statistics().rejected_connections == 1, timeout=20)
         assert b.start_book.records() == {}  # forgotten: not durable
-        original.send(heartbeat("a", "b", ctx=2))  # the first went with the refused session
+        # The first heartbeat went with the refused session. Send the next once a's link is on
+        # its next session: sent while the link had not yet seen the close, it would go into
+        # the dying session and be lost like the first (CI under load, session 18).
+        await wait_until(lambda: _reconnects(original, "b") >= 1, timeout=30)
+        original.send(heartbeat("a", "b", ctx=2))
         assert await receive(b_inbox) == heartbeat("a", "b", ctx=2)
         assert saved == [{("a", INC): (2, B)}]  # delivered only once durable
         assert original.fenced is None
