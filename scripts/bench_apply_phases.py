@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -25,36 +24,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_follower_apply import apply_entry, entry_bytes
+from bench_follower_apply import prepare
 
-from univrs.bench.sm_setup import keyed_scales, open_sessions
 from univrs.runtime.payload import decode_entry
-from univrs.runtime.watch import WatchHub
-from univrs.sm import CreateWorkload, Envelope, WorkloadSpec, state_digest
+from univrs.sm import state_digest
 from univrs.sm.responses import ErrorCode, Failure
-from univrs.storage.sm_tables import StateEnv
 
 PHASES = ("decode", "apply_batch", "watch", "commit", "total")
 
 
 def run(folder: Path, args: argparse.Namespace) -> tuple[dict[str, float], str]:
     clock = time.process_time
-    env = StateEnv(str(folder / f"state-{os.urandom(4).hex()}"))
-    sm = env.load()
-    hub = WatchHub()
-    clients, index = open_sessions(sm, args.sessions, index=0, time_ms=1)
-    hub.reset(sm.revision)
-    spec = WorkloadSpec(name="bench", image="nginx:1.27", replicas=2, labels={"tier": "web"})
-    creates = [
-        Envelope(command=CreateWorkload(id=f"bench-{i}", spec=spec)) for i in range(args.workloads)
-    ]
-    index += 1
-    apply_entry(sm, hub, entry_bytes(creates, 1), index)
-    writes = keyed_scales(clients, args.commands, workloads=args.workloads)
-    entries = [
-        entry_bytes(writes[i : i + args.per_entry], 2)
-        for i in range(0, len(writes), args.per_entry)
-    ]
+    env, sm, hub, index, entries = prepare(folder, args)
     spent = dict.fromkeys(PHASES, 0.0)
     for data in entries:
         index += 1

@@ -82,13 +82,15 @@ def apply_entry(sm: Any, hub: WatchHub, data: bytes, index: int) -> int:
     return sum(isinstance(r, Success) for r in responses)
 
 
-def run(
-    folder: Path, args: argparse.Namespace, profile: cProfile.Profile | None
-) -> tuple[float, str, int]:
+def prepare(
+    folder: Path, args: argparse.Namespace
+) -> tuple[StateEnv, Any, WatchHub, int, list[bytes]]:
+    """A fresh state env with ``args.sessions`` sessions and ``args.workloads`` workloads
+    applied, and the entries of ``args.commands`` keyed scales, ``args.per_entry`` each:
+    (env, state machine, watch hub, last applied index, entries). Also bench_apply_phases.py."""
     env = StateEnv(str(folder / f"state-{os.urandom(4).hex()}"))
     sm = env.load()
     hub = WatchHub()
-    hub.reset(sm.revision)
     clients, index = open_sessions(sm, args.sessions, index=0, time_ms=1)
     hub.reset(sm.revision)
     spec = WorkloadSpec(name="bench", image="nginx:1.27", replicas=2, labels={"tier": "web"})
@@ -102,6 +104,13 @@ def run(
         entry_bytes(writes[i : i + args.per_entry], 2)
         for i in range(0, len(writes), args.per_entry)
     ]
+    return env, sm, hub, index, entries
+
+
+def run(
+    folder: Path, args: argparse.Namespace, profile: cProfile.Profile | None
+) -> tuple[float, str, int]:
+    env, sm, hub, index, entries = prepare(folder, args)
     cpu = _cpu()
     if profile is not None:
         profile.enable()

@@ -97,7 +97,9 @@ class _Phases:
         for name, lo, hi in self.spans:
             if hi < start or lo > end:
                 continue
-            row = out.setdefault(name, {"items": 0, "total_s": 0.0, "max_item_s": 0.0, "gap_s": 0.0})
+            row = out.setdefault(
+                name, {"items": 0, "total_s": 0.0, "max_item_s": 0.0, "gap_s": 0.0}
+            )
             row["items"] += 1
             row["total_s"] = round(row["total_s"] + hi - lo, 4)
             row["max_item_s"] = round(max(row["max_item_s"], hi - lo), 4)
@@ -235,9 +237,7 @@ def main() -> None:
         "objects": head["objects"],
         "staged_s": round(staged_s, 1),
         "runs": rows,
-        "median": {
-            k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "phases"
-        },
+        "median": {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "phases"},
         "loadavg_1m": os.getloadavg()[0],
     }
     print_json(out, args.json)
