@@ -156,6 +156,46 @@ async def test_minimal_when_asked_full_otherwise_and_versions_committed(
         conn.close()
 
 
+async def test_a_retried_keyed_write_answers_minimally_with_its_first_commit(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A keyed write sent again (a retry after an unknown outcome) is not applied twice: the
+    session answers the stored response, and the minimal answer made from it carries the
+    version the first attempt committed (the full form: the object now, with that version
+    in its meta)."""
+    async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
+        (node,) = cluster.running()
+        conn = await Connection.open(nursery, cluster.client_address(node))
+        session, _ = await conn.request("session.open", {})
+        cid = session["client_id"]
+        created, _ = await conn.request("workload.create", {"spec": WORKLOAD}, answer="minimal")
+        wid = created["id"]
+        first, meta = await conn.request(
+            "workload.scale", {"id": wid, "replicas": 2}, key=(cid, 1), answer="minimal"
+        )
+        assert meta is not None and first == {"id": wid, "version": meta["index"]}
+        # Later writes move the workload on; then the same key comes again, twice.
+        later, _ = await conn.request(
+            "workload.scale", {"id": wid, "replicas": 4}, key=(cid, 2), answer="minimal"
+        )
+        assert later["version"] > first["version"]
+        again, _ = await conn.request(
+            "workload.scale", {"id": wid, "replicas": 2}, key=(cid, 1), answer="minimal"
+        )
+        assert again == first
+        full, full_meta = await conn.request(
+            "workload.scale", {"id": wid, "replicas": 2}, key=(cid, 1), answer="full"
+        )
+        # The full form is the object as the leader has it now (the later write's document);
+        # its meta names the version this write committed, as on the first attempt.
+        assert full_meta == {"index": first["version"]}
+        assert full["version"] == later["version"] and full["spec"]["replicas"] == 4
+        # Nothing was applied again: the workload is still at the later write.
+        now, _ = await conn.request("workload.get", {"id": wid})
+        assert now["version"] == later["version"] and now["spec"]["replicas"] == 4
+        conn.close()
+
+
 async def test_bad_option_values_get_a_clear_error_and_the_node_carries_on(
     tmp_path: pathlib.Path,
 ) -> None:

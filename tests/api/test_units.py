@@ -11,6 +11,7 @@ from univrs.api.rest import parse_idempotency_key, parse_if_match
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Request
 from univrs.errors import ProtocolError
+from univrs.sm import validate
 
 
 def test_a_frame_of_too_many_requests_is_refused_from_its_head() -> None:
@@ -125,11 +126,31 @@ def test_ids_that_passed_are_remembered_but_only_as_exact_strings() -> None:
         cv.read_id(Sneaky("w-1"), "id")
     with pytest.raises(e.InvalidArgument, match="1-128 characters"):
         cv.read_id("w 1", "id")
-    for i in range(cv.MAX_GOOD_IDS + 10):
+    for i in range(validate.VALID_IDS_KEPT + 10):
         cv.read_id(f"id-{i}", "id")
-    assert len(cv._GOOD_IDS) <= cv.MAX_GOOD_IDS
+    assert len(validate.VALID_IDS) <= validate.VALID_IDS_KEPT
     with pytest.raises(e.InvalidArgument, match="1-128 characters"):
         cv.read_id("-leading-dash", "id")
+
+
+def test_the_api_and_the_state_machine_share_one_memo_of_valid_ids() -> None:
+    """One bounded memo of passed ids per process (univrs/sm/validate.py ``VALID_IDS``): an id
+    the API passed is the state machine's passed client id, and the other way round; an id
+    either refuses is in it for neither."""
+    from univrs.api.opargs import existing_id
+
+    validate.VALID_IDS.clear()
+    assert cv.read_id("from-the-api", "id") == "from-the-api"
+    assert "from-the-api" in validate.VALID_IDS
+    assert validate.client_id_problem("from-the-sm") is None
+    assert cv.read_id("from-the-sm", "client_id") == "from-the-sm"
+    assert existing_id({"id": "from-the-sm"}, "workload") == "from-the-sm"
+    assert validate.client_id_problem("bad id") is not None
+    with pytest.raises(e.NotFound):
+        existing_id({"id": "bad id"}, "workload")
+    with pytest.raises(e.InvalidArgument):
+        cv.read_id("bad id", "id")
+    assert "bad id" not in validate.VALID_IDS
 
 
 def test_the_cli_shows_a_write_whose_object_was_deleted_since() -> None:

@@ -82,7 +82,7 @@ def test_a_client_id_is_answered_alike_checked_or_remembered() -> None:
     index = 2
     for first_time in (True, False):
         if first_time:
-            validate_module._GOOD_CLIENT_IDS.clear()
+            validate_module.VALID_IDS.clear()
         for client_id in [opened.id, "c-unknown", *bad_ids]:
             index += 1
             cmd = Envelope(
@@ -95,8 +95,8 @@ def test_a_client_id_is_answered_alike_checked_or_remembered() -> None:
                 assert "is unknown" in answer.message  # type: ignore[union-attr]
             else:
                 assert "client_id" in answer.message  # type: ignore[union-attr]
-    assert all(type(i) is str for i in validate_module._GOOD_CLIENT_IDS)
-    assert not set(validate_module._GOOD_CLIENT_IDS) & {i for i in bad_ids if type(i) is str}
+    assert all(type(i) is str for i in validate_module.VALID_IDS)
+    assert not set(validate_module.VALID_IDS) & {i for i in bad_ids if type(i) is str}
 
 
 def test_a_batch_entry_is_one_commit_of_a_persistent_state(tmp_path: Path) -> None:

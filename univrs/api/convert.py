@@ -35,8 +35,9 @@ from univrs.sm.validate import (
     MAX_QUANTITY,
     MAX_TEXT_LEN,
     MAX_VERSION,
-    id_problem,
+    VALID_IDS,
     node_info_problem,
+    remembered_id_problem,
     workload_spec_problem,
 )
 
@@ -106,26 +107,16 @@ def read_int(value: Any, path: str, *, minimum: int = 0, maximum: int = MAX_QUAN
     return value
 
 
-# Ids that passed ``read_id`` lately: its checks depend on the text alone (``path`` only names
-# it in the error), and the same ids come back in every request (a session's client id, the
-# objects a client writes). Bounded: emptied when full. ``opargs.existing_id`` reads it too
-# (the same checks: a valid id, s18-ingress).
-_GOOD_IDS: set[str] = set()
-GOOD_IDS = _GOOD_IDS
-MAX_GOOD_IDS = 4096
-
-
 def read_id(value: Any, path: str) -> str:
-    """An object, node, peer or client id (the state machine's id syntax)."""
-    if type(value) is str and value in _GOOD_IDS:
+    """An object, node, peer or client id (the state machine's id syntax). The ids that pass
+    are remembered (univrs/sm/validate.py ``VALID_IDS``, shared with the state machine's
+    client id check and ``opargs.existing_id``)."""
+    if type(value) is str and value in VALID_IDS:
         return value
     text = read_str(value, path)
-    problem = id_problem(path, text)
+    problem = remembered_id_problem(path, text)
     if problem:
         raise InvalidArgument(problem, field=path)
-    if len(_GOOD_IDS) >= MAX_GOOD_IDS:
-        _GOOD_IDS.clear()
-    _GOOD_IDS.add(text)
     return text
 
 

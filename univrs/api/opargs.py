@@ -19,7 +19,7 @@ from univrs.client.protocol import ANSWER_MESSAGE, ANSWERS, MINIMAL_READ_MESSAGE
 from univrs.errors import InvalidArgument, NotFound
 from univrs.service.schemas import DEFAULT_LIMIT, MAX_LIMIT
 from univrs.sm.state import ClusterStateMachine
-from univrs.sm.validate import MAX_VERSION, id_problem
+from univrs.sm.validate import MAX_VERSION, VALID_IDS, remembered_id_problem
 
 PAGE_BYTES = 1 << 20  # a list page's encoded items, at most (beyond its first item): 1 MiB
 
@@ -164,10 +164,10 @@ def read_object(args: dict[str, Any], state: ClusterStateMachine, what: str) -> 
 def existing_id(args: dict[str, Any], what: str) -> str:
     """The id of an object a write addresses; one that cannot exist is simply not found."""
     ident = args["id"]
-    if type(ident) is str and ident in cv.GOOD_IDS:  # passed ``read_id`` lately: a valid id
+    if type(ident) is str and ident in VALID_IDS:  # passed the id check lately: a valid id
         return ident
     ident = cv.read_str(ident, "id")
-    if id_problem("id", ident) is not None:
+    if remembered_id_problem("id", ident) is not None:
         raise NotFound(f"{what} {ident!r} not found")
     return ident
 
