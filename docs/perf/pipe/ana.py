@@ -285,9 +285,6 @@ for name in ("prop -> append rx", "append rx -> fs0", "fs0 -> fs1"):
         continue
     md = lambda f: sorted(f(t) for t in v)[len(v) // 2] / 1e6
     print("  %-22s %6.2f " % (name, md(lambda t: t[0])) + " ".join("%10.2f" % md(lambda t, k=k: t[1][k]) for k in keys2))
-v = [(b - a, state("L", a, b)) for a, b in zip(props, props[1:]) if a > t0 and b < t1]
-md = lambda f: sorted(f(t) for t in v)[len(v) // 2] / 1e6
-print("  leader prop -> fs0 wall %.2f: " % md(lambda t: 0) )
 print("\nthe leader: prop -> its write starts -> done")
 lacc = collections.defaultdict(list)
 for a, b in zip(props, props[1:]):
