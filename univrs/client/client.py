@@ -166,8 +166,8 @@ class Client(StateMethods):
     # a call says otherwise: "full" (the document, the default) or "minimal" (``{"id",
     # "version"}``: no document rendered, encoded or decoded for it; s18-answers).
     answer: str = attrs.field(default="full", validator=attrs.validators.in_(ANSWERS))
-    # The run's clock, read directly (s19-client): ``trio.current_time()`` costs about 1 µs a
-    # call, the clock's method a tenth of that. The client lives in one run.
+    # The run's clock, read directly (s19-client): ``trio.current_time()`` costs twice the
+    # clock's method (0.16 against 0.08 µs here). The client lives in one run.
     _clock: trio.abc.Clock = attrs.field(init=False, factory=trio.lowlevel.current_clock)
 
     # ---------------------------------------------------------------- connections

@@ -512,64 +512,7 @@ def _items(run: list[dict[str, Any]]) -> bytes:
 def decode_responses(
     data: bytes | str, *, max_size: int = MAX_FRAME
 ) -> tuple[str | None, list[dict[str, Any]]]:
-    """(leader hint, responses) of one server frame; raises ProtocolError if malformed.
-
-    One walk over the decoded frame (s19-client): the frame's shape and its plain-data check
-    together, a response's maps of scalars (a minimal answer, ``meta``) in two C passes each.
-    Anything else, a frame it does not take, is decoded again by ``decode_responses_general``
-    (``codec.decode_plain``, then the shape), whose refusals and messages are therefore the
-    same as before (a differential test holds the two together:
-    tests/api/test_client_requests.py)."""
-    if isinstance(data, str):
-        raise ProtocolError("response frame: text frame (client frames are binary CBOR)")
-    try:
-        doc = load(data, max_size=max_size, max_depth=codec.DEFAULT_MAX_DEPTH, what="plain frame")
-    except ProtocolError as exc:
-        raise ProtocolError(f"response frame: {exc}") from None
-    responses = doc.get("r") if type(doc) is dict else None
-    if type(responses) is not list or not _plain_answers(doc, responses):
-        return decode_responses_general(data, max_size=max_size)
-    leader = doc.get("leader")
-    return (leader if isinstance(leader, str) else None), responses
-
-
-# ``check_plain``'s depth for a value of a response: the frame's map, its "r", the response.
-_ANSWER_DEPTH = codec.DEFAULT_MAX_DEPTH - 3
-
-
-def _plain_answers(doc: dict[Any, Any], responses: list[Any]) -> bool:
-    """Whether a decoded response frame is plain data with every response a map with an
-    unsigned ``id`` (False: ``decode_responses_general`` decides, and says why)."""
-    scalars, keys = _PLAIN_SCALARS, _PLAIN_KEYS
-    for key, value in doc.items():
-        if type(key) not in keys or (value is not responses and type(value) not in scalars):
-            return False
-    for resp in responses:
-        if type(resp) is not dict:
-            return False
-        rid = resp.get("id")
-        if type(rid) is not int or rid < 0 or not keys.issuperset(map(type, resp)):
-            return False
-        for value in resp.values():
-            kind = type(value)
-            if kind in scalars or (
-                kind is dict
-                and keys.issuperset(map(type, value))
-                and scalars.issuperset(map(type, value.values()))
-            ):
-                continue
-            try:
-                codec.check_plain(value, max_depth=_ANSWER_DEPTH)
-            except ProtocolError:
-                return False
-    return True
-
-
-def decode_responses_general(
-    data: bytes | str, *, max_size: int = MAX_FRAME
-) -> tuple[str | None, list[dict[str, Any]]]:
-    """``decode_responses`` in two passes (the frame decoded as plain data, then its shape
-    checked): the reference the one-pass form is tested against, and its refusals."""
+    """(leader hint, responses) of one server frame; raises ProtocolError if malformed."""
     doc = _decode(data, "response frame", max_size)
     if type(doc) is not dict or type(doc.get("r")) is not list:
         raise ProtocolError("a response frame must be a map with an array 'r'")
