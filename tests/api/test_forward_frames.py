@@ -156,7 +156,7 @@ async def test_a_forwarding_connection_lost_after_sending_keeps_each_writes_rule
 
         async def send_then_break(self: Connection, ws: Any, batch: list[Any]) -> None:
             await real_send(self, ws, batch)
-            if not broken and any(r.op == "workload.create" for r in batch):
+            if not broken and any(r["op"] == "workload.create" for r in batch):
                 broken.append(len(batch))
                 self.close()  # after the frame left: its writes' outcome is unknown
 

@@ -72,3 +72,19 @@ def test_an_empty_histogram_has_no_figures_and_merges_as_nothing() -> None:
     h.merge(empty)
     assert h.count == 1 and h.min_us == h.max_us == 3000
     assert Histogram().merge(h).quantile_ms(0.5) == 3.0
+
+
+def test_record_counts_each_value_in_its_bucket() -> None:
+    """``record`` (``bucket_of`` written out, s19-client) counts a latency where ``bucket_of``
+    puts it; a negative one as 0 us."""
+    values = [-0.5, -1e-6, 0.0, 1e-6, *(us / 1e6 for us in (127, 128, 255, 256, 4_096, 10**7))]
+    h = Histogram()
+    for v in values:
+        h.record(v)
+    expected: dict[int, int] = {}
+    for v in values:
+        index = bucket_of(max(0, int(v * 1_000_000)))
+        expected[index] = expected.get(index, 0) + 1
+    assert h.counts == expected
+    assert (h.min_us, h.max_us, h.count) == (0, 10**7, len(values))
+    assert h.total_us == sum(max(0, int(v * 1_000_000)) for v in values)

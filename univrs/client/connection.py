@@ -27,6 +27,7 @@ import ssl
 from typing import Any
 
 import attrs
+import cbor2
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -36,8 +37,8 @@ from trio_websocket import (
 )
 from wsproto.utilities import LocalProtocolError
 
-from univrs.client import protocol
-from univrs.client.protocol import Request, ServerHello
+from univrs.client import outbox, protocol
+from univrs.client.protocol import ServerHello
 from univrs.client.wire import Wire
 from univrs.errors import (
     ConnectionLost,
@@ -101,7 +102,9 @@ class Connection:
     leader: str | None = None  # the newest leader hint the server sent
     _ws: WebSocketConnection | None = None
     _pending: dict[int, Waiter[dict[str, Any]]] = attrs.field(factory=dict)
-    _outbox: list[Request] = attrs.field(factory=list)
+    # The requests queued for the writer, as they go on the wire (``protocol.plain_request``:
+    # checked plain data, encoded by the writer without another walk over them).
+    _outbox: list[dict[str, Any]] = attrs.field(factory=list)
     _wakeup: trio.Event = attrs.field(factory=trio.Event)
     _next_id: int = 1
     _handed: set[int] = attrs.field(factory=set)  # ids of pending requests given to the socket
@@ -185,22 +188,26 @@ class Connection:
         if self._closed is not None:
             raise _lost(self.address, self._closed, sent=False)
         rid = self._next_id
-        self._next_id += 1
+        self._next_id = rid + 1
         reduce = answer == "minimal" and not self.hello.minimal
-        req = Request(
-            id=rid,
-            op=op,
-            args=args,
-            key=key,
-            consistency=consistency,
-            timeout_ms=timeout_ms,
-            hops=hops,
-            token=token,
-            client=client,
-            answer=None if reduce else answer,
-        )
+        try:
+            req = outbox.plain_request(
+                rid,
+                op,
+                args,
+                key,
+                consistency,
+                timeout_ms,
+                hops,
+                token,
+                client,
+                None if reduce else answer,
+            )
+        except TypeError as exc:  # a caller passed something that is not plain data
+            raise InvalidArgument(f"request cannot be encoded: {exc}") from None
         waiter: Waiter[dict[str, Any]] = Waiter()
-        self._pending[rid] = waiter
+        pending = self._pending
+        pending[rid] = waiter
         self._outbox.append(req)
         self._wakeup.set()
         if deadline is not None:
@@ -208,7 +215,7 @@ class Connection:
         try:
             resp = await waiter.wait()
         finally:
-            self._pending.pop(rid, None)
+            pending.pop(rid, None)
             self._handed.discard(rid)
         if "error" in resp:
             raise error_from_plain(resp["error"])
@@ -238,22 +245,26 @@ class Connection:
         if self._closed is not None:
             raise _lost(self.address, self._closed, sent=False)
         rid = self._next_id
-        self._next_id += 1
+        self._next_id = rid + 1
         waiter: Waiter[dict[str, Any]] = Waiter()
-        self._pending[rid] = waiter
-        self._outbox.append(
-            Request(
-                id=rid,
-                op=op,
-                args=args,
-                key=key,
-                timeout_ms=timeout_ms,
-                hops=hops,
-                token=token,
-                client=client,
-                answer=answer if self.hello.minimal else None,
+        try:
+            req = outbox.plain_request(
+                rid,
+                op,
+                args,
+                key,
+                None,
+                timeout_ms,
+                hops,
+                token,
+                client,
+                answer if self.hello.minimal else None,
             )
-        )
+        except TypeError as exc:  # not plain data: its waiter fails, as if answered so
+            waiter.fail(InvalidArgument(f"request cannot be encoded: {exc}"))
+            return rid, waiter
+        self._pending[rid] = waiter
+        self._outbox.append(req)
         self._wakeup.set()
         return rid, waiter
 
@@ -293,20 +304,23 @@ class Connection:
         except _BROKEN:
             self._scope.cancel()  # the reader sees the close too; end the connection
 
-    async def _send_batch(self, wire: Wire, batch: list[Request]) -> None:
-        live = [r for r in batch if r.id in self._pending]  # skip abandoned requests
+    async def _send_batch(self, wire: Wire, batch: list[dict[str, Any]]) -> None:
+        pending = self._pending
+        live = [r for r in batch if r["id"] in pending]  # skip abandoned requests
         if not live:
             return
         try:
-            frame = protocol.encode_requests(live)
-        except TypeError as exc:  # a caller passed something that is not plain data
+            frame = outbox.encode_plain_requests(live)  # checked by ``plain_request``
+        except (TypeError, ValueError, cbor2.CBOREncodeError) as exc:
+            # A caller changed its ``args`` after queueing them (checked then): those
+            # requests fail, the connection and the other callers carry on.
             for r in live:
-                self._fail(r.id, InvalidArgument(f"request cannot be encoded: {exc}"))
+                self._fail(r["id"], InvalidArgument(f"request cannot be encoded: {exc}"))
             return
         if len(frame) > self.max_frame:
             if len(live) == 1:
                 self._fail(
-                    live[0].id,
+                    live[0]["id"],
                     InvalidArgument(f"request is larger than the frame limit {self.max_frame}"),
                 )
                 return
@@ -315,10 +329,10 @@ class Connection:
             await self._send_batch(wire, live[half:])
             return
         # From here on the node may see them: their outcome is unknown if we break.
-        self._handed.update(r.id for r in live)
-        pending = wire.write_now(frame)
-        if pending is not None:
-            await wire.finish(pending)
+        self._handed.update([r["id"] for r in live])
+        rest = wire.write_now(frame)
+        if rest is not None:
+            await wire.finish(rest)
         self._sent += len(live)
         self._frames += 1
 

@@ -90,9 +90,13 @@ def _signature(op: Operation) -> list[str]:
 
 
 def _body(op: Operation) -> list[str]:
+    # The map written out (the given ones, then each optional one that is not None), not a
+    # call to ``_args`` with keywords: about 1 µs less per call (s19-client).
     given = ", ".join(f'"{p.name}": {p.name}' for p in op.params if p.required)
-    optional = [f"{p.name}={p.name}," for p in op.params if not p.required]
-    lines = ["args = _args(", f"    {{{given}}},", *(f"    {o}" for o in optional), ")"]
+    lines = [f"args: dict[str, Any] = {{{given}}}"]
+    for p in op.params:
+        if not p.required:
+            lines += [f"if {p.name} is not None:", f'    args["{p.name}"] = {p.name}']
     if op.name in OBJECT_WRITES:
         lines.append(f'return await self.write("{op.name}", args, answer=answer)')
     elif op.is_write:

@@ -55,10 +55,9 @@ class StateMethods:
         """Create a workload (the node assigns the id unless the body gives one).
         ``answer="minimal"``: only ``{"id", "version"}`` (the version this write gave it; default:
         the client's ``answer``)."""
-        args = _args(
-            {"spec": spec},
-            id=id,
-        )
+        args: dict[str, Any] = {"spec": spec}
+        if id is not None:
+            args["id"] = id
         return await self.write("workload.create", args, answer=answer)
 
     async def list_workloads(
@@ -72,13 +71,15 @@ class StateMethods:
     ) -> Any:
         """List workloads, filtered by labels and name, paginated by id. A page ``{"items": [...],
         "next": key | None}``: pass ``next`` as ``after`` for the following one."""
-        args = _args(
-            {},
-            labels=labels,
-            name=name,
-            limit=limit,
-            after=after,
-        )
+        args: dict[str, Any] = {}
+        if labels is not None:
+            args["labels"] = labels
+        if name is not None:
+            args["name"] = name
+        if limit is not None:
+            args["limit"] = limit
+        if after is not None:
+            args["after"] = after
         return await self.call("workload.list", args, consistency=consistency)
 
     async def get_workload(
@@ -88,9 +89,7 @@ class StateMethods:
         consistency: str | None = None,
     ) -> Any:
         """Get a workload."""
-        args = _args(
-            {"id": id},
-        )
+        args: dict[str, Any] = {"id": id}
         return await self.call("workload.get", args, consistency=consistency)
 
     async def update_workload(
@@ -103,10 +102,9 @@ class StateMethods:
     ) -> Any:
         """Replace a workload's spec. ``answer="minimal"``: only ``{"id", "version"}`` (the version
         this write gave it; default: the client's ``answer``)."""
-        args = _args(
-            {"id": id, "spec": spec},
-            expected_version=expected_version,
-        )
+        args: dict[str, Any] = {"id": id, "spec": spec}
+        if expected_version is not None:
+            args["expected_version"] = expected_version
         return await self.write("workload.update", args, answer=answer)
 
     async def scale_workload(
@@ -119,10 +117,9 @@ class StateMethods:
     ) -> Any:
         """Set a workload's replica count. ``answer="minimal"``: only ``{"id", "version"}`` (the
         version this write gave it; default: the client's ``answer``)."""
-        args = _args(
-            {"id": id, "replicas": replicas},
-            expected_version=expected_version,
-        )
+        args: dict[str, Any] = {"id": id, "replicas": replicas}
+        if expected_version is not None:
+            args["expected_version"] = expected_version
         return await self.write("workload.scale", args, answer=answer)
 
     async def delete_workload(
@@ -132,10 +129,9 @@ class StateMethods:
         expected_version: int | None = None,
     ) -> Any:
         """Delete a workload and its instances."""
-        args = _args(
-            {"id": id},
-            expected_version=expected_version,
-        )
+        args: dict[str, Any] = {"id": id}
+        if expected_version is not None:
+            args["expected_version"] = expected_version
         return await self.write("workload.delete", args)
 
     async def create_instance(
@@ -148,11 +144,11 @@ class StateMethods:
     ) -> Any:
         """Create an instance of a workload. ``answer="minimal"``: only ``{"id", "version"}`` (the
         version this write gave it; default: the client's ``answer``)."""
-        args = _args(
-            {"workload_id": workload_id},
-            id=id,
-            node_id=node_id,
-        )
+        args: dict[str, Any] = {"workload_id": workload_id}
+        if id is not None:
+            args["id"] = id
+        if node_id is not None:
+            args["node_id"] = node_id
         return await self.write("instance.create", args, answer=answer)
 
     async def list_instances(
@@ -167,14 +163,17 @@ class StateMethods:
     ) -> Any:
         """List instances, by workload, node and status, paginated by id. A page ``{"items": [...],
         "next": key | None}``: pass ``next`` as ``after`` for the following one."""
-        args = _args(
-            {},
-            workload_id=workload_id,
-            node_id=node_id,
-            status=status,
-            limit=limit,
-            after=after,
-        )
+        args: dict[str, Any] = {}
+        if workload_id is not None:
+            args["workload_id"] = workload_id
+        if node_id is not None:
+            args["node_id"] = node_id
+        if status is not None:
+            args["status"] = status
+        if limit is not None:
+            args["limit"] = limit
+        if after is not None:
+            args["after"] = after
         return await self.call("instance.list", args, consistency=consistency)
 
     async def get_instance(
@@ -184,9 +183,7 @@ class StateMethods:
         consistency: str | None = None,
     ) -> Any:
         """Get an instance."""
-        args = _args(
-            {"id": id},
-        )
+        args: dict[str, Any] = {"id": id}
         return await self.call("instance.get", args, consistency=consistency)
 
     async def update_instance_status(
@@ -201,12 +198,13 @@ class StateMethods:
     ) -> Any:
         """Report an instance's status (and bind it to a node). ``answer="minimal"``: only ``{"id",
         "version"}`` (the version this write gave it; default: the client's ``answer``)."""
-        args = _args(
-            {"id": id, "status": status},
-            message=message,
-            node_id=node_id,
-            expected_version=expected_version,
-        )
+        args: dict[str, Any] = {"id": id, "status": status}
+        if message is not None:
+            args["message"] = message
+        if node_id is not None:
+            args["node_id"] = node_id
+        if expected_version is not None:
+            args["expected_version"] = expected_version
         return await self.write("instance.update_status", args, answer=answer)
 
     async def delete_instance(
@@ -216,10 +214,9 @@ class StateMethods:
         expected_version: int | None = None,
     ) -> Any:
         """Delete an instance."""
-        args = _args(
-            {"id": id},
-            expected_version=expected_version,
-        )
+        args: dict[str, Any] = {"id": id}
+        if expected_version is not None:
+            args["expected_version"] = expected_version
         return await self.write("instance.delete", args)
 
     async def register_node(
@@ -234,13 +231,15 @@ class StateMethods:
     ) -> Any:
         """Register a node. ``answer="minimal"``: only ``{"id", "version"}`` (the version this write
         gave it; default: the client's ``answer``)."""
-        args = _args(
-            {"id": id},
-            addresses=addresses,
-            capacity=capacity,
-            labels=labels,
-            status=status,
-        )
+        args: dict[str, Any] = {"id": id}
+        if addresses is not None:
+            args["addresses"] = addresses
+        if capacity is not None:
+            args["capacity"] = capacity
+        if labels is not None:
+            args["labels"] = labels
+        if status is not None:
+            args["status"] = status
         return await self.write("node.register", args, answer=answer)
 
     async def list_nodes(
@@ -254,13 +253,15 @@ class StateMethods:
     ) -> Any:
         """List nodes, by labels and status, paginated by id. A page ``{"items": [...], "next": key
         | None}``: pass ``next`` as ``after`` for the following one."""
-        args = _args(
-            {},
-            labels=labels,
-            status=status,
-            limit=limit,
-            after=after,
-        )
+        args: dict[str, Any] = {}
+        if labels is not None:
+            args["labels"] = labels
+        if status is not None:
+            args["status"] = status
+        if limit is not None:
+            args["limit"] = limit
+        if after is not None:
+            args["after"] = after
         return await self.call("node.list", args, consistency=consistency)
 
     async def get_node(
@@ -270,9 +271,7 @@ class StateMethods:
         consistency: str | None = None,
     ) -> Any:
         """Get a node."""
-        args = _args(
-            {"id": id},
-        )
+        args: dict[str, Any] = {"id": id}
         return await self.call("node.get", args, consistency=consistency)
 
     async def update_node_status(
@@ -285,10 +284,9 @@ class StateMethods:
     ) -> Any:
         """Set a node's status. ``answer="minimal"``: only ``{"id", "version"}`` (the version this
         write gave it; default: the client's ``answer``)."""
-        args = _args(
-            {"id": id, "status": status},
-            expected_version=expected_version,
-        )
+        args: dict[str, Any] = {"id": id, "status": status}
+        if expected_version is not None:
+            args["expected_version"] = expected_version
         return await self.write("node.update_status", args, answer=answer)
 
     async def deregister_node(
@@ -298,10 +296,9 @@ class StateMethods:
         expected_version: int | None = None,
     ) -> Any:
         """Deregister a node and delete its instances."""
-        args = _args(
-            {"id": id},
-            expected_version=expected_version,
-        )
+        args: dict[str, Any] = {"id": id}
+        if expected_version is not None:
+            args["expected_version"] = expected_version
         return await self.write("node.deregister", args)
 
     async def heartbeat_node(
@@ -309,9 +306,7 @@ class StateMethods:
         id: str,
     ) -> Any:
         """Report a registered node alive (a down node comes back ready)."""
-        args = _args(
-            {"id": id},
-        )
+        args: dict[str, Any] = {"id": id}
         return await self.write("node.heartbeat", args)
 
     async def poll_events(
@@ -325,13 +320,15 @@ class StateMethods:
     ) -> Any:
         """Change events from a revision on, from this node's history (waits up to wait_ms for
         one)."""
-        args = _args(
-            {},
-            kinds=kinds,
-            from_revision=from_revision,
-            wait_ms=wait_ms,
-            limit=limit,
-        )
+        args: dict[str, Any] = {}
+        if kinds is not None:
+            args["kinds"] = kinds
+        if from_revision is not None:
+            args["from_revision"] = from_revision
+        if wait_ms is not None:
+            args["wait_ms"] = wait_ms
+        if limit is not None:
+            args["limit"] = limit
         return await self.call("events.poll", args, consistency=consistency)
 
     async def reconcile_status(
@@ -341,9 +338,7 @@ class StateMethods:
     ) -> Any:
         """What the reconciler has left to do: per workload, its desired and live instances, those
         to place or remove, and those no node can take (from the state)."""
-        args = _args(
-            {},
-        )
+        args: dict[str, Any] = {}
         return await self.call("reconcile.status", args, consistency=consistency)
 
     async def mint_credits(
@@ -353,9 +348,7 @@ class StateMethods:
         reason: str,
     ) -> Any:
         """Mint credits for a peer."""
-        args = _args(
-            {"to_peer": to_peer, "amount": amount, "reason": reason},
-        )
+        args: dict[str, Any] = {"to_peer": to_peer, "amount": amount, "reason": reason}
         return await self.write("credits.mint", args)
 
     async def transfer_credits(
@@ -365,9 +358,7 @@ class StateMethods:
         amount: int,
     ) -> Any:
         """Transfer credits between peers."""
-        args = _args(
-            {"from_peer": from_peer, "to_peer": to_peer, "amount": amount},
-        )
+        args: dict[str, Any] = {"from_peer": from_peer, "to_peer": to_peer, "amount": amount}
         return await self.write("credits.transfer", args)
 
     async def list_balances(
@@ -379,11 +370,11 @@ class StateMethods:
     ) -> Any:
         """List positive balances, paginated by peer. A page ``{"items": [...], "next": key |
         None}``: pass ``next`` as ``after`` for the following one."""
-        args = _args(
-            {},
-            limit=limit,
-            after=after,
-        )
+        args: dict[str, Any] = {}
+        if limit is not None:
+            args["limit"] = limit
+        if after is not None:
+            args["after"] = after
         return await self.call("credits.list", args, consistency=consistency)
 
     async def balance(
@@ -393,9 +384,7 @@ class StateMethods:
         consistency: str | None = None,
     ) -> Any:
         """Get a peer's balance (0 if it has none)."""
-        args = _args(
-            {"peer": peer},
-        )
+        args: dict[str, Any] = {"peer": peer}
         return await self.call("credits.balance", args, consistency=consistency)
 
     async def bootstrap_token(
@@ -407,12 +396,13 @@ class StateMethods:
     ) -> Any:
         """Create the first admin token; works once in the cluster's life and needs no token (the
         answer holds the secret, shown only this once)."""
-        args = _args(
-            {},
-            name=name,
-            id=id,
-            secret=secret,
-        )
+        args: dict[str, Any] = {}
+        if name is not None:
+            args["name"] = name
+        if id is not None:
+            args["id"] = id
+        if secret is not None:
+            args["secret"] = secret
         return await self.write("token.bootstrap", args)
 
     async def create_token(
@@ -424,11 +414,11 @@ class StateMethods:
         secret: str | None = None,
     ) -> Any:
         """Create an API token with roles (the answer holds the secret, shown only this once)."""
-        args = _args(
-            {"name": name, "roles": roles},
-            id=id,
-            secret=secret,
-        )
+        args: dict[str, Any] = {"name": name, "roles": roles}
+        if id is not None:
+            args["id"] = id
+        if secret is not None:
+            args["secret"] = secret
         return await self.write("token.create", args)
 
     async def list_tokens(
@@ -440,11 +430,11 @@ class StateMethods:
     ) -> Any:
         """List API tokens (never their secrets), paginated by id. A page ``{"items": [...], "next":
         key | None}``: pass ``next`` as ``after`` for the following one."""
-        args = _args(
-            {},
-            limit=limit,
-            after=after,
-        )
+        args: dict[str, Any] = {}
+        if limit is not None:
+            args["limit"] = limit
+        if after is not None:
+            args["after"] = after
         return await self.call("token.list", args, consistency=consistency)
 
     async def revoke_token(
@@ -452,7 +442,5 @@ class StateMethods:
         id: str,
     ) -> Any:
         """Revoke an API token: every node refuses it once the revoke applied there."""
-        args = _args(
-            {"id": id},
-        )
+        args: dict[str, Any] = {"id": id}
         return await self.write("token.revoke", args)
