@@ -11,6 +11,7 @@ only the protocol's encoding is used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -53,10 +54,8 @@ async def flusher(tick: float) -> None:
             if answers:
                 frame = protocol.encode_responses("stub", answers)
                 answers.clear()
-                try:
+                with contextlib.suppress(ConnectionClosed):
                     await ws.send_message(frame)
-                except ConnectionClosed:
-                    pass
 
 
 async def main(tick: float) -> None:
