@@ -193,7 +193,7 @@ async def test_args_changed_after_queueing_fail_their_requests_not_the_connectio
     conn = Connection(address="rec:1", hello=ServerHello(node="n1", leader="n1", members={}))
     nursery.start_soon(conn._writer, ws)  # type: ignore[arg-type]
     args: dict[str, Any] = {"spec": {"name": "w"}}
-    rid, waiter = conn.queue("workload.create", args)
+    _, waiter = conn.queue("workload.create", args)
     args["spec"]["later"] = object()
     await trio.testing.wait_all_tasks_blocked()
     assert waiter.done and not ws.frames
