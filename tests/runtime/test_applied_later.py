@@ -1,15 +1,16 @@
-"""A follower's apply loop leaves its report for the driver's next step (issue 14, round 16).
+"""A follower's apply loop leaves its report for the driver's next step (issue 14, rounds 16
+and 19).
 
-When a follower's storage writer has a write in progress whose completion will wake the
-driver anyway (``StorageWriter.reports_soon``), the apply loop's report of what it applied
-(``Applied``) is not an inbox event of its own: the driver takes it in at its next step
-(step.py ``_applied_later``), one driver step less per write. The ``wait_applied`` waiters are
-woken at once. Not on a leader (its batches wait on the report), nor with a ReadIndex read in
-flight (the core releases it on the report), nor with a new applied membership to announce,
-nor when no write will report. Nor does the writer's report itself wake the driver when it
-changes nothing the core does before its next input (``RaftNode.persist_report_may_wait``;
-the rule is checked in tests/raft/test_raft_persist_report.py).
-"""
+The apply loop's report of what a follower applied (``Applied``) is not an inbox event of its
+own: the driver takes it in at its next step, before that step's input (step.py
+``_applied_later``), one driver step less per commit. Round 16 did so while the storage writer
+had a write in progress (``StorageWriter.reports_soon``); round 19 whenever (the next input:
+an append, a commit notice, a tick). The ``wait_applied`` waiters are woken at once. Not on a
+leader (its batches wait on the report), nor with a ReadIndex read in flight (the core
+releases it on the report), nor with a new applied membership to announce. Nor does the
+writer's report itself wake the driver when it changes nothing the core does before its next
+input (``RaftNode.persist_report_may_wait``; the rule is checked in
+tests/raft/test_raft_persist_report.py)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def _big(name: str) -> Envelope:
     return Envelope(command=CreateWorkload(id=name, spec=WorkloadSpec(name=name, image=image)))
 
 
-async def test_the_rule_a_follower_with_a_write_in_progress_takes_the_report_at_its_next_step(
+async def test_the_rule_a_follower_takes_the_report_at_its_next_step(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     cluster, leader = await start_cluster(nursery, ["a", "b", "c"])
@@ -77,12 +78,10 @@ async def test_the_rule_a_follower_with_a_write_in_progress_takes_the_report_at_
     follower = next(r for r in cluster.runtimes.values() if r is not leader)
     index = follower.status().applied
     writer = follower._writer
-    assert not writer.reports_soon
-    assert not follower._applied_later(index + 1)  # no write will wake the driver: an event
+    assert not writer.reports_soon  # no write in progress: the report waits all the same
     assert not leader._applied_later(index + 1)  # a leader: always an event
 
     # (No await from here to the end of the block: nothing else runs meanwhile.)
-    writer._reporting = True  # a write in progress, whose completion wakes the driver
     read: Waiter[int] = Waiter()
     follower._reads[-1] = read  # a ReadIndex read in flight: the core must hear at once
     assert not follower._applied_later(index + 1)
@@ -105,9 +104,8 @@ async def test_the_rule_a_follower_with_a_write_in_progress_takes_the_report_at_
     assert follower.status().applied == index  # the core not told yet: no event, no step
     await waited.wait()  # the waiters are woken at once
     assert follower.status().applied == index
-    # The driver's next step (here a tick's: the writer's completion in the runtime) takes it.
+    # The driver's next step (here a tick's, as when no write is in progress) takes it.
     await wait_until(lambda: follower.status().applied == index + 1, "the core told")
-    writer._reporting = False
 
 
 async def test_a_followers_driver_wakes_for_neither_report_while_it_keeps_up(

@@ -20,40 +20,25 @@ __all__ = ["LeaderContact"]
 class LeaderContact:
     """When this node last heard from its leader (for the freshness of local reads).
 
-    ``run`` samples the transport's per-peer receive counters every ``every`` seconds and
-    notes when the leader's counter last moved; a follower's local state lags the leader by
-    what the leader committed since then (plus ``behind`` entries not yet applied here).
+    Read when asked: the driver notes the time it steps each peer's message
+    (``RaftRuntime.last_contact``), and a follower's local state lags the leader by what the
+    leader committed since its last message (plus ``behind`` entries not yet applied here).
+    (Until round 19 of issue 14 a task sampled the transport's receive counters every 50 ms
+    on every node for this: twenty timer wake-ups a second, each a trio sleep, the status and
+    the transport's statistics, for a figure only a read's answer and /readyz use.)
     """
 
     node: NodeHandle
-    every: float = 0.05
-    _leader: str | None = None
-    _count: int = -1
-    _heard_at: float | None = None
-
-    async def run(self) -> None:
-        while True:
-            self.sample()
-            await trio.sleep(self.every)
-
-    def sample(self) -> None:
-        leader = self.node.status().leader
-        count = -1
-        if leader is not None and leader != self.node.node_id:
-            try:
-                count = self.node.transport.statistics().peer(leader).messages_received
-            except KeyError:
-                count = -1
-        if leader != self._leader:
-            self._leader, self._count, self._heard_at = leader, count, None
-        elif count != self._count:
-            self._count, self._heard_at = count, trio.current_time()
 
     def ms_since(self) -> int | None:
         """Milliseconds since the leader was last heard (0 on the leader; None if unknown)."""
         status = self.node.status()
         if status.role is Role.LEADER:
             return 0
-        if self._heard_at is None or status.leader != self._leader:
+        leader = status.leader
+        if leader is None or leader == self.node.node_id:
             return None
-        return int((trio.current_time() - self._heard_at) * 1000)
+        heard = self.node.runtime.last_contact(leader)
+        if heard is None:
+            return None
+        return max(0, int((trio.current_time() - heard) * 1000))

@@ -181,8 +181,7 @@ class RaftStateStore(WriteLoop, StateStore):
             None if nowait is None else functools.partial(nowait, lease=True),
         )
         self._frames = FrameWrites(self)
-        self.contact = LeaderContact(self.node)
-        self.forwarder.nursery.start_soon(self.contact.run)
+        self.contact = LeaderContact(self.node)  # read when asked: no task (contact.py)
         registry = getattr(self.node.metrics, "registry", None)
         if registry is not None:
             self.metrics = ApiMetrics.register(

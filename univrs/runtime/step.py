@@ -450,16 +450,17 @@ class StepLoop:
 
     def _applied_later(self, index: int) -> bool:
         """The apply loop's report of ``index``, offered instead of an ``Applied`` event: a
-        follower whose storage writer will report a write soon takes it in at the step that
-        takes that report (the completion's wake-up, or the next input's step when the report
-        may wait: ``_on_persisted``), not at a step of its own (issue 14, round 16: one driver
-        step less per write on a follower). Only when nothing waits on the
-        core's applied index (no ReadIndex read, no batch in flight: a leader's) and no new
-        applied membership is to be announced (``wait_changed``). The ``wait_applied``
-        waiters are woken now; the core and ``status()`` learn it then."""
+        follower takes it in at its driver's next step, before that step's input (the next
+        append or commit notice, the writer's completion, or a tick: ticks come while the
+        node runs, so it waits one tick at most), not at a step of its own (issue 14, round
+        16: while a write was in flight; round 19: whenever, for at 64 clients the apply of a
+        batch usually ends with the writer idle, and its report cost each follower a driver
+        step per batch). Only when nothing waits on the core's applied index (no ReadIndex
+        read, no batch in flight: a leader's) and no new applied membership is to be
+        announced (``wait_changed``). The ``wait_applied`` waiters are woken now; the core
+        and ``status()`` learn it then."""
         if (
             self.core.role() is not Role.FOLLOWER
-            or not self._writer.reports_soon
             or self._reads
             or self._batches.in_flight
             or self.view.membership_applied
