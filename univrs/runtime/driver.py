@@ -216,6 +216,8 @@ class RaftRuntime(StepLoop):
         )
         self._clock = LeaseClock(self.tick_seconds)
         self._checks = SnapshotChecks(self.inbox.sender)
+        # Which messages the transport may leave for the driver's next step (step.py).
+        self.inbox.may_leave = self._may_leave
         sm, self._initial_sm = self._initial_sm, None
         assert sm is not None, "a runtime starts from a state machine"
         transport = self.transport
