@@ -148,11 +148,67 @@ class _ClientConnection:
     inline: InlineFrames = attrs.field(init=False)
     max_size: int = 0  # of a frame's decoded requests (set by ``read_requests``)
     _reading: bool = True  # False once ``read_requests`` ended: ``_take`` takes nothing more
+    # ``_answer_on_step`` is due at the end of the apply under way; and it runs (``_send``
+    # then wakes nobody: it writes itself).
+    _on_step: bool = False
+    _answering: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.inline = InlineFrames(self._wake, self._bug)
 
     def _wake(self) -> None:
+        """An inline frame's waiter was filled (in the step that applied its write). With the
+        writer idle, the answers are settled and written at the end of that apply, in that
+        step (``_answer_on_step``); else the writer is woken to do it."""
+        if self._on_step:
+            return
+        if (
+            self.inline.sleep is not None  # the writer sleeps (not writing, not woken) ...
+            and not self._wakeup.is_set()
+            and not self._outbox  # ... with nothing queued
+            and self.service.node.runtime.at_apply_end(self._answer_on_step)
+        ):
+            self._on_step = True
+            return
+        self._wakeup.set()
+
+    def _answer_on_step(self) -> None:
+        """At the end of the apply that filled inline frames' waiters, while the writer sleeps:
+        settle them (render the answers, as the writer would) and write the answers' frame
+        from this step if the socket takes it whole at once (``wsdirect.write_whole_nowait``:
+        never a wait, never half a frame), with the writer's accounting (the budget, the
+        requests in flight). Anything else (the writer woke meanwhile, the frame too big, the
+        socket's buffer short, a closing connection) is handed to the writer, as before
+        (issue 14, round 19: one task step and one scheduling round less per write at one
+        client)."""
+        self._on_step = False
+        inline = self.inline
+        if inline.sleep is None or self._wakeup.is_set() or self._outbox:
+            self._wakeup.set()
+            return
+        self._answering = True
+        try:
+            inline.settle()
+        finally:
+            self._answering = False
+        batch = self._outbox
+        if not batch:
+            return
+        held = self._queued
+        if held <= wsdirect.WHOLE_MAX:
+            leader = self.service.node.runtime.view.last_status().leader
+            frame = _encode(leader, batch)
+            try:
+                written = wsdirect.write_whole_nowait(self.ws, frame)
+            except ConnectionClosed:
+                written = False  # half a frame: the writer meets the closed connection
+            if written:
+                self._outbox, self._queued = [], 0
+                self.wire.writes += 1
+                self._in_flight -= len(batch)
+                self._room.set()
+                self.budget.give(held)
+                return
         self._wakeup.set()
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
@@ -350,7 +406,8 @@ class _ClientConnection:
         self._queued += n
         self.budget.take(n)
         self._outbox.extend(responses)
-        self._wakeup.set()
+        if not self._answering:  # (else ``_answer_on_step`` writes them or wakes the writer)
+            self._wakeup.set()
 
     async def _handle_watch(self, req: Request) -> None:
         if self._watches >= MAX_WATCHES:

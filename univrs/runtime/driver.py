@@ -314,6 +314,13 @@ class RaftRuntime(StepLoop):
         lately (None: not applied, long ago, or covered by a snapshot)."""
         return self._applier.config_term(index)
 
+    def at_apply_end(self, fn: Callable[[], None]) -> bool:
+        """Call ``fn`` right after the entries being applied now (on the driver's step or the
+        apply loop's) are applied, in that same step; False when nothing is being applied.
+        For a proposer's waiter callback (a fast-protocol connection answering its writes
+        without waking its writer: univrs/api/fast.py). ``fn`` must not raise."""
+        return self._applier.at_end(fn)
+
     def last_contact(self, peer: str) -> float | None:
         """Trio time this node last received a message from ``peer`` (None: never)."""
         return self._last_contact.get(peer)
