@@ -158,8 +158,9 @@ class _ClientConnection:
 
     def _wake(self) -> None:
         """An inline frame's waiter was filled (in the step that applied its write). With the
-        writer idle, the answers are settled and written at the end of that apply, in that
-        step (``_answer_on_step``); else the writer is woken to do it."""
+        writer idle and the write applied on the driver's step (a small commit: one client),
+        the answers are settled and written at the end of that apply, in that step
+        (``_answer_on_step``); else the writer is woken to do it."""
         if self._on_step:
             return
         if (

@@ -150,11 +150,13 @@ class Applier:
         return self._config_terms.get(index)
 
     def at_end(self, fn: Callable[[], None]) -> bool:
-        """Call ``fn`` once the entries being applied now are applied, in this same step
-        (True); False when nothing is being applied (a waiter filled or failed elsewhere).
-        For a proposer's waiter callback that wants to act on its answer without a task step
-        of its own (univrs/api/fast.py ``_answer_on_step``). ``fn`` must not raise; one that
-        does is logged as the bug it is."""
+        """Call ``fn`` once the entries being applied on the driver's step now (``apply_now``)
+        are applied, in this same step (True); False when none are (a waiter filled by the
+        apply loop, or failed elsewhere). For a proposer's waiter callback that wants to act
+        on its answer without a task step of its own (univrs/api/fast.py ``_answer_on_step``).
+        Not in the apply loop: there (large commits, many clients) the answers' rendering and
+        writing would come before the loop's ``Applied`` report, which the driver's next
+        batch waits for. ``fn`` must not raise; one that does is logged as the bug it is."""
         ending = self._ending
         if ending is None:
             return False
@@ -204,16 +206,12 @@ class Applier:
                     # One batch per chunk: a persistent state commits it in one transaction
                     # with its applied index, before anything else runs (no await inside).
                     done, until = 0, trio.current_time() + APPLY_CHUNK_SECONDS
-                    self._ending = []
-                    try:
-                        with self.sm.batch():
-                            while at < len(entries) and done < APPLY_CHUNK:
-                                done += self._apply_one(entries[at])
-                                at += 1
-                                if trio.current_time() >= until:
-                                    break
-                    finally:
-                        self._ended()
+                    with self.sm.batch():
+                        while at < len(entries) and done < APPLY_CHUNK:
+                            done += self._apply_one(entries[at])
+                            at += 1
+                            if trio.current_time() >= until:
+                                break
                     report = Applied(self.applied_index)
                     if at < len(entries) or self._queue:
                         await self.events.send(report)  # a checkpoint between chunks
