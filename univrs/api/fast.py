@@ -6,27 +6,28 @@ completes (``_take``, through ``univrs.net.wsdirect.FrameTap``, s16-ctap), when 
 without waiting; else (a frame that does not decode or is text, more than ``MAX_FRAME_CHUNK``
 requests, no room in ``MAX_IN_FLIGHT`` or the budget) in the connection's handler task, which
 then also gets every later frame until it is done with that one, so frames are started in the
-order they came. On the leader, a frame made only of writes is served by the reader
-itself, with no task of its own (``_start_inline``, s16-api): the writes are checked, built and
-handed to the runtime in the reader's step (``ApiService.start_writes``), their waiters tell
-the writer when the driver's step fills them, and the writer renders and sends their answers,
-or answers a write at its deadline (univrs/api/inline.py). Any other frame starts *one task
-per frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts
-the frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it
-stops reading, which back-pressures the client through TCP. The frame's task answers
-malformed requests at once, starts one task per watch poll (a long poll must not hold up the
-others), and runs the rest together with ``ApiService.execute_many``: the caller identified
-once, the writes handed to the runtime in one event and waited for under one deadline scope,
-the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per request"); their
-responses are queued as groups complete. The writer sends everything queued since its last
-send as one frame (one encode), written to the socket at once when it takes it
-(univrs/client/wire.py: no scheduling round for the stream lock or the send), and drops a client
-that has not read its responses for ``SEND_TIMEOUT``. Answers held until written are bounded
-in bytes, per connection and per node (univrs/api/budget.py, s15-budget): while the
-connection's budget is spent the reader stops reading too, and a frame's reads are rendered
-only while there is room. When the connection drops, its nursery is cancelled: the frames'
-waits end, the inline frames' waiters are failed (``InlineFrames.abandon``), and proposals not
-yet handed to the core are skipped.
+order they came. On the leader, a frame made only of writes is served by the reader itself, with
+no task of its own (``_start_inline``, s16-api): the writes are checked, built and handed to the
+runtime in the reader's step (``ApiService.start_writes``), their waiters tell the writer when
+the driver's step fills them, and the writer renders and sends their answers, or answers a write
+at its deadline (univrs/api/inline.py); when the writer sleeps and the write applied on the
+driver's step, that step renders and writes the answers itself if the socket takes the frame
+whole at once (``_answer_on_step``, issue 14 round 19). Any other frame starts *one task per
+frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts the
+frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it stops
+reading, which back-pressures the client through TCP. The frame's task answers malformed
+requests at once, starts one task per watch poll (a long poll must not hold up the others), and
+runs the rest together with ``ApiService.execute_many``: the caller identified once, the writes
+handed to the runtime in one event and waited for under one deadline scope, the reads under one
+ReadIndex confirmation (docs/api.md, "Per frame, not per request"); their responses are queued
+as groups complete. The writer sends everything queued since its last send as one frame (one
+encode), written to the socket at once when it takes it (univrs/client/wire.py: no scheduling
+round for the stream lock or the send), and drops a client that has not read its responses for
+``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per connection and per node
+(univrs/api/budget.py, s15-budget): while the connection's budget is spent the reader stops
+reading too, and a frame's reads are rendered only while there is room. When the connection
+drops, its nursery is cancelled: the frames' waits end, the inline frames' waiters are failed
+(``InlineFrames.abandon``), and proposals not yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
