@@ -29,6 +29,7 @@ from univrs.api.inline import InlineFrames
 from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.client.wire import Wire
+from univrs.net import wsdirect
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.waiter import Waiter
 from univrs.server.node import Node
@@ -95,6 +96,49 @@ async def test_a_frame_of_writes_costs_the_api_two_task_steps(tmp_path: pathlib.
         # 20 frames: one writer step each (a loaded machine may add a stray one or two).
         assert sum(api.values()) <= 24, api
         assert not any("_handle_frame" in n for n in api), api
+
+
+async def _twenty_writes(tmp_path: pathlib.Path) -> Counter[str]:
+    """20 writes, one frame at a time, on a one-node cluster: the leader's task steps."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        async with await _hello(node) as ws:
+            await _with_workload(ws)
+            steps = _Steps()
+            trio.lowlevel.add_instrument(steps)
+            try:
+                for i in range(1, 21):
+                    await ws.send_message(codec.encode_plain([_scale(i, i % 5 + 1)]))
+                    answer = await _answers(ws, 1)
+                    assert "ok" in answer[i], answer
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+    return steps.steps
+
+
+def _writer_steps(steps: Counter[str]) -> int:
+    return sum(c for n, c in steps.items() if n.endswith("write_responses"))
+
+
+async def test_an_answer_is_written_from_the_step_that_applied_its_write(
+    tmp_path: pathlib.Path,
+) -> None:
+    """With the connection's writer asleep, a write's answer is rendered and written at the
+    end of the apply that filled its waiter, in that step (``_answer_on_step``, issue 14
+    round 19): the writer does not step for it. Before: one writer step per frame (20)."""
+    steps = await _twenty_writes(tmp_path)
+    assert _writer_steps(steps) <= 4, steps
+
+
+async def test_an_answer_the_socket_would_not_take_whole_goes_to_the_writer(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket whose send buffer has no room for the frame (a client not reading): nothing
+    is written from the step, the writer sends it as before (waiting for room if need be);
+    the answers all arrive, in order, once each."""
+    monkeypatch.setattr(wsdirect, "_room", lambda sock: 0)
+    steps = await _twenty_writes(tmp_path)
+    assert _writer_steps(steps) >= 20, steps
 
 
 def _never_filled(monkeypatch: pytest.MonkeyPatch) -> list[Waiter[Any]]:

@@ -6,27 +6,28 @@ completes (``_take``, through ``univrs.net.wsdirect.FrameTap``, s16-ctap), when 
 without waiting; else (a frame that does not decode or is text, more than ``MAX_FRAME_CHUNK``
 requests, no room in ``MAX_IN_FLIGHT`` or the budget) in the connection's handler task, which
 then also gets every later frame until it is done with that one, so frames are started in the
-order they came. On the leader, a frame made only of writes is served by the reader
-itself, with no task of its own (``_start_inline``, s16-api): the writes are checked, built and
-handed to the runtime in the reader's step (``ApiService.start_writes``), their waiters tell
-the writer when the driver's step fills them, and the writer renders and sends their answers,
-or answers a write at its deadline (univrs/api/inline.py). Any other frame starts *one task
-per frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts
-the frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it
-stops reading, which back-pressures the client through TCP. The frame's task answers
-malformed requests at once, starts one task per watch poll (a long poll must not hold up the
-others), and runs the rest together with ``ApiService.execute_many``: the caller identified
-once, the writes handed to the runtime in one event and waited for under one deadline scope,
-the reads under one ReadIndex confirmation (docs/api.md, "Per frame, not per request"); their
-responses are queued as groups complete. The writer sends everything queued since its last
-send as one frame (one encode), written to the socket at once when it takes it
-(univrs/client/wire.py: no scheduling round for the stream lock or the send), and drops a client
-that has not read its responses for ``SEND_TIMEOUT``. Answers held until written are bounded
-in bytes, per connection and per node (univrs/api/budget.py, s15-budget): while the
-connection's budget is spent the reader stops reading too, and a frame's reads are rendered
-only while there is room. When the connection drops, its nursery is cancelled: the frames'
-waits end, the inline frames' waiters are failed (``InlineFrames.abandon``), and proposals not
-yet handed to the core are skipped.
+order they came. On the leader, a frame made only of writes is served by the reader itself, with
+no task of its own (``_start_inline``, s16-api): the writes are checked, built and handed to the
+runtime in the reader's step (``ApiService.start_writes``), their waiters tell the writer when
+the driver's step fills them, and the writer renders and sends their answers, or answers a write
+at its deadline (univrs/api/inline.py); when the writer sleeps and the write applied on the
+driver's step, that step renders and writes the answers itself if the socket takes the frame
+whole at once (``_answer_on_step``, issue 14 round 19). Any other frame starts *one task per
+frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts the
+frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it stops
+reading, which back-pressures the client through TCP. The frame's task answers malformed
+requests at once, starts one task per watch poll (a long poll must not hold up the others), and
+runs the rest together with ``ApiService.execute_many``: the caller identified once, the writes
+handed to the runtime in one event and waited for under one deadline scope, the reads under one
+ReadIndex confirmation (docs/api.md, "Per frame, not per request"); their responses are queued
+as groups complete. The writer sends everything queued since its last send as one frame (one
+encode), written to the socket at once when it takes it (univrs/client/wire.py: no scheduling
+round for the stream lock or the send), and drops a client that has not read its responses for
+``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per connection and per node
+(univrs/api/budget.py, s15-budget): while the connection's budget is spent the reader stops
+reading too, and a frame's reads are rendered only while there is room. When the connection
+drops, its nursery is cancelled: the frames' waits end, the inline frames' waiters are failed
+(``InlineFrames.abandon``), and proposals not yet handed to the core are skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
@@ -148,11 +149,68 @@ class _ClientConnection:
     inline: InlineFrames = attrs.field(init=False)
     max_size: int = 0  # of a frame's decoded requests (set by ``read_requests``)
     _reading: bool = True  # False once ``read_requests`` ended: ``_take`` takes nothing more
+    # ``_answer_on_step`` is due at the end of the apply under way; and it runs (``_send``
+    # then wakes nobody: it writes itself).
+    _on_step: bool = False
+    _answering: bool = False
 
     def __attrs_post_init__(self) -> None:
         self.inline = InlineFrames(self._wake, self._bug)
 
     def _wake(self) -> None:
+        """An inline frame's waiter was filled (in the step that applied its write). With the
+        writer idle and the write applied on the driver's step (a small commit: one client),
+        the answers are settled and written at the end of that apply, in that step
+        (``_answer_on_step``); else the writer is woken to do it."""
+        if self._on_step:
+            return
+        if (
+            self.inline.sleep is not None  # the writer sleeps (not writing, not woken) ...
+            and not self._wakeup.is_set()
+            and not self._outbox  # ... with nothing queued
+            and self.service.node.runtime.at_apply_end(self._answer_on_step)
+        ):
+            self._on_step = True
+            return
+        self._wakeup.set()
+
+    def _answer_on_step(self) -> None:
+        """At the end of the apply that filled inline frames' waiters, while the writer sleeps:
+        settle them (render the answers, as the writer would) and write the answers' frame
+        from this step if the socket takes it whole at once (``wsdirect.write_whole_nowait``:
+        never a wait, never half a frame), with the writer's accounting (the budget, the
+        requests in flight). Anything else (the writer woke meanwhile, the frame too big, the
+        socket's buffer short, a closing connection) is handed to the writer, as before
+        (issue 14, round 19: one task step and one scheduling round less per write at one
+        client)."""
+        self._on_step = False
+        inline = self.inline
+        if inline.sleep is None or self._wakeup.is_set() or self._outbox:
+            self._wakeup.set()
+            return
+        self._answering = True
+        try:
+            inline.settle()
+        finally:
+            self._answering = False
+        batch = self._outbox
+        if not batch:
+            return
+        held = self._queued
+        if held <= wsdirect.WHOLE_MAX:
+            leader = self.service.node.runtime.view.last_status().leader
+            frame = _encode(leader, batch)
+            try:
+                written = wsdirect.write_whole_nowait(self.ws, frame)
+            except ConnectionClosed:
+                written = False  # half a frame: the writer meets the closed connection
+            if written:
+                self._outbox, self._queued = [], 0
+                self.wire.writes += 1
+                self._in_flight -= len(batch)
+                self._room.set()
+                self.budget.give(held)
+                return
         self._wakeup.set()
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
@@ -350,7 +408,8 @@ class _ClientConnection:
         self._queued += n
         self.budget.take(n)
         self._outbox.extend(responses)
-        self._wakeup.set()
+        if not self._answering:  # (else ``_answer_on_step`` writes them or wakes the writer)
+            self._wakeup.set()
 
     async def _handle_watch(self, req: Request) -> None:
         if self._watches >= MAX_WATCHES:

@@ -6,7 +6,9 @@ to the runtime by the connection's reader itself, in the step that decoded it
 (``ApiService.start_writes``); what is left is a ``FrameWait`` (univrs/api/batcher.py) per
 frame. Nothing awaits it: each of its waiters calls ``filled`` when the driver's step fills
 it (an append and an event set, nothing else: it runs inside the apply), which wakes the
-connection's writer; the writer calls ``settle``, which answers the writes whose waiters are
+connection's writer (or, the writer asleep and the apply on the driver's step, has
+``settle`` run at the end of that apply: univrs/api/fast.py ``_answer_on_step``); the writer
+calls ``settle``, which answers the writes whose waiters are
 filled (rendering them there, as the frame's task did, with the same rules: ``FrameWait
 .settle``) and those whose deadline passed (``expired``, their waiters failed). To wake at the
 earliest deadline the writer sleeps under a cancel scope (``sleep``) whose deadline ``add``

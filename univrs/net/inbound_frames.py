@@ -6,7 +6,9 @@ to the driver's inbox.
 Two paths deliver, in the order the frames came. The direct one runs on trio-websocket's
 reader task (``univrs.net.wsdirect.FrameTap``, ``_Reading.take``): a binary frame that
 decodes, whose messages all pass the checks and fit in the inbox without waiting, is
-delivered there and then, in the reader's one step; nothing else runs for it. Everything else
+delivered there and then, in the reader's one step; nothing else runs for it (a message the
+runtime says may wait for the driver's next step is kept there instead of waking the driver:
+``RaftTransport.leave``). Everything else
 (a frame that does not decode, a text frame, a forged sender, a full inbox, a connection being
 closed or refused) is handed to the connection's handler task (``_read_messages``), which
 decodes, checks, refuses or waits exactly as it did before the direct path existed; while it
@@ -18,7 +20,7 @@ delivers nothing more on either path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -87,6 +89,7 @@ class FrameReading:
 
     node_id: NodeId
     inbox: trio.abc.SendChannel[Message]
+    leave: Callable[[Message], bool] | None
     settings: TransportSettings
     decode: Decoder
     _configured: dict[NodeId, str]
@@ -297,8 +300,11 @@ class _Reading:
                 return frame
         counters, attested, inbox = self.counters, self.attested, self.inbox
         counters.bytes_received += len(frame)
+        leave = reader.leave
         for i, msg in enumerate(msgs):
             msg = reader._accept_message(msg, counters, attested)
+            if leave is not None and leave(msg):
+                continue  # kept for the driver's next step: no wake-up (the runtime's rule)
             try:
                 inbox.send_nowait(msg)
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):

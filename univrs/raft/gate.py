@@ -409,6 +409,14 @@ class GateLayer(ElectionLayer):
         to live in this process only: a restarted node took the next incarnation it heard,
         a wiped data dir's included, as the member.)"""
         inc = msg.sender_incarnation
+        if not inc or not self._would_pin(msg):
+            return False
+        self._pinned[msg.src] = inc
+        return True
+
+    def _would_pin(self, msg: Message) -> bool:
+        """Would ``_maybe_pin`` pin ``msg``'s sender (read-only)?"""
+        inc = msg.sender_incarnation
         src = msg.src
         # ``""`` (the transport's NO_INCARNATION: a hello that named none) is no incarnation
         # either: pinned, it would hold the member to nothing, and the stored pins refuse it.
@@ -417,10 +425,8 @@ class GateLayer(ElectionLayer):
         listing = self._listing(src)
         if listing is None:
             return False  # not listed (a joiner's leader, a vouched one): nothing to pin
-        if listing.incarnation_of(src) is not None:
-            return False  # the configuration binds it: the binding rules
-        self._pinned[src] = inc
-        return True
+        # The configuration binds it: the binding rules.
+        return listing.incarnation_of(src) is None
 
     def _pinned_incarnations(self) -> dict[NodeId, str]:
         """The pins the sender rule holds unbound members to. A hook: the simulator's

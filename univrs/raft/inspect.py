@@ -8,7 +8,7 @@ from __future__ import annotations
 import attrs
 
 from univrs.raft.gate import GateLayer
-from univrs.raft.messages import HardState, NodeId
+from univrs.raft.messages import AppendEntriesResponse, HardState, Message, NodeId
 from univrs.raft.quorum import quorum_index
 from univrs.raft.ready import PeerStatus, Role, Status
 
@@ -88,6 +88,28 @@ class InspectLayer(GateLayer):
             return False
         return hard_state is None or (
             hard_state.term <= self._durable_term and len(hard_state.pins) <= self._durable_pins
+        )
+
+    def append_response_may_wait(self, msg: Message) -> bool:
+        """True if stepping ``msg`` now changes nothing this node does until its next input,
+        so a runtime may step it then, before that input, instead of waking for it (issue
+        14, round 19: the second follower's acknowledgement of a write, which the leader's
+        driver woke for to do nothing). Only for an AppendEntries success of our term to us
+        as leader whose sender the gate takes without pinning it (a pin is a hard state to
+        persist), and which the leader's own rules say changes nothing: no commit, nothing
+        more to send, no notice due, no transfer, a voter in REPLICATE
+        (``_append_success_may_wait``). Stepped later, before the next input and at the same
+        clock, it leaves the core as stepping it now would; anything stepped meanwhile would
+        be an input. Read-only; O(voters)."""
+        return (
+            type(msg) is AppendEntriesResponse
+            and msg.success
+            and self._role is Role.LEADER
+            and msg.term == self._term
+            and msg.dst == self.id
+            and msg.src != self.id
+            and not self._would_pin(msg)
+            and self._append_success_may_wait(msg)
         )
 
     def pinned_incarnation(self, node: NodeId) -> str | None:

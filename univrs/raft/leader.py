@@ -391,6 +391,57 @@ class LeaderLayer(HeartbeatLayer):
         if updated:
             self._maybe_tell_commit(msg.src, pr)
 
+    def _append_success_may_wait(self, msg: AppendEntriesResponse) -> bool:
+        """Would stepping ``msg``, a success of our term from a peer, change nothing anyone
+        acts on before this node's next input (``RaftNode.append_response_may_wait``, which
+        adds the checks of ``step`` and the sender gate)? Only its ``Progress`` fields would
+        move (``recent_active``, ``heard_at``, ``match``, the pipeline's window), and a runtime
+        that steps it before that next input leaves the core exactly as stepping it now would.
+        So, each one a reason it must be stepped now:
+
+        * the peer is not a voter in steady REPLICATE (a probe's answer starts the pipeline; a
+          snapshot's ends the stream; a learner's or a removed member's progress is what its
+          promotion or its pruning reads);
+        * a leader transfer is under way (this answer may make the target caught up:
+          TimeoutNow, and a removed leader's hand-over);
+        * the answer is beyond our log (stepped, it is ignored: not worth a rule);
+        * counting it commits: the quorum's match index moves past ``commit`` (which hands
+          out entries to apply, releases reads waiting for the term's first commit, and a
+          removed leader's hand-over);
+        * the peer has more to send to (``next <= last_index``): the answer may free its full
+          pipeline (``_send_appends``); with nothing left to send nothing can go out;
+        * the commit index it lets us tell the peer must be told now (a commit notice that may
+          not wait: ``_commit_notice_can_wait``, a read the peer waits on).
+
+        Read rounds and leases are confirmed by heartbeat answers only (their ``ctx``), never
+        by an append's, and CheckQuorum and heartbeat skipping read ``recent_active`` and
+        ``heard_at`` only at a tick, which is an input: the answer is stepped before it, at the
+        same ``_now``. A hook (a mutant says True always: the simulator catches it)."""
+        pr = self._progress.get(msg.src)
+        if (
+            pr is None
+            or pr.state is not ProgressState.REPLICATE
+            or self._transferee is not None
+            or msg.src not in self._configs.current.voters
+        ):
+            return False
+        last = self._log.last_index
+        index = msg.index
+        if index > last or pr.next <= last:
+            return False
+        if index <= pr.match:
+            return True  # match stays: no commit, no notice (the window frees nothing needed)
+        src = msg.src
+
+        def match(node: NodeId) -> int:  # what _maybe_commit counts once it is stepped
+            return index if node == src else self._match_of(node)
+
+        commit = self._commit
+        if quorum_index(self._configs.current.voters, match) > commit:
+            return False
+        known = min(commit, index)
+        return known <= pr.commit_sent or self._commit_notice_can_wait(pr, known)
+
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
         pr = self._progress.get(msg.src)
         if pr is None:

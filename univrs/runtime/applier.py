@@ -121,6 +121,9 @@ class Applier:
     _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
     _idle: bool = attrs.field(default=False, init=False)  # the loop waits for work
     _durable: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
+    # While entries apply (their proposers' waiters filled), what to call once they are
+    # applied, in the same step (``at_end``); None between applies.
+    _ending: list[Callable[[], None]] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.applied_index = self.view.core.status().applied
@@ -146,16 +149,42 @@ class Applier:
         """The term of the CONFIG entry applied at ``index``, if it was applied lately."""
         return self._config_terms.get(index)
 
+    def at_end(self, fn: Callable[[], None]) -> bool:
+        """Call ``fn`` once the entries being applied on the driver's step now (``apply_now``)
+        are applied, in this same step (True); False when none are (a waiter filled by the
+        apply loop, or failed elsewhere). For a proposer's waiter callback that wants to act
+        on its answer without a task step of its own (univrs/api/fast.py ``_answer_on_step``).
+        Not in the apply loop: there (large commits, many clients) the answers' rendering and
+        writing would come before the loop's ``Applied`` report, which the driver's next
+        batch waits for. ``fn`` must not raise; one that does is logged as the bug it is."""
+        ending = self._ending
+        if ending is None:
+            return False
+        ending.append(fn)
+        return True
+
+    def _ended(self) -> None:
+        ending, self._ending = self._ending, None
+        for fn in ending or ():
+            try:
+                fn()
+            except Exception:  # a bug in the caller's callback: not the apply's to die of
+                log.exception("a callback at the end of an apply failed")
+
     def apply_now(self, entries: tuple[Entry, ...]) -> bool:
         """Apply ``entries`` at once, on the caller's task (the driver's step), if the loop
         waits with nothing queued; False if they must be queued instead. The caller reports
         the new ``applied_index`` to the core itself (no ``Applied`` event)."""
         if not self._idle or self._queue:
             return False
-        with self.sm.batch():
-            for entry in entries:
-                if entry.index > self.applied_index:
-                    self._apply_one(entry)
+        self._ending = []
+        try:
+            with self.sm.batch():
+                for entry in entries:
+                    if entry.index > self.applied_index:
+                        self._apply_one(entry)
+        finally:
+            self._ended()  # (a filled waiter's answer is due even if a later entry failed)
         self.after_apply()
         return True
 

@@ -216,6 +216,8 @@ class RaftRuntime(StepLoop):
         )
         self._clock = LeaseClock(self.tick_seconds)
         self._checks = SnapshotChecks(self.inbox.sender)
+        # Which messages the transport may leave for the driver's next step (step.py).
+        self.inbox.may_leave = self._may_leave
         sm, self._initial_sm = self._initial_sm, None
         assert sm is not None, "a runtime starts from a state machine"
         transport = self.transport
@@ -311,6 +313,13 @@ class RaftRuntime(StepLoop):
         """The term of the configuration entry applied at ``index`` here, if it was applied
         lately (None: not applied, long ago, or covered by a snapshot)."""
         return self._applier.config_term(index)
+
+    def at_apply_end(self, fn: Callable[[], None]) -> bool:
+        """Call ``fn`` right after the entries being applied on the driver's step now are
+        applied, in that same step; False when none are (``Applier.at_end``).
+        For a proposer's waiter callback (a fast-protocol connection answering its writes
+        without waking its writer: univrs/api/fast.py). ``fn`` must not raise."""
+        return self._applier.at_end(fn)
 
     def last_contact(self, peer: str) -> float | None:
         """Trio time this node last received a message from ``peer`` (None: never)."""

@@ -12,12 +12,14 @@ transport needs somewhere to deliver, the runtime something to send with.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import trio
 
+from univrs.raft.messages import Message
 from univrs.raft.node import RaftNode
 from univrs.runtime.waiter import Waiter
 from univrs.sm.responses import Response
@@ -25,17 +27,38 @@ from univrs.sm.responses import Response
 EVENT_QUEUE = 4096  # bounded: a flood of peer messages back-pressures the transport
 
 
+def _never(msg: Message) -> bool:
+    return False
+
+
 @attrs.define(eq=False)
 class Inbox:
     """The driver's one bounded event channel: ``sender`` for everybody, ``receiver`` for the
-    driver alone."""
+    driver alone.
+
+    Beside it, ``later``: Raft messages left for the driver's next step instead of waking it
+    (``leave``, offered by the transport's readers; which ones the runtime that receives
+    decides: ``may_leave``, set by it, step.py ``_may_leave``). The driver steps them at the
+    start of its next step, before that step's input, with the time they arrived."""
 
     size: int = EVENT_QUEUE
     sender: trio.MemorySendChannel[object] = attrs.field(init=False)
     receiver: trio.MemoryReceiveChannel[object] = attrs.field(init=False)
+    later: collections.deque[tuple[Message, float]] = attrs.field(
+        factory=collections.deque, init=False
+    )
+    may_leave: Callable[[Message], bool] = _never
 
     def __attrs_post_init__(self) -> None:
         self.sender, self.receiver = trio.open_memory_channel[object](self.size)
+
+    def leave(self, msg: Message) -> bool:
+        """Keep ``msg`` for the driver's next step if the runtime says it may wait (True);
+        False: the caller delivers it on the channel as usual."""
+        if not self.may_leave(msg):
+            return False
+        self.later.append((msg, trio.current_time()))
+        return True
 
 
 @attrs.define(eq=False)

@@ -11,7 +11,9 @@ reader tasks), ticks (a ticker task), proposals and read requests from the API a
 reports from the apply loop; the storage writer's ``persisted`` reports wait in ``_persisted``
 (in order), and one wake-up event on the channel says they are there (none for a report that
 may wait for the next step, nor for a follower's apply report left for it: round 16,
-``_on_persisted``, ``_applied_later``). The driver drains
+``_on_persisted``, ``_applied_later``); a leader's acknowledgement that changes nothing until
+its next input is left beside the channel by the transport's reader (the inbox's ``later``:
+round 19, ``_may_leave``) and stepped first at the next step. The driver drains
 whatever is queued, feeds it to the core, proposes the waiting proposals as one batch (below),
 then takes the core's Ready and hands it to the one interpreter of its contract
 (univrs/raft/interpreter.py ``execute``, shared with the simulator), which calls the driver's
@@ -162,7 +164,7 @@ class StepLoop:
                 ):
                     ev = None  # stepped once its check is done (``CHECKED``), not now
                 if ev is not None:
-                    if self._persisted or self._applied_later_index:
+                    if self._persisted or self._applied_later_index or self.inbox.later:
                         self._take_persisted()  # reports left for this step, before its input
                     self._handle(ev)
                 held = self._drain()
@@ -214,9 +216,14 @@ class StepLoop:
         self._last_contact = {n: t for n, t in self._last_contact.items() if n in members}
 
     def _take_persisted(self) -> None:
-        """Give the core the writer's reports, in order (contract step 4), and the apply
-        loop's report left for this step (``_applied_later``)."""
+        """Give the core the messages left for this step (``_may_leave``: they came before
+        any report waiting here), the writer's reports, in order (contract step 4), and the
+        apply loop's report left for this step (``_applied_later``)."""
         self._wake_sent = False
+        later = self.inbox.later
+        while later:
+            msg, at = later.popleft()
+            self._step_message(msg, at)
         reports = self._persisted
         while reports:
             report_persisted(self.core, reports.popleft())
@@ -228,16 +235,7 @@ class StepLoop:
         if ev is _WAKE:
             self._take_persisted()
         elif isinstance(ev, Message):
-            contacts = self._last_contact
-            contacts[ev.src] = trio.current_time()
-            if len(contacts) > MAX_CONTACTS:
-                self._forget_contacts()
-            if self.core.config.read_lease:
-                # Step it on a caught-up clock: a follower dates its last contact with the
-                # leader by it, and after a stall the core's clock is behind until the next
-                # tick event, before the leader even sent this message (s13-audit2 S3).
-                self._clock.catch_up(self.core)
-            self.core.step(ev)
+            self._step_message(ev, trio.current_time())
         elif isinstance(ev, Propose):
             self._batches.open.append(ev)
         elif isinstance(ev, ProposeMany):
@@ -279,6 +277,39 @@ class StepLoop:
                 ev.waiter.fail(exc)
         else:
             raise AssertionError(f"unknown driver event {ev!r}")
+
+    def _step_message(self, msg: Message, at: float) -> None:
+        """Step ``msg``, which arrived at trio time ``at`` (now, or a message left for this
+        step: ``_may_leave``)."""
+        contacts = self._last_contact
+        contacts[msg.src] = at
+        if len(contacts) > MAX_CONTACTS:
+            self._forget_contacts()
+        if self.core.config.read_lease:
+            # Step it on a caught-up clock: a follower dates its last contact with the
+            # leader by it, and after a stall the core's clock is behind until the next
+            # tick event, before the leader even sent this message (s13-audit2 S3). A message
+            # left for this step is stepped at the clock it arrived at: as if stepped then.
+            self._clock.catch_up(self.core, at)
+        self.core.step(msg)
+
+    def _may_leave(self, msg: Message) -> bool:
+        """May the transport keep ``msg`` for the driver's next step instead of waking it
+        (the inbox's ``leave``; issue 14, round 19)? Only when the driver waits idle for its
+        next event (nothing queued, nothing handed to it yet), nothing else waits for its
+        next step (no writer's report, no apply report, no other message: each of those was
+        judged, or is judged now, against the core without it) and the core says stepping it
+        changes nothing it does before its next input (``RaftNode.append_response_may_wait``:
+        the second follower's acknowledgement of a write at one client). The driver steps it
+        at the start of its next step, before that step's input and at the clock it arrived
+        at (``_take_persisted``): the core sees the same inputs in the same order at the same
+        clock, minus a wake-up."""
+        if self._persisted or self._applied_later_index or self.inbox.later:
+            return False
+        stats = self.inbox.receiver.statistics()
+        if stats.current_buffer_used or not stats.tasks_waiting_receive:
+            return False
+        return self.core.append_response_may_wait(msg)
 
     def _process_ready(self) -> None:
         self._take_ready()
@@ -439,7 +470,10 @@ class StepLoop:
         # completion; a leader whose own report commits nothing): its next step takes it,
         # before that input (issue 14, round 16: one driver step less per write).
         self._persisted.append(Persisted(index=index, term=term, hard_state=hard_state))
-        if not self._wake_sent and not self.core.persist_report_may_wait(index, hard_state):
+        if not self._wake_sent and (
+            # (a message left for the next step was judged without this report: wake)
+            self.inbox.later or not self.core.persist_report_may_wait(index, hard_state)
+        ):
             try:
                 self.inbox.sender.send_nowait(_WAKE)
                 self._wake_sent = True

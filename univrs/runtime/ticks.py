@@ -96,9 +96,10 @@ class LeaseClock:
     _suspended_at_origin: float = attrs.field(default=0.0, init=False)
     _fed: int = attrs.field(default=0, init=False)  # ticks fed since then
 
-    def catch_up(self, core: RaftNode) -> None:
-        """Feed ``core`` every tick due since the first call (time suspended included)."""
-        now = trio.current_time()
+    def catch_up(self, core: RaftNode, at: float | None = None) -> None:
+        """Feed ``core`` every tick due since the first call (time suspended included), up
+        to trio time ``at`` (None: now; an earlier time than a previous call's feeds none)."""
+        now = trio.current_time() if at is None else at
         suspended = (self.suspended or suspended_seconds)()
         if self._origin is None:
             self._origin, self._suspended_at_origin = now, suspended

@@ -348,6 +348,7 @@ async def _run_once(
         transport = transport_from_config(
             config,
             inbox=inbox.sender,
+            leave=inbox.leave,
             rng=rng,
             settings=TransportSettings(),
             cluster_id=opened.cluster_id,

@@ -26,6 +26,7 @@ def transport_from_config(
     *,
     inbox: trio.abc.SendChannel[Message],
     rng: random.Random,
+    leave: Callable[[Message], bool] | None = None,
     settings: TransportSettings | None = None,
     cluster_id: str | None = None,
     incarnation: str | None = None,
@@ -37,6 +38,8 @@ def transport_from_config(
 ) -> RaftTransport:
     """A transport for ``config``: its ids, raft address, payload limit and bootstrap peers.
 
+    ``leave``: the runtime's inbox ``leave`` (messages kept for the driver's next step).
+
     ``cluster_id`` (the data dir's, once known) overrides the config's; ``incarnation`` and
     ``bound_incarnation`` and ``own_binding`` as in ``RaftTransport``; ``start`` (this start,
     durable), ``start_records`` (the peers' starts accepted before) and ``save_starts`` too."""
@@ -45,6 +48,7 @@ def transport_from_config(
         node_id=config.node_id,
         cluster_id=cluster_id or config.cluster_id or "univrs",
         inbox=inbox,
+        leave=leave,
         rng=rng,
         listen_addr=config.raft_addr,
         peers=config.dial_addresses(config.bootstrap_addresses()),

@@ -244,6 +244,7 @@ class SimApi:
         if not live:
             return
         entries = self._pack(live)
+        self.sim.settle(sn)
         try:
             term, first = sn.raft.propose_many([e.data for e in entries])
         except (NotLeader, ProposalDropped):

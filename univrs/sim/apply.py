@@ -72,5 +72,6 @@ class ApplyLayer(StorageLayer):
         if sn.paused:
             sn.backlog.append((self._report_applied, arg))
             return
+        self.settle(sn)
         sn.raft.applied(index)
         self.drain(sn)

@@ -19,7 +19,7 @@ from univrs.raft.interpreter import execute
 from univrs.raft.messages import Entry, EntryKind
 from univrs.raft.ready import Ready, Role
 from univrs.sim.checker import Checker
-from univrs.sim.invariants import COMPACTION_BOUND, CORE_INVARIANT, InvariantViolation
+from univrs.sim.invariants import ACK_LATER, COMPACTION_BOUND, CORE_INVARIANT, InvariantViolation
 from univrs.sim.node import SimNode
 
 
@@ -37,6 +37,31 @@ class RuntimeBase:
         """Call ``fn(arg)`` at simulated ``time`` (after every event already due then)."""
         self._seq += 1
         heapq.heappush(self._heap, (time, self._seq, fn, arg))
+
+    # ----------------------------------------------------------------- acks left for later
+
+    def settle(self, sn: SimNode) -> None:
+        """Step the acknowledgement left for ``sn``'s next input (``SimNode.later``), before
+        that input, as the Trio driver steps its inbox's ``later`` at the start of a step
+        (univrs/runtime/step.py ``_take_persisted``). Every input to a node calls this first.
+        The core said stepping it changes nothing it does before its next input
+        (``RaftNode.append_response_may_wait``): if it leaves the core with a Ready (a message
+        to send, a commit, a hard state, a read), that was wrong (ack-later)."""
+        msg = sn.later
+        if msg is None:
+            return
+        sn.later = None
+        raft = sn.raft
+        if raft is None:
+            return  # (the process died meanwhile: the message died with it)
+        raft.step(msg)
+        if raft.has_ready():
+            raise InvariantViolation(
+                ACK_LATER,
+                f"{sn.id}: {msg!r}, left for its next input as changing nothing, "
+                "made a Ready when stepped",
+            )
+        self.drain(sn)
 
     # ----------------------------------------------------------------- Ready handling
 

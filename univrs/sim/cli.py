@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 f"({s.forged_refused} refused by the core), {s.batch_entries} batch entries "
                 f"({s.batched_writes} writes), {s.lease_reads} lease reads"
                 f"{f' ({s.lease_gated} gated)' if s.lease_gated else ''}"
+                f", {s.acks_later} acks left for the leader's next input"
                 + (
                     f", {s.state_resumes} resumes from the state env ({s.state_rollbacks} after "
                     "losing unsynced commits)"

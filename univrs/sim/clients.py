@@ -221,6 +221,7 @@ class Workload:
                     # ... and asks its lease gate (mixed settings: capabilities.py)
                     raft.read_index(ctx, lease=sim.lease_gate_open(sn))
                 else:
+                    sim.settle(sn)
                     raft.read_index(ctx)
             except UnivrsError:
                 op.node = None

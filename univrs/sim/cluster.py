@@ -114,6 +114,7 @@ class SimStats:
     state_rollbacks: int = 0  # LMDB state: crashes that lost the env's unsynced commits
     rollbacks: int = 0  # older copies of data dirs put back (rollback.py)
     fenced_copies: int = 0  # processes fenced as an older copy (a peer refused their start)
+    acks_later: int = 0  # acknowledgements left for their leader's next input (base.py)
 
 
 @attrs.define(eq=False)
@@ -218,6 +219,7 @@ class Simulation(ReadyRuntime):
     start_records: bool = attrs.field(init=False, default=False)
     start_check: bool = attrs.field(init=False, default=False)
     fenced_copies: int = attrs.field(init=False, default=0)
+    acks_later: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if not 3 <= self.n_nodes <= 7:
@@ -427,6 +429,7 @@ class Simulation(ReadyRuntime):
             state_rollbacks=self.state_rollbacks,
             rollbacks=self.rollbacks.done if self.rollbacks is not None else 0,
             fenced_copies=self.fenced_copies,
+            acks_later=self.acks_later,
         )
 
     def _client_step(self, _: None) -> None:
@@ -497,6 +500,7 @@ class Simulation(ReadyRuntime):
 
     def _stop(self, sn: SimNode) -> None:
         sn.raft = None
+        sn.later = None  # (in the dead process's memory)
         state = sn.disk.state  # the process died; half the time with its machine
         if state is not None and state.crash(self.state_rng.random() < LOSE_UNSYNCED):
             self.state_rollbacks += 1

@@ -48,6 +48,7 @@ class DeliveryLayer(RuntimeBase):
     start_records: bool
     start_check: bool
     fenced_copies: int
+    acks_later: int  # acknowledgements left for their leader's next input (``settle``)
     # ReadIndex requests a leader (id, process) received, by (reader, wire id, term): the
     # processes of the reader that sent them, oldest first.
     _read_origins: dict[tuple[NodeId, int, NodeId, int, int], deque[int]]
@@ -116,8 +117,16 @@ class DeliveryLayer(RuntimeBase):
         # The transport attests the sender's incarnation (the hello's), like the real one,
         # also for a sender let in for a newer binding (a claim the core must not trust).
         attested = incarnation
-        raft.step(attrs.evolve(m, sender_incarnation=attested))
-        self.drain(sn)
+        msg = attrs.evolve(m, sender_incarnation=attested)
+        self.settle(sn)  # (an acknowledgement left for this input goes first)
+        if raft.append_response_may_wait(msg):
+            # As the node's transport leaves it in the driver's inbox (``leave``): stepped
+            # before the node's next input (base.py ``settle``), not now.
+            sn.later = msg
+            self.acks_later += 1
+        else:
+            raft.step(msg)
+            self.drain(sn)
         sn.foreign_answer = False
         if self.forger is not None:
             if isinstance(m, AppendEntries | Heartbeat) and sn.raft is not None:
@@ -173,6 +182,7 @@ class DeliveryLayer(RuntimeBase):
         if forged is None or raft is None:
             return
         assert self.forger is not None
+        self.settle(sn)
         self.forger.sent += 1
         self.trace.append((self.now, "forged", forged))
         st = raft.status()

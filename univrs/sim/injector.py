@@ -138,6 +138,7 @@ class FaultInjector:
             leader = sim.current_leader()
             if leader is None or leader.raft is None or leader.paused:
                 return
+            sim.settle(leader)  # (the driver runs a transfer as an input: a ``Call``)
             voters = leader.raft.status().membership.voters
             others = [n for n in sim.node_ids if n != leader.id and n in voters]
             if not others:

@@ -1,8 +1,9 @@
 """The names of the simulator's invariants, and the exception that reports a breach.
 
 checker.py documents what each invariant means; the simulator (cluster.py) adds liveness,
-core-exception, compaction-bound, forgery-refused and state-durable (the LMDB state backend),
-which it checks itself.
+core-exception, compaction-bound, forgery-refused, state-durable (the LMDB state backend) and
+ack-later (an acknowledgement left for the leader's next input changed something: base.py
+``settle``), which it checks itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CORE_EXCEPTION = "core-exception"
 CORE_INVARIANT = "core-invariant"
 FORGERY_REFUSED = "forgery-refused"
 STATE_DURABLE = "state-durable"
+ACK_LATER = "ack-later"
 
 INVARIANTS = (
     ELECTION_SAFETY,
@@ -45,6 +47,7 @@ INVARIANTS = (
     CORE_INVARIANT,
     FORGERY_REFUSED,
     STATE_DURABLE,
+    ACK_LATER,
 )
 
 

@@ -301,6 +301,7 @@ class Operator:
         sn = sim.current_leader()
         if sn is None or sn.raft is None or sn.paused:
             return
+        sim.settle(sn)  # (the driver runs a change as an input: a ``Call``)
         raft = sn.raft
         st = raft.status()
         if st.role is not Role.LEADER:

@@ -18,7 +18,14 @@ from typing import Any
 import attrs
 
 from univrs.raft import MAX_TERM, RaftNode
-from univrs.raft.messages import Entry, Membership, Message, RequestVote, RequestVoteResponse
+from univrs.raft.messages import (
+    AppendEntriesResponse,
+    Entry,
+    Membership,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+)
 from univrs.runtime.proposals import Outcome, PendingProposals
 from univrs.sim.kv import KvResult, KvStore, KvWrite
 
@@ -192,6 +199,14 @@ class LeaseVoteWhileLed(RaftNode):
         return False
 
 
+class AckAlwaysWaits(RaftNode):
+    """Says every acknowledgement of its term may wait for its next input, even one that
+    commits or frees a pipeline (issue 14, round 19: the runtime would leave it unstepped)."""
+
+    def _append_success_may_wait(self, msg: AppendEntriesResponse) -> bool:
+        return True
+
+
 class SnapshotDropRetry(PendingProposals[Any]):
     """Treats a proposal covered by a snapshot install as not applied, so the API retries it
     (issue 10, bug 5: a write applied twice, an If-Match write answered 409 after applying)."""
@@ -282,6 +297,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("forget-pins-at-restart", ForgetPinsAtRestart, unbound_bootstrap=True),
         _mutant("batch-shared-revision", kv=BatchSharedRevision),
         _mutant("revision-from-index", kv=RevisionFromIndex),
+        _mutant("ack-always-waits", AckAlwaysWaits),
     )
 }
 

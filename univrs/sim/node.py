@@ -15,7 +15,7 @@ import attrs
 
 from univrs.raft import RaftNode
 from univrs.raft.interpreter import InstallJob, MergedWrite, ReadyEffects, WriteQueue
-from univrs.raft.messages import NodeId
+from univrs.raft.messages import Message, NodeId
 from univrs.raft.ready import Role
 from univrs.runtime.proposals import PendingProposals
 from univrs.sim.api import Request
@@ -78,6 +78,9 @@ class SimNode:
     slow_clock: dict[int, int] = attrs.field(factory=dict)
     snap_at: int = 0  # applied index of this node's newest snapshot (taken or installed)
     installs: int = 0  # snapshots installed from a leader (makes older own snapshots moot)
+    # An acknowledgement left for this process's next input (delivery.py ``_deliver``, as the
+    # driver's inbox ``leave`` does; stepped by base.py ``settle``), or None.
+    later: Message | None = None
     down_fault: int = 0  # the crash fault this node waits to restart from (0: up)
     pause_fault: int = 0
     retired: bool = False  # removed from the cluster and stopped; back only with a new disk

@@ -97,6 +97,7 @@ class ReadyRuntime(ApplyLayer):
             kv = self._open_state(sn)
             initial = attrs.evolve(initial, applied=max(initial.applied, kv.applied))
         rng = random.Random(f"{self.seed}/{sn.id}/{sn.life}")
+        sn.later = None
         sn.raft = raft = self.node_factory(
             sn.id,
             config=self.config_of(sn.id),
@@ -218,6 +219,7 @@ class ReadyRuntime(ApplyLayer):
         raft = sn.raft
         if raft is None or sn.paused:
             return
+        self.settle(sn)
         if self.lease in ("within", "mixed"):
             self.sync_clock(sn)
         else:  # "beyond": a tick per event, so a pause or a slow-clock fault loses ticks
@@ -233,6 +235,7 @@ class ReadyRuntime(ApplyLayer):
         raft = sn.raft
         if raft is None or self.lease not in ("within", "mixed"):
             return
+        self.settle(sn)
         due = (self.now - sn.clock_origin) // sn.clock_period
         while sn.ticks_fed < due:
             sn.ticks_fed += 1

@@ -77,6 +77,7 @@ class StorageLayer(DeliveryLayer):
         if sn.paused:
             sn.backlog.append((self._disk_done, arg))
             return
+        self.settle(sn)
         item = sn.writing
         sn.writing = None
         raft = sn.raft
