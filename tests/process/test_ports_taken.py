@@ -22,7 +22,6 @@ from univrs.chaos.runner import RunOptions, run_scenario
 from univrs.chaos.scenario import parse
 from univrs.tools import cluster_cli, devcluster
 from univrs.tools import ports as port_picker
-from univrs.tools.devcluster import LocalCluster
 from univrs.tools.started import NodeExited
 
 from .conftest import DEADLINE, MakeCluster
@@ -75,7 +74,7 @@ def test_a_node_restarted_on_its_taken_port_fails_naming_it(make_cluster: MakeCl
     cluster.start_all()
     n2 = cluster.node("n2")
     cluster.stop(n2)
-    host, port = n2.api_addr.rsplit(":", 1)
+    port = n2.api_addr.rsplit(":", 1)[1]
     with hold(int(port)):
         cluster.start(n2)
         with pytest.raises(NodeExited, match=f"{n2.api_addr} is not available"):
