@@ -319,8 +319,8 @@ def start_cluster(
     # Every node up as itself, not only a leader: a node whose port another process took
     # between the pick and its bind exits, and the other two elect without it. That node:
     # again on other ports; another exit: NodeExited.
-    start_fresh(cluster, log_level=log_level)
     try:
+        start_fresh(cluster, log_level=log_level)
         cluster.wait_leader(60.0)
     except BaseException:
         cluster.stop_all()

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 PORT_TAKEN = "is not available"  # univrs/server/node.py: a listening address already bound
+TAIL_BYTES = 16384  # of a node's log: its last line
 START_ATTEMPTS = 3  # starts of a fresh cluster on picked ports, each on other ports
 
 
@@ -60,9 +61,12 @@ class NodeExited(RuntimeError):
 
 
 def last_log_line(node: NodeProc) -> str:
-    """The last non-empty line of a node's log ("" when it has none)."""
+    """The last non-empty line of a node's log ("" when it has none); reads only its tail (the
+    waits of ``LocalCluster`` ask this of every exited node on each poll)."""
     try:
-        lines = node.log_path.read_text(errors="replace").splitlines()
+        with open(node.log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - TAIL_BYTES))
+            lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return ""
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
@@ -115,8 +119,8 @@ def start_fresh(
     """Start a fresh cluster on picked ports (``kw``: ``LocalCluster.start``'s) and wait until
     every member is up as itself. A node that exited because its port was taken: stop every
     node, keep the attempt's folder as ``FOLDER-attemptN``, pick other ports and start again.
-    ``NodeExited`` for another exit or on the last attempt, TimeoutError as
-    ``wait_members_up``; the nodes are stopped when it raises."""
+    ``NodeExited`` for another exit, the other nodes left running; ``NodeExited`` for a port
+    taken on the last attempt, or TimeoutError as ``wait_members_up``, every node stopped."""
     folder = cluster.folder
     for attempt in range(1, attempts + 1):
         cluster.start_members(**kw)
@@ -124,8 +128,10 @@ def start_fresh(
             wait_members_up(cluster, timeout)
             return
         except NodeExited as exc:
+            if not exc.port_taken:
+                raise  # the other nodes run on: the caller decides (a test may expect it)
             cluster.stop_all()
-            if not exc.port_taken or attempt == attempts:
+            if attempt == attempts:
                 raise
             kept = folder.with_name(f"{folder.name}-attempt{attempt}")
             shutil.rmtree(kept, ignore_errors=True)
