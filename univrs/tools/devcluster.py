@@ -25,17 +25,14 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
+from univrs.tools.polling import wait_for as wait_for  # re-exported: the tests and benches use it
 from univrs.tools.ports import free_ports
-
-T = TypeVar("T")
 
 
 @attrs.define(eq=False)
@@ -491,15 +488,3 @@ class LocalCluster:
             return self.leader(among)
 
         return wait_for(probe, timeout, "a leader")
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy, or raise TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)

@@ -21,15 +21,15 @@ naming the taken address instead of a timeout.
 
 from __future__ import annotations
 
+import pathlib
 import shutil
+import subprocess
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from univrs.server.removal import cluster_fingerprint
-
-if TYPE_CHECKING:
-    from univrs.tools.devcluster import LocalCluster, NodeProc
+from univrs.tools.polling import wait_for
 
 __all__ = [
     "START_ATTEMPTS",
@@ -60,6 +60,37 @@ class NodeExited(RuntimeError):
         return PORT_TAKEN in self.line
 
 
+class NodeProc(Protocol):
+    """What this module uses of a ``devcluster.NodeProc`` (devcluster imports this module)."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None: ...
+    @property
+    def log_path(self) -> pathlib.Path: ...
+    def running(self) -> bool: ...
+    def status(self) -> dict[str, Any] | None: ...
+
+
+class LocalCluster(Protocol):
+    """What this module uses of a ``devcluster.LocalCluster``."""
+
+    @property
+    def folder(self) -> pathlib.Path: ...
+    @property
+    def nodes(self) -> Sequence[NodeProc]: ...
+    @property
+    def spares(self) -> frozenset[str]: ...
+    @property
+    def bootstrap(self) -> bool: ...
+    @property
+    def cluster_id(self) -> str: ...
+    def start_members(self, **kw: Any) -> None: ...
+    def stop_all(self) -> None: ...
+    def repick_ports(self) -> None: ...
+
+
 def last_log_line(node: NodeProc) -> str:
     """The last non-empty line of a node's log ("" when it has none); reads only its tail (the
     waits of ``LocalCluster`` ask this of every exited node on each poll)."""
@@ -83,8 +114,6 @@ def _up_as_itself(node: NodeProc, fingerprint: str | None) -> bool:
 def wait_members_up(cluster: LocalCluster, timeout: float = 60.0) -> None:
     """Wait until every member (not the spares) of a bootstrapped ``cluster`` answers its
     status as itself; ``NodeExited`` when one exits first, TimeoutError after ``timeout``."""
-    from univrs.tools.devcluster import wait_for
-
     fingerprint = cluster_fingerprint(cluster.cluster_id) if cluster.bootstrap else None
     members = [n for n in cluster.nodes if n.node_id not in cluster.spares]
     waiting = list(members)
