@@ -72,7 +72,6 @@ MAX_DURATION = 120.0
 MAX_CLIENT_PROCS = 16
 DEFAULT_BUDGET = 1800.0
 SETUP_ESTIMATE = 20.0  # seconds per client count for starting clusters and creating keys
-START_ATTEMPTS = 3  # a local cluster started again on other ports when one was taken
 PHASES = ("writes", "reads", "lease-reads")
 
 
@@ -312,31 +311,20 @@ def start_cluster(
     ``--reads``: lease reads measured apart); ``state_backend``: the nodes' ``[state] backend``
     (None: their default)."""
     from univrs.tools.devcluster import LocalCluster
-    from univrs.tools.started import NodeExited, wait_members_up
+    from univrs.tools.started import start_fresh
 
-    for attempt in range(1, START_ATTEMPTS + 1):
-        cluster = LocalCluster.with_free_ports(
-            folder, size=size, extra_config=extra_config, state_backend=state_backend
-        )
-        cluster.start_all(log_level=log_level)
-        try:
-            # Every node up as itself, not only a leader: a node whose port another process
-            # took between the pick and its bind exits, and the other two elect without it.
-            wait_members_up(cluster, 60.0)
-            cluster.wait_leader(60.0)
-        except NodeExited as exc:
-            cluster.stop_all()
-            if not exc.port_taken or attempt == START_ATTEMPTS:
-                raise
-            kept = folder.with_name(f"{folder.name}-attempt{attempt}")
-            shutil.rmtree(kept, ignore_errors=True)
-            folder.rename(kept)  # its files stay for a look; the next attempt starts afresh
-            print(f"warning: {exc}; starting again on other ports ({kept})", file=sys.stderr)
-            continue
-        except BaseException:
-            cluster.stop_all()
-            raise
-        break
+    cluster = LocalCluster.with_free_ports(
+        folder, size=size, extra_config=extra_config, state_backend=state_backend
+    )
+    # Every node up as itself, not only a leader: a node whose port another process took
+    # between the pick and its bind exits, and the other two elect without it. That node:
+    # again on other ports; another exit: NodeExited.
+    try:
+        start_fresh(cluster, log_level=log_level)
+        cluster.wait_leader(60.0)
+    except BaseException:
+        cluster.stop_all()
+        raise
     pids = {n.node_id: n.pid for n in cluster.nodes if n.pid is not None}
     apis = {n.node_id: n.api_addr for n in cluster.nodes}
     return cluster, [n.raft_addr for n in cluster.nodes], pids, apis

@@ -164,6 +164,22 @@ async def wait_for_leader(
     return None
 
 
+def _follow_ports(
+    cluster: LocalCluster,
+    proxies: dict[tuple[str, str], FaultProxy],
+    api: dict[str, str],
+    endpoints: list[str],
+) -> None:
+    """The nodes' addresses after ``start_all``, which starts a fresh cluster again on other
+    ports when another process took one before its node bound it (univrs/tools/started.py):
+    the proxies forward there, the monitor and the workload ask there. The proxies' own ports
+    are the kernel's (port 0), bound before the nodes start: no gap."""
+    api.update({n.node_id: n.api_addr for n in cluster.nodes})
+    endpoints[:] = [n.raft_addr for n in cluster.nodes if n.node_id not in cluster.spares]
+    for (_, dst), proxy in proxies.items():
+        proxy.target = cluster.node(dst).raft_addr
+
+
 def endpoints_ids(cluster: LocalCluster) -> list[str]:
     """The bootstrap members (every node but the spares)."""
     return [n.node_id for n in cluster.nodes if n.node_id not in cluster.spares]
@@ -186,6 +202,7 @@ async def _run_phases(
     spares = f" (+{len(cluster.spares)} spares)" if cluster.spares else ""
     echo(f"[{scenario.name}] starting {len(endpoints)} nodes{spares} in {cluster.folder}")
     await trio.to_thread.run_sync(lambda: cluster.start_all(log_level=options.log_level))
+    _follow_ports(cluster, proxies, api, endpoints)
     setup_monitor = Monitor(api=api, t0=trio.current_time())
     leader = await wait_for_leader(
         setup_monitor.leader_of, lambda: any(n.running() for n in cluster.nodes), STARTUP_TIMEOUT

@@ -1,9 +1,11 @@
 """A local multi-node cluster of real `univrs node start` processes on loopback.
 
-Used by ``scripts/cluster`` (demos), the chaos runner, the benchmarks and the process tests.
-Each node gets a TOML config, a data dir and a log file under one folder; its PID is recorded
-so ``stop`` can end exactly the processes it started. Ports come from a base port: node i
-listens for Raft on base+i and for its API on base+100+i.
+Used by ``scripts/cluster`` (demos, univrs/tools/cluster_cli.py), the chaos runner, the
+benchmarks and the process tests. Each node gets a TOML config, a data dir and a log file
+under one folder; its PID is recorded so ``stop`` can end exactly the processes it started.
+Ports come from a base port (``plan``: node i listens for Raft on base+i and for its API on
+base+100+i) or are picked free (``with_free_ports``; ``start_all`` then starts again on other
+ports when another process took one before its node bound it: univrs/tools/started.py).
 
 With ``tls`` (``scripts/cluster start`` unless ``--insecure``) the folder also gets a
 ``certs`` directory: a CA, one node certificate per node (127.0.0.1 and localhost), a client
@@ -23,17 +25,14 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
+from univrs.tools.polling import wait_for as wait_for  # re-exported: the tests and benches use it
 from univrs.tools.ports import free_ports
-
-T = TypeVar("T")
 
 
 @attrs.define(eq=False)
@@ -157,6 +156,8 @@ class LocalCluster:
     # ``[state] backend`` written into every node's config ("memory" or "lmdb"; None: the
     # node's default).
     state_backend: str | None = None
+    # Ports picked by ``with_free_ports``: a fresh start may pick others (``start_all``).
+    picked: bool = False
 
     @property
     def certs_dir(self) -> pathlib.Path:
@@ -284,26 +285,27 @@ class LocalCluster:
         """Like ``plan`` but with ports the kernel says are free now (for tests); ``spares``
         more nodes (ids after the members') are configured but not bootstrapped;
         ``state_backend``: the nodes' ``[state] backend`` (None: their default)."""
-        ports = free_ports(2 * (size + spares))
         folder = folder.resolve()
-        nodes = [
-            NodeProc(
-                node_id=f"n{i + 1}",
-                raft_addr=f"127.0.0.1:{ports[2 * i]}",
-                api_addr=f"127.0.0.1:{ports[2 * i + 1]}",
-                folder=folder,
-            )
-            for i in range(size + spares)
-        ]
+        nodes = [NodeProc(f"n{i + 1}", "", "", folder) for i in range(size + spares)]
         spare_ids = frozenset(n.node_id for n in nodes[size:])
-        return cls(
+        cluster = cls(
             folder=folder,
             nodes=nodes,
             extra_config=extra_config,
             spares=spare_ids,
             tls=tls,
             state_backend=state_backend,
+            picked=True,
         )
+        cluster.repick_ports()
+        return cluster
+
+    def repick_ports(self) -> None:
+        """Free ports for every node (raft, API), written into the configs at the next start."""
+        ports = free_ports(2 * len(self.nodes))
+        for i, n in enumerate(self.nodes):
+            n.raft_addr = f"127.0.0.1:{ports[2 * i]}"
+            n.api_addr = f"127.0.0.1:{ports[2 * i + 1]}"
 
     def node(self, node_id: str) -> NodeProc:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -376,7 +378,24 @@ class LocalCluster:
         node.pid_path.write_text(str(node.proc.pid))
 
     def start_all(self, **kw: Any) -> None:
-        """Write the configs and start every node but the spares."""
+        """Write the configs and start every node but the spares. A fresh bootstrapped cluster
+        on picked ports returns once every member is up as itself, started again on other
+        ports when another process took one of them before its node bound it
+        (univrs/tools/started.py: ``NodeExited`` when that keeps happening; a node that exited
+        for another reason is left for the caller to see, as before)."""
+        from univrs.tools.started import NodeExited, start_fresh
+
+        if not (self.picked and self.bootstrap) or any(n.data_dir.exists() for n in self.nodes):
+            self.start_members(**kw)
+            return
+        try:
+            start_fresh(self, **kw)
+        except NodeExited as exc:
+            if exc.port_taken:
+                raise
+
+    def start_members(self, **kw: Any) -> None:
+        """Write the configs and start every node but the spares (``start``'s ``kw``)."""
         self.write_configs()
         for n in self.nodes:
             if n.node_id not in self.spares:
@@ -418,11 +437,15 @@ class LocalCluster:
         self.wait_ready([node], timeout)
 
     def wait_ready(self, nodes: list[NodeProc], timeout: float = 60.0) -> None:
-        """Wait until every node of ``nodes`` answers ``/readyz`` with 200."""
+        """Wait until every node of ``nodes`` answers ``/readyz`` with 200 (``NodeExited``
+        for one that exited because another process holds its port)."""
+        from univrs.tools.started import raise_if_port_taken
+
         for node in nodes:
             why = ["not asked yet"]
 
             def ready(node: NodeProc = node, why: list[str] = why) -> bool | None:
+                raise_if_port_taken([node])  # at once, naming the port, not at the timeout
                 ok, why[0] = node.readiness()
                 return ok or None
 
@@ -456,121 +479,12 @@ class LocalCluster:
         return None
 
     def wait_leader(self, timeout: float = 30.0, among: list[NodeProc] | None = None) -> NodeProc:
-        return wait_for(lambda: self.leader(among), timeout, "a leader")
+        """The agreed leader (``leader``); ``NodeExited`` for a node that exited because
+        another process holds its port (a restart on its ports), TimeoutError otherwise."""
+        from univrs.tools.started import raise_if_port_taken
 
+        def probe() -> NodeProc | None:
+            raise_if_port_taken(among if among is not None else self.nodes)
+            return self.leader(among)
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, every: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy, or raise TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
-
-
-AUTH = "[auth]\nenabled = true\n"
-"""The config lines of a cluster with API tokens on (``scripts/cluster start`` by default)."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``scripts/cluster start|stop|status|restart [--nodes N] [--dir D] [--base-port P]``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__)
-    p.add_argument("command", choices=["start", "stop", "status", "restart", "kill", "env"])
-    p.add_argument("node", nargs="?", help="one node id (stop/kill/restart), default all")
-    p.add_argument("--nodes", type=int, default=3)
-    p.add_argument("--dir", default="cluster-data", help="folder for configs, data, logs")
-    p.add_argument("--base-port", type=int, default=7100)
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="no TLS and no API tokens (a new cluster only; an existing one keeps what its "
-        "configs say)",
-    )
-    args = p.parse_args(argv)
-    folder = pathlib.Path(args.dir)
-    first = folder / "n1.toml"
-    text = first.read_text() if first.exists() else None
-    tls = "[tls]" in text if text is not None else not args.insecure
-    auth = "[auth]" in text if text is not None else not args.insecure
-    cluster = LocalCluster.plan(
-        folder,
-        size=args.nodes,
-        base_port=args.base_port,
-        tls=tls,
-        extra_config=AUTH if auth else "",
-    )
-    if args.command == "env":
-        return _print_env(cluster)
-    chosen = [cluster.node(args.node)] if args.node else cluster.nodes
-    if args.command in ("start", "restart"):
-        for n in chosen:
-            if args.command == "restart":
-                cluster.stop(n)
-            if n.running():
-                print(f"{n.node_id}: already running (pid {n.pid})")
-                continue
-            if not n.config_path.exists():
-                cluster.write_configs()
-            cluster.start(n)
-            print(f"{n.node_id}: started pid {n.pid}, raft {n.raft_addr}, api {n.api_addr}")
-        try:
-            # Return only once the nodes answer, know a leader and caught up (a restart
-            # returned while the node was still starting).
-            cluster.wait_ready(chosen, 60.0)
-            leader = cluster.wait_leader(30.0)
-            secured = "mutual TLS" if cluster.tls else "plaintext (--insecure)"
-            if auth:
-                cluster.bootstrap_admin_token(leader)
-                secured += f", API tokens (admin token in {cluster.admin_token_path})"
-            print(f"ready; leader: {leader.node_id} (api {leader.api_addr}); {secured}")
-            if cluster.tls or auth:
-                print(f'for the CLI: eval "$(scripts/cluster env --dir {args.dir})"')
-        except TimeoutError as exc:
-            print(f"not ready: {exc}; see the logs in {cluster.folder}")
-            return 1
-    elif args.command in ("stop", "kill"):
-        for n in chosen:
-            if args.command == "kill":
-                cluster.kill(n)
-            else:
-                cluster.stop(n)
-            print(f"{n.node_id}: stopped")
-    else:
-        for n in cluster.nodes:
-            view = n.status() if n.running() else None
-            if view is None:
-                state = "running, not answering" if n.running() else "stopped"
-                print(f"{n.node_id}: {state}   raft {n.raft_addr}  api {n.api_addr}")
-            else:
-                print(
-                    f"{n.node_id}: {view['role']:<9} term {view['term']:<4} "
-                    f"leader {view['leader'] or '-':<4} commit {view['commit_index']:<6} "
-                    f"applied {view['applied_index']:<6} pid {n.pid}  api {n.api_addr}"
-                )
-    return 0
-
-
-def _print_env(cluster: LocalCluster) -> int:
-    """Shell lines that point the CLI at this cluster (its API and, with TLS, the dev client
-    certificate)."""
-    n1 = cluster.nodes[0]
-    scheme = "https" if cluster.tls else "http"
-    print(f"export UNIVRS_API={scheme}://{n1.api_addr}")
-    if cluster.tls:
-        ca, cert, key = cluster.client_files("dev")
-        print(f"export UNIVRS_CA_CERT={ca}")
-        print(f"export UNIVRS_CLIENT_CERT={cert}")
-        print(f"export UNIVRS_CLIENT_KEY={key}")
-        print(f"export UNIVRS_JOIN_TOKEN=$(cat {cluster.join_token_path})")
-    if cluster.admin_token_path.exists():
-        print(f"export UNIVRS_TOKEN=$(cat {cluster.admin_token_path})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return wait_for(probe, timeout, "a leader")
