@@ -49,14 +49,14 @@ operation is a bug: it is logged and answered with ``internal``, and the node ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from univrs import codec
+from univrs.api.answer_frames import encode_frame, response_frames, response_of
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
 from univrs.api.endpoints import member_endpoints
@@ -68,11 +68,9 @@ from univrs.client.protocol import BadRequest, Encoded, Request
 from univrs.client.wire import Wire
 from univrs.errors import (
     InternalError,
-    PayloadTooLarge,
     ProtocolError,
     Timeout,
     Unavailable,
-    UnivrsError,
     error_to_plain,
 )
 from univrs.net import wsdirect
@@ -199,7 +197,7 @@ class _ClientConnection:
         held = self._queued
         if held <= wsdirect.WHOLE_MAX:
             leader = self.service.node.runtime.view.last_status().leader
-            frame = _encode(leader, batch)
+            frame = encode_frame(leader, batch)
             try:
                 written = wsdirect.write_whole_nowait(self.ws, frame)
             except ConnectionClosed:
@@ -396,7 +394,7 @@ class _ClientConnection:
         return Caller(token=req.token or self.token, address=forwarded_for or self.host)
 
     def _answered(self, jobs: Sequence[Job]) -> None:
-        self._send([_response(job) for job in jobs])
+        self._send([response_of(job) for job in jobs])
 
     def _send(self, responses: list[dict[str, Any]]) -> None:
         """Queue ``responses`` for the writer, charged to the budget (a length and an add
@@ -459,7 +457,7 @@ class _ClientConnection:
             job.result = protocol.encode_document(job.result)
         except Exception as exc:
             job.error = exc
-        return _response(job)
+        return response_of(job)
 
     async def write_responses(self) -> None:
         """The connection's writer: settles its inline frames (``InlineFrames.settle``) and
@@ -484,7 +482,7 @@ class _ClientConnection:
                 leader = self.service.node.runtime.view.last_status().leader
                 wire = self.wire
                 try:
-                    for frame in _frames(leader, batch, held):
+                    for frame in response_frames(leader, batch, held):
                         # Written at once when the socket takes it (no scheduling round:
                         # univrs/client/wire.py); what it does not, within SEND_TIMEOUT.
                         pending = wire.write_now(frame)
@@ -506,82 +504,6 @@ class _ClientConnection:
                 self._in_flight -= len(batch)
                 self._room.set()
                 self.budget.give(held)
-
-
-def _response(job: Job) -> dict[str, Any]:
-    """A request's response document from its answered job."""
-    req: Request = job.tag
-    exc = job.error
-    if exc is not None:
-        if isinstance(exc, UnivrsError) and exc.on_wire():
-            return {"id": req.id, "error": error_to_plain(exc)}
-        log.error("operation %s failed with a bug", req.op, exc_info=exc)
-        error = InternalError(f"{type(exc).__name__} in {req.op}")
-        return {"id": req.id, "error": error_to_plain(error)}
-    rendered = job.rendered  # a read's document shared at this revision: encoded once
-    ok = job.result if rendered is None else (rendered.encoded() or job.result)
-    response: dict[str, Any] = {"id": req.id, "ok": ok}
-    meta = job.meta
-    if meta is not None and (req.consistency == "local" or "index" in meta):
-        response["meta"] = meta  # writes: their log index; local reads: staleness
-    return response
-
-
-def _frames(leader: str | None, batch: list[dict[str, Any]], held: int = 0) -> Iterator[bytes]:
-    """``batch`` as response frames of at most ``protocol.MAX_FRAME`` bytes, the most a client
-    reads (s15-review B1): usually one. Two answers of 3 MB (two pages of big workloads) used
-    to go out as one 6 MB frame, which the client refuses by closing the connection: every
-    request on it lost, retried, and lost again, reported as "no univrs node reachable". An
-    answer that alone exceeds the frame is replaced by a ``payload-too-large`` error saying so
-    (only a read's can: a write's request frame is bounded by the same size).
-
-    Frames are made as they are sent (a generator), and a batch whose charged bytes
-    (``held``) already pass a frame is not encoded whole first: what is held while a batch
-    is written stays about the batch itself (s15-budget)."""
-    if held <= protocol.MAX_FRAME:
-        frame = _encode(leader, batch)
-        if len(frame) <= protocol.MAX_FRAME:
-            yield frame
-            return
-    run: list[dict[str, Any]] = []
-    size = 0
-    for resp in batch:
-        one = len(_encode(leader, [resp]))
-        if one > protocol.MAX_FRAME:
-            error = PayloadTooLarge(
-                f"the answer is {one} bytes, more than the fast protocol's frame of "
-                f"{protocol.MAX_FRAME}: ask for fewer items (limit), or use the REST API"
-            )
-            resp = {"id": resp["id"], "error": error_to_plain(error)}
-            one = len(_encode(leader, [resp]))
-        if run and size + one > protocol.MAX_FRAME:
-            yield _encode(leader, run)
-            run, size = [], 0
-        run.append(resp)
-        size += one
-    if run:
-        yield _encode(leader, run)
-
-
-def _encode(leader: str | None, batch: list[dict[str, Any]]) -> bytes:
-    try:
-        return protocol.encode_responses(leader, batch)
-    except (TypeError, ValueError):
-        pass
-    # One response is not plain data (a bug): find it, answer it with an internal error.
-    clean = []
-    for resp in batch:
-        if type(resp.get("ok")) is protocol.Encoded:
-            clean.append(resp)  # checked plain when it was encoded
-            continue
-        try:
-            codec.encode_plain(resp)
-            clean.append(resp)
-        except (TypeError, ValueError) as exc:
-            log.error("response to request %s cannot be encoded: %s", resp.get("id"), exc)
-            error = InternalError("the response could not be encoded")
-            clean.append({"id": resp["id"], "error": error_to_plain(error)})
-    return protocol.encode_responses(leader, clean)
 
 
 async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
