@@ -218,17 +218,46 @@ async def test_lease_reads_on_a_cluster_with_read_leases_on(tmp_path: pathlib.Pa
         open_cluster(tmp_path, size=3, read_lease=True) as cluster,
         trio.open_nursery() as nursery,
     ):
-        leader = await cluster.wait_leader()
-        follower = cluster.followers()[0]
+        first = await cluster.wait_bound_leader()  # (the binding change makes peers redial)
+        conn = await Connection.open(nursery, cluster.client_address(first))
+        created, _ = await conn.request("workload.create", {"spec": WORKLOAD})
+        conn.close()
+
+        def leased() -> Node | None:
+            # The leader holding its lease, whichever node leads by then: on a loaded machine
+            # leadership may move after the start (CI of ac2f1a3 waited 30 s on a first
+            # leader's lease), and a node that no longer leads never holds one.
+            lead = cluster.leader()
+            return lead if lead is not None and lead.status().lease else None
+
+        try:
+            leader = await wait_until(leased, "a leader holding its lease")
+        except AssertionError as exc:
+            seen = {n.config.node_id: n.status() for n in cluster.running()}
+            raise AssertionError(
+                f"{exc}: "
+                + "; ".join(
+                    f"{nid} {st.role.value} term {st.term} leader {st.leader} lease {st.lease}"
+                    for nid, st in seen.items()
+                )
+            ) from None
+        follower = next(n for n in cluster.running() if n is not leader)
         to_leader = await Connection.open(nursery, cluster.client_address(leader))
         to_follower = await Connection.open(nursery, cluster.client_address(follower))
-        created, _ = await to_leader.request("workload.create", {"spec": WORKLOAD})
-        await wait_until(lambda: leader.status().lease, "the leader to hold its lease")
-        for conn in (to_leader, to_follower):  # a follower's is a linearizable read
-            got, _ = await conn.request("workload.get", {"id": created["id"]}, consistency="lease")
+        for c in (to_leader, to_follower):  # a follower's is a linearizable read
+            got, _ = await c.request("workload.get", {"id": created["id"]}, consistency="lease")
             assert got == created
-        got = await cluster.http(leader, "GET", f"/v1/workloads/{created['id']}?consistency=lease")
-        assert got.status == 200 and got.headers["x-univrs-consistency"] == "lease"
+
+        async def served_by_a_lease() -> bool:
+            lead = leased()
+            if lead is None:
+                return False
+            url = f"/v1/workloads/{created['id']}?consistency=lease"
+            got = await cluster.http(lead, "GET", url)
+            assert got.status == 200, got.body
+            return got.headers["x-univrs-consistency"] == "lease"
+
+        await wait_until(served_by_a_lease, "a REST read served by the leader's lease")
         to_leader.close()
         to_follower.close()
 
