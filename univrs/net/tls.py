@@ -31,10 +31,13 @@ import logging
 import os
 import pathlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import trio
+
+from univrs.net.address import join_host_port
 
 log = logging.getLogger("univrs.tls")
 
@@ -242,3 +245,34 @@ def check_loaded(files: TlsFiles) -> None:
         raise ValueError(f"bad TLS files ({files.cert}, {files.key}): {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read TLS files: {exc}") from None
+
+
+def node_connector(
+    connect: Callable[[str, int], Awaitable[trio.abc.Stream]],
+    tls: TlsContexts | None,
+    nid: str,
+) -> Callable[[str, int], Awaitable[trio.abc.Stream]]:
+    """How a raft link to ``nid`` opens its byte stream: ``connect`` (plain TCP) without TLS;
+    with it, a TLS stream whose peer certificate must name ``nid`` (anything else is refused
+    before the hello is sent). Moved here from univrs/net/transport.py in session 19."""
+    if tls is None:
+        return connect
+
+    async def connect_tls(host: str, port: int) -> trio.abc.Stream:
+        stream = await connect(host, port)
+        try:
+            secured = trio.SSLStream(stream, tls.client(), server_hostname=host)
+            await secured.do_handshake()
+            peer = identity_of(secured.getpeercert())
+            if peer is None or peer.node_id != nid:
+                named = peer.node_id if peer is not None else None
+                raise ConnectionRefusedError(
+                    f"TLS: the certificate at {join_host_port(host, port)} is for node "
+                    f"{named!r}, not {nid!r}"
+                )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return secured
+
+    return connect_tls

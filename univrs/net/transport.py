@@ -80,7 +80,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from univrs.net.address import join_host_port, split_host_port
+from univrs.net.address import split_host_port
 from univrs.net.backoff import Backoff
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello, encode_hello
 from univrs.net.inbound import (
@@ -103,7 +103,7 @@ from univrs.net.queue import PeerQueue
 from univrs.net.server import RouteHandler, WebSocketRouter
 from univrs.net.settings import TransportSettings
 from univrs.net.stats import PeerCounters, TransportStatistics
-from univrs.net.tls import TlsContexts, identity_of
+from univrs.net.tls import TlsContexts, node_connector
 from univrs.raft.messages import (
     AppendEntriesResponse,
     HeartbeatResponse,
@@ -547,7 +547,7 @@ class RaftTransport(RaftInbound):
             hello=self._hello_for(nid),
             settings=self.settings,
             encode=self.encode,
-            connector=self._connector_for(nid),
+            connector=node_connector(self.connector, self.tls, nid),
             backoff=Backoff(policy=self.settings.backoff, rng=self.rng),
             counters=self._counter(nid),
             on_rtt=self._observe_rtt,
@@ -564,32 +564,6 @@ class RaftTransport(RaftInbound):
             link.close()  # a fenced node dials nobody (``_fence``)
         if self._nursery is not None:
             self._nursery.start_soon(link.run)
-
-    def _connector_for(self, nid: NodeId) -> Connector:
-        """How the link to ``nid`` opens its byte stream: plain TCP, or TLS whose peer
-        certificate must name ``nid``."""
-        tls, connect = self.tls, self.connector
-        if tls is None:
-            return connect
-
-        async def connect_tls(host: str, port: int) -> trio.abc.Stream:
-            stream = await connect(host, port)
-            try:
-                secured = trio.SSLStream(stream, tls.client(), server_hostname=host)
-                await secured.do_handshake()
-                peer = identity_of(secured.getpeercert())
-                if peer is None or peer.node_id != nid:
-                    named = peer.node_id if peer is not None else None
-                    raise ConnectionRefusedError(
-                        f"TLS: the certificate at {join_host_port(host, port)} is for node "
-                        f"{named!r}, not {nid!r}"
-                    )
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-            return secured
-
-        return connect_tls
 
 
 @asynccontextmanager
