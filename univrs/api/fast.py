@@ -205,11 +205,16 @@ class _ClientConnection:
             if written:
                 self._outbox, self._queued = [], 0
                 self.wire.writes += 1
-                self._in_flight -= len(batch)
-                self._room.set()
-                self.budget.give(held)
+                self._sent(len(batch), held)
                 return
         self._wakeup.set()
+
+    def _sent(self, answers: int, held: int) -> None:
+        """``answers`` answers holding ``held`` bytes of the budget are written: their room
+        and their bytes are given back (the writer's and ``_answer_on_step``'s accounting)."""
+        self._in_flight -= answers
+        self._room.set()
+        self.budget.give(held)
 
     async def read_requests(self, nursery: trio.Nursery) -> None:
         self.max_size = self.service.node.config.max_payload_size
@@ -501,9 +506,7 @@ class _ClientConnection:
                             return
                 except ConnectionClosed:
                     return
-                self._in_flight -= len(batch)
-                self._room.set()
-                self.budget.give(held)
+                self._sent(len(batch), held)
 
 
 async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
