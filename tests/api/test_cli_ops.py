@@ -123,33 +123,34 @@ def test_cluster_status_is_a_health_check(tmp_path: pathlib.Path) -> None:
 
 def test_workloads_by_id_prefix_and_name(tmp_path: pathlib.Path) -> None:
     """Only the full id worked; now a unique prefix or a unique --name, and ambiguity says
-    what matches (exit 2)."""
+    what matches (exit 2). The fixed ids start with letters that are not hex digits, so the
+    generated id (hex) can never share their prefix."""
     with BackgroundCluster(tmp_path, size=1) as bg:
         env = {"UNIVRS_API": bg.apis[0]}
 
         def cli(*args: str) -> Result:
             return run(*args, env=env)
 
-        for wid, name in (("abc1", "web"), ("abd2", "web"), ("xyz9", "db")):
+        for wid, name in (("pqc1", "web"), ("pqd2", "web"), ("xyz9", "db")):
             made = cli("workload", "create", "--id", wid, "--name", name, "--image", "i")
             assert made.exit_code == 0, made.output
         auto = cli("workload", "create", "--name", "solo", "--image", "i", "--json")
         assert auto.exit_code == 0, auto.output
         auto_id = json.loads(auto.output)["id"]
 
-        assert "abc1" in cli("workload", "get", "abc").output
+        assert "pqc1" in cli("workload", "get", "pqc").output
         assert auto_id in cli("workload", "get", auto_id[:8]).output
-        ambiguous = cli("workload", "get", "ab")
+        ambiguous = cli("workload", "get", "pq")
         assert ambiguous.exit_code == 2, ambiguous.output
-        assert "matches 2 workloads: abc1 (web), abd2 (web)" in ambiguous.output
+        assert "matches 2 workloads: pqc1 (web), pqd2 (web)" in ambiguous.output
         by_name = cli("workload", "get", "--name", "db", "--json")
         assert by_name.exit_code == 0 and json.loads(by_name.output)["id"] == "xyz9"
         two = cli("workload", "get", "--name", "web")
-        assert two.exit_code == 2 and "abc1 (web), abd2 (web)" in two.output
+        assert two.exit_code == 2 and "pqc1 (web), pqd2 (web)" in two.output
         assert cli("workload", "get", "--name", "nope").exit_code == 1
         assert cli("workload", "get", "zzz").exit_code == 1
         assert cli("workload", "get").exit_code == 2
-        assert cli("workload", "get", "abc1", "--name", "web").exit_code == 2
+        assert cli("workload", "get", "pqc1", "--name", "web").exit_code == 2
         scaled = cli("workload", "scale", "xy", "3", "--json")
         assert scaled.exit_code == 0 and json.loads(scaled.output)["spec"]["replicas"] == 3
         assert cli("workload", "delete", "--name", "db").exit_code == 0
