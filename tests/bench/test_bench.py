@@ -257,6 +257,13 @@ def test_client_processes_get_their_share_of_clients_and_connections() -> None:
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
     assert bench.parse_args(["--read-nodes", "all"]).read_nodes == "all"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--client-procs", "two"])
+    # auto (the default): one worker per CPU the bench may use, as Go's GOMAXPROCS.
+    cpus = min(len(os.sched_getaffinity(0)), bench.MAX_CLIENT_PROCS)
+    assert bench.parse_args([]).client_procs == cpus
+    assert bench.parse_args(["--client-procs", "auto"]).client_procs == cpus
+    assert bench.parse_args(["--client-procs", "1"]).client_procs == 1
 
 
 _METRICS = """# HELP univrs_raft_is_leader 1 on the leader

@@ -16,7 +16,17 @@ def test_a_short_bench_run_writes_its_figures_and_checks_its_sample(
     tmp_path: pathlib.Path,
 ) -> None:
     out = tmp_path / "bench.json"
-    args = ["--clients", "1,16", "--duration", "0.5", "--repeat", "1", "--reads"]
+    args = [
+        "--clients",
+        "1,16",
+        "--duration",
+        "0.5",
+        "--repeat",
+        "1",
+        "--reads",
+        "--client-procs",
+        "1",
+    ]
     assert bench.main([*args, "--json", str(out), "--dir", str(tmp_path / "run")]) == 0
     result = json.loads(out.read_text())
     writes = result["univrs"]["writes"]

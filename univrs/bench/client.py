@@ -75,6 +75,19 @@ SETUP_ESTIMATE = 20.0  # seconds per client count for starting clusters and crea
 PHASES = ("writes", "reads", "lease-reads")
 
 
+def client_procs(text: str) -> int:
+    """``--client-procs``: a count, or ``auto`` for one worker process per CPU the bench may
+    use (at most ``MAX_CLIENT_PROCS``). The etcd load generator is one Go process whose
+    goroutines run on every CPU (GOMAXPROCS defaults to the CPU count); one Python process
+    runs its closed loops on one, so ``auto`` gives both sides the same cores."""
+    if text == "auto":
+        return max(1, min(MAX_CLIENT_PROCS, len(os.sched_getaffinity(0))))
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count or 'auto': {text!r}") from None
+
+
 def py_spy_available() -> bool:
     """Whether py-spy is installed (next to this Python, or on the PATH)."""
     return py_spy_command(0, pathlib.Path("x"))[0] != "py-spy" or bool(shutil.which("py-spy"))
@@ -385,10 +398,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--client-procs",
-        type=int,
-        default=1,
+        type=client_procs,
+        default="auto",
         metavar="N",
-        help="run the clients in N worker processes (1: in the bench's own process)",
+        help="run the clients in N worker processes (1: in the bench's own process; auto, the "
+        "default: one per CPU this process may use, as the Go load generator's GOMAXPROCS)",
     )
     parser.add_argument(
         "--write-answer",
