@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import socket
 
 import pytest
 
@@ -53,6 +54,40 @@ def test_the_etcd_side_runs_the_same_closed_loop(tmp_path: pathlib.Path) -> None
     # Stopped by PID: none of its members is left running.
     for pid in pids:
         assert not pathlib.Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+@pytest.mark.skipif(etcd.missing() is not None, reason=str(etcd.missing()))
+def test_etcd_starts_again_on_other_ports_when_a_picked_port_is_taken(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process bound a port between the pick and etcd's bind: the member exits at once
+    ("address already in use"); the cluster starts again on other ports instead of waiting out
+    the start's timeout and failing the run."""
+    cluster = etcd.EtcdCluster(tmp_path / "etcd")
+    taken = cluster.client_ports[1]
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        with cluster:
+            assert taken not in cluster.client_ports + cluster.peer_ports
+            assert cluster._healthy()
+            pids = list(cluster.pids.values())
+            assert len(pids) == 3
+    for pid in pids:
+        assert not pathlib.Path(f"/proc/{pid}").exists() or _zombie(pid)
+    err = capsys.readouterr().err
+    assert "address already in use" in err and "starting etcd again on other ports" in err
+
+
+def test_an_etcd_that_exits_for_another_reason_fails_the_start_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Not a taken port: no retry, the member's own last log line in the error."""
+    err = etcd.EtcdExited("etcd0", 1, '{"level":"fatal","msg":"bad flag"}')
+    assert not err.port_taken and "bad flag" in str(err)
+    taken = etcd.EtcdExited("etcd1", 1, "listen tcp 127.0.0.1:2380: bind: address already in use")
+    assert taken.port_taken
 
 
 def _zombie(pid: int) -> bool:

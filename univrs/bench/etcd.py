@@ -31,6 +31,7 @@ from typing import Any
 from univrs.bench.cpu import cpu_seconds
 from univrs.tools.devcluster import wait_for
 from univrs.tools.ports import free_ports
+from univrs.tools.started import last_line_of
 
 SOURCE = pathlib.Path(__file__).with_name("etcd_loadgen") / "main.go"
 GOPATH = "/usr/share/gocode"  # where golang-etcd-server-dev puts etcd's sources
@@ -78,6 +79,25 @@ def build_loadgen() -> pathlib.Path:
     return binary
 
 
+START_ATTEMPTS = 3  # starts of the etcd cluster on picked ports, each on other ports
+PORT_TAKEN = "address already in use"  # etcd's log when it cannot bind a listen URL
+
+
+class EtcdExited(RuntimeError):
+    """An etcd member exited while its cluster started (``code``; ``line``: its log's last
+    line)."""
+
+    def __init__(self, name: str, code: int | None, line: str) -> None:
+        super().__init__(f"{name} exited at start (code {code}): {line or '(no log)'}")
+        self.code = code
+        self.line = line
+
+    @property
+    def port_taken(self) -> bool:
+        """It could not bind a listen URL: another process holds that port."""
+        return PORT_TAKEN in self.line
+
+
 class EtcdCluster:
     """A local etcd cluster of ``size`` members under ``folder``; a context manager that stops
     its processes (by PID) on exit."""
@@ -85,10 +105,13 @@ class EtcdCluster:
     def __init__(self, folder: pathlib.Path, size: int = 3) -> None:
         self.folder = folder
         self.size = size
-        ports = free_ports(2 * size)
-        self.client_ports = ports[:size]
-        self.peer_ports = ports[size:]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
+        ports = free_ports(2 * self.size)
+        self.client_ports = ports[: self.size]
+        self.peer_ports = ports[self.size :]
 
     @property
     def endpoints(self) -> list[str]:
@@ -123,6 +146,15 @@ class EtcdCluster:
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         wait_for(self._healthy, timeout, "a healthy etcd cluster", every=0.2)
 
+    def _raise_if_exited(self) -> None:
+        """An etcd that exited while the cluster starts: ``EtcdExited`` with its log's last
+        line, instead of waiting out the start's timeout."""
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                raise EtcdExited(
+                    f"etcd{i}", p.returncode, last_line_of(self.folder / f"etcd{i}.log")
+                )
+
     def leader(self) -> str | None:
         """The member whose ``/metrics`` says ``etcd_server_is_leader 1`` (named as in
         ``pids``), or None when not exactly one does."""
@@ -140,6 +172,7 @@ class EtcdCluster:
         return leaders[0] if len(leaders) == 1 else None
 
     def _healthy(self) -> bool:
+        self._raise_if_exited()
         for port in self.client_ports:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
@@ -162,12 +195,24 @@ class EtcdCluster:
                 p.wait()
 
     def __enter__(self) -> EtcdCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self.start()
+                return self
+            except EtcdExited as exc:
+                self.stop()
+                if not exc.port_taken or attempt == START_ATTEMPTS:
+                    raise
+                # Another process bound a picked port between the pick and etcd's bind (the
+                # univrs side's remedy, univrs/tools/started.py): again on other ports.
+                print(f"bench: {exc}; starting etcd again on other ports", file=sys.stderr)
+                self.procs = []
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self._pick_ports()
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -34,6 +34,7 @@ from univrs.tools.polling import wait_for
 __all__ = [
     "START_ATTEMPTS",
     "NodeExited",
+    "last_line_of",
     "last_log_line",
     "raise_if_port_taken",
     "start_fresh",
@@ -94,8 +95,13 @@ class LocalCluster(Protocol):
 def last_log_line(node: NodeProc) -> str:
     """The last non-empty line of a node's log ("" when it has none); reads only its tail (the
     waits of ``LocalCluster`` ask this of every exited node on each poll)."""
+    return last_line_of(node.log_path)
+
+
+def last_line_of(path: pathlib.Path) -> str:
+    """The last non-empty line of a log file ("" when it has none or cannot be read)."""
     try:
-        with open(node.log_path, "rb") as f:
+        with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, 2) - TAIL_BYTES))
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
