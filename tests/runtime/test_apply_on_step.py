@@ -20,7 +20,6 @@ import trio.testing
 from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_until
 from univrs.raft.messages import Entry, EntryKind
 from univrs.raft.ready import Role
-from univrs.runtime.applier import Applier
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import TICK, Applied
 from univrs.runtime.step import APPLY_ON_STEP_BYTES, StepLoop
@@ -211,9 +210,6 @@ class _Applier:
     def enqueue(self, entries: tuple[Entry, ...]) -> None:
         self.ways.append("loop")
 
-    def hold(self, entries: tuple[Entry, ...]) -> None:
-        self.ways.append("held")
-
 
 def _busy_follower(waiting: int) -> tuple[Any, _Applier]:
     """The parts of a follower's runtime ``apply_committed`` reads: a persistent state, a
@@ -225,8 +221,7 @@ def _busy_follower(waiting: int) -> tuple[Any, _Applier]:
     runtime = SimpleNamespace(
         state_backend=_OnDisk(),
         _batches=SimpleNamespace(open=[]),
-        _writer=SimpleNamespace(idle=False, reports_soon=False),
-        _reads={},
+        _writer=SimpleNamespace(idle=False),
         core=SimpleNamespace(role=lambda: Role.FOLLOWER),
         _applier=applier,
         _applied_on_step=0,
@@ -234,7 +229,6 @@ def _busy_follower(waiting: int) -> tuple[Any, _Applier]:
         inbox=SimpleNamespace(sender=send, receiver=receive),
     )
     runtime._more_waiting = lambda: StepLoop._more_waiting(cast(Any, runtime))
-    runtime._may_hold_apply = lambda: StepLoop._may_hold_apply(cast(Any, runtime))
     return runtime, applier
 
 
@@ -250,119 +244,3 @@ def test_a_busy_follower_leaves_its_commit_to_the_apply_loop_under_load() -> Non
     StepLoop.apply_committed(busy, entries)
     assert (idle_applier.ways, busy_applier.ways) == (["step"], ["loop"])
     assert idle._applied_on_step == 7 and busy._applied_on_step == 0
-
-
-def test_a_follower_holds_its_commit_while_the_write_its_step_started_is_in_flight() -> None:
-    # Issue 14, s20-one: the follower's write of append N+1 goes to the writer's thread on
-    # the step that also commits N; applying N there kept the GIL from the thread (it started
-    # staging only after the step: the ack 0.3 ms later). With that write in flight (its
-    # completion will come: ``reports_soon``) and nothing else waiting, the commit is held for
-    # the completion. Not with events waiting (under load the apply loop batches), not with
-    # a ReadIndex read waiting on the applied index, not on a leader. Fails without the hold.
-    entries = (Entry(index=7, term=1, kind=EntryKind.NORMAL, data=b"x"),)
-    ways = []
-    for waiting, reads, role in (
-        (0, {}, Role.FOLLOWER),
-        (1, {}, Role.FOLLOWER),
-        (0, {3: object()}, Role.FOLLOWER),
-        (0, {}, Role.LEADER),
-    ):
-        runtime, applier = _busy_follower(waiting)
-        runtime._writer.reports_soon = True
-        runtime._reads = reads
-        runtime.core = SimpleNamespace(role=lambda role=role: role)
-        StepLoop.apply_committed(runtime, entries)
-        ways.append(applier.ways)
-        assert runtime._applied_on_step == (7 if applier.ways == ["step"] else 0)
-    assert ways == [["held"], ["loop"], ["step"], ["loop"]]
-
-
-def _bare_applier(idle: bool) -> tuple[Any, list[object]]:
-    """An ``Applier``'s queueing parts, its applies on the caller recorded."""
-    here: list[object] = []
-    applier = SimpleNamespace(
-        _idle=idle,
-        _queue=collections.deque(),
-        _held=[],
-        _wakeup=trio.Event(),
-        applied_index=0,
-    )
-
-    def apply_here(entries: tuple[Entry, ...]) -> None:
-        here.extend(e.index for e in entries)
-        applier.applied_index = entries[-1].index
-
-    applier._apply_here = apply_here
-    applier._queue_held = lambda: Applier._queue_held(cast(Any, applier))
-    return applier, here
-
-
-def test_held_commits_apply_before_anything_handed_in_after_them() -> None:
-    # The order of applies is the order of commits: while a commit is held (``hold``), a
-    # later one may not apply on the step (``apply_now`` refuses), and a later one queued
-    # for the loop, or a snapshot to restore, queues the held ones first. Fails if
-    # ``apply_now`` or ``enqueue``/``enqueue_install`` ignored the held commits.
-    def entry(i: int) -> tuple[Entry, ...]:
-        return (Entry(index=i, term=1, kind=EntryKind.NORMAL, data=b"x"),)
-
-    applier, here = _bare_applier(idle=True)
-    Applier.hold(cast(Any, applier), entry(5))
-    assert not Applier.apply_now(cast(Any, applier), entry(6))
-    Applier.enqueue(cast(Any, applier), entry(6))
-    assert [batch[0].index for batch in applier._queue] == [5, 6] and not here
-    assert Applier.apply_held(cast(Any, applier)) is None  # nothing held any more
-
-    applier, here = _bare_applier(idle=True)
-    Applier.hold(cast(Any, applier), entry(5))
-    install = object()
-    Applier.enqueue_install(cast(Any, applier), cast(Any, install))
-    assert list(applier._queue) == [entry(5), install]
-
-    # The completion: applied on its callback when the loop waits with nothing queued ...
-    applier, here = _bare_applier(idle=True)
-    Applier.hold(cast(Any, applier), entry(5))
-    Applier.hold(cast(Any, applier), entry(6))
-    assert Applier.apply_held(cast(Any, applier)) == 6 and here == [5, 6]
-    assert Applier.apply_now(cast(Any, applier), entry(7)) and here == [5, 6, 7]
-    # ... else queued behind the loop's work (older than them), for the loop to report.
-    applier, here = _bare_applier(idle=False)
-    Applier.hold(cast(Any, applier), entry(5))
-    assert Applier.apply_held(cast(Any, applier)) is None
-    assert list(applier._queue) == [entry(5)] and applier._wakeup.is_set() and not here
-
-
-async def test_followers_apply_held_commits_from_their_writes_completions(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    # The whole path: one write at a time, persistent states; each follower holds commits
-    # (the append's step started the next write) and applies them from the completion,
-    # never through the apply loop; every node ends with every write applied and its status
-    # saying so.
-    cluster, leader, queued = await counted_cluster(nursery)
-    held: dict[str, int] = {}  # per node: writer completions that found commits held
-    for node_id, runtime in cluster.runtimes.items():
-        runtime.state_backend = _OnDisk()
-        writer = runtime._writer
-        held[node_id] = 0
-
-        def counting(
-            node_id: str = node_id, runtime: RaftRuntime = runtime, inner: Any = writer.after_write
-        ) -> None:
-            held[node_id] += runtime._applier.holding
-            inner()
-
-        writer.after_write = counting
-    for i in range(10):
-        response = await leader.propose(create(f"h{i}"))
-        assert not isinstance(response, Failure), response
-    await settled(cluster, leader)
-    followers = [n for n in cluster.runtimes if n != leader.node_id]
-    assert all(held[n] >= 5 for n in followers) and held[leader.node_id] == 0, held
-    assert all(queued[n] == [] for n in followers), queued
-    last = leader.status().last_index
-    await wait_until(
-        lambda: all(r.status().applied == last for r in cluster.runtimes.values()),
-        "every node's status says it applied the leader's log",
-    )
-    for runtime in cluster.runtimes.values():
-        assert all(runtime.sm.get_workload(f"h{i}") for i in range(10)), runtime.node_id

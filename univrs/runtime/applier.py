@@ -124,11 +124,6 @@ class Applier:
     # While entries apply (their proposers' waiters filled), what to call once they are
     # applied, in the same step (``at_end``); None between applies.
     _ending: list[Callable[[], None]] | None = attrs.field(default=None, init=False)
-    # Committed entries held back by the driver (``hold``) until its storage writer's write in
-    # flight completes (``apply_held``). Invariant: newer than everything in ``_queue`` (every
-    # way in, ``enqueue``, ``enqueue_install``, ``apply_now``, takes them first), so the order
-    # of applies is the order of commits.
-    _held: list[tuple[Entry, ...]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.applied_index = self.view.core.status().applied
@@ -136,43 +131,9 @@ class Applier:
         self.watch_hub.reset(self.sm.revision)
 
     def enqueue(self, entries: tuple[Entry, ...]) -> None:
-        """Committed entries to apply, after everything queued or held before."""
-        self._queue_held()
+        """Committed entries to apply, after everything queued before."""
         self._queue.append(entries)
         self._wakeup.set()
-
-    def hold(self, entries: tuple[Entry, ...]) -> None:
-        """Committed entries to apply after everything queued or held before, but not before
-        ``apply_held`` (or any later work) is handed in: a follower's small commit that came
-        with the append whose write its step just handed to the storage writer's thread
-        waits for that write's completion, so that the thread does not wait for the GIL
-        while the loop applies (step.py ``apply_committed``; issue 14, s20-one)."""
-        self._held.append(entries)
-
-    @property
-    def holding(self) -> bool:
-        return bool(self._held)
-
-    def apply_held(self) -> int | None:
-        """Apply the held entries now, on the caller's task or callback, if the loop waits
-        with nothing queued, and return the new applied index (the caller reports it); else
-        queue them for the loop (None). Nothing held: None."""
-        if not self._held:
-            return None
-        entries = tuple(e for batch in self._held for e in batch)
-        self._held.clear()
-        if self._idle and not self._queue:
-            self._apply_here(entries)
-            return self.applied_index
-        self._queue.append(entries)
-        self._wakeup.set()
-        return None
-
-    def _queue_held(self) -> None:
-        if self._held:
-            self._queue.extend(self._held)
-            self._held.clear()
-            self._wakeup.set()
 
     def enqueue_install(self, install: SnapshotInstall, durable: trio.Event | None = None) -> None:
         """A snapshot from the leader to restore, after everything queued before (the storage
@@ -181,7 +142,6 @@ class Applier:
         got ahead of the durable log would be refused at the next start)."""
         if durable is not None:
             self._durable[id(install)] = durable
-        self._queue_held()
         self._queue.append(install)
         self._wakeup.set()
 
@@ -215,12 +175,8 @@ class Applier:
         """Apply ``entries`` at once, on the caller's task (the driver's step), if the loop
         waits with nothing queued; False if they must be queued instead. The caller reports
         the new ``applied_index`` to the core itself (no ``Applied`` event)."""
-        if not self._idle or self._queue or self._held:
+        if not self._idle or self._queue:
             return False
-        self._apply_here(entries)
-        return True
-
-    def _apply_here(self, entries: tuple[Entry, ...]) -> None:
         self._ending = []
         try:
             with self.sm.batch():
@@ -230,6 +186,7 @@ class Applier:
         finally:
             self._ended()  # (a filled waiter's answer is due even if a later entry failed)
         self.after_apply()
+        return True
 
     async def run(self) -> None:
         """Apply whatever is queued, in order, until cancelled."""

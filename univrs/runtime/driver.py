@@ -229,7 +229,6 @@ class RaftRuntime(StepLoop):
             observe_fsync=self.metrics.fsync_seconds.observe,
             in_thread=self.write_in_thread,
             install=self.storage.save_snapshot,
-            after_write=self._apply_held,
         )
         self._applier = Applier(
             sm=sm,

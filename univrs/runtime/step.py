@@ -434,16 +434,9 @@ class StepLoop:
         # (s18-fixed: the apply loop's step per write on every follower), when nothing else
         # waits for the driver: under load the loop applies what several steps committed in
         # one state transaction, as before. The state's transaction never waits for the log's
-        # flush (its own environment, not synced). But while that write's thread waits for the
-        # GIL to stage it, an apply here delays its fsync, and the ack with it (s20-one: the
-        # thread started after the step ended, 0.5 ms after the hand-off): then the commit is
-        # held until the write completes and applied after its acks (``_apply_held``).
-        small = sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
-        if small and not self._batches.open and self._may_hold_apply():
-            self._applier.hold(entries)
-            return
+        # flush (its own environment, not synced).
         if (
-            small
+            sum(len(e.data) for e in entries) <= APPLY_ON_STEP_BYTES
             and not self._batches.open
             and (
                 self.state_backend is MEMORY_STATE
@@ -455,36 +448,6 @@ class StepLoop:
             self._applied_on_step = self._applier.applied_index
             return
         self._applier.enqueue(entries)
-
-    def _may_hold_apply(self) -> bool:
-        """May a small commit wait for the storage writer's write in flight (a follower whose
-        step handed it to the writer's thread, nothing else waiting for the driver, no
-        ReadIndex read waiting on the applied index)? Its completion applies it
-        (``_apply_held``), one fsync later at most."""
-        return (
-            self._writer.reports_soon
-            and self.core.role() is Role.FOLLOWER
-            and not self._reads
-            and not self._more_waiting()
-        )
-
-    def _apply_held(self) -> None:
-        """The storage writer's completion (after the write's acks and report): apply the
-        commits held back while it was in flight, here if the apply loop waits with nothing
-        queued (else the loop does), and leave the report for the driver's next step as the
-        apply loop's is left (``_applied_later``); the driver is woken when it may not wait."""
-        index = self._applier.apply_held()
-        if index is None or self._applied_later(index):
-            return
-        self._applied_later_index = max(self._applied_later_index, index)
-        if not self._wake_sent:
-            try:
-                self.inbox.sender.send_nowait(_WAKE)
-                self._wake_sent = True
-            except trio.WouldBlock:
-                pass  # a full inbox: the driver steps soon, and takes the report first
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # shutting down
 
     def read_ready(self, ctx: int, index: int) -> None:
         read = self._reads.pop(ctx, None)

@@ -23,9 +23,7 @@ completion back to the Trio loop (``TrioToken.run_sync_soon``), where, in this o
 3. the ``Persisted`` report goes to the driver (``on_persisted``, synchronous: the driver
    keeps it and is woken, unless it is a follower's report that may wait for its next step:
    step.py ``_on_persisted``);
-4. the next item of the queue starts at once;
-5. ``after_write``: the driver applies the commits it held back while the write was in
-   flight (step.py ``_apply_held``; issue 14, s20-one), after the acks are on their way.
+4. the next item of the queue starts at once.
 
 Nothing of this runs before the call that made the state durable has returned: an ack, a vote
 grant or a persisted report never precedes its fsync (tests/runtime/test_writer.py holds the
@@ -189,9 +187,6 @@ class StorageWriter:
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
-    # Called on the Trio loop after each completed write (its acks sent, its report given,
-    # the next item started): step.py ``_apply_held``.
-    after_write: Callable[[], None] = lambda: None
     _queue: WriteQueue[StorageTask] = attrs.field(factory=WriteQueue)
     _token: trio.lowlevel.TrioToken | None = attrs.field(default=None, init=False)
     _worker: _Worker | None = attrs.field(default=None, init=False)
@@ -364,7 +359,6 @@ class StorageWriter:
             self.writes += 1
             self._written(merged)
             self._next()
-            self.after_write()
 
     def _written(self, merged: MergedWrite) -> None:
         """``merged`` is durable: the queue learns it, then the acks go, then the report."""
