@@ -204,3 +204,26 @@ async def test_args_changed_after_queueing_fail_their_requests_not_the_connectio
     assert [r["id"] for frame in ws.frames for r in cbor2.loads(frame)] == [rid2]
     conn._take(protocol.encode_responses("n1", [{"id": rid2, "ok": {"id": "v"}}]))
     assert waiter2.done and waiter2.result()["ok"] == {"id": "v"}
+
+
+async def test_args_changed_after_queueing_fail_only_their_request(
+    nursery: trio.Nursery,
+) -> None:
+    """A caller that breaks its ``args`` after queueing them fails alone: another caller's good
+    request queued in the same batch still goes out (s20-review: the writer's encoding error
+    failed every request of the batch with ``InvalidArgument``)."""
+    ws = Recorder()
+    conn = Connection(address="rec:1", hello=ServerHello(node="n1", leader="n1", members={}))
+    args: dict[str, Any] = {"spec": {"name": "w"}}
+    _, bad = conn.queue("workload.create", args)
+    rid2, good = conn.queue("workload.create", {"spec": {"name": "v"}})
+    args["spec"]["later"] = object()  # before the writer runs: both are in one batch
+    nursery.start_soon(conn._writer, ws)  # type: ignore[arg-type]
+    await trio.testing.wait_all_tasks_blocked()
+    assert bad.done
+    with pytest.raises(InvalidArgument, match="cannot be encoded"):
+        bad.result()
+    assert not good.done
+    assert [r["id"] for frame in ws.frames for r in cbor2.loads(frame)] == [rid2]
+    conn._take(protocol.encode_responses("n1", [{"id": rid2, "ok": {"id": "v"}}]))
+    assert good.done and good.result()["ok"] == {"id": "v"}

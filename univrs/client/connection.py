@@ -313,9 +313,21 @@ class Connection:
             frame = outbox.encode_plain_requests(live)  # checked by ``plain_request``
         except (TypeError, ValueError, cbor2.CBOREncodeError) as exc:
             # A caller changed its ``args`` after queueing them (checked then): those
-            # requests fail, the connection and the other callers carry on.
+            # requests fail, the connection and the other callers carry on (each request
+            # encoded alone: another caller's good one in this batch still goes).
+            good = []
             for r in live:
-                self._fail(r["id"], InvalidArgument(f"request cannot be encoded: {exc}"))
+                try:
+                    outbox.encode_plain_requests([r])
+                except (TypeError, ValueError, cbor2.CBOREncodeError) as alone:
+                    self._fail(r["id"], InvalidArgument(f"request cannot be encoded: {alone}"))
+                else:
+                    good.append(r)
+            if len(good) == len(live):  # (none fails alone: never expected) all fail
+                for r in live:
+                    self._fail(r["id"], InvalidArgument(f"request cannot be encoded: {exc}"))
+            elif good:
+                await self._send_batch(wire, good)
             return
         if len(frame) > self.max_frame:
             if len(live) == 1:
