@@ -31,8 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import attrs
-
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory
 from univrs.raft.messages import (
@@ -45,6 +43,7 @@ from univrs.raft.messages import (
     RequestVoteResponse,
     SnapshotMeta,
 )
+from univrs.raft.native import mypyc_attr
 from univrs.raft.progress import Progress
 from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderLease, LeaderReads
 from univrs.raft.ready import RaftConfig, ReadState, Role, SnapshotInstall, SoftState
@@ -55,7 +54,7 @@ SnapshotCheck = Callable[[SnapshotMeta, bytes], "str | None"]
 """Decides whether a received snapshot can be restored: None if so, else the reason why not."""
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NodeBase:
     """Fields of a Raft node (set by RaftNode.__init__), role changes and shared helpers."""
 
