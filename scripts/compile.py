@@ -30,7 +30,9 @@ from univrs.compiled import MANIFEST, source_hash  # noqa: E402
 
 # native.py's run-time ``mypyc_attr`` is the ``else`` of ``if TYPE_CHECKING``, which mypyc
 # compiles as unreachable code (it raises when run): it stays interpreted.
-INTERPRETED = {"univrs/raft/native.py"}
+# sm/tables.py's abstract tables are subclassed by the storage layer's LMDB tables (interpreted):
+# compiled, they would be native classes that "interpreted classes cannot inherit from".
+INTERPRETED = {"univrs/raft/native.py", "univrs/sm/tables.py"}
 
 
 def _modules(package: str) -> list[str]:
