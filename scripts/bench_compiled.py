@@ -8,12 +8,15 @@ build; the pairs alternate which one goes first. Workloads, each timed with
 - ``sim``: ``--seeds`` simulator seeds from seed 1, 5 nodes (the real core, simulated world);
   every child also reports a digest of the seeds' statistics, which must be equal in both
   builds (the same seeds take the same course: compiled code changes no decision).
+- ``core``: the Raft core alone (tests/raft/harness.py's in-memory cluster): 300 batches of
+  64 proposals replicated and committed on 3 nodes; the nodes' status and the harness's
+  transcript are digested.
 - ``apply``: ``scripts/bench_apply_phases.py`` (a follower's apply of keyed scale writes: the
   state machine, µs per command), its ``total``.
 
 Prints each workload's medians and the ratio compiled/interpreted, and one JSON line.
 
-    .venv/bin/python scripts/bench_compiled.py [--pairs 5] [--seeds 8] [--workload sim,apply]
+    .venv/bin/python scripts/bench_compiled.py [--pairs 5] [--seeds 8] [--workload core,sim,apply]
 """
 
 from __future__ import annotations
@@ -48,13 +51,38 @@ def child_sim(seeds: int) -> None:
     print(json.dumps({"value": cpu, "unit": "s CPU", "digest": digest, "compiled": active()}))
 
 
+def child_core(rounds: int) -> None:
+    """The core alone: tests/raft/harness.py's in-memory 3-node cluster (network and disks are
+    lists), ``rounds`` batches of 64 proposals each replicated, committed and applied."""
+    sys.path.insert(0, str(ROOT / "tests" / "raft"))
+    from harness import Cluster
+
+    from univrs.compiled import active
+
+    cluster = Cluster.bootstrap(["n1", "n2", "n3"])
+    cluster.elect("n1")
+    t0 = time.process_time()
+    for i in range(rounds):
+        cluster.propose_many("n1", [b"w%d" % (64 * i + j) for j in range(64)])
+        cluster.stabilize()
+        if i % 8 == 7:
+            cluster.tick_all(3, deliver=True)
+    cpu = time.process_time() - t0
+    state = repr([cluster.status(n) for n in sorted(cluster.nodes)]) + repr(cluster.transcript)
+    digest = hashlib.sha256(state.encode()).hexdigest()[:16]
+    print(json.dumps({"value": cpu, "unit": "s CPU", "digest": digest, "compiled": active()}))
+
+
 def run_child(workload: str, compiled: Path | None, seeds: int) -> dict[str, object]:
     env = dict(os.environ)
     env.pop("UNIVRS_COMPILED", None)
+    env["PYTHONHASHSEED"] = "0"  # the digests include sets' reprs (member order)
     if compiled is not None:
         env["UNIVRS_COMPILED"] = str(compiled)
     if workload == "sim":
         cmd = [sys.executable, __file__, "--child-sim", str(seeds)]
+    elif workload == "core":
+        cmd = [sys.executable, __file__, "--child-core", str(300)]
     else:
         cmd = [sys.executable, str(ROOT / "scripts" / "bench_apply_phases.py"), "--repeats", "3"]
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
@@ -73,12 +101,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--workload", default="sim,apply")
+    parser.add_argument("--workload", default="core,sim,apply")
     parser.add_argument("--build", type=Path, default=ROOT / "build" / "mypyc")
     parser.add_argument("--child-sim", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-core", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_sim is not None:
         child_sim(args.child_sim)
+        return
+    if args.child_core is not None:
+        child_core(args.child_core)
         return
     summary: dict[str, object] = {"pairs": args.pairs, "seeds": args.seeds}
     for workload in args.workload.split(","):

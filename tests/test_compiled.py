@@ -115,8 +115,10 @@ def _can_compile() -> str | None:
 
 @pytest.mark.slow
 def test_the_compiled_core_runs_seeds_as_the_interpreted_one(tmp_path: Path) -> None:
-    """Builds the default set (the Raft core) and runs three simulator seeds both ways: the
-    seeds' statistics (every leader, commit, read, message) are the same."""
+    """Builds the default set (the Raft core) and runs three simulator seeds both ways, and
+    the core alone on an in-memory cluster (20 batches): the seeds' statistics (leaders,
+    commits, reads, messages) and the nodes' status with the harness's transcript are the
+    same."""
     why = _can_compile()
     if why is not None:
         pytest.skip(f"cannot build with mypyc here: {why}")
@@ -127,18 +129,19 @@ def test_the_compiled_core_runs_seeds_as_the_interpreted_one(tmp_path: Path) -> 
         check=True,
         capture_output=True,
     )
-    digests = {}
-    for mode in ("0", str(build)):
-        env = {**os.environ, "UNIVRS_COMPILED": mode}
-        out = subprocess.run(
-            [sys.executable, "scripts/bench_compiled.py", "--child-sim", "3"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        doc = json.loads(out.stdout.strip().splitlines()[-1])
-        assert doc["compiled"] == (mode != "0")
-        digests[mode] = doc["digest"]
-    assert digests["0"] == digests[str(build)]
+    for child in (["--child-sim", "3"], ["--child-core", "20"]):
+        digests = {}
+        for mode in ("0", str(build)):
+            env = {**os.environ, "UNIVRS_COMPILED": mode, "PYTHONHASHSEED": "0"}
+            out = subprocess.run(
+                [sys.executable, "scripts/bench_compiled.py", *child],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            doc = json.loads(out.stdout.strip().splitlines()[-1])
+            assert doc["compiled"] == (mode != "0")
+            digests[mode] = doc["digest"]
+        assert digests["0"] == digests[str(build)], child
