@@ -13,6 +13,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "univrs"
 PURE = ["raft", "sm"]
 ALLOWED_THIRD_PARTY = {"attrs", "sortedcontainers"}
+# Imported for the type checker only (under ``if TYPE_CHECKING:``), never at run time:
+# mypyc's class marker (univrs/raft/native.py).
+TYPE_CHECKING_ONLY = {"mypy_extensions"}
 # Standard-library modules that would bring I/O, wall-clock time or global randomness.
 FORBIDDEN_STDLIB = {
     "time",
@@ -46,11 +49,35 @@ def imported_modules(path: pathlib.Path) -> list[str]:
     return names
 
 
+def type_checking_imports(path: pathlib.Path) -> set[str]:
+    """The modules imported inside an ``if TYPE_CHECKING:`` block."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for stmt in node.body:
+                names.update(imported_modules_of(stmt))
+    return names
+
+
+def imported_modules_of(tree: ast.AST) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
 def violations(package: str, root: pathlib.Path = ROOT) -> list[str]:
     bad = []
     for path in sorted((root / package).rglob("*.py")):
+        typing_only = type_checking_imports(path)
         for name in imported_modules(path):
             top = name.split(".")[0]
+            if top in TYPE_CHECKING_ONLY and name in typing_only:
+                continue
             if name == "random":
                 # Only the type, for an injected RNG, is allowed: `import random` is refused
                 # because `random.random()` is the global, seedless generator.

@@ -25,13 +25,15 @@ The rule: a layer calls only methods of its own layer or of the layers below it,
 down the chain; there are no placeholder methods for a sibling to fill in. A call that would
 have to go up the chain means the callee belongs lower (mypy reports it as a missing
 attribute). The fields are declared here once, with their invariants beside them.
+
+Each layer carries ``@mypyc_attr(allow_interpreted_subclasses=True)`` (native.py): run from
+the sources, a slotted attrs class (``attrs.define(eq=False, init=False, repr=False)``);
+compiled by ``scripts/compile``, a mypyc native class (docs/performance.md, Round 20).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import attrs
 
 from univrs.raft.log import RaftLog
 from univrs.raft.membership import ConfigHistory
@@ -45,6 +47,7 @@ from univrs.raft.messages import (
     RequestVoteResponse,
     SnapshotMeta,
 )
+from univrs.raft.native import mypyc_attr
 from univrs.raft.progress import Progress
 from univrs.raft.read_only import ApplyWait, ForwardedReads, LeaderLease, LeaderReads
 from univrs.raft.ready import RaftConfig, ReadState, Role, SnapshotInstall, SoftState
@@ -55,7 +58,7 @@ SnapshotCheck = Callable[[SnapshotMeta, bytes], "str | None"]
 """Decides whether a received snapshot can be restored: None if so, else the reason why not."""
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NodeBase:
     """Fields of a Raft node (set by RaftNode.__init__), role changes and shared helpers."""
 

@@ -17,14 +17,13 @@ batch arrives (where the apply would delay its acknowledgement: measured, docs/p
 
 from __future__ import annotations
 
-import attrs
-
 from univrs.raft.base import NodeBase
 from univrs.raft.messages import COMMIT_NOTICE_CTX, Heartbeat, NodeId
+from univrs.raft.native import mypyc_attr
 from univrs.raft.progress import Progress, ProgressState
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CommitNoticeLayer(NodeBase):
     """Commit-only heartbeats to followers (see the module docstring; layers: base.py)."""
 

@@ -40,21 +40,20 @@ A snapshot at or below our commit index is acknowledged without installing.
 
 from __future__ import annotations
 
-import attrs
-
 from univrs.raft.leader import LeaderLayer
 from univrs.raft.messages import (
     InstallSnapshot,
     InstallSnapshotResponse,
     SnapshotMeta,
 )
+from univrs.raft.native import mypyc_attr
 from univrs.raft.progress import ProgressState
 from univrs.raft.ready import Role, SnapshotInstall
 from univrs.raft.senders import REFUSED_SNAPSHOT_DATA, REFUSED_SNAPSHOT_SIZE
 from univrs.raft.snapshot import AckOutcome, Snapshot, SnapshotData, SnapshotReceiver
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SnapshotLayer(LeaderLayer):
     """Snapshots, compaction, InstallSnapshot receiving (module docstring; layers: base.py)."""
 

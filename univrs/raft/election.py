@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import attrs
-
 from univrs.raft.follower import FollowerLayer
 from univrs.raft.messages import (
     AppendEntries,
@@ -34,11 +32,12 @@ from univrs.raft.messages import (
     RequestVote,
     RequestVoteResponse,
 )
+from univrs.raft.native import mypyc_attr
 from univrs.raft.quorum import VoteResult, vote_result
 from univrs.raft.ready import Role
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ElectionLayer(FollowerLayer):
     """Election behaviour of RaftNode (see the module docstring; layers: base.py)."""
 

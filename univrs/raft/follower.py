@@ -8,14 +8,13 @@ of an append they cover is skipped, which also makes appends below a compacted p
 
 from __future__ import annotations
 
-import attrs
-
 from univrs.raft.compaction import SnapshotLayer
 from univrs.raft.messages import AppendEntries, AppendEntriesResponse
+from univrs.raft.native import mypyc_attr
 from univrs.raft.ready import Role
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FollowerLayer(SnapshotLayer):
     """Follower-side log handling of RaftNode (module docstring; layers: base.py)."""
 

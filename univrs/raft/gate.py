@@ -23,8 +23,6 @@ Nothing here changes the term, log, commit or role: a refused message is never a
 
 from __future__ import annotations
 
-import attrs
-
 from univrs.raft.election import ElectionLayer
 from univrs.raft.messages import (
     AppendEntries,
@@ -36,6 +34,7 @@ from univrs.raft.messages import (
     RequestVote,
     RequestVoteResponse,
 )
+from univrs.raft.native import mypyc_attr
 from univrs.raft.ready import Role
 from univrs.raft.senders import (
     REFUSED_ENTRY,
@@ -81,7 +80,7 @@ def _later_term_data(msg: Message) -> bool:
     return False
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class GateLayer(ElectionLayer):
     """Admission of messages: the term bound, the sender rule, vouches (module docstring)."""
 

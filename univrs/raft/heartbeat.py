@@ -21,16 +21,15 @@ is committed (``_prune_progress``).
 
 from __future__ import annotations
 
-import attrs
-
 from univrs.raft.messages import Heartbeat, NodeId
+from univrs.raft.native import mypyc_attr
 from univrs.raft.progress import Progress, ProgressState
-from univrs.raft.quorum import has_quorum, majority, quorum_index
+from univrs.raft.quorum import has_quorum, majority, quorum_value
 from univrs.raft.read_only import PendingRead, WaitingRead
 from univrs.raft.snapshot_stream import SnapshotStreamLayer
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HeartbeatLayer(SnapshotStreamLayer):
     """Heartbeats, CheckQuorum and ReadIndex rounds of a leader (see the module docstring)."""
 
@@ -75,12 +74,9 @@ class HeartbeatLayer(SnapshotStreamLayer):
     def _quorum_active(self) -> bool:
         """CheckQuorum: did a quorum of voters answer since the last check? Resets the marks."""
         progress = self._progress
-
-        def active(v: NodeId) -> bool:
-            pr = progress.get(v)
-            return v == self.id or (pr is not None and pr.recent_active)
-
-        ok = has_quorum(self._configs.current.voters, active)
+        active = {peer for peer, pr in progress.items() if pr.recent_active}
+        active.add(self.id)
+        ok = has_quorum(self._configs.current.voters, active.__contains__)
         for pr in progress.values():
             pr.recent_active = False
         return ok
@@ -140,7 +136,8 @@ class HeartbeatLayer(SnapshotStreamLayer):
         if need >= len(candidates):
             self._broadcast_heartbeat()
             return
-        candidates.sort(key=lambda v: (-reads.acked_round(v), not progress[v].recent_active))
+        keys = {v: (-reads.acked_round(v), not progress[v].recent_active) for v in candidates}
+        candidates.sort(key=keys.__getitem__)
         ctx = reads.round
         if cfg.read_lease:
             # A quorum's answers to this round start a lease from now, as a broadcast's do:
@@ -251,11 +248,13 @@ class HeartbeatLayer(SnapshotStreamLayer):
 
     def _confirm_reads(self) -> None:
         reads = self._leader_reads
-
-        def acked(v: NodeId) -> int:
-            return reads.round if v == self.id else reads.acked_round(v)
-
-        quorum_round = quorum_index(self._configs.current.voters, acked)
+        self_id = self.id
+        quorum_round = quorum_value(
+            [
+                reads.round if v == self_id else reads.acked_round(v)
+                for v in self._configs.current.voters
+            ]
+        )
         if self.config.read_lease:
             self._lease_quorum_acked(quorum_round)
         for r in reads.pop_confirmed(quorum_round):

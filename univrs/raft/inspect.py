@@ -5,17 +5,16 @@ read the fields of the layers below; nothing here changes the node.
 
 from __future__ import annotations
 
-import attrs
-
 from univrs.raft.gate import GateLayer
 from univrs.raft.messages import AppendEntriesResponse, HardState, Message, NodeId
-from univrs.raft.quorum import quorum_index
+from univrs.raft.native import mypyc_attr
+from univrs.raft.quorum import quorum_value
 from univrs.raft.ready import PeerStatus, Role, Status
 
 __all__ = ["InspectLayer"]
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InspectLayer(GateLayer):
     """The node's status and invariant check (see the module docstring)."""
 
@@ -78,11 +77,10 @@ class InspectLayer(GateLayer):
             return False
         if self._role is Role.LEADER:
             self_id = self.id
-
-            def match(node: NodeId) -> int:  # what _maybe_commit counts, once reported
-                return index if node == self_id else self._match_of(node)
-
-            if quorum_index(self._configs.current.voters, match) > self._commit:
+            voters = self._configs.current.voters  # what _maybe_commit counts, once reported
+            if quorum_value([index if v == self_id else self._match_of(v) for v in voters]) > (
+                self._commit
+            ):
                 return False
         elif self._role is not Role.FOLLOWER:
             return False
@@ -125,12 +123,10 @@ class InspectLayer(GateLayer):
         core's own asserts.
         """
         # Messages are built only for a check that fails: this runs after every step.
-        out: list[str] = []
+        broken: list[str] = []
+        bad = broken.append  # no closure: mypyc compiles this module (scripts/compile)
         log = self._log
         last = log.last_index
-
-        def bad(what: str) -> None:
-            out.append(f"{self.id}: {what} ({self!r})")
 
         if self._durable_term > self._term:
             bad(f"durable term {self._durable_term} > term")
@@ -156,7 +152,7 @@ class InspectLayer(GateLayer):
         if self._role is not Role.LEADER:
             if self._progress:
                 bad("a non-leader keeps replication progress")
-            return out
+            return self._described(broken)
         if self._vote != self.id:
             bad(f"leader voted for {self._vote} in its own term")
         if log.last_term != self._term:
@@ -169,4 +165,8 @@ class InspectLayer(GateLayer):
                 bad(f"{peer}: match {pr.match} next {pr.next}")
             if pr.match > last:
                 bad(f"{peer}: match {pr.match} beyond last index {last}")
-        return out
+        return self._described(broken)
+
+    def _described(self, broken: list[str]) -> list[str]:
+        """``problems()``'s answers: each broken invariant with the node that broke it."""
+        return [f"{self.id}: {what} ({self!r})" for what in broken]

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attrs
-
 from univrs.errors import NotLeader, ProposalDropped
 from univrs.raft.heartbeat import HeartbeatLayer
 from univrs.raft.messages import (
@@ -37,12 +35,13 @@ from univrs.raft.messages import (
     NodeId,
     TimeoutNow,
 )
+from univrs.raft.native import mypyc_attr
 from univrs.raft.progress import Inflights, Progress, ProgressState
-from univrs.raft.quorum import quorum_index
+from univrs.raft.quorum import quorum_index, quorum_value
 from univrs.raft.ready import Role
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LeaderLayer(HeartbeatLayer):
     """Leader-side behaviour of RaftNode (see the module docstring; layers: base.py)."""
 
@@ -432,12 +431,10 @@ class LeaderLayer(HeartbeatLayer):
         if index <= pr.match:
             return True  # match stays: no commit, no notice (the window frees nothing needed)
         src = msg.src
-
-        def match(node: NodeId) -> int:  # what _maybe_commit counts once it is stepped
-            return index if node == src else self._match_of(node)
-
         commit = self._commit
-        if quorum_index(self._configs.current.voters, match) > commit:
+        # What _maybe_commit counts once it is stepped.
+        voters = self._configs.current.voters
+        if quorum_value([index if v == src else self._match_of(v) for v in voters]) > commit:
             return False
         known = min(commit, index)
         return known <= pr.commit_sent or self._commit_notice_can_wait(pr, known)

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attrs
-
 from univrs.errors import CommitPending, NotLeader, ProposalDropped
 from univrs.raft.base import SnapshotCheck
 from univrs.raft.gate import MAX_TERM
@@ -64,6 +62,7 @@ from univrs.raft.messages import (
     TimeoutNow,
     encode_membership,
 )
+from univrs.raft.native import mypyc_attr
 from univrs.raft.read_only import (
     ApplyWait,
     ForwardedRead,
@@ -86,7 +85,7 @@ _FROM_LEADER = (AppendEntries, Heartbeat, InstallSnapshot)
 __all__ = ["MAX_TERM", "RaftNode"]
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RaftNode(InspectLayer):
     """One Raft member: feed it events, collect ``ready()`` batches, read ``status()``.
 

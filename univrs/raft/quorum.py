@@ -23,9 +23,14 @@ def quorum_index(voters: Collection[NodeId], index_of: Callable[[NodeId], int]) 
     Used for the commit index (values are match indexes) and for ReadIndex rounds (values are
     the latest acknowledged round). With no voters nothing can be agreed on: 0.
     """
-    if not voters:
+    return quorum_value([index_of(v) for v in voters])
+
+
+def quorum_value(values: list[int]) -> int:
+    """``quorum_index`` over the voters' values already listed (one per voter; 0 if none)."""
+    if not values:
         return 0
-    values = sorted((index_of(v) for v in voters), reverse=True)
+    values.sort(reverse=True)
     return values[majority(len(values)) - 1]
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import collections
 import zlib
-from typing import Protocol
+from typing import Final, Protocol
 
 import attrs
 
@@ -98,9 +98,9 @@ class Chunk:
 class AckOutcome:
     """What a response meant to the sender (plain constants, compared by identity)."""
 
-    IGNORED = "ignored"  # stale or duplicate: nothing changed
-    PROGRESS = "progress"  # more bytes confirmed, or a rewind: send what the window allows
-    DONE = "done"  # the follower installed the snapshot (or already had its entries)
+    IGNORED: Final = "ignored"  # stale or duplicate: nothing changed
+    PROGRESS: Final = "progress"  # more bytes confirmed, or a rewind: send what the window allows
+    DONE: Final = "done"  # the follower installed the snapshot (or already had its entries)
 
 
 @attrs.define(eq=False)

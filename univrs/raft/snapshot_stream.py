@@ -13,15 +13,14 @@ snapshot was stored again.
 
 from __future__ import annotations
 
-import attrs
-
 from univrs.raft.commit_notice import CommitNoticeLayer
 from univrs.raft.messages import InstallSnapshot, NodeId
+from univrs.raft.native import mypyc_attr
 from univrs.raft.progress import Progress
 from univrs.raft.snapshot import Snapshot, SnapshotSender, SnapshotUnreadable
 
 
-@attrs.define(eq=False, init=False, repr=False)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SnapshotStreamLayer(CommitNoticeLayer):
     """Snapshot streaming to peers (see the module docstring; layers: base.py)."""
 
