@@ -9,8 +9,7 @@ import gc
 import pathlib
 import weakref
 from collections import Counter
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import trio
@@ -26,13 +25,11 @@ from tests.api.helpers import WORKLOAD, open_cluster, wait_until
 from univrs import codec
 from univrs.api import fast
 from univrs.api.batcher import FrameWait
-from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.inline import InlineFrames
 from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.client.wire import Wire
 from univrs.net import wsdirect
-from univrs.runtime.applier import Applier
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.waiter import Waiter
 from univrs.server.node import Node
@@ -142,81 +139,6 @@ async def test_an_answer_the_socket_would_not_take_whole_goes_to_the_writer(
     monkeypatch.setattr(wsdirect, "_room", lambda sock: 0)
     steps = await _twenty_writes(tmp_path)
     assert _writer_steps(steps) >= 20, steps
-
-
-def _through_the_loop(monkeypatch: pytest.MonkeyPatch, every: int = 0) -> Counter[str]:
-    """Commits the driver would apply on its step go to the apply loop instead: all of them,
-    or (``every`` > 0) all but every ``every``-th. Counts where each apply went."""
-    ways: Counter[str] = Counter()
-    real = Applier.apply_now
-
-    def apply_now(self: Applier, entries: Any) -> bool:
-        ways["asked"] += 1
-        if every and ways["asked"] % every == 0 and real(self, entries):
-            ways["step"] += 1
-            return True
-        ways["loop"] += 1
-        return False
-
-    monkeypatch.setattr(Applier, "apply_now", apply_now)
-    return ways
-
-
-async def test_an_answer_is_written_from_the_apply_loops_step_after_its_report(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Writes applied by the apply loop (large commits, many clients; here every commit):
-    with the writer asleep their answers are written from the loop's step once its
-    ``Applied`` report is handed over (issue 14, round 20), the writer does not step for
-    them. Before: one writer step per frame (20)."""
-    ways = _through_the_loop(monkeypatch)
-    steps = await _twenty_writes(tmp_path)
-    assert ways["loop"] >= 20 and not ways["step"], ways
-    assert _writer_steps(steps) <= 4, steps
-
-
-async def test_a_loop_applied_answer_the_socket_would_not_take_whole_goes_to_the_writer(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same through the apply loop, the socket's buffer short: the writer sends every
-    answer, in order, once each (``_twenty_writes`` checks them)."""
-    _through_the_loop(monkeypatch)
-    monkeypatch.setattr(wsdirect, "_room", lambda sock: 0)
-    steps = await _twenty_writes(tmp_path)
-    assert _writer_steps(steps) >= 20, steps
-
-
-async def test_answers_keep_their_order_under_mixed_step_and_loop_applies(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One connection pipelining one-write frames while commits apply on the driver's step
-    and in the apply loop by turns: every write is answered once, and in the order the writes
-    applied (their log indexes never go down: responses come in completion order, and
-    none is written before the state it reports is applied)."""
-    ways = _through_the_loop(monkeypatch, every=2)
-    async with open_cluster(tmp_path, size=1) as cluster:
-        (node,) = cluster.running()
-        async with await _hello(node) as ws:
-            await _with_workload(ws)
-            indexes: list[int] = []
-            ids: list[int] = []
-            next_id = 1
-            for burst in (1, 1, 3, 1, 8, 2, 1, 16, 1, 4):
-                for _ in range(burst):
-                    await ws.send_message(codec.encode_plain([_scale(next_id, next_id % 5 + 1)]))
-                    next_id += 1
-                got = 0
-                with trio.fail_after(30):
-                    while got < burst:
-                        _, responses = protocol.decode_responses(await ws.get_message())
-                        for r in responses:
-                            assert "ok" in r, r
-                            ids.append(r["id"])
-                            indexes.append(r["meta"]["index"])
-                        got += len(responses)
-    assert sorted(ids) == list(range(1, next_id)), ids
-    assert indexes == sorted(indexes), indexes
-    assert ways["step"] and ways["loop"], ways
 
 
 def _never_filled(monkeypatch: pytest.MonkeyPatch) -> list[Waiter[Any]]:
@@ -492,51 +414,3 @@ async def test_a_bug_serving_an_inline_frame_answers_internal_and_the_node_carri
             assert {a["error"]["code"] for a in failed.values()} == {"internal"}, failed
             await ws.send_message(codec.encode_plain([{**create, "id": 2}]))
             assert "ok" in (await _answers(ws, 1))[2]
-
-
-async def test_a_closing_connection_leaves_its_answers_to_the_writer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """At the end of an apply (the driver's step or the apply loop's), a connection whose
-    nursery is cancelled (closing: its client gone, or dropped) writes nothing from that step,
-    even while its writer still looks asleep: the answers stay queued for the writer, which
-    meets the cancellation. Fails without the check (the frame written from the step)."""
-    written: list[bytes] = []
-
-    def write_whole(ws: Any, frame: bytes) -> bool:
-        written.append(frame)
-        return True
-
-    monkeypatch.setattr(wsdirect, "write_whole_nowait", write_whole)
-    status = SimpleNamespace(leader="n1")
-    runtime = SimpleNamespace(view=SimpleNamespace(last_status=lambda: status))
-    service = SimpleNamespace(node=SimpleNamespace(runtime=runtime))
-    budget = AnswerBudget(AnswerPool(limit=100_000))
-
-    def connection() -> fast._ClientConnection:
-        conn = fast._ClientConnection(
-            ws=cast(Any, object()),
-            service=cast(Any, service),
-            remote="test",
-            scope=trio.CancelScope(),
-            budget=budget,
-            wire=cast(Any, SimpleNamespace(writes=0)),
-        )
-        conn.inline.sleep = trio.CancelScope()  # its writer asleep
-        conn._in_flight = 1
-        return conn
-
-    def settle(self: InlineFrames) -> None:  # a filled frame's answer, rendered
-        conn = cast(Any, self.wake).__self__
-        conn._send([{"id": 1, "ok": None}])
-
-    monkeypatch.setattr(InlineFrames, "settle", settle)
-
-    open_conn = connection()
-    open_conn._answer_on_step()
-    assert len(written) == 1 and open_conn._in_flight == 0  # (the harness writes when open)
-    closing = connection()
-    closing.scope.cancel()
-    closing._answer_on_step()
-    assert len(written) == 1  # nothing more written from the step
-    assert closing._wakeup.is_set() and closing._in_flight == 1

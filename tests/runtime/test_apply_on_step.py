@@ -244,33 +244,3 @@ def test_a_busy_follower_leaves_its_commit_to_the_apply_loop_under_load() -> Non
     StepLoop.apply_committed(busy, entries)
     assert (idle_applier.ways, busy_applier.ways) == (["step"], ["loop"])
     assert idle._applied_on_step == 7 and busy._applied_on_step == 0
-
-
-async def test_a_callback_at_the_end_of_a_loop_apply_runs_after_its_applied_report(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    # Issue 14, round 20: a proposer's waiter may ask, while the apply loop fills it, for a
-    # call at the end of that apply (``at_apply_end``: a connection answering its writes
-    # without waking its writer); the loop makes it in the same task step, once the chunk's
-    # ``Applied`` report is handed to the driver, and the state is applied by then. Before:
-    # refused (``at_apply_end`` False) outside the driver's step.
-    cluster, leader, queued = await counted_cluster(nursery)
-    reports = queued[leader.node_id]
-    seen: list[tuple[str, list[int], int]] = []
-    (waiter,), _ = leader.propose_together_nowait([too_big("big")])
-
-    def at_end() -> None:
-        task = trio.lowlevel.current_task().name
-        seen.append((task, list(reports), leader._applier.applied_index))
-
-    asked: list[bool] = []
-    waiter.notify(lambda: asked.append(leader.at_apply_end(at_end)))
-    await waiter.wait()
-    await settled(cluster, leader)
-    index = leader.status().last_index
-    assert asked == [True]
-    assert reports == [index]  # the loop applied it
-    ((task, reported, applied),) = seen
-    assert task.endswith("Applier.run") and reported == [index] and applied == index, seen
-    # Between applies nothing is taken: a waiter filled elsewhere is told False.
-    assert leader.at_apply_end(at_end) is False

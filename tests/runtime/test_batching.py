@@ -298,27 +298,3 @@ def test_the_gather_rule_a_lone_proposer_goes_at_once_and_a_pause_ends_a_gather(
     off.applied(core.last, 0.004)
     off.gather(0.004)
     assert not off.gathering(0.004)
-
-
-def test_proposers_back_before_the_apply_report_is_taken_end_the_gather() -> None:
-    """Issue 14, round 20: the apply loop writes a batch's answers right after handing the
-    driver its report, so under load the driver may take the report in the same step as
-    requests those answers brought back (the report first: one inbox). The gather counts the
-    open batch as it was when the batch left the flight, so the returning proposers end it
-    as soon as all are back. Fails with the open batch counted at the gather (they were
-    counted twice: the batch waited for the pause, half its span)."""
-    core, pending = _Core(), PendingProposals[Any]()
-    batches = ProposalBatches(max_gather=0.05)
-    batches.open.extend(_proposal() for _ in range(3))
-    batches.flush(core, pending, lambda n: False, 0.0)  # type: ignore[arg-type]
-    assert batches.batches == 1
-    batches.open.append(_proposal())  # one more writer waits behind the batch in flight
-    batches.applied(core.last, 0.010)  # the report, taken in the same step as ...
-    batches.open.extend(_proposal() for _ in range(2))  # ... two of the three already back
-    batches.released = False
-    batches.gather(0.010)
-    assert batches.gathering(0.010)  # one still to come (3 + the one that waited: 4 + 1 = 5)
-    batches.open.append(_proposal())  # the third
-    assert not batches.gathering(0.011)
-    batches.flush(core, pending, lambda n: False, 0.011)  # type: ignore[arg-type]
-    assert (batches.batches, batches.open) == (2, [])

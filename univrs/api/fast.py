@@ -10,10 +10,9 @@ order they came. On the leader, a frame made only of writes is served by the rea
 no task of its own (``_start_inline``, s16-api): the writes are checked, built and handed to the
 runtime in the reader's step (``ApiService.start_writes``), their waiters tell the writer when
 the driver's step fills them, and the writer renders and sends their answers, or answers a write
-at its deadline (univrs/api/inline.py); when the writer sleeps, the step that applied the write
-(the driver's, or the apply loop's once its ``Applied`` report is handed over) renders and
-writes the answers itself if the socket takes the frame whole at once (``_answer_on_step``,
-issue 14 rounds 19 and 20). Any other frame starts *one task per
+at its deadline (univrs/api/inline.py); when the writer sleeps and the write applied on the
+driver's step, that step renders and writes the answers itself if the socket takes the frame
+whole at once (``_answer_on_step``, issue 14 round 19). Any other frame starts *one task per
 frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts the
 frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it stops
 reading, which back-pressures the client through TCP. The frame's task answers malformed
@@ -158,10 +157,9 @@ class _ClientConnection:
 
     def _wake(self) -> None:
         """An inline frame's waiter was filled (in the step that applied its write). With the
-        writer idle, the answers are settled and written at the end of that apply, in that
-        step (``_answer_on_step``: on the driver's step for a small commit, one client; in the
-        apply loop after its ``Applied`` report for a large one, many clients); else the
-        writer is woken to do it."""
+        writer idle and the write applied on the driver's step (a small commit: one client),
+        the answers are settled and written at the end of that apply, in that step
+        (``_answer_on_step``); else the writer is woken to do it."""
         if self._on_step:
             return
         if (
@@ -182,15 +180,10 @@ class _ClientConnection:
         requests in flight). Anything else (the writer woke meanwhile, the frame too big, the
         socket's buffer short, a closing connection) is handed to the writer, as before
         (issue 14, round 19: one task step and one scheduling round less per write at one
-        client; round 20: a writer's step less per connection and batch at many)."""
+        client)."""
         self._on_step = False
         inline = self.inline
-        if (
-            inline.sleep is None
-            or self._wakeup.is_set()
-            or self._outbox
-            or self.scope.cancel_called  # closing: its writer meets that (nothing written)
-        ):
+        if inline.sleep is None or self._wakeup.is_set() or self._outbox:
             self._wakeup.set()
             return
         self._answering = True

@@ -4,10 +4,10 @@
 Theory of operation. On the leader, a frame made only of writes is checked, built and handed
 to the runtime by the connection's reader itself, in the step that decoded it
 (``ApiService.start_writes``); what is left is a ``FrameWait`` (univrs/api/batcher.py) per
-frame. Nothing awaits it: each of its waiters calls ``filled`` when the apply fills it (an
-append and an event set, nothing else: it runs inside the apply), which wakes the
-connection's writer (or, the writer asleep, has ``settle`` run at the end of that apply, in
-its step: univrs/api/fast.py ``_answer_on_step``); the writer
+frame. Nothing awaits it: each of its waiters calls ``filled`` when the driver's step fills
+it (an append and an event set, nothing else: it runs inside the apply), which wakes the
+connection's writer (or, the writer asleep and the apply on the driver's step, has
+``settle`` run at the end of that apply: univrs/api/fast.py ``_answer_on_step``); the writer
 calls ``settle``, which answers the writes whose waiters are
 filled (rendering them there, as the frame's task did, with the same rules: ``FrameWait
 .settle``) and those whose deadline passed (``expired``, their waiters failed). To wake at the
@@ -94,7 +94,7 @@ class InlineFrames:
         return heap[0][0] if heap else math.inf
 
     def _filled_one(self, inline: _Inline) -> None:
-        """A waiter of ``inline`` was filled (in the step of an apply): cheap, never raising."""
+        """A waiter of ``inline`` was filled (in the driver's step): cheap, never raising."""
         if not inline.queued:
             inline.queued = True
             self._filled.append(inline)

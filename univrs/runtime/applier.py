@@ -14,9 +14,7 @@ a restart replaying its log) has hundreds of them queued at once; 512 entries be
 checkpoints were seconds of CPU with no ping or heartbeat answered (docs/state-at-scale.md,
 "Ninth increment"). A small commit may instead apply on the driver's step (``apply_now``,
 only while this loop waits with nothing queued, so the order holds; the driver reports it to
-the core itself). A callback a proposer's waiter asked for at the end of the apply
-(``at_end``: a connection answering its writes from that step) runs there, or here once the
-chunk's ``Applied`` report is handed to the driver. The proposal outcomes:
+the core itself). The proposal outcomes:
 
 * the state machine's response, when the proposal's own entry (same index and term) applies;
 * ``ProposalDropped`` when the entry applied at its index has another term: its own entry
@@ -124,7 +122,7 @@ class Applier:
     _idle: bool = attrs.field(default=False, init=False)  # the loop waits for work
     _durable: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
     # While entries apply (their proposers' waiters filled), what to call once they are
-    # applied, in the step that applied them (``at_end``); None between applies.
+    # applied, in the same step (``at_end``); None between applies.
     _ending: list[Callable[[], None]] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -152,16 +150,13 @@ class Applier:
         return self._config_terms.get(index)
 
     def at_end(self, fn: Callable[[], None]) -> bool:
-        """Call ``fn`` once the entries being applied now are applied, in the step that
-        applies them (True); False when none are (a waiter failed elsewhere, or filled while
-        the apply loop awaits). For a proposer's waiter callback that wants to act on its
-        answer without a task step of its own (univrs/api/fast.py ``_answer_on_step``). On
-        the driver's step (``apply_now``) ``fn`` runs at the end of the apply; in the apply
-        loop, once the chunk's ``Applied`` report is handed to the driver (issue 14, round
-        20: the report first, which the driver's next batch waits for, then the answers'
-        rendering and writing; a chunk's report awaited at a checkpoint runs them when it
-        returns, before the next chunk applies). ``fn`` must not raise; one that does is
-        logged as the bug it is."""
+        """Call ``fn`` once the entries being applied on the driver's step now (``apply_now``)
+        are applied, in this same step (True); False when none are (a waiter filled by the
+        apply loop, or failed elsewhere). For a proposer's waiter callback that wants to act
+        on its answer without a task step of its own (univrs/api/fast.py ``_answer_on_step``).
+        Not in the apply loop: there (large commits, many clients) the answers' rendering and
+        writing would come before the loop's ``Applied`` report, which the driver's next
+        batch waits for. ``fn`` must not raise; one that does is logged as the bug it is."""
         ending = self._ending
         if ending is None:
             return False
@@ -170,7 +165,11 @@ class Applier:
 
     def _ended(self) -> None:
         ending, self._ending = self._ending, None
-        _call_each(ending or ())
+        for fn in ending or ():
+            try:
+                fn()
+            except Exception:  # a bug in the caller's callback: not the apply's to die of
+                log.exception("a callback at the end of an apply failed")
 
     def apply_now(self, entries: tuple[Entry, ...]) -> bool:
         """Apply ``entries`` at once, on the caller's task (the driver's step), if the loop
@@ -204,39 +203,29 @@ class Applier:
                 entries = [e for e in item if e.index > self.applied_index]
                 at = 0
                 while at < len(entries):
-                    # What to call once this chunk's report is handed over (``at_end``: the
-                    # answers of the writes it applies), whatever happens after the apply.
-                    ending: list[Callable[[], None]] = []
-                    self._ending = ending
+                    # One batch per chunk: a persistent state commits it in one transaction
+                    # with its applied index, before anything else runs (no await inside).
+                    done, until = 0, trio.current_time() + APPLY_CHUNK_SECONDS
+                    with self.sm.batch():
+                        while at < len(entries) and done < APPLY_CHUNK:
+                            done += self._apply_one(entries[at])
+                            at += 1
+                            if trio.current_time() >= until:
+                                break
+                    report = Applied(self.applied_index)
+                    if at < len(entries) or self._queue:
+                        await self.events.send(report)  # a checkpoint between chunks
+                        continue
+                    # The last chunk of the work queued now: no checkpoint of its own, for the
+                    # wait for more work just below ends this step anyway (a checkpoint here
+                    # cost every apply a second scheduling round of this task: issue 14,
+                    # round 16). A full inbox is waited for, as ``send`` does.
+                    if self.applied_later(report.index):
+                        continue
                     try:
-                        # One batch per chunk: a persistent state commits it in one transaction
-                        # with its applied index, before anything else runs (no await inside).
-                        done, until = 0, trio.current_time() + APPLY_CHUNK_SECONDS
-                        with self.sm.batch():
-                            while at < len(entries) and done < APPLY_CHUNK:
-                                done += self._apply_one(entries[at])
-                                at += 1
-                                if trio.current_time() >= until:
-                                    break
-                        self._ending = None  # (nothing filled while awaiting below joins it)
-                        report = Applied(self.applied_index)
-                        if at < len(entries) or self._queue:
-                            await self.events.send(report)  # a checkpoint between chunks
-                            continue
-                        # The last chunk of the work queued now: no checkpoint of its own, for
-                        # the wait for more work just below ends this step anyway (a checkpoint
-                        # here cost every apply a second scheduling round of this task: issue
-                        # 14, round 16). A full inbox is waited for, as ``send`` does.
-                        if self.applied_later(report.index):
-                            continue
-                        try:
-                            self.events.send_nowait(report)
-                        except trio.WouldBlock:
-                            await self.events.send(report)
-                    finally:
-                        self._ending = None
-                        _call_each(ending)  # after the report (a filled waiter's answer is
-                        # due even if a later entry failed, as on the driver's step)
+                        self.events.send_nowait(report)
+                    except trio.WouldBlock:
+                        await self.events.send(report)
                 self.after_apply()
 
     async def _restore(self, install: SnapshotInstall) -> None:
@@ -346,15 +335,6 @@ class Applier:
                 )
             self.metrics.proposals_dropped.inc(len(proposals))
         return work
-
-
-def _call_each(fns: Sequence[Callable[[], None]]) -> None:
-    """Call each of ``fns`` (``Applier.at_end``'s callbacks), in order."""
-    for fn in fns:
-        try:
-            fn()
-        except Exception:  # a bug in the caller's callback: not the apply's to die of
-            log.exception("a callback at the end of an apply failed")
 
 
 def _observe_commits(histogram: Histogram, proposals: Sequence[Propose]) -> None:

@@ -22,8 +22,7 @@ back a client round trip ``R`` later to wait in the open batch for all of B's co
 acknowledgement per follower, a commit notice, a client frame each way, about ten task
 wake-ups per node), so two half batches cost nearly twice one whole one. So when a batch
 applies, the open batch *gathers*: it goes once it holds as many proposals as the applied batch
-answered plus what it held when that batch left the flight (everyone is back: some may be back
-before the driver takes the apply's report, round 20), or once ``gather`` has passed (at most the
+answered plus what it held then (everyone is back), or once ``gather`` has passed (at most the
 applied batch's own commit time ``L``, and at most ``max_gather`` seconds), whichever comes
 first; and once no proposal arrived for half of that span since the gather began or
 the open batch last grew (waiting for stragglers costs every proposal of the batch their
@@ -82,12 +81,6 @@ class ProposalBatches:
     )
     # An Applied report of the current driver step completed a batch in flight.
     released: bool = attrs.field(default=False, init=False)
-    # The open batch's size when the first batch released in this step left the flight:
-    # the proposals that waited behind it ("what it held then"), counted before any of its
-    # answered proposers can be back in it (their answers may be written before the driver
-    # takes the report: the apply loop's, issue 14 round 20; the report comes first on the
-    # inbox, before any request those answers bring).
-    _held_at_release: int = attrs.field(default=0, init=False)
     # Proposers answered by the batches released in this step, and the longest of their
     # commit times (proposed -> applied here).
     _returning: int = attrs.field(default=0, init=False)
@@ -108,8 +101,6 @@ class ProposalBatches:
         in_flight, flights = self.in_flight, self._flights
         while in_flight and in_flight[0] <= index:
             in_flight.popleft()  # that batch applied: room for the open one
-            if not self.released:
-                self._held_at_release = len(self.open)
             self.released = True
             if flights:
                 count, proposed = flights.popleft()
@@ -126,7 +117,7 @@ class ProposalBatches:
         span = min(took, self.max_gather)
         self._gather_until = now + span
         self._gather_pause = span / GATHER_PAUSE_PARTS
-        self._gather_for = returning + min(self._held_at_release, len(self.open))
+        self._gather_for = returning + len(self.open)
         self._grew_at, self._grew_to = now, len(self.open)
 
     @property

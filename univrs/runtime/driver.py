@@ -315,9 +315,8 @@ class RaftRuntime(StepLoop):
         return self._applier.config_term(index)
 
     def at_apply_end(self, fn: Callable[[], None]) -> bool:
-        """Call ``fn`` right after the entries being applied now are applied, in the step
-        that applies them (the driver's, or the apply loop's once its ``Applied`` report is
-        handed over); False when none are (``Applier.at_end``).
+        """Call ``fn`` right after the entries being applied on the driver's step now are
+        applied, in that same step; False when none are (``Applier.at_end``).
         For a proposer's waiter callback (a fast-protocol connection answering its writes
         without waking its writer: univrs/api/fast.py). ``fn`` must not raise."""
         return self._applier.at_end(fn)
