@@ -24,7 +24,13 @@ from univrs.errors import UnivrsError
 SAMPLE_KEYS = 4  # keys whose operations are recorded and checked, per write measurement
 SAMPLE_OPS = 1000  # recorded operations per sampled key at most
 SAMPLE_MIN_CLIENTS = 16  # below this many clients no sample (its reader would skew the load)
-SAMPLE_READ_PAUSE = 0.01  # seconds between two reads of a sampled reader (light load)
+# Seconds between two reads of a sampled reader. Each read is a linearizable read on its own
+# (a ReadIndex round of its own on the leader: about 0.6 ms of the leader's CPU, as a lone
+# client's read); at 0.01 s the four readers made ~400 of them a second, a quarter of a core
+# on the leader, and the 64-client write figures of session 20 lost a third to the sample
+# (docs/performance.md, "scripts/bench --compare-etcd at the end of session 20"). At 0.05 s:
+# at most ~80 a second, and still several writes of the key between two reads.
+SAMPLE_READ_PAUSE = 0.05
 CHECK_TIMEOUT = 20.0  # seconds for the checker per sample
 
 
