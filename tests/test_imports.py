@@ -39,14 +39,7 @@ FORBIDDEN_STDLIB = {
 
 
 def imported_modules(path: pathlib.Path) -> list[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append(node.module)
-    return names
+    return imported_modules_of(ast.parse(path.read_text(), filename=str(path)))
 
 
 def type_checking_imports(path: pathlib.Path) -> set[str]:
