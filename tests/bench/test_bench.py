@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 from typing import Any, cast
 
 import pytest
@@ -401,3 +402,37 @@ def test_the_nodes_metrics_give_proposals_per_batch_and_syncs_per_node() -> None
     assert figures["syncs"] == {"n1": 58, "n2": 50}
     idle = window_figures({"n1": node(3, 9, 1)}, {"n1": node(3, 9, 1)})
     assert idle["proposals_per_batch"] is None
+
+
+def test_the_load_generator_is_go_where_it_can_be_built_and_python_otherwise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--loadgen auto`` (the default) picks the Go worker when it can be built, else the
+    Python workers; ``--loadgen go`` on a machine that cannot build it is refused with what
+    to install, before any cluster starts."""
+    monkeypatch.setattr(bench, "go_worker_missing", lambda: None)
+    assert bench.parse_args([]).loadgen == "go"
+    assert bench.parse_args(["--loadgen", "go"]).loadgen == "go"
+    assert bench.parse_args(["--loadgen", "python"]).loadgen == "python"
+    lacking = "Go sources missing (Debian: apt-get install golang-github-gorilla-websocket-dev)"
+    monkeypatch.setattr(bench, "go_worker_missing", lambda: lacking)
+    assert bench.parse_args([]).loadgen == "python"
+    assert bench.parse_args(["--loadgen", "python"]).loadgen == "python"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--loadgen", "go"])
+    assert "golang-github-gorilla-websocket-dev" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--loadgen", "rust"])
+
+
+def test_a_go_program_names_what_the_machine_lacks_to_build_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from univrs.bench import gobuild
+
+    if shutil.which("go") is not None:
+        why = gobuild.missing({"example.invalid/none": "golang-none-dev"})
+        assert why is not None and "golang-none-dev" in why
+    monkeypatch.setattr("univrs.bench.gobuild.shutil.which", lambda _name: None)
+    why = gobuild.missing({})
+    assert why is not None and "golang-go" in why

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from univrs.bench import client as bench
-from univrs.bench import etcd
+from univrs.bench import etcd, workers
 
 
 def test_a_short_bench_run_writes_its_figures_and_checks_its_sample(
@@ -27,6 +27,8 @@ def test_a_short_bench_run_writes_its_figures_and_checks_its_sample(
         "--reads",
         "--client-procs",
         "1",
+        "--loadgen",
+        "python",
     ]
     assert bench.main([*args, "--json", str(out), "--dir", str(tmp_path / "run")]) == 0
     result = json.loads(out.read_text())
@@ -90,13 +92,38 @@ def test_an_etcd_that_exits_for_another_reason_fails_the_start_at_once(
     assert taken.port_taken
 
 
-def _zombie(pid: int) -> bool:
-    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+@pytest.mark.skipif(
+    workers.go_worker_missing() is not None, reason=str(workers.go_worker_missing())
+)
+def test_the_go_worker_runs_the_same_loads_and_its_sample_checks(tmp_path: pathlib.Path) -> None:
+    """``--loadgen go``: the closed loops run in one Go process (univrs_loadgen/main.go) that
+    speaks the Python worker's protocol, answers with the same histogram, and sends the same
+    requests (keyed writes through sessions, linearizable and lease reads); the
+    linearizability sample's writers and readers stay in the bench's process beside it."""
+    out = tmp_path / "bench.json"
+    args = ["--clients", "16", "--duration", "0.5", "--repeat", "1", "--reads"]
+    args += ["--loadgen", "go", "--json", str(out), "--dir", str(tmp_path / "run")]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    uni = result["univrs"]
+    assert uni["loadgen"] == "go" and uni["client_procs"] == 1
+    writes, reads = uni["writes"]["16"], uni["reads"]["16"]
+    for m in (writes, reads, uni["lease-reads"]["16"]):
+        assert m["ops_per_s"] > 0 and m["errors"] == 0
+        assert m["p50_ms"] > 0 and m["p99_ms"] >= m["p50_ms"]
+        # The nodes, the bench's own process and the one Go worker.
+        assert set(m["cpu_ms_per_op"]) >= {"client", "client-1"}
+        assert len(m["cpu_ms_per_op"]) == 5
+    # The Go worker did the load: its CPU per read is most of the clients' side.
+    assert reads["cpu_ms_per_op"]["client-1"] > reads["cpu_ms_per_op"]["client"]
+    assert writes["check"]["verdict"] == "linearizable" and writes["check"]["ops"] > 0
+    # Its writes reached the leader's batches (the nodes' metrics).
+    assert writes["runs"][0]["servers"]["proposals_per_batch"] >= 1
+    assert not _children_running(b"univrs_loadgen")
 
 
-def _bench_workers_alive() -> list[int]:
-    """Live child processes of this one that run a bench worker."""
+def _children_running(name: bytes) -> list[int]:
+    """Live child processes of this one whose command line holds ``name``."""
     alive = []
     for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -104,16 +131,22 @@ def _bench_workers_alive() -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"bench.workers" in cmdline:
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and name in cmdline:
             alive.append(int(stat.parent.name))
     return alive
+
+
+def _zombie(pid: int) -> bool:
+    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_two_client_processes_spread_reads_over_every_node(tmp_path: pathlib.Path) -> None:
     # Default tier: 8 clients (no sample), 0.5 s per phase, one repeat.
     out = tmp_path / "bench.json"
     args = ["--clients", "8", "--duration", "0.5", "--repeat", "1", "--reads"]
-    args += ["--client-procs", "2", "--read-nodes", "all", "--json", str(out)]
+    args += ["--client-procs", "2", "--loadgen", "python", "--read-nodes", "all"]
+    args += ["--json", str(out)]
     assert bench.main([*args, "--dir", str(tmp_path / "run")]) == 0
     result = json.loads(out.read_text())
     uni = result["univrs"]
@@ -133,4 +166,4 @@ def test_two_client_processes_spread_reads_over_every_node(tmp_path: pathlib.Pat
     assert reads["reads_per_confirmation"] >= 1
     # The leader label is the node the metrics say led, one of the three.
     assert reads["leaders"] == [uni["leader"]] and uni["leader"] in servers["reads_served"]
-    assert not _bench_workers_alive()
+    assert not _children_running(b"bench.workers")

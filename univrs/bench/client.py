@@ -16,9 +16,14 @@ Linearizability. In every write measurement with at least ``SAMPLE_MIN_CLIENTS``
 sample of the clients write unique values, read back by paced readers, recorded and checked
 (``univrs.bench.sample``). The run fails if a sample is not linearizable.
 
-``--client-procs N`` runs the closed loops in N worker processes (``univrs.bench.workers``;
-their latency histograms are merged, ``univrs.bench.latency``) so that one Python client
-process does not cap the load; ``--read-nodes all`` spreads the reads over every node (a
+``--loadgen go`` (the default where Go and gorilla/websocket's sources are installed) runs the
+closed loops in one Go worker process (``univrs_loadgen/main.go``: the same requests, sessions
+and frames as the Python client, a few microseconds of CPU per operation, as the etcd side's
+Go load generator); ``--loadgen python`` with ``--client-procs N`` runs them in N Python worker
+processes (``univrs.bench.workers``; their latency histograms are merged,
+``univrs.bench.latency``) so that one Python client process does not cap the load (N = 1: in
+the bench's own process). The linearizability sample runs in the bench's own process either
+way; ``--read-nodes all`` spreads the reads over every node (a
 follower's linearizable read is confirmed by the leader, ReadIndex) instead of the leader.
 
 For a cluster it started, the bench also reports the CPU milliseconds each process (nodes, the
@@ -57,7 +62,14 @@ from univrs.bench.measure import STALL_GRACE, WARMUP, measure, median_of, percen
 from univrs.bench.nodes import Servers
 from univrs.bench.report import plot, py_spy_command, report, summarise_profile
 from univrs.bench.sample import SAMPLE_KEYS, SAMPLE_MIN_CLIENTS, Sample
-from univrs.bench.workers import WorkerPool, connection_plan, load_ops, open_clients
+from univrs.bench.workers import (
+    WorkerPool,
+    connection_plan,
+    go_worker,
+    go_worker_missing,
+    load_ops,
+    open_clients,
+)
 from univrs.client.client import open_client
 from univrs.errors import InvalidArgument, UnivrsError
 from univrs.server.heap import settle
@@ -132,7 +144,13 @@ async def run_bench(
     pids = pids or {}
     servers = Servers(apis) if apis else None
     read_nodes = endpoints if args.read_nodes == "all" else None
-    pool = WorkerPool() if args.client_procs > 1 else None
+    go = args.loadgen == "go"
+    procs = 1 if go else args.client_procs  # one Go process runs its loops on every CPU
+    pool: WorkerPool | None = None
+    if go:
+        pool = WorkerPool(command=args.go_worker)
+    elif procs > 1:
+        pool = WorkerPool()
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(open_client(endpoints, timeout=30))
@@ -176,7 +194,7 @@ async def run_bench(
         if pool is not None:
             stack.callback(pool.stop)
             await pool.start(
-                args.client_procs, endpoints, args.connections, most, read_nodes, args.write_answer
+                procs, endpoints, args.connections, most, read_nodes, args.write_answer
             )
 
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {p: {} for p in PHASES}
@@ -241,13 +259,14 @@ async def run_bench(
         }
         result["leader"] = await _leader_of(servers, clients[0].leader)
         result["connections"] = len(clients)
-        result["client_procs"] = args.client_procs
+        result["client_procs"] = procs
+        result["loadgen"] = args.loadgen
         result["read_nodes"] = args.read_nodes
         result["write_answer"] = args.write_answer
         if pool is not None:
             result["worker_connections"] = {
-                "writes": len(connection_plan(args.connections, args.client_procs, None)),
-                "reads": len(connection_plan(args.connections, args.client_procs, read_nodes)),
+                "writes": len(connection_plan(args.connections, procs, None)),
+                "reads": len(connection_plan(args.connections, procs, read_nodes)),
             }
         elif read_nodes:
             result["read_connections"] = len(read_clients)
@@ -405,6 +424,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "default: one per CPU this process may use, as the Go load generator's GOMAXPROCS)",
     )
     parser.add_argument(
+        "--loadgen",
+        choices=("auto", "go", "python"),
+        default="auto",
+        help="what runs the closed loops: the Go worker (one process on every CPU, a few us of "
+        "CPU per operation, as etcd's load generator), the Python workers (--client-procs), or "
+        "auto, the default: go when it can be built here (golang-go, "
+        "golang-github-gorilla-websocket-dev), else python",
+    )
+    parser.add_argument(
         "--write-answer",
         choices=("minimal", "full"),
         default="minimal",
@@ -455,6 +483,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--connections and --nodes must be positive")
     if not 1 <= args.client_procs <= MAX_CLIENT_PROCS:
         parser.error(f"--client-procs must be between 1 and {MAX_CLIENT_PROCS}")
+    args.go_worker = None
+    if args.loadgen != "python":
+        lacking = go_worker_missing()
+        if lacking is not None and args.loadgen == "go":
+            parser.error(f"--loadgen go: the Go worker cannot be built here: {lacking}")
+        args.loadgen = "python" if lacking is not None else "go"
     if args.profile and not py_spy_available():
         print("--profile: py-spy is not installed: no profile taken", file=sys.stderr)
         args.profile = None
@@ -493,6 +527,8 @@ def _commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.loadgen == "go":
+        args.go_worker = go_worker()  # built once per version of its source
     settle(())  # the clients' measured latencies should not carry full-GC walks of the imports
     etcd_skipped = None
     if args.compare_etcd:
@@ -547,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": args.nodes,
         "reads": args.reads,
         "client_procs": args.client_procs,
+        "loadgen": args.loadgen,
         "read_nodes": args.read_nodes,
         "state_backend": args.state_backend or "default",
         "endpoints": endpoints,

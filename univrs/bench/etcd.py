@@ -16,9 +16,7 @@ Who may use it: the operator running the bench on their own machine; nothing lis
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -28,25 +26,23 @@ import time
 import urllib.request
 from typing import Any
 
+from univrs.bench import gobuild
 from univrs.bench.cpu import cpu_seconds
 from univrs.tools.devcluster import wait_for
 from univrs.tools.ports import free_ports
 from univrs.tools.started import last_line_of
 
 SOURCE = pathlib.Path(__file__).with_name("etcd_loadgen") / "main.go"
-GOPATH = "/usr/share/gocode"  # where golang-etcd-server-dev puts etcd's sources
-CLIENT_PACKAGE = pathlib.Path(GOPATH) / "src/go.etcd.io/etcd/clientv3"
+GO_PACKAGES = {"go.etcd.io/etcd/clientv3": "golang-etcd-server-dev"}  # import path -> Debian
 
 
 def missing() -> str | None:
     """Why the comparison cannot run here (a message for the operator), or None."""
     if shutil.which("etcd") is None:
         return "etcd is not installed (Debian: apt-get install etcd-server)"
-    if shutil.which("go") is None or not CLIENT_PACKAGE.is_dir():
-        return (
-            "the etcd load generator needs go and etcd's Go client "
-            "(Debian: apt-get install golang-go golang-etcd-server-dev)"
-        )
+    lacking = gobuild.missing(GO_PACKAGES)
+    if lacking is not None:
+        return f"the etcd load generator cannot be built: {lacking}"
     return None
 
 
@@ -58,25 +54,7 @@ def etcd_version() -> str:
 
 def build_loadgen() -> pathlib.Path:
     """The load generator's binary, built once per version of its source."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-    folder = cache / "univrs-bench"
-    binary = folder / f"etcd_loadgen-{digest}"
-    if binary.exists():
-        return binary
-    folder.mkdir(parents=True, exist_ok=True)
-    print("building the etcd load generator (once, about 30 s) ...", file=sys.stderr)
-    env = {
-        **os.environ,
-        "GO111MODULE": "off",
-        "GOPATH": GOPATH,
-        "GOCACHE": str(folder / "gocache"),
-        "GOFLAGS": "",
-    }
-    tmp = binary.with_suffix(".tmp")
-    subprocess.run(["go", "build", "-o", str(tmp), str(SOURCE)], env=env, check=True)
-    tmp.rename(binary)
-    return binary
+    return gobuild.build(SOURCE, "etcd_loadgen")
 
 
 START_ATTEMPTS = 3  # starts of the etcd cluster on picked ports, each on other ports
@@ -142,8 +120,10 @@ class EtcdCluster:
                 "--logger=zap",
                 "--log-level=warn",
             ]
-            log = (self.folder / f"etcd{i}.log").open("wb")
-            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            # The child has its own copy of the log's descriptor: the parent's is closed at
+            # once (a retried start would otherwise leave three more open).
+            with (self.folder / f"etcd{i}.log").open("wb") as log:
+                self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         wait_for(self._healthy, timeout, "a healthy etcd cluster", every=0.2)
 
     def _raise_if_exited(self) -> None:

@@ -91,7 +91,10 @@ def report(result: dict[str, Any]) -> str:
     c = result["config"]
     uni, etc = result["univrs"], result.get("etcd")
     procs = uni.get("client_procs", 1)
-    where = "" if procs == 1 else f" in {procs} worker processes"
+    if uni.get("loadgen") == "go":
+        where = " in one Go worker process"
+    else:
+        where = "" if procs == 1 else f" in {procs} worker processes"
     if uni.get("read_nodes") == "all":
         where += ", reads spread over every node"
     lines = [

@@ -8,6 +8,11 @@ measurement's closed loops to them, split round-robin; the bench's own process k
 linearizability sample (its writers and paced readers, recorded and checked there) and the
 measuring (CPU of every process, the nodes' metrics, py-spy).
 
+``--loadgen go`` starts the same worker written in Go (``univrs_loadgen/main.go``, built on
+first use from Debian's Go packages: ``go_worker``) instead: the same protocol, the same
+requests on the wire (sessions, keys, frames), the same histogram, at a few microseconds of
+CPU per operation where this one spends about 28. One Go process runs its loops on every CPU.
+
 Protocol: JSON lines on the worker's stdin and stdout. The bench sends a set-up line
 (``endpoints``, ``connections``, ``read_nodes``: fast addresses to pin read connections to, or
 null to follow the leader, ``keys``), the worker answers ``{"ready": true}`` once its clients
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 import subprocess
 import sys
 import time
@@ -32,15 +38,39 @@ from typing import IO, Any
 import attrs
 import trio
 
+from univrs.bench import gobuild
 from univrs.bench.latency import Histogram
 from univrs.bench.measure import STALL_GRACE, Op, closed_loops
 from univrs.client.client import Client, open_client
 from univrs.server.heap import settle
 
-__all__ = ["WorkerPool", "connection_plan", "load_ops", "spread"]
+__all__ = [
+    "GO_PACKAGES",
+    "PYTHON_WORKER",
+    "WorkerPool",
+    "connection_plan",
+    "go_worker",
+    "go_worker_missing",
+    "load_ops",
+    "spread",
+]
 
 MAX_ERRORS_SENT = 20
 READY_TIMEOUT = 60.0
+PYTHON_WORKER = [sys.executable, "-m", "univrs.bench.workers"]
+GO_SOURCE = pathlib.Path(__file__).with_name("univrs_loadgen") / "main.go"
+GO_PACKAGES = {"github.com/gorilla/websocket": "golang-github-gorilla-websocket-dev"}
+
+
+def go_worker_missing() -> str | None:
+    """Why the Go worker (``univrs_loadgen/main.go``: the same protocol, requests and
+    histogram as this module's worker) cannot be built here, or None."""
+    return gobuild.missing(GO_PACKAGES)
+
+
+def go_worker() -> list[str]:
+    """The Go worker's command line (built on first use: univrs/bench/gobuild.py)."""
+    return [str(gobuild.build(GO_SOURCE, "univrs_loadgen"))]
 
 
 def spread(indices: list[int], procs: int) -> list[list[int]]:
@@ -172,6 +202,8 @@ def main() -> int:
 class WorkerPool:
     """N worker processes, started by ``start``, stopped by ``stop`` (by PID)."""
 
+    # The worker's command line: the Python worker, or the Go one (``go_worker``).
+    command: list[str] = attrs.field(factory=lambda: [*PYTHON_WORKER])
     procs: list[subprocess.Popen[str]] = attrs.field(factory=list)
 
     @property
@@ -191,7 +223,7 @@ class WorkerPool:
         """Start ``n`` workers and wait until each has its connections open."""
         for p in range(n):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "univrs.bench.workers"],
+                self.command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,

@@ -1,0 +1,791 @@
+// univrs_loadgen: the bench's closed-loop load against univrs, in Go (scripts/bench --loadgen go).
+//
+// A drop-in for the Python bench worker (univrs/bench/workers.py): the same JSON lines on
+// stdin and stdout, the same requests on the wire, the same latency histogram. The bench
+// builds it with the Debian packages golang-go and golang-github-gorilla-websocket-dev
+// (GOPATH mode, nothing downloaded; univrs/bench/gobuild.py) and starts it in place of the
+// Python workers. Why: the etcd side of `--compare-etcd` is driven by a Go program that
+// spends a few microseconds of CPU per operation; the Python worker spends about 28 (one
+// core's worth at 35,000 operations a second), taken from the same two cores the nodes use.
+//
+// Protocol (as workers.py): a set-up line {"endpoints", "connections", "procs", "proc",
+// "keys", "read_nodes", "answer"} answered {"ready": true} once the connections are open
+// (or {"ready": false, "error": ...}); then per measurement {"phase", "clients": [indices],
+// "start": CLOCK_MONOTONIC seconds, "duration"} answered {"hist", "errors", "error_count",
+// "stalled"}; end of input or {"quit": true} ends it.
+//
+// The wire (univrs/client/protocol.py, the fast protocol): a websocket at /client on a
+// node's raft port; a client hello {"univrs": "client", "v": 1}; request frames, CBOR arrays
+// of {"id", "op", "args", "key"?, "consistency"?, "timeout_ms", "answer"?}; response frames
+// {"leader", "r": [{"id", "ok" | "error", ...}]}. Writes carry an idempotency key from a
+// session (session.open), at most SESSION_WINDOW of one session's writes in flight, as the
+// Python client's SessionPool does; each connection sends every request queued while its
+// previous frame was written in one frame, as the Python client's outbox does.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/gorilla/websocket"
+)
+
+const (
+	sessionWindow = 32  // in-flight writes per session (univrs/client/sessions.py)
+	maxSessions   = 64  // sessions per connection at most
+	maxPerFrame   = 512 // requests per frame (univrs/client/connection.py MAX_PER_FRAME)
+	maxErrorsSent = 20
+	stallGrace    = 30 * time.Second // univrs/bench/measure.py STALL_GRACE
+	callTimeout   = 30 * time.Second // the Python workers' client timeout
+	dialTimeout   = 30 * time.Second
+	histSub       = 128 // univrs/bench/latency.py SUB
+	histShift     = 7   // log2(histSub)
+)
+
+var (
+	linger    = envDuration("UNIVRS_LOADGEN_LINGER_US", 50*time.Microsecond)
+	lingerMax = envDuration("UNIVRS_LOADGEN_LINGER_MAX_US", time.Millisecond)
+)
+
+func envDuration(name string, fallback time.Duration) time.Duration {
+	var us int64
+	if _, err := fmt.Sscan(os.Getenv(name), &us); err == nil && us >= 0 {
+		return time.Duration(us) * time.Microsecond
+	}
+	return fallback
+}
+
+// ------------------------------------------------------------------------- CBOR (a subset)
+
+func head(buf []byte, major byte, n uint64) []byte {
+	m := major << 5
+	switch {
+	case n < 24:
+		return append(buf, m|byte(n))
+	case n < 1<<8:
+		return append(buf, m|24, byte(n))
+	case n < 1<<16:
+		return append(buf, m|25, byte(n>>8), byte(n))
+	case n < 1<<32:
+		return append(buf, m|26, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(buf, m|27, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32),
+		byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
+func text(buf []byte, s string) []byte {
+	return append(head(buf, 3, uint64(len(s))), s...)
+}
+
+var errCBOR = errors.New("malformed CBOR")
+
+// decode reads one item of the subset the fast protocol's responses use (no tags, no
+// indefinite lengths); maps with text keys become map[string]any, others map[any]any.
+func decode(b []byte, pos int, depth int) (any, int, error) {
+	if pos >= len(b) || depth > 64 {
+		return nil, pos, errCBOR
+	}
+	major, info := b[pos]>>5, b[pos]&0x1f
+	pos++
+	var n uint64
+	switch {
+	case info < 24:
+		n = uint64(info)
+	case info <= 27:
+		width := 1 << (info - 24)
+		if pos+width > len(b) {
+			return nil, pos, errCBOR
+		}
+		for i := 0; i < width; i++ {
+			n = n<<8 | uint64(b[pos+i])
+		}
+		pos += width
+	default:
+		return nil, pos, errCBOR
+	}
+	switch major {
+	case 0:
+		return n, pos, nil
+	case 1:
+		return -1 - int64(n), pos, nil
+	case 2, 3:
+		if n > uint64(len(b)-pos) {
+			return nil, pos, errCBOR
+		}
+		end := pos + int(n)
+		if major == 2 {
+			return append([]byte(nil), b[pos:end]...), end, nil
+		}
+		return string(b[pos:end]), end, nil
+	case 4:
+		if n > uint64(len(b)-pos) {
+			return nil, pos, errCBOR
+		}
+		out := make([]any, 0, n)
+		for i := uint64(0); i < n; i++ {
+			v, next, err := decode(b, pos, depth+1)
+			if err != nil {
+				return nil, next, err
+			}
+			out = append(out, v)
+			pos = next
+		}
+		return out, pos, nil
+	case 5:
+		if n > uint64(len(b)-pos) {
+			return nil, pos, errCBOR
+		}
+		out := make(map[string]any, n)
+		for i := uint64(0); i < n; i++ {
+			k, next, err := decode(b, pos, depth+1)
+			if err != nil {
+				return nil, next, err
+			}
+			v, after, err := decode(b, next, depth+1)
+			if err != nil {
+				return nil, after, err
+			}
+			out[fmt.Sprint(k)] = v
+			pos = after
+		}
+		return out, pos, nil
+	case 7:
+		switch info {
+		case 20:
+			return false, pos, nil
+		case 21:
+			return true, pos, nil
+		case 22, 23:
+			return nil, pos, nil
+		case 25:
+			return float64(halfFloat(uint16(n))), pos, nil
+		case 26:
+			return float64(math.Float32frombits(uint32(n))), pos, nil
+		case 27:
+			return math.Float64frombits(n), pos, nil
+		}
+	}
+	return nil, pos, errCBOR
+}
+
+func halfFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := int(h>>10) & 0x1f
+	frac := uint32(h & 0x3ff)
+	switch exp {
+	case 0:
+		return math.Float32frombits(sign) + float32(frac)*float32(math.Pow(2, -24))*sign1(sign)
+	case 31:
+		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
+	}
+	return math.Float32frombits(sign | uint32(exp+112)<<23 | frac<<13)
+}
+
+func sign1(sign uint32) float32 {
+	if sign != 0 {
+		return -1
+	}
+	return 1
+}
+
+func decodeAll(b []byte) (any, error) {
+	v, end, err := decode(b, 0, 0)
+	if err == nil && end != len(b) {
+		err = errCBOR
+	}
+	return v, err
+}
+
+// ------------------------------------------------------------------------- one connection
+
+type result struct {
+	ok  any
+	err string // "code: message" when the request failed
+}
+
+type call struct {
+	id   uint64
+	item []byte // the request's CBOR map
+	done chan result
+}
+
+type session struct {
+	clientID    string
+	next        uint64
+	outstanding map[uint64]struct{}
+}
+
+func (s *session) oldest() uint64 {
+	first := true
+	var low uint64
+	for seq := range s.outstanding {
+		if first || seq < low {
+			low, first = seq, false
+		}
+	}
+	return low
+}
+
+// conn is one websocket to a node: a writer goroutine sends every queued request in one
+// frame, a reader goroutine hands each response to its caller.
+type conn struct {
+	ws      *websocket.Conn
+	queue   chan *call
+	mu      sync.Mutex
+	pending map[uint64]*call
+	nextID  uint64
+	broken  error
+	minimal bool
+	// Callers answered that have not sent their next request yet (the writer waits for them).
+	answered atomic.Int64
+
+	smu      sync.Mutex
+	scond    *sync.Cond
+	sessions []*session
+	opening  bool
+}
+
+func dialOne(address string) (*websocket.Conn, map[string]any, error) {
+	dialer := websocket.Dialer{HandshakeTimeout: dialTimeout, ReadBufferSize: 1 << 16,
+		WriteBufferSize: 1 << 16}
+	ws, _, err := dialer.Dial("ws://"+address+"/client", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	hello := text(text(head(nil, 5, 2), "univrs"), "client") // {"univrs": "client", "v": 1}
+	hello = head(text(hello, "v"), 0, 1)
+	if err := ws.WriteMessage(websocket.BinaryMessage, hello); err != nil {
+		ws.Close()
+		return nil, nil, err
+	}
+	ws.SetReadDeadline(time.Now().Add(dialTimeout))
+	_, data, err := ws.ReadMessage()
+	ws.SetReadDeadline(time.Time{})
+	if err != nil {
+		ws.Close()
+		return nil, nil, err
+	}
+	doc, err := decodeAll(data)
+	m, isMap := doc.(map[string]any)
+	if err != nil || !isMap || m["univrs"] != "client" {
+		ws.Close()
+		return nil, nil, fmt.Errorf("%s: not a univrs client hello", address)
+	}
+	if e, refused := m["error"]; refused {
+		ws.Close()
+		return nil, nil, fmt.Errorf("%s refused the connection: %v", address, e)
+	}
+	return ws, m, nil
+}
+
+// dial opens a connection to “pinned“, or (pinned empty) to the leader of the cluster
+// “endpoints“ belong to, following the hello's leader hint as the Python client does.
+func dial(endpoints []string, pinned string) (*conn, error) {
+	deadline := time.Now().Add(dialTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		targets := endpoints
+		if pinned != "" {
+			targets = []string{pinned}
+		}
+		for _, address := range targets {
+			ws, hello, err := dialOne(address)
+			if err != nil {
+				last = err
+				continue
+			}
+			leader, _ := hello["leader"].(string)
+			if pinned == "" && leader != hello["node"] {
+				ws.Close()
+				members, _ := hello["members"].(map[string]any)
+				info, _ := members[leader].(map[string]any)
+				if addr, ok := info["client"].(string); ok && leader != "" {
+					if ws, hello, err = dialOne(addr); err == nil && hello["leader"] == hello["node"] {
+						return newConn(ws, hello), nil
+					} else if err == nil {
+						ws.Close()
+					}
+				}
+				last = fmt.Errorf("%s: no leader to follow yet", address)
+				continue
+			}
+			return newConn(ws, hello), nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("no connection within %s: %v", dialTimeout, last)
+}
+
+func newConn(ws *websocket.Conn, hello map[string]any) *conn {
+	c := &conn{ws: ws, queue: make(chan *call, 4096), pending: map[uint64]*call{}}
+	if answers, ok := hello["answers"].([]any); ok {
+		for _, a := range answers {
+			c.minimal = c.minimal || a == "minimal"
+		}
+	}
+	c.scond = sync.NewCond(&c.smu)
+	go c.write()
+	go c.read()
+	return c
+}
+
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.broken == nil {
+		c.broken = err
+	}
+	pending := c.pending
+	c.pending = map[uint64]*call{}
+	c.mu.Unlock()
+	for _, k := range pending {
+		c.answered.Add(1)
+		k.done <- result{err: "connection-lost: " + err.Error()}
+	}
+	c.ws.Close()
+}
+
+func (c *conn) write() {
+	frame := make([]byte, 0, 1<<16)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for first := range c.queue {
+		batch := []*call{first}
+		// Gather: while a caller that was just answered has not sent its next request yet
+		// (``answered``), wait for it (at most ``lingerMax`` after the first), so that the
+		// requests a frame of answers sets off travel in one frame, as the Python client's
+		// outbox sends everything its tasks queued in one scheduling round (a node pays per
+		// frame: a frame per request doubled the leader's CPU per read). A lone caller's
+		// request goes at once.
+		deadline := time.Now().Add(lingerMax)
+	gather:
+		for len(batch) < maxPerFrame {
+			select {
+			case k := <-c.queue:
+				batch = append(batch, k)
+				continue
+			default:
+			}
+			wait := time.Until(deadline)
+			if wait <= 0 || c.answered.Load() <= 0 {
+				break
+			}
+			if wait > linger {
+				wait = linger
+			}
+			timer.Reset(wait)
+			select {
+			case k := <-c.queue:
+				if !timer.Stop() {
+					<-timer.C
+				}
+				batch = append(batch, k)
+			case <-timer.C:
+				break gather
+			}
+		}
+		frame = head(frame[:0], 4, uint64(len(batch)))
+		for _, k := range batch {
+			frame = append(frame, k.item...)
+		}
+		if err := c.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+func (c *conn) read() {
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		doc, err := decodeAll(data)
+		m, isMap := doc.(map[string]any)
+		rs, isList := m["r"].([]any)
+		if err != nil || !isMap || !isList {
+			c.fail(fmt.Errorf("a malformed response frame"))
+			return
+		}
+		for _, item := range rs {
+			r, _ := item.(map[string]any)
+			id, _ := r["id"].(uint64)
+			c.mu.Lock()
+			k := c.pending[id]
+			delete(c.pending, id)
+			c.mu.Unlock()
+			if k == nil {
+				continue
+			}
+			c.answered.Add(1)
+			if e, failed := r["error"].(map[string]any); failed {
+				k.done <- result{err: fmt.Sprintf("%v: %v", e["code"], e["message"])}
+			} else {
+				k.done <- result{ok: r["ok"]}
+			}
+		}
+	}
+}
+
+// request sends one request (“build“ writes its map's fields after "id") and waits for
+// its response.
+func (c *conn) request(fields int, build func([]byte) []byte, done chan result) result {
+	c.answered.Add(-1)
+	c.mu.Lock()
+	if c.broken != nil {
+		err := c.broken
+		c.mu.Unlock()
+		return result{err: "connection-lost: " + err.Error()}
+	}
+	c.nextID++
+	id := c.nextID
+	item := head(text(head(make([]byte, 0, 128), 5, uint64(fields+1)), "id"), 0, id)
+	k := &call{id: id, item: build(item), done: done}
+	c.pending[id] = k
+	c.mu.Unlock()
+	c.queue <- k
+	return <-done
+}
+
+// lease hands out the next sequence number of a session with room in its window, opening a
+// session when every one is full (as univrs/client/sessions.py's SessionPool).
+func (c *conn) lease(done chan result) (*session, uint64, error) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	for {
+		for _, s := range c.sessions {
+			if len(s.outstanding) == 0 || s.next < s.oldest()+sessionWindow {
+				seq := s.next
+				s.next++
+				s.outstanding[seq] = struct{}{}
+				return s, seq, nil
+			}
+		}
+		if len(c.sessions) < maxSessions && !c.opening {
+			c.opening = true
+			c.smu.Unlock()
+			r := c.request(2, func(b []byte) []byte {
+				b = text(text(b, "op"), "session.open")
+				return head(text(b, "args"), 5, 0)
+			}, done)
+			c.smu.Lock()
+			c.opening = false
+			c.scond.Broadcast()
+			if r.err != "" {
+				return nil, 0, errors.New(r.err)
+			}
+			doc, _ := r.ok.(map[string]any)
+			id, ok := doc["client_id"].(string)
+			if !ok {
+				return nil, 0, errors.New("session.open answered no client_id")
+			}
+			c.sessions = append(c.sessions, &session{clientID: id, next: 1,
+				outstanding: map[uint64]struct{}{}})
+			continue
+		}
+		c.scond.Wait()
+	}
+}
+
+func (c *conn) release(s *session, seq uint64) {
+	c.smu.Lock()
+	delete(s.outstanding, seq)
+	c.scond.Broadcast()
+	c.smu.Unlock()
+}
+
+// ------------------------------------------------------------------------- the operations
+
+var writeCounter atomic.Uint64
+
+func timeoutMS() uint64 { return uint64(callTimeout / time.Millisecond) }
+
+func writeOp(c *conn, key, answer string, done chan result) result {
+	s, seq, err := c.lease(done)
+	if err != nil {
+		return result{err: err.Error()}
+	}
+	defer c.release(s, seq)
+	replicas := writeCounter.Add(1) % 10
+	fields := 4 // op, args, key, timeout_ms
+	sendAnswer := answer == "minimal" && c.minimal
+	if sendAnswer {
+		fields++
+	}
+	return c.request(fields, func(b []byte) []byte {
+		b = text(text(b, "op"), "workload.scale")
+		b = text(text(head(text(b, "args"), 5, 2), "id"), key)
+		b = head(text(b, "replicas"), 0, replicas)
+		b = text(head(text(b, "key"), 4, 2), s.clientID)
+		b = head(b, 0, seq)
+		b = head(text(b, "timeout_ms"), 0, timeoutMS())
+		if sendAnswer {
+			b = text(text(b, "answer"), "minimal")
+		}
+		return b
+	}, done)
+}
+
+func readOp(c *conn, key, consistency string, done chan result) result {
+	return c.request(4, func(b []byte) []byte {
+		b = text(text(b, "op"), "workload.get")
+		b = text(text(head(text(b, "args"), 5, 1), "id"), key)
+		b = text(text(b, "consistency"), consistency)
+		return head(text(b, "timeout_ms"), 0, timeoutMS())
+	}, done)
+}
+
+// ------------------------------------------------------------------------- the histogram
+
+type histogram struct {
+	counts       map[int]int64
+	count, total int64
+	min, max     int64
+}
+
+func newHistogram() *histogram { return &histogram{counts: map[int]int64{}, min: -1, max: -1} }
+
+func (h *histogram) record(d time.Duration) {
+	us := d.Microseconds()
+	if us < 0 {
+		us = 0
+	}
+	index := int(us)
+	if us >= histSub {
+		shift := bits.Len64(uint64(us)) - 1 - histShift
+		index = histSub*shift + int(us>>shift)
+	}
+	h.counts[index]++
+	h.count++
+	h.total += us
+	if h.min < 0 || us < h.min {
+		h.min = us
+	}
+	if us > h.max {
+		h.max = us
+	}
+}
+
+func (h *histogram) merge(o *histogram) {
+	for i, n := range o.counts {
+		h.counts[i] += n
+	}
+	h.count += o.count
+	h.total += o.total
+	if o.min >= 0 && (h.min < 0 || o.min < h.min) {
+		h.min = o.min
+	}
+	if o.max > h.max {
+		h.max = o.max
+	}
+}
+
+func (h *histogram) toJSON() map[string]any {
+	indices := make([]int, 0, len(h.counts))
+	for i := range h.counts {
+		indices = append(indices, i)
+	}
+	sort.Ints(indices)
+	counts := make([][2]int64, 0, len(indices))
+	for _, i := range indices {
+		counts = append(counts, [2]int64{int64(i), h.counts[i]})
+	}
+	var low, high any
+	if h.min >= 0 {
+		low, high = h.min, h.max
+	}
+	return map[string]any{"counts": counts, "count": h.count, "total_us": h.total,
+		"min_us": low, "max_us": high}
+}
+
+// ------------------------------------------------------------------------- the worker
+
+type setup struct {
+	Endpoints   []string `json:"endpoints"`
+	Connections int      `json:"connections"`
+	Procs       int      `json:"procs"`
+	Proc        int      `json:"proc"`
+	Keys        int      `json:"keys"`
+	ReadNodes   []string `json:"read_nodes"`
+	Answer      string   `json:"answer"`
+}
+
+type command struct {
+	Phase    string  `json:"phase"`
+	Clients  []int   `json:"clients"`
+	Start    float64 `json:"start"`
+	Duration float64 `json:"duration"`
+	Quit     bool    `json:"quit"`
+}
+
+// plan is univrs/bench/workers.py connection_plan: per connection the node it is pinned to
+// ("" follows the leader).
+func plan(connections, procs int, nodes []string, proc int) []string {
+	per := (connections + procs - 1) / procs
+	if per < 1 {
+		per = 1
+	}
+	if len(nodes) == 0 {
+		return make([]string, per)
+	}
+	per = (per + len(nodes) - 1) / len(nodes) * len(nodes)
+	out := make([]string, per)
+	for j := range out {
+		out[j] = nodes[(j+proc)%len(nodes)]
+	}
+	return out
+}
+
+func openAll(endpoints []string, pins []string) ([]*conn, error) {
+	out := make([]*conn, 0, len(pins))
+	for _, pin := range pins {
+		c, err := dial(endpoints, pin)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// monotonic is CLOCK_MONOTONIC in seconds, the clock the bench's "start" is on.
+func monotonic() float64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0)
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
+}
+
+func measure(cmd command, conns []*conn, keys []string, answer string) map[string]any {
+	now := time.Now()
+	start := now.Add(time.Duration((cmd.Start - monotonic()) * float64(time.Second)))
+	stop := start.Add(time.Duration(cmd.Duration * float64(time.Second)))
+	position := map[int]int{}
+	for k, i := range cmd.Clients {
+		position[i] = k
+	}
+	hist := newHistogram()
+	var mu sync.Mutex
+	var errs []string
+	errCount := 0
+	var wg sync.WaitGroup
+	for _, i := range cmd.Clients {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c := conns[position[i]%len(conns)]
+			// A caller about to send (its first request); one that has stopped is not.
+			c.answered.Add(1)
+			defer c.answered.Add(-1)
+			key := keys[i]
+			mine := newHistogram()
+			done := make(chan result, 1)
+			for {
+				begun := time.Now()
+				if !begun.Before(stop) {
+					break
+				}
+				var r result
+				switch cmd.Phase {
+				case "writes":
+					r = writeOp(c, key, answer, done)
+				case "reads":
+					r = readOp(c, key, "linearizable", done)
+				default:
+					r = readOp(c, key, "lease", done)
+				}
+				if r.err != "" {
+					mu.Lock()
+					errCount++
+					if len(errs) < maxErrorsSent {
+						errs = append(errs, r.err)
+					}
+					mu.Unlock()
+					if time.Now().Sub(begun) < time.Millisecond {
+						time.Sleep(time.Millisecond) // a broken connection: do not spin
+					}
+					continue
+				}
+				if !begun.Before(start) {
+					mine.record(time.Since(begun))
+				}
+			}
+			mu.Lock()
+			hist.merge(mine)
+			mu.Unlock()
+		}(i)
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	stalled := false
+	select {
+	case <-finished:
+	case <-time.After(time.Until(stop.Add(stallGrace))):
+		stalled = true
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if errs == nil {
+		errs = []string{}
+	}
+	return map[string]any{"hist": hist.toJSON(), "errors": errs, "error_count": errCount,
+		"stalled": stalled}
+}
+
+func main() {
+	in := bufio.NewReaderSize(os.Stdin, 1<<20)
+	out := json.NewEncoder(os.Stdout)
+	line, err := in.ReadBytes('\n')
+	var cfg setup
+	if err == nil {
+		err = json.Unmarshal(line, &cfg)
+	}
+	if err != nil {
+		out.Encode(map[string]any{"ready": false, "error": "set-up line: " + err.Error()})
+		os.Exit(2)
+	}
+	keys := make([]string, cfg.Keys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("bench-%d", i)
+	}
+	writers, err := openAll(cfg.Endpoints, plan(cfg.Connections, cfg.Procs, nil, 0))
+	readers := writers
+	if err == nil && len(cfg.ReadNodes) > 0 {
+		readers, err = openAll(cfg.Endpoints, plan(cfg.Connections, cfg.Procs, cfg.ReadNodes, cfg.Proc))
+	}
+	if err != nil {
+		out.Encode(map[string]any{"ready": false, "error": err.Error()})
+		os.Exit(1)
+	}
+	out.Encode(map[string]any{"ready": true})
+	for {
+		line, err := in.ReadBytes('\n')
+		if err != nil {
+			return // end of input: the bench is done (or gone)
+		}
+		var cmd command
+		if err := json.Unmarshal(line, &cmd); err != nil {
+			fmt.Fprintln(os.Stderr, "bad command:", err)
+			os.Exit(2)
+		}
+		if cmd.Quit {
+			return
+		}
+		conns := readers
+		if cmd.Phase == "writes" {
+			conns = writers
+		}
+		out.Encode(measure(cmd, conns, keys, cfg.Answer))
+	}
+}
