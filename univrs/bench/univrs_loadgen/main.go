@@ -156,7 +156,11 @@ func decode(b []byte, pos int, depth int) (any, int, error) {
 			if err != nil {
 				return nil, after, err
 			}
-			out[fmt.Sprint(k)] = v
+			if key, isText := k.(string); isText {
+				out[key] = v
+			} else {
+				out[fmt.Sprint(k)] = v
+			}
 			pos = after
 		}
 		return out, pos, nil
@@ -210,14 +214,25 @@ func decodeAll(b []byte) (any, error) {
 // ------------------------------------------------------------------------- one connection
 
 type result struct {
-	ok  any
-	err string // "code: message" when the request failed
+	ok   any
+	err  string // "code: message" when the request failed
+	code string // the error's code
+}
+
+// transient errors are retried until the operation's deadline, with the same key, as the
+// Python client retries Unavailable and its kinds (univrs/client/client.py _call).
+var transient = map[string]bool{"unavailable": true, "not-leader": true, "timeout": true,
+	"outcome-unknown": true, "connection-lost": true, "rate-limited": true}
+
+func failed(code, message string) result {
+	return result{err: code + ": " + message, code: code}
 }
 
 type call struct {
-	id   uint64
-	item []byte // the request's CBOR map
-	done chan result
+	id       uint64
+	item     []byte // the request's CBOR map
+	done     chan result
+	deadline time.Time // answered "timeout" by the connection's sweeper after it
 }
 
 type session struct {
@@ -278,7 +293,7 @@ func dialOne(address string) (*websocket.Conn, map[string]any, error) {
 	}
 	doc, err := decodeAll(data)
 	m, isMap := doc.(map[string]any)
-	if err != nil || !isMap || m["univrs"] != "client" {
+	if err != nil || !isMap || m["univrs"] != "client" || m["v"] != uint64(1) {
 		ws.Close()
 		return nil, nil, fmt.Errorf("%s: not a univrs client hello", address)
 	}
@@ -289,8 +304,8 @@ func dialOne(address string) (*websocket.Conn, map[string]any, error) {
 	return ws, m, nil
 }
 
-// dial opens a connection to “pinned“, or (pinned empty) to the leader of the cluster
-// “endpoints“ belong to, following the hello's leader hint as the Python client does.
+// dial opens a connection to pinned, or (pinned empty) to the leader of the cluster
+// endpoints belong to, following the hello's leader hint as the Python client does.
 func dial(endpoints []string, pinned string) (*conn, error) {
 	deadline := time.Now().Add(dialTimeout)
 	var last error
@@ -337,6 +352,7 @@ func newConn(ws *websocket.Conn, hello map[string]any) *conn {
 	c.scond = sync.NewCond(&c.smu)
 	go c.write()
 	go c.read()
+	go c.expire()
 	return c
 }
 
@@ -350,7 +366,7 @@ func (c *conn) fail(err error) {
 	c.mu.Unlock()
 	for _, k := range pending {
 		c.answered.Add(1)
-		k.done <- result{err: "connection-lost: " + err.Error()}
+		k.done <- failed("connection-lost", err.Error())
 	}
 	c.ws.Close()
 }
@@ -362,7 +378,7 @@ func (c *conn) write() {
 	for first := range c.queue {
 		batch := []*call{first}
 		// Gather: while a caller that was just answered has not sent its next request yet
-		// (``answered``), wait for it (at most ``lingerMax`` after the first), so that the
+		// (answered), wait for it (at most lingerMax after the first), so that the
 		// requests a frame of answers sets off travel in one frame, as the Python client's
 		// outbox sends everything its tasks queued in one scheduling round (a node pays per
 		// frame: a frame per request doubled the leader's CPU per read). A lone caller's
@@ -419,27 +435,63 @@ func (c *conn) read() {
 			c.fail(fmt.Errorf("a malformed response frame"))
 			return
 		}
+		type hit struct {
+			k *call
+			r map[string]any
+		}
+		hits := make([]hit, 0, len(rs))
+		c.mu.Lock()
 		for _, item := range rs {
 			r, _ := item.(map[string]any)
 			id, _ := r["id"].(uint64)
-			c.mu.Lock()
-			k := c.pending[id]
-			delete(c.pending, id)
-			c.mu.Unlock()
-			if k == nil {
-				continue
+			if k := c.pending[id]; k != nil {
+				delete(c.pending, id)
+				hits = append(hits, hit{k, r})
 			}
-			c.answered.Add(1)
-			if e, failed := r["error"].(map[string]any); failed {
-				k.done <- result{err: fmt.Sprintf("%v: %v", e["code"], e["message"])}
+		}
+		c.mu.Unlock()
+		// Every caller of the frame counts as about to send before any of them is woken:
+		// the writer then waits for all of them (one request frame per response frame).
+		c.answered.Add(int64(len(hits)))
+		for _, h := range hits {
+			if e, bad := h.r["error"].(map[string]any); bad {
+				code, _ := e["code"].(string)
+				h.k.done <- failed(code, fmt.Sprint(e["message"]))
 			} else {
-				k.done <- result{ok: r["ok"]}
+				h.k.done <- result{ok: h.r["ok"]}
 			}
 		}
 	}
 }
 
-// request sends one request (“build“ writes its map's fields after "id") and waits for
+// expire answers "timeout" to every request unanswered past its deadline (the Python
+// connection's timer does the same), so that no caller, session number or session opening
+// waits forever on an answer that never comes.
+func (c *conn) expire() {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for now := range tick.C {
+		var late []*call
+		c.mu.Lock()
+		if c.broken != nil {
+			c.mu.Unlock()
+			return
+		}
+		for id, k := range c.pending {
+			if now.After(k.deadline) {
+				delete(c.pending, id)
+				late = append(late, k)
+			}
+		}
+		c.mu.Unlock()
+		for _, k := range late {
+			c.answered.Add(1)
+			k.done <- failed("timeout", "no answer within the deadline; the outcome is unknown")
+		}
+	}
+}
+
+// request sends one request (build writes its map's fields after "id") and waits for
 // its response.
 func (c *conn) request(fields int, build func([]byte) []byte, done chan result) result {
 	c.answered.Add(-1)
@@ -447,12 +499,13 @@ func (c *conn) request(fields int, build func([]byte) []byte, done chan result) 
 	if c.broken != nil {
 		err := c.broken
 		c.mu.Unlock()
-		return result{err: "connection-lost: " + err.Error()}
+		c.answered.Add(1)
+		return failed("connection-lost", err.Error())
 	}
 	c.nextID++
 	id := c.nextID
 	item := head(text(head(make([]byte, 0, 128), 5, uint64(fields+1)), "id"), 0, id)
-	k := &call{id: id, item: build(item), done: done}
+	k := &call{id: id, item: build(item), done: done, deadline: time.Now().Add(callTimeout)}
 	c.pending[id] = k
 	c.mu.Unlock()
 	c.queue <- k
@@ -476,10 +529,13 @@ func (c *conn) lease(done chan result) (*session, uint64, error) {
 		if len(c.sessions) < maxSessions && !c.opening {
 			c.opening = true
 			c.smu.Unlock()
-			r := c.request(2, func(b []byte) []byte {
-				b = text(text(b, "op"), "session.open")
-				return head(text(b, "args"), 5, 0)
-			}, done)
+			r := retried(func(deadline time.Time) result {
+				return c.request(3, func(b []byte) []byte {
+					b = text(text(b, "op"), "session.open")
+					b = head(text(b, "args"), 5, 0)
+					return head(text(b, "timeout_ms"), 0, remainingMS(deadline))
+				}, done)
+			})
 			c.smu.Lock()
 			c.opening = false
 			c.scond.Broadcast()
@@ -495,7 +551,47 @@ func (c *conn) lease(done chan result) (*session, uint64, error) {
 				outstanding: map[uint64]struct{}{}})
 			continue
 		}
+		c.answered.Add(-1) // not about to send while it waits for a number
 		c.scond.Wait()
+		c.answered.Add(1)
+	}
+}
+
+// drop forgets a session the cluster no longer has (session-expired).
+func (c *conn) drop(s *session) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	for i, t := range c.sessions {
+		if t == s {
+			c.sessions = append(c.sessions[:i], c.sessions[i+1:]...)
+			c.scond.Broadcast()
+			return
+		}
+	}
+}
+
+// closeSessions ends this connection's sessions (best effort, within about a second), as
+// the Python client does when it closes: they would otherwise stay in the replicated
+// session table until they expire.
+func (c *conn) closeSessions() {
+	c.smu.Lock()
+	sessions := append([]*session(nil), c.sessions...)
+	c.sessions = nil
+	c.smu.Unlock()
+	done := make(chan result, 1)
+	end := time.Now().Add(time.Second)
+	for _, s := range sessions {
+		if time.Now().After(end) {
+			return
+		}
+		c.answered.Add(1)
+		id := s.clientID
+		c.request(3, func(b []byte) []byte {
+			b = text(text(b, "op"), "session.close")
+			b = text(text(head(text(b, "args"), 5, 1), "client_id"), id)
+			return head(text(b, "timeout_ms"), 0, 500)
+		}, done)
+		c.answered.Add(-1)
 	}
 }
 
@@ -510,41 +606,77 @@ func (c *conn) release(s *session, seq uint64) {
 
 var writeCounter atomic.Uint64
 
-func timeoutMS() uint64 { return uint64(callTimeout / time.Millisecond) }
+func remainingMS(deadline time.Time) uint64 {
+	ms := time.Until(deadline).Milliseconds()
+	if ms < 1 {
+		ms = 1
+	}
+	return uint64(ms)
+}
+
+// retried runs attempt until it succeeds, fails other than transiently, or its deadline
+// (callTimeout from now) passes, pausing 10 ms doubling to 500 ms between attempts.
+func retried(attempt func(deadline time.Time) result) result {
+	deadline := time.Now().Add(callTimeout)
+	pause := 10 * time.Millisecond
+	for {
+		r := attempt(deadline)
+		if r.err == "" || !transient[r.code] || !time.Now().Add(pause).Before(deadline) {
+			return r
+		}
+		time.Sleep(pause)
+		if pause *= 2; pause > 500*time.Millisecond {
+			pause = 500 * time.Millisecond
+		}
+	}
+}
 
 func writeOp(c *conn, key, answer string, done chan result) result {
-	s, seq, err := c.lease(done)
-	if err != nil {
-		return result{err: err.Error()}
-	}
-	defer c.release(s, seq)
-	replicas := writeCounter.Add(1) % 10
-	fields := 4 // op, args, key, timeout_ms
-	sendAnswer := answer == "minimal" && c.minimal
-	if sendAnswer {
-		fields++
-	}
-	return c.request(fields, func(b []byte) []byte {
-		b = text(text(b, "op"), "workload.scale")
-		b = text(text(head(text(b, "args"), 5, 2), "id"), key)
-		b = head(text(b, "replicas"), 0, replicas)
-		b = text(head(text(b, "key"), 4, 2), s.clientID)
-		b = head(b, 0, seq)
-		b = head(text(b, "timeout_ms"), 0, timeoutMS())
-		if sendAnswer {
-			b = text(text(b, "answer"), "minimal")
+	for attempt := 0; ; attempt++ {
+		s, seq, err := c.lease(done)
+		if err != nil {
+			return failed("session", err.Error())
 		}
-		return b
-	}, done)
+		replicas := writeCounter.Add(1) % 10
+		fields := 4 // op, args, key, timeout_ms
+		sendAnswer := answer == "minimal" && c.minimal
+		if sendAnswer {
+			fields++
+		}
+		// Retries keep the key: a retry after an unknown outcome is answered with the
+		// first response, never applied twice.
+		r := retried(func(deadline time.Time) result {
+			return c.request(fields, func(b []byte) []byte {
+				b = text(text(b, "op"), "workload.scale")
+				b = text(text(head(text(b, "args"), 5, 2), "id"), key)
+				b = head(text(b, "replicas"), 0, replicas)
+				b = text(head(text(b, "key"), 4, 2), s.clientID)
+				b = head(b, 0, seq)
+				b = head(text(b, "timeout_ms"), 0, remainingMS(deadline))
+				if sendAnswer {
+					b = text(text(b, "answer"), "minimal")
+				}
+				return b
+			}, done)
+		})
+		c.release(s, seq)
+		if r.code == "session-expired" && attempt == 0 {
+			c.drop(s) // gone (expired or evicted): once more under a new session
+			continue
+		}
+		return r
+	}
 }
 
 func readOp(c *conn, key, consistency string, done chan result) result {
-	return c.request(4, func(b []byte) []byte {
-		b = text(text(b, "op"), "workload.get")
-		b = text(text(head(text(b, "args"), 5, 1), "id"), key)
-		b = text(text(b, "consistency"), consistency)
-		return head(text(b, "timeout_ms"), 0, timeoutMS())
-	}, done)
+	return retried(func(deadline time.Time) result {
+		return c.request(4, func(b []byte) []byte {
+			b = text(text(b, "op"), "workload.get")
+			b = text(text(head(text(b, "args"), 5, 1), "id"), key)
+			b = text(text(b, "consistency"), consistency)
+			return head(text(b, "timeout_ms"), 0, remainingMS(deadline))
+		}, done)
+	})
 }
 
 // ------------------------------------------------------------------------- the histogram
@@ -675,13 +807,21 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 	for k, i := range cmd.Clients {
 		position[i] = k
 	}
-	hist := newHistogram()
+	type own struct {
+		sync.Mutex
+		h *histogram
+	}
+	hists := make([]*own, len(cmd.Clients))
+	for k := range hists {
+		hists[k] = &own{h: newHistogram()}
+	}
 	var mu sync.Mutex
 	var errs []string
 	errCount := 0
 	var wg sync.WaitGroup
-	for _, i := range cmd.Clients {
+	for n, i := range cmd.Clients {
 		wg.Add(1)
+		mine := hists[n]
 		go func(i int) {
 			defer wg.Done()
 			c := conns[position[i]%len(conns)]
@@ -689,7 +829,6 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 			c.answered.Add(1)
 			defer c.answered.Add(-1)
 			key := keys[i]
-			mine := newHistogram()
 			done := make(chan result, 1)
 			for {
 				begun := time.Now()
@@ -712,18 +851,22 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 						errs = append(errs, r.err)
 					}
 					mu.Unlock()
-					if time.Now().Sub(begun) < time.Millisecond {
-						time.Sleep(time.Millisecond) // a broken connection: do not spin
+					if r.code == "connection-lost" {
+						// Not reconnected (a bench's cluster keeps its connections): do not
+						// spin on it, and do not hold the connection's frames meanwhile.
+						c.answered.Add(-1)
+						time.Sleep(100 * time.Millisecond)
+						c.answered.Add(1)
 					}
 					continue
 				}
 				if !begun.Before(start) {
-					mine.record(time.Since(begun))
+					elapsed := time.Since(begun)
+					mine.Lock()
+					mine.h.record(elapsed)
+					mine.Unlock()
 				}
 			}
-			mu.Lock()
-			hist.merge(mine)
-			mu.Unlock()
 		}(i)
 	}
 	finished := make(chan struct{})
@@ -733,6 +876,14 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 	case <-finished:
 	case <-time.After(time.Until(stop.Add(stallGrace))):
 		stalled = true
+	}
+	// Every loop's latencies so far, stalled ones included (the Python loops record each
+	// operation as it completes).
+	hist := newHistogram()
+	for _, o := range hists {
+		o.Lock()
+		hist.merge(o.h)
+		o.Unlock()
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -755,6 +906,9 @@ func main() {
 		out.Encode(map[string]any{"ready": false, "error": "set-up line: " + err.Error()})
 		os.Exit(2)
 	}
+	if cfg.Answer == "" {
+		cfg.Answer = "minimal" // as the Python worker's default
+	}
 	keys := make([]string, cfg.Keys)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("bench-%d", i)
@@ -769,6 +923,11 @@ func main() {
 		os.Exit(1)
 	}
 	out.Encode(map[string]any{"ready": true})
+	defer func() {
+		for _, c := range writers {
+			c.closeSessions()
+		}
+	}()
 	for {
 		line, err := in.ReadBytes('\n')
 		if err != nil {
@@ -777,7 +936,7 @@ func main() {
 		var cmd command
 		if err := json.Unmarshal(line, &cmd); err != nil {
 			fmt.Fprintln(os.Stderr, "bad command:", err)
-			os.Exit(2)
+			return
 		}
 		if cmd.Quit {
 			return
