@@ -148,7 +148,7 @@ async def run_bench(
     procs = 1 if go else args.client_procs  # one Go process runs its loops on every CPU
     pool: WorkerPool | None = None
     if go:
-        pool = WorkerPool(command=args.go_worker)
+        pool = WorkerPool(command=args.go_worker, sample_in_worker=True)
     elif procs > 1:
         pool = WorkerPool()
     async with AsyncExitStack() as stack:

@@ -37,8 +37,18 @@ class Workers(Protocol):
     @property
     def pids(self) -> dict[str, int]: ...
 
+    @property
+    def runs_sample(self) -> bool:
+        """Whether the workers run the linearizability sample themselves (the Go worker)."""
+        ...
+
     async def run(
-        self, phase: str, indices: list[int], start: float, duration: float
+        self,
+        phase: str,
+        indices: list[int],
+        start: float,
+        duration: float,
+        sample: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]: ...
 
 
@@ -131,7 +141,12 @@ async def measure(
         for j, key in enumerate(sample.keys):
             await recorded_write(sample, sample.process(), clients[j % len(clients)], key)
     sampled = len(sample.keys) if sample is not None else 0
-    local = range(min(sampled, workers)) if pool is not None else range(workers)
+    # The Go worker runs the sample itself, in the load's own frames (sample.py).
+    in_worker = sample is not None and pool is not None and pool.runs_sample
+    if in_worker:
+        local: range = range(0)
+    else:
+        local = range(min(sampled, workers)) if pool is not None else range(workers)
     remote = [i for i in range(workers) if i not in local] if pool is not None else []
     hist = Histogram()
     errors: list[str] = []
@@ -176,7 +191,10 @@ async def measure(
 
     async def run_remote() -> None:
         assert pool is not None
-        remote_results.extend(await pool.run(phase, remote, start_mono, duration))
+        spec = None
+        if in_worker and sample is not None:
+            spec = sample.worker_spec(list(range(min(sampled, workers))))
+        remote_results.extend(await pool.run(phase, remote, start_mono, duration, spec))
 
     async def run_local() -> None:
         nonlocal completed
@@ -192,12 +210,16 @@ async def measure(
         if remote:
             nursery.start_soon(run_remote)
         nursery.start_soon(run_local)
-        if sample is not None:
+        if sample is not None and not in_worker:
             for j, key in enumerate(sample.keys):
                 nursery.start_soon(reader, key, clients[(j + 1) % len(clients)])
     stalled = not completed
     error_count = len(errors)
+    # CLOCK_MONOTONIC seconds (the workers' event times) -> this process's Trio clock.
+    offset = trio.current_time() - time.monotonic()
     for part in remote_results:
+        if in_worker and sample is not None and "sample" in part:
+            sample.take_worker_history(part["sample"], offset)
         hist.merge(Histogram.from_json(part["hist"]))
         errors.extend(part["errors"])
         error_count += int(part["error_count"])

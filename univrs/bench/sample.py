@@ -8,6 +8,13 @@ checker (``univrs.chaos.linearizability``, within ``CHECK_TIMEOUT``). The sample
 operations are not counted in the figures. A sampled key's writer records its writes for as
 long as the key's reader reads (``writing``): once the reader is done, no recorded read can
 observe the writer's later, unrecorded writes (the load's own values, not unique).
+
+With ``--loadgen go`` the Go worker runs the sampled writers and readers itself, beside the
+load, and records the same history (``worker_spec`` says what to run; its answer comes back
+through ``take_worker_history``): the sampled writes then travel in the load's own frames
+instead of a connection of their own, as a load generator's do, and the check is the same
+(a write whose every attempt was refused is ``fail``; one of which any attempt's outcome is
+unknown is ``info``, a new process; a failed read is ``info``).
 """
 
 from __future__ import annotations
@@ -77,6 +84,47 @@ class Sample:
                 time=trio.current_time(),
             )
         )
+
+    def worker_spec(self, indices: list[int]) -> dict[str, Any]:
+        """What a worker that runs the sample itself (the Go worker, ``--loadgen go``) needs:
+        the clients whose keys are sampled (the key of client ``i`` is ``bench-{i}``), the
+        last value written per key, the next free process id, the readers' pace and the
+        operations per key at most."""
+        return {
+            "clients": indices,
+            "values": {key: self.values[key] for key in self.keys},
+            "next_process": self.next_process + 1,
+            "read_pause": SAMPLE_READ_PAUSE,
+            "max_ops": SAMPLE_OPS,
+        }
+
+    def take_worker_history(self, answer: dict[str, Any], offset: float) -> None:
+        """Add the history a worker recorded (``worker_spec``) to this sample: its events in
+        the order it recorded them, their times (CLOCK_MONOTONIC seconds) moved onto this
+        process's Trio clock by ``offset``, and the values it wrote. A malformed answer is a
+        ``ValueError``: the run fails rather than check less than it says."""
+        for process, type_, f, key, value, seconds in answer["events"]:
+            if key not in self.ops:
+                raise ValueError(f"the worker's sample names an unsampled key {key!r}")
+            event_type = EventType(type_)
+            if event_type is EventType.INVOKE:
+                self.ops[key] += 1
+            self.events.append(
+                Event(
+                    process=int(process),
+                    type=event_type,
+                    f=Fn(f),
+                    key=key,
+                    value=value,
+                    time=float(seconds) + offset,
+                )
+            )
+        for key, value in answer["values"].items():
+            if key not in self.values or int(value) < self.values[key]:
+                raise ValueError(f"the worker's sample went back on key {key!r}")
+            self.values[key] = int(value)
+        self.next_process = max(self.next_process, int(answer["next_process"]))
+        self.readers_done.update(self.keys)
 
     def check(self) -> dict[str, Any]:
         result = check_history(self.events, timeout=CHECK_TIMEOUT)

@@ -205,6 +205,14 @@ class WorkerPool:
     # The worker's command line: the Python worker, or the Go one (``go_worker``).
     command: list[str] = attrs.field(factory=lambda: [*PYTHON_WORKER])
     procs: list[subprocess.Popen[str]] = attrs.field(factory=list)
+    # The workers run the linearizability sample themselves (the Go worker does).
+    sample_in_worker: bool = False
+
+    @property
+    def runs_sample(self) -> bool:
+        """Whether ``run`` takes the sample (then to the first worker, which must run all of
+        the sampled clients: one worker process)."""
+        return self.sample_in_worker and len(self.procs) == 1
 
     @property
     def pids(self) -> dict[str, int]:
@@ -264,14 +272,29 @@ class WorkerPool:
         return doc
 
     async def run(
-        self, phase: str, indices: list[int], start: float, duration: float
+        self,
+        phase: str,
+        indices: list[int],
+        start: float,
+        duration: float,
+        sample: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``phase``'s closed loops for ``indices`` (dealt round-robin to the workers) in
         the window from ``start`` (CLOCK_MONOTONIC) for ``duration`` s; each worker's answer
-        (``errors``: the first few messages, ``error_count``: how many)."""
+        (``errors``: the first few messages, ``error_count``: how many; ``sample``: the
+        history of ``sample``'s clients, ``Sample.worker_spec``, when ``runs_sample``)."""
+        if sample is not None and not self.runs_sample:
+            raise ValueError("these workers do not run the sample")
         shares = spread(indices, len(self.procs))
         for proc, share in zip(self.procs, shares, strict=True):
-            cmd = {"phase": phase, "clients": share, "start": start, "duration": duration}
+            cmd: dict[str, Any] = {
+                "phase": phase,
+                "clients": share,
+                "start": start,
+                "duration": duration,
+            }
+            if sample is not None:
+                cmd["sample"] = sample
             self._send(proc, cmd)
         answers: list[dict[str, Any]] = []
         wait = start - time.monotonic() + duration + STALL_GRACE + 10.0

@@ -214,10 +214,15 @@ func decodeAll(b []byte) (any, error) {
 // ------------------------------------------------------------------------- one connection
 
 type result struct {
-	ok   any
-	err  string // "code: message" when the request failed
-	code string // the error's code
+	ok      any
+	err     string // "code: message" when the request failed
+	code    string // the error's code
+	unknown bool   // an attempt's outcome is unknown: a failed write may have applied
 }
+
+// unknownOutcome: errors after which a write may or may not have applied.
+var unknownOutcome = map[string]bool{"timeout": true, "outcome-unknown": true,
+	"connection-lost": true}
 
 // transient errors are retried until the operation's deadline, with the same key, as the
 // Python client retries Unavailable and its kinds (univrs/client/client.py _call).
@@ -619,8 +624,11 @@ func remainingMS(deadline time.Time) uint64 {
 func retried(attempt func(deadline time.Time) result) result {
 	deadline := time.Now().Add(callTimeout)
 	pause := 10 * time.Millisecond
+	unknown := false
 	for {
 		r := attempt(deadline)
+		unknown = unknown || unknownOutcome[r.code]
+		r.unknown = unknown && r.err != ""
 		if r.err == "" || !transient[r.code] || !time.Now().Add(pause).Before(deadline) {
 			return r
 		}
@@ -631,13 +639,12 @@ func retried(attempt func(deadline time.Time) result) result {
 	}
 }
 
-func writeOp(c *conn, key, answer string, done chan result) result {
+func writeOp(c *conn, key string, replicas uint64, answer string, done chan result) result {
 	for attempt := 0; ; attempt++ {
 		s, seq, err := c.lease(done)
 		if err != nil {
 			return failed("session", err.Error())
 		}
-		replicas := writeCounter.Add(1) % 10
 		fields := 4 // op, args, key, timeout_ms
 		sendAnswer := answer == "minimal" && c.minimal
 		if sendAnswer {
@@ -660,7 +667,7 @@ func writeOp(c *conn, key, answer string, done chan result) result {
 			}, done)
 		})
 		c.release(s, seq)
-		if r.code == "session-expired" && attempt == 0 {
+		if r.code == "session-expired" && attempt == 0 && !r.unknown {
 			c.drop(s) // gone (expired or evicted): once more under a new session
 			continue
 		}
@@ -760,6 +767,142 @@ type command struct {
 	Start    float64 `json:"start"`
 	Duration float64 `json:"duration"`
 	Quit     bool    `json:"quit"`
+	// The linearizability sample, run here (univrs/bench/sample.py worker_spec).
+	Sample *sampleSpec `json:"sample"`
+}
+
+type sampleSpec struct {
+	Clients     []int            `json:"clients"`
+	Values      map[string]int64 `json:"values"`
+	NextProcess int64            `json:"next_process"`
+	ReadPause   float64          `json:"read_pause"`
+	MaxOps      int              `json:"max_ops"`
+}
+
+// sampler records the history of the sampled keys as univrs/bench/sample.py does: each
+// sampled client writes unique values (the key's last value plus one) while the key's paced
+// reader reads it linearizably; every operation's invocation and completion are recorded,
+// in the order they happen (the timestamp is taken under the lock), for the bench's checker.
+type sampler struct {
+	mu       sync.Mutex
+	spec     *sampleSpec
+	events   [][6]any
+	ops      map[string]int
+	done     map[string]bool
+	base     float64 // CLOCK_MONOTONIC at t0
+	t0       time.Time
+	nextProc int64
+}
+
+func newSampler(spec *sampleSpec, keys []string) *sampler {
+	smp := &sampler{spec: spec, ops: map[string]int{}, done: map[string]bool{},
+		nextProc: spec.NextProcess, t0: time.Now()}
+	smp.base = monotonic()
+	for _, i := range spec.Clients {
+		smp.ops[keys[i]] = 0
+	}
+	return smp
+}
+
+func (smp *sampler) sampled(key string) bool {
+	_, ok := smp.ops[key]
+	return ok
+}
+
+func (smp *sampler) writing(key string) bool {
+	smp.mu.Lock()
+	defer smp.mu.Unlock()
+	_, ok := smp.ops[key]
+	return ok && !smp.done[key]
+}
+
+func (smp *sampler) newProcess() int64 {
+	smp.mu.Lock()
+	defer smp.mu.Unlock()
+	smp.nextProc++
+	return smp.nextProc - 1
+}
+
+// record appends one event; the caller holds mu.
+func (smp *sampler) record(process int64, kind, f, key string, value any) {
+	if kind == "invoke" {
+		smp.ops[key]++
+	}
+	at := smp.base + time.Since(smp.t0).Seconds()
+	smp.events = append(smp.events, [6]any{process, kind, f, key, value, at})
+}
+
+// write writes the key's next unique value, recorded; the process id to go on with (a new
+// one after an unknown outcome, as a client that may have applied it cannot tell).
+func (smp *sampler) write(c *conn, key string, process int64, answer string,
+	done chan result) (int64, result) {
+	smp.mu.Lock()
+	smp.spec.Values[key]++
+	value := smp.spec.Values[key]
+	smp.record(process, "invoke", "write", key, value)
+	smp.mu.Unlock()
+	r := writeOp(c, key, uint64(value), answer, done)
+	smp.mu.Lock()
+	defer smp.mu.Unlock()
+	switch {
+	case r.err == "":
+		smp.record(process, "ok", "write", key, value)
+	case r.unknown:
+		smp.record(process, "info", "write", key, value)
+		smp.nextProc++
+		return smp.nextProc - 1, r
+	default:
+		smp.record(process, "fail", "write", key, value)
+	}
+	return process, r
+}
+
+// read is one paced reader of key: linearizable reads until stop or the key's operations
+// reach max_ops; the key's writer records no more once it is done.
+func (smp *sampler) read(c *conn, key string, stop time.Time) {
+	defer func() {
+		smp.mu.Lock()
+		smp.done[key] = true
+		smp.mu.Unlock()
+	}()
+	process := smp.newProcess()
+	done := make(chan result, 1)
+	pause := time.Duration(smp.spec.ReadPause * float64(time.Second))
+	c.answered.Add(1)
+	defer c.answered.Add(-1)
+	for time.Now().Before(stop) {
+		smp.mu.Lock()
+		full := smp.ops[key] >= smp.spec.MaxOps
+		if !full {
+			smp.record(process, "invoke", "read", key, nil)
+		}
+		smp.mu.Unlock()
+		if full {
+			return
+		}
+		r := readOp(c, key, "linearizable", done)
+		smp.mu.Lock()
+		if r.err != "" {
+			smp.record(process, "info", "read", key, nil)
+			smp.nextProc++
+			process = smp.nextProc - 1
+		} else {
+			doc, _ := r.ok.(map[string]any)
+			spec, _ := doc["spec"].(map[string]any)
+			smp.record(process, "ok", "read", key, spec["replicas"])
+		}
+		smp.mu.Unlock()
+		c.answered.Add(-1) // pacing, not about to send
+		time.Sleep(pause)
+		c.answered.Add(1)
+	}
+}
+
+func (smp *sampler) answer() map[string]any {
+	smp.mu.Lock()
+	defer smp.mu.Unlock()
+	return map[string]any{"events": smp.events, "values": smp.spec.Values,
+		"next_process": smp.nextProc}
 }
 
 // plan is univrs/bench/workers.py connection_plan: per connection the node it is pinned to
@@ -819,6 +962,19 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 	var errs []string
 	errCount := 0
 	var wg sync.WaitGroup
+	var smp *sampler
+	if cmd.Sample != nil && cmd.Phase == "writes" {
+		smp = newSampler(cmd.Sample, keys)
+		for j, i := range cmd.Sample.Clients {
+			// As the Python readers: another connection than the key's writer's.
+			reader := conns[(position[i]+1)%len(conns)]
+			wg.Add(1)
+			go func(key string, j int) {
+				defer wg.Done()
+				smp.read(reader, key, stop)
+			}(keys[i], j)
+		}
+	}
 	for n, i := range cmd.Clients {
 		wg.Add(1)
 		mine := hists[n]
@@ -830,6 +986,10 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 			defer c.answered.Add(-1)
 			key := keys[i]
 			done := make(chan result, 1)
+			var process int64
+			if smp != nil && smp.sampled(key) {
+				process = smp.newProcess()
+			}
 			for {
 				begun := time.Now()
 				if !begun.Before(stop) {
@@ -838,7 +998,11 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 				var r result
 				switch cmd.Phase {
 				case "writes":
-					r = writeOp(c, key, answer, done)
+					if smp != nil && smp.writing(key) {
+						process, r = smp.write(c, key, process, answer, done)
+					} else {
+						r = writeOp(c, key, writeCounter.Add(1)%10, answer, done)
+					}
 				case "reads":
 					r = readOp(c, key, "linearizable", done)
 				default:
@@ -890,8 +1054,12 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 	if errs == nil {
 		errs = []string{}
 	}
-	return map[string]any{"hist": hist.toJSON(), "errors": errs, "error_count": errCount,
+	out := map[string]any{"hist": hist.toJSON(), "errors": errs, "error_count": errCount,
 		"stalled": stalled}
+	if smp != nil {
+		out["sample"] = smp.answer()
+	}
+	return out
 }
 
 func main() {
