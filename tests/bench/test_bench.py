@@ -469,7 +469,7 @@ def test_the_profiled_process_is_named_by_role_or_id(monkeypatch: pytest.MonkeyP
     assert bench._profile_pid("leader", None, pids, None) is None  # no leader known
     assert bench._profile_pid("client-2", "n2", pids, pool) is None
     # Without py-spy the bench says so and profiles nothing (it does not fail).
-    monkeypatch.setattr(bench, "py_spy_available", lambda: False)
+    monkeypatch.setattr("univrs.bench.args.py_spy_available", lambda: False)
     args = bench.parse_args(["--profile", "out.txt", "--profile-phase", "reads"])
     assert args.profile is None and args.profile_phase == "reads"
 
@@ -501,12 +501,12 @@ def test_the_load_generator_is_go_where_it_can_be_built_and_python_otherwise(
     """``--loadgen auto`` (the default) picks the Go worker when it can be built, else the
     Python workers; ``--loadgen go`` on a machine that cannot build it is refused with what
     to install, before any cluster starts."""
-    monkeypatch.setattr(bench, "go_worker_missing", lambda: None)
+    monkeypatch.setattr("univrs.bench.workers.go_worker_missing", lambda: None)
     assert bench.parse_args([]).loadgen == "go"
     assert bench.parse_args(["--loadgen", "go"]).loadgen == "go"
     assert bench.parse_args(["--loadgen", "python"]).loadgen == "python"
     lacking = "Go sources missing (Debian: apt-get install golang-github-gorilla-websocket-dev)"
-    monkeypatch.setattr(bench, "go_worker_missing", lambda: lacking)
+    monkeypatch.setattr("univrs.bench.workers.go_worker_missing", lambda: lacking)
     assert bench.parse_args([]).loadgen == "python"
     assert bench.parse_args(["--loadgen", "python"]).loadgen == "python"
     with pytest.raises(SystemExit):
@@ -527,3 +527,12 @@ def test_a_go_program_names_what_the_machine_lacks_to_build_it(
     monkeypatch.setattr("univrs.bench.gobuild.shutil.which", lambda _name: None)
     why = gobuild.missing({})
     assert why is not None and "golang-go" in why
+
+
+def test_raft_settings_for_the_local_nodes_are_one_toml_scalar_each() -> None:
+    args = bench.parse_args(["--raft", "batch_gather_ms=0", "--raft", "batch_entries = false"])
+    assert args.raft == ["batch_gather_ms = 0", "batch_entries = false"]
+    assert bench.parse_args([]).raft == []
+    for bad in ("batch_gather_ms", "a=", "=3", "a=[1]", "a.b=3", "a=1\nb=2", "a={x=1}"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--raft", bad])

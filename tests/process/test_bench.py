@@ -29,9 +29,16 @@ def test_a_short_bench_run_writes_its_figures_and_checks_its_sample(
         "1",
         "--loadgen",
         "python",
+        "--raft",
+        "batch_gather_ms=40",
     ]
     assert bench.main([*args, "--json", str(out), "--dir", str(tmp_path / "run")]) == 0
+    # --raft: a line of every node's [raft] table (their default is 50).
+    configs = sorted((tmp_path / "run" / "univrs").glob("*.toml"))
+    assert len(configs) == 3
+    assert all("batch_gather_ms = 40" in c.read_text() for c in configs)
     result = json.loads(out.read_text())
+    assert result["config"]["raft"] == ["batch_gather_ms = 40"]
     writes = result["univrs"]["writes"]
     assert set(writes) == {"1", "16"} and set(result["univrs"]["reads"]) == {"1", "16"}
     assert writes["16"]["check"]["verdict"] == "linearizable"
@@ -56,6 +63,28 @@ def test_the_etcd_side_runs_the_same_closed_loop(tmp_path: pathlib.Path) -> None
     # Stopped by PID: none of its members is left running.
     for pid in pids:
         assert not pathlib.Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+@pytest.mark.skipif(etcd.missing() is not None, reason=str(etcd.missing()))
+def test_compare_etcd_interleaves_the_two_systems_repeats(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each repeat of etcd runs next to the same repeat of univrs (after it in even repeats,
+    before it in odd ones), not after univrs's whole sweep: the machine's speed drifts."""
+    out = tmp_path / "bench.json"
+    args = ["--clients", "4", "--duration", "0.3", "--repeat", "3", "--no-check"]
+    args += ["--compare-etcd", "--json", str(out), "--dir", str(tmp_path / "run")]
+    assert bench.main(args) == 0
+    runs = [
+        line.split(",")[0].strip().split()[0] + line.split("run ")[1].split(":")[0]
+        for line in capsys.readouterr().err.splitlines()
+        if "writes, 4 clients, run" in line
+    ]
+    assert runs == ["univrs1", "etcd1", "etcd2", "univrs2", "univrs3", "etcd3"]
+    result = json.loads(out.read_text())
+    assert len(result["etcd"]["writes"]["4"]["runs"]) == 3
+    assert len(result["univrs"]["writes"]["4"]["runs"]) == 3
+    assert result["etcd"]["writes"]["4"]["ops_per_s"] > 0
 
 
 @pytest.mark.skipif(etcd.missing() is not None, reason=str(etcd.missing()))

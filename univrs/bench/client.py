@@ -34,7 +34,9 @@ node led and how many reads one ReadIndex confirmation served. ``--profile FILE`
 on one process (``--profile-process``) during one phase (``--profile-phase``).
 
 ``--compare-etcd`` runs the same load against a local 3-member etcd cluster
-(``univrs.bench.etcd``) in the same run and prints both side by side with the ratio.
+(``univrs.bench.etcd``) in the same run, each repeat of it next to the same repeat of univrs
+(interleaved: the machine's speed drifts over minutes), and prints both side by side with the
+ratio.
 ``--json FILE`` writes every figure; with matplotlib (the ``bench`` extra) a plot of throughput
 and p99 against clients is written next to it (``FILE`` with ``.png``).
 
@@ -50,23 +52,32 @@ import argparse
 import json
 import os
 import pathlib
-import shutil
 import sys
 import tempfile
-from contextlib import AsyncExitStack
+from collections.abc import Callable
+from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 import trio
 
+from univrs.bench import args as bench_args
+from univrs.bench.args import (
+    MAX_CLIENT_PROCS,
+    MAX_CLIENTS,
+    MAX_DURATION,
+    MAX_POINTS,
+    MAX_REPEAT,
+    PHASES,
+    planned_seconds,
+)
 from univrs.bench.measure import STALL_GRACE, WARMUP, measure, median_of, percentile
 from univrs.bench.nodes import Servers
-from univrs.bench.report import plot, py_spy_command, report, summarise_profile
+from univrs.bench.report import plot, report, summarise_profile
 from univrs.bench.sample import SAMPLE_KEYS, SAMPLE_MIN_CLIENTS, Sample
 from univrs.bench.workers import (
     WorkerPool,
     connection_plan,
     go_worker,
-    go_worker_missing,
     load_ops,
     open_clients,
 )
@@ -75,34 +86,26 @@ from univrs.errors import InvalidArgument, UnivrsError
 from univrs.server.heap import settle
 from univrs.tools.started import last_log_line
 
-__all__ = ["STALL_GRACE", "WARMUP", "main", "measure", "median_of", "parse_args", "percentile"]
-
-MAX_POINTS = 8
-MAX_CLIENTS = 4096
-MAX_REPEAT = 10
-MAX_DURATION = 120.0
-MAX_CLIENT_PROCS = 16
-DEFAULT_BUDGET = 1800.0
-SETUP_ESTIMATE = 20.0  # seconds per client count for starting clusters and creating keys
-PHASES = ("writes", "reads", "lease-reads")
-
-
-def client_procs(text: str) -> int:
-    """``--client-procs``: a count, or ``auto`` for one worker process per CPU the bench may
-    use (at most ``MAX_CLIENT_PROCS``). The etcd load generator is one Go process whose
-    goroutines run on every CPU (GOMAXPROCS defaults to the CPU count); one Python process
-    runs its closed loops on one, so ``auto`` gives both sides the same cores."""
-    if text == "auto":
-        return max(1, min(MAX_CLIENT_PROCS, len(os.sched_getaffinity(0))))
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a count or 'auto': {text!r}") from None
+__all__ = [
+    "MAX_CLIENTS",
+    "MAX_CLIENT_PROCS",
+    "MAX_DURATION",
+    "MAX_POINTS",
+    "MAX_REPEAT",
+    "STALL_GRACE",
+    "WARMUP",
+    "main",
+    "measure",
+    "median_of",
+    "parse_args",
+    "percentile",
+    "planned_seconds",
+]
 
 
-def py_spy_available() -> bool:
-    """Whether py-spy is installed (next to this Python, or on the PATH)."""
-    return py_spy_command(0, pathlib.Path("x"))[0] != "py-spy" or bool(shutil.which("py-spy"))
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (univrs/bench/args.py)."""
+    return bench_args.parse_args(argv, __doc__.split("\n")[0])
 
 
 async def _leader_of(servers: Servers | None, hint: str | None) -> str | None:
@@ -138,8 +141,11 @@ async def run_bench(
     args: argparse.Namespace,
     pids: dict[str, int] | None = None,
     apis: dict[str, str] | None = None,
+    between: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Every measurement of the univrs side: {"writes": {N: medians}, "reads": {...}}."""
+    """Every measurement of the univrs side: {"writes": {N: medians}, "reads": {...}}.
+    ``between(r)`` (blocking, run in a thread) runs the other system's repeat ``r`` next to
+    univrs's: after it in even repeats, before it in odd ones (``--compare-etcd``)."""
     most = max(args.clients)
     pids = pids or {}
     servers = Servers(apis) if apis else None
@@ -209,6 +215,8 @@ async def run_bench(
             "lease-reads": "lease reads",
         }
         for r in range(args.repeat):
+            if between is not None and r % 2 == 1:
+                await trio.to_thread.run_sync(between, r)
             for n in args.clients:
                 for phase in phases:
                     pool_n = read_clients if phase != "writes" else clients
@@ -252,6 +260,8 @@ async def run_bench(
                         profiled = m["profile"]
                     runs[phase].setdefault(n, []).append(m)
                     _progress(f"univrs {titles[phase]}, {n} clients, run {r + 1}", m)
+            if between is not None and r % 2 == 0:
+                await trio.to_thread.run_sync(between, r)
         result: dict[str, Any] = {
             phase: {str(n): median_of(ms) for n, ms in by_n.items()}
             for phase, by_n in runs.items()
@@ -298,38 +308,6 @@ def _progress(what: str, m: dict[str, Any]) -> None:
     )
 
 
-def run_etcd(args: argparse.Namespace, folder: pathlib.Path) -> dict[str, Any]:
-    """The same measurements against a local etcd cluster (see ``univrs.bench.etcd``)."""
-    from univrs.bench import etcd
-
-    binary = etcd.build_loadgen()
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {"writes": {}, "reads": {}}
-    print("starting a local 3-member etcd cluster ...", file=sys.stderr)
-    with etcd.EtcdCluster(folder / "etcd", size=args.nodes) as cluster:
-        for r in range(args.repeat):
-            for n in args.clients:
-                phases = [("writes", "put")] + ([("reads", "get")] if args.reads else [])
-                for phase, op in phases:
-                    m = etcd.run_load(
-                        binary,
-                        cluster,
-                        clients=n,
-                        connections=args.connections,
-                        duration=args.duration,
-                        warmup=WARMUP,
-                        op=op,
-                    )
-                    runs[phase].setdefault(n, []).append(m)
-                    _progress(f"etcd {phase}, {n} clients, run {r + 1}", m)
-    result: dict[str, Any] = {
-        phase: {str(n): median_of(ms) for n, ms in by_n.items()}
-        for phase, by_n in runs.items()
-        if by_n
-    }
-    result["version"] = etcd.etcd_version()
-    return result
-
-
 def start_cluster(
     folder: pathlib.Path,
     size: int,
@@ -360,149 +338,6 @@ def start_cluster(
     pids = {n.node_id: n.pid for n in cluster.nodes if n.pid is not None}
     apis = {n.node_id: n.api_addr for n in cluster.nodes}
     return cluster, [n.raft_addr for n in cluster.nodes], pids, apis
-
-
-def parse_clients(text: str) -> list[int]:
-    """``1,64,256`` -> [1, 64, 256] (sorted, distinct, bounded); ValueError if invalid."""
-    values = sorted({int(v) for v in text.split(",") if v.strip()})
-    if not values or len(values) > MAX_POINTS or values[0] < 1 or values[-1] > MAX_CLIENTS:
-        raise ValueError(
-            f"--clients takes 1 to {MAX_POINTS} counts between 1 and {MAX_CLIENTS}, got {text!r}"
-        )
-    return values
-
-
-def planned_seconds(args: argparse.Namespace) -> float:
-    """How long the run will take at least (the budget check)."""
-    phases = 3 if args.reads else 1  # writes; linearizable and lease reads
-    systems = 2 if args.compare_etcd else 1
-    per = float(args.duration) + WARMUP
-    points = len(args.clients)
-    total: float = int(args.repeat) * points * phases * per + SETUP_ESTIMATE * points
-    return systems * total
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--clients", default="64", help="concurrent clients, or a sweep: 1,64,256,1024 (64)"
-    )
-    parser.add_argument("--connections", type=int, default=4, help="client connections (4)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per point, median (3)")
-    parser.add_argument(
-        "--reads", action="store_true", help="also linearizable reads, and lease reads apart"
-    )
-    parser.add_argument(
-        "--no-check", dest="check", action="store_false", help="skip the linearizability sample"
-    )
-    parser.add_argument(
-        "--compare-etcd", action="store_true", help="the same load against a local etcd"
-    )
-    parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster(s) (3)")
-    parser.add_argument(
-        "--batch-entries",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the local cluster packs writes into batch entries or not (raft.batch_entries; "
-        "default: the node's default, on)",
-    )
-    parser.add_argument("--endpoints", help="host:port,... of a running cluster's raft ports")
-    parser.add_argument("--dir", help="keep the local clusters' files (configs, logs) here")
-    parser.add_argument("--log-level", default="warning", help="the nodes' log level")
-    parser.add_argument(
-        "--state-backend",
-        choices=("memory", "lmdb"),
-        help="the nodes' [state] backend (default: the nodes' own default, lmdb)",
-    )
-    parser.add_argument(
-        "--client-procs",
-        type=client_procs,
-        default="auto",
-        metavar="N",
-        help="run the clients in N worker processes (1: in the bench's own process; auto, the "
-        "default: one per CPU this process may use, as the Go load generator's GOMAXPROCS)",
-    )
-    parser.add_argument(
-        "--loadgen",
-        choices=("auto", "go", "python"),
-        default="auto",
-        help="what runs the closed loops: the Go worker (one process on every CPU, a few us of "
-        "CPU per operation, as etcd's load generator), the Python workers (--client-procs), or "
-        "auto, the default: go when it can be built here (golang-go, "
-        "golang-github-gorilla-websocket-dev), else python",
-    )
-    parser.add_argument(
-        "--write-answer",
-        choices=("minimal", "full"),
-        default="minimal",
-        help="what the writes ask for: their id and version, or the whole document (minimal)",
-    )
-    parser.add_argument(
-        "--read-nodes",
-        choices=("leader", "all"),
-        default="leader",
-        help="linearizable and lease reads go to the leader (following it) or are spread "
-        "over every node (followers confirm with the leader: ReadIndex) (leader)",
-    )
-    parser.add_argument(
-        "--profile",
-        metavar="FILE",
-        help="py-spy a process during the first run at the most clients (raw stacks)",
-    )
-    parser.add_argument(
-        "--profile-phase",
-        choices=PHASES,
-        default="writes",
-        help="the phase --profile samples (writes)",
-    )
-    parser.add_argument(
-        "--profile-process",
-        default="leader",
-        metavar="WHO",
-        help="the process --profile samples: leader, follower, a node id, client (the bench's "
-        "own) or client-1..client-N (a worker) (leader)",
-    )
-    parser.add_argument("--json", metavar="FILE", help="write every figure here ('-': stdout)")
-    parser.add_argument(
-        "--budget",
-        type=float,
-        default=DEFAULT_BUDGET,
-        help=f"refuse a run planned longer than this many seconds ({DEFAULT_BUDGET:g})",
-    )
-    args = parser.parse_args(argv)
-    try:
-        args.clients = parse_clients(args.clients)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not 1 <= args.repeat <= MAX_REPEAT:
-        parser.error(f"--repeat must be between 1 and {MAX_REPEAT}")
-    if not 0 < args.duration <= MAX_DURATION:
-        parser.error(f"--duration must be in (0, {MAX_DURATION:g}] seconds")
-    if args.connections < 1 or args.nodes < 1:
-        parser.error("--connections and --nodes must be positive")
-    if not 1 <= args.client_procs <= MAX_CLIENT_PROCS:
-        parser.error(f"--client-procs must be between 1 and {MAX_CLIENT_PROCS}")
-    args.go_worker = None
-    if args.loadgen != "python":
-        lacking = go_worker_missing()
-        if lacking is not None and args.loadgen == "go":
-            parser.error(f"--loadgen go: the Go worker cannot be built here: {lacking}")
-        args.loadgen = "python" if lacking is not None else "go"
-    if args.profile and not py_spy_available():
-        print("--profile: py-spy is not installed: no profile taken", file=sys.stderr)
-        args.profile = None
-    if args.profile and args.endpoints:
-        parser.error("--profile needs the node processes the bench starts: no --endpoints")
-    if args.compare_etcd and args.endpoints:
-        parser.error("--compare-etcd starts both clusters itself: no --endpoints")
-    planned = planned_seconds(args)
-    if planned > args.budget:
-        parser.error(
-            f"this run would take about {planned:.0f} s, over --budget {args.budget:g} s: "
-            "fewer client counts, repeats or a shorter --duration (or raise --budget)"
-        )
-    return args
 
 
 def _load() -> str:
@@ -542,8 +377,25 @@ def main(argv: list[str] | None = None) -> int:
     apis: dict[str, str] = {}
     load_before = _load()
     result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="univrs-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="univrs-bench-") as tmp, ExitStack() as stack:
         folder = pathlib.Path(args.dir) if args.dir else pathlib.Path(tmp)
+        etcd_side = None
+        if args.compare_etcd and not etcd_skipped:
+            from univrs.bench import etcd
+
+            # Started first, measured a repeat at a time between univrs's (interleaved).
+            etcd_side = stack.enter_context(
+                etcd.EtcdSide(
+                    folder / "etcd",
+                    nodes=args.nodes,
+                    clients=args.clients,
+                    connections=args.connections,
+                    duration=args.duration,
+                    warmup=WARMUP,
+                    reads=args.reads,
+                    progress=_progress,
+                )
+            )
         try:
             if args.endpoints:
                 endpoints = [e for e in args.endpoints.split(",") if e]
@@ -558,10 +410,12 @@ def main(argv: list[str] | None = None) -> int:
                         if args.batch_entries is None
                         else f"batch_entries = {str(args.batch_entries).lower()}\n"
                     )
-                    + ("read_lease = true\n" if args.reads else ""),
+                    + ("read_lease = true\n" if args.reads else "")
+                    + "".join(f"{line}\n" for line in args.raft),
                     args.state_backend,
                 )
-            result["univrs"] = trio.run(run_bench, endpoints, args, pids, apis)
+            between = etcd_side.run_repeat if etcd_side is not None else None
+            result["univrs"] = trio.run(run_bench, endpoints, args, pids, apis, between)
         finally:
             if cluster is not None:
                 for n in cluster.nodes:
@@ -573,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                         )
                 cluster.stop_all()
-        if args.compare_etcd and not etcd_skipped:
-            result["etcd"] = run_etcd(args, folder)
+        if etcd_side is not None:
+            result["etcd"] = etcd_side.result(median_of)
     result["config"] = {
         "clients": args.clients,
         "duration_s": args.duration,
@@ -584,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "reads": args.reads,
         "client_procs": args.client_procs,
         "loadgen": args.loadgen,
+        "raft": args.raft,
         "read_nodes": args.read_nodes,
         "state_backend": args.state_backend or "default",
         "endpoints": endpoints,

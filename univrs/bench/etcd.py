@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from univrs.bench import gobuild
@@ -248,3 +249,75 @@ def run_load(
         result["first_error"] = None
     result["leader"] = cluster.leader()  # labels its CPU figure "(leader)" in the report
     return result
+
+
+class EtcdSide:
+    """The etcd side of ``--compare-etcd``: a local cluster and the load generator, run one
+    repeat at a time (``run_repeat``) between univrs's repeats, so that the two systems'
+    runs of each repeat are minutes apart, not a whole sweep (this machine's speed drifts:
+    etcd's own CPU per write moved 0.24 -> 0.40 ms between two runs an hour apart). A context
+    manager: the cluster runs from ``__enter__`` to ``__exit__`` (stopped by PID), idle while
+    univrs is measured."""
+
+    def __init__(
+        self,
+        folder: pathlib.Path,
+        *,
+        nodes: int,
+        clients: list[int],
+        connections: int,
+        duration: float,
+        warmup: float,
+        reads: bool,
+        progress: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.folder = folder
+        self.nodes = nodes
+        self.clients = clients
+        self.connections = connections
+        self.duration = duration
+        self.warmup = warmup
+        self.reads = reads
+        self.progress = progress
+        self.runs: dict[str, dict[int, list[dict[str, Any]]]] = {"writes": {}, "reads": {}}
+        self._binary: pathlib.Path | None = None
+        self._cluster: EtcdCluster | None = None
+
+    def __enter__(self) -> EtcdSide:
+        self._binary = build_loadgen()
+        print("starting a local 3-member etcd cluster ...", file=sys.stderr)
+        self._cluster = EtcdCluster(self.folder, size=self.nodes).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cluster is not None:
+            self._cluster.__exit__(*exc)
+            self._cluster = None
+
+    def run_repeat(self, repeat: int) -> None:
+        """Every client count and phase once (repeat number ``repeat``, from 0)."""
+        assert self._binary is not None and self._cluster is not None, "not entered"
+        phases = [("writes", "put")] + ([("reads", "get")] if self.reads else [])
+        for n in self.clients:
+            for phase, op in phases:
+                m = run_load(
+                    self._binary,
+                    self._cluster,
+                    clients=n,
+                    connections=self.connections,
+                    duration=self.duration,
+                    warmup=self.warmup,
+                    op=op,
+                )
+                self.runs[phase].setdefault(n, []).append(m)
+                self.progress(f"etcd {phase}, {n} clients, run {repeat + 1}", m)
+
+    def result(self, median_of: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> dict[str, Any]:
+        """Medians per phase and client count (``median_of``: the bench's reduction)."""
+        out: dict[str, Any] = {
+            phase: {str(n): median_of(ms) for n, ms in by_n.items()}
+            for phase, by_n in self.runs.items()
+            if by_n
+        }
+        out["version"] = etcd_version()
+        return out
