@@ -125,7 +125,7 @@ def test_an_etcd_that_exits_for_another_reason_fails_the_start_at_once(
     workers.go_worker_missing() is not None, reason=str(workers.go_worker_missing())
 )
 def test_the_go_worker_runs_the_same_loads_and_its_sample_checks(tmp_path: pathlib.Path) -> None:
-    """``--loadgen go``: the closed loops run in one Go process (univrs_loadgen/main.go) that
+    """``--loadgen go``: the closed loops run in one Go process (univrs_loadgen/) that
     speaks the Python worker's protocol, answers with the same histogram, and sends the same
     requests (keyed writes through sessions, linearizable and lease reads); the
     linearizability sample's writers and readers stay in the bench's process beside it."""

@@ -17,7 +17,7 @@ sample of the clients write unique values, read back by paced readers, recorded 
 (``univrs.bench.sample``). The run fails if a sample is not linearizable.
 
 ``--loadgen go`` (the default where Go and gorilla/websocket's sources are installed) runs the
-closed loops in one Go worker process (``univrs_loadgen/main.go``: the same requests, sessions
+closed loops in one Go worker process (``univrs_loadgen/``: the same requests, sessions
 and frames as the Python client, a few microseconds of CPU per operation, as the etcd side's
 Go load generator); ``--loadgen python`` with ``--client-procs N`` runs them in N Python worker
 processes (``univrs.bench.workers``; their latency histograms are merged,

@@ -33,7 +33,7 @@ from univrs.tools.devcluster import wait_for
 from univrs.tools.ports import free_ports
 from univrs.tools.started import last_line_of
 
-SOURCE = pathlib.Path(__file__).with_name("etcd_loadgen") / "main.go"
+SOURCE = pathlib.Path(__file__).with_name("etcd_loadgen")  # its Go sources
 GO_PACKAGES = {"go.etcd.io/etcd/clientv3": "golang-etcd-server-dev"}  # import path -> Debian
 
 

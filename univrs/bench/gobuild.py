@@ -1,12 +1,12 @@
 """Go programs of the bench, built on first use from Debian's Go packages (nothing downloaded).
 
 Two load generators are written in Go: etcd's (``etcd_loadgen``, with etcd's own client) and
-univrs's (``univrs_loadgen``, ``scripts/bench --loadgen go``). ``build`` compiles one in GOPATH
-mode against the sources Debian's ``golang-*-dev`` packages install under ``GOPATH``, into
-``~/.cache/univrs-bench`` (or ``$XDG_CACHE_HOME``), once per version of its source: the
-binary's name carries the source's digest, so an edited source is built again and an
-unchanged one is not. ``missing`` says what a machine lacks to build one (a message for the
-operator), or None.
+univrs's (``univrs_loadgen``, ``scripts/bench --loadgen go``). ``build`` compiles one (the
+``.go`` files of its folder) in GOPATH mode against the sources Debian's ``golang-*-dev``
+packages install under ``GOPATH``, into ``~/.cache/univrs-bench`` (or ``$XDG_CACHE_HOME``),
+once per version of its sources: the binary's name carries their digest, so an edited source
+is built again and an unchanged one is not. ``missing`` says what a machine lacks to build
+one (a message for the operator), or None.
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ def missing(packages: dict[str, str]) -> str | None:
     return None
 
 
-def build(source: pathlib.Path, name: str) -> pathlib.Path:
-    """The binary of the Go program ``source`` (one ``main.go``), built once per version of
-    its source."""
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+def build(folder: pathlib.Path, name: str) -> pathlib.Path:
+    """The binary of the Go program whose sources (package main) are the ``.go`` files of
+    ``folder``, built once per version of its sources."""
+    sources = sorted(folder.glob("*.go"))
+    if not sources:
+        raise FileNotFoundError(f"no Go sources in {folder}")
+    hasher = hashlib.sha256()
+    for path in sources:
+        hasher.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest = hasher.hexdigest()[:12]
     cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
     folder = cache / "univrs-bench"
     binary = folder / f"{name}-{digest}"
@@ -55,6 +61,6 @@ def build(source: pathlib.Path, name: str) -> pathlib.Path:
         "GOFLAGS": "",
     }
     tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
-    subprocess.run(["go", "build", "-o", str(tmp), str(source)], env=env, check=True)
+    subprocess.run(["go", "build", "-o", str(tmp), *map(str, sources)], env=env, check=True)
     tmp.rename(binary)
     return binary

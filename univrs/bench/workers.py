@@ -8,7 +8,7 @@ measurement's closed loops to them, split round-robin; the bench's own process k
 linearizability sample (its writers and paced readers, recorded and checked there) and the
 measuring (CPU of every process, the nodes' metrics, py-spy).
 
-``--loadgen go`` starts the same worker written in Go (``univrs_loadgen/main.go``, built on
+``--loadgen go`` starts the same worker written in Go (``univrs_loadgen/``, built on
 first use from Debian's Go packages: ``go_worker``) instead: the same protocol, the same
 requests on the wire (sessions, keys, frames), the same histogram, at a few microseconds of
 CPU per operation where this one spends about 28. One Go process runs its loops on every CPU.
@@ -58,12 +58,12 @@ __all__ = [
 MAX_ERRORS_SENT = 20
 READY_TIMEOUT = 60.0
 PYTHON_WORKER = [sys.executable, "-m", "univrs.bench.workers"]
-GO_SOURCE = pathlib.Path(__file__).with_name("univrs_loadgen") / "main.go"
+GO_SOURCE = pathlib.Path(__file__).with_name("univrs_loadgen")  # its Go sources
 GO_PACKAGES = {"github.com/gorilla/websocket": "golang-github-gorilla-websocket-dev"}
 
 
 def go_worker_missing() -> str | None:
-    """Why the Go worker (``univrs_loadgen/main.go``: the same protocol, requests and
+    """Why the Go worker (``univrs_loadgen/``: the same protocol, requests and
     histogram as this module's worker) cannot be built here, or None."""
     return gobuild.missing(GO_PACKAGES)
 
