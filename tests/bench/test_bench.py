@@ -536,3 +536,24 @@ def test_raft_settings_for_the_local_nodes_are_one_toml_scalar_each() -> None:
     for bad in ("batch_gather_ms", "a=", "=3", "a=[1]", "a.b=3", "a=1\nb=2", "a={x=1}"):
         with pytest.raises(SystemExit):
             bench.parse_args(["--raft", bad])
+
+
+def test_a_go_worker_that_does_not_build_falls_back_only_when_the_bench_chose_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    monkeypatch.setattr("univrs.bench.workers.go_worker_missing", lambda: None)
+
+    def broken() -> list[str]:
+        raise subprocess.CalledProcessError(1, ["go", "build"])
+
+    monkeypatch.setattr(bench, "go_worker", broken)
+    chosen = bench.parse_args([])  # auto: Go, since it looks buildable
+    assert chosen.loadgen == "go"
+    bench.build_go_worker(chosen)
+    assert chosen.loadgen == "python" and chosen.go_worker is None
+    assert "Python workers instead" in capsys.readouterr().err
+    asked = bench.parse_args(["--loadgen", "go"])
+    with pytest.raises(SystemExit, match="did not build"):
+        bench.build_go_worker(asked)

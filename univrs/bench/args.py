@@ -208,6 +208,7 @@ def parse_args(argv: list[str] | None, description: str = "") -> argparse.Namesp
     if not 1 <= args.client_procs <= MAX_CLIENT_PROCS:
         parser.error(f"--client-procs must be between 1 and {MAX_CLIENT_PROCS}")
     args.go_worker = None
+    args.loadgen_chosen = args.loadgen == "auto"  # the bench picked it: it may fall back
     if args.loadgen != "python":
         lacking = workers.go_worker_missing()
         if lacking is not None and args.loadgen == "go":

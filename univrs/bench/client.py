@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -348,8 +349,6 @@ def _load() -> str:
 
 
 def _commit() -> str:
-    import subprocess
-
     out = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -360,10 +359,25 @@ def _commit() -> str:
     return out.stdout.strip() or "?"
 
 
+def build_go_worker(args: argparse.Namespace) -> None:
+    """With ``--loadgen go``, build the Go worker (once per version of its sources) into
+    ``args.go_worker``. If it does not build, the bench falls back to the Python workers when
+    it chose Go itself (``auto``: a toolchain too old or a broken package must not stop a
+    run), and stops, saying why, when ``--loadgen go`` was asked for."""
+    if args.loadgen != "go":
+        return
+    try:
+        args.go_worker = go_worker()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if not args.loadgen_chosen:
+            raise SystemExit(f"--loadgen go: the Go worker did not build: {exc}") from None
+        print(f"the Go worker did not build ({exc}): Python workers instead", file=sys.stderr)
+        args.loadgen = "python"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.loadgen == "go":
-        args.go_worker = go_worker()  # built once per version of its source
+    build_go_worker(args)
     settle(())  # the clients' measured latencies should not carry full-GC walks of the imports
     etcd_skipped = None
     if args.compare_etcd:
