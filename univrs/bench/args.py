@@ -151,8 +151,9 @@ def parse_args(argv: list[str] | None, description: str = "") -> argparse.Namesp
         "--loadgen",
         choices=("auto", "go", "python"),
         default="auto",
-        help="what runs the closed loops: the Go worker (one process on every CPU, a few us of "
-        "CPU per operation, as etcd's load generator), the Python workers (--client-procs), or "
+        help="what runs the closed loops: the Go worker (one process on every CPU, about a "
+        "third of the Python workers' CPU per operation; etcd's side is Go too), the Python "
+        "workers (--client-procs), or "
         "auto, the default: go when it can be built here (golang-go, "
         "golang-github-gorilla-websocket-dev), else python",
     )

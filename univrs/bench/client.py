@@ -17,14 +17,14 @@ sample of the clients write unique values, read back by paced readers, recorded 
 (``univrs.bench.sample``). The run fails if a sample is not linearizable.
 
 ``--loadgen go`` (the default where Go and gorilla/websocket's sources are installed) runs the
-closed loops in one Go worker process (``univrs_loadgen/``: the same requests, sessions
-and frames as the Python client, a few microseconds of CPU per operation, as the etcd side's
-Go load generator); ``--loadgen python`` with ``--client-procs N`` runs them in N Python worker
-processes (``univrs.bench.workers``; their latency histograms are merged,
-``univrs.bench.latency``) so that one Python client process does not cap the load (N = 1: in
-the bench's own process). The linearizability sample runs in the bench's own process either
-way; ``--read-nodes all`` spreads the reads over every node (a
-follower's linearizable read is confirmed by the leader, ReadIndex) instead of the leader.
+closed loops, and the linearizability sample, in one Go worker process (``univrs_loadgen/``:
+the same requests, sessions and frames as the Python client, at about a third of the Python
+workers' CPU per operation, as the etcd side is driven by a Go load generator).
+``--loadgen python`` with ``--client-procs N`` runs the loops in N Python worker processes
+(``univrs.bench.workers``; their latency histograms are merged, ``univrs.bench.latency``) so
+that one Python client process does not cap the load (N = 1: in the bench's own process, which
+runs the sample then). ``--read-nodes all`` spreads the reads over every node (a follower's
+linearizable read is confirmed by the leader, ReadIndex) instead of the leader.
 
 For a cluster it started, the bench also reports the CPU milliseconds each process (nodes, the
 bench's own ``client`` and its workers ``client-1``..) spent per operation, from

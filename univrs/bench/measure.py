@@ -217,10 +217,15 @@ async def measure(
     error_count = len(errors)
     # CLOCK_MONOTONIC seconds (the workers' event times) -> this process's Trio clock.
     offset = trio.current_time() - time.monotonic()
+    histories = 0
     for part in remote_results:
         if in_worker and sample is not None and "sample" in part:
             sample.take_worker_history(part["sample"], offset)
+            histories += 1
         hist.merge(Histogram.from_json(part["hist"]))
+    if in_worker and remote_results and histories != 1:
+        # Never a check of less than the sample: a run whose worker ran none fails.
+        raise RuntimeError(f"the workers answered {histories} sample histories, not 1")
         errors.extend(part["errors"])
         error_count += int(part["error_count"])
         stalled = stalled or part["stalled"]
