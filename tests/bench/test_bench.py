@@ -171,6 +171,29 @@ async def test_a_worker_that_runs_the_sample_has_its_history_checked() -> None:
     assert fake.answers == ["minimal", "minimal"]  # the two first writes, nothing more
 
 
+async def test_a_worker_that_answers_no_history_fails_the_run() -> None:
+    """The sample was handed to the worker: an answer without its history must not pass as a
+    check of the bench's own first writes alone."""
+
+    class Forgetful(SamplingPool):
+        async def run(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            answers = await super().run(*args, **kwargs)
+            return [{k: v for k, v in a.items() if k != "sample"} for a in answers]
+
+    keys = ["bench-0", "bench-1"]
+    sample = Sample(keys, dict.fromkeys(keys, 0))
+    with pytest.raises(RuntimeError, match="0 sample histories"):
+        await bench.measure(
+            [cast(Client, FakeClient())],
+            4,
+            0.05,
+            load_ops(keys)["writes"],
+            None,
+            sample,
+            pool=Forgetful(stale=False),
+        )
+
+
 async def test_a_stale_read_in_a_workers_history_fails_the_sample() -> None:
     result, _, _ = await _measure_in_worker(stale=True)
     assert result["check"]["verdict"] == "not-linearizable"
