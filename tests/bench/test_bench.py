@@ -194,6 +194,39 @@ async def test_a_worker_that_answers_no_history_fails_the_run() -> None:
         )
 
 
+async def test_the_workers_errors_and_stalls_reach_the_figures() -> None:
+    """Each worker's error count, first errors and stall flag are summed into the run's."""
+
+    class Failing:
+        runs_sample = False
+        pids: dict[str, int] = {}
+
+        async def run(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            hist = Histogram()
+            hist.record(0.002)
+            return [
+                {"hist": hist.to_json(), "errors": ["unavailable: x"], "error_count": 3},
+                {"hist": hist.to_json(), "errors": [], "error_count": 0},
+            ]
+
+    async def nothing(client: Client, i: int) -> None:
+        await trio.sleep(0)
+
+    pool = Failing()
+    answers = await pool.run()
+    answers[1]["stalled"] = True
+    answers[0]["stalled"] = False
+
+    async def run(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return answers
+
+    pool.run = run  # type: ignore[method-assign]
+    result = await bench.measure([cast(Client, FakeClient())], 4, 0.05, nothing, pool=pool)
+    assert result["ops"] == 2
+    assert result["errors"] == 3 + 1  # and one for the stall
+    assert result["first_error"] == "stalled: abandoned"
+
+
 async def test_a_stale_read_in_a_workers_history_fails_the_sample() -> None:
     result, _, _ = await _measure_in_worker(stale=True)
     assert result["check"]["verdict"] == "not-linearizable"
@@ -580,3 +613,15 @@ def test_a_go_worker_that_does_not_build_falls_back_only_when_the_bench_chose_it
     asked = bench.parse_args(["--loadgen", "go"])
     with pytest.raises(SystemExit, match="did not build"):
         bench.build_go_worker(asked)
+
+
+async def test_the_samples_values_never_coincide_with_the_loads() -> None:
+    """A stale read of a value the load wrote (or the creation's) must not pass for a sampled
+    write's: the sample's values start above all of them."""
+    fake = FakeClient()
+    write = load_ops(["bench-0"])["writes"]
+    for _ in range(25):
+        await write(cast(Client, fake), 0)
+    seen = set(fake.values.values()) | set(fake.previous.values())
+    assert max(seen) < sample_module.SAMPLE_FIRST_VALUE
+    assert sample_module.SAMPLE_FIRST_VALUE > 1  # workloads are created with 1 replica

@@ -74,7 +74,7 @@ from univrs.bench.args import (
 from univrs.bench.measure import STALL_GRACE, WARMUP, measure, median_of, percentile
 from univrs.bench.nodes import Servers
 from univrs.bench.report import plot, report, summarise_profile
-from univrs.bench.sample import SAMPLE_KEYS, SAMPLE_MIN_CLIENTS, Sample
+from univrs.bench.sample import SAMPLE_FIRST_VALUE, SAMPLE_KEYS, SAMPLE_MIN_CLIENTS, Sample
 from univrs.bench.workers import (
     WorkerPool,
     connection_plan,
@@ -205,7 +205,9 @@ async def run_bench(
             )
 
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {p: {} for p in PHASES}
-        values = dict.fromkeys(keys[:SAMPLE_KEYS], 0)
+        # The sample's values start above every value the load writes (``replicas`` 0-9, and
+        # 1 at creation): a stale read of a load's value can never pass for a sampled one.
+        values = dict.fromkeys(keys[:SAMPLE_KEYS], SAMPLE_FIRST_VALUE)
         profiled: dict[str, Any] | None = None
         profile_phase = args.profile_phase if args.profile_phase in phases else None
         if args.profile and profile_phase is None:

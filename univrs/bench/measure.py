@@ -223,12 +223,12 @@ async def measure(
             sample.take_worker_history(part["sample"], offset)
             histories += 1
         hist.merge(Histogram.from_json(part["hist"]))
-    if in_worker and remote_results and histories != 1:
-        # Never a check of less than the sample: a run whose worker ran none fails.
-        raise RuntimeError(f"the workers answered {histories} sample histories, not 1")
         errors.extend(part["errors"])
         error_count += int(part["error_count"])
         stalled = stalled or part["stalled"]
+    if in_worker and histories != 1:
+        # Never a check of less than the sample: a run whose worker ran none fails.
+        raise RuntimeError(f"the workers answered {histories} sample histories, not 1")
     counted = max(1, hist.count)
     cpu_ms: dict[str, float] = {}
     for name, (before, after) in cpu.items():

@@ -30,6 +30,7 @@ from univrs.errors import UnivrsError
 
 SAMPLE_KEYS = 4  # keys whose operations are recorded and checked, per write measurement
 SAMPLE_OPS = 1000  # recorded operations per sampled key at most
+SAMPLE_FIRST_VALUE = 100  # sampled values start above this: the load writes 0-9 (workers.py)
 SAMPLE_MIN_CLIENTS = 16  # below this many clients no sample (its reader would skew the load)
 # Seconds between two reads of a sampled reader. Each read is a linearizable read on its own
 # (a ReadIndex round of its own on the leader: about 0.6 ms of the leader's CPU, as a lone

@@ -260,8 +260,13 @@ func (c *conn) read() {
 		// the writer then waits for all of them (one request frame per response frame).
 		c.answered.Add(int64(len(hits)))
 		for _, h := range hits {
-			if e, bad := h.r["error"].(map[string]any); bad {
+			if raw, bad := h.r["error"]; bad {
+				// Any error field is an error (a malformed one too: never taken as an answer).
+				e, _ := raw.(map[string]any)
 				code, _ := e["code"].(string)
+				if code == "" {
+					code = "malformed-error"
+				}
 				h.k.done <- failed(code, fmt.Sprint(e["message"]))
 			} else {
 				h.k.done <- result{ok: h.r["ok"]}

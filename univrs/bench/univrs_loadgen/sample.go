@@ -22,6 +22,7 @@ type sampler struct {
 	mu       sync.Mutex
 	spec     *sampleSpec
 	events   [][6]any
+	keys     map[string]bool // the sampled keys (never changed: read without mu)
 	ops      map[string]int
 	done     map[string]bool
 	base     float64 // CLOCK_MONOTONIC at t0
@@ -30,18 +31,18 @@ type sampler struct {
 }
 
 func newSampler(spec *sampleSpec, keys []string) *sampler {
-	smp := &sampler{spec: spec, ops: map[string]int{}, done: map[string]bool{},
-		nextProc: spec.NextProcess, t0: time.Now()}
+	smp := &sampler{spec: spec, keys: map[string]bool{}, ops: map[string]int{},
+		done: map[string]bool{}, nextProc: spec.NextProcess, t0: time.Now()}
 	smp.base = monotonic()
 	for _, i := range spec.Clients {
+		smp.keys[keys[i]] = true
 		smp.ops[keys[i]] = 0
 	}
 	return smp
 }
 
 func (smp *sampler) sampled(key string) bool {
-	_, ok := smp.ops[key]
-	return ok
+	return smp.keys[key]
 }
 
 func (smp *sampler) writing(key string) bool {
@@ -136,7 +137,12 @@ func (smp *sampler) read(c *conn, key string, stop time.Time) {
 func (smp *sampler) answer() map[string]any {
 	smp.mu.Lock()
 	defer smp.mu.Unlock()
-	return map[string]any{"events": smp.events, "values": smp.spec.Values,
+	// Copies: after a stall, loops still running may go on recording while this is encoded.
+	values := map[string]int64{}
+	for key, value := range smp.spec.Values {
+		values[key] = value
+	}
+	return map[string]any{"events": append([][6]any(nil), smp.events...), "values": values,
 		"next_process": smp.nextProc}
 }
 
