@@ -414,3 +414,51 @@ async def test_a_bug_serving_an_inline_frame_answers_internal_and_the_node_carri
             assert {a["error"]["code"] for a in failed.values()} == {"internal"}, failed
             await ws.send_message(codec.encode_plain([{**create, "id": 2}]))
             assert "ok" in (await _answers(ws, 1))[2]
+
+
+async def test_a_frame_mixing_writes_and_reads_sends_only_its_reads_through_a_task(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that multiplexes reads and writes on one connection sends frames of both: the
+    writes go the inline way (``start_writes``) and only the rest (a read, a malformed
+    request, an unknown operation) through ``_handle_frame`` and ``execute_many`` (session
+    21). Fails without the split: ``execute_many`` gets the writes too. Every request is
+    answered once, as before."""
+    seen: list[list[str]] = []
+    original = ApiService.execute_many
+
+    async def spy(self: ApiService, jobs: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append([job.name for job in jobs])
+        await original(self, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(ApiService, "execute_many", spy)
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+        async with await _hello(node) as ws:
+            await _with_workload(ws)
+            seen.clear()
+            frame = [
+                _scale(1, 2),
+                {"id": 2, "op": "workload.get", "args": {"id": "w"}},
+                _scale(3, 3),
+                {"id": 4, "op": "no.such.op", "args": {}},
+                {"id": 5, "op": "workload.scale", "args": {"id": "w", "replicas": "x"}},
+                {"id": 6, "op": "workload.get", "args": {"id": "w"}, "answer": "sideways"},
+            ]
+            await ws.send_message(codec.encode_plain(frame))
+            answers = await _answers(ws, 6)
+            assert sorted(answers) == [1, 2, 3, 4, 5, 6]
+            assert "ok" in answers[1] and "ok" in answers[3], answers
+            assert answers[2]["ok"]["id"] == "w"
+            assert answers[4]["error"]["code"] == "not-found", answers[4]
+            assert answers[5]["error"]["code"] == "invalid-argument", answers[5]
+            assert answers[6]["error"]["code"] == "malformed-request", answers[6]
+            # The writes (1, 3 and the bad scale 5) were not in the task's frame.
+            assert seen == [["workload.get", "no.such.op"]], seen
+            # A frame of reads alone goes through the task whole, as before.
+            seen.clear()
+            await ws.send_message(
+                codec.encode_plain([{"id": 7, "op": "workload.get", "args": {"id": "w"}}])
+            )
+            assert "ok" in (await _answers(ws, 1))[7]
+            assert seen == [["workload.get"]]

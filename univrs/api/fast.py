@@ -61,7 +61,7 @@ from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
 from univrs.api.endpoints import member_endpoints
 from univrs.api.inline import InlineFrames
-from univrs.api.service import BUDGET_TIMEOUT, Job
+from univrs.api.service import BUDGET_TIMEOUT, WRITE_OPS, Job
 from univrs.api.store import MAX_TIMEOUT
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Encoded, Request
@@ -291,11 +291,26 @@ class _ClientConnection:
         its own (``ApiService.start_writes``): the writes checked, built and handed to the
         runtime; their waiters tell this connection when they are filled, and the writer
         renders and sends the answers (univrs/api/inline.py), or answers them at their
-        deadline. False (nothing done): the frame needs ``_handle_frame`` (reads, watches,
-        bad requests, a follower, a caller to catch up on)."""
+        deadline. False (nothing done): the frame needs ``_handle_frame`` (a follower, a
+        caller to catch up on, no write in it).
+
+        A frame that mixes writes with anything else (reads, watches, bad requests: a client
+        that multiplexes them on one connection) is split (session 21): its writes go this
+        way and the rest to a ``_handle_frame`` task of its own. ``execute_many`` ran a
+        frame's writes and reads concurrently anyway (no order between them, as between any
+        two requests in flight), so the answers are the same; before, one read in a frame
+        sent all of its writes through the task and ``execute_many``."""
+        rest: list[Request | BadRequest] = []
         for req in requests:
-            if type(req) is not Request or req.op == WATCH_OP:
-                return False
+            if type(req) is not Request or req.op not in WRITE_OPS:  # (a watch is no write)
+                writes: list[Request | BadRequest] = []
+                for one in requests:
+                    is_write = type(one) is Request and one.op in WRITE_OPS
+                    (writes if is_write else rest).append(one)
+                if not writes:
+                    return False
+                requests = writes
+                break
         # One pass, the connection's own caller shared by the requests that name no other
         # (``_caller_of``), the fields in ``Job``'s order.
         caller = self._caller
@@ -330,9 +345,11 @@ class _ClientConnection:
         except Exception as exc:  # a bug: answer what is left with `internal`, carry on
             log.error("serving a frame of %d writes failed with a bug", len(jobs), exc_info=exc)
             self._bug(jobs, answered, exc)
-            return True
+            taken, wait = True, None
         if wait is not None:
             self.inline.add(wait, jobs, answered)
+        if taken and rest:
+            nursery.start_soon(self._handle_frame, rest, nursery)
         return taken
 
     def _bug(self, jobs: Sequence[Job], answered: set[int], exc: BaseException) -> None:

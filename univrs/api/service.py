@@ -53,7 +53,10 @@ from univrs.service.declare import PUBLIC
 if TYPE_CHECKING:
     from univrs.service.node import NodeHandle
 
-__all__ = ["MAX_LIMIT", "ApiService", "Job"]
+__all__ = ["MAX_LIMIT", "WRITE_OPS", "ApiService", "Job"]
+
+# The operations ``start_writes`` takes (the fast protocol splits a frame's writes off: fast.py).
+WRITE_OPS = frozenset(name for name, op in HANDLERS.items() if op.is_write)
 
 # A read still waiting for answer-budget room at its deadline (univrs/api/budget.py).
 BUDGET_TIMEOUT = (
