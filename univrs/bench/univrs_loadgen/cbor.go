@@ -131,7 +131,7 @@ func halfFloat(h uint16) float32 {
 	frac := uint32(h & 0x3ff)
 	switch exp {
 	case 0:
-		return math.Float32frombits(sign) + float32(frac)*float32(math.Pow(2, -24))*sign1(sign)
+		return sign1(sign) * float32(frac) / (1 << 24) // subnormal: frac x 2^-24
 	case 31:
 		return math.Float32frombits(sign | 0x7f800000 | frac<<13)
 	}

@@ -142,14 +142,14 @@ func measure(cmd command, conns []*conn, keys []string, answer string) map[strin
 	var smp *sampler
 	if cmd.Sample != nil && cmd.Phase == "writes" {
 		smp = newSampler(cmd.Sample, keys)
-		for j, i := range cmd.Sample.Clients {
+		for _, i := range cmd.Sample.Clients {
 			// As the Python readers: another connection than the key's writer's.
 			reader := conns[(position[i]+1)%len(conns)]
 			wg.Add(1)
-			go func(key string, j int) {
+			go func(key string) {
 				defer wg.Done()
 				smp.read(reader, key, stop)
-			}(keys[i], j)
+			}(keys[i])
 		}
 	}
 	for n, i := range cmd.Clients {
