@@ -9,6 +9,7 @@ import pathlib
 from collections import Counter
 from typing import Any
 
+import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket
 
@@ -19,6 +20,7 @@ from tests.api.helpers import (
 )
 from tests.api.test_auth import lagging_follower_with_fresh_token
 from univrs import codec
+from univrs.api import inline_reads
 from univrs.api.coalescer import ReadCoalescer
 from univrs.api.service import ApiService
 from univrs.client import protocol
@@ -72,23 +74,24 @@ async def _raw(node: Node, token: str | None = None) -> Any:
     return open_websocket("127.0.0.1", port, protocol.PATH, use_ssl=False)
 
 
-async def test_a_frame_is_one_task_one_proposer_hand_off_and_one_read_wait(
+async def test_a_frame_is_no_task_one_proposer_hand_off_and_one_read_round(
     tmp_path: pathlib.Path, monkeypatch: Any
 ) -> None:
     """A frame of eight writes on the leader: no task at all (the connection's reader proposes
     them, its writer answers them: s16-api) and one proposal event to the runtime's driver; a
-    frame of eight linearizable reads: one task and one wait for a ReadIndex confirmation. The
-    old code spawned a task per request, sent one ``Propose`` per write and waited once per
-    read; the code of rounds 4-15 spawned one task per frame of writes: this fails there."""
+    frame of eight linearizable reads: no task either (session 22: univrs/api/inline_reads.py)
+    and one ReadIndex round joined. The old code spawned a task per request, sent one
+    ``Propose`` per write and waited once per read; the code of rounds 4-15 spawned one task per
+    frame of writes, that of sessions 16-21 one per frame of reads: this fails there."""
     async with open_cluster(tmp_path, size=1) as cluster:
         (node,) = cluster.running()
-        waits = 0
-        real_wait = ReadCoalescer.wait
+        joins = 0
+        real_join = ReadCoalescer.join
 
-        async def counted_wait(self: ReadCoalescer) -> int:
-            nonlocal waits
-            waits += 1
-            return await real_wait(self)
+        def counted_join(self: ReadCoalescer, notify: Any = None) -> Any:
+            nonlocal joins
+            joins += 1
+            return real_join(self, notify)
 
         async with await _raw(node) as ws:
             await ws.send_message(protocol.encode_client_hello())
@@ -118,7 +121,7 @@ async def test_a_frame_is_one_task_one_proposer_hand_off_and_one_read_wait(
                 node.runtime.inbox.sender = sender.inner
             write_tasks = _api_tasks(counter)
             counter = _TaskCounter()
-            monkeypatch.setattr(ReadCoalescer, "wait", counted_wait)
+            monkeypatch.setattr(ReadCoalescer, "join", counted_join)
             trio.lowlevel.add_instrument(counter)
             try:
                 read = await _exchange(
@@ -134,8 +137,10 @@ async def test_a_frame_is_one_task_one_proposer_hand_off_and_one_read_wait(
         assert sum(write_tasks.values()) == 0, write_tasks  # no task for a frame of writes
         proposals = sender.sent["Propose"] + sender.sent["ProposeMany"]
         assert proposals == 1, sender.sent  # one hand-off for the frame's eight writes
-        assert sum(read_tasks.values()) == 1, read_tasks
-        assert waits == 1  # one ReadIndex wait for the frame's eight reads
+        # No task for a frame of reads either (univrs/api/inline_reads.py), and one ReadIndex
+        # round joined for its eight reads.
+        assert sum(read_tasks.values()) == 0, read_tasks
+        assert joins == 1
 
 
 def _api_tasks(counter: _TaskCounter) -> dict[str, int]:
@@ -305,26 +310,56 @@ async def test_a_bug_serving_a_frame_answers_internal_and_the_node_carries_on(
     tmp_path: pathlib.Path, monkeypatch: Any
 ) -> None:
     """An exception escaping ``execute_many`` (a bug) answers the frame's requests with
-    ``internal`` instead of taking the connection (and the node) down with it."""
+    ``internal`` instead of taking the connection (and the node) down with it. (A frame of
+    reads of two consistencies: one of one consistency has no task: the next test.)"""
     async with open_cluster(tmp_path, size=1) as cluster, trio.open_nursery() as nursery:
         (node,) = cluster.running()
 
-        async def broken(self: ApiService, jobs: Any, answered: Any) -> None:
+        async def broken(self: ApiService, jobs: Any, answered: Any, **kwargs: Any) -> None:
             raise RuntimeError("a bug")
 
         monkeypatch.setattr(ApiService, "execute_many", broken)
         async with await _raw(node) as ws:
             await ws.send_message(protocol.encode_client_hello())
             await ws.get_message()
-            answers = await _exchange(
-                ws, [{"id": i, "op": "workload.list", "args": {}} for i in range(3)]
-            )
+            frame = [{"id": i, "op": "workload.list", "args": {}} for i in range(3)]
+            frame[0]["consistency"] = "local"
+            answers = await _exchange(ws, frame)
         assert {r["error"]["code"] for r in answers.values()} == {"internal"}, answers
         monkeypatch.undo()
         conn = await Connection.open(nursery, cluster.client_address(node))
         page, _ = await conn.request("workload.list", {})
         assert page["items"] == []
         conn.close()
+
+
+@pytest.mark.parametrize("where", ["start", "settle"])
+async def test_a_bug_serving_a_frame_of_reads_inline_answers_internal(
+    tmp_path: pathlib.Path, monkeypatch: Any, where: str
+) -> None:
+    """A frame of reads served with no task (univrs/api/inline_reads.py): an exception (a bug)
+    while starting them in the reader's step, or while rendering them in the writer's settle,
+    answers each of them ``internal``, once, and the connection and the node carry on. Fails
+    if the exception escapes into the reader or the writer (the connection is dropped: no
+    answers), or if a read is left unanswered."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        target = (inline_reads, "start_reads") if where == "start" else (ApiService, "render_ready")
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            monkeypatch.setattr(*target, broken)
+            frame = [{"id": i, "op": "workload.list", "args": {}} for i in range(3)]
+            answers = await _exchange(ws, frame)
+            assert sorted(answers) == [0, 1, 2]
+            assert {r["error"]["code"] for r in answers.values()} == {"internal"}, answers
+            monkeypatch.undo()
+            again = await _exchange(ws, [{"id": 9, "op": "workload.list", "args": {}}])
+            assert again[9]["ok"]["items"] == [], again
 
 
 class _Lifetimes(trio.abc.Instrument):

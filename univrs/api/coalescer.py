@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -14,15 +15,21 @@ import trio
 from univrs.errors import Unavailable
 from univrs.runtime.waiter import Waiter
 
-__all__ = ["ReadCoalescer"]
+__all__ = ["ReadCoalescer", "Round"]
+
+log = logging.getLogger("univrs.api")
 
 
 @attrs.define(eq=False)
-class _Round:
+class Round:
+    """One confirmation request and the readers that share it: ``done`` is set when it ends,
+    with its ``index`` or its ``error``; ``notify``'s callbacks are called then (``join``)."""
+
     done: trio.Event = attrs.field(factory=trio.Event)
     started: bool = False  # read_index was called: later readers must wait for the next round
     index: int = 0
     error: Exception | None = None
+    notify: list[Callable[[], None]] = attrs.field(factory=list)
 
 
 class _RoundWaiter(Waiter[int]):
@@ -30,7 +37,7 @@ class _RoundWaiter(Waiter[int]):
     ends the round there and then, waking its readers and handing the next round over in the
     same step, with no task of the coalescer's in between."""
 
-    def __init__(self, coalescer: ReadCoalescer, chosen: _Round) -> None:
+    def __init__(self, coalescer: ReadCoalescer, chosen: Round) -> None:
         super().__init__()
         self._coalescer = coalescer
         self._chosen = chosen
@@ -71,25 +78,36 @@ class ReadCoalescer:
     nursery: trio.Nursery
     read_index: Callable[[], Awaitable[int]]
     hand_off: Callable[[Waiter[int]], bool] | None = None
-    _running: _Round | None = None
-    _next: _Round | None = None
+    _running: Round | None = None
+    _next: Round | None = None
     requests: int = 0  # statistics: read_index calls made
 
     async def wait(self) -> int:
         """A read index confirmed after this call began (or the error confirming it raised)."""
+        chosen = self.join()
+        await chosen.done.wait()
+        if chosen.error is not None:
+            raise copy.copy(chosen.error)
+        return chosen.index
+
+    def join(self, notify: Callable[[], None] | None = None) -> Round:
+        """``wait`` without waiting: the round a read arriving now shares, its request made
+        after this call (the same rule as ``wait``); ``notify()`` is called when it ends, in
+        the task or driver step that ends it (it must be cheap and must not raise). The
+        reader reads the round's ``index`` or ``error`` once ``done`` is set (univrs/api/
+        inline_reads.py: a frame's reads with no task of their own)."""
         running = self._running
         if running is not None and not running.started:
             chosen = running  # its request is not made yet: it will be after this arrival
         else:
             if self._next is None:
-                self._next = _Round()
+                self._next = Round()
             chosen = self._next
-            if running is None:
-                self._start()
-        await chosen.done.wait()
-        if chosen.error is not None:
-            raise copy.copy(chosen.error)
-        return chosen.index
+        if notify is not None:
+            chosen.notify.append(notify)
+        if running is None and chosen is self._next:
+            self._start()
+        return chosen
 
     def _start(self) -> None:
         chosen, self._next = self._next, None
@@ -104,13 +122,19 @@ class ReadCoalescer:
             self.requests -= 1
         self.nursery.start_soon(self._drive, chosen)
 
-    def _finish(self, chosen: _Round) -> None:
+    def _finish(self, chosen: Round) -> None:
         chosen.done.set()
         self._running = None
+        notify, chosen.notify = chosen.notify, []
+        for fn in notify:
+            try:
+                fn()
+            except Exception:  # a bug in a reader's callback: never into the driver's step
+                log.exception("a read round's callback failed")
         if self._next is not None:
             self._start()
 
-    async def _drive(self, chosen: _Round) -> None:
+    async def _drive(self, chosen: Round) -> None:
         try:
             chosen.started = True
             self.requests += 1

@@ -12,8 +12,11 @@ runtime in the reader's step (``ApiService.start_writes``), their waiters tell t
 the driver's step fills them, and the writer renders and sends their answers, or answers a write
 at its deadline (univrs/api/inline.py); when the writer sleeps and the write applied on the
 driver's step, that step renders and writes the answers itself if the socket takes the frame
-whole at once (``_answer_on_step``, issue 14 round 19). Any other frame starts *one task per
-frame* (per ``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts the
+whole at once (``_answer_on_step``, issue 14 round 19). A frame of reads of one consistency
+(or a frame's reads beside its writes) has no task either: checked in the reader's step, its
+ReadIndex round joined, rendered and answered by the writer when the round ends
+(univrs/api/inline_reads.py, session 22). Any other frame starts *one task per frame* (per
+``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts the
 frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it stops
 reading, which back-pressures the client through TCP. The frame's task answers malformed
 requests at once, starts one task per watch poll (a long poll must not hold up the others), and
@@ -56,6 +59,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from univrs.api import inline_reads
 from univrs.api.answer_frames import encode_frame, response_frames, response_of
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
@@ -240,7 +244,7 @@ class _ClientConnection:
         if n > MAX_FRAME_CHUNK or self._in_flight + n > MAX_IN_FLIGHT or not self.budget.own_room():
             return _Decoded(requests)
         self._in_flight += n
-        if not self._start_inline(requests, nursery):
+        if not self._start_inline(requests, nursery) and not self._start_reads(requests, nursery):
             nursery.start_soon(self._handle_frame, requests, nursery)
         return None
 
@@ -281,7 +285,7 @@ class _ClientConnection:
                         self._room = trio.Event()
                     await self._room.wait()
                 self._in_flight += len(chunk)
-                if not self._start_inline(chunk, nursery):
+                if not self._start_inline(chunk, nursery) and not self._start_reads(chunk, nursery):
                     nursery.start_soon(self._handle_frame, chunk, nursery)
             if tap is not None:
                 tap.finished()
@@ -311,29 +315,7 @@ class _ClientConnection:
                     return False
                 requests = writes
                 break
-        # One pass, the connection's own caller shared by the requests that name no other
-        # (``_caller_of``), the fields in ``Job``'s order.
-        caller = self._caller
-        if caller is None:
-            caller = self._caller = Caller(token=self.token, address=self.host)
-        jobs: list[Job] = []
-        append = jobs.append
-        for req in requests:
-            assert type(req) is Request
-            ms = req.timeout_ms
-            append(
-                Job(
-                    req.op,
-                    req.args,
-                    req.key,
-                    req.consistency,
-                    None if ms is None else ms / 1000,
-                    req.hops,
-                    caller if req.token is None and not req.hops else self._caller_of(req),
-                    req,
-                    answer=req.answer,
-                )
-            )
+        jobs = self._jobs(requests)
         answered: set[int] = set()
 
         def send(done: Sequence[Job]) -> None:
@@ -348,9 +330,39 @@ class _ClientConnection:
             taken, wait = True, None
         if wait is not None:
             self.inline.add(wait, jobs, answered)
-        if taken and rest:
+        if taken and rest and not self._start_reads(rest, nursery):
             nursery.start_soon(self._handle_frame, rest, nursery)
         return taken
+
+    def _jobs(self, requests: Sequence[Request | BadRequest]) -> list[Job]:
+        """The requests' jobs (all ``Request``), the connection's own caller shared by those
+        that name no other (``_caller_of``)."""
+        caller = self._caller
+        if caller is None:
+            caller = self._caller = Caller(token=self.token, address=self.host)
+        return inline_reads.jobs_of(cast(Sequence[Request], requests), caller, self._caller_of)
+
+    def _start_reads(self, requests: list[Request | BadRequest], nursery: trio.Nursery) -> bool:
+        """A frame of reads of one consistency, served from the reader's step with no task of
+        its own (univrs/api/inline_reads.py); False (nothing done): the frame needs
+        ``_handle_frame``."""
+        if not inline_reads.uniform_reads(requests):
+            return False
+        jobs = self._jobs(requests)
+        answered: set[int] = set()
+
+        def send(done: Sequence[Job]) -> None:
+            answered.update(id(job) for job in done)
+            self._answered(done)
+
+        try:
+            return inline_reads.start_reads(
+                self.service, jobs, send, answered, self.inline, self.budget, nursery.start_soon
+            )
+        except Exception as exc:  # a bug: answer what is left with `internal`, carry on
+            log.error("serving a frame of %d reads failed with a bug", len(jobs), exc_info=exc)
+            self._bug(jobs, answered, exc)
+            return True
 
     def _bug(self, jobs: Sequence[Job], answered: set[int], exc: BaseException) -> None:
         left = [job for job in jobs if id(job) not in answered]
@@ -364,7 +376,7 @@ class _ClientConnection:
         """Answer one frame's requests: malformed ones at once, each watch poll in a task of
         its own (a long poll must not hold up the others), the rest together
         (``ApiService.execute_many``)."""
-        jobs: list[Job] = []
+        served: list[Request] = []
         ready: list[dict[str, Any]] = []
         for req in requests:
             if isinstance(req, BadRequest):
@@ -372,20 +384,8 @@ class _ClientConnection:
             elif req.op == WATCH_OP:
                 nursery.start_soon(self._handle_watch, req)
             else:
-                timeout = None if req.timeout_ms is None else req.timeout_ms / 1000
-                jobs.append(
-                    Job(
-                        name=req.op,
-                        args=req.args,
-                        key=req.key,
-                        consistency=req.consistency,
-                        timeout=timeout,
-                        hops=req.hops,
-                        caller=self._caller_of(req),
-                        tag=req,
-                        answer=req.answer,
-                    )
-                )
+                served.append(req)
+        jobs = self._jobs(served)
         if ready:
             self._send(ready)
         if not jobs:

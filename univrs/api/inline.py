@@ -22,6 +22,10 @@ is skipped, as the frame task's cancellation did.
 Per frame of one write at one client, the leader's API went from seven task steps (the reader
 one, the frame's task three, the writer three) to two (the reader one, the writer one with
 univrs/client/wire.py): docs/performance.md.
+
+A frame of reads waits here the same way (session 22): its ``ReadWait`` (univrs/api/
+inline_reads.py) is filled when its ReadIndex round ends, and ``settle`` renders and answers
+the reads, or answers those whose deadline passed first. Both follow the ``Waiting`` protocol.
 """
 
 from __future__ import annotations
@@ -31,27 +35,41 @@ import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
 
 if TYPE_CHECKING:
-    from univrs.api.batcher import FrameWait
     from univrs.api.service import Job
 
-__all__ = ["InlineFrames"]
+__all__ = ["InlineFrames", "Waiting"]
 
 log = logging.getLogger("univrs.api")
 
 MIN_PRUNE = 256  # heap entries kept before answered frames' entries are dropped
 
 
+class Waiting(Protocol):
+    """What a frame waits for: its writes (univrs/api/batcher.py ``FrameWait``) or its reads'
+    round (univrs/api/inline_reads.py ``ReadWait``)."""
+
+    pending: Any  # what is not answered yet (a sequence; emptied when abandoned for a bug)
+
+    def watch(self, fn: Callable[[], None]) -> None: ...
+
+    def deadline(self) -> float: ...
+
+    def settle(self, now: float) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
 @attrs.define(eq=False, slots=True)
 class _Inline:
-    """A frame of writes proposed by the reader, until answered."""
+    """A frame of writes proposed (or reads started) by the reader, until answered."""
 
-    wait: FrameWait
+    wait: Waiting
     jobs: Sequence[Job]
     answered: set[int]  # ids of the jobs answered
     queued: bool = False  # in ``_filled`` (or being settled)
@@ -72,8 +90,9 @@ class InlineFrames:
     _seq: int = 0
     _prune_at: int = MIN_PRUNE
 
-    def add(self, wait: FrameWait, jobs: Sequence[Job], answered: set[int]) -> None:
-        """Wait for ``wait``'s writes (the jobs of its frame; ``answered``: those answered)."""
+    def add(self, wait: Waiting, jobs: Sequence[Job], answered: set[int]) -> None:
+        """Wait for ``wait``'s writes or reads (the jobs of its frame; ``answered``: those
+        answered)."""
         inline = _Inline(wait, jobs, answered)
         wait.watch(functools.partial(self._filled_one, inline))
         self._keep(inline, wait.deadline())
@@ -134,7 +153,7 @@ class InlineFrames:
                 wait.settle(now)
             except Exception as exc:  # a bug: answer what is left with `internal`
                 log.error(
-                    "settling a frame of %d writes failed with a bug",
+                    "settling a frame of %d requests failed with a bug",
                     len(inline.jobs),
                     exc_info=exc,
                 )

@@ -439,6 +439,33 @@ class ApiService:
         its own deadline: one still without room then is answered ``Timeout`` (it took no
         bytes, so it gives none back); an answered job's result is then dropped (its answer
         holds it)."""
+        while jobs:
+            jobs = jobs[self.render_ready(jobs, barrier, start, answered, encoded, budget) :]
+            if not jobs:
+                return
+            assert budget is not None  # (``render_ready`` stops early for want of room only)
+            with trio.move_on_at(jobs[0].deadline) as waited:
+                await budget.wait_room()
+            if waited.cancelled_caught:
+                job, jobs = jobs[0], jobs[1:]
+                job.error = Timeout(BUDGET_TIMEOUT, retry_after=1.0)
+                self._count([job], start)
+                answered([job])
+
+    def render_ready(
+        self,
+        jobs: Sequence[Job],
+        barrier: Exception | None,
+        start: float,
+        answered: Callable[[Sequence[Job]], None],
+        encoded: bool = False,
+        budget: AnswerBudget | None = None,
+    ) -> int:
+        """``_render_reads`` without waiting: render and answer ``jobs`` from the first while
+        the budget (if any) has room beyond the bytes rendered so far; how many it answered
+        (the rest, from the first without room, are left to the caller). Rendered from the
+        applied state now (they all passed their read barrier, or are answered with
+        ``barrier``, a copy each)."""
         state = self.node.runtime.sm
         meta: dict[str, Any] | None = None
         cache = self._rendered
@@ -446,18 +473,7 @@ class ApiService:
         pending = 0  # bytes of ``done``'s encoded results
         for job in jobs:
             if budget is not None and not budget.has_room(pending):
-                if done:
-                    self._count(done, start)
-                    answered(done)
-                    drop_results(done)
-                    done, pending, meta = [], 0, None
-                with trio.move_on_at(job.deadline) as waited:
-                    await budget.wait_room()
-                state = self.node.runtime.sm
-                if waited.cancelled_caught:
-                    job.error = Timeout(BUDGET_TIMEOUT, retry_after=1.0)
-                    done.append(job)
-                    continue
+                break
             done.append(job)
             try:
                 if barrier is not None:
@@ -482,10 +498,12 @@ class ApiService:
                 job.meta = meta
             except Exception as exc:
                 job.error = exc
-        self._count(done, start)
-        answered(done)
-        if budget is not None:
-            drop_results(done)
+        if done:
+            self._count(done, start)
+            answered(done)
+            if budget is not None:
+                drop_results(done)
+        return len(done)
 
     def _count(self, jobs: Sequence[Job], start: float) -> None:
         """The request metrics of answered jobs: one counter increment per (operation,
