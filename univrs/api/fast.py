@@ -52,7 +52,7 @@ operation is a bug: it is logged and answered with ``internal``, and the node ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -316,12 +316,7 @@ class _ClientConnection:
                 requests = writes
                 break
         jobs = self._jobs(requests)
-        answered: set[int] = set()
-
-        def send(done: Sequence[Job]) -> None:
-            answered.update(id(job) for job in done)
-            self._answered(done)
-
+        answered, send = self._recorded()
         try:
             taken, wait = self.service.start_writes(jobs, send, nursery.start_soon)
         except Exception as exc:  # a bug: answer what is left with `internal`, carry on
@@ -342,6 +337,17 @@ class _ClientConnection:
             caller = self._caller = Caller(token=self.token, address=self.host)
         return inline_reads.jobs_of(cast(Sequence[Request], requests), caller, self._caller_of)
 
+    def _recorded(self) -> tuple[set[int], Callable[[Sequence[Job]], None]]:
+        """``_answered`` that also records the ids of the jobs it answered (in the set): what
+        ``_bug`` answers with ``internal`` is the rest."""
+        answered: set[int] = set()
+
+        def send(done: Sequence[Job]) -> None:
+            answered.update(id(job) for job in done)
+            self._answered(done)
+
+        return answered, send
+
     def _start_reads(self, requests: list[Request | BadRequest], nursery: trio.Nursery) -> bool:
         """A frame of reads of one consistency, served from the reader's step with no task of
         its own (univrs/api/inline_reads.py); False (nothing done): the frame needs
@@ -349,12 +355,7 @@ class _ClientConnection:
         if not inline_reads.uniform_reads(requests):
             return False
         jobs = self._jobs(requests)
-        answered: set[int] = set()
-
-        def send(done: Sequence[Job]) -> None:
-            answered.update(id(job) for job in done)
-            self._answered(done)
-
+        answered, send = self._recorded()
         try:
             return inline_reads.start_reads(
                 self.service, jobs, send, answered, self.inline, self.budget, nursery.start_soon
@@ -390,12 +391,7 @@ class _ClientConnection:
             self._send(ready)
         if not jobs:
             return
-        answered: set[int] = set()
-
-        def send(done: Sequence[Job]) -> None:
-            answered.update(id(job) for job in done)
-            self._answered(done)
-
+        answered, send = self._recorded()
         try:
             await self.service.execute_many(jobs, send, encoded=True, budget=self.budget)
         except Exception as exc:  # a bug: answer what is left with `internal`, carry on
