@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, open_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from tests.api.helpers import (
     WORKLOAD,
@@ -22,6 +22,7 @@ from tests.api.test_auth import lagging_follower_with_fresh_token
 from univrs import codec
 from univrs.api import inline_reads
 from univrs.api.coalescer import ReadCoalescer
+from univrs.api.fast import _ClientConnection
 from univrs.api.service import ApiService
 from univrs.client import protocol
 from univrs.client.connection import Connection
@@ -434,3 +435,50 @@ async def test_a_frame_with_a_fresh_token_catches_up_once(tmp_path: pathlib.Path
         codes = {rid: a.get("error", {}).get("code") for rid, a in answers.items()}
         assert codes == {1: None, 2: "unauthenticated", 3: None, 4: None}, answers
         assert authority.catch_ups == before + 1  # once for the frame
+
+
+async def test_an_empty_frame_answers_nothing_and_ends_nothing(tmp_path: pathlib.Path) -> None:
+    """An empty frame (``[]``) to the leader and to a follower answers nothing and ends
+    nothing: the same connection serves the next frame and the node stays up. A follower
+    crashed on it once (session 22's review: the reads' inline path looked at a first
+    request that was not there, inside the reader task, whose exception ends the node)."""
+    async with open_cluster(tmp_path, size=3) as cluster:
+        leader = await cluster.wait_leader()
+        follower = cluster.followers()[0]
+        for node in (leader, follower):
+            async with await _raw(node) as ws:
+                await ws.send_message(protocol.encode_client_hello())
+                await ws.get_message()
+                await ws.send_message(codec.encode_plain([]))
+                page = await _exchange(ws, [{"id": 1, "op": "workload.list", "args": {}}])
+                assert page[1]["ok"]["items"] == [], page
+        assert len(cluster.running()) == 3
+        assert cluster.leader() is not None
+
+
+async def test_a_bug_starting_a_frame_drops_the_connection_not_the_node(
+    tmp_path: pathlib.Path, monkeypatch: Any
+) -> None:
+    """An exception escaping a frame's start in the reader's step (a bug in any inline path,
+    ``_ClientConnection._start``) drops that connection (which of its requests were
+    answered is unknown) and never reaches trio-websocket's reader task, whose exception
+    would end the node: a new connection is served. Fails without the guard."""
+    async with open_cluster(tmp_path, size=1) as cluster:
+        (node,) = cluster.running()
+
+        def broken(*args: Any, **kwargs: Any) -> bool:
+            raise RuntimeError("a bug")
+
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            monkeypatch.setattr(_ClientConnection, "_start_inline", broken)
+            await ws.send_message(codec.encode_plain([{"id": 1, "op": "workload.list"}]))
+            with trio.fail_after(30), pytest.raises(ConnectionClosed):
+                await ws.get_message()
+        monkeypatch.undo()
+        async with await _raw(node) as ws:
+            await ws.send_message(protocol.encode_client_hello())
+            await ws.get_message()
+            page = await _exchange(ws, [{"id": 2, "op": "workload.list", "args": {}}])
+            assert page[2]["ok"]["items"] == [], page

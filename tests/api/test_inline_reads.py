@@ -10,10 +10,11 @@ from typing import Any
 import trio
 
 from univrs.api.coalescer import ReadCoalescer, Round
-from univrs.api.inline_reads import UNCONFIRMED, ReadWait, uniform_reads
+from univrs.api.inline_reads import UNCONFIRMED, Answering, ReadWait, uniform_reads
 from univrs.api.service import Job
+from univrs.api.writes import NO_LEADER_MESSAGE
 from univrs.client.protocol import BadRequest, Request
-from univrs.errors import InvalidArgument, Unavailable
+from univrs.errors import InvalidArgument, NotFound, Unavailable
 from univrs.runtime.waiter import Waiter
 
 
@@ -37,7 +38,10 @@ class _Service:
     ) -> int:
         done = list(jobs[: self.room])
         for job in done:
-            job.result = f"doc of {job.args['id']}"
+            if barrier is not None:
+                job.error = barrier  # (the service answers each with a copy)
+            else:
+                job.result = f"doc of {job.args['id']}"
         if done:
             answered(done)
         return len(done)
@@ -57,10 +61,14 @@ def _wait(service: _Service, deadlines: Sequence[float]) -> tuple[ReadWait, list
     answered: list[Job] = []
     chosen = Round()
 
-    def spawn(fn: Any, jobs: list[Job], *rest: Any) -> None:
+    def spawn(guard: Any, jobs: list[Job], bug: Any, fn: Any, args: tuple[Any, ...]) -> None:
         service.tasks.append((fn.__name__, jobs))
 
-    wait = ReadWait(service, chosen, 0.0, answered.extend, None, spawn, list(jobs))  # type: ignore[arg-type]
+    def bug(jobs: Sequence[Job], exc: BaseException) -> None:  # pragma: no cover
+        raise AssertionError("no bug expected")
+
+    answering = Answering(answered.extend, bug)
+    wait = ReadWait(service, chosen, 0.0, answering, None, spawn, list(jobs))  # type: ignore[arg-type]
     return wait, answered, chosen
 
 
@@ -97,20 +105,54 @@ def test_a_read_past_its_deadline_is_answered_unavailable_and_the_rest_wait() ->
     assert [job.args["id"] for job in answered] == ["w0", "w1"]  # each answered once
 
 
-def test_a_failed_round_hands_the_reads_to_the_usual_path() -> None:
-    """A round that ended with an error (leadership lost, unconfirmed): the reads go to a task
-    running ``ApiService._reads`` (a new round, requested after; retried to the deadline),
-    none answered with the round's error here."""
+def test_a_dropped_round_hands_the_reads_to_the_usual_path_after_its_pause() -> None:
+    """A round dropped (``unavailable``: leadership lost, not confirmed in time): a read past
+    its deadline is answered as ``_read_barrier`` answers it then (``NO_LEADER_MESSAGE``),
+    the others go to a task that pauses and runs the usual path (``_retry``: a new round,
+    requested after); none is answered with the round's own error here."""
     service = _Service()
-    wait, answered, chosen = _wait(service, [10.0, 10.0])
+    wait, answered, chosen = _wait(service, [1.0, 10.0])
     chosen.error = Unavailable("the read could not be confirmed by a leader; retry")
     chosen.done.set()
     wait.settle(1.0)
-    assert answered == []
+    assert [job.args["id"] for job in answered] == ["w0"]
+    assert str(answered[0].error) == NO_LEADER_MESSAGE and service.counted == answered
     assert [(name, [j.args["id"] for j in jobs]) for name, jobs in service.tasks] == [
-        ("_reads", ["w0", "w1"])
+        ("_retry", ["w1"])
     ]
     assert wait.pending == []
+
+
+def test_a_round_failed_otherwise_answers_its_reads_with_its_error() -> None:
+    """An error that is not ``unavailable`` (what ``_read_barrier`` does not retry) answers
+    every read with it, as the frame's task answered them."""
+    service = _Service()
+    wait, answered, chosen = _wait(service, [10.0, 10.0])
+    chosen.error = NotFound("gone")
+    chosen.done.set()
+    wait.settle(1.0)
+    assert [type(job.error) for job in answered] == [NotFound, NotFound]
+    assert service.tasks == []
+
+
+def test_a_wait_with_nothing_left_to_answer_leaves_its_round() -> None:
+    """Each frame's callback stays on its round only while the frame has a read to answer:
+    a client whose frames all time out while one round stays open (a slow apply) is not
+    kept in memory by that round, nor called back when it ends (review of session 22)."""
+    service = _Service()
+    chosen = Round()
+    waits = []
+    for _ in range(100):
+        wait, _, _ = _wait(service, [1.0])
+        wait.round = chosen
+        wait.watch(lambda: None)
+        waits.append(wait)
+    assert len(chosen.notify) == 100
+    for wait in waits[:60]:
+        wait.settle(5.0)  # answered at its deadline
+    for wait in waits[60:90]:
+        wait.abandon()  # its connection went away
+    assert len(chosen.notify) == 10
 
 
 def test_reads_without_budget_room_are_left_to_a_task_that_waits_for_it() -> None:
@@ -173,3 +215,4 @@ def test_uniform_reads_are_reads_of_one_consistency_only() -> None:
     assert not uniform_reads([get, Request(id=2, op="workload.scale", args={})])
     assert not uniform_reads([get, Request(id=2, op="events.poll", args={})])
     assert not uniform_reads([get, BadRequest(id=2, error=InvalidArgument("bad"))])
+    assert not uniform_reads([])  # an empty frame (it crashed a follower: review)

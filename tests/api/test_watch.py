@@ -17,7 +17,7 @@ import trio
 
 from tests.api.helpers import BY_HAND, WORKLOAD, open_cluster, wait_until
 from univrs.api import watch
-from univrs.api.fast import MAX_WATCHES
+from univrs.api.fast_watch import MAX_WATCHES
 from univrs.api.server import build_app
 from univrs.client import open_client
 from univrs.client.connection import Connection

@@ -64,17 +64,15 @@ from univrs.api.answer_frames import encode_frame, response_frames, response_of
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
 from univrs.api.endpoints import member_endpoints
+from univrs.api.fast_watch import WatchPolls
 from univrs.api.inline import InlineFrames
-from univrs.api.service import BUDGET_TIMEOUT, WRITE_OPS, Job
-from univrs.api.store import MAX_TIMEOUT
+from univrs.api.service import WRITE_OPS, Job
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Encoded, Request
 from univrs.client.wire import Wire
 from univrs.errors import (
     InternalError,
     ProtocolError,
-    Timeout,
-    Unavailable,
     error_to_plain,
 )
 from univrs.net import wsdirect
@@ -91,7 +89,6 @@ HELLO_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 1.0
 CLOSE_PROTOCOL_ERROR = 1002
 SEND_TIMEOUT = 30.0  # a client that reads none of its responses for this long is dropped
-MAX_WATCHES = 16  # watch polls (events.poll) waiting at once per connection
 MAX_FRAME_CHUNK = 1024  # requests of one frame handled by one task (a larger frame: several)
 SMALL_ANSWER = 128  # bytes charged for an answer not encoded ahead (an error, a small document)
 
@@ -128,7 +125,7 @@ class _Decoded:
 
 
 @attrs.define(eq=False)
-class _ClientConnection:
+class _ClientConnection(WatchPolls):
     ws: WebSocketConnection
     service: ApiService
     remote: str
@@ -244,9 +241,21 @@ class _ClientConnection:
         if n > MAX_FRAME_CHUNK or self._in_flight + n > MAX_IN_FLIGHT or not self.budget.own_room():
             return _Decoded(requests)
         self._in_flight += n
-        if not self._start_inline(requests, nursery) and not self._start_reads(requests, nursery):
-            nursery.start_soon(self._handle_frame, requests, nursery)
+        self._start(requests, nursery)
         return None
+
+    def _start(self, requests: list[Request | BadRequest], nursery: trio.Nursery) -> None:
+        """Serve a frame: inline (writes, reads of one consistency) or in a task of its own.
+        An exception escaping here (a bug) drops this connection, never the reader task
+        (whose exception would end the node): which requests it answered is unknown."""
+        try:
+            if not self._start_inline(requests, nursery) and not self._start_reads(
+                requests, nursery
+            ):
+                nursery.start_soon(self._handle_frame, requests, nursery)
+        except Exception as exc:
+            log.error("serving a frame failed with a bug: dropping %s", self.remote, exc_info=exc)
+            self.scope.cancel()
 
     async def _read(self, nursery: trio.Nursery, tap: wsdirect.FrameTap | None) -> None:
         while True:
@@ -285,8 +294,7 @@ class _ClientConnection:
                         self._room = trio.Event()
                     await self._room.wait()
                 self._in_flight += len(chunk)
-                if not self._start_inline(chunk, nursery) and not self._start_reads(chunk, nursery):
-                    nursery.start_soon(self._handle_frame, chunk, nursery)
+                self._start(chunk, nursery)
             if tap is not None:
                 tap.finished()
 
@@ -358,7 +366,13 @@ class _ClientConnection:
         answered, send = self._recorded()
         try:
             return inline_reads.start_reads(
-                self.service, jobs, send, answered, self.inline, self.budget, nursery.start_soon
+                self.service,
+                jobs,
+                inline_reads.Answering(send, lambda left, exc: self._bug(left, answered, exc)),
+                answered,
+                self.inline,
+                self.budget,
+                nursery.start_soon,
             )
         except Exception as exc:  # a bug: answer what is left with `internal`, carry on
             log.error("serving a frame of %d reads failed with a bug", len(jobs), exc_info=exc)
@@ -426,56 +440,6 @@ class _ClientConnection:
         self._outbox.extend(responses)
         if not self._answering:  # (else ``_answer_on_step`` writes them or wakes the writer)
             self._wakeup.set()
-
-    async def _handle_watch(self, req: Request) -> None:
-        if self._watches >= MAX_WATCHES:
-            error = Unavailable(
-                f"this connection has {MAX_WATCHES} watch polls waiting already", retry_after=0.5
-            )
-            self._send([{"id": req.id, "error": error_to_plain(error)}])
-            return
-        self._watches += 1
-        try:
-            # A poll's events carry whole objects: it starts only while there is room (so
-            # at most MAX_WATCHES answers past the budget), waiting for it at most until its
-            # own deadline, as a read does (then ``timeout``: it took nothing, gives nothing).
-            limit = self.service.store.timeout if req.timeout_ms is None else req.timeout_ms / 1000
-            deadline = trio.current_time() + min(limit, MAX_TIMEOUT)
-            with trio.move_on_at(deadline) as waited:
-                await self.budget.wait_room()
-            if waited.cancelled_caught:
-                error = Timeout(BUDGET_TIMEOUT, retry_after=1.0)
-                response = {"id": req.id, "error": error_to_plain(error)}
-            else:
-                response = await self._execute(req, deadline - trio.current_time())
-        finally:
-            self._watches -= 1
-        self._send([response])
-
-    async def _execute(self, req: Request, timeout: float | None = None) -> dict[str, Any]:
-        """Run one request on its own (a watch poll): its response document, the result
-        encoded (``Encoded``: ``_send`` charges the budget its real size, as a read's; a
-        poll's page is up to about ``opargs.PAGE_BYTES``). ``timeout``: what is left of its
-        time (None: the request's own ``timeout_ms``)."""
-        job = Job(name=req.op, args=req.args, consistency=req.consistency, tag=req)
-        try:
-            if timeout is None and req.timeout_ms is not None:
-                timeout = req.timeout_ms / 1000
-            job.result, job.meta = await self.service.execute(
-                req.op,
-                req.args,
-                key=req.key,
-                consistency=req.consistency,
-                timeout=timeout,
-                hops=req.hops,
-                caller=self._caller_of(req),
-                encoded=True,
-                answer=req.answer,
-            )
-            job.result = protocol.encode_document(job.result)
-        except Exception as exc:
-            job.error = exc
-        return response_of(job)
 
     async def write_responses(self) -> None:
         """The connection's writer: settles its inline frames (``InlineFrames.settle``) and

@@ -33,9 +33,11 @@ before.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -45,6 +47,7 @@ from univrs.api.budget import AnswerBudget
 from univrs.api.coalescer import Round
 from univrs.api.ops import HANDLERS
 from univrs.api.service import Job
+from univrs.api.writes import NO_LEADER_MESSAGE
 from univrs.client.protocol import BadRequest, Request
 from univrs.errors import Unavailable
 
@@ -52,7 +55,9 @@ if TYPE_CHECKING:
     from univrs.api.inline import InlineFrames
     from univrs.api.service import ApiService
 
-__all__ = ["READ_OPS", "ReadWait", "jobs_of", "start_reads", "uniform_reads"]
+__all__ = ["READ_OPS", "Answering", "ReadWait", "jobs_of", "start_reads", "uniform_reads"]
+
+log = logging.getLogger("univrs.api")
 
 # The operations ``start_reads`` takes: reads of the state (no write, no watch poll).
 READ_OPS = frozenset(name for name, op in HANDLERS.items() if op.read is not None)
@@ -87,7 +92,10 @@ def jobs_of(
 
 
 def uniform_reads(requests: Sequence[Request | BadRequest]) -> bool:
-    """Are these requests all reads of one consistency (as sent: none means linearizable)?"""
+    """Are these requests all reads of one consistency (as sent: none means linearizable)?
+    (None is not: an empty frame is the frame task's, which answers nothing.)"""
+    if not requests:
+        return False
     first = requests[0]
     if type(first) is not Request:
         return False
@@ -102,6 +110,15 @@ def uniform_reads(requests: Sequence[Request | BadRequest]) -> bool:
     return True
 
 
+@attrs.frozen
+class Answering:
+    """How a frame's reads are answered: ``send`` queues answers (and records whom it
+    answered), ``bug(jobs, exc)`` answers the unanswered of ``jobs`` with ``internal``."""
+
+    send: Callable[[Sequence[Job]], None]
+    bug: Callable[[Sequence[Job], BaseException], None]
+
+
 @attrs.define(eq=False)
 class ReadWait:
     """A frame's reads waiting for their round, until each is answered (``InlineFrames``'
@@ -111,13 +128,15 @@ class ReadWait:
     service: ApiService
     round: Round
     start: float
-    answered: Callable[[Sequence[Job]], None]
+    answering: Answering
     budget: AnswerBudget | None
     spawn: Callable[..., None]
     pending: list[Job]
+    _notify: Callable[[], None] | None = None
 
     def watch(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` when the round ends (cheap, never raising)."""
+        self._notify = fn
         self.round.notify.append(fn)
 
     def deadline(self) -> float:
@@ -130,43 +149,90 @@ class ReadWait:
         jobs = self.pending
         if not jobs:
             return
-        service = self.service
-        if self.round.done.is_set():
+        service, send = self.service, self.answering.send
+        chosen = self.round
+        if chosen.done.is_set():
             self.pending = []
-            if self.round.error is not None:  # the usual path: a new round, retries
-                self.spawn(service._reads, jobs, self.start, self.answered, True, self.budget)
-                return
-            n = service.render_ready(jobs, None, self.start, self.answered, True, self.budget)
-            if n < len(jobs):
-                rest = jobs[n:]
-                self.spawn(
-                    service._render_reads, rest, None, self.start, self.answered, True, self.budget
-                )
+            error = chosen.error
+            if error is None:
+                n = service.render_ready(jobs, None, self.start, send, True, self.budget)
+                if n < len(jobs):  # no budget room for the rest: a task waits for it
+                    rest = jobs[n:]
+                    self._later(
+                        rest, service._render_reads, rest, None, self.start, send, True, self.budget
+                    )
+            elif not isinstance(error, Unavailable):  # answered with it, as the task's path
+                service.render_ready(jobs, error, self.start, send, True, None)
+            else:  # dropped: the task's path, after its pause (``_read_barrier``)
+                late = [job for job in jobs if now >= job.deadline]
+                self._answer(late, NO_LEADER_MESSAGE)
+                rest = [job for job in jobs if now < job.deadline]
+                if rest:
+                    self._later(rest, self._retry, rest)
             return
         late = [job for job in jobs if now >= job.deadline]
         if late:
             self.pending = [job for job in jobs if now < job.deadline]
-            for job in late:
-                job.error = Unavailable(UNCONFIRMED, retry_after=1.0)
-            service._count(late, self.start)
-            self.answered(late)
+            self._answer(late, UNCONFIRMED)
+            if not self.pending:
+                self._forget()
 
     def abandon(self) -> None:
         """The connection is gone: answer nothing more (the round goes on for its others)."""
         self.pending = []
+        self._forget()
+
+    def _answer(self, jobs: list[Job], message: str) -> None:
+        if jobs:
+            for job in jobs:
+                job.error = Unavailable(message, retry_after=1.0)
+            self.service._count(jobs, self.start)
+            self.answering.send(jobs)
+
+    def _forget(self) -> None:
+        """Nothing left to answer: the round need not call back (nor keep this frame)."""
+        fn, self._notify = self._notify, None
+        if fn is not None and not self.round.done.is_set():
+            with contextlib.suppress(ValueError):
+                self.round.notify.remove(fn)
+
+    async def _retry(self, jobs: list[Job]) -> None:
+        """``_read_barrier`` after a dropped round: pause (until the view changes, at most
+        ``RETRY_PAUSE``), then the usual path (a new round, retried until the deadline)."""
+        store = self.service.store
+        await store.settle(min(job.deadline for job in jobs))
+        await self.service._reads(jobs, self.start, self.answering.send, True, self.budget)
+
+    def _later(self, jobs: list[Job], fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """``fn(*args)``, which answers ``jobs``, in a task of the connection's, guarded as the
+        frame's task is: an exception (a bug) answers what it left with ``internal``."""
+        self.spawn(_guarded, jobs, self.answering.bug, fn, args)
+
+
+async def _guarded(
+    jobs: list[Job],
+    bug: Callable[[Sequence[Job], BaseException], None],
+    fn: Callable[..., Awaitable[None]],
+    args: tuple[Any, ...],
+) -> None:
+    try:
+        await fn(*args)
+    except Exception as exc:  # a bug: answer what is left with `internal`, carry on
+        log.error("serving %d reads failed with a bug", len(jobs), exc_info=exc)
+        bug(jobs, exc)
 
 
 def start_reads(
     service: ApiService,
     jobs: list[Job],
-    answered: Callable[[Sequence[Job]], None],
+    answering: Answering,
     answered_ids: set[int],
     inline: InlineFrames,
     budget: AnswerBudget | None,
     spawn: Callable[..., None],
 ) -> bool:
     """Serve ``jobs`` (reads of one consistency: ``uniform_reads``) from the reader's step
-    (module docstring); ``answered`` queues answers and records their jobs' ids in
+    (module docstring); ``answering.send`` queues answers and records their jobs' ids in
     ``answered_ids`` (for ``InlineFrames``' bug report). False, nothing done, when this node
     knows no leader or a caller is not identified here (the frame's task then runs
     ``execute_many``)."""
@@ -177,17 +243,20 @@ def start_reads(
     if not known:
         return False
     start = trio.current_time()
-    _, _, reads = service._check_frame(jobs, identified, start, answered, True)
+    send = answering.send
+    _, _, reads = service._check_frame(jobs, identified, start, send, True)
     if not reads:
         return True
     how = reads[0].consistency
     if how == "local":
-        n = service.render_ready(reads, None, start, answered, True, budget)
+        wait = ReadWait(service, Round(), start, answering, budget, spawn, [])
+        n = service.render_ready(reads, None, start, send, True, budget)
         if n < len(reads):
-            spawn(service._render_reads, reads[n:], None, start, answered, True, budget)
+            rest = reads[n:]
+            wait._later(rest, service._render_reads, rest, None, start, send, True, budget)
         return True
     store = service.store
     coalescer = store.lease_reads if how == "lease" else store.reads
-    wait = ReadWait(service, coalescer.join(), start, answered, budget, spawn, reads)
+    wait = ReadWait(service, coalescer.join(), start, answering, budget, spawn, reads)
     inline.add(wait, reads, answered_ids)
     return True
