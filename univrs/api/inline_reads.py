@@ -18,11 +18,16 @@ as its writes are (univrs/api/inline.py):
   frame's callback, which wakes the connection's writer;
 * the writer settles the ``ReadWait`` (``InlineFrames.settle``): the reads are rendered from the
   applied state and answered (``ApiService.render_ready``); those that find no answer-budget
-  room are left to a task that waits for it (``ApiService._render_reads``). A round that ended
-  with an error (leadership lost, not confirmed in time) hands the frame's reads to a task that
-  runs the usual path (``ApiService._reads``: a new round, requested after; retried until the
-  deadline, as ``RaftStateStore._read_barrier`` does). A read whose deadline passes before its
-  round ends is answered there and then with ``_read_barrier``'s own ``unavailable``.
+  room are left to a task that waits for it (``ApiService._render_reads``). A round dropped
+  (``unavailable``: leadership lost, not confirmed in time) is handled as
+  ``RaftStateStore._read_barrier`` handles it: a read past its deadline is answered with the
+  barrier's "no leader" ``unavailable``, the others go to a task that pauses as the barrier
+  does and then runs the usual path (``ApiService._reads``: a new round, requested after;
+  retried until the deadline); a round failed with any other error answers every read with
+  it. A read whose deadline passes before its round ends is answered there and then with the
+  barrier's own ``unavailable``, and a frame with nothing left to answer leaves its round (a
+  round that stays open keeps no frame answered meanwhile). The tasks started here are
+  guarded as the frame's task was: a bug answers what they left with ``internal``.
 
 What a reader gets is unchanged: the same checks and errors, a state at least as new as a
 confirmation requested after its read arrived (rendered later than before, never earlier),
