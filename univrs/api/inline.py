@@ -1,5 +1,5 @@
-"""A fast-protocol connection's frames of writes that no task waits for: ``InlineFrames``
-(s16-api, docs/performance.md "Round 16").
+"""A fast-protocol connection's frames of writes (and, since session 22, of reads) that no task
+waits for: ``InlineFrames`` (s16-api, docs/performance.md "Round 16" and "Round 22").
 
 Theory of operation. On the leader, a frame made only of writes is checked, built and handed
 to the runtime by the connection's reader itself, in the step that decoded it
