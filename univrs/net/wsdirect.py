@@ -17,7 +17,8 @@ after a write that went through: a frame went out in its writer's second step, a
 ran a third to return. ``write_nowait`` does the same three things in the same order and
 yields nowhere: when the lock is held (a ping, a pong, a close frame being written) it hands
 the whole message back for the library's ``send_message`` (which queues behind the holder);
-else it serialises, and on a plain TCP socket writes the bytes with one non-blocking
+else it serialises (``wsfast.binary_frame``: the bytes wsproto would make, by a short path),
+and on a plain TCP socket writes the bytes with one non-blocking
 ``os.write`` of the socket's descriptor. Bytes the kernel did not take (its buffer full: the
 backpressure) are written by ``finish`` through the stream's ``send_all`` with the lock held
 from ``write_nowait`` on, so nothing else can write in between. A TLS stream or a test stream
@@ -53,7 +54,9 @@ consumer (``finished``), every later message is handed over too: the order of th
 kept. Closing is the library's: its reader closes the original channel when it ends
 (``get_message`` then raises ``ConnectionClosed``), ``aclose`` on the tap closes the same
 channel, and a ``send`` after the consumer closed its end raises what the library expects
-(it drops the message).
+(it drops the message). Installing a tap also gives the connection wsfast's reading path
+(univrs/net/wsfast.py): its complete binary frames are parsed without wsproto's per-frame
+machinery, everything else by wsproto as before.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ from typing import Any
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
-from wsproto.events import BytesMessage
+
+from univrs.net import wsfast
 
 _INTERNALS = ("_close_reason", "_stream_lock", "_wsproto", "_stream", "_abort_web_socket")
 
@@ -109,7 +113,7 @@ def write_nowait(ws: WebSocketConnection, message: bytes) -> Rest | None:
     lock: trio.StrictFIFOLock = conn._stream_lock
     if lock.locked():
         return Rest(message, None)
-    wire: bytes = conn._wsproto.send(BytesMessage(data=message))
+    wire: bytes = wsfast.binary_frame(conn._wsproto, message)
     sent = _write_now(conn._stream, wire)
     if sent == len(wire):
         return None
@@ -169,7 +173,7 @@ def write_whole_nowait(ws: WebSocketConnection, message: bytes) -> bool:
         return False
     # A complete data frame leaves wsproto's state as it was: unwritten, it can be written
     # again later (by the link's task).
-    wire: bytes = conn._wsproto.send(BytesMessage(data=message))
+    wire: bytes = wsfast.binary_frame(conn._wsproto, message)
     try:
         sent = _write(sock.fileno(), wire)
     except OSError:
@@ -219,6 +223,7 @@ class FrameTap:
         waiting = channel.statistics().tasks_waiting_send  # the reader, blocked on a full one
         tap = cls(take, channel, queued + waiting)
         conn._send_channel = tap
+        wsfast.install(ws)  # its frames read without wsproto's per-frame machinery
         return tap
 
     async def send(self, message: bytes | str) -> None:
