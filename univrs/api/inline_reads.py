@@ -209,9 +209,20 @@ class ReadWait:
         await self.service._reads(jobs, self.start, self.answering.send, True, self.budget)
 
     def _later(self, jobs: list[Job], fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """``fn(*args)``, which answers ``jobs``, in a task of the connection's, guarded as the
-        frame's task is: an exception (a bug) answers what it left with ``internal``."""
-        self.spawn(_guarded, jobs, self.answering.bug, fn, args)
+        _later(self.spawn, self.answering, jobs, fn, *args)
+
+
+def _later(
+    spawn: Callable[..., None],
+    answering: Answering,
+    jobs: list[Job],
+    fn: Callable[..., Awaitable[None]],
+    *args: Any,
+) -> None:
+    """``fn(*args)``, which answers ``jobs``, in a task of the connection's (``spawn``),
+    guarded as the frame's task is: an exception (a bug) answers what it left with
+    ``internal``."""
+    spawn(_guarded, jobs, answering.bug, fn, args)
 
 
 async def _guarded(
@@ -254,11 +265,12 @@ def start_reads(
         return True
     how = reads[0].consistency
     if how == "local":
-        wait = ReadWait(service, Round(), start, answering, budget, spawn, [])
         n = service.render_ready(reads, None, start, send, True, budget)
         if n < len(reads):
             rest = reads[n:]
-            wait._later(rest, service._render_reads, rest, None, start, send, True, budget)
+            _later(
+                spawn, answering, rest, service._render_reads, rest, None, start, send, True, budget
+            )
         return True
     store = service.store
     coalescer = store.lease_reads if how == "lease" else store.reads
