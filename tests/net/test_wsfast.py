@@ -34,13 +34,64 @@ def _fast(conn: Any) -> Generator[Event, None, None]:
     return wsfast._events(conn, LIMIT)
 
 
+def _raw(rnd: random.Random, first: int, payload: bytes, masked: bool) -> bytes:
+    """A frame as a hostile sender may write it: any first byte, either mask bit, and
+    sometimes a length in a longer encoding than it needs."""
+    n = len(payload)
+    second = 0x80 if masked else 0
+    form = rnd.choice(("short", "short", "two", "eight")) if n < 126 else "two"
+    if form == "short" and n < 126:
+        head = bytes((first, second | n))
+    elif form == "two" and n <= 0xFFFF:
+        head = bytes((first, second | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, second | 127)) + n.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    key = rnd.randbytes(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+HOSTILE_FIRST = (
+    0x88,  # a close (its payload below may be malformed)
+    0x80,  # a final continuation with no message under way
+    0x00,  # a continuation
+    0x02,  # a first binary fragment
+    0xC2,  # binary with RSV1
+    0x83,  # a reserved data opcode
+    0x8B,  # a reserved control opcode
+    0x09,  # a ping without FIN
+)
+
+
 def _stream(rnd: random.Random, sender: Connection) -> bytes:
     """Random frames from ``sender``: binary of many sizes, text, pings, pongs, fragmented
-    messages, a close."""
+    messages, a close; and frames as a hostile sender writes them (malformed closes, stray
+    continuations, reserved bits and opcodes, the wrong mask bit, longer length encodings),
+    with more frames after them."""
     data = b""
+    masked = sender.client
     for _ in range(rnd.randint(1, 12)):
         r = rnd.random()
         event: Event
+        if r < 0.12:
+            payload = rnd.choice(
+                (
+                    b"",
+                    b"\x03",
+                    (999).to_bytes(2, "big"),
+                    (1005).to_bytes(2, "big"),
+                    (1000).to_bytes(2, "big") + b"\xff",
+                    (1000).to_bytes(2, "big") + b"bye",
+                    rnd.randbytes(rnd.choice((1, 5, 200))),
+                )
+            )
+            wrong_mask = rnd.random() < 0.15
+            data += _raw(rnd, rnd.choice(HOSTILE_FIRST), payload, masked != wrong_mask)
+            continue
+        if r < 0.18:  # a well-formed binary frame, but perhaps not in the shortest form
+            data += _raw(rnd, 0x82, rnd.randbytes(rnd.choice((3, 100))), masked)
+            continue
         if r < 0.6:
             event = BytesMessage(data=rnd.randbytes(rnd.choice(SIZES)))
         elif r < 0.7:
@@ -58,7 +109,7 @@ def _stream(rnd: random.Random, sender: Connection) -> bytes:
         except TypeError:
             continue  # text inside a binary message (or the reverse): not sendable
         except LocalProtocolError:
-            break  # sent after the close
+            data += _raw(rnd, 0x82, b"after the close", masked)  # a sender that goes on
     return data
 
 
@@ -80,6 +131,7 @@ def _read(
             break
         i = j
         got.extend(events(conn))
+    got.extend(events(conn))  # asked once more, as a reader would be after more data
     merged: list[tuple[str, object]] = []
     part = b""
     for event in got:
@@ -90,7 +142,10 @@ def _read(
                 part = b""
         else:
             merged.append((type(event).__name__, repr(event)))
-    return merged, part, error, conn.state
+    # ``part``, the bytes of a message not finished when the stream ends, is left out: wsproto
+    # hands a frame's bytes over as they arrive, the fast path a frame only whole, and
+    # trio-websocket delivers neither until the message is finished.
+    return merged, error, conn.state
 
 
 def _first_difference(fast: EventsFn, trials: int, seed: int) -> int | None:
@@ -185,6 +240,26 @@ def test_the_comparison_catches_a_fast_path_with_an_unchecked_length(
     assert _read(frame, ConnectionType.CLIENT, _fast, random.Random(1)) != plain
 
 
+def test_the_comparison_catches_a_fast_path_that_reads_on_after_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A malformed close or a stray continuation ends wsproto's parser (it reports a close
+    with 1002 and reads nothing more, the state still open); a fast path that went on taking
+    binary frames after it (session 23's review found a client doing so) differs."""
+    sender = Connection(ConnectionType.SERVER)
+    for bad in (
+        bytes((0x88, 2)) + (999).to_bytes(2, "big"),  # a close with an invalid code
+        bytes((0x80, 1)) + b"x",  # a final continuation with no message under way
+    ):
+        frames = bad + sender.send(BytesMessage(data=b"injected"))
+        plain = _read(frames, ConnectionType.CLIENT, _plain, random.Random(3))
+        assert ("bytes", b"injected") not in plain[0]
+        assert _read(frames, ConnectionType.CLIENT, _fast, random.Random(3)) == plain
+    monkeypatch.setattr(wsfast, "_parsing", lambda proto: True)
+    assert _read(frames, ConnectionType.CLIENT, _fast, random.Random(3)) != plain
+    assert _first_difference(_fast, 600, seed=2301) is not None
+
+
 def test_a_frame_taken_is_not_delivered_again_when_the_reader_stops_early() -> None:
     """trio-websocket stops iterating when the connection closes: the frames already yielded
     leave the buffer even if the generator is closed mid-way."""
@@ -242,6 +317,17 @@ def test_writing_gives_frames_wsproto_reads_as_the_same_message(side: Connection
     if side is ConnectionType.CLIENT:
         wsc = _open(side)
         assert wsfast.binary_frame(wsc, b"same") != wsfast.binary_frame(wsc, b"same")
+
+
+def test_writing_anything_but_bytes_is_wsproto_s() -> None:
+    """A ``bytearray`` or a ``memoryview`` of wider items is framed by wsproto (its length in
+    bytes, not items), a ``str`` as text: the same frames."""
+    from array import array
+
+    for data in (bytearray(b"abcd"), memoryview(array("H", [1, 2, 3])), "text"):
+        assert wsfast.binary_frame(_open(ConnectionType.SERVER), data) == _open(  # type: ignore[arg-type]
+            ConnectionType.SERVER
+        ).send(BytesMessage(data=data) if not isinstance(data, str) else TextMessage(data=data))
 
 
 def test_writing_mid_message_or_after_close_is_wsproto_s() -> None:
