@@ -33,9 +33,9 @@ message (a raft message, a client request or answer frame), so the common case i
   iterated at once (trio-websocket has one reader, which drops its generator) would both
   see the same frames.
 * **Writing** (``binary_frame``): one complete binary message (``bytes``) on an open
-  connection with no fragmented message under way and no extension: the header, and for a client a fresh
-  random masking key (``os.urandom``, as wsproto) and the masked payload. Anything else is
-  wsproto's ``send``, which raises what it raised before.
+  connection with no fragmented message under way and no extension: the header, and for a
+  client a fresh random masking key (``os.urandom``, as wsproto) and the masked payload.
+  Anything else is wsproto's ``send``, which raises what it raised before.
 
 A hostile sender gains nothing here: a frame is only taken whole, within the connection's
 message size limit, and any frame that breaks a rule goes to wsproto, which refuses it as
