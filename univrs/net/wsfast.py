@@ -134,11 +134,11 @@ def _take(conn: Any, limit: int) -> Generator[Event, None, bool]:
                 if size - at < 8:
                     return False
                 length = _Q.unpack_from(buf, at)[0]
-                if length <= 0xFFFF or length > limit:
-                    return True  # not the shortest encoding, or too long for here
+                if length <= 0xFFFF:
+                    return True  # not the shortest encoding: wsproto refuses it
                 at += 8
             if length > limit:
-                return True
+                return True  # too long for here: wsproto hands it over as it arrives
             if masked:
                 end = at + 4 + length
                 if end > size:
