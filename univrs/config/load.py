@@ -66,6 +66,7 @@ _RAFT_KEYS = {
     "reconcile_resync_ms": _INT,
     "batch_entries": _BOOL,
     "batch_gather_ms": _INT,
+    "inline_write_bytes": _INT,
     "bootstrap": _TABLE,
     "dial": _TABLE,
     "initial_cluster_state": _STR,

@@ -28,6 +28,7 @@ DEFAULT_RAFT_HOST = "127.0.0.1"
 LAZY_COMMIT_NOTICE_BYTES = 1024  # RaftConfig.lazy_commit_notice_bytes of every node
 INITIAL_CLUSTER_STATES = ("new", "existing")
 STATE_BACKENDS = ("memory", "lmdb")  # [state] backend
+MAX_INLINE_WRITE_BYTES = 1 << 20  # raft.inline_write_bytes at most (a write blocks the loop)
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -105,6 +106,11 @@ class NodeConfig:
     # so closed-loop clients make whole batches, not two alternating halves (docs/runtime.md,
     # "Proposal batching"; docs/performance.md, Round 13). 0: the next batch goes at once.
     batch_gather_ms: int = 50
+    # A storage write of entries up to this many bytes runs on the node's event loop rather
+    # than its storage thread (docs/runtime.md; docs/performance.md, Round 24): it saves the
+    # thread's hand-offs, which at one client cost more than the write. 0: every write on
+    # the thread.
+    inline_write_bytes: int = 16384
     bootstrap: tuple[BootstrapNode, ...] = ()  # empty: no bootstrap from this file
     # What an empty data dir means (etcd's initial-cluster-state): "new" bootstraps a new
     # cluster (unless a reachable bootstrap peer shows that this id already served in it);
@@ -230,6 +236,11 @@ def _semantic_problems(c: NodeConfig) -> list[str]:
         _check_addr(f"raft.dial.{nid}", addr, problems)
     if not 0 <= c.batch_gather_ms <= 1000:
         problems.append(f"raft.batch_gather_ms: {c.batch_gather_ms} must be 0-1000 (0: off)")
+    if not 0 <= c.inline_write_bytes <= MAX_INLINE_WRITE_BYTES:
+        problems.append(
+            f"raft.inline_write_bytes: {c.inline_write_bytes} must be "
+            f"0-{MAX_INLINE_WRITE_BYTES} (0: every write on the storage thread)"
+        )
     if c.reconcile_resync_ms < 0:
         problems.append(
             f"raft.reconcile_resync_ms: {c.reconcile_resync_ms} must be >= 0 (0: no reconciler)"

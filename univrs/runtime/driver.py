@@ -118,6 +118,9 @@ class RaftRuntime(StepLoop):
     on_membership: Callable[[dict[str, str]], None] = _no_peers
     metrics: Metrics = NO_METRICS
     write_in_thread: bool = True  # False only with in-memory storage (tests)
+    # Storage writes of entries up to this many bytes run on the loop, not the writer's
+    # thread (0: never; univrs/runtime/writer.py, "Small writes on the loop").
+    write_inline_bytes: int = 0
     # A snapshot is taken every ``snapshot_threshold`` applied entries (0: never
     # automatically), keeping ``snapshot_keep`` entries of log behind it for slightly-behind
     # followers; ``last_snapshot_index``: the snapshot the state machine was restored from.
@@ -228,6 +231,7 @@ class RaftRuntime(StepLoop):
             on_persisted=self._on_persisted,
             observe_fsync=self.metrics.fsync_seconds.observe,
             in_thread=self.write_in_thread,
+            inline_bytes=self.write_inline_bytes,
             install=self.storage.save_snapshot,
         )
         self._applier = Applier(

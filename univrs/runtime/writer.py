@@ -45,6 +45,22 @@ transaction; work still queued is dropped, as a crash would.
 
 ``in_thread=False`` (in-memory storage in tests) runs each call on the Trio loop instead, from
 a ``run_sync_soon`` callback: the same order and the same asynchrony, no thread.
+
+Small writes on the loop (issue 14, session 24: ``inline_bytes``, the node setting
+``raft.inline_write_bytes``). A write of entries of at most ``inline_bytes`` bytes in all (an
+entry counted ``ENTRY_OVERHEAD`` bytes more than its data), with no truncation, runs its
+synced transaction on the Trio loop itself, from a ``run_sync_soon`` callback as above, not on
+the worker thread. At one client every write is such a write, and the thread's hand-offs cost
+more than the write: the thread must be woken, take the GIL from the loop (which holds it
+until it blocks), run, and hand the completion back through the loop's wake-up socket; on two
+busy cores each of those waits for a core (docs/performance.md, "Round 24"). On the loop the
+write starts when the step that submitted it ends, and its completion follows at once. The
+loop is blocked meanwhile (py-lmdb releases the GIL in the commit; nothing else on the node
+needs it then), so only small writes go there, and only while writes are quick: a write (on
+either path) that took longer than ``inline_max_seconds`` sends the next writes to the thread
+until one is quick again, so a stalling disk blocks the loop for one write, not for every
+one. The order is the same on both paths: nothing is acknowledged before the call returned.
+A write still queued on the loop when the writer stops is dropped, as a crash would drop it.
 """
 
 from __future__ import annotations
@@ -70,6 +86,11 @@ from univrs.raft.interpreter import (
 from univrs.raft.messages import HardState, Message, SnapshotMeta
 from univrs.runtime.ports import AppendLog
 from univrs.runtime.waiter import Waiter
+
+# A write's entries run on the loop only while writes take at most this long (seconds).
+INLINE_MAX_SECONDS = 0.005
+# Bytes an entry counts for beyond its data (its key, term and kind), for ``inline_bytes``.
+ENTRY_OVERHEAD = 64
 
 __all__ = [
     "InstallJob",
@@ -185,6 +206,10 @@ class StorageWriter:
     # transport can (``Transport.send_now``, s17-lat1); None: one ``send`` each.
     send_now: Callable[[Sequence[Message]], None] | None = None
     in_thread: bool = True  # False only for in-memory storage in tests (no blocking I/O)
+    # Writes of entries up to this many bytes run on the loop, not the thread (0: never; see
+    # the module docstring), while writes take at most ``inline_max_seconds``.
+    inline_bytes: int = 0
+    inline_max_seconds: float = INLINE_MAX_SECONDS
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
     _queue: WriteQueue[StorageTask] = attrs.field(factory=WriteQueue)
@@ -196,6 +221,8 @@ class StorageWriter:
     _stopped: bool = attrs.field(default=False, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The last write took longer than ``inline_max_seconds``: the next go to the thread.
+    _slow: bool = attrs.field(default=False, init=False)
     _install_done: dict[int, Callable[[], None]] = attrs.field(factory=dict, init=False)
     # Installs whose data is written off the queue (``stage``), by id of their job.
     _staged: dict[int, _Staging] = attrs.field(factory=dict, init=False)
@@ -302,7 +329,23 @@ class StorageWriter:
                 entries=merged.entries,
             )
 
-        self._call(write, lambda result, seconds: self._wrote(merged, result, seconds))
+        self._call(
+            write,
+            lambda result, seconds: self._wrote(merged, result, seconds),
+            on_loop=self._small(merged),
+        )
+
+    def _small(self, merged: MergedWrite) -> bool:
+        """Does ``merged`` run on the loop (see the module docstring)?"""
+        limit = self.inline_bytes
+        if limit <= 0 or self._slow or merged.truncate_from is not None:
+            return False
+        size = 0
+        for entry in merged.entries:
+            size += len(entry.data) + ENTRY_OVERHEAD
+            if size > limit:
+                return False
+        return True
 
     def _start_install(self, job: InstallJob) -> None:
         staging = self._staged.get(id(job))
@@ -333,7 +376,9 @@ class StorageWriter:
     def _start_task(self, task: StorageTask) -> None:
         self._call(task.fn, lambda result, _s: self._task_done(task, result))
 
-    def _call(self, fn: Callable[[], Any], done: _Done) -> None:
+    def _call(self, fn: Callable[[], Any], done: _Done, *, on_loop: bool = False) -> None:
+        """Run ``fn`` on the worker thread (or on the loop: ``on_loop``, or no thread at
+        all), then ``done(result, seconds)`` on the loop."""
         self._busy = True
         token = self._token
         if token is None:
@@ -348,12 +393,21 @@ class StorageWriter:
         if not self.in_thread:
             token.run_sync_soon(lambda: guarded(*_capture(fn)))
             return
+        if on_loop:
+
+            def on_the_loop() -> None:
+                if not self._stopped:  # else dropped, as a crash drops a queued write
+                    guarded(*_capture(fn))
+
+            token.run_sync_soon(on_the_loop)
+            return
         if self._worker is None:
             self._worker = _Worker(token, "univrs-storage-writer")
         self._worker.run(fn, guarded)
 
     def _wrote(self, merged: MergedWrite, result: _Result, seconds: float) -> None:
         self._reporting = False
+        self._slow = seconds > self.inline_max_seconds
         if self._check(result):
             self.observe_fsync(seconds)
             self.writes += 1

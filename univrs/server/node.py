@@ -396,6 +396,7 @@ async def _run_once(
                 enabled=config.batch_entries, max_payload_size=config.max_payload_size
             ),
             proposal_gather=config.batch_gather_ms / 1000,
+            write_inline_bytes=config.inline_write_bytes,
             payload_versions=transport.peer_payload_versions,
             lease_holds=transport.peer_lease_holds,
             view=view,
