@@ -295,6 +295,16 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["raft.batch_gather_ms: -1 must be 0-1000 (0: off)"],
     ),
     (
+        "inline write bytes negative",
+        "[raft]\ninline_write_bytes = -1\n",
+        ["raft.inline_write_bytes: -1 must be 0-1048576 (0: every write on the storage thread)"],
+    ),
+    (
+        "inline write bytes too large",
+        "[raft]\ninline_write_bytes = 2097152\n",
+        ["raft.inline_write_bytes: 2097152 must be 0-1048576"],
+    ),
+    (
         "initial cluster state unknown",
         '[raft]\ninitial_cluster_state = "old"\n',
         ["raft.initial_cluster_state: 'old' must be one of 'new', 'existing'"],

@@ -1,4 +1,5 @@
-"""The storage writer on its worker thread: nothing is acknowledged before it is durable.
+"""The storage writer, on its worker thread or (a small write) on the loop: nothing is
+acknowledged before it is durable.
 
 A blocking ``write`` stands in for the synced LMDB transaction; it records when the data
 becomes durable (when it returns), and the writer's ``send`` and ``on_persisted`` record what
@@ -9,7 +10,9 @@ the Ready contract forbids) shows the check catches the wrong order.
 
 from __future__ import annotations
 
+import pathlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -23,6 +26,7 @@ from univrs.raft.messages import (
     RequestVoteResponse,
 )
 from univrs.runtime.writer import InstallJob, PersistJob, StorageTask, StorageWriter
+from univrs.storage.log_store import LogStore
 
 WAIT = 30.0
 
@@ -194,3 +198,141 @@ async def test_shutdown_waits_for_the_write_in_progress() -> None:
         with trio.fail_after(WAIT):
             await returned.wait()
     assert ("durable", (1, 0)) in store.events
+
+
+# ---------------------------------------------------------------- small writes on the loop
+
+
+class TimedStore:
+    """A storage ``append`` that returns after ``delay`` seconds (a real sleep: the fsync),
+    recording which thread ran it and when it became durable."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.threads: list[int] = []
+        self.delays: list[float] = []  # the next writes' delays, first first (then 0)
+        self.lock = threading.Lock()
+
+    def record(self, kind: str, what: object) -> None:
+        with self.lock:
+            self.events.append((kind, what))
+
+    def append(
+        self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
+    ) -> None:
+        self.threads.append(threading.get_ident())
+        delay = self.delays.pop(0) if self.delays else 0.0
+        if delay:
+            time.sleep(delay)
+        last = entries[-1].index if entries else 0
+        term = hard_state.term if hard_state is not None else 0
+        self.record("durable", (last, term))
+
+
+def data_job(index: int, size: int, *, truncate: int | None = None) -> PersistJob:
+    """Entry ``index`` carrying ``size`` bytes, acknowledged after its write."""
+    entry = Entry(index=index, term=2, data=b"x" * size)
+    return PersistJob(
+        hard_state=None, truncate_from=truncate, entries=(entry,), after_persist=(ack(index),)
+    )
+
+
+def inline_writer(
+    cls: type[StorageWriter], store: TimedStore, *, max_seconds: float = 5.0
+) -> StorageWriter:
+    return cls(
+        write=store.append,
+        send=lambda msg: store.record("send", msg),
+        on_persisted=lambda index, _term, _hs: store.record("persisted", index),
+        in_thread=True,
+        inline_bytes=1000,
+        inline_max_seconds=max_seconds,
+    )
+
+
+async def write_all(writer: StorageWriter, jobs: Sequence[PersistJob]) -> None:
+    """Submit ``jobs`` one after the other, each once the one before it is written."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        for n, one in enumerate(jobs, start=1):
+            writer.submit(one)
+            await wait_until(lambda n=n: writer.jobs_written == n, f"job {n} to be written")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_small_write_runs_on_the_loop_and_is_acknowledged_after_it_returns() -> None:
+    store = TimedStore()
+    store.delays = [0.02]  # a fsync long enough that an early ack would show
+    await write_all(inline_writer(StorageWriter, store), [data_job(1, 900)])
+    assert store.threads == [threading.get_ident()]  # this test's thread runs the loop
+    assert acks_follow_fsync(store.events) == []
+    assert [kind for kind, _ in store.events] == ["durable", "send", "persisted"]
+
+
+async def test_the_check_catches_an_inline_writer_that_acknowledges_first() -> None:
+    store = TimedStore()
+    await write_all(inline_writer(SendsFirst, store), [data_job(1, 900)])
+    assert store.threads == [threading.get_ident()]
+    assert acks_follow_fsync(store.events) == ["ack of 1 before it was durable (0)"]
+
+
+async def test_larger_writes_and_truncations_run_on_the_thread() -> None:
+    store = TimedStore()
+    # 1000 bytes at most, an entry counted 64 bytes over its data: 936 fits, 937 does not.
+    jobs = [data_job(1, 936), data_job(2, 937), data_job(3, 10, truncate=3), data_job(4, 10)]
+    await write_all(inline_writer(StorageWriter, store), jobs)
+    loop = threading.get_ident()
+    assert [t == loop for t in store.threads] == [True, False, False, True]
+    assert acks_follow_fsync(store.events) == []
+
+
+async def test_a_slow_write_sends_the_next_ones_to_the_thread_until_one_is_quick() -> None:
+    """A stalling disk blocks the loop for one write, not for each: after a write that took
+    longer than ``inline_max_seconds`` small writes go to the thread, and once one of them
+    is quick they run on the loop again."""
+    store = TimedStore()
+    store.delays = [0.3, 0.3, 0.0, 0.0]
+    writer = inline_writer(StorageWriter, store, max_seconds=0.1)
+    await write_all(writer, [data_job(i, 10) for i in range(1, 6)])
+    loop = threading.get_ident()
+    # slow on the loop; then slow on the thread; quick on the thread; then the loop again
+    assert [t == loop for t in store.threads] == [True, False, False, True, True]
+    assert acks_follow_fsync(store.events) == []
+
+
+async def test_no_write_runs_on_the_loop_when_inline_bytes_is_zero() -> None:
+    store = TimedStore()
+    writer = StorageWriter(
+        write=store.append,
+        send=lambda msg: store.record("send", msg),
+        on_persisted=lambda index, _term, _hs: store.record("persisted", index),
+        in_thread=True,
+    )
+    await write_all(writer, [data_job(1, 1)])
+    assert store.threads and store.threads[0] != threading.get_ident()
+
+
+async def test_a_write_that_would_wait_for_another_writer_runs_on_the_thread() -> None:
+    """While the store's write lock is held (a staged snapshot's piece), a small write goes
+    to the thread: on the loop it would block the node until the piece is synced."""
+    store = TimedStore()
+    held = [True, False]
+
+    def busy() -> bool:
+        return held.pop(0)
+
+    writer = inline_writer(StorageWriter, store)
+    writer.busy = busy
+    await write_all(writer, [data_job(1, 10), data_job(2, 10)])
+    loop = threading.get_ident()
+    assert [t == loop for t in store.threads] == [False, True]
+
+
+def test_an_lmdb_store_reports_its_write_lock_held(tmp_path: pathlib.Path) -> None:
+    """``LogStore.write_busy``: true exactly while another writer holds the store's turn
+    (what a staged snapshot's pieces do, univrs/storage/snapshot_file.py)."""
+    with LogStore.open(tmp_path / "log", node_id="n1") as store:
+        assert not store.write_busy()
+        with store._env.turn():
+            assert store.write_busy()
+        assert not store.write_busy()

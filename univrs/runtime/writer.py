@@ -54,13 +54,19 @@ the worker thread. At one client every write is such a write, and the thread's h
 more than the write: the thread must be woken, take the GIL from the loop (which holds it
 until it blocks), run, and hand the completion back through the loop's wake-up socket; on two
 busy cores each of those waits for a core (docs/performance.md, "Round 24"). On the loop the
-write starts when the step that submitted it ends, and its completion follows at once. The
-loop is blocked meanwhile (py-lmdb releases the GIL in the commit; nothing else on the node
-needs it then), so only small writes go there, and only while writes are quick: a write (on
-either path) that took longer than ``inline_max_seconds`` sends the next writes to the thread
-until one is quick again, so a stalling disk blocks the loop for one write, not for every
-one. The order is the same on both paths: nothing is acknowledged before the call returned.
-A write still queued on the loop when the writer stops is dropped, as a crash would drop it.
+write starts when the step that submitted it ends, and its completion follows at once.
+
+The loop is blocked meanwhile (py-lmdb releases the GIL in the commit; nothing else on the
+node needs it then), so only small writes go there, and only while that stays short:
+
+* a write (on either path) that took longer than ``inline_max_seconds`` sends the next writes
+  to the thread until one is quick again: a stalling disk blocks the loop for one write, not
+  for every one;
+* a write that would wait for another writer of the store (``busy``: a staged snapshot's
+  piece holding the store's write turn) runs on the thread.
+
+The order is the same on both paths: nothing is acknowledged before the call returned. A
+write still queued on the loop when the writer stops is dropped, as a crash would drop it.
 """
 
 from __future__ import annotations
@@ -210,6 +216,9 @@ class StorageWriter:
     # the module docstring), while writes take at most ``inline_max_seconds``.
     inline_bytes: int = 0
     inline_max_seconds: float = INLINE_MAX_SECONDS
+    # Would a write started now wait for another writer (the storage's ``write_busy``)? Then
+    # it runs on the thread.
+    busy: Callable[[], bool] = lambda: False
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
     _queue: WriteQueue[StorageTask] = attrs.field(factory=WriteQueue)
@@ -345,7 +354,7 @@ class StorageWriter:
             size += len(entry.data) + ENTRY_OVERHEAD
             if size > limit:
                 return False
-        return True
+        return not self.busy()
 
     def _start_install(self, job: InstallJob) -> None:
         staging = self._staged.get(id(job))

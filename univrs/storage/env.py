@@ -193,6 +193,10 @@ class StoreEnv:
                         return result
                 self._grow()
 
+    def write_busy(self) -> bool:
+        """Does a writer hold the write lock now (a commit, or another write's ``turn``)?"""
+        return self._write_lock.locked()
+
     @contextmanager
     def turn(self) -> Iterator[None]:
         """Hold the environment's write lock without a transaction: no commit (and so no

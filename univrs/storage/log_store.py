@@ -206,6 +206,12 @@ class LogStore(SnapshotStorage):
         """The LMDB environment flags; ``sync`` and ``metasync`` make every commit durable."""
         return self._env.flags()
 
+    def write_busy(self) -> bool:
+        """Is the store's write lock held now (a staged snapshot's piece being written and
+        synced, univrs/storage/snapshot_file.py)? A write started now would wait for it: the
+        storage writer then runs it on its thread, never on the loop."""
+        return self._env.write_busy()
+
     def _check_identity(self, cluster_id: str | None) -> None:
         """Validate format, node id and cluster id; record an adopted cluster id, or the
         incarnation of a store written before incarnations existed."""
