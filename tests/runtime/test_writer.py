@@ -14,6 +14,7 @@ import pathlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import pytest
 import trio
@@ -250,13 +251,17 @@ def inline_writer(
     )
 
 
+def written(writer: StorageWriter, n: int) -> bool:
+    return writer.jobs_written == n
+
+
 async def write_all(writer: StorageWriter, jobs: Sequence[PersistJob]) -> None:
     """Submit ``jobs`` one after the other, each once the one before it is written."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         for n, one in enumerate(jobs, start=1):
             writer.submit(one)
-            await wait_until(lambda n=n: writer.jobs_written == n, f"job {n} to be written")
+            await wait_until(partial(written, writer, n), f"job {n} to be written")
         nursery.cancel_scope.cancel()
 
 
