@@ -401,6 +401,12 @@ class StorageError(UnivrsError):
     meaning = "the data directory is unusable: corrupt, foreign, locked or full"
 
 
+class WouldWait(Exception):
+    """A storage write asked not to wait found that it would: another writer holds the
+    store's write lock, or its map must grow first. Nothing was written; the caller runs the
+    write again, waiting (the storage writer, on its thread: univrs/runtime/writer.py)."""
+
+
 class ProtocolError(UnivrsError):
     """A peer or client broke the wire protocol (malformed, oversized or unexpected frame)."""
 

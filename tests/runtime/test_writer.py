@@ -19,6 +19,7 @@ from functools import partial
 import pytest
 import trio
 
+from univrs.errors import WouldWait
 from univrs.raft.messages import (
     AppendEntriesResponse,
     Entry,
@@ -212,6 +213,7 @@ class TimedStore:
         self.events: list[tuple[str, object]] = []
         self.threads: list[int] = []
         self.delays: list[float] = []  # the next writes' delays, first first (then 0)
+        self.refusals: list[bool] = []  # the next ``append_nowait`` calls: refuse? (then no)
         self.lock = threading.Lock()
 
     def record(self, kind: str, what: object) -> None:
@@ -228,6 +230,15 @@ class TimedStore:
         last = entries[-1].index if entries else 0
         term = hard_state.term if hard_state is not None else 0
         self.record("durable", (last, term))
+
+    def append_nowait(
+        self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
+    ) -> None:
+        """``append``, or ``WouldWait`` with nothing written when told to refuse."""
+        if self.refusals and self.refusals.pop(0):
+            self.record("refused", threading.get_ident())
+            raise WouldWait("another writer holds the lock")
+        self.append(hard_state=hard_state, truncate_from=truncate_from, entries=entries)
 
 
 def data_job(index: int, size: int, *, truncate: int | None = None) -> PersistJob:
@@ -248,6 +259,7 @@ def inline_writer(
         in_thread=True,
         inline_bytes=1000,
         inline_max_seconds=max_seconds,
+        write_nowait=store.append_nowait,
     )
 
 
@@ -312,32 +324,104 @@ async def test_no_write_runs_on_the_loop_when_inline_bytes_is_zero() -> None:
         send=lambda msg: store.record("send", msg),
         on_persisted=lambda index, _term, _hs: store.record("persisted", index),
         in_thread=True,
+        write_nowait=store.append_nowait,
     )
     await write_all(writer, [data_job(1, 1)])
     assert store.threads and store.threads[0] != threading.get_ident()
 
 
 async def test_a_write_that_would_wait_for_another_writer_runs_on_the_thread() -> None:
-    """While the store's write lock is held (a staged snapshot's piece), a small write goes
-    to the thread: on the loop it would block the node until the piece is synced."""
+    """A small write whose storage refuses to wait (``WouldWait``: another writer holds the
+    lock, or the map must grow) wrote nothing; it runs again on the thread, which may wait,
+    and is acknowledged after that write only. The next small write is on the loop again."""
     store = TimedStore()
-    held = [True, False]
-
-    def busy() -> bool:
-        return held.pop(0)
-
-    writer = inline_writer(StorageWriter, store)
-    writer.busy = busy
-    await write_all(writer, [data_job(1, 10), data_job(2, 10)])
+    store.refusals = [True]
+    await write_all(inline_writer(StorageWriter, store), [data_job(1, 10), data_job(2, 10)])
     loop = threading.get_ident()
     assert [t == loop for t in store.threads] == [False, True]
+    assert [kind for kind, _ in store.events] == [
+        "refused",
+        "durable",
+        "send",
+        "persisted",
+        "durable",
+        "send",
+        "persisted",
+    ]
+    assert store.events[0] == ("refused", loop)
+    assert acks_follow_fsync(store.events) == []
 
 
-def test_an_lmdb_store_reports_its_write_lock_held(tmp_path: pathlib.Path) -> None:
-    """``LogStore.write_busy``: true exactly while another writer holds the store's turn
-    (what a staged snapshot's pieces do, univrs/storage/snapshot_file.py)."""
+def test_an_lmdb_append_that_would_wait_writes_nothing(tmp_path: pathlib.Path) -> None:
+    """``LogStore.append_nowait``: ``WouldWait`` and nothing written while another writer
+    holds the store's turn (a staged snapshot's piece, univrs/storage/snapshot_file.py) or
+    when the map must grow first; ``append`` waits, grows, and writes."""
+    entry = Entry(index=1, term=1, data=b"x" * 100)
+    with LogStore.open(tmp_path / "turn", node_id="n1") as store:
+        holding, done = threading.Event(), threading.Event()
+
+        def hold_the_turn() -> None:  # until told, or 5 s: a call that waits would get it
+            with store._env.turn():
+                holding.set()
+                done.wait(5.0)
+
+        holder = threading.Thread(target=hold_the_turn)
+        holder.start()
+        try:
+            assert holding.wait(WAIT)
+            with pytest.raises(WouldWait):
+                store.append_nowait(hard_state=None, truncate_from=None, entries=[entry])
+            assert store.last_index() == 0
+        finally:
+            done.set()
+            holder.join()
+        store.append_nowait(hard_state=None, truncate_from=None, entries=[entry])
+        assert store.last_index() == 1
+    big = [Entry(index=i, term=1, data=b"y" * 60_000) for i in range(1, 40)]
+    with LogStore.open(tmp_path / "grow", node_id="n1", map_size=1 << 20) as store:
+        with pytest.raises(WouldWait, match="grow"):
+            store.append_nowait(hard_state=None, truncate_from=None, entries=big)
+        assert store.last_index() == 0
+        store.append(hard_state=None, truncate_from=None, entries=big)
+        assert store.last_index() == 39
+
+
+async def test_a_piece_holding_the_store_never_blocks_the_loop(tmp_path: pathlib.Path) -> None:
+    """The review's case (F1): a snapshot piece takes the store's turn after the writer chose
+    the loop for a small write. The loop must go on meanwhile: here the thread holding the
+    turn lets go only when the loop says it ran, so a loop blocked by the write would hold
+    both until the holder's own time-out (and the test fails on it)."""
     with LogStore.open(tmp_path / "log", node_id="n1") as store:
-        assert not store.write_busy()
-        with store._env.turn():
-            assert store.write_busy()
-        assert not store.write_busy()
+        writer = StorageWriter(
+            write=store.append,
+            send=lambda _msg: None,
+            on_persisted=lambda _i, _t, _hs: None,
+            in_thread=True,
+            inline_bytes=1 << 14,
+            write_nowait=store.append_nowait,
+        )
+        holding, loop_ran = threading.Event(), threading.Event()
+        released_by: list[str] = []
+
+        def hold_the_turn() -> None:
+            with store._env.turn():
+                holding.set()
+                released_by.append("loop" if loop_ran.wait(5.0) else "time-out")
+
+        holder = threading.Thread(target=hold_the_turn)
+        holder.start()
+        try:
+            assert holding.wait(WAIT)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                writer.submit(data_job(1, 10))
+                for _ in range(50):  # the loop runs while the write waits on the thread
+                    await trio.lowlevel.checkpoint()
+                loop_ran.set()
+                await wait_until(partial(written, writer, 1), "the write to be written")
+                nursery.cancel_scope.cancel()
+        finally:
+            loop_ran.set()
+            holder.join()
+        assert released_by == ["loop"]
+        assert store.last_index() == 1

@@ -94,11 +94,6 @@ class RuntimeStatistics:
     proposal_batches: int  # propose_many calls (log appends of proposals)
 
 
-def _never_busy() -> bool:
-    """A storage that never makes a write wait for another writer."""
-    return False
-
-
 @attrs.define(eq=False)
 class RaftRuntime(StepLoop):
     """Drives one RaftNode: see the module docstring (and step.py's for the step loop).
@@ -237,9 +232,10 @@ class RaftRuntime(StepLoop):
             observe_fsync=self.metrics.fsync_seconds.observe,
             in_thread=self.write_in_thread,
             inline_bytes=self.write_inline_bytes,
-            # An LMDB log store says when a write would wait for another writer (a staged
-            # snapshot's piece); a storage without the probe never does.
-            busy=getattr(self.storage, "write_busy", _never_busy),
+            # An LMDB log store's append that refuses to wait for another writer (a staged
+            # snapshot's piece) or a map growth: small writes run it on the loop. A storage
+            # without one writes on the thread only.
+            write_nowait=getattr(self.storage, "append_nowait", None),
             install=self.storage.save_snapshot,
         )
         self._applier = Applier(

@@ -8,7 +8,11 @@ is no registry). Each interface holds only what the runtime calls, so a fake for
 few lines.
 
 Blocking calls: ``LogStorage``'s methods may block (LMDB, fsync); the runtime calls them only
-from the storage writer, in a worker thread (``write_in_thread``), never on the event loop.
+from the storage writer, in a worker thread (``write_in_thread``). The one exception is a small
+write, which the writer runs on the event loop through the storage's ``append_nowait`` (if it
+has one): that call never waits for another writer or a map growth, it refuses instead
+(``univrs.errors.WouldWait``), and the writer then runs the write on its thread
+(univrs/runtime/writer.py, "Small writes on the loop").
 """
 
 from __future__ import annotations

@@ -62,8 +62,11 @@ node needs it then), so only small writes go there, and only while that stays sh
 * a write (on either path) that took longer than ``inline_max_seconds`` sends the next writes
   to the thread until one is quick again: a stalling disk blocks the loop for one write, not
   for every one;
-* a write that would wait for another writer of the store (``busy``: a staged snapshot's
-  piece holding the store's write turn) runs on the thread.
+* the write on the loop never waits for another writer of the store (a staged snapshot's
+  piece holding the store's write turn, the start records) nor grows the map (which waits
+  for every reader of the store): it is the storage's ``write_nowait``, which refuses
+  (``WouldWait``, nothing written) where it would wait, and then the same write runs on the
+  thread, which may wait.
 
 The order is the same on both paths: nothing is acknowledged before the call returned. A
 write still queued on the loop when the writer stops is dropped, as a crash would drop it.
@@ -81,6 +84,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from univrs.errors import WouldWait
 from univrs.raft.interpreter import (
     InstallJob,
     MergedWrite,
@@ -216,9 +220,10 @@ class StorageWriter:
     # the module docstring), while writes take at most ``inline_max_seconds``.
     inline_bytes: int = 0
     inline_max_seconds: float = INLINE_MAX_SECONDS
-    # Would a write started now wait for another writer (the storage's ``write_busy``)? Then
-    # it runs on the thread.
-    busy: Callable[[], bool] = lambda: False
+    # The same write as ``write``, refusing to wait (``WouldWait``, nothing written) for
+    # another writer or a map growth: a small write runs it on the loop, and runs ``write``
+    # on the thread when it refuses. None: every write on the thread.
+    write_nowait: AppendLog | None = None
     # (meta, data) -> None; blocking, durable: stores a snapshot and drops the log it covers.
     install: Callable[[SnapshotMeta, bytes], None] | None = None
     _queue: WriteQueue[StorageTask] = attrs.field(factory=WriteQueue)
@@ -338,11 +343,19 @@ class StorageWriter:
                 entries=merged.entries,
             )
 
-        self._call(
-            write,
-            lambda result, seconds: self._wrote(merged, result, seconds),
-            on_loop=self._small(merged),
-        )
+        nowait = self.write_nowait
+        here = None
+        if nowait is not None and self._small(merged):
+
+            def write_here() -> None:
+                nowait(
+                    hard_state=merged.hard_state,
+                    truncate_from=merged.truncate_from,
+                    entries=merged.entries,
+                )
+
+            here = write_here
+        self._call(write, lambda result, seconds: self._wrote(merged, result, seconds), here=here)
 
     def _small(self, merged: MergedWrite) -> bool:
         """Does ``merged`` run on the loop (see the module docstring)?"""
@@ -354,7 +367,7 @@ class StorageWriter:
             size += len(entry.data) + ENTRY_OVERHEAD
             if size > limit:
                 return False
-        return not self.busy()
+        return True
 
     def _start_install(self, job: InstallJob) -> None:
         staging = self._staged.get(id(job))
@@ -385,9 +398,12 @@ class StorageWriter:
     def _start_task(self, task: StorageTask) -> None:
         self._call(task.fn, lambda result, _s: self._task_done(task, result))
 
-    def _call(self, fn: Callable[[], Any], done: _Done, *, on_loop: bool = False) -> None:
-        """Run ``fn`` on the worker thread (or on the loop: ``on_loop``, or no thread at
-        all), then ``done(result, seconds)`` on the loop."""
+    def _call(
+        self, fn: Callable[[], Any], done: _Done, *, here: Callable[[], Any] | None = None
+    ) -> None:
+        """Run ``fn`` on the worker thread (or on the loop when there is no thread), then
+        ``done(result, seconds)`` on the loop. ``here``: run it on the loop first, and ``fn``
+        on the thread only if it refuses to wait (``WouldWait``: it wrote nothing)."""
         self._busy = True
         token = self._token
         if token is None:
@@ -402,17 +418,27 @@ class StorageWriter:
         if not self.in_thread:
             token.run_sync_soon(lambda: guarded(*_capture(fn)))
             return
-        if on_loop:
+        if here is not None:
 
             def on_the_loop() -> None:
-                if not self._stopped:  # else dropped, as a crash drops a queued write
-                    guarded(*_capture(fn))
+                if self._stopped:
+                    return  # dropped, as a crash drops a queued write
+                result, seconds = _capture(here)
+                if isinstance(result.error, WouldWait):
+                    self._on_thread(token, fn, guarded)  # there it may wait
+                    return
+                guarded(result, seconds)
 
             token.run_sync_soon(on_the_loop)
             return
+        self._on_thread(token, fn, guarded)
+
+    def _on_thread(
+        self, token: trio.lowlevel.TrioToken, fn: Callable[[], Any], done: _Done
+    ) -> None:
         if self._worker is None:
             self._worker = _Worker(token, "univrs-storage-writer")
-        self._worker.run(fn, guarded)
+        self._worker.run(fn, done)
 
     def _wrote(self, merged: MergedWrite, result: _Result, seconds: float) -> None:
         self._reporting = False

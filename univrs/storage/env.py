@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import lmdb
 
-from univrs.errors import StorageError
+from univrs.errors import StorageError, WouldWait
 from univrs.storage import layout, nospace
 from univrs.storage.layout import Corrupt
 from univrs.storage.rwlock import SharedExclusiveLock
@@ -165,12 +165,19 @@ class StoreEnv:
             with self._env.begin(write=False) as txn:
                 return fn(txn)
 
-    def write(self, fn: Callable[[Txn], T]) -> T:
+    def write(self, fn: Callable[[Txn], T], *, wait: bool = True) -> T:
         """Run ``fn`` in one write transaction and commit it durably; grow the map if full.
 
         ``fn`` may run more than once (after a map growth), each time in a fresh transaction.
+        ``wait=False``: raise ``WouldWait``, with nothing written, where the write would wait
+        (another writer holds the write lock: a commit, or a staged snapshot's ``turn``) or
+        the map must grow first (a growth waits for every read transaction of the process):
+        for a caller on the event loop, the storage writer's small writes
+        (univrs/runtime/writer.py), which then run the write again on their thread.
         """
-        with self._write_lock:
+        if not self._write_lock.acquire(blocking=wait):
+            raise WouldWait(f"{self.data_file}: another writer holds the write lock")
+        try:
             while True:
                 with self._rw.shared(), translated(self.path, writing=True):
                     self._check_open()
@@ -191,11 +198,11 @@ class StoreEnv:
                         self._last_sync_seconds = elapsed
                         self._max_sync_seconds = max(self._max_sync_seconds, elapsed)
                         return result
+                if not wait:
+                    raise WouldWait(f"{self.data_file}: the LMDB map must grow first")
                 self._grow()
-
-    def write_busy(self) -> bool:
-        """Does a writer hold the write lock now (a commit, or another write's ``turn``)?"""
-        return self._write_lock.locked()
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def turn(self) -> Iterator[None]:

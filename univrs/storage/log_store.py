@@ -206,12 +206,6 @@ class LogStore(SnapshotStorage):
         """The LMDB environment flags; ``sync`` and ``metasync`` make every commit durable."""
         return self._env.flags()
 
-    def write_busy(self) -> bool:
-        """Is the store's write lock held now (a staged snapshot's piece being written and
-        synced, univrs/storage/snapshot_file.py)? A write started now would wait for it: the
-        storage writer then runs it on its thread, never on the loop."""
-        return self._env.write_busy()
-
     def _check_identity(self, cluster_id: str | None) -> None:
         """Validate format, node id and cluster id; record an adopted cluster id, or the
         incarnation of a store written before incarnations existed."""
@@ -413,6 +407,7 @@ class LogStore(SnapshotStorage):
         hard_state: HardState | None,
         truncate_from: int | None,
         entries: Sequence[Entry],
+        wait: bool = True,
     ) -> None:
         """Persist one Ready in one synced transaction: delete entries ``>= truncate_from``,
         append ``entries`` (contiguous with what remains), store ``hard_state``.
@@ -420,7 +415,8 @@ class LogStore(SnapshotStorage):
         When several Readies are merged into one call, ``entries`` may start below
         ``truncate_from``; the stored log is then cut at the smaller of the two. Without
         ``truncate_from``, ``entries`` must follow the last index exactly. A call with nothing
-        to write does not touch the disk.
+        to write does not touch the disk. ``wait=False``: ``WouldWait`` (nothing written)
+        where the write would wait for another writer or a map growth (``StoreEnv.write``).
         """
         if hard_state is None and truncate_from is None and not entries:
             return
@@ -487,11 +483,23 @@ class LogStore(SnapshotStorage):
             ):
                 txn.put(layout.KEY_NAMED, named_record, db=self._env.meta)  # (grows only)
 
-        self._env.write(write)
+        self._env.write(write, wait=wait)
         if hard_state is not None and hard_state.pins:
             self._pins_written = hard_state.pins
         if hard_state is not None and hard_state.named:
             self._named_written = hard_state.named
+
+    def append_nowait(
+        self,
+        *,
+        hard_state: HardState | None,
+        truncate_from: int | None,
+        entries: Sequence[Entry],
+    ) -> None:
+        """``append`` that never waits for another writer or a map growth: ``WouldWait``
+        instead, with nothing written (the storage writer's small writes on the event loop,
+        univrs/runtime/writer.py)."""
+        self.append(hard_state=hard_state, truncate_from=truncate_from, entries=entries, wait=False)
 
     def compact(self, up_to: int) -> None:
         """Delete the entries with index <= ``up_to``; the snapshot must cover them."""
