@@ -41,19 +41,32 @@ async def wait_until(predicate: Callable[[], object], what: str) -> None:
     assert predicate(), what
 
 
-class BlockingStore:
-    """A storage ``append`` that blocks until released; a record per durable write."""
+class RecordingStore:
+    """The events of a test's writer, in order, from any thread."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.events: list[tuple[str, object]] = []
-        self.started = threading.Event()
-        self.release = threading.Event()
-        self.fail_with: Exception | None = None
 
     def record(self, kind: str, what: object) -> None:
         with self.lock:
             self.events.append((kind, what))
+
+    def durable(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """The transaction (and its fsync) returned."""
+        last = entries[-1].index if entries else 0
+        term = hard_state.term if hard_state is not None else 0
+        self.record("durable", (last, term))
+
+
+class BlockingStore(RecordingStore):
+    """A storage ``append`` that blocks until released; a record per durable write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.fail_with: Exception | None = None
 
     def append(
         self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
@@ -62,9 +75,7 @@ class BlockingStore:
         assert self.release.wait(WAIT), "never released"
         if self.fail_with is not None:
             raise self.fail_with
-        last = entries[-1].index if entries else 0
-        term = hard_state.term if hard_state is not None else 0
-        self.record("durable", (last, term))  # the transaction (and its fsync) returned
+        self.durable(hard_state, entries)
 
 
 def acks_follow_fsync(events: Sequence[tuple[str, object]]) -> list[str]:
@@ -205,20 +216,15 @@ async def test_shutdown_waits_for_the_write_in_progress() -> None:
 # ---------------------------------------------------------------- small writes on the loop
 
 
-class TimedStore:
+class TimedStore(RecordingStore):
     """A storage ``append`` that returns after ``delay`` seconds (a real sleep: the fsync),
     recording which thread ran it and when it became durable."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, object]] = []
+        super().__init__()
         self.threads: list[int] = []
         self.delays: list[float] = []  # the next writes' delays, first first (then 0)
         self.refusals: list[bool] = []  # the next ``append_nowait`` calls: refuse? (then no)
-        self.lock = threading.Lock()
-
-    def record(self, kind: str, what: object) -> None:
-        with self.lock:
-            self.events.append((kind, what))
 
     def append(
         self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
@@ -227,9 +233,7 @@ class TimedStore:
         delay = self.delays.pop(0) if self.delays else 0.0
         if delay:
             time.sleep(delay)
-        last = entries[-1].index if entries else 0
-        term = hard_state.term if hard_state is not None else 0
-        self.record("durable", (last, term))
+        self.durable(hard_state, entries)
 
     def append_nowait(
         self, *, hard_state: HardState | None, truncate_from: int | None, entries: Sequence[Entry]
