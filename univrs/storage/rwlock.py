@@ -1,9 +1,11 @@
 """A shared/exclusive lock for threads: many holders share it, one may take it alone.
 
-The log store's calls run in worker threads (a small append on the event loop, which never
-waits for this lock's exclusive side: ``StoreEnv.write(wait=False)``). LMDB lets any
-number of transactions run at once, but resizing the memory map requires that no transaction is
-active in the process: transactions hold the lock shared, a resize holds it exclusively.
+The log store's calls run in worker threads, but for a small append on the event loop
+(``StoreEnv.write(wait=False)``), which never meets this lock's exclusive side: a growth
+holds the write lock that append holds, and the store closes after the runtime stopped.
+LMDB lets any number of transactions run at once, but resizing the memory map requires that
+no transaction is active in the process: transactions hold the lock shared, a resize holds it
+exclusively.
 A waiting exclusive holder blocks new shared holders, so a resize is never starved.
 """
 
