@@ -336,26 +336,20 @@ class StorageWriter:
         # ``WriteQueue.written`` reports a write that holds entries or a hard state.
         self._reporting = bool(merged.entries) or merged.hard_state is not None
 
-        def write() -> None:
-            self.write(
+        def write_with(append: AppendLog) -> Callable[[], None]:
+            return lambda: append(
                 hard_state=merged.hard_state,
                 truncate_from=merged.truncate_from,
                 entries=merged.entries,
             )
 
         nowait = self.write_nowait
-        here = None
-        if nowait is not None and self._small(merged):
-
-            def write_here() -> None:
-                nowait(
-                    hard_state=merged.hard_state,
-                    truncate_from=merged.truncate_from,
-                    entries=merged.entries,
-                )
-
-            here = write_here
-        self._call(write, lambda result, seconds: self._wrote(merged, result, seconds), here=here)
+        here = write_with(nowait) if nowait is not None and self._small(merged) else None
+        self._call(
+            write_with(self.write),
+            lambda result, seconds: self._wrote(merged, result, seconds),
+            here=here,
+        )
 
     def _small(self, merged: MergedWrite) -> bool:
         """Does ``merged`` run on the loop (see the module docstring)?"""
