@@ -132,10 +132,13 @@ class HeartbeatLayer(SnapshotStreamLayer):
         voters = self._configs.current.voters
         need = majority(len(voters)) - (1 if self.id in voters else 0)
         progress = self._progress
-        candidates = [v for v in voters if v != self.id and v in progress]
+        candidates = [v for v in sorted(voters) if v != self.id and v in progress]
         if need >= len(candidates):
             self._broadcast_heartbeat()
             return
+        # Ties go in id order (the sort is stable), never in the voter set's hash order: the
+        # core's messages must not depend on the process's string hashing (the simulator
+        # replays a seed in another process).
         keys = {v: (-reads.acked_round(v), not progress[v].recent_active) for v in candidates}
         candidates.sort(key=keys.__getitem__)
         ctx = reads.round
@@ -159,7 +162,7 @@ class HeartbeatLayer(SnapshotStreamLayer):
         if not pending:
             return
         ctx = reads.round
-        for peer in self._configs.current.voters:
+        for peer in sorted(self._configs.current.voters):
             pr = self._progress.get(peer)
             if (
                 pr is not None

@@ -64,6 +64,13 @@ class HardState:
     named: tuple[NodeId, ...] = ()
 
 
+def _ids_repr(ids: frozenset[NodeId]) -> str:
+    """A set of ids as ``repr`` writes it, in id order: not in the set's hash order, which
+    changes with the process's string hashing (a simulator trace must read the same in a
+    replay in another process)."""
+    return f"frozenset({{{', '.join(map(repr, sorted(ids)))}}})" if ids else "frozenset()"
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class Membership:
     """A cluster configuration: voters decide elections and commit; learners only receive the log.
@@ -82,8 +89,8 @@ class Membership:
     Invariant: voters and learners are disjoint.
     """
 
-    voters: frozenset[NodeId]
-    learners: frozenset[NodeId] = frozenset()
+    voters: frozenset[NodeId] = attrs.field(repr=_ids_repr)
+    learners: frozenset[NodeId] = attrs.field(default=frozenset(), repr=_ids_repr)
     addresses: tuple[tuple[NodeId, str], ...] = ()
     api_addresses: tuple[tuple[NodeId, str], ...] = ()
     incarnations: tuple[tuple[NodeId, str], ...] = ()
