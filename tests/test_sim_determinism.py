@@ -76,7 +76,11 @@ _MODES = [
 ]
 
 
-def _runs(spec: dict[str, object], hash_seed: int) -> dict[str, list[object]]:
+# Per seed: its outcome, how many events its trace holds, the sha256 of the trace's text.
+Run = tuple[str, int, str]
+
+
+def _runs(spec: dict[str, object], hash_seed: int) -> dict[str, Run]:
     env = {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, json.dumps(spec)],
@@ -87,8 +91,8 @@ def _runs(spec: dict[str, object], hash_seed: int) -> dict[str, list[object]]:
         timeout=600,
         check=True,
     )
-    result: dict[str, list[object]] = json.loads(done.stdout)
-    return result
+    raw: dict[str, list[object]] = json.loads(done.stdout)
+    return {seed: (str(run[0]), int(str(run[1])), str(run[2])) for seed, run in raw.items()}
 
 
 def test_a_seed_takes_the_same_course_under_any_string_hashing() -> None:
