@@ -157,7 +157,7 @@ class InspectLayer(GateLayer):
             bad(f"leader voted for {self._vote} in its own term")
         if log.last_term != self._term:
             bad("leader's log does not end in its term")
-        for peer in self._configs.current.members:
+        for peer in sorted(self._configs.current.members):
             if peer != self.id and peer not in self._progress:
                 bad(f"no progress for {peer}")
         for peer, pr in self._progress.items():
