@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ERRORS",
+    "MAX_WIRE_FIELD",
+    "MAX_WIRE_MESSAGE",
     "WIRE_CODES",
     "AlreadyExists",
     "AppliedOutOfOrder",
@@ -506,12 +508,36 @@ def wire_error(exc: UnivrsError) -> UnivrsError:
     return InternalError(f"{type(exc).__name__}: {exc.message}")
 
 
+MAX_WIRE_MESSAGE = 4096
+"""The most characters of an error's message on the wire (``error_to_plain``): refusals quote
+what the client sent (an unknown operation or field, a session id), which may be megabytes of
+a request frame; the fast protocol charges an error answer a fixed size of its connection's
+answer budget (s26-fuzz)."""
+MAX_WIRE_FIELD = 512
+"""The most characters of an error's ``field`` on the wire (a field path)."""
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(f"... ({len(text)} characters cut)")  # the note's longest form
+    if room < 16:
+        return text[:limit]
+    return f"{text[:room]}... ({len(text) - room} characters cut)"
+
+
 def error_to_plain(exc: UnivrsError) -> dict[str, Any]:
-    """The wire form of an error: ``{"code", "message", "field"?, ...extra}``."""
+    """The wire form of an error: ``{"code", "message", "field"?, ...extra}``; a message or
+    field longer than ``MAX_WIRE_MESSAGE`` / ``MAX_WIRE_FIELD`` characters is cut short."""
     exc = wire_error(exc)
-    out: dict[str, Any] = {"code": exc.code, "message": exc.message}
-    if exc.field is not None:
-        out["field"] = exc.field
+    message = exc.message
+    if len(message) > MAX_WIRE_MESSAGE:
+        message = _clip(message, MAX_WIRE_MESSAGE)
+    out: dict[str, Any] = {"code": exc.code, "message": message}
+    field = exc.field
+    if field is not None:
+        out["field"] = field if len(field) <= MAX_WIRE_FIELD else _clip(field, MAX_WIRE_FIELD)
     out.update(exc.extra())
     return out
 

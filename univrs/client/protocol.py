@@ -52,6 +52,7 @@ but bad fields gets an error response and the connection carries on.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -346,8 +347,12 @@ def decode_requests_general(
 
 def _request(rid: int, item: dict[Any, Any]) -> Request:
     if not _REQUEST_KEYS.issuperset(item):  # one C pass; the first unknown one named below
-        unknown = [k for k in item if k not in _REQUEST_KEYS]
-        raise MalformedRequest(f"unknown request field {unknown[0]!r}", field=str(unknown[0]))
+        unknown = next(k for k in item if k not in _REQUEST_KEYS)
+        # Quoted by its first characters: a key may be megabytes (its repr of bytes 4 times
+        # that), and the error is answered to the sender (s26-fuzz).
+        quoted = _quote(unknown)
+        field = str(unknown) if type(unknown) is str and len(unknown) <= _QUOTE else quoted
+        raise MalformedRequest(f"unknown request field {quoted}", field=field)
     op, args = item.get("op"), item.get("args", {})
     if type(op) is not str:
         raise MalformedRequest("request 'op' must be a string", field="op")
@@ -389,6 +394,23 @@ def _request(rid: int, item: dict[Any, Any]) -> Request:
         client=client,
         answer=answer,
     )
+
+
+_QUOTE = 64  # the characters (or bytes) of a value quoted in an error answer
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _QUOTE
+
+
+def _quote(value: object) -> str:
+    """``repr(value)`` of a short key, else of its first ``_QUOTE`` characters or bytes and
+    its length (never a repr of the whole: ``reprlib`` for containers)."""
+    if type(value) is str or type(value) is bytes:
+        if len(value) <= _QUOTE:
+            return repr(value)
+        return f"{value[:_QUOTE]!r}... ({len(value)} long)"
+    return _SHORT.repr(value)
 
 
 def minimal_of(op: str, result: Any, meta: dict[str, Any] | None) -> Any:
