@@ -75,7 +75,7 @@ from univrs.errors import (
     ProtocolError,
     error_to_plain,
 )
-from univrs.net import wsdirect
+from univrs.net import wsdirect, wsfast
 
 if TYPE_CHECKING:
     from univrs.api.service import ApiService
@@ -507,6 +507,7 @@ async def _serve_client(
     service: ApiService, request: WebSocketRequest, remote: str, host: str | None
 ) -> None:
     ws = await request.accept()
+    wsfast.install(ws)  # a message's parts are bounded from the hello on (s26-fuzz)
     node = service.node
     try:
         try:

@@ -20,6 +20,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs.errors import ProtocolError, StorageError
+from univrs.net import wsfast
 from univrs.net.address import join_host_port
 from univrs.net.hello import WIRE_VERSION, Hello, decode_hello
 from univrs.net.inbound_frames import (
@@ -172,6 +173,7 @@ class RaftInbound(StartChecks, FrameReading):
             await request.reject(403, body=b"a node certificate is required")
             return
         ws = await request.accept()
+        wsfast.install(ws)  # a message's parts are bounded from the hello on (s26-fuzz)
         try:
             hello = await self._read_hello(ws, remote)
             if hello is None:

@@ -39,6 +39,7 @@ from wsproto.utilities import LocalProtocolError
 
 from univrs.codec.strict import load
 from univrs.errors import ProtocolError
+from univrs.net import wsfast
 from univrs.net.address import join_host_port, split_host_port
 from univrs.net.hello import WIRE_VERSION
 from univrs.net.server import RouteHandler
@@ -143,6 +144,7 @@ def probe_route(
             await request.reject(403, body=b"a node certificate is required")
             return
         ws = await request.accept()
+        wsfast.install(ws)  # a message's parts are bounded (s26-fuzz)
         try:
             with trio.move_on_after(timeout):
                 question = decode_question(await ws.get_message())

@@ -37,6 +37,18 @@ message (a raft message, a client request or answer frame), so the common case i
   client a fresh random masking key (``os.urandom``, as wsproto) and the masked payload.
   Anything else is wsproto's ``send``, which raises what it raised before.
 
+* **Parts of a fragmented message** (s26-fuzz). trio-websocket keeps every part wsproto
+  yields of a message not yet finished (a fragment, or the piece of a frame that has
+  arrived) and bounds the message by the bytes of its parts alone (``max_message_size``,
+  closing with 1009). A part costs about 40 bytes held whatever it carries, and an empty
+  continuation frame is 6 bytes on the wire and adds nothing to that count: a sender that
+  opened a message and went on with empty (or one-byte) fragments made the node hold
+  memory without end (or 5 bytes per byte sent, up to 4 million parts). Each part of a
+  message not yet finished is charged ``PART_COST`` besides its bytes, and a message whose
+  parts pass twice ``max_message_size`` is refused as an oversized one is (trio-websocket
+  closes with 1009: it is handed a stand-in part of that size, ``_Oversized``, allocating
+  nothing). A message of parts of 64 bytes or more on average is read as before.
+
 A hostile sender gains nothing here: a frame is only taken whole, within the connection's
 message size limit, and any frame that breaks a rule goes to wsproto, which refuses it as
 before (a close with 1002); the buffer never holds more than one frame of at most ``limit``
@@ -53,15 +65,20 @@ import struct
 from collections.abc import Generator
 from typing import Any
 
+import attrs
 from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, Event
+from wsproto.events import BytesMessage, Event, TextMessage
 from wsproto.frame_protocol import XorMaskerSimple
 
-__all__ = ["FAST_MAX", "SUPPORTED", "binary_frame", "install", "installed"]
+__all__ = ["FAST_MAX", "PART_COST", "SUPPORTED", "binary_frame", "install", "installed"]
 
 FAST_MAX = 1 << 20  # a larger frame is wsproto's (it hands its payload over as it arrives)
 _SMALL_MASK = 2048  # payloads up to this many bytes are (un)masked as one integer
+
+PART_COST = 64
+"""Bytes charged per part of an unfinished message besides its own (a bytes object and its
+list slot in trio-websocket's parts: about 40)."""
 
 _OPEN = ConnectionState.OPEN
 _BINARY_FIN = 0x82  # FIN, no reserved bits, opcode 2 (binary)
@@ -163,8 +180,28 @@ def _parsing(proto: Any) -> bool:
     return proto._parse_more.gi_frame is not None
 
 
-def _events(conn: Any, limit: int) -> Generator[Event, None, None]:
-    """``Connection.events`` with the fast path in front (module docstring)."""
+class _Oversized(bytes):
+    """A stand-in part (empty) whose ``len`` is ``size``: handed to trio-websocket, it makes
+    the message pass ``max_message_size``, which the library refuses (1009)."""
+
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@attrs.define(eq=False, slots=True)
+class _Parts:
+    """The cost of the parts of a connection's message not yet finished (module
+    docstring)."""
+
+    bound: int  # twice the connection's max_message_size
+    held: int = 0
+
+
+def _events(conn: Any, limit: int, parts: _Parts | None = None) -> Generator[Event, None, None]:
+    """``Connection.events`` with the fast path in front and the parts of an unfinished
+    message charged (module docstring)."""
     if conn._state is _OPEN and not conn._events:
         proto = conn._proto
         decoder = proto._frame_decoder
@@ -178,7 +215,23 @@ def _events(conn: Any, limit: int) -> Generator[Event, None, None]:
             rest = yield from _take(conn, limit)
             if not rest:
                 return
-    yield from Connection.events(conn)
+    if parts is None:
+        yield from Connection.events(conn)
+        return
+    for event in Connection.events(conn):
+        kind = type(event)
+        if kind is BytesMessage or kind is TextMessage:
+            if event.message_finished:  # type: ignore[attr-defined]
+                parts.held = 0
+            else:
+                parts.held += len(event.data) + PART_COST  # type: ignore[attr-defined]
+                if parts.held > parts.bound:
+                    parts.held = 0
+                    stand_in = _Oversized()
+                    stand_in.size = parts.bound
+                    yield BytesMessage(data=stand_in, frame_finished=True, message_finished=False)
+                    return  # (the library stops reading)
+        yield event
 
 
 def install(ws: Any) -> bool:
@@ -193,8 +246,10 @@ def install(ws: Any) -> bool:
         return False
     if "events" in vars(conn):
         return True
-    limit = min(FAST_MAX, int(getattr(ws, "_max_message_size", FAST_MAX)))
-    vars(conn)["events"] = functools.partial(_events, conn, limit)  # shadows the method
+    max_size = int(getattr(ws, "_max_message_size", FAST_MAX))
+    limit = min(FAST_MAX, max_size)
+    # (shadows the method)
+    vars(conn)["events"] = functools.partial(_events, conn, limit, _Parts(2 * max_size))
     return True
 
 
