@@ -80,6 +80,11 @@ class Caller:
 
     token: str | None = None
     address: str | None = None
+    # The address the request really came from when it names another (``address``: a
+    # forwarded request's client, as the forwarding node saw it). Anyone may claim to
+    # forward, so the catch-up bounds are this one's (s26-fuzz: a client naming a new
+    # ``client`` per request spent the node's whole bucket).
+    via: str | None = None
 
 
 ANONYMOUS = Caller()
@@ -291,5 +296,7 @@ class Authority:
 
 
 def _address(caller: Caller) -> str:
-    """The key of a caller's catch-up bounds: its address (None: an in-process caller)."""
-    return caller.address or "local"
+    """The key of a caller's catch-up bounds: the address its request came from (the
+    forwarding node's for a forwarded request, never the one it claims: ``Caller.via``;
+    None: an in-process caller)."""
+    return caller.via or caller.address or "local"

@@ -423,7 +423,11 @@ class _ClientConnection(WatchPolls):
             if self._caller is None:
                 self._caller = Caller(token=self.token, address=self.host)
             return self._caller
-        return Caller(token=req.token or self.token, address=forwarded_for or self.host)
+        if forwarded_for is None:
+            return Caller(token=req.token or self.token, address=self.host)
+        # Its identity without auth is the client it names; its catch-up bounds are this
+        # connection's (anyone may claim to forward: univrs/api/auth.py ``Caller.via``).
+        return Caller(token=req.token or self.token, address=forwarded_for, via=self.host)
 
     def _answered(self, jobs: Sequence[Job]) -> None:
         self._send([response_of(job) for job in jobs])
