@@ -107,3 +107,26 @@ async def test_a_node_answers_hostile_quotes_with_small_errors(tmp_path: pathlib
                 _, (response,) = protocol.decode_responses(answer)
                 assert "error" in response, response
                 assert _wire_size(response["error"]) <= BOUND
+
+
+def test_an_error_answer_is_charged_what_it_quotes() -> None:
+    """The answer budget is charged an error's message and field, not a fixed 128 bytes: 4096
+    errors quoting 4 KB each held on a connection that reads nothing were 16 MB charged as
+    512 KB (its budget is 8 MiB)."""
+    from univrs.api.budget import AnswerBudget, AnswerPool
+    from univrs.api.fast import SMALL_ANSWER, _ClientConnection
+
+    budget = AnswerBudget(AnswerPool())
+    conn = _ClientConnection(
+        ws=None,  # type: ignore[arg-type]
+        service=None,  # type: ignore[arg-type]
+        remote="test",
+        scope=None,  # type: ignore[arg-type]
+        budget=budget,
+        wire=None,  # type: ignore[arg-type]
+    )
+    quoted = error_to_plain(InvalidArgument("q" * 10_000, field="f" * 10_000))
+    conn._send([{"id": 1, "error": quoted}, {"id": 2, "ok": {"n": 1}}])
+    size = len(quoted["message"]) + len(quoted["field"])
+    assert size > MAX_WIRE_MESSAGE  # (cut at the wire's bounds)
+    assert budget.held == 2 * SMALL_ANSWER + size

@@ -434,11 +434,19 @@ class _ClientConnection(WatchPolls):
 
     def _send(self, responses: list[dict[str, Any]]) -> None:
         """Queue ``responses`` for the writer, charged to the budget (a length and an add
-        each: an encoded document's bytes, ``SMALL_ANSWER`` for anything else)."""
+        each: an encoded document's bytes, ``SMALL_ANSWER`` for anything else, and an error
+        its message's and field's characters besides: they may quote the request, up to
+        ``MAX_WIRE_MESSAGE`` characters, s26-fuzz)."""
         n = 0
         for resp in responses:
             ok = resp.get("ok")
-            n += len(ok.data) if type(ok) is Encoded else SMALL_ANSWER
+            if type(ok) is Encoded:
+                n += len(ok.data)
+                continue
+            n += SMALL_ANSWER
+            error = resp.get("error")
+            if error is not None:
+                n += len(error.get("message") or "") + len(error.get("field") or "")
         self._queued += n
         self.budget.take(n)
         self._outbox.extend(responses)
