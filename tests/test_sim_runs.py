@@ -203,7 +203,9 @@ def test_snapshots_membership_and_the_write_path_happen_across_seeds() -> None:
 
 def test_incarnations_wipes_repairs_and_divergence_happen_across_seeds() -> None:
     totals = {"repairs": 0, "replaced": 0, "diverged": 0, "refused": 0, "covered": 0}
-    for seed in range(1, 30):
+    # Seed 61: a snapshot install covers pending proposals (none of 1-29 has one since
+    # session 26, when a voter without PreVote began to answer an older term's vote request).
+    for seed in [*range(1, 30), 61]:
         r = run_seed(seed, nodes=5, ticks=1000)
         assert r.ok, f"{r.invariant}: {r.detail}\n{r.replay}"
         assert r.stats is not None
@@ -233,9 +235,10 @@ def test_incarnations_wipes_repairs_and_divergence_happen_across_seeds() -> None
         # strict_incarnations keeps the old rule so that the simulator shows it finds the bug.
         # (Seed 35 until the leader kept removed members a few heartbeat rounds longer, which
         # changed its course; 74 until a new leader sent the log to a member its uncommitted
-        # change removes; 264 since.)
+        # change removes; 264 until a voter without PreVote answered an older term's vote
+        # request, session 26; 224 since.)
         pytest.param(
-            264, 5, {"strict_incarnations": True}, ck.LIVENESS, id="replaced-leader-locked-out"
+            224, 5, {"strict_incarnations": True}, ck.LIVENESS, id="replaced-leader-locked-out"
         ),
     ],
 )
