@@ -88,6 +88,10 @@ class SimNode:
     # LMDB state backend: an installed snapshot is not in the state env yet (it replaces the
     # env once durable on the disk; commits wait until then, as the node's apply loop does).
     state_stale: bool = False
+    # The newest snapshot from a leader the state machine took (contract step 0) whose install
+    # is not durable yet (0: none): the state may be ahead of the disk's log up to it
+    # (storage.py ``_check_applied_on_disk``).
+    installing: int = 0
     # A peer refused this process as an older copy of its data dir (rollback.py): it sends
     # nothing and refuses every message until it is replaced (a restart fences it again).
     fenced: bool = False

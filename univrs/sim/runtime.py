@@ -108,6 +108,7 @@ class ReadyRuntime(ApplyLayer):
         )
         sn.kv = kv if kv is not None else self.kv_factory()
         sn.state_stale = False
+        sn.installing = 0
         sn.writes = WriteQueue()
         sn.writing = None
         sn.fx = NodeEffects(self, sn)
@@ -274,6 +275,7 @@ class NodeEffects:
         sn.kv.restore(install.data, meta.index, meta.term, meta.membership)
         rt.checker.check_snapshot_state(sn.id, meta.index, sn.kv.data)
         sn.state_stale = sn.disk.state is not None
+        sn.installing = max(sn.installing, meta.index)
         sn.installs += 1
         sn.snap_at = max(sn.snap_at, meta.index)
         rt.api.on_install(sn, meta.index)

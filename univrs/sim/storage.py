@@ -33,6 +33,7 @@ from univrs.raft.messages import SnapshotMeta
 from univrs.sim.delivery import DeliveryLayer
 from univrs.sim.disk import Taken
 from univrs.sim.faults import TICK, Schedule
+from univrs.sim.invariants import STATE_DURABLE, InvariantViolation
 from univrs.sim.node import SimNode
 
 # After the fault phase no write takes longer than this (units). Raft elects a leader only if
@@ -87,6 +88,8 @@ class StorageLayer(DeliveryLayer):
             disk.store(item)
             if item.truncate_from is not None or item.entries:
                 self.checker.observe_durable(sn.id, item.truncate_from, item.entries)
+            if item.truncate_from is not None:
+                _check_applied_on_disk(sn)
             report = sn.writes.written(item)
             for m in item.after_persist:
                 self._send(m)
@@ -94,6 +97,8 @@ class StorageLayer(DeliveryLayer):
                 report_persisted(raft, report)
         elif isinstance(item, InstallJob):
             disk.install(item.meta, item.data)
+            if item.meta.index >= sn.installing:
+                sn.installing = 0
             self.checker.observe_snapshot(sn.id, item.meta.index, item.meta.term, durable=True)
             if disk.state is not None and sn.state_stale:
                 # The node's apply loop adopts the installed state once it is durable.
@@ -122,3 +127,29 @@ class StorageLayer(DeliveryLayer):
         self.snapshots += 1
         meta = SnapshotMeta(index=kv.applied, term=kv.applied_term, membership=kv.config)
         self._submit(sn, Taken(meta=meta, data=kv.snapshot(), epoch=sn.installs))
+
+
+def _check_applied_on_disk(sn: SimNode) -> None:
+    """After a durable write that cut the log: the entry the node's state machine applied last
+    is still on its disk (ready.py step 5: committed entries are handed out only once durable
+    locally, and a committed entry is never cut). A write that cut it leaves the state ahead
+    of the durable log: a crash now and the node refuses to start (``state-durable`` at the
+    restart, with the LMDB backend), or with the memory backend restarts without entries it
+    applied. Session 26's audit found a core that took a write's entries as durable while a
+    queued write cut them (an entry replaced by one leader and put back by a later one,
+    interpreter.py ``WriteQueue.written``); this check catches that class at the write, with
+    either backend, without waiting for a crash at the wrong moment."""
+    kv, disk = sn.kv, sn.disk
+    applied = kv.applied
+    if applied == 0 or applied <= max(disk.base, sn.installing):
+        # Nothing applied, or the snapshot the log was compacted to covers it, or a snapshot
+        # from the leader the state took ahead of its install (the contract's step 0).
+        return
+    if disk.term_at(applied) != kv.applied_term:
+        raise InvariantViolation(
+            STATE_DURABLE,
+            f"{sn.id} applied ({applied}, term {kv.applied_term}) but a durable write left its "
+            f"log without it (last index {disk.last_index}, term there "
+            f"{disk.term_at(applied)}): the state is ahead of the durable log",
+        )
+
