@@ -152,4 +152,3 @@ def _check_applied_on_disk(sn: SimNode) -> None:
             f"log without it (last index {disk.last_index}, term there "
             f"{disk.term_at(applied)}): the state is ahead of the durable log",
         )
-
