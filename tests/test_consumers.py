@@ -33,8 +33,10 @@ if (ROOT / "mcp").exists():
 INTERNALS = ("univrs.runtime", "univrs.raft", "univrs.storage", "univrs.server", "univrs.net.")
 # host:port parsing, no I/O; websocket frames written and taken with fewer scheduling rounds
 # (a helper over trio-websocket's connection, shared by the raft links, the API and the
-# client: it holds no state of the node and reaches nothing of the runtime).
-ALLOWED = {"univrs.net.address", "univrs.net.wsdirect"}
+# client: it holds no state of the node and reaches nothing of the runtime); and the frame
+# parsing under it (wsfast: complete frames without wsproto's machinery, and the bound on a
+# fragmented message's parts, installed on a client connection at accept since session 26).
+ALLOWED = {"univrs.net.address", "univrs.net.wsdirect", "univrs.net.wsfast"}
 
 
 @pytest.mark.parametrize("module", CONSUMERS)

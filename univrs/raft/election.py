@@ -230,13 +230,13 @@ class ElectionLayer(FollowerLayer):
         is still dropped there (as before: the pinned seeds keep their courses). A refusal
         grants nothing and moves no term but the candidate's.
         """
-        pre_vote = self.config.pre_vote
-        if isinstance(msg, RequestVote) and (msg.pre_vote or not pre_vote):
-            if msg.pre_vote and not (pre_vote or self.config.check_quorum):
-                return  # (as before: a pre-vote here comes from a node configured otherwise)
-            self._refuse_vote(msg)
+        cfg = self.config
+        if isinstance(msg, RequestVote):
+            # A pre-vote under PreVote or CheckQuorum (as before); a real request without PreVote.
+            if (cfg.pre_vote or cfg.check_quorum) if msg.pre_vote else not cfg.pre_vote:
+                self._refuse_vote(msg)
             return
-        if not (self.config.check_quorum or pre_vote):
+        if not (cfg.check_quorum or cfg.pre_vote):
             return
         if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
             self._send(
