@@ -112,7 +112,7 @@ def job(*indexes: int, hs: HardState | None = None, after: tuple[Message, ...] =
 class SendsFirst(StorageWriter):
     """A mutant: acknowledges a job when it is submitted, before its write."""
 
-    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
+    def submit(self, job: PersistJob | InstallJob | StorageTask, *, now: bool = False) -> None:
         if isinstance(job, PersistJob):
             for msg in job.after_persist:
                 self.send(msg)
@@ -122,7 +122,7 @@ class SendsFirst(StorageWriter):
                 entries=job.entries,
                 after_persist=(),
             )
-        super().submit(job)
+        super().submit(job, now=now)
 
 
 def make(cls: type[StorageWriter], store: BlockingStore) -> StorageWriter:
@@ -295,6 +295,55 @@ async def test_the_check_catches_an_inline_writer_that_acknowledges_first() -> N
     await write_all(inline_writer(SendsFirst, store), [data_job(1, 900)])
     assert store.threads == [threading.get_ident()]
     assert acks_follow_fsync(store.events) == ["ack of 1 before it was durable (0)"]
+
+
+async def test_a_small_write_submitted_now_is_durable_acked_and_reported_in_the_call() -> None:
+    """``submit(now=True)`` (the driver's step, session 27): the small write runs inside the
+    call, and its ack and report follow its return, still inside it."""
+    store = TimedStore()
+    store.delays = [0.02]
+    writer = inline_writer(StorageWriter, store)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.submit(data_job(1, 900), now=True)
+        assert [kind for kind, _ in store.events] == ["durable", "send", "persisted"]
+        assert store.threads == [threading.get_ident()] and writer.idle
+        nursery.cancel_scope.cancel()
+    assert acks_follow_fsync(store.events) == []
+
+
+async def test_the_check_catches_a_writer_submitted_now_that_acknowledges_first() -> None:
+    store = TimedStore()
+    writer = inline_writer(SendsFirst, store)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.submit(data_job(1, 900), now=True)
+        nursery.cancel_scope.cancel()
+    assert acks_follow_fsync(store.events) == ["ack of 1 before it was durable (0)"]
+
+
+async def test_submitted_now_a_write_that_is_not_small_or_must_wait_is_called_back() -> None:
+    """``now`` changes only a small write the call itself starts: a large write still goes
+    to the thread, a write queued behind one in progress starts when that one completes
+    (from its callback, not inside a later ``submit``), and a small write the storage
+    refuses runs again on the thread; each is acknowledged after its own write."""
+    store = TimedStore()
+    store.delays = [0.2]  # the large write: long enough for the next submit to find it busy
+    store.refusals = [False, True]  # job 2 on the loop; job 3 refused there
+    writer = inline_writer(StorageWriter, store)
+    loop = threading.get_ident()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        writer.submit(data_job(1, 937), now=True)  # over inline_bytes: the thread
+        writer.submit(data_job(2, 10), now=True)  # queued behind it
+        assert not any(kind == "durable" for kind, _ in store.events)
+        await wait_until(partial(written, writer, 2), "jobs 1 and 2 to be written")
+        writer.submit(data_job(3, 10), now=True)  # refused on the loop: the thread
+        assert [kind for kind, _ in store.events][-1] == "refused"
+        await wait_until(partial(written, writer, 3), "job 3 to be written")
+        nursery.cancel_scope.cancel()
+    assert [t == loop for t in store.threads] == [False, True, False]
+    assert acks_follow_fsync(store.events) == []
 
 
 async def test_larger_writes_and_truncations_run_on_the_thread() -> None:

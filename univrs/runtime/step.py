@@ -391,9 +391,12 @@ class StepLoop:
 
     def submit_write(self, job: PersistJob) -> None:
         # The Ready's messages (sent just before: interpreter.execute) are written first, from
-        # this step, before the write's thread takes the GIL to stage it (s17-lat1).
+        # this step, before the write's thread takes the GIL to stage it (s17-lat1). A small
+        # write then runs here, at once (session 27: ``StorageWriter.submit(now=True)``): its
+        # acks leave before the rest of this Ready (a follower's apply of what the append
+        # committed), and its report waits in ``_persisted`` for a later step.
         self._send_out()
-        self._writer.submit(job)
+        self._writer.submit(job, now=True)
 
     def send(self, msg: Message) -> None:
         out = self._outgoing

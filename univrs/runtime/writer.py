@@ -49,12 +49,19 @@ a ``run_sync_soon`` callback: the same order and the same asynchrony, no thread.
 Small writes on the loop (issue 14, session 24: ``inline_bytes``, the node setting
 ``raft.inline_write_bytes``). A write of entries of at most ``inline_bytes`` bytes in all (an
 entry counted ``ENTRY_OVERHEAD`` bytes more than its data), with no truncation, runs its
-synced transaction on the Trio loop itself, from a ``run_sync_soon`` callback as above, not on
-the worker thread. At one client every write is such a write, and the thread's hand-offs cost
-more than the write: the thread must be woken, take the GIL from the loop (which holds it
-until it blocks), run, and hand the completion back through the loop's wake-up socket; on two
-busy cores each of those waits for a core (docs/performance.md, "Round 24"). On the loop the
-write starts when the step that submitted it ends, and its completion follows at once.
+synced transaction on the Trio loop itself, not on the worker thread. At one client every
+write is such a write, and the thread's hand-offs cost more than the write: the thread must be
+woken, take the GIL from the loop (which holds it until it blocks), run, and hand the
+completion back through the loop's wake-up socket; on two busy cores each of those waits for a
+core (docs/performance.md, "Round 24"). On the loop the write runs at once inside the driver's
+``submit(now=True)``, in the step that produced it (session 27: right after that step's
+messages went out and before the rest of its Ready, such as a follower's apply of what the
+same append committed; the ack leaves as soon as the write returns), and its completion
+follows at once, still inside that call: the acks go to the transport and the report to
+``on_persisted``, which only keeps it and wakes the driver for a later step (step.py
+``_on_persisted``): the core never learns of a write inside the step that submitted it. A
+small write the queue starts otherwise (after an earlier item completes) runs from a
+``run_sync_soon`` callback, as before session 27.
 
 The loop is blocked meanwhile (py-lmdb releases the GIL in the commit; nothing else on the
 node needs it then), so only small writes go there, and only while that stays short:
@@ -209,7 +216,8 @@ class StorageWriter:
     send: Callable[[Message], None]
     # (index, term) of the last durable entry (0, 0 if the write held none) and the hard state
     # it made durable (None if none): the core learns both (persisted, persisted_hard_state).
-    # Called on the Trio loop, outside any task of the driver: it must only record and wake.
+    # Called on the Trio loop, outside any task of the driver or (a small write started by
+    # ``submit(now=True)``) inside the driver's step: it must only record and wake.
     on_persisted: Callable[[int, int, HardState | None], None]
     observe_fsync: Callable[[float], None] = lambda _seconds: None
     # Sends a write's ``after_persist`` messages together, written at once where the
@@ -235,6 +243,8 @@ class StorageWriter:
     _stopped: bool = attrs.field(default=False, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     _failed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # ``submit(now=True)`` is starting the queue: a small write runs in that call.
+    _now: bool = attrs.field(default=False, init=False)
     # The last write took longer than ``inline_max_seconds``: the next go to the thread.
     _slow: bool = attrs.field(default=False, init=False)
     _install_done: dict[int, Callable[[], None]] = attrs.field(factory=dict, init=False)
@@ -276,11 +286,21 @@ class StorageWriter:
             staging.waiting = False
             self._switch_install(job, staging)
 
-    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
-        """Queue ``job`` behind everything submitted before; start it if the writer is idle."""
+    def submit(self, job: PersistJob | InstallJob | StorageTask, *, now: bool = False) -> None:
+        """Queue ``job`` behind everything submitted before; start it if the writer is idle.
+
+        ``now`` (the driver's step, step.py ``submit_write``): a small write this starts runs
+        at once, inside this call, not from a callback once the caller's step ends: when
+        ``submit`` returns, its transaction has returned, its acks are sent and its report is
+        handed to ``on_persisted`` (which only records and wakes). The caller must be fine
+        with both happening inside its own call (see the module docstring)."""
         self._queue.submit(job)
         if not self._busy:
-            self._start_next()
+            self._now = now
+            try:
+                self._start_next()
+            finally:
+                self._now = False
 
     @property
     def idle(self) -> bool:
@@ -423,7 +443,11 @@ class StorageWriter:
                     return
                 guarded(result, seconds)
 
-            token.run_sync_soon(on_the_loop)
+            if self._now:  # started by the driver's step: run it there (``submit``)
+                self._now = False  # one write: what starts after it is called back
+                on_the_loop()
+            else:
+                token.run_sync_soon(on_the_loop)
             return
         self._on_thread(token, fn, guarded)
 
