@@ -258,7 +258,7 @@ async def test_without_machines_a_pass_plans_nothing() -> None:
         await store.run(workload(f"w{i}", 3))
     reconciler = Reconciler(store, FakeLeadership())
     _revision, outcome = await reconciler.reconcile_once(term=1)
-    assert outcome == "converged" and reconciler.metrics.passes == 0
+    assert outcome == "idle" and reconciler.metrics.passes == 0
     assert store.state_machine.list_instances() == []
     await store.run(node("a"))  # a machine: now it plans, and places
     _revision, outcome = await reconciler.reconcile_once(term=1)
@@ -284,12 +284,38 @@ async def test_without_machines_a_pass_asks_the_leader_nothing() -> None:
     await store.run(workload("w", 3))
     reconciler = Reconciler(store, FakeLeadership())
     _revision, outcome = await reconciler.reconcile_once(term=1)
-    assert outcome == "converged"
+    assert outcome == "idle"
     assert ReadConsistency.LINEARIZABLE not in store.reads
     await store.run(node("a"))
     _revision, outcome = await reconciler.reconcile_once(term=1)
     assert outcome == "acted"
     assert store.reads.count(ReadConsistency.LINEARIZABLE) == 1  # the plan's read
+
+
+async def test_without_machines_writes_do_not_wake_it(autojump_clock: trio.abc.Clock) -> None:
+    """Idle (no machine registered), the reconciler waits for a machine's registration only:
+    a bare key-value cluster's writes do not wake it (on a node, each wake-up was a watch,
+    a state read and a task step on the leader per batch of writes). A registration does."""
+    store = _CountingStore(term=1)
+    await store.run(workload("w", 2))
+    leadership = FakeLeadership()
+    reconciler = Reconciler(store, leadership, resync=600.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reconciler.run)
+        leadership.set(1)
+        with trio.fail_after(5):
+            while not store.reads:
+                await trio.sleep(0.001)
+        for i in range(20):
+            await store.run(workload(f"other{i}", 1))
+            await trio.sleep(0.2)  # past BATCH: each would make a pass of its own
+        assert store.reads == [ReadConsistency.LOCAL]  # the first pass only
+        await store.run(node("a"))
+        with trio.fail_after(5):
+            while len(store.state_machine.list_instances()) < 22:
+                await trio.sleep(0.01)
+        assert reconciler.metrics.placed == 22
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_burst_of_changes_makes_few_passes(autojump_clock: trio.abc.Clock) -> None:

@@ -86,6 +86,9 @@ IN_FLIGHT = 8  # writes of one pass in flight at once
 # time).
 BATCH = 0.05
 PACE = 4.0
+# What a pass waits for: any change it plans from, or (no machine registered) a machine's.
+ALL_KINDS = frozenset({ObjectKind.WORKLOAD, ObjectKind.INSTANCE, ObjectKind.NODE})
+NODE_KINDS = frozenset({ObjectKind.NODE})
 
 
 # ------------------------------------------------------------------ the plan (pure)
@@ -371,25 +374,29 @@ class Reconciler:
             if outcome == "refused":
                 await trio.sleep(RETRY_PAUSE)  # the state moved under the pass: plan again
                 continue
-            await self._wait_for_change(revision)
+            # No machine registered: only a machine's registration can give a pass anything
+            # to do, so a bare key-value cluster's writes wake nothing here.
+            await self._wait_for_change(revision, NODE_KINDS if outcome == "idle" else ALL_KINDS)
             await trio.sleep(max(BATCH, PACE * self.last_plan_seconds))
 
     async def reconcile_once(self, term: int) -> tuple[int, str]:
         """One pass: read, plan, act. Returns the revision planned at and ``converged``
-        (nothing to do), ``acted`` (every write of the plan applied) or ``refused`` (one was
-        refused: the state or the term moved)."""
+        (nothing to do), ``idle`` (nothing to do until a machine registers: none is),
+        ``acted`` (every write of the plan applied) or ``refused`` (one was refused: the state
+        or the term moved)."""
         local = await self.store.read_state(ReadConsistency.LOCAL)
         if not local.list_nodes(limit=1):
             # No machine registered in this node's applied state: nothing can be placed,
             # nothing is lost. A cluster that does not orchestrate (a bare key-value use, a
-            # benchmark) pays neither a plan nor a ReadIndex round per change. Safe on a stale
-            # state: a machine registered since is applied here later, past this revision,
-            # and that wakes the watch the caller starts from it.
-            return local.revision, "converged"
+            # benchmark) pays neither a plan nor a ReadIndex round per change, and (``idle``)
+            # is not woken by its writes. Safe on a stale state: a machine registered since is
+            # applied here later, past this revision, and that wakes the watch the caller
+            # starts from it.
+            return local.revision, "idle"
         state = await self.store.read_state(ReadConsistency.LINEARIZABLE)
         revision = state.revision
         if not state.list_nodes(limit=1):
-            return revision, "converged"
+            return revision, "idle"
         began = time.perf_counter()
         current = plan_of(state)  # synchronous: one consistent view of the state
         self.last_plan_seconds = time.perf_counter() - began
@@ -473,10 +480,9 @@ class Reconciler:
             self.metrics.replaced += 1
         return True
 
-    async def _wait_for_change(self, revision: int) -> None:
-        """Return after the next change of a watched kind beyond ``revision``, or ``resync``
+    async def _wait_for_change(self, revision: int, kinds: frozenset[ObjectKind]) -> None:
+        """Return after the next change of one of ``kinds`` beyond ``revision``, or ``resync``
         seconds (or at once if the history no longer holds ``revision + 1``)."""
-        kinds = frozenset({ObjectKind.WORKLOAD, ObjectKind.INSTANCE, ObjectKind.NODE})
         with trio.move_on_after(self.resync):
             try:
                 async with aclosing(self.store.watch(kinds, revision + 1)) as events:
