@@ -10,7 +10,8 @@ queued every commit.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -244,3 +245,42 @@ def test_a_busy_follower_leaves_its_commit_to_the_apply_loop_under_load() -> Non
     StepLoop.apply_committed(busy, entries)
     assert (idle_applier.ways, busy_applier.ways) == (["step"], ["loop"])
     assert idle._applied_on_step == 7 and busy._applied_on_step == 0
+
+
+async def test_an_answer_on_the_step_goes_before_the_state_commits(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A proposer's callback at the end of an apply on the step (``at_apply_end``: the fast
+    protocol writing its answer) runs inside the state's batch, before it commits (session
+    27: a one-client write's answer does not wait for the state's page writes). Fails on the
+    applier that answered after the commit."""
+    cluster, leader, _queued = await counted_cluster(nursery)
+    order: list[str] = []
+    objects = leader._applier.sm._objects  # what ``ClusterStateMachine.batch`` opens
+    batch = objects.batch
+
+    depth = [0]
+
+    @contextlib.contextmanager
+    def recorded_batch() -> Iterator[object]:  # the outermost batch's end is its commit
+        depth[0] += 1
+        try:
+            with batch() as inner:
+                yield inner
+        finally:
+            depth[0] -= 1
+        if depth[0] == 0:
+            order.append("state commits")
+
+    objects.batch = recorded_batch  # type: ignore[method-assign]
+    waiters, unsent = leader.propose_together_nowait([create("early")])
+    assert unsent is None
+
+    def filled() -> None:  # the waiter is filled in the apply: answer at its end
+        assert leader.at_apply_end(lambda: order.append("answer"))
+
+    waiters[0].notify(filled)
+    response = await waiters[0].wait()
+    assert not isinstance(response, Failure), response
+    assert order == ["answer", "state commits"]
+    await settled(cluster, leader)

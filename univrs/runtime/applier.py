@@ -156,7 +156,8 @@ class Applier:
         on its answer without a task step of its own (univrs/api/fast.py ``_answer_on_step``).
         Not in the apply loop: there (large commits, many clients) the answers' rendering and
         writing would come before the loop's ``Applied`` report, which the driver's next
-        batch waits for. ``fn`` must not raise; one that does is logged as the bug it is."""
+        batch waits for. ``fn`` must not raise; one that does is logged as the bug it is.
+        It runs before the state's transaction of those entries commits, inside it."""
         ending = self._ending
         if ending is None:
             return False
@@ -183,6 +184,13 @@ class Applier:
                 for entry in entries:
                     if entry.index > self.applied_index:
                         self._apply_one(entry)
+                # The answers go out before the state's transaction commits (session 27: a
+                # one-client write's answer no longer waits for the state's page writes).
+                # What they answer is committed in the log, durable on a quorum; the state
+                # is not synced anyway and is rebuilt from the log if its commit fails (the
+                # node stops). Nobody reads the state in between: this runs to the commit
+                # without a checkpoint, and a client answered here asks again only after.
+                self._ended()
         finally:
             self._ended()  # (a filled waiter's answer is due even if a later entry failed)
         self.after_apply()
