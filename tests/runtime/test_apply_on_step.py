@@ -272,7 +272,7 @@ async def test_an_answer_on_the_step_goes_before_the_state_commits(
         if depth[0] == 0:
             order.append("state commits")
 
-    objects.batch = recorded_batch  # type: ignore[method-assign]
+    objects.batch = recorded_batch
     waiters, unsent = leader.propose_together_nowait([create("early")])
     assert unsent is None
 

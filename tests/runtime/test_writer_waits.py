@@ -56,14 +56,14 @@ class AcksWhatAppendsNothing(StorageWriter):
     """A mutant: a job that appends nothing (no entries, no truncation) is acknowledged when
     it is submitted, as if an ack that adds no entry had nothing to wait for."""
 
-    def submit(self, job: PersistJob | InstallJob | StorageTask) -> None:
+    def submit(self, job: PersistJob | InstallJob | StorageTask, *, now: bool = False) -> None:
         if isinstance(job, PersistJob) and not job.entries and job.truncate_from is None:
             for msg in job.after_persist:
                 self.send(msg)
             job = PersistJob(
                 hard_state=job.hard_state, truncate_from=None, entries=(), after_persist=()
             )
-        super().submit(job)
+        super().submit(job, now=now)
 
 
 def reacks() -> list[PersistJob]:
