@@ -174,6 +174,13 @@ class RaftRuntime(StepLoop):
     _wake_sent: bool = attrs.field(default=False, init=False)
     # The apply loop's last report, left for the driver's next step (``_applied_later``).
     _applied_later_index: int = attrs.field(default=0, init=False)
+    # May a transport reader step an append or its answer itself while the driver waits
+    # idle (step.py ``_step_now``; False: every message goes through the driver's task)?
+    reader_steps: bool = True
+    # The driver waits idle in its plain ``receive`` (what ``_step_now`` requires).
+    _parked: bool = attrs.field(default=False, init=False)
+    # A step a reader ran raised: the driver raises it (the node stops).
+    _reader_failure: BaseException | None = attrs.field(default=None, init=False)
     _may_pack: BatchGate = attrs.field(init=False)
     # May an envelope carry its caller's identity (payload version 3, s14-owner)? Asked by
     # the driver before it appends proposals that carry one (batching.py ``flush``).
@@ -219,8 +226,10 @@ class RaftRuntime(StepLoop):
         )
         self._clock = LeaseClock(self.tick_seconds)
         self._checks = SnapshotChecks(self.inbox.sender)
-        # Which messages the transport may leave for the driver's next step (step.py).
+        # Which messages the transport may leave for the driver's next step, or step itself
+        # while the driver waits idle (step.py).
         self.inbox.may_leave = self._may_leave
+        self.inbox.step_now = self._step_now
         sm, self._initial_sm = self._initial_sm, None
         assert sm is not None, "a runtime starts from a state machine"
         transport = self.transport

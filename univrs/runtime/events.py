@@ -48,15 +48,20 @@ class Inbox:
         factory=collections.deque, init=False
     )
     may_leave: Callable[[Message], bool] = _never
+    # Steps a message at once in the caller's task if the driver waits idle (True), set by
+    # the runtime (step.py ``_step_now``).
+    step_now: Callable[[Message], bool] = _never
 
     def __attrs_post_init__(self) -> None:
         self.sender, self.receiver = trio.open_memory_channel[object](self.size)
 
     def leave(self, msg: Message) -> bool:
-        """Keep ``msg`` for the driver's next step if the runtime says it may wait (True);
-        False: the caller delivers it on the channel as usual."""
+        """Take ``msg`` without the channel (True): keep it for the driver's next step if the
+        runtime says it may wait, or have the runtime step it now, in the caller's task, if
+        its driver waits idle (session 27); False: the caller delivers it on the channel as
+        usual."""
         if not self.may_leave(msg):
-            return False
+            return self.step_now(msg)
         self.later.append((msg, trio.current_time()))
         return True
 

@@ -46,7 +46,9 @@ membership changed, never for commit or apply progress alone; a caller waiting f
 uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
 that reaches it).
 
-Nothing but the driver calls the core.
+Nothing but the driver's step calls the core. A transport reader may run that step itself
+for a Raft append or its answer while the driver waits idle with nothing before it
+(``_step_now``, session 27): the same step, in the reader's task, one task switch less.
 """
 
 from __future__ import annotations
@@ -61,7 +63,16 @@ import trio
 
 from univrs.errors import NotLeader, Unavailable
 from univrs.raft.interpreter import InstallJob, Persisted, PersistJob, execute, report_persisted
-from univrs.raft.messages import Entry, EntryKind, HardState, Membership, Message, SnapshotMeta
+from univrs.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    Message,
+    SnapshotMeta,
+)
 from univrs.raft.node import RaftNode
 from univrs.raft.ready import Role, SnapshotInstall, SoftState
 from univrs.runtime.applier import Applier
@@ -89,6 +100,10 @@ APPLY_ON_STEP_BYTES = 1024
 # it, every id but the members' is forgotten (s13-audit: a peer reconnecting under a new
 # made-up id each time grew the map by an entry per id, for the node's lifetime).
 MAX_CONTACTS = 1024
+
+
+# What a transport reader may step itself while the driver waits idle (``_step_now``).
+_READER_STEPS = frozenset({AppendEntries, AppendEntriesResponse})
 
 
 class _Wake:
@@ -133,6 +148,9 @@ class StepLoop:
     _applied_on_step: int
     _outgoing: list[Message] | None
     _checks: SnapshotChecks
+    reader_steps: bool
+    _parked: bool
+    _reader_failure: BaseException | None
 
     @property
     def applied_membership(self) -> Membership:
@@ -154,7 +172,13 @@ class StepLoop:
                 if held is not None:
                     ev = held
                 elif self._batches.gather_until is None:
-                    ev = await recv.receive()
+                    self._parked = True  # a transport reader may step a message meanwhile
+                    try:
+                        ev = await recv.receive()
+                    finally:
+                        self._parked = False
+                    if self._reader_failure is not None:
+                        raise self._reader_failure  # a step a reader ran failed (_step_now)
                 else:  # the open batch gathers its proposers (batching.py): until then
                     ev = None
                     with trio.move_on_at(self._batches.gather_until):
@@ -170,12 +194,10 @@ class StepLoop:
                 held = self._drain()
                 batches = self._batches
                 if batches.released and batches.open and held is None:
-                    # The batch in flight just applied and woke its proposers. Let every task
-                    # that is runnable now (those proposers; API readers with requests that
-                    # arrived meanwhile) run once before the open batch goes, so that it goes
-                    # whole: one scheduling round, measured to keep the batches as large as the
-                    # API's batcher made them (it released the next batch only once the last
-                    # proposer returned).
+                    # The batch in flight just applied and woke its proposers: let every task
+                    # runnable now (those proposers, API readers with new requests) run once
+                    # before the open batch goes, so that it goes whole (one scheduling round,
+                    # measured to keep the batches as large as the API's batcher made them).
                     self._process_ready()
                     await trio.lowlevel.checkpoint()
                     held = self._drain()
@@ -295,21 +317,66 @@ class StepLoop:
 
     def _may_leave(self, msg: Message) -> bool:
         """May the transport keep ``msg`` for the driver's next step instead of waking it
-        (the inbox's ``leave``; issue 14, round 19)? Only when the driver waits idle for its
-        next event (nothing queued, nothing handed to it yet), nothing else waits for its
-        next step (no writer's report, no apply report, no other message: each of those was
-        judged, or is judged now, against the core without it) and the core says stepping it
-        changes nothing it does before its next input (``RaftNode.append_response_may_wait``:
-        the second follower's acknowledgement of a write at one client). The driver steps it
-        at the start of its next step, before that step's input and at the clock it arrived
-        at (``_take_persisted``): the core sees the same inputs in the same order at the same
-        clock, minus a wake-up."""
+        (the inbox's ``leave``; issue 14, round 19)? Only when the driver waits idle with
+        nothing queued or handed to it, nothing else waits for its next step (no report, no
+        other message: each was judged against the core without it) and the core says
+        stepping it changes nothing before its next input (``RaftNode.
+        append_response_may_wait``: at one client, the second follower's ack). The driver
+        steps it first at its next step, at the clock it arrived at (``_take_persisted``)."""
         if self._persisted or self._applied_later_index or self.inbox.later:
             return False
         stats = self.inbox.receiver.statistics()
         if stats.current_buffer_used or not stats.tasks_waiting_receive:
             return False
         return self.core.append_response_may_wait(msg)
+
+    def _step_now(self, msg: Message) -> bool:
+        """Step ``msg`` now, in the caller's task (a transport reader's), exactly as the
+        driver's next step would (True), or not (False: deliver it on the inbox). Only an
+        append or its answer, only while the driver waits idle in its plain ``receive`` with
+        nothing queued or handed to it, no batch just released, no snapshot check in flight
+        (docs/runtime.md; session 27). A gather the step began wakes the driver to time it;
+        a failure is the driver's to raise (``_reader_failure``): the node stops."""
+        if not (self._parked and self.reader_steps) or type(msg) not in _READER_STEPS:
+            return False
+        batches = self._batches
+        stats = self.inbox.receiver.statistics()
+        if (
+            stats.current_buffer_used
+            or not stats.tasks_waiting_receive  # an event was handed to it: its turn first
+            or batches.released
+            or self._checks.checking is not None
+            or self._checks.waiting
+        ):
+            return False
+        self._parked = False  # no step within this one (a re-entrant offer is delivered)
+        try:
+            if self._persisted or self._applied_later_index or self.inbox.later:
+                self._take_persisted()
+            self._step_message(msg, trio.current_time())
+            self._drain()  # (only the writer's reports: the inbox was empty)
+            now = trio.current_time()
+            if not batches.gathering(now):
+                batches.flush(self.core, self._applier.pending, self._may_pack, now, self._may_own)
+            self._process_ready()
+            self._checks.maybe_stop(self.core)
+            if batches.gather_until is not None or batches.released:
+                self._nudge()  # the driver's loop waits for the gather, or runs its round
+        except BaseException as exc:  # the driver's to raise: the node stops
+            self._reader_failure = exc
+            self._nudge()
+        finally:
+            self._parked = True
+        return True
+
+    def _nudge(self) -> None:
+        """Wake the driver (one ``_WAKE`` at most until it takes the reports)."""
+        if not self._wake_sent:
+            try:
+                self.inbox.sender.send_nowait(_WAKE)
+                self._wake_sent = True
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # full: the driver is woken anyway; closed: shutting down
 
     def _process_ready(self) -> None:
         self._take_ready()
