@@ -1,4 +1,4 @@
-"""Small commits apply on the driver's step (issue 14, round 7; step.py ``apply_committed``).
+"""Small commits apply on the driver's step (issue 14, round 7; effects.py ``apply_committed``).
 
 When the apply loop waits with nothing queued, no proposals wait in the open batch and the
 committed entries are small (``APPLY_ON_STEP_BYTES``), the driver applies them itself and

@@ -190,7 +190,7 @@ class RaftRuntime(StepLoop):
     _may_lease: LeaseGate = attrs.field(init=False)
     # The index an ``apply_committed`` of this Ready applied on the step (0: none).
     _applied_on_step: int = attrs.field(default=0, init=False)
-    # A Ready's messages while ``execute`` runs, sent together (step.py ``_send_out``).
+    # A Ready's messages while ``execute`` runs, sent together (effects.py ``_send_out``).
     _outgoing: list[Message] | None = attrs.field(default=None, init=False)
     # The leader's snapshot checked while the core steps on (checking.py, s12-gate).
     _checks: SnapshotChecks = attrs.field(init=False)

@@ -289,7 +289,7 @@ class StorageWriter:
     def submit(self, job: PersistJob | InstallJob | StorageTask, *, now: bool = False) -> None:
         """Queue ``job`` behind everything submitted before; start it if the writer is idle.
 
-        ``now`` (the driver's step, step.py ``submit_write``): a small write this starts runs
+        ``now`` (the driver's step, effects.py ``submit_write``): a small write this starts runs
         at once, inside this call, not from a callback once the caller's step ends: when
         ``submit`` returns, its transaction has returned, its acks are sent and its report is
         handed to ``on_persisted`` (which only records and wakes). The caller must be fine
