@@ -9,6 +9,7 @@ import trio.testing
 from univrs.errors import Compacted, Unavailable
 from univrs.runtime.watch import WatchHub
 from univrs.sm.events import Event, EventType, ObjectKind
+from univrs.sm.objects import AppliedChanges
 
 ALL = frozenset(ObjectKind)
 
@@ -108,3 +109,61 @@ def test_big_commands_are_dropped_by_their_estimated_bytes() -> None:
     hub.applied(2, (ev(2),), size=3_000)  # 2 * 6256 bytes held: over the budget
     assert hub.compacted_revision == 1
     assert revisions(hub.read(ALL, 2, limit=10)[0]) == [2]
+
+
+class _CountingHub(WatchHub):
+    """Counts the reads of the history (a poll reads once per wake-up)."""
+
+    reads: int = 0
+
+    def read(self, kinds: frozenset[ObjectKind], start: int, limit: int) -> tuple[list[Event], int]:
+        self.reads += 1
+        return super().read(kinds, start, limit)
+
+
+async def test_a_poll_of_some_kinds_is_not_woken_by_revisions_of_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Session 27: a poll of some kinds only (the reconciler waiting for a machine's
+    registration) wakes for a revision with one of them, not for every revision applied;
+    at its deadline it still answers with the newest revision covered. Fails on the hub
+    that woke every poll at every revision."""
+    hub = _CountingHub()
+    hub.reset(0)
+    got: list[tuple[list[Event], int]] = []
+
+    async def poll(start: int, wait: float) -> None:
+        got.append(await hub.poll(frozenset({ObjectKind.NODE}), start, limit=10, wait=wait))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll, 1, 60.0)
+        await trio.testing.wait_all_tasks_blocked()
+        for r in range(1, 51):
+            hub.applied(r, (ev(r),))
+            hub.applied_many([])  # (a batch with nothing kept wakes nothing either)
+            await trio.testing.wait_all_tasks_blocked()
+        assert got == [] and hub.reads == 1
+        hub.applied(51, (ev(51, ObjectKind.INSTANCE), ev(51, ObjectKind.NODE)))
+    [(events, through)] = got
+    assert revisions(events) == [51] and through == 51 and hub.reads == 2
+    got.clear()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll, 52, 5.0)
+        await trio.testing.wait_all_tasks_blocked()
+        hub.applied(52, (ev(52),))
+    [(events, through)] = got
+    assert events == [] and through == 52  # timed out: the newest revision covered
+
+
+def test_a_read_of_some_kinds_renders_no_revision_of_others() -> None:
+    """The kinds of each revision are kept beside it: a read of other kinds skips it
+    without rendering its captured changes."""
+    hub = WatchHub()
+    hub.reset(0)
+    hub.applied_many(  # (deletes: nothing to render but the event itself)
+        [(r, AppliedChanges(r, ((ObjectKind.WORKLOAD, "w", None, None),))) for r in range(1, 40)]
+    )
+    assert hub.read(frozenset({ObjectKind.NODE}), 1, limit=10) == ([], 39)
+    assert hub._rendered == {}
+    events, _ = hub.read(ALL, 39, limit=10)
+    assert revisions(events) == [39] and list(hub._rendered) == [39]

@@ -32,6 +32,11 @@ revisions ``r`` .. ``through`` (whole revisions, filtered by kind) and ``through
 read starts at ``through + 1``: no gap, no duplicate, on this node or on any other (their
 events are the same; a node that has not applied as far yet simply waits).
 
+The kinds of each kept revision's events are kept beside it (session 27), so a read of some
+kinds skips the revisions of others without rendering them, and a poll of some kinds waits
+for a revision with one of them (``_wait_kinds``), not for every revision applied: a watcher
+of machines (the reconciler of a cluster with none registered) costs nothing per write.
+
 Bounds: ``max_watchers`` concurrent watchers per node (``Unavailable`` beyond, so a client
 goes to another member), ``capacity`` events kept, and a read returns at most ``limit``
 events (whole revisions: one revision's events are never split, so it may return more when a
@@ -58,6 +63,20 @@ DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # estimated bytes the kept events hold
 EVENT_OVERHEAD = 256  # estimated bytes of one event besides the command's data
 RENDERED_KEPT = 256  # revisions whose rendered events are kept for further readers
+_ALL_KINDS = frozenset(ObjectKind)
+_ONE_KIND = {kind: frozenset({kind}) for kind in ObjectKind}
+
+
+def _kinds_of(changes: tuple[Event, ...] | AppliedChanges) -> frozenset[ObjectKind]:
+    """The kinds of the events of one revision, without rendering them."""
+    if isinstance(changes, AppliedChanges):
+        items = changes.items
+        if len(items) == 1:
+            return _ONE_KIND[items[0][0]]
+        return frozenset([item[0] for item in items])
+    return frozenset([event.kind for event in changes])
+
+
 YOUNG_KEPT = 128  # newest revisions whose captured changes are also kept as objects
 
 
@@ -76,6 +95,12 @@ class WatchHub:
     # garbage collector does not track) or events handed over as such (tests).
     _revisions: list[int] = attrs.field(factory=list, init=False)
     _sources: list[bytes | tuple[Event, ...]] = attrs.field(factory=list, init=False)
+    # The kinds of each kept revision's events (session 27): a read of some kinds skips the
+    # revisions of others without rendering them.
+    _kinds: list[frozenset[ObjectKind]] = attrs.field(factory=list, init=False)
+    # Polls of some kinds (not all) waiting for a revision with an event of one of them, by
+    # those kinds: woken by such a revision (or a reset) only, not by every apply.
+    _kind_waits: dict[frozenset[ObjectKind], trio.Event] = attrs.field(factory=dict, init=False)
     # Running totals since the last reset, after the revision at each position: its events and
     # their estimated bytes added to those of every revision before it (kept or dropped). A
     # trim finds how many revisions to drop by bisecting these (round 18: not a loop over the
@@ -109,8 +134,9 @@ class WatchHub:
     def reset(self, revision: int) -> None:
         """Start over at ``revision`` (start-up, a snapshot installed): nothing before or at
         it is known here."""
-        for kept in (self._revisions, self._sources, self._ends_count, self._ends_cost):
+        for kept in (self._revisions, self._sources, self._kinds, self._ends_count):
             kept.clear()
+        self._ends_cost.clear()
         self._rendered.clear()
         self._young.clear()
         self._young_order.clear()
@@ -118,6 +144,7 @@ class WatchHub:
         self._total_count = self._total_cost = self._dropped_count = self._dropped_cost = 0
         self._revision = self._compacted = revision
         self._wake()
+        self._wake_kinds(_ALL_KINDS)
 
     def applied(
         self, revision: int, events: tuple[Event, ...] | AppliedChanges, size: int = 0
@@ -138,7 +165,9 @@ class WatchHub:
         18: ``_keep``'s work written out once for the whole entry)."""
         last = self._revision
         total_count, total_cost = self._total_count, self._total_cost
-        revisions, sources = self._revisions, self._sources
+        revisions, sources, kinds_kept = self._revisions, self._sources, self._kinds
+        one_kind = _ONE_KIND
+        seen: set[ObjectKind] = set()
         ends_count, ends_cost = self._ends_count, self._ends_cost
         young, order, keep_young = self._young, self._young_order, self.young
         for revision, captured in changes:
@@ -151,6 +180,10 @@ class WatchHub:
             total_cost += 2 * size + EVENT_OVERHEAD * count
             revisions.append(revision)
             sources.append(encode_changes(captured))
+            items = captured.items
+            kinds = one_kind[items[0][0]] if count == 1 else _kinds_of(captured)
+            kinds_kept.append(kinds)
+            seen |= kinds
             ends_count.append(total_count)
             ends_cost.append(total_cost)
             if keep_young > 0:
@@ -162,6 +195,8 @@ class WatchHub:
         self._total_count, self._total_cost = total_count, total_cost
         self._trim()
         self._wake()
+        if seen and self._kind_waits:
+            self._wake_kinds(seen)
 
     def _keep(self, revision: int, events: tuple[Event, ...] | AppliedChanges, size: int) -> None:
         assert revision > self._revision, (revision, self._revision)
@@ -173,6 +208,10 @@ class WatchHub:
         self._total_count += count
         self._total_cost += 2 * size + EVENT_OVERHEAD * count
         self._revisions.append(revision)
+        kinds = _kinds_of(events)
+        self._kinds.append(kinds)
+        if self._kind_waits:
+            self._wake_kinds(kinds)
         if isinstance(events, AppliedChanges):
             self._sources.append(encode_changes(events))
             if self.young > 0:
@@ -204,8 +243,9 @@ class WatchHub:
             self._compacted = self._revisions[to - 1]
             self._head = head = to
         if head > 1024 and head * 2 > kept:
-            for kept_list in (self._revisions, self._sources, self._ends_count, self._ends_cost):
+            for kept_list in (self._revisions, self._sources, self._kinds, self._ends_count):
                 del kept_list[:head]
+            del self._ends_cost[:head]
             self._head = 0
 
     def _wake(self) -> None:
@@ -214,6 +254,12 @@ class WatchHub:
             self._armed = False
             self._changed.set()
             self._changed = trio.Event()
+
+    def _wake_kinds(self, kinds: frozenset[ObjectKind] | set[ObjectKind]) -> None:
+        """Wake the polls waiting for a revision with an event of one of ``kinds``."""
+        waits = self._kind_waits
+        for wanted in [w for w in waits if not w.isdisjoint(kinds)]:
+            waits.pop(wanted).set()
 
     # ------------------------------------------------------------ read by watchers
 
@@ -245,11 +291,13 @@ class WatchHub:
                 compacted_revision=self._compacted,
             )
         found: list[Event] = []
-        revisions = self._revisions
+        revisions, kinds_kept = self._revisions, self._kinds
         i = bisect.bisect_left(revisions, start, lo=self._head)
         for j in range(i, len(revisions)):  # no await in here: the lists stay put
             if len(found) >= limit:
                 return found, revisions[j] - 1
+            if kinds_kept[j].isdisjoint(kinds):
+                continue  # none of these kinds: not rendered for this read
             found.extend(e for e in self._events(j) if e.kind in kinds)
         return found, max(self._revision, start - 1)
 
@@ -278,21 +326,36 @@ class WatchHub:
             self._armed = True
             await self._changed.wait()
 
+    async def _wait_kinds(self, kinds: frozenset[ObjectKind]) -> None:
+        """Return once a revision with an event of one of ``kinds`` is kept here (or the
+        history reset); the caller has read every revision kept so far."""
+        event = self._kind_waits.get(kinds)
+        if event is None:
+            event = self._kind_waits[kinds] = trio.Event()
+        await event.wait()
+
     async def poll(
         self, kinds: frozenset[ObjectKind], start: int, limit: int, wait: float
     ) -> tuple[list[Event], int]:
         """``read``, waiting up to ``wait`` seconds for at least one event: (events, the last
-        revision covered; the next poll starts after it)."""
+        revision covered; the next poll starts after it). A poll of some kinds only is woken
+        by a revision with an event of one of them (session 27: a reconciler waiting for a
+        machine's registration is not woken by every write); at its deadline it reads once
+        more, so the revision it returns is the newest applied either way."""
         deadline = trio.current_time() + wait
+        every = kinds >= _ALL_KINDS
         while True:
             events, through = self.read(kinds, start, limit)
             if events:
                 return events, through
             start = through + 1  # nothing of these kinds up to here
+            if trio.current_time() >= deadline:
+                return [], through
             with trio.move_on_at(deadline):
-                await self.wait_beyond(through)
-                continue
-            return [], through
+                if every:
+                    await self.wait_beyond(through)
+                else:
+                    await self._wait_kinds(kinds)
 
     @contextmanager
     def watcher(self) -> Iterator[None]:
