@@ -166,8 +166,7 @@ class WatchHub:
         last = self._revision
         total_count, total_cost = self._total_count, self._total_cost
         revisions, sources, kinds_kept = self._revisions, self._sources, self._kinds
-        one_kind = _ONE_KIND
-        seen: set[ObjectKind] = set()
+        one_kind, first = _ONE_KIND, len(kinds_kept)
         ends_count, ends_cost = self._ends_count, self._ends_cost
         young, order, keep_young = self._young, self._young_order, self.young
         for revision, captured in changes:
@@ -180,10 +179,7 @@ class WatchHub:
             total_cost += 2 * size + EVENT_OVERHEAD * count
             revisions.append(revision)
             sources.append(encode_changes(captured))
-            items = captured.items
-            kinds = one_kind[items[0][0]] if count == 1 else _kinds_of(captured)
-            kinds_kept.append(kinds)
-            seen |= kinds
+            kinds_kept.append(one_kind[captured.items[0][0]] if count == 1 else _kinds_of(captured))
             ends_count.append(total_count)
             ends_cost.append(total_cost)
             if keep_young > 0:
@@ -193,10 +189,10 @@ class WatchHub:
                     del young[order.popleft()]
         self._revision = last
         self._total_count, self._total_cost = total_count, total_cost
+        if self._kind_waits and len(kinds_kept) > first:  # (before the trim moves them)
+            self._wake_kinds(frozenset().union(*kinds_kept[first:]))
         self._trim()
         self._wake()
-        if seen and self._kind_waits:
-            self._wake_kinds(seen)
 
     def _keep(self, revision: int, events: tuple[Event, ...] | AppliedChanges, size: int) -> None:
         assert revision > self._revision, (revision, self._revision)
@@ -255,7 +251,7 @@ class WatchHub:
             self._changed.set()
             self._changed = trio.Event()
 
-    def _wake_kinds(self, kinds: frozenset[ObjectKind] | set[ObjectKind]) -> None:
+    def _wake_kinds(self, kinds: frozenset[ObjectKind]) -> None:
         """Wake the polls waiting for a revision with an event of one of ``kinds``."""
         waits = self._kind_waits
         for wanted in [w for w in waits if not w.isdisjoint(kinds)]:
