@@ -167,3 +167,43 @@ def test_a_read_of_some_kinds_renders_no_revision_of_others() -> None:
     assert hub._rendered == {}
     events, _ = hub.read(ALL, 39, limit=10)
     assert revisions(events) == [39] and list(hub._rendered) == [39]
+
+
+async def test_a_poll_of_some_kinds_is_not_compacted_by_revisions_of_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A poll of some kinds that other kinds' revisions pushed out of the history (none of
+    them had its kinds: it was not woken) answers as before: at its deadline with the newest
+    revision, woken by its kind with that revision's events; never ``Compacted`` (the poll
+    that woke at every revision moved its start along; session 27's did not)."""
+    hub = WatchHub(capacity=3)
+    hub.reset(0)
+    got: list[tuple[list[Event], int] | BaseException] = []
+    node = frozenset({ObjectKind.NODE})
+
+    async def poll(start: int, wait: float) -> None:
+        try:
+            got.append(await hub.poll(node, start, limit=10, wait=wait))
+        except Compacted as exc:
+            got.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll, 1, 5.0)
+        await trio.testing.wait_all_tasks_blocked()
+        for r in range(1, 11):  # workloads only: the history keeps the last 3
+            hub.applied(r, (ev(r),))
+            await trio.testing.wait_all_tasks_blocked()
+    assert hub.compacted_revision > 1
+    assert got == [([], 10)]
+    got.clear()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll, 11, 60.0)
+        await trio.testing.wait_all_tasks_blocked()
+        for r in range(11, 21):
+            hub.applied(r, (ev(r),))
+            await trio.testing.wait_all_tasks_blocked()
+        hub.applied(21, (ev(21, ObjectKind.NODE),))
+    assert hub.compacted_revision > 11
+    [answer] = got
+    assert not isinstance(answer, BaseException), answer
+    assert revisions(answer[0]) == [21] and answer[1] == 21

@@ -80,6 +80,15 @@ def _kinds_of(changes: tuple[Event, ...] | AppliedChanges) -> frozenset[ObjectKi
 YOUNG_KEPT = 128  # newest revisions whose captured changes are also kept as objects
 
 
+@attrs.define(eq=False, slots=True)
+class _KindWait:
+    """Polls of the same kinds waiting (``WatchHub._wait_kinds``): set by the first revision
+    with one of them (``first``; 0: the history was reset)."""
+
+    event: trio.Event = attrs.field(factory=trio.Event)
+    first: int = 0
+
+
 @attrs.define(eq=False)
 class WatchHub:
     """This node's bounded event history and its watchers (see the module docstring)."""
@@ -100,7 +109,7 @@ class WatchHub:
     _kinds: list[frozenset[ObjectKind]] = attrs.field(factory=list, init=False)
     # Polls of some kinds (not all) waiting for a revision with an event of one of them, by
     # those kinds: woken by such a revision (or a reset) only, not by every apply.
-    _kind_waits: dict[frozenset[ObjectKind], trio.Event] = attrs.field(factory=dict, init=False)
+    _kind_waits: dict[frozenset[ObjectKind], _KindWait] = attrs.field(factory=dict, init=False)
     # Running totals since the last reset, after the revision at each position: its events and
     # their estimated bytes added to those of every revision before it (kept or dropped). A
     # trim finds how many revisions to drop by bisecting these (round 18: not a loop over the
@@ -144,7 +153,9 @@ class WatchHub:
         self._total_count = self._total_cost = self._dropped_count = self._dropped_cost = 0
         self._revision = self._compacted = revision
         self._wake()
-        self._wake_kinds(_ALL_KINDS)
+        waits, self._kind_waits = self._kind_waits, {}
+        for wait in waits.values():
+            wait.event.set()  # (first 0: read again from where it was)
 
     def applied(
         self, revision: int, events: tuple[Event, ...] | AppliedChanges, size: int = 0
@@ -190,7 +201,7 @@ class WatchHub:
         self._revision = last
         self._total_count, self._total_cost = total_count, total_cost
         if self._kind_waits and len(kinds_kept) > first:  # (before the trim moves them)
-            self._wake_kinds(frozenset().union(*kinds_kept[first:]))
+            self._wake_kinds(frozenset().union(*kinds_kept[first:]), first)
         self._trim()
         self._wake()
 
@@ -207,7 +218,7 @@ class WatchHub:
         kinds = _kinds_of(events)
         self._kinds.append(kinds)
         if self._kind_waits:
-            self._wake_kinds(kinds)
+            self._wake_kinds(kinds, len(self._kinds) - 1)
         if isinstance(events, AppliedChanges):
             self._sources.append(encode_changes(events))
             if self.young > 0:
@@ -251,11 +262,17 @@ class WatchHub:
             self._changed.set()
             self._changed = trio.Event()
 
-    def _wake_kinds(self, kinds: frozenset[ObjectKind]) -> None:
-        """Wake the polls waiting for a revision with an event of one of ``kinds``."""
+    def _wake_kinds(self, kinds: frozenset[ObjectKind], at: int) -> None:
+        """Wake the polls waiting for a revision with an event of one of ``kinds`` (those of
+        the revisions kept from position ``at`` on), each told the first such revision."""
         waits = self._kind_waits
+        kept, revisions = self._kinds, self._revisions
         for wanted in [w for w in waits if not w.isdisjoint(kinds)]:
-            waits.pop(wanted).set()
+            wait = waits.pop(wanted)
+            wait.first = next(
+                revisions[j] for j in range(at, len(kept)) if not kept[j].isdisjoint(wanted)
+            )
+            wait.event.set()
 
     # ------------------------------------------------------------ read by watchers
 
@@ -322,13 +339,13 @@ class WatchHub:
             self._armed = True
             await self._changed.wait()
 
-    async def _wait_kinds(self, kinds: frozenset[ObjectKind]) -> None:
-        """Return once a revision with an event of one of ``kinds`` is kept here (or the
+    def _wait_kinds(self, kinds: frozenset[ObjectKind]) -> _KindWait:
+        """What is set once a revision with an event of one of ``kinds`` is kept here (or the
         history reset); the caller has read every revision kept so far."""
-        event = self._kind_waits.get(kinds)
-        if event is None:
-            event = self._kind_waits[kinds] = trio.Event()
-        await event.wait()
+        wait = self._kind_waits.get(kinds)
+        if wait is None:
+            wait = self._kind_waits[kinds] = _KindWait()
+        return wait
 
     async def poll(
         self, kinds: frozenset[ObjectKind], start: int, limit: int, wait: float
@@ -347,11 +364,19 @@ class WatchHub:
             start = through + 1  # nothing of these kinds up to here
             if trio.current_time() >= deadline:
                 return [], through
-            with trio.move_on_at(deadline):
-                if every:
+            if every:
+                with trio.move_on_at(deadline):
                     await self.wait_beyond(through)
-                else:
-                    await self._wait_kinds(kinds)
+                continue
+            wait = self._wait_kinds(kinds)
+            with trio.move_on_at(deadline):
+                await wait.event.wait()
+            # The revisions after ``through`` before the first of these kinds hold none of
+            # them: read from that one (others' revisions may have been dropped meanwhile; a
+            # poll woken by each revision moved its start along), or, not woken, from none.
+            if not wait.event.is_set():
+                return [], max(self._revision, through)
+            start = max(start, wait.first)
 
     @contextmanager
     def watcher(self) -> Iterator[None]:
