@@ -89,7 +89,7 @@ class FrameReading:
 
     node_id: NodeId
     inbox: trio.abc.SendChannel[Message]
-    leave: Callable[[Message], bool] | None
+    leave: Callable[..., bool] | None  # (msg, *, last): ``Inbox.leave``
     settings: TransportSettings
     decode: Decoder
     _configured: dict[NodeId, str]
@@ -301,9 +301,10 @@ class _Reading:
         counters, attested, inbox = self.counters, self.attested, self.inbox
         counters.bytes_received += len(frame)
         leave = reader.leave
+        final = len(msgs) - 1
         for i, msg in enumerate(msgs):
             msg = reader._accept_message(msg, counters, attested)
-            if leave is not None and leave(msg):
+            if leave is not None and leave(msg, last=i == final):
                 continue  # kept for the driver's next step: no wake-up (the runtime's rule)
             try:
                 inbox.send_nowait(msg)

@@ -200,7 +200,7 @@ class RaftTransport(RaftInbound):
     # Offered each checked message the direct path delivers (inbound_frames.py): True when it
     # kept the message for the driver's next step instead (the runtime's inbox ``leave``:
     # univrs/runtime/events.py); None: every message goes on ``inbox``.
-    leave: Callable[[Message], bool] | None = None
+    leave: Callable[..., bool] | None = None
     # Called with (peer, seconds) for each answered keepalive ping (the RTT histogram); may be
     # set after the links exist.
     on_rtt: Callable[[NodeId, float], None] | None = None

@@ -55,13 +55,15 @@ class Inbox:
     def __attrs_post_init__(self) -> None:
         self.sender, self.receiver = trio.open_memory_channel[object](self.size)
 
-    def leave(self, msg: Message) -> bool:
+    def leave(self, msg: Message, *, last: bool = True) -> bool:
         """Take ``msg`` without the channel (True): keep it for the driver's next step if the
         runtime says it may wait, or have the runtime step it now, in the caller's task, if
         its driver waits idle (session 27); False: the caller delivers it on the channel as
         usual."""
         if not self.may_leave(msg):
-            return self.step_now(msg)
+            # Not a message with more of its frame behind it (``last`` False): the driver
+            # steps those together, in one step and one write (h1 review).
+            return last and self.step_now(msg)
         self.later.append((msg, trio.current_time()))
         return True
 

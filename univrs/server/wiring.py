@@ -26,7 +26,7 @@ def transport_from_config(
     *,
     inbox: trio.abc.SendChannel[Message],
     rng: random.Random,
-    leave: Callable[[Message], bool] | None = None,
+    leave: Callable[..., bool] | None = None,
     settings: TransportSettings | None = None,
     cluster_id: str | None = None,
     incarnation: str | None = None,
