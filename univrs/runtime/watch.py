@@ -368,15 +368,15 @@ class WatchHub:
                 with trio.move_on_at(deadline):
                     await self.wait_beyond(through)
                 continue
-            wait = self._wait_kinds(kinds)
+            waiting = self._wait_kinds(kinds)
             with trio.move_on_at(deadline):
-                await wait.event.wait()
+                await waiting.event.wait()
             # The revisions after ``through`` before the first of these kinds hold none of
             # them: read from that one (others' revisions may have been dropped meanwhile; a
             # poll woken by each revision moved its start along), or, not woken, from none.
-            if not wait.event.is_set():
+            if not waiting.event.is_set():
                 return [], max(self._revision, through)
-            start = max(start, wait.first)
+            start = max(start, waiting.first)
 
     @contextmanager
     def watcher(self) -> Iterator[None]:

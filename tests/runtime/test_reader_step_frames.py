@@ -1,6 +1,7 @@
-"""Review s27 (h1): two appends of one frame, offered one after the other as the transport's
-reader offers a frame's messages, are two steps and two writes; the driver took them in one
-step (the second drained behind the first) and one write."""
+"""Two appends of one frame, offered one after the other as the transport's reader offers a
+frame's messages (``Inbox.leave(msg, last=...)``), are one step and one write, as the driver
+takes them (the second drained behind the first): a reader steps only a frame's last message
+(session 27's review found one step and one fsync per append)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,13 @@ async def _two_appends(nursery: trio.Nursery, by_reader: bool) -> int:
     return store.writes - before
 
 
-async def test_driver_one_write(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_frame_of_two_appends_is_one_write_through_the_driver(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     assert await _two_appends(nursery, by_reader=False) == 1
 
 
-async def test_reader_one_write(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_frame_of_two_appends_is_one_write_through_a_reader(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     assert await _two_appends(nursery, by_reader=True) == 1
