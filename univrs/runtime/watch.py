@@ -353,8 +353,8 @@ class WatchHub:
         """``read``, waiting up to ``wait`` seconds for at least one event: (events, the last
         revision covered; the next poll starts after it). A poll of some kinds only is woken
         by a revision with an event of one of them (session 27: a reconciler waiting for a
-        machine's registration is not woken by every write); at its deadline it reads once
-        more, so the revision it returns is the newest applied either way."""
+        machine's registration is not woken by every write), and reads on from that revision;
+        at its deadline either poll answers with the newest revision applied."""
         deadline = trio.current_time() + wait
         every = kinds >= _ALL_KINDS
         while True:
