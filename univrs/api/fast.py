@@ -10,22 +10,24 @@ order they came. On the leader, a frame made only of writes is served by the rea
 no task of its own (``_start_inline``, s16-api): the writes are checked, built and handed to the
 runtime in the reader's step (``ApiService.start_writes``), their waiters tell the writer when
 the driver's step fills them, and the writer renders and sends their answers, or answers a write
-at its deadline (univrs/api/inline.py); when the writer sleeps and the write applied on the
+at its deadline (univrs/api/inline.py). While the driver waits idle, the step that proposes them
+runs in the reader too, once the frame is served (univrs/runtime/inline_steps.py, session 28: a
+task switch less on a lone client's write); when the writer sleeps and the write applied on the
 driver's step, that step renders and writes the answers itself if the socket takes the frame
-whole at once (``_answer_on_step``, issue 14 round 19). A frame of reads of one consistency
-(or a frame's reads beside its writes) has no task either: checked in the reader's step, its
+whole at once (``_answer_on_step``, issue 14 round 19). A frame of reads of one consistency (or
+a frame's reads beside its writes) has no task either: checked in the reader's step, its
 ReadIndex round joined, rendered and answered by the writer when the round ends
 (univrs/api/inline_reads.py, session 22). Any other frame starts *one task per frame* (per
-``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts the
-frame's requests against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it stops
-reading, which back-pressures the client through TCP. The frame's task answers malformed
-requests at once, starts one task per watch poll (a long poll must not hold up the others), and
-runs the rest together with ``ApiService.execute_many``: the caller identified once, the writes
-handed to the runtime in one event and waited for under one deadline scope, the reads under one
-ReadIndex confirmation (docs/api.md, "Per frame, not per request"); their responses are queued
-as groups complete. The writer sends everything queued since its last send as one frame (one
-encode), written to the socket at once when it takes it (univrs/client/wire.py: no scheduling
-round for the stream lock or the send), and drops a client that has not read its responses for
+``MAX_FRAME_CHUNK`` requests of a larger one). Either way the reader counts the frame's requests
+against ``MAX_IN_FLIGHT`` until their responses are sent: beyond that it stops reading, which
+back-pressures the client through TCP. The frame's task answers malformed requests at once,
+starts one task per watch poll (a long poll must not hold up the others), and runs the rest
+together with ``ApiService.execute_many``: the caller identified once, the writes handed to the
+runtime in one event and waited for under one deadline scope, the reads under one ReadIndex
+confirmation (docs/api.md, "Per frame, not per request"); their responses are queued as groups
+complete. The writer sends everything queued since its last send as one frame (one encode),
+written to the socket at once when it takes it (univrs/client/wire.py: no scheduling round for
+the stream lock or the send), and drops a client that has not read its responses for
 ``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per connection and per node
 (univrs/api/budget.py, s15-budget): while the connection's budget is spent the reader stops
 reading too, and a frame's reads are rendered only while there is room. When the connection
@@ -251,7 +253,15 @@ class _ClientConnection(WatchPolls):
         if n > MAX_FRAME_CHUNK or self._in_flight + n > MAX_IN_FLIGHT or not self.budget.own_room():
             return _Decoded(requests)
         self._in_flight += n
-        self._start(requests, nursery)
+        # With the driver idle, the proposals this frame hands over are stepped in this task
+        # once it is served, not by a wake-up of the driver's (runtime/inline_steps.py).
+        runtime = self.service.node.runtime
+        held = runtime.hold_proposals()
+        try:
+            self._start(requests, nursery)
+        finally:
+            if held:
+                runtime.release_proposals()
         return None
 
     def _start(self, requests: list[Request | BadRequest], nursery: trio.Nursery) -> None:

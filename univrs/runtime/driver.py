@@ -177,8 +177,12 @@ class RaftRuntime(StepLoop):
     # May a transport reader step an append or its answer itself while the driver waits
     # idle (step.py ``_step_now``; False: every message goes through the driver's task)?
     reader_steps: bool = True
-    # The driver waits idle in its plain ``receive`` (what ``_step_now`` requires).
+    # The driver waits idle in its plain ``receive`` (what ``_step_now`` requires), or in the
+    # open batch's gather (``_gathering``; inline_steps.py ``hold_proposals`` takes either).
     _parked: bool = attrs.field(default=False, init=False)
+    _gathering: bool = attrs.field(default=False, init=False)
+    # The proposals a client frame handed over while it holds them (``hold_proposals``).
+    _held: list[ProposeMany] | None = attrs.field(default=None, init=False)
     # A step a reader ran raised: the driver raises it (the node stops).
     _reader_failure: BaseException | None = attrs.field(default=None, init=False)
     _may_pack: BatchGate = attrs.field(init=False)
@@ -402,6 +406,10 @@ class RaftRuntime(StepLoop):
             batch.append(Propose(payload, waiter, now, doc))
             waiters.append(waiter)
         event = ProposeMany(batch)
+        held = self._held
+        if held is not None:  # a client frame's, stepped when it is served (inline_steps.py)
+            held.append(event)
+            return waiters, None
         try:
             self.inbox.sender.send_nowait(event)
         except trio.WouldBlock:

@@ -46,9 +46,10 @@ membership changed, never for commit or apply progress alone; a caller waiting f
 uses ``wait_applied`` (a threshold, woken by the step that takes in the apply loop's report
 that reaches it).
 
-Nothing but the driver's step calls the core. A transport reader may run that step itself
-for a Raft append or its answer while the driver waits idle with nothing before it
-(``_step_now``, session 27): the same step, in the reader's task, one task switch less.
+Nothing but the driver's step calls the core. While the driver waits idle with nothing before
+it, a transport reader may run that step itself for a Raft append or its answer (session 27),
+and a client connection's reader for the proposals of a frame of writes (session 28): the
+same step, in the reader's task, one task switch less (inline_steps.py).
 """
 
 from __future__ import annotations
@@ -63,8 +64,6 @@ import trio
 
 from univrs.raft.interpreter import Persisted, execute, report_persisted
 from univrs.raft.messages import (
-    AppendEntries,
-    AppendEntriesResponse,
     EntryKind,
     HardState,
     Membership,
@@ -77,8 +76,9 @@ from univrs.runtime.applier import Applier
 from univrs.runtime.batching import ProposalBatches
 from univrs.runtime.capabilities import BatchGate, LeaseGate, OwnerGate
 from univrs.runtime.checking import CHECKED, SnapshotChecks
-from univrs.runtime.effects import APPLY_ON_STEP_BYTES, ReadyEffects
+from univrs.runtime.effects import APPLY_ON_STEP_BYTES
 from univrs.runtime.events import TICK, Applied, Call, Inbox, Propose, ProposeMany, Read
+from univrs.runtime.inline_steps import WAKE, InlineSteps
 from univrs.runtime.ports import Metrics, StateBackend, Transport
 from univrs.runtime.snapshots import SnapshotChecker, precheck_due
 from univrs.runtime.snapshotter import Snapshotter
@@ -99,20 +99,14 @@ __all__ = ["APPLY_ON_STEP_BYTES", "MAX_CONTACTS", "StepLoop"]
 MAX_CONTACTS = 1024
 
 
-# What a transport reader may step itself while the driver waits idle (``_step_now``).
-_READER_STEPS = frozenset({AppendEntries, AppendEntriesResponse})
+_WAKE = WAKE  # the driver's nudge (inline_steps.py)
 
 
-class _Wake:
-    """The storage writer's nudge: reports wait in ``RaftRuntime._persisted``."""
-
-
-_WAKE = _Wake()
-
-
-class StepLoop(ReadyEffects):
+class StepLoop(InlineSteps):
     """The driver task, mixed into ``RaftRuntime`` (driver.py), which declares and builds
-    every attribute named here; the Ready's effects are ``ReadyEffects`` (effects.py)."""
+    every attribute named here; the Ready's effects are ``ReadyEffects`` (effects.py), the
+    step run in another task's call while the driver waits idle ``InlineSteps``
+    (inline_steps.py)."""
 
     if not TYPE_CHECKING:  # no instance dict (RaftRuntime is slotted); mypy would check the
         __slots__ = ()  # mixin's assignments against this empty tuple, not RaftRuntime's slots
@@ -147,6 +141,8 @@ class StepLoop(ReadyEffects):
     _checks: SnapshotChecks
     reader_steps: bool
     _parked: bool
+    _gathering: bool
+    _held: list[ProposeMany] | None
     _reader_failure: BaseException | None
 
     @property
@@ -169,17 +165,23 @@ class StepLoop(ReadyEffects):
                 if held is not None:
                     ev = held
                 elif self._batches.gather_until is None:
-                    self._parked = True  # a transport reader may step a message meanwhile
+                    self._parked = True  # a reader may run the step meanwhile (inline_steps.py)
                     try:
                         ev = await recv.receive()
                     finally:
                         self._parked = False
                     if self._reader_failure is not None:
-                        raise self._reader_failure  # a step a reader ran failed (_step_now)
+                        raise self._reader_failure  # a step run in another task failed
                 else:  # the open batch gathers its proposers (batching.py): until then
                     ev = None
-                    with trio.move_on_at(self._batches.gather_until):
-                        ev = await recv.receive()
+                    self._gathering = True  # a client frame may step its proposals meanwhile
+                    try:
+                        with trio.move_on_at(self._batches.gather_until):
+                            ev = await recv.receive()
+                    finally:
+                        self._gathering = False
+                    if self._reader_failure is not None:
+                        raise self._reader_failure  # a step run in another task failed
                 if precheck_due(ev, self.core) and (
                     checks.wait_behind(ev) or await checks.begin(self.core, ev, nursery)
                 ):
@@ -311,69 +313,6 @@ class StepLoop(ReadyEffects):
             # left for this step is stepped at the clock it arrived at: as if stepped then.
             self._clock.catch_up(self.core, at)
         self.core.step(msg)
-
-    def _may_leave(self, msg: Message) -> bool:
-        """May the transport keep ``msg`` for the driver's next step instead of waking it
-        (the inbox's ``leave``; issue 14, round 19)? Only when the driver waits idle with
-        nothing queued or handed to it, nothing else waits for its next step (no report, no
-        other message: each was judged against the core without it) and the core says
-        stepping it changes nothing before its next input (``RaftNode.
-        append_response_may_wait``: at one client, the second follower's ack). The driver
-        steps it first at its next step, at the clock it arrived at (``_take_persisted``)."""
-        if self._persisted or self._applied_later_index or self.inbox.later:
-            return False
-        stats = self.inbox.receiver.statistics()
-        if stats.current_buffer_used or not stats.tasks_waiting_receive:
-            return False
-        return self.core.append_response_may_wait(msg)
-
-    def _step_now(self, msg: Message) -> bool:
-        """Step ``msg`` now, in the caller's task (a transport reader's), exactly as the
-        driver's next step would (True), or not (False: deliver it on the inbox). Only an
-        append or its answer, only while the driver waits idle in its plain ``receive`` with
-        nothing queued or handed to it, no batch just released, no snapshot check in flight
-        (docs/runtime.md; session 27). A gather the step began wakes the driver to time it;
-        a failure is the driver's to raise (``_reader_failure``): the node stops."""
-        if not (self._parked and self.reader_steps) or type(msg) not in _READER_STEPS:
-            return False
-        batches = self._batches
-        stats = self.inbox.receiver.statistics()
-        if (
-            stats.current_buffer_used
-            or not stats.tasks_waiting_receive  # an event was handed to it: its turn first
-            or batches.released
-            or self._checks.checking is not None
-            or self._checks.waiting
-        ):
-            return False
-        self._parked = False  # no step within this one (a re-entrant offer is delivered)
-        try:
-            if self._persisted or self._applied_later_index or self.inbox.later:
-                self._take_persisted()
-            self._step_message(msg, trio.current_time())
-            self._drain()  # (only the writer's reports: the inbox was empty)
-            now = trio.current_time()
-            if not batches.gathering(now):
-                batches.flush(self.core, self._applier.pending, self._may_pack, now, self._may_own)
-            self._process_ready()
-            self._checks.maybe_stop(self.core)
-            if batches.gather_until is not None or batches.released:
-                self._nudge()  # the driver's loop waits for the gather, or runs its round
-        except BaseException as exc:  # the driver's to raise: the node stops
-            self._reader_failure = exc
-            self._nudge()
-        finally:
-            self._parked = True
-        return True
-
-    def _nudge(self) -> None:
-        """Wake the driver (one ``_WAKE`` at most until it takes the reports)."""
-        if not self._wake_sent:
-            try:
-                self.inbox.sender.send_nowait(_WAKE)
-                self._wake_sent = True
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # full: the driver is woken anyway; closed: shutting down
 
     def _process_ready(self) -> None:
         self._take_ready()
