@@ -1,5 +1,6 @@
 """Round 18 (s18-apply): ``decode_entry`` skips ``codec.decode_plain``'s plain-data check for a
-batch entry whose every envelope the fast read takes whole (univrs/runtime/payload.py). The
+batch entry whose every envelope the fast read takes whole (univrs/runtime/payload.py), and
+since session 28 for a single-command entry (version 1, or 3 with one command) alike. The
 rule: the same answer as the decoding it replaced (``decode_plain`` then ``_entry_from_doc``,
 written here) for every payload: batch entries of scales and of other commands, envelopes with
 a key too many, a bool for an int, an owner where none may be, values that are not plain
@@ -169,6 +170,36 @@ def batches(draw: Any) -> bytes:
 @settings(max_examples=800)
 @given(batches(), st.sampled_from([2, 3]))
 def test_batch_entries_decode_as_decode_plain_then_the_document(
+    data: bytes, max_version: int
+) -> None:
+    reference = _outcome(_reference, data, max_version)
+    assert _outcome(decode_entry, data, max_version) == reference
+    try:  # the leader's own entries: read from their (plain) document
+        doc = codec.decode_plain(data, max_size=MAX_PAYLOAD_BYTES)
+    except ProtocolError:
+        return
+    own = _outcome(lambda d, mv: decode_own_entry(d, doc, mv), data, max_version)
+    assert own == reference
+
+
+@st.composite
+def singles(draw: Any) -> bytes:
+    """Single-command entries the fast read mostly takes (session 28): version 1 with its
+    envelope in place, version 3 with a list of one; now and then an odd envelope, time or
+    version."""
+    version = draw(st.sampled_from([1, 1, 3, 3, 2, True]))
+    item: Any = draw(clean())
+    if version != 3 and draw(st.integers(0, 9)):
+        item.pop("owner", None)
+    if draw(st.integers(0, 3)) == 0:
+        item = draw(envelopes())
+    time_ms = draw(st.one_of(st.integers(0, 2**40), st.integers(0, 2**40), odd))
+    return cbor2.dumps([version, time_ms, item if version == 1 else [item]])
+
+
+@settings(max_examples=800)
+@given(singles(), st.sampled_from([1, 2, 3]))
+def test_single_entries_decode_as_decode_plain_then_the_document(
     data: bytes, max_version: int
 ) -> None:
     reference = _outcome(_reference, data, max_version)

@@ -257,19 +257,19 @@ def decode_entry(data: bytes, max_version: int = MAX_PAYLOAD_VERSION) -> Decoded
     docstring: the node must stop).
 
     ``codec.decode_plain``'s two steps, the strict decoding and the check that the item is
-    plain data, with the check skipped for a batch entry whose every envelope the apply path's
-    fast read takes whole (``plain.envelope_plain_fast``, round 18): those maps are plain data
-    (exact ``str`` keys and ``str``/``int``/None values), and so is the rest of such an entry
-    (its version and time ``int``), so the check would pass; any other entry is checked
-    before it is read, as ever: the same answer for every payload (tests/runtime/
-    test_payload_fast_entry.py)."""
+    plain data, with the check skipped for an entry whose every envelope the apply path's
+    fast read takes whole (``plain.envelope_plain_fast``; round 18 for batch entries, session
+    28 for single commands too): those maps are plain data (exact ``str`` keys and
+    ``str``/``int``/None values), and so is the rest of such an entry (its version and time
+    ``int``), so the check would pass; any other entry is checked before it is read, as ever:
+    the same answer for every payload (tests/runtime/test_payload_fast_entry.py)."""
     try:
         doc: Any = strict_load(
             data, max_size=MAX_PAYLOAD_BYTES, max_depth=DEFAULT_MAX_DEPTH, what="plain frame"
         )
     except ProtocolError as exc:
         return f"entry payload is not valid CBOR: {exc}"
-    fast = _fast_batch(doc, max_version)
+    fast = _fast_entry(doc, max_version)
     if fast is not None:
         return fast
     try:
@@ -279,22 +279,28 @@ def decode_entry(data: bytes, max_version: int = MAX_PAYLOAD_VERSION) -> Decoded
     return _entry_from_doc(doc, max_version)
 
 
-def _fast_batch(doc: Any, max_version: int) -> Decoded | None:
-    """``_entry_from_doc(doc)`` for a batch entry (version 2, or 3 with several commands) of
-    a version this node applies whose every envelope ``envelope_plain_fast`` reads; else
-    None (the general path decides)."""
+def _fast_entry(doc: Any, max_version: int) -> Decoded | None:
+    """``_entry_from_doc(doc)`` for an entry of a version this node applies whose every
+    envelope ``envelope_plain_fast`` reads: a batch entry (version 2, or 3 with several
+    commands) or a single command (version 1, or 3 with one: as ``_entry_from_doc`` answers
+    those, unbatched); else None (the general path decides)."""
     if type(doc) is not list or len(doc) != 3:
         return None
     version, time_ms, plains = doc
     if type(version) is not int or version > max_version or type(time_ms) is not int:
         return None
+    if time_ms < 0:
+        return None
+    if version == PAYLOAD_VERSION:  # one command, its envelope in place of the list
+        envelope = envelope_plain_fast(plains, False)
+        return None if envelope is None else ([envelope], time_ms, False)
     if version == BATCH_VERSION:
         owners = False
     elif version == OWNER_VERSION:
         owners = True
     else:
         return None
-    if time_ms < 0 or type(plains) is not list or len(plains) < 1 + owners:
+    if type(plains) is not list or not plains:
         return None
     commands: list[Envelope | str] = []
     append = commands.append
@@ -303,7 +309,8 @@ def _fast_batch(doc: Any, max_version: int) -> Decoded | None:
         if envelope is None:
             return None
         append(envelope)
-    return commands, time_ms, True
+    # one command of version 3 applies as a version-1 entry does; version 2 is a batch always
+    return commands, time_ms, not owners or len(commands) > 1
 
 
 def decode_own_entry(
@@ -313,8 +320,9 @@ def decode_own_entry(
     ``batch_payload``), read from ``doc`` when it may be: no CBOR decoding."""
     if doc is None or len(data) > MAX_PAYLOAD_BYTES:
         return decode_entry(data, max_version)
-    # a batch of envelopes the fast read takes (round 18): what _entry_from_doc reads of it
-    return _fast_batch(doc, max_version) or _entry_from_doc(doc, max_version)
+    # envelopes the fast read takes (round 18; session 28: single commands too): what
+    # _entry_from_doc reads of them
+    return _fast_entry(doc, max_version) or _entry_from_doc(doc, max_version)
 
 
 def _entry_from_doc(doc: Any, max_version: int = MAX_PAYLOAD_VERSION) -> Decoded | str:
