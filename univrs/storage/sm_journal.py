@@ -16,6 +16,7 @@ from univrs.sm.objects import Objects
 from univrs.sm.plain import response_to_plain
 from univrs.sm.responses import Response, Success
 from univrs.sm.sessions import Session, SessionPolicy
+from univrs.sm.snapshot import _token_row
 from univrs.sm.state import ClusterStateMachine
 from univrs.sm.tables import StateJournal
 from univrs.storage.sm_row_bytes import cbor_uint as _uint
@@ -45,6 +46,16 @@ _SEQ = struct.Struct(">Q")  # a response's seq (3) or slot (4) in its key (CBOR 
 _ROW = struct.Struct(">QQQ")
 # The plain CBOR of a ``Success`` up to its version: ``{"type": "success", "version": ``.
 _SUCCESS_HEAD = cbor2.dumps({"type": "success", "version": 0})[:-1]
+# The head of the meta row (``_meta_bytes``): a CBOR array of 7 items, then the format.
+_META_HEAD = b"\x87" + _uint(STATE_FORMAT)
+_CBOR_FALSE, _CBOR_TRUE = cbor2.dumps(False), cbor2.dumps(True)
+_UINT_END = 1 << 64  # CBOR's unsigned integers (major type 0) are below this
+
+
+def _plain_uint(value: object) -> bool:
+    return type(value) is int and 0 <= value < _UINT_END
+
+
 _SMALL_DBS = ("sessions", "session_responses", "ledger", "tokens")
 _OBJECT_DBS = ("workloads", "instances", "nodes", "by_workload", "by_node", "workload_counts")
 _ALL_DBS = frozenset((*_OBJECT_DBS, *_SMALL_DBS, "meta"))
@@ -153,6 +164,8 @@ class LmdbJournal(StateJournal):
         self._dirty_tokens: set[str] = set()
         self._rewrite = False
         self._rewrite_sessions = False
+        # The policy whose row was encoded last, and its bytes (``_meta_bytes``).
+        self._policy_bytes: tuple[SessionPolicy, bytes] | None = None
         store.before_commit = self._flush
 
     def attach(self, sm: Any) -> None:
@@ -189,8 +202,6 @@ class LmdbJournal(StateJournal):
         self._dirty_tokens.add(token_id)
 
     def _flush(self, txn: lmdb.Transaction) -> None:
-        from univrs.sm.snapshot import _token_row
-
         sm = self._sm
         if sm is None:
             return
@@ -222,16 +233,41 @@ class LmdbJournal(StateJournal):
                 txn.put(token_id.encode(), cbor2.dumps(_token_row(token)), db=self._tokens_db)
         self._dirty_balances.clear()
         self._dirty_tokens.clear()
-        meta = [
-            STATE_FORMAT,
+        txn.put(b"state", self._meta_bytes(sm), db=self._meta_db)
+
+    def _meta_bytes(self, sm: ClusterStateMachine) -> bytes:
+        """The ``meta``/``state`` row in CBOR: ``cbor2.dumps([STATE_FORMAT, index, term,
+        clock ms, tokens bootstrapped, policy row, revision])``, the same bytes, spliced (a
+        CBOR array is its head followed by its items' encodings: every batch writes this row,
+        one per write at one client, session 28): the policy's row is encoded once (it is
+        fixed for a state machine), the four integers as CBOR's shortest uints."""
+        policy = sm.policy
+        encoded = self._policy_bytes
+        if encoded is None or encoded[0] is not policy:
+            encoded = self._policy_bytes = (policy, cbor2.dumps(_policy_row(policy)))
+        index, term, clock_ms, revision = (
             sm.last_applied_index,
             sm.last_applied_term,
             sm.clock_ms,
-            sm.tokens_bootstrapped,
-            _policy_row(sm.policy),
             sm.revision,
-        ]
-        txn.put(b"state", cbor2.dumps(meta), db=self._meta_db)
+        )
+        bootstrapped = sm.tokens_bootstrapped
+        if all(map(_plain_uint, (index, term, clock_ms, revision))) and type(bootstrapped) is bool:
+            return b"".join(
+                (
+                    _META_HEAD,
+                    _uint(index),
+                    _uint(term),
+                    _uint(clock_ms),
+                    _CBOR_TRUE if bootstrapped else _CBOR_FALSE,
+                    encoded[1],
+                    _uint(revision),
+                )
+            )
+        # (cannot happen: a state's indexes are uints, always encoded as above)
+        return cbor2.dumps(
+            [STATE_FORMAT, index, term, clock_ms, bootstrapped, _policy_row(policy), revision]
+        )
 
     def _write_sessions(self, txn: lmdb.Transaction, sm: ClusterStateMachine) -> None:
         """The changed sessions' rows (format 4, see the class docstring). The response rows
