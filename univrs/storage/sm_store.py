@@ -34,6 +34,30 @@ def _storable(raw_key: bytes) -> bool:
 
 
 _NESTED = contextlib.nullcontext()  # reusable: it holds nothing
+
+
+class _Batch:
+    """``LmdbStore.batch``'s context when no batch is open: a write transaction begun when the
+    block is entered, committed with the journal's writes when it ends (``_commit``), aborted
+    if it raises (``_abort``; the exception goes on). A class, not a generator context
+    manager: one is entered per applied entry at one client (session 28)."""
+
+    __slots__ = ("_store", "_txn")
+
+    def __init__(self, store: LmdbStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        store = self._store
+        self._txn = store._txn = store.env.begin(write=True)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self._store._commit(self._txn)
+        else:
+            self._store._abort(self._txn)  # (and the block's exception goes on)
+
+
 DEFAULT_MAP_SIZE = 1 << 34  # 16 GiB of address space; the file grows as needed
 
 
@@ -81,7 +105,7 @@ class LmdbStore:
             raise RuntimeError("a write batch begun inside a pinned read")
         if self._txn is not None:
             return _NESTED
-        return self._batch()
+        return _Batch(self)
 
     @contextlib.contextmanager
     def pinned_read(self) -> Iterator[None]:
@@ -100,18 +124,14 @@ class LmdbStore:
             self._txn, self._pinned = None, False
             txn.abort()
 
-    @contextlib.contextmanager
-    def _batch(self) -> Iterator[None]:
-        txn = self.env.begin(write=True)
-        self._txn = txn
+    def _commit(self, txn: lmdb.Transaction) -> None:
+        """End the batch ``txn`` whose block ended without an exception: the journal's
+        writes (``before_commit``), then the commit; aborted if the journal raises."""
         try:
-            yield
             if self.before_commit is not None:
                 self.before_commit(txn)
         except BaseException:
-            self._txn = None
-            self.invalidate()
-            txn.abort()
+            self._abort(txn)
             raise
         self._txn = None
         try:
@@ -122,6 +142,12 @@ class LmdbStore:
             if full is not None:
                 raise full from None  # says so, not "Input/output error" (nospace.py)
             raise
+
+    def _abort(self, txn: lmdb.Transaction) -> None:
+        """End the batch ``txn`` without committing it (its block or the journal raised)."""
+        self._txn = None
+        self.invalidate()
+        txn.abort()
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[lmdb.Transaction]:
