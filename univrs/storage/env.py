@@ -177,9 +177,14 @@ class StoreEnv:
         """
         if not self._write_lock.acquire(blocking=wait):
             raise WouldWait(f"{self.data_file}: another writer holds the write lock")
+        rw = self._rw
         try:
             while True:
-                with self._rw.shared(), translated(self.path, writing=True):
+                # ``with self._rw.shared(), translated(self.path, writing=True)``, written out:
+                # this runs for every write, and the two context managers cost more than the
+                # rest of this method.
+                rw.acquire_shared()
+                try:
                     self._check_open()
                     txn = self._env.begin(write=True)
                     try:
@@ -198,6 +203,10 @@ class StoreEnv:
                         self._last_sync_seconds = elapsed
                         self._max_sync_seconds = max(self._max_sync_seconds, elapsed)
                         return result
+                except (Corrupt, lmdb.Error) as exc:
+                    raise translation(self.path, exc, writing=True) from None
+                finally:
+                    rw.release_shared()
                 if not wait:
                     raise WouldWait(f"{self.data_file}: the LMDB map must grow first")
                 self._grow()
@@ -265,13 +274,20 @@ class StoreEnv:
 def translated(env_path: pathlib.Path, *, writing: bool = False) -> Iterator[None]:
     """Translate LMDB and layout failures into StorageError naming the file (at the edge);
     a failed write on a full disk says so (``DiskFull``, univrs/storage/nospace.py)."""
-    data_file = env_path / "data.mdb"
     try:
         yield
-    except Corrupt as exc:
-        raise StorageError(f"corrupt data in {data_file}: {exc}") from None
-    except lmdb.Error as exc:
-        message = f"LMDB error on {data_file}: {exc}"
-        if writing:
-            raise nospace.write_failure(data_file, exc, message) from None
-        raise StorageError(message) from None
+    except (Corrupt, lmdb.Error) as exc:
+        raise translation(env_path, exc, writing=writing) from None
+
+
+def translation(
+    env_path: pathlib.Path, exc: Corrupt | lmdb.Error, *, writing: bool = False
+) -> StorageError:
+    """The ``StorageError`` that ``translated`` raises for ``exc``."""
+    data_file = env_path / "data.mdb"
+    if isinstance(exc, Corrupt):
+        return StorageError(f"corrupt data in {data_file}: {exc}")
+    message = f"LMDB error on {data_file}: {exc}"
+    if writing:
+        return nospace.write_failure(data_file, exc, message)
+    return StorageError(message)
