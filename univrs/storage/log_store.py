@@ -381,9 +381,10 @@ class LogStore(SnapshotStorage):
         def read(txn: Txn) -> int | None:
             if index == 0:
                 return 0
-            raw = txn.get(layout.index_key(index), db=self._env.log)
+            key = layout.index_key(index)
+            raw = txn.get(key, db=self._env.log)
             if raw is not None:
-                return layout.decode_entry(layout.index_key(index), raw).term
+                return layout.entry_term(key, raw)
             snap = self._snapshot_meta(txn)
             if snap is not None and index == snap.index:
                 return snap.term
@@ -556,9 +557,10 @@ class LogStore(SnapshotStorage):
     def _term_in(self, txn: Txn, index: int) -> int:
         if index == 0:
             return 0
-        raw = txn.get(layout.index_key(index), db=self._env.log)
+        key = layout.index_key(index)
+        raw = txn.get(key, db=self._env.log)
         if raw is not None:
-            return layout.decode_entry(layout.index_key(index), raw).term
+            return layout.entry_term(key, raw)
         snap = self._snapshot_meta(txn)
         if snap is not None and snap.index == index:
             return snap.term
