@@ -421,9 +421,13 @@ class LogStore(SnapshotStorage):
         """
         if hard_state is None and truncate_from is None and not entries:
             return
+        # The checks of this method are ``_require``'s, written out so that a message is
+        # formatted only when its check fails: they run for every entry of every write.
         for a, b in itertools.pairwise(entries):
-            _require(b.index == a.index + 1, f"entries not contiguous: {a.index}, {b.index}")
-            _require(b.term >= a.term, f"entry {b.index} has a smaller term than {a.index}")
+            if b.index != a.index + 1:
+                raise AssertionError(f"entries not contiguous: {a.index}, {b.index}")
+            if b.term < a.term:
+                raise AssertionError(f"entry {b.index} has a smaller term than {a.index}")
         # Encode outside the transaction (it may be retried after a map growth).
         records = [(layout.index_key(e.index), layout.encode_entry(e)) for e in entries]
         hs_record = (
@@ -462,15 +466,17 @@ class LogStore(SnapshotStorage):
                 last = cut - 1
             if entries:
                 first = entries[0]
-                _require(first.index == last + 1, f"entry {first.index} does not follow {last}")
+                if first.index != last + 1:
+                    raise AssertionError(f"entry {first.index} does not follow {last}")
                 prev_term = self._term_in(txn, last)
-                _require(
-                    first.term >= prev_term,
-                    f"entry {first.index} term {first.term} < previous term {prev_term}",
-                )
+                if first.term < prev_term:
+                    raise AssertionError(
+                        f"entry {first.index} term {first.term} < previous term {prev_term}"
+                    )
                 # MDB_APPEND: the keys increase and follow every stored key.
                 _, added = txn.cursor(db=self._env.log).putmulti(records, append=True)
-                _require(added == len(records), f"stored {added} of {len(records)} entries")
+                if added != len(records):
+                    raise AssertionError(f"stored {added} of {len(records)} entries")
             if hs_record is not None:
                 txn.put(layout.KEY_HARD_STATE, hs_record, db=self._env.meta)
             if pins_record is not None and txn.get(layout.KEY_PINS, db=self._env.meta) != (
