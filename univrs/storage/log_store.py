@@ -449,7 +449,11 @@ class LogStore(SnapshotStorage):
         )
 
         def write(txn: Txn) -> None:
-            _, last = self._bounds(txn)
+            # The last entry, if any: where entries follow it, its term is read from this
+            # cursor rather than looked up again.
+            log = txn.cursor(db=self._env.log)
+            at_last = log.last()
+            last = layout.key_index(log.key()) if at_last else self._bounds(txn)[1]
             if truncate_from is not None:
                 cut = min(truncate_from, entries[0].index) if entries else truncate_from
                 snap = self._snapshot_meta(txn)
@@ -464,11 +468,16 @@ class LogStore(SnapshotStorage):
                     while cursor.delete():  # deletes and moves to the next entry
                         pass
                 last = cut - 1
+                at_last = False
             if entries:
                 first = entries[0]
                 if first.index != last + 1:
                     raise AssertionError(f"entry {first.index} does not follow {last}")
-                prev_term = self._term_in(txn, last)
+                prev_term = (
+                    layout.entry_term(log.key(), log.value())
+                    if at_last
+                    else self._term_in(txn, last)
+                )
                 if first.term < prev_term:
                     raise AssertionError(
                         f"entry {first.index} term {first.term} < previous term {prev_term}"
