@@ -56,6 +56,7 @@ malformed, which costs it only a rejection it would have ignored).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -331,11 +332,39 @@ _TABLE: tuple[tuple[int, type[Message], tuple[tuple[str, _Kind], ...]], ...] = (
 
 @attrs.frozen(kw_only=True)
 class _Spec:
-    """One row of the table, with the full field list (common fields first)."""
+    """One row of the table, with the full field list (common fields first), and what
+    ``encode_message`` reads off it, made once: ``values`` (the fields' values of a message,
+    in wire order, in one call), ``converted`` (the frame positions of fields written other
+    than as they are, with their ``encode``) and ``tail`` (the last field is a trailing
+    optional one)."""
 
     tag: int
     cls: type[Message]
     fields: tuple[tuple[str, _Kind], ...]
+    values: Callable[[Message], tuple[Any, ...]] = attrs.field(init=False)
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...] = attrs.field(init=False)
+    tail: bool = attrs.field(init=False)
+
+    @values.default
+    def _values(self) -> Callable[[Message], tuple[Any, ...]]:
+        # (every message has the three common fields: attrgetter of several names gives a
+        # tuple)
+        return operator.attrgetter(*(name for name, _kind in self.fields))
+
+    @converted.default
+    def _converted(self) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+        return tuple(
+            (2 + i, kind.encode)
+            for i, (_name, kind) in enumerate(self.fields)
+            if kind.encode is not _enc_same
+        )
+
+    @tail.default
+    def _tail(self) -> bool:
+        assert all(not kind.tail for _name, kind in self.fields[:-1]), "a tail field is last"
+        last = self.fields[-1][1]
+        assert not last.tail or last.encode is _enc_same, "a tail field is written as it is"
+        return last.tail
 
 
 _BATCH_PREFIX = cbor2.dumps(WIRE_VERSION) + cbor2.dumps(BATCH_TAG)
@@ -365,13 +394,12 @@ def encode_message(msg: Message) -> bytes:
     spec = _BY_CLASS.get(type(msg))
     if spec is None:
         raise TypeError(f"not a wire message: {type(msg).__name__}")
-    frame: list[Any] = [WIRE_VERSION, spec.tag]
-    for name, kind in spec.fields:
-        value = getattr(msg, name)
-        if value is None and kind.tail:
-            break  # a trailing optional field left out (older nodes read the frame)
-        frame.append(kind.encode(value))
+    frame: list[Any] = [WIRE_VERSION, spec.tag, *spec.values(msg)]
+    if spec.tail and frame[-1] is None:
+        frame.pop()  # a trailing optional field left out (older nodes read the frame)
     try:
+        for at, encode in spec.converted:
+            frame[at] = encode(frame[at])
         return cbor2.dumps(frame)
     except cbor2.CBOREncodeError as exc:
         raise TypeError(f"cannot encode {type(msg).__name__}: {exc}") from None
