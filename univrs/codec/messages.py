@@ -158,8 +158,41 @@ def _enc_same(value: Any) -> Any:
 _KINDS: dict[int, EntryKind] = {k.value: k for k in EntryKind}
 
 
-def _enc_entries(entries: tuple[Entry, ...]) -> list[list[Any]]:
-    return [[e.term, e.index, e.kind.value, e.data] for e in entries]
+@attrs.frozen(slots=True)
+class _Encoded:
+    """A value already encoded: its CBOR bytes, written into a frame as they are
+    (``_write_encoded``)."""
+
+    cbor: bytes
+
+
+def _write_encoded(encoder: cbor2.CBOREncoder, value: object) -> None:
+    """cbor2's ``default``: called for a value of a type it does not encode itself, which in a
+    frame is only ever an ``_Encoded``."""
+    if type(value) is not _Encoded:
+        raise cbor2.CBOREncodeError(f"cannot serialize type {type(value).__name__}")
+    encoder.write(value.cbor)
+
+
+# The entries encoded last and their CBOR. A step's AppendEntries to each follower carry the
+# same entries as a rule (each its own slice of the log, made of the same ``Entry`` objects:
+# univrs/raft/leader.py ``_send_append``): the second is written with the first's bytes.
+# (Entries are immutable: the same objects encode to the same bytes.) Fewer than
+# ``_SHARED_FROM`` entries are encoded with the frame: keeping them costs more than it saves.
+_last_entries: tuple[tuple[Entry, ...], _Encoded] = ((), _Encoded(cbor2.dumps([])))
+_SHARED_FROM = 8
+
+
+def _enc_entries(entries: tuple[Entry, ...]) -> list[list[Any]] | _Encoded:
+    global _last_entries
+    if len(entries) < _SHARED_FROM:
+        return [[e.term, e.index, e.kind.value, e.data] for e in entries]
+    last, encoded = _last_entries
+    if len(entries) == len(last) and all(map(operator.is_, entries, last)):
+        return encoded
+    encoded = _Encoded(cbor2.dumps([[e.term, e.index, e.kind.value, e.data] for e in entries]))
+    _last_entries = (entries, encoded)
+    return encoded
 
 
 def _dec_entries(value: Any, field: str) -> tuple[Entry, ...]:
@@ -400,7 +433,7 @@ def encode_message(msg: Message) -> bytes:
     try:
         for at, encode in spec.converted:
             frame[at] = encode(frame[at])
-        return cbor2.dumps(frame)
+        return cbor2.dumps(frame, default=_write_encoded)
     except cbor2.CBOREncodeError as exc:
         raise TypeError(f"cannot encode {type(msg).__name__}: {exc}") from None
 
