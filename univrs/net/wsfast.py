@@ -34,7 +34,8 @@ message (a raft message, a client request or answer frame), so the common case i
   see the same frames.
 * **Writing** (``binary_frame``): one complete binary message (``bytes``) on an open
   connection with no fragmented message under way and no extension: the header, and for a
-  client a fresh random masking key (``os.urandom``, as wsproto) and the masked payload.
+  client a fresh random masking key (``os.urandom``'s bytes, as wsproto's, drawn for 1,024
+  keys at a time: ``_mask_key``) and the masked payload.
   Anything else is wsproto's ``send``, which raises what it raised before.
 
 * **Parts of a fragmented message** (s26-fuzz). trio-websocket keeps every part wsproto
@@ -111,6 +112,25 @@ def _supported() -> bool:
 
 
 SUPPORTED = _supported()
+
+
+# Masking keys not yet used (``_mask_key``).
+_mask_keys: list[bytes] = []
+_KEYS_AT_ONCE = 1024
+if hasattr(os, "register_at_fork"):  # (POSIX) a forked child draws keys of its own
+    os.register_at_fork(after_in_child=_mask_keys.clear)
+
+
+def _mask_key() -> bytes:
+    """A fresh random masking key, as wsproto's ``os.urandom(4)`` (RFC 6455 5.3: unpredictable),
+    drawn ``_KEYS_AT_ONCE`` at a time: one system call per 1,024 frames, not one per frame.
+    Each key is handed out once, whatever the thread (``list.pop`` is atomic)."""
+    try:
+        return _mask_keys.pop()
+    except IndexError:
+        pool = os.urandom(4 * _KEYS_AT_ONCE)
+        _mask_keys.extend(pool[i : i + 4] for i in range(0, len(pool), 4))
+        return _mask_keys.pop()
 
 
 def _mask(key: bytes, data: bytes) -> bytes:
@@ -282,6 +302,6 @@ def binary_frame(wsc: WSConnection, data: bytes) -> bytes:
             head = _HEAD8.pack(_BINARY_FIN, second | 127, n)
         if not client:
             return head + data
-        key = os.urandom(4)
+        key = _mask_key()
         return head + key + _mask(key, data)
     return wsc.send(BytesMessage(data=data))
