@@ -155,7 +155,11 @@ class FrameWrites:
         batch: list[tuple[int, Envelope, dict[str, Any]]] = []
         now = trio.current_time()
         runtime = self.store.node.runtime
-        sm, term = runtime.sm, runtime.status().term
+        sm = runtime.sm
+        # The core's term, read for the first write with a leader step only: ``status()``
+        # rebuilds the status once per driver step (every peer's progress), and a frame of
+        # other writes needs none of it.
+        term: int | None = None
         # The quota's alarm read once for the frame (``check_quota`` refuses only while it is
         # raised, and only a write that does not free space): s18-ingress.
         quota = self.store.quota
@@ -174,6 +178,8 @@ class FrameWrites:
                         store.check_quota(write)
                     append((i, proposed, _NO_EXTRA))
                     continue
+                if term is None:
+                    term = runtime.status().term
                 check_caught_up(sm, term)
                 step, extra = write.leader_step(sm)
                 if step is None:  # nothing to write: rendered from the state here
