@@ -471,3 +471,40 @@ async def test_a_frame_mixing_writes_and_reads_sends_only_its_reads_through_a_ta
             answers = await _answers(ws, 2)
             assert "ok" in answers[8] and "ok" in answers[9], answers
             assert seen == [["workload.get", "workload.get"]]
+
+
+class _OneRead:
+    """A ``Waiting`` of one job, answered at its first ``settle`` once filled."""
+
+    def __init__(self) -> None:
+        self.pending: list[object] = [object()]
+        self.fire: Any = None
+
+    def watch(self, fn: Any) -> None:
+        self.fire = fn
+
+    def deadline(self) -> float:
+        return trio.current_time() + 3600
+
+    def settle(self, now: float) -> None:
+        self.pending = []
+
+    def abandon(self) -> None:
+        self.pending = []
+
+
+async def test_an_answered_frame_s_heap_entry_lets_go_of_the_frame() -> None:
+    """An answered frame's entry stays in the deadline heap until it reaches the top or the
+    heap is rebuilt (up to 256 entries: a one-client leader whose answers are written in the
+    driver's step never pops them), but it no longer keeps the frame's waiter, jobs and
+    answers alive: some 50 containers a frame that the cyclic GC's young collections walked
+    and promoted (session 29). Fails if ``settle`` leaves the answered ``_Inline`` as it was."""
+    frames = InlineFrames(wake=lambda: None, bug=lambda *_: None)
+    wait = _OneRead()
+    ref = weakref.ref(wait)
+    frames.add(wait, [], set())
+    wait.fire()
+    del wait
+    frames.settle()
+    assert frames.waiting() == 0 and len(frames._heap) == 1  # the entry is still there ...
+    assert ref() is None  # ... and the frame is gone, by reference counting alone

@@ -158,6 +158,7 @@ class ReadWait:
         chosen = self.round
         if chosen.done.is_set():
             self.pending = []
+            self._notify = None  # called; kept, it is a cycle through the frame's ``_Inline``
             error = chosen.error
             if error is None:
                 n = service.render_ready(jobs, None, self.start, send, True, self.budget)
