@@ -24,7 +24,8 @@ import trio.testing
 from tests.runtime import memcluster
 from tests.runtime.memcluster import CONFIG, create, start_cluster, wait_until
 from univrs.runtime.events import Applied
-from univrs.runtime.step import _WAKE, APPLY_ON_STEP_BYTES
+from univrs.runtime.inline_steps import WAKE
+from univrs.runtime.step import APPLY_ON_STEP_BYTES
 from univrs.runtime.waiter import Waiter
 from univrs.sm.commands import CreateWorkload, Envelope
 from univrs.sm.model import WorkloadSpec
@@ -53,7 +54,7 @@ class _Wakes:
 
     def send_nowait(self, ev: object) -> None:
         self.inner.send_nowait(ev)
-        self.wakes += ev is _WAKE
+        self.wakes += ev is WAKE
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)

@@ -169,7 +169,7 @@ class RaftRuntime(StepLoop):
     _step_dirty: bool = attrs.field(default=False, init=False)
     _clock: LeaseClock = attrs.field(init=False)  # read leases on: ticks by trio's clock
     # Reports of the storage writer not yet given to the core (oldest first), and whether a
-    # ``_WAKE`` for them is in the inbox (see ``_on_persisted``).
+    # ``WAKE`` (inline_steps.py) for them is in the inbox (see ``_on_persisted``).
     _persisted: collections.deque[Persisted] = attrs.field(factory=collections.deque, init=False)
     _wake_sent: bool = attrs.field(default=False, init=False)
     # The apply loop's last report, left for the driver's next step (``_applied_later``).

@@ -99,9 +99,6 @@ __all__ = ["APPLY_ON_STEP_BYTES", "MAX_CONTACTS", "StepLoop"]
 MAX_CONTACTS = 1024
 
 
-_WAKE = WAKE  # the driver's nudge (inline_steps.py)
-
-
 class StepLoop(InlineSteps):
     """The driver task, mixed into ``RaftRuntime`` (driver.py), which declares and builds
     every attribute named here; the Ready's effects are ``ReadyEffects`` (effects.py), the
@@ -253,7 +250,7 @@ class StepLoop(InlineSteps):
             self._handle(Applied(index))
 
     def _handle(self, ev: object) -> None:
-        if ev is _WAKE:
+        if ev is WAKE:
             self._take_persisted()
         elif isinstance(ev, Message):
             self._step_message(ev, trio.current_time())
@@ -384,7 +381,7 @@ class StepLoop(InlineSteps):
             self.inbox.later or not self.core.persist_report_may_wait(index, hard_state)
         ):
             try:
-                self.inbox.sender.send_nowait(_WAKE)
+                self.inbox.sender.send_nowait(WAKE)
                 self._wake_sent = True
             except trio.WouldBlock:
                 pass
