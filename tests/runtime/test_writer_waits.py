@@ -199,7 +199,13 @@ def claims_follow_install(events: Sequence[tuple[str, object]]) -> list[str]:
     return problems
 
 
-async def answer_behind_a_staged_install(cls: type[StorageWriter]) -> RecordingStore:
+async def answer_behind_a_staged_install(
+    cls: type[StorageWriter], *, claims: bool = False
+) -> RecordingStore:
+    """The snapshot's file held while an answer and an append wait behind its install, then
+    released. ``claims``: ``cls`` is a mutant expected to send before the release, waited for
+    (with a deadline) rather than given a fixed number of checkpoints, which a loaded machine's
+    storage thread could outlast."""
     store = TimedStore()
     writer = cls(
         write=store.append,
@@ -233,6 +239,10 @@ async def answer_behind_a_staged_install(cls: type[StorageWriter]) -> RecordingS
             )
         )
         await wait_until(held.started.is_set, "the snapshot's file to be written")
+        if claims:
+            await wait_until(
+                lambda: any(kind == "send" for kind, _ in store.events), "the mutant's send"
+            )
         for _ in range(20):  # its file is being written: nothing behind it may be claimed
             await trio.lowlevel.checkpoint()
         store.record("file released", None)
@@ -255,6 +265,6 @@ async def test_the_installed_answer_waits_for_the_switch_of_a_staged_install() -
 
 
 async def test_the_check_catches_a_writer_that_passes_a_waiting_install() -> None:
-    store = await answer_behind_a_staged_install(SkipsAWaitingInstall)
+    store = await answer_behind_a_staged_install(SkipsAWaitingInstall, claims=True)
     problems = claims_follow_install(store.events)
     assert any("send InstallSnapshotResponse" in p for p in problems), problems
