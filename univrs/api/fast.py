@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -401,7 +402,7 @@ class _ClientConnection(WatchPolls):
             self._bug(jobs, answered, exc)
             return True
 
-    def _bug(self, jobs: Sequence[Job], answered: set[int], exc: BaseException) -> None:
+    def _bug(self, jobs: Sequence[Job], answered: AbstractSet[int], exc: BaseException) -> None:
         left = [job for job in jobs if id(job) not in answered]
         for job in left:
             job.error = InternalError(f"{type(exc).__name__} serving {job.name}")

@@ -40,6 +40,7 @@ import heapq
 import logging
 import math
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -90,7 +91,7 @@ class _Answered:
 
 
 _ANSWERED = _Answered()
-_NO_IDS: set[int] = set()  # shared, never written: an answered frame's ``answered``
+_NO_IDS: frozenset[int] = frozenset()  # an answered frame's ``answered`` (read-only)
 
 
 @attrs.define(eq=False, slots=True)
@@ -99,7 +100,7 @@ class _Inline:
 
     wait: Waiting
     jobs: Sequence[Job]
-    answered: set[int]  # ids of the jobs answered
+    answered: AbstractSet[int]  # ids of the jobs answered
     queued: bool = False  # in ``_filled`` (or being settled)
     deadline: float = math.inf  # the deadline it is kept under in the heap
 
@@ -111,7 +112,7 @@ class InlineFrames:
     a frame's unanswered jobs with ``internal``."""
 
     wake: Callable[[], None]
-    bug: Callable[[Sequence[Job], set[int], BaseException], None]
+    bug: Callable[[Sequence[Job], AbstractSet[int], BaseException], None]
     sleep: trio.CancelScope | None = None  # the writer's, while it sleeps
     _heap: list[tuple[float, int, _Inline]] = attrs.field(factory=list)
     _filled: list[_Inline] = attrs.field(factory=list)
