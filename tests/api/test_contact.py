@@ -25,10 +25,11 @@ def _node(**kw: Any) -> Any:
     node = SimpleNamespace(
         node_id="n2",
         state={"status": Status(**fields)},
-        runtime=SimpleNamespace(last_contact=contacts.get),
         contacts=contacts,
     )
     node.status = lambda: node.state["status"]
+    view = SimpleNamespace(last_status=node.status)
+    node.runtime = SimpleNamespace(last_contact=contacts.get, view=view)
     return node
 
 

@@ -401,7 +401,7 @@ class RaftStateStore(WriteLoop, StateStore):
             "applied_index": applied,
             "commit_index": status.commit,
             "behind": max(0, status.commit - applied),
-            "leader_contact_ms": self.contact.ms_since(),
+            "leader_contact_ms": self.contact.ms_since(status),
         }
 
 
