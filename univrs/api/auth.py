@@ -71,6 +71,9 @@ NODE_RATE = 20.0
 """Catch-ups per second all clients of a node together may cause, bursts of ``NODE_BURST``."""
 NODE_BURST = 40
 UNKNOWN = "the token is unknown or revoked"
+MAX_OPEN_IDENTITIES = 1024
+"""Identities kept for callers' addresses with auth off (``Authority.identify``); past it the
+kept ones are dropped (a forwarded request may name any address)."""
 
 
 @attrs.frozen
@@ -131,6 +134,9 @@ class Authority:
     )
     _in_flight: dict[str, trio.Event] = attrs.field(factory=dict)  # address -> its catch-up
     _logged: set[str] = attrs.field(factory=set)  # kinds of refusal logged at WARNING
+    # With auth off, the identity of each caller's address: a function of the address alone,
+    # built once, not per request or frame (an attrs instance and a frozenset, session 29).
+    _open: dict[str | None, Identity] = attrs.field(factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -139,7 +145,14 @@ class Authority:
     def identify(self, caller: Caller) -> Identity:
         """The caller's identity; raises Unauthenticated (auth on, no valid token)."""
         if not self.enabled:
-            return Identity(key=f"addr:{caller.address or 'local'}", roles=frozenset(ROLES))
+            address = caller.address
+            identity = self._open.get(address)
+            if identity is None:
+                if len(self._open) >= MAX_OPEN_IDENTITIES:
+                    self._open.clear()
+                identity = Identity(key=f"addr:{address or 'local'}", roles=_ALL_ROLES)
+                self._open[address] = identity
+            return identity
         if caller.token is None:
             raise Unauthenticated(self._no_token())
         if len(caller.token) > MAX_SECRET_LEN:
@@ -293,6 +306,9 @@ class Authority:
             "this cluster requires a token: send 'Authorization: Bearer <secret>' "
             f"(UNIVRS_TOKEN for the CLI, token= for the Python client){hint}"
         )
+
+
+_ALL_ROLES = frozenset(ROLES)  # an identity's roles with auth off
 
 
 def _address(caller: Caller) -> str:
