@@ -53,6 +53,7 @@ but bad fields gets an error response and the connection carries on.
 from __future__ import annotations
 
 import reprlib
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -451,16 +452,24 @@ def _write_encoded(encoder: Any, value: object) -> None:
 
 
 def _head(major: int, n: int) -> bytes:
-    """A CBOR item head (major type, argument ``n``) in its shortest form, as cbor2 writes it."""
+    """A CBOR item head (major type, argument ``n``) in its shortest form, as cbor2 writes it
+    (the initial byte and the argument in 1, 2, 4 or 8 big-endian bytes: one ``struct`` call,
+    a response id's head per answer in ``encode_responses``)."""
     if n < 24:
         return bytes((major << 5 | n,))
     if n < 0x100:
-        return bytes((major << 5 | 24, n))
+        return _HEAD_1(major << 5 | 24, n)
     if n < 0x10000:
-        return bytes((major << 5 | 25,)) + n.to_bytes(2, "big")
+        return _HEAD_2(major << 5 | 25, n)
     if n < 0x100000000:
-        return bytes((major << 5 | 26,)) + n.to_bytes(4, "big")
-    return bytes((major << 5 | 27,)) + n.to_bytes(8, "big")
+        return _HEAD_4(major << 5 | 26, n)
+    return _HEAD_8(major << 5 | 27, n)
+
+
+_HEAD_1 = struct.Struct(">BB").pack
+_HEAD_2 = struct.Struct(">BH").pack
+_HEAD_4 = struct.Struct(">BI").pack
+_HEAD_8 = struct.Struct(">BQ").pack
 
 
 _FRAME_LEADER = b"\xa2" + cbor2.dumps("leader")  # map(2) "leader"
