@@ -197,7 +197,9 @@ class SessionTable:
         self.journal.response(session.client_id, seq)
         if seq > session.max_seq:
             old_cut, new_cut = session.max_seq - window, seq - window
-            if new_cut - old_cut >= window:
+            if new_cut == old_cut + 1:  # the next seq (a client's every write): one out
+                session.responses.pop(new_cut, None)
+            elif new_cut - old_cut >= window:
                 session.responses.clear()  # every cached seq is <= old max_seq <= new_cut
             else:
                 for gone in range(old_cut + 1, new_cut + 1):
