@@ -296,7 +296,7 @@ class LmdbJournal(StateJournal):
             if seqs:
                 responses = session.responses
                 prefix = key + b"\0"
-                head = row_head(0, session.last_index, session.last_ms)[8:]  # index, ms
+                last_index, last_ms = session.last_index, session.last_ms
                 for seq in seqs:
                     response = responses.get(seq)
                     if response is not None:  # else out of the window again already
@@ -304,7 +304,8 @@ class LmdbJournal(StateJournal):
                             answer = _SUCCESS_HEAD + _uint(response.version)
                         else:
                             answer = response_bytes(response)
-                        append((prefix + pack(seq % window), pack(seq) + head + answer))
+                        value = row_head(seq, last_index, last_ms) + answer
+                        append((prefix + pack(seq % window), value))
                         written = True
             if not written or client_id in new:
                 txn.put(key, dumps(_head_row(session)), db=sessions_db)
