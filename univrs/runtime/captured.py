@@ -7,9 +7,9 @@ collector's oldest generation and every full collection walked them again, freei
 (docs/performance.md, Round 10). A ``bytes`` object is not tracked by the collector, so each
 revision's changes are kept as one, decoded only when a watcher reads that revision.
 
-Format: ``marshal`` of one flat list (marshal, not CBOR: three times faster to write, and
-these bytes never leave the process, so its format changing between Python versions does not
-matter), four values per item: the kind's number (its
+Format: ``marshal`` (its version 2: ``MARSHAL_VERSION``) of one flat list (marshal, not CBOR:
+three times faster to write, and these bytes never leave the process, so its format changing
+between Python versions does not matter), four values per item: the kind's number (its
 position in ``ObjectKind``), the id, then the object before and the object after, each None
 (absent) or the object's snapshot row (univrs/sm/snapshot.py: the same rows the snapshots and
 the LMDB tables use). A workload's side is a pair: its five instance counts as captured
@@ -43,6 +43,13 @@ _KINDS = tuple(ObjectKind)
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 _WORKLOAD, _INSTANCE = ObjectKind.WORKLOAD, ObjectKind.INSTANCE
 
+# marshal's version 2, not its default (4): versions 3 and up write an object met twice as a
+# reference, for which every dump builds a table of the objects it writes. A revision's list
+# is small and shares little (a scale's before and after counts: some 30 bytes), and that
+# table cost more than it saved (``encode_changes`` of a scale 1.90 against 1.69 µs, session
+# 29). ``marshal.loads`` reads every version, into equal values.
+MARSHAL_VERSION = 2
+
 
 def _workload_side(captured: Any) -> tuple[Any, bytes] | None:
     if captured is None:
@@ -67,7 +74,7 @@ def encode_changes(changes: AppliedChanges) -> bytes:
         else:
             append(None if before is None else _node_row(before))
             append(None if after is None else _node_row(after))
-    return marshal.dumps(flat)
+    return marshal.dumps(flat, MARSHAL_VERSION)
 
 
 def _workload_back(side: tuple[Any, bytes] | None, shared: _Shared) -> Any:
