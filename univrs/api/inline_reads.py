@@ -75,7 +75,8 @@ def jobs_of(
     requests: Sequence[Request], caller: Caller, caller_of: Callable[[Request], Caller]
 ) -> list[Job]:
     """The ``Job`` of each request, in one pass: ``caller`` (the connection's own) for those
-    that name no other, ``caller_of(request)`` for the rest; the fields in ``Job``'s order."""
+    that name no other, ``caller_of(request)`` for the rest; the fields in ``Job``'s order,
+    all by position (a keyword argument makes a dict per call, for ``__init__``)."""
     jobs: list[Job] = []
     append = jobs.append
     for req in requests:
@@ -90,7 +91,7 @@ def jobs_of(
                 req.hops,
                 caller if req.token is None and not req.hops else caller_of(req),
                 req,
-                answer=req.answer,
+                req.answer,
             )
         )
     return jobs

@@ -590,10 +590,11 @@ class Job:
     hops: int = 0
     caller: Caller = ANONYMOUS
     tag: Any = None  # the caller's own (the fast protocol: the request id)
+    # Before the answer's fields: ``inline_reads.jobs_of`` passes it and those above by position.
+    answer: str | None = None  # the request's "answer": "minimal" | "full" | None (full)
     op: Handler | None = None
     deadline: float = 0.0
     result: Any = None
     meta: dict[str, Any] | None = None
     error: Exception | None = None
     rendered: Rendered | None = None  # ``result`` shared with other reads (rendered.py)
-    answer: str | None = None  # the request's "answer": "minimal" | "full" | None (full)
