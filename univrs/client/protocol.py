@@ -254,7 +254,7 @@ def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Req
     (``check_plain``) is not a walk of its own over the whole frame first. A well-formed
     request's fields are plain by the checks that read them (an unsigned ``id``, a str ``op``,
     ``key`` a str and an unsigned int, ...: every known key a str), so of it only ``args`` is
-    checked (``check_plain``, or two C passes over a map of scalars); a request that is not
+    checked (``check_plain``, or one loop over a map of scalars); a request that is not
     well-formed is checked whole before it becomes a ``BadRequest``, and anything else before
     the frame is refused. So the same frames are refused (``ProtocolError``: a value that is
     not plain data anywhere, at any depth) and the same requests come out as in the two-pass
@@ -281,11 +281,14 @@ def decode_requests(data: bytes | str, *, max_size: int = MAX_FRAME) -> list[Req
             check(item, max_depth=_ITEM_DEPTH)  # its other fields may be anything
             append(BadRequest(id=rid, error=exc))
             continue
-        args = request.args  # the only field the checks above leave unchecked as plain data
-        if args and not (
-            scalars.issuperset(map(type, args.values())) and keys.issuperset(map(type, args))
-        ):
-            check(args, max_depth=_FIELD_DEPTH)
+        # ``args``: the only field the checks above leave unchecked as plain data. A loop
+        # over its few entries, checked whole at the first that is not a scalar under a
+        # key of a plain type, costs half the two C passes (``issuperset`` of ``map`` over
+        # its keys and values) for a map of one or two entries (s29-ha).
+        for name, value in request.args.items():
+            if type(value) not in scalars or type(name) not in keys:
+                check(request.args, max_depth=_FIELD_DEPTH)
+                break
         append(request)
     return out
 
