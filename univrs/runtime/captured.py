@@ -18,6 +18,9 @@ state's LMDB table stores (``storage.sm_row_bytes.workload_bytes``: encoded once
 workload, a scale's spliced from its previous version's; round 18), so a scale's revision
 costs a few references, not two rows copied. ``decode_changes(encode_changes(c), r)`` equals
 ``c`` (revision ``r``), so its events are the same (tests/runtime/test_watch_stored.py).
+``WatchHub.applied_many`` writes out the common case, one workload's change with both sides
+(a scale): ``marshal.dumps([WORKLOAD_NUMBER, id, before side, after side], MARSHAL_VERSION)``,
+the same bytes (session 30; tests/runtime/test_watch_many.py).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from univrs.storage.sm_row_bytes import workload_bytes
 _KINDS = tuple(ObjectKind)
 _KIND_NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
 _WORKLOAD, _INSTANCE = ObjectKind.WORKLOAD, ObjectKind.INSTANCE
+WORKLOAD_NUMBER = _KIND_NUMBER[_WORKLOAD]
 
 # marshal's version 2, not its default (4): versions 3 and up write an object met twice as a
 # reference, for which every dump builds a table of the objects it writes. A revision's list

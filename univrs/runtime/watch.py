@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import marshal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,9 +55,16 @@ import attrs
 import trio
 
 from univrs.errors import Compacted, Unavailable
-from univrs.runtime.captured import decode_changes, encode_changes
+from univrs.runtime.captured import (
+    MARSHAL_VERSION,
+    WORKLOAD_NUMBER,
+    decode_changes,
+    encode_changes,
+)
 from univrs.sm.events import Event, ObjectKind
 from univrs.sm.objects import AppliedChanges
+from univrs.storage.sm_row_bytes import cached as row_bytes_cached
+from univrs.storage.sm_row_bytes import workload_bytes
 
 DEFAULT_CAPACITY = 10_000  # events kept per node
 DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
@@ -65,6 +73,7 @@ EVENT_OVERHEAD = 256  # estimated bytes of one event besides the command's data
 RENDERED_KEPT = 256  # revisions whose rendered events are kept for further readers
 _ALL_KINDS = frozenset(ObjectKind)
 _ONE_KIND = {kind: frozenset({kind}) for kind in ObjectKind}
+_WORKLOAD = ObjectKind.WORKLOAD
 
 
 def _kinds_of(changes: tuple[Event, ...] | AppliedChanges) -> frozenset[ObjectKind]:
@@ -173,24 +182,53 @@ class WatchHub:
         to its bounds and its watchers woken once, after all of them: the same history as
         calling ``applied`` for each (trimming drops the oldest revisions first, so dropping
         at the end drops the same ones), without the per-command bookkeeping (round 14; round
-        18: ``_keep``'s work written out once for the whole entry)."""
+        18: ``_keep``'s work written out once for the whole entry).
+
+        Session 30: a revision of one workload's change with both sides (a scale, most writes)
+        is encoded here, ``encode_changes``'s bytes written out (univrs/runtime/captured.py),
+        its two rows in one look-up of ``workload_bytes``'s cache when they are its two newest
+        objects of the id (the state's table put the after just before: what
+        ``workload_bytes`` would answer for each, and the cache left as it is)."""
         last = self._revision
         total_count, total_cost = self._total_count, self._total_cost
-        revisions, sources, kinds_kept = self._revisions, self._sources, self._kinds
-        one_kind, first = _ONE_KIND, len(kinds_kept)
+        revisions, kinds_kept = self._revisions, self._kinds
+        first = len(kinds_kept)
         ends_count, ends_cost = self._ends_count, self._ends_cost
-        young, order, keep_young = self._young, self._young_order, self.young
+        source = self._sources.append
+        keep_young = self.young
+        young, order = self._young, self._young_order
+        one_kind, workload, number, dumps = _ONE_KIND, _WORKLOAD, WORKLOAD_NUMBER, marshal.dumps
+        rows, row_bytes, version = row_bytes_cached(), workload_bytes, MARSHAL_VERSION
+        one_cost = 2 * size + EVENT_OVERHEAD
         for revision, captured in changes:
             assert revision > last, (revision, last)
             last = revision
-            count = len(captured.items)
-            if not count:
+            items = captured.items
+            if len(items) == 1:
+                kind, ident, before, after = items[0]
+                if kind is workload and before is not None and after is not None:
+                    hit = rows.get(ident)
+                    if hit is not None and hit[0] is after[0] and hit[3] is before[0]:
+                        before_row, after_row = hit[4], hit[1]
+                    else:  # (in ``encode_changes``'s order: the cache changes alike)
+                        before_row, after_row = row_bytes(before[0]), row_bytes(after[0])
+                    # (a side: the counts, then the row: ``captured._workload_side``)
+                    flat = [number, ident, (before[1], before_row), (after[1], after_row)]
+                    source(dumps(flat, version))
+                else:
+                    source(encode_changes(captured))
+                kinds_kept.append(one_kind[kind])
+                total_count += 1
+                total_cost += one_cost
+            elif items:
+                count = len(items)
+                source(encode_changes(captured))
+                kinds_kept.append(_kinds_of(captured))
+                total_count += count
+                total_cost += 2 * size + EVENT_OVERHEAD * count
+            else:
                 continue
-            total_count += count
-            total_cost += 2 * size + EVENT_OVERHEAD * count
             revisions.append(revision)
-            sources.append(encode_changes(captured))
-            kinds_kept.append(one_kind[captured.items[0][0]] if count == 1 else _kinds_of(captured))
             ends_count.append(total_count)
             ends_cost.append(total_cost)
             if keep_young > 0:
@@ -200,7 +238,8 @@ class WatchHub:
                     del young[order.popleft()]
         self._revision = last
         self._total_count, self._total_cost = total_count, total_cost
-        if self._kind_waits and len(kinds_kept) > first:  # (before the trim moves them)
+        kept = len(kinds_kept) - first
+        if self._kind_waits and kept:  # (before the trim moves them)
             self._wake_kinds(frozenset().union(*kinds_kept[first:]), first)
         self._trim()
         self._wake()

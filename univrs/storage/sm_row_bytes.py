@@ -127,9 +127,17 @@ def workload_bytes(w: StoredWorkload) -> bytes:
     return data
 
 
+def cached() -> dict[str, _Entry]:
+    """The cache itself, to be read only (``_BYTES``: by id, (newest object, its bytes, its
+    parts, the object before it, its bytes)); always the same dict, emptied in place. The watch
+    history's encode of a scale reads the bytes of its two objects in one look-up
+    (``WatchHub.applied_many``: the state's table put the newer one just before)."""
+    return _BYTES
+
+
 def forget() -> None:
     """Empty the cache (tests)."""
     _BYTES.clear()
 
 
-__all__ = ["ROWS_CACHED", "cbor_uint", "forget", "workload_bytes"]
+__all__ = ["ROWS_CACHED", "cached", "cbor_uint", "forget", "workload_bytes"]
