@@ -188,7 +188,8 @@ class WatchHub:
         is encoded here, ``encode_changes``'s bytes written out (univrs/runtime/captured.py),
         its two rows in one look-up of ``workload_bytes``'s cache when they are its two newest
         objects of the id (the state's table put the after just before: what
-        ``workload_bytes`` would answer for each, and the cache left as it is)."""
+        ``workload_bytes`` would answer for each, and the cache left as it is); and the young
+        revisions leave once per entry, after all of them came in (the same ones leave)."""
         last = self._revision
         total_count, total_cost = self._total_count, self._total_cost
         revisions, kinds_kept = self._revisions, self._kinds
@@ -196,7 +197,7 @@ class WatchHub:
         ends_count, ends_cost = self._ends_count, self._ends_cost
         source = self._sources.append
         keep_young = self.young
-        young, order = self._young, self._young_order
+        young = self._young if keep_young > 0 else {}  # (none kept: a dict dropped after)
         one_kind, workload, number, dumps = _ONE_KIND, _WORKLOAD, WORKLOAD_NUMBER, marshal.dumps
         rows, row_bytes, version = row_bytes_cached(), workload_bytes, MARSHAL_VERSION
         one_cost = 2 * size + EVENT_OVERHEAD
@@ -231,14 +232,15 @@ class WatchHub:
             revisions.append(revision)
             ends_count.append(total_count)
             ends_cost.append(total_cost)
-            if keep_young > 0:
-                young[revision] = captured
-                order.append(revision)
-                if len(order) > keep_young:
-                    del young[order.popleft()]
+            young[revision] = captured
         self._revision = last
         self._total_count, self._total_cost = total_count, total_cost
         kept = len(kinds_kept) - first
+        if kept and keep_young > 0:  # the oldest young revisions leave, the same as one by one
+            order = self._young_order
+            order.extend(revisions[-kept:])
+            while len(order) > keep_young:
+                del young[order.popleft()]
         if self._kind_waits and kept:  # (before the trim moves them)
             self._wake_kinds(frozenset().union(*kinds_kept[first:]), first)
         self._trim()
