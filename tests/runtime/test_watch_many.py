@@ -1,14 +1,17 @@
 """A batch entry's changes handed to the watch history at once (``WatchHub.applied_many``)
 leave exactly what handing them over one by one (``WatchHub.applied``) leaves (session 30:
-a scale's revision encoded in ``applied_many`` itself, its two rows read from
-``workload_bytes``'s cache in one look-up; the young revisions leaving once per entry).
+a scale's revision encoded by ``captured.encode_workload_change``, its two rows read from
+``workload_bytes``'s cache in one look-up, that case written out in ``applied_many``; the
+young revisions leaving once per entry); and the stored bytes are those of the general
+encode (``captured._encode_items``), the cache left as it leaves it.
 
 The rules, over random batches of mixed commands and of scales, applied to the state on its
 LMDB backend (its table puts a scale's new workload before the history encodes it: the cache
 hit) and in memory (no put: the rows encoded or spliced by ``workload_bytes``): the same
 revisions, stored bytes (``encode_changes``'s, decoding to the captured changes), kinds,
 running totals, young revisions, compacted revision, dropped count and reads, whatever the
-bounds; and ``workload_bytes``'s cache left as the one-by-one hand-over leaves it.
+bounds; and ``workload_bytes``'s cache left as the one-by-one hand-over and the general
+encode leave it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from hypothesis import strategies as st
 
 from tests.sm.strategies import SETUP, Client, steps
 from univrs.errors import Compacted
-from univrs.runtime.captured import decode_changes, encode_changes
+from univrs.runtime.captured import _encode_items, decode_changes, encode_changes
 from univrs.runtime.watch import WatchHub
 from univrs.sm.commands import CreateWorkload, DeleteWorkload, Envelope, OpenSession, ScaleWorkload
 from univrs.sm.events import ObjectKind
@@ -90,6 +93,11 @@ def _cache() -> dict[str, Any]:
     return {ident: tuple(entry) for ident, entry in cached().items()}
 
 
+def _restore(cache: dict[str, Any]) -> None:
+    cached().clear()
+    cached().update(cache)
+
+
 def _same_cache(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.keys() == b.keys() and all(
         all(x is y or x == y for x, y in zip(a[k], b[k], strict=True)) for k in a
@@ -153,18 +161,19 @@ def _check(
         before = _cache()
         many.applied_many(captured, size)
         after_many = _cache()
-        cached().clear()
-        cached().update(before)  # (the same cache for the reference)
+        _restore(before)  # (the same cache for each)
         for revision, changes in captured:
             one.applied(revision, changes, size)
-        assert _same_cache(after_many, _cache())
+        after_one = _cache()
+        _restore(before)
+        general = {r: _encode_items(c.items) for r, c in captured if c.items}  # the reference
+        assert _same_cache(after_many, _cache()) and _same_cache(after_one, _cache())
         assert _live(many) == _live(one)
         for revision, changes in captured:
             if changes.items:
-                at_many = many._revisions.index(revision)
-                assert many._sources[at_many] == encode_changes(changes)
-                stored = many._sources[at_many]
+                stored = many._sources[many._revisions.index(revision)]
                 assert isinstance(stored, bytes)
+                assert stored == general[revision] == encode_changes(changes)
                 assert decode_changes(stored, revision) == changes
     for start in range(1, sm.revision + 2):
         assert _reads(many, start) == _reads(one, start)

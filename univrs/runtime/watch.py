@@ -60,11 +60,11 @@ from univrs.runtime.captured import (
     WORKLOAD_NUMBER,
     decode_changes,
     encode_changes,
+    encode_workload_change,
 )
 from univrs.sm.events import Event, ObjectKind
 from univrs.sm.objects import AppliedChanges
 from univrs.storage.sm_row_bytes import cached as row_bytes_cached
-from univrs.storage.sm_row_bytes import workload_bytes
 
 DEFAULT_CAPACITY = 10_000  # events kept per node
 DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
@@ -185,11 +185,10 @@ class WatchHub:
         18: ``_keep``'s work written out once for the whole entry).
 
         Session 30: a revision of one workload's change with both sides (a scale, most writes)
-        is encoded here, ``encode_changes``'s bytes written out (univrs/runtime/captured.py),
-        its two rows in one look-up of ``workload_bytes``'s cache when they are its two newest
-        objects of the id (the state's table put the after just before: what
-        ``workload_bytes`` would answer for each, and the cache left as it is); and the young
-        revisions leave once per entry, after all of them came in (the same ones leave)."""
+        is encoded by ``captured.encode_workload_change``, its common case (both rows in
+        ``workload_bytes``'s cache: the state's table put the after just before) written out
+        here (a call per command was 8% of this); and the young revisions leave once per
+        entry, after all of them came in (the same ones leave)."""
         last = self._revision
         total_count, total_cost = self._total_count, self._total_cost
         revisions, kinds_kept = self._revisions, self._kinds
@@ -199,7 +198,7 @@ class WatchHub:
         keep_young = self.young
         young = self._young if keep_young > 0 else {}  # (none kept: a dict dropped after)
         one_kind, workload, number, dumps = _ONE_KIND, _WORKLOAD, WORKLOAD_NUMBER, marshal.dumps
-        rows, row_bytes, version = row_bytes_cached(), workload_bytes, MARSHAL_VERSION
+        rows, version = row_bytes_cached(), MARSHAL_VERSION
         one_cost = 2 * size + EVENT_OVERHEAD
         for revision, captured in changes:
             assert revision > last, (revision, last)
@@ -210,12 +209,11 @@ class WatchHub:
                 if kind is workload and before is not None and after is not None:
                     hit = rows.get(ident)
                     if hit is not None and hit[0] is after[0] and hit[3] is before[0]:
-                        before_row, after_row = hit[4], hit[1]
-                    else:  # (in ``encode_changes``'s order: the cache changes alike)
-                        before_row, after_row = row_bytes(before[0]), row_bytes(after[0])
-                    # (a side: the counts, then the row: ``captured._workload_side``)
-                    flat = [number, ident, (before[1], before_row), (after[1], after_row)]
-                    source(dumps(flat, version))
+                        # ``encode_workload_change``'s bytes, its hit written out
+                        flat = [number, ident, (before[1], hit[4]), (after[1], hit[1])]
+                        source(dumps(flat, version))
+                    else:
+                        source(encode_workload_change(ident, before, after))
                 else:
                     source(encode_changes(captured))
                 kinds_kept.append(one_kind[kind])
