@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import marshal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,16 +54,9 @@ import attrs
 import trio
 
 from univrs.errors import Compacted, Unavailable
-from univrs.runtime.captured import (
-    MARSHAL_VERSION,
-    WORKLOAD_NUMBER,
-    decode_changes,
-    encode_changes,
-    encode_workload_change,
-)
+from univrs.runtime.captured import decode_changes, encode_changes, encode_workload_change
 from univrs.sm.events import Event, ObjectKind
 from univrs.sm.objects import AppliedChanges
-from univrs.storage.sm_row_bytes import cached as row_bytes_cached
 
 DEFAULT_CAPACITY = 10_000  # events kept per node
 DEFAULT_MAX_WATCHERS = 1_000  # concurrent watchers per node
@@ -185,10 +177,10 @@ class WatchHub:
         18: ``_keep``'s work written out once for the whole entry).
 
         Session 30: a revision of one workload's change with both sides (a scale, most writes)
-        is encoded by ``captured.encode_workload_change``, its common case (both rows in
-        ``workload_bytes``'s cache: the state's table put the after just before) written out
-        here (a call per command was 8% of this); and the young revisions leave once per
-        entry, after all of them came in (the same ones leave)."""
+        is encoded by ``captured.encode_workload_change`` (both rows in one look-up of
+        ``workload_bytes``'s cache: the state's table put the after just before); and the
+        young revisions leave once per entry, after all of them came in (the same ones
+        leave)."""
         last = self._revision
         total_count, total_cost = self._total_count, self._total_cost
         revisions, kinds_kept = self._revisions, self._kinds
@@ -197,8 +189,7 @@ class WatchHub:
         source = self._sources.append
         keep_young = self.young
         young = self._young if keep_young > 0 else {}  # (none kept: a dict dropped after)
-        one_kind, workload, number, dumps = _ONE_KIND, _WORKLOAD, WORKLOAD_NUMBER, marshal.dumps
-        rows, version = row_bytes_cached(), MARSHAL_VERSION
+        one_kind, workload = _ONE_KIND, _WORKLOAD
         one_cost = 2 * size + EVENT_OVERHEAD
         for revision, captured in changes:
             assert revision > last, (revision, last)
@@ -207,13 +198,7 @@ class WatchHub:
             if len(items) == 1:
                 kind, ident, before, after = items[0]
                 if kind is workload and before is not None and after is not None:
-                    hit = rows.get(ident)
-                    if hit is not None and hit[0] is after[0] and hit[3] is before[0]:
-                        # ``encode_workload_change``'s bytes, its hit written out
-                        flat = [number, ident, (before[1], hit[4]), (after[1], hit[1])]
-                        source(dumps(flat, version))
-                    else:
-                        source(encode_workload_change(ident, before, after))
+                    source(encode_workload_change(ident, before, after))
                 else:
                     source(encode_changes(captured))
                 kinds_kept.append(one_kind[kind])
