@@ -1,0 +1,129 @@
+"""The fast paths of answering a frame of applied writes (session 30) against the general
+paths they skip, over random frames: each must give the same answers.
+
+Each test says which fast path it checks: with that path diverging, it fails."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import trio
+
+from univrs.api.batcher import FrameWait, FrameWrites, _Answers, _Attempts
+from univrs.api.writes import Submission, Write
+from univrs.errors import NotLeader, OutcomeUnknown
+from univrs.errors import ProposalDropped as ProposalDroppedError
+from univrs.runtime.waiter import Waiter
+from univrs.sm.responses import Created, Failure, Success
+
+
+class _Runtime:
+    sm = object()
+
+
+class _Node:
+    runtime = _Runtime()
+
+
+class _Store:
+    node = _Node()
+
+
+def _render(kind: int) -> Any:
+    def render(response: Any, state: Any) -> Any:
+        if kind == 1:
+            raise ValueError(f"render of {response!r}")
+        return {"id": getattr(response, "id", "x"), "version": response.version, "kind": kind}
+
+    return None if kind == 2 else render
+
+
+def _outcome(rng: random.Random) -> tuple[str, Any]:
+    roll = rng.random()
+    if roll < 0.5:
+        return "set", Success(version=rng.randrange(1 << 40))
+    if roll < 0.65:
+        return "set", Created(id=f"w{rng.randrange(99)}", version=rng.randrange(1 << 20))
+    if roll < 0.75:
+        return "set", Failure(code="not-found", message="gone")  # type: ignore[arg-type]
+    if roll < 0.8:
+        return "fail", NotLeader("lost it")
+    if roll < 0.85:
+        return "fail", ProposalDroppedError("dropped")
+    if roll < 0.9:
+        return "fail", OutcomeUnknown("unknown")
+    return "open", None  # not filled
+
+
+def _plain(answer: Any) -> Any:
+    if isinstance(answer, BaseException):
+        return (type(answer).__name__, str(answer))
+    return answer
+
+
+def _frame(seed: int) -> tuple[list[Submission], list[tuple[int, Any, dict[str, Any]]], list[Any]]:
+    rng = random.Random(seed)
+    n = rng.randint(1, 24)
+    writes = []
+    for _ in range(n):
+        write = Write(envelope=None, op="workload.scale", args={}, render=_render(rng.randrange(4)))  # type: ignore[arg-type]
+        writes.append(Submission(write, ("c", 1) if rng.random() < 0.5 else None, 1e9))
+    batch = [(i, None, {"extra": 1} if rng.random() < 0.15 else {}) for i in range(n)]
+    return writes, batch, [_outcome(rng) for _ in range(n)]
+
+
+def _settled(seed: int, general: bool) -> tuple[list[Any], list[Any], list[Any], list[int]]:
+    writes, batch, outcomes = _frame(seed)
+    frames = FrameWrites(_Store())  # type: ignore[arg-type]
+    waiters: list[Waiter[Any]] = []
+    for how, value in outcomes:
+        waiter: Waiter[Any] = Waiter()
+        if how == "set":
+            waiter.set(value)
+        elif how == "fail":
+            waiter.fail(value)
+        waiters.append(waiter)
+    reports: list[Any] = []
+    answers = _Answers([None] * len(writes), lambda group: reports.append(list(group)))
+    attempts = _Attempts(writes)
+    went_on: list[Any] = []
+    wait = FrameWait(
+        frames,
+        writes,
+        batch,
+        waiters,
+        attempts,
+        answers,
+        lambda *args: went_on.append(args),
+    )
+    if general:  # the general path: every filled waiter through ``_settle_answer``
+        left = []
+        for k in wait.pending:
+            i, _, extra = batch[k]
+            if waiters[k].done:
+                frames._settle_answer(
+                    writes[i], waiters[k], extra, i, attempts, answers, wait.go_on
+                )
+            else:
+                left.append(k)
+        answers.flush()
+        wait.pending = left
+    else:
+        wait.settle(0.0)
+    plain_reports = [[(i, _plain(a)) for i, a in group] for group in reports]
+    return [_plain(a) for a in answers.slots], plain_reports, went_on, wait.pending
+
+
+def test_frame_wait_settles_applied_writes_as_settle_answer_does() -> None:
+    """``FrameWait.settle`` answers a write applied with an answer to render itself, not
+    through ``_settle_answer``: its answers, reports, retries and what is left pending are
+    ``_settle_answer``'s, over random frames (successes, creations, failures, errors that
+    retry or are unknown, renders that raise or are missing, extra fields, waiters not
+    filled)."""
+
+    async def main() -> None:
+        for seed in range(400):
+            assert _settled(seed, general=False) == _settled(seed, general=True), seed
+
+    trio.run(main)
