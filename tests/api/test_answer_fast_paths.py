@@ -10,9 +10,17 @@ from typing import Any
 
 import trio
 
+from univrs.api import fast
+from univrs.api.answer_frames import response_of
+from univrs.api.auth import ANONYMOUS
 from univrs.api.batcher import FrameWait, FrameWrites, _Answers, _Attempts
+from univrs.api.budget import AnswerBudget, AnswerPool
+from univrs.api.rendered import Rendered
+from univrs.api.service import Job
 from univrs.api.writes import Submission, Write
-from univrs.errors import NotLeader, OutcomeUnknown
+from univrs.client import protocol
+from univrs.client.protocol import Encoded, Request
+from univrs.errors import InvalidArgument, NotFound, NotLeader, OutcomeUnknown
 from univrs.errors import ProposalDropped as ProposalDroppedError
 from univrs.runtime.waiter import Waiter
 from univrs.sm.responses import Created, Failure, Success
@@ -125,5 +133,71 @@ def test_frame_wait_settles_applied_writes_as_settle_answer_does() -> None:
     async def main() -> None:
         for seed in range(400):
             assert _settled(seed, general=False) == _settled(seed, general=True), seed
+
+    trio.run(main)
+
+
+def _reference_charge(resp: dict[str, Any]) -> int:
+    """``_ClientConnection._send``'s charge before session 30, as it was written."""
+    ok = resp.get("ok")
+    if type(ok) is Encoded:
+        return len(ok.data)
+    n = fast.SMALL_ANSWER
+    error = resp.get("error")
+    if error is not None:
+        n += len(error.get("message") or "") + len(error.get("field") or "")
+    return n
+
+
+def _job(rng: random.Random, k: int) -> Job:
+    op = rng.choice(("workload.scale", "workload.get"))
+    consistency = rng.choice((None, "local", "linearizable"))
+    tag = Request(rng.randrange(1 << 40), op, {}, None, consistency)
+    job = Job(op, {}, None, consistency, None, 0, ANONYMOUS, tag)
+    roll = rng.random()
+    if roll < 0.15:
+        job.error = InvalidArgument("bad " + "x" * rng.randrange(50), field=rng.choice((None, "f")))
+    elif roll < 0.2:
+        job.error = NotFound(f"workload w{k} not found")
+    elif roll < 0.22:
+        job.error = RuntimeError("a bug")
+    else:
+        result = rng.choice(
+            ({"id": f"w{k}", "version": k}, Encoded(b"\xa1bidbw1" * rng.randrange(1, 9)), None)
+        )
+        job.result = result
+        job.meta = rng.choice(({"index": k}, {"index": k, "x": 1}, {"stale": 0.1}, None))
+        if rng.random() < 0.1:
+            job.rendered = Rendered({"id": f"w{k}"})
+    return job
+
+
+def test_answered_builds_and_charges_answers_as_response_of_and_send_do() -> None:
+    """``_ClientConnection._answered`` builds a write's answer and its charge itself: the
+    answers queued, their order and encoding, and the bytes charged to the budget are those
+    of ``response_of`` and the charge ``_send`` made before, over random frames of answers
+    (writes, reads shared or not, local reads, errors quoting the request, bugs)."""
+
+    async def main() -> None:
+        for seed in range(300):
+            rng = random.Random(seed)
+            jobs = [_job(rng, k) for k in range(rng.randint(1, 30))]
+            conn = fast._ClientConnection(
+                ws=None,  # type: ignore[arg-type]
+                service=None,  # type: ignore[arg-type]
+                remote="test",
+                scope=trio.CancelScope(),
+                budget=AnswerBudget(AnswerPool()),
+                wire=None,  # type: ignore[arg-type]
+            )
+            conn._answered(jobs)
+            expected = [response_of(job) for job in jobs]
+            assert conn._outbox == expected, seed
+            assert [list(r) for r in conn._outbox] == [list(r) for r in expected], seed
+            assert protocol.encode_responses("n1", conn._outbox) == protocol.encode_responses(
+                "n1", expected
+            )
+            charged = sum(_reference_charge(r) for r in expected)
+            assert conn._queued == charged == conn.budget.held, seed
 
     trio.run(main)

@@ -374,7 +374,7 @@ class _ClientConnection(WatchPolls):
         answered: set[int] = set()
 
         def send(done: Sequence[Job]) -> None:
-            answered.update(id(job) for job in done)
+            answered.update(map(id, done))
             self._answered(done)
 
         return answered, send
@@ -453,23 +453,34 @@ class _ClientConnection(WatchPolls):
         return Caller(token=req.token or self.token, address=forwarded_for, via=self.host)
 
     def _answered(self, jobs: Sequence[Job]) -> None:
-        self._send([response_of(job) for job in jobs])
+        """Queue the answers of ``jobs`` (``response_of``), charged as ``_send`` charges them.
+        A write's answer (no error, its meta a log index) is built and charged here in one
+        pass, as ``response_of`` and ``_send`` would (session 30: no call and no lookups in
+        the response per write); any other goes through ``response_of`` and ``_charge``."""
+        responses: list[dict[str, Any]] = []
+        append = responses.append
+        n = 0
+        for job in jobs:
+            meta = job.meta
+            if job.error is None and job.rendered is None and meta is not None and "index" in meta:
+                ok = job.result
+                append({"id": job.tag.id, "ok": ok, "meta": meta})
+                n += len(ok.data) if type(ok) is Encoded else SMALL_ANSWER
+            else:
+                resp = response_of(job)
+                append(resp)
+                n += _charge(resp)
+        self._queue(responses, n)
 
     def _send(self, responses: list[dict[str, Any]]) -> None:
-        """Queue ``responses`` for the writer, charged to the budget (a length and an add
-        each: an encoded document's bytes, ``SMALL_ANSWER`` for anything else, and an error
-        its message's and field's characters besides: they may quote the request, up to
-        ``MAX_WIRE_MESSAGE`` characters, s26-fuzz)."""
+        """Queue ``responses`` for the writer, charged to the budget (``_charge``)."""
         n = 0
         for resp in responses:
-            ok = resp.get("ok")
-            if type(ok) is Encoded:
-                n += len(ok.data)
-                continue
-            n += SMALL_ANSWER
-            error = resp.get("error")
-            if error is not None:
-                n += len(error.get("message") or "") + len(error.get("field") or "")
+            n += _charge(resp)
+        self._queue(responses, n)
+
+    def _queue(self, responses: list[dict[str, Any]], n: int) -> None:
+        """Queue ``responses`` for the writer, ``n`` bytes charged to the budget for them."""
         self._queued += n
         self.budget.take(n)
         self._outbox.extend(responses)
@@ -519,6 +530,20 @@ class _ClientConnection(WatchPolls):
                 except ConnectionClosed:
                     return
                 self._sent(len(batch), held)
+
+
+def _charge(resp: dict[str, Any]) -> int:
+    """The bytes an answer is charged to the budget while held (a length and an add: an
+    encoded document's bytes, ``SMALL_ANSWER`` for anything else, and an error its message's
+    and field's characters besides: they may quote the request, up to ``MAX_WIRE_MESSAGE``
+    characters, s26-fuzz)."""
+    ok = resp.get("ok")
+    if type(ok) is Encoded:
+        return len(ok.data)
+    error = resp.get("error")
+    if error is not None:
+        return SMALL_ANSWER + len(error.get("message") or "") + len(error.get("field") or "")
+    return SMALL_ANSWER
 
 
 async def serve_client(service: ApiService, request: WebSocketRequest) -> None:
