@@ -15,13 +15,16 @@ from univrs.api.answer_frames import response_of
 from univrs.api.auth import ANONYMOUS
 from univrs.api.batcher import FrameWait, FrameWrites, _Answers, _Attempts
 from univrs.api.budget import AnswerBudget, AnswerPool
+from univrs.api.metrics import ApiMetrics
+from univrs.api.ops import HANDLERS
 from univrs.api.rendered import Rendered
-from univrs.api.service import Job
+from univrs.api.service import ApiService, Job
 from univrs.api.writes import Submission, Write
 from univrs.client import protocol
 from univrs.client.protocol import Encoded, Request
 from univrs.errors import InvalidArgument, NotFound, NotLeader, OutcomeUnknown
 from univrs.errors import ProposalDropped as ProposalDroppedError
+from univrs.metrics import Registry
 from univrs.runtime.waiter import Waiter
 from univrs.sm.responses import Created, Failure, Success
 
@@ -199,5 +202,68 @@ def test_answered_builds_and_charges_answers_as_response_of_and_send_do() -> Non
             )
             charged = sum(_reference_charge(r) for r in expected)
             assert conn._queued == charged == conn.budget.held, seed
+
+    trio.run(main)
+
+
+class _MetricsStore:
+    def __init__(self) -> None:
+        self.registry = Registry()
+        self.metrics = ApiMetrics.register(
+            self.registry,
+            proposal_batches=lambda: 0,
+            proposals=lambda: 0,
+            read_confirmations=lambda: 0,
+        )
+
+
+def test_counted_requests_are_counted_per_operation_and_outcome() -> None:
+    """``ApiService._count`` counts a run of jobs of one operation answered "ok" by its
+    length: the requests counted per (operation, outcome), the label sets in their order of
+    first appearance, and the writes and reads observed are those of one count per job,
+    over random frames (writes and reads, errors, unknown operations, runs broken)."""
+    ops = [HANDLERS["workload.scale"], HANDLERS["workload.create"], HANDLERS["workload.get"]]
+
+    async def main() -> None:
+        for seed in range(300):
+            rng = random.Random(seed)
+            store = _MetricsStore()
+            service = ApiService(store=store)  # type: ignore[arg-type]
+            expected: dict[tuple[str, str], int] = {}
+            writes = reads = 0
+            frames = []
+            for _ in range(rng.randint(1, 4)):
+                jobs = []
+                for _ in range(rng.randint(1, 40)):
+                    op = rng.choice(ops) if rng.random() < 0.95 else None
+                    job = Job("x" if op is None else op.name, {}, op=op)
+                    roll = rng.random()
+                    if roll < 0.1:
+                        job.error = NotFound("gone")
+                    elif roll < 0.13:
+                        job.error = RuntimeError("a bug")
+                    jobs.append(job)
+                    if op is None:
+                        continue
+                    error = job.error
+                    labels = (
+                        op.name,
+                        "ok" if error is None else getattr(error, "code", "internal"),
+                    )
+                    expected[labels] = expected.get(labels, 0) + 1
+                    writes += op.is_write
+                    reads += not op.is_write
+                frames.append(jobs)
+            for jobs in frames:
+                service._count(jobs, trio.current_time())
+            assert list(service._counters) == list(expected), seed
+            prom = store.registry.prom
+            for (name, outcome), n in expected.items():
+                got = prom.get_sample_value(
+                    "univrs_api_requests_total", {"op": name, "outcome": outcome}
+                )
+                assert got == n, (seed, name, outcome)
+            assert (prom.get_sample_value("univrs_api_write_seconds_count") or 0) == writes
+            assert (prom.get_sample_value("univrs_api_read_seconds_count") or 0) == reads
 
     trio.run(main)

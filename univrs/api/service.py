@@ -513,17 +513,43 @@ class ApiService:
             return
         counts: dict[tuple[str, str], int] = {}
         writes = reads = 0
+        # A run of jobs of one operation answered "ok" (a frame's writes, usually all of
+        # them) is counted by its length, added when it ends: the same counts, in the same
+        # order of first appearance (session 30).
+        run_op: Handler | None = None
+        run = 0
         for job in jobs:
-            if job.op is None:  # an unknown operation: not a label (execute counts none)
+            op = job.op
+            if op is None:  # an unknown operation: not a label (execute counts none)
                 continue
             error = job.error
-            outcome = "ok" if error is None else getattr(error, "code", "internal")
-            op = job.op
+            if error is None and op is run_op:
+                run += 1
+                continue
+            if run_op is not None:
+                labels = (run_op.name, "ok")
+                counts[labels] = counts.get(labels, 0) + run
+                if run_op.is_write:
+                    writes += run
+                else:
+                    reads += run
+                run_op = None
+            if error is None:
+                run_op, run = op, 1
+                continue
+            outcome = getattr(error, "code", "internal")
             counts[op.name, outcome] = counts.get((op.name, outcome), 0) + 1
             if op.is_write:
                 writes += 1
             else:
                 reads += 1
+        if run_op is not None:
+            labels = (run_op.name, "ok")
+            counts[labels] = counts.get(labels, 0) + run
+            if run_op.is_write:
+                writes += run
+            else:
+                reads += run
         elapsed = trio.current_time() - start  # the same for every request answered now
         if writes:
             metrics.write_seconds.observe_many(elapsed, writes)
