@@ -267,3 +267,104 @@ def test_counted_requests_are_counted_per_operation_and_outcome() -> None:
             assert (prom.get_sample_value("univrs_api_read_seconds_count") or 0) == reads
 
     trio.run(main)
+
+
+class _Frame:
+    """A ``Waiting`` of one answer: ``ok`` once filled, ``timeout`` at its deadline."""
+
+    def __init__(self, conn: fast._ClientConnection, rid: int, deadline: float) -> None:
+        self.conn, self.rid, self.at = conn, rid, deadline
+        self.pending: list[int] = [rid]
+        self.filled = False
+        self.fire: Any = None
+
+    def watch(self, fn: Any) -> None:
+        self.fire = fn
+
+    def fill(self) -> None:
+        self.filled = True
+        self.fire()
+
+    def deadline(self) -> float:
+        return self.at
+
+    def settle(self, now: float) -> None:
+        if self.filled:
+            self.conn._send([{"id": self.rid, "ok": {"v": 1}}])
+        elif now >= self.at:
+            self.conn._send([{"id": self.rid, "error": {"code": "timeout", "message": "late"}}])
+        else:
+            return
+        self.pending = []
+
+    def abandon(self) -> None:
+        self.pending = []
+
+
+class _Runtime2:
+    class view:
+        @staticmethod
+        def last_status() -> Any:
+            return type("S", (), {"leader": "n1"})
+
+    @staticmethod
+    def at_apply_end(fn: Any) -> bool:
+        return False
+
+
+class _Service:
+    class node:
+        runtime = _Runtime2
+
+
+class _Wire:
+    def __init__(self, on_write: Any) -> None:
+        self.on_write = on_write
+        self.written: list[tuple[float, list[Any]]] = []
+
+    def write_now(self, frame: bytes) -> None:
+        _, responses = protocol.decode_responses(frame)
+        self.written.append((trio.current_time(), [r["id"] for r in responses]))
+        self.on_write()
+
+
+async def test_the_writer_s_kept_scope_wakes_it_at_a_deadline_brought_forward_while_awake() -> None:
+    """The writer keeps its sleeping scope across wake-ups (session 30); a frame added while it
+    is awake (here: while it writes a frame) with a deadline earlier than the scope's is still
+    answered at its own deadline, not at the scope's. Fails if the writer sleeps again in its
+    kept scope without bringing the deadline forward."""
+    added: list[_Frame] = []
+
+    def on_write() -> None:
+        if not added:  # the first frame written: a frame due in 0.2 s comes meanwhile
+            frame = _Frame(conn, 3, trio.current_time() + 0.2)
+            added.append(frame)
+            conn.inline.add(frame, [], set())
+
+    wire = _Wire(on_write)
+    async with trio.open_nursery() as nursery:
+        conn = fast._ClientConnection(
+            ws=None,  # type: ignore[arg-type]
+            service=_Service,  # type: ignore[arg-type]
+            remote="test",
+            scope=nursery.cancel_scope,
+            budget=AnswerBudget(AnswerPool()),
+            wire=wire,  # type: ignore[arg-type]
+        )
+        nursery.start_soon(conn.write_responses)
+        await trio.sleep(0.01)
+        start = trio.current_time()
+        slow = _Frame(conn, 1, start + 5)  # the scope's deadline: 5 s
+        conn.inline.add(slow, [], set())
+        quick = _Frame(conn, 2, start + 5)
+        conn.inline.add(quick, [], set())
+        await trio.sleep(0.01)
+        quick.fill()
+        with trio.fail_after(3):
+            while len(wire.written) < 2:
+                await trio.sleep(0.01)
+        (_, first), (at, second) = wire.written
+        assert first == [2] and second == [3]
+        assert at - start < 1.0
+        assert conn.budget.held == 0 and conn._in_flight == -2  # (no reader counted them)
+        nursery.cancel_scope.cancel()
