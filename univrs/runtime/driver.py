@@ -167,6 +167,9 @@ class RaftRuntime(StepLoop):
     _peers: dict[str, str] | None = attrs.field(default=None, init=False)
     # The current step handled an event that may change the watched fields (applied, a call).
     _step_dirty: bool = attrs.field(default=False, init=False)
+    # The current step moved the commit or the applied index and changed nothing that
+    # ``wait_changed`` watches (step.py ``_take_ready``, ``_handle``, ``_finish_step``).
+    _moved: bool = attrs.field(default=False, init=False)
     _clock: LeaseClock = attrs.field(init=False)  # read leases on: ticks by trio's clock
     # Reports of the storage writer not yet given to the core (oldest first), and whether a
     # ``WAKE`` (inline_steps.py) for them is in the inbox (see ``_on_persisted``).

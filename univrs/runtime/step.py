@@ -125,6 +125,7 @@ class StepLoop(InlineSteps):
     _soft: SoftState | None
     _peers: dict[str, str] | None
     _step_dirty: bool
+    _moved: bool
     _clock: LeaseClock
     _persisted: collections.deque[Persisted]
     _wake_sent: bool
@@ -271,7 +272,10 @@ class StepLoop(InlineSteps):
             else:
                 self.core.tick()
         elif isinstance(ev, Applied):
-            self._step_dirty = True
+            if self.view.membership_applied:
+                self._step_dirty = True  # wait_changed fires for it (view.py ``refresh``)
+            else:
+                self._moved = True  # rebuilt at the next look (``_finish_step``)
             self._batches.applied(ev.index, trio.current_time())  # may release a batch
             self.core.applied(ev.index)
             self.view.note_applied(ev.index)  # wakes wait_applied at its threshold only
@@ -329,15 +333,22 @@ class StepLoop(InlineSteps):
             config_changed = rd.snapshot is not None or any(
                 e.kind is EntryKind.CONFIG for e in rd.entries
             )
-            if (
-                config_changed
-                or rd.soft_state is not None
-                or rd.hard_state is not None
-                or rd.truncate_from is not None
-            ):
+            hs = rd.hard_state
+            if config_changed or rd.soft_state is not None or rd.truncate_from is not None:
                 self._step_dirty = True
-            if rd.hard_state is not None and rd.hard_state.term != self.view.last_status().term:
-                log.info("term changed", extra={"term": rd.hard_state.term})
+            elif hs is not None and not self._step_dirty:
+                built = self.view.last_built()  # (its term, vote and pins are current)
+                if (
+                    hs.term == built.term
+                    and hs.vote == built.vote
+                    and hs.pins == built.pinned
+                    and not self.view.membership_applied
+                ):
+                    self._moved = True  # only the commit moved: ``_finish_step``
+                else:
+                    self._step_dirty = True
+            if hs is not None and hs.term != self.view.last_built().term:
+                log.info("term changed", extra={"term": hs.term})
             if config_changed:
                 # Tell the transport the new members' addresses before this Ready's messages
                 # go out: the leader's first append to a member just added must not be
@@ -353,8 +364,15 @@ class StepLoop(InlineSteps):
 
     def _finish_step(self) -> None:
         if self._step_dirty:
-            self._step_dirty = False
+            self._step_dirty = self._moved = False
             self._refresh_status()
+        elif self._moved:
+            # Only the commit or the applied index moved (no role, leader, term, vote, pins or
+            # membership, applied or appended: ``_take_ready``, ``_handle``): nothing
+            # ``wait_changed`` watches, so the status is rebuilt at the next look, not at
+            # every step (each follower's append and commit notice; session 30).
+            self._moved = False
+            self.view.mark_moved()
         else:
             self.view.mark_stale()  # e.g. last index, persisted, peers' progress
 

@@ -49,6 +49,9 @@ class RuntimeView:
     _status: Status = attrs.field(init=False)
     # _status is out of date (a step changed something ``refresh`` does not watch).
     _stale: bool = attrs.field(default=False, init=False)
+    # _status is out of date in its commit or applied index too (``mark_moved``):
+    # ``last_status`` rebuilds it before it hands it out.
+    _commit_stale: bool = attrs.field(default=False, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     # The apply loop set another applied membership since the last ``refresh``.
     _membership_applied: bool = attrs.field(default=False, init=False)
@@ -101,12 +104,22 @@ class RuntimeView:
         """The core's status as of the last driver step (safe from any task)."""
         if self._stale:
             self._status = self.core.status()
-            self._stale = False
+            self._stale = self._commit_stale = False
         return self._status
 
     def last_status(self) -> Status:
         """The status as last built, without rebuilding it (role, leader, term and commit are
-        always current: the driver refreshes after every step that changes them)."""
+        always current: the driver refreshes after every step that changes the first three,
+        and a step that moved only the commit or applied index has it rebuilt here, at the
+        first look after it: ``mark_moved``)."""
+        if self._commit_stale:
+            return self.status()
+        return self._status
+
+    def last_built(self) -> Status:
+        """The status as last built, never rebuilt: role, leader, term, vote, pins and the
+        membership are current, the commit and applied index may lag (``mark_moved``). The
+        driver's own reads."""
         return self._status
 
     async def wait_changed(self) -> None:
@@ -153,13 +166,21 @@ class RuntimeView:
         """The core changed in ways nobody waits on (last index, peers' progress)."""
         self._stale = True
 
+    def mark_moved(self) -> None:
+        """Like ``mark_stale``, for a step that moved the commit or the applied index and
+        changed nothing ``wait_changed`` watches (role, leader, term, memberships) nor the
+        vote or pins: the status is rebuilt at the next look (``status`` or ``last_status``),
+        not now, where ``refresh`` rebuilt it at every such step (a follower's append and
+        commit notice, every batch; session 30)."""
+        self._stale = self._commit_stale = True
+
     def refresh(self) -> Status:
         """Rebuild the status now and wake ``wait_changed`` if a watched field or the applied
         membership changed."""
         status = self.core.status()
         old = self._status
         self._status = status
-        self._stale = False
+        self._stale = self._commit_stale = False
         if (
             self._membership_applied
             or status.role != old.role

@@ -1,0 +1,288 @@
+"""CPU per batch of a follower's append path, outside the state machine's apply (session 30,
+slice hb).
+
+At 64 clients the leader sends each follower, per batch, one AppendEntries carrying one batch
+entry (about 60 keyed ``workload.scale`` commands, ~13 KB) and then a commit notice (a
+Heartbeat with ctx ``COMMIT_NOTICE_CTX``). This runs a real follower ``RaftRuntime`` (a real
+``RaftNode``, a real ``LogStore`` on LMDB with sync forced off so that the CPU is timed, not the
+disk, ``NodeMetrics``) in one Trio loop, and feeds it the leader's frames as its transport's
+direct path does: each frame's bytes go through ``_Reading.take`` (decode, sender checks,
+``_accept_message``, ``Inbox.leave``: the append is stepped inline, its write runs on the loop,
+its ack is encoded), then the commit notice (stepped by the driver's task). The state
+machine's apply is stubbed out (``Applier._apply_one`` only records the index): that is
+another slice. The websocket's own read of the frame (unmasking, wsfast) is timed apart.
+
+Prints the median CPU microseconds per batch (``time.process_time``) over ``--rounds`` runs of
+``--batches`` batches, and of the stages alone: the frame's decode, the LogStore write and the
+ack's encode. ``--profile FILE`` writes a cProfile of one run.
+
+    PYTHONPATH=<tree> .venv/bin/python scripts/bench_follower_append.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import lmdb
+import trio
+
+_open = lmdb.open
+
+
+def _open_nosync(*args: Any, **kwargs: Any) -> Any:
+    kwargs["sync"] = False
+    kwargs["metasync"] = False
+    return _open(*args, **kwargs)
+
+
+lmdb.open = _open_nosync  # type: ignore[assignment]  # the CPU, not the disk (the write path is the same code)
+
+from univrs.codec import decode_frame, encode_message  # noqa: E402
+from univrs.config import NodeConfig  # noqa: E402
+from univrs.net import wsfast  # noqa: E402
+from univrs.net.inbound_frames import FrameReading, InboundConnection, _Reading  # noqa: E402
+from univrs.net.settings import TransportSettings  # noqa: E402
+from univrs.net.stats import PeerCounters  # noqa: E402
+from univrs.raft import Membership, RaftNode, bootstrap_state  # noqa: E402
+from univrs.raft.messages import (  # noqa: E402
+    COMMIT_NOTICE_CTX,
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    Heartbeat,
+    Message,
+)
+from univrs.runtime.applier import Applier  # noqa: E402
+from univrs.runtime.driver import RaftRuntime  # noqa: E402
+from univrs.runtime.metrics import NodeMetrics  # noqa: E402
+from univrs.sm.state import ClusterStateMachine  # noqa: E402
+from univrs.storage.log_store import LogStore  # noqa: E402
+
+LEADER, FOLLOWER = "n1", "n2"
+MEMBERS = Membership(
+    voters=frozenset({"n1", "n2", "n3"}),
+    addresses=(("n1", "127.0.0.1:1"), ("n2", "127.0.0.1:2"), ("n3", "127.0.0.1:3")),
+)
+TERM = 2
+
+
+def _apply_stub(self: Applier, entry: Entry) -> int:
+    self.applied_index, self.applied_term = entry.index, entry.term
+    return 1
+
+
+Applier._apply_one = _apply_stub  # type: ignore[method-assign]
+
+
+def entry_data(commands: int) -> bytes:
+    """A batch entry as the leader builds it: ``commands`` keyed scale writes."""
+    from univrs.bench.sm_setup import keyed_scales
+    from univrs.runtime.payload import batch_payload, encode_payload_doc
+
+    clients = [f"bench-client-{i:04d}-{'x' * 24}" for i in range(64)]
+    envelopes = keyed_scales(clients, commands, workloads=16)
+    docs, payloads = [], []
+    for envelope in envelopes:
+        payload, doc = encode_payload_doc(envelope, 1_700_000_000_000)
+        assert doc is not None
+        docs.append(doc)
+        payloads.append(payload)
+    return batch_payload(docs, payloads)[0]
+
+
+class Sink:
+    """The transport: encodes what the runtime sends, as a link does (one frame each)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, msg: Message) -> None:
+        self.sent.append(encode_message(msg))
+
+    def send_now(self, msgs: Any) -> None:
+        for msg in msgs:
+            self.sent.append(encode_message(msg))
+
+
+class _Scope:
+    cancel_called = False
+
+
+class _WS:
+    closed = None
+
+
+def reading_for(runtime: RaftRuntime) -> _Reading:
+    reader: Any = object.__new__(FrameReading)
+    reader.node_id = FOLLOWER
+    reader.inbox = runtime.inbox.sender
+    reader.leave = runtime.inbox.leave
+    reader.settings = TransportSettings()
+    reader.decode = decode_frame
+    reader._configured = dict(MEMBERS.addresses)
+    reader._source = LEADER
+    reader._source_term = TERM
+    reader._leader_terms = {}
+    reader._rejected = 0
+    reader._warned_protocol = set()
+    conn: Any = InboundConnection.__new__(InboundConnection)
+    object.__setattr__(conn, "scope", _Scope())
+    object.__setattr__(conn, "incarnation", None)
+    hello: Any = type("H", (), {"src": LEADER})()
+    object.__setattr__(conn, "hello", hello)
+    return _Reading(reader, runtime.inbox.sender, _WS(), conn, PeerCounters(), None)  # type: ignore[arg-type]
+
+
+def frames(first: int, batches: int, data: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    for index in range(first, first + batches):
+        ae = AppendEntries(
+            term=TERM,
+            src=LEADER,
+            dst=FOLLOWER,
+            prev_log_index=index - 1,
+            prev_log_term=TERM if index > 2 else 1,
+            entries=(Entry(term=TERM, index=index, kind=EntryKind.NORMAL, data=data),),
+            commit=index - 1,
+        )
+        cn = Heartbeat(term=TERM, src=LEADER, dst=FOLLOWER, commit=index, ctx=COMMIT_NOTICE_CTX)
+        out.append((encode_message(ae), encode_message(cn)))
+    return out
+
+
+async def idle(runtime: RaftRuntime) -> None:
+    while True:
+        stats = runtime.inbox.receiver.statistics()
+        if (
+            runtime._parked
+            and stats.tasks_waiting_receive
+            and not stats.current_buffer_used
+            and runtime._applier._idle
+            and not runtime._applier._queue
+            and runtime._writer.idle
+        ):
+            return
+        await trio.sleep(0)
+
+
+async def run(batches: int, rounds: int, data: bytes, profile: str | None) -> list[float]:
+    folder = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    store = LogStore.open(folder, node_id=FOLLOWER, cluster_id="c")
+    initial = bootstrap_state(MEMBERS)
+    store.append(hard_state=initial.hard_state, truncate_from=None, entries=initial.entries)
+    config = NodeConfig(node_id=FOLLOWER).raft_config()
+    core = RaftNode(FOLLOWER, rng=random.Random(1), config=config, initial=initial)
+    sink = Sink()
+    runtime: RaftRuntime
+
+    def status() -> Any:
+        return runtime.status()
+
+    metrics = NodeMetrics(status, storage=store.statistics)
+    runtime = RaftRuntime(
+        core=core,
+        sm=ClusterStateMachine(),
+        storage=store,
+        transport=sink,
+        tick_seconds=3600.0,  # no ticks while timing
+        metrics=metrics,
+        write_inline_bytes=NodeConfig().inline_write_bytes,
+    )
+    results = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        reading = reading_for(runtime)
+        nxt = 2
+        for r in range(rounds + 1):  # the first round warms up
+            todo = frames(nxt, batches, data)
+            nxt += batches
+            await idle(runtime)
+            prof = cProfile.Profile() if profile and r == rounds else None
+            if prof is not None:
+                prof.enable()
+            start = time.process_time()
+            for ae, cn in todo:
+                assert reading.take(ae) is None
+                await idle(runtime)
+                assert reading.take(cn) is None
+                await idle(runtime)
+            spent = time.process_time() - start
+            if prof is not None:
+                prof.disable()
+                prof.dump_stats(profile)  # type: ignore[arg-type]
+            if r:
+                results.append(spent / batches * 1e6)
+            assert runtime.core.status().commit == nxt - 1, runtime.core.status()
+            assert len(sink.sent) == nxt - 2, len(sink.sent)
+        nursery.cancel_scope.cancel()
+    store.close()
+    return results
+
+
+def stages(data: bytes, n: int) -> dict[str, float]:
+    """The stages alone, per batch: the append frame's decode, its unmasking by wsfast, the
+    log write (LogStore.append_nowait, sync off), the ack's encode."""
+    (ae, _cn), *_ = frames(5, 1, data)
+    out: dict[str, float] = {}
+    t = time.process_time()
+    for _ in range(n):
+        decode_frame(ae, max_size=TransportSettings().max_payload_size)
+    out["decode"] = (time.process_time() - t) / n * 1e6
+    key = b"\x01\x02\x03\x04"
+    t = time.process_time()
+    for _ in range(n):
+        wsfast._mask(key, ae)
+    out["unmask"] = (time.process_time() - t) / n * 1e6
+    ack = AppendEntriesResponse(
+        term=TERM, src=FOLLOWER, dst=LEADER, success=True, index=5, hint_index=0, hint_term=0
+    )
+    t = time.process_time()
+    for _ in range(n):
+        encode_message(ack)
+    out["ack_encode"] = (time.process_time() - t) / n * 1e6
+    folder = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    with LogStore.open(folder, node_id=FOLLOWER, cluster_id="c") as store:
+        init = bootstrap_state(MEMBERS)
+        store.append(hard_state=init.hard_state, truncate_from=None, entries=init.entries)
+        t = time.process_time()
+        for i in range(2, n + 2):
+            store.append_nowait(
+                hard_state=None,
+                truncate_from=None,
+                entries=(Entry(term=TERM, index=i, kind=EntryKind.NORMAL, data=data),),
+            )
+        out["log_write"] = (time.process_time() - t) / n * 1e6
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--commands", type=int, default=60)
+    ap.add_argument("--profile")
+    ap.add_argument("--stages", action="store_true")
+    args = ap.parse_args()
+    data = entry_data(args.commands)
+    results = trio.run(run, args.batches, args.rounds, data, args.profile)
+    line: dict[str, Any] = {
+        "batch_us": round(statistics.median(results), 2),
+        "runs": [round(x, 1) for x in results],
+        "entry_bytes": len(data),
+    }
+    if args.stages:
+        line.update({k: round(v, 2) for k, v in stages(data, 2000).items()})
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
