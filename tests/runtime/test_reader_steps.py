@@ -14,7 +14,13 @@ import trio
 import trio.testing
 
 from tests.runtime.memcluster import MemCluster, create, start_cluster, wait_until
-from univrs.raft.messages import AppendEntries, Heartbeat, Message
+from univrs.raft.messages import (
+    COMMIT_NOTICE_CTX,
+    AppendEntries,
+    Heartbeat,
+    Message,
+    TimeoutNow,
+)
 from univrs.raft.node import RaftNode
 from univrs.runtime.driver import RaftRuntime
 from univrs.runtime.events import TICK
@@ -63,12 +69,34 @@ async def test_an_append_is_stepped_in_the_readers_call_while_the_driver_waits(
     assert not follower.inbox.receiver.statistics().current_buffer_used
 
 
+async def test_a_commit_notice_is_stepped_in_the_readers_call_while_the_driver_waits(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The commit notice a follower gets for a batch (session 30): its step, the commit and
+    the hand-over of the committed entry to the apply, run in the reader's call, as the
+    driver's would; with an event before it, it goes to the driver."""
+    _cluster, follower, msg = await follower_and_append(nursery)
+    assert follower.inbox.leave(msg)
+    await wait_until(lambda: idle(follower), "the driver to wait idle")
+    index = msg.entries[-1].index
+    assert follower.core.status().commit < index
+    notice = Heartbeat(term=msg.term, src=msg.src, dst=msg.dst, commit=index, ctx=COMMIT_NOTICE_CTX)
+    follower.inbox.sender.send_nowait(TICK)  # handed to the waiting driver: its turn first
+    assert not follower.inbox.leave(notice)
+    assert follower.core.status().commit < index
+    await wait_until(lambda: idle(follower), "the driver to take the tick")
+    assert follower.inbox.leave(notice)  # taken: stepped here, not queued
+    assert follower.core.status().commit == index
+    assert not follower.inbox.receiver.statistics().current_buffer_used
+    await wait_until(lambda: follower.applied_index == index, "the entry applied")
+
+
 async def test_off_or_with_an_event_before_it_the_append_goes_to_the_driver(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Refused (False: the reader queues it) when stepping it now would not be the driver's
     next step: an event already handed to the driver comes first. And with
-    ``reader_steps`` off, and for any message but an append or its answer."""
+    ``reader_steps`` off, and for any message but an append, its answer or a heartbeat."""
     _cluster, follower, msg = await follower_and_append(nursery)
     before = follower.core.status().last_index
     follower.inbox.sender.send_nowait(TICK)  # handed to the waiting driver: its turn first
@@ -77,9 +105,8 @@ async def test_off_or_with_an_event_before_it_the_append_goes_to_the_driver(
     await wait_until(lambda: idle(follower), "the driver to take the tick")
     follower.reader_steps = False
     assert not follower.inbox.leave(msg)
-    beat = Heartbeat(term=msg.term, src=msg.src, dst=msg.dst, commit=0)
     follower.reader_steps = True
-    assert not follower.inbox.leave(beat)
+    assert not follower.inbox.leave(TimeoutNow(term=msg.term, src=msg.src, dst=msg.dst))
     assert follower.core.status().last_index == before
     follower.inbox.sender.send_nowait(msg)  # the driver steps it, as before
     await wait_until(

@@ -177,8 +177,9 @@ class RaftRuntime(StepLoop):
     _wake_sent: bool = attrs.field(default=False, init=False)
     # The apply loop's last report, left for the driver's next step (``_applied_later``).
     _applied_later_index: int = attrs.field(default=0, init=False)
-    # May a transport reader step an append or its answer itself while the driver waits
-    # idle (step.py ``_step_now``; False: every message goes through the driver's task)?
+    # May a transport reader step an append, its answer or a heartbeat itself while the
+    # driver waits idle (step.py ``_step_now``; False: every message goes through the
+    # driver's task)?
     reader_steps: bool = True
     # The driver waits idle in its plain ``receive`` (what ``_step_now`` requires), or in the
     # open batch's gather (``_gathering``; inline_steps.py ``hold_proposals`` takes either).

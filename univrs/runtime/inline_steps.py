@@ -8,8 +8,10 @@ reports left for it, then the one input, then the flush of the open batch and th
 caller may then run that step itself, synchronously, in its own task: the same code in the
 same order, one task switch less on the write's path. Two callers do:
 
-* a transport reader, for a Raft append or its answer (``_step_now``, offered through
-  ``Inbox.leave``; session 27): only while the driver waits in its plain ``receive``;
+* a transport reader, for a Raft append, its answer or a heartbeat (``_step_now``, offered
+  through ``Inbox.leave``; session 27, heartbeats since session 30: at 64 clients each
+  follower gets a commit notice per batch, which woke its driver's task for its step):
+  only while the driver waits in its plain ``receive``;
 * a client connection's reader, for the proposals of a frame of writes on the leader
   (``hold_proposals`` / ``release_proposals``; session 28). The connection holds the
   proposals its frame hands over (``propose_together_nowait`` keeps them instead of sending
@@ -35,7 +37,7 @@ import trio
 
 from univrs.errors import Unavailable
 from univrs.raft.interpreter import Persisted
-from univrs.raft.messages import AppendEntries, AppendEntriesResponse, Message
+from univrs.raft.messages import AppendEntries, AppendEntriesResponse, Heartbeat, Message
 from univrs.runtime.batching import ProposalBatches
 from univrs.runtime.capabilities import BatchGate, OwnerGate
 from univrs.runtime.checking import SnapshotChecks
@@ -46,8 +48,10 @@ log = logging.getLogger("univrs.node")
 
 __all__ = ["WAKE", "InlineSteps"]
 
-# What a transport reader may step itself while the driver waits idle (``_step_now``).
-_READER_STEPS = frozenset({AppendEntries, AppendEntriesResponse})
+# What a transport reader may step itself while the driver waits idle (``_step_now``): what
+# a leader sends a follower in steady replication (its appends and commit notices) and the
+# answers to its appends.
+_READER_STEPS = frozenset({AppendEntries, AppendEntriesResponse, Heartbeat})
 
 
 class _Wake:
@@ -122,8 +126,8 @@ class InlineSteps(ReadyEffects):
     def _step_now(self, msg: Message) -> bool:
         """Step ``msg`` now, in the caller's task (a transport reader's), exactly as the
         driver's next step would (True), or not (False: deliver it on the inbox). Only an
-        append or its answer, only while the driver waits idle in its plain ``receive``
-        (``_next_step_is_ours``; docs/runtime.md; session 27)."""
+        append, its answer or a heartbeat, only while the driver waits idle in its plain
+        ``receive`` (``_next_step_is_ours``; docs/runtime.md; sessions 27 and 30)."""
         if not (self._parked and self.reader_steps) or type(msg) not in _READER_STEPS:
             return False
         if not self._next_step_is_ours():
