@@ -73,6 +73,7 @@ MEMBERS = Membership(
     addresses=(("n1", "127.0.0.1:1"), ("n2", "127.0.0.1:2"), ("n3", "127.0.0.1:3")),
 )
 TERM = 2
+ATTESTED = "3f9c2a7e-n1"
 
 
 def _apply_stub(self: Applier, entry: Entry) -> int:
@@ -139,7 +140,8 @@ def reading_for(runtime: RaftRuntime) -> _Reading:
     object.__setattr__(conn, "incarnation", None)
     hello: Any = type("H", (), {"src": LEADER})()
     object.__setattr__(conn, "hello", hello)
-    return _Reading(reader, runtime.inbox.sender, _WS(), conn, PeerCounters(), None)  # type: ignore[arg-type]
+    # The incarnation the leader's hello named, attested for its messages (as in a cluster).
+    return _Reading(reader, runtime.inbox.sender, _WS(), conn, PeerCounters(), ATTESTED)  # type: ignore[arg-type]
 
 
 def frames(first: int, batches: int, data: bytes) -> list[tuple[bytes, bytes]]:
@@ -264,6 +266,37 @@ def stages(data: bytes, n: int) -> dict[str, float]:
     return out
 
 
+def split_stages() -> dict[str, list[float]]:
+    """Wrap the stages of the path with timers (``--split``; wall time): the frame's decode, the
+    core's step, the Ready's ``ready()``, the log write and the ack's encode; what is left
+    of a batch is the runtime's glue (the inline step, the interpreter, the writer, trio)."""
+    spent: dict[str, list[float]] = {}
+
+    def timed(owner: Any, name: str, stage: str) -> None:
+        fn = getattr(owner, name)
+        box = spent.setdefault(stage, [0.0])
+        clock = time.perf_counter  # (cheap; process_time costs a system call)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                box[0] += clock() - t
+
+        setattr(owner, name, wrapper)
+
+    global decode_frame
+    holder: Any = type("H", (), {"decode_frame": staticmethod(decode_frame)})
+    timed(holder, "decode_frame", "decode")
+    decode_frame = holder.decode_frame
+    timed(RaftNode, "step", "core_step")
+    timed(RaftNode, "ready", "core_ready")
+    timed(LogStore, "append_nowait", "log_write")
+    timed(Sink, "send_now", "ack_encode")
+    return spent
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=400)
@@ -271,14 +304,19 @@ def main() -> None:
     ap.add_argument("--commands", type=int, default=60)
     ap.add_argument("--profile")
     ap.add_argument("--stages", action="store_true")
+    ap.add_argument("--split", action="store_true", help="time the stages (wrapped)")
     args = ap.parse_args()
     data = entry_data(args.commands)
+    spent = split_stages() if args.split else None
     results = trio.run(run, args.batches, args.rounds, data, args.profile)
     line: dict[str, Any] = {
         "batch_us": round(statistics.median(results), 2),
         "runs": [round(x, 1) for x in results],
         "entry_bytes": len(data),
     }
+    if spent is not None:
+        total = args.batches * (args.rounds + 1)
+        line["split_us"] = {k: round(v[0] / total * 1e6, 2) for k, v in spent.items()}
     if args.stages:
         line.update({k: round(v, 2) for k, v in stages(data, 2000).items()})
     print(json.dumps(line))

@@ -31,7 +31,10 @@ def encode_batch(frames: Sequence[bytes]) -> bytes:
     return json.dumps({"batch": [f.decode() for f in frames]}).encode()
 
 
-def decode(data: bytes, *, max_size: int) -> tuple[Message, ...]:
+def decode(
+    data: bytes, *, max_size: int, sender_incarnation: str | None = None
+) -> tuple[Message, ...]:
+    """(``sender_incarnation`` ignored: the reader sets it, ``FrameReading._accept_message``.)"""
     if len(data) > max_size:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds {max_size}")
     try:

@@ -467,12 +467,17 @@ def decode_message(data: bytes, *, max_size: int) -> Message:
     return _from_frame(frame)
 
 
-def decode_frame(data: bytes, *, max_size: int) -> tuple[Message, ...]:
+def decode_frame(
+    data: bytes, *, max_size: int, sender_incarnation: str | None = None
+) -> tuple[Message, ...]:
     """Decode a message frame or a batch frame (:func:`encode_batch`): its messages, in order.
     Raises ProtocolError if anything in it is invalid (the whole frame is refused); a batch
     of too many messages is refused from its array's head, and a frame whose objects would
     take more than ``frame_cost_bound(max_size)`` bytes from a walk over its item heads,
-    before any is decoded."""
+    before any is decoded. ``sender_incarnation`` (not on the wire): what the messages'
+    ``Message.sender_incarnation`` is set to, the incarnation the receiving connection
+    attests for their sender (the transport's reader: each message built once, not built
+    and then rebuilt with it)."""
     count = array_length(data)
     if count is not None and count > MAX_BATCH_MESSAGES + 2:
         raise ProtocolError(
@@ -492,8 +497,8 @@ def decode_frame(data: bytes, *, max_size: int) -> tuple[Message, ...]:
             raise ProtocolError(
                 f"batch frame of {len(items)} messages (1 to {MAX_BATCH_MESSAGES} allowed)"
             )
-        return tuple(_from_frame(item) for item in items)
-    return (_from_frame(frame),)
+        return tuple(_from_frame(item, sender_incarnation) for item in items)
+    return (_from_frame(frame, sender_incarnation),)
 
 
 def _check_version(version: object) -> None:
@@ -503,8 +508,9 @@ def _check_version(version: object) -> None:
         )
 
 
-def _from_frame(frame: Any) -> Message:
-    """The message of one decoded message frame (an array), checked."""
+def _from_frame(frame: Any, sender_incarnation: str | None = None) -> Message:
+    """The message of one decoded message frame (an array), checked (its
+    ``sender_incarnation``, which is not on the wire, as given)."""
     if type(frame) is not list or len(frame) < 2:
         raise ProtocolError(
             f"message frame must be an array [version, type, ...], got {_describe(frame)}"
@@ -527,6 +533,8 @@ def _from_frame(frame: Any) -> Message:
     }
     if spec.cls is AppendEntries:
         _check_contiguous(kwargs["prev_log_index"], kwargs["entries"])
+    if sender_incarnation is not None:
+        kwargs["sender_incarnation"] = sender_incarnation
     try:
         return spec.cls(**kwargs)
     except (TypeError, ValueError) as exc:  # attrs validation of a well-typed value

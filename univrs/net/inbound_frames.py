@@ -53,9 +53,14 @@ class Decoder(Protocol):
     several for a batch frame (``univrs.codec.decode_frame``).
 
     Raises ``ProtocolError`` on anything malformed or larger than ``max_size``.
+    ``sender_incarnation``: the incarnation the connection attests for the sender, which the
+    decoder may set on the messages (``Message.sender_incarnation``) or leave to the reader
+    (``_accept_message`` sets it on a message that does not carry it).
     """
 
-    def __call__(self, data: bytes, *, max_size: int) -> Sequence[Message]: ...
+    def __call__(
+        self, data: bytes, *, max_size: int, sender_incarnation: str | None = None
+    ) -> Sequence[Message]: ...
 
 
 def short_reason(text: str) -> str:
@@ -185,7 +190,9 @@ class FrameReading:
             await self._refuse(ws, remote, peer, CLOSE_UNSUPPORTED_DATA, reason)
             return False
         try:
-            msgs = self.decode(frame, max_size=self.settings.max_payload_size)
+            msgs = self.decode(
+                frame, max_size=self.settings.max_payload_size, sender_incarnation=attested
+            )
         except ProtocolError as exc:
             reason = f"malformed message: {exc}"
             await self._refuse(ws, remote, peer, CLOSE_PROTOCOL_ERROR, reason)
@@ -229,9 +236,10 @@ class FrameReading:
         """Count one checked message and note what it says about the entry source; the
         message as the driver gets it (with the incarnation its connection attests)."""
         counters.messages_received += 1
-        if attested is not None:
+        if attested is not None and msg.sender_incarnation != attested:
             # What this connection attests of its sender: the core checks it again against
-            # the configuration it holds (univrs/raft/senders.py).
+            # the configuration it holds (univrs/raft/senders.py). (The decoder sets it on
+            # the messages it builds, given it: ``decode_frame``; not rebuilt then.)
             msg = attrs.evolve(msg, sender_incarnation=attested)
         # A term above MAX_TERM is refused by the core: adopting it here would let any
         # sender pin the entry source (and where we dial) for good.
@@ -291,7 +299,9 @@ class _Reading:
             return frame
         reader = self.reader
         try:
-            msgs = reader.decode(frame, max_size=reader.settings.max_payload_size)
+            msgs = reader.decode(
+                frame, max_size=reader.settings.max_payload_size, sender_incarnation=self.attested
+            )
         except Exception:
             return frame  # the handler decodes it again, refuses the connection and logs why
         peer, node = self.conn.hello.src, reader.node_id

@@ -187,9 +187,14 @@ class WriteQueue(Generic[T]):
             jobs.append(items.popleft())  # type: ignore[arg-type]
         if self._truncating:
             self._truncating -= sum(1 for j in jobs if j.truncate_from is not None)
-        merged = merge_jobs(jobs)
-        hs = merged.hard_state
-        syncs = merged.truncate_from is not None or bool(merged.entries)
+        merged: MergedWrite | None = None
+        if len(jobs) == 1:  # (the write of one Ready: built once, below)
+            hs, truncate_from, entries = head.hard_state, head.truncate_from, head.entries
+        else:
+            merged = merge_jobs(jobs)
+            hs, truncate_from, entries = merged.hard_state, merged.truncate_from, merged.entries
+        write_hs = hs
+        syncs = truncate_from is not None or bool(entries)
         if hs is not None and not syncs:
             durable = self._durable_hs
             if (
@@ -201,10 +206,17 @@ class WriteQueue(Generic[T]):
                 # Only the commit index moved: no sync of its own; it rides on the next write.
                 # (A new pin syncs, like a term or a vote: messages wait for it, node.py.)
                 self._pending_hs = hs
-                return attrs.evolve(merged, hard_state=None)
+                write_hs = None
         elif hs is None and syncs and self._pending_hs is not None:
-            return attrs.evolve(merged, hard_state=self._pending_hs)
-        return merged
+            write_hs = self._pending_hs
+        if merged is not None:
+            return merged if write_hs is hs else attrs.evolve(merged, hard_state=write_hs)
+        return MergedWrite(
+            hard_state=write_hs,
+            truncate_from=truncate_from,
+            entries=entries,
+            after_persist=head.after_persist,
+        )
 
     def written(self, w: MergedWrite) -> Persisted | None:
         """``w`` (from ``take``) is durable: what to report to the core (None: nothing).
