@@ -513,6 +513,15 @@ class ApiService:
             return
         counts: dict[tuple[str, str], int] = {}
         writes = reads = 0
+
+        def add(op: Handler, outcome: str, n: int) -> None:
+            nonlocal writes, reads
+            counts[op.name, outcome] = counts.get((op.name, outcome), 0) + n
+            if op.is_write:
+                writes += n
+            else:
+                reads += n
+
         # A run of jobs of one operation answered "ok" (a frame's writes, usually all of
         # them) is counted by its length, added when it ends: the same counts, in the same
         # order of first appearance (session 30).
@@ -527,29 +536,14 @@ class ApiService:
                 run += 1
                 continue
             if run_op is not None:
-                labels = (run_op.name, "ok")
-                counts[labels] = counts.get(labels, 0) + run
-                if run_op.is_write:
-                    writes += run
-                else:
-                    reads += run
+                add(run_op, "ok", run)
                 run_op = None
             if error is None:
                 run_op, run = op, 1
-                continue
-            outcome = getattr(error, "code", "internal")
-            counts[op.name, outcome] = counts.get((op.name, outcome), 0) + 1
-            if op.is_write:
-                writes += 1
             else:
-                reads += 1
+                add(op, getattr(error, "code", "internal"), 1)
         if run_op is not None:
-            labels = (run_op.name, "ok")
-            counts[labels] = counts.get(labels, 0) + run
-            if run_op.is_write:
-                writes += run
-            else:
-                reads += run
+            add(run_op, "ok", run)
         elapsed = trio.current_time() - start  # the same for every request answered now
         if writes:
             metrics.write_seconds.observe_many(elapsed, writes)
