@@ -48,7 +48,7 @@ from univrs.errors import NotLeader, ProposalDropped
 from univrs.raft.node import RaftNode
 from univrs.runtime.events import Propose, ProposeBatch
 from univrs.runtime.packing import Packing
-from univrs.runtime.payload import is_owned, without_owner
+from univrs.runtime.payload import any_owned, is_owned, without_owner
 from univrs.runtime.ports import NO_METRICS, Metrics
 from univrs.runtime.proposals import PendingProposals
 
@@ -165,7 +165,7 @@ class ProposalBatches:
             self.open = batch[MAX_BATCH:]
             if not live:
                 continue
-            if may_own is not None and any(is_owned(p.payload) for p in live) and not may_own():
+            if may_own is not None and any_owned([p.payload for p in live]) and not may_own():
                 for p in live:
                     if is_owned(p.payload):
                         p.payload, p.doc = without_owner(p.payload, p.doc)

@@ -50,10 +50,24 @@ class Packing:
         batch of at least two."""
         if not self.enabled or len(proposals) < 2:
             return list(proposals)
+        max_commands, max_bytes = self.max_commands, self.max_bytes
+        if len(proposals) <= max_commands:
+            # All in one batch entry when they fit (every one has its document, and all their
+            # bytes fit in one entry): what the loop below makes of them, built at once.
+            payloads = [p.payload for p in proposals]
+            if sum(map(len, payloads)) <= max_bytes:
+                docs = [p.doc for p in proposals]
+                if None not in docs:
+                    payload, doc = batch_payload(docs, payloads)  # type: ignore[arg-type]
+                    return [ProposeBatch(payload=payload, doc=doc, proposals=tuple(proposals))]
+        return self._pack_each(proposals)
+
+    def _pack_each(self, proposals: Sequence[Propose]) -> list[Propose | ProposeBatch]:
+        """``pack`` for two proposals or more, one at a time (the general path)."""
+        max_commands, max_bytes = self.max_commands, self.max_bytes
         out: list[Propose | ProposeBatch] = []
         group: list[Propose] = []
         size = 0
-        max_commands, max_bytes = self.max_commands, self.max_bytes
         for p in proposals:
             n = len(p.payload)
             if p.doc is None or n > max_bytes:

@@ -59,7 +59,7 @@ decode from the log (a command of wrong types is refused alike everywhere). Anyt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -144,6 +144,12 @@ def is_owned(payload: bytes) -> bool:
 _OWNED_HEAD = b"\x83\x03"  # a CBOR array of 3 items, then the unsigned integer 3
 
 
+def any_owned(payloads: Iterable[bytes]) -> bool:
+    """Is any of these single-command payloads ``is_owned``? (One set of their heads: this
+    runs on every batch.)"""
+    return _OWNED_HEAD in {payload[:2] for payload in payloads}
+
+
 def without_owner(payload: bytes, doc: list[Any] | None) -> tuple[bytes, list[Any] | None]:
     """A single-command version-3 payload (``encode_payload_doc``'s) as it is written when the
     owner may not travel: the same command and time, no owner, version 1."""
@@ -205,21 +211,24 @@ def batch_payload(docs: Sequence[list[Any]], payloads: Sequence[bytes]) -> tuple
     (some carry an owner). The bytes are the payloads' envelope bytes spliced under a new
     header (CBOR arrays of definite length are their header followed by their items), so
     ``decode_plain(bytes) == document``."""
-    time_ms = max(doc[1] for doc in docs)
-    owned = any(doc[0] == OWNER_VERSION for doc in docs)
+    time_ms = max([doc[1] for doc in docs])
+    owned = OWNER_VERSION in [doc[0] for doc in docs]
     version = OWNER_VERSION if owned else BATCH_VERSION
     parts = [b"\x83" + bytes([version]), codec.encode_plain(time_ms), _array_head(len(payloads))]
     envelopes: list[Any] = []
-    heads: dict[tuple[int, int], bytes] = {}  # by version and time: a frame shares them
+    add_part, add_envelope = parts.append, envelopes.append
+    # The head of the previous payload's (version, time): a frame's payloads share them.
+    last: tuple[Any, Any] | None = None
+    head, cut = b"", 0
     for doc, payload in zip(docs, payloads, strict=True):
-        key = (doc[0], doc[1])
-        head = heads.get(key)
-        if head is None:
-            head = heads[key] = _single_head(doc[0], doc[1])
+        doc_version, doc_time = doc[0], doc[1]
+        if last is None or last[0] != doc_version or last[1] != doc_time:
+            head = _single_head(doc_version, doc_time)
+            cut, last = len(head), (doc_version, doc_time)
         if not payload.startswith(head):  # not encode_payload's: cannot happen
             raise ValueError("not a single-command payload")
-        parts.append(payload[len(head) :])
-        envelopes.append(doc[2][0] if doc[0] == OWNER_VERSION else doc[2])
+        add_part(payload[cut:])
+        add_envelope(doc[2][0] if doc_version == OWNER_VERSION else doc[2])
     return b"".join(parts), [version, time_ms, envelopes]
 
 
