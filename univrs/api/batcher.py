@@ -148,11 +148,12 @@ class FrameWrites:
         return slots  # type: ignore[return-value]
 
     def _leader_batch(
-        self, writes: Sequence[Submission], answers: _Answers
+        self, writes: Sequence[Submission], answers: _Answers, keys_checked: bool = False
     ) -> list[tuple[int, Envelope, dict[str, Any]]]:
         """On the leader: the writes of a frame to propose (index, envelope, extra answer
         fields); the others answered in ``answers`` (a bad key, the deadline passed, a leader
-        step with nothing to write, the quota), not flushed."""
+        step with nothing to write, the quota), not flushed. ``keys_checked``: the caller
+        checked every write's key with ``check_key`` (``propose_now``'s)."""
         batch: list[tuple[int, Envelope, dict[str, Any]]] = []
         now = trio.current_time()
         runtime = self.store.node.runtime
@@ -170,7 +171,8 @@ class FrameWrites:
         for i, sub in enumerate(writes):
             write = sub.write
             try:
-                check_key(sub.key)
+                if not keys_checked:
+                    check_key(sub.key)
                 if now >= sub.deadline:
                     raise expired(False)
                 proposed = write.envelope
@@ -315,6 +317,7 @@ class FrameWrites:
         writes: Sequence[Submission],
         answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None],
         spawn: Callable[..., None],
+        keys_checked: bool = False,
     ) -> FrameWait | None:
         """``submit_many`` on the leader without awaiting: the first attempts handed to the
         runtime in one hand-off (``propose_together_nowait``), and a ``FrameWait`` for their
@@ -323,10 +326,13 @@ class FrameWrites:
         then and at ``deadline()``, and ``abandon`` if it stops. A write that needs another
         attempt (and a full inbox's hand-off) goes on in a task, ``spawn(fn, *args)`` (the
         caller's nursery). The rules are ``submit_many``'s: the same code. The caller checked
-        that this node leads (``runtime.view.last_status()``)."""
+        that this node leads (``runtime.view.last_status()``). ``keys_checked``: the caller
+        checked every write's key with ``check_key`` (``ApiService.start_writes``: each one
+        built by ``WriteBuilder.build``, which checks it; a key is a tuple of a str and an
+        int, the same answer twice), so it is not checked again here."""
         answers = _Answers([None] * len(writes), answered)
         attempts = _Attempts(writes)
-        batch = self._leader_batch(writes, answers)
+        batch = self._leader_batch(writes, answers, keys_checked)
         answers.flush()
 
         def go_on(i: int, retry: bool, hint: str | None = None) -> None:  # write i alone, now

@@ -240,7 +240,8 @@ class ApiService:
         if not writes:
             return True, None
         done = self._writes_answered(writes, start, answered)
-        return True, store.propose_now(submissions, done, spawn)
+        # Every submission's key was checked by ``WriteBuilder.build`` (``check_key``).
+        return True, store.propose_now(submissions, done, spawn, keys_checked=True)
 
     def _identify_each(
         self, jobs: Sequence[Job]
@@ -303,8 +304,16 @@ class ApiService:
                     op = job.op = handler(job.name)
                 deadline = deadlines.get(job.timeout)
                 if deadline is None:
-                    limit = timeout if job.timeout is None else min(job.timeout, MAX_TIMEOUT)
-                    deadline = deadlines[job.timeout] = start + max(limit, 0.001)
+                    # ``min(job.timeout, MAX_TIMEOUT)`` and ``max(limit, 0.001)`` as their
+                    # conditional expressions (the same value: each returns its first
+                    # argument unless the second is strictly beyond it); most jobs of a frame
+                    # have a timeout of their own (a client's time left).
+                    limit = job.timeout
+                    if limit is None:
+                        limit = timeout
+                    elif limit > MAX_TIMEOUT:
+                        limit = MAX_TIMEOUT
+                    deadline = deadlines[job.timeout] = start + (0.001 if limit < 0.001 else limit)
                 job.deadline = deadline
                 caller = job.caller
                 if permitted is not None and permitted[0] is caller and permitted[1] is op:

@@ -345,11 +345,13 @@ class RaftStateStore(WriteLoop, StateStore):
         writes: Sequence[Submission],
         answered: Callable[[Sequence[tuple[int, WriteAnswer]]], None],
         spawn: Callable[..., None],
+        keys_checked: bool = False,
     ) -> FrameWait | None:
         """``submit_many`` on the leader without awaiting (``FrameWrites.propose_now``,
         univrs/api/batcher.py): the writes' first attempts handed to the runtime, and what is
-        left to wait for (None: nothing)."""
-        return self._frames.propose_now(writes, answered, spawn)
+        left to wait for (None: nothing). ``keys_checked``: every write's key was checked
+        (``check_key``) by the caller."""
+        return self._frames.propose_now(writes, answered, spawn, keys_checked)
 
     # ---------------------------------------------------------------- reads
 
