@@ -192,8 +192,13 @@ class SessionTable:
         """Remember the response to ``seq`` and slide the window: O(1) for a seq after the
         others (one response in, those that fall out of the window out), O(later seqs) for a
         gap filled; the journal is told of this response only (``StateJournal.response``)."""
-        window = self.policy.window
         self.journal.session(session.client_id)
+        self.record_touched(session, seq, response)
+
+    def record_touched(self, session: Session, seq: int, response: Response) -> None:
+        """``record`` for a session ``touch`` reported to the journal in this command (the
+        state machine's keyed write, s30): the journal already knows the session changes."""
+        window = self.policy.window
         self.journal.response(session.client_id, seq)
         if seq > session.max_seq:
             old_cut, new_cut = session.max_seq - window, seq - window

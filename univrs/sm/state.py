@@ -71,9 +71,12 @@ from univrs.sm.tables import RawRows
 from univrs.sm.tokens import Token
 from univrs.sm.validate import (
     MAX_VERSION,
+    VALID_IDS,
     client_id_problem,
     text_problem,
 )
+
+_SESSION_COMMANDS = (OpenSession, CloseSession)
 
 # ``AppliedChanges(revision, items)``, built slot by slot (``builders``; once per command)
 _applied_changes: Callable[[int, tuple[Any, ...]], AppliedChanges] = slot_builder(AppliedChanges)
@@ -137,14 +140,23 @@ class ClusterStateMachine(CommandHandlers):
         self._enter(index, term, time_ms)
         responses: list[Response] = []
         append = responses.append
-        next_revision, command_of = self._next_revision, self._command
+        command_of = self._command
         keep = None if captured is None else captured.append
+        # ``_next_revision`` written out (s30): the entry's index and the clock do not change
+        # while its commands apply.
+        changes, expire = self._objects.changes, self._sessions.expire
+        last_index, clock_ms = self._last_index, self._clock_ms
         # One batch for the entry (round 18; the caller's if it opened one, as the runtime
         # does): its commands' changes are made, and a persistent state commits them, together
         # with the applied index, never half an entry.
         with self._objects.batch():
             for command in commands:
-                revision = next_revision()
+                revision = self._revision + 1
+                if revision < last_index:
+                    revision = last_index
+                self._revision = revision
+                changes.clear()  # last_events() describes this revision only
+                expire(revision, clock_ms)
                 if isinstance(command, Failure):
                     response: Response = command
                 else:
@@ -157,8 +169,43 @@ class ClusterStateMachine(CommandHandlers):
         return responses
 
     def _command(self, command: Envelope | Command, index: int) -> Response:
-        if isinstance(command, Envelope):
+        if type(command) is Envelope:
+            # Every keyed write (s30): the checks below, in the same order, written out for a
+            # command that passes them all (a client id already validated, a plain seq, an
+            # owner of plain text); then the same steps. Anything else: the general path.
+            client_id, seq, owner = command.client_id, command.seq, command.owner
             cmd: object = command.command
+            if (
+                type(client_id) is str
+                and client_id in VALID_IDS
+                and type(seq) is int
+                and 1 <= seq <= MAX_VERSION
+                and not isinstance(cmd, _SESSION_COMMANDS)
+                and (
+                    owner is None
+                    or (type(owner) is str and len(owner) <= MAX_OWNER_LEN and "\x00" not in owner)
+                )
+            ):
+                sessions = self._sessions
+                session = sessions.get(client_id)
+                if session is None or not sessions.may_use(session, owner):
+                    return Failure(
+                        code=ErrorCode.SESSION_EXPIRED, message=f"session {client_id!r} is unknown"
+                    )
+                sessions.touch(session, index, self._clock_ms)
+                if seq <= session.max_seq - sessions.policy.window:  # is_stale
+                    return Failure(
+                        code=ErrorCode.STALE_SEQUENCE,
+                        message=f"seq {seq} is older than the window of session {client_id!r}",
+                    )
+                cached = session.responses.get(seq)
+                if cached is not None:
+                    return cached  # a retry: answered, not applied again
+                response = self._dispatch(cmd, index)
+                sessions.record_touched(session, seq, response)
+                return response
+        if isinstance(command, Envelope):
+            cmd = command.command
             client_id, seq, owner = command.client_id, command.seq, command.owner
         else:
             cmd, client_id, seq, owner = command, None, None, None
