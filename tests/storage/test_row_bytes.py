@@ -132,9 +132,9 @@ def test_a_state_machine_in_memory_is_unchanged() -> None:
 
 
 def test_a_splice_compares_every_field_of_the_row() -> None:
-    """``_spliceable`` names the fields a scale keeps; a field added to ``StoredWorkload`` or
-    ``WorkloadSpec`` (and so to the row) must be compared there too, or a splice would keep
-    the previous version's value of it. This fails until it is."""
+    """``workload_bytes``'s splice test names the fields a scale keeps; a field added to
+    ``StoredWorkload`` or ``WorkloadSpec`` (and so to the row) must be compared there too, or
+    a splice would keep the previous version's value of it. This fails until it is."""
     import attrs
 
     compared_spec = {"name", "image", "args", "env", "labels", "resources", "ports", "replicas"}

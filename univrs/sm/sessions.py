@@ -154,18 +154,30 @@ class SessionTable:
 
     def touch(self, session: Session, index: int, now_ms: int) -> None:
         """Record activity: the session moves to the back of the table."""
-        self.journal.session(session.client_id)
+        client_id = session.client_id
+        self.journal.session(client_id)
         session.last_index = index
         session.last_ms = now_ms
-        del self._sessions[session.client_id]
-        self._sessions[session.client_id] = session
+        table = self._sessions
+        del table[client_id]
+        table[client_id] = session
         mine = self._owners[session.owner]
-        del mine[session.client_id]
-        mine[session.client_id] = None
+        del mine[client_id]
+        mine[client_id] = None
 
     def expire(self, index: int, now_ms: int) -> int:
         """Drop every session inactive for too long at (index, now_ms); returns how many."""
-        ttl_entries, ttl_ms = self.policy.ttl_entries, self.policy.ttl_ms
+        sessions = self._sessions
+        if not sessions:
+            return 0
+        policy = self.policy
+        ttl_entries, ttl_ms = policy.ttl_entries, policy.ttl_ms
+        # the loop's first test written out (s30: once per revision, nearly always false)
+        first = next(iter(sessions.values()))
+        if (ttl_entries is None or index - first.last_index <= ttl_entries) and (
+            ttl_ms is None or now_ms - first.last_ms <= ttl_ms
+        ):
+            return 0
         dropped = 0
         while self._sessions:
             first = next(iter(self._sessions.values()))

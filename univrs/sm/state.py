@@ -57,7 +57,7 @@ from univrs.sm.commands import (
 )
 from univrs.sm.errors import AppliedOutOfOrder, DecodeError
 from univrs.sm.events import Event, ObjectKind
-from univrs.sm.handlers import MAX_OWNER_LEN, CommandHandlers, invalid
+from univrs.sm.handlers import _HANDLERS, MAX_OWNER_LEN, CommandHandlers, invalid
 from univrs.sm.model import (
     Instance,
     Node,
@@ -201,7 +201,11 @@ class ClusterStateMachine(CommandHandlers):
                 cached = session.responses.get(seq)
                 if cached is not None:
                     return cached  # a retry: answered, not applied again
-                response = self._dispatch(cmd, index)
+                handler = _HANDLERS.get(type(cmd))  # ``_dispatch``, written out
+                if handler is None:
+                    response = self._dispatch(cmd, index)
+                else:
+                    response = handler(self, cmd, index)
                 sessions.record_touched(session, seq, response)
                 return response
         if isinstance(command, Envelope):

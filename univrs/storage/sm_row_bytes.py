@@ -55,8 +55,13 @@ def cbor_uint(value: int) -> bytes:
     return b"\x1b" + value.to_bytes(8, "big")
 
 
+_U64 = 1 << 64
+# ``cbor_uint(v)`` for v < 0x100
+_UINT8 = [bytes((v,)) if v < 24 else bytes((0x18, v)) for v in range(0x100)]
+
+
 def _plain_uint(value: object) -> bool:
-    return type(value) is int and 0 <= value < 1 << 64
+    return type(value) is int and 0 <= value < _U64
 
 
 def _encoded(w: StoredWorkload) -> tuple[bytes, _Parts | None]:
@@ -85,24 +90,6 @@ def _head_size(n: int) -> int:
     return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5
 
 
-def _spliceable(w: StoredWorkload, base: StoredWorkload) -> bool:
-    """Does ``w`` differ from ``base`` only in its version and its spec's replicas (every
-    other field the very same object), both plain uints?"""
-    s, b = w.spec, base.spec
-    return (
-        w.created_index is base.created_index
-        and s.name is b.name
-        and s.image is b.image
-        and s.args is b.args
-        and s.env is b.env
-        and s.labels is b.labels
-        and s.resources is b.resources
-        and s.ports is b.ports
-        and _plain_uint(w.version)
-        and _plain_uint(s.replicas)
-    )
-
-
 def workload_bytes(w: StoredWorkload) -> bytes:
     """``cbor2.dumps(_workload_row(w))`` (see the module docstring): the stored workload's
     snapshot row in CBOR, as the state's table stores it."""
@@ -114,11 +101,30 @@ def workload_bytes(w: StoredWorkload) -> bytes:
             return data
         if older is w:
             return older_data  # type: ignore[return-value]
-        if parts is not None and _spliceable(w, newest):
-            prefix, mid, tail = parts
-            data = prefix + cbor_uint(w.version) + mid + cbor_uint(w.spec.replicas) + tail
-            _BYTES[ident] = (w, data, parts, newest, hit[1])
-            return data
+        if parts is not None:
+            # Does ``w`` differ from ``newest`` only in its version and its spec's replicas
+            # (every other field the very same object), both plain uints? (s30: written out)
+            s, b = w.spec, newest.spec
+            version, replicas = w.version, s.replicas
+            if (
+                w.created_index is newest.created_index
+                and s.name is b.name
+                and s.image is b.image
+                and s.args is b.args
+                and s.env is b.env
+                and s.labels is b.labels
+                and s.resources is b.resources
+                and s.ports is b.ports
+                and type(version) is int
+                and 0 <= version < _U64
+                and type(replicas) is int
+                and 0 <= replicas < _U64
+            ):
+                prefix, mid, tail = parts
+                r = _UINT8[replicas] if replicas < 0x100 else cbor_uint(replicas)
+                data = prefix + cbor_uint(version) + mid + r + tail
+                _BYTES[ident] = (w, data, parts, newest, hit[1])
+                return data
     data, parts = _encoded(w)
     if len(_BYTES) >= ROWS_CACHED:
         _BYTES.clear()

@@ -320,8 +320,11 @@ class LmdbTable(Table[V]):
                 with self._store.writing() as txn:
                     replaced = txn.replace(raw_key, raw, db=self._db)
             old = None if replaced is None else self._decode(bytes(replaced))
-        if self._cache_size:
-            self._remember(key, value)
+        if self._cache_size:  # ``_remember``, written out (s30: every write's put)
+            cache = self._cache
+            cache[key] = value
+            if len(cache) > self._cache_size:
+                del cache[next(iter(cache))]
         return old
 
     def pop(self, key: str) -> V:
