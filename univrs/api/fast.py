@@ -25,14 +25,15 @@ starts one task per watch poll (a long poll must not hold up the others), and ru
 together with ``ApiService.execute_many``: the caller identified once, the writes handed to the
 runtime in one event and waited for under one deadline scope, the reads under one ReadIndex
 confirmation (docs/api.md, "Per frame, not per request"); their responses are queued as groups
-complete. The writer sends everything queued since its last send as one frame (one encode),
-written to the socket at once when it takes it (univrs/client/wire.py: no scheduling round for
-the stream lock or the send), and drops a client that has not read its responses for
-``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per connection and per node
-(univrs/api/budget.py, s15-budget): while the connection's budget is spent the reader stops
-reading too, and a frame's reads are rendered only while there is room. When the connection
-drops, its nursery is cancelled: the frames' waits end, the inline frames' waiters are failed
-(``InlineFrames.abandon``), and proposals not yet handed to the core are skipped.
+complete. The writer (univrs/api/fast_writer.py) sends everything queued since its last send
+as one frame (one encode), written to the socket at once when it takes it (univrs/client/
+wire.py: no scheduling round for the stream lock or the send), and drops a client that has not
+read its responses for ``SEND_TIMEOUT``. Answers held until written are bounded in bytes, per
+connection and per node (univrs/api/budget.py, s15-budget): while the connection's budget is
+spent the reader stops reading too, and a frame's reads are rendered only while there is room.
+When the connection drops, its nursery is cancelled: the frames' waits end, the inline frames'
+waiters are failed (``InlineFrames.abandon``), and proposals not yet handed to the core are
+skipped.
 
 A connection may have at most ``MAX_WATCHES`` watch polls (``events.poll``, which wait for
 events) in flight; more are answered ``unavailable`` at once (the node's own watcher limit
@@ -54,7 +55,7 @@ operation is a bug: it is logged and answered with ``internal``, and the node ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, cast
 
@@ -63,16 +64,17 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from univrs.api import inline_reads
-from univrs.api.answer_frames import encode_frame, response_frames, response_of
+from univrs.api.answer_frames import encode_frame, response_of
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
 from univrs.api.endpoints import member_endpoints
 from univrs.api.fast_watch import WatchPolls
+from univrs.api.fast_writer import AnswerWriter
 from univrs.api.inline import InlineFrames
 from univrs.api.service import WRITE_OPS, Job
 from univrs.client import protocol
 from univrs.client.protocol import BadRequest, Encoded, Request
-from univrs.client.wire import Pending, Wire
+from univrs.client.wire import Wire
 from univrs.errors import (
     InternalError,
     ProtocolError,
@@ -91,7 +93,6 @@ MAX_IN_FLIGHT = 4096  # requests per connection being executed at once
 HELLO_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 1.0
 CLOSE_PROTOCOL_ERROR = 1002
-SEND_TIMEOUT = 30.0  # a client that reads none of its responses for this long is dropped
 MAX_FRAME_CHUNK = 1024  # requests of one frame handled by one task (a larger frame: several)
 SMALL_ANSWER = 128  # bytes charged for an answer not encoded ahead (an error, a small document)
 
@@ -136,7 +137,7 @@ class _Refused:
 
 
 @attrs.define(eq=False)
-class _ClientConnection(WatchPolls):
+class _ClientConnection(WatchPolls, AnswerWriter):
     ws: WebSocketConnection
     service: ApiService
     remote: str
@@ -486,113 +487,6 @@ class _ClientConnection(WatchPolls):
         self._outbox.extend(responses)
         if not self._answering:  # (else ``_answer_on_step`` writes them or wakes the writer)
             self._wakeup.set()
-
-    async def write_responses(self) -> None:
-        """The connection's writer: settles its inline frames (``InlineFrames.settle``) and
-        sends what is queued, as one frame (one encode) per wake-up.
-
-        It sleeps until woken or the earliest inline deadline (which a new frame may bring
-        forward: ``InlineFrames.add`` moves the scope's deadline) under a cancel scope that
-        it keeps across wake-ups while every frame it sends is written at once (session 30:
-        entering and leaving a scope cost about 4 us a wake-up). Before sleeping again in it,
-        the scope's deadline is brought forward to the earliest inline deadline if a frame
-        came meanwhile; left earlier than that (frames answered), it wakes the writer once
-        for nothing, as before. A frame the socket does not take at once is finished outside
-        the scope, so its deadline never cancels a send."""
-        inline = self.inline
-        try:
-            while True:
-                left: _Left | None = None
-                with trio.CancelScope(deadline=inline.earliest()) as scope:
-                    fresh = True  # the scope's deadline is the earliest: just set
-                    while left is None:
-                        if not (self._outbox or inline.has_filled()):
-                            if not fresh:
-                                earliest = inline.earliest()
-                                if earliest < scope.deadline:
-                                    scope.deadline = earliest
-                            inline.sleep = scope
-                            try:
-                                await self._wakeup.wait()
-                            finally:
-                                inline.sleep = None
-                        fresh = False
-                        left = self._write_queued()
-                if left is None:  # the scope's deadline passed while asleep
-                    left = self._write_queued()
-                while left is not None:
-                    if not await self._finish(left):
-                        return
-                    left = self._write_more()
-        except ConnectionClosed:
-            return
-
-    def _write_queued(self) -> _Left | None:
-        """Settle what is due (``InlineFrames.settle``), then write what is queued
-        (``_write_more``)."""
-        inline = self.inline
-        if inline.due(trio.current_time()):
-            inline.settle()
-        if self._wakeup.is_set():  # (after ``settle``, whose answers set it again)
-            self._wakeup = trio.Event()
-        return self._write_more()
-
-    def _write_more(self) -> _Left | None:
-        """Write what is queued, one frame (one encode) a batch, at once when the socket
-        takes it (no scheduling round: univrs/client/wire.py); None when all was written,
-        else what ``_finish`` must send. Raises ConnectionClosed."""
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            held, self._queued = self._queued, 0
-            # The hint from the last built status (its leader is always current): no
-            # status rebuild per response frame.
-            leader = self.service.node.runtime.view.last_status().leader
-            frames = response_frames(leader, batch, held)
-            left = self._write_frames(frames, len(batch), held)
-            if left is not None:
-                return left
-        return None
-
-    def _write_frames(self, frames: Iterator[bytes], answers: int, held: int) -> _Left | None:
-        """Write ``frames`` (of ``answers`` answers holding ``held`` bytes) at once while the
-        socket takes them; the first it does not, with the rest, is left to ``_finish``."""
-        wire = self.wire
-        for frame in frames:
-            pending = wire.write_now(frame)
-            if pending is not None:
-                return _Left(pending, frames, answers, held)
-        self._sent(answers, held)
-        return None
-
-    async def _finish(self, left: _Left) -> bool:
-        """Send what ``_write_frames`` left, within ``SEND_TIMEOUT`` each (False: the client
-        was dropped for not reading its responses). Raises ConnectionClosed."""
-        while True:
-            with trio.move_on_after(SEND_TIMEOUT) as sending:
-                await self.wire.finish(left.pending)
-            if sending.cancelled_caught:
-                log.warning(
-                    "dropping client connection from %s: it has not read its responses for %gs",
-                    self.remote,
-                    SEND_TIMEOUT,
-                )
-                self.scope.cancel()
-                return False
-            more = self._write_frames(left.frames, left.answers, left.held)
-            if more is None:
-                return True
-            left = more
-
-
-@attrs.define(eq=False, slots=True)
-class _Left:
-    """What the writer could not write at once: the rest of a frame (``pending``), the batch's
-    frames after it, and the batch's answers and bytes held (given back once written)."""
-
-    pending: Pending
-    frames: Iterator[bytes]
-    answers: int
-    held: int
 
 
 def _charge(resp: dict[str, Any]) -> int:

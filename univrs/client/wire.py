@@ -1,5 +1,5 @@
 """Writing a fast-protocol connection's frames without scheduling rounds: ``Wire`` (the node's
-response writer, univrs/api/fast.py, and the client's request writer, univrs/client/
+response writer, univrs/api/fast_writer.py, and the client's request writer, univrs/client/
 connection.py).
 
 Theory of operation. ``WebSocketConnection.send_message`` (trio-websocket) takes the
