@@ -23,6 +23,7 @@ CONSUMERS = [
     "api/ops.py",
     "api/opargs.py",
     "api/service.py",
+    "api/frame_reads.py",
     "api/watch.py",
     "api/mcp.py",
     "service/reconcile.py",

@@ -159,11 +159,12 @@ async def test_a_frame_is_no_task_one_proposer_hand_off_and_one_read_round(
 
 def _api_tasks(counter: _TaskCounter) -> dict[str, int]:
     """The request-serving tasks among those counted (fast.py and its writer, fast_writer.py,
-    service.py, store.py; not the ReadCoalescer's one task per confirmation)."""
+    service.py, frame_reads.py, store.py; not the ReadCoalescer's one task per confirmation)."""
     serving = (
         "univrs.api.fast.",
         "univrs.api.fast_writer.",
         "univrs.api.service.",
+        "univrs.api.frame_reads.",
         "univrs.api.store.",
     )
     return {n: c for n, c in counter.spawned.items() if n.startswith(serving)}
@@ -383,7 +384,8 @@ async def test_a_bug_serving_a_frame_of_reads_inline_answers_internal(
 
 class _Lifetimes(trio.abc.Instrument):
     """Request-serving tasks (fast.py's connection and its writer, which trio names after
-    fast_writer.py where ``write_responses`` is defined; service.py, store.py) alive now."""
+    fast_writer.py where ``write_responses`` is defined; service.py, frame_reads.py,
+    store.py) alive now."""
 
     def __init__(self) -> None:
         self.alive: set[trio.lowlevel.Task] = set()
@@ -395,6 +397,7 @@ class _Lifetimes(trio.abc.Instrument):
                 "univrs.api.fast_writer.AnswerWriter.",
                 "univrs.api.store.",
                 "univrs.api.service.",
+                "univrs.api.frame_reads.",
             )
         ):
             self.alive.add(task)

@@ -17,7 +17,8 @@ import trio
 from univrs.api.answer_frames import response_of
 from univrs.api.auth import Caller
 from univrs.api.budget import AnswerBudget
-from univrs.api.service import BUDGET_TIMEOUT, ApiService, Job
+from univrs.api.frame_reads import BUDGET_TIMEOUT
+from univrs.api.service import ApiService, Job
 from univrs.api.store import MAX_TIMEOUT
 from univrs.client import protocol
 from univrs.client.protocol import Request

@@ -10,6 +10,8 @@ and deadlines are the store's (univrs/api/store.py). ``execute_many`` is the sam
 requests of one fast-protocol frame, paid per frame where it can be (one identification per
 caller, one hand-off of the writes to the runtime, one ReadIndex wait for the reads), with
 every answer, error and rule still per request (docs/api.md, "Per frame, not per request").
+A frame's reads are rendered and answered by the layer ``ApiService`` extends, ``FrameReads``
+(univrs/api/frame_reads.py).
 
 Callers. ``execute`` first authorizes the caller for the operation's role
 (``univrs.api.auth``: 401/403 when auth is on), rate-limits ``session.open`` per caller and
@@ -21,7 +23,6 @@ leader checks them again. On the leader, a write that would not free space is re
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,20 +34,16 @@ from univrs.api.auth import ANONYMOUS, Caller, Identity
 from univrs.api.batcher import FrameWait
 from univrs.api.budget import AnswerBudget, AnswerPool
 from univrs.api.building import WriteBuilder
+from univrs.api.frame_reads import FrameReads, Job
 from univrs.api.limits import ConnectionLimiter, Quota
 from univrs.api.metrics import ApiMetrics
 from univrs.api.opargs import minimal_answer
 from univrs.api.ops import HANDLERS, MAX_LIMIT, Handler, handler
-from univrs.api.rendered import RenderCache, Rendered, drop_results, encoded_result
+from univrs.api.rendered import RenderCache
 from univrs.api.store import MAX_TIMEOUT, RaftStateStore, Submission, Write, WriteAnswer
 from univrs.api.watch import poll_events
-from univrs.client.protocol import (
-    CONSISTENCIES,
-    CONSISTENCY_MESSAGE,
-    LEASE_OFF_MESSAGE,
-    Encoded,
-)
-from univrs.errors import InvalidArgument, Timeout, Unauthenticated, UnivrsError
+from univrs.client.protocol import CONSISTENCIES, CONSISTENCY_MESSAGE, LEASE_OFF_MESSAGE
+from univrs.errors import InvalidArgument, Unauthenticated, UnivrsError
 from univrs.metrics import Counter
 from univrs.service.declare import PUBLIC
 
@@ -58,15 +55,9 @@ __all__ = ["MAX_LIMIT", "WRITE_OPS", "ApiService", "Job"]
 # The operations ``start_writes`` takes (the fast protocol splits a frame's writes off: fast.py).
 WRITE_OPS = frozenset(name for name, op in HANDLERS.items() if op.is_write)
 
-# A read still waiting for answer-budget room at its deadline (univrs/api/budget.py).
-BUDGET_TIMEOUT = (
-    "the read waited past its deadline for room to answer: this connection's (or the "
-    "node's) answers are not being read; read them, or retry"
-)
-
 
 @attrs.define(eq=False)
-class ApiService:
+class ApiService(FrameReads):
     """Runs the operations of the REST API and the fast protocol, by name, over a
     ``RaftStateStore``: it checks the arguments, builds the command, renders the result and
     counts; the store executes (see the module docstring)."""
@@ -386,134 +377,6 @@ class ApiService:
     ) -> None:
         await self.store.submit_many(submissions, self._writes_answered(jobs, start, answered))
 
-    async def _reads(
-        self,
-        jobs: list[Job],
-        start: float,
-        answered: Callable[[Sequence[Job]], None],
-        encoded: bool = False,
-        budget: AnswerBudget | None = None,
-    ) -> None:
-        """The reads of a frame: the local ones at once; the linearizable ones after one
-        confirmation per distinct deadline (requested after all of them arrived; a frame's
-        requests of one timeout share a deadline), each group rendered from one state."""
-        local = [job for job in jobs if job.consistency == "local"]
-        if local:
-            await self._render_reads(local, None, start, answered, encoded, budget)
-        groups: dict[tuple[str | None, float], list[Job]] = {}  # lease reads apart
-        for job in jobs:
-            if job.consistency != "local":
-                groups.setdefault((job.consistency, job.deadline), []).append(job)
-        if len(groups) == 1:
-            (((_, deadline), group),) = groups.items()
-            await self._linearizable(group, deadline, start, answered, encoded, budget)
-        elif groups:
-            async with trio.open_nursery() as nursery:
-                for (_, deadline), group in groups.items():
-                    nursery.start_soon(
-                        self._linearizable, group, deadline, start, answered, encoded, budget
-                    )
-
-    async def _linearizable(
-        self,
-        jobs: list[Job],
-        deadline: float,
-        start: float,
-        answered: Callable[[Sequence[Job]], None],
-        encoded: bool = False,
-        budget: AnswerBudget | None = None,
-    ) -> None:
-        barrier: Exception | None = None
-        try:  # a group's reads share one consistency: linearizable or lease
-            await self.store.read_at(jobs[0].consistency or "linearizable", deadline)
-        except Exception as exc:  # every read of the group is answered with it
-            barrier = exc
-        await self._render_reads(jobs, barrier, start, answered, encoded, budget)
-
-    async def _render_reads(
-        self,
-        jobs: list[Job],
-        barrier: Exception | None,
-        start: float,
-        answered: Callable[[Sequence[Job]], None],
-        encoded: bool = False,
-        budget: AnswerBudget | None = None,
-    ) -> None:
-        """Render ``jobs`` from the applied state (they all passed their read barrier);
-        ``encoded``: each result as ``protocol.Encoded``. With a ``budget``, a read is rendered
-        only while it has room beyond the bytes rendered and not yet answered (checked and
-        rendered with no wait between: held stays within the budget plus one answer, however
-        many frames wait); else those are answered and the rest wait for room (a later state
-        than the barrier's: still linearizable, as a read served later is), each at most until
-        its own deadline: one still without room then is answered ``Timeout`` (it took no
-        bytes, so it gives none back); an answered job's result is then dropped (its answer
-        holds it)."""
-        while jobs:
-            jobs = jobs[self.render_ready(jobs, barrier, start, answered, encoded, budget) :]
-            if not jobs:
-                return
-            assert budget is not None  # (``render_ready`` stops early for want of room only)
-            with trio.move_on_at(jobs[0].deadline) as waited:
-                await budget.wait_room()
-            if waited.cancelled_caught:
-                job, jobs = jobs[0], jobs[1:]
-                job.error = Timeout(BUDGET_TIMEOUT, retry_after=1.0)
-                self._count([job], start)
-                answered([job])
-
-    def render_ready(
-        self,
-        jobs: Sequence[Job],
-        barrier: Exception | None,
-        start: float,
-        answered: Callable[[Sequence[Job]], None],
-        encoded: bool = False,
-        budget: AnswerBudget | None = None,
-    ) -> int:
-        """``_render_reads`` without waiting: render and answer ``jobs`` from the first while
-        the budget (if any) has room beyond the bytes rendered so far; how many it answered
-        (the rest, from the first without room, are left to the caller). Rendered from the
-        applied state now (they all passed their read barrier, or are answered with
-        ``barrier``, a copy each)."""
-        state = self.node.runtime.sm
-        meta: dict[str, Any] | None = None
-        cache = self._rendered
-        done: list[Job] = []
-        pending = 0  # bytes of ``done``'s encoded results
-        for job in jobs:
-            if budget is not None and not budget.has_room(pending):
-                break
-            done.append(job)
-            try:
-                if barrier is not None:
-                    raise copy.copy(barrier)
-                op = job.op
-                read = op.read if op is not None else None
-                assert op is not None and read is not None
-                # One object's document at this revision: rendered once (univrs/api/rendered.py).
-                rendered = cache.render(op.name, job.args, state, read)
-                if rendered is None:
-                    job.result = read(job.args, state)
-                    if encoded:
-                        job.result = encoded_result(job.result)
-                else:
-                    job.result, job.rendered = rendered.doc, rendered
-                    if encoded:
-                        job.result = rendered.encoded() or job.result
-                if type(job.result) is Encoded:
-                    pending += len(job.result.data)
-                if meta is None:
-                    meta = self.store.meta(job.consistency or "linearizable")
-                job.meta = meta
-            except Exception as exc:
-                job.error = exc
-        if done:
-            self._count(done, start)
-            answered(done)
-            if budget is not None:
-                drop_results(done)
-        return len(done)
-
     def _count(self, jobs: Sequence[Job], start: float) -> None:
         """The request metrics of answered jobs: one counter increment per (operation,
         outcome), one latency observation per request."""
@@ -603,27 +466,3 @@ def _needs_token(name: str) -> bool:
     """Does operation ``name`` (if it exists) need a valid token when auth is on?"""
     op = HANDLERS.get(name)
     return op is not None and op.required_role != PUBLIC
-
-
-@attrs.define(eq=False, slots=True)
-class Job:
-    """One request of a client frame for ``ApiService.execute_many``: ``execute``'s arguments
-    in, its answer out (``result`` and ``meta``, or ``error``: a ``UnivrsError`` to send, or
-    any other exception, a bug)."""
-
-    name: str
-    args: dict[str, Any]
-    key: tuple[str, int] | None = None
-    consistency: str | None = None
-    timeout: float | None = None
-    hops: int = 0
-    caller: Caller = ANONYMOUS
-    tag: Any = None  # the caller's own (the fast protocol: the request id)
-    # Before the answer's fields: ``inline_reads.jobs_of`` passes it and those above by position.
-    answer: str | None = None  # the request's "answer": "minimal" | "full" | None (full)
-    op: Handler | None = None
-    deadline: float = 0.0
-    result: Any = None
-    meta: dict[str, Any] | None = None
-    error: Exception | None = None
-    rendered: Rendered | None = None  # ``result`` shared with other reads (rendered.py)
