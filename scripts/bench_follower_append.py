@@ -22,68 +22,37 @@ ack's encode. ``--profile FILE`` writes a cProfile of one run.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import hashlib
 import json
-import os
-import random
 import statistics
-import tempfile
 import time
 from typing import Any
 
-import lmdb
 import trio
 
-_open = lmdb.open
-
-
-def _open_nosync(*args: Any, **kwargs: Any) -> Any:
-    kwargs["sync"] = False
-    kwargs["metasync"] = False
-    return _open(*args, **kwargs)
-
-
-lmdb.open = _open_nosync  # type: ignore[assignment]  # the CPU, not the disk (the write path is the same code)
-
-from univrs.codec import decode_frame, encode_message  # noqa: E402
-from univrs.config import NodeConfig  # noqa: E402
-from univrs.net import wsfast  # noqa: E402
-from univrs.net.inbound_frames import FrameReading, InboundConnection, _Reading  # noqa: E402
-from univrs.net.settings import TransportSettings  # noqa: E402
-from univrs.net.stats import PeerCounters  # noqa: E402
-from univrs.raft import Membership, RaftNode, bootstrap_state  # noqa: E402
-from univrs.raft.messages import (  # noqa: E402
-    COMMIT_NOTICE_CTX,
-    AppendEntries,
-    AppendEntriesResponse,
-    Entry,
-    EntryKind,
-    Heartbeat,
-    Message,
+from univrs.bench.raft_setup import (
+    Sink,
+    ack,
+    digest_run,
+    idle,
+    lmdb_without_sync,
+    new_log,
+    new_runtime,
+    profiled,
+    reading_for,
+    stub_apply,
 )
-from univrs.runtime.applier import Applier  # noqa: E402
-from univrs.runtime.driver import RaftRuntime  # noqa: E402
-from univrs.runtime.metrics import NodeMetrics  # noqa: E402
-from univrs.runtime.writer import StorageWriter  # noqa: E402
-from univrs.sm.state import ClusterStateMachine  # noqa: E402
-from univrs.storage.log_store import LogStore  # noqa: E402
+from univrs.codec import decode_frame, encode_message
+from univrs.net import wsfast
+from univrs.net.settings import TransportSettings
+from univrs.raft import RaftNode
+from univrs.raft.messages import COMMIT_NOTICE_CTX, AppendEntries, Entry, EntryKind, Heartbeat
+from univrs.runtime.writer import StorageWriter
+from univrs.storage.log_store import LogStore
 
 LEADER, FOLLOWER = "n1", "n2"
-MEMBERS = Membership(
-    voters=frozenset({"n1", "n2", "n3"}),
-    addresses=(("n1", "127.0.0.1:1"), ("n2", "127.0.0.1:2"), ("n3", "127.0.0.1:3")),
-)
 TERM = 2
-ATTESTED = "3f9c2a7e-n1"
-
-
-def _apply_stub(self: Applier, entry: Entry) -> int:
-    self.applied_index, self.applied_term = entry.index, entry.term
-    return 1
-
-
-Applier._apply_one = _apply_stub  # type: ignore[method-assign]
+ATTESTED = "3f9c2a7e-n1"  # the incarnation the leader's hello named
 
 
 def entry_data(commands: int, at_least: int = 0) -> bytes:
@@ -109,50 +78,6 @@ def entry_data(commands: int, at_least: int = 0) -> bytes:
         pad += 8
 
 
-class Sink:
-    """The transport: encodes what the runtime sends, as a link does (one frame each)."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, msg: Message) -> None:
-        self.sent.append(encode_message(msg))
-
-    def send_now(self, msgs: Any) -> None:
-        for msg in msgs:
-            self.sent.append(encode_message(msg))
-
-
-class _Scope:
-    cancel_called = False
-
-
-class _WS:
-    closed = None
-
-
-def reading_for(runtime: RaftRuntime) -> _Reading:
-    reader: Any = object.__new__(FrameReading)
-    reader.node_id = FOLLOWER
-    reader.inbox = runtime.inbox.sender
-    reader.leave = runtime.inbox.leave
-    reader.settings = TransportSettings()
-    reader.decode = decode_frame
-    reader._configured = dict(MEMBERS.addresses)
-    reader._source = LEADER
-    reader._source_term = TERM
-    reader._leader_terms = {}
-    reader._rejected = 0
-    reader._warned_protocol = set()
-    conn: Any = InboundConnection.__new__(InboundConnection)
-    object.__setattr__(conn, "scope", _Scope())
-    object.__setattr__(conn, "incarnation", None)
-    hello: Any = type("H", (), {"src": LEADER})()
-    object.__setattr__(conn, "hello", hello)
-    # The incarnation the leader's hello named, attested for its messages (as in a cluster).
-    return _Reading(reader, runtime.inbox.sender, _WS(), conn, PeerCounters(), ATTESTED)  # type: ignore[arg-type]
-
-
 def frames(first: int, batches: int, data: bytes) -> list[tuple[bytes, bytes]]:
     out = []
     for index in range(first, first + batches):
@@ -170,82 +95,33 @@ def frames(first: int, batches: int, data: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def idle(runtime: RaftRuntime) -> None:
-    while True:
-        stats = runtime.inbox.receiver.statistics()
-        if (
-            runtime._parked
-            and stats.tasks_waiting_receive
-            and not stats.current_buffer_used
-            and runtime._applier._idle
-            and not runtime._applier._queue
-            and runtime._writer.idle
-        ):
-            return
-        await trio.sleep(0)
-
-
 async def run(batches: int, rounds: int, data: bytes, profile: str | None) -> list[float]:
-    folder = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    store = LogStore.open(folder, node_id=FOLLOWER, cluster_id="c")
-    initial = bootstrap_state(MEMBERS)
-    store.append(hard_state=initial.hard_state, truncate_from=None, entries=initial.entries)
-    config = NodeConfig(node_id=FOLLOWER).raft_config()
-    core = RaftNode(FOLLOWER, rng=random.Random(1), config=config, initial=initial)
     sink = Sink()
-    runtime: RaftRuntime
-
-    def status() -> Any:
-        return runtime.status()
-
-    metrics = NodeMetrics(status, storage=store.statistics)
-    runtime = RaftRuntime(
-        core=core,
-        sm=ClusterStateMachine(),
-        storage=store,
-        transport=sink,
-        tick_seconds=3600.0,  # no ticks while timing
-        metrics=metrics,
-        write_inline_bytes=NodeConfig().inline_write_bytes,
-    )
+    runtime, store = new_runtime(FOLLOWER, sink)
     results = []
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.run)
-        reading = reading_for(runtime)
+        # (this module's decode_frame, looked up now: ``--split`` wraps it)
+        reading = reading_for(runtime, FOLLOWER, LEADER, TERM, ATTESTED, decode_frame)
         nxt = 2
         for r in range(rounds + 1):  # the first round warms up
             todo = frames(nxt, batches, data)
             nxt += batches
             await idle(runtime)
-            prof = cProfile.Profile() if profile and r == rounds else None
-            if prof is not None:
-                prof.enable()
-            start = time.process_time()
-            for ae, cn in todo:
-                assert reading.take(ae) is None
-                await idle(runtime)
-                assert reading.take(cn) is None
-                await idle(runtime)
-            spent = time.process_time() - start
-            if prof is not None:
-                prof.disable()
-                prof.dump_stats(profile)  # type: ignore[arg-type]
+            with profiled(profile if r == rounds else None):
+                start = time.process_time()
+                for ae, cn in todo:
+                    assert reading.take(ae) is None
+                    await idle(runtime)
+                    assert reading.take(cn) is None
+                    await idle(runtime)
+                spent = time.process_time() - start
             if r:
                 results.append(spent / batches * 1e6)
             assert runtime.core.status().commit == nxt - 1, runtime.core.status()
             assert len(sink.sent) == nxt - 2, len(sink.sent)
         nursery.cancel_scope.cancel()
-    DIGEST.update(b"".join(sink.sent))  # the acks, as encoded for the wire
-
-    def stored(txn: Any) -> None:  # the log and the hard state (the rest of meta is random)
-        env = store._env
-        for key, value in txn.cursor(db=env.log):
-            DIGEST.update(key + value)
-        for key in (b"hard_state", b"pins", b"named"):
-            DIGEST.update(key + (txn.get(key, db=env.meta) or b""))
-
-    store._env.read(stored)
-    store.close()
+    digest_run(DIGEST, sink, store)  # the acks as encoded for the wire, the log
     return results
 
 
@@ -266,17 +142,13 @@ def stages(data: bytes, n: int) -> dict[str, float]:
     for _ in range(n):
         wsfast._mask(key, ae)
     out["unmask"] = (time.process_time() - t) / n * 1e6
-    ack = AppendEntriesResponse(
-        term=TERM, src=FOLLOWER, dst=LEADER, success=True, index=5, hint_index=0, hint_term=0
-    )
+    answer = ack(TERM, FOLLOWER, LEADER, 5)
     t = time.process_time()
     for _ in range(n):
-        encode_message(ack)
+        encode_message(answer)
     out["ack_encode"] = (time.process_time() - t) / n * 1e6
-    folder = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    with LogStore.open(folder, node_id=FOLLOWER, cluster_id="c") as store:
-        init = bootstrap_state(MEMBERS)
-        store.append(hard_state=init.hard_state, truncate_from=None, entries=init.entries)
+    store, _ = new_log(FOLLOWER)
+    with store:
         t = time.process_time()
         for i in range(2, n + 2):
             store.append_nowait(
@@ -349,6 +221,8 @@ def main() -> None:
     ap.add_argument("--stages", action="store_true")
     ap.add_argument("--split", action="store_true", help="time the stages (wrapped)")
     args = ap.parse_args()
+    lmdb_without_sync()  # the CPU, not the disk (the write path is the same code)
+    stub_apply()
     data = entry_data(args.commands, args.entry_bytes)
     spent = split_stages() if args.split else None
     results = trio.run(run, args.batches, args.rounds, data, args.profile)

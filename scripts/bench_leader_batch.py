@@ -25,68 +25,36 @@ run.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import hashlib
 import json
-import os
-import random
 import statistics
-import tempfile
 import time
 from typing import Any
 
-import lmdb
 import trio
 
-_open = lmdb.open
-
-
-def _open_nosync(*args: Any, **kwargs: Any) -> Any:
-    kwargs["sync"] = False
-    kwargs["metasync"] = False
-    return _open(*args, **kwargs)
-
-
-lmdb.open = _open_nosync  # type: ignore[assignment]  # the CPU, not the disk
-
-from univrs.codec import decode_frame, encode_message  # noqa: E402
-from univrs.config import NodeConfig  # noqa: E402
-from univrs.net.inbound_frames import FrameReading, InboundConnection, _Reading  # noqa: E402
-from univrs.net.settings import TransportSettings  # noqa: E402
-from univrs.net.stats import PeerCounters  # noqa: E402
-from univrs.raft import Membership, RaftNode, bootstrap_state  # noqa: E402
-from univrs.raft.messages import (  # noqa: E402
-    AppendEntries,
-    AppendEntriesResponse,
-    Entry,
-    Message,
-    RequestVote,
-    RequestVoteResponse,
+from univrs.bench.raft_setup import (
+    RecordingSink,
+    ack,
+    digest_run,
+    idle,
+    lmdb_without_sync,
+    new_runtime,
+    profiled,
+    reading_for,
+    stub_apply,
 )
-from univrs.runtime.applier import Applier  # noqa: E402
-from univrs.runtime.driver import RaftRuntime  # noqa: E402
-from univrs.runtime.events import Propose, ProposeMany  # noqa: E402
-from univrs.runtime.metrics import NodeMetrics  # noqa: E402
-from univrs.runtime.packing import Packing  # noqa: E402
-from univrs.runtime.payload import encode_payload_doc  # noqa: E402
-from univrs.runtime.waiter import Waiter  # noqa: E402
-from univrs.sm.state import ClusterStateMachine  # noqa: E402
-from univrs.storage.log_store import LogStore  # noqa: E402
+from univrs.codec import encode_message
+from univrs.net.settings import TransportSettings
+from univrs.raft.messages import AppendEntries, RequestVote, RequestVoteResponse
+from univrs.runtime.driver import RaftRuntime
+from univrs.runtime.events import Propose, ProposeMany
+from univrs.runtime.packing import Packing
+from univrs.runtime.payload import encode_payload_doc
+from univrs.runtime.waiter import Waiter
 
 LEADER = "n1"
 FOLLOWERS = ("n2", "n3")
-MEMBERS = Membership(
-    voters=frozenset({"n1", "n2", "n3"}),
-    addresses=(("n1", "127.0.0.1:1"), ("n2", "127.0.0.1:2"), ("n3", "127.0.0.1:3")),
-)
-
-
-def _apply_stub(self: Applier, entry: Entry) -> int:
-    self.applied_index, self.applied_term = entry.index, entry.term
-    return 1
-
-
-Applier._apply_one = _apply_stub  # type: ignore[method-assign]
 
 
 def envelopes(commands: int, pad: int = 24) -> list[Any]:
@@ -98,68 +66,7 @@ def envelopes(commands: int, pad: int = 24) -> list[Any]:
     return keyed_scales(clients, commands, workloads=16)
 
 
-class Sink:
-    """The transport: encodes what the runtime sends, as a link does (one frame each)."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.msgs: list[Message] = []
-
-    def send(self, msg: Message) -> None:
-        self.msgs.append(msg)
-        self.sent.append(encode_message(msg))
-
-    def send_now(self, msgs: Any) -> None:
-        for msg in msgs:
-            self.msgs.append(msg)
-            self.sent.append(encode_message(msg))
-
-
-class _Scope:
-    cancel_called = False
-
-
-class _WS:
-    closed = None
-
-
-def reading_for(runtime: RaftRuntime, src: str, term: int) -> _Reading:
-    reader: Any = object.__new__(FrameReading)
-    reader.node_id = LEADER
-    reader.inbox = runtime.inbox.sender
-    reader.leave = runtime.inbox.leave
-    reader.settings = TransportSettings()
-    reader.decode = decode_frame
-    reader._configured = dict(MEMBERS.addresses)
-    reader._source = src
-    reader._source_term = term
-    reader._leader_terms = {}
-    reader._rejected = 0
-    reader._warned_protocol = set()
-    conn: Any = InboundConnection.__new__(InboundConnection)
-    object.__setattr__(conn, "scope", _Scope())
-    object.__setattr__(conn, "incarnation", None)
-    hello: Any = type("H", (), {"src": src})()
-    object.__setattr__(conn, "hello", hello)
-    return _Reading(reader, runtime.inbox.sender, _WS(), conn, PeerCounters(), f"inc-{src}")  # type: ignore[arg-type]
-
-
-async def idle(runtime: RaftRuntime) -> None:
-    while True:
-        stats = runtime.inbox.receiver.statistics()
-        if (
-            runtime._parked
-            and stats.tasks_waiting_receive
-            and not stats.current_buffer_used
-            and runtime._applier._idle
-            and not runtime._applier._queue
-            and runtime._writer.idle
-        ):
-            return
-        await trio.sleep(0)
-
-
-async def elect(runtime: RaftRuntime, sink: Sink) -> int:
+async def elect(runtime: RaftRuntime, sink: RecordingSink) -> int:
     """Make n1 leader: campaign, grant its (pre-)votes, ack its first appends."""
     await runtime.call(lambda core: core.campaign())
     for _ in range(20):
@@ -174,17 +81,7 @@ async def elect(runtime: RaftRuntime, sink: Sink) -> int:
                 )
             elif isinstance(m, AppendEntries):
                 last = m.entries[-1].index if m.entries else m.prev_log_index
-                runtime.inbox.sender.send_nowait(
-                    AppendEntriesResponse(
-                        term=m.term,
-                        src=m.dst,
-                        dst=LEADER,
-                        success=True,
-                        index=last,
-                        hint_index=0,
-                        hint_term=0,
-                    )
-                )
+                runtime.inbox.sender.send_nowait(ack(m.term, m.dst, LEADER, last))
     await idle(runtime)
     status = runtime.core.status()
     assert status.role.name == "LEADER" and status.commit == status.last_index, status
@@ -193,23 +90,7 @@ async def elect(runtime: RaftRuntime, sink: Sink) -> int:
 
 
 def acks(term: int, index: int) -> list[tuple[str, bytes]]:
-    return [
-        (
-            f,
-            encode_message(
-                AppendEntriesResponse(
-                    term=term,
-                    src=f,
-                    dst=LEADER,
-                    success=True,
-                    index=index,
-                    hint_index=0,
-                    hint_term=0,
-                )
-            ),
-        )
-        for f in FOLLOWERS
-    ]
+    return [(f, encode_message(ack(term, f, LEADER, index))) for f in FOLLOWERS]
 
 
 def proposals(runtime: RaftRuntime, envs: list[Any]) -> list[ProposeMany]:
@@ -225,27 +106,10 @@ def proposals(runtime: RaftRuntime, envs: list[Any]) -> list[ProposeMany]:
 async def run(
     batches: int, rounds: int, envs: list[Any], profile: str | None
 ) -> dict[str, list[float]]:
-    folder = tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    store = LogStore.open(folder, node_id=LEADER, cluster_id="c")
-    initial = bootstrap_state(MEMBERS)
-    store.append(hard_state=initial.hard_state, truncate_from=None, entries=initial.entries)
-    config = NodeConfig(node_id=LEADER).raft_config()
-    core = RaftNode(LEADER, rng=random.Random(1), config=config, initial=initial)
-    sink = Sink()
-    runtime: RaftRuntime
-
-    def status() -> Any:
-        return runtime.status()
-
-    metrics = NodeMetrics(status, storage=store.statistics)
-    runtime = RaftRuntime(
-        core=core,
-        sm=ClusterStateMachine(),
-        storage=store,
-        transport=sink,
-        tick_seconds=3600.0,
-        metrics=metrics,
-        write_inline_bytes=NodeConfig().inline_write_bytes,
+    sink = RecordingSink()
+    runtime, store = new_runtime(
+        LEADER,
+        sink,
         packing=Packing.for_frames(
             enabled=True, max_payload_size=TransportSettings().max_payload_size
         ),
@@ -256,33 +120,28 @@ async def run(
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.run)
         term = await elect(runtime, sink)
-        readers = {f: reading_for(runtime, f, term) for f in FOLLOWERS}
+        readers = {f: reading_for(runtime, LEADER, f, term, f"inc-{f}") for f in FOLLOWERS}
         clock = time.process_time
         for r in range(rounds + 1):
             nxt = runtime.core.status().last_index + 1
             todo = [(proposals(runtime, envs), acks(term, i)) for i in range(nxt, nxt + batches)]
             await idle(runtime)
-            prof = cProfile.Profile() if profile and r == rounds else None
-            if prof is not None:
-                prof.enable()
             p = a = 0.0
-            start = clock()
-            for held, ack in todo:
-                t = clock()
-                assert runtime.hold_proposals()
-                runtime._held = held
-                runtime.release_proposals()
-                p += clock() - t
-                await idle(runtime)
-                for f, frame in ack:
+            with profiled(profile if r == rounds else None):
+                start = clock()
+                for held, frames in todo:
                     t = clock()
-                    assert readers[f].take(frame) is None
-                    a += clock() - t
+                    assert runtime.hold_proposals()
+                    runtime._held = held
+                    runtime.release_proposals()
+                    p += clock() - t
                     await idle(runtime)
-            spent = clock() - start
-            if prof is not None:
-                prof.disable()
-                prof.dump_stats(profile)  # type: ignore[arg-type]
+                    for f, frame in frames:
+                        t = clock()
+                        assert readers[f].take(frame) is None
+                        a += clock() - t
+                        await idle(runtime)
+                spent = clock() - start
             if r:
                 out["batch"].append(spent / batches * 1e6)
                 out["propose"].append(p / batches * 1e6)
@@ -290,17 +149,7 @@ async def run(
             st = runtime.core.status()
             assert st.commit == st.last_index == nxt + batches - 1, st
         nursery.cancel_scope.cancel()
-    DIGEST.update(b"".join(sink.sent))
-
-    def stored(txn: Any) -> None:
-        env = store._env
-        for key, value in txn.cursor(db=env.log):
-            DIGEST.update(key + value)
-        for key in (b"hard_state", b"pins", b"named"):
-            DIGEST.update(key + (txn.get(key, db=env.meta) or b""))
-
-    store._env.read(stored)
-    store.close()
+    digest_run(DIGEST, sink, store)
     return out
 
 
@@ -315,6 +164,8 @@ def main() -> None:
     ap.add_argument("--pad", type=int, default=24, help="longer client ids: larger entries")
     ap.add_argument("--profile")
     args = ap.parse_args()
+    lmdb_without_sync()  # the CPU, not the disk
+    stub_apply()
     envs = envelopes(args.commands, args.pad)
     res = trio.run(run, args.batches, args.rounds, envs, args.profile)
     line: dict[str, Any] = {k: round(statistics.median(v), 2) for k, v in res.items()}

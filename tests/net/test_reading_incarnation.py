@@ -10,44 +10,30 @@ from typing import Any
 import trio
 
 from tests.net import fake_codec
+from univrs.bench.raft_setup import frame_reading
 from univrs.codec import decode_frame, encode_batch, encode_message
-from univrs.net.inbound_frames import FrameReading, InboundConnection, _Reading
-from univrs.net.settings import TransportSettings
+from univrs.net.inbound_frames import _Reading
 from univrs.net.stats import PeerCounters
 from univrs.raft.messages import AppendEntries, Entry, Heartbeat, Message
 
 ATTESTED = "inc-of-a"
 
 
-class _Scope:
-    cancel_called = False
-
-
-class _WS:
-    closed = None
-
-
 def _reading(
     decode: Any, attested: str | None
 ) -> tuple[_Reading, trio.MemoryReceiveChannel[Message]]:
     send, receive = trio.open_memory_channel[Message](16)
-    reader: Any = object.__new__(FrameReading)
-    reader.node_id = "b"
-    reader.inbox = send
-    reader.leave = None
-    reader.settings = TransportSettings()
-    reader.decode = decode
-    reader._configured = {"a": "127.0.0.1:1", "b": "127.0.0.1:2"}
-    reader._source = "a"
-    reader._source_term = 2
-    reader._leader_terms = {}
-    reader._rejected = 0
-    reader._warned_protocol = set()
-    conn: Any = InboundConnection.__new__(InboundConnection)
-    object.__setattr__(conn, "scope", _Scope())
-    object.__setattr__(conn, "incarnation", None)
-    object.__setattr__(conn, "hello", type("H", (), {"src": "a"})())
-    return _Reading(reader, send, _WS(), conn, PeerCounters(), attested), receive  # type: ignore[arg-type]
+    reading = frame_reading(
+        node_id="b",
+        inbox=send,
+        leave=None,
+        configured={"a": "127.0.0.1:1", "b": "127.0.0.1:2"},
+        src="a",
+        term=2,
+        incarnation=attested,
+        decode=decode,
+    )
+    return reading, receive
 
 
 MSGS: tuple[Message, ...] = (
