@@ -53,7 +53,7 @@ from univrs.raft.ready import Role
 from univrs.runtime.events import ProposeMany
 from univrs.server.node import Node, run_node
 from univrs.sm.responses import Success
-from univrs.tools.devcluster import free_ports
+from univrs.tools.devcluster import free_ports  # type: ignore[attr-defined]
 
 try:
     from univrs.client.wire import Wire
@@ -140,7 +140,7 @@ class IngressClock:
             finally:
                 self.start += clock() - t0
 
-        protocol.decode_requests = timed_decode  # type: ignore[assignment]
+        protocol.decode_requests = timed_decode
         fast._ClientConnection._start_inline = timed_start  # type: ignore[method-assign]
 
 
@@ -174,6 +174,27 @@ async def drive(conn: fast._ClientConnection, ws: FakeSocket, frames: list[bytes
             ws.answered = trio.Event()
             if conn._in_flight == 0:
                 break
+
+
+async def start_leader(nursery: trio.Nursery, data_dir: Path, **config: Any) -> Node:
+    """A one-node cluster's node (its data in ``data_dir``, ``config``: more of its
+    ``NodeConfig``) run in ``nursery``, once it leads."""
+    raft_port, api_port = free_ports(2)
+    node: Node = await nursery.start(
+        run_node,
+        NodeConfig(
+            node_id="n1",
+            data_dir=data_dir,
+            raft_addr=f"127.0.0.1:{raft_port}",
+            api_addr=f"127.0.0.1:{api_port}",
+            reconcile_resync_ms=0,
+            **config,
+        ),
+    )
+    with trio.fail_after(30):
+        while node.status().role is not Role.LEADER:
+            await trio.sleep(0.01)
+    return node
 
 
 async def setup(node: Node, service: ApiService, clients: int) -> list[str]:
@@ -249,20 +270,8 @@ async def run_once(
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     clients = args.connections * args.frame
     with tempfile.TemporaryDirectory() as tmp:
-        raft_port, api_port = free_ports(2)
-        config = NodeConfig(
-            node_id="n1",
-            data_dir=Path(tmp) / "n1",
-            raft_addr=f"127.0.0.1:{raft_port}",
-            api_addr=f"127.0.0.1:{api_port}",
-            state_backend=args.backend,
-            reconcile_resync_ms=0,
-        )
         async with trio.open_nursery() as nursery:
-            node: Node = await nursery.start(run_node, config)
-            with trio.fail_after(30):
-                while node.status().role is not Role.LEADER:
-                    await trio.sleep(0.01)
+            node = await start_leader(nursery, Path(tmp) / "n1", state_backend=args.backend)
             service = ApiService(node.store)
             sessions = await setup(node, service, clients)
             real = node.runtime.inbox.sender

@@ -32,10 +32,7 @@ from univrs.api import fast
 from univrs.api.budget import AnswerBudget
 from univrs.api.service import ApiService
 from univrs.client.wire import Wire
-from univrs.config import NodeConfig
-from univrs.raft.ready import Role
-from univrs.server.node import Node, run_node
-from univrs.tools.devcluster import free_ports  # type: ignore[attr-defined]
+from univrs.server.node import Node
 
 PER = 16
 FRAMES = int(os.environ.get("FRAMES", "1500"))
@@ -62,19 +59,8 @@ def frames(rounds: int, sessions: list[str], seq0: int) -> list[bytes]:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        rp, ap = free_ports(2)
-        config = NodeConfig(
-            node_id="n1",
-            data_dir=Path(tmp) / "n1",
-            raft_addr=f"127.0.0.1:{rp}",
-            api_addr=f"127.0.0.1:{ap}",
-            reconcile_resync_ms=0,
-        )
         async with trio.open_nursery() as nursery:
-            node: Node = await nursery.start(run_node, config)
-            with trio.fail_after(30):
-                while node.status().role is not Role.LEADER:
-                    await trio.sleep(0.01)
+            node: Node = await bcp.start_leader(nursery, Path(tmp) / "n1")
             service = ApiService(node.store)
             sessions = await bcp.setup(node, service, PER)
             stub = bcp.StubInbox(node.runtime.inbox.sender)
