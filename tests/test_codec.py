@@ -225,10 +225,9 @@ def test_random_bytes_raise_only_protocol_error(data: bytes) -> None:
         decode_plain(data, max_size=MAX)
 
 
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
-@given(any_message, st.data())
-def test_mutated_frames_raise_only_protocol_error(msg: m.Message, data: st.DataObject) -> None:
-    raw = bytearray(encode_message(msg))
+def mutated(raw: bytearray, data: st.DataObject) -> bytes:
+    """``raw`` after one to four edits drawn from ``data``: a bit flipped, a byte inserted, a
+    byte deleted, the tail cut off."""
     for _ in range(data.draw(st.integers(1, 4))):
         op = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
         pos = data.draw(st.integers(0, max(len(raw) - 1, 0)))
@@ -240,7 +239,13 @@ def test_mutated_frames_raise_only_protocol_error(msg: m.Message, data: st.DataO
             del raw[pos]
         elif op == "truncate":
             del raw[pos:]
-    _decode_or_protocol_error(bytes(raw))
+    return bytes(raw)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(any_message, st.data())
+def test_mutated_frames_raise_only_protocol_error(msg: m.Message, data: st.DataObject) -> None:
+    _decode_or_protocol_error(mutated(bytearray(encode_message(msg)), data))
 
 
 @given(st.lists(st.one_of(plain, st.builds(cbor2.CBORSimpleValue, st.integers(0, 19)))))

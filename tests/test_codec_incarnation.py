@@ -13,7 +13,7 @@ import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_codec import MAX, any_message
+from tests.test_codec import MAX, any_message, mutated
 from univrs.codec import decode_frame, encode_batch, encode_message
 from univrs.errors import ProtocolError
 from univrs.raft import messages as m
@@ -68,18 +68,7 @@ def test_mutated_frames_decode_or_fail_alike(
     raw = bytearray(encode_message(msg))
     if data.draw(st.booleans()):
         raw = bytearray(encode_batch([bytes(raw), encode_message(msg)]))
-    for _ in range(data.draw(st.integers(1, 4))):
-        op = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
-        pos = data.draw(st.integers(0, max(len(raw) - 1, 0)))
-        if op == "flip" and raw:
-            raw[pos] ^= 1 << data.draw(st.integers(0, 7))
-        elif op == "insert":
-            raw.insert(pos, data.draw(st.integers(0, 255)))
-        elif op == "delete" and raw:
-            del raw[pos]
-        elif op == "truncate":
-            del raw[pos:]
-    _same(bytes(raw), incarnation)
+    _same(mutated(raw, data), incarnation)
 
 
 def test_a_wire_frame_cannot_set_the_incarnation() -> None:
