@@ -186,28 +186,7 @@ class ClusterStateMachine(CommandHandlers):
                     or (type(owner) is str and len(owner) <= MAX_OWNER_LEN and "\x00" not in owner)
                 )
             ):
-                sessions = self._sessions
-                session = sessions.get(client_id)
-                if session is None or not sessions.may_use(session, owner):
-                    return Failure(
-                        code=ErrorCode.SESSION_EXPIRED, message=f"session {client_id!r} is unknown"
-                    )
-                sessions.touch(session, index, self._clock_ms)
-                if seq <= session.max_seq - sessions.policy.window:  # is_stale
-                    return Failure(
-                        code=ErrorCode.STALE_SEQUENCE,
-                        message=f"seq {seq} is older than the window of session {client_id!r}",
-                    )
-                cached = session.responses.get(seq)
-                if cached is not None:
-                    return cached  # a retry: answered, not applied again
-                handler = _HANDLERS.get(type(cmd))  # ``_dispatch``, written out
-                if handler is None:
-                    response = self._dispatch(cmd, index)
-                else:
-                    response = handler(self, cmd, index)
-                sessions.record_touched(session, seq, response)
-                return response
+                return self._keyed(cmd, client_id, seq, owner, index, True)
         if isinstance(command, Envelope):
             cmd = command.command
             client_id, seq, owner = command.client_id, command.seq, command.owner
@@ -230,16 +209,27 @@ class ClusterStateMachine(CommandHandlers):
             problem = text_problem("owner", owner, MAX_OWNER_LEN)
             if problem:
                 return invalid(problem)
-        session = self._sessions.get(client_id)
-        if session is None or not self._sessions.may_use(session, owner):
+        return self._keyed(cmd, client_id, seq, owner, index, False)
+
+    def _keyed(
+        self, cmd: object, client_id: str, seq: int, owner: str | None, index: int, fast: bool
+    ) -> Response:
+        """The steps of a keyed command whose envelope passed every check, for both paths of
+        ``_command``: the session's look-up, owner check and touch, the stale seq, the cached
+        answer of a retry, else the command applied and its answer recorded. ``fast``: the
+        written-out path (s30), which records with ``record_touched`` (``touch`` already told
+        the journal of the session); the general path keeps ``record``."""
+        sessions = self._sessions
+        session = sessions.get(client_id)
+        if session is None or not sessions.may_use(session, owner):
             # Another owner's session (s14-owner): answered as if it did not exist, and
             # left as it is (its activity, its cached responses): a forger that raced the
             # owner's open cannot take a (session, seq) slot, nor keep the session alive.
             return Failure(
                 code=ErrorCode.SESSION_EXPIRED, message=f"session {client_id!r} is unknown"
             )
-        self._sessions.touch(session, index, self._clock_ms)
-        if self._sessions.is_stale(session, seq):
+        sessions.touch(session, index, self._clock_ms)
+        if seq <= session.max_seq - sessions.policy.window:  # ``is_stale``, written out
             return Failure(
                 code=ErrorCode.STALE_SEQUENCE,
                 message=f"seq {seq} is older than the window of session {client_id!r}",
@@ -247,8 +237,12 @@ class ClusterStateMachine(CommandHandlers):
         cached = session.responses.get(seq)
         if cached is not None:
             return cached  # a retry: answered, not applied again
-        response = self._dispatch(cmd, index)
-        self._sessions.record(session, seq, response)
+        handler = _HANDLERS.get(type(cmd))  # ``_dispatch``, written out
+        response = self._dispatch(cmd, index) if handler is None else handler(self, cmd, index)
+        if fast:
+            sessions.record_touched(session, seq, response)
+        else:
+            sessions.record(session, seq, response)
         return response
 
     def mark_applied(self, *, index: int, term: int, time_ms: int | None = None) -> None:
