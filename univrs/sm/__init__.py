@@ -63,6 +63,7 @@ from univrs.sm.plain import (
     response_from_plain,
     response_to_plain,
 )
+from univrs.sm.queries import SmStatistics
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
 from univrs.sm.sessions import SessionPolicy
 from univrs.sm.snapshot import (
@@ -71,7 +72,7 @@ from univrs.sm.snapshot import (
     snapshot_plain,
     state_digest,
 )
-from univrs.sm.state import ClusterStateMachine, SmStatistics
+from univrs.sm.state import ClusterStateMachine
 from univrs.sm.store import InMemoryStateStore, ReadConsistency, StateStore
 
 __all__ = [
