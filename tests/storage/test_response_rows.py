@@ -17,7 +17,15 @@ from univrs.errors import StorageError
 from univrs.sm import CreateWorkload, Envelope, OpenSession, ScaleWorkload, WorkloadSpec
 from univrs.sm.plain import response_from_plain
 from univrs.sm.responses import Created, ErrorCode, Failure, Response, Success
-from univrs.storage.sm_journal import _SUCCESS_HEAD, response_bytes
+from univrs.sm.sessions import Session, SessionPolicy
+from univrs.storage.sm_journal import (
+    _ROW,
+    _SUCCESS_HEAD,
+    LmdbJournal,
+    objects_in_lmdb,
+    response_bytes,
+    slot_key,
+)
 from univrs.storage.sm_rows import _response
 from univrs.storage.sm_tables import StateEnv
 
@@ -148,3 +156,64 @@ def test_a_malformed_response_row_is_named_by_its_key(tmp_path: pathlib.Path) ->
         StateEnv(path).load()
     assert f"session_responses row {bytes(key)!r}" in str(refused.value)
     assert "malformed" in str(refused.value)
+
+
+class _Txn:
+    """What ``LmdbJournal._write_sessions`` writes, kept: puts by key, the cursor's rows."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[bytes, bytes]] = []
+        self.heads: dict[bytes, bytes] = {}
+
+    def put(self, key: bytes, value: bytes, db: object = None) -> None:
+        self.heads[key] = value
+
+    def cursor(self, db: object = None) -> _Txn:
+        return self
+
+    def putmulti(self, rows: list[tuple[bytes, bytes]]) -> None:
+        self.rows.extend(rows)
+
+
+class _Sm:
+    def __init__(self, sessions: dict[str, Session], window: int) -> None:
+        self.policy = SessionPolicy(window=window)
+        self.session = sessions.get
+
+
+@pytest.mark.parametrize("last", [(0, 0), (7, 1_700_000_000_000), (2**64 - 1, 2**64 - 1)])
+def test_a_response_row_is_its_head_and_the_response_bytes(
+    tmp_path: pathlib.Path, last: tuple[int, int]
+) -> None:
+    """s31: a ``Success`` row whose version is a 2- or 4-byte uint is packed in one struct
+    call; every row must equal ``_ROW.pack(seq, last index, last ms) + response_bytes`` (the
+    general way) at the seq's slot, whatever the version's length or the response."""
+    journal = objects_in_lmdb(str(tmp_path / "state"), sync=False).journal
+    assert isinstance(journal, LmdbJournal)
+    window = 64
+    responses: list[Response] = [Success(version=v) for v in VERSIONS]
+    responses += [Success(version=v) for v in range(0, 2**33, 2**33 // 97 + 1)]
+    responses += [
+        Created(id="c9", version=70_000),
+        Failure(code=ErrorCode.NOT_FOUND, message="workload 'w' not found"),
+    ]
+    sessions: dict[str, Session] = {}
+    expected: list[tuple[bytes, bytes]] = []
+    for n, response in enumerate(responses):
+        client_id, seq = f"c{n}", 1 + n * 37
+        sessions[client_id] = Session(
+            client_id=client_id,
+            last_index=last[0],
+            last_ms=last[1],
+            max_seq=seq,
+            responses={seq: response},
+        )
+        journal.response(client_id, seq)
+        journal.session(client_id)
+        expected.append(
+            (slot_key(client_id, seq, window), _ROW.pack(seq, *last) + response_bytes(response))
+        )
+    txn = _Txn()
+    journal._write_sessions(txn, _Sm(sessions, window))  # type: ignore[arg-type]
+    assert sorted(txn.rows) == sorted(expected)
+    assert txn.heads == {}  # every session wrote a response row, none is new

@@ -46,6 +46,11 @@ _SEQ = struct.Struct(">Q")  # a response's seq (3) or slot (4) in its key (CBOR 
 _ROW = struct.Struct(">QQQ")
 # The plain CBOR of a ``Success`` up to its version: ``{"type": "success", "version": ``.
 _SUCCESS_HEAD = cbor2.dumps({"type": "success", "version": 0})[:-1]
+# A response row's whole value for a ``Success`` whose version takes CBOR's 2- or 4-byte uint
+# (0x19 / 0x1a, then the version): ``_ROW.pack(...) + _SUCCESS_HEAD + cbor_uint(version)`` in
+# one call (s31: every keyed write's row; a revision is past 0x10000 soon after start).
+_ROW_SUCCESS16 = struct.Struct(f">QQQ{len(_SUCCESS_HEAD)}sBH")
+_ROW_SUCCESS32 = struct.Struct(f">QQQ{len(_SUCCESS_HEAD)}sBI")
 # The head of the meta row (``_meta_bytes``): a CBOR array of 7 items, then the format.
 _META_HEAD = b"\x87" + _uint(STATE_FORMAT)
 _CBOR_FALSE, _CBOR_TRUE = cbor2.dumps(False), cbor2.dumps(True)
@@ -278,6 +283,7 @@ class LmdbJournal(StateJournal):
         window = sm.policy.window
         sessions_db = self._sessions_db
         dumps, pack, row_head = cbor2.dumps, _SEQ.pack, _ROW.pack
+        success16, success32, success_head = _ROW_SUCCESS16.pack, _ROW_SUCCESS32.pack, _SUCCESS_HEAD
         get_session = sm.session
         rows: list[tuple[bytes, bytes]] = []
         append = rows.append
@@ -301,10 +307,25 @@ class LmdbJournal(StateJournal):
                     response = responses.get(seq)
                     if response is not None:  # else out of the window again already
                         if type(response) is Success:  # ``response_bytes``, written out
-                            answer = _SUCCESS_HEAD + _uint(response.version)
+                            version = response.version
+                            if type(version) is not int:  # (cannot happen: the general way)
+                                value = row_head(seq, last_index, last_ms) + response_bytes(
+                                    response
+                                )
+                            elif 0x10000 <= version < 0x100000000:
+                                value = success32(
+                                    seq, last_index, last_ms, success_head, 0x1A, version
+                                )
+                            elif 0x100 <= version < 0x10000:
+                                value = success16(
+                                    seq, last_index, last_ms, success_head, 0x19, version
+                                )
+                            else:
+                                value = row_head(seq, last_index, last_ms) + (
+                                    success_head + _uint(version)
+                                )
                         else:
-                            answer = response_bytes(response)
-                        value = row_head(seq, last_index, last_ms) + answer
+                            value = row_head(seq, last_index, last_ms) + response_bytes(response)
                         append((prefix + pack(seq % window), value))
                         written = True
             if not written or client_id in new:
