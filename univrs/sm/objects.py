@@ -69,6 +69,9 @@ class StagedRows:
 
 
 Change = tuple[ObjectKind, str, Stored | None, Stored | None]
+# The kinds as module globals: ``ObjectKind.WORKLOAD`` goes through the enum's class each
+# time (about 60 ns in 3.11; s31: every write's change), a global is one dict look-up.
+_WORKLOAD, _INSTANCE, _NODE = ObjectKind.WORKLOAD, ObjectKind.INSTANCE, ObjectKind.NODE
 
 
 def new_objects() -> Objects:
@@ -125,7 +128,7 @@ class Objects:
     def put_workload(self, workload: StoredWorkload) -> None:
         """Add a workload or replace it (same id)."""
         old = self._workloads.put(workload.id, workload)
-        self.changes.append((ObjectKind.WORKLOAD, workload.id, old, workload))
+        self.changes.append((_WORKLOAD, workload.id, old, workload))
 
     def delete_workload(self, workload_id: str) -> None:
         """Remove a workload and, with it, every instance of it (no orphans), in id order."""
@@ -135,12 +138,12 @@ class Objects:
             self._by_workload.remove(workload_id, instance_id)
             if instance.node_id is not None:
                 self._by_node.remove(instance.node_id, instance_id)
-            self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
+            self.changes.append((_INSTANCE, instance_id, instance, None))
             had_instances = True
         if had_instances:
             self._counts.pop(workload_id)
         old = self._workloads.pop(workload_id)
-        self.changes.append((ObjectKind.WORKLOAD, workload_id, old, None))
+        self.changes.append((_WORKLOAD, workload_id, old, None))
 
     def put_instance(self, instance: Instance) -> None:
         """Add an instance or replace it. Its workload and node must exist; an instance keeps
@@ -155,7 +158,7 @@ class Objects:
         assert old is None or old.node_id in (None, instance.node_id)
         if instance.node_id is not None and (old is None or old.node_id is None):
             self._by_node.add(instance.node_id, instance.id)
-        self.changes.append((ObjectKind.INSTANCE, instance.id, old, instance))
+        self.changes.append((_INSTANCE, instance.id, old, instance))
 
     def delete_instance(self, instance_id: str) -> None:
         """Remove an instance."""
@@ -164,12 +167,12 @@ class Objects:
         self._count(instance.workload_id, instance.status, None)
         if instance.node_id is not None:
             self._by_node.remove(instance.node_id, instance_id)
-        self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
+        self.changes.append((_INSTANCE, instance_id, instance, None))
 
     def put_node(self, node: Node) -> None:
         """Add a node or replace it (same id)."""
         old = self._nodes.put(node.id, node)
-        self.changes.append((ObjectKind.NODE, node.id, old, node))
+        self.changes.append((_NODE, node.id, old, node))
 
     def delete_node(self, node_id: str) -> None:
         """Remove a node and, with it, every instance placed on it, in id order."""
@@ -178,9 +181,9 @@ class Objects:
             self._by_node.remove(node_id, instance_id)
             self._by_workload.remove(instance.workload_id, instance_id)
             self._count(instance.workload_id, instance.status, None)
-            self.changes.append((ObjectKind.INSTANCE, instance_id, instance, None))
+            self.changes.append((_INSTANCE, instance_id, instance, None))
         old = self._nodes.pop(node_id)
-        self.changes.append((ObjectKind.NODE, node_id, old, None))
+        self.changes.append((_NODE, node_id, old, None))
 
     def _count(
         self, workload_id: str, was: InstanceStatus | None, now: InstanceStatus | None
