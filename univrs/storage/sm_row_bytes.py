@@ -26,6 +26,8 @@ tests/storage/test_row_bytes.py checks the bytes against ``cbor2.dumps(_workload
 
 from __future__ import annotations
 
+import struct
+
 import cbor2
 
 from univrs.sm.objects import StoredWorkload
@@ -56,6 +58,8 @@ def cbor_uint(value: int) -> bytes:
 
 
 _U64 = 1 << 64
+# ``cbor_uint(v)`` for 0x10000 <= v < 0x100000000: ``_UINT32(0x1A, v)``
+_UINT32 = struct.Struct(">BI").pack
 # ``cbor_uint(v)`` for v < 0x100
 _UINT8 = [bytes((v,)) if v < 24 else bytes((0x18, v)) for v in range(0x100)]
 
@@ -122,7 +126,12 @@ def workload_bytes(w: StoredWorkload) -> bytes:
             ):
                 prefix, mid, tail = parts
                 r = _UINT8[replicas] if replicas < 0x100 else cbor_uint(replicas)
-                data = prefix + cbor_uint(version) + mid + r + tail
+                # ``cbor_uint(version)``: a version (an index) is most often a 4-byte uint,
+                # its head and bytes packed in one call; one join, not four concatenations
+                # (s31: every scale's row)
+                four = 0x10000 <= version < 0x100000000
+                v = _UINT32(0x1A, version) if four else cbor_uint(version)
+                data = b"".join((prefix, v, mid, r, tail))
                 _BYTES[ident] = (w, data, parts, newest, hit[1])
                 return data
     data, parts = _encoded(w)
