@@ -41,6 +41,7 @@ from univrs.storage.sm_store import (
 # says 4.
 STATE_FORMAT = 4
 _SEQ = struct.Struct(">Q")  # a response's seq (3) or slot (4) in its key (CBOR uints: < 2**64)
+_NUL_SEQ = struct.Struct(">xQ")  # NUL, then ``_SEQ``: a key's tail after the client id
 # The head of a response row's value (format 4): seq, the session's last index and last ms
 # (CBOR uints on the way in, so each fits), followed by the response's plain CBOR.
 _ROW = struct.Struct(">QQQ")
@@ -282,7 +283,7 @@ class LmdbJournal(StateJournal):
         new, dirty_responses = self._new_sessions, self._dirty_responses
         window = sm.policy.window
         sessions_db = self._sessions_db
-        dumps, pack, row_head = cbor2.dumps, _SEQ.pack, _ROW.pack
+        dumps, pack, row_head = cbor2.dumps, _NUL_SEQ.pack, _ROW.pack
         success16, success32, success_head = _ROW_SUCCESS16.pack, _ROW_SUCCESS32.pack, _SUCCESS_HEAD
         get_session = sm.session
         rows: list[tuple[bytes, bytes]] = []
@@ -301,7 +302,6 @@ class LmdbJournal(StateJournal):
             written = False
             if seqs:
                 responses = session.responses
-                prefix = key + b"\0"
                 last_index, last_ms = session.last_index, session.last_ms
                 for seq in seqs:
                     response = responses.get(seq)
@@ -326,7 +326,7 @@ class LmdbJournal(StateJournal):
                                 )
                         else:
                             value = row_head(seq, last_index, last_ms) + response_bytes(response)
-                        append((prefix + pack(seq % window), value))
+                        append((key + pack(seq % window), value))  # ``slot_key``
                         written = True
             if not written or client_id in new:
                 txn.put(key, dumps(_head_row(session)), db=sessions_db)
