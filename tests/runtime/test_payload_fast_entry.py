@@ -209,3 +209,85 @@ def test_single_entries_decode_as_decode_plain_then_the_document(
     data: bytes, max_version: int
 ) -> None:
     _check_against_the_reference(data, max_version)
+
+
+# Session 31: a keyed scale, the common command, is read in place (``payload._fast_envelopes``);
+# each mutation below makes it one the in-place read must not take as it is (a value of
+# another type, a key swapped for another at the same count, a key missing or too many).
+MUTATIONS = ["none", "value", "swap", "drop", "extra", "tag", "command-key", "command-drop"]
+near_values = st.one_of(
+    odd, st.just(1.0), st.just(b"scale-workload"), st.just([]), st.just({}), st.just("1")
+)
+
+
+@st.composite
+def keyed_scales(draw: Any, owners: bool) -> dict[Any, Any]:
+    """A keyed scale envelope (with an owner if ``owners``, mostly), maybe mutated once."""
+    command: dict[Any, Any] = {
+        "type": "scale-workload",
+        "id": draw(st.text(max_size=3)),
+        "replicas": draw(st.integers(-3, 2**64 - 1)),
+    }
+    envelope: dict[Any, Any] = {
+        "v": 1,
+        "command": command,
+        "client_id": draw(st.text(max_size=3)),
+        "seq": draw(st.integers(0, 2**64 - 1)),
+    }
+    if owners and draw(st.integers(0, 5)):
+        envelope["owner"] = draw(st.one_of(st.text(max_size=3), st.none()))
+    mutation = draw(st.sampled_from(MUTATIONS))
+    keys = sorted(envelope, key=str)
+    if mutation == "value":
+        target = draw(st.sampled_from([*keys, "command.id", "command.replicas", "command.type"]))
+        where, _, key = target.rpartition(".")
+        (command if where else envelope)[key] = draw(near_values)
+    elif mutation == "swap":  # one key replaced by another, the count kept
+        value = envelope.pop(draw(st.sampled_from(keys)))
+        envelope[draw(st.sampled_from(["owner", "other", 1, "expected_version"]))] = value
+    elif mutation == "drop":
+        del envelope[draw(st.sampled_from(keys))]
+    elif mutation == "extra":
+        envelope[draw(st.sampled_from(["owner", "other", 2.5]))] = draw(near_values)
+    elif mutation == "tag":
+        command["type"] = draw(st.sampled_from(["delete-workload", "scale-workloadx", "", 3]))
+    elif mutation == "command-key":
+        command[draw(st.sampled_from(["expected_version", "other", 0]))] = draw(
+            st.one_of(st.integers(0, 9), near_values)
+        )
+    elif mutation == "command-drop":
+        del command[draw(st.sampled_from(["id", "replicas", "type"]))]
+        command[draw(st.sampled_from(["expected_version", "x"]))] = 1
+    return envelope
+
+
+@st.composite
+def scale_entries(draw: Any) -> bytes:
+    """Entries of keyed scales, their near misses now and then: versions 1, 2 and 3."""
+    version = draw(st.sampled_from([1, 2, 3]))
+    items = draw(st.lists(keyed_scales(version == 3), min_size=1, max_size=6))
+    body = items[0] if version == 1 else items
+    return cbor2.dumps([version, draw(st.integers(0, 2**40)), body])
+
+
+@settings(max_examples=1500)
+@given(scale_entries(), st.sampled_from([1, 2, 3]))
+def test_keyed_scales_and_their_near_misses_decode_as_the_reference(
+    data: bytes, max_version: int
+) -> None:
+    _check_against_the_reference(data, max_version)
+
+
+def test_a_batch_of_keyed_scales_is_read_in_place(monkeypatch: Any) -> None:
+    """The common shape does not reach the per-envelope read (which would still answer
+    alike): the in-place read takes it whole, owners or not."""
+    import univrs.runtime.payload as payload_module
+
+    monkeypatch.setattr(payload_module, "envelope_plain_fast", lambda *_: None)
+    keyed = {"v": 1, "command": {"type": "scale-workload", "id": "w", "replicas": 2}}
+    keyed.update(client_id="c-1", seq=4)
+    for doc in ([2, 5, [keyed, keyed]], [3, 5, [{**keyed, "owner": "a"}] * 2], [1, 5, keyed]):
+        data = cbor2.dumps(doc)
+        decoded = payload_module._fast_entry(cbor2.loads(data), 3)
+        assert decoded is not None
+        assert decoded == _reference(data, 3)
