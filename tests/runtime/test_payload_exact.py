@@ -1,6 +1,8 @@
 """``encode_payload_doc`` checks a proposal's document with its two outer arrays in place
-(univrs/runtime/payload.py): the same bytes and the same "round-trips exactly" answer as the
-whole-document check it replaced, which is kept here as the reference."""
+(univrs/runtime/payload.py), and (session 31) writes those arrays' heads and the time's itself:
+the same bytes (``cbor2.dumps`` of the whole document) and the same "round-trips exactly"
+answer as the whole-document check it replaced, which is kept here as the reference, for
+versions 1 and 3 (an owner) and times of every CBOR head."""
 
 from __future__ import annotations
 
@@ -38,10 +40,21 @@ ints = st.one_of(
     st.integers(-(1 << 66), 1 << 66),
     st.sampled_from([-(1 << 64) - 1, -(1 << 64), (1 << 64) - 1, 1 << 64, 0, -1]),
 )
-times = st.one_of(ints, st.booleans(), st.none(), st.text(max_size=3))
+# CBOR's integer heads change at 24, 2**8, 2**16, 2**32 (a leader's time: 8 bytes) and 2**64
+BOUNDS = [
+    n + d for b in (24, 1 << 8, 1 << 16, 1 << 32, 1 << 64) for n in (b, -b) for d in (-1, 0, 1)
+]
+times = st.one_of(
+    ints,
+    st.sampled_from([*BOUNDS, 1_765_000_000_000]),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.binary(max_size=3),
+)
 
 
-@settings(max_examples=300)
+@settings(max_examples=600)
 @given(
     st.text(min_size=1, max_size=8),
     ints,
@@ -93,3 +106,20 @@ def test_the_depth_bound_is_the_whole_documents(
     assert ours == reference
     assert isinstance(ours, tuple)
     assert (ours[1] is None) == (depth > EXACT_DEPTH - (2 if owner else 1))
+
+
+@pytest.mark.parametrize("owner", [None, "token:t1"])
+@pytest.mark.parametrize("time_ms", [*BOUNDS, 1_765_000_000_000, True, None, "t", b"t"])
+def test_the_bytes_of_every_time_head(time_ms: Any, owner: str | None) -> None:
+    """Each head a time may take, around every bound, with and without an owner: the bytes
+    ``cbor2.dumps`` writes for the whole document."""
+    envelope = Envelope(
+        command=ScaleWorkload(id="bench-7", replicas=3, expected_version=9),
+        client_id="c-1",
+        seq=12,
+        owner=owner,
+    )
+    ours = _ours(envelope, time_ms)
+    assert ours == _reference(envelope, time_ms)
+    if isinstance(ours, tuple) and ours[1] is not None:
+        assert ours[0] == cbor2.dumps(ours[1]) == codec.encode_plain(_single_doc(envelope, time_ms))
