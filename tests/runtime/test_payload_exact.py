@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from univrs import codec
 from univrs.runtime import payload
 from univrs.runtime.payload import EXACT_DEPTH, _single_doc, encode_payload_doc, round_trips_exactly
-from univrs.sm import Envelope, ScaleWorkload
+from univrs.sm import DeleteWorkload, Envelope, ScaleWorkload
 
 
 def _reference(envelope: Envelope, time_ms: Any) -> tuple[bytes, list[Any] | None] | str:
@@ -96,8 +96,8 @@ def test_the_depth_bound_is_the_whole_documents(
     document (two or three arrays more) is within ``EXACT_DEPTH`` (fails if the in-place check
     starts one level off)."""
     monkeypatch.setattr(payload, "envelope_to_plain", lambda envelope: _nested(depth))
-    envelope = Envelope(
-        command=ScaleWorkload(id="w", replicas=1),
+    envelope = Envelope(  # not a scale: its document is built in place, not patched
+        command=DeleteWorkload(id="w"),
         client_id="c" if owner else None,
         seq=1 if owner else None,
         owner=owner,
@@ -123,3 +123,69 @@ def test_the_bytes_of_every_time_head(time_ms: Any, owner: str | None) -> None:
     assert ours == _reference(envelope, time_ms)
     if isinstance(ours, tuple) and ours[1] is not None:
         assert ours[0] == cbor2.dumps(ours[1]) == codec.encode_plain(_single_doc(envelope, time_ms))
+
+
+class _Text(str):
+    """A str subclass: not exact, so never the scale's own path."""
+
+
+def _odd(base: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        base,
+        base,
+        st.none(),
+        st.booleans(),
+        st.floats(allow_nan=False),
+        st.binary(max_size=2),
+        st.builds(_Text, st.text(max_size=2)),
+        st.sampled_from([[], {}, (1,)]),
+        ints,
+    )
+
+
+FIELDS = ["id", "replicas", "expected_version", "client_id", "seq", "owner"]
+
+
+@st.composite
+def scales(draw: Any) -> Envelope:
+    """A scale envelope of exact fields, then none, one or two of them of any other type."""
+    fields: dict[str, Any] = {
+        "id": draw(st.text(max_size=4)),
+        "replicas": draw(ints),
+        "expected_version": draw(st.one_of(st.none(), ints)),
+        "client_id": draw(st.one_of(st.none(), st.text(max_size=4))),
+        "seq": draw(st.one_of(st.none(), ints)),
+        "owner": draw(st.one_of(st.none(), st.text(max_size=4))),
+    }
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=2)):
+        fields[name] = draw(_odd(st.none()))
+    command = ScaleWorkload(
+        id=fields["id"], replicas=fields["replicas"], expected_version=fields["expected_version"]
+    )
+    return Envelope(
+        command=command, client_id=fields["client_id"], seq=fields["seq"], owner=fields["owner"]
+    )
+
+
+@settings(max_examples=1500)
+@given(scales(), st.sampled_from([1_765_000_000_000, 5, None, -1]))
+def test_a_scale_of_any_field_types_encodes_as_the_general_path(
+    envelope: Envelope, time_ms: Any
+) -> None:
+    """Session 31: a scale's plain document is built and checked in one step
+    (``payload._exact_scale``); for fields of every type, exact or not, the same bytes,
+    document (or None) and refusals as ``envelope_to_plain`` and the whole-document check."""
+    ours, reference = _ours(envelope, time_ms), _reference(envelope, time_ms)
+    assert ours == reference
+    if isinstance(ours, tuple) and ours[1] is not None:
+        assert isinstance(reference, tuple) and reference[1] is not None
+        assert _types(ours[1]) == _types(reference[1])
+
+
+def _types(doc: Any) -> Any:
+    """The document with each value's type beside it (``==`` takes True for 1)."""
+    if isinstance(doc, dict):
+        return [(key, _types(value)) for key, value in doc.items()]
+    if isinstance(doc, list):
+        return [_types(item) for item in doc]
+    return (type(doc), doc)

@@ -74,6 +74,7 @@ from univrs.sm.builders import slot_builder
 from univrs.sm.commands import Envelope, ScaleWorkload
 from univrs.sm.plain import (
     COMMAND_FORMAT_VERSION,
+    command_type_tag,
     envelope_from_plain,
     envelope_plain_fast,
     envelope_to_plain,
@@ -128,7 +129,12 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
     ``codec.encode_plain``'s bound), so it is encoded without ``encode_plain``'s own check
     (the same ``cbor2.dumps``, the same bytes); any other is encoded by ``encode_plain``,
     which refuses what is not plain (``TypeError``) as before."""
-    plain = envelope_to_plain(envelope)
+    command = envelope.command
+    # The common proposal, a scale, built and checked in one step (session 31).
+    plain = _exact_scale(envelope, command) if type(command) is ScaleWorkload else None
+    exact = plain is not None
+    if plain is None:
+        plain = envelope_to_plain(envelope)
     # ``round_trips_exactly(doc, EXACT_DEPTH)`` with the two outer arrays (built here: a
     # version, the time, the envelope) checked in place: the same answer for a scalar time
     # (tests/runtime/test_payload_exact.py), two calls fewer per proposal.
@@ -139,9 +145,9 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
     else:
         doc, depth = [PAYLOAD_VERSION, time_ms, plain], EXACT_DEPTH - 1
     kind = type(time_ms)
-    if (
-        kind in _EXACT_NON_INT or (kind is int and _INT_MIN <= time_ms <= _INT_MAX)
-    ) and round_trips_exactly(plain, depth):
+    if (kind in _EXACT_NON_INT or (kind is int and _INT_MIN <= time_ms <= _INT_MAX)) and (
+        exact or round_trips_exactly(plain, depth)
+    ):
         # ``cbor2.dumps(doc)``'s bytes with the outer arrays' heads written here: cbor2 tests
         # each list against ``Mapping`` (an ABC check), a third of a µs of a scale's proposal
         # (session 31; tests/runtime/test_payload_exact.py: the same bytes). A leader's time
@@ -155,6 +161,40 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
         head = _OWNED_HEAD + stamp + b"\x81" if owned else b"\x83\x01" + stamp
         return head + dumps(plain), doc
     return codec.encode_plain(doc), None
+
+
+_SCALE_TAG = command_type_tag(ScaleWorkload)
+
+
+def _exact_scale(envelope: Envelope, command: ScaleWorkload) -> dict[str, Any] | None:
+    """``envelope_to_plain(envelope)`` for a scale if that round-trips exactly (exact
+    ``str`` id, client id and owner; exact ``int`` replicas, expected version and seq within
+    CBOR's range; the same keys in the same order), else None (the general path decides)."""
+    workload, replicas, expected = command.id, command.replicas, command.expected_version
+    client_id, seq, owner = envelope.client_id, envelope.seq, envelope.owner
+    if not (
+        type(workload) is str
+        and type(replicas) is int
+        and _INT_MIN <= replicas <= _INT_MAX
+        and (client_id is None or type(client_id) is str)
+        and (owner is None or type(owner) is str)
+    ):
+        return None
+    body: dict[str, Any] = {"type": _SCALE_TAG, "id": workload, "replicas": replicas}
+    if expected is not None:
+        if type(expected) is not int or not _INT_MIN <= expected <= _INT_MAX:
+            return None
+        body["expected_version"] = expected
+    plain: dict[str, Any] = {"v": COMMAND_FORMAT_VERSION, "command": body}
+    if client_id is not None:
+        plain["client_id"] = client_id
+    if seq is not None:
+        if type(seq) is not int or not _INT_MIN <= seq <= _INT_MAX:
+            return None
+        plain["seq"] = seq
+    if owner is not None:
+        plain["owner"] = owner
+    return plain
 
 
 def is_owned(payload: bytes) -> bool:
@@ -348,7 +388,6 @@ def _slot_setters(cls: type[Any]) -> dict[str, Any]:
 
 _SCALE_SET = _slot_setters(ScaleWorkload)
 _ENVELOPE_SET = _slot_setters(Envelope)
-_SCALE_TAG = "scale-workload"
 
 
 def _fast_envelopes(plains: list[Any], owners: bool) -> list[Envelope | str] | None:
