@@ -131,10 +131,11 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
     which refuses what is not plain (``TypeError``) as before."""
     command = envelope.command
     # The common proposal, a scale, built and checked in one step (session 31).
-    plain = _exact_scale(envelope, command) if type(command) is ScaleWorkload else None
-    exact = plain is not None
-    if plain is None:
-        plain = envelope_to_plain(envelope)
+    scale = _exact_scale(envelope, command) if type(command) is ScaleWorkload else None
+    if scale is None:
+        plain, body = envelope_to_plain(envelope), None
+    else:
+        plain, body = scale
     # ``round_trips_exactly(doc, EXACT_DEPTH)`` with the two outer arrays (built here: a
     # version, the time, the envelope) checked in place: the same answer for a scalar time
     # (tests/runtime/test_payload_exact.py), two calls fewer per proposal.
@@ -146,7 +147,7 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
         doc, depth = [PAYLOAD_VERSION, time_ms, plain], EXACT_DEPTH - 1
     kind = type(time_ms)
     if (kind in _EXACT_NON_INT or (kind is int and _INT_MIN <= time_ms <= _INT_MAX)) and (
-        exact or round_trips_exactly(plain, depth)
+        body is not None or round_trips_exactly(plain, depth)
     ):
         # ``cbor2.dumps(doc)``'s bytes with the outer arrays' heads written here: cbor2 tests
         # each list against ``Mapping`` (an ABC check), a third of a µs of a scale's proposal
@@ -159,17 +160,20 @@ def encode_payload_doc(envelope: Envelope, time_ms: int) -> tuple[bytes, list[An
             else dumps(time_ms)
         )
         head = _OWNED_HEAD + stamp + b"\x81" if owned else b"\x83\x01" + stamp
-        return head + dumps(plain), doc
+        return head + (dumps(plain) if body is None else body), doc
     return codec.encode_plain(doc), None
 
 
 _SCALE_TAG = command_type_tag(ScaleWorkload)
 
 
-def _exact_scale(envelope: Envelope, command: ScaleWorkload) -> dict[str, Any] | None:
+def _exact_scale(envelope: Envelope, command: ScaleWorkload) -> tuple[dict[str, Any], bytes] | None:
     """``envelope_to_plain(envelope)`` for a scale if that round-trips exactly (exact
     ``str`` id, client id and owner; exact ``int`` replicas, expected version and seq within
-    CBOR's range; the same keys in the same order), else None (the general path decides)."""
+    CBOR's range; the same keys in the same order), and its ``cbor2.dumps`` bytes (each map's
+    head and keys constant, each value by ``_text`` or ``_int``: about 0.2 µs less than
+    cbor2's, session 31); else None (the general path decides, and raises what it raises: a string
+    UTF-8 cannot encode)."""
     workload, replicas, expected = command.id, command.replicas, command.expected_version
     client_id, seq, owner = envelope.client_id, envelope.seq, envelope.owner
     if not (
@@ -180,21 +184,65 @@ def _exact_scale(envelope: Envelope, command: ScaleWorkload) -> dict[str, Any] |
         and (owner is None or type(owner) is str)
     ):
         return None
-    body: dict[str, Any] = {"type": _SCALE_TAG, "id": workload, "replicas": replicas}
-    if expected is not None:
-        if type(expected) is not int or not _INT_MIN <= expected <= _INT_MAX:
-            return None
-        body["expected_version"] = expected
-    plain: dict[str, Any] = {"v": COMMAND_FORMAT_VERSION, "command": body}
-    if client_id is not None:
-        plain["client_id"] = client_id
-    if seq is not None:
-        if type(seq) is not int or not _INT_MIN <= seq <= _INT_MAX:
-            return None
-        plain["seq"] = seq
-    if owner is not None:
-        plain["owner"] = owner
-    return plain
+    try:
+        body: dict[str, Any] = {"type": _SCALE_TAG, "id": workload, "replicas": replicas}
+        parts = [b"", _text(workload), _REPLICAS, _int(replicas)]  # [0]: see below
+        if expected is not None:
+            if type(expected) is not int or not _INT_MIN <= expected <= _INT_MAX:
+                return None
+            body["expected_version"] = expected
+            parts += (_EXPECTED, _int(expected))
+        plain: dict[str, Any] = {"v": COMMAND_FORMAT_VERSION, "command": body}
+        if client_id is not None:
+            plain["client_id"] = client_id
+            parts += (_CLIENT_ID, _text(client_id))
+        if seq is not None:
+            if type(seq) is not int or not _INT_MIN <= seq <= _INT_MAX:
+                return None
+            plain["seq"] = seq
+            parts += (_SEQ, _int(seq))
+        if owner is not None:
+            plain["owner"] = owner
+            parts += (_OWNER, _text(owner))
+    except UnicodeEncodeError:
+        return None
+    # the two maps' heads (their sizes known now), the keys and values before the id's
+    parts[0] = _MAP_HEADS[len(plain)] + _V_COMMAND + _MAP_HEADS[len(body)] + _SCALE_ID
+    return plain, b"".join(parts)
+
+
+_MAP_HEADS = [bytes([0xA0 + n]) for n in range(24)]  # a CBOR map of n < 24 pairs
+_V_COMMAND = b"".join(map(cbor2.dumps, ["v", COMMAND_FORMAT_VERSION, "command"]))
+_SCALE_ID = b"".join(map(cbor2.dumps, ["type", _SCALE_TAG, "id"]))
+_REPLICAS, _EXPECTED, _CLIENT_ID, _SEQ, _OWNER = map(
+    cbor2.dumps, ["replicas", "expected_version", "client_id", "seq", "owner"]
+)
+_TEXT_HEADS = [bytes([0x60 + n]) for n in range(24)]  # a CBOR text of n < 24 bytes
+_INTS = [cbor2.dumps(n) for n in range(24)]
+_pack_uint16 = struct.Struct(">BH").pack
+_pack_uint32 = struct.Struct(">BI").pack
+
+
+def _text(text: str) -> bytes:
+    """``cbor2.dumps(text)`` (UTF-8, its length's shortest head)."""
+    data = text.encode()
+    size = len(data)
+    if size < 24:
+        return _TEXT_HEADS[size] + data
+    if size < 0x100:
+        return bytes([0x78, size]) + data
+    return cbor2.dumps(text)
+
+
+def _int(n: int) -> bytes:
+    """``cbor2.dumps(n)`` (the shortest head) for an int within CBOR's range."""
+    if 0 <= n < 24:
+        return _INTS[n]
+    if 0 <= n < 0x10000:
+        return bytes([0x18, n]) if n < 0x100 else _pack_uint16(0x19, n)
+    if 0 <= n < 0x100000000:
+        return _pack_uint32(0x1A, n)
+    return cbor2.dumps(n)
 
 
 def is_owned(payload: bytes) -> bool:
