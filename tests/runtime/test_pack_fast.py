@@ -1,14 +1,19 @@
 """The leader's batch building (session 30, slice he): ``Packing.pack``'s one-entry fast path
 makes what its general path makes, ``batch_payload`` what its reference (the code before the
-change) makes, and ``any_owned`` answers as ``is_owned`` on each, over random proposals."""
+change) makes, and ``any_owned`` answers as ``is_owned`` on each, over random proposals; and
+(session 31) ``ProposalBatches.flush``, which lists the payloads once for the owner check and
+the packing, proposes what its reference (the code before) proposes."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from typing import Any
 
 from univrs import codec
+from univrs.runtime import batching
+from univrs.runtime.batching import ProposalBatches
 from univrs.runtime.events import Propose, ProposeBatch
 from univrs.runtime.packing import Packing
 from univrs.runtime.payload import (
@@ -18,6 +23,7 @@ from univrs.runtime.payload import (
     batch_payload,
     encode_payload_doc,
     is_owned,
+    without_owner,
 )
 from univrs.runtime.waiter import Waiter
 from univrs.sm import CreateWorkload, Envelope, WorkloadSpec
@@ -82,6 +88,8 @@ def test_pack_makes_what_its_general_path_makes() -> None:
             max_bytes=rng.choice([100, 2_000, 10_000, 256 * 1024]),
         )
         assert _shape(packing.pack(props)) == _shape(packing._pack_each(props))
+        listed = [p.payload for p in props]
+        assert _shape(packing.pack(props, listed)) == _shape(packing._pack_each(props))
 
 
 def test_batch_payload_matches_its_reference_and_any_owned_is_owned() -> None:
@@ -93,3 +101,75 @@ def test_batch_payload_matches_its_reference_and_any_owned_is_owned() -> None:
         assert batch_payload(docs, payloads) == _reference_batch_payload(docs, payloads)  # type: ignore[arg-type]
         assert any_owned(payloads) == any(is_owned(p) for p in payloads)
     assert not any_owned([])
+
+
+class _Core:
+    """What ``flush`` hands the core: the payloads of each ``propose_many``."""
+
+    def __init__(self) -> None:
+        self.proposed: list[list[bytes]] = []
+
+    def propose_many(self, payloads: list[bytes]) -> tuple[int, int]:
+        self.proposed.append(list(payloads))
+        return 1, 1 + sum(len(p) for p in self.proposed[:-1])
+
+
+class _Pending:
+    def appended(self, term: int, first: int, entries: list[Any]) -> None:
+        pass
+
+
+def _answer(answer: bool, *_args: object) -> bool:
+    return answer
+
+
+def _reference_flush(
+    open_: list[Propose], packing: Packing, may_pack: bool, may_own: bool, limit: int
+) -> list[list[bytes]]:
+    """What ``ProposalBatches.flush`` proposed before session 31, one batch after another
+    (nothing in flight between them)."""
+    out = []
+    while open_:
+        batch = open_
+        live = [p for p in batch[:limit] if not p.waiter.done]
+        open_ = batch[limit:]
+        if not live:
+            continue
+        if any_owned([p.payload for p in live]) and not may_own:
+            for p in live:
+                if is_owned(p.payload):
+                    p.payload, p.doc = without_owner(p.payload, p.doc)
+        entries = packing.pack(live) if may_pack else list(live)
+        out.append([e.payload for e in entries])
+    return out
+
+
+def test_flush_proposes_what_its_reference_proposes(monkeypatch: Any) -> None:
+    rng = random.Random(32)
+    for _ in range(200):
+        limit = rng.choice([3, 7, 4096])
+        monkeypatch.setattr(batching, "MAX_BATCH", limit)
+        n = rng.randrange(1, 30)
+        seed = rng.randrange(1 << 30)
+        done = {i for i in range(n) if rng.random() < 0.2}
+        may_pack, may_own = rng.random() < 0.8, rng.random() < 0.5
+        packing = Packing(enabled=True, max_commands=rng.choice([2, 5, 256]))
+        sides = []
+        for _side in range(2):  # the same proposals, made twice (an owner's strip mutates)
+            props = _proposals(random.Random(seed), n, docless=0.1)
+            for i in done:
+                props[i].waiter.set(None)  # type: ignore[arg-type]
+            sides.append(props)
+        want = _reference_flush(sides[0], packing, may_pack, may_own, limit)
+        core, pending = _Core(), _Pending()
+        batches = ProposalBatches(depth=1 << 20, packing=packing)
+        batches.open = sides[1]
+        batches.flush(
+            core,  # type: ignore[arg-type]
+            pending,  # type: ignore[arg-type]
+            functools.partial(_answer, may_pack),
+            0.0,
+            functools.partial(_answer, may_own),
+        )
+        assert core.proposed == want
+        assert batches.open == []

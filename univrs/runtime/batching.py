@@ -161,17 +161,24 @@ class ProposalBatches:
         If not, the proposals that carry one are written without it."""
         while self.open and len(self.in_flight) < self.depth:
             batch = self.open
-            live = [p for p in batch[:MAX_BATCH] if not p.waiter.done]
-            self.open = batch[MAX_BATCH:]
+            if len(batch) <= MAX_BATCH:  # (the usual batch: no copies of it)
+                self.open = []
+            else:
+                batch, self.open = batch[:MAX_BATCH], batch[MAX_BATCH:]
+            live = [p for p in batch if not p.waiter.done]
             if not live:
                 continue
-            if may_own is not None and any_owned([p.payload for p in live]) and not may_own():
+            # The payloads, read once for the owner check and the packing (each a per-batch
+            # pass over every proposal on the leader's propose step).
+            payloads = [p.payload for p in live]
+            if may_own is not None and any_owned(payloads) and not may_own():
                 for p in live:
                     if is_owned(p.payload):
                         p.payload, p.doc = without_owner(p.payload, p.doc)
+                payloads = [p.payload for p in live]
             # One entry each, or batch entries if every member applies them.
             entries: list[Propose | ProposeBatch] = (
-                self.packing.pack(live) if may_pack(len(live)) else list(live)
+                self.packing.pack(live, payloads) if may_pack(len(live)) else list(live)
             )
             try:
                 term, first = core.propose_many([e.payload for e in entries])

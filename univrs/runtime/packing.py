@@ -45,16 +45,20 @@ class Packing:
         limit (and ``DEFAULT_MAX_BYTES``)."""
         return cls(enabled=enabled, max_bytes=min(DEFAULT_MAX_BYTES, max_payload_size // 4))
 
-    def pack(self, proposals: Sequence[Propose]) -> list[Propose | ProposeBatch]:
+    def pack(
+        self, proposals: Sequence[Propose], payloads: Sequence[bytes] | None = None
+    ) -> list[Propose | ProposeBatch]:
         """The entries to append for ``proposals``, in order: each a single proposal or a
-        batch of at least two."""
+        batch of at least two. ``payloads``: their payloads, if the caller has them listed
+        (``ProposalBatches.flush``)."""
         if not self.enabled or len(proposals) < 2:
             return list(proposals)
         max_commands, max_bytes = self.max_commands, self.max_bytes
         if len(proposals) <= max_commands:
             # All in one batch entry when they fit (every one has its document, and all their
             # bytes fit in one entry): what the loop below makes of them, built at once.
-            payloads = [p.payload for p in proposals]
+            if payloads is None:
+                payloads = [p.payload for p in proposals]
             if sum(map(len, payloads)) <= max_bytes:
                 docs = [p.doc for p in proposals]
                 if None not in docs:

@@ -32,18 +32,17 @@ class Waiter(Generic[T]):
     _task: trio.lowlevel.Task | None = None  # the task parked here, rescheduled when filled
     _event: trio.Event | None = None  # for any other task waiting at the same time
     _notify: Callable[[], None] | None = None
-    _filled: bool = False
+    # Filled (``set`` or ``fail``): a plain attribute, not a property, for it is read for
+    # every proposal of every batch on the leader's step (batching.py ``flush``; a property
+    # costs about 27 ns more per read). Only ``set`` and ``fail`` write it.
+    done: bool = attrs.field(default=False, init=False)
     _value: T | None = None
     _error: BaseException | None = None
 
-    @property
-    def done(self) -> bool:
-        return self._filled
-
     def set(self, value: T) -> None:
-        if not self._filled:
+        if not self.done:
             self._value = value
-            self._filled = True
+            self.done = True
             if self._task is not None:
                 self._wake()
             if self._event is not None:
@@ -52,9 +51,9 @@ class Waiter(Generic[T]):
                 self._fire()
 
     def fail(self, error: BaseException) -> None:
-        if not self._filled:
+        if not self.done:
             self._error = error
-            self._filled = True
+            self.done = True
             if self._task is not None:
                 self._wake()
             if self._event is not None:
@@ -81,7 +80,7 @@ class Waiter(Generic[T]):
 
     def notify(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once when the slot is filled (at once if it is already)."""
-        if self._filled:
+        if self.done:
             fn()
         else:
             self._notify = fn
@@ -89,7 +88,7 @@ class Waiter(Generic[T]):
     async def settled(self) -> None:
         """Wait until filled (without raising its error; read it with ``result``). A
         checkpoint either way, as ``trio.Event.wait`` is."""
-        if self._filled:
+        if self.done:
             await trio.lowlevel.checkpoint()
         elif self._task is None:
             self._task = trio.lowlevel.current_task()
@@ -105,14 +104,14 @@ class Waiter(Generic[T]):
     def result(self) -> T:
         """The value, or raise the error, of a filled waiter (no checkpoint: a caller waiting
         for many waiters filled together reads them without a scheduling round each)."""
-        assert self._filled, "result() of a waiter not filled yet"
+        assert self.done, "result() of a waiter not filled yet"
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
 
     async def wait(self) -> T:
         # ``settled``'s body, not a call to it: one level fewer in the waiting chain.
-        if self._filled:
+        if self.done:
             await trio.lowlevel.checkpoint()
         elif self._task is None:
             self._task = trio.lowlevel.current_task()
