@@ -19,6 +19,12 @@ of the two acks' reads, over ``--rounds`` runs of ``--batches`` batches, and a d
 log and of every frame sent (the same in every tree). ``--profile FILE``: a cProfile of one
 run.
 
+``--frames K`` (session 31): each batch's proposals come as K client frames while the open
+batch gathers the proposers of the batch that applied before (at 64 clients the frames of a
+batch arrive during that gather); prints CPU per batch (``node``: the frames' steps and every
+task's steps but the harness's) and trio's task steps per batch. Timing decides how the frames
+fall into batches there, so its digest may differ from run to run.
+
     PYTHONPATH=<tree> .venv/bin/python scripts/bench_leader_batch.py [--rounds 7]
 """
 
@@ -153,6 +159,110 @@ async def run(
     return out
 
 
+class _Steps(trio.abc.Instrument):
+    """Counts the task steps trio runs (the driver's wake-ups among them) and the CPU of the
+    steps of every task but the harness's own (``main``: its polling is not the node's)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.others = 0.0
+        self.main: trio.lowlevel.Task | None = None
+        self._at = 0.0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+        self._at = time.process_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.main:
+            self.others += time.process_time() - self._at
+
+
+async def run_frames(
+    batches: int, rounds: int, envs: list[Any], frames: int, profile: str | None
+) -> dict[str, list[float]]:
+    """``--frames K``: each batch's proposals come as K client frames (hold/release each,
+    then a scheduling round, as a connection's reader does) while the open batch gathers the
+    proposers of the batch that just applied (the 64-client case: frames arrive during the
+    gather); then the acks of each batch they made. CPU per batch of everything (the
+    harness's polling included), of the frames' own steps, of the node's (the frames' steps
+    and every task's steps but the harness's: ``node``), trio's task steps per batch and the
+    frames handed over on the inbox (the driver had something to read first)."""
+    sink = RecordingSink()
+    runtime, store = new_runtime(
+        LEADER,
+        sink,
+        packing=Packing.for_frames(
+            enabled=True, max_payload_size=TransportSettings().max_payload_size
+        ),
+        proposal_gather=5.0,  # (the gather ends when every proposer is back, not by time)
+    )
+    runtime._may_pack = lambda n: n >= 2  # type: ignore[assignment]  # every member applies them
+    runtime._may_own = lambda: True  # type: ignore[assignment]
+    steps = _Steps()
+    steps.main = trio.lowlevel.current_task()
+    trio.lowlevel.add_instrument(steps)
+    out: dict[str, list[float]] = {
+        "frames": [],
+        "batch": [],
+        "task_steps": [],
+        "inboxed": [],
+        "node": [],
+    }
+    size = -(-len(envs) // frames)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        term = await elect(runtime, sink)
+        readers = {f: reading_for(runtime, LEADER, f, term, f"inc-{f}") for f in FOLLOWERS}
+        clock = time.process_time
+        for r in range(rounds + 1):
+            todo = [
+                [proposals(runtime, envs[k : k + size]) for k in range(0, len(envs), size)]
+                for _ in range(batches)
+            ]
+            fr, inboxed = 0.0, 0
+            with profiled(profile if r == rounds else None):
+                start, first_steps, others = clock(), steps.steps, steps.others
+                for held_frames in todo:
+                    # The batch before applied; the driver gathers (or its gather timed out)
+                    while runtime._batches.in_flight or not (runtime._gathering or runtime._parked):
+                        await trio.sleep(0)
+                    for held in held_frames:
+                        t = clock()
+                        if runtime.hold_proposals():
+                            runtime._held = held
+                            runtime.release_proposals()
+                        else:  # the driver has its inbox to read first: the frame goes there
+                            inboxed += 1
+                            for event in held:
+                                runtime.inbox.sender.send_nowait(event)
+                        fr += clock() - t
+                        await trio.sleep(0)  # the connection's reader goes on
+                    # Ack every batch these frames made (a gather that timed out between
+                    # them splits them in two), each once it is in flight.
+                    batches_ = runtime._batches
+                    while batches_.open or batches_.in_flight:
+                        if batches_.in_flight and runtime._writer.idle:
+                            last = batches_.in_flight[-1]
+                            if runtime.core.status().commit < last:
+                                for f, frame in acks(term, last):
+                                    assert readers[f].take(frame) is None
+                                    await trio.sleep(0)
+                        await trio.sleep(0)
+                spent = clock() - start
+            if r:
+                out["batch"].append(spent / batches * 1e6)
+                out["frames"].append(fr / batches * 1e6)
+                out["task_steps"].append((steps.steps - first_steps) / batches)
+                out["inboxed"].append(inboxed / batches)
+                out["node"].append((fr + steps.others - others) / batches * 1e6)
+            await idle(runtime)
+        nursery.cancel_scope.cancel()
+    trio.lowlevel.remove_instrument(steps)
+    digest_run(DIGEST, sink, store)
+    return out
+
+
 DIGEST = hashlib.sha256()
 
 
@@ -163,11 +273,17 @@ def main() -> None:
     ap.add_argument("--commands", type=int, default=60)
     ap.add_argument("--pad", type=int, default=24, help="longer client ids: larger entries")
     ap.add_argument("--profile")
+    ap.add_argument(
+        "--frames", type=int, default=0, help="K > 0: K frames per batch, during the gather"
+    )
     args = ap.parse_args()
     lmdb_without_sync()  # the CPU, not the disk
     stub_apply()
     envs = envelopes(args.commands, args.pad)
-    res = trio.run(run, args.batches, args.rounds, envs, args.profile)
+    if args.frames:
+        res = trio.run(run_frames, args.batches, args.rounds, envs, args.frames, args.profile)
+    else:
+        res = trio.run(run, args.batches, args.rounds, envs, args.profile)
     line: dict[str, Any] = {k: round(statistics.median(v), 2) for k, v in res.items()}
     line["digest"] = DIGEST.hexdigest()[:16]
     print(json.dumps(line))

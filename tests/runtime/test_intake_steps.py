@@ -120,6 +120,45 @@ async def test_in_the_gather_the_step_proposes_and_the_driver_waits_anew(
         await waiters[0].wait()
 
 
+async def test_a_step_that_keeps_the_gather_leaves_the_driver_waiting_in_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A frame whose proposals join a gather that goes on (more proposers to come back) only
+    keeps it or moves its deadline later: the driver is not woken for it (session 31: one
+    driver wake-up less per frame at 64 clients); at its old deadline it finds the gather
+    still on and waits again. The next frame that ends the gather wakes it; and a gather
+    nobody ends still proposes at its (moved) deadline."""
+    leader = await idle_leader(nursery, gather=5.0)
+    batches = leader._batches
+    for rest in (True, False):  # the last proposer comes back, or never does
+        batches._returning, batches._released_took = 2, 10.0  # two proposers to come back
+        batches.gather(trio.current_time())
+        leader._nudge()  # the driver's loop takes the gather up
+        await wait_until(lambda: gathering(leader), "the driver to wait in the gather")
+        await trio.sleep(0.5)  # (the first frame moves the deadline later)
+        until = batches.gather_until
+        before = leader.core.status().last_index
+        assert leader.hold_proposals()
+        first, _ = leader.propose_together_nowait([create(f"g1-{rest}")])
+        leader.release_proposals()
+        assert leader.core.status().last_index == before  # still gathering
+        assert batches.gather_until is not None and until is not None
+        assert batches.gather_until >= until
+        assert not leader._wake_sent  # the driver was left waiting in its gather
+        assert gathering(leader)
+        if rest:
+            assert leader.hold_proposals()
+            second, _ = leader.propose_together_nowait([create("g2")])
+            leader.release_proposals()
+            assert leader.core.status().last_index > before  # everyone back: proposed now
+            assert leader._wake_sent  # woken to leave the gather it ended
+            with trio.fail_after(30):
+                await second[0].wait()
+        with trio.fail_after(30):
+            await first[0].wait()  # (alone: at the gather's deadline, at most 2.5 s on)
+        await wait_until(lambda: idle(leader), "the driver to park again", timeout=10.0)
+
+
 async def test_a_failing_held_step_stops_the_node(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

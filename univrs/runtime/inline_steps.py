@@ -19,7 +19,8 @@ same order, one task switch less on the write's path. Two callers do:
   entries and answer this very connection's earlier frames, runs where the connection's
   state is whole: after its intake, never inside it. Also while the driver waits in the open
   batch's gather (at one client, the driver always waits there when the next write comes):
-  the step ends or re-times the gather, so it always wakes the driver then, to wait anew.
+  the step wakes the driver when it ends the gather (to wait in its plain ``receive``
+  again); a gather it only kept or moved later is left to the driver's timer (session 31).
 
 A step run this way that fails stores its exception for the driver, which raises it (the node
 stops, as if the driver's own step had failed). A condition not met means nothing is taken:
@@ -181,11 +182,14 @@ class InlineSteps(ReadyEffects):
     def _step_inline(self, take: Callable[[], None], *, wake: bool = False) -> None:
         """The driver's step around ``take()`` (its input), in the caller's task: the reports
         left for it, the input, the writer's reports, the flush and the Ready. A gather it
-        began (or ``wake``: the driver waits in one, which this step ended or moved) wakes
-        the driver to time it; a failure is the driver's to raise: the node stops."""
+        began wakes the driver to time it, and so does one it ended or brought forward while
+        the driver waits in it (``wake``); a failure is the driver's to raise: the node
+        stops."""
         parked, gathering = self._parked, self._gathering
         self._parked = self._gathering = False  # no step within this one (an offer is refused)
         batches = self._batches
+        # The driver waits in the gather until no later than this (``wake``): see below.
+        until = batches.gather_until if wake else None
         try:
             if self._persisted or self._applied_later_index or self.inbox.later:
                 self._take_persisted()
@@ -196,8 +200,18 @@ class InlineSteps(ReadyEffects):
                 batches.flush(self.core, self._applier.pending, self._may_pack, now, self._may_own)
             self._process_ready()
             self._checks.maybe_stop(self.core)
-            if wake or batches.gather_until is not None or batches.released:
-                self._nudge()  # the driver's loop waits for the gather, or runs its round
+            after = batches.gather_until
+            if (
+                batches.released
+                or (after is not None if not wake else until is None or after is None)
+                or (until is not None and after is not None and after < until)
+            ):
+                # The driver's loop waits for a gather this step began, or leaves one it ended
+                # (or brought forward: not done by a frame's proposals), or runs its round. A
+                # gather this step only kept or moved later (a frame's proposals joined it)
+                # needs no wake-up per frame: at its old deadline the driver finds it still
+                # on (``gathering``) and waits again until the new one (session 31).
+                self._nudge()
         except BaseException as exc:  # the driver's to raise: the node stops
             self._reader_failure = exc
             self._nudge()
