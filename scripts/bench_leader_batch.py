@@ -109,19 +109,27 @@ def proposals(runtime: RaftRuntime, envs: list[Any]) -> list[ProposeMany]:
     return [ProposeMany(batch)]
 
 
-async def run(
-    batches: int, rounds: int, envs: list[Any], profile: str | None
-) -> dict[str, list[float]]:
-    sink = RecordingSink()
+def _leader(sink: RecordingSink, **settings: Any) -> tuple[Any, Any]:
+    """A leader's runtime on a fresh log (``new_runtime``), packing batches as a node whose
+    members all apply them, owners kept."""
     runtime, store = new_runtime(
         LEADER,
         sink,
         packing=Packing.for_frames(
             enabled=True, max_payload_size=TransportSettings().max_payload_size
         ),
+        **settings,
     )
     runtime._may_pack = lambda n: n >= 2  # type: ignore[assignment]  # every member applies them
     runtime._may_own = lambda: True  # type: ignore[assignment]
+    return runtime, store
+
+
+async def run(
+    batches: int, rounds: int, envs: list[Any], profile: str | None
+) -> dict[str, list[float]]:
+    sink = RecordingSink()
+    runtime, store = _leader(sink)
     out: dict[str, list[float]] = {"propose": [], "acks": [], "batch": []}
     async with trio.open_nursery() as nursery:
         await nursery.start(runtime.run)
@@ -189,16 +197,8 @@ async def run_frames(
     and every task's steps but the harness's: ``node``), trio's task steps per batch and the
     frames handed over on the inbox (the driver had something to read first)."""
     sink = RecordingSink()
-    runtime, store = new_runtime(
-        LEADER,
-        sink,
-        packing=Packing.for_frames(
-            enabled=True, max_payload_size=TransportSettings().max_payload_size
-        ),
-        proposal_gather=5.0,  # (the gather ends when every proposer is back, not by time)
-    )
-    runtime._may_pack = lambda n: n >= 2  # type: ignore[assignment]  # every member applies them
-    runtime._may_own = lambda: True  # type: ignore[assignment]
+    # (the gather ends when every proposer is back, not by time)
+    runtime, store = _leader(sink, proposal_gather=5.0)
     steps = _Steps()
     steps.main = trio.lowlevel.current_task()
     trio.lowlevel.add_instrument(steps)
